@@ -1,0 +1,58 @@
+"""One family of errors for the whole compiler.
+
+Every error the user can cause is a :class:`TccError` subclass whose message is one line that says
+what failed, where (file, node, tensor, command index) and, where possible, how to fix it. The CLI
+prints ``tccc: error: <message>`` and exits with :attr:`TccError.exit_code` (2 for bad input or
+usage, 1 for internal errors). ``assert`` is kept for internal invariants only.
+"""
+
+from __future__ import annotations
+
+
+class TccError(Exception):
+    """Base class of every error tccc raises on purpose.
+
+    Attributes:
+        exit_code: process exit code the CLI uses for this error (2 = bad input, 1 = internal).
+    """
+
+    exit_code = 2
+
+
+class InputError(TccError):
+    """Bad user input: a missing or malformed file, option or argument (exit code 2)."""
+
+
+class ModelError(TccError):
+    """The ONNX model is malformed or inconsistent (exit code 2)."""
+
+
+class UnsupportedError(TccError):
+    """The model uses ops or attributes the NPU cannot run (exit code 2).
+
+    Attributes:
+        problems: one line per offending node, ``"<op> '<node>': <reason>"``.
+    """
+
+    def __init__(self, path: str, problems: list[str]):
+        self.problems = list(problems)
+        listed = "; ".join(self.problems)
+        super().__init__(f"{path}: {len(self.problems)} unsupported node(s): {listed}")
+
+
+class FormatError(TccError):
+    """A binary, manifest or IR file failed validation while decoding (exit code 2)."""
+
+
+class ScheduleError(TccError):
+    """An op cannot be tiled for the target (e.g. its smallest tile exceeds SRAM) (exit code 2)."""
+
+
+class ExecutionError(TccError):
+    """The reference executor met an illegal command (bad address, hazard, unknown opcode)."""
+
+
+class InternalError(TccError):
+    """A bug in tccc: an invariant did not hold (exit code 1)."""
+
+    exit_code = 1

@@ -1,0 +1,174 @@
+"""The IR's op set and typed attributes (one frozen dataclass per op kind).
+
+Layouts: every activation value in the graph IR is NCHW (as in ONNX); conv weights are OIHW
+(O = output channels, I = input channels per group); FC weights are [M, C, H, W] (a fully
+connected layer over an NCHW map is a conv whose kernel covers the whole map).
+The NPU layouts (NHWC activations, OHWI weights) appear only after scheduling.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Op(str, enum.Enum):
+    """Op kinds of the graph IR. Values are the spellings used in the textual IR."""
+
+    CONV = "conv"              # y = act(conv(x, w) + b [+ shortcut])
+    FC = "fc"                  # y = act(w . flatten(x) + b [+ shortcut]); x NCHW, w [M,C,H,W]
+    BATCHNORM = "batchnorm"    # y = (x - mean) / sqrt(var + eps) * gamma + beta (pre-fold only)
+    ADD = "add"                # y = act(a + b), a and b the same shape (or b per-channel const)
+    MUL = "mul"                # y = a * b with b a per-channel constant (pre-fold only)
+    RELU = "relu"              # y = max(x, 0)
+    CLIP = "clip"              # y = min(max(x, lo), hi)
+    MAXPOOL = "maxpool"
+    AVGPOOL = "avgpool"
+    GAP = "gap"                # global average pool: [N,C,H,W] -> [N,C,1,1]
+    RESHAPE = "reshape"        # shape change that keeps NCHW element order (flatten, view)
+    TRANSPOSE = "transpose"    # permutation of axes (only recognised forms survive import)
+    SOFTMAX = "softmax"        # host-side op at the graph end
+    ARGMAX = "argmax"          # host-side op at the graph end
+
+
+#: Ops executed by the host runtime after the NPU program (on dequantized outputs).
+HOST_OPS = frozenset({Op.SOFTMAX, Op.ARGMAX})
+#: Ops that change only the shape annotation, not the bytes, when H = W = 1 or a no-op view.
+VIEW_OPS = frozenset({Op.RESHAPE})
+#: Ops that the NPU executes as one command group each after fusion.
+NPU_OPS = frozenset({Op.CONV, Op.FC, Op.ADD, Op.MAXPOOL, Op.AVGPOOL, Op.GAP})
+
+
+class ActKind(str, enum.Enum):
+    """Activation fused into an op's epilogue."""
+
+    NONE = "none"
+    RELU = "relu"
+    CLIP = "clip"
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An epilogue activation. ``lo``/``hi`` are float bounds (only meaningful for CLIP)."""
+
+    kind: ActKind = ActKind.NONE
+    lo: float = 0.0
+    hi: float = 0.0
+
+    def bounds(self) -> tuple[float, float]:
+        """Real-valued output bounds (lo, hi); +-inf where unbounded."""
+        if self.kind is ActKind.RELU:
+            return 0.0, float("inf")
+        if self.kind is ActKind.CLIP:
+            return self.lo, self.hi
+        return float("-inf"), float("inf")
+
+    def apply(self, x):
+        """Apply to a float numpy array (float reference semantics)."""
+        import numpy as np
+
+        if self.kind is ActKind.RELU:
+            return np.maximum(x, 0)
+        if self.kind is ActKind.CLIP:
+            return np.clip(x, self.lo, self.hi)
+        return x
+
+
+NO_ACT = Activation()
+RELU = Activation(ActKind.RELU)
+
+
+@dataclass(frozen=True)
+class ConvAttrs:
+    """2-D convolution. ``pads`` = (top, left, bottom, right) in input pixels."""
+
+    kernel: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilations: tuple[int, int] = (1, 1)
+    group: int = 1
+    act: Activation = NO_ACT
+
+
+@dataclass(frozen=True)
+class FcAttrs:
+    """Fully connected layer over a whole NCHW map (weight [M, C, H, W])."""
+
+    act: Activation = NO_ACT
+
+
+@dataclass(frozen=True)
+class BatchNormAttrs:
+    """Inference BatchNormalization (ONNX BatchNormalization, spatial=1)."""
+
+    epsilon: float = 1e-5
+
+
+@dataclass(frozen=True)
+class EltwiseAttrs:
+    """Element-wise binary op (add, mul) with an optional fused activation."""
+
+    act: Activation = NO_ACT
+
+
+@dataclass(frozen=True)
+class ActAttrs:
+    """Standalone activation (relu, clip)."""
+
+    act: Activation = NO_ACT
+
+
+@dataclass(frozen=True)
+class PoolAttrs:
+    """Max/average pooling. ``pads`` = (top, left, bottom, right); ceil_mode is folded into
+    extra bottom/right padding at import. ``count_include_pad`` applies to avgpool only."""
+
+    kernel: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    count_include_pad: bool = False
+
+
+@dataclass(frozen=True)
+class NoAttrs:
+    """Ops without attributes (gap)."""
+
+
+@dataclass(frozen=True)
+class ReshapeAttrs:
+    """Target shape (fully resolved, no 0 or -1)."""
+
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TransposeAttrs:
+    """Axis permutation (ONNX Transpose ``perm``)."""
+
+    perm: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class AxisAttrs:
+    """Ops with a single axis (softmax, argmax)."""
+
+    axis: int = -1
+    keepdims: bool = True
+
+
+ATTRS_OF_OP: dict[Op, type] = {
+    Op.CONV: ConvAttrs,
+    Op.FC: FcAttrs,
+    Op.BATCHNORM: BatchNormAttrs,
+    Op.ADD: EltwiseAttrs,
+    Op.MUL: EltwiseAttrs,
+    Op.RELU: ActAttrs,
+    Op.CLIP: ActAttrs,
+    Op.MAXPOOL: PoolAttrs,
+    Op.AVGPOOL: PoolAttrs,
+    Op.GAP: NoAttrs,
+    Op.RESHAPE: ReshapeAttrs,
+    Op.TRANSPOSE: TransposeAttrs,
+    Op.SOFTMAX: AxisAttrs,
+    Op.ARGMAX: AxisAttrs,
+}

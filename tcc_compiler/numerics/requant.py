@@ -1,0 +1,106 @@
+"""Fixed-point requantization: ``y = (x * M + 2**(S-1)) >> S`` (round half up).
+
+Rule (specs/quantization.md, "Requantization"): the product ``x * M`` is formed exactly in a
+64-bit signed accumulator, the rounding constant ``2**(S-1)`` is added, and the result is shifted
+right arithmetically by ``S`` (floor division by ``2**S``). Ties therefore round toward
++infinity (round half up), e.g. 2.5 -> 3 and -2.5 -> -2. ``M`` is a positive integer below
+``2**31`` and ``S`` lies in [1, 62].
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tcc_compiler.errors import InternalError
+
+#: Multipliers are unsigned 31-bit values stored in int32 fields.
+MULT_BITS = 31
+#: Largest right shift the epilogue supports.
+SHIFT_MAX = 62
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """Approximate a positive real scale ``real`` by ``M / 2**S``.
+
+    ``M`` is normalised into [2**30, 2**31) so it keeps 31 significant bits (the
+    gemmlowp/TFLite convention, Jacob et al. 2018, section 2.2), and ``S`` is clamped to
+    [1, SHIFT_MAX]; very small scales lose bits of M instead.
+
+    Args:
+        real: the real multiplier, >= 0 (0 gives M = 0, S = 1).
+
+    Returns:
+        (M, S) with 0 <= M < 2**31 and 1 <= S <= SHIFT_MAX.
+
+    Raises:
+        InternalError: ``real`` is negative, NaN, infinite, or >= 2**30.
+    """
+    if not math.isfinite(real) or real < 0:
+        raise InternalError(f"requantization scale must be finite and >= 0, got {real}")
+    if real == 0.0:
+        return 0, 1
+    if real >= 2.0 ** 30:
+        raise InternalError(f"requantization scale {real} too large")
+    mant, exp = math.frexp(real)          # real = mant * 2**exp, mant in [0.5, 1)
+    shift = MULT_BITS - exp               # M = mant * 2**31
+    if shift > SHIFT_MAX:
+        mult = int(round(real * 2.0 ** SHIFT_MAX))
+        return mult, SHIFT_MAX
+    if shift < 1:
+        raise InternalError(f"requantization scale {real} needs a left shift")
+    mult = int(round(mant * 2.0 ** MULT_BITS))
+    if mult == 2 ** MULT_BITS:            # mant rounded up to 1.0
+        mult //= 2
+        shift -= 1
+    return mult, shift
+
+
+def quantize_multipliers_shared(reals: list[float]) -> tuple[list[int], int]:
+    """Approximate several reals by ``M_i / 2**S`` with one shared shift ``S``.
+
+    Used where two terms are summed before one rounding (a conv accumulator and its residual
+    shortcut): the largest real sets ``S`` so its multiplier keeps 31 bits; the others get
+    fewer bits, never more than 31.
+
+    Args:
+        reals: non-negative finite reals, at least one of them > 0.
+
+    Returns:
+        ([M_i], S) with every 0 <= M_i < 2**31.
+
+    Raises:
+        InternalError: all reals are 0, or any is invalid.
+    """
+    biggest = max(reals)
+    if biggest <= 0:
+        raise InternalError("shared multiplier needs one positive scale")
+    _, shift = quantize_multiplier(biggest)
+    mults = []
+    for r in reals:
+        if not math.isfinite(r) or r < 0:
+            raise InternalError(f"requantization scale must be finite and >= 0, got {r}")
+        m = int(round(r * 2.0 ** shift))
+        if m >= 2 ** MULT_BITS:  # rounding of the biggest one overflowed: drop one bit
+            return quantize_multipliers_shared([x / 2.0 for x in reals])[0], shift - 1
+        mults.append(m)
+    return mults, shift
+
+
+def requantize(x: np.ndarray, mult: np.ndarray | int, shift: np.ndarray | int) -> np.ndarray:
+    """Apply ``(x * M + 2**(S-1)) >> S`` element-wise in int64.
+
+    Args:
+        x: integer array (any shape); |x| * M must stay below 2**63 (the caller's bound:
+           |x| < 2**32 and M < 2**31).
+        mult: M, scalar or broadcastable array (e.g. per output channel along the last axis).
+        shift: S, scalar or broadcastable array, each in [1, 62].
+
+    Returns:
+        int64 array of the same shape as ``x``.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    m = np.asarray(mult, dtype=np.int64)
+    s = np.asarray(shift, dtype=np.int64)
+    return (x * m + (np.int64(1) << (s - 1))) >> s
