@@ -1,0 +1,263 @@
+"""``npu_cmd.bin``: the command stream container (specs/isa.md, "npu_cmd.bin").
+
+Layout (little-endian): a 64-byte header (:data:`CMD_HEADER_FIELDS`), then the command stream
+starting at ``header_bytes`` (64-byte aligned) and running to the end of the file.
+
+This module also holds the helpers both containers share (header tables, header CRC, version and
+tool-version checks); :mod:`tcc_compiler.binfmt.weightfile` imports them from here.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from tcc_compiler.errors import FormatError, InternalError
+from tcc_compiler.isa import spec
+from tcc_compiler.isa.codec import decode_commands, encode_commands, end_problem
+from tcc_compiler.isa.commands import Command
+from tcc_compiler.isa.disasm import disassemble
+
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+HEADER_BYTES = 64
+SECTION_ALIGN = 64
+TOOL_VERSION_BYTES = 16
+CMD_MAGIC = b"TNPC"
+
+#: A header field: (name, struct format, doc). Offsets follow from the order (no implicit padding).
+HeaderField = tuple[str, str, str]
+
+CMD_HEADER_FIELDS: tuple[HeaderField, ...] = (
+    ("magic", "4s", 'b"TNPC"'),
+    ("version_major", "H", "format major version (1); readers reject other majors"),
+    ("version_minor", "H", "format minor version (0); readers accept any minor"),
+    ("header_bytes", "I", "header size, a multiple of 64 (64); the stream starts here"),
+    ("stream_bytes", "I", "command stream size in bytes (multiple of 4); the file ends there"),
+    ("n_commands", "I", "number of commands, END included"),
+    ("stream_crc32", "I", "zlib.crc32 of the command stream"),
+    ("sram_bytes", "I", "SRAM the program needs (bytes)"),
+    ("act_arena_bytes", "I", "size of DRAM region ACT (bytes, <= 2**30)"),
+    ("input_bytes", "I", "size of DRAM region INPUT (bytes, <= 2**30)"),
+    ("output_bytes", "I", "size of DRAM region OUTPUT (bytes, <= 2**30)"),
+    ("tool_version", "16s", "ASCII version of the tool that wrote the file, NUL-padded"),
+    ("reserved", "4s", "reserved, zero"),
+    ("header_crc32", "I", "zlib.crc32 of header bytes 0..59"),
+)
+
+
+def header_struct(fields: tuple[HeaderField, ...]) -> struct.Struct:
+    """The little-endian :class:`struct.Struct` of a header table (checked to be 64 bytes)."""
+    st = struct.Struct("<" + "".join(f for _, f, _ in fields))
+    if st.size != HEADER_BYTES:
+        raise InternalError(f"binfmt: header table is {st.size} bytes, not {HEADER_BYTES}")
+    return st
+
+
+def header_offsets(fields: tuple[HeaderField, ...]) -> list[tuple[str, int, str, str]]:
+    """(name, byte offset, struct format, doc) of every header field, for the generated docs."""
+    out, pos = [], 0
+    for name, fmt, doc in fields:
+        out.append((name, pos, fmt, doc))
+        pos += struct.calcsize("<" + fmt)
+    return out
+
+
+_CMD_HEADER = header_struct(CMD_HEADER_FIELDS)
+
+
+def align_up(n: int, align: int = SECTION_ALIGN) -> int:
+    """``n`` rounded up to a multiple of ``align``."""
+    return -(-n // align) * align
+
+
+def encode_tool_version(tool_version: str) -> bytes:
+    """ASCII ``tool_version`` NUL-padded to 16 bytes.
+
+    Raises:
+        InternalError: not ASCII, contains NUL, or longer than 16 bytes.
+    """
+    try:
+        raw = tool_version.encode("ascii")
+    except UnicodeEncodeError:
+        raise InternalError(f"tool_version {tool_version!r} is not ASCII") from None
+    if len(raw) > TOOL_VERSION_BYTES or b"\0" in raw:
+        raise InternalError(f"tool_version {tool_version!r} must be <= 16 ASCII chars, no NUL")
+    return raw.ljust(TOOL_VERSION_BYTES, b"\0")
+
+
+def decode_tool_version(raw: bytes, path: str) -> str:
+    """Decode a NUL-padded ASCII tool version.
+
+    Raises:
+        FormatError: non-ASCII bytes, or non-NUL bytes after the first NUL.
+    """
+    text, _, tail = raw.partition(b"\0")
+    if any(tail) or any(b > 0x7E or b < 0x20 for b in text):
+        raise FormatError(f"{path}: header field tool_version is not NUL-padded printable ASCII")
+    return text.decode("ascii")
+
+
+def pack_header(st: struct.Struct, fields: tuple[HeaderField, ...], values: dict) -> bytes:
+    """Pack a header from ``values`` (every field but reserved/header_crc32) and append its CRC."""
+    args = []
+    for name, fmt, _ in fields:
+        if name == "header_crc32":
+            args.append(0)
+        elif name == "reserved":
+            args.append(b"")
+        else:
+            args.append(values[name])
+    raw = st.pack(*args)
+    crc = zlib.crc32(raw[:HEADER_BYTES - 4])
+    return raw[:HEADER_BYTES - 4] + struct.pack("<I", crc)
+
+
+def unpack_header(data: bytes, st: struct.Struct, fields: tuple[HeaderField, ...],
+                  magic: bytes, path: str) -> dict:
+    """Read and validate the common part of a container header.
+
+    Checks, in order: length, magic, major version, header CRC, header_bytes (>= 64, multiple
+    of 64, inside the file), reserved bytes zero (minor version 0), tool_version.
+
+    Returns:
+        field name -> value (tool_version decoded to str).
+
+    Raises:
+        FormatError: naming ``path`` and the failing field.
+    """
+    if len(data) < HEADER_BYTES:
+        raise FormatError(f"{path}: truncated header ({len(data)} bytes, need {HEADER_BYTES})")
+    vals = dict(zip((n for n, _, _ in fields), st.unpack_from(data, 0)))
+    if vals["magic"] != magic:
+        raise FormatError(f"{path}: header field magic is {vals['magic']!r}, expected {magic!r}"
+                          " (not a tccc file of this kind)")
+    major, minor = vals["version_major"], vals["version_minor"]
+    if major != FORMAT_MAJOR:
+        raise FormatError(f"{path}: unsupported format version {major}.{minor}, this tccc "
+                          f"reads {FORMAT_MAJOR}.x")
+    crc = zlib.crc32(data[:HEADER_BYTES - 4])
+    if crc != vals["header_crc32"]:
+        raise FormatError(f"{path}: header field header_crc32 is {vals['header_crc32']:#010x}, "
+                          f"header bytes give {crc:#010x} (corrupted header)")
+    hb = vals["header_bytes"]
+    if hb < HEADER_BYTES or hb % SECTION_ALIGN or hb > len(data):
+        raise FormatError(f"{path}: header field header_bytes = {hb} invalid (multiple of 64, "
+                          f">= 64, file is {len(data)} bytes)")
+    if minor == 0 and any(vals["reserved"]):
+        raise FormatError(f"{path}: header field reserved is not zero")
+    vals["tool_version"] = decode_tool_version(vals["tool_version"], path)
+    return vals
+
+
+def _check_u32(name: str, value: int, hi: int = 0xFFFFFFFF) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= hi:
+        raise InternalError(f"npu_cmd.bin: {name} = {value!r} outside 0..{hi}")
+
+
+@dataclass(frozen=True)
+class CmdFile:
+    """A decoded ``npu_cmd.bin``.
+
+    Attributes:
+        path: file name used in messages.
+        version_major, version_minor: format version.
+        header_bytes: header size (bytes); the stream starts at this file offset.
+        sram_bytes: SRAM the program needs (bytes).
+        act_arena_bytes, input_bytes, output_bytes: sizes of DRAM regions ACT, INPUT, OUTPUT.
+        tool_version: version string of the writer.
+        stream_crc32: CRC-32 of the stream.
+        commands: decoded commands in stream order (END last).
+    """
+
+    path: str
+    version_major: int
+    version_minor: int
+    header_bytes: int
+    sram_bytes: int
+    act_arena_bytes: int
+    input_bytes: int
+    output_bytes: int
+    tool_version: str
+    stream_crc32: int
+    commands: tuple[Command, ...]
+
+    def disassemble(self, comments=None) -> str:
+        """Listing of the commands with file byte offsets (see :func:`isa.disasm.disassemble`)."""
+        return disassemble(self.commands, comments, base_offset=self.header_bytes)
+
+
+def write_cmd_file(commands: list[Command], *, sram_bytes: int, act_arena_bytes: int,
+                   input_bytes: int, output_bytes: int, tool_version: str) -> bytes:
+    """Serialise a program to ``npu_cmd.bin`` bytes.
+
+    Args:
+        commands: the program; must end with exactly one END.
+        sram_bytes: SRAM the program needs (bytes).
+        act_arena_bytes, input_bytes, output_bytes: DRAM region sizes (bytes, each <= 2**30).
+        tool_version: ASCII, at most 16 characters.
+
+    Raises:
+        InternalError: END missing/misplaced, a field or size out of range.
+    """
+    problem = end_problem(list(commands))
+    if problem:
+        raise InternalError(f"npu_cmd.bin: {problem}")
+    _check_u32("sram_bytes", sram_bytes)
+    for name, v in (("act_arena_bytes", act_arena_bytes), ("input_bytes", input_bytes),
+                    ("output_bytes", output_bytes)):
+        _check_u32(name, v, spec.REGION_OFFSET_MASK + 1)
+    stream = encode_commands(commands)
+    _check_u32("stream_bytes", len(stream))
+    header = pack_header(_CMD_HEADER, CMD_HEADER_FIELDS, {
+        "magic": CMD_MAGIC, "version_major": FORMAT_MAJOR, "version_minor": FORMAT_MINOR,
+        "header_bytes": HEADER_BYTES, "stream_bytes": len(stream),
+        "n_commands": len(commands), "stream_crc32": zlib.crc32(stream),
+        "sram_bytes": sram_bytes, "act_arena_bytes": act_arena_bytes,
+        "input_bytes": input_bytes, "output_bytes": output_bytes,
+        "tool_version": encode_tool_version(tool_version),
+    })
+    return header + stream
+
+
+def read_cmd_file(data: bytes, path: str = "npu_cmd.bin") -> CmdFile:
+    """Decode and validate ``npu_cmd.bin`` bytes.
+
+    Raises:
+        FormatError: bad magic/version/CRC/sizes, a command that does not decode, a command count
+            that disagrees with the header, or END missing/misplaced (one line naming ``path``).
+    """
+    data = bytes(data)
+    h = unpack_header(data, _CMD_HEADER, CMD_HEADER_FIELDS, CMD_MAGIC, path)
+    hb, sb = h["header_bytes"], h["stream_bytes"]
+    if hb + sb != len(data):
+        raise FormatError(f"{path}: header field stream_bytes = {sb} but the file holds "
+                          f"{len(data) - hb} bytes after the header (truncated or padded)")
+    if sb % 4:
+        raise FormatError(f"{path}: header field stream_bytes = {sb} not a multiple of 4")
+    for name in ("act_arena_bytes", "input_bytes", "output_bytes"):
+        if h[name] > spec.REGION_OFFSET_MASK + 1:
+            raise FormatError(f"{path}: header field {name} = {h[name]} exceeds a DRAM region "
+                              "(2**30 bytes)")
+    stream = data[hb:]
+    crc = zlib.crc32(stream)
+    if crc != h["stream_crc32"]:
+        raise FormatError(f"{path}: header field stream_crc32 is {h['stream_crc32']:#010x}, "
+                          f"stream gives {crc:#010x} (corrupted command stream)")
+    if h["n_commands"] > sb // 4:
+        raise FormatError(f"{path}: header field n_commands = {h['n_commands']} cannot fit in "
+                          f"{sb} stream bytes")
+    cmds = decode_commands(stream, path)
+    if len(cmds) != h["n_commands"]:
+        raise FormatError(f"{path}: header field n_commands = {h['n_commands']} but the stream "
+                          f"holds {len(cmds)} commands")
+    problem = end_problem(cmds)
+    if problem:
+        raise FormatError(f"{path}: {problem}")
+    return CmdFile(path=path, version_major=h["version_major"],
+                   version_minor=h["version_minor"], header_bytes=hb,
+                   sram_bytes=h["sram_bytes"], act_arena_bytes=h["act_arena_bytes"],
+                   input_bytes=h["input_bytes"], output_bytes=h["output_bytes"],
+                   tool_version=h["tool_version"], stream_crc32=h["stream_crc32"],
+                   commands=tuple(cmds))

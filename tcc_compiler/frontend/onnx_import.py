@@ -1,0 +1,218 @@
+"""ONNX -> graph IR.
+
+Steps: load (external data, initializers-as-inputs), fix the input dims from ``--input``,
+constant-fold and clean up with onnx-graphsurgeon (folds Constant, ConstantOfShape and the
+Shape->Gather->Concat->Reshape chains exporters write for dynamic batch), then convert node by
+node with one converter per ONNX op type (:mod:`tcc_compiler.frontend.converters`). Every
+unsupported node is collected and reported at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from tcc_compiler.errors import InputError, ModelError, UnsupportedError
+from tcc_compiler.frontend.converters import CONVERTERS, Ctx, Unsupported
+from tcc_compiler.frontend.loader import load_onnx, parse_input_spec
+from tcc_compiler.ir.graph import Graph
+
+log = logging.getLogger(__name__)
+gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
+
+__all__ = ["import_onnx", "load_onnx", "parse_input_spec"]
+
+
+def _activation_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    inits = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def _is_nhwc_input(model: onnx.ModelProto, name: str) -> bool:
+    """True when the input's only consumer is Transpose(perm=0,3,1,2) (an NHWC model input)."""
+    users = [n for n in model.graph.node if name in n.input]
+    if len(users) != 1 or users[0].op_type != "Transpose":
+        return False
+    perm = [list(a.ints) for a in users[0].attribute if a.name == "perm"]
+    return perm == [[0, 3, 1, 2]]
+
+
+def _fix_input_dims(model: onnx.ModelProto, whc: tuple[int, int, int] | None,
+                    where: str) -> tuple[str, tuple[int, ...], str]:
+    ins = _activation_inputs(model)
+    if len(ins) != 1:
+        raise ModelError(f"{where}: expected exactly one image input, found {len(ins)} "
+                         f"({', '.join(i.name for i in ins) or 'none'})")
+    inp = ins[0]
+    tt = inp.type.tensor_type
+    if tt.elem_type != onnx.TensorProto.FLOAT:
+        raise ModelError(f"{where}: input '{inp.name}' must be float32")
+    dims = [d.dim_value if d.HasField("dim_value") else 0 for d in tt.shape.dim]
+    nhwc = _is_nhwc_input(model, inp.name)
+    if whc is None:
+        if len(dims) != 4 or any(d <= 0 for d in dims[1:]):
+            raise InputError(f"{where}: input '{inp.name}' has unknown dims {dims}; "
+                             "pass --input WxHxC")
+        if nhwc:
+            whc = (dims[2], dims[1], dims[3])
+        else:
+            whc = (dims[3], dims[2], dims[1])
+    w, h, c = whc
+    if len(dims) not in (0, 4):
+        raise ModelError(f"{where}: input '{inp.name}' has rank {len(dims)}, expected 4 (NCHW)")
+    new = [1, h, w, c] if nhwc else [1, c, h, w]
+    model_c = dims[3] if nhwc and len(dims) == 4 else (dims[1] if len(dims) == 4 else 0)
+    if model_c > 0 and model_c != c:
+        raise InputError(f"{where}: --input has {c} channels but input '{inp.name}' takes "
+                         f"{model_c}")
+    del tt.shape.dim[:]
+    for d in new:
+        tt.shape.dim.add().dim_value = d
+    # Drop stale intermediate shape annotations; shape inference recomputes them.
+    del model.graph.value_info[:]
+    for out in model.graph.output:
+        for d in out.type.tensor_type.shape.dim:
+            d.ClearField("dim_value")
+            d.ClearField("dim_param")
+    return inp.name, tuple(new), "NHWC" if nhwc else "NCHW"
+
+
+def _check_domains(model: onnx.ModelProto, where: str) -> int:
+    opset = None
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            opset = imp.version
+    if opset is None:
+        raise ModelError(f"{where}: model imports no default-domain ONNX opset")
+    if opset < 6 or opset > onnx.defs.onnx_opset_version():
+        raise ModelError(f"{where}: opset {opset} not supported (6..{onnx.defs.onnx_opset_version()})")
+    bad = sorted({n.domain for n in model.graph.node if n.domain not in ("", "ai.onnx")})
+    if bad:
+        nodes = [f"{n.op_type} '{n.name}' (domain {n.domain})" for n in model.graph.node
+                 if n.domain not in ("", "ai.onnx")]
+        raise UnsupportedError(where, [f"{s}: custom-domain op, not an ONNX standard op"
+                                       for s in nodes])
+    return opset
+
+
+def import_onnx(model: str | os.PathLike | onnx.ModelProto,
+                input_whc: tuple[int, int, int] | str | None = None) -> Graph:
+    """Import an ONNX image model into the graph IR.
+
+    Args:
+        model: path to a .onnx file, or a ModelProto.
+        input_whc: (W, H, C) or "WxHxC" for the single image input; None to use the model's
+            fixed dims. The batch is fixed to 1.
+
+    Returns:
+        A :class:`Graph` with NCHW float32 activations, constants attached to values, node
+        provenance set to the ONNX node names, ``meta`` holding source path, opset and input
+        layout.
+
+    Raises:
+        InputError, ModelError: unreadable or inconsistent model / input spec.
+        UnsupportedError: lists every node the NPU cannot run, at once.
+    """
+    if isinstance(input_whc, str):
+        input_whc = parse_input_spec(input_whc)
+    if isinstance(model, onnx.ModelProto):
+        where = model.graph.name or "<model>"
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model)
+    else:
+        where = str(model)
+        proto = load_onnx(model)
+    opset = _check_domains(proto, where)
+    in_name, in_shape, layout = _fix_input_dims(proto, input_whc, where)
+
+    try:
+        graph = gs.import_onnx(proto)
+    except Exception as exc:  # onnx-graphsurgeon raises assorted errors on bad protos
+        raise ModelError(f"{where}: cannot read graph ({type(exc).__name__}: {exc})") from None
+    _check_cycles(graph, where)
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)
+    try:
+        graph.fold_constants(error_ok=True).cleanup().toposort()
+    except Exception as exc:
+        raise ModelError(f"{where}: constant folding failed ({type(exc).__name__}: {exc})") from None
+    folded = gs.export_onnx(graph)
+    folded.opset_import[0].version = opset
+    try:
+        inferred = onnx.shape_inference.infer_shapes(folded, strict_mode=False)
+    except Exception as exc:  # shape inference errors: inconsistent model
+        raise ModelError(f"{where}: shape inference failed: {str(exc).splitlines()[0]}") from None
+    return _convert(inferred, where, opset, in_name, in_shape, layout)
+
+
+def _check_cycles(graph: gs.Graph, where: str) -> None:
+    producers = {}
+    for node in graph.nodes:
+        for t in node.outputs:
+            producers[t.name] = node
+    import networkx as nx
+
+    g = nx.DiGraph()
+    for node in graph.nodes:
+        g.add_node(id(node))
+        for t in node.inputs:
+            if t.name in producers:
+                g.add_edge(id(producers[t.name]), id(node))
+    try:
+        cycle = nx.find_cycle(g)
+    except nx.NetworkXNoCycle:
+        return
+    names = {id(n): n.name for n in graph.nodes}
+    raise ModelError(f"{where}: graph has a cycle through node '{names[cycle[0][0]]}'")
+
+
+def _convert(model: onnx.ModelProto, where: str, opset: int, in_name: str,
+             in_shape: tuple[int, ...], layout: str) -> Graph:
+    g = Graph(name=model.graph.name or "graph")
+    g.meta.update({"source": where, "opset": opset, "input_layout": layout,
+                   "onnx_input": in_name})
+    ctx = Ctx(g, where, opset)
+    for init in model.graph.initializer:
+        arr = onnx.numpy_helper.to_array(init)
+        ctx.add_const(init.name, np.asarray(arr))
+    for vi in list(model.graph.value_info) + list(model.graph.output):
+        dims = [d.dim_value if d.HasField("dim_value") else -1
+                for d in vi.type.tensor_type.shape.dim]
+        ctx.onnx_shapes[vi.name] = tuple(dims)
+    ctx.add_input(in_name, in_shape)
+    problems: list[str] = []
+    for node in model.graph.node:
+        conv = CONVERTERS.get(node.op_type)
+        label = f"{node.op_type} '{node.name or node.output[0]}'"
+        if conv is None:
+            problems.append(f"{label}: op type not supported by tccc "
+                            "(see SUPPORTED_OPS.md)")
+            continue
+        try:
+            conv(ctx, node)
+        except Unsupported as exc:
+            problems.append(f"{label}: {exc}")
+    if problems:
+        raise UnsupportedError(where, problems)
+    outs = []
+    for o in model.graph.output:
+        v = ctx.lookup(o.name)
+        if v is None:
+            raise ModelError(f"{where}: graph output '{o.name}' is not produced by any node")
+        if v.is_const:
+            raise UnsupportedError(where, [f"output '{o.name}': constant graph output"])
+        outs.append(v)
+    names = [o.name for o in model.graph.output]
+    if len(set(names)) != len(names):
+        raise ModelError(f"{where}: duplicate graph output names")
+    g.outputs = outs
+    g.dead_code_elimination()
+    if not g.nodes:
+        raise UnsupportedError(where, ["graph: no computation between input and output"])
+    return g

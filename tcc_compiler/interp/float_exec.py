@@ -1,0 +1,142 @@
+"""Execute a float graph IR with numpy (NCHW, float32 data, float64 accumulation).
+
+Used to calibrate (it can return every intermediate value) and to prove that the passes keep
+the network's function: after every pass it must match ONNX Runtime (rtol 1e-4).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from tcc_compiler.errors import InternalError
+from tcc_compiler.ir.graph import Graph, Node, Value
+from tcc_compiler.ir.ops import Op
+
+
+def _pad_nchw(x: np.ndarray, pads, value) -> np.ndarray:
+    t, l, b, r = pads
+    if not (t or l or b or r):
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=value)
+
+
+def _windows(x: np.ndarray, kernel, strides, dilations=(1, 1)) -> np.ndarray:
+    kh, kw = kernel
+    eh, ew = (kh - 1) * dilations[0] + 1, (kw - 1) * dilations[1] + 1
+    win = sliding_window_view(x, (eh, ew), axis=(2, 3))   # [N, C, OH', OW', eh, ew]
+    return win[:, :, ::strides[0], ::strides[1], ::dilations[0], ::dilations[1]]
+
+
+def conv2d_float(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, strides, pads,
+                 dilations, group: int) -> np.ndarray:
+    """Float conv. x [N,C,H,W], w [O,C/g,KH,KW] -> [N,O,OH,OW] (float64 accumulate)."""
+    xp = _pad_nchw(x.astype(np.float64), pads, 0.0)
+    o, cg, kh, kw = w.shape
+    win = _windows(xp, (kh, kw), strides, dilations)     # [N, C, OH, OW, KH, KW]
+    n, _, oh, ow = win.shape[:4]
+    og = o // group
+    out = np.empty((n, o, oh, ow), np.float64)
+    wf = w.astype(np.float64)
+    for g in range(group):
+        cols = win[:, g * cg:(g + 1) * cg]
+        out[:, g * og:(g + 1) * og] = np.einsum("ncyxkl,ockl->noyx", cols,
+                                                 wf[g * og:(g + 1) * og], optimize=True)
+    if b is not None:
+        out += b.astype(np.float64).reshape(1, -1, 1, 1)
+    return out
+
+
+def eval_node(node: Node, args: list[np.ndarray | None]) -> np.ndarray:
+    """Evaluate one IR node on float arrays (NCHW). Returns float32 (int64 for argmax)."""
+    a = node.attrs
+    op = node.op
+    x = args[0]
+    if op is Op.CONV:
+        y = conv2d_float(x, args[1], args[2], a.strides, a.pads, a.dilations, a.group)
+        if len(args) > 3 and args[3] is not None:
+            y = y + args[3]
+        return a.act.apply(y).astype(np.float32)
+    if op is Op.FC:
+        w = args[1]
+        y = x.reshape(x.shape[0], -1).astype(np.float64) @ w.reshape(w.shape[0], -1).T.astype(
+            np.float64) + args[2].astype(np.float64)
+        if len(args) > 3 and args[3] is not None:
+            y = y + args[3].reshape(y.shape)
+        y = a.act.apply(y)
+        return y.reshape(node.output.shape).astype(np.float32)
+    if op is Op.BATCHNORM:
+        sc, bi, mu, var = (v.astype(np.float64).reshape(1, -1, 1, 1) for v in args[1:5])
+        return ((x - mu) / np.sqrt(var + a.epsilon) * sc + bi).astype(np.float32)
+    if op in (Op.ADD, Op.MUL):
+        bb = args[1]
+        if bb.ndim < x.ndim and bb.size > 1:
+            bb = bb.reshape((1, -1) + (1,) * (x.ndim - 2))
+        y = x.astype(np.float64) + bb if op is Op.ADD else x.astype(np.float64) * bb
+        return a.act.apply(y).astype(np.float32)
+    if op in (Op.RELU, Op.CLIP):
+        return a.act.apply(x).astype(np.float32)
+    if op is Op.MAXPOOL:
+        xp = _pad_nchw(x, a.pads, -np.inf)
+        return _windows(xp, a.kernel, a.strides).max(axis=(4, 5)).astype(np.float32)
+    if op is Op.AVGPOOL:
+        xp = _pad_nchw(x.astype(np.float64), a.pads, 0.0)
+        s = _windows(xp, a.kernel, a.strides).sum(axis=(4, 5))
+        if a.count_include_pad or not any(a.pads):
+            return (s / (a.kernel[0] * a.kernel[1])).astype(np.float32)
+        ones = _pad_nchw(np.ones((1, 1) + x.shape[2:]), a.pads, 0.0)
+        cnt = _windows(ones, a.kernel, a.strides).sum(axis=(4, 5))
+        return (s / cnt).astype(np.float32)
+    if op is Op.GAP:
+        return x.astype(np.float64).mean(axis=(2, 3), keepdims=True).astype(np.float32)
+    if op is Op.RESHAPE:
+        return x.reshape(a.shape)
+    if op is Op.TRANSPOSE:
+        return np.ascontiguousarray(x.transpose(a.perm))
+    if op is Op.SOFTMAX:
+        e = np.exp(x.astype(np.float64) - x.max(axis=-1, keepdims=True))
+        return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    if op is Op.ARGMAX:
+        return np.argmax(x, axis=a.axis).reshape(node.output.shape).astype(np.int64)
+    raise InternalError(f"float interpreter: no rule for op {op.value}")
+
+
+def run_float(graph: Graph, inputs: dict[str, np.ndarray] | np.ndarray,
+              keep: bool = False) -> dict[str, np.ndarray]:
+    """Run the graph on float inputs.
+
+    Args:
+        graph: float graph IR.
+        inputs: {input name: float32 array} or a single array for the single input
+            (shape as the graph input, e.g. NCHW [1,3,H,W]).
+        keep: return every intermediate value too (for calibration).
+
+    Returns:
+        {value name: array} for the graph outputs (and all values when ``keep``).
+
+    Raises:
+        InternalError: an op without a float rule.
+    """
+    env: dict[int, np.ndarray] = {}
+    if isinstance(inputs, np.ndarray):
+        inputs = {graph.inputs[0].name: inputs}
+    for v in graph.inputs:
+        env[id(v)] = np.asarray(inputs[v.name], dtype=np.float32)
+    names: dict[int, Value] = {}
+    for node in graph.nodes:
+        args = []
+        for v in node.inputs:
+            if v is None:
+                args.append(None)
+            elif v.is_const:
+                args.append(v.const)
+            else:
+                args.append(env[id(v)])
+        out = eval_node(node, args)
+        env[id(node.output)] = out
+        names[id(node.output)] = node.output
+    result = {o.name: env[id(o)] for o in graph.outputs}
+    if keep:
+        for k, v in names.items():
+            result[v.name] = env[k]
+    return result

@@ -1,0 +1,68 @@
+"""Output-shape rules of the IR ops (NCHW), shared by the frontend, passes and verifier."""
+
+from __future__ import annotations
+
+from tcc_compiler.errors import InternalError
+from tcc_compiler.ir.ops import ConvAttrs, Op, PoolAttrs
+
+
+def conv_out_hw(h: int, w: int, kernel, strides, pads, dilations=(1, 1)) -> tuple[int, int]:
+    """Spatial output size of a conv/pool: floor((H + t + b - ((K-1)*d + 1)) / s) + 1."""
+    kh, kw = kernel
+    eh = (kh - 1) * dilations[0] + 1
+    ew = (kw - 1) * dilations[1] + 1
+    oh = (h + pads[0] + pads[2] - eh) // strides[0] + 1
+    ow = (w + pads[1] + pads[3] - ew) // strides[1] + 1
+    return oh, ow
+
+
+def infer_shape(op: Op, attrs, in_shapes: list[tuple[int, ...] | None]) -> tuple[int, ...]:
+    """Output shape of one node from its input shapes.
+
+    Args:
+        op: op kind. attrs: its attribute dataclass.
+        in_shapes: shapes of the inputs in order (None for an absent optional input).
+
+    Raises:
+        InternalError: the input shapes do not fit the op.
+    """
+    x = in_shapes[0]
+    if op is Op.CONV:
+        assert isinstance(attrs, ConvAttrs)
+        n, c, h, w = x
+        wshape = in_shapes[1]
+        if c != wshape[1] * attrs.group:
+            raise InternalError(f"conv: input has {c} channels, weights expect "
+                                f"{wshape[1] * attrs.group}")
+        oh, ow = conv_out_hw(h, w, attrs.kernel, attrs.strides, attrs.pads, attrs.dilations)
+        if oh <= 0 or ow <= 0:
+            raise InternalError(f"conv: empty output {oh}x{ow}")
+        return (n, wshape[0], oh, ow)
+    if op is Op.FC:
+        wshape = in_shapes[1]
+        total = 1
+        for d in x[1:]:
+            total *= d
+        if total != wshape[1] * wshape[2] * wshape[3]:
+            raise InternalError(f"fc: input {x} does not match weights {wshape}")
+        return (x[0], wshape[0])
+    if op in (Op.MAXPOOL, Op.AVGPOOL):
+        assert isinstance(attrs, PoolAttrs)
+        n, c, h, w = x
+        oh, ow = conv_out_hw(h, w, attrs.kernel, attrs.strides, attrs.pads)
+        return (n, c, oh, ow)
+    if op is Op.GAP:
+        return (x[0], x[1], 1, 1)
+    if op is Op.RESHAPE:
+        return tuple(attrs.shape)
+    if op is Op.TRANSPOSE:
+        return tuple(x[p] for p in attrs.perm)
+    if op is Op.ARGMAX:
+        axis = attrs.axis % len(x)
+        return tuple(1 if i == axis else d for i, d in enumerate(x)) if attrs.keepdims \
+            else tuple(d for i, d in enumerate(x) if i != axis)
+    if op in (Op.ADD, Op.MUL):
+        a, b = in_shapes[0], in_shapes[1]
+        return a if len(a) >= len(b) else b
+    # element-wise unary ops and batchnorm keep the shape
+    return x

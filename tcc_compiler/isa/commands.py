@@ -1,0 +1,381 @@
+"""The hardware-boundary data model: one frozen dataclass per NPU command.
+
+The scheduler builds these, the codec turns them into bytes (:mod:`tcc_compiler.isa.codec`) and
+back, and the reference executor runs them. Field names, order and widths come from the table in
+:mod:`tcc_compiler.isa.spec`; this module is checked against it at import time.
+
+Every command also carries the three header wait fields (``wait_load``, ``wait_compute``,
+``wait_store``; keyword-only, default 7 = no wait) and can list the memory it touches with
+``accesses(regs)``, so a hazard checker can reason about concurrent queues.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, fields
+from typing import ClassVar, NamedTuple
+
+from tcc_compiler.errors import ExecutionError, InternalError
+from tcc_compiler.isa import spec
+from tcc_compiler.isa.spec import CommandSpec, Queue
+
+
+class Space(str, enum.Enum):
+    """A memory a command can touch: the SRAM or one DRAM region (offsets inside the region)."""
+
+    SRAM = "SRAM"
+    WEIGHTS = "WEIGHTS"
+    ACT = "ACT"
+    INPUT = "INPUT"
+    OUTPUT = "OUTPUT"
+
+    @classmethod
+    def of_region(cls, region: spec.Region) -> "Space":
+        """The space of DRAM region ``region``."""
+        return cls(spec.Region(region).name)
+
+
+class Access(NamedTuple):
+    """A byte range ``[start, end)`` of ``space`` read (or written if ``is_write``) by a command."""
+
+    space: Space
+    start: int
+    end: int
+    is_write: bool
+
+
+#: Above this many runs, a DMA's accesses are reported as one conservative hull per side.
+MAX_EXACT_RUNS = 4096
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command:
+    """Base of all commands: the header wait fields and the link to the spec table.
+
+    Attributes:
+        wait_load, wait_compute, wait_store: 0..6 = wait until that queue has at most n
+            commands outstanding among those dispatched before this one; 7 = no wait.
+    """
+
+    SPEC: ClassVar[CommandSpec]
+
+    wait_load: int = spec.WAIT_NONE
+    wait_compute: int = spec.WAIT_NONE
+    wait_store: int = spec.WAIT_NONE
+
+    @property
+    def name(self) -> str:
+        """Mnemonic, e.g. "CONV_TILE"."""
+        return self.SPEC.name
+
+    @property
+    def opcode(self) -> int:
+        """Opcode (header bits 0-7)."""
+        return self.SPEC.opcode
+
+    @property
+    def queue(self) -> Queue:
+        """Queue the command is dispatched to."""
+        return self.SPEC.queue
+
+    @property
+    def waits(self) -> tuple[int, int, int]:
+        """(wait_load, wait_compute, wait_store)."""
+        return (self.wait_load, self.wait_compute, self.wait_store)
+
+    def field_values(self) -> tuple[int, ...]:
+        """Payload field values in spec packing order (header waits excluded)."""
+        return tuple(getattr(self, n) for n in self.SPEC.field_names)
+
+    def accesses(self, regs: "Registers") -> list[Access]:
+        """Byte ranges this command reads and writes, given the layer registers before it.
+
+        Configuration commands and END touch no memory (they write layer registers, which the
+        in-order COMPUTE queue orders by itself).
+
+        Raises:
+            ExecutionError: a tile command has no configuration in ``regs``.
+        """
+        return []
+
+
+@dataclass
+class Registers:
+    """Layer registers of the COMPUTE queue: the last CONV_CFG, POOL_CFG and ADD_CFG seen."""
+
+    conv: "ConvCfg | None" = None
+    pool: "PoolCfg | None" = None
+    add: "AddCfg | None" = None
+
+    def update(self, cmd: Command) -> None:
+        """Apply ``cmd`` if it is a configuration command (else do nothing)."""
+        if isinstance(cmd, ConvCfg):
+            self.conv = cmd
+        elif isinstance(cmd, PoolCfg):
+            self.pool = cmd
+        elif isinstance(cmd, AddCfg):
+            self.add = cmd
+
+
+def _strided_runs(base: int, run: int, n1: int, s1: int, n2: int, s2: int) -> list[tuple]:
+    """Byte ranges [start, end) covered by a two-level strided pattern, merged where adjacent.
+
+    Exact for up to :data:`MAX_EXACT_RUNS` runs, else one hull range (a superset).
+    """
+    if run == 0 or n1 == 0 or n2 == 0:
+        return []
+    if n1 * n2 > MAX_EXACT_RUNS:
+        return [(base, base + (n2 - 1) * s2 + (n1 - 1) * s1 + run)]
+    out: list[list[int]] = []
+    for i2 in range(n2):
+        for i1 in range(n1):
+            start = base + i2 * s2 + i1 * s1
+            if out and out[-1][1] == start:
+                out[-1][1] = start + run
+            else:
+                out.append([start, start + run])
+    return [tuple(r) for r in out]
+
+
+@dataclass(frozen=True)
+class _Dma(Command):
+    """Common part of DMA_LOAD and DMA_STORE (see :data:`spec.DMA_LOAD` for the semantics)."""
+
+    dram: int
+    sram: int
+    run_bytes: int
+    n1: int
+    n2: int
+    dram_stride1: int
+    dram_stride2: int
+    sram_stride1: int
+    sram_stride2: int
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes moved: run_bytes * n1 * n2."""
+        return self.run_bytes * self.n1 * self.n2
+
+    def _sides(self, dram_write: bool) -> list[Access]:
+        region, off = spec.split_dram_address(self.dram)
+        dspace = Space.of_region(region)
+        out = [Access(dspace, a, b, dram_write)
+               for a, b in _strided_runs(off, self.run_bytes, self.n1, self.dram_stride1,
+                                         self.n2, self.dram_stride2)]
+        out += [Access(Space.SRAM, a, b, not dram_write)
+                for a, b in _strided_runs(self.sram, self.run_bytes, self.n1, self.sram_stride1,
+                                          self.n2, self.sram_stride2)]
+        return out
+
+
+@dataclass(frozen=True)
+class DmaLoad(_Dma):
+    """DMA_LOAD: copy DRAM -> SRAM (queue LOAD). Addresses: DRAM u32 region|offset, SRAM bytes."""
+
+    SPEC: ClassVar[CommandSpec] = spec.DMA_LOAD
+
+    def accesses(self, regs: Registers) -> list[Access]:
+        """DRAM runs read, SRAM runs written (exact, or a hull above MAX_EXACT_RUNS runs)."""
+        return self._sides(dram_write=False)
+
+
+@dataclass(frozen=True)
+class DmaStore(_Dma):
+    """DMA_STORE: copy SRAM -> DRAM (queue STORE). Addresses: DRAM u32 region|offset, SRAM bytes."""
+
+    SPEC: ClassVar[CommandSpec] = spec.DMA_STORE
+
+    def accesses(self, regs: Registers) -> list[Access]:
+        """SRAM runs read, DRAM runs written (exact, or a hull above MAX_EXACT_RUNS runs)."""
+        return self._sides(dram_write=True)
+
+
+@dataclass(frozen=True)
+class ConvCfg(Command):
+    """CONV_CFG: conv layer registers (kernel, strides, dilations, output mode, zero points)."""
+
+    SPEC: ClassVar[CommandSpec] = spec.CONV_CFG
+
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    out_mode: int
+    flags: int
+    group: int
+    cin_g: int
+    zp_in: int
+    zp_out: int
+    zp_sc: int
+    act_lo: int
+    act_hi: int
+
+    @property
+    def has_shortcut(self) -> bool:
+        """True if flags bit0 (fused residual add) is set."""
+        return bool(self.flags & spec.CONV_FLAG_SHORTCUT)
+
+
+@dataclass(frozen=True)
+class ConvTile(Command):
+    """CONV_TILE: convolve one NHWC tile in SRAM with the current CONV_CFG (queue COMPUTE)."""
+
+    SPEC: ClassVar[CommandSpec] = spec.CONV_TILE
+
+    in_sram: int
+    w_sram: int
+    p_sram: int
+    out_sram: int
+    sc_sram: int
+    in_h: int
+    in_w: int
+    in_c: int
+    oc: int
+    out_h: int
+    out_w: int
+    pad_t: int
+    pad_l: int
+    pad_b: int
+    pad_r: int
+
+    @property
+    def pads(self) -> tuple[int, int, int, int]:
+        """(top, left, bottom, right)."""
+        return (self.pad_t, self.pad_l, self.pad_b, self.pad_r)
+
+    def accesses(self, regs: Registers) -> list[Access]:
+        """Input, weights, params (and shortcut) read; output written; all in SRAM."""
+        cfg = regs.conv
+        if cfg is None:
+            raise ExecutionError("CONV_TILE without a preceding CONV_CFG")
+        elem = 4 if cfg.out_mode == spec.OUT_MODE_INT32 else 1
+        n_out = self.out_h * self.out_w * self.oc
+        out = [
+            Access(Space.SRAM, self.in_sram, self.in_sram + self.in_h * self.in_w * self.in_c,
+                   False),
+            Access(Space.SRAM, self.w_sram,
+                   self.w_sram + self.oc * cfg.kh * cfg.kw * cfg.cin_g, False),
+            Access(Space.SRAM, self.p_sram, self.p_sram + self.oc * spec.PARAM_RECORD_BYTES,
+                   False),
+        ]
+        if cfg.has_shortcut and cfg.out_mode == spec.OUT_MODE_INT8:
+            out.append(Access(Space.SRAM, self.sc_sram, self.sc_sram + n_out, False))
+        out.append(Access(Space.SRAM, self.out_sram, self.out_sram + n_out * elem, True))
+        return out
+
+
+@dataclass(frozen=True)
+class PoolCfg(Command):
+    """POOL_CFG: pooling registers (kind, window, strides, avg requantization)."""
+
+    SPEC: ClassVar[CommandSpec] = spec.POOL_CFG
+
+    kind: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    zp_in: int
+    zp_out: int
+    shift: int
+    mult: int
+
+
+@dataclass(frozen=True)
+class PoolTile(Command):
+    """POOL_TILE: pool one NHWC int8 tile in SRAM with the current POOL_CFG (queue COMPUTE)."""
+
+    SPEC: ClassVar[CommandSpec] = spec.POOL_TILE
+
+    in_sram: int
+    out_sram: int
+    in_h: int
+    in_w: int
+    c: int
+    out_h: int
+    out_w: int
+    pad_t: int
+    pad_l: int
+    pad_b: int
+    pad_r: int
+
+    @property
+    def pads(self) -> tuple[int, int, int, int]:
+        """(top, left, bottom, right)."""
+        return (self.pad_t, self.pad_l, self.pad_b, self.pad_r)
+
+    def accesses(self, regs: Registers) -> list[Access]:
+        """Input tile read, output tile written (SRAM)."""
+        if regs.pool is None:
+            raise ExecutionError("POOL_TILE without a preceding POOL_CFG")
+        return [Access(Space.SRAM, self.in_sram, self.in_sram + self.in_h * self.in_w * self.c,
+                       False),
+                Access(Space.SRAM, self.out_sram,
+                       self.out_sram + self.out_h * self.out_w * self.c, True)]
+
+
+@dataclass(frozen=True)
+class AddCfg(Command):
+    """ADD_CFG: element-wise add registers (zero points, clamp, multipliers, shared shift)."""
+
+    SPEC: ClassVar[CommandSpec] = spec.ADD_CFG
+
+    zp_a: int
+    zp_b: int
+    zp_out: int
+    act_lo: int
+    act_hi: int
+    shift: int
+    mult_a: int
+    mult_b: int
+
+
+@dataclass(frozen=True)
+class AddTile(Command):
+    """ADD_TILE: add n int8 elements at a_sram and b_sram into out_sram (queue COMPUTE)."""
+
+    SPEC: ClassVar[CommandSpec] = spec.ADD_TILE
+
+    a_sram: int
+    b_sram: int
+    out_sram: int
+    n: int
+
+    def accesses(self, regs: Registers) -> list[Access]:
+        """a and b read, out written (n bytes each, SRAM)."""
+        if regs.add is None:
+            raise ExecutionError("ADD_TILE without a preceding ADD_CFG")
+        return [Access(Space.SRAM, self.a_sram, self.a_sram + self.n, False),
+                Access(Space.SRAM, self.b_sram, self.b_sram + self.n, False),
+                Access(Space.SRAM, self.out_sram, self.out_sram + self.n, True)]
+
+
+@dataclass(frozen=True)
+class End(Command):
+    """END: end of program; waits for all queues to drain. Must be the last command."""
+
+    SPEC: ClassVar[CommandSpec] = spec.END
+
+
+#: opcode -> command class.
+COMMAND_CLASSES: dict[int, type[Command]] = {
+    c.SPEC.opcode: c for c in (DmaLoad, DmaStore, ConvCfg, ConvTile, PoolCfg, PoolTile, AddCfg,
+                               AddTile, End)
+}
+_WAIT_NAMES = ("wait_load", "wait_compute", "wait_store")
+
+
+def _check_against_spec() -> None:
+    """Fail at import if a dataclass and the spec table disagree (spec/code drift)."""
+    if set(COMMAND_CLASSES) != set(spec.BY_OPCODE):
+        raise InternalError("isa: command classes and spec table list different opcodes")
+    for op, cls in COMMAND_CLASSES.items():
+        names = tuple(f.name for f in fields(cls) if f.name not in _WAIT_NAMES)
+        if names != spec.BY_OPCODE[op].field_names:
+            raise InternalError(f"isa: {cls.__name__} fields {names} differ from spec table "
+                                f"{spec.BY_OPCODE[op].field_names}")
+
+
+_check_against_spec()

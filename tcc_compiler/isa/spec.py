@@ -1,0 +1,393 @@
+"""THE definition of the TCC750x NPU command set (as modelled by tccc).
+
+Everything about the binary command encoding lives in the table :data:`COMMANDS`: the encoder,
+decoder and disassembler (:mod:`tcc_compiler.isa.codec`, :mod:`tcc_compiler.isa.disasm`), the
+command dataclasses (:mod:`tcc_compiler.isa.commands`, checked against the table at import) and
+the generated tables in ``specs/isa.md`` (``tools/gen_isa_doc.py``) are all driven by it.
+
+Encoding (little-endian): every command is a whole number of 32-bit words. Word 0 is the header
+(:data:`HEADER_BITS`: opcode, length in words, three 3-bit wait fields). The payload follows with
+the fields packed in table order, each naturally aligned (offset a multiple of its size), padded
+with reserved zero bytes where alignment needs it and at the end up to a word boundary.
+
+The same module defines the other hardware-visible formats the commands refer to: DRAM address
+regions (:class:`Region`) and the 16-byte per-output-channel conv parameter record
+(:data:`PARAM_RECORD_DTYPE`, :func:`pack_conv_params`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tcc_compiler.errors import InternalError
+
+# ---------------------------------------------------------------------------------------------
+# Field types
+
+
+@dataclass(frozen=True)
+class FieldType:
+    """A scalar field type of the command encoding.
+
+    Attributes:
+        name: spelling in the table and the docs ("u8", "i32", ...).
+        size_bytes: width in bytes (also its alignment).
+        signed: two's complement if True, unsigned otherwise.
+        struct_char: the :mod:`struct` format character (little-endian is set by the caller).
+    """
+
+    name: str
+    size_bytes: int
+    signed: bool
+    struct_char: str
+
+    @property
+    def min(self) -> int:
+        """Smallest representable value."""
+        return -(1 << (8 * self.size_bytes - 1)) if self.signed else 0
+
+    @property
+    def max(self) -> int:
+        """Largest representable value."""
+        bits = 8 * self.size_bytes - (1 if self.signed else 0)
+        return (1 << bits) - 1
+
+
+U8 = FieldType("u8", 1, False, "B")
+I8 = FieldType("i8", 1, True, "b")
+U16 = FieldType("u16", 2, False, "H")
+I16 = FieldType("i16", 2, True, "h")
+U32 = FieldType("u32", 4, False, "I")
+I32 = FieldType("i32", 4, True, "i")
+
+# ---------------------------------------------------------------------------------------------
+# Queues, regions, waits
+
+
+class Queue(enum.IntEnum):
+    """Execution queue a command is dispatched to. LOAD/COMPUTE/STORE run concurrently."""
+
+    LOAD = 0      # DMA DRAM -> SRAM
+    COMPUTE = 1   # MAC array and vector unit
+    STORE = 2     # DMA SRAM -> DRAM
+    CONTROL = 3   # END: handled by the command parser itself
+
+
+#: The queues that carry wait fields, in header order (wait_load, wait_compute, wait_store).
+WAIT_QUEUES = (Queue.LOAD, Queue.COMPUTE, Queue.STORE)
+#: Wait field value meaning "do not wait on this queue".
+WAIT_NONE = 7
+#: Largest meaningful wait value ("at most 6 commands outstanding").
+WAIT_MAX = 6
+
+
+class Region(enum.IntEnum):
+    """DRAM region selected by bits 31..30 of a DRAM address; bits 29..0 are the byte offset."""
+
+    WEIGHTS = 0   # data section of quantized_network.bin, read-only
+    ACT = 1       # activation arena
+    INPUT = 2     # network input
+    OUTPUT = 3    # network outputs
+
+
+REGION_SHIFT = 30
+#: Mask of the byte offset inside a region (bits 29..0); a region holds at most 1 GiB.
+REGION_OFFSET_MASK = (1 << REGION_SHIFT) - 1
+
+
+def dram_address(region: Region, offset: int) -> int:
+    """Compose a u32 DRAM address from a region and a byte offset.
+
+    Raises:
+        InternalError: ``offset`` is negative or does not fit in 30 bits.
+    """
+    if not 0 <= offset <= REGION_OFFSET_MASK:
+        raise InternalError(f"DRAM offset {offset:#x} in region {Region(region).name} "
+                            "outside 0..0x3fffffff")
+    return (int(region) << REGION_SHIFT) | offset
+
+
+def split_dram_address(address: int) -> tuple[Region, int]:
+    """Split a u32 DRAM address into (region, byte offset)."""
+    return Region((address >> REGION_SHIFT) & 3), address & REGION_OFFSET_MASK
+
+
+# ---------------------------------------------------------------------------------------------
+# Command table
+
+
+class Display(str, enum.Enum):
+    """How the disassembler prints a field."""
+
+    INT = "int"      # decimal
+    DRAM = "dram"    # region name + hex offset
+    SRAM = "sram"    # hex byte address
+    HEX = "hex"      # hex
+
+
+@dataclass(frozen=True)
+class Field:
+    """One payload field of a command.
+
+    Attributes:
+        name: field name (also the attribute of the command dataclass).
+        type: its :class:`FieldType`.
+        doc: one-line meaning, with units.
+        display: how the disassembler prints it.
+    """
+
+    name: str
+    type: FieldType
+    doc: str
+    display: Display = Display.INT
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """One command of the NPU: opcode, queue, fields, and the derived byte layout.
+
+    Attributes:
+        name: mnemonic ("DMA_LOAD").
+        opcode: header bits 0-7.
+        queue: queue it is dispatched to.
+        fields: payload fields in packing order.
+        doc: one-paragraph semantics (rendered into specs/isa.md).
+        offsets: byte offset of each field from the start of the command (header included).
+        length_words: command length in 32-bit words, header included.
+        struct_format: :mod:`struct` format of the whole payload ("<" + fields + "x" pads).
+        pad_ranges: (start, end) byte ranges of reserved padding, from the command start.
+    """
+
+    name: str
+    opcode: int
+    queue: Queue
+    fields: tuple[Field, ...]
+    doc: str
+    offsets: tuple[int, ...] = field(default=(), compare=False)
+    length_words: int = field(default=0, compare=False)
+    struct_format: str = field(default="", compare=False)
+    pad_ranges: tuple[tuple[int, int], ...] = field(default=(), compare=False)
+
+    @property
+    def length_bytes(self) -> int:
+        """Command length in bytes, header included."""
+        return 4 * self.length_words
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        """Names of the payload fields in packing order."""
+        return tuple(f.name for f in self.fields)
+
+
+def _command(name: str, opcode: int, queue: Queue, fields: list[tuple], doc: str) -> CommandSpec:
+    """Build a :class:`CommandSpec`, laying out ``fields`` (name, type, doc[, display])."""
+    flds = tuple(Field(*f) for f in fields)
+    pos = 4                                   # payload starts after the header word
+    offsets, fmt, pads = [], ["<"], []
+    for f in flds:
+        size = f.type.size_bytes
+        aligned = -(-pos // size) * size
+        if aligned > pos:
+            fmt.append(f"{aligned - pos}x")
+            pads.append((pos, aligned))
+        offsets.append(aligned)
+        fmt.append(f.type.struct_char)
+        pos = aligned + size
+    end = -(-pos // 4) * 4
+    if end > pos:
+        fmt.append(f"{end - pos}x")
+        pads.append((pos, end))
+    return CommandSpec(name, opcode, queue, flds, doc, tuple(offsets), end // 4, "".join(fmt),
+                       tuple(pads))
+
+
+_DMA_FIELDS = [
+    ("dram", U32, "DRAM address: region (bits 31..30) and byte offset", Display.DRAM),
+    ("sram", U32, "SRAM byte address", Display.SRAM),
+    ("run_bytes", U32, "bytes per contiguous run"),
+    ("n1", U16, "runs in the inner loop"),
+    ("n2", U16, "iterations of the outer loop"),
+    ("dram_stride1", U32, "DRAM byte step between inner runs"),
+    ("dram_stride2", U32, "DRAM byte step between outer iterations"),
+    ("sram_stride1", U32, "SRAM byte step between inner runs"),
+    ("sram_stride2", U32, "SRAM byte step between outer iterations"),
+]
+_DMA_DOC = ("for i2 in range(n2): for i1 in range(n1): copy run_bytes bytes between "
+            "dram + i2*dram_stride2 + i1*dram_stride1 and sram + i2*sram_stride2 + "
+            "i1*sram_stride1. The DRAM region must not change within a transfer.")
+
+DMA_LOAD = _command("DMA_LOAD", 0x01, Queue.LOAD, _DMA_FIELDS,
+                    "Copy DRAM -> SRAM with a two-level strided pattern: " + _DMA_DOC)
+DMA_STORE = _command("DMA_STORE", 0x02, Queue.STORE, _DMA_FIELDS,
+                     "Copy SRAM -> DRAM with a two-level strided pattern: " + _DMA_DOC
+                     + " The WEIGHTS region is read-only.")
+
+CONV_CFG = _command("CONV_CFG", 0x10, Queue.COMPUTE, [
+    ("kh", U8, "kernel height"),
+    ("kw", U8, "kernel width"),
+    ("sh", U8, "stride along H"),
+    ("sw", U8, "stride along W"),
+    ("dh", U8, "dilation along H"),
+    ("dw", U8, "dilation along W"),
+    ("out_mode", U8, "0 = int8 requantized, 1 = int32 raw accumulator + bias"),
+    ("flags", U8, "bit0 = has_shortcut (fused residual add); other bits reserved 0", Display.HEX),
+    ("group", U16, "groups of the whole layer (informational; tiles hold whole groups)"),
+    ("cin_g", U16, "input channels per group"),
+    ("zp_in", I8, "input zero point (also the padding value)"),
+    ("zp_out", I8, "output zero point"),
+    ("zp_sc", I8, "shortcut zero point"),
+    ("act_lo", I8, "output clamp low bound (activation folded in)"),
+    ("act_hi", I8, "output clamp high bound"),
+], "Set the conv layer registers used by the following CONV_TILE commands.")
+
+CONV_TILE = _command("CONV_TILE", 0x11, Queue.COMPUTE, [
+    ("in_sram", U32, "input tile int8 [in_h, in_w, in_c] (NHWC)", Display.SRAM),
+    ("w_sram", U32, "weights int8 [oc, kh, kw, cin_g] (OHWI)", Display.SRAM),
+    ("p_sram", U32, "oc parameter records of 16 bytes", Display.SRAM),
+    ("out_sram", U32, "output [out_h, out_w, oc]: int8, or int32 LE if out_mode 1",
+     Display.SRAM),
+    ("sc_sram", U32, "shortcut int8 [out_h, out_w, oc] (if flags bit0)", Display.SRAM),
+    ("in_h", U16, "input tile height (rows, halo included)"),
+    ("in_w", U16, "input tile width (columns)"),
+    ("in_c", U16, "input tile channels (whole groups)"),
+    ("oc", U16, "output channels of the tile"),
+    ("out_h", U16, "output tile height"),
+    ("out_w", U16, "output tile width"),
+    ("pad_t", U8, "zero-point padding rows above the tile"),
+    ("pad_l", U8, "padding columns left"),
+    ("pad_b", U8, "padding rows below"),
+    ("pad_r", U8, "padding columns right"),
+], "Convolve one tile with the current CONV_CFG: acc = conv_accumulate(input padded with "
+   "zp_in, weights, groups = in_c / cin_g); out_mode 0 -> conv_epilogue (requantize, optional "
+   "shortcut, clamp) to int8; out_mode 1 -> acc + bias as int32.")
+
+POOL_CFG = _command("POOL_CFG", 0x12, Queue.COMPUTE, [
+    ("kind", U8, "0 = max, 1 = average"),
+    ("kh", U8, "window height"),
+    ("kw", U8, "window width"),
+    ("sh", U8, "stride along H"),
+    ("sw", U8, "stride along W"),
+    ("zp_in", I8, "input zero point (average only)"),
+    ("zp_out", I8, "output zero point (average only)"),
+    ("shift", U8, "requantization shift (average only)"),
+    ("mult", U32, "requantization multiplier, divisor folded in (average only)"),
+], "Set the pooling registers used by the following POOL_TILE commands.")
+
+POOL_TILE = _command("POOL_TILE", 0x13, Queue.COMPUTE, [
+    ("in_sram", U32, "input tile int8 [in_h, in_w, c]", Display.SRAM),
+    ("out_sram", U32, "output tile int8 [out_h, out_w, c]", Display.SRAM),
+    ("in_h", U16, "input tile height"),
+    ("in_w", U16, "input tile width"),
+    ("c", U16, "channels"),
+    ("out_h", U16, "output tile height"),
+    ("out_w", U16, "output tile width"),
+    ("pad_t", U8, "padding rows above"),
+    ("pad_l", U8, "padding columns left"),
+    ("pad_b", U8, "padding rows below"),
+    ("pad_r", U8, "padding columns right"),
+], "Pool one tile with the current POOL_CFG: max pooling (pads hold -128) or average pooling "
+   "(pads contribute 0, divisor folded into mult/shift).")
+
+ADD_CFG = _command("ADD_CFG", 0x14, Queue.COMPUTE, [
+    ("zp_a", I8, "zero point of input a"),
+    ("zp_b", I8, "zero point of input b"),
+    ("zp_out", I8, "output zero point"),
+    ("act_lo", I8, "output clamp low bound"),
+    ("act_hi", I8, "output clamp high bound"),
+    ("shift", U8, "shared requantization shift"),
+    ("mult_a", U32, "multiplier of a"),
+    ("mult_b", U32, "multiplier of b"),
+], "Set the element-wise add registers used by the following ADD_TILE commands.")
+
+ADD_TILE = _command("ADD_TILE", 0x15, Queue.COMPUTE, [
+    ("a_sram", U32, "input a int8 [n]", Display.SRAM),
+    ("b_sram", U32, "input b int8 [n]", Display.SRAM),
+    ("out_sram", U32, "output int8 [n]", Display.SRAM),
+    ("n", U32, "elements"),
+], "Element-wise quantized add of n int8 elements with the current ADD_CFG.")
+
+END = _command("END", 0xFF, Queue.CONTROL, [],
+               "End of program: waits until all queues have drained. Must be the last command.")
+
+#: The command set, in opcode order.
+COMMANDS: tuple[CommandSpec, ...] = (DMA_LOAD, DMA_STORE, CONV_CFG, CONV_TILE, POOL_CFG,
+                                     POOL_TILE, ADD_CFG, ADD_TILE, END)
+#: opcode -> spec.
+BY_OPCODE: dict[int, CommandSpec] = {c.opcode: c for c in COMMANDS}
+#: mnemonic -> spec.
+BY_NAME: dict[str, CommandSpec] = {c.name: c for c in COMMANDS}
+
+#: Header word bit fields: (name, first bit, width in bits, doc).
+HEADER_BITS: tuple[tuple[str, int, int, str], ...] = (
+    ("opcode", 0, 8, "command opcode"),
+    ("length", 8, 8, "command length in 32-bit words, header included"),
+    ("wait_load", 16, 3, "wait until LOAD has <= n outstanding earlier commands; 7 = no wait"),
+    ("wait_compute", 19, 3, "same for the COMPUTE queue"),
+    ("wait_store", 22, 3, "same for the STORE queue"),
+    ("reserved", 25, 7, "reserved, 0"),
+)
+
+# CONV_CFG register values with a fixed meaning.
+OUT_MODE_INT8 = 0
+OUT_MODE_INT32 = 1
+CONV_FLAG_SHORTCUT = 0x01
+POOL_KIND_MAX = 0
+POOL_KIND_AVG = 1
+
+# ---------------------------------------------------------------------------------------------
+# Per-output-channel conv parameter record (16 bytes, little-endian)
+
+#: ``{bias i32, mult i32, sc_mult i32, shift u8, 3 reserved zero bytes}``, 16 bytes per record.
+PARAM_RECORD_DTYPE = np.dtype([("bias", "<i4"), ("mult", "<i4"), ("sc_mult", "<i4"),
+                               ("shift", "u1"), ("reserved", "u1", (3,))])
+PARAM_RECORD_BYTES = 16
+assert PARAM_RECORD_DTYPE.itemsize == PARAM_RECORD_BYTES
+
+
+def pack_conv_params(bias, mult, shift, sc_mult=None) -> bytes:
+    """Pack per-output-channel conv parameters into 16-byte records (``oc * 16`` bytes).
+
+    Args:
+        bias: int32 [oc] bias in accumulator units.
+        mult: [oc] multipliers, 0 <= M < 2**31.
+        shift: [oc] shifts, 1..62.
+        sc_mult: [oc] shortcut multipliers (0 <= M < 2**31) or None (zeros).
+
+    Returns:
+        ``oc`` records laid out as :data:`PARAM_RECORD_DTYPE`.
+
+    Raises:
+        InternalError: shapes differ or a value is out of range.
+    """
+    bias = np.asarray(bias, dtype=np.int64).reshape(-1)
+    oc = bias.size
+    mult = np.asarray(mult, dtype=np.int64).reshape(-1)
+    shift = np.asarray(shift, dtype=np.int64).reshape(-1)
+    sc = (np.zeros(oc, np.int64) if sc_mult is None
+          else np.asarray(sc_mult, dtype=np.int64).reshape(-1))
+    if not (mult.size == shift.size == sc.size == oc):
+        raise InternalError(f"conv params: bias/mult/shift/sc_mult lengths differ "
+                            f"({oc}, {mult.size}, {shift.size}, {sc.size})")
+    checks = (("bias", bias, I32.min, I32.max), ("mult", mult, 0, I32.max),
+              ("sc_mult", sc, 0, I32.max), ("shift", shift, 1, 62))
+    for name, arr, lo, hi in checks:
+        if arr.size and (arr.min() < lo or arr.max() > hi):
+            raise InternalError(f"conv params: {name} outside {lo}..{hi}")
+    rec = np.zeros(oc, dtype=PARAM_RECORD_DTYPE)
+    rec["bias"], rec["mult"], rec["sc_mult"], rec["shift"] = bias, mult, sc, shift
+    return rec.tobytes()
+
+
+def unpack_conv_params(data: bytes | np.ndarray) -> np.ndarray:
+    """View ``oc * 16`` bytes as a structured array of :data:`PARAM_RECORD_DTYPE` records.
+
+    Raises:
+        InternalError: the length is not a multiple of 16 bytes.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
+    if buf.size % PARAM_RECORD_BYTES:
+        raise InternalError(f"conv params: {buf.size} bytes is not a multiple of 16")
+    return buf.view(PARAM_RECORD_DTYPE)

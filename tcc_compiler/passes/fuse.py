@@ -1,0 +1,97 @@
+"""Epilogue fusion: residual Add into a conv, activations into their producer.
+
+Rule for which conv absorbs an Add (both operands computed by convs): the one that comes LATER
+in the node order, so the other operand (the shortcut) is already in DRAM when the fused conv
+runs. Add is commutative, so either operand may be the conv.
+"""
+
+from __future__ import annotations
+
+from tcc_compiler.ir.graph import Graph, Node
+from tcc_compiler.ir.ops import NO_ACT, Activation, ActKind, Op, RELU
+from tcc_compiler.passes.rewrite import RewritePass, single_use
+
+
+def _fusable_producer(graph: Graph, v) -> Node | None:
+    p = v.producer
+    if p is None or p.op not in (Op.CONV, Op.FC):
+        return None
+    if p.attrs.act != NO_ACT or p.input(3) is not None or not single_use(graph, v):
+        return None
+    return p
+
+
+class FuseResidualAdd(RewritePass):
+    """add(conv(x), s) -> conv(x) with shortcut s in its epilogue: y = act(conv + b + s)."""
+
+    name = "fuse-residual-add"
+
+    def match(self, graph, node):
+        if node.op is not Op.ADD or node.inputs[1].is_const:
+            return None
+        a, b = node.inputs[0], node.inputs[1]
+        cands = [(p, other) for p, other in ((_fusable_producer(graph, a), b),
+                                               (_fusable_producer(graph, b), a)) if p]
+        if not cands:
+            return None
+        order = {id(n): i for i, n in enumerate(graph.nodes)}
+        conv, other = max(cands, key=lambda t: order[id(t[0])])
+        return {"add": node, "conv": conv, "shortcut": other}
+
+    def check(self, graph, m):
+        if m["shortcut"].shape != m["conv"].output.shape:
+            return "shortcut shape differs from the conv output"
+        if m["shortcut"] is m["conv"].output:
+            return "add of a value with itself"
+        return None
+
+    def rewrite(self, graph, m):
+        add, conv = m["add"], m["conv"]
+        graph.set_input(conv, 3, m["shortcut"])
+        conv.attrs = type(conv.attrs)(**{**conv.attrs.__dict__, "act": add.attrs.act})
+        conv.source = conv.source + add.source
+        graph.replace_all_uses_with(add.output, conv.output)
+        graph.remove_node(add)
+        graph.toposort()
+
+
+def compose(first: Activation, second: Activation) -> Activation | None:
+    """second(first(x)) as one activation, None when not expressible."""
+    if first.kind is ActKind.NONE:
+        return second
+    if second.kind is ActKind.RELU and first.kind is ActKind.RELU:
+        return RELU
+    if second.kind is ActKind.RELU and first.kind is ActKind.CLIP:
+        return Activation(ActKind.CLIP, max(first.lo, 0.0), max(first.hi, 0.0))
+    if second.kind is ActKind.CLIP and first.kind is ActKind.RELU and second.lo <= 0:
+        return Activation(ActKind.CLIP, 0.0, second.hi)
+    return None
+
+
+class FuseActivation(RewritePass):
+    """conv/fc/add -> relu|clip  ==>  producer with the activation in its epilogue."""
+
+    name = "fuse-activation"
+
+    def match(self, graph, node):
+        if node.op not in (Op.RELU, Op.CLIP):
+            return None
+        p = node.inputs[0].producer
+        if p is None or p.op not in (Op.CONV, Op.FC, Op.ADD):
+            return None
+        return {"act": node, "prod": p}
+
+    def check(self, graph, m):
+        if not single_use(graph, m["prod"].output):
+            return "producer output has other readers"
+        if compose(m["prod"].attrs.act, m["act"].attrs.act) is None:
+            return "activations do not compose"
+        return None
+
+    def rewrite(self, graph, m):
+        p, act = m["prod"], m["act"]
+        new_act = compose(p.attrs.act, act.attrs.act)
+        p.attrs = type(p.attrs)(**{**p.attrs.__dict__, "act": new_act})
+        p.source = p.source + act.source
+        graph.replace_all_uses_with(act.output, p.output)
+        graph.remove_node(act)

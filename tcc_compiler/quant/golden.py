@@ -1,0 +1,103 @@
+"""Golden integer model: the quantized graph computed on whole tensors with the NPU numerics.
+
+Independent of tiling, scheduling and binary encoding, so the reference executor must agree
+with it bit for bit. Activations are single-image NHWC arrays [H, W, C]; a rank-2 value
+[1, M] is held as [1, 1, M] (the same bytes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tcc_compiler.errors import InternalError
+from tcc_compiler.interp.float_exec import eval_node
+from tcc_compiler.ir.graph import Graph, Node
+from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
+from tcc_compiler.numerics import kernels as K
+from tcc_compiler.quant.params import (add_quant, conv_quant, dequantize_output, pool_quant,
+                                       quantize_input)
+
+
+def weights_ohwi(node: Node) -> np.ndarray:
+    """Conv/fc int8 weights in the NPU's OHWI layout ([O, KH, KW, C/group])."""
+    w = node.inputs[1].const
+    return np.ascontiguousarray(w.transpose(0, 2, 3, 1))
+
+
+def eval_int_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
+    """One NPU op on NHWC integer arrays (the executor's kernels, whole tensors)."""
+    x = args[0]
+    if node.op in (Op.CONV, Op.FC):
+        q = conv_quant(node)
+        if node.op is Op.CONV:
+            a = node.attrs
+            acc = K.conv_accumulate(x, q.zp_in, weights_ohwi(node), a.strides, a.pads,
+                                    a.dilations, a.group)
+        else:
+            acc = K.conv_accumulate(x, q.zp_in, weights_ohwi(node))
+        if q.out_int32:
+            return K.conv_epilogue_int32(acc, q.bias)
+        sc = args[3] if len(args) > 3 else None
+        return K.conv_epilogue(acc, q.bias, q.mult, q.shift, q.zp_out, q.act_lo, q.act_hi,
+                               sc, q.zp_sc, q.sc_mult)
+    if node.op is Op.MAXPOOL:
+        a = node.attrs
+        return K.maxpool_int8(x, a.kernel, a.strides, a.pads)
+    if node.op in (Op.AVGPOOL, Op.GAP):
+        p = pool_quant(node)
+        if node.op is Op.GAP:
+            kern, strides, pads = x.shape[:2], (1, 1), (0, 0, 0, 0)
+        else:
+            kern, strides, pads = node.attrs.kernel, node.attrs.strides, node.attrs.pads
+        return K.avgpool_int8(x, p.zp_in, kern, strides, pads, p.mult, p.shift, p.zp_out)
+    if node.op is Op.ADD:
+        p = add_quant(node)
+        return K.add_int8(x, p.zp_a, p.mult_a, args[1], p.zp_b, p.mult_b, p.shift, p.zp_out,
+                          p.act_lo, p.act_hi)
+    raise InternalError(f"golden model: no integer rule for {node.op.value} '{node.name}'")
+
+
+def run_golden(graph: Graph, x: np.ndarray, keep: bool = False) -> dict[str, np.ndarray]:
+    """Run the quantized graph on one float input.
+
+    Args:
+        graph: quantized graph IR.
+        x: float32 NCHW [1, C, H, W] input (as the ONNX model takes it, after preprocessing).
+        keep: also return every intermediate integer array under its value name.
+
+    Returns:
+        {output name: float32 array} (dequantized, host ops applied) plus, under
+        ``"int:" + name``, the raw integer NHWC array of each NPU output.
+    """
+    env: dict[int, np.ndarray] = {}
+    inp = graph.inputs[0]
+    env[id(inp)] = quantize_input(x, inp)
+    floats: dict[int, np.ndarray] = {}
+    result: dict[str, np.ndarray] = {}
+    for node in graph.nodes:
+        if node.op in HOST_OPS:
+            src = node.inputs[0]
+            f = floats.get(id(src))
+            if f is None:
+                f = dequantize_output(env[id(src)], src)
+                result["int:" + src.name] = env[id(src)]
+            floats[id(node.output)] = eval_node(node, [f])
+            continue
+        args = [env[id(v)] if v is not None and not v.is_const else None for v in node.inputs]
+        if node.op in VIEW_OPS:
+            env[id(node.output)] = args[0].reshape(-1) if len(node.output.shape) == 2 else args[0]
+            if len(node.output.shape) == 2:
+                env[id(node.output)] = args[0].reshape(1, 1, -1)
+            continue
+        env[id(node.output)] = eval_int_node(node, args)
+    for o in graph.outputs:
+        if id(o) in floats:
+            result[o.name] = floats[id(o)]
+        else:
+            result[o.name] = dequantize_output(env[id(o)], o)
+            result["int:" + o.name] = env[id(o)]
+    if keep:
+        for node in graph.nodes:
+            if id(node.output) in env:
+                result.setdefault("int:" + node.output.name, env[id(node.output)])
+    return result

@@ -1,0 +1,159 @@
+"""Lowered integer parameters of each quantized op (what the NPU's epilogue needs).
+
+The emitter writes these into the binaries and the golden model computes with them, from one
+function per op kind, so both use the same multipliers by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tcc_compiler.ir.graph import Node, Value
+from tcc_compiler.ir.ops import ActKind, Op
+from tcc_compiler.numerics import quantize_multiplier, quantize_multipliers_shared
+
+
+@dataclass(frozen=True)
+class ConvQuant:
+    """Integer epilogue of a conv/fc. Arrays are per output channel [O].
+
+    Attributes:
+        bias: int32. mult, sc_mult: int64 (< 2**31). shift: int64 (1..62).
+        zp_in, zp_out, zp_sc: zero points. act_lo, act_hi: int8 clamp bounds.
+        out_int32: True when the output is the raw int32 ``acc + bias``.
+    """
+
+    bias: np.ndarray
+    mult: np.ndarray
+    shift: np.ndarray
+    sc_mult: np.ndarray
+    zp_in: int
+    zp_out: int
+    zp_sc: int
+    act_lo: int
+    act_hi: int
+    out_int32: bool
+
+
+@dataclass(frozen=True)
+class PoolQuant:
+    """Integer parameters of max/avg/global pooling (mult/shift unused for max)."""
+
+    zp_in: int
+    zp_out: int
+    mult: int
+    shift: int
+
+
+@dataclass(frozen=True)
+class AddQuant:
+    """Integer parameters of a standalone element-wise add."""
+
+    zp_a: int
+    zp_b: int
+    zp_out: int
+    mult_a: int
+    mult_b: int
+    shift: int
+    act_lo: int
+    act_hi: int
+
+
+def _zp(v: Value) -> int:
+    return int(v.quant.zero_point)
+
+
+def _s(v: Value) -> float:
+    return float(v.quant.scale)
+
+
+def act_bounds(node: Node, out: Value) -> tuple[int, int]:
+    """int8 clamp bounds of the node's fused activation in the output's quantized domain."""
+    act = node.attrs.act
+    s, zp = _s(out), _zp(out)
+    if act.kind is ActKind.RELU:
+        return max(-128, zp), 127
+    if act.kind is ActKind.CLIP:
+        lo = int(np.clip(np.round(act.lo / s) + zp, -128, 127))
+        hi = int(np.clip(np.round(act.hi / s) + zp, -128, 127))
+        return lo, hi
+    return -128, 127
+
+
+def conv_quant(node: Node) -> ConvQuant:
+    """Epilogue parameters of a quantized conv/fc node (see specs/quantization.md)."""
+    x, w, b = node.inputs[0], node.inputs[1], node.inputs[2]
+    out = node.output
+    sc = node.input(3)
+    s_w = w.quant.scale
+    o = len(s_w)
+    bias = b.const.astype(np.int32)
+    if out.dtype == "int32":
+        z = np.zeros(o, np.int64)
+        return ConvQuant(bias, z, np.ones(o, np.int64), z, _zp(x), 0, 0, -128, 127, True)
+    real = _s(x) * s_w / _s(out)
+    mult = np.zeros(o, np.int64)
+    shift = np.zeros(o, np.int64)
+    sc_mult = np.zeros(o, np.int64)
+    for c in range(o):
+        if sc is None:
+            mult[c], shift[c] = quantize_multiplier(float(real[c]))
+        else:
+            (mult[c], sc_mult[c]), shift[c] = quantize_multipliers_shared(
+                [float(real[c]), _s(sc) / _s(out)])
+    lo, hi = act_bounds(node, out)
+    return ConvQuant(bias, mult, shift, sc_mult, _zp(x), _zp(out),
+                     _zp(sc) if sc is not None else 0, lo, hi, False)
+
+
+def pool_quant(node: Node) -> PoolQuant:
+    """Parameters of maxpool / avgpool / gap (divisor folded into the multiplier)."""
+    x, out = node.inputs[0], node.output
+    if node.op is Op.MAXPOOL:
+        return PoolQuant(_zp(x), _zp(out), 0, 1)
+    if node.op is Op.GAP:
+        n = x.shape[2] * x.shape[3]
+    else:
+        n = node.attrs.kernel[0] * node.attrs.kernel[1]
+    m, s = quantize_multiplier(_s(x) / (_s(out) * n))
+    return PoolQuant(_zp(x), _zp(out), m, s)
+
+
+def add_quant(node: Node) -> AddQuant:
+    """Parameters of a standalone add: one shared shift for both operands."""
+    a, b, out = node.inputs[0], node.inputs[1], node.output
+    (ma, mb), s = quantize_multipliers_shared([_s(a) / _s(out), _s(b) / _s(out)])
+    lo, hi = act_bounds(node, out)
+    return AddQuant(_zp(a), _zp(b), _zp(out), ma, mb, s, lo, hi)
+
+
+def quantize_input(x: np.ndarray, v: Value) -> np.ndarray:
+    """Host-side input quantization: ``clamp(rint(x / s) + zp, -128, 127)`` (ties to even).
+
+    Args:
+        x: float32 NCHW [1, C, H, W]. v: the quantized graph input value.
+
+    Returns:
+        int8 NHWC [H, W, C] (the NPU's layout).
+    """
+    q = np.clip(np.rint(x.astype(np.float64) / _s(v)) + _zp(v), -128, 127).astype(np.int8)
+    return np.ascontiguousarray(q[0].transpose(1, 2, 0))
+
+
+def dequantize_output(q: np.ndarray, v: Value) -> np.ndarray:
+    """Host-side dequantization of an NPU output.
+
+    Args:
+        q: int8/int32 NHWC [H, W, C] or [C] for flat outputs. v: the quantized output value.
+
+    Returns:
+        float32 array shaped like ``v`` (NCHW order).
+    """
+    scale = v.quant.scale
+    zp = v.quant.zero_point
+    f = (q.astype(np.float64) - zp) * scale   # per-channel scale broadcasts on the last axis
+    if q.ndim == 3:
+        f = f.transpose(2, 0, 1)[None]
+    return f.reshape(v.shape).astype(np.float32)

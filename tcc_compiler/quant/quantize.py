@@ -1,0 +1,101 @@
+"""Quantize a float graph IR to INT8 (in place).
+
+Scheme (specs/quantization.md):
+* weights: int8 symmetric per output channel, ``s_w[o] = max|W[o]| / 127`` (zero point 0);
+* biases: int32 with ``s_b[o] = s_x * s_w[o]``, zero point 0;
+* activations: int8 asymmetric per tensor from the calibrated range widened to include 0:
+  ``s = (hi - lo) / 255``, ``zp = clamp(round(-128 - lo / s), -128, 127)``; a constant
+  activation (hi = lo = 0) gets s = 1, zp = 0;
+* max-pool and view outputs share their input's parameters (max commutes with the affine map);
+* a graph output produced by a conv/fc stays int32 (acc + bias), dequantized by the host with
+  ``s_x * s_w[o]`` per channel: no rounding of the logits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tcc_compiler.errors import InternalError
+from tcc_compiler.ir.graph import Graph, QuantParams, Value
+from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
+
+
+def activation_params(lo: float, hi: float) -> QuantParams:
+    """Per-tensor int8 parameters for a real range [lo, hi] (widened to include 0)."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if hi - lo <= 0.0:
+        return QuantParams(np.float64(1.0), np.int64(0))
+    scale = (hi - lo) / 255.0
+    zp = int(np.clip(np.round(-128.0 - lo / scale), -128, 127))
+    return QuantParams(np.float64(scale), np.int64(zp))
+
+
+def quantize_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-output-channel int8 quantization of a weight tensor [O, ...].
+
+    Returns:
+        (int8 weights of the same shape, float64 scales [O]); an all-zero channel gets
+        scale 1 and zero weights (no division by 0).
+    """
+    w64 = w.astype(np.float64)
+    amax = np.abs(w64.reshape(w.shape[0], -1)).max(axis=1)
+    scale = np.where(amax > 0, amax / 127.0, 1.0)
+    q = np.clip(np.round(w64 / scale.reshape((-1,) + (1,) * (w.ndim - 1))), -127, 127)
+    return q.astype(np.int8), scale
+
+
+def _bias_int32(b: np.ndarray, s_b: np.ndarray) -> np.ndarray:
+    q = np.round(b.astype(np.float64) / s_b)
+    return np.clip(q, -(2 ** 31) + 1, 2 ** 31 - 1).astype(np.int32)
+
+
+def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]]) -> Graph:
+    """Attach quantization parameters and integer constants to every value.
+
+    Args:
+        graph: legalized float graph (NPU ops, views, host ops at the end).
+        ranges: calibrated {value name: (lo, hi)} for the input and every node output.
+
+    Returns:
+        The same graph, quantized: activation values int8 (int32 for raw conv outputs),
+        conv/fc weight constants int8 with per-channel QuantParams (axis 0), bias int32.
+
+    Raises:
+        InternalError: a value without a calibrated range.
+    """
+    def rng(v: Value) -> tuple[float, float]:
+        if v.name not in ranges:
+            raise InternalError(f"value '{v.name}' has no calibrated range")
+        return ranges[v.name]
+
+    for v in graph.inputs:
+        v.quant = activation_params(*rng(v))
+        v.dtype = "int8"
+    for node in graph.nodes:
+        out = node.output
+        if node.op in HOST_OPS:
+            continue
+        x = node.inputs[0]
+        if node.op in VIEW_OPS or node.op is Op.MAXPOOL:
+            out.quant, out.dtype = x.quant, x.dtype
+            continue
+        if node.op in (Op.CONV, Op.FC):
+            wv, bv = node.inputs[1], node.inputs[2]
+            wq, s_w = quantize_weights(wv.const)
+            wv.const, wv.dtype = wq, "int8"
+            wv.quant = QuantParams(s_w, np.zeros(len(s_w), np.int64), axis=0)
+            s_b = float(x.quant.scale) * s_w
+            bv.const, bv.dtype = _bias_int32(bv.const, s_b), "int32"
+            bv.quant = QuantParams(s_b, np.zeros(len(s_b), np.int64), axis=0)
+            raw = (graph.is_output(out) or all(u.op in HOST_OPS for u, _ in out.uses)) \
+                and node.input(3) is None and node.attrs.act.kind.value == "none"
+            if raw:
+                out.dtype = "int32"
+                out.quant = QuantParams(s_b, np.zeros(len(s_b), np.int64), axis=1)
+                continue
+        lo, hi = rng(out)
+        a_lo, a_hi = getattr(getattr(node.attrs, "act", None), "bounds", lambda: (lo, hi))()
+        out.quant = activation_params(max(lo, a_lo), min(hi, a_hi))
+        out.dtype = "int8"
+    graph.meta["quantized"] = True
+    return graph

@@ -1,0 +1,308 @@
+"""Reference executor: runs ``npu_cmd.bin`` + ``quantized_network.bin`` bit-exactly.
+
+The machine (specs/isa.md): an SRAM of ``sram_bytes`` bytes and four DRAM regions (WEIGHTS =
+the weight file's data section, read-only; ACT = activation arena; INPUT; OUTPUT). Commands run
+in stream order, which is always a legal execution of the three concurrent queues (waits are
+trivially satisfied). Arithmetic is delegated to :mod:`tcc_compiler.numerics`, never re-done
+here. Every memory access is bounds-checked; an illegal command raises :class:`ExecutionError`
+naming the command index and mnemonic.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from tcc_compiler.binfmt.cmdfile import CmdFile
+from tcc_compiler.binfmt.weightfile import WeightFile
+from tcc_compiler.errors import ExecutionError, InputError
+from tcc_compiler.isa import spec
+from tcc_compiler.isa.codec import end_problem
+from tcc_compiler.isa.commands import (
+    AddTile,
+    Command,
+    ConvTile,
+    DmaLoad,
+    DmaStore,
+    End,
+    PoolTile,
+    Registers,
+)
+from tcc_compiler.numerics import add_int8, avgpool_int8, conv_accumulate, conv_epilogue
+from tcc_compiler.numerics import SHIFT_MAX, maxpool_int8
+from tcc_compiler.numerics.kernels import conv_epilogue_int32
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExecStats:
+    """Counters of one run.
+
+    Attributes:
+        commands: mnemonic -> number of commands executed.
+        bytes_per_queue: queue name -> bytes moved: LOAD/STORE = bytes transferred by DMA,
+            COMPUTE = SRAM bytes read + written by tile commands.
+        macs: multiply-accumulates done by CONV_TILE commands (padding taps included).
+    """
+
+    commands: Counter = field(default_factory=Counter)
+    bytes_per_queue: Counter = field(default_factory=Counter)
+    macs: int = 0
+
+
+class _Memory:
+    """A byte-addressed memory (bytearray) with bounds-checked numpy views."""
+
+    def __init__(self, name: str, buf: bytearray, writable: bool):
+        self.name = name
+        self.buf = buf
+        self.arr = np.frombuffer(self.buf, dtype=np.uint8)
+        self.writable = writable
+
+    @classmethod
+    def filled(cls, name: str, size: int, fill: int) -> "_Memory":
+        """A writable memory of ``size`` bytes, each ``fill``."""
+        return cls(name, bytearray([fill]) * size if fill else bytearray(size), True)
+
+    @property
+    def size(self) -> int:
+        return len(self.buf)
+
+
+def _conv_out(n_in: int, pad_a: int, pad_b: int, k: int, s: int, d: int) -> int:
+    """Output length of a conv/pool along one axis (may be <= 0 when the window does not fit)."""
+    eff = (k - 1) * d + 1
+    return (n_in + pad_a + pad_b - eff) // s + 1
+
+
+class Executor:
+    """Runs one program on the modelled NPU.
+
+    Args:
+        cmd: decoded ``npu_cmd.bin``.
+        weights: decoded ``quantized_network.bin`` (its data section is the WEIGHTS region), or
+            None for a program that loads no weights.
+        sram_bytes: SRAM of the target (bytes); must be >= ``cmd.sram_bytes``.
+        fill: initial byte value of SRAM, ACT and OUTPUT (0; set e.g. 0xA5 in tests to make reads
+            of never-written memory visible).
+
+    Attributes:
+        stats: :class:`ExecStats` of the last run (None before the first).
+
+    Raises:
+        ExecutionError: the program needs more SRAM than ``sram_bytes``.
+    """
+
+    def __init__(self, cmd: CmdFile, weights: WeightFile | None, sram_bytes: int,
+                 fill: int = 0):
+        if cmd.sram_bytes > sram_bytes:
+            raise ExecutionError(f"{cmd.path}: program needs {cmd.sram_bytes} bytes of SRAM, "
+                                 f"the target has {sram_bytes}")
+        self.cmd = cmd
+        self.weights_data = weights.data if weights is not None else b""
+        self.sram_bytes = sram_bytes
+        self.fill = fill
+        self.stats: ExecStats | None = None
+        self._handlers = {DmaLoad: self._dma, DmaStore: self._dma, ConvTile: self._conv_tile,
+                          PoolTile: self._pool_tile, AddTile: self._add_tile}
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def run(self, input_bytes: bytes) -> bytes:
+        """Execute the program on one input and return the OUTPUT region.
+
+        Args:
+            input_bytes: contents of the INPUT region (``cmd.input_bytes`` bytes).
+
+        Returns:
+            The OUTPUT region, ``cmd.output_bytes`` bytes.
+
+        Raises:
+            InputError: ``input_bytes`` has the wrong length.
+            ExecutionError: an illegal command (index and mnemonic in the message).
+        """
+        return self.run_with_stats(input_bytes)[0]
+
+    def run_with_stats(self, input_bytes: bytes) -> tuple[bytes, ExecStats]:
+        """Like :meth:`run`, also returning the run's :class:`ExecStats`."""
+        c = self.cmd
+        if len(input_bytes) != c.input_bytes:
+            raise InputError(f"{c.path}: input is {len(input_bytes)} bytes, the program expects "
+                             f"{c.input_bytes}")
+        problem = end_problem(list(c.commands))
+        if problem:
+            raise ExecutionError(f"{c.path}: {problem}")
+        self._sram = _Memory.filled("SRAM", self.sram_bytes, self.fill)
+        self._dram = {
+            spec.Region.WEIGHTS: _Memory("WEIGHTS", bytearray(self.weights_data), False),
+            spec.Region.ACT: _Memory.filled("ACT", c.act_arena_bytes, self.fill),
+            spec.Region.INPUT: _Memory("INPUT", bytearray(input_bytes), True),
+            spec.Region.OUTPUT: _Memory.filled("OUTPUT", c.output_bytes, self.fill),
+        }
+        self._regs = Registers()
+        stats = ExecStats()
+        for i, cmd in enumerate(c.commands):
+            stats.commands[cmd.name] += 1
+            handler = self._handlers.get(type(cmd))
+            if handler is not None:
+                handler(i, cmd, stats)
+            elif isinstance(cmd, End):
+                break
+            else:
+                self._regs.update(cmd)
+        self.stats = stats
+        log.debug("executed %d commands: %s", len(c.commands), dict(stats.commands))
+        return bytes(self._dram[spec.Region.OUTPUT].buf), stats
+
+    # -- memory helpers ------------------------------------------------------------------------
+
+    @staticmethod
+    def _err(i: int, cmd: Command, msg: str) -> ExecutionError:
+        return ExecutionError(f"command {i} ({cmd.name}): {msg}")
+
+    def _sram_view(self, i: int, cmd: Command, what: str, addr: int, nbytes: int) -> np.ndarray:
+        """uint8 view of SRAM [addr, addr + nbytes), bounds-checked."""
+        if addr + nbytes > self._sram.size:
+            raise self._err(i, cmd, f"sram range {addr:#x}-{addr + nbytes:#x} ({what}) outside "
+                                    f"SRAM (size {self._sram.size})")
+        return self._sram.arr[addr:addr + nbytes]
+
+    def _sram_tensor(self, i, cmd, what, addr, shape, dtype=np.int8) -> np.ndarray:
+        n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        return self._sram_view(i, cmd, what, addr, n).view(dtype).reshape(shape)
+
+    # -- command handlers ----------------------------------------------------------------------
+
+    def _dma(self, i: int, cmd: DmaLoad | DmaStore, stats: ExecStats) -> None:
+        region, off = spec.split_dram_address(cmd.dram)
+        mem = self._dram[region]
+        load = isinstance(cmd, DmaLoad)
+        run, n1, n2 = cmd.run_bytes, cmd.n1, cmd.n2
+        if run == 0 or n1 == 0 or n2 == 0:
+            raise self._err(i, cmd, f"empty transfer (run_bytes={run}, n1={n1}, n2={n2})")
+        d_end = off + (n2 - 1) * cmd.dram_stride2 + (n1 - 1) * cmd.dram_stride1 + run
+        s_end = cmd.sram + (n2 - 1) * cmd.sram_stride2 + (n1 - 1) * cmd.sram_stride1 + run
+        if d_end > spec.REGION_OFFSET_MASK + 1:
+            raise self._err(i, cmd, f"dram range {cmd.dram:#010x}+{d_end - off:#x} crosses "
+                                    f"the end of region {region.name}")
+        if d_end > mem.size:
+            raise self._err(i, cmd, f"dram range {off:#x}-{d_end:#x} outside region "
+                                    f"{region.name} (size {mem.size})")
+        if s_end > self._sram.size:
+            raise self._err(i, cmd, f"sram range {cmd.sram:#x}-{s_end:#x} outside SRAM "
+                                    f"(size {self._sram.size})")
+        if not load and not mem.writable:
+            raise self._err(i, cmd, f"write to read-only region {region.name}")
+        src_mem, dst_mem = (mem, self._sram) if load else (self._sram, mem)
+        src_base, dst_base = (off, cmd.sram) if load else (cmd.sram, off)
+        ds = (cmd.dram_stride2, cmd.dram_stride1)
+        ss = (cmd.sram_stride2, cmd.sram_stride1)
+        src_strides, dst_strides = (ds, ss) if load else (ss, ds)
+        src = as_strided(src_mem.arr[src_base:], (n2, n1, run), (*src_strides, 1),
+                         writeable=False)
+        s2, s1 = dst_strides
+        if (n1 == 1 or s1 >= run) and (n2 == 1 or s2 >= (n1 - 1) * s1 + run):
+            dst = as_strided(dst_mem.arr[dst_base:], (n2, n1, run), (s2, s1, 1))
+            dst[...] = src
+        else:  # destination runs overlap: later runs win, as in the sequential definition
+            src = src.copy()
+            for a in range(n2):
+                for b in range(n1):
+                    p = dst_base + a * s2 + b * s1
+                    dst_mem.arr[p:p + run] = src[a, b]
+        stats.bytes_per_queue[cmd.queue.name] += cmd.total_bytes
+
+    def _conv_tile(self, i: int, t: ConvTile, stats: ExecStats) -> None:
+        cfg = self._regs.conv
+        if cfg is None:
+            raise self._err(i, t, "no CONV_CFG before this tile")
+        if min(cfg.kh, cfg.kw, cfg.sh, cfg.sw, cfg.dh, cfg.dw, cfg.cin_g) == 0:
+            raise self._err(i, t, "CONV_CFG has a zero kernel/stride/dilation/cin_g")
+        if cfg.out_mode not in (spec.OUT_MODE_INT8, spec.OUT_MODE_INT32):
+            raise self._err(i, t, f"CONV_CFG out_mode {cfg.out_mode} unknown")
+        if cfg.flags & ~spec.CONV_FLAG_SHORTCUT:
+            raise self._err(i, t, f"CONV_CFG reserved flag bits set ({cfg.flags:#x})")
+        if cfg.has_shortcut and cfg.out_mode != spec.OUT_MODE_INT8:
+            raise self._err(i, t, "shortcut needs out_mode 0 (int8)")
+        if t.in_c == 0 or t.oc == 0 or t.in_c % cfg.cin_g:
+            raise self._err(i, t, f"in_c {t.in_c} is not a non-zero multiple of cin_g "
+                                  f"{cfg.cin_g}")
+        groups = t.in_c // cfg.cin_g
+        if t.oc % groups:
+            raise self._err(i, t, f"oc {t.oc} not divisible by the tile's {groups} groups")
+        oh = _conv_out(t.in_h, t.pad_t, t.pad_b, cfg.kh, cfg.sh, cfg.dh)
+        ow = _conv_out(t.in_w, t.pad_l, t.pad_r, cfg.kw, cfg.sw, cfg.dw)
+        if oh < 1 or ow < 1 or (t.out_h, t.out_w) != (oh, ow):
+            raise self._err(i, t, f"out_h x out_w = {t.out_h}x{t.out_w}, the padded tile "
+                                  f"gives {oh}x{ow}")
+        x = self._sram_tensor(i, t, "input", t.in_sram, (t.in_h, t.in_w, t.in_c))
+        w = self._sram_tensor(i, t, "weights", t.w_sram, (t.oc, cfg.kh, cfg.kw, cfg.cin_g))
+        p = self._sram_view(i, t, "params", t.p_sram, t.oc * spec.PARAM_RECORD_BYTES)
+        p = spec.unpack_conv_params(p)
+        if p["reserved"].any():
+            raise self._err(i, t, "parameter record reserved bytes not zero")
+        acc = conv_accumulate(x, cfg.zp_in, w, (cfg.sh, cfg.sw), t.pads, (cfg.dh, cfg.dw),
+                              groups)
+        n_out = oh * ow * t.oc
+        read = x.size + w.size + p.size * spec.PARAM_RECORD_BYTES
+        if cfg.out_mode == spec.OUT_MODE_INT8:
+            shift = p["shift"]
+            if shift.min() < 1 or shift.max() > SHIFT_MAX:
+                raise self._err(i, t, "parameter shift outside 1..62")
+            if p["mult"].min() < 0 or p["sc_mult"].min() < 0:
+                raise self._err(i, t, "parameter mult/sc_mult negative")
+            sc = None
+            if cfg.has_shortcut:
+                sc = self._sram_tensor(i, t, "shortcut", t.sc_sram, (oh, ow, t.oc))
+                read += sc.size
+            y = conv_epilogue(acc, p["bias"], p["mult"], shift, cfg.zp_out, cfg.act_lo,
+                              cfg.act_hi, sc, cfg.zp_sc, p["sc_mult"])
+        else:
+            y = conv_epilogue_int32(acc, p["bias"]).astype("<i4")
+        out = self._sram_tensor(i, t, "output", t.out_sram, (oh, ow, t.oc), y.dtype)
+        out[...] = y
+        stats.bytes_per_queue["COMPUTE"] += read + y.nbytes
+        stats.macs += n_out * cfg.kh * cfg.kw * cfg.cin_g
+
+    def _pool_tile(self, i: int, t: PoolTile, stats: ExecStats) -> None:
+        cfg = self._regs.pool
+        if cfg is None:
+            raise self._err(i, t, "no POOL_CFG before this tile")
+        if min(cfg.kh, cfg.kw, cfg.sh, cfg.sw) == 0:
+            raise self._err(i, t, "POOL_CFG has a zero kernel/stride")
+        oh = _conv_out(t.in_h, t.pad_t, t.pad_b, cfg.kh, cfg.sh, 1)
+        ow = _conv_out(t.in_w, t.pad_l, t.pad_r, cfg.kw, cfg.sw, 1)
+        if oh < 1 or ow < 1 or (t.out_h, t.out_w) != (oh, ow):
+            raise self._err(i, t, f"out_h x out_w = {t.out_h}x{t.out_w}, the padded tile "
+                                  f"gives {oh}x{ow}")
+        x = self._sram_tensor(i, t, "input", t.in_sram, (t.in_h, t.in_w, t.c))
+        if cfg.kind == spec.POOL_KIND_MAX:
+            y = maxpool_int8(x, (cfg.kh, cfg.kw), (cfg.sh, cfg.sw), t.pads)
+        elif cfg.kind == spec.POOL_KIND_AVG:
+            if not 1 <= cfg.shift <= SHIFT_MAX:
+                raise self._err(i, t, f"POOL_CFG shift {cfg.shift} outside 1..{SHIFT_MAX}")
+            y = avgpool_int8(x, cfg.zp_in, (cfg.kh, cfg.kw), (cfg.sh, cfg.sw), t.pads,
+                             cfg.mult, cfg.shift, cfg.zp_out)
+        else:
+            raise self._err(i, t, f"POOL_CFG kind {cfg.kind} unknown")
+        out = self._sram_tensor(i, t, "output", t.out_sram, (oh, ow, t.c))
+        out[...] = y
+        stats.bytes_per_queue["COMPUTE"] += x.size + y.size
+
+    def _add_tile(self, i: int, t: AddTile, stats: ExecStats) -> None:
+        cfg = self._regs.add
+        if cfg is None:
+            raise self._err(i, t, "no ADD_CFG before this tile")
+        if not 1 <= cfg.shift <= SHIFT_MAX:
+            raise self._err(i, t, f"ADD_CFG shift {cfg.shift} outside 1..{SHIFT_MAX}")
+        a = self._sram_tensor(i, t, "a", t.a_sram, (t.n,))
+        b = self._sram_tensor(i, t, "b", t.b_sram, (t.n,))
+        y = add_int8(a, cfg.zp_a, cfg.mult_a, b, cfg.zp_b, cfg.mult_b, cfg.shift, cfg.zp_out,
+                     cfg.act_lo, cfg.act_hi)
+        self._sram_tensor(i, t, "output", t.out_sram, (t.n,))[...] = y
+        stats.bytes_per_queue["COMPUTE"] += 3 * t.n
