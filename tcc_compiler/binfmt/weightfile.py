@@ -231,6 +231,8 @@ def read_weight_file(data: bytes, path: str = "quantized_network.bin") -> Weight
     if d_off + d_bytes != len(data):
         raise FormatError(f"{path}: header fields data_offset + data_bytes = {d_off + d_bytes} "
                           f"but the file is {len(data)} bytes (truncated or padded)")
+    if d_bytes % SECTION_ALIGN:
+        raise FormatError(f"{path}: header field data_bytes = {d_bytes} not a multiple of 64")
     if d_bytes > spec.REGION_OFFSET_MASK + 1:
         raise FormatError(f"{path}: header field data_bytes = {d_bytes} exceeds the WEIGHTS "
                           "region (2**30 bytes)")
