@@ -1,0 +1,548 @@
+"""Lower a quantized graph to an NPU program: DRAM plan, tiles, commands with explicit waits,
+and the packed weight binary.
+
+Per op: a configuration command, then per tile the loads (input tile with halo, weight and
+parameter block when they change, shortcut tile), the compute command and the store. SRAM
+buffers are double-buffered; every command's wait fields are derived from the exact buffer
+it touches (:class:`WaitTracker`), so DMA of tile i+1 overlaps compute of tile i. Ops are
+separated by a barrier (the first load of an op waits for all earlier compute and stores).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tcc_compiler.binfmt.weightfile import LayerKind, WeightFileBuilder
+from tcc_compiler.errors import InternalError, ScheduleError, UnsupportedError
+from tcc_compiler.ir.graph import Graph, Node, Value
+from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
+from tcc_compiler.isa import commands as C
+from tcc_compiler.isa.spec import (PARAM_RECORD_BYTES, WAIT_MAX, WAIT_NONE, Queue, Region,
+                                   dram_address, pack_conv_params)
+from tcc_compiler.quant.golden import weights_ohwi
+from tcc_compiler.quant.params import add_quant, conv_quant, pool_quant
+from tcc_compiler.schedule.memory import Buffer, align_up, plan_arena
+from tcc_compiler.schedule.tiling import ConvGeom, ConvPlan, plan_channels, plan_conv
+from tcc_compiler.target import Target
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Tensor:
+    """Where an NPU tensor lives in DRAM: region, byte offset, NHWC shape, element bytes."""
+
+    region: Region
+    offset: int
+    hwc: tuple[int, int, int]
+    elem_bytes: int = 1
+
+    @property
+    def nbytes(self) -> int:
+        """Size in bytes."""
+        h, w, c = self.hwc
+        return h * w * c * self.elem_bytes
+
+    def addr(self, extra: int = 0) -> int:
+        """u32 DRAM address of byte ``extra`` of the tensor."""
+        return dram_address(self.region, self.offset + extra)
+
+
+@dataclass
+class LayerInfo:
+    """Per-NPU-op facts for the report and the disassembly.
+
+    Attributes:
+        name: IR node name. kind: op kind (conv, fc, maxpool, gap, avgpool, add).
+        source: ONNX node names it came from. in_shape/out_shape: NCHW.
+        tiles: compute tiles. macs: multiply-accumulates. plan: tile shape description.
+        first_cmd, end_cmd: command index range [first, end). weight_bytes: weights + params.
+        sram_bytes: SRAM the op's buffers use.
+    """
+
+    name: str
+    kind: str
+    source: tuple[str, ...]
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    tiles: int = 0
+    macs: int = 0
+    plan: str = ""
+    first_cmd: int = 0
+    end_cmd: int = 0
+    weight_bytes: int = 0
+    sram_bytes: int = 0
+
+
+@dataclass
+class IoTensor:
+    """A network input or output as the host sees it in its DRAM region."""
+
+    name: str
+    region: Region
+    offset: int
+    hwc: tuple[int, int, int]
+    dtype: str
+    scale: list[float]
+    zero_point: list[int]
+    shape: tuple[int, ...]
+
+
+@dataclass
+class Program:
+    """A lowered network: commands, weight binary and the facts the manifest/report need."""
+
+    commands: list[C.Command]
+    comments: list[str]
+    weight_file: bytes
+    sram_bytes: int
+    act_arena_bytes: int
+    input_bytes: int
+    output_bytes: int
+    inputs: list[IoTensor]
+    outputs: list[IoTensor]
+    layers: list[LayerInfo] = field(default_factory=list)
+
+
+class WaitTracker:
+    """Builds commands with wait fields that order them after specific earlier commands.
+
+    A dependency on command k of queue q becomes ``wait_q = n_q - 1 - k`` ("at most that many
+    of q's earlier commands may still run"), clamped to 6 (waiting longer is always safe).
+    """
+
+    QUEUES = (Queue.LOAD, Queue.COMPUTE, Queue.STORE)
+
+    def __init__(self) -> None:
+        self.count = {q: 0 for q in self.QUEUES}
+        self.cmds: list[C.Command] = []
+        self.comments: list[str] = []
+
+    def emit(self, cls, deps: list[tuple[Queue, int] | None], comment: str, **fields):
+        """Append a command of class ``cls`` waiting for ``deps``; return (queue, index)."""
+        waits = {q: WAIT_NONE for q in self.QUEUES}
+        for d in deps:
+            if d is None:
+                continue
+            q, k = d
+            n = self.count[q] - 1 - k
+            if n < 0:
+                raise InternalError(f"dependency on {q.name} command {k} not yet dispatched")
+            waits[q] = min(waits[q], min(n, WAIT_MAX))
+        cmd = cls(wait_load=waits[Queue.LOAD], wait_compute=waits[Queue.COMPUTE],
+                  wait_store=waits[Queue.STORE], **fields)
+        self.cmds.append(cmd)
+        self.comments.append(comment)
+        q = cmd.queue
+        if q in self.count:
+            idx = self.count[q]
+            self.count[q] += 1
+            return (q, idx)
+        return None
+
+    def last(self, q: Queue) -> tuple[Queue, int] | None:
+        """The most recent command of queue q, or None."""
+        return (q, self.count[q] - 1) if self.count[q] else None
+
+
+def _dma_fields(t: Tensor, y0, y1, x0, x1, c0, c1, sram: int) -> dict:
+    """DMA fields moving the [y0:y1, x0:x1, c0:c1] box of NHWC tensor ``t`` to/from SRAM
+    (packed contiguously there as [rows, cols, channels])."""
+    h, w, c = t.hwc
+    eb = t.elem_bytes
+    rows, cols, nch = y1 - y0, x1 - x0, c1 - c0
+    base = ((y0 * w + x0) * c + c0) * eb
+    if nch == c and cols == w:
+        return dict(dram=t.addr(base), sram=sram, run_bytes=rows * w * c * eb, n1=1, n2=1,
+                    dram_stride1=0, dram_stride2=0, sram_stride1=0, sram_stride2=0)
+    if nch == c:
+        run = cols * c * eb
+        return dict(dram=t.addr(base), sram=sram, run_bytes=run, n1=rows, n2=1,
+                    dram_stride1=w * c * eb, dram_stride2=0, sram_stride1=run, sram_stride2=0)
+    run = nch * eb
+    return dict(dram=t.addr(base), sram=sram, run_bytes=run, n1=cols, n2=rows,
+                dram_stride1=c * eb, dram_stride2=w * c * eb, sram_stride1=run,
+                sram_stride2=cols * run)
+
+
+def _hwc(v: Value) -> tuple[int, int, int]:
+    s = v.shape
+    if len(s) == 4:
+        return (s[2], s[3], s[1])
+    if len(s) == 2:
+        return (1, 1, s[1])
+    raise UnsupportedError(v.name, [f"value '{v.name}': rank-{len(s)} tensors are not supported "
+                                    "on the NPU"])
+
+
+class SramAllocator:
+    """Bump allocator of one op's SRAM buffers (reset per op), aligned."""
+
+    def __init__(self, size: int, align: int):
+        self.size, self.align, self.top = size, align, 0
+
+    def alloc(self, nbytes: int, what: str) -> int:
+        """Reserve ``nbytes``; return the SRAM offset."""
+        off = self.top
+        self.top = align_up(off + max(nbytes, 1), self.align)
+        if self.top > self.size:
+            raise InternalError(f"SRAM overflow allocating {what}: {self.top} > {self.size}")
+        return off
+
+
+class Lowering:
+    """Stateful lowering of one graph (see :func:`lower`)."""
+
+    def __init__(self, graph: Graph, target: Target, tool_version: str):
+        self.g = graph
+        self.t = target
+        self.tool_version = tool_version
+        self.w = WaitTracker()
+        self.wf = WeightFileBuilder()
+        self.tensors: dict[int, Tensor] = {}
+        self.layers: list[LayerInfo] = []
+        self.sram_peak = 0
+
+    # ---- DRAM planning --------------------------------------------------------------------
+    def plan_dram(self) -> tuple[int, int, int, list[IoTensor], list[IoTensor]]:
+        g = self.g
+        al = self.t.dram_align_bytes
+        inp = g.inputs[0]
+        self.tensors[id(inp)] = Tensor(Region.INPUT, 0, _hwc(inp))
+        npu_nodes = [n for n in g.nodes if n.op not in HOST_OPS]
+        # NPU outputs: graph outputs made by NPU ops, or inputs of host ops
+        outs: list[Value] = []
+        for n in g.nodes:
+            if n.op in HOST_OPS and n.inputs[0].producer is not None \
+                    and n.inputs[0].producer.op not in HOST_OPS:
+                outs.append(n.inputs[0])
+        for o in g.outputs:
+            if o.producer is not None and o.producer.op not in HOST_OPS:
+                outs.append(o)
+        uniq: list[Value] = []
+        for v in outs:
+            root = self._root(v)
+            if all(self._root(u) is not root for u in uniq):
+                uniq.append(v)
+        out_off = 0
+        out_roots = {}
+        for v in uniq:
+            root = self._root(v)
+            eb = 4 if root.dtype == "int32" else 1
+            t = Tensor(Region.OUTPUT, out_off, _hwc(root), eb)
+            out_roots[id(root)] = t
+            out_off = align_up(out_off + t.nbytes, al)
+        step = {id(n): i for i, n in enumerate(npu_nodes)}
+        bufs = []
+        for i, n in enumerate(npu_nodes):
+            if n.op in VIEW_OPS:
+                continue
+            v = n.output
+            if id(v) in out_roots:
+                self.tensors[id(v)] = out_roots[id(v)]
+                continue
+            last = i
+            for user in self._readers(v):
+                last = max(last, step.get(id(user), len(npu_nodes)))
+            eb = 4 if v.dtype == "int32" else 1
+            h, w_, c = _hwc(v)
+            bufs.append((v, Buffer(v.name, h * w_ * c * eb, i, last)))
+        arena = plan_arena([b for _, b in bufs], al)
+        for v, b in bufs:
+            self.tensors[id(v)] = Tensor(Region.ACT, b.offset, _hwc(v),
+                                         4 if v.dtype == "int32" else 1)
+        for n in npu_nodes:  # views alias their source
+            if n.op in VIEW_OPS:
+                src = self.tensors[id(self._root(n.inputs[0]))]
+                self.tensors[id(n.output)] = Tensor(src.region, src.offset, _hwc(n.output),
+                                                    src.elem_bytes)
+        ins = [self._io(inp, self.tensors[id(inp)])]
+        outs_io = [self._io(v, self.tensors[id(self._root(v))]) for v in uniq]
+        in_bytes = align_up(self.tensors[id(inp)].nbytes, al)
+        return arena, in_bytes, max(out_off, al), ins, outs_io
+
+    def _root(self, v: Value) -> Value:
+        while v.producer is not None and v.producer.op in VIEW_OPS:
+            v = v.producer.inputs[0]
+        return v
+
+    def _readers(self, v: Value) -> list[Node]:
+        out = []
+        for n, _ in v.uses:
+            if n.op in VIEW_OPS:
+                out.extend(self._readers(n.output))
+            out.append(n)
+        return out
+
+    def _io(self, v: Value, t: Tensor) -> IoTensor:
+        q = v.quant
+        return IoTensor(v.name, t.region, t.offset, t.hwc, "int32" if t.elem_bytes == 4
+                        else "int8", [float(s) for s in np.atleast_1d(q.scale)],
+                        [int(z) for z in np.atleast_1d(q.zero_point)], tuple(v.shape))
+
+    # ---- ops -------------------------------------------------------------------------------
+    def run(self) -> Program:
+        arena, in_bytes, out_bytes, ins, outs = self.plan_dram()
+        for n in self.g.nodes:
+            if n.op in HOST_OPS or n.op in VIEW_OPS:
+                continue
+            first = len(self.w.cmds)
+            info = LayerInfo(n.name, n.op.value, n.source, n.inputs[0].shape, n.output.shape)
+            if n.op in (Op.CONV, Op.FC):
+                self._conv(n, info)
+            elif n.op in (Op.MAXPOOL, Op.AVGPOOL, Op.GAP):
+                self._pool(n, info)
+            elif n.op is Op.ADD:
+                self._add(n, info)
+            else:
+                raise InternalError(f"no lowering for {n.op.value} '{n.name}'")
+            info.first_cmd, info.end_cmd = first, len(self.w.cmds)
+            self.layers.append(info)
+        self.w.emit(C.End, [], "end")
+        return Program(self.w.cmds, self.w.comments, self.wf.build(self.tool_version),
+                       self.sram_peak, max(arena, self.t.dram_align_bytes), in_bytes,
+                       out_bytes, ins, outs, self.layers)
+
+    def _barrier(self) -> list:
+        return [self.w.last(Queue.COMPUTE), self.w.last(Queue.STORE)]
+
+    def _conv_geom(self, n: Node) -> ConvGeom:
+        x, out = n.inputs[0], n.output
+        h, w, c = _hwc(x)
+        oh, ow, o = _hwc(out)
+        eb = 4 if out.dtype == "int32" else 1
+        sc = n.input(3) is not None
+        if n.op is Op.FC:
+            return ConvGeom(h, w, c, 1, 1, o, h, w, 1, 1, 1, 1, (0, 0, 0, 0), 1, eb, sc)
+        a = n.attrs
+        return ConvGeom(h, w, c, oh, ow, o, a.kernel[0], a.kernel[1], a.strides[0],
+                        a.strides[1], a.dilations[0], a.dilations[1], a.pads, a.group, eb, sc)
+
+    def _conv(self, n: Node, info: LayerInfo) -> None:
+        g = self._conv_geom(n)
+        q = conv_quant(n)
+        plan = plan_conv(g, self.t, self.t.sram_bytes)
+        wq = weights_ohwi(n) if n.op is Op.CONV else np.ascontiguousarray(
+            n.inputs[1].const.transpose(0, 2, 3, 1))
+        params = pack_conv_params(q.bias, q.mult, q.shift, q.sc_mult)
+        w_off, p_off = self.wf.add_layer(n.name, LayerKind.FC if n.op is Op.FC
+                                         else LayerKind.CONV, wq.tobytes(), params)
+        info.weight_bytes = wq.nbytes + len(params)
+        xin = self.tensors[id(self._root(n.inputs[0]))]
+        xout = self.tensors[id(n.output)]
+        xsc = self.tensors[id(self._root(n.input(3)))] if g.has_shortcut else None
+        kw_bytes = g.kh * g.kw * g.cin_g
+        cfg = dict(kh=g.kh, kw=g.kw, sh=g.sh, sw=g.sw, dh=g.dh, dw=g.dw,
+                   out_mode=1 if q.out_int32 else 0, flags=1 if g.has_shortcut else 0,
+                   group=g.group, cin_g=g.cin_g, zp_in=q.zp_in, zp_out=q.zp_out,
+                   zp_sc=q.zp_sc, act_lo=q.act_lo, act_hi=q.act_hi)
+        label = f"{n.name} [{','.join(n.source)}]"
+        self.w.emit(C.ConvCfg, [], label, **cfg)
+
+        spatial = [(y0, min(y0 + plan.rows, g.oh), x0, min(x0 + plan.cols, g.ow))
+                   for y0 in range(0, g.oh, plan.rows) for x0 in range(0, g.ow, plan.cols)]
+        blocks = [(o0, min(o0 + plan.ocb, g.o)) for o0 in range(0, g.o, plan.ocb)]
+        order = ([(s, b) for s in spatial for b in blocks] if plan.order == "spatial"
+                 else [(s, b) for b in blocks for s in spatial])
+        # SRAM buffers (max tile sizes)
+        sa = SramAllocator(self.t.sram_bytes, self.t.sram_align_bytes)
+        iy0, iy1, _, _ = g.in_rows(0, plan.rows)
+        ix0, ix1, _, _ = g.in_cols(0, plan.cols)
+        c0, c1 = g.in_channels(0, plan.ocb)
+        max_in = max(self._in_box(g, s, b)[6] for s, b in [(spatial[0], blocks[0])] +
+                     [(s, blocks[0]) for s in spatial[:2]]) if spatial else 0
+        max_in = max(max_in, (iy1 - iy0) * (ix1 - ix0) * (c1 - c0))
+        in_slots = [sa.alloc(max_in, "input") for _ in range(2)]
+        nwb = 1 if len(blocks) == 1 else 2
+        w_slots = [sa.alloc(plan.ocb * kw_bytes, "weights") for _ in range(nwb)]
+        p_slots = [sa.alloc(plan.ocb * PARAM_RECORD_BYTES, "params") for _ in range(nwb)]
+        out_tile = plan.rows * plan.cols * plan.ocb
+        out_slots = [sa.alloc(out_tile * g.out_elem_bytes, "output") for _ in range(2)]
+        sc_slots = [sa.alloc(out_tile, "shortcut") for _ in range(2)] if g.has_shortcut else []
+        self.sram_peak = max(self.sram_peak, sa.top)
+        info.sram_bytes = sa.top
+
+        barrier = self._barrier()
+        last_read = {}    # slot key -> compute (queue, idx) that last read it
+        last_write = {}   # slot key -> load (queue, idx) that last wrote it
+        last_store = {}   # out slot -> store that last read it
+        cur_in, cur_w = None, None
+        n_in = n_w = 0
+        in_slot = w_slot = 0
+        for i, (s, b) in enumerate(order):
+            y0, y1, x0, x1 = s
+            o0, o1 = b
+            box = self._in_box(g, s, b)
+            iy0, iy1, ix0, ix1, cc0, cc1, _, pads = box
+            in_key = (iy0, iy1, ix0, ix1, cc0, cc1)
+            if in_key != cur_in:
+                in_slot = n_in % 2
+                n_in += 1
+                key = ("in", in_slot)
+                deps = [last_read.get(key)] + barrier
+                barrier = []
+                last_write[key] = self.w.emit(
+                    C.DmaLoad, deps, label + " input",
+                    **_dma_fields(xin, iy0, iy1, ix0, ix1, cc0, cc1, in_slots[in_slot]))
+                cur_in = in_key
+            if b != cur_w:
+                w_slot = n_w % nwb
+                n_w += 1
+                key = ("w", w_slot)
+                deps = [last_read.get(key)] + barrier
+                barrier = []
+                nb_w = (o1 - o0) * kw_bytes
+                self.w.emit(C.DmaLoad, deps, label + " weights",
+                            dram=dram_address(Region.WEIGHTS, w_off + o0 * kw_bytes),
+                            sram=w_slots[w_slot], run_bytes=nb_w, n1=1, n2=1, dram_stride1=0,
+                            dram_stride2=0, sram_stride1=0, sram_stride2=0)
+                last_write[key] = self.w.emit(
+                    C.DmaLoad, [], label + " params",
+                    dram=dram_address(Region.WEIGHTS, p_off + o0 * PARAM_RECORD_BYTES),
+                    sram=p_slots[w_slot], run_bytes=(o1 - o0) * PARAM_RECORD_BYTES, n1=1, n2=1,
+                    dram_stride1=0, dram_stride2=0, sram_stride1=0, sram_stride2=0)
+                cur_w = b
+            slot = i % 2
+            sc_dep = None
+            if g.has_shortcut:
+                key = ("sc", slot)
+                sc_dep = self.w.emit(C.DmaLoad, [last_read.get(key)] + barrier,
+                                     label + " shortcut",
+                                     **_dma_fields(xsc, y0, y1, x0, x1, o0, o1, sc_slots[slot]))
+                barrier = []
+                last_write[key] = sc_dep
+            deps = [last_write.get(("in", in_slot)), last_write.get(("w", w_slot)), sc_dep,
+                    last_store.get(slot)]
+            comp = self.w.emit(
+                C.ConvTile, deps, label,
+                in_sram=in_slots[in_slot], w_sram=w_slots[w_slot], p_sram=p_slots[w_slot],
+                out_sram=out_slots[slot], sc_sram=sc_slots[slot] if g.has_shortcut else 0,
+                in_h=iy1 - iy0, in_w=ix1 - ix0, in_c=cc1 - cc0, oc=o1 - o0, out_h=y1 - y0,
+                out_w=x1 - x0, pad_t=pads[0], pad_l=pads[1], pad_b=pads[2], pad_r=pads[3])
+            last_read[("in", in_slot)] = comp
+            last_read[("w", w_slot)] = comp
+            if g.has_shortcut:
+                last_read[("sc", slot)] = comp
+            last_store[slot] = self.w.emit(
+                C.DmaStore, [comp], label + " output",
+                **_dma_fields(xout, y0, y1, x0, x1, o0, o1, out_slots[slot]))
+            info.tiles += 1
+        info.macs = g.oh * g.ow * g.o * g.kh * g.kw * g.cin_g
+        info.plan = (f"{plan.rows}x{plan.cols}x{plan.ocb} tiles, {plan.order} order, "
+                     f"{len(spatial)} spatial x {len(blocks)} channel blocks")
+
+    @staticmethod
+    def _in_box(g: ConvGeom, s, b):
+        y0, y1, x0, x1 = s
+        iy0, iy1, pt, pb = g.in_rows(y0, y1)
+        ix0, ix1, pl, pr = g.in_cols(x0, x1)
+        c0, c1 = g.in_channels(*b)
+        return (iy0, iy1, ix0, ix1, c0, c1, (iy1 - iy0) * (ix1 - ix0) * (c1 - c0),
+                (pt, pl, pb, pr))
+
+    def _pool(self, n: Node, info: LayerInfo) -> None:
+        x = n.inputs[0]
+        h, w, c = _hwc(x)
+        oh, ow, _ = _hwc(n.output)
+        if n.op is Op.GAP:
+            k, s, pads = (h, w), (1, 1), (0, 0, 0, 0)
+        else:
+            k, s, pads = n.attrs.kernel, n.attrs.strides, n.attrs.pads
+        if max(k) > 255 or max(s) > 255:
+            raise UnsupportedError(self.g.meta.get("source", ""), [
+                f"{n.op.value} '{n.name}': window {k} exceeds the NPU's 255 limit"])
+        g = ConvGeom(h, w, c, oh, ow, c, k[0], k[1], s[0], s[1], 1, 1, pads, c,
+                     has_weights=False)
+        plan = plan_conv(g, self.t, self.t.sram_bytes)
+        p = pool_quant(n)
+        label = f"{n.name} [{','.join(n.source)}]"
+        self.w.emit(C.PoolCfg, [], label, kind=0 if n.op is Op.MAXPOOL else 1, kh=k[0],
+                    kw=k[1], sh=s[0], sw=s[1], zp_in=p.zp_in, zp_out=p.zp_out, shift=p.shift,
+                    mult=p.mult)
+        xin = self.tensors[id(self._root(x))]
+        xout = self.tensors[id(n.output)]
+        spatial = [(y0, min(y0 + plan.rows, oh), x0, min(x0 + plan.cols, ow))
+                   for y0 in range(0, oh, plan.rows) for x0 in range(0, ow, plan.cols)]
+        blocks = [(o0, min(o0 + plan.ocb, c)) for o0 in range(0, c, plan.ocb)]
+        sa = SramAllocator(self.t.sram_bytes, self.t.sram_align_bytes)
+        max_in = max(self._in_box(g, sp, bl)[6] for sp in spatial[:2] for bl in blocks[:1])
+        iy0, iy1, _, _ = g.in_rows(0, plan.rows)
+        ix0, ix1, _, _ = g.in_cols(0, plan.cols)
+        max_in = max(max_in, (iy1 - iy0) * (ix1 - ix0) * plan.ocb)
+        in_slots = [sa.alloc(max_in, "input") for _ in range(2)]
+        out_slots = [sa.alloc(plan.rows * plan.cols * plan.ocb, "output") for _ in range(2)]
+        self.sram_peak = max(self.sram_peak, sa.top)
+        info.sram_bytes = sa.top
+        barrier = self._barrier()
+        last_read, last_store = {}, {}
+        for i, (sp, bl) in enumerate((sp, bl) for sp in spatial for bl in blocks):
+            y0, y1, x0, x1 = sp
+            iy0, iy1, ix0, ix1, c0, c1, _, pd = self._in_box(g, sp, bl)
+            slot = i % 2
+            ld = self.w.emit(C.DmaLoad, [last_read.get(slot)] + barrier, label + " input",
+                             **_dma_fields(xin, iy0, iy1, ix0, ix1, c0, c1, in_slots[slot]))
+            barrier = []
+            comp = self.w.emit(C.PoolTile, [ld, last_store.get(slot)], label,
+                               in_sram=in_slots[slot], out_sram=out_slots[slot],
+                               in_h=iy1 - iy0, in_w=ix1 - ix0, c=c1 - c0, out_h=y1 - y0,
+                               out_w=x1 - x0, pad_t=pd[0], pad_l=pd[1], pad_b=pd[2],
+                               pad_r=pd[3])
+            last_read[slot] = comp
+            last_store[slot] = self.w.emit(C.DmaStore, [comp], label + " output",
+                                           **_dma_fields(xout, y0, y1, x0, x1, bl[0], bl[1],
+                                                         out_slots[slot]))
+            info.tiles += 1
+        info.plan = (f"{plan.rows}x{plan.cols}x{plan.ocb} tiles, {len(spatial)} spatial x "
+                     f"{len(blocks)} channel blocks")
+
+    def _add(self, n: Node, info: LayerInfo) -> None:
+        a, b = n.inputs[0], n.inputs[1]
+        ta, tb = self.tensors[id(self._root(a))], self.tensors[id(self._root(b))]
+        to = self.tensors[id(n.output)]
+        total = ta.nbytes
+        blk = plan_channels(3, total, self.t.sram_bytes)
+        p = add_quant(n)
+        label = f"{n.name} [{','.join(n.source)}]"
+        self.w.emit(C.AddCfg, [], label, zp_a=p.zp_a, zp_b=p.zp_b, zp_out=p.zp_out,
+                    act_lo=p.act_lo, act_hi=p.act_hi, shift=p.shift, mult_a=p.mult_a,
+                    mult_b=p.mult_b)
+        sa = SramAllocator(self.t.sram_bytes, self.t.sram_align_bytes)
+        sl = [[sa.alloc(blk, "add") for _ in range(3)] for _ in range(2)]
+        self.sram_peak = max(self.sram_peak, sa.top)
+        info.sram_bytes = sa.top
+        barrier = self._barrier()
+        last_read, last_store = {}, {}
+        for i, e0 in enumerate(range(0, total, blk)):
+            e1 = min(total, e0 + blk)
+            slot = i % 2
+            sa_, sb_, so_ = sl[slot]
+            flat = dict(n1=1, n2=1, dram_stride1=0, dram_stride2=0, sram_stride1=0,
+                        sram_stride2=0, run_bytes=e1 - e0)
+            self.w.emit(C.DmaLoad, [last_read.get(slot)] + barrier, label + " a",
+                        dram=ta.addr(e0), sram=sa_, **flat)
+            barrier = []
+            ld = self.w.emit(C.DmaLoad, [], label + " b", dram=tb.addr(e0), sram=sb_, **flat)
+            comp = self.w.emit(C.AddTile, [ld, last_store.get(slot)], label, a_sram=sa_,
+                               b_sram=sb_, out_sram=so_, n=e1 - e0)
+            last_read[slot] = comp
+            last_store[slot] = self.w.emit(C.DmaStore, [comp], label + " output",
+                                           dram=to.addr(e0), sram=so_, **flat)
+            info.tiles += 1
+        info.plan = f"{info.tiles} chunks of {blk} elements"
+
+
+def lower(graph: Graph, target: Target, tool_version: str) -> Program:
+    """Lower a quantized graph to an NPU :class:`Program`.
+
+    Raises:
+        ScheduleError: an op cannot be tiled into the target's SRAM.
+        UnsupportedError: a tensor shape the NPU cannot hold.
+    """
+    return Lowering(graph, target, tool_version).run()
+
+
+__all__ = ["Program", "LayerInfo", "IoTensor", "lower", "ScheduleError", "math"]

@@ -1,0 +1,194 @@
+"""Tile selection under the SRAM budget.
+
+A tile of a conv-like op is (output rows, output columns, output-channel block). Its working
+set is the input tile with its halo, the weight block, the per-channel parameter block, the
+output tile and (for fused residuals) the shortcut tile; activation and output buffers are
+double-buffered so DMA overlaps compute, weight buffers too when there is more than one block.
+Among the tile shapes that fit, the one with the smallest estimated time
+``max(compute cycles, DMA cycles) + per-command setup`` wins, ties going to fewer tiles.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tcc_compiler.errors import ScheduleError
+from tcc_compiler.isa.spec import PARAM_RECORD_BYTES
+from tcc_compiler.schedule.memory import align_up
+from tcc_compiler.target import Target
+
+
+@dataclass(frozen=True)
+class ConvGeom:
+    """Geometry of a conv-like op on the NPU (NHWC, one image).
+
+    Attributes:
+        h, w, c: input map. oh, ow, o: output map. kh, kw, sh, sw, dh, dw: kernel, strides,
+        dilations. pads: (t, l, b, r). group: groups. out_elem_bytes: 1 (int8) or 4 (int32).
+        has_shortcut: fused residual input of the output's shape.
+    """
+
+    h: int
+    w: int
+    c: int
+    oh: int
+    ow: int
+    o: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    pads: tuple[int, int, int, int]
+    group: int
+    out_elem_bytes: int = 1
+    has_shortcut: bool = False
+    has_weights: bool = True
+
+    @property
+    def cin_g(self) -> int:
+        """Input channels per group."""
+        return self.c // self.group
+
+    @property
+    def og(self) -> int:
+        """Output channels per group."""
+        return self.o // self.group
+
+    def in_rows(self, oy0: int, oy1: int) -> tuple[int, int, int, int]:
+        """Input rows [iy0, iy1) for output rows [oy0, oy1) and the (pad_top, pad_bottom)."""
+        return _span(oy0, oy1, self.sh, self.dh, self.kh, self.pads[0], self.h)
+
+    def in_cols(self, ox0: int, ox1: int) -> tuple[int, int, int, int]:
+        """Input columns [ix0, ix1) for output columns [ox0, ox1) and (pad_left, pad_right)."""
+        return _span(ox0, ox1, self.sw, self.dw, self.kw, self.pads[1], self.w)
+
+    def in_channels(self, o0: int, o1: int) -> tuple[int, int]:
+        """Input channels [c0, c1) that output channels [o0, o1) read (whole groups)."""
+        if self.group == 1:
+            return 0, self.c
+        g0, g1 = o0 // self.og, (o1 - 1) // self.og + 1
+        return g0 * self.cin_g, g1 * self.cin_g
+
+
+def _span(o0, o1, s, d, k, pad_before, size):
+    lo = o0 * s - pad_before
+    hi = (o1 - 1) * s - pad_before + (k - 1) * d + 1
+    return max(lo, 0), min(hi, size), max(0, -lo), max(0, hi - size)
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    """Chosen tiling: ``rows`` x ``cols`` output pixels x ``ocb`` output channels per tile,
+    ``order`` "spatial" (spatial tiles outer, channel blocks inner) or "channel"."""
+
+    rows: int
+    cols: int
+    ocb: int
+    order: str
+    sram_bytes: int
+    est_cycles: int
+
+
+def _working_set(g: ConvGeom, rows: int, cols: int, ocb: int, nblocks: int, al: int) -> int:
+    iy0, iy1, _, _ = g.in_rows(0, rows)
+    ix0, ix1, _, _ = g.in_cols(0, cols)
+    c0, c1 = g.in_channels(0, ocb)
+    in_b = align_up((iy1 - iy0) * (ix1 - ix0) * (c1 - c0), al)
+    w_b = 0
+    if g.has_weights:
+        w_b = align_up(ocb * g.kh * g.kw * g.cin_g, al) + align_up(ocb * PARAM_RECORD_BYTES, al)
+    out_b = align_up(rows * cols * ocb * g.out_elem_bytes, al)
+    sc_b = align_up(rows * cols * ocb, al) if g.has_shortcut else 0
+    wbufs = 1 if nblocks == 1 else 2
+    return 2 * in_b + wbufs * w_b + 2 * out_b + 2 * sc_b
+
+
+def _candidates(n: int) -> list[int]:
+    """Tile extents to try: n, ceil(n/2), ceil(n/3), ... down to 1 (distinct)."""
+    out = []
+    for k in range(1, n + 1):
+        v = math.ceil(n / k)
+        if not out or v != out[-1]:
+            out.append(v)
+    return out
+
+
+def plan_conv(g: ConvGeom, t: Target, sram_budget: int) -> ConvPlan:
+    """Pick the fastest tile shape that fits ``sram_budget`` bytes.
+
+    Raises:
+        ScheduleError: not even a 1x1-pixel, one-group tile fits.
+    """
+    al = t.sram_align_bytes
+    bw = t.dram_bytes_per_cycle
+    blocks = []
+    step = g.og if g.group > 1 else 1
+    for k in range(1, g.o + 1):
+        v = math.ceil(g.o / k)
+        v = max(step, (v + step - 1) // step * step) if g.group > 1 else v
+        if g.group == 1 and v > 16:
+            v = (v + 15) // 16 * 16  # keep channel blocks aligned for the array
+        v = min(v, g.o)
+        if v not in blocks:
+            blocks.append(v)
+    best = None
+    w_total = g.o * g.kh * g.kw * g.cin_g if g.has_weights else 0
+    for ocb in blocks:
+        nb = math.ceil(g.o / ocb)
+        for rows in _candidates(g.oh):
+            for cols in _candidates(g.ow):
+                need = _working_set(g, rows, cols, ocb, nb, al)
+                if need > sram_budget:
+                    continue
+                ns = math.ceil(g.oh / rows) * math.ceil(g.ow / cols)
+                iy0, iy1, _, _ = g.in_rows(0, rows)
+                ix0, ix1, _, _ = g.in_cols(0, cols)
+                c0, c1 = g.in_channels(0, ocb)
+                in_tile = (iy1 - iy0) * (ix1 - ix0) * (c1 - c0)
+                in_all = in_tile * ns * (nb if g.group == 1 else 1)
+                out_all = g.oh * g.ow * g.o * (g.out_elem_bytes + (1 if g.has_shortcut else 0))
+                # spatial order reloads weights per spatial tile when nb > 1; channel order
+                # reloads the input per block.
+                sp_traffic = (in_tile * ns * (1 if g.group == 1 else nb)
+                              + w_total * (ns if nb > 1 else 1) + out_all)
+                ch_traffic = in_all + w_total + out_all
+                order = "spatial" if sp_traffic <= ch_traffic else "channel"
+                traffic = min(sp_traffic, ch_traffic)
+                macs_cycles = (g.oh * g.ow * g.kh * g.kw * g.group
+                               * math.ceil(g.og / t.array_out_channels)
+                               * math.ceil(g.cin_g / t.array_in_channels))
+                ntiles = ns * nb
+                est = int(max(macs_cycles, traffic / bw)
+                          + ntiles * (t.compute_setup_cycles + 3 * t.dma_setup_cycles))
+                key = (est, ntiles)
+                if best is None or key < best[0]:
+                    best = (key, ConvPlan(rows, cols, ocb, order, need, est))
+                break  # wider columns first; the first fitting width is the widest
+    if best is None:
+        raise ScheduleError(f"no tile fits {sram_budget} bytes of SRAM (input {g.h}x{g.w}x{g.c},"
+                            f" kernel {g.kh}x{g.kw}, {g.o} output channels); use a target with "
+                            "more SRAM")
+    return best[1]
+
+
+def plan_channels(per_channel_bytes: int, c: int, sram_budget: int, fixed: int = 0) -> int:
+    """Largest channel block (<= c) whose double-buffered working set fits the budget.
+
+    Args:
+        per_channel_bytes: bytes one channel needs across the op's buffers (single-buffered).
+        fixed: bytes needed regardless of the block.
+
+    Raises:
+        ScheduleError: not even one channel fits.
+    """
+    blk = (sram_budget - fixed) // (2 * per_channel_bytes) if per_channel_bytes else c
+    if blk < 1:
+        raise ScheduleError(f"one channel needs {2 * per_channel_bytes} bytes of SRAM, more "
+                            f"than the {sram_budget} available")
+    blk = min(c, blk)
+    if blk < c and blk > 16:
+        blk = blk // 16 * 16
+    return blk
