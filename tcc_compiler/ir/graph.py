@@ -184,6 +184,28 @@ class Graph:
             self.set_input(node, idx, new)
         self.outputs = [new if o is old else o for o in self.outputs]
 
+    def clone(self) -> "Graph":
+        """A structural copy: new Value and Node objects; constant arrays are shared (passes
+        replace constants, they never mutate them in place)."""
+        vmap: dict[int, Value] = {}
+
+        def cp(v: Value | None) -> Value | None:
+            if v is None:
+                return None
+            if id(v) not in vmap:
+                q = None
+                if v.quant is not None:
+                    q = QuantParams(v.quant.scale.copy(), v.quant.zero_point.copy(), v.quant.axis)
+                vmap[id(v)] = Value(v.name, v.shape, v.dtype, const=v.const, quant=q)
+            return vmap[id(v)]
+
+        g = Graph(self.name, [cp(v) for v in self.inputs], [], [], dict(self.meta))
+        for n in self.nodes:
+            g.add_node(n.op, n.name, [cp(v) for v in n.inputs], [cp(v) for v in n.outputs],
+                       n.attrs, n.source)
+        g.outputs = [cp(v) for v in self.outputs]
+        return g
+
     # ---- queries ------------------------------------------------------------------------
     def values(self) -> Iterator[Value]:
         """Every value reachable from inputs, nodes and outputs, each once, in a stable order."""

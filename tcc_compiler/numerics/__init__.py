@@ -11,6 +11,8 @@ from tcc_compiler.numerics.requant import (  # noqa: F401
     quantize_multiplier,
     quantize_multipliers_shared,
     requantize,
+    quantize_tensor,
+    dequantize_tensor,
 )
 from tcc_compiler.numerics.kernels import (  # noqa: F401
     conv_accumulate,
@@ -18,4 +20,5 @@ from tcc_compiler.numerics.kernels import (  # noqa: F401
     add_int8,
     maxpool_int8,
     avgpool_int8,
+    conv_epilogue_int32,
 )

@@ -104,3 +104,23 @@ def requantize(x: np.ndarray, mult: np.ndarray | int, shift: np.ndarray | int) -
     m = np.asarray(mult, dtype=np.int64)
     s = np.asarray(shift, dtype=np.int64)
     return (x * m + (np.int64(1) << (s - 1))) >> s
+
+
+def quantize_tensor(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Host-side float -> int8: ``clamp(rint(x / scale) + zero_point, -128, 127)``.
+
+    ``rint`` rounds half to even (IEEE default), computed in float64.
+
+    Returns:
+        int8 array shaped like ``x``.
+    """
+    q = np.rint(np.asarray(x, dtype=np.float64) / float(scale)) + int(zero_point)
+    return np.clip(q, -128, 127).astype(np.int8)
+
+
+def dequantize_tensor(q: np.ndarray, scale, zero_point) -> np.ndarray:
+    """``(q - zero_point) * scale`` in float64 -> float32; per-channel scale/zero point
+    broadcast along the LAST axis (NHWC channels)."""
+    s = np.asarray(scale, dtype=np.float64)
+    z = np.asarray(zero_point, dtype=np.float64)
+    return ((q.astype(np.float64) - z) * s).astype(np.float32)

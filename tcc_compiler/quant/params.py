@@ -12,7 +12,8 @@ import numpy as np
 
 from tcc_compiler.ir.graph import Node, Value
 from tcc_compiler.ir.ops import ActKind, Op
-from tcc_compiler.numerics import quantize_multiplier, quantize_multipliers_shared
+from tcc_compiler.numerics import (dequantize_tensor, quantize_multiplier,
+                                   quantize_multipliers_shared, quantize_tensor)
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ def quantize_input(x: np.ndarray, v: Value) -> np.ndarray:
     Returns:
         int8 NHWC [H, W, C] (the NPU's layout).
     """
-    q = np.clip(np.rint(x.astype(np.float64) / _s(v)) + _zp(v), -128, 127).astype(np.int8)
+    q = quantize_tensor(x, _s(v), _zp(v))
     return np.ascontiguousarray(q[0].transpose(1, 2, 0))
 
 
@@ -151,9 +152,7 @@ def dequantize_output(q: np.ndarray, v: Value) -> np.ndarray:
     Returns:
         float32 array shaped like ``v`` (NCHW order).
     """
-    scale = v.quant.scale
-    zp = v.quant.zero_point
-    f = (q.astype(np.float64) - zp) * scale   # per-channel scale broadcasts on the last axis
+    f = dequantize_tensor(q, v.quant.scale, v.quant.zero_point)
     if q.ndim == 3:
         f = f.transpose(2, 0, 1)[None]
     return f.reshape(v.shape).astype(np.float32)

@@ -125,13 +125,13 @@ def plan_conv(g: ConvGeom, t: Target, sram_budget: int) -> ConvPlan:
     al = t.sram_align_bytes
     bw = t.dram_bytes_per_cycle
     blocks = []
-    step = g.og if g.group > 1 else 1
+    if g.group > 1:
+        step = g.og
+    else:
+        step = t.array_out_channels if g.o > t.array_out_channels else g.o
     for k in range(1, g.o + 1):
         v = math.ceil(g.o / k)
-        v = max(step, (v + step - 1) // step * step) if g.group > 1 else v
-        if g.group == 1 and v > 16:
-            v = (v + 15) // 16 * 16  # keep channel blocks aligned for the array
-        v = min(v, g.o)
+        v = min(g.o, max(step, (v + step - 1) // step * step))
         if v not in blocks:
             blocks.append(v)
     best = None
@@ -157,11 +157,19 @@ def plan_conv(g: ConvGeom, t: Target, sram_budget: int) -> ConvPlan:
                 ch_traffic = in_all + w_total + out_all
                 order = "spatial" if sp_traffic <= ch_traffic else "channel"
                 traffic = min(sp_traffic, ch_traffic)
-                macs_cycles = (g.oh * g.ow * g.kh * g.kw * g.group
-                               * math.ceil(g.og / t.array_out_channels)
-                               * math.ceil(g.cin_g / t.array_in_channels))
+                if g.group == 1:
+                    per_px = (math.ceil(ocb / t.array_out_channels)
+                              * math.ceil(g.cin_g / t.array_in_channels))
+                    macs_cycles = ns * nb * rows * cols * g.kh * g.kw * per_px
+                else:
+                    macs_cycles = (g.oh * g.ow * g.kh * g.kw * g.group
+                                   * math.ceil(g.og / t.array_out_channels)
+                                   * math.ceil(g.cin_g / t.array_in_channels))
                 ntiles = ns * nb
-                est = int(max(macs_cycles, traffic / bw)
+                dma = traffic / bw
+                # pipeline: the longer of compute and DMA, plus the unoverlapped fill/drain
+                # (one tile's worth of the shorter one), plus per-command setup
+                est = int(max(macs_cycles, dma) + min(macs_cycles, dma) / ntiles
                           + ntiles * (t.compute_setup_cycles + 3 * t.dma_setup_cycles))
                 key = (est, ntiles)
                 if best is None or key < best[0]:

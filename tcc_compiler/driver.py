@@ -1,0 +1,281 @@
+"""The compiler driver: one readable list of stages.
+
+    import_onnx -> float passes -> calibrate -> quantize -> lower (tile + schedule) -> emit
+
+:func:`compile_model` returns a :class:`CompiledArtifacts` holding both binaries, the manifest,
+the report and the quantized IR; :mod:`tcc_compiler.api` wraps it for users.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+
+from tcc_compiler import __version__
+from tcc_compiler.binfmt.cmdfile import write_cmd_file
+from tcc_compiler.errors import InputError
+from tcc_compiler.frontend import import_onnx, parse_input_spec
+from tcc_compiler.ir.graph import Graph
+from tcc_compiler.ir.ops import HOST_OPS, Op
+from tcc_compiler.ir.verify import verify
+from tcc_compiler.passes import PassManager, default_pipeline
+from tcc_compiler.quant import collect_ranges, quantize_graph
+from tcc_compiler.schedule import Program, lower, replay
+from tcc_compiler.target import Target, load_target
+
+log = logging.getLogger(__name__)
+
+CMD_FILE = "npu_cmd.bin"
+WEIGHT_FILE = "quantized_network.bin"
+MANIFEST_FILE = "manifest.json"
+REPORT_FILE = "report.json"
+IR_FILE = "quantized.tir"
+
+
+@dataclass
+class CompiledArtifacts:
+    """Everything one compilation produces.
+
+    Attributes:
+        cmd_bin, weight_bin: the two NPU binaries (bytes).
+        manifest, report: JSON-ready dicts.
+        graph: the quantized graph IR. float_graph: the float graph after passes.
+        program: the lowered program (commands with comments, layer table).
+        target: the target compiled for.
+    """
+
+    cmd_bin: bytes
+    weight_bin: bytes
+    manifest: dict
+    report: dict
+    graph: Graph
+    float_graph: Graph
+    program: Program
+    target: Target
+    ir_dumps: dict = field(default_factory=dict)
+
+
+def _model_bytes_sha(model) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        h = hashlib.sha256()
+        with open(model, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+    return hashlib.sha256(model.SerializeToString()).hexdigest()
+
+
+def default_calibration(graph: Graph, preprocess) -> tuple[list[np.ndarray], str]:
+    """Calibration inputs from the photos bundled with the package (see data/photos)."""
+    from tcc_compiler.datasets.images import bundled_photos, load_inputs
+
+    c = graph.inputs[0].shape[1]
+    if c != 3:
+        raise InputError(f"the model takes {c} channels; the bundled calibration photos are RGB "
+                         "- pass --calib with .npy arrays")
+    paths = bundled_photos("calib")
+    return load_inputs(paths, preprocess, tuple(graph.inputs[0].shape)), \
+        f"{len(paths)} bundled photos (tcc_compiler/data/photos/calib)"
+
+
+def resolve_calibration(items, graph: Graph, preprocess) -> tuple[list[np.ndarray], str]:
+    """Turn image paths, folders, .npy paths and arrays into float32 input arrays.
+
+    Raises:
+        InputError: unreadable files, wrong shapes, NaN/Inf values, nothing given.
+    """
+    from tcc_compiler.datasets.images import load_inputs
+
+    shape = tuple(graph.inputs[0].shape)
+    paths = [c for c in items if not isinstance(c, np.ndarray)]
+    arrays = []
+    for k, a in enumerate(c for c in items if isinstance(c, np.ndarray)):
+        a = np.asarray(a, np.float32)
+        if a.shape != shape:
+            raise InputError(f"calibration array {k}: shape {a.shape}, model expects {shape}")
+        arrays.append(a)
+    if paths:
+        arrays += load_inputs(paths, preprocess, shape)
+    if not arrays:
+        raise InputError("--calib: no calibration inputs given")
+    desc = ", ".join(str(p) for p in paths) if paths else f"{len(arrays)} arrays"
+    return arrays, desc
+
+
+def _host_ops(graph: Graph) -> list[dict]:
+    out = []
+    for n in graph.nodes:
+        if n.op in HOST_OPS:
+            out.append({"op": n.op.value, "input": n.inputs[0].name, "output": n.output.name,
+                        "axis": n.attrs.axis, "keepdims": n.attrs.keepdims,
+                        "source": list(n.source)})
+    return out
+
+
+def compile_model(model: str | os.PathLike | onnx.ModelProto,
+                  input_whc: str | tuple[int, int, int] | None = None,
+                  calibration: Sequence[object] | None = None,
+                  method: str = "minmax",
+                  target: str | Target | None = None,
+                  preprocess=None,
+                  verify_ir: bool = False,
+                  instruments=None,
+                  progress=None) -> CompiledArtifacts:
+    """Compile an ONNX image model for the NPU.
+
+    Args:
+        model: .onnx path or ModelProto.
+        input_whc: "WxHxC" or (W, H, C); None to use the model's fixed input dims.
+        calibration: image paths, folders, .npy paths or float32 arrays shaped like the input;
+            None = the photos bundled with the package.
+        method: calibration method (see :data:`tcc_compiler.quant.METHODS`).
+        target: target name, .toml path or :class:`Target`; None = tcc750x.
+        preprocess: :class:`tcc_compiler.datasets.images.Preprocess` recorded in the manifest
+            (None = ImageNet mean/std at the input size).
+        verify_ir: run the IR verifier after every pass and after quantization.
+        instruments: pass-manager instruments (IR printing/dumps).
+        progress: optional iterable wrapper for calibration progress (tqdm).
+
+    Returns:
+        :class:`CompiledArtifacts`.
+
+    Raises:
+        TccError subclasses: bad model/options (InputError, ModelError, UnsupportedError),
+        an op that cannot be tiled (ScheduleError).
+    """
+    from tcc_compiler.datasets.images import Preprocess
+
+    t_start = time.perf_counter()
+    tgt = target if isinstance(target, Target) else load_target(target)
+    if isinstance(input_whc, str):
+        input_whc = parse_input_spec(input_whc)
+    timings = {}
+
+    t0 = time.perf_counter()
+    graph = import_onnx(model, input_whc)
+    timings["import_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    pm = PassManager(default_pipeline(), verify_each=verify_ir, instruments=instruments)
+    graph = pm.run(graph)
+    timings["passes_s"] = time.perf_counter() - t0
+    float_graph = graph.clone()
+
+    n, c, h, w = graph.inputs[0].shape
+    if preprocess is None:
+        preprocess = Preprocess(width=w, height=h)
+    t0 = time.perf_counter()
+    if calibration is None:
+        calibration, calib_source = default_calibration(graph, preprocess)
+    else:
+        calibration, calib_source = resolve_calibration(calibration, graph, preprocess)
+    ranges = collect_ranges(graph, calibration, method=method, progress=progress)
+    timings["calibration_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    quantize_graph(graph, ranges)
+    if verify_ir:
+        verify(graph, quantized=True)
+    timings["quantize_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    program = lower(graph, tgt, __version__)
+    cmd_bin = write_cmd_file(program.commands, sram_bytes=program.sram_bytes,
+                             act_arena_bytes=program.act_arena_bytes,
+                             input_bytes=program.input_bytes, output_bytes=program.output_bytes,
+                             tool_version=__version__)
+    timings["schedule_emit_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - t_start
+
+    src = model if isinstance(model, (str, os.PathLike)) else None
+    manifest = build_manifest(graph, program, tgt, cmd_bin, preprocess, method,
+                              len(calibration), calib_source, src, _model_bytes_sha(model))
+    report = build_report(graph, program, tgt, cmd_bin, pm, timings)
+    return CompiledArtifacts(cmd_bin, program.weight_file, manifest, report, graph,
+                             float_graph, program, tgt)
+
+
+def _io_dict(io) -> dict:
+    return {"name": io.name, "shape": list(io.shape), "npu_hwc": list(io.hwc),
+            "npu_layout": "NHWC", "dtype": io.dtype, "region": io.region.name,
+            "offset": io.offset, "scale": io.scale, "zero_point": io.zero_point}
+
+
+def build_manifest(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, preprocess,
+                   method: str, n_calib: int, calib_source: str, source, sha: str) -> dict:
+    """The manifest: everything a host runtime needs to feed and read the NPU program."""
+    inp = dict(_io_dict(program.inputs[0]))
+    inp["onnx_layout"] = graph.meta.get("input_layout", "NCHW")
+    inp["onnx_name"] = graph.meta.get("onnx_input", inp["name"])
+    inp["quantize"] = "q = clamp(rint(x / scale) + zero_point, -128, 127), NHWC"
+    return {
+        "format": "tccc-manifest",
+        "manifest_version": 1,
+        "tool": "tccc",
+        "tool_version": __version__,
+        "model": {"source": str(source) if source else graph.name, "sha256": sha,
+                  "opset": graph.meta.get("opset")},
+        "target": {"name": tgt.name, "sram_bytes": tgt.sram_bytes,
+                   "macs_per_cycle": tgt.macs_per_cycle, "clock_hz": tgt.clock_hz},
+        "files": {
+            CMD_FILE: {"bytes": len(cmd_bin), "crc32": zlib.crc32(cmd_bin)},
+            WEIGHT_FILE: {"bytes": len(program.weight_file),
+                          "crc32": zlib.crc32(program.weight_file)},
+        },
+        "dram": {"act_arena_bytes": program.act_arena_bytes,
+                 "input_bytes": program.input_bytes, "output_bytes": program.output_bytes},
+        "input": inp,
+        "outputs": [_io_dict(o) for o in program.outputs],
+        "graph_outputs": [o.name for o in graph.outputs],
+        "host_ops": _host_ops(graph),
+        "preprocess": preprocess.to_dict(),
+        "calibration": {"method": method, "inputs": n_calib, "source": calib_source},
+    }
+
+
+def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm: PassManager,
+                 timings: dict) -> dict:
+    """The compile report: sizes, MACs, estimated cycles per layer and in total."""
+    spans = replay(program.commands, tgt)
+    total_cycles = spans[-1][1] if spans else 0
+    layers = []
+    for li in program.layers:
+        seg = spans[li.first_cmd:li.end_cmd]
+        start = min(s for s, _ in seg)
+        end = max(e for _, e in seg)
+        layers.append({
+            "name": li.name, "op": li.kind, "source": list(li.source),
+            "input_shape": list(li.in_shape), "output_shape": list(li.out_shape),
+            "tiles": li.tiles, "macs": li.macs, "estimated_cycles": end - start,
+            "commands": li.end_cmd - li.first_cmd, "weight_bytes": li.weight_bytes,
+            "sram_bytes": li.sram_bytes, "tiling": li.plan,
+        })
+    macs = sum(li.macs for li in program.layers)
+    counts: dict[str, int] = {}
+    for li in program.layers:
+        counts[li.kind] = counts.get(li.kind, 0) + 1
+    return {
+        "tool_version": __version__,
+        "target": tgt.name,
+        "command_bytes": len(cmd_bin),
+        "weight_bytes": len(program.weight_file),
+        "commands": len(program.commands),
+        "macs": macs,
+        "estimated_cycles": total_cycles,
+        "estimated_latency_ms": total_cycles / tgt.clock_hz * 1e3,
+        "sram_bytes": program.sram_bytes,
+        "dram_activation_bytes": program.act_arena_bytes,
+        "npu_ops": counts,
+        "layers": layers,
+        "passes": {"seconds": pm.stats.seconds, "fired": pm.stats.fired},
+        "compile_seconds": timings,
+    }

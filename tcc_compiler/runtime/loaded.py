@@ -1,0 +1,155 @@
+"""Load a compiled output folder (manifest + both binaries) and run images through it.
+
+This is what a host application does around the NPU: quantize the preprocessed input to the
+NPU's int8 NHWC layout, run the command stream (here on the reference executor), read the
+output region, dequantize, and apply the host-side ops (softmax/argmax) listed in the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from tcc_compiler.binfmt.cmdfile import read_cmd_file
+from tcc_compiler.binfmt.weightfile import read_weight_file
+from tcc_compiler.errors import FormatError, InputError
+from tcc_compiler.numerics import dequantize_tensor, quantize_tensor
+from tcc_compiler.sim.executor import Executor
+
+CMD_FILE = "npu_cmd.bin"
+WEIGHT_FILE = "quantized_network.bin"
+MANIFEST_FILE = "manifest.json"
+_MANIFEST_KEYS = ("format", "manifest_version", "files", "input", "outputs", "host_ops",
+                  "graph_outputs", "preprocess", "target")
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing (is this a tccc output folder?)") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x.astype(np.float64) - x.max(axis=axis, keepdims=True))
+    return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
+
+
+class LoadedProgram:
+    """A compiled network ready to run.
+
+    Attributes:
+        folder: the output folder. manifest: parsed manifest.json.
+        executor: the reference executor with both binaries decoded (reused across runs).
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise InputError(f"{self.folder}: not a folder (expected a tccc output folder)")
+        mpath = self.folder / MANIFEST_FILE
+        try:
+            self.manifest = json.loads(_read(mpath))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise FormatError(f"{mpath}: not valid JSON ({exc})") from None
+        if not isinstance(self.manifest, dict) or self.manifest.get("format") != "tccc-manifest":
+            raise FormatError(f"{mpath}: not a tccc manifest (format field)")
+        missing = [k for k in _MANIFEST_KEYS if k not in self.manifest]
+        if missing:
+            raise FormatError(f"{mpath}: missing field(s) {', '.join(missing)}")
+        if self.manifest["manifest_version"] != 1:
+            raise FormatError(f"{mpath}: manifest_version {self.manifest['manifest_version']} "
+                              "not supported (this tccc reads 1)")
+        cmd = _read(self.folder / CMD_FILE)
+        wts = _read(self.folder / WEIGHT_FILE)
+        for name, data in ((CMD_FILE, cmd), (WEIGHT_FILE, wts)):
+            rec = self.manifest["files"].get(name, {})
+            if rec.get("bytes") != len(data) or rec.get("crc32") != zlib.crc32(data):
+                raise FormatError(f"{self.folder / name}: size/CRC differ from manifest.json "
+                                  "(files from different compilations?)")
+        self.cmd = read_cmd_file(cmd, str(self.folder / CMD_FILE))
+        self.weights = read_weight_file(wts, str(self.folder / WEIGHT_FILE))
+        sram = int(self.manifest["target"].get("sram_bytes", 0))
+        if sram < self.cmd.sram_bytes:
+            raise FormatError(f"{mpath}: target SRAM {sram} smaller than the program needs "
+                              f"({self.cmd.sram_bytes})")
+        self.executor = Executor(self.cmd, self.weights, sram)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The float input shape the ONNX model takes (e.g. NCHW [1, 3, H, W])."""
+        return tuple(self.manifest["input"]["shape"])
+
+    def quantize(self, x: np.ndarray) -> bytes:
+        """Float NCHW input -> INPUT-region bytes (int8 NHWC, padded to the region size).
+
+        Raises:
+            InputError: wrong shape or non-finite values.
+        """
+        spec = self.manifest["input"]
+        x = np.asarray(x, dtype=np.float32)
+        if tuple(x.shape) != self.input_shape:
+            raise InputError(f"input shape {tuple(x.shape)} differs from the model's "
+                             f"{self.input_shape}")
+        if not np.all(np.isfinite(x)):
+            raise InputError("input contains NaN or Inf")
+        q = quantize_tensor(x, spec["scale"][0], spec["zero_point"][0])
+        if len(x.shape) == 4 and spec.get("onnx_layout", "NCHW") == "NCHW":
+            q = q[0].transpose(1, 2, 0)
+        raw = np.ascontiguousarray(q).tobytes()
+        return raw + bytes(self.cmd.input_bytes - len(raw))
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run one input.
+
+        Args:
+            x: float32 array shaped like the ONNX input (after preprocessing).
+
+        Returns:
+            {name: float32 array} for every graph output (host ops applied) and every NPU
+            output (dequantized, NCHW/flat shape), plus ``"int:" + name`` raw integer NHWC
+            arrays of the NPU outputs.
+        """
+        out = self.executor.run(self.quantize(x))
+        return self.decode_outputs(out)
+
+    def decode_outputs(self, out: bytes) -> dict[str, np.ndarray]:
+        """Split the OUTPUT region into tensors, dequantize, apply host ops."""
+        res: dict[str, np.ndarray] = {}
+        for o in self.manifest["outputs"]:
+            dt = np.int32 if o["dtype"] == "int32" else np.int8
+            h, w, c = o["npu_hwc"]
+            arr = np.frombuffer(out, dtype=dt, count=h * w * c, offset=o["offset"]).reshape(
+                h, w, c)
+            res["int:" + o["name"]] = arr
+            f = dequantize_tensor(arr, o["scale"], o["zero_point"])
+            shape = tuple(o["shape"])
+            f = f.transpose(2, 0, 1)[None] if len(shape) == 4 else f
+            res[o["name"]] = f.reshape(shape)
+        for op in self.manifest["host_ops"]:
+            x = res[op["input"]]
+            if op["op"] == "softmax":
+                res[op["output"]] = _softmax(x, op["axis"])
+            elif op["op"] == "argmax":
+                res[op["output"]] = np.argmax(x, axis=op["axis"]).astype(np.int64)
+            else:
+                raise FormatError(f"{self.folder / MANIFEST_FILE}: unknown host op {op['op']}")
+        return res
+
+    def final_output(self, res: dict[str, np.ndarray]) -> np.ndarray:
+        """The first graph output (the network's answer: logits or probabilities)."""
+        return res[self.manifest["graph_outputs"][0]]
+
+
+def load_program(folder: str | Path) -> LoadedProgram:
+    """Load and validate a compiled output folder.
+
+    Raises:
+        InputError: missing folder/files. FormatError: manifest or binaries fail validation.
+    """
+    return LoadedProgram(folder)
