@@ -60,7 +60,7 @@ def build(name: str, width: int = 224, height: int = 224, channels: int = 3,
     Returns:
         An ``onnx.ModelProto`` that passed ``onnx.checker.check_model(full_check=True)``. Input
         ``input``: float32 NCHW ``[1, channels, height, width]``; output ``logits``: float32
-        ``[1, 1000]``. Building ``resnet50`` takes about a second.
+        ``[1, 1000]``. Building ``resnet50`` takes 1-3 s and ~0.7 GB peak memory.
 
     Raises:
         InputError: unknown ``name`` or an out-of-range size, channel count or seed.
@@ -94,6 +94,8 @@ def save(name: str, path: str | os.PathLike[str], width: int = 224, height: int 
         InputError: bad arguments (see :func:`build`) or the file cannot be written.
     """
     dest = Path(path)
+    if not dest.parent.is_dir():  # fail before spending a second on the build
+        raise InputError(f"{dest}: cannot write zoo model: folder {dest.parent} does not exist")
     model = build(name, width, height, channels, seed)
     data = model.SerializeToString()
     try:

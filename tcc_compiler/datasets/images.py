@@ -1,0 +1,282 @@
+"""Turn image files, folders and ``.npy`` arrays into model inputs (float32 NCHW).
+
+The preprocessing is described by a :class:`Preprocess` record that travels in the compiled
+package's manifest (``to_dict`` / ``from_dict``), so calibration, evaluation and the on-device
+pipeline all normalise pixels the same way::
+
+    pre = Preprocess(width=224, height=224)
+    x = load_image("cat.jpg", pre)                         # [1, 3, 224, 224] float32
+    xs = load_inputs(["photos/", "batch.npy"], pre, (1, 3, 224, 224))
+
+The shipped sample photos are found with :func:`bundled_photos`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from tcc_compiler.errors import FormatError, InputError, InternalError
+
+logger = logging.getLogger(__name__)
+
+CHANNEL_ORDERS = ("RGB", "BGR")
+RESIZE_MODES = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST,
+                "bicubic": Image.Resampling.BICUBIC}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff",
+                  ".webp")
+PHOTO_KINDS = ("calib", "eval")
+_PHOTO_ROOT = Path(__file__).resolve().parent.parent / "data" / "photos"
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How pixels become network input values.
+
+    ``value[c] = (pixel[c] * scale - mean[c]) / std[c]`` where ``pixel`` is the 8-bit sample
+    (0..255) of channel ``c`` after converting to RGB, reordering to ``channel_order`` and
+    resizing to exactly ``width`` x ``height``. ``mean`` and ``std`` are indexed in the tensor's
+    channel order (so for ``"BGR"`` give them as (B, G, R)).
+
+    Attributes:
+        width, height: network input size (pixels), each >= 1.
+        mean, std: per-channel values in units of ``pixel * scale``; three each, std > 0.
+        scale: multiplier from 8-bit pixel to the unit of mean/std (default 1/255).
+        channel_order: ``"RGB"`` or ``"BGR"``: order of the three channels in the tensor.
+        resize: Pillow filter name: ``"bilinear"`` (default), ``"bicubic"`` or ``"nearest"``.
+
+    Raises:
+        InputError: on construction with an out-of-range or wrongly typed field.
+    """
+
+    width: int
+    height: int
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    scale: float = 1.0 / 255.0
+    channel_order: str = "RGB"
+    resize: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"preprocess: {name} must be a positive integer, got {value!r}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            try:
+                numbers = tuple(float(v) for v in value)
+            except (TypeError, ValueError):
+                raise InputError(f"preprocess: {name} must be 3 numbers, got {value!r}") from None
+            if len(numbers) != 3 or not all(math.isfinite(v) for v in numbers):
+                raise InputError(f"preprocess: {name} must be 3 finite numbers, got {value!r}")
+            object.__setattr__(self, name, numbers)
+        if any(v <= 0.0 for v in self.std):
+            raise InputError(f"preprocess: std must be > 0, got {self.std}")
+        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) \
+                or not math.isfinite(self.scale) or self.scale <= 0:
+            raise InputError(f"preprocess: scale must be a positive number, got {self.scale!r}")
+        object.__setattr__(self, "scale", float(self.scale))
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise InputError(f"preprocess: channel_order must be one of {CHANNEL_ORDERS}, "
+                             f"got {self.channel_order!r}")
+        if self.resize not in RESIZE_MODES:
+            raise InputError(f"preprocess: resize must be one of {tuple(RESIZE_MODES)}, "
+                             f"got {self.resize!r}")
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """NCHW shape of one loaded image: ``(1, 3, height, width)``."""
+        return (1, 3, self.height, self.width)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists) for the manifest."""
+        out = asdict(self)
+        out["mean"], out["std"] = list(self.mean), list(self.std)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocess:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            FormatError: ``data`` is not a dict, lacks width/height, has unknown keys or a
+                field has a bad value.
+        """
+        if not isinstance(data, dict):
+            raise FormatError(f"manifest preprocess: expected an object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise FormatError(f"manifest preprocess: unknown field(s) {', '.join(unknown)}")
+        missing = [k for k in ("width", "height") if k not in data]
+        if missing:
+            raise FormatError(f"manifest preprocess: missing field(s) {', '.join(missing)}")
+        try:
+            return cls(**data)
+        except InputError as exc:
+            raise FormatError(f"manifest {exc}") from None
+
+
+def _normalise(pixels: np.ndarray, pre: Preprocess) -> np.ndarray:
+    """uint8 HWC RGB pixels -> float32 NCHW ``[1, 3, H, W]`` per ``pre``."""
+    if pre.channel_order == "BGR":
+        pixels = pixels[:, :, ::-1]
+    mean = np.asarray(pre.mean, np.float32)
+    std = np.asarray(pre.std, np.float32)
+    values = (pixels.astype(np.float32) * np.float32(pre.scale) - mean) / std
+    return np.ascontiguousarray(values.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def load_image(path: str | os.PathLike[str], pre: Preprocess) -> np.ndarray:
+    """Decode one image file and preprocess it.
+
+    The image is decoded with Pillow, turned upright by its EXIF orientation, converted to RGB
+    (greyscale is replicated, alpha is dropped), resized to exactly ``pre.width`` x
+    ``pre.height`` (aspect ratio is not kept; crop beforehand if that matters) and normalised as
+    :class:`Preprocess` describes.
+
+    Args:
+        path: image file (any format Pillow reads).
+        pre: preprocessing.
+
+    Returns:
+        float32 NCHW ``[1, 3, pre.height, pre.width]``.
+
+    Raises:
+        InputError: the file is missing or cannot be decoded.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: image file not found")
+    try:
+        with Image.open(p) as img:
+            img = ImageOps.exif_transpose(img)
+            rgb = img.convert("RGB")
+            if rgb.size != (pre.width, pre.height):
+                rgb = rgb.resize((pre.width, pre.height), RESIZE_MODES[pre.resize])
+            pixels = np.asarray(rgb, dtype=np.uint8)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
+            SyntaxError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{p}: cannot decode image: {reason}") from None
+    return _normalise(pixels, pre)
+
+
+def _load_npy(path: Path, expected_shape: tuple[int, ...]) -> list[np.ndarray]:
+    """A ``.npy`` float32 NCHW array ``[N, C, H, W]`` split into N arrays ``[1, C, H, W]``."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: cannot read .npy array: {reason}") from None
+    want = tuple(int(d) for d in expected_shape[1:])
+    if array.dtype != np.float32:
+        raise InputError(f"{path}: .npy dtype is {array.dtype}, expected float32 "
+                         f"(save it with array.astype(np.float32))")
+    if array.ndim != len(expected_shape) or tuple(array.shape[1:]) != want or array.shape[0] < 1:
+        raise InputError(f"{path}: .npy shape {tuple(array.shape)} does not match the model input "
+                         f"[N, {', '.join(map(str, want))}] (N >= 1)")
+    if not np.isfinite(array).all():
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise InputError(f"{path}: .npy array holds {bad} NaN/Inf value(s)")
+    return [np.ascontiguousarray(array[i:i + 1]) for i in range(array.shape[0])]
+
+
+def _folder_entries(folder: Path) -> list[Path]:
+    """Image and .npy files directly inside ``folder``, sorted by name; hidden files skipped."""
+    entries = []
+    for child in sorted(folder.iterdir(), key=lambda c: c.name):
+        if child.name.startswith(".") or not child.is_file():
+            continue
+        if child.suffix.lower() in IMAGE_SUFFIXES + (".npy",):
+            entries.append(child)
+        else:
+            logger.debug("%s: skipped (not an image or .npy file)", child)
+    if not entries:
+        raise InputError(f"{folder}: folder holds no image or .npy files "
+                         f"({', '.join(IMAGE_SUFFIXES)}, .npy)")
+    return entries
+
+
+def load_inputs(paths: Sequence[str | os.PathLike[str]], pre: Preprocess,
+                expected_shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Load model inputs from image files, folders and ``.npy`` arrays.
+
+    Each path is one of: an image file (preprocessed with ``pre``); a ``.npy`` file holding a
+    float32 NCHW array ``[N, C, H, W]`` exactly as the model takes it, split into N inputs; or a
+    folder, whose image and ``.npy`` files (not subfolders, not hidden files) are loaded in name
+    order. Paths are taken in the order given, so the result is deterministic.
+
+    Args:
+        paths: files and folders.
+        pre: preprocessing for image files.
+        expected_shape: the model's NCHW input shape, e.g. ``(1, 3, 224, 224)``; every returned
+            array has shape ``(1,) + expected_shape[1:]``.
+
+    Returns:
+        float32 NCHW arrays ``[1, C, H, W]``, one per input.
+
+    Raises:
+        InputError: no paths, a missing path, an empty folder, an undecodable image, an image
+            whose preprocessed shape differs from ``expected_shape``, or a ``.npy`` array with
+            the wrong dtype/shape or NaN/Inf values. The message names the file.
+    """
+    expected = tuple(int(d) for d in expected_shape)
+    if len(expected) != 4:
+        raise InputError(f"model input shape {expected} is not NCHW; only 4-D image inputs load")
+    if not paths:
+        raise InputError("no input files given")
+    files: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            files.extend(_folder_entries(p))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise InputError(f"{p}: no such file or folder")
+    image_shape = (1,) + expected[1:]
+    out: list[np.ndarray] = []
+    for f in files:
+        if f.suffix.lower() == ".npy":
+            out.extend(_load_npy(f, expected))
+            continue
+        if pre.shape != image_shape:
+            raise InputError(f"{f}: preprocessing gives {list(pre.shape)} but the model input is "
+                             f"{list(image_shape)}; set width/height to match (images have "
+                             f"3 channels)")
+        out.append(load_image(f, pre))
+    logger.debug("loaded %d input(s) from %d file(s)", len(out), len(files))
+    return out
+
+
+def bundled_photos(kind: str) -> list[Path]:
+    """Sorted paths of the JPEG photos shipped in ``tcc_compiler/data/photos/<kind>``.
+
+    Args:
+        kind: ``"calib"`` (8 photos for quantization calibration) or ``"eval"`` (12 other
+            photos for accuracy checks). Licences: ``tcc_compiler/data/photos/LICENSES.md``.
+
+    Returns:
+        Absolute paths, sorted by file name.
+
+    Raises:
+        InputError: unknown ``kind``.
+        InternalError: the package was installed without its photos.
+    """
+    if kind not in PHOTO_KINDS:
+        raise InputError(f"bundled photos: unknown kind {kind!r}; choose one of {PHOTO_KINDS}")
+    folder = _PHOTO_ROOT / kind
+    photos = sorted(folder.glob("*.jpg")) if folder.is_dir() else []
+    if not photos:
+        raise InternalError(f"{folder}: no bundled photos; reinstall tccc with its package data")
+    return photos
