@@ -33,6 +33,7 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
         raise InputError(f"{dest}: cannot create output folder ({exc.strerror})") from None
     try:
         yield tmp
+        _publish_modes(tmp)
         old = None
         if dest.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=parent))
@@ -43,6 +44,16 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _publish_modes(folder: Path) -> None:
+    """Give the new folder and its files the modes a plain mkdir/open would (umask applied);
+    mkdtemp/mkstemp create them private."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for p in folder.rglob("*"):
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

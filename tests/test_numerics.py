@@ -63,9 +63,6 @@ def test_quantize_multiplier_zero_and_errors():
             quantize_multiplier(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: quantize_multiplier(real) for real in "
-                   "[2**30 - 2**-2, 2**30) rounds the mantissa to 1.0 and returns shift 0, "
-                   "outside the documented 1..62 (should raise InternalError)")
 def test_quantize_multiplier_just_below_limit():
     real = 2.0 ** 30 - 2.0 ** -3
     try:

@@ -166,9 +166,6 @@ def test_mul_add_per_channel_constants_become_one_affine(make_model, ort_run, rn
     assert fired["canonicalize"] == 2 and fired["fuse-activation"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: BatchNorm on a rank-2 FC output (BatchNorm1d) is "
-                   "canonicalized into a depthwise-conv affine on a rank-2 tensor (VerifyError) "
-                   "instead of being folded into the FC")
 def test_bn1d_after_gemm(make_model, ort_run, rng):
     inits = {"B": rng.standard_normal((5, C * 36)), "C": rng.standard_normal(5)}
     m = make_model([N("Flatten", ["x"], ["f"]), N("Gemm", ["f", "B", "C"], ["g"], transB=1),

@@ -279,6 +279,7 @@ def _pool(kind: Op):
                               "-inf, AveragePool's divisor would change)")
         h, w = x.shape[2:]
         if int(a.get("ceil_mode", 0)):
+            explicit = pads
             pads = list(pads)
             for i, size in enumerate((h, w)):
                 span = size + pads[i] + pads[i + 2] - kernel[i]
@@ -289,6 +290,10 @@ def _pool(kind: Op):
                 need = (out_ceil - 1) * strides[i] + kernel[i] - (size + pads[i] + pads[i + 2])
                 pads[i + 2] += max(0, need)
             pads = tuple(pads)
+            if kind is Op.AVGPOOL and pads != explicit:
+                raise Unsupported("AveragePool with ceil_mode=1 whose last window overhangs the "
+                                  "input: its divisor differs per pixel (the NPU divides by a "
+                                  "constant); use ceil_mode=0 or adjust pads")
         cip = bool(int(a.get("count_include_pad", 0)))
         if kind is Op.AVGPOOL:
             if (kernel == (h, w) and pads == (0, 0, 0, 0)):

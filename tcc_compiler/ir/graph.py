@@ -179,9 +179,16 @@ class Graph:
             value.uses.append((node, index))
 
     def replace_all_uses_with(self, old: Value, new: Value) -> None:
-        """Make every reader of ``old`` (nodes and graph outputs) read ``new`` instead."""
+        """Make every reader of ``old`` (nodes and graph outputs) read ``new`` instead.
+
+        When ``old`` is a graph output, ``new`` takes over its name (and ``old`` gets ``new``'s),
+        so graph outputs keep the names the ONNX model gave them through fusion.
+        """
         for node, idx in list(old.uses):
             self.set_input(node, idx, new)
+        if self.is_output(old) and not self.is_output(new) and not new.is_const \
+                and new not in self.inputs:
+            old.name, new.name = new.name, old.name
         self.outputs = [new if o is old else o for o in self.outputs]
 
     def clone(self) -> "Graph":

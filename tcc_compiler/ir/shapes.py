@@ -66,3 +66,26 @@ def infer_shape(op: Op, attrs, in_shapes: list[tuple[int, ...] | None]) -> tuple
         return a if len(a) >= len(b) else b
     # element-wise unary ops and batchnorm keep the shape
     return x
+
+
+def npu_hwc(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """The NPU's (H, W, C) for an IR value shape: NCHW [1,C,H,W] -> (H, W, C); [1, M] -> (1, 1, M).
+
+    Raises:
+        InternalError: batch != 1 or a rank other than 2 and 4.
+    """
+    if len(shape) == 4 and shape[0] == 1:
+        return (shape[2], shape[3], shape[1])
+    if len(shape) == 2 and shape[0] == 1:
+        return (1, 1, shape[1])
+    raise InternalError(f"shape {shape}: the NPU holds batch-1 rank-2 or rank-4 tensors only")
+
+
+def is_nhwc_view(src: tuple[int, ...], dst: tuple[int, ...]) -> bool:
+    """True when reshaping NCHW ``src`` to ``dst`` keeps the NHWC byte order (a free view):
+    both shapes must have their NCHW and NHWC element orders equal (C == 1 or H*W == 1)."""
+    def same_order(s):
+        if len(s) == 2:
+            return True
+        return len(s) == 4 and (s[1] == 1 or s[2] * s[3] == 1)
+    return same_order(src) and same_order(dst)

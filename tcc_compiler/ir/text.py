@@ -121,12 +121,18 @@ def load_ir(path_tir: str | os.PathLike) -> Graph:
 
 # ---- structural equality --------------------------------------------------------------------
 def _same_array(a: np.ndarray | None, b: np.ndarray | None) -> bool:
-    """Bit-exact equality (NaN payloads and -0.0 included), dtype and shape too."""
+    """Bit-exact equality (-0.0 included), dtype and shape too; NaNs match NaNs (the text
+    form keeps NaN but not its payload bits)."""
     if a is None or b is None:
         return a is None and b is None
     a, b = np.asarray(a), np.asarray(b)
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
+    if a.dtype.kind == "f":
+        na, nb = np.isnan(a), np.isnan(b)
+        if not np.array_equal(na, nb):
+            return False
+        a, b = np.where(na, 0, a).astype(a.dtype), np.where(nb, 0, b).astype(b.dtype)
     return np.array_equal(np.ascontiguousarray(a).view(np.uint8),
                           np.ascontiguousarray(b).view(np.uint8))
 
@@ -140,6 +146,8 @@ def _same_quant(a: QuantParams | None, b: QuantParams | None) -> bool:
 
 def _same_scalar(a: object, b: object) -> bool:
     if isinstance(a, float) and isinstance(b, float):
+        if a != a and b != b:  # any NaN equals any NaN (the text keeps NaN, not its payload)
+            return True
         return np.float64(a).tobytes() == np.float64(b).tobytes()
     if dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b):
         return type(a) is type(b) and all(

@@ -54,6 +54,8 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     if mult == 2 ** MULT_BITS:            # mant rounded up to 1.0
         mult //= 2
         shift -= 1
+        if shift < 1:
+            raise InternalError(f"requantization scale {real} too large")
     return mult, shift
 
 

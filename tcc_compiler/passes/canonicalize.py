@@ -31,6 +31,11 @@ class Canonicalize:
         """Apply every canonicalization once per node."""
         fired = 0
         for node in list(graph.nodes):
+            if node.op in (Op.BATCHNORM, Op.MUL, Op.ADD) and len(node.inputs[0].shape) == 2:
+                if (node.op is Op.BATCHNORM or node.inputs[1].is_const) \
+                        and self._fold_into_fc(graph, node):
+                    fired += 1
+                continue
             if node.op is Op.BATCHNORM:
                 x, g_, b_, m_, v_ = node.inputs
                 gamma, beta, mean, var = (t.const.astype(np.float64) for t in (g_, b_, m_, v_))
@@ -66,6 +71,39 @@ class Canonicalize:
         if fired:
             graph.dead_code_elimination()
         return graph, fired > 0
+
+    @staticmethod
+    def _affine_of(node) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, shift) float64 per channel of a batchnorm / mul-const / add-const node."""
+        if node.op is Op.BATCHNORM:
+            gamma, beta, mean, var = (t.const.astype(np.float64) for t in node.inputs[1:5])
+            a = gamma / np.sqrt(var + node.attrs.epsilon)
+            return a, beta - mean * a
+        c = node.inputs[0].shape[1]
+        k = np.broadcast_to(node.inputs[1].const.astype(np.float64).reshape(-1), (c,))
+        return (k, np.zeros(c)) if node.op is Op.MUL else (np.ones(c), k)
+
+    def _fold_into_fc(self, graph: Graph, node) -> bool:
+        """Per-channel affine on a rank-2 FC output: fold into the FC's weights and bias."""
+        fc = node.inputs[0].producer
+        if (fc is None or fc.op is not Op.FC or fc.attrs.act.kind.value != "none"
+                or fc.input(3) is not None or len(node.inputs[0].uses) != 1
+                or graph.is_output(node.inputs[0])
+                or getattr(node.attrs, "act", None) not in (None, fc.attrs.act)):
+            log.debug("canonicalize: %s on a rank-2 tensor not foldable into an FC", node.name)
+            return False
+        a, c = self._affine_of(node)
+        w, b = fc.inputs[1], fc.inputs[2]
+        nw = w.const.astype(np.float64) * a.reshape(-1, 1, 1, 1)
+        nb = b.const.astype(np.float64) * a + c
+        graph.set_input(fc, 1, Value(graph.fresh_name(w.name), w.shape, "float32",
+                                     const=nw.astype(np.float32)))
+        graph.set_input(fc, 2, Value(graph.fresh_name(b.name), b.shape, "float32",
+                                     const=nb.astype(np.float32)))
+        fc.source = fc.source + node.source
+        graph.replace_all_uses_with(node.output, fc.output)
+        graph.remove_node(node)
+        return True
 
     @staticmethod
     def _flatten_input(graph: Graph, fc) -> bool:

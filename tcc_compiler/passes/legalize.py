@@ -11,6 +11,7 @@ import numpy as np
 from tcc_compiler.errors import UnsupportedError
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import HOST_OPS, NPU_OPS, VIEW_OPS, Op
+from tcc_compiler.ir.shapes import is_nhwc_view
 from tcc_compiler.passes.affine import make_affine
 
 
@@ -45,6 +46,11 @@ class Legalize:
                                     "the end of the graph")
             elif node.op not in NPU_OPS and node.op not in VIEW_OPS:
                 problems.append(f"{node.op.value} '{node.name}': no NPU lowering")
+            elif node.op in VIEW_OPS and not is_nhwc_view(node.inputs[0].shape,
+                                                          node.output.shape):
+                problems.append(f"{node.op.value} '{node.name}': reshape {node.inputs[0].shape} "
+                                f"-> {node.output.shape} reorders data in the NPU's NHWC layout "
+                                "(only flattening of 1x1 maps is free)")
             elif node.op is Op.ADD and node.inputs[1].is_const:
                 problems.append(f"add '{node.name}': constant operand left after folding")
         if problems:

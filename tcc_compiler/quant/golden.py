@@ -13,6 +13,7 @@ from tcc_compiler.errors import InternalError
 from tcc_compiler.interp.float_exec import eval_node
 from tcc_compiler.ir.graph import Graph, Node
 from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
+from tcc_compiler.ir.shapes import npu_hwc
 from tcc_compiler.numerics import kernels as K
 from tcc_compiler.quant.params import (add_quant, conv_quant, dequantize_output, pool_quant,
                                        quantize_input)
@@ -84,10 +85,8 @@ def run_golden(graph: Graph, x: np.ndarray, keep: bool = False) -> dict[str, np.
             floats[id(node.output)] = eval_node(node, [f])
             continue
         args = [env[id(v)] if v is not None and not v.is_const else None for v in node.inputs]
-        if node.op in VIEW_OPS:
-            env[id(node.output)] = args[0].reshape(-1) if len(node.output.shape) == 2 else args[0]
-            if len(node.output.shape) == 2:
-                env[id(node.output)] = args[0].reshape(1, 1, -1)
+        if node.op in VIEW_OPS:  # legalize guarantees the NHWC bytes are unchanged
+            env[id(node.output)] = args[0].reshape(npu_hwc(node.output.shape))
             continue
         env[id(node.output)] = eval_int_node(node, args)
     for o in graph.outputs:

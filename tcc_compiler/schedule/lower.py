@@ -20,6 +20,7 @@ from tcc_compiler.binfmt.weightfile import LayerKind, WeightFileBuilder
 from tcc_compiler.errors import InternalError, ScheduleError, UnsupportedError
 from tcc_compiler.ir.graph import Graph, Node, Value
 from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
+from tcc_compiler.ir.shapes import npu_hwc
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.spec import (PARAM_RECORD_BYTES, WAIT_MAX, WAIT_NONE, Queue, Region,
                                    dram_address, pack_conv_params)
@@ -170,13 +171,11 @@ def _dma_fields(t: Tensor, y0, y1, x0, x1, c0, c1, sram: int) -> dict:
 
 
 def _hwc(v: Value) -> tuple[int, int, int]:
-    s = v.shape
-    if len(s) == 4:
-        return (s[2], s[3], s[1])
-    if len(s) == 2:
-        return (1, 1, s[1])
-    raise UnsupportedError(v.name, [f"value '{v.name}': rank-{len(s)} tensors are not supported "
-                                    "on the NPU"])
+    try:
+        return npu_hwc(v.shape)
+    except InternalError:
+        raise UnsupportedError(v.name, [f"value '{v.name}': shape {v.shape} is not a batch-1 "
+                                        "rank-2/4 tensor the NPU can hold"]) from None
 
 
 class SramAllocator:

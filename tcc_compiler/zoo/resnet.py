@@ -44,6 +44,15 @@ CALIB_IMAGES = 8
 # mean feature direction is far from the one real 224 px photos give (cosine 0.82 vs 0.99 at
 # 112-128 px), which made most photos share one top-1 class. 8 images at 112 px take ~0.7 s.
 CALIB_SIZE_PX = 112
+#: BatchNorm gamma ~ U(GAMMA_RANGE): far from identity, so a folding mistake shows.
+GAMMA_RANGE = (0.4, 2.0)
+#: The BN closing each residual branch gets a small gamma, as trained ResNets have (and as
+#: torchvision's zero_init_residual starts from): the shortcut dominates, so the random network
+#: is not chaotic (a 40 dB input perturbation stays ~35 dB at the logits instead of ~12 dB),
+#: like a trained one. Pre-activation blocks (v2, no BN at the branch end) scale the last
+#: conv's He weights by RESIDUAL_GAIN instead.
+RESIDUAL_GAMMA_RANGE = (0.02, 0.12)
+RESIDUAL_GAIN = 0.15
 LOGITS_STD = 3.0  # the FC is scaled so the calibration logits have this standard deviation
 _VAR_FLOOR = 1e-4  # keeps 1/sqrt(var) bounded for (rare) near-constant channels
 
@@ -97,24 +106,25 @@ class _Recorder:
         return _Tensor(op.output, value)
 
     def conv(self, x: _Tensor, out_ch: int, kernel: int, stride: int, pad: int, node: str,
-             weight_name: str) -> _Tensor:
+             weight_name: str, gain: float = 1.0) -> _Tensor:
         in_ch = x.value.shape[3]
         fan_in = in_ch * kernel * kernel
         w = self.rng.standard_normal((out_ch, in_ch, kernel, kernel), dtype=np.float32)
-        w *= np.float32(np.sqrt(2.0 / fan_in))
+        w *= np.float32(gain * np.sqrt(2.0 / fan_in))
         value = ref.conv2d(x.value, w, stride, pad)
         op = _Op("conv", node, [x.name], node, stride, pad, {"w": w}, {"w": weight_name})
         return self._add(op, value)
 
     def bn(self, x: _Tensor, node: str, names: dict[str, str],
-           identity_affine: bool = False) -> _Tensor:
+           identity_affine: bool = False,
+           gamma_range: tuple[float, float] = GAMMA_RANGE) -> _Tensor:
         xv = x.value
         ch = xv.shape[3]
         if identity_affine:
             gamma, beta = np.ones(ch), np.zeros(ch)
         else:
-            gamma = self.rng.uniform(0.4, 2.0, ch)
-            beta = self.rng.normal(0.0, 0.5, ch)
+            gamma = self.rng.uniform(gamma_range[0], gamma_range[1], ch)
+            beta = self.rng.normal(0.0, 0.5 * gamma_range[1] / GAMMA_RANGE[1], ch)
         mean = ref.round_significant(xv.mean(axis=(0, 1, 2)))
         var = ref.round_significant(np.maximum(xv.var(axis=(0, 1, 2)), _VAR_FLOOR))
         params = {k: v.astype(np.float32) for k, v in
@@ -184,12 +194,14 @@ def _torch_scope(path: str) -> str:
 
 
 def _torch_conv_bn(r: _Recorder, x: _Tensor, out_ch: int, kernel: int, stride: int, pad: int,
-                   conv_path: str, bn_path: str) -> _Tensor:
+                   conv_path: str, bn_path: str,
+                   gamma_range: tuple[float, float] = None) -> _Tensor:
     y = r.conv(x, out_ch, kernel, stride, pad, f"{_torch_scope(conv_path)}/Conv",
                f"{conv_path}.weight")
     names = {k: f"{bn_path}.{s}" for k, s in (("gamma", "weight"), ("beta", "bias"),
                                                ("mean", "running_mean"), ("var", "running_var"))}
-    return r.bn(y, f"{_torch_scope(bn_path)}/BatchNormalization", names)
+    return r.bn(y, f"{_torch_scope(bn_path)}/BatchNormalization", names,
+                gamma_range=gamma_range or GAMMA_RANGE)
 
 
 def _record_torch_resnet(r: _Recorder, blocks: tuple[int, ...], bottleneck: bool) -> _Tensor:
@@ -209,13 +221,15 @@ def _record_torch_resnet(r: _Recorder, blocks: tuple[int, ...], bottleneck: bool
                 y = r.relu(y, f"{scope}/relu/Relu")
                 y = _torch_conv_bn(r, y, planes, 3, s, 1, f"{p}.conv2", f"{p}.bn2")
                 y = r.relu(y, f"{scope}/relu_1/Relu")
-                y = _torch_conv_bn(r, y, out_ch, 1, 1, 0, f"{p}.conv3", f"{p}.bn3")
+                y = _torch_conv_bn(r, y, out_ch, 1, 1, 0, f"{p}.conv3", f"{p}.bn3",
+                                   RESIDUAL_GAMMA_RANGE)
                 last_relu = "relu_2"
             else:
                 out_ch = planes
                 y = _torch_conv_bn(r, x, planes, 3, s, 1, f"{p}.conv1", f"{p}.bn1")
                 y = r.relu(y, f"{scope}/relu/Relu")
-                y = _torch_conv_bn(r, y, planes, 3, 1, 1, f"{p}.conv2", f"{p}.bn2")
+                y = _torch_conv_bn(r, y, planes, 3, 1, 1, f"{p}.conv2", f"{p}.bn2",
+                                   RESIDUAL_GAMMA_RANGE)
                 last_relu = "relu_1"
             shortcut = x
             if s != 1 or in_ch != out_ch:
@@ -240,9 +254,9 @@ def _record_mxnet_resnet50_v2(r: _Recorder) -> _Tensor:
         return r.bn(x, f"{base}_fwd", names, identity_affine)
 
     def conv(x: _Tensor, scope: str, idx: int, out_ch: int, kernel: int, stride: int,
-             pad: int) -> _Tensor:
+             pad: int, gain: float = 1.0) -> _Tensor:
         base = f"{pre}{scope}conv{idx}"
-        return r.conv(x, out_ch, kernel, stride, pad, f"{base}_fwd", f"{base}_weight")
+        return r.conv(x, out_ch, kernel, stride, pad, f"{base}_fwd", f"{base}_weight", gain)
 
     x = bn(r.input, "", 0, identity_affine=True)  # BatchNorm(scale=False, center=False) on data
     x = conv(x, "", 0, 64, 7, 2, 3)
@@ -266,7 +280,7 @@ def _record_mxnet_resnet50_v2(r: _Recorder) -> _Tensor:
             y = conv(y, scope, n_conv + 1, mid, 3, s, 1)
             y = bn(y, scope, n_bn + 2)
             y = r.relu(y, f"{pre}{scope}activation{n_act + 2}")
-            y = conv(y, scope, n_conv + 2, channels, 1, 1, 0)
+            y = conv(y, scope, n_conv + 2, channels, 1, 1, 0, RESIDUAL_GAIN)
             n_bn, n_act, n_conv = n_bn + 3, n_act + 3, n_conv + 3
             shortcut = x
             if s != 1 or in_ch != channels:
