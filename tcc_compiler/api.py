@@ -78,7 +78,7 @@ class CompiledModel:
 def compile(model: str | os.PathLike | onnx.ModelProto,  # noqa: A001 - public API name
             input_shape: str | tuple[int, int, int] | None = None,
             calibration: Sequence[str | os.PathLike | np.ndarray] | None = None,
-            method: str = "minmax", target: str | None = None,
+            method: str = "mse", target: str | None = None,
             verify: bool = False) -> CompiledModel:
     """Compile an ONNX model for the TCC750x NPU.
 
@@ -87,7 +87,8 @@ def compile(model: str | os.PathLike | onnx.ModelProto,  # noqa: A001 - public A
         input_shape: "WxHxC" or (W, H, C) (width, height, channels); None = model's dims.
         calibration: image paths, folders, .npy paths or float32 NCHW arrays; None = the
             photos bundled with tccc.
-        method: calibration method ("minmax", "percentile").
+        method: calibration method: "mse" (default: the clipping range minimising
+            quantization MSE), "minmax", "percentile".
         target: target name or .toml path (default tcc750x).
         verify: run the IR verifier after every pass.
 

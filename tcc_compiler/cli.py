@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, help="output folder")
     c.add_argument("--calib", nargs="+", default=None,
                    help="calibration images, folders or .npy arrays (default: bundled photos)")
-    c.add_argument("--calib-method", default="minmax", help="minmax | percentile")
+    c.add_argument("--calib-method", default="mse",
+                   help="mse (default: range minimising quantization MSE) | minmax | percentile")
     c.add_argument("--target", default=None, help="target name or .toml file (default tcc750x)")
     c.add_argument("--verify", action="store_true", help="verify the IR after every pass")
     c.add_argument("--json", action="store_true", help="print the summary as JSON")

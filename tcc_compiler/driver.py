@@ -124,7 +124,7 @@ def _host_ops(graph: Graph) -> list[dict]:
 def compile_model(model: str | os.PathLike | onnx.ModelProto,
                   input_whc: str | tuple[int, int, int] | None = None,
                   calibration: Sequence[object] | None = None,
-                  method: str = "minmax",
+                  method: str = "mse",
                   target: str | Target | None = None,
                   preprocess=None,
                   verify_ir: bool = False,

@@ -174,7 +174,7 @@ def test_conv_tile_working_set_within_budget(geom, budget):
         return
     nb = -(-o // plan.ocb)
     assert plan.sram_bytes == _working_set(g, plan.rows, plan.cols, plan.ocb, nb,
-                                           t.sram_align_bytes)
+                                           t.sram_align_bytes, wbufs=plan.wbufs)
     assert plan.sram_bytes <= budget
     assert 1 <= plan.rows <= oh and 1 <= plan.cols <= ow and 1 <= plan.ocb <= o
     if group > 1:

@@ -142,7 +142,7 @@ class MSEObserver(HistogramObserver):
 METHODS = {"minmax": MinMaxObserver, "percentile": PercentileObserver, "mse": MSEObserver}
 
 
-def collect_ranges(graph: Graph, inputs: Iterable[np.ndarray], method: str = "minmax",
+def collect_ranges(graph: Graph, inputs: Iterable[np.ndarray], method: str = "mse",
                    progress=None) -> dict[str, tuple[float, float]]:
     """Calibrate activation ranges.
 

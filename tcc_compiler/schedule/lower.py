@@ -356,7 +356,7 @@ class Lowering:
                      [(s, blocks[0]) for s in spatial[:2]]) if spatial else 0
         max_in = max(max_in, (iy1 - iy0) * (ix1 - ix0) * (c1 - c0))
         in_slots = [sa.alloc(max_in, "input") for _ in range(2)]
-        nwb = 1 if len(blocks) == 1 else 2
+        nwb = 1 if len(blocks) == 1 else plan.wbufs
         w_slots = [sa.alloc(plan.ocb * kw_bytes, "weights") for _ in range(nwb)]
         p_slots = [sa.alloc(plan.ocb * PARAM_RECORD_BYTES, "params") for _ in range(nwb)]
         out_tile = plan.rows * plan.cols * plan.ocb

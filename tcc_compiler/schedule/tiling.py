@@ -90,9 +90,11 @@ class ConvPlan:
     order: str
     sram_bytes: int
     est_cycles: int
+    wbufs: int = 2
 
 
-def _working_set(g: ConvGeom, rows: int, cols: int, ocb: int, nblocks: int, al: int) -> int:
+def _working_set(g: ConvGeom, rows: int, cols: int, ocb: int, nblocks: int, al: int,
+                 wbufs: int = 2) -> int:
     iy0, iy1, _, _ = g.in_rows(0, rows)
     ix0, ix1, _, _ = g.in_cols(0, cols)
     c0, c1 = g.in_channels(0, ocb)
@@ -102,7 +104,7 @@ def _working_set(g: ConvGeom, rows: int, cols: int, ocb: int, nblocks: int, al: 
         w_b = align_up(ocb * g.kh * g.kw * g.cin_g, al) + align_up(ocb * PARAM_RECORD_BYTES, al)
     out_b = align_up(rows * cols * ocb * g.out_elem_bytes, al)
     sc_b = align_up(rows * cols * ocb, al) if g.has_shortcut else 0
-    wbufs = 1 if nblocks == 1 else 2
+    wbufs = 1 if nblocks == 1 else wbufs
     return 2 * in_b + wbufs * w_b + 2 * out_b + 2 * sc_b
 
 
@@ -134,13 +136,19 @@ def plan_conv(g: ConvGeom, t: Target, sram_budget: int) -> ConvPlan:
         v = min(g.o, max(step, (v + step - 1) // step * step))
         if v not in blocks:
             blocks.append(v)
+    if g.group == 1:  # fallbacks below the array width, for very small SRAMs
+        blocks += [v for v in (32, 16, 8, 4, 2, 1) if v < min(blocks)]
     best = None
     w_total = g.o * g.kh * g.kw * g.cin_g if g.has_weights else 0
     for ocb in blocks:
         nb = math.ceil(g.o / ocb)
         for rows in _candidates(g.oh):
             for cols in _candidates(g.ow):
+                wbufs = 2
                 need = _working_set(g, rows, cols, ocb, nb, al)
+                if need > sram_budget and nb > 1:  # single-buffer the weights (no prefetch)
+                    wbufs = 1
+                    need = _working_set(g, rows, cols, ocb, nb, al, wbufs=1)
                 if need > sram_budget:
                     continue
                 ns = math.ceil(g.oh / rows) * math.ceil(g.ow / cols)
@@ -171,9 +179,11 @@ def plan_conv(g: ConvGeom, t: Target, sram_budget: int) -> ConvPlan:
                 # (one tile's worth of the shorter one), plus per-command setup
                 est = int(max(macs_cycles, dma) + min(macs_cycles, dma) / ntiles
                           + ntiles * (t.compute_setup_cycles + 3 * t.dma_setup_cycles))
+                if wbufs == 1:  # weight loads no longer overlap compute
+                    est += int(w_total * (ns if order == "spatial" else 1) / bw)
                 key = (est, ntiles)
                 if best is None or key < best[0]:
-                    best = (key, ConvPlan(rows, cols, ocb, order, need, est))
+                    best = (key, ConvPlan(rows, cols, ocb, order, need, est, wbufs))
                 break  # wider columns first; the first fitting width is the widest
     if best is None:
         raise ScheduleError(f"no tile fits {sram_budget} bytes of SRAM (input {g.h}x{g.w}x{g.c},"

@@ -53,7 +53,9 @@ GAMMA_RANGE = (0.4, 2.0)
 #: conv's He weights by RESIDUAL_GAIN instead.
 RESIDUAL_GAMMA_RANGE = (0.02, 0.12)
 RESIDUAL_GAIN = 0.15
-LOGITS_STD = 3.0  # the FC is scaled so the calibration logits have this standard deviation
+LOGITS_STD = 3.0
+#: Weight of the isotropic (random) part of each FC row relative to its discriminative part.
+FC_ISOTROPIC = 0.1  # the FC is scaled so the calibration logits have this standard deviation
 _VAR_FLOOR = 1e-4  # keeps 1/sqrt(var) bounded for (rare) near-constant channels
 
 
@@ -154,19 +156,27 @@ class _Recorder:
     def gemm(self, x: _Tensor, node: str, names: dict[str, str]) -> _Tensor:
         feats = x.value
         in_f = feats.shape[1]
-        w = self.rng.standard_normal((NUM_CLASSES, in_f)) * np.sqrt(2.0 / in_f)
+        w_iso = self.rng.standard_normal((NUM_CLASSES, in_f)) * np.sqrt(2.0 / in_f)
         b = self.rng.normal(0.0, 0.01, NUM_CLASSES)
-        # Remove the direction of the mean feature vector from every class row: post-ReLU
-        # average-pooled features share a large common component, and without this every image
-        # would get the same top-1 class. What is left scores how an image differs from the mean.
-        mean_dir = feats.mean(axis=0)
-        mean_dir = ref.round_significant(mean_dir / (np.linalg.norm(mean_dir) + 1e-12))
-        # The dot products go through BLAS, whose summation order differs between machines;
-        # rounding them keeps the float32 weights byte-identical everywhere.
-        coef = ref.round_significant((w @ mean_dir) / float(mean_dir @ mean_dir), 6)
-        w = w - np.outer(coef, mean_dir)
-        # He init gives logits of std ~0.7 here; trained ImageNet ResNets give a few units.
-        gain = LOGITS_STD / max(float((feats @ w.T).std()), 1e-6)
+        # A trained classifier's rows lie mostly in the span of the directions along which the
+        # features of different images differ (class-mean differences); a random row would
+        # mostly read the common component that every image shares, and every image would get
+        # the same top-1. So: rows = random mixtures of the principal directions of the centred
+        # features of the synthetic images, plus a small isotropic part.
+        centred = feats - feats.mean(axis=0)
+        _, sv, vt = np.linalg.svd(centred, full_matrices=False)
+        keep = sv > sv[0] * 1e-3
+        basis = vt[keep]
+        # fix the SVD's sign ambiguity and round so the bytes match on every machine
+        basis *= np.sign(basis[np.arange(len(basis)), np.abs(basis).argmax(axis=1)])[:, None]
+        basis = ref.round_significant(basis)
+        mix = self.rng.standard_normal((NUM_CLASSES, len(basis)))
+        w = mix @ basis
+        w = w / np.linalg.norm(w, axis=1, keepdims=True) * np.linalg.norm(w_iso, axis=1,
+                                                                           keepdims=True)
+        w = w + FC_ISOTROPIC * w_iso
+        gain = LOGITS_STD / max(float(ref.round_significant(np.array(
+            (centred @ w.T).std()), 6)), 1e-6)
         w = w * float(ref.round_significant(np.array(gain), 2))
         w, b = w.astype(np.float32), b.astype(np.float32)
         value = feats @ w.astype(np.float64).T + b

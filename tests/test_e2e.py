@@ -1,0 +1,88 @@
+"""End to end: zoo model -> compile -> binaries -> reference executor, checked against the
+golden integer model (bit for bit) and ONNX Runtime's float output (SQNR, top-1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from tcc_compiler import api, zoo
+from tcc_compiler.datasets.images import Preprocess, bundled_photos, load_inputs
+from tcc_compiler.frontend import parse_input_spec
+from tcc_compiler.runtime.check import Checker
+from tcc_compiler.target import load_target
+
+LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+
+def _compile_and_check(tmp_path, name, whc, n_photos, target=None):
+    w, h, c = parse_input_spec(whc)
+    model = tmp_path / f"{name}.onnx"
+    zoo.save(name, model, width=w, height=h, channels=c)
+    m = api.compile(model, whc, target=target)
+    out = m.save(tmp_path / "out")
+    prog = api.load(out)
+    checker = Checker(prog, model)
+    xs = load_inputs(bundled_photos("eval")[:n_photos], Preprocess(width=w, height=h),
+                     (1, c, h, w))
+    results = [checker.check(x, prog.run(x)) for x in xs]
+    return m, results
+
+
+def test_resnet50_224_bit_exact_and_accurate(tmp_path):
+    m, results = _compile_and_check(tmp_path, "resnet50", "224x224x3", 3)
+    assert m.report["npu_ops"] == {"conv": 53, "maxpool": 1, "gap": 1, "fc": 1}
+    assert all(r["bit_exact"] for r in results)
+    assert all(r["top1_agree"] for r in results)
+    assert min(r["sqnr_db"] for r in results) >= 25.0
+
+
+def test_resnet50_bn_gives_the_same_npu_ops(tmp_path):
+    a = zoo.build("resnet50", 64, 64)
+    b = zoo.build("resnet50-bn", 64, 64)
+    ra = api.compile(a, "64x64x3").report
+    rb = api.compile(b, "64x64x3").report
+    assert [(l["op"], l["output_shape"]) for l in ra["layers"]] == \
+        [(l["op"], l["output_shape"]) for l in rb["layers"]]
+
+
+def test_resnet18_small_sram_stays_bit_exact(tmp_path):
+    tgt = load_target().with_sram(256 * 1024)
+    m, results = _compile_and_check(tmp_path, "resnet18", "160x96x3", 2, target=tgt)
+    assert m.report["sram_bytes"] <= 256 * 1024
+    assert all(r["bit_exact"] for r in results)
+
+
+@pytest.mark.skipif(not (LIGHT / "light_resnet50.onnx").is_file(),
+                    reason="onnx wheel without backend test data")
+def test_light_resnet50_from_the_onnx_wheel(tmp_path):
+    path = LIGHT / "light_resnet50.onnx"
+    rng = np.random.default_rng(0)
+    calib = [rng.standard_normal((1, 3, 224, 224)).astype(np.float32) for _ in range(2)]
+    m = api.compile(path, "224x224x3", calibration=calib)
+    out = m.save(tmp_path / "out")
+    prog = api.load(out)
+    x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
+    r = Checker(prog, path).check(x, prog.run(x))
+    assert r["bit_exact"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,whc", [("resnet18", "640x320x3"), ("resnet18", "960x520x3"),
+                                      ("resnet50", "224x224x3"), ("resnet50-bn", "224x224x3"),
+                                      ("resnet50-v2", "224x224x3")])
+def test_acceptance_matrix(tmp_path, name, whc):
+    _, results = _compile_and_check(tmp_path, name, whc, 10)
+    assert all(r["bit_exact"] for r in results)
+    assert sum(r["top1_agree"] for r in results) >= 9
+    assert min(r["sqnr_db"] for r in results) >= 25.0
+
+
+@pytest.mark.slow
+def test_resnet50_256k_sram(tmp_path):
+    tgt = load_target().with_sram(256 * 1024)
+    _, results = _compile_and_check(tmp_path, "resnet50", "224x224x3", 1, target=tgt)
+    assert results[0]["bit_exact"]
