@@ -166,7 +166,10 @@ def test_pool_quant_gap_divisor(make_model):
     quantize_graph(g, {"x": (-1.0, 1.55), gap.output.name: (-0.5, 0.52),
                        g.outputs[0].name: (0.0, 0.52)})
     p = pool_quant(gap)
-    assert (p.mult, p.shift) == quantize_multiplier(0.01 / (1.02 / 255 * 15))
+    # the pooled output reuses the input's parameters (never clipped), so M / 2**S = 1 / n
+    assert float(gap.output.quant.scale) == float(g.inputs[0].quant.scale) == pytest.approx(0.01)
+    assert (p.mult, p.shift) == quantize_multiplier(1.0 / 15)
+    assert p.zp_in == p.zp_out
 
 
 # ---- input / output mapping --------------------------------------------------------------

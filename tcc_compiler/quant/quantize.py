@@ -6,7 +6,8 @@ Scheme (specs/quantization.md):
 * activations: int8 asymmetric per tensor from the calibrated range widened to include 0:
   ``s = (hi - lo) / 255``, ``zp = clamp(round(-128 - lo / s), -128, 127)``; a constant
   activation (hi = lo = 0) gets s = 1, zp = 0;
-* max-pool and view outputs share their input's parameters (max commutes with the affine map);
+* max-pool, average-pool and view outputs share their input's parameters (max commutes with
+  the affine map; an average never leaves its inputs' range, so it is never clipped);
 * a graph output produced by a conv/fc stays int32 (acc + bias), dequantized by the host with
   ``s_x * s_w[o]`` per channel: no rounding of the logits.
 """
@@ -76,7 +77,10 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]]) -> Grap
         if node.op in HOST_OPS:
             continue
         x = node.inputs[0]
-        if node.op in VIEW_OPS or node.op is Op.MAXPOOL:
+        if node.op in VIEW_OPS or node.op in (Op.MAXPOOL, Op.GAP, Op.AVGPOOL):
+            # max commutes with the affine map; an average lies within its inputs' range, so
+            # reusing the input's parameters can never clip (a calibrated range would: pooled
+            # features shift with the image domain) and the averaging itself cuts the noise
             out.quant, out.dtype = x.quant, x.dtype
             continue
         if node.op in (Op.CONV, Op.FC):
