@@ -1,0 +1,26 @@
+"""Build a reference model (seeded, untrained ResNet-18/50, 50-bn, 50-v2) as an ONNX file."""
+
+from __future__ import annotations
+
+NAME = "zoo"
+HELP = "build a reference model (resnet18, resnet50, resnet50-bn, resnet50-v2)"
+ORDER = 10
+
+
+def add_arguments(p) -> None:
+    """Arguments of ``tccc zoo``."""
+    p.add_argument("name", help="resnet18 | resnet50 | resnet50-bn | resnet50-v2")
+    p.add_argument("--input", default="224x224x3", help="W x H x C (default 224x224x3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", required=True, help="output .onnx file")
+
+
+def run(args) -> int:
+    """tccc zoo NAME [--input WxHxC] [--seed N] -o FILE.onnx"""
+    from tcc_compiler import zoo
+    from tcc_compiler.frontend import parse_input_spec
+
+    w, h, c = parse_input_spec(args.input)
+    path = zoo.save(args.name, args.output, width=w, height=h, seed=args.seed, channels=c)
+    print(path)
+    return 0

@@ -1,0 +1,94 @@
+"""``tccc`` command line: a thin layer over :mod:`tcc_compiler.api`.
+
+Results go to stdout, diagnostics to stderr. Exit codes: 0 success, 2 bad input or usage (one
+line on stderr, no traceback), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import logging
+import sys
+
+
+from tcc_compiler import __version__
+from tcc_compiler.errors import TccError
+
+log = logging.getLogger("tccc")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit 2)."""
+
+    def error(self, message: str) -> None:  # noqa: D401 - argparse API
+        self.exit(2, f"tccc: error: {message} (see 'tccc {self.prog.split()[-1]} --help')\n"
+                  if " " in self.prog else f"tccc: error: {message} (see 'tccc --help')\n")
+
+
+def progress(quiet: bool, desc: str):
+    """A tqdm wrapper for long loops, or None when quiet or stderr is not a terminal."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return lambda it: tqdm(it, desc=desc, unit="img", file=sys.stderr, leave=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser: global options plus every subcommand module found in
+    :mod:`tcc_compiler.cli.commands` (each defines ``NAME``, ``HELP``, ``add_arguments(p)``
+    and ``run(args) -> int``; ``ORDER`` sorts them in ``--help``)."""
+    p = _Parser(prog="tccc", description="ONNX -> Telechips TCC750x NPU compiler")
+    p.add_argument("--version", action="version", version=f"tccc {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="-v info, -vv debug logging on stderr (and tracebacks)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for mod in _command_modules():
+        sp = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.__doc__)
+        mod.add_arguments(sp)
+        sp.set_defaults(func=mod.run)
+    return p
+
+
+def _command_modules() -> list:
+    from tcc_compiler.cli import commands
+
+    mods = [importlib.import_module(f"{commands.__name__}.{info.name}")
+            for info in pkgutil.iter_modules(commands.__path__) if not info.name.startswith("_")]
+    return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.NAME))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse, run, map errors to exit codes."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        return args.func(args)
+    except TccError as exc:
+        msg = str(exc).replace("\n", " ")
+        print(f"tccc: error: {msg}", file=sys.stderr)
+        if args.verbose > 1:
+            raise
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("tccc: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("tccc: error: out of memory", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug: say so in one line, traceback only with -vv
+        if args.verbose > 1:
+            raise
+        print(f"tccc: internal error: {type(exc).__name__}: {exc} (run with -vv for the "
+              "traceback and please report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
