@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tcc_compiler.isa.codec import encode_with_offsets
 from tcc_compiler.binfmt import (
     LayerKind,
     WeightFileBuilder,
@@ -65,11 +66,11 @@ def _set_field(data: bytes, fields, name: str, value, fix_crc: bool = True) -> b
 
 def test_cmd_round_trip():
     data = _cmd_bytes()
-    assert data[:4] == b"TNPC" and len(data) == 64 + sum(c.SPEC.length_bytes
-                                                         for c in _program())
+    stream, offsets = encode_with_offsets(_program())
+    assert data[:4] == b"TNPC" and data[64:] == stream
     f = read_cmd_file(data)
-    assert list(f.commands) == _program()
-    assert (f.version_major, f.version_minor, f.header_bytes) == (1, 0, 64)
+    assert list(f.commands) == _program() and list(f.offsets) == offsets
+    assert (f.version_major, f.version_minor, f.header_bytes) == (2, 0, 64)
     assert (f.sram_bytes, f.act_arena_bytes, f.input_bytes, f.output_bytes) == \
         tuple(SIZES.values())
     assert f.tool_version == "tccc 0.1.0"
@@ -88,10 +89,10 @@ def test_cmd_write_rejects_bad_program():
 
 @pytest.mark.parametrize("name,value,match", [
     ("magic", b"TNPW", "magic"),
-    ("version_major", 2, r"unsupported format version 2\.0, this tccc reads 1\.x"),
+    ("version_major", 1, r"unsupported format version 1\.0, this tccc reads 2\.x"),
     ("header_bytes", 32, "header_bytes"),
     ("header_bytes", 256, "header_bytes"),
-    ("header_bytes", 128, "stream_bytes"),
+    ("header_bytes", 128, "header_bytes = 128"),        # past the end of the short file
     ("stream_bytes", 4, "stream_bytes"),
     ("n_commands", 4, "n_commands"),
     ("n_commands", 10 ** 6, "n_commands"),
@@ -132,7 +133,7 @@ def test_cmd_missing_end_and_bad_command():
     data[64] = 0x99                                 # unknown opcode, CRCs fixed up
     stream = bytes(data[64:])
     bad = _set_field(bytes(data), CMD_HEADER_FIELDS, "stream_crc32", zlib.crc32(stream))
-    with pytest.raises(FormatError, match="command 0 at byte 0x0: unknown opcode 0x99"):
+    with pytest.raises(FormatError, match="command 0 at byte 0x0: unknown opcode 0x9"):
         read_cmd_file(bad)
 
 
@@ -197,7 +198,7 @@ def test_weight_builder_offsets_and_errors():
 
 @pytest.mark.parametrize("name,value,match", [
     ("magic", b"TNPC", "magic"),
-    ("version_major", 3, r"unsupported format version 3\.0, this tccc reads 1\.x"),
+    ("version_major", 3, r"unsupported format version 3\.0, this tccc reads 2\.x"),
     ("n_layers", 4, "table_bytes"),
     ("n_layers", 2 ** 32 - 1, "table_bytes"),
     ("table_offset", 0, "table_offset"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import struct
 from pathlib import Path
 
 import pytest
@@ -15,10 +14,11 @@ from tcc_compiler.isa import commands as C
 from tcc_compiler.isa import spec
 from tcc_compiler.isa.codec import (
     command_offsets,
-    decode_command,
     decode_commands,
+    decode_stream,
     encode_command,
     encode_commands,
+    encode_with_offsets,
     end_problem,
 )
 from tcc_compiler.isa.disasm import disassemble
@@ -48,20 +48,14 @@ def _example(cs: spec.CommandSpec, **overrides) -> C.Command:
 # Table
 
 
-@pytest.mark.parametrize("cs", spec.COMMANDS, ids=lambda c: c.name)
-def test_layout_is_naturally_aligned_whole_words(cs):
-    assert cs.length_bytes % 4 == 0
-    for f, off in zip(cs.fields, cs.offsets):
-        assert off % f.type.size_bytes == 0
-        assert 4 <= off and off + f.type.size_bytes <= cs.length_bytes
-    assert struct.calcsize(cs.struct_format) == cs.length_bytes - 4
-
-
-def test_expected_lengths():
-    got = {c.name: c.length_words for c in spec.COMMANDS}
-    assert got == {"DMA_LOAD": 9, "DMA_STORE": 9, "CONV_CFG": 6, "CONV_TILE": 10,
-                   "POOL_CFG": 4, "POOL_TILE": 7, "ADD_CFG": 5, "ADD_TILE": 5, "END": 1}
-    assert len({c.opcode for c in spec.COMMANDS}) == len(spec.COMMANDS)
+def test_opcodes_fit_control_byte():
+    ops = [c.opcode for c in spec.COMMANDS]
+    assert len(set(ops)) == len(ops) and all(1 <= op <= 15 for op in ops)
+    widths = [(lo, w) for _, lo, w, _ in spec.CONTROL_BITS]
+    assert sum(w for _, w in widths) == 8 and widths[0] == (0, 4)
+    assert spec.CONV_TILE.code_bytes == 4 and spec.DMA_LOAD.code_bytes == 3
+    assert spec.END.code_bytes == 0 and spec.END.max_bytes == 3
+    assert spec.varint_max_bytes(spec.U32) == 5 and spec.varint_max_bytes(spec.U8) == 2
 
 
 def test_dataclasses_match_table():
@@ -78,32 +72,53 @@ def test_dataclasses_match_table():
 @given(ANY_COMMAND)
 def test_round_trip_random(cmd):
     raw = encode_command(cmd)
-    assert len(raw) == cmd.SPEC.length_bytes
-    back, end = decode_command(raw, 0, 0)
-    assert end == len(raw)
-    assert back == cmd and type(back) is type(cmd)
+    assert len(raw) <= cmd.SPEC.max_bytes
+    back, offsets, slots = decode_stream(raw)
+    assert back == [cmd] and type(back[0]) is type(cmd) and offsets == [0]
 
 
-@settings(max_examples=50, deadline=None)
-@given(st.lists(ANY_COMMAND, max_size=20))
-def test_stream_round_trip(cmds):
-    raw = encode_commands(cmds)
-    assert decode_commands(raw) == cmds
-    assert command_offsets(cmds) == [sum(c.SPEC.length_bytes for c in cmds[:i])
-                                     for i in range(len(cmds))]
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(ANY_COMMAND, st.one_of(st.none(), st.integers(0, 3))), max_size=30))
+def test_stream_round_trip(items):
+    cmds = [c for c, _ in items]
+    slots = [s for _, s in items]
+    raw, offsets = encode_with_offsets(cmds, slots)
+    back, back_offsets, back_slots = decode_stream(raw)
+    assert back == cmds and back_offsets == offsets
+    assert all(s is None or s == b for s, b in zip(slots, back_slots))
+    assert command_offsets(cmds) == encode_with_offsets(cmds)[1]
 
 
-def test_header_word_bits():
+def test_control_byte_and_wait_word():
     raw = encode_command(C.End(wait_load=1, wait_compute=2, wait_store=3))
-    (word,) = struct.unpack("<I", raw)
-    assert word == 0xFF | (1 << 8) | (1 << 16) | (2 << 19) | (3 << 22)
+    assert raw == bytes([0xF | 0x40]) + (1 | (2 << 3) | (3 << 6)).to_bytes(2, "little")
+    assert encode_command(C.End()) == b"\x0f"            # waits 7,7,7 = the initial history
 
 
-def test_signed_fields_little_endian():
-    cfg = _example(spec.CONV_CFG, zp_in=-128, act_hi=127, group=0x1234)
-    raw = encode_command(cfg)
-    assert raw[12:14] == b"\x34\x12" and raw[16] == 0x80 and raw[20] == 127
-    assert raw[21:24] == b"\0\0\0"
+def _store(dram, sram, **kw):
+    return C.DmaStore(dram, sram, 4096, 1, 1, 0, 0, 0, 0, **kw)
+
+
+def test_history_codes_hand_computed():
+    # A tile loop: DRAM address advances by 4096, SRAM ping-pongs between 0x100 and 0x2100.
+    cmds = [_store(0x1000, 0x100, wait_compute=0), _store(0x2000, 0x2100, wait_compute=0),
+            _store(0x3000, 0x100, wait_compute=0), _store(0x4000, 0x2100, wait_compute=0)]
+    raw, offsets = encode_with_offsets(cmds, [0, 0, 0, 0])
+    # command 0: ctrl 0x02|W|F, wait word 0x1c7 (load 7, compute 0, store 7), codes
+    # dram/sram/run_bytes/n1/n2 EXPLICIT (3), strides KEEP (0) -> bits 0..9 set = 0x0003ff,
+    # then zigzag varints 0x1000 -> 0x2000 = 80 40, 0x100 -> 0x200 = 80 04, 4096 -> 80 40,
+    # 1 -> 02, 1 -> 02.
+    first = bytes([0xC2, 0xC7, 0x01, 0xFF, 0x03, 0x00, 0x80, 0x40, 0x80, 0x04, 0x80, 0x40,
+                   0x02, 0x02])
+    assert raw[:offsets[1]] == first
+    # command 1: dram STEP (prev 0x1000 + (0x1000 - prev2 0) = 0x2000), sram EXPLICIT
+    # (+0x2000 -> zigzag 0x4000 = 80 80 01), the rest KEEP -> codes 0b1101 = 0x0d, ctrl 0x02|F.
+    assert raw[offsets[1]:offsets[2]] == bytes([0x82, 0x0D, 0x00, 0x00, 0x80, 0x80, 0x01])
+    # command 2: dram STEP (1), sram SWAP (2), rest KEEP -> codes 0b1001 = 0x09, no payload.
+    assert raw[offsets[2]:offsets[3]] == bytes([0x82, 0x09, 0x00, 0x00])
+    # command 3: same codes and waits: the control byte alone.
+    assert raw[offsets[3]:] == b"\x02"
+    assert decode_commands(raw) == cmds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,38 +152,56 @@ def _stream():
     return encode_commands([_example(spec.ADD_CFG), _example(spec.CONV_TILE), C.End()])
 
 
+def _offsets():
+    return encode_with_offsets([_example(spec.ADD_CFG), _example(spec.CONV_TILE), C.End()])[1]
+
+
 def test_decode_unknown_opcode():
     raw = bytearray(_stream())
-    raw[20] = 0x77                          # second command's opcode
-    with pytest.raises(FormatError, match=r"command 1 at byte 0x14: unknown opcode 0x77"):
-        decode_commands(bytes(raw))
-
-
-def test_decode_wrong_length():
-    raw = bytearray(_stream())
-    raw[21] = 9
-    with pytest.raises(FormatError, match=r"command 1 .*CONV_TILE.*length 9 words, expected 10"):
+    off = _offsets()[1]
+    raw[off] = (raw[off] & 0xF0) | 0x0                  # second command's opcode -> 0
+    with pytest.raises(FormatError, match=rf"command 1 at byte {off:#x}: unknown opcode 0x0"):
         decode_commands(bytes(raw))
 
 
 def test_decode_truncated():
     raw = _stream()
+    bounds = set(_offsets())
     for cut in range(1, len(raw)):
-        if cut in (20, 60):                 # command boundaries: a shorter valid stream
+        if cut in bounds:                              # command boundaries: a shorter stream
             continue
         with pytest.raises(FormatError, match="truncated"):
             decode_commands(raw[:cut])
 
 
-def test_decode_reserved_bits_and_padding():
-    raw = bytearray(_stream())
-    raw[3] = 0x80
-    with pytest.raises(FormatError, match="command 0 .*reserved header bits"):
+def test_decode_reserved_bits():
+    raw = bytearray(encode_command(C.End(wait_load=0)))
+    raw[2] |= 0x80                                       # wait word bit 15
+    with pytest.raises(FormatError, match="command 0 .*reserved wait-word bits"):
         decode_commands(bytes(raw))
-    raw = bytearray(_stream())
-    raw[10] = 1                             # ADD_CFG padding bytes 10..11
-    with pytest.raises(FormatError, match="command 0 .*padding"):
+    raw = bytearray(encode_command(_example(spec.CONV_TILE)))
+    assert raw[0] & 0x80 and not raw[0] & 0x40           # F set, no wait word
+    raw[4] |= 0x80                                       # code bit 31: above the 15 fields
+    with pytest.raises(FormatError, match="reserved field-code bits"):
         decode_commands(bytes(raw))
+    with pytest.raises(FormatError, match="F flag set on a command without fields"):
+        decode_commands(bytes([0x8F, 0x00]))
+
+
+def test_decode_bad_varints_and_ranges():
+    # ADD_TILE with only field n EXPLICIT (codes 0b11 << 6 = 0xc0).
+    head = bytes([0x88, 0xC0])
+    assert decode_commands(head + b"\x02")[0].n == 1
+    with pytest.raises(FormatError, match="non-canonical varint in field n"):
+        decode_commands(head + b"\x82\x00")
+    with pytest.raises(FormatError, match="longer than 5 bytes"):
+        decode_commands(head + b"\xff" * 6)
+    with pytest.raises(FormatError, match="field n = -1 outside u32"):
+        decode_commands(head + b"\x01")                # zigzag 1 = -1
+    # CONV_CFG zp_in (field 10) EXPLICIT +128 does not fit i8.
+    codes = (3 << 20).to_bytes(spec.CONV_CFG.code_bytes, "little")
+    with pytest.raises(FormatError, match="field zp_in = 128 outside i8"):
+        decode_commands(bytes([0x83]) + codes + b"\x80\x02")
 
 
 def test_end_problem():
@@ -191,9 +224,11 @@ def test_disassemble_lines_offsets_comments():
     assert lines[0].startswith("0x000000  DMA_LOAD")
     assert "dram=ACT+0x40" in lines[0] and "sram=0x000100" in lines[0]
     assert "wait(compute<=0)" in lines[0] and lines[0].endswith("; conv1 input")
-    assert lines[1].startswith("0x000024  CONV_CFG") and ";" not in lines[1]
-    assert lines[2].startswith("0x00003c  END") and lines[2].endswith("; end")
-    assert disassemble(cmds, {2: "x"}, base_offset=64).splitlines()[2].startswith("0x00007c")
+    offs = encode_with_offsets(cmds)[1]
+    assert lines[1].startswith(f"{offs[1]:#08x}  CONV_CFG") and ";" not in lines[1]
+    assert lines[2].startswith(f"{offs[2]:#08x}  END") and lines[2].endswith("; end")
+    assert disassemble(cmds, {2: "x"}, base_offset=64).splitlines()[2].startswith(
+        f"{64 + offs[2]:#08x}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Benchmark tccc against ONNX Runtime, side by side in one process.
 
-For each model (default: ResNet-50 at 224x224x3 from the zoo) prints: compile time (s,
-including calibration on 8 bundled photos), peak resident memory after compiling (MiB),
-command and weight binary sizes (bytes, with the vendor's published figures where known),
-estimated NPU latency (ms, from the documented cycle model), reference-executor time per
-image (ms), ONNX Runtime float time per image (ms) and their ratio.
+For each model (default: the vendor's five: ResNet-50 at 224x224, 640x320, 960x520 and
+ResNet-18 at 640x320, 960x520, from the zoo) prints: compile time (s, calibration on
+``--calib`` bundled photos included), peak resident memory (MiB), command and weight binary
+sizes next to the vendor's published figures, estimated NPU latency (ms, from the documented
+cycle model of specs/target.md, NOT a measurement of the chip) with its ratio to the roofline
+bound, and DRAM traffic over the minimal traffic. Then the latency ratios between resolutions
+next to the vendor's. With ``--run`` it also times the reference executor and ONNX Runtime
+(float) per image.
 
-Usage: python tools/bench.py [--models resnet50:224x224x3 resnet18:640x320x3 ...] [--images N]
-       [--json FILE]
+Usage: python tools/bench.py [--models resnet50:224x224x3 resnet18:640x320x3 ...] [--run]
+       [--images N] [--calib N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -32,8 +35,15 @@ VENDOR = {  # the vendor's published table: (command KB, weight MB, latency ms)
 }
 
 
-def bench_one(name: str, whc: str, n_images: int, workdir: Path) -> dict:
-    """Compile and run one zoo model; return the measured figures."""
+#: (numerator, denominator, vendor latency ratio) checked against the estimates.
+RATIOS = [(("resnet50", "640x320x3"), ("resnet50", "224x224x3")),
+          (("resnet50", "960x520x3"), ("resnet50", "224x224x3")),
+          (("resnet18", "960x520x3"), ("resnet18", "640x320x3"))]
+
+
+def bench_one(name: str, whc: str, n_images: int, workdir: Path, n_calib: int = 2,
+              run: bool = False) -> dict:
+    """Compile (and with ``run`` execute) one zoo model; return the measured figures."""
     import onnxruntime as ort
 
     from tcc_compiler import api, zoo
@@ -44,13 +54,32 @@ def bench_one(name: str, whc: str, n_images: int, workdir: Path) -> dict:
     w, h, c = parse_input_spec(whc)
     model_path = workdir / f"{name}-{whc}.onnx"
     zoo.save(name, model_path, width=w, height=h, channels=c)
-    calib = bundled_photos("calib")[:8]
+    calib = bundled_photos("calib")[:n_calib]
     t0 = time.perf_counter()
     m = api.compile(model_path, whc, calibration=calib)
     compile_s = time.perf_counter() - t0
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = workdir / f"out-{name}-{whc}"
     m.save(out)
+    r = m.report
+    roof = r["roofline"]["cycles"]
+    res = {
+        "model": name, "input": whc, "compile_s": round(compile_s, 2),
+        "schedule_emit_s": round(r["compile_seconds"].get("schedule_emit_s", 0.0), 2),
+        "peak_rss_mib": round(peak_mib, 1), "command_bytes": r["command_bytes"],
+        "weight_bytes": r["weight_bytes"], "npu_ops": r["npu_ops"],
+        "estimated_latency_ms": round(r["estimated_latency_ms"], 3),
+        "roofline_ms": round(r["roofline"]["latency_ms"], 3),
+        "over_roofline": round(r["estimated_cycles"] / roof, 3) if roof else None,
+        "dram_over_minimal": round((r["dram_read_bytes"] + r["dram_write_bytes"])
+                                   / r["minimal_dram_bytes"], 3),
+        "mac_utilisation": r["mac_utilisation"],
+    }
+    vendor = VENDOR.get((name, whc))
+    res["vendor"] = None if vendor is None else {
+        "command_kb": vendor[0], "weight_mb": vendor[1], "latency_ms": vendor[2]}
+    if not run:
+        return res
     prog = load_program(out)
     xs = load_inputs(bundled_photos("eval")[:n_images], Preprocess(width=w, height=h),
                      (1, c, h, w))
@@ -68,45 +97,69 @@ def bench_one(name: str, whc: str, n_images: int, workdir: Path) -> dict:
         t0 = time.perf_counter()
         sess.run(None, {iname: x})
         ort_t.append(time.perf_counter() - t0)
-    r = m.report
     sim_ms, ort_ms = 1e3 * float(np.median(sim_t)), 1e3 * float(np.median(ort_t))
-    vendor = VENDOR.get((name, whc))
-    return {
-        "model": name, "input": whc, "compile_s": round(compile_s, 2),
-        "peak_rss_mib": round(peak_mib, 1), "command_bytes": r["command_bytes"],
-        "weight_bytes": r["weight_bytes"], "npu_ops": r["npu_ops"],
-        "estimated_latency_ms": round(r["estimated_latency_ms"], 3),
-        "sim_ms_per_image": round(sim_ms, 1), "ort_fp32_ms_per_image": round(ort_ms, 1),
-        "sim_over_ort": round(sim_ms / ort_ms, 2),
-        "vendor": None if vendor is None else {"command_kb": vendor[0], "weight_mb": vendor[1],
-                                               "latency_ms": vendor[2]},
-    }
+    res.update({"sim_ms_per_image": round(sim_ms, 1), "ort_fp32_ms_per_image": round(ort_ms, 1),
+                "sim_over_ort": round(sim_ms / ort_ms, 2)})
+    return res
+
+
+def format_result(r: dict) -> str:
+    """One model's figures as a line, each next to the vendor's where published."""
+    v = r["vendor"] or {}
+
+    def vs(key):
+        return f" (vendor {v[key]})" if key in v else ""
+    line = (f"{r['model']} {r['input']}: npu_cmd.bin {r['command_bytes'] / 1000:.1f} KB"
+            f"{vs('command_kb')}, quantized_network.bin {r['weight_bytes'] / 1e6:.2f} MB"
+            f"{vs('weight_mb')}, est. latency {r['estimated_latency_ms']:.2f} ms"
+            f"{vs('latency_ms')} = {r['over_roofline']}x roofline {r['roofline_ms']:.2f} ms, "
+            f"DRAM traffic {r['dram_over_minimal']}x minimal, MAC util "
+            f"{r['mac_utilisation']:.2f}; compile {r['compile_s']} s (schedule+emit "
+            f"{r['schedule_emit_s']} s), peak RSS {r['peak_rss_mib']} MiB")
+    if "sim_ms_per_image" in r:
+        line += (f"; simulator {r['sim_ms_per_image']} ms/img vs ONNX Runtime FP32 "
+                 f"{r['ort_fp32_ms_per_image']} ms/img (ratio {r['sim_over_ort']})")
+    return line
+
+
+def ratio_lines(results: list[dict]) -> list[str]:
+    """Estimated latency ratios between resolutions next to the vendor's (15% band)."""
+    est = {(r["model"], r["input"]): r["estimated_latency_ms"] for r in results}
+    out = []
+    for num, den in RATIOS:
+        if num in est and den in est:
+            ours, theirs = est[num] / est[den], VENDOR[num][2] / VENDOR[den][2]
+            dev = ours / theirs - 1
+            out.append(f"ratio {num[0]} {num[1]} / {den[1]}: ours {ours:.2f}, vendor "
+                       f"{theirs:.2f} ({dev:+.0%}, {'within' if abs(dev) <= 0.15 else 'outside'}"
+                       " the 15% band)")
+    return out
 
 
 def main(argv=None) -> int:
     """Run the benchmark and print one line per model (and JSON with --json)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["resnet50:224x224x3"],
-                   help="NAME:WxHxC items (zoo names)")
-    p.add_argument("--images", type=int, default=4, help="images timed per model")
+    p.add_argument("--models", nargs="+",
+                   default=[f"{m}:{r}" for m, r in VENDOR],
+                   help="NAME:WxHxC items (zoo names); default: the vendor's five")
+    p.add_argument("--run", action="store_true",
+                   help="also time the reference executor and ONNX Runtime per image")
+    p.add_argument("--images", type=int, default=4, help="images timed per model (--run)")
+    p.add_argument("--calib", type=int, default=2, help="bundled calibration photos")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory(prefix="tccc-bench-") as tmp:
         for item in args.models:
             name, whc = item.split(":")
-            r = bench_one(name, whc, args.images, Path(tmp))
+            r = bench_one(name, whc, args.images, Path(tmp), args.calib, args.run)
             results.append(r)
-            v = r["vendor"]
-            vtxt = (f" (vendor {v['command_kb']} KB / {v['weight_mb']} MB / "
-                    f"{v['latency_ms']} ms)" if v else "")
-            print(f"{name} {whc}: compile {r['compile_s']} s (8 calib images), peak RSS "
-                  f"{r['peak_rss_mib']} MiB, npu_cmd.bin {r['command_bytes']:,} B, "
-                  f"quantized_network.bin {r['weight_bytes']:,} B, est. "
-                  f"{r['estimated_latency_ms']} ms{vtxt}; simulator {r['sim_ms_per_image']} "
-                  f"ms/img vs ONNX Runtime FP32 {r['ort_fp32_ms_per_image']} ms/img "
-                  f"(ratio {r['sim_over_ort']})")
+            print(format_result(r))
             sys.stdout.flush()
+    print("Estimates come from tccc's documented model of the chip (specs/target.md); the "
+          "vendor's are measured.")
+    for line in ratio_lines(results):
+        print(line)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 from tcc_compiler.errors import FormatError, InternalError
 from tcc_compiler.isa import spec
-from tcc_compiler.isa.codec import decode_commands, encode_commands, end_problem
+from tcc_compiler.isa.codec import decode_stream, encode_commands, end_problem
 from tcc_compiler.isa.commands import Command
 from tcc_compiler.isa.disasm import disassemble
 
-FORMAT_MAJOR = 1
+FORMAT_MAJOR = 2
 FORMAT_MINOR = 0
 HEADER_BYTES = 64
 SECTION_ALIGN = 64
@@ -31,10 +31,10 @@ HeaderField = tuple[str, str, str]
 
 CMD_HEADER_FIELDS: tuple[HeaderField, ...] = (
     ("magic", "4s", 'b"TNPC"'),
-    ("version_major", "H", "format major version (1); readers reject other majors"),
+    ("version_major", "H", "format major version (2); readers reject other majors"),
     ("version_minor", "H", "format minor version (0); readers accept any minor"),
     ("header_bytes", "I", "header size, a multiple of 64 (64); the stream starts here"),
-    ("stream_bytes", "I", "command stream size in bytes (multiple of 4); the file ends there"),
+    ("stream_bytes", "I", "command stream size in bytes; the file ends there"),
     ("n_commands", "I", "number of commands, END included"),
     ("stream_crc32", "I", "zlib.crc32 of the command stream"),
     ("sram_bytes", "I", "SRAM the program needs (bytes)"),
@@ -169,6 +169,8 @@ class CmdFile:
         tool_version: version string of the writer.
         stream_crc32: CRC-32 of the stream.
         commands: decoded commands in stream order (END last).
+        offsets: stream byte offset of each command (add ``header_bytes`` for file offsets).
+        slots: history slot each command was coded against (0..3).
     """
 
     path: str
@@ -182,14 +184,18 @@ class CmdFile:
     tool_version: str
     stream_crc32: int
     commands: tuple[Command, ...]
+    offsets: tuple[int, ...] = ()
+    slots: tuple[int, ...] = ()
 
     def disassemble(self, comments=None) -> str:
         """Listing of the commands with file byte offsets (see :func:`isa.disasm.disassemble`)."""
-        return disassemble(self.commands, comments, base_offset=self.header_bytes)
+        return disassemble(self.commands, comments, base_offset=self.header_bytes,
+                           offsets=self.offsets or None)
 
 
 def write_cmd_file(commands: list[Command], *, sram_bytes: int, act_arena_bytes: int,
-                   input_bytes: int, output_bytes: int, tool_version: str) -> bytes:
+                   input_bytes: int, output_bytes: int, tool_version: str,
+                   slots: list[int | None] | None = None) -> bytes:
     """Serialise a program to ``npu_cmd.bin`` bytes.
 
     Args:
@@ -197,6 +203,7 @@ def write_cmd_file(commands: list[Command], *, sram_bytes: int, act_arena_bytes:
         sram_bytes: SRAM the program needs (bytes).
         act_arena_bytes, input_bytes, output_bytes: DRAM region sizes (bytes, each <= 2**30).
         tool_version: ASCII, at most 16 characters.
+        slots: optional history slot per command (see :func:`isa.codec.encode_commands`).
 
     Raises:
         InternalError: END missing/misplaced, a field or size out of range.
@@ -208,7 +215,7 @@ def write_cmd_file(commands: list[Command], *, sram_bytes: int, act_arena_bytes:
     for name, v in (("act_arena_bytes", act_arena_bytes), ("input_bytes", input_bytes),
                     ("output_bytes", output_bytes)):
         _check_u32(name, v, spec.REGION_OFFSET_MASK + 1)
-    stream = encode_commands(commands)
+    stream = encode_commands(commands, slots)
     _check_u32("stream_bytes", len(stream))
     header = pack_header(_CMD_HEADER, CMD_HEADER_FIELDS, {
         "magic": CMD_MAGIC, "version_major": FORMAT_MAJOR, "version_minor": FORMAT_MINOR,
@@ -234,8 +241,6 @@ def read_cmd_file(data: bytes, path: str = "npu_cmd.bin") -> CmdFile:
     if hb + sb != len(data):
         raise FormatError(f"{path}: header field stream_bytes = {sb} but the file holds "
                           f"{len(data) - hb} bytes after the header (truncated or padded)")
-    if sb % 4:
-        raise FormatError(f"{path}: header field stream_bytes = {sb} not a multiple of 4")
     for name in ("act_arena_bytes", "input_bytes", "output_bytes"):
         if h[name] > spec.REGION_OFFSET_MASK + 1:
             raise FormatError(f"{path}: header field {name} = {h[name]} exceeds a DRAM region "
@@ -245,10 +250,10 @@ def read_cmd_file(data: bytes, path: str = "npu_cmd.bin") -> CmdFile:
     if crc != h["stream_crc32"]:
         raise FormatError(f"{path}: header field stream_crc32 is {h['stream_crc32']:#010x}, "
                           f"stream gives {crc:#010x} (corrupted command stream)")
-    if h["n_commands"] > sb // 4:
+    if h["n_commands"] > sb:
         raise FormatError(f"{path}: header field n_commands = {h['n_commands']} cannot fit in "
                           f"{sb} stream bytes")
-    cmds = decode_commands(stream, path)
+    cmds, offsets, slots = decode_stream(stream, path)
     if len(cmds) != h["n_commands"]:
         raise FormatError(f"{path}: header field n_commands = {h['n_commands']} but the stream "
                           f"holds {len(cmds)} commands")
@@ -260,4 +265,4 @@ def read_cmd_file(data: bytes, path: str = "npu_cmd.bin") -> CmdFile:
                    sram_bytes=h["sram_bytes"], act_arena_bytes=h["act_arena_bytes"],
                    input_bytes=h["input_bytes"], output_bytes=h["output_bytes"],
                    tool_version=h["tool_version"], stream_crc32=h["stream_crc32"],
-                   commands=tuple(cmds))
+                   commands=tuple(cmds), offsets=tuple(offsets), slots=tuple(slots))

@@ -33,7 +33,7 @@ WEIGHT_MAGIC = b"TNPW"
 
 WEIGHT_HEADER_FIELDS: tuple[HeaderField, ...] = (
     ("magic", "4s", 'b"TNPW"'),
-    ("version_major", "H", "format major version (1); readers reject other majors"),
+    ("version_major", "H", "format major version (2); readers reject other majors"),
     ("version_minor", "H", "format minor version (0); readers accept any minor"),
     ("header_bytes", "I", "header size, a multiple of 64 (64)"),
     ("n_layers", "I", "entries in the layer table"),

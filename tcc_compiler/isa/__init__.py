@@ -30,8 +30,8 @@ from tcc_compiler.isa.commands import (  # noqa: F401
     Space,
 )
 from tcc_compiler.isa.codec import (  # noqa: F401
-    decode_command,
     decode_commands,
+    decode_stream,
     encode_command,
     encode_commands,
 )

@@ -48,7 +48,7 @@ def format_command(cmd: Command) -> str:
 
 def disassemble(cmds: Sequence[Command],
                 comments: Sequence[str | None] | Mapping[int, str] | None = None,
-                base_offset: int = 0) -> str:
+                base_offset: int = 0, offsets: Sequence[int] | None = None) -> str:
     """Disassemble a command list to text, one line per command.
 
     Args:
@@ -57,6 +57,8 @@ def disassemble(cmds: Sequence[Command],
             ``cmds`` or a mapping index -> text); None/empty entries print no comment.
         base_offset: byte offset of the first command (e.g. 64 to show file offsets of
             npu_cmd.bin instead of stream offsets).
+        offsets: stream byte offset of each command as decoded from a file (None: re-encode
+            ``cmds`` with encoder-chosen history slots to find them).
 
     Returns:
         The listing, lines joined by "\\n" with a trailing newline (empty string for no commands).
@@ -66,7 +68,9 @@ def disassemble(cmds: Sequence[Command],
     elif not isinstance(comments, Mapping):
         comments = dict(enumerate(comments))
     lines = []
-    for i, (off, cmd) in enumerate(zip(command_offsets(cmds), cmds)):
+    if offsets is None:
+        offsets = command_offsets(cmds)
+    for i, (off, cmd) in enumerate(zip(offsets, cmds)):
         line = f"{base_offset + off:#08x}  {format_command(cmd)}"
         note = comments.get(i)
         if note:

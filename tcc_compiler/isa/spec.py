@@ -5,10 +5,13 @@ decoder and disassembler (:mod:`tcc_compiler.isa.codec`, :mod:`tcc_compiler.isa.
 command dataclasses (:mod:`tcc_compiler.isa.commands`, checked against the table at import) and
 the generated tables in ``specs/isa.md`` (``tools/gen_isa_doc.py``) are all driven by it.
 
-Encoding (little-endian): every command is a whole number of 32-bit words. Word 0 is the header
-(:data:`HEADER_BITS`: opcode, length in words, three 3-bit wait fields). The payload follows with
-the fields packed in table order, each naturally aligned (offset a multiple of its size), padded
-with reserved zero bytes where alignment needs it and at the end up to a word boundary.
+Encoding (format 2, "register-history" encoding, see specs/isa.md): every command is a control
+byte (:data:`CONTROL_BITS`: 4-bit opcode, 2-bit history slot, W and F flags), an optional 16-bit
+wait word (:data:`WAIT_WORD_BITS`), optional 2-bit field codes (:class:`FieldCode`) and one
+zigzag LEB128 delta per explicit field. The command parser keeps, per (opcode, slot), the last
+two values of every field, so a field that repeats, continues its stride or ping-pongs between
+two buffers costs no bytes: a tile loop in steady state is one byte per command. Fields keep
+their table type, which bounds every value on encode and on decode.
 
 The same module defines the other hardware-visible formats the commands refer to: DRAM address
 regions (:class:`Region`) and the 16-byte per-output-channel conv parameter record
@@ -18,7 +21,7 @@ regions (:class:`Region`) and the 16-byte per-output-channel conv parameter reco
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -147,18 +150,14 @@ class Field:
 
 @dataclass(frozen=True)
 class CommandSpec:
-    """One command of the NPU: opcode, queue, fields, and the derived byte layout.
+    """One command of the NPU: opcode, queue and fields (the payload is history-encoded).
 
     Attributes:
         name: mnemonic ("DMA_LOAD").
-        opcode: header bits 0-7.
+        opcode: control-byte bits 0-3 (1..15).
         queue: queue it is dispatched to.
-        fields: payload fields in packing order.
+        fields: payload fields in table order (the order of codes and explicit deltas).
         doc: one-paragraph semantics (rendered into specs/isa.md).
-        offsets: byte offset of each field from the start of the command (header included).
-        length_words: command length in 32-bit words, header included.
-        struct_format: :mod:`struct` format of the whole payload ("<" + fields + "x" pads).
-        pad_ranges: (start, end) byte ranges of reserved padding, from the command start.
     """
 
     name: str
@@ -166,42 +165,37 @@ class CommandSpec:
     queue: Queue
     fields: tuple[Field, ...]
     doc: str
-    offsets: tuple[int, ...] = field(default=(), compare=False)
-    length_words: int = field(default=0, compare=False)
-    struct_format: str = field(default="", compare=False)
-    pad_ranges: tuple[tuple[int, int], ...] = field(default=(), compare=False)
-
-    @property
-    def length_bytes(self) -> int:
-        """Command length in bytes, header included."""
-        return 4 * self.length_words
 
     @property
     def field_names(self) -> tuple[str, ...]:
-        """Names of the payload fields in packing order."""
+        """Names of the payload fields in table order."""
         return tuple(f.name for f in self.fields)
+
+    @property
+    def code_bytes(self) -> int:
+        """Bytes of 2-bit field codes when the F flag is set: ceil(2 * fields / 8)."""
+        return (2 * len(self.fields) + 7) // 8
+
+    @property
+    def max_bytes(self) -> int:
+        """Longest encoding: control byte, wait word, codes and every field explicit."""
+        return 3 + self.code_bytes + sum(varint_max_bytes(f.type) for f in self.fields)
+
+
+def varint_max_bytes(t: FieldType) -> int:
+    """Longest zigzag LEB128 encoding of a delta between two values of type ``t``.
+
+    The delta lies in [min - max, max - min], i.e. needs ``8 * size + 1`` bits signed; zigzag
+    maps it to an unsigned value of that many bits, 7 bits per LEB128 byte.
+    """
+    return (8 * t.size_bytes + 1 + 6) // 7
 
 
 def _command(name: str, opcode: int, queue: Queue, fields: list[tuple], doc: str) -> CommandSpec:
-    """Build a :class:`CommandSpec`, laying out ``fields`` (name, type, doc[, display])."""
-    flds = tuple(Field(*f) for f in fields)
-    pos = 4                                   # payload starts after the header word
-    offsets, fmt, pads = [], ["<"], []
-    for f in flds:
-        size = f.type.size_bytes
-        aligned = -(-pos // size) * size
-        if aligned > pos:
-            fmt.append(f"{aligned - pos}x")
-            pads.append((pos, aligned))
-        offsets.append(aligned)
-        fmt.append(f.type.struct_char)
-        pos = aligned + size
-    end = -(-pos // 4) * 4
-    if end > pos:
-        fmt.append(f"{end - pos}x")
-        pads.append((pos, end))
-    return CommandSpec(name, opcode, queue, flds, doc, tuple(offsets), end // 4, "".join(fmt),
-                       tuple(pads))
+    """Build a :class:`CommandSpec` from ``fields`` given as (name, type, doc[, display])."""
+    if not 1 <= opcode <= 15:
+        raise InternalError(f"isa: {name}: opcode {opcode} does not fit 4 bits (1..15)")
+    return CommandSpec(name, opcode, queue, tuple(Field(*f) for f in fields), doc)
 
 
 _DMA_FIELDS = [
@@ -219,13 +213,13 @@ _DMA_DOC = ("for i2 in range(n2): for i1 in range(n1): copy run_bytes bytes betw
             "dram + i2*dram_stride2 + i1*dram_stride1 and sram + i2*sram_stride2 + "
             "i1*sram_stride1. The DRAM region must not change within a transfer.")
 
-DMA_LOAD = _command("DMA_LOAD", 0x01, Queue.LOAD, _DMA_FIELDS,
+DMA_LOAD = _command("DMA_LOAD", 0x1, Queue.LOAD, _DMA_FIELDS,
                     "Copy DRAM -> SRAM with a two-level strided pattern: " + _DMA_DOC)
-DMA_STORE = _command("DMA_STORE", 0x02, Queue.STORE, _DMA_FIELDS,
+DMA_STORE = _command("DMA_STORE", 0x2, Queue.STORE, _DMA_FIELDS,
                      "Copy SRAM -> DRAM with a two-level strided pattern: " + _DMA_DOC
                      + " The WEIGHTS region is read-only.")
 
-CONV_CFG = _command("CONV_CFG", 0x10, Queue.COMPUTE, [
+CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
     ("kh", U8, "kernel height"),
     ("kw", U8, "kernel width"),
     ("sh", U8, "stride along H"),
@@ -243,7 +237,7 @@ CONV_CFG = _command("CONV_CFG", 0x10, Queue.COMPUTE, [
     ("act_hi", I8, "output clamp high bound"),
 ], "Set the conv layer registers used by the following CONV_TILE commands.")
 
-CONV_TILE = _command("CONV_TILE", 0x11, Queue.COMPUTE, [
+CONV_TILE = _command("CONV_TILE", 0x4, Queue.COMPUTE, [
     ("in_sram", U32, "input tile int8 [in_h, in_w, in_c] (NHWC)", Display.SRAM),
     ("w_sram", U32, "weights int8 [oc, kh, kw, cin_g] (OHWI)", Display.SRAM),
     ("p_sram", U32, "oc parameter records of 16 bytes", Display.SRAM),
@@ -264,7 +258,7 @@ CONV_TILE = _command("CONV_TILE", 0x11, Queue.COMPUTE, [
    "zp_in, weights, groups = in_c / cin_g); out_mode 0 -> conv_epilogue (requantize, optional "
    "shortcut, clamp) to int8; out_mode 1 -> acc + bias as int32.")
 
-POOL_CFG = _command("POOL_CFG", 0x12, Queue.COMPUTE, [
+POOL_CFG = _command("POOL_CFG", 0x5, Queue.COMPUTE, [
     ("kind", U8, "0 = max, 1 = average"),
     ("kh", U8, "window height"),
     ("kw", U8, "window width"),
@@ -276,7 +270,7 @@ POOL_CFG = _command("POOL_CFG", 0x12, Queue.COMPUTE, [
     ("mult", U32, "requantization multiplier, divisor folded in (average only)"),
 ], "Set the pooling registers used by the following POOL_TILE commands.")
 
-POOL_TILE = _command("POOL_TILE", 0x13, Queue.COMPUTE, [
+POOL_TILE = _command("POOL_TILE", 0x6, Queue.COMPUTE, [
     ("in_sram", U32, "input tile int8 [in_h, in_w, c]", Display.SRAM),
     ("out_sram", U32, "output tile int8 [out_h, out_w, c]", Display.SRAM),
     ("in_h", U16, "input tile height"),
@@ -291,7 +285,7 @@ POOL_TILE = _command("POOL_TILE", 0x13, Queue.COMPUTE, [
 ], "Pool one tile with the current POOL_CFG: max pooling (pads hold -128) or average pooling "
    "(pads contribute 0, divisor folded into mult/shift).")
 
-ADD_CFG = _command("ADD_CFG", 0x14, Queue.COMPUTE, [
+ADD_CFG = _command("ADD_CFG", 0x7, Queue.COMPUTE, [
     ("zp_a", I8, "zero point of input a"),
     ("zp_b", I8, "zero point of input b"),
     ("zp_out", I8, "output zero point"),
@@ -302,14 +296,14 @@ ADD_CFG = _command("ADD_CFG", 0x14, Queue.COMPUTE, [
     ("mult_b", U32, "multiplier of b"),
 ], "Set the element-wise add registers used by the following ADD_TILE commands.")
 
-ADD_TILE = _command("ADD_TILE", 0x15, Queue.COMPUTE, [
+ADD_TILE = _command("ADD_TILE", 0x8, Queue.COMPUTE, [
     ("a_sram", U32, "input a int8 [n]", Display.SRAM),
     ("b_sram", U32, "input b int8 [n]", Display.SRAM),
     ("out_sram", U32, "output int8 [n]", Display.SRAM),
     ("n", U32, "elements"),
 ], "Element-wise quantized add of n int8 elements with the current ADD_CFG.")
 
-END = _command("END", 0xFF, Queue.CONTROL, [],
+END = _command("END", 0xF, Queue.CONTROL, [],
                "End of program: waits until all queues have drained. Must be the last command.")
 
 #: The command set, in opcode order.
@@ -320,15 +314,35 @@ BY_OPCODE: dict[int, CommandSpec] = {c.opcode: c for c in COMMANDS}
 #: mnemonic -> spec.
 BY_NAME: dict[str, CommandSpec] = {c.name: c for c in COMMANDS}
 
-#: Header word bit fields: (name, first bit, width in bits, doc).
-HEADER_BITS: tuple[tuple[str, int, int, str], ...] = (
-    ("opcode", 0, 8, "command opcode"),
-    ("length", 8, 8, "command length in 32-bit words, header included"),
-    ("wait_load", 16, 3, "wait until LOAD has <= n outstanding earlier commands; 7 = no wait"),
-    ("wait_compute", 19, 3, "same for the COMPUTE queue"),
-    ("wait_store", 22, 3, "same for the STORE queue"),
-    ("reserved", 25, 7, "reserved, 0"),
+#: Control byte bit fields (byte 0 of every command): (name, first bit, width in bits, doc).
+CONTROL_BITS: tuple[tuple[str, int, int, str], ...] = (
+    ("opcode", 0, 4, "command opcode (1..15)"),
+    ("slot", 4, 2, "history slot 0..3: which register history of this opcode the fields "
+                   "are coded against (e.g. one per DMA stream: input, weights, params)"),
+    ("W", 6, 1, "1 = a 16-bit wait word follows; 0 = reuse the slot's last waits "
+                "(initially 7, 7, 7)"),
+    ("F", 7, 1, "1 = field codes follow; 0 = reuse the slot's last codes (initially all KEEP)"),
 )
+#: Wait word bit fields (u16 little-endian, present when W = 1).
+WAIT_WORD_BITS: tuple[tuple[str, int, int, str], ...] = (
+    ("wait_load", 0, 3, "wait until LOAD has <= n outstanding earlier commands; 7 = no wait"),
+    ("wait_compute", 3, 3, "same for the COMPUTE queue"),
+    ("wait_store", 6, 3, "same for the STORE queue"),
+    ("reserved", 9, 7, "reserved, 0"),
+)
+#: History slots per opcode.
+N_SLOTS = 4
+
+
+class FieldCode(enum.IntEnum):
+    """How a field's value follows from the slot's history (prev = last value, prev2 = the one
+    before; both start at 0). Codes are 2 bits per field, field i at bits 2i..2i+1, LSB first."""
+
+    KEEP = 0       # value = prev
+    STEP = 1       # value = prev + (prev - prev2): continue a constant stride
+    SWAP = 2       # value = prev2: ping-pong between two buffers
+    EXPLICIT = 3   # value = prev + delta, delta a zigzag LEB128 varint that follows
+
 
 # CONV_CFG register values with a fixed meaning.
 OUT_MODE_INT8 = 0

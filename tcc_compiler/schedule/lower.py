@@ -4,8 +4,18 @@ and the packed weight binary.
 Per op: a configuration command, then per tile the loads (input tile with halo, weight and
 parameter block when they change, shortcut tile), the compute command and the store. SRAM
 buffers are double-buffered; every command's wait fields are derived from the exact buffer
-it touches (:class:`WaitTracker`), so DMA of tile i+1 overlaps compute of tile i. Ops are
-separated by a barrier (the first load of an op waits for all earlier compute and stores).
+it touches (:class:`WaitTracker`), so DMA of tile i+1 overlaps compute of tile i.
+
+Ops are not separated by a barrier. Consecutive ops take their SRAM buffers from opposite ends
+of the SRAM (:class:`SramAllocator`), and the first command writing a buffer waits only for the
+compute and store of the latest earlier op whose buffers overlap it (:meth:`Lowering._free`).
+An activation load (input, shortcut, add operand) waits for the latest store whose DRAM byte
+extent overlaps its own (:meth:`Lowering._load`), so a layer's first tiles start as soon as
+the rows they read are stored, not when the whole previous layer has finished; weight and
+parameter loads read the read-only WEIGHTS region and need no such wait, so the next layer's
+weights stream in while the current layer computes. DRAM write-after-read is ordered by the
+queues: a layer's first store follows its first compute, which waits for a load that the
+in-order LOAD queue runs after every earlier layer's loads.
 """
 
 from __future__ import annotations
@@ -107,10 +117,18 @@ class Program:
     inputs: list[IoTensor]
     outputs: list[IoTensor]
     layers: list[LayerInfo] = field(default_factory=list)
+    slots: list[int] = field(default_factory=list)
+
+
+SLOT_INPUT, SLOT_WEIGHTS, SLOT_PARAMS, SLOT_SHORTCUT = 0, 1, 2, 3
 
 
 class WaitTracker:
     """Builds commands with wait fields that order them after specific earlier commands.
+
+    Each command also gets a history slot for the encoder (specs/isa.md): one per DMA stream
+    (:data:`SLOT_INPUT`, :data:`SLOT_WEIGHTS`, :data:`SLOT_PARAMS`, :data:`SLOT_SHORTCUT`), so
+    each stream's addresses advance by a constant stride in its own history and cost no bytes.
 
     A dependency on command k of queue q becomes ``wait_q = n_q - 1 - k`` ("at most that many
     of q's earlier commands may still run"), clamped to 6 (waiting longer is always safe).
@@ -122,8 +140,10 @@ class WaitTracker:
         self.count = {q: 0 for q in self.QUEUES}
         self.cmds: list[C.Command] = []
         self.comments: list[str] = []
+        self.slots: list[int] = []
 
-    def emit(self, cls, deps: list[tuple[Queue, int] | None], comment: str, **fields):
+    def emit(self, cls, deps: list[tuple[Queue, int] | None], comment: str,
+             slot: int = 0, **fields):
         """Append a command of class ``cls`` waiting for ``deps``; return (queue, index)."""
         waits = {q: WAIT_NONE for q in self.QUEUES}
         for d in deps:
@@ -138,6 +158,7 @@ class WaitTracker:
                   wait_store=waits[Queue.STORE], **fields)
         self.cmds.append(cmd)
         self.comments.append(comment)
+        self.slots.append(slot)
         q = cmd.queue
         if q in self.count:
             idx = self.count[q]
@@ -179,17 +200,34 @@ def _hwc(v: Value) -> tuple[int, int, int]:
 
 
 class SramAllocator:
-    """Bump allocator of one op's SRAM buffers (reset per op), aligned."""
+    """Bump allocator of one op's SRAM buffers, aligned; upwards from address 0 or, with
+    ``from_top``, downwards from the end of the SRAM (so consecutive ops use opposite ends and
+    their buffers overlap only when together they exceed the SRAM).
 
-    def __init__(self, size: int, align: int):
-        self.size, self.align, self.top = size, align, 0
+    Attributes:
+        top: bytes used so far (the op's SRAM footprint, for the report).
+        lo, hi: the SRAM byte interval [lo, hi) the op's buffers cover.
+    """
+
+    def __init__(self, size: int, align: int, from_top: bool = False):
+        self.size, self.align, self.top, self.from_top = size, align, 0, from_top
+        self.lo = self.hi = size if from_top else 0
 
     def alloc(self, nbytes: int, what: str) -> int:
-        """Reserve ``nbytes``; return the SRAM offset."""
-        off = self.top
-        self.top = align_up(off + max(nbytes, 1), self.align)
+        """Reserve ``nbytes``; return the SRAM offset.
+
+        Raises:
+            InternalError: the op's buffers exceed the SRAM (the tile planner checks first).
+        """
+        n = align_up(max(nbytes, 1), self.align)
+        self.top += n
         if self.top > self.size:
             raise InternalError(f"SRAM overflow allocating {what}: {self.top} > {self.size}")
+        if self.from_top:
+            self.lo -= n
+            return self.lo
+        off = self.hi
+        self.hi += n
         return off
 
 
@@ -205,6 +243,11 @@ class Lowering:
         self.tensors: dict[int, Tensor] = {}
         self.layers: list[LayerInfo] = []
         self.sram_peak = 0
+        # (lo, hi, last compute, last store) of every lowered op's SRAM buffers
+        self.sram_hist: list[tuple[int, int, tuple | None, tuple | None]] = []
+        # per DRAM region: (lo, hi, store) byte extents written by the stores so far
+        self.stored: dict[int, list[tuple[int, int, tuple]]] = {}
+        self._freed: set[int] = set()        # buffers of the current op already waited for
 
     # ---- DRAM planning --------------------------------------------------------------------
     def plan_dram(self) -> tuple[int, int, int, list[IoTensor], list[IoTensor]]:
@@ -304,10 +347,58 @@ class Lowering:
         self.w.emit(C.End, [], "end")
         return Program(self.w.cmds, self.w.comments, self.wf.build(self.tool_version),
                        self.sram_peak, max(arena, self.t.dram_align_bytes), in_bytes,
-                       out_bytes, ins, outs, self.layers)
+                       out_bytes, ins, outs, self.layers, self.w.slots)
 
-    def _barrier(self) -> list:
-        return [self.w.last(Queue.COMPUTE), self.w.last(Queue.STORE)]
+    def _begin_op(self) -> SramAllocator:
+        """Start an op: its SRAM allocator (alternating ends) and its DRAM dependency."""
+        self._freed = set()
+        return SramAllocator(self.t.sram_bytes, self.t.sram_align_bytes,
+                             from_top=len(self.sram_hist) % 2 == 1)
+
+    def _end_op(self, sa: SramAllocator) -> None:
+        """Record the op's SRAM interval and its last compute and store commands."""
+        self.sram_peak = max(self.sram_peak, sa.top)
+        self.sram_hist.append((sa.lo, sa.hi, self.w.last(Queue.COMPUTE),
+                               self.w.last(Queue.STORE)))
+
+    @staticmethod
+    def _extent(f: dict) -> tuple[int, int, int]:
+        """(region, first byte, end byte) of the DRAM bytes a DMA with fields ``f`` touches."""
+        region, lo = int(f["dram"]) >> 30, int(f["dram"]) & ((1 << 30) - 1)
+        hi = lo + (f["n2"] - 1) * f["dram_stride2"] + (f["n1"] - 1) * f["dram_stride1"] \
+            + f["run_bytes"]
+        return region, lo, hi
+
+    def _load(self, deps: list, comment: str, slot: int = 0, **f):
+        """Emit an activation DMA_LOAD that also waits for the latest store overlapping the
+        DRAM bytes it reads (read-after-write through DRAM)."""
+        region, lo, hi = self._extent(f)
+        dep = None
+        for s_lo, s_hi, st in reversed(self.stored.get(region, ())):
+            if s_lo < hi and lo < s_hi:
+                dep = st
+                break
+        return self.w.emit(C.DmaLoad, deps + [dep], comment, slot=slot, **f)
+
+    def _store(self, deps: list, comment: str, **f):
+        """Emit a DMA_STORE and record the DRAM extent it writes (see :meth:`_load`)."""
+        st = self.w.emit(C.DmaStore, deps, comment, **f)
+        region, lo, hi = self._extent(f)
+        self.stored.setdefault(region, []).append((lo, hi, st))
+        return st
+
+    def _free(self, off: int, nbytes: int) -> list:
+        """Dependencies before the current op first writes SRAM [off, off + nbytes): the last
+        compute and the last store of the latest earlier op whose buffers overlap it (queues
+        run in order, so older overlapping ops are covered). Empty after the first call for
+        the same buffer."""
+        if off in self._freed:
+            return []
+        self._freed.add(off)
+        for lo, hi, comp, store in reversed(self.sram_hist):
+            if lo < off + max(nbytes, 1) and off < hi:
+                return [comp, store]
+        return []
 
     def _conv_geom(self, n: Node) -> ConvGeom:
         x, out = n.inputs[0], n.output
@@ -331,9 +422,9 @@ class Lowering:
         w_off, p_off = self.wf.add_layer(n.name, LayerKind.FC if n.op is Op.FC
                                          else LayerKind.CONV, wq.tobytes(), params)
         info.weight_bytes = wq.nbytes + len(params)
-        xin = self.tensors[id(self._root(n.inputs[0]))]
+        xin = self.tensors[id(n.inputs[0])]  # a view has its own NHWC dims
         xout = self.tensors[id(n.output)]
-        xsc = self.tensors[id(self._root(n.input(3)))] if g.has_shortcut else None
+        xsc = self.tensors[id(n.input(3))] if g.has_shortcut else None
         kw_bytes = g.kh * g.kw * g.cin_g
         cfg = dict(kh=g.kh, kw=g.kw, sh=g.sh, sw=g.sw, dh=g.dh, dw=g.dw,
                    out_mode=1 if q.out_int32 else 0, flags=1 if g.has_shortcut else 0,
@@ -348,7 +439,7 @@ class Lowering:
         order = ([(s, b) for s in spatial for b in blocks] if plan.order == "spatial"
                  else [(s, b) for b in blocks for s in spatial])
         # SRAM buffers (max tile sizes)
-        sa = SramAllocator(self.t.sram_bytes, self.t.sram_align_bytes)
+        sa = self._begin_op()
         iy0, iy1, _, _ = g.in_rows(0, plan.rows)
         ix0, ix1, _, _ = g.in_cols(0, plan.cols)
         c0, c1 = g.in_channels(0, plan.ocb)
@@ -362,10 +453,11 @@ class Lowering:
         out_tile = plan.rows * plan.cols * plan.ocb
         out_slots = [sa.alloc(out_tile * g.out_elem_bytes, "output") for _ in range(2)]
         sc_slots = [sa.alloc(out_tile, "shortcut") for _ in range(2)] if g.has_shortcut else []
-        self.sram_peak = max(self.sram_peak, sa.top)
         info.sram_bytes = sa.top
+        w_bytes = plan.ocb * kw_bytes
+        p_bytes = plan.ocb * PARAM_RECORD_BYTES
+        out_bytes = out_tile * g.out_elem_bytes
 
-        barrier = self._barrier()
         last_read = {}    # slot key -> compute (queue, idx) that last read it
         last_write = {}   # slot key -> load (queue, idx) that last wrote it
         last_store = {}   # out slot -> store that last read it
@@ -378,44 +470,42 @@ class Lowering:
             box = self._in_box(g, s, b)
             iy0, iy1, ix0, ix1, cc0, cc1, _, pads = box
             in_key = (iy0, iy1, ix0, ix1, cc0, cc1)
-            if in_key != cur_in:
-                in_slot = n_in % 2
-                n_in += 1
-                key = ("in", in_slot)
-                deps = [last_read.get(key)] + barrier
-                barrier = []
-                last_write[key] = self.w.emit(
-                    C.DmaLoad, deps, label + " input",
-                    **_dma_fields(xin, iy0, iy1, ix0, ix1, cc0, cc1, in_slots[in_slot]))
-                cur_in = in_key
-            if b != cur_w:
+            if b != cur_w:  # weights first: they need no DRAM wait and prefetch early
                 w_slot = n_w % nwb
                 n_w += 1
                 key = ("w", w_slot)
-                deps = [last_read.get(key)] + barrier
-                barrier = []
+                deps = [last_read.get(key)] + self._free(w_slots[w_slot], w_bytes)
                 nb_w = (o1 - o0) * kw_bytes
-                self.w.emit(C.DmaLoad, deps, label + " weights",
+                self.w.emit(C.DmaLoad, deps, label + " weights", slot=SLOT_WEIGHTS,
                             dram=dram_address(Region.WEIGHTS, w_off + o0 * kw_bytes),
                             sram=w_slots[w_slot], run_bytes=nb_w, n1=1, n2=1, dram_stride1=0,
                             dram_stride2=0, sram_stride1=0, sram_stride2=0)
                 last_write[key] = self.w.emit(
-                    C.DmaLoad, [], label + " params",
+                    C.DmaLoad, self._free(p_slots[w_slot], p_bytes), label + " params",
+                    slot=SLOT_PARAMS,
                     dram=dram_address(Region.WEIGHTS, p_off + o0 * PARAM_RECORD_BYTES),
                     sram=p_slots[w_slot], run_bytes=(o1 - o0) * PARAM_RECORD_BYTES, n1=1, n2=1,
                     dram_stride1=0, dram_stride2=0, sram_stride1=0, sram_stride2=0)
                 cur_w = b
+            if in_key != cur_in:
+                in_slot = n_in % 2
+                n_in += 1
+                key = ("in", in_slot)
+                deps = [last_read.get(key)] + self._free(in_slots[in_slot], max_in)
+                last_write[key] = self._load(
+                    deps, label + " input",
+                    **_dma_fields(xin, iy0, iy1, ix0, ix1, cc0, cc1, in_slots[in_slot]))
+                cur_in = in_key
             slot = i % 2
             sc_dep = None
             if g.has_shortcut:
                 key = ("sc", slot)
-                sc_dep = self.w.emit(C.DmaLoad, [last_read.get(key)] + barrier,
-                                     label + " shortcut",
+                sc_dep = self._load([last_read.get(key)] + self._free(sc_slots[slot], out_tile),
+                                    label + " shortcut", slot=SLOT_SHORTCUT,
                                      **_dma_fields(xsc, y0, y1, x0, x1, o0, o1, sc_slots[slot]))
-                barrier = []
                 last_write[key] = sc_dep
             deps = [last_write.get(("in", in_slot)), last_write.get(("w", w_slot)), sc_dep,
-                    last_store.get(slot)]
+                    last_store.get(slot)] + self._free(out_slots[slot], out_bytes)
             comp = self.w.emit(
                 C.ConvTile, deps, label,
                 in_sram=in_slots[in_slot], w_sram=w_slots[w_slot], p_sram=p_slots[w_slot],
@@ -426,10 +516,11 @@ class Lowering:
             last_read[("w", w_slot)] = comp
             if g.has_shortcut:
                 last_read[("sc", slot)] = comp
-            last_store[slot] = self.w.emit(
-                C.DmaStore, [comp], label + " output",
+            last_store[slot] = self._store(
+                [comp], label + " output",
                 **_dma_fields(xout, y0, y1, x0, x1, o0, o1, out_slots[slot]))
             info.tiles += 1
+        self._end_op(sa)
         info.macs = g.oh * g.ow * g.o * g.kh * g.kw * g.cin_g
         info.plan = (f"{plan.rows}x{plan.cols}x{plan.ocb} tiles, {plan.order} order, "
                      f"{len(spatial)} spatial x {len(blocks)} channel blocks")
@@ -462,45 +553,46 @@ class Lowering:
         self.w.emit(C.PoolCfg, [], label, kind=0 if n.op is Op.MAXPOOL else 1, kh=k[0],
                     kw=k[1], sh=s[0], sw=s[1], zp_in=p.zp_in, zp_out=p.zp_out, shift=p.shift,
                     mult=p.mult)
-        xin = self.tensors[id(self._root(x))]
+        xin = self.tensors[id(x)]
         xout = self.tensors[id(n.output)]
         spatial = [(y0, min(y0 + plan.rows, oh), x0, min(x0 + plan.cols, ow))
                    for y0 in range(0, oh, plan.rows) for x0 in range(0, ow, plan.cols)]
         blocks = [(o0, min(o0 + plan.ocb, c)) for o0 in range(0, c, plan.ocb)]
-        sa = SramAllocator(self.t.sram_bytes, self.t.sram_align_bytes)
+        sa = self._begin_op()
         max_in = max(self._in_box(g, sp, bl)[6] for sp in spatial[:2] for bl in blocks[:1])
         iy0, iy1, _, _ = g.in_rows(0, plan.rows)
         ix0, ix1, _, _ = g.in_cols(0, plan.cols)
         max_in = max(max_in, (iy1 - iy0) * (ix1 - ix0) * plan.ocb)
         in_slots = [sa.alloc(max_in, "input") for _ in range(2)]
-        out_slots = [sa.alloc(plan.rows * plan.cols * plan.ocb, "output") for _ in range(2)]
-        self.sram_peak = max(self.sram_peak, sa.top)
+        out_tile = plan.rows * plan.cols * plan.ocb
+        out_slots = [sa.alloc(out_tile, "output") for _ in range(2)]
         info.sram_bytes = sa.top
-        barrier = self._barrier()
         last_read, last_store = {}, {}
         for i, (sp, bl) in enumerate((sp, bl) for sp in spatial for bl in blocks):
             y0, y1, x0, x1 = sp
             iy0, iy1, ix0, ix1, c0, c1, _, pd = self._in_box(g, sp, bl)
             slot = i % 2
-            ld = self.w.emit(C.DmaLoad, [last_read.get(slot)] + barrier, label + " input",
+            ld = self._load([last_read.get(slot)] + self._free(in_slots[slot], max_in),
+                            label + " input",
                              **_dma_fields(xin, iy0, iy1, ix0, ix1, c0, c1, in_slots[slot]))
-            barrier = []
-            comp = self.w.emit(C.PoolTile, [ld, last_store.get(slot)], label,
+            comp = self.w.emit(C.PoolTile, [ld, last_store.get(slot)]
+                               + self._free(out_slots[slot], out_tile), label,
                                in_sram=in_slots[slot], out_sram=out_slots[slot],
                                in_h=iy1 - iy0, in_w=ix1 - ix0, c=c1 - c0, out_h=y1 - y0,
                                out_w=x1 - x0, pad_t=pd[0], pad_l=pd[1], pad_b=pd[2],
                                pad_r=pd[3])
             last_read[slot] = comp
-            last_store[slot] = self.w.emit(C.DmaStore, [comp], label + " output",
+            last_store[slot] = self._store([comp], label + " output",
                                            **_dma_fields(xout, y0, y1, x0, x1, bl[0], bl[1],
                                                          out_slots[slot]))
             info.tiles += 1
+        self._end_op(sa)
         info.plan = (f"{plan.rows}x{plan.cols}x{plan.ocb} tiles, {len(spatial)} spatial x "
                      f"{len(blocks)} channel blocks")
 
     def _add(self, n: Node, info: LayerInfo) -> None:
         a, b = n.inputs[0], n.inputs[1]
-        ta, tb = self.tensors[id(self._root(a))], self.tensors[id(self._root(b))]
+        ta, tb = self.tensors[id(a)], self.tensors[id(b)]
         to = self.tensors[id(n.output)]
         total = ta.nbytes
         blk = plan_channels(3, total, self.t.sram_bytes)
@@ -509,11 +601,9 @@ class Lowering:
         self.w.emit(C.AddCfg, [], label, zp_a=p.zp_a, zp_b=p.zp_b, zp_out=p.zp_out,
                     act_lo=p.act_lo, act_hi=p.act_hi, shift=p.shift, mult_a=p.mult_a,
                     mult_b=p.mult_b)
-        sa = SramAllocator(self.t.sram_bytes, self.t.sram_align_bytes)
+        sa = self._begin_op()
         sl = [[sa.alloc(blk, "add") for _ in range(3)] for _ in range(2)]
-        self.sram_peak = max(self.sram_peak, sa.top)
         info.sram_bytes = sa.top
-        barrier = self._barrier()
         last_read, last_store = {}, {}
         for i, e0 in enumerate(range(0, total, blk)):
             e1 = min(total, e0 + blk)
@@ -521,16 +611,18 @@ class Lowering:
             sa_, sb_, so_ = sl[slot]
             flat = dict(n1=1, n2=1, dram_stride1=0, dram_stride2=0, sram_stride1=0,
                         sram_stride2=0, run_bytes=e1 - e0)
-            self.w.emit(C.DmaLoad, [last_read.get(slot)] + barrier, label + " a",
-                        dram=ta.addr(e0), sram=sa_, **flat)
-            barrier = []
-            ld = self.w.emit(C.DmaLoad, [], label + " b", dram=tb.addr(e0), sram=sb_, **flat)
-            comp = self.w.emit(C.AddTile, [ld, last_store.get(slot)], label, a_sram=sa_,
+            self._load([last_read.get(slot)] + self._free(sa_, blk), label + " a",
+                       dram=ta.addr(e0), sram=sa_, **flat)
+            ld = self._load(self._free(sb_, blk), label + " b", slot=SLOT_SHORTCUT,
+                            dram=tb.addr(e0), sram=sb_, **flat)
+            comp = self.w.emit(C.AddTile, [ld, last_store.get(slot)] + self._free(so_, blk),
+                               label, a_sram=sa_,
                                b_sram=sb_, out_sram=so_, n=e1 - e0)
             last_read[slot] = comp
-            last_store[slot] = self.w.emit(C.DmaStore, [comp], label + " output",
+            last_store[slot] = self._store([comp], label + " output",
                                            dram=to.addr(e0), sram=so_, **flat)
             info.tiles += 1
+        self._end_op(sa)
         info.plan = f"{info.tiles} chunks of {blk} elements"
 
 

@@ -1,0 +1,69 @@
+"""Summarise a compiled folder: both binaries (sections, sizes, checksums, per-layer weight
+bytes), the estimated latency beside the roofline bound, and the per-layer performance table."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections import Counter
+from pathlib import Path
+
+NAME = "inspect"
+HELP = "summarise npu_cmd.bin, quantized_network.bin and the per-layer report"
+ORDER = 55
+
+
+def add_arguments(p) -> None:
+    """Arguments of ``tccc inspect``."""
+    p.add_argument("dir", help="compiled output folder")
+    p.add_argument("--csv", metavar="FILE", help="also write the per-layer table as CSV")
+
+
+def run(args) -> int:
+    """tccc inspect DIR [--csv FILE]"""
+    from tcc_compiler.binfmt.cmdfile import read_cmd_file
+    from tcc_compiler.binfmt.weightfile import read_weight_file
+    from tcc_compiler.schedule.report import format_table, to_csv
+
+    d = Path(args.dir)
+    raw_c = (d / "npu_cmd.bin").read_bytes()
+    raw_w = (d / "quantized_network.bin").read_bytes()
+    cmd = read_cmd_file(raw_c, str(d / "npu_cmd.bin"))
+    wf = read_weight_file(raw_w, str(d / "quantized_network.bin"))
+    counts = Counter(c.name for c in cmd.commands)
+    print(f"npu_cmd.bin: {len(raw_c)} bytes, format {cmd.version_major}.{cmd.version_minor}, "
+          f"crc32 {zlib.crc32(raw_c):#010x}; header {cmd.header_bytes} B, stream "
+          f"{len(raw_c) - cmd.header_bytes} B (crc32 {cmd.stream_crc32:#010x}), "
+          f"{len(cmd.commands)} commands ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    print(f"  SRAM {cmd.sram_bytes} B; DRAM ACT {cmd.act_arena_bytes} B, INPUT "
+          f"{cmd.input_bytes} B, OUTPUT {cmd.output_bytes} B")
+    print(f"quantized_network.bin: {len(raw_w)} bytes, format {wf.version_major}."
+          f"{wf.version_minor}, crc32 {zlib.crc32(raw_w):#010x}; data section {len(wf.data)} B "
+          f"(crc32 {wf.data_crc32:#010x}), {len(wf.layers)} layers")
+    report_path = d / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    names = [r["name"] for r in report.get("layers", []) if r.get("weight_bytes")]
+    for i, e in enumerate(wf.layers):
+        name = names[i] if i < len(names) else f"#{e.name_hash:08x}"
+        print(f"  layer {i:3d} {e.kind.name:<4} weights {e.weights_bytes:>9} B @ "
+              f"{e.weights_offset:#010x}  params {e.params_bytes:>6} B  {name}")
+    if report:
+        roof = report.get("roofline", {})
+        print(f"estimated latency {report['estimated_latency_ms']:.3f} ms (documented cycle "
+              f"model of the chip); roofline {roof.get('latency_ms', 0):.3f} ms "
+              f"({roof.get('bound', '?')}-bound); MAC utilisation "
+              f"{report.get('mac_utilisation', 0):.2f}; DRAM read "
+              f"{report.get('dram_read_bytes', 0)} B, written {report.get('dram_write_bytes', 0)}"
+              f" B, minimal {report.get('minimal_dram_bytes', 0)} B; peak DRAM activations "
+              f"{report.get('dram_activation_bytes', 0)} B")
+        print(format_table(report["layers"], 1_000_000_000 if not roof else
+                           _clock(report, roof)), end="")
+        if args.csv:
+            Path(args.csv).write_text(to_csv(report["layers"]))
+    return 0
+
+
+def _clock(report: dict, roof: dict) -> int:
+    """Clock in Hz implied by the report (cycles / latency), for cycle -> time conversion."""
+    cyc, ms = report.get("estimated_cycles", 0), report.get("estimated_latency_ms", 0)
+    return int(round(cyc / (ms * 1e-3))) if cyc and ms else 1_000_000_000

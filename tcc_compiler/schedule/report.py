@@ -1,0 +1,96 @@
+"""Per-layer performance table, roofline bound and their CSV / console renderings.
+
+Figures come from the documented cycle model (:mod:`tcc_compiler.schedule.cost`,
+specs/target.md), not from the chip. The roofline bound is
+``max(MACs / macs_per_cycle, minimal DRAM bytes / DRAM bytes per cycle)`` where the minimal DRAM
+traffic is what any schedule must move: the weight binary's data section (weights and
+parameters, read once), the network input (read once) and the outputs (written once).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+
+from tcc_compiler.isa import commands as C
+from tcc_compiler.target import Target
+
+log = logging.getLogger(__name__)
+
+#: Columns of the per-layer CSV and console table, in order.
+COLUMNS = ("name", "op", "source", "input_shape", "output_shape", "tiles", "tiling", "macs",
+           "estimated_cycles", "mac_utilisation", "dram_read_bytes", "dram_write_bytes",
+           "sram_bytes")
+
+
+def dram_bytes(cmds: list[C.Command]) -> tuple[int, int]:
+    """(bytes read from DRAM by DMA_LOAD, bytes written by DMA_STORE) of ``cmds``."""
+    rd = sum(c.total_bytes for c in cmds if isinstance(c, C.DmaLoad))
+    wr = sum(c.total_bytes for c in cmds if isinstance(c, C.DmaStore))
+    return rd, wr
+
+
+def roofline(macs: int, minimal_dram_bytes: int, t: Target) -> dict:
+    """The roofline bound of a network on target ``t``.
+
+    Args:
+        macs: useful multiply-accumulates of the network.
+        minimal_dram_bytes: bytes any schedule must move between DRAM and the NPU.
+
+    Returns:
+        ``{"compute_cycles", "dram_cycles", "cycles", "latency_ms", "bound"}`` with ``bound``
+        "compute" or "dram" (whichever term is larger).
+    """
+    comp = macs / t.macs_per_cycle
+    mem = minimal_dram_bytes / t.dram_bytes_per_cycle
+    cyc = max(comp, mem)
+    return {"compute_cycles": int(round(comp)), "dram_cycles": int(round(mem)),
+            "cycles": int(round(cyc)), "latency_ms": cyc / t.clock_hz * 1e3,
+            "bound": "compute" if comp >= mem else "dram"}
+
+
+def layer_dram(program, layer) -> dict:
+    """DRAM read/write bytes and MAC utilisation inputs of one :class:`LayerInfo`."""
+    rd, wr = dram_bytes(program.commands[layer.first_cmd:layer.end_cmd])
+    return {"dram_read_bytes": rd, "dram_write_bytes": wr}
+
+
+def utilisation(macs: int, cycles: int, t: Target) -> float:
+    """MAC-array utilisation: ``macs / (cycles * macs_per_cycle)`` (0 when cycles is 0)."""
+    return macs / (cycles * t.macs_per_cycle) if cycles else 0.0
+
+
+def to_csv(layers: list[dict]) -> str:
+    """The per-layer rows (report.json "layers" dicts) as CSV text with :data:`COLUMNS`."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for row in layers:
+        w.writerow([_cell(row.get(k, "")) for k in COLUMNS])
+    return buf.getvalue()
+
+
+def _cell(v) -> str:
+    if isinstance(v, (list, tuple)):
+        return "x".join(str(x) for x in v) if all(isinstance(x, int) for x in v) \
+            else ";".join(str(x) for x in v)
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def format_table(layers: list[dict], clock_hz: int) -> str:
+    """A readable fixed-width console table of the per-layer rows (one line per layer)."""
+    head = f"{'layer':<40} {'op':<7} {'output':<14} {'tiles':>5} {'MMACs':>8} " \
+           f"{'us':>8} {'util':>5} {'DRAM KB':>8} {'SRAM KB':>8}"
+    lines = [head, "-" * len(head)]
+    for r in layers:
+        name = r["name"] if len(r["name"]) <= 40 else "..." + r["name"][-37:]
+        out = "x".join(str(x) for x in r["output_shape"][1:])
+        us = r["estimated_cycles"] / clock_hz * 1e6
+        dram = (r.get("dram_read_bytes", 0) + r.get("dram_write_bytes", 0)) / 1024
+        lines.append(f"{name:<40} {r['op']:<7} {out:<14} {r['tiles']:>5} "
+                     f"{r['macs'] / 1e6:>8.1f} {us:>8.1f} {r.get('mac_utilisation', 0):>5.2f} "
+                     f"{dram:>8.1f} {r['sram_bytes'] / 1024:>8.1f}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,46 @@
+"""Per-layer report helpers: roofline (hand-computed), DRAM byte sums, CSV, disasm sources."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from tcc_compiler.cli.commands.disasm import command_sources
+from tcc_compiler.isa import commands as C
+from tcc_compiler.schedule import report as R
+from tcc_compiler.target import load_target
+
+
+def test_roofline_hand_computed():
+    t = load_target(None)        # 2048 MAC/cycle, 12.8 GB/s at 1 GHz = 12.8 B/cycle
+    r = R.roofline(2048 * 1000, 12800, t)
+    assert r["compute_cycles"] == 1000 and r["dram_cycles"] == 1000 and r["bound"] == "compute"
+    r = R.roofline(2048 * 10, 128_000, t)
+    assert r["cycles"] == 10_000 and r["bound"] == "dram"
+    assert abs(r["latency_ms"] - 0.01) < 1e-12
+    assert R.utilisation(2048 * 50, 100, t) == 0.5 and R.utilisation(5, 0, t) == 0.0
+
+
+def test_dram_bytes_sums_dma_only():
+    cmds = [C.DmaLoad(0, 0, 8, 3, 2, 8, 24, 8, 24), C.DmaStore(0, 0, 100, 1, 1, 0, 0, 0, 0),
+            C.AddTile(0, 0, 0, 64), C.End()]
+    assert R.dram_bytes(cmds) == (48, 100)
+
+
+def test_csv_columns_and_cells():
+    row = {"name": "c1", "op": "conv", "source": ["a", "b"], "input_shape": [1, 3, 4, 4],
+           "output_shape": [1, 8, 4, 4], "tiles": 2, "tiling": "t", "macs": 10,
+           "estimated_cycles": 5, "mac_utilisation": 0.25, "dram_read_bytes": 1,
+           "dram_write_bytes": 2, "sram_bytes": 3}
+    rows = list(csv.reader(io.StringIO(R.to_csv([row]))))
+    assert rows[0] == list(R.COLUMNS)
+    assert rows[1][:5] == ["c1", "conv", "a;b", "1x3x4x4", "1x8x4x4"]
+    assert rows[1][9] == "0.250"
+    text = R.format_table([row], 1_000_000_000)
+    assert len(text.splitlines()) == 3 and "c1" in text.splitlines()[2]
+
+
+def test_command_sources_follow_layer_ranges():
+    rep = {"layers": [{"name": "x", "source": ["n1"], "commands": 2},
+                      {"name": "y", "source": ["n2", "n3"], "commands": 1}]}
+    assert command_sources(rep, 4) == ["x [n1]", "x [n1]", "y [n2,n3]", None]
