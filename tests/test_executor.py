@@ -307,3 +307,113 @@ def test_run_checks():
     with pytest.raises(InputError, match="input is 3 bytes"):
         ex.run(bytes(3))
     assert ex.run(bytes(4)) == bytes(4) and ex.stats.commands["END"] == 1
+
+
+# -- hostile streams: every failure is a TccError naming the command, never a traceback --------
+
+def _conv_program():
+    rng = np.random.default_rng(0)
+    x, wt, bias, mult, shift, sc_mult = _conv_case(rng)
+    wbin, w_off, p_off = _weights(wt, bias, mult, shift, sc_mult)
+    cmds = [
+        _rows_load(0, 0, H, 0),
+        _load(Region.WEIGHTS, w_off, 0x1000, wt.nbytes),
+        _load(Region.WEIGHTS, p_off, 0x2000, OC * 16),
+        _cfg(),
+        C.ConvTile(0, 0x1000, 0x2000, 0x3000, 0, H, W, CIN, OC, H, W, 1, 1, 1, 1, wait_load=0),
+        _store(Region.OUTPUT, 0, 0x3000, H * W * OC, wait_compute=0),
+    ]
+    return cmds, x.tobytes(), H * W * OC, wbin
+
+
+def test_schedules_agree_and_check_mode():
+    cmds, inp, n_out, wbin = _conv_program()
+    ref = _run(cmds, inp, n_out, wbin)
+    cmd = read_cmd_file(write_cmd_file(cmds + [C.End()], sram_bytes=SRAM, act_arena_bytes=0,
+                                       input_bytes=len(inp), output_bytes=n_out,
+                                       tool_version="t"))
+    ex = Executor(cmd, read_weight_file(wbin), SRAM, fill=FILL)
+    assert ex.run(inp, check=True) == ref
+    for seed in range(4):
+        assert ex.run(inp, schedule="random", seed=seed) == ref
+    with pytest.raises(InputError, match="schedule 'fifo' unknown"):
+        ex.run(inp, schedule="fifo")
+
+
+def test_unknown_opcode_and_truncation_named():
+    import re
+
+    from tcc_compiler.errors import FormatError
+    from tcc_compiler.isa.codec import command_offsets, decode_commands, encode_commands
+
+    cmds, *_ = _conv_program()
+    cmds = cmds + [C.End()]
+    raw = encode_commands(cmds)
+    offs = command_offsets(cmds)
+    at = offs[1]
+    unknown = 0
+    for b in range(256):                        # every header byte value that is no opcode
+        bad = bytearray(raw)
+        bad[at] = b
+        try:
+            decode_commands(bytes(bad))
+        except FormatError as exc:
+            msg = str(exc)
+            if "unknown opcode" in msg:             # a changed length may desync later ones
+                assert re.search(r"command \d+ at byte 0x[0-9a-f]+: unknown opcode", msg)
+                unknown += f"command 1 at byte {at:#x}: unknown opcode" in msg
+    assert unknown > 0
+    with pytest.raises(FormatError, match=rf"command 1 at byte {at:#x} \(DMA_LOAD\): "
+                                          ".*truncated"):
+        decode_commands(bytes(raw[:offs[2] - 1]))
+
+
+def test_never_written_read_named():
+    cmds = [_load(Region.ACT, 0, 0, 8), _store(Region.OUTPUT, 0, 0, 8, wait_load=0)]
+    cmd = read_cmd_file(write_cmd_file(cmds + [C.End()], sram_bytes=SRAM, act_arena_bytes=64,
+                                       input_bytes=4, output_bytes=8, tool_version="t"))
+    ex = Executor(cmd, None, SRAM)
+    assert ex.run(bytes(4)) == bytes(8)                       # unchecked: reads the fill
+    with pytest.raises(ExecutionError, match=r"command 0 \(DMA_LOAD\): field dram: reads ACT "
+                                             r"byte 0x0 that nothing wrote"):
+        ex.run(bytes(4), check=True)
+
+
+def _mutations():
+    from hypothesis import strategies as st
+
+    cmds, *_ = _conv_program()
+    choices = [(i, f) for i, c in enumerate(cmds) for f in c.SPEC.fields]
+    return st.sampled_from(choices).flatmap(
+        lambda cf: st.tuples(st.just(cf[0]), st.just(cf[1].name),
+                             st.integers(cf[1].type.min, cf[1].type.max)))
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_fuzzed_fields_only_raise_tcc_errors(check):
+    import dataclasses
+    import re
+
+    from hypothesis import HealthCheck, given, settings
+
+    from tcc_compiler.errors import TccError
+
+    base, inp, n_out, wbin = _conv_program()
+    wf = read_weight_file(wbin)
+
+    @settings(max_examples=60, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(_mutations())
+    def run_one(m):
+        i, name, value = m
+        cmds = list(base)
+        cmds[i] = dataclasses.replace(cmds[i], **{name: value})
+        cmd = read_cmd_file(write_cmd_file(cmds + [C.End()], sram_bytes=SRAM,
+                                           act_arena_bytes=0, input_bytes=len(inp),
+                                           output_bytes=n_out, tool_version="t"))
+        try:
+            Executor(cmd, wf, SRAM).run(inp, check=check)
+        except TccError as exc:          # any other exception fails the test
+            assert re.search(r"command \d+ \([A-Z_]+\)", str(exc)), str(exc)
+
+    run_one()

@@ -17,6 +17,7 @@ from tcc_compiler.binfmt.cmdfile import read_cmd_file
 from tcc_compiler.binfmt.weightfile import read_weight_file
 from tcc_compiler.errors import FormatError, InputError
 from tcc_compiler.numerics import dequantize_tensor, quantize_tensor
+from tcc_compiler.runtime.manifest_check import check_manifest
 from tcc_compiler.sim.executor import Executor
 
 CMD_FILE = "npu_cmd.bin"
@@ -65,6 +66,7 @@ class LoadedProgram:
         if self.manifest["manifest_version"] != 1:
             raise FormatError(f"{mpath}: manifest_version {self.manifest['manifest_version']} "
                               "not supported (this tccc reads 1)")
+        check_manifest(self.manifest, str(mpath))  # every field typed before it is used
         cmd = _read(self.folder / CMD_FILE)
         wts = _read(self.folder / WEIGHT_FILE)
         for name, data in ((CMD_FILE, cmd), (WEIGHT_FILE, wts)):
@@ -74,6 +76,8 @@ class LoadedProgram:
                                   "(files from different compilations?)")
         self.cmd = read_cmd_file(cmd, str(self.folder / CMD_FILE))
         self.weights = read_weight_file(wts, str(self.folder / WEIGHT_FILE))
+        check_manifest(self.manifest, str(mpath), input_bytes=self.cmd.input_bytes,
+                       output_bytes=self.cmd.output_bytes)
         sram = int(self.manifest["target"].get("sram_bytes", 0))
         if sram < self.cmd.sram_bytes:
             raise FormatError(f"{mpath}: target SRAM {sram} smaller than the program needs "

@@ -2,9 +2,12 @@
 
 The machine (specs/isa.md): an SRAM of ``sram_bytes`` bytes and four DRAM regions (WEIGHTS =
 the weight file's data section, read-only; ACT = activation arena; INPUT; OUTPUT). Commands run
-in stream order, which is always a legal execution of the three concurrent queues (waits are
-trivially satisfied). Arithmetic is delegated to :mod:`tcc_compiler.numerics`, never re-done
-here. Every memory access is bounds-checked; an illegal command raises :class:`ExecutionError`
+in stream order (always a legal execution of the three concurrent queues) or, with
+``schedule="random"``, in a random legal interleaving of the queues
+(:mod:`tcc_compiler.sim.hazards`); ``check=True`` (implied by the random schedule) adds the
+hazard and never-written-read checks of :class:`~tcc_compiler.sim.hazards.ShadowMemory`.
+Arithmetic is delegated to :mod:`tcc_compiler.numerics`, never re-done here. Every memory access
+is bounds-checked; an illegal command raises :class:`ExecutionError`
 naming the command index and mnemonic.
 """
 
@@ -31,12 +34,18 @@ from tcc_compiler.isa.commands import (
     End,
     PoolTile,
     Registers,
+    Space,
 )
 from tcc_compiler.numerics import add_int8, avgpool_int8, conv_accumulate, conv_epilogue
 from tcc_compiler.numerics import SHIFT_MAX, maxpool_int8
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
+from tcc_compiler.sim.blas import blas_threads
+from tcc_compiler.sim.hazards import Ordering, ShadowMemory
 
 log = logging.getLogger(__name__)
+
+#: Execution orders :meth:`Executor.run_with_stats` offers.
+SCHEDULES = ("inorder", "random")
 
 
 @dataclass
@@ -90,6 +99,8 @@ class Executor:
         sram_bytes: SRAM of the target (bytes); must be >= ``cmd.sram_bytes``.
         fill: initial byte value of SRAM, ACT and OUTPUT (0; set e.g. 0xA5 in tests to make reads
             of never-written memory visible).
+        blas_threads: OpenBLAS threads while running (default 1, see :mod:`tcc_compiler.sim.blas`
+            for the measurement behind it; None leaves numpy's setting alone).
 
     Attributes:
         stats: :class:`ExecStats` of the last run (None before the first).
@@ -99,7 +110,7 @@ class Executor:
     """
 
     def __init__(self, cmd: CmdFile, weights: WeightFile | None, sram_bytes: int,
-                 fill: int = 0):
+                 fill: int = 0, blas_threads: int | None = 1):
         if cmd.sram_bytes > sram_bytes:
             raise ExecutionError(f"{cmd.path}: program needs {cmd.sram_bytes} bytes of SRAM, "
                                  f"the target has {sram_bytes}")
@@ -107,17 +118,21 @@ class Executor:
         self.weights_data = weights.data if weights is not None else b""
         self.sram_bytes = sram_bytes
         self.fill = fill
+        self.blas_threads = blas_threads
         self.stats: ExecStats | None = None
+        self._order_cache: Ordering | None = None
         self._handlers = {DmaLoad: self._dma, DmaStore: self._dma, ConvTile: self._conv_tile,
                           PoolTile: self._pool_tile, AddTile: self._add_tile}
 
     # -- public API ----------------------------------------------------------------------------
 
-    def run(self, input_bytes: bytes) -> bytes:
+    def run(self, input_bytes: bytes, schedule: str = "inorder", seed: int = 0,
+            check: bool = False) -> bytes:
         """Execute the program on one input and return the OUTPUT region.
 
         Args:
             input_bytes: contents of the INPUT region (``cmd.input_bytes`` bytes).
+            schedule, seed, check: see :meth:`run_with_stats`.
 
         Returns:
             The OUTPUT region, ``cmd.output_bytes`` bytes.
@@ -126,10 +141,30 @@ class Executor:
             InputError: ``input_bytes`` has the wrong length.
             ExecutionError: an illegal command (index and mnemonic in the message).
         """
-        return self.run_with_stats(input_bytes)[0]
+        return self.run_with_stats(input_bytes, schedule, seed, check)[0]
 
-    def run_with_stats(self, input_bytes: bytes) -> tuple[bytes, ExecStats]:
-        """Like :meth:`run`, also returning the run's :class:`ExecStats`."""
+    def run_with_stats(self, input_bytes: bytes, schedule: str = "inorder", seed: int = 0,
+                       check: bool = False) -> tuple[bytes, ExecStats]:
+        """Like :meth:`run`, also returning the run's :class:`ExecStats`.
+
+        Args:
+            input_bytes: contents of the INPUT region.
+            schedule: "inorder" (stream order) or "random" (a random legal interleaving of the
+                three queues drawn with ``seed``; implies ``check``).
+            seed: seed of the random schedule.
+            check: track every byte's accesses and raise on a hazard (two commands the waits
+                do not order touch overlapping bytes and one writes) or on a read of bytes
+                nothing wrote. Measured 2.7x slower on ResNet-50 224 (3.2 s vs 1.2 s), 4x on
+                ResNet-18 64x64 (0.66 s vs 0.17 s).
+
+        Raises:
+            InputError: wrong input length or unknown ``schedule``.
+            ExecutionError: an illegal command; :class:`~tcc_compiler.sim.hazards.HazardError`
+                for a hazard (both commands and the byte range named).
+        """
+        if schedule not in SCHEDULES:
+            raise InputError(f"schedule {schedule!r} unknown (choose from "
+                             f"{', '.join(SCHEDULES)})")
         c = self.cmd
         if len(input_bytes) != c.input_bytes:
             raise InputError(f"{c.path}: input is {len(input_bytes)} bytes, the program expects "
@@ -146,18 +181,57 @@ class Executor:
         }
         self._regs = Registers()
         stats = ExecStats()
-        for i, cmd in enumerate(c.commands):
-            stats.commands[cmd.name] += 1
-            handler = self._handlers.get(type(cmd))
-            if handler is not None:
-                handler(i, cmd, stats)
-            elif isinstance(cmd, End):
-                break
-            else:
-                self._regs.update(cmd)
+        cmds = c.commands
+        order: range | list[int] = range(len(cmds))
+        shadow = None
+        if schedule == "random" or check:
+            ordering = self._ordering()
+            if schedule == "random":
+                order = ordering.random_order(seed)
+            shadow = ShadowMemory(ordering, self._sizes())
+        with blas_threads(self.blas_threads):
+            for i in order:
+                cmd = cmds[i]
+                stats.commands[cmd.name] += 1
+                if shadow is not None:
+                    shadow.record(i, cmd, self._accesses(i, cmd))
+                handler = self._handlers.get(type(cmd))
+                if handler is not None:
+                    self._dispatch(handler, i, cmd, stats)
+                elif isinstance(cmd, End):
+                    break
+                else:
+                    self._regs.update(cmd)
         self.stats = stats
         log.debug("executed %d commands: %s", len(c.commands), dict(stats.commands))
         return bytes(self._dram[spec.Region.OUTPUT].buf), stats
+
+    # -- run-loop helpers ----------------------------------------------------------------------
+
+    def _ordering(self) -> Ordering:
+        """The stream's happens-before relation (computed once, reused across runs)."""
+        if self._order_cache is None:
+            self._order_cache = Ordering(list(self.cmd.commands))
+        return self._order_cache
+
+    def _sizes(self) -> dict[Space, int]:
+        return {Space.SRAM: self._sram.size, **{Space.of_region(r): m.size
+                                                for r, m in self._dram.items()}}
+
+    def _accesses(self, i: int, cmd: Command) -> list:
+        try:
+            return cmd.accesses(self._regs)
+        except ExecutionError as exc:
+            raise self._err(i, cmd, str(exc)) from None
+
+    def _dispatch(self, handler, i: int, cmd: Command, stats: ExecStats) -> None:
+        """Run one handler; numpy/arithmetic failures on hostile field values (huge shapes,
+        overflowing sizes) become an ExecutionError naming the command, never a traceback."""
+        try:
+            handler(i, cmd, stats)
+        except (ValueError, IndexError, OverflowError, MemoryError, TypeError) as exc:
+            raise self._err(i, cmd, f"cannot execute ({type(exc).__name__}: "
+                                    f"{str(exc).splitlines()[0][:160]})") from None
 
     # -- memory helpers ------------------------------------------------------------------------
 

@@ -17,7 +17,15 @@ ORDER = 30
 def add_arguments(p) -> None:
     """Arguments of ``tccc run``."""
     p.add_argument("dir", help="compiled output folder")
-    p.add_argument("input", help="an image, or a .npy float32 array shaped like the ONNX input")
+    p.add_argument("input", nargs="+",
+                   help="images, .npy float32 arrays shaped like the ONNX input, or folders "
+                        "of them (several inputs reuse the decoded program)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes for several inputs (default 1)")
+    p.add_argument("--schedule", default="inorder", choices=("inorder", "random"),
+                   help="command order: stream order, or a random legal interleaving of the "
+                        "three queues with hazard checks (see --seed)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --schedule random")
     p.add_argument("--check", metavar="MODEL.onnx",
                    help="compare with the golden integer model and ONNX Runtime's float output")
     p.add_argument("--topk", type=int, default=1)
@@ -36,31 +44,58 @@ def load_input(path: str, prog) -> np.ndarray:
     return arrs[0]
 
 
-def run(args) -> int:
-    """tccc run DIR INPUT [--check MODEL] [--json] [--topk K]"""
-    from tcc_compiler.runtime import load_program
+def _run_job(prog, item) -> dict:
+    """Batch job (module level so worker processes can pickle it): run one float input."""
+    from tcc_compiler.runtime.batch import run_input
 
-    prog = load_program(args.dir)
-    x = load_input(args.input, prog)
-    res = prog.run(x)
+    x, schedule, seed = item
+    return run_input(prog, x, schedule, seed)
+
+
+def _result(prog, x, res, args, checker) -> dict:
     y = prog.final_output(res).reshape(-1)
     k = max(1, min(args.topk, y.size))
     topk = [int(i) for i in np.argsort(-y, kind="stable")[:k]]
     out = {"top1": topk[0], "topk": topk}
     if args.logits:
         out["output"] = [float(v) for v in y]
+    if checker is not None:
+        out["check"] = checker.check(x, res)
+    return out
+
+
+def _print_text(out: dict, prefix: str = "") -> None:
+    k = len(out["topk"])
+    print(f"{prefix}top1: {out['top1']}" + (f"  top{k}: {out['topk']}" if k > 1 else ""))
+    if "check" in out:
+        c = out["check"]
+        print(f"{prefix}check: bit_exact={str(c['bit_exact']).lower()} "
+              f"sqnr_db={c['sqnr_db']:.2f} top1_agree={str(c['top1_agree']).lower()}")
+
+
+def run(args) -> int:
+    """tccc run DIR INPUT... [--check MODEL] [--json] [--topk K] [--jobs N]
+    [--schedule inorder|random --seed N]"""
+    from tcc_compiler.datasets.images import Preprocess, load_inputs
+    from tcc_compiler.runtime import load_program
+    from tcc_compiler.runtime.batch import imap
+
+    prog = load_program(args.dir)
+    pre = Preprocess.from_dict(prog.manifest["preprocess"])
+    xs = load_inputs(args.input, pre, prog.input_shape)
+    checker = None
     if args.check:
         from tcc_compiler.runtime.check import Checker
 
-        out["check"] = Checker(prog, args.check).check(x, res)
+        checker = Checker(prog, args.check)
+    items = [(x, args.schedule, args.seed) for x in xs]
+    outs = [_result(prog, x, res, args, checker)
+            for x, res in zip(xs, imap(args.dir, items, _run_job, args.jobs, prog=prog))]
     if args.json:
-        print(json.dumps(out))
+        print(json.dumps(outs[0] if len(outs) == 1 else {"results": outs}))
     else:
-        print(f"top1: {out['top1']}" + (f"  top{k}: {topk}" if k > 1 else ""))
-        if "check" in out:
-            c = out["check"]
-            print(f"check: bit_exact={str(c['bit_exact']).lower()} sqnr_db={c['sqnr_db']:.2f} "
-                  f"top1_agree={str(c['top1_agree']).lower()}")
-    if args.check and not out["check"]["bit_exact"]:
+        for i, out in enumerate(outs):
+            _print_text(out, "" if len(outs) == 1 else f"[{i}] ")
+    if checker is not None and not all(o["check"]["bit_exact"] for o in outs):
         return 1
     return 0

@@ -1,0 +1,94 @@
+"""Top-1 / top-5 of a compiled model on a labelled dataset, the float model side by side.
+
+Datasets: class sub-folders (label = sorted folder position), or --labels FILE with
+'file,...,label' (CSV) or 'file label' lines. Images use the compiled preprocessing; raw uint8
+arrays (.bin/.raw/.rgb, --raw-size WxHxC, --raw-layout HWC|CHW) are not resized. Pixel values:
+(pixel * scale - mean) / std, from the manifest unless --pixels raw (0..255) or --scale/--mean/
+--std override them. Example (CIFAR-10 ResNet-8, 0..255 inputs):
+tccc eval OUT --images DATA/images --labels DATA/labels.csv --raw-size 32x32x3 --pixels raw
+--check DATA/resnet8.onnx. Ctrl-C stops early and reports the samples done (exit code 130).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+NAME = "eval"
+HELP = "accuracy (top-1/top-5) of a compiled model on a labelled dataset"
+ORDER = 35
+
+
+def add_arguments(p) -> None:
+    """Arguments of ``tccc eval``."""
+    from tcc_compiler.runtime.evaluate import PIXEL_MODES, RAW_LAYOUTS
+
+    p.add_argument("dir", help="compiled output folder")
+    p.add_argument("--images", required=True,
+                   help="dataset folder: class sub-folders, or files listed by --labels")
+    p.add_argument("--labels", default=None,
+                   help="labels file: 'file,...,label' (CSV) or 'file label' per line")
+    p.add_argument("--check", metavar="MODEL.onnx",
+                   help="also run the float model (ONNX Runtime) and count top-1 flips")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--raw-size", metavar="WxHxC", default=None,
+                   help="raw uint8 sample files (.bin/.raw/.rgb) of this size")
+    p.add_argument("--raw-layout", default="HWC", choices=RAW_LAYOUTS,
+                   help="HWC = pixel-interleaved (CIFAR-10 files here), CHW = planar")
+    p.add_argument("--raw", action="store_true",
+                   help="treat every sample file as raw, whatever its suffix")
+    p.add_argument("--pixels", default="manifest", choices=PIXEL_MODES,
+                   help="manifest = the compiled preprocessing; raw = values 0..255 "
+                        "(scale 1, mean 0, std 1)")
+    p.add_argument("--scale", type=float, default=None, help="override pixel scale")
+    p.add_argument("--mean", type=float, nargs=3, default=None, help="override mean (3)")
+    p.add_argument("--std", type=float, nargs=3, default=None, help="override std (3)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def run(args) -> int:
+    """tccc eval DIR --images FOLDER [--labels FILE] [--check MODEL] [--limit N] [--json]"""
+    from tcc_compiler.errors import InputError
+    from tcc_compiler.frontend import parse_input_spec
+    from tcc_compiler.runtime import load_program
+    from tcc_compiler.runtime.evaluate import RawSpec, evaluate, find_samples, preprocess_for
+
+    prog = load_program(args.dir)
+    samples, classes = find_samples(args.images, args.labels)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise InputError(f"--limit {args.limit}: must be >= 1")
+        samples = samples[:args.limit]
+    raw = None
+    if args.raw_size:
+        w, h, c = parse_input_spec(args.raw_size)
+        raw = RawSpec(w, h, c, args.raw_layout, args.raw)
+    elif args.raw:
+        raise InputError("--raw needs --raw-size WxHxC")
+    pre = preprocess_for(prog.manifest["preprocess"], args.pixels, args.scale, args.mean,
+                         args.std)
+    res = evaluate(args.dir, samples, pre, raw, args.check, args.jobs,
+                   progress=not (args.no_progress or args.quiet) and sys.stderr.isatty(),
+                   prog=prog)
+    if classes is not None:
+        res["classes"] = len(classes)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        n, q = res["samples"], res["npu"]
+        part = f" (interrupted, {n} of {res['total']})" if res["interrupted"] else ""
+        print(f"samples: {n}{part}")
+        print(f"npu (int8):   top1 {_pct(q['top1'])} ({q['top1_correct']}/{n})  "
+              f"top5 {_pct(q['top5'])} ({q['top5_correct']}/{n})")
+        if "float" in res:
+            f = res["float"]
+            print(f"float (ORT):  top1 {_pct(f['top1'])} ({f['top1_correct']}/{n})  "
+                  f"top5 {_pct(f['top5'])} ({f['top5_correct']}/{n})")
+            print(f"flips (top-1 differs): {res['flips']}")
+    return 130 if res["interrupted"] else 0

@@ -1,0 +1,95 @@
+"""Run many inputs through one compiled program, in this process or in worker processes.
+
+The decoded program (both binaries, the executor's happens-before table) is built once per
+process and reused for every input. With ``jobs > 1`` a :mod:`multiprocessing` pool of ``jobs``
+workers each loads the folder once (its initializer) and results come back in input order.
+Each worker limits BLAS to one thread (the executor's default), so N jobs use N cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tcc_compiler.errors import InputError, TccError
+
+log = logging.getLogger(__name__)
+
+#: A job: callable(program, item) -> result, run in whichever process holds the program.
+Job = Callable[[Any, Any], Any]
+
+_worker_prog = None
+_worker_job: Job | None = None
+
+
+def _init_worker(folder: str, job: Job) -> None:
+    from tcc_compiler.runtime.loaded import load_program
+
+    global _worker_prog, _worker_job
+    _worker_prog = load_program(folder)
+    _worker_job = job
+
+
+def _call_worker(item):
+    try:
+        return ("ok", _worker_job(_worker_prog, item))
+    except TccError as exc:  # sent back as text: exception classes with custom args
+        return ("error", type(exc).__name__, str(exc))   # may not unpickle
+
+
+def run_input(prog, x: np.ndarray, schedule: str = "inorder", seed: int = 0) -> dict:
+    """Default job: :meth:`LoadedProgram.run` on one float input with a schedule.
+
+    Returns:
+        {name: array} as :meth:`LoadedProgram.decode_outputs` gives.
+    """
+    out = prog.executor.run(prog.quantize(x), schedule=schedule, seed=seed)
+    return prog.decode_outputs(out)
+
+
+def imap(folder: str | os.PathLike, items: Iterable, job: Job, jobs: int = 1,
+         prog=None) -> Iterator:
+    """Apply ``job(program, item)`` to every item, results in item order.
+
+    Args:
+        folder: compiled output folder. items: inputs for ``job`` (picklable when jobs > 1).
+        job: a module-level function (picklable) ``job(prog, item) -> result``.
+        jobs: worker processes; 1 runs in this process (reusing ``prog`` if given).
+        prog: an already loaded program for the in-process case.
+
+    Yields:
+        ``job``'s results in order.
+
+    Raises:
+        InputError: jobs < 1. TccError: what ``job`` raised (re-raised in this process with
+            the worker's message when jobs > 1).
+    """
+    if jobs < 1:
+        raise InputError(f"--jobs {jobs}: must be >= 1")
+    if jobs == 1:
+        from tcc_compiler.runtime.loaded import load_program
+
+        prog = prog if prog is not None else load_program(folder)
+        for item in items:
+            yield job(prog, item)
+        return
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    pool = ctx.Pool(jobs, initializer=_init_worker, initargs=(str(Path(folder)), job))
+    try:
+        for res in pool.imap(_call_worker, items, chunksize=1):
+            if res[0] == "error":
+                from tcc_compiler import errors
+
+                cls = getattr(errors, res[1], TccError)
+                raise (cls(res[2]) if cls is not errors.UnsupportedError else TccError(res[2]))
+            yield res[1]
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()

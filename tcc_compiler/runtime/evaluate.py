@@ -1,0 +1,291 @@
+"""Accuracy of a compiled model on a labelled dataset (``tccc eval``), float model side by side.
+
+Datasets (:func:`find_samples`):
+
+* **Class sub-folders** (ImageNet / torchvision ``ImageFolder`` style): ``FOLDER/<class>/<file>``;
+  classes are the sub-folder names sorted, label = position in that order.
+* **A labels file** (``--labels FILE``) with one sample per line: the first field is the file
+  path relative to the images folder, the last field the integer class index; fields are
+  separated by commas (CSV) or whitespace (ImageNet ``val.txt`` style). Blank lines, ``#``
+  comments and a header line (last field not an integer) are skipped. Samples are sorted by path.
+
+Samples are image files (anything Pillow reads, preprocessed by the manifest's
+:class:`~tcc_compiler.datasets.images.Preprocess`) or **raw arrays** (``.bin``, ``.raw``,
+``.rgb``, or any file when ``raw`` is given): exactly ``W*H*C`` uint8 pixels in ``HWC``
+(pixel-interleaved, e.g. the CIFAR-10 files in ``../shared/data/cifar10-resnet8``) or ``CHW``
+(planar) layout, RGB order, no resizing (W and H must equal the model's input). Pixel scaling of
+both kinds is ``value = (pixel * scale - mean) / std`` with the manifest's values unless
+overridden; ``pixels="raw"`` means scale 1, mean 0, std 1 (models fed 0..255, like ResNet-8).
+
+Metrics: top-1 / top-5 accuracy (fraction of samples whose label is the highest / among the five
+highest scores of the final graph output), for the NPU (reference executor) and, with a float
+model, for ONNX Runtime on the same preprocessed input, plus ``flips``: samples whose top-1
+differs between the two.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from tcc_compiler.errors import InputError
+
+log = logging.getLogger(__name__)
+
+RAW_SUFFIXES = (".bin", ".raw", ".rgb")
+RAW_LAYOUTS = ("HWC", "CHW")
+PIXEL_MODES = ("manifest", "raw")
+TOPK = 5
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled sample: file path and class index (>= 0)."""
+
+    path: Path
+    label: int
+
+
+@dataclass(frozen=True)
+class RawSpec:
+    """Layout of raw uint8 sample files.
+
+    Attributes:
+        width, height, channels: pixels per row, rows, channels (bytes = W*H*C).
+        layout: "HWC" (pixel-interleaved) or "CHW" (planar).
+        force: treat every sample as raw, whatever its suffix.
+    """
+
+    width: int
+    height: int
+    channels: int
+    layout: str = "HWC"
+    force: bool = False
+
+
+def _int_or_none(s: str) -> int | None:
+    try:
+        return int(s)
+    except ValueError:
+        return None
+
+
+def read_labels(path: Path, images: Path) -> list[Sample]:
+    """Parse a labels file (format in the module docstring).
+
+    Raises:
+        InputError: unreadable file, a malformed line (named by line number), a negative label,
+            a file that does not exist under ``images``, or no samples at all.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read labels file ({exc})") from None
+    out: list[Sample] = []
+    for n, line in enumerate(lines, 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        parts = [p.strip() for p in (s.split(",") if "," in s else s.split())]
+        label = _int_or_none(parts[-1]) if len(parts) >= 2 else None
+        if label is None:
+            if not out and n == 1:
+                continue                                   # header line
+            raise InputError(f"{path}:{n}: expected 'file,...,label' with an integer label")
+        if label < 0:
+            raise InputError(f"{path}:{n}: label {label} is negative")
+        f = images / parts[0]
+        if not f.is_file():
+            raise InputError(f"{path}:{n}: {f} not found")
+        out.append(Sample(f, label))
+    if not out:
+        raise InputError(f"{path}: no samples")
+    return sorted(out, key=lambda s: str(s.path))
+
+
+def find_samples(images: str | os.PathLike, labels: str | os.PathLike | None = None
+                 ) -> tuple[list[Sample], list[str] | None]:
+    """The labelled samples of a dataset folder.
+
+    Returns:
+        (samples, class names): class names are the sorted sub-folder names, or None when a
+        labels file gives the labels.
+
+    Raises:
+        InputError: missing folder, no labels file and no class sub-folders, or no samples.
+    """
+    root = Path(images)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder (--images wants a dataset folder)")
+    if labels is not None:
+        return read_labels(Path(labels), root), None
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise InputError(f"{root}: no class sub-folders; give --labels FILE for a flat folder")
+    out = []
+    for i, c in enumerate(classes):
+        out += [Sample(f, i) for f in sorted((root / c).iterdir())
+                if f.is_file() and not f.name.startswith(".")]
+    if not out:
+        raise InputError(f"{root}: the class sub-folders hold no files")
+    return out, classes
+
+
+def preprocess_for(manifest_pre: dict, pixels: str = "manifest", scale: float | None = None,
+                   mean=None, std=None):
+    """The :class:`Preprocess` to use: the manifest's, with the documented overrides.
+
+    Raises:
+        InputError: unknown ``pixels`` mode or an invalid override.
+    """
+    from tcc_compiler.datasets.images import Preprocess
+
+    pre = Preprocess.from_dict(manifest_pre)
+    if pixels not in PIXEL_MODES:
+        raise InputError(f"--pixels {pixels}: choose from {', '.join(PIXEL_MODES)}")
+    if pixels == "raw":
+        pre = replace(pre, scale=1.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    kw = {}
+    if scale is not None:
+        kw["scale"] = float(scale)
+    if mean is not None:
+        kw["mean"] = tuple(float(v) for v in mean)
+    if std is not None:
+        kw["std"] = tuple(float(v) for v in std)
+    return replace(pre, **kw) if kw else pre
+
+
+def load_sample(path: Path, pre, raw: RawSpec | None) -> np.ndarray:
+    """One sample as float32 NCHW ``[1, 3, H, W]``.
+
+    Raises:
+        InputError: unreadable file, a raw file of the wrong size or without a raw layout, a
+            raw size different from the model input.
+    """
+    from tcc_compiler.datasets.images import _normalise, load_image
+
+    is_raw = (raw is not None and raw.force) or path.suffix.lower() in RAW_SUFFIXES
+    if not is_raw:
+        return load_image(path, pre)
+    if raw is None:
+        raise InputError(f"{path}: raw array file; give its size (--raw-size WxHxC)")
+    if (raw.width, raw.height) != (pre.width, pre.height) or raw.channels != 3:
+        raise InputError(f"{path}: raw size {raw.width}x{raw.height}x{raw.channels} differs "
+                         f"from the model input {pre.width}x{pre.height}x3")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    n = raw.width * raw.height * raw.channels
+    if len(data) != n:
+        raise InputError(f"{path}: {len(data)} bytes, a {raw.width}x{raw.height}x"
+                         f"{raw.channels} uint8 array has {n}")
+    a = np.frombuffer(data, np.uint8)
+    if raw.layout == "HWC":
+        pix = a.reshape(raw.height, raw.width, raw.channels)
+    elif raw.layout == "CHW":
+        pix = a.reshape(raw.channels, raw.height, raw.width).transpose(1, 2, 0)
+    else:
+        raise InputError(f"--raw-layout {raw.layout}: choose from {', '.join(RAW_LAYOUTS)}")
+    return _normalise(np.ascontiguousarray(pix), pre)
+
+
+def _topk(y: np.ndarray, k: int = TOPK) -> list[int]:
+    y = np.asarray(y, np.float64).reshape(-1)
+    return [int(i) for i in np.argsort(-y, kind="stable")[:k]]
+
+
+_ort_cache: dict = {}
+
+
+def _float_session(prog, model: str):
+    """An ONNX Runtime session per (process, model), with the program's input layout."""
+    key = (str(model), str(prog.folder))
+    if key not in _ort_cache:
+        from tcc_compiler.runtime.check import Checker
+
+        _ort_cache[key] = Checker(prog, model)
+    return _ort_cache[key]
+
+
+def eval_job(prog, item) -> dict:
+    """Worker job: load one sample, run the NPU (and the float model), return top-5 lists.
+
+    ``item`` = (path, label, Preprocess, RawSpec | None, float model path | None).
+    """
+    path, label, pre, raw, model = item
+    x = load_sample(Path(path), pre, raw)
+    res = prog.run(x)
+    out = {"label": label, "npu": _topk(prog.final_output(res))}
+    if model:
+        out["float"] = _topk(_float_session(prog, model).float_output(x))
+    return out
+
+
+def summarize(rows: list[dict], total: int, interrupted: bool) -> dict:
+    """Accuracy figures from per-sample rows (see :func:`eval_job`).
+
+    Returns:
+        {"samples", "total", "interrupted", "npu": {"top1", "top5", "top1_correct",
+        "top5_correct"}, and with float rows "float" (same keys) and "flips"}.
+    """
+    n = len(rows)
+
+    def acc(key):
+        t1 = sum(r[key][0] == r["label"] for r in rows)
+        t5 = sum(r["label"] in r[key][:TOPK] for r in rows)
+        return {"top1": t1 / n if n else 0.0, "top5": t5 / n if n else 0.0,
+                "top1_correct": t1, "top5_correct": t5}
+
+    out = {"samples": n, "total": total, "interrupted": interrupted, "npu": acc("npu")}
+    if rows and "float" in rows[0]:
+        out["float"] = acc("float")
+        out["flips"] = sum(r["npu"][0] != r["float"][0] for r in rows)
+    return out
+
+
+def evaluate(folder: str | os.PathLike, samples: list[Sample], pre, raw: RawSpec | None = None,
+             model: str | None = None, jobs: int = 1, progress: bool = False,
+             prog=None) -> dict:
+    """Run every sample, return :func:`summarize`'s dict (partial if interrupted by Ctrl-C).
+
+    Args:
+        folder: compiled output folder. samples: from :func:`find_samples` (already limited).
+        pre: preprocessing (:func:`preprocess_for`). raw: raw-array layout or None.
+        model: float ONNX model to compare with, or None. jobs: worker processes.
+        progress: show a tqdm bar on stderr. prog: an already loaded program (jobs == 1).
+
+    Raises:
+        InputError / FormatError / ExecutionError from loading or running a sample.
+    """
+    from tcc_compiler.runtime.batch import imap
+
+    items = [(str(s.path), s.label, pre, raw, model) for s in samples]
+    rows: list[dict] = []
+    interrupted = False
+    it = imap(folder, items, eval_job, jobs=jobs, prog=prog)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(items), unit="img", dynamic_ncols=True, leave=False)
+    try:
+        for r in it:
+            rows.append(r)
+            if bar is not None:
+                bar.update(1)
+                if len(rows) % 10 == 0:
+                    s = summarize(rows, len(items), False)
+                    bar.set_postfix(top1=f"{100 * s['npu']['top1']:.1f}%")
+    except KeyboardInterrupt:
+        interrupted = True
+        log.warning("interrupted after %d of %d samples", len(rows), len(items))
+    finally:
+        it.close()
+        if bar is not None:
+            bar.close()
+    return summarize(rows, len(items), interrupted)

@@ -1,0 +1,197 @@
+"""Validation of ``manifest.json`` before the host runtime trusts any of its fields.
+
+The manifest is read from disk, so it is untrusted input: every field
+:class:`~tcc_compiler.runtime.loaded.LoadedProgram` uses is type- and range-checked here, and
+the tensors it describes are checked to fit the DRAM regions the command file declares. A bad
+manifest gives one :class:`FormatError` naming the file and the field (e.g.
+``manifest.json: outputs[0].npu_hwc: expected 3 positive integers``), never a KeyError or a
+numpy broadcasting error later in :meth:`LoadedProgram.run`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from tcc_compiler.errors import FormatError
+
+#: Host-side ops the runtime can apply after the NPU (manifest ``host_ops[].op``).
+HOST_OPS = ("softmax", "argmax")
+#: Output element types the NPU writes (manifest ``outputs[].dtype``) -> bytes per element.
+OUTPUT_DTYPES = {"int8": 1, "int32": 4}
+#: Largest dimension accepted anywhere in the manifest (the OUTPUT/INPUT regions are <= 2**30
+#: bytes, so no real tensor comes near it; it keeps products of dims small).
+MAX_DIM = 1 << 30
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+class _Checker:
+    """Field checks that raise FormatError naming ``path`` and the field."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def fail(self, field: str, msg: str) -> FormatError:
+        return FormatError(f"{self.path}: {field}: {msg}")
+
+    def obj(self, v: Any, field: str) -> dict:
+        if not isinstance(v, dict):
+            raise self.fail(field, f"expected an object, got {type(v).__name__}")
+        return v
+
+    def key(self, d: dict, k: str, field: str) -> Any:
+        if k not in d:
+            raise self.fail(f"{field}.{k}", "missing")
+        return d[k]
+
+    def int_(self, v: Any, field: str, lo: int = 0, hi: int = 2**32 - 1) -> int:
+        if not _is_int(v) or not lo <= v <= hi:
+            raise self.fail(field, f"expected an integer in {lo}..{hi}, got {v!r}")
+        return v
+
+    def str_(self, v: Any, field: str) -> str:
+        if not isinstance(v, str) or not v:
+            raise self.fail(field, f"expected a non-empty string, got {v!r}")
+        return v
+
+    def dims(self, v: Any, field: str, rank: tuple[int, ...] | None = None) -> tuple[int, ...]:
+        ok = isinstance(v, list) and all(_is_int(d) and 1 <= d <= MAX_DIM for d in v)
+        if not ok or (rank is not None and len(v) not in rank) or not v:
+            want = f"{'/'.join(map(str, rank))} " if rank else ""
+            raise self.fail(field, f"expected {want}positive integers (<= 2**30), got {v!r}")
+        return tuple(v)
+
+    def quant(self, d: dict, field: str, channels: int) -> None:
+        """scale: finite positive numbers; zero_point: int8 integers; 1 or ``channels`` each."""
+        scale = self.key(d, "scale", field)
+        zp = self.key(d, "zero_point", field)
+        for name, vals, ok in (("scale", scale, lambda s: _is_num(s) and s > 0),
+                               ("zero_point", zp, lambda z: _is_int(z) and -128 <= z <= 127)):
+            if (not isinstance(vals, list) or len(vals) not in (1, channels)
+                    or not all(ok(x) for x in vals)):
+                what = ("finite positive numbers" if name == "scale"
+                        else "integers in -128..127")
+                raise self.fail(f"{field}.{name}", f"expected 1 or {channels} {what}, got "
+                                f"{vals!r}"[:200])
+
+
+def check_manifest(manifest: Any, path: str, *, input_bytes: int | None = None,
+                   output_bytes: int | None = None) -> dict:
+    """Validate a parsed manifest.
+
+    Args:
+        manifest: the parsed JSON (any type: it is checked).
+        path: file name used in messages.
+        input_bytes, output_bytes: sizes (bytes) of the INPUT and OUTPUT regions from the
+            command file header; when given, the input tensor and every output tensor
+            (``offset`` + h*w*c*element bytes) must fit them.
+
+    Returns:
+        ``manifest`` unchanged (for chaining).
+
+    Raises:
+        FormatError: the first field that is missing, of the wrong type or out of range, with
+            ``path`` and the field (``input.scale``, ``outputs[1].offset``, ...) in the message.
+    """
+    ck = _Checker(path)
+    m = ck.obj(manifest, "manifest")
+    files = ck.obj(ck.key(m, "files", "manifest"), "files")
+    for name, rec in files.items():
+        rec = ck.obj(rec, f"files.{name}")
+        ck.int_(ck.key(rec, "bytes", f"files.{name}"), f"files.{name}.bytes")
+        ck.int_(ck.key(rec, "crc32", f"files.{name}"), f"files.{name}.crc32")
+    target = ck.obj(ck.key(m, "target", "manifest"), "target")
+    ck.int_(ck.key(target, "sram_bytes", "target"), "target.sram_bytes")
+
+    inp = ck.obj(ck.key(m, "input", "manifest"), "input")
+    shape = ck.dims(ck.key(inp, "shape", "input"), "input.shape", (2, 4))
+    hwc = ck.dims(ck.key(inp, "npu_hwc", "input"), "input.npu_hwc", (3,))
+    if math.prod(shape) != math.prod(hwc):
+        raise ck.fail("input.shape", f"{list(shape)} holds {math.prod(shape)} elements, "
+                      f"npu_hwc {list(hwc)} holds {math.prod(hwc)}")
+    layout = inp.get("onnx_layout", "NCHW")
+    if layout not in ("NCHW", "NHWC"):
+        raise ck.fail("input.onnx_layout", f"expected NCHW or NHWC, got {layout!r}")
+    if len(shape) == 4 and shape[0] != 1:
+        raise ck.fail("input.shape", f"batch {shape[0]}, the NPU program takes batch 1")
+    if (len(shape) == 4 and layout == "NCHW"
+            and (shape[1], shape[2], shape[3]) != (hwc[2], hwc[0], hwc[1])):
+        raise ck.fail("input.shape", f"NCHW {list(shape)} does not match npu_hwc {list(hwc)}")
+    ck.quant(inp, "input", 1)
+    if input_bytes is not None and math.prod(hwc) > input_bytes:
+        raise ck.fail("input.npu_hwc", f"{list(hwc)} needs {math.prod(hwc)} bytes, the INPUT "
+                      f"region holds {input_bytes}")
+
+    outs = ck.key(m, "outputs", "manifest")
+    if not isinstance(outs, list) or not outs:
+        raise ck.fail("outputs", "expected a non-empty list")
+    ranks: dict[str, int] = {}
+    for k, o in enumerate(outs):
+        f = f"outputs[{k}]"
+        o = ck.obj(o, f)
+        name = ck.str_(ck.key(o, "name", f), f"{f}.name")
+        if name in ranks:
+            raise ck.fail(f"{f}.name", f"'{name}' appears twice")
+        dtype = ck.key(o, "dtype", f)
+        if not isinstance(dtype, str) or dtype not in OUTPUT_DTYPES:
+            raise ck.fail(f"{f}.dtype", f"expected one of {', '.join(OUTPUT_DTYPES)}, got "
+                          f"{dtype!r}")
+        h, w, c = ck.dims(ck.key(o, "npu_hwc", f), f"{f}.npu_hwc", (3,))
+        oshape = ck.dims(ck.key(o, "shape", f), f"{f}.shape")
+        if math.prod(oshape) != h * w * c:
+            raise ck.fail(f"{f}.shape", f"{list(oshape)} holds {math.prod(oshape)} elements, "
+                          f"npu_hwc holds {h * w * c}")
+        if len(oshape) == 4 and tuple(oshape) != (1, c, h, w):
+            raise ck.fail(f"{f}.shape", f"NCHW {list(oshape)} does not match npu_hwc "
+                          f"{[h, w, c]}")
+        offset = ck.int_(ck.key(o, "offset", f), f"{f}.offset")
+        itemsize = OUTPUT_DTYPES[dtype]
+        if offset % itemsize:
+            raise ck.fail(f"{f}.offset", f"{offset} not a multiple of {itemsize} ({dtype})")
+        end = offset + h * w * c * itemsize
+        if output_bytes is not None and end > output_bytes:
+            raise ck.fail(f"{f}.offset", f"tensor ends at byte {end}, the OUTPUT region holds "
+                          f"{output_bytes}")
+        ck.quant(o, f, c)
+        ranks[name] = len(oshape)
+
+    host_ops = ck.key(m, "host_ops", "manifest")
+    if not isinstance(host_ops, list):
+        raise ck.fail("host_ops", "expected a list")
+    for k, op in enumerate(host_ops):
+        f = f"host_ops[{k}]"
+        op = ck.obj(op, f)
+        kind = ck.key(op, "op", f)
+        if kind not in HOST_OPS:
+            raise ck.fail(f"{f}.op", f"expected one of {', '.join(HOST_OPS)}, got {kind!r}")
+        src = ck.str_(ck.key(op, "input", f), f"{f}.input")
+        if src not in ranks:
+            raise ck.fail(f"{f}.input", f"'{src}' is not an output or an earlier host op")
+        rank = ranks[src]
+        ck.int_(ck.key(op, "axis", f), f"{f}.axis", -rank, rank - 1)
+        dst = ck.str_(ck.key(op, "output", f), f"{f}.output")
+        if dst in ranks:
+            raise ck.fail(f"{f}.output", f"'{dst}' is already defined")
+        ranks[dst] = rank - 1 if kind == "argmax" else rank
+
+    gouts = ck.key(m, "graph_outputs", "manifest")
+    if not isinstance(gouts, list) or not gouts:
+        raise ck.fail("graph_outputs", "expected a non-empty list of names")
+    for k, name in enumerate(gouts):
+        if not isinstance(name, str) or name not in ranks:
+            raise ck.fail(f"graph_outputs[{k}]", f"{name!r} is not an output or host op result")
+
+    from tcc_compiler.datasets.images import Preprocess
+
+    try:
+        Preprocess.from_dict(ck.key(m, "preprocess", "manifest"))
+    except FormatError as exc:
+        raise FormatError(f"{path}: {exc}") from None
+    return manifest

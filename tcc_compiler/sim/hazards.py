@@ -1,0 +1,379 @@
+"""Concurrent-queue model of the NPU: the order the waits guarantee, legal interleavings, hazards.
+
+specs/isa.md: three queues (LOAD, COMPUTE, STORE) run concurrently, each strictly in order (a
+queue starts its next command when the previous one has finished). A command with wait field
+``n < 7`` for queue ``p`` starts only when ``p`` has at most ``n`` commands outstanding among
+those dispatched to ``p`` before it, i.e. when ``p``'s first ``before_p - n`` commands have
+finished (``before_p`` = commands of ``p`` earlier in the stream). END waits for everything.
+
+From this, :class:`Ordering` computes the *happens-before* relation as vector clocks: for each
+command ``j`` and queue ``p``, ``clock[j][p]`` is the stream index of the latest command of
+``p`` guaranteed finished before ``j`` starts (-1 if none), closed transitively over queue order
+and waits. Two commands are *ordered* iff one's clock covers the other; all dependency edges go
+from earlier to later stream positions, so ``a < b`` are ordered iff ``clock[b][queue(a)] >= a``
+(or both sit on one queue).
+
+:class:`ShadowMemory` is a happens-before race detector (the vector-clock idea of FastTrack,
+Flanagan & Freund, PLDI 2009) on byte granularity: for every byte of SRAM and of the writable
+DRAM regions it keeps, per queue, the stream index of the last command of that queue that wrote
+it and of the last that read it, plus whether the byte was ever written (by the host or a
+command). An access by command ``j`` is a hazard when a recorded conflicting access (a write,
+or a read if ``j`` writes) on another queue is not ordered before ``j``. Keeping only the last
+access per queue is enough: an earlier access of the same queue happens before the later one,
+so if ``j`` is ordered after the later one it is ordered after both (transitivity). Because the
+check is against the happens-before relation and not against the order actually executed, a
+missing wait is reported whichever legal interleaving runs, including stream order.
+
+Everything here uses only the ISA's abstractions (``Command.queue``, ``.waits``,
+``.accesses(regs)``, ``Registers.update``), never specific opcodes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from tcc_compiler.errors import ExecutionError
+from tcc_compiler.isa import spec
+from tcc_compiler.isa.commands import Access, Command, Registers, Space
+
+log = logging.getLogger(__name__)
+
+#: Queues that run commands (END is handled by the parser, queue CONTROL).
+RUN_QUEUES = tuple(spec.WAIT_QUEUES)
+_NQ = len(RUN_QUEUES)
+
+
+class HazardError(ExecutionError):
+    """Two commands not ordered by the waits touch overlapping bytes and one writes.
+
+    Attributes:
+        hazard: the :class:`Hazard` found.
+    """
+
+    def __init__(self, hazard: "Hazard"):
+        self.hazard = hazard
+        super().__init__(hazard.message())
+
+
+@dataclass(frozen=True)
+class Hazard:
+    """One unordered conflicting pair.
+
+    Attributes:
+        kind: "RAW" (``second`` reads what ``first`` writes), "WAR" (``second`` writes what
+            ``first`` reads) or "WAW".
+        first, second: stream indices of the two commands (``first < second``).
+        first_name, second_name: their mnemonics.
+        space: the memory (SRAM or a DRAM region). start, end: the conflicting byte range
+            ``[start, end)`` (offsets inside ``space``; the hull of the conflicting bytes).
+        field: the field of ``second`` that addresses the access (e.g. "in_sram"), or "".
+        first_queue: queue name of ``first`` (the queue ``second`` must wait on).
+    """
+
+    kind: str
+    first: int
+    second: int
+    first_name: str
+    second_name: str
+    space: Space
+    start: int
+    end: int
+    field: str = ""
+    first_queue: str = ""
+
+    def message(self) -> str:
+        """One line naming both commands, the region and the missing order."""
+        verb = {"RAW": ("reads", "writes"), "WAR": ("writes", "reads"),
+                "WAW": ("writes", "writes")}[self.kind]
+        where = f" (field {self.field})" if self.field else ""
+        return (f"{self.kind} hazard: command {self.second} ({self.second_name}) {verb[0]} "
+                f"{self.space.value} [{self.start:#x}, {self.end:#x}){where} that command "
+                f"{self.first} ({self.first_name}) {verb[1]}, and no wait orders them "
+                f"(add a wait on queue {self.first_queue or '?'})")
+
+
+def _queue_index(cmd: Command) -> int | None:
+    """Position of the command's queue in :data:`RUN_QUEUES`, None for the parser (END)."""
+    q = cmd.queue
+    return RUN_QUEUES.index(q) if q in RUN_QUEUES else None
+
+
+class Ordering:
+    """The happens-before relation of a command stream under the wait semantics.
+
+    Args:
+        cmds: the decoded stream (END last, as the container guarantees).
+
+    Attributes:
+        cmds: the stream. queue_of: int8 [n] index into :data:`RUN_QUEUES` (-1 for END).
+        clock: int64 [n, 3]: ``clock[j, p]`` = stream index of the latest command of queue
+            ``RUN_QUEUES[p]`` that finishes before command ``j`` starts (-1 if none).
+        need: int64 [n, 3]: ``need[j, p]`` = how many commands of queue p must have finished
+            before ``j`` may start (0 if none), the run-time form of the waits.
+        by_queue: per queue, the stream indices of its commands in order.
+    """
+
+    def __init__(self, cmds: list[Command]):
+        self.cmds = cmds
+        n = len(cmds)
+        self.queue_of = np.full(n, -1, dtype=np.int8)
+        self.clock = np.full((n, _NQ), -1, dtype=np.int64)
+        self.need = np.zeros((n, _NQ), dtype=np.int64)
+        self.by_queue: list[list[int]] = [[] for _ in RUN_QUEUES]
+        self._accesses: list[list[Access]] | None = None
+        for j, cmd in enumerate(cmds):
+            qi = _queue_index(cmd)
+            if qi is None:   # END: waits for all queues to drain
+                for p in range(_NQ):
+                    self.need[j, p] = len(self.by_queue[p])
+                    self.clock[j, p] = self.by_queue[p][-1] if self.by_queue[p] else -1
+                continue
+            self.queue_of[j] = qi
+            deps = []
+            if self.by_queue[qi]:
+                deps.append(self.by_queue[qi][-1])          # in-order queue
+                self.need[j, qi] = len(self.by_queue[qi])
+            for p, wait in enumerate(cmd.waits):
+                if wait == spec.WAIT_NONE:
+                    continue
+                k = len(self.by_queue[p]) - wait            # first k of p must be done
+                if k > 0:
+                    deps.append(self.by_queue[p][k - 1])
+                    self.need[j, p] = max(self.need[j, p], k)
+            c = self.clock[j]
+            for d in deps:
+                np.maximum(c, self.clock[d], out=c)
+                dq = self.queue_of[d]
+                c[dq] = max(c[dq], d)
+            self.by_queue[qi].append(j)
+
+    def accesses(self) -> list[list[Access]]:
+        """Every command's :meth:`Command.accesses`, with the registers of stream order (the
+        COMPUTE queue is in order, so these are the registers every legal run sees). A tile
+        command without its configuration gets [] here (the executor reports it when run)."""
+        if self._accesses is None:
+            regs, out = Registers(), []
+            for cmd in self.cmds:
+                try:
+                    out.append(cmd.accesses(regs))
+                except ExecutionError:
+                    out.append([])
+                regs.update(cmd)
+            self._accesses = out
+        return self._accesses
+
+    def ordered_before(self, a: int, b: int) -> bool:
+        """True if command ``a`` finishes before command ``b`` starts in every legal run."""
+        if a >= b:
+            return False
+        qa = self.queue_of[a]
+        return qa < 0 or bool(self.clock[b, qa] >= a)
+
+    def random_order(self, seed: int) -> list[int]:
+        """A random legal execution order (stream indices), END last.
+
+        At each step one queue whose head command may start (its waits are met, treating
+        commands as finishing in the order they run) is chosen uniformly at random.
+        """
+        rng = np.random.default_rng(seed)
+        done = [0] * _NQ
+        heads = [0] * _NQ
+        order: list[int] = []
+        end = [j for j, q in enumerate(self.queue_of) if q < 0]
+        total = len(self.cmds) - len(end)
+        while len(order) < total:
+            ready = []
+            for q in range(_NQ):
+                if heads[q] < len(self.by_queue[q]):
+                    j = self.by_queue[q][heads[q]]
+                    if all(done[p] >= self.need[j, p] for p in range(_NQ)):
+                        ready.append(q)
+            if not ready:  # cannot happen for waits that only name earlier commands
+                raise ExecutionError("schedule: no queue can proceed (wait deadlock)")
+            q = ready[int(rng.integers(len(ready)))]
+            order.append(self.by_queue[q][heads[q]])
+            heads[q] += 1
+            done[q] += 1
+        return order + end
+
+
+def access_field(cmd: Command, acc: Access) -> str:
+    """The address field of ``cmd`` an access starts at (e.g. "in_sram", "dram"), or ""."""
+    for name in cmd.SPEC.field_names:
+        v = getattr(cmd, name)
+        if acc.space is Space.SRAM and name.endswith("sram") and v == acc.start:
+            return name
+        if acc.space is not Space.SRAM and name == "dram":
+            region, off = spec.split_dram_address(v)
+            if Space.of_region(region) is acc.space:
+                return name
+    for name in cmd.SPEC.field_names:  # a strided DMA's later runs start past the base
+        if acc.space is Space.SRAM and name.endswith("sram"):
+            return name
+    return ""
+
+
+class ShadowMemory:
+    """Per-byte access history for race and uninitialised-read detection.
+
+    Args:
+        ordering: the stream's happens-before relation.
+        sizes: bytes of each space (SRAM and every DRAM region).
+        initialized: spaces whose bytes count as written at start (WEIGHTS, INPUT: the host
+            fills them).
+
+    Memory: for each tracked space, 6 int32 arrays (last writer / last reader per queue) and
+    one bool array, i.e. 25 bytes per byte of SRAM + ACT + INPUT + OUTPUT. WEIGHTS is read-only
+    and always initialised, so it is not tracked.
+    """
+
+    def __init__(self, ordering: Ordering, sizes: dict[Space, int],
+                 initialized: tuple[Space, ...] = (Space.WEIGHTS, Space.INPUT)):
+        self.ordering = ordering
+        self.sizes = dict(sizes)
+        self.initialized = set(initialized)
+        self._w: dict[Space, np.ndarray] = {}
+        self._r: dict[Space, np.ndarray] = {}
+        self._init: dict[Space, np.ndarray] = {}
+        for sp, size in sizes.items():
+            if sp is Space.WEIGHTS:
+                continue
+            self._w[sp] = np.full((_NQ, size), -1, dtype=np.int32)
+            self._r[sp] = np.full((_NQ, size), -1, dtype=np.int32)
+            self._init[sp] = np.full(size, sp in self.initialized, dtype=bool)
+
+    def _hazard(self, kind, other, j, cmd, acc, hist_row, fld) -> HazardError:
+        """The hazard between command ``j`` (access ``acc``) and recorded command ``other``.
+
+        A random interleaving can run a later command first; the pair is then reported in
+        stream order (the later command is the one that lacks the wait; the kind is mirrored
+        and the field, which belongs to ``j``, is left out).
+        """
+        cmds = self.ordering.cmds
+        other = int(other)
+        idx = np.nonzero(hist_row == other)[0]
+        lo, hi = acc.start + int(idx[0]), acc.start + int(idx[-1]) + 1
+        first, second = other, j
+        if other > j:
+            first, second, fld = j, other, ""
+            kind = {"RAW": "WAR", "WAR": "RAW"}.get(kind, kind)
+        return HazardError(Hazard(kind, first, second, cmds[first].name, cmds[second].name,
+                                  acc.space, lo, hi, fld, cmds[first].queue.name))
+
+    def record(self, j: int, cmd: Command, accesses: list[Access]) -> None:
+        """Check command ``j``'s accesses against the history, then record them.
+
+        Raises:
+            ExecutionError: an access outside its space, or a read of bytes never written
+                (message names the command index and field).
+            HazardError: a conflicting access by a command not ordered with ``j``.
+        """
+        clock = self.ordering.clock[j]
+        qj = self.ordering.queue_of[j]
+        for acc in accesses:
+            fld = access_field(cmd, acc)
+            size = self.sizes.get(acc.space)
+            if size is None or acc.start < 0 or acc.end > size:
+                raise ExecutionError(
+                    f"command {j} ({cmd.name}): field {fld or '?'}: {acc.space.value} range "
+                    f"[{acc.start:#x}, {acc.end:#x}) outside the space (size {size})")
+            if acc.space is Space.WEIGHTS:
+                if acc.is_write:
+                    raise ExecutionError(f"command {j} ({cmd.name}): field {fld or '?'}: "
+                                         "write to read-only region WEIGHTS")
+                continue
+            a, b = acc.start, acc.end
+            w = self._w[acc.space][:, a:b]
+            for p in range(_NQ):
+                if p == qj:
+                    continue
+                last = int(w[p].max(initial=-1))
+                if last > clock[p]:
+                    kind = "WAW" if acc.is_write else "RAW"
+                    raise self._hazard(kind, self._first_unordered(w[p], clock[p]), j, cmd,
+                                       acc, w[p], fld)
+                if acc.is_write:
+                    r = self._r[acc.space][p, a:b]
+                    if int(r.max(initial=-1)) > clock[p]:
+                        raise self._hazard("WAR", self._first_unordered(r, clock[p]), j, cmd,
+                                           acc, r, fld)
+            if not acc.is_write:
+                init = self._init[acc.space][a:b]
+                if not init.all():
+                    bad = a + int(np.argmin(init))
+                    writer = self._pending_writer(j, acc.space, bad)
+                    if writer is not None:   # an out-of-order run overtook its producer
+                        h = Hazard("RAW", writer, j, self.ordering.cmds[writer].name,
+                                   cmd.name, acc.space, bad, bad + 1, fld,
+                                   self.ordering.cmds[writer].queue.name)
+                        raise HazardError(h)
+                    raise ExecutionError(
+                        f"command {j} ({cmd.name}): field {fld or '?'}: reads {acc.space.value}"
+                        f" byte {bad:#x} that nothing wrote before (range [{a:#x}, {b:#x}))")
+        for acc in accesses:
+            if acc.space is Space.WEIGHTS:
+                continue
+            a, b = acc.start, acc.end
+            if acc.is_write:
+                self._w[acc.space][qj, a:b] = j
+                self._init[acc.space][a:b] = True
+            else:
+                self._r[acc.space][qj, a:b] = j
+
+    def _pending_writer(self, j: int, space: Space, byte: int) -> int | None:
+        """An earlier command, not ordered before ``j``, that writes ``byte`` of ``space``.
+
+        Only reachable when a random interleaving ran ``j`` before that writer (in stream order
+        every earlier writer has run, so the byte would be initialised).
+        """
+        accs = self.ordering.accesses()
+        for i in range(j - 1, -1, -1):
+            if self.ordering.ordered_before(i, j):
+                continue
+            if any(a.is_write and a.space is space and a.start <= byte < a.end
+                   for a in accs[i]):
+                return i
+        return None
+
+    @staticmethod
+    def _first_unordered(hist: np.ndarray, bound: int) -> int:
+        """Smallest recorded stream index above ``bound`` (the oldest unordered access)."""
+        v = hist[hist > bound]
+        return int(v.min())
+
+
+def check_stream(cmds: list[Command], sizes: dict[Space, int]) -> list[Hazard]:
+    """Statically check a stream for hazards and bad accesses, without computing any data.
+
+    Replays every command's :meth:`Command.accesses` in stream order through a
+    :class:`ShadowMemory`. Whatever legal interleaving runs, a pair of unordered conflicting
+    commands exists iff this finds one (see the module docstring), so an empty result means
+    every legal execution computes the same bytes as stream order.
+
+    Args:
+        cmds: decoded stream. sizes: bytes of SRAM and each DRAM region.
+
+    Returns:
+        [] if the stream is hazard-free, else the first hazard found (a one-element list).
+
+    Raises:
+        ExecutionError: out-of-bounds access, read of never-written memory, or a tile
+            command without its configuration (message names the command index).
+    """
+    ordering = Ordering(cmds)
+    shadow = ShadowMemory(ordering, sizes)
+    regs = Registers()
+    for j, cmd in enumerate(cmds):
+        try:
+            accs = cmd.accesses(regs)
+        except ExecutionError as exc:
+            raise ExecutionError(f"command {j} ({cmd.name}): {exc}") from None
+        try:
+            shadow.record(j, cmd, accs)
+        except HazardError as exc:
+            return [exc.hazard]
+        regs.update(cmd)
+    return []

@@ -1,0 +1,167 @@
+"""``tccc eval``: dataset layouts, raw arrays, metrics against ONNX Runtime, batched runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from tcc_compiler.cli.main import main as cli_main
+from tcc_compiler.datasets.images import Preprocess
+from tcc_compiler.errors import InputError
+from tcc_compiler.runtime.evaluate import (
+    RawSpec,
+    find_samples,
+    load_sample,
+    preprocess_for,
+    read_labels,
+    summarize,
+)
+
+CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-resnet8"
+
+
+def test_class_subfolders(tmp_path):
+    for c in ("b_cat", "a_dog"):
+        (tmp_path / c).mkdir()
+        for i in range(2):
+            Image.new("RGB", (4, 4), (i, 0, 0)).save(tmp_path / c / f"{i}.png")
+    (tmp_path / ".hidden").mkdir()
+    samples, classes = find_samples(tmp_path)
+    assert classes == ["a_dog", "b_cat"]
+    assert [(s.path.parent.name, s.label) for s in samples] == [
+        ("a_dog", 0), ("a_dog", 0), ("b_cat", 1), ("b_cat", 1)]
+
+
+def test_labels_file_formats(tmp_path):
+    for n in ("x.bin", "y.bin"):
+        (tmp_path / n).write_bytes(b"\0")
+    (tmp_path / "l.csv").write_text("file,count,label\ny.bin,10,3\n\n# note\nx.bin,10,7\n")
+    s = read_labels(tmp_path / "l.csv", tmp_path)
+    assert [(p.path.name, p.label) for p in s] == [("x.bin", 7), ("y.bin", 3)]
+    (tmp_path / "val.txt").write_text("x.bin 5\ny.bin 0\n")
+    assert [p.label for p in read_labels(tmp_path / "val.txt", tmp_path)] == [5, 0]
+    (tmp_path / "bad.txt").write_text("x.bin 5\ny.bin cat\n")
+    with pytest.raises(InputError, match=r"bad.txt:2: expected"):
+        read_labels(tmp_path / "bad.txt", tmp_path)
+    (tmp_path / "missing.txt").write_text("z.bin 1\n")
+    with pytest.raises(InputError, match=r"missing.txt:1: .*z.bin not found"):
+        read_labels(tmp_path / "missing.txt", tmp_path)
+    with pytest.raises(InputError, match="no class sub-folders"):
+        find_samples(tmp_path)
+
+
+def test_raw_layouts_and_scaling(tmp_path):
+    pix = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)           # H=2, W=3, C=3
+    (tmp_path / "hwc.bin").write_bytes(pix.tobytes())
+    (tmp_path / "chw.bin").write_bytes(pix.transpose(2, 0, 1).tobytes())
+    pre = preprocess_for(Preprocess(width=3, height=2).to_dict(), "raw")
+    a = load_sample(tmp_path / "hwc.bin", pre, RawSpec(3, 2, 3, "HWC"))
+    b = load_sample(tmp_path / "chw.bin", pre, RawSpec(3, 2, 3, "CHW"))
+    want = pix.transpose(2, 0, 1)[None].astype(np.float32)                # raw: value = pixel
+    np.testing.assert_array_equal(a, want)
+    np.testing.assert_array_equal(b, want)
+    pre2 = preprocess_for(Preprocess(width=3, height=2).to_dict(), scale=0.5,
+                          mean=(1, 2, 3), std=(2, 2, 4))
+    c = load_sample(tmp_path / "hwc.bin", pre2, RawSpec(3, 2, 3))
+    # hand-computed: (p * 0.5 - mean[c]) / std[c] for pixel (0, 1), channel 2 = value 5
+    assert c[0, 2, 0, 1] == pytest.approx((5 * 0.5 - 3) / 4)
+    (tmp_path / "short.bin").write_bytes(pix.tobytes()[:-1])
+    with pytest.raises(InputError, match="17 bytes, a 3x2x3 uint8 array has 18"):
+        load_sample(tmp_path / "short.bin", pre, RawSpec(3, 2, 3))
+    with pytest.raises(InputError, match="--raw-size"):
+        load_sample(tmp_path / "hwc.bin", pre, None)
+
+
+def test_summarize_hand_computed():
+    rows = [{"label": 1, "npu": [1, 2, 3, 4, 5], "float": [1, 0, 2, 3, 4]},
+            {"label": 2, "npu": [0, 2, 3, 4, 5], "float": [2, 0, 1, 3, 4]},
+            {"label": 9, "npu": [0, 1, 2, 3, 4], "float": [0, 1, 2, 3, 4]}]
+    s = summarize(rows, 4, True)
+    assert s["npu"] == {"top1": 1 / 3, "top5": 2 / 3, "top1_correct": 1, "top5_correct": 2}
+    assert s["float"]["top1_correct"] == 2 and s["flips"] == 1
+    assert (s["samples"], s["total"], s["interrupted"]) == (3, 4, True)
+
+
+def _tiny_impl(tmp: Path, residual_net) -> Path:
+    """A compiled residual net (16x16) and a flat dataset labelled by ONNX Runtime's argmax."""
+    import onnx
+
+    from tcc_compiler import api
+
+    model = residual_net(seed=3, hw=16)
+    onnx.save(model, tmp / "m.onnx")
+    rng = np.random.default_rng(5)
+    imgs = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(12)]
+    calib = [(im.astype(np.float32) / 255 - 0.45).transpose(2, 0, 1)[None] / 0.225
+             for im in imgs[:4]]
+    api.compile(tmp / "m.onnx", "16x16x3", calibration=calib).save(tmp / "out")
+    sess = ort.InferenceSession(str(tmp / "m.onnx"), providers=["CPUExecutionProvider"])
+    from tcc_compiler.runtime import load_program
+
+    pre = Preprocess.from_dict(load_program(tmp / "out").manifest["preprocess"])
+    from tcc_compiler.datasets.images import load_image
+
+    lines = []
+    for i, im in enumerate(imgs):
+        Image.fromarray(im).save(tmp / f"{i:02d}.png")
+        x = load_image(tmp / f"{i:02d}.png", pre)
+        lines.append(f"{i:02d}.png {int(np.argmax(sess.run(None, {'x': x})[0]))}")
+    (tmp / "labels.txt").write_text("\n".join(lines) + "\n")
+    return tmp
+
+
+def test_eval_cli_against_ort(tmp_path, residual_net, capsys):
+    d = _tiny_impl(tmp_path, residual_net)
+    argv = ["eval", str(d / "out"), "--images", str(d), "--labels", str(d / "labels.txt"),
+            "--check", str(d / "m.onnx"), "--json"]
+    assert cli_main(argv) == 0
+    r1 = json.loads(capsys.readouterr().out)
+    assert r1["samples"] == 12 and not r1["interrupted"]
+    assert r1["float"]["top1"] == 1.0 and r1["float"]["top5"] == 1.0   # labels are ORT's
+    assert r1["flips"] == 12 - r1["npu"]["top1_correct"]
+    assert cli_main(argv + ["--jobs", "2", "--limit", "5"]) == 0
+    r2 = json.loads(capsys.readouterr().out)
+    assert r2["samples"] == 5 and r2["float"]["top1"] == 1.0
+    assert cli_main(["run", str(d / "out"), str(d / "00.png"), str(d / "01.png"), "--json",
+                     "--jobs", "2", "--schedule", "random", "--seed", "4"]) == 0
+    runs = json.loads(capsys.readouterr().out)["results"]
+    assert cli_main(["run", str(d / "out"), str(d / "00.png"), str(d / "01.png"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"] == runs
+
+
+@pytest.fixture(scope="module")
+def resnet8_eval(tmp_path_factory):
+    """ResNet-8 compiled with the first 50 images (sorted) as calibration, then evaluated on
+    all 200 with the float model beside it."""
+    if not (CIFAR / "resnet8.onnx").is_file():
+        pytest.skip(f"{CIFAR} not present")
+    from tcc_compiler import api
+    from tcc_compiler.runtime.evaluate import evaluate
+
+    d = tmp_path_factory.mktemp("r8")
+    samples, _ = find_samples(CIFAR / "images", CIFAR / "labels.csv")
+    calib = [np.frombuffer(s.path.read_bytes(), np.uint8).reshape(32, 32, 3)
+             .transpose(2, 0, 1)[None].astype(np.float32) for s in samples[:50]]
+    api.compile(CIFAR / "resnet8.onnx", calibration=calib).save(d / "out")
+    from tcc_compiler.runtime import load_program
+
+    prog = load_program(d / "out")
+    pre = preprocess_for(prog.manifest["preprocess"], "raw")
+    return evaluate(d / "out", samples, pre, RawSpec(32, 32, 3), str(CIFAR / "resnet8.onnx"),
+                    prog=prog)
+
+
+def test_resnet8_float_matches_ort(resnet8_eval):
+    # The README's ONNX Runtime figure: 85.5 % top-1 on the 200 images.
+    assert resnet8_eval["samples"] == 200
+    assert resnet8_eval["float"]["top1_correct"] == 171
+
+
+def test_resnet8_int8_close_to_float(resnet8_eval):
+    assert resnet8_eval["npu"]["top1"] >= 0.83
+    assert resnet8_eval["flips"] <= 10
