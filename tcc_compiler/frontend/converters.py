@@ -28,6 +28,10 @@ class Unsupported(Exception):
     """A node the NPU cannot run; the message says which constraint failed and what to do."""
 
 
+class Downstream(Exception):
+    """A node reads the output of a node already reported as unsupported (not re-reported)."""
+
+
 class Ctx:
     """Conversion state: ONNX tensor name -> IR value, plus pending pads to fold into convs."""
 
@@ -38,6 +42,20 @@ class Ctx:
         self.values: dict[str, Value] = {}
         self.onnx_shapes: dict[str, tuple[int, ...]] = {}
         self.pending_pad: dict[str, tuple[Value, tuple[int, int, int, int], str]] = {}
+        self.poisoned: set[str] = set()
+
+    def poison(self, node: onnx.NodeProto) -> None:
+        """Mark the outputs of a refused node. Outputs whose shape ONNX inferred get a
+        stand-in value (never part of a graph that is returned) so that the nodes reading them
+        are still checked on their own merits; the others make readers raise
+        :class:`Downstream`."""
+        for name in node.output:
+            if not name:
+                continue
+            self.poisoned.add(name)
+            shape = self.onnx_shapes.get(name)
+            if shape and all(d > 0 for d in shape):
+                self.values[name] = Value(name, shape, "float32")
 
     def add_const(self, name: str, arr: np.ndarray) -> Value:
         """Register a constant tensor under its ONNX name."""
@@ -62,6 +80,8 @@ class Ctx:
             return None
         v = self.values.get(node.input[i])
         if v is None:
+            if node.input[i] in self.poisoned:
+                raise Downstream(node.input[i])
             if node.input[i] in self.pending_pad:
                 raise Unsupported("Pad output is read by a node that cannot absorb padding "
                                   "(only Conv and MaxPool can)")
@@ -206,7 +226,8 @@ def clip(ctx: Ctx, node: onnx.NodeProto) -> None:
     """Clip: min/max attributes before opset 11, optional constant inputs from 11."""
     a = attrs_of(node)
     if ctx.opset < 11:
-        lo, hi = float(a.get("min", -3.4028234663852886e38)), float(a.get("max", 3.4028234663852886e38))
+        flt_max = float(np.finfo(np.float32).max)  # the schema's defaults before opset 11
+        lo, hi = float(a.get("min", -flt_max)), float(a.get("max", flt_max))
     else:
         lo_a, hi_a = ctx.const(node, 1, "min"), ctx.const(node, 2, "max")
         lo = float(lo_a) if lo_a is not None else float("-inf")
@@ -377,7 +398,10 @@ def _emit_view(ctx: Ctx, node, x: Value, out: tuple[int, ...]) -> None:
 def flatten(ctx: Ctx, node: onnx.NodeProto) -> None:
     """Flatten(axis)."""
     x = ctx.get(node, 0)
-    axis = int(attrs_of(node).get("axis", 1)) % (len(x.shape) + 1)
+    axis = int(attrs_of(node).get("axis", 1))
+    if not -len(x.shape) <= axis <= len(x.shape):
+        raise Unsupported(f"axis {axis} out of range for rank {len(x.shape)}")
+    axis = axis + len(x.shape) if axis < 0 else axis  # ONNX: negative counts from the back
     lead = int(np.prod(x.shape[:axis])) if axis else 1
     _emit_view(ctx, node, x, (lead, int(np.prod(x.shape[axis:]))))
 
@@ -501,6 +525,42 @@ def constant(ctx: Ctx, node: onnx.NodeProto) -> None:
         ctx.add_const(node.output[0], onnx.numpy_helper.to_array(a["value"]))
     else:
         raise Unsupported("only tensor-valued Constant is supported")
+
+
+#: Why common ops outside :data:`CONVERTERS` are refused, and what to do (shown to users and
+#: listed in SUPPORTED_OPS.md). The NPU runs conv / fc / add / max+avg pool / global pool with
+#: a fused relu or clip epilogue (``tcc_compiler.ir.ops.NPU_OPS``); nothing else.
+REFUSED_OPS: dict[str, str] = {
+    "Concat": "channel concatenation has no NPU command (the DRAM planner gives every tensor "
+              "its own buffer); not supported yet",
+    "LRN": "local response normalization has no NPU command; remove it (most networks that "
+           "use it lose little accuracy without it) or run that part on the host",
+    "Sigmoid": "no sigmoid/lookup-table epilogue on the NPU; use Relu/Clip activations",
+    "Tanh": "no tanh/lookup-table epilogue on the NPU; use Relu/Clip activations",
+    "LeakyRelu": "the NPU epilogue has only relu and clip(lo, hi); retrain with Relu",
+    "PRelu": "the NPU epilogue has only relu and clip(lo, hi); retrain with Relu",
+    "HardSwish": "the NPU epilogue has only relu and clip(lo, hi)",
+    "HardSigmoid": "the NPU epilogue has only relu and clip(lo, hi)",
+    "Resize": "no resampling command on the NPU",
+    "Upsample": "no resampling command on the NPU",
+    "Split": "no channel split on the NPU (tensors are not addressable by channel slices)",
+    "Slice": "no slicing on the NPU (tensors are not addressable by sub-ranges)",
+    "ConvTranspose": "no transposed convolution on the NPU",
+    "LSTM": "recurrent layers are not image ops; not supported",
+    "GRU": "recurrent layers are not image ops; not supported",
+    "InstanceNormalization": "normalization with data-dependent statistics is not foldable "
+                             "into constants; not supported",
+    "LayerNormalization": "normalization with data-dependent statistics is not foldable into "
+                          "constants; not supported",
+}
+
+
+def unknown_op_reason(op_type: str) -> str:
+    """The refusal reason for an op type without a converter (one clause, no newline)."""
+    why = REFUSED_OPS.get(op_type)
+    if why:
+        return f"op type not supported: {why} (see SUPPORTED_OPS.md)"
+    return "op type not supported by tccc (see SUPPORTED_OPS.md)"
 
 
 CONVERTERS: dict[str, Callable[[Ctx, onnx.NodeProto], None]] = {

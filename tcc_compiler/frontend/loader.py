@@ -10,6 +10,7 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
@@ -51,8 +52,13 @@ def _check_external_data(model: onnx.ModelProto, base: Path) -> None:
         if not target.is_file():
             raise ModelError(f"initializer '{init.name}': external data file '{loc}' not found")
         size = target.stat().st_size
-        offset = int(info.get("offset", 0) or 0)
-        length = int(info.get("length", 0) or 0)
+        try:
+            offset = int(info.get("offset", 0) or 0)
+            length = int(info.get("length", 0) or 0)
+        except ValueError:
+            raise ModelError(f"initializer '{init.name}': external data offset/length "
+                             f"{info.get('offset')!r}/{info.get('length')!r} not integers"
+                             ) from None
         if offset < 0 or length < 0 or offset + length > size:
             raise ModelError(f"initializer '{init.name}': external data range "
                              f"{offset}+{length} exceeds '{loc}' ({size} bytes)")
@@ -79,9 +85,121 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
         raise ModelError(f"{p}: not a valid ONNX model ({type(exc).__name__})") from None
     if not model.graph.node and not model.graph.output:
         raise ModelError(f"{p}: not a valid ONNX model (empty graph)")
-    _check_external_data(model, p.parent)
+    try:
+        _check_external_data(model, p.parent)
+    except ModelError as exc:
+        raise ModelError(f"{p}: {exc}") from None
     try:
         onnx.external_data_helper.load_external_data_for_model(model, str(p.parent))
     except (OSError, ValueError) as exc:
         raise ModelError(f"{p}: cannot load external data ({exc})") from None
     return model
+
+
+#: Largest input width/height and channel count tccc accepts (same limits as ``--input``).
+MAX_INPUT_HW, MAX_INPUT_C = 8192, 64
+_CONV_LIKE = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool")
+
+
+def check_input_dims(w: int, h: int, c: int, where: str, name: str) -> None:
+    """Refuse input dims outside 1..8192 (width, height) and 1..64 (channels).
+
+    Raises:
+        InputError: naming the model and input, so a model declaring e.g. a 10**9-pixel input
+            never reaches calibration (which would allocate it).
+    """
+    if min(w, h, c) <= 0 or max(w, h) > MAX_INPUT_HW or c > MAX_INPUT_C:
+        raise InputError(f"{where}: input '{name}' is {w}x{h}x{c} (WxHxC); width and height "
+                         f"must be 1..{MAX_INPUT_HW} and channels 1..{MAX_INPUT_C} "
+                         "(pass --input WxHxC)")
+
+
+def _tensor_problem(t: onnx.TensorProto, name: str,
+                    consumers: dict[str, set[str]]) -> str | None:
+    """Why tensor ``t`` cannot be trusted, or None: unknown type, negative dims, a payload
+    whose size disagrees with its dims, or NaN/Inf floats (except Clip bounds)."""
+    try:
+        np_dtype = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
+        field = onnx.helper.tensor_dtype_to_field(t.data_type)
+    except (KeyError, ValueError, TypeError):
+        return f"unknown data type {t.data_type}"
+    if any(d < 0 for d in t.dims):
+        return f"negative dimension in {list(t.dims)}"
+    n = 1
+    for d in t.dims:
+        n *= d
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        return None  # range checked by _check_external_data, size once loaded (raw_data)
+    if t.HasField("raw_data"):
+        if np_dtype.kind != "O" and len(t.raw_data) != n * np_dtype.itemsize:
+            return (f"payload is {len(t.raw_data)} bytes, dims {list(t.dims)} of "
+                    f"{np_dtype} need {n * np_dtype.itemsize}")
+    elif np_dtype.kind in "biuf" and len(getattr(t, field)) != n:
+        return f"holds {len(getattr(t, field))} values, dims {list(t.dims)} need {n}"
+    if np_dtype.kind == "f" and n and not consumers.get(name, set()) <= {"Clip"}:
+        arr = onnx.numpy_helper.to_array(t)
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        if bad:
+            return f"holds {bad} NaN/Inf value(s)"
+    return None
+
+
+def check_tensors(model: onnx.ModelProto, where: str) -> None:
+    """Check every initializer and Constant-node tensor before anything allocates from it.
+
+    Raises:
+        ModelError: naming the model and tensor (see :func:`_tensor_problem` for the checks).
+    """
+    consumers: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, set()).add(node.op_type)
+    tensors = [(f"initializer '{t.name}'", t.name, t) for t in model.graph.initializer]
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output:
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.TENSOR:
+                    out = node.output[0]
+                    tensors.append((f"Constant '{node.name or out}'", out, a.t))
+    for label, name, t in tensors:
+        problem = _tensor_problem(t, name, consumers)
+        if problem:
+            raise ModelError(f"{where}: {label}: {problem}")
+
+
+def check_node_attributes(model: onnx.ModelProto, where: str) -> None:
+    """Refuse impossible conv/pool attributes: kernel_shape, strides or dilations < 1,
+    negative pads, group < 1.
+
+    Raises:
+        ModelError: naming the model, node and attribute.
+    """
+    for node in model.graph.node:
+        if node.op_type not in _CONV_LIKE:
+            continue
+        for a in node.attribute:
+            vals = list(a.ints) if a.type == onnx.AttributeProto.INTS else [a.i]
+            bad = ((a.name in ("kernel_shape", "strides", "dilations", "group")
+                    and any(v < 1 for v in vals))
+                   or (a.name == "pads" and any(v < 0 for v in vals)))
+            if bad:
+                raise ModelError(f"{where}: {node.op_type} '{node.name or node.output[0]}': "
+                                 f"attribute {a.name} = {vals} is invalid")
+
+
+def check_inferred_shapes(model: onnx.ModelProto, where: str) -> None:
+    """After ONNX shape inference: refuse float tensors with a zero or negative dimension
+    (an empty or impossible activation, e.g. a kernel larger than its padded input).
+
+    Raises:
+        ModelError: naming the model and tensor.
+    """
+    for vi in list(model.graph.value_info) + list(model.graph.output):
+        tt = vi.type.tensor_type
+        if tt.elem_type != onnx.TensorProto.FLOAT:
+            continue
+        dims = [d.dim_value for d in tt.shape.dim if d.HasField("dim_value")]
+        if any(d <= 0 for d in dims):
+            shape = [d.dim_value if d.HasField("dim_value") else "?" for d in tt.shape.dim]
+            raise ModelError(f"{where}: tensor '{vi.name}' has shape {shape} (an empty or "
+                             "negative dimension)")

@@ -18,8 +18,11 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from tcc_compiler.errors import InputError, ModelError, UnsupportedError
-from tcc_compiler.frontend.converters import CONVERTERS, Ctx, Unsupported
-from tcc_compiler.frontend.loader import load_onnx, parse_input_spec
+from tcc_compiler.frontend.converters import (CONVERTERS, Ctx, Downstream, Unsupported,
+                                              unknown_op_reason)
+from tcc_compiler.frontend.loader import (check_inferred_shapes, check_input_dims,
+                                          check_node_attributes, check_tensors, load_onnx,
+                                          parse_input_spec)
 from tcc_compiler.ir.graph import Graph
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,9 @@ def _fix_input_dims(model: onnx.ModelProto, whc: tuple[int, int, int] | None,
         raise ModelError(f"{where}: input '{inp.name}' must be float32")
     dims = [d.dim_value if d.HasField("dim_value") else 0 for d in tt.shape.dim]
     nhwc = _is_nhwc_input(model, inp.name)
+    if len(dims) not in (0, 4):  # known rank that is not an image's: --input cannot help
+        raise ModelError(f"{where}: input '{inp.name}' has rank {len(dims)} (dims {dims}), "
+                         "expected a 4-D NCHW (or NHWC) image")
     if whc is None:
         if len(dims) != 4 or any(d <= 0 for d in dims[1:]):
             raise InputError(f"{where}: input '{inp.name}' has unknown dims {dims}; "
@@ -63,8 +69,7 @@ def _fix_input_dims(model: onnx.ModelProto, whc: tuple[int, int, int] | None,
         else:
             whc = (dims[3], dims[2], dims[1])
     w, h, c = whc
-    if len(dims) not in (0, 4):
-        raise ModelError(f"{where}: input '{inp.name}' has rank {len(dims)}, expected 4 (NCHW)")
+    check_input_dims(w, h, c, where, inp.name)
     new = [1, h, w, c] if nhwc else [1, c, h, w]
     model_c = dims[3] if nhwc and len(dims) == 4 else (dims[1] if len(dims) == 4 else 0)
     if model_c > 0 and model_c != c:
@@ -90,7 +95,8 @@ def _check_domains(model: onnx.ModelProto, where: str) -> int:
     if opset is None:
         raise ModelError(f"{where}: model imports no default-domain ONNX opset")
     if opset < 6 or opset > onnx.defs.onnx_opset_version():
-        raise ModelError(f"{where}: opset {opset} not supported (6..{onnx.defs.onnx_opset_version()})")
+        raise ModelError(f"{where}: opset {opset} not supported "
+                         f"(6..{onnx.defs.onnx_opset_version()})")
     bad = sorted({n.domain for n in model.graph.node if n.domain not in ("", "ai.onnx")})
     if bad:
         nodes = [f"{n.op_type} '{n.name}' (domain {n.domain})" for n in model.graph.node
@@ -128,8 +134,14 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
         where = str(model)
         proto = load_onnx(model)
     opset = _check_domains(proto, where)
+    check_tensors(proto, where)  # before anything allocates from a tensor's claimed dims
+    check_node_attributes(proto, where)
     in_name, in_shape, layout = _fix_input_dims(proto, input_whc, where)
 
+    try:  # shapes of intermediate tensors let graphsurgeon fold Shape->Gather->... chains
+        proto = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
+    except Exception as exc:  # inconsistent model: reported below by the second inference
+        log.debug("%s: shape inference before folding failed: %s", where, exc)
     try:
         graph = gs.import_onnx(proto)
     except Exception as exc:  # onnx-graphsurgeon raises assorted errors on bad protos
@@ -141,13 +153,15 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
     try:
         graph.fold_constants(error_ok=True).cleanup().toposort()
     except Exception as exc:
-        raise ModelError(f"{where}: constant folding failed ({type(exc).__name__}: {exc})") from None
+        raise ModelError(f"{where}: constant folding failed "
+                         f"({type(exc).__name__}: {exc})") from None
     folded = gs.export_onnx(graph)
     folded.opset_import[0].version = opset
     try:
         inferred = onnx.shape_inference.infer_shapes(folded, strict_mode=False)
     except Exception as exc:  # shape inference errors: inconsistent model
         raise ModelError(f"{where}: shape inference failed: {str(exc).splitlines()[0]}") from None
+    check_inferred_shapes(inferred, where)
     return _convert(inferred, where, opset, in_name, in_shape, layout)
 
 
@@ -187,22 +201,34 @@ def _convert(model: onnx.ModelProto, where: str, opset: int, in_name: str,
         ctx.onnx_shapes[vi.name] = tuple(dims)
     ctx.add_input(in_name, in_shape)
     problems: list[str] = []
+    downstream = 0
     for node in model.graph.node:
         conv = CONVERTERS.get(node.op_type)
         label = f"{node.op_type} '{node.name or node.output[0]}'"
         if conv is None:
-            problems.append(f"{label}: op type not supported by tccc "
-                            "(see SUPPORTED_OPS.md)")
+            problems.append(f"{label}: {unknown_op_reason(node.op_type)}")
+            ctx.poison(node)
             continue
         try:
             conv(ctx, node)
         except Unsupported as exc:
             problems.append(f"{label}: {exc}")
+            ctx.poison(node)
+        except Downstream:  # reads a refused node's output whose shape is unknown
+            downstream += 1
+            ctx.poison(node)
     if problems:
+        if downstream:
+            problems.append(f"({downstream} node(s) after these were not checked: their "
+                            "input shapes depend on the refused nodes)")
         raise UnsupportedError(where, problems)
     outs = []
     for o in model.graph.output:
         v = ctx.lookup(o.name)
+        if v is None and o.name in ctx.pending_pad:
+            raise UnsupportedError(where, [f"Pad producing graph output '{o.name}': a zero Pad "
+                                           "is only supported in front of a Conv (it becomes "
+                                           "the Conv's padding)"])
         if v is None:
             raise ModelError(f"{where}: graph output '{o.name}' is not produced by any node")
         if v.is_const:

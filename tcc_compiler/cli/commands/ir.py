@@ -1,0 +1,132 @@
+"""Read, check and print the textual IR.
+
+    tccc ir verify FILE.tir [FILE.tir ...]      parse + run the IR verifier; exit 2 on a problem
+    tccc ir print MODEL.onnx|FILE.tir [--input WxHxC] [--after PASS | --before PASS]
+
+``print`` writes the IR (the text ``specs/ir.lark`` parses) to stdout: after import by default,
+or before/after a named stage (import, the float passes, quantize).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+NAME = "ir"
+HELP = "verify or print the textual IR (.tir)"
+ORDER = 50
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p) -> None:
+    """Arguments of ``tccc ir verify`` and ``tccc ir print``."""
+    sub = p.add_subparsers(dest="ir_command", required=True)
+    v = sub.add_parser("verify", help="parse .tir files and run the IR verifier")
+    v.add_argument("files", nargs="+", help=".tir files (their .npz sidecars are read too)")
+    pr = sub.add_parser("print", help="print the IR of a model after a pass")
+    pr.add_argument("model", help=".onnx model or .tir file")
+    pr.add_argument("--input", default=None, help="input size W x H x C (ONNX models)")
+    when = pr.add_mutually_exclusive_group()
+    when.add_argument("--after", metavar="PASS", default=None,
+                      help="print after this stage (import, a pass name, quantize; default: "
+                           "after import, or the file as loaded)")
+    when.add_argument("--before", metavar="PASS", default=None, help="print before this stage")
+    pr.add_argument("--calib", nargs="+", default=None,
+                    help="calibration inputs for --after quantize (default: bundled photos)")
+    pr.add_argument("--inline-limit", type=int, default=16,
+                    help="constants with more elements print as @references (default 16)")
+
+
+def run(args) -> int:
+    """Dispatch ``tccc ir verify`` / ``tccc ir print``."""
+    if args.ir_command == "verify":
+        return _verify(args)
+    return _print(args)
+
+
+def _verify(args) -> int:
+    from tcc_compiler.errors import InputError
+    from tcc_compiler.ir.text import load_ir
+    from tcc_compiler.ir.verify import VerifyError, verify
+    from tcc_compiler.passes.instruments import AFTER_PASS_META
+
+    for path in args.files:
+        g = load_ir(path)
+        quantized = bool(g.meta.get("quantized", False))
+        try:
+            verify(g, quantized=quantized)
+        except VerifyError as exc:
+            raise InputError(f"{path}: {exc}") from None
+        stage = g.meta.get(AFTER_PASS_META, "quantized" if quantized else "float")
+        print(f"{path}: ok ({len(g.nodes)} nodes, {stage})")
+    return 0
+
+
+def _print(args) -> int:
+    from tcc_compiler.errors import InputError
+    from tcc_compiler.frontend import import_onnx
+    from tcc_compiler.frontend.tir_import import is_ir_file, load_resume_point
+    from tcc_compiler.ir.printer import ConstTable, print_graph
+    from tcc_compiler.ir.text import load_ir
+    from tcc_compiler.passes import PassManager, default_pipeline
+    from tcc_compiler.passes.instruments import (IMPORT_STAGE, QUANTIZE_STAGE, PrintIR,
+                                                 check_pass_names, stage_names)
+
+    names = stage_names()
+    check_pass_names(args.after, names, "--after")
+    check_pass_names(args.before, names, "--before")
+    if args.after == "all" or args.before == "all":
+        raise InputError("tccc ir print: name one stage (use tccc compile --print-ir-after all "
+                         "for every stage)")
+    if is_ir_file(args.model):
+        if args.after is None and args.before is None:  # as loaded, after_pass meta kept
+            graph = load_ir(args.model)
+            sys.stdout.write(print_graph(graph, ConstTable(), inline_limit=args.inline_limit))
+            return 0
+        graph, passes = load_resume_point(args.model, _whc(args.input))
+    else:
+        graph, passes = import_onnx(args.model, args.input), default_pipeline()
+    target = args.after or args.before or IMPORT_STAGE
+    when = "after" if args.before is None else "before"
+    if target == IMPORT_STAGE:
+        if when == "before" or is_ir_file(args.model):
+            raise InputError(f"{args.model}: there is no IR {when} stage import here")
+        sys.stdout.write(print_graph(graph, ConstTable(), inline_limit=args.inline_limit))
+        return 0
+    reachable = [p.name for p in passes] + ([] if graph.meta.get("quantized")
+                                            else [QUANTIZE_STAGE])
+    if target not in reachable:
+        raise InputError(f"{args.model}: stage {target} is not ahead of this IR (remaining: "
+                         f"{', '.join(reachable) or 'none'})")
+    printer = PrintIR(before=target if when == "before" else None,
+                      after=target if when == "after" else None, stream=sys.stdout,
+                      inline_limit=args.inline_limit)
+    stop = [p.name for p in passes].index(target) + 1 if target != QUANTIZE_STAGE else None
+    graph = PassManager(passes[:stop], instruments=[printer]).run(graph)
+    if target == QUANTIZE_STAGE:
+        _quantize(graph, args.calib, printer, len(passes))
+    return 0
+
+
+def _whc(text):
+    from tcc_compiler.frontend import parse_input_spec
+
+    return parse_input_spec(text) if text else None
+
+
+def _quantize(graph, calib, printer, index: int) -> None:
+    """Calibrate (bundled photos unless ``calib``) and quantize, printing around the stage."""
+    from tcc_compiler.datasets.images import Preprocess
+    from tcc_compiler.driver import default_calibration, resolve_calibration
+    from tcc_compiler.passes.instruments import QUANTIZE_STAGE
+    from tcc_compiler.quant import collect_ranges, quantize_graph
+
+    n, c, h, w = graph.inputs[0].shape
+    pre = Preprocess(width=w, height=h)
+    arrays, _ = (default_calibration(graph, pre) if calib is None
+                 else resolve_calibration(calib, graph, pre))
+    ranges = collect_ranges(graph, arrays)
+    printer(QUANTIZE_STAGE, "before", index, graph)
+    quantize_graph(graph, ranges)
+    printer(QUANTIZE_STAGE, "after", index, graph)

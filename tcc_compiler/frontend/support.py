@@ -1,0 +1,161 @@
+"""What the frontend accepts, per ONNX op: the source of ``SUPPORTED_OPS.md``.
+
+Each converter in :data:`tcc_compiler.frontend.converters.CONVERTERS` has one
+:class:`OpSupport` entry here (a test fails when one is missing or stale), and every op type
+refused by name has its reason in :data:`~tcc_compiler.frontend.converters.REFUSED_OPS`. The
+opset versions are read from the installed ``onnx.defs`` schemas, so the table shows each
+schema revision the converter handles. ``tools/gen_supported_ops.py`` renders the document;
+a test regenerates it and compares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+
+from tcc_compiler.frontend.converters import CONVERTERS, REFUSED_OPS
+
+#: Oldest and newest default-domain opsets the importer accepts (see onnx_import).
+MIN_OPSET = 6
+MAX_OPSET_TESTED = 21
+
+
+@dataclass(frozen=True)
+class OpSupport:
+    """One ONNX op type as the frontend handles it.
+
+    Attributes:
+        accepts: the accepted attribute values / input forms (what the converter checks).
+        runs: where it executes: "NPU (<ir op>)", "host", "folded" (absorbed into another
+            op or into constants at compile time) or "view" (no data movement).
+        refuses: the forms the converter refuses (its ``Unsupported`` reasons), or "".
+    """
+
+    accepts: str
+    runs: str
+    refuses: str = ""
+
+
+SUPPORT: dict[str, OpSupport] = {
+    "Conv": OpSupport("2-D; constant weight and bias (bias optional); strides, dilations, "
+                      "group (incl. depthwise), explicit or asymmetric pads, auto_pad "
+                      "NOTSET/SAME_UPPER/SAME_LOWER/VALID", "NPU (conv)",
+                      "non-constant weights; 1-D/3-D convolution"),
+    "BatchNormalization": OpSupport("inference form: is_test=1 (opset 6), spatial=1, "
+                                    "training_mode=0; constant scale/B/mean/var",
+                                    "folded (into the producing conv, an unpadded consumer, or "
+                                    "a per-channel affine conv)",
+                                    "training_mode=1, is_test=0, spatial=0"),
+    "Relu": OpSupport("any", "folded (epilogue of the producing NPU op)"),
+    "Clip": OpSupport("min/max attributes (< 11) or constant inputs (>= 11); [0, inf) -> relu, "
+                      "finite [lo, hi] around 0 (e.g. Relu6) -> clip epilogue",
+                      "folded (epilogue of the producing NPU op)",
+                      "unbounded or non-constant bounds; ranges excluding 0"),
+    "Add": OpSupport("two activations of the same shape, or an activation and a per-channel "
+                     "(or scalar) constant", "NPU (add) / folded (residual add into conv; "
+                     "constant into bias)", "other broadcasts"),
+    "Sum": OpSupport("n-ary, same-shaped inputs (chained adds)", "NPU (add)",
+                     "broadcasting inputs"),
+    "Mul": OpSupport("activation times a per-channel (or scalar) constant",
+                     "folded (into the neighbouring conv as an affine)",
+                     "activation x activation"),
+    "MaxPool": OpSupport("2-D; kernel, strides, pads, auto_pad, ceil_mode", "NPU (maxpool)",
+                         "dilations; the Indices output; a Pad before it"),
+    "AveragePool": OpSupport("2-D; count_include_pad=1 with pads, or no pads; a window equal "
+                             "to the whole map becomes a global pool", "NPU (avgpool / gap)",
+                             "pads with count_include_pad=0; ceil_mode windows that overhang"),
+    "GlobalAveragePool": OpSupport("NCHW", "NPU (gap)"),
+    "ReduceMean": OpSupport("axes = H and W (attribute < 18, constant input >= 18), keepdims "
+                            "0 or 1", "NPU (gap)", "any other axes"),
+    "Flatten": OpSupport("any axis (negative from 11)", "view", ""),
+    "Reshape": OpSupport("constant target shape with 0 (copy) and one -1 (infer); allowzero=0",
+                         "view", "shapes computed at run time"),
+    "Squeeze": OpSupport("shape known after shape inference", "view"),
+    "Unsqueeze": OpSupport("shape known after shape inference", "view"),
+    "Transpose": OpSupport("perm=[0,3,1,2] on the graph input (an NHWC model input), or a "
+                           "permutation moving only size-1 axes", "NPU input layout / view",
+                           "permutations that move data (e.g. channel shuffle)"),
+    "Gemm": OpSupport("transA=0, transB 0/1, alpha, beta; constant B and C (per output or "
+                      "scalar)", "NPU (fc)", "transA=1; non-constant B"),
+    "MatMul": OpSupport("[N,K] x constant [K,M] (a following Add folds into the bias)",
+                        "NPU (fc)", "batched or activation x activation"),
+    "Pad": OpSupport("mode=constant, value 0, spatial axes only (attribute < 11, constant "
+                     "input >= 11)", "folded (into the next Conv's padding)",
+                     "reflect/edge modes; non-zero value; N/C padding; a Pad not followed by "
+                     "Conv"),
+    "Softmax": OpSupport("over the last axis, at the graph's end", "host",
+                         "other axes"),
+    "ArgMax": OpSupport("at the graph's end; select_last_index=0", "host",
+                        "select_last_index=1"),
+    "Identity": OpSupport("any", "view"),
+    "Dropout": OpSupport("inference (ratio attribute < 12 or input >= 12); mask output ignored",
+                         "view"),
+    "Constant": OpSupport("tensor value (other value_* forms are folded before import)",
+                          "folded"),
+}
+
+#: Ops removed before conversion by constant folding (onnx-graphsurgeon) once shapes are
+#: fixed: the Shape->Gather->Unsqueeze->Concat chains exporters write for a dynamic batch.
+FOLDED_BEFORE_IMPORT = ("ConstantOfShape", "Shape", "Gather", "Concat (of constants)", "Cast",
+                        "Range", "Slice (of constants)")
+
+
+def schema_versions(op_type: str, lo: int = MIN_OPSET, hi: int = MAX_OPSET_TESTED) -> list[int]:
+    """The opsets in [lo, hi] in which ``op_type``'s schema changed (its revisions), from the
+    installed onnx; the earliest entry is the revision in force at ``lo``."""
+    out: list[int] = []
+    for v in range(lo, hi + 1):
+        try:
+            since = onnx.defs.get_schema(op_type, max_inclusive_version=v, domain="").since_version
+        except onnx.defs.SchemaError:
+            continue
+        if not out or since != out[-1]:
+            out.append(since)
+    return out
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_markdown() -> str:
+    """The full text of ``SUPPORTED_OPS.md``.
+
+    Raises:
+        KeyError: a converter without a :data:`SUPPORT` entry (the generator test names it).
+    """
+    lines = [
+        "# Supported ONNX operators",
+        "",
+        "Generated by `python3 tools/gen_supported_ops.py` from the frontend's converter table",
+        "(`tcc_compiler/frontend/converters.py`) and its support records",
+        "(`tcc_compiler/frontend/support.py`); `tests/test_opsets.py` checks each op against",
+        "ONNX Runtime at every opset from 7 to 21. Do not edit by hand.",
+        "",
+        f"Default-domain opsets {MIN_OPSET} to {onnx.defs.onnx_opset_version()} are read; "
+        f"{7}-{MAX_OPSET_TESTED} are tested.",
+        "*Schema revisions* lists the opsets (from the installed onnx) in which the op's",
+        "definition changed; the converter handles each of them.",
+        "*Runs on*: `NPU (op)` is an NPU command group, `folded` disappears into another op or",
+        "into constants at compile time, `view` moves no data, `host` runs in the host runtime",
+        "on the dequantized NPU output (`tccc run` prints the top-1 index either way).",
+        "",
+        "| ONNX op | Schema revisions | Accepted | Runs on | Refused |",
+        "|---|---|---|---|---|",
+    ]
+    for op in sorted(CONVERTERS):
+        s = SUPPORT[op]
+        revs = ", ".join(str(v) for v in schema_versions(op))
+        lines.append(f"| {op} | {revs} | {_md_escape(s.accepts)} | {_md_escape(s.runs)} | "
+                     f"{_md_escape(s.refuses) or '-'} |")
+    lines += ["", "## Folded away before conversion", "",
+              "Constant subgraphs are evaluated at compile time once `--input` fixes the shapes: "
+              + ", ".join(f"`{o}`" for o in FOLDED_BEFORE_IMPORT) + ".", "",
+              "## Refused by name", "",
+              "Any other op type is refused. All unsupported nodes of a model are listed in one",
+              "message (exit code 2). Reasons given for common ones:", "",
+              "| ONNX op | Why |", "|---|---|"]
+    for op in sorted(REFUSED_OPS):
+        lines.append(f"| {op} | {_md_escape(REFUSED_OPS[op])} |")
+    return "\n".join(lines) + "\n"
