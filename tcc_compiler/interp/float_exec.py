@@ -55,7 +55,10 @@ def eval_node(node: Node, args: list[np.ndarray | None]) -> np.ndarray:
     if op is Op.CONV:
         y = conv2d_float(x, args[1], args[2], a.strides, a.pads, a.dilations, a.group)
         if len(args) > 3 and args[3] is not None:
-            y = y + args[3]
+            sc = args[3].astype(np.float64)
+            if len(args) > 4 and args[4] is not None:   # per-channel shortcut scale (> 0)
+                sc = sc * args[4].astype(np.float64).reshape(1, -1, 1, 1)
+            y = y + sc
         return a.act.apply(y).astype(np.float32)
     if op is Op.FC:
         w = args[1]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 class Op(str, enum.Enum):
     """Op kinds of the graph IR. Values are the spellings used in the textual IR."""
 
-    CONV = "conv"              # y = act(conv(x, w) + b [+ shortcut])
+    CONV = "conv"              # y = act(conv(x, w) + b [+ shortcut [* sc_scale[c]]])
     FC = "fc"                  # y = act(w . flatten(x) + b [+ shortcut]); x NCHW, w [M,C,H,W]
     BATCHNORM = "batchnorm"    # y = (x - mean) / sqrt(var + eps) * gamma + beta (pre-fold only)
     ADD = "add"                # y = act(a + b), a and b the same shape (or b per-channel const)

@@ -79,6 +79,18 @@ def save_ir(graph: Graph, path_tir: str | os.PathLike, inline_limit: int = 16) -
     return npz
 
 
+def _check_sidecar_members(archive: np.lib.npyio.NpzFile, npz: Path) -> None:
+    """Refuse compressed members and members larger than the archive itself: save_ir writes
+    a plain (stored) np.savez archive, and the check keeps a small hostile archive (a "zip
+    bomb") from making the reader allocate gigabytes."""
+    size = npz.stat().st_size
+    for info in archive.zip.infolist():
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size > size:
+            raise FormatError(f"{npz}: sidecar member {info.filename!r} is compressed or "
+                              f"larger than the archive ({info.file_size} bytes); sidecars "
+                              "are plain np.savez archives")
+
+
 def load_ir(path_tir: str | os.PathLike) -> Graph:
     """Read ``X.tir`` (and ``X.npz`` when present) back into a graph.
 
@@ -109,6 +121,7 @@ def load_ir(path_tir: str | os.PathLike) -> Graph:
             if not isinstance(archive, np.lib.npyio.NpzFile):
                 raise FormatError(f"{npz}: sidecar is not an .npz archive")
             with archive:
+                _check_sidecar_members(archive, npz)
                 return parse_graph(text, archive, source=str(path))
         return parse_graph(text, None, source=str(path))
     except FormatError:

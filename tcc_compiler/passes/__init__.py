@@ -1,15 +1,15 @@
 """Graph passes and the default float pipeline.
 
 Order (see :func:`default_pipeline`): canonicalize -> fold affines (BatchNorm) into producers,
-merge affines, fold into consumers where exact -> fuse residual adds -> fuse activations ->
-legalize.
+merge affines, fold into consumers where exact -> fuse residual adds -> fold affines into
+residual convs (positive scales) -> fuse activations -> legalize.
 """
 
 from __future__ import annotations
 
 from tcc_compiler.passes.canonicalize import Canonicalize
 from tcc_compiler.passes.fold_affine import (FoldAffineIntoConsumers, FoldAffineIntoProducer,
-                                             MergeAffines)
+                                             FoldAffineIntoResidual, MergeAffines)
 from tcc_compiler.passes.fuse import FuseActivation, FuseResidualAdd
 from tcc_compiler.passes.legalize import Legalize
 from tcc_compiler.passes.manager import Pass, PassManager, PassStats  # noqa: F401
@@ -18,7 +18,8 @@ from tcc_compiler.passes.manager import Pass, PassManager, PassStats  # noqa: F4
 def default_pipeline() -> list:
     """The float pass pipeline, in order."""
     return [Canonicalize(), FoldAffineIntoProducer(), MergeAffines(),
-            FoldAffineIntoConsumers(), FuseResidualAdd(), FuseActivation(), Legalize()]
+            FoldAffineIntoConsumers(), FuseResidualAdd(), FoldAffineIntoResidual(),
+            FuseActivation(), Legalize()]
 
 
 PASS_NAMES = [p.name for p in default_pipeline()]
