@@ -8,4 +8,21 @@ __version__ = "0.1.0"
 
 from tcc_compiler.errors import TccError  # noqa: E402
 
-__all__ = ["TccError", "__version__"]
+__all__ = ["TccError", "__version__", "compile", "load", "partition", "CompiledModel"]
+
+# Imported eagerly (the module defers its heavy imports) so that the name ``partition`` is the
+# function, not the submodule Python would otherwise bind on ``import tcc_compiler.partition``.
+from tcc_compiler.partition import partition  # noqa: E402
+
+_LAZY = {"compile": "tcc_compiler.api", "load": "tcc_compiler.api",
+         "CompiledModel": "tcc_compiler.api"}
+
+
+def __getattr__(name: str):
+    """Lazy public API (``tcc_compiler.compile``/``load``/``partition``): importing the package
+    stays cheap (the CLI's ``--version``/``--help`` do not load ONNX Runtime)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tcc_compiler' has no attribute {name!r}")

@@ -3,9 +3,12 @@
     >>> import tcc_compiler as tc
     >>> m = tc.compile("resnet50.onnx", "224x224x3")
     >>> m.save("out/")
-    >>> top1 = int(m.run(x).argmax())
+    >>> top1 = int(m.run(x).argmax())        # x: float32 NCHW [1, 3, 224, 224], preprocessed
+    >>> print(m.ir["fuse"])                  # textual IR after the fuse pass
+    >>> m2 = tc.load("out/")                 # the same CompiledModel API, from the folder
 
-The CLI (:mod:`tcc_compiler.cli`) is a thin layer over these functions.
+The CLI (:mod:`tcc_compiler.cli`) is a thin layer over these functions. The ONNX backend
+interface is in :mod:`tcc_compiler.backend`, the NPU/host split in :mod:`tcc_compiler.partition`.
 """
 
 from __future__ import annotations
@@ -13,35 +16,115 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import onnx
 
-from tcc_compiler.driver import (CMD_FILE, IR_FILE, MANIFEST_FILE, REPORT_FILE, WEIGHT_FILE,
+import onnx_graphsurgeon as gs
+
+from tcc_compiler.driver import (CMD_FILE, IR_FILE, MANIFEST_FILE, REPORT_CSV_FILE,
+                                 REPORT_FILE, WEIGHT_FILE,
                                  CompiledArtifacts, compile_model)
+from tcc_compiler.errors import FormatError, InputError
+from tcc_compiler.ir.graph import Graph
 from tcc_compiler.fsutil import atomic_dir
 from tcc_compiler.runtime import LoadedProgram, load_program
+from tcc_compiler.schedule import report as perf_report
+
+
+class _IrRecorder:
+    """Pass-manager instrument keeping a structural copy of the graph after every stage.
+
+    The copies share constant arrays with the pipeline (passes replace constants, they never
+    mutate them), so recording costs nodes and values only; text is printed on demand.
+    """
+
+    def __init__(self) -> None:
+        self.graphs: dict[str, Graph] = {}
+
+    def __call__(self, name: str, when: str, index: int, graph: Graph) -> None:
+        if when == "after":
+            self.graphs[name] = graph.clone()
 
 
 class CompiledModel:
-    """A compiled network: binaries, manifest, report, quantized IR.
+    """A compiled network: binaries, manifest, report, textual IR; runnable on the reference
+    executor.
+
+    Obtained from :func:`compile` (in memory) or :func:`load` (from an output folder).
 
     Attributes:
-        artifacts: the raw :class:`CompiledArtifacts`.
-        report: the report dict (sizes, MACs, cycles, per-layer table).
-        manifest: the manifest dict.
+        report: the report dict (sizes in bytes, MACs, estimated cycles and latency in ms,
+            per-layer table ``layers``; see ``report.json``).
+        manifest: the manifest dict (input/output quantization, layouts, host ops).
+        artifacts: the raw :class:`CompiledArtifacts`; None when loaded from a folder.
+        folder: the output folder once saved or loaded, else None.
     """
 
-    def __init__(self, artifacts: CompiledArtifacts):
+    def __init__(self, artifacts: CompiledArtifacts | None = None, *,
+                 folder: str | os.PathLike | None = None,
+                 stages: dict[str, Graph] | None = None):
+        if artifacts is None and folder is None:
+            raise InputError("CompiledModel needs compiled artifacts or an output folder")
         self.artifacts = artifacts
-        self.report = artifacts.report
-        self.manifest = artifacts.manifest
+        self.folder: Path | None = Path(folder) if folder is not None else None
+        self._stages = dict(stages or {})
+        self._ir_text: dict[str, str] | None = None
         self._loaded: LoadedProgram | None = None
+        self._tmp = None
+        if artifacts is not None:
+            self.report = artifacts.report
+            self.manifest = artifacts.manifest
+        else:
+            self._loaded = load_program(self.folder)
+            self.manifest = self._loaded.manifest
+            rpath = self.folder / REPORT_FILE
+            try:
+                self.report = json.loads(rpath.read_text()) if rpath.is_file() else {}
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise FormatError(f"{rpath}: not valid JSON ({exc})") from None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The float input shape the ONNX model takes, e.g. NCHW ``(1, 3, H, W)``."""
+        return tuple(self.manifest["input"]["shape"])
+
+    @property
+    def quantized_graph(self) -> Graph:
+        """The quantized graph IR (from memory, or ``quantized.tir`` + ``.npz`` of a folder).
+
+        Raises:
+            InputError, FormatError: a loaded folder without a readable quantized.tir.
+        """
+        if self.artifacts is not None:
+            return self.artifacts.graph
+        from tcc_compiler.ir.text import load_ir
+
+        return load_ir(self.folder / IR_FILE)
+
+    @property
+    def ir(self) -> dict[str, str]:
+        """Textual IR (the ``specs/ir.lark`` grammar) after each stage, in pipeline order:
+        ``"import"``, then one entry per pass (``"canonicalize"``, ..., ``"legalize"``), then
+        ``"quantize"``. Constants larger than 16 elements are shown as ``@key`` references.
+        A model loaded from a folder has only ``"quantize"`` (read from quantized.tir).
+        """
+        if self._ir_text is None:
+            from tcc_compiler.ir.printer import print_graph
+
+            if self.artifacts is not None:
+                stages = dict(self._stages)
+                stages.setdefault("quantize", self.artifacts.graph)
+                self._ir_text = {k: print_graph(g) for k, g in stages.items()}
+            else:
+                self._ir_text = {"quantize": (self.folder / IR_FILE).read_text()}
+        return self._ir_text
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Write npu_cmd.bin, quantized_network.bin, manifest.json, report.json and the
-        quantized IR (quantized.tir + .npz) into ``folder`` atomically.
+        """Write npu_cmd.bin, quantized_network.bin, manifest.json, report.json, report.csv
+        (the per-layer table) and the quantized IR (quantized.tir + .npz) into ``folder``
+        atomically.
 
         Returns:
             The folder path.
@@ -49,6 +132,14 @@ class CompiledModel:
         Raises:
             InputError: the folder cannot be written.
         """
+        if self.artifacts is None:
+            import shutil
+
+            with atomic_dir(folder) as tmp:
+                for f in self.folder.iterdir():
+                    if f.is_file():
+                        shutil.copy2(f, tmp / f.name)
+            return Path(folder)
         from tcc_compiler.ir.text import save_ir
 
         with atomic_dir(folder) as tmp:
@@ -58,51 +149,126 @@ class CompiledModel:
                                                         sort_keys=True) + "\n")
             (tmp / REPORT_FILE).write_text(json.dumps(self.report, indent=2,
                                                       sort_keys=True) + "\n")
+            (tmp / REPORT_CSV_FILE).write_text(perf_report.to_csv(self.report.get("layers", [])))
             save_ir(self.artifacts.graph, tmp / IR_FILE)
-        self._folder = Path(folder)
+            if self.artifacts.calib_table is not None:
+                from tcc_compiler.quant.calib_table import CALIB_TABLE_FILE, write_table
+
+                write_table(self.artifacts.calib_table, tmp / CALIB_TABLE_FILE)
+        self.folder = Path(folder)
         return Path(folder)
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Run one preprocessed float input (shape of the ONNX input) on the reference
-        executor; returns the first graph output (float32: logits or probabilities)."""
+    @property
+    def program(self) -> LoadedProgram:
+        """The host-runtime view (:class:`LoadedProgram`): the binaries decoded by the
+        reference executor. An unsaved model is saved to a private temporary folder first."""
         if self._loaded is None:
             import tempfile
 
-            tmp = Path(tempfile.mkdtemp(prefix="tccc-"))
-            self.save(tmp / "model")
-            self._loaded = load_program(tmp / "model")
-        res = self._loaded.run(x)
-        return self._loaded.final_output(res)
+            if self.folder is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="tccc-")
+                self.save(Path(self._tmp.name) / "model")
+            self._loaded = load_program(self.folder)
+        return self._loaded
+
+    def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run one input and return every graph output by its ONNX name, in graph order.
+
+        Args:
+            x: float32 array shaped like the ONNX input (``input_shape``, NCHW for image
+                models), already preprocessed.
+
+        Returns:
+            {output name: array}: float32 dequantized NPU outputs (NCHW), host ops applied
+            (softmax float32, argmax int64).
+
+        Raises:
+            InputError: wrong shape or non-finite values. ExecutionError: executor fault.
+        """
+        res = self.program.run(x)
+        return {name: res[name] for name in self.manifest["graph_outputs"]}
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Run one preprocessed float input (float32, shape ``input_shape``) through the NPU
+        program on the reference executor (INT8 inside) and return the first graph output
+        (float32 logits or probabilities, dequantized; int64 for an argmax output).
+
+        Raises:
+            InputError: wrong shape or non-finite values. ExecutionError: executor fault.
+        """
+        prog = self.program
+        return prog.final_output(prog.run(x))
 
 
-def compile(model: str | os.PathLike | onnx.ModelProto,  # noqa: A001 - public API name
+def _as_model(model: str | os.PathLike | onnx.ModelProto | gs.Graph
+              ) -> str | os.PathLike | onnx.ModelProto:
+    if isinstance(model, gs.Graph):
+        try:
+            return gs.export_onnx(model)
+        except Exception as exc:  # onnx-graphsurgeon raises assorted errors
+            raise InputError(f"graph '{model.name}': onnx-graphsurgeon cannot export it "
+                             f"({type(exc).__name__}: {exc})") from None
+    if isinstance(model, (str, os.PathLike, onnx.ModelProto)):
+        return model
+    raise InputError(f"model: expected a path, onnx.ModelProto or onnx_graphsurgeon.Graph, "
+                     f"got {type(model).__name__}")
+
+
+def compile(model: str | os.PathLike | onnx.ModelProto | gs.Graph,  # noqa: A001 - public API
             input_shape: str | tuple[int, int, int] | None = None,
             calibration: Sequence[str | os.PathLike | np.ndarray] | None = None,
             method: str = "mse", target: str | None = None,
-            verify: bool = False) -> CompiledModel:
+            verify: bool = False, progress: Callable | None = None,
+            instruments: Sequence[Callable] | None = None, percentile: float = 99.99,
+            calib_table: str | os.PathLike | None = None,
+            bias_correction: bool = False) -> CompiledModel:
     """Compile an ONNX model for the TCC750x NPU.
 
     Args:
-        model: .onnx path or onnx.ModelProto.
-        input_shape: "WxHxC" or (W, H, C) (width, height, channels); None = model's dims.
-        calibration: image paths, folders, .npy paths or float32 NCHW arrays; None = the
-            photos bundled with tccc.
+        model: .onnx path, ``onnx.ModelProto`` or ``onnx_graphsurgeon.Graph`` (exported with
+            ``gs.export_onnx``; give it an opset); a ``.tir`` dump resumes after its stage.
+        input_shape: ``"WxHxC"`` or ``(W, H, C)`` (width, height, channels, as on the command
+            line: ``"640x320x3"`` is 640 wide); None = the model's fixed dims. Batch is 1.
+        calibration: image paths, folders, ``.npy`` paths or float32 arrays shaped like the
+            ONNX input (NCHW ``[1, C, H, W]``, preprocessed); None = the photos bundled with
+            tccc (RGB models only).
         method: calibration method: "mse" (default: the clipping range minimising
-            quantization MSE), "minmax", "percentile".
+            quantization MSE), "minmax", "percentile", "entropy" (KL divergence).
         target: target name or .toml path (default tcc750x).
         verify: run the IR verifier after every pass.
+        progress: optional iterable wrapper shown during calibration (e.g. ``tqdm``).
+        instruments: extra pass-manager instruments (IR printing/dumps, see
+            :mod:`tcc_compiler.passes.instruments`).
+        percentile: p of the "percentile" method (percent, in (50, 100]).
+        calib_table: a ``calib_table.json`` (written by an earlier save, maybe edited) whose
+            ranges replace calibration.
+        bias_correction: fold each conv/fc's mean per-channel error on the calibration inputs
+            into its bias (empirical bias correction).
 
     Returns:
-        :class:`CompiledModel`.
+        :class:`CompiledModel` (``.ir`` holds the IR text after every stage).
 
     Raises:
-        TccError subclasses with a one-line message (see tcc_compiler.errors).
+        TccError subclasses with a one-line message (see tcc_compiler.errors): InputError for
+        bad arguments, ModelError for a malformed model, UnsupportedError listing every
+        unsupported node at once, ScheduleError when an op cannot be tiled.
     """
-    art = compile_model(model, input_shape, calibration=calibration, method=method,
-                        target=target, verify_ir=verify)
-    return CompiledModel(art)
+    rec = _IrRecorder()
+    art = compile_model(_as_model(model), input_shape, calibration=calibration, method=method,
+                        target=target, verify_ir=verify,
+                        instruments=[rec] + list(instruments or []), progress=progress,
+                        percentile=percentile, calib_table=calib_table,
+                        bias_correction=bias_correction)
+    return CompiledModel(art, stages=rec.graphs)
 
 
-def load(folder: str | os.PathLike) -> LoadedProgram:
-    """Load a compiled output folder for running (see :class:`LoadedProgram`)."""
-    return load_program(folder)
+def load(folder: str | os.PathLike) -> CompiledModel:
+    """Load a compiled output folder (written by :meth:`CompiledModel.save` or
+    ``tccc compile``) as a :class:`CompiledModel` (``.run``, ``.report``, ``.ir``;
+    ``.program`` is the host-runtime :class:`LoadedProgram`).
+
+    Raises:
+        InputError: missing folder/files. FormatError: manifest, report or binaries fail
+        validation.
+    """
+    return CompiledModel(folder=folder)

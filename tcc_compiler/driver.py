@@ -27,9 +27,16 @@ from tcc_compiler.frontend import import_onnx, parse_input_spec
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import HOST_OPS, Op
 from tcc_compiler.ir.verify import verify
+from tcc_compiler.frontend.tir_import import is_ir_file, load_resume_point
 from tcc_compiler.passes import PassManager, default_pipeline
-from tcc_compiler.quant import collect_ranges, quantize_graph
+from tcc_compiler.passes.summary import fusion_summary, source_table
+from tcc_compiler.passes.instruments import IMPORT_STAGE, QUANTIZE_STAGE
+from tcc_compiler.quant import quantize_graph
+from tcc_compiler.quant.bias_correction import correct_biases
+from tcc_compiler.quant.calib_table import build_table, check_covers, read_table
+from tcc_compiler.quant.calibrate import DEFAULT_PERCENTILE, observe
 from tcc_compiler.schedule import Program, lower, replay
+from tcc_compiler.schedule import report as perf_report
 from tcc_compiler.target import Target, load_target
 
 log = logging.getLogger(__name__)
@@ -38,6 +45,8 @@ CMD_FILE = "npu_cmd.bin"
 WEIGHT_FILE = "quantized_network.bin"
 MANIFEST_FILE = "manifest.json"
 REPORT_FILE = "report.json"
+#: Per-layer table of report.json as CSV (:func:`tcc_compiler.schedule.report.to_csv`).
+REPORT_CSV_FILE = "report.csv"
 IR_FILE = "quantized.tir"
 
 
@@ -62,6 +71,7 @@ class CompiledArtifacts:
     program: Program
     target: Target
     ir_dumps: dict = field(default_factory=dict)
+    calib_table: dict | None = None     # tensor -> range table (quant/calib_table.py)
 
 
 def _model_bytes_sha(model) -> str:
@@ -129,11 +139,15 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
                   preprocess=None,
                   verify_ir: bool = False,
                   instruments=None,
-                  progress=None) -> CompiledArtifacts:
+                  progress=None,
+                  percentile: float = DEFAULT_PERCENTILE,
+                  calib_table: str | os.PathLike | None = None,
+                  bias_correction: bool = False) -> CompiledArtifacts:
     """Compile an ONNX image model for the NPU.
 
     Args:
-        model: .onnx path or ModelProto.
+        model: .onnx path or ModelProto, or a ``.tir`` IR file (a ``--dump-ir`` dump or a
+            ``quantized.tir``): compilation resumes after the stage it records.
         input_whc: "WxHxC" or (W, H, C); None to use the model's fixed input dims.
         calibration: image paths, folders, .npy paths or float32 arrays shaped like the input;
             None = the photos bundled with the package.
@@ -144,6 +158,12 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
         verify_ir: run the IR verifier after every pass and after quantization.
         instruments: pass-manager instruments (IR printing/dumps).
         progress: optional iterable wrapper for calibration progress (tqdm).
+        percentile: p of the "percentile" method (default 99.99).
+        calib_table: a calibration table (``calib_table.json`` of an earlier compile, maybe
+            edited) whose ranges replace calibration; the table used is always returned in
+            ``CompiledArtifacts.calib_table`` and saved with the outputs.
+        bias_correction: fold each conv/fc's mean per-channel error on the calibration inputs
+            into its bias (quant/bias_correction.py; needs calibration inputs).
 
     Returns:
         :class:`CompiledArtifacts`.
@@ -161,11 +181,16 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     timings = {}
 
     t0 = time.perf_counter()
-    graph = import_onnx(model, input_whc)
+    if is_ir_file(model):  # resume from a dump (see tcc_compiler/frontend/tir_import.py)
+        graph, passes = load_resume_point(model, input_whc)
+    else:
+        graph, passes = import_onnx(model, input_whc), default_pipeline()
+        _instrument(instruments, IMPORT_STAGE, "after", -1, graph)
     timings["import_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    pm = PassManager(default_pipeline(), verify_each=verify_ir, instruments=instruments)
+    sources = source_table(graph)  # provenance snapshot for the fusion summary
+    pm = PassManager(passes, verify_each=verify_ir, instruments=instruments)
     graph = pm.run(graph)
     timings["passes_s"] = time.perf_counter() - t0
     float_graph = graph.clone()
@@ -174,17 +199,38 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     if preprocess is None:
         preprocess = Preprocess(width=w, height=h)
     t0 = time.perf_counter()
-    if calibration is None:
-        calibration, calib_source = default_calibration(graph, preprocess)
+    if graph.meta.get("quantized"):  # resumed from a quantized .tir: nothing to calibrate
+        calibration, calib_source = [], f"none ({model} was already quantized)"
+        table = None
     else:
-        calibration, calib_source = resolve_calibration(calibration, graph, preprocess)
-    ranges = collect_ranges(graph, calibration, method=method, progress=progress)
-    timings["calibration_s"] = time.perf_counter() - t0
+        if calib_table is not None:  # ranges from a (maybe edited) table: no calibration run
+            table, ranges = read_table(calib_table)
+            check_covers(ranges, [graph.inputs[0].name] + [
+                n.output.name for n in graph.nodes if n.op in (Op.CONV, Op.FC, Op.ADD)],
+                calib_table)
+            calibration, calib_source = [], f"table {calib_table}"
+            method = str(table.get("method", "table"))
+        else:
+            if calibration is None:
+                calibration, calib_source = default_calibration(graph, preprocess)
+            else:
+                calibration, calib_source = resolve_calibration(calibration, graph, preprocess)
+            obs = observe(graph, calibration, [method], percentile, progress)[method]
+            ranges = {k: o.range() for k, o in obs.items()}
+            table = build_table(obs, method, percentile)
+        timings["calibration_s"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    quantize_graph(graph, ranges)
-    if verify_ir:
-        verify(graph, quantized=True)
+        t0 = time.perf_counter()
+        _instrument(instruments, QUANTIZE_STAGE, "before", len(passes), graph)
+        quantize_graph(graph, ranges)
+        if bias_correction:
+            if not calibration:
+                raise InputError("--bias-correction needs calibration inputs (--calib), not "
+                                 "only a --calib-table")
+            correct_biases(float_graph, graph, calibration)
+        if verify_ir:
+            verify(graph, quantized=True)
+        _instrument(instruments, QUANTIZE_STAGE, "after", len(passes), graph)
     timings["quantize_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -192,7 +238,7 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     cmd_bin = write_cmd_file(program.commands, sram_bytes=program.sram_bytes,
                              act_arena_bytes=program.act_arena_bytes,
                              input_bytes=program.input_bytes, output_bytes=program.output_bytes,
-                             tool_version=__version__)
+                             tool_version=__version__, slots=program.slots)
     timings["schedule_emit_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
 
@@ -200,8 +246,15 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     manifest = build_manifest(graph, program, tgt, cmd_bin, preprocess, method,
                               len(calibration), calib_source, src, _model_bytes_sha(model))
     report = build_report(graph, program, tgt, cmd_bin, pm, timings)
+    report["fusion"] = fusion_summary(sources, float_graph)
     return CompiledArtifacts(cmd_bin, program.weight_file, manifest, report, graph,
-                             float_graph, program, tgt)
+                             float_graph, program, tgt, calib_table=table)
+
+
+def _instrument(instruments, stage: str, when: str, index: int, graph: Graph) -> None:
+    """Call the pass-manager instruments for a stage that is not a pass (import, quantize)."""
+    for inst in instruments or []:
+        inst(stage, when, index, graph)
 
 
 def _io_dict(io) -> dict:
@@ -258,8 +311,13 @@ def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm
             "tiles": li.tiles, "macs": li.macs, "estimated_cycles": end - start,
             "commands": li.end_cmd - li.first_cmd, "weight_bytes": li.weight_bytes,
             "sram_bytes": li.sram_bytes, "tiling": li.plan,
+            **perf_report.layer_dram(program, li),
+            "mac_utilisation": round(perf_report.utilisation(li.macs, end - start, tgt), 4),
         })
     macs = sum(li.macs for li in program.layers)
+    dram_rd, dram_wr = perf_report.dram_bytes(program.commands)
+    min_dram = (sum(li.weight_bytes for li in program.layers) + program.input_bytes
+                + program.output_bytes)
     counts: dict[str, int] = {}
     for li in program.layers:
         counts[li.kind] = counts.get(li.kind, 0) + 1
@@ -274,6 +332,11 @@ def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm
         "estimated_latency_ms": total_cycles / tgt.clock_hz * 1e3,
         "sram_bytes": program.sram_bytes,
         "dram_activation_bytes": program.act_arena_bytes,
+        "dram_read_bytes": dram_rd,
+        "dram_write_bytes": dram_wr,
+        "minimal_dram_bytes": min_dram,
+        "mac_utilisation": round(perf_report.utilisation(macs, total_cycles, tgt), 4),
+        "roofline": perf_report.roofline(macs, min_dram, tgt),
         "npu_ops": counts,
         "layers": layers,
         "passes": {"seconds": pm.stats.seconds, "fired": pm.stats.fired},

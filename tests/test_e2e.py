@@ -12,6 +12,7 @@ import pytest
 from tcc_compiler import api, zoo
 from tcc_compiler.datasets.images import Preprocess, bundled_photos, load_inputs
 from tcc_compiler.frontend import parse_input_spec
+from tcc_compiler.runtime import load_program
 from tcc_compiler.runtime.check import Checker
 from tcc_compiler.target import load_target
 
@@ -24,7 +25,7 @@ def _compile_and_check(tmp_path, name, whc, n_photos, target=None):
     zoo.save(name, model, width=w, height=h, channels=c)
     m = api.compile(model, whc, target=target)
     out = m.save(tmp_path / "out")
-    prog = api.load(out)
+    prog = load_program(out)
     checker = Checker(prog, model)
     xs = load_inputs(bundled_photos("eval")[:n_photos], Preprocess(width=w, height=h),
                      (1, c, h, w))
@@ -64,7 +65,7 @@ def test_light_resnet50_from_the_onnx_wheel(tmp_path):
     calib = [rng.standard_normal((1, 3, 224, 224)).astype(np.float32) for _ in range(2)]
     m = api.compile(path, "224x224x3", calibration=calib)
     out = m.save(tmp_path / "out")
-    prog = api.load(out)
+    prog = load_program(out)
     x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
     r = Checker(prog, path).check(x, prog.run(x))
     assert r["bit_exact"]
@@ -86,3 +87,31 @@ def test_resnet50_256k_sram(tmp_path):
     tgt = load_target().with_sram(256 * 1024)
     _, results = _compile_and_check(tmp_path, "resnet50", "224x224x3", 1, target=tgt)
     assert results[0]["bit_exact"]
+
+
+def test_fc_after_nhwc_flatten_view_is_bit_exact(tmp_path):
+    """GAP -> Transpose(NCHW->NHWC) -> Reshape -> Gemm (what TFLite->ONNX writes): the FC reads
+    the pooled vector through a view whose NHWC dims differ from the pooled tensor's."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    t = lambda a, n: numpy_helper.from_array(np.asarray(a, np.float32), n)  # noqa: E731
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1] * 4),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+             helper.make_node("Transpose", ["g"], ["t"], perm=[0, 2, 3, 1]),
+             helper.make_node("Reshape", ["t", "s"], ["f"]),
+             helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
+    inits = [t(rng.standard_normal((16, 3, 3, 3)) * 0.3, "w"), t(rng.standard_normal(16), "b"),
+             numpy_helper.from_array(np.array([1, 16], np.int64), "s"),
+             t(rng.standard_normal((10, 16)), "wf"), t(np.zeros(10), "bf")]
+    g = helper.make_graph(nodes, "v", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                     [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    path = tmp_path / "v.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
+    calib = [rng.standard_normal((1, 3, 8, 8)).astype(np.float32) for _ in range(3)]
+    prog = load_program(api.compile(path, "8x8x3", calibration=calib).save(tmp_path / "o"))
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    r = Checker(prog, path).check(x, prog.run(x))
+    assert r["bit_exact"] and r["sqnr_db"] > 30

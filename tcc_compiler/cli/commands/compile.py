@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 NAME = "compile"
 HELP = "compile an ONNX model to NPU binaries"
@@ -18,20 +19,53 @@ def add_arguments(p) -> None:
     p.add_argument("--calib", nargs="+", default=None,
                    help="calibration images, folders or .npy arrays (default: bundled photos)")
     p.add_argument("--calib-method", default="mse",
-                   help="mse (default: range minimising quantization MSE) | minmax | percentile")
+                   help="mse (default: range minimising quantization MSE) | minmax | "
+                        "percentile | entropy (KL divergence, TensorRT style)")
+    p.add_argument("--percentile", type=float, default=99.99,
+                   help="percentile of --calib-method percentile (default 99.99)")
+    p.add_argument("--calib-table", default=None, metavar="FILE",
+                   help="reuse the ranges of a calib_table.json (written into every output "
+                        "folder; editable) instead of calibrating")
+    p.add_argument("--bias-correction", action="store_true",
+                   help="fold each layer's mean per-channel INT8 error on the calibration "
+                        "inputs into its bias")
     p.add_argument("--target", default=None, help="target name or .toml file (default tcc750x)")
     p.add_argument("--verify", action="store_true", help="verify the IR after every pass")
+    p.add_argument("--time-passes", action="store_true",
+                   help="print each float pass's time to stderr (also in report.json)")
+    p.add_argument("--pass-stats", action="store_true",
+                   help="print how often each rewrite fired and the fusion summary to stderr "
+                        "(also in report.json)")
+    p.add_argument("--dump-ir", metavar="DIR", default=None,
+                   help="write the IR after every stage to DIR/NN-<stage>.tir (+ .npz); each "
+                        "file is a valid MODEL to resume from")
+    p.add_argument("--print-ir-after", metavar="PASS", action="append", default=None,
+                   help="print the IR to stderr after PASS (repeatable; 'all' for every stage)")
+    p.add_argument("--print-ir-before", metavar="PASS", action="append", default=None,
+                   help="print the IR to stderr before PASS (repeatable; 'all')")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
 def run(args) -> int:
     """tccc compile MODEL --input WxHxC -o DIR [--calib ...] [--calib-method M] [--target T]"""
     from tcc_compiler import api
+    from tcc_compiler.passes.instruments import make_instruments
+
+    instruments = make_instruments(args.dump_ir, args.print_ir_before, args.print_ir_after)
+    from tcc_compiler.cli.main import progress
 
     m = api.compile(args.model, args.input, calibration=args.calib, method=args.calib_method,
-                    target=args.target, verify=args.verify)
+                    target=args.target, verify=args.verify, instruments=instruments,
+                    progress=progress(args.quiet, "calibration"),
+                    percentile=args.percentile, calib_table=args.calib_table,
+                    bias_correction=args.bias_correction)
     m.save(args.output)
     r = m.report
+    if args.time_passes or args.pass_stats:
+        from tcc_compiler.passes.summary import format_pass_report
+
+        print(format_pass_report(r, times=args.time_passes, stats=args.pass_stats),
+              file=sys.stderr)
     if args.json:
         print(json.dumps({k: r[k] for k in ("command_bytes", "weight_bytes", "macs",
                                             "estimated_cycles", "estimated_latency_ms",

@@ -13,6 +13,7 @@ def add_arguments(p) -> None:
     p.add_argument("--input", default="224x224x3", help="W x H x C (default 224x224x3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", required=True, help="output .onnx file")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def run(args) -> int:
@@ -22,5 +23,10 @@ def run(args) -> int:
 
     w, h, c = parse_input_spec(args.input)
     path = zoo.save(args.name, args.output, width=w, height=h, seed=args.seed, channels=c)
-    print(path)
+    if getattr(args, "json", False):
+        import json
+
+        print(json.dumps({"output": str(path), "model": args.name, "input": [w, h, c]}))
+    else:
+        print(path)
     return 0

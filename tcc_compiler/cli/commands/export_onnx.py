@@ -1,0 +1,36 @@
+"""Export a compiled output folder as a standard QDQ ONNX model (Netron, ONNX Runtime)."""
+
+from __future__ import annotations
+
+import json
+
+NAME = "export-onnx"
+HELP = "export a compiled folder as a QDQ ONNX model"
+ORDER = 60
+
+
+def add_arguments(p) -> None:
+    """Arguments of ``tccc export-onnx``."""
+    p.add_argument("dir", help="compiled output folder")
+    p.add_argument("-o", "--output", required=True, help="output .onnx file (model_qdq.onnx)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def run(args) -> int:
+    """tccc export-onnx DIR -o model_qdq.onnx [--json]"""
+    import onnx
+
+    from tcc_compiler.export import save_qdq
+
+    path = save_qdq(args.dir, args.output)
+    m = onnx.load(str(path), load_external_data=False)
+    counts: dict[str, int] = {}
+    for n in m.graph.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    if args.json:
+        print(json.dumps({"output": str(path), "opset": m.opset_import[0].version,
+                          "nodes": counts}))
+    else:
+        print(f"wrote {path}: {len(m.graph.node)} nodes (" + ", ".join(
+            f"{v} {k}" for k, v in sorted(counts.items())) + ")")
+    return 0

@@ -1,0 +1,232 @@
+"""The compiled network as a standard QDQ ONNX model (QuantizeLinear/DequantizeLinear pairs).
+
+What a reader sees in Netron is what the NPU runs: one ONNX op per *fused* NPU op (a conv with
+its residual add and activation is ``DQ -> Conv -> Add -> Relu -> Q``), with tccc's exact
+quantization parameters:
+
+* activations: int8 per tensor, ``QuantizeLinear(y, s, zp)`` then ``DequantizeLinear`` with the
+  same ``(s, zp)`` for every consumer (the scale as float32, the zero point as int8);
+* weights: the int8 tensor tccc stores (OIHW), ``DequantizeLinear`` per output channel
+  (``axis=0``, zero point 0);
+* biases: the int32 tensor tccc stores, ``DequantizeLinear`` with ``s_x * s_w[o]`` per channel;
+* an output tccc keeps as raw int32 ``acc + bias`` (logits before a host softmax/argmax, or the
+  graph's last FC) stays float after the Conv/Gemm (no QuantizeLinear), as the host dequantizes
+  it with ``s_x * s_w[o]``;
+* host ops (Softmax, ArgMax) follow on the dequantized output, as in the manifest.
+
+Differences from tccc's integer arithmetic are limited to the requantization rounding: tccc
+multiplies by a 31-bit fixed-point multiplier and shifts (specs/quantization.md), ONNX
+Runtime rescales in float32. Ties therefore rarely round differently (at most 1 LSB per layer
+where it happens); ``tests/test_export_qdq.py`` measures the difference on real photos.
+
+Layouts: the exported input is NCHW float32 ``[1, C, H, W]`` (the IR's layout, even when the
+original ONNX model took NHWC); outputs keep their ONNX names and shapes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from tcc_compiler import __version__
+from tcc_compiler.errors import InputError, InternalError
+from tcc_compiler.ir.graph import Graph, Value
+from tcc_compiler.ir.ops import ActKind, Op
+
+log = logging.getLogger(__name__)
+
+#: ONNX opset of the export (per-axis DequantizeLinear, Clip with min/max inputs).
+OPSET = 17
+
+
+class _Builder:
+    """Accumulates nodes/initializers; maps IR values to their float (dequantized) tensors."""
+
+    def __init__(self, graph: Graph):
+        self.g = graph
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.float_of: dict[int, str] = {}
+        self.out_names = {id(v): v.name for v in graph.outputs}
+        self._n = 0
+
+    def uniq(self, base: str) -> str:
+        self._n += 1
+        return f"{base}__{self._n}"
+
+    def const(self, name: str, arr: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(np.asarray(arr), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], output: str, name: str, **attrs) -> str:
+        self.nodes.append(helper.make_node(op, inputs, [output], name=name, **attrs))
+        return output
+
+    def qparams(self, v: Value) -> tuple[str, str]:
+        """(scale, zero point) initializers of a per-tensor int8 activation value."""
+        q = v.quant
+        if q is None or q.per_channel:
+            raise InternalError(f"QDQ export: value '{v.name}' has no per-tensor quantization")
+        s = self.const(self.uniq(f"{v.name}_scale"), np.float32(q.scale))
+        z = self.const(self.uniq(f"{v.name}_zero_point"), np.int8(q.zero_point))
+        return s, z
+
+    def qdq(self, v: Value, real: str, src: str) -> None:
+        """Quantize float tensor ``real`` with ``v``'s parameters, then dequantize it into the
+        float tensor that stands for ``v`` (named as the graph output when it is one)."""
+        s, z = self.qparams(v)
+        qname = self.node("QuantizeLinear", [real, s, z], f"{v.name}_quantized", f"{src}_Q")
+        out = self.out_names.get(id(v), f"{v.name}_dequantized")
+        self.float_of[id(v)] = self.node("DequantizeLinear", [qname, s, z], out, f"{src}_DQ")
+
+    def finish_float(self, v: Value, real: str, src: str) -> None:
+        """``v`` stays float (raw int32 conv output or a host op result)."""
+        if id(v) in self.out_names:
+            real = self.node("Identity", [real], self.out_names[id(v)], f"{src}_out")
+        self.float_of[id(v)] = real
+
+    def act(self, act, real: str, src: str) -> str:
+        if act.kind is ActKind.RELU:
+            return self.node("Relu", [real], self.uniq(f"{src}_relu"), f"{src}_Relu")
+        if act.kind is ActKind.CLIP:
+            lo = self.const(self.uniq(f"{src}_min"), np.float32(act.lo))
+            hi = self.const(self.uniq(f"{src}_max"), np.float32(act.hi))
+            return self.node("Clip", [real, lo, hi], self.uniq(f"{src}_clip"), f"{src}_Clip")
+        return real
+
+    def weights(self, node, w_shape: tuple[int, ...] | None = None) -> tuple[str, str]:
+        """DequantizeLinear of the int8 weights (per output channel) and int32 bias."""
+        w, b = node.inputs[1], node.inputs[2]
+        wq = w.const if w_shape is None else w.const.reshape(w_shape)
+        o = wq.shape[0]
+        wi = self.const(f"{w.name}_quantized", wq.astype(np.int8))
+        ws = self.const(f"{w.name}_scale", np.asarray(w.quant.scale, np.float32).reshape(o))
+        wz = self.const(f"{w.name}_zero_point", np.zeros(o, np.int8))
+        wf = self.node("DequantizeLinear", [wi, ws, wz], f"{w.name}_dequantized",
+                       f"{node.name}_W_DQ", axis=0)
+        bi = self.const(f"{b.name}_quantized", b.const.astype(np.int32).reshape(o))
+        bs = self.const(f"{b.name}_scale", np.asarray(b.quant.scale, np.float32).reshape(o))
+        bz = self.const(f"{b.name}_zero_point", np.zeros(o, np.int32))
+        bf = self.node("DequantizeLinear", [bi, bs, bz], f"{b.name}_dequantized",
+                       f"{node.name}_B_DQ", axis=0)
+        return wf, bf
+
+
+def export_qdq(graph: Graph) -> onnx.ModelProto:
+    """Build the QDQ ONNX model of a quantized graph IR.
+
+    Args:
+        graph: the quantized graph (``CompiledModel.quantized_graph`` or ``load_ir`` of an
+            output folder's ``quantized.tir``).
+
+    Returns:
+        A checked ``onnx.ModelProto`` (opset :data:`OPSET`), input NCHW float32.
+
+    Raises:
+        InputError: the graph is not quantized. InternalError: an op without a QDQ form.
+    """
+    if not graph.meta.get("quantized"):
+        raise InputError(f"graph '{graph.name}': not quantized (export a compiled model)")
+    b = _Builder(graph)
+    inp = graph.inputs[0]
+    in_name = str(graph.meta.get("onnx_input", inp.name))
+    b.qdq(inp, in_name, "input")
+    for n in graph.nodes:
+        x = n.inputs[0]
+        xf = b.float_of[id(x)]
+        out = n.output
+        if n.op in (Op.CONV, Op.FC):
+            if n.op is Op.CONV:
+                a = n.attrs
+                wf, bf = b.weights(n)
+                y = b.node("Conv", [xf, wf, bf], b.uniq(f"{n.name}_acc"), n.name,
+                           kernel_shape=list(a.kernel), strides=list(a.strides),
+                           pads=list(a.pads), dilations=list(a.dilations), group=a.group)
+            else:
+                m = n.inputs[1].const.shape[0]
+                wf, bf = b.weights(n, (m, -1))
+                flat = b.node("Flatten", [xf], b.uniq(f"{n.name}_flat"), f"{n.name}_Flatten",
+                              axis=1)
+                y = b.node("Gemm", [flat, wf, bf], b.uniq(f"{n.name}_acc"), n.name, transB=1)
+                if len(out.shape) != 2:
+                    shp = b.const(b.uniq(f"{n.name}_shape"), np.asarray(out.shape, np.int64))
+                    y = b.node("Reshape", [y, shp], b.uniq(f"{n.name}_view"),
+                               f"{n.name}_Reshape")
+            sc = n.input(3)
+            if sc is not None:
+                y = b.node("Add", [y, b.float_of[id(sc)]], b.uniq(f"{n.name}_sum"),
+                           f"{n.name}_Add")
+            y = b.act(n.attrs.act, y, n.name)
+            if out.dtype == "int32":
+                b.finish_float(out, y, n.name)
+            else:
+                b.qdq(out, y, n.name)
+        elif n.op is Op.ADD:
+            y = b.node("Add", [xf, b.float_of[id(n.inputs[1])]], b.uniq(f"{n.name}_sum"),
+                       n.name)
+            b.qdq(out, b.act(n.attrs.act, y, n.name), n.name)
+        elif n.op in (Op.MAXPOOL, Op.AVGPOOL):
+            a = n.attrs
+            kw = dict(kernel_shape=list(a.kernel), strides=list(a.strides), pads=list(a.pads))
+            if n.op is Op.AVGPOOL:  # tccc divides by the kernel area (pads count as zeros)
+                kw["count_include_pad"] = 1
+            y = b.node("MaxPool" if n.op is Op.MAXPOOL else "AveragePool", [xf],
+                       b.uniq(f"{n.name}_pool"), n.name, **kw)
+            b.qdq(out, y, n.name)
+        elif n.op is Op.GAP:
+            y = b.node("GlobalAveragePool", [xf], b.uniq(f"{n.name}_pool"), n.name)
+            b.qdq(out, y, n.name)
+        elif n.op is Op.RESHAPE:  # a view: same bytes, same quantization as its input
+            shp = b.const(b.uniq(f"{n.name}_shape"), np.asarray(out.shape, np.int64))
+            y = b.node("Reshape", [xf, shp], b.uniq(f"{n.name}_view"), n.name)
+            b.finish_float(out, y, n.name)
+        elif n.op is Op.SOFTMAX:
+            y = b.node("Softmax", [xf], b.uniq(f"{n.name}_out"), n.name, axis=n.attrs.axis)
+            b.finish_float(out, y, n.name)
+        elif n.op is Op.ARGMAX:
+            y = b.node("ArgMax", [xf], b.uniq(f"{n.name}_out"), n.name, axis=n.attrs.axis,
+                       keepdims=int(n.attrs.keepdims))
+            b.finish_float(out, y, n.name)
+        else:
+            raise InternalError(f"QDQ export: no ONNX form for {n.op.value} '{n.name}'")
+    in_vi = helper.make_tensor_value_info(in_name, TensorProto.FLOAT, list(inp.shape))
+    outs = []
+    for o in graph.outputs:
+        et = TensorProto.INT64 if o.producer is not None and o.producer.op is Op.ARGMAX \
+            else TensorProto.FLOAT
+        outs.append(helper.make_tensor_value_info(o.name, et, list(o.shape)))
+    g = helper.make_graph(b.nodes, f"{graph.name}_qdq", [in_vi], outs, b.inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="tccc", producer_version=__version__)
+    model.ir_version = 8
+    helper.set_model_props(model, {"tccc.layout": "NCHW input; int8 QDQ activations, "
+                                                  "per-channel int8 weights, int32 bias"})
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def save_qdq(folder: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Export a compiled output folder (its ``quantized.tir`` + ``.npz``) to a QDQ ``.onnx``.
+
+    Raises:
+        InputError, FormatError: the folder or its IR is missing or invalid; the output file
+        cannot be written.
+    """
+    from tcc_compiler.ir.text import load_ir
+
+    tir = Path(folder) / "quantized.tir"
+    if not tir.is_file():
+        raise InputError(f"{tir}: missing (is {folder} a tccc output folder?)")
+    model = export_qdq(load_ir(tir))
+    path = Path(path)
+    try:
+        onnx.save(model, str(path))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write ({exc.strerror})") from None
+    log.info("wrote %s (%d nodes)", path, len(model.graph.node))
+    return path

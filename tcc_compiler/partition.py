@@ -1,0 +1,161 @@
+"""Which ONNX nodes tccc runs on the NPU and which it leaves to the host, with the reason.
+
+For toolkits that split graphs (run the NPU part with tccc, the rest elsewhere)::
+
+    >>> from tcc_compiler import partition
+    >>> for p in partition("model.onnx", "224x224x3"):
+    ...     print(p.node, p.op_type, p.device, p.reason)
+
+The answer comes from the compiler's own stages, never from a separate table that could drift:
+the frontend's converters (:data:`tcc_compiler.frontend.converters.CONVERTERS` and their
+checks) decide which nodes import, the pass pipeline decides what fuses and what legalizes,
+and node provenance (``Node.source``: the ONNX node names each IR node came from) maps the
+result back onto the ONNX nodes. Heavy imports are deferred so ``import tcc_compiler`` stays
+cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+
+log = logging.getLogger(__name__)
+
+#: Placement values.
+NPU = "npu"
+HOST = "host"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one ONNX node runs.
+
+    Attributes:
+        node: the ONNX node's name (its first output's name when the node is unnamed, as in
+            tccc's error messages).
+        op_type: the ONNX op type (e.g. ``"Conv"``).
+        device: ``"npu"`` (part of the compiled NPU program, possibly fused into a
+            neighbour or folded away at compile time) or ``"host"`` (tccc cannot run it on
+            the NPU, or runs it on the host CPU after the NPU program, e.g. Softmax).
+        reason: one line saying why (the NPU op it became, or the constraint that failed).
+        npu_op: the NPU op kind it lowers into (``"conv"``, ``"fc"``, ...), None otherwise.
+        folded: True when the node disappears at compile time (constant-folded, identity,
+            dropout, batch norm folded into a conv, ...) and costs nothing at run time.
+    """
+
+    node: str
+    op_type: str
+    device: str
+    reason: str
+    npu_op: str | None = None
+    folded: bool = False
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict of the fields."""
+        return asdict(self)
+
+
+def _label(node) -> str:
+    return node.name or (node.output[0] if node.output else "")
+
+
+def _load(model):
+    import onnx
+
+    from tcc_compiler.api import _as_model
+    from tcc_compiler.frontend.loader import load_onnx
+
+    m = _as_model(model)
+    if isinstance(m, onnx.ModelProto):
+        return m
+    return load_onnx(m)
+
+
+def partition(model, input_shape: str | tuple[int, int, int] | None = None) -> list[Placement]:
+    """Place every node of an ONNX model on the NPU or the host.
+
+    Args:
+        model: .onnx path (str or PathLike), ``onnx.ModelProto`` or ``onnx_graphsurgeon.Graph``.
+        input_shape: ``"WxHxC"`` or ``(W, H, C)``; None = the model's fixed input dims.
+
+    Returns:
+        One :class:`Placement` per ONNX node, in the model's node order.
+
+    Raises:
+        InputError, ModelError: the model cannot be read at all (unreadable file, not one
+        float image input, inconsistent shapes). Unsupported nodes are not errors here: they
+        are placed on the host with the frontend's or legalizer's reason.
+    """
+    from tcc_compiler.errors import UnsupportedError
+    from tcc_compiler.frontend import import_onnx
+    from tcc_compiler.frontend.converters import CONVERTERS
+    from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
+    from tcc_compiler.passes import PassManager, default_pipeline
+
+    proto = _load(model)
+    nodes = list(proto.graph.node)
+    where = str(model) if isinstance(model, (str, os.PathLike)) else (proto.graph.name
+                                                                       or "<model>")
+    host_reason: dict[str, str] = {}
+    try:
+        graph = import_onnx(proto, input_shape)
+    except UnsupportedError as exc:
+        for n in nodes:
+            prefix = f"{n.op_type} '{_label(n)}'"
+            for prob in exc.problems:
+                if prob.startswith(prefix + ":") or prob.startswith(prefix + " "):
+                    host_reason[_label(n)] = prob[len(prefix):].lstrip(": ").strip()
+        log.info("%s: %d node(s) refused by the frontend", where, len(host_reason))
+        return [Placement(_label(n), n.op_type, HOST, host_reason[_label(n)])
+                if _label(n) in host_reason else
+                Placement(_label(n), n.op_type, NPU,
+                          "supported op (the frontend converts it); placement after fusion "
+                          "is known once the unsupported nodes are removed"
+                          if n.op_type in CONVERTERS else "folded at import", None,
+                          n.op_type not in CONVERTERS)
+                for n in nodes]
+
+    by_ir_name = {n.name: n for n in graph.nodes}
+    try:
+        graph = PassManager(default_pipeline()).run(graph)
+    except UnsupportedError as exc:  # the legalizer names IR nodes; map back by provenance
+        for prob in exc.problems:
+            head, _, reason = prob.partition(": ")
+            ir_name = head.split("'")[1] if head.count("'") >= 2 else ""
+            ir_node = by_ir_name.get(ir_name)
+            for src in (ir_node.source if ir_node is not None else ()):
+                host_reason[src] = reason or prob
+        graph = None
+
+    where_ir: dict[str, object] = {}
+    if graph is not None:
+        for n in graph.nodes:
+            for src in n.source:
+                where_ir[src] = n
+    out = []
+    for n in nodes:
+        name = _label(n)
+        if name in host_reason:
+            out.append(Placement(name, n.op_type, HOST, host_reason[name]))
+            continue
+        ir = where_ir.get(name)
+        if ir is None:
+            out.append(Placement(name, n.op_type, NPU,
+                                 "removed at compile time (constant-folded, identity or "
+                                 "folded into a neighbour)", None, True))
+        elif ir.op in HOST_OPS:
+            out.append(Placement(name, n.op_type, HOST,
+                                 f"{ir.op.value} runs on the host CPU after the NPU program, on "
+                                 "the dequantized output (manifest host_ops)", None))
+        elif ir.op in VIEW_OPS:
+            out.append(Placement(name, n.op_type, NPU,
+                                 f"view '{ir.name}': same bytes in the NPU's NHWC layout, no "
+                                 "data movement", ir.op.value, True))
+        else:
+            fused = [s for s in ir.source if s != name]
+            why = f"NPU {ir.op.value} '{ir.name}'"
+            if fused:
+                why += f" (fused with {', '.join(fused)})"
+            out.append(Placement(name, n.op_type, NPU, why, ir.op.value))
+    return out

@@ -1,0 +1,264 @@
+"""``tccc report``: one self-contained HTML page about a compiled output folder.
+
+Contents: summary (sizes, MACs, estimated latency), a per-layer table, bar charts of the
+estimated latency per layer, the DRAM traffic per layer and the SRAM use per layer against the
+target's SRAM, and, when the folder holds analysis data (``analysis.json`` with per-layer
+``sqnr_db``, or ``calib_table.json`` with per-tensor histograms and chosen clipping ranges),
+those too. Charts are matplotlib PNGs embedded as base64 ``data:`` URIs: the page needs no
+other file and no network.
+
+DRAM traffic per layer is estimated from the layer table as input + output activation bytes
+(int8, one byte per element; int32 outputs four) + weight bytes; halo re-reads between tiles
+are not included.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import os
+from pathlib import Path
+
+from tcc_compiler.errors import FormatError, InputError
+
+log = logging.getLogger(__name__)
+
+#: At most this many histograms are drawn (first tensors in graph order).
+MAX_HISTOGRAMS = 24
+
+
+def _prod(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _bar_chart(labels: list[str], values: list[float], title: str, ylabel: str,
+               limit: float | None = None) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.18 * len(values)), 3.2))
+    ax.bar(range(len(values)), values, color="#3b6ea8")
+    if limit is not None:
+        ax.axhline(limit, color="#c0392b", linestyle="--", label=f"limit {limit:,.0f}")
+        ax.legend(loc="upper right")
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.set_xlabel("layer index (see table)")
+    ax.set_xticks(range(0, len(values), max(1, (len(values) + 14) // 15)))
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def _histograms(table: dict) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    for name, t in list(table.items())[:MAX_HISTOGRAMS]:
+        hist, edges = t.get("hist"), t.get("edges")
+        if not hist or not edges:
+            continue
+        fig, ax = plt.subplots(figsize=(4.0, 2.2))
+        ax.stairs(hist, edges, fill=True, color="#7f9fbf")
+        ax.set_yscale("log")
+        for key in ("lo", "hi"):
+            if key in t:
+                ax.axvline(float(t[key]), color="#c0392b", linestyle="--")
+        ax.set_title(name[-48:], fontsize=8)
+        ax.tick_params(labelsize=7)
+        out.append((name, _png(fig)))
+    return out
+
+
+def activation_histograms(folder: str | os.PathLike, inputs: list) -> dict[str, dict]:
+    """Histograms of every int8 activation of the golden integer model over ``inputs``.
+
+    Args:
+        folder: compiled output folder (its quantized.tir + .npz).
+        inputs: float32 arrays shaped like the ONNX input (NCHW), preprocessed.
+
+    Returns:
+        {value name: {"hist": 256 counts of the codes -128..127, "edges": 257 real-valued bin
+        edges ``s * (code - 0.5 - zp)``, "lo"/"hi": the chosen clipping range
+        ``s * (-128 - zp)`` .. ``s * (127 - zp)``}}: counts in the end bins are clipped values.
+    """
+    import numpy as np
+
+    from tcc_compiler.ir.text import load_ir
+    from tcc_compiler.quant.golden import run_golden
+
+    g = load_ir(Path(folder) / "quantized.tir")
+    vals = [g.inputs[0]] + [n.output for n in g.nodes if n.output.dtype == "int8"
+                             and n.output.quant is not None]
+    counts = {v.name: np.zeros(256, np.int64) for v in vals}
+    for x in inputs:
+        res = run_golden(g, x, keep=True)
+        from tcc_compiler.quant.params import quantize_input
+
+        res.setdefault("int:" + g.inputs[0].name, quantize_input(x, g.inputs[0]))
+        for v in vals:
+            q = res.get("int:" + v.name)
+            if q is not None:
+                counts[v.name] += np.bincount(q.astype(np.int64).reshape(-1) + 128,
+                                              minlength=256)
+    out = {}
+    for v in vals:
+        s, zp = float(v.quant.scale), int(v.quant.zero_point)
+        codes = np.arange(-128, 129) - 0.5
+        out[v.name] = {"hist": counts[v.name].tolist(), "edges": (s * (codes - zp)).tolist(),
+                       "lo": s * (-128 - zp), "hi": s * (127 - zp)}
+    return out
+
+
+def _read_json(path: Path) -> dict | list | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{path}: not valid JSON ({exc})") from None
+
+
+def render_html(folder: str | os.PathLike, histograms: dict[str, dict] | None = None) -> str:
+    """Render the report page of a compiled output folder.
+
+    Args:
+        folder: a ``tccc compile`` output folder (reads report.json and manifest.json, and
+            analysis.json / calib_table.json when present).
+        histograms: per-tensor histograms (see :func:`activation_histograms`) to show instead
+            of a calib_table.json.
+
+    Returns:
+        The HTML text (UTF-8, self-contained: images are data URIs).
+
+    Raises:
+        InputError: missing folder or report.json. FormatError: invalid JSON.
+    """
+    folder = Path(folder)
+    rep = _read_json(folder / "report.json")
+    man = _read_json(folder / "manifest.json") or {}
+    if rep is None:
+        raise InputError(f"{folder / 'report.json'}: missing (is {folder} a tccc output folder?)")
+    clock_hz = float(man.get("target", {}).get("clock_hz") or 1.0)
+    sram_limit = man.get("target", {}).get("sram_bytes")
+    layers = rep.get("layers", [])
+    lat_ms = [l["estimated_cycles"] / clock_hz * 1e3 for l in layers]
+    dram = []
+    for l in layers:
+        out_b = 4 if l["op"] == "fc" and l is layers[-1] else 1
+        dram.append(_prod(l["input_shape"]) + out_b * _prod(l["output_shape"])
+                    + l["weight_bytes"])
+    sram = [l["sram_bytes"] for l in layers]
+    labels = [l["name"] for l in layers]
+    esc = html.escape
+    charts = []
+    if layers:
+        charts = [
+            ("Estimated latency per layer", _bar_chart(labels, lat_ms, "Estimated latency",
+                                                       "ms")),
+            ("DRAM traffic per layer", _bar_chart(labels, [d / 1e6 for d in dram],
+                                                  "DRAM traffic (in + out + weights)", "MB")),
+            ("SRAM use per layer", _bar_chart(labels, sram, "SRAM use", "bytes",
+                                              limit=sram_limit)),
+        ]
+    rows = []
+    for i, (l, ms, d) in enumerate(zip(layers, lat_ms, dram)):
+        rows.append(
+            f"<tr><td>{i}</td><td>{esc(l['name'])}</td><td>{esc(l['op'])}</td>"
+            f"<td>{esc('x'.join(map(str, l['input_shape'])))}</td>"
+            f"<td>{esc('x'.join(map(str, l['output_shape'])))}</td>"
+            f"<td class=n>{l['macs']:,}</td><td class=n>{ms:.4f}</td>"
+            f"<td class=n>{d:,}</td><td class=n>{l['weight_bytes']:,}</td>"
+            f"<td class=n>{l['sram_bytes']:,}</td><td class=n>{l['tiles']}</td>"
+            f"<td>{esc(', '.join(l.get('source', [])))}</td></tr>")
+    analysis = _read_json(folder / "analysis.json")
+    calib = _read_json(folder / "calib_table.json")
+    extra = []
+    if isinstance(analysis, dict) and analysis.get("layers"):
+        items = "".join(f"<tr><td>{esc(str(a.get('name')))}</td>"
+                        f"<td class=n>{float(a.get('sqnr_db', float('nan'))):.2f}</td></tr>"
+                        for a in analysis["layers"])
+        extra.append(f"<h2>Per-layer SQNR</h2><table><tr><th>layer</th><th>SQNR dB</th></tr>"
+                     f"{items}</table>")
+    if histograms is None and isinstance(calib, dict):
+        histograms = calib.get("tensors", calib)
+    hists = _histograms(histograms) if histograms else []
+    if hists:
+        imgs = "".join(f'<figure><img alt="histogram {esc(n)}" src="{src}"></figure>'
+                       for n, src in hists)
+        extra.append(f"<h2>Activation histograms (dashed: chosen clipping range; "
+                     f"end bins hold the clipped values)</h2>"
+                     f"<div class=grid>{imgs}</div>")
+    else:
+        extra.append("<p class=note>No calibration histograms or per-layer SQNR in this folder "
+                     "(they appear when the folder holds calib_table.json / analysis.json).</p>")
+    summary = [("target", rep.get("target")), ("npu_cmd.bin", f"{rep.get('command_bytes', 0):,} B"),
+               ("quantized_network.bin", f"{rep.get('weight_bytes', 0):,} B"),
+               ("MACs", f"{rep.get('macs', 0):,}"),
+               ("estimated latency", f"{rep.get('estimated_latency_ms', 0):.3f} ms"),
+               ("SRAM used", f"{rep.get('sram_bytes', 0):,} B of {sram_limit or 0:,} B"),
+               ("DRAM activation arena", f"{rep.get('dram_activation_bytes', 0):,} B"),
+               ("NPU ops", ", ".join(f"{v} {k}" for k, v in
+                                     sorted(rep.get("npu_ops", {}).items())))]
+    summ = "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in summary)
+    figs = "".join(f'<h2>{esc(t)}</h2><img alt="{esc(t)}" src="{src}">' for t, src in charts)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>tccc report: {esc(str(man.get('model', {}).get('source', folder.name)))}</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; color: #222; }}
+table {{ border-collapse: collapse; font-size: 12px; }}
+td, th {{ border: 1px solid #ccc; padding: 2px 6px; text-align: left; }}
+td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
+img {{ max-width: 100%; }} .note {{ color: #666; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: 8px; }} figure {{ margin: 0; }}
+</style></head><body>
+<h1>tccc compile report</h1>
+<p>{esc(str(man.get('model', {}).get('source', '')))} &rarr; {esc(str(folder))}</p>
+<table>{summ}</table>
+{figs}
+<h2>Layers</h2>
+<table><tr><th>#</th><th>name</th><th>op</th><th>input</th><th>output</th><th>MACs</th>
+<th>latency ms</th><th>DRAM B</th><th>weights B</th><th>SRAM B</th><th>tiles</th>
+<th>ONNX nodes</th></tr>
+{''.join(rows)}</table>
+{''.join(extra)}
+<p class=note>Latency and cycles are estimates of the target's cost model (specs/target.md).
+DRAM traffic = input + output activations + weights (halo re-reads not included).</p>
+</body></html>
+"""
+
+
+def write_html(folder: str | os.PathLike, path: str | os.PathLike,
+               histograms: dict[str, dict] | None = None) -> Path:
+    """Write :func:`render_html` of ``folder`` (and ``histograms``) to ``path``.
+
+    Raises:
+        InputError: unreadable folder or unwritable path. FormatError: invalid JSON.
+    """
+    text = render_html(folder, histograms)
+    path = Path(path)
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write ({exc.strerror})") from None
+    return path
