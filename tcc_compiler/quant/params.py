@@ -95,6 +95,9 @@ def conv_quant(node: Node) -> ConvQuant:
         z = np.zeros(o, np.int64)
         return ConvQuant(bias, z, np.ones(o, np.int64), z, _zp(x), 0, 0, -128, 127, True)
     real = _s(x) * s_w / _s(out)
+    # optional per-channel scale of the shortcut term (input 4; > 0, from a folded affine)
+    sc_scale = (node.input(4).const.astype(np.float64).reshape(-1) if node.input(4) is not None
+                else np.ones(o))
     mult = np.zeros(o, np.int64)
     shift = np.zeros(o, np.int64)
     sc_mult = np.zeros(o, np.int64)
@@ -103,7 +106,7 @@ def conv_quant(node: Node) -> ConvQuant:
             mult[c], shift[c] = quantize_multiplier(float(real[c]))
         else:
             (mult[c], sc_mult[c]), shift[c] = quantize_multipliers_shared(
-                [float(real[c]), _s(sc) / _s(out)])
+                [float(real[c]), sc_scale[c] * _s(sc) / _s(out)])
     lo, hi = act_bounds(node, out)
     return ConvQuant(bias, mult, shift, sc_mult, _zp(x), _zp(out),
                      _zp(sc) if sc is not None else 0, lo, hi, False)

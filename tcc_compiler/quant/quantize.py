@@ -2,7 +2,8 @@
 
 Scheme (specs/quantization.md):
 * weights: int8 symmetric per output channel, ``s_w[o] = max|W[o]| / 127`` (zero point 0);
-* biases: int32 with ``s_b[o] = s_x * s_w[o]``, zero point 0;
+* biases: int32 with ``s_b[o] = s_x * s_w[o]``, zero point 0; a channel whose bias would
+  overflow int32 gets a larger weight scale (ONNX Runtime's rule, :func:`bias_safe_weight_scales`);
 * activations: int8 asymmetric per tensor from the calibrated range widened to include 0:
   ``s = (hi - lo) / 255``, ``zp = clamp(round(-128 - lo / s), -128, 127)``; a constant
   activation (hi = lo = 0) gets s = 1, zp = 0;
@@ -14,11 +15,15 @@ Scheme (specs/quantization.md):
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from tcc_compiler.errors import InternalError
 from tcc_compiler.ir.graph import Graph, QuantParams, Value
 from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
+
+log = logging.getLogger(__name__)
 
 
 def activation_params(lo: float, hi: float) -> QuantParams:
@@ -43,6 +48,36 @@ def quantize_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scale = np.where(amax > 0, amax / 127.0, 1.0)
     q = np.clip(np.round(w64 / scale.reshape((-1,) + (1,) * (w.ndim - 1))), -127, 127)
     return q.astype(np.int8), scale
+
+
+#: ONNX Runtime's safety factor when it raises a weight scale for the bias (see below).
+BIAS_SCALE_EPS = 1.0001
+INT32_MAX = 2 ** 31 - 1
+
+
+def bias_safe_weight_scales(b: np.ndarray, s_x: float, s_w: np.ndarray) -> np.ndarray:
+    """Raise per-channel weight scales whose bias would not fit in int32.
+
+    A channel needs ``|b[o]| / (s_x * s_w[o]) <= 2**31 - 1``; when it does not (tiny weights,
+    large bias), its scale becomes ``s_w[o] = 1.0001 * |b[o]| / (2**31 - 1) / s_x``, the rule of
+    ONNX Runtime's ``_adjust_weight_scale_for_int32_bias`` (quantization/base_quantizer.py,
+    ``bias_smallest_valid_scale = 1.0001 * 2 * absmax / (2**32 - 2)``).
+
+    Args:
+        b: float bias [O]. s_x: input scale. s_w: float64 weight scales [O] (> 0).
+
+    Returns:
+        float64 scales [O], each >= the given one.
+    """
+    need = BIAS_SCALE_EPS * np.abs(b.astype(np.float64)) / INT32_MAX / float(s_x)
+    return np.maximum(s_w, need)
+
+
+def quantize_weights_with_scale(w: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``clip(round(w / scale[o]), -127, 127)`` per output channel -> int8 (shape of ``w``)."""
+    w64 = w.astype(np.float64)
+    q = np.round(w64 / scale.reshape((-1,) + (1,) * (w.ndim - 1)))
+    return np.clip(q, -127, 127).astype(np.int8)
 
 
 def _bias_int32(b: np.ndarray, s_b: np.ndarray) -> np.ndarray:
@@ -86,6 +121,11 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]]) -> Grap
         if node.op in (Op.CONV, Op.FC):
             wv, bv = node.inputs[1], node.inputs[2]
             wq, s_w = quantize_weights(wv.const)
+            s_safe = bias_safe_weight_scales(bv.const, float(x.quant.scale), s_w)
+            if np.any(s_safe > s_w):
+                log.info("%s: weight scale raised on %d channel(s) so the bias fits int32",
+                         node.name, int(np.count_nonzero(s_safe > s_w)))
+                s_w, wq = s_safe, quantize_weights_with_scale(wv.const, s_safe)
             wv.const, wv.dtype = wq, "int8"
             wv.quant = QuantParams(s_w, np.zeros(len(s_w), np.int64), axis=0)
             s_b = float(x.quant.scale) * s_w

@@ -1,0 +1,62 @@
+"""Per-layer INT8 accuracy of a compiled model: each layer's output against the float model,
+accumulated (quantized network from the input) and isolated (the layer fed float inputs),
+worst layers first, with their source ONNX node names (see tcc_compiler.quant.analyze)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tcc_compiler.errors import InputError
+
+NAME = "analyze"
+HELP = "per-layer quantization error of a compiled model against the float ONNX model"
+ORDER = 35
+ANALYSIS_FILE = "analysis.json"
+
+
+def add_arguments(p) -> None:
+    """Arguments of ``tccc analyze``."""
+    p.add_argument("dir", help="compiled output folder (holds quantized.tir and manifest.json)")
+    p.add_argument("model", help="the float .onnx model the folder was compiled from")
+    p.add_argument("inputs", nargs="+", help="images, .npy arrays or folders of them")
+    p.add_argument("--top", type=int, default=0, help="print only the N worst layers")
+    p.add_argument("--out", default=None,
+                   help=f"JSON file to write (default DIR/{ANALYSIS_FILE})")
+    p.add_argument("--json", action="store_true", help="print the JSON instead of a table")
+
+
+def run(args) -> int:
+    """tccc analyze DIR MODEL.onnx INPUT... [--top N] [--out FILE] [--json]"""
+    from tcc_compiler.cli.main import progress
+    from tcc_compiler.datasets.images import Preprocess, load_inputs
+    from tcc_compiler.frontend import import_onnx
+    from tcc_compiler.ir.text import load_ir
+    from tcc_compiler.passes import PassManager, default_pipeline
+    from tcc_compiler.quant.analyze import analyze, format_table
+
+    folder = Path(args.dir)
+    mpath, ipath = folder / "manifest.json", folder / "quantized.tir"
+    for p in (mpath, ipath):
+        if not p.is_file():
+            raise InputError(f"{p}: missing; is {folder} a tccc compile output folder?")
+    if not Path(args.model).is_file():
+        raise InputError(f"{args.model}: no such file")
+    manifest = json.loads(mpath.read_text())
+    shape = tuple(manifest["input"]["shape"])
+    h, w, c = manifest["input"]["npu_hwc"]
+    qgraph = load_ir(ipath)
+    fgraph = PassManager(default_pipeline()).run(import_onnx(args.model, (w, h, c)))
+    xs = load_inputs(args.inputs, Preprocess.from_dict(manifest["preprocess"]), shape)
+    rows = analyze(fgraph, qgraph, xs, progress=progress(args.quiet, "analyze"))
+    doc = {"model": str(args.model), "folder": str(folder), "inputs": len(xs),
+           "sorted_by": "isolated sqnr_db, ascending",
+           "layers": [r.to_dict() for r in rows]}
+    out = Path(args.out) if args.out else folder / ANALYSIS_FILE
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        print(format_table(rows, args.top or None))
+        print(f"({len(rows)} layers, {len(xs)} inputs; written to {out})")
+    return 0

@@ -1,0 +1,102 @@
+"""Calibration table: the activation range of every tensor, written with the compiled outputs
+(``calib_table.json``), editable by hand and reusable with ``tccc compile --calib-table``.
+
+Format (JSON)::
+
+    {"format": "tccc-calib-table", "version": 1, "method": "mse", "percentile": 99.99,
+     "tensors": {"<value name>": {"lo": -1.2, "hi": 3.4, "method": "mse",
+                                  "summary": {"min": -1.9, "max": 6.1, ...}}, ...}}
+
+``lo``/``hi`` are the real-valued clipping range the quantizer uses (before it is intersected
+with a fused activation's bounds and widened to include 0); ``summary`` is informative (observed
+min/max and the method's statistic: percentile, KL threshold, histogram bins) and is ignored
+when the table is read back. Editing ``lo``/``hi`` of one tensor overrides that tensor only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from tcc_compiler.errors import InputError
+
+FORMAT = "tccc-calib-table"
+VERSION = 1
+CALIB_TABLE_FILE = "calib_table.json"
+
+
+def build_table(observers: dict, method: str, percentile: float | None = None) -> dict:
+    """The table of one calibration run.
+
+    Args:
+        observers: {value name: observer} as returned by ``calibrate.observe(...)[method]``.
+        method: the calibration method name. percentile: p of the percentile method.
+
+    Returns:
+        A JSON-ready dict (see the module docstring), tensors sorted by name.
+    """
+    tensors = {}
+    for name in sorted(observers):
+        o = observers[name]
+        lo, hi = o.range()
+        tensors[name] = {"lo": float(lo), "hi": float(hi), "method": method,
+                         "summary": {k: (float(v) if isinstance(v, float) else v)
+                                     for k, v in o.summary().items()}}
+    return {"format": FORMAT, "version": VERSION, "method": method,
+            "percentile": percentile if method == "percentile" else None,
+            "tensors": tensors}
+
+
+def write_table(table: dict, path: str | os.PathLike) -> Path:
+    """Write ``table`` as indented JSON; returns the path."""
+    p = Path(path)
+    p.write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
+    return p
+
+
+def read_table(path: str | os.PathLike) -> tuple[dict, dict[str, tuple[float, float]]]:
+    """Read a calibration table.
+
+    Returns:
+        (the table dict, {value name: (lo, hi)}).
+
+    Raises:
+        InputError: missing/unreadable file, wrong format or version, a tensor without finite
+            ``lo <= hi``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: calibration table not found")
+    try:
+        table = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: not valid JSON ({exc})") from None
+    if not isinstance(table, dict) or table.get("format") != FORMAT:
+        raise InputError(f"{p}: not a tccc calibration table (format must be '{FORMAT}')")
+    if table.get("version") != VERSION:
+        raise InputError(f"{p}: calibration table version {table.get('version')!r}, "
+                         f"this tccc reads {VERSION}")
+    tensors = table.get("tensors")
+    if not isinstance(tensors, dict) or not tensors:
+        raise InputError(f"{p}: 'tensors' must be a non-empty object")
+    ranges = {}
+    for name, rec in tensors.items():
+        try:
+            lo, hi = float(rec["lo"]), float(rec["hi"])
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{p}: tensor '{name}': needs numbers 'lo' and 'hi'") from None
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+            raise InputError(f"{p}: tensor '{name}': need finite lo <= hi, got {lo}, {hi}")
+        ranges[name] = (lo, hi)
+    return table, ranges
+
+
+def check_covers(ranges: dict, names: list[str], path: str | os.PathLike) -> None:
+    """Raise InputError naming the first value of ``names`` missing from the table."""
+    missing = [n for n in names if n not in ranges]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise InputError(f"{path}: calibration table has no range for tensor "
+                         f"'{missing[0]}'{more}; was it made for this model and tccc version?")

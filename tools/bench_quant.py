@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""INT8 accuracy of tccc next to ONNX Runtime's ``quantize_static``, same run, same inputs.
+
+Zoo models (default ResNet-18/50/50-v2 at 224x224x3): SQNR (dB) of the INT8 logits against
+the FP32 logits (ONNX Runtime, CPU) over the evaluation images, for tccc's methods (minmax,
+percentile, entropy, mse) and ONNX Runtime's (MinMax, Percentile, Entropy; per-channel, QDQ,
+int8 activations and weights). SQNR = 10 log10(sum ref^2 / sum (ref - int8)^2) over all logits
+of all evaluation images. tccc's INT8 output is the golden integer model's, which the reference
+executor matches bit for bit (tests/test_executor.py).
+
+Photos: the package ships 8 calibration and 12 evaluation photos; this bench makes 16
+calibration inputs (each calib photo whole and its centre 75 % crop) and 32 evaluation inputs
+(each eval photo whole, its centre 75 % crop, and for the first 8 its top-left 75 % crop),
+cropped at run time with Pillow into a temporary folder. The two sets never share a photo.
+
+ResNet-8 (``--resnet8 DIR``, the real CIFAR-10 model): calibrate on the first 50 images, score
+all 200: FP32 top-1, INT8 top-1 and flips (predictions differing from FP32) per method. ONNX
+Runtime refuses opset 11, so its copy is upgraded to opset 13 first.
+
+Usage: python tools/bench_quant.py [--models resnet18 resnet50 resnet50-v2] [--resnet8 DIR]
+       [--eval N] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+TCCC_METHODS = ("minmax", "percentile", "entropy", "mse")
+ORT_METHODS = ("minmax", "percentile", "entropy")
+PERCENTILE = 99.99
+
+
+def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
+    """10 log10(sum ref^2 / sum (ref - got)^2) over all elements (float64)."""
+    ref = np.asarray(ref, np.float64).reshape(-1)
+    err = ref - np.asarray(got, np.float64).reshape(-1)
+    return float(10 * np.log10(np.sum(ref ** 2) / max(np.sum(err ** 2), 1e-30)))
+
+
+def make_photo_sets(folder: Path) -> tuple[list[Path], list[Path]]:
+    """16 calibration and 32 evaluation crops of the bundled photos (see the module doc)."""
+    from PIL import Image
+
+    from tcc_compiler.datasets.images import bundled_photos
+
+    def crops(paths, kinds):
+        out = []
+        for kind in kinds:
+            for k, p in enumerate(paths):
+                if kind == "topleft" and k >= 8:
+                    continue
+                with Image.open(p) as im:
+                    im = im.convert("RGB")
+                    w, h = im.size
+                    cw, ch = int(w * 0.75), int(h * 0.75)
+                    if kind == "centre":
+                        box = ((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw,
+                               (h - ch) // 2 + ch)
+                        im = im.crop(box)
+                    elif kind == "topleft":
+                        im = im.crop((0, 0, cw, ch))
+                    dst = folder / f"{p.stem}_{kind}.png"
+                    im.save(dst)
+                out.append(dst)
+        return out
+
+    calib = crops(bundled_photos("calib"), ("full", "centre"))
+    ev = crops(bundled_photos("eval"), ("full", "centre", "topleft"))
+    return calib, ev
+
+
+def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
+                 bias_correction=()) -> dict:
+    """{method: [first graph output per eval input]} from tccc's golden integer model; for
+    each method in ``bias_correction`` also ``method + "+bc"`` (empirical bias correction on
+    the calibration inputs)."""
+    from tcc_compiler.frontend import import_onnx
+    from tcc_compiler.passes import PassManager, default_pipeline
+    from tcc_compiler.quant import quantize_graph, run_golden
+    from tcc_compiler.quant.bias_correction import correct_biases
+    from tcc_compiler.quant.calibrate import observe
+
+    fg = PassManager(default_pipeline()).run(import_onnx(model, whc))
+    obs = observe(fg, calib, methods, percentile)
+    out = {}
+    for m in methods:
+        g = fg.clone()
+        quantize_graph(g, {k: o.range() for k, o in obs[m].items()})
+        name = g.outputs[0].name
+        out[m] = [run_golden(g, x)[name] for x in evals]
+        if m in bias_correction:
+            correct_biases(fg, g, calib)
+            out[m + "+bc"] = [run_golden(g, x)[name] for x in evals]
+    return out
+
+
+class _Reader:
+    """ONNX Runtime CalibrationDataReader over a list of arrays."""
+
+    def __init__(self, name, xs):
+        self.it = iter([{name: x} for x in xs])
+
+    def get_next(self):
+        return next(self.it, None)
+
+    def rewind(self):  # pragma: no cover - ORT API
+        pass
+
+
+def ort_session(path):
+    """A CPU ONNX Runtime session (quiet)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def ort_outputs(model_path: Path, calib, evals, methods, workdir: Path) -> dict:
+    """{"fp32" | method: [first output per eval input]} from ONNX Runtime."""
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    cm = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+          "percentile": CalibrationMethod.Percentile}
+    proto = onnx.load(model_path)
+    opset = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    if opset < 13:  # per-channel QDQ needs DequantizeLinear's axis (opset 13)
+        from onnx import version_converter
+
+        model_path = workdir / f"{model_path.stem}-op13.onnx"
+        onnx.save(version_converter.convert_version(proto, 13), model_path)
+    sess = ort_session(model_path)
+    iname = sess.get_inputs()[0].name
+    out = {"fp32": [sess.run(None, {iname: x})[0] for x in evals]}
+    for m in methods:
+        qpath = workdir / f"{model_path.stem}-ort-{m}.onnx"
+        quantize_static(str(model_path), str(qpath), _Reader(iname, calib),
+                        quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=cm[m],
+                        extra_options={"CalibPercentile": PERCENTILE})
+        qs = ort_session(qpath)
+        out[m] = [qs.run(None, {iname: x})[0] for x in evals]
+    return out
+
+
+def bench_zoo(name: str, whc: str, calib_paths, eval_paths, workdir: Path,
+              bc=(), methods=TCCC_METHODS, ort_methods=ORT_METHODS) -> dict:
+    """SQNR of every method on one zoo model."""
+    from tcc_compiler import zoo
+    from tcc_compiler.datasets.images import Preprocess, load_inputs
+    from tcc_compiler.frontend import parse_input_spec
+
+    w, h, c = parse_input_spec(whc)
+    path = workdir / f"{name}.onnx"
+    zoo.save(name, path, width=w, height=h, channels=c)
+    pre = Preprocess(width=w, height=h)
+    calib = load_inputs(calib_paths, pre, (1, c, h, w))
+    evals = load_inputs(eval_paths, pre, (1, c, h, w))
+    t0 = time.perf_counter()
+    ref = ort_outputs(path, calib, evals, ort_methods, workdir)
+    t1 = time.perf_counter()
+    ours = tccc_outputs(path, whc, calib, evals, methods, bias_correction=bc)
+    t2 = time.perf_counter()
+    fp = ref["fp32"]
+    return {"model": name, "input": whc, "calib": len(calib), "eval": len(evals),
+            "tccc_sqnr_db": {m: round(sqnr_db(fp, ours[m]), 2) for m in ours},
+            "ort_sqnr_db": {m: round(sqnr_db(fp, ref[m]), 2) for m in ort_methods},
+            "seconds": {"ort": round(t1 - t0, 1), "tccc": round(t2 - t1, 1)}}
+
+
+def bench_symmetry(name: str, whc: str, calib_paths, eval_paths, workdir: Path,
+                   methods=("mse", "minmax")) -> dict:
+    """Logit SQNR with asymmetric (tccc's) vs symmetric (zero point 0, s = max|x| / 127)
+    per-tensor activations, same calibration ranges (specs/quantization.md, "Activations")."""
+    from tcc_compiler import zoo
+    from tcc_compiler.datasets.images import Preprocess, load_inputs
+    from tcc_compiler.frontend import import_onnx, parse_input_spec
+    from tcc_compiler.ir.graph import QuantParams
+    from tcc_compiler.passes import PassManager, default_pipeline
+    from tcc_compiler.quant import quantize as Q
+    from tcc_compiler.quant import quantize_graph, run_golden
+    from tcc_compiler.quant.calibrate import observe
+
+    def symmetric(lo, hi):
+        a = max(-min(float(lo), 0.0), max(float(hi), 0.0))
+        return QuantParams(np.float64(a / 127.0 if a > 0 else 1.0), np.int64(0))
+
+    w, h, c = parse_input_spec(whc)
+    path = workdir / f"{name}-sym.onnx"
+    zoo.save(name, path, width=w, height=h, channels=c)
+    pre = Preprocess(width=w, height=h)
+    calib = load_inputs(calib_paths, pre, (1, c, h, w))
+    evals = load_inputs(eval_paths, pre, (1, c, h, w))
+    sess = ort_session(path)
+    iname = sess.get_inputs()[0].name
+    fp = [sess.run(None, {iname: x})[0] for x in evals]
+    fg = PassManager(default_pipeline()).run(import_onnx(path, whc))
+    obs = observe(fg, calib, methods)
+    res = {}
+    asym = Q.activation_params
+    try:
+        for m in methods:
+            for label, fn in (("asymmetric", asym), ("symmetric", symmetric)):
+                Q.activation_params = fn          # quantize_graph looks it up at call time
+                g = fg.clone()
+                quantize_graph(g, {k: o.range() for k, o in obs[m].items()})
+                q = [run_golden(g, x)[g.outputs[0].name] for x in evals]
+                res[f"{m} {label}"] = round(sqnr_db(fp, q), 2)
+    finally:
+        Q.activation_params = asym
+    return {"model": name, "input": whc, "calib": len(calib), "eval": len(evals),
+            "symmetry_sqnr_db": res}
+
+
+def bench_resnet8(folder: Path, workdir: Path, n_calib: int = 50, bc=()) -> dict:
+    """Top-1 and flips on the real CIFAR-10 ResNet-8 (see its README)."""
+    from onnx import version_converter
+
+    rows = list(csv.reader(open(folder / "labels.csv")))
+    rows = [r for r in rows if r and r[0].endswith(".bin")]
+    rows.sort(key=lambda r: r[0])
+    xs, labels = [], []
+    for r in rows:
+        px = np.frombuffer((folder / "images" / r[0]).read_bytes(), np.uint8)
+        xs.append(px.reshape(32, 32, 3).transpose(2, 0, 1)[None].astype(np.float32))
+        labels.append(int(r[-1]))
+    labels = np.array(labels)
+    m13 = version_converter.convert_version(onnx.load(folder / "resnet8.onnx"), 13)
+    p13 = workdir / "resnet8-op13.onnx"
+    onnx.save(m13, p13)
+    ref = ort_outputs(p13, xs[:n_calib], xs, ORT_METHODS, workdir)
+    ours = tccc_outputs(folder / "resnet8.onnx", None, xs[:n_calib], xs, TCCC_METHODS,
+                        bias_correction=bc)
+    fp_pred = np.array([int(np.argmax(y)) for y in ref["fp32"]])
+
+    def score(outs):
+        pred = np.array([int(np.argmax(y)) for y in outs])
+        return {"top1": round(100.0 * float(np.mean(pred == labels)), 1),
+                "flips": int(np.sum(pred != fp_pred))}
+
+    return {"images": len(xs), "calib": n_calib,
+            "fp32_top1": round(100.0 * float(np.mean(fp_pred == labels)), 1),
+            "tccc": {m: score(ours[m]) for m in ours},
+            "ort": {m: score(ref[m]) for m in ORT_METHODS}}
+
+
+def main(argv=None) -> int:
+    """Run the requested benches and print one line per model."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="*", default=["resnet18", "resnet50", "resnet50-v2"])
+    p.add_argument("--input", default="224x224x3")
+    p.add_argument("--resnet8", default=None, help="folder of the CIFAR-10 ResNet-8")
+    p.add_argument("--bias-correction", nargs="*", default=[], metavar="METHOD",
+                   help="also measure these methods with empirical bias correction")
+    p.add_argument("--methods", nargs="+", default=list(TCCC_METHODS),
+                   help="tccc methods measured on the zoo models")
+    p.add_argument("--ort-methods", nargs="*", default=list(ORT_METHODS),
+                   help="ONNX Runtime methods measured on the zoo models (none: FP32 only)")
+    p.add_argument("--eval", type=int, default=32,
+                   help="evaluation crops used (at most 32; fewer for a quick run)")
+    p.add_argument("--symmetry", nargs="*", default=[], metavar="MODEL",
+                   help="zoo models on which to measure asymmetric vs symmetric activations "
+                        "(at --input, bundled 8 calib / 12 eval photos, uncropped)")
+    p.add_argument("--json", help="also write the results to this file")
+    args = p.parse_args(argv)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="tccc-bq-") as tmp:
+        tmp = Path(tmp)
+        (tmp / "photos").mkdir()
+        calib, ev = make_photo_sets(tmp / "photos")
+        ev = ev[:args.eval]
+        for name in args.models:
+            r = bench_zoo(name, args.input, calib, ev, tmp, bc=args.bias_correction,
+                          methods=args.methods, ort_methods=args.ort_methods)
+            results.append(r)
+            t, o = r["tccc_sqnr_db"], r["ort_sqnr_db"]
+            print(f"{name} {args.input} ({r['calib']} calib / {r['eval']} eval crops) logit "
+                  f"SQNR dB: tccc " + ", ".join(f"{k} {v}" for k, v in t.items())
+                  + " | ORT " + ", ".join(f"{k} {v}" for k, v in o.items())
+                  + f" | {r['seconds']}")
+            sys.stdout.flush()
+        for name in args.symmetry:
+            from tcc_compiler.datasets.images import bundled_photos
+
+            r = bench_symmetry(name, args.input, bundled_photos("calib"),
+                               bundled_photos("eval"), tmp)
+            results.append(r)
+            print(f"{name} {args.input} activations, logit SQNR dB: "
+                  + ", ".join(f"{k} {v}" for k, v in r["symmetry_sqnr_db"].items()))
+            sys.stdout.flush()
+        if args.resnet8:
+            r = bench_resnet8(Path(args.resnet8), tmp, bc=args.bias_correction)
+            results.append({"model": "resnet8", **r})
+            print(f"resnet8 ({r['calib']} calib, {r['images']} scored): FP32 top-1 "
+                  f"{r['fp32_top1']} %; tccc " + ", ".join(
+                      f"{k} {v['top1']} % ({v['flips']} flips)" for k, v in r["tccc"].items())
+                  + " | ORT " + ", ".join(
+                      f"{k} {v['top1']} % ({v['flips']} flips)" for k, v in r["ort"].items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
