@@ -88,7 +88,7 @@ class Preprocess:
         if self.channel_order not in CHANNEL_ORDERS:
             raise InputError(f"preprocess: channel_order must be one of {CHANNEL_ORDERS}, "
                              f"got {self.channel_order!r}")
-        if self.resize not in RESIZE_MODES:
+        if not isinstance(self.resize, str) or self.resize not in RESIZE_MODES:
             raise InputError(f"preprocess: resize must be one of {tuple(RESIZE_MODES)}, "
                              f"got {self.resize!r}")
 
@@ -171,13 +171,40 @@ def load_image(path: str | os.PathLike[str], pre: Preprocess) -> np.ndarray:
     return _normalise(pixels, pre)
 
 
-def _load_npy(path: Path, expected_shape: tuple[int, ...]) -> list[np.ndarray]:
-    """A ``.npy`` float32 NCHW array ``[N, C, H, W]`` split into N arrays ``[1, C, H, W]``."""
+def _check_npy_header_length(path: Path) -> None:
+    """Refuse a ``.npy`` whose header-length field points past the end of the file (numpy
+    would first allocate a buffer of that length, up to 4 GiB, to read the header)."""
     try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            size = os.fstat(f.fileno()).st_size
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read .npy array: {exc.strerror}") from None
+    if len(head) >= 10 and head[:6] == b"\x93NUMPY":
+        major = head[6]
+        start, hlen = (10, int.from_bytes(head[8:10], "little")) if major == 1 else \
+            (12, int.from_bytes(head[8:12], "little"))
+        if start + hlen > size:
+            raise InputError(f"{path}: cannot read .npy array: its header claims {hlen} bytes, "
+                             f"the file holds {size}")
+
+
+def _load_npy(path: Path, expected_shape: tuple[int, ...]) -> list[np.ndarray]:
+    """A ``.npy`` float32 NCHW array ``[N, C, H, W]`` split into N arrays ``[1, C, H, W]``.
+
+    The file is memory-mapped and its header checked before any data is copied, so a header
+    claiming a huge shape costs nothing (numpy refuses to map past the end of the file).
+    """
+    _check_npy_header_length(path)
+    try:
+        array = np.load(path, allow_pickle=False, mmap_mode="r")
+    except Exception as exc:  # noqa: BLE001 - numpy's header parser raises Value/Overflow/Token...
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "mmap length" in reason:
+            reason = "its header claims more data than the file holds (truncated?)"
         raise InputError(f"{path}: cannot read .npy array: {reason}") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive renamed to .npy
+        raise InputError(f"{path}: not a .npy array file (an .npz archive?)")
     want = tuple(int(d) for d in expected_shape[1:])
     if array.dtype != np.float32:
         raise InputError(f"{path}: .npy dtype is {array.dtype}, expected float32 "
@@ -188,7 +215,7 @@ def _load_npy(path: Path, expected_shape: tuple[int, ...]) -> list[np.ndarray]:
     if not np.isfinite(array).all():
         bad = int(np.count_nonzero(~np.isfinite(array)))
         raise InputError(f"{path}: .npy array holds {bad} NaN/Inf value(s)")
-    return [np.ascontiguousarray(array[i:i + 1]) for i in range(array.shape[0])]
+    return [np.array(array[i:i + 1], dtype=np.float32, order="C") for i in range(array.shape[0])]
 
 
 def _folder_entries(folder: Path) -> list[Path]:
