@@ -198,9 +198,6 @@ def test_eval_mode_opset15_accepted(ort_run, rng):
                                rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="frontend (issue 3): opset 7-13 BatchNormalization "
-                   "listing the extra outputs is training mode (batch statistics) for ONNX "
-                   "Runtime, but is imported with the running statistics")
 def test_training_export_with_unused_extra_outputs(ort_run, rng):
     m = _bn_model(9, ["y", "rm", "rv", "sm", "sv"], rng)
     x = _x(rng, 5, 5)

@@ -203,6 +203,12 @@ def batchnorm(ctx: Ctx, node: onnx.NodeProto) -> None:
         raise Unsupported("is_test=0 (training); export the model in eval mode")
     if int(a.get("spatial", 1)) != 1:
         raise Unsupported("spatial=0 (per-element statistics) is not supported")
+    if 7 <= ctx.opset < 14 and any(o for o in node.output[1:]):
+        # opsets 7-13: listing mean/var/saved_* outputs selects training mode, in which ONNX
+        # normalises with the batch's statistics (even when nobody reads those outputs)
+        raise Unsupported("lists its training outputs (running mean/var), which makes it a "
+                          "training-mode BatchNormalization using batch statistics; export the "
+                          "model in eval mode")
     x = ctx.get(node, 0)
     params = [ctx.const(node, i, nm) for i, nm in enumerate(
         ["scale", "B", "mean", "var"], start=1)]
