@@ -75,3 +75,36 @@ def test_folded_residual_is_bit_exact_on_the_npu(tmp_path):
     x = rng.standard_normal((1, 3, 12, 12)).astype(np.float32)
     r = Checker(prog, path).check(x, prog.run(x))
     assert r["bit_exact"] and r["sqnr_db"] > 30
+
+
+def test_fold_into_residual_ir():
+    """Hand-computed: s = [2, 0.5], t = [1, 0.5]; W' = s[o] W[o] = [[2, 4], [1.5, 2]];
+    b' = s b + t = [2 * 0.5 + 1, 0.5 * -1 + 0.5] = [2, 0]; the shortcut scale is s."""
+    from tcc_compiler.ir.printer import print_graph
+    from tcc_compiler.ir.text import graphs_equal, parse_graph
+    from tcc_compiler.passes.fold_affine import FoldAffineIntoResidual
+
+    head = 'graph "t" {\n  input %x : f32[1,2,3,3]\n'
+    attrs = ("{kernel=[1,1], strides=[1,1], pads=[0,0,0,0], dilations=[1,1], group=%d, "
+             "act=none}")
+    before = head + (
+        "  const %w : f32[2,2,1,1] = dense<[1.0, 2.0, 3.0, 4.0]>\n"
+        "  const %b : f32[2] = dense<[0.5, -1.0]>\n"
+        "  const %s : f32[2,1,1,1] = dense<[2.0, 0.5]>\n"
+        "  const %t : f32[2] = dense<[1.0, 0.5]>\n"
+        '  %c : f32[1,2,3,3] = conv "conv" (%x, %w, %b, %x)\n      ' + attrs % 1
+        + ' src=["conv", "add"]\n'
+        '  %y : f32[1,2,3,3] = conv "bn" (%c, %s, %t)\n      ' + attrs % 2 + ' src=["bn"]\n'
+        "  output %y\n}\n")
+    expected = head + (
+        "  const %w_1 : f32[2,2,1,1] = dense<[2.0, 4.0, 1.5, 2.0]>\n"
+        "  const %b_1 : f32[2] = dense<[2.0, 0.0]>\n"
+        "  const %conv_sc_scale : f32[2] = dense<[2.0, 0.5]>\n"
+        '  %y : f32[1,2,3,3] = conv "conv" (%x, %w_1, %b_1, %x, %conv_sc_scale)\n      '
+        + attrs % 1 + ' src=["conv", "add", "bn"]\n'
+        "  output %y\n}\n")
+    pm = PassManager([FoldAffineIntoResidual()], verify_each=True)
+    g = pm.run(parse_graph(before))
+    assert pm.stats.fired["fold-affine-into-residual"] == 1
+    diff = graphs_equal(g, parse_graph(expected))
+    assert diff is None, f"{diff}\n{print_graph(g)}"
