@@ -14,6 +14,7 @@ naming the command index and mnemonic.
 from __future__ import annotations
 
 import logging
+import mmap
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -75,12 +76,19 @@ class _Memory:
 
     @classmethod
     def filled(cls, name: str, size: int, fill: int) -> "_Memory":
-        """A writable memory of ``size`` bytes, each ``fill``."""
-        return cls(name, bytearray([fill]) * size if fill else bytearray(size), True)
+        """A writable memory of ``size`` bytes, each ``fill``.
+
+        Zero-filled memories are anonymous mmaps: the OS hands out zero pages only when they
+        are touched, so a header that claims a huge region costs address space, not RAM (a
+        hostile 400-byte file cannot make the executor commit gigabytes)."""
+        if fill:
+            return cls(name, bytearray([fill]) * size, True)
+        return cls(name, mmap.mmap(-1, max(size, 1)) if size else bytearray(0), True)
 
     @property
     def size(self) -> int:
-        return len(self.buf)
+        """Size in bytes."""
+        return len(self.arr)
 
 
 def _conv_out(n_in: int, pad_a: int, pad_b: int, k: int, s: int, d: int) -> int:
