@@ -440,12 +440,7 @@ class Lowering:
                  else [(s, b) for b in blocks for s in spatial])
         # SRAM buffers (max tile sizes)
         sa = self._begin_op()
-        iy0, iy1, _, _ = g.in_rows(0, plan.rows)
-        ix0, ix1, _, _ = g.in_cols(0, plan.cols)
-        c0, c1 = g.in_channels(0, plan.ocb)
-        max_in = max(self._in_box(g, s, b)[6] for s, b in [(spatial[0], blocks[0])] +
-                     [(s, blocks[0]) for s in spatial[:2]]) if spatial else 0
-        max_in = max(max_in, (iy1 - iy0) * (ix1 - ix0) * (c1 - c0))
+        max_in = max(self._in_box(g, s, b)[6] for s in spatial for b in blocks)
         in_slots = [sa.alloc(max_in, "input") for _ in range(2)]
         nwb = 1 if len(blocks) == 1 else plan.wbufs
         w_slots = [sa.alloc(plan.ocb * kw_bytes, "weights") for _ in range(nwb)]
@@ -559,10 +554,7 @@ class Lowering:
                    for y0 in range(0, oh, plan.rows) for x0 in range(0, ow, plan.cols)]
         blocks = [(o0, min(o0 + plan.ocb, c)) for o0 in range(0, c, plan.ocb)]
         sa = self._begin_op()
-        max_in = max(self._in_box(g, sp, bl)[6] for sp in spatial[:2] for bl in blocks[:1])
-        iy0, iy1, _, _ = g.in_rows(0, plan.rows)
-        ix0, ix1, _, _ = g.in_cols(0, plan.cols)
-        max_in = max(max_in, (iy1 - iy0) * (ix1 - ix0) * plan.ocb)
+        max_in = max(self._in_box(g, sp, bl)[6] for sp in spatial for bl in blocks)
         in_slots = [sa.alloc(max_in, "input") for _ in range(2)]
         out_tile = plan.rows * plan.cols * plan.ocb
         out_slots = [sa.alloc(out_tile, "output") for _ in range(2)]

@@ -65,6 +65,13 @@ class ConvGeom:
         """Input columns [ix0, ix1) for output columns [ox0, ox1) and (pad_left, pad_right)."""
         return _span(ox0, ox1, self.sw, self.dw, self.kw, self.pads[1], self.w)
 
+    def max_in_span(self, n: int, axis: str) -> int:
+        """Largest input extent (rows for axis "h", columns for "w") any tile of ``n`` output
+        rows/columns reads: ``min(size, (n - 1) * stride + (k - 1) * dilation + 1)``."""
+        if axis == "h":
+            return min(self.h, (n - 1) * self.sh + (self.kh - 1) * self.dh + 1)
+        return min(self.w, (n - 1) * self.sw + (self.kw - 1) * self.dw + 1)
+
     def in_channels(self, o0: int, o1: int) -> tuple[int, int]:
         """Input channels [c0, c1) that output channels [o0, o1) read (whole groups)."""
         if self.group == 1:
@@ -95,10 +102,9 @@ class ConvPlan:
 
 def _working_set(g: ConvGeom, rows: int, cols: int, ocb: int, nblocks: int, al: int,
                  wbufs: int = 2) -> int:
-    iy0, iy1, _, _ = g.in_rows(0, rows)
-    ix0, ix1, _, _ = g.in_cols(0, cols)
     c0, c1 = g.in_channels(0, ocb)
-    in_b = align_up((iy1 - iy0) * (ix1 - ix0) * (c1 - c0), al)
+    # the largest input tile is an interior one: its halo is not clipped by the padding
+    in_b = align_up(g.max_in_span(rows, "h") * g.max_in_span(cols, "w") * (c1 - c0), al)
     w_b = 0
     if g.has_weights:
         w_b = align_up(ocb * g.kh * g.kw * g.cin_g, al) + align_up(ocb * PARAM_RECORD_BYTES, al)
