@@ -37,7 +37,8 @@ class UnsupportedError(TccError):
     def __init__(self, path: str, problems: list[str]):
         self.problems = list(problems)
         listed = "; ".join(self.problems)
-        super().__init__(f"{path}: {len(self.problems)} unsupported node(s): {listed}")
+        nodes = sum(1 for p in self.problems if not p.startswith("("))  # "(...)" are notes
+        super().__init__(f"{path}: {nodes} unsupported node(s): {listed}")
 
 
 class FormatError(TccError):

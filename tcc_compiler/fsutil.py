@@ -101,6 +101,10 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+#: A folder holding this file is a tccc output folder that a new compile may replace.
+OUTPUT_MARKER = "manifest.json"
+
+
 @contextmanager
 def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a staging folder beside ``dest``; on success it replaces ``dest`` atomically.
@@ -116,6 +120,10 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     dest = Path(dest)
     if dest.exists() and not dest.is_dir():
         raise InputError(f"{dest}: exists and is not a folder")
+    if dest.is_dir() and any(dest.iterdir()) and not (dest / OUTPUT_MARKER).is_file():
+        # replacing the folder would delete whatever the user keeps there (even the model)
+        raise InputError(f"{dest}: folder is not empty and is not a tccc output folder (no "
+                         f"{OUTPUT_MARKER}); choose a new or empty folder for -o")
     parent = dest.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)

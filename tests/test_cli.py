@@ -111,3 +111,16 @@ def test_compile_and_run_small_zoo_model(tmp_path, capsys):
     # a second compile into the same folder replaces it atomically
     assert _run(["compile", str(model), "--input", "64x48x3", "-o", str(out)], capsys)[0] == 0
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_compile_refuses_to_replace_a_folder_that_is_not_an_output(tmp_path, capsys):
+    from tcc_compiler import zoo
+
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    zoo.save("resnet18", proj / "m.onnx", width=32, height=32)
+    (proj / "code.py").write_text("keep me\n")
+    code, _, err = _run(["compile", str(proj / "m.onnx"), "-o", str(proj)], capsys)
+    assert code == 2
+    assert "not a tccc output folder" in _one_line_error(err)
+    assert sorted(p.name for p in proj.iterdir()) == ["code.py", "m.onnx"]

@@ -264,12 +264,14 @@ def test_resnet50_and_resnet50_bn_same_npu_ops(ort_run, rng):
 
 @pytest.mark.slow
 def test_resnet50_v2_one_affine_per_block(ort_run, rng):
-    # 16 bottleneck blocks: each pre-activation BN+Relu reads the block input, which is also
-    # the next shortcut, so it stays one depthwise affine op (see fold_affine docstring);
-    # plus the raw-image BN (before the padded 7x7 conv) and the final BN+Relu before GAP.
+    # 16 bottleneck blocks: a pre-activation BN+Relu whose block input is also the next
+    # identity shortcut stays one depthwise affine op (12 blocks); where the sum feeds only
+    # the BN (the 3 stage transitions, whose shortcut is a projection of the pre-activated
+    # tensor, and the final BN+Relu before GAP) it folds into the residual conv
+    # (fold-affine-into-residual); plus the raw-image BN before the padded 7x7 conv.
     g = _done_means(zoo.build("resnet50-v2", 64, 64), ort_run, rng)
     affines = [n for n in g.nodes if is_affine(n)]
-    assert len(affines) == 18 and len(g.nodes) == 56 + 18
+    assert len(affines) == 14 and len(g.nodes) == 56 + 14
     assert affines[0].inputs[0] is g.inputs[0]                      # the input BN
 
 

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import pkgutil
 import logging
+import os
 import sys
 
 
@@ -66,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    fmt = "tccc: %(levelname)s: %(message)s" if args.verbose == 0 else \
+        "tccc: %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
     try:
         return args.func(args)
     except TccError as exc:
@@ -76,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose > 1:
             raise
         return exc.exit_code
+    except BrokenPipeError:  # e.g. `tccc ops ... | head`: the reader left, nothing to report
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
     except KeyboardInterrupt:
         print("tccc: interrupted", file=sys.stderr)
         return 130

@@ -81,7 +81,7 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
         raise InputError(f"{p}: not a file")
     try:
         model = onnx.load(str(p), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+    except (DecodeError, ValueError, RuntimeError, OSError, UnicodeDecodeError) as exc:
         raise ModelError(f"{p}: not a valid ONNX model ({type(exc).__name__})") from None
     if not model.graph.node and not model.graph.output:
         raise ModelError(f"{p}: not a valid ONNX model (empty graph)")

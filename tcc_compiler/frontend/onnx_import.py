@@ -70,6 +70,12 @@ def _fix_input_dims(model: onnx.ModelProto, whc: tuple[int, int, int] | None,
             whc = (dims[3], dims[2], dims[1])
     w, h, c = whc
     check_input_dims(w, h, c, where, inp.name)
+    if len(dims) == 4:
+        mh, mw = (dims[1], dims[2]) if nhwc else (dims[2], dims[3])
+        if mh > 0 and mw > 0 and (mw, mh) != (w, h):
+            log.warning("%s: input '%s' is fixed at %dx%d (W x H); compiling at %dx%d as "
+                        "--input says%s", where, inp.name, mw, mh, w, h,
+                        " (width and height swapped?)" if (mh, mw) == (w, h) else "")
     new = [1, h, w, c] if nhwc else [1, c, h, w]
     model_c = dims[3] if nhwc and len(dims) == 4 else (dims[1] if len(dims) == 4 else 0)
     if model_c > 0 and model_c != c:

@@ -25,7 +25,7 @@ from typing import Iterable
 
 import numpy as np
 
-from tcc_compiler.errors import InputError
+from tcc_compiler.errors import InputError, ModelError
 from tcc_compiler.interp import run_float
 from tcc_compiler.ir.graph import Graph
 
@@ -362,11 +362,21 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
         for name, arr in vals.items():
             if arr.dtype.kind != "f":
                 continue
+            peak = float(np.max(np.abs(arr))) if arr.size else 0.0
+            if not np.isfinite(peak) or peak > MAX_ACTIVATION:
+                raise ModelError(f"{graph.meta.get('source', graph.name)}: value '{name}' "
+                                 f"reaches {peak:.3g} on calibration input {k} (overflow; "
+                                 "weights of absurd magnitude?)")
             for m in methods:
                 if name not in obs[m]:
                     obs[m][name] = make_observer(m, percentile)
                 obs[m][name].update(arr)
     return obs
+
+
+#: Largest |activation| calibration accepts: float32 maths overflows soon after, and int8
+#: scales derived from such ranges are meaningless.
+MAX_ACTIVATION = 1e30
 
 
 def collect_ranges(graph: Graph, inputs: Iterable[np.ndarray], method: str = "mse",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tcc_compiler.errors import InternalError, ModelError
 from tcc_compiler.ir.graph import Node, Value
 from tcc_compiler.ir.ops import ActKind, Op
 from tcc_compiler.numerics import (dequantize_tensor, quantize_multiplier,
@@ -83,6 +84,17 @@ def act_bounds(node: Node, out: Value) -> tuple[int, int]:
     return -128, 127
 
 
+def _multiplier(node: Node, real: float, shared: list[float] | None = None):
+    """quantize_multiplier(s) with a ModelError naming the node when the scale is absurd."""
+    try:
+        if shared is not None:
+            return quantize_multipliers_shared(shared)
+        return quantize_multiplier(real)
+    except InternalError as exc:
+        raise ModelError(f"node '{node.name}' ({', '.join(node.source)}): {exc} (weights or "
+                         "activations of absurd magnitude?)") from None
+
+
 def conv_quant(node: Node) -> ConvQuant:
     """Epilogue parameters of a quantized conv/fc node (see specs/quantization.md)."""
     x, w, b = node.inputs[0], node.inputs[1], node.inputs[2]
@@ -103,10 +115,10 @@ def conv_quant(node: Node) -> ConvQuant:
     sc_mult = np.zeros(o, np.int64)
     for c in range(o):
         if sc is None:
-            mult[c], shift[c] = quantize_multiplier(float(real[c]))
+            mult[c], shift[c] = _multiplier(node, float(real[c]))
         else:
-            (mult[c], sc_mult[c]), shift[c] = quantize_multipliers_shared(
-                [float(real[c]), sc_scale[c] * _s(sc) / _s(out)])
+            (mult[c], sc_mult[c]), shift[c] = _multiplier(
+                node, 0.0, [float(real[c]), sc_scale[c] * _s(sc) / _s(out)])
     lo, hi = act_bounds(node, out)
     return ConvQuant(bias, mult, shift, sc_mult, _zp(x), _zp(out),
                      _zp(sc) if sc is not None else 0, lo, hi, False)
@@ -121,14 +133,14 @@ def pool_quant(node: Node) -> PoolQuant:
         n = x.shape[2] * x.shape[3]
     else:
         n = node.attrs.kernel[0] * node.attrs.kernel[1]
-    m, s = quantize_multiplier(_s(x) / (_s(out) * n))
+    m, s = _multiplier(node, _s(x) / (_s(out) * n))
     return PoolQuant(_zp(x), _zp(out), m, s)
 
 
 def add_quant(node: Node) -> AddQuant:
     """Parameters of a standalone add: one shared shift for both operands."""
     a, b, out = node.inputs[0], node.inputs[1], node.output
-    (ma, mb), s = quantize_multipliers_shared([_s(a) / _s(out), _s(b) / _s(out)])
+    (ma, mb), s = _multiplier(node, 0.0, [_s(a) / _s(out), _s(b) / _s(out)])
     lo, hi = act_bounds(node, out)
     return AddQuant(_zp(a), _zp(b), _zp(out), ma, mb, s, lo, hi)
 

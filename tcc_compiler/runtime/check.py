@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 from tcc_compiler.errors import InputError
 from tcc_compiler.runtime.loaded import LoadedProgram
 
+log = logging.getLogger(__name__)
 IR_FILE = "quantized.tir"
 
 
@@ -30,6 +32,53 @@ def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
     if s == 0.0:
         return float("-inf")
     return 10.0 * np.log10(s / n)
+
+
+def _sha256(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _with_input_dims(model, inp: dict):
+    """The float model with its image input fixed to the compiled size (as the compiler did for
+    ``--input``), so a model exported at another resolution checks at the compiled one.
+
+    Raises:
+        InputError: the model cannot be read, or its input rank/channels differ from the
+            compiled program's (not the model the folder was compiled from).
+    """
+    from tcc_compiler.frontend.loader import load_onnx
+
+    proto = load_onnx(model)
+    inits = {i.name for i in proto.graph.initializer}
+    ins = [i for i in proto.graph.input if i.name not in inits]
+    shape = list(inp["shape"])
+    if inp.get("onnx_layout") == "NHWC" and len(shape) == 4:
+        shape = [shape[0], shape[2], shape[3], shape[1]]
+    if len(ins) != 1 or len(ins[0].type.tensor_type.shape.dim) not in (0, len(shape)):
+        raise InputError(f"{model}: its inputs do not match the compiled program's "
+                         f"{inp['shape']} (is this the model the folder was compiled from?)")
+    dims = ins[0].type.tensor_type.shape.dim
+    ch_axis = 3 if inp.get("onnx_layout") == "NHWC" else 1
+    if len(dims) == len(shape) and dims[ch_axis].HasField("dim_value") \
+            and dims[ch_axis].dim_value != shape[ch_axis]:
+        raise InputError(f"{model}: takes {dims[ch_axis].dim_value} channels, the compiled "
+                         f"program {shape[ch_axis]} (is this the model the folder was compiled "
+                         "from?)")
+    del ins[0].type.tensor_type.shape.dim[:]
+    for d in shape:
+        ins[0].type.tensor_type.shape.dim.add().dim_value = d
+    del proto.graph.value_info[:]
+    for out in proto.graph.output:
+        for d in out.type.tensor_type.shape.dim:
+            d.ClearField("dim_value")
+            d.ClearField("dim_param")
+    return proto
 
 
 class Checker:
@@ -54,11 +103,17 @@ class Checker:
         so = ort.SessionOptions()
         so.log_severity_level = 3
         try:
-            self.sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+            proto = _with_input_dims(model, prog.manifest["input"])
+            self.sess = ort.InferenceSession(proto.SerializeToString(), so,
+                                             providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own exception types
             raise InputError(f"{model}: ONNX Runtime cannot load it "
                              f"({str(exc).splitlines()[0][:200]})") from None
         self.in_name = self.sess.get_inputs()[0].name
+        want = prog.manifest.get("model", {}).get("sha256")
+        if want and _sha256(model) != want:
+            log.warning("%s differs from the model this folder was compiled from (sha256); "
+                        "the comparison may be meaningless", model)
 
     def float_output(self, x: np.ndarray) -> np.ndarray:
         """ONNX Runtime's first output for float NCHW input ``x``."""
@@ -80,5 +135,9 @@ class Checker:
                 exact = False
         f = self.float_output(x)
         q = self.prog.final_output(res)
+        if f.size != q.size:
+            raise InputError(f"the float model's output has {f.size} values, the compiled "
+                             f"program's {q.size} (is this the model the folder was compiled "
+                             "from?)")
         return {"bit_exact": exact, "sqnr_db": round(sqnr_db(f, q), 3),
                 "top1_agree": bool(int(np.argmax(f)) == int(np.argmax(q)))}

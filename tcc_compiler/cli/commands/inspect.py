@@ -21,15 +21,15 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     """tccc inspect DIR [--csv FILE]"""
-    from tcc_compiler.binfmt.cmdfile import read_cmd_file
-    from tcc_compiler.binfmt.weightfile import read_weight_file
     from tcc_compiler.schedule.report import format_table, to_csv
 
+    from tcc_compiler.runtime import load_program
+
     d = Path(args.dir)
+    prog = load_program(d)   # validates the folder (manifest, sizes, CRCs) with clear errors
     raw_c = (d / "npu_cmd.bin").read_bytes()
     raw_w = (d / "quantized_network.bin").read_bytes()
-    cmd = read_cmd_file(raw_c, str(d / "npu_cmd.bin"))
-    wf = read_weight_file(raw_w, str(d / "quantized_network.bin"))
+    cmd, wf = prog.cmd, prog.weights
     counts = Counter(c.name for c in cmd.commands)
     print(f"npu_cmd.bin: {len(raw_c)} bytes, format {cmd.version_major}.{cmd.version_minor}, "
           f"crc32 {zlib.crc32(raw_c):#010x}; header {cmd.header_bytes} B, stream "
