@@ -163,14 +163,22 @@ def conv_epilogue(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np
     Returns:
         int8 array shaped like ``acc``.
     """
-    a = acc.astype(np.int64) + bias.astype(np.int64)
-    a = ((a + 2 ** 31) % 2 ** 32) - 2 ** 31          # the accumulator is 32-bit
+    t = acc.astype(np.int64)
+    t += bias.astype(np.int64)
+    if t.size and (t.min() < -(2 ** 31) or t.max() >= 2 ** 31):
+        t = ((t + 2 ** 31) % 2 ** 32) - 2 ** 31      # the accumulator is 32-bit (wraps)
     shift = np.asarray(shift, dtype=np.int64)
-    t = a * np.asarray(mult, dtype=np.int64)
+    t *= np.asarray(mult, dtype=np.int64)          # in place: this runs on every output
     if shortcut is not None:
-        t = t + (shortcut.astype(np.int64) - zp_sc) * np.asarray(sc_mult, dtype=np.int64)
-    y = ((t + (np.int64(1) << (shift - 1))) >> shift) + zp_y
-    return np.clip(y, lo, hi).astype(np.int8)
+        sc = shortcut.astype(np.int64)
+        sc -= zp_sc
+        sc *= np.asarray(sc_mult, dtype=np.int64)
+        t += sc
+    t += np.int64(1) << (shift - 1)
+    t >>= shift
+    t += zp_y
+    np.clip(t, lo, hi, out=t)
+    return t.astype(np.int8)
 
 
 def conv_epilogue_int32(acc: np.ndarray, bias: np.ndarray) -> np.ndarray:
