@@ -72,7 +72,7 @@ def run(args) -> int:
                                             "sram_bytes", "npu_ops")}))
     else:
         ops = ", ".join(f"{v} {k}" for k, v in sorted(r["npu_ops"].items()))
-        print(f"wrote {str(args.output).rstrip("/")}/: npu_cmd.bin {r['command_bytes']:,} B, "
+        print(f"wrote {str(args.output).rstrip('/')}/: npu_cmd.bin {r['command_bytes']:,} B, "
               f"quantized_network.bin {r['weight_bytes']:,} B; NPU ops: {ops}; "
               f"{r['macs'] / 1e9:.2f} GMAC, estimated {r['estimated_latency_ms']:.2f} ms "
               f"on {r['target']}")
