@@ -124,3 +124,25 @@ def test_compile_refuses_to_replace_a_folder_that_is_not_an_output(tmp_path, cap
     assert code == 2
     assert "not a tccc output folder" in _one_line_error(err)
     assert sorted(p.name for p in proj.iterdir()) == ["code.py", "m.onnx"]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_bit_flipped_models_never_give_internal_errors(tmp_path, capsys, seed):
+    """20 random bit flips in a serialized model (weights with exponents flipped to ~1e33,
+    broken names, ...): compile succeeds or fails with exit 2 and one line, never exit 1."""
+    import random
+
+    from tcc_compiler import zoo
+
+    data = bytearray(zoo.build("resnet18", 32, 32).SerializeToString())
+    r = random.Random(seed)
+    for _ in range(20):
+        i = r.randrange(len(data))
+        data[i] ^= 1 << r.randrange(8)
+    path = tmp_path / "flipped.onnx"
+    path.write_bytes(bytes(data))
+    code, _, err = _run(["compile", str(path), "--input", "32x32x3", "-o",
+                         str(tmp_path / "o")], capsys)
+    assert code in (0, 2), err
+    if code == 2:
+        _one_line_error(err)

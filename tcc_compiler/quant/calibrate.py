@@ -370,13 +370,18 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
             for m in methods:
                 if name not in obs[m]:
                     obs[m][name] = make_observer(m, percentile)
-                obs[m][name].update(arr)
+                try:
+                    obs[m][name].update(arr)
+                except (OverflowError, FloatingPointError) as exc:
+                    raise ModelError(f"{graph.meta.get('source', graph.name)}: value '{name}' "
+                                     f"has a range calibration cannot hold ({exc}; weights of "
+                                     "absurd magnitude?)") from None
     return obs
 
 
 #: Largest |activation| calibration accepts: float32 maths overflows soon after, and int8
 #: scales derived from such ranges are meaningless.
-MAX_ACTIVATION = 1e30
+MAX_ACTIVATION = 1e36
 
 
 def collect_ranges(graph: Graph, inputs: Iterable[np.ndarray], method: str = "mse",
