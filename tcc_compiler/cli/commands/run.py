@@ -28,7 +28,8 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of --schedule random")
     p.add_argument("--check", metavar="MODEL.onnx",
                    help="compare with the golden integer model and ONNX Runtime's float output")
-    p.add_argument("--topk", type=int, default=1)
+    p.add_argument("--topk", type=_positive_int, default=1,
+                   help="print the K best classes (default 1)")
     p.add_argument("--logits", action="store_true", help="include the output values (JSON)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -50,6 +51,19 @@ def _run_job(prog, item) -> dict:
 
     x, schedule, seed = item
     return run_input(prog, x, schedule, seed)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
 
 
 def _result(prog, x, res, args, checker) -> dict:
