@@ -23,6 +23,7 @@ import onnx
 from tcc_compiler import __version__
 from tcc_compiler.binfmt.cmdfile import write_cmd_file
 from tcc_compiler.errors import InputError
+from tcc_compiler.fsutil import file_sha256
 from tcc_compiler.frontend import import_onnx, parse_input_spec
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import HOST_OPS, Op
@@ -76,11 +77,7 @@ class CompiledArtifacts:
 
 def _model_bytes_sha(model) -> str:
     if isinstance(model, (str, os.PathLike)):
-        h = hashlib.sha256()
-        with open(model, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
+        return file_sha256(model)
     return hashlib.sha256(model.SerializeToString()).hexdigest()
 
 

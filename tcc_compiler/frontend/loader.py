@@ -203,3 +203,17 @@ def check_inferred_shapes(model: onnx.ModelProto, where: str) -> None:
             shape = [d.dim_value if d.HasField("dim_value") else "?" for d in tt.shape.dim]
             raise ModelError(f"{where}: tensor '{vi.name}' has shape {shape} (an empty or "
                              "negative dimension)")
+
+
+def set_input_dims(model: onnx.ModelProto, inp: onnx.ValueInfoProto, dims) -> None:
+    """Fix ``inp``'s dims to ``dims`` and drop the stale intermediate/output shape annotations
+    (ONNX shape inference recomputes them). Edits ``model`` in place."""
+    tt = inp.type.tensor_type
+    del tt.shape.dim[:]
+    for d in dims:
+        tt.shape.dim.add().dim_value = int(d)
+    del model.graph.value_info[:]
+    for out in model.graph.output:
+        for d in out.type.tensor_type.shape.dim:
+            d.ClearField("dim_value")
+            d.ClearField("dim_param")

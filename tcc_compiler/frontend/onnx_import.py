@@ -22,7 +22,7 @@ from tcc_compiler.frontend.converters import (CONVERTERS, Ctx, Downstream, Unsup
                                               unknown_op_reason)
 from tcc_compiler.frontend.loader import (check_inferred_shapes, check_input_dims,
                                           check_node_attributes, check_tensors, load_onnx,
-                                          parse_input_spec)
+                                          parse_input_spec, set_input_dims)
 from tcc_compiler.ir.graph import Graph
 
 log = logging.getLogger(__name__)
@@ -81,15 +81,7 @@ def _fix_input_dims(model: onnx.ModelProto, whc: tuple[int, int, int] | None,
     if model_c > 0 and model_c != c:
         raise InputError(f"{where}: --input has {c} channels but input '{inp.name}' takes "
                          f"{model_c}")
-    del tt.shape.dim[:]
-    for d in new:
-        tt.shape.dim.add().dim_value = d
-    # Drop stale intermediate shape annotations; shape inference recomputes them.
-    del model.graph.value_info[:]
-    for out in model.graph.output:
-        for d in out.type.tensor_type.shape.dim:
-            d.ClearField("dim_value")
-            d.ClearField("dim_param")
+    set_input_dims(model, inp, new)
     return inp.name, tuple(new), "NHWC" if nhwc else "NCHW"
 
 

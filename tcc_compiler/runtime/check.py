@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tcc_compiler.errors import InputError
+from tcc_compiler.fsutil import file_sha256
 from tcc_compiler.runtime.loaded import LoadedProgram
 
 log = logging.getLogger(__name__)
@@ -34,16 +35,6 @@ def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
     return 10.0 * np.log10(s / n)
 
 
-def _sha256(path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _with_input_dims(model, inp: dict):
     """The float model with its image input fixed to the compiled size (as the compiler did for
     ``--input``), so a model exported at another resolution checks at the compiled one.
@@ -52,7 +43,7 @@ def _with_input_dims(model, inp: dict):
         InputError: the model cannot be read, or its input rank/channels differ from the
             compiled program's (not the model the folder was compiled from).
     """
-    from tcc_compiler.frontend.loader import load_onnx
+    from tcc_compiler.frontend.loader import load_onnx, set_input_dims
 
     proto = load_onnx(model)
     inits = {i.name for i in proto.graph.initializer}
@@ -70,14 +61,7 @@ def _with_input_dims(model, inp: dict):
         raise InputError(f"{model}: takes {dims[ch_axis].dim_value} channels, the compiled "
                          f"program {shape[ch_axis]} (is this the model the folder was compiled "
                          "from?)")
-    del ins[0].type.tensor_type.shape.dim[:]
-    for d in shape:
-        ins[0].type.tensor_type.shape.dim.add().dim_value = d
-    del proto.graph.value_info[:]
-    for out in proto.graph.output:
-        for d in out.type.tensor_type.shape.dim:
-            d.ClearField("dim_value")
-            d.ClearField("dim_param")
+    set_input_dims(proto, ins[0], shape)
     return proto
 
 
@@ -111,7 +95,7 @@ class Checker:
                              f"({str(exc).splitlines()[0][:200]})") from None
         self.in_name = self.sess.get_inputs()[0].name
         want = prog.manifest.get("model", {}).get("sha256")
-        if want and _sha256(model) != want:
+        if want and file_sha256(model) != want:
             log.warning("%s differs from the model this folder was compiled from (sha256); "
                         "the comparison may be meaningless", model)
 
