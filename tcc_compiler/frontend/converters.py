@@ -238,7 +238,12 @@ def clip(ctx: Ctx, node: onnx.NodeProto) -> None:
         lo_a, hi_a = ctx.const(node, 1, "min"), ctx.const(node, 2, "max")
         lo = float(lo_a) if lo_a is not None else float("-inf")
         hi = float(hi_a) if hi_a is not None else float("inf")
-    if lo == 0.0 and hi >= 3.0e38:
+    big = 3.0e38  # FLT_MAX (the pre-11 defaults) and beyond count as unbounded
+    lo, hi = (float("-inf") if lo <= -big else lo), (float("inf") if hi >= big else hi)
+    if lo == float("-inf") and hi == float("inf"):  # no bounds: Clip is the identity
+        ctx.alias(node.output[0], ctx.get(node, 0))
+        return
+    if lo == 0.0 and hi == float("inf"):
         act = RELU
     else:
         if not (np.isfinite(lo) and np.isfinite(hi)) or lo > 0 or hi < 0:
@@ -499,12 +504,23 @@ def pad(ctx: Ctx, node: onnx.NodeProto) -> None:
 
 
 def softmax(ctx: Ctx, node: onnx.NodeProto) -> None:
-    """Softmax: host-side op at the graph end."""
+    """Softmax: host-side op at the graph end, over one axis followed only by size-1 dims.
+
+    Before opset 13 ONNX flattens the input to 2-D at ``axis`` (default 1) and normalises over
+    all of ``dims[axis:]``; from 13 it normalises over ``axis`` (default -1) alone. The two
+    agree with a softmax over ``axis`` when every dim after it is 1 (e.g. axis 1 of the
+    [1, 1000, 1, 1] a global pool gives, as SqueezeNet has): that is the form accepted.
+    """
     x = ctx.get(node, 0)
+    rank = len(x.shape)
     axis = int(attrs_of(node).get("axis", 1 if ctx.opset < 13 else -1))
-    if axis % len(x.shape) != len(x.shape) - 1:
-        raise Unsupported("Softmax must run over the last axis")
-    ctx.emit(Op.SOFTMAX, node, [x], AxisAttrs(axis=-1))
+    if not -rank <= axis < rank:
+        raise Unsupported(f"axis {axis} out of range for rank {rank}")
+    axis %= rank
+    if any(d != 1 for d in x.shape[axis + 1:]):
+        raise Unsupported(f"Softmax over axis {axis} of {x.shape}: only a softmax over the "
+                          "last axis, or an axis followed by size-1 dims, is supported")
+    ctx.emit(Op.SOFTMAX, node, [x], AxisAttrs(axis=-1 if axis == rank - 1 else axis))
 
 
 def argmax(ctx: Ctx, node: onnx.NodeProto) -> None:
@@ -518,9 +534,25 @@ def argmax(ctx: Ctx, node: onnx.NodeProto) -> None:
 
 
 def identity(ctx: Ctx, node: onnx.NodeProto) -> None:
-    """Identity / Dropout (inference): the output is the input."""
-    if node.op_type == "Dropout" and len(node.output) > 1 and node.output[1]:
-        log.debug("Dropout %s: mask output ignored", node.name)
+    """Identity / Dropout (inference): the output is the input.
+
+    Dropout in training mode (opset 6 ``is_test=0``; from opset 12 a constant ``training_mode``
+    input that is true while ``ratio`` is not 0) drops random elements and is refused; a
+    ``training_mode`` computed by the graph is refused by :meth:`Ctx.const`."""
+    if node.op_type == "Dropout":
+        a = attrs_of(node)
+        if ctx.opset < 7 and int(a.get("is_test", 1)) == 0:
+            raise Unsupported("is_test=0 (training: drops random elements); export the model "
+                              "in eval mode")
+        if ctx.opset >= 12:
+            training = ctx.const(node, 2, "training_mode")
+            ratio = ctx.const(node, 1, "ratio")
+            ratio = 0.5 if ratio is None else float(ratio)  # the schema's default
+            if training is not None and bool(training) and ratio != 0.0:
+                raise Unsupported(f"training_mode=true with ratio {ratio} (drops random "
+                                  "elements); export the model in eval mode")
+        if len(node.output) > 1 and node.output[1]:
+            log.debug("Dropout %s: mask output ignored", node.name)
     ctx.alias(node.output[0], ctx.get(node, 0))
 
 

@@ -191,8 +191,12 @@ def _convert(model: onnx.ModelProto, where: str, opset: int, in_name: str,
                    "onnx_input": in_name})
     ctx = Ctx(g, where, opset)
     for init in model.graph.initializer:
-        arr = onnx.numpy_helper.to_array(init)
-        ctx.add_const(init.name, np.asarray(arr))
+        arr = np.asarray(onnx.numpy_helper.to_array(init))
+        if arr.dtype == np.float64:
+            # onnx-graphsurgeon folds Constant(value_float(s)) into float64 arrays; the graph
+            # is float32 (its one input is checked to be) so these are float32 values, exact
+            arr = arr.astype(np.float32)
+        ctx.add_const(init.name, arr)
     for vi in list(model.graph.value_info) + list(model.graph.output):
         dims = [d.dim_value if d.HasField("dim_value") else -1
                 for d in vi.type.tensor_type.shape.dim]

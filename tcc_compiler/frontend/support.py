@@ -49,9 +49,10 @@ SUPPORT: dict[str, OpSupport] = {
                                     "training_mode=1, is_test=0, spatial=0"),
     "Relu": OpSupport("any", "folded (epilogue of the producing NPU op)"),
     "Clip": OpSupport("min/max attributes (< 11) or constant inputs (>= 11); [0, inf) -> relu, "
-                      "finite [lo, hi] around 0 (e.g. Relu6) -> clip epilogue",
-                      "folded (epilogue of the producing NPU op)",
-                      "unbounded or non-constant bounds; ranges excluding 0"),
+                      "finite [lo, hi] around 0 (e.g. Relu6) -> clip epilogue; no bounds "
+                      "-> identity", "folded (epilogue of the producing NPU op)",
+                      "one-sided bounds other than [0, inf); non-constant bounds; ranges "
+                      "excluding 0"),
     "Add": OpSupport("two activations of the same shape, or an activation and a per-channel "
                      "(or scalar) constant", "NPU (add) / folded (residual add into conv; "
                      "constant into bias)", "other broadcasts"),
@@ -84,13 +85,15 @@ SUPPORT: dict[str, OpSupport] = {
                      "input >= 11)", "folded (into the next Conv's padding)",
                      "reflect/edge modes; non-zero value; N/C padding; a Pad not followed by "
                      "Conv"),
-    "Softmax": OpSupport("over the last axis, at the graph's end", "host",
+    "Softmax": OpSupport("at the graph's end, over the last axis or an axis followed only "
+                         "by size-1 dims (e.g. axis 1 of [1, C, 1, 1])", "host",
                          "other axes"),
     "ArgMax": OpSupport("at the graph's end; select_last_index=0", "host",
                         "select_last_index=1"),
     "Identity": OpSupport("any", "view"),
-    "Dropout": OpSupport("inference (ratio attribute < 12 or input >= 12); mask output ignored",
-                         "view"),
+    "Dropout": OpSupport("inference (ratio attribute < 12 or input >= 12, constant "
+                         "training_mode=false); mask output ignored", "view",
+                         "is_test=0 (opset 6); training_mode=true with a non-zero ratio"),
     "Constant": OpSupport("tensor value (other value_* forms are folded before import)",
                           "folded"),
 }

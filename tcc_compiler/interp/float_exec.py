@@ -97,8 +97,8 @@ def eval_node(node: Node, args: list[np.ndarray | None]) -> np.ndarray:
     if op is Op.TRANSPOSE:
         return np.ascontiguousarray(x.transpose(a.perm))
     if op is Op.SOFTMAX:
-        e = np.exp(x.astype(np.float64) - x.max(axis=-1, keepdims=True))
-        return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+        e = np.exp(x.astype(np.float64) - x.max(axis=a.axis, keepdims=True))
+        return (e / e.sum(axis=a.axis, keepdims=True)).astype(np.float32)
     if op is Op.ARGMAX:
         return np.argmax(x, axis=a.axis).reshape(node.output.shape).astype(np.int64)
     raise InternalError(f"float interpreter: no rule for op {op.value}")

@@ -23,8 +23,10 @@ def verify(graph: Graph, quantized: bool = False) -> None:
     Rules: (use-def) every input of a node is a graph input, a constant or the output of an
     earlier node, and every value's ``uses`` list matches the nodes that read it; (names)
     node and value names are unique; (attrs) attrs type fits the op; (shape) each output's
-    shape equals the op's shape rule; (quant) when ``quantized``, every activation value has
-    int8/int32 dtype and finite positive scales, zero points in the dtype's range.
+    shape equals the op's shape rule; (dtypes) when not ``quantized``, every value a node
+    reads or writes is float32 (argmax's index output excepted); (quant) when ``quantized``,
+    every activation value has int8/int32 dtype and finite positive scales, zero points in
+    the dtype's range.
 
     Raises:
         VerifyError: naming the node (or value) and the rule that failed.
@@ -68,6 +70,13 @@ def verify(graph: Graph, quantized: bool = False) -> None:
         if quantized and node.op not in (Op.SOFTMAX, Op.ARGMAX):
             for v in [node.input(0)] + node.outputs:
                 _check_quant(where, v)
+        if not quantized:
+            # argmax's output is an index (int64 in ONNX; the importer keeps float32)
+            outs = [] if node.op is Op.ARGMAX else node.outputs
+            for v in list(node.inputs) + outs:
+                if v is not None and v.dtype != "float32":
+                    raise VerifyError(f"{where}: value '{v.name}' dtype {v.dtype} in a float "
+                                      "graph (rule: float graphs are float32 throughout)")
     for v in graph.values():
         for n, j in v.uses:
             if j >= len(n.inputs) or n.inputs[j] is not v:

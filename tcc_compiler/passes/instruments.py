@@ -88,8 +88,9 @@ class PrintIR:
 class DumpIR:
     """Write one numbered ``.tir`` (+ ``.npz``) file after every stage into ``folder``.
 
-    Files are named ``NN-<stage>.tir`` where NN counts stages in order: ``00-import.tir``,
-    ``01-canonicalize.tir``, ..., and the driver's ``NN-quantize.tir`` last. Each is a valid
+    Files are named ``NN-<stage>.tir`` where NN is the stage's position in the pipeline:
+    ``00-import.tir``, ``01-canonicalize.tir``, ..., and the driver's ``NN-quantize.tir`` last
+    (a resumed compilation keeps the numbers of the stages it runs). Each is a valid
     compiler input: its meta ``after_pass`` names the stage, so compiling it resumes there.
 
     Args:
@@ -114,10 +115,17 @@ class DumpIR:
                              f"({exc.strerror or exc})") from None
 
     def __call__(self, name: str, when: str, index: int, graph: Graph) -> None:
-        """After each stage, write ``NN-<name>.tir`` (NN = number of files written so far)."""
+        """After each stage, write ``NN-<name>.tir``: NN is the stage's position in the full
+        pipeline (import, the default passes, quantize), so a compilation resumed from
+        ``05-fuse-residual-add.tir`` dumps ``06-...`` onwards; other stages take the number of
+        files written so far."""
         if when != "after":
             return
-        path = self.folder / f"{len(self.written):02d}-{name}.tir"
+        from tcc_compiler.passes import PASS_NAMES  # here: the package imports this module
+
+        stages = [IMPORT_STAGE, *PASS_NAMES, QUANTIZE_STAGE]
+        number = stages.index(name) if name in stages else len(self.written)
+        path = self.folder / f"{number:02d}-{name}.tir"
         save_dump(graph, path, name, self.inline_limit)
         self.written.append(path)
         log.info("dumped IR after %s to %s", name, path)
