@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import pkgutil
 import logging
 import os
+import pkgutil
+import re
 import sys
 
 
@@ -37,6 +38,15 @@ def progress(quiet: bool, desc: str):
     return lambda it: tqdm(it, desc=desc, unit="img", file=sys.stderr, leave=False)
 
 
+def plain_text(doc: str | None) -> str | None:
+    """A module docstring as plain text for ``--help``: Sphinx/RST markup removed
+    (``:func:`a.b``` and ``:mod:`~a.b``` -> ``a.b``, double back-quotes dropped)."""
+    if doc is None:
+        return None
+    doc = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", doc)
+    return doc.replace("``", "")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser: global options plus every subcommand module found in
     :mod:`tcc_compiler.cli.commands` (each defines ``NAME``, ``HELP``, ``add_arguments(p)``
@@ -48,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for mod in _command_modules():
-        sp = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.__doc__)
+        sp = sub.add_parser(mod.NAME, help=mod.HELP, description=plain_text(mod.__doc__),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(sp)
         sp.set_defaults(func=mod.run)
     return p

@@ -14,10 +14,27 @@ quantization parameters:
   it with ``s_x * s_w[o]``;
 * host ops (Softmax, ArgMax) follow on the dequantized output, as in the manifest.
 
-Differences from tccc's integer arithmetic are limited to the requantization rounding: tccc
-multiplies by a 31-bit fixed-point multiplier and shifts (specs/quantization.md), ONNX
-Runtime rescales in float32. Ties therefore rarely round differently (at most 1 LSB per layer
-where it happens); ``tests/test_export_qdq.py`` measures the difference on real photos.
+Rounding. tccc requantizes with a 31-bit fixed-point multiplier and rounds half up
+(``(x * M + 2**(S-1)) >> S``, specs/quantization.md); ``QuantizeLinear`` rescales in float32
+and rounds half to even. Two consequences:
+
+* exact ties (a real value ``k + 1/2`` on tccc's grid) would round differently. They are
+  frequent where the multipliers are short binary fractions: an average over a power-of-two
+  window (``M / 2**S = 1/4`` for a 2x2 global pool: a quarter of the outputs are ties) or an
+  add of two equal scales. For such an op the export inserts an ``Add`` of a constant
+  ``delta * s_y`` just before the ``QuantizeLinear`` (node ``<op>_RoundHalfUp``), with
+  ``delta`` half the distance from ``1/2`` to the nearest value below it that the op can
+  produce (computed exactly from its integer multipliers over every reachable input), so
+  round-half-even of ``t + delta`` equals round-half-up of ``t`` on every reachable ``t``.
+  Conv epilogues get none: ``acc * M / 2**S`` is a tie only when ``acc`` is an odd multiple
+  of ``2**(S-1-v2(M))``, with ``v2(M)`` the trailing zero bits of a 31-bit multiplier and
+  ``S`` above 31 for real layers, i.e. beyond any accumulator (the test below counts exact
+  ties separately from near-ties and finds none).
+* values within float32 rounding error (about ``1e-5`` LSB) of ``k + 1/2`` may still round
+  the other way: ONNX Runtime's multiplier ``s_x * s_w / s_y`` has 24 bits, tccc's 31.
+  Layer by layer that is 1 LSB on about 2 in a million elements (ResNet-50 at 224x224 on the
+  bundled photos); ``tests/test_export_qdq.py`` proves each such difference is a near-tie.
+  Run end to end, such a 1-LSB difference propagates and is amplified by later layers.
 
 Layouts: the exported input is NCHW float32 ``[1, C, H, W]`` (the IR's layout, even when the
 original ONNX model took NHWC); outputs keep their ONNX names and shapes.
@@ -84,6 +101,14 @@ class _Builder:
         out = self.out_names.get(id(v), f"{v.name}_dequantized")
         self.float_of[id(v)] = self.node("DequantizeLinear", [qname, s, z], out, f"{src}_DQ")
 
+    def round_half_up(self, real: str, delta: float, v: Value, src: str) -> str:
+        """``real + delta * s_v``: makes QuantizeLinear's ties-to-even match tccc's half-up."""
+        if delta == 0.0:
+            return real
+        c = self.const(self.uniq(f"{src}_half_up"), np.float32(delta * v.quant.scale))
+        log.debug("QDQ export: %s: ties possible, +%.4g LSB before QuantizeLinear", src, delta)
+        return self.node("Add", [real, c], self.uniq(f"{src}_rhu"), f"{src}_RoundHalfUp")
+
     def finish_float(self, v: Value, real: str, src: str) -> None:
         """``v`` stays float (raw int32 conv output or a host op result)."""
         if id(v) in self.out_names:
@@ -115,6 +140,69 @@ class _Builder:
         bf = self.node("DequantizeLinear", [bi, bs, bz], f"{b.name}_dequantized",
                        f"{node.name}_B_DQ", axis=0)
         return wf, bf
+
+
+#: Smallest margin (output LSBs) kept between a tie offset and float32 rounding error; ONNX
+#: Runtime's float32 rescale of a value below 256 errs by about 1e-5 LSB.
+_TIE_MARGIN_LSB = 1e-3
+#: Enumeration cap for _tie_offset (reachable integer inputs of one op).
+_TIE_GRID_MAX = 1 << 22
+
+
+def _tie_offset(mults: list[int], ranges: list[tuple[int, int]], shift: int,
+                where: str) -> float:
+    """Offset (in output LSBs) that turns round-half-even into tccc's round-half-up.
+
+    tccc computes ``t = sum_i k_i * M_i / 2**S`` exactly and rounds half up; ``k_i`` ranges
+    over the integers ``ranges[i] = (lo, hi)`` (e.g. a window sum of ``x - zp_x``). If no
+    reachable ``t`` is an exact tie, returns 0. Otherwise returns ``d / 2`` with ``d`` the
+    distance from 1/2 to the largest reachable fractional part below 1/2, so that
+    ``round_half_even(t + d/2) == floor(t + 1/2)`` for every reachable ``t``.
+
+    Raises:
+        InternalError: ties exist but ``d / 2`` is within :data:`_TIE_MARGIN_LSB` of float32
+            rounding (no safe offset), or the grid is too large to enumerate.
+    """
+    size = 1
+    for lo, hi in ranges:
+        size *= hi - lo + 1
+    if size > _TIE_GRID_MAX:
+        raise InternalError(f"QDQ export: {where}: {size} reachable inputs, too many to check "
+                            "for rounding ties")
+    mod, half = 1 << shift, 1 << (shift - 1)
+    res = np.zeros(1, np.int64)
+    for (lo, hi), m in zip(ranges, mults):
+        k = np.arange(lo, hi + 1, dtype=np.int64)
+        res = ((res[:, None] + (k * m) % mod) % mod).reshape(-1)  # int64: k*m < 2**47
+    if not (res == half).any():
+        return 0.0
+    below = res[res < half]
+    d = float(half - below.max()) / mod if below.size else 0.5
+    if d / 2 < _TIE_MARGIN_LSB:
+        raise InternalError(f"QDQ export: {where}: rounding ties with no safe offset "
+                            f"(nearest value {d:.3g} LSB below a tie)")
+    return d / 2
+
+
+def _pool_tie_offset(node) -> float:
+    """Tie offset of an avgpool / global average pool (window sums of ``x - zp_x``)."""
+    from tcc_compiler.quant.params import pool_quant
+
+    p = pool_quant(node)
+    x = node.inputs[0]
+    n = x.shape[2] * x.shape[3] if node.op is Op.GAP else \
+        node.attrs.kernel[0] * node.attrs.kernel[1]
+    rng = (n * (-128 - p.zp_in), n * (127 - p.zp_in))
+    return _tie_offset([p.mult], [rng], p.shift, f"{node.op.value} '{node.name}'")
+
+
+def _add_tie_offset(node) -> float:
+    """Tie offset of a standalone add (``(a - zp_a) * M_a + (b - zp_b) * M_b``)."""
+    from tcc_compiler.quant.params import add_quant
+
+    p = add_quant(node)
+    rngs = [(-128 - p.zp_a, 127 - p.zp_a), (-128 - p.zp_b, 127 - p.zp_b)]
+    return _tie_offset([p.mult_a, p.mult_b], rngs, p.shift, f"add '{node.name}'")
 
 
 def export_qdq(graph: Graph) -> onnx.ModelProto:
@@ -169,7 +257,8 @@ def export_qdq(graph: Graph) -> onnx.ModelProto:
         elif n.op is Op.ADD:
             y = b.node("Add", [xf, b.float_of[id(n.inputs[1])]], b.uniq(f"{n.name}_sum"),
                        n.name)
-            b.qdq(out, b.act(n.attrs.act, y, n.name), n.name)
+            y = b.act(n.attrs.act, y, n.name)
+            b.qdq(out, b.round_half_up(y, _add_tie_offset(n), out, n.name), n.name)
         elif n.op in (Op.MAXPOOL, Op.AVGPOOL):
             a = n.attrs
             kw = dict(kernel_shape=list(a.kernel), strides=list(a.strides), pads=list(a.pads))
@@ -177,10 +266,12 @@ def export_qdq(graph: Graph) -> onnx.ModelProto:
                 kw["count_include_pad"] = 1
             y = b.node("MaxPool" if n.op is Op.MAXPOOL else "AveragePool", [xf],
                        b.uniq(f"{n.name}_pool"), n.name, **kw)
+            if n.op is Op.AVGPOOL:
+                y = b.round_half_up(y, _pool_tie_offset(n), out, n.name)
             b.qdq(out, y, n.name)
         elif n.op is Op.GAP:
             y = b.node("GlobalAveragePool", [xf], b.uniq(f"{n.name}_pool"), n.name)
-            b.qdq(out, y, n.name)
+            b.qdq(out, b.round_half_up(y, _pool_tie_offset(n), out, n.name), n.name)
         elif n.op is Op.RESHAPE:  # a view: same bytes, same quantization as its input
             shp = b.const(b.uniq(f"{n.name}_shape"), np.asarray(out.shape, np.int64))
             y = b.node("Reshape", [xf, shp], b.uniq(f"{n.name}_view"), n.name)
@@ -213,11 +304,17 @@ def export_qdq(graph: Graph) -> onnx.ModelProto:
 def save_qdq(folder: str | os.PathLike, path: str | os.PathLike) -> Path:
     """Export a compiled output folder (its ``quantized.tir`` + ``.npz``) to a QDQ ``.onnx``.
 
+    The folder is validated first as ``tccc run`` does (manifest fields, both binaries' sizes
+    and CRC-32s), so a corrupted output folder is refused rather than exported.
+
     Raises:
-        InputError, FormatError: the folder or its IR is missing or invalid; the output file
-        cannot be written.
+        InputError, FormatError: the folder or its IR is missing or invalid (the message names
+        the file); the output file cannot be written.
     """
     from tcc_compiler.ir.text import load_ir
+    from tcc_compiler.runtime import load_program
+
+    load_program(folder)
 
     tir = Path(folder) / "quantized.tir"
     if not tir.is_file():

@@ -252,9 +252,17 @@ def write_html(folder: str | os.PathLike, path: str | os.PathLike,
                histograms: dict[str, dict] | None = None) -> Path:
     """Write :func:`render_html` of ``folder`` (and ``histograms``) to ``path``.
 
+    The folder is validated first as ``tccc run`` does (manifest fields, both binaries' sizes
+    and CRC-32s, their headers), so a corrupted folder is refused rather than reported.
+
     Raises:
-        InputError: unreadable folder or unwritable path. FormatError: invalid JSON.
+        InputError: unreadable folder or unwritable path. FormatError: invalid JSON, or a
+            corrupted/mismatched manifest.json, npu_cmd.bin or quantized_network.bin (the
+            message names the file).
     """
+    from tcc_compiler.runtime import load_program
+
+    load_program(folder)
     text = render_html(folder, histograms)
     path = Path(path)
     try:

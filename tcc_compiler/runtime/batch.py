@@ -49,7 +49,7 @@ def run_input(prog, x: np.ndarray, schedule: str = "inorder", seed: int = 0) -> 
     Returns:
         {name: array} as :meth:`LoadedProgram.decode_outputs` gives.
     """
-    out = prog.executor.run(prog.quantize(x), schedule=schedule, seed=seed)
+    out = prog.execute(prog.quantize(x), schedule=schedule, seed=seed)
     return prog.decode_outputs(out)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from tcc_compiler.binfmt.cmdfile import read_cmd_file
 from tcc_compiler.binfmt.weightfile import read_weight_file
-from tcc_compiler.errors import FormatError, InputError
+from tcc_compiler.errors import ExecutionError, FormatError, InputError
 from tcc_compiler.numerics import dequantize_tensor, quantize_tensor
 from tcc_compiler.runtime.manifest_check import check_manifest
 from tcc_compiler.sim.executor import Executor
@@ -119,8 +119,23 @@ class LoadedProgram:
             output (dequantized, NCHW/flat shape), plus ``"int:" + name`` raw integer NHWC
             arrays of the NPU outputs.
         """
-        out = self.executor.run(self.quantize(x))
-        return self.decode_outputs(out)
+        return self.decode_outputs(self.execute(self.quantize(x)))
+
+    def execute(self, input_bytes: bytes, schedule: str = "inorder", seed: int = 0) -> bytes:
+        """Run the command stream on INPUT-region bytes; returns the OUTPUT region.
+
+        Raises:
+            ExecutionError (or its subclass HazardError): an illegal command; the message is
+                prefixed with this folder's ``npu_cmd.bin`` path (the executor names only the
+                command index and mnemonic). InputError: wrong input length or schedule.
+        """
+        try:
+            return self.executor.run(input_bytes, schedule=schedule, seed=seed)
+        except ExecutionError as exc:
+            where = str(self.folder / CMD_FILE)
+            if not str(exc).startswith(where):
+                exc.args = (f"{where}: {exc}",) + exc.args[1:]
+            raise
 
     def decode_outputs(self, out: bytes) -> dict[str, np.ndarray]:
         """Split the OUTPUT region into tensors, dequantize, apply host ops."""

@@ -14,6 +14,8 @@ ORDER = 50
 def add_arguments(p) -> None:
     """Arguments of ``tccc disasm``."""
     p.add_argument("dir", help="compiled output folder")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON list: offset, mnemonic, fields, waits, source per command")
 
 
 def command_sources(report: dict, n_commands: int) -> list[str | None]:
@@ -29,8 +31,30 @@ def command_sources(report: dict, n_commands: int) -> list[str | None]:
     return out + [None] * (n_commands - len(out))
 
 
+def commands_json(prog, comments: list[str | None] | None) -> list[dict]:
+    """One JSON object per command of a loaded program, in stream order.
+
+    Keys: ``offset`` (file byte offset, int), ``name`` (mnemonic), ``fields`` ({field: int},
+    raw encoded values as in specs/isa.md), ``waits`` ({queue: n} for waits other than 7),
+    ``source`` (the layer and ONNX nodes, or null).
+    """
+    from tcc_compiler.isa import spec
+    from tcc_compiler.isa.codec import command_offsets
+
+    cmd = prog.cmd
+    offsets = cmd.offsets or command_offsets(cmd.commands)
+    out = []
+    for i, (off, c) in enumerate(zip(offsets, cmd.commands)):
+        waits = {q: int(w) for q, w in zip(("load", "compute", "store"), c.waits)
+                 if w != spec.WAIT_NONE}
+        out.append({"offset": cmd.header_bytes + int(off), "name": c.name,
+                    "fields": {f.name: int(v) for f, v in zip(c.SPEC.fields, c.field_values())},
+                    "waits": waits, "source": comments[i] if comments else None})
+    return out
+
+
 def run(args) -> int:
-    """tccc disasm DIR"""
+    """tccc disasm DIR [--json]"""
     from tcc_compiler.runtime import load_program
 
     prog = load_program(args.dir)
@@ -39,5 +63,8 @@ def run(args) -> int:
     if report_path.is_file():
         comments = command_sources(json.loads(report_path.read_text()),
                                    len(prog.cmd.commands))
+    if args.json:
+        print(json.dumps(commands_json(prog, comments), indent=1))
+        return 0
     print(prog.cmd.disassemble(comments), end="")
     return 0

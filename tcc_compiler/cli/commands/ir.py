@@ -1,14 +1,19 @@
 """Read, check and print the textual IR.
 
-    tccc ir verify FILE.tir [FILE.tir ...]      parse + run the IR verifier; exit 2 on a problem
-    tccc ir print MODEL.onnx|FILE.tir [--input WxHxC] [--after PASS | --before PASS]
+    tccc ir verify FILE.tir [FILE.tir ...] [--json]  parse + run the IR verifier; exit 2 on a
+                                                     problem
+    tccc ir print MODEL.onnx|FILE.tir [--input WxHxC] [--after PASS | --before PASS] [--json]
 
 ``print`` writes the IR (the text ``specs/ir.lark`` parses) to stdout: after import by default,
-or before/after a named stage (import, the float passes, quantize).
+or before/after a named stage (import, the float passes, quantize). With ``--json`` both print
+one JSON object instead (``verify``: ``{"files": [{"file", "ok", "nodes", "stage"}]}``;
+``print``: ``{"model", "stage", "when", "ir"}`` with ``ir`` the same text).
 """
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import sys
 
@@ -24,6 +29,7 @@ def add_arguments(p) -> None:
     sub = p.add_subparsers(dest="ir_command", required=True)
     v = sub.add_parser("verify", help="parse .tir files and run the IR verifier")
     v.add_argument("files", nargs="+", help=".tir files (their .npz sidecars are read too)")
+    v.add_argument("--json", action="store_true", help="print one JSON object")
     pr = sub.add_parser("print", help="print the IR of a model after a pass")
     pr.add_argument("model", help=".onnx model or .tir file")
     pr.add_argument("--input", default=None, help="input size W x H x C (ONNX models)")
@@ -36,13 +42,22 @@ def add_arguments(p) -> None:
                     help="calibration inputs for --after quantize (default: bundled photos)")
     pr.add_argument("--inline-limit", type=int, default=16,
                     help="constants with more elements print as @references (default 16)")
+    pr.add_argument("--json", action="store_true",
+                    help='print {"model", "stage", "when", "ir": text} as one JSON object')
 
 
 def run(args) -> int:
     """Dispatch ``tccc ir verify`` / ``tccc ir print``."""
     if args.ir_command == "verify":
         return _verify(args)
-    return _print(args)
+    if not args.json:
+        return _print(args, sys.stdout)
+    buf = io.StringIO()
+    rc = _print(args, buf)
+    stage = args.after or args.before
+    print(json.dumps({"model": str(args.model), "stage": stage,
+                      "when": "before" if args.before else "after", "ir": buf.getvalue()}))
+    return rc
 
 
 def _verify(args) -> int:
@@ -51,6 +66,7 @@ def _verify(args) -> int:
     from tcc_compiler.ir.verify import VerifyError, verify
     from tcc_compiler.passes.instruments import AFTER_PASS_META
 
+    results = []
     for path in args.files:
         g = load_ir(path)
         quantized = bool(g.meta.get("quantized", False))
@@ -59,11 +75,15 @@ def _verify(args) -> int:
         except VerifyError as exc:
             raise InputError(f"{path}: {exc}") from None
         stage = g.meta.get(AFTER_PASS_META, "quantized" if quantized else "float")
-        print(f"{path}: ok ({len(g.nodes)} nodes, {stage})")
+        results.append({"file": str(path), "ok": True, "nodes": len(g.nodes), "stage": stage})
+        if not args.json:
+            print(f"{path}: ok ({len(g.nodes)} nodes, {stage})")
+    if args.json:  # a failing file raised above: exit 2 with its one-line error on stderr
+        print(json.dumps({"files": results}))
     return 0
 
 
-def _print(args) -> int:
+def _print(args, out) -> int:
     from tcc_compiler.errors import InputError
     from tcc_compiler.frontend import import_onnx
     from tcc_compiler.frontend.tir_import import is_ir_file, load_resume_point
@@ -82,7 +102,7 @@ def _print(args) -> int:
     if is_ir_file(args.model):
         if args.after is None and args.before is None:  # as loaded, after_pass meta kept
             graph = load_ir(args.model)
-            sys.stdout.write(print_graph(graph, ConstTable(), inline_limit=args.inline_limit))
+            out.write(print_graph(graph, ConstTable(), inline_limit=args.inline_limit))
             return 0
         graph, passes = load_resume_point(args.model, _whc(args.input))
     else:
@@ -92,7 +112,7 @@ def _print(args) -> int:
     if target == IMPORT_STAGE:
         if when == "before" or is_ir_file(args.model):
             raise InputError(f"{args.model}: there is no IR {when} stage import here")
-        sys.stdout.write(print_graph(graph, ConstTable(), inline_limit=args.inline_limit))
+        out.write(print_graph(graph, ConstTable(), inline_limit=args.inline_limit))
         return 0
     reachable = [p.name for p in passes] + ([] if graph.meta.get("quantized")
                                             else [QUANTIZE_STAGE])
@@ -100,7 +120,7 @@ def _print(args) -> int:
         raise InputError(f"{args.model}: stage {target} is not ahead of this IR (remaining: "
                          f"{', '.join(reachable) or 'none'})")
     printer = PrintIR(before=target if when == "before" else None,
-                      after=target if when == "after" else None, stream=sys.stdout,
+                      after=target if when == "after" else None, stream=out,
                       inline_limit=args.inline_limit)
     stop = [p.name for p in passes].index(target) + 1 if target != QUANTIZE_STAGE else None
     graph = PassManager(passes[:stop], instruments=[printer]).run(graph)

@@ -66,11 +66,31 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def _result(prog, x, res, args, checker) -> dict:
+def load_labelled(paths: list[str], pre, shape) -> tuple[list[np.ndarray], list[str]]:
+    """Inputs as ``load_inputs`` loads them, each with a label naming its file.
+
+    A folder contributes one label per file in it (``folder/name.jpg``); a ``.npy`` file with
+    N > 1 arrays contributes ``file.npy[i]``.
+    """
+    from pathlib import Path
+
+    from tcc_compiler.datasets.images import _folder_entries, load_inputs
+
+    xs, labels = [], []
+    for raw in paths:
+        files = _folder_entries(Path(raw)) if Path(raw).is_dir() else [Path(raw)]
+        for f in files:
+            arrs = load_inputs([f], pre, shape)
+            xs += arrs
+            labels += [str(f)] if len(arrs) == 1 else [f"{f}[{i}]" for i in range(len(arrs))]
+    return xs, labels
+
+
+def _result(prog, x, res, args, checker, label: str) -> dict:
     y = prog.final_output(res).reshape(-1)
     k = max(1, min(args.topk, y.size))
     topk = [int(i) for i in np.argsort(-y, kind="stable")[:k]]
-    out = {"top1": topk[0], "topk": topk}
+    out = {"input": label, "top1": topk[0], "topk": topk}
     if args.logits:
         out["output"] = [float(v) for v in y]
     if checker is not None:
@@ -90,26 +110,26 @@ def _print_text(out: dict, prefix: str = "") -> None:
 def run(args) -> int:
     """tccc run DIR INPUT... [--check MODEL] [--json] [--topk K] [--jobs N]
     [--schedule inorder|random --seed N]"""
-    from tcc_compiler.datasets.images import Preprocess, load_inputs
+    from tcc_compiler.datasets.images import Preprocess
     from tcc_compiler.runtime import load_program
     from tcc_compiler.runtime.batch import imap
 
     prog = load_program(args.dir)
     pre = Preprocess.from_dict(prog.manifest["preprocess"])
-    xs = load_inputs(args.input, pre, prog.input_shape)
+    xs, labels = load_labelled(args.input, pre, prog.input_shape)
     checker = None
     if args.check:
         from tcc_compiler.runtime.check import Checker
 
         checker = Checker(prog, args.check)
     items = [(x, args.schedule, args.seed) for x in xs]
-    outs = [_result(prog, x, res, args, checker)
-            for x, res in zip(xs, imap(args.dir, items, _run_job, args.jobs, prog=prog))]
+    outs = [_result(prog, x, res, args, checker, label) for x, label, res in
+            zip(xs, labels, imap(args.dir, items, _run_job, args.jobs, prog=prog))]
     if args.json:
         print(json.dumps(outs[0] if len(outs) == 1 else {"results": outs}))
     else:
         for i, out in enumerate(outs):
-            _print_text(out, "" if len(outs) == 1 else f"[{i}] ")
+            _print_text(out, "" if len(outs) == 1 else f"[{i}] {out['input']}: ")
     if checker is not None and not all(o["check"]["bit_exact"] for o in outs):
         return 1
     return 0
