@@ -221,7 +221,7 @@ def compile(model: str | os.PathLike | onnx.ModelProto | gs.Graph,  # noqa: A001
             verify: bool = False, progress: Callable | None = None,
             instruments: Sequence[Callable] | None = None, percentile: float = 99.99,
             calib_table: str | os.PathLike | None = None,
-            bias_correction: bool = False) -> CompiledModel:
+            bias_correction: bool = False, compress_weights: bool = True) -> CompiledModel:
     """Compile an ONNX model for the TCC750x NPU.
 
     Args:
@@ -244,6 +244,9 @@ def compile(model: str | os.PathLike | onnx.ModelProto | gs.Graph,  # noqa: A001
             ranges replace calibration.
         bias_correction: fold each conv/fc's mean per-channel error on the calibration inputs
             into its bias (empirical bias correction).
+        compress_weights: store weights and parameters DEFLATE-compressed per channel block
+            (lossless; the NPU expands them with DMA_LOAD_Z, specs/weights.md); False stores
+            them raw. The ratio is in ``report["weight_compression"]``.
 
     Returns:
         :class:`CompiledModel` (``.ir`` holds the IR text after every stage).
@@ -258,7 +261,7 @@ def compile(model: str | os.PathLike | onnx.ModelProto | gs.Graph,  # noqa: A001
                         target=target, verify_ir=verify,
                         instruments=[rec] + list(instruments or []), progress=progress,
                         percentile=percentile, calib_table=calib_table,
-                        bias_correction=bias_correction)
+                        bias_correction=bias_correction, compress_weights=compress_weights)
     return CompiledModel(art, stages=rec.graphs)
 
 

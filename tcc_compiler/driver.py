@@ -22,6 +22,7 @@ import onnx
 
 from tcc_compiler import __version__
 from tcc_compiler.binfmt.cmdfile import write_cmd_file
+from tcc_compiler.binfmt.weightfile import compression_summary
 from tcc_compiler.errors import InputError
 from tcc_compiler.fsutil import file_sha256
 from tcc_compiler.frontend import import_onnx, parse_input_spec
@@ -139,7 +140,8 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
                   progress=None,
                   percentile: float = DEFAULT_PERCENTILE,
                   calib_table: str | os.PathLike | None = None,
-                  bias_correction: bool = False) -> CompiledArtifacts:
+                  bias_correction: bool = False,
+                  compress_weights: bool = True) -> CompiledArtifacts:
     """Compile an ONNX image model for the NPU.
 
     Args:
@@ -161,6 +163,8 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
             ``CompiledArtifacts.calib_table`` and saved with the outputs.
         bias_correction: fold each conv/fc's mean per-channel error on the calibration inputs
             into its bias (quant/bias_correction.py; needs calibration inputs).
+        compress_weights: store weights and parameters DEFLATE-compressed per channel block
+            (specs/weights.md; loaded by DMA_LOAD_Z); False stores them raw.
 
     Returns:
         :class:`CompiledArtifacts`.
@@ -231,7 +235,7 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     timings["quantize_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    program = lower(graph, tgt, __version__)
+    program = lower(graph, tgt, __version__, compress_weights=compress_weights)
     cmd_bin = write_cmd_file(program.commands, sram_bytes=program.sram_bytes,
                              act_arena_bytes=program.act_arena_bytes,
                              input_bytes=program.input_bytes, output_bytes=program.output_bytes,
@@ -279,7 +283,8 @@ def build_manifest(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, 
         "files": {
             CMD_FILE: {"bytes": len(cmd_bin), "crc32": zlib.crc32(cmd_bin)},
             WEIGHT_FILE: {"bytes": len(program.weight_file),
-                          "crc32": zlib.crc32(program.weight_file)},
+                          "crc32": zlib.crc32(program.weight_file),
+                          "compression": compression_summary(program.weight_file)},
         },
         "dram": {"act_arena_bytes": program.act_arena_bytes,
                  "input_bytes": program.input_bytes, "output_bytes": program.output_bytes},
@@ -323,6 +328,7 @@ def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm
         "target": tgt.name,
         "command_bytes": len(cmd_bin),
         "weight_bytes": len(program.weight_file),
+        "weight_compression": compression_summary(program.weight_file),
         "commands": len(program.commands),
         "macs": macs,
         "estimated_cycles": total_cycles,

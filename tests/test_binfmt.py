@@ -42,8 +42,8 @@ def _cmd_bytes():
     return write_cmd_file(_program(), tool_version="tccc 0.1.0", **SIZES)
 
 
-def _weight_bytes():
-    b = WeightFileBuilder()
+def _weight_bytes(compressor=None):
+    b = WeightFileBuilder(compressor)
     b.add_layer("conv1", LayerKind.CONV, bytes(range(100)), bytes(32))
     b.add_layer("fc", LayerKind.FC, b"\x01" * 64, b"\x02" * 16)
     b.add_layer("empty", LayerKind.CONV, b"", b"")
@@ -70,7 +70,7 @@ def test_cmd_round_trip():
     assert data[:4] == b"TNPC" and data[64:] == stream
     f = read_cmd_file(data)
     assert list(f.commands) == _program() and list(f.offsets) == offsets
-    assert (f.version_major, f.version_minor, f.header_bytes) == (2, 0, 64)
+    assert (f.version_major, f.version_minor, f.header_bytes) == (3, 0, 64)
     assert (f.sram_bytes, f.act_arena_bytes, f.input_bytes, f.output_bytes) == \
         tuple(SIZES.values())
     assert f.tool_version == "tccc 0.1.0"
@@ -89,7 +89,7 @@ def test_cmd_write_rejects_bad_program():
 
 @pytest.mark.parametrize("name,value,match", [
     ("magic", b"TNPW", "magic"),
-    ("version_major", 1, r"unsupported format version 1\.0, this tccc reads 2\.x"),
+    ("version_major", 1, r"unsupported format version 1\.0, this tccc reads 3\.x"),
     ("header_bytes", 32, "header_bytes"),
     ("header_bytes", 256, "header_bytes"),
     ("header_bytes", 128, "header_bytes = 128"),        # past the end of the short file
@@ -130,10 +130,10 @@ def test_cmd_missing_end_and_bad_command():
         with pytest.raises(FormatError, match=match):
             read_cmd_file(data)
     data = bytearray(_cmd_bytes())
-    data[64] = 0x99                                 # unknown opcode, CRCs fixed up
+    data[64] = 0x9A                                 # unknown opcode 0xA, CRCs fixed up
     stream = bytes(data[64:])
     bad = _set_field(bytes(data), CMD_HEADER_FIELDS, "stream_crc32", zlib.crc32(stream))
-    with pytest.raises(FormatError, match="command 0 at byte 0x0: unknown opcode 0x9"):
+    with pytest.raises(FormatError, match="command 0 at byte 0x0: unknown opcode 0xa"):
         read_cmd_file(bad)
 
 
@@ -186,8 +186,19 @@ def test_weight_round_trip():
 
 def test_weight_builder_offsets_and_errors():
     b = WeightFileBuilder()
-    assert b.add_layer("a", 0, b"x" * 65, b"y" * 16) == (0, 128)
-    assert b.add_layer("b", 1, b"", b"z") == (192, 192)
+    a = b.add_layer("a", 0, b"x" * 65, b"y" * 16)
+    assert (a.weights_offset, a.params_offset) == (0, 128)
+    assert [(k.offset, k.stored_bytes, k.compressed) for k in a.weight_blocks] == [(0, 65, False)]
+    c = b.add_layer("b", 1, b"w" * 6, b"z" * 48, block_channels=2)
+    assert (c.weights_offset, c.params_offset) == (192, 256)
+    assert [(k.offset, k.raw_bytes, k.c0, k.c1) for k in c.param_blocks] == [
+        (256, 32, 0, 2), (288, 16, 2, 3)]
+    with pytest.raises(InternalError, match="whole"):
+        b.add_layer("c", 0, b"x" * 5, b"y" * 32)      # 5 bytes for 2 channels
+    with pytest.raises(InternalError, match="whole"):
+        b.add_layer("c", 0, b"", b"z")                 # not a 16-byte record
+    with pytest.raises(InternalError, match="block_channels"):
+        b.add_layer("c", 0, b"x" * 4, b"y" * 32, block_channels=3)
     with pytest.raises(InternalError, match="duplicate"):
         b.add_layer("a", 0, b"", b"")
     with pytest.raises(InternalError, match="kind"):
@@ -198,7 +209,7 @@ def test_weight_builder_offsets_and_errors():
 
 @pytest.mark.parametrize("name,value,match", [
     ("magic", b"TNPC", "magic"),
-    ("version_major", 3, r"unsupported format version 3\.0, this tccc reads 2\.x"),
+    ("version_major", 2, r"unsupported format version 2\.0, this tccc reads 3\.x"),
     ("n_layers", 4, "table_bytes"),
     ("n_layers", 2 ** 32 - 1, "table_bytes"),
     ("table_offset", 0, "table_offset"),
@@ -217,13 +228,17 @@ def test_weight_bad_header_field(name, value, match):
 
 
 @pytest.mark.parametrize("offset_in_entry,value,match", [
-    (0, 5, "layer_index"), (4, 7, "kind"), (5, 1, "reserved"), (28, 1, "reserved"),
-    (8, 64 * 1000, "weights_offset"), (12, 10 ** 6, "weights_offset"), (16, 3, "params_offset"),
+    (0, 5, "layer_index"), (4, 7, "kind"), (5, 4, "flags"), (6, 1, "reserved"),
+    (44, 1, "reserved"), (8, 2, "params_raw_bytes"), (12, 2, "block_channels"),
+    (12, 0, "block_channels"), (16, 64 * 1000, "weights_offset"),
+    (20, 10 ** 6, "weights_offset"), (20, 63, "weights_bytes = 63 differs"),
+    (24, 63, "weights_raw_bytes"), (28, 3, "params_offset"),
+    (36, 32, "params_raw_bytes"), (5, 1, "not below"),
 ])
 def test_weight_bad_table_entry(offset_in_entry, value, match):
     data = bytearray(_weight_bytes())
-    pos = 64 + 32 + offset_in_entry                 # entry 1
-    if offset_in_entry in (4, 5):
+    pos = 64 + 48 + offset_in_entry                 # entry 1
+    if offset_in_entry in (4, 5, 6):
         data[pos] = value
     else:
         struct.pack_into("<I", data, pos, value)
@@ -236,7 +251,7 @@ def test_weight_truncation_and_flips_only_format_errors():
     for cut in range(len(data)):
         with pytest.raises(FormatError):
             read_weight_file(data[:cut])
-    for pos in list(range(0, 64)) + list(range(160, len(data), 7)):   # header and data
+    for pos in list(range(0, 64)) + list(range(256, len(data), 7)):   # header and data
         bad = bytearray(data)
         bad[pos] ^= 0x01
         with pytest.raises(FormatError):
@@ -244,7 +259,7 @@ def test_weight_truncation_and_flips_only_format_errors():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(64, 64 + 3 * 32 - 1), st.integers(0, 255))
+@given(st.integers(64, 64 + 3 * 48 - 1), st.integers(0, 255))
 def test_weight_fuzz_table_bytes(pos, value):
     data = bytearray(_weight_bytes())
     data[pos] = value

@@ -69,9 +69,9 @@ def _conv_case(rng, cin_g=CIN, oc=OC, k=3):
 
 def _weights(wt, bias, mult, shift, sc_mult):
     b = WeightFileBuilder()
-    w_off, p_off = b.add_layer("conv", LayerKind.CONV, wt.tobytes(),
-                               pack_conv_params(bias, mult, shift, sc_mult))
-    return b.build("t"), w_off, p_off
+    blobs = b.add_layer("conv", LayerKind.CONV, wt.tobytes(),
+                        pack_conv_params(bias, mult, shift, sc_mult))
+    return b.build("t"), blobs.weights_offset, blobs.params_offset
 
 
 def _cfg(k=3, s=1, d=1, cin_g=CIN, out_mode=0, flags=0, zp_in=3, zp_out=-5, zp_sc=7,
@@ -281,7 +281,7 @@ def test_tile_without_cfg():
 def test_conv_tile_checks():
     params = pack_conv_params([0], [1 << 30], [31])
     wbin = WeightFileBuilder()
-    _, p_off = wbin.add_layer("c", 0, bytes(9), params)
+    p_off = wbin.add_layer("c", 0, bytes(9), params).params_offset
     wbin = wbin.build("t")
     base = [_load(Region.WEIGHTS, p_off, 0x100, 16), _cfg(cin_g=1)]
     bad_size = C.ConvTile(0, 0, 0x100, 0x200, 0, 4, 4, 1, 1, 4, 3, 1, 1, 1, 1)

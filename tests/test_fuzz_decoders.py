@@ -278,3 +278,32 @@ def test_npy_header_length_past_end_is_cheap(targets, version, length_field):
     raw = _npy_with_header_shape((1, 3, 16, 16))
     data = raw[:6] + bytes([version, 0]) + length_field + raw[10:]
     assert fuzz.check_case(targets["npy"], data) == "InputError"
+
+
+def test_fuzzed_compressed_weight_blocks(targets):
+    """Mutations aimed at the compressed blobs of the (compressed by default) seed weight file,
+    data CRC fixed up so they reach the block decoder: a FormatError or acceptance, within the
+    time and memory contract of :func:`fuzz.check_case`."""
+    from tcc_compiler.binfmt import read_weight_file
+
+    t = targets["weights"]
+    wf = read_weight_file(t.seed)
+    d_off = struct.unpack_from("<I", t.seed, 24)[0]
+    spans = [(d_off + e.weights_offset, e.weights_bytes) for e in wf.layers
+             if e.weights_compressed]
+    spans += [(d_off + e.params_offset, e.params_bytes) for e in wf.layers
+              if e.params_compressed]
+    assert spans, "the seed compiled with default options should have compressed blobs"
+
+    @settings(max_examples=120, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 255),
+           st.integers(1, 4))
+    def run(which, pos, value, n):
+        start, size = spans[which % len(spans)]
+        data = bytearray(t.seed)
+        for k in range(n):
+            data[start + (pos + 17 * k) % size] = (value + 29 * k) & 0xFF
+        fuzz.check_case(t, t.fixup(bytes(data)))
+
+    run()

@@ -53,7 +53,8 @@ def test_opcodes_fit_control_byte():
     assert len(set(ops)) == len(ops) and all(1 <= op <= 15 for op in ops)
     widths = [(lo, w) for _, lo, w, _ in spec.CONTROL_BITS]
     assert sum(w for _, w in widths) == 8 and widths[0] == (0, 4)
-    assert spec.CONV_TILE.code_bytes == 4 and spec.DMA_LOAD.code_bytes == 3
+    # CONV_TILE: 15 tile fields + 3 strided operands x (pixel, row) stride = 21 fields x 2 bits
+    assert spec.CONV_TILE.code_bytes == 6 and spec.DMA_LOAD.code_bytes == 3
     assert spec.END.code_bytes == 0 and spec.END.max_bytes == 3
     assert spec.varint_max_bytes(spec.U32) == 5 and spec.varint_max_bytes(spec.U8) == 2
 
@@ -181,7 +182,7 @@ def test_decode_reserved_bits():
         decode_commands(bytes(raw))
     raw = bytearray(encode_command(_example(spec.CONV_TILE)))
     assert raw[0] & 0x80 and not raw[0] & 0x40           # F set, no wait word
-    raw[4] |= 0x80                                       # code bit 31: above the 15 fields
+    raw[6] |= 0x80                                       # code bit 47: above the 21 fields
     with pytest.raises(FormatError, match="reserved field-code bits"):
         decode_commands(bytes(raw))
     with pytest.raises(FormatError, match="F flag set on a command without fields"):
@@ -248,8 +249,9 @@ def test_dma_accesses_merge_and_hull():
 
 
 def test_conv_tile_accesses_need_cfg():
+    packed = {n: 0 for n in spec.CONV_TILE.field_names if n.endswith("_stride")}
     tile = _example(spec.CONV_TILE, in_sram=0, w_sram=1000, p_sram=2000, out_sram=3000,
-                    sc_sram=4000, in_h=3, in_w=3, in_c=4, oc=2, out_h=1, out_w=1)
+                    sc_sram=4000, in_h=3, in_w=3, in_c=4, oc=2, out_h=1, out_w=1, **packed)
     with pytest.raises(ExecutionError):
         tile.accesses(C.Registers())
     regs = C.Registers()
@@ -290,3 +292,22 @@ def test_generated_docs_up_to_date():
         text = md.read_text()
         assert gen.render(text, tables, md) == text, \
             f"{md} is out of date: run python tools/gen_isa_doc.py"
+
+
+def test_strided_operand_accesses():
+    """A 2x2-pixel, 4-channel output box of an 8-channel, 5-column resident int8 tensor:
+    pixel stride 8, row stride 40 -> four 4-byte runs at 0, 8, 40, 48 (hand-computed)."""
+    regs = C.Registers()
+    regs.update(_example(spec.CONV_CFG, kh=1, kw=1, cin_g=4, out_mode=0, flags=0))
+    tile = _example(spec.CONV_TILE, in_sram=1000, w_sram=2000, p_sram=3000, out_sram=0,
+                    sc_sram=0, in_h=2, in_w=2, in_c=4, oc=4, out_h=2, out_w=2,
+                    in_px_stride=0, in_row_stride=0, out_px_stride=8, out_row_stride=40,
+                    sc_px_stride=0, sc_row_stride=0)
+    writes = [a for a in tile.accesses(regs) if a.is_write]
+    assert [(a.start, a.end) for a in writes] == [(0, 4), (8, 12), (40, 44), (48, 52)]
+    bad = _example(spec.CONV_TILE, in_sram=1000, w_sram=2000, p_sram=3000, out_sram=0,
+                   sc_sram=0, in_h=2, in_w=2, in_c=4, oc=4, out_h=2, out_w=2,
+                   in_px_stride=0, in_row_stride=0, out_px_stride=2, out_row_stride=0,
+                   sc_px_stride=0, sc_row_stride=0)
+    with pytest.raises(ExecutionError, match="smaller than the packed"):
+        bad.accesses(regs)

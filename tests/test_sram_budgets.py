@@ -20,7 +20,7 @@ from tcc_compiler.sim.hazards import check_stream
 from tcc_compiler.target import load_target
 
 W = H = 64
-BUDGETS = [128 * 1024, 256 * 1024, 1024 * 1024, 8 * 1024 * 1024]
+BUDGETS = [128 * 1024, 256 * 1024, 512 * 1024, 1024 * 1024, 2048 * 1024, 8 * 1024 * 1024]
 
 
 @pytest.fixture(scope="module")

@@ -42,8 +42,9 @@ RATIOS = [(("resnet50", "640x320x3"), ("resnet50", "224x224x3")),
 
 
 def bench_one(name: str, whc: str, n_images: int, workdir: Path, n_calib: int = 2,
-              run: bool = False) -> dict:
-    """Compile (and with ``run`` execute) one zoo model; return the measured figures."""
+              run: bool = False, compress_weights: bool = True) -> dict:
+    """Compile (and with ``run`` execute) one zoo model; return the measured figures
+    (``compress_weights``: see :func:`tcc_compiler.api.compile`)."""
     import onnxruntime as ort
 
     from tcc_compiler import api, zoo
@@ -56,7 +57,7 @@ def bench_one(name: str, whc: str, n_images: int, workdir: Path, n_calib: int = 
     zoo.save(name, model_path, width=w, height=h, channels=c)
     calib = bundled_photos("calib")[:n_calib]
     t0 = time.perf_counter()
-    m = api.compile(model_path, whc, calibration=calib)
+    m = api.compile(model_path, whc, calibration=calib, compress_weights=compress_weights)
     compile_s = time.perf_counter() - t0
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = workdir / f"out-{name}-{whc}"
@@ -68,6 +69,7 @@ def bench_one(name: str, whc: str, n_images: int, workdir: Path, n_calib: int = 
         "schedule_emit_s": round(r["compile_seconds"].get("schedule_emit_s", 0.0), 2),
         "peak_rss_mib": round(peak_mib, 1), "command_bytes": r["command_bytes"],
         "weight_bytes": r["weight_bytes"], "npu_ops": r["npu_ops"],
+        "weight_ratio": r.get("weight_compression", {}).get("ratio", 1.0),
         "estimated_latency_ms": round(r["estimated_latency_ms"], 3),
         "roofline_ms": round(r["roofline"]["latency_ms"], 3),
         "over_roofline": round(r["estimated_cycles"] / roof, 3) if roof else None,
@@ -111,7 +113,8 @@ def format_result(r: dict) -> str:
         return f" (vendor {v[key]})" if key in v else ""
     line = (f"{r['model']} {r['input']}: npu_cmd.bin {r['command_bytes'] / 1000:.1f} KB"
             f"{vs('command_kb')}, quantized_network.bin {r['weight_bytes'] / 1e6:.2f} MB"
-            f"{vs('weight_mb')}, est. latency {r['estimated_latency_ms']:.2f} ms"
+            f"{vs('weight_mb')} (compression ratio {r.get('weight_ratio', 1.0):.3f}), "
+            f"est. latency {r['estimated_latency_ms']:.2f} ms"
             f"{vs('latency_ms')} = {r['over_roofline']}x roofline {r['roofline_ms']:.2f} ms, "
             f"DRAM traffic {r['dram_over_minimal']}x minimal, MAC util "
             f"{r['mac_utilisation']:.2f}; compile {r['compile_s']} s (schedule+emit "
@@ -147,12 +150,15 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=4, help="images timed per model (--run)")
     p.add_argument("--calib", type=int, default=2, help="bundled calibration photos")
     p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--no-compress-weights", action="store_true",
+                   help="store weights raw (to compare with the default compression)")
     args = p.parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory(prefix="tccc-bench-") as tmp:
         for item in args.models:
             name, whc = item.split(":")
-            r = bench_one(name, whc, args.images, Path(tmp), args.calib, args.run)
+            r = bench_one(name, whc, args.images, Path(tmp), args.calib, args.run,
+                          compress_weights=not args.no_compress_weights)
             results.append(r)
             print(format_result(r))
             sys.stdout.flush()

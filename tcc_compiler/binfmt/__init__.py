@@ -10,5 +10,6 @@ from tcc_compiler.binfmt.weightfile import (  # noqa: F401
     LayerKind,
     WeightFile,
     WeightFileBuilder,
+    compression_summary,
     read_weight_file,
 )

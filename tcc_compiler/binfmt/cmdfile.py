@@ -19,7 +19,7 @@ from tcc_compiler.isa.codec import decode_stream, encode_commands, end_problem
 from tcc_compiler.isa.commands import Command
 from tcc_compiler.isa.disasm import disassemble
 
-FORMAT_MAJOR = 2
+FORMAT_MAJOR = 3   # 3: strided tile operands, image-mode flag (specs/isa.md)
 FORMAT_MINOR = 0
 HEADER_BYTES = 64
 SECTION_ALIGN = 64
@@ -31,7 +31,7 @@ HeaderField = tuple[str, str, str]
 
 CMD_HEADER_FIELDS: tuple[HeaderField, ...] = (
     ("magic", "4s", 'b"TNPC"'),
-    ("version_major", "H", "format major version (2); readers reject other majors"),
+    ("version_major", "H", "format major version (3); readers reject other majors"),
     ("version_minor", "H", "format minor version (0); readers accept any minor"),
     ("header_bytes", "I", "header size, a multiple of 64 (64); the stream starts here"),
     ("stream_bytes", "I", "command stream size in bytes; the file ends there"),
@@ -115,7 +115,7 @@ def pack_header(st: struct.Struct, fields: tuple[HeaderField, ...], values: dict
 
 
 def unpack_header(data: bytes, st: struct.Struct, fields: tuple[HeaderField, ...],
-                  magic: bytes, path: str) -> dict:
+                  magic: bytes, path: str, major_expected: int = FORMAT_MAJOR) -> dict:
     """Read and validate the common part of a container header.
 
     Checks, in order: length, magic, major version, header CRC, header_bytes (>= 64, multiple
@@ -134,9 +134,9 @@ def unpack_header(data: bytes, st: struct.Struct, fields: tuple[HeaderField, ...
         raise FormatError(f"{path}: header field magic is {vals['magic']!r}, expected {magic!r}"
                           " (not a tccc file of this kind)")
     major, minor = vals["version_major"], vals["version_minor"]
-    if major != FORMAT_MAJOR:
+    if major != major_expected:  # each container has its own major (weights: weightfile.py)
         raise FormatError(f"{path}: unsupported format version {major}.{minor}, this tccc "
-                          f"reads {FORMAT_MAJOR}.x")
+                          f"reads {major_expected}.x")
     crc = zlib.crc32(data[:HEADER_BYTES - 4])
     if crc != vals["header_crc32"]:
         raise FormatError(f"{path}: header field header_crc32 is {vals['header_crc32']:#010x}, "

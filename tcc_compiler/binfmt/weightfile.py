@@ -4,7 +4,9 @@ Layout (little-endian, every section 64-byte aligned): a 64-byte header
 (:data:`WEIGHT_HEADER_FIELDS`), a layer table of 32-byte entries (:data:`LAYER_ENTRY_FIELDS`) at
 ``table_offset``, and the data section at ``data_offset`` running to the end of the file. The data
 section is the NPU's DRAM region WEIGHTS: a WEIGHTS-region address in a command is an offset into
-it. Each blob (a layer's OHWI int8 weights, or its 16-byte parameter records) starts 64-aligned.
+it. Each blob (a layer's OHWI int8 weights, or its 16-byte parameter records) starts 64-aligned;
+a blob is either raw or compressed per output-channel block (:mod:`.wcompress`), which
+DMA_LOAD_Z expands on the way to SRAM.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import zlib
 from dataclasses import dataclass
 
 from tcc_compiler.binfmt.cmdfile import (
-    FORMAT_MAJOR,
-    FORMAT_MINOR,
     HEADER_BYTES,
     SECTION_ALIGN,
     HeaderField,
@@ -26,19 +26,30 @@ from tcc_compiler.binfmt.cmdfile import (
     pack_header,
     unpack_header,
 )
+from tcc_compiler.binfmt.wcompress import (
+    Block,
+    BlockCompressor,
+    channel_blocks,
+    decode_blob,
+    encode_blob,
+)
 from tcc_compiler.errors import FormatError, InternalError
 from tcc_compiler.isa import spec
 
 WEIGHT_MAGIC = b"TNPW"
+#: Format version of quantized_network.bin (its own since 3.0; 2.0 shared npu_cmd.bin's and
+#: had no compression and 32-byte layer entries).
+WEIGHT_FORMAT_MAJOR = 3
+WEIGHT_FORMAT_MINOR = 0
 
 WEIGHT_HEADER_FIELDS: tuple[HeaderField, ...] = (
     ("magic", "4s", 'b"TNPW"'),
-    ("version_major", "H", "format major version (2); readers reject other majors"),
+    ("version_major", "H", "format major version (3); readers reject other majors"),
     ("version_minor", "H", "format minor version (0); readers accept any minor"),
     ("header_bytes", "I", "header size, a multiple of 64 (64)"),
     ("n_layers", "I", "entries in the layer table"),
     ("table_offset", "I", "file offset of the layer table (64-aligned, >= header_bytes)"),
-    ("table_bytes", "I", "32 * n_layers"),
+    ("table_bytes", "I", "48 * n_layers"),
     ("data_offset", "I", "file offset of the data section (64-aligned, after the table)"),
     ("data_bytes", "I", "data section size (multiple of 64, <= 2**30); the file ends there"),
     ("data_crc32", "I", "zlib.crc32 of the data section"),
@@ -50,15 +61,23 @@ WEIGHT_HEADER_FIELDS: tuple[HeaderField, ...] = (
 LAYER_ENTRY_FIELDS: tuple[HeaderField, ...] = (
     ("layer_index", "I", "position in the table (0, 1, ...)"),
     ("kind", "B", "LayerKind: 0 = conv, 1 = fully connected"),
-    ("reserved0", "3s", "reserved, zero"),
-    ("weights_offset", "I", "offset of the int8 OHWI weights in the data section (64-aligned)"),
-    ("weights_bytes", "I", "size of the weights blob"),
-    ("params_offset", "I", "offset of the 16-byte parameter records (64-aligned)"),
-    ("params_bytes", "I", "size of the parameter blob (16 * output channels)"),
+    ("flags", "B", "bit0 = weights blob compressed, bit1 = params blob compressed; others 0"),
+    ("reserved0", "2s", "reserved, zero"),
+    ("out_channels", "I", "output channels O (params_raw_bytes = 16 * O)"),
+    ("block_channels", "I", "output channels per block, 1..O (0 iff O = 0)"),
+    ("weights_offset", "I", "offset of the weights blob in the data section (64-aligned)"),
+    ("weights_bytes", "I", "stored size of the weights blob (compressed size if bit0)"),
+    ("weights_raw_bytes", "I", "size of the int8 OHWI weights, a multiple of O"),
+    ("params_offset", "I", "offset of the parameter blob (64-aligned)"),
+    ("params_bytes", "I", "stored size of the parameter blob (compressed size if bit1)"),
+    ("params_raw_bytes", "I", "size of the 16-byte parameter records: 16 * O"),
     ("name_hash", "I", "zlib.crc32 of the layer name (UTF-8)"),
     ("reserved1", "I", "reserved, zero"),
 )
-LAYER_ENTRY_BYTES = 32
+LAYER_ENTRY_BYTES = 48
+#: Layer entry flag bits.
+FLAG_WEIGHTS_COMPRESSED = 0x01
+FLAG_PARAMS_COMPRESSED = 0x02
 
 _HEADER = header_struct(WEIGHT_HEADER_FIELDS)
 _ENTRY = struct.Struct("<" + "".join(f for _, f, _ in LAYER_ENTRY_FIELDS))
@@ -79,15 +98,58 @@ def name_hash(name: str) -> int:
 
 @dataclass(frozen=True)
 class LayerEntry:
-    """One layer table entry. Offsets are bytes from the start of the data section."""
+    """One layer table entry. Offsets are bytes from the start of the data section; ``*_bytes``
+    are stored sizes, ``*_raw_bytes`` sizes after decompression (equal when not compressed)."""
 
     layer_index: int
     kind: LayerKind
+    flags: int
+    out_channels: int
+    block_channels: int
     weights_offset: int
     weights_bytes: int
+    weights_raw_bytes: int
     params_offset: int
     params_bytes: int
+    params_raw_bytes: int
     name_hash: int
+
+    @property
+    def weights_compressed(self) -> bool:
+        """True if the weights blob is block-compressed (flags bit0)."""
+        return bool(self.flags & FLAG_WEIGHTS_COMPRESSED)
+
+    @property
+    def params_compressed(self) -> bool:
+        """True if the parameter blob is block-compressed (flags bit1)."""
+        return bool(self.flags & FLAG_PARAMS_COMPRESSED)
+
+    @property
+    def raw_bytes(self) -> int:
+        """Weights + params bytes after decompression."""
+        return self.weights_raw_bytes + self.params_raw_bytes
+
+    @property
+    def stored_bytes(self) -> int:
+        """Weights + params bytes as stored in the file."""
+        return self.weights_bytes + self.params_bytes
+
+
+@dataclass(frozen=True)
+class LayerBlobs:
+    """Where :meth:`WeightFileBuilder.add_layer` put a layer (offsets into the data section).
+
+    Attributes:
+        weights_offset, params_offset: blob offsets (64-aligned).
+        weight_blocks, param_blocks: one :class:`~tcc_compiler.binfmt.wcompress.Block` per
+            channel block, offsets absolute in the data section. A block with ``compressed``
+            is loaded with DMA_LOAD_Z (``stored_bytes`` -> ``raw_bytes``), else with DMA_LOAD.
+    """
+
+    weights_offset: int
+    params_offset: int
+    weight_blocks: tuple[Block, ...]
+    param_blocks: tuple[Block, ...]
 
 
 @dataclass(frozen=True)
@@ -100,7 +162,7 @@ class WeightFile:
         tool_version: version string of the writer.
         data_crc32: CRC-32 of the data section.
         layers: the layer table.
-        data: the data section (the DRAM WEIGHTS region).
+        data: the data section (the DRAM WEIGHTS region), as stored (blocks compressed).
     """
 
     path: str
@@ -123,13 +185,63 @@ class WeightFile:
                 return e
         raise KeyError(name)
 
-    def weights_of(self, entry: LayerEntry) -> bytes:
-        """The weights blob of ``entry``."""
+    def stored_weights_of(self, entry: LayerEntry) -> bytes:
+        """The weights blob of ``entry`` as stored (block index + streams if compressed)."""
         return self.data[entry.weights_offset:entry.weights_offset + entry.weights_bytes]
 
-    def params_of(self, entry: LayerEntry) -> bytes:
-        """The parameter blob of ``entry``."""
+    def stored_params_of(self, entry: LayerEntry) -> bytes:
+        """The parameter blob of ``entry`` as stored."""
         return self.data[entry.params_offset:entry.params_offset + entry.params_bytes]
+
+    def weights_of(self, entry: LayerEntry) -> bytes:
+        """The raw int8 OHWI weights of ``entry`` (decompressed; ``weights_raw_bytes`` bytes).
+
+        Raises:
+            FormatError: a compressed block does not decode (cannot happen for a file that
+                :func:`read_weight_file` accepted).
+        """
+        blob = self.stored_weights_of(entry)
+        if not entry.weights_compressed:
+            return blob
+        return decode_blob(blob, entry.weights_raw_bytes, entry.out_channels,
+                           entry.block_channels, f"{self.path}: layer {entry.layer_index} "
+                           "weights")
+
+    def params_of(self, entry: LayerEntry) -> bytes:
+        """The raw 16-byte parameter records of ``entry`` (decompressed).
+
+        Raises:
+            FormatError: as :meth:`weights_of`.
+        """
+        blob = self.stored_params_of(entry)
+        if not entry.params_compressed:
+            return blob
+        return decode_blob(blob, entry.params_raw_bytes, entry.out_channels,
+                           entry.block_channels, f"{self.path}: layer {entry.layer_index} "
+                           "params")
+
+    @property
+    def raw_bytes(self) -> int:
+        """Weights + params bytes of all layers after decompression."""
+        return sum(e.raw_bytes for e in self.layers)
+
+    @property
+    def stored_bytes(self) -> int:
+        """Weights + params bytes of all layers as stored (padding excluded)."""
+        return sum(e.stored_bytes for e in self.layers)
+
+
+def _place(blob_offset: int, blocks: list[Block]) -> tuple[Block, ...]:
+    """``blocks`` with offsets made absolute (blob at ``blob_offset`` in the data section)."""
+    return tuple(Block(blob_offset + b.offset, b.stored_bytes, b.raw_bytes, b.compressed,
+                       b.c0, b.c1) for b in blocks)
+
+
+def _raw_blocks(raw: bytes, out_channels: int, block_channels: int) -> list[Block]:
+    """The blocks of an uncompressed blob (verbatim slices, offsets relative to the blob)."""
+    per = len(raw) // out_channels if out_channels else 0
+    return [Block(c0 * per, (c1 - c0) * per, (c1 - c0) * per, False, c0, c1)
+            for c0, c1 in channel_blocks(out_channels, block_channels)]
 
 
 class WeightFileBuilder:
@@ -137,9 +249,16 @@ class WeightFileBuilder:
 
     Blobs are appended to the data section in call order, each starting 64-byte aligned (zero
     padding between), so the output is deterministic.
+
+    Args:
+        compressor: compress every blob per channel block (raw DEFLATE, see
+            :mod:`~tcc_compiler.binfmt.wcompress`) with this memoising compressor; None (the
+            default) stores every blob raw. A blob stays raw when compression does not make
+            it smaller, a block when its stream is not smaller than the block.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, compressor: BlockCompressor | None = None) -> None:
+        self.compressor = compressor
         self._entries: list[LayerEntry] = []
         self._names: set[str] = set()
         self._data = bytearray()
@@ -150,16 +269,25 @@ class WeightFileBuilder:
         self._data += bytes(align_up(len(self._data)) - len(self._data))
         return off
 
-    def add_layer(self, name: str, kind: LayerKind | int, weights: bytes,
-                  params: bytes) -> tuple[int, int]:
+    def add_layer(self, name: str, kind: LayerKind | int, weights: bytes, params: bytes, *,
+                  block_channels: int | None = None) -> LayerBlobs:
         """Add a layer's weights (int8 OHWI bytes) and parameter records (16 bytes per channel).
 
+        Args:
+            name: unique layer name (its CRC-32 is stored).
+            kind: :class:`LayerKind`.
+            weights: int8 ``[O, KH, KW, C/group]`` bytes; a multiple of O bytes.
+            params: ``O`` records of 16 bytes (O = ``len(params) // 16``).
+            block_channels: output channels per block (the scheduler's weight DMA block;
+                default O, one block).
+
         Returns:
-            (weights_offset, params_offset): byte offsets into the data section, i.e. the
-            WEIGHTS-region DRAM offsets commands use to load them.
+            :class:`LayerBlobs`: the blob offsets and every block's placement -- the
+            WEIGHTS-region DRAM offsets and sizes the load commands use.
 
         Raises:
-            InternalError: duplicate name, unknown kind, or the data section would exceed 2**30.
+            InternalError: duplicate name, unknown kind, sizes inconsistent with O, or the data
+                section would exceed 2**30 bytes.
         """
         if name in self._names:
             raise InternalError(f"quantized_network.bin: duplicate layer name {name!r}")
@@ -168,21 +296,51 @@ class WeightFileBuilder:
         except ValueError:
             raise InternalError(f"quantized_network.bin: layer {name!r}: unknown kind {kind}"
                                 ) from None
-        size = align_up(len(self._data) + align_up(len(weights)) + len(params))
+        weights, params = bytes(weights), bytes(params)
+        o = len(params) // spec.PARAM_RECORD_BYTES
+        if len(params) % spec.PARAM_RECORD_BYTES or (len(weights) % o if o else weights):
+            raise InternalError(f"quantized_network.bin: layer {name!r}: {len(params)} param "
+                                f"bytes and {len(weights)} weight bytes do not make whole "
+                                "16-byte records and whole output channels")
+        bc = (o if block_channels is None else int(block_channels)) if o else 0
+        channel_blocks(o, bc)   # range check (InternalError)
+        stored = []
+        flags = 0
+        for raw, bit in ((weights, FLAG_WEIGHTS_COMPRESSED), (params, FLAG_PARAMS_COMPRESSED)):
+            blob, blocks = (encode_blob(raw, o, bc, self.compressor)
+                            if self.compressor is not None and o else (raw, None))
+            if blocks is None or len(blob) >= len(raw):
+                blob, blocks = raw, _raw_blocks(raw, o, bc)
+            else:
+                flags |= bit
+            stored.append((blob, blocks))
+        (w_blob, w_blocks), (p_blob, p_blocks) = stored
+        size = align_up(len(self._data) + align_up(len(w_blob)) + len(p_blob))
         if size > spec.REGION_OFFSET_MASK + 1:
             raise InternalError(f"quantized_network.bin: layer {name!r} makes the data section "
                                 "exceed the 1 GiB WEIGHTS region")
-        w_off = self._append(bytes(weights))
-        p_off = self._append(bytes(params))
+        w_off = self._append(w_blob)
+        p_off = self._append(p_blob)
         self._names.add(name)
-        self._entries.append(LayerEntry(len(self._entries), kind, w_off, len(weights), p_off,
+        self._entries.append(LayerEntry(len(self._entries), kind, flags, o, bc, w_off,
+                                        len(w_blob), len(weights), p_off, len(p_blob),
                                         len(params), name_hash(name)))
-        return w_off, p_off
+        return LayerBlobs(w_off, p_off, _place(w_off, w_blocks), _place(p_off, p_blocks))
 
     @property
     def data_bytes(self) -> int:
         """Current size of the data section (bytes, multiple of 64)."""
         return len(self._data)
+
+    @property
+    def raw_bytes(self) -> int:
+        """Weights + params bytes of the layers added so far, before compression."""
+        return sum(e.raw_bytes for e in self._entries)
+
+    @property
+    def stored_bytes(self) -> int:
+        """Weights + params bytes of the layers added so far, as stored (padding excluded)."""
+        return sum(e.stored_bytes for e in self._entries)
 
     def build(self, tool_version: str) -> bytes:
         """Serialise header, layer table and data section.
@@ -190,15 +348,17 @@ class WeightFileBuilder:
         Raises:
             InternalError: ``tool_version`` is not <= 16 ASCII characters.
         """
-        table = b"".join(_ENTRY.pack(e.layer_index, int(e.kind), b"", e.weights_offset,
-                                     e.weights_bytes, e.params_offset, e.params_bytes,
-                                     e.name_hash, 0) for e in self._entries)
+        table = b"".join(_ENTRY.pack(e.layer_index, int(e.kind), e.flags, b"", e.out_channels,
+                                     e.block_channels, e.weights_offset, e.weights_bytes,
+                                     e.weights_raw_bytes, e.params_offset, e.params_bytes,
+                                     e.params_raw_bytes, e.name_hash, 0)
+                         for e in self._entries)
         table_offset = HEADER_BYTES
         data_offset = align_up(table_offset + len(table))
         data = bytes(self._data)
         header = pack_header(_HEADER, WEIGHT_HEADER_FIELDS, {
-            "magic": WEIGHT_MAGIC, "version_major": FORMAT_MAJOR,
-            "version_minor": FORMAT_MINOR, "header_bytes": HEADER_BYTES,
+            "magic": WEIGHT_MAGIC, "version_major": WEIGHT_FORMAT_MAJOR,
+            "version_minor": WEIGHT_FORMAT_MINOR, "header_bytes": HEADER_BYTES,
             "n_layers": len(self._entries), "table_offset": table_offset,
             "table_bytes": len(table), "data_offset": data_offset, "data_bytes": len(data),
             "data_crc32": zlib.crc32(data), "tool_version": encode_tool_version(tool_version),
@@ -216,14 +376,15 @@ def read_weight_file(data: bytes, path: str = "quantized_network.bin") -> Weight
             naming ``path`` and the field).
     """
     data = bytes(data)
-    h = unpack_header(data, _HEADER, WEIGHT_HEADER_FIELDS, WEIGHT_MAGIC, path)
+    h = unpack_header(data, _HEADER, WEIGHT_HEADER_FIELDS, WEIGHT_MAGIC, path,
+                      major_expected=WEIGHT_FORMAT_MAJOR)
     n, t_off, t_bytes = h["n_layers"], h["table_offset"], h["table_bytes"]
     d_off, d_bytes = h["data_offset"], h["data_bytes"]
     if t_off < h["header_bytes"] or t_off % SECTION_ALIGN:
         raise FormatError(f"{path}: header field table_offset = {t_off} invalid (64-aligned, "
                           f">= header_bytes {h['header_bytes']})")
     if t_bytes != n * LAYER_ENTRY_BYTES:
-        raise FormatError(f"{path}: header field table_bytes = {t_bytes}, expected 32 * "
+        raise FormatError(f"{path}: header field table_bytes = {t_bytes}, expected 48 * "
                           f"n_layers = {n * LAYER_ENTRY_BYTES}")
     if d_off % SECTION_ALIGN or d_off < t_off + t_bytes:
         raise FormatError(f"{path}: header field data_offset = {d_off} invalid (64-aligned, "
@@ -243,25 +404,86 @@ def read_weight_file(data: bytes, path: str = "quantized_network.bin") -> Weight
     if crc != h["data_crc32"]:
         raise FormatError(f"{path}: header field data_crc32 is {h['data_crc32']:#010x}, data "
                           f"section gives {crc:#010x} (corrupted data)")
-    layers = []
-    for i in range(n):
-        vals = dict(zip((f for f, _, _ in LAYER_ENTRY_FIELDS),
-                        _ENTRY.unpack_from(data, t_off + i * LAYER_ENTRY_BYTES)))
-        where = f"{path}: layer table entry {i}"
-        if vals["layer_index"] != i:
-            raise FormatError(f"{where}: field layer_index = {vals['layer_index']}, expected {i}")
-        if any(vals["reserved0"]) or vals["reserved1"]:
-            raise FormatError(f"{where}: reserved fields not zero")
-        if vals["kind"] not in LayerKind._value2member_map_:
-            raise FormatError(f"{where}: field kind = {vals['kind']} unknown")
-        for blob in ("weights", "params"):
-            off, size = vals[f"{blob}_offset"], vals[f"{blob}_bytes"]
-            if off % SECTION_ALIGN or off + size > d_bytes:
-                raise FormatError(f"{where}: field {blob}_offset/{blob}_bytes = {off}/{size} "
-                                  f"outside the data section ({d_bytes} bytes) or not 64-aligned")
-        layers.append(LayerEntry(i, LayerKind(vals["kind"]), vals["weights_offset"],
-                                 vals["weights_bytes"], vals["params_offset"],
-                                 vals["params_bytes"], vals["name_hash"]))
+    layers = [_check_entry(data, t_off + i * LAYER_ENTRY_BYTES, i, section, path)
+              for i in range(n)]
     return WeightFile(path=path, version_major=h["version_major"],
                       version_minor=h["version_minor"], tool_version=h["tool_version"],
                       data_crc32=h["data_crc32"], layers=tuple(layers), data=section)
+
+
+def _check_entry(data: bytes, pos: int, i: int, section: bytes, path: str) -> LayerEntry:
+    """Decode and validate layer table entry ``i`` at file offset ``pos``; compressed blobs
+    are decoded in full (index, every DEFLATE stream and its size).
+
+    Raises:
+        FormatError: one line naming ``path``, the entry and the field.
+    """
+    vals = dict(zip((f for f, _, _ in LAYER_ENTRY_FIELDS), _ENTRY.unpack_from(data, pos)))
+    where = f"{path}: layer table entry {i}"
+    d_bytes = len(section)
+    if vals["layer_index"] != i:
+        raise FormatError(f"{where}: field layer_index = {vals['layer_index']}, expected {i}")
+    if any(vals["reserved0"]) or vals["reserved1"]:
+        raise FormatError(f"{where}: reserved fields not zero")
+    if vals["kind"] not in LayerKind._value2member_map_:
+        raise FormatError(f"{where}: field kind = {vals['kind']} unknown")
+    flags = vals["flags"]
+    if flags & ~(FLAG_WEIGHTS_COMPRESSED | FLAG_PARAMS_COMPRESSED):
+        raise FormatError(f"{where}: field flags = {flags:#x} has reserved bits set")
+    o, bc = vals["out_channels"], vals["block_channels"]
+    if not (1 <= bc <= o if o else bc == 0):
+        raise FormatError(f"{where}: field block_channels = {bc} outside 1..out_channels ({o})")
+    if vals["params_raw_bytes"] != spec.PARAM_RECORD_BYTES * o:
+        raise FormatError(f"{where}: field params_raw_bytes = {vals['params_raw_bytes']}, "
+                          f"expected 16 * out_channels = {spec.PARAM_RECORD_BYTES * o}")
+    if (vals["weights_raw_bytes"] % o if o else vals["weights_raw_bytes"]):
+        raise FormatError(f"{where}: field weights_raw_bytes = {vals['weights_raw_bytes']} is "
+                          f"not a multiple of out_channels ({o})")
+    for blob, bit in (("weights", FLAG_WEIGHTS_COMPRESSED), ("params", FLAG_PARAMS_COMPRESSED)):
+        off, size = vals[f"{blob}_offset"], vals[f"{blob}_bytes"]
+        raw = vals[f"{blob}_raw_bytes"]
+        if off % SECTION_ALIGN or off + size > d_bytes:
+            raise FormatError(f"{where}: field {blob}_offset/{blob}_bytes = {off}/{size} "
+                              f"outside the data section ({d_bytes} bytes) or not 64-aligned")
+        if not flags & bit:
+            if size != raw:
+                raise FormatError(f"{where}: field {blob}_bytes = {size} differs from "
+                                  f"{blob}_raw_bytes = {raw} in an uncompressed blob")
+            continue
+        if size >= raw:
+            raise FormatError(f"{where}: field {blob}_bytes = {size} not below {blob}_raw_bytes "
+                              f"= {raw} in a compressed blob")
+        decode_blob(section[off:off + size], raw, o, bc, f"{where}: {blob}")
+    return LayerEntry(i, LayerKind(vals["kind"]), flags, o, bc, vals["weights_offset"],
+                      vals["weights_bytes"], vals["weights_raw_bytes"], vals["params_offset"],
+                      vals["params_bytes"], vals["params_raw_bytes"], vals["name_hash"])
+
+
+def compression_summary(data: bytes, path: str = "quantized_network.bin") -> dict:
+    """Compression figures of a ``quantized_network.bin`` (header and table checked, blobs
+    not decoded: for files this process just built; use :func:`read_weight_file` otherwise).
+
+    Returns:
+        ``{"codec": "deflate-raw" | "none", "raw_bytes", "stored_bytes", "ratio",
+        "compressed_layers", "file_bytes"}``: raw/stored = weights + params bytes of all
+        layers before/after compression (padding excluded), ratio = stored / raw (1.0 when
+        empty).
+
+    Raises:
+        FormatError: bad header or table (see :func:`read_weight_file`).
+    """
+    h = unpack_header(data, _HEADER, WEIGHT_HEADER_FIELDS, WEIGHT_MAGIC, path,
+                      major_expected=WEIGHT_FORMAT_MAJOR)
+    if h["table_offset"] + h["table_bytes"] > len(data) \
+            or h["table_bytes"] != h["n_layers"] * LAYER_ENTRY_BYTES:
+        raise FormatError(f"{path}: header fields table_offset/table_bytes outside the file")
+    names = [f for f, _, _ in LAYER_ENTRY_FIELDS]
+    raw = stored = n_comp = 0
+    for i in range(h["n_layers"]):
+        e = dict(zip(names, _ENTRY.unpack_from(data, h["table_offset"] + i * LAYER_ENTRY_BYTES)))
+        raw += e["weights_raw_bytes"] + e["params_raw_bytes"]
+        stored += e["weights_bytes"] + e["params_bytes"]
+        n_comp += bool(e["flags"])
+    return {"codec": "deflate-raw" if n_comp else "none", "raw_bytes": raw,
+            "stored_bytes": stored, "ratio": round(stored / raw, 4) if raw else 1.0,
+            "compressed_layers": n_comp, "file_bytes": len(data)}

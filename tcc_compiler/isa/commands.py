@@ -137,6 +137,34 @@ def _strided_runs(base: int, run: int, n1: int, s1: int, n2: int, s2: int) -> li
     return [tuple(r) for r in out]
 
 
+def box_strides(w: int, px_bytes: int, px_stride: int, row_stride: int) -> tuple[int, int]:
+    """Effective (pixel stride, row stride) in bytes of a strided tile operand.
+
+    Args:
+        w: columns of the box. px_bytes: bytes of one pixel's channels (channels x element
+            bytes). px_stride, row_stride: the command's fields; 0 = packed.
+
+    Raises:
+        ExecutionError: a non-zero stride smaller than the packed one (the box would overlap
+            itself).
+    """
+    px = px_stride or px_bytes
+    row = row_stride or w * px
+    if px < px_bytes or row < w * px:
+        raise ExecutionError(f"operand strides {px_stride}/{row_stride} smaller than the packed "
+                             f"{px_bytes}/{w * px} bytes")
+    return px, row
+
+
+def box_accesses(addr: int, h: int, w: int, px_bytes: int, px_stride: int, row_stride: int,
+                 is_write: bool) -> list[Access]:
+    """SRAM byte ranges of an [h, w, px_bytes] box with the given strides (exact up to
+    :data:`MAX_EXACT_RUNS` runs, else one hull)."""
+    px, row = box_strides(w, px_bytes, px_stride, row_stride)
+    return [Access(Space.SRAM, a, b, is_write)
+            for a, b in _strided_runs(addr, px_bytes, w, px, h, row)]
+
+
 @dataclass(frozen=True)
 class _Dma(Command):
     """Common part of DMA_LOAD and DMA_STORE (see :data:`spec.DMA_LOAD` for the semantics)."""
@@ -239,6 +267,12 @@ class ConvTile(Command):
     pad_l: int
     pad_b: int
     pad_r: int
+    in_px_stride: int = 0
+    in_row_stride: int = 0
+    out_px_stride: int = 0
+    out_row_stride: int = 0
+    sc_px_stride: int = 0
+    sc_row_stride: int = 0
 
     @property
     def pads(self) -> tuple[int, int, int, int]:
@@ -246,23 +280,25 @@ class ConvTile(Command):
         return (self.pad_t, self.pad_l, self.pad_b, self.pad_r)
 
     def accesses(self, regs: Registers) -> list[Access]:
-        """Input, weights, params (and shortcut) read; output written; all in SRAM."""
+        """Input, weights, params (and shortcut) read; output written; all in SRAM, strided
+        operands as their exact runs."""
         cfg = regs.conv
         if cfg is None:
             raise ExecutionError("CONV_TILE without a preceding CONV_CFG")
         elem = 4 if cfg.out_mode == spec.OUT_MODE_INT32 else 1
-        n_out = self.out_h * self.out_w * self.oc
-        out = [
-            Access(Space.SRAM, self.in_sram, self.in_sram + self.in_h * self.in_w * self.in_c,
-                   False),
+        out = box_accesses(self.in_sram, self.in_h, self.in_w, self.in_c, self.in_px_stride,
+                           self.in_row_stride, False)
+        out += [
             Access(Space.SRAM, self.w_sram,
                    self.w_sram + self.oc * cfg.kh * cfg.kw * cfg.cin_g, False),
             Access(Space.SRAM, self.p_sram, self.p_sram + self.oc * spec.PARAM_RECORD_BYTES,
                    False),
         ]
         if cfg.has_shortcut and cfg.out_mode == spec.OUT_MODE_INT8:
-            out.append(Access(Space.SRAM, self.sc_sram, self.sc_sram + n_out, False))
-        out.append(Access(Space.SRAM, self.out_sram, self.out_sram + n_out * elem, True))
+            out += box_accesses(self.sc_sram, self.out_h, self.out_w, self.oc,
+                                self.sc_px_stride, self.sc_row_stride, False)
+        out += box_accesses(self.out_sram, self.out_h, self.out_w, self.oc * elem,
+                            self.out_px_stride, self.out_row_stride, True)
         return out
 
 
@@ -300,6 +336,10 @@ class PoolTile(Command):
     pad_l: int
     pad_b: int
     pad_r: int
+    in_px_stride: int = 0
+    in_row_stride: int = 0
+    out_px_stride: int = 0
+    out_row_stride: int = 0
 
     @property
     def pads(self) -> tuple[int, int, int, int]:
@@ -307,13 +347,13 @@ class PoolTile(Command):
         return (self.pad_t, self.pad_l, self.pad_b, self.pad_r)
 
     def accesses(self, regs: Registers) -> list[Access]:
-        """Input tile read, output tile written (SRAM)."""
+        """Input tile read, output tile written (SRAM, strided operands as exact runs)."""
         if regs.pool is None:
             raise ExecutionError("POOL_TILE without a preceding POOL_CFG")
-        return [Access(Space.SRAM, self.in_sram, self.in_sram + self.in_h * self.in_w * self.c,
-                       False),
-                Access(Space.SRAM, self.out_sram,
-                       self.out_sram + self.out_h * self.out_w * self.c, True)]
+        return (box_accesses(self.in_sram, self.in_h, self.in_w, self.c, self.in_px_stride,
+                             self.in_row_stride, False)
+                + box_accesses(self.out_sram, self.out_h, self.out_w, self.c,
+                               self.out_px_stride, self.out_row_stride, True))
 
 
 @dataclass(frozen=True)
@@ -359,10 +399,40 @@ class End(Command):
     SPEC: ClassVar[CommandSpec] = spec.END
 
 
+@dataclass(frozen=True)
+class DmaLoadZ(Command):
+    """DMA_LOAD_Z: expand one raw DEFLATE block from WEIGHTS into SRAM (queue LOAD).
+
+    Reads WEIGHTS ``[dram offset, + src_bytes)``, writes SRAM ``[sram, sram + dst_bytes)``.
+    """
+
+    SPEC: ClassVar[CommandSpec] = spec.DMA_LOAD_Z
+
+    dram: int
+    sram: int
+    src_bytes: int
+    dst_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes read from DRAM (the compressed size)."""
+        return self.src_bytes
+
+    def accesses(self, regs: Registers) -> list[Access]:
+        """The compressed DRAM bytes read, the SRAM bytes written."""
+        region, off = spec.split_dram_address(self.dram)
+        out = []
+        if self.src_bytes:
+            out.append(Access(Space.of_region(region), off, off + self.src_bytes, False))
+        if self.dst_bytes:
+            out.append(Access(Space.SRAM, self.sram, self.sram + self.dst_bytes, True))
+        return out
+
+
 #: opcode -> command class.
 COMMAND_CLASSES: dict[int, type[Command]] = {
     c.SPEC.opcode: c for c in (DmaLoad, DmaStore, ConvCfg, ConvTile, PoolCfg, PoolTile, AddCfg,
-                               AddTile, End)
+                               AddTile, DmaLoadZ, End)
 }
 _WAIT_NAMES = ("wait_load", "wait_compute", "wait_store")
 

@@ -5,7 +5,7 @@ decoder and disassembler (:mod:`tcc_compiler.isa.codec`, :mod:`tcc_compiler.isa.
 command dataclasses (:mod:`tcc_compiler.isa.commands`, checked against the table at import) and
 the generated tables in ``specs/isa.md`` (``tools/gen_isa_doc.py``) are all driven by it.
 
-Encoding (format 2, "register-history" encoding, see specs/isa.md): every command is a control
+Encoding (format 3, "register-history" encoding, see specs/isa.md): every command is a control
 byte (:data:`CONTROL_BITS`: 4-bit opcode, 2-bit history slot, W and F flags), an optional 16-bit
 wait word (:data:`WAIT_WORD_BITS`), optional 2-bit field codes (:class:`FieldCode`) and one
 zigzag LEB128 delta per explicit field. The command parser keeps, per (opcode, slot), the last
@@ -219,6 +219,20 @@ DMA_STORE = _command("DMA_STORE", 0x2, Queue.STORE, _DMA_FIELDS,
                      "Copy SRAM -> DRAM with a two-level strided pattern: " + _DMA_DOC
                      + " The WEIGHTS region is read-only.")
 
+def _tensor_stride_fields(prefix: str, what: str) -> list[tuple]:
+    """The pixel and row stride fields of one strided tile operand (see :data:`_STRIDE_DOC`)."""
+    return [(f"{prefix}_px_stride", U16, f"{what}: bytes from one pixel to the next along W; "
+             "0 = packed (channels x element bytes)"),
+            (f"{prefix}_row_stride", U32, f"{what}: bytes from one row to the next; "
+             "0 = packed (width x pixel stride)")]
+
+
+_STRIDE_DOC = ("Each tile operand is a [rows, cols, channels] box at its SRAM address whose "
+               "pixels are px_stride bytes apart along W and whose rows are row_stride bytes "
+               "apart (0 = packed), so a tile can read or write a box of a whole NHWC tensor "
+               "resident in SRAM. A non-zero stride must be at least the packed one (operands "
+               "never overlap themselves).")
+
 CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
     ("kh", U8, "kernel height"),
     ("kw", U8, "kernel width"),
@@ -227,7 +241,9 @@ CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
     ("dh", U8, "dilation along H"),
     ("dw", U8, "dilation along W"),
     ("out_mode", U8, "0 = int8 requantized, 1 = int32 raw accumulator + bias"),
-    ("flags", U8, "bit0 = has_shortcut (fused residual add); other bits reserved 0", Display.HEX),
+    ("flags", U8, "bit0 = has_shortcut (fused residual add); bit1 = image mode (kw taps x "
+                  "cin_g channels of a row form one array input vector, needs one group and "
+                  "kw * cin_g <= array_in_channels); other bits reserved 0", Display.HEX),
     ("group", U16, "groups of the whole layer (informational; tiles hold whole groups)"),
     ("cin_g", U16, "input channels per group"),
     ("zp_in", I8, "input zero point (also the padding value)"),
@@ -254,9 +270,12 @@ CONV_TILE = _command("CONV_TILE", 0x4, Queue.COMPUTE, [
     ("pad_l", U8, "padding columns left"),
     ("pad_b", U8, "padding rows below"),
     ("pad_r", U8, "padding columns right"),
+    *_tensor_stride_fields("in", "input"),
+    *_tensor_stride_fields("out", "output"),
+    *_tensor_stride_fields("sc", "shortcut"),
 ], "Convolve one tile with the current CONV_CFG: acc = conv_accumulate(input padded with "
    "zp_in, weights, groups = in_c / cin_g); out_mode 0 -> conv_epilogue (requantize, optional "
-   "shortcut, clamp) to int8; out_mode 1 -> acc + bias as int32.")
+   "shortcut, clamp) to int8; out_mode 1 -> acc + bias as int32. " + _STRIDE_DOC)
 
 POOL_CFG = _command("POOL_CFG", 0x5, Queue.COMPUTE, [
     ("kind", U8, "0 = max, 1 = average"),
@@ -282,8 +301,10 @@ POOL_TILE = _command("POOL_TILE", 0x6, Queue.COMPUTE, [
     ("pad_l", U8, "padding columns left"),
     ("pad_b", U8, "padding rows below"),
     ("pad_r", U8, "padding columns right"),
+    *_tensor_stride_fields("in", "input"),
+    *_tensor_stride_fields("out", "output"),
 ], "Pool one tile with the current POOL_CFG: max pooling (pads hold -128) or average pooling "
-   "(pads contribute 0, divisor folded into mult/shift).")
+   "(pads contribute 0, divisor folded into mult/shift). " + _STRIDE_DOC)
 
 ADD_CFG = _command("ADD_CFG", 0x7, Queue.COMPUTE, [
     ("zp_a", I8, "zero point of input a"),
@@ -303,12 +324,22 @@ ADD_TILE = _command("ADD_TILE", 0x8, Queue.COMPUTE, [
     ("n", U32, "elements"),
 ], "Element-wise quantized add of n int8 elements with the current ADD_CFG.")
 
+DMA_LOAD_Z = _command("DMA_LOAD_Z", 0x9, Queue.LOAD, [
+    ("dram", U32, "DRAM address of the compressed block (region WEIGHTS)", Display.DRAM),
+    ("sram", U32, "SRAM byte address of the expanded block", Display.SRAM),
+    ("src_bytes", U32, "bytes of the raw DEFLATE stream read from DRAM"),
+    ("dst_bytes", U32, "bytes written to SRAM (the stream's exact expanded size)"),
+], "Load and expand one compressed weight or parameter block: read the raw DEFLATE stream "
+   "(RFC 1951, no zlib/gzip wrapper) at WEIGHTS [dram, dram + src_bytes) and write its output "
+   "contiguously to SRAM [sram, sram + dst_bytes). The stream must end exactly at its last "
+   "byte and expand to exactly dst_bytes bytes (specs/weights.md, Compression).")
+
 END = _command("END", 0xF, Queue.CONTROL, [],
                "End of program: waits until all queues have drained. Must be the last command.")
 
 #: The command set, in opcode order.
 COMMANDS: tuple[CommandSpec, ...] = (DMA_LOAD, DMA_STORE, CONV_CFG, CONV_TILE, POOL_CFG,
-                                     POOL_TILE, ADD_CFG, ADD_TILE, END)
+                                     POOL_TILE, ADD_CFG, ADD_TILE, DMA_LOAD_Z, END)
 #: opcode -> spec.
 BY_OPCODE: dict[int, CommandSpec] = {c.opcode: c for c in COMMANDS}
 #: mnemonic -> spec.
@@ -348,6 +379,7 @@ class FieldCode(enum.IntEnum):
 OUT_MODE_INT8 = 0
 OUT_MODE_INT32 = 1
 CONV_FLAG_SHORTCUT = 0x01
+CONV_FLAG_IMAGE = 0x02
 POOL_KIND_MAX = 0
 POOL_KIND_AVG = 1
 

@@ -26,18 +26,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tcc_compiler.binfmt.wcompress import BlockCompressor
 from tcc_compiler.binfmt.weightfile import LayerKind, WeightFileBuilder
 from tcc_compiler.errors import InternalError, ScheduleError, UnsupportedError
 from tcc_compiler.ir.graph import Graph, Node, Value
 from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
 from tcc_compiler.ir.shapes import npu_hwc
 from tcc_compiler.isa import commands as C
-from tcc_compiler.isa.spec import (PARAM_RECORD_BYTES, WAIT_MAX, WAIT_NONE, Queue, Region,
-                                   dram_address, pack_conv_params)
+from tcc_compiler.isa.spec import (CONV_FLAG_IMAGE, CONV_FLAG_SHORTCUT, PARAM_RECORD_BYTES,
+                                   WAIT_MAX, WAIT_NONE, Queue, Region, dram_address,
+                                   pack_conv_params)
 from tcc_compiler.quant.golden import weights_ohwi
 from tcc_compiler.quant.params import add_quant, conv_quant, pool_quant
 from tcc_compiler.schedule.memory import Buffer, align_up, plan_arena
-from tcc_compiler.schedule.tiling import ConvGeom, ConvPlan, plan_channels, plan_conv
+from tcc_compiler.schedule.tiling import (ConvGeom, Residency, plan_channels, plan_conv,
+                                          uses_image_mode)
 from tcc_compiler.target import Target
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,32 @@ class Tensor:
     def addr(self, extra: int = 0) -> int:
         """u32 DRAM address of byte ``extra`` of the tensor."""
         return dram_address(self.region, self.offset + extra)
+
+
+@dataclass
+class Resident:
+    """A whole NHWC tensor kept in the SRAM resident zone: byte offset, shape, element bytes.
+    Producers' compute writes it and consumers' compute reads boxes of it (strided operands),
+    with no DMA."""
+
+    sram: int
+    hwc: tuple[int, int, int]
+    elem_bytes: int = 1
+
+    @property
+    def nbytes(self) -> int:
+        """Size in bytes."""
+        h, w, c = self.hwc
+        return h * w * c * self.elem_bytes
+
+    def box(self, y0: int, x0: int, c0: int, cols: int, nch: int) -> dict:
+        """SRAM address and (pixel, row) strides of the box starting at (y0, x0, c0) with
+        ``cols`` columns and ``nch`` channels; a stride equal to the packed one is coded 0."""
+        _, w, c = self.hwc
+        eb = self.elem_bytes
+        px, row = c * eb, w * c * eb
+        return dict(addr=self.sram + ((y0 * w + x0) * c + c0) * eb,
+                    px=0 if px == nch * eb else px, row=0 if cols == w else row)
 
 
 @dataclass
@@ -209,9 +238,9 @@ class SramAllocator:
         lo, hi: the SRAM byte interval [lo, hi) the op's buffers cover.
     """
 
-    def __init__(self, size: int, align: int, from_top: bool = False):
-        self.size, self.align, self.top, self.from_top = size, align, 0, from_top
-        self.lo = self.hi = size if from_top else 0
+    def __init__(self, size: int, align: int, from_top: bool = False, base: int = 0):
+        self.size, self.align, self.top, self.from_top = size - base, align, 0, from_top
+        self.lo = self.hi = size if from_top else base
 
     def alloc(self, nbytes: int, what: str) -> int:
         """Reserve ``nbytes``; return the SRAM offset.
@@ -234,12 +263,17 @@ class SramAllocator:
 class Lowering:
     """Stateful lowering of one graph (see :func:`lower`)."""
 
-    def __init__(self, graph: Graph, target: Target, tool_version: str):
+    def __init__(self, graph: Graph, target: Target, tool_version: str, zone_bytes: int = 0,
+                 compressor: BlockCompressor | None = None):
         self.g = graph
         self.t = target
+        # SRAM [0, zone_bytes) holds resident tensors; tile buffers use [zone_bytes, sram)
+        self.zone_bytes = align_up(zone_bytes, target.sram_align_bytes)
+        self.res: dict[int, Resident] = {}
+        self.zone_used = 0   # bytes of the zone the resident tensors occupy (peak over time)
         self.tool_version = tool_version
         self.w = WaitTracker()
-        self.wf = WeightFileBuilder()
+        self.wf = WeightFileBuilder(compressor)  # None: weights stored raw
         self.tensors: dict[int, Tensor] = {}
         self.layers: list[LayerInfo] = []
         self.sram_peak = 0
@@ -293,12 +327,17 @@ class Lowering:
             eb = 4 if v.dtype == "int32" else 1
             h, w_, c = _hwc(v)
             bufs.append((v, Buffer(v.name, h * w_ * c * eb, i, last)))
+        resident = self._plan_resident(bufs)
+        bufs = [(v, b) for v, b in bufs if id(v) not in resident]
         arena = plan_arena([b for _, b in bufs], al)
         for v, b in bufs:
             self.tensors[id(v)] = Tensor(Region.ACT, b.offset, _hwc(v),
                                          4 if v.dtype == "int32" else 1)
         for n in npu_nodes:  # views alias their source
-            if n.op in VIEW_OPS:
+            if n.op in VIEW_OPS and id(self._root(n.inputs[0])) in self.res:
+                src_r = self.res[id(self._root(n.inputs[0]))]
+                self.res[id(n.output)] = Resident(src_r.sram, _hwc(n.output), src_r.elem_bytes)
+            elif n.op in VIEW_OPS:
                 src = self.tensors[id(self._root(n.inputs[0]))]
                 self.tensors[id(n.output)] = Tensor(src.region, src.offset, _hwc(n.output),
                                                     src.elem_bytes)
@@ -306,6 +345,31 @@ class Lowering:
         outs_io = [self._io(v, self.tensors[id(self._root(v))]) for v in uniq]
         in_bytes = align_up(self.tensors[id(inp)].nbytes, al)
         return arena, in_bytes, max(out_off, al), ins, outs_io
+
+    def _plan_resident(self, bufs: list[tuple[Value, Buffer]]) -> set[int]:
+        """Choose the tensors kept whole in the SRAM resident zone and place them there.
+
+        Greedy by DRAM bytes saved (one store plus one load per reader, the least a DRAM
+        round trip costs): a tensor joins when the liveness-planned zone (:func:`plan_arena`)
+        still fits ``zone_bytes``. Fills :attr:`res`; returns the ids of the chosen values.
+        """
+        if self.zone_bytes <= 0:
+            return set()
+        al = self.t.sram_align_bytes
+        cand = sorted(bufs, key=lambda vb: (-vb[1].size_bytes * (1 + len(self._readers(vb[0]))),
+                                            vb[1].first))
+        chosen: list[tuple[Value, Buffer]] = []
+        for v, b in cand:
+            if b.size_bytes > self.zone_bytes:
+                continue
+            trial = [Buffer(x.key, x.size_bytes, x.first, x.last) for _, x in chosen + [(v, b)]]
+            if plan_arena(trial, al) <= self.zone_bytes:
+                chosen.append((v, b))
+        placed = [Buffer(b.key, b.size_bytes, b.first, b.last) for _, b in chosen]
+        self.zone_used = plan_arena(placed, al)
+        for (v, _), pb in zip(chosen, placed):
+            self.res[id(v)] = Resident(pb.offset, _hwc(v), 4 if v.dtype == "int32" else 1)
+        return {id(v) for v, _ in chosen}
 
     def _root(self, v: Value) -> Value:
         while v.producer is not None and v.producer.op in VIEW_OPS:
@@ -353,11 +417,12 @@ class Lowering:
         """Start an op: its SRAM allocator (alternating ends) and its DRAM dependency."""
         self._freed = set()
         return SramAllocator(self.t.sram_bytes, self.t.sram_align_bytes,
-                             from_top=len(self.sram_hist) % 2 == 1)
+                             from_top=len(self.sram_hist) % 2 == 1, base=self.zone_bytes)
 
     def _end_op(self, sa: SramAllocator) -> None:
-        """Record the op's SRAM interval and its last compute and store commands."""
-        self.sram_peak = max(self.sram_peak, sa.top)
+        """Record the op's SRAM interval and its last compute and store commands; the op's
+        SRAM footprint counts the resident zone too."""
+        self.sram_peak = max(self.sram_peak, sa.top + self.zone_used)
         self.sram_hist.append((sa.lo, sa.hi, self.w.last(Queue.COMPUTE),
                                self.w.last(Queue.STORE)))
 
@@ -400,6 +465,19 @@ class Lowering:
                 return [comp, store]
         return []
 
+    def _load_block(self, deps: list, comment: str, slot: int, block, sram: int):
+        """Emit the load of one weight or parameter block (a :class:`wcompress.Block` placed in
+        the WEIGHTS region): DMA_LOAD_Z if it is compressed, else a plain DMA_LOAD. WEIGHTS is
+        read-only, so only SRAM dependencies apply. Returns the command's (queue, index)."""
+        addr = dram_address(Region.WEIGHTS, block.offset)
+        if block.compressed:
+            return self.w.emit(C.DmaLoadZ, deps, comment + " (deflate)", slot=slot, dram=addr,
+                               sram=sram, src_bytes=block.stored_bytes,
+                               dst_bytes=block.raw_bytes)
+        return self.w.emit(C.DmaLoad, deps, comment, slot=slot, dram=addr, sram=sram,
+                           run_bytes=block.raw_bytes, n1=1, n2=1, dram_stride1=0,
+                           dram_stride2=0, sram_stride1=0, sram_stride2=0)
+
     def _conv_geom(self, n: Node) -> ConvGeom:
         x, out = n.inputs[0], n.output
         h, w, c = _hwc(x)
@@ -415,19 +493,28 @@ class Lowering:
     def _conv(self, n: Node, info: LayerInfo) -> None:
         g = self._conv_geom(n)
         q = conv_quant(n)
-        plan = plan_conv(g, self.t, self.t.sram_bytes)
+        rin = self.res.get(id(n.inputs[0]))
+        rout = self.res.get(id(n.output))
+        rsc = self.res.get(id(n.input(3))) if g.has_shortcut else None
+        plan = plan_conv(g, self.t, self.t.sram_bytes - self.zone_bytes,
+                         Residency(rin is not None, rout is not None, rsc is not None))
+        image = uses_image_mode(g, self.t)
         wq = weights_ohwi(n) if n.op is Op.CONV else np.ascontiguousarray(
             n.inputs[1].const.transpose(0, 2, 3, 1))
         params = pack_conv_params(q.bias, q.mult, q.shift, q.sc_mult)
-        w_off, p_off = self.wf.add_layer(n.name, LayerKind.FC if n.op is Op.FC
-                                         else LayerKind.CONV, wq.tobytes(), params)
-        info.weight_bytes = wq.nbytes + len(params)
-        xin = self.tensors[id(n.inputs[0])]  # a view has its own NHWC dims
-        xout = self.tensors[id(n.output)]
-        xsc = self.tensors[id(n.input(3))] if g.has_shortcut else None
+        # one weight/param block per channel block of the plan (one DMA each)
+        blobs = self.wf.add_layer(n.name, LayerKind.FC if n.op is Op.FC else LayerKind.CONV,
+                                  wq.tobytes(), params, block_channels=min(plan.ocb, g.o))
+        info.weight_bytes = sum(bl.stored_bytes for bl in blobs.weight_blocks
+                                + blobs.param_blocks)   # DRAM bytes (compressed if so)
+        xin = self.tensors.get(id(n.inputs[0]))  # a view has its own NHWC dims
+        xout = self.tensors.get(id(n.output))
+        xsc = self.tensors.get(id(n.input(3))) if g.has_shortcut else None
         kw_bytes = g.kh * g.kw * g.cin_g
         cfg = dict(kh=g.kh, kw=g.kw, sh=g.sh, sw=g.sw, dh=g.dh, dw=g.dw,
-                   out_mode=1 if q.out_int32 else 0, flags=1 if g.has_shortcut else 0,
+                   out_mode=1 if q.out_int32 else 0,
+                   flags=(CONV_FLAG_SHORTCUT if g.has_shortcut else 0)
+                   | (CONV_FLAG_IMAGE if image else 0),
                    group=g.group, cin_g=g.cin_g, zp_in=q.zp_in, zp_out=q.zp_out,
                    zp_sc=q.zp_sc, act_lo=q.act_lo, act_hi=q.act_hi)
         label = f"{n.name} [{','.join(n.source)}]"
@@ -441,14 +528,16 @@ class Lowering:
         # SRAM buffers (max tile sizes)
         sa = self._begin_op()
         max_in = max(self._in_box(g, s, b)[6] for s in spatial for b in blocks)
-        in_slots = [sa.alloc(max_in, "input") for _ in range(2)]
+        in_slots = [sa.alloc(max_in, "input") for _ in range(2)] if rin is None else []
         nwb = 1 if len(blocks) == 1 else plan.wbufs
         w_slots = [sa.alloc(plan.ocb * kw_bytes, "weights") for _ in range(nwb)]
         p_slots = [sa.alloc(plan.ocb * PARAM_RECORD_BYTES, "params") for _ in range(nwb)]
         out_tile = plan.rows * plan.cols * plan.ocb
-        out_slots = [sa.alloc(out_tile * g.out_elem_bytes, "output") for _ in range(2)]
-        sc_slots = [sa.alloc(out_tile, "shortcut") for _ in range(2)] if g.has_shortcut else []
-        info.sram_bytes = sa.top
+        out_slots = ([sa.alloc(out_tile * g.out_elem_bytes, "output") for _ in range(2)]
+                     if rout is None else [])
+        sc_slots = ([sa.alloc(out_tile, "shortcut") for _ in range(2)]
+                    if g.has_shortcut and rsc is None else [])
+        info.sram_bytes = sa.top + self.zone_used
         w_bytes = plan.ocb * kw_bytes
         p_bytes = plan.ocb * PARAM_RECORD_BYTES
         out_bytes = out_tile * g.out_elem_bytes
@@ -470,19 +559,19 @@ class Lowering:
                 n_w += 1
                 key = ("w", w_slot)
                 deps = [last_read.get(key)] + self._free(w_slots[w_slot], w_bytes)
-                nb_w = (o1 - o0) * kw_bytes
-                self.w.emit(C.DmaLoad, deps, label + " weights", slot=SLOT_WEIGHTS,
-                            dram=dram_address(Region.WEIGHTS, w_off + o0 * kw_bytes),
-                            sram=w_slots[w_slot], run_bytes=nb_w, n1=1, n2=1, dram_stride1=0,
-                            dram_stride2=0, sram_stride1=0, sram_stride2=0)
-                last_write[key] = self.w.emit(
-                    C.DmaLoad, self._free(p_slots[w_slot], p_bytes), label + " params",
-                    slot=SLOT_PARAMS,
-                    dram=dram_address(Region.WEIGHTS, p_off + o0 * PARAM_RECORD_BYTES),
-                    sram=p_slots[w_slot], run_bytes=(o1 - o0) * PARAM_RECORD_BYTES, n1=1, n2=1,
-                    dram_stride1=0, dram_stride2=0, sram_stride1=0, sram_stride2=0)
+                k = o0 // min(plan.ocb, g.o)       # block index: blocks follow plan.ocb
+                self._load_block(deps, label + " weights", SLOT_WEIGHTS,
+                                 blobs.weight_blocks[k], w_slots[w_slot])
+                last_write[key] = self._load_block(
+                    self._free(p_slots[w_slot], p_bytes), label + " params", SLOT_PARAMS,
+                    blobs.param_blocks[k], p_slots[w_slot])
                 cur_w = b
-            if in_key != cur_in:
+            strides = {}
+            if rin is not None:  # read the box straight from the resident tensor
+                rb = rin.box(iy0, ix0, cc0, ix1 - ix0, cc1 - cc0)
+                in_addr = rb["addr"]
+                strides.update(in_px_stride=rb["px"], in_row_stride=rb["row"])
+            elif in_key != cur_in:
                 in_slot = n_in % 2
                 n_in += 1
                 key = ("in", in_slot)
@@ -491,29 +580,46 @@ class Lowering:
                     deps, label + " input",
                     **_dma_fields(xin, iy0, iy1, ix0, ix1, cc0, cc1, in_slots[in_slot]))
                 cur_in = in_key
+            if rin is None:
+                in_addr = in_slots[in_slot]
             slot = i % 2
             sc_dep = None
-            if g.has_shortcut:
+            sc_addr = 0
+            if rsc is not None:
+                rb = rsc.box(y0, x0, o0, x1 - x0, o1 - o0)
+                sc_addr = rb["addr"]
+                strides.update(sc_px_stride=rb["px"], sc_row_stride=rb["row"])
+            elif g.has_shortcut:
+                sc_addr = sc_slots[slot]
                 key = ("sc", slot)
                 sc_dep = self._load([last_read.get(key)] + self._free(sc_slots[slot], out_tile),
                                     label + " shortcut", slot=SLOT_SHORTCUT,
                                      **_dma_fields(xsc, y0, y1, x0, x1, o0, o1, sc_slots[slot]))
                 last_write[key] = sc_dep
-            deps = [last_write.get(("in", in_slot)), last_write.get(("w", w_slot)), sc_dep,
-                    last_store.get(slot)] + self._free(out_slots[slot], out_bytes)
+            deps = [last_write.get(("in", in_slot)) if rin is None else None,
+                    last_write.get(("w", w_slot)), sc_dep]
+            if rout is None:
+                out_addr = out_slots[slot]
+                deps += [last_store.get(slot)] + self._free(out_addr, out_bytes)
+            else:  # write the box straight into the resident tensor
+                rb = rout.box(y0, x0, o0, x1 - x0, o1 - o0)
+                out_addr = rb["addr"]
+                strides.update(out_px_stride=rb["px"], out_row_stride=rb["row"])
             comp = self.w.emit(
                 C.ConvTile, deps, label,
-                in_sram=in_slots[in_slot], w_sram=w_slots[w_slot], p_sram=p_slots[w_slot],
-                out_sram=out_slots[slot], sc_sram=sc_slots[slot] if g.has_shortcut else 0,
+                in_sram=in_addr, w_sram=w_slots[w_slot], p_sram=p_slots[w_slot],
+                out_sram=out_addr, sc_sram=sc_addr,
                 in_h=iy1 - iy0, in_w=ix1 - ix0, in_c=cc1 - cc0, oc=o1 - o0, out_h=y1 - y0,
-                out_w=x1 - x0, pad_t=pads[0], pad_l=pads[1], pad_b=pads[2], pad_r=pads[3])
+                out_w=x1 - x0, pad_t=pads[0], pad_l=pads[1], pad_b=pads[2], pad_r=pads[3],
+                **strides)
             last_read[("in", in_slot)] = comp
             last_read[("w", w_slot)] = comp
             if g.has_shortcut:
                 last_read[("sc", slot)] = comp
-            last_store[slot] = self._store(
-                [comp], label + " output",
-                **_dma_fields(xout, y0, y1, x0, x1, o0, o1, out_slots[slot]))
+            if rout is None:
+                last_store[slot] = self._store(
+                    [comp], label + " output",
+                    **_dma_fields(xout, y0, y1, x0, x1, o0, o1, out_slots[slot]))
             info.tiles += 1
         self._end_op(sa)
         info.macs = g.oh * g.ow * g.o * g.kh * g.kw * g.cin_g
@@ -542,41 +648,56 @@ class Lowering:
                 f"{n.op.value} '{n.name}': window {k} exceeds the NPU's 255 limit"])
         g = ConvGeom(h, w, c, oh, ow, c, k[0], k[1], s[0], s[1], 1, 1, pads, c,
                      has_weights=False)
-        plan = plan_conv(g, self.t, self.t.sram_bytes)
+        rin, rout = self.res.get(id(x)), self.res.get(id(n.output))
+        plan = plan_conv(g, self.t, self.t.sram_bytes - self.zone_bytes,
+                         Residency(rin is not None, rout is not None))
         p = pool_quant(n)
         label = f"{n.name} [{','.join(n.source)}]"
         self.w.emit(C.PoolCfg, [], label, kind=0 if n.op is Op.MAXPOOL else 1, kh=k[0],
                     kw=k[1], sh=s[0], sw=s[1], zp_in=p.zp_in, zp_out=p.zp_out, shift=p.shift,
                     mult=p.mult)
-        xin = self.tensors[id(x)]
-        xout = self.tensors[id(n.output)]
+        xin = self.tensors.get(id(x))
+        xout = self.tensors.get(id(n.output))
         spatial = [(y0, min(y0 + plan.rows, oh), x0, min(x0 + plan.cols, ow))
                    for y0 in range(0, oh, plan.rows) for x0 in range(0, ow, plan.cols)]
         blocks = [(o0, min(o0 + plan.ocb, c)) for o0 in range(0, c, plan.ocb)]
         sa = self._begin_op()
         max_in = max(self._in_box(g, sp, bl)[6] for sp in spatial for bl in blocks)
-        in_slots = [sa.alloc(max_in, "input") for _ in range(2)]
+        in_slots = [sa.alloc(max_in, "input") for _ in range(2)] if rin is None else []
         out_tile = plan.rows * plan.cols * plan.ocb
-        out_slots = [sa.alloc(out_tile, "output") for _ in range(2)]
-        info.sram_bytes = sa.top
+        out_slots = [sa.alloc(out_tile, "output") for _ in range(2)] if rout is None else []
+        info.sram_bytes = sa.top + self.zone_used
         last_read, last_store = {}, {}
         for i, (sp, bl) in enumerate((sp, bl) for sp in spatial for bl in blocks):
             y0, y1, x0, x1 = sp
             iy0, iy1, ix0, ix1, c0, c1, _, pd = self._in_box(g, sp, bl)
             slot = i % 2
-            ld = self._load([last_read.get(slot)] + self._free(in_slots[slot], max_in),
-                            label + " input",
-                             **_dma_fields(xin, iy0, iy1, ix0, ix1, c0, c1, in_slots[slot]))
-            comp = self.w.emit(C.PoolTile, [ld, last_store.get(slot)]
-                               + self._free(out_slots[slot], out_tile), label,
-                               in_sram=in_slots[slot], out_sram=out_slots[slot],
+            deps, strides = [], {}
+            if rin is None:
+                in_addr = in_slots[slot]
+                deps.append(self._load(
+                    [last_read.get(slot)] + self._free(in_addr, max_in), label + " input",
+                    **_dma_fields(xin, iy0, iy1, ix0, ix1, c0, c1, in_addr)))
+            else:  # read the box straight from the resident tensor
+                rb = rin.box(iy0, ix0, c0, ix1 - ix0, c1 - c0)
+                in_addr = rb["addr"]
+                strides.update(in_px_stride=rb["px"], in_row_stride=rb["row"])
+            if rout is None:
+                out_addr = out_slots[slot]
+                deps += [last_store.get(slot)] + self._free(out_addr, out_tile)
+            else:
+                rb = rout.box(y0, x0, bl[0], x1 - x0, bl[1] - bl[0])
+                out_addr = rb["addr"]
+                strides.update(out_px_stride=rb["px"], out_row_stride=rb["row"])
+            comp = self.w.emit(C.PoolTile, deps, label, in_sram=in_addr, out_sram=out_addr,
                                in_h=iy1 - iy0, in_w=ix1 - ix0, c=c1 - c0, out_h=y1 - y0,
                                out_w=x1 - x0, pad_t=pd[0], pad_l=pd[1], pad_b=pd[2],
-                               pad_r=pd[3])
+                               pad_r=pd[3], **strides)
             last_read[slot] = comp
-            last_store[slot] = self._store([comp], label + " output",
-                                           **_dma_fields(xout, y0, y1, x0, x1, bl[0], bl[1],
-                                                         out_slots[slot]))
+            if rout is None:
+                last_store[slot] = self._store([comp], label + " output",
+                                               **_dma_fields(xout, y0, y1, x0, x1, bl[0],
+                                                             bl[1], out_addr))
             info.tiles += 1
         self._end_op(sa)
         info.plan = (f"{plan.rows}x{plan.cols}x{plan.ocb} tiles, {len(spatial)} spatial x "
@@ -584,18 +705,21 @@ class Lowering:
 
     def _add(self, n: Node, info: LayerInfo) -> None:
         a, b = n.inputs[0], n.inputs[1]
-        ta, tb = self.tensors[id(a)], self.tensors[id(b)]
-        to = self.tensors[id(n.output)]
-        total = ta.nbytes
-        blk = plan_channels(3, total, self.t.sram_bytes)
+        ta, tb = self.tensors.get(id(a)), self.tensors.get(id(b))
+        to = self.tensors.get(id(n.output))
+        ra, rb_, ro = self.res.get(id(a)), self.res.get(id(b)), self.res.get(id(n.output))
+        total = (ta or ra).nbytes
+        n_bufs = sum(r is None for r in (ra, rb_, ro))
+        blk = plan_channels(max(n_bufs, 1), total, self.t.sram_bytes - self.zone_bytes)
         p = add_quant(n)
         label = f"{n.name} [{','.join(n.source)}]"
         self.w.emit(C.AddCfg, [], label, zp_a=p.zp_a, zp_b=p.zp_b, zp_out=p.zp_out,
                     act_lo=p.act_lo, act_hi=p.act_hi, shift=p.shift, mult_a=p.mult_a,
                     mult_b=p.mult_b)
         sa = self._begin_op()
-        sl = [[sa.alloc(blk, "add") for _ in range(3)] for _ in range(2)]
-        info.sram_bytes = sa.top
+        sl = [[sa.alloc(blk, "add") if r is None else -1 for r in (ra, rb_, ro)]
+              for _ in range(2)]
+        info.sram_bytes = sa.top + self.zone_used
         last_read, last_store = {}, {}
         for i, e0 in enumerate(range(0, total, blk)):
             e1 = min(total, e0 + blk)
@@ -603,29 +727,74 @@ class Lowering:
             sa_, sb_, so_ = sl[slot]
             flat = dict(n1=1, n2=1, dram_stride1=0, dram_stride2=0, sram_stride1=0,
                         sram_stride2=0, run_bytes=e1 - e0)
-            self._load([last_read.get(slot)] + self._free(sa_, blk), label + " a",
-                       dram=ta.addr(e0), sram=sa_, **flat)
-            ld = self._load(self._free(sb_, blk), label + " b", slot=SLOT_SHORTCUT,
-                            dram=tb.addr(e0), sram=sb_, **flat)
-            comp = self.w.emit(C.AddTile, [ld, last_store.get(slot)] + self._free(so_, blk),
-                               label, a_sram=sa_,
-                               b_sram=sb_, out_sram=so_, n=e1 - e0)
+            deps = []
+            if ra is None:  # a resident operand is read in place (flat chunks are contiguous)
+                deps.append(self._load([last_read.get(slot)] + self._free(sa_, blk),
+                                       label + " a", dram=ta.addr(e0), sram=sa_, **flat))
+            else:
+                sa_ = ra.sram + e0
+            if rb_ is None:
+                deps.append(self._load([last_read.get(slot)] + self._free(sb_, blk),
+                                       label + " b", slot=SLOT_SHORTCUT, dram=tb.addr(e0),
+                                       sram=sb_, **flat))
+            else:
+                sb_ = rb_.sram + e0
+            if ro is None:
+                deps += [last_store.get(slot)] + self._free(so_, blk)
+            else:
+                so_ = ro.sram + e0
+            comp = self.w.emit(C.AddTile, deps, label, a_sram=sa_, b_sram=sb_, out_sram=so_,
+                               n=e1 - e0)
             last_read[slot] = comp
-            last_store[slot] = self._store([comp], label + " output",
-                                           dram=to.addr(e0), sram=so_, **flat)
+            if ro is None:
+                last_store[slot] = self._store([comp], label + " output",
+                                               dram=to.addr(e0), sram=so_, **flat)
             info.tiles += 1
         self._end_op(sa)
         info.plan = f"{info.tiles} chunks of {blk} elements"
 
 
-def lower(graph: Graph, target: Target, tool_version: str) -> Program:
+#: Resident-zone sizes :func:`lower` tries, as fractions of the SRAM (0 = no residency).
+ZONE_FRACTIONS = (0.0, 0.25, 0.375, 0.5, 0.625, 0.75)
+
+
+def lower(graph: Graph, target: Target, tool_version: str,
+          zone_fractions: tuple[float, ...] = ZONE_FRACTIONS,
+          compress_weights: bool = False) -> Program:
     """Lower a quantized graph to an NPU :class:`Program`.
+
+    The SRAM is split into a resident zone (whole tensors kept on chip, see
+    :meth:`Lowering._plan_resident`) and the tile area; every zone size in ``zone_fractions``
+    (fractions of ``target.sram_bytes``, aligned) is lowered and the program with the lowest
+    replayed latency (:func:`tcc_compiler.schedule.cost.replay`) is kept, ties going to the
+    smaller zone. Zones that leave too little SRAM for some op's tiles are skipped.
+    ``compress_weights`` stores weights and parameters DEFLATE-compressed per channel block
+    (loaded by DMA_LOAD_Z, specs/weights.md); one memoising compressor serves all tries.
 
     Raises:
         ScheduleError: an op cannot be tiled into the target's SRAM.
         UnsupportedError: a tensor shape the NPU cannot hold.
     """
-    return Lowering(graph, target, tool_version).run()
+    from tcc_compiler.schedule.cost import replay
+
+    compressor = BlockCompressor() if compress_weights else None
+    best: tuple[int, Program] | None = None
+    for frac in sorted(set(zone_fractions)):
+        zone = int(target.sram_bytes * frac) // target.sram_align_bytes \
+            * target.sram_align_bytes
+        try:
+            prog = Lowering(graph, target, tool_version, zone, compressor).run()
+        except ScheduleError:
+            if zone == 0:
+                raise
+            log.debug("resident zone %d bytes leaves too little SRAM for tiles", zone)
+            continue
+        cycles = max((e for _, e in replay(prog.commands, target)), default=0)
+        log.debug("resident zone %d bytes: %d cycles", zone, cycles)
+        if best is None or cycles < best[0]:
+            best = (cycles, prog)
+    assert best is not None
+    return best[1]
 
 
 __all__ = ["Program", "LayerInfo", "IoTensor", "lower", "ScheduleError", "math"]

@@ -25,8 +25,9 @@ COLUMNS = ("name", "op", "source", "input_shape", "output_shape", "tiles", "tili
 
 
 def dram_bytes(cmds: list[C.Command]) -> tuple[int, int]:
-    """(bytes read from DRAM by DMA_LOAD, bytes written by DMA_STORE) of ``cmds``."""
-    rd = sum(c.total_bytes for c in cmds if isinstance(c, C.DmaLoad))
+    """(bytes read from DRAM by DMA_LOAD and DMA_LOAD_Z (compressed bytes), bytes written by
+    DMA_STORE) of ``cmds``."""
+    rd = sum(c.total_bytes for c in cmds if isinstance(c, (C.DmaLoad, C.DmaLoadZ)))
     wr = sum(c.total_bytes for c in cmds if isinstance(c, C.DmaStore))
     return rd, wr
 

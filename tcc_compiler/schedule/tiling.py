@@ -100,8 +100,30 @@ class ConvPlan:
     wbufs: int = 2
 
 
+@dataclass(frozen=True)
+class Residency:
+    """Which operands of an op live whole in SRAM (no tile buffer, no DMA): input, output,
+    shortcut."""
+
+    inp: bool = False
+    out: bool = False
+    sc: bool = False
+
+
+NO_RESIDENCY = Residency()
+
+
+def uses_image_mode(g: ConvGeom, t: Target) -> bool:
+    """True when the conv runs in image mode (CONV_CFG flags bit1): the target offers it, the
+    op has one group and ``kw * cin_g`` fits one array input vector, and it saves cycles
+    (``ceil(kw * cin_g / array_in) < kw * ceil(cin_g / array_in)``)."""
+    ai = t.array_in_channels
+    return (t.image_mode and g.has_weights and g.group == 1 and g.kw * g.cin_g <= ai
+            and math.ceil(g.kw * g.cin_g / ai) < g.kw * math.ceil(g.cin_g / ai))
+
+
 def _working_set(g: ConvGeom, rows: int, cols: int, ocb: int, nblocks: int, al: int,
-                 wbufs: int = 2) -> int:
+                 wbufs: int = 2, res: Residency = NO_RESIDENCY) -> int:
     c0, c1 = g.in_channels(0, ocb)
     # the largest input tile is an interior one: its halo is not clipped by the padding
     in_b = align_up(g.max_in_span(rows, "h") * g.max_in_span(cols, "w") * (c1 - c0), al)
@@ -111,7 +133,8 @@ def _working_set(g: ConvGeom, rows: int, cols: int, ocb: int, nblocks: int, al: 
     out_b = align_up(rows * cols * ocb * g.out_elem_bytes, al)
     sc_b = align_up(rows * cols * ocb, al) if g.has_shortcut else 0
     wbufs = 1 if nblocks == 1 else wbufs
-    return 2 * in_b + wbufs * w_b + 2 * out_b + 2 * sc_b
+    return (0 if res.inp else 2 * in_b) + wbufs * w_b + (0 if res.out else 2 * out_b) \
+        + (0 if res.sc else 2 * sc_b)
 
 
 def _candidates(n: int) -> list[int]:
@@ -124,8 +147,10 @@ def _candidates(n: int) -> list[int]:
     return out
 
 
-def plan_conv(g: ConvGeom, t: Target, sram_budget: int) -> ConvPlan:
-    """Pick the fastest tile shape that fits ``sram_budget`` bytes.
+def plan_conv(g: ConvGeom, t: Target, sram_budget: int,
+              res: Residency = NO_RESIDENCY) -> ConvPlan:
+    """Pick the fastest tile shape that fits ``sram_budget`` bytes. Operands resident in SRAM
+    (``res``) need no tile buffers and no DMA.
 
     Raises:
         ScheduleError: not even a 1x1-pixel, one-group tile fits.
@@ -145,25 +170,27 @@ def plan_conv(g: ConvGeom, t: Target, sram_budget: int) -> ConvPlan:
     if g.group == 1:  # fallbacks below the array width, for very small SRAMs
         blocks += [v for v in (32, 16, 8, 4, 2, 1) if v < min(blocks)]
     best = None
+    image = uses_image_mode(g, t)
     w_total = g.o * g.kh * g.kw * g.cin_g if g.has_weights else 0
     for ocb in blocks:
         nb = math.ceil(g.o / ocb)
         for rows in _candidates(g.oh):
             for cols in _candidates(g.ow):
                 wbufs = 2
-                need = _working_set(g, rows, cols, ocb, nb, al)
+                need = _working_set(g, rows, cols, ocb, nb, al, res=res)
                 if need > sram_budget and nb > 1:  # single-buffer the weights (no prefetch)
                     wbufs = 1
-                    need = _working_set(g, rows, cols, ocb, nb, al, wbufs=1)
+                    need = _working_set(g, rows, cols, ocb, nb, al, wbufs=1, res=res)
                 if need > sram_budget:
                     continue
                 ns = math.ceil(g.oh / rows) * math.ceil(g.ow / cols)
                 iy0, iy1, _, _ = g.in_rows(0, rows)
                 ix0, ix1, _, _ = g.in_cols(0, cols)
                 c0, c1 = g.in_channels(0, ocb)
-                in_tile = (iy1 - iy0) * (ix1 - ix0) * (c1 - c0)
+                in_tile = 0 if res.inp else (iy1 - iy0) * (ix1 - ix0) * (c1 - c0)
                 in_all = in_tile * ns * (nb if g.group == 1 else 1)
-                out_all = g.oh * g.ow * g.o * (g.out_elem_bytes + (1 if g.has_shortcut else 0))
+                out_all = g.oh * g.ow * g.o * ((0 if res.out else g.out_elem_bytes)
+                                               + (1 if g.has_shortcut and not res.sc else 0))
                 # spatial order reloads weights per spatial tile when nb > 1; channel order
                 # reloads the input per block.
                 sp_traffic = (in_tile * ns * (1 if g.group == 1 else nb)
@@ -171,7 +198,11 @@ def plan_conv(g: ConvGeom, t: Target, sram_budget: int) -> ConvPlan:
                 ch_traffic = in_all + w_total + out_all
                 order = "spatial" if sp_traffic <= ch_traffic else "channel"
                 traffic = min(sp_traffic, ch_traffic)
-                if g.group == 1:
+                if image:
+                    macs_cycles = (ns * nb * rows * cols * g.kh
+                                   * math.ceil(g.kw * g.cin_g / t.array_in_channels)
+                                   * math.ceil(ocb / t.array_out_channels))
+                elif g.group == 1:
                     per_px = (math.ceil(ocb / t.array_out_channels)
                               * math.ceil(g.cin_g / t.array_in_channels))
                     macs_cycles = ns * nb * rows * cols * g.kh * g.kw * per_px

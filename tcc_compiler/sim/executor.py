@@ -22,8 +22,9 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from tcc_compiler.binfmt.cmdfile import CmdFile
+from tcc_compiler.binfmt.wcompress import inflate_exact
 from tcc_compiler.binfmt.weightfile import WeightFile
-from tcc_compiler.errors import ExecutionError, InputError
+from tcc_compiler.errors import ExecutionError, FormatError, InputError
 from tcc_compiler.isa import spec
 from tcc_compiler.isa.codec import end_problem
 from tcc_compiler.isa.commands import (
@@ -31,17 +32,20 @@ from tcc_compiler.isa.commands import (
     Command,
     ConvTile,
     DmaLoad,
+    DmaLoadZ,
     DmaStore,
     End,
     PoolTile,
     Registers,
     Space,
+    box_strides,
 )
 from tcc_compiler.numerics import add_int8, avgpool_int8, conv_accumulate, conv_epilogue
 from tcc_compiler.numerics import SHIFT_MAX, maxpool_int8
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
 from tcc_compiler.sim.blas import blas_threads
 from tcc_compiler.sim.hazards import Ordering, ShadowMemory
+from tcc_compiler.target import load_target
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,18 @@ class ExecStats:
     commands: Counter = field(default_factory=Counter)
     bytes_per_queue: Counter = field(default_factory=Counter)
     macs: int = 0
+
+
+class _ByteBox:
+    """Write-only stand-in for a strided box of multi-byte elements: ``box[...] = y`` stores
+    ``y`` (little-endian, [h, w, c]) through the byte view ``raw`` ([h, w, c * itemsize])."""
+
+    def __init__(self, raw: np.ndarray, dtype):
+        self.raw, self.dtype = raw, np.dtype(dtype)
+
+    def __setitem__(self, key, y: np.ndarray) -> None:
+        y = np.ascontiguousarray(y, dtype=self.dtype.newbyteorder("<"))
+        self.raw[...] = y.view(np.uint8).reshape(self.raw.shape)
 
 
 class _Memory:
@@ -109,6 +125,8 @@ class Executor:
             of never-written memory visible).
         blas_threads: OpenBLAS threads while running (default 1, see :mod:`tcc_compiler.sim.blas`
             for the measurement behind it; None leaves numpy's setting alone).
+        array_in_channels: MAC-array input width that bounds image mode (CONV_CFG flags bit1:
+            ``kw * cin_g`` must fit it); None = the default target's.
 
     Attributes:
         stats: :class:`ExecStats` of the last run (None before the first).
@@ -118,7 +136,8 @@ class Executor:
     """
 
     def __init__(self, cmd: CmdFile, weights: WeightFile | None, sram_bytes: int,
-                 fill: int = 0, blas_threads: int | None = 1):
+                 fill: int = 0, blas_threads: int | None = 1,
+                 array_in_channels: int | None = None):
         if cmd.sram_bytes > sram_bytes:
             raise ExecutionError(f"{cmd.path}: program needs {cmd.sram_bytes} bytes of SRAM, "
                                  f"the target has {sram_bytes}")
@@ -127,10 +146,17 @@ class Executor:
         self.sram_bytes = sram_bytes
         self.fill = fill
         self.blas_threads = blas_threads
+        # image mode (CONV_CFG flags bit1) packs kw * cin_g values into one array input vector
+        self.array_in_channels = (array_in_channels if array_in_channels is not None
+                                  else load_target().array_in_channels)
         self.stats: ExecStats | None = None
         self._order_cache: Ordering | None = None
         self._handlers = {DmaLoad: self._dma, DmaStore: self._dma, ConvTile: self._conv_tile,
-                          PoolTile: self._pool_tile, AddTile: self._add_tile}
+                          PoolTile: self._pool_tile, AddTile: self._add_tile,
+                          DmaLoadZ: self._dma_z}
+        # (WEIGHTS offset, src_bytes, dst_bytes) -> expanded block; WEIGHTS is read-only, so a
+        # block decoded once stays valid for every later run of this executor
+        self._inflated: dict[tuple[int, int, int], np.ndarray] = {}
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -254,6 +280,25 @@ class Executor:
                                     f"SRAM (size {self._sram.size})")
         return self._sram.arr[addr:addr + nbytes]
 
+    def _sram_box(self, i: int, cmd: Command, what: str, addr: int, shape: tuple,
+                  px_stride: int, row_stride: int, dtype=np.int8) -> np.ndarray:
+        """Writable [h, w, c] view of a strided SRAM operand (strides in bytes, 0 = packed,
+        see :func:`~tcc_compiler.isa.commands.box_strides`), bounds-checked."""
+        h, w, c = shape
+        eb = np.dtype(dtype).itemsize
+        if not (px_stride or row_stride):
+            return self._sram_tensor(i, cmd, what, addr, shape, dtype)
+        try:
+            px, row = box_strides(w, c * eb, px_stride, row_stride)
+        except ExecutionError as exc:
+            raise self._err(i, cmd, f"{what}: {exc}") from None
+        end = addr + (h - 1) * row + (w - 1) * px + c * eb if h and w and c else addr
+        self._sram_view(i, cmd, what, addr, end - addr)
+        raw = as_strided(self._sram.arr[addr:], (h, w, c * eb), (row, px, 1))
+        if eb == 1:
+            return raw.view(dtype)
+        return _ByteBox(raw, dtype)
+
     def _sram_tensor(self, i, cmd, what, addr, shape, dtype=np.int8) -> np.ndarray:
         n = int(np.prod(shape)) * np.dtype(dtype).itemsize
         return self._sram_view(i, cmd, what, addr, n).view(dtype).reshape(shape)
@@ -299,6 +344,34 @@ class Executor:
                     dst_mem.arr[p:p + run] = src[a, b]
         stats.bytes_per_queue[cmd.queue.name] += cmd.total_bytes
 
+    def _dma_z(self, i: int, cmd: DmaLoadZ, stats: ExecStats) -> None:
+        """DMA_LOAD_Z: expand the raw DEFLATE stream WEIGHTS [off, off + src_bytes) into SRAM
+        [sram, sram + dst_bytes); the stream must decode to exactly dst_bytes and end exactly
+        at src_bytes (specs/weights.md)."""
+        region, off = spec.split_dram_address(cmd.dram)
+        if region is not spec.Region.WEIGHTS:
+            raise self._err(i, cmd, f"source region {region.name}: DMA_LOAD_Z reads only "
+                                    "WEIGHTS")
+        if cmd.src_bytes == 0 or cmd.dst_bytes == 0:
+            raise self._err(i, cmd, f"empty transfer (src_bytes={cmd.src_bytes}, "
+                                    f"dst_bytes={cmd.dst_bytes})")
+        mem = self._dram[region]
+        if off + cmd.src_bytes > mem.size:
+            raise self._err(i, cmd, f"dram range {off:#x}-{off + cmd.src_bytes:#x} outside "
+                                    f"region WEIGHTS (size {mem.size})")
+        dst = self._sram_view(i, cmd, "destination", cmd.sram, cmd.dst_bytes)
+        key = (off, cmd.src_bytes, cmd.dst_bytes)
+        block = self._inflated.get(key)
+        if block is None:
+            try:
+                raw = inflate_exact(bytes(mem.arr[off:off + cmd.src_bytes]), cmd.dst_bytes,
+                                    "compressed block")
+            except FormatError as exc:
+                raise self._err(i, cmd, str(exc)) from None
+            block = self._inflated[key] = np.frombuffer(raw, dtype=np.uint8)
+        dst[...] = block
+        stats.bytes_per_queue[cmd.queue.name] += cmd.src_bytes
+
     def _conv_tile(self, i: int, t: ConvTile, stats: ExecStats) -> None:
         cfg = self._regs.conv
         if cfg is None:
@@ -307,8 +380,13 @@ class Executor:
             raise self._err(i, t, "CONV_CFG has a zero kernel/stride/dilation/cin_g")
         if cfg.out_mode not in (spec.OUT_MODE_INT8, spec.OUT_MODE_INT32):
             raise self._err(i, t, f"CONV_CFG out_mode {cfg.out_mode} unknown")
-        if cfg.flags & ~spec.CONV_FLAG_SHORTCUT:
+        if cfg.flags & ~(spec.CONV_FLAG_SHORTCUT | spec.CONV_FLAG_IMAGE):
             raise self._err(i, t, f"CONV_CFG reserved flag bits set ({cfg.flags:#x})")
+        if cfg.flags & spec.CONV_FLAG_IMAGE and (
+                t.in_c != cfg.cin_g or cfg.kw * cfg.cin_g > self.array_in_channels):
+            raise self._err(i, t, f"image mode needs one group per tile and kw * cin_g <= "
+                                  f"{self.array_in_channels} (in_c {t.in_c}, cin_g {cfg.cin_g},"
+                                  f" kw {cfg.kw})")
         if cfg.has_shortcut and cfg.out_mode != spec.OUT_MODE_INT8:
             raise self._err(i, t, "shortcut needs out_mode 0 (int8)")
         if t.in_c == 0 or t.oc == 0 or t.in_c % cfg.cin_g:
@@ -322,7 +400,8 @@ class Executor:
         if oh < 1 or ow < 1 or (t.out_h, t.out_w) != (oh, ow):
             raise self._err(i, t, f"out_h x out_w = {t.out_h}x{t.out_w}, the padded tile "
                                   f"gives {oh}x{ow}")
-        x = self._sram_tensor(i, t, "input", t.in_sram, (t.in_h, t.in_w, t.in_c))
+        x = self._sram_box(i, t, "input", t.in_sram, (t.in_h, t.in_w, t.in_c), t.in_px_stride,
+                           t.in_row_stride)
         w = self._sram_tensor(i, t, "weights", t.w_sram, (t.oc, cfg.kh, cfg.kw, cfg.cin_g))
         p = self._sram_view(i, t, "params", t.p_sram, t.oc * spec.PARAM_RECORD_BYTES)
         p = spec.unpack_conv_params(p)
@@ -340,13 +419,15 @@ class Executor:
                 raise self._err(i, t, "parameter mult/sc_mult negative")
             sc = None
             if cfg.has_shortcut:
-                sc = self._sram_tensor(i, t, "shortcut", t.sc_sram, (oh, ow, t.oc))
+                sc = self._sram_box(i, t, "shortcut", t.sc_sram, (oh, ow, t.oc),
+                                    t.sc_px_stride, t.sc_row_stride)
                 read += sc.size
             y = conv_epilogue(acc, p["bias"], p["mult"], shift, cfg.zp_out, cfg.act_lo,
                               cfg.act_hi, sc, cfg.zp_sc, p["sc_mult"])
         else:
             y = conv_epilogue_int32(acc, p["bias"]).astype("<i4")
-        out = self._sram_tensor(i, t, "output", t.out_sram, (oh, ow, t.oc), y.dtype)
+        out = self._sram_box(i, t, "output", t.out_sram, (oh, ow, t.oc), t.out_px_stride,
+                             t.out_row_stride, y.dtype)
         out[...] = y
         stats.bytes_per_queue["COMPUTE"] += read + y.nbytes
         stats.macs += n_out * cfg.kh * cfg.kw * cfg.cin_g
@@ -362,7 +443,8 @@ class Executor:
         if oh < 1 or ow < 1 or (t.out_h, t.out_w) != (oh, ow):
             raise self._err(i, t, f"out_h x out_w = {t.out_h}x{t.out_w}, the padded tile "
                                   f"gives {oh}x{ow}")
-        x = self._sram_tensor(i, t, "input", t.in_sram, (t.in_h, t.in_w, t.c))
+        x = self._sram_box(i, t, "input", t.in_sram, (t.in_h, t.in_w, t.c), t.in_px_stride,
+                           t.in_row_stride)
         if cfg.kind == spec.POOL_KIND_MAX:
             y = maxpool_int8(x, (cfg.kh, cfg.kw), (cfg.sh, cfg.sw), t.pads)
         elif cfg.kind == spec.POOL_KIND_AVG:
@@ -372,7 +454,8 @@ class Executor:
                              cfg.mult, cfg.shift, cfg.zp_out)
         else:
             raise self._err(i, t, f"POOL_CFG kind {cfg.kind} unknown")
-        out = self._sram_tensor(i, t, "output", t.out_sram, (oh, ow, t.c))
+        out = self._sram_box(i, t, "output", t.out_sram, (oh, ow, t.c), t.out_px_stride,
+                             t.out_row_stride)
         out[...] = y
         stats.bytes_per_queue["COMPUTE"] += x.size + y.size
 

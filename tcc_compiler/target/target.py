@@ -33,6 +33,12 @@ class Target:
         dram_bandwidth_bytes_per_s: DRAM bandwidth (bytes/s).
         dma_setup_cycles: fixed cycles per DMA command.
         dram_align_bytes: DRAM buffer alignment (bytes).
+        decompress_bytes_per_cycle: output bytes per cycle of the weight decompressor that
+            DMA_LOAD_Z runs through (optional key ``memory.decompress_bytes_per_cycle``,
+            default 16).
+        image_mode: the MAC array accepts "image mode" convs (CONV_CFG flags bit1): the kw taps
+            x cin_g channels of one kernel row form one input vector when kw * cin_g <=
+            array_in_channels (optional key ``compute.image_mode``, default false).
         source: file the target was read from.
     """
 
@@ -48,6 +54,8 @@ class Target:
     dram_bandwidth_bytes_per_s: int
     dma_setup_cycles: int
     dram_align_bytes: int
+    decompress_bytes_per_cycle: int = 16
+    image_mode: bool = False
     source: str = ""
 
     @property
@@ -99,5 +107,13 @@ def load_target(name_or_path: str | None = None) -> Target:
     if values["macs_per_cycle"] != values["array_in_channels"] * values["array_out_channels"]:
         raise InputError(f"{path}: macs_per_cycle must equal array_in_channels x "
                          "array_out_channels")
+    image_mode = data.get("compute", {}).get("image_mode", False)
+    if not isinstance(image_mode, bool):
+        raise InputError(f"{path}: [compute] image_mode must be true or false")
+    dec = data.get("memory", {}).get("decompress_bytes_per_cycle", 16)
+    if not isinstance(dec, int) or isinstance(dec, bool) or dec <= 0:
+        raise InputError(f"{path}: [memory] decompress_bytes_per_cycle must be a positive "
+                         "integer")
+    values["decompress_bytes_per_cycle"] = dec
     name = data.get("target", {}).get("name", path.stem)
-    return Target(name=str(name), source=str(path), **values)
+    return Target(name=str(name), source=str(path), image_mode=image_mode, **values)

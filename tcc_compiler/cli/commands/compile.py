@@ -21,14 +21,18 @@ def add_arguments(p) -> None:
     p.add_argument("--calib-method", default="mse",
                    help="mse (default: range minimising quantization MSE) | minmax | "
                         "percentile | entropy (KL divergence, TensorRT style)")
-    p.add_argument("--percentile", type=float, default=99.99,
-                   help="percentile of --calib-method percentile (default 99.99)")
+    p.add_argument("--percentile", type=float, default=None,
+                   help="percentile of --calib-method percentile (default 99.99); an error "
+                        "with any other method")
     p.add_argument("--calib-table", default=None, metavar="FILE",
                    help="reuse the ranges of a calib_table.json (written into every output "
                         "folder; editable) instead of calibrating")
     p.add_argument("--bias-correction", action="store_true",
                    help="fold each layer's mean per-channel INT8 error on the calibration "
                         "inputs into its bias")
+    p.add_argument("--no-compress-weights", action="store_true",
+                   help="store weights and parameters raw (default: lossless DEFLATE per "
+                        "channel block, expanded by the NPU's DMA_LOAD_Z)")
     p.add_argument("--target", default=None, help="target name or .toml file (default tcc750x)")
     p.add_argument("--verify", action="store_true", help="verify the IR after every pass")
     p.add_argument("--time-passes", action="store_true",
@@ -51,14 +55,21 @@ def run(args) -> int:
     from tcc_compiler import api
     from tcc_compiler.passes.instruments import make_instruments
 
+    if args.percentile is not None and args.calib_method != "percentile":
+        from tcc_compiler.errors import InputError
+
+        raise InputError(f"--percentile applies to --calib-method percentile only (method is "
+                         f"{args.calib_method}); add --calib-method percentile")
     instruments = make_instruments(args.dump_ir, args.print_ir_before, args.print_ir_after)
     from tcc_compiler.cli.main import progress
 
     m = api.compile(args.model, args.input, calibration=args.calib, method=args.calib_method,
                     target=args.target, verify=args.verify, instruments=instruments,
                     progress=progress(args.quiet, "calibration"),
-                    percentile=args.percentile, calib_table=args.calib_table,
-                    bias_correction=args.bias_correction)
+                    percentile=99.99 if args.percentile is None else args.percentile,
+                    calib_table=args.calib_table,
+                    bias_correction=args.bias_correction,
+                    compress_weights=not args.no_compress_weights)
     m.save(args.output)
     r = m.report
     if args.time_passes or args.pass_stats:
@@ -69,11 +80,13 @@ def run(args) -> int:
     if args.json:
         print(json.dumps({k: r[k] for k in ("command_bytes", "weight_bytes", "macs",
                                             "estimated_cycles", "estimated_latency_ms",
-                                            "sram_bytes", "npu_ops")}))
+                                            "sram_bytes", "npu_ops", "weight_compression")}))
     else:
         ops = ", ".join(f"{v} {k}" for k, v in sorted(r["npu_ops"].items()))
+        wc = r["weight_compression"]
+        ratio = f" (weights {wc['ratio']:.3f} of raw)" if wc["compressed_layers"] else ""
         print(f"wrote {str(args.output).rstrip('/')}/: npu_cmd.bin {r['command_bytes']:,} B, "
-              f"quantized_network.bin {r['weight_bytes']:,} B; NPU ops: {ops}; "
+              f"quantized_network.bin {r['weight_bytes']:,} B{ratio}; NPU ops: {ops}; "
               f"{r['macs'] / 1e9:.2f} GMAC, estimated {r['estimated_latency_ms']:.2f} ms "
               f"on {r['target']}")
     return 0

@@ -17,10 +17,12 @@ def add_arguments(p) -> None:
     """Arguments of ``tccc inspect``."""
     p.add_argument("dir", help="compiled output folder")
     p.add_argument("--csv", metavar="FILE", help="also write the per-layer table as CSV")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary (binaries, layers, report) as one JSON object")
 
 
 def run(args) -> int:
-    """tccc inspect DIR [--csv FILE]"""
+    """tccc inspect DIR [--csv FILE] [--json]"""
     from tcc_compiler.schedule.report import format_table, to_csv
 
     from tcc_compiler.runtime import load_program
@@ -31,6 +33,9 @@ def run(args) -> int:
     raw_w = (d / "quantized_network.bin").read_bytes()
     cmd, wf = prog.cmd, prog.weights
     counts = Counter(c.name for c in cmd.commands)
+    if args.json:
+        print(json.dumps(summary_json(raw_c, raw_w, prog, counts, d), indent=1))
+        return 0
     print(f"npu_cmd.bin: {len(raw_c)} bytes, format {cmd.version_major}.{cmd.version_minor}, "
           f"crc32 {zlib.crc32(raw_c):#010x}; header {cmd.header_bytes} B, stream "
           f"{len(raw_c) - cmd.header_bytes} B (crc32 {cmd.stream_crc32:#010x}), "
@@ -39,14 +44,18 @@ def run(args) -> int:
           f"{cmd.input_bytes} B, OUTPUT {cmd.output_bytes} B")
     print(f"quantized_network.bin: {len(raw_w)} bytes, format {wf.version_major}."
           f"{wf.version_minor}, crc32 {zlib.crc32(raw_w):#010x}; data section {len(wf.data)} B "
-          f"(crc32 {wf.data_crc32:#010x}), {len(wf.layers)} layers")
+          f"(crc32 {wf.data_crc32:#010x}), {len(wf.layers)} layers; weights + params "
+          f"{wf.raw_bytes} B raw, {wf.stored_bytes} B stored (ratio {_ratio(wf):.4f})")
     report_path = d / "report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
     names = [r["name"] for r in report.get("layers", []) if r.get("weight_bytes")]
     for i, e in enumerate(wf.layers):
         name = names[i] if i < len(names) else f"#{e.name_hash:08x}"
-        print(f"  layer {i:3d} {e.kind.name:<4} weights {e.weights_bytes:>9} B @ "
-              f"{e.weights_offset:#010x}  params {e.params_bytes:>6} B  {name}")
+        z = "z" if e.flags else " "
+        print(f"  layer {i:3d} {e.kind.name:<4} weights {e.weights_raw_bytes:>9} -> "
+              f"{e.weights_bytes:>9} B @ {e.weights_offset:#010x}  params "
+              f"{e.params_raw_bytes:>6} -> {e.params_bytes:>6} B  {z} "
+              f"{e.stored_bytes / max(e.raw_bytes, 1):.3f}  {name}")
     if report:
         roof = report.get("roofline", {})
         print(f"estimated latency {report['estimated_latency_ms']:.3f} ms (documented cycle "
@@ -63,7 +72,43 @@ def run(args) -> int:
     return 0
 
 
+def _ratio(wf) -> float:
+    """Stored / raw bytes of a weight file's layers (1.0 when empty)."""
+    return wf.stored_bytes / wf.raw_bytes if wf.raw_bytes else 1.0
+
+
 def _clock(report: dict, roof: dict) -> int:
     """Clock in Hz implied by the report (cycles / latency), for cycle -> time conversion."""
     cyc, ms = report.get("estimated_cycles", 0), report.get("estimated_latency_ms", 0)
     return int(round(cyc / (ms * 1e-3))) if cyc and ms else 1_000_000_000
+
+
+def summary_json(raw_c: bytes, raw_w: bytes, prog, counts: Counter, d: Path) -> dict:
+    """``tccc inspect --json``: the figures of the text summary as one JSON object.
+
+    Sizes in bytes, CRC-32s as integers; ``layers`` lists the weight-file entries (kind,
+    weights/params stored and raw bytes, offset, compression); ``report`` is report.json as
+    written (null if absent).
+    """
+    cmd, wf = prog.cmd, prog.weights
+    report_path = d / "report.json"
+    return {
+        "npu_cmd.bin": {"bytes": len(raw_c), "crc32": zlib.crc32(raw_c),
+                        "format": f"{cmd.version_major}.{cmd.version_minor}",
+                        "header_bytes": cmd.header_bytes, "commands": len(cmd.commands),
+                        "command_counts": dict(counts), "sram_bytes": cmd.sram_bytes,
+                        "act_arena_bytes": cmd.act_arena_bytes,
+                        "input_bytes": cmd.input_bytes, "output_bytes": cmd.output_bytes},
+        "quantized_network.bin": {
+            "bytes": len(raw_w), "crc32": zlib.crc32(raw_w),
+            "format": f"{wf.version_major}.{wf.version_minor}", "data_bytes": len(wf.data),
+            "raw_bytes": wf.raw_bytes, "stored_bytes": wf.stored_bytes,
+            "ratio": round(_ratio(wf), 4),
+            "layers": [{"kind": e.kind.name, "weights_bytes": e.weights_bytes,
+                        "weights_raw_bytes": e.weights_raw_bytes,
+                        "weights_offset": e.weights_offset, "params_bytes": e.params_bytes,
+                        "params_raw_bytes": e.params_raw_bytes,
+                        "compressed": bool(e.flags), "block_channels": e.block_channels}
+                       for e in wf.layers]},
+        "report": json.loads(report_path.read_text()) if report_path.is_file() else None,
+    }
