@@ -8,6 +8,8 @@ usage, 1 for internal errors). ``assert`` is kept for internal invariants only.
 
 from __future__ import annotations
 
+import re
+
 
 class TccError(Exception):
     """Base class of every error tccc raises on purpose.
@@ -36,9 +38,31 @@ class UnsupportedError(TccError):
 
     def __init__(self, path: str, problems: list[str]):
         self.problems = list(problems)
-        listed = "; ".join(self.problems)
         nodes = sum(1 for p in self.problems if not p.startswith("("))  # "(...)" are notes
-        super().__init__(f"{path}: {nodes} unsupported node(s): {listed}")
+        super().__init__(f"{path}: {nodes} unsupported node(s): "
+                         + "; ".join(_group_problems(self.problems)))
+
+
+_PROBLEM = re.compile(r"^(\S+) ('[^']*'): (.*)$", re.S)
+
+
+def _group_problems(problems: list[str]) -> list[str]:
+    """Merge problems of the same op and reason into one entry, in first-seen order:
+    ``"Concat 'a': r", "Concat 'b': r"`` -> ``"Concat 'a', 'b': r"`` (so a model with 58
+    unsupported Concats gives one readable line, each node still named)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    out: list[tuple[str, str] | str] = []
+    for p in problems:
+        m = _PROBLEM.match(p)
+        if m is None:
+            out.append(p)
+            continue
+        key = (m.group(1), m.group(3))
+        if key not in groups:
+            groups[key] = []
+            out.append(key)
+        groups[key].append(m.group(2))
+    return [x if isinstance(x, str) else f"{x[0]} {', '.join(groups[x])}: {x[1]}" for x in out]
 
 
 class FormatError(TccError):

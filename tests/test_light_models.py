@@ -82,8 +82,15 @@ def test_refused_with_every_node_listed(name):
     assert listed == EXPECTED[name]
     expect = [n for n in model.graph.node if n.op_type in EXPECTED[name] and _must_refuse(n)]
     assert len(info.value.problems) == len(expect), info.value.problems
+    # one entry per (op, reason), naming every node: "Concat 'a', 'b': reason"
+    from tcc_compiler.errors import _group_problems
+    entries = _group_problems(info.value.problems)
+    assert msg.endswith(" unsupported node(s): " + "; ".join(entries))
     for n in expect:
-        assert f"{n.op_type} '{n.name or n.output[0]}'" in msg
+        name = f"'{n.name or n.output[0]}'"
+        assert any(e.startswith(n.op_type + " ") and name in e.split(": ")[0] for e in entries), name
+    reasons = [e.split(": ", 1)[1] for e in entries]
+    assert len(reasons) == len(set(reasons))
 
 
 def test_refusal_cli_one_line(tmp_path, capsys):
