@@ -14,7 +14,6 @@ import os
 import time
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -340,6 +339,9 @@ def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm
         "minimal_dram_bytes": min_dram,
         "mac_utilisation": round(perf_report.utilisation(macs, total_cycles, tgt), 4),
         "roofline": perf_report.roofline(macs, min_dram, tgt),
+        "capacity_bound": perf_report.capacity_bound(
+            [li.macs for li in program.layers], [li.weight_bytes for li in program.layers],
+            tgt, [li.name for li in program.layers]),
         "npu_ops": counts,
         "layers": layers,
         "passes": {"seconds": pm.stats.seconds, "fired": pm.stats.fired},

@@ -1,11 +1,14 @@
-"""Per-layer report helpers: roofline (hand-computed), DRAM byte sums, CSV, disasm sources."""
+"""Per-layer report helpers: roofline and capacity bound (hand-computed), DRAM byte sums, CSV, disasm sources."""
 
 from __future__ import annotations
 
 import csv
 import io
 
+import pytest
+
 from tcc_compiler.cli.commands.disasm import command_sources
+from tcc_compiler.errors import InternalError
 from tcc_compiler.isa import commands as C
 from tcc_compiler.schedule import report as R
 from tcc_compiler.target import load_target
@@ -44,3 +47,22 @@ def test_command_sources_follow_layer_ranges():
     rep = {"layers": [{"name": "x", "source": ["n1"], "commands": 2},
                       {"name": "y", "source": ["n2", "n3"], "commands": 1}]}
     assert command_sources(rep, 4) == ["x [n1]", "x [n1]", "y [n2,n3]", None]
+
+
+def test_capacity_bound_hand_computed():
+    t = load_target(None)        # S = 2 MiB = 2,097,152 B; 12.8 B/cycle; 2048 MAC/cycle
+    s = t.sram_bytes
+    macs = [2048 * 1000, 2048 * 100]   # 1000 + 100 MAC cycles
+    # weights needed only by the last layer: S + 128,000 B -> 10,000 cycles after it starts
+    # i=0: 0 + max(1100, 10000); i=1: 1000 + max(100, 10000) = 11000; i=2: 1100
+    b = R.capacity_bound(macs, [0, s + 128_000], t, ["a", "b"])
+    assert (b["cycles"], b["layer_index"], b["layer"]) == (11_000, 1, "b")
+    assert abs(b["latency_ms"] - 0.011) < 1e-12
+    # the same weights needed by the first layer: prefetch cannot overlap layer a's compute
+    b = R.capacity_bound(macs, [s + 128_000, 0], t)
+    assert (b["cycles"], b["layer_index"], b["layer"]) == (10_000, 0, None)
+    # weights that fit the SRAM: the MAC term (i = n)
+    b = R.capacity_bound(macs, [s // 2, s // 2], t, ["a", "b"])
+    assert (b["cycles"], b["layer_index"], b["layer"]) == (1100, 2, None)
+    with pytest.raises(InternalError):
+        R.capacity_bound(macs, [0], t)

@@ -6,9 +6,10 @@ ResNet-18 at 640x320, 960x520, from the zoo) prints: compile time (s, calibratio
 ``--calib`` bundled photos included), peak resident memory (MiB), command and weight binary
 sizes next to the vendor's published figures, estimated NPU latency (ms, from the documented
 cycle model of specs/target.md, NOT a measurement of the chip) with its ratio to the roofline
-bound, and DRAM traffic over the minimal traffic. Then the latency ratios between resolutions
-next to the vendor's. With ``--run`` it also times the reference executor and ONNX Runtime
-(float) per image.
+bound and to the SRAM-capacity bound (weights beyond the SRAM cannot be prefetched; see
+specs/target.md), and DRAM traffic over the minimal traffic. Then the latency ratios between
+resolutions next to the vendor's. With ``--run`` it also times the reference executor and ONNX
+Runtime (float) per image.
 
 Usage: python tools/bench.py [--models resnet50:224x224x3 resnet18:640x320x3 ...] [--run]
        [--images N] [--calib N] [--json FILE]
@@ -73,6 +74,9 @@ def bench_one(name: str, whc: str, n_images: int, workdir: Path, n_calib: int = 
         "estimated_latency_ms": round(r["estimated_latency_ms"], 3),
         "roofline_ms": round(r["roofline"]["latency_ms"], 3),
         "over_roofline": round(r["estimated_cycles"] / roof, 3) if roof else None,
+        "capacity_bound_ms": round(r["capacity_bound"]["latency_ms"], 3),
+        "over_capacity_bound": round(r["estimated_cycles"] / r["capacity_bound"]["cycles"], 3)
+        if r["capacity_bound"]["cycles"] else None,
         "dram_over_minimal": round((r["dram_read_bytes"] + r["dram_write_bytes"])
                                    / r["minimal_dram_bytes"], 3),
         "mac_utilisation": r["mac_utilisation"],
@@ -116,6 +120,7 @@ def format_result(r: dict) -> str:
             f"{vs('weight_mb')} (compression ratio {r.get('weight_ratio', 1.0):.3f}), "
             f"est. latency {r['estimated_latency_ms']:.2f} ms"
             f"{vs('latency_ms')} = {r['over_roofline']}x roofline {r['roofline_ms']:.2f} ms, "
+            f"{r['over_capacity_bound']}x capacity bound {r['capacity_bound_ms']:.2f} ms, "
             f"DRAM traffic {r['dram_over_minimal']}x minimal, MAC util "
             f"{r['mac_utilisation']:.2f}; compile {r['compile_s']} s (schedule+emit "
             f"{r['schedule_emit_s']} s), peak RSS {r['peak_rss_mib']} MiB")

@@ -19,7 +19,7 @@ from tcc_compiler.ir.graph import Graph, Value
 from tcc_compiler.ir.ops import (ActAttrs, Activation, ActKind, AxisAttrs, BatchNormAttrs,
                                  ConvAttrs, EltwiseAttrs, FcAttrs, NoAttrs, Op, PoolAttrs,
                                  RELU, ReshapeAttrs, TransposeAttrs)
-from tcc_compiler.ir.shapes import conv_out_hw, infer_shape
+from tcc_compiler.ir.shapes import infer_shape
 
 log = logging.getLogger(__name__)
 

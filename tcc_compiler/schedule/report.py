@@ -4,7 +4,9 @@ Figures come from the documented cycle model (:mod:`tcc_compiler.schedule.cost`,
 specs/target.md), not from the chip. The roofline bound is
 ``max(MACs / macs_per_cycle, minimal DRAM bytes / DRAM bytes per cycle)`` where the minimal DRAM
 traffic is what any schedule must move: the weight binary's data section (weights and
-parameters, read once), the network input (read once) and the outputs (written once).
+parameters, read once), the network input (read once) and the outputs (written once). The
+SRAM-capacity bound (:func:`capacity_bound`) adds that weights beyond the SRAM's size cannot be
+prefetched before the layers that need them start.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import csv
 import io
 import logging
 
+from tcc_compiler.errors import InternalError
 from tcc_compiler.isa import commands as C
 from tcc_compiler.target import Target
 
@@ -49,6 +52,52 @@ def roofline(macs: int, minimal_dram_bytes: int, t: Target) -> dict:
     return {"compute_cycles": int(round(comp)), "dram_cycles": int(round(mem)),
             "cycles": int(round(cyc)), "latency_ms": cyc / t.clock_hz * 1e3,
             "bound": "compute" if comp >= mem else "dram"}
+
+
+def capacity_bound(layer_macs: list[int], layer_weight_bytes: list[int], t: Target,
+                   names: list[str] | None = None) -> dict:
+    """The SRAM-capacity latency bound (specs/target.md, "Capacity bound").
+
+    With ``C_<i`` the MAC-array cycles of the layers before layer ``i`` at the peak rate,
+    ``C_>=i`` those of layer ``i`` and after, ``W_>=i`` the stored (DRAM, compressed if so)
+    weight and parameter bytes of layer ``i`` and after, ``S`` the SRAM bytes and ``bw`` the
+    DRAM bytes per cycle, any schedule takes at least
+    ``max_i C_<i + max(C_>=i, (W_>=i - S) / bw)`` cycles: layer i's compute cannot start before
+    ``C_<i`` (one in-order MAC array), at that instant at most ``S`` bytes of the weights still
+    needed are on chip (a stored block is never larger than its raw bytes), and the rest must
+    cross the DRAM link afterwards. ``i = n`` gives the MAC term of the roofline.
+
+    Args:
+        layer_macs: useful MACs per NPU layer, in execution order.
+        layer_weight_bytes: stored weight + parameter bytes per layer (same order).
+        names: optional layer names (for the limiting layer in the result).
+
+    Returns:
+        ``{"cycles", "latency_ms", "layer_index", "layer"}``: the bound and the layer ``i``
+        where it is reached (``layer_index == n`` / ``layer`` None: the MAC term).
+
+    Raises:
+        InternalError: the two lists differ in length.
+    """
+    if len(layer_macs) != len(layer_weight_bytes):
+        raise InternalError(f"capacity_bound: {len(layer_macs)} MAC counts but "
+                         f"{len(layer_weight_bytes)} weight byte counts")
+    n = len(layer_macs)
+    comp = [m / t.macs_per_cycle for m in layer_macs]
+    total_c = sum(comp)
+    w_after = float(sum(layer_weight_bytes))
+    c_before = 0.0
+    best, best_i = total_c, n
+    for i in range(n):
+        b = c_before + max(total_c - c_before, (w_after - t.sram_bytes)
+                           / t.dram_bytes_per_cycle)
+        if b > best + 1e-9:
+            best, best_i = b, i
+        c_before += comp[i]
+        w_after -= layer_weight_bytes[i]
+    return {"cycles": int(round(best)), "latency_ms": best / t.clock_hz * 1e3,
+            "layer_index": best_i,
+            "layer": names[best_i] if names is not None and best_i < n else None}
 
 
 def layer_dram(program, layer) -> dict:
