@@ -63,7 +63,7 @@ class FoldAffineIntoProducer(RewritePass):
         return None
 
     def rewrite(self, graph, m):
-        p = m["prod"]
+        p, aff = m["prod"], m["affine"]
         a, c = affine_params(aff)
         w = p.inputs[1].const.astype(np.float64)
         b = p.inputs[2].const.astype(np.float64)
@@ -85,7 +85,7 @@ class FoldAffineIntoResidual(FoldAffineIntoProducer):
     name = "fold-affine-into-residual"
 
     def check(self, graph, m):
-        p = m["prod"]
+        p, aff = m["prod"], m["affine"]
         if p.op is not Op.CONV or p.input(3) is None:
             return "producer is not a conv with a fused shortcut"
         if not single_use(graph, p.output):
@@ -98,7 +98,7 @@ class FoldAffineIntoResidual(FoldAffineIntoProducer):
         return None
 
     def rewrite(self, graph, m):
-        p = m["prod"]
+        p, aff = m["prod"], m["affine"]
         a, _ = affine_params(aff)
         old = p.input(4)
         scale = a * (old.const.astype(np.float64).reshape(-1) if old is not None else 1.0)
