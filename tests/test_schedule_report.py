@@ -1,4 +1,5 @@
-"""Per-layer report helpers: roofline and capacity bound (hand-computed), DRAM byte sums, CSV, disasm sources."""
+"""Per-layer report helpers: roofline and capacity bound (hand-computed), DRAM byte sums, CSV,
+disasm sources."""
 
 from __future__ import annotations
 

@@ -7,8 +7,10 @@ buffers are double-buffered; every command's wait fields are derived from the ex
 it touches (:class:`WaitTracker`), so DMA of tile i+1 overlaps compute of tile i.
 
 Ops are not separated by a barrier. Consecutive ops take their SRAM buffers from opposite ends
-of the SRAM (:class:`SramAllocator`), and the first command writing a buffer waits only for the
-compute and store of the latest earlier op whose buffers overlap it (:meth:`Lowering._free`).
+of the op's tile area (:class:`SramAllocator`; the area starts above the resident tensors live
+during the op and the op before it), and the first command writing a buffer, or a resident
+tensor, waits only for the compute and store of the latest earlier op whose buffers or resident
+tensors overlap it (:meth:`Lowering._free`).
 An activation load (input, shortcut, add operand) waits for the latest store whose DRAM byte
 extent overlaps its own (:meth:`Lowering._load`), so a layer's first tiles start as soon as
 the rows they read are stored, not when the whole previous layer has finished; weight and
@@ -267,10 +269,13 @@ class Lowering:
                  compressor: BlockCompressor | None = None):
         self.g = graph
         self.t = target
-        # SRAM [0, zone_bytes) holds resident tensors; tile buffers use [zone_bytes, sram)
+        # SRAM [0, zone_bytes) may hold resident tensors; an op's tile buffers use
+        # [base, sram) with base the end of the resident tensors live during the op
         self.zone_bytes = align_up(zone_bytes, target.sram_align_bytes)
         self.res: dict[int, Resident] = {}
         self.zone_used = 0   # bytes of the zone the resident tensors occupy (peak over time)
+        self.op_base: dict[int, int] = {}   # id(node) -> bytes of SRAM below its tile area
+        self.base = 0                       # op_base of the op being lowered
         self.tool_version = tool_version
         self.w = WaitTracker()
         self.wf = WeightFileBuilder(compressor)  # None: weights stored raw
@@ -278,7 +283,9 @@ class Lowering:
         self.layers: list[LayerInfo] = []
         self.sram_peak = 0
         # (lo, hi, last compute, last store) of every lowered op's SRAM buffers
-        self.sram_hist: list[tuple[int, int, tuple | None, tuple | None]] = []
+        # (SRAM intervals, last compute, last store) of every lowered op
+        self.sram_hist: list[tuple[list[tuple[int, int]], tuple | None, tuple | None]] = []
+        self.op_res: list[tuple[int, int]] = []   # resident intervals of the current op
         # per DRAM region: (lo, hi, store) byte extents written by the stores so far
         self.stored: dict[int, list[tuple[int, int, tuple]]] = {}
         self._freed: set[int] = set()        # buffers of the current op already waited for
@@ -328,6 +335,16 @@ class Lowering:
             h, w_, c = _hwc(v)
             bufs.append((v, Buffer(v.name, h * w_ * c * eb, i, last)))
         resident = self._plan_resident(bufs)
+        live = [(b.first, b.last, self.res[id(v)]) for v, b in bufs if id(v) in resident]
+        prev_top = 0
+        for i, n in enumerate(npu_nodes):  # the resident zone's top while op i runs
+            if n.op in VIEW_OPS:
+                continue
+            top = max((r.sram + r.nbytes for f, last, r in live if f <= i <= last), default=0)
+            # tile buffers also stay clear of the tensors live during the previous op, so that
+            # their loads (prefetched while that op computes) need not wait for it to finish
+            self.op_base[id(n)] = align_up(max(top, prev_top), self.t.sram_align_bytes)
+            prev_top = top
         bufs = [(v, b) for v, b in bufs if id(v) not in resident]
         arena = plan_arena([b for _, b in bufs], al)
         for v, b in bufs:
@@ -398,6 +415,11 @@ class Lowering:
                 continue
             first = len(self.w.cmds)
             info = LayerInfo(n.name, n.op.value, n.source, n.inputs[0].shape, n.output.shape)
+            self.base = self.op_base.get(id(n), 0)
+            # resident tensors the op reads or writes: SRAM it uses besides its tile buffers
+            self.op_res = [(r.sram, r.sram + r.nbytes) for r in
+                           (self.res.get(id(v)) for v in [*n.inputs, n.output] if v is not None)
+                           if r is not None]
             if n.op in (Op.CONV, Op.FC):
                 self._conv(n, info)
             elif n.op in (Op.MAXPOOL, Op.AVGPOOL, Op.GAP):
@@ -417,13 +439,14 @@ class Lowering:
         """Start an op: its SRAM allocator (alternating ends) and its DRAM dependency."""
         self._freed = set()
         return SramAllocator(self.t.sram_bytes, self.t.sram_align_bytes,
-                             from_top=len(self.sram_hist) % 2 == 1, base=self.zone_bytes)
+                             from_top=len(self.sram_hist) % 2 == 1, base=self.base)
 
     def _end_op(self, sa: SramAllocator) -> None:
-        """Record the op's SRAM interval and its last compute and store commands; the op's
-        SRAM footprint counts the resident zone too."""
-        self.sram_peak = max(self.sram_peak, sa.top + self.zone_used)
-        self.sram_hist.append((sa.lo, sa.hi, self.w.last(Queue.COMPUTE),
+        """Record the SRAM intervals the op used (tile buffers and the resident tensors it
+        read or wrote) and its last compute and store commands; the op's SRAM footprint counts
+        the resident zone below its tile area."""
+        self.sram_peak = max(self.sram_peak, sa.top + self.base)
+        self.sram_hist.append(([(sa.lo, sa.hi)] + self.op_res, self.w.last(Queue.COMPUTE),
                                self.w.last(Queue.STORE)))
 
     @staticmethod
@@ -460,8 +483,8 @@ class Lowering:
         if off in self._freed:
             return []
         self._freed.add(off)
-        for lo, hi, comp, store in reversed(self.sram_hist):
-            if lo < off + max(nbytes, 1) and off < hi:
+        for spans, comp, store in reversed(self.sram_hist):
+            if any(lo < off + max(nbytes, 1) and off < hi for lo, hi in spans):
                 return [comp, store]
         return []
 
@@ -496,7 +519,7 @@ class Lowering:
         rin = self.res.get(id(n.inputs[0]))
         rout = self.res.get(id(n.output))
         rsc = self.res.get(id(n.input(3))) if g.has_shortcut else None
-        plan = plan_conv(g, self.t, self.t.sram_bytes - self.zone_bytes,
+        plan = plan_conv(g, self.t, self.t.sram_bytes - self.base,
                          Residency(rin is not None, rout is not None, rsc is not None))
         image = uses_image_mode(g, self.t)
         wq = weights_ohwi(n) if n.op is Op.CONV else np.ascontiguousarray(
@@ -537,7 +560,7 @@ class Lowering:
                      if rout is None else [])
         sc_slots = ([sa.alloc(out_tile, "shortcut") for _ in range(2)]
                     if g.has_shortcut and rsc is None else [])
-        info.sram_bytes = sa.top + self.zone_used
+        info.sram_bytes = sa.top + self.base
         w_bytes = plan.ocb * kw_bytes
         p_bytes = plan.ocb * PARAM_RECORD_BYTES
         out_bytes = out_tile * g.out_elem_bytes
@@ -601,7 +624,8 @@ class Lowering:
             if rout is None:
                 out_addr = out_slots[slot]
                 deps += [last_store.get(slot)] + self._free(out_addr, out_bytes)
-            else:  # write the box straight into the resident tensor
+            else:  # write the box straight into the resident tensor (once its SRAM is free)
+                deps += self._free(rout.sram, rout.nbytes)
                 rb = rout.box(y0, x0, o0, x1 - x0, o1 - o0)
                 out_addr = rb["addr"]
                 strides.update(out_px_stride=rb["px"], out_row_stride=rb["row"])
@@ -649,7 +673,7 @@ class Lowering:
         g = ConvGeom(h, w, c, oh, ow, c, k[0], k[1], s[0], s[1], 1, 1, pads, c,
                      has_weights=False)
         rin, rout = self.res.get(id(x)), self.res.get(id(n.output))
-        plan = plan_conv(g, self.t, self.t.sram_bytes - self.zone_bytes,
+        plan = plan_conv(g, self.t, self.t.sram_bytes - self.base,
                          Residency(rin is not None, rout is not None))
         p = pool_quant(n)
         label = f"{n.name} [{','.join(n.source)}]"
@@ -666,7 +690,7 @@ class Lowering:
         in_slots = [sa.alloc(max_in, "input") for _ in range(2)] if rin is None else []
         out_tile = plan.rows * plan.cols * plan.ocb
         out_slots = [sa.alloc(out_tile, "output") for _ in range(2)] if rout is None else []
-        info.sram_bytes = sa.top + self.zone_used
+        info.sram_bytes = sa.top + self.base
         last_read, last_store = {}, {}
         for i, (sp, bl) in enumerate((sp, bl) for sp in spatial for bl in blocks):
             y0, y1, x0, x1 = sp
@@ -686,6 +710,7 @@ class Lowering:
                 out_addr = out_slots[slot]
                 deps += [last_store.get(slot)] + self._free(out_addr, out_tile)
             else:
+                deps += self._free(rout.sram, rout.nbytes)
                 rb = rout.box(y0, x0, bl[0], x1 - x0, bl[1] - bl[0])
                 out_addr = rb["addr"]
                 strides.update(out_px_stride=rb["px"], out_row_stride=rb["row"])
@@ -710,7 +735,7 @@ class Lowering:
         ra, rb_, ro = self.res.get(id(a)), self.res.get(id(b)), self.res.get(id(n.output))
         total = (ta or ra).nbytes
         n_bufs = sum(r is None for r in (ra, rb_, ro))
-        blk = plan_channels(max(n_bufs, 1), total, self.t.sram_bytes - self.zone_bytes)
+        blk = plan_channels(max(n_bufs, 1), total, self.t.sram_bytes - self.base)
         p = add_quant(n)
         label = f"{n.name} [{','.join(n.source)}]"
         self.w.emit(C.AddCfg, [], label, zp_a=p.zp_a, zp_b=p.zp_b, zp_out=p.zp_out,
@@ -719,7 +744,7 @@ class Lowering:
         sa = self._begin_op()
         sl = [[sa.alloc(blk, "add") if r is None else -1 for r in (ra, rb_, ro)]
               for _ in range(2)]
-        info.sram_bytes = sa.top + self.zone_used
+        info.sram_bytes = sa.top + self.base
         last_read, last_store = {}, {}
         for i, e0 in enumerate(range(0, total, blk)):
             e1 = min(total, e0 + blk)
@@ -742,6 +767,7 @@ class Lowering:
             if ro is None:
                 deps += [last_store.get(slot)] + self._free(so_, blk)
             else:
+                deps += self._free(ro.sram, ro.nbytes)
                 so_ = ro.sram + e0
             comp = self.w.emit(C.AddTile, deps, label, a_sram=sa_, b_sram=sb_, out_sram=so_,
                                n=e1 - e0)
@@ -755,7 +781,7 @@ class Lowering:
 
 
 #: Resident-zone sizes :func:`lower` tries, as fractions of the SRAM (0 = no residency).
-ZONE_FRACTIONS = (0.0, 0.25, 0.375, 0.5, 0.625, 0.75)
+ZONE_FRACTIONS = (0.0, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
 
 
 def lower(graph: Graph, target: Target, tool_version: str,
@@ -763,8 +789,10 @@ def lower(graph: Graph, target: Target, tool_version: str,
           compress_weights: bool = False) -> Program:
     """Lower a quantized graph to an NPU :class:`Program`.
 
-    The SRAM is split into a resident zone (whole tensors kept on chip, see
-    :meth:`Lowering._plan_resident`) and the tile area; every zone size in ``zone_fractions``
+    The SRAM holds a resident zone (whole tensors kept on chip, see
+    :meth:`Lowering._plan_resident`) below each op's tile area, which starts at the top of the
+    resident tensors live during the op and the op before it; every zone size (the cap of the
+    resident set) in ``zone_fractions``
     (fractions of ``target.sram_bytes``, aligned) is lowered and the program with the lowest
     replayed latency (:func:`tcc_compiler.schedule.cost.replay`) is kept, ties going to the
     smaller zone. Zones that leave too little SRAM for some op's tiles are skipped.

@@ -218,6 +218,11 @@ def plan_conv(g: ConvGeom, t: Target, sram_budget: int,
                           + ntiles * (t.compute_setup_cycles + 3 * t.dma_setup_cycles))
                 if wbufs == 1:  # weight loads no longer overlap compute
                     est += int(w_total * (ns if order == "spatial" else 1) / bw)
+                if 2 * need > sram_budget:
+                    # the buffers overlap the neighbouring ops' (taken from the other end of
+                    # the SRAM): the first tile's loads wait for the previous op's last
+                    # compute instead of overlapping it
+                    est += int((in_tile + w_total / nb) / bw)
                 key = (est, ntiles)
                 if best is None or key < best[0]:
                     best = (key, ConvPlan(rows, cols, ocb, order, need, est, wbufs))

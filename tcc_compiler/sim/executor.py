@@ -44,7 +44,7 @@ from tcc_compiler.numerics import add_int8, avgpool_int8, conv_accumulate, conv_
 from tcc_compiler.numerics import SHIFT_MAX, maxpool_int8
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
 from tcc_compiler.sim.blas import blas_threads
-from tcc_compiler.sim.hazards import Ordering, ShadowMemory
+from tcc_compiler.sim.hazards import HazardError, Ordering, ShadowMemory
 from tcc_compiler.target import load_target
 
 log = logging.getLogger(__name__)
@@ -224,14 +224,21 @@ class Executor:
                 order = ordering.random_order(seed)
             shadow = ShadowMemory(ordering, self._sizes())
         with blas_threads(self.blas_threads):
-            for i in order:
+            for pos, i in enumerate(order):
                 cmd = cmds[i]
                 stats.commands[cmd.name] += 1
                 if shadow is not None:
                     shadow.record(i, cmd, self._accesses(i, cmd))
                 handler = self._handlers.get(type(cmd))
                 if handler is not None:
-                    self._dispatch(handler, i, cmd, stats)
+                    try:
+                        self._dispatch(handler, i, cmd, stats)
+                    except HazardError:
+                        raise
+                    except ExecutionError:
+                        if shadow is not None:  # garbage read through a race: name the race
+                            self._raise_later_hazard(shadow, cmds, list(order)[pos + 1:])
+                        raise
                 elif isinstance(cmd, End):
                     break
                 else:
@@ -241,6 +248,24 @@ class Executor:
         return bytes(self._dram[spec.Region.OUTPUT].buf), stats
 
     # -- run-loop helpers ----------------------------------------------------------------------
+
+    def _raise_later_hazard(self, shadow: ShadowMemory, cmds, rest: list[int]) -> None:
+        """Record the accesses of the commands ``rest`` (not executed) after a command failed
+        on the bytes it read; raise the first :class:`HazardError` found, as a racing write
+        (not yet run in this order) explains garbage a command read. Returns when none is
+        found (the caller re-raises the original error)."""
+        for j in rest:
+            cmd = cmds[j]
+            try:
+                if self._handlers.get(type(cmd)) is None:
+                    if isinstance(cmd, End):
+                        return
+                    self._regs.update(cmd)
+                shadow.record(j, cmd, self._accesses(j, cmd))
+            except HazardError:
+                raise
+            except ExecutionError:
+                return
 
     def _ordering(self) -> Ordering:
         """The stream's happens-before relation (computed once, reused across runs)."""
