@@ -80,6 +80,8 @@ def bench_one(name: str, whc: str, n_images: int, workdir: Path, n_calib: int = 
         "dram_over_minimal": round((r["dram_read_bytes"] + r["dram_write_bytes"])
                                    / r["minimal_dram_bytes"], 3),
         "mac_utilisation": r["mac_utilisation"],
+        # ops run in cascaded chains (schedule/cascade.py): their "tiling" starts "cascade"
+        "cascaded_ops": sum(li["tiling"].startswith("cascade") for li in r["layers"]),
     }
     vendor = VENDOR.get((name, whc))
     res["vendor"] = None if vendor is None else {
@@ -121,7 +123,8 @@ def format_result(r: dict) -> str:
             f"est. latency {r['estimated_latency_ms']:.2f} ms"
             f"{vs('latency_ms')} = {r['over_roofline']}x roofline {r['roofline_ms']:.2f} ms, "
             f"{r['over_capacity_bound']}x capacity bound {r['capacity_bound_ms']:.2f} ms, "
-            f"DRAM traffic {r['dram_over_minimal']}x minimal, MAC util "
+            f"DRAM traffic {r['dram_over_minimal']}x minimal ({r['cascaded_ops']} ops "
+            f"cascaded), MAC util "
             f"{r['mac_utilisation']:.2f}; compile {r['compile_s']} s (schedule+emit "
             f"{r['schedule_emit_s']} s), peak RSS {r['peak_rss_mib']} MiB")
     if "sim_ms_per_image" in r:

@@ -18,6 +18,10 @@ parameter loads read the read-only WEIGHTS region and need no such wait, so the 
 weights stream in while the current layer computes. DRAM write-after-read is ordered by the
 queues: a layer's first store follows its first compute, which waits for a load that the
 in-order LOAD queue runs after every earlier layer's loads.
+
+Chains of ops whose intermediates do not fit whole are cascaded (schedule/cascade.py,
+:meth:`Lowering._cascade`): emitted together at the place of their last op, band by band,
+the intermediate bands kept in SRAM.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from tcc_compiler.isa.spec import (CONV_FLAG_IMAGE, CONV_FLAG_SHORTCUT, PARAM_RE
                                    pack_conv_params)
 from tcc_compiler.quant.golden import weights_ohwi
 from tcc_compiler.quant.params import add_quant, conv_quant, pool_quant
+from tcc_compiler.schedule.cascade import Chain, find_chains, plan_chain
 from tcc_compiler.schedule.memory import Buffer, align_up, plan_arena
 from tcc_compiler.schedule.tiling import (ConvGeom, Residency, plan_channels, plan_conv,
                                           uses_image_mode)
@@ -104,6 +109,8 @@ class LayerInfo:
         tiles: compute tiles. macs: multiply-accumulates. plan: tile shape description.
         first_cmd, end_cmd: command index range [first, end). weight_bytes: weights + params.
         sram_bytes: SRAM the op's buffers use.
+        cmds: indices of the op's own commands when they interleave with other ops' (a
+            cascaded chain, schedule/cascade.py); None when they are [first_cmd, end_cmd).
     """
 
     name: str
@@ -118,6 +125,7 @@ class LayerInfo:
     end_cmd: int = 0
     weight_bytes: int = 0
     sram_bytes: int = 0
+    cmds: list[int] | None = None
 
 
 @dataclass
@@ -266,8 +274,11 @@ class Lowering:
     """Stateful lowering of one graph (see :func:`lower`)."""
 
     def __init__(self, graph: Graph, target: Target, tool_version: str, zone_bytes: int = 0,
-                 compressor: BlockCompressor | None = None):
+                 compressor: BlockCompressor | None = None, cascade: bool = False):
         self.g = graph
+        self.cascade = cascade   # cascade chains of ops (schedule/cascade.py) where it pays
+        self.chains: dict[int, Chain] = {}   # id(last node of a cascaded chain) -> chain
+        self.chained: set[int] = set()       # ids of the other nodes of cascaded chains
         self.t = target
         # SRAM [0, zone_bytes) may hold resident tensors; an op's tile buffers use
         # [base, sram) with base the end of the resident tensors live during the op
@@ -319,32 +330,24 @@ class Lowering:
             t = Tensor(Region.OUTPUT, out_off, _hwc(root), eb)
             out_roots[id(root)] = t
             out_off = align_up(out_off + t.nbytes, al)
-        step = {id(n): i for i, n in enumerate(npu_nodes)}
-        bufs = []
-        for i, n in enumerate(npu_nodes):
-            if n.op in VIEW_OPS:
-                continue
-            v = n.output
-            if id(v) in out_roots:
-                self.tensors[id(v)] = out_roots[id(v)]
-                continue
-            last = i
-            for user in self._readers(v):
-                last = max(last, step.get(id(user), len(npu_nodes)))
-            eb = 4 if v.dtype == "int32" else 1
-            h, w_, c = _hwc(v)
-            bufs.append((v, Buffer(v.name, h * w_ * c * eb, i, last)))
-        resident = self._plan_resident(bufs)
-        live = [(b.first, b.last, self.res[id(v)]) for v, b in bufs if id(v) in resident]
-        prev_top = 0
-        for i, n in enumerate(npu_nodes):  # the resident zone's top while op i runs
-            if n.op in VIEW_OPS:
-                continue
-            top = max((r.sram + r.nbytes for f, last, r in live if f <= i <= last), default=0)
-            # tile buffers also stay clear of the tensors live during the previous op, so that
-            # their loads (prefetched while that op computes) need not wait for it to finish
-            self.op_base[id(n)] = align_up(max(top, prev_top), self.t.sram_align_bytes)
-            prev_top = top
+        bufs, resident = self._plan_buffers(npu_nodes, out_roots, [])
+        if self.cascade:
+            chains = self._choose_chains(npu_nodes, out_roots)
+            for _ in range(4):  # re-plan with the chains; drop those that no longer fit
+                if not chains:
+                    break
+                bufs, resident = self._plan_buffers(npu_nodes, out_roots, chains)
+                fits = [c for c in chains if self._plan_chain(c)]
+                if len(fits) == len(chains):
+                    break
+                chains = fits
+            else:
+                chains = []
+            if not chains:
+                bufs, resident = self._plan_buffers(npu_nodes, out_roots, [])
+            for c in chains:
+                self.chains[id(c.nodes[-1])] = c
+                self.chained.update(id(m) for m in c.inner())
         bufs = [(v, b) for v, b in bufs if id(v) not in resident]
         arena = plan_arena([b for _, b in bufs], al)
         for v, b in bufs:
@@ -362,6 +365,77 @@ class Lowering:
         outs_io = [self._io(v, self.tensors[id(self._root(v))]) for v in uniq]
         in_bytes = align_up(self.tensors[id(inp)].nbytes, al)
         return arena, in_bytes, max(out_off, al), ins, outs_io
+
+    def _plan_buffers(self, npu_nodes: list[Node], out_roots: dict, chains: list[Chain]):
+        """DRAM buffers of the activations by liveness, the resident set and every op's tile
+        area base (:attr:`op_base`), with ``chains`` cascaded: their intermediates get no
+        buffer and all their ops run at the step of their last op.
+
+        Returns:
+            (bufs, resident): the (value, :class:`Buffer`) pairs of every non-output tensor
+            and the ids of the values kept resident.
+        """
+        step = {id(n): i for i, n in enumerate(npu_nodes)}
+        inter: set[int] = set()
+        for c in chains:
+            for m in c.inner():
+                step[id(m)] = step[id(c.nodes[-1])]
+                inter.add(id(m.output))
+        skip = {id(m) for c in chains for m in c.inner()}
+        bufs = []
+        for i, n in enumerate(npu_nodes):
+            if n.op in VIEW_OPS or id(n.output) in inter:
+                continue
+            v = n.output
+            if id(v) in out_roots:
+                self.tensors[id(v)] = out_roots[id(v)]
+                continue
+            last = i
+            for user in self._readers(v):
+                last = max(last, step.get(id(user), len(npu_nodes)))
+            eb = 4 if v.dtype == "int32" else 1
+            h, w_, c = _hwc(v)
+            bufs.append((v, Buffer(v.name, h * w_ * c * eb, i, last)))
+        self.res = {}
+        resident = self._plan_resident(bufs)
+        live = [(b.first, b.last, self.res[id(v)]) for v, b in bufs if id(v) in resident]
+        prev_top = 0
+        self.op_base = {}
+        for i, n in enumerate(npu_nodes):  # the resident zone's top while op i runs
+            if n.op in VIEW_OPS or id(n) in skip:
+                continue
+            top = max((r.sram + r.nbytes for f, last, r in live if f <= i <= last), default=0)
+            # tile buffers also stay clear of the tensors live during the previous op, so that
+            # their loads (prefetched while that op computes) need not wait for it to finish
+            self.op_base[id(n)] = align_up(max(top, prev_top), self.t.sram_align_bytes)
+            prev_top = top
+        return bufs, resident
+
+    def _chain_geom(self, n: Node) -> ConvGeom:
+        return self._conv_geom(n) if n.op is Op.CONV else self._pool_geom(n)[0]
+
+    def _chain_residency(self, c: Chain) -> Residency:
+        last = c.nodes[-1]
+        sc = last.input(3) if last.op is Op.CONV else None
+        return Residency(id(c.nodes[0].inputs[0]) in self.res, id(last.output) in self.res,
+                         sc is not None and c.side is None and id(sc) in self.res)
+
+    def _plan_chain(self, c: Chain) -> bool:
+        """Plan ``c``'s bands in the SRAM above its tile-area base; True if it fits and is
+        estimated faster than its ops one by one (:func:`cascade.plan_chain`)."""
+        base = self.op_base.get(id(c.nodes[-1]), 0)
+        return plan_chain(c, self.t, self.t.sram_bytes - base, self._chain_residency(c))
+
+    def _choose_chains(self, npu_nodes: list[Node], out_roots: dict) -> list[Chain]:
+        """The chains worth cascading under the current (chain-free) plan: structural
+        candidates (:func:`cascade.find_chains`) none of whose intermediates is resident (a
+        resident intermediate already costs no DRAM traffic) and whose band plan fits and is
+        estimated faster."""
+        out_ids = set(out_roots) | {id(v) for v in self.g.outputs}
+        cands = find_chains(npu_nodes, self._readers, self._chain_geom, out_ids)
+        return [c for c in cands
+                if not any(id(m.output) in self.res for m in c.inner())
+                and self._plan_chain(c)]
 
     def _plan_resident(self, bufs: list[tuple[Value, Buffer]]) -> set[int]:
         """Choose the tensors kept whole in the SRAM resident zone and place them there.
@@ -411,7 +485,11 @@ class Lowering:
     def run(self) -> Program:
         arena, in_bytes, out_bytes, ins, outs = self.plan_dram()
         for n in self.g.nodes:
-            if n.op in HOST_OPS or n.op in VIEW_OPS:
+            if n.op in HOST_OPS or n.op in VIEW_OPS or id(n) in self.chained:
+                continue
+            if id(n) in self.chains:   # the whole chain runs at its last op's place
+                self.base = self.op_base.get(id(n), 0)
+                self._cascade(self.chains[id(n)])
                 continue
             first = len(self.w.cmds)
             info = LayerInfo(n.name, n.op.value, n.source, n.inputs[0].shape, n.output.shape)
@@ -513,33 +591,39 @@ class Lowering:
         return ConvGeom(h, w, c, oh, ow, o, a.kernel[0], a.kernel[1], a.strides[0],
                         a.strides[1], a.dilations[0], a.dilations[1], a.pads, a.group, eb, sc)
 
-    def _conv(self, n: Node, info: LayerInfo) -> None:
-        g = self._conv_geom(n)
+    def _conv_setup(self, n: Node, g: ConvGeom, block_channels: int, info: LayerInfo):
+        """Add a conv/FC's weights and parameters to the weight file in blocks of
+        ``block_channels`` output channels (one DMA each; ``info.weight_bytes`` gets their
+        stored DRAM bytes) and build its CONV_CFG fields. Returns (blobs, cfg fields)."""
         q = conv_quant(n)
-        rin = self.res.get(id(n.inputs[0]))
-        rout = self.res.get(id(n.output))
-        rsc = self.res.get(id(n.input(3))) if g.has_shortcut else None
-        plan = plan_conv(g, self.t, self.t.sram_bytes - self.base,
-                         Residency(rin is not None, rout is not None, rsc is not None))
         image = uses_image_mode(g, self.t)
         wq = weights_ohwi(n) if n.op is Op.CONV else np.ascontiguousarray(
             n.inputs[1].const.transpose(0, 2, 3, 1))
         params = pack_conv_params(q.bias, q.mult, q.shift, q.sc_mult)
-        # one weight/param block per channel block of the plan (one DMA each)
         blobs = self.wf.add_layer(n.name, LayerKind.FC if n.op is Op.FC else LayerKind.CONV,
-                                  wq.tobytes(), params, block_channels=min(plan.ocb, g.o))
+                                  wq.tobytes(), params, block_channels=block_channels)
         info.weight_bytes = sum(bl.stored_bytes for bl in blobs.weight_blocks
                                 + blobs.param_blocks)   # DRAM bytes (compressed if so)
-        xin = self.tensors.get(id(n.inputs[0]))  # a view has its own NHWC dims
-        xout = self.tensors.get(id(n.output))
-        xsc = self.tensors.get(id(n.input(3))) if g.has_shortcut else None
-        kw_bytes = g.kh * g.kw * g.cin_g
         cfg = dict(kh=g.kh, kw=g.kw, sh=g.sh, sw=g.sw, dh=g.dh, dw=g.dw,
                    out_mode=1 if q.out_int32 else 0,
                    flags=(CONV_FLAG_SHORTCUT if g.has_shortcut else 0)
                    | (CONV_FLAG_IMAGE if image else 0),
                    group=g.group, cin_g=g.cin_g, zp_in=q.zp_in, zp_out=q.zp_out,
                    zp_sc=q.zp_sc, act_lo=q.act_lo, act_hi=q.act_hi)
+        return blobs, cfg
+
+    def _conv(self, n: Node, info: LayerInfo) -> None:
+        g = self._conv_geom(n)
+        rin = self.res.get(id(n.inputs[0]))
+        rout = self.res.get(id(n.output))
+        rsc = self.res.get(id(n.input(3))) if g.has_shortcut else None
+        plan = plan_conv(g, self.t, self.t.sram_bytes - self.base,
+                         Residency(rin is not None, rout is not None, rsc is not None))
+        blobs, cfg = self._conv_setup(n, g, min(plan.ocb, g.o), info)
+        xin = self.tensors.get(id(n.inputs[0]))  # a view has its own NHWC dims
+        xout = self.tensors.get(id(n.output))
+        xsc = self.tensors.get(id(n.input(3))) if g.has_shortcut else None
+        kw_bytes = g.kh * g.kw * g.cin_g
         label = f"{n.name} [{','.join(n.source)}]"
         self.w.emit(C.ConvCfg, [], label, **cfg)
 
@@ -650,6 +734,197 @@ class Lowering:
         info.plan = (f"{plan.rows}x{plan.cols}x{plan.ocb} tiles, {plan.order} order, "
                      f"{len(spatial)} spatial x {len(blocks)} channel blocks")
 
+    def _cascade(self, ch: Chain) -> None:
+        """Emit a cascaded chain (schedule/cascade.py) band by band.
+
+        Once per chain: every op's whole weight and parameter blocks. Per band: the input band
+        (rows the first op's band reads, full width, all channels) and, unless shared, made by
+        the side op or resident, the shortcut band; then per op its CFG (when its family's
+        registers hold another op's) and one full-width, all-channel tile reading the previous
+        op's band buffer and writing its own (the side op, just before the last op, reads a box
+        of the input band and writes the shortcut band buffer); then the store of the output
+        band. Band buffers of intermediates are single: only the in-order COMPUTE queue
+        touches them. The input, output and shortcut bands are double-buffered like any tile,
+        so the next band's load overlaps this band's compute. Each op gets a
+        :class:`LayerInfo` listing its own commands (``cmds``).
+        """
+        nodes, bands = ch.nodes, ch.bands
+        k = len(nodes)
+        ops = nodes + ([ch.side] if ch.side is not None else [])
+        geoms = ch.geoms + ([ch.side_geom] if ch.side is not None else [])
+        g0, gl = geoms[0], geoms[k - 1]
+        x, y = nodes[0].inputs[0], nodes[-1].output
+        sc_v = nodes[-1].input(3) if gl.has_shortcut else None
+        rin, rout = self.res.get(id(x)), self.res.get(id(y))
+        rsc = self.res.get(id(sc_v)) if sc_v is not None and ch.side is None else None
+        xin, xout = self.tensors.get(id(x)), self.tensors.get(id(y))
+        xsc = self.tensors.get(id(sc_v)) if sc_v is not None else None
+        self.op_res = [(r.sram, r.sram + r.nbytes) for r in (rin, rout, rsc) if r is not None]
+        labels = [f"{n.name} [{','.join(n.source)}]" for n in ops]
+        infos, cfgs, blobs = [], [], []
+        for n, g in zip(ops, geoms):
+            info = LayerInfo(n.name, n.op.value, n.source, n.inputs[0].shape, n.output.shape)
+            if n.op is Op.CONV:
+                bl, cfg = self._conv_setup(n, g, g.o, info)   # one block: loaded once
+                cfgs.append((C.ConvCfg, cfg))
+                blobs.append(bl)
+                info.macs = g.oh * g.ow * g.o * g.kh * g.kw * g.cin_g
+            else:
+                p = pool_quant(n)
+                cfgs.append((C.PoolCfg, dict(kind=0 if n.op is Op.MAXPOOL else 1, kh=g.kh,
+                                             kw=g.kw, sh=g.sh, sw=g.sw, zp_in=p.zp_in,
+                                             zp_out=p.zp_out, shift=p.shift, mult=p.mult)))
+                blobs.append(None)
+            infos.append(info)
+        cmd_of: list[list[int]] = [[] for _ in ops]
+
+        def mark(i: int) -> None:   # the next command emitted belongs to op i
+            cmd_of[i].append(len(self.w.cmds))
+
+        sa = self._begin_op()
+        in_bytes = max(b[0][3] - b[0][2] for b in bands) * g0.w * g0.c
+        in_slots = [sa.alloc(in_bytes, "input band") for _ in range(2)] if rin is None else []
+        # band buffers: op i's output rows for i < k - 1, then the side op's (the last op's)
+        mid_bytes = [max(b[i][1] - b[i][0] for b in bands) * g.ow * g.o
+                     for i, g in enumerate(geoms[:k - 1])]
+        out_bytes = ch.rows * gl.ow * gl.o
+        if ch.side is not None:
+            mid_bytes.append(out_bytes)
+        mid = [sa.alloc(nb, "band buffer") for nb in mid_bytes]
+        wsl = [(sa.alloc(bl.weight_blocks[0].raw_bytes, "weights"),
+                sa.alloc(bl.param_blocks[0].raw_bytes, "params")) if bl is not None else None
+               for bl in blobs]
+        out_slots = [sa.alloc(out_bytes, "output band") for _ in range(2)] if rout is None \
+            else []
+        sc_sep = gl.has_shortcut and not ch.sc_shared and rsc is None and ch.side is None
+        sc_slots = [sa.alloc(out_bytes, "shortcut band") for _ in range(2)] if sc_sep else []
+        wdeps = []
+        for i, bl in enumerate(blobs):   # weights first: no DRAM wait, they prefetch early
+            if bl is None:
+                wdeps.append(None)
+                continue
+            ws, ps = wsl[i]
+            wb, pb = bl.weight_blocks[0], bl.param_blocks[0]
+            if len(bl.weight_blocks) != 1 or len(bl.param_blocks) != 1:
+                raise InternalError(f"cascaded conv '{ops[i].name}': weights not one block")
+            mark(i)
+            self._load_block(self._free(ws, wb.raw_bytes), labels[i] + " weights",
+                             SLOT_WEIGHTS, wb, ws)
+            mark(i)
+            wdeps.append(self._load_block(self._free(ps, pb.raw_bytes), labels[i] + " params",
+                                          SLOT_PARAMS, pb, ps))
+        order = list(range(k - 1)) + ([k] if ch.side is not None else []) + [k - 1]
+        last_read: dict[tuple[str, int], tuple] = {}
+        last_store: dict[int, tuple] = {}
+        cur_cfg: dict[type, int] = {}
+        for bi, band in enumerate(bands):
+            slot = bi % 2
+            iy0, iy1 = band[0][2], band[0][3]
+            y0, y1 = band[-1][0], band[-1][1]
+            in_dep = sc_dep = None
+            if rin is None:
+                mark(0)
+                in_dep = self._load(
+                    [last_read.get(("in", slot))] + self._free(in_slots[slot], in_bytes),
+                    labels[0] + " input band",
+                    **_dma_fields(xin, iy0, iy1, 0, g0.w, 0, g0.c, in_slots[slot]))
+            if sc_sep:
+                mark(k - 1)
+                sc_dep = self._load(
+                    [last_read.get(("sc", slot))] + self._free(sc_slots[slot], out_bytes),
+                    labels[k - 1] + " shortcut band", slot=SLOT_SHORTCUT,
+                    **_dma_fields(xsc, y0, y1, 0, gl.ow, 0, gl.o, sc_slots[slot]))
+            for i in order:
+                n, g = ops[i], geoms[i]
+                if i < k:
+                    oy0, oy1, ry0, ry1, pt, pb = band[i]
+                else:   # the side op: the last op's output rows, read from the input band
+                    oy0, oy1 = y0, y1
+                    ry0, ry1, pt, pb = g.in_rows(y0, y1)
+                ix0, ix1, pl, pr = g.in_cols(0, g.ow)
+                cls, cfg = cfgs[i]
+                if cur_cfg.get(cls) != i:   # the family's registers hold another op's
+                    mark(i)
+                    self.w.emit(cls, [], labels[i], slot=min(i, 3), **cfg)
+                    cur_cfg[cls] = i
+                deps = [wdeps[i]] if bi == 0 else []
+                strides: dict[str, int] = {}
+                row = 0 if ix1 - ix0 == g.w else g.w * g.c   # band buffers are full width
+                if 0 < i < k:
+                    in_addr = mid[i - 1] + ix0 * g.c
+                    strides.update(in_px_stride=0, in_row_stride=row)
+                elif rin is None:
+                    in_addr = in_slots[slot] + ((ry0 - iy0) * g.w + ix0) * g.c
+                    strides.update(in_px_stride=0, in_row_stride=row)
+                    deps.append(in_dep)
+                else:
+                    rb = rin.box(ry0, ix0, 0, ix1 - ix0, g.c)
+                    in_addr = rb["addr"]
+                    strides.update(in_px_stride=rb["px"], in_row_stride=rb["row"])
+                if i != k - 1:   # an intermediate or the side op: its band buffer
+                    out_addr = mid[min(i, k - 1)]
+                    deps += self._free(out_addr, mid_bytes[min(i, k - 1)])
+                elif rout is None:
+                    out_addr = out_slots[slot]
+                    deps += [last_store.get(slot)] + self._free(out_addr, out_bytes)
+                else:
+                    deps += self._free(rout.sram, rout.nbytes)
+                    rb = rout.box(oy0, 0, 0, g.ow, g.o)
+                    out_addr = rb["addr"]
+                    strides.update(out_px_stride=rb["px"], out_row_stride=rb["row"])
+                mark(i)
+                if n.op is not Op.CONV:
+                    comp = self.w.emit(
+                        C.PoolTile, deps, labels[i], slot=min(i, 3), in_sram=in_addr,
+                        out_sram=out_addr, in_h=ry1 - ry0, in_w=ix1 - ix0, c=g.c,
+                        out_h=oy1 - oy0, out_w=g.ow, pad_t=pt, pad_l=pl, pad_b=pb, pad_r=pr,
+                        **strides)
+                else:
+                    sc_addr = 0
+                    if i == k - 1 and g.has_shortcut:
+                        if ch.side is not None:
+                            sc_addr = mid[k - 1]
+                        elif ch.sc_shared and rin is None:   # a box of the input band
+                            sc_addr = in_slots[slot] + (oy0 - iy0) * g0.w * g0.c
+                        elif ch.sc_shared or rsc is not None:
+                            rb = (rin if ch.sc_shared else rsc).box(oy0, 0, 0, g.ow, g.o)
+                            sc_addr = rb["addr"]
+                            strides.update(sc_px_stride=rb["px"], sc_row_stride=rb["row"])
+                        else:
+                            sc_addr = sc_slots[slot]
+                            deps.append(sc_dep)
+                    comp = self.w.emit(
+                        C.ConvTile, deps, labels[i], slot=min(i, 3), in_sram=in_addr,
+                        w_sram=wsl[i][0], p_sram=wsl[i][1], out_sram=out_addr,
+                        sc_sram=sc_addr, in_h=ry1 - ry0, in_w=ix1 - ix0, in_c=g.c, oc=g.o,
+                        out_h=oy1 - oy0, out_w=g.ow, pad_t=pt, pad_l=pl, pad_b=pb, pad_r=pr,
+                        **strides)
+                infos[i].tiles += 1
+                if i in (0, k) or (i == k - 1 and ch.sc_shared and rin is None):
+                    last_read[("in", slot)] = comp
+                if i == k - 1 and sc_sep:
+                    last_read[("sc", slot)] = comp
+            if rout is None:
+                mark(k - 1)
+                last_store[slot] = self._store(
+                    [comp], labels[k - 1] + " output band",
+                    **_dma_fields(xout, y0, y1, 0, gl.ow, 0, gl.o, out_slots[slot]))
+        self._end_op(sa)
+        for i, (info, g) in enumerate(zip(infos, geoms)):
+            info.cmds = cmd_of[i]
+            info.first_cmd, info.end_cmd = min(cmd_of[i]), max(cmd_of[i]) + 1
+            info.sram_bytes = sa.top + self.base
+            extra = sum(b[i][1] - b[i][0] for b in bands) - g.oh if i < k else 0
+            role = f"{i + 1}/{k}" if i < k else "side (shortcut)"
+            info.plan = (f"cascade {role} of {nodes[-1].name}: {len(bands)} bands of "
+                         f"{ch.rows} output rows, full width, all channels"
+                         + (f"; {extra} rows recomputed (halo)" if extra else "")
+                         + ("; shortcut read from the input band" if i == k - 1
+                            and ch.sc_shared else "")
+                         + (f"; chain saves {ch.saved_bytes} DRAM bytes" if i == k - 1
+                            else ""))
+        self.layers.extend(infos)
+
     @staticmethod
     def _in_box(g: ConvGeom, s, b):
         y0, y1, x0, x1 = s
@@ -659,9 +934,13 @@ class Lowering:
         return (iy0, iy1, ix0, ix1, c0, c1, (iy1 - iy0) * (ix1 - ix0) * (c1 - c0),
                 (pt, pl, pb, pr))
 
-    def _pool(self, n: Node, info: LayerInfo) -> None:
-        x = n.inputs[0]
-        h, w, c = _hwc(x)
+    def _pool_geom(self, n: Node) -> tuple[ConvGeom, tuple[int, int], tuple[int, int]]:
+        """Geometry of a pooling op as a weightless depthwise conv, its window and strides.
+
+        Raises:
+            UnsupportedError: a window or stride above the POOL_CFG field limit (255).
+        """
+        h, w, c = _hwc(n.inputs[0])
         oh, ow, _ = _hwc(n.output)
         if n.op is Op.GAP:
             k, s, pads = (h, w), (1, 1), (0, 0, 0, 0)
@@ -670,8 +949,13 @@ class Lowering:
         if max(k) > 255 or max(s) > 255:
             raise UnsupportedError(self.g.meta.get("source", ""), [
                 f"{n.op.value} '{n.name}': window {k} exceeds the NPU's 255 limit"])
-        g = ConvGeom(h, w, c, oh, ow, c, k[0], k[1], s[0], s[1], 1, 1, pads, c,
-                     has_weights=False)
+        return (ConvGeom(h, w, c, oh, ow, c, k[0], k[1], s[0], s[1], 1, 1, pads, c,
+                         has_weights=False), k, s)
+
+    def _pool(self, n: Node, info: LayerInfo) -> None:
+        x = n.inputs[0]
+        g, k, s = self._pool_geom(n)
+        c, oh, ow = g.c, g.oh, g.ow
         rin, rout = self.res.get(id(x)), self.res.get(id(n.output))
         plan = plan_conv(g, self.t, self.t.sram_bytes - self.base,
                          Residency(rin is not None, rout is not None))
@@ -786,7 +1070,7 @@ ZONE_FRACTIONS = (0.0, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
 
 def lower(graph: Graph, target: Target, tool_version: str,
           zone_fractions: tuple[float, ...] = ZONE_FRACTIONS,
-          compress_weights: bool = False) -> Program:
+          compress_weights: bool = False, cascade: bool = True) -> Program:
     """Lower a quantized graph to an NPU :class:`Program`.
 
     The SRAM holds a resident zone (whole tensors kept on chip, see
@@ -798,6 +1082,9 @@ def lower(graph: Graph, target: Target, tool_version: str,
     smaller zone. Zones that leave too little SRAM for some op's tiles are skipped.
     ``compress_weights`` stores weights and parameters DEFLATE-compressed per channel block
     (loaded by DMA_LOAD_Z, specs/weights.md); one memoising compressor serves all tries.
+    With ``cascade``, each zone is also lowered with the chains worth cascading
+    (schedule/cascade.py) run band by band, and that program competes on replayed latency
+    with the one without cascades (so cascading never makes the estimate worse).
 
     Raises:
         ScheduleError: an op cannot be tiled into the target's SRAM.
@@ -810,17 +1097,22 @@ def lower(graph: Graph, target: Target, tool_version: str,
     for frac in sorted(set(zone_fractions)):
         zone = int(target.sram_bytes * frac) // target.sram_align_bytes \
             * target.sram_align_bytes
-        try:
-            prog = Lowering(graph, target, tool_version, zone, compressor).run()
-        except ScheduleError:
-            if zone == 0:
-                raise
-            log.debug("resident zone %d bytes leaves too little SRAM for tiles", zone)
-            continue
-        cycles = max((e for _, e in replay(prog.commands, target)), default=0)
-        log.debug("resident zone %d bytes: %d cycles", zone, cycles)
-        if best is None or cycles < best[0]:
-            best = (cycles, prog)
+        for casc in ((True, False) if cascade else (False,)):
+            try:
+                lw = Lowering(graph, target, tool_version, zone, compressor, cascade=casc)
+                prog = lw.run()
+            except ScheduleError:
+                if zone == 0 and not casc:
+                    raise
+                log.debug("resident zone %d bytes leaves too little SRAM for tiles", zone)
+                continue
+            cycles = max((e for _, e in replay(prog.commands, target)), default=0)
+            log.debug("resident zone %d bytes, %d cascaded chains: %d cycles", zone,
+                      len(lw.chains), cycles)
+            if best is None or cycles < best[0]:
+                best = (cycles, prog)
+            if casc and not lw.chains:   # the same program as without cascading
+                break
     assert best is not None
     return best[1]
 

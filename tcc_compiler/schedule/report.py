@@ -102,7 +102,10 @@ def capacity_bound(layer_macs: list[int], layer_weight_bytes: list[int], t: Targ
 
 def layer_dram(program, layer) -> dict:
     """DRAM read/write bytes and MAC utilisation inputs of one :class:`LayerInfo`."""
-    rd, wr = dram_bytes(program.commands[layer.first_cmd:layer.end_cmd])
+    if layer.cmds is not None:   # a cascaded op: its commands interleave with its chain's
+        rd, wr = dram_bytes([program.commands[i] for i in layer.cmds])
+    else:
+        rd, wr = dram_bytes(program.commands[layer.first_cmd:layer.end_cmd])
     return {"dram_read_bytes": rd, "dram_write_bytes": wr}
 
 

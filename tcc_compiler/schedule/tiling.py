@@ -10,6 +10,7 @@ Among the tile shapes that fit, the one with the smallest estimated time
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -137,14 +138,16 @@ def _working_set(g: ConvGeom, rows: int, cols: int, ocb: int, nblocks: int, al: 
         + (0 if res.sc else 2 * sc_b)
 
 
-def _candidates(n: int) -> list[int]:
-    """Tile extents to try: n, ceil(n/2), ceil(n/3), ... down to 1 (distinct)."""
-    out = []
+@functools.lru_cache(maxsize=4096)
+def candidate_extents(n: int) -> tuple[int, ...]:
+    """Tile extents to try: n, ceil(n/2), ceil(n/3), ... down to 1 (distinct); memoised (the
+    tile planners ask for the same few extents thousands of times)."""
+    out: list[int] = []
     for k in range(1, n + 1):
         v = math.ceil(n / k)
         if not out or v != out[-1]:
             out.append(v)
-    return out
+    return tuple(out)
 
 
 def plan_conv(g: ConvGeom, t: Target, sram_budget: int,
@@ -174,8 +177,8 @@ def plan_conv(g: ConvGeom, t: Target, sram_budget: int,
     w_total = g.o * g.kh * g.kw * g.cin_g if g.has_weights else 0
     for ocb in blocks:
         nb = math.ceil(g.o / ocb)
-        for rows in _candidates(g.oh):
-            for cols in _candidates(g.ow):
+        for rows in candidate_extents(g.oh):
+            for cols in candidate_extents(g.ow):
                 wbufs = 2
                 need = _working_set(g, rows, cols, ocb, nb, al, res=res)
                 if need > sram_budget and nb > 1:  # single-buffer the weights (no prefetch)

@@ -1,0 +1,268 @@
+"""Cascading: run a chain of consecutive ops band by band, intermediates kept on chip.
+
+A *chain* is a run of conv / max-pool / average-pool ops ``op_0 .. op_{k-1}`` (k >= 2) in which
+every ``op_i`` (i < k-1) has one reader, ``op_{i+1}``, through its input 0, and only the last op
+may carry a fused residual (shortcut). Its intermediates (the outputs of ``op_0 .. op_{k-2}``)
+never exist whole: the chain is computed in *bands* of the last op's output rows, and for each
+band every op computes, into a band buffer in SRAM, exactly the rows the next op's band reads
+(its own output rows plus the halo). Consecutive bands of an intermediate overlap by the halo
+rows (``kh - stride`` for a stride-1 3x3 conv: 2 rows), which are recomputed rather than kept in
+a ring buffer: every band buffer is then a packed ``[rows, W, C]`` tile, so the existing tile
+commands address it unchanged (design argued in specs/target.md, "Cascading").
+
+When the last op's shortcut is the chain's input (a ResNet identity block), its band is read
+from the input band already in SRAM (a box of it, via the tile's shortcut operand), so the
+block input crosses the DRAM link once instead of twice. When the shortcut is made by a conv
+reading the chain's input whose only reader is the last op (a ResNet downsample block), that
+conv joins the chain as its *side* op: per band it computes the shortcut band from the input
+band into a band buffer, so the shortcut never goes to DRAM either.
+
+:func:`find_chains` finds the structural candidates; :func:`plan_chain` picks the band height
+with the smallest estimated cycles under an SRAM budget and compares it with running the ops one
+by one (:func:`tcc_compiler.schedule.tiling.plan_conv` estimates); the lowering
+(:meth:`tcc_compiler.schedule.lower.Lowering._cascade`) emits the commands.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+from tcc_compiler.ir.graph import Node
+from tcc_compiler.ir.ops import Op
+from tcc_compiler.isa.spec import PARAM_RECORD_BYTES
+from tcc_compiler.schedule.memory import align_up
+from tcc_compiler.schedule.tiling import (ConvGeom, Residency, candidate_extents, plan_conv,
+                                          uses_image_mode)
+from tcc_compiler.target import Target
+
+log = logging.getLogger(__name__)
+
+#: Op kinds a chain may contain.
+CHAIN_OPS = (Op.CONV, Op.MAXPOOL, Op.AVGPOOL)
+
+#: Row ranges of one op in one band: (out_y0, out_y1, in_y0, in_y1, pad_top, pad_bottom).
+OpRows = tuple[int, int, int, int, int, int]
+
+
+@dataclass
+class Chain:
+    """A cascade group and its band plan.
+
+    Attributes:
+        nodes: the ops in execution order; ``nodes[i + 1]`` reads ``nodes[i]``'s output.
+        geoms: their geometries (NHWC; pools with ``has_weights=False``).
+        sc_from_input: the last op's shortcut is ``nodes[0]``'s input value.
+        side: the conv making the last op's shortcut from ``nodes[0]``'s input, or None;
+            side_geom: its geometry.
+        rows: band height in output rows of the last op (0 until planned).
+        bands: per band, per op, its :data:`OpRows`.
+        sc_shared: the shortcut band is read from the input band in SRAM (no load).
+        est_cycles: estimated cycles of the cascaded schedule; sep_cycles: of the ops run
+            one by one (sum of their tile plans' estimates).
+        sram_bytes: the cascade's tile-area bytes (buffers of all bands and weights).
+        saved_bytes: DRAM bytes the cascade saves against running the ops one by one
+            (intermediates and the side op's output stored and loaded once each, the input
+            read again by a shared shortcut or the side op, minus the input halo rows loaded
+            again by the next band).
+        recompute_macs: extra MACs of the halo rows recomputed by the producers.
+    """
+
+    nodes: list[Node]
+    geoms: list[ConvGeom]
+    sc_from_input: bool
+    side: Node | None = None
+    side_geom: ConvGeom | None = None
+    rows: int = 0
+    bands: list[tuple[OpRows, ...]] = field(default_factory=list)
+    sc_shared: bool = False
+    est_cycles: int = 0
+    sep_cycles: int = 0
+    sram_bytes: int = 0
+    saved_bytes: int = 0
+    recompute_macs: int = 0
+
+    def inner(self) -> list[Node]:
+        """The ops whose outputs stay on chip: all but the last, and the side op."""
+        return self.nodes[:-1] + ([self.side] if self.side is not None else [])
+
+
+def find_chains(nodes: list[Node], readers, geom_of, excluded: set[int]) -> list[Chain]:
+    """Structural chain candidates among the NPU ``nodes`` (execution order).
+
+    Args:
+        readers: ``readers(value) -> list[Node]``, every op reading a value (views expanded).
+        geom_of: ``geom_of(node) -> ConvGeom`` for chain-able nodes.
+        excluded: ids of values that must stay whole tensors (NPU outputs); an op producing
+            one ends a chain.
+
+    Returns:
+        Chains of >= 2 ops, disjoint, in execution order. Only int8 outputs (no FC, no int32).
+    """
+    def ok(n: Node) -> bool:
+        return n.op in CHAIN_OPS and n.output.dtype == "int8"
+
+    used: set[int] = set()
+    out: list[Chain] = []
+    for n in nodes:
+        if id(n) in used or not ok(n):
+            continue
+        members = [n]
+        cur = n
+        while cur.op is not Op.CONV or cur.input(3) is None:   # a shortcut ends the chain
+            v = cur.output
+            rd = readers(v)
+            if id(v) in excluded or len(rd) != 1 or len(v.uses) != 1:
+                break
+            nxt = rd[0]
+            if not ok(nxt) or nxt.inputs[0] is not v or id(nxt) in used:
+                break
+            members.append(nxt)
+            cur = nxt
+        if len(members) < 2:
+            continue
+        used.update(id(m) for m in members)
+        last = members[-1]
+        sc = last.input(3) if last.op is Op.CONV else None
+        ch = Chain(members, [geom_of(m) for m in members],
+                   sc is not None and sc is members[0].inputs[0])
+        side = sc.producer if sc is not None else None
+        if (side is not None and side.op is Op.CONV and ok(side) and side.input(3) is None
+                and side.inputs[0] is members[0].inputs[0] and id(side) not in used
+                and id(sc) not in excluded and len(sc.uses) == 1):
+            ch.side, ch.side_geom = side, geom_of(side)
+            used.add(id(side))
+        out.append(ch)
+    return out
+
+
+def chain_bands(geoms: list[ConvGeom], rows: int) -> list[tuple[OpRows, ...]]:
+    """Per band of ``rows`` output rows of the last op: every op's output rows, the input rows
+    they read (clipped to the map) and the padding rows, walking the chain backwards
+    (``ConvGeom.in_rows``)."""
+    out = []
+    oh = geoms[-1].oh
+    for y0 in range(0, oh, rows):
+        a, b = y0, min(oh, y0 + rows)
+        per: list[OpRows] = []
+        for g in reversed(geoms):
+            iy0, iy1, pt, pb = g.in_rows(a, b)
+            per.append((a, b, iy0, iy1, pt, pb))
+            a, b = iy0, iy1
+        out.append(tuple(reversed(per)))
+    return out
+
+
+def tile_cycles(g: ConvGeom, out_rows: int, t: Target) -> int:
+    """Cycles of one full-width, all-channel tile of ``out_rows`` rows (the command model of
+    specs/target.md: CONV_TILE with image mode and groups, or POOL_TILE)."""
+    if not g.has_weights:
+        return t.compute_setup_cycles + math.ceil(
+            out_rows * g.ow * g.o * g.kh * g.kw / t.vector_lanes)
+    ai, ao = t.array_in_channels, t.array_out_channels
+    if uses_image_mode(g, t):
+        per = g.kh * math.ceil(g.kw * g.cin_g / ai) * math.ceil(g.o / ao)
+    else:
+        per = g.kh * g.kw * g.group * math.ceil(g.og / ao) * math.ceil(g.cin_g / ai)
+    return t.compute_setup_cycles + out_rows * g.ow * per
+
+
+def weight_bytes(g: ConvGeom, al: int) -> int:
+    """SRAM bytes of an op's whole weight and parameter blocks (0 for a pool)."""
+    if not g.has_weights:
+        return 0
+    return align_up(g.o * g.kh * g.kw * g.cin_g, al) + align_up(g.o * PARAM_RECORD_BYTES, al)
+
+
+def plan_chain(ch: Chain, t: Target, budget: int, res: Residency) -> bool:
+    """Choose the band height of ``ch`` with the smallest estimated cycles whose buffers fit
+    ``budget`` bytes; fill ``ch``'s plan fields. Returns True when the cascade fits and is
+    estimated faster than running the ops one by one.
+
+    Buffers: the input band (double-buffered, absent when the input is resident), one band
+    buffer per intermediate and one for the side op's output (single: only COMPUTE, an
+    in-order queue, touches them), the output band and a separate shortcut band
+    (double-buffered unless resident, shared or made by the side op), and every op's whole
+    weight and parameter blocks (loaded once). With a side op, only band heights whose input
+    band holds every row the side op reads qualify. Estimate, with ``bw`` DRAM bytes per
+    cycle: ``max(compute, dma) + first input band / bw + last output band / bw``, where
+    ``compute`` sums :func:`tile_cycles` of every op of every band and ``dma`` is the bytes
+    moved over ``bw`` plus ``dma_setup_cycles`` per transfer.
+    """
+    al, bw = t.sram_align_bytes, t.dram_bytes_per_cycle
+    g0, gl = ch.geoms[0], ch.geoms[-1]
+    k = len(ch.geoms)
+    w_sram = sum(weight_bytes(g, al) for g in ch.geoms)
+    w_dram = sum(g.o * g.kh * g.kw * g.cin_g + g.o * PARAM_RECORD_BYTES
+                 for g in ch.geoms if g.has_weights)
+    inter_total = sum(g.oh * g.ow * g.o for g in ch.geoms[:-1])
+    sep = 0
+    for i, g in enumerate(ch.geoms):
+        r = Residency(res.inp if i == 0 else False, res.out if i == k - 1 else False,
+                      res.sc if i == k - 1 and ch.side is None else False)
+        if g.has_weights:
+            sep += plan_conv(g, t, budget, r).est_cycles
+        else:   # a pool runs on the vector unit (plan_conv ranks its tiles as a depthwise conv)
+            sep += int(max(tile_cycles(g, g.oh, t),
+                           ((not r.inp) * g.h * g.w * g.c + (not r.out) * g.oh * g.ow * g.o)
+                           / bw))
+    gs = ch.side_geom
+    if gs is not None:
+        sep += plan_conv(gs, t, budget, Residency(res.inp, False, False)).est_cycles
+        w_sram += weight_bytes(gs, al)
+        w_dram += gs.o * gs.kh * gs.kw * gs.cin_g + gs.o * PARAM_RECORD_BYTES
+        inter_total += gs.oh * gs.ow * gs.o
+    best = None
+    for rows in candidate_extents(gl.oh):
+        bands = chain_bands(ch.geoms, rows)
+        if gs is not None and not res.inp and not all(
+                b[0][2] <= gs.in_rows(b[-1][0], b[-1][1])[0]
+                and gs.in_rows(b[-1][0], b[-1][1])[1] <= b[0][3] for b in bands):
+            continue   # the side op's rows must lie in the input band
+        shared = ch.sc_from_input and (g0.h, g0.w, g0.c) == (gl.oh, gl.ow, gl.o) and all(
+            b[0][2] <= b[-1][0] and b[-1][1] <= b[0][3] for b in bands)
+        in_rows = max(b[0][3] - b[0][2] for b in bands)
+        need = w_sram
+        need += 0 if res.inp else 2 * align_up(in_rows * g0.w * g0.c, al)
+        for i, g in enumerate(ch.geoms[:-1]):
+            need += align_up(max(b[i][1] - b[i][0] for b in bands) * g.ow * g.o, al)
+        out_b = align_up(rows * gl.ow * gl.o, al)
+        need += 0 if res.out else 2 * out_b
+        need += out_b if gs is not None else 0   # the side op's band buffer
+        sc_sep = gl.has_shortcut and not shared and not res.sc and gs is None
+        need += 2 * out_b if sc_sep else 0
+        if need > budget:
+            continue
+        comp = sum(tile_cycles(g, b[i][1] - b[i][0], t)
+                   for b in bands for i, g in enumerate(ch.geoms))
+        if gs is not None:
+            comp += sum(tile_cycles(gs, b[-1][1] - b[-1][0], t) for b in bands)
+        in_bytes = 0 if res.inp else sum(b[0][3] - b[0][2] for b in bands) * g0.w * g0.c
+        out_bytes = 0 if res.out else gl.oh * gl.ow * gl.o
+        sc_bytes = out_bytes if sc_sep else 0
+        n_dma = len(bands) * ((not res.inp) + (not res.out) + sc_sep) \
+            + 2 * sum(g.has_weights for g in ch.geoms) + 2 * (gs is not None)
+        dma = (in_bytes + out_bytes + sc_bytes + w_dram) / bw + n_dma * t.dma_setup_cycles
+        first_in = (bands[0][0][3] - bands[0][0][2]) * g0.w * g0.c if not res.inp else 0
+        est = int(max(comp, dma) + (first_in + (0 if res.out else rows * gl.ow * gl.o)) / bw)
+        if best is None or est < best[0]:
+            recompute = sum((sum(b[i][1] - b[i][0] for b in bands) - g.oh) * g.ow * g.o
+                            * g.kh * g.kw * g.cin_g
+                            for i, g in enumerate(ch.geoms) if g.has_weights)
+            x_bytes = g0.h * g0.w * g0.c
+            x_read = 0 if res.inp else x_bytes   # read again by a shared shortcut / side op
+            saved = (2 * inter_total + (x_read if shared or gs is not None else 0)
+                     - (in_bytes - x_read))
+            best = (est, rows, bands, shared, need, saved, recompute)
+    if best is None:
+        log.debug("chain %s: no band fits %d bytes", ch.nodes[-1].name, budget)
+        return False
+    (ch.est_cycles, ch.rows, ch.bands, ch.sc_shared, ch.sram_bytes, ch.saved_bytes,
+     ch.recompute_macs) = best
+    ch.sep_cycles = sep
+    if ch.est_cycles >= sep:
+        log.debug("chain %s: cascade %d cycles >= %d one by one", ch.nodes[-1].name,
+                  ch.est_cycles, sep)
+        return False
+    return True
