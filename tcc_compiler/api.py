@@ -26,7 +26,7 @@ import onnx_graphsurgeon as gs
 from tcc_compiler.driver import (CMD_FILE, IR_FILE, MANIFEST_FILE, REPORT_CSV_FILE,
                                  REPORT_FILE, WEIGHT_FILE,
                                  CompiledArtifacts, compile_model)
-from tcc_compiler.errors import FormatError, InputError
+from tcc_compiler.errors import InputError
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.fsutil import atomic_dir
 from tcc_compiler.runtime import LoadedProgram, load_program
@@ -46,6 +46,20 @@ class _IrRecorder:
     def __call__(self, name: str, when: str, index: int, graph: Graph) -> None:
         if when == "after":
             self.graphs[name] = graph.clone()
+
+
+class IrStages(dict):
+    """``CompiledModel.ir``: stage name -> IR text, a dict whose missing-key error lists the
+    stages it holds (and says why a loaded folder holds only ``"quantize"``)."""
+
+    def __init__(self, stages: dict[str, str], loaded: bool = False):
+        super().__init__(stages)
+        self.loaded = loaded
+
+    def __missing__(self, key: str) -> str:
+        why = (" (a folder loaded with tc.load() stores only the quantized IR; compile again "
+               "for the earlier stages)" if self.loaded else "")
+        raise KeyError(f"no IR stage {key!r}; available: {', '.join(self)}{why}")
 
 
 class CompiledModel:
@@ -79,11 +93,9 @@ class CompiledModel:
         else:
             self._loaded = load_program(self.folder)
             self.manifest = self._loaded.manifest
-            rpath = self.folder / REPORT_FILE
-            try:
-                self.report = json.loads(rpath.read_text()) if rpath.is_file() else {}
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise FormatError(f"{rpath}: not valid JSON ({exc})") from None
+            from tcc_compiler.runtime.loaded import read_report
+
+            self.report = read_report(self.folder) or {}
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -108,7 +120,12 @@ class CompiledModel:
         """Textual IR (the ``specs/ir.lark`` grammar) after each stage, in pipeline order:
         ``"import"``, then one entry per pass (``"canonicalize"``, ..., ``"legalize"``), then
         ``"quantize"``. Constants larger than 16 elements are shown as ``@key`` references.
-        A model loaded from a folder has only ``"quantize"`` (read from quantized.tir).
+        A model loaded from a folder has only ``"quantize"`` (read from quantized.tir; the
+        earlier stages are not stored: recompile, or ``tccc compile --dump-ir DIR``, for them).
+
+        Raises:
+            KeyError: (on lookup) a stage this model does not hold; the message lists those
+                it does.
         """
         if self._ir_text is None:
             from tcc_compiler.ir.printer import print_graph
@@ -116,9 +133,10 @@ class CompiledModel:
             if self.artifacts is not None:
                 stages = dict(self._stages)
                 stages.setdefault("quantize", self.artifacts.graph)
-                self._ir_text = {k: print_graph(g) for k, g in stages.items()}
+                self._ir_text = IrStages({k: print_graph(g) for k, g in stages.items()})
             else:
-                self._ir_text = {"quantize": (self.folder / IR_FILE).read_text()}
+                self._ir_text = IrStages({"quantize": (self.folder / IR_FILE).read_text()},
+                                         loaded=True)
         return self._ir_text
 
     def save(self, folder: str | os.PathLike) -> Path:
@@ -231,7 +249,7 @@ def compile(model: str | os.PathLike | onnx.ModelProto | gs.Graph,  # noqa: A001
             line: ``"640x320x3"`` is 640 wide); None = the model's fixed dims. Batch is 1.
         calibration: image paths, folders, ``.npy`` paths or float32 arrays shaped like the
             ONNX input (NCHW ``[1, C, H, W]``, preprocessed); None = the photos bundled with
-            tccc (RGB models only).
+            tccc (models taking 1 or 3 channels: greyscale or RGB).
         method: calibration method: "mse" (default: the clipping range minimising
             quantization MSE), "minmax", "percentile", "entropy" (KL divergence).
         target: target name or .toml path (default tcc750x).

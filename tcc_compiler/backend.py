@@ -27,6 +27,7 @@ How the ONNX interface maps onto an ahead-of-time INT8 compiler:
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -168,19 +169,34 @@ class TcccBackend(Backend):
                    for i in _graph_inputs(model))
 
     @classmethod
-    def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> TcccRep:
+    def prepare(cls, model: onnx.ModelProto | str | os.PathLike, device: str = "CPU",
+                **kwargs: Any) -> TcccRep:
         """Prepare ``model`` for running.
 
         Args:
-            model: the ONNX model. device: ``"CPU"`` (the simulated NPU runs on the host).
+            model: the ONNX model, or the path of an ``.onnx`` file (loaded with
+                ``onnx.load``). device: ``"CPU"`` (the simulated NPU runs on the host).
             kwargs: ``calibration`` (as for :func:`tcc_compiler.compile`), ``method``,
                 ``target``; other keys (e.g. the test runner's rtol/atol) are ignored.
 
         Raises:
-            InputError: unsupported device, or a model without inputs.
+            InputError: unsupported device, a missing or unreadable model file, or a model
+                without inputs.
+            TypeError: ``model`` is neither a ModelProto nor a path.
         """
         if not cls.supports_device(device):
             raise InputError(f"device {device!r}: tccc runs on 'CPU' (the simulated NPU)")
+        if isinstance(model, (str, os.PathLike)):
+            path = os.fspath(model)
+            if not os.path.isfile(path):
+                raise InputError(f"{path}: no such model file")
+            try:
+                model = onnx.load(path)
+            except Exception as exc:  # noqa: BLE001 - protobuf/onnx raise assorted types
+                raise InputError(f"{path}: not a readable ONNX model ({exc})") from None
+        elif not isinstance(model, onnx.ModelProto):
+            raise TypeError(f"prepare: model must be an onnx.ModelProto or a path to an .onnx "
+                            f"file, got {type(model).__name__}")
         super().prepare(model, device, **kwargs)
         return TcccRep(model, kwargs.get("calibration"), kwargs.get("method", "mse"),
                        kwargs.get("target"))

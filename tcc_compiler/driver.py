@@ -83,12 +83,12 @@ def _model_bytes_sha(model) -> str:
 
 def default_calibration(graph: Graph, preprocess) -> tuple[list[np.ndarray], str]:
     """Calibration inputs from the photos bundled with the package (see data/photos)."""
-    from tcc_compiler.datasets.images import bundled_photos, load_inputs
+    from tcc_compiler.datasets.images import IMAGE_CHANNELS, bundled_photos, load_inputs
 
     c = graph.inputs[0].shape[1]
-    if c != 3:
-        raise InputError(f"the model takes {c} channels; the bundled calibration photos are RGB "
-                         "- pass --calib with .npy arrays")
+    if c not in IMAGE_CHANNELS:  # 1 and 3 load as greyscale / colour (Preprocess.channels)
+        raise InputError(f"the model takes {c} channels; the bundled calibration photos load "
+                         "as 1 or 3 channels - give calibration/--calib .npy arrays")
     paths = bundled_photos("calib")
     return load_inputs(paths, preprocess, tuple(graph.inputs[0].shape)), \
         f"{len(paths)} bundled photos (tcc_compiler/data/photos/calib)"
@@ -113,7 +113,7 @@ def resolve_calibration(items, graph: Graph, preprocess) -> tuple[list[np.ndarra
     if paths:
         arrays += load_inputs(paths, preprocess, shape)
     if not arrays:
-        raise InputError("--calib: no calibration inputs given")
+        raise InputError("calibration/--calib: no calibration inputs given")
     desc = ", ".join(str(p) for p in paths) if paths else f"{len(arrays)} arrays"
     return arrays, desc
 
@@ -197,9 +197,19 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
 
     n, c, h, w = graph.inputs[0].shape
     if preprocess is None:
-        preprocess = Preprocess(width=w, height=h)
+        # images load as greyscale for C=1; other C != 3 take only .npy inputs (load_inputs)
+        preprocess = Preprocess(width=w, height=h, channels=c if c == 1 else 3)
     t0 = time.perf_counter()
     if graph.meta.get("quantized"):  # resumed from a quantized .tir: nothing to calibrate
+        ignored = [opt for opt, given in (
+            ("calibration/--calib", calibration is not None), ("method/--calib-method",
+                                                                method != "mse"),
+            ("calib_table/--calib-table", calib_table is not None),
+            ("bias_correction/--bias-correction", bias_correction)) if given]
+        if ignored:
+            log.warning("%s is already quantized; %s ignored (compile the .onnx, or a dump "
+                        "from before the quantize stage, to calibrate again)", model,
+                        ", ".join(ignored))
         calibration, calib_source = [], f"none ({model} was already quantized)"
         table = None
     else:
@@ -225,8 +235,8 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
         quantize_graph(graph, ranges)
         if bias_correction:
             if not calibration:
-                raise InputError("--bias-correction needs calibration inputs (--calib), not "
-                                 "only a --calib-table")
+                raise InputError("bias_correction/--bias-correction needs calibration inputs "
+                                 "(calibration/--calib), not only a calib_table/--calib-table")
             correct_biases(float_graph, graph, calibration)
         if verify_ir:
             verify(graph, quantized=True)
@@ -247,6 +257,8 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
                               len(calibration), calib_source, src, _model_bytes_sha(model))
     report = build_report(graph, program, tgt, cmd_bin, pm, timings)
     report["fusion"] = fusion_summary(sources, float_graph)
+    _log_summary(model, graph, pm, method, len(calibration), calib_source, report, timings,
+                 len(program.weight_file))
     return CompiledArtifacts(cmd_bin, program.weight_file, manifest, report, graph,
                              float_graph, program, tgt, calib_table=table)
 
@@ -255,6 +267,32 @@ def _instrument(instruments, stage: str, when: str, index: int, graph: Graph) ->
     """Call the pass-manager instruments for a stage that is not a pass (import, quantize)."""
     for inst in instruments or []:
         inst(stage, when, index, graph)
+
+
+def _log_summary(model, graph: Graph, pm: PassManager, method: str, n_calib: int,
+                 calib_source: str, report: dict, timings: dict, weight_bytes: int) -> None:
+    """INFO lines (``tccc -v``) on what each stage did; quiet at the default WARNING level."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    src = model if isinstance(model, (str, os.PathLike)) else graph.name
+    log.info("import: %s: opset %s, input %s %s (%.2f s)", src, graph.meta.get("opset"),
+             graph.inputs[0].name, list(graph.inputs[0].shape), timings.get("import_s", 0.0))
+    fired = ", ".join(f"{k} {v}" for k, v in pm.stats.fired.items() if v) or "none"
+    fusion = report.get("fusion", {})
+    fused = ", ".join(f"{v} {k}" for k, v in sorted(fusion.get("fused_away", {}).items()))
+    log.info("passes: rewrites fired: %s; %s compute nodes -> %s NPU ops (fused away: %s; "
+             "%.2f s)", fired, fusion.get("compute_nodes", "?"), fusion.get("npu_ops", "?"),
+             fused or "nothing", timings.get("passes_s", 0.0))
+    log.info("quantize: method %s, %d calibration input(s) from %s (%.2f s)", method, n_calib,
+             calib_source, timings.get("calibration_s", 0.0) + timings.get("quantize_s", 0.0))
+    layers = report.get("layers", [])
+    log.info("schedule: %d layers, %d tiles, SRAM used %s B, estimated %.3f ms "
+             "(%s cycles; %.2f s)", len(layers), sum(int(x.get("tiles", 0)) for x in layers),
+             f"{report.get('sram_bytes', 0):,}", report.get("estimated_latency_ms", 0.0),
+             f"{report.get('estimated_cycles', 0):,}", timings.get("schedule_emit_s", 0.0))
+    log.info("emit: npu_cmd.bin %s B (%s commands), quantized_network.bin %s B",
+             f"{report.get('command_bytes', 0):,}", report.get("commands", "?"),
+             f"{weight_bytes:,}")
 
 
 def _io_dict(io) -> dict:

@@ -104,6 +104,49 @@ def _exchange(a: Path, b: Path) -> bool:
 #: A folder holding this file is a tccc output folder that a new compile may replace.
 OUTPUT_MARKER = "manifest.json"
 
+#: Files tccc writes into an output folder (compile, ``analyze``'s default ``--out``, the
+#: conventional ``report.html``). A recompile replaces the folder, so these go (the new output
+#: has fresh ones); any other entry makes :func:`atomic_dir` refuse, so it never deletes a
+#: user's files.
+OUTPUT_FILES = frozenset({
+    "npu_cmd.bin", "quantized_network.bin", "manifest.json", "report.json", "report.csv",
+    "quantized.tir", "quantized.npz", "calib_table.json", "analysis.json", "report.html",
+})
+
+
+def foreign_entries(folder: str | os.PathLike) -> list[str]:
+    """Names in ``folder`` (sorted) that tccc does not write (:data:`OUTPUT_FILES`):
+    sub-folders and any other file. Empty when ``folder`` is missing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(e.name + ("/" if e.is_dir() else "") for e in folder.iterdir()
+                  if e.name not in OUTPUT_FILES or not e.is_file())
+
+
+def _plain_os_error(dest: Path, exc: OSError, action: str) -> str:
+    """One line saying which path failed and why, in plain words (errno names, not the
+    kernel's wording: EBUSY from a read-only mount used to read "Device or resource busy")."""
+    err = exc.errno
+    where = Path(exc.filename) if exc.filename else dest
+    if err in (errno.EACCES, errno.EPERM, errno.EROFS):
+        reason = f"{where} is read-only or not writable by you"
+    elif err == errno.EBUSY:
+        reason = f"{where} is busy (a mount point or in use); choose another folder"
+    elif err == errno.EEXIST or err == errno.ENOTDIR:
+        reason = f"{_first_file_ancestor(dest) or where} is a file, not a folder"
+    else:  # e.g. ENOSPC: the system's own words ("No space left on device") are plain
+        reason = exc.strerror or str(exc)
+    return f"{dest}: cannot {action}: {reason}"
+
+
+def _first_file_ancestor(path: Path) -> Path | None:
+    """The first existing non-folder on the way from the root to ``path`` (None if none)."""
+    for anc in reversed([path, *path.parents]):
+        if anc.exists() and not anc.is_dir():
+            return anc
+    return None
+
 
 @contextmanager
 def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
@@ -114,23 +157,19 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     ``renameat2``), else renamed aside and deleted only after the new one is in place.
 
     Raises:
-        InputError: ``dest`` exists and is not a folder, its parent cannot be written, or an
-            OSError (e.g. a full disk) occurs while the staging folder is written or published.
+        InputError: ``dest`` exists and is not a folder; it holds entries tccc does not write
+            (:func:`foreign_entries`: replacing it would delete them); its parent cannot be
+            created or written; or an OSError (e.g. a full disk) occurs while the staging
+            folder is written or published.
     """
-    dest = Path(dest)
-    if dest.exists() and not dest.is_dir():
-        raise InputError(f"{dest}: exists and is not a folder")
-    if dest.is_dir() and any(dest.iterdir()) and not (dest / OUTPUT_MARKER).is_file():
-        # replacing the folder would delete whatever the user keeps there (even the model)
-        raise InputError(f"{dest}: folder is not empty and is not a tccc output folder (no "
-                         f"{OUTPUT_MARKER}); choose a new or empty folder for -o")
+    dest = check_output_folder(dest)
     parent = dest.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
         clean_stale_staging(dest)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=parent))
     except OSError as exc:
-        raise InputError(f"{dest}: cannot create output folder ({exc.strerror})") from None
+        raise InputError(_plain_os_error(dest, exc, "create the output folder")) from None
     try:
         yield tmp
         _publish_modes(tmp)
@@ -149,11 +188,48 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
         _fsync_dir(parent)
     except OSError as exc:  # full disk, permissions, quota: the user's to fix, not a bug
         shutil.rmtree(tmp, ignore_errors=True)
-        raise InputError(f"{dest}: cannot write the output ({exc.strerror or exc}); the "
-                         "previous contents are unchanged") from None
+        raise InputError(_plain_os_error(dest, exc, "write the output") + "; the previous "
+                         "contents are unchanged") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_output_folder(dest: str | os.PathLike) -> Path:
+    """The checks :func:`atomic_dir` makes before writing, callable up front (``tccc compile``
+    runs them before compiling, so a bad ``-o`` fails in a second, not after the compile).
+
+    Returns:
+        ``dest`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        InputError: ``dest`` exists and is not a folder; a path component is a file; it holds
+            entries tccc does not write (:func:`foreign_entries`); or the nearest existing
+            ancestor folder is not writable.
+    """
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise InputError(f"{dest}: exists and is not a folder")
+    blocker = _first_file_ancestor(dest)
+    if blocker is not None:
+        raise InputError(f"{dest}: cannot create the output folder: {blocker} is a file, "
+                         "not a folder")
+    foreign = foreign_entries(dest)
+    if foreign:  # replacing the folder would delete whatever the user keeps there
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more"
+                                          if len(foreign) > 5 else "")
+        what = "is a tccc output folder but also holds" if (dest / OUTPUT_MARKER).is_file() \
+            else "is not a tccc output folder: it holds"
+        raise InputError(f"{dest}: {what} files tccc does not write ({shown}), which replacing "
+                         "it would delete; move them out or choose a new or empty folder "
+                         "(-o / save())")
+    anc = dest.resolve().parent
+    while not anc.exists():
+        anc = anc.parent
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise InputError(f"{dest}: cannot create the output folder: {anc} is read-only or "
+                         "not writable by you")
+    return dest
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -190,10 +266,14 @@ def _publish_modes(folder: Path) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and os.replace (never half-written)."""
+    """Write ``data`` to ``path`` via a temporary file and os.replace (never half-written).
+    The file gets the mode a plain open() would (0666 less the umask), not mkstemp's 0600."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.resolve().parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -202,6 +282,51 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_output_file(path: str | os.PathLike, option: str) -> Path:
+    """Validate a file path given for output (``-o``, ``--out``, ``--csv``...) before any work.
+
+    Args:
+        path: the file to write later. option: the option naming it, for the message.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        InputError: ``path`` is a folder, its folder is missing or is a file, or that folder
+            is not writable (read-only file system, permissions). One line naming the path.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{option} {p}: is a folder; give a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    blocker = _first_file_ancestor(parent)
+    if blocker is not None:
+        raise InputError(f"{option} {p}: {blocker} is a file, not a folder")
+    if not parent.is_dir():
+        raise InputError(f"{option} {p}: folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {p}: folder {parent} is read-only or not writable by you")
+    return p
+
+
+def write_output_file(path: str | os.PathLike, data: bytes | str, option: str) -> Path:
+    """:func:`check_output_file`, then :func:`atomic_write_bytes` (``str`` is written as
+    UTF-8), so a failure never leaves a half-written file.
+
+    Returns:
+        The path written.
+
+    Raises:
+        InputError: as :func:`check_output_file`, or an OSError while writing (one line).
+    """
+    p = check_output_file(path, option)
+    try:
+        atomic_write_bytes(p, data.encode("utf-8") if isinstance(data, str) else data)
+    except OSError as exc:
+        raise InputError(_plain_os_error(p, exc, f"write {option}")) from None
+    return p
 
 
 def file_sha256(path: str | os.PathLike) -> str:

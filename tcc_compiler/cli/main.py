@@ -1,7 +1,8 @@
 """``tccc`` command line: a thin layer over :mod:`tcc_compiler.api`.
 
 Results go to stdout, diagnostics to stderr. Exit codes: 0 success, 2 bad input or usage (one
-line on stderr, no traceback), 1 internal error.
+line on stderr, no traceback), 1 internal error. ``-vv`` adds the traceback on stderr before
+that line; it never changes the exit code.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import pkgutil
 import re
 import sys
-
+import traceback
 
 from tcc_compiler import __version__
 from tcc_compiler.errors import TccError
@@ -36,6 +37,17 @@ def progress(quiet: bool, desc: str):
     from tqdm import tqdm
 
     return lambda it: tqdm(it, desc=desc, unit="img", file=sys.stderr, leave=False)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--top 0`` and friends are usage errors, exit 2)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
 
 
 def plain_text(doc: str | None) -> str | None:
@@ -85,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except TccError as exc:
         msg = str(exc).replace("\n", " ")
+        if args.verbose > 1:  # -vv adds the traceback; the exit code stays the same
+            traceback.print_exc(file=sys.stderr)
         print(f"tccc: error: {msg}", file=sys.stderr)
-        if args.verbose > 1:
-            raise
         return exc.exit_code
     except BrokenPipeError:  # e.g. `tccc ops ... | head`: the reader left, nothing to report
         try:
@@ -103,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as exc:  # a bug: say so in one line, traceback only with -vv
         if args.verbose > 1:
-            raise
+            traceback.print_exc(file=sys.stderr)
         print(f"tccc: internal error: {type(exc).__name__}: {exc} (run with -vv for the "
               "traceback and please report it)", file=sys.stderr)
         return 1

@@ -29,6 +29,8 @@ from tcc_compiler.errors import FormatError, InputError, InternalError
 logger = logging.getLogger(__name__)
 
 CHANNEL_ORDERS = ("RGB", "BGR")
+#: Channel counts images can be loaded for: 1 (greyscale ``L``) or 3 (``RGB``).
+IMAGE_CHANNELS = (1, 3)
 RESIZE_MODES = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST,
                 "bicubic": Image.Resampling.BICUBIC}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff",
@@ -42,16 +44,22 @@ class Preprocess:
     """How pixels become network input values.
 
     ``value[c] = (pixel[c] * scale - mean[c]) / std[c]`` where ``pixel`` is the 8-bit sample
-    (0..255) of channel ``c`` after converting to RGB, reordering to ``channel_order`` and
-    resizing to exactly ``width`` x ``height``. ``mean`` and ``std`` are indexed in the tensor's
-    channel order (so for ``"BGR"`` give them as (B, G, R)).
+    (0..255) of channel ``c`` after converting to RGB (``channels`` 3) or greyscale ``L``
+    (``channels`` 1, ITU-R 601 luma), reordering to ``channel_order`` and resizing to exactly
+    ``width`` x ``height``. ``mean`` and ``std`` are indexed in the tensor's channel order (so
+    for ``"BGR"`` give them as (B, G, R)).
 
     Attributes:
         width, height: network input size (pixels), each >= 1.
-        mean, std: per-channel values in units of ``pixel * scale``; three each, std > 0.
+        mean, std: per-channel values in units of ``pixel * scale``, std > 0; ``channels``
+            values each. With ``channels`` 1, three values are averaged to one (so the ImageNet
+            defaults become 0.449 / 0.226, the usual greyscale ImageNet statistics).
         scale: multiplier from 8-bit pixel to the unit of mean/std (default 1/255).
-        channel_order: ``"RGB"`` or ``"BGR"``: order of the three channels in the tensor.
+        channel_order: ``"RGB"`` or ``"BGR"``: order of the three channels in the tensor
+            (ignored when ``channels`` is 1).
         resize: Pillow filter name: ``"bilinear"`` (default), ``"bicubic"`` or ``"nearest"``.
+        channels: 3 (colour, default) or 1 (greyscale): the model input's C. Recorded in the
+            manifest only when it is not 3, so older manifests (without it) read as 3.
 
     Raises:
         InputError: on construction with an out-of-range or wrongly typed field.
@@ -59,25 +67,33 @@ class Preprocess:
 
     width: int
     height: int
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
     scale: float = 1.0 / 255.0
     channel_order: str = "RGB"
     resize: str = "bilinear"
+    channels: int = 3
 
     def __post_init__(self) -> None:
         for name in ("width", "height"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"preprocess: {name} must be a positive integer, got {value!r}")
+        if isinstance(self.channels, bool) or self.channels not in IMAGE_CHANNELS:
+            raise InputError(f"preprocess: channels must be 1 (greyscale) or 3 (colour), got "
+                             f"{self.channels!r}")
+        c = self.channels
         for name in ("mean", "std"):
             value = getattr(self, name)
             try:
                 numbers = tuple(float(v) for v in value)
             except (TypeError, ValueError):
-                raise InputError(f"preprocess: {name} must be 3 numbers, got {value!r}") from None
-            if len(numbers) != 3 or not all(math.isfinite(v) for v in numbers):
-                raise InputError(f"preprocess: {name} must be 3 finite numbers, got {value!r}")
+                raise InputError(f"preprocess: {name} must be {c} numbers, got {value!r}") \
+                    from None
+            if c == 1 and len(numbers) == 3:
+                numbers = (sum(numbers) / 3.0,)
+            if len(numbers) != c or not all(math.isfinite(v) for v in numbers):
+                raise InputError(f"preprocess: {name} must be {c} finite numbers, got {value!r}")
             object.__setattr__(self, name, numbers)
         if any(v <= 0.0 for v in self.std):
             raise InputError(f"preprocess: std must be > 0, got {self.std}")
@@ -94,13 +110,16 @@ class Preprocess:
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
-        """NCHW shape of one loaded image: ``(1, 3, height, width)``."""
-        return (1, 3, self.height, self.width)
+        """NCHW shape of one loaded image: ``(1, channels, height, width)``."""
+        return (1, self.channels, self.height, self.width)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples become lists) for the manifest."""
+        """JSON-ready dict (tuples become lists) for the manifest; ``channels`` only when not 3
+        (manifests written before it existed stay byte-identical)."""
         out = asdict(self)
         out["mean"], out["std"] = list(self.mean), list(self.std)
+        if self.channels == 3:
+            del out["channels"]
         return out
 
     @classmethod
@@ -127,8 +146,11 @@ class Preprocess:
 
 
 def _normalise(pixels: np.ndarray, pre: Preprocess) -> np.ndarray:
-    """uint8 HWC RGB pixels -> float32 NCHW ``[1, 3, H, W]`` per ``pre``."""
-    if pre.channel_order == "BGR":
+    """uint8 pixels (HWC RGB, or HW / HW1 greyscale) -> float32 NCHW ``[1, C, H, W]`` per
+    ``pre``."""
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pre.channel_order == "BGR" and pixels.shape[2] == 3:
         pixels = pixels[:, :, ::-1]
     mean = np.asarray(pre.mean, np.float32)
     std = np.asarray(pre.std, np.float32)
@@ -136,31 +158,55 @@ def _normalise(pixels: np.ndarray, pre: Preprocess) -> np.ndarray:
     return np.ascontiguousarray(values.transpose(2, 0, 1)[None], dtype=np.float32)
 
 
+#: Pillow modes holding 16-bit samples (``I`` is 32-bit signed; 16-bit PNGs open as ``I;16``
+#: or ``I``).
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _to_8bit(img: Image.Image, path: Path) -> Image.Image:
+    """A 16-bit greyscale image (modes ``I;16*``, ``I``) as 8-bit ``L``: ``round(x / 257)``,
+    which maps 0..65535 onto 0..255 exactly (65535 / 257 = 255). Pillow's own convert() clips
+    such samples at 255 instead, turning the image white. Other modes are returned as they are
+    (``F`` float images keep Pillow's conversion, which takes the values as 0..255).
+
+    Raises:
+        InputError: a mode ``I`` image with samples outside 0..65535 (not 16-bit data).
+    """
+    if img.mode not in _WIDE_MODES:
+        return img
+    a = np.asarray(img).astype(np.int64)
+    if a.size and (a.min() < 0 or a.max() > 65535):
+        raise InputError(f"{path}: 32-bit integer image with samples {a.min()}..{a.max()}; "
+                         "only 8- and 16-bit images load (save it as 8- or 16-bit)")
+    return Image.fromarray(((a * 2 + 257) // 514).astype(np.uint8), "L")
+
+
 def load_image(path: str | os.PathLike[str], pre: Preprocess) -> np.ndarray:
     """Decode one image file and preprocess it.
 
-    The image is decoded with Pillow, turned upright by its EXIF orientation, converted to RGB
-    (greyscale is replicated, alpha is dropped), resized to exactly ``pre.width`` x
-    ``pre.height`` (aspect ratio is not kept; crop beforehand if that matters) and normalised as
-    :class:`Preprocess` describes.
+    The image is decoded with Pillow, turned upright by its EXIF orientation, brought to 8 bits
+    (16-bit samples ``x`` become ``round(x / 257)``), converted to RGB (greyscale is replicated,
+    alpha is dropped) or, for ``pre.channels`` 1, to greyscale ``L``, resized to exactly
+    ``pre.width`` x ``pre.height`` (aspect ratio is not kept; crop beforehand if that matters)
+    and normalised as :class:`Preprocess` describes.
 
     Args:
         path: image file (any format Pillow reads).
         pre: preprocessing.
 
     Returns:
-        float32 NCHW ``[1, 3, pre.height, pre.width]``.
+        float32 NCHW ``[1, pre.channels, pre.height, pre.width]``.
 
     Raises:
-        InputError: the file is missing or cannot be decoded.
+        InputError: the file is missing or cannot be decoded, or holds 32-bit integer samples.
     """
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: image file not found")
     try:
         with Image.open(p) as img:
-            img = ImageOps.exif_transpose(img)
-            rgb = img.convert("RGB")
+            img = _to_8bit(ImageOps.exif_transpose(img), p)
+            rgb = img.convert("L" if pre.channels == 1 else "RGB")
             if rgb.size != (pre.width, pre.height):
                 rgb = rgb.resize((pre.width, pre.height), RESIZE_MODES[pre.resize])
             pixels = np.asarray(rgb, dtype=np.uint8)
@@ -277,10 +323,12 @@ def load_inputs(paths: Sequence[str | os.PathLike[str]], pre: Preprocess,
         if f.suffix.lower() == ".npy":
             out.extend(_load_npy(f, expected))
             continue
+        if expected[1] not in IMAGE_CHANNELS:
+            raise InputError(f"{f}: the model input has {expected[1]} channels; images load as "
+                             "1 (greyscale) or 3 (colour) channels - give .npy arrays instead")
         if pre.shape != image_shape:
             raise InputError(f"{f}: preprocessing gives {list(pre.shape)} but the model input is "
-                             f"{list(image_shape)}; set width/height to match (images have "
-                             f"3 channels)")
+                             f"{list(image_shape)}; set width/height/channels to match")
         out.append(load_image(f, pre))
     logger.debug("loaded %d input(s) from %d file(s)", len(out), len(files))
     return out

@@ -311,19 +311,17 @@ def save_qdq(folder: str | os.PathLike, path: str | os.PathLike) -> Path:
         InputError, FormatError: the folder or its IR is missing or invalid (the message names
         the file); the output file cannot be written.
     """
+    from tcc_compiler.fsutil import check_output_file, write_output_file
     from tcc_compiler.ir.text import load_ir
     from tcc_compiler.runtime import load_program
 
+    check_output_file(path, "-o")
     load_program(folder)
 
     tir = Path(folder) / "quantized.tir"
     if not tir.is_file():
         raise InputError(f"{tir}: missing (is {folder} a tccc output folder?)")
     model = export_qdq(load_ir(tir))
-    path = Path(path)
-    try:
-        onnx.save(model, str(path))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write ({exc.strerror})") from None
+    path = write_output_file(path, model.SerializeToString(), "-o")
     log.info("wrote %s (%d nodes)", path, len(model.graph.node))
     return path

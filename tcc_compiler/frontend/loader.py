@@ -29,11 +29,11 @@ def parse_input_spec(text: str) -> tuple[int, int, int]:
     try:
         w, h, c = (int(p) for p in parts)
     except ValueError:
-        raise InputError(f"--input '{text}': expected WxHxC, e.g. 224x224x3 "
+        raise InputError(f"input_shape/--input '{text}': expected WxHxC, e.g. 224x224x3 "
                          "(width x height x channels)") from None
     if min(w, h, c) <= 0 or max(w, h) > 8192 or c > 64:
-        raise InputError(f"--input '{text}': width and height must be 1..8192 and channels "
-                         "1..64")
+        raise InputError(f"input_shape/--input '{text}': width and height must be 1..8192 "
+                         "and channels 1..64")
     return w, h, c
 
 
@@ -111,7 +111,7 @@ def check_input_dims(w: int, h: int, c: int, where: str, name: str) -> None:
     if min(w, h, c) <= 0 or max(w, h) > MAX_INPUT_HW or c > MAX_INPUT_C:
         raise InputError(f"{where}: input '{name}' is {w}x{h}x{c} (WxHxC); width and height "
                          f"must be 1..{MAX_INPUT_HW} and channels 1..{MAX_INPUT_C} "
-                         "(pass --input WxHxC)")
+                         "(pass input_shape/--input WxHxC)")
 
 
 def _tensor_problem(t: onnx.TensorProto, name: str,

@@ -74,9 +74,9 @@ def load_resume_point(path: str | os.PathLike,
     if input_whc is not None:
         n, c, h, w = graph.inputs[0].shape
         if tuple(input_whc) != (w, h, c):
-            raise InputError(f"{path}: --input {'x'.join(map(str, input_whc))} differs from "
-                             f"the IR's input {w}x{h}x{c} (WxHxC); IR files have fixed shapes, "
-                             "re-import the ONNX model to change them")
+            raise InputError(f"{path}: input_shape/--input {'x'.join(map(str, input_whc))} "
+                             f"differs from the IR's input {w}x{h}x{c} (WxHxC); IR files have "
+                             "fixed shapes, re-import the ONNX model to change them")
     try:
         verify(graph, quantized=quantized)
     except VerifyError as exc:

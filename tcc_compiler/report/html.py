@@ -26,8 +26,9 @@ from tcc_compiler.errors import FormatError, InputError
 
 log = logging.getLogger(__name__)
 
-#: At most this many histograms are drawn (first tensors in graph order).
-MAX_HISTOGRAMS = 24
+#: Up to this many histograms are drawn at full size; above it (ResNet-50 has ~57 quantized
+#: tensors) every histogram is still drawn, smaller, so the page stays a few hundred kB.
+FULL_SIZE_HISTOGRAMS = 24
 
 
 def _prod(shape) -> int:
@@ -67,17 +68,21 @@ def _bar_chart(labels: list[str], values: list[float], title: str, ylabel: str,
 
 
 def _histograms(table: dict) -> list[tuple[str, str]]:
+    """One embedded PNG per tensor of ``table`` that has a histogram (``hist`` counts over
+    ``edges``, clipping range ``lo``/``hi`` dashed), in table (graph) order: all of them,
+    smaller when there are more than :data:`FULL_SIZE_HISTOGRAMS`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    drawable = [(n, t) for n, t in table.items()
+                if isinstance(t, dict) and t.get("hist") and t.get("edges")]
+    size = (4.0, 2.2) if len(drawable) <= FULL_SIZE_HISTOGRAMS else (3.0, 1.65)
     out = []
-    for name, t in list(table.items())[:MAX_HISTOGRAMS]:
-        hist, edges = t.get("hist"), t.get("edges")
-        if not hist or not edges:
-            continue
-        fig, ax = plt.subplots(figsize=(4.0, 2.2))
+    for name, t in drawable:
+        hist, edges = t["hist"], t["edges"]
+        fig, ax = plt.subplots(figsize=size)
         ax.stairs(hist, edges, fill=True, color="#7f9fbf")
         ax.set_yscale("log")
         for key in ("lo", "hi"):
@@ -205,8 +210,8 @@ def render_html(folder: str | os.PathLike, histograms: dict[str, dict] | None = 
     if hists:
         imgs = "".join(f'<figure><img alt="histogram {esc(n)}" src="{src}"></figure>'
                        for n, src in hists)
-        extra.append(f"<h2>Activation histograms (dashed: chosen clipping range; "
-                     f"end bins hold the clipped values)</h2>"
+        extra.append(f"<h2>Activation histograms: all {len(hists)} quantized tensors "
+                     f"(dashed: chosen clipping range; end bins hold the clipped values)</h2>"
                      f"<div class=grid>{imgs}</div>")
     else:
         extra.append("<p class=note>No calibration histograms or per-layer SQNR in this folder "
@@ -260,13 +265,9 @@ def write_html(folder: str | os.PathLike, path: str | os.PathLike,
             corrupted/mismatched manifest.json, npu_cmd.bin or quantized_network.bin (the
             message names the file).
     """
+    from tcc_compiler.fsutil import check_output_file, write_output_file
     from tcc_compiler.runtime import load_program
 
+    check_output_file(path, "-o")
     load_program(folder)
-    text = render_html(folder, histograms)
-    path = Path(path)
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write ({exc.strerror})") from None
-    return path
+    return write_output_file(path, render_html(folder, histograms), "-o")

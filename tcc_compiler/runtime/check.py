@@ -94,10 +94,15 @@ class Checker:
             raise InputError(f"{model}: ONNX Runtime cannot load it "
                              f"({str(exc).splitlines()[0][:200]})") from None
         self.in_name = self.sess.get_inputs()[0].name
-        want = prog.manifest.get("model", {}).get("sha256")
+        recorded = prog.manifest.get("model", {})
+        want, source = recorded.get("sha256"), str(recorded.get("source", ""))
         if want and file_sha256(model) != want:
-            log.warning("%s differs from the model this folder was compiled from (sha256); "
-                        "the comparison may be meaningless", model)
+            if source.endswith(".tir"):  # the sha256 is the dump's, not the ONNX model's
+                log.info("%s: cannot confirm it is the source of this folder (compiled from the "
+                         "IR file %s, whose sha256 the manifest records)", model, source)
+            else:
+                log.warning("%s differs from the model this folder was compiled from (%s, "
+                            "sha256); the comparison may be meaningless", model, source or "?")
 
     def float_output(self, x: np.ndarray) -> np.ndarray:
         """ONNX Runtime's first output for float NCHW input ``x``."""

@@ -44,10 +44,12 @@ TOPK = 5
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled sample: file path and class index (>= 0)."""
+    """One labelled sample: file path, class index (>= 0) and, when it came from a labels file,
+    ``where`` = ``"FILE:LINE"`` (named in errors)."""
 
     path: Path
     label: int
+    where: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,18 +95,46 @@ def read_labels(path: Path, images: Path) -> list[Sample]:
         parts = [p.strip() for p in (s.split(",") if "," in s else s.split())]
         label = _int_or_none(parts[-1]) if len(parts) >= 2 else None
         if label is None:
-            if not out and n == 1:
-                continue                                   # header line
-            raise InputError(f"{path}:{n}: expected 'file,...,label' with an integer label")
+            if not out and n == 1 and not (images / parts[0]).is_file():
+                continue      # header line ("file,label"): its first field names no image
+            raise InputError(f"{path}:{n}: expected 'file,...,label' with an integer class "
+                             f"index as the label, got {s!r}")
         if label < 0:
             raise InputError(f"{path}:{n}: label {label} is negative")
         f = images / parts[0]
         if not f.is_file():
             raise InputError(f"{path}:{n}: {f} not found")
-        out.append(Sample(f, label))
+        out.append(Sample(f, label, f"{path}:{n}"))
     if not out:
-        raise InputError(f"{path}: no samples")
+        raise InputError(f"{path}: no samples (blank, comment or header lines only)")
     return sorted(out, key=lambda s: str(s.path))
+
+
+def output_classes(manifest: dict) -> int | None:
+    """Number of values (classes) of the model's first graph output, from the manifest's
+    ``outputs`` shape; None when that output is not listed there (e.g. made by a host op)."""
+    name = (manifest.get("graph_outputs") or [None])[0]
+    for o in manifest.get("outputs", []):
+        if isinstance(o, dict) and o.get("name") == name and o.get("shape"):
+            n = 1
+            for d in o["shape"]:
+                n *= int(d)
+            return n
+    return None
+
+
+def check_labels(samples: list[Sample], classes: int | None) -> None:
+    """Refuse a label the model cannot output (counting it wrong would hide a bad file).
+
+    Raises:
+        InputError: a label >= ``classes``, naming its labels-file line (or its file).
+    """
+    if classes is None:
+        return
+    for s in samples:
+        if s.label >= classes:
+            raise InputError(f"{s.where or s.path}: label {s.label} is out of range: the model "
+                             f"outputs {classes} classes (0..{classes - 1})")
 
 
 def find_samples(images: str | os.PathLike, labels: str | os.PathLike | None = None
@@ -160,7 +190,7 @@ def preprocess_for(manifest_pre: dict, pixels: str = "manifest", scale: float | 
 
 
 def load_sample(path: Path, pre, raw: RawSpec | None) -> np.ndarray:
-    """One sample as float32 NCHW ``[1, 3, H, W]``.
+    """One sample as float32 NCHW ``[1, C, H, W]`` (C = ``pre.channels``).
 
     Raises:
         InputError: unreadable file, a raw file of the wrong size or without a raw layout, a
@@ -173,9 +203,9 @@ def load_sample(path: Path, pre, raw: RawSpec | None) -> np.ndarray:
         return load_image(path, pre)
     if raw is None:
         raise InputError(f"{path}: raw array file; give its size (--raw-size WxHxC)")
-    if (raw.width, raw.height) != (pre.width, pre.height) or raw.channels != 3:
+    if (raw.width, raw.height, raw.channels) != (pre.width, pre.height, pre.channels):
         raise InputError(f"{path}: raw size {raw.width}x{raw.height}x{raw.channels} differs "
-                         f"from the model input {pre.width}x{pre.height}x3")
+                         f"from the model input {pre.width}x{pre.height}x{pre.channels}")
     try:
         data = path.read_bytes()
     except OSError as exc:

@@ -172,3 +172,28 @@ def load_program(folder: str | Path) -> LoadedProgram:
         InputError: missing folder/files. FormatError: manifest or binaries fail validation.
     """
     return LoadedProgram(folder)
+
+
+REPORT_FILE = "report.json"
+
+
+def read_report(folder: str | Path) -> dict | None:
+    """The folder's ``report.json`` (per-layer table, estimates) as a dict; None when absent.
+
+    Raises:
+        FormatError: the file is not UTF-8 JSON holding an object, or cannot be read (the
+            message names the file and says to recompile).
+    """
+    path = Path(folder) / REPORT_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise FormatError(f"{path}: not valid JSON ({reason}); recompile to rewrite it") \
+            from None
+    if not isinstance(data, dict):
+        raise FormatError(f"{path}: expected a JSON object, got {type(data).__name__}; "
+                          "recompile to rewrite it")
+    return data

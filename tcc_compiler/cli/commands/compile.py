@@ -60,6 +60,9 @@ def run(args) -> int:
 
         raise InputError(f"--percentile applies to --calib-method percentile only (method is "
                          f"{args.calib_method}); add --calib-method percentile")
+    from tcc_compiler.fsutil import check_output_folder
+
+    check_output_folder(args.output)  # a bad -o fails now, not after the compile
     instruments = make_instruments(args.dump_ir, args.print_ir_before, args.print_ir_after)
     from tcc_compiler.cli.main import progress
 

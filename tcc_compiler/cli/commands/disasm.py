@@ -4,7 +4,10 @@ ONNX node(s) of the layer it belongs to (from report.json in the same folder, wh
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 NAME = "disasm"
 HELP = "disassemble npu_cmd.bin (byte offsets, fields, source ONNX node per command)"
@@ -55,14 +58,21 @@ def commands_json(prog, comments: list[str | None] | None) -> list[dict]:
 
 def run(args) -> int:
     """tccc disasm DIR [--json]"""
+    from tcc_compiler.errors import FormatError
     from tcc_compiler.runtime import load_program
+    from tcc_compiler.runtime.loaded import read_report
 
     prog = load_program(args.dir)
-    report_path = Path(args.dir) / "report.json"
     comments = None
-    if report_path.is_file():
-        comments = command_sources(json.loads(report_path.read_text()),
-                                   len(prog.cmd.commands))
+    try:  # report.json only names the source layers: a bad one costs the comments, not the run
+        report = read_report(args.dir)
+        if report is not None:
+            comments = command_sources(report, len(prog.cmd.commands))
+    except FormatError as exc:
+        log.warning("%s; disassembling without source names", exc)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        log.warning("%s: unexpected layer table (%s: %s); disassembling without source names",
+                    Path(args.dir) / "report.json", type(exc).__name__, exc)
     if args.json:
         print(json.dumps(commands_json(prog, comments), indent=1))
         return 0

@@ -57,10 +57,18 @@ def run(args) -> int:
     from tcc_compiler.errors import InputError
     from tcc_compiler.frontend import parse_input_spec
     from tcc_compiler.runtime import load_program
-    from tcc_compiler.runtime.evaluate import RawSpec, evaluate, find_samples, preprocess_for
+    from tcc_compiler.runtime.evaluate import (
+        RawSpec,
+        check_labels,
+        evaluate,
+        find_samples,
+        output_classes,
+        preprocess_for,
+    )
 
     prog = load_program(args.dir)
     samples, classes = find_samples(args.images, args.labels)
+    check_labels(samples, output_classes(prog.manifest))
     if args.limit is not None:
         if args.limit < 1:
             raise InputError(f"--limit {args.limit}: must be >= 1")

@@ -23,12 +23,16 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     """tccc inspect DIR [--csv FILE] [--json]"""
+    from tcc_compiler.fsutil import check_output_file, write_output_file
+    from tcc_compiler.runtime import load_program
+    from tcc_compiler.runtime.loaded import read_report
     from tcc_compiler.schedule.report import format_table, to_csv
 
-    from tcc_compiler.runtime import load_program
-
+    if args.csv:  # refuse a bad path before printing anything
+        check_output_file(args.csv, "--csv")
     d = Path(args.dir)
     prog = load_program(d)   # validates the folder (manifest, sizes, CRCs) with clear errors
+    read_report(d)  # a corrupt report.json: one-line error before any output
     raw_c = (d / "npu_cmd.bin").read_bytes()
     raw_w = (d / "quantized_network.bin").read_bytes()
     cmd, wf = prog.cmd, prog.weights
@@ -46,8 +50,7 @@ def run(args) -> int:
           f"{wf.version_minor}, crc32 {zlib.crc32(raw_w):#010x}; data section {len(wf.data)} B "
           f"(crc32 {wf.data_crc32:#010x}), {len(wf.layers)} layers; weights + params "
           f"{wf.raw_bytes} B raw, {wf.stored_bytes} B stored (ratio {_ratio(wf):.4f})")
-    report_path = d / "report.json"
-    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    report = read_report(d) or {}
     names = [r["name"] for r in report.get("layers", []) if r.get("weight_bytes")]
     for i, e in enumerate(wf.layers):
         name = names[i] if i < len(names) else f"#{e.name_hash:08x}"
@@ -68,7 +71,7 @@ def run(args) -> int:
         print(format_table(report["layers"], 1_000_000_000 if not roof else
                            _clock(report, roof)), end="")
         if args.csv:
-            Path(args.csv).write_text(to_csv(report["layers"]))
+            write_output_file(args.csv, to_csv(report["layers"]), "--csv")
     return 0
 
 
@@ -90,8 +93,9 @@ def summary_json(raw_c: bytes, raw_w: bytes, prog, counts: Counter, d: Path) -> 
     weights/params stored and raw bytes, offset, compression); ``report`` is report.json as
     written (null if absent).
     """
+    from tcc_compiler.runtime.loaded import read_report
+
     cmd, wf = prog.cmd, prog.weights
-    report_path = d / "report.json"
     return {
         "npu_cmd.bin": {"bytes": len(raw_c), "crc32": zlib.crc32(raw_c),
                         "format": f"{cmd.version_major}.{cmd.version_minor}",
@@ -110,5 +114,5 @@ def summary_json(raw_c: bytes, raw_w: bytes, prog, counts: Counter, d: Path) -> 
                         "params_raw_bytes": e.params_raw_bytes,
                         "compressed": bool(e.flags), "block_channels": e.block_channels}
                        for e in wf.layers]},
-        "report": json.loads(report_path.read_text()) if report_path.is_file() else None,
+        "report": read_report(d),
     }

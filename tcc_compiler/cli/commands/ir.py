@@ -143,7 +143,7 @@ def _quantize(graph, calib, printer, index: int) -> None:
     from tcc_compiler.quant import collect_ranges, quantize_graph
 
     n, c, h, w = graph.inputs[0].shape
-    pre = Preprocess(width=w, height=h)
+    pre = Preprocess(width=w, height=h, channels=c if c == 1 else 3)
     arrays, _ = (default_calibration(graph, pre) if calib is None
                  else resolve_calibration(calib, graph, pre))
     ranges = collect_ranges(graph, arrays)

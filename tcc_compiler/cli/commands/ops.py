@@ -21,12 +21,22 @@ def add_arguments(p) -> None:
 
 
 def _op_table() -> list[dict]:
+    """One row per converted op type: ``notes`` = where it runs and what it accepts, from the
+    support records (frontend/support.py, the source of SUPPORTED_OPS.md), so the two agree;
+    ``runs``/``accepts``/``refuses`` are the record's fields. An op without a record (a bug
+    tests/test_opsets.py catches) falls back to its converter's docstring."""
     from tcc_compiler.frontend.converters import CONVERTERS
+    from tcc_compiler.frontend.support import SUPPORT
 
     rows = []
     for op, fn in sorted(CONVERTERS.items()):
-        doc = (fn.__doc__ or "").strip().splitlines()
-        rows.append({"op_type": op, "notes": doc[0] if doc else ""})
+        rec = SUPPORT.get(op)
+        if rec is None:
+            doc = (fn.__doc__ or "").strip().splitlines()
+            rows.append({"op_type": op, "notes": doc[0] if doc else ""})
+            continue
+        rows.append({"op_type": op, "notes": f"{rec.runs}: {rec.accepts}", "runs": rec.runs,
+                     "accepts": rec.accepts, "refuses": rec.refuses})
     return rows
 
 

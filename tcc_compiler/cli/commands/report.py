@@ -21,8 +21,10 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     """tccc report DIR -o report.html [--histograms [IMAGE ...]] [--json]"""
+    from tcc_compiler.fsutil import check_output_file
     from tcc_compiler.report import write_html
 
+    check_output_file(args.output, "-o")  # before the histograms are computed
     hist = None
     if args.histograms is not None:
         from tcc_compiler.cli.main import progress

@@ -4,10 +4,14 @@ integer model and ONNX Runtime)."""
 from __future__ import annotations
 
 import json
+import logging
+import time
 
 import numpy as np
 
 from tcc_compiler.errors import InputError
+
+log = logging.getLogger(__name__)
 
 NAME = "run"
 HELP = "run a compiled model on the reference executor"
@@ -30,7 +34,10 @@ def add_arguments(p) -> None:
                    help="compare with the golden integer model and ONNX Runtime's float output")
     p.add_argument("--topk", type=_positive_int, default=1,
                    help="print the K best classes (default 1)")
-    p.add_argument("--logits", action="store_true", help="include the output values (JSON)")
+    p.add_argument("--logits", action="store_true",
+                   help="also print the output values (dequantized float32): a 'logits:' line, "
+                        "or the 'logits' key with --json ('output' is the same list, kept for "
+                        "older scripts)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -92,7 +99,8 @@ def _result(prog, x, res, args, checker, label: str) -> dict:
     topk = [int(i) for i in np.argsort(-y, kind="stable")[:k]]
     out = {"input": label, "top1": topk[0], "topk": topk}
     if args.logits:
-        out["output"] = [float(v) for v in y]
+        out["logits"] = [float(v) for v in y]
+        out["output"] = out["logits"]  # the key's name before 'logits'; kept for compatibility
     if checker is not None:
         out["check"] = checker.check(x, res)
     return out
@@ -105,6 +113,8 @@ def _print_text(out: dict, prefix: str = "") -> None:
         c = out["check"]
         print(f"{prefix}check: bit_exact={str(c['bit_exact']).lower()} "
               f"sqnr_db={c['sqnr_db']:.2f} top1_agree={str(c['top1_agree']).lower()}")
+    if "logits" in out:
+        print(f"{prefix}logits: " + " ".join(f"{v:.6g}" for v in out["logits"]))
 
 
 def run(args) -> int:
@@ -123,8 +133,18 @@ def run(args) -> int:
 
         checker = Checker(prog, args.check)
     items = [(x, args.schedule, args.seed) for x in xs]
-    outs = [_result(prog, x, res, args, checker, label) for x, label, res in
-            zip(xs, labels, imap(args.dir, items, _run_job, args.jobs, prog=prog))]
+    t0 = time.perf_counter()
+    outs = []
+    for i, (x, label, res) in enumerate(zip(xs, labels, imap(args.dir, items, _run_job,
+                                                              args.jobs, prog=prog))):
+        t1 = time.perf_counter()
+        log.info("run %d/%d %s: %.1f ms (reference executor, host time)", i + 1, len(xs),
+                 label, 1e3 * (t1 - t0))
+        t0 = t1
+        outs.append(_result(prog, x, res, args, checker, label))
+    if outs and args.topk > len(outs[0]["topk"]):
+        n = len(outs[0]["topk"])
+        log.warning("--topk %d: the model outputs %d values; printing all %d", args.topk, n, n)
     if args.json:
         print(json.dumps(outs[0] if len(outs) == 1 else {"results": outs}))
     else:

@@ -11,7 +11,9 @@ def add_arguments(p) -> None:
     """Arguments of ``tccc zoo``."""
     p.add_argument("name", help="resnet18 | resnet50 | resnet50-bn | resnet50-v2")
     p.add_argument("--input", default="224x224x3", help="W x H x C (default 224x224x3)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed of the (untrained) weights; the same seed gives a "
+                        "byte-identical model (default 0)")
     p.add_argument("-o", "--output", required=True, help="output .onnx file")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -20,8 +22,10 @@ def run(args) -> int:
     """tccc zoo NAME [--input WxHxC] [--seed N] -o FILE.onnx"""
     from tcc_compiler import zoo
     from tcc_compiler.frontend import parse_input_spec
+    from tcc_compiler.fsutil import check_output_file
 
     w, h, c = parse_input_spec(args.input)
+    check_output_file(args.output, "-o")
     path = zoo.save(args.name, args.output, width=w, height=h, seed=args.seed, channels=c)
     if getattr(args, "json", False):
         import json
