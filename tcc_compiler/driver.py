@@ -28,6 +28,7 @@ from tcc_compiler.frontend import import_onnx, parse_input_spec
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import HOST_OPS, Op
 from tcc_compiler.ir.verify import verify
+from tcc_compiler.isa.spec import Queue
 from tcc_compiler.frontend.tir_import import is_ir_file, load_resume_point
 from tcc_compiler.passes import PassManager, default_pipeline
 from tcc_compiler.passes.summary import fusion_summary, source_table
@@ -341,17 +342,24 @@ def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm
     total_cycles = spans[-1][1] if spans else 0
     layers = []
     for li in program.layers:
-        seg = spans[li.first_cmd:li.end_cmd]
-        start = min(s for s, _ in seg)
-        end = max(e for _, e in seg)
+        if li.cmds is not None:
+            # a cascaded op's commands interleave with its chain's, so its wall-clock span
+            # overlaps the others': count the cycles its own compute commands are busy
+            own = [i for i in li.cmds if program.commands[i].queue is Queue.COMPUTE]
+            cycles = sum(spans[i][1] - spans[i][0] for i in own)
+            n_cmds = len(li.cmds)
+        else:
+            seg = spans[li.first_cmd:li.end_cmd]
+            cycles = max(e for _, e in seg) - min(s for s, _ in seg)
+            n_cmds = li.end_cmd - li.first_cmd
         layers.append({
             "name": li.name, "op": li.kind, "source": list(li.source),
             "input_shape": list(li.in_shape), "output_shape": list(li.out_shape),
-            "tiles": li.tiles, "macs": li.macs, "estimated_cycles": end - start,
-            "commands": li.end_cmd - li.first_cmd, "weight_bytes": li.weight_bytes,
+            "tiles": li.tiles, "macs": li.macs, "estimated_cycles": cycles,
+            "commands": n_cmds, "weight_bytes": li.weight_bytes,
             "sram_bytes": li.sram_bytes, "tiling": li.plan,
             **perf_report.layer_dram(program, li),
-            "mac_utilisation": round(perf_report.utilisation(li.macs, end - start, tgt), 4),
+            "mac_utilisation": round(perf_report.utilisation(li.macs, cycles, tgt), 4),
         })
     macs = sum(li.macs for li in program.layers)
     dram_rd, dram_wr = perf_report.dram_bytes(program.commands)
