@@ -59,6 +59,10 @@ def test_page_is_self_contained_with_one_row_per_layer(folder):
     assert p.rows == summary_rows + 1 + len(rep["layers"])  # + header row of the layer table
     for layer in rep["layers"]:
         assert html.escape(layer["name"]) in page
+        # the DRAM column is what the layer's DMA moves (report.json), not a shape estimate
+        moved = layer["dram_read_bytes"] + layer["dram_write_bytes"]
+        row = page.split(f"<td>{html.escape(layer['name'])}</td>", 1)[1].split("</tr>", 1)[0]
+        assert f"<td class=n>{moved:,}</td>" in row
 
 
 def test_histograms_count_every_element_and_show_the_clipping_range(folder):

@@ -31,13 +31,6 @@ log = logging.getLogger(__name__)
 FULL_SIZE_HISTOGRAMS = 24
 
 
-def _prod(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
-
-
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
@@ -167,11 +160,8 @@ def render_html(folder: str | os.PathLike, histograms: dict[str, dict] | None = 
     sram_limit = man.get("target", {}).get("sram_bytes")
     layers = rep.get("layers", [])
     lat_ms = [l["estimated_cycles"] / clock_hz * 1e3 for l in layers]
-    dram = []
-    for l in layers:
-        out_b = 4 if l["op"] == "fc" and l is layers[-1] else 1
-        dram.append(_prod(l["input_shape"]) + out_b * _prod(l["output_shape"])
-                    + l["weight_bytes"])
+    # bytes the layer's own DMA commands move (tensors kept in SRAM or cascaded move none)
+    dram = [int(l.get("dram_read_bytes", 0)) + int(l.get("dram_write_bytes", 0)) for l in layers]
     sram = [l["sram_bytes"] for l in layers]
     labels = [l["name"] for l in layers]
     esc = html.escape
@@ -181,7 +171,7 @@ def render_html(folder: str | os.PathLike, histograms: dict[str, dict] | None = 
             ("Estimated latency per layer", _bar_chart(labels, lat_ms, "Estimated latency",
                                                        "ms")),
             ("DRAM traffic per layer", _bar_chart(labels, [d / 1e6 for d in dram],
-                                                  "DRAM traffic (in + out + weights)", "MB")),
+                                                  "DRAM bytes read + written by its DMA", "MB")),
             ("SRAM use per layer", _bar_chart(labels, sram, "SRAM use", "bytes",
                                               limit=sram_limit)),
         ]
