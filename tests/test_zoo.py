@@ -195,3 +195,15 @@ def test_save_is_atomic_and_weights_do_not_depend_on_size(tmp_path):
         np.testing.assert_array_equal(numpy_helper.to_array(t), base[t.name])
     with pytest.raises(InputError, match="cannot write"):
         zoo.save("resnet18", tmp_path / "missing" / "r18.onnx")
+
+
+def test_saved_file_has_normal_mode(tmp_path):
+    """The zoo file is written atomically but gets the mode a plain open() gives (0666 less
+    the umask), not the temporary file's private 0600."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    p = zoo.save("resnet18", tmp_path / "m.onnx", width=32, height=32)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [f.name for f in tmp_path.iterdir()] == ["m.onnx"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import onnx
 
 from tcc_compiler import __version__
 from tcc_compiler.errors import InputError
+from tcc_compiler.fsutil import atomic_write_bytes
 from tcc_compiler.zoo.resnet import build_resnet
 
 logger = logging.getLogger(__name__)
@@ -99,15 +99,8 @@ def save(name: str, path: str | os.PathLike[str], width: int = 224, height: int 
     model = build(name, width, height, channels, seed)
     data = model.SerializeToString()
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        atomic_write_bytes(dest, data)
     except OSError as exc:
-        raise InputError(f"{dest}: cannot write zoo model: {exc.strerror}") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dest)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise InputError(f"{dest}: cannot write zoo model: {exc.strerror}") from exc
     logger.info("zoo: wrote %s (%d bytes)", dest, len(data))
     return dest
