@@ -22,10 +22,16 @@ in-order LOAD queue runs after every earlier layer's loads.
 Chains of ops whose intermediates do not fit whole are cascaded (schedule/cascade.py,
 :meth:`Lowering._cascade`): emitted together at the place of their last op, band by band,
 the intermediate bands kept in SRAM.
+
+Cross-op weight prefetch (:class:`Hoist`, :func:`plan_hoist`): the first weight blocks of the
+first load-bound conv are loaded during the ops before it, into the top of the SRAM, which
+those ops and the conv leave free; each prefetch load is emitted right after a load of a
+window op that was followed by LOAD-queue idle time in the program without prefetch.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -162,6 +168,31 @@ class Program:
 SLOT_INPUT, SLOT_WEIGHTS, SLOT_PARAMS, SLOT_SHORTCUT = 0, 1, 2, 3
 
 
+@dataclass(frozen=True)
+class Hoist:
+    """A cross-op weight prefetch (see :meth:`Lowering._hoist_begin`): the first weight and
+    parameter blocks of conv ``consumer`` are loaded while the ops ``window`` (the ops just
+    before it, in execution order) run, into the top ``area_bytes`` of the SRAM, which those ops
+    and the consumer leave free.
+
+    Attributes:
+        consumer: IR name of the conv whose blocks are prefetched.
+        window: IR names of the ops the prefetch loads are interleaved into, in order.
+        area_bytes: SRAM bytes reserved at the top of the SRAM (aligned).
+        gaps: per window op, per LOAD command of the op (in emission order), the LOAD-queue
+            idle cycles measured after that command in the program without the prefetch
+            (:func:`plan_hoist`): the time a prefetch emitted right after it may take.
+        eager: emit a pending block once the idle time gathered covers half its load time
+            (True) or all of it (False).
+    """
+
+    consumer: str
+    window: tuple[str, ...]
+    area_bytes: int
+    gaps: tuple[tuple[int, ...], ...]
+    eager: bool = False
+
+
 class WaitTracker:
     """Builds commands with wait fields that order them after specific earlier commands.
 
@@ -274,8 +305,19 @@ class Lowering:
     """Stateful lowering of one graph (see :func:`lower`)."""
 
     def __init__(self, graph: Graph, target: Target, tool_version: str, zone_bytes: int = 0,
-                 compressor: BlockCompressor | None = None, cascade: bool = False):
+                 compressor: BlockCompressor | None = None, cascade: bool = False,
+                 hoist: Hoist | None = None):
         self.g = graph
+        self.hoist = hoist   # cross-op weight prefetch (None: each op loads its own weights)
+        self.reserve = 0     # SRAM bytes at the top kept free for prefetched blocks (this op)
+        self.pending: list[tuple[int, int, int, object, object]] = []   # blocks to prefetch
+        self.prefetched: dict[int, tuple[int, int, tuple]] = {}   # block -> w, p SRAM, load
+        self.pre: dict[int, tuple] = {}      # id(consumer) -> its (plan, blobs, cfg, bytes)
+        self.hoist_cmds: list[int] = []      # indices of the prefetch commands
+        self.credit = 0.0                    # LOAD idle cycles gathered for prefetches
+        self.gaps: tuple[int, ...] = ()      # the current op's Hoist.gaps entry
+        self.load_ord = 0                    # LOAD commands the current op emitted so far
+        self._prefetching = False
         self.cascade = cascade   # cascade chains of ops (schedule/cascade.py) where it pays
         self.chains: dict[int, Chain] = {}   # id(last node of a cascaded chain) -> chain
         self.chained: set[int] = set()       # ids of the other nodes of cascaded chains
@@ -484,13 +526,27 @@ class Lowering:
     # ---- ops -------------------------------------------------------------------------------
     def run(self) -> Program:
         arena, in_bytes, out_bytes, ins, outs = self.plan_dram()
+        h = self.hoist
+        win = {name: i for i, name in enumerate(h.window)} if h is not None else {}
         for n in self.g.nodes:
             if n.op in HOST_OPS or n.op in VIEW_OPS or id(n) in self.chained:
                 continue
+            self.reserve, self.gaps, self.load_ord = 0, (), 0
             if id(n) in self.chains:   # the whole chain runs at its last op's place
+                if n.name in win or (h is not None and n.name == h.consumer):
+                    raise InternalError(f"prefetch window includes cascaded op '{n.name}'")
                 self.base = self.op_base.get(id(n), 0)
                 self._cascade(self.chains[id(n)])
                 continue
+            if h is not None and n.name == h.window[0]:
+                self._hoist_begin()
+            if n.name in win:
+                self.reserve, self.gaps = h.area_bytes, h.gaps[win[n.name]]
+            n_hoist = len(self.hoist_cmds)
+            if h is not None and n.name == h.consumer:
+                while self.pending:   # whatever the window ops had no idle time for
+                    self._prefetch_one()
+                self.reserve = h.area_bytes
             first = len(self.w.cmds)
             info = LayerInfo(n.name, n.op.value, n.source, n.inputs[0].shape, n.output.shape)
             self.base = self.op_base.get(id(n), 0)
@@ -498,6 +554,8 @@ class Lowering:
             self.op_res = [(r.sram, r.sram + r.nbytes) for r in
                            (self.res.get(id(v)) for v in [*n.inputs, n.output] if v is not None)
                            if r is not None]
+            if h is not None and n.name == h.consumer:   # it reads the prefetched blocks
+                self.op_res.append((self.t.sram_bytes - h.area_bytes, self.t.sram_bytes))
             if n.op in (Op.CONV, Op.FC):
                 self._conv(n, info)
             elif n.op in (Op.MAXPOOL, Op.AVGPOOL, Op.GAP):
@@ -507,7 +565,16 @@ class Lowering:
             else:
                 raise InternalError(f"no lowering for {n.op.value} '{n.name}'")
             info.first_cmd, info.end_cmd = first, len(self.w.cmds)
+            if len(self.hoist_cmds) > n_hoist:   # its range holds prefetches of a later op
+                mine = set(self.hoist_cmds[n_hoist:])
+                info.cmds = [i for i in range(first, info.end_cmd) if i not in mine]
+            if h is not None and n.name == h.consumer:
+                info.cmds = sorted(self.hoist_cmds + list(range(first, info.end_cmd)))
+                self.sram_peak = max(self.sram_peak, self.t.sram_bytes)
             self.layers.append(info)
+        self.reserve = 0
+        if self.pending:
+            raise InternalError(f"prefetch consumer '{h.consumer}' never lowered")
         self.w.emit(C.End, [], "end")
         return Program(self.w.cmds, self.w.comments, self.wf.build(self.tool_version),
                        self.sram_peak, max(arena, self.t.dram_align_bytes), in_bytes,
@@ -516,7 +583,7 @@ class Lowering:
     def _begin_op(self) -> SramAllocator:
         """Start an op: its SRAM allocator (alternating ends) and its DRAM dependency."""
         self._freed = set()
-        return SramAllocator(self.t.sram_bytes, self.t.sram_align_bytes,
+        return SramAllocator(self.t.sram_bytes - self.reserve, self.t.sram_align_bytes,
                              from_top=len(self.sram_hist) % 2 == 1, base=self.base)
 
     def _end_op(self, sa: SramAllocator) -> None:
@@ -544,7 +611,9 @@ class Lowering:
             if s_lo < hi and lo < s_hi:
                 dep = st
                 break
-        return self.w.emit(C.DmaLoad, deps + [dep], comment, slot=slot, **f)
+        cmd = self.w.emit(C.DmaLoad, deps + [dep], comment, slot=slot, **f)
+        self._after_load()
+        return cmd
 
     def _store(self, deps: list, comment: str, **f):
         """Emit a DMA_STORE and record the DRAM extent it writes (see :meth:`_load`)."""
@@ -561,10 +630,89 @@ class Lowering:
         if off in self._freed:
             return []
         self._freed.add(off)
+        return self._free_any(off, nbytes)
+
+    def _free_any(self, off: int, nbytes: int) -> list:
+        """:meth:`_free` without its once-per-buffer memo (for prefetch loads)."""
         for spans, comp, store in reversed(self.sram_hist):
             if any(lo < off + max(nbytes, 1) and off < hi for lo, hi in spans):
                 return [comp, store]
         return []
+
+    def _budget(self) -> int:
+        """SRAM bytes the current op's tile buffers may use: above its tile-area base, below
+        the prefetch area (:attr:`reserve`)."""
+        return self.t.sram_bytes - self.base - self.reserve
+
+    # ---- cross-op weight prefetch ------------------------------------------------------------
+    def _hoist_begin(self) -> None:
+        """Plan the prefetch consumer (:class:`Hoist`) ahead of the window: its tile plan under
+        the SRAM it will have (the prefetch area stays reserved while it runs), its weight
+        blocks (added to the weight file now) and the list of its first blocks, in the order
+        its tiles use them, that fit the area, each given a fixed SRAM place there.
+
+        Raises:
+            InternalError: the consumer is not a conv/FC of the graph.
+        """
+        h = self.hoist
+        n = next((m for m in self.g.nodes if m.name == h.consumer), None)
+        if n is None or n.op not in (Op.CONV, Op.FC):
+            raise InternalError(f"prefetch consumer '{h.consumer}' is not a conv of the graph")
+        g = self._conv_geom(n)
+        base = self.op_base.get(id(n), 0)
+        res = Residency(id(n.inputs[0]) in self.res, id(n.output) in self.res,
+                        g.has_shortcut and id(n.input(3)) in self.res)
+        plan = plan_conv(g, self.t, self.t.sram_bytes - base - h.area_bytes, res)
+        info = LayerInfo(n.name, n.op.value, n.source, n.inputs[0].shape, n.output.shape)
+        blobs, cfg = self._conv_setup(n, g, min(plan.ocb, g.o), info)
+        self.pre[id(n)] = (plan, blobs, cfg, info.weight_bytes)
+        al = self.t.sram_align_bytes
+        off = self.t.sram_bytes - h.area_bytes
+        for k, (wb, pb) in enumerate(zip(blobs.weight_blocks, blobs.param_blocks)):
+            need = align_up(wb.raw_bytes, al) + align_up(pb.raw_bytes, al)
+            if off + need > self.t.sram_bytes:
+                break
+            self.pending.append((k, off, off + align_up(wb.raw_bytes, al), wb, pb))
+            off += need
+
+    def _block_cycles(self, block) -> int:
+        """LOAD-queue cycles of one block load (the DMA model of schedule/cost.py)."""
+        t = self.t
+        dram = math.ceil(block.stored_bytes / t.dram_bytes_per_cycle)
+        if block.compressed:
+            dram = max(dram, math.ceil(block.raw_bytes / t.decompress_bytes_per_cycle))
+        return t.dma_setup_cycles + dram
+
+    def _prefetch_one(self) -> None:
+        """Emit the loads of the next pending prefetch block (weights, then parameters) into
+        its place in the prefetch area; each waits only for the latest earlier op whose SRAM
+        overlaps it (the ops in the window leave the area alone)."""
+        k, w_off, p_off, wb, pb = self.pending.pop(0)
+        label = f"{self.hoist.consumer} prefetch"
+        self._prefetching = True
+        self.hoist_cmds.append(len(self.w.cmds))
+        self._load_block(self._free_any(w_off, wb.raw_bytes), label + " weights", SLOT_WEIGHTS,
+                         wb, w_off)
+        self.hoist_cmds.append(len(self.w.cmds))
+        dep = self._load_block(self._free_any(p_off, pb.raw_bytes), label + " params",
+                               SLOT_PARAMS, pb, p_off)
+        self._prefetching = False
+        self.prefetched[k] = (w_off, p_off, dep)
+
+    def _after_load(self) -> None:
+        """After a LOAD command of the current op: add the idle time measured after it
+        (:attr:`Hoist.gaps`) to the credit and emit the pending blocks the credit pays for."""
+        if self._prefetching or not self.gaps:
+            return
+        i, self.load_ord = self.load_ord, self.load_ord + 1
+        self.credit += self.gaps[i] if i < len(self.gaps) else 0
+        while self.pending:
+            cost = self._block_cycles(self.pending[0][3]) + self._block_cycles(
+                self.pending[0][4])
+            if cost > (2 if self.hoist.eager else 1) * self.credit:
+                break
+            self.credit = max(0.0, self.credit - cost)
+            self._prefetch_one()
 
     def _load_block(self, deps: list, comment: str, slot: int, block, sram: int):
         """Emit the load of one weight or parameter block (a :class:`wcompress.Block` placed in
@@ -572,12 +720,15 @@ class Lowering:
         read-only, so only SRAM dependencies apply. Returns the command's (queue, index)."""
         addr = dram_address(Region.WEIGHTS, block.offset)
         if block.compressed:
-            return self.w.emit(C.DmaLoadZ, deps, comment + " (deflate)", slot=slot, dram=addr,
-                               sram=sram, src_bytes=block.stored_bytes,
-                               dst_bytes=block.raw_bytes)
-        return self.w.emit(C.DmaLoad, deps, comment, slot=slot, dram=addr, sram=sram,
-                           run_bytes=block.raw_bytes, n1=1, n2=1, dram_stride1=0,
-                           dram_stride2=0, sram_stride1=0, sram_stride2=0)
+            cmd = self.w.emit(C.DmaLoadZ, deps, comment + " (deflate)", slot=slot, dram=addr,
+                              sram=sram, src_bytes=block.stored_bytes,
+                              dst_bytes=block.raw_bytes)
+        else:
+            cmd = self.w.emit(C.DmaLoad, deps, comment, slot=slot, dram=addr, sram=sram,
+                              run_bytes=block.raw_bytes, n1=1, n2=1, dram_stride1=0,
+                              dram_stride2=0, sram_stride1=0, sram_stride2=0)
+        self._after_load()
+        return cmd
 
     def _conv_geom(self, n: Node) -> ConvGeom:
         x, out = n.inputs[0], n.output
@@ -617,9 +768,14 @@ class Lowering:
         rin = self.res.get(id(n.inputs[0]))
         rout = self.res.get(id(n.output))
         rsc = self.res.get(id(n.input(3))) if g.has_shortcut else None
-        plan = plan_conv(g, self.t, self.t.sram_bytes - self.base,
-                         Residency(rin is not None, rout is not None, rsc is not None))
-        blobs, cfg = self._conv_setup(n, g, min(plan.ocb, g.o), info)
+        prefetched: dict[int, tuple[int, int, tuple]] = {}
+        if id(n) in self.pre:   # a prefetch consumer: planned before its window
+            plan, blobs, cfg, info.weight_bytes = self.pre.pop(id(n))
+            prefetched, self.prefetched = self.prefetched, {}
+        else:
+            plan = plan_conv(g, self.t, self._budget(),
+                             Residency(rin is not None, rout is not None, rsc is not None))
+            blobs, cfg = self._conv_setup(n, g, min(plan.ocb, g.o), info)
         xin = self.tensors.get(id(n.inputs[0]))  # a view has its own NHWC dims
         xout = self.tensors.get(id(n.output))
         xsc = self.tensors.get(id(n.input(3))) if g.has_shortcut else None
@@ -655,6 +811,9 @@ class Lowering:
         cur_in, cur_w = None, None
         n_in = n_w = 0
         in_slot = w_slot = 0
+        w_addr = p_addr = 0
+        w_key: tuple | None = None   # weight slot of the current block (None: prefetched)
+        w_dep = None
         for i, (s, b) in enumerate(order):
             y0, y1, x0, x1 = s
             o0, o1 = b
@@ -662,16 +821,21 @@ class Lowering:
             iy0, iy1, ix0, ix1, cc0, cc1, _, pads = box
             in_key = (iy0, iy1, ix0, ix1, cc0, cc1)
             if b != cur_w:  # weights first: they need no DRAM wait and prefetch early
-                w_slot = n_w % nwb
-                n_w += 1
-                key = ("w", w_slot)
-                deps = [last_read.get(key)] + self._free(w_slots[w_slot], w_bytes)
                 k = o0 // min(plan.ocb, g.o)       # block index: blocks follow plan.ocb
-                self._load_block(deps, label + " weights", SLOT_WEIGHTS,
-                                 blobs.weight_blocks[k], w_slots[w_slot])
-                last_write[key] = self._load_block(
-                    self._free(p_slots[w_slot], p_bytes), label + " params", SLOT_PARAMS,
-                    blobs.param_blocks[k], p_slots[w_slot])
+                if k in prefetched:   # loaded during earlier ops into the prefetch area
+                    w_addr, p_addr, w_dep = prefetched[k]
+                    w_key = None
+                else:
+                    w_slot = n_w % nwb
+                    n_w += 1
+                    w_key = ("w", w_slot)
+                    deps = [last_read.get(w_key)] + self._free(w_slots[w_slot], w_bytes)
+                    self._load_block(deps, label + " weights", SLOT_WEIGHTS,
+                                     blobs.weight_blocks[k], w_slots[w_slot])
+                    w_dep = last_write[w_key] = self._load_block(
+                        self._free(p_slots[w_slot], p_bytes), label + " params", SLOT_PARAMS,
+                        blobs.param_blocks[k], p_slots[w_slot])
+                    w_addr, p_addr = w_slots[w_slot], p_slots[w_slot]
                 cur_w = b
             strides = {}
             if rin is not None:  # read the box straight from the resident tensor
@@ -703,8 +867,7 @@ class Lowering:
                                     label + " shortcut", slot=SLOT_SHORTCUT,
                                      **_dma_fields(xsc, y0, y1, x0, x1, o0, o1, sc_slots[slot]))
                 last_write[key] = sc_dep
-            deps = [last_write.get(("in", in_slot)) if rin is None else None,
-                    last_write.get(("w", w_slot)), sc_dep]
+            deps = [last_write.get(("in", in_slot)) if rin is None else None, w_dep, sc_dep]
             if rout is None:
                 out_addr = out_slots[slot]
                 deps += [last_store.get(slot)] + self._free(out_addr, out_bytes)
@@ -715,13 +878,14 @@ class Lowering:
                 strides.update(out_px_stride=rb["px"], out_row_stride=rb["row"])
             comp = self.w.emit(
                 C.ConvTile, deps, label,
-                in_sram=in_addr, w_sram=w_slots[w_slot], p_sram=p_slots[w_slot],
+                in_sram=in_addr, w_sram=w_addr, p_sram=p_addr,
                 out_sram=out_addr, sc_sram=sc_addr,
                 in_h=iy1 - iy0, in_w=ix1 - ix0, in_c=cc1 - cc0, oc=o1 - o0, out_h=y1 - y0,
                 out_w=x1 - x0, pad_t=pads[0], pad_l=pads[1], pad_b=pads[2], pad_r=pads[3],
                 **strides)
             last_read[("in", in_slot)] = comp
-            last_read[("w", w_slot)] = comp
+            if w_key is not None:
+                last_read[w_key] = comp
             if g.has_shortcut:
                 last_read[("sc", slot)] = comp
             if rout is None:
@@ -957,7 +1121,7 @@ class Lowering:
         g, k, s = self._pool_geom(n)
         c, oh, ow = g.c, g.oh, g.ow
         rin, rout = self.res.get(id(x)), self.res.get(id(n.output))
-        plan = plan_conv(g, self.t, self.t.sram_bytes - self.base,
+        plan = plan_conv(g, self.t, self._budget(),
                          Residency(rin is not None, rout is not None))
         p = pool_quant(n)
         label = f"{n.name} [{','.join(n.source)}]"
@@ -1019,7 +1183,7 @@ class Lowering:
         ra, rb_, ro = self.res.get(id(a)), self.res.get(id(b)), self.res.get(id(n.output))
         total = (ta or ra).nbytes
         n_bufs = sum(r is None for r in (ra, rb_, ro))
-        blk = plan_channels(max(n_bufs, 1), total, self.t.sram_bytes - self.base)
+        blk = plan_channels(max(n_bufs, 1), total, self._budget())
         p = add_quant(n)
         label = f"{n.name} [{','.join(n.source)}]"
         self.w.emit(C.AddCfg, [], label, zp_a=p.zp_a, zp_b=p.zp_b, zp_out=p.zp_out,
@@ -1064,13 +1228,94 @@ class Lowering:
         info.plan = f"{info.tiles} chunks of {blk} elements"
 
 
+def plan_hoist(lw: Lowering, prog: Program, spans: list[tuple[int, int]], t: Target,
+               eager: bool = False, idle_share: float = 1.0) -> Hoist | None:
+    """Choose a cross-op weight prefetch (:class:`Hoist`) from a replayed program (``spans``:
+    :func:`cost.replay` of ``prog.commands``; ``lw``: the lowering that built it).
+
+    The consumer is the first conv whose compute is stalled on its own loads (compute span
+    minus compute cycles >= 25% of the span and >= 1% of the program). The window is the run
+    of plain ops (not cascaded) just before it with the most prefetchable bytes
+    ``min(area, idle)``: ``area`` is the SRAM above the tile areas of every two consecutive
+    ops of the window and the consumer (base + both footprints, so they still take opposite
+    ends of what is left and need not wait for each other), ``idle`` the LOAD-queue idle cycles
+    after the window's LOAD commands times the DRAM bytes per cycle. The consumer's tiles must
+    fit below the area (it is halved until they do). None when under 16 KiB would be
+    prefetched.
+    """
+    loads = [i for i, c in enumerate(prog.commands) if c.queue is Queue.LOAD]
+    gap_after = {a: max(0, spans[b][0] - spans[a][1]) for a, b in itertools.pairwise(loads)}
+    total = max((e for _, e in spans), default=0)
+    ci = None
+    for i, li in enumerate(prog.layers):
+        if li.cmds is not None or li.kind not in ("conv", "fc"):
+            continue
+        comp = [spans[k] for k in range(li.first_cmd, li.end_cmd)
+                if prog.commands[k].queue is Queue.COMPUTE]
+        span = max(e for _, e in comp) - min(s for s, _ in comp)
+        stall = span - sum(e - s for s, e in comp)
+        if stall >= 0.25 * span and stall >= 0.01 * total:
+            ci = i
+            break
+    if ci is None:
+        return None
+    nodes = {m.name: m for m in lw.g.nodes}
+    node = nodes[prog.layers[ci].name]
+    g = lw._conv_geom(node)
+    res = Residency(id(node.inputs[0]) in lw.res, id(node.output) in lw.res,
+                    g.has_shortcut and id(node.input(3)) in lw.res)
+    c_base = lw.op_base.get(id(node), 0)
+    raw = g.o * g.kh * g.kw * g.cin_g + g.o * PARAM_RECORD_BYTES
+    al, bw = t.sram_align_bytes, t.dram_bytes_per_cycle
+
+    def top(j: int) -> int:   # op j's tile buffers
+        return prog.layers[j].sram_bytes - lw.op_base.get(id(nodes[prog.layers[j].name]), 0)
+
+    best = None
+    need, idle = 0, 0
+    for j in range(ci - 1, -1, -1):
+        li = prog.layers[j]
+        if li.cmds is not None or li.name not in nodes:
+            break
+        if j < ci - 1:
+            need = max(need, lw.op_base.get(id(nodes[li.name]), 0) + top(j) + top(j + 1))
+        else:
+            need = li.sram_bytes
+        area = min((t.sram_bytes - need) // al * al, align_up(raw, al))
+        if area <= 0:
+            break
+        idle += sum(gap_after.get(k, 0) for k in range(li.first_cmd, li.end_cmd))
+        value = min(area, idle * bw * idle_share)
+        if best is None or value > best[0]:
+            best = (value, j, area)
+    if best is None or best[0] < 16 * 1024:
+        return None
+    _, j0, area = best
+    while area >= 16 * 1024:   # the consumer's tiles must fit below the area
+        try:
+            plan_conv(g, t, t.sram_bytes - c_base - area, res)
+            break
+        except ScheduleError:
+            area = area // 2 // al * al
+    else:
+        return None
+    win = prog.layers[j0:ci]
+    gaps = tuple(tuple(gap_after.get(k, 0) for k in range(li.first_cmd, li.end_cmd)
+                       if prog.commands[k].queue is Queue.LOAD) for li in win)
+    return Hoist(prog.layers[ci].name, tuple(li.name for li in win), area, gaps, eager)
+
+
+#: (eager, idle_share) of the prefetch plans (:func:`plan_hoist`) :func:`lower` tries.
+HOIST_VARIANTS = ((True, 1.0), (False, 0.5))
+
 #: Resident-zone sizes :func:`lower` tries, as fractions of the SRAM (0 = no residency).
 ZONE_FRACTIONS = (0.0, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
 
 
 def lower(graph: Graph, target: Target, tool_version: str,
           zone_fractions: tuple[float, ...] = ZONE_FRACTIONS,
-          compress_weights: bool = False, cascade: bool = True) -> Program:
+          compress_weights: bool = False, cascade: bool = True,
+          prefetch: bool = True) -> Program:
     """Lower a quantized graph to an NPU :class:`Program`.
 
     The SRAM holds a resident zone (whole tensors kept on chip, see
@@ -1085,6 +1330,8 @@ def lower(graph: Graph, target: Target, tool_version: str,
     With ``cascade``, each zone is also lowered with the chains worth cascading
     (schedule/cascade.py) run band by band, and that program competes on replayed latency
     with the one without cascades (so cascading never makes the estimate worse).
+    With ``prefetch``, the best program is lowered again with each cross-op weight prefetch
+    plan of :data:`HOIST_VARIANTS` (:func:`plan_hoist`), kept only when its replay is faster.
 
     Raises:
         ScheduleError: an op cannot be tiled into the target's SRAM.
@@ -1110,11 +1357,28 @@ def lower(graph: Graph, target: Target, tool_version: str,
             log.debug("resident zone %d bytes, %d cascaded chains: %d cycles", zone,
                       len(lw.chains), cycles)
             if best is None or cycles < best[0]:
-                best = (cycles, prog)
+                best = (cycles, prog, lw, zone, casc)
             if casc and not lw.chains:   # the same program as without cascading
                 break
     assert best is not None
-    return best[1]
+    cycles, prog, lw, zone, casc = best
+    spans = replay(prog.commands, target) if prefetch else []
+    for eager, share in (HOIST_VARIANTS if prefetch else ()):
+        hoist = plan_hoist(lw, best[1], spans, target, eager, share)
+        if hoist is None:
+            break
+        try:
+            prog2 = Lowering(graph, target, tool_version, zone, compressor, cascade=casc,
+                             hoist=hoist).run()
+        except ScheduleError:
+            log.debug("prefetch for %s: tiles no longer fit", hoist.consumer)
+            continue
+        cycles2 = max((e for _, e in replay(prog2.commands, target)), default=0)
+        log.debug("prefetch %d bytes of %s during %d ops: %d -> %d cycles",
+                  hoist.area_bytes, hoist.consumer, len(hoist.window), best[0], cycles2)
+        if cycles2 < cycles:
+            cycles, prog = cycles2, prog2
+    return prog
 
 
 __all__ = ["Program", "LayerInfo", "IoTensor", "lower", "ScheduleError", "math"]
