@@ -26,11 +26,13 @@ the intermediate bands kept in SRAM.
 Cross-op weight prefetch (:class:`Hoist`, :func:`plan_hoist`): the first weight blocks of the
 first load-bound conv are loaded during the ops before it, into the top of the SRAM, which
 those ops and the conv leave free; each prefetch load is emitted right after a load of a
-window op that was followed by LOAD-queue idle time in the program without prefetch.
+window op that was followed by LOAD-queue idle time in the program without prefetch. Once a
+prefetched block is done, its place serves the consumer's later blocks (specs/target.md).
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import math
@@ -809,11 +811,44 @@ class Lowering:
         last_write = {}   # slot key -> load (queue, idx) that last wrote it
         last_store = {}   # out slot -> store that last read it
         cur_in, cur_w = None, None
-        n_in = n_w = 0
-        in_slot = w_slot = 0
+        n_in = 0
+        in_slot = 0
         w_addr = p_addr = 0
         w_key: tuple | None = None   # weight slot of the current block (None: prefetched)
         w_dep = None
+        kblk = min(plan.ocb, g.o)   # block index k = o0 // kblk: blocks follow plan.ocb
+        # Weight slots free to load into, oldest first: (weights SRAM, params SRAM, key); a
+        # slot re-enters when the block in it is done (its last compute in last_read). A
+        # prefetch consumer whose blocks each run once also reuses the places of its
+        # prefetched blocks once they are done, so its own loads run further ahead.
+        pool = collections.deque((w_slots[j], p_slots[j], ("w", j)) for j in range(nwb))
+        once = plan.order == "channel" or len(spatial) == 1
+        loads = [o0 // kblk for j, (_, (o0, _)) in enumerate(order)
+                 if (j == 0 or order[j - 1][1][0] != o0) and o0 // kblk not in prefetched]
+        issued: collections.deque = collections.deque()   # (block, w, p SRAM, key, load)
+        # Eager: issue each load as soon as a slot is free (right after the compute freeing
+        # it), not just before the block's first compute, where its wait for that compute
+        # could be clamped (WAIT_MAX) to a later one. Only for a consumer with no input or
+        # shortcut loads, which an early weight load waiting for a compute would hold up.
+        eager = bool(prefetched) and rin is not None and (rsc is not None
+                                                          or not g.has_shortcut)
+
+        def pump(n_max: int) -> None:
+            """Issue up to ``n_max`` of the pending block loads into free slots."""
+            while pool and loads and n_max > 0:
+                n_max -= 1
+                w_off, p_off, key = pool.popleft()
+                k = loads.pop(0)
+                deps = [last_read.get(key)] + self._free(w_off, w_bytes)
+                self._load_block(deps, label + " weights", SLOT_WEIGHTS, blobs.weight_blocks[k],
+                                 w_off)
+                last_write[key] = self._load_block(
+                    self._free(p_off, p_bytes), label + " params", SLOT_PARAMS,
+                    blobs.param_blocks[k], p_off)
+                issued.append((k, w_off, p_off, key, last_write[key]))
+
+        if eager:
+            pump(len(loads))
         for i, (s, b) in enumerate(order):
             y0, y1, x0, x1 = s
             o0, o1 = b
@@ -821,21 +856,21 @@ class Lowering:
             iy0, iy1, ix0, ix1, cc0, cc1, _, pads = box
             in_key = (iy0, iy1, ix0, ix1, cc0, cc1)
             if b != cur_w:  # weights first: they need no DRAM wait and prefetch early
-                k = o0 // min(plan.ocb, g.o)       # block index: blocks follow plan.ocb
+                k = o0 // kblk
+                if w_key is not None:   # the block just done frees its slot
+                    pool.append((w_addr, p_addr, w_key))
                 if k in prefetched:   # loaded during earlier ops into the prefetch area
                     w_addr, p_addr, w_dep = prefetched[k]
                     w_key = None
+                    if once:   # its place is free again after its computes
+                        w_key = ("pre", k)
                 else:
-                    w_slot = n_w % nwb
-                    n_w += 1
-                    w_key = ("w", w_slot)
-                    deps = [last_read.get(w_key)] + self._free(w_slots[w_slot], w_bytes)
-                    self._load_block(deps, label + " weights", SLOT_WEIGHTS,
-                                     blobs.weight_blocks[k], w_slots[w_slot])
-                    w_dep = last_write[w_key] = self._load_block(
-                        self._free(p_slots[w_slot], p_bytes), label + " params", SLOT_PARAMS,
-                        blobs.param_blocks[k], p_slots[w_slot])
-                    w_addr, p_addr = w_slots[w_slot], p_slots[w_slot]
+                    pump(len(loads) if eager else 1)
+                    k_got, w_addr, p_addr, w_key, w_dep = issued.popleft()
+                    if k_got != k:
+                        raise InternalError(f"'{n.name}': weight block {k_got} loaded for {k}")
+                if eager:
+                    pump(len(loads))
                 cur_w = b
             strides = {}
             if rin is not None:  # read the box straight from the resident tensor
