@@ -26,6 +26,11 @@ and rounds half to even. Two consequences:
   ``delta`` half the distance from ``1/2`` to the nearest value below it that the op can
   produce (computed exactly from its integer multipliers over every reachable input), so
   round-half-even of ``t + delta`` equals round-half-up of ``t`` on every reachable ``t``.
+  When no offset is safe (the nearest value below a tie is closer than float32 error, e.g.
+  a GAP over 32x32 = 1024 values, whose sums are 1/1024 LSB apart), the pool is exported
+  on the integer side instead: ``ReduceSum`` (or a ones-kernel depthwise ``Conv``) of the
+  int8 input minus its zero point, then tccc's ``(sum * M + 2**(S-1)) >> S`` in int64,
+  ``Clip`` and ``Cast`` to int8 (nodes ``<op>_RoundHalfUp`` ... ``<op>_ToInt8``): bit-exact.
   Conv epilogues get none: ``acc * M / 2**S`` is a tie only when ``acc`` is an odd multiple
   of ``2**(S-1-v2(M))``, with ``v2(M)`` the trailing zero bits of a 31-bit multiplier and
   ``S`` above 31 for real layers, i.e. beyond any accumulator (the test below counts exact
@@ -69,6 +74,7 @@ class _Builder:
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.float_of: dict[int, str] = {}
+        self.int8_of: dict[int, str] = {}
         self.out_names = {id(v): v.name for v in graph.outputs}
         self._n = 0
 
@@ -98,8 +104,83 @@ class _Builder:
         float tensor that stands for ``v`` (named as the graph output when it is one)."""
         s, z = self.qparams(v)
         qname = self.node("QuantizeLinear", [real, s, z], f"{v.name}_quantized", f"{src}_Q")
+        self.dq(v, qname, src)
+
+    def dq(self, v: Value, qname: str, src: str) -> None:
+        """Dequantize the int8 tensor ``qname`` holding ``v`` into the float tensor for ``v``."""
+        s, z = self.qparams(v)
+        self.int8_of[id(v)] = qname
         out = self.out_names.get(id(v), f"{v.name}_dequantized")
         self.float_of[id(v)] = self.node("DequantizeLinear", [qname, s, z], out, f"{src}_DQ")
+
+    def int8(self, v: Value, src: str) -> str:
+        """The int8 tensor of activation ``v`` (re-quantized from its float form when ``v`` was
+        not produced by a QuantizeLinear, e.g. a reshape view: an exact round trip)."""
+        if id(v) not in self.int8_of:
+            s, z = self.qparams(v)
+            self.int8_of[id(v)] = self.node("QuantizeLinear", [self.float_of[id(v)], s, z],
+                                            self.uniq(f"{v.name}_requantized"), f"{src}_Q_in")
+        return self.int8_of[id(v)]
+
+    def exact_pool(self, n) -> None:
+        """Average pool / GAP computed on the integer side, bit-exact with tccc.
+
+        ``y = clamp(zp_y + floor((sum_window(x - zp_x) * M + 2**(S-1)) / 2**S))``
+        (numerics/kernels.avgpool_int8): the window sum of the int8 input (minus ``zp_x``) in
+        float32 (exact: integers below ``2**24``), then int64 ``Mul``/``Add``/``Div`` (``Div``
+        truncates toward zero, so a multiple ``C * 2**S`` keeps the numerator non-negative and
+        is subtracted after), ``Clip`` and ``Cast`` to int8, then the usual DequantizeLinear.
+        Used when no constant offset before QuantizeLinear is safe (see :func:`_tie_offset`).
+
+        Raises:
+            InternalError: a window sum could reach ``2**24`` (not exact in float32).
+        """
+        from tcc_compiler.quant.params import pool_quant
+
+        p = pool_quant(n)
+        x, out = n.inputs[0], n.output
+        c = x.shape[1]
+        area = x.shape[2] * x.shape[3] if n.op is Op.GAP else \
+            n.attrs.kernel[0] * n.attrs.kernel[1]
+        lo, hi = area * (-128 - p.zp_in), area * (127 - p.zp_in)
+        if max(-lo, hi) >= 1 << 24:
+            raise InternalError(f"QDQ export: {n.op.value} '{n.name}': window sums up to "
+                                f"{max(-lo, hi)} are not exact in float32")
+        one = self.const(self.uniq(f"{n.name}_one"), np.float32(1.0))
+        zx = self.const(self.uniq(f"{n.name}_zp_in"), np.int8(p.zp_in))
+        d = self.node("DequantizeLinear", [self.int8(x, n.name), one, zx],
+                      self.uniq(f"{n.name}_centred"), f"{n.name}_Centre")
+        if n.op is Op.GAP:
+            axes = self.const(self.uniq(f"{n.name}_axes"), np.asarray([2, 3], np.int64))
+            tot = self.node("ReduceSum", [d, axes], self.uniq(f"{n.name}_sum"), n.name,
+                            keepdims=1)
+        else:  # depthwise conv with a kernel of ones: the window sum, pads as zeros
+            a = n.attrs
+            ones = self.const(self.uniq(f"{n.name}_ones"),
+                              np.ones((c, 1, a.kernel[0], a.kernel[1]), np.float32))
+            tot = self.node("Conv", [d, ones], self.uniq(f"{n.name}_sum"), n.name,
+                            kernel_shape=list(a.kernel), strides=list(a.strides),
+                            pads=list(a.pads), group=c)
+        big = (-lo * p.mult >> p.shift) + 1  # C: lo * M + C * 2**S >= 0
+
+        def i64(name: str, val: int) -> str:
+            return self.const(self.uniq(f"{n.name}_{name}"), np.int64(val))
+
+        t = self.node("Cast", [tot], self.uniq(f"{n.name}_sum_i64"), f"{n.name}_Cast",
+                      to=TensorProto.INT64)
+        t = self.node("Mul", [t, i64("mult", p.mult)], self.uniq(f"{n.name}_prod"),
+                      f"{n.name}_Mul")
+        t = self.node("Add", [t, i64("round", (1 << (p.shift - 1)) + (big << p.shift))],
+                      self.uniq(f"{n.name}_rounded"), f"{n.name}_RoundHalfUp")
+        t = self.node("Div", [t, i64("div", 1 << p.shift)], self.uniq(f"{n.name}_shifted"),
+                      f"{n.name}_Shift")
+        t = self.node("Add", [t, i64("zp_out", p.zp_out - big)], self.uniq(f"{n.name}_q64"),
+                      f"{n.name}_ZeroPoint")
+        t = self.node("Clip", [t, i64("min", -128), i64("max", 127)],
+                      self.uniq(f"{n.name}_clamped"), f"{n.name}_Clamp")
+        q = self.node("Cast", [t], f"{out.name}_quantized", f"{n.name}_ToInt8",
+                      to=TensorProto.INT8)
+        self.dq(out, q, n.name)
 
     def round_half_up(self, real: str, delta: float, v: Value, src: str) -> str:
         """``real + delta * s_v``: makes QuantizeLinear's ties-to-even match tccc's half-up."""
@@ -150,7 +231,7 @@ _TIE_GRID_MAX = 1 << 22
 
 
 def _tie_offset(mults: list[int], ranges: list[tuple[int, int]], shift: int,
-                where: str) -> float:
+                where: str, strict: bool = True) -> float | None:
     """Offset (in output LSBs) that turns round-half-even into tccc's round-half-up.
 
     tccc computes ``t = sum_i k_i * M_i / 2**S`` exactly and rounds half up; ``k_i`` ranges
@@ -159,14 +240,20 @@ def _tie_offset(mults: list[int], ranges: list[tuple[int, int]], shift: int,
     distance from 1/2 to the largest reachable fractional part below 1/2, so that
     ``round_half_even(t + d/2) == floor(t + 1/2)`` for every reachable ``t``.
 
+    With ``strict=False`` returns None instead of raising (the caller builds an exact
+    integer-side form instead, :meth:`_Builder.exact_pool`).
+
     Raises:
-        InternalError: ties exist but ``d / 2`` is within :data:`_TIE_MARGIN_LSB` of float32
-            rounding (no safe offset), or the grid is too large to enumerate.
+        InternalError: (``strict``) ties exist but ``d / 2`` is within
+            :data:`_TIE_MARGIN_LSB` of float32 rounding (no safe offset), or the grid is
+            too large to enumerate.
     """
     size = 1
     for lo, hi in ranges:
         size *= hi - lo + 1
     if size > _TIE_GRID_MAX:
+        if not strict:
+            return None
         raise InternalError(f"QDQ export: {where}: {size} reachable inputs, too many to check "
                             "for rounding ties")
     mod, half = 1 << shift, 1 << (shift - 1)
@@ -179,13 +266,16 @@ def _tie_offset(mults: list[int], ranges: list[tuple[int, int]], shift: int,
     below = res[res < half]
     d = float(half - below.max()) / mod if below.size else 0.5
     if d / 2 < _TIE_MARGIN_LSB:
+        if not strict:
+            return None
         raise InternalError(f"QDQ export: {where}: rounding ties with no safe offset "
                             f"(nearest value {d:.3g} LSB below a tie)")
     return d / 2
 
 
-def _pool_tie_offset(node) -> float:
-    """Tie offset of an avgpool / global average pool (window sums of ``x - zp_x``)."""
+def _pool_tie_offset(node) -> float | None:
+    """Tie offset of an avgpool / global average pool (window sums of ``x - zp_x``); None
+    when no offset is safe (then the pool is exported on the integer side)."""
     from tcc_compiler.quant.params import pool_quant
 
     p = pool_quant(node)
@@ -193,7 +283,8 @@ def _pool_tie_offset(node) -> float:
     n = x.shape[2] * x.shape[3] if node.op is Op.GAP else \
         node.attrs.kernel[0] * node.attrs.kernel[1]
     rng = (n * (-128 - p.zp_in), n * (127 - p.zp_in))
-    return _tie_offset([p.mult], [rng], p.shift, f"{node.op.value} '{node.name}'")
+    return _tie_offset([p.mult], [rng], p.shift, f"{node.op.value} '{node.name}'",
+                       strict=False)
 
 
 def _add_tie_offset(node) -> float:
@@ -259,6 +350,8 @@ def export_qdq(graph: Graph) -> onnx.ModelProto:
                        n.name)
             y = b.act(n.attrs.act, y, n.name)
             b.qdq(out, b.round_half_up(y, _add_tie_offset(n), out, n.name), n.name)
+        elif n.op in (Op.AVGPOOL, Op.GAP) and _pool_tie_offset(n) is None:
+            b.exact_pool(n)
         elif n.op in (Op.MAXPOOL, Op.AVGPOOL):
             a = n.attrs
             kw = dict(kernel_shape=list(a.kernel), strides=list(a.strides), pads=list(a.pads))

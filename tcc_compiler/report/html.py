@@ -7,9 +7,10 @@ target's SRAM, and, when the folder holds analysis data (``analysis.json`` with 
 those too. Charts are matplotlib PNGs embedded as base64 ``data:`` URIs: the page needs no
 other file and no network.
 
-DRAM traffic per layer is estimated from the layer table as input + output activation bytes
-(int8, one byte per element; int32 outputs four) + weight bytes; halo re-reads between tiles
-are not included.
+DRAM traffic per layer is what the layer's own DMA commands move (report.json
+``dram_read_bytes + dram_write_bytes``: weights as stored, compressed when they are, halo
+re-reads included; a tensor kept in SRAM or passed through a cascade moves none). The
+latency column is the op's span on the command timeline (see :data:`LATENCY_NOTE`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,16 @@ log = logging.getLogger(__name__)
 #: Up to this many histograms are drawn at full size; above it (ResNet-50 has ~57 quantized
 #: tensors) every histogram is still drawn, smaller, so the page stays a few hundred kB.
 FULL_SIZE_HISTOGRAMS = 24
+
+#: What the per-layer latency / cycles column is (also printed under ``tccc inspect``'s table).
+LATENCY_NOTE = ("Per-layer latency is the span from the op's first to its last command on the "
+                "estimated timeline; spans of consecutive ops overlap (the next op's loads start "
+                "before this op ends), so the column sums to more than the total. Cascaded ops "
+                "(tiling 'cascade ...') show their own compute time instead.")
+#: What the DRAM column is.
+DRAM_NOTE = ("DRAM B = bytes the layer's own DMA commands read + write (weights as stored, "
+             "halo re-reads included); a tensor kept in SRAM or passed through a cascade "
+             "moves none.")
 
 
 def _png(fig) -> str:
@@ -149,10 +160,13 @@ def render_html(folder: str | os.PathLike, histograms: dict[str, dict] | None = 
         The HTML text (UTF-8, self-contained: images are data URIs).
 
     Raises:
-        InputError: missing folder or report.json. FormatError: invalid JSON.
+        InputError: missing folder or report.json. FormatError: invalid JSON, or a
+            report.json field of the wrong type or missing (the message names the field).
     """
+    from tcc_compiler.runtime.loaded import read_report
+
     folder = Path(folder)
-    rep = _read_json(folder / "report.json")
+    rep = read_report(folder)
     man = _read_json(folder / "manifest.json") or {}
     if rep is None:
         raise InputError(f"{folder / 'report.json'}: missing (is {folder} a tccc output folder?)")
@@ -184,6 +198,7 @@ def render_html(folder: str | os.PathLike, histograms: dict[str, dict] | None = 
             f"<td class=n>{l['macs']:,}</td><td class=n>{ms:.4f}</td>"
             f"<td class=n>{d:,}</td><td class=n>{l['weight_bytes']:,}</td>"
             f"<td class=n>{l['sram_bytes']:,}</td><td class=n>{l['tiles']}</td>"
+            f"<td class=w>{esc(l.get('tiling', ''))}</td>"
             f"<td>{esc(', '.join(l.get('source', [])))}</td></tr>")
     analysis = _read_json(folder / "analysis.json")
     calib = _read_json(folder / "calib_table.json")
@@ -204,8 +219,14 @@ def render_html(folder: str | os.PathLike, histograms: dict[str, dict] | None = 
                      f"(dashed: chosen clipping range; end bins hold the clipped values)</h2>"
                      f"<div class=grid>{imgs}</div>")
     else:
-        extra.append("<p class=note>No calibration histograms or per-layer SQNR in this folder "
-                     "(they appear when the folder holds calib_table.json / analysis.json).</p>")
+        why = " (calib_table.json holds the clipping ranges, not histograms)" \
+            if isinstance(calib, dict) else ""
+        extra.append("<p class=note>No activation histograms: write the report with "
+                     f"<code>tccc report DIR -o FILE --histograms</code>{esc(why)}.</p>")
+    if not (isinstance(analysis, dict) and analysis.get("layers")):
+        extra.append("<p class=note>No per-layer SQNR: run <code>tccc analyze DIR MODEL.onnx "
+                     "IMAGE...</code> (writes analysis.json into the folder), then the report "
+                     "again.</p>")
     summary = [("target", rep.get("target")), ("npu_cmd.bin", f"{rep.get('command_bytes', 0):,} B"),
                ("quantized_network.bin", f"{rep.get('weight_bytes', 0):,} B"),
                ("MACs", f"{rep.get('macs', 0):,}"),
@@ -225,6 +246,7 @@ table {{ border-collapse: collapse; font-size: 12px; }}
 td, th {{ border: 1px solid #ccc; padding: 2px 6px; text-align: left; }}
 td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 img {{ max-width: 100%; }} .note {{ color: #666; }}
+td.w {{ max-width: 28em; white-space: normal; overflow-wrap: anywhere; }}
 .grid {{ display: flex; flex-wrap: wrap; gap: 8px; }} figure {{ margin: 0; }}
 </style></head><body>
 <h1>tccc compile report</h1>
@@ -234,11 +256,12 @@ img {{ max-width: 100%; }} .note {{ color: #666; }}
 <h2>Layers</h2>
 <table><tr><th>#</th><th>name</th><th>op</th><th>input</th><th>output</th><th>MACs</th>
 <th>latency ms</th><th>DRAM B</th><th>weights B</th><th>SRAM B</th><th>tiles</th>
-<th>ONNX nodes</th></tr>
+<th>tiling</th><th>ONNX nodes</th></tr>
 {''.join(rows)}</table>
+<p class=note>{esc(LATENCY_NOTE)}</p>
 {''.join(extra)}
 <p class=note>Latency and cycles are estimates of the target's cost model (specs/target.md).
-DRAM traffic = input + output activations + weights (halo re-reads not included).</p>
+{esc(DRAM_NOTE)}</p>
 </body></html>
 """
 

@@ -21,10 +21,14 @@ from tcc_compiler.target import Target
 
 log = logging.getLogger(__name__)
 
-#: Columns of the per-layer CSV and console table, in order.
+#: Columns of the per-layer CSV, in order. ``weight_bytes``: weights + params as stored in
+#: quantized_network.bin (compressed when they are).
 COLUMNS = ("name", "op", "source", "input_shape", "output_shape", "tiles", "tiling", "macs",
            "estimated_cycles", "mac_utilisation", "dram_read_bytes", "dram_write_bytes",
-           "sram_bytes")
+           "sram_bytes", "weight_bytes")
+#: Appended to :data:`COLUMNS` when the rows carry them (``tccc inspect --csv`` adds them from
+#: quantized_network.bin): raw (uncompressed) weight + param bytes and stored / raw.
+WEIGHT_COLUMNS = ("weight_raw_bytes", "weight_ratio")
 
 
 def dram_bytes(cmds: list[C.Command]) -> tuple[int, int]:
@@ -115,12 +119,14 @@ def utilisation(macs: int, cycles: int, t: Target) -> float:
 
 
 def to_csv(layers: list[dict]) -> str:
-    """The per-layer rows (report.json "layers" dicts) as CSV text with :data:`COLUMNS`."""
+    """The per-layer rows (report.json "layers" dicts) as CSV text with :data:`COLUMNS`, and
+    :data:`WEIGHT_COLUMNS` when any row has ``weight_raw_bytes`` (blank for rows without)."""
+    cols = COLUMNS + (WEIGHT_COLUMNS if any("weight_raw_bytes" in r for r in layers) else ())
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS)
+    w.writerow(cols)
     for row in layers:
-        w.writerow([_cell(row.get(k, "")) for k in COLUMNS])
+        w.writerow([_cell(row.get(k, "")) for k in cols])
     return buf.getvalue()
 
 

@@ -4,6 +4,7 @@ bytes), the estimated latency beside the roofline bound, and the per-layer perfo
 from __future__ import annotations
 
 import json
+import textwrap
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -18,12 +19,14 @@ def add_arguments(p) -> None:
     p.add_argument("dir", help="compiled output folder")
     p.add_argument("--csv", metavar="FILE", help="also write the per-layer table as CSV")
     p.add_argument("--json", action="store_true",
-                   help="print the summary (binaries, layers, report) as one JSON object")
+                   help="print the summary as one JSON object (keys npu_cmd.bin, "
+                        "quantized_network.bin with its per-layer entries, report)")
 
 
 def run(args) -> int:
     """tccc inspect DIR [--csv FILE] [--json]"""
     from tcc_compiler.fsutil import check_output_file, write_output_file
+    from tcc_compiler.report.html import LATENCY_NOTE
     from tcc_compiler.runtime import load_program
     from tcc_compiler.runtime.loaded import read_report
     from tcc_compiler.schedule.report import format_table, to_csv
@@ -51,9 +54,9 @@ def run(args) -> int:
           f"(crc32 {wf.data_crc32:#010x}), {len(wf.layers)} layers; weights + params "
           f"{wf.raw_bytes} B raw, {wf.stored_bytes} B stored (ratio {_ratio(wf):.4f})")
     report = read_report(d) or {}
-    names = [r["name"] for r in report.get("layers", []) if r.get("weight_bytes")]
+    names = _names_by_hash(report)
     for i, e in enumerate(wf.layers):
-        name = names[i] if i < len(names) else f"#{e.name_hash:08x}"
+        name = names.get(e.name_hash, f"#{e.name_hash:08x}")
         z = "z" if e.flags else " "
         print(f"  layer {i:3d} {e.kind.name:<4} weights {e.weights_raw_bytes:>9} -> "
               f"{e.weights_bytes:>9} B @ {e.weights_offset:#010x}  params "
@@ -68,11 +71,49 @@ def run(args) -> int:
               f"{report.get('dram_read_bytes', 0)} B, written {report.get('dram_write_bytes', 0)}"
               f" B, minimal {report.get('minimal_dram_bytes', 0)} B; peak DRAM activations "
               f"{report.get('dram_activation_bytes', 0)} B")
-        print(format_table(report["layers"], 1_000_000_000 if not roof else
-                           _clock(report, roof)), end="")
+        print(_with_tiling(format_table(report["layers"], 1_000_000_000 if not roof else
+                                        _clock(report, roof)), report["layers"]), end="")
+        print(textwrap.fill(LATENCY_NOTE, 100))
         if args.csv:
-            write_output_file(args.csv, to_csv(report["layers"]), "--csv")
+            write_output_file(args.csv, to_csv(_with_weights(report["layers"], wf)), "--csv")
     return 0
+
+
+def _names_by_hash(report: dict) -> dict[int, str]:
+    """{crc32 of the layer name (a weight-file entry's ``name_hash``): name} of report.json."""
+    from tcc_compiler.binfmt.weightfile import name_hash
+
+    return {name_hash(r["name"]): r["name"] for r in report.get("layers", [])}
+
+
+def _with_tiling(table: str, layers: list[dict]) -> str:
+    """``table`` (format_table: header, rule, one line per layer) with each layer's tiling
+    text wrapped on indented lines under its row."""
+    lines = table.splitlines()
+    out = lines[:2]
+    for line, r in zip(lines[2:], layers):
+        out.append(line)
+        if r.get("tiling"):
+            out += textwrap.wrap(r["tiling"], 100, initial_indent="    tiling: ",
+                                 subsequent_indent=" " * 12)
+    return "\n".join(out) + "\n"
+
+
+def _with_weights(layers: list[dict], wf) -> list[dict]:
+    """Copies of the report rows with ``weight_raw_bytes`` and ``weight_ratio`` (stored /
+    raw) from the matching quantized_network.bin entry (matched by name hash)."""
+    from tcc_compiler.binfmt.weightfile import name_hash
+
+    entries = {e.name_hash: e for e in wf.layers}
+    out = []
+    for r in layers:
+        e = entries.get(name_hash(r["name"]))
+        r = dict(r)
+        if e is not None:
+            r["weight_raw_bytes"] = e.raw_bytes
+            r["weight_ratio"] = round(e.stored_bytes / max(e.raw_bytes, 1), 4)
+        out.append(r)
+    return out
 
 
 def _ratio(wf) -> float:
@@ -89,13 +130,15 @@ def _clock(report: dict, roof: dict) -> int:
 def summary_json(raw_c: bytes, raw_w: bytes, prog, counts: Counter, d: Path) -> dict:
     """``tccc inspect --json``: the figures of the text summary as one JSON object.
 
-    Sizes in bytes, CRC-32s as integers; ``layers`` lists the weight-file entries (kind,
-    weights/params stored and raw bytes, offset, compression); ``report`` is report.json as
-    written (null if absent).
+    Sizes in bytes, CRC-32s as integers; ``quantized_network.bin.layers`` lists the weight-file
+    entries (layer name from report.json, or null when absent; kind, weights/params stored and
+    raw bytes, offset, compression); ``report`` is report.json as written (null if absent).
     """
     from tcc_compiler.runtime.loaded import read_report
 
     cmd, wf = prog.cmd, prog.weights
+    report = read_report(d)
+    names = _names_by_hash(report or {})
     return {
         "npu_cmd.bin": {"bytes": len(raw_c), "crc32": zlib.crc32(raw_c),
                         "format": f"{cmd.version_major}.{cmd.version_minor}",
@@ -108,11 +151,12 @@ def summary_json(raw_c: bytes, raw_w: bytes, prog, counts: Counter, d: Path) -> 
             "format": f"{wf.version_major}.{wf.version_minor}", "data_bytes": len(wf.data),
             "raw_bytes": wf.raw_bytes, "stored_bytes": wf.stored_bytes,
             "ratio": round(_ratio(wf), 4),
-            "layers": [{"kind": e.kind.name, "weights_bytes": e.weights_bytes,
+            "layers": [{"name": names.get(e.name_hash), "kind": e.kind.name,
+                        "weights_bytes": e.weights_bytes,
                         "weights_raw_bytes": e.weights_raw_bytes,
                         "weights_offset": e.weights_offset, "params_bytes": e.params_bytes,
                         "params_raw_bytes": e.params_raw_bytes,
                         "compressed": bool(e.flags), "block_channels": e.block_channels}
                        for e in wf.layers]},
-        "report": read_report(d),
+        "report": report,
     }
