@@ -177,7 +177,7 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
 
     t_start = time.perf_counter()
     tgt = target if isinstance(target, Target) else load_target(target)
-    if isinstance(input_whc, str):
+    if input_whc is not None:  # "WxHxC" or (W, H, C): the same checks and messages
         input_whc = parse_input_spec(input_whc)
     timings = {}
 
@@ -188,6 +188,7 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
         graph, passes = import_onnx(model, input_whc), default_pipeline()
         _instrument(instruments, IMPORT_STAGE, "after", -1, graph)
     timings["import_s"] = time.perf_counter() - t0
+    _log_import(model, graph, timings["import_s"])
 
     t0 = time.perf_counter()
     sources = source_table(graph)  # provenance snapshot for the fusion summary
@@ -195,6 +196,9 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     graph = pm.run(graph)
     timings["passes_s"] = time.perf_counter() - t0
     float_graph = graph.clone()
+    fusion = fusion_summary(sources, float_graph)
+    _log_passes(pm, fusion, timings["passes_s"])
+    check_memory(graph, model)
 
     n, c, h, w = graph.inputs[0].shape
     if preprocess is None:
@@ -243,6 +247,10 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
             verify(graph, quantized=True)
         _instrument(instruments, QUANTIZE_STAGE, "after", len(passes), graph)
     timings["quantize_s"] = time.perf_counter() - t0
+    if log.isEnabledFor(logging.INFO):
+        log.info("quantize: method %s, %d calibration input(s) from %s (%.2f s)", method,
+                 len(calibration), calib_source,
+                 timings.get("calibration_s", 0.0) + timings["quantize_s"])
 
     t0 = time.perf_counter()
     program = lower(graph, tgt, __version__, compress_weights=compress_weights)
@@ -257,11 +265,60 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     manifest = build_manifest(graph, program, tgt, cmd_bin, preprocess, method,
                               len(calibration), calib_source, src, _model_bytes_sha(model))
     report = build_report(graph, program, tgt, cmd_bin, pm, timings)
-    report["fusion"] = fusion_summary(sources, float_graph)
-    _log_summary(model, graph, pm, method, len(calibration), calib_source, report, timings,
-                 len(program.weight_file))
+    report["fusion"] = fusion
+    _log_schedule_emit(report, timings, len(program.weight_file))
     return CompiledArtifacts(cmd_bin, program.weight_file, manifest, report, graph,
                              float_graph, program, tgt, calib_table=table)
+
+
+#: Peak compile memory per byte of float32 activations (sum over every node's output). Measured
+#: with `/usr/bin/time -f %M tccc compile` on the zoo resnet18: 448x448 (43 MB of activations)
+#: peaked at 509 MB, 960x520 (107 MB) at 849 MB, i.e. ~5.3 B per activation byte on top of a
+#: ~280 MB base; the tester's 2048x2048 resnet run reached 8.8 GB (~10 B per byte). 10 keeps
+#: the estimate on the safe side of both.
+MEMORY_PER_ACTIVATION_BYTE = 10
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes (Linux); None when it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def estimate_compile_memory(graph: Graph) -> tuple[int, int]:
+    """Estimated peak memory (bytes) of calibrating and quantizing ``graph``, and the float32
+    activation bytes it is based on (every node output, NCHW float32, as the float
+    interpreter and the calibration observers hold them); see
+    :data:`MEMORY_PER_ACTIVATION_BYTE`."""
+    act = sum(int(np.prod(n.output.shape, dtype=np.int64)) * 4 for n in graph.nodes)
+    return act * MEMORY_PER_ACTIVATION_BYTE, act
+
+
+def check_memory(graph: Graph, model) -> None:
+    """Refuse up front a compile that would run out of memory (the kernel used to kill it
+    without a message, exit 137, after minutes of swapping).
+
+    Raises:
+        InputError: :func:`estimate_compile_memory` exceeds MemAvailable; the message names the
+            input size, the estimate and the memory available.
+    """
+    need, act = estimate_compile_memory(graph)
+    avail = available_memory_bytes()
+    log.debug("memory estimate: %.2f GB (%.2f GB of float activations), available %s", need /
+              1e9, act / 1e9, "unknown" if avail is None else f"{avail / 1e9:.2f} GB")
+    if avail is None or need <= avail:
+        return
+    _, c, h, w = graph.inputs[0].shape
+    src = model if isinstance(model, (str, os.PathLike)) else graph.name
+    raise InputError(f"{src}: input {w}x{h}x{c} needs about {need / 1e9:.1f} GB of memory to "
+                     f"calibrate and quantize ({act / 1e9:.2f} GB of float activations), more "
+                     f"than the {avail / 1e9:.1f} GB available; use a smaller input_shape/--input")
 
 
 def _instrument(instruments, stage: str, when: str, index: int, graph: Graph) -> None:
@@ -270,22 +327,33 @@ def _instrument(instruments, stage: str, when: str, index: int, graph: Graph) ->
         inst(stage, when, index, graph)
 
 
-def _log_summary(model, graph: Graph, pm: PassManager, method: str, n_calib: int,
-                 calib_source: str, report: dict, timings: dict, weight_bytes: int) -> None:
-    """INFO lines (``tccc -v``) on what each stage did; quiet at the default WARNING level."""
+# INFO lines (``tccc -v``) on what each stage did, logged as soon as the stage ends so a long
+# compile shows its progress live; quiet at the default WARNING level.
+
+def _log_import(model, graph: Graph, seconds: float) -> None:
+    """The ``import:`` line: source, opset, input name and NCHW shape, wall time (s)."""
     if not log.isEnabledFor(logging.INFO):
         return
     src = model if isinstance(model, (str, os.PathLike)) else graph.name
     log.info("import: %s: opset %s, input %s %s (%.2f s)", src, graph.meta.get("opset"),
-             graph.inputs[0].name, list(graph.inputs[0].shape), timings.get("import_s", 0.0))
+             graph.inputs[0].name, list(graph.inputs[0].shape), seconds)
+
+
+def _log_passes(pm: PassManager, fusion: dict, seconds: float) -> None:
+    """The ``passes:`` line: rewrites fired, compute nodes -> NPU ops, wall time (s)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
     fired = ", ".join(f"{k} {v}" for k, v in pm.stats.fired.items() if v) or "none"
-    fusion = report.get("fusion", {})
     fused = ", ".join(f"{v} {k}" for k, v in sorted(fusion.get("fused_away", {}).items()))
     log.info("passes: rewrites fired: %s; %s compute nodes -> %s NPU ops (fused away: %s; "
              "%.2f s)", fired, fusion.get("compute_nodes", "?"), fusion.get("npu_ops", "?"),
-             fused or "nothing", timings.get("passes_s", 0.0))
-    log.info("quantize: method %s, %d calibration input(s) from %s (%.2f s)", method, n_calib,
-             calib_source, timings.get("calibration_s", 0.0) + timings.get("quantize_s", 0.0))
+             fused or "nothing", seconds)
+
+
+def _log_schedule_emit(report: dict, timings: dict, weight_bytes: int) -> None:
+    """The ``schedule:`` and ``emit:`` lines (tiles, SRAM bytes, latency, container sizes)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
     layers = report.get("layers", [])
     log.info("schedule: %d layers, %d tiles, SRAM used %s B, estimated %.3f ms "
              "(%s cycles; %.2f s)", len(layers), sum(int(x.get("tiles", 0)) for x in layers),

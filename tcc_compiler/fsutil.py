@@ -162,8 +162,11 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
             created or written; or an OSError (e.g. a full disk) occurs while the staging
             folder is written or published.
     """
-    dest = check_output_folder(dest)
-    parent = dest.resolve().parent
+    shown = check_output_folder(dest)
+    # A symlinked destination stays a symlink: the staging folder is built beside, and
+    # swapped onto, the folder the link points at (os.path.realpath).
+    dest = Path(os.path.realpath(shown))
+    parent = dest.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
         clean_stale_staging(dest)
@@ -208,7 +211,7 @@ def check_output_folder(dest: str | os.PathLike) -> Path:
             ancestor folder is not writable.
     """
     dest = Path(dest)
-    if dest.exists() and not dest.is_dir():
+    if dest.exists() and not dest.is_dir():  # a file, device, FIFO (also via a symlink)
         raise InputError(f"{dest}: exists and is not a folder")
     blocker = _first_file_ancestor(dest)
     if blocker is not None:
@@ -265,11 +268,31 @@ def _publish_modes(folder: Path) -> None:
         os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def _check_regular(path: Path, option: str) -> Path:
+    """``path`` with symlinks resolved (os.path.realpath); InputError when that exists and is
+    not a regular file (a device such as /dev/full, a FIFO, a socket), which a rename would
+    replace instead of write into."""
+    real = Path(os.path.realpath(path))
+    if real.exists() and not real.is_file():
+        what = "is a folder; give a file name" if real.is_dir() else "not a regular file"
+        raise InputError(f"{option + ' ' if option else ''}{path}: {what}")
+    return real
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, option: str = "") -> None:
     """Write ``data`` to ``path`` via a temporary file and os.replace (never half-written).
-    The file gets the mode a plain open() would (0666 less the umask), not mkstemp's 0600."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.resolve().parent)
+    The file gets the mode a plain open() would (0666 less the umask), not mkstemp's 0600.
+
+    A symlink ``path`` stays a symlink: the file it points at is replaced (the temporary file
+    is created in that file's folder).
+
+    Raises:
+        InputError: ``path`` (after symlinks) exists and is not a regular file; ``option``
+            (e.g. ``"-o"``) prefixes the message.
+        OSError: the write itself fails (full disk, permissions).
+    """
+    path = _check_regular(Path(path), option)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -294,13 +317,14 @@ def check_output_file(path: str | os.PathLike, option: str) -> Path:
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        InputError: ``path`` is a folder, its folder is missing or is a file, or that folder
+        InputError: ``path`` is a folder or (after symlinks) exists and is not a regular
+            file (``/dev/full``, a FIFO); its folder is missing or is a file, or that folder
             is not writable (read-only file system, permissions). One line naming the path.
     """
     p = Path(path)
     if p.is_dir():
         raise InputError(f"{option} {p}: is a folder; give a file name")
-    parent = p.parent if str(p.parent) else Path(".")
+    parent = _check_regular(p, option).parent  # symlinks: check the folder of the target
     blocker = _first_file_ancestor(parent)
     if blocker is not None:
         raise InputError(f"{option} {p}: {blocker} is a file, not a folder")

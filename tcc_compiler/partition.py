@@ -72,6 +72,26 @@ def _load(model):
     return load_onnx(m)
 
 
+def _provisional(n, host_reason: dict, converters: dict, support: dict) -> Placement:
+    """Placement of ONNX node ``n`` when the frontend refused part of the model (so the
+    passes never ran): refused nodes go to the host with the frontend's reason; the others by
+    their op's support record (frontend/support.py: Softmax and ArgMax run on the host); an op
+    without a converter is folded at import (shape arithmetic such as ConstantOfShape)."""
+    name = _label(n)
+    if name in host_reason:
+        return Placement(name, n.op_type, HOST, host_reason[name])
+    if n.op_type not in converters:
+        return Placement(name, n.op_type, NPU, "folded at import (constant or shape "
+                         "arithmetic)", None, True)
+    runs = getattr(support.get(n.op_type), "runs", "")
+    if runs == HOST:
+        return Placement(name, n.op_type, HOST, "runs on the host CPU after the NPU program, "
+                         "on the dequantized output (manifest host_ops)")
+    return Placement(name, n.op_type, NPU, "supported op (the frontend converts it); placement "
+                     "after fusion is known once the unsupported nodes are removed", None,
+                     runs == "folded")
+
+
 def partition(model, input_shape: str | tuple[int, int, int] | None = None) -> list[Placement]:
     """Place every node of an ONNX model on the NPU or the host.
 
@@ -90,6 +110,7 @@ def partition(model, input_shape: str | tuple[int, int, int] | None = None) -> l
     from tcc_compiler.errors import UnsupportedError
     from tcc_compiler.frontend import import_onnx
     from tcc_compiler.frontend.converters import CONVERTERS
+    from tcc_compiler.frontend.support import SUPPORT
     from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
     from tcc_compiler.passes import PassManager, default_pipeline
 
@@ -107,14 +128,7 @@ def partition(model, input_shape: str | tuple[int, int, int] | None = None) -> l
                 if prob.startswith(prefix + ":") or prob.startswith(prefix + " "):
                     host_reason[_label(n)] = prob[len(prefix):].lstrip(": ").strip()
         log.info("%s: %d node(s) refused by the frontend", where, len(host_reason))
-        return [Placement(_label(n), n.op_type, HOST, host_reason[_label(n)])
-                if _label(n) in host_reason else
-                Placement(_label(n), n.op_type, NPU,
-                          "supported op (the frontend converts it); placement after fusion "
-                          "is known once the unsupported nodes are removed"
-                          if n.op_type in CONVERTERS else "folded at import", None,
-                          n.op_type not in CONVERTERS)
-                for n in nodes]
+        return [_provisional(n, host_reason, CONVERTERS, SUPPORT) for n in nodes]
 
     by_ir_name = {n.name: n for n in graph.nodes}
     try:

@@ -237,7 +237,7 @@ def test_manifest_fields_validated(seed_dir, tmp_path, edit, field):
 
 def test_missing_folder_and_files(tmp_path, seed_dir):
     """A missing folder or binary is an InputError naming it."""
-    with pytest.raises(InputError, match="not a folder"):
+    with pytest.raises(InputError, match="nope: does not exist"):
         load_program(tmp_path / "nope")
     folder = _copy(seed_dir, tmp_path)
     (folder / "quantized_network.bin").unlink()

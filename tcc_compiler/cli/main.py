@@ -50,6 +50,17 @@ def positive_int(text: str) -> int:
     return v
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (seeds: numpy's generators reject negative ones)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
 def plain_text(doc: str | None) -> str | None:
     """A module docstring as plain text for ``--help``: Sphinx/RST markup removed
     (``:func:`a.b``` and ``:mod:`~a.b``` -> ``a.b``, double back-quotes dropped)."""
@@ -73,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(mod.NAME, help=mod.HELP, description=plain_text(mod.__doc__),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(sp)
+        # -v/-q are accepted after the subcommand too (`tccc compile m.onnx -q`); main()
+        # merges them with the global ones
+        g = sp.add_argument_group("logging (also accepted before the subcommand)")
+        g.add_argument("-v", "--verbose", dest="sub_verbose", action="count", default=0,
+                       help="-v info, -vv debug logging on stderr (and tracebacks)")
+        g.add_argument("-q", "--quiet", dest="sub_quiet", action="store_true",
+                       help="no progress bars")
         sp.set_defaults(func=mod.run)
     return p
 
@@ -89,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, run, map errors to exit codes."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.verbose += getattr(args, "sub_verbose", 0)
+    args.quiet = args.quiet or getattr(args, "sub_quiet", False)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     fmt = "tccc: %(levelname)s: %(message)s" if args.verbose == 0 else \
         "tccc: %(levelname)s %(name)s: %(message)s"

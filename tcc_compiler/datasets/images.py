@@ -275,8 +275,11 @@ def _folder_entries(folder: Path) -> list[Path]:
         else:
             logger.debug("%s: skipped (not an image or .npy file)", child)
     if not entries:
+        subs = [c.name for c in folder.iterdir() if c.is_dir() and not c.name.startswith(".")]
+        hint = (f"; sub-folders ({', '.join(sorted(subs)[:3])}{', ...' if len(subs) > 3 else ''})"
+                " are not searched: name them directly") if subs else ""
         raise InputError(f"{folder}: folder holds no image or .npy files "
-                         f"({', '.join(IMAGE_SUFFIXES)}, .npy)")
+                         f"({', '.join(IMAGE_SUFFIXES)}, .npy){hint}")
     return entries
 
 

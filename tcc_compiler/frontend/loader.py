@@ -19,12 +19,17 @@ from tcc_compiler.errors import InputError, ModelError
 log = logging.getLogger(__name__)
 
 
-def parse_input_spec(text: str) -> tuple[int, int, int]:
+def parse_input_spec(text: str | tuple | list) -> tuple[int, int, int]:
     """Parse ``--input`` ``"WxHxC"`` (width x height x channels) into (W, H, C).
+
+    A tuple or list (the API's ``input_shape=(W, H, C)``) is checked the same way, as if
+    written ``"WxHxC"``.
 
     Raises:
         InputError: not three positive integers separated by 'x', or absurd sizes.
     """
+    if isinstance(text, (tuple, list)):
+        text = "x".join(str(v) for v in text)
     parts = str(text).lower().replace("*", "x").split("x")
     try:
         w, h, c = (int(p) for p in parts)

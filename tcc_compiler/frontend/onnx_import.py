@@ -69,6 +69,10 @@ def _fix_input_dims(model: onnx.ModelProto, whc: tuple[int, int, int] | None,
             whc = (dims[3], dims[2], dims[1])
     w, h, c = whc
     check_input_dims(w, h, c, where, inp.name)
+    if len(dims) == 4 and dims[0] > 1:  # the NPU program runs one image at a time
+        log.warning("%s: input '%s' has a fixed batch of %d; compiling it at batch 1 (run "
+                    "the images one at a time, or several with `tccc run ... --jobs`)", where,
+                    inp.name, dims[0])
     if len(dims) == 4:
         mh, mw = (dims[1], dims[2]) if nhwc else (dims[2], dims[3])
         if mh > 0 and mw > 0 and (mw, mh) != (w, h):
@@ -79,8 +83,8 @@ def _fix_input_dims(model: onnx.ModelProto, whc: tuple[int, int, int] | None,
     new = [1, h, w, c] if nhwc else [1, c, h, w]
     model_c = dims[3] if nhwc and len(dims) == 4 else (dims[1] if len(dims) == 4 else 0)
     if model_c > 0 and model_c != c:
-        raise InputError(f"{where}: input_shape/--input has {c} channels but input "
-                         f"'{inp.name}' takes {model_c}")
+        raise InputError(f"{where}: input_shape/--input has {c} channel{'s' * (c != 1)} but "
+                         f"input '{inp.name}' takes {model_c}")
     set_input_dims(model, inp, new)
     return inp.name, tuple(new), "NHWC" if nhwc else "NCHW"
 

@@ -149,6 +149,8 @@ def find_samples(images: str | os.PathLike, labels: str | os.PathLike | None = N
         InputError: missing folder, no labels file and no class sub-folders, or no samples.
     """
     root = Path(images)
+    if not root.exists():
+        raise InputError(f"{root}: does not exist (--images wants a dataset folder)")
     if not root.is_dir():
         raise InputError(f"{root}: not a folder (--images wants a dataset folder)")
     if labels is not None:

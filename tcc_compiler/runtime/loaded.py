@@ -51,6 +51,8 @@ class LoadedProgram:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
+        if not self.folder.exists():
+            raise InputError(f"{self.folder}: does not exist (expected a tccc output folder)")
         if not self.folder.is_dir():
             raise InputError(f"{self.folder}: not a folder (expected a tccc output folder)")
         mpath = self.folder / MANIFEST_FILE
@@ -177,12 +179,91 @@ def load_program(folder: str | Path) -> LoadedProgram:
 REPORT_FILE = "report.json"
 
 
+#: Fields of a report.json layer row that ``tccc report`` / ``inspect`` / ``disasm`` read, with
+#: the JSON types they need (``int`` excludes bool; "shape" = list of ints; "names" = list of
+#: strings). Rows must hold every field marked required (True).
+_LAYER_FIELDS = {"name": (str, True), "op": (str, True), "input_shape": ("shape", True),
+                 "output_shape": ("shape", True), "macs": (int, True),
+                 "estimated_cycles": ((int, float), True), "sram_bytes": (int, True),
+                 "tiles": (int, True), "weight_bytes": (int, True), "source": ("names", False),
+                 "tiling": (str, False), "commands": (int, False),
+                 "dram_read_bytes": (int, False), "dram_write_bytes": (int, False),
+                 "mac_utilisation": ((int, float), False)}
+#: Optional top-level numeric fields of report.json that the consumers format as numbers.
+_TOP_NUMBERS = ("command_bytes", "weight_bytes", "macs", "estimated_cycles",
+                "estimated_latency_ms", "sram_bytes", "dram_activation_bytes", "dram_read_bytes",
+                "dram_write_bytes", "minimal_dram_bytes", "mac_utilisation")
+
+
+def _json_type_ok(value, kind) -> bool:
+    """Whether ``value`` (parsed JSON) has ``kind`` from :data:`_LAYER_FIELDS`."""
+    if kind == "shape":
+        return isinstance(value, list) and all(
+            isinstance(x, int) and not isinstance(x, bool) for x in value)
+    if kind == "names":
+        return isinstance(value, list) and all(isinstance(x, str) for x in value)
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def check_report(data, path: Path) -> dict:
+    """Check the structure of a parsed report.json (the fields its consumers read).
+
+    Args:
+        data: the parsed JSON. path: the file (for messages).
+
+    Returns:
+        ``data`` unchanged.
+
+    Raises:
+        FormatError: one line naming ``path`` and the first bad field (e.g.
+            ``layers[3].name: expected str, got int``) and saying to recompile.
+    """
+    def bad(field: str, want: str, got) -> FormatError:
+        return FormatError(f"{path}: {field}: expected {want}, got "
+                           f"{'null' if got is None else type(got).__name__}; "
+                           "recompile to rewrite it")
+
+    if not isinstance(data, dict):
+        raise bad("top level", "a JSON object", data)
+    for key in _TOP_NUMBERS:
+        if key in data and not _json_type_ok(data[key], (int, float)):
+            raise bad(key, "a number", data[key])
+    for key in ("target",):
+        if key in data and not isinstance(data[key], str):
+            raise bad(key, "a string", data[key])
+    for key in ("roofline", "npu_ops", "weight_compression", "capacity_bound"):
+        if key in data and not isinstance(data[key], dict):
+            raise bad(key, "an object", data[key])
+    layers = data.get("layers", [])
+    if not isinstance(layers, list):
+        raise bad("layers", "a list", layers)
+    names = {"shape": "a list of ints", "names": "a list of strings"}
+    for i, row in enumerate(layers):
+        if not isinstance(row, dict):
+            raise bad(f"layers[{i}]", "an object", row)
+        for key, (kind, required) in _LAYER_FIELDS.items():
+            if key not in row:
+                if required:
+                    raise FormatError(f"{path}: layers[{i}].{key}: missing; recompile to "
+                                      "rewrite it")
+                continue
+            if not _json_type_ok(row[key], kind):
+                want = names.get(kind) if isinstance(kind, str) else \
+                    "a number" if isinstance(kind, tuple) else kind.__name__
+                raise bad(f"layers[{i}].{key}", want, row[key])
+    return data
+
+
 def read_report(folder: str | Path) -> dict | None:
     """The folder's ``report.json`` (per-layer table, estimates) as a dict; None when absent.
 
+    The structure is checked (:func:`check_report`) so consumers may index the fields they
+    read without guarding each one.
+
     Raises:
-        FormatError: the file is not UTF-8 JSON holding an object, or cannot be read (the
-            message names the file and says to recompile).
+        FormatError: the file is not UTF-8 JSON holding an object, cannot be read, or a field
+            the consumers use is missing or of the wrong type (the message names the file and
+            the field and says to recompile).
     """
     path = Path(folder) / REPORT_FILE
     if not path.is_file():
@@ -193,7 +274,4 @@ def read_report(folder: str | Path) -> dict | None:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise FormatError(f"{path}: not valid JSON ({reason}); recompile to rewrite it") \
             from None
-    if not isinstance(data, dict):
-        raise FormatError(f"{path}: expected a JSON object, got {type(data).__name__}; "
-                          "recompile to rewrite it")
-    return data
+    return check_report(data, path)

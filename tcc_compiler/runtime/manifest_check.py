@@ -78,7 +78,8 @@ class _Checker:
                     or not all(ok(x) for x in vals)):
                 what = ("finite positive numbers" if name == "scale"
                         else "integers in -128..127")
-                raise self.fail(f"{field}.{name}", f"expected 1 or {channels} {what}, got "
+                count = "1" if channels == 1 else f"1 or {channels}"
+                raise self.fail(f"{field}.{name}", f"expected {count} {what}, got "
                                 f"{vals!r}"[:200])
 
 

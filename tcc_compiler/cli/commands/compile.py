@@ -90,6 +90,12 @@ def run(args) -> int:
         ratio = f" (weights {wc['ratio']:.3f} of raw)" if wc["compressed_layers"] else ""
         print(f"wrote {str(args.output).rstrip('/')}/: npu_cmd.bin {r['command_bytes']:,} B, "
               f"quantized_network.bin {r['weight_bytes']:,} B{ratio}; NPU ops: {ops}; "
-              f"{r['macs'] / 1e9:.2f} GMAC, estimated {r['estimated_latency_ms']:.2f} ms "
-              f"on {r['target']}")
+              f"{r['macs'] / 1e9:.2f} GMAC, estimated "
+              f"{format_latency(r['estimated_latency_ms'])} on {r['target']}")
     return 0
+
+
+def format_latency(ms: float) -> str:
+    """A latency in milliseconds for humans: ``"1.23 ms"``, or ``"45.6 µs"`` below 1 ms (small
+    models used to print ``0.00 ms``)."""
+    return f"{ms:.2f} ms" if ms >= 1.0 else f"{ms * 1e3:.1f} µs"

@@ -59,5 +59,7 @@ def run(args) -> int:
     for p in places:
         print(f"{p.device:<5} {p.op_type:<20} {p.node}: {p.reason}")
     n_host = sum(p.device == "host" for p in places)
-    print(f"{len(places) - n_host} node(s) on the NPU, {n_host} on the host")
+    n_folded = sum(p.device != "host" and p.folded for p in places)
+    print(f"{len(places) - n_host} node(s) on the NPU ({n_folded} of them folded away or views "
+          f"at compile time, no NPU op of their own), {n_host} on the host")
     return 0

@@ -29,7 +29,10 @@ def add_arguments(p) -> None:
     p.add_argument("--schedule", default="inorder", choices=("inorder", "random"),
                    help="command order: stream order, or a random legal interleaving of the "
                         "three queues with hazard checks (see --seed)")
-    p.add_argument("--seed", type=int, default=0, help="seed of --schedule random")
+    from tcc_compiler.cli.main import non_negative_int
+
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of --schedule random (an integer >= 0)")
     p.add_argument("--check", metavar="MODEL.onnx",
                    help="compare with the golden integer model and ONNX Runtime's float output")
     p.add_argument("--topk", type=_positive_int, default=1,
