@@ -39,26 +39,28 @@ def progress(quiet: bool, desc: str):
     return lambda it: tqdm(it, desc=desc, unit="img", file=sys.stderr, leave=False)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (``--top 0`` and friends are usage errors, exit 2)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+def int_at_least(low: int):
+    """argparse type factory: an integer >= ``low`` (``--top 0``, ``--seed -5`` and friends are
+    usage errors, exit 2, not internal errors)."""
+    what = "a positive integer" if low == 1 else f"an integer >= {low}"
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
+        return v
+
+    parse.__name__ = "positive_int" if low == 1 else f"int_at_least_{low}"
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0 (seeds: numpy's generators reject negative ones)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
+#: argparse type: an integer >= 1.
+positive_int = int_at_least(1)
+#: argparse type: an integer >= 0 (seeds: numpy's generators reject negative ones).
+non_negative_int = int_at_least(0)
 
 
 def plain_text(doc: str | None) -> str | None:

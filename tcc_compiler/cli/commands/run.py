@@ -29,13 +29,13 @@ def add_arguments(p) -> None:
     p.add_argument("--schedule", default="inorder", choices=("inorder", "random"),
                    help="command order: stream order, or a random legal interleaving of the "
                         "three queues with hazard checks (see --seed)")
-    from tcc_compiler.cli.main import non_negative_int
+    from tcc_compiler.cli.main import non_negative_int, positive_int
 
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of --schedule random (an integer >= 0)")
     p.add_argument("--check", metavar="MODEL.onnx",
                    help="compare with the golden integer model and ONNX Runtime's float output")
-    p.add_argument("--topk", type=_positive_int, default=1,
+    p.add_argument("--topk", type=positive_int, default=1,
                    help="print the K best classes (default 1)")
     p.add_argument("--logits", action="store_true",
                    help="also print the output values (dequantized float32): a 'logits:' line, "
@@ -61,19 +61,6 @@ def _run_job(prog, item) -> dict:
 
     x, schedule, seed = item
     return run_input(prog, x, schedule, seed)
-
-
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    import argparse
-
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
 
 
 def load_labelled(paths: list[str], pre, shape) -> tuple[list[np.ndarray], list[str]]:
