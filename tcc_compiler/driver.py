@@ -403,6 +403,16 @@ def build_manifest(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, 
     }
 
 
+def _weight_raw(li) -> dict:
+    """``weight_raw_bytes`` (weights + params before compression, bytes) and ``weight_ratio``
+    (bytes in quantized_network.bin / raw, as ``tccc inspect --csv`` gives) of a layer with
+    weights (a LayerInfo); {} without."""
+    if not li.weight_raw_bytes:
+        return {}
+    return {"weight_raw_bytes": li.weight_raw_bytes,
+            "weight_ratio": round(li.weight_file_bytes / li.weight_raw_bytes, 4)}
+
+
 def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm: PassManager,
                  timings: dict) -> dict:
     """The compile report: sizes, MACs, estimated cycles per layer and in total."""
@@ -425,6 +435,7 @@ def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm
             "input_shape": list(li.in_shape), "output_shape": list(li.out_shape),
             "tiles": li.tiles, "macs": li.macs, "estimated_cycles": cycles,
             "commands": n_cmds, "weight_bytes": li.weight_bytes,
+            **_weight_raw(li),
             "sram_bytes": li.sram_bytes, "tiling": li.plan,
             **perf_report.layer_dram(program, li),
             "mac_utilisation": round(perf_report.utilisation(li.macs, cycles, tgt), 4),

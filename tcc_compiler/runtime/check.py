@@ -58,9 +58,9 @@ def _with_input_dims(model, inp: dict):
     ch_axis = 3 if inp.get("onnx_layout") == "NHWC" else 1
     if len(dims) == len(shape) and dims[ch_axis].HasField("dim_value") \
             and dims[ch_axis].dim_value != shape[ch_axis]:
-        raise InputError(f"{model}: takes {dims[ch_axis].dim_value} channels, the compiled "
-                         f"program {shape[ch_axis]} (is this the model the folder was compiled "
-                         "from?)")
+        raise InputError(f"{model}: channel mismatch: the model's input takes "
+                         f"{dims[ch_axis].dim_value}, the compiled program's {shape[ch_axis]} "
+                         "channels (is this the model the folder was compiled from?)")
     set_input_dims(proto, ins[0], shape)
     return proto
 
@@ -86,8 +86,9 @@ class Checker:
             raise InputError(f"{model}: no such file (--check needs the float ONNX model)")
         so = ort.SessionOptions()
         so.log_severity_level = 3
+        # outside the try: its InputError (wrong channel count/rank) already says what is wrong
+        proto = _with_input_dims(model, prog.manifest["input"])
         try:
-            proto = _with_input_dims(model, prog.manifest["input"])
             self.sess = ort.InferenceSession(proto.SerializeToString(), so,
                                              providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own exception types

@@ -248,9 +248,21 @@ def eval_job(prog, item) -> dict:
     """Worker job: load one sample, run the NPU (and the float model), return top-5 lists.
 
     ``item`` = (path, label, Preprocess, RawSpec | None, float model path | None).
+
+    Raises:
+        InputError: the loaded sample's NCHW shape differs from the model input (names the file).
     """
     path, label, pre, raw, model = item
     x = load_sample(Path(path), pre, raw)
+    from tcc_compiler.datasets.images import IMAGE_CHANNELS
+
+    want = tuple(int(d) for d in prog.input_shape)
+    if tuple(x.shape) != want:
+        hint = (f"images load as 1 or 3 channels, the model takes {want[1]}"
+                if len(want) == 4 and want[1] not in IMAGE_CHANNELS and x.shape[1] != want[1]
+                else "check the preprocessing (--pixels / the manifest's width/height/channels)")
+        raise InputError(f"{path}: loads as {tuple(x.shape)} but the model input is {want}; "
+                         f"{hint}")
     res = prog.run(x)
     out = {"label": label, "npu": _topk(prog.final_output(res))}
     if model:

@@ -188,7 +188,8 @@ _LAYER_FIELDS = {"name": (str, True), "op": (str, True), "input_shape": ("shape"
                  "tiles": (int, True), "weight_bytes": (int, True), "source": ("names", False),
                  "tiling": (str, False), "commands": (int, False),
                  "dram_read_bytes": (int, False), "dram_write_bytes": (int, False),
-                 "mac_utilisation": ((int, float), False)}
+                 "mac_utilisation": ((int, float), False),
+                 "weight_raw_bytes": (int, False), "weight_ratio": ((int, float), False)}
 #: Optional top-level numeric fields of report.json that the consumers format as numbers.
 _TOP_NUMBERS = ("command_bytes", "weight_bytes", "macs", "estimated_cycles",
                 "estimated_latency_ms", "sram_bytes", "dram_activation_bytes", "dram_read_bytes",

@@ -115,8 +115,12 @@ class LayerInfo:
         name: IR node name. kind: op kind (conv, fc, maxpool, gap, avgpool, add).
         source: ONNX node names it came from. in_shape/out_shape: NCHW.
         tiles: compute tiles. macs: multiply-accumulates. plan: tile shape description.
-        first_cmd, end_cmd: command index range [first, end). weight_bytes: weights + params.
-        sram_bytes: SRAM the op's buffers use.
+        first_cmd, end_cmd: command index range [first, end). weight_bytes: weights + params
+        as stored in quantized_network.bin (compressed when so), bytes. weight_raw_bytes: the
+        same before compression (int8 OHWI weights + 16-byte parameter records), bytes; 0 for
+        ops without weights. weight_file_bytes: the layer's blob bytes in the file (its layer
+        table entry's stored size; may exceed weight_bytes by the compressed blobs' block
+        index). sram_bytes: SRAM the op's buffers use.
         cmds: indices of the op's own commands when they interleave with other ops' (a
             cascaded chain, schedule/cascade.py); None when they are [first_cmd, end_cmd).
     """
@@ -132,6 +136,8 @@ class LayerInfo:
     first_cmd: int = 0
     end_cmd: int = 0
     weight_bytes: int = 0
+    weight_raw_bytes: int = 0
+    weight_file_bytes: int = 0
     sram_bytes: int = 0
     cmds: list[int] | None = None
 
@@ -667,7 +673,8 @@ class Lowering:
         plan = plan_conv(g, self.t, self.t.sram_bytes - base - h.area_bytes, res)
         info = LayerInfo(n.name, n.op.value, n.source, n.inputs[0].shape, n.output.shape)
         blobs, cfg = self._conv_setup(n, g, min(plan.ocb, g.o), info)
-        self.pre[id(n)] = (plan, blobs, cfg, info.weight_bytes)
+        self.pre[id(n)] = (plan, blobs, cfg, info.weight_bytes, info.weight_raw_bytes,
+                           info.weight_file_bytes)
         al = self.t.sram_align_bytes
         off = self.t.sram_bytes - h.area_bytes
         for k, (wb, pb) in enumerate(zip(blobs.weight_blocks, blobs.param_blocks)):
@@ -753,10 +760,13 @@ class Lowering:
         wq = weights_ohwi(n) if n.op is Op.CONV else np.ascontiguousarray(
             n.inputs[1].const.transpose(0, 2, 3, 1))
         params = pack_conv_params(q.bias, q.mult, q.shift, q.sc_mult)
+        stored0, raw0 = self.wf.stored_bytes, self.wf.raw_bytes
         blobs = self.wf.add_layer(n.name, LayerKind.FC if n.op is Op.FC else LayerKind.CONV,
                                   wq.tobytes(), params, block_channels=block_channels)
         info.weight_bytes = sum(bl.stored_bytes for bl in blobs.weight_blocks
                                 + blobs.param_blocks)   # DRAM bytes (compressed if so)
+        info.weight_raw_bytes = self.wf.raw_bytes - raw0   # this layer's table entry
+        info.weight_file_bytes = self.wf.stored_bytes - stored0
         cfg = dict(kh=g.kh, kw=g.kw, sh=g.sh, sw=g.sw, dh=g.dh, dw=g.dw,
                    out_mode=1 if q.out_int32 else 0,
                    flags=(CONV_FLAG_SHORTCUT if g.has_shortcut else 0)
@@ -772,7 +782,8 @@ class Lowering:
         rsc = self.res.get(id(n.input(3))) if g.has_shortcut else None
         prefetched: dict[int, tuple[int, int, tuple]] = {}
         if id(n) in self.pre:   # a prefetch consumer: planned before its window
-            plan, blobs, cfg, info.weight_bytes = self.pre.pop(id(n))
+            (plan, blobs, cfg, info.weight_bytes, info.weight_raw_bytes,
+             info.weight_file_bytes) = self.pre.pop(id(n))
             prefetched, self.prefetched = self.prefetched, {}
         else:
             plan = plan_conv(g, self.t, self._budget(),

@@ -28,11 +28,18 @@ def run(args) -> int:
     hist = None
     if args.histograms is not None:
         from tcc_compiler.cli.main import progress
-        from tcc_compiler.datasets.images import Preprocess, bundled_photos, load_inputs
+        from tcc_compiler.datasets.images import (IMAGE_CHANNELS, Preprocess, bundled_photos,
+                                                  load_inputs)
+        from tcc_compiler.errors import InputError
         from tcc_compiler.report.html import activation_histograms
         from tcc_compiler.runtime import load_program
 
         prog = load_program(args.dir)
+        c = int(prog.input_shape[1])
+        if not args.histograms and c not in IMAGE_CHANNELS:
+            raise InputError(f"{args.dir}: the model takes {c} channels; the bundled photos "
+                             "(used when --histograms names no inputs) load as 1 or 3 channels "
+                             "- pass .npy arrays: --histograms a.npy ...")
         paths = args.histograms or bundled_photos("calib")[:4]
         xs = load_inputs(paths, Preprocess.from_dict(prog.manifest["preprocess"]),
                          prog.input_shape)
