@@ -110,7 +110,8 @@ def test_run_check_channel_mismatch_says_so(built, capsys):
     code = main(["run", str(built[4]["folder"]), str(x), "--check", str(built[1]["model"])])
     line = _one_line_error(capsys.readouterr().err)
     assert code != 0
-    assert "channel mismatch" in line and "takes 1, the compiled program's 4 channels" in line and "4" in line
+    assert "channel mismatch" in line
+    assert "takes 1, the compiled program's 4 channels" in line
     assert "cannot load" not in line
     assert built[1]["model"].name in line
 
