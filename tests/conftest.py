@@ -165,6 +165,58 @@ def residual_net_impl(seed: int = 0, hw: int = 16, c: int = 8) -> onnx.ModelProt
     return make_model_impl(nodes, [1, 3, hw, hw], inits, name="resnet_tiny")
 
 
+def conv_gap_fc_net_impl(channels: int = 3, hw: int = 16, seed: int = 3,
+                        name: str = "conv_gap_fc") -> onnx.ModelProto:
+    """A minimal classifier (NCHW input [1, channels, hw, hw]): conv3x3 (C -> 4, pads 1) + Relu
+    -> GlobalAveragePool -> Flatten -> Gemm (5 logits)."""
+    r = np.random.default_rng(seed)
+    inits = {"w": r.standard_normal((4, channels, 3, 3)) * 0.5, "b": r.standard_normal(4) * 0.1,
+             "fw": r.standard_normal((5, 4)), "fb": r.standard_normal(5) * 0.1}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], transB=1, name="fc")]
+    return make_model_impl(nodes, [1, channels, hw, hw], inits, name=name)
+
+
+def run_program_impl(prog, budget: int, g: Graph, x: np.ndarray, schedule: str = "inorder",
+                     seed: int = 0) -> tuple[dict[str, np.ndarray], list]:
+    """Encode and decode a lowered ``prog`` (both binaries), check its stream for hazards and
+    run it on the reference executor with an SRAM of ``budget`` bytes pre-filled with 0xA5.
+
+    Args:
+        x: float32 NCHW input, quantized with the graph input's parameters.
+
+    Returns:
+        (flat int8/int32 output arrays by output name, hazards found by the static checker).
+    """
+    from tcc_compiler.binfmt import read_cmd_file, read_weight_file, write_cmd_file
+    from tcc_compiler.isa.commands import Space
+    from tcc_compiler.quant.params import quantize_input
+    from tcc_compiler.sim.executor import Executor
+    from tcc_compiler.sim.hazards import check_stream
+
+    cmd = read_cmd_file(write_cmd_file(
+        prog.commands, sram_bytes=prog.sram_bytes, act_arena_bytes=prog.act_arena_bytes,
+        input_bytes=prog.input_bytes, output_bytes=prog.output_bytes, tool_version="test",
+        slots=prog.slots))
+    wf = read_weight_file(prog.weight_file)
+    sizes = {Space.SRAM: budget, Space.ACT: prog.act_arena_bytes,
+             Space.INPUT: prog.input_bytes, Space.OUTPUT: prog.output_bytes,
+             Space.WEIGHTS: len(wf.data)}
+    hazards = check_stream(list(cmd.commands), sizes)
+    q = quantize_input(x, g.inputs[0]).tobytes()
+    out = Executor(cmd, wf, budget, fill=0xA5).run(q + bytes(prog.input_bytes - len(q)),
+                                                   schedule=schedule, seed=seed)
+    got = {}
+    for o in prog.outputs:
+        dt = np.int8 if o.dtype == "int8" else np.int32
+        got[o.name] = np.frombuffer(out, dtype=dt, count=int(np.prod(o.hwc)), offset=o.offset)
+    return got, hazards
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     """A seeded random generator (deterministic tests)."""

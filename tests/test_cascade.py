@@ -8,41 +8,21 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from conftest import run_program_impl
 from onnx import TensorProto, helper, numpy_helper
 
-from tcc_compiler.binfmt import read_cmd_file, read_weight_file, write_cmd_file
 from tcc_compiler.frontend import import_onnx
-from tcc_compiler.isa.commands import Space
 from tcc_compiler.quant import collect_ranges, quantize_graph, run_golden
-from tcc_compiler.quant.params import quantize_input
 from tcc_compiler.schedule import lower
 from tcc_compiler.schedule.cascade import chain_bands
 from tcc_compiler.schedule.lower import Lowering
 from tcc_compiler.schedule.report import dram_bytes
-from tcc_compiler.sim.executor import Executor
-from tcc_compiler.sim.hazards import check_stream
 from tcc_compiler.target import load_target
 
 
 def _run(prog, budget, g, x, schedule="inorder", seed=0):
     """Execute ``prog`` on float input ``x``; return (outputs by name, hazards found)."""
-    cmd = read_cmd_file(write_cmd_file(
-        prog.commands, sram_bytes=prog.sram_bytes, act_arena_bytes=prog.act_arena_bytes,
-        input_bytes=prog.input_bytes, output_bytes=prog.output_bytes, tool_version="test",
-        slots=prog.slots))
-    wf = read_weight_file(prog.weight_file)
-    sizes = {Space.SRAM: budget, Space.ACT: prog.act_arena_bytes,
-             Space.INPUT: prog.input_bytes, Space.OUTPUT: prog.output_bytes,
-             Space.WEIGHTS: len(wf.data)}
-    hazards = check_stream(list(cmd.commands), sizes)
-    q = quantize_input(x, g.inputs[0]).tobytes()
-    out = Executor(cmd, wf, budget, fill=0xA5).run(q + bytes(prog.input_bytes - len(q)),
-                                                   schedule=schedule, seed=seed)
-    got = {}
-    for o in prog.outputs:
-        dt = np.int8 if o.dtype == "int8" else np.int32
-        got[o.name] = np.frombuffer(out, dtype=dt, count=int(np.prod(o.hwc)), offset=o.offset)
-    return got, hazards
+    return run_program_impl(prog, budget, g, x, schedule, seed)
 
 
 def _assert_golden(prog, budget, g, x, **kw):

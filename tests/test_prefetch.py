@@ -11,19 +11,15 @@ import dataclasses
 import numpy as np
 import onnx
 import pytest
+from conftest import run_program_impl
 from onnx import TensorProto, helper, numpy_helper
 
-from tcc_compiler.binfmt import read_cmd_file, read_weight_file, write_cmd_file
 from tcc_compiler.frontend import import_onnx
-from tcc_compiler.isa.commands import Space
 from tcc_compiler.quant import collect_ranges, quantize_graph, run_golden
-from tcc_compiler.quant.params import quantize_input
 from tcc_compiler.schedule import lower
 from tcc_compiler.schedule.cost import replay
 from tcc_compiler.schedule.lower import Lowering, plan_hoist
 from tcc_compiler.schedule.report import dram_bytes
-from tcc_compiler.sim.executor import Executor
-from tcc_compiler.sim.hazards import check_stream
 from tcc_compiler.target import load_target
 
 BUDGET = 512 * 1024
@@ -71,22 +67,12 @@ def net_q():
 
 
 def _run(prog, g, x, schedule="inorder", seed=0, budget=BUDGET):
-    cmd = read_cmd_file(write_cmd_file(
-        prog.commands, sram_bytes=prog.sram_bytes, act_arena_bytes=prog.act_arena_bytes,
-        input_bytes=prog.input_bytes, output_bytes=prog.output_bytes, tool_version="test",
-        slots=prog.slots))
-    wf = read_weight_file(prog.weight_file)
-    sizes = {Space.SRAM: budget, Space.ACT: prog.act_arena_bytes,
-             Space.INPUT: prog.input_bytes, Space.OUTPUT: prog.output_bytes,
-             Space.WEIGHTS: len(wf.data)}
-    assert check_stream(list(cmd.commands), sizes) == []
-    q = quantize_input(x, g.inputs[0]).tobytes()
-    out = Executor(cmd, wf, budget, fill=0xA5).run(q + bytes(prog.input_bytes - len(q)),
-                                                   schedule=schedule, seed=seed)
+    got, hazards = run_program_impl(prog, budget, g, x, schedule, seed)
+    assert hazards == []
     gold = run_golden(g, x)
     for o in prog.outputs:
-        got = np.frombuffer(out, dtype=np.int8, count=int(np.prod(o.hwc)), offset=o.offset)
-        np.testing.assert_array_equal(got, gold["int:" + o.name].reshape(-1), err_msg=o.name)
+        np.testing.assert_array_equal(got[o.name], gold["int:" + o.name].reshape(-1),
+                                      err_msg=o.name)
 
 
 def test_plan_picks_the_load_bound_conv(net_q):

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import run_program_impl
 
 from tcc_compiler import zoo
-from tcc_compiler.binfmt import read_cmd_file, read_weight_file, write_cmd_file
+from tcc_compiler.binfmt import read_weight_file
 from tcc_compiler.frontend import import_onnx
 from tcc_compiler.isa.commands import Space
 from tcc_compiler.quant import collect_ranges, quantize_graph, run_golden
-from tcc_compiler.quant.params import quantize_input
 from tcc_compiler.schedule import lower
-from tcc_compiler.sim.executor import Executor
 from tcc_compiler.sim.hazards import check_stream
 from tcc_compiler.target import load_target
 
@@ -46,24 +45,12 @@ def test_resnet18_budget_bit_exact(r18, programs, budget):
     prog = programs[budget]
     assert 0 < prog.sram_bytes <= budget
     assert all(0 < li.sram_bytes <= budget for li in prog.layers)
-    cmd = read_cmd_file(write_cmd_file(
-        prog.commands, sram_bytes=prog.sram_bytes, act_arena_bytes=prog.act_arena_bytes,
-        input_bytes=prog.input_bytes, output_bytes=prog.output_bytes, tool_version="test",
-        slots=prog.slots))
-    wf = read_weight_file(prog.weight_file)
-    sizes = {Space.SRAM: budget, Space.ACT: prog.act_arena_bytes,
-             Space.INPUT: prog.input_bytes, Space.OUTPUT: prog.output_bytes,
-             Space.WEIGHTS: len(wf.data)}
-    assert check_stream(list(cmd.commands), sizes) == []
-    ex = Executor(cmd, wf, budget, fill=0xA5)
     x = xs[2]                                  # not a calibration input
-    q = quantize_input(x, g.inputs[0]).tobytes()
-    out = ex.run(q + bytes(prog.input_bytes - len(q)))
+    got, hazards = run_program_impl(prog, budget, g, x)
+    assert hazards == []
     gold = run_golden(g, x)
     for o in prog.outputs:
-        dt = np.int8 if o.dtype == "int8" else np.int32
-        got = np.frombuffer(out, dtype=dt, count=int(np.prod(o.hwc)), offset=o.offset)
-        np.testing.assert_array_equal(got, gold["int:" + o.name].reshape(-1))
+        np.testing.assert_array_equal(got[o.name], gold["int:" + o.name].reshape(-1))
 
 
 def test_small_budget_tiles_more(programs):

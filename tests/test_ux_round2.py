@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import make_model_impl, residual_net_impl
-from onnx import helper
+from conftest import conv_gap_fc_net_impl, residual_net_impl
 from PIL import Image
 
 from tcc_compiler.cli import main
@@ -46,16 +45,7 @@ def _identity_pre(w: int, h: int, channels: int = 3) -> Preprocess:
 
 def _grey_net(channels: int = 1, hw: int = 16) -> onnx.ModelProto:
     """conv3x3 (C -> 4) + Relu -> GlobalAveragePool -> Flatten -> Gemm (5 logits)."""
-    r = np.random.default_rng(3)
-    inits = {"w": r.standard_normal((4, channels, 3, 3)) * 0.5, "b": r.standard_normal(4) * 0.1,
-             "fw": r.standard_normal((5, 4)), "fb": r.standard_normal(5) * 0.1}
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3],
-                              pads=[1, 1, 1, 1], name="conv"),
-             helper.make_node("Relu", ["c"], ["r"], name="relu"),
-             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
-             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
-             helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], transB=1, name="fc")]
-    return make_model_impl(nodes, [1, channels, hw, hw], inits, name="grey")
+    return conv_gap_fc_net_impl(channels, hw, seed=3, name="grey")
 
 
 @pytest.fixture(scope="module")

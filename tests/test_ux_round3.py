@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import make_model_impl
+from conftest import conv_gap_fc_net_impl, make_model_impl
 from onnx import helper
 
 from tcc_compiler import fsutil
@@ -38,16 +38,7 @@ def _one_line_error(err: str) -> str:
 
 def _net(hw: int = 16, channels: int = 3) -> onnx.ModelProto:
     """conv3x3 (C -> 4) + Relu -> GlobalAveragePool -> Flatten -> Gemm (5 logits)."""
-    r = np.random.default_rng(3)
-    inits = {"w": r.standard_normal((4, channels, 3, 3)) * 0.5, "b": r.standard_normal(4) * 0.1,
-             "fw": r.standard_normal((5, 4)), "fb": r.standard_normal(5) * 0.1}
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3],
-                              pads=[1, 1, 1, 1], name="conv"),
-             helper.make_node("Relu", ["c"], ["r"], name="relu"),
-             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
-             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
-             helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], transB=1, name="fc")]
-    return make_model_impl(nodes, [1, channels, hw, hw], inits, name="ux3")
+    return conv_gap_fc_net_impl(channels, hw, seed=3, name="ux3")
 
 
 @pytest.fixture

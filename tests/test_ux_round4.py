@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import make_model_impl
-from onnx import helper
+from conftest import conv_gap_fc_net_impl
 
 from tcc_compiler.cli import main
 from tcc_compiler.datasets.images import bundled_photos
@@ -36,16 +35,7 @@ def _one_line_error(err: str) -> str:
 
 def _net(channels: int) -> onnx.ModelProto:
     """conv3x3 (C -> 4) + Relu -> GlobalAveragePool -> Flatten -> Gemm (5 logits)."""
-    r = np.random.default_rng(4)
-    inits = {"w": r.standard_normal((4, channels, 3, 3)) * 0.5, "b": r.standard_normal(4) * 0.1,
-             "fw": r.standard_normal((5, 4)), "fb": r.standard_normal(5) * 0.1}
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3],
-                              pads=[1, 1, 1, 1], name="conv"),
-             helper.make_node("Relu", ["c"], ["r"], name="relu"),
-             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
-             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
-             helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], transB=1, name="fc")]
-    return make_model_impl(nodes, [1, channels, HW, HW], inits, name=f"ux4c{channels}")
+    return conv_gap_fc_net_impl(channels, HW, seed=4, name=f"ux4c{channels}")
 
 
 @pytest.fixture(scope="module")
