@@ -61,8 +61,21 @@ from tcc_compiler.target import Target
 log = logging.getLogger(__name__)
 
 
+class _NhwcSized:
+    """Mixin: ``nbytes`` of an NHWC buffer with attributes ``hwc`` and ``elem_bytes``."""
+
+    hwc: tuple[int, int, int]
+    elem_bytes: int
+
+    @property
+    def nbytes(self) -> int:
+        """Size in bytes: H * W * C * element bytes."""
+        h, w, c = self.hwc
+        return h * w * c * self.elem_bytes
+
+
 @dataclass
-class Tensor:
+class Tensor(_NhwcSized):
     """Where an NPU tensor lives in DRAM: region, byte offset, NHWC shape, element bytes."""
 
     region: Region
@@ -70,19 +83,13 @@ class Tensor:
     hwc: tuple[int, int, int]
     elem_bytes: int = 1
 
-    @property
-    def nbytes(self) -> int:
-        """Size in bytes."""
-        h, w, c = self.hwc
-        return h * w * c * self.elem_bytes
-
     def addr(self, extra: int = 0) -> int:
         """u32 DRAM address of byte ``extra`` of the tensor."""
         return dram_address(self.region, self.offset + extra)
 
 
 @dataclass
-class Resident:
+class Resident(_NhwcSized):
     """A whole NHWC tensor kept in the SRAM resident zone: byte offset, shape, element bytes.
     Producers' compute writes it and consumers' compute reads boxes of it (strided operands),
     with no DMA."""
@@ -90,12 +97,6 @@ class Resident:
     sram: int
     hwc: tuple[int, int, int]
     elem_bytes: int = 1
-
-    @property
-    def nbytes(self) -> int:
-        """Size in bytes."""
-        h, w, c = self.hwc
-        return h * w * c * self.elem_bytes
 
     def box(self, y0: int, x0: int, c0: int, cols: int, nch: int) -> dict:
         """SRAM address and (pixel, row) strides of the box starting at (y0, x0, c0) with
