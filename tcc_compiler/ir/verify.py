@@ -31,13 +31,9 @@ def verify(graph: Graph, quantized: bool = False) -> None:
     Raises:
         VerifyError: naming the node (or value) and the rule that failed.
     """
+    _check_unique_value_names(graph)
     produced: set[int] = {id(v) for v in graph.inputs}
     node_names: set[str] = set()
-    value_names: dict[str, int] = {}
-    for v in graph.values():
-        if v.name in value_names and value_names[v.name] != id(v):
-            raise VerifyError(f"value '{v.name}': name used by two values (rule: unique names)")
-        value_names[v.name] = id(v)
     for node in graph.nodes:
         where = f"node '{node.name}' ({node.op.value})"
         if node.name in node_names:
@@ -45,38 +41,12 @@ def verify(graph: Graph, quantized: bool = False) -> None:
         node_names.add(node.name)
         if not isinstance(node.attrs, ATTRS_OF_OP[node.op]):
             raise VerifyError(f"{where}: attrs {type(node.attrs).__name__} (rule: typed attrs)")
-        for i, v in enumerate(node.inputs):
-            if v is None:
-                continue
-            if not v.is_const and id(v) not in produced:
-                raise VerifyError(f"{where}: input {i} '{v.name}' is not produced before use "
-                                  "(rule: topological order / use-def)")
-            if not any(n is node and j == i for n, j in v.uses):
-                raise VerifyError(f"{where}: input {i} '{v.name}' misses this use "
-                                  "(rule: use lists)")
-        for v in node.outputs:
-            if v.producer is not node:
-                raise VerifyError(f"{where}: output '{v.name}' has another producer "
-                                  "(rule: single producer)")
-            produced.add(id(v))
-        try:
-            shape = infer_shape(node.op, node.attrs,
-                                [v.shape if v is not None else None for v in node.inputs])
-        except (InternalError, IndexError, TypeError, ValueError) as exc:
-            raise VerifyError(f"{where}: shape rule failed ({exc})") from None
-        if tuple(shape) != tuple(node.output.shape):
-            raise VerifyError(f"{where}: output shape {node.output.shape} but the op gives "
-                              f"{tuple(shape)} (rule: shapes)")
-        if quantized and node.op not in (Op.SOFTMAX, Op.ARGMAX):
-            for v in [node.input(0)] + node.outputs:
-                _check_quant(where, v)
-        if not quantized:
-            # argmax's output is an index (int64 in ONNX; the importer keeps float32)
-            outs = [] if node.op is Op.ARGMAX else node.outputs
-            for v in list(node.inputs) + outs:
-                if v is not None and v.dtype != "float32":
-                    raise VerifyError(f"{where}: value '{v.name}' dtype {v.dtype} in a float "
-                                      "graph (rule: float graphs are float32 throughout)")
+        _check_use_def(where, node, produced)
+        _check_shape(where, node)
+        if quantized:
+            _check_node_quant(where, node)
+        else:
+            _check_float_dtypes(where, node)
     for v in graph.values():
         for n, j in v.uses:
             if j >= len(n.inputs) or n.inputs[j] is not v:
@@ -84,6 +54,60 @@ def verify(graph: Graph, quantized: bool = False) -> None:
     for o in graph.outputs:
         if not o.is_const and id(o) not in produced:
             raise VerifyError(f"graph output '{o.name}' is never produced (rule: use-def)")
+
+
+def _check_unique_value_names(graph: Graph) -> None:
+    value_names: dict[str, int] = {}
+    for v in graph.values():
+        if v.name in value_names and value_names[v.name] != id(v):
+            raise VerifyError(f"value '{v.name}': name used by two values (rule: unique names)")
+        value_names[v.name] = id(v)
+
+
+def _check_use_def(where: str, node, produced: set[int]) -> None:
+    """Inputs produced before use and listing this use; outputs produced by this node (whose
+    ids join ``produced``)."""
+    for i, v in enumerate(node.inputs):
+        if v is None:
+            continue
+        if not v.is_const and id(v) not in produced:
+            raise VerifyError(f"{where}: input {i} '{v.name}' is not produced before use "
+                              "(rule: topological order / use-def)")
+        if not any(n is node and j == i for n, j in v.uses):
+            raise VerifyError(f"{where}: input {i} '{v.name}' misses this use "
+                              "(rule: use lists)")
+    for v in node.outputs:
+        if v.producer is not node:
+            raise VerifyError(f"{where}: output '{v.name}' has another producer "
+                              "(rule: single producer)")
+        produced.add(id(v))
+
+
+def _check_shape(where: str, node) -> None:
+    try:
+        shape = infer_shape(node.op, node.attrs,
+                            [v.shape if v is not None else None for v in node.inputs])
+    except (InternalError, IndexError, TypeError, ValueError) as exc:
+        raise VerifyError(f"{where}: shape rule failed ({exc})") from None
+    if tuple(shape) != tuple(node.output.shape):
+        raise VerifyError(f"{where}: output shape {node.output.shape} but the op gives "
+                          f"{tuple(shape)} (rule: shapes)")
+
+
+def _check_node_quant(where: str, node) -> None:
+    if node.op in (Op.SOFTMAX, Op.ARGMAX):
+        return
+    for v in [node.input(0)] + node.outputs:
+        _check_quant(where, v)
+
+
+def _check_float_dtypes(where: str, node) -> None:
+    # argmax's output is an index (int64 in ONNX; the importer keeps float32)
+    outs = [] if node.op is Op.ARGMAX else node.outputs
+    for v in list(node.inputs) + outs:
+        if v is not None and v.dtype != "float32":
+            raise VerifyError(f"{where}: value '{v.name}' dtype {v.dtype} in a float "
+                              "graph (rule: float graphs are float32 throughout)")
 
 
 def _check_quant(where: str, v) -> None:
