@@ -175,11 +175,7 @@ class _Builder:
                 raise _Fail(val.children[0], f"{what}: sidecar array has dtype {arr.dtype}")
             return arr.astype(dtype)
         if isinstance(val, lark.Tree) and val.data == "numlist":
-            toks = [t for t in val.children if t is not None]
-            if key == "zp" and any(t.type != "INT" for t in toks):
-                raise _Fail(key_tok, f"{what} must be integers")
-            return np.array([_int(t) if key == "zp" else _number(t) for t in toks],
-                            dtype=dtype).reshape(len(toks))
+            return _quant_list(val, key, key_tok, what, dtype)
         if key == "zp" and val.type != "INT":
             raise _Fail(val, f"{what} must be an integer")
         return np.array(_int(val) if key == "zp" else _number(val), dtype=dtype)
@@ -232,6 +228,15 @@ class _Builder:
         results = [c for c in tree.children if isinstance(c, lark.Tree) and c.data == "result"]
         return [self.typed(*r.children) for r in results]
 
+    def operand(self, o: lark.Tree, node: str) -> Value | None:
+        """One operand of node ``node``: the named value, or None where absent."""
+        if o.data == "absent":
+            return None
+        vname = _unquote(o.children[0], 1)
+        if vname not in self.values:
+            raise _Fail(o.children[0], f"node \"{node}\": undefined value %{vname}")
+        return self.values[vname]
+
     def node(self, tree: lark.Tree, outputs: list[Value]) -> None:
         rest = [c for c in tree.children if not (isinstance(c, lark.Tree) and c.data == "result")]
         op_tok, name_tok, *middle = rest
@@ -248,18 +253,20 @@ class _Builder:
         if name in self.node_names:
             raise _Fail(name_tok, f"node name \"{name}\" used twice")
         self.node_names.add(name)
-        inputs: list[Value | None] = []
-        for o in operands:
-            if o.data == "absent":
-                inputs.append(None)
-                continue
-            vname = _unquote(o.children[0], 1)
-            if vname not in self.values:
-                raise _Fail(o.children[0], f"node \"{name}\": undefined value %{vname}")
-            inputs.append(self.values[vname])
+        inputs = [self.operand(o, name) for o in operands]
         attrs = _attrs(op, name, op_tok, attrs_tree)
         source = [_unquote(s) for s in src_tree.children if s is not None] if src_tree else []
         self.graph.add_node(op, name, inputs, outputs, attrs, source)
+
+
+def _quant_list(val: lark.Tree, key: str, key_tok: lark.Token, what: str,
+                dtype: str) -> np.ndarray:
+    """A ``[n, ...]`` scale (float64) or zero-point (int64, integers only) list."""
+    toks = [t for t in val.children if t is not None]
+    if key == "zp" and any(t.type != "INT" for t in toks):
+        raise _Fail(key_tok, f"{what} must be integers")
+    return np.array([_int(t) if key == "zp" else _number(t) for t in toks],
+                    dtype=dtype).reshape(len(toks))
 
 
 def _attrs(op: Op, node: str, op_tok: lark.Token, tree: lark.Tree | None) -> Any:
@@ -298,65 +305,76 @@ def _first_tok(tree: Any, fallback: Any) -> Any:
     return fallback
 
 
+#: Scalar field types: hint -> (accepted tree kinds, what the error says, converter).
+_SCALARS: dict[Any, tuple[tuple[str, ...], str, Any]] = {
+    bool: (("true", "false"), "true or false", lambda v: v.data == "true"),
+    int: (("int",), "an integer", lambda v: _int(v.children[0])),
+    float: (("int", "float"), "a number", lambda v: _number(v.children[0])),
+    str: (("string",), "a string", lambda v: _unquote(v.children[0])),
+}
+
+
 def _convert(val: Any, hint: Any, where: str, key_tok: lark.Token) -> Any:
     """Attribute value tree -> Python value of the dataclass field type ``hint``."""
     tok = _first_tok(val, key_tok)
     kind = val.data if isinstance(val, lark.Tree) else None
-    origin = typing.get_origin(hint)
-    if hint is bool:
-        if kind not in ("true", "false"):
-            raise _Fail(tok, f"{where}: expected true or false")
-        return kind == "true"
-    if hint is int:
-        if kind != "int":
-            raise _Fail(tok, f"{where}: expected an integer")
-        return _int(val.children[0])
-    if hint is float:
-        if kind not in ("int", "float"):
-            raise _Fail(tok, f"{where}: expected a number")
-        return _number(val.children[0])
-    if hint is str:
-        if kind != "string":
-            raise _Fail(tok, f"{where}: expected a string")
-        return _unquote(val.children[0])
+    if hint in _SCALARS:
+        kinds, what, conv = _SCALARS[hint]
+        if kind not in kinds:
+            raise _Fail(tok, f"{where}: expected {what}")
+        return conv(val)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        if kind != "ident":
-            raise _Fail(tok, f"{where}: expected one of {', '.join(m.value for m in hint)}")
-        try:
-            return hint(str(val.children[0]))
-        except ValueError:
-            raise _Fail(tok, f"{where}: '{val.children[0]}' is not one of "
-                        f"{', '.join(m.value for m in hint)}") from None
-    if origin is tuple:
-        args = typing.get_args(hint)
-        if kind != "alist":
-            raise _Fail(tok, f"{where}: expected a list [...]")
-        items = [c for c in val.children if c is not None]
-        if len(args) == 2 and args[1] is Ellipsis:
-            elem_hints = [args[0]] * len(items)
-        else:
-            elem_hints = list(args)
-            if len(items) != len(args):
-                raise _Fail(tok, f"{where}: expected {len(args)} elements, got {len(items)}")
-        return tuple(_convert(c, h, where, key_tok) for c, h in zip(items, elem_hints))
+        return _convert_enum(val, hint, kind, where, tok)
+    if typing.get_origin(hint) is tuple:
+        return _convert_tuple(val, hint, kind, where, tok, key_tok)
     if dataclasses.is_dataclass(hint):
-        # enum-led dataclass (Activation): `kind` or `kind(rest...)`
-        fields = dataclasses.fields(hint)
-        sub = typing.get_type_hints(hint, vars(ops))
-        if kind == "ident":
-            head, rest = val, []
-        elif kind == "call":
-            head = lark.Tree("ident", [val.children[0]])
-            rest = [c for c in val.children[1:] if c is not None]
-            if len(rest) != len(fields) - 1:
-                raise _Fail(tok, f"{where}: {val.children[0]}(...) takes {len(fields) - 1} "
-                            f"values ({', '.join(f.name for f in fields[1:])})")
-        else:
-            raise _Fail(tok, f"{where}: expected a name such as relu or clip(lo, hi)")
-        vals = [_convert(head, sub[fields[0].name], where, key_tok)]
-        vals += [_convert(c, sub[f.name], where, key_tok) for c, f in zip(rest, fields[1:])]
-        return hint(*vals)
+        return _convert_dataclass(val, hint, kind, where, tok, key_tok)
     raise _Fail(tok, f"{where}: field type {hint} has no text form")
+
+
+def _convert_enum(val: Any, hint: type, kind: str | None, where: str, tok) -> enum.Enum:
+    if kind != "ident":
+        raise _Fail(tok, f"{where}: expected one of {', '.join(m.value for m in hint)}")
+    try:
+        return hint(str(val.children[0]))
+    except ValueError:
+        raise _Fail(tok, f"{where}: '{val.children[0]}' is not one of "
+                    f"{', '.join(m.value for m in hint)}") from None
+
+
+def _convert_tuple(val: Any, hint: Any, kind: str | None, where: str, tok,
+                   key_tok: lark.Token) -> tuple:
+    args = typing.get_args(hint)
+    if kind != "alist":
+        raise _Fail(tok, f"{where}: expected a list [...]")
+    items = [c for c in val.children if c is not None]
+    if len(args) == 2 and args[1] is Ellipsis:
+        elem_hints = [args[0]] * len(items)
+    else:
+        elem_hints = list(args)
+        if len(items) != len(args):
+            raise _Fail(tok, f"{where}: expected {len(args)} elements, got {len(items)}")
+    return tuple(_convert(c, h, where, key_tok) for c, h in zip(items, elem_hints))
+
+
+def _convert_dataclass(val: Any, hint: Any, kind: str | None, where: str, tok,
+                       key_tok: lark.Token) -> Any:
+    """An enum-led dataclass (Activation): ``kind`` or ``kind(rest...)``."""
+    fields = dataclasses.fields(hint)
+    sub = typing.get_type_hints(hint, vars(ops))
+    if kind == "ident":
+        head, rest = val, []
+    elif kind == "call":
+        head = lark.Tree("ident", [val.children[0]])
+        rest = [c for c in val.children[1:] if c is not None]
+        if len(rest) != len(fields) - 1:
+            raise _Fail(tok, f"{where}: {val.children[0]}(...) takes {len(fields) - 1} "
+                        f"values ({', '.join(f.name for f in fields[1:])})")
+    else:
+        raise _Fail(tok, f"{where}: expected a name such as relu or clip(lo, hi)")
+    vals = [_convert(head, sub[fields[0].name], where, key_tok)]
+    vals += [_convert(c, sub[f.name], where, key_tok) for c, f in zip(rest, fields[1:])]
+    return hint(*vals)
 
 
 def parse_graph(text: str, consts: Mapping[str, np.ndarray] | None = None,
