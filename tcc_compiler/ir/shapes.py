@@ -26,46 +26,68 @@ def infer_shape(op: Op, attrs, in_shapes: list[tuple[int, ...] | None]) -> tuple
     Raises:
         InternalError: the input shapes do not fit the op.
     """
-    x = in_shapes[0]
-    if op is Op.CONV:
-        assert isinstance(attrs, ConvAttrs)
-        n, c, h, w = x
-        wshape = in_shapes[1]
-        if c != wshape[1] * attrs.group:
-            raise InternalError(f"conv: input has {c} channels, weights expect "
-                                f"{wshape[1] * attrs.group}")
-        oh, ow = conv_out_hw(h, w, attrs.kernel, attrs.strides, attrs.pads, attrs.dilations)
-        if oh <= 0 or ow <= 0:
-            raise InternalError(f"conv: empty output {oh}x{ow}")
-        return (n, wshape[0], oh, ow)
-    if op is Op.FC:
-        wshape = in_shapes[1]
-        total = 1
-        for d in x[1:]:
-            total *= d
-        if total != wshape[1] * wshape[2] * wshape[3]:
-            raise InternalError(f"fc: input {x} does not match weights {wshape}")
-        return (x[0], wshape[0])
-    if op in (Op.MAXPOOL, Op.AVGPOOL):
-        assert isinstance(attrs, PoolAttrs)
-        n, c, h, w = x
-        oh, ow = conv_out_hw(h, w, attrs.kernel, attrs.strides, attrs.pads)
-        return (n, c, oh, ow)
-    if op is Op.GAP:
-        return (x[0], x[1], 1, 1)
-    if op is Op.RESHAPE:
-        return tuple(attrs.shape)
-    if op is Op.TRANSPOSE:
-        return tuple(x[p] for p in attrs.perm)
-    if op is Op.ARGMAX:
-        axis = attrs.axis % len(x)
-        return tuple(1 if i == axis else d for i, d in enumerate(x)) if attrs.keepdims \
-            else tuple(d for i, d in enumerate(x) if i != axis)
-    if op in (Op.ADD, Op.MUL):
-        a, b = in_shapes[0], in_shapes[1]
-        return a if len(a) >= len(b) else b
+    rule = _RULES.get(op)
     # element-wise unary ops and batchnorm keep the shape
-    return x
+    return rule(attrs, in_shapes) if rule else in_shapes[0]
+
+
+def _conv_shape(attrs, in_shapes) -> tuple[int, ...]:
+    assert isinstance(attrs, ConvAttrs)
+    n, c, h, w = in_shapes[0]
+    wshape = in_shapes[1]
+    if c != wshape[1] * attrs.group:
+        raise InternalError(f"conv: input has {c} channels, weights expect "
+                            f"{wshape[1] * attrs.group}")
+    oh, ow = conv_out_hw(h, w, attrs.kernel, attrs.strides, attrs.pads, attrs.dilations)
+    if oh <= 0 or ow <= 0:
+        raise InternalError(f"conv: empty output {oh}x{ow}")
+    return (n, wshape[0], oh, ow)
+
+
+def _fc_shape(attrs, in_shapes) -> tuple[int, ...]:
+    x, wshape = in_shapes[0], in_shapes[1]
+    total = 1
+    for d in x[1:]:
+        total *= d
+    if total != wshape[1] * wshape[2] * wshape[3]:
+        raise InternalError(f"fc: input {x} does not match weights {wshape}")
+    return (x[0], wshape[0])
+
+
+def _pool_shape(attrs, in_shapes) -> tuple[int, ...]:
+    assert isinstance(attrs, PoolAttrs)
+    n, c, h, w = in_shapes[0]
+    oh, ow = conv_out_hw(h, w, attrs.kernel, attrs.strides, attrs.pads)
+    return (n, c, oh, ow)
+
+
+def _argmax_shape(attrs, in_shapes) -> tuple[int, ...]:
+    x = in_shapes[0]
+    axis = attrs.axis % len(x)
+    if attrs.keepdims:
+        return tuple(1 if i == axis else d for i, d in enumerate(x))
+    return tuple(d for i, d in enumerate(x) if i != axis)
+
+
+def _broadcast_shape(attrs, in_shapes) -> tuple[int, ...]:
+    a, b = in_shapes[0], in_shapes[1]
+    return a if len(a) >= len(b) else b
+
+
+#: Op -> shape rule (attrs, input shapes) -> output shape; ops not listed keep their
+#: first input's shape.
+_RULES = {
+    Op.CONV: _conv_shape,
+    Op.FC: _fc_shape,
+    Op.MAXPOOL: _pool_shape,
+    Op.AVGPOOL: _pool_shape,
+    Op.GAP: lambda attrs, s: (s[0][0], s[0][1], 1, 1),
+    Op.RESHAPE: lambda attrs, s: tuple(attrs.shape),
+    Op.TRANSPOSE: lambda attrs, s: tuple(s[0][p] for p in attrs.perm),
+    Op.ARGMAX: _argmax_shape,
+    Op.ADD: _broadcast_shape,
+    Op.MUL: _broadcast_shape,
+}
 
 
 def npu_hwc(shape: tuple[int, ...]) -> tuple[int, int, int]:

@@ -203,17 +203,8 @@ def _value_diff(a: Value, b: Value) -> str | None:
     return None
 
 
-def graphs_equal(a: Graph, b: Graph) -> str | None:
-    """Structural equality of two graphs; None when equal, else the first difference.
-
-    Compared: graph name; ``meta`` entries with str/int/float/bool values (the ones the text
-    keeps); input and output value lists; nodes in order (op, name, attrs, provenance, input
-    and output value names); every value's shape, dtype, quantization parameters and constant
-    payload (bit-exact, dtype included), producer and uses (as a multiset of (node, index)).
-
-    Returns:
-        None, or a one-line description such as ``"node 'conv1': attrs differ (...)"``.
-    """
+def _header_diff(a: Graph, b: Graph) -> str | None:
+    """Graph name, printable meta, input and output names."""
     if a.name != b.name:
         return f"graph name {a.name!r} vs {b.name!r}"
     ma, mb = _printable_meta(a.meta), _printable_meta(b.meta)
@@ -226,25 +217,50 @@ def graphs_equal(a: Graph, b: Graph) -> str | None:
         na, nb = [v.name for v in la], [v.name for v in lb]
         if na != nb:
             return f"graph {what} {na} vs {nb}"
+    return None
+
+
+def _node_diff(x, y) -> str | None:
+    """Name, op, attrs, provenance and operand names of two nodes at the same position."""
+    where = f"node '{x.name}'"
+    if x.name != y.name:
+        return f"node name '{x.name}' vs '{y.name}'"
+    if x.op is not y.op:
+        return f"{where}: op {x.op.value} vs {y.op.value}"
+    if not _same_scalar(x.attrs, y.attrs):
+        return f"{where}: attrs differ ({x.attrs} vs {y.attrs})"
+    if tuple(x.source) != tuple(y.source):
+        return f"{where}: source {x.source} vs {y.source}"
+    ia = [v.name if v is not None else None for v in x.inputs]
+    ib = [v.name if v is not None else None for v in y.inputs]
+    if ia != ib:
+        return f"{where}: inputs {ia} vs {ib}"
+    oa, ob = [v.name for v in x.outputs], [v.name for v in y.outputs]
+    if oa != ob:
+        return f"{where}: outputs {oa} vs {ob}"
+    return None
+
+
+def graphs_equal(a: Graph, b: Graph) -> str | None:
+    """Structural equality of two graphs; None when equal, else the first difference.
+
+    Compared: graph name; ``meta`` entries with str/int/float/bool values (the ones the text
+    keeps); input and output value lists; nodes in order (op, name, attrs, provenance, input
+    and output value names); every value's shape, dtype, quantization parameters and constant
+    payload (bit-exact, dtype included), producer and uses (as a multiset of (node, index)).
+
+    Returns:
+        None, or a one-line description such as ``"node 'conv1': attrs differ (...)"``.
+    """
+    diff = _header_diff(a, b)
+    if diff:
+        return diff
     if len(a.nodes) != len(b.nodes):
         return f"node count {len(a.nodes)} vs {len(b.nodes)}"
     for x, y in zip(a.nodes, b.nodes):
-        where = f"node '{x.name}'"
-        if x.name != y.name:
-            return f"node name '{x.name}' vs '{y.name}'"
-        if x.op is not y.op:
-            return f"{where}: op {x.op.value} vs {y.op.value}"
-        if not _same_scalar(x.attrs, y.attrs):
-            return f"{where}: attrs differ ({x.attrs} vs {y.attrs})"
-        if tuple(x.source) != tuple(y.source):
-            return f"{where}: source {x.source} vs {y.source}"
-        ia = [v.name if v is not None else None for v in x.inputs]
-        ib = [v.name if v is not None else None for v in y.inputs]
-        if ia != ib:
-            return f"{where}: inputs {ia} vs {ib}"
-        oa, ob = [v.name for v in x.outputs], [v.name for v in y.outputs]
-        if oa != ob:
-            return f"{where}: outputs {oa} vs {ob}"
+        diff = _node_diff(x, y)
+        if diff:
+            return diff
     va = {v.name: v for v in a.values()}
     vb = {v.name: v for v in b.values()}
     if list(va) != list(vb):
