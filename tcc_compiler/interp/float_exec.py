@@ -48,60 +48,91 @@ def conv2d_float(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, strides, pa
 
 
 def eval_node(node: Node, args: list[np.ndarray | None]) -> np.ndarray:
-    """Evaluate one IR node on float arrays (NCHW). Returns float32 (int64 for argmax)."""
-    a = node.attrs
-    op = node.op
+    """Evaluate one IR node on float arrays (NCHW). Returns float32 (int64 for argmax).
+
+    Raises:
+        InternalError: the op has no float rule.
+    """
+    rule = _RULES.get(node.op)
+    if rule is None:
+        raise InternalError(f"float interpreter: no rule for op {node.op.value}")
+    return rule(node, node.attrs, args)
+
+
+def _conv(node: Node, a, args) -> np.ndarray:
+    y = conv2d_float(args[0], args[1], args[2], a.strides, a.pads, a.dilations, a.group)
+    if len(args) > 3 and args[3] is not None:
+        sc = args[3].astype(np.float64)
+        if len(args) > 4 and args[4] is not None:   # per-channel shortcut scale (> 0)
+            sc = sc * args[4].astype(np.float64).reshape(1, -1, 1, 1)
+        y = y + sc
+    return a.act.apply(y).astype(np.float32)
+
+
+def _fc(node: Node, a, args) -> np.ndarray:
+    x, w = args[0], args[1]
+    y = x.reshape(x.shape[0], -1).astype(np.float64) @ w.reshape(w.shape[0], -1).T.astype(
+        np.float64) + args[2].astype(np.float64)
+    if len(args) > 3 and args[3] is not None:
+        y = y + args[3].reshape(y.shape)
+    y = a.act.apply(y)
+    return y.reshape(node.output.shape).astype(np.float32)
+
+
+def _batchnorm(node: Node, a, args) -> np.ndarray:
+    sc, bi, mu, var = (v.astype(np.float64).reshape(1, -1, 1, 1) for v in args[1:5])
+    return ((args[0] - mu) / np.sqrt(var + a.epsilon) * sc + bi).astype(np.float32)
+
+
+def _binary(node: Node, a, args) -> np.ndarray:
+    x, bb = args[0], args[1]
+    if bb.ndim < x.ndim and bb.size > 1:
+        bb = bb.reshape((1, -1) + (1,) * (x.ndim - 2))
+    y = x.astype(np.float64) + bb if node.op is Op.ADD else x.astype(np.float64) * bb
+    return a.act.apply(y).astype(np.float32)
+
+
+def _maxpool(node: Node, a, args) -> np.ndarray:
+    xp = _pad_nchw(args[0], a.pads, -np.inf)
+    return _windows(xp, a.kernel, a.strides).max(axis=(4, 5)).astype(np.float32)
+
+
+def _avgpool(node: Node, a, args) -> np.ndarray:
     x = args[0]
-    if op is Op.CONV:
-        y = conv2d_float(x, args[1], args[2], a.strides, a.pads, a.dilations, a.group)
-        if len(args) > 3 and args[3] is not None:
-            sc = args[3].astype(np.float64)
-            if len(args) > 4 and args[4] is not None:   # per-channel shortcut scale (> 0)
-                sc = sc * args[4].astype(np.float64).reshape(1, -1, 1, 1)
-            y = y + sc
-        return a.act.apply(y).astype(np.float32)
-    if op is Op.FC:
-        w = args[1]
-        y = x.reshape(x.shape[0], -1).astype(np.float64) @ w.reshape(w.shape[0], -1).T.astype(
-            np.float64) + args[2].astype(np.float64)
-        if len(args) > 3 and args[3] is not None:
-            y = y + args[3].reshape(y.shape)
-        y = a.act.apply(y)
-        return y.reshape(node.output.shape).astype(np.float32)
-    if op is Op.BATCHNORM:
-        sc, bi, mu, var = (v.astype(np.float64).reshape(1, -1, 1, 1) for v in args[1:5])
-        return ((x - mu) / np.sqrt(var + a.epsilon) * sc + bi).astype(np.float32)
-    if op in (Op.ADD, Op.MUL):
-        bb = args[1]
-        if bb.ndim < x.ndim and bb.size > 1:
-            bb = bb.reshape((1, -1) + (1,) * (x.ndim - 2))
-        y = x.astype(np.float64) + bb if op is Op.ADD else x.astype(np.float64) * bb
-        return a.act.apply(y).astype(np.float32)
-    if op in (Op.RELU, Op.CLIP):
-        return a.act.apply(x).astype(np.float32)
-    if op is Op.MAXPOOL:
-        xp = _pad_nchw(x, a.pads, -np.inf)
-        return _windows(xp, a.kernel, a.strides).max(axis=(4, 5)).astype(np.float32)
-    if op is Op.AVGPOOL:
-        xp = _pad_nchw(x.astype(np.float64), a.pads, 0.0)
-        s = _windows(xp, a.kernel, a.strides).sum(axis=(4, 5))
-        if a.count_include_pad or not any(a.pads):
-            return (s / (a.kernel[0] * a.kernel[1])).astype(np.float32)
-        ones = _pad_nchw(np.ones((1, 1) + x.shape[2:]), a.pads, 0.0)
-        cnt = _windows(ones, a.kernel, a.strides).sum(axis=(4, 5))
-        return (s / cnt).astype(np.float32)
-    if op is Op.GAP:
-        return x.astype(np.float64).mean(axis=(2, 3), keepdims=True).astype(np.float32)
-    if op is Op.RESHAPE:
-        return x.reshape(a.shape)
-    if op is Op.TRANSPOSE:
-        return np.ascontiguousarray(x.transpose(a.perm))
-    if op is Op.SOFTMAX:
-        e = np.exp(x.astype(np.float64) - x.max(axis=a.axis, keepdims=True))
-        return (e / e.sum(axis=a.axis, keepdims=True)).astype(np.float32)
-    if op is Op.ARGMAX:
-        return np.argmax(x, axis=a.axis).reshape(node.output.shape).astype(np.int64)
-    raise InternalError(f"float interpreter: no rule for op {op.value}")
+    xp = _pad_nchw(x.astype(np.float64), a.pads, 0.0)
+    s = _windows(xp, a.kernel, a.strides).sum(axis=(4, 5))
+    if a.count_include_pad or not any(a.pads):
+        return (s / (a.kernel[0] * a.kernel[1])).astype(np.float32)
+    ones = _pad_nchw(np.ones((1, 1) + x.shape[2:]), a.pads, 0.0)
+    cnt = _windows(ones, a.kernel, a.strides).sum(axis=(4, 5))
+    return (s / cnt).astype(np.float32)
+
+
+def _softmax(node: Node, a, args) -> np.ndarray:
+    x = args[0]
+    e = np.exp(x.astype(np.float64) - x.max(axis=a.axis, keepdims=True))
+    return (e / e.sum(axis=a.axis, keepdims=True)).astype(np.float32)
+
+
+#: Op -> float rule (node, attrs, input arrays) -> output array.
+_RULES = {
+    Op.CONV: _conv,
+    Op.FC: _fc,
+    Op.BATCHNORM: _batchnorm,
+    Op.ADD: _binary,
+    Op.MUL: _binary,
+    Op.RELU: lambda n, a, args: a.act.apply(args[0]).astype(np.float32),
+    Op.CLIP: lambda n, a, args: a.act.apply(args[0]).astype(np.float32),
+    Op.MAXPOOL: _maxpool,
+    Op.AVGPOOL: _avgpool,
+    Op.GAP: lambda n, a, args: args[0].astype(np.float64).mean(
+        axis=(2, 3), keepdims=True).astype(np.float32),
+    Op.RESHAPE: lambda n, a, args: args[0].reshape(a.shape),
+    Op.TRANSPOSE: lambda n, a, args: np.ascontiguousarray(args[0].transpose(a.perm)),
+    Op.SOFTMAX: _softmax,
+    Op.ARGMAX: lambda n, a, args: np.argmax(args[0], axis=a.axis).reshape(
+        n.output.shape).astype(np.int64),
+}
 
 
 def run_float(graph: Graph, inputs: dict[str, np.ndarray] | np.ndarray,
