@@ -39,6 +39,24 @@ PHOTO_KINDS = ("calib", "eval")
 _PHOTO_ROOT = Path(__file__).resolve().parent.parent / "data" / "photos"
 
 
+def _per_channel(name: str, value, channels: int) -> tuple[float, ...]:
+    """``value`` as ``channels`` finite floats (a 3-value mean/std averages to 1 channel).
+
+    Raises:
+        InputError: not numbers, or the wrong count.
+    """
+    try:
+        numbers = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise InputError(f"preprocess: {name} must be {channels} numbers, got {value!r}") \
+            from None
+    if channels == 1 and len(numbers) == 3:
+        numbers = (sum(numbers) / 3.0,)
+    if len(numbers) != channels or not all(math.isfinite(v) for v in numbers):
+        raise InputError(f"preprocess: {name} must be {channels} finite numbers, got {value!r}")
+    return numbers
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How pixels become network input values.
@@ -82,19 +100,9 @@ class Preprocess:
         if isinstance(self.channels, bool) or self.channels not in IMAGE_CHANNELS:
             raise InputError(f"preprocess: channels must be 1 (greyscale) or 3 (colour), got "
                              f"{self.channels!r}")
-        c = self.channels
         for name in ("mean", "std"):
-            value = getattr(self, name)
-            try:
-                numbers = tuple(float(v) for v in value)
-            except (TypeError, ValueError):
-                raise InputError(f"preprocess: {name} must be {c} numbers, got {value!r}") \
-                    from None
-            if c == 1 and len(numbers) == 3:
-                numbers = (sum(numbers) / 3.0,)
-            if len(numbers) != c or not all(math.isfinite(v) for v in numbers):
-                raise InputError(f"preprocess: {name} must be {c} finite numbers, got {value!r}")
-            object.__setattr__(self, name, numbers)
+            object.__setattr__(self, name, _per_channel(name, getattr(self, name),
+                                                        self.channels))
         if any(v <= 0.0 for v in self.std):
             raise InputError(f"preprocess: std must be > 0, got {self.std}")
         if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) \
