@@ -296,6 +296,89 @@ def _add_tie_offset(node) -> float:
     return _tie_offset([p.mult_a, p.mult_b], rngs, p.shift, f"add '{node.name}'")
 
 
+def _export_matmul(b: _Builder, n, xf: str) -> None:
+    """conv / fc (+ residual add) (+ activation), requantized to int8 or left int32."""
+    out = n.output
+    if n.op is Op.CONV:
+        a = n.attrs
+        wf, bf = b.weights(n)
+        y = b.node("Conv", [xf, wf, bf], b.uniq(f"{n.name}_acc"), n.name,
+                   kernel_shape=list(a.kernel), strides=list(a.strides),
+                   pads=list(a.pads), dilations=list(a.dilations), group=a.group)
+    else:
+        m = n.inputs[1].const.shape[0]
+        wf, bf = b.weights(n, (m, -1))
+        flat = b.node("Flatten", [xf], b.uniq(f"{n.name}_flat"), f"{n.name}_Flatten", axis=1)
+        y = b.node("Gemm", [flat, wf, bf], b.uniq(f"{n.name}_acc"), n.name, transB=1)
+        if len(out.shape) != 2:
+            shp = b.const(b.uniq(f"{n.name}_shape"), np.asarray(out.shape, np.int64))
+            y = b.node("Reshape", [y, shp], b.uniq(f"{n.name}_view"), f"{n.name}_Reshape")
+    sc = n.input(3)
+    if sc is not None:
+        y = b.node("Add", [y, b.float_of[id(sc)]], b.uniq(f"{n.name}_sum"), f"{n.name}_Add")
+    y = b.act(n.attrs.act, y, n.name)
+    if out.dtype == "int32":
+        b.finish_float(out, y, n.name)
+    else:
+        b.qdq(out, y, n.name)
+
+
+def _export_add(b: _Builder, n, xf: str) -> None:
+    y = b.node("Add", [xf, b.float_of[id(n.inputs[1])]], b.uniq(f"{n.name}_sum"), n.name)
+    y = b.act(n.attrs.act, y, n.name)
+    b.qdq(n.output, b.round_half_up(y, _add_tie_offset(n), n.output, n.name), n.name)
+
+
+def _export_pool(b: _Builder, n, xf: str) -> None:
+    """max/average pool; an average with no safe rounding offset goes through exact ops."""
+    if n.op is Op.AVGPOOL and _pool_tie_offset(n) is None:
+        b.exact_pool(n)
+        return
+    a = n.attrs
+    kw = dict(kernel_shape=list(a.kernel), strides=list(a.strides), pads=list(a.pads))
+    if n.op is Op.AVGPOOL:  # tccc divides by the kernel area (pads count as zeros)
+        kw["count_include_pad"] = 1
+    y = b.node("MaxPool" if n.op is Op.MAXPOOL else "AveragePool", [xf],
+               b.uniq(f"{n.name}_pool"), n.name, **kw)
+    if n.op is Op.AVGPOOL:
+        y = b.round_half_up(y, _pool_tie_offset(n), n.output, n.name)
+    b.qdq(n.output, y, n.name)
+
+
+def _export_gap(b: _Builder, n, xf: str) -> None:
+    if _pool_tie_offset(n) is None:
+        b.exact_pool(n)
+        return
+    y = b.node("GlobalAveragePool", [xf], b.uniq(f"{n.name}_pool"), n.name)
+    b.qdq(n.output, b.round_half_up(y, _pool_tie_offset(n), n.output, n.name), n.name)
+
+
+def _export_reshape(b: _Builder, n, xf: str) -> None:
+    """A view: same bytes, same quantization as its input."""
+    shp = b.const(b.uniq(f"{n.name}_shape"), np.asarray(n.output.shape, np.int64))
+    y = b.node("Reshape", [xf, shp], b.uniq(f"{n.name}_view"), n.name)
+    b.finish_float(n.output, y, n.name)
+
+
+def _export_softmax(b: _Builder, n, xf: str) -> None:
+    y = b.node("Softmax", [xf], b.uniq(f"{n.name}_out"), n.name, axis=n.attrs.axis)
+    b.finish_float(n.output, y, n.name)
+
+
+def _export_argmax(b: _Builder, n, xf: str) -> None:
+    y = b.node("ArgMax", [xf], b.uniq(f"{n.name}_out"), n.name, axis=n.attrs.axis,
+               keepdims=int(n.attrs.keepdims))
+    b.finish_float(n.output, y, n.name)
+
+
+#: Op -> exporter (builder, node, float input name): appends the node's ONNX form.
+_EXPORT_RULES = {
+    Op.CONV: _export_matmul, Op.FC: _export_matmul, Op.ADD: _export_add,
+    Op.MAXPOOL: _export_pool, Op.AVGPOOL: _export_pool, Op.GAP: _export_gap,
+    Op.RESHAPE: _export_reshape, Op.SOFTMAX: _export_softmax, Op.ARGMAX: _export_argmax,
+}
+
+
 def export_qdq(graph: Graph) -> onnx.ModelProto:
     """Build the QDQ ONNX model of a quantized graph IR.
 
@@ -316,68 +399,10 @@ def export_qdq(graph: Graph) -> onnx.ModelProto:
     in_name = str(graph.meta.get("onnx_input", inp.name))
     b.qdq(inp, in_name, "input")
     for n in graph.nodes:
-        x = n.inputs[0]
-        xf = b.float_of[id(x)]
-        out = n.output
-        if n.op in (Op.CONV, Op.FC):
-            if n.op is Op.CONV:
-                a = n.attrs
-                wf, bf = b.weights(n)
-                y = b.node("Conv", [xf, wf, bf], b.uniq(f"{n.name}_acc"), n.name,
-                           kernel_shape=list(a.kernel), strides=list(a.strides),
-                           pads=list(a.pads), dilations=list(a.dilations), group=a.group)
-            else:
-                m = n.inputs[1].const.shape[0]
-                wf, bf = b.weights(n, (m, -1))
-                flat = b.node("Flatten", [xf], b.uniq(f"{n.name}_flat"), f"{n.name}_Flatten",
-                              axis=1)
-                y = b.node("Gemm", [flat, wf, bf], b.uniq(f"{n.name}_acc"), n.name, transB=1)
-                if len(out.shape) != 2:
-                    shp = b.const(b.uniq(f"{n.name}_shape"), np.asarray(out.shape, np.int64))
-                    y = b.node("Reshape", [y, shp], b.uniq(f"{n.name}_view"),
-                               f"{n.name}_Reshape")
-            sc = n.input(3)
-            if sc is not None:
-                y = b.node("Add", [y, b.float_of[id(sc)]], b.uniq(f"{n.name}_sum"),
-                           f"{n.name}_Add")
-            y = b.act(n.attrs.act, y, n.name)
-            if out.dtype == "int32":
-                b.finish_float(out, y, n.name)
-            else:
-                b.qdq(out, y, n.name)
-        elif n.op is Op.ADD:
-            y = b.node("Add", [xf, b.float_of[id(n.inputs[1])]], b.uniq(f"{n.name}_sum"),
-                       n.name)
-            y = b.act(n.attrs.act, y, n.name)
-            b.qdq(out, b.round_half_up(y, _add_tie_offset(n), out, n.name), n.name)
-        elif n.op in (Op.AVGPOOL, Op.GAP) and _pool_tie_offset(n) is None:
-            b.exact_pool(n)
-        elif n.op in (Op.MAXPOOL, Op.AVGPOOL):
-            a = n.attrs
-            kw = dict(kernel_shape=list(a.kernel), strides=list(a.strides), pads=list(a.pads))
-            if n.op is Op.AVGPOOL:  # tccc divides by the kernel area (pads count as zeros)
-                kw["count_include_pad"] = 1
-            y = b.node("MaxPool" if n.op is Op.MAXPOOL else "AveragePool", [xf],
-                       b.uniq(f"{n.name}_pool"), n.name, **kw)
-            if n.op is Op.AVGPOOL:
-                y = b.round_half_up(y, _pool_tie_offset(n), out, n.name)
-            b.qdq(out, y, n.name)
-        elif n.op is Op.GAP:
-            y = b.node("GlobalAveragePool", [xf], b.uniq(f"{n.name}_pool"), n.name)
-            b.qdq(out, b.round_half_up(y, _pool_tie_offset(n), out, n.name), n.name)
-        elif n.op is Op.RESHAPE:  # a view: same bytes, same quantization as its input
-            shp = b.const(b.uniq(f"{n.name}_shape"), np.asarray(out.shape, np.int64))
-            y = b.node("Reshape", [xf, shp], b.uniq(f"{n.name}_view"), n.name)
-            b.finish_float(out, y, n.name)
-        elif n.op is Op.SOFTMAX:
-            y = b.node("Softmax", [xf], b.uniq(f"{n.name}_out"), n.name, axis=n.attrs.axis)
-            b.finish_float(out, y, n.name)
-        elif n.op is Op.ARGMAX:
-            y = b.node("ArgMax", [xf], b.uniq(f"{n.name}_out"), n.name, axis=n.attrs.axis,
-                       keepdims=int(n.attrs.keepdims))
-            b.finish_float(out, y, n.name)
-        else:
+        rule = _EXPORT_RULES.get(n.op)
+        if rule is None:
             raise InternalError(f"QDQ export: no ONNX form for {n.op.value} '{n.name}'")
+        rule(b, n, b.float_of[id(n.inputs[0])])
     in_vi = helper.make_tensor_value_info(in_name, TensorProto.FLOAT, list(inp.shape))
     outs = []
     for o in graph.outputs:
