@@ -47,12 +47,11 @@ def _warn_if_other_model(model: str, manifest: dict, folder: Path) -> None:
 
 def run(args) -> int:
     """tccc analyze DIR MODEL.onnx INPUT... [--top N] [--out FILE] [--json]"""
+    from tcc_compiler import driver
     from tcc_compiler.cli.main import progress
     from tcc_compiler.datasets.images import Preprocess, load_inputs
-    from tcc_compiler.frontend import import_onnx
     from tcc_compiler.fsutil import check_output_file, write_output_file
     from tcc_compiler.ir.text import load_ir
-    from tcc_compiler.passes import PassManager, default_pipeline
     from tcc_compiler.quant.analyze import analyze, format_table
 
     folder = Path(args.dir)
@@ -68,7 +67,7 @@ def run(args) -> int:
     shape = tuple(manifest["input"]["shape"])
     h, w, c = manifest["input"]["npu_hwc"]
     qgraph = load_ir(ipath)
-    fgraph = PassManager(default_pipeline()).run(import_onnx(args.model, (w, h, c)))
+    fgraph = driver.run_float_passes(*driver.import_model(args.model, (w, h, c))).graph
     xs = load_inputs(args.inputs, Preprocess.from_dict(manifest["preprocess"]), shape)
     rows = analyze(fgraph, qgraph, xs, progress=progress(args.quiet, "analyze"))
     doc = {"model": str(args.model), "folder": str(folder), "inputs": len(xs),

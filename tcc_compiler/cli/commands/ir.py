@@ -84,12 +84,11 @@ def _verify(args) -> int:
 
 
 def _print(args, out) -> int:
+    from tcc_compiler import driver
     from tcc_compiler.errors import InputError
-    from tcc_compiler.frontend import import_onnx
-    from tcc_compiler.frontend.tir_import import is_ir_file, load_resume_point
     from tcc_compiler.ir.printer import ConstTable, print_graph
     from tcc_compiler.ir.text import load_ir
-    from tcc_compiler.passes import PassManager, default_pipeline
+    from tcc_compiler.options import CompileOptions
     from tcc_compiler.passes.instruments import (IMPORT_STAGE, QUANTIZE_STAGE, PrintIR,
                                                  check_pass_names, stage_names)
 
@@ -99,18 +98,16 @@ def _print(args, out) -> int:
     if args.after == "all" or args.before == "all":
         raise InputError("tccc ir print: name one stage (use tccc compile --print-ir-after all "
                          "for every stage)")
-    if is_ir_file(args.model):
-        if args.after is None and args.before is None:  # as loaded, after_pass meta kept
-            graph = load_ir(args.model)
-            out.write(print_graph(graph, ConstTable(), inline_limit=args.inline_limit))
-            return 0
-        graph, passes = load_resume_point(args.model, _whc(args.input))
-    else:
-        graph, passes = import_onnx(args.model, args.input), default_pipeline()
+    is_ir = driver.is_ir_file(args.model)
+    if is_ir and args.after is None and args.before is None:  # as loaded, after_pass kept
+        graph = load_ir(args.model)
+        out.write(print_graph(graph, ConstTable(), inline_limit=args.inline_limit))
+        return 0
+    graph, passes = driver.import_model(args.model, args.input)
     target = args.after or args.before or IMPORT_STAGE
     when = "after" if args.before is None else "before"
     if target == IMPORT_STAGE:
-        if when == "before" or is_ir_file(args.model):
+        if when == "before" or is_ir:
             raise InputError(f"{args.model}: there is no IR {when} stage import here")
         out.write(print_graph(graph, ConstTable(), inline_limit=args.inline_limit))
         return 0
@@ -123,30 +120,9 @@ def _print(args, out) -> int:
                       after=target if when == "after" else None, stream=out,
                       inline_limit=args.inline_limit)
     stop = [p.name for p in passes].index(target) + 1 if target != QUANTIZE_STAGE else None
-    graph = PassManager(passes[:stop], instruments=[printer]).run(graph)
-    if target == QUANTIZE_STAGE:
-        _quantize(graph, args.calib, printer, len(passes))
+    graph = driver.run_float_passes(graph, passes[:stop], instruments=[printer]).graph
+    if target == QUANTIZE_STAGE:  # the driver's calibrate + quantize stages, default options
+        opts = CompileOptions(calibration=args.calib)
+        calib = driver.calibrate(graph, opts, driver.preprocess_for(graph, opts))
+        driver.quantize(graph, graph, calib, opts, [printer], len(passes))
     return 0
-
-
-def _whc(text):
-    from tcc_compiler.frontend import parse_input_spec
-
-    return parse_input_spec(text) if text else None
-
-
-def _quantize(graph, calib, printer, index: int) -> None:
-    """Calibrate (bundled photos unless ``calib``) and quantize, printing around the stage."""
-    from tcc_compiler.datasets.images import Preprocess
-    from tcc_compiler.driver import default_calibration, resolve_calibration
-    from tcc_compiler.passes.instruments import QUANTIZE_STAGE
-    from tcc_compiler.quant import collect_ranges, quantize_graph
-
-    n, c, h, w = graph.inputs[0].shape
-    pre = Preprocess(width=w, height=h, channels=c if c == 1 else 3)
-    arrays, _ = (default_calibration(graph, pre) if calib is None
-                 else resolve_calibration(calib, graph, pre))
-    ranges = collect_ranges(graph, arrays)
-    printer(QUANTIZE_STAGE, "before", index, graph)
-    quantize_graph(graph, ranges)
-    printer(QUANTIZE_STAGE, "after", index, graph)

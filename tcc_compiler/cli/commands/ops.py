@@ -1,7 +1,7 @@
 """List the ONNX ops tccc converts, or place each node of a model on the NPU or the host.
 
 Without MODEL: the op types of the frontend's converter table (the same table the importer and
-SUPPORTED_OPS.md use). With MODEL: :func:`tcc_compiler.partition` per node, with the reason.
+SUPPORTED_OPS.md use). With MODEL: :func:`tcc_compiler.placement.partition` per node, with the reason.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def run(args) -> int:
             for r in rows:
                 print(f"{r['op_type']:<20} {r['notes']}".rstrip())
         return 0
-    from tcc_compiler.partition import partition
+    from tcc_compiler.placement import partition
 
     places = partition(args.model, args.input)
     if args.json:

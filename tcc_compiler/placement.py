@@ -7,8 +7,10 @@ For toolkits that split graphs (run the NPU part with tccc, the rest elsewhere):
     ...     print(p.node, p.op_type, p.device, p.reason)
 
 The answer comes from the compiler's own stages, never from a separate table that could drift:
-the frontend's converters (:data:`tcc_compiler.frontend.converters.CONVERTERS` and their
-checks) decide which nodes import, the pass pipeline decides what fuses and what legalizes,
+the driver's import stage (the frontend's converters,
+:data:`tcc_compiler.frontend.converters.CONVERTERS`, and their checks) decides which nodes
+import, its float-pass stage (:func:`tcc_compiler.driver.run_float_passes`) what fuses and what
+legalizes,
 and node provenance (``Node.source``: the ONNX node names each IR node came from) maps the
 result back onto the ONNX nodes. Heavy imports are deferred so ``import tcc_compiler`` stays
 cheap.
@@ -63,10 +65,10 @@ def _label(node) -> str:
 def _load(model):
     import onnx
 
-    from tcc_compiler.api import _as_model
+    from tcc_compiler.api import as_model
     from tcc_compiler.frontend.loader import load_onnx
 
-    m = _as_model(model)
+    m = as_model(model)
     if isinstance(m, onnx.ModelProto):
         return m
     return load_onnx(m)
@@ -92,12 +94,12 @@ def _provisional(n, host_reason: dict, converters: dict, support: dict) -> Place
                      runs == "folded")
 
 
-def partition(model, input_shape: str | tuple[int, int, int] | None = None) -> list[Placement]:
+def partition(model, input_whc: str | tuple[int, int, int] | None = None) -> list[Placement]:
     """Place every node of an ONNX model on the NPU or the host.
 
     Args:
         model: .onnx path (str or PathLike), ``onnx.ModelProto`` or ``onnx_graphsurgeon.Graph``.
-        input_shape: ``"WxHxC"`` or ``(W, H, C)``; None = the model's fixed input dims.
+        input_whc: ``"WxHxC"`` or ``(W, H, C)``; None = the model's fixed input dims.
 
     Returns:
         One :class:`Placement` per ONNX node, in the model's node order.
@@ -107,12 +109,11 @@ def partition(model, input_shape: str | tuple[int, int, int] | None = None) -> l
         float image input, inconsistent shapes). Unsupported nodes are not errors here: they
         are placed on the host with the frontend's or legalizer's reason.
     """
+    from tcc_compiler.driver import import_model, run_float_passes
     from tcc_compiler.errors import UnsupportedError
-    from tcc_compiler.frontend import import_onnx
     from tcc_compiler.frontend.converters import CONVERTERS
     from tcc_compiler.frontend.support import SUPPORT
     from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
-    from tcc_compiler.passes import PassManager, default_pipeline
 
     proto = _load(model)
     nodes = list(proto.graph.node)
@@ -120,7 +121,7 @@ def partition(model, input_shape: str | tuple[int, int, int] | None = None) -> l
                                                                        or "<model>")
     host_reason: dict[str, str] = {}
     try:
-        graph = import_onnx(proto, input_shape)
+        graph, passes = import_model(proto, input_whc)
     except UnsupportedError as exc:
         for n in nodes:
             prefix = f"{n.op_type} '{_label(n)}'"
@@ -132,7 +133,7 @@ def partition(model, input_shape: str | tuple[int, int, int] | None = None) -> l
 
     by_ir_name = {n.name: n for n in graph.nodes}
     try:
-        graph = PassManager(default_pipeline()).run(graph)
+        graph = run_float_passes(graph, passes).graph
     except UnsupportedError as exc:  # the legalizer names IR nodes; map back by provenance
         for prob in exc.problems:
             head, _, reason = prob.partition(": ")
