@@ -445,7 +445,7 @@ def check_memory(graph: Graph, model) -> None:
     src = model if isinstance(model, (str, os.PathLike)) else graph.name
     raise InputError(f"{src}: input {w}x{h}x{c} needs about {need / 1e9:.1f} GB of memory to "
                      f"calibrate and quantize ({act / 1e9:.2f} GB of float activations), more "
-                     f"than the {avail / 1e9:.1f} GB available; use a smaller input_shape/--input")
+                     f"than the {avail / 1e9:.1f} GB available; use a smaller input_whc/--input")
 
 
 def _instrument(instruments, stage: str, when: str, index: int, graph: Graph) -> None:

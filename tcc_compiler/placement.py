@@ -113,64 +113,82 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None) -> lis
     from tcc_compiler.errors import UnsupportedError
     from tcc_compiler.frontend.converters import CONVERTERS
     from tcc_compiler.frontend.support import SUPPORT
-    from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
 
     proto = _load(model)
     nodes = list(proto.graph.node)
     where = str(model) if isinstance(model, (str, os.PathLike)) else (proto.graph.name
                                                                        or "<model>")
-    host_reason: dict[str, str] = {}
-    try:
+    try:  # the driver's import stage
         graph, passes = import_model(proto, input_whc)
     except UnsupportedError as exc:
-        for n in nodes:
-            prefix = f"{n.op_type} '{_label(n)}'"
-            for prob in exc.problems:
-                if prob.startswith(prefix + ":") or prob.startswith(prefix + " "):
-                    host_reason[_label(n)] = prob[len(prefix):].lstrip(": ").strip()
+        host_reason = _frontend_refusals(nodes, exc.problems)
         log.info("%s: %d node(s) refused by the frontend", where, len(host_reason))
         return [_provisional(n, host_reason, CONVERTERS, SUPPORT) for n in nodes]
 
     by_ir_name = {n.name: n for n in graph.nodes}
-    try:
+    host_reason: dict[str, str] = {}
+    try:  # the driver's float-pass stage
         graph = run_float_passes(graph, passes).graph
-    except UnsupportedError as exc:  # the legalizer names IR nodes; map back by provenance
-        for prob in exc.problems:
-            head, _, reason = prob.partition(": ")
-            ir_name = head.split("'")[1] if head.count("'") >= 2 else ""
-            ir_node = by_ir_name.get(ir_name)
-            for src in (ir_node.source if ir_node is not None else ()):
-                host_reason[src] = reason or prob
+    except UnsupportedError as exc:
+        host_reason = _legalizer_refusals(by_ir_name, exc.problems)
         graph = None
-
     where_ir: dict[str, object] = {}
-    if graph is not None:
-        for n in graph.nodes:
-            for src in n.source:
-                where_ir[src] = n
+    for n in graph.nodes if graph is not None else ():
+        for src in n.source:
+            where_ir[src] = n
     out = []
     for n in nodes:
         name = _label(n)
         if name in host_reason:
             out.append(Placement(name, n.op_type, HOST, host_reason[name]))
-            continue
-        ir = where_ir.get(name)
-        if ir is None:
-            out.append(Placement(name, n.op_type, NPU,
-                                 "removed at compile time (constant-folded, identity or "
-                                 "folded into a neighbour)", None, True))
-        elif ir.op in HOST_OPS:
-            out.append(Placement(name, n.op_type, HOST,
-                                 f"{ir.op.value} runs on the host CPU after the NPU program, on "
-                                 "the dequantized output (manifest host_ops)", None))
-        elif ir.op in VIEW_OPS:
-            out.append(Placement(name, n.op_type, NPU,
-                                 f"view '{ir.name}': same bytes in the NPU's NHWC layout, no "
-                                 "data movement", ir.op.value, True))
         else:
-            fused = [s for s in ir.source if s != name]
-            why = f"NPU {ir.op.value} '{ir.name}'"
-            if fused:
-                why += f" (fused with {', '.join(fused)})"
-            out.append(Placement(name, n.op_type, NPU, why, ir.op.value))
+            out.append(_placed(n, name, where_ir.get(name)))
     return out
+
+
+def _frontend_refusals(nodes: list, problems: list[str]) -> dict[str, str]:
+    """{ONNX node label: reason} of the nodes the frontend refused (its problems name them as
+    ``"<op_type> '<label>': reason"``)."""
+    host_reason: dict[str, str] = {}
+    for n in nodes:
+        prefix = f"{n.op_type} '{_label(n)}'"
+        for prob in problems:
+            if prob.startswith(prefix + ":") or prob.startswith(prefix + " "):
+                host_reason[_label(n)] = prob[len(prefix):].lstrip(": ").strip()
+    return host_reason
+
+
+def _legalizer_refusals(by_ir_name: dict, problems: list[str]) -> dict[str, str]:
+    """{ONNX node label: reason} of the legalizer's refusals: it names IR nodes, mapped back
+    onto ONNX nodes by provenance (``Node.source``)."""
+    host_reason: dict[str, str] = {}
+    for prob in problems:
+        head, _, reason = prob.partition(": ")
+        ir_name = head.split("'")[1] if head.count("'") >= 2 else ""
+        ir_node = by_ir_name.get(ir_name)
+        for src in (ir_node.source if ir_node is not None else ()):
+            host_reason[src] = reason or prob
+    return host_reason
+
+
+def _placed(n, name: str, ir) -> Placement:
+    """Placement of ONNX node ``n`` (label ``name``) after the float passes: ``ir`` is the IR
+    node it ended up in (None: removed at compile time)."""
+    from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
+
+    if ir is None:
+        return Placement(name, n.op_type, NPU, "removed at compile time (constant-folded, "
+                         "identity or folded into a neighbour)", None, True)
+    if ir.op in HOST_OPS:
+        return Placement(name, n.op_type, HOST,
+                         f"{ir.op.value} runs on the host CPU after the NPU program, on "
+                         "the dequantized output (manifest host_ops)", None)
+    if ir.op in VIEW_OPS:
+        return Placement(name, n.op_type, NPU,
+                         f"view '{ir.name}': same bytes in the NPU's NHWC layout, no "
+                         "data movement", ir.op.value, True)
+    fused = [s for s in ir.source if s != name]
+    why = f"NPU {ir.op.value} '{ir.name}'"
+    if fused:
+        why += f" (fused with {', '.join(fused)})"
+    return Placement(name, n.op_type, NPU, why, ir.op.value)

@@ -173,7 +173,7 @@ def test_run_negative_seed_is_usage_error(tmp_path, capsys):
 def test_api_tuple_input_shape_is_input_error(model, shape):
     import tcc_compiler as tc
 
-    with pytest.raises(InputError, match="input_shape/--input"):
+    with pytest.raises(InputError, match="input_whc/--input"):
         tc.compile(str(model), shape)
 
 

@@ -32,9 +32,9 @@ from tcc_compiler.runtime.loaded import read_report
 log = logging.getLogger(__name__)
 
 __all__ = ["PIXEL_MODES", "RAW_LAYOUTS", "LoadedProgram", "analyze_folder",
-           "check_analysis_inputs", "checker",
-           "evaluate_folder", "export_onnx", "inputs_for", "labelled_inputs", "load_program", "name_hash",
-           "read_report", "run_inputs", "write_html_report"]
+           "check_analysis_inputs", "checker", "evaluate_folder", "export_onnx", "inputs_for",
+           "labelled_inputs", "load_program", "name_hash", "read_report", "run_inputs",
+           "write_html_report"]
 
 
 def inputs_for(paths: Sequence[str | os.PathLike], prog: LoadedProgram) -> list[np.ndarray]:

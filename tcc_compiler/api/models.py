@@ -112,15 +112,9 @@ def print_ir(model: str | os.PathLike, out: TextIO, *, input_whc: str | None = N
     from tcc_compiler.ir.printer import ConstTable, print_graph
     from tcc_compiler.ir.text import load_ir
     from tcc_compiler.options import CompileOptions
-    from tcc_compiler.passes.instruments import (IMPORT_STAGE, QUANTIZE_STAGE, PrintIR,
-                                                 check_pass_names, stage_names)
+    from tcc_compiler.passes.instruments import IMPORT_STAGE, QUANTIZE_STAGE, PrintIR
 
-    names = stage_names()
-    check_pass_names(after, names, "--after")
-    check_pass_names(before, names, "--before")
-    if after == "all" or before == "all":
-        raise InputError("tccc ir print: name one stage (use tccc compile --print-ir-after all "
-                         "for every stage)")
+    _check_stage_names(after, before)
     is_ir = driver.is_ir_file(model)
     if is_ir and after is None and before is None:  # as loaded, after_pass meta kept
         out.write(print_graph(load_ir(model), ConstTable(), inline_limit=inline_limit))
@@ -147,3 +141,16 @@ def print_ir(model: str | os.PathLike, out: TextIO, *, input_whc: str | None = N
         opts = CompileOptions(calibration=calibration)
         calib = driver.calibrate(graph, opts, driver.preprocess_for(graph, opts))
         driver.quantize(graph, graph, calib, opts, [printer], len(passes))
+
+
+def _check_stage_names(after: str | None, before: str | None) -> None:
+    """Refuse unknown stage names and "all" for :func:`print_ir` (InputError)."""
+    from tcc_compiler.errors import InputError
+    from tcc_compiler.passes.instruments import check_pass_names, stage_names
+
+    names = stage_names()
+    check_pass_names(after, names, "--after")
+    check_pass_names(before, names, "--before")
+    if after == "all" or before == "all":
+        raise InputError("tccc ir print: name one stage (use tccc compile --print-ir-after all "
+                         "for every stage)")

@@ -44,7 +44,7 @@ def check_ir_graph(graph: Graph, path: str | os.PathLike,
     if input_whc is not None:
         n, c, h, w = graph.inputs[0].shape
         if tuple(input_whc) != (w, h, c):
-            raise InputError(f"{path}: input_shape/--input {'x'.join(map(str, input_whc))} "
+            raise InputError(f"{path}: input_whc/--input {'x'.join(map(str, input_whc))} "
                              f"differs from the IR's input {w}x{h}x{c} (WxHxC); IR files have "
                              "fixed shapes, re-import the ONNX model to change them")
     try:

@@ -52,8 +52,8 @@ def add_arguments(p) -> None:
 
 
 #: What each calibration method does, for --help (None: the name says it).
-_METHOD_NOTES = {"mse": "range minimising quantization MSE", "minmax": None, "percentile": None,
-                 "entropy": "KL divergence, TensorRT style"}
+_METHOD_NOTES = {"mse": "range minimising quantization MSE", "minmax": None,
+                 "percentile": None, "entropy": "KL divergence, TensorRT style"}
 
 
 def _methods_help() -> str:

@@ -1,7 +1,8 @@
 """List the ONNX ops tccc converts, or place each node of a model on the NPU or the host.
 
 Without MODEL: the op types of the frontend's converter table (the same table the importer and
-SUPPORTED_OPS.md use). With MODEL: :func:`tcc_compiler.placement.partition` per node, with the reason.
+SUPPORTED_OPS.md use). With MODEL: :func:`tcc_compiler.placement.partition` per node, with the
+reason.
 """
 
 from __future__ import annotations
