@@ -7,10 +7,12 @@
     >>> print(m.ir["fuse"])                  # textual IR after the fuse pass
     >>> m2 = tc.load("out/")                 # the same CompiledModel API, from the folder
 
-The CLI (:mod:`tcc_compiler.cli`) is a thin layer over these functions. Every compile setting
-is a field of :class:`tcc_compiler.options.CompileOptions` (its defaults are written there).
-The ONNX backend interface is in :mod:`tcc_compiler.onnx_backend`, the NPU/host split in
-:mod:`tcc_compiler.placement`.
+The CLI (:mod:`tcc_compiler.cli`) is a thin layer over this package: this module compiles and
+loads; :mod:`tcc_compiler.api.folders` works on a compiled folder (inputs, run, check, eval,
+analyze, HTML report, QDQ export); :mod:`tcc_compiler.api.models` on models and IR files (zoo,
+supported ops, NPU/host placement, IR verify/print). Every compile setting is a field of
+:class:`tcc_compiler.options.CompileOptions` (its defaults are written there). The ONNX backend
+interface is in :mod:`tcc_compiler.onnx_backend`, the placement in :mod:`tcc_compiler.placement`.
 """
 
 from __future__ import annotations
@@ -25,9 +27,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from tcc_compiler.driver import CompiledArtifacts, compile_model
-from tcc_compiler.emit import IR_FILE, write_package
+from tcc_compiler.emit import IR_FILE, copy_package, write_package
 from tcc_compiler.errors import InputError
-from tcc_compiler.fsutil import atomic_dir
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.options import CompileOptions, make_options
 from tcc_compiler.runtime import LoadedProgram, load_program
@@ -151,13 +152,7 @@ class CompiledModel:
             InputError: the folder cannot be written.
         """
         if self.artifacts is None:
-            import shutil
-
-            with atomic_dir(folder) as tmp:
-                for f in self.folder.iterdir():
-                    if f.is_file():
-                        shutil.copy2(f, tmp / f.name)
-            return Path(folder)
+            return copy_package(self.folder, folder)
         art = self.artifacts
         write_package(folder, art.cmd_bin, art.weight_bin, self.manifest, self.report, art.graph,
                       art.calib_table)

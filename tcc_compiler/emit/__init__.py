@@ -3,7 +3,8 @@
 * :mod:`~tcc_compiler.emit.files`: the names of the output folder's files;
 * :mod:`~tcc_compiler.emit.manifest`: :func:`build_manifest` (what a host runtime needs);
 * :mod:`~tcc_compiler.emit.report`: :func:`build_report` (sizes, MACs, cycle estimates);
-* :mod:`~tcc_compiler.emit.package`: :func:`write_package` (the output folder, atomically).
+* :mod:`~tcc_compiler.emit.package`: :func:`write_package`, :func:`copy_package` (the output
+  folder, atomically).
 
 :mod:`tcc_compiler.binfmt` encodes the two binaries themselves.
 """
@@ -11,5 +12,5 @@
 from tcc_compiler.emit.files import (CALIB_TABLE_FILE, CMD_FILE, IR_FILE,  # noqa: F401
                                      MANIFEST_FILE, REPORT_CSV_FILE, REPORT_FILE, WEIGHT_FILE)
 from tcc_compiler.emit.manifest import build_manifest  # noqa: F401
-from tcc_compiler.emit.package import write_package  # noqa: F401
+from tcc_compiler.emit.package import copy_package, write_package  # noqa: F401
 from tcc_compiler.emit.report import build_report  # noqa: F401

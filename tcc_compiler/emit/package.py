@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 from tcc_compiler.emit.files import (CALIB_TABLE_FILE, CMD_FILE, IR_FILE, MANIFEST_FILE,
                                      REPORT_CSV_FILE, REPORT_FILE, WEIGHT_FILE)
 from tcc_compiler.fsutil import atomic_dir
 from tcc_compiler.ir.graph import Graph
-from tcc_compiler.ir.text import save_ir
+from tcc_compiler.ir import text as ir_text
 from tcc_compiler.quant.calib_table import write_table
 from tcc_compiler.schedule import report as perf_report
 
@@ -38,7 +39,24 @@ def write_package(folder: str | os.PathLike, cmd_bin: bytes, weight_bin: bytes, 
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
         (tmp / REPORT_CSV_FILE).write_text(perf_report.to_csv(report.get("layers", [])))
-        save_ir(graph, tmp / IR_FILE)
+        ir_text.save_ir(graph, tmp / IR_FILE)  # looked up at call time (tests patch it)
         if calib_table is not None:
             write_table(calib_table, tmp / CALIB_TABLE_FILE)
+    return Path(folder)
+
+
+def copy_package(src: str | os.PathLike, folder: str | os.PathLike) -> Path:
+    """Copy the files of the output folder ``src`` (not its sub-folders) into ``folder``,
+    replacing it in one step (:func:`fsutil.atomic_dir`).
+
+    Returns:
+        The folder path.
+
+    Raises:
+        InputError: as :func:`write_package`.
+    """
+    with atomic_dir(folder) as tmp:
+        for f in Path(src).iterdir():
+            if f.is_file():
+                shutil.copy2(f, tmp / f.name)
     return Path(folder)
