@@ -26,7 +26,8 @@ from tcc_compiler import __version__
 from tcc_compiler.binfmt.cmdfile import write_cmd_file
 from tcc_compiler.datasets.calibration import default_calibration, resolve_calibration
 from tcc_compiler.datasets.images import Preprocess
-from tcc_compiler.emit import build_manifest, build_report
+from tcc_compiler.emit.manifest import build_manifest
+from tcc_compiler.emit.report import build_report
 from tcc_compiler.errors import InputError
 from tcc_compiler.frontend import import_onnx, parse_input_spec
 from tcc_compiler.frontend.tir_import import check_ir_graph, is_ir_file

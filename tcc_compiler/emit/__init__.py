@@ -6,11 +6,10 @@
 * :mod:`~tcc_compiler.emit.package`: :func:`write_package`, :func:`copy_package` (the output
   folder, atomically).
 
-:mod:`tcc_compiler.binfmt` encodes the two binaries themselves.
+:mod:`tcc_compiler.binfmt` encodes the two binaries themselves. The package re-exports only
+the file names (cheap to import for readers of a folder); import the builders from their
+modules.
 """
 
 from tcc_compiler.emit.files import (CALIB_TABLE_FILE, CMD_FILE, IR_FILE,  # noqa: F401
                                      MANIFEST_FILE, REPORT_CSV_FILE, REPORT_FILE, WEIGHT_FILE)
-from tcc_compiler.emit.manifest import build_manifest  # noqa: F401
-from tcc_compiler.emit.package import copy_package, write_package  # noqa: F401
-from tcc_compiler.emit.report import build_report  # noqa: F401
