@@ -207,7 +207,7 @@ def import_model(model: str | os.PathLike | onnx.ModelProto,
 
 
 def run_float_passes(graph: Graph, passes: Sequence[Pass] | None = None, *,
-                     verify_ir: bool = False,
+                     verify_ir: bool = DEFAULTS.verify_ir,
                      instruments: Sequence[Instrument] | None = None) -> FloatGraph:
     """Stage 2, float passes: fold BatchNorm, fuse, legalize (:func:`default_pipeline`).
 
