@@ -8,14 +8,12 @@ __version__ = "0.1.0"
 
 from tcc_compiler.errors import TccError  # noqa: E402
 
-__all__ = ["TccError", "__version__", "compile", "load", "partition", "CompiledModel"]
-
-# Imported eagerly (the module defers its heavy imports) so that the name ``partition`` is the
-# function, not the submodule Python would otherwise bind on ``import tcc_compiler.partition``.
-from tcc_compiler.partition import partition  # noqa: E402
+__all__ = ["TccError", "__version__", "compile", "load", "partition", "CompiledModel",
+           "CompileOptions"]
 
 _LAZY = {"compile": "tcc_compiler.api", "load": "tcc_compiler.api",
-         "CompiledModel": "tcc_compiler.api"}
+         "CompiledModel": "tcc_compiler.api", "partition": "tcc_compiler.placement",
+         "CompileOptions": "tcc_compiler.options"}
 
 
 def __getattr__(name: str):

@@ -1,9 +1,13 @@
-"""The compiler driver: one readable list of stages.
+"""The compiler driver: the one pipeline, its stages listed once.
 
-    import_onnx -> float passes -> calibrate -> quantize -> lower (tile + schedule) -> emit
+    import_model -> run_float_passes -> calibrate -> quantize -> lower_program -> emit
 
-:func:`compile_model` returns a :class:`CompiledArtifacts` holding both binaries, the manifest,
-the report and the quantized IR; :mod:`tcc_compiler.api` wraps it for users.
+Each stage is a function below; :func:`compile_model` calls them in that order with one
+:class:`~tcc_compiler.options.CompileOptions`. ``tccc ir print``, ``tccc analyze``,
+:func:`tcc_compiler.placement.partition` and the test fixtures call the same stage functions
+for the part of the pipeline they need, so the pipeline is assembled here only.
+:mod:`tcc_compiler.api` wraps :func:`compile_model` for users; :mod:`tcc_compiler.emit` builds
+the manifest and report and writes the output folder.
 """
 
 from __future__ import annotations
@@ -12,44 +16,41 @@ import hashlib
 import logging
 import os
 import time
-import zlib
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import onnx
 
 from tcc_compiler import __version__
 from tcc_compiler.binfmt.cmdfile import write_cmd_file
-from tcc_compiler.binfmt.weightfile import compression_summary
+from tcc_compiler.datasets.calibration import default_calibration, resolve_calibration
+from tcc_compiler.datasets.images import Preprocess
+from tcc_compiler.emit.manifest import build_manifest
+from tcc_compiler.emit.report import build_report
 from tcc_compiler.errors import InputError
-from tcc_compiler.fsutil import file_sha256
 from tcc_compiler.frontend import import_onnx, parse_input_spec
+from tcc_compiler.frontend.tir_import import check_ir_graph, is_ir_file
+from tcc_compiler.fsutil import file_sha256
 from tcc_compiler.ir.graph import Graph
-from tcc_compiler.ir.ops import HOST_OPS, Op
+from tcc_compiler.ir.ops import Op
 from tcc_compiler.ir.verify import verify
-from tcc_compiler.isa.spec import Queue
-from tcc_compiler.frontend.tir_import import is_ir_file, load_resume_point
-from tcc_compiler.passes import PassManager, default_pipeline
+from tcc_compiler.options import DEFAULTS, CompileOptions, make_options
+from tcc_compiler.passes import Pass, PassManager, default_pipeline
+from tcc_compiler.passes.instruments import (AFTER_PASS_META, IMPORT_STAGE, QUANTIZE_STAGE,
+                                             make_instruments)
 from tcc_compiler.passes.summary import fusion_summary, source_table
-from tcc_compiler.passes.instruments import IMPORT_STAGE, QUANTIZE_STAGE
 from tcc_compiler.quant import quantize_graph
 from tcc_compiler.quant.bias_correction import correct_biases
 from tcc_compiler.quant.calib_table import build_table, check_covers, read_table
-from tcc_compiler.quant.calibrate import DEFAULT_PERCENTILE, observe
-from tcc_compiler.schedule import Program, lower, replay
-from tcc_compiler.schedule import report as perf_report
+from tcc_compiler.quant.calibrate import observe
+from tcc_compiler.schedule import Program, lower
 from tcc_compiler.target import Target, load_target
 
 log = logging.getLogger(__name__)
 
-CMD_FILE = "npu_cmd.bin"
-WEIGHT_FILE = "quantized_network.bin"
-MANIFEST_FILE = "manifest.json"
-REPORT_FILE = "report.json"
-#: Per-layer table of report.json as CSV (:func:`tcc_compiler.schedule.report.to_csv`).
-REPORT_CSV_FILE = "report.csv"
-IR_FILE = "quantized.tir"
+#: A pass-manager instrument: ``(stage, "before"|"after", index, graph) -> None``.
+Instrument = Callable[[str, str, int, Graph], None]
 
 
 @dataclass
@@ -76,95 +77,63 @@ class CompiledArtifacts:
     calib_table: dict | None = None     # tensor -> range table (quant/calib_table.py)
 
 
+@dataclass(frozen=True)
+class FloatGraph:
+    """What :func:`run_float_passes` returns.
+
+    Attributes:
+        graph: the float graph after the passes (NCHW input, the ops the NPU runs).
+        pass_manager: the manager that ran them (``stats``: seconds and rewrites fired).
+        fusion: the fusion summary (compute nodes -> NPU ops, what fused away).
+    """
+
+    graph: Graph
+    pass_manager: PassManager
+    fusion: dict
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What :func:`calibrate` returns.
+
+    Attributes:
+        method: the calibration method used (the table's for ``calib_table``).
+        inputs: the float32 NCHW calibration arrays ([] with a table or a quantized graph).
+        source: where they came from, for the manifest and the ``-v`` log.
+        ranges: {value name: (lo, hi)} in real units; None when the graph is already
+            quantized (nothing to quantize).
+        table: the calibration table written as calib_table.json, or None.
+    """
+
+    method: str
+    inputs: list
+    source: str
+    ranges: dict | None
+    table: dict | None
+
+
 def _model_bytes_sha(model) -> str:
     if isinstance(model, (str, os.PathLike)):
         return file_sha256(model)
     return hashlib.sha256(model.SerializeToString()).hexdigest()
 
 
-def default_calibration(graph: Graph, preprocess) -> tuple[list[np.ndarray], str]:
-    """Calibration inputs from the photos bundled with the package (see data/photos)."""
-    from tcc_compiler.datasets.images import IMAGE_CHANNELS, bundled_photos, load_inputs
-
-    c = graph.inputs[0].shape[1]
-    if c not in IMAGE_CHANNELS:  # 1 and 3 load as greyscale / colour (Preprocess.channels)
-        raise InputError(f"the model takes {c} channels; the bundled calibration photos load "
-                         "as 1 or 3 channels - give calibration/--calib .npy arrays")
-    paths = bundled_photos("calib")
-    return load_inputs(paths, preprocess, tuple(graph.inputs[0].shape)), \
-        f"{len(paths)} bundled photos (tcc_compiler/data/photos/calib)"
-
-
-def resolve_calibration(items, graph: Graph, preprocess) -> tuple[list[np.ndarray], str]:
-    """Turn image paths, folders, .npy paths and arrays into float32 input arrays.
-
-    Raises:
-        InputError: unreadable files, wrong shapes, NaN/Inf values, nothing given.
-    """
-    from tcc_compiler.datasets.images import load_inputs
-
-    shape = tuple(graph.inputs[0].shape)
-    paths = [c for c in items if not isinstance(c, np.ndarray)]
-    arrays = []
-    for k, a in enumerate(c for c in items if isinstance(c, np.ndarray)):
-        a = np.asarray(a, np.float32)
-        if a.shape != shape:
-            raise InputError(f"calibration array {k}: shape {a.shape}, model expects {shape}")
-        arrays.append(a)
-    if paths:
-        arrays += load_inputs(paths, preprocess, shape)
-    if not arrays:
-        raise InputError("calibration/--calib: no calibration inputs given")
-    desc = ", ".join(str(p) for p in paths) if paths else f"{len(arrays)} arrays"
-    return arrays, desc
-
-
-def _host_ops(graph: Graph) -> list[dict]:
-    out = []
-    for n in graph.nodes:
-        if n.op in HOST_OPS:
-            out.append({"op": n.op.value, "input": n.inputs[0].name, "output": n.output.name,
-                        "axis": n.attrs.axis, "keepdims": n.attrs.keepdims,
-                        "source": list(n.source)})
-    return out
-
+# ---- the pipeline ---------------------------------------------------------------------------
 
 def compile_model(model: str | os.PathLike | onnx.ModelProto,
-                  input_whc: str | tuple[int, int, int] | None = None,
-                  calibration: Sequence[object] | None = None,
-                  method: str = "mse",
-                  target: str | Target | None = None,
-                  preprocess=None,
-                  verify_ir: bool = False,
-                  instruments=None,
-                  progress=None,
-                  percentile: float = DEFAULT_PERCENTILE,
-                  calib_table: str | os.PathLike | None = None,
-                  bias_correction: bool = False,
-                  compress_weights: bool = True) -> CompiledArtifacts:
-    """Compile an ONNX image model for the NPU.
+                  options: CompileOptions | None = None, *,
+                  instruments: Sequence[Instrument] | None = None,
+                  progress: Callable | None = None, **settings: Any) -> CompiledArtifacts:
+    """Compile an ONNX image model for the NPU: the stages below, in order.
 
     Args:
         model: .onnx path or ModelProto, or a ``.tir`` IR file (a ``--dump-ir`` dump or a
             ``quantized.tir``): compilation resumes after the stage it records.
-        input_whc: "WxHxC" or (W, H, C); None to use the model's fixed input dims.
-        calibration: image paths, folders, .npy paths or float32 arrays shaped like the input;
-            None = the photos bundled with the package.
-        method: calibration method (see :data:`tcc_compiler.quant.METHODS`).
-        target: target name, .toml path or :class:`Target`; None = tcc750x.
-        preprocess: :class:`tcc_compiler.datasets.images.Preprocess` recorded in the manifest
-            (None = ImageNet mean/std at the input size).
-        verify_ir: run the IR verifier after every pass and after quantization.
-        instruments: pass-manager instruments (IR printing/dumps).
+        options: every compile setting (:class:`CompileOptions`; None = the defaults).
+        instruments: extra pass-manager instruments (run before the IR printers/dumps the
+            options ask for).
         progress: optional iterable wrapper for calibration progress (tqdm).
-        percentile: p of the "percentile" method (default 99.99).
-        calib_table: a calibration table (``calib_table.json`` of an earlier compile, maybe
-            edited) whose ranges replace calibration; the table used is always returned in
-            ``CompiledArtifacts.calib_table`` and saved with the outputs.
-        bias_correction: fold each conv/fc's mean per-channel error on the calibration inputs
-            into its bias (quant/bias_correction.py; needs calibration inputs).
-        compress_weights: store weights and parameters DEFLATE-compressed per channel block
-            (specs/weights.md; loaded by DMA_LOAD_Z); False stores them raw.
+        settings: :class:`CompileOptions` fields overriding ``options`` (``input_whc=...``).
 
     Returns:
         :class:`CompiledArtifacts`.
@@ -173,102 +142,261 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
         TccError subclasses: bad model/options (InputError, ModelError, UnsupportedError),
         an op that cannot be tiled (ScheduleError).
     """
-    from tcc_compiler.datasets.images import Preprocess
-
+    opts = make_options(options, **settings)
+    instruments = list(instruments or []) + make_instruments(
+        opts.dump_ir, opts.print_ir_before, opts.print_ir_after)
     t_start = time.perf_counter()
-    tgt = target if isinstance(target, Target) else load_target(target)
-    if input_whc is not None:  # "WxHxC" or (W, H, C): the same checks and messages
-        input_whc = parse_input_spec(input_whc)
+    tgt = opts.target if isinstance(opts.target, Target) else load_target(opts.target)
     timings = {}
 
     t0 = time.perf_counter()
-    if is_ir_file(model):  # resume from a dump (see tcc_compiler/frontend/tir_import.py)
-        graph, passes = load_resume_point(model, input_whc)
-    else:
-        graph, passes = import_onnx(model, input_whc), default_pipeline()
-        _instrument(instruments, IMPORT_STAGE, "after", -1, graph)
+    graph, passes = import_model(model, opts.input_whc, instruments)
     timings["import_s"] = time.perf_counter() - t0
     _log_import(model, graph, timings["import_s"])
 
     t0 = time.perf_counter()
-    sources = source_table(graph)  # provenance snapshot for the fusion summary
-    pm = PassManager(passes, verify_each=verify_ir, instruments=instruments)
-    graph = pm.run(graph)
+    fg = run_float_passes(graph, passes, verify_ir=opts.verify_ir, instruments=instruments)
     timings["passes_s"] = time.perf_counter() - t0
-    float_graph = graph.clone()
-    fusion = fusion_summary(sources, float_graph)
-    _log_passes(pm, fusion, timings["passes_s"])
+    graph, float_graph = fg.graph, fg.graph.clone()
+    _log_passes(fg.pass_manager, fg.fusion, timings["passes_s"])
     check_memory(graph, model)
 
-    n, c, h, w = graph.inputs[0].shape
-    if preprocess is None:
-        # images load as greyscale for C=1; other C != 3 take only .npy inputs (load_inputs)
-        preprocess = Preprocess(width=w, height=h, channels=c if c == 1 else 3)
+    preprocess = preprocess_for(graph, opts)
     t0 = time.perf_counter()
+    calib = calibrate(graph, opts, preprocess, progress=progress, model=model)
+    if calib.ranges is not None:
+        timings["calibration_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        quantize(graph, float_graph, calib, opts, instruments, len(passes))
+    timings["quantize_s"] = time.perf_counter() - t0
+    _log_quantize(calib, timings)
+
+    t0 = time.perf_counter()
+    program, cmd_bin = lower_program(graph, tgt, opts)
+    timings["schedule_emit_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - t_start
+    return emit(model, graph, float_graph, program, cmd_bin, tgt, preprocess, calib, fg,
+                timings)
+
+
+def import_model(model: str | os.PathLike | onnx.ModelProto,
+                 input_whc: str | tuple[int, int, int] | None = None,
+                 instruments: Sequence[Instrument] | None = None) -> tuple[Graph, list[Pass]]:
+    """Stage 1, import: an ONNX model into graph IR, or resume from a ``.tir`` dump.
+
+    Args:
+        model: .onnx path or ModelProto (imported by :func:`tcc_compiler.frontend.import_onnx`)
+            or a ``.tir`` path (:func:`load_resume_point`).
+        input_whc: "WxHxC" or (W, H, C); None = the model's fixed input dims.
+        instruments: called with ``("import", "after", -1, graph)`` after an ONNX import.
+
+    Returns:
+        (graph, passes): the float (or, from a quantized ``.tir``, quantized) graph, and the
+        float passes still to run on it (the whole default pipeline after an ONNX import).
+
+    Raises:
+        InputError, ModelError, UnsupportedError, FormatError: see the frontend.
+    """
+    if input_whc is not None:  # "WxHxC" or (W, H, C): the same checks and messages
+        input_whc = parse_input_spec(input_whc)
+    if is_ir_file(model):  # resume from a dump (see load_resume_point)
+        return load_resume_point(model, input_whc)
+    graph = import_onnx(model, input_whc)
+    _instrument(instruments, IMPORT_STAGE, "after", -1, graph)
+    return graph, default_pipeline()
+
+
+def run_float_passes(graph: Graph, passes: Sequence[Pass] | None = None, *,
+                     verify_ir: bool = DEFAULTS.verify_ir,
+                     instruments: Sequence[Instrument] | None = None) -> FloatGraph:
+    """Stage 2, float passes: fold BatchNorm, fuse, legalize (:func:`default_pipeline`).
+
+    Args:
+        graph: the imported float graph (changed in place and returned).
+        passes: the passes to run (None = the default pipeline).
+        verify_ir: run the IR verifier after every pass.
+        instruments: pass-manager instruments (IR printing/dumps).
+
+    Returns:
+        :class:`FloatGraph` (graph, pass manager with its stats, fusion summary).
+
+    Raises:
+        UnsupportedError: the legalizer's list of ops the NPU cannot run.
+        VerifyError: with ``verify_ir``, a pass broke an IR rule.
+    """
+    sources = source_table(graph)  # provenance snapshot for the fusion summary
+    pm = PassManager(default_pipeline() if passes is None else list(passes),
+                     verify_each=verify_ir, instruments=instruments)
+    graph = pm.run(graph)
+    return FloatGraph(graph, pm, fusion_summary(sources, graph))
+
+
+def preprocess_for(graph: Graph, options: CompileOptions = DEFAULTS) -> Preprocess:
+    """The image preprocessing recorded in the manifest and used on calibration images:
+    ``options.preprocess``, else ImageNet mean/std at the graph's input size."""
+    if options.preprocess is not None:
+        return options.preprocess
+    n, c, h, w = graph.inputs[0].shape
+    # images load as greyscale for C=1; other C != 3 take only .npy inputs (load_inputs)
+    return Preprocess(width=w, height=h, channels=c if c == 1 else 3)
+
+
+def calibrate(graph: Graph, options: CompileOptions, preprocess, *,
+              progress: Callable | None = None, model: object = None) -> Calibration:
+    """Stage 3, calibrate: activation ranges of the float graph on the calibration inputs
+    (``options.calibration``, else the bundled photos), or from ``options.calib_table``.
+
+    A graph that is already quantized (resumed from a quantized ``.tir``) is not calibrated:
+    the returned ranges are None and calibration options given are ignored with a warning
+    naming ``model``.
+
+    Raises:
+        InputError: unreadable or mis-shaped inputs, an unknown method, a table that does not
+            cover the graph.
+    """
     if graph.meta.get("quantized"):  # resumed from a quantized .tir: nothing to calibrate
         ignored = [opt for opt, given in (
-            ("calibration/--calib", calibration is not None), ("method/--calib-method",
-                                                                method != "mse"),
-            ("calib_table/--calib-table", calib_table is not None),
-            ("bias_correction/--bias-correction", bias_correction)) if given]
+            ("calibration/--calib", options.calibration is not None),
+            ("method/--calib-method", options.method != DEFAULTS.method),
+            ("calib_table/--calib-table", options.calib_table is not None),
+            ("bias_correction/--bias-correction", options.bias_correction)) if given]
         if ignored:
             log.warning("%s is already quantized; %s ignored (compile the .onnx, or a dump "
                         "from before the quantize stage, to calibrate again)", model,
                         ", ".join(ignored))
-        calibration, calib_source = [], f"none ({model} was already quantized)"
-        table = None
+        return Calibration(options.method, [], f"none ({model} was already quantized)",
+                           None, None)
+    if options.calib_table is not None:  # ranges from a (maybe edited) table: no calibration
+        table, ranges = read_table(options.calib_table)
+        check_covers(ranges, [graph.inputs[0].name] + [
+            n.output.name for n in graph.nodes if n.op in (Op.CONV, Op.FC, Op.ADD)],
+            options.calib_table)
+        return Calibration(str(table.get("method", "table")), [],
+                           f"table {options.calib_table}", ranges, table)
+    if options.calibration is None:
+        inputs, source = default_calibration(graph, preprocess)
     else:
-        if calib_table is not None:  # ranges from a (maybe edited) table: no calibration run
-            table, ranges = read_table(calib_table)
-            check_covers(ranges, [graph.inputs[0].name] + [
-                n.output.name for n in graph.nodes if n.op in (Op.CONV, Op.FC, Op.ADD)],
-                calib_table)
-            calibration, calib_source = [], f"table {calib_table}"
-            method = str(table.get("method", "table"))
-        else:
-            if calibration is None:
-                calibration, calib_source = default_calibration(graph, preprocess)
-            else:
-                calibration, calib_source = resolve_calibration(calibration, graph, preprocess)
-            obs = observe(graph, calibration, [method], percentile, progress)[method]
-            ranges = {k: o.range() for k, o in obs.items()}
-            table = build_table(obs, method, percentile)
-        timings["calibration_s"] = time.perf_counter() - t0
+        inputs, source = resolve_calibration(options.calibration, graph, preprocess)
+    method, p = options.method, options.percentile
+    obs = observe(graph, inputs, [method], p, progress)[method]
+    return Calibration(method, inputs, source, {k: o.range() for k, o in obs.items()},
+                       build_table(obs, method, p))
 
-        t0 = time.perf_counter()
-        _instrument(instruments, QUANTIZE_STAGE, "before", len(passes), graph)
-        quantize_graph(graph, ranges)
-        if bias_correction:
-            if not calibration:
-                raise InputError("bias_correction/--bias-correction needs calibration inputs "
-                                 "(calibration/--calib), not only a calib_table/--calib-table")
-            correct_biases(float_graph, graph, calibration)
-        if verify_ir:
-            verify(graph, quantized=True)
-        _instrument(instruments, QUANTIZE_STAGE, "after", len(passes), graph)
-    timings["quantize_s"] = time.perf_counter() - t0
-    if log.isEnabledFor(logging.INFO):
-        log.info("quantize: method %s, %d calibration input(s) from %s (%.2f s)", method,
-                 len(calibration), calib_source,
-                 timings.get("calibration_s", 0.0) + timings["quantize_s"])
 
-    t0 = time.perf_counter()
-    program = lower(graph, tgt, __version__, compress_weights=compress_weights)
+def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
+             options: CompileOptions = DEFAULTS,
+             instruments: Sequence[Instrument] | None = None, index: int = 0) -> None:
+    """Stage 4, quantize (in place): int8 weights and activations from ``calib.ranges``, int32
+    biases, integer requantization; with ``options.bias_correction`` each conv/fc's mean
+    error on the calibration inputs is folded into its bias (``float_graph`` is the
+    reference).
+
+    Args:
+        instruments, index: called with ``("quantize", "before"|"after", index, graph)``.
+
+    Raises:
+        InputError: bias correction without calibration inputs.
+        VerifyError: with ``options.verify_ir``, the quantized graph breaks an IR rule.
+    """
+    _instrument(instruments, QUANTIZE_STAGE, "before", index, graph)
+    quantize_graph(graph, calib.ranges)
+    if options.bias_correction:
+        if not calib.inputs:
+            raise InputError("bias_correction/--bias-correction needs calibration inputs "
+                             "(calibration/--calib), not only a calib_table/--calib-table")
+        correct_biases(float_graph, graph, calib.inputs)
+    if options.verify_ir:
+        verify(graph, quantized=True)
+    _instrument(instruments, QUANTIZE_STAGE, "after", index, graph)
+
+
+def lower_program(graph: Graph, tgt: Target,
+                  options: CompileOptions = DEFAULTS) -> tuple[Program, bytes]:
+    """Stage 5, lower: tile and schedule the quantized graph for ``tgt``
+    (:func:`tcc_compiler.schedule.lower`) and encode the command stream.
+
+    Returns:
+        (program, npu_cmd.bin bytes); ``program.weight_file`` is quantized_network.bin.
+
+    Raises:
+        ScheduleError: an op that cannot be tiled into the target's SRAM.
+    """
+    program = lower(graph, tgt, __version__, compress_weights=options.compress_weights)
     cmd_bin = write_cmd_file(program.commands, sram_bytes=program.sram_bytes,
                              act_arena_bytes=program.act_arena_bytes,
                              input_bytes=program.input_bytes, output_bytes=program.output_bytes,
                              tool_version=__version__, slots=program.slots)
-    timings["schedule_emit_s"] = time.perf_counter() - t0
-    timings["total_s"] = time.perf_counter() - t_start
+    return program, cmd_bin
 
+
+def emit(model, graph: Graph, float_graph: Graph, program: Program, cmd_bin: bytes,
+         tgt: Target, preprocess, calib: Calibration, fg: FloatGraph,
+         timings: dict) -> CompiledArtifacts:
+    """Stage 6, emit: the manifest and report (:mod:`tcc_compiler.emit`) beside the binaries.
+
+    Args:
+        model: the compiled model as given (path or ModelProto: source name and sha256).
+        timings: stage wall times in seconds (``report["compile_seconds"]``).
+    """
     src = model if isinstance(model, (str, os.PathLike)) else None
-    manifest = build_manifest(graph, program, tgt, cmd_bin, preprocess, method,
-                              len(calibration), calib_source, src, _model_bytes_sha(model))
-    report = build_report(graph, program, tgt, cmd_bin, pm, timings)
-    report["fusion"] = fusion
+    manifest = build_manifest(graph, program, tgt, cmd_bin, preprocess, calib.method,
+                              len(calib.inputs), calib.source, src, _model_bytes_sha(model))
+    report = build_report(graph, program, tgt, cmd_bin, fg.pass_manager, timings)
+    report["fusion"] = fg.fusion
     _log_schedule_emit(report, timings, len(program.weight_file))
     return CompiledArtifacts(cmd_bin, program.weight_file, manifest, report, graph,
-                             float_graph, program, tgt, calib_table=table)
+                             float_graph, program, tgt, calib_table=calib.table)
+
+
+# ---- pieces of the stages -------------------------------------------------------------------
+
+def load_resume_point(path: str | os.PathLike,
+                      input_whc: tuple[int, int, int] | None = None) -> tuple[Graph, list]:
+    """Load a ``.tir`` file and decide which float passes remain to run on it.
+
+    A dump written by ``tccc compile --dump-ir DIR`` carries ``meta after_pass = "<stage>"``;
+    compilation continues with the passes after that stage. A ``.tir`` without that meta (hand
+    written, or ``quantized.tir`` from an output folder) is treated by its content: a
+    quantized graph goes straight to scheduling, a float graph runs the whole float pipeline
+    (every pass is idempotent at its fixed point, so an already-applied pass does not fire).
+
+    Args:
+        path: the ``.tir`` file (its ``.npz`` sidecar is read when present).
+        input_whc: (W, H, C) given with ``--input``; must match the IR's input (an IR file
+            has fixed shapes; re-import the ONNX model to change them). None = no check.
+
+    Returns:
+        (graph, passes): the graph with ``after_pass`` removed from its meta, and the pass
+        objects still to run (empty for a quantized graph or one dumped after the last pass).
+
+    Raises:
+        FormatError: the file does not parse (file:line:column in the message).
+        InputError: unknown ``after_pass`` stage, an input size that differs from ``--input``,
+            or a graph that breaks an IR rule (verifier message naming node and rule).
+    """
+    from tcc_compiler.ir.text import load_ir
+
+    graph = load_ir(path)
+    stage = graph.meta.pop(AFTER_PASS_META, None)
+    quantized = bool(graph.meta.get("quantized", False))
+    pipeline = default_pipeline()
+    names = [p.name for p in pipeline]
+    if stage is None or stage == IMPORT_STAGE:
+        remaining = [] if quantized else pipeline
+    elif stage == QUANTIZE_STAGE:
+        remaining = []
+    elif stage in names:
+        remaining = pipeline[names.index(stage) + 1:]
+    else:
+        raise InputError(f"{path}: meta after_pass = {stage!r} is not a stage of this compiler "
+                         f"({', '.join([IMPORT_STAGE] + names + [QUANTIZE_STAGE])})")
+    if quantized and remaining:
+        raise InputError(f"{path}: graph is quantized but meta after_pass = {stage!r} "
+                         "precedes quantization")
+    check_ir_graph(graph, path, input_whc, quantized)
+    log.info("resuming %s after stage %s: %d float passes left%s", path, stage or "?",
+             len(remaining), " (already quantized)" if quantized else "")
+    return graph, remaining
 
 
 #: Peak compile memory per byte of float32 activations (sum over every node's output). Measured
@@ -318,7 +446,7 @@ def check_memory(graph: Graph, model) -> None:
     src = model if isinstance(model, (str, os.PathLike)) else graph.name
     raise InputError(f"{src}: input {w}x{h}x{c} needs about {need / 1e9:.1f} GB of memory to "
                      f"calibrate and quantize ({act / 1e9:.2f} GB of float activations), more "
-                     f"than the {avail / 1e9:.1f} GB available; use a smaller input_shape/--input")
+                     f"than the {avail / 1e9:.1f} GB available; use a smaller input_whc/--input")
 
 
 def _instrument(instruments, stage: str, when: str, index: int, graph: Graph) -> None:
@@ -350,6 +478,14 @@ def _log_passes(pm: PassManager, fusion: dict, seconds: float) -> None:
              fused or "nothing", seconds)
 
 
+def _log_quantize(calib: Calibration, timings: dict) -> None:
+    """The ``quantize:`` line: method, calibration inputs and their source, wall time (s)."""
+    if log.isEnabledFor(logging.INFO):
+        log.info("quantize: method %s, %d calibration input(s) from %s (%.2f s)", calib.method,
+                 len(calib.inputs), calib.source,
+                 timings.get("calibration_s", 0.0) + timings["quantize_s"])
+
+
 def _log_schedule_emit(report: dict, timings: dict, weight_bytes: int) -> None:
     """The ``schedule:`` and ``emit:`` lines (tiles, SRAM bytes, latency, container sizes)."""
     if not log.isEnabledFor(logging.INFO):
@@ -362,113 +498,3 @@ def _log_schedule_emit(report: dict, timings: dict, weight_bytes: int) -> None:
     log.info("emit: npu_cmd.bin %s B (%s commands), quantized_network.bin %s B",
              f"{report.get('command_bytes', 0):,}", report.get("commands", "?"),
              f"{weight_bytes:,}")
-
-
-def _io_dict(io) -> dict:
-    return {"name": io.name, "shape": list(io.shape), "npu_hwc": list(io.hwc),
-            "npu_layout": "NHWC", "dtype": io.dtype, "region": io.region.name,
-            "offset": io.offset, "scale": io.scale, "zero_point": io.zero_point}
-
-
-def build_manifest(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, preprocess,
-                   method: str, n_calib: int, calib_source: str, source, sha: str) -> dict:
-    """The manifest: everything a host runtime needs to feed and read the NPU program."""
-    inp = dict(_io_dict(program.inputs[0]))
-    inp["onnx_layout"] = graph.meta.get("input_layout", "NCHW")
-    inp["onnx_name"] = graph.meta.get("onnx_input", inp["name"])
-    inp["quantize"] = "q = clamp(rint(x / scale) + zero_point, -128, 127), NHWC"
-    return {
-        "format": "tccc-manifest",
-        "manifest_version": 1,
-        "tool": "tccc",
-        "tool_version": __version__,
-        "model": {"source": str(source) if source else graph.name, "sha256": sha,
-                  "opset": graph.meta.get("opset")},
-        "target": {"name": tgt.name, "sram_bytes": tgt.sram_bytes,
-                   "macs_per_cycle": tgt.macs_per_cycle, "clock_hz": tgt.clock_hz},
-        "files": {
-            CMD_FILE: {"bytes": len(cmd_bin), "crc32": zlib.crc32(cmd_bin)},
-            WEIGHT_FILE: {"bytes": len(program.weight_file),
-                          "crc32": zlib.crc32(program.weight_file),
-                          "compression": compression_summary(program.weight_file)},
-        },
-        "dram": {"act_arena_bytes": program.act_arena_bytes,
-                 "input_bytes": program.input_bytes, "output_bytes": program.output_bytes},
-        "input": inp,
-        "outputs": [_io_dict(o) for o in program.outputs],
-        "graph_outputs": [o.name for o in graph.outputs],
-        "host_ops": _host_ops(graph),
-        "preprocess": preprocess.to_dict(),
-        "calibration": {"method": method, "inputs": n_calib, "source": calib_source},
-    }
-
-
-def _weight_raw(li) -> dict:
-    """``weight_raw_bytes`` (weights + params before compression, bytes) and ``weight_ratio``
-    (bytes in quantized_network.bin / raw, as ``tccc inspect --csv`` gives) of a layer with
-    weights (a LayerInfo); {} without."""
-    if not li.weight_raw_bytes:
-        return {}
-    return {"weight_raw_bytes": li.weight_raw_bytes,
-            "weight_ratio": round(li.weight_file_bytes / li.weight_raw_bytes, 4)}
-
-
-def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm: PassManager,
-                 timings: dict) -> dict:
-    """The compile report: sizes, MACs, estimated cycles per layer and in total."""
-    spans = replay(program.commands, tgt)
-    total_cycles = spans[-1][1] if spans else 0
-    layers = []
-    for li in program.layers:
-        if li.cmds is not None:
-            # a cascaded op's commands interleave with its chain's, so its wall-clock span
-            # overlaps the others': count the cycles its own compute commands are busy
-            own = [i for i in li.cmds if program.commands[i].queue is Queue.COMPUTE]
-            cycles = sum(spans[i][1] - spans[i][0] for i in own)
-            n_cmds = len(li.cmds)
-        else:
-            seg = spans[li.first_cmd:li.end_cmd]
-            cycles = max(e for _, e in seg) - min(s for s, _ in seg)
-            n_cmds = li.end_cmd - li.first_cmd
-        layers.append({
-            "name": li.name, "op": li.kind, "source": list(li.source),
-            "input_shape": list(li.in_shape), "output_shape": list(li.out_shape),
-            "tiles": li.tiles, "macs": li.macs, "estimated_cycles": cycles,
-            "commands": n_cmds, "weight_bytes": li.weight_bytes,
-            **_weight_raw(li),
-            "sram_bytes": li.sram_bytes, "tiling": li.plan,
-            **perf_report.layer_dram(program, li),
-            "mac_utilisation": round(perf_report.utilisation(li.macs, cycles, tgt), 4),
-        })
-    macs = sum(li.macs for li in program.layers)
-    dram_rd, dram_wr = perf_report.dram_bytes(program.commands)
-    min_dram = (sum(li.weight_bytes for li in program.layers) + program.input_bytes
-                + program.output_bytes)
-    counts: dict[str, int] = {}
-    for li in program.layers:
-        counts[li.kind] = counts.get(li.kind, 0) + 1
-    return {
-        "tool_version": __version__,
-        "target": tgt.name,
-        "command_bytes": len(cmd_bin),
-        "weight_bytes": len(program.weight_file),
-        "weight_compression": compression_summary(program.weight_file),
-        "commands": len(program.commands),
-        "macs": macs,
-        "estimated_cycles": total_cycles,
-        "estimated_latency_ms": total_cycles / tgt.clock_hz * 1e3,
-        "sram_bytes": program.sram_bytes,
-        "dram_activation_bytes": program.act_arena_bytes,
-        "dram_read_bytes": dram_rd,
-        "dram_write_bytes": dram_wr,
-        "minimal_dram_bytes": min_dram,
-        "mac_utilisation": round(perf_report.utilisation(macs, total_cycles, tgt), 4),
-        "roofline": perf_report.roofline(macs, min_dram, tgt),
-        "capacity_bound": perf_report.capacity_bound(
-            [li.macs for li in program.layers], [li.weight_bytes for li in program.layers],
-            tgt, [li.name for li in program.layers]),
-        "npu_ops": counts,
-        "layers": layers,
-        "passes": {"seconds": pm.stats.seconds, "fired": pm.stats.fired},
-        "compile_seconds": timings,
-    }

@@ -16,10 +16,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tcc_compiler.frontend import import_onnx
+from tcc_compiler.driver import import_model, run_float_passes
 from tcc_compiler.interp import run_float
 from tcc_compiler.ir.graph import Graph
-from tcc_compiler.passes import PassManager, default_pipeline
 
 ort.set_default_logger_severity(3)
 
@@ -85,8 +84,9 @@ def ort_run_impl(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
 
 
 def run_pipeline_impl(graph: Graph) -> Graph:
-    """The default float pass pipeline with the IR verifier after every pass."""
-    return PassManager(default_pipeline(), verify_each=True).run(graph)
+    """The driver's float-pass stage (the default pipeline) with the IR verifier after every
+    pass."""
+    return run_float_passes(graph, verify_ir=True).graph
 
 
 def check_vs_ort_impl(model: onnx.ModelProto | str, x: np.ndarray, *, passes: bool = True,
@@ -99,7 +99,7 @@ def check_vs_ort_impl(model: onnx.ModelProto | str, x: np.ndarray, *, passes: bo
     """
     proto = onnx.load(model) if isinstance(model, str) else model
     ref = ort_run_impl(proto, x)
-    graph = import_onnx(model, input_whc)
+    graph, _ = import_model(model, input_whc)
     stages = [("import", graph)]
     if passes:
         graph = run_pipeline_impl(graph)

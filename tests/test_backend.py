@@ -1,8 +1,8 @@
 """tccc as an ONNX backend: ONNX's own backend test runner over the node tests tccc applies to.
 
 The runner (``onnx.backend.test.BackendTest``) prepares each test model through
-:class:`tcc_compiler.backend.TcccBackend` and compares with the reference outputs stored in
-onnx, using the documented INT8 tolerance (:data:`tcc_compiler.backend.INT8_TOLERANCE_LSB`
+:class:`tcc_compiler.onnx_backend.TcccBackend` and compares with the reference outputs stored in
+onnx, using the documented INT8 tolerance (:data:`tcc_compiler.onnx_backend.INT8_TOLERANCE_LSB`
 LSBs of the reference's range) instead of float32's 1e-3. ``PASSING`` is the pass list; the
 other node tests of the ops tccc converts must be refused with a one-line TccError (3-D or
 5-D tensors, integer inputs, batch > 1, dilated pooling, ...), never crash or mismatch.
@@ -19,7 +19,7 @@ import onnx
 import onnx.backend.test
 import pytest
 
-from tcc_compiler.backend import (INT8_TOLERANCE_LSB, TcccBackend, int8_close,
+from tcc_compiler.onnx_backend import (INT8_TOLERANCE_LSB, TcccBackend, int8_close,
                                   int8_tolerance, supports_device)
 from tcc_compiler.errors import TccError
 
@@ -45,7 +45,7 @@ APPLICABLE = re.compile(
 
 
 class _Int8BackendTest(onnx.backend.test.BackendTest):
-    """ONNX's runner with the INT8 comparison of :func:`tcc_compiler.backend.int8_close`."""
+    """ONNX's runner with the INT8 comparison of :func:`tcc_compiler.onnx_backend.int8_close`."""
 
     @classmethod
     def assert_similar_outputs(cls, ref_outputs, outputs, rtol, atol, model_dir=None):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import onnx
 
 from tcc_compiler.frontend import import_onnx
-from tcc_compiler.frontend.tir_import import load_resume_point
+from tcc_compiler.driver import load_resume_point
 from tcc_compiler.ir.text import graphs_equal, load_ir
 from tcc_compiler.passes import PASS_NAMES, PassManager, default_pipeline
 from tcc_compiler.passes.instruments import DumpIR

@@ -219,7 +219,8 @@ def test_zoo_roundtrip_after_every_stage(name, quantize):
     inst = _roundtrip_instrument(seen)
     calib = [np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)]
     if quantize:
-        compile_model(model, "32x32x3", calibration=calib, instruments=[inst], verify_ir=True)
+        compile_model(model, input_whc="32x32x3", calibration=calib, instruments=[inst],
+                      verify_ir=True)
         assert seen == STAGES
     else:
         from tcc_compiler.frontend import import_onnx

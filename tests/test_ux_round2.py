@@ -395,7 +395,7 @@ def test_loaded_model_ir_missing_stage_lists_available(compiled):
 
 
 def test_backend_prepare_accepts_a_path_and_refuses_junk(tmp_path):
-    from tcc_compiler import backend
+    from tcc_compiler import onnx_backend as backend
 
     model = residual_net_impl(hw=16)
     onnx.save(model, tmp_path / "m.onnx")
@@ -412,7 +412,7 @@ def test_backend_prepare_accepts_a_path_and_refuses_junk(tmp_path):
 def test_api_errors_name_the_argument_and_the_flag():
     import tcc_compiler as tc
 
-    with pytest.raises(InputError, match="input_shape/--input"):
+    with pytest.raises(InputError, match="input_whc/--input"):
         tc.compile(residual_net_impl(hw=16), "16x16")
 
 

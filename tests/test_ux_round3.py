@@ -152,7 +152,7 @@ def test_stage_logs_are_live(model, tmp_path, monkeypatch, caplog):
 
     monkeypatch.setattr(driver, "lower", spy)
     with caplog.at_level(logging.INFO, logger="tcc_compiler.driver"):
-        driver.compile_model(str(model), "16x16x3")
+        driver.compile_model(str(model), input_whc="16x16x3")
     assert [s for s in seen if s in ("import", "passes", "quantize", "schedule")] == [
         "import", "passes", "quantize"]
     final = [r.getMessage().split(":")[0] for r in caplog.records]
@@ -173,7 +173,7 @@ def test_run_negative_seed_is_usage_error(tmp_path, capsys):
 def test_api_tuple_input_shape_is_input_error(model, shape):
     import tcc_compiler as tc
 
-    with pytest.raises(InputError, match="input_shape/--input"):
+    with pytest.raises(InputError, match="input_whc/--input"):
         tc.compile(str(model), shape)
 
 
@@ -190,7 +190,7 @@ def test_ops_partition_with_unsupported_node():
     """Softmax (a host op) and a folded ConstantOfShape must not count as NPU nodes."""
     from onnx import TensorProto
 
-    from tcc_compiler.partition import partition
+    from tcc_compiler.placement import partition
 
     r = np.random.default_rng(0)
     inits = {"w": r.standard_normal((4, 3, 3, 3)), "fw": r.standard_normal((5, 4)),

@@ -43,9 +43,10 @@ RATIOS = [(("resnet50", "640x320x3"), ("resnet50", "224x224x3")),
 
 
 def bench_one(name: str, whc: str, n_images: int, workdir: Path, n_calib: int = 2,
-              run: bool = False, compress_weights: bool = True) -> dict:
+              run: bool = False, compress_weights: bool | None = None) -> dict:
     """Compile (and with ``run`` execute) one zoo model; return the measured figures
-    (``compress_weights``: see :func:`tcc_compiler.api.compile`)."""
+    (``compress_weights``: see :class:`tcc_compiler.options.CompileOptions`; None = its
+    default)."""
     import onnxruntime as ort
 
     from tcc_compiler import api, zoo
@@ -58,7 +59,8 @@ def bench_one(name: str, whc: str, n_images: int, workdir: Path, n_calib: int = 
     zoo.save(name, model_path, width=w, height=h, channels=c)
     calib = bundled_photos("calib")[:n_calib]
     t0 = time.perf_counter()
-    m = api.compile(model_path, whc, calibration=calib, compress_weights=compress_weights)
+    opts = {} if compress_weights is None else {"compress_weights": compress_weights}
+    m = api.compile(model_path, whc, calibration=calib, **opts)
     compile_s = time.perf_counter() - t0
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = workdir / f"out-{name}-{whc}"

@@ -34,9 +34,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from tcc_compiler.options import DEFAULTS
+
 TCCC_METHODS = ("minmax", "percentile", "entropy", "mse")
 ORT_METHODS = ("minmax", "percentile", "entropy")
-PERCENTILE = 99.99
+PERCENTILE = DEFAULTS.percentile
 
 
 def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
@@ -83,13 +85,12 @@ def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
     """{method: [first graph output per eval input]} from tccc's golden integer model; for
     each method in ``bias_correction`` also ``method + "+bc"`` (empirical bias correction on
     the calibration inputs)."""
-    from tcc_compiler.frontend import import_onnx
-    from tcc_compiler.passes import PassManager, default_pipeline
+    from tcc_compiler.driver import import_model, run_float_passes
     from tcc_compiler.quant import quantize_graph, run_golden
     from tcc_compiler.quant.bias_correction import correct_biases
     from tcc_compiler.quant.calibrate import observe
 
-    fg = PassManager(default_pipeline()).run(import_onnx(model, whc))
+    fg = run_float_passes(*import_model(model, whc)).graph
     obs = observe(fg, calib, methods, percentile)
     out = {}
     for m in methods:
@@ -185,9 +186,9 @@ def bench_symmetry(name: str, whc: str, calib_paths, eval_paths, workdir: Path,
     per-tensor activations, same calibration ranges (specs/quantization.md, "Activations")."""
     from tcc_compiler import zoo
     from tcc_compiler.datasets.images import Preprocess, load_inputs
-    from tcc_compiler.frontend import import_onnx, parse_input_spec
+    from tcc_compiler.driver import import_model, run_float_passes
+    from tcc_compiler.frontend import parse_input_spec
     from tcc_compiler.ir.graph import QuantParams
-    from tcc_compiler.passes import PassManager, default_pipeline
     from tcc_compiler.quant import quantize as Q
     from tcc_compiler.quant import quantize_graph, run_golden
     from tcc_compiler.quant.calibrate import observe
@@ -205,7 +206,7 @@ def bench_symmetry(name: str, whc: str, calib_paths, eval_paths, workdir: Path,
     sess = ort_session(path)
     iname = sess.get_inputs()[0].name
     fp = [sess.run(None, {iname: x})[0] for x in evals]
-    fg = PassManager(default_pipeline()).run(import_onnx(path, whc))
+    fg = run_float_passes(*import_model(path, whc)).graph
     obs = observe(fg, calib, methods)
     res = {}
     asym = Q.activation_params

@@ -272,7 +272,7 @@ def _load_npy(path: Path, expected_shape: tuple[int, ...]) -> list[np.ndarray]:
     return [np.array(array[i:i + 1], dtype=np.float32, order="C") for i in range(array.shape[0])]
 
 
-def _folder_entries(folder: Path) -> list[Path]:
+def folder_entries(folder: Path) -> list[Path]:
     """Image and .npy files directly inside ``folder``, sorted by name; hidden files skipped."""
     entries = []
     for child in sorted(folder.iterdir(), key=lambda c: c.name):
@@ -323,7 +323,7 @@ def load_inputs(paths: Sequence[str | os.PathLike[str]], pre: Preprocess,
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            files.extend(_folder_entries(p))
+            files.extend(folder_entries(p))
         elif p.is_file():
             files.append(p)
         else:

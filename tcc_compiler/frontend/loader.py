@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def parse_input_spec(text: str | tuple | list) -> tuple[int, int, int]:
     """Parse ``--input`` ``"WxHxC"`` (width x height x channels) into (W, H, C).
 
-    A tuple or list (the API's ``input_shape=(W, H, C)``) is checked the same way, as if
+    A tuple or list (the API's ``input_whc=(W, H, C)``) is checked the same way, as if
     written ``"WxHxC"``.
 
     Raises:
@@ -34,10 +34,10 @@ def parse_input_spec(text: str | tuple | list) -> tuple[int, int, int]:
     try:
         w, h, c = (int(p) for p in parts)
     except ValueError:
-        raise InputError(f"input_shape/--input '{text}': expected WxHxC, e.g. 224x224x3 "
+        raise InputError(f"input_whc/--input '{text}': expected WxHxC, e.g. 224x224x3 "
                          "(width x height x channels)") from None
     if min(w, h, c) <= 0 or max(w, h) > 8192 or c > 64:
-        raise InputError(f"input_shape/--input '{text}': width and height must be 1..8192 "
+        raise InputError(f"input_whc/--input '{text}': width and height must be 1..8192 "
                          "and channels 1..64")
     return w, h, c
 
@@ -116,7 +116,7 @@ def check_input_dims(w: int, h: int, c: int, where: str, name: str) -> None:
     if min(w, h, c) <= 0 or max(w, h) > MAX_INPUT_HW or c > MAX_INPUT_C:
         raise InputError(f"{where}: input '{name}' is {w}x{h}x{c} (WxHxC); width and height "
                          f"must be 1..{MAX_INPUT_HW} and channels 1..{MAX_INPUT_C} "
-                         "(pass input_shape/--input WxHxC)")
+                         "(pass input_whc/--input WxHxC)")
 
 
 def _tensor_problem(t: onnx.TensorProto, name: str,

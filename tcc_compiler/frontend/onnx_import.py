@@ -62,7 +62,7 @@ def _fix_input_dims(model: onnx.ModelProto, whc: tuple[int, int, int] | None,
     if whc is None:
         if len(dims) != 4 or any(d <= 0 for d in dims[1:]):
             raise InputError(f"{where}: input '{inp.name}' has unknown dims {dims}; "
-                             "pass input_shape/--input WxHxC")
+                             "pass input_whc/--input WxHxC")
         if nhwc:
             whc = (dims[2], dims[1], dims[3])
         else:
@@ -76,14 +76,14 @@ def _fix_input_dims(model: onnx.ModelProto, whc: tuple[int, int, int] | None,
     if len(dims) == 4:
         mh, mw = (dims[1], dims[2]) if nhwc else (dims[2], dims[3])
         if mh > 0 and mw > 0 and (mw, mh) != (w, h):
-            # callers: --input / input_shape, or `tccc analyze` (the folder's compiled size)
+            # callers: --input / input_whc, or `tccc analyze` (the folder's compiled size)
             log.warning("%s: input '%s' is fixed at %dx%d (W x H); importing it at the "
                         "requested %dx%d%s", where, inp.name, mw, mh, w, h,
                         " (width and height swapped?)" if (mh, mw) == (w, h) else "")
     new = [1, h, w, c] if nhwc else [1, c, h, w]
     model_c = dims[3] if nhwc and len(dims) == 4 else (dims[1] if len(dims) == 4 else 0)
     if model_c > 0 and model_c != c:
-        raise InputError(f"{where}: input_shape/--input has {c} channel{'s' * (c != 1)} but "
+        raise InputError(f"{where}: input_whc/--input has {c} channel{'s' * (c != 1)} but "
                          f"input '{inp.name}' takes {model_c}")
     set_input_dims(model, inp, new)
     return inp.name, tuple(new), "NHWC" if nhwc else "NCHW"

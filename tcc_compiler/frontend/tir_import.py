@@ -1,26 +1,19 @@
-"""Resume compilation from a textual IR file (``X.tir`` + ``X.npz``), as MLIR's opt tools do.
+"""Textual IR files (``X.tir`` + ``X.npz``) as compiler input, as MLIR's opt tools take them.
 
-A dump written by ``tccc compile --dump-ir DIR`` carries ``meta after_pass = "<stage>"``; the
-compiler continues with the passes after that stage. A ``.tir`` without that meta (hand
-written, or ``quantized.tir`` from an output folder) is treated by its content: a graph whose
-meta says ``quantized = true`` goes straight to scheduling, any other float graph runs the
-whole float pipeline (every pass is idempotent at its fixed point, so an already-applied pass
-simply does not fire).
+This module recognises a ``.tir`` model and checks the graph loaded from it; which stages
+remain to run on it (the ``meta after_pass`` a ``--dump-ir`` dump carries) is the pipeline's
+business: :func:`tcc_compiler.driver.load_resume_point`. (It used to live here, which made the
+frontend import the pass pipeline, a later stage.)
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
 from tcc_compiler.errors import InputError
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.verify import VerifyError, verify
-from tcc_compiler.passes import default_pipeline
-from tcc_compiler.passes.instruments import AFTER_PASS_META, IMPORT_STAGE, QUANTIZE_STAGE
-
-log = logging.getLogger(__name__)
 
 #: File suffix of the textual IR.
 IR_SUFFIX = ".tir"
@@ -31,56 +24,30 @@ def is_ir_file(model: object) -> bool:
     return isinstance(model, (str, os.PathLike)) and Path(model).suffix == IR_SUFFIX
 
 
-def load_resume_point(path: str | os.PathLike,
-                      input_whc: tuple[int, int, int] | None = None) -> tuple[Graph, list]:
-    """Load a ``.tir`` file and decide which float passes remain to run on it.
+def check_ir_graph(graph: Graph, path: str | os.PathLike,
+                   input_whc: tuple[int, int, int] | None, quantized: bool) -> None:
+    """Check a graph loaded from a ``.tir`` file before compiling it.
 
     Args:
-        path: the ``.tir`` file (its ``.npz`` sidecar is read when present).
+        graph: the loaded graph. path: its file, for the messages.
         input_whc: (W, H, C) given with ``--input``; must match the IR's input (an IR file
             has fixed shapes; re-import the ONNX model to change them). None = no check.
-
-    Returns:
-        (graph, passes): the graph with ``after_pass`` removed from its meta, and the pass
-        objects still to run (empty for a quantized graph or one dumped after the last pass).
+        quantized: the graph is quantized (the verifier checks quantization parameters).
 
     Raises:
-        FormatError: the file does not parse (file:line:column in the message).
-        InputError: unknown ``after_pass`` stage, an input size that differs from ``--input``,
+        InputError: not one NCHW image input, an input size that differs from ``--input``,
             or a graph that breaks an IR rule (verifier message naming node and rule).
     """
-    from tcc_compiler.ir.text import load_ir
-
-    graph = load_ir(path)
-    stage = graph.meta.pop(AFTER_PASS_META, None)
-    quantized = bool(graph.meta.get("quantized", False))
-    pipeline = default_pipeline()
-    names = [p.name for p in pipeline]
-    if stage is None or stage == IMPORT_STAGE:
-        remaining = [] if quantized else pipeline
-    elif stage == QUANTIZE_STAGE:
-        remaining = []
-    elif stage in names:
-        remaining = pipeline[names.index(stage) + 1:]
-    else:
-        raise InputError(f"{path}: meta after_pass = {stage!r} is not a stage of this compiler "
-                         f"({', '.join([IMPORT_STAGE] + names + [QUANTIZE_STAGE])})")
-    if quantized and remaining:
-        raise InputError(f"{path}: graph is quantized but meta after_pass = {stage!r} "
-                         "precedes quantization")
     if len(graph.inputs) != 1 or len(graph.inputs[0].shape) != 4:
         raise InputError(f"{path}: expected one NCHW image input, found "
                          f"{[tuple(v.shape) for v in graph.inputs]}")
     if input_whc is not None:
         n, c, h, w = graph.inputs[0].shape
         if tuple(input_whc) != (w, h, c):
-            raise InputError(f"{path}: input_shape/--input {'x'.join(map(str, input_whc))} "
+            raise InputError(f"{path}: input_whc/--input {'x'.join(map(str, input_whc))} "
                              f"differs from the IR's input {w}x{h}x{c} (WxHxC); IR files have "
                              "fixed shapes, re-import the ONNX model to change them")
     try:
         verify(graph, quantized=quantized)
     except VerifyError as exc:
         raise InputError(f"{path}: {exc}") from None
-    log.info("resuming %s after stage %s: %d float passes left%s", path, stage or "?",
-             len(remaining), " (already quantized)" if quantized else "")
-    return graph, remaining

@@ -6,7 +6,7 @@ range ``(lo, hi)`` in real units. Methods (specs/quantization.md, "Calibration")
 
 * ``minmax``: the extreme values seen over all inputs.
 * ``percentile``: the ``p`` and ``100 - p`` percentiles of all values seen, read off a fine
-  histogram (default p = 99.99).
+  histogram (default p: :data:`DEFAULT_PERCENTILE`).
 * ``entropy``: the clip of ``|x|`` minimising the KL divergence between the clipped
   distribution and its int8-quantized version (TensorRT's calibrator, Migacz 2017), on a
   histogram of at least 2048 bins.
@@ -31,7 +31,11 @@ from tcc_compiler.ir.graph import Graph
 
 log = logging.getLogger(__name__)
 
-#: Default percentile of the ``percentile`` method.
+#: Default calibration method (``tccc compile --calib-method``; read by
+#: :class:`tcc_compiler.options.CompileOptions`, written only here).
+DEFAULT_METHOD = "mse"
+#: Default percentile of the ``percentile`` method (``--percentile``; read by
+#: :class:`tcc_compiler.options.CompileOptions`, written only here).
 DEFAULT_PERCENTILE = 99.99
 #: Histogram bins of the histogram-based observers (the issue asks for >= 2048).
 DEFAULT_BINS = 2048
@@ -139,7 +143,8 @@ class PercentileObserver:
     """Clip at the ``p`` and ``100 - p`` percentiles of all values seen (per tensor).
 
     The percentiles are read off an exactly merged histogram of ``bins`` bins, never beyond
-    the observed min/max. Default p = 99.99 (0.01 % of the values are clipped on each side).
+    the observed min/max. Default p = :data:`DEFAULT_PERCENTILE` (0.01 % of the values
+    clipped on each side).
     """
 
     def __init__(self, percentile: float = DEFAULT_PERCENTILE, bins: int = DEFAULT_BINS) -> None:
@@ -384,7 +389,7 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
 MAX_ACTIVATION = 1e36
 
 
-def collect_ranges(graph: Graph, inputs: Iterable[np.ndarray], method: str = "mse",
+def collect_ranges(graph: Graph, inputs: Iterable[np.ndarray], method: str = DEFAULT_METHOD,
                    progress=None,
                    percentile: float = DEFAULT_PERCENTILE) -> dict[str, tuple[float, float]]:
     """Calibrate activation ranges with one method.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from tcc_compiler.options import DEFAULT_TARGET, DEFAULTS, CompileOptions
+
 NAME = "compile"
 HELP = "compile an ONNX model to NPU binaries"
 ORDER = 20
@@ -18,12 +20,10 @@ def add_arguments(p) -> None:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--calib", nargs="+", default=None,
                    help="calibration images, folders or .npy arrays (default: bundled photos)")
-    p.add_argument("--calib-method", default="mse",
-                   help="mse (default: range minimising quantization MSE) | minmax | "
-                        "percentile | entropy (KL divergence, TensorRT style)")
+    p.add_argument("--calib-method", default=DEFAULTS.method, help=_methods_help())
     p.add_argument("--percentile", type=float, default=None,
-                   help="percentile of --calib-method percentile (default 99.99); an error "
-                        "with any other method")
+                   help=f"percentile of --calib-method percentile (default "
+                        f"{DEFAULTS.percentile}); an error with any other method")
     p.add_argument("--calib-table", default=None, metavar="FILE",
                    help="reuse the ranges of a calib_table.json (written into every output "
                         "folder; editable) instead of calibrating")
@@ -33,7 +33,8 @@ def add_arguments(p) -> None:
     p.add_argument("--no-compress-weights", action="store_true",
                    help="store weights and parameters raw (default: lossless DEFLATE per "
                         "channel block, expanded by the NPU's DMA_LOAD_Z)")
-    p.add_argument("--target", default=None, help="target name or .toml file (default tcc750x)")
+    p.add_argument("--target", default=None,
+                   help=f"target name or .toml file (default {DEFAULT_TARGET})")
     p.add_argument("--verify", action="store_true", help="verify the IR after every pass")
     p.add_argument("--time-passes", action="store_true",
                    help="print each float pass's time to stderr (also in report.json)")
@@ -50,10 +51,23 @@ def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
+#: What each calibration method does, for --help (None: the name says it).
+_METHOD_NOTES = {"mse": "range minimising quantization MSE", "minmax": None,
+                 "percentile": None, "entropy": "KL divergence, TensorRT style"}
+
+
+def _methods_help() -> str:
+    """``--calib-method``'s help: every method, the default (:class:`CompileOptions`) marked."""
+    out = []
+    for m, note in _METHOD_NOTES.items():
+        mark = "default: " if m == DEFAULTS.method else ""
+        out.append(f"{m} ({mark}{note})" if note else f"{m} (default)" if mark else m)
+    return " | ".join(out)
+
+
 def run(args) -> int:
     """tccc compile MODEL --input WxHxC -o DIR [--calib ...] [--calib-method M] [--target T]"""
     from tcc_compiler import api
-    from tcc_compiler.passes.instruments import make_instruments
 
     if args.percentile is not None and args.calib_method != "percentile":
         from tcc_compiler.errors import InputError
@@ -63,16 +77,10 @@ def run(args) -> int:
     from tcc_compiler.fsutil import check_output_folder
 
     check_output_folder(args.output)  # a bad -o fails now, not after the compile
-    instruments = make_instruments(args.dump_ir, args.print_ir_before, args.print_ir_after)
     from tcc_compiler.cli.main import progress
 
-    m = api.compile(args.model, args.input, calibration=args.calib, method=args.calib_method,
-                    target=args.target, verify=args.verify, instruments=instruments,
-                    progress=progress(args.quiet, "calibration"),
-                    percentile=99.99 if args.percentile is None else args.percentile,
-                    calib_table=args.calib_table,
-                    bias_correction=args.bias_correction,
-                    compress_weights=not args.no_compress_weights)
+    m = api.compile(args.model, options=options_from_args(args),
+                    progress=progress(args.quiet, "calibration"))
     m.save(args.output)
     r = m.report
     if args.time_passes or args.pass_stats:
@@ -93,6 +101,18 @@ def run(args) -> int:
               f"{r['macs'] / 1e9:.2f} GMAC, estimated "
               f"{format_latency(r['estimated_latency_ms'])} on {r['target']}")
     return 0
+
+
+def options_from_args(args) -> CompileOptions:
+    """The :class:`CompileOptions` of ``tccc compile``'s arguments (an option not given keeps
+    the record's default)."""
+    percentile = DEFAULTS.percentile if args.percentile is None else args.percentile
+    return CompileOptions(
+        input_whc=args.input, target=args.target, calibration=args.calib,
+        method=args.calib_method, percentile=percentile, calib_table=args.calib_table,
+        bias_correction=args.bias_correction, compress_weights=not args.no_compress_weights,
+        verify_ir=args.verify, dump_ir=args.dump_ir, print_ir_before=args.print_ir_before,
+        print_ir_after=args.print_ir_after)
 
 
 def format_latency(ms: float) -> str:

@@ -59,8 +59,7 @@ def commands_json(prog, comments: list[str | None] | None) -> list[dict]:
 def run(args) -> int:
     """tccc disasm DIR [--json]"""
     from tcc_compiler.errors import FormatError
-    from tcc_compiler.runtime import load_program
-    from tcc_compiler.runtime.loaded import read_report
+    from tcc_compiler.api.folders import load_program, read_report
 
     prog = load_program(args.dir)
     comments = None

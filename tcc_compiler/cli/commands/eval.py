@@ -21,7 +21,7 @@ ORDER = 35
 
 def add_arguments(p) -> None:
     """Arguments of ``tccc eval``."""
-    from tcc_compiler.runtime.evaluate import PIXEL_MODES, RAW_LAYOUTS
+    from tcc_compiler.api.folders import PIXEL_MODES, RAW_LAYOUTS
 
     p.add_argument("dir", help="compiled output folder")
     p.add_argument("--images", required=True,
@@ -54,38 +54,13 @@ def _pct(v: float) -> str:
 
 def run(args) -> int:
     """tccc eval DIR --images FOLDER [--labels FILE] [--check MODEL] [--limit N] [--json]"""
-    from tcc_compiler.errors import InputError
-    from tcc_compiler.frontend import parse_input_spec
-    from tcc_compiler.runtime import load_program
-    from tcc_compiler.runtime.evaluate import (
-        RawSpec,
-        check_labels,
-        evaluate,
-        find_samples,
-        output_classes,
-        preprocess_for,
-    )
+    from tcc_compiler.api import folders
 
-    prog = load_program(args.dir)
-    samples, classes = find_samples(args.images, args.labels)
-    check_labels(samples, output_classes(prog.manifest))
-    if args.limit is not None:
-        if args.limit < 1:
-            raise InputError(f"--limit {args.limit}: must be >= 1")
-        samples = samples[:args.limit]
-    raw = None
-    if args.raw_size:
-        w, h, c = parse_input_spec(args.raw_size)
-        raw = RawSpec(w, h, c, args.raw_layout, args.raw)
-    elif args.raw:
-        raise InputError("--raw needs --raw-size WxHxC")
-    pre = preprocess_for(prog.manifest["preprocess"], args.pixels, args.scale, args.mean,
-                         args.std)
-    res = evaluate(args.dir, samples, pre, raw, args.check, args.jobs,
-                   progress=not (args.no_progress or args.quiet) and sys.stderr.isatty(),
-                   prog=prog)
-    if classes is not None:
-        res["classes"] = len(classes)
+    res = folders.evaluate_folder(
+        args.dir, args.images, args.labels, check=args.check, limit=args.limit,
+        jobs=args.jobs, raw_size=args.raw_size, raw_layout=args.raw_layout, raw=args.raw,
+        pixels=args.pixels, scale=args.scale, mean=args.mean, std=args.std,
+        progress=not (args.no_progress or args.quiet) and sys.stderr.isatty())
     if args.json:
         print(json.dumps(res))
     else:

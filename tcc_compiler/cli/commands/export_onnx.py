@@ -20,9 +20,9 @@ def run(args) -> int:
     """tccc export-onnx DIR -o model_qdq.onnx [--json]"""
     import onnx
 
-    from tcc_compiler.export import save_qdq
+    from tcc_compiler.api.folders import export_onnx
 
-    path = save_qdq(args.dir, args.output)
+    path = export_onnx(args.dir, args.output)
     m = onnx.load(str(path), load_external_data=False)
     counts: dict[str, int] = {}
     for n in m.graph.node:

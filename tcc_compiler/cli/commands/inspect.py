@@ -27,8 +27,7 @@ def run(args) -> int:
     """tccc inspect DIR [--csv FILE] [--json]"""
     from tcc_compiler.fsutil import check_output_file, write_output_file
     from tcc_compiler.report.html import LATENCY_NOTE
-    from tcc_compiler.runtime import load_program
-    from tcc_compiler.runtime.loaded import read_report
+    from tcc_compiler.api.folders import load_program, read_report
     from tcc_compiler.schedule.report import format_table, to_csv
 
     if args.csv:  # refuse a bad path before printing anything
@@ -81,7 +80,7 @@ def run(args) -> int:
 
 def _names_by_hash(report: dict) -> dict[int, str]:
     """{crc32 of the layer name (a weight-file entry's ``name_hash``): name} of report.json."""
-    from tcc_compiler.binfmt.weightfile import name_hash
+    from tcc_compiler.api.folders import name_hash
 
     return {name_hash(r["name"]): r["name"] for r in report.get("layers", [])}
 
@@ -102,7 +101,7 @@ def _with_tiling(table: str, layers: list[dict]) -> str:
 def _with_weights(layers: list[dict], wf) -> list[dict]:
     """Copies of the report rows with ``weight_raw_bytes`` and ``weight_ratio`` (stored /
     raw) from the matching quantized_network.bin entry (matched by name hash)."""
-    from tcc_compiler.binfmt.weightfile import name_hash
+    from tcc_compiler.api.folders import name_hash
 
     entries = {e.name_hash: e for e in wf.layers}
     out = []
@@ -134,7 +133,7 @@ def summary_json(raw_c: bytes, raw_w: bytes, prog, counts: Counter, d: Path) -> 
     entries (layer name from report.json, or null when absent; kind, weights/params stored and
     raw bytes, offset, compression); ``report`` is report.json as written (null if absent).
     """
-    from tcc_compiler.runtime.loaded import read_report
+    from tcc_compiler.api.folders import read_report
 
     cmd, wf = prog.cmd, prog.weights
     report = read_report(d)

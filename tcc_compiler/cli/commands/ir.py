@@ -61,92 +61,22 @@ def run(args) -> int:
 
 
 def _verify(args) -> int:
-    from tcc_compiler.errors import InputError
-    from tcc_compiler.ir.text import load_ir
-    from tcc_compiler.ir.verify import VerifyError, verify
-    from tcc_compiler.passes.instruments import AFTER_PASS_META
+    from tcc_compiler.api.models import verify_ir_file
 
     results = []
     for path in args.files:
-        g = load_ir(path)
-        quantized = bool(g.meta.get("quantized", False))
-        try:
-            verify(g, quantized=quantized)
-        except VerifyError as exc:
-            raise InputError(f"{path}: {exc}") from None
-        stage = g.meta.get(AFTER_PASS_META, "quantized" if quantized else "float")
-        results.append({"file": str(path), "ok": True, "nodes": len(g.nodes), "stage": stage})
+        r = verify_ir_file(path)
+        results.append(r)
         if not args.json:
-            print(f"{path}: ok ({len(g.nodes)} nodes, {stage})")
+            print(f"{path}: ok ({r['nodes']} nodes, {r['stage']})")
     if args.json:  # a failing file raised above: exit 2 with its one-line error on stderr
         print(json.dumps({"files": results}))
     return 0
 
 
 def _print(args, out) -> int:
-    from tcc_compiler.errors import InputError
-    from tcc_compiler.frontend import import_onnx
-    from tcc_compiler.frontend.tir_import import is_ir_file, load_resume_point
-    from tcc_compiler.ir.printer import ConstTable, print_graph
-    from tcc_compiler.ir.text import load_ir
-    from tcc_compiler.passes import PassManager, default_pipeline
-    from tcc_compiler.passes.instruments import (IMPORT_STAGE, QUANTIZE_STAGE, PrintIR,
-                                                 check_pass_names, stage_names)
+    from tcc_compiler.api.models import print_ir
 
-    names = stage_names()
-    check_pass_names(args.after, names, "--after")
-    check_pass_names(args.before, names, "--before")
-    if args.after == "all" or args.before == "all":
-        raise InputError("tccc ir print: name one stage (use tccc compile --print-ir-after all "
-                         "for every stage)")
-    if is_ir_file(args.model):
-        if args.after is None and args.before is None:  # as loaded, after_pass meta kept
-            graph = load_ir(args.model)
-            out.write(print_graph(graph, ConstTable(), inline_limit=args.inline_limit))
-            return 0
-        graph, passes = load_resume_point(args.model, _whc(args.input))
-    else:
-        graph, passes = import_onnx(args.model, args.input), default_pipeline()
-    target = args.after or args.before or IMPORT_STAGE
-    when = "after" if args.before is None else "before"
-    if target == IMPORT_STAGE:
-        if when == "before" or is_ir_file(args.model):
-            raise InputError(f"{args.model}: there is no IR {when} stage import here")
-        out.write(print_graph(graph, ConstTable(), inline_limit=args.inline_limit))
-        return 0
-    reachable = [p.name for p in passes] + ([] if graph.meta.get("quantized")
-                                            else [QUANTIZE_STAGE])
-    if target not in reachable:
-        raise InputError(f"{args.model}: stage {target} is not ahead of this IR (remaining: "
-                         f"{', '.join(reachable) or 'none'})")
-    printer = PrintIR(before=target if when == "before" else None,
-                      after=target if when == "after" else None, stream=out,
-                      inline_limit=args.inline_limit)
-    stop = [p.name for p in passes].index(target) + 1 if target != QUANTIZE_STAGE else None
-    graph = PassManager(passes[:stop], instruments=[printer]).run(graph)
-    if target == QUANTIZE_STAGE:
-        _quantize(graph, args.calib, printer, len(passes))
+    print_ir(args.model, out, input_whc=args.input, after=args.after, before=args.before,
+             calibration=args.calib, inline_limit=args.inline_limit)
     return 0
-
-
-def _whc(text):
-    from tcc_compiler.frontend import parse_input_spec
-
-    return parse_input_spec(text) if text else None
-
-
-def _quantize(graph, calib, printer, index: int) -> None:
-    """Calibrate (bundled photos unless ``calib``) and quantize, printing around the stage."""
-    from tcc_compiler.datasets.images import Preprocess
-    from tcc_compiler.driver import default_calibration, resolve_calibration
-    from tcc_compiler.passes.instruments import QUANTIZE_STAGE
-    from tcc_compiler.quant import collect_ranges, quantize_graph
-
-    n, c, h, w = graph.inputs[0].shape
-    pre = Preprocess(width=w, height=h, channels=c if c == 1 else 3)
-    arrays, _ = (default_calibration(graph, pre) if calib is None
-                 else resolve_calibration(calib, graph, pre))
-    ranges = collect_ranges(graph, arrays)
-    printer(QUANTIZE_STAGE, "before", index, graph)
-    quantize_graph(graph, ranges)
-    printer(QUANTIZE_STAGE, "after", index, graph)

@@ -1,7 +1,8 @@
 """List the ONNX ops tccc converts, or place each node of a model on the NPU or the host.
 
 Without MODEL: the op types of the frontend's converter table (the same table the importer and
-SUPPORTED_OPS.md use). With MODEL: :func:`tcc_compiler.partition` per node, with the reason.
+SUPPORTED_OPS.md use). With MODEL: :func:`tcc_compiler.placement.partition` per node, with the
+reason.
 """
 
 from __future__ import annotations
@@ -20,38 +21,18 @@ def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
-def _op_table() -> list[dict]:
-    """One row per converted op type: ``notes`` = where it runs and what it accepts, from the
-    support records (frontend/support.py, the source of SUPPORTED_OPS.md), so the two agree;
-    ``runs``/``accepts``/``refuses`` are the record's fields. An op without a record (a bug
-    tests/test_opsets.py catches) falls back to its converter's docstring."""
-    from tcc_compiler.frontend.converters import CONVERTERS
-    from tcc_compiler.frontend.support import SUPPORT
-
-    rows = []
-    for op, fn in sorted(CONVERTERS.items()):
-        rec = SUPPORT.get(op)
-        if rec is None:
-            doc = (fn.__doc__ or "").strip().splitlines()
-            rows.append({"op_type": op, "notes": doc[0] if doc else ""})
-            continue
-        rows.append({"op_type": op, "notes": f"{rec.runs}: {rec.accepts}", "runs": rec.runs,
-                     "accepts": rec.accepts, "refuses": rec.refuses})
-    return rows
-
-
 def run(args) -> int:
     """tccc ops [MODEL [--input WxHxC]] [--json]"""
+    from tcc_compiler.api.models import partition, supported_ops
+
     if args.model is None:
-        rows = _op_table()
+        rows = supported_ops()
         if args.json:
             print(json.dumps(rows))
         else:
             for r in rows:
                 print(f"{r['op_type']:<20} {r['notes']}".rstrip())
         return 0
-    from tcc_compiler.partition import partition
-
     places = partition(args.model, args.input)
     if args.json:
         print(json.dumps([p.to_dict() for p in places]))

@@ -9,8 +9,6 @@ import time
 
 import numpy as np
 
-from tcc_compiler.errors import InputError
-
 log = logging.getLogger(__name__)
 
 NAME = "run"
@@ -44,45 +42,6 @@ def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def load_input(path: str, prog) -> np.ndarray:
-    """One float input for ``prog`` from an image (preprocessed as the manifest says) or .npy."""
-    from tcc_compiler.datasets.images import Preprocess, load_inputs
-
-    pre = Preprocess.from_dict(prog.manifest["preprocess"])
-    arrs = load_inputs([path], pre, prog.input_shape)
-    if len(arrs) != 1:
-        raise InputError(f"{path}: holds {len(arrs)} inputs; give one image or one array")
-    return arrs[0]
-
-
-def _run_job(prog, item) -> dict:
-    """Batch job (module level so worker processes can pickle it): run one float input."""
-    from tcc_compiler.runtime.batch import run_input
-
-    x, schedule, seed = item
-    return run_input(prog, x, schedule, seed)
-
-
-def load_labelled(paths: list[str], pre, shape) -> tuple[list[np.ndarray], list[str]]:
-    """Inputs as ``load_inputs`` loads them, each with a label naming its file.
-
-    A folder contributes one label per file in it (``folder/name.jpg``); a ``.npy`` file with
-    N > 1 arrays contributes ``file.npy[i]``.
-    """
-    from pathlib import Path
-
-    from tcc_compiler.datasets.images import _folder_entries, load_inputs
-
-    xs, labels = [], []
-    for raw in paths:
-        files = _folder_entries(Path(raw)) if Path(raw).is_dir() else [Path(raw)]
-        for f in files:
-            arrs = load_inputs([f], pre, shape)
-            xs += arrs
-            labels += [str(f)] if len(arrs) == 1 else [f"{f}[{i}]" for i in range(len(arrs))]
-    return xs, labels
-
-
 def _result(prog, x, res, args, checker, label: str) -> dict:
     y = prog.final_output(res).reshape(-1)
     k = max(1, min(args.topk, y.size))
@@ -110,23 +69,15 @@ def _print_text(out: dict, prefix: str = "") -> None:
 def run(args) -> int:
     """tccc run DIR INPUT... [--check MODEL] [--json] [--topk K] [--jobs N]
     [--schedule inorder|random --seed N]"""
-    from tcc_compiler.datasets.images import Preprocess
-    from tcc_compiler.runtime import load_program
-    from tcc_compiler.runtime.batch import imap
+    from tcc_compiler.api import folders
 
-    prog = load_program(args.dir)
-    pre = Preprocess.from_dict(prog.manifest["preprocess"])
-    xs, labels = load_labelled(args.input, pre, prog.input_shape)
-    checker = None
-    if args.check:
-        from tcc_compiler.runtime.check import Checker
-
-        checker = Checker(prog, args.check)
-    items = [(x, args.schedule, args.seed) for x in xs]
+    prog = folders.load_program(args.dir)
+    xs, labels = folders.labelled_inputs(args.input, prog)
+    checker = folders.checker(prog, args.check) if args.check else None
     t0 = time.perf_counter()
     outs = []
-    for i, (x, label, res) in enumerate(zip(xs, labels, imap(args.dir, items, _run_job,
-                                                              args.jobs, prog=prog))):
+    results = folders.run_inputs(prog, xs, args.schedule, args.seed, args.jobs, args.dir)
+    for i, (x, label, res) in enumerate(zip(xs, labels, results)):
         t1 = time.perf_counter()
         log.info("run %d/%d %s: %.1f ms (reference executor, host time)", i + 1, len(xs),
                  label, 1e3 * (t1 - t0))

@@ -20,13 +20,9 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     """tccc zoo NAME [--input WxHxC] [--seed N] -o FILE.onnx"""
-    from tcc_compiler import zoo
-    from tcc_compiler.frontend import parse_input_spec
-    from tcc_compiler.fsutil import check_output_file
+    from tcc_compiler.api.models import build_zoo_model
 
-    w, h, c = parse_input_spec(args.input)
-    check_output_file(args.output, "-o")
-    path = zoo.save(args.name, args.output, width=w, height=h, seed=args.seed, channels=c)
+    path, (w, h, c) = build_zoo_model(args.name, args.output, args.input, args.seed)
     if getattr(args, "json", False):
         import json
 

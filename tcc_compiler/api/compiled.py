@@ -1,36 +1,24 @@
-"""Python API: compile a model, save it, load it back, run it.
-
-    >>> import tcc_compiler as tc
-    >>> m = tc.compile("resnet50.onnx", "224x224x3")
-    >>> m.save("out/")
-    >>> top1 = int(m.run(x).argmax())        # x: float32 NCHW [1, 3, 224, 224], preprocessed
-    >>> print(m.ir["fuse"])                  # textual IR after the fuse pass
-    >>> m2 = tc.load("out/")                 # the same CompiledModel API, from the folder
-
-The CLI (:mod:`tcc_compiler.cli`) is a thin layer over these functions. The ONNX backend
-interface is in :mod:`tcc_compiler.backend`, the NPU/host split in :mod:`tcc_compiler.partition`.
-"""
+"""Compile a model, save it, load it back, run it: :func:`compile`, :func:`load` and
+:class:`CompiledModel` (re-exported by :mod:`tcc_compiler.api` and :mod:`tcc_compiler`)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import onnx
 
 import onnx_graphsurgeon as gs
 
-from tcc_compiler.driver import (CMD_FILE, IR_FILE, MANIFEST_FILE, REPORT_CSV_FILE,
-                                 REPORT_FILE, WEIGHT_FILE,
-                                 CompiledArtifacts, compile_model)
+from tcc_compiler.driver import CompiledArtifacts, compile_model
+from tcc_compiler.emit.files import IR_FILE
+from tcc_compiler.emit.package import copy_package, write_package
 from tcc_compiler.errors import InputError
 from tcc_compiler.ir.graph import Graph
-from tcc_compiler.fsutil import atomic_dir
+from tcc_compiler.options import CompileOptions, make_options
 from tcc_compiler.runtime import LoadedProgram, load_program
-from tcc_compiler.schedule import report as perf_report
 
 
 class _IrRecorder:
@@ -151,28 +139,10 @@ class CompiledModel:
             InputError: the folder cannot be written.
         """
         if self.artifacts is None:
-            import shutil
-
-            with atomic_dir(folder) as tmp:
-                for f in self.folder.iterdir():
-                    if f.is_file():
-                        shutil.copy2(f, tmp / f.name)
-            return Path(folder)
-        from tcc_compiler.ir.text import save_ir
-
-        with atomic_dir(folder) as tmp:
-            (tmp / CMD_FILE).write_bytes(self.artifacts.cmd_bin)
-            (tmp / WEIGHT_FILE).write_bytes(self.artifacts.weight_bin)
-            (tmp / MANIFEST_FILE).write_text(json.dumps(self.manifest, indent=2,
-                                                        sort_keys=True) + "\n")
-            (tmp / REPORT_FILE).write_text(json.dumps(self.report, indent=2,
-                                                      sort_keys=True) + "\n")
-            (tmp / REPORT_CSV_FILE).write_text(perf_report.to_csv(self.report.get("layers", [])))
-            save_ir(self.artifacts.graph, tmp / IR_FILE)
-            if self.artifacts.calib_table is not None:
-                from tcc_compiler.quant.calib_table import CALIB_TABLE_FILE, write_table
-
-                write_table(self.artifacts.calib_table, tmp / CALIB_TABLE_FILE)
+            return copy_package(self.folder, folder)
+        art = self.artifacts
+        write_package(folder, art.cmd_bin, art.weight_bin, self.manifest, self.report, art.graph,
+                      art.calib_table)
         self.folder = Path(folder)
         return Path(folder)
 
@@ -218,8 +188,14 @@ class CompiledModel:
         return prog.final_output(prog.run(x))
 
 
-def _as_model(model: str | os.PathLike | onnx.ModelProto | gs.Graph
-              ) -> str | os.PathLike | onnx.ModelProto:
+def as_model(model: str | os.PathLike | onnx.ModelProto | gs.Graph
+             ) -> str | os.PathLike | onnx.ModelProto:
+    """A model the driver takes: a path or ModelProto as given, an onnx-graphsurgeon Graph
+    exported to a ModelProto.
+
+    Raises:
+        InputError: the graph cannot be exported, or ``model`` is none of these types.
+    """
     if isinstance(model, gs.Graph):
         try:
             return gs.export_onnx(model)
@@ -233,53 +209,47 @@ def _as_model(model: str | os.PathLike | onnx.ModelProto | gs.Graph
 
 
 def compile(model: str | os.PathLike | onnx.ModelProto | gs.Graph,  # noqa: A001 - public API
-            input_shape: str | tuple[int, int, int] | None = None,
-            calibration: Sequence[str | os.PathLike | np.ndarray] | None = None,
-            method: str = "mse", target: str | None = None,
-            verify: bool = False, progress: Callable | None = None,
-            instruments: Sequence[Callable] | None = None, percentile: float = 99.99,
-            calib_table: str | os.PathLike | None = None,
-            bias_correction: bool = False, compress_weights: bool = True) -> CompiledModel:
+            input_whc: str | tuple[int, int, int] | None = None,
+            calibration: Sequence[str | os.PathLike | np.ndarray] | None = None, *,
+            options: CompileOptions | None = None, progress: Callable | None = None,
+            instruments: Sequence[Callable] | None = None, **settings: Any) -> CompiledModel:
     """Compile an ONNX model for the TCC750x NPU.
 
     Args:
         model: .onnx path, ``onnx.ModelProto`` or ``onnx_graphsurgeon.Graph`` (exported with
             ``gs.export_onnx``; give it an opset); a ``.tir`` dump resumes after its stage.
-        input_shape: ``"WxHxC"`` or ``(W, H, C)`` (width, height, channels, as on the command
+        input_whc: ``"WxHxC"`` or ``(W, H, C)`` (width, height, channels, as on the command
             line: ``"640x320x3"`` is 640 wide); None = the model's fixed dims. Batch is 1.
         calibration: image paths, folders, ``.npy`` paths or float32 arrays shaped like the
             ONNX input (NCHW ``[1, C, H, W]``, preprocessed); None = the photos bundled with
             tccc (models taking 1 or 3 channels: greyscale or RGB).
-        method: calibration method: "mse" (default: the clipping range minimising
-            quantization MSE), "minmax", "percentile", "entropy" (KL divergence).
-        target: target name or .toml path (default tcc750x).
-        verify: run the IR verifier after every pass.
+        options: a :class:`~tcc_compiler.options.CompileOptions` holding every setting (None =
+            the defaults); ``input_whc``, ``calibration`` and ``settings`` override it.
         progress: optional iterable wrapper shown during calibration (e.g. ``tqdm``).
         instruments: extra pass-manager instruments (IR printing/dumps, see
             :mod:`tcc_compiler.passes.instruments`).
-        percentile: p of the "percentile" method (percent, in (50, 100]).
-        calib_table: a ``calib_table.json`` (written by an earlier save, maybe edited) whose
-            ranges replace calibration.
-        bias_correction: fold each conv/fc's mean per-channel error on the calibration inputs
-            into its bias (empirical bias correction).
-        compress_weights: store weights and parameters DEFLATE-compressed per channel block
-            (lossless; the NPU expands them with DMA_LOAD_Z, specs/weights.md); False stores
-            them raw. The ratio is in ``report["weight_compression"]``.
+        settings: any other :class:`~tcc_compiler.options.CompileOptions` field by name:
+            ``method`` ("mse", "minmax", "percentile", "entropy"), ``percentile``,
+            ``target``, ``calib_table``, ``bias_correction``, ``compress_weights`` (the ratio
+            is in ``report["weight_compression"]``), ``verify_ir``, ``dump_ir``, ...
 
     Returns:
         :class:`CompiledModel` (``.ir`` holds the IR text after every stage).
 
     Raises:
         TccError subclasses with a one-line message (see tcc_compiler.errors): InputError for
-        bad arguments, ModelError for a malformed model, UnsupportedError listing every
-        unsupported node at once, ScheduleError when an op cannot be tiled.
+        bad arguments (an unknown setting included), ModelError for a malformed model,
+        UnsupportedError listing every unsupported node at once, ScheduleError when an op
+        cannot be tiled.
     """
+    if input_whc is not None:
+        settings["input_whc"] = input_whc
+    if calibration is not None:
+        settings["calibration"] = calibration
+    opts = make_options(options, **settings)
     rec = _IrRecorder()
-    art = compile_model(_as_model(model), input_shape, calibration=calibration, method=method,
-                        target=target, verify_ir=verify,
-                        instruments=[rec] + list(instruments or []), progress=progress,
-                        percentile=percentile, calib_table=calib_table,
-                        bias_correction=bias_correction, compress_weights=compress_weights)
+    art = compile_model(as_model(model), opts, instruments=[rec] + list(instruments or []),
+                        progress=progress)
     return CompiledModel(art, stages=rec.graphs)
 
 

@@ -7,8 +7,10 @@ For toolkits that split graphs (run the NPU part with tccc, the rest elsewhere):
     ...     print(p.node, p.op_type, p.device, p.reason)
 
 The answer comes from the compiler's own stages, never from a separate table that could drift:
-the frontend's converters (:data:`tcc_compiler.frontend.converters.CONVERTERS` and their
-checks) decide which nodes import, the pass pipeline decides what fuses and what legalizes,
+the driver's import stage (the frontend's converters,
+:data:`tcc_compiler.frontend.converters.CONVERTERS`, and their checks) decides which nodes
+import, its float-pass stage (:func:`tcc_compiler.driver.run_float_passes`) what fuses and what
+legalizes,
 and node provenance (``Node.source``: the ONNX node names each IR node came from) maps the
 result back onto the ONNX nodes. Heavy imports are deferred so ``import tcc_compiler`` stays
 cheap.
@@ -63,10 +65,10 @@ def _label(node) -> str:
 def _load(model):
     import onnx
 
-    from tcc_compiler.api import _as_model
+    from tcc_compiler.api import as_model
     from tcc_compiler.frontend.loader import load_onnx
 
-    m = _as_model(model)
+    m = as_model(model)
     if isinstance(m, onnx.ModelProto):
         return m
     return load_onnx(m)
@@ -92,12 +94,12 @@ def _provisional(n, host_reason: dict, converters: dict, support: dict) -> Place
                      runs == "folded")
 
 
-def partition(model, input_shape: str | tuple[int, int, int] | None = None) -> list[Placement]:
+def partition(model, input_whc: str | tuple[int, int, int] | None = None) -> list[Placement]:
     """Place every node of an ONNX model on the NPU or the host.
 
     Args:
         model: .onnx path (str or PathLike), ``onnx.ModelProto`` or ``onnx_graphsurgeon.Graph``.
-        input_shape: ``"WxHxC"`` or ``(W, H, C)``; None = the model's fixed input dims.
+        input_whc: ``"WxHxC"`` or ``(W, H, C)``; None = the model's fixed input dims.
 
     Returns:
         One :class:`Placement` per ONNX node, in the model's node order.
@@ -107,69 +109,86 @@ def partition(model, input_shape: str | tuple[int, int, int] | None = None) -> l
         float image input, inconsistent shapes). Unsupported nodes are not errors here: they
         are placed on the host with the frontend's or legalizer's reason.
     """
+    from tcc_compiler.driver import import_model, run_float_passes
     from tcc_compiler.errors import UnsupportedError
-    from tcc_compiler.frontend import import_onnx
     from tcc_compiler.frontend.converters import CONVERTERS
     from tcc_compiler.frontend.support import SUPPORT
-    from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
-    from tcc_compiler.passes import PassManager, default_pipeline
 
     proto = _load(model)
     nodes = list(proto.graph.node)
     where = str(model) if isinstance(model, (str, os.PathLike)) else (proto.graph.name
                                                                        or "<model>")
-    host_reason: dict[str, str] = {}
-    try:
-        graph = import_onnx(proto, input_shape)
+    try:  # the driver's import stage
+        graph, passes = import_model(proto, input_whc)
     except UnsupportedError as exc:
-        for n in nodes:
-            prefix = f"{n.op_type} '{_label(n)}'"
-            for prob in exc.problems:
-                if prob.startswith(prefix + ":") or prob.startswith(prefix + " "):
-                    host_reason[_label(n)] = prob[len(prefix):].lstrip(": ").strip()
+        host_reason = _frontend_refusals(nodes, exc.problems)
         log.info("%s: %d node(s) refused by the frontend", where, len(host_reason))
         return [_provisional(n, host_reason, CONVERTERS, SUPPORT) for n in nodes]
 
     by_ir_name = {n.name: n for n in graph.nodes}
-    try:
-        graph = PassManager(default_pipeline()).run(graph)
-    except UnsupportedError as exc:  # the legalizer names IR nodes; map back by provenance
-        for prob in exc.problems:
-            head, _, reason = prob.partition(": ")
-            ir_name = head.split("'")[1] if head.count("'") >= 2 else ""
-            ir_node = by_ir_name.get(ir_name)
-            for src in (ir_node.source if ir_node is not None else ()):
-                host_reason[src] = reason or prob
+    host_reason: dict[str, str] = {}
+    try:  # the driver's float-pass stage
+        graph = run_float_passes(graph, passes).graph
+    except UnsupportedError as exc:
+        host_reason = _legalizer_refusals(by_ir_name, exc.problems)
         graph = None
-
     where_ir: dict[str, object] = {}
-    if graph is not None:
-        for n in graph.nodes:
-            for src in n.source:
-                where_ir[src] = n
+    for n in graph.nodes if graph is not None else ():
+        for src in n.source:
+            where_ir[src] = n
     out = []
     for n in nodes:
         name = _label(n)
         if name in host_reason:
             out.append(Placement(name, n.op_type, HOST, host_reason[name]))
-            continue
-        ir = where_ir.get(name)
-        if ir is None:
-            out.append(Placement(name, n.op_type, NPU,
-                                 "removed at compile time (constant-folded, identity or "
-                                 "folded into a neighbour)", None, True))
-        elif ir.op in HOST_OPS:
-            out.append(Placement(name, n.op_type, HOST,
-                                 f"{ir.op.value} runs on the host CPU after the NPU program, on "
-                                 "the dequantized output (manifest host_ops)", None))
-        elif ir.op in VIEW_OPS:
-            out.append(Placement(name, n.op_type, NPU,
-                                 f"view '{ir.name}': same bytes in the NPU's NHWC layout, no "
-                                 "data movement", ir.op.value, True))
         else:
-            fused = [s for s in ir.source if s != name]
-            why = f"NPU {ir.op.value} '{ir.name}'"
-            if fused:
-                why += f" (fused with {', '.join(fused)})"
-            out.append(Placement(name, n.op_type, NPU, why, ir.op.value))
+            out.append(_placed(n, name, where_ir.get(name)))
     return out
+
+
+def _frontend_refusals(nodes: list, problems: list[str]) -> dict[str, str]:
+    """{ONNX node label: reason} of the nodes the frontend refused (its problems name them as
+    ``"<op_type> '<label>': reason"``)."""
+    host_reason: dict[str, str] = {}
+    for n in nodes:
+        prefix = f"{n.op_type} '{_label(n)}'"
+        for prob in problems:
+            if prob.startswith(prefix + ":") or prob.startswith(prefix + " "):
+                host_reason[_label(n)] = prob[len(prefix):].lstrip(": ").strip()
+    return host_reason
+
+
+def _legalizer_refusals(by_ir_name: dict, problems: list[str]) -> dict[str, str]:
+    """{ONNX node label: reason} of the legalizer's refusals: it names IR nodes, mapped back
+    onto ONNX nodes by provenance (``Node.source``)."""
+    host_reason: dict[str, str] = {}
+    for prob in problems:
+        head, _, reason = prob.partition(": ")
+        ir_name = head.split("'")[1] if head.count("'") >= 2 else ""
+        ir_node = by_ir_name.get(ir_name)
+        for src in (ir_node.source if ir_node is not None else ()):
+            host_reason[src] = reason or prob
+    return host_reason
+
+
+def _placed(n, name: str, ir) -> Placement:
+    """Placement of ONNX node ``n`` (label ``name``) after the float passes: ``ir`` is the IR
+    node it ended up in (None: removed at compile time)."""
+    from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
+
+    if ir is None:
+        return Placement(name, n.op_type, NPU, "removed at compile time (constant-folded, "
+                         "identity or folded into a neighbour)", None, True)
+    if ir.op in HOST_OPS:
+        return Placement(name, n.op_type, HOST,
+                         f"{ir.op.value} runs on the host CPU after the NPU program, on "
+                         "the dequantized output (manifest host_ops)", None)
+    if ir.op in VIEW_OPS:
+        return Placement(name, n.op_type, NPU,
+                         f"view '{ir.name}': same bytes in the NPU's NHWC layout, no "
+                         "data movement", ir.op.value, True)
+    fused = [s for s in ir.source if s != name]
+    why = f"NPU {ir.op.value} '{ir.name}'"
+    if fused:
+        why += f" (fused with {', '.join(fused)})"
+    return Placement(name, n.op_type, NPU, why, ir.op.value)

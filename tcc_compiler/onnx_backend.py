@@ -3,7 +3,7 @@
 Toolkits written against ONNX's backend API can run a model INT8 on the TCC750x reference
 executor and get dequantized float outputs::
 
-    >>> import tcc_compiler.backend as tb
+    >>> import tcc_compiler.onnx_backend as tb
     >>> rep = tb.prepare(model, "CPU")          # or tb.TcccBackend.prepare(...)
     >>> (y,) = rep.run([x])                      # x: float32 NCHW [1, C, H, W]
 
@@ -35,6 +35,7 @@ import onnx
 from onnx.backend.base import Backend, BackendRep, Device, DeviceType
 
 from tcc_compiler.errors import InputError
+from tcc_compiler.options import DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class TcccRep(BackendRep):
     """
 
     def __init__(self, model: onnx.ModelProto, calibration: Sequence[Any] | None = None,
-                 method: str = "mse", target: str | None = None):
+                 method: str = DEFAULTS.method, target: str | None = None):
         super().__init__()
         self.model = model
         self.calibration = list(calibration) if calibration is not None else None
@@ -198,7 +199,7 @@ class TcccBackend(Backend):
             raise TypeError(f"prepare: model must be an onnx.ModelProto or a path to an .onnx "
                             f"file, got {type(model).__name__}")
         super().prepare(model, device, **kwargs)
-        return TcccRep(model, kwargs.get("calibration"), kwargs.get("method", "mse"),
+        return TcccRep(model, kwargs.get("calibration"), kwargs.get("method", DEFAULTS.method),
                        kwargs.get("target"))
 
     @classmethod

@@ -1,0 +1,267 @@
+"""Python API on a compiled output folder: load it, feed it inputs, run, check, evaluate,
+analyze, report and export it (what ``tccc run|eval|analyze|report|export-onnx`` do).
+
+    >>> from tcc_compiler.api import folders
+    >>> prog = folders.load_program("out/")
+    >>> xs, labels = folders.labelled_inputs(["photos/"], prog)
+    >>> results = list(folders.run_inputs(prog, xs))
+
+Every function raises :class:`tcc_compiler.errors.TccError` subclasses with one-line messages
+(InputError for bad paths or arguments, FormatError for a corrupt folder).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from tcc_compiler.binfmt.weightfile import name_hash
+from tcc_compiler.datasets.images import (IMAGE_CHANNELS, Preprocess, bundled_photos,
+                                          folder_entries, load_inputs)
+from tcc_compiler.emit.files import IR_FILE, MANIFEST_FILE
+from tcc_compiler.errors import InputError
+from tcc_compiler.runtime import LoadedProgram, load_program
+from tcc_compiler.runtime.evaluate import PIXEL_MODES, RAW_LAYOUTS
+from tcc_compiler.runtime.loaded import read_report
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PIXEL_MODES", "RAW_LAYOUTS", "LoadedProgram", "analyze_folder",
+           "check_analysis_inputs", "checker", "evaluate_folder", "export_onnx", "inputs_for",
+           "labelled_inputs", "load_program", "name_hash", "read_report", "run_inputs",
+           "write_html_report"]
+
+
+def inputs_for(paths: Sequence[str | os.PathLike], prog: LoadedProgram) -> list[np.ndarray]:
+    """Float32 NCHW inputs for ``prog`` from images (preprocessed as its manifest says),
+    ``.npy`` arrays and folders of them (:func:`tcc_compiler.datasets.images.load_inputs`).
+
+    Raises:
+        InputError: a missing or unreadable file, a wrong shape.
+    """
+    pre = Preprocess.from_dict(prog.manifest["preprocess"])
+    return load_inputs(paths, pre, prog.input_shape)
+
+
+def labelled_inputs(paths: Sequence[str | os.PathLike], prog: LoadedProgram
+                    ) -> tuple[list[np.ndarray], list[str]]:
+    """Inputs as :func:`inputs_for` loads them, each with a label naming its file.
+
+    A folder contributes one label per file in it (``folder/name.jpg``); a ``.npy`` file with
+    N > 1 arrays contributes ``file.npy[i]``.
+
+    Raises:
+        InputError: as :func:`inputs_for`.
+    """
+    pre = Preprocess.from_dict(prog.manifest["preprocess"])
+    xs, labels = [], []
+    for raw in paths:
+        files = folder_entries(Path(raw)) if Path(raw).is_dir() else [Path(raw)]
+        for f in files:
+            arrs = load_inputs([f], pre, prog.input_shape)
+            xs += arrs
+            labels += [str(f)] if len(arrs) == 1 else [f"{f}[{i}]" for i in range(len(arrs))]
+    return xs, labels
+
+
+def _run_job(prog, item) -> dict:
+    """Batch job (module level so worker processes can pickle it): run one float input."""
+    from tcc_compiler.runtime.batch import run_input
+
+    x, schedule, seed = item
+    return run_input(prog, x, schedule, seed)
+
+
+def run_inputs(prog: LoadedProgram, xs: Sequence[np.ndarray], schedule: str = "inorder",
+               seed: int = 0, jobs: int = 1,
+               folder: str | os.PathLike | None = None) -> Iterator[dict]:
+    """Run every input on the reference executor, in order, with ``jobs`` worker processes.
+
+    Args:
+        prog: the loaded program (``folder``, default ``prog.folder``, is reloaded in each
+            worker process).
+        xs: float32 inputs shaped like ``prog.input_shape`` (NCHW), preprocessed.
+        schedule: "inorder" (stream order) or "random" (a legal interleaving of the three
+            queues, hazard-checked, seeded by ``seed``).
+
+    Yields:
+        Per input, the executor's outputs by name (as :meth:`LoadedProgram.run`).
+
+    Raises:
+        InputError: jobs < 1, a wrong shape or non-finite values. ExecutionError: an
+        executor fault.
+    """
+    from tcc_compiler.runtime.batch import imap
+
+    items = [(x, schedule, seed) for x in xs]
+    yield from imap(prog.folder if folder is None else folder, items, _run_job, jobs, prog=prog)
+
+
+def checker(prog: LoadedProgram, model: str | os.PathLike):
+    """A :class:`tcc_compiler.runtime.check.Checker` of ``prog`` against the float ONNX
+    ``model`` (``.check(x, outputs)``: bit_exact vs the golden integer model, sqnr_db and
+    top1_agree vs ONNX Runtime).
+
+    Raises:
+        InputError: the model cannot be read or does not match the program's input.
+    """
+    from tcc_compiler.runtime.check import Checker
+
+    return Checker(prog, model)
+
+
+def evaluate_folder(folder: str | os.PathLike, images: str | os.PathLike,
+                    labels: str | os.PathLike | None = None, *,
+                    check: str | os.PathLike | None = None, limit: int | None = None,
+                    jobs: int = 1, raw_size: str | None = None, raw_layout: str = "HWC",
+                    raw: bool = False, pixels: str = "manifest", scale: float | None = None,
+                    mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                    progress: bool = False) -> dict:
+    """Top-1 / top-5 of a compiled folder on a labelled dataset (``tccc eval``), the float
+    model ``check`` side by side (:func:`tcc_compiler.runtime.evaluate.evaluate`).
+
+    Args:
+        images: class sub-folders, or the files ``labels`` lists ('file,...,label' CSV or
+            'file label' lines). limit: evaluate the first N samples (N >= 1).
+        raw_size: "WxHxC" of raw uint8 sample files (.bin/.raw/.rgb; ``raw``: every file),
+            ``raw_layout`` "HWC" or "CHW". pixels: "manifest" (the compiled preprocessing) or
+            "raw" (0..255); scale/mean/std override it.
+
+    Returns:
+        The result dict (``samples``, ``npu`` and maybe ``float`` top-k counts, ``flips``,
+        ``interrupted``, ``classes`` for class sub-folders).
+
+    Raises:
+        InputError: bad arguments, labels outside the model's classes, unreadable samples.
+    """
+    from tcc_compiler.frontend import parse_input_spec
+    from tcc_compiler.runtime.evaluate import (RawSpec, check_labels, evaluate, find_samples,
+                                               output_classes, preprocess_for)
+
+    prog = load_program(folder)
+    samples, classes = find_samples(images, labels)
+    check_labels(samples, output_classes(prog.manifest))
+    if limit is not None:
+        if limit < 1:
+            raise InputError(f"--limit {limit}: must be >= 1")
+        samples = samples[:limit]
+    spec = None
+    if raw_size:
+        w, h, c = parse_input_spec(raw_size)
+        spec = RawSpec(w, h, c, raw_layout, raw)
+    elif raw:
+        raise InputError("--raw needs --raw-size WxHxC")
+    pre = preprocess_for(prog.manifest["preprocess"], pixels, scale, mean, std)
+    res = evaluate(folder, samples, pre, spec, check, jobs, progress=progress, prog=prog)
+    if classes is not None:
+        res["classes"] = len(classes)
+    return res
+
+
+def check_analysis_inputs(folder: str | os.PathLike, model: str | os.PathLike) -> None:
+    """Refuse up front what :func:`analyze_folder` cannot use.
+
+    Raises:
+        InputError: ``folder`` lacks manifest.json or quantized.tir; ``model`` is missing.
+    """
+    folder = Path(folder)
+    for p in (folder / MANIFEST_FILE, folder / IR_FILE):
+        if not p.is_file():
+            raise InputError(f"{p}: missing; is {folder} a tccc compile output folder?")
+    if not Path(model).is_file():
+        raise InputError(f"{model}: no such file")
+
+
+def _warn_if_other_model(model: str | os.PathLike, manifest: dict, folder: Path) -> None:
+    """Warn when ``model`` is not the ONNX file ``folder`` was compiled from (its sha256
+    differs from the manifest's); silent when the folder was compiled from an IR dump."""
+    from tcc_compiler.fsutil import file_sha256
+
+    rec = manifest.get("model", {}) if isinstance(manifest, dict) else {}
+    want, source = rec.get("sha256"), str(rec.get("source", ""))
+    if want and not source.endswith(".tir") and file_sha256(model) != want:
+        log.warning("%s differs from the model %s was compiled from (%s, sha256); the errors "
+                    "measured mix the two models", model, folder, source or "?")
+
+
+def analyze_folder(folder: str | os.PathLike, model: str | os.PathLike,
+                   inputs: Sequence[str | os.PathLike], progress: Callable | None = None
+                   ) -> tuple[list, int]:
+    """Per-layer INT8 error of a compiled folder against its float ONNX ``model``
+    (:func:`tcc_compiler.quant.analyze.analyze`: accumulated and isolated, worst first).
+
+    The float graph is the driver's import + float-pass stages at the folder's input size; a
+    ``model`` other than the one compiled (sha256) is measured with a warning.
+
+    Returns:
+        (rows, number of inputs): :class:`tcc_compiler.quant.analyze.LayerReport` rows,
+        worst isolated SQNR first.
+
+    Raises:
+        InputError: not a compile output folder (:func:`check_analysis_inputs`), unreadable
+            inputs.
+    """
+    from tcc_compiler import driver
+    from tcc_compiler.ir.text import load_ir
+    from tcc_compiler.quant.analyze import analyze
+
+    check_analysis_inputs(folder, model)
+    folder = Path(folder)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    _warn_if_other_model(model, manifest, folder)
+    shape = tuple(manifest["input"]["shape"])
+    h, w, c = manifest["input"]["npu_hwc"]
+    qgraph = load_ir(folder / IR_FILE)
+    fgraph = driver.run_float_passes(*driver.import_model(model, (w, h, c))).graph
+    xs = load_inputs(inputs, Preprocess.from_dict(manifest["preprocess"]), shape)
+    return analyze(fgraph, qgraph, xs, progress=progress), len(xs)
+
+
+def write_html_report(folder: str | os.PathLike, output: str | os.PathLike,
+                      histogram_inputs: Sequence[str | os.PathLike] | None = None,
+                      progress: Callable | None = None) -> Path:
+    """Write the self-contained HTML report of a compiled folder (``tccc report``).
+
+    Args:
+        histogram_inputs: None = no activation histograms; [] = 4 bundled photos; else
+            images/.npy arrays run through the golden integer model for the histograms.
+        progress: optional iterable wrapper around the histogram inputs.
+
+    Returns:
+        The written file's path.
+
+    Raises:
+        InputError: unreadable folder or inputs; bundled photos for a model taking other than
+            1 or 3 channels.
+    """
+    from tcc_compiler.report import write_html
+    from tcc_compiler.report.html import activation_histograms
+
+    hist = None
+    if histogram_inputs is not None:
+        prog = load_program(folder)
+        c = int(prog.input_shape[1])
+        if not histogram_inputs and c not in IMAGE_CHANNELS:
+            raise InputError(f"{folder}: the model takes {c} channels; the bundled photos "
+                             "(used when --histograms names no inputs) load as 1 or 3 channels "
+                             "- pass .npy arrays: --histograms a.npy ...")
+        xs = inputs_for(histogram_inputs or bundled_photos("calib")[:4], prog)
+        hist = activation_histograms(folder, list((progress or (lambda it: it))(xs)))
+    return write_html(folder, output, hist)
+
+
+def export_onnx(folder: str | os.PathLike, output: str | os.PathLike) -> Path:
+    """Write a compiled folder as a standard QDQ ONNX model
+    (:func:`tcc_compiler.export.save_qdq`; the mapping is documented in export/qdq.py).
+
+    Returns:
+        The written file's path.
+    """
+    from tcc_compiler.export import save_qdq
+
+    return save_qdq(folder, output)

@@ -1,0 +1,15 @@
+"""Emission: assemble the compiled package from the lowered program (layer 5, beside binfmt).
+
+* :mod:`~tcc_compiler.emit.files`: the names of the output folder's files;
+* :mod:`~tcc_compiler.emit.manifest`: :func:`build_manifest` (what a host runtime needs);
+* :mod:`~tcc_compiler.emit.report`: :func:`build_report` (sizes, MACs, cycle estimates);
+* :mod:`~tcc_compiler.emit.package`: :func:`write_package`, :func:`copy_package` (the output
+  folder, atomically).
+
+:mod:`tcc_compiler.binfmt` encodes the two binaries themselves. The package re-exports only
+the file names (cheap to import for readers of a folder); import the builders from their
+modules.
+"""
+
+from tcc_compiler.emit.files import (CALIB_TABLE_FILE, CMD_FILE, IR_FILE,  # noqa: F401
+                                     MANIFEST_FILE, REPORT_CSV_FILE, REPORT_FILE, WEIGHT_FILE)

@@ -1,0 +1,24 @@
+"""The names of the files in a compiled output folder (one place; see README "Walkthrough").
+
+The host runtime (:mod:`tcc_compiler.runtime`) reads the same folder.
+"""
+
+from __future__ import annotations
+
+from tcc_compiler.quant.calib_table import CALIB_TABLE_FILE
+
+#: The command stream container (specs/isa.md).
+CMD_FILE = "npu_cmd.bin"
+#: The weight container (specs/weights.md).
+WEIGHT_FILE = "quantized_network.bin"
+#: Input/output quantization, layouts, host ops, target (:func:`emit.manifest.build_manifest`).
+MANIFEST_FILE = "manifest.json"
+#: Sizes, MACs, estimated cycles per layer (:func:`emit.report.build_report`).
+REPORT_FILE = "report.json"
+#: Per-layer table of report.json as CSV (:func:`tcc_compiler.schedule.report.to_csv`).
+REPORT_CSV_FILE = "report.csv"
+#: The quantized IR (specs/ir.lark), its constants in ``quantized.npz`` beside it.
+IR_FILE = "quantized.tir"
+
+__all__ = ["CALIB_TABLE_FILE", "CMD_FILE", "IR_FILE", "MANIFEST_FILE", "REPORT_CSV_FILE",
+           "REPORT_FILE", "WEIGHT_FILE"]

@@ -1,0 +1,68 @@
+"""``manifest.json``: everything a host runtime needs to feed and read the NPU program.
+
+Built from the quantized graph, the lowered :class:`~tcc_compiler.schedule.Program` and the
+target by :func:`build_manifest`; read back by :mod:`tcc_compiler.runtime.loaded`.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from tcc_compiler import __version__
+from tcc_compiler.binfmt.weightfile import compression_summary
+from tcc_compiler.emit.files import CMD_FILE, WEIGHT_FILE
+from tcc_compiler.ir.graph import Graph
+from tcc_compiler.ir.ops import HOST_OPS
+from tcc_compiler.schedule import Program
+from tcc_compiler.target import Target
+
+
+def _host_ops(graph: Graph) -> list[dict]:
+    """The host ops run after the NPU program (softmax, argmax), as manifest entries."""
+    out = []
+    for n in graph.nodes:
+        if n.op in HOST_OPS:
+            out.append({"op": n.op.value, "input": n.inputs[0].name, "output": n.output.name,
+                        "axis": n.attrs.axis, "keepdims": n.attrs.keepdims,
+                        "source": list(n.source)})
+    return out
+
+
+def _io_dict(io) -> dict:
+    """One NPU input/output (a Program IO record) as a manifest entry."""
+    return {"name": io.name, "shape": list(io.shape), "npu_hwc": list(io.hwc),
+            "npu_layout": "NHWC", "dtype": io.dtype, "region": io.region.name,
+            "offset": io.offset, "scale": io.scale, "zero_point": io.zero_point}
+
+
+def build_manifest(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, preprocess,
+                   method: str, n_calib: int, calib_source: str, source, sha: str) -> dict:
+    """The manifest: everything a host runtime needs to feed and read the NPU program."""
+    inp = dict(_io_dict(program.inputs[0]))
+    inp["onnx_layout"] = graph.meta.get("input_layout", "NCHW")
+    inp["onnx_name"] = graph.meta.get("onnx_input", inp["name"])
+    inp["quantize"] = "q = clamp(rint(x / scale) + zero_point, -128, 127), NHWC"
+    return {
+        "format": "tccc-manifest",
+        "manifest_version": 1,
+        "tool": "tccc",
+        "tool_version": __version__,
+        "model": {"source": str(source) if source else graph.name, "sha256": sha,
+                  "opset": graph.meta.get("opset")},
+        "target": {"name": tgt.name, "sram_bytes": tgt.sram_bytes,
+                   "macs_per_cycle": tgt.macs_per_cycle, "clock_hz": tgt.clock_hz},
+        "files": {
+            CMD_FILE: {"bytes": len(cmd_bin), "crc32": zlib.crc32(cmd_bin)},
+            WEIGHT_FILE: {"bytes": len(program.weight_file),
+                          "crc32": zlib.crc32(program.weight_file),
+                          "compression": compression_summary(program.weight_file)},
+        },
+        "dram": {"act_arena_bytes": program.act_arena_bytes,
+                 "input_bytes": program.input_bytes, "output_bytes": program.output_bytes},
+        "input": inp,
+        "outputs": [_io_dict(o) for o in program.outputs],
+        "graph_outputs": [o.name for o in graph.outputs],
+        "host_ops": _host_ops(graph),
+        "preprocess": preprocess.to_dict(),
+        "calibration": {"method": method, "inputs": n_calib, "source": calib_source},
+    }

@@ -1,0 +1,62 @@
+"""Write a compiled output folder (the files of :mod:`tcc_compiler.emit.files`) atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from tcc_compiler.emit.files import (CALIB_TABLE_FILE, CMD_FILE, IR_FILE, MANIFEST_FILE,
+                                     REPORT_CSV_FILE, REPORT_FILE, WEIGHT_FILE)
+from tcc_compiler.fsutil import atomic_dir
+from tcc_compiler.ir.graph import Graph
+from tcc_compiler.ir import text as ir_text
+from tcc_compiler.quant.calib_table import write_table
+from tcc_compiler.schedule import report as perf_report
+
+
+def write_package(folder: str | os.PathLike, cmd_bin: bytes, weight_bin: bytes, manifest: dict,
+                  report: dict, graph: Graph, calib_table: dict | None = None) -> Path:
+    """Write npu_cmd.bin, quantized_network.bin, manifest.json, report.json, report.csv (the
+    per-layer table), the quantized IR (quantized.tir + .npz) and, when given, the
+    calibration table into ``folder``, replacing it in one step (:func:`fsutil.atomic_dir`).
+
+    Args:
+        cmd_bin, weight_bin: the two NPU binaries (bytes). manifest, report: JSON-ready dicts
+            (written sorted, indented by 2). graph: the quantized graph IR.
+        calib_table: the tensor -> range table (quant/calib_table.py), or None.
+
+    Returns:
+        The folder path.
+
+    Raises:
+        InputError: the folder cannot be written, or holds files tccc did not write.
+    """
+    with atomic_dir(folder) as tmp:
+        (tmp / CMD_FILE).write_bytes(cmd_bin)
+        (tmp / WEIGHT_FILE).write_bytes(weight_bin)
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        (tmp / REPORT_CSV_FILE).write_text(perf_report.to_csv(report.get("layers", [])))
+        ir_text.save_ir(graph, tmp / IR_FILE)  # looked up at call time (tests patch it)
+        if calib_table is not None:
+            write_table(calib_table, tmp / CALIB_TABLE_FILE)
+    return Path(folder)
+
+
+def copy_package(src: str | os.PathLike, folder: str | os.PathLike) -> Path:
+    """Copy the files of the output folder ``src`` (not its sub-folders) into ``folder``,
+    replacing it in one step (:func:`fsutil.atomic_dir`).
+
+    Returns:
+        The folder path.
+
+    Raises:
+        InputError: as :func:`write_package`.
+    """
+    with atomic_dir(folder) as tmp:
+        for f in Path(src).iterdir():
+            if f.is_file():
+                shutil.copy2(f, tmp / f.name)
+    return Path(folder)

@@ -1,0 +1,88 @@
+"""``report.json``: the compile report (sizes, MACs, estimated cycles per layer and in total).
+
+Cycle figures come from replaying the command stream on the target's cost model
+(:func:`tcc_compiler.schedule.replay`); the bounds (roofline, SRAM capacity) from
+:mod:`tcc_compiler.schedule.report`.
+"""
+
+from __future__ import annotations
+
+from tcc_compiler import __version__
+from tcc_compiler.binfmt.weightfile import compression_summary
+from tcc_compiler.ir.graph import Graph
+from tcc_compiler.isa.spec import Queue
+from tcc_compiler.passes import PassManager
+from tcc_compiler.schedule import Program, replay
+from tcc_compiler.schedule import report as perf_report
+from tcc_compiler.target import Target
+
+
+def _weight_raw(li) -> dict:
+    """``weight_raw_bytes`` (weights + params before compression, bytes) and ``weight_ratio``
+    (bytes in quantized_network.bin / raw, as ``tccc inspect --csv`` gives) of a layer with
+    weights (a LayerInfo); {} without."""
+    if not li.weight_raw_bytes:
+        return {}
+    return {"weight_raw_bytes": li.weight_raw_bytes,
+            "weight_ratio": round(li.weight_file_bytes / li.weight_raw_bytes, 4)}
+
+
+def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm: PassManager,
+                 timings: dict) -> dict:
+    """The compile report: sizes, MACs, estimated cycles per layer and in total."""
+    spans = replay(program.commands, tgt)
+    total_cycles = spans[-1][1] if spans else 0
+    layers = []
+    for li in program.layers:
+        if li.cmds is not None:
+            # a cascaded op's commands interleave with its chain's, so its wall-clock span
+            # overlaps the others': count the cycles its own compute commands are busy
+            own = [i for i in li.cmds if program.commands[i].queue is Queue.COMPUTE]
+            cycles = sum(spans[i][1] - spans[i][0] for i in own)
+            n_cmds = len(li.cmds)
+        else:
+            seg = spans[li.first_cmd:li.end_cmd]
+            cycles = max(e for _, e in seg) - min(s for s, _ in seg)
+            n_cmds = li.end_cmd - li.first_cmd
+        layers.append({
+            "name": li.name, "op": li.kind, "source": list(li.source),
+            "input_shape": list(li.in_shape), "output_shape": list(li.out_shape),
+            "tiles": li.tiles, "macs": li.macs, "estimated_cycles": cycles,
+            "commands": n_cmds, "weight_bytes": li.weight_bytes,
+            **_weight_raw(li),
+            "sram_bytes": li.sram_bytes, "tiling": li.plan,
+            **perf_report.layer_dram(program, li),
+            "mac_utilisation": round(perf_report.utilisation(li.macs, cycles, tgt), 4),
+        })
+    macs = sum(li.macs for li in program.layers)
+    dram_rd, dram_wr = perf_report.dram_bytes(program.commands)
+    min_dram = (sum(li.weight_bytes for li in program.layers) + program.input_bytes
+                + program.output_bytes)
+    counts: dict[str, int] = {}
+    for li in program.layers:
+        counts[li.kind] = counts.get(li.kind, 0) + 1
+    return {
+        "tool_version": __version__,
+        "target": tgt.name,
+        "command_bytes": len(cmd_bin),
+        "weight_bytes": len(program.weight_file),
+        "weight_compression": compression_summary(program.weight_file),
+        "commands": len(program.commands),
+        "macs": macs,
+        "estimated_cycles": total_cycles,
+        "estimated_latency_ms": total_cycles / tgt.clock_hz * 1e3,
+        "sram_bytes": program.sram_bytes,
+        "dram_activation_bytes": program.act_arena_bytes,
+        "dram_read_bytes": dram_rd,
+        "dram_write_bytes": dram_wr,
+        "minimal_dram_bytes": min_dram,
+        "mac_utilisation": round(perf_report.utilisation(macs, total_cycles, tgt), 4),
+        "roofline": perf_report.roofline(macs, min_dram, tgt),
+        "capacity_bound": perf_report.capacity_bound(
+            [li.macs for li in program.layers], [li.weight_bytes for li in program.layers],
+            tgt, [li.name for li in program.layers]),
+        "npu_ops": counts,
+        "layers": layers,
+        "passes": {"seconds": pm.stats.seconds, "fired": pm.stats.fired},
+        "compile_seconds": timings,
+    }

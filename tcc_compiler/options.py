@@ -1,0 +1,116 @@
+"""The compile options: one frozen record from the CLI through the API to the driver.
+
+Every compile setting and its default is written here once; ``tccc compile``'s argparse
+defaults and help texts, :func:`tcc_compiler.api.compile`, the ONNX backend and
+:func:`tcc_compiler.driver.compile_model` read them from :class:`CompileOptions`. The two
+calibration defaults are named by the calibration module that defines the methods
+(:data:`tcc_compiler.quant.calibrate.DEFAULT_METHOD`, ``DEFAULT_PERCENTILE``), the default
+target by the target module (:data:`tcc_compiler.target.target.DEFAULT_TARGET`), because those
+lower layers use them and cannot import this layer-9 module; this record takes them from there
+instead of writing them again.
+
+    >>> from tcc_compiler.options import CompileOptions
+    >>> opts = CompileOptions(input_whc="640x320x3", method="percentile", percentile=99.9)
+    >>> opts.with_(compress_weights=False).compress_weights
+    False
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any, Sequence
+
+from tcc_compiler.errors import InputError
+from tcc_compiler.quant.calibrate import DEFAULT_METHOD, DEFAULT_PERCENTILE
+from tcc_compiler.target.target import DEFAULT_TARGET
+
+__all__ = ["CompileOptions", "DEFAULTS", "DEFAULT_TARGET", "check_option_names",
+           "make_options"]
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """Every setting of one compilation (frozen: derive variants with :meth:`with_`).
+
+    Attributes:
+        input_whc: the input size as ``"WxHxC"`` or ``(W, H, C)`` (width, height, channels;
+            ``"640x320x3"`` is 640 wide and 320 high; the CLI's ``--input``); None = the
+            model's fixed input dims. Batch is 1.
+        target: target name, ``.toml`` path or :class:`tcc_compiler.target.Target`; None =
+            :data:`DEFAULT_TARGET`.
+        calibration: image paths, folders, ``.npy`` paths or float32 NCHW arrays shaped like
+            the ONNX input (preprocessed); None = the photos bundled with the package.
+        method: calibration method, one of :data:`tcc_compiler.quant.METHODS` ("mse": the
+            clipping range minimising quantization MSE; "minmax"; "percentile"; "entropy": KL
+            divergence, TensorRT style).
+        percentile: p of the "percentile" method, in percent, in (50, 100].
+        calib_table: a ``calib_table.json`` (of an earlier compile, maybe edited) whose ranges
+            replace calibration.
+        bias_correction: fold each conv/fc's mean per-channel INT8 error on the calibration
+            inputs into its bias (needs calibration inputs).
+        compress_weights: store weights and parameters DEFLATE-compressed per channel block
+            (lossless, expanded by DMA_LOAD_Z, specs/weights.md); False stores them raw.
+        preprocess: :class:`tcc_compiler.datasets.images.Preprocess` recorded in the manifest;
+            None = ImageNet mean/std at the input size (greyscale for 1 channel).
+        verify_ir: run the IR verifier after every pass and after quantization.
+        dump_ir: folder to write the IR after every stage to (``NN-<stage>.tir`` + ``.npz``).
+        print_ir_before, print_ir_after: stage names (or ``"all"``) whose IR is printed to
+            stderr before / after the stage.
+    """
+
+    input_whc: str | tuple[int, int, int] | None = None
+    target: Any = None
+    calibration: Sequence[Any] | None = None
+    method: str = DEFAULT_METHOD
+    percentile: float = DEFAULT_PERCENTILE
+    calib_table: str | os.PathLike | None = None
+    bias_correction: bool = False
+    compress_weights: bool = True
+    preprocess: Any = None
+    verify_ir: bool = False
+    dump_ir: str | os.PathLike | None = None
+    print_ir_before: tuple[str, ...] | None = None
+    print_ir_after: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        # sequences are stored as tuples so that a frozen record cannot change under a caller
+        for name in ("calibration", "print_ir_before", "print_ir_after"):
+            v = getattr(self, name)
+            if isinstance(v, list):
+                object.__setattr__(self, name, tuple(v))
+
+    def with_(self, **changes: Any) -> CompileOptions:
+        """A copy with ``changes`` applied (field names of this record).
+
+        Raises:
+            InputError: a name that is not a compile option.
+        """
+        check_option_names(changes)
+        return replace(self, **changes)
+
+
+#: The defaults, for help texts (``CompileOptions()`` with nothing set).
+DEFAULTS = CompileOptions()
+
+
+def check_option_names(settings: dict) -> None:
+    """Refuse keyword arguments that are not :class:`CompileOptions` fields.
+
+    Raises:
+        InputError: naming the unknown options and listing the valid ones.
+    """
+    known = [f.name for f in fields(CompileOptions)]
+    unknown = [k for k in settings if k not in known]
+    if unknown:
+        raise InputError(f"unknown compile option(s) {', '.join(unknown)} (options: "
+                         f"{', '.join(known)})")
+
+
+def make_options(options: CompileOptions | None = None, **settings: Any) -> CompileOptions:
+    """``options`` (default: :data:`DEFAULTS`) with the keyword ``settings`` applied.
+
+    Raises:
+        InputError: a setting that is not a compile option.
+    """
+    return (options or DEFAULTS).with_(**settings)
