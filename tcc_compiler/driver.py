@@ -254,7 +254,7 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
 
     t0 = time.perf_counter()
     program = lower(graph, tgt, __version__, compress_weights=compress_weights)
-    cmd_bin = write_cmd_file(program.commands, sram_bytes=program.sram_bytes,
+    cmd_bin = write_cmd_file(program.commands, sram_peak_bytes=program.sram_bytes,
                              act_arena_bytes=program.act_arena_bytes,
                              input_bytes=program.input_bytes, output_bytes=program.output_bytes,
                              tool_version=__version__, slots=program.slots)
@@ -379,13 +379,12 @@ def build_manifest(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, 
     inp["quantize"] = "q = clamp(rint(x / scale) + zero_point, -128, 127), NHWC"
     return {
         "format": "tccc-manifest",
-        "manifest_version": 1,
+        "manifest_version": 2,
         "tool": "tccc",
         "tool_version": __version__,
         "model": {"source": str(source) if source else graph.name, "sha256": sha,
                   "opset": graph.meta.get("opset")},
-        "target": {"name": tgt.name, "sram_bytes": tgt.sram_bytes,
-                   "macs_per_cycle": tgt.macs_per_cycle, "clock_hz": tgt.clock_hz},
+        "target": tgt.to_dict(),
         "files": {
             CMD_FILE: {"bytes": len(cmd_bin), "crc32": zlib.crc32(cmd_bin)},
             WEIGHT_FILE: {"bytes": len(program.weight_file),

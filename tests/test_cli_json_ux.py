@@ -162,7 +162,7 @@ def test_execution_error_names_the_folder_file(built):
     from tcc_compiler.runtime import load_program
 
     prog = load_program(built[0])
-    prog.executor.sram_bytes = 16  # every tile now lies outside SRAM: an illegal command
+    prog.executor.target = prog.executor.target.with_sram(16)  # every tile now lies outside
     x = np.zeros(prog.input_shape, np.float32)
     with pytest.raises(ExecutionError) as exc:
         prog.run(x)
