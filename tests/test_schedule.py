@@ -102,8 +102,8 @@ def test_tiny_sram_bit_exact(qgraph, sram):
     if sram:
         t = t.with_sram(sram)
     prog = lower(g, t, "test")
-    assert prog.sram_bytes <= t.sram_bytes
-    assert all(info.sram_bytes <= t.sram_bytes for info in prog.layers)
+    assert prog.sram_bytes <= t.sram_capacity_bytes
+    assert all(info.sram_bytes <= t.sram_capacity_bytes for info in prog.layers)
     if sram == 4096:   # a tiny SRAM forces tiling of the stem conv at least
         assert max(info.tiles for info in prog.layers) > 1
     assert _happens_before_violations(prog.commands) == []

@@ -4,7 +4,9 @@ program whose manifest target is edited below what the program needs is refused 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -107,26 +109,23 @@ def _edited(built, tmp_path: Path, **fields) -> Path:
     shutil.copytree(d / "default", out)
     m = json.loads((out / "manifest.json").read_text())
     tgt = Target.from_dict(m["target"])
-    import dataclasses
-
     m["target"] = dataclasses.replace(tgt, **fields).to_dict()
     (out / "manifest.json").write_text(json.dumps(m))
     return out
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"sram_capacity_bytes": 64 * 1024},
+    pytest.param({"sram_capacity_bytes": 64 * 1024},
      r"command \d+ \([A-Z_]+\): sram range 0x[0-9a-f]+-0x[0-9a-f]+ \(\w+\) outside the "
-     r"target's SRAM \(tcc750x: sram_capacity_bytes = 65536\)"),
-    ({"array_in_channels": 16, "macs_per_cycle": 1024},
+     r"target's SRAM \(tcc750x: sram_capacity_bytes = 65536\)", id="less-sram"),
+    pytest.param({"array_in_channels": 16, "macs_per_cycle": 1024},
      r"command \d+ \(CONV_TILE\): image mode packs kw \* cin_g = 7 \* 3 = 21 values per "
-     r"input vector, target tcc750x has array_in_channels = 16"),
-    ({"image_mode": False}, r"command \d+ \(CONV_TILE\): image mode"),
+     r"input vector, target tcc750x has array_in_channels = 16", id="fewer-lanes"),
+    pytest.param({"image_mode": False}, r"command \d+ \(CONV_TILE\): image mode",
+                 id="no-image-mode"),
 ])
 def test_program_exceeding_its_edited_target_is_refused(built, tmp_path, capsys, fields,
                                                         message):
-    import re
-
     out = _edited(built, tmp_path, **fields)
     assert _image_lanes(load_program(built[0] / "default")) == [21]   # the stem uses it
     capsys.readouterr()
@@ -137,15 +136,14 @@ def test_program_exceeding_its_edited_target_is_refused(built, tmp_path, capsys,
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda m: m["target"].pop("vector_lanes"),
-     "target.vector_lanes: expected a positive integer, got None"),
-    (lambda m: m["target"].update(clock_hz=1), "target.sha256: .* does not match"),
-    (lambda m: m.update(manifest_version=1),
-     "manifest_version 1 not supported .*recompile"),
+    pytest.param(lambda m: m["target"].pop("vector_lanes"),
+                 "target.vector_lanes: expected a positive integer, got None", id="missing"),
+    pytest.param(lambda m: m["target"].update(clock_hz=1),
+                 "target.sha256: .* does not match", id="stale-sha256"),
+    pytest.param(lambda m: m.update(manifest_version=1),
+                 "manifest_version 1 not supported .*recompile", id="version-1"),
 ])
 def test_bad_manifest_target_is_a_clean_error(built, tmp_path, capsys, edit, message):
-    import re
-
     out = tmp_path / "bad"
     shutil.copytree(built[0] / "default", out)
     m = json.loads((out / "manifest.json").read_text())

@@ -5,6 +5,7 @@ image mode, array input lanes) before running anything; the target's manifest fo
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -134,7 +135,7 @@ def test_from_dict_rejects_a_non_object():
 
 
 def test_target_file_accepts_the_old_sram_key(tmp_path):
-    text = load_target().source and open(load_target().source).read()
+    text = Path(load_target().source).read_text()
     old = tmp_path / "old.toml"
     old.write_text(text.replace("sram_capacity_bytes =", "sram_bytes ="))
     assert load_target(str(old)).sram_capacity_bytes == 2 * 1024 * 1024
