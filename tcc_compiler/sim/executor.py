@@ -17,7 +17,6 @@ naming the command index and mnemonic.
 from __future__ import annotations
 
 import logging
-import mmap
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -50,6 +49,7 @@ from tcc_compiler.numerics.kernels import conv_epilogue_int32
 from tcc_compiler.sim.blas import blas_threads
 from tcc_compiler.sim.hazards import HazardError, Ordering, ShadowMemory
 from tcc_compiler.sim.limits import check_program
+from tcc_compiler.sim.memory import ByteBox, Memory
 from tcc_compiler.target import Target
 
 log = logging.getLogger(__name__)
@@ -72,44 +72,6 @@ class ExecStats:
     commands: Counter = field(default_factory=Counter)
     bytes_per_queue: Counter = field(default_factory=Counter)
     macs: int = 0
-
-
-class _ByteBox:
-    """Write-only stand-in for a strided box of multi-byte elements: ``box[...] = y`` stores
-    ``y`` (little-endian, [h, w, c]) through the byte view ``raw`` ([h, w, c * itemsize])."""
-
-    def __init__(self, raw: np.ndarray, dtype):
-        self.raw, self.dtype = raw, np.dtype(dtype)
-
-    def __setitem__(self, key, y: np.ndarray) -> None:
-        y = np.ascontiguousarray(y, dtype=self.dtype.newbyteorder("<"))
-        self.raw[...] = y.view(np.uint8).reshape(self.raw.shape)
-
-
-class _Memory:
-    """A byte-addressed memory (bytearray) with bounds-checked numpy views."""
-
-    def __init__(self, name: str, buf: bytearray, writable: bool):
-        self.name = name
-        self.buf = buf
-        self.arr = np.frombuffer(self.buf, dtype=np.uint8)
-        self.writable = writable
-
-    @classmethod
-    def filled(cls, name: str, size: int, fill: int) -> "_Memory":
-        """A writable memory of ``size`` bytes, each ``fill``.
-
-        Zero-filled memories are anonymous mmaps: the OS hands out zero pages only when they
-        are touched, so a header that claims a huge region costs address space, not RAM (a
-        hostile 400-byte file cannot make the executor commit gigabytes)."""
-        if fill:
-            return cls(name, bytearray([fill]) * size, True)
-        return cls(name, mmap.mmap(-1, max(size, 1)) if size else bytearray(0), True)
-
-    @property
-    def size(self) -> int:
-        """Size in bytes."""
-        return len(self.arr)
 
 
 def _conv_out(n_in: int, pad_a: int, pad_b: int, k: int, s: int, d: int) -> int:
@@ -208,12 +170,12 @@ class Executor:
         problem = end_problem(list(c.commands))
         if problem:
             raise ExecutionError(f"{c.path}: {problem}")
-        self._sram = _Memory.filled("SRAM", self.target.sram_capacity_bytes, self.fill)
+        self._sram = Memory.filled("SRAM", self.target.sram_capacity_bytes, self.fill)
         self._dram = {
-            spec.Region.WEIGHTS: _Memory("WEIGHTS", bytearray(self.weights_data), False),
-            spec.Region.ACT: _Memory.filled("ACT", c.act_arena_bytes, self.fill),
-            spec.Region.INPUT: _Memory("INPUT", bytearray(input_bytes), True),
-            spec.Region.OUTPUT: _Memory.filled("OUTPUT", c.output_bytes, self.fill),
+            spec.Region.WEIGHTS: Memory("WEIGHTS", bytearray(self.weights_data), False),
+            spec.Region.ACT: Memory.filled("ACT", c.act_arena_bytes, self.fill),
+            spec.Region.INPUT: Memory("INPUT", bytearray(input_bytes), True),
+            spec.Region.OUTPUT: Memory.filled("OUTPUT", c.output_bytes, self.fill),
         }
         self._regs = Registers()
         stats = ExecStats()
@@ -324,7 +286,7 @@ class Executor:
         raw = as_strided(self._sram.arr[addr:], (h, w, c * eb), (row, px, 1))
         if eb == 1:
             return raw.view(dtype)
-        return _ByteBox(raw, dtype)
+        return ByteBox(raw, dtype)
 
     def _sram_tensor(self, i, cmd, what, addr, shape, dtype=np.int8) -> np.ndarray:
         n = int(np.prod(shape)) * np.dtype(dtype).itemsize
