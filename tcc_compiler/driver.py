@@ -322,7 +322,7 @@ def lower_program(graph: Graph, tgt: Target,
         ScheduleError: an op that cannot be tiled into the target's SRAM.
     """
     program = lower(graph, tgt, __version__, compress_weights=options.compress_weights)
-    cmd_bin = write_cmd_file(program.commands, sram_bytes=program.sram_bytes,
+    cmd_bin = write_cmd_file(program.commands, sram_peak_bytes=program.sram_bytes,
                              act_arena_bytes=program.act_arena_bytes,
                              input_bytes=program.input_bytes, output_bytes=program.output_bytes,
                              tool_version=__version__, slots=program.slots)

@@ -196,10 +196,11 @@ def run_program_impl(prog, budget: int, g: Graph, x: np.ndarray, schedule: str =
     from tcc_compiler.isa.commands import Space
     from tcc_compiler.quant.params import quantize_input
     from tcc_compiler.sim.executor import Executor
+    from tcc_compiler.target import load_target
     from tcc_compiler.sim.hazards import check_stream
 
     cmd = read_cmd_file(write_cmd_file(
-        prog.commands, sram_bytes=prog.sram_bytes, act_arena_bytes=prog.act_arena_bytes,
+        prog.commands, sram_peak_bytes=prog.sram_bytes, act_arena_bytes=prog.act_arena_bytes,
         input_bytes=prog.input_bytes, output_bytes=prog.output_bytes, tool_version="test",
         slots=prog.slots))
     wf = read_weight_file(prog.weight_file)
@@ -208,8 +209,8 @@ def run_program_impl(prog, budget: int, g: Graph, x: np.ndarray, schedule: str =
              Space.WEIGHTS: len(wf.data)}
     hazards = check_stream(list(cmd.commands), sizes)
     q = quantize_input(x, g.inputs[0]).tobytes()
-    out = Executor(cmd, wf, budget, fill=0xA5).run(q + bytes(prog.input_bytes - len(q)),
-                                                   schedule=schedule, seed=seed)
+    out = Executor(cmd, wf, load_target().with_sram(budget), fill=0xA5).run(
+        q + bytes(prog.input_bytes - len(q)), schedule=schedule, seed=seed)
     got = {}
     for o in prog.outputs:
         dt = np.int8 if o.dtype == "int8" else np.int32

@@ -24,7 +24,7 @@ from tcc_compiler.isa import commands as C
 from tcc_compiler.isa import spec
 from tcc_compiler.isa.codec import encode_commands
 
-SIZES = dict(sram_bytes=4096, act_arena_bytes=1024, input_bytes=240, output_bytes=480)
+SIZES = dict(sram_peak_bytes=4096, act_arena_bytes=1024, input_bytes=240, output_bytes=480)
 
 
 def _program():
@@ -71,7 +71,7 @@ def test_cmd_round_trip():
     f = read_cmd_file(data)
     assert list(f.commands) == _program() and list(f.offsets) == offsets
     assert (f.version_major, f.version_minor, f.header_bytes) == (3, 0, 64)
-    assert (f.sram_bytes, f.act_arena_bytes, f.input_bytes, f.output_bytes) == \
+    assert (f.sram_peak_bytes, f.act_arena_bytes, f.input_bytes, f.output_bytes) == \
         tuple(SIZES.values())
     assert f.tool_version == "tccc 0.1.0"
     assert f.disassemble().splitlines()[0].startswith("0x000040  DMA_LOAD")
@@ -114,7 +114,7 @@ def test_cmd_minor_version_accepted():
 
 
 def test_cmd_header_crc_checked():
-    bad = _set_field(_cmd_bytes(), CMD_HEADER_FIELDS, "sram_bytes", 1, fix_crc=False)
+    bad = _set_field(_cmd_bytes(), CMD_HEADER_FIELDS, "sram_peak_bytes", 1, fix_crc=False)
     with pytest.raises(FormatError, match="header_crc32"):
         read_cmd_file(bad)
 

@@ -22,8 +22,10 @@ from tcc_compiler.numerics import (
 )
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
 from tcc_compiler.sim import Executor
+from tcc_compiler.target import load_target
 
 SRAM = 1 << 16
+TARGET = load_target().with_sram(SRAM)
 FILL = 0xA5            # SRAM/ACT/OUTPUT start as 0xA5 so reads of unwritten bytes show up
 H, W, CIN, OC = 5, 6, 8, 16
 
@@ -31,11 +33,12 @@ H, W, CIN, OC = 5, 6, 8, 16
 def _run(cmds, inp: bytes, output_bytes: int, weights: bytes | None = None, act: int = 0,
          with_stats: bool = False):
     """Round-trip the program through both containers, then execute it."""
-    cmd = read_cmd_file(write_cmd_file(cmds + [C.End()], sram_bytes=SRAM, act_arena_bytes=act,
-                                       input_bytes=len(inp), output_bytes=output_bytes,
+    cmd = read_cmd_file(write_cmd_file(cmds + [C.End()], sram_peak_bytes=SRAM,
+                                       act_arena_bytes=act, input_bytes=len(inp),
+                                       output_bytes=output_bytes,
                                        tool_version="test"))
     wf = read_weight_file(weights if weights is not None else WeightFileBuilder().build("t"))
-    ex = Executor(cmd, wf, SRAM, fill=FILL)
+    ex = Executor(cmd, wf, TARGET, fill=FILL)
     out, stats = ex.run_with_stats(inp)
     return (out, stats) if with_stats else out
 
@@ -299,11 +302,11 @@ def test_conv_tile_checks():
 
 
 def test_run_checks():
-    cmd = read_cmd_file(write_cmd_file([C.End()], sram_bytes=SRAM, act_arena_bytes=0,
+    cmd = read_cmd_file(write_cmd_file([C.End()], sram_peak_bytes=SRAM, act_arena_bytes=0,
                                        input_bytes=4, output_bytes=4, tool_version="t"))
-    with pytest.raises(ExecutionError, match="needs 65536 bytes of SRAM"):
-        Executor(cmd, None, SRAM - 1)
-    ex = Executor(cmd, None, SRAM)
+    with pytest.raises(ExecutionError, match="sram_peak_bytes = 65536 exceeds"):
+        Executor(cmd, None, TARGET.with_sram(SRAM - 1))
+    ex = Executor(cmd, None, TARGET)
     with pytest.raises(InputError, match="input is 3 bytes"):
         ex.run(bytes(3))
     assert ex.run(bytes(4)) == bytes(4) and ex.stats.commands["END"] == 1
@@ -329,10 +332,11 @@ def _conv_program():
 def test_schedules_agree_and_check_mode():
     cmds, inp, n_out, wbin = _conv_program()
     ref = _run(cmds, inp, n_out, wbin)
-    cmd = read_cmd_file(write_cmd_file(cmds + [C.End()], sram_bytes=SRAM, act_arena_bytes=0,
-                                       input_bytes=len(inp), output_bytes=n_out,
+    cmd = read_cmd_file(write_cmd_file(cmds + [C.End()], sram_peak_bytes=SRAM,
+                                       act_arena_bytes=0, input_bytes=len(inp),
+                                       output_bytes=n_out,
                                        tool_version="t"))
-    ex = Executor(cmd, read_weight_file(wbin), SRAM, fill=FILL)
+    ex = Executor(cmd, read_weight_file(wbin), TARGET, fill=FILL)
     assert ex.run(inp, check=True) == ref
     for seed in range(4):
         assert ex.run(inp, schedule="random", seed=seed) == ref
@@ -370,9 +374,10 @@ def test_unknown_opcode_and_truncation_named():
 
 def test_never_written_read_named():
     cmds = [_load(Region.ACT, 0, 0, 8), _store(Region.OUTPUT, 0, 0, 8, wait_load=0)]
-    cmd = read_cmd_file(write_cmd_file(cmds + [C.End()], sram_bytes=SRAM, act_arena_bytes=64,
-                                       input_bytes=4, output_bytes=8, tool_version="t"))
-    ex = Executor(cmd, None, SRAM)
+    cmd = read_cmd_file(write_cmd_file(cmds + [C.End()], sram_peak_bytes=SRAM,
+                                       act_arena_bytes=64, input_bytes=4, output_bytes=8,
+                                       tool_version="t"))
+    ex = Executor(cmd, None, TARGET)
     assert ex.run(bytes(4)) == bytes(8)                       # unchecked: reads the fill
     with pytest.raises(ExecutionError, match=r"command 0 \(DMA_LOAD\): field dram: reads ACT "
                                              r"byte 0x0 that nothing wrote"):
@@ -408,11 +413,11 @@ def test_fuzzed_fields_only_raise_tcc_errors(check):
         i, name, value = m
         cmds = list(base)
         cmds[i] = dataclasses.replace(cmds[i], **{name: value})
-        cmd = read_cmd_file(write_cmd_file(cmds + [C.End()], sram_bytes=SRAM,
+        cmd = read_cmd_file(write_cmd_file(cmds + [C.End()], sram_peak_bytes=SRAM,
                                            act_arena_bytes=0, input_bytes=len(inp),
                                            output_bytes=n_out, tool_version="t"))
         try:
-            Executor(cmd, wf, SRAM).run(inp, check=check)
+            Executor(cmd, wf, TARGET).run(inp, check=check)
         except TccError as exc:          # any other exception fails the test
             assert re.search(r"command \d+ \([A-Z_]+\)", str(exc)), str(exc)
 

@@ -219,7 +219,7 @@ def test_npz_sidecar_bomb_refused(seed_dir, tmp_path):
     (lambda m: m["host_ops"][0].update(axis=7), "host_ops[0].axis"),
     (lambda m: m.update(graph_outputs=["ghost"]), "graph_outputs[0]"),
     (lambda m: m.update(files=[]), "files"),
-    (lambda m: m["target"].update(sram_bytes="big"), "target.sram_bytes"),
+    (lambda m: m["target"].update(sram_capacity_bytes="big"), "target.sram_capacity_bytes"),
     (lambda m: m["preprocess"].update(resize=["x"]), "preprocess"),
 ])
 def test_manifest_fields_validated(seed_dir, tmp_path, edit, field):

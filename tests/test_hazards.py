@@ -39,7 +39,7 @@ def r18(tmp_path_factory):
 
 def _sizes(prog):
     c = prog.cmd
-    return {C.Space.SRAM: prog.executor.sram_bytes, C.Space.ACT: c.act_arena_bytes,
+    return {C.Space.SRAM: prog.executor.target.sram_capacity_bytes, C.Space.ACT: c.act_arena_bytes,
             C.Space.INPUT: c.input_bytes, C.Space.OUTPUT: c.output_bytes,
             C.Space.WEIGHTS: len(prog.weights.data)}
 
@@ -238,13 +238,14 @@ def test_any_interleaving_reports_the_pair_in_stream_order():
     from tcc_compiler.binfmt import read_cmd_file, write_cmd_file
     from tcc_compiler.isa.spec import Region
     from tcc_compiler.sim import Executor
+    from tcc_compiler.target import load_target
 
     # STORE 1 reads SRAM[0:16]; LOAD 2 overwrites it without waiting for the store (WAR)
     cmds = [_ld(Region.INPUT, 0, 0, 16), _st(Region.OUTPUT, 0, 0, 16, wait_load=0),
             _ld(Region.INPUT, 16, 0, 16), C.End()]
-    cf = read_cmd_file(write_cmd_file(cmds, sram_bytes=256, act_arena_bytes=0, input_bytes=32,
+    cf = read_cmd_file(write_cmd_file(cmds, sram_peak_bytes=256, act_arena_bytes=0, input_bytes=32,
                                       output_bytes=16, tool_version="t"))
-    ex = Executor(cf, None, 256)
+    ex = Executor(cf, None, load_target().with_sram(256))
     seen = set()
     for seed in range(16):
         seen.add(tuple(ex._ordering().random_order(seed)))

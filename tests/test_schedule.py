@@ -35,11 +35,11 @@ def qgraph(residual_net, run_pipeline):
     return g, xs
 
 
-def _execute(prog, sram_bytes, x, g):
-    cmd = write_cmd_file(prog.commands, sram_bytes=prog.sram_bytes,
+def _execute(prog, target, x, g):
+    cmd = write_cmd_file(prog.commands, sram_peak_bytes=prog.sram_bytes,
                          act_arena_bytes=prog.act_arena_bytes, input_bytes=prog.input_bytes,
                          output_bytes=prog.output_bytes, tool_version="test")
-    ex = Executor(read_cmd_file(cmd), read_weight_file(prog.weight_file), sram_bytes, fill=0xA5)
+    ex = Executor(read_cmd_file(cmd), read_weight_file(prog.weight_file), target, fill=0xA5)
     q = quantize_input(x, g.inputs[0]).tobytes()
     return ex.run(q + bytes(prog.input_bytes - len(q)))
 
@@ -102,13 +102,13 @@ def test_tiny_sram_bit_exact(qgraph, sram):
     if sram:
         t = t.with_sram(sram)
     prog = lower(g, t, "test")
-    assert prog.sram_bytes <= t.sram_bytes
-    assert all(info.sram_bytes <= t.sram_bytes for info in prog.layers)
+    assert prog.sram_bytes <= t.sram_capacity_bytes
+    assert all(info.sram_bytes <= t.sram_capacity_bytes for info in prog.layers)
     if sram == 4096:   # a tiny SRAM forces tiling of the stem conv at least
         assert max(info.tiles for info in prog.layers) > 1
     assert _happens_before_violations(prog.commands) == []
     for x in xs[:2]:
-        out = _execute(prog, t.sram_bytes, x, g)
+        out = _execute(prog, t, x, g)
         gold = run_golden(g, x)
         for o in prog.outputs:
             dt = np.int8 if o.dtype == "int8" else np.int32

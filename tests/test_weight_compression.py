@@ -201,7 +201,7 @@ def _z_program(dram_off: int, src: int, dst: int, region=spec.Region.WEIGHTS):
             C.DmaStore(spec.dram_address(spec.Region.OUTPUT, 0), 64, dst, 1, 1, 0, 0, 0, 0,
                        wait_load=0),
             C.End()]
-    return read_cmd_file(write_cmd_file(cmds, sram_bytes=8192, act_arena_bytes=64,
+    return read_cmd_file(write_cmd_file(cmds, sram_peak_bytes=8192, act_arena_bytes=64,
                                         input_bytes=4, output_bytes=dst, tool_version="t"))
 
 
@@ -213,7 +213,8 @@ def test_executor_expands_dma_load_z(rng):
     raw = _weights(rng, o=4, c=8)
     z = deflate(raw)
     region = bytes(100) + z
-    ex = Executor(_z_program(100, len(z), len(raw)), _weights_region(region), 8192)
+    ex = Executor(_z_program(100, len(z), len(raw)), _weights_region(region),
+                  load_target().with_sram(8192))
     for schedule in ("inorder", "random"):
         out, stats = ex.run_with_stats(bytes(4), schedule=schedule)
         assert out == raw
@@ -226,7 +227,7 @@ def test_executor_expands_dma_load_z(rng):
     ("long_dst", "expands to"),
     ("region", "reads only WEIGHTS"),
     ("outside", "outside region WEIGHTS"),
-    ("sram", "outside SRAM"),
+    ("sram", "outside the target's SRAM"),   # refused before running
 ])
 def test_executor_rejects_bad_dma_load_z(rng, case, match):
     raw = _weights(rng, o=4, c=8)
@@ -244,9 +245,10 @@ def test_executor_rejects_bad_dma_load_z(rng, case, match):
         off = 1
     elif case == "sram":
         dst = 9000
-    ex = Executor(_z_program(off, src, dst, region), _weights_region(data), 8192)
-    with pytest.raises(ExecutionError, match=rf"^command 0 \(DMA_LOAD_Z\): .*({match})") as e:
-        ex.run(bytes(4))
+    with pytest.raises(ExecutionError, match=rf"^(npu_cmd.bin: )?command 0 \(DMA_LOAD_Z\): "
+                                             rf".*({match})") as e:
+        Executor(_z_program(off, src, dst, region), _weights_region(data),
+                 load_target().with_sram(8192)).run(bytes(4))
     assert "\n" not in str(e.value)
 
 

@@ -313,7 +313,7 @@ def make_targets(seed_dir: Path, workdir: Path) -> dict[str, Target]:
         # machine, not decoding, so programs declaring more than 64 MiB are decoded but not
         # run (counted as accepted); see MEMORY_RUN_LIMIT.
         memory = (prog.cmd.act_arena_bytes + prog.cmd.input_bytes + prog.cmd.output_bytes
-                  + int(prog.manifest["target"]["sram_bytes"]))
+                  + int(prog.manifest["target"]["sram_capacity_bytes"]))
         if memory > MEMORY_RUN_LIMIT:
             return 0
         prog.run(x)
@@ -393,7 +393,7 @@ def make_targets(seed_dir: Path, workdir: Path) -> dict[str, Target]:
                      U32_VALUES[v % len(U32_VALUES)] if mode == 1 else
                      v % 256 if mode == 2 else struct.unpack("<i", struct.pack("<I", raw))[0])
             cmds[ci % len(cmds)] = dataclasses.replace(c, **{name: value})
-        blob = write_cmd_file(cmds, sram_bytes=seed_cmd.sram_bytes,
+        blob = write_cmd_file(cmds, sram_peak_bytes=seed_cmd.sram_peak_bytes,
                               act_arena_bytes=seed_cmd.act_arena_bytes,
                               input_bytes=seed_cmd.input_bytes,
                               output_bytes=seed_cmd.output_bytes,

@@ -37,7 +37,8 @@ CMD_HEADER_FIELDS: tuple[HeaderField, ...] = (
     ("stream_bytes", "I", "command stream size in bytes; the file ends there"),
     ("n_commands", "I", "number of commands, END included"),
     ("stream_crc32", "I", "zlib.crc32 of the command stream"),
-    ("sram_bytes", "I", "SRAM the program needs (bytes)"),
+    ("sram_peak_bytes", "I", "SRAM the program uses at its peak (bytes); the target's "
+                        "capacity must be at least this"),
     ("act_arena_bytes", "I", "size of DRAM region ACT (bytes, <= 2**30)"),
     ("input_bytes", "I", "size of DRAM region INPUT (bytes, <= 2**30)"),
     ("output_bytes", "I", "size of DRAM region OUTPUT (bytes, <= 2**30)"),
@@ -164,7 +165,8 @@ class CmdFile:
         path: file name used in messages.
         version_major, version_minor: format version.
         header_bytes: header size (bytes); the stream starts at this file offset.
-        sram_bytes: SRAM the program needs (bytes).
+        sram_peak_bytes: SRAM the program uses at its peak (bytes; the highest end of any SRAM
+            buffer). The capacity is the target's (``Target.sram_capacity_bytes``).
         act_arena_bytes, input_bytes, output_bytes: sizes of DRAM regions ACT, INPUT, OUTPUT.
         tool_version: version string of the writer.
         stream_crc32: CRC-32 of the stream.
@@ -177,7 +179,7 @@ class CmdFile:
     version_major: int
     version_minor: int
     header_bytes: int
-    sram_bytes: int
+    sram_peak_bytes: int
     act_arena_bytes: int
     input_bytes: int
     output_bytes: int
@@ -193,14 +195,14 @@ class CmdFile:
                            offsets=self.offsets or None)
 
 
-def write_cmd_file(commands: list[Command], *, sram_bytes: int, act_arena_bytes: int,
+def write_cmd_file(commands: list[Command], *, sram_peak_bytes: int, act_arena_bytes: int,
                    input_bytes: int, output_bytes: int, tool_version: str,
                    slots: list[int | None] | None = None) -> bytes:
     """Serialise a program to ``npu_cmd.bin`` bytes.
 
     Args:
         commands: the program; must end with exactly one END.
-        sram_bytes: SRAM the program needs (bytes).
+        sram_peak_bytes: SRAM the program uses at its peak (bytes).
         act_arena_bytes, input_bytes, output_bytes: DRAM region sizes (bytes, each <= 2**30).
         tool_version: ASCII, at most 16 characters.
         slots: optional history slot per command (see :func:`isa.codec.encode_commands`).
@@ -211,7 +213,7 @@ def write_cmd_file(commands: list[Command], *, sram_bytes: int, act_arena_bytes:
     problem = end_problem(list(commands))
     if problem:
         raise InternalError(f"npu_cmd.bin: {problem}")
-    _check_u32("sram_bytes", sram_bytes)
+    _check_u32("sram_peak_bytes", sram_peak_bytes)
     for name, v in (("act_arena_bytes", act_arena_bytes), ("input_bytes", input_bytes),
                     ("output_bytes", output_bytes)):
         _check_u32(name, v, spec.REGION_OFFSET_MASK + 1)
@@ -221,7 +223,7 @@ def write_cmd_file(commands: list[Command], *, sram_bytes: int, act_arena_bytes:
         "magic": CMD_MAGIC, "version_major": FORMAT_MAJOR, "version_minor": FORMAT_MINOR,
         "header_bytes": HEADER_BYTES, "stream_bytes": len(stream),
         "n_commands": len(commands), "stream_crc32": zlib.crc32(stream),
-        "sram_bytes": sram_bytes, "act_arena_bytes": act_arena_bytes,
+        "sram_peak_bytes": sram_peak_bytes, "act_arena_bytes": act_arena_bytes,
         "input_bytes": input_bytes, "output_bytes": output_bytes,
         "tool_version": encode_tool_version(tool_version),
     })
@@ -262,7 +264,7 @@ def read_cmd_file(data: bytes, path: str = "npu_cmd.bin") -> CmdFile:
         raise FormatError(f"{path}: {problem}")
     return CmdFile(path=path, version_major=h["version_major"],
                    version_minor=h["version_minor"], header_bytes=hb,
-                   sram_bytes=h["sram_bytes"], act_arena_bytes=h["act_arena_bytes"],
+                   sram_peak_bytes=h["sram_peak_bytes"], act_arena_bytes=h["act_arena_bytes"],
                    input_bytes=h["input_bytes"], output_bytes=h["output_bytes"],
                    tool_version=h["tool_version"], stream_crc32=h["stream_crc32"],
                    commands=tuple(cmds), offsets=tuple(offsets), slots=tuple(slots))

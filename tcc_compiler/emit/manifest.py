@@ -10,7 +10,7 @@ import zlib
 
 from tcc_compiler import __version__
 from tcc_compiler.binfmt.weightfile import compression_summary
-from tcc_compiler.emit.files import CMD_FILE, WEIGHT_FILE
+from tcc_compiler.emit.files import CMD_FILE, MANIFEST_VERSION, WEIGHT_FILE
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import HOST_OPS
 from tcc_compiler.schedule import Program
@@ -44,13 +44,12 @@ def build_manifest(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, 
     inp["quantize"] = "q = clamp(rint(x / scale) + zero_point, -128, 127), NHWC"
     return {
         "format": "tccc-manifest",
-        "manifest_version": 1,
+        "manifest_version": MANIFEST_VERSION,
         "tool": "tccc",
         "tool_version": __version__,
         "model": {"source": str(source) if source else graph.name, "sha256": sha,
                   "opset": graph.meta.get("opset")},
-        "target": {"name": tgt.name, "sram_bytes": tgt.sram_bytes,
-                   "macs_per_cycle": tgt.macs_per_cycle, "clock_hz": tgt.clock_hz},
+        "target": tgt.to_dict(),
         "files": {
             CMD_FILE: {"bytes": len(cmd_bin), "crc32": zlib.crc32(cmd_bin)},
             WEIGHT_FILE: {"bytes": len(program.weight_file),

@@ -171,7 +171,7 @@ def render_html(folder: str | os.PathLike, histograms: dict[str, dict] | None = 
     if rep is None:
         raise InputError(f"{folder / 'report.json'}: missing (is {folder} a tccc output folder?)")
     clock_hz = float(man.get("target", {}).get("clock_hz") or 1.0)
-    sram_limit = man.get("target", {}).get("sram_bytes")
+    sram_limit = man.get("target", {}).get("sram_capacity_bytes")
     layers = rep.get("layers", [])
     lat_ms = [l["estimated_cycles"] / clock_hz * 1e3 for l in layers]
     # bytes the layer's own DMA commands move (tensors kept in SRAM or cascaded move none)

@@ -15,14 +15,14 @@ import numpy as np
 
 from tcc_compiler.binfmt.cmdfile import read_cmd_file
 from tcc_compiler.binfmt.weightfile import read_weight_file
+from tcc_compiler.emit.files import (CMD_FILE, MANIFEST_FILE, MANIFEST_VERSION, REPORT_FILE,
+                                     WEIGHT_FILE)
 from tcc_compiler.errors import ExecutionError, FormatError, InputError
 from tcc_compiler.numerics import dequantize_tensor, quantize_tensor
 from tcc_compiler.runtime.manifest_check import check_manifest
 from tcc_compiler.sim.executor import Executor
+from tcc_compiler.target import Target
 
-CMD_FILE = "npu_cmd.bin"
-WEIGHT_FILE = "quantized_network.bin"
-MANIFEST_FILE = "manifest.json"
 _MANIFEST_KEYS = ("format", "manifest_version", "files", "input", "outputs", "host_ops",
                   "graph_outputs", "preprocess", "target")
 
@@ -46,7 +46,14 @@ class LoadedProgram:
 
     Attributes:
         folder: the output folder. manifest: parsed manifest.json.
+        target: the :class:`~tcc_compiler.target.Target` the program was compiled for (the
+            manifest's ``target``); the executor runs on it.
         executor: the reference executor with both binaries decoded (reused across runs).
+
+    Raises:
+        InputError: missing folder/files. FormatError: manifest or binaries fail validation
+            (an older ``manifest_version`` included). ExecutionError: the program exceeds the
+            manifest's target (one line naming ``npu_cmd.bin`` and the command index).
     """
 
     def __init__(self, folder: str | Path):
@@ -65,9 +72,11 @@ class LoadedProgram:
         missing = [k for k in _MANIFEST_KEYS if k not in self.manifest]
         if missing:
             raise FormatError(f"{mpath}: missing field(s) {', '.join(missing)}")
-        if self.manifest["manifest_version"] != 1:
-            raise FormatError(f"{mpath}: manifest_version {self.manifest['manifest_version']} "
-                              "not supported (this tccc reads 1)")
+        version = self.manifest["manifest_version"]
+        if version != MANIFEST_VERSION:
+            old = " (it does not record the whole target)" if version == 1 else ""
+            raise FormatError(f"{mpath}: manifest_version {version!r} not supported{old}: "
+                              f"this tccc reads {MANIFEST_VERSION}; recompile the model")
         check_manifest(self.manifest, str(mpath))  # every field typed before it is used
         cmd = _read(self.folder / CMD_FILE)
         wts = _read(self.folder / WEIGHT_FILE)
@@ -80,11 +89,9 @@ class LoadedProgram:
         self.weights = read_weight_file(wts, str(self.folder / WEIGHT_FILE))
         check_manifest(self.manifest, str(mpath), input_bytes=self.cmd.input_bytes,
                        output_bytes=self.cmd.output_bytes)
-        sram = int(self.manifest["target"].get("sram_bytes", 0))
-        if sram < self.cmd.sram_bytes:
-            raise FormatError(f"{mpath}: target SRAM {sram} smaller than the program needs "
-                              f"({self.cmd.sram_bytes})")
-        self.executor = Executor(self.cmd, self.weights, sram)
+        self.target = Target.from_dict(self.manifest["target"])  # checked by check_manifest
+        # the executor refuses a program exceeding its target (SRAM, image mode, array lanes)
+        self.executor = Executor(self.cmd, self.weights, self.target)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -172,11 +179,9 @@ def load_program(folder: str | Path) -> LoadedProgram:
 
     Raises:
         InputError: missing folder/files. FormatError: manifest or binaries fail validation.
+        ExecutionError: the program exceeds the manifest's target.
     """
     return LoadedProgram(folder)
-
-
-REPORT_FILE = "report.json"
 
 
 #: Fields of a report.json layer row that ``tccc report`` / ``inspect`` / ``disasm`` read, with

@@ -2,7 +2,9 @@
 
 The manifest is read from disk, so it is untrusted input: every field
 :class:`~tcc_compiler.runtime.loaded.LoadedProgram` uses is type- and range-checked here, and
-the tensors it describes are checked to fit the DRAM regions the command file declares. A bad
+the tensors it describes are checked to fit the DRAM regions the command file declares, and the
+``target`` object must rebuild the whole :class:`~tcc_compiler.target.Target`
+(:meth:`Target.from_dict <tcc_compiler.target.Target.from_dict>`). A bad
 manifest gives one :class:`FormatError` naming the file and the field (e.g.
 ``manifest.json: outputs[0].npu_hwc: expected 3 positive integers``), never a KeyError or a
 numpy broadcasting error later in :meth:`LoadedProgram.run`.
@@ -14,6 +16,7 @@ import math
 from typing import Any
 
 from tcc_compiler.errors import FormatError
+from tcc_compiler.target import Target
 
 #: Host-side ops the runtime can apply after the NPU (manifest ``host_ops[].op``).
 HOST_OPS = ("softmax", "argmax")
@@ -83,35 +86,8 @@ class _Checker:
                                 f"{vals!r}"[:200])
 
 
-def check_manifest(manifest: Any, path: str, *, input_bytes: int | None = None,
-                   output_bytes: int | None = None) -> dict:
-    """Validate a parsed manifest.
-
-    Args:
-        manifest: the parsed JSON (any type: it is checked).
-        path: file name used in messages.
-        input_bytes, output_bytes: sizes (bytes) of the INPUT and OUTPUT regions from the
-            command file header; when given, the input tensor and every output tensor
-            (``offset`` + h*w*c*element bytes) must fit them.
-
-    Returns:
-        ``manifest`` unchanged (for chaining).
-
-    Raises:
-        FormatError: the first field that is missing, of the wrong type or out of range, with
-            ``path`` and the field (``input.scale``, ``outputs[1].offset``, ...) in the message.
-    """
-    ck = _Checker(path)
-    m = ck.obj(manifest, "manifest")
-    files = ck.obj(ck.key(m, "files", "manifest"), "files")
-    for name, rec in files.items():
-        rec = ck.obj(rec, f"files.{name}")
-        ck.int_(ck.key(rec, "bytes", f"files.{name}"), f"files.{name}.bytes")
-        ck.int_(ck.key(rec, "crc32", f"files.{name}"), f"files.{name}.crc32")
-    target = ck.obj(ck.key(m, "target", "manifest"), "target")
-    ck.int_(ck.key(target, "sram_bytes", "target"), "target.sram_bytes")
-
-    inp = ck.obj(ck.key(m, "input", "manifest"), "input")
+def _check_input(ck: _Checker, inp: dict, input_bytes: int | None) -> None:
+    """The ``input`` object: shape vs npu_hwc, layout, batch 1, quantization, INPUT size."""
     shape = ck.dims(ck.key(inp, "shape", "input"), "input.shape", (2, 4))
     hwc = ck.dims(ck.key(inp, "npu_hwc", "input"), "input.npu_hwc", (3,))
     if math.prod(shape) != math.prod(hwc):
@@ -130,7 +106,9 @@ def check_manifest(manifest: Any, path: str, *, input_bytes: int | None = None,
         raise ck.fail("input.npu_hwc", f"{list(hwc)} needs {math.prod(hwc)} bytes, the INPUT "
                       f"region holds {input_bytes}")
 
-    outs = ck.key(m, "outputs", "manifest")
+
+def _check_outputs(ck: _Checker, outs: Any, output_bytes: int | None) -> dict[str, int]:
+    """The ``outputs`` list; returns {name: rank} of every output."""
     if not isinstance(outs, list) or not outs:
         raise ck.fail("outputs", "expected a non-empty list")
     ranks: dict[str, int] = {}
@@ -162,8 +140,11 @@ def check_manifest(manifest: Any, path: str, *, input_bytes: int | None = None,
                           f"{output_bytes}")
         ck.quant(o, f, c)
         ranks[name] = len(oshape)
+    return ranks
 
-    host_ops = ck.key(m, "host_ops", "manifest")
+
+def _check_host_ops(ck: _Checker, host_ops: Any, ranks: dict[str, int]) -> None:
+    """The ``host_ops`` list (each op reads an earlier name); adds their outputs to ``ranks``."""
     if not isinstance(host_ops, list):
         raise ck.fail("host_ops", "expected a list")
     for k, op in enumerate(host_ops):
@@ -181,6 +162,41 @@ def check_manifest(manifest: Any, path: str, *, input_bytes: int | None = None,
         if dst in ranks:
             raise ck.fail(f"{f}.output", f"'{dst}' is already defined")
         ranks[dst] = rank - 1 if kind == "argmax" else rank
+
+
+def check_manifest(manifest: Any, path: str, *, input_bytes: int | None = None,
+                   output_bytes: int | None = None) -> dict:
+    """Validate a parsed manifest.
+
+    Args:
+        manifest: the parsed JSON (any type: it is checked).
+        path: file name used in messages.
+        input_bytes, output_bytes: sizes (bytes) of the INPUT and OUTPUT regions from the
+            command file header; when given, the input tensor and every output tensor
+            (``offset`` + h*w*c*element bytes) must fit them.
+
+    Returns:
+        ``manifest`` unchanged (for chaining).
+
+    Raises:
+        FormatError: the first field that is missing, of the wrong type or out of range, with
+            ``path`` and the field (``input.scale``, ``outputs[1].offset``, ...) in the message.
+    """
+    ck = _Checker(path)
+    m = ck.obj(manifest, "manifest")
+    files = ck.obj(ck.key(m, "files", "manifest"), "files")
+    for name, rec in files.items():
+        rec = ck.obj(rec, f"files.{name}")
+        ck.int_(ck.key(rec, "bytes", f"files.{name}"), f"files.{name}.bytes")
+        ck.int_(ck.key(rec, "crc32", f"files.{name}"), f"files.{name}.crc32")
+    try:
+        Target.from_dict(ck.key(m, "target", "manifest"), "target")
+    except FormatError as exc:
+        raise FormatError(f"{path}: {exc}") from None
+
+    _check_input(ck, ck.obj(ck.key(m, "input", "manifest"), "input"), input_bytes)
+    ranks = _check_outputs(ck, ck.key(m, "outputs", "manifest"), output_bytes)
+    _check_host_ops(ck, ck.key(m, "host_ops", "manifest"), ranks)
 
     gouts = ck.key(m, "graph_outputs", "manifest")
     if not isinstance(gouts, list) or not gouts:

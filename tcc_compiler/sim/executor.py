@@ -1,8 +1,11 @@
 """Reference executor: runs ``npu_cmd.bin`` + ``quantized_network.bin`` bit-exactly.
 
-The machine (specs/isa.md): an SRAM of ``sram_bytes`` bytes and four DRAM regions (WEIGHTS =
-the weight file's data section, read-only; ACT = activation arena; INPUT; OUTPUT). Commands run
-in stream order (always a legal execution of the three concurrent queues) or, with
+The machine (specs/isa.md) is the program's :class:`~tcc_compiler.target.Target` (the one in its
+``manifest.json``): an SRAM of ``target.sram_capacity_bytes`` bytes and four DRAM regions
+(WEIGHTS = the weight file's data section, read-only; ACT = activation arena; INPUT; OUTPUT).
+Before anything runs, :func:`tcc_compiler.sim.limits.check_program` checks every command against
+that target (SRAM extents, image mode and its lanes) and refuses a program that exceeds it.
+Commands run in stream order (always a legal execution of the three concurrent queues) or, with
 ``schedule="random"``, in a random legal interleaving of the queues
 (:mod:`tcc_compiler.sim.hazards`); ``check=True`` (implied by the random schedule) adds the
 hazard and never-written-read checks of :class:`~tcc_compiler.sim.hazards.ShadowMemory`.
@@ -14,7 +17,6 @@ naming the command index and mnemonic.
 from __future__ import annotations
 
 import logging
-import mmap
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -30,6 +32,7 @@ from tcc_compiler.isa.codec import end_problem
 from tcc_compiler.isa.commands import (
     AddTile,
     Command,
+    ConvCfg,
     ConvTile,
     DmaLoad,
     DmaLoadZ,
@@ -45,7 +48,9 @@ from tcc_compiler.numerics import SHIFT_MAX, maxpool_int8
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
 from tcc_compiler.sim.blas import blas_threads
 from tcc_compiler.sim.hazards import HazardError, Ordering, ShadowMemory
-from tcc_compiler.target import load_target
+from tcc_compiler.sim.limits import check_program
+from tcc_compiler.sim.memory import ByteBox, Memory
+from tcc_compiler.target import Target
 
 log = logging.getLogger(__name__)
 
@@ -69,44 +74,6 @@ class ExecStats:
     macs: int = 0
 
 
-class _ByteBox:
-    """Write-only stand-in for a strided box of multi-byte elements: ``box[...] = y`` stores
-    ``y`` (little-endian, [h, w, c]) through the byte view ``raw`` ([h, w, c * itemsize])."""
-
-    def __init__(self, raw: np.ndarray, dtype):
-        self.raw, self.dtype = raw, np.dtype(dtype)
-
-    def __setitem__(self, key, y: np.ndarray) -> None:
-        y = np.ascontiguousarray(y, dtype=self.dtype.newbyteorder("<"))
-        self.raw[...] = y.view(np.uint8).reshape(self.raw.shape)
-
-
-class _Memory:
-    """A byte-addressed memory (bytearray) with bounds-checked numpy views."""
-
-    def __init__(self, name: str, buf: bytearray, writable: bool):
-        self.name = name
-        self.buf = buf
-        self.arr = np.frombuffer(self.buf, dtype=np.uint8)
-        self.writable = writable
-
-    @classmethod
-    def filled(cls, name: str, size: int, fill: int) -> "_Memory":
-        """A writable memory of ``size`` bytes, each ``fill``.
-
-        Zero-filled memories are anonymous mmaps: the OS hands out zero pages only when they
-        are touched, so a header that claims a huge region costs address space, not RAM (a
-        hostile 400-byte file cannot make the executor commit gigabytes)."""
-        if fill:
-            return cls(name, bytearray([fill]) * size, True)
-        return cls(name, mmap.mmap(-1, max(size, 1)) if size else bytearray(0), True)
-
-    @property
-    def size(self) -> int:
-        """Size in bytes."""
-        return len(self.arr)
-
-
 def _conv_out(n_in: int, pad_a: int, pad_b: int, k: int, s: int, d: int) -> int:
     """Output length of a conv/pool along one axis (may be <= 0 when the window does not fit)."""
     eff = (k - 1) * d + 1
@@ -120,35 +87,32 @@ class Executor:
         cmd: decoded ``npu_cmd.bin``.
         weights: decoded ``quantized_network.bin`` (its data section is the WEIGHTS region), or
             None for a program that loads no weights.
-        sram_bytes: SRAM of the target (bytes); must be >= ``cmd.sram_bytes``.
+        target: the machine to run on (a compiled folder's is its manifest's ``target``): its
+            SRAM capacity sizes the SRAM, and every command is checked against its limits
+            (:func:`tcc_compiler.sim.limits.check_program`) before the first run.
         fill: initial byte value of SRAM, ACT and OUTPUT (0; set e.g. 0xA5 in tests to make reads
             of never-written memory visible).
         blas_threads: OpenBLAS threads while running (default 1, see :mod:`tcc_compiler.sim.blas`
             for the measurement behind it; None leaves numpy's setting alone).
-        array_in_channels: MAC-array input width that bounds image mode (CONV_CFG flags bit1:
-            ``kw * cin_g`` must fit it); None = the default target's.
 
     Attributes:
+        target: the target the program runs on.
         stats: :class:`ExecStats` of the last run (None before the first).
 
     Raises:
-        ExecutionError: the program needs more SRAM than ``sram_bytes``.
+        ExecutionError: the program exceeds ``target`` (its SRAM peak, an operand outside the
+            SRAM, image mode the target lacks or wider than its array): one line naming
+            ``cmd.path`` and the header field or the command index and mnemonic.
     """
 
-    def __init__(self, cmd: CmdFile, weights: WeightFile | None, sram_bytes: int,
-                 fill: int = 0, blas_threads: int | None = 1,
-                 array_in_channels: int | None = None):
-        if cmd.sram_bytes > sram_bytes:
-            raise ExecutionError(f"{cmd.path}: program needs {cmd.sram_bytes} bytes of SRAM, "
-                                 f"the target has {sram_bytes}")
+    def __init__(self, cmd: CmdFile, weights: WeightFile | None, target: Target,
+                 fill: int = 0, blas_threads: int | None = 1):
+        check_program(cmd, target)
         self.cmd = cmd
         self.weights_data = weights.data if weights is not None else b""
-        self.sram_bytes = sram_bytes
+        self.target = target
         self.fill = fill
         self.blas_threads = blas_threads
-        # image mode (CONV_CFG flags bit1) packs kw * cin_g values into one array input vector
-        self.array_in_channels = (array_in_channels if array_in_channels is not None
-                                  else load_target().array_in_channels)
         self.stats: ExecStats | None = None
         self._order_cache: Ordering | None = None
         self._handlers = {DmaLoad: self._dma, DmaStore: self._dma, ConvTile: self._conv_tile,
@@ -206,12 +170,12 @@ class Executor:
         problem = end_problem(list(c.commands))
         if problem:
             raise ExecutionError(f"{c.path}: {problem}")
-        self._sram = _Memory.filled("SRAM", self.sram_bytes, self.fill)
+        self._sram = Memory.filled("SRAM", self.target.sram_capacity_bytes, self.fill)
         self._dram = {
-            spec.Region.WEIGHTS: _Memory("WEIGHTS", bytearray(self.weights_data), False),
-            spec.Region.ACT: _Memory.filled("ACT", c.act_arena_bytes, self.fill),
-            spec.Region.INPUT: _Memory("INPUT", bytearray(input_bytes), True),
-            spec.Region.OUTPUT: _Memory.filled("OUTPUT", c.output_bytes, self.fill),
+            spec.Region.WEIGHTS: Memory("WEIGHTS", bytearray(self.weights_data), False),
+            spec.Region.ACT: Memory.filled("ACT", c.act_arena_bytes, self.fill),
+            spec.Region.INPUT: Memory("INPUT", bytearray(input_bytes), True),
+            spec.Region.OUTPUT: Memory.filled("OUTPUT", c.output_bytes, self.fill),
         }
         self._regs = Registers()
         stats = ExecStats()
@@ -322,7 +286,7 @@ class Executor:
         raw = as_strided(self._sram.arr[addr:], (h, w, c * eb), (row, px, 1))
         if eb == 1:
             return raw.view(dtype)
-        return _ByteBox(raw, dtype)
+        return ByteBox(raw, dtype)
 
     def _sram_tensor(self, i, cmd, what, addr, shape, dtype=np.int8) -> np.ndarray:
         n = int(np.prod(shape)) * np.dtype(dtype).itemsize
@@ -397,7 +361,9 @@ class Executor:
         dst[...] = block
         stats.bytes_per_queue[cmd.queue.name] += cmd.src_bytes
 
-    def _conv_tile(self, i: int, t: ConvTile, stats: ExecStats) -> None:
+    def _conv_setup(self, i: int, t: ConvTile) -> tuple[ConvCfg, int, int, int]:
+        """The tile's CONV_CFG, its group count and output size (oh, ow), after checking the
+        ISA's rules for the pair (specs/isa.md, CONV_TILE)."""
         cfg = self._regs.conv
         if cfg is None:
             raise self._err(i, t, "no CONV_CFG before this tile")
@@ -408,10 +374,10 @@ class Executor:
         if cfg.flags & ~(spec.CONV_FLAG_SHORTCUT | spec.CONV_FLAG_IMAGE):
             raise self._err(i, t, f"CONV_CFG reserved flag bits set ({cfg.flags:#x})")
         if cfg.flags & spec.CONV_FLAG_IMAGE and (
-                t.in_c != cfg.cin_g or cfg.kw * cfg.cin_g > self.array_in_channels):
+                t.in_c != cfg.cin_g or cfg.kw * cfg.cin_g > self.target.array_in_channels):
             raise self._err(i, t, f"image mode needs one group per tile and kw * cin_g <= "
-                                  f"{self.array_in_channels} (in_c {t.in_c}, cin_g {cfg.cin_g},"
-                                  f" kw {cfg.kw})")
+                                  f"{self.target.array_in_channels} (in_c {t.in_c}, "
+                                  f"cin_g {cfg.cin_g}, kw {cfg.kw})")
         if cfg.has_shortcut and cfg.out_mode != spec.OUT_MODE_INT8:
             raise self._err(i, t, "shortcut needs out_mode 0 (int8)")
         if t.in_c == 0 or t.oc == 0 or t.in_c % cfg.cin_g:
@@ -425,6 +391,10 @@ class Executor:
         if oh < 1 or ow < 1 or (t.out_h, t.out_w) != (oh, ow):
             raise self._err(i, t, f"out_h x out_w = {t.out_h}x{t.out_w}, the padded tile "
                                   f"gives {oh}x{ow}")
+        return cfg, groups, oh, ow
+
+    def _conv_tile(self, i: int, t: ConvTile, stats: ExecStats) -> None:
+        cfg, groups, oh, ow = self._conv_setup(i, t)
         x = self._sram_box(i, t, "input", t.in_sram, (t.in_h, t.in_w, t.in_c), t.in_px_stride,
                            t.in_row_stride)
         w = self._sram_tensor(i, t, "weights", t.w_sram, (t.oc, cfg.kh, cfg.kw, cfg.cin_g))

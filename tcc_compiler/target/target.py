@@ -2,16 +2,21 @@
 
 The default target ships inside the package (``tcc_compiler/target/targets`` is the
 ``specs/targets`` folder). All hardware numbers the compiler, cost model and reference executor
-use come from a :class:`Target`.
+use come from a :class:`Target`. :meth:`Target.to_dict` / :meth:`Target.from_dict` carry the whole
+target through ``manifest.json`` (key ``target``), so a compiled program runs against the
+machine it was compiled for, not the default one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
-from tcc_compiler.errors import InputError
+from tcc_compiler.errors import FormatError, InputError
 
 _TARGET_DIR = Path(__file__).resolve().parent / "targets"
 DEFAULT_TARGET = "tcc750x"
@@ -28,7 +33,9 @@ class Target:
         clock_hz: NPU clock (Hz).
         vector_lanes: int8 lanes per cycle of the element-wise/pooling datapath.
         compute_setup_cycles: fixed cycles per compute command.
-        sram_bytes: on-chip SRAM size (bytes).
+        sram_capacity_bytes: size of the on-chip SRAM (bytes): every SRAM operand of every
+            command must lie in ``[0, sram_capacity_bytes)``. (A program's *peak* use is
+            ``sram_peak_bytes`` in ``npu_cmd.bin``.)
         sram_align_bytes: SRAM buffer alignment (bytes).
         dram_bandwidth_bytes_per_s: DRAM bandwidth (bytes/s).
         dma_setup_cycles: fixed cycles per DMA command.
@@ -39,7 +46,7 @@ class Target:
         image_mode: the MAC array accepts "image mode" convs (CONV_CFG flags bit1): the kw taps
             x cin_g channels of one kernel row form one input vector when kw * cin_g <=
             array_in_channels (optional key ``compute.image_mode``, default false).
-        source: file the target was read from.
+        source: file the target was read from ("" when built in code or from a manifest).
     """
 
     name: str
@@ -49,7 +56,7 @@ class Target:
     clock_hz: int
     vector_lanes: int
     compute_setup_cycles: int
-    sram_bytes: int
+    sram_capacity_bytes: int
     sram_align_bytes: int
     dram_bandwidth_bytes_per_s: int
     dma_setup_cycles: int
@@ -59,30 +66,106 @@ class Target:
     source: str = ""
 
     @property
+    def sram_bytes(self) -> int:
+        """Deprecated alias of :attr:`sram_capacity_bytes` (bytes), kept while
+        ``tcc_compiler/schedule`` still spells it so; new code uses the new name."""
+        return self.sram_capacity_bytes
+
+    @property
     def dram_bytes_per_cycle(self) -> float:
         """DRAM bandwidth expressed in bytes per NPU clock cycle."""
         return self.dram_bandwidth_bytes_per_s / self.clock_hz
 
-    def with_sram(self, sram_bytes: int) -> "Target":
-        """A copy of this target with another SRAM size (bytes)."""
-        return replace(self, sram_bytes=int(sram_bytes))
+    def with_sram(self, sram_capacity_bytes: int) -> "Target":
+        """A copy of this target with another SRAM capacity (bytes)."""
+        return replace(self, sram_capacity_bytes=int(sram_capacity_bytes))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole target as a JSON-ready dict (the manifest's ``target`` object).
+
+        Keys: ``name``, every hardware field of :class:`Target` (integers, ``image_mode`` a
+        bool) and ``sha256``, the hex SHA-256 of :meth:`canonical_json` (identifies the machine
+        independently of the file's comments and path; ``source`` is not recorded).
+        """
+        d = {f: getattr(self, f) for f in _RECORDED}
+        return {"name": self.name, **d, "sha256": hashlib.sha256(
+            self.canonical_json().encode()).hexdigest()}
+
+    def canonical_json(self) -> str:
+        """Canonical serialisation the ``sha256`` of :meth:`to_dict` hashes: compact JSON,
+        sorted keys, of ``name`` and every hardware field."""
+        d = {"name": self.name, **{f: getattr(self, f) for f in _RECORDED}}
+        return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "target") -> "Target":
+        """Rebuild a target from :meth:`to_dict` output (e.g. a manifest's ``target``).
+
+        Args:
+            data: the parsed JSON object (any type: it is checked).
+            where: prefix of field names in messages (``target`` -> ``target.clock_hz``).
+
+        Raises:
+            FormatError: ``data`` is not an object, a field is missing or mistyped, the values
+                are inconsistent (``macs_per_cycle`` != in x out channels), or ``sha256``
+                does not match the fields; the message names the field, e.g.
+                ``target.sram_capacity_bytes: expected a positive integer, got None``.
+        """
+        if not isinstance(data, dict):
+            raise FormatError(f"{where}: expected an object, got {type(data).__name__}")
+        name = data.get("name")
+        if not isinstance(name, str) or not name:
+            raise FormatError(f"{where}.name: expected a non-empty string, got {name!r}")
+        values = {f: data.get(f) for f in _RECORDED}
+        problem = _check_values(values)
+        if problem:
+            key, msg = problem
+            raise FormatError(f"{where}.{key}: {msg}")
+        tgt = cls(name=name, **values)
+        want = tgt.to_dict()["sha256"]
+        if data.get("sha256") != want:
+            raise FormatError(f"{where}.sha256: {data.get('sha256')!r} does not match the "
+                              f"target's fields ({want}); edited by hand? recompile, or "
+                              "recompute it with Target.to_dict()")
+        return tgt
 
 
+#: Hardware fields recorded by :meth:`Target.to_dict` (every field but ``name``/``source``).
+_RECORDED = tuple(f.name for f in fields(Target) if f.name not in ("name", "source"))
+#: TOML section of every integer field.
 _FIELDS = {
     "compute": ["macs_per_cycle", "array_in_channels", "array_out_channels", "clock_hz",
                 "vector_lanes", "compute_setup_cycles"],
-    "memory": ["sram_bytes", "sram_align_bytes", "dram_bandwidth_bytes_per_s",
-               "dma_setup_cycles", "dram_align_bytes"],
+    "memory": ["sram_capacity_bytes", "sram_align_bytes", "dram_bandwidth_bytes_per_s",
+               "dma_setup_cycles", "dram_align_bytes", "decompress_bytes_per_cycle"],
 }
+#: Keys a target file may omit, with their defaults.
+_OPTIONAL = {"decompress_bytes_per_cycle": 16, "image_mode": False}
+#: Old spelling of ``memory.sram_capacity_bytes`` in target files, still accepted.
+_LEGACY_SRAM_KEY = "sram_bytes"
 
 
-def load_target(name_or_path: str | None = None) -> Target:
-    """Load a target by name (a file in the packaged ``targets`` folder) or by .toml path.
+def _check_values(values: dict[str, Any]) -> tuple[str, str] | None:
+    """The first problem of a flat field -> value dict as (field, message); None when valid:
+    every integer field a positive int (not bool), ``image_mode`` a bool, ``macs_per_cycle ==
+    array_in_channels * array_out_channels``."""
+    for key in _FIELDS["compute"] + _FIELDS["memory"]:
+        v = values.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            return key, f"expected a positive integer, got {v!r}"
+    if not isinstance(values.get("image_mode"), bool):
+        return "image_mode", f"expected true or false, got {values.get('image_mode')!r}"
+    if values["macs_per_cycle"] != values["array_in_channels"] * values["array_out_channels"]:
+        return "macs_per_cycle", "must equal array_in_channels x array_out_channels"
+    return None
+
+
+def _resolve(spec: str) -> Path:
+    """The .toml file of a target name or path.
 
     Raises:
-        InputError: the file is missing, not TOML, or lacks/mistypes a field.
+        InputError: unknown name or missing file.
     """
-    spec = name_or_path or DEFAULT_TARGET
     path = Path(spec)
     if not spec.endswith(".toml"):
         path = _TARGET_DIR / f"{spec}.toml"
@@ -92,28 +175,48 @@ def load_target(name_or_path: str | None = None) -> Target:
                              "or pass a .toml file)")
     if not path.is_file():
         raise InputError(f"{path}: target file not found")
+    return path
+
+
+def _flatten(data: dict, path: Path) -> dict[str, Any]:
+    """Field -> value of a parsed target file (optional keys defaulted; the legacy
+    ``memory.sram_bytes`` accepted for ``memory.sram_capacity_bytes``).
+
+    Raises:
+        InputError: both SRAM spellings given.
+    """
+    values: dict[str, Any] = {}
+    for section, keys in _FIELDS.items():
+        table = data.get(section, {})
+        for key in keys:
+            values[key] = table.get(key, _OPTIONAL.get(key))
+    memory = data.get("memory", {})
+    if _LEGACY_SRAM_KEY in memory:
+        if "sram_capacity_bytes" in memory:
+            raise InputError(f"{path}: [memory] gives both sram_capacity_bytes and its old "
+                             "name sram_bytes; keep sram_capacity_bytes")
+        values["sram_capacity_bytes"] = memory[_LEGACY_SRAM_KEY]
+    values["image_mode"] = data.get("compute", {}).get("image_mode", _OPTIONAL["image_mode"])
+    return values
+
+
+def load_target(name_or_path: str | None = None) -> Target:
+    """Load a target by name (a file in the packaged ``targets`` folder) or by .toml path.
+
+    Raises:
+        InputError: the file is missing, not TOML, or lacks/mistypes a field (the message
+            names the file, the ``[section] key`` and what it must be).
+    """
+    path = _resolve(name_or_path or DEFAULT_TARGET)
     try:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not a valid TOML target description ({exc})") from None
-    values = {}
-    for section, keys in _FIELDS.items():
-        table = data.get(section, {})
-        for key in keys:
-            v = table.get(key)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise InputError(f"{path}: [{section}] {key} must be a positive integer")
-            values[key] = v
-    if values["macs_per_cycle"] != values["array_in_channels"] * values["array_out_channels"]:
-        raise InputError(f"{path}: macs_per_cycle must equal array_in_channels x "
-                         "array_out_channels")
-    image_mode = data.get("compute", {}).get("image_mode", False)
-    if not isinstance(image_mode, bool):
-        raise InputError(f"{path}: [compute] image_mode must be true or false")
-    dec = data.get("memory", {}).get("decompress_bytes_per_cycle", 16)
-    if not isinstance(dec, int) or isinstance(dec, bool) or dec <= 0:
-        raise InputError(f"{path}: [memory] decompress_bytes_per_cycle must be a positive "
-                         "integer")
-    values["decompress_bytes_per_cycle"] = dec
+    values = _flatten(data, path)
+    problem = _check_values(values)
+    if problem:
+        key, msg = problem
+        section = next((s for s, keys in _FIELDS.items() if key in keys), "compute")
+        raise InputError(f"{path}: [{section}] {key}: {msg}")
     name = data.get("target", {}).get("name", path.stem)
-    return Target(name=str(name), source=str(path), image_mode=image_mode, **values)
+    return Target(name=str(name), source=str(path), **values)

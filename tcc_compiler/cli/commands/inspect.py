@@ -46,7 +46,7 @@ def run(args) -> int:
           f"crc32 {zlib.crc32(raw_c):#010x}; header {cmd.header_bytes} B, stream "
           f"{len(raw_c) - cmd.header_bytes} B (crc32 {cmd.stream_crc32:#010x}), "
           f"{len(cmd.commands)} commands ({', '.join(f'{k} {v}' for k, v in counts.items())})")
-    print(f"  SRAM {cmd.sram_bytes} B; DRAM ACT {cmd.act_arena_bytes} B, INPUT "
+    print(f"  SRAM {cmd.sram_peak_bytes} B; DRAM ACT {cmd.act_arena_bytes} B, INPUT "
           f"{cmd.input_bytes} B, OUTPUT {cmd.output_bytes} B")
     print(f"quantized_network.bin: {len(raw_w)} bytes, format {wf.version_major}."
           f"{wf.version_minor}, crc32 {zlib.crc32(raw_w):#010x}; data section {len(wf.data)} B "
@@ -142,7 +142,7 @@ def summary_json(raw_c: bytes, raw_w: bytes, prog, counts: Counter, d: Path) -> 
         "npu_cmd.bin": {"bytes": len(raw_c), "crc32": zlib.crc32(raw_c),
                         "format": f"{cmd.version_major}.{cmd.version_minor}",
                         "header_bytes": cmd.header_bytes, "commands": len(cmd.commands),
-                        "command_counts": dict(counts), "sram_bytes": cmd.sram_bytes,
+                        "command_counts": dict(counts), "sram_bytes": cmd.sram_peak_bytes,
                         "act_arena_bytes": cmd.act_arena_bytes,
                         "input_bytes": cmd.input_bytes, "output_bytes": cmd.output_bytes},
         "quantized_network.bin": {
