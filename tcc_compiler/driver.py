@@ -21,7 +21,7 @@ import onnx
 
 from tcc_compiler import __version__
 from tcc_compiler.binfmt.cmdfile import write_cmd_file
-from tcc_compiler.binfmt.weightfile import compression_summary
+from tcc_compiler.binfmt.weightfile import compression_summary, write_weight_file
 from tcc_compiler.errors import InputError
 from tcc_compiler.fsutil import file_sha256
 from tcc_compiler.frontend import import_onnx, parse_input_spec
@@ -253,7 +253,8 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
                  timings.get("calibration_s", 0.0) + timings["quantize_s"])
 
     t0 = time.perf_counter()
-    program = lower(graph, tgt, __version__, compress_weights=compress_weights)
+    program = lower(graph, tgt, compress_weights=compress_weights)
+    weight_bin = write_weight_file(program.weights, __version__)
     cmd_bin = write_cmd_file(program.commands, sram_bytes=program.sram_bytes,
                              act_arena_bytes=program.act_arena_bytes,
                              input_bytes=program.input_bytes, output_bytes=program.output_bytes,
@@ -263,11 +264,12 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
 
     src = model if isinstance(model, (str, os.PathLike)) else None
     manifest = build_manifest(graph, program, tgt, cmd_bin, preprocess, method,
-                              len(calibration), calib_source, src, _model_bytes_sha(model))
-    report = build_report(graph, program, tgt, cmd_bin, pm, timings)
+                              len(calibration), calib_source, src, _model_bytes_sha(model),
+                              weight_bin)
+    report = build_report(graph, program, tgt, cmd_bin, pm, timings, weight_bin)
     report["fusion"] = fusion
-    _log_schedule_emit(report, timings, len(program.weight_file))
-    return CompiledArtifacts(cmd_bin, program.weight_file, manifest, report, graph,
+    _log_schedule_emit(report, timings, len(weight_bin))
+    return CompiledArtifacts(cmd_bin, weight_bin, manifest, report, graph,
                              float_graph, program, tgt, calib_table=table)
 
 
@@ -371,8 +373,12 @@ def _io_dict(io) -> dict:
 
 
 def build_manifest(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, preprocess,
-                   method: str, n_calib: int, calib_source: str, source, sha: str) -> dict:
-    """The manifest: everything a host runtime needs to feed and read the NPU program."""
+                   method: str, n_calib: int, calib_source: str, source, sha: str,
+                   weight_bin: bytes | None = None) -> dict:
+    """The manifest: everything a host runtime needs to feed and read the NPU program
+    (``weight_bin``: its quantized_network.bin, written from ``program.weights`` if None)."""
+    if weight_bin is None:
+        weight_bin = write_weight_file(program.weights, __version__)
     inp = dict(_io_dict(program.inputs[0]))
     inp["onnx_layout"] = graph.meta.get("input_layout", "NCHW")
     inp["onnx_name"] = graph.meta.get("onnx_input", inp["name"])
@@ -388,9 +394,9 @@ def build_manifest(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, 
                    "macs_per_cycle": tgt.macs_per_cycle, "clock_hz": tgt.clock_hz},
         "files": {
             CMD_FILE: {"bytes": len(cmd_bin), "crc32": zlib.crc32(cmd_bin)},
-            WEIGHT_FILE: {"bytes": len(program.weight_file),
-                          "crc32": zlib.crc32(program.weight_file),
-                          "compression": compression_summary(program.weight_file)},
+            WEIGHT_FILE: {"bytes": len(weight_bin),
+                          "crc32": zlib.crc32(weight_bin),
+                          "compression": compression_summary(weight_bin)},
         },
         "dram": {"act_arena_bytes": program.act_arena_bytes,
                  "input_bytes": program.input_bytes, "output_bytes": program.output_bytes},
@@ -414,8 +420,11 @@ def _weight_raw(li) -> dict:
 
 
 def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm: PassManager,
-                 timings: dict) -> dict:
-    """The compile report: sizes, MACs, estimated cycles per layer and in total."""
+                 timings: dict, weight_bin: bytes | None = None) -> dict:
+    """The compile report: sizes, MACs, estimated cycles per layer and in total
+    (``weight_bin``: the program's quantized_network.bin, written if None)."""
+    if weight_bin is None:
+        weight_bin = write_weight_file(program.weights, __version__)
     spans = replay(program.commands, tgt)
     total_cycles = spans[-1][1] if spans else 0
     layers = []
@@ -451,8 +460,8 @@ def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm
         "tool_version": __version__,
         "target": tgt.name,
         "command_bytes": len(cmd_bin),
-        "weight_bytes": len(program.weight_file),
-        "weight_compression": compression_summary(program.weight_file),
+        "weight_bytes": len(weight_bin),
+        "weight_compression": compression_summary(weight_bin),
         "commands": len(program.commands),
         "macs": macs,
         "estimated_cycles": total_cycles,

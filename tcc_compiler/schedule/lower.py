@@ -40,13 +40,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tcc_compiler.binfmt.wcompress import BlockCompressor
-from tcc_compiler.binfmt.weightfile import LayerKind, WeightFileBuilder
 from tcc_compiler.errors import InternalError, ScheduleError, UnsupportedError
 from tcc_compiler.ir.graph import Graph, Node, Value
 from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
 from tcc_compiler.ir.shapes import npu_hwc
 from tcc_compiler.isa import commands as C
+from tcc_compiler.isa.wcodec import BlockCompressor, LayerKind
 from tcc_compiler.isa.spec import (CONV_FLAG_IMAGE, CONV_FLAG_SHORTCUT, PARAM_RECORD_BYTES,
                                    WAIT_MAX, WAIT_NONE, Queue, Region, dram_address,
                                    pack_conv_params)
@@ -54,6 +53,7 @@ from tcc_compiler.quant.golden import weights_ohwi
 from tcc_compiler.quant.params import add_quant, conv_quant, pool_quant
 from tcc_compiler.schedule.cascade import Chain, find_chains, plan_chain
 from tcc_compiler.schedule.memory import Buffer, align_up, plan_arena
+from tcc_compiler.schedule.weights import WeightLayout, WeightLayoutBuilder
 from tcc_compiler.schedule.tiling import (ConvGeom, Residency, plan_channels, plan_conv,
                                           uses_image_mode)
 from tcc_compiler.target import Target
@@ -163,7 +163,7 @@ class Program:
 
     commands: list[C.Command]
     comments: list[str]
-    weight_file: bytes
+    weights: WeightLayout
     sram_bytes: int
     act_arena_bytes: int
     input_bytes: int
@@ -313,7 +313,7 @@ class SramAllocator:
 class Lowering:
     """Stateful lowering of one graph (see :func:`lower`)."""
 
-    def __init__(self, graph: Graph, target: Target, tool_version: str, zone_bytes: int = 0,
+    def __init__(self, graph: Graph, target: Target, zone_bytes: int = 0,
                  compressor: BlockCompressor | None = None, cascade: bool = False,
                  hoist: Hoist | None = None):
         self.g = graph
@@ -338,9 +338,8 @@ class Lowering:
         self.zone_used = 0   # bytes of the zone the resident tensors occupy (peak over time)
         self.op_base: dict[int, int] = {}   # id(node) -> bytes of SRAM below its tile area
         self.base = 0                       # op_base of the op being lowered
-        self.tool_version = tool_version
         self.w = WaitTracker()
-        self.wf = WeightFileBuilder(compressor)  # None: weights stored raw
+        self.wf = WeightLayoutBuilder(compressor)  # None: weights stored raw
         self.tensors: dict[int, Tensor] = {}
         self.layers: list[LayerInfo] = []
         self.sram_peak = 0
@@ -585,7 +584,7 @@ class Lowering:
         if self.pending:
             raise InternalError(f"prefetch consumer '{h.consumer}' never lowered")
         self.w.emit(C.End, [], "end")
-        return Program(self.w.cmds, self.w.comments, self.wf.build(self.tool_version),
+        return Program(self.w.cmds, self.w.comments, self.wf.build(),
                        self.sram_peak, max(arena, self.t.dram_align_bytes), in_bytes,
                        out_bytes, ins, outs, self.layers, self.w.slots)
 
@@ -1359,7 +1358,7 @@ HOIST_VARIANTS = ((True, 1.0), (False, 0.5))
 ZONE_FRACTIONS = (0.0, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
 
 
-def lower(graph: Graph, target: Target, tool_version: str,
+def lower(graph: Graph, target: Target,
           zone_fractions: tuple[float, ...] = ZONE_FRACTIONS,
           compress_weights: bool = False, cascade: bool = True,
           prefetch: bool = True) -> Program:
@@ -1393,7 +1392,7 @@ def lower(graph: Graph, target: Target, tool_version: str,
             * target.sram_align_bytes
         for casc in ((True, False) if cascade else (False,)):
             try:
-                lw = Lowering(graph, target, tool_version, zone, compressor, cascade=casc)
+                lw = Lowering(graph, target, zone, compressor, cascade=casc)
                 prog = lw.run()
             except ScheduleError:
                 if zone == 0 and not casc:
@@ -1415,7 +1414,7 @@ def lower(graph: Graph, target: Target, tool_version: str,
         if hoist is None:
             break
         try:
-            prog2 = Lowering(graph, target, tool_version, zone, compressor, cascade=casc,
+            prog2 = Lowering(graph, target, zone, compressor, cascade=casc,
                              hoist=hoist).run()
         except ScheduleError:
             log.debug("prefetch for %s: tiles no longer fit", hoist.consumer)
