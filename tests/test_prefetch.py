@@ -60,7 +60,7 @@ def net_q():
     t = load_target().with_sram(BUDGET)
     lw = Lowering(g, t, 0)
     plain = lw.run()
-    hoist = plan_hoist(lw, plain, replay(plain.commands, t), t, eager=True)
+    hoist = plan_hoist(g, lw.mem, plain, replay(plain.commands, t), t, eager=True)
     assert hoist is not None
     pre = Lowering(g, t, 0, hoist=hoist).run()
     return g, xs[2], t, plain, pre, hoist
@@ -136,7 +136,7 @@ def test_consumer_reuses_prefetch_area_bit_exact():
     t = load_target().with_sram(budget)
     lw = Lowering(g, t, zone)
     plain = lw.run()
-    hoist = plan_hoist(lw, plain, replay(plain.commands, t), t, eager=True)
+    hoist = plan_hoist(g, lw.mem, plain, replay(plain.commands, t), t, eager=True)
     assert hoist is not None and hoist.consumer == "conv4"
     hoist = dataclasses.replace(hoist, area_bytes=hoist.area_bytes // 3 // 64 * 64)
     pre = Lowering(g, t, zone, hoist=hoist).run()

@@ -19,7 +19,7 @@ from tcc_compiler.quant import collect_ranges, quantize_graph, run_golden
 from tcc_compiler.quant.params import quantize_input
 from tcc_compiler.schedule import lower, replay
 from tcc_compiler.schedule.memory import Buffer, plan_arena
-from tcc_compiler.schedule.tiling import ConvGeom, _working_set, plan_channels, plan_conv
+from tcc_compiler.schedule.tiling import ConvGeom, working_set, plan_channels, plan_conv
 from tcc_compiler.sim.executor import Executor
 from tcc_compiler.target import load_target
 
@@ -170,12 +170,12 @@ def test_conv_tile_working_set_within_budget(geom, budget):
     except ScheduleError:
         # refusing is only allowed when the 1x1-pixel tile over all channels does not fit
         # (that tile is always a candidate, whatever the channel-block granularity)
-        assert _working_set(g, 1, 1, o, 1, t.sram_align_bytes) > budget
+        assert working_set(g, 1, 1, o, 1, t.sram_align_bytes) > budget
         with pytest.raises(ScheduleError):   # and a smaller budget fails too
             plan_conv(g, t, budget // 2)
         return
     nb = -(-o // plan.ocb)
-    assert plan.sram_bytes == _working_set(g, plan.rows, plan.cols, plan.ocb, nb,
+    assert plan.sram_bytes == working_set(g, plan.rows, plan.cols, plan.ocb, nb,
                                            t.sram_align_bytes, wbufs=plan.wbufs)
     assert plan.sram_bytes <= budget
     assert 1 <= plan.rows <= oh and 1 <= plan.cols <= ow and 1 <= plan.ocb <= o

@@ -67,10 +67,10 @@ def test_tile_area_reuses_dead_resident_sram(r18):
     budget = 512 * 1024
     lw = Lowering(g, load_target().with_sram(budget), zone_bytes=budget * 3 // 4)
     prog = lw.run()
-    assert lw.res and lw.zone_used > 0
+    assert lw.mem.res and lw.mem.zone_used > 0
     # some DMA fills tile buffers below the top of the resident zone
     low = [c for c in prog.commands if isinstance(c, (C.DmaLoad, C.DmaLoadZ))
-           and c.sram < lw.zone_used]
+           and c.sram < lw.mem.zone_used]
     assert low
     assert all(0 < li.sram_bytes <= budget for li in prog.layers)
     sizes = {Space.SRAM: budget, Space.ACT: prog.act_arena_bytes,

@@ -16,7 +16,7 @@ from tcc_compiler.errors import InternalError
 from tcc_compiler.isa import spec
 from tcc_compiler.isa.wcodec import (BLOB_ALIGN, Block, BlockCompressor, LayerKind,
                                      channel_blocks, encode_blob)
-from tcc_compiler.schedule.memory import align_up
+from tcc_compiler.schedule.tiling import align_up
 
 
 @dataclass(frozen=True)
