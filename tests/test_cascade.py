@@ -15,7 +15,7 @@ from tcc_compiler.frontend import import_onnx
 from tcc_compiler.quant import collect_ranges, quantize_graph, run_golden
 from tcc_compiler.schedule import lower
 from tcc_compiler.schedule.cascade import chain_bands
-from tcc_compiler.schedule.lower import Lowering
+from tcc_compiler.schedule.lowering import Lowering
 from tcc_compiler.schedule.report import dram_bytes
 from tcc_compiler.target import load_target
 

@@ -1,4 +1,4 @@
-"""Cross-op weight prefetch (schedule/lower.py: :class:`Hoist`, :func:`plan_hoist`): the first
+"""Cross-op weight prefetch (schedule/prefetch.py: :class:`Hoist`, :func:`plan_hoist`): the first
 weight blocks of a load-bound conv are loaded while earlier, compute-bound ops run, into SRAM
 those ops leave free. The prefetched program is bit-exact against the golden integer model in
 stream order and in random legal interleavings (hazard-free), moves exactly the DRAM bytes of
@@ -18,7 +18,8 @@ from tcc_compiler.frontend import import_onnx
 from tcc_compiler.quant import collect_ranges, quantize_graph, run_golden
 from tcc_compiler.schedule import lower
 from tcc_compiler.schedule.cost import replay
-from tcc_compiler.schedule.lower import Lowering, plan_hoist
+from tcc_compiler.schedule.lowering import Lowering
+from tcc_compiler.schedule.prefetch import plan_hoist
 from tcc_compiler.schedule.report import dram_bytes
 from tcc_compiler.target import load_target
 

@@ -61,7 +61,7 @@ def test_tile_area_reuses_dead_resident_sram(r18):
     """With a large resident zone, ops whose live resident tensors end low in the zone get
     their tile buffers there (per-op tile area); the stream stays hazard-free."""
     from tcc_compiler.isa import commands as C
-    from tcc_compiler.schedule.lower import Lowering
+    from tcc_compiler.schedule.lowering import Lowering
 
     g, _ = r18
     budget = 512 * 1024

@@ -18,10 +18,8 @@ The stage, by concern:
 from __future__ import annotations
 
 from tcc_compiler.ir.graph import Graph
-from tcc_compiler.schedule.lowering import Lowering  # noqa: F401
-from tcc_compiler.schedule.prefetch import Hoist, plan_hoist  # noqa: F401
-from tcc_compiler.schedule.program import IoTensor, LayerInfo, Program  # noqa: F401
-from tcc_compiler.schedule.search import HOIST_VARIANTS, ZONE_FRACTIONS, search
+from tcc_compiler.schedule.program import Program
+from tcc_compiler.schedule.search import ZONE_FRACTIONS, search
 from tcc_compiler.target import Target
 
 
@@ -43,7 +41,8 @@ def lower(graph: Graph, target: Target,
     (schedule/cascade.py) run band by band, and that program competes on replayed latency
     with the one without cascades (so cascading never makes the estimate worse).
     With ``prefetch``, the best program is lowered again with each cross-op weight prefetch
-    plan of :data:`HOIST_VARIANTS` (:func:`plan_hoist`), kept only when its replay is faster.
+    plan of :data:`~tcc_compiler.schedule.search.HOIST_VARIANTS`
+    (:func:`~tcc_compiler.schedule.prefetch.plan_hoist`), kept only when its replay is faster.
 
     Raises:
         ScheduleError: an op cannot be tiled into the target's SRAM.
@@ -52,5 +51,4 @@ def lower(graph: Graph, target: Target,
     return search(graph, target, zone_fractions, compress_weights, cascade, prefetch)
 
 
-__all__ = ["HOIST_VARIANTS", "Hoist", "IoTensor", "LayerInfo", "Lowering", "Program",
-           "ZONE_FRACTIONS", "lower", "plan_hoist"]
+__all__ = ["lower"]
