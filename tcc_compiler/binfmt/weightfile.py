@@ -7,7 +7,7 @@ section is the NPU's DRAM region WEIGHTS: a WEIGHTS-region address in a command 
 it. Each blob (a layer's OHWI int8 weights, or its 16-byte parameter records) starts 64-aligned;
 a blob is either raw or compressed per output-channel block (:mod:`tcc_compiler.isa.wcodec`),
 which DMA_LOAD_Z expands on the way to SRAM. The scheduler lays the data section out
-(:mod:`tcc_compiler.schedule.weights`); this module writes and reads the container.
+(:mod:`tcc_compiler.isa.wlayout`); this module writes and reads the container.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from tcc_compiler.binfmt.cmdfile import (
 from tcc_compiler.errors import FormatError
 from tcc_compiler.isa import spec
 from tcc_compiler.isa.wcodec import BlockCompressor, LayerKind, decode_blob
-from tcc_compiler.schedule.weights import LayerBlobs, WeightLayout, WeightLayoutBuilder
+from tcc_compiler.isa.wlayout import LayerBlobs, WeightLayout, WeightLayoutBuilder
 
 WEIGHT_MAGIC = b"TNPW"
 #: Format version of quantized_network.bin (its own since 3.0; 2.0 shared npu_cmd.bin's and
@@ -204,11 +204,11 @@ class WeightFile:
 
 class WeightFileBuilder:
     """Accumulates layer blobs and serialises ``quantized_network.bin``: a
-    :class:`~tcc_compiler.schedule.weights.WeightLayoutBuilder` (the data section) plus
+    :class:`~tcc_compiler.isa.wlayout.WeightLayoutBuilder` (the data section) plus
     :func:`write_weight_file` (the container), for callers that build a file directly.
 
     Args:
-        compressor: see :class:`~tcc_compiler.schedule.weights.WeightLayoutBuilder`.
+        compressor: see :class:`~tcc_compiler.isa.wlayout.WeightLayoutBuilder`.
     """
 
     def __init__(self, compressor: BlockCompressor | None = None) -> None:
@@ -247,7 +247,7 @@ class WeightFileBuilder:
 
 def write_weight_file(layout: WeightLayout, tool_version: str) -> bytes:
     """``quantized_network.bin`` of a scheduled WEIGHTS region: header, one layer table entry
-    per :class:`~tcc_compiler.schedule.weights.LayerWeights` (in order) and ``layout.data`` as
+    per :class:`~tcc_compiler.isa.wlayout.LayerWeights` (in order) and ``layout.data`` as
     the data section.
 
     Raises:

@@ -9,7 +9,7 @@ The stage, by concern:
 * :mod:`~tcc_compiler.schedule.emitter` -- commands with explicit waits and provenance;
 * :mod:`tcc_compiler.schedule.ops` -- one module per op family over the emitter;
 * :mod:`~tcc_compiler.schedule.prefetch` -- cross-op weight prefetch;
-* :mod:`~tcc_compiler.schedule.weights` -- the WEIGHTS region, block by block;
+* :class:`~tcc_compiler.isa.wlayout.WeightLayoutBuilder` -- the WEIGHTS region, block by block;
 * :mod:`~tcc_compiler.schedule.lowering` -- one lowering try;
   :mod:`~tcc_compiler.schedule.search` -- the variant search keeping the fastest;
 * :mod:`~tcc_compiler.schedule.program` -- the result handed to emission (``Program``).

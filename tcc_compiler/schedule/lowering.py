@@ -26,7 +26,7 @@ from tcc_compiler.schedule.ops.pool import lower_pool
 from tcc_compiler.schedule.prefetch import Hoist, Prefetcher
 from tcc_compiler.schedule.program import LayerInfo, Program
 from tcc_compiler.schedule.tiling import align_up
-from tcc_compiler.schedule.weights import WeightLayoutBuilder
+from tcc_compiler.isa.wlayout import WeightLayoutBuilder
 from tcc_compiler.target import Target
 
 

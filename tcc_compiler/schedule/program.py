@@ -4,7 +4,7 @@ A :class:`Program` is everything the emitters (:mod:`tcc_compiler.binfmt`, the m
 report builders) need and nothing of the graph IR: the command stream with its provenance
 comments and history slots, the network's input/output descriptors (:class:`IoTensor`), the
 per-op facts (:class:`LayerInfo`), the DRAM/SRAM sizes, and the WEIGHTS region laid out block
-by block (:class:`~tcc_compiler.schedule.weights.WeightLayout`), from which
+by block (:class:`~tcc_compiler.isa.wlayout.WeightLayout`), from which
 ``quantized_network.bin`` is written. :class:`Tensor` and :class:`Resident` are the tile/IO
 descriptors the lowering addresses: where a tensor lives in DRAM, or whole in SRAM.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.spec import Region, dram_address
-from tcc_compiler.schedule.weights import WeightLayout
+from tcc_compiler.isa.wlayout import WeightLayout
 
 #: History slots of the DMA streams (specs/isa.md): each stream's addresses advance by a
 #: constant stride in its own history, so the encoder spends no bytes on them.

@@ -9,7 +9,7 @@ from tcc_compiler.ir.graph import Node
 from tcc_compiler.schedule.emitter import Emitter
 from tcc_compiler.schedule.memory import MemoryPlan, SramAllocator
 from tcc_compiler.schedule.program import LayerInfo
-from tcc_compiler.schedule.weights import WeightLayoutBuilder
+from tcc_compiler.isa.wlayout import WeightLayoutBuilder
 from tcc_compiler.target import Target
 
 

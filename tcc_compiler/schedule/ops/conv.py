@@ -29,7 +29,7 @@ from tcc_compiler.schedule.geom import channel_blocks, conv_geom, in_box, spatia
 from tcc_compiler.schedule.ops.context import OpContext, label
 from tcc_compiler.schedule.program import SLOT_PARAMS, SLOT_SHORTCUT, SLOT_WEIGHTS, LayerInfo
 from tcc_compiler.schedule.tiling import ConvGeom, ConvPlan, plan_conv, uses_image_mode
-from tcc_compiler.schedule.weights import LayerBlobs, WeightLayoutBuilder
+from tcc_compiler.isa.wlayout import LayerBlobs, WeightLayoutBuilder
 from tcc_compiler.target import Target
 
 

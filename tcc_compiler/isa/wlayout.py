@@ -1,11 +1,13 @@
-"""The WEIGHTS region laid out by the scheduler: every weighted layer's weight and parameter
-blobs, block by block, at the DRAM offsets its load commands use (specs/weights.md).
+"""The layout of the DRAM WEIGHTS region (specs/weights.md): every weighted layer's weight and
+parameter blobs, 64-aligned, block by block, at the offsets the load commands address.
 
-The scheduler decides the channel blocks (one weight DMA each) and therefore the blobs; the
-per-block codec (:mod:`tcc_compiler.isa.wcodec`) tells it each block's stored size. The result
-is a frozen :class:`WeightLayout` in the :class:`~tcc_compiler.schedule.program.Program`, from
-which :func:`tcc_compiler.binfmt.weightfile.write_weight_file` writes ``quantized_network.bin``
-(header and layer table around this data section) without deciding anything.
+The scheduler drives :class:`WeightLayoutBuilder`: it decides the channel blocks (one weight
+DMA each) and the layer order, and the per-block codec (:mod:`tcc_compiler.isa.wcodec`) gives
+each block's stored size. The result is a frozen :class:`WeightLayout` in the scheduler's
+``Program``, from which :func:`tcc_compiler.binfmt.weightfile.write_weight_file` writes
+``quantized_network.bin`` (header and layer table around this data section) without deciding
+anything. Being the format of a DRAM region the commands address, it sits with the ISA, below
+both the scheduler and the containers.
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ from tcc_compiler.errors import InternalError
 from tcc_compiler.isa import spec
 from tcc_compiler.isa.wcodec import (BLOB_ALIGN, Block, BlockCompressor, LayerKind,
                                      channel_blocks, encode_blob)
-from tcc_compiler.schedule.tiling import align_up
+
+
+def _align(n: int) -> int:
+    """``n`` rounded up to a multiple of :data:`~tcc_compiler.isa.wcodec.BLOB_ALIGN`."""
+    return -(-n // BLOB_ALIGN) * BLOB_ALIGN
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,7 @@ class WeightLayoutBuilder:
     def _append(self, blob: bytes) -> int:
         off = len(self._data)
         self._data += blob
-        self._data += bytes(align_up(len(self._data), BLOB_ALIGN) - len(self._data))
+        self._data += bytes(_align(len(self._data)) - len(self._data))
         return off
 
     def _blob(self, raw: bytes, o: int, bc: int) -> tuple[bytes, list[Block], bool]:
@@ -173,8 +179,7 @@ class WeightLayoutBuilder:
         channel_blocks(o, bc)   # range check (InternalError)
         w_blob, w_blocks, w_z = self._blob(weights, o, bc)
         p_blob, p_blocks, p_z = self._blob(params, o, bc)
-        size = align_up(len(self._data) + align_up(len(w_blob), BLOB_ALIGN) + len(p_blob),
-                        BLOB_ALIGN)
+        size = _align(len(self._data) + _align(len(w_blob)) + len(p_blob))
         if size > spec.REGION_OFFSET_MASK + 1:
             raise InternalError(f"quantized_network.bin: layer {name!r} makes the data section "
                                 "exceed the 1 GiB WEIGHTS region")
