@@ -23,9 +23,9 @@ import numpy as np
 import onnx
 
 from tcc_compiler import __version__
-from tcc_compiler.binfmt.cmdfile import write_cmd_file
 from tcc_compiler.datasets.calibration import default_calibration, resolve_calibration
 from tcc_compiler.datasets.images import Preprocess
+from tcc_compiler.emit.binaries import encode_binaries
 from tcc_compiler.emit.manifest import build_manifest
 from tcc_compiler.emit.report import build_report
 from tcc_compiler.errors import InputError
@@ -172,10 +172,11 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     _log_quantize(calib, timings)
 
     t0 = time.perf_counter()
-    program, cmd_bin = lower_program(graph, tgt, opts)
+    program = lower_program(graph, tgt, opts)
+    binaries = encode_binaries(program, __version__)
     timings["schedule_emit_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
-    return emit(model, graph, float_graph, program, cmd_bin, tgt, preprocess, calib, fg,
+    return emit(model, graph, float_graph, program, binaries, tgt, preprocess, calib, fg,
                 timings)
 
 
@@ -310,41 +311,39 @@ def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
     _instrument(instruments, QUANTIZE_STAGE, "after", index, graph)
 
 
-def lower_program(graph: Graph, tgt: Target,
-                  options: CompileOptions = DEFAULTS) -> tuple[Program, bytes]:
+def lower_program(graph: Graph, tgt: Target, options: CompileOptions = DEFAULTS) -> Program:
     """Stage 5, lower: tile and schedule the quantized graph for ``tgt``
-    (:func:`tcc_compiler.schedule.lower`) and encode the command stream.
+    (:func:`tcc_compiler.schedule.lower`).
 
     Returns:
-        (program, npu_cmd.bin bytes); ``program.weight_file`` is quantized_network.bin.
+        The program: commands, DRAM/SRAM plan, layer table and the frozen weight layout
+        (encode it with :func:`tcc_compiler.emit.binaries.encode_binaries`).
 
     Raises:
         ScheduleError: an op that cannot be tiled into the target's SRAM.
     """
-    program = lower(graph, tgt, __version__, compress_weights=options.compress_weights)
-    cmd_bin = write_cmd_file(program.commands, sram_peak_bytes=program.sram_bytes,
-                             act_arena_bytes=program.act_arena_bytes,
-                             input_bytes=program.input_bytes, output_bytes=program.output_bytes,
-                             tool_version=__version__, slots=program.slots)
-    return program, cmd_bin
+    return lower(graph, tgt, compress_weights=options.compress_weights)
 
 
-def emit(model, graph: Graph, float_graph: Graph, program: Program, cmd_bin: bytes,
-         tgt: Target, preprocess, calib: Calibration, fg: FloatGraph,
-         timings: dict) -> CompiledArtifacts:
+def emit(model, graph: Graph, float_graph: Graph, program: Program,
+         binaries: tuple[bytes, bytes], tgt: Target, preprocess, calib: Calibration,
+         fg: FloatGraph, timings: dict) -> CompiledArtifacts:
     """Stage 6, emit: the manifest and report (:mod:`tcc_compiler.emit`) beside the binaries.
 
     Args:
         model: the compiled model as given (path or ModelProto: source name and sha256).
+        binaries: (npu_cmd.bin, quantized_network.bin) bytes of ``program``.
         timings: stage wall times in seconds (``report["compile_seconds"]``).
     """
+    cmd_bin, weight_bin = binaries
     src = model if isinstance(model, (str, os.PathLike)) else None
     manifest = build_manifest(graph, program, tgt, cmd_bin, preprocess, calib.method,
-                              len(calib.inputs), calib.source, src, _model_bytes_sha(model))
-    report = build_report(graph, program, tgt, cmd_bin, fg.pass_manager, timings)
+                              len(calib.inputs), calib.source, src, _model_bytes_sha(model),
+                              weight_bin)
+    report = build_report(graph, program, tgt, cmd_bin, fg.pass_manager, timings, weight_bin)
     report["fusion"] = fg.fusion
-    _log_schedule_emit(report, timings, len(program.weight_file))
-    return CompiledArtifacts(cmd_bin, program.weight_file, manifest, report, graph,
+    _log_schedule_emit(report, timings, len(weight_bin))
+    return CompiledArtifacts(cmd_bin, weight_bin, manifest, report, graph,
                              float_graph, program, tgt, calib_table=calib.table)
 
 

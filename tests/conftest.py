@@ -193,6 +193,7 @@ def run_program_impl(prog, budget: int, g: Graph, x: np.ndarray, schedule: str =
         (flat int8/int32 output arrays by output name, hazards found by the static checker).
     """
     from tcc_compiler.binfmt import read_cmd_file, read_weight_file, write_cmd_file
+    from tcc_compiler.binfmt.weightfile import write_weight_file
     from tcc_compiler.isa.commands import Space
     from tcc_compiler.quant.params import quantize_input
     from tcc_compiler.sim.executor import Executor
@@ -203,7 +204,7 @@ def run_program_impl(prog, budget: int, g: Graph, x: np.ndarray, schedule: str =
         prog.commands, sram_peak_bytes=prog.sram_bytes, act_arena_bytes=prog.act_arena_bytes,
         input_bytes=prog.input_bytes, output_bytes=prog.output_bytes, tool_version="test",
         slots=prog.slots))
-    wf = read_weight_file(prog.weight_file)
+    wf = read_weight_file(write_weight_file(prog.weights, "test"))
     sizes = {Space.SRAM: budget, Space.ACT: prog.act_arena_bytes,
              Space.INPUT: prog.input_bytes, Space.OUTPUT: prog.output_bytes,
              Space.WEIGHTS: len(wf.data)}

@@ -1,4 +1,4 @@
-"""Cross-op weight prefetch (schedule/lower.py: :class:`Hoist`, :func:`plan_hoist`): the first
+"""Cross-op weight prefetch (schedule/prefetch.py: :class:`Hoist`, :func:`plan_hoist`): the first
 weight blocks of a load-bound conv are loaded while earlier, compute-bound ops run, into SRAM
 those ops leave free. The prefetched program is bit-exact against the golden integer model in
 stream order and in random legal interleavings (hazard-free), moves exactly the DRAM bytes of
@@ -18,7 +18,8 @@ from tcc_compiler.frontend import import_onnx
 from tcc_compiler.quant import collect_ranges, quantize_graph, run_golden
 from tcc_compiler.schedule import lower
 from tcc_compiler.schedule.cost import replay
-from tcc_compiler.schedule.lower import Lowering, plan_hoist
+from tcc_compiler.schedule.lowering import Lowering
+from tcc_compiler.schedule.prefetch import plan_hoist
 from tcc_compiler.schedule.report import dram_bytes
 from tcc_compiler.target import load_target
 
@@ -58,11 +59,11 @@ def net_q():
     xs = [r.standard_normal((1, 32, 32, 32)).astype(np.float32) for _ in range(3)]
     quantize_graph(g, collect_ranges(g, xs[:2]))
     t = load_target().with_sram(BUDGET)
-    lw = Lowering(g, t, "test", 0)
+    lw = Lowering(g, t, 0)
     plain = lw.run()
-    hoist = plan_hoist(lw, plain, replay(plain.commands, t), t, eager=True)
+    hoist = plan_hoist(g, lw.mem, plain, replay(plain.commands, t), t, eager=True)
     assert hoist is not None
-    pre = Lowering(g, t, "test", 0, hoist=hoist).run()
+    pre = Lowering(g, t, 0, hoist=hoist).run()
     return g, xs[2], t, plain, pre, hoist
 
 
@@ -115,8 +116,8 @@ def test_lower_keeps_prefetch_only_when_faster(net_q):
     def cyc(p):
         return max(e for _, e in replay(p.commands, t))
 
-    with_pf = lower(g, t, "test", zone_fractions=(0.0,), cascade=False)
-    without = lower(g, t, "test", zone_fractions=(0.0,), cascade=False, prefetch=False)
+    with_pf = lower(g, t, zone_fractions=(0.0,), cascade=False)
+    without = lower(g, t, zone_fractions=(0.0,), cascade=False, prefetch=False)
     assert cyc(with_pf) <= cyc(without)
 
 
@@ -134,12 +135,12 @@ def test_consumer_reuses_prefetch_area_bit_exact():
     xs = [r.standard_normal((1, 32, 32, 32)).astype(np.float32) for _ in range(3)]
     quantize_graph(g, collect_ranges(g, xs[:2]))
     t = load_target().with_sram(budget)
-    lw = Lowering(g, t, "test", zone)
+    lw = Lowering(g, t, zone)
     plain = lw.run()
-    hoist = plan_hoist(lw, plain, replay(plain.commands, t), t, eager=True)
+    hoist = plan_hoist(g, lw.mem, plain, replay(plain.commands, t), t, eager=True)
     assert hoist is not None and hoist.consumer == "conv4"
     hoist = dataclasses.replace(hoist, area_bytes=hoist.area_bytes // 3 // 64 * 64)
-    pre = Lowering(g, t, "test", zone, hoist=hoist).run()
+    pre = Lowering(g, t, zone, hoist=hoist).run()
     lo = budget - hoist.area_bytes
     own = [c.sram for c, m in zip(pre.commands, pre.comments)
            if m.startswith("conv4 [") and "weights" in m]

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tcc_compiler.binfmt import read_cmd_file, read_weight_file, write_cmd_file
+from tcc_compiler.binfmt.weightfile import write_weight_file
 from tcc_compiler.errors import ScheduleError
 from tcc_compiler.frontend import import_onnx
 from tcc_compiler.isa import commands as C
@@ -18,7 +19,7 @@ from tcc_compiler.quant import collect_ranges, quantize_graph, run_golden
 from tcc_compiler.quant.params import quantize_input
 from tcc_compiler.schedule import lower, replay
 from tcc_compiler.schedule.memory import Buffer, plan_arena
-from tcc_compiler.schedule.tiling import ConvGeom, _working_set, plan_channels, plan_conv
+from tcc_compiler.schedule.tiling import ConvGeom, working_set, plan_channels, plan_conv
 from tcc_compiler.sim.executor import Executor
 from tcc_compiler.target import load_target
 
@@ -39,7 +40,8 @@ def _execute(prog, target, x, g):
     cmd = write_cmd_file(prog.commands, sram_peak_bytes=prog.sram_bytes,
                          act_arena_bytes=prog.act_arena_bytes, input_bytes=prog.input_bytes,
                          output_bytes=prog.output_bytes, tool_version="test")
-    ex = Executor(read_cmd_file(cmd), read_weight_file(prog.weight_file), target, fill=0xA5)
+    wf = read_weight_file(write_weight_file(prog.weights, "t"))
+    ex = Executor(read_cmd_file(cmd), wf, target, fill=0xA5)
     q = quantize_input(x, g.inputs[0]).tobytes()
     return ex.run(q + bytes(prog.input_bytes - len(q)))
 
@@ -101,7 +103,7 @@ def test_tiny_sram_bit_exact(qgraph, sram):
     t = load_target()
     if sram:
         t = t.with_sram(sram)
-    prog = lower(g, t, "test")
+    prog = lower(g, t)
     assert prog.sram_bytes <= t.sram_capacity_bytes
     assert all(info.sram_bytes <= t.sram_capacity_bytes for info in prog.layers)
     if sram == 4096:   # a tiny SRAM forces tiling of the stem conv at least
@@ -119,7 +121,7 @@ def test_tiny_sram_bit_exact(qgraph, sram):
 def test_smaller_sram_means_more_tiles(qgraph):
     g, _ = qgraph
     t = load_target()
-    small, big = lower(g, t.with_sram(4096), "t"), lower(g, t, "t")
+    small, big = lower(g, t.with_sram(4096)), lower(g, t)
     assert sum(i.tiles for i in small.layers) > sum(i.tiles for i in big.layers)
     # more tiles cost more modelled cycles
     assert replay(small.commands, t)[-1][1] > replay(big.commands, t)[-1][1]
@@ -128,14 +130,14 @@ def test_smaller_sram_means_more_tiles(qgraph):
 def test_lowering_is_deterministic(qgraph):
     g, _ = qgraph
     t = load_target().with_sram(8192)
-    a, b = lower(g, t, "t"), lower(g, t, "t")
-    assert a.commands == b.commands and a.weight_file == b.weight_file
+    a, b = lower(g, t), lower(g, t)
+    assert a.commands == b.commands and a.weights == b.weights
 
 
 def test_nothing_fits_raises_schedule_error(qgraph):
     g, _ = qgraph
     with pytest.raises(ScheduleError, match="SRAM"):
-        lower(g, load_target().with_sram(256), "t")
+        lower(g, load_target().with_sram(256))
 
 
 def test_plan_conv_nothing_fits():
@@ -168,12 +170,12 @@ def test_conv_tile_working_set_within_budget(geom, budget):
     except ScheduleError:
         # refusing is only allowed when the 1x1-pixel tile over all channels does not fit
         # (that tile is always a candidate, whatever the channel-block granularity)
-        assert _working_set(g, 1, 1, o, 1, t.sram_align_bytes) > budget
+        assert working_set(g, 1, 1, o, 1, t.sram_align_bytes) > budget
         with pytest.raises(ScheduleError):   # and a smaller budget fails too
             plan_conv(g, t, budget // 2)
         return
     nb = -(-o // plan.ocb)
-    assert plan.sram_bytes == _working_set(g, plan.rows, plan.cols, plan.ocb, nb,
+    assert plan.sram_bytes == working_set(g, plan.rows, plan.cols, plan.ocb, nb,
                                            t.sram_align_bytes, wbufs=plan.wbufs)
     assert plan.sram_bytes <= budget
     assert 1 <= plan.rows <= oh and 1 <= plan.cols <= ow and 1 <= plan.ocb <= o
@@ -214,7 +216,7 @@ def test_plan_arena_reuses_dead_memory():
 def test_activation_arena_respects_liveness(qgraph):
     """In the lowered program, DRAM tensors whose lifetimes overlap never share bytes."""
     g, _ = qgraph
-    prog = lower(g, load_target().with_sram(8192), "t")
+    prog = lower(g, load_target().with_sram(8192))
     assert prog.act_arena_bytes > 0
     # replay the stream: every command that reads ACT reads bytes some earlier command wrote
     written = np.zeros(prog.act_arena_bytes, bool)
@@ -233,7 +235,7 @@ def test_hazard_checker_catches_missing_waits(qgraph):
     """The wait checker above is not vacuous: dropping every wait exposes hazards."""
     import dataclasses
     g, _ = qgraph
-    prog = lower(g, load_target().with_sram(8192), "t")
+    prog = lower(g, load_target().with_sram(8192))
     stripped = [dataclasses.replace(c, wait_load=WAIT_NONE, wait_compute=WAIT_NONE,
                                     wait_store=WAIT_NONE) for c in prog.commands]
     assert len(_happens_before_violations(stripped)) > 10

@@ -10,7 +10,6 @@ import pytest
 from conftest import run_program_impl
 
 from tcc_compiler import zoo
-from tcc_compiler.binfmt import read_weight_file
 from tcc_compiler.frontend import import_onnx
 from tcc_compiler.isa.commands import Space
 from tcc_compiler.quant import collect_ranges, quantize_graph, run_golden
@@ -36,7 +35,7 @@ def r18(run_pipeline):
 def programs(r18):
     """budget -> lowered program."""
     g, _ = r18
-    return {b: lower(g, load_target().with_sram(b), "test") for b in BUDGETS}
+    return {b: lower(g, load_target().with_sram(b)) for b in BUDGETS}
 
 
 @pytest.mark.parametrize("budget", BUDGETS)
@@ -62,19 +61,19 @@ def test_tile_area_reuses_dead_resident_sram(r18):
     """With a large resident zone, ops whose live resident tensors end low in the zone get
     their tile buffers there (per-op tile area); the stream stays hazard-free."""
     from tcc_compiler.isa import commands as C
-    from tcc_compiler.schedule.lower import Lowering
+    from tcc_compiler.schedule.lowering import Lowering
 
     g, _ = r18
     budget = 512 * 1024
-    lw = Lowering(g, load_target().with_sram(budget), "test", zone_bytes=budget * 3 // 4)
+    lw = Lowering(g, load_target().with_sram(budget), zone_bytes=budget * 3 // 4)
     prog = lw.run()
-    assert lw.res and lw.zone_used > 0
+    assert lw.mem.res and lw.mem.zone_used > 0
     # some DMA fills tile buffers below the top of the resident zone
     low = [c for c in prog.commands if isinstance(c, (C.DmaLoad, C.DmaLoadZ))
-           and c.sram < lw.zone_used]
+           and c.sram < lw.mem.zone_used]
     assert low
     assert all(0 < li.sram_bytes <= budget for li in prog.layers)
     sizes = {Space.SRAM: budget, Space.ACT: prog.act_arena_bytes,
              Space.INPUT: prog.input_bytes, Space.OUTPUT: prog.output_bytes,
-             Space.WEIGHTS: len(read_weight_file(prog.weight_file).data)}
+             Space.WEIGHTS: len(prog.weights.data)}
     assert check_stream(list(prog.commands), sizes) == []

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from tcc_compiler import api, zoo
 from tcc_compiler.binfmt import WeightFileBuilder, read_cmd_file, read_weight_file
 from tcc_compiler.binfmt.cmdfile import write_cmd_file
-from tcc_compiler.binfmt.wcompress import (
+from tcc_compiler.isa.wcodec import (
     BlockCompressor,
     channel_blocks,
     decode_blob,

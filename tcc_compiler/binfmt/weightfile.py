@@ -5,13 +5,13 @@ Layout (little-endian, every section 64-byte aligned): a 64-byte header
 ``table_offset``, and the data section at ``data_offset`` running to the end of the file. The data
 section is the NPU's DRAM region WEIGHTS: a WEIGHTS-region address in a command is an offset into
 it. Each blob (a layer's OHWI int8 weights, or its 16-byte parameter records) starts 64-aligned;
-a blob is either raw or compressed per output-channel block (:mod:`.wcompress`), which
-DMA_LOAD_Z expands on the way to SRAM.
+a blob is either raw or compressed per output-channel block (:mod:`tcc_compiler.isa.wcodec`),
+which DMA_LOAD_Z expands on the way to SRAM. The scheduler lays the data section out
+(:mod:`tcc_compiler.isa.wlayout`); this module writes and reads the container.
 """
 
 from __future__ import annotations
 
-import enum
 import struct
 import zlib
 from dataclasses import dataclass
@@ -26,15 +26,10 @@ from tcc_compiler.binfmt.cmdfile import (
     pack_header,
     unpack_header,
 )
-from tcc_compiler.binfmt.wcompress import (
-    Block,
-    BlockCompressor,
-    channel_blocks,
-    decode_blob,
-    encode_blob,
-)
-from tcc_compiler.errors import FormatError, InternalError
+from tcc_compiler.errors import FormatError
 from tcc_compiler.isa import spec
+from tcc_compiler.isa.wcodec import BlockCompressor, LayerKind, decode_blob
+from tcc_compiler.isa.wlayout import LayerBlobs, WeightLayout, WeightLayoutBuilder
 
 WEIGHT_MAGIC = b"TNPW"
 #: Format version of quantized_network.bin (its own since 3.0; 2.0 shared npu_cmd.bin's and
@@ -84,13 +79,6 @@ _ENTRY = struct.Struct("<" + "".join(f for _, f, _ in LAYER_ENTRY_FIELDS))
 assert _ENTRY.size == LAYER_ENTRY_BYTES
 
 
-class LayerKind(enum.IntEnum):
-    """Kind of a weighted layer (the ``kind`` byte of a layer entry)."""
-
-    CONV = 0
-    FC = 1
-
-
 def name_hash(name: str) -> int:
     """The ``name_hash`` of a layer name: zlib.crc32 of its UTF-8 bytes."""
     return zlib.crc32(name.encode("utf-8"))
@@ -133,23 +121,6 @@ class LayerEntry:
     def stored_bytes(self) -> int:
         """Weights + params bytes as stored in the file."""
         return self.weights_bytes + self.params_bytes
-
-
-@dataclass(frozen=True)
-class LayerBlobs:
-    """Where :meth:`WeightFileBuilder.add_layer` put a layer (offsets into the data section).
-
-    Attributes:
-        weights_offset, params_offset: blob offsets (64-aligned).
-        weight_blocks, param_blocks: one :class:`~tcc_compiler.binfmt.wcompress.Block` per
-            channel block, offsets absolute in the data section. A block with ``compressed``
-            is loaded with DMA_LOAD_Z (``stored_bytes`` -> ``raw_bytes``), else with DMA_LOAD.
-    """
-
-    weights_offset: int
-    params_offset: int
-    weight_blocks: tuple[Block, ...]
-    param_blocks: tuple[Block, ...]
 
 
 @dataclass(frozen=True)
@@ -231,140 +202,76 @@ class WeightFile:
         return sum(e.stored_bytes for e in self.layers)
 
 
-def _place(blob_offset: int, blocks: list[Block]) -> tuple[Block, ...]:
-    """``blocks`` with offsets made absolute (blob at ``blob_offset`` in the data section)."""
-    return tuple(Block(blob_offset + b.offset, b.stored_bytes, b.raw_bytes, b.compressed,
-                       b.c0, b.c1) for b in blocks)
-
-
-def _raw_blocks(raw: bytes, out_channels: int, block_channels: int) -> list[Block]:
-    """The blocks of an uncompressed blob (verbatim slices, offsets relative to the blob)."""
-    per = len(raw) // out_channels if out_channels else 0
-    return [Block(c0 * per, (c1 - c0) * per, (c1 - c0) * per, False, c0, c1)
-            for c0, c1 in channel_blocks(out_channels, block_channels)]
-
-
 class WeightFileBuilder:
-    """Accumulates layer blobs and serialises ``quantized_network.bin``.
-
-    Blobs are appended to the data section in call order, each starting 64-byte aligned (zero
-    padding between), so the output is deterministic.
+    """Accumulates layer blobs and serialises ``quantized_network.bin``: a
+    :class:`~tcc_compiler.isa.wlayout.WeightLayoutBuilder` (the data section) plus
+    :func:`write_weight_file` (the container), for callers that build a file directly.
 
     Args:
-        compressor: compress every blob per channel block (raw DEFLATE, see
-            :mod:`~tcc_compiler.binfmt.wcompress`) with this memoising compressor; None (the
-            default) stores every blob raw. A blob stays raw when compression does not make
-            it smaller, a block when its stream is not smaller than the block.
+        compressor: see :class:`~tcc_compiler.isa.wlayout.WeightLayoutBuilder`.
     """
 
     def __init__(self, compressor: BlockCompressor | None = None) -> None:
-        self.compressor = compressor
-        self._entries: list[LayerEntry] = []
-        self._names: set[str] = set()
-        self._data = bytearray()
-
-    def _append(self, blob: bytes) -> int:
-        off = len(self._data)
-        self._data += blob
-        self._data += bytes(align_up(len(self._data)) - len(self._data))
-        return off
+        self._layout = WeightLayoutBuilder(compressor)
 
     def add_layer(self, name: str, kind: LayerKind | int, weights: bytes, params: bytes, *,
                   block_channels: int | None = None) -> LayerBlobs:
-        """Add a layer's weights (int8 OHWI bytes) and parameter records (16 bytes per channel).
-
-        Args:
-            name: unique layer name (its CRC-32 is stored).
-            kind: :class:`LayerKind`.
-            weights: int8 ``[O, KH, KW, C/group]`` bytes; a multiple of O bytes.
-            params: ``O`` records of 16 bytes (O = ``len(params) // 16``).
-            block_channels: output channels per block (the scheduler's weight DMA block;
-                default O, one block).
-
-        Returns:
-            :class:`LayerBlobs`: the blob offsets and every block's placement -- the
-            WEIGHTS-region DRAM offsets and sizes the load commands use.
-
-        Raises:
-            InternalError: duplicate name, unknown kind, sizes inconsistent with O, or the data
-                section would exceed 2**30 bytes.
-        """
-        if name in self._names:
-            raise InternalError(f"quantized_network.bin: duplicate layer name {name!r}")
-        try:
-            kind = LayerKind(kind)
-        except ValueError:
-            raise InternalError(f"quantized_network.bin: layer {name!r}: unknown kind {kind}"
-                                ) from None
-        weights, params = bytes(weights), bytes(params)
-        o = len(params) // spec.PARAM_RECORD_BYTES
-        if len(params) % spec.PARAM_RECORD_BYTES or (len(weights) % o if o else weights):
-            raise InternalError(f"quantized_network.bin: layer {name!r}: {len(params)} param "
-                                f"bytes and {len(weights)} weight bytes do not make whole "
-                                "16-byte records and whole output channels")
-        bc = (o if block_channels is None else int(block_channels)) if o else 0
-        channel_blocks(o, bc)   # range check (InternalError)
-        stored = []
-        flags = 0
-        for raw, bit in ((weights, FLAG_WEIGHTS_COMPRESSED), (params, FLAG_PARAMS_COMPRESSED)):
-            blob, blocks = (encode_blob(raw, o, bc, self.compressor)
-                            if self.compressor is not None and o else (raw, None))
-            if blocks is None or len(blob) >= len(raw):
-                blob, blocks = raw, _raw_blocks(raw, o, bc)
-            else:
-                flags |= bit
-            stored.append((blob, blocks))
-        (w_blob, w_blocks), (p_blob, p_blocks) = stored
-        size = align_up(len(self._data) + align_up(len(w_blob)) + len(p_blob))
-        if size > spec.REGION_OFFSET_MASK + 1:
-            raise InternalError(f"quantized_network.bin: layer {name!r} makes the data section "
-                                "exceed the 1 GiB WEIGHTS region")
-        w_off = self._append(w_blob)
-        p_off = self._append(p_blob)
-        self._names.add(name)
-        self._entries.append(LayerEntry(len(self._entries), kind, flags, o, bc, w_off,
-                                        len(w_blob), len(weights), p_off, len(p_blob),
-                                        len(params), name_hash(name)))
-        return LayerBlobs(w_off, p_off, _place(w_off, w_blocks), _place(p_off, p_blocks))
+        """Add a layer: :meth:`WeightLayoutBuilder.add_layer` (same arguments, result and
+        errors)."""
+        return self._layout.add_layer(name, kind, weights, params,
+                                      block_channels=block_channels)
 
     @property
     def data_bytes(self) -> int:
         """Current size of the data section (bytes, multiple of 64)."""
-        return len(self._data)
+        return self._layout.data_bytes
 
     @property
     def raw_bytes(self) -> int:
         """Weights + params bytes of the layers added so far, before compression."""
-        return sum(e.raw_bytes for e in self._entries)
+        return self._layout.raw_bytes
 
     @property
     def stored_bytes(self) -> int:
         """Weights + params bytes of the layers added so far, as stored (padding excluded)."""
-        return sum(e.stored_bytes for e in self._entries)
+        return self._layout.stored_bytes
 
     def build(self, tool_version: str) -> bytes:
-        """Serialise header, layer table and data section.
+        """Serialise header, layer table and data section (:func:`write_weight_file`).
 
         Raises:
             InternalError: ``tool_version`` is not <= 16 ASCII characters.
         """
-        table = b"".join(_ENTRY.pack(e.layer_index, int(e.kind), e.flags, b"", e.out_channels,
-                                     e.block_channels, e.weights_offset, e.weights_bytes,
-                                     e.weights_raw_bytes, e.params_offset, e.params_bytes,
-                                     e.params_raw_bytes, e.name_hash, 0)
-                         for e in self._entries)
-        table_offset = HEADER_BYTES
-        data_offset = align_up(table_offset + len(table))
-        data = bytes(self._data)
-        header = pack_header(_HEADER, WEIGHT_HEADER_FIELDS, {
-            "magic": WEIGHT_MAGIC, "version_major": WEIGHT_FORMAT_MAJOR,
-            "version_minor": WEIGHT_FORMAT_MINOR, "header_bytes": HEADER_BYTES,
-            "n_layers": len(self._entries), "table_offset": table_offset,
-            "table_bytes": len(table), "data_offset": data_offset, "data_bytes": len(data),
-            "data_crc32": zlib.crc32(data), "tool_version": encode_tool_version(tool_version),
-        })
-        pad = bytes(data_offset - table_offset - len(table))
-        return header + table + pad + data
+        return write_weight_file(self._layout.build(), tool_version)
+
+
+def write_weight_file(layout: WeightLayout, tool_version: str) -> bytes:
+    """``quantized_network.bin`` of a scheduled WEIGHTS region: header, one layer table entry
+    per :class:`~tcc_compiler.isa.wlayout.LayerWeights` (in order) and ``layout.data`` as
+    the data section.
+
+    Raises:
+        InternalError: ``tool_version`` is not <= 16 ASCII characters.
+    """
+    table = b"".join(
+        _ENTRY.pack(i, int(e.kind), (FLAG_WEIGHTS_COMPRESSED if e.weights_compressed else 0)
+                    | (FLAG_PARAMS_COMPRESSED if e.params_compressed else 0), b"",
+                    e.out_channels, e.block_channels, e.weights_offset, e.weights_bytes,
+                    e.weights_raw_bytes, e.params_offset, e.params_bytes, e.params_raw_bytes,
+                    name_hash(e.name), 0)
+        for i, e in enumerate(layout.layers))
+    table_offset = HEADER_BYTES
+    data_offset = align_up(table_offset + len(table))
+    data = layout.data
+    header = pack_header(_HEADER, WEIGHT_HEADER_FIELDS, {
+        "magic": WEIGHT_MAGIC, "version_major": WEIGHT_FORMAT_MAJOR,
+        "version_minor": WEIGHT_FORMAT_MINOR, "header_bytes": HEADER_BYTES,
+        "n_layers": len(layout.layers), "table_offset": table_offset,
+        "table_bytes": len(table), "data_offset": data_offset, "data_bytes": len(data),
+        "data_crc32": zlib.crc32(data), "tool_version": encode_tool_version(tool_version),
+    })
+    pad = bytes(data_offset - table_offset - len(table))
+    return header + table + pad + data
 
 
 def read_weight_file(data: bytes, path: str = "quantized_network.bin") -> WeightFile:

@@ -36,8 +36,12 @@ def _io_dict(io) -> dict:
 
 
 def build_manifest(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, preprocess,
-                   method: str, n_calib: int, calib_source: str, source, sha: str) -> dict:
-    """The manifest: everything a host runtime needs to feed and read the NPU program."""
+                   method: str, n_calib: int, calib_source: str, source, sha: str,
+                   weight_bin: bytes) -> dict:
+    """The manifest: everything a host runtime needs to feed and read the NPU program.
+
+    ``cmd_bin`` and ``weight_bin`` are the two binaries' bytes (sizes and CRC-32s recorded).
+    """
     inp = dict(_io_dict(program.inputs[0]))
     inp["onnx_layout"] = graph.meta.get("input_layout", "NCHW")
     inp["onnx_name"] = graph.meta.get("onnx_input", inp["name"])
@@ -52,9 +56,9 @@ def build_manifest(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, 
         "target": tgt.to_dict(),
         "files": {
             CMD_FILE: {"bytes": len(cmd_bin), "crc32": zlib.crc32(cmd_bin)},
-            WEIGHT_FILE: {"bytes": len(program.weight_file),
-                          "crc32": zlib.crc32(program.weight_file),
-                          "compression": compression_summary(program.weight_file)},
+            WEIGHT_FILE: {"bytes": len(weight_bin),
+                          "crc32": zlib.crc32(weight_bin),
+                          "compression": compression_summary(weight_bin)},
         },
         "dram": {"act_arena_bytes": program.act_arena_bytes,
                  "input_bytes": program.input_bytes, "output_bytes": program.output_bytes},

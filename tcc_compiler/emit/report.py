@@ -28,8 +28,11 @@ def _weight_raw(li) -> dict:
 
 
 def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm: PassManager,
-                 timings: dict) -> dict:
-    """The compile report: sizes, MACs, estimated cycles per layer and in total."""
+                 timings: dict, weight_bin: bytes) -> dict:
+    """The compile report: sizes (bytes), MACs, estimated cycles per layer and in total.
+
+    ``weight_bin`` is the program's quantized_network.bin (size and compression summary).
+    """
     spans = replay(program.commands, tgt)
     total_cycles = spans[-1][1] if spans else 0
     layers = []
@@ -65,8 +68,8 @@ def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm
         "tool_version": __version__,
         "target": tgt.name,
         "command_bytes": len(cmd_bin),
-        "weight_bytes": len(program.weight_file),
-        "weight_compression": compression_summary(program.weight_file),
+        "weight_bytes": len(weight_bin),
+        "weight_compression": compression_summary(weight_bin),
         "commands": len(program.commands),
         "macs": macs,
         "estimated_cycles": total_cycles,

@@ -26,15 +26,14 @@ by one (:func:`tcc_compiler.schedule.tiling.plan_conv` estimates); the lowering
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 
 from tcc_compiler.ir.graph import Node
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.isa.spec import PARAM_RECORD_BYTES
-from tcc_compiler.schedule.memory import align_up
-from tcc_compiler.schedule.tiling import (ConvGeom, Residency, candidate_extents, plan_conv,
-                                          uses_image_mode)
+from tcc_compiler.schedule import cost
+from tcc_compiler.schedule.tiling import (ConvGeom, Residency, align_up, candidate_extents,
+                                          plan_conv, uses_image_mode)
 from tcc_compiler.target import Target
 
 log = logging.getLogger(__name__)
@@ -88,6 +87,37 @@ class Chain:
         return self.nodes[:-1] + ([self.side] if self.side is not None else [])
 
 
+def _chainable(n: Node) -> bool:
+    """A conv or pool with an int8 output."""
+    return n.op in CHAIN_OPS and n.output.dtype == "int8"
+
+
+def _extend(n: Node, readers, excluded: set[int], used: set[int]) -> list[Node]:
+    """``n`` and the ops after it that can join its chain: each the only reader, through its
+    input 0, of the previous one's output; a shortcut conv ends the chain."""
+    members = [n]
+    cur = n
+    while cur.op is not Op.CONV or cur.input(3) is None:   # a shortcut ends the chain
+        v = cur.output
+        rd = readers(v)
+        if id(v) in excluded or len(rd) != 1 or len(v.uses) != 1:
+            break
+        nxt = rd[0]
+        if not _chainable(nxt) or nxt.inputs[0] is not v or id(nxt) in used:
+            break
+        members.append(nxt)
+        cur = nxt
+    return members
+
+
+def _is_side_op(side: Node | None, sc, first: Node, excluded: set[int], used: set[int]) -> bool:
+    """True when ``side``, the producer of the last op's shortcut ``sc``, is a plain conv
+    reading the chain's input whose output only that shortcut reads."""
+    return (side is not None and side.op is Op.CONV and _chainable(side)
+            and side.input(3) is None and side.inputs[0] is first.inputs[0]
+            and id(side) not in used and id(sc) not in excluded and len(sc.uses) == 1)
+
+
 def find_chains(nodes: list[Node], readers, geom_of, excluded: set[int]) -> list[Chain]:
     """Structural chain candidates among the NPU ``nodes`` (execution order).
 
@@ -100,26 +130,12 @@ def find_chains(nodes: list[Node], readers, geom_of, excluded: set[int]) -> list
     Returns:
         Chains of >= 2 ops, disjoint, in execution order. Only int8 outputs (no FC, no int32).
     """
-    def ok(n: Node) -> bool:
-        return n.op in CHAIN_OPS and n.output.dtype == "int8"
-
     used: set[int] = set()
     out: list[Chain] = []
     for n in nodes:
-        if id(n) in used or not ok(n):
+        if id(n) in used or not _chainable(n):
             continue
-        members = [n]
-        cur = n
-        while cur.op is not Op.CONV or cur.input(3) is None:   # a shortcut ends the chain
-            v = cur.output
-            rd = readers(v)
-            if id(v) in excluded or len(rd) != 1 or len(v.uses) != 1:
-                break
-            nxt = rd[0]
-            if not ok(nxt) or nxt.inputs[0] is not v or id(nxt) in used:
-                break
-            members.append(nxt)
-            cur = nxt
+        members = _extend(n, readers, excluded, used)
         if len(members) < 2:
             continue
         used.update(id(m) for m in members)
@@ -128,9 +144,7 @@ def find_chains(nodes: list[Node], readers, geom_of, excluded: set[int]) -> list
         ch = Chain(members, [geom_of(m) for m in members],
                    sc is not None and sc is members[0].inputs[0])
         side = sc.producer if sc is not None else None
-        if (side is not None and side.op is Op.CONV and ok(side) and side.input(3) is None
-                and side.inputs[0] is members[0].inputs[0] and id(side) not in used
-                and id(sc) not in excluded and len(sc.uses) == 1):
+        if _is_side_op(side, sc, members[0], excluded, used):
             ch.side, ch.side_geom = side, geom_of(side)
             used.add(id(side))
         out.append(ch)
@@ -155,16 +169,11 @@ def chain_bands(geoms: list[ConvGeom], rows: int) -> list[tuple[OpRows, ...]]:
 
 
 def tile_cycles(g: ConvGeom, out_rows: int, t: Target) -> int:
-    """Cycles of one full-width, all-channel tile of ``out_rows`` rows (the command model of
-    specs/target.md: CONV_TILE with image mode and groups, or POOL_TILE)."""
+    """Cycles of one full-width, all-channel tile of ``out_rows`` rows (CONV_TILE with image
+    mode and groups, or POOL_TILE: :mod:`tcc_compiler.schedule.cost`)."""
     if not g.has_weights:
-        return t.compute_setup_cycles + math.ceil(
-            out_rows * g.ow * g.o * g.kh * g.kw / t.vector_lanes)
-    ai, ao = t.array_in_channels, t.array_out_channels
-    if uses_image_mode(g, t):
-        per = g.kh * math.ceil(g.kw * g.cin_g / ai) * math.ceil(g.o / ao)
-    else:
-        per = g.kh * g.kw * g.group * math.ceil(g.og / ao) * math.ceil(g.cin_g / ai)
+        return cost.vector_cycles(out_rows * g.ow * g.o * g.kh * g.kw, t)
+    per = cost.conv_pixel_cycles(g.kh, g.kw, g.o, g.cin_g, g.group, uses_image_mode(g, t), t)
     return t.compute_setup_cycles + out_rows * g.ow * per
 
 
@@ -173,6 +182,95 @@ def weight_bytes(g: ConvGeom, al: int) -> int:
     if not g.has_weights:
         return 0
     return align_up(g.o * g.kh * g.kw * g.cin_g, al) + align_up(g.o * PARAM_RECORD_BYTES, al)
+
+
+def _blob_bytes(g: ConvGeom) -> int:
+    """DRAM bytes of an op's raw weights and parameter records."""
+    return g.o * g.kh * g.kw * g.cin_g + g.o * PARAM_RECORD_BYTES
+
+
+def _chain_bytes(ch: Chain, al: int) -> tuple[int, int, int]:
+    """(SRAM bytes of every op's whole weight blocks, their DRAM bytes, bytes of the
+    intermediates and the side op's output) of a chain."""
+    gs = ch.side_geom
+    weighted = [g for g in ch.geoms + ([gs] if gs is not None else []) if g.has_weights]
+    inner = ch.geoms[:-1] + ([gs] if gs is not None else [])
+    return (sum(weight_bytes(g, al) for g in weighted), sum(_blob_bytes(g) for g in weighted),
+            sum(g.oh * g.ow * g.o for g in inner))
+
+
+def _separate_cycles(ch: Chain, t: Target, budget: int, res: Residency) -> int:
+    """Estimated cycles of the chain's ops (and side op) run one by one (their tile plans)."""
+    k = len(ch.geoms)
+    sep = 0
+    for i, g in enumerate(ch.geoms):
+        r = Residency(res.inp if i == 0 else False, res.out if i == k - 1 else False,
+                      res.sc if i == k - 1 and ch.side is None else False)
+        if g.has_weights:
+            sep += plan_conv(g, t, budget, r).est_cycles
+        else:   # a pool runs on the vector unit (plan_conv ranks its tiles as a depthwise conv)
+            sep += int(max(tile_cycles(g, g.oh, t), cost.transfer_cycles(
+                (not r.inp) * g.h * g.w * g.c + (not r.out) * g.oh * g.ow * g.o, t)))
+    if ch.side_geom is not None:
+        sep += plan_conv(ch.side_geom, t, budget, Residency(res.inp, False, False)).est_cycles
+    return sep
+
+
+def _shares_input(ch: Chain, bands) -> bool:
+    """True when the last op's shortcut is the chain's input and every band's shortcut rows
+    lie in its input band (read from there, no load)."""
+    g0, gl = ch.geoms[0], ch.geoms[-1]
+    return ch.sc_from_input and (g0.h, g0.w, g0.c) == (gl.oh, gl.ow, gl.o) and all(
+        b[0][2] <= b[-1][0] and b[-1][1] <= b[0][3] for b in bands)
+
+
+def _recompute_macs(ch: Chain, bands) -> int:
+    """Extra MACs of the halo rows the chain's convs compute again."""
+    return sum((sum(b[i][1] - b[i][0] for b in bands) - g.oh) * g.ow * g.o
+               * g.kh * g.kw * g.cin_g for i, g in enumerate(ch.geoms) if g.has_weights)
+
+
+def _side_in_band(ch: Chain, bands, res: Residency) -> bool:
+    """True when every band's input rows hold every row the side op reads (or no side op,
+    or a resident input)."""
+    gs = ch.side_geom
+    if gs is None or res.inp:
+        return True
+    return all(b[0][2] <= gs.in_rows(b[-1][0], b[-1][1])[0]
+               and gs.in_rows(b[-1][0], b[-1][1])[1] <= b[0][3] for b in bands)
+
+
+def _band_sram(ch: Chain, bands, rows: int, res: Residency, sc_sep: bool, al: int) -> int:
+    """SRAM bytes of a band plan's buffers, weights excluded."""
+    g0, gl = ch.geoms[0], ch.geoms[-1]
+    in_rows = max(b[0][3] - b[0][2] for b in bands)
+    need = 0 if res.inp else 2 * align_up(in_rows * g0.w * g0.c, al)
+    for i, g in enumerate(ch.geoms[:-1]):
+        need += align_up(max(b[i][1] - b[i][0] for b in bands) * g.ow * g.o, al)
+    out_b = align_up(rows * gl.ow * gl.o, al)
+    need += 0 if res.out else 2 * out_b
+    need += out_b if ch.side_geom is not None else 0   # the side op's band buffer
+    return need + (2 * out_b if sc_sep else 0)
+
+
+def _band_cycles(ch: Chain, t: Target, bands, rows: int, res: Residency, sc_sep: bool,
+                 w_dram: int) -> tuple[int, int]:
+    """(estimated cycles, input band bytes loaded) of a band plan."""
+    g0, gl, gs = ch.geoms[0], ch.geoms[-1], ch.side_geom
+    comp = sum(tile_cycles(g, b[i][1] - b[i][0], t)
+               for b in bands for i, g in enumerate(ch.geoms))
+    if gs is not None:
+        comp += sum(tile_cycles(gs, b[-1][1] - b[-1][0], t) for b in bands)
+    in_bytes = 0 if res.inp else sum(b[0][3] - b[0][2] for b in bands) * g0.w * g0.c
+    out_bytes = 0 if res.out else gl.oh * gl.ow * gl.o
+    sc_bytes = out_bytes if sc_sep else 0
+    n_dma = len(bands) * ((not res.inp) + (not res.out) + sc_sep) \
+        + 2 * sum(g.has_weights for g in ch.geoms) + 2 * (gs is not None)
+    dma = cost.dma_stream_cycles(in_bytes + out_bytes + sc_bytes + w_dram, n_dma, t)
+    first_in = (bands[0][0][3] - bands[0][0][2]) * g0.w * g0.c if not res.inp else 0
+    est = int(max(comp, dma) + cost.transfer_cycles(
+        first_in + (0 if res.out else rows * gl.ow * gl.o), t))
+    return est, in_bytes
 
 
 def plan_chain(ch: Chain, t: Target, budget: int, res: Residency) -> bool:
@@ -190,71 +288,27 @@ def plan_chain(ch: Chain, t: Target, budget: int, res: Residency) -> bool:
     ``compute`` sums :func:`tile_cycles` of every op of every band and ``dma`` is the bytes
     moved over ``bw`` plus ``dma_setup_cycles`` per transfer.
     """
-    al, bw = t.sram_align_bytes, t.dram_bytes_per_cycle
-    g0, gl = ch.geoms[0], ch.geoms[-1]
-    k = len(ch.geoms)
-    w_sram = sum(weight_bytes(g, al) for g in ch.geoms)
-    w_dram = sum(g.o * g.kh * g.kw * g.cin_g + g.o * PARAM_RECORD_BYTES
-                 for g in ch.geoms if g.has_weights)
-    inter_total = sum(g.oh * g.ow * g.o for g in ch.geoms[:-1])
-    sep = 0
-    for i, g in enumerate(ch.geoms):
-        r = Residency(res.inp if i == 0 else False, res.out if i == k - 1 else False,
-                      res.sc if i == k - 1 and ch.side is None else False)
-        if g.has_weights:
-            sep += plan_conv(g, t, budget, r).est_cycles
-        else:   # a pool runs on the vector unit (plan_conv ranks its tiles as a depthwise conv)
-            sep += int(max(tile_cycles(g, g.oh, t),
-                           ((not r.inp) * g.h * g.w * g.c + (not r.out) * g.oh * g.ow * g.o)
-                           / bw))
-    gs = ch.side_geom
-    if gs is not None:
-        sep += plan_conv(gs, t, budget, Residency(res.inp, False, False)).est_cycles
-        w_sram += weight_bytes(gs, al)
-        w_dram += gs.o * gs.kh * gs.kw * gs.cin_g + gs.o * PARAM_RECORD_BYTES
-        inter_total += gs.oh * gs.ow * gs.o
+    al = t.sram_align_bytes
+    g0, gl, gs = ch.geoms[0], ch.geoms[-1], ch.side_geom
+    w_sram, w_dram, inter_total = _chain_bytes(ch, al)
+    sep = _separate_cycles(ch, t, budget, res)
     best = None
     for rows in candidate_extents(gl.oh):
         bands = chain_bands(ch.geoms, rows)
-        if gs is not None and not res.inp and not all(
-                b[0][2] <= gs.in_rows(b[-1][0], b[-1][1])[0]
-                and gs.in_rows(b[-1][0], b[-1][1])[1] <= b[0][3] for b in bands):
+        if not _side_in_band(ch, bands, res):
             continue   # the side op's rows must lie in the input band
-        shared = ch.sc_from_input and (g0.h, g0.w, g0.c) == (gl.oh, gl.ow, gl.o) and all(
-            b[0][2] <= b[-1][0] and b[-1][1] <= b[0][3] for b in bands)
-        in_rows = max(b[0][3] - b[0][2] for b in bands)
-        need = w_sram
-        need += 0 if res.inp else 2 * align_up(in_rows * g0.w * g0.c, al)
-        for i, g in enumerate(ch.geoms[:-1]):
-            need += align_up(max(b[i][1] - b[i][0] for b in bands) * g.ow * g.o, al)
-        out_b = align_up(rows * gl.ow * gl.o, al)
-        need += 0 if res.out else 2 * out_b
-        need += out_b if gs is not None else 0   # the side op's band buffer
+        shared = _shares_input(ch, bands)
         sc_sep = gl.has_shortcut and not shared and not res.sc and gs is None
-        need += 2 * out_b if sc_sep else 0
+        need = w_sram + _band_sram(ch, bands, rows, res, sc_sep, al)
         if need > budget:
             continue
-        comp = sum(tile_cycles(g, b[i][1] - b[i][0], t)
-                   for b in bands for i, g in enumerate(ch.geoms))
-        if gs is not None:
-            comp += sum(tile_cycles(gs, b[-1][1] - b[-1][0], t) for b in bands)
-        in_bytes = 0 if res.inp else sum(b[0][3] - b[0][2] for b in bands) * g0.w * g0.c
-        out_bytes = 0 if res.out else gl.oh * gl.ow * gl.o
-        sc_bytes = out_bytes if sc_sep else 0
-        n_dma = len(bands) * ((not res.inp) + (not res.out) + sc_sep) \
-            + 2 * sum(g.has_weights for g in ch.geoms) + 2 * (gs is not None)
-        dma = (in_bytes + out_bytes + sc_bytes + w_dram) / bw + n_dma * t.dma_setup_cycles
-        first_in = (bands[0][0][3] - bands[0][0][2]) * g0.w * g0.c if not res.inp else 0
-        est = int(max(comp, dma) + (first_in + (0 if res.out else rows * gl.ow * gl.o)) / bw)
+        est, in_bytes = _band_cycles(ch, t, bands, rows, res, sc_sep, w_dram)
         if best is None or est < best[0]:
-            recompute = sum((sum(b[i][1] - b[i][0] for b in bands) - g.oh) * g.ow * g.o
-                            * g.kh * g.kw * g.cin_g
-                            for i, g in enumerate(ch.geoms) if g.has_weights)
-            x_bytes = g0.h * g0.w * g0.c
-            x_read = 0 if res.inp else x_bytes   # read again by a shared shortcut / side op
+            # the input, when not resident, is read again by a shared shortcut or side op
+            x_read = 0 if res.inp else g0.h * g0.w * g0.c
             saved = (2 * inter_total + (x_read if shared or gs is not None else 0)
                      - (in_bytes - x_read))
-            best = (est, rows, bands, shared, need, saved, recompute)
+            best = (est, rows, bands, shared, need, saved, _recompute_macs(ch, bands))
     if best is None:
         log.debug("chain %s: no band fits %d bytes", ch.nodes[-1].name, budget)
         return False

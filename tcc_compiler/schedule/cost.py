@@ -1,16 +1,28 @@
-"""Cycle model of the NPU (specs/target.md): per-command cycles and queue-level overlap.
+"""The cycle model of the NPU (specs/target.md): every cycle formula, once.
 
-* DMA command: ``dma_setup_cycles + ceil(bytes / (dram_bandwidth / clock))``.
+Per command (:func:`command_cycles`, the reference; the planners' estimates call the same
+terms):
+
+* DMA command: ``dma_setup_cycles + ceil(bytes / (dram_bandwidth / clock))``
+  (:func:`dma_cycles`).
 * DMA_LOAD_Z: ``dma_setup_cycles + max(ceil(src_bytes / bw), ceil(dst_bytes /
-  decompress_bytes_per_cycle))`` -- compressed bytes from DRAM, overlapped with the decoder.
+  decompress_bytes_per_cycle))`` -- compressed bytes from DRAM, overlapped with the decoder
+  (:func:`dma_z_cycles`).
 * CONV_TILE: ``compute_setup_cycles + out_h * out_w * kh * kw * ceil(oc_per_group_tile /
   array_out) * ceil(cin_g / array_in) * groups_in_tile`` -- channel counts that do not fill
   the array waste it (e.g. 3 input channels use 3/32 of the rows). In image mode (CONV_CFG
   flags bit1) the kw taps of a row share one input vector: ``out_h * out_w * kh *
-  ceil(kw * cin_g / array_in) * ceil(oc / array_out)``.
-* POOL/ADD tiles: ``compute_setup_cycles + ceil(elements * window / vector_lanes)``.
-The program's latency comes from replaying the stream with its real dependencies: each
-command starts when its queue is free and every command it waits for has finished.
+  ceil(kw * cin_g / array_in) * ceil(oc / array_out)`` (:func:`conv_pixel_cycles`).
+* POOL/ADD tiles: ``compute_setup_cycles + ceil(elements * window / vector_lanes)``
+  (:func:`vector_cycles`).
+
+Rates for estimates and bounds: :func:`transfer_cycles` (DRAM bytes -> cycles, no setup),
+:func:`transfer_bytes` (the inverse), :func:`mac_cycles` (MACs at the peak rate); the
+planners' overlap estimates: :func:`tile_pipeline_cycles` (one op's tiles, used by
+schedule/tiling.py) and :func:`dma_stream_cycles` (a cascade's transfers, schedule/cascade.py).
+The program's latency comes from replaying the stream with its real dependencies
+(:func:`replay`): each command starts when its queue is free and every command it waits for
+has finished.
 """
 
 from __future__ import annotations
@@ -22,31 +34,80 @@ from tcc_compiler.isa.spec import CONV_FLAG_IMAGE, Queue, WAIT_NONE
 from tcc_compiler.target import Target
 
 
+def transfer_cycles(nbytes: float, t: Target) -> float:
+    """Cycles the DRAM link takes for ``nbytes`` (no setup, not rounded)."""
+    return nbytes / t.dram_bytes_per_cycle
+
+
+def transfer_bytes(cycles: float, t: Target) -> float:
+    """DRAM bytes the link moves in ``cycles``."""
+    return cycles * t.dram_bytes_per_cycle
+
+
+def mac_cycles(macs: float, t: Target) -> float:
+    """Cycles of ``macs`` multiply-accumulates at the MAC array's peak rate (not rounded)."""
+    return macs / t.macs_per_cycle
+
+
+def dma_cycles(nbytes: int, t: Target) -> int:
+    """Cycles of a DMA_LOAD / DMA_STORE of ``nbytes``."""
+    return t.dma_setup_cycles + math.ceil(nbytes / t.dram_bytes_per_cycle)
+
+
+def dma_z_cycles(src_bytes: int, dst_bytes: int, t: Target) -> int:
+    """Cycles of a DMA_LOAD_Z reading ``src_bytes`` compressed bytes that expand to
+    ``dst_bytes``: the DRAM read and the decompressor's output overlap."""
+    return t.dma_setup_cycles + max(math.ceil(src_bytes / t.dram_bytes_per_cycle),
+                                    math.ceil(dst_bytes / t.decompress_bytes_per_cycle))
+
+
+def conv_pixel_cycles(kh: int, kw: int, oc: int, cin_g: int, groups: int, image: bool,
+                      t: Target) -> int:
+    """MAC-array cycles per output pixel of a conv tile with ``oc`` output channels in
+    ``groups`` groups of ``cin_g`` input channels (``image``: image mode, one group)."""
+    ai, ao = t.array_in_channels, t.array_out_channels
+    if image:   # one row's kw taps x cin_g channels per input vector
+        return kh * math.ceil(kw * cin_g / ai) * math.ceil(oc / ao)
+    return kh * kw * groups * math.ceil(oc // groups / ao) * math.ceil(cin_g / ai)
+
+
+def vector_cycles(elements: int, t: Target) -> int:
+    """Cycles of a POOL_TILE / ADD_TILE processing ``elements`` (window taps included)."""
+    return t.compute_setup_cycles + math.ceil(elements / t.vector_lanes)
+
+
+def dma_stream_cycles(nbytes: float, n_transfers: int, t: Target) -> float:
+    """Estimated LOAD/STORE cycles of ``n_transfers`` DMAs moving ``nbytes`` in all (rate
+    plus per-command setup, not rounded)."""
+    return transfer_cycles(nbytes, t) + n_transfers * t.dma_setup_cycles
+
+
+def tile_pipeline_cycles(compute: float, dma: float, ntiles: int, t: Target) -> int:
+    """Estimated cycles of an op run as ``ntiles`` double-buffered tiles taking ``compute``
+    MAC cycles and ``dma`` DRAM cycles in all: the longer of the two, plus the unoverlapped
+    fill/drain (one tile's worth of the shorter one), plus per-tile setup (a compute and
+    three DMA commands)."""
+    return int(max(compute, dma) + min(compute, dma) / ntiles
+               + ntiles * (t.compute_setup_cycles + 3 * t.dma_setup_cycles))
+
+
 def command_cycles(cmd: C.Command, regs: C.Registers, t: Target) -> int:
     """Estimated cycles of one command given the current layer registers."""
     if isinstance(cmd, (C.DmaLoad, C.DmaStore)):
-        return t.dma_setup_cycles + math.ceil(cmd.total_bytes / t.dram_bytes_per_cycle)
-    if isinstance(cmd, C.DmaLoadZ):  # DRAM read and decompressor output overlap
-        return t.dma_setup_cycles + max(math.ceil(cmd.src_bytes / t.dram_bytes_per_cycle),
-                                        math.ceil(cmd.dst_bytes / t.decompress_bytes_per_cycle))
+        return dma_cycles(cmd.total_bytes, t)
+    if isinstance(cmd, C.DmaLoadZ):
+        return dma_z_cycles(cmd.src_bytes, cmd.dst_bytes, t)
     if isinstance(cmd, C.ConvTile):
         cfg = regs.conv
         groups = max(1, cmd.in_c // cfg.cin_g)
-        og = cmd.oc // groups
-        if cfg.flags & CONV_FLAG_IMAGE:  # one row's kw taps x cin_g channels per vector
-            return (t.compute_setup_cycles + cmd.out_h * cmd.out_w * cfg.kh
-                    * math.ceil(cfg.kw * cfg.cin_g / t.array_in_channels)
-                    * math.ceil(cmd.oc / t.array_out_channels))
-        per_group = (math.ceil(og / t.array_out_channels)
-                     * math.ceil(cfg.cin_g / t.array_in_channels))
-        return (t.compute_setup_cycles
-                + cmd.out_h * cmd.out_w * cfg.kh * cfg.kw * per_group * groups)
+        image = bool(cfg.flags & CONV_FLAG_IMAGE)
+        return t.compute_setup_cycles + cmd.out_h * cmd.out_w * conv_pixel_cycles(
+            cfg.kh, cfg.kw, cmd.oc, cfg.cin_g, 1 if image else groups, image, t)
     if isinstance(cmd, C.PoolTile):
         cfg = regs.pool
-        n = cmd.out_h * cmd.out_w * cmd.c * cfg.kh * cfg.kw
-        return t.compute_setup_cycles + math.ceil(n / t.vector_lanes)
+        return vector_cycles(cmd.out_h * cmd.out_w * cmd.c * cfg.kh * cfg.kw, t)
     if isinstance(cmd, C.AddTile):
-        return t.compute_setup_cycles + math.ceil(cmd.n / t.vector_lanes)
+        return vector_cycles(cmd.n, t)
     return 1
 
 

@@ -1,19 +1,35 @@
-"""DRAM buffer planning for activations: liveness + greedy-by-size placement.
+"""Memory planning: DRAM buffers by liveness, the SRAM resident zone, every op's tile-area
+base, and the per-op SRAM allocator.
 
-Each tensor produced by an NPU op lives from its producer to its last reader (views alias their
-source). Tensors are placed largest first at the lowest offset that does not overlap any
-already-placed tensor whose lifetime overlaps (the TFLite arena planner's strategy), so memory
-of dead tensors is reused.
+DRAM: each tensor produced by an NPU op lives from its producer to its last reader (views
+alias their source). Tensors are placed largest first at the lowest offset that does not
+overlap any already-placed tensor whose lifetime overlaps (the TFLite arena planner's strategy),
+so memory of dead tensors is reused (:func:`plan_arena`).
+
+SRAM: ``[0, zone_bytes)`` may hold resident tensors (whole tensors kept on chip, chosen greedily
+by DRAM bytes saved); an op's tile buffers use ``[base, sram)`` with ``base`` the top of the
+resident tensors live during the op and the op before it. Chains worth cascading
+(schedule/cascade.py) are chosen here too, since their intermediates need no DRAM buffer.
+:func:`plan_memory` returns all of it as a frozen :class:`MemoryPlan`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
 
+import numpy as np
 
-def align_up(n: int, a: int) -> int:
-    """Round ``n`` up to a multiple of ``a``."""
-    return (n + a - 1) // a * a
+from tcc_compiler.errors import InternalError
+from tcc_compiler.ir.graph import Graph, Node, Value
+from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
+from tcc_compiler.isa.spec import Region
+from tcc_compiler.schedule.cascade import Chain, find_chains, plan_chain
+from tcc_compiler.schedule.geom import conv_geom, elem_bytes, hwc, pool_geom
+from tcc_compiler.schedule.program import IoTensor, Resident, Tensor
+from tcc_compiler.schedule.tiling import ConvGeom, Residency, align_up
+from tcc_compiler.target import Target
 
 
 @dataclass
@@ -44,3 +60,302 @@ def plan_arena(buffers: list[Buffer], align: int) -> int:
         b.offset = off
         placed.append(b)
     return align_up(max((b.offset + b.size_bytes for b in buffers), default=0), align)
+
+
+class SramAllocator:
+    """Bump allocator of one op's SRAM buffers, aligned; upwards from address 0 or, with
+    ``from_top``, downwards from the end of the SRAM (so consecutive ops use opposite ends and
+    their buffers overlap only when together they exceed the SRAM).
+
+    Attributes:
+        top: bytes used so far (the op's SRAM footprint, for the report).
+        lo, hi: the SRAM byte interval [lo, hi) the op's buffers cover.
+    """
+
+    def __init__(self, size: int, align: int, from_top: bool = False, base: int = 0):
+        self.size, self.align, self.top, self.from_top = size - base, align, 0, from_top
+        self.lo = self.hi = size if from_top else base
+
+    def alloc(self, nbytes: int, what: str) -> int:
+        """Reserve ``nbytes``; return the SRAM offset.
+
+        Raises:
+            InternalError: the op's buffers exceed the SRAM (the tile planner checks first).
+        """
+        n = align_up(max(nbytes, 1), self.align)
+        self.top += n
+        if self.top > self.size:
+            raise InternalError(f"SRAM overflow allocating {what}: {self.top} > {self.size}")
+        if self.from_top:
+            self.lo -= n
+            return self.lo
+        off = self.hi
+        self.hi += n
+        return off
+
+
+def root(v: Value) -> Value:
+    """The value a chain of views (reshape/flatten) over ``v`` aliases."""
+    while v.producer is not None and v.producer.op in VIEW_OPS:
+        v = v.producer.inputs[0]
+    return v
+
+
+def readers(v: Value) -> list[Node]:
+    """Every op reading ``v``, through views (the views themselves included)."""
+    out = []
+    for n, _ in v.uses:
+        if n.op in VIEW_OPS:
+            out.extend(readers(n.output))
+        out.append(n)
+    return out
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Where every NPU tensor lives and where every op's tile buffers start (frozen).
+
+    Attributes:
+        tensors: id(value) -> its DRAM :class:`Tensor` (input, activations, outputs, views).
+        res: id(value) -> its :class:`Resident` place in the SRAM zone.
+        op_base: id(node) -> SRAM bytes below the op's tile area.
+        zone_used: bytes of the resident zone the resident tensors occupy (peak over time).
+        chains: id(last node of a cascaded chain) -> its planned :class:`Chain`.
+        chained: ids of the other nodes of cascaded chains (run at their last op's place).
+        arena_bytes, input_bytes, output_bytes: DRAM region sizes (ACT, INPUT, OUTPUT).
+        inputs, outputs: the network's I/O descriptors.
+    """
+
+    tensors: Mapping[int, Tensor]
+    res: Mapping[int, Resident]
+    op_base: Mapping[int, int]
+    zone_used: int
+    chains: Mapping[int, Chain]
+    chained: frozenset[int]
+    arena_bytes: int
+    input_bytes: int
+    output_bytes: int
+    inputs: tuple[IoTensor, ...]
+    outputs: tuple[IoTensor, ...]
+
+    def resident(self, v: Value | None) -> Resident | None:
+        """The resident place of ``v`` (None: not resident, or no value)."""
+        return self.res.get(id(v)) if v is not None else None
+
+    def tensor(self, v: Value | None) -> Tensor | None:
+        """The DRAM tensor of ``v`` (None: none, e.g. a cascade intermediate)."""
+        return self.tensors.get(id(v)) if v is not None else None
+
+    def base(self, n: Node) -> int:
+        """SRAM bytes below op ``n``'s tile area."""
+        return self.op_base.get(id(n), 0)
+
+    def conv_residency(self, n: Node, g: ConvGeom) -> Residency:
+        """Which operands of conv ``n`` (geometry ``g``) are resident."""
+        return Residency(id(n.inputs[0]) in self.res, id(n.output) in self.res,
+                         g.has_shortcut and id(n.input(3)) in self.res)
+
+
+def plan_memory(graph: Graph, t: Target, zone_bytes: int, cascade: bool) -> MemoryPlan:
+    """Plan DRAM, the resident zone (``zone_bytes``, aligned by the caller) and, with
+    ``cascade``, the chains worth cascading.
+
+    Raises:
+        ScheduleError: an op's tiles cannot fit (from the chain planner's tile estimates).
+        UnsupportedError: a tensor shape the NPU cannot hold.
+    """
+    return _Planner(graph, t, zone_bytes, cascade).plan()
+
+
+class _Planner:
+    """The working state of :func:`plan_memory`."""
+
+    def __init__(self, graph: Graph, t: Target, zone_bytes: int, cascade: bool):
+        self.g, self.t, self.zone_bytes, self.cascade = graph, t, zone_bytes, cascade
+        self.tensors: dict[int, Tensor] = {}
+        self.res: dict[int, Resident] = {}
+        self.op_base: dict[int, int] = {}
+        self.zone_used = 0
+        self.npu_nodes = [n for n in graph.nodes if n.op not in HOST_OPS]
+
+    def plan(self) -> MemoryPlan:
+        al = self.t.dram_align_bytes
+        inp = self.g.inputs[0]
+        self.tensors[id(inp)] = Tensor(Region.INPUT, 0, hwc(inp))
+        uniq = self._npu_outputs()
+        out_off = 0
+        out_roots = {}
+        for v in uniq:
+            r = root(v)
+            tensor = Tensor(Region.OUTPUT, out_off, hwc(r), elem_bytes(r))
+            out_roots[id(r)] = tensor
+            out_off = align_up(out_off + tensor.nbytes, al)
+        bufs, resident, chains = self._plan_with_chains(out_roots)
+        bufs = [(v, b) for v, b in bufs if id(v) not in resident]
+        arena = plan_arena([b for _, b in bufs], al)
+        for v, b in bufs:
+            self.tensors[id(v)] = Tensor(Region.ACT, b.offset, hwc(v), elem_bytes(v))
+        self._alias_views()
+        ins = (_io(inp, self.tensors[id(inp)]),)
+        outs = tuple(_io(v, self.tensors[id(root(v))]) for v in uniq)
+        return MemoryPlan(
+            MappingProxyType(self.tensors), MappingProxyType(self.res),
+            MappingProxyType(self.op_base), self.zone_used,
+            MappingProxyType({id(c.nodes[-1]): c for c in chains}),
+            frozenset(id(m) for c in chains for m in c.inner()),
+            max(arena, al), align_up(self.tensors[id(inp)].nbytes, al), max(out_off, al),
+            ins, outs)
+
+    def _npu_outputs(self) -> list[Value]:
+        """NPU outputs, one per root: graph outputs made by NPU ops, or inputs of host ops."""
+        outs: list[Value] = []
+        for n in self.g.nodes:
+            if n.op in HOST_OPS and n.inputs[0].producer is not None \
+                    and n.inputs[0].producer.op not in HOST_OPS:
+                outs.append(n.inputs[0])
+        for o in self.g.outputs:
+            if o.producer is not None and o.producer.op not in HOST_OPS:
+                outs.append(o)
+        uniq: list[Value] = []
+        for v in outs:
+            r = root(v)
+            if all(root(u) is not r for u in uniq):
+                uniq.append(v)
+        return uniq
+
+    def _plan_with_chains(self, out_roots: dict):
+        """Buffers and resident set, re-planned with the chains chosen (those that no longer
+        fit after a re-plan are dropped, up to four rounds). Returns (bufs, resident,
+        chains)."""
+        bufs, resident = self._plan_buffers(out_roots, [])
+        if not self.cascade:
+            return bufs, resident, []
+        chains = self._choose_chains(out_roots)
+        for _ in range(4):  # re-plan with the chains; drop those that no longer fit
+            if not chains:
+                break
+            bufs, resident = self._plan_buffers(out_roots, chains)
+            fits = [c for c in chains if self._plan_chain(c)]
+            if len(fits) == len(chains):
+                break
+            chains = fits
+        else:
+            chains = []
+        if not chains:
+            bufs, resident = self._plan_buffers(out_roots, [])
+        return bufs, resident, chains
+
+    def _alias_views(self) -> None:
+        """Views alias their source (resident or in DRAM)."""
+        for n in self.npu_nodes:
+            if n.op not in VIEW_OPS:
+                continue
+            src = root(n.inputs[0])
+            if id(src) in self.res:
+                src_r = self.res[id(src)]
+                self.res[id(n.output)] = Resident(src_r.sram, hwc(n.output), src_r.elem_bytes)
+            else:
+                s = self.tensors[id(src)]
+                self.tensors[id(n.output)] = Tensor(s.region, s.offset, hwc(n.output),
+                                                    s.elem_bytes)
+
+    def _plan_buffers(self, out_roots: dict, chains: list[Chain]):
+        """DRAM buffers of the activations by liveness, the resident set and every op's tile
+        area base (:attr:`op_base`), with ``chains`` cascaded: their intermediates get no
+        buffer and all their ops run at the step of their last op.
+
+        Returns:
+            (bufs, resident): the (value, :class:`Buffer`) pairs of every non-output tensor
+            and the ids of the values kept resident.
+        """
+        npu_nodes = self.npu_nodes
+        step = {id(n): i for i, n in enumerate(npu_nodes)}
+        inter: set[int] = set()
+        for c in chains:
+            for m in c.inner():
+                step[id(m)] = step[id(c.nodes[-1])]
+                inter.add(id(m.output))
+        skip = {id(m) for c in chains for m in c.inner()}
+        bufs = []
+        for i, n in enumerate(npu_nodes):
+            if n.op in VIEW_OPS or id(n.output) in inter:
+                continue
+            v = n.output
+            if id(v) in out_roots:
+                self.tensors[id(v)] = out_roots[id(v)]
+                continue
+            last = i
+            for user in readers(v):
+                last = max(last, step.get(id(user), len(npu_nodes)))
+            h, w_, c = hwc(v)
+            bufs.append((v, Buffer(v.name, h * w_ * c * elem_bytes(v), i, last)))
+        self.res = {}
+        resident = self._plan_resident(bufs)
+        live = [(b.first, b.last, self.res[id(v)]) for v, b in bufs if id(v) in resident]
+        prev_top = 0
+        self.op_base = {}
+        for i, n in enumerate(npu_nodes):  # the resident zone's top while op i runs
+            if n.op in VIEW_OPS or id(n) in skip:
+                continue
+            top = max((r.sram + r.nbytes for f, last, r in live if f <= i <= last), default=0)
+            # tile buffers also stay clear of the tensors live during the previous op, so that
+            # their loads (prefetched while that op computes) need not wait for it to finish
+            self.op_base[id(n)] = align_up(max(top, prev_top), self.t.sram_align_bytes)
+            prev_top = top
+        return bufs, resident
+
+    def _chain_geom(self, n: Node) -> ConvGeom:
+        return conv_geom(n) if n.op is Op.CONV else pool_geom(n, self.g.meta.get("source", ""))[0]
+
+    def _plan_chain(self, c: Chain) -> bool:
+        """Plan ``c``'s bands in the SRAM above its tile-area base; True if it fits and is
+        estimated faster than its ops one by one (:func:`cascade.plan_chain`)."""
+        base = self.op_base.get(id(c.nodes[-1]), 0)
+        last = c.nodes[-1]
+        sc = last.input(3) if last.op is Op.CONV else None
+        res = Residency(id(c.nodes[0].inputs[0]) in self.res, id(last.output) in self.res,
+                        sc is not None and c.side is None and id(sc) in self.res)
+        return plan_chain(c, self.t, self.t.sram_bytes - base, res)
+
+    def _choose_chains(self, out_roots: dict) -> list[Chain]:
+        """The chains worth cascading under the current (chain-free) plan: structural
+        candidates (:func:`cascade.find_chains`) none of whose intermediates is resident (a
+        resident intermediate already costs no DRAM traffic) and whose band plan fits and is
+        estimated faster."""
+        out_ids = set(out_roots) | {id(v) for v in self.g.outputs}
+        cands = find_chains(self.npu_nodes, readers, self._chain_geom, out_ids)
+        return [c for c in cands
+                if not any(id(m.output) in self.res for m in c.inner())
+                and self._plan_chain(c)]
+
+    def _plan_resident(self, bufs: list[tuple[Value, Buffer]]) -> set[int]:
+        """Choose the tensors kept whole in the SRAM resident zone and place them there.
+
+        Greedy by DRAM bytes saved (one store plus one load per reader, the least a DRAM
+        round trip costs): a tensor joins when the liveness-planned zone (:func:`plan_arena`)
+        still fits ``zone_bytes``. Fills :attr:`res`; returns the ids of the chosen values.
+        """
+        if self.zone_bytes <= 0:
+            return set()
+        al = self.t.sram_align_bytes
+        cand = sorted(bufs, key=lambda vb: (-vb[1].size_bytes * (1 + len(readers(vb[0]))),
+                                            vb[1].first))
+        chosen: list[tuple[Value, Buffer]] = []
+        for v, b in cand:
+            if b.size_bytes > self.zone_bytes:
+                continue
+            trial = [Buffer(x.key, x.size_bytes, x.first, x.last) for _, x in chosen + [(v, b)]]
+            if plan_arena(trial, al) <= self.zone_bytes:
+                chosen.append((v, b))
+        placed = [Buffer(b.key, b.size_bytes, b.first, b.last) for _, b in chosen]
+        self.zone_used = plan_arena(placed, al)
+        for (v, _), pb in zip(chosen, placed):
+            self.res[id(v)] = Resident(pb.offset, hwc(v), elem_bytes(v))
+        return {id(v) for v, _ in chosen}
+
+
+def _io(v: Value, t: Tensor) -> IoTensor:
+    q = v.quant
+    return IoTensor(v.name, t.region, t.offset, t.hwc, "int32" if t.elem_bytes == 4
+                    else "int8", [float(s) for s in np.atleast_1d(q.scale)],
+                    [int(z) for z in np.atleast_1d(q.zero_point)], tuple(v.shape))

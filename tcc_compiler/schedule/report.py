@@ -1,7 +1,7 @@
 """Per-layer performance table, roofline bound and their CSV / console renderings.
 
 Figures come from the documented cycle model (:mod:`tcc_compiler.schedule.cost`,
-specs/target.md), not from the chip. The roofline bound is
+specs/target.md; the bounds call its rates), not from the chip. The roofline bound is
 ``max(MACs / macs_per_cycle, minimal DRAM bytes / DRAM bytes per cycle)`` where the minimal DRAM
 traffic is what any schedule must move: the weight binary's data section (weights and
 parameters, read once), the network input (read once) and the outputs (written once). The
@@ -17,6 +17,7 @@ import logging
 
 from tcc_compiler.errors import InternalError
 from tcc_compiler.isa import commands as C
+from tcc_compiler.schedule import cost
 from tcc_compiler.target import Target
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,8 @@ def roofline(macs: int, minimal_dram_bytes: int, t: Target) -> dict:
         ``{"compute_cycles", "dram_cycles", "cycles", "latency_ms", "bound"}`` with ``bound``
         "compute" or "dram" (whichever term is larger).
     """
-    comp = macs / t.macs_per_cycle
-    mem = minimal_dram_bytes / t.dram_bytes_per_cycle
+    comp = cost.mac_cycles(macs, t)
+    mem = cost.transfer_cycles(minimal_dram_bytes, t)
     cyc = max(comp, mem)
     return {"compute_cycles": int(round(comp)), "dram_cycles": int(round(mem)),
             "cycles": int(round(cyc)), "latency_ms": cyc / t.clock_hz * 1e3,
@@ -87,14 +88,14 @@ def capacity_bound(layer_macs: list[int], layer_weight_bytes: list[int], t: Targ
         raise InternalError(f"capacity_bound: {len(layer_macs)} MAC counts but "
                          f"{len(layer_weight_bytes)} weight byte counts")
     n = len(layer_macs)
-    comp = [m / t.macs_per_cycle for m in layer_macs]
+    comp = [cost.mac_cycles(m, t) for m in layer_macs]
     total_c = sum(comp)
     w_after = float(sum(layer_weight_bytes))
     c_before = 0.0
     best, best_i = total_c, n
     for i in range(n):
-        b = c_before + max(total_c - c_before, (w_after - t.sram_bytes)
-                           / t.dram_bytes_per_cycle)
+        b = c_before + max(total_c - c_before,
+                           cost.transfer_cycles(w_after - t.sram_bytes, t))
         if b > best + 1e-9:
             best, best_i = b, i
         c_before += comp[i]

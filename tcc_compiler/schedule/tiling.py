@@ -5,7 +5,7 @@ set is the input tile with its halo, the weight block, the per-channel parameter
 output tile and (for fused residuals) the shortcut tile; activation and output buffers are
 double-buffered so DMA overlaps compute, weight buffers too when there is more than one block.
 Among the tile shapes that fit, the one with the smallest estimated time
-``max(compute cycles, DMA cycles) + per-command setup`` wins, ties going to fewer tiles.
+(:func:`tcc_compiler.schedule.cost.tile_pipeline_cycles`) wins, ties going to fewer tiles.
 """
 
 from __future__ import annotations
@@ -16,8 +16,13 @@ from dataclasses import dataclass
 
 from tcc_compiler.errors import ScheduleError
 from tcc_compiler.isa.spec import PARAM_RECORD_BYTES
-from tcc_compiler.schedule.memory import align_up
+from tcc_compiler.schedule import cost
 from tcc_compiler.target import Target
+
+
+def align_up(n: int, a: int) -> int:
+    """Round ``n`` up to a multiple of ``a``."""
+    return (n + a - 1) // a * a
 
 
 @dataclass(frozen=True)
@@ -123,8 +128,12 @@ def uses_image_mode(g: ConvGeom, t: Target) -> bool:
             and math.ceil(g.kw * g.cin_g / ai) < g.kw * math.ceil(g.cin_g / ai))
 
 
-def _working_set(g: ConvGeom, rows: int, cols: int, ocb: int, nblocks: int, al: int,
+def working_set(g: ConvGeom, rows: int, cols: int, ocb: int, nblocks: int, al: int,
                  wbufs: int = 2, res: Residency = NO_RESIDENCY) -> int:
+    """SRAM bytes of a conv tile's buffers: ``rows`` x ``cols`` output pixels x ``ocb``
+    channels, ``nblocks`` channel blocks in all, ``al``-aligned; input, output and shortcut
+    double-buffered unless resident (``res``), weights + params ``wbufs`` times (once for one
+    block)."""
     c0, c1 = g.in_channels(0, ocb)
     # the largest input tile is an interior one: its halo is not clipped by the padding
     in_b = align_up(g.max_in_span(rows, "h") * g.max_in_span(cols, "w") * (c1 - c0), al)
@@ -150,17 +159,10 @@ def candidate_extents(n: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def plan_conv(g: ConvGeom, t: Target, sram_budget: int,
-              res: Residency = NO_RESIDENCY) -> ConvPlan:
-    """Pick the fastest tile shape that fits ``sram_budget`` bytes. Operands resident in SRAM
-    (``res``) need no tile buffers and no DMA.
-
-    Raises:
-        ScheduleError: not even a 1x1-pixel, one-group tile fits.
-    """
-    al = t.sram_align_bytes
-    bw = t.dram_bytes_per_cycle
-    blocks = []
+def _block_candidates(g: ConvGeom, t: Target) -> list[int]:
+    """Output-channel blocks to try: ceil(O / k) rounded up to the array width (whole groups
+    for a grouped conv), then, for one group, fallbacks below the array width."""
+    blocks: list[int] = []
     if g.group > 1:
         step = g.og
     else:
@@ -172,60 +174,81 @@ def plan_conv(g: ConvGeom, t: Target, sram_budget: int,
             blocks.append(v)
     if g.group == 1:  # fallbacks below the array width, for very small SRAMs
         blocks += [v for v in (32, 16, 8, 4, 2, 1) if v < min(blocks)]
-    best = None
-    image = uses_image_mode(g, t)
+    return blocks
+
+
+def _fit(g: ConvGeom, rows: int, cols: int, ocb: int, nb: int, al: int, budget: int,
+         res: Residency) -> tuple[int, int] | None:
+    """(working set bytes, weight buffers) of a tile shape within ``budget``, weights
+    single-buffered if double-buffering does not fit; None when it does not fit."""
+    need = working_set(g, rows, cols, ocb, nb, al, res=res)
+    if need > budget and nb > 1:  # single-buffer the weights (no prefetch)
+        need = working_set(g, rows, cols, ocb, nb, al, wbufs=1, res=res)
+        return (need, 1) if need <= budget else None
+    return (need, 2) if need <= budget else None
+
+
+def _estimate(g: ConvGeom, t: Target, rows: int, cols: int, ocb: int, nb: int,
+              res: Residency) -> tuple[int, str, int, int]:
+    """(estimated cycles before the buffer penalties, order, tiles, input tile bytes) of a tile
+    shape: :func:`cost.tile_pipeline_cycles` of its MAC cycles and DRAM traffic in the cheaper
+    loop order."""
+    ns = math.ceil(g.oh / rows) * math.ceil(g.ow / cols)
+    iy0, iy1, _, _ = g.in_rows(0, rows)
+    ix0, ix1, _, _ = g.in_cols(0, cols)
+    c0, c1 = g.in_channels(0, ocb)
     w_total = g.o * g.kh * g.kw * g.cin_g if g.has_weights else 0
-    for ocb in blocks:
+    in_tile = 0 if res.inp else (iy1 - iy0) * (ix1 - ix0) * (c1 - c0)
+    in_all = in_tile * ns * (nb if g.group == 1 else 1)
+    out_all = g.oh * g.ow * g.o * ((0 if res.out else g.out_elem_bytes)
+                                   + (1 if g.has_shortcut and not res.sc else 0))
+    # spatial order reloads weights per spatial tile when nb > 1; channel order
+    # reloads the input per block.
+    sp_traffic = (in_tile * ns * (1 if g.group == 1 else nb)
+                  + w_total * (ns if nb > 1 else 1) + out_all)
+    ch_traffic = in_all + w_total + out_all
+    order = "spatial" if sp_traffic <= ch_traffic else "channel"
+    traffic = min(sp_traffic, ch_traffic)
+    if g.group == 1:   # every tile computes rows x cols pixels of ocb channels
+        macs_cycles = ns * nb * rows * cols * cost.conv_pixel_cycles(
+            g.kh, g.kw, ocb, g.cin_g, 1, uses_image_mode(g, t), t)
+    else:
+        macs_cycles = g.oh * g.ow * cost.conv_pixel_cycles(g.kh, g.kw, g.o, g.cin_g,
+                                                            g.group, False, t)
+    ntiles = ns * nb
+    est = cost.tile_pipeline_cycles(macs_cycles, cost.transfer_cycles(traffic, t), ntiles, t)
+    return est, order, ntiles, in_tile
+
+
+def plan_conv(g: ConvGeom, t: Target, sram_budget: int,
+              res: Residency = NO_RESIDENCY) -> ConvPlan:
+    """Pick the fastest tile shape that fits ``sram_budget`` bytes. Operands resident in SRAM
+    (``res``) need no tile buffers and no DMA.
+
+    Raises:
+        ScheduleError: not even a 1x1-pixel, one-group tile fits.
+    """
+    al = t.sram_align_bytes
+    best = None
+    w_total = g.o * g.kh * g.kw * g.cin_g if g.has_weights else 0
+    for ocb in _block_candidates(g, t):
         nb = math.ceil(g.o / ocb)
         for rows in candidate_extents(g.oh):
             for cols in candidate_extents(g.ow):
-                wbufs = 2
-                need = _working_set(g, rows, cols, ocb, nb, al, res=res)
-                if need > sram_budget and nb > 1:  # single-buffer the weights (no prefetch)
-                    wbufs = 1
-                    need = _working_set(g, rows, cols, ocb, nb, al, wbufs=1, res=res)
-                if need > sram_budget:
+                fit = _fit(g, rows, cols, ocb, nb, al, sram_budget, res)
+                if fit is None:
                     continue
-                ns = math.ceil(g.oh / rows) * math.ceil(g.ow / cols)
-                iy0, iy1, _, _ = g.in_rows(0, rows)
-                ix0, ix1, _, _ = g.in_cols(0, cols)
-                c0, c1 = g.in_channels(0, ocb)
-                in_tile = 0 if res.inp else (iy1 - iy0) * (ix1 - ix0) * (c1 - c0)
-                in_all = in_tile * ns * (nb if g.group == 1 else 1)
-                out_all = g.oh * g.ow * g.o * ((0 if res.out else g.out_elem_bytes)
-                                               + (1 if g.has_shortcut and not res.sc else 0))
-                # spatial order reloads weights per spatial tile when nb > 1; channel order
-                # reloads the input per block.
-                sp_traffic = (in_tile * ns * (1 if g.group == 1 else nb)
-                              + w_total * (ns if nb > 1 else 1) + out_all)
-                ch_traffic = in_all + w_total + out_all
-                order = "spatial" if sp_traffic <= ch_traffic else "channel"
-                traffic = min(sp_traffic, ch_traffic)
-                if image:
-                    macs_cycles = (ns * nb * rows * cols * g.kh
-                                   * math.ceil(g.kw * g.cin_g / t.array_in_channels)
-                                   * math.ceil(ocb / t.array_out_channels))
-                elif g.group == 1:
-                    per_px = (math.ceil(ocb / t.array_out_channels)
-                              * math.ceil(g.cin_g / t.array_in_channels))
-                    macs_cycles = ns * nb * rows * cols * g.kh * g.kw * per_px
-                else:
-                    macs_cycles = (g.oh * g.ow * g.kh * g.kw * g.group
-                                   * math.ceil(g.og / t.array_out_channels)
-                                   * math.ceil(g.cin_g / t.array_in_channels))
-                ntiles = ns * nb
-                dma = traffic / bw
-                # pipeline: the longer of compute and DMA, plus the unoverlapped fill/drain
-                # (one tile's worth of the shorter one), plus per-command setup
-                est = int(max(macs_cycles, dma) + min(macs_cycles, dma) / ntiles
-                          + ntiles * (t.compute_setup_cycles + 3 * t.dma_setup_cycles))
+                need, wbufs = fit
+                est, order, ntiles, in_tile = _estimate(g, t, rows, cols, ocb, nb, res)
                 if wbufs == 1:  # weight loads no longer overlap compute
-                    est += int(w_total * (ns if order == "spatial" else 1) / bw)
+                    ns = ntiles // nb
+                    est += int(cost.transfer_cycles(
+                        w_total * (ns if order == "spatial" else 1), t))
                 if 2 * need > sram_budget:
                     # the buffers overlap the neighbouring ops' (taken from the other end of
                     # the SRAM): the first tile's loads wait for the previous op's last
                     # compute instead of overlapping it
-                    est += int((in_tile + w_total / nb) / bw)
+                    est += int(cost.transfer_cycles(in_tile + w_total / nb, t))
                 key = (est, ntiles)
                 if best is None or key < best[0]:
                     best = (key, ConvPlan(rows, cols, ocb, order, need, est, wbufs))

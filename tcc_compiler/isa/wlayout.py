@@ -1,0 +1,210 @@
+"""The layout of the DRAM WEIGHTS region (specs/weights.md): every weighted layer's weight and
+parameter blobs, 64-aligned, block by block, at the offsets the load commands address.
+
+The scheduler drives :class:`WeightLayoutBuilder`: it decides the channel blocks (one weight
+DMA each) and the layer order, and the per-block codec (:mod:`tcc_compiler.isa.wcodec`) gives
+each block's stored size. The result is a frozen :class:`WeightLayout` in the scheduler's
+``Program``, from which :func:`tcc_compiler.binfmt.weightfile.write_weight_file` writes
+``quantized_network.bin`` (header and layer table around this data section) without deciding
+anything. Being the format of a DRAM region the commands address, it sits with the ISA, below
+both the scheduler and the containers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tcc_compiler.errors import InternalError
+from tcc_compiler.isa import spec
+from tcc_compiler.isa.wcodec import (BLOB_ALIGN, Block, BlockCompressor, LayerKind,
+                                     channel_blocks, encode_blob)
+
+
+def _align(n: int) -> int:
+    """``n`` rounded up to a multiple of :data:`~tcc_compiler.isa.wcodec.BLOB_ALIGN`."""
+    return -(-n // BLOB_ALIGN) * BLOB_ALIGN
+
+
+@dataclass(frozen=True)
+class LayerBlobs:
+    """Where :meth:`WeightLayoutBuilder.add_layer` put a layer (offsets into the region).
+
+    Attributes:
+        weights_offset, params_offset: blob offsets (64-aligned).
+        weight_blocks, param_blocks: one :class:`~tcc_compiler.isa.wcodec.Block` per channel
+            block, offsets absolute in the region. A block with ``compressed`` is loaded with
+            DMA_LOAD_Z (``stored_bytes`` -> ``raw_bytes``), else with DMA_LOAD.
+    """
+
+    weights_offset: int
+    params_offset: int
+    weight_blocks: tuple[Block, ...]
+    param_blocks: tuple[Block, ...]
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    """One weighted layer of the region: the facts a weight file layer entry records.
+
+    Attributes:
+        name: IR node name. kind: :class:`~tcc_compiler.isa.wcodec.LayerKind`.
+        out_channels: O. block_channels: output channels per block (1..O, 0 iff O = 0).
+        weights_offset, weights_bytes, weights_raw_bytes: the int8 OHWI weights blob: offset
+            in the region, stored size, size after decompression (bytes).
+        params_offset, params_bytes, params_raw_bytes: the same for the 16-byte records.
+        weights_compressed, params_compressed: the blob is block-compressed.
+    """
+
+    name: str
+    kind: LayerKind
+    out_channels: int
+    block_channels: int
+    weights_offset: int
+    weights_bytes: int
+    weights_raw_bytes: int
+    params_offset: int
+    params_bytes: int
+    params_raw_bytes: int
+    weights_compressed: bool
+    params_compressed: bool
+
+    @property
+    def raw_bytes(self) -> int:
+        """Weights + params bytes after decompression."""
+        return self.weights_raw_bytes + self.params_raw_bytes
+
+    @property
+    def stored_bytes(self) -> int:
+        """Weights + params bytes as stored."""
+        return self.weights_bytes + self.params_bytes
+
+
+@dataclass(frozen=True)
+class WeightLayout:
+    """The WEIGHTS region: its layers in load order and its bytes (blobs 64-aligned, zero
+    padding between; a multiple of 64 bytes long)."""
+
+    layers: tuple[LayerWeights, ...] = ()
+    data: bytes = b""
+
+    @property
+    def raw_bytes(self) -> int:
+        """Weights + params bytes of all layers after decompression."""
+        return sum(e.raw_bytes for e in self.layers)
+
+    @property
+    def stored_bytes(self) -> int:
+        """Weights + params bytes of all layers as stored (padding excluded)."""
+        return sum(e.stored_bytes for e in self.layers)
+
+
+def _place(blob_offset: int, blocks: list[Block]) -> tuple[Block, ...]:
+    """``blocks`` with offsets made absolute (blob at ``blob_offset`` in the region)."""
+    return tuple(Block(blob_offset + b.offset, b.stored_bytes, b.raw_bytes, b.compressed,
+                       b.c0, b.c1) for b in blocks)
+
+
+def _raw_blocks(raw: bytes, out_channels: int, block_channels: int) -> list[Block]:
+    """The blocks of an uncompressed blob (verbatim slices, offsets relative to the blob)."""
+    per = len(raw) // out_channels if out_channels else 0
+    return [Block(c0 * per, (c1 - c0) * per, (c1 - c0) * per, False, c0, c1)
+            for c0, c1 in channel_blocks(out_channels, block_channels)]
+
+
+class WeightLayoutBuilder:
+    """Appends layer blobs to the WEIGHTS region in call order, each 64-byte aligned (zero
+    padding between), so the layout is deterministic.
+
+    Args:
+        compressor: compress every blob per channel block (raw DEFLATE,
+            :mod:`~tcc_compiler.isa.wcodec`) with this memoising compressor; None stores every
+            blob raw. A blob stays raw when compression does not make it smaller, a block when
+            its stream is not smaller than the block.
+    """
+
+    def __init__(self, compressor: BlockCompressor | None = None) -> None:
+        self.compressor = compressor
+        self._layers: list[LayerWeights] = []
+        self._names: set[str] = set()
+        self._data = bytearray()
+
+    def _append(self, blob: bytes) -> int:
+        off = len(self._data)
+        self._data += blob
+        self._data += bytes(_align(len(self._data)) - len(self._data))
+        return off
+
+    def _blob(self, raw: bytes, o: int, bc: int) -> tuple[bytes, list[Block], bool]:
+        """(stored blob, its blocks relative to it, compressed) of one raw blob."""
+        if self.compressor is not None and o:
+            blob, blocks = encode_blob(raw, o, bc, self.compressor)
+            if len(blob) < len(raw):
+                return blob, blocks, True
+        return raw, _raw_blocks(raw, o, bc), False
+
+    def add_layer(self, name: str, kind: LayerKind | int, weights: bytes, params: bytes, *,
+                  block_channels: int | None = None) -> LayerBlobs:
+        """Add a layer's weights (int8 OHWI bytes) and parameter records (16 bytes per channel).
+
+        Args:
+            name: unique layer name.
+            kind: :class:`~tcc_compiler.isa.wcodec.LayerKind`.
+            weights: int8 ``[O, KH, KW, C/group]`` bytes; a multiple of O bytes.
+            params: ``O`` records of 16 bytes (O = ``len(params) // 16``).
+            block_channels: output channels per block (the scheduler's weight DMA block;
+                default O, one block).
+
+        Returns:
+            :class:`LayerBlobs`: the blob offsets and every block's placement -- the
+            WEIGHTS-region DRAM offsets and sizes the load commands use.
+
+        Raises:
+            InternalError: duplicate name, unknown kind, sizes inconsistent with O, or the
+                region would exceed 2**30 bytes.
+        """
+        if name in self._names:
+            raise InternalError(f"quantized_network.bin: duplicate layer name {name!r}")
+        try:
+            kind = LayerKind(kind)
+        except ValueError:
+            raise InternalError(f"quantized_network.bin: layer {name!r}: unknown kind {kind}"
+                                ) from None
+        weights, params = bytes(weights), bytes(params)
+        o = len(params) // spec.PARAM_RECORD_BYTES
+        if len(params) % spec.PARAM_RECORD_BYTES or (len(weights) % o if o else weights):
+            raise InternalError(f"quantized_network.bin: layer {name!r}: {len(params)} param "
+                                f"bytes and {len(weights)} weight bytes do not make whole "
+                                "16-byte records and whole output channels")
+        bc = (o if block_channels is None else int(block_channels)) if o else 0
+        channel_blocks(o, bc)   # range check (InternalError)
+        w_blob, w_blocks, w_z = self._blob(weights, o, bc)
+        p_blob, p_blocks, p_z = self._blob(params, o, bc)
+        size = _align(len(self._data) + _align(len(w_blob)) + len(p_blob))
+        if size > spec.REGION_OFFSET_MASK + 1:
+            raise InternalError(f"quantized_network.bin: layer {name!r} makes the data section "
+                                "exceed the 1 GiB WEIGHTS region")
+        w_off = self._append(w_blob)
+        p_off = self._append(p_blob)
+        self._names.add(name)
+        self._layers.append(LayerWeights(name, kind, o, bc, w_off, len(w_blob), len(weights),
+                                         p_off, len(p_blob), len(params), w_z, p_z))
+        return LayerBlobs(w_off, p_off, _place(w_off, w_blocks), _place(p_off, p_blocks))
+
+    @property
+    def data_bytes(self) -> int:
+        """Current size of the region (bytes, multiple of 64)."""
+        return len(self._data)
+
+    @property
+    def raw_bytes(self) -> int:
+        """Weights + params bytes of the layers added so far, before compression."""
+        return sum(e.raw_bytes for e in self._layers)
+
+    @property
+    def stored_bytes(self) -> int:
+        """Weights + params bytes of the layers added so far, as stored (padding excluded)."""
+        return sum(e.stored_bytes for e in self._layers)
+
+    def build(self) -> WeightLayout:
+        """The frozen layout of the layers added so far."""
+        return WeightLayout(tuple(self._layers), bytes(self._data))

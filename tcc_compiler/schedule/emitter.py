@@ -1,0 +1,217 @@
+"""The command emitter: commands with explicit waits, provenance comments and history slots.
+
+Every command's wait fields are derived from the exact buffer it touches, so DMA of tile i+1
+overlaps compute of tile i. Ops are not separated by a barrier. Consecutive ops take their SRAM
+buffers from opposite ends of the op's tile area (:meth:`Emitter.begin_op`), and the first
+command writing a buffer, or a resident tensor, waits only for the compute and store of the
+latest earlier op whose buffers or resident tensors overlap it (:meth:`Emitter.free`).
+An activation load (input, shortcut, add operand) waits for the latest store whose DRAM byte
+extent overlaps its own (:meth:`Emitter.load`), so a layer's first tiles start as soon as
+the rows they read are stored, not when the whole previous layer has finished; weight and
+parameter loads read the read-only WEIGHTS region and need no such wait, so the next layer's
+weights stream in while the current layer computes. DRAM write-after-read is ordered by the
+queues: a layer's first store follows its first compute, which waits for a load that the
+in-order LOAD queue runs after every earlier layer's loads.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from tcc_compiler.errors import InternalError
+from tcc_compiler.isa import commands as C
+from tcc_compiler.isa.spec import WAIT_MAX, WAIT_NONE, Queue, Region, dram_address
+from tcc_compiler.isa.wcodec import Block
+from tcc_compiler.schedule.memory import SramAllocator
+from tcc_compiler.schedule.program import Tensor
+
+#: A command's position in its queue, (queue, index), as dependencies name it; None: none.
+Dep = tuple[Queue, int] | None
+
+
+class WaitTracker:
+    """Builds commands with wait fields that order them after specific earlier commands.
+
+    Each command also gets a history slot for the encoder (specs/isa.md): one per DMA stream
+    (:data:`~tcc_compiler.schedule.program.SLOT_INPUT`, ...), so each stream's addresses
+    advance by a constant stride in its own history and cost no bytes.
+
+    A dependency on command k of queue q becomes ``wait_q = n_q - 1 - k`` ("at most that many
+    of q's earlier commands may still run"), clamped to 6 (waiting longer is always safe).
+    """
+
+    QUEUES = (Queue.LOAD, Queue.COMPUTE, Queue.STORE)
+
+    def __init__(self) -> None:
+        self.count = {q: 0 for q in self.QUEUES}
+        self.cmds: list[C.Command] = []
+        self.comments: list[str] = []
+        self.slots: list[int] = []
+
+    def emit(self, cls, deps: list[Dep], comment: str, slot: int = 0, **fields) -> Dep:
+        """Append a command of class ``cls`` waiting for ``deps``; return (queue, index).
+
+        Raises:
+            InternalError: a dependency on a command not emitted yet.
+        """
+        waits = {q: WAIT_NONE for q in self.QUEUES}
+        for d in deps:
+            if d is None:
+                continue
+            q, k = d
+            n = self.count[q] - 1 - k
+            if n < 0:
+                raise InternalError(f"dependency on {q.name} command {k} not yet dispatched")
+            waits[q] = min(waits[q], min(n, WAIT_MAX))
+        cmd = cls(wait_load=waits[Queue.LOAD], wait_compute=waits[Queue.COMPUTE],
+                  wait_store=waits[Queue.STORE], **fields)
+        self.cmds.append(cmd)
+        self.comments.append(comment)
+        self.slots.append(slot)
+        q = cmd.queue
+        if q in self.count:
+            idx = self.count[q]
+            self.count[q] += 1
+            return (q, idx)
+        return None
+
+    def last(self, q: Queue) -> Dep:
+        """The most recent command of queue q, or None."""
+        return (q, self.count[q] - 1) if self.count[q] else None
+
+
+def dma_fields(t: Tensor, y0, y1, x0, x1, c0, c1, sram: int) -> dict:
+    """DMA fields moving the [y0:y1, x0:x1, c0:c1] box of NHWC tensor ``t`` to/from SRAM
+    (packed contiguously there as [rows, cols, channels])."""
+    h, w, c = t.hwc
+    eb = t.elem_bytes
+    rows, cols, nch = y1 - y0, x1 - x0, c1 - c0
+    base = ((y0 * w + x0) * c + c0) * eb
+    if nch == c and cols == w:
+        return dict(dram=t.addr(base), sram=sram, run_bytes=rows * w * c * eb, n1=1, n2=1,
+                    dram_stride1=0, dram_stride2=0, sram_stride1=0, sram_stride2=0)
+    if nch == c:
+        run = cols * c * eb
+        return dict(dram=t.addr(base), sram=sram, run_bytes=run, n1=rows, n2=1,
+                    dram_stride1=w * c * eb, dram_stride2=0, sram_stride1=run, sram_stride2=0)
+    run = nch * eb
+    return dict(dram=t.addr(base), sram=sram, run_bytes=run, n1=cols, n2=rows,
+                dram_stride1=c * eb, dram_stride2=w * c * eb, sram_stride1=run,
+                sram_stride2=cols * run)
+
+
+def flat_fields(nbytes: int) -> dict:
+    """DMA fields of one contiguous run of ``nbytes`` (no strides); add ``dram`` and ``sram``."""
+    return dict(run_bytes=nbytes, n1=1, n2=1, dram_stride1=0, dram_stride2=0, sram_stride1=0,
+                sram_stride2=0)
+
+
+def _extent(f: dict) -> tuple[int, int, int]:
+    """(region, first byte, end byte) of the DRAM bytes a DMA with fields ``f`` touches."""
+    region, lo = int(f["dram"]) >> 30, int(f["dram"]) & ((1 << 30) - 1)
+    hi = lo + (f["n2"] - 1) * f["dram_stride2"] + (f["n1"] - 1) * f["dram_stride1"] \
+        + f["run_bytes"]
+    return region, lo, hi
+
+
+class Emitter:
+    """The command stream of one lowering and the hazard bookkeeping its waits come from.
+
+    Attributes:
+        w: the :class:`WaitTracker` (commands, comments, slots).
+        sram_peak: the largest SRAM footprint of any op so far (bytes).
+        on_load: called after every LOAD command emitted through :meth:`load` or
+            :meth:`load_block` (the cross-op prefetch interleaves its loads there).
+    """
+
+    def __init__(self, sram_bytes: int, sram_align: int) -> None:
+        self.w = WaitTracker()
+        self.sram_bytes, self.sram_align = sram_bytes, sram_align
+        self.sram_peak = 0
+        self.on_load: Callable[[], None] | None = None
+        # (SRAM intervals, last compute, last store) of every lowered op
+        self._hist: list[tuple[list[tuple[int, int]], Dep, Dep]] = []
+        # per DRAM region: (lo, hi, store) byte extents written by the stores so far
+        self._stored: dict[int, list[tuple[int, int, tuple]]] = {}
+        self._freed: set[int] = set()   # buffers of the current op already waited for
+
+    @property
+    def n_cmds(self) -> int:
+        """Commands emitted so far (the index of the next one)."""
+        return len(self.w.cmds)
+
+    def emit(self, cls, deps: list[Dep], comment: str, slot: int = 0, **fields) -> Dep:
+        """:meth:`WaitTracker.emit`."""
+        return self.w.emit(cls, deps, comment, slot=slot, **fields)
+
+    def begin_op(self, reserve: int, base: int) -> SramAllocator:
+        """Start an op: its SRAM allocator over ``[base, sram - reserve)``, taking buffers from
+        the end opposite to the previous op's."""
+        self._freed = set()
+        return SramAllocator(self.sram_bytes - reserve, self.sram_align,
+                             from_top=len(self._hist) % 2 == 1, base=base)
+
+    def end_op(self, sa: SramAllocator, base: int, op_res: list[tuple[int, int]]) -> None:
+        """Record the SRAM intervals the op used (tile buffers and the resident tensors
+        ``op_res`` it read or wrote) and its last compute and store commands; the op's SRAM
+        footprint counts the resident zone below its tile area (``base``)."""
+        self.sram_peak = max(self.sram_peak, sa.top + base)
+        self._hist.append(([(sa.lo, sa.hi)] + op_res, self.w.last(Queue.COMPUTE),
+                           self.w.last(Queue.STORE)))
+
+    def load(self, deps: list[Dep], comment: str, slot: int = 0, **f) -> Dep:
+        """Emit an activation DMA_LOAD that also waits for the latest store overlapping the
+        DRAM bytes it reads (read-after-write through DRAM)."""
+        region, lo, hi = _extent(f)
+        dep = None
+        for s_lo, s_hi, st in reversed(self._stored.get(region, ())):
+            if s_lo < hi and lo < s_hi:
+                dep = st
+                break
+        cmd = self.w.emit(C.DmaLoad, deps + [dep], comment, slot=slot, **f)
+        self._loaded()
+        return cmd
+
+    def store(self, deps: list[Dep], comment: str, **f) -> Dep:
+        """Emit a DMA_STORE and record the DRAM extent it writes (see :meth:`load`)."""
+        st = self.w.emit(C.DmaStore, deps, comment, **f)
+        region, lo, hi = _extent(f)
+        self._stored.setdefault(region, []).append((lo, hi, st))
+        return st
+
+    def load_block(self, deps: list[Dep], comment: str, slot: int, block: Block,
+                   sram: int) -> Dep:
+        """Emit the load of one weight or parameter block (placed in the WEIGHTS region):
+        DMA_LOAD_Z if it is compressed, else a plain DMA_LOAD. WEIGHTS is read-only, so only
+        SRAM dependencies apply. Returns the command's (queue, index)."""
+        addr = dram_address(Region.WEIGHTS, block.offset)
+        if block.compressed:
+            cmd = self.w.emit(C.DmaLoadZ, deps, comment + " (deflate)", slot=slot, dram=addr,
+                              sram=sram, src_bytes=block.stored_bytes,
+                              dst_bytes=block.raw_bytes)
+        else:
+            cmd = self.w.emit(C.DmaLoad, deps, comment, slot=slot, dram=addr, sram=sram,
+                              **flat_fields(block.raw_bytes))
+        self._loaded()
+        return cmd
+
+    def _loaded(self) -> None:
+        if self.on_load is not None:
+            self.on_load()
+
+    def free(self, off: int, nbytes: int) -> list[Dep]:
+        """Dependencies before the current op first writes SRAM [off, off + nbytes): the last
+        compute and the last store of the latest earlier op whose buffers overlap it (queues
+        run in order, so older overlapping ops are covered). Empty after the first call for
+        the same buffer."""
+        if off in self._freed:
+            return []
+        self._freed.add(off)
+        return self.free_any(off, nbytes)
+
+    def free_any(self, off: int, nbytes: int) -> list[Dep]:
+        """:meth:`free` without its once-per-buffer memo (for prefetch loads)."""
+        for spans, comp, store in reversed(self._hist):
+            if any(lo < off + max(nbytes, 1) and off < hi for lo, hi in spans):
+                return [comp, store]
+        return []

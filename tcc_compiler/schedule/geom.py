@@ -1,0 +1,87 @@
+"""Geometry of IR ops as the NPU sees them (NHWC, one image): shapes, conv and pool
+geometries (:class:`~tcc_compiler.schedule.tiling.ConvGeom`) and tile boxes."""
+
+from __future__ import annotations
+
+from tcc_compiler.errors import InternalError, UnsupportedError
+from tcc_compiler.ir.graph import Node, Value
+from tcc_compiler.ir.ops import Op
+from tcc_compiler.ir.shapes import npu_hwc
+from tcc_compiler.schedule.tiling import ConvGeom
+
+#: Output rows [y0, y1) and columns [x0, x1) of a tile.
+Spatial = tuple[int, int, int, int]
+
+
+def hwc(v: Value) -> tuple[int, int, int]:
+    """The NHWC (H, W, C) of a batch-1 rank-2/4 value.
+
+    Raises:
+        UnsupportedError: another shape (the NPU cannot hold it).
+    """
+    try:
+        return npu_hwc(v.shape)
+    except InternalError:
+        raise UnsupportedError(v.name, [f"value '{v.name}': shape {v.shape} is not a batch-1 "
+                                        "rank-2/4 tensor the NPU can hold"]) from None
+
+
+def elem_bytes(v: Value) -> int:
+    """Bytes per element of an NPU tensor: 4 for int32, else 1."""
+    return 4 if v.dtype == "int32" else 1
+
+
+def conv_geom(n: Node) -> ConvGeom:
+    """Geometry of a conv or FC node (an FC is a conv whose kernel covers its input)."""
+    x, out = n.inputs[0], n.output
+    h, w, c = hwc(x)
+    oh, ow, o = hwc(out)
+    eb = elem_bytes(out)
+    sc = n.input(3) is not None
+    if n.op is Op.FC:
+        return ConvGeom(h, w, c, 1, 1, o, h, w, 1, 1, 1, 1, (0, 0, 0, 0), 1, eb, sc)
+    a = n.attrs
+    return ConvGeom(h, w, c, oh, ow, o, a.kernel[0], a.kernel[1], a.strides[0],
+                    a.strides[1], a.dilations[0], a.dilations[1], a.pads, a.group, eb, sc)
+
+
+def pool_geom(n: Node, source: str) -> tuple[ConvGeom, tuple[int, int], tuple[int, int]]:
+    """Geometry of a pooling op as a weightless depthwise conv, its window and strides.
+
+    Raises:
+        UnsupportedError: a window or stride above the POOL_CFG field limit (255); names
+            ``source`` (the model file).
+    """
+    h, w, c = hwc(n.inputs[0])
+    oh, ow, _ = hwc(n.output)
+    if n.op is Op.GAP:
+        k, s, pads = (h, w), (1, 1), (0, 0, 0, 0)
+    else:
+        k, s, pads = n.attrs.kernel, n.attrs.strides, n.attrs.pads
+    if max(k) > 255 or max(s) > 255:
+        raise UnsupportedError(source, [
+            f"{n.op.value} '{n.name}': window {k} exceeds the NPU's 255 limit"])
+    return (ConvGeom(h, w, c, oh, ow, c, k[0], k[1], s[0], s[1], 1, 1, pads, c,
+                     has_weights=False), k, s)
+
+
+def in_box(g: ConvGeom, s: Spatial, b: tuple[int, int]):
+    """The input box a tile reads: ``(iy0, iy1, ix0, ix1, c0, c1, elements, (pad_t, pad_l,
+    pad_b, pad_r))`` for output rows/columns ``s`` and output channels ``b`` = [o0, o1)."""
+    y0, y1, x0, x1 = s
+    iy0, iy1, pt, pb = g.in_rows(y0, y1)
+    ix0, ix1, pl, pr = g.in_cols(x0, x1)
+    c0, c1 = g.in_channels(*b)
+    return (iy0, iy1, ix0, ix1, c0, c1, (iy1 - iy0) * (ix1 - ix0) * (c1 - c0),
+            (pt, pl, pb, pr))
+
+
+def spatial_tiles(oh: int, ow: int, rows: int, cols: int) -> list[Spatial]:
+    """Output tiles of ``rows`` x ``cols`` over an ``oh`` x ``ow`` map, row-major."""
+    return [(y0, min(y0 + rows, oh), x0, min(x0 + cols, ow))
+            for y0 in range(0, oh, rows) for x0 in range(0, ow, cols)]
+
+
+def channel_blocks(o: int, ocb: int) -> list[tuple[int, int]]:
+    """Output channel blocks [o0, o1) of ``ocb`` channels."""
+    return [(o0, min(o0 + ocb, o)) for o0 in range(0, o, ocb)]

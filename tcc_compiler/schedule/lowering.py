@@ -1,0 +1,115 @@
+"""One lowering try: a memory plan, then every NPU op emitted in graph order.
+
+Per op a configuration command, then per tile the loads, the compute command and the store
+(schedule/ops/); the waits come from the emitter (schedule/emitter.py). Chains of ops whose
+intermediates do not fit whole are cascaded: emitted together at the place of their last op,
+band by band (schedule/ops/cascade.py). With a :class:`~tcc_compiler.schedule.prefetch.Hoist`,
+the first weight blocks of one load-bound conv are prefetched during the ops before it
+(schedule/prefetch.py). :mod:`tcc_compiler.schedule.search` runs several tries and keeps the
+fastest.
+"""
+
+from __future__ import annotations
+
+from tcc_compiler.errors import InternalError
+from tcc_compiler.ir.graph import Graph, Node
+from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
+from tcc_compiler.isa import commands as C
+from tcc_compiler.isa.wcodec import BlockCompressor
+from tcc_compiler.schedule.emitter import Emitter
+from tcc_compiler.schedule.memory import MemoryPlan, plan_memory
+from tcc_compiler.schedule.ops.add import lower_add
+from tcc_compiler.schedule.ops.cascade import lower_chain
+from tcc_compiler.schedule.ops.context import OpContext, new_info
+from tcc_compiler.schedule.ops.conv import lower_conv
+from tcc_compiler.schedule.ops.pool import lower_pool
+from tcc_compiler.schedule.prefetch import Hoist, Prefetcher
+from tcc_compiler.schedule.program import LayerInfo, Program
+from tcc_compiler.schedule.tiling import align_up
+from tcc_compiler.isa.wlayout import WeightLayoutBuilder
+from tcc_compiler.target import Target
+
+
+class Lowering:
+    """Lower ``graph`` once for ``target`` with a resident zone of ``zone_bytes`` (aligned
+    here), cascades when ``cascade``, and the cross-op prefetch ``hoist`` (None: none).
+
+    Attributes (after :meth:`run`):
+        mem: the :class:`~tcc_compiler.schedule.memory.MemoryPlan` used.
+    """
+
+    def __init__(self, graph: Graph, target: Target, zone_bytes: int = 0,
+                 compressor: BlockCompressor | None = None, cascade: bool = False,
+                 hoist: Hoist | None = None):
+        self.graph, self.t, self.cascade, self.hoist = graph, target, cascade, hoist
+        self.zone_bytes = align_up(zone_bytes, target.sram_align_bytes)
+        self.compressor = compressor
+        self.mem: MemoryPlan | None = None
+
+    @property
+    def chains(self) -> dict:
+        """id(last node) -> cascaded chain (empty before :meth:`run`)."""
+        return dict(self.mem.chains) if self.mem is not None else {}
+
+    def run(self) -> Program:
+        """Plan memory and emit every op.
+
+        Raises:
+            ScheduleError: an op cannot be tiled into the SRAM left to it.
+            UnsupportedError: a tensor shape or window the NPU cannot hold.
+            InternalError: an inconsistent prefetch plan (a bug).
+        """
+        t = self.t
+        mem = self.mem = plan_memory(self.graph, t, self.zone_bytes, self.cascade)
+        em = Emitter(t.sram_bytes, t.sram_align_bytes)
+        weights = WeightLayoutBuilder(self.compressor)
+        pf = Prefetcher(self.hoist, self.graph) if self.hoist is not None else None
+        if pf is not None:
+            em.on_load = pf.after_load
+        layers: list[LayerInfo] = []
+        source = self.graph.meta.get("source", "")
+        for n in self.graph.nodes:
+            if n.op in HOST_OPS or n.op in VIEW_OPS or id(n) in mem.chained:
+                continue
+            ctx = OpContext(em, mem, weights, t, source, base=mem.base(n))
+            if id(n) in mem.chains:   # the whole chain runs at its last op's place
+                if pf is not None:
+                    pf.enter_chain(ctx, n.name)
+                layers.extend(lower_chain(ctx, mem.chains[id(n)]))
+                continue
+            layers.append(self._op(ctx, n, pf))
+        if pf is not None:
+            pf.finish()
+        em.emit(C.End, [], "end")
+        w = em.w
+        return Program(w.cmds, w.comments, weights.build(), em.sram_peak, mem.arena_bytes,
+                       mem.input_bytes, mem.output_bytes, list(mem.inputs), list(mem.outputs),
+                       layers, w.slots)
+
+    def _op(self, ctx: OpContext, n: Node, pf: Prefetcher | None) -> LayerInfo:
+        """Lower one plain op; return its :class:`LayerInfo`."""
+        # resident tensors the op reads or writes: SRAM it uses besides its tile buffers
+        ctx.op_res = [(r.sram, r.sram + r.nbytes) for r in
+                      (ctx.mem.resident(v) for v in [*n.inputs, n.output] if v is not None)
+                      if r is not None]
+        n_pf = len(pf.cmds) if pf is not None else 0
+        if pf is not None:
+            pf.enter(ctx, n)
+        first = ctx.em.n_cmds
+        info = new_info(n)
+        if n.op in (Op.CONV, Op.FC):
+            lower_conv(ctx, n, info, pf.take(n) if pf is not None else None)
+        elif n.op in (Op.MAXPOOL, Op.AVGPOOL, Op.GAP):
+            lower_pool(ctx, n, info)
+        elif n.op is Op.ADD:
+            lower_add(ctx, n, info)
+        else:
+            raise InternalError(f"no lowering for {n.op.value} '{n.name}'")
+        info.first_cmd, info.end_cmd = first, ctx.em.n_cmds
+        if pf is not None and len(pf.cmds) > n_pf:   # its range holds prefetches of a later op
+            mine = set(pf.cmds[n_pf:])
+            info.cmds = [i for i in range(first, info.end_cmd) if i not in mine]
+        if pf is not None and n.name == pf.hoist.consumer:
+            info.cmds = sorted(pf.cmds + list(range(first, info.end_cmd)))
+            ctx.em.sram_peak = max(ctx.em.sram_peak, self.t.sram_bytes)
+        return info

@@ -1,0 +1,67 @@
+"""Element-wise add of two int8 tensors: flat chunks (contiguous in DRAM and SRAM) on the
+vector unit, double-buffered (resident operands read/written in place)."""
+
+from __future__ import annotations
+
+from tcc_compiler.ir.graph import Node
+from tcc_compiler.isa import commands as C
+from tcc_compiler.quant.params import add_quant
+from tcc_compiler.schedule.emitter import flat_fields
+from tcc_compiler.schedule.ops.context import OpContext, label
+from tcc_compiler.schedule.program import SLOT_SHORTCUT, LayerInfo
+from tcc_compiler.schedule.tiling import plan_channels
+
+
+def lower_add(ctx: OpContext, n: Node, info: LayerInfo) -> None:
+    """Emit add op ``n`` (ADD_CFG, then per chunk: operand loads, ADD_TILE, store); fill
+    ``info``.
+
+    Raises:
+        ScheduleError: not even one element per buffer fits the op's SRAM budget.
+    """
+    em, mem = ctx.em, ctx.mem
+    a, b = n.inputs[0], n.inputs[1]
+    ta, tb, to = mem.tensor(a), mem.tensor(b), mem.tensor(n.output)
+    ra, rb_, ro = mem.resident(a), mem.resident(b), mem.resident(n.output)
+    total = (ta or ra).nbytes
+    n_bufs = sum(r is None for r in (ra, rb_, ro))
+    blk = plan_channels(max(n_bufs, 1), total, ctx.budget())
+    p = add_quant(n)
+    lab = label(n)
+    em.emit(C.AddCfg, [], lab, zp_a=p.zp_a, zp_b=p.zp_b, zp_out=p.zp_out, act_lo=p.act_lo,
+            act_hi=p.act_hi, shift=p.shift, mult_a=p.mult_a, mult_b=p.mult_b)
+    sa = ctx.begin()
+    sl = [[sa.alloc(blk, "add") if r is None else -1 for r in (ra, rb_, ro)]
+          for _ in range(2)]
+    info.sram_bytes = sa.top + ctx.base
+    last_read, last_store = {}, {}
+    for i, e0 in enumerate(range(0, total, blk)):
+        e1 = min(total, e0 + blk)
+        slot = i % 2
+        sa_, sb_, so_ = sl[slot]
+        flat = flat_fields(e1 - e0)
+        deps = []
+        if ra is None:  # a resident operand is read in place (flat chunks are contiguous)
+            deps.append(em.load([last_read.get(slot)] + em.free(sa_, blk), lab + " a",
+                                dram=ta.addr(e0), sram=sa_, **flat))
+        else:
+            sa_ = ra.sram + e0
+        if rb_ is None:
+            deps.append(em.load([last_read.get(slot)] + em.free(sb_, blk), lab + " b",
+                                slot=SLOT_SHORTCUT, dram=tb.addr(e0), sram=sb_, **flat))
+        else:
+            sb_ = rb_.sram + e0
+        if ro is None:
+            deps += [last_store.get(slot)] + em.free(so_, blk)
+        else:
+            deps += em.free(ro.sram, ro.nbytes)
+            so_ = ro.sram + e0
+        comp = em.emit(C.AddTile, deps, lab, a_sram=sa_, b_sram=sb_, out_sram=so_,
+                       n=e1 - e0)
+        last_read[slot] = comp
+        if ro is None:
+            last_store[slot] = em.store([comp], lab + " output", dram=to.addr(e0),
+                                        sram=so_, **flat)
+        info.tiles += 1
+    ctx.end(sa)
+    info.plan = f"{info.tiles} chunks of {blk} elements"

@@ -1,0 +1,58 @@
+"""What lowering one op needs, passed explicitly: the shared emitter, memory plan, weight
+layout and target, and the op's own SRAM window."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tcc_compiler.ir.graph import Node
+from tcc_compiler.schedule.emitter import Emitter
+from tcc_compiler.schedule.memory import MemoryPlan, SramAllocator
+from tcc_compiler.schedule.program import LayerInfo
+from tcc_compiler.isa.wlayout import WeightLayoutBuilder
+from tcc_compiler.target import Target
+
+
+@dataclass
+class OpContext:
+    """One op's lowering context.
+
+    Attributes:
+        em: the program's emitter. mem: its memory plan. weights: the WEIGHTS region being
+            laid out. t: the target. source: the model file name (for error messages).
+        base: SRAM bytes below the op's tile area. reserve: SRAM bytes at the top kept free
+            for prefetched blocks while the op runs.
+        op_res: SRAM intervals of the resident tensors (and prefetch area) the op reads or
+            writes besides its tile buffers.
+    """
+
+    em: Emitter
+    mem: MemoryPlan
+    weights: WeightLayoutBuilder
+    t: Target
+    source: str = ""
+    base: int = 0
+    reserve: int = 0
+    op_res: list[tuple[int, int]] = field(default_factory=list)
+
+    def budget(self) -> int:
+        """SRAM bytes the op's tile buffers may use: above its base, below the reserve."""
+        return self.t.sram_bytes - self.base - self.reserve
+
+    def begin(self) -> SramAllocator:
+        """Start the op: its SRAM allocator (:meth:`Emitter.begin_op`)."""
+        return self.em.begin_op(self.reserve, self.base)
+
+    def end(self, sa: SramAllocator) -> None:
+        """End the op (:meth:`Emitter.end_op`)."""
+        self.em.end_op(sa, self.base, self.op_res)
+
+
+def label(n: Node) -> str:
+    """The provenance comment of an op's commands: IR name and ONNX source nodes."""
+    return f"{n.name} [{','.join(n.source)}]"
+
+
+def new_info(n: Node) -> LayerInfo:
+    """A fresh :class:`LayerInfo` of ``n``."""
+    return LayerInfo(n.name, n.op.value, n.source, n.inputs[0].shape, n.output.shape)

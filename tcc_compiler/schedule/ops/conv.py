@@ -1,0 +1,302 @@
+"""Conv and FC: tiles of output rows x columns x output-channel block on the MAC array.
+
+Per op a CONV_CFG, then per tile the loads (input tile with halo, weight and parameter block
+when they change, shortcut tile), the CONV_TILE and the store. Input, output and shortcut
+buffers are double-buffered; weight blocks rotate through ``plan.wbufs`` slots. Resident
+operands are read or written in place (strided boxes, no DMA). A prefetch consumer
+(schedule/prefetch.py) gets its tile plan, weight blocks and the blocks already loaded during
+earlier ops as a :class:`Prefetched`.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+
+import numpy as np
+
+from tcc_compiler.errors import InternalError
+from tcc_compiler.ir.graph import Node
+from tcc_compiler.ir.ops import Op
+from tcc_compiler.isa import commands as C
+from tcc_compiler.isa.spec import (CONV_FLAG_IMAGE, CONV_FLAG_SHORTCUT, PARAM_RECORD_BYTES,
+                                   pack_conv_params)
+from tcc_compiler.isa.wcodec import LayerKind
+from tcc_compiler.quant.golden import weights_ohwi
+from tcc_compiler.quant.params import conv_quant
+from tcc_compiler.schedule.emitter import Dep, dma_fields
+from tcc_compiler.schedule.geom import channel_blocks, conv_geom, in_box, spatial_tiles
+from tcc_compiler.schedule.ops.context import OpContext, label
+from tcc_compiler.schedule.program import SLOT_PARAMS, SLOT_SHORTCUT, SLOT_WEIGHTS, LayerInfo
+from tcc_compiler.schedule.tiling import ConvGeom, ConvPlan, plan_conv, uses_image_mode
+from tcc_compiler.isa.wlayout import LayerBlobs, WeightLayoutBuilder
+from tcc_compiler.target import Target
+
+
+def conv_setup(weights: WeightLayoutBuilder, t: Target, n: Node, g: ConvGeom,
+               block_channels: int, info: LayerInfo) -> tuple[LayerBlobs, dict]:
+    """Add a conv/FC's weights and parameters to the WEIGHTS region in blocks of
+    ``block_channels`` output channels (one DMA each; ``info.weight_bytes`` gets their
+    stored DRAM bytes) and build its CONV_CFG fields. Returns (blobs, cfg fields)."""
+    q = conv_quant(n)
+    image = uses_image_mode(g, t)
+    wq = weights_ohwi(n) if n.op is Op.CONV else np.ascontiguousarray(
+        n.inputs[1].const.transpose(0, 2, 3, 1))
+    params = pack_conv_params(q.bias, q.mult, q.shift, q.sc_mult)
+    stored0, raw0 = weights.stored_bytes, weights.raw_bytes
+    blobs = weights.add_layer(n.name, LayerKind.FC if n.op is Op.FC else LayerKind.CONV,
+                              wq.tobytes(), params, block_channels=block_channels)
+    info.weight_bytes = sum(bl.stored_bytes for bl in blobs.weight_blocks
+                            + blobs.param_blocks)   # DRAM bytes (compressed if so)
+    info.weight_raw_bytes = weights.raw_bytes - raw0   # this layer's table entry
+    info.weight_file_bytes = weights.stored_bytes - stored0
+    cfg = dict(kh=g.kh, kw=g.kw, sh=g.sh, sw=g.sw, dh=g.dh, dw=g.dw,
+               out_mode=1 if q.out_int32 else 0,
+               flags=(CONV_FLAG_SHORTCUT if g.has_shortcut else 0)
+               | (CONV_FLAG_IMAGE if image else 0),
+               group=g.group, cin_g=g.cin_g, zp_in=q.zp_in, zp_out=q.zp_out,
+               zp_sc=q.zp_sc, act_lo=q.act_lo, act_hi=q.act_hi)
+    return blobs, cfg
+
+
+@dataclass(frozen=True)
+class Prefetched:
+    """A prefetch consumer planned ahead of its window (schedule/prefetch.py).
+
+    Attributes:
+        plan: its tile plan. blobs: its weight blocks. cfg: its CONV_CFG fields.
+        weight_bytes, weight_raw_bytes, weight_file_bytes: its :class:`LayerInfo` figures.
+        blocks: block index -> (weights SRAM, params SRAM, the params load) of the blocks
+            loaded during the window, into the prefetch area.
+    """
+
+    plan: ConvPlan
+    blobs: LayerBlobs
+    cfg: dict
+    weight_bytes: int
+    weight_raw_bytes: int
+    weight_file_bytes: int
+    blocks: dict
+
+
+def lower_conv(ctx: OpContext, n: Node, info: LayerInfo, pre: Prefetched | None = None) -> None:
+    """Emit conv/FC ``n``; fill ``info``. ``pre``: the op is a prefetch consumer.
+
+    Raises:
+        ScheduleError: no tile fits the op's SRAM budget.
+        InternalError: weight blocks loaded out of order (a bug).
+    """
+    _ConvEmission(ctx, n, info, pre).run()
+
+
+class _ConvEmission:
+    """The state of one conv's emission: buffers, weight slots, and the last command that
+    read or wrote each of them."""
+
+    def __init__(self, ctx: OpContext, n: Node, info: LayerInfo, pre: Prefetched | None):
+        self.ctx, self.em, self.n, self.info = ctx, ctx.em, n, info
+        mem = ctx.mem
+        g = self.g = conv_geom(n)
+        self.rin, self.rout = mem.resident(n.inputs[0]), mem.resident(n.output)
+        self.rsc = mem.resident(n.input(3)) if g.has_shortcut else None
+        self.prefetched: dict = {}
+        if pre is not None:   # a prefetch consumer: planned before its window
+            self.plan, self.blobs, cfg = pre.plan, pre.blobs, pre.cfg
+            info.weight_bytes, info.weight_raw_bytes = pre.weight_bytes, pre.weight_raw_bytes
+            info.weight_file_bytes = pre.weight_file_bytes
+            self.prefetched = pre.blocks
+        else:
+            self.plan = plan_conv(g, ctx.t, ctx.budget(), mem.conv_residency(n, g))
+            self.blobs, cfg = conv_setup(ctx.weights, ctx.t, n, g, min(self.plan.ocb, g.o),
+                                         info)
+        self.xin, self.xout = mem.tensor(n.inputs[0]), mem.tensor(n.output)
+        self.xsc = mem.tensor(n.input(3)) if g.has_shortcut else None
+        self.label = label(n)
+        self.em.emit(C.ConvCfg, [], self.label, **cfg)
+
+    def _buffers(self) -> None:
+        """Allocate the op's SRAM buffers (max tile sizes)."""
+        g, plan = self.g, self.plan
+        kw_bytes = g.kh * g.kw * g.cin_g
+        self.spatial = spatial_tiles(g.oh, g.ow, plan.rows, plan.cols)
+        self.blocks = channel_blocks(g.o, plan.ocb)
+        self.order = ([(s, b) for s in self.spatial for b in self.blocks]
+                      if plan.order == "spatial"
+                      else [(s, b) for b in self.blocks for s in self.spatial])
+        sa = self.sa = self.ctx.begin()
+        self.max_in = max(in_box(g, s, b)[6] for s in self.spatial for b in self.blocks)
+        self.in_slots = ([sa.alloc(self.max_in, "input") for _ in range(2)]
+                         if self.rin is None else [])
+        nwb = 1 if len(self.blocks) == 1 else plan.wbufs
+        w_slots = [sa.alloc(plan.ocb * kw_bytes, "weights") for _ in range(nwb)]
+        p_slots = [sa.alloc(plan.ocb * PARAM_RECORD_BYTES, "params") for _ in range(nwb)]
+        self.out_tile = plan.rows * plan.cols * plan.ocb
+        self.out_slots = ([sa.alloc(self.out_tile * g.out_elem_bytes, "output")
+                           for _ in range(2)] if self.rout is None else [])
+        self.sc_slots = ([sa.alloc(self.out_tile, "shortcut") for _ in range(2)]
+                         if g.has_shortcut and self.rsc is None else [])
+        self.info.sram_bytes = sa.top + self.ctx.base
+        self.w_bytes = plan.ocb * kw_bytes
+        self.p_bytes = plan.ocb * PARAM_RECORD_BYTES
+        self.out_bytes = self.out_tile * g.out_elem_bytes
+        # Weight slots free to load into, oldest first: (weights SRAM, params SRAM, key); a
+        # slot re-enters when the block in it is done (its last compute in last_read). A
+        # prefetch consumer whose blocks each run once also reuses the places of its
+        # prefetched blocks once they are done, so its own loads run further ahead.
+        self.pool = collections.deque((w_slots[j], p_slots[j], ("w", j)) for j in range(nwb))
+
+    def _weight_schedule(self) -> None:
+        """The order the weight blocks are loaded in, and whether loads are issued eagerly."""
+        g, plan, order = self.g, self.plan, self.order
+        self.kblk = min(plan.ocb, g.o)   # block index k = o0 // kblk: blocks follow plan.ocb
+        self.once = plan.order == "channel" or len(self.spatial) == 1
+        self.loads = [o0 // self.kblk for j, (_, (o0, _)) in enumerate(order)
+                      if (j == 0 or order[j - 1][1][0] != o0)
+                      and o0 // self.kblk not in self.prefetched]
+        self.issued: collections.deque = collections.deque()   # (block, w, p, key, load)
+        # Eager: issue each load as soon as a slot is free (right after the compute freeing
+        # it), not just before the block's first compute, where its wait for that compute
+        # could be clamped (WAIT_MAX) to a later one. Only for a consumer with no input or
+        # shortcut loads, which an early weight load waiting for a compute would hold up.
+        self.eager = bool(self.prefetched) and self.rin is not None and (
+            self.rsc is not None or not g.has_shortcut)
+
+    def pump(self, n_max: int) -> None:
+        """Issue up to ``n_max`` of the pending block loads into free slots."""
+        em, blobs = self.em, self.blobs
+        while self.pool and self.loads and n_max > 0:
+            n_max -= 1
+            w_off, p_off, key = self.pool.popleft()
+            k = self.loads.pop(0)
+            deps = [self.last_read.get(key)] + em.free(w_off, self.w_bytes)
+            em.load_block(deps, self.label + " weights", SLOT_WEIGHTS, blobs.weight_blocks[k],
+                          w_off)
+            self.last_write[key] = em.load_block(
+                em.free(p_off, self.p_bytes), self.label + " params", SLOT_PARAMS,
+                blobs.param_blocks[k], p_off)
+            self.issued.append((k, w_off, p_off, key, self.last_write[key]))
+
+    def _switch_weights(self, o0: int) -> None:
+        """Make block ``o0 // kblk`` current: release the previous block's slot, then take
+        the block from the prefetch area or from the next issued load."""
+        k = o0 // self.kblk
+        if self.w_key is not None:   # the block just done frees its slot
+            self.pool.append((self.w_addr, self.p_addr, self.w_key))
+        if k in self.prefetched:   # loaded during earlier ops into the prefetch area
+            self.w_addr, self.p_addr, self.w_dep = self.prefetched[k]
+            self.w_key = ("pre", k) if self.once else None   # free again after its computes
+        else:
+            self.pump(len(self.loads) if self.eager else 1)
+            k_got, self.w_addr, self.p_addr, self.w_key, self.w_dep = self.issued.popleft()
+            if k_got != k:
+                raise InternalError(f"'{self.n.name}': weight block {k_got} loaded for {k}")
+        if self.eager:
+            self.pump(len(self.loads))
+
+    def _input(self, box, strides: dict) -> int:
+        """The input operand's SRAM address: a box of the resident input, or the input slot
+        (loaded when the box changed)."""
+        iy0, iy1, ix0, ix1, cc0, cc1, _, _ = box
+        if self.rin is not None:  # read the box straight from the resident tensor
+            rb = self.rin.box(iy0, ix0, cc0, ix1 - ix0, cc1 - cc0)
+            strides.update(in_px_stride=rb["px"], in_row_stride=rb["row"])
+            return rb["addr"]
+        in_key = (iy0, iy1, ix0, ix1, cc0, cc1)
+        if in_key != self.cur_in:
+            self.in_slot = self.n_in % 2
+            self.n_in += 1
+            key = ("in", self.in_slot)
+            addr = self.in_slots[self.in_slot]
+            deps = [self.last_read.get(key)] + self.em.free(addr, self.max_in)
+            self.last_write[key] = self.em.load(
+                deps, self.label + " input",
+                **dma_fields(self.xin, iy0, iy1, ix0, ix1, cc0, cc1, addr))
+            self.cur_in = in_key
+        return self.in_slots[self.in_slot]
+
+    def _shortcut(self, s, b, slot: int, strides: dict) -> tuple[int, Dep]:
+        """(SRAM address, load) of the tile's shortcut operand (0, None without one)."""
+        y0, y1, x0, x1 = s
+        o0, o1 = b
+        if self.rsc is not None:
+            rb = self.rsc.box(y0, x0, o0, x1 - x0, o1 - o0)
+            strides.update(sc_px_stride=rb["px"], sc_row_stride=rb["row"])
+            return rb["addr"], None
+        if not self.g.has_shortcut:
+            return 0, None
+        addr = self.sc_slots[slot]
+        key = ("sc", slot)
+        dep = self.em.load([self.last_read.get(key)] + self.em.free(addr, self.out_tile),
+                           self.label + " shortcut", slot=SLOT_SHORTCUT,
+                           **dma_fields(self.xsc, y0, y1, x0, x1, o0, o1, addr))
+        self.last_write[key] = dep
+        return addr, dep
+
+    def _output(self, s, b, slot: int, deps: list, strides: dict) -> int:
+        """The output operand's SRAM address (adds its write dependencies to ``deps``)."""
+        if self.rout is None:
+            addr = self.out_slots[slot]
+            deps += [self.last_store.get(slot)] + self.em.free(addr, self.out_bytes)
+            return addr
+        # write the box straight into the resident tensor (once its SRAM is free)
+        y0, _, x0, x1 = s
+        deps += self.em.free(self.rout.sram, self.rout.nbytes)
+        rb = self.rout.box(y0, x0, b[0], x1 - x0, b[1] - b[0])
+        strides.update(out_px_stride=rb["px"], out_row_stride=rb["row"])
+        return rb["addr"]
+
+    def _tile(self, i: int, s, b) -> None:
+        """Emit tile ``i`` (output box ``s``, channels ``b``): operands, compute, store."""
+        y0, y1, x0, x1 = s
+        o0, o1 = b
+        box = in_box(self.g, s, b)
+        iy0, iy1, ix0, ix1, cc0, cc1, _, pads = box
+        if b != self.cur_w:  # weights first: they need no DRAM wait and prefetch early
+            self._switch_weights(o0)
+            self.cur_w = b
+        strides: dict[str, int] = {}
+        in_addr = self._input(box, strides)
+        slot = i % 2
+        sc_addr, sc_dep = self._shortcut(s, b, slot, strides)
+        deps = [self.last_write.get(("in", self.in_slot)) if self.rin is None else None,
+                self.w_dep, sc_dep]
+        out_addr = self._output(s, b, slot, deps, strides)
+        comp = self.em.emit(
+            C.ConvTile, deps, self.label,
+            in_sram=in_addr, w_sram=self.w_addr, p_sram=self.p_addr,
+            out_sram=out_addr, sc_sram=sc_addr,
+            in_h=iy1 - iy0, in_w=ix1 - ix0, in_c=cc1 - cc0, oc=o1 - o0, out_h=y1 - y0,
+            out_w=x1 - x0, pad_t=pads[0], pad_l=pads[1], pad_b=pads[2], pad_r=pads[3],
+            **strides)
+        self.last_read[("in", self.in_slot)] = comp
+        if self.w_key is not None:
+            self.last_read[self.w_key] = comp
+        if self.g.has_shortcut:
+            self.last_read[("sc", slot)] = comp
+        if self.rout is None:
+            self.last_store[slot] = self.em.store(
+                [comp], self.label + " output",
+                **dma_fields(self.xout, y0, y1, x0, x1, o0, o1, self.out_slots[slot]))
+        self.info.tiles += 1
+
+    def run(self) -> None:
+        """Emit the whole op and finish its :class:`LayerInfo`."""
+        self._buffers()
+        self._weight_schedule()
+        self.last_read: dict = {}    # slot key -> compute (queue, idx) that last read it
+        self.last_write: dict = {}   # slot key -> load (queue, idx) that last wrote it
+        self.last_store: dict = {}   # out slot -> store that last read it
+        self.cur_in = self.cur_w = None
+        self.n_in = self.in_slot = 0
+        self.w_addr = self.p_addr = 0
+        self.w_key: tuple | None = None   # weight slot of the current block (None: prefetched)
+        self.w_dep = None
+        if self.eager:
+            self.pump(len(self.loads))
+        for i, (s, b) in enumerate(self.order):
+            self._tile(i, s, b)
+        self.ctx.end(self.sa)
+        g, plan = self.g, self.plan
+        self.info.macs = g.oh * g.ow * g.o * g.kh * g.kw * g.cin_g
+        self.info.plan = (f"{plan.rows}x{plan.cols}x{plan.ocb} tiles, {plan.order} order, "
+                          f"{len(self.spatial)} spatial x {len(self.blocks)} channel blocks")

@@ -1,0 +1,83 @@
+"""Max / average / global average pooling: tiles of output rows x columns x channels on the
+vector unit, double-buffered input and output (resident operands read/written in place)."""
+
+from __future__ import annotations
+
+from tcc_compiler.ir.graph import Node
+from tcc_compiler.ir.ops import Op
+from tcc_compiler.isa import commands as C
+from tcc_compiler.quant.params import pool_quant
+from tcc_compiler.schedule.emitter import dma_fields
+from tcc_compiler.schedule.geom import channel_blocks, in_box, pool_geom, spatial_tiles
+from tcc_compiler.schedule.ops.context import OpContext, label
+from tcc_compiler.schedule.program import LayerInfo
+from tcc_compiler.schedule.tiling import Residency, plan_conv
+
+
+def pool_cfg(n: Node, kh: int, kw: int, sh: int, sw: int) -> dict:
+    """POOL_CFG fields of pooling op ``n`` with window (kh, kw) and strides (sh, sw)."""
+    p = pool_quant(n)
+    return dict(kind=0 if n.op is Op.MAXPOOL else 1, kh=kh, kw=kw, sh=sh, sw=sw,
+                zp_in=p.zp_in, zp_out=p.zp_out, shift=p.shift, mult=p.mult)
+
+
+def lower_pool(ctx: OpContext, n: Node, info: LayerInfo) -> None:
+    """Emit pooling op ``n`` (POOL_CFG, then per tile: input load, POOL_TILE, store); fill
+    ``info``.
+
+    Raises:
+        ScheduleError: no tile fits the op's SRAM budget.
+        UnsupportedError: a window above the POOL_CFG limit.
+    """
+    x = n.inputs[0]
+    g, k, s = pool_geom(n, ctx.source)
+    em, mem = ctx.em, ctx.mem
+    rin, rout = mem.resident(x), mem.resident(n.output)
+    plan = plan_conv(g, ctx.t, ctx.budget(), Residency(rin is not None, rout is not None))
+    lab = label(n)
+    em.emit(C.PoolCfg, [], lab, **pool_cfg(n, k[0], k[1], s[0], s[1]))
+    xin, xout = mem.tensor(x), mem.tensor(n.output)
+    spatial = spatial_tiles(g.oh, g.ow, plan.rows, plan.cols)
+    blocks = channel_blocks(g.c, plan.ocb)
+    sa = ctx.begin()
+    max_in = max(in_box(g, sp, bl)[6] for sp in spatial for bl in blocks)
+    in_slots = [sa.alloc(max_in, "input") for _ in range(2)] if rin is None else []
+    out_tile = plan.rows * plan.cols * plan.ocb
+    out_slots = [sa.alloc(out_tile, "output") for _ in range(2)] if rout is None else []
+    info.sram_bytes = sa.top + ctx.base
+    last_read, last_store = {}, {}
+    for i, (sp, bl) in enumerate((sp, bl) for sp in spatial for bl in blocks):
+        y0, y1, x0, x1 = sp
+        iy0, iy1, ix0, ix1, c0, c1, _, pd = in_box(g, sp, bl)
+        slot = i % 2
+        deps, strides = [], {}
+        if rin is None:
+            in_addr = in_slots[slot]
+            deps.append(em.load(
+                [last_read.get(slot)] + em.free(in_addr, max_in), lab + " input",
+                **dma_fields(xin, iy0, iy1, ix0, ix1, c0, c1, in_addr)))
+        else:  # read the box straight from the resident tensor
+            rb = rin.box(iy0, ix0, c0, ix1 - ix0, c1 - c0)
+            in_addr = rb["addr"]
+            strides.update(in_px_stride=rb["px"], in_row_stride=rb["row"])
+        if rout is None:
+            out_addr = out_slots[slot]
+            deps += [last_store.get(slot)] + em.free(out_addr, out_tile)
+        else:
+            deps += em.free(rout.sram, rout.nbytes)
+            rb = rout.box(y0, x0, bl[0], x1 - x0, bl[1] - bl[0])
+            out_addr = rb["addr"]
+            strides.update(out_px_stride=rb["px"], out_row_stride=rb["row"])
+        comp = em.emit(C.PoolTile, deps, lab, in_sram=in_addr, out_sram=out_addr,
+                       in_h=iy1 - iy0, in_w=ix1 - ix0, c=c1 - c0, out_h=y1 - y0,
+                       out_w=x1 - x0, pad_t=pd[0], pad_l=pd[1], pad_b=pd[2], pad_r=pd[3],
+                       **strides)
+        last_read[slot] = comp
+        if rout is None:
+            last_store[slot] = em.store([comp], lab + " output",
+                                        **dma_fields(xout, y0, y1, x0, x1, bl[0], bl[1],
+                                                     out_addr))
+        info.tiles += 1
+    ctx.end(sa)
+    info.plan = (f"{plan.rows}x{plan.cols}x{plan.ocb} tiles, {len(spatial)} spatial x "
+                 f"{len(blocks)} channel blocks")

@@ -1,0 +1,145 @@
+"""The hardware-boundary data model between scheduling and emission (as Vela's ``api.py``).
+
+A :class:`Program` is everything the emitters (:mod:`tcc_compiler.binfmt`, the manifest and
+report builders) need and nothing of the graph IR: the command stream with its provenance
+comments and history slots, the network's input/output descriptors (:class:`IoTensor`), the
+per-op facts (:class:`LayerInfo`), the DRAM/SRAM sizes, and the WEIGHTS region laid out block
+by block (:class:`~tcc_compiler.isa.wlayout.WeightLayout`), from which
+``quantized_network.bin`` is written. :class:`Tensor` and :class:`Resident` are the tile/IO
+descriptors the lowering addresses: where a tensor lives in DRAM, or whole in SRAM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tcc_compiler.isa import commands as C
+from tcc_compiler.isa.spec import Region, dram_address
+from tcc_compiler.isa.wlayout import WeightLayout
+
+#: History slots of the DMA streams (specs/isa.md): each stream's addresses advance by a
+#: constant stride in its own history, so the encoder spends no bytes on them.
+SLOT_INPUT, SLOT_WEIGHTS, SLOT_PARAMS, SLOT_SHORTCUT = 0, 1, 2, 3
+
+
+class _NhwcSized:
+    """Mixin: ``nbytes`` of an NHWC buffer with attributes ``hwc`` and ``elem_bytes``."""
+
+    hwc: tuple[int, int, int]
+    elem_bytes: int
+
+    @property
+    def nbytes(self) -> int:
+        """Size in bytes: H * W * C * element bytes."""
+        h, w, c = self.hwc
+        return h * w * c * self.elem_bytes
+
+
+@dataclass(frozen=True)
+class Tensor(_NhwcSized):
+    """Where an NPU tensor lives in DRAM: region, byte offset, NHWC shape, element bytes."""
+
+    region: Region
+    offset: int
+    hwc: tuple[int, int, int]
+    elem_bytes: int = 1
+
+    def addr(self, extra: int = 0) -> int:
+        """u32 DRAM address of byte ``extra`` of the tensor."""
+        return dram_address(self.region, self.offset + extra)
+
+
+@dataclass(frozen=True)
+class Resident(_NhwcSized):
+    """A whole NHWC tensor kept in the SRAM resident zone: byte offset, shape, element bytes.
+    Producers' compute writes it and consumers' compute reads boxes of it (strided operands),
+    with no DMA."""
+
+    sram: int
+    hwc: tuple[int, int, int]
+    elem_bytes: int = 1
+
+    def box(self, y0: int, x0: int, c0: int, cols: int, nch: int) -> dict:
+        """SRAM address and (pixel, row) strides of the box starting at (y0, x0, c0) with
+        ``cols`` columns and ``nch`` channels; a stride equal to the packed one is coded 0."""
+        _, w, c = self.hwc
+        eb = self.elem_bytes
+        px, row = c * eb, w * c * eb
+        return dict(addr=self.sram + ((y0 * w + x0) * c + c0) * eb,
+                    px=0 if px == nch * eb else px, row=0 if cols == w else row)
+
+
+@dataclass
+class LayerInfo:
+    """Per-NPU-op facts for the report and the disassembly (filled while the op is lowered).
+
+    Attributes:
+        name: IR node name. kind: op kind (conv, fc, maxpool, gap, avgpool, add).
+        source: ONNX node names it came from. in_shape/out_shape: NCHW.
+        tiles: compute tiles. macs: multiply-accumulates. plan: tile shape description.
+        first_cmd, end_cmd: command index range [first, end). weight_bytes: weights + params
+        as stored in quantized_network.bin (compressed when so), bytes. weight_raw_bytes: the
+        same before compression (int8 OHWI weights + 16-byte parameter records), bytes; 0 for
+        ops without weights. weight_file_bytes: the layer's blob bytes in the file (its layer
+        table entry's stored size; may exceed weight_bytes by the compressed blobs' block
+        index). sram_bytes: SRAM the op's buffers use.
+        cmds: indices of the op's own commands when they interleave with other ops' (a
+            cascaded chain, schedule/cascade.py); None when they are [first_cmd, end_cmd).
+    """
+
+    name: str
+    kind: str
+    source: tuple[str, ...]
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    tiles: int = 0
+    macs: int = 0
+    plan: str = ""
+    first_cmd: int = 0
+    end_cmd: int = 0
+    weight_bytes: int = 0
+    weight_raw_bytes: int = 0
+    weight_file_bytes: int = 0
+    sram_bytes: int = 0
+    cmds: list[int] | None = None
+
+
+@dataclass(frozen=True)
+class IoTensor:
+    """A network input or output as the host sees it in its DRAM region (NHWC ``hwc``,
+    ``shape`` the IR's NCHW shape, per-tensor or per-channel ``scale``/``zero_point``)."""
+
+    name: str
+    region: Region
+    offset: int
+    hwc: tuple[int, int, int]
+    dtype: str
+    scale: list[float]
+    zero_point: list[int]
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Program:
+    """A lowered network, the input of emission.
+
+    Attributes:
+        commands: the command stream; comments: one provenance line per command (IR node and
+            ONNX sources); slots: one history slot per command (:data:`SLOT_INPUT`, ...).
+        weights: the WEIGHTS region (every block the load commands address).
+        sram_bytes: peak SRAM bytes the program uses. act_arena_bytes, input_bytes,
+            output_bytes: sizes of the ACT, INPUT and OUTPUT DRAM regions.
+        inputs, outputs: the network's I/O descriptors. layers: per-op facts, execution order.
+    """
+
+    commands: list[C.Command]
+    comments: list[str]
+    weights: WeightLayout
+    sram_bytes: int
+    act_arena_bytes: int
+    input_bytes: int
+    output_bytes: int
+    inputs: list[IoTensor]
+    outputs: list[IoTensor]
+    layers: list[LayerInfo] = field(default_factory=list)
+    slots: list[int] = field(default_factory=list)
