@@ -492,7 +492,7 @@ def _log_schedule_emit(report: dict, timings: dict, weight_bytes: int) -> None:
     layers = report.get("layers", [])
     log.info("schedule: %d layers, %d tiles, SRAM used %s B, estimated %.3f ms "
              "(%s cycles; %.2f s)", len(layers), sum(int(x.get("tiles", 0)) for x in layers),
-             f"{report.get('sram_bytes', 0):,}", report.get("estimated_latency_ms", 0.0),
+             f"{report.get('sram_peak_bytes', 0):,}", report.get("estimated_latency_ms", 0.0),
              f"{report.get('estimated_cycles', 0):,}", timings.get("schedule_emit_s", 0.0))
     log.info("emit: npu_cmd.bin %s B (%s commands), quantized_network.bin %s B",
              f"{report.get('command_bytes', 0):,}", report.get("commands", "?"),

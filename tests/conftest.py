@@ -201,7 +201,7 @@ def run_program_impl(prog, budget: int, g: Graph, x: np.ndarray, schedule: str =
     from tcc_compiler.sim.hazards import check_stream
 
     cmd = read_cmd_file(write_cmd_file(
-        prog.commands, sram_peak_bytes=prog.sram_bytes, act_arena_bytes=prog.act_arena_bytes,
+        prog.commands, sram_peak_bytes=prog.sram_peak_bytes, act_arena_bytes=prog.act_arena_bytes,
         input_bytes=prog.input_bytes, output_bytes=prog.output_bytes, tool_version="test",
         slots=prog.slots))
     wf = read_weight_file(write_weight_file(prog.weights, "test"))

@@ -58,7 +58,7 @@ def test_cascaded_resnet_bit_exact(resnet_q, budget):
     assert ("conv", "maxpool") in kinds
     assert any(c.sc_shared for c in chains)
     assert any(c.side is not None for c in chains)
-    assert all(li.sram_bytes <= budget for li in prog.layers)
+    assert all(li.sram_peak_bytes <= budget for li in prog.layers)
     assert sum(li.plan.startswith("cascade") for li in prog.layers) == sum(
         len(c.inner()) + 1 for c in chains)
     _assert_golden(prog, budget, g, x)

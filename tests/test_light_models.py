@@ -88,7 +88,8 @@ def test_refused_with_every_node_listed(name):
     assert msg.endswith(" unsupported node(s): " + "; ".join(entries))
     for n in expect:
         name = f"'{n.name or n.output[0]}'"
-        assert any(e.startswith(n.op_type + " ") and name in e.split(": ")[0] for e in entries), name
+        assert any(e.startswith(n.op_type + " ") and name in e.split(": ")[0]
+                   for e in entries), name
     reasons = [e.split(": ", 1)[1] for e in entries]
     assert len(reasons) == len(set(reasons))
 

@@ -37,7 +37,7 @@ def qgraph(residual_net, run_pipeline):
 
 
 def _execute(prog, target, x, g):
-    cmd = write_cmd_file(prog.commands, sram_peak_bytes=prog.sram_bytes,
+    cmd = write_cmd_file(prog.commands, sram_peak_bytes=prog.sram_peak_bytes,
                          act_arena_bytes=prog.act_arena_bytes, input_bytes=prog.input_bytes,
                          output_bytes=prog.output_bytes, tool_version="test")
     wf = read_weight_file(write_weight_file(prog.weights, "t"))
@@ -104,8 +104,8 @@ def test_tiny_sram_bit_exact(qgraph, sram):
     if sram:
         t = t.with_sram(sram)
     prog = lower(g, t)
-    assert prog.sram_bytes <= t.sram_capacity_bytes
-    assert all(info.sram_bytes <= t.sram_capacity_bytes for info in prog.layers)
+    assert prog.sram_peak_bytes <= t.sram_capacity_bytes
+    assert all(info.sram_peak_bytes <= t.sram_capacity_bytes for info in prog.layers)
     if sram == 4096:   # a tiny SRAM forces tiling of the stem conv at least
         assert max(info.tiles for info in prog.layers) > 1
     assert _happens_before_violations(prog.commands) == []
@@ -175,9 +175,9 @@ def test_conv_tile_working_set_within_budget(geom, budget):
             plan_conv(g, t, budget // 2)
         return
     nb = -(-o // plan.ocb)
-    assert plan.sram_bytes == working_set(g, plan.rows, plan.cols, plan.ocb, nb,
+    assert plan.sram_peak_bytes == working_set(g, plan.rows, plan.cols, plan.ocb, nb,
                                            t.sram_align_bytes, wbufs=plan.wbufs)
-    assert plan.sram_bytes <= budget
+    assert plan.sram_peak_bytes <= budget
     assert 1 <= plan.rows <= oh and 1 <= plan.cols <= ow and 1 <= plan.ocb <= o
     if group > 1:
         assert plan.ocb % g.og == 0          # tiles hold whole groups

@@ -35,7 +35,7 @@ def test_csv_columns_and_cells():
     row = {"name": "c1", "op": "conv", "source": ["a", "b"], "input_shape": [1, 3, 4, 4],
            "output_shape": [1, 8, 4, 4], "tiles": 2, "tiling": "t", "macs": 10,
            "estimated_cycles": 5, "mac_utilisation": 0.25, "dram_read_bytes": 1,
-           "dram_write_bytes": 2, "sram_bytes": 3}
+           "dram_write_bytes": 2, "sram_peak_bytes": 3}
     rows = list(csv.reader(io.StringIO(R.to_csv([row]))))
     assert rows[0] == list(R.COLUMNS)
     assert rows[1][:5] == ["c1", "conv", "a;b", "1x3x4x4", "1x8x4x4"]
@@ -52,7 +52,7 @@ def test_command_sources_follow_layer_ranges():
 
 def test_capacity_bound_hand_computed():
     t = load_target(None)        # S = 2 MiB = 2,097,152 B; 12.8 B/cycle; 2048 MAC/cycle
-    s = t.sram_bytes
+    s = t.sram_capacity_bytes
     macs = [2048 * 1000, 2048 * 100]   # 1000 + 100 MAC cycles
     # weights needed only by the last layer: S + 128,000 B -> 10,000 cycles after it starts
     # i=0: 0 + max(1100, 10000); i=1: 1000 + max(100, 10000) = 11000; i=2: 1100

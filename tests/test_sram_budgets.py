@@ -42,8 +42,8 @@ def programs(r18):
 def test_resnet18_budget_bit_exact(r18, programs, budget):
     g, xs = r18
     prog = programs[budget]
-    assert 0 < prog.sram_bytes <= budget
-    assert all(0 < li.sram_bytes <= budget for li in prog.layers)
+    assert 0 < prog.sram_peak_bytes <= budget
+    assert all(0 < li.sram_peak_bytes <= budget for li in prog.layers)
     x = xs[2]                                  # not a calibration input
     got, hazards = run_program_impl(prog, budget, g, x)
     assert hazards == []
@@ -72,7 +72,7 @@ def test_tile_area_reuses_dead_resident_sram(r18):
     low = [c for c in prog.commands if isinstance(c, (C.DmaLoad, C.DmaLoadZ))
            and c.sram < lw.mem.zone_used]
     assert low
-    assert all(0 < li.sram_bytes <= budget for li in prog.layers)
+    assert all(0 < li.sram_peak_bytes <= budget for li in prog.layers)
     sizes = {Space.SRAM: budget, Space.ACT: prog.act_arena_bytes,
              Space.INPUT: prog.input_bytes, Space.OUTPUT: prog.output_bytes,
              Space.WEIGHTS: len(prog.weights.data)}

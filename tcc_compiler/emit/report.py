@@ -53,7 +53,7 @@ def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm
             "tiles": li.tiles, "macs": li.macs, "estimated_cycles": cycles,
             "commands": n_cmds, "weight_bytes": li.weight_bytes,
             **_weight_raw(li),
-            "sram_bytes": li.sram_bytes, "tiling": li.plan,
+            "sram_peak_bytes": li.sram_peak_bytes, "tiling": li.plan,
             **perf_report.layer_dram(program, li),
             "mac_utilisation": round(perf_report.utilisation(li.macs, cycles, tgt), 4),
         })
@@ -74,7 +74,7 @@ def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm
         "macs": macs,
         "estimated_cycles": total_cycles,
         "estimated_latency_ms": total_cycles / tgt.clock_hz * 1e3,
-        "sram_bytes": program.sram_bytes,
+        "sram_peak_bytes": program.sram_peak_bytes,
         "dram_activation_bytes": program.act_arena_bytes,
         "dram_read_bytes": dram_rd,
         "dram_write_bytes": dram_wr,

@@ -89,7 +89,8 @@ class Node:
 
     def __init__(self, op: Op, name: str, attrs: Any, source: Iterable[str] = ()):
         if not isinstance(attrs, ATTRS_OF_OP[op]):
-            raise InternalError(f"node {name}: attrs {type(attrs).__name__} do not fit op {op.value}")
+            raise InternalError(f"node {name}: attrs {type(attrs).__name__} do not fit "
+                                f"op {op.value}")
         self.op = op
         self.name = name
         self.inputs: list[Value | None] = []

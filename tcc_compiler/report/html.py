@@ -176,7 +176,7 @@ def render_html(folder: str | os.PathLike, histograms: dict[str, dict] | None = 
     lat_ms = [l["estimated_cycles"] / clock_hz * 1e3 for l in layers]
     # bytes the layer's own DMA commands move (tensors kept in SRAM or cascaded move none)
     dram = [int(l.get("dram_read_bytes", 0)) + int(l.get("dram_write_bytes", 0)) for l in layers]
-    sram = [l["sram_bytes"] for l in layers]
+    sram = [l["sram_peak_bytes"] for l in layers]
     labels = [l["name"] for l in layers]
     esc = html.escape
     charts = []
@@ -197,7 +197,7 @@ def render_html(folder: str | os.PathLike, histograms: dict[str, dict] | None = 
             f"<td>{esc('x'.join(map(str, l['output_shape'])))}</td>"
             f"<td class=n>{l['macs']:,}</td><td class=n>{ms:.4f}</td>"
             f"<td class=n>{d:,}</td><td class=n>{l['weight_bytes']:,}</td>"
-            f"<td class=n>{l['sram_bytes']:,}</td><td class=n>{l['tiles']}</td>"
+            f"<td class=n>{l['sram_peak_bytes']:,}</td><td class=n>{l['tiles']}</td>"
             f"<td class=w>{esc(l.get('tiling', ''))}</td>"
             f"<td>{esc(', '.join(l.get('source', [])))}</td></tr>")
     analysis = _read_json(folder / "analysis.json")
@@ -231,7 +231,7 @@ def render_html(folder: str | os.PathLike, histograms: dict[str, dict] | None = 
                ("quantized_network.bin", f"{rep.get('weight_bytes', 0):,} B"),
                ("MACs", f"{rep.get('macs', 0):,}"),
                ("estimated latency", f"{rep.get('estimated_latency_ms', 0):.3f} ms"),
-               ("SRAM used", f"{rep.get('sram_bytes', 0):,} B of {sram_limit or 0:,} B"),
+               ("SRAM used", f"{rep.get('sram_peak_bytes', 0):,} B of {sram_limit or 0:,} B"),
                ("DRAM activation arena", f"{rep.get('dram_activation_bytes', 0):,} B"),
                ("NPU ops", ", ".join(f"{v} {k}" for k, v in
                                      sorted(rep.get("npu_ops", {}).items())))]

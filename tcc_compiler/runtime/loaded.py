@@ -189,7 +189,7 @@ def load_program(folder: str | Path) -> LoadedProgram:
 #: strings). Rows must hold every field marked required (True).
 _LAYER_FIELDS = {"name": (str, True), "op": (str, True), "input_shape": ("shape", True),
                  "output_shape": ("shape", True), "macs": (int, True),
-                 "estimated_cycles": ((int, float), True), "sram_bytes": (int, True),
+                 "estimated_cycles": ((int, float), True), "sram_peak_bytes": (int, True),
                  "tiles": (int, True), "weight_bytes": (int, True), "source": ("names", False),
                  "tiling": (str, False), "commands": (int, False),
                  "dram_read_bytes": (int, False), "dram_write_bytes": (int, False),
@@ -197,8 +197,8 @@ _LAYER_FIELDS = {"name": (str, True), "op": (str, True), "input_shape": ("shape"
                  "weight_raw_bytes": (int, False), "weight_ratio": ((int, float), False)}
 #: Optional top-level numeric fields of report.json that the consumers format as numbers.
 _TOP_NUMBERS = ("command_bytes", "weight_bytes", "macs", "estimated_cycles",
-                "estimated_latency_ms", "sram_bytes", "dram_activation_bytes", "dram_read_bytes",
-                "dram_write_bytes", "minimal_dram_bytes", "mac_utilisation")
+                "estimated_latency_ms", "sram_peak_bytes", "dram_activation_bytes",
+                "dram_read_bytes", "dram_write_bytes", "minimal_dram_bytes", "mac_utilisation")
 
 
 def _json_type_ok(value, kind) -> bool:

@@ -60,7 +60,7 @@ class Chain:
         sc_shared: the shortcut band is read from the input band in SRAM (no load).
         est_cycles: estimated cycles of the cascaded schedule; sep_cycles: of the ops run
             one by one (sum of their tile plans' estimates).
-        sram_bytes: the cascade's tile-area bytes (buffers of all bands and weights).
+        sram_peak_bytes: the cascade's tile-area bytes (buffers of all bands and weights).
         saved_bytes: DRAM bytes the cascade saves against running the ops one by one
             (intermediates and the side op's output stored and loaded once each, the input
             read again by a shared shortcut or the side op, minus the input halo rows loaded
@@ -78,7 +78,7 @@ class Chain:
     sc_shared: bool = False
     est_cycles: int = 0
     sep_cycles: int = 0
-    sram_bytes: int = 0
+    sram_peak_bytes: int = 0
     saved_bytes: int = 0
     recompute_macs: int = 0
 
@@ -312,7 +312,7 @@ def plan_chain(ch: Chain, t: Target, budget: int, res: Residency) -> bool:
     if best is None:
         log.debug("chain %s: no band fits %d bytes", ch.nodes[-1].name, budget)
         return False
-    (ch.est_cycles, ch.rows, ch.bands, ch.sc_shared, ch.sram_bytes, ch.saved_bytes,
+    (ch.est_cycles, ch.rows, ch.bands, ch.sc_shared, ch.sram_peak_bytes, ch.saved_bytes,
      ch.recompute_macs) = best
     ch.sep_cycles = sep
     if ch.est_cycles >= sep:

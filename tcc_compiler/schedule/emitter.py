@@ -124,9 +124,9 @@ class Emitter:
             :meth:`load_block` (the cross-op prefetch interleaves its loads there).
     """
 
-    def __init__(self, sram_bytes: int, sram_align: int) -> None:
+    def __init__(self, sram_capacity_bytes: int, sram_align: int) -> None:
         self.w = WaitTracker()
-        self.sram_bytes, self.sram_align = sram_bytes, sram_align
+        self.sram_capacity_bytes, self.sram_align = sram_capacity_bytes, sram_align
         self.sram_peak = 0
         self.on_load: Callable[[], None] | None = None
         # (SRAM intervals, last compute, last store) of every lowered op
@@ -148,7 +148,7 @@ class Emitter:
         """Start an op: its SRAM allocator over ``[base, sram - reserve)``, taking buffers from
         the end opposite to the previous op's."""
         self._freed = set()
-        return SramAllocator(self.sram_bytes - reserve, self.sram_align,
+        return SramAllocator(self.sram_capacity_bytes - reserve, self.sram_align,
                              from_top=len(self._hist) % 2 == 1, base=base)
 
     def end_op(self, sa: SramAllocator, base: int, op_res: list[tuple[int, int]]) -> None:

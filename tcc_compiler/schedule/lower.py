@@ -32,8 +32,8 @@ def lower(graph: Graph, target: Target,
     The SRAM holds a resident zone (whole tensors kept on chip, schedule/memory.py) below
     each op's tile area, which starts at the top of the resident tensors live during the op
     and the op before it; every zone size (the cap of the resident set) in ``zone_fractions``
-    (fractions of ``target.sram_bytes``, aligned) is lowered and the program with the lowest
-    replayed latency (:func:`tcc_compiler.schedule.cost.replay`) is kept, ties going to the
+    (fractions of ``target.sram_capacity_bytes``, aligned) is lowered and the program with the
+    lowest replayed latency (:func:`tcc_compiler.schedule.cost.replay`) is kept, ties going to the
     smaller zone. Zones that leave too little SRAM for some op's tiles are skipped.
     ``compress_weights`` stores weights and parameters DEFLATE-compressed per channel block
     (loaded by DMA_LOAD_Z, specs/weights.md); one memoising compressor serves all tries.

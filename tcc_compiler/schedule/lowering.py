@@ -61,7 +61,7 @@ class Lowering:
         """
         t = self.t
         mem = self.mem = plan_memory(self.graph, t, self.zone_bytes, self.cascade)
-        em = Emitter(t.sram_bytes, t.sram_align_bytes)
+        em = Emitter(t.sram_capacity_bytes, t.sram_align_bytes)
         weights = WeightLayoutBuilder(self.compressor)
         pf = Prefetcher(self.hoist, self.graph) if self.hoist is not None else None
         if pf is not None:
@@ -111,5 +111,5 @@ class Lowering:
             info.cmds = [i for i in range(first, info.end_cmd) if i not in mine]
         if pf is not None and n.name == pf.hoist.consumer:
             info.cmds = sorted(pf.cmds + list(range(first, info.end_cmd)))
-            ctx.em.sram_peak = max(ctx.em.sram_peak, self.t.sram_bytes)
+            ctx.em.sram_peak = max(ctx.em.sram_peak, self.t.sram_capacity_bytes)
         return info

@@ -315,7 +315,7 @@ class _Planner:
         sc = last.input(3) if last.op is Op.CONV else None
         res = Residency(id(c.nodes[0].inputs[0]) in self.res, id(last.output) in self.res,
                         sc is not None and c.side is None and id(sc) in self.res)
-        return plan_chain(c, self.t, self.t.sram_bytes - base, res)
+        return plan_chain(c, self.t, self.t.sram_capacity_bytes - base, res)
 
     def _choose_chains(self, out_roots: dict) -> list[Chain]:
         """The chains worth cascading under the current (chain-free) plan: structural

@@ -77,7 +77,7 @@ def _best_window(prog: Program, ci: int, nodes: dict[str, Node], mem: MemoryPlan
     al = t.sram_align_bytes
 
     def top(j: int) -> int:   # op j's tile buffers
-        return prog.layers[j].sram_bytes - mem.base(nodes[prog.layers[j].name])
+        return prog.layers[j].sram_peak_bytes - mem.base(nodes[prog.layers[j].name])
 
     best = None
     need, idle = 0, 0
@@ -88,8 +88,8 @@ def _best_window(prog: Program, ci: int, nodes: dict[str, Node], mem: MemoryPlan
         if j < ci - 1:
             need = max(need, mem.base(nodes[li.name]) + top(j) + top(j + 1))
         else:
-            need = li.sram_bytes
-        area = min((t.sram_bytes - need) // al * al, align_up(raw, al))
+            need = li.sram_peak_bytes
+        area = min((t.sram_capacity_bytes - need) // al * al, align_up(raw, al))
         if area <= 0:
             break
         idle += sum(gap_after.get(k, 0) for k in range(li.first_cmd, li.end_cmd))
@@ -130,7 +130,7 @@ def plan_hoist(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[i
     res, c_base, al = mem.conv_residency(node, g), mem.base(node), t.sram_align_bytes
     while area >= MIN_PREFETCH_BYTES:   # the consumer's tiles must fit below the area
         try:
-            plan_conv(g, t, t.sram_bytes - c_base - area, res)
+            plan_conv(g, t, t.sram_capacity_bytes - c_base - area, res)
             break
         except ScheduleError:
             area = area // 2 // al * al
@@ -199,16 +199,16 @@ class Prefetcher:
         if n is None or n.op not in (Op.CONV, Op.FC):
             raise InternalError(f"prefetch consumer '{h.consumer}' is not a conv of the graph")
         g = conv_geom(n)
-        plan = plan_conv(g, t, t.sram_bytes - ctx.mem.base(n) - h.area_bytes,
+        plan = plan_conv(g, t, t.sram_capacity_bytes - ctx.mem.base(n) - h.area_bytes,
                          ctx.mem.conv_residency(n, g))
         info = new_info(n)
         blobs, cfg = conv_setup(ctx.weights, t, n, g, min(plan.ocb, g.o), info)
         self._pre[id(n)] = (plan, blobs, cfg, info)
         al = t.sram_align_bytes
-        off = t.sram_bytes - h.area_bytes
+        off = t.sram_capacity_bytes - h.area_bytes
         for k, (wb, pb) in enumerate(zip(blobs.weight_blocks, blobs.param_blocks)):
             need = align_up(wb.raw_bytes, al) + align_up(pb.raw_bytes, al)
-            if off + need > t.sram_bytes:
+            if off + need > t.sram_capacity_bytes:
                 break
             self._pending.append((k, off, off + align_up(wb.raw_bytes, al), wb, pb))
             off += need
@@ -227,7 +227,7 @@ class Prefetcher:
             while self._pending:   # whatever the window ops had no idle time for
                 self._prefetch_one()
             ctx.reserve = h.area_bytes
-            ctx.op_res.append((ctx.t.sram_bytes - h.area_bytes, ctx.t.sram_bytes))
+            ctx.op_res.append((ctx.t.sram_capacity_bytes - h.area_bytes, ctx.t.sram_capacity_bytes))
 
     def take(self, n: Node) -> Prefetched | None:
         """The consumer's pre-planned lowering (None for any other op)."""

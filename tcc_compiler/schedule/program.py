@@ -82,7 +82,7 @@ class LayerInfo:
         same before compression (int8 OHWI weights + 16-byte parameter records), bytes; 0 for
         ops without weights. weight_file_bytes: the layer's blob bytes in the file (its layer
         table entry's stored size; may exceed weight_bytes by the compressed blobs' block
-        index). sram_bytes: SRAM the op's buffers use.
+        index). sram_peak_bytes: SRAM the op's buffers use.
         cmds: indices of the op's own commands when they interleave with other ops' (a
             cascaded chain, schedule/cascade.py); None when they are [first_cmd, end_cmd).
     """
@@ -100,7 +100,7 @@ class LayerInfo:
     weight_bytes: int = 0
     weight_raw_bytes: int = 0
     weight_file_bytes: int = 0
-    sram_bytes: int = 0
+    sram_peak_bytes: int = 0
     cmds: list[int] | None = None
 
 
@@ -127,7 +127,7 @@ class Program:
         commands: the command stream; comments: one provenance line per command (IR node and
             ONNX sources); slots: one history slot per command (:data:`SLOT_INPUT`, ...).
         weights: the WEIGHTS region (every block the load commands address).
-        sram_bytes: peak SRAM bytes the program uses. act_arena_bytes, input_bytes,
+        sram_peak_bytes: peak SRAM bytes the program uses. act_arena_bytes, input_bytes,
             output_bytes: sizes of the ACT, INPUT and OUTPUT DRAM regions.
         inputs, outputs: the network's I/O descriptors. layers: per-op facts, execution order.
     """
@@ -135,7 +135,7 @@ class Program:
     commands: list[C.Command]
     comments: list[str]
     weights: WeightLayout
-    sram_bytes: int
+    sram_peak_bytes: int
     act_arena_bytes: int
     input_bytes: int
     output_bytes: int

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 #: quantized_network.bin (compressed when they are).
 COLUMNS = ("name", "op", "source", "input_shape", "output_shape", "tiles", "tiling", "macs",
            "estimated_cycles", "mac_utilisation", "dram_read_bytes", "dram_write_bytes",
-           "sram_bytes", "weight_bytes")
+           "sram_peak_bytes", "weight_bytes")
 #: Appended to :data:`COLUMNS` when the rows carry them (``tccc inspect --csv`` adds them from
 #: quantized_network.bin): raw (uncompressed) weight + param bytes and stored / raw.
 WEIGHT_COLUMNS = ("weight_raw_bytes", "weight_ratio")
@@ -95,7 +95,7 @@ def capacity_bound(layer_macs: list[int], layer_weight_bytes: list[int], t: Targ
     best, best_i = total_c, n
     for i in range(n):
         b = c_before + max(total_c - c_before,
-                           cost.transfer_cycles(w_after - t.sram_bytes, t))
+                           cost.transfer_cycles(w_after - t.sram_capacity_bytes, t))
         if b > best + 1e-9:
             best, best_i = b, i
         c_before += comp[i]
@@ -152,5 +152,5 @@ def format_table(layers: list[dict], clock_hz: int) -> str:
         dram = (r.get("dram_read_bytes", 0) + r.get("dram_write_bytes", 0)) / 1024
         lines.append(f"{name:<40} {r['op']:<7} {out:<14} {r['tiles']:>5} "
                      f"{r['macs'] / 1e6:>8.1f} {us:>8.1f} {r.get('mac_utilisation', 0):>5.2f} "
-                     f"{dram:>8.1f} {r['sram_bytes'] / 1024:>8.1f}")
+                     f"{dram:>8.1f} {r['sram_peak_bytes'] / 1024:>8.1f}")
     return "\n".join(lines) + "\n"

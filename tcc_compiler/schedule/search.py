@@ -38,7 +38,7 @@ def _best_zone(graph: Graph, t: Target, zone_fractions, compressor, cascade: boo
     """
     best = None
     for frac in sorted(set(zone_fractions)):
-        zone = int(t.sram_bytes * frac) // t.sram_align_bytes * t.sram_align_bytes
+        zone = int(t.sram_capacity_bytes * frac) // t.sram_align_bytes * t.sram_align_bytes
         for casc in ((True, False) if cascade else (False,)):
             lw = Lowering(graph, t, zone, compressor, cascade=casc)
             try:

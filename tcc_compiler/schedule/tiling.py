@@ -101,7 +101,7 @@ class ConvPlan:
     cols: int
     ocb: int
     order: str
-    sram_bytes: int
+    sram_peak_bytes: int
     est_cycles: int
     wbufs: int = 2
 

@@ -24,11 +24,11 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from tcc_compiler.binfmt.cmdfile import CmdFile
-from tcc_compiler.binfmt.wcompress import inflate_exact
 from tcc_compiler.binfmt.weightfile import WeightFile
 from tcc_compiler.errors import ExecutionError, FormatError, InputError
 from tcc_compiler.isa import spec
 from tcc_compiler.isa.codec import end_problem
+from tcc_compiler.isa.wcodec import inflate_exact
 from tcc_compiler.isa.commands import (
     AddTile,
     Command,

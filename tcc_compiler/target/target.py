@@ -66,12 +66,6 @@ class Target:
     source: str = ""
 
     @property
-    def sram_bytes(self) -> int:
-        """Deprecated alias of :attr:`sram_capacity_bytes` (bytes), kept while
-        ``tcc_compiler/schedule`` still spells it so; new code uses the new name."""
-        return self.sram_capacity_bytes
-
-    @property
     def dram_bytes_per_cycle(self) -> float:
         """DRAM bandwidth expressed in bytes per NPU clock cycle."""
         return self.dram_bandwidth_bytes_per_s / self.clock_hz

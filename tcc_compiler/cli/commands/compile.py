@@ -91,7 +91,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps({k: r[k] for k in ("command_bytes", "weight_bytes", "macs",
                                             "estimated_cycles", "estimated_latency_ms",
-                                            "sram_bytes", "npu_ops", "weight_compression")}))
+                                            "sram_peak_bytes", "npu_ops", "weight_compression")}))
     else:
         ops = ", ".join(f"{v} {k}" for k, v in sorted(r["npu_ops"].items()))
         wc = r["weight_compression"]

@@ -142,7 +142,7 @@ def summary_json(raw_c: bytes, raw_w: bytes, prog, counts: Counter, d: Path) -> 
         "npu_cmd.bin": {"bytes": len(raw_c), "crc32": zlib.crc32(raw_c),
                         "format": f"{cmd.version_major}.{cmd.version_minor}",
                         "header_bytes": cmd.header_bytes, "commands": len(cmd.commands),
-                        "command_counts": dict(counts), "sram_bytes": cmd.sram_peak_bytes,
+                        "command_counts": dict(counts), "sram_peak_bytes": cmd.sram_peak_bytes,
                         "act_arena_bytes": cmd.act_arena_bytes,
                         "input_bytes": cmd.input_bytes, "output_bytes": cmd.output_bytes},
         "quantized_network.bin": {

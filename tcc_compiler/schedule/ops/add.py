@@ -33,7 +33,7 @@ def lower_add(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     sa = ctx.begin()
     sl = [[sa.alloc(blk, "add") if r is None else -1 for r in (ra, rb_, ro)]
           for _ in range(2)]
-    info.sram_bytes = sa.top + ctx.base
+    info.sram_peak_bytes = sa.top + ctx.base
     last_read, last_store = {}, {}
     for i, e0 in enumerate(range(0, total, blk)):
         e1 = min(total, e0 + blk)

@@ -258,7 +258,7 @@ class _ChainEmission:
         for i, (info, g) in enumerate(zip(self.infos, self.geoms)):
             info.cmds = self.cmd_of[i]
             info.first_cmd, info.end_cmd = min(self.cmd_of[i]), max(self.cmd_of[i]) + 1
-            info.sram_bytes = self.sa.top + self.ctx.base
+            info.sram_peak_bytes = self.sa.top + self.ctx.base
             extra = sum(b[i][1] - b[i][0] for b in bands) - g.oh if i < k else 0
             role = f"{i + 1}/{k}" if i < k else "side (shortcut)"
             info.plan = (f"cascade {role} of {nodes[-1].name}: {len(bands)} bands of "

@@ -37,7 +37,7 @@ class OpContext:
 
     def budget(self) -> int:
         """SRAM bytes the op's tile buffers may use: above its base, below the reserve."""
-        return self.t.sram_bytes - self.base - self.reserve
+        return self.t.sram_capacity_bytes - self.base - self.reserve
 
     def begin(self) -> SramAllocator:
         """Start the op: its SRAM allocator (:meth:`Emitter.begin_op`)."""

@@ -135,7 +135,7 @@ class _ConvEmission:
                            for _ in range(2)] if self.rout is None else [])
         self.sc_slots = ([sa.alloc(self.out_tile, "shortcut") for _ in range(2)]
                          if g.has_shortcut and self.rsc is None else [])
-        self.info.sram_bytes = sa.top + self.ctx.base
+        self.info.sram_peak_bytes = sa.top + self.ctx.base
         self.w_bytes = plan.ocb * kw_bytes
         self.p_bytes = plan.ocb * PARAM_RECORD_BYTES
         self.out_bytes = self.out_tile * g.out_elem_bytes

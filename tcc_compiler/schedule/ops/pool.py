@@ -44,7 +44,7 @@ def lower_pool(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     in_slots = [sa.alloc(max_in, "input") for _ in range(2)] if rin is None else []
     out_tile = plan.rows * plan.cols * plan.ocb
     out_slots = [sa.alloc(out_tile, "output") for _ in range(2)] if rout is None else []
-    info.sram_bytes = sa.top + ctx.base
+    info.sram_peak_bytes = sa.top + ctx.base
     last_read, last_store = {}, {}
     for i, (sp, bl) in enumerate((sp, bl) for sp in spatial for bl in blocks):
         y0, y1, x0, x1 = sp
