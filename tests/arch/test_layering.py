@@ -232,7 +232,8 @@ def test_checker_accepts_a_well_layered_package(tmp_path):
         "ir/graph.py": "X = 1\n_own = 2\nY = _own\n",
         "quant/params.py": "from tcc_compiler.ir.graph import X\nfrom ..ir import graph\n"
                            "import tcc_compiler.ir.graph as g\nZ = g.X + graph.X\n",
-        "zoo/__init__.py": "from ._reference import build\nfrom tcc_compiler.zoo import _reference\n",
+        "zoo/__init__.py": "from ._reference import build\n"
+                           "from tcc_compiler.zoo import _reference\n",
         "zoo/_reference.py": "def build():\n    pass\n",
         "driver.py": "from tcc_compiler.sim import executor\nfrom tcc_compiler import api\n",
         "api.py": "import tcc_compiler.driver\n",

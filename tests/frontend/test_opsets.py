@@ -365,7 +365,7 @@ def test_supported_ops_md_up_to_date():
 
     from tcc_compiler.frontend.support import render_markdown
 
-    path = Path(__file__).resolve().parents[1] / "SUPPORTED_OPS.md"
+    path = Path(__file__).resolve().parents[2] / "SUPPORTED_OPS.md"
     assert path.read_text() == render_markdown(), \
         "SUPPORTED_OPS.md is stale: run python3 tools/gen_supported_ops.py"
 
