@@ -412,4 +412,5 @@ def test_pytorch_must_accept_cases_exist():
     assert _TORCH_MUST_ACCEPT <= set(_TORCH_CASES)
 
 
-# The before (ONNX) / expected (IR text) case for each import rule: tests/test_import_rules.py
+# The before (ONNX) / expected (IR text) case for each import rule:
+# tests/frontend/test_import_rules.py

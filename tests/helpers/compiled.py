@@ -83,3 +83,18 @@ def channel_folders(tmp_path_factory) -> dict:
         assert main(["compile", str(model), "--calib", str(calib), "-o", str(folder), "-q"]) == 0
         out[c] = {"model": model, "calib": calib, "folder": folder}
     return out
+
+
+@pytest.fixture(scope="session")
+def resnet50_224(tmp_path_factory) -> tuple[Path, object, Path]:
+    """(model path, CompiledModel, output folder): the zoo ResNet-50 (seed 0) compiled at
+    224x224x3 with the default options (calibration on the bundled photos), as the README's
+    first command does. About a minute on a busy 2-core machine: shared by every test that
+    reads it."""
+    from tcc_compiler import api, zoo
+
+    d = tmp_path_factory.mktemp("resnet50_224")
+    model = d / "resnet50.onnx"
+    zoo.save("resnet50", model, width=224, height=224, channels=3)
+    m = api.compile(model, "224x224x3")
+    return model, m, m.save(d / "out")
