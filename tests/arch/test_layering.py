@@ -195,17 +195,26 @@ def check_package(pkg_dir: Path) -> list[Violation]:
                                  f"component {component(module)!r}"))
         for line, target, name in v.found:
             out += _check_target(module, line, target, name)
-        for line, chain in v.attributes:   # X._y on a module X bound by an import
-            if chain[0] not in v.aliases:
-                continue
-            dotted = [v.aliases[chain[0]]] + chain[1:]
-            for i in range(len(dotted) - 1, 0, -1):
-                mod = ".".join(dotted[:i])
-                if mod in names and _is_private(dotted[i]) and f"{mod}.{dotted[i]}" not in names:
+        out += _attribute_violations(module, v, names)
+    return sorted(set(out), key=lambda x: (x.importer, x.line, x.imported, x.rule))
+
+
+def _attribute_violations(module: str, v: _Imports, names: set[str]) -> list[Violation]:
+    """``X._y`` (also ``a.b._y`` through ``import a.b``) where ``X`` is a module bound by an
+    import of ``module`` and ``_y`` is a private name (not a submodule) of it."""
+    out = []
+    for line, chain in v.attributes:
+        if chain[0] not in v.aliases:
+            continue
+        dotted = [v.aliases[chain[0]]] + chain[1:]
+        for i in range(len(dotted) - 1, 0, -1):   # the longest prefix that is a module
+            mod = ".".join(dotted[:i])
+            if mod in names:
+                if _is_private(dotted[i]) and f"{mod}.{dotted[i]}" not in names:
                     out += [x for x in _check_target(module, line, mod, dotted[i])
                             if x.rule == PRIVATE_NAME_RULE]
-                    break
-    return sorted(set(out), key=lambda x: (x.importer, x.line, x.imported, x.rule))
+                break
+    return out
 
 
 def test_tcc_compiler_layering():
