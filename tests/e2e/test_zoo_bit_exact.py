@@ -68,6 +68,11 @@ def test_resnet18_small_sram_stays_bit_exact(tmp_path):
     assert all(r["bit_exact"] for r in results)
 
 
+# A third ResNet-50 compile at 224x224 (about 20 s on a busy 2-core machine): slow, like its
+# CLI twin tests/e2e/test_light_models.py::test_accepted_compile_and_run_bit_exact. The default
+# run keeps this model's float import vs ONNX Runtime (test_light_models) and the zoo
+# ResNet-50's compile and bit-exact run (above).
+@pytest.mark.slow
 @pytest.mark.skipif(not (LIGHT / "light_resnet50.onnx").is_file(),
                     reason="onnx wheel without backend test data")
 def test_light_resnet50_from_the_onnx_wheel(tmp_path):
