@@ -1,5 +1,6 @@
 """Session-scoped compiled models: each is compiled once per test run and read by every test
-that needs it (registered by ``tests/conftest.py``).
+that needs it (registered by ``tests/conftest.py``); plus :func:`gap_fc_model`, a cheap model
+file built per test.
 
 The folders are shared: a test that changes files in one copies it first (``shutil.copytree``
 into its own ``tmp_path``) and writes its own outputs under ``tmp_path``.
