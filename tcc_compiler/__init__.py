@@ -4,9 +4,8 @@ The pipeline (see :mod:`tcc_compiler.driver`) is import -> passes -> quantize ->
 emit, and :mod:`tcc_compiler.sim` executes the emitted binaries bit-exactly.
 """
 
-__version__ = "0.1.0"
-
-from tcc_compiler.errors import TccError  # noqa: E402
+from tcc_compiler.errors import TccError
+from tcc_compiler.version import __version__
 
 __all__ = ["TccError", "__version__", "compile", "load", "partition", "CompiledModel",
            "CompileOptions"]

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import onnx
 
-from tcc_compiler import __version__
+from tcc_compiler.version import __version__
 from tcc_compiler.datasets.calibration import default_calibration, resolve_calibration
 from tcc_compiler.datasets.images import Preprocess
 from tcc_compiler.emit.binaries import encode_binaries

@@ -253,3 +253,7 @@ def run_pipeline() -> Callable[[Graph], Graph]:
 def residual_net() -> Callable[..., onnx.ModelProto]:
     """The :func:`residual_net_impl` builder."""
     return residual_net_impl
+
+
+# Session-scoped compiled models (compiled once per run, read by many test folders).
+pytest_plugins = ("helpers.compiled",)

@@ -6,7 +6,7 @@ the FP32 logits (ONNX Runtime, CPU) over the evaluation images, for tccc's metho
 percentile, entropy, mse) and ONNX Runtime's (MinMax, Percentile, Entropy; per-channel, QDQ,
 int8 activations and weights). SQNR = 10 log10(sum ref^2 / sum (ref - int8)^2) over all logits
 of all evaluation images. tccc's INT8 output is the golden integer model's, which the reference
-executor matches bit for bit (tests/test_executor.py).
+executor matches bit for bit (tests/sim/test_executor.py).
 
 Photos: the package ships 8 calibration and 12 evaluation photos; this bench makes 16
 calibration inputs (each calib photo whole and its centre 75 % crop) and 32 evaluation inputs

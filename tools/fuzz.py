@@ -25,7 +25,7 @@ Anything else (another exception type, a slow case, a large allocation) is a fai
 failing input is written to ``--crash-dir``.
 
 Mutations are a small language (:data:`OPS`) shared with the hypothesis tests in
-``tests/test_fuzz_decoders.py``: truncation, bit flips, 8/32-bit overwrites with boundary
+``tests/binfmt/test_fuzz_decoders.py``: truncation, bit flips, 8/32-bit overwrites with boundary
 values (0, 2**31, 2**32-1, 2**30, ...), inserted/deleted/duplicated ranges, number and line
 edits for text, structural JSON edits, and CRC repair so mutations reach past the checksums.
 

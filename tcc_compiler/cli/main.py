@@ -16,7 +16,7 @@ import re
 import sys
 import traceback
 
-from tcc_compiler import __version__
+from tcc_compiler.version import __version__
 from tcc_compiler.errors import TccError
 
 log = logging.getLogger("tccc")

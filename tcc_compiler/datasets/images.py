@@ -153,7 +153,7 @@ class Preprocess:
             raise FormatError(f"manifest {exc}") from None
 
 
-def _normalise(pixels: np.ndarray, pre: Preprocess) -> np.ndarray:
+def normalise(pixels: np.ndarray, pre: Preprocess) -> np.ndarray:
     """uint8 pixels (HWC RGB, or HW / HW1 greyscale) -> float32 NCHW ``[1, C, H, W]`` per
     ``pre``."""
     if pixels.ndim == 2:
@@ -222,7 +222,7 @@ def load_image(path: str | os.PathLike[str], pre: Preprocess) -> np.ndarray:
             SyntaxError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{p}: cannot decode image: {reason}") from None
-    return _normalise(pixels, pre)
+    return normalise(pixels, pre)
 
 
 def _check_npy_header_length(path: Path) -> None:

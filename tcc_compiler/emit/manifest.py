@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import zlib
 
-from tcc_compiler import __version__
+from tcc_compiler.version import __version__
 from tcc_compiler.binfmt.weightfile import compression_summary
 from tcc_compiler.emit.files import CMD_FILE, MANIFEST_VERSION, WEIGHT_FILE
 from tcc_compiler.ir.graph import Graph

@@ -7,7 +7,7 @@ Cycle figures come from replaying the command stream on the target's cost model
 
 from __future__ import annotations
 
-from tcc_compiler import __version__
+from tcc_compiler.version import __version__
 from tcc_compiler.binfmt.weightfile import compression_summary
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.isa.spec import Queue

@@ -38,7 +38,7 @@ and rounds half to even. Two consequences:
 * values within float32 rounding error (about ``1e-5`` LSB) of ``k + 1/2`` may still round
   the other way: ONNX Runtime's multiplier ``s_x * s_w / s_y`` has 24 bits, tccc's 31.
   Layer by layer that is 1 LSB on about 2 in a million elements (ResNet-50 at 224x224 on the
-  bundled photos); ``tests/test_export_qdq.py`` proves each such difference is a near-tie.
+  bundled photos); ``tests/export/test_export_qdq.py`` proves each such difference is a near-tie.
   Run end to end, such a 1-LSB difference propagates and is amplified by later layers.
 
 Layouts: the exported input is NCHW float32 ``[1, C, H, W]`` (the IR's layout, even when the
@@ -55,7 +55,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from tcc_compiler import __version__
+from tcc_compiler.version import __version__
 from tcc_compiler.errors import InputError, InternalError
 from tcc_compiler.ir.graph import Graph, Value
 from tcc_compiler.ir.ops import ActKind, Op

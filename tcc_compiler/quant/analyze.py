@@ -97,7 +97,7 @@ def _to_nchw4(f: np.ndarray) -> np.ndarray:
     return f.reshape(1, -1, 1, 1) if f.ndim == 2 else f
 
 
-def _quantize_value(f: np.ndarray, v: Value) -> np.ndarray:
+def quantize_value(f: np.ndarray, v: Value) -> np.ndarray:
     """Float NCHW value -> the integer NHWC array the NPU holds for ``v`` (int8 per tensor)."""
     q = quantize_input(_to_nchw4(f), v)
     if len(v.shape) == 2:
@@ -150,7 +150,7 @@ def analyze(float_graph: Graph, qgraph: Graph, inputs: Iterable[np.ndarray],
                     raise InputError(f"analyze: input '{v.name}' of node '{n.name}' is not in "
                                      "the float model")
                 else:
-                    args.append(_quantize_value(fl[v.name], v))
+                    args.append(quantize_value(fl[v.name], v))
             iq = eval_int_node(n, args)
             iso[n.name].add(f, dequantize_output(iq.reshape(gold["int:" + out.name].shape),
                                                  out))

@@ -21,7 +21,7 @@ from tcc_compiler.errors import InputError
 from tcc_compiler.interp import run_float
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import Op
-from tcc_compiler.quant.analyze import _quantize_value
+from tcc_compiler.quant.analyze import quantize_value
 from tcc_compiler.quant.golden import eval_int_node
 from tcc_compiler.quant.params import dequantize_output
 
@@ -58,7 +58,7 @@ def correct_biases(float_graph: Graph, qgraph: Graph, inputs: Iterable[np.ndarra
                 if name not in fl:
                     raise InputError(f"bias correction: value '{name}' of node '{n.name}' is "
                                      "not in the float graph")
-            args = [None if v is None or v.is_const else _quantize_value(fl[v.name], v)
+            args = [None if v is None or v.is_const else quantize_value(fl[v.name], v)
                     for v in n.inputs]
             q = eval_int_node(n, args)
             f = fl[n.output.name]

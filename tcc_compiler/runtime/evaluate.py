@@ -198,7 +198,7 @@ def load_sample(path: Path, pre, raw: RawSpec | None) -> np.ndarray:
         InputError: unreadable file, a raw file of the wrong size or without a raw layout, a
             raw size different from the model input.
     """
-    from tcc_compiler.datasets.images import _normalise, load_image
+    from tcc_compiler.datasets.images import normalise, load_image
 
     is_raw = (raw is not None and raw.force) or path.suffix.lower() in RAW_SUFFIXES
     if not is_raw:
@@ -223,7 +223,7 @@ def load_sample(path: Path, pre, raw: RawSpec | None) -> np.ndarray:
         pix = a.reshape(raw.channels, raw.height, raw.width).transpose(1, 2, 0)
     else:
         raise InputError(f"--raw-layout {raw.layout}: choose from {', '.join(RAW_LAYOUTS)}")
-    return _normalise(np.ascontiguousarray(pix), pre)
+    return normalise(np.ascontiguousarray(pix), pre)
 
 
 def _topk(y: np.ndarray, k: int = TOPK) -> list[int]:

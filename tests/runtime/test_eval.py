@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from helpers import PHOTO
+from helpers.cli import one_line_error, run_cli
 from PIL import Image
 
 from tcc_compiler.cli.main import main as cli_main
@@ -22,7 +24,7 @@ from tcc_compiler.runtime.evaluate import (
     summarize,
 )
 
-CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-resnet8"
+CIFAR = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-resnet8"
 
 
 def test_class_subfolders(tmp_path):
@@ -165,3 +167,31 @@ def test_resnet8_float_matches_ort(resnet8_eval):
 def test_resnet8_int8_close_to_float(resnet8_eval):
     assert resnet8_eval["npu"]["top1"] >= 0.83
     assert resnet8_eval["flips"] <= 10
+
+
+def _dataset(tmp_path, lines: list[str]):
+    imgs = tmp_path / "imgs"
+    (imgs / "a").mkdir(parents=True)
+    Image.open(PHOTO).resize((16, 16)).save(imgs / "a" / "brick.jpg")
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    return imgs, tmp_path / "labels.csv"
+
+
+def test_eval_names_a_non_integer_label_line(small_folder, tmp_path, capsys):
+    _, out = small_folder
+    imgs, labels = _dataset(tmp_path, ["a/brick.jpg,cat"])
+    code, _, err = run_cli(["eval", str(out), "--images", str(imgs), "--labels", str(labels)],
+                        capsys)
+    assert code == 2
+    assert "labels.csv:1" in one_line_error(err) and "'a/brick.jpg,cat'" in err
+
+
+def test_eval_refuses_a_label_the_model_cannot_output(small_folder, tmp_path, capsys):
+    _, out = small_folder
+    imgs, labels = _dataset(tmp_path, ["file,label", "a/brick.jpg,3", "a/brick.jpg,10"])
+    code, _, err = run_cli(["eval", str(out), "--images", str(imgs), "--labels", str(labels)],
+                        capsys)
+    assert code == 2
+    line = one_line_error(err)
+    assert "labels.csv:3" in line and "label 10" in line and "10 classes (0..9)" in line
+

@@ -20,7 +20,7 @@ from tcc_compiler.errors import UnsupportedError
 from tcc_compiler.frontend import import_onnx
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-PHOTO = Path(__file__).resolve().parents[1] / "tcc_compiler/data/photos/eval/camera_man.jpg"
+PHOTO = Path(__file__).resolve().parents[2] / "tcc_compiler/data/photos/eval/camera_man.jpg"
 
 #: model -> op types refused (every node of that type is listed), or None when it compiles.
 #: AveragePool is refused only in its padded count_include_pad=0 form, Transpose only in the

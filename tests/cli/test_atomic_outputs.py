@@ -25,7 +25,7 @@ from tcc_compiler import fsutil
 from tcc_compiler.cli.main import main
 from tcc_compiler.runtime.loaded import load_program
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _model(seed: int) -> onnx.ModelProto:

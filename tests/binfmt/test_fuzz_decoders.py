@@ -28,7 +28,7 @@ from tcc_compiler.ir.text import load_ir
 from tcc_compiler.runtime.loaded import load_program
 
 _spec = importlib.util.spec_from_file_location(
-    "tccc_tools_fuzz", Path(__file__).resolve().parent.parent / "tools" / "fuzz.py")
+    "tccc_tools_fuzz", Path(__file__).resolve().parents[2] / "tools" / "fuzz.py")
 fuzz = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = fuzz  # dataclasses look their module up there
 _spec.loader.exec_module(fuzz)

@@ -12,8 +12,8 @@ import io
 import numpy as np
 import onnx
 import pytest
+from helpers.cli import run_cli
 
-from tcc_compiler.cli.main import main
 from tcc_compiler.driver import compile_model
 from tcc_compiler.ir.parser import parse_graph
 from tcc_compiler.ir.text import graphs_equal, load_ir
@@ -35,12 +35,6 @@ def tiny(tmp_path_factory, residual_net):
     dump = DumpIR(d / "ir")
     art = compile_model(str(path), calibration=calib, instruments=[dump])
     return {"dir": d, "path": path, "calib": calib, "dump": dump, "art": art}
-
-
-def _run(argv, capsys):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_dump_files_numbered_and_valid(tiny):
@@ -85,9 +79,9 @@ def test_resume_quantized_output_folder(tiny, tmp_path, capsys):
     out = tmp_path / "o1"
     calib = tmp_path / "c.npy"
     np.save(calib, tiny["calib"][0])
-    code, _, err = _run(["compile", tiny["path"], "-o", out, "--calib", calib], capsys)
+    code, _, err = run_cli(["compile", tiny["path"], "-o", out, "--calib", calib], capsys)
     assert code == 0, err
-    code, _, err = _run(["compile", out / "quantized.tir", "-o", tmp_path / "o2"], capsys)
+    code, _, err = run_cli(["compile", out / "quantized.tir", "-o", tmp_path / "o2"], capsys)
     assert code == 0, err
     for f in ("npu_cmd.bin", "quantized_network.bin"):
         assert (out / f).read_bytes() == (tmp_path / "o2" / f).read_bytes()
@@ -96,7 +90,7 @@ def test_resume_quantized_output_folder(tiny, tmp_path, capsys):
 def test_print_ir_after_all_and_before(tiny, tmp_path, capsys):
     calib = tmp_path / "c.npy"
     np.save(calib, tiny["calib"][0])
-    code, _, err = _run(["compile", tiny["path"], "-o", tmp_path / "o", "--calib", calib,
+    code, _, err = run_cli(["compile", tiny["path"], "-o", tmp_path / "o", "--calib", calib,
                          "--print-ir-after", "all", "--print-ir-before", "legalize"], capsys)
     assert code == 0
     headers = [ln for ln in err.splitlines() if ln.startswith("# ")]
@@ -131,13 +125,13 @@ def test_print_instrument_selects_passes():
 
 @pytest.mark.parametrize("opt", ["--print-ir-after", "--print-ir-before"])
 def test_unknown_pass_name_refused(tiny, tmp_path, capsys, opt):
-    code, _, err = _run(["compile", tiny["path"], "-o", tmp_path / "o", opt, "fuse"], capsys)
+    code, _, err = run_cli(["compile", tiny["path"], "-o", tmp_path / "o", opt, "fuse"], capsys)
     assert code == 2
     assert err.count("\n") == 1 and "fuse: no such pass" in err and "legalize" in err
 
 
 def test_resume_with_other_input_size_refused(tiny, tmp_path, capsys):
-    code, _, err = _run(["compile", tiny["dump"].written[2], "--input", "32x32x3",
+    code, _, err = run_cli(["compile", tiny["dump"].written[2], "--input", "32x32x3",
                          "-o", tmp_path / "o"], capsys)
     assert code == 2 and err.count("\n") == 1 and "02-fold-affine" in err and "16x16x3" in err
 
@@ -147,12 +141,12 @@ def test_resume_unknown_stage_refused(tiny, tmp_path, capsys):
     bad = tmp_path / "x.tir"
     bad.write_text(src.read_text().replace('"canonicalize"', '"canonicalise"'))
     (tmp_path / "x.npz").write_bytes(src.with_suffix(".npz").read_bytes())
-    code, _, err = _run(["compile", bad, "-o", tmp_path / "o"], capsys)
+    code, _, err = run_cli(["compile", bad, "-o", tmp_path / "o"], capsys)
     assert code == 2 and "canonicalise" in err and "is not a stage" in err
 
 
 def test_ir_verify_ok_and_broken(tiny, tmp_path, capsys):
-    code, out, _ = _run(["ir", "verify"] + tiny["dump"].written, capsys)
+    code, out, _ = run_cli(["ir", "verify"] + tiny["dump"].written, capsys)
     assert code == 0 and out.count(": ok (") == len(STAGES)
     # Swap two node lines: a use before its definition breaks topological order.
     src = tiny["dump"].written[7]
@@ -164,13 +158,13 @@ def test_ir_verify_ok_and_broken(tiny, tmp_path, capsys):
     bad = tmp_path / "bad.tir"
     bad.write_text("".join(lines))
     (tmp_path / "bad.npz").write_bytes(src.with_suffix(".npz").read_bytes())
-    code, _, err = _run(["ir", "verify", bad], capsys)
+    code, _, err = run_cli(["ir", "verify", bad], capsys)
     assert code == 2 and err.count("\n") == 1
     assert "bad.tir" in err and "node '" in err and "rule:" in err
 
 
 def test_ir_print_after_pass_matches_dump(tiny, capsys):
-    code, out, _ = _run(["ir", "print", tiny["path"], "--after", "fuse-activation",
+    code, out, _ = run_cli(["ir", "print", tiny["path"], "--after", "fuse-activation",
                          "--inline-limit", "100000"], capsys)
     assert code == 0 and out.startswith("# after pass fuse-activation\n")
     got = parse_graph(out, None)
@@ -180,11 +174,11 @@ def test_ir_print_after_pass_matches_dump(tiny, capsys):
 
 
 def test_ir_print_tir_and_errors(tiny, capsys):
-    code, out, _ = _run(["ir", "print", tiny["dump"].written[3], "--inline-limit", "100000"],
+    code, out, _ = run_cli(["ir", "print", tiny["dump"].written[3], "--inline-limit", "100000"],
                         capsys)
     assert code == 0
     assert graphs_equal(parse_graph(out, None), load_ir(tiny["dump"].written[3])) is None
-    code, _, err = _run(["ir", "print", tiny["dump"].written[3], "--after", "canonicalize"],
+    code, _, err = run_cli(["ir", "print", tiny["dump"].written[3], "--after", "canonicalize"],
                         capsys)
     assert code == 2 and "not ahead of this IR" in err
 

@@ -23,7 +23,7 @@ from tcc_compiler.isa.codec import (
 )
 from tcc_compiler.isa.disasm import disassemble
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cmd_strategy(cs: spec.CommandSpec):

@@ -365,7 +365,7 @@ def test_supported_ops_md_up_to_date():
 
     from tcc_compiler.frontend.support import render_markdown
 
-    path = Path(__file__).resolve().parents[1] / "SUPPORTED_OPS.md"
+    path = Path(__file__).resolve().parents[2] / "SUPPORTED_OPS.md"
     assert path.read_text() == render_markdown(), \
         "SUPPORTED_OPS.md is stale: run python3 tools/gen_supported_ops.py"
 
@@ -412,4 +412,5 @@ def test_pytorch_must_accept_cases_exist():
     assert _TORCH_MUST_ACCEPT <= set(_TORCH_CASES)
 
 
-# The before (ONNX) / expected (IR text) case for each import rule: tests/test_import_rules.py
+# The before (ONNX) / expected (IR text) case for each import rule:
+# tests/frontend/test_import_rules.py

@@ -207,3 +207,13 @@ def test_photo_licences_cover_every_file_and_eval_is_disjoint_from_calib():
     calib_sources = {src for f, src in rows.items() if f.startswith("calib/")}
     eval_sources = {src for f, src in rows.items() if f.startswith("eval/")}
     assert not calib_sources & eval_sources
+
+
+def test_empty_folder_names_unsearched_subfolders(tmp_path):
+    from tcc_compiler.datasets.images import Preprocess, load_inputs
+
+    (tmp_path / "cats").mkdir()
+    pre = Preprocess(width=8, height=8)
+    with pytest.raises(InputError, match="sub-folders \\(cats\\) are not searched"):
+        load_inputs([tmp_path], pre, (1, 3, 8, 8))
+

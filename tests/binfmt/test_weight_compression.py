@@ -38,7 +38,7 @@ from tcc_compiler.schedule.cost import command_cycles
 from tcc_compiler.sim.executor import Executor
 from tcc_compiler.target import load_target
 
-RESNET8 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-resnet8" \
+RESNET8 = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-resnet8" \
     / "resnet8.onnx"
 
 

@@ -224,7 +224,7 @@ def test_calib_table_errors(tmp_path):
 
 # ---- the real trained ResNet-8 (optional data) -------------------------------------------
 
-RESNET8 = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" \
+RESNET8 = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "data" \
     / "cifar10-resnet8"
 
 

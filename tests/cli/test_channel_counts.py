@@ -1,0 +1,90 @@
+"""Models whose channel count is not the photos' 3: a 1-channel model compiles and runs on
+colour and grey photos; a 4-channel one gets messages naming the file and the channel counts
+(``report --histograms``, ``eval``, ``run --check``).
+
+Expected messages are stated from the inputs given (which file, how many channels).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+from conftest import conv_gap_fc_net_impl
+from helpers import PHOTO
+from helpers.cli import one_line_error, run_cli
+from helpers.compiled import CHANNEL_HW as HW
+from PIL import Image
+
+from tcc_compiler.cli import main
+from tcc_compiler.datasets.images import bundled_photos
+
+
+def _grey_net(channels: int = 1, hw: int = 16) -> onnx.ModelProto:
+    """conv3x3 (C -> 4) + Relu -> GlobalAveragePool -> Flatten -> Gemm (5 logits)."""
+    return conv_gap_fc_net_impl(channels, hw, seed=3, name="grey")
+
+
+def test_one_channel_model_compiles_and_runs_on_photos(tmp_path, capsys):
+    model = tmp_path / "g.onnx"
+    onnx.save(_grey_net(), model)
+    Image.open(PHOTO).convert("L").save(tmp_path / "gray.png")
+    for calib in ([], ["--calib", str(tmp_path / "gray.png")]):  # bundled photos, a grey PNG
+        out = tmp_path / f"o{len(calib)}"
+        code, _, err = run_cli(["compile", str(model), "--input", "16x16x1", "-o", str(out)]
+                            + calib, capsys)
+        assert code == 0, err
+        assert json.loads((out / "manifest.json").read_text())["preprocess"]["channels"] == 1
+    for img in (str(tmp_path / "gray.png"), PHOTO):  # grey and colour inputs both load
+        code, stdout, err = run_cli(["run", str(out), img, "--check", str(model), "--json"], capsys)
+        assert code == 0, err
+        assert json.loads(stdout)["check"]["bit_exact"] is True
+
+
+def test_report_histograms_default_photos_cannot_feed_4_channels(channel_folders, tmp_path, capsys):
+    capsys.readouterr()
+    code = main(["report", str(channel_folders[4]["folder"]), "-o", str(tmp_path / "r.html"),
+                 "--histograms"])
+    line = one_line_error(capsys.readouterr().err)
+    assert code != 0
+    assert "4 channels" in line and "bundled photos" in line and ".npy" in line
+    # the user passed no photo: none is named as if it were theirs
+    assert not any(p.name in line for p in bundled_photos("calib"))
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_report_histograms_npy_on_4_channels_works(channel_folders, tmp_path, capsys):
+    out = tmp_path / "r.html"
+    assert main(["report", str(channel_folders[4]["folder"]), "-o", str(out), "--histograms",
+                 str(channel_folders[4]["calib"])]) == 0
+    assert "Activation histograms" in out.read_text()
+
+
+def test_eval_shape_mismatch_names_the_file(channel_folders, tmp_path, capsys):
+    photo = bundled_photos("eval")[0]
+    (tmp_path / "cls0").mkdir()
+    shutil.copy(photo, tmp_path / "cls0" / photo.name)
+    capsys.readouterr()
+    code = main(["eval", str(channel_folders[4]["folder"]), "--images", str(tmp_path)])
+    line = one_line_error(capsys.readouterr().err)
+    assert code != 0
+    assert photo.name in line
+    assert f"(1, 3, {HW}, {HW})" in line and f"(1, 4, {HW}, {HW})" in line
+    assert "1 or 3 channels" in line
+
+
+def test_run_check_channel_mismatch_says_so(channel_folders, tmp_path, capsys):
+    x = tmp_path / "x4.npy"
+    np.save(x, np.zeros((1, 4, HW, HW), np.float32))
+    capsys.readouterr()
+    code = main(["run", str(channel_folders[4]["folder"]), str(x), "--check",
+                 str(channel_folders[1]["model"])])
+    line = one_line_error(capsys.readouterr().err)
+    assert code != 0
+    assert "channel mismatch" in line
+    assert "takes 1, the compiled program's 4 channels" in line
+    assert "cannot load" not in line
+    assert channel_folders[1]["model"].name in line
+
