@@ -275,44 +275,13 @@ class ShadowMemory:
         qj = self.ordering.queue_of[j]
         for acc in accesses:
             fld = access_field(cmd, acc)
-            size = self.sizes.get(acc.space)
-            if size is None or acc.start < 0 or acc.end > size:
-                raise ExecutionError(
-                    f"command {j} ({cmd.name}): field {fld or '?'}: {acc.space.value} range "
-                    f"[{acc.start:#x}, {acc.end:#x}) outside the space (size {size})")
-            if acc.space is Space.WEIGHTS:
-                if acc.is_write:
-                    raise ExecutionError(f"command {j} ({cmd.name}): field {fld or '?'}: "
-                                         "write to read-only region WEIGHTS")
-                continue
-            a, b = acc.start, acc.end
-            w = self._w[acc.space][:, a:b]
+            if not self._in_bounds(j, cmd, acc, fld):
+                continue   # a read of WEIGHTS: read-only, never written, never a hazard
             for p in range(_NQ):
-                if p == qj:
-                    continue
-                last = int(w[p].max(initial=-1))
-                if last > clock[p]:
-                    kind = "WAW" if acc.is_write else "RAW"
-                    raise self._hazard(kind, self._first_unordered(w[p], clock[p]), j, cmd,
-                                       acc, w[p], fld)
-                if acc.is_write:
-                    r = self._r[acc.space][p, a:b]
-                    if int(r.max(initial=-1)) > clock[p]:
-                        raise self._hazard("WAR", self._first_unordered(r, clock[p]), j, cmd,
-                                           acc, r, fld)
+                if p != qj:
+                    self._check_queue(p, clock[p], j, cmd, acc, fld)
             if not acc.is_write:
-                init = self._init[acc.space][a:b]
-                if not init.all():
-                    bad = a + int(np.argmin(init))
-                    writer = self._pending_writer(j, acc.space, bad)
-                    if writer is not None:   # an out-of-order run overtook its producer
-                        h = Hazard("RAW", writer, j, self.ordering.cmds[writer].name,
-                                   cmd.name, acc.space, bad, bad + 1, fld,
-                                   self.ordering.cmds[writer].queue.name)
-                        raise HazardError(h)
-                    raise ExecutionError(
-                        f"command {j} ({cmd.name}): field {fld or '?'}: reads {acc.space.value}"
-                        f" byte {bad:#x} that nothing wrote before (range [{a:#x}, {b:#x}))")
+                self._check_initialised(j, cmd, acc, fld)
         for acc in accesses:
             if acc.space is Space.WEIGHTS:
                 continue
@@ -322,6 +291,53 @@ class ShadowMemory:
                 self._init[acc.space][a:b] = True
             else:
                 self._r[acc.space][qj, a:b] = j
+
+    def _in_bounds(self, j: int, cmd: Command, acc: Access, fld: str | None) -> bool:
+        """False for a WEIGHTS read (nothing to track); raises on an access outside its space
+        or a write to WEIGHTS."""
+        size = self.sizes.get(acc.space)
+        if size is None or acc.start < 0 or acc.end > size:
+            raise ExecutionError(
+                f"command {j} ({cmd.name}): field {fld or '?'}: {acc.space.value} range "
+                f"[{acc.start:#x}, {acc.end:#x}) outside the space (size {size})")
+        if acc.space is Space.WEIGHTS:
+            if acc.is_write:
+                raise ExecutionError(f"command {j} ({cmd.name}): field {fld or '?'}: "
+                                     "write to read-only region WEIGHTS")
+            return False
+        return True
+
+    def _check_queue(self, p: int, seen: int, j: int, cmd: Command, acc: Access,
+                     fld: str | None) -> None:
+        """RAW/WAW against queue ``p``'s writers and WAR against its readers that command
+        ``j`` is not ordered after (``seen``: the last command of ``p`` ordered before ``j``)."""
+        a, b = acc.start, acc.end
+        w = self._w[acc.space][p, a:b]
+        if int(w.max(initial=-1)) > seen:
+            kind = "WAW" if acc.is_write else "RAW"
+            raise self._hazard(kind, self._first_unordered(w, seen), j, cmd, acc, w, fld)
+        if acc.is_write:
+            r = self._r[acc.space][p, a:b]
+            if int(r.max(initial=-1)) > seen:
+                raise self._hazard("WAR", self._first_unordered(r, seen), j, cmd, acc, r, fld)
+
+    def _check_initialised(self, j: int, cmd: Command, acc: Access, fld: str | None) -> None:
+        """A read of bytes nothing wrote: a hazard if an unordered writer exists (a random
+        interleaving overtook it), else a program bug."""
+        a, b = acc.start, acc.end
+        init = self._init[acc.space][a:b]
+        if init.all():
+            return
+        bad = a + int(np.argmin(init))
+        writer = self._pending_writer(j, acc.space, bad)
+        if writer is not None:   # an out-of-order run overtook its producer
+            h = Hazard("RAW", writer, j, self.ordering.cmds[writer].name,
+                       cmd.name, acc.space, bad, bad + 1, fld,
+                       self.ordering.cmds[writer].queue.name)
+            raise HazardError(h)
+        raise ExecutionError(
+            f"command {j} ({cmd.name}): field {fld or '?'}: reads {acc.space.value}"
+            f" byte {bad:#x} that nothing wrote before (range [{a:#x}, {b:#x}))")
 
     def _pending_writer(self, j: int, space: Space, byte: int) -> int | None:
         """An earlier command, not ordered before ``j``, that writes ``byte`` of ``space``.
