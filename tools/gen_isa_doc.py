@@ -3,8 +3,8 @@
 
 The command set (tcc_compiler/isa/spec.py) and the container headers (tcc_compiler/binfmt) are
 the single source; this tool rewrites the text between ``<!-- BEGIN GENERATED -->`` and
-``<!-- END GENERATED -->`` in each spec file. tests/isa/test_command_set.py regenerates in memory and fails
-when a file differs, so the docs cannot drift from the encoder.
+``<!-- END GENERATED -->`` in each spec file. tests/isa/test_command_set.py regenerates in memory
+and fails when a file differs, so the docs cannot drift from the encoder.
 
 Usage: python tools/gen_isa_doc.py [--check]   (--check: exit 1 if a file is out of date)
 """

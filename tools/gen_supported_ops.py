@@ -3,8 +3,8 @@
 
 The single source is ``tcc_compiler/frontend/converters.py`` (CONVERTERS, REFUSED_OPS) plus
 ``tcc_compiler/frontend/support.py`` (one OpSupport per converter); the opset revisions come
-from the installed onnx schemas. tests/frontend/test_opsets.py regenerates in memory and fails when the
-file differs, so the document cannot drift from the importer.
+from the installed onnx schemas. tests/frontend/test_opsets.py regenerates in memory and fails
+when the file differs, so the document cannot drift from the importer.
 
 Usage: python3 tools/gen_supported_ops.py [--check]   (--check: exit 1 if out of date)
 """

@@ -46,7 +46,8 @@ def supported_ops() -> list[dict]:
     """One row per converted ONNX op type, sorted: ``notes`` = where it runs and what it
     accepts, from the support records (frontend/support.py, the source of SUPPORTED_OPS.md),
     so the two agree; ``runs``/``accepts``/``refuses`` are the record's fields. An op without
-    a record (a bug tests/frontend/test_opsets.py catches) falls back to its converter's docstring."""
+    a record (a bug tests/frontend/test_opsets.py catches) falls back to its converter's
+    docstring."""
     from tcc_compiler.frontend.converters import CONVERTERS
     from tcc_compiler.frontend.support import SUPPORT
 
