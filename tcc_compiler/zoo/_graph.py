@@ -1,0 +1,331 @@
+"""Layer recorder shared by the detector and mobile zoo builders (torch.onnx opset 17 style).
+
+An architecture function (e.g. :func:`tcc_compiler.zoo.yolo.record_yolov8`) calls the methods of
+a :class:`Builder` layer by layer. It runs twice:
+
+1. **calibration** (``Builder(calib_images, rng=...)``): every convolution draws He-initialised
+   weights from the seeded ``rng``, runs on a small batch of synthetic images (float32 NumPy,
+   :mod:`tcc_compiler.zoo._kernels`) and has a BatchNorm folded into it whose statistics are
+   the measured per-channel mean and standard deviation of its output (rounded to 4 significant
+   digits so the file bytes do not depend on the BLAS): every activation stays O(1), as in a
+   trained network, and the weights do not depend on the model's input size;
+2. **emission** (``Builder(zeros_at_real_size, params=calibration.params)``): the same calls
+   reuse those parameters in order, compute only shapes for convolutions (zeros), and record the
+   ONNX nodes, initializers and shape-dependent constants (anchors, grids, priors) for the real
+   input size.
+
+Node names follow torch.onnx: ``<scope>/<OpType>`` with ``_1``, ``_2`` ... for repeats in one
+scope, outputs ``<node>_output_0``; folded BatchNorm parameters are ``onnx::Conv_<n>`` unless the
+caller names them (ultralytics fuses Conv+BN before export, so its names are
+``model.0.conv.weight``). Activations are NCHW float32, conv weights OIHW, ConvTranspose IOHW.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from tcc_compiler.zoo import _kernels as k
+from tcc_compiler.zoo._reference import round_significant
+
+OPSET = 17
+IR_VERSION = 8  # what torch 2.x writes for opset 17
+#: folded BatchNorm gamma ~ U(GAMMA); a residual branch's last conv uses RESIDUAL_GAMMA so the
+#: shortcut dominates as in a trained network (see tcc_compiler.zoo.resnet).
+GAMMA = (0.5, 1.5)
+RESIDUAL_GAMMA = (0.1, 0.3)
+BETA_STD = 0.3
+_STD_FLOOR = 1e-2
+#: ops whose initializer inputs 1 and 2 count as the model's parameters
+WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm")
+
+
+@dataclass(frozen=True)
+class T:
+    """A recorded tensor: its ONNX name and its value (float32, NCHW for feature maps)."""
+
+    name: str
+    value: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The tensor's shape."""
+        return self.value.shape
+
+
+class Builder:
+    """Records one network as ONNX nodes (see the module docstring for the two passes).
+
+    Args:
+        x: the input value, float32 NCHW ``[N, C, H, W]`` (calibration images, or zeros of the
+            real ``[1, C, H, W]`` input in the emission pass).
+        input_name: the graph input's name.
+        rng: seeded generator (calibration pass only).
+        params: the calibration pass's :attr:`params` (emission pass only).
+    """
+
+    def __init__(self, x: np.ndarray, input_name: str, rng: np.random.Generator | None = None,
+                 params: list[tuple[np.ndarray, np.ndarray | None]] | None = None):
+        self.calibrating = params is None
+        self.rng = rng
+        self.params: list[tuple[np.ndarray, np.ndarray | None]] = [] if params is None else []
+        self._replay = iter(params or [])
+        self.input = T(input_name, x.astype(np.float32))
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: dict[str, onnx.TensorProto] = {}
+        self._counts: Counter[str] = Counter()
+        self._conv_id = 300  # torch numbers folded constants "onnx::Conv_<n>"; start arbitrary
+
+    # ---------------------------------------------------------------- naming and bookkeeping
+    def node_name(self, scope: str, op_type: str) -> str:
+        """torch.onnx style unique node name ``<scope>/<op_type>[_<i>]``."""
+        base = f"{scope}/{op_type}"
+        n = self._counts[base]
+        self._counts[base] += 1
+        return base if n == 0 else f"{base}_{n}"
+
+    def init(self, name: str, array: np.ndarray) -> str:
+        """Add an initializer (once per name) and return its name."""
+        if name not in self.inits:
+            self.inits[name] = numpy_helper.from_array(np.ascontiguousarray(array), name)
+        return name
+
+    def const(self, scope: str, array: np.ndarray) -> str:
+        """A folded constant as torch writes it: initializer ``<scope>/Constant[_i]_output_0``."""
+        return self.init(f"{self.node_name(scope, 'Constant')}_output_0", array)
+
+    def op(self, op_type: str, inputs: list[T | str], scope: str, value: np.ndarray,
+           out_name: str | None = None, **attrs) -> T:
+        """Record one single-output node computing ``value`` (already evaluated by the caller)."""
+        name = self.node_name(scope, op_type)
+        out = out_name or f"{name}_output_0"
+        ins = [i.name if isinstance(i, T) else i for i in inputs]
+        self.nodes.append(helper.make_node(op_type, ins, [out], name, **attrs))
+        return T(out, np.asarray(value, np.float32))
+
+    # ---------------------------------------------------------------- convolution
+    def _draw(self, shape: tuple[int, ...], fan_in: int, gain: float) -> np.ndarray:
+        w = self.rng.standard_normal(shape, dtype=np.float32)
+        return w * np.float32(gain * np.sqrt(2.0 / fan_in))
+
+    def _calibrate(self, x: T, out_ch: int, kernel: int, stride: int, pads: k.Pads,
+                   groups: int, gain: float, gamma: tuple[float, float] | None,
+                   bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        cin = x.shape[1]
+        w = self._draw((out_ch, cin // groups, kernel, kernel), cin // groups * kernel * kernel,
+                       gain)
+        if gamma is None:  # plain conv without BatchNorm (bias ~ N(0, 0.01) when it has one)
+            b = self.rng.normal(0.0, 0.01, out_ch).astype(np.float32) if bias else None
+            return w, b
+        y = k.conv2d(x.value, w, None, stride, pads, groups).astype(np.float64)
+        mean = round_significant(y.mean(axis=(0, 2, 3)))
+        std = round_significant(np.maximum(y.std(axis=(0, 2, 3)), _STD_FLOOR))
+        g = self.rng.uniform(gamma[0], gamma[1], out_ch)
+        beta = self.rng.normal(0.0, BETA_STD, out_ch)
+        scale = g / std
+        w_folded = (w.astype(np.float64) * scale[:, None, None, None]).astype(np.float32)
+        return w_folded, (beta - mean * scale).astype(np.float32)
+
+    def conv(self, x: T, out_ch: int, kernel: int, stride: int, scope: str, *,
+             pad: int | k.Pads | None = None, groups: int = 1, gain: float = 1.0,
+             gamma: tuple[float, float] | None = GAMMA, bias: bool = True,
+             names: tuple[str, str] | None = None, out_name: str | None = None) -> T:
+        """Conv (+ folded BatchNorm when ``gamma`` is given), node ``<scope>/Conv``.
+
+        Args:
+            x: NCHW input; out_ch, kernel, stride: as in ``nn.Conv2d`` (square kernel).
+            pad: symmetric padding or (top, left, bottom, right); default ``kernel // 2``.
+            groups: conv groups (``groups == in == out`` is depthwise).
+            gain: multiplies the He standard deviation (calibration only).
+            gamma: range of the folded BatchNorm's gamma, or None for a conv without BN.
+            bias: whether a conv without BN has a bias (a folded BN always gives one).
+            names: initializer names (weight, bias); default torch's ``onnx::Conv_<n>``.
+        """
+        pads = pad if isinstance(pad, tuple) else (kernel // 2 if pad is None else pad,) * 4
+        if self.calibrating:
+            w, b = self._calibrate(x, out_ch, kernel, stride, pads, groups, gain, gamma, bias)
+            self.params.append((w, b))
+            value = k.conv2d(x.value, w, b, stride, pads, groups)
+        else:
+            w, b = next(self._replay)
+            ho, wo = k.conv_out_hw(x.shape[2], x.shape[3], kernel, stride, pads)
+            value = np.zeros((x.shape[0], out_ch, ho, wo), np.float32)
+        if names is None:
+            names = (f"onnx::Conv_{self._conv_id}", f"onnx::Conv_{self._conv_id + 1}")
+            self._conv_id += 2
+        ins = [x.name, self.init(names[0], w)] + ([self.init(names[1], b)] if b is not None
+                                                    else [])
+        return self.op("Conv", ins, scope, value, out_name, dilations=[1, 1], group=groups,
+                       kernel_shape=[kernel, kernel], pads=list(pads), strides=[stride, stride])
+
+    def conv_transpose(self, x: T, out_ch: int, scope: str, weight_name: str) -> T:
+        """ConvTranspose k4 s2 p1 without bias (FlowNet's deconv), IOHW weights."""
+        if self.calibrating:
+            cin = x.shape[1]
+            w = self._draw((cin, out_ch, 4, 4), cin * 4, 1.0)
+            y = k.conv_transpose2d(x.value, w, 2, 1).astype(np.float64)
+            std = round_significant(np.maximum(y.std(axis=(0, 2, 3)), _STD_FLOOR))
+            w = (w / std[None, :, None, None].astype(np.float32)).astype(np.float32)
+            self.params.append((w, None))
+            value = k.conv_transpose2d(x.value, w, 2, 1)
+        else:
+            w, _ = next(self._replay)
+            n, _, h, wd = x.shape
+            value = np.zeros((n, out_ch, 2 * h, 2 * wd), np.float32)
+        return self.op("ConvTranspose", [x, self.init(weight_name, w)], scope, value,
+                       dilations=[1, 1], group=1, kernel_shape=[4, 4], pads=[1, 1, 1, 1],
+                       strides=[2, 2])
+
+    # ---------------------------------------------------------------- element-wise and friends
+    def silu(self, x: T, scope: str) -> T:
+        """SiLU as torch.onnx opset 17 writes it: ``x * Sigmoid(x)``."""
+        s = self.sigmoid(x, scope)
+        return self.op("Mul", [x, s], scope, x.value * s.value)
+
+    def sigmoid(self, x: T, scope: str) -> T:
+        """Sigmoid node."""
+        return self.op("Sigmoid", [x], scope, k.sigmoid(x.value))
+
+    def relu(self, x: T, scope: str) -> T:
+        """Relu node."""
+        return self.op("Relu", [x], scope, np.maximum(x.value, 0.0))
+
+    def relu6(self, x: T, scope: str) -> T:
+        """ReLU6 as torch writes it: ``Clip(x, min=0, max=6)`` with constant bounds."""
+        lo = self.const(scope, np.array(0.0, np.float32))
+        hi = self.const(scope, np.array(6.0, np.float32))
+        return self.op("Clip", [x, lo, hi], scope, np.clip(x.value, 0.0, 6.0))
+
+    def hardswish(self, x: T, scope: str) -> T:
+        """HardSwish node (opset 14+)."""
+        return self.op("HardSwish", [x], scope, x.value * k.hardsigmoid(x.value))
+
+    def hardsigmoid(self, x: T, scope: str) -> T:
+        """HardSigmoid node with torch's alpha 1/6, beta 0.5."""
+        return self.op("HardSigmoid", [x], scope, k.hardsigmoid(x.value), alpha=1.0 / 6.0)
+
+    def leaky_relu(self, x: T, scope: str, alpha: float = 0.1) -> T:
+        """LeakyRelu node."""
+        return self.op("LeakyRelu", [x], scope, np.where(x.value > 0, x.value, alpha * x.value),
+                       alpha=alpha)
+
+    def binary(self, op_type: str, a: T | str, b: T | str, scope: str,
+               b_value: np.ndarray | None = None, out_name: str | None = None) -> T:
+        """Add/Sub/Mul/Div/Pow of two tensors (broadcasting); a constant ``b`` is an initializer
+        name with ``b_value``."""
+        bv = b.value if isinstance(b, T) else b_value
+        av = a.value
+        fn = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide,
+              "Pow": np.power}[op_type]
+        return self.op(op_type, [a, b], scope, fn(av, bv), out_name)
+
+    def binary_const(self, op_type: str, a: T, value: float | np.ndarray, scope: str,
+                     out_name: str | None = None) -> T:
+        """``a <op> constant`` with the constant folded into an initializer."""
+        arr = np.asarray(value, np.float32)
+        return self.binary(op_type, a, self.const(scope, arr), scope, arr, out_name)
+
+    def concat(self, xs: list[T], axis: int, scope: str, out_name: str | None = None) -> T:
+        """Concat node."""
+        return self.op("Concat", xs, scope, np.concatenate([x.value for x in xs], axis), out_name,
+                       axis=axis)
+
+    def split(self, x: T, sizes: list[int], axis: int, scope: str) -> list[T]:
+        """Split node (opset 13+: sizes as a constant input), one output per size."""
+        name = self.node_name(scope, "Split")
+        sizes_name = self.const(scope, np.array(sizes, np.int64))
+        outs = [f"{name}_output_{i}" for i in range(len(sizes))]
+        self.nodes.append(helper.make_node("Split", [x.name, sizes_name], outs, name, axis=axis))
+        parts = np.split(x.value, np.cumsum(sizes)[:-1], axis=axis)
+        return [T(o, p) for o, p in zip(outs, parts, strict=True)]
+
+    def slice(self, x: T, start: int, end: int, axis: int, scope: str) -> T:
+        """Slice node with constant starts/ends/axes (no steps, as torch writes it)."""
+        ins = [x.name] + [self.const(scope, np.array([v], np.int64))
+                          for v in (start, end, axis)]
+        value = np.take(x.value, range(start, min(end, x.shape[axis])), axis=axis)
+        return self.op("Slice", ins, scope, value)
+
+    def maxpool(self, x: T, kernel: int, stride: int, pad: int, scope: str) -> T:
+        """MaxPool node (floor mode)."""
+        return self.op("MaxPool", [x], scope, k.maxpool2d(x.value, kernel, stride, pad),
+                       ceil_mode=0, dilations=[1, 1], kernel_shape=[kernel, kernel],
+                       pads=[pad] * 4, strides=[stride, stride])
+
+    def resize_nearest(self, x: T, scope: str, factor: int = 2) -> T:
+        """nn.Upsample(scale_factor=factor, mode='nearest') as torch writes it in opset 17."""
+        scales = self.const(scope, np.array([1, 1, factor, factor], np.float32))
+        return self.op("Resize", [x, "", scales], scope, k.resize_nearest(x.value, factor),
+                       coordinate_transformation_mode="asymmetric", cubic_coeff_a=-0.75,
+                       mode="nearest", nearest_mode="floor")
+
+    def reshape(self, x: T, shape: list[int], scope: str) -> T:
+        """Reshape to a constant shape whose first entry is the batch (1 in the file; the
+        calibration batch's size while calibrating)."""
+        value = x.value.reshape([x.shape[0]] + list(shape[1:]))
+        return self.op("Reshape", [x, self.const(scope, np.array(shape, np.int64))], scope, value)
+
+    def transpose(self, x: T, perm: list[int], scope: str) -> T:
+        """Transpose node."""
+        return self.op("Transpose", [x], scope, x.value.transpose(perm), perm=perm)
+
+    def softmax(self, x: T, axis: int, scope: str, out_name: str | None = None) -> T:
+        """Softmax node (opset 13+ semantics: along one axis)."""
+        return self.op("Softmax", [x], scope, k.softmax(x.value, axis), out_name, axis=axis)
+
+    def matmul(self, a: T, b: T, scope: str) -> T:
+        """MatMul of two activations."""
+        return self.op("MatMul", [a, b], scope, np.matmul(a.value, b.value))
+
+    def gap(self, x: T, scope: str) -> T:
+        """GlobalAveragePool (adaptive_avg_pool2d to 1x1)."""
+        return self.op("GlobalAveragePool", [x], scope, x.value.mean(axis=(2, 3), keepdims=True))
+
+    def flatten(self, x: T, scope: str) -> T:
+        """Flatten(axis=1)."""
+        return self.op("Flatten", [x], scope, x.value.reshape(x.shape[0], -1), axis=1)
+
+    def gemm(self, x: T, out_f: int, scope: str, names: tuple[str, str],
+             out_name: str | None = None, logits_std: float = 3.0) -> T:
+        """Linear layer as Gemm(transB=1); weights ``[out, in]``. In calibration the weights
+        are scaled so the outputs have standard deviation ``logits_std``."""
+        if self.calibrating:
+            in_f = x.shape[1]
+            w = self._draw((out_f, in_f), in_f, 1.0)
+            std = float(round_significant(np.array(max(float((x.value @ w.T).std()), 1e-6))))
+            w = (w * np.float32(logits_std / std)).astype(np.float32)
+            b = self.rng.normal(0.0, 0.01, out_f).astype(np.float32)
+            self.params.append((w, b))
+        else:
+            w, b = next(self._replay)
+        ins = [x.name, self.init(names[0], w), self.init(names[1], b)]
+        return self.op("Gemm", ins, scope, x.value @ w.T + b, out_name, alpha=1.0, beta=1.0,
+                       transB=1)
+
+    # ---------------------------------------------------------------- the model
+    def model(self, outputs: list[T], graph_name: str, doc: str,
+              producer: str) -> onnx.ModelProto:
+        """The recorded graph as an opset-17 ``ModelProto`` (batch 1, static shapes)."""
+        inp = helper.make_tensor_value_info(self.input.name, TensorProto.FLOAT,
+                                            list(self.input.shape))
+        outs = [helper.make_tensor_value_info(o.name, TensorProto.FLOAT, list(o.shape))
+                for o in outputs]
+        graph = helper.make_graph(self.nodes, graph_name, [inp], outs, list(self.inits.values()))
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                                  producer_name="tccc.zoo", producer_version=producer)
+        model.ir_version = IR_VERSION
+        model.doc_string = doc
+        return model
+
+
+def weight_count(model: onnx.ModelProto) -> int:
+    """Number of parameters a model holds: elements of the initializers that are weights or
+    biases (inputs 1 and 2) of Conv, ConvTranspose and Gemm nodes. Constants of the decode
+    (anchors, strides, priors) are not counted, as torch does not count buffers."""
+    sizes = {t.name: int(np.prod(t.dims)) for t in model.graph.initializer}
+    used = {i for n in model.graph.node if n.op_type in WEIGHT_OPS for i in n.input[1:3]}
+    return sum(sizes[name] for name in used if name in sizes)

@@ -1,0 +1,2 @@
+"""stub"""
+def record_flownets(b): raise NotImplementedError

@@ -1,0 +1,2 @@
+"""stub"""
+def record_yolov5n(b): raise NotImplementedError
