@@ -94,9 +94,16 @@ class Builder:
             self.inits[name] = numpy_helper.from_array(np.ascontiguousarray(array), name)
         return name
 
-    def const(self, scope: str, array: np.ndarray) -> str:
-        """A folded constant as torch writes it: initializer ``<scope>/Constant[_i]_output_0``."""
-        return self.init(f"{self.node_name(scope, 'Constant')}_output_0", array)
+    def const(self, scope: str, array: np.ndarray, node: bool = False) -> str:
+        """A constant as torch writes it, named ``<scope>/Constant[_i]_output_0``: a folded
+        initializer, or (``node``) a ``Constant`` node as torch leaves Clip's bounds."""
+        name = self.node_name(scope, "Constant")
+        out = f"{name}_output_0"
+        if not node:
+            return self.init(out, array)
+        tensor = numpy_helper.from_array(np.ascontiguousarray(array), "")
+        self.nodes.append(helper.make_node("Constant", [], [out], name, value=tensor))
+        return out
 
     def op(self, op_type: str, inputs: list[T | str], scope: str, value: np.ndarray,
            out_name: str | None = None, **attrs) -> T:
@@ -196,8 +203,8 @@ class Builder:
 
     def relu6(self, x: T, scope: str) -> T:
         """ReLU6 as torch writes it: ``Clip(x, min=0, max=6)`` with constant bounds."""
-        lo = self.const(scope, np.array(0.0, np.float32))
-        hi = self.const(scope, np.array(6.0, np.float32))
+        lo = self.const(scope, np.array(0.0, np.float32), node=True)
+        hi = self.const(scope, np.array(6.0, np.float32), node=True)
         return self.op("Clip", [x, lo, hi], scope, np.clip(x.value, 0.0, 6.0))
 
     def hardswish(self, x: T, scope: str) -> T:
@@ -249,6 +256,18 @@ class Builder:
                           for v in (start, end, axis)]
         value = np.take(x.value, range(start, min(end, x.shape[axis])), axis=axis)
         return self.op("Slice", ins, scope, value)
+
+    def pad_same(self, x: T, kernel: int, stride: int, scope: str) -> T:
+        """TensorFlow "SAME" padding as timm's ``Conv2dSame`` exports it: a constant ``Pad``
+        node ((total // 2) before, the rest after, per axis) before a Conv with pads 0."""
+        pads = []
+        for size in x.shape[2:]:
+            total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+            pads.append((total // 2, total - total // 2))
+        (top, bottom), (left, right) = pads
+        onnx_pads = np.array([0, 0, top, left, 0, 0, bottom, right], np.int64)
+        value = np.pad(x.value, ((0, 0), (0, 0), (top, bottom), (left, right)))
+        return self.op("Pad", [x, self.const(scope, onnx_pads)], scope, value, mode="constant")
 
     def maxpool(self, x: T, kernel: int, stride: int, pad: int, scope: str) -> T:
         """MaxPool node (floor mode)."""
