@@ -1,4 +1,4 @@
-"""Model zoo: deterministic synthetic-weight ResNets in the shapes real exporters write.
+"""Model zoo: deterministic synthetic-weight models in the shapes real exporters write.
 
 The zoo needs no network access and no torch: every model is built with ``onnx.helper`` and NumPy
 from a seed, so tests and examples have realistic ONNX files to compile::
@@ -7,10 +7,15 @@ from a seed, so tests and examples have realistic ONNX files to compile::
     model = zoo.build("resnet50")                 # onnx.ModelProto
     zoo.save("resnet50-v2", "r50v2.onnx")         # written atomically
 
-Every model takes ``input`` float32 NCHW ``[1, channels, height, width]`` (ImageNet-normalised
-pixels, see :mod:`tcc_compiler.datasets.images`) and returns ``logits`` float32 ``[1, 1000]``.
-The weights are not trained; see :mod:`tcc_compiler.zoo.resnet` for how they are made.
-The same name, seed and size always give byte-identical files.
+Families: the ResNets (:mod:`tcc_compiler.zoo.resnet`), YOLOv8n and YOLO11n
+(:mod:`~tcc_compiler.zoo.yolo`), YOLOv5n (:mod:`~tcc_compiler.zoo.yolov5`), MobileNetV2/V3-Large
+(:mod:`~tcc_compiler.zoo.mobilenet`), EfficientNet-Lite0/V2-S
+(:mod:`~tcc_compiler.zoo.efficientnet`), SSDLite-MobileNetV2 (:mod:`~tcc_compiler.zoo.ssdlite`)
+and FlowNetS (:mod:`~tcc_compiler.zoo.flownet`); each module documents its exporter layout,
+inputs, outputs and parameter count. Every input is float32 NCHW ``[1, channels, height,
+width]``; classifiers return ``logits`` ``[1, 1000]``. The weights are not trained (seeded, with
+BatchNorm statistics measured on synthetic images so activations stay O(1)). The same name,
+seed and size always give byte-identical files.
 """
 
 from __future__ import annotations
@@ -25,16 +30,46 @@ import onnx
 from tcc_compiler.version import __version__
 from tcc_compiler.errors import InputError
 from tcc_compiler.fsutil import atomic_write_bytes
+from tcc_compiler.zoo._graph import weight_count
+from tcc_compiler.zoo._registry import SPECS, build_recorded
 from tcc_compiler.zoo.resnet import build_resnet
 
 logger = logging.getLogger(__name__)
 
-NAMES = ("resnet18", "resnet50", "resnet50-bn", "resnet50-v2")
+RESNET_NAMES = ("resnet18", "resnet50", "resnet50-bn", "resnet50-v2")
+NAMES = RESNET_NAMES + tuple(SPECS)
 MIN_SIZE_PX = 32  # five stride-2 stages need at least 32 px to keep a 1x1 map
 MAX_SIZE_PX = 4096
 MAX_CHANNELS = 64
 
-__all__ = ["NAMES", "build", "save"]
+__all__ = ["NAMES", "RESNET_NAMES", "build", "default_input", "save", "weight_count"]
+
+
+def default_input(name: str) -> tuple[int, int, int]:
+    """The default input of model ``name`` as (width, height, channels): the resolution of its
+    row in the chip vendor's model zoo (ResNets 224x224x3, YOLOs 640x640x3, SSDLite 300x300x3,
+    FlowNetS 512x384x6: two RGB frames).
+
+    Raises:
+        InputError: unknown ``name``.
+    """
+    _check_name(name)
+    return SPECS[name].default_whc if name in SPECS else (224, 224, 3)
+
+
+def _check_name(name: str) -> None:
+    if name not in NAMES:
+        raise InputError(f"zoo: unknown model {name!r}; choose one of {', '.join(NAMES)}")
+
+
+def _check_size(name: str, width: int, height: int) -> None:
+    spec = SPECS.get(name)
+    low = spec.min_size if spec else MIN_SIZE_PX
+    _check_int(width, "width", low, MAX_SIZE_PX)
+    _check_int(height, "height", low, MAX_SIZE_PX)
+    if spec and (width % spec.multiple or height % spec.multiple):
+        raise InputError(f"zoo: {name} needs a width and height that are multiples of "
+                         f"{spec.multiple} (its stride), got {width}x{height}")
 
 
 def _check_int(value: object, what: str, low: int, high: int) -> int:
@@ -43,8 +78,8 @@ def _check_int(value: object, what: str, low: int, high: int) -> int:
     return value
 
 
-def build(name: str, width: int = 224, height: int = 224, channels: int = 3,
-          seed: int = 0) -> onnx.ModelProto:
+def build(name: str, width: int | None = None, height: int | None = None,
+          channels: int | None = None, seed: int = 0) -> onnx.ModelProto:
     """Build a zoo model.
 
     Args:
@@ -52,35 +87,44 @@ def build(name: str, width: int = 224, height: int = 224, channels: int = 3,
             ``resnet18`` / ``resnet50`` (torchvision v1.5, BatchNorm folded into Conv bias, opset
             17), ``resnet50-bn`` (same weights as ``resnet50`` with explicit BatchNormalization,
             so it computes the same function), ``resnet50-v2`` (ONNX model zoo pre-activation
-            ResNet-50 v2 layout, opset 7, IR version 3, initializers also listed as inputs).
-        width, height: input size in pixels, each in [32, 4096].
-        channels: input channels, in [1, 64].
+            ResNet-50 v2 layout, opset 7, IR version 3, initializers also listed as inputs);
+            ``yolov8n``, ``yolov5n``, ``yolo11n``, ``mobilenet-v2``, ``mobilenet-v3-large``,
+            ``efficientnet-lite0``, ``efficientnet-v2-s``, ``ssdlite-mobilenet-v2``,
+            ``flownets`` (torch.onnx opset 17 layouts, see their modules).
+        width, height: input size in pixels, each in [32, 4096] (SSDLite and FlowNetS: from
+            64); YOLOs need multiples of 32, FlowNetS of 64. None: :func:`default_input`.
+        channels: input channels, in [1, 64]; None: :func:`default_input`.
         seed: non-negative seed of ``np.random.default_rng`` for all weights.
 
     Returns:
         An ``onnx.ModelProto`` that passed ``onnx.checker.check_model(full_check=True)``. Input
-        ``input``: float32 NCHW ``[1, channels, height, width]``; output ``logits``: float32
-        ``[1, 1000]``. Building ``resnet50`` takes 1-3 s and ~0.7 GB peak memory.
+        float32 NCHW ``[1, channels, height, width]`` (``input``; YOLOs: ``images``); outputs
+        as documented by each family (ResNets: ``logits`` float32 ``[1, 1000]``). Building
+        ``resnet50`` takes 1-3 s and ~0.7 GB peak memory, the others 2-10 s.
 
     Raises:
         InputError: unknown ``name`` or an out-of-range size, channel count or seed.
     """
-    if name not in NAMES:
-        raise InputError(f"zoo: unknown model {name!r}; choose one of {', '.join(NAMES)}")
-    _check_int(width, "width", MIN_SIZE_PX, MAX_SIZE_PX)
-    _check_int(height, "height", MIN_SIZE_PX, MAX_SIZE_PX)
+    _check_name(name)
+    dw, dh, dc = default_input(name)
+    width, height = dw if width is None else width, dh if height is None else height
+    channels = dc if channels is None else channels
+    _check_size(name, width, height)
     _check_int(channels, "channels", 1, MAX_CHANNELS)
     _check_int(seed, "seed", 0, 2**63 - 1)
     start = time.perf_counter()
-    model = build_resnet(name, width, height, channels, seed, __version__)
+    if name in SPECS:
+        model = build_recorded(name, width, height, channels, seed, __version__)
+    else:
+        model = build_resnet(name, width, height, channels, seed, __version__)
     onnx.checker.check_model(model, full_check=True)
     logger.info("zoo: built %s (%dx%dx%d, seed %d) in %.2f s", name, channels, height, width,
                 seed, time.perf_counter() - start)
     return model
 
 
-def save(name: str, path: str | os.PathLike[str], width: int = 224, height: int = 224,
-         seed: int = 0, channels: int = 3) -> Path:
+def save(name: str, path: str | os.PathLike[str], width: int | None = None,
+         height: int | None = None, seed: int = 0, channels: int | None = None) -> Path:
     """Build a zoo model and write it to ``path`` atomically (temp file + ``os.replace``).
 
     Args:

@@ -91,7 +91,7 @@ class Builder:
     def init(self, name: str, array: np.ndarray) -> str:
         """Add an initializer (once per name) and return its name."""
         if name not in self.inits:
-            self.inits[name] = numpy_helper.from_array(np.ascontiguousarray(array), name)
+            self.inits[name] = numpy_helper.from_array(np.array(array, order="C"), name)
         return name
 
     def const(self, scope: str, array: np.ndarray, node: bool = False) -> str:
@@ -101,7 +101,7 @@ class Builder:
         out = f"{name}_output_0"
         if not node:
             return self.init(out, array)
-        tensor = numpy_helper.from_array(np.ascontiguousarray(array), "")
+        tensor = numpy_helper.from_array(np.array(array, order="C"), "")
         self.nodes.append(helper.make_node("Constant", [], [out], name, value=tensor))
         return out
 
@@ -121,13 +121,14 @@ class Builder:
 
     def _calibrate(self, x: T, out_ch: int, kernel: int, stride: int, pads: k.Pads,
                    groups: int, gain: float, gamma: tuple[float, float] | None,
-                   bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
+                   bias: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """(weight, bias, output value) of a conv drawn and calibrated on ``x``."""
         cin = x.shape[1]
         w = self._draw((out_ch, cin // groups, kernel, kernel), cin // groups * kernel * kernel,
                        gain)
         if gamma is None:  # plain conv without BatchNorm (bias ~ N(0, 0.01) when it has one)
             b = self.rng.normal(0.0, 0.01, out_ch).astype(np.float32) if bias else None
-            return w, b
+            return w, b, k.conv2d(x.value, w, b, stride, pads, groups)
         y = k.conv2d(x.value, w, None, stride, pads, groups).astype(np.float64)
         mean = round_significant(y.mean(axis=(0, 2, 3)))
         std = round_significant(np.maximum(y.std(axis=(0, 2, 3)), _STD_FLOOR))
@@ -135,7 +136,10 @@ class Builder:
         beta = self.rng.normal(0.0, BETA_STD, out_ch)
         scale = g / std
         w_folded = (w.astype(np.float64) * scale[:, None, None, None]).astype(np.float32)
-        return w_folded, (beta - mean * scale).astype(np.float32)
+        b = (beta - mean * scale).astype(np.float32)
+        # the folded conv is the raw one times a per-channel scale: no second convolution
+        value = y * scale[None, :, None, None] + b[None, :, None, None]
+        return w_folded, b, value.astype(np.float32)
 
     def conv(self, x: T, out_ch: int, kernel: int, stride: int, scope: str, *,
              pad: int | k.Pads | None = None, groups: int = 1, gain: float = 1.0,
@@ -154,9 +158,9 @@ class Builder:
         """
         pads = pad if isinstance(pad, tuple) else (kernel // 2 if pad is None else pad,) * 4
         if self.calibrating:
-            w, b = self._calibrate(x, out_ch, kernel, stride, pads, groups, gain, gamma, bias)
+            w, b, value = self._calibrate(x, out_ch, kernel, stride, pads, groups, gain, gamma,
+                                          bias)
             self.params.append((w, b))
-            value = k.conv2d(x.value, w, b, stride, pads, groups)
         else:
             w, b = next(self._replay)
             ho, wo = k.conv_out_hw(x.shape[2], x.shape[3], kernel, stride, pads)

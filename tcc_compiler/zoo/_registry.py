@@ -17,7 +17,7 @@ from tcc_compiler.zoo import _reference as ref
 from tcc_compiler.zoo import efficientnet, flownet, mobilenet, ssdlite, yolo, yolov5
 from tcc_compiler.zoo._graph import Builder, T
 
-CALIB_IMAGES = 4
+CALIB_IMAGES = 2
 CALIB_SIZE_PX = 128  # a multiple of every model's stride (FlowNetS: 64)
 
 

@@ -104,30 +104,33 @@ def c2psa(b: Builder, x: T, n: int, path: str) -> T:
     a, z = b.split(y, [c, c], 1, scope_of(path))
     for i in range(n):
         p = f"{path}.m.{i}"
-        z = b.binary("Add", z, _attention(b, z, f"{p}.attn", c // 64), scope_of(p))
-        f = conv(b, z, 2 * c, 1, 1, f"{p}.ffn.0", scope=f"{scope_of(p)}/ffn/ffn.0")
+        sc = f"{scope_of(path)}/m/m.{i}"  # C2PSA.m is an nn.Sequential
+        z = b.binary("Add", z, _attention(b, z, f"{p}.attn", c // 64, f"{sc}/attn"), sc)
+        f = conv(b, z, 2 * c, 1, 1, f"{p}.ffn.0", scope=f"{sc}/ffn/ffn.0")
         f = conv(b, f, c, 1, 1, f"{p}.ffn.1", act=False, gamma=RESIDUAL_GAMMA,
-                 scope=f"{scope_of(p)}/ffn/ffn.1")
-        z = b.binary("Add", z, f, scope_of(p))
+                 scope=f"{sc}/ffn/ffn.1")
+        z = b.binary("Add", z, f, sc)
     return conv(b, b.concat([a, z], 1, scope_of(path)), c1, 1, 1, f"{path}.cv2")
 
 
-def _attention(b: Builder, x: T, path: str, heads: int) -> T:
-    """ultralytics ``Attention(dim, num_heads, attn_ratio=0.5)`` on NCHW ``[1, C, H, W]``."""
+def _attention(b: Builder, x: T, path: str, heads: int, sc: str) -> T:
+    """ultralytics ``Attention(dim, num_heads, attn_ratio=0.5)`` on NCHW ``[1, C, H, W]`` at
+    torch scope ``sc``."""
     _, ch, h, w = x.shape
     head_dim = ch // heads
     key_dim = head_dim // 2
-    sc = scope_of(path)
-    qkv = conv(b, x, ch + 2 * key_dim * heads, 1, 1, f"{path}.qkv", act=False)
+    qkv = conv(b, x, ch + 2 * key_dim * heads, 1, 1, f"{path}.qkv", act=False,
+               scope=f"{sc}/qkv")
     qkv = b.reshape(qkv, [1, heads, 2 * key_dim + head_dim, h * w], sc)
     q, kk, v = b.split(qkv, [key_dim, key_dim, head_dim], 2, sc)
     q = b.binary_const("Mul", q, np.float32(key_dim ** -0.5), sc)
     attn = b.softmax(b.matmul(b.transpose(q, [0, 1, 3, 2], sc), kk, sc), -1, sc)
     y = b.matmul(v, b.transpose(attn, [0, 1, 3, 2], sc), sc)
     y = b.reshape(y, [1, ch, h, w], sc)
-    pe = conv(b, b.reshape(v, [1, ch, h, w], sc), ch, 3, 1, f"{path}.pe", act=False, g=ch)
+    pe = conv(b, b.reshape(v, [1, ch, h, w], sc), ch, 3, 1, f"{path}.pe", act=False, g=ch,
+              scope=f"{sc}/pe")
     return conv(b, b.binary("Add", y, pe, sc), ch, 1, 1, f"{path}.proj", act=False,
-                gamma=RESIDUAL_GAMMA)
+                gamma=RESIDUAL_GAMMA, scope=f"{sc}/proj")
 
 
 def _seq_conv(b: Builder, x: T, c2: int, k: int, path: str, seq: str, idx: str,

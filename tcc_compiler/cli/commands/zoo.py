@@ -1,16 +1,25 @@
-"""Build a reference model (seeded, untrained ResNet-18/50, 50-bn, 50-v2) as an ONNX file."""
+"""Build a reference model (seeded, untrained: ResNets, YOLOs, MobileNets, EfficientNets,
+SSDLite, FlowNetS) as an ONNX file."""
 
 from __future__ import annotations
 
 NAME = "zoo"
-HELP = "build a reference model (resnet18, resnet50, resnet50-bn, resnet50-v2)"
+HELP = ("build a reference model (resnet18, resnet50, resnet50-bn, resnet50-v2, yolov8n, "
+        "yolov5n, yolo11n, mobilenet-v2, mobilenet-v3-large, efficientnet-lite0, "
+        "efficientnet-v2-s, ssdlite-mobilenet-v2, flownets)")
 ORDER = 10
 
 
 def add_arguments(p) -> None:
     """Arguments of ``tccc zoo``."""
-    p.add_argument("name", help="resnet18 | resnet50 | resnet50-bn | resnet50-v2")
-    p.add_argument("--input", default="224x224x3", help="W x H x C (default 224x224x3)")
+    p.add_argument("name", help="resnet18 | resnet50 | resnet50-bn | resnet50-v2 | yolov8n | "
+                                "yolov5n | yolo11n | mobilenet-v2 | mobilenet-v3-large | "
+                                "efficientnet-lite0 | efficientnet-v2-s | "
+                                "ssdlite-mobilenet-v2 | flownets")
+    p.add_argument("--input", default=None,
+                   help="W x H x C (default: the model's resolution in the vendor's zoo: "
+                        "224x224x3 for classifiers, 640x640x3 for YOLOs, 300x300x3 for "
+                        "SSDLite, 512x384x6 for FlowNetS)")
     p.add_argument("--seed", type=int, default=0,
                    help="random seed of the (untrained) weights; the same seed gives a "
                         "byte-identical model (default 0)")
@@ -20,9 +29,11 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     """tccc zoo NAME [--input WxHxC] [--seed N] -o FILE.onnx"""
+    from tcc_compiler import zoo
     from tcc_compiler.api.models import build_zoo_model
 
-    path, (w, h, c) = build_zoo_model(args.name, args.output, args.input, args.seed)
+    spec = args.input or "x".join(str(v) for v in zoo.default_input(args.name))
+    path, (w, h, c) = build_zoo_model(args.name, args.output, spec, args.seed)
     if getattr(args, "json", False):
         import json
 

@@ -1,0 +1,213 @@
+"""The detector, mobile and flow zoo builders (tcc_compiler.zoo): valid ONNX, ONNX Runtime runs
+them with finite outputs of the documented shapes, deterministic bytes, documented parameter
+counts, and the op patterns the exporters write (histograms checked against real torch.onnx /
+ultralytics / yolov5 exports with tools/dev/compare_exports.py: Identity and Constant nodes
+that random-init weight sharing adds aside, they are equal)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from zoo_helpers import SMALL, built, model_of, op_counts, run_ort, silu_pairs
+
+from tcc_compiler import zoo
+from tcc_compiler.errors import InputError
+
+NEW = tuple(SMALL)
+
+EXPECTED_OPS = {
+    "yolov8n": {"Add": 8, "Concat": 17, "Conv": 64, "Div": 1, "MaxPool": 3, "Mul": 58,
+                "Reshape": 8, "Resize": 2, "Sigmoid": 58, "Slice": 2, "Softmax": 1, "Split": 8,
+                "Sub": 2, "Transpose": 1},
+    "yolo11n": {"Add": 16, "Concat": 21, "Conv": 88, "Div": 1, "MatMul": 2, "MaxPool": 3,
+                "Mul": 79, "Reshape": 11, "Resize": 2, "Sigmoid": 78, "Slice": 2, "Softmax": 2,
+                "Split": 10, "Sub": 2, "Transpose": 3},
+    "yolov5n": {"Add": 10, "Concat": 17, "Conv": 60, "MaxPool": 3, "Mul": 69, "Pow": 3,
+                "Reshape": 6, "Resize": 2, "Sigmoid": 60, "Split": 3, "Transpose": 3},
+    "mobilenet-v2": {"Add": 10, "Clip": 35, "Constant": 70, "Conv": 52, "Flatten": 1,
+                     "Gemm": 1, "GlobalAveragePool": 1},
+    "mobilenet-v3-large": {"Add": 10, "Conv": 62, "Flatten": 1, "Gemm": 2,
+                           "GlobalAveragePool": 9, "HardSigmoid": 8, "HardSwish": 21, "Mul": 8,
+                           "Relu": 19},
+    "efficientnet-lite0": {"Add": 9, "Clip": 33, "Constant": 66, "Conv": 49, "Flatten": 1,
+                           "Gemm": 1, "GlobalAveragePool": 1, "Pad": 5},
+    "efficientnet-v2-s": {"Add": 35, "Conv": 170, "Flatten": 1, "Gemm": 1,
+                          "GlobalAveragePool": 31, "Mul": 132, "Sigmoid": 132},
+    "ssdlite-mobilenet-v2": {"Add": 12, "Clip": 53, "Constant": 106, "Concat": 4, "Conv": 86,
+                             "Div": 2, "Exp": 1, "Mul": 4, "Reshape": 12, "Slice": 6,
+                             "Softmax": 1, "Sub": 1, "Transpose": 12},
+    "flownets": {"Concat": 4, "Conv": 15, "ConvTranspose": 8, "LeakyRelu": 14},
+}
+
+#: the parameter counts stated in each module's docstring (BatchNorm folded) and the real
+#: model's count (torch, BatchNorm folded the same way) they are compared with
+PARAMS = {"yolov8n": (3_151_904, 3_151_904), "yolo11n": (2_616_248, 2_616_248),
+          "yolov5n": (1_867_405, 1_867_405), "mobilenet-v2": (3_487_816, 3_487_816),
+          "mobilenet-v3-large": (5_470_832, 5_470_832),
+          "efficientnet-lite0": (4_631_000, 4_631_000),
+          "efficientnet-v2-s": (21_381_552, 21_381_552),
+          "ssdlite-mobilenet-v2": (3_357_412, 3_357_412), "flownets": (38_675_536, 38_676_504)}
+
+
+def _anchors(w: int, h: int) -> int:
+    return sum((w // s) * (h // s) for s in (8, 16, 32))
+
+
+def documented_outputs(name: str, w: int, h: int) -> dict[str, list[int]]:
+    """The output shapes the module docstrings document, for an input of W x H."""
+    if name in ("yolov8n", "yolo11n"):
+        return {"output0": [1, 84, _anchors(w, h)]}
+    if name == "yolov5n":
+        return {"output0": [1, 3 * _anchors(w, h), 85]}
+    if name == "ssdlite-mobilenet-v2":
+        sizes = [(-(-h // 16), -(-w // 16)), (-(-h // 32), -(-w // 32))]
+        for _ in range(4):
+            sizes.append(((sizes[-1][0] - 1) // 2 + 1, (sizes[-1][1] - 1) // 2 + 1))
+        p = 6 * sum(a * b for a, b in sizes)
+        return {"scores": [1, p, 21], "boxes": [1, p, 4]}
+    if name == "flownets":
+        return {"flow2": [1, 2, h // 4, w // 4]}
+    return {"logits": [1, 1000]}
+
+
+def test_names_defaults_and_bad_sizes():
+    assert set(NEW) <= set(zoo.NAMES)
+    assert zoo.default_input("yolov8n") == (640, 640, 3)
+    assert zoo.default_input("ssdlite-mobilenet-v2") == (300, 300, 3)
+    assert zoo.default_input("efficientnet-v2-s") == (224, 224, 3)
+    assert zoo.default_input("flownets") == (512, 384, 6)
+    with pytest.raises(InputError, match="multiples of 32"):
+        zoo.build("yolov8n", 100, 64)
+    with pytest.raises(InputError, match="multiples of 64"):
+        zoo.build("flownets", 96, 64, 6)
+    with pytest.raises(InputError, match="unknown model"):
+        zoo.default_input("yolov9000")
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_checker_shape_inference_and_interface(name):
+    model = model_of(name)
+    w, h, c = SMALL[name]
+    onnx.checker.check_model(model, full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    (inp,) = model.graph.input
+    assert [d.dim_value for d in inp.type.tensor_type.shape.dim] == [1, c, h, w]
+    assert inp.name == ("images" if name.startswith("yolo") else "input")
+    got = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim]
+           for o in inferred.graph.output}
+    assert got == documented_outputs(name, w, h)
+    assert model.opset_import[0].version == 17
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_runs_in_onnxruntime_with_finite_outputs(name):
+    w, h, _ = SMALL[name]
+    outs = run_ort(model_of(name))
+    assert {k: list(v.shape) for k, v in outs.items()} == documented_outputs(name, w, h)
+    for value in outs.values():
+        assert np.isfinite(value).all()
+        assert value.std() > 0  # not a constant function of the input
+
+
+#: the two heaviest builds (~5-10 s each) repeat only in the slow run
+HEAVY = ("efficientnet-v2-s", "flownets")
+
+
+@pytest.mark.parametrize("name", [n if n not in HEAVY else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in NEW])
+def test_same_arguments_give_identical_bytes(name):
+    assert zoo.build(name, *SMALL[name]).SerializeToString() == built(name, *SMALL[name])
+
+
+@pytest.mark.parametrize("name", ["yolov8n", "ssdlite-mobilenet-v2"])
+def test_weights_do_not_depend_on_the_input_size(name):
+    w, h, c = SMALL[name]
+    other = zoo.build(name, 2 * w, 2 * h, c, seed=0)
+    base = {t.name: t.raw_data for t in model_of(name).graph.initializer}
+    weights = {i for n in other.graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm")
+               for i in n.input[1:]}
+    for t in other.graph.initializer:  # weights come from fixed-size calibration images
+        if t.name in weights:
+            assert t.raw_data == base[t.name], t.name
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_op_histogram_is_the_exporters(name):
+    assert op_counts(model_of(name)) == EXPECTED_OPS[name]
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_parameter_count_within_5_percent_of_the_real_model(name):
+    documented, real = PARAMS[name]
+    ours = zoo.weight_count(model_of(name))
+    assert ours == documented
+    assert abs(ours - real) <= 0.05 * real
+
+
+def test_silu_pairs_and_exporter_patterns():
+    v8 = model_of("yolov8n")
+    assert silu_pairs(v8) == 57  # every Conv's SiLU; the 58th Sigmoid is the class scores
+    names = {n.name: n for n in v8.graph.node}
+    assert "/model.0/conv/Conv" in names and "/model.0/act/Mul" in names
+    assert "/model.2/Split" in names and "/model.9/m_2/MaxPool" in names
+    assert "/model.22/dfl/Softmax" in names and "/model.22/dfl/conv/Conv" in names
+    pool = names["/model.9/m/MaxPool"]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in pool.attribute}
+    assert attrs["kernel_shape"] == [5, 5] and attrs["strides"] == [1, 1]
+    assert attrs["pads"] == [2, 2, 2, 2]
+    resize = names["/model.10/Resize"]
+    assert onnx.helper.get_attribute_value(resize.attribute[2]) == b"nearest"
+    dfl_w = next(t for t in v8.graph.initializer if t.name == "model.22.dfl.conv.weight")
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(dfl_w).ravel(), np.arange(16))
+    assert silu_pairs(model_of("yolov5n")) == 57
+    assert silu_pairs(model_of("efficientnet-v2-s")) == 132 - 30  # 30 SE gates are plain
+    v11 = {n.name for n in model_of("yolo11n").graph.node}
+    assert "/model.10/m/m.0/attn/MatMul_1" in v11 and "/model.10/m/m.0/attn/Softmax" in v11
+    v3 = model_of("mobilenet-v3-large")
+    se = [n for n in v3.graph.node if n.op_type == "Mul"]
+    assert all(n.name.endswith("block/block.2/Mul") or "block.2/Mul" in n.name for n in se)
+    flow = {n.op_type: n for n in model_of("flownets").graph.node}
+    ct = {a.name: onnx.helper.get_attribute_value(a) for a in flow["ConvTranspose"].attribute}
+    assert ct["kernel_shape"] == [4, 4] and ct["strides"] == [2, 2] and ct["pads"] == [1] * 4
+    assert onnx.helper.get_attribute_value(flow["LeakyRelu"].attribute[0]) == pytest.approx(0.1)
+
+
+def test_yolov8_decode_matches_a_numpy_reference():
+    """The DFL + dist2bbox head computes what ultralytics documents: box centres within the
+    image grid, widths/heights positive, class scores in (0, 1)."""
+    out = run_ort(model_of("yolov8n"))["output0"][0]
+    w, h, _ = SMALL["yolov8n"]
+    boxes, scores = out[:4], out[4:]
+    assert (boxes[2:] > 0).all()  # DFL distances are expectations of softmaxes >= 0
+    assert ((scores > 0) & (scores < 1)).all()
+    cx = boxes[0]
+    assert cx.min() > -16 * 32 and cx.max() < w + 16 * 32  # anchor +- at most 15 bins x stride
+
+
+@pytest.mark.parametrize("name", ["yolov8n", "ssdlite-mobilenet-v2", "flownets"])
+def test_tccc_ops_runs(name, tmp_path, capsys):
+    from tcc_compiler.cli.main import main
+
+    w, h, c = SMALL[name]
+    path = tmp_path / f"{name}.onnx"
+    path.write_bytes(built(name, w, h, c))
+    code = main(["ops", str(path), "--input", f"{w}x{h}x{c}"])
+    out = capsys.readouterr().out
+    assert code == 0 and "node(s) on the NPU" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NEW)
+def test_vendor_resolution(name):
+    w, h, c = zoo.default_input(name)
+    model = zoo.build(name)
+    outs = run_ort(model)
+    assert {k: list(v.shape) for k, v in outs.items()} == documented_outputs(name, w, h)
+    assert all(np.isfinite(v).all() for v in outs.values())
+    if name in ("yolov8n", "yolo11n"):
+        assert outs["output0"].shape == (1, 84, 8400)
+    if name == "yolov5n":
+        assert outs["output0"].shape == (1, 25200, 85)
+    if name == "ssdlite-mobilenet-v2":
+        assert outs["boxes"].shape == (1, 3000, 4)
