@@ -72,7 +72,7 @@ class Builder:
                  params: list[tuple[np.ndarray, np.ndarray | None]] | None = None):
         self.calibrating = params is None
         self.rng = rng
-        self.params: list[tuple[np.ndarray, np.ndarray | None]] = [] if params is None else []
+        self.params: list[tuple[np.ndarray, np.ndarray | None]] = []
         self._replay = iter(params or [])
         self.input = T(input_name, x.astype(np.float32))
         self.nodes: list[onnx.NodeProto] = []

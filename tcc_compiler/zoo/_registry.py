@@ -7,8 +7,8 @@ so its weights depend only on the seed, never on the input size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import onnx

@@ -10,8 +10,8 @@
 
 BatchNorm is folded into the convs. Input ``input`` float32 NCHW ``[1, 3, H, W]``
 (ImageNet-normalised), output ``logits`` float32 ``[1, 1000]``. Parameters
-(:func:`tcc_compiler.zoo._graph.weight_count`): Lite0 4,636,264 (timm: 4,652,008, -0.34%),
-V2-S 21,412,352 (torchvision: 21,458,488, -0.22%); the differences are BatchNorm's two affine
+(:func:`tcc_compiler.zoo._graph.weight_count`): Lite0 4,631,000 (timm: 4,652,008, -0.45%),
+V2-S 21,381,552 (torchvision: 21,458,488, -0.36%); the differences are BatchNorm's two affine
 parameters per channel becoming one folded bias.
 """
 

@@ -48,7 +48,7 @@ def _cbr(b: Builder, x: T, c: int, k: int, s: int, conv_scope: str, act_scope: s
 def _inverted(b: Builder, x: T, c: int, s: int, e: float, sc: str, tap: list | None = None) -> T:
     """qfgaohao ``InvertedResidual``: ``conv`` = [pw, BN, ReLU6,] dw, BN, ReLU6, pw, BN."""
     cin = x.shape[1]
-    hidden = int(round(cin * e))
+    hidden = round(cin * e)
     res = s == 1 and cin == c
     y, j = x, 0
     if e != 1:

@@ -11,6 +11,7 @@ import onnx
 import onnxruntime as ort
 
 from tcc_compiler import zoo
+from tcc_compiler.datasets import Preprocess, bundled_photos, load_image
 
 #: small default-test input per model (W, H, C): the smallest the architecture allows
 SMALL = {"yolov8n": (64, 64, 3), "yolov5n": (64, 64, 3), "yolo11n": (64, 64, 3),
@@ -30,14 +31,28 @@ def model_of(name: str, size: tuple[int, int, int] | None = None) -> onnx.ModelP
     return onnx.load_from_string(built(name, *(size or SMALL[name])))
 
 
-def run_ort(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
-    """Run ``model`` in ONNX Runtime on a seeded random input in [0, 1); outputs by name."""
+def photo_input(shape: list[int], unit_pixels: bool, index: int = 0) -> np.ndarray:
+    """A bundled photo as float32 NCHW ``shape``: RGB in [0, 1] (``unit_pixels``, YOLO) or
+    ImageNet-normalised; 6 channels = two consecutive photos (FlowNetS' frame pair)."""
+    _, c, h, w = shape
+    if unit_pixels:
+        pre = Preprocess(width=w, height=h, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    else:
+        pre = Preprocess(width=w, height=h)
+    photos = bundled_photos("eval")
+    frames = [load_image(photos[(index + i) % len(photos)], pre) for i in range(c // 3)]
+    return np.concatenate(frames, axis=1).astype(np.float32)
+
+
+def run_ort(model: onnx.ModelProto, index: int = 0) -> dict[str, np.ndarray]:
+    """Run ``model`` in ONNX Runtime on bundled photo ``index`` (see :func:`photo_input`);
+    outputs by name."""
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(model.SerializeToString(), opts,
                                 providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
-    x = np.random.default_rng(seed).random(inp.shape, dtype=np.float32)
+    x = photo_input(inp.shape, inp.name == "images", index)
     return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {inp.name: x}),
                     strict=True))
 

@@ -116,7 +116,7 @@ def export_all(out: Path, names: list[str]) -> None:
     # do not load, and importing it fails while registering fake kernels for nms/qnms.
     # Defining the two op schemas first lets the pure-Python models import.
     if subprocess.run([sys.executable, "-c", "import torchvision"],
-                      capture_output=True).returncode:
+                      capture_output=True, check=False).returncode:
         lib = torch.library.Library("torchvision", "DEF")
         lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
         lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
