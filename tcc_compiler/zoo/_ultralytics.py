@@ -180,6 +180,8 @@ def detect(b: Builder, feats: list[T], path: str, legacy: bool) -> T:
     cls = b.concat([b.reshape(y, [1, NUM_CLASSES, -1], sc) for y in classes], -1, sc)
     dist = _dfl(b, box, f"{path}.dfl")
     anchors, strides = _anchors([f.shape[2:] for f in feats])
+    for op in ("Add", "Div", "Mul", "Mul"):  # torch names chunk()'s index arithmetic with
+        b.node_name(sc, op)  # these before constant folding removes it: keep the numbering
     lt = b.slice(dist, 0, 2, 1, sc)
     rb = b.slice(dist, 2, 4, 1, sc)
     anc = b.const(sc, anchors)
