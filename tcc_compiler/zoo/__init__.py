@@ -47,8 +47,10 @@ __all__ = ["NAMES", "RESNET_NAMES", "build", "default_input", "save", "weight_co
 
 def default_input(name: str) -> tuple[int, int, int]:
     """The default input of model ``name`` as (width, height, channels): the resolution of its
-    row in the chip vendor's model zoo (ResNets 224x224x3, YOLOs 640x640x3, SSDLite 300x300x3,
-    FlowNetS 512x384x6: two RGB frames).
+    row in the chip vendor's model zoo (``shared/data/vendor-zoo``): 224x224x3 for the
+    classifiers, 640x640x3 for the YOLOs (YOLO11n: as the vendor's YOLOv11-Seg rows), 300x300x3
+    for SSDLite; MobileNetV3 and FlowNetS have no row: 224x224x3 and 512x384x6 (FlyingChairs'
+    frame size, two RGB frames).
 
     Raises:
         InputError: unknown ``name``.

@@ -19,7 +19,8 @@ def add_arguments(p) -> None:
     p.add_argument("--input", default=None,
                    help="W x H x C (default: the model's resolution in the vendor's zoo: "
                         "224x224x3 for classifiers, 640x640x3 for YOLOs, 300x300x3 for "
-                        "SSDLite, 512x384x6 for FlowNetS)")
+                        "SSDLite; FlowNetS, which has no row there: 512x384x6, two RGB "
+                        "frames)")
     p.add_argument("--seed", type=int, default=0,
                    help="random seed of the (untrained) weights; the same seed gives a "
                         "byte-identical model (default 0)")
