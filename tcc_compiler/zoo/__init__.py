@@ -27,9 +27,9 @@ from pathlib import Path
 
 import onnx
 
-from tcc_compiler.version import __version__
 from tcc_compiler.errors import InputError
 from tcc_compiler.fsutil import atomic_write_bytes
+from tcc_compiler.version import __version__
 from tcc_compiler.zoo._graph import weight_count
 from tcc_compiler.zoo._registry import SPECS, build_recorded
 from tcc_compiler.zoo.resnet import build_resnet

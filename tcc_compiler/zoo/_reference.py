@@ -95,6 +95,19 @@ def _dead_leaves(rng: np.random.Generator, size: int, channels: int) -> np.ndarr
     return img
 
 
+def _mean_std(channels: int) -> tuple[np.ndarray, np.ndarray]:
+    if channels == 3:
+        return np.array(_IMAGENET_MEAN), np.array(_IMAGENET_STD)
+    return np.full(channels, 0.45), np.full(channels, 0.225)
+
+
+def unit_pixels(images: np.ndarray) -> np.ndarray:
+    """Undo :func:`synthetic_images`' normalisation: float64 NHWC pixels in [0, 1] (the input
+    range of YOLO models)."""
+    mean, std = _mean_std(images.shape[-1])
+    return np.clip(images * std + mean, 0.0, 1.0)
+
+
 def synthetic_images(channels: int, count: int = 8, size: int = 64) -> np.ndarray:
     """Deterministic "natural-like" calibration images, normalised like ImageNet inputs.
 
@@ -125,8 +138,5 @@ def synthetic_images(channels: int, count: int = 8, size: int = 64) -> np.ndarra
             img = _dead_leaves(rng, size, channels) + rng.uniform(0.02, 0.08) * texture
         pixels = np.clip(np.round(img * 255.0), 0, 255)
         images[i] = pixels
-    if channels == 3:
-        mean, std = np.array(_IMAGENET_MEAN), np.array(_IMAGENET_STD)
-    else:
-        mean, std = np.full(channels, 0.45), np.full(channels, 0.225)
+    mean, std = _mean_std(channels)
     return (images / 255.0 - mean) / std

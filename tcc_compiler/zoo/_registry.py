@@ -59,9 +59,7 @@ def _calibration_images(spec: Spec, channels: int) -> np.ndarray:
     """float32 NCHW ``[CALIB_IMAGES, C, S, S]`` synthetic images in the model's input range."""
     images = ref.synthetic_images(channels, CALIB_IMAGES, CALIB_SIZE_PX)  # NHWC, normalised
     if spec.unit_pixels:
-        mean = np.array(ref._IMAGENET_MEAN) if channels == 3 else np.full(channels, 0.45)
-        std = np.array(ref._IMAGENET_STD) if channels == 3 else np.full(channels, 0.225)
-        images = np.clip(images * std + mean, 0.0, 1.0)
+        images = ref.unit_pixels(images)
     return images.transpose(0, 3, 1, 2).astype(np.float32)
 
 
