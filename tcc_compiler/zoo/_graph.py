@@ -80,6 +80,10 @@ class Builder:
         self._counts: Counter[str] = Counter()
         self._conv_id = 300  # torch numbers folded constants "onnx::Conv_<n>"; start arbitrary
 
+    def replay_done(self) -> bool:
+        """Emission pass: whether every calibrated parameter set has been used."""
+        return next(self._replay, None) is None
+
     # ---------------------------------------------------------------- naming and bookkeeping
     def node_name(self, scope: str, op_type: str) -> str:
         """torch.onnx style unique node name ``<scope>/<op_type>[_<i>]``."""

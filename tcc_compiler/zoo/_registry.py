@@ -77,6 +77,7 @@ def build_recorded(name: str, width: int, height: int, channels: int, seed: int,
     emit = Builder(np.zeros((1, channels, height, width), np.float32), spec.input_name,
                    params=calib.params)
     outputs = spec.record(emit)
+    assert emit.replay_done(), f"{name}: the emission pass used fewer layers than calibration"
     doc = (f"tccc.zoo {name} seed={seed}: synthetic (untrained) weights; folded BatchNorm "
            f"statistics from {CALIB_IMAGES} synthetic {CALIB_SIZE_PX}x{CALIB_SIZE_PX} images")
     return emit.model(outputs, name.replace("-", "_"), doc, producer_version)
