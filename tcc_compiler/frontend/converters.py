@@ -247,8 +247,9 @@ def clip(ctx: Ctx, node: onnx.NodeProto) -> None:
         act = RELU
     else:
         if not (np.isfinite(lo) and np.isfinite(hi)) or lo > 0 or hi < 0:
-            raise Unsupported(f"Clip({lo}, {hi}): only Relu-like clips with finite bounds "
-                              "around 0 are supported")
+            from tcc_compiler.frontend.activations import clip_lut
+            clip_lut(ctx, node, ctx.get(node, 0), lo, hi)   # one-sided or excluding 0
+            return
         act = Activation(ActKind.CLIP, lo, hi)
     ctx.emit(Op.CLIP, node, [ctx.get(node, 0)], ActAttrs(act))
 
@@ -573,12 +574,6 @@ REFUSED_OPS: dict[str, str] = {
               "its own buffer); not supported yet",
     "LRN": "local response normalization has no NPU command; remove it (most networks that "
            "use it lose little accuracy without it) or run that part on the host",
-    "Sigmoid": "no sigmoid/lookup-table epilogue on the NPU; use Relu/Clip activations",
-    "Tanh": "no tanh/lookup-table epilogue on the NPU; use Relu/Clip activations",
-    "LeakyRelu": "the NPU epilogue has only relu and clip(lo, hi); retrain with Relu",
-    "PRelu": "the NPU epilogue has only relu and clip(lo, hi); retrain with Relu",
-    "HardSwish": "the NPU epilogue has only relu and clip(lo, hi)",
-    "HardSigmoid": "the NPU epilogue has only relu and clip(lo, hi)",
     "Resize": "no resampling command on the NPU",
     "Upsample": "no resampling command on the NPU",
     "Split": "no channel split on the NPU (tensors are not addressable by channel slices)",
@@ -627,3 +622,13 @@ CONVERTERS: dict[str, Callable[[Ctx, onnx.NodeProto], None]] = {
     "Dropout": identity,
     "Constant": constant,
 }
+
+
+def _merge_lut_converters() -> None:
+    """Add the lookup-table activations (frontend/activations.py, which imports this module,
+    hence the late import)."""
+    from tcc_compiler.frontend.activations import LUT_CONVERTERS
+    CONVERTERS.update(LUT_CONVERTERS)
+
+
+_merge_lut_converters()

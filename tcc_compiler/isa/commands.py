@@ -393,6 +393,26 @@ class AddTile(Command):
 
 
 @dataclass(frozen=True)
+class LutTile(Command):
+    """LUT_TILE: table lookup of n int8 elements (queue COMPUTE); needs no configuration."""
+
+    SPEC: ClassVar[CommandSpec] = spec.LUT_TILE
+
+    in_sram: int
+    out_sram: int
+    lut_sram: int
+    n: int
+    tables: int
+    ch0: int
+
+    def accesses(self, regs: Registers) -> list[Access]:
+        """Input and tables read, output written (SRAM)."""
+        return [Access(Space.SRAM, self.in_sram, self.in_sram + self.n, False),
+                Access(Space.SRAM, self.lut_sram, self.lut_sram + 256 * self.tables, False),
+                Access(Space.SRAM, self.out_sram, self.out_sram + self.n, True)]
+
+
+@dataclass(frozen=True)
 class End(Command):
     """END: end of program; waits for all queues to drain. Must be the last command."""
 
@@ -432,7 +452,7 @@ class DmaLoadZ(Command):
 #: opcode -> command class.
 COMMAND_CLASSES: dict[int, type[Command]] = {
     c.SPEC.opcode: c for c in (DmaLoad, DmaStore, ConvCfg, ConvTile, PoolCfg, PoolTile, AddCfg,
-                               AddTile, DmaLoadZ, End)
+                               AddTile, DmaLoadZ, LutTile, End)
 }
 _WAIT_NAMES = ("wait_load", "wait_compute", "wait_store")
 

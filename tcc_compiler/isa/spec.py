@@ -334,12 +334,23 @@ DMA_LOAD_Z = _command("DMA_LOAD_Z", 0x9, Queue.LOAD, [
    "contiguously to SRAM [sram, sram + dst_bytes). The stream must end exactly at its last "
    "byte and expand to exactly dst_bytes bytes (specs/weights.md, Compression).")
 
+LUT_TILE = _command("LUT_TILE", 0xC, Queue.COMPUTE, [
+    ("in_sram", U32, "input int8 [n] (NHWC order, channel fastest)", Display.SRAM),
+    ("out_sram", U32, "output int8 [n] (may equal in_sram)", Display.SRAM),
+    ("lut_sram", U32, "tables int8 [tables, 256]", Display.SRAM),
+    ("n", U32, "elements"),
+    ("tables", U16, "tables: 1 = one shared table, else one per channel (1..65535)"),
+    ("ch0", U16, "channel of the first element (0 <= ch0 < tables)"),
+], "Vector-unit table lookup of n int8 elements: out[k] = lut[t][in[k] + 128] with "
+   "t = (ch0 + k) % tables (numerics/lut.py apply_lut). Each 256-entry table is the int8 "
+   "image of a unary activation, built at compile time (specs/quantization.md).")
+
 END = _command("END", 0xF, Queue.CONTROL, [],
                "End of program: waits until all queues have drained. Must be the last command.")
 
 #: The command set, in opcode order.
 COMMANDS: tuple[CommandSpec, ...] = (DMA_LOAD, DMA_STORE, CONV_CFG, CONV_TILE, POOL_CFG,
-                                     POOL_TILE, ADD_CFG, ADD_TILE, DMA_LOAD_Z, END)
+                                     POOL_TILE, ADD_CFG, ADD_TILE, DMA_LOAD_Z, LUT_TILE, END)
 #: opcode -> spec.
 BY_OPCODE: dict[int, CommandSpec] = {c.opcode: c for c in COMMANDS}
 #: mnemonic -> spec.

@@ -15,8 +15,9 @@ from tcc_compiler.ir.graph import Graph, Node
 from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
 from tcc_compiler.ir.shapes import npu_hwc
 from tcc_compiler.numerics import kernels as K
-from tcc_compiler.quant.params import (add_quant, conv_quant, dequantize_output, pool_quant,
-                                       quantize_input)
+from tcc_compiler.numerics.lut import apply_lut
+from tcc_compiler.quant.params import (add_quant, conv_quant, dequantize_output, lut_quant,
+                                       pool_quant, quantize_input)
 
 
 def weights_ohwi(node: Node) -> np.ndarray:
@@ -55,6 +56,8 @@ def eval_int_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
         p = add_quant(node)
         return K.add_int8(x, p.zp_a, p.mult_a, args[1], p.zp_b, p.mult_b, p.shift, p.zp_out,
                           p.act_lo, p.act_hi)
+    if node.op is Op.LUT:
+        return apply_lut(x, lut_quant(node).tables)
     raise InternalError(f"golden model: no integer rule for {node.op.value} '{node.name}'")
 
 

@@ -12,9 +12,10 @@ import numpy as np
 
 from tcc_compiler.errors import InternalError, ModelError
 from tcc_compiler.ir.graph import Node, Value
-from tcc_compiler.ir.ops import ActKind, Op
+from tcc_compiler.ir.ops import ActKind, LutFunc, Op
 from tcc_compiler.numerics import (dequantize_tensor, quantize_multiplier,
                                    quantize_multipliers_shared, quantize_tensor)
+from tcc_compiler.numerics.lut import build_tables
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,18 @@ class AddQuant:
     shift: int
     act_lo: int
     act_hi: int
+
+
+@dataclass(frozen=True)
+class LutQuant:
+    """Integer parameters of a lookup-table activation.
+
+    Attributes:
+        tables: int8 [T, 256], T = 1 (shared) or the channel count (per-channel prelu);
+            ``tables[c % T, q + 128]`` is the output for input q (numerics/lut.py).
+    """
+
+    tables: np.ndarray
 
 
 def _zp(v: Value) -> int:
@@ -143,6 +156,18 @@ def add_quant(node: Node) -> AddQuant:
     (ma, mb), s = _multiplier(node, 0.0, [_s(a) / _s(out), _s(b) / _s(out)])
     lo, hi = act_bounds(node, out)
     return AddQuant(_zp(a), _zp(b), _zp(out), ma, mb, s, lo, hi)
+
+
+def lut_quant(node: Node) -> LutQuant:
+    """Tables of a quantized lut node, built from its float function and the input/output
+    quantization (specs/quantization.md, "Lookup-table activations")."""
+    x, out = node.inputs[0], node.output
+    a = node.attrs
+    slope = None
+    if a.func is LutFunc.PRELU:
+        slope = np.asarray(node.inputs[1].const, dtype=np.float64).reshape(-1)
+    return LutQuant(build_tables(a.func, a.alpha, a.beta, _s(x), _zp(x), _s(out), _zp(out),
+                                 slope))
 
 
 def quantize_input(x: np.ndarray, v: Value) -> np.ndarray:

@@ -22,6 +22,7 @@ from tcc_compiler.schedule.ops.add import lower_add
 from tcc_compiler.schedule.ops.cascade import lower_chain
 from tcc_compiler.schedule.ops.context import OpContext, new_info
 from tcc_compiler.schedule.ops.conv import lower_conv
+from tcc_compiler.schedule.ops.lut import lower_lut
 from tcc_compiler.schedule.ops.pool import lower_pool
 from tcc_compiler.schedule.prefetch import Hoist, Prefetcher
 from tcc_compiler.schedule.program import LayerInfo, Program
@@ -103,6 +104,8 @@ class Lowering:
             lower_pool(ctx, n, info)
         elif n.op is Op.ADD:
             lower_add(ctx, n, info)
+        elif n.op is Op.LUT:
+            lower_lut(ctx, n, info)
         else:
             raise InternalError(f"no lowering for {n.op.value} '{n.name}'")
         info.first_cmd, info.end_cmd = first, ctx.em.n_cmds
