@@ -89,7 +89,8 @@ def _binary(node: Node, a, args) -> np.ndarray:
     x, bb = args[0], args[1]
     if bb.ndim < x.ndim and bb.size > 1:
         bb = bb.reshape((1, -1) + (1,) * (x.ndim - 2))
-    y = x.astype(np.float64) + bb if node.op is Op.ADD else x.astype(np.float64) * bb
+    x64 = x.astype(np.float64)
+    y = x64 + bb if node.op is Op.ADD else x64 - bb if node.op is Op.SUB else x64 * bb
     return a.act.apply(y).astype(np.float32)
 
 
@@ -133,6 +134,7 @@ _RULES = {
     Op.BATCHNORM: _batchnorm,
     Op.ADD: _binary,
     Op.MUL: _binary,
+    Op.SUB: _binary,
     Op.RELU: lambda n, a, args: a.act.apply(args[0]).astype(np.float32),
     Op.CLIP: lambda n, a, args: a.act.apply(args[0]).astype(np.float32),
     Op.LUT: _lut,

@@ -19,7 +19,9 @@ class Op(str, enum.Enum):
     FC = "fc"                  # y = act(w . flatten(x) + b [+ shortcut]); x NCHW, w [M,C,H,W]
     BATCHNORM = "batchnorm"    # y = (x - mean) / sqrt(var + eps) * gamma + beta (pre-fold only)
     ADD = "add"                # y = act(a + b), a and b the same shape (or b per-channel const)
-    MUL = "mul"                # y = a * b with b a per-channel constant (pre-fold only)
+    MUL = "mul"                # y = a * b: b a per-channel constant (pre-fold only) or an
+                               # activation (same shape or [N,C,1,1] broadcast over [N,C,H,W])
+    SUB = "sub"                # y = a - b, two activations (b same shape or [N,C,1,1])
     RELU = "relu"              # y = max(x, 0)
     CLIP = "clip"              # y = min(max(x, lo), hi)
     LUT = "lut"                # y = f(x), f a unary float function (LutAttrs); int8 -> int8 table
@@ -37,7 +39,8 @@ HOST_OPS = frozenset({Op.SOFTMAX, Op.ARGMAX})
 #: Ops that change only the shape annotation, not the bytes, when H = W = 1 or a no-op view.
 VIEW_OPS = frozenset({Op.RESHAPE})
 #: Ops that the NPU executes as one command group each after fusion.
-NPU_OPS = frozenset({Op.CONV, Op.FC, Op.ADD, Op.MAXPOOL, Op.AVGPOOL, Op.GAP, Op.LUT})
+NPU_OPS = frozenset({Op.CONV, Op.FC, Op.ADD, Op.MAXPOOL, Op.AVGPOOL, Op.GAP, Op.LUT, Op.MUL,
+                     Op.SUB})
 
 
 class ActKind(str, enum.Enum):
@@ -107,7 +110,7 @@ class BatchNormAttrs:
 
 @dataclass(frozen=True)
 class EltwiseAttrs:
-    """Element-wise binary op (add, mul) with an optional fused activation."""
+    """Element-wise binary op (add, sub, mul) with an optional fused activation."""
 
     act: Activation = NO_ACT
 
@@ -195,6 +198,7 @@ ATTRS_OF_OP: dict[Op, type] = {
     Op.BATCHNORM: BatchNormAttrs,
     Op.ADD: EltwiseAttrs,
     Op.MUL: EltwiseAttrs,
+    Op.SUB: EltwiseAttrs,
     Op.RELU: ActAttrs,
     Op.CLIP: ActAttrs,
     Op.LUT: LutAttrs,

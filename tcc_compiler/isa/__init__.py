@@ -24,6 +24,7 @@ from tcc_compiler.isa.commands import (  # noqa: F401
     DmaLoad,
     DmaStore,
     End,
+    EwTile,
     LutTile,
     PoolCfg,
     PoolTile,

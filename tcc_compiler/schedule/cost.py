@@ -13,7 +13,7 @@ terms):
   the array waste it (e.g. 3 input channels use 3/32 of the rows). In image mode (CONV_CFG
   flags bit1) the kw taps of a row share one input vector: ``out_h * out_w * kh *
   ceil(kw * cin_g / array_in) * ceil(oc / array_out)`` (:func:`conv_pixel_cycles`).
-* POOL/ADD/LUT tiles: ``compute_setup_cycles + ceil(elements * window / vector_lanes)``
+* POOL/ADD/LUT/EW tiles: ``compute_setup_cycles + ceil(elements * window / vector_lanes)``
   (LUT_TILE: window 1; the vector unit looks up ``vector_lanes`` elements per cycle)
   (:func:`vector_cycles`).
 
@@ -107,7 +107,7 @@ def command_cycles(cmd: C.Command, regs: C.Registers, t: Target) -> int:
     if isinstance(cmd, C.PoolTile):
         cfg = regs.pool
         return vector_cycles(cmd.out_h * cmd.out_w * cmd.c * cfg.kh * cfg.kw, t)
-    if isinstance(cmd, (C.AddTile, C.LutTile)):
+    if isinstance(cmd, (C.AddTile, C.LutTile, C.EwTile)):
         return vector_cycles(cmd.n, t)
     return 1
 
