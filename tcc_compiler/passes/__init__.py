@@ -1,8 +1,8 @@
 """Graph passes and the default float pipeline.
 
-Order (see :func:`default_pipeline`): canonicalize -> x * sigmoid(x) to silu -> fold affines (BatchNorm) into producers,
+Order (see :func:`default_pipeline`): canonicalize -> fold affines (BatchNorm) into producers,
 merge affines, fold into consumers where exact -> fuse residual adds -> fold affines into
-residual convs (positive scales) -> fuse activations -> legalize.
+residual convs (positive scales) -> fuse activations -> x * sigmoid(x) to silu -> legalize.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from tcc_compiler.passes.manager import Pass, PassManager, PassStats  # noqa: F4
 
 def default_pipeline() -> list:
     """The float pass pipeline, in order."""
-    return [Canonicalize(), FuseSilu(), FoldAffineIntoProducer(), MergeAffines(),
+    return [Canonicalize(), FoldAffineIntoProducer(), MergeAffines(),
             FoldAffineIntoConsumers(), FuseResidualAdd(), FoldAffineIntoResidual(),
-            FuseActivation(), Legalize()]
+            FuseActivation(), FuseSilu(), Legalize()]
 
 
 PASS_NAMES = [p.name for p in default_pipeline()]
