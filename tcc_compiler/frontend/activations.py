@@ -76,6 +76,7 @@ LUT_CONVERTERS: dict[str, Callable[[Ctx, onnx.NodeProto], None]] = {
     "Elu": _simple(LutFunc.ELU, "alpha", 1.0),
     "Softplus": _simple(LutFunc.SOFTPLUS),
     "Mish": _simple(LutFunc.MISH),
+    "Erf": _simple(LutFunc.ERF),
     "Gelu": gelu,
     "PRelu": prelu,
 }

@@ -82,6 +82,7 @@ SUPPORT: dict[str, OpSupport] = {
     "Elu": OpSupport("alpha", "NPU (lut)"),
     "Softplus": OpSupport("any", "NPU (lut)"),
     "Mish": OpSupport("any", "NPU (lut)"),
+    "Erf": OpSupport("any (GELU's erf form is fused into one gelu table)", "NPU (lut)"),
     "Gelu": OpSupport("approximate none (erf) or tanh", "NPU (lut)"),
     "MaxPool": OpSupport("2-D; kernel, strides, pads, auto_pad, ceil_mode", "NPU (maxpool)",
                          "dilations; the Indices output; a Pad before it"),

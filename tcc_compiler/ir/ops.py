@@ -143,6 +143,7 @@ class LutFunc(str, enum.Enum):
     ELU = "elu"
     SOFTPLUS = "softplus"
     CLIP = "clip"
+    ERF = "erf"
 
 
 @dataclass(frozen=True)

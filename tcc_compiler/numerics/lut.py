@@ -78,6 +78,8 @@ def lut_function(func: LutFunc, x: np.ndarray, alpha: float = 0.0, beta: float =
         return _softplus(x)
     if func is LutFunc.CLIP:
         return np.clip(x, alpha, beta)
+    if func is LutFunc.ERF:
+        return _erf(x)
     raise ValueError(f"unknown lookup-table function {func!r}")
 
 

@@ -1,6 +1,6 @@
 """Graph passes and the default float pipeline.
 
-Order (see :func:`default_pipeline`): canonicalize -> fold affines (BatchNorm) into producers,
+Order (see :func:`default_pipeline`): erf-form GELU to one table -> canonicalize -> fold affines (BatchNorm) into producers,
 merge affines, fold into consumers where exact -> fuse residual adds -> fold affines into
 residual convs (positive scales) -> fuse activations -> x * sigmoid(x) to silu -> legalize.
 """
@@ -11,6 +11,7 @@ from tcc_compiler.passes.canonicalize import Canonicalize
 from tcc_compiler.passes.fold_affine import (FoldAffineIntoConsumers, FoldAffineIntoProducer,
                                              FoldAffineIntoResidual, MergeAffines)
 from tcc_compiler.passes.fuse import FuseActivation, FuseResidualAdd
+from tcc_compiler.passes.fuse_gelu import FuseGelu
 from tcc_compiler.passes.fuse_silu import FuseSilu
 from tcc_compiler.passes.legalize import Legalize
 from tcc_compiler.passes.manager import Pass, PassManager, PassStats  # noqa: F401
@@ -18,7 +19,7 @@ from tcc_compiler.passes.manager import Pass, PassManager, PassStats  # noqa: F4
 
 def default_pipeline() -> list:
     """The float pass pipeline, in order."""
-    return [Canonicalize(), FoldAffineIntoProducer(), MergeAffines(),
+    return [FuseGelu(), Canonicalize(), FoldAffineIntoProducer(), MergeAffines(),
             FoldAffineIntoConsumers(), FuseResidualAdd(), FoldAffineIntoResidual(),
             FuseActivation(), FuseSilu(), Legalize()]
 

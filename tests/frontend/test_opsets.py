@@ -245,6 +245,7 @@ CASES = {
     "softplus": (_unary("Softplus"), Op.LUT),
     "mish": (_unary("Mish", 18), Op.LUT),
     "gelu": (_unary("Gelu", 20), Op.LUT),
+    "erf": (_unary("Erf", 9), Op.LUT),
     "gelu_tanh": (_unary("Gelu", 20, approximate="tanh"), Op.LUT),
     "prelu_channel": (_prelu(True), Op.LUT),
     "prelu_scalar": (_prelu(False), Op.LUT),

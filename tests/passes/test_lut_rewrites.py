@@ -1,4 +1,4 @@
-"""fuse-silu: ``x * Sigmoid(x)`` (either operand order) becomes one silu table; a product of
+"""fuse-silu and fuse-gelu: ``x * Sigmoid(x)`` (either operand order) becomes one silu table; a product of
 a sigmoid of some OTHER tensor (a squeeze-excitation gate) or of a shared sigmoid is left alone.
 Numerics against ONNX Runtime, verifier after every pass."""
 
@@ -56,3 +56,34 @@ def test_shared_sigmoid_kept_for_its_other_reader(make_model, ort_run, rng):
     g, fired = _run(m, rng.standard_normal((1, C, 6, 6)).astype(np.float32), ort_run)
     assert fired["fuse-silu"] == 1
     assert sorted(f.value for f in _luts(g)) == ["sigmoid", "silu"]
+
+
+# ---- fuse-gelu: the erf form as exporters write it ---------------------------------------
+
+def _gelu_nodes(half_first: bool):
+    erf = [N("Div", ["c", "sq"], ["d"]), N("Erf", ["d"], ["e"]), N("Add", ["e", "one"], ["a"])]
+    if half_first:   # 0.5 * x first, then times (1 + erf)
+        return erf + [N("Mul", ["c", "half"], ["h"]), N("Mul", ["h", "a"], ["y"])]
+    return erf + [N("Mul", ["c", "a"], ["m"]), N("Mul", ["m", "half"], ["y"])]   # torch.onnx
+
+
+@pytest.mark.parametrize("half_first", [False, True])
+def test_gelu_erf_form_fires_once(make_model, ort_run, rng, half_first):
+    m = make_model([N("Conv", ["x", "w"], ["c"], pads=[1] * 4)] + _gelu_nodes(half_first),
+                   [1, C, 6, 6], {"w": rng.standard_normal((C, C, 3, 3)),
+                                  "sq": np.float32(np.sqrt(2.0)), "one": np.float32(1.0),
+                                  "half": np.float32(0.5)})
+    g, fired = _run(m, rng.standard_normal((1, C, 6, 6)).astype(np.float32), ort_run)
+    assert fired["fuse-gelu"] == 1
+    assert [n.op for n in g.nodes] == [Op.CONV, Op.LUT] and _luts(g) == [LutFunc.GELU]
+
+
+def test_gelu_not_fired_with_other_constant(make_model, ort_run, rng):
+    """x * (1 + erf(x / 2)) * 0.5 is not GELU: the erf stays a table, the product a mul."""
+    m = make_model([N("Conv", ["x", "w"], ["c"], pads=[1] * 4)] + _gelu_nodes(False),
+                   [1, C, 6, 6], {"w": rng.standard_normal((C, C, 3, 3)),
+                                  "sq": np.float32(2.0), "one": np.float32(1.0),
+                                  "half": np.float32(0.5)})
+    g, fired = _run(m, rng.standard_normal((1, C, 6, 6)).astype(np.float32), ort_run)
+    assert fired["fuse-gelu"] == 0
+    assert LutFunc.ERF in _luts(g) and any(n.op is Op.MUL for n in g.nodes)
