@@ -8,7 +8,7 @@ Imported at the end of :mod:`tcc_compiler.frontend.converters`, which merges
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import onnx

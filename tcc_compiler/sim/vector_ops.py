@@ -3,7 +3,7 @@ conv/pool/add handlers of :mod:`tcc_compiler.sim.executor`)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -5,6 +5,8 @@ squeeze-excitation block and a SiLU conv stack."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -13,7 +15,6 @@ from onnx import TensorProto, helper, numpy_helper
 from tcc_compiler import api
 from tcc_compiler.runtime import load_program
 from tcc_compiler.runtime.check import Checker
-
 from tests.helpers.cli import run_cli
 
 N = helper.make_node
@@ -151,7 +152,6 @@ def test_cli_compiles_and_checks_bit_exact(tmp_path, capsys, build):
     np.save(x, np.random.default_rng(9).normal(0, 1, (1, 3, HW, HW)).astype(np.float32))
     code, out, err = run_cli(["run", tmp_path / "out", x, "--check", model, "--json"], capsys)
     assert code == 0, err
-    import json
     res = json.loads(out)
-    check = res["check"] if "check" in res else res
+    check = res.get("check", res)
     assert check["bit_exact"] is True, res

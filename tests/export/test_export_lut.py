@@ -15,7 +15,6 @@ from tcc_compiler.export.qdq import export_qdq
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.quant.golden import run_golden
 from tcc_compiler.runtime.check import sqnr_db
-
 from tests.e2e.test_lut_eltwise import HW, _se_block, conv_act_conv
 
 

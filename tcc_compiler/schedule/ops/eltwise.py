@@ -46,9 +46,9 @@ def lower_eltwise(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     sl = [[sa.alloc(blk, "ew") if r is None else -1 for r in (ra, rb_, ro)] for _ in range(2)]
     info.sram_peak_bytes = sa.top + ctx.base
     last_read, last_store = {}, {}
-    regs = dict(kind=int(q.kind), zp_a=q.zp_a, zp_b=q.zp_b, zp_out=q.zp_out, act_lo=q.act_lo,
-                act_hi=q.act_hi, shift=q.shift, mult_a=q.mult_a, mult_b=q.mult_b,
-                b_period=q.period)
+    regs = {"kind": int(q.kind), "zp_a": q.zp_a, "zp_b": q.zp_b, "zp_out": q.zp_out,
+            "act_lo": q.act_lo, "act_hi": q.act_hi, "shift": q.shift, "mult_a": q.mult_a,
+            "mult_b": q.mult_b, "b_period": q.period}
     for i, e0 in enumerate(range(0, total, blk)):
         e1 = min(total, e0 + blk)
         slot = i % 2
