@@ -55,7 +55,7 @@ WEIGHT_HEADER_FIELDS: tuple[HeaderField, ...] = (
 
 LAYER_ENTRY_FIELDS: tuple[HeaderField, ...] = (
     ("layer_index", "I", "position in the table (0, 1, ...)"),
-    ("kind", "B", "LayerKind: 0 = conv, 1 = fully connected"),
+    ("kind", "B", "LayerKind: 0 = conv, 1 = fully connected, 2 = lookup table"),
     ("flags", "B", "bit0 = weights blob compressed, bit1 = params blob compressed; others 0"),
     ("reserved0", "2s", "reserved, zero"),
     ("out_channels", "I", "output channels O (params_raw_bytes = 16 * O)"),

@@ -371,9 +371,46 @@ def _export_argmax(b: _Builder, n, xf: str) -> None:
     b.finish_float(n.output, y, n.name)
 
 
+def _export_lut(b: _Builder, n, xf: str) -> None:
+    """Lookup-table activation, bit-exact: the table itself as an int8 ``Gather`` on the int8
+    input (index ``q + 128``, plus ``256 * c`` with one table per channel), then DQ."""
+    from tcc_compiler.quant.params import lut_quant
+
+    tables = lut_quant(n).tables
+    t = tables.shape[0]
+    src = f"{n.name}_{n.attrs.func.value}"
+    idx = b.node("Cast", [b.int8(n.inputs[0], n.name)], b.uniq(f"{n.name}_q64"),
+                 f"{src}_Cast", to=TensorProto.INT64)
+    off = np.int64(128) if t == 1 else (128 + 256 * np.arange(t, dtype=np.int64)).reshape(
+        (1, t) + (1,) * (len(n.output.shape) - 2))
+    idx = b.node("Add", [idx, b.const(b.uniq(f"{n.name}_offset"), off)],
+                 b.uniq(f"{n.name}_index"), f"{src}_Index")
+    tab = b.const(b.uniq(f"{n.name}_table"), tables.reshape(-1).astype(np.int8))
+    q = b.node("Gather", [tab, idx], f"{n.output.name}_quantized", src, axis=0)
+    b.dq(n.output, q, n.name)
+
+
+def _export_eltwise(b: _Builder, n, xf: str) -> None:
+    """Sub/Mul of two activations, or an add with an [N,C,1,1] operand (ONNX broadcasts it):
+    the float op then QuantizeLinear (ties may round differently, see the module docs)."""
+    kind = {Op.ADD: "Add", Op.SUB: "Sub", Op.MUL: "Mul"}[n.op]
+    y = b.node(kind, [xf, b.float_of[id(n.inputs[1])]], b.uniq(f"{n.name}_{kind.lower()}"),
+               n.name)
+    y = b.act(n.attrs.act, y, n.name)
+    b.qdq(n.output, y, n.name)
+
+
+def _export_add_any(b: _Builder, n, xf: str) -> None:
+    if n.inputs[1].shape != n.inputs[0].shape:
+        _export_eltwise(b, n, xf)
+    else:
+        _export_add(b, n, xf)
+
+
 #: Op -> exporter (builder, node, float input name): appends the node's ONNX form.
 _EXPORT_RULES = {
-    Op.CONV: _export_matmul, Op.FC: _export_matmul, Op.ADD: _export_add,
+    Op.CONV: _export_matmul, Op.FC: _export_matmul, Op.ADD: _export_add_any,
+    Op.SUB: _export_eltwise, Op.MUL: _export_eltwise, Op.LUT: _export_lut,
     Op.MAXPOOL: _export_pool, Op.AVGPOOL: _export_pool, Op.GAP: _export_gap,
     Op.RESHAPE: _export_reshape, Op.SOFTMAX: _export_softmax, Op.ARGMAX: _export_argmax,
 }

@@ -247,8 +247,9 @@ def clip(ctx: Ctx, node: onnx.NodeProto) -> None:
         act = RELU
     else:
         if not (np.isfinite(lo) and np.isfinite(hi)) or lo > 0 or hi < 0:
-            raise Unsupported(f"Clip({lo}, {hi}): only Relu-like clips with finite bounds "
-                              "around 0 are supported")
+            from tcc_compiler.frontend.activations import clip_lut
+            clip_lut(ctx, node, ctx.get(node, 0), lo, hi)   # one-sided or excluding 0
+            return
         act = Activation(ActKind.CLIP, lo, hi)
     ctx.emit(Op.CLIP, node, [ctx.get(node, 0)], ActAttrs(act))
 
@@ -263,20 +264,71 @@ def _binary(op: Op):
             ctx.alias(node.output[0], acc)
             return
         for k, v in enumerate(ins[1:], start=1):
-            a, b = acc, v
-            if a.is_const and not b.is_const:
-                a, b = b, a
-            if a.is_const:
-                raise Unsupported("both operands constant (should have been folded)")
-            if b.is_const:
-                _check_per_channel(a, b)
-            elif a.shape != b.shape:
-                raise Unsupported(f"operand shapes {a.shape} and {b.shape} differ; only "
-                                  "same-shape or per-channel constant operands are supported")
+            a, b = _operands(acc, v)
             last = k == len(ins) - 1
             name = node.output[0] if last else f"{node.output[0]}__sum{k}"
             acc = ctx.emit(op, node, [a, b], EltwiseAttrs(), out_name=name)
     return convert
+
+
+def is_channel_vector(b: tuple[int, ...], a: tuple[int, ...]) -> bool:
+    """True when shape ``b`` is [N, C, 1, 1] against a rank-4 ``a`` = [N, C, H, W] (a
+    squeeze-excitation gate), H * W > 1."""
+    return (len(a) == len(b) == 4 and b[:2] == a[:2] and b[2:] == (1, 1)
+            and a[2] * a[3] > 1)
+
+
+def _operands(a: Value, b: Value, commutative: bool = True) -> tuple[Value, Value]:
+    """(full-shape activation, other operand) of a binary op; Unsupported when the shapes
+    cannot run (only same shapes, per-channel constants and [N,C,1,1] activations broadcast
+    over [N,C,H,W])."""
+    if commutative and (a.is_const and not b.is_const or is_channel_vector(a.shape, b.shape)):
+        a, b = b, a
+    if a.is_const:
+        raise Unsupported("constant first operand" if not commutative
+                          else "both operands constant (should have been folded)")
+    if b.is_const:
+        _check_per_channel(a, b)
+    elif a.shape != b.shape and not is_channel_vector(b.shape, a.shape):
+        raise Unsupported(f"operand shapes {a.shape} and {b.shape}: only same-shape operands, "
+                          "per-channel constants and an [N,C,1,1] activation broadcast over "
+                          "[N,C,H,W] are supported")
+    return a, b
+
+
+def sub_op(ctx: Ctx, node: onnx.NodeProto) -> None:
+    """Sub: two activations -> sub; ``x - c`` -> add of ``-c``; ``c - x`` -> mul by -1 then
+    add of ``c`` (both folded into affines by the passes)."""
+    a, b = ctx.get(node, 0), ctx.get(node, 1)
+    if a is None or b is None:
+        raise Unsupported("missing input")
+    if b.is_const and not a.is_const:
+        nb = ctx.add_const(ctx.g.fresh_name(node.output[0] + "_neg"), -b.const)
+        _check_per_channel(a, nb)
+        ctx.emit(Op.ADD, node, [a, nb], EltwiseAttrs())
+        return
+    if a.is_const and not b.is_const:
+        _check_per_channel(b, a)
+        m1 = ctx.add_const(ctx.g.fresh_name(node.output[0] + "_m1"), np.float32(-1.0))
+        neg = ctx.emit(Op.MUL, node, [b, m1], EltwiseAttrs(), out_name=node.output[0] + "__neg")
+        ctx.emit(Op.ADD, node, [neg, a], EltwiseAttrs())
+        return
+    a, b = _operands(a, b, commutative=False)
+    ctx.emit(Op.SUB, node, [a, b], EltwiseAttrs())
+
+
+def div_op(ctx: Ctx, node: onnx.NodeProto) -> None:
+    """Div by a constant (scalar or per-channel, no zeros) -> mul by its reciprocal."""
+    a = ctx.get(node, 0)
+    c = ctx.const(node, 1, "divisor")
+    if a is None or a.is_const:
+        raise Unsupported("only an activation divided by a constant is supported")
+    if np.any(np.asarray(c) == 0):
+        raise Unsupported("division by a constant that holds 0")
+    inv = ctx.add_const(ctx.g.fresh_name(node.output[0] + "_inv"),
+                        (1.0 / np.asarray(c, dtype=np.float64)).astype(np.float32))
+    _check_per_channel(a, inv)
+    ctx.emit(Op.MUL, node, [a, inv], EltwiseAttrs())
 
 
 def _check_per_channel(a: Value, b: Value) -> None:
@@ -573,12 +625,6 @@ REFUSED_OPS: dict[str, str] = {
               "its own buffer); not supported yet",
     "LRN": "local response normalization has no NPU command; remove it (most networks that "
            "use it lose little accuracy without it) or run that part on the host",
-    "Sigmoid": "no sigmoid/lookup-table epilogue on the NPU; use Relu/Clip activations",
-    "Tanh": "no tanh/lookup-table epilogue on the NPU; use Relu/Clip activations",
-    "LeakyRelu": "the NPU epilogue has only relu and clip(lo, hi); retrain with Relu",
-    "PRelu": "the NPU epilogue has only relu and clip(lo, hi); retrain with Relu",
-    "HardSwish": "the NPU epilogue has only relu and clip(lo, hi)",
-    "HardSigmoid": "the NPU epilogue has only relu and clip(lo, hi)",
     "Resize": "no resampling command on the NPU",
     "Upsample": "no resampling command on the NPU",
     "Split": "no channel split on the NPU (tensors are not addressable by channel slices)",
@@ -609,6 +655,8 @@ CONVERTERS: dict[str, Callable[[Ctx, onnx.NodeProto], None]] = {
     "Add": _binary(Op.ADD),
     "Sum": _binary(Op.ADD),
     "Mul": _binary(Op.MUL),
+    "Sub": sub_op,
+    "Div": div_op,
     "MaxPool": _pool(Op.MAXPOOL),
     "AveragePool": _pool(Op.AVGPOOL),
     "GlobalAveragePool": gap,
@@ -627,3 +675,13 @@ CONVERTERS: dict[str, Callable[[Ctx, onnx.NodeProto], None]] = {
     "Dropout": identity,
     "Constant": constant,
 }
+
+
+def _merge_lut_converters() -> None:
+    """Add the lookup-table activations (frontend/activations.py, which imports this module,
+    hence the late import)."""
+    from tcc_compiler.frontend.activations import LUT_CONVERTERS
+    CONVERTERS.update(LUT_CONVERTERS)
+
+
+_merge_lut_converters()

@@ -49,18 +49,41 @@ SUPPORT: dict[str, OpSupport] = {
                                     "training_mode=1, is_test=0, spatial=0"),
     "Relu": OpSupport("any", "folded (epilogue of the producing NPU op)"),
     "Clip": OpSupport("min/max attributes (< 11) or constant inputs (>= 11); [0, inf) -> relu, "
-                      "finite [lo, hi] around 0 (e.g. Relu6) -> clip epilogue; no bounds "
-                      "-> identity", "folded (epilogue of the producing NPU op)",
-                      "one-sided bounds other than [0, inf); non-constant bounds; ranges "
-                      "excluding 0"),
-    "Add": OpSupport("two activations of the same shape, or an activation and a per-channel "
-                     "(or scalar) constant", "NPU (add) / folded (residual add into conv; "
-                     "constant into bias)", "other broadcasts"),
+                      "finite [lo, hi] around 0 (e.g. Relu6) -> clip epilogue; other bounds "
+                      "(one-sided, excluding 0) -> lookup table; no bounds -> identity",
+                      "folded (epilogue of the producing NPU op) / NPU (lut)",
+                      "non-constant bounds"),
+    "Add": OpSupport("two activations of the same shape or an [N,C,1,1] activation broadcast "
+                     "over [N,C,H,W], or an activation and a per-channel (or scalar) constant",
+                     "NPU (add) / folded (residual add into conv; constant into bias)",
+                     "other broadcasts"),
     "Sum": OpSupport("n-ary, same-shaped inputs (chained adds)", "NPU (add)",
                      "broadcasting inputs"),
-    "Mul": OpSupport("activation times a per-channel (or scalar) constant",
-                     "folded (into the neighbouring conv as an affine)",
-                     "activation x activation"),
+    "Mul": OpSupport("activation times a per-channel (or scalar) constant; two activations of "
+                     "one shape or an [N,C,1,1] activation broadcast over [N,C,H,W] "
+                     "(squeeze-excitation); x * Sigmoid(x) becomes one SiLU table",
+                     "folded (into the neighbouring conv as an affine) / NPU (mul, lut)",
+                     "other broadcasts"),
+    "Sub": OpSupport("activation minus a per-channel (or scalar) constant, constant minus "
+                     "activation; two activations of one shape or minus an [N,C,1,1] "
+                     "activation broadcast over [N,C,H,W]",
+                     "folded (into the neighbouring conv as an affine) / NPU (sub)",
+                     "other broadcasts; an [N,C,1,1] activation minus a full map"),
+    "Div": OpSupport("activation divided by a per-channel (or scalar) non-zero constant",
+                     "folded (multiplication by the reciprocal, an affine)",
+                     "division by an activation; constants holding 0"),
+    "Sigmoid": OpSupport("any", "NPU (lut)"),
+    "Tanh": OpSupport("any", "NPU (lut)"),
+    "HardSigmoid": OpSupport("alpha, beta", "NPU (lut)"),
+    "HardSwish": OpSupport("any", "NPU (lut)"),
+    "LeakyRelu": OpSupport("alpha", "NPU (lut)"),
+    "PRelu": OpSupport("constant slope, scalar or per channel ([C], [C,1,1]): one table per "
+                       "channel", "NPU (lut)", "non-constant slope; other broadcasts"),
+    "Elu": OpSupport("alpha", "NPU (lut)"),
+    "Softplus": OpSupport("any", "NPU (lut)"),
+    "Mish": OpSupport("any", "NPU (lut)"),
+    "Erf": OpSupport("any (GELU's erf form is fused into one gelu table)", "NPU (lut)"),
+    "Gelu": OpSupport("approximate none (erf) or tanh", "NPU (lut)"),
     "MaxPool": OpSupport("2-D; kernel, strides, pads, auto_pad, ceil_mode", "NPU (maxpool)",
                          "dilations; the Indices output; a Pad before it"),
     "AveragePool": OpSupport("2-D; count_include_pad=1 with pads, or no pads; a window equal "

@@ -11,7 +11,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from tcc_compiler.errors import InternalError
 from tcc_compiler.ir.graph import Graph, Node, Value
-from tcc_compiler.ir.ops import Op
+from tcc_compiler.ir.ops import LutFunc, Op
+from tcc_compiler.numerics.lut import lut_function
 
 
 def _pad_nchw(x: np.ndarray, pads, value) -> np.ndarray:
@@ -88,8 +89,20 @@ def _binary(node: Node, a, args) -> np.ndarray:
     x, bb = args[0], args[1]
     if bb.ndim < x.ndim and bb.size > 1:
         bb = bb.reshape((1, -1) + (1,) * (x.ndim - 2))
-    y = x.astype(np.float64) + bb if node.op is Op.ADD else x.astype(np.float64) * bb
+    x64 = x.astype(np.float64)
+    y = x64 + bb if node.op is Op.ADD else x64 - bb if node.op is Op.SUB else x64 * bb
     return a.act.apply(y).astype(np.float32)
+
+
+def _lut(node: Node, a, args) -> np.ndarray:
+    """Lookup-table activation in float64 (prelu: slope [C] along NCHW axis 1, or scalar)."""
+    x = args[0]
+    slope = None
+    if a.func is LutFunc.PRELU:
+        slope = np.asarray(node.inputs[1].const, dtype=np.float64).reshape(-1)
+        if slope.size > 1:
+            slope = slope.reshape((1, -1) + (1,) * (x.ndim - 2))
+    return lut_function(a.func, x, a.alpha, a.beta, slope).astype(np.float32)
 
 
 def _maxpool(node: Node, a, args) -> np.ndarray:
@@ -121,8 +134,10 @@ _RULES = {
     Op.BATCHNORM: _batchnorm,
     Op.ADD: _binary,
     Op.MUL: _binary,
+    Op.SUB: _binary,
     Op.RELU: lambda n, a, args: a.act.apply(args[0]).astype(np.float32),
     Op.CLIP: lambda n, a, args: a.act.apply(args[0]).astype(np.float32),
+    Op.LUT: _lut,
     Op.MAXPOOL: _maxpool,
     Op.AVGPOOL: _avgpool,
     Op.GAP: lambda n, a, args: args[0].astype(np.float64).mean(

@@ -19,9 +19,12 @@ class Op(str, enum.Enum):
     FC = "fc"                  # y = act(w . flatten(x) + b [+ shortcut]); x NCHW, w [M,C,H,W]
     BATCHNORM = "batchnorm"    # y = (x - mean) / sqrt(var + eps) * gamma + beta (pre-fold only)
     ADD = "add"                # y = act(a + b), a and b the same shape (or b per-channel const)
-    MUL = "mul"                # y = a * b with b a per-channel constant (pre-fold only)
+    MUL = "mul"                # y = a * b: b a per-channel constant (pre-fold only) or an
+                               # activation (same shape or [N,C,1,1] broadcast over [N,C,H,W])
+    SUB = "sub"                # y = a - b, two activations (b same shape or [N,C,1,1])
     RELU = "relu"              # y = max(x, 0)
     CLIP = "clip"              # y = min(max(x, lo), hi)
+    LUT = "lut"                # y = f(x), f a unary float function (LutAttrs); int8 -> int8 table
     MAXPOOL = "maxpool"
     AVGPOOL = "avgpool"
     GAP = "gap"                # global average pool: [N,C,H,W] -> [N,C,1,1]
@@ -36,7 +39,8 @@ HOST_OPS = frozenset({Op.SOFTMAX, Op.ARGMAX})
 #: Ops that change only the shape annotation, not the bytes, when H = W = 1 or a no-op view.
 VIEW_OPS = frozenset({Op.RESHAPE})
 #: Ops that the NPU executes as one command group each after fusion.
-NPU_OPS = frozenset({Op.CONV, Op.FC, Op.ADD, Op.MAXPOOL, Op.AVGPOOL, Op.GAP})
+NPU_OPS = frozenset({Op.CONV, Op.FC, Op.ADD, Op.MAXPOOL, Op.AVGPOOL, Op.GAP, Op.LUT, Op.MUL,
+                     Op.SUB})
 
 
 class ActKind(str, enum.Enum):
@@ -106,7 +110,7 @@ class BatchNormAttrs:
 
 @dataclass(frozen=True)
 class EltwiseAttrs:
-    """Element-wise binary op (add, mul) with an optional fused activation."""
+    """Element-wise binary op (add, sub, mul) with an optional fused activation."""
 
     act: Activation = NO_ACT
 
@@ -116,6 +120,39 @@ class ActAttrs:
     """Standalone activation (relu, clip)."""
 
     act: Activation = NO_ACT
+
+
+class LutFunc(str, enum.Enum):
+    """Unary functions run as an int8 -> int8 lookup table (numerics/lut.py defines each).
+
+    ``alpha``/``beta`` of :class:`LutAttrs` are the ONNX attributes where the function has
+    them: hardsigmoid (alpha, beta), leakyrelu/elu (alpha), clip (alpha = lo, beta = hi, either
+    may be infinite); prelu takes its slope from a constant second input ([C] or [1]).
+    """
+
+    SIGMOID = "sigmoid"
+    TANH = "tanh"
+    SILU = "silu"              # x * sigmoid(x)
+    HARDSIGMOID = "hardsigmoid"
+    HARDSWISH = "hardswish"
+    LEAKYRELU = "leakyrelu"
+    PRELU = "prelu"
+    MISH = "mish"
+    GELU = "gelu"              # 0.5 x (1 + erf(x / sqrt 2))
+    GELU_TANH = "gelu_tanh"    # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    ELU = "elu"
+    SOFTPLUS = "softplus"
+    CLIP = "clip"
+    ERF = "erf"
+
+
+@dataclass(frozen=True)
+class LutAttrs:
+    """Lookup-table activation: ``func`` with its ONNX parameters ``alpha``, ``beta``."""
+
+    func: LutFunc
+    alpha: float = 0.0
+    beta: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -162,8 +199,10 @@ ATTRS_OF_OP: dict[Op, type] = {
     Op.BATCHNORM: BatchNormAttrs,
     Op.ADD: EltwiseAttrs,
     Op.MUL: EltwiseAttrs,
+    Op.SUB: EltwiseAttrs,
     Op.RELU: ActAttrs,
     Op.CLIP: ActAttrs,
+    Op.LUT: LutAttrs,
     Op.MAXPOOL: PoolAttrs,
     Op.AVGPOOL: PoolAttrs,
     Op.GAP: NoAttrs,

@@ -87,6 +87,7 @@ _RULES = {
     Op.ARGMAX: _argmax_shape,
     Op.ADD: _broadcast_shape,
     Op.MUL: _broadcast_shape,
+    Op.SUB: _broadcast_shape,
 }
 
 

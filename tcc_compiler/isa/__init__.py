@@ -24,6 +24,8 @@ from tcc_compiler.isa.commands import (  # noqa: F401
     DmaLoad,
     DmaStore,
     End,
+    EwTile,
+    LutTile,
     PoolCfg,
     PoolTile,
     Registers,

@@ -393,6 +393,57 @@ class AddTile(Command):
 
 
 @dataclass(frozen=True)
+class LutTile(Command):
+    """LUT_TILE: table lookup of n int8 elements (queue COMPUTE); needs no configuration."""
+
+    SPEC: ClassVar[CommandSpec] = spec.LUT_TILE
+
+    in_sram: int
+    out_sram: int
+    lut_sram: int
+    n: int
+    tables: int
+    ch0: int
+
+    def accesses(self, regs: Registers) -> list[Access]:
+        """Input and tables read, output written (SRAM)."""
+        return [Access(Space.SRAM, self.in_sram, self.in_sram + self.n, False),
+                Access(Space.SRAM, self.lut_sram, self.lut_sram + 256 * self.tables, False),
+                Access(Space.SRAM, self.out_sram, self.out_sram + self.n, True)]
+
+
+@dataclass(frozen=True)
+class EwTile(Command):
+    """EW_TILE: element-wise add/sub/mul of n int8 elements, b optionally a per-channel vector
+    broadcast along a (queue COMPUTE); carries its own parameters (no configuration)."""
+
+    SPEC: ClassVar[CommandSpec] = spec.EW_TILE
+
+    kind: int
+    zp_a: int
+    zp_b: int
+    zp_out: int
+    act_lo: int
+    act_hi: int
+    shift: int
+    mult_a: int
+    mult_b: int
+    a_sram: int
+    b_sram: int
+    out_sram: int
+    n: int
+    b_period: int
+    b0: int
+
+    def accesses(self, regs: Registers) -> list[Access]:
+        """a and b read, out written (SRAM)."""
+        nb = self.b_period or self.n
+        return [Access(Space.SRAM, self.a_sram, self.a_sram + self.n, False),
+                Access(Space.SRAM, self.b_sram, self.b_sram + nb, False),
+                Access(Space.SRAM, self.out_sram, self.out_sram + self.n, True)]
+
+
+@dataclass(frozen=True)
 class End(Command):
     """END: end of program; waits for all queues to drain. Must be the last command."""
 
@@ -432,7 +483,7 @@ class DmaLoadZ(Command):
 #: opcode -> command class.
 COMMAND_CLASSES: dict[int, type[Command]] = {
     c.SPEC.opcode: c for c in (DmaLoad, DmaStore, ConvCfg, ConvTile, PoolCfg, PoolTile, AddCfg,
-                               AddTile, DmaLoadZ, End)
+                               AddTile, DmaLoadZ, LutTile, EwTile, End)
 }
 _WAIT_NAMES = ("wait_load", "wait_compute", "wait_store")
 

@@ -334,12 +334,47 @@ DMA_LOAD_Z = _command("DMA_LOAD_Z", 0x9, Queue.LOAD, [
    "contiguously to SRAM [sram, sram + dst_bytes). The stream must end exactly at its last "
    "byte and expand to exactly dst_bytes bytes (specs/weights.md, Compression).")
 
+LUT_TILE = _command("LUT_TILE", 0xC, Queue.COMPUTE, [
+    ("in_sram", U32, "input int8 [n] (NHWC order, channel fastest)", Display.SRAM),
+    ("out_sram", U32, "output int8 [n] (may equal in_sram)", Display.SRAM),
+    ("lut_sram", U32, "tables int8 [tables, 256]", Display.SRAM),
+    ("n", U32, "elements"),
+    ("tables", U16, "tables: 1 = one shared table, else one per channel (1..65535)"),
+    ("ch0", U16, "channel of the first element (0 <= ch0 < tables)"),
+], "Vector-unit table lookup of n int8 elements: out[k] = lut[t][in[k] + 128] with "
+   "t = (ch0 + k) % tables (numerics/lut.py apply_lut). Each 256-entry table is the int8 "
+   "image of a unary activation, built at compile time (specs/quantization.md).")
+
+EW_TILE = _command("EW_TILE", 0xD, Queue.COMPUTE, [
+    ("kind", U8, "0 = add, 1 = sub (a - b), 2 = mul"),
+    ("zp_a", I8, "zero point of a"),
+    ("zp_b", I8, "zero point of b"),
+    ("zp_out", I8, "output zero point"),
+    ("act_lo", I8, "output clamp low bound"),
+    ("act_hi", I8, "output clamp high bound"),
+    ("shift", U8, "requantization shift (1..62)"),
+    ("mult_a", U32, "multiplier of a (mul: of the product)"),
+    ("mult_b", U32, "multiplier of b (add/sub; 0 for mul)"),
+    ("a_sram", U32, "input a int8 [n]", Display.SRAM),
+    ("b_sram", U32, "input b int8 [n], or [b_period] when broadcast", Display.SRAM),
+    ("out_sram", U32, "output int8 [n]", Display.SRAM),
+    ("n", U32, "elements"),
+    ("b_period", U16, "0 = b has n elements; else b holds b_period values (one per channel) "
+                      "repeated along a"),
+    ("b0", U16, "index into b of a's first element when broadcast (< b_period)"),
+], "Element-wise add/sub/mul of two int8 operands (numerics/eltwise.py): add/sub "
+   "y = clamp(zp_out + ((a-zp_a)*mult_a +- (b-zp_b)*mult_b + 2**(shift-1)) >> shift); mul "
+   "y = clamp(zp_out + ((a-zp_a)*(b-zp_b)*mult_a + 2**(shift-1)) >> shift). With b_period > 0 "
+   "element k of a meets b[(b0 + k) % b_period]: a per-channel vector broadcast over an NHWC "
+   "tensor (squeeze-excitation gates).")
+
 END = _command("END", 0xF, Queue.CONTROL, [],
                "End of program: waits until all queues have drained. Must be the last command.")
 
 #: The command set, in opcode order.
 COMMANDS: tuple[CommandSpec, ...] = (DMA_LOAD, DMA_STORE, CONV_CFG, CONV_TILE, POOL_CFG,
-                                     POOL_TILE, ADD_CFG, ADD_TILE, DMA_LOAD_Z, END)
+                                     POOL_TILE, ADD_CFG, ADD_TILE, DMA_LOAD_Z, LUT_TILE, EW_TILE,
+                                     END)
 #: opcode -> spec.
 BY_OPCODE: dict[int, CommandSpec] = {c.opcode: c for c in COMMANDS}
 #: mnemonic -> spec.

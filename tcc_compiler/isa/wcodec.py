@@ -58,6 +58,7 @@ class LayerKind(enum.IntEnum):
 
     CONV = 0
     FC = 1
+    LUT = 2   # lookup-table activation: weights = T tables x 256 int8, params T zero records
 
 
 @dataclass(frozen=True)

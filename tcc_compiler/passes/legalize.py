@@ -51,8 +51,9 @@ class Legalize:
                 problems.append(f"{node.op.value} '{node.name}': reshape {node.inputs[0].shape} "
                                 f"-> {node.output.shape} reorders data in the NPU's NHWC layout "
                                 "(only flattening of 1x1 maps is free)")
-            elif node.op is Op.ADD and node.inputs[1].is_const:
-                problems.append(f"add '{node.name}': constant operand left after folding")
+            elif node.op in (Op.ADD, Op.MUL, Op.SUB) and node.inputs[1].is_const:
+                problems.append(f"{node.op.value} '{node.name}': constant operand left after "
+                                "folding")
         if problems:
             raise UnsupportedError(graph.meta.get("source", graph.name), problems)
         self.last_fired = fired

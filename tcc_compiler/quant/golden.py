@@ -15,8 +15,10 @@ from tcc_compiler.ir.graph import Graph, Node
 from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
 from tcc_compiler.ir.shapes import npu_hwc
 from tcc_compiler.numerics import kernels as K
-from tcc_compiler.quant.params import (add_quant, conv_quant, dequantize_output, pool_quant,
-                                       quantize_input)
+from tcc_compiler.numerics.eltwise import eltwise_int8
+from tcc_compiler.numerics.lut import apply_lut
+from tcc_compiler.quant.params import (add_quant, conv_quant, dequantize_output, lut_quant,
+                                       ew_quant, pool_quant, quantize_input, uses_ew)
 
 
 def weights_ohwi(node: Node) -> np.ndarray:
@@ -51,10 +53,17 @@ def eval_int_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
         else:
             kern, strides, pads = node.attrs.kernel, node.attrs.strides, node.attrs.pads
         return K.avgpool_int8(x, p.zp_in, kern, strides, pads, p.mult, p.shift, p.zp_out)
+    if uses_ew(node):
+        q = ew_quant(node)
+        y = eltwise_int8(q.kind, x, q.zp_a, q.mult_a, args[1], q.zp_b, q.mult_b, q.shift,
+                         q.zp_out, q.act_lo, q.act_hi, q.period, 0)
+        return y.reshape(x.shape)
     if node.op is Op.ADD:
         p = add_quant(node)
         return K.add_int8(x, p.zp_a, p.mult_a, args[1], p.zp_b, p.mult_b, p.shift, p.zp_out,
                           p.act_lo, p.act_hi)
+    if node.op is Op.LUT:
+        return apply_lut(x, lut_quant(node).tables)
     raise InternalError(f"golden model: no integer rule for {node.op.value} '{node.name}'")
 
 

@@ -12,9 +12,11 @@ import numpy as np
 
 from tcc_compiler.errors import InternalError, ModelError
 from tcc_compiler.ir.graph import Node, Value
-from tcc_compiler.ir.ops import ActKind, Op
+from tcc_compiler.ir.ops import ActKind, LutFunc, Op
 from tcc_compiler.numerics import (dequantize_tensor, quantize_multiplier,
                                    quantize_multipliers_shared, quantize_tensor)
+from tcc_compiler.numerics.eltwise import EwKind
+from tcc_compiler.numerics.lut import build_tables
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,40 @@ class AddQuant:
     shift: int
     act_lo: int
     act_hi: int
+
+
+@dataclass(frozen=True)
+class LutQuant:
+    """Integer parameters of a lookup-table activation.
+
+    Attributes:
+        tables: int8 [T, 256], T = 1 (shared) or the channel count (per-channel prelu);
+            ``tables[c % T, q + 128]`` is the output for input q (numerics/lut.py).
+    """
+
+    tables: np.ndarray
+
+
+@dataclass(frozen=True)
+class EwQuant:
+    """Integer parameters of an element-wise op of two activations run as EW_TILE.
+
+    Attributes:
+        kind: :class:`~tcc_compiler.numerics.eltwise.EwKind`. mult_b is 0 for mul.
+        period: 0 = b has a's shape; else b is one value per channel (C = period), repeated
+            over the pixels ([N,C,1,1] broadcast over [N,C,H,W]).
+    """
+
+    kind: EwKind
+    zp_a: int
+    zp_b: int
+    zp_out: int
+    mult_a: int
+    mult_b: int
+    shift: int
+    act_lo: int
+    act_hi: int
+    period: int
 
 
 def _zp(v: Value) -> int:
@@ -143,6 +179,40 @@ def add_quant(node: Node) -> AddQuant:
     (ma, mb), s = _multiplier(node, 0.0, [_s(a) / _s(out), _s(b) / _s(out)])
     lo, hi = act_bounds(node, out)
     return AddQuant(_zp(a), _zp(b), _zp(out), ma, mb, s, lo, hi)
+
+
+def uses_ew(node: Node) -> bool:
+    """True when the node runs as EW_TILE: any sub or mul of two activations, and an add
+    whose second operand is broadcast (a same-shape add stays an ADD_TILE)."""
+    if node.op in (Op.SUB, Op.MUL):
+        return True
+    return node.op is Op.ADD and node.inputs[1].shape != node.inputs[0].shape
+
+
+def ew_quant(node: Node) -> EwQuant:
+    """Parameters of an EW_TILE op (add/sub: one shared shift; mul: one product multiplier)."""
+    a, b, out = node.inputs[0], node.inputs[1], node.output
+    if node.op is Op.MUL:
+        kind = EwKind.MUL
+        (ma, s), mb = _multiplier(node, _s(a) * _s(b) / _s(out)), 0
+    else:
+        kind = EwKind.ADD if node.op is Op.ADD else EwKind.SUB
+        (ma, mb), s = _multiplier(node, 0.0, [_s(a) / _s(out), _s(b) / _s(out)])
+    lo, hi = act_bounds(node, out)
+    period = 0 if b.shape == a.shape else int(b.shape[1])
+    return EwQuant(kind, _zp(a), _zp(b), _zp(out), ma, mb, s, lo, hi, period)
+
+
+def lut_quant(node: Node) -> LutQuant:
+    """Tables of a quantized lut node, built from its float function and the input/output
+    quantization (specs/quantization.md, "Lookup-table activations")."""
+    x, out = node.inputs[0], node.output
+    a = node.attrs
+    slope = None
+    if a.func is LutFunc.PRELU:
+        slope = np.asarray(node.inputs[1].const, dtype=np.float64).reshape(-1)
+    return LutQuant(build_tables(a.func, a.alpha, a.beta, _s(x), _zp(x), _s(out), _zp(out),
+                                 slope))
 
 
 def quantize_input(x: np.ndarray, v: Value) -> np.ndarray:

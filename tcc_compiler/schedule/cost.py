@@ -13,7 +13,8 @@ terms):
   the array waste it (e.g. 3 input channels use 3/32 of the rows). In image mode (CONV_CFG
   flags bit1) the kw taps of a row share one input vector: ``out_h * out_w * kh *
   ceil(kw * cin_g / array_in) * ceil(oc / array_out)`` (:func:`conv_pixel_cycles`).
-* POOL/ADD tiles: ``compute_setup_cycles + ceil(elements * window / vector_lanes)``
+* POOL/ADD/LUT/EW tiles: ``compute_setup_cycles + ceil(elements * window / vector_lanes)``
+  (LUT_TILE: window 1; the vector unit looks up ``vector_lanes`` elements per cycle)
   (:func:`vector_cycles`).
 
 Rates for estimates and bounds: :func:`transfer_cycles` (DRAM bytes -> cycles, no setup),
@@ -72,7 +73,7 @@ def conv_pixel_cycles(kh: int, kw: int, oc: int, cin_g: int, groups: int, image:
 
 
 def vector_cycles(elements: int, t: Target) -> int:
-    """Cycles of a POOL_TILE / ADD_TILE processing ``elements`` (window taps included)."""
+    """Cycles of a POOL_TILE / ADD_TILE / LUT_TILE processing ``elements`` (window taps included)."""
     return t.compute_setup_cycles + math.ceil(elements / t.vector_lanes)
 
 
@@ -106,7 +107,7 @@ def command_cycles(cmd: C.Command, regs: C.Registers, t: Target) -> int:
     if isinstance(cmd, C.PoolTile):
         cfg = regs.pool
         return vector_cycles(cmd.out_h * cmd.out_w * cmd.c * cfg.kh * cfg.kw, t)
-    if isinstance(cmd, C.AddTile):
+    if isinstance(cmd, (C.AddTile, C.LutTile, C.EwTile)):
         return vector_cycles(cmd.n, t)
     return 1
 

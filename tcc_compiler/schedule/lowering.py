@@ -22,11 +22,14 @@ from tcc_compiler.schedule.ops.add import lower_add
 from tcc_compiler.schedule.ops.cascade import lower_chain
 from tcc_compiler.schedule.ops.context import OpContext, new_info
 from tcc_compiler.schedule.ops.conv import lower_conv
+from tcc_compiler.schedule.ops.eltwise import lower_eltwise
+from tcc_compiler.schedule.ops.lut import lower_lut
 from tcc_compiler.schedule.ops.pool import lower_pool
 from tcc_compiler.schedule.prefetch import Hoist, Prefetcher
 from tcc_compiler.schedule.program import LayerInfo, Program
 from tcc_compiler.schedule.tiling import align_up
 from tcc_compiler.isa.wlayout import WeightLayoutBuilder
+from tcc_compiler.quant.params import uses_ew
 from tcc_compiler.target import Target
 
 
@@ -101,8 +104,12 @@ class Lowering:
             lower_conv(ctx, n, info, pf.take(n) if pf is not None else None)
         elif n.op in (Op.MAXPOOL, Op.AVGPOOL, Op.GAP):
             lower_pool(ctx, n, info)
+        elif uses_ew(n):
+            lower_eltwise(ctx, n, info)
         elif n.op is Op.ADD:
             lower_add(ctx, n, info)
+        elif n.op is Op.LUT:
+            lower_lut(ctx, n, info)
         else:
             raise InternalError(f"no lowering for {n.op.value} '{n.name}'")
         info.first_cmd, info.end_cmd = first, ctx.em.n_cmds

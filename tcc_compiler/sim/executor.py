@@ -38,6 +38,8 @@ from tcc_compiler.isa.commands import (
     DmaLoadZ,
     DmaStore,
     End,
+    EwTile,
+    LutTile,
     PoolTile,
     Registers,
     Space,
@@ -47,6 +49,7 @@ from tcc_compiler.numerics import add_int8, avgpool_int8, conv_accumulate, conv_
 from tcc_compiler.numerics import SHIFT_MAX, maxpool_int8
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
 from tcc_compiler.sim.blas import blas_threads
+from tcc_compiler.sim.vector_ops import run_ew_tile, run_lut_tile
 from tcc_compiler.sim.hazards import HazardError, Ordering, ShadowMemory
 from tcc_compiler.sim.limits import check_program
 from tcc_compiler.sim.memory import ByteBox, Memory
@@ -117,7 +120,8 @@ class Executor:
         self._order_cache: Ordering | None = None
         self._handlers = {DmaLoad: self._dma, DmaStore: self._dma, ConvTile: self._conv_tile,
                           PoolTile: self._pool_tile, AddTile: self._add_tile,
-                          DmaLoadZ: self._dma_z}
+                          DmaLoadZ: self._dma_z, LutTile: self._lut_tile,
+                          EwTile: self._ew_tile}
         # (WEIGHTS offset, src_bytes, dst_bytes) -> expanded block; WEIGHTS is read-only, so a
         # block decoded once stays valid for every later run of this executor
         self._inflated: dict[tuple[int, int, int], np.ndarray] = {}
@@ -466,3 +470,9 @@ class Executor:
                      cfg.act_lo, cfg.act_hi)
         self._sram_tensor(i, t, "output", t.out_sram, (t.n,))[...] = y
         stats.bytes_per_queue["COMPUTE"] += 3 * t.n
+
+    def _lut_tile(self, i: int, t: LutTile, stats: ExecStats) -> None:
+        stats.bytes_per_queue["COMPUTE"] += run_lut_tile(i, t, self._sram_tensor, self._err)
+
+    def _ew_tile(self, i: int, t: EwTile, stats: ExecStats) -> None:
+        stats.bytes_per_queue["COMPUTE"] += run_ew_tile(i, t, self._sram_tensor, self._err)

@@ -9,7 +9,7 @@ the ISA table, ``tcc_compiler/isa/spec.py``, and the target file, ``specs/target
 - ``memory.sram_capacity_bytes``: the header's ``sram_peak_bytes``, and the SRAM extent of every
   operand of every command (``DMA_LOAD``/``DMA_STORE`` SRAM side with both strides,
   ``DMA_LOAD_Z`` destination, ``CONV_TILE`` input/weights/params/shortcut/output boxes,
-  ``POOL_TILE`` input/output, ``ADD_TILE`` a/b/output) lie in ``[0, sram_capacity_bytes)``;
+  ``POOL_TILE`` input/output, ``ADD_TILE`` a/b/output, ``LUT_TILE`` input/tables/output, ``EW_TILE`` a/b/output) lie in ``[0, sram_capacity_bytes)``;
 - ``compute.image_mode``: a ``CONV_TILE`` under a ``CONV_CFG`` with flags bit1 (image mode)
   needs a target with image mode;
 - ``compute.array_in_channels``: image mode packs ``kw * cin_g`` values into one array input
@@ -32,6 +32,8 @@ from tcc_compiler.errors import ExecutionError
 from tcc_compiler.isa import spec
 from tcc_compiler.isa.commands import (
     AddTile,
+    EwTile,
+    LutTile,
     Command,
     ConvCfg,
     ConvTile,
@@ -100,6 +102,14 @@ def sram_extents(cmd: Command, regs: Registers) -> list[tuple[str, int, int]]:
                      cmd.in_row_stride)
                 + _box("output", cmd.out_sram, cmd.out_h, cmd.out_w, cmd.c, cmd.out_px_stride,
                        cmd.out_row_stride))
+    if isinstance(cmd, EwTile) and cmd.n:
+        return [("a", cmd.a_sram, cmd.a_sram + cmd.n),
+                ("b", cmd.b_sram, cmd.b_sram + (cmd.b_period or cmd.n)),
+                ("output", cmd.out_sram, cmd.out_sram + cmd.n)]
+    if isinstance(cmd, LutTile) and cmd.n:
+        return [("input", cmd.in_sram, cmd.in_sram + cmd.n),
+                ("tables", cmd.lut_sram, cmd.lut_sram + 256 * cmd.tables),
+                ("output", cmd.out_sram, cmd.out_sram + cmd.n)]
     if isinstance(cmd, AddTile) and cmd.n:
         return [(what, a, a + cmd.n) for what, a in (("a", cmd.a_sram), ("b", cmd.b_sram),
                                                      ("output", cmd.out_sram))]

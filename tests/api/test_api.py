@@ -109,10 +109,13 @@ def test_partition_places_fused_nodes_on_npu_and_softmax_on_host(net):
 
 
 def test_partition_names_the_unsupported_node_and_reason(net):
-    places = tc.partition(_with_tail(net, "Sigmoid"), "32x32x3")
+    places = tc.partition(_with_tail(net, "Sin"), "32x32x3")
     host = [p for p in places if p.device == "host"]
-    assert [(p.node, p.op_type) for p in host] == [("tail_Sigmoid", "Sigmoid")]
+    assert [(p.node, p.op_type) for p in host] == [("tail_Sin", "Sin")]
     assert "not supported" in host[0].reason
+    # a sigmoid on the logits runs on the NPU as a lookup table
+    by = {p.node: p for p in tc.partition(_with_tail(net, "Sigmoid"), "32x32x3")}
+    assert by["tail_Sigmoid"].device == "npu" and by["tail_Sigmoid"].npu_op == "lut"
 
 
 def test_cli_ops(net, tmp_path, capsys):
@@ -122,9 +125,9 @@ def test_cli_ops(net, tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert sorted(r["op_type"] for r in rows) == sorted(CONVERTERS)
     path = tmp_path / "m.onnx"
-    onnx.save(_with_tail(net, "Sigmoid"), str(path))
+    onnx.save(_with_tail(net, "Sin"), str(path))
     assert main(["ops", str(path), "--input", "32x32x3"]) == 0
     out = capsys.readouterr().out
-    assert "host  Sigmoid" in out and out.strip().endswith("1 on the host")
+    assert "host  Sin" in out and out.strip().endswith("1 on the host")
     with pytest.raises(TccError):
         tc.partition(str(tmp_path / "missing.onnx"))

@@ -607,13 +607,6 @@ def test_every_rule_case_is_small():
 
 REFUSED: dict[str, tuple] = {
     # name: (nodes, inits, opset, node name, reason fragment)
-    "clip_absent_min_input": ([N("Clip", ["x", "", "hi"], ["y"], name="clip_hi")],
-                              {"hi": np.array(6, F)}, 13, "clip_hi", "Clip(-inf, 6.0)"),
-    "clip_opset6_max_attr_only": ([N("Clip", ["x"], ["y"], max=6.0, name="clip_hi6")], {}, 6,
-                                  "clip_hi6", "Clip(-inf, 6.0)"),
-    "clip_bounds_exclude_zero": ([N("Clip", ["x", "lo", "hi"], ["y"], name="clip_pos")],
-                                 {"lo": np.array(1, F), "hi": np.array(6, F)}, 13, "clip_pos",
-                                 "around 0"),
     "dropout_training_mode_true": ([N("Dropout", ["x", "r", "t"], ["y"], name="drop_t")],
                                    {"r": np.array(0.5, F), "t": np.array(True)}, 13, "drop_t",
                                    "training_mode=true"),

@@ -192,7 +192,67 @@ def _softmax_argmax_end(opset: int):
             N("ArgMax", ["l"], ["am"], axis=1, keepdims=1, name="argmax")], inits
 
 
+def _unary(op: str, since: int = 1, **attrs):
+    """One unary activation (a lookup table on the NPU); None before the op exists."""
+    def build(opset: int):
+        if opset < since:
+            return None
+        return [N(op, ["x"], ["y"], name=op.lower(), **attrs)], {}
+    return build
+
+
+def _prelu(per_channel: bool):
+    def build(opset: int):
+        slope = (np.linspace(0.05, 0.4, C).reshape(C, 1, 1) if per_channel
+                 else np.array([0.2]))
+        return [N("PRelu", ["x", "s"], ["y"], name="prelu")], {"s": slope}
+    return build
+
+
+def _clip_upper_only(opset: int):
+    if opset < 11:
+        return [N("Clip", ["x"], ["y"], max=0.7, name="clip")], {}
+    return [N("Clip", ["x", "", "hi"], ["y"], name="clip")], {"hi": np.array(0.7, np.float32)}
+
+
+def _silu(opset: int):
+    """SiLU as torch.onnx writes nn.SiLU before opset 14: x * Sigmoid(x)."""
+    return [N("Sigmoid", ["x"], ["s"], name="sig"), N("Mul", ["x", "s"], ["y"], name="mul")], {}
+
+
+def _se_gate(opset: int):
+    """Squeeze-excitation: GAP -> Sigmoid gate [N,C,1,1] times the map, both operand orders,
+    and Sub of two activations."""
+    return [N("GlobalAveragePool", ["x"], ["g"]), N("Sigmoid", ["g"], ["s"]),
+            N("Mul", ["s", "x"], ["m"], name="gate"), N("Relu", ["x"], ["r"]),
+            N("Sub", ["m", "r"], ["d"], name="sub"), N("Sub", ["d", "g"], ["y"], name="subb")], {}
+
+
+def _const_arith(opset: int):
+    """Sub/Div by constants and constant minus activation (folded into affines)."""
+    return [N("Sub", ["x", "k"], ["a"]), N("Div", ["a", "d"], ["b"]),
+            N("Sub", ["o", "b"], ["y"])], {"k": _r(11, C, 1, 1), "d": np.full((1,), 2.5),
+                                           "o": np.array(0.5)}
+
+
 CASES = {
+    "sigmoid": (_unary("Sigmoid"), Op.LUT),
+    "tanh": (_unary("Tanh"), Op.LUT),
+    "hardsigmoid": (_unary("HardSigmoid", alpha=0.3, beta=0.4), Op.LUT),
+    "hardswish": (_unary("HardSwish", 14), Op.LUT),
+    "leakyrelu": (_unary("LeakyRelu", alpha=0.1), Op.LUT),
+    "elu": (_unary("Elu", alpha=0.7), Op.LUT),
+    "softplus": (_unary("Softplus"), Op.LUT),
+    "mish": (_unary("Mish", 18), Op.LUT),
+    "gelu": (_unary("Gelu", 20), Op.LUT),
+    "erf": (_unary("Erf", 9), Op.LUT),
+    "gelu_tanh": (_unary("Gelu", 20, approximate="tanh"), Op.LUT),
+    "prelu_channel": (_prelu(True), Op.LUT),
+    "prelu_scalar": (_prelu(False), Op.LUT),
+    "lut_clip_upper_only": (_clip_upper_only, Op.LUT),
+    "silu_mul_sigmoid": (_silu, Op.MUL),
+    "se_gate_sub": (_se_gate, Op.SUB),
+    "const_sub_div": (_const_arith, Op.ADD),
     "batchnorm": (_bn_case, Op.CONV),
     "clip_relu6": (_clip_case(0.0, 6.0), Op.CLIP),
     "clip_relu": (_clip_case(0.0, None), Op.CLIP),
@@ -306,9 +366,6 @@ REFUSED = {
                                      training_mode=1, name="bn_train")],
                                   {k: np.ones(C) for k in "sbmv"}, 15),
                          "bn_train", "training_mode=1"),
-    "clip_unbounded": (lambda: ([N("Clip", ["x", "lo"], ["y"], name="clip_neg")],
-                                {"lo": np.array(-1.0, np.float32)}, 13),
-                       "clip_neg", "finite bounds"),
     "gemm_transa": (lambda: ([N("Flatten", ["x"], ["f"]),
                               N("Gemm", ["w", "f"], ["y"], transB=1, name="gemm_ta")],
                              {"w": np.ones((5, C * H * W))}, 13),

@@ -83,8 +83,15 @@ def _every_op_graph() -> Graph:
     add = val("add", (1, 8, 3, 3))
     g.add_node(Op.ADD, "add", [c2, ap], [add], ops.EltwiseAttrs(Activation(ActKind.RELU, 0.0,
                                                                             -0.0)))
+    sb = val("sub", (1, 8, 3, 3))
+    g.add_node(Op.SUB, "sub", [add, ap], [sb], ops.EltwiseAttrs())
+    lu = val("lut", (1, 8, 3, 3))
+    g.add_node(Op.LUT, "lut", [sb, const("slope", _f32(8))], [lu],
+               ops.LutAttrs(ops.LutFunc.PRELU))
+    lc = val("lutc", (1, 8, 3, 3))
+    g.add_node(Op.LUT, "lutc", [lu], [lc], ops.LutAttrs(ops.LutFunc.CLIP, float("-inf"), 2.5))
     gp = val("gap", (1, 8, 1, 1))
-    g.add_node(Op.GAP, "gap", [add], [gp], ops.NoAttrs())
+    g.add_node(Op.GAP, "gap", [lc], [gp], ops.NoAttrs())
     tr = val("tr", (1, 1, 8, 1))
     g.add_node(Op.TRANSPOSE, "tr", [gp], [tr], ops.TransposeAttrs((0, 3, 1, 2)))
     rs = val("rs", (1, 8, 1, 1))

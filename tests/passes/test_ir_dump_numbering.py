@@ -24,11 +24,11 @@ def test_resumed_dump_keeps_stage_numbers(tmp_path, residual_net):
     # hand-written: stage k of [the passes] is numbered k + 1 (00 is the import, dumped by the
     # driver, not by the pass manager)
     assert names == [f"{k + 1:02d}-{n}.tir" for k, n in enumerate(PASS_NAMES)]
-    start = first.written[4]  # 05-fuse-residual-add.tir
-    assert start.name == "05-fuse-residual-add.tir"
+    start = first.written[5]  # 06-fuse-residual-add.tir
+    assert start.name == "06-fuse-residual-add.tir"
     graph, passes = load_resume_point(start)
     second = DumpIR(tmp_path / "b")
     PassManager(passes, instruments=[second]).run(graph)
-    assert [p.name for p in second.written] == names[5:]
-    for a, b in zip(first.written[5:], second.written):  # and the same graphs
+    assert [p.name for p in second.written] == names[6:]
+    for a, b in zip(first.written[6:], second.written):  # and the same graphs
         assert graphs_equal(load_ir(a), load_ir(b)) is None

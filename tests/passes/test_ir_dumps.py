@@ -70,9 +70,9 @@ def test_resume_from_dump_is_byte_identical(tiny, index):
 
 
 def test_resume_runs_only_later_passes(tiny):
-    src = tiny["dump"].written[5]  # after fuse-residual-add
+    src = tiny["dump"].written[6]  # after fuse-residual-add
     art = compile_model(str(src), calibration=tiny["calib"])
-    assert list(art.report["passes"]["fired"]) == PASS_NAMES[5:]
+    assert list(art.report["passes"]["fired"]) == PASS_NAMES[6:]
 
 
 def test_resume_quantized_output_folder(tiny, tmp_path, capsys):
@@ -131,13 +131,13 @@ def test_unknown_pass_name_refused(tiny, tmp_path, capsys, opt):
 
 
 def test_resume_with_other_input_size_refused(tiny, tmp_path, capsys):
-    code, _, err = run_cli(["compile", tiny["dump"].written[2], "--input", "32x32x3",
+    code, _, err = run_cli(["compile", tiny["dump"].written[3], "--input", "32x32x3",
                          "-o", tmp_path / "o"], capsys)
-    assert code == 2 and err.count("\n") == 1 and "02-fold-affine" in err and "16x16x3" in err
+    assert code == 2 and err.count("\n") == 1 and "03-fold-affine" in err and "16x16x3" in err
 
 
 def test_resume_unknown_stage_refused(tiny, tmp_path, capsys):
-    src = tiny["dump"].written[1]
+    src = tiny["dump"].written[2]
     bad = tmp_path / "x.tir"
     bad.write_text(src.read_text().replace('"canonicalize"', '"canonicalise"'))
     (tmp_path / "x.npz").write_bytes(src.with_suffix(".npz").read_bytes())

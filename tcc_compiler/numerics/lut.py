@@ -1,0 +1,130 @@
+"""Lookup-table activations: the float functions, the 256-entry int8 tables built from them at
+compile time, and the NPU's table kernel (specs/quantization.md, "Lookup-table activations").
+
+The table IS the op's integer definition: entry ``q`` (q = -128..127, stored at index q + 128)
+is ``clamp(rint(f((q - zp_in) * s_in) / s_out) + zp_out, -128, 127)``, computed in float64
+with ``rint`` rounding half to even (the same rule as host-side input quantization). The
+golden model and the executor both index the same table, so they agree by construction; the
+only error against the float model is the int8 rounding of the input and of the output.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tcc_compiler.ir.ops import LutFunc
+
+#: Entries of one table (every int8 input value).
+LUT_ENTRIES = 256
+
+_ERF = np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """Element-wise error function in float64 (numpy has none; math.erf is correctly rounded
+    to within 1 ulp)."""
+    return _ERF(np.asarray(x, dtype=np.float64)).astype(np.float64)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # split by sign so exp never overflows
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, x)
+
+
+def lut_function(func: LutFunc, x: np.ndarray, alpha: float = 0.0, beta: float = 0.0,
+                 slope: np.ndarray | float | None = None) -> np.ndarray:
+    """Evaluate ``func`` in float64 (the ONNX definitions; see :class:`~tcc_compiler.ir.ops.
+    LutFunc` for alpha/beta).
+
+    Args:
+        func: the function. x: float array (any shape).
+        alpha, beta: the function's ONNX attributes (hardsigmoid, leakyrelu, elu, clip).
+        slope: prelu only: scalar or an array broadcastable against ``x``.
+
+    Returns:
+        float64 array shaped like ``x``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if func is LutFunc.SIGMOID:
+        return _sigmoid(x)
+    if func is LutFunc.TANH:
+        return np.tanh(x)
+    if func is LutFunc.SILU:
+        return x * _sigmoid(x)
+    if func is LutFunc.HARDSIGMOID:
+        return np.clip(alpha * x + beta, 0.0, 1.0)
+    if func is LutFunc.HARDSWISH:
+        return x * np.clip(x / 6.0 + 0.5, 0.0, 1.0)
+    if func is LutFunc.LEAKYRELU:
+        return np.where(x >= 0, x, alpha * x)
+    if func is LutFunc.PRELU:
+        return np.where(x >= 0, x, np.asarray(slope, dtype=np.float64) * x)
+    if func is LutFunc.MISH:
+        return x * np.tanh(_softplus(x))
+    if func is LutFunc.GELU:
+        return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
+    if func is LutFunc.GELU_TANH:
+        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+    if func is LutFunc.ELU:
+        return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
+    if func is LutFunc.SOFTPLUS:
+        return _softplus(x)
+    if func is LutFunc.CLIP:
+        return np.clip(x, alpha, beta)
+    if func is LutFunc.ERF:
+        return _erf(x)
+    raise ValueError(f"unknown lookup-table function {func!r}")
+
+
+def build_tables(func: LutFunc, alpha: float, beta: float, s_in: float, zp_in: int,
+                 s_out: float, zp_out: int, slope: np.ndarray | None = None) -> np.ndarray:
+    """The int8 -> int8 tables of a lookup-table activation.
+
+    Args:
+        func, alpha, beta: the function (see :func:`lut_function`).
+        s_in, zp_in: input quantization (the producing op's int8 output).
+        s_out, zp_out: output quantization.
+        slope: prelu slopes, float [T] (T = 1 or channels); None for other functions.
+
+    Returns:
+        int8 [T, 256]: ``tables[t, q + 128]`` is the output for input ``q`` in channel
+        ``c`` with ``t = c % T`` (T = 1: one shared table).
+    """
+    q = np.arange(-128, 128, dtype=np.float64)
+    xr = (q - zp_in) * float(s_in)
+    if slope is None:
+        ys = lut_function(func, xr, alpha, beta)[None, :]
+    else:
+        sl = np.asarray(slope, dtype=np.float64).reshape(-1, 1)
+        ys = lut_function(func, xr[None, :], alpha, beta, sl)
+    t = np.rint(ys / float(s_out)) + zp_out
+    return np.clip(t, -128, 127).astype(np.int8)
+
+
+def apply_lut(x: np.ndarray, tables: np.ndarray, ch0: int = 0) -> np.ndarray:
+    """The NPU's table kernel on int8 elements in NHWC order (channel fastest).
+
+    Args:
+        x: int8 array (any shape; flattened in C order: element ``k`` has channel
+           ``(ch0 + k) % T``).
+        tables: int8 [T, 256] (see :func:`build_tables`).
+        ch0: channel of the first element (a chunk starting mid-pixel), 0 <= ch0 < T.
+
+    Returns:
+        int8 array shaped like ``x``.
+    """
+    idx = x.astype(np.int64).reshape(-1) + 128
+    t = tables.shape[0]
+    if t == 1:
+        y = tables[0][idx]
+    else:
+        ch = (ch0 + np.arange(idx.size)) % t
+        y = tables[ch, idx]
+    return y.reshape(x.shape).astype(np.int8)

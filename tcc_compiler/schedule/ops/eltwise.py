@@ -1,0 +1,84 @@
+"""Element-wise add/sub/mul of two int8 activations on the vector unit (EW_TILE): flat chunks
+of a (contiguous in DRAM and SRAM), double-buffered; b chunked alongside a, or, when it is a
+per-channel vector broadcast over a ([N,C,1,1] over [N,C,H,W]), loaded once whole. Resident
+operands are read/written in place."""
+
+from __future__ import annotations
+
+from tcc_compiler.ir.graph import Node
+from tcc_compiler.isa import commands as C
+from tcc_compiler.quant.params import ew_quant
+from tcc_compiler.schedule.emitter import flat_fields
+from tcc_compiler.schedule.ops.context import OpContext, label
+from tcc_compiler.schedule.program import SLOT_SHORTCUT, LayerInfo
+from tcc_compiler.schedule.tiling import plan_channels
+
+
+def _load_vector(ctx: OpContext, sa, n: Node, nbytes: int):
+    """The broadcast b operand in SRAM (loaded once, or resident): (address, dependency)."""
+    b = n.inputs[1]
+    rb = ctx.mem.resident(b)
+    if rb is not None:
+        return rb.sram, None
+    addr = sa.alloc(nbytes, "ew b")
+    dep = ctx.em.load(ctx.em.free(addr, nbytes), label(n) + " b", slot=SLOT_SHORTCUT,
+                      dram=ctx.mem.tensor(b).addr(0), sram=addr, **flat_fields(nbytes))
+    return addr, dep
+
+
+def lower_eltwise(ctx: OpContext, n: Node, info: LayerInfo) -> None:
+    """Emit sub/mul/broadcast-add op ``n`` as EW_TILE chunks; fill ``info``.
+
+    Raises:
+        ScheduleError: not even one element per buffer fits the op's SRAM budget.
+    """
+    em, mem = ctx.em, ctx.mem
+    a, b = n.inputs[0], n.inputs[1]
+    q = ew_quant(n)
+    ta, tb, to = mem.tensor(a), mem.tensor(b), mem.tensor(n.output)
+    ra, rb_, ro = mem.resident(a), mem.resident(b), mem.resident(n.output)
+    total = (ta or ra).nbytes
+    lab = label(n)
+    sa = ctx.begin()
+    vec, vec_dep = (_load_vector(ctx, sa, n, q.period) if q.period else (-1, None))
+    chunked = [ra, ro] + ([] if q.period else [rb_])
+    blk = plan_channels(max(sum(r is None for r in chunked), 1), total, ctx.budget() - sa.top)
+    sl = [[sa.alloc(blk, "ew") if r is None else -1 for r in (ra, rb_, ro)] for _ in range(2)]
+    info.sram_peak_bytes = sa.top + ctx.base
+    last_read, last_store = {}, {}
+    regs = {"kind": int(q.kind), "zp_a": q.zp_a, "zp_b": q.zp_b, "zp_out": q.zp_out,
+            "act_lo": q.act_lo, "act_hi": q.act_hi, "shift": q.shift, "mult_a": q.mult_a,
+            "mult_b": q.mult_b, "b_period": q.period}
+    for i, e0 in enumerate(range(0, total, blk)):
+        e1 = min(total, e0 + blk)
+        slot = i % 2
+        sa_, sb_, so_ = sl[slot]
+        flat = flat_fields(e1 - e0)
+        deps = [vec_dep]
+        if ra is None:
+            deps.append(em.load([last_read.get(slot)] + em.free(sa_, blk), lab + " a",
+                                dram=ta.addr(e0), sram=sa_, **flat))
+        else:
+            sa_ = ra.sram + e0
+        if q.period:
+            sb_ = vec
+        elif rb_ is None:
+            deps.append(em.load([last_read.get(slot)] + em.free(sb_, blk), lab + " b",
+                                slot=SLOT_SHORTCUT, dram=tb.addr(e0), sram=sb_, **flat))
+        else:
+            sb_ = rb_.sram + e0
+        if ro is None:
+            deps += [last_store.get(slot)] + em.free(so_, blk)
+        else:
+            deps += em.free(ro.sram, ro.nbytes)
+            so_ = ro.sram + e0
+        comp = em.emit(C.EwTile, deps, lab, a_sram=sa_, b_sram=sb_, out_sram=so_, n=e1 - e0,
+                       b0=e0 % q.period if q.period else 0, **regs)
+        last_read[slot] = comp
+        if ro is None:
+            last_store[slot] = em.store([comp], lab + " output", dram=to.addr(e0),
+                                        sram=so_, **flat)
+        info.tiles += 1
+    ctx.end(sa)
+    info.plan = f"{info.tiles} chunks of {blk} elements" + (
+        f", b broadcast ({q.period} channels)" if q.period else "")

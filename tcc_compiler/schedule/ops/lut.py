@@ -1,0 +1,83 @@
+"""Lookup-table activation on the vector unit: the table(s) loaded once from the WEIGHTS
+region, then flat chunks of the tensor (contiguous in DRAM and SRAM), double-buffered, one
+LUT_TILE each (resident tensors read/written in place)."""
+
+from __future__ import annotations
+
+from tcc_compiler.ir.graph import Node
+from tcc_compiler.isa import commands as C
+from tcc_compiler.isa.spec import PARAM_RECORD_BYTES
+from tcc_compiler.isa.wcodec import LayerKind
+from tcc_compiler.numerics.lut import LUT_ENTRIES
+from tcc_compiler.quant.params import lut_quant
+from tcc_compiler.schedule.emitter import flat_fields
+from tcc_compiler.schedule.ops.context import OpContext, label
+from tcc_compiler.schedule.program import SLOT_PARAMS, LayerInfo
+from tcc_compiler.schedule.tiling import plan_channels
+
+
+def _add_tables(ctx: OpContext, n: Node, info: LayerInfo):
+    """Put the op's tables into the WEIGHTS region (a LayerKind.LUT layer: weights blob =
+    T x 256 int8 entries, params = T reserved zero records); return its one block."""
+    tables = lut_quant(n).tables
+    t = tables.shape[0]
+    raw0, stored0 = ctx.weights.raw_bytes, ctx.weights.stored_bytes
+    blobs = ctx.weights.add_layer(n.name, LayerKind.LUT, tables.tobytes(),
+                                  bytes(PARAM_RECORD_BYTES * t), block_channels=t)
+    info.weight_bytes = sum(b.stored_bytes for b in blobs.weight_blocks)
+    info.weight_raw_bytes = ctx.weights.raw_bytes - raw0
+    info.weight_file_bytes = ctx.weights.stored_bytes - stored0
+    return blobs.weight_blocks[0], t
+
+
+def lower_lut(ctx: OpContext, n: Node, info: LayerInfo) -> None:
+    """Emit lut op ``n``: one table load, then per chunk an input load, LUT_TILE and store;
+    fill ``info``.
+
+    Raises:
+        ScheduleError: the tables and one element per buffer do not fit the op's SRAM budget.
+    """
+    em, mem = ctx.em, ctx.mem
+    x = n.inputs[0]
+    tx, to = mem.tensor(x), mem.tensor(n.output)
+    rx, ro = mem.resident(x), mem.resident(n.output)
+    total = (tx or rx).nbytes
+    channels = x.shape[1] if len(x.shape) >= 2 else 1
+    block, t = _add_tables(ctx, n, info)
+    lab = label(n)
+    sa = ctx.begin()
+    lut_sram = sa.alloc(LUT_ENTRIES * t, "lut tables")
+    n_bufs = sum(r is None for r in (rx, ro))
+    blk = plan_channels(max(n_bufs, 1), total, ctx.budget() - sa.top)
+    if t > 1 and blk < total:      # whole pixels per chunk keep ch0 = 0
+        blk = max(channels, blk // channels * channels)
+    sl = [[sa.alloc(blk, "lut") if r is None else -1 for r in (rx, ro)] for _ in range(2)]
+    info.sram_peak_bytes = sa.top + ctx.base
+    tab = em.load_block(em.free(lut_sram, LUT_ENTRIES * t), lab + " tables", SLOT_PARAMS,
+                        block, lut_sram)
+    last_read, last_store = {}, {}
+    for i, e0 in enumerate(range(0, total, blk)):
+        e1 = min(total, e0 + blk)
+        slot = i % 2
+        si, so = sl[slot]
+        flat = flat_fields(e1 - e0)
+        deps = [tab]
+        if rx is None:
+            deps.append(em.load([last_read.get(slot)] + em.free(si, blk), lab + " input",
+                                dram=tx.addr(e0), sram=si, **flat))
+        else:
+            si = rx.sram + e0
+        if ro is None:
+            deps += [last_store.get(slot)] + em.free(so, blk)
+        else:
+            deps += em.free(ro.sram, ro.nbytes)
+            so = ro.sram + e0
+        comp = em.emit(C.LutTile, deps, lab, in_sram=si, out_sram=so, lut_sram=lut_sram,
+                       n=e1 - e0, tables=t, ch0=e0 % t)
+        last_read[slot] = comp
+        if ro is None:
+            last_store[slot] = em.store([comp], lab + " output", dram=to.addr(e0),
+                                        sram=so, **flat)
+        info.tiles += 1
+    ctx.end(sa)
+    info.plan = f"{info.tiles} chunks of {blk} elements, {t} table(s)"

@@ -1,0 +1,69 @@
+"""Execution of LUT_TILE and EW_TILE on the reference executor's SRAM (kept apart from the
+conv/pool/add handlers of :mod:`tcc_compiler.sim.executor`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from tcc_compiler.errors import ExecutionError
+from tcc_compiler.isa.commands import EwTile, LutTile
+from tcc_compiler.numerics import SHIFT_MAX
+from tcc_compiler.numerics.eltwise import EwKind, eltwise_int8
+from tcc_compiler.numerics.lut import LUT_ENTRIES, apply_lut
+
+
+def run_lut_tile(i: int, t: LutTile,
+                 sram_tensor: Callable[..., np.ndarray],
+                 err: Callable[[int, LutTile, str], ExecutionError]) -> int:
+    """Run one LUT_TILE: ``out[k] = lut[(ch0 + k) % tables][in[k] + 128]``.
+
+    Args:
+        i: command index (for messages). t: the command.
+        sram_tensor: the executor's ``(i, cmd, what, addr, shape) -> int8 view`` accessor
+            (range-checked against the SRAM).
+        err: the executor's error constructor.
+
+    Returns:
+        Bytes the compute queue touched (input + output + tables).
+
+    Raises:
+        ExecutionError: ``tables`` is 0 or ``ch0 >= tables``, or an operand outside the SRAM.
+    """
+    if t.tables < 1 or t.ch0 >= t.tables:
+        raise err(i, t, f"LUT_TILE tables = {t.tables}, ch0 = {t.ch0}: need 1 <= tables and "
+                        "ch0 < tables")
+    tables = np.array(sram_tensor(i, t, "tables", t.lut_sram, (t.tables, LUT_ENTRIES)))
+    x = np.array(sram_tensor(i, t, "input", t.in_sram, (t.n,)))
+    sram_tensor(i, t, "output", t.out_sram, (t.n,))[...] = apply_lut(x, tables, t.ch0)
+    return 2 * t.n + tables.size
+
+
+def run_ew_tile(i: int, t: EwTile,
+                sram_tensor: Callable[..., np.ndarray],
+                err: Callable[[int, EwTile, str], ExecutionError]) -> int:
+    """Run one EW_TILE (numerics/eltwise.py :func:`eltwise_int8`).
+
+    Args: as :func:`run_lut_tile`.
+
+    Returns:
+        Bytes the compute queue touched (a, b, output).
+
+    Raises:
+        ExecutionError: unknown kind, shift outside 1..62, ``b0 >= b_period`` (b_period > 0),
+            or an operand outside the SRAM.
+    """
+    if t.kind not in EwKind._value2member_map_:
+        raise err(i, t, f"EW_TILE kind {t.kind} unknown")
+    if not 1 <= t.shift <= SHIFT_MAX:
+        raise err(i, t, f"EW_TILE shift {t.shift} outside 1..{SHIFT_MAX}")
+    if t.b_period and t.b0 >= t.b_period:
+        raise err(i, t, f"EW_TILE b0 = {t.b0} not below b_period = {t.b_period}")
+    nb = t.b_period or t.n
+    a = np.array(sram_tensor(i, t, "a", t.a_sram, (t.n,)))
+    b = np.array(sram_tensor(i, t, "b", t.b_sram, (nb,)))
+    y = eltwise_int8(EwKind(t.kind), a, t.zp_a, t.mult_a, b, t.zp_b, t.mult_b, t.shift,
+                     t.zp_out, t.act_lo, t.act_hi, t.b_period, t.b0)
+    sram_tensor(i, t, "output", t.out_sram, (t.n,))[...] = y
+    return 2 * t.n + nb
