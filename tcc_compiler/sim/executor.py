@@ -371,8 +371,13 @@ class Executor:
             raise self._err(i, t, "CONV_CFG has a zero kernel/stride/dilation/cin_g")
         if cfg.out_mode not in (spec.OUT_MODE_INT8, spec.OUT_MODE_INT32):
             raise self._err(i, t, f"CONV_CFG out_mode {cfg.out_mode} unknown")
-        if cfg.flags & ~(spec.CONV_FLAG_SHORTCUT | spec.CONV_FLAG_IMAGE):
+        if cfg.flags & ~(spec.CONV_FLAG_SHORTCUT | spec.CONV_FLAG_IMAGE
+                         | spec.CONV_FLAG_DEPTHWISE):
             raise self._err(i, t, f"CONV_CFG reserved flag bits set ({cfg.flags:#x})")
+        if cfg.flags & spec.CONV_FLAG_DEPTHWISE and (
+                cfg.flags & spec.CONV_FLAG_IMAGE or cfg.cin_g != 1 or t.oc != t.in_c):
+            raise self._err(i, t, f"depthwise mode needs cin_g 1, oc == in_c and no image mode "
+                                  f"(cin_g {cfg.cin_g}, in_c {t.in_c}, oc {t.oc})")
         if cfg.flags & spec.CONV_FLAG_IMAGE and (
                 t.in_c != cfg.cin_g or cfg.kw * cfg.cin_g > self.target.array_in_channels):
             raise self._err(i, t, f"image mode needs one group per tile and kw * cin_g <= "
