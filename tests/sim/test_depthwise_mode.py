@@ -54,8 +54,8 @@ def test_limits_accept_kernel_5_stride_2_and_refuse_a_target_without_the_unit():
         check_program(_program(_dw()), dataclasses.replace(TGT, depthwise_mode=False))
 
 
-@pytest.mark.parametrize("kw", [dict(cin_g=2, c=8, oc=4), dict(oc=4),
-                                dict(flags=DW | spec.CONV_FLAG_IMAGE)])
+@pytest.mark.parametrize("kw", [{"cin_g": 2, "c": 8, "oc": 4}, {"oc": 4},
+                                {"flags": DW | spec.CONV_FLAG_IMAGE}])
 def test_executor_refuses_a_malformed_depthwise_tile(kw):
     with pytest.raises(ExecutionError, match="depthwise mode needs cin_g 1, oc == in_c"):
         Executor(_program(_dw(**kw)), None, TGT).run(bytes(64))
