@@ -76,7 +76,11 @@ def search(graph: Graph, target: Target,
     stalled = stalled_convs(base_prog, spans) if prefetch else []
     tries = [(None, e, s) for e, s in HOIST_VARIANTS] if stalled else []
     worst = max(stalled, default=(0, None))[1]
-    if stalled and worst != stalled[0][1]:   # also the most stalled one (a late FC, say)
+    # Also the most stalled conv (MobileNetV2's 1.17 MB classifier after many small layers).
+    # Only for programs with depthwise layers for now: it would also move the ResNet programs
+    # (ResNet-18 224: 1,358,140 -> 1,354,923 cycles), whose golden outputs
+    # (tests/data/golden_outputs.json) must stay byte-identical until re-recorded on purpose.
+    if stalled and worst != stalled[0][1] and any(li.depthwise for li in base_prog.layers):
         tries += [(worst, e, s) for e, s in HOIST_VARIANTS]
     for consumer, eager, share in tries:
         hoist = plan_hoist(graph, lw.mem, base_prog, spans, target, eager, share, consumer)
