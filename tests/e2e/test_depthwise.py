@@ -149,12 +149,12 @@ def test_depthwise_mode_is_faster_than_the_array(tmp_path):
                     reason="the zoo has no mobilenet-v2 builder yet (branch zoo)")
 def test_mobilenet_v2_small_bit_exact(tmp_path):
     model = tmp_path / "mbv2.onnx"
-    zoo.save("mobilenet-v2", model, width=64, height=64, channels=3)
-    api.compile(model, "64x64x3").save(tmp_path / "out")
+    zoo.save("mobilenet-v2", model, width=32, height=32, channels=3)
+    api.compile(model, "32x32x3").save(tmp_path / "out")
     prog = load_program(tmp_path / "out")
     assert len(_depthwise_cfgs(prog)) == 17
     checker = Checker(prog, model)
-    x = np.random.default_rng(0).uniform(-2, 2, (1, 3, 64, 64)).astype(np.float32)
+    x = np.random.default_rng(0).uniform(-2, 2, (1, 3, 32, 32)).astype(np.float32)
     assert checker.check(x, prog.run(x))["bit_exact"]
 
 
