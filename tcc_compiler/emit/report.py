@@ -55,7 +55,8 @@ def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm
             **_weight_raw(li),
             "sram_peak_bytes": li.sram_peak_bytes, "tiling": li.plan,
             **perf_report.layer_dram(program, li),
-            "mac_utilisation": round(perf_report.utilisation(li.macs, cycles, tgt), 4),
+            "mac_utilisation": round(perf_report.utilisation(li.macs, cycles, tgt,
+                                                                li.depthwise), 4),
         })
     macs = sum(li.macs for li in program.layers)
     dram_rd, dram_wr = perf_report.dram_bytes(program.commands)
@@ -80,10 +81,12 @@ def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm
         "dram_write_bytes": dram_wr,
         "minimal_dram_bytes": min_dram,
         "mac_utilisation": round(perf_report.utilisation(macs, total_cycles, tgt), 4),
-        "roofline": perf_report.roofline(macs, min_dram, tgt),
+        "roofline": perf_report.roofline(
+            macs, min_dram, tgt, sum(li.macs for li in program.layers if li.depthwise)),
         "capacity_bound": perf_report.capacity_bound(
             [li.macs for li in program.layers], [li.weight_bytes for li in program.layers],
-            tgt, [li.name for li in program.layers]),
+            tgt, [li.name for li in program.layers],
+            [li.depthwise for li in program.layers]),
         "npu_ops": counts,
         "layers": layers,
         "passes": {"seconds": pm.stats.seconds, "fired": pm.stats.fired},

@@ -243,7 +243,10 @@ CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
     ("out_mode", U8, "0 = int8 requantized, 1 = int32 raw accumulator + bias"),
     ("flags", U8, "bit0 = has_shortcut (fused residual add); bit1 = image mode (kw taps x "
                   "cin_g channels of a row form one array input vector, needs one group and "
-                  "kw * cin_g <= array_in_channels); other bits reserved 0", Display.HEX),
+                  "kw * cin_g <= array_in_channels); bit2 = depthwise mode (the depthwise "
+                  "datapath, not the MAC array: cin_g = 1, oc = in_c, kernel and stride "
+                  "within the target's depthwise limits, dilation 1); other bits reserved 0",
+     Display.HEX),
     ("group", U16, "groups of the whole layer (informational; tiles hold whole groups)"),
     ("cin_g", U16, "input channels per group"),
     ("zp_in", I8, "input zero point (also the padding value)"),
@@ -415,6 +418,7 @@ OUT_MODE_INT8 = 0
 OUT_MODE_INT32 = 1
 CONV_FLAG_SHORTCUT = 0x01
 CONV_FLAG_IMAGE = 0x02
+CONV_FLAG_DEPTHWISE = 0x04
 POOL_KIND_MAX = 0
 POOL_KIND_AVG = 1
 

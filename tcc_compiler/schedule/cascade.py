@@ -33,7 +33,7 @@ from tcc_compiler.ir.ops import Op
 from tcc_compiler.isa.spec import PARAM_RECORD_BYTES
 from tcc_compiler.schedule import cost
 from tcc_compiler.schedule.tiling import (ConvGeom, Residency, align_up, candidate_extents,
-                                          plan_conv, uses_image_mode)
+                                          pixel_cycles, plan_conv)
 from tcc_compiler.target import Target
 
 log = logging.getLogger(__name__)
@@ -170,10 +170,10 @@ def chain_bands(geoms: list[ConvGeom], rows: int) -> list[tuple[OpRows, ...]]:
 
 def tile_cycles(g: ConvGeom, out_rows: int, t: Target) -> int:
     """Cycles of one full-width, all-channel tile of ``out_rows`` rows (CONV_TILE with image
-    mode and groups, or POOL_TILE: :mod:`tcc_compiler.schedule.cost`)."""
+    mode, groups or depthwise mode, or POOL_TILE: :mod:`tcc_compiler.schedule.cost`)."""
     if not g.has_weights:
         return cost.vector_cycles(out_rows * g.ow * g.o * g.kh * g.kw, t)
-    per = cost.conv_pixel_cycles(g.kh, g.kw, g.o, g.cin_g, g.group, uses_image_mode(g, t), t)
+    per = pixel_cycles(g, g.o, t)
     return t.compute_setup_cycles + out_rows * g.ow * per
 
 

@@ -12,7 +12,10 @@ terms):
   array_out) * ceil(cin_g / array_in) * groups_in_tile`` -- channel counts that do not fill
   the array waste it (e.g. 3 input channels use 3/32 of the rows). In image mode (CONV_CFG
   flags bit1) the kw taps of a row share one input vector: ``out_h * out_w * kh *
-  ceil(kw * cin_g / array_in) * ceil(oc / array_out)`` (:func:`conv_pixel_cycles`).
+  ceil(kw * cin_g / array_in) * ceil(oc / array_out)`` (:func:`conv_pixel_cycles`). In
+  depthwise mode (flags bit2) the tile runs on the depthwise datapath: ``out_h * out_w *
+  ceil(oc / depthwise_channels_per_cycle) * ceil(kh * kw / depthwise_taps_per_cycle)``
+  (:func:`depthwise_pixel_cycles`).
 * POOL/ADD/LUT/EW tiles: ``compute_setup_cycles + ceil(elements * window / vector_lanes)``
   (LUT_TILE: window 1; the vector unit looks up ``vector_lanes`` elements per cycle)
   (:func:`vector_cycles`).
@@ -31,7 +34,7 @@ from __future__ import annotations
 import math
 
 from tcc_compiler.isa import commands as C
-from tcc_compiler.isa.spec import CONV_FLAG_IMAGE, Queue, WAIT_NONE
+from tcc_compiler.isa.spec import CONV_FLAG_DEPTHWISE, CONV_FLAG_IMAGE, Queue, WAIT_NONE
 from tcc_compiler.target import Target
 
 
@@ -48,6 +51,16 @@ def transfer_bytes(cycles: float, t: Target) -> float:
 def mac_cycles(macs: float, t: Target) -> float:
     """Cycles of ``macs`` multiply-accumulates at the MAC array's peak rate (not rounded)."""
     return macs / t.macs_per_cycle
+
+
+def compute_cycles(macs: float, depthwise_macs: float, t: Target) -> float:
+    """Cycles of ``macs`` MACs at the compute units' peak rates (not rounded): the
+    ``depthwise_macs`` among them at the depthwise datapath's ``depthwise_channels_per_cycle
+    * depthwise_taps_per_cycle``, the rest at the MAC array's ``macs_per_cycle`` (one compute
+    queue runs both, one command at a time, so the terms add)."""
+    if not depthwise_macs:
+        return mac_cycles(macs, t)
+    return mac_cycles(macs - depthwise_macs, t) + depthwise_macs / t.depthwise_macs_per_cycle
 
 
 def dma_cycles(nbytes: int, t: Target) -> int:
@@ -70,6 +83,14 @@ def conv_pixel_cycles(kh: int, kw: int, oc: int, cin_g: int, groups: int, image:
     if image:   # one row's kw taps x cin_g channels per input vector
         return kh * math.ceil(kw * cin_g / ai) * math.ceil(oc / ao)
     return kh * kw * groups * math.ceil(oc // groups / ao) * math.ceil(cin_g / ai)
+
+
+def depthwise_pixel_cycles(kh: int, kw: int, c: int, t: Target) -> int:
+    """Depthwise-datapath cycles per output pixel of a depthwise conv tile (CONV_CFG flags
+    bit2) of ``c`` channels and a ``kh`` x ``kw`` kernel: ``ceil(c /
+    depthwise_channels_per_cycle) * ceil(kh * kw / depthwise_taps_per_cycle)``."""
+    return (math.ceil(c / t.depthwise_channels_per_cycle)
+            * math.ceil(kh * kw / t.depthwise_taps_per_cycle))
 
 
 def vector_cycles(elements: int, t: Target) -> int:
@@ -100,6 +121,9 @@ def command_cycles(cmd: C.Command, regs: C.Registers, t: Target) -> int:
         return dma_z_cycles(cmd.src_bytes, cmd.dst_bytes, t)
     if isinstance(cmd, C.ConvTile):
         cfg = regs.conv
+        if cfg.flags & CONV_FLAG_DEPTHWISE:
+            return t.compute_setup_cycles + cmd.out_h * cmd.out_w * depthwise_pixel_cycles(
+                cfg.kh, cfg.kw, cmd.oc, t)
         groups = max(1, cmd.in_c // cfg.cin_g)
         image = bool(cfg.flags & CONV_FLAG_IMAGE)
         return t.compute_setup_cycles + cmd.out_h * cmd.out_w * conv_pixel_cycles(

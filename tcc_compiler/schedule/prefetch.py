@@ -54,10 +54,12 @@ class Hoist:
     eager: bool = False
 
 
-def _stalled_conv(prog: Program, spans: list[tuple[int, int]]) -> int | None:
-    """Index of the first conv layer whose compute is stalled on its own loads (compute span
-    minus compute cycles >= 25% of the span and >= 1% of the program), or None."""
+def stalled_convs(prog: Program, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(stall cycles, layer index) of every plain conv/FC layer whose compute is stalled on its
+    own loads (compute span minus compute cycles >= 25% of the span and >= 1% of the
+    program), in execution order."""
     total = max((e for _, e in spans), default=0)
+    out = []
     for i, li in enumerate(prog.layers):
         if li.cmds is not None or li.kind not in ("conv", "fc"):
             continue
@@ -66,8 +68,8 @@ def _stalled_conv(prog: Program, spans: list[tuple[int, int]]) -> int | None:
         span = max(e for _, e in comp) - min(s for s, _ in comp)
         stall = span - sum(e - s for s, e in comp)
         if stall >= 0.25 * span and stall >= 0.01 * total:
-            return i
-    return None
+            out.append((stall, i))
+    return out
 
 
 def _best_window(prog: Program, ci: int, nodes: dict[str, Node], mem: MemoryPlan,
@@ -100,12 +102,13 @@ def _best_window(prog: Program, ci: int, nodes: dict[str, Node], mem: MemoryPlan
 
 
 def plan_hoist(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[int, int]],
-               t: Target, eager: bool = False, idle_share: float = 1.0) -> Hoist | None:
+               t: Target, eager: bool = False, idle_share: float = 1.0,
+               consumer: int | None = None) -> Hoist | None:
     """Choose a cross-op weight prefetch (:class:`Hoist`) from a replayed program (``spans``:
     :func:`cost.replay` of ``prog.commands``; ``mem``: the memory plan it was lowered with).
 
-    The consumer is the first conv whose compute is stalled on its own loads (compute span
-    minus compute cycles >= 25% of the span and >= 1% of the program). The window is the run
+    The consumer is layer ``consumer`` if given, else the first conv whose compute is stalled
+    on its own loads (:func:`stalled_convs`). The window is the run
     of plain ops (not cascaded) just before it with the most prefetchable bytes
     ``min(area, idle)``: ``area`` is the SRAM above the tile areas of every two consecutive
     ops of the window and the consumer (base + both footprints, so they still take opposite
@@ -116,9 +119,12 @@ def plan_hoist(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[i
     """
     loads = [i for i, c in enumerate(prog.commands) if c.queue is Queue.LOAD]
     gap_after = {a: max(0, spans[b][0] - spans[a][1]) for a, b in itertools.pairwise(loads)}
-    ci = _stalled_conv(prog, spans)
-    if ci is None:
-        return None
+    if consumer is None:
+        stalled = stalled_convs(prog, spans)
+        if not stalled:
+            return None
+        consumer = stalled[0][1]
+    ci = consumer
     nodes = {m.name: m for m in graph.nodes}
     node = nodes[prog.layers[ci].name]
     g = conv_geom(node)

@@ -85,6 +85,8 @@ class LayerInfo:
         index). sram_peak_bytes: SRAM the op's buffers use.
         cmds: indices of the op's own commands when they interleave with other ops' (a
             cascaded chain, schedule/cascade.py); None when they are [first_cmd, end_cmd).
+        depthwise: the op's MACs run on the depthwise datapath (CONV_CFG flags bit2), not the
+            MAC array.
     """
 
     name: str
@@ -102,6 +104,7 @@ class LayerInfo:
     weight_file_bytes: int = 0
     sram_peak_bytes: int = 0
     cmds: list[int] | None = None
+    depthwise: bool = False
 
 
 @dataclass(frozen=True)

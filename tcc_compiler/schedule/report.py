@@ -2,7 +2,9 @@
 
 Figures come from the documented cycle model (:mod:`tcc_compiler.schedule.cost`,
 specs/target.md; the bounds call its rates), not from the chip. The roofline bound is
-``max(MACs / macs_per_cycle, minimal DRAM bytes / DRAM bytes per cycle)`` where the minimal DRAM
+``max(compute cycles, minimal DRAM bytes / DRAM bytes per cycle)``, the compute cycles being each
+MAC at its unit's peak rate (:func:`cost.compute_cycles`: the MAC array's ``macs_per_cycle``, or
+the depthwise datapath's for a depthwise layer), where the minimal DRAM
 traffic is what any schedule must move: the weight binary's data section (weights and
 parameters, read once), the network input (read once) and the outputs (written once). The
 SRAM-capacity bound (:func:`capacity_bound`) adds that weights beyond the SRAM's size cannot be
@@ -40,18 +42,19 @@ def dram_bytes(cmds: list[C.Command]) -> tuple[int, int]:
     return rd, wr
 
 
-def roofline(macs: int, minimal_dram_bytes: int, t: Target) -> dict:
+def roofline(macs: int, minimal_dram_bytes: int, t: Target, depthwise_macs: int = 0) -> dict:
     """The roofline bound of a network on target ``t``.
 
     Args:
         macs: useful multiply-accumulates of the network.
+        depthwise_macs: those of them run on the depthwise datapath.
         minimal_dram_bytes: bytes any schedule must move between DRAM and the NPU.
 
     Returns:
         ``{"compute_cycles", "dram_cycles", "cycles", "latency_ms", "bound"}`` with ``bound``
         "compute" or "dram" (whichever term is larger).
     """
-    comp = cost.mac_cycles(macs, t)
+    comp = cost.compute_cycles(macs, depthwise_macs, t)
     mem = cost.transfer_cycles(minimal_dram_bytes, t)
     cyc = max(comp, mem)
     return {"compute_cycles": int(round(comp)), "dram_cycles": int(round(mem)),
@@ -60,10 +63,12 @@ def roofline(macs: int, minimal_dram_bytes: int, t: Target) -> dict:
 
 
 def capacity_bound(layer_macs: list[int], layer_weight_bytes: list[int], t: Target,
-                   names: list[str] | None = None) -> dict:
+                   names: list[str] | None = None,
+                   layer_depthwise: list[bool] | None = None) -> dict:
     """The SRAM-capacity latency bound (specs/target.md, "Capacity bound").
 
-    With ``C_<i`` the MAC-array cycles of the layers before layer ``i`` at the peak rate,
+    With ``C_<i`` the compute cycles of the layers before layer ``i`` at their unit's peak rate
+    (:func:`cost.compute_cycles`),
     ``C_>=i`` those of layer ``i`` and after, ``W_>=i`` the stored (DRAM, compressed if so)
     weight and parameter bytes of layer ``i`` and after, ``S`` the SRAM bytes and ``bw`` the
     DRAM bytes per cycle, any schedule takes at least
@@ -76,6 +81,7 @@ def capacity_bound(layer_macs: list[int], layer_weight_bytes: list[int], t: Targ
         layer_macs: useful MACs per NPU layer, in execution order.
         layer_weight_bytes: stored weight + parameter bytes per layer (same order).
         names: optional layer names (for the limiting layer in the result).
+        layer_depthwise: per layer, True when its MACs run on the depthwise datapath.
 
     Returns:
         ``{"cycles", "latency_ms", "layer_index", "layer"}``: the bound and the layer ``i``
@@ -88,7 +94,8 @@ def capacity_bound(layer_macs: list[int], layer_weight_bytes: list[int], t: Targ
         raise InternalError(f"capacity_bound: {len(layer_macs)} MAC counts but "
                          f"{len(layer_weight_bytes)} weight byte counts")
     n = len(layer_macs)
-    comp = [cost.mac_cycles(m, t) for m in layer_macs]
+    dw = layer_depthwise or [False] * n
+    comp = [cost.compute_cycles(m, m if d else 0, t) for m, d in zip(layer_macs, dw)]
     total_c = sum(comp)
     w_after = float(sum(layer_weight_bytes))
     c_before = 0.0
@@ -114,9 +121,11 @@ def layer_dram(program, layer) -> dict:
     return {"dram_read_bytes": rd, "dram_write_bytes": wr}
 
 
-def utilisation(macs: int, cycles: int, t: Target) -> float:
-    """MAC-array utilisation: ``macs / (cycles * macs_per_cycle)`` (0 when cycles is 0)."""
-    return macs / (cycles * t.macs_per_cycle) if cycles else 0.0
+def utilisation(macs: int, cycles: int, t: Target, depthwise: bool = False) -> float:
+    """Compute-unit utilisation: ``macs / (cycles * macs_per_cycle)``, for a depthwise layer
+    (``depthwise``) ``macs / (cycles * depthwise_macs_per_cycle)``; 0 when cycles is 0."""
+    peak = t.depthwise_macs_per_cycle if depthwise else t.macs_per_cycle
+    return macs / (cycles * peak) if cycles else 0.0
 
 
 def to_csv(layers: list[dict]) -> str:

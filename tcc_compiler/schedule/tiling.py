@@ -128,6 +128,26 @@ def uses_image_mode(g: ConvGeom, t: Target) -> bool:
             and math.ceil(g.kw * g.cin_g / ai) < g.kw * math.ceil(g.cin_g / ai))
 
 
+def uses_depthwise_mode(g: ConvGeom, t: Target) -> bool:
+    """True when the conv runs on the depthwise datapath (CONV_CFG flags bit2): the target has
+    it, the op has weights, one input and one output channel per group (``group = c = o``),
+    dilation 1, kernel <= ``depthwise_max_kernel`` and stride <= ``depthwise_max_stride``."""
+    return (t.depthwise_mode and g.has_weights and g.group > 1 and g.group == g.c == g.o
+            and g.dh == g.dw == 1 and max(g.kh, g.kw) <= t.depthwise_max_kernel
+            and max(g.sh, g.sw) <= t.depthwise_max_stride)
+
+
+def pixel_cycles(g: ConvGeom, oc: int, t: Target) -> int:
+    """Compute cycles per output pixel of a conv tile of ``oc`` output channels (whole groups):
+    the depthwise datapath's, image mode's or the MAC array's
+    (:mod:`tcc_compiler.schedule.cost`)."""
+    if uses_depthwise_mode(g, t):
+        return cost.depthwise_pixel_cycles(g.kh, g.kw, oc, t)
+    if g.group == 1:
+        return cost.conv_pixel_cycles(g.kh, g.kw, oc, g.cin_g, 1, uses_image_mode(g, t), t)
+    return cost.conv_pixel_cycles(g.kh, g.kw, oc, g.cin_g, oc // g.og, False, t)
+
+
 def working_set(g: ConvGeom, rows: int, cols: int, ocb: int, nblocks: int, al: int,
                  wbufs: int = 2, res: Residency = NO_RESIDENCY) -> int:
     """SRAM bytes of a conv tile's buffers: ``rows`` x ``cols`` output pixels x ``ocb``
@@ -163,7 +183,10 @@ def _block_candidates(g: ConvGeom, t: Target) -> list[int]:
     """Output-channel blocks to try: ceil(O / k) rounded up to the array width (whole groups
     for a grouped conv), then, for one group, fallbacks below the array width."""
     blocks: list[int] = []
-    if g.group > 1:
+    dw = uses_depthwise_mode(g, t)
+    if dw:   # whole passes of the depthwise datapath
+        step = min(g.o, t.depthwise_channels_per_cycle)
+    elif g.group > 1:
         step = g.og
     else:
         step = t.array_out_channels if g.o > t.array_out_channels else g.o
@@ -172,7 +195,7 @@ def _block_candidates(g: ConvGeom, t: Target) -> list[int]:
         v = min(g.o, max(step, (v + step - 1) // step * step))
         if v not in blocks:
             blocks.append(v)
-    if g.group == 1:  # fallbacks below the array width, for very small SRAMs
+    if g.group == 1 or dw:  # fallbacks below the array width, for very small SRAMs
         blocks += [v for v in (32, 16, 8, 4, 2, 1) if v < min(blocks)]
     return blocks
 
@@ -209,9 +232,8 @@ def _estimate(g: ConvGeom, t: Target, rows: int, cols: int, ocb: int, nb: int,
     ch_traffic = in_all + w_total + out_all
     order = "spatial" if sp_traffic <= ch_traffic else "channel"
     traffic = min(sp_traffic, ch_traffic)
-    if g.group == 1:   # every tile computes rows x cols pixels of ocb channels
-        macs_cycles = ns * nb * rows * cols * cost.conv_pixel_cycles(
-            g.kh, g.kw, ocb, g.cin_g, 1, uses_image_mode(g, t), t)
+    if g.group == 1 or uses_depthwise_mode(g, t):   # tiles of rows x cols x ocb
+        macs_cycles = ns * nb * rows * cols * pixel_cycles(g, ocb, t)
     else:
         macs_cycles = g.oh * g.ow * cost.conv_pixel_cycles(g.kh, g.kw, g.o, g.cin_g,
                                                             g.group, False, t)

@@ -77,6 +77,22 @@ class ExecStats:
     macs: int = 0
 
 
+def _conv_flags_problem(cfg: ConvCfg, t: ConvTile, array_in: int) -> str | None:
+    """Why the CONV_CFG flags do not fit tile ``t`` (reserved bits, image mode with more
+    than one group or ``kw * cin_g > array_in``, depthwise mode without ``cin_g = 1``,
+    ``oc = in_c``); None when they do."""
+    if cfg.flags & ~(spec.CONV_FLAG_SHORTCUT | spec.CONV_FLAG_IMAGE | spec.CONV_FLAG_DEPTHWISE):
+        return f"CONV_CFG reserved flag bits set ({cfg.flags:#x})"
+    if cfg.flags & spec.CONV_FLAG_DEPTHWISE and (
+            cfg.flags & spec.CONV_FLAG_IMAGE or cfg.cin_g != 1 or t.oc != t.in_c):
+        return (f"depthwise mode needs cin_g 1, oc == in_c and no image mode "
+                f"(cin_g {cfg.cin_g}, in_c {t.in_c}, oc {t.oc})")
+    if cfg.flags & spec.CONV_FLAG_IMAGE and (t.in_c != cfg.cin_g or cfg.kw * cfg.cin_g > array_in):
+        return (f"image mode needs one group per tile and kw * cin_g <= {array_in} "
+                f"(in_c {t.in_c}, cin_g {cfg.cin_g}, kw {cfg.kw})")
+    return None
+
+
 def _conv_out(n_in: int, pad_a: int, pad_b: int, k: int, s: int, d: int) -> int:
     """Output length of a conv/pool along one axis (may be <= 0 when the window does not fit)."""
     eff = (k - 1) * d + 1
@@ -375,13 +391,9 @@ class Executor:
             raise self._err(i, t, "CONV_CFG has a zero kernel/stride/dilation/cin_g")
         if cfg.out_mode not in (spec.OUT_MODE_INT8, spec.OUT_MODE_INT32):
             raise self._err(i, t, f"CONV_CFG out_mode {cfg.out_mode} unknown")
-        if cfg.flags & ~(spec.CONV_FLAG_SHORTCUT | spec.CONV_FLAG_IMAGE):
-            raise self._err(i, t, f"CONV_CFG reserved flag bits set ({cfg.flags:#x})")
-        if cfg.flags & spec.CONV_FLAG_IMAGE and (
-                t.in_c != cfg.cin_g or cfg.kw * cfg.cin_g > self.target.array_in_channels):
-            raise self._err(i, t, f"image mode needs one group per tile and kw * cin_g <= "
-                                  f"{self.target.array_in_channels} (in_c {t.in_c}, "
-                                  f"cin_g {cfg.cin_g}, kw {cfg.kw})")
+        problem = _conv_flags_problem(cfg, t, self.target.array_in_channels)
+        if problem:
+            raise self._err(i, t, problem)
         if cfg.has_shortcut and cfg.out_mode != spec.OUT_MODE_INT8:
             raise self._err(i, t, "shortcut needs out_mode 0 (int8)")
         if t.in_c == 0 or t.oc == 0 or t.in_c % cfg.cin_g:

@@ -13,10 +13,14 @@ the ISA table, ``tcc_compiler/isa/spec.py``, and the target file, ``specs/target
 - ``compute.image_mode``: a ``CONV_TILE`` under a ``CONV_CFG`` with flags bit1 (image mode)
   needs a target with image mode;
 - ``compute.array_in_channels``: image mode packs ``kw * cin_g`` values into one array input
-  vector, which must fit the array's input lanes.
+  vector, which must fit the array's input lanes;
+- ``compute.depthwise_mode``, ``depthwise_max_kernel``, ``depthwise_max_stride``: a
+  ``CONV_TILE`` under a ``CONV_CFG`` with flags bit2 (depthwise mode) needs a target with the
+  depthwise datapath, a kernel and stride within its limits and dilation 1.
 
 The other target numbers bound nothing a command encodes: ``macs_per_cycle``,
 ``array_out_channels`` (a tile's ``oc`` is looped over the array columns), ``vector_lanes``,
+``depthwise_channels_per_cycle``, ``depthwise_taps_per_cycle``,
 ``clock_hz``, the setup cycles, DRAM bandwidth and ``decompress_bytes_per_cycle`` only set
 cycles (the cost model); ``sram_align_bytes``/``dram_align_bytes`` are the allocation granularity
 of buffers, while commands address boxes inside buffers (a channel range of a resident tensor, a
@@ -116,6 +120,22 @@ def sram_extents(cmd: Command, regs: Registers) -> list[tuple[str, int, int]]:
     return []
 
 
+def _depthwise_problem(cfg: ConvCfg, target: Target) -> str | None:
+    """Why a depthwise-mode CONV_CFG (flags bit2) exceeds ``target``; None if it does not."""
+    if not target.depthwise_mode:
+        return (f"depthwise mode (CONV_CFG flags bit2), which target {target.name} does not "
+                "have (compute.depthwise_mode = false)")
+    if max(cfg.kh, cfg.kw) > target.depthwise_max_kernel:
+        return (f"depthwise kernel {cfg.kh}x{cfg.kw}, target {target.name} has "
+                f"depthwise_max_kernel = {target.depthwise_max_kernel}")
+    if max(cfg.sh, cfg.sw) > target.depthwise_max_stride:
+        return (f"depthwise stride {cfg.sh}x{cfg.sw}, target {target.name} has "
+                f"depthwise_max_stride = {target.depthwise_max_stride}")
+    if (cfg.dh, cfg.dw) != (1, 1):
+        return f"depthwise dilation {cfg.dh}x{cfg.dw}: depthwise mode has dilation 1 only"
+    return None
+
+
 def command_problem(cmd: Command, regs: Registers, target: Target) -> str | None:
     """Why ``cmd`` (with the layer registers ``regs`` before it) exceeds ``target``; None if
     it does not. The message names the limit and the target field, e.g.
@@ -130,6 +150,10 @@ def command_problem(cmd: Command, regs: Registers, target: Target) -> str | None
             return (f"image mode packs kw * cin_g = {cfg.kw} * {cfg.cin_g} = "
                     f"{cfg.kw * cfg.cin_g} values per input vector, target {target.name} has "
                     f"array_in_channels = {target.array_in_channels}")
+    if isinstance(cmd, ConvTile) and cfg is not None and cfg.flags & spec.CONV_FLAG_DEPTHWISE:
+        problem = _depthwise_problem(cfg, target)
+        if problem:
+            return problem
     try:
         extents = sram_extents(cmd, regs)
     except ExecutionError as exc:

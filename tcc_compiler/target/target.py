@@ -46,6 +46,15 @@ class Target:
         image_mode: the MAC array accepts "image mode" convs (CONV_CFG flags bit1): the kw taps
             x cin_g channels of one kernel row form one input vector when kw * cin_g <=
             array_in_channels (optional key ``compute.image_mode``, default false).
+        depthwise_mode: the NPU has a depthwise datapath (CONV_CFG flags bit2): a conv with one
+            input and one output channel per group runs on it instead of the MAC array
+            (optional key ``compute.depthwise_mode``, default false).
+        depthwise_channels_per_cycle: channels the depthwise datapath works on per cycle
+            (optional key, default 64).
+        depthwise_taps_per_cycle: kernel taps per channel per cycle of the depthwise datapath
+            (optional key, default 9: one 3x3 window).
+        depthwise_max_kernel: largest kernel height/width of depthwise mode (default 5).
+        depthwise_max_stride: largest stride of depthwise mode (default 2); its dilation is 1.
         source: file the target was read from ("" when built in code or from a manifest).
     """
 
@@ -63,7 +72,20 @@ class Target:
     dram_align_bytes: int
     decompress_bytes_per_cycle: int = 16
     image_mode: bool = False
+    depthwise_mode: bool = False
+    depthwise_channels_per_cycle: int = 64
+    depthwise_taps_per_cycle: int = 9
+    depthwise_max_kernel: int = 5
+    depthwise_max_stride: int = 2
     source: str = ""
+
+    @property
+    def depthwise_macs_per_cycle(self) -> int:
+        """Peak int8 MACs per cycle of the depthwise datapath (channels x taps); 0 without
+        depthwise mode."""
+        if not self.depthwise_mode:
+            return 0
+        return self.depthwise_channels_per_cycle * self.depthwise_taps_per_cycle
 
     @property
     def dram_bytes_per_cycle(self) -> float:
@@ -81,15 +103,22 @@ class Target:
         bool) and ``sha256``, the hex SHA-256 of :meth:`canonical_json` (identifies the machine
         independently of the file's comments and path; ``source`` is not recorded).
         """
-        d = {f: getattr(self, f) for f in _RECORDED}
+        d = self._recorded()
         return {"name": self.name, **d, "sha256": hashlib.sha256(
             self.canonical_json().encode()).hexdigest()}
 
     def canonical_json(self) -> str:
         """Canonical serialisation the ``sha256`` of :meth:`to_dict` hashes: compact JSON,
         sorted keys, of ``name`` and every hardware field."""
-        d = {"name": self.name, **{f: getattr(self, f) for f in _RECORDED}}
+        d = {"name": self.name, **self._recorded()}
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+    def _recorded(self) -> dict[str, Any]:
+        """Field -> value of the hardware fields; a target without depthwise mode records no
+        ``depthwise_*`` field (so it reads and hashes as targets did before the datapath
+        existed, and manifests written then still load)."""
+        return {f: getattr(self, f) for f in _RECORDED
+                if self.depthwise_mode or not f.startswith("depthwise_")}
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "target") -> "Target":
@@ -110,7 +139,8 @@ class Target:
         name = data.get("name")
         if not isinstance(name, str) or not name:
             raise FormatError(f"{where}.name: expected a non-empty string, got {name!r}")
-        values = {f: data.get(f) for f in _RECORDED}
+        values = {f: data.get(f, _OPTIONAL[f]) if f.startswith("depthwise_") else data.get(f)
+                  for f in _RECORDED}
         problem = _check_values(values)
         if problem:
             key, msg = problem
@@ -129,26 +159,32 @@ _RECORDED = tuple(f.name for f in fields(Target) if f.name not in ("name", "sour
 #: TOML section of every integer field.
 _FIELDS = {
     "compute": ["macs_per_cycle", "array_in_channels", "array_out_channels", "clock_hz",
-                "vector_lanes", "compute_setup_cycles"],
+                "vector_lanes", "compute_setup_cycles", "depthwise_channels_per_cycle",
+                "depthwise_taps_per_cycle", "depthwise_max_kernel", "depthwise_max_stride"],
     "memory": ["sram_capacity_bytes", "sram_align_bytes", "dram_bandwidth_bytes_per_s",
                "dma_setup_cycles", "dram_align_bytes", "decompress_bytes_per_cycle"],
 }
 #: Keys a target file may omit, with their defaults.
-_OPTIONAL = {"decompress_bytes_per_cycle": 16, "image_mode": False}
+_OPTIONAL = {"decompress_bytes_per_cycle": 16, "image_mode": False, "depthwise_mode": False,
+             "depthwise_channels_per_cycle": 64, "depthwise_taps_per_cycle": 9,
+             "depthwise_max_kernel": 5, "depthwise_max_stride": 2}
+#: Boolean fields (TOML section ``compute``).
+_BOOLS = ("image_mode", "depthwise_mode")
 #: Old spelling of ``memory.sram_capacity_bytes`` in target files, still accepted.
 _LEGACY_SRAM_KEY = "sram_bytes"
 
 
 def _check_values(values: dict[str, Any]) -> tuple[str, str] | None:
     """The first problem of a flat field -> value dict as (field, message); None when valid:
-    every integer field a positive int (not bool), ``image_mode`` a bool, ``macs_per_cycle ==
+    every integer field a positive int (not bool), ``image_mode``/``depthwise_mode`` bools, ``macs_per_cycle ==
     array_in_channels * array_out_channels``."""
     for key in _FIELDS["compute"] + _FIELDS["memory"]:
         v = values.get(key)
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             return key, f"expected a positive integer, got {v!r}"
-    if not isinstance(values.get("image_mode"), bool):
-        return "image_mode", f"expected true or false, got {values.get('image_mode')!r}"
+    for key in _BOOLS:
+        if not isinstance(values.get(key), bool):
+            return key, f"expected true or false, got {values.get(key)!r}"
     if values["macs_per_cycle"] != values["array_in_channels"] * values["array_out_channels"]:
         return "macs_per_cycle", "must equal array_in_channels x array_out_channels"
     return None
@@ -190,7 +226,8 @@ def _flatten(data: dict, path: Path) -> dict[str, Any]:
             raise InputError(f"{path}: [memory] gives both sram_capacity_bytes and its old "
                              "name sram_bytes; keep sram_capacity_bytes")
         values["sram_capacity_bytes"] = memory[_LEGACY_SRAM_KEY]
-    values["image_mode"] = data.get("compute", {}).get("image_mode", _OPTIONAL["image_mode"])
+    for key in _BOOLS:
+        values[key] = data.get("compute", {}).get(key, _OPTIONAL[key])
     return values
 
 

@@ -19,8 +19,8 @@ from tcc_compiler.errors import InternalError
 from tcc_compiler.ir.graph import Node
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.isa import commands as C
-from tcc_compiler.isa.spec import (CONV_FLAG_IMAGE, CONV_FLAG_SHORTCUT, PARAM_RECORD_BYTES,
-                                   pack_conv_params)
+from tcc_compiler.isa.spec import (CONV_FLAG_DEPTHWISE, CONV_FLAG_IMAGE, CONV_FLAG_SHORTCUT,
+                                   PARAM_RECORD_BYTES, pack_conv_params)
 from tcc_compiler.isa.wcodec import LayerKind
 from tcc_compiler.quant.golden import weights_ohwi
 from tcc_compiler.quant.params import conv_quant
@@ -28,7 +28,8 @@ from tcc_compiler.schedule.emitter import Dep, dma_fields
 from tcc_compiler.schedule.geom import channel_blocks, conv_geom, in_box, spatial_tiles
 from tcc_compiler.schedule.ops.context import OpContext, label
 from tcc_compiler.schedule.program import SLOT_PARAMS, SLOT_SHORTCUT, SLOT_WEIGHTS, LayerInfo
-from tcc_compiler.schedule.tiling import ConvGeom, ConvPlan, plan_conv, uses_image_mode
+from tcc_compiler.schedule.tiling import (ConvGeom, ConvPlan, plan_conv, uses_depthwise_mode,
+                                          uses_image_mode)
 from tcc_compiler.isa.wlayout import LayerBlobs, WeightLayoutBuilder
 from tcc_compiler.target import Target
 
@@ -50,10 +51,12 @@ def conv_setup(weights: WeightLayoutBuilder, t: Target, n: Node, g: ConvGeom,
                             + blobs.param_blocks)   # DRAM bytes (compressed if so)
     info.weight_raw_bytes = weights.raw_bytes - raw0   # this layer's table entry
     info.weight_file_bytes = weights.stored_bytes - stored0
+    info.depthwise = uses_depthwise_mode(g, t)
     cfg = dict(kh=g.kh, kw=g.kw, sh=g.sh, sw=g.sw, dh=g.dh, dw=g.dw,
                out_mode=1 if q.out_int32 else 0,
                flags=(CONV_FLAG_SHORTCUT if g.has_shortcut else 0)
-               | (CONV_FLAG_IMAGE if image else 0),
+               | (CONV_FLAG_IMAGE if image else 0)
+               | (CONV_FLAG_DEPTHWISE if info.depthwise else 0),
                group=g.group, cin_g=g.cin_g, zp_in=q.zp_in, zp_out=q.zp_out,
                zp_sc=q.zp_sc, act_lo=q.act_lo, act_hi=q.act_hi)
     return blobs, cfg
@@ -97,6 +100,7 @@ class _ConvEmission:
         self.ctx, self.em, self.n, self.info = ctx, ctx.em, n, info
         mem = ctx.mem
         g = self.g = conv_geom(n)
+        info.depthwise = uses_depthwise_mode(g, ctx.t)   # also for a prefetch consumer
         self.rin, self.rout = mem.resident(n.inputs[0]), mem.resident(n.output)
         self.rsc = mem.resident(n.input(3)) if g.has_shortcut else None
         self.prefetched: dict = {}
