@@ -118,8 +118,9 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None) -> lis
     nodes = list(proto.graph.node)
     where = str(model) if isinstance(model, (str, os.PathLike)) else (proto.graph.name
                                                                        or "<model>")
-    try:  # the driver's import stage
-        graph, passes = import_model(proto, input_whc)
+    try:  # the driver's import stage; a path is passed on so its errors name the file
+        graph, passes = import_model(model if isinstance(model, (str, os.PathLike)) else proto,
+                                     input_whc)
     except UnsupportedError as exc:
         host_reason = _frontend_refusals(nodes, exc.problems)
         log.info("%s: %d node(s) refused by the frontend", where, len(host_reason))

@@ -239,10 +239,14 @@ def _convert(model: onnx.ModelProto, where: str, opset: int, in_name: str,
             raise ModelError(f"{where}: graph output '{o.name}' is not produced by any node")
         if v.is_const:
             raise UnsupportedError(where, [f"output '{o.name}': constant graph output"])
+        if v in g.inputs:  # the NPU program has no node writing it: the manifest would lie
+            raise UnsupportedError(where, [f"output '{o.name}': the graph input is also a "
+                                           "graph output (nothing computes it on the NPU)"])
         outs.append(v)
     names = [o.name for o in model.graph.output]
     if len(set(names)) != len(names):
-        raise ModelError(f"{where}: duplicate graph output names")
+        dup = next(n for n in names if names.count(n) > 1)
+        raise ModelError(f"{where}: duplicate graph output '{dup}' (listed twice)")
     g.outputs = outs
     g.dead_code_elimination()
     if not g.nodes:
