@@ -1,0 +1,76 @@
+"""Frontend defects found by tools/corpus.py's mutants (issue #16): each was an internal error
+(exit 1) or a compile that produced a folder ``tccc run`` then refused. Now each is refused at
+import with exit 2 and one line naming the file and the node or output."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tcc_compiler.cli.main import main
+
+
+def _fc_model(b: np.ndarray, c: np.ndarray | None, outputs=("y",), **gemm) -> onnx.ModelProto:
+    """x [1, 3, 8, 8] -> GlobalAveragePool -> Flatten [1, 3] -> Gemm(B, C) -> y (unchecked:
+    the mutants the corpus found skip the ONNX checker too)."""
+    inits = [numpy_helper.from_array(b.astype(np.float32), "B")]
+    ins = ["f", "B"]
+    if c is not None:
+        inits.append(numpy_helper.from_array(c.astype(np.float32), "C"))
+        ins.append("C")
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+             helper.make_node("Gemm", ins, ["y"], name="fc", **gemm)]
+    g = helper.make_graph(
+        nodes, "fc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+def _compile_refuses(tmp_path, capsys, model: onnx.ModelProto, *phrases: str) -> str:
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    code = main(["-q", "compile", str(path), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("tccc: error: ") and str(path) in err
+    for p in phrases:
+        assert p in err, err
+    return err
+
+
+def test_gemm_weight_not_matching_its_input_is_refused(tmp_path, capsys):
+    # B is [M=5, K=3] but transB is missing, so the Gemm reads B as [K=5, M=3]; C has M=5
+    # values (what the mutant "drop attr fc.transB" did). Was: numpy ValueError, exit 1.
+    rng = np.random.default_rng(0)
+    m = _fc_model(rng.standard_normal((5, 3)), rng.standard_normal(5))
+    _compile_refuses(tmp_path, capsys, m, "Gemm 'fc'", "B of shape [5, 3]", "transB=0")
+
+
+@pytest.mark.parametrize("c_shape", [(4,), (2, 5), (5, 5)])
+def test_gemm_bias_not_per_output_is_refused(tmp_path, capsys, c_shape):
+    rng = np.random.default_rng(1)
+    m = _fc_model(rng.standard_normal((5, 3)), rng.standard_normal(c_shape), transB=1)
+    _compile_refuses(tmp_path, capsys, m, "Gemm 'fc'", "bias C of shape", "not per-output")
+
+
+def test_gemm_bias_row_vector_still_compiles(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    m = _fc_model(rng.standard_normal((5, 3)), rng.standard_normal((1, 5)), transB=1)
+    onnx.save(m, tmp_path / "m.onnx")
+    assert main(["-q", "compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o")]) == 0
+
+
+def test_graph_input_listed_as_output_is_refused(tmp_path, capsys):
+    # Was: compiled, and the manifest's graph_outputs named 'x', which tccc run refused.
+    m = _fc_model(np.ones((5, 3)), None, outputs=("y", "x"), transB=1)
+    _compile_refuses(tmp_path, capsys, m, "output 'x'", "graph input is also a graph output")
+
+
+def test_duplicate_output_names_the_output(tmp_path, capsys):
+    m = _fc_model(np.ones((5, 3)), None, outputs=("y", "y"), transB=1)
+    _compile_refuses(tmp_path, capsys, m, "duplicate graph output 'y'")
