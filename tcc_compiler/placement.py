@@ -151,11 +151,19 @@ def _frontend_refusals(nodes: list, problems: list[str]) -> dict[str, str]:
     """{ONNX node label: reason} of the nodes the frontend refused (its problems name them as
     ``"<op_type> '<label>': reason"``)."""
     host_reason: dict[str, str] = {}
+    placed: set[str] = set()
     for n in nodes:
         prefix = f"{n.op_type} '{_label(n)}'"
         for prob in problems:
             if prob.startswith(prefix + ":") or prob.startswith(prefix + " "):
                 host_reason[_label(n)] = prob[len(prefix):].lstrip(": ").strip()
+                placed.add(prob)
+    # a refusal naming no node (a graph output that is the input, no computation at all):
+    # every node shares it, so the model is never reported as compiling when compile refuses
+    model_level = [p for p in problems if p not in placed and not p.startswith("(")]
+    if model_level:
+        for n in nodes:
+            host_reason.setdefault(_label(n), "; ".join(model_level))
     return host_reason
 
 

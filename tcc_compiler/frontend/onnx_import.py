@@ -101,10 +101,12 @@ def _check_domains(model: onnx.ModelProto, where: str) -> int:
                          f"(6..{onnx.defs.onnx_opset_version()})")
     bad = sorted({n.domain for n in model.graph.node if n.domain not in ("", "ai.onnx")})
     if bad:
-        nodes = [f"{n.op_type} '{n.name}' (domain {n.domain})" for n in model.graph.node
-                 if n.domain not in ("", "ai.onnx")]
-        raise UnsupportedError(where, [f"{s}: custom-domain op, not an ONNX standard op"
-                                       for s in nodes])
+        # "<op> '<label>': reason", the label as everywhere (an unnamed node is named by its
+        # first output), so the problems group and tccc ops can place them on their nodes
+        raise UnsupportedError(where, [
+            f"{n.op_type} '{n.name or (n.output[0] if n.output else '')}': custom-domain op "
+            f"(domain {n.domain}), not an ONNX standard op"
+            for n in model.graph.node if n.domain not in ("", "ai.onnx")])
     return opset
 
 
