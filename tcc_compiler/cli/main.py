@@ -115,6 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     fmt = "tccc: %(levelname)s: %(message)s" if args.verbose == 0 else \
         "tccc: %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+    if args.verbose < 2:
+        # numpy's floating-point RuntimeWarnings ("overflow encountered in cast", two lines
+        # each, naming a tccc source line) would break the one-line error rule; the stages
+        # check non-finite values themselves and say so (calibration, constants, requant
+        # scales). -vv keeps them.
+        import numpy as np
+
+        np.seterr(all="ignore")
     try:
         return args.func(args)
     except TccError as exc:

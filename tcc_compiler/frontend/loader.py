@@ -173,13 +173,20 @@ def check_tensors(model: onnx.ModelProto, where: str) -> None:
 
 
 def check_node_attributes(model: onnx.ModelProto, where: str) -> None:
-    """Refuse impossible conv/pool attributes: kernel_shape, strides or dilations < 1,
-    negative pads, group < 1.
+    """Refuse impossible attributes: an empty list on any node (onnx-graphsurgeon cannot write
+    one back: it was an internal error); on conv/pool nodes, kernel_shape, strides or
+    dilations < 1, negative pads, group < 1.
 
     Raises:
         ModelError: naming the model, node and attribute.
     """
+    lists = (onnx.AttributeProto.INTS, onnx.AttributeProto.FLOATS, onnx.AttributeProto.STRINGS)
     for node in model.graph.node:
+        for a in node.attribute:
+            if a.type in lists and not (a.ints or a.floats or a.strings):
+                raise ModelError(f"{where}: {node.op_type} '{node.name or node.output[0]}': "
+                                 f"attribute {a.name} is an empty list (give its values or "
+                                 "leave it out)")
         if node.op_type not in _CONV_LIKE:
             continue
         for a in node.attribute:

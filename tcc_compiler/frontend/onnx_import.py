@@ -23,6 +23,7 @@ from tcc_compiler.frontend.loader import (check_inferred_shapes, check_input_dim
                                           check_node_attributes, check_tensors, load_onnx,
                                           parse_input_spec, set_input_dims)
 from tcc_compiler.ir.graph import Graph
+from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
 
 log = logging.getLogger(__name__)
 gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
@@ -159,7 +160,11 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
     except Exception as exc:
         raise ModelError(f"{where}: constant folding failed "
                          f"({type(exc).__name__}: {exc})") from None
-    folded = gs.export_onnx(graph)
+    try:
+        folded = gs.export_onnx(graph)
+    except Exception as exc:  # onnx-graphsurgeon raises assorted errors on odd attributes
+        raise ModelError(f"{where}: cannot write the folded graph back "
+                         f"({type(exc).__name__}: {exc})") from None
     folded.opset_import[0].version = opset
     try:
         inferred = onnx.shape_inference.infer_shapes(folded, strict_mode=False)
@@ -253,4 +258,10 @@ def _convert(model: onnx.ModelProto, where: str, opset: int, in_name: str,
     g.dead_code_elimination()
     if not g.nodes:
         raise UnsupportedError(where, ["graph: no computation between input and output"])
+    if all(n.op in HOST_OPS or n.op in VIEW_OPS for n in g.nodes):
+        # the NPU program would be empty (no outputs for the host ops to read): run's
+        # manifest check refused what compile wrote
+        ops = ", ".join(sorted({n.op.value for n in g.nodes}))
+        raise UnsupportedError(where, [f"graph: nothing to run on the NPU (only {ops}, which "
+                                       "run on the host after an NPU program)"])
     return g

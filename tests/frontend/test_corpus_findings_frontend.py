@@ -74,3 +74,47 @@ def test_graph_input_listed_as_output_is_refused(tmp_path, capsys):
 def test_duplicate_output_names_the_output(tmp_path, capsys):
     m = _fc_model(np.ones((5, 3)), None, outputs=("y", "y"), transB=1)
     _compile_refuses(tmp_path, capsys, m, "duplicate graph output 'y'")
+
+
+def _conv_model(**conv_attrs) -> onnx.ModelProto:
+    w = numpy_helper.from_array(np.random.default_rng(3).standard_normal((4, 3, 3, 3))
+                                .astype(np.float32), "w")
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", **conv_attrs),
+         helper.make_node("Relu", ["c"], ["y"], name="relu")], "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+@pytest.mark.parametrize("attr", ["strides", "pads", "dilations", "kernel_shape"])
+def test_empty_list_attribute_is_refused(tmp_path, capsys, attr):
+    # Was: onnx-graphsurgeon's export raised ValueError ("could not infer attribute type from
+    # empty iterator"), exit 1, in both ops and compile.
+    m = _conv_model()
+    m.graph.node[0].attribute.append(
+        helper.make_attribute(attr, [], attr_type=onnx.AttributeProto.INTS))
+    _compile_refuses(tmp_path, capsys, m, "Conv 'conv'", f"attribute {attr} is an empty list")
+
+
+def test_only_host_ops_is_refused(tmp_path, capsys):
+    # Was: compiled into a program with no NPU output, whose manifest tccc run refused
+    # (pytorch-converted/test_softmax_functional_dim3).
+    g = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], axis=3, name="sm")], "sm",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    _compile_refuses(tmp_path, capsys, m, "nothing to run on the NPU", "softmax")
+
+
+def test_late_stage_error_names_the_file_and_prints_no_numpy_warning(tmp_path, capsys):
+    # A bias of -3e38 before a Relu (mutant conv_clip_matmul_0_0068): the import accepts it,
+    # the requantization refuses it. The error used to name the node only ("node 'conv' (conv,
+    # relu): requantization scale ... too large"), and numpy's overflow RuntimeWarnings
+    # printed two more lines each.
+    m = _conv_model(pads=[1, 1, 1, 1])
+    m.graph.node[0].input.append("b")
+    m.graph.initializer.append(numpy_helper.from_array(np.full(4, -3e38, np.float32), "b"))
+    _compile_refuses(tmp_path, capsys, m, "'conv'")
