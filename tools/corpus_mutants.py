@@ -119,20 +119,24 @@ def _attr_value(rng: random.Random, kind):
 
 def m_attr(m, rng) -> str:
     """Set one attribute of one node to a value of its schema type."""
-    node = rng.choice(m.graph.node)
     opset = m.opset_import[0].version if m.opset_import else 13
-    schema = _schema_attrs(node, opset)
-    kinds = {k: int(v.type) for k, v in schema.items()}
-    kinds.update({a.name: int(a.type) for a in node.attribute})
-    if not kinds:
+    options = []
+    for node in m.graph.node:  # nodes with attributes to set (Relu and Add have none)
+        kinds = {k: int(v.type) for k, v in _schema_attrs(node, opset).items()}
+        kinds.update({a.name: int(a.type) for a in node.attribute})
+        if kinds:
+            options.append((node, kinds))
+    if not options:
         return "attr: none"
+    node, kinds = rng.choice(options)
     name = rng.choice(sorted(kinds))
     value = _attr_value(rng, kinds[name])
     if value is None:
         return f"attr {node.name}.{name}: not mutable"
     keep = [a for a in node.attribute if a.name != name]
     del node.attribute[:]
-    node.attribute.extend(keep + [helper.make_attribute(name, value)])
+    node.attribute.extend(keep + [helper.make_attribute(name, value,
+                                                        attr_type=kinds[name])])
     return f"attr {node.name}.{name}={value!r}"
 
 
@@ -266,6 +270,14 @@ MUTATIONS = (m_attr, m_attr, m_attr, m_drop_attr, m_opset, m_ir_version, m_drop_
              m_dup_init, m_rename_output, m_repeat_output, m_const, m_const, m_input, m_nodes)
 
 
+def _apply(mutation, m: onnx.ModelProto, rng: random.Random) -> str:
+    """Apply one mutation; one that does not apply (nothing left to drop) says so."""
+    try:
+        return mutation(m, rng)
+    except (IndexError, ValueError, TypeError) as exc:
+        return f"{mutation.__name__}: not applicable ({type(exc).__name__})"
+
+
 def mutant_cases(folder: Path, count: int, seed: int) -> list:
     """Write the unmutated bases and ``count`` mutants into ``folder``; one corpus Case
     each."""
@@ -282,7 +294,7 @@ def mutant_cases(folder: Path, count: int, seed: int) -> list:
     for i in range(count):
         base = bases[i % len(bases)]
         m = copy.deepcopy(base)
-        done = [rng.choice(MUTATIONS)(m, rng) for _ in range(rng.choice((1, 1, 2, 3)))]
+        done = [_apply(rng.choice(MUTATIONS), m, rng) for _ in range(rng.choice((1, 1, 2, 3)))]
         name = f"{base.graph.name}_{seed}_{i:04d}"
         p = folder / f"{name}.onnx"
         p.write_bytes(m.SerializeToString())
