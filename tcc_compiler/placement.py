@@ -112,6 +112,7 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None) -> lis
     from tcc_compiler.driver import import_model, run_float_passes
     from tcc_compiler.errors import UnsupportedError
     from tcc_compiler.frontend.converters import CONVERTERS
+    from tcc_compiler.frontend.onnx_import import check_npu_work
     from tcc_compiler.frontend.support import SUPPORT
 
     proto = _load(model)
@@ -130,6 +131,7 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None) -> lis
     host_reason: dict[str, str] = {}
     try:  # the driver's float-pass stage
         graph = run_float_passes(graph, passes).graph
+        check_npu_work(graph)  # as the driver's compile does
     except UnsupportedError as exc:
         host_reason = _legalizer_refusals(by_ir_name, exc.problems)
         graph = None

@@ -20,6 +20,7 @@ from tcc_compiler.errors import InputError, ModelError, UnsupportedError
 from tcc_compiler.frontend.converters import (CONVERTERS, Ctx, Downstream, Unsupported,
                                               unknown_op_reason)
 from tcc_compiler.frontend.loader import (check_inferred_shapes, check_input_dims,
+                                          check_onnx_validity,
                                           check_node_attributes, check_tensors, load_onnx,
                                           parse_input_spec, set_input_dims)
 from tcc_compiler.ir.graph import Graph
@@ -138,6 +139,7 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
     else:
         where = str(model)
         proto = load_onnx(model)
+    original = proto
     opset = _check_domains(proto, where)
     check_tensors(proto, where)  # before anything allocates from a tensor's claimed dims
     check_node_attributes(proto, where)
@@ -171,7 +173,9 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
     except Exception as exc:  # shape inference errors: inconsistent model
         raise ModelError(f"{where}: shape inference failed: {str(exc).splitlines()[0]}") from None
     check_inferred_shapes(inferred, where)
-    return _convert(inferred, where, opset, in_name, in_shape, layout)
+    graph = _convert(inferred, where, opset, in_name, in_shape, layout)
+    check_onnx_validity(original, where)  # last: the checks above say more specific things
+    return graph
 
 
 def _check_cycles(graph: gs.Graph, where: str) -> None:
@@ -258,10 +262,21 @@ def _convert(model: onnx.ModelProto, where: str, opset: int, in_name: str,
     g.dead_code_elimination()
     if not g.nodes:
         raise UnsupportedError(where, ["graph: no computation between input and output"])
-    if all(n.op in HOST_OPS or n.op in VIEW_OPS for n in g.nodes):
-        # the NPU program would be empty (no outputs for the host ops to read): run's
-        # manifest check refused what compile wrote
-        ops = ", ".join(sorted({n.op.value for n in g.nodes}))
-        raise UnsupportedError(where, [f"graph: nothing to run on the NPU (only {ops}, which "
-                                       "run on the host after an NPU program)"])
     return g
+
+
+def check_npu_work(g: Graph) -> None:
+    """Refuse, for compiling, a float graph (after the passes) with nothing for the NPU to
+    compute: only host ops (Softmax, ArgMax) and views, so the NPU program would have no
+    output for the host ops to read (it compiled into a folder ``tccc run`` refused). Called
+    by the driver's compile and by :func:`tcc_compiler.placement.partition`; the import alone
+    still takes such graphs (float-level tests use them).
+
+    Raises:
+        UnsupportedError: naming the model (``g.meta["source"]``) and every node.
+    """
+    if all(n.op in HOST_OPS or n.op in VIEW_OPS for n in g.nodes):
+        ops = ", ".join(sorted({n.op.value for n in g.nodes}))
+        raise UnsupportedError(g.meta.get("source", g.name), [
+            f"{n.op.value} '{n.name}': nothing to run on the NPU (the graph has only {ops}, "
+            "which run on the host after an NPU program)" for n in g.nodes])
