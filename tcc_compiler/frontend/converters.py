@@ -153,6 +153,8 @@ def _spatial(ctx: Ctx, node: onnx.NodeProto, x: Value, kernel, a: dict):
         pads = _auto_pads(auto, x.shape[2:], kernel, strides, dil)
     else:
         p = _ints(a.get("pads"), 4, 0)
+        if len(p) != 4:  # checked before indexing: a 3-value pads was an IndexError (exit 1)
+            raise Unsupported(f"pads {list(p)} has {len(p)} values; a 2-D kernel takes 4")
         pads = (p[0], p[1], p[2], p[3])
     if len(strides) != 2 or len(dil) != 2 or len(pads) != 4:
         raise Unsupported("only 2-D kernels are supported")
