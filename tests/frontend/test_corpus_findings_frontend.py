@@ -118,3 +118,56 @@ def test_late_stage_error_names_the_file_and_prints_no_numpy_warning(tmp_path, c
     m.graph.node[0].input.append("b")
     m.graph.initializer.append(numpy_helper.from_array(np.full(4, -3e38, np.float32), "b"))
     _compile_refuses(tmp_path, capsys, m, "'conv'")
+
+
+def _invalid(kind: str) -> tuple[onnx.ModelProto, str]:
+    """Models ONNX Runtime refuses as invalid that tccc used to compile (corpus mutants)."""
+    m = _conv_model(pads=[1, 1, 1, 1])
+    conv = m.graph.node[0]
+    if kind == "ir_version":
+        m.ir_version = 99
+        return m, "IR version 99 is newer"
+    if kind == "duplicate_name":
+        m.graph.node[1].name = "conv"
+        return m, "two nodes have this name"
+    if kind == "auto_pad":  # read as SAME before (pads 1 on a 3x3: the shapes agree)
+        m = _conv_model(pads=[1, 1, 1, 1], auto_pad="bogus")
+        return m, "auto_pad 'bogus' is not one of"
+    if kind == "kernel_shape":  # a 4-value kernel_shape leaves ONNX's shape unknown
+        conv.attribute.append(helper.make_attribute("kernel_shape", [5, 3, 2, 5]))
+        return m, "kernel_shape [5, 3, 2, 5] differs from its weight's [3, 3]"
+    # Clip at opset 7 takes its bounds as attributes, one input only
+    m.opset_import[0].version = 7
+    m.graph.initializer.extend([numpy_helper.from_array(np.float32(0), "lo"),
+                                numpy_helper.from_array(np.float32(6), "hi")])
+    m.graph.node[1].CopyFrom(helper.make_node("Clip", ["c", "lo", "hi"], ["y"], name="clip"))
+    return m, "Clip 'clip': Node(clip) with schema(::Clip:6) has input size 3"
+
+
+@pytest.mark.parametrize("kind", ["ir_version", "duplicate_name", "auto_pad", "kernel_shape",
+                                  "schema"])
+def test_models_onnx_runtime_calls_invalid_are_refused(tmp_path, capsys, kind):
+    m, phrase = _invalid(kind)
+    _compile_refuses(tmp_path, capsys, m, phrase)
+    assert main(["-q", "ops", str(tmp_path / "m.onnx")]) == 2  # ops agrees
+    assert phrase in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pads", [[3, 5, 0], [1, 1]])
+def test_pads_of_the_wrong_length_are_refused(tmp_path, capsys, pads):
+    # Was: IndexError in the converter, exit 1.
+    _compile_refuses(tmp_path, capsys, _conv_model(pads=pads), "Conv 'conv'",
+                     f"pads {pads} has {len(pads)} values")
+
+
+def test_consumer_of_host_only_graph_is_refused_by_ops_too(tmp_path, capsys):
+    g = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], axis=3, name="sm")], "sm",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]),
+              tmp_path / "sm.onnx")
+    main(["-q", "ops", str(tmp_path / "sm.onnx"), "--json"])
+    import json
+
+    places = json.loads(capsys.readouterr().out)
+    assert places[0]["device"] != "npu" and "nothing to run on the NPU" in places[0]["reason"]
