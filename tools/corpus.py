@@ -91,7 +91,8 @@ def _npy(case: Case, whc: str | None, out: Path, salt: str) -> list[str]:
 def process(case: Case, cfg: Config) -> dict:
     """Run one case's three commands and judge them; the JSON-ready record."""
     t0 = time.monotonic()
-    limit = cfg.zoo_timeout_s if case.zoo else cfg.timeout_s
+    # zoo and light models are full-size networks (a 224x224 VGG-19 compiles in minutes)
+    limit = cfg.zoo_timeout_s if case.zoo or case.source == "light" else cfg.timeout_s
     out = Path(cfg.workdir) / "out" / case.source / re.sub(r"[^\w.@-]", "_", case.name)
     out.parent.mkdir(parents=True, exist_ok=True)
     rec = {"source": case.source, "name": case.name, "path": case.path,
@@ -200,7 +201,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the mutant generator")
     p.add_argument("--timeout", type=float, default=120.0, help="per-command limit, s")
     p.add_argument("--zoo-timeout", type=float, default=None,
-                   help="per-command limit for zoo models, s (default 1200, --quick 300)")
+                   help="per-command limit for zoo and light models, s (default 1200, "
+                        "--quick 600)")
     p.add_argument("--mem-gb", type=float, default=6.0,
                    help="address-space limit of each command, GiB")
     p.add_argument("--only", default=None, help="regex: only cases whose source/name matches")
@@ -239,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     jobs = min(args.jobs, os.cpu_count() or 1)
     workdir = args.workdir or tempfile.mkdtemp(prefix="tccc-corpus-")
-    zoo_t = args.zoo_timeout or (300.0 if args.quick else 1200.0)
+    zoo_t = args.zoo_timeout or (600.0 if args.quick else 1200.0)
     cfg = Config(workdir, args.timeout, zoo_t, int(args.mem_gb * 2**30), args.mode, args.keep)
     t0 = time.monotonic()
     cases = select(collect(sources, Path(workdir) / "models", args.quick, args.mutants,
