@@ -52,10 +52,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import corpus_exec  # noqa: E402
-from corpus_exec import OK_COMPILED, OK_REFUSED, judge, run_cli  # noqa: E402
-from corpus_models import SOURCES, Case, collect, image_input_whc, materialize  # noqa: E402
-from corpus_models import run_input  # noqa: E402
+import corpus_exec
+from corpus_exec import OK_COMPILED, OK_REFUSED, judge, run_cli
+from corpus_models import SOURCES, Case, collect, image_input_whc, run_input
 
 
 @dataclass(frozen=True)
@@ -172,8 +171,10 @@ def summarize(recs: list[dict]) -> dict:
                            for r in recs if r["violations"]]}
 
 
-def print_summary(s: dict, seconds: float, out=sys.stdout) -> None:
-    """The console table: corpus size, per-source counts, violations."""
+def print_summary(s: dict, seconds: float, out=None) -> None:
+    """The console table (on ``out``, default stdout): corpus size, per-source counts,
+    violations."""
+    out = out or sys.stdout
     print(f"corpus: {s['corpus_size']} models in {seconds:.0f} s", file=out)
     cols = [OK_COMPILED, OK_REFUSED]
     print(f"  {'source':<18} {'models':>6} {'compiled':>9} {'refused':>8} {'violations':>10}",

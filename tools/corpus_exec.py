@@ -88,8 +88,8 @@ def preload() -> None:
     import onnx  # noqa: F401
     import onnxruntime  # noqa: F401
 
-    import tcc_compiler.api.folders  # noqa: F401
-    import tcc_compiler.driver  # noqa: F401
+    import tcc_compiler.api.folders
+    import tcc_compiler.driver
     import tcc_compiler.placement  # noqa: F401
     from tcc_compiler.cli.main import build_parser
 
@@ -197,7 +197,7 @@ def _run_exec(argv, out, err, timeout_s, mem_bytes) -> tuple[str, int | None]:
     # what the ``tccc`` console script runs (``-m tcc_compiler.cli.main`` adds a runpy warning)
     p = subprocess.Popen([sys.executable, "-c", _EXEC_SCRIPT, *argv],
                          stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                         start_new_session=True, preexec_fn=limit)
+                         start_new_session=True, preexec_fn=limit)  # noqa: PLW1509 - one thread
     try:
         code = p.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:

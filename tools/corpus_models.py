@@ -42,7 +42,7 @@ class Case:
     Attributes:
         source: one of :data:`SOURCES`.
         name: unique within the source.
-        path: the .onnx file (zoo: written by :func:`materialize` in the worker).
+        path: the .onnx file (zoo: written by ``tccc zoo`` in the worker, as a case step).
         zoo: ``(model name, "WxHxC")`` for zoo cases, else None.
         mutations: what the mutant generator did (mutants only).
     """
@@ -104,18 +104,6 @@ def zoo_cases(folder: Path, quick: bool) -> list[Case]:
     sizes = ZOO_QUICK_SIZES if quick else ZOO_SIZES
     return [Case("zoo", f"{n}@{s}", str(folder / f"{n}_{s}.onnx"), (n, s))
             for n in NAMES for s in sizes]
-
-
-def materialize(case: Case) -> None:
-    """Write a case's model file when it is built on demand (zoo models: slow at full size, so
-    each worker builds its own)."""
-    if case.zoo is not None and not Path(case.path).exists():
-        from tcc_compiler import zoo
-
-        name, whc = case.zoo
-        w, h, c = (int(v) for v in whc.split("x"))
-        Path(case.path).parent.mkdir(parents=True, exist_ok=True)
-        zoo.save(name, case.path, width=w, height=h, channels=c)
 
 
 def collect(sources: list[str], folder: Path, quick: bool, n_mutants: int,

@@ -239,30 +239,41 @@ def _convert(model: onnx.ModelProto, where: str, opset: int, in_name: str,
             problems.append(f"({downstream} node(s) after these were not checked: their "
                             "input shapes depend on the refused nodes)")
         raise UnsupportedError(where, problems)
-    outs = []
-    for o in model.graph.output:
-        v = ctx.lookup(o.name)
-        if v is None and o.name in ctx.pending_pad:
-            raise UnsupportedError(where, [f"Pad producing graph output '{o.name}': a zero Pad "
-                                           "is only supported in front of a Conv (it becomes "
-                                           "the Conv's padding)"])
-        if v is None:
-            raise ModelError(f"{where}: graph output '{o.name}' is not produced by any node")
-        if v.is_const:
-            raise UnsupportedError(where, [f"output '{o.name}': constant graph output"])
-        if v in g.inputs:  # the NPU program has no node writing it: the manifest would lie
-            raise UnsupportedError(where, [f"output '{o.name}': the graph input is also a "
-                                           "graph output (nothing computes it on the NPU)"])
-        outs.append(v)
-    names = [o.name for o in model.graph.output]
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise ModelError(f"{where}: duplicate graph output '{dup}' (listed twice)")
+    outs = _graph_outputs(model, ctx, g, where)
     g.outputs = outs
     g.dead_code_elimination()
     if not g.nodes:
         raise UnsupportedError(where, ["graph: no computation between input and output"])
     return g
+
+
+def _graph_outputs(model: onnx.ModelProto, ctx: Ctx, g: Graph, where: str) -> list:
+    """The IR values of the model's graph outputs, in order.
+
+    Raises:
+        ModelError: an output no node produces, or listed twice.
+        UnsupportedError: a constant output, the graph input as an output, a zero Pad's.
+    """
+    outs = []
+    for o in model.graph.output:
+        v = ctx.lookup(o.name)
+        if v is None and o.name in ctx.pending_pad:
+            raise UnsupportedError(where, [(f"Pad producing graph output '{o.name}': a zero "
+                                            "Pad is only supported in front of a Conv (it "
+                                            "becomes the Conv's padding)")])
+        if v is None:
+            raise ModelError(f"{where}: graph output '{o.name}' is not produced by any node")
+        if v.is_const:
+            raise UnsupportedError(where, [f"output '{o.name}': constant graph output"])
+        if v in g.inputs:  # the NPU program has no node writing it: the manifest would lie
+            raise UnsupportedError(where, [(f"output '{o.name}': the graph input is also a "
+                                            "graph output (nothing computes it on the NPU)")])
+        outs.append(v)
+    names = [o.name for o in model.graph.output]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise ModelError(f"{where}: duplicate graph output '{dup}' (listed twice)")
+    return outs
 
 
 def check_npu_work(g: Graph) -> None:
