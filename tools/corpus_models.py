@@ -102,6 +102,7 @@ def zoo_cases(folder: Path, quick: bool) -> list[Case]:
     from tcc_compiler.zoo import NAMES
 
     sizes = ZOO_QUICK_SIZES if quick else ZOO_SIZES
+    folder.mkdir(parents=True, exist_ok=True)  # tccc zoo -o wants an existing folder
     return [Case("zoo", f"{n}@{s}", str(folder / f"{n}_{s}.onnx"), (n, s))
             for n in NAMES for s in sizes]
 
