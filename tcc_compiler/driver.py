@@ -30,6 +30,7 @@ from tcc_compiler.emit.manifest import build_manifest
 from tcc_compiler.emit.report import build_report
 from tcc_compiler.errors import InputError
 from tcc_compiler.frontend import import_onnx, parse_input_spec
+from tcc_compiler.frontend.onnx_import import check_npu_work
 from tcc_compiler.frontend.tir_import import check_ir_graph, is_ir_file
 from tcc_compiler.fsutil import file_sha256
 from tcc_compiler.ir.graph import Graph
@@ -156,6 +157,7 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
 
     t0 = time.perf_counter()
     fg = run_float_passes(graph, passes, verify_ir=opts.verify_ir, instruments=instruments)
+    check_npu_work(fg.graph)  # tccc ops (placement.partition) makes the same check
     timings["passes_s"] = time.perf_counter() - t0
     graph, float_graph = fg.graph, fg.graph.clone()
     _log_passes(fg.pass_manager, fg.fusion, timings["passes_s"])

@@ -112,14 +112,16 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None) -> lis
     from tcc_compiler.driver import import_model, run_float_passes
     from tcc_compiler.errors import UnsupportedError
     from tcc_compiler.frontend.converters import CONVERTERS
+    from tcc_compiler.frontend.onnx_import import check_npu_work
     from tcc_compiler.frontend.support import SUPPORT
 
     proto = _load(model)
     nodes = list(proto.graph.node)
     where = str(model) if isinstance(model, (str, os.PathLike)) else (proto.graph.name
                                                                        or "<model>")
-    try:  # the driver's import stage
-        graph, passes = import_model(proto, input_whc)
+    try:  # the driver's import stage; a path is passed on so its errors name the file
+        graph, passes = import_model(model if isinstance(model, (str, os.PathLike)) else proto,
+                                     input_whc)
     except UnsupportedError as exc:
         host_reason = _frontend_refusals(nodes, exc.problems)
         log.info("%s: %d node(s) refused by the frontend", where, len(host_reason))
@@ -129,6 +131,7 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None) -> lis
     host_reason: dict[str, str] = {}
     try:  # the driver's float-pass stage
         graph = run_float_passes(graph, passes).graph
+        check_npu_work(graph)  # as the driver's compile does
     except UnsupportedError as exc:
         host_reason = _legalizer_refusals(by_ir_name, exc.problems)
         graph = None
@@ -150,11 +153,19 @@ def _frontend_refusals(nodes: list, problems: list[str]) -> dict[str, str]:
     """{ONNX node label: reason} of the nodes the frontend refused (its problems name them as
     ``"<op_type> '<label>': reason"``)."""
     host_reason: dict[str, str] = {}
+    placed: set[str] = set()
     for n in nodes:
         prefix = f"{n.op_type} '{_label(n)}'"
         for prob in problems:
             if prob.startswith(prefix + ":") or prob.startswith(prefix + " "):
                 host_reason[_label(n)] = prob[len(prefix):].lstrip(": ").strip()
+                placed.add(prob)
+    # a refusal naming no node (a graph output that is the input, no computation at all):
+    # every node shares it, so the model is never reported as compiling when compile refuses
+    model_level = [p for p in problems if p not in placed and not p.startswith("(")]
+    if model_level:
+        for n in nodes:
+            host_reason.setdefault(_label(n), "; ".join(model_level))
     return host_reason
 
 

@@ -15,7 +15,7 @@ import onnx_graphsurgeon as gs
 from tcc_compiler.driver import CompiledArtifacts, compile_model
 from tcc_compiler.emit.files import IR_FILE
 from tcc_compiler.emit.package import copy_package, write_package
-from tcc_compiler.errors import InputError
+from tcc_compiler.errors import InputError, TccError
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.options import CompileOptions, make_options
 from tcc_compiler.runtime import LoadedProgram, load_program
@@ -248,9 +248,23 @@ def compile(model: str | os.PathLike | onnx.ModelProto | gs.Graph,  # noqa: A001
         settings["calibration"] = calibration
     opts = make_options(options, **settings)
     rec = _IrRecorder()
-    art = compile_model(as_model(model), opts, instruments=[rec] + list(instruments or []),
-                        progress=progress)
+    try:
+        art = compile_model(as_model(model), opts, instruments=[rec] + list(instruments or []),
+                            progress=progress)
+    except TccError as exc:
+        _name_model(exc, model)
+        raise
     return CompiledModel(art, stages=rec.graphs)
+
+
+def _name_model(exc: TccError, model) -> None:
+    """Prefix ``exc``'s message with the model file when it does not name it yet (the later
+    stages' errors name the node only: "node 'conv' (conv, clip): requantization scale ...")."""
+    if not isinstance(model, (str, os.PathLike)) or not exc.args:
+        return
+    where = str(model)
+    if where not in str(exc.args[0]):
+        exc.args = (f"{where}: {exc.args[0]}",) + tuple(exc.args[1:])
 
 
 def load(folder: str | os.PathLike) -> CompiledModel:

@@ -8,6 +8,7 @@ that line; it never changes the exit code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -115,8 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     fmt = "tccc: %(levelname)s: %(message)s" if args.verbose == 0 else \
         "tccc: %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+    # numpy's floating-point RuntimeWarnings ("overflow encountered in cast", two lines each,
+    # naming a tccc source line) would break the one-line error rule; the stages check
+    # non-finite values themselves and say so (calibration, constants, requant scales).
+    # -vv keeps them.
+    import numpy as np
+
+    fp_quiet = np.errstate(all="ignore") if args.verbose < 2 else contextlib.nullcontext()
     try:
-        return args.func(args)
+        with fp_quiet:
+            return args.func(args)
     except TccError as exc:
         msg = str(exc).replace("\n", " ")
         if args.verbose > 1:  # -vv adds the traceback; the exit code stays the same

@@ -153,6 +153,8 @@ def _spatial(ctx: Ctx, node: onnx.NodeProto, x: Value, kernel, a: dict):
         pads = _auto_pads(auto, x.shape[2:], kernel, strides, dil)
     else:
         p = _ints(a.get("pads"), 4, 0)
+        if len(p) != 4:  # checked before indexing: a 3-value pads was an IndexError (exit 1)
+            raise Unsupported(f"pads {list(p)} has {len(p)} values; a 2-D kernel takes 4")
         pads = (p[0], p[1], p[2], p[3])
     if len(strides) != 2 or len(dil) != 2 or len(pads) != 4:
         raise Unsupported("only 2-D kernels are supported")
@@ -507,10 +509,13 @@ def gemm(ctx: Ctx, node: onnx.NodeProto) -> None:
     w = b.T if not int(a.get("transB", 0)) else b
     w = w.astype(np.float64) * float(a.get("alpha", 1.0))
     m = w.shape[0]
+    if w.shape[1] != x.shape[1]:  # checked before C, whose check needs the right M
+        raise Unsupported(f"B of shape {list(b.shape)} (transB={int(a.get('transB', 0))}) "
+                          f"does not match input {list(x.shape)}")
+    if c is not None and c.size != 1 and (c.size != m or c.shape[-1] != m):
+        raise Unsupported(f"bias C of shape {list(c.shape)} is not per-output (M={m})")
     bias = np.zeros(m) if c is None else np.broadcast_to(
-        c.astype(np.float64).reshape(-1) if c.size in (1, m) else c, (m,)).copy()
-    if c is not None and c.size not in (1, m):
-        raise Unsupported(f"bias C of shape {c.shape} is not per-output")
+        c.astype(np.float64).reshape(-1), (m,)).copy()
     bias = bias * float(a.get("beta", 1.0))
     _emit_fc(ctx, node, x, w, bias)
 

@@ -173,13 +173,20 @@ def check_tensors(model: onnx.ModelProto, where: str) -> None:
 
 
 def check_node_attributes(model: onnx.ModelProto, where: str) -> None:
-    """Refuse impossible conv/pool attributes: kernel_shape, strides or dilations < 1,
-    negative pads, group < 1.
+    """Refuse impossible attributes: an empty list on any node (onnx-graphsurgeon cannot write
+    one back: it was an internal error); on conv/pool nodes, kernel_shape, strides or
+    dilations < 1, negative pads, group < 1.
 
     Raises:
         ModelError: naming the model, node and attribute.
     """
+    lists = (onnx.AttributeProto.INTS, onnx.AttributeProto.FLOATS, onnx.AttributeProto.STRINGS)
     for node in model.graph.node:
+        for a in node.attribute:
+            if a.type in lists and not (a.ints or a.floats or a.strings):
+                raise ModelError(f"{where}: {node.op_type} '{node.name or node.output[0]}': "
+                                 f"attribute {a.name} is an empty list (give its values or "
+                                 "leave it out)")
         if node.op_type not in _CONV_LIKE:
             continue
         for a in node.attribute:
@@ -222,3 +229,59 @@ def set_input_dims(model: onnx.ModelProto, inp: onnx.ValueInfoProto, dims) -> No
         for d in out.type.tensor_type.shape.dim:
             d.ClearField("dim_value")
             d.ClearField("dim_param")
+
+
+#: auto_pad values the ONNX spec defines (conv and pool ops).
+AUTO_PAD = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
+
+
+def check_onnx_validity(model: onnx.ModelProto, where: str) -> None:
+    """What ONNX Runtime refuses as "an invalid model" and tccc's import would otherwise pass
+    over (so tccc never compiles a model no float reference can run): an IR version newer
+    than the onnx package knows, nodes breaking their op's schema at the model's opset (input
+    counts, attribute types: ``onnx.checker.check_node``), two nodes of the same name, an
+    ``auto_pad`` outside the spec's values, a Conv ``kernel_shape`` other than its weight's.
+    Run after the import's own checks, whose messages are more specific.
+
+    Raises:
+        ModelError: naming the model, node and rule.
+    """
+    if model.ir_version > onnx.IR_VERSION:
+        raise ModelError(f"{where}: IR version {model.ir_version} is newer than this onnx "
+                         f"package reads ({onnx.IR_VERSION})")
+    ctx = onnx.checker.C.CheckerContext()
+    ctx.ir_version = model.ir_version
+    ctx.opset_imports = {o.domain: o.version for o in model.opset_import}
+    inits = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    seen: set[str] = set()
+    for node in model.graph.node:
+        label = f"{node.op_type} '{node.name or (node.output[0] if node.output else '')}'"
+        if node.name and node.name in seen:
+            raise ModelError(f"{where}: {label}: two nodes have this name (node names must be "
+                             "unique)")
+        seen.add(node.name)
+        why = _schema_problem(node, ctx)
+        if why:
+            raise ModelError(f"{where}: {label}: {why}")
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        pad = attrs.get("auto_pad", b"NOTSET")
+        pad = pad.decode(errors="replace") if isinstance(pad, bytes) else str(pad)
+        if node.op_type in _CONV_LIKE and pad not in AUTO_PAD:
+            raise ModelError(f"{where}: {label}: auto_pad '{pad}' is not one of "
+                             f"{', '.join(AUTO_PAD)}")
+        w = inits.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if w is not None and "kernel_shape" in attrs and tuple(attrs["kernel_shape"]) != w[2:]:
+            raise ModelError(f"{where}: {label}: kernel_shape {list(attrs['kernel_shape'])} "
+                             f"differs from its weight's {list(w[2:])}")
+
+
+def _schema_problem(node: onnx.NodeProto, ctx) -> str | None:
+    """``onnx.checker.check_node``'s first line, or None when the node keeps its schema. An
+    unrecognized attribute is not a problem: old exporters wrote legacy ones (BatchNorm's
+    ``consumed_inputs``) that tccc ignores by design."""
+    try:
+        onnx.checker.check_node(node, ctx)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).splitlines()[0][:300]
+        return None if "Unrecognized attribute" in first else first
+    return None

@@ -20,9 +20,11 @@ from tcc_compiler.errors import InputError, ModelError, UnsupportedError
 from tcc_compiler.frontend.converters import (CONVERTERS, Ctx, Downstream, Unsupported,
                                               unknown_op_reason)
 from tcc_compiler.frontend.loader import (check_inferred_shapes, check_input_dims,
+                                          check_onnx_validity,
                                           check_node_attributes, check_tensors, load_onnx,
                                           parse_input_spec, set_input_dims)
 from tcc_compiler.ir.graph import Graph
+from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
 
 log = logging.getLogger(__name__)
 gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
@@ -101,10 +103,12 @@ def _check_domains(model: onnx.ModelProto, where: str) -> int:
                          f"(6..{onnx.defs.onnx_opset_version()})")
     bad = sorted({n.domain for n in model.graph.node if n.domain not in ("", "ai.onnx")})
     if bad:
-        nodes = [f"{n.op_type} '{n.name}' (domain {n.domain})" for n in model.graph.node
-                 if n.domain not in ("", "ai.onnx")]
-        raise UnsupportedError(where, [f"{s}: custom-domain op, not an ONNX standard op"
-                                       for s in nodes])
+        # "<op> '<label>': reason", the label as everywhere (an unnamed node is named by its
+        # first output), so the problems group and tccc ops can place them on their nodes
+        raise UnsupportedError(where, [
+            f"{n.op_type} '{n.name or (n.output[0] if n.output else '')}': custom-domain op "
+            f"(domain {n.domain}), not an ONNX standard op"
+            for n in model.graph.node if n.domain not in ("", "ai.onnx")])
     return opset
 
 
@@ -135,6 +139,7 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
     else:
         where = str(model)
         proto = load_onnx(model)
+    original = proto
     opset = _check_domains(proto, where)
     check_tensors(proto, where)  # before anything allocates from a tensor's claimed dims
     check_node_attributes(proto, where)
@@ -157,14 +162,20 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
     except Exception as exc:
         raise ModelError(f"{where}: constant folding failed "
                          f"({type(exc).__name__}: {exc})") from None
-    folded = gs.export_onnx(graph)
+    try:
+        folded = gs.export_onnx(graph)
+    except Exception as exc:  # onnx-graphsurgeon raises assorted errors on odd attributes
+        raise ModelError(f"{where}: cannot write the folded graph back "
+                         f"({type(exc).__name__}: {exc})") from None
     folded.opset_import[0].version = opset
     try:
         inferred = onnx.shape_inference.infer_shapes(folded, strict_mode=False)
     except Exception as exc:  # shape inference errors: inconsistent model
         raise ModelError(f"{where}: shape inference failed: {str(exc).splitlines()[0]}") from None
     check_inferred_shapes(inferred, where)
-    return _convert(inferred, where, opset, in_name, in_shape, layout)
+    graph = _convert(inferred, where, opset, in_name, in_shape, layout)
+    check_onnx_validity(original, where)  # last: the checks above say more specific things
+    return graph
 
 
 def _check_cycles(graph: gs.Graph, where: str) -> None:
@@ -228,23 +239,55 @@ def _convert(model: onnx.ModelProto, where: str, opset: int, in_name: str,
             problems.append(f"({downstream} node(s) after these were not checked: their "
                             "input shapes depend on the refused nodes)")
         raise UnsupportedError(where, problems)
-    outs = []
-    for o in model.graph.output:
-        v = ctx.lookup(o.name)
-        if v is None and o.name in ctx.pending_pad:
-            raise UnsupportedError(where, [f"Pad producing graph output '{o.name}': a zero Pad "
-                                           "is only supported in front of a Conv (it becomes "
-                                           "the Conv's padding)"])
-        if v is None:
-            raise ModelError(f"{where}: graph output '{o.name}' is not produced by any node")
-        if v.is_const:
-            raise UnsupportedError(where, [f"output '{o.name}': constant graph output"])
-        outs.append(v)
-    names = [o.name for o in model.graph.output]
-    if len(set(names)) != len(names):
-        raise ModelError(f"{where}: duplicate graph output names")
+    outs = _graph_outputs(model, ctx, g, where)
     g.outputs = outs
     g.dead_code_elimination()
     if not g.nodes:
         raise UnsupportedError(where, ["graph: no computation between input and output"])
     return g
+
+
+def _graph_outputs(model: onnx.ModelProto, ctx: Ctx, g: Graph, where: str) -> list:
+    """The IR values of the model's graph outputs, in order.
+
+    Raises:
+        ModelError: an output no node produces, or listed twice.
+        UnsupportedError: a constant output, the graph input as an output, a zero Pad's.
+    """
+    outs = []
+    for o in model.graph.output:
+        v = ctx.lookup(o.name)
+        if v is None and o.name in ctx.pending_pad:
+            raise UnsupportedError(where, [(f"Pad producing graph output '{o.name}': a zero "
+                                            "Pad is only supported in front of a Conv (it "
+                                            "becomes the Conv's padding)")])
+        if v is None:
+            raise ModelError(f"{where}: graph output '{o.name}' is not produced by any node")
+        if v.is_const:
+            raise UnsupportedError(where, [f"output '{o.name}': constant graph output"])
+        if v in g.inputs:  # the NPU program has no node writing it: the manifest would lie
+            raise UnsupportedError(where, [(f"output '{o.name}': the graph input is also a "
+                                            "graph output (nothing computes it on the NPU)")])
+        outs.append(v)
+    names = [o.name for o in model.graph.output]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise ModelError(f"{where}: duplicate graph output '{dup}' (listed twice)")
+    return outs
+
+
+def check_npu_work(g: Graph) -> None:
+    """Refuse, for compiling, a float graph (after the passes) with nothing for the NPU to
+    compute: only host ops (Softmax, ArgMax) and views, so the NPU program would have no
+    output for the host ops to read (it compiled into a folder ``tccc run`` refused). Called
+    by the driver's compile and by :func:`tcc_compiler.placement.partition`; the import alone
+    still takes such graphs (float-level tests use them).
+
+    Raises:
+        UnsupportedError: naming the model (``g.meta["source"]``) and every node.
+    """
+    if all(n.op in HOST_OPS or n.op in VIEW_OPS for n in g.nodes):
+        ops = ", ".join(sorted({n.op.value for n in g.nodes}))
+        raise UnsupportedError(g.meta.get("source", g.name), [
+            f"{n.op.value} '{n.name}': nothing to run on the NPU (the graph has only {ops}, "
+            "which run on the host after an NPU program)" for n in g.nodes])

@@ -131,7 +131,10 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]]) -> Grap
             s_b = float(x.quant.scale) * s_w
             bv.const, bv.dtype = _bias_int32(bv.const, s_b), "int32"
             bv.quant = QuantParams(s_b, np.zeros(len(s_b), np.int64), axis=0)
-            raw = (graph.is_output(out) or all(u.op in HOST_OPS for u, _ in out.uses)) \
+            # raw int32 only when nothing on the NPU reads it: a graph output that also feeds
+            # an NPU op (an intermediate tensor listed as an output) stays int8, or its
+            # consumer got a per-channel input scale (a TypeError, exit 1: tools/corpus.py)
+            raw = all(u.op in HOST_OPS for u, _ in out.uses) \
                 and node.input(3) is None and node.attrs.act.kind.value == "none"
             if raw:
                 out.dtype = "int32"

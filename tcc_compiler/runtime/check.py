@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnx.version_converter
 
 from tcc_compiler.errors import InputError
 from tcc_compiler.fsutil import file_sha256
@@ -65,6 +67,46 @@ def _with_input_dims(model, inp: dict):
     return proto
 
 
+#: Opset an old model is converted to when ONNX Runtime has no kernel for its own (ORT dropped
+#: e.g. AveragePool-1 and BatchNormalization-6; the pytorch-converted models of the onnx wheel
+#: use them). 13: the oldest opset whose kernels ORT keeps for every op tccc converts.
+REFERENCE_OPSET = 13
+
+
+def _ort_session(proto, so, model):
+    """An ONNX Runtime session of the float model; a model whose old opset ORT no longer runs
+    is first converted to :data:`REFERENCE_OPSET` by onnx's version converter (the float
+    reference must not decide whether a compiled model can be checked).
+
+    Raises:
+        InputError: ORT cannot load the model, even converted.
+    """
+    import onnxruntime as ort
+
+    def session(p):
+        return ort.InferenceSession(p.SerializeToString(), so,
+                                    providers=["CPUExecutionProvider"])
+
+    try:
+        return session(proto)
+    except Exception as exc:  # ORT raises its own exception types
+        first = exc
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and opset < REFERENCE_OPSET:
+        try:
+            converted = onnx.version_converter.convert_version(proto, REFERENCE_OPSET)
+            sess = session(converted)
+        except Exception as exc:  # the converter and ORT raise assorted errors
+            log.debug("%s: opset %d -> %d conversion for ONNX Runtime failed: %s", model,
+                      opset, REFERENCE_OPSET, exc)
+        else:
+            log.info("%s: ONNX Runtime runs it converted from opset %d to %d", model, opset,
+                     REFERENCE_OPSET)
+            return sess
+    raise InputError(f"{model}: ONNX Runtime cannot load it "
+                     f"({str(first).splitlines()[0][:200]})") from None
+
+
 class Checker:
     """Holds the golden graph and the ONNX Runtime session for repeated checks.
 
@@ -88,12 +130,7 @@ class Checker:
         so.log_severity_level = 3
         # outside the try: its InputError (wrong channel count/rank) already says what is wrong
         proto = _with_input_dims(model, prog.manifest["input"])
-        try:
-            self.sess = ort.InferenceSession(proto.SerializeToString(), so,
-                                             providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own exception types
-            raise InputError(f"{model}: ONNX Runtime cannot load it "
-                             f"({str(exc).splitlines()[0][:200]})") from None
+        self.sess = _ort_session(proto, so, model)
         self.in_name = self.sess.get_inputs()[0].name
         recorded = prog.manifest.get("model", {})
         want, source = recorded.get("sha256"), str(recorded.get("source", ""))
