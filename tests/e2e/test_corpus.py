@@ -141,6 +141,11 @@ def test_small_corpus_slice_keeps_the_contract(corpus, tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "issue #16, open: 10 generated mutants break the contract -- 9 with huge constants "
+    "(3e38, inf alpha/beta, a 1e20 bias) that ops calls supported but calibration refuses, "
+    "1 with pool attributes ONNX Runtime rejects that compile accepts. strict: this test "
+    "fails the run as soon as they are fixed, so the mark goes with them."))
 def test_whole_corpus_keeps_the_contract(corpus, tmp_path):
     """The whole corpus (zoo at --quick sizes; tools/corpus.py without --quick for the seed
     resolutions). ~25 min with 2 jobs."""
