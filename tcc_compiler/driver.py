@@ -98,7 +98,8 @@ class Calibration:
 
     Attributes:
         method: the calibration method used (the table's for ``calib_table``).
-        inputs: the float32 NCHW calibration arrays ([] with a table or a quantized graph).
+        inputs: the float32 NCHW calibration arrays, a sequence that may decode each image
+            when read ([] with a table or a quantized graph).
         source: where they came from, for the manifest and the ``-v`` log.
         ranges: {value name: (lo, hi)} in real units; None when the graph is already
             quantized (nothing to quantize).

@@ -129,7 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from tcc_compiler.fsutil import InterruptedAfterWrite
+
+        if isinstance(exc, InterruptedAfterWrite):  # the output is complete: say so, exit 0
+            print(f"tccc: {exc}", file=sys.stderr)
+            return 0
         print("tccc: interrupted", file=sys.stderr)
         return 130
     except MemoryError:

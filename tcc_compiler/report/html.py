@@ -204,10 +204,12 @@ def render_html(folder: str | os.PathLike, histograms: dict[str, dict] | None = 
     calib = _read_json(folder / "calib_table.json")
     extra = []
     if isinstance(analysis, dict) and analysis.get("layers"):
-        items = "".join(f"<tr><td>{esc(str(a.get('name')))}</td>"
-                        f"<td class=n>{float(a.get('sqnr_db', float('nan'))):.2f}</td></tr>"
+        items = "".join(f"<tr><td>{esc(str(a.get('node', a.get('name'))))}</td>"
+                        f"<td class=n>{_sqnr_cell(a.get('isolated'))}</td>"
+                        f"<td class=n>{_sqnr_cell(a.get('accumulated'))}</td></tr>"
                         for a in analysis["layers"])
-        extra.append(f"<h2>Per-layer SQNR</h2><table><tr><th>layer</th><th>SQNR dB</th></tr>"
+        extra.append(f"<h2>Per-layer SQNR</h2><table><tr><th>layer</th><th>SQNR dB (isolated)"
+                     f"</th><th>SQNR dB (accumulated)</th></tr>"
                      f"{items}</table>")
     if histograms is None and isinstance(calib, dict):
         histograms = calib.get("tensors", calib)
@@ -284,3 +286,15 @@ def write_html(folder: str | os.PathLike, path: str | os.PathLike,
     check_output_file(path, "-o")
     load_program(folder)
     return write_output_file(path, render_html(folder, histograms), "-o")
+
+
+def _sqnr_cell(err) -> str:
+    """One SQNR cell of analysis.json's per-layer errors (``{"sqnr_db", "max_abs", ...}``):
+    dB with 2 decimals; ``null`` (no finite SQNR) shows as "exact" when the error is 0, else
+    "n/a" (an all-zero float output)."""
+    if not isinstance(err, dict):
+        return "n/a"
+    v = err.get("sqnr_db")
+    if isinstance(v, (int, float)) and v == v and abs(v) != float("inf"):
+        return f"{v:.2f}"
+    return "exact" if err.get("max_abs") == 0 else "n/a"

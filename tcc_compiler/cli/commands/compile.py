@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
+from tcc_compiler.emit.jsonfmt import json_text
 from tcc_compiler.options import DEFAULT_TARGET, DEFAULTS, CompileOptions
 
 NAME = "compile"
@@ -78,18 +78,36 @@ def run(args) -> int:
 
     check_output_folder(args.output)  # a bad -o fails now, not after the compile
     from tcc_compiler.cli.main import progress
+    from tcc_compiler.fsutil import InterruptedAfterWrite, deferred_sigint
 
-    m = api.compile(args.model, options=options_from_args(args),
-                    progress=progress(args.quiet, "calibration"))
-    m.save(args.output)
-    r = m.report
+    shown = str(args.output).rstrip("/") + "/"
+    after_write = False
+    try:
+        m = api.compile(args.model, options=options_from_args(args),
+                        progress=progress(args.quiet, "calibration"))
+        m.save(args.output)
+    except InterruptedAfterWrite:  # Ctrl-C during the swap: the new output is in place
+        after_write = True
+    except KeyboardInterrupt:
+        print(f"tccc: interrupted; {shown} is unchanged (nothing was written)", file=sys.stderr)
+        return 130
+    with deferred_sigint() as intr:  # the summary says what is on disk: never cut it short
+        _print_summary(args, m.report)
+    if after_write or intr.hit:
+        print(f"tccc: interrupt received after {shown} was written; the new output is "
+              "complete", file=sys.stderr)
+    return 0
+
+
+def _print_summary(args, r: dict) -> None:
+    """The compile summary: pass report on stderr if asked, then the JSON or the one line."""
     if args.time_passes or args.pass_stats:
         from tcc_compiler.passes.summary import format_pass_report
 
         print(format_pass_report(r, times=args.time_passes, stats=args.pass_stats),
               file=sys.stderr)
     if args.json:
-        print(json.dumps({k: r[k] for k in ("command_bytes", "weight_bytes", "macs",
+        print(json_text({k: r[k] for k in ("command_bytes", "weight_bytes", "macs",
                                             "estimated_cycles", "estimated_latency_ms",
                                             "sram_bytes", "npu_ops", "weight_compression")}))
     else:
@@ -100,7 +118,6 @@ def run(args) -> int:
               f"quantized_network.bin {r['weight_bytes']:,} B{ratio}; NPU ops: {ops}; "
               f"{r['macs'] / 1e9:.2f} GMAC, estimated "
               f"{format_latency(r['estimated_latency_ms'])} on {r['target']}")
-    return 0
 
 
 def options_from_args(args) -> CompileOptions:

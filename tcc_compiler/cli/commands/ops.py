@@ -11,8 +11,9 @@ refuse it (the nodes are listed all the same, on stdout; the reason line on stde
 
 from __future__ import annotations
 
-import json
 import sys
+
+from tcc_compiler.emit.jsonfmt import json_text
 
 NAME = "ops"
 HELP = ("supported ONNX ops, or the NPU/host placement of each node of a model (exit 2 when "
@@ -34,7 +35,7 @@ def run(args) -> int:
     if args.model is None:
         rows = supported_ops()
         if args.json:
-            print(json.dumps(rows))
+            print(json_text(rows))
         else:
             for r in rows:
                 print(f"{r['op_type']:<20} {r['notes']}".rstrip())
@@ -42,7 +43,7 @@ def run(args) -> int:
     places = partition(args.model, args.input)
     bad = [p for p in places if not p.supported]
     if args.json:
-        print(json.dumps([p.to_dict() for p in places]))
+        print(json_text([p.to_dict() for p in places]))
     else:
         width = max([5] + [len(p.device) for p in places])
         for p in places:

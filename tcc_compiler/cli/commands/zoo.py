@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tcc_compiler.emit.jsonfmt import json_text
+
 NAME = "zoo"
 HELP = "build a reference model (resnet18, resnet50, resnet50-bn, resnet50-v2)"
 ORDER = 10
@@ -24,9 +26,8 @@ def run(args) -> int:
 
     path, (w, h, c) = build_zoo_model(args.name, args.output, args.input, args.seed)
     if getattr(args, "json", False):
-        import json
 
-        print(json.dumps({"output": str(path), "model": args.name, "input": [w, h, c]}))
+        print(json_text({"output": str(path), "model": args.name, "input": [w, h, c]}))
     else:
         print(path)
     return 0
