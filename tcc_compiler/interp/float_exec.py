@@ -234,3 +234,26 @@ def _last_uses(graph: Graph) -> dict[int, int]:
             if v is not None and not v.is_const and id(v) not in outs:
                 last[id(v)] = i
     return last
+
+
+def working_bytes(node: Node) -> int:
+    """Upper bound of the bytes :func:`eval_node` allocates for ``node`` beyond its float32
+    inputs and output (float64 copies, padded inputs, window matrices), from the rules above:
+    a conv holds its padded input in float64, one band of windows (<= :data:`CONV_BAND_BYTES`)
+    and a float64 band of the output three times (accumulator, shortcut sum, activation);
+    other ops up to three float64 copies of their input and output. Used by the compile memory
+    estimate (:func:`tcc_compiler.driver.estimate_compile_memory`)."""
+    def elems(v) -> int:
+        return int(np.prod(v.shape, dtype=np.int64)) if v is not None else 0
+
+    x, y = node.inputs[0], node.output
+    if node.op is Op.CONV:
+        o, cg, kh, kw = node.inputs[1].shape
+        n, _, oh, ow = y.shape
+        _, c, h, w = x.shape
+        t, l, b, r = node.attrs.pads
+        padded = n * c * (h + t + b) * (w + l + r) * 8
+        row_bytes = max(1, n * cg * ow * kh * kw * 8)
+        rows = max(1, min(oh, CONV_BAND_BYTES // row_bytes))
+        return padded + 2 * rows * row_bytes + 3 * n * o * rows * ow * 8
+    return 3 * 8 * (elems(x) + elems(y))
