@@ -251,7 +251,8 @@ def write_html_report(folder: str | os.PathLike, output: str | os.PathLike,
                              "(used when --histograms names no inputs) load as 1 or 3 channels "
                              "- pass .npy arrays: --histograms a.npy ...")
         xs = inputs_for(histogram_inputs or bundled_photos("calib")[:4], prog)
-        hist = activation_histograms(folder, list((progress or (lambda it: it))(xs)))
+        # the wrapper advances as each input is run (a list() here filled the bar first)
+        hist = activation_histograms(folder, (progress or (lambda it: it))(xs))
     return write_html(folder, output, hist)
 
 

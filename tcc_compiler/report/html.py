@@ -22,6 +22,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Iterable
 
 from tcc_compiler.errors import FormatError, InputError
 
@@ -92,18 +93,20 @@ def _histograms(table: dict) -> list[tuple[str, str]]:
         for key in ("lo", "hi"):
             if key in t:
                 ax.axvline(float(t[key]), color="#c0392b", linestyle="--")
-        ax.set_title(name[-48:], fontsize=8)
+        ax.set_title(short_title(name), fontsize=8)
         ax.tick_params(labelsize=7)
         out.append((name, _png(fig)))
     return out
 
 
-def activation_histograms(folder: str | os.PathLike, inputs: list) -> dict[str, dict]:
+def activation_histograms(folder: str | os.PathLike, inputs: Iterable) -> dict[str, dict]:
     """Histograms of every int8 activation of the golden integer model over ``inputs``.
 
     Args:
         folder: compiled output folder (its quantized.tir + .npz).
-        inputs: float32 arrays shaped like the ONNX input (NCHW), preprocessed.
+        inputs: float32 arrays shaped like the ONNX input (NCHW), preprocessed; any
+            iterable, consumed one input at a time (a progress bar around it moves as the
+            work is done).
 
     Returns:
         {value name: {"hist": 256 counts of the codes -128..127, "edges": 257 real-valued bin
@@ -233,7 +236,7 @@ def render_html(folder: str | os.PathLike, histograms: dict[str, dict] | None = 
                ("quantized_network.bin", f"{rep.get('weight_bytes', 0):,} B"),
                ("MACs", f"{rep.get('macs', 0):,}"),
                ("estimated latency", f"{rep.get('estimated_latency_ms', 0):.3f} ms"),
-               ("SRAM used", f"{rep.get('sram_bytes', 0):,} B of {sram_limit or 0:,} B"),
+               ("SRAM used", _sram_used(rep, layers, sram_limit)),
                ("DRAM activation arena", f"{rep.get('dram_activation_bytes', 0):,} B"),
                ("NPU ops", ", ".join(f"{v} {k}" for k, v in
                                      sorted(rep.get("npu_ops", {}).items())))]
@@ -298,3 +301,28 @@ def _sqnr_cell(err) -> str:
     if isinstance(v, (int, float)) and v == v and abs(v) != float("inf"):
         return f"{v:.2f}"
     return "exact" if err.get("max_abs") == 0 else "n/a"
+
+
+#: Longest histogram title (characters) that fits above a small chart.
+TITLE_CHARS = 48
+
+
+def short_title(name: str, limit: int = TITLE_CHARS) -> str:
+    """``name`` if it fits in ``limit`` characters, else its end with a leading "…" (the end
+    of a value name is the distinctive part; the ellipsis says it was cut, so a cut name no
+    longer reads as another layer's)."""
+    return name if len(name) <= limit else "\u2026" + name[-(limit - 1):]
+
+
+def _sram_used(rep: dict, layers: list[dict], sram_limit) -> str:
+    """The summary's SRAM line: the schedule's peak of the target's SRAM, and why it can exceed
+    every layer's own figure (weights prefetched for a later layer sit at the top of SRAM, so
+    the peak reaches the SRAM size whenever a prefetch is in flight)."""
+    total = int(rep.get("sram_bytes", 0))
+    text = f"{total:,} B of {sram_limit or 0:,} B"
+    largest = max((int(l.get("sram_bytes", 0)) for l in layers), default=0)
+    if total > largest:
+        text += (f" (highest address in use, counting weights prefetched for a later layer at "
+                 f"the top of SRAM; the largest layer's own buffers and resident tensors take "
+                 f"{largest:,} B, the SRAM column)")
+    return text

@@ -8,6 +8,7 @@ output region, dequantize, and apply the host-side ops (softmax/argmax) listed i
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from pathlib import Path
 
@@ -98,14 +99,39 @@ class LoadedProgram:
         """The float input shape the ONNX model takes (e.g. NCHW [1, 3, H, W])."""
         return tuple(self.manifest["input"]["shape"])
 
-    def quantize(self, x: np.ndarray) -> bytes:
-        """Float NCHW input -> INPUT-region bytes (int8 NHWC, padded to the region size).
+    def as_input(self, x) -> np.ndarray:
+        """``x`` as the float32 input array: an array as given, or an image / ``.npy`` path
+        loaded with the compiled preprocessing (manifest ``preprocess``).
 
         Raises:
-            InputError: wrong shape or non-finite values.
+            InputError: a path that does not load as exactly one input, or a value that is
+                neither an array nor a path (numpy's own ValueError used to escape).
+        """
+        if isinstance(x, (str, os.PathLike)):
+            from tcc_compiler.datasets.images import LazyInputs, Preprocess
+
+            xs = LazyInputs([x], Preprocess.from_dict(self.manifest["preprocess"]),
+                            self.input_shape)
+            if len(xs) != 1:
+                raise InputError(f"{x}: holds {len(xs)} inputs; run takes one (use tccc run "
+                                 "or a loop for several)")
+            return xs[0]
+        try:
+            return np.asarray(x, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"input: expected a float32 array shaped {self.input_shape} or an "
+                             f"image/.npy path, got {type(x).__name__} ({exc})") from None
+
+    def quantize(self, x: np.ndarray) -> bytes:
+        """Float NCHW input (or an image/.npy path, :meth:`as_input`) -> INPUT-region bytes
+        (int8 NHWC, padded to the region size).
+
+        Raises:
+            InputError: wrong shape or non-finite values, or an input that is not an array
+                or a path.
         """
         spec = self.manifest["input"]
-        x = np.asarray(x, dtype=np.float32)
+        x = self.as_input(x)
         if tuple(x.shape) != self.input_shape:
             raise InputError(f"input shape {tuple(x.shape)} differs from the model's "
                              f"{self.input_shape}")
@@ -121,7 +147,8 @@ class LoadedProgram:
         """Run one input.
 
         Args:
-            x: float32 array shaped like the ONNX input (after preprocessing).
+            x: float32 array shaped like the ONNX input (after preprocessing), or an image
+                or ``.npy`` path (:meth:`as_input`).
 
         Returns:
             {name: float32 array} for every graph output (host ops applied) and every NPU
