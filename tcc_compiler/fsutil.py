@@ -321,7 +321,9 @@ def check_output_folder(dest: str | os.PathLike) -> Path:
         ``dest`` as a :class:`~pathlib.Path`.
 
     Raises:
-        InputError: ``dest`` exists and is not a folder; a path component is a file; it holds
+        InputError: ``dest`` is empty (``-o ""`` used to mean the current folder), a symlink
+            loop or too long a name; exists and is not a folder; a path component is a file; it
+            holds
             entries tccc does not write (:func:`foreign_entries`); or the nearest existing
             ancestor folder is not writable.
     """
@@ -475,10 +477,13 @@ def check_output_file(path: str | os.PathLike, option: str) -> Path:
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        InputError: ``path`` is a folder or (after symlinks) exists and is not a regular
-            file (``/dev/full``, a FIFO); its folder is missing or is a file, or that folder
+        InputError: ``path`` is empty, a symlink loop or too long a name; is a folder or
+            (after symlinks) exists and is not a regular file (``/dev/full``, a FIFO); its folder is missing or is a file, or that folder
             is not writable (read-only file system, permissions). One line naming the path.
     """
+    if not str(path):  # Path("") is ".": an empty -o would mean the current folder
+        raise InputError(f"{option} '': empty path; give a file name")
+    check_path(path, option)
     p = Path(path)
     if p.is_dir():
         raise InputError(f"{option} {p}: is a folder; give a file name")

@@ -81,11 +81,7 @@ class LoadedProgram:
         check_manifest(self.manifest, str(mpath))  # every field typed before it is used
         cmd = _read(self.folder / CMD_FILE)
         wts = _read(self.folder / WEIGHT_FILE)
-        for name, data in ((CMD_FILE, cmd), (WEIGHT_FILE, wts)):
-            rec = self.manifest["files"].get(name, {})
-            if rec.get("bytes") != len(data) or rec.get("crc32") != zlib.crc32(data):
-                raise FormatError(f"{self.folder / name}: size/CRC differ from manifest.json "
-                                  "(files from different compilations?)")
+        _check_file_records(self.folder, self.manifest, ((CMD_FILE, cmd), (WEIGHT_FILE, wts)))
         self.cmd = read_cmd_file(cmd, str(self.folder / CMD_FILE))
         self.weights = read_weight_file(wts, str(self.folder / WEIGHT_FILE))
         check_manifest(self.manifest, str(mpath), input_bytes=self.cmd.input_bytes,
@@ -199,6 +195,37 @@ class LoadedProgram:
     def final_output(self, res: dict[str, np.ndarray]) -> np.ndarray:
         """The first graph output (the network's answer: logits or probabilities)."""
         return res[self.manifest["graph_outputs"][0]]
+
+
+def _check_file_records(folder: Path, manifest: dict, files) -> None:
+    """Compare each binary with its manifest record (bytes, CRC32) and say which failure it
+    is: a file whose own checks fail (header CRC, stream CRC, structure) is corrupted; one of
+    another size that decodes is from another compilation; same size, valid, another CRC32:
+    corrupted or replaced (a flipped byte inside a weight payload is only seen here).
+
+    Raises:
+        FormatError: one line naming the file and which of these it is.
+    """
+    from tcc_compiler.errors import TccError
+
+    for name, data in files:
+        rec = manifest["files"].get(name, {})
+        crc = zlib.crc32(data)
+        if rec.get("bytes") == len(data) and rec.get("crc32") == crc:
+            continue
+        try:
+            (read_cmd_file if name == CMD_FILE else read_weight_file)(data, str(folder / name))
+        except TccError as exc:  # its own checks fail: damaged on disk or in transfer
+            raise FormatError(f"{folder / name}: corrupted (CRC32 {crc:08x}, manifest.json "
+                              f"records {rec.get('crc32', 0):08x}; {exc}); recompile or copy "
+                              "the folder again") from None
+        if rec.get("bytes") != len(data):
+            raise FormatError(f"{folder / name}: {len(data):,} B but manifest.json records "
+                              f"{rec.get('bytes'):,} B: a file from another compilation; copy "
+                              "the whole output folder together")
+        raise FormatError(f"{folder / name}: corrupted or replaced: CRC32 {crc:08x} differs "
+                          f"from the {rec.get('crc32', 0):08x} manifest.json records (same "
+                          "size); recompile or copy the folder again")
 
 
 def load_program(folder: str | Path) -> LoadedProgram:

@@ -68,6 +68,9 @@ def run(args) -> int:
         n, q = res["samples"], res["npu"]
         part = f" (interrupted, {n} of {res['total']})" if res["interrupted"] else ""
         print(f"samples: {n}{part}")
+        if n == 0:  # interrupted before the first sample: there is no accuracy to print
+            print("no sample finished: no accuracy")
+            return 130 if res["interrupted"] else 0
         print(f"npu (int8):   top1 {_pct(q['top1'])} ({q['top1_correct']}/{n})  "
               f"top5 {_pct(q['top5'])} ({q['top5_correct']}/{n})")
         if "float" in res:
