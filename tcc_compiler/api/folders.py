@@ -58,9 +58,12 @@ def labelled_inputs(paths: Sequence[str | os.PathLike], prog: LoadedProgram
     Raises:
         InputError: as :func:`inputs_for`.
     """
+    from tcc_compiler.fsutil import check_path
+
     pre = Preprocess.from_dict(prog.manifest["preprocess"])
     xs, labels = [], []
     for raw in paths:
+        check_path(raw)  # a symlink loop or too long a name: one line, not a traceback
         files = folder_entries(Path(raw)) if Path(raw).is_dir() else [Path(raw)]
         for f in files:
             arrs = load_inputs([f], pre, prog.input_shape)
