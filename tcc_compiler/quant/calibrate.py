@@ -385,8 +385,8 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
             raise InputError(f"calibration input {k}: contains NaN or Inf")
         # each value is observed as it is computed and dropped once dead (run_float's visit):
         # memory holds the live activations, not a float copy of every one
-        run_float(graph, x, visit=lambda name, arr: _observe_value(obs, name, arr, k, source,
-                                                                     percentile))
+        run_float(graph, x, visit=lambda name, arr, k=k: _observe_value(obs, name, arr, k,
+                                                                           source, percentile))
         del x
     # the order of the tables (calib_table.json): graph outputs, node outputs, the input
     order = dict.fromkeys([o.name for o in graph.outputs] +

@@ -20,6 +20,7 @@ import html
 import io
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Iterable
@@ -298,7 +299,7 @@ def _sqnr_cell(err) -> str:
     if not isinstance(err, dict):
         return "n/a"
     v = err.get("sqnr_db")
-    if isinstance(v, (int, float)) and v == v and abs(v) != float("inf"):
+    if isinstance(v, (int, float)) and math.isfinite(v):
         return f"{v:.2f}"
     return "exact" if err.get("max_abs") == 0 else "n/a"
 
