@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import onnx
 
 from tcc_compiler.version import __version__
@@ -35,6 +34,7 @@ from tcc_compiler.frontend.tir_import import check_ir_graph, is_ir_file
 from tcc_compiler.fsutil import file_sha256
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import Op
+from tcc_compiler.interp.memory import estimate_compile_memory
 from tcc_compiler.ir.verify import verify
 from tcc_compiler.options import DEFAULTS, CompileOptions, make_options
 from tcc_compiler.passes import Pass, PassManager, default_pipeline
@@ -99,7 +99,8 @@ class Calibration:
 
     Attributes:
         method: the calibration method used (the table's for ``calib_table``).
-        inputs: the float32 NCHW calibration arrays ([] with a table or a quantized graph).
+        inputs: the float32 NCHW calibration arrays, a sequence that may decode each image
+            when read ([] with a table or a quantized graph).
         source: where they came from, for the manifest and the ``-v`` log.
         ranges: {value name: (lo, hi)} in real units; None when the graph is already
             quantized (nothing to quantize).
@@ -400,14 +401,6 @@ def load_resume_point(path: str | os.PathLike,
     return graph, remaining
 
 
-#: Peak compile memory per byte of float32 activations (sum over every node's output). Measured
-#: with `/usr/bin/time -f %M tccc compile` on the zoo resnet18: 448x448 (43 MB of activations)
-#: peaked at 509 MB, 960x520 (107 MB) at 849 MB, i.e. ~5.3 B per activation byte on top of a
-#: ~280 MB base; the tester's 2048x2048 resnet run reached 8.8 GB (~10 B per byte). 10 keeps
-#: the estimate on the safe side of both.
-MEMORY_PER_ACTIVATION_BYTE = 10
-
-
 def available_memory_bytes() -> int | None:
     """MemAvailable from /proc/meminfo in bytes (Linux); None when it cannot be read."""
     try:
@@ -420,34 +413,27 @@ def available_memory_bytes() -> int | None:
     return None
 
 
-def estimate_compile_memory(graph: Graph) -> tuple[int, int]:
-    """Estimated peak memory (bytes) of calibrating and quantizing ``graph``, and the float32
-    activation bytes it is based on (every node output, NCHW float32, as the float
-    interpreter and the calibration observers hold them); see
-    :data:`MEMORY_PER_ACTIVATION_BYTE`."""
-    act = sum(int(np.prod(n.output.shape, dtype=np.int64)) * 4 for n in graph.nodes)
-    return act * MEMORY_PER_ACTIVATION_BYTE, act
-
-
 def check_memory(graph: Graph, model) -> None:
     """Refuse up front a compile that would run out of memory (the kernel used to kill it
     without a message, exit 137, after minutes of swapping).
 
     Raises:
-        InputError: :func:`estimate_compile_memory` exceeds MemAvailable; the message names the
-            input size, the estimate and the memory available.
+        InputError: :func:`tcc_compiler.interp.memory.estimate_compile_memory` (an upper bound
+            of the compile's peak memory) exceeds MemAvailable; the message names the input
+            size, the estimate and the memory available.
     """
     need, act = estimate_compile_memory(graph)
     avail = available_memory_bytes()
-    log.debug("memory estimate: %.2f GB (%.2f GB of float activations), available %s", need /
-              1e9, act / 1e9, "unknown" if avail is None else f"{avail / 1e9:.2f} GB")
+    log.debug("memory estimate: %.2f GB (%.2f GB of live float activations), available %s",
+              need / 1e9, act / 1e9, "unknown" if avail is None else f"{avail / 1e9:.2f} GB")
     if avail is None or need <= avail:
         return
     _, c, h, w = graph.inputs[0].shape
     src = model if isinstance(model, (str, os.PathLike)) else graph.name
-    raise InputError(f"{src}: input {w}x{h}x{c} needs about {need / 1e9:.1f} GB of memory to "
-                     f"calibrate and quantize ({act / 1e9:.2f} GB of float activations), more "
-                     f"than the {avail / 1e9:.1f} GB available; use a smaller input_whc/--input")
+    raise InputError(f"{src}: input {w}x{h}x{c} needs up to {need / 1e9:.1f} GB of memory to "
+                     f"compile ({act / 1e9:.2f} GB of float activations and working memory at "
+                     f"its largest layer), more than the {avail / 1e9:.1f} GB available; use a "
+                     "smaller input_whc/--input")
 
 
 def _instrument(instruments, stage: str, when: str, index: int, graph: Graph) -> None:

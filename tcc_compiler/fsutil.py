@@ -29,6 +29,51 @@ from tcc_compiler.errors import InputError
 
 log = logging.getLogger(__name__)
 
+
+class InterruptedAfterWrite(KeyboardInterrupt):
+    """Ctrl-C arrived while an output was being published and is reported once it is in place:
+    ``dest`` holds the complete new output (the CLI says so and exits 0). An interrupt before
+    publication is a plain KeyboardInterrupt and leaves ``dest`` as it was.
+
+    Attributes:
+        dest: the path that now holds the new output.
+    """
+
+    def __init__(self, dest: str | os.PathLike) -> None:
+        super().__init__(f"interrupted after {dest} was written (the new output is complete)")
+        self.dest = Path(dest)
+
+
+class _DeferredSigint:
+    """Context manager: SIGINT is recorded instead of raised while inside (main thread only;
+    elsewhere it does nothing). ``hit`` is True when one arrived."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._old = None
+
+    def __enter__(self) -> "_DeferredSigint":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            def record(signum, frame):  # noqa: ARG001 - signal handler signature
+                self.hit = True
+            self._old = signal.signal(signal.SIGINT, record)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def deferred_sigint() -> _DeferredSigint:
+    """Hold Ctrl-C during a step that must not be cut in two (publishing an output and saying
+    so): ``with deferred_sigint() as d: ...``; then ``d.hit`` says whether one arrived."""
+    return _DeferredSigint()
+
 _RENAME_EXCHANGE = 2  # linux/fs.h
 _AT_FDCWD = -100
 
@@ -166,6 +211,10 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     # A symlinked destination stays a symlink: the staging folder is built beside, and
     # swapped onto, the folder the link points at (os.path.realpath).
     dest = Path(os.path.realpath(shown))
+    if dest.is_dir() and is_mount_point(dest):  # cannot be renamed: fill it in place
+        with _in_place(dest, shown) as tmp:
+            yield tmp
+        return
     parent = dest.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -177,18 +226,12 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         _publish_modes(tmp)
         _fsync_tree(tmp)
-        if dest.exists() and _exchange(tmp, dest):
-            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous output
-        else:
-            old = None
-            if dest.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-{os.getpid()}-",
-                                            dir=parent))
-                os.replace(dest, old / "prev")
-            os.replace(tmp, dest)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        _fsync_dir(parent)
+        # from here on the swap and its clean-up run to the end: a Ctrl-C is held and
+        # reported afterwards as InterruptedAfterWrite (the new output is in place)
+        with deferred_sigint() as intr:
+            _swap_in(tmp, dest, parent)
+        if intr.hit:
+            raise InterruptedAfterWrite(shown)
     except OSError as exc:  # full disk, permissions, quota: the user's to fix, not a bug
         shutil.rmtree(tmp, ignore_errors=True)
         raise InputError(_plain_os_error(dest, exc, "write the output") + "; the previous "
@@ -196,6 +239,78 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+#: Prefix of the staging folder :func:`atomic_dir` makes inside a mount point.
+_INNER_STAGING = ".tccc-staging-"
+
+
+def _clean_inner_staging(dest: Path) -> None:
+    """Remove staging folders inside ``dest`` left by processes that no longer exist."""
+    try:
+        entries = os.listdir(dest)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.startswith(_INNER_STAGING):
+            pid = entry[len(_INNER_STAGING):].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                shutil.rmtree(dest / entry, ignore_errors=True)
+
+
+@contextmanager
+def _in_place(dest: Path, shown: Path) -> Iterator[Path]:
+    """:func:`atomic_dir` for a mount point (a container volume), which cannot be renamed or
+    exchanged: the output is staged in a hidden folder inside it, then each file replaces its
+    namesake with one rename (never half-written). manifest.json is removed first and put
+    back last, so while the files change the folder is no output at all (tccc load/run refuse
+    it) rather than a mix of two compiles; a kill leaves only the hidden staging folder, which
+    the next compile removes."""
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_INNER_STAGING}{os.getpid()}-", dir=dest))
+    except OSError as exc:
+        raise InputError(_plain_os_error(dest, exc, "write into the output folder")) from None
+    try:
+        yield tmp
+        _publish_modes(tmp)
+        _fsync_tree(tmp)
+        with deferred_sigint() as intr:
+            new = sorted(p.name for p in tmp.iterdir())
+            (dest / OUTPUT_MARKER).unlink(missing_ok=True)
+            for name in new:
+                if name != OUTPUT_MARKER:
+                    os.replace(tmp / name, dest / name)
+            for name in sorted(OUTPUT_FILES - set(new) - {OUTPUT_MARKER}):
+                (dest / name).unlink(missing_ok=True)  # the previous output's extra files
+            if OUTPUT_MARKER in new:
+                os.replace(tmp / OUTPUT_MARKER, dest / OUTPUT_MARKER)
+            shutil.rmtree(tmp, ignore_errors=True)
+            _fsync_dir(dest)
+        if intr.hit:
+            raise InterruptedAfterWrite(shown)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise InputError(_plain_os_error(dest, exc, "write the output")) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap_in(tmp: Path, dest: Path, parent: Path) -> None:
+    """Publish the staging folder ``tmp`` as ``dest`` (an existing ``dest`` is exchanged with
+    it in one step where the OS allows, else renamed aside and deleted after) and remove the
+    previous output."""
+    if dest.exists() and _exchange(tmp, dest):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous output
+    else:
+        old = None
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-{os.getpid()}-", dir=parent))
+            os.replace(dest, old / "prev")
+        os.replace(tmp, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(parent)
 
 
 def check_output_folder(dest: str | os.PathLike) -> Path:
@@ -206,17 +321,25 @@ def check_output_folder(dest: str | os.PathLike) -> Path:
         ``dest`` as a :class:`~pathlib.Path`.
 
     Raises:
-        InputError: ``dest`` exists and is not a folder; a path component is a file; it holds
+        InputError: ``dest`` is empty (``-o ""`` used to mean the current folder), a symlink
+            loop or too long a name; exists and is not a folder; a path component is a file; it
+            holds
             entries tccc does not write (:func:`foreign_entries`); or the nearest existing
             ancestor folder is not writable.
     """
     dest = Path(dest)
+    if not str(dest):
+        raise InputError("output folder: empty path (give a folder name; '.' for the current "
+                         "folder)")
+    check_path(dest, "output folder")
     if dest.exists() and not dest.is_dir():  # a file, device, FIFO (also via a symlink)
         raise InputError(f"{dest}: exists and is not a folder")
     blocker = _first_file_ancestor(dest)
     if blocker is not None:
         raise InputError(f"{dest}: cannot create the output folder: {blocker} is a file, "
                          "not a folder")
+    if dest.is_dir() and is_mount_point(dest):
+        _clean_inner_staging(dest)
     foreign = foreign_entries(dest)
     if foreign:  # replacing the folder would delete whatever the user keeps there
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more"
@@ -226,13 +349,50 @@ def check_output_folder(dest: str | os.PathLike) -> Path:
         raise InputError(f"{dest}: {what} files tccc does not write ({shown}), which replacing "
                          "it would delete; move them out or choose a new or empty folder "
                          "(-o / save())")
-    anc = dest.resolve().parent
-    while not anc.exists():
-        anc = anc.parent
+    if dest.is_dir() and is_mount_point(dest):  # written in place (atomic_dir): the folder
+        anc = dest                               # itself must be writable, not its parent
+    else:
+        anc = Path(os.path.realpath(dest)).parent
+        while not anc.exists():
+            anc = anc.parent
     if not os.access(anc, os.W_OK | os.X_OK):
         raise InputError(f"{dest}: cannot create the output folder: {anc} is read-only or "
                          "not writable by you")
     return dest
+
+
+def check_path(path: str | os.PathLike, what: str = "") -> None:
+    """Refuse a path the OS cannot even look up, with the reason in words (these used to be
+    internal errors: pathlib raises on them or loops).
+
+    Raises:
+        InputError: a symbolic link loop on the way to ``path`` (ELOOP), a name longer than
+            the file system allows (ENAMETOOLONG), or a component that is not a folder.
+    """
+    try:
+        os.stat(path)
+    except OSError as exc:
+        reason = {errno.ELOOP: "symbolic link loop (a link that points back to itself)",
+                  errno.ENAMETOOLONG: "file name too long for the file system (at most 255 "
+                                      "bytes a name)"}.get(exc.errno)
+        if reason is not None:
+            shown = str(path) if len(str(path)) <= 80 else str(path)[:77] + "..."
+            raise InputError(f"{what + ' ' if what else ''}{shown}: {reason}") from None
+
+
+def is_mount_point(path: str | os.PathLike) -> bool:
+    """True when ``path`` (an existing folder, symlinks resolved) is a mount point: another
+    device than its parent (os.path.ismount), or listed in /proc/self/mountinfo (a bind mount
+    of a folder of the same file system, e.g. a container volume)."""
+    real = os.path.realpath(path)
+    if os.path.ismount(real):
+        return True
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            points = {line.split()[4].replace("\\040", " ") for line in f if line.strip()}
+    except (OSError, IndexError):
+        return False
+    return real in points
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -317,10 +477,13 @@ def check_output_file(path: str | os.PathLike, option: str) -> Path:
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        InputError: ``path`` is a folder or (after symlinks) exists and is not a regular
-            file (``/dev/full``, a FIFO); its folder is missing or is a file, or that folder
-            is not writable (read-only file system, permissions). One line naming the path.
+        InputError: ``path`` is empty, a symlink loop or too long a name; is a folder or
+            (after symlinks) exists and is not a regular file (``/dev/full``, a FIFO); its
+            folder is missing or is a file, or that folder is not writable (read-only file system, permissions). One line naming the path.
     """
+    if not str(path):  # Path("") is ".": an empty -o would mean the current folder
+        raise InputError(f"{option} '': empty path; give a file name")
+    check_path(path, option)
     p = Path(path)
     if p.is_dir():
         raise InputError(f"{option} {p}: is a folder; give a file name")

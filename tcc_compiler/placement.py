@@ -24,9 +24,12 @@ from dataclasses import asdict, dataclass
 
 log = logging.getLogger(__name__)
 
-#: Placement values.
+#: Placement values: part of the NPU program; run by the host runtime after the NPU program
+#: (Softmax, ArgMax at the graph end: the compiled package includes them); refused by
+#: ``tccc compile`` (a model with any such node does not compile).
 NPU = "npu"
 HOST = "host"
+UNSUPPORTED = "unsupported"
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,9 @@ class Placement:
             tccc's error messages).
         op_type: the ONNX op type (e.g. ``"Conv"``).
         device: ``"npu"`` (part of the compiled NPU program, possibly fused into a
-            neighbour or folded away at compile time) or ``"host"`` (tccc cannot run it on
-            the NPU, or runs it on the host CPU after the NPU program, e.g. Softmax).
+            neighbour or folded away at compile time), ``"host"`` (compiled into the package
+            and run on the host CPU after the NPU program, e.g. Softmax) or
+            ``"unsupported"`` (``tccc compile`` refuses the model because of this node).
         reason: one line saying why (the NPU op it became, or the constraint that failed).
         npu_op: the NPU op kind it lowers into (``"conv"``, ``"fc"``, ...), None otherwise.
         folded: True when the node disappears at compile time (constant-folded, identity,
@@ -52,6 +56,11 @@ class Placement:
     reason: str
     npu_op: str | None = None
     folded: bool = False
+
+    @property
+    def supported(self) -> bool:
+        """False when ``tccc compile`` refuses the model because of this node."""
+        return self.device != UNSUPPORTED
 
     def to_dict(self) -> dict:
         """JSON-ready dict of the fields."""
@@ -76,12 +85,12 @@ def _load(model):
 
 def _provisional(n, host_reason: dict, converters: dict, support: dict) -> Placement:
     """Placement of ONNX node ``n`` when the frontend refused part of the model (so the
-    passes never ran): refused nodes go to the host with the frontend's reason; the others by
+    passes never ran): refused nodes are unsupported, with the frontend's reason; the others by
     their op's support record (frontend/support.py: Softmax and ArgMax run on the host); an op
     without a converter is folded at import (shape arithmetic such as ConstantOfShape)."""
     name = _label(n)
     if name in host_reason:
-        return Placement(name, n.op_type, HOST, host_reason[name])
+        return Placement(name, n.op_type, UNSUPPORTED, host_reason[name])
     if n.op_type not in converters:
         return Placement(name, n.op_type, NPU, "folded at import (constant or shape "
                          "arithmetic)", None, True)
@@ -95,7 +104,12 @@ def _provisional(n, host_reason: dict, converters: dict, support: dict) -> Place
 
 
 def partition(model, input_whc: str | tuple[int, int, int] | None = None) -> list[Placement]:
-    """Place every node of an ONNX model on the NPU or the host.
+    """Place every node of an ONNX model on the NPU or the host, or mark it unsupported.
+
+    A model compiles (``tccc compile`` / :func:`tcc_compiler.compile`) exactly when no node is
+    ``"unsupported"``: the answer comes from the same import and float-pass stages, whose
+    checks include the NPU command fields' ranges (an FC over a map wider than 255, a window
+    or stride above 255).
 
     Args:
         model: .onnx path (str or PathLike), ``onnx.ModelProto`` or ``onnx_graphsurgeon.Graph``.
@@ -107,7 +121,7 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None) -> lis
     Raises:
         InputError, ModelError: the model cannot be read at all (unreadable file, not one
         float image input, inconsistent shapes). Unsupported nodes are not errors here: they
-        are placed on the host with the frontend's or legalizer's reason.
+        get device ``"unsupported"`` with the frontend's or legalizer's reason.
     """
     from tcc_compiler.driver import import_model, run_float_passes
     from tcc_compiler.errors import UnsupportedError
@@ -134,6 +148,9 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None) -> lis
         check_npu_work(graph)  # as the driver's compile does
     except UnsupportedError as exc:
         host_reason = _legalizer_refusals(by_ir_name, exc.problems)
+        if not host_reason:  # a refusal naming no ONNX node: every node shares it, so the
+            # model is never reported as compiling when compile refuses it
+            host_reason = dict.fromkeys((_label(n) for n in nodes), "; ".join(exc.problems))
         graph = None
     where_ir: dict[str, object] = {}
     for n in graph.nodes if graph is not None else ():
@@ -143,7 +160,7 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None) -> lis
     for n in nodes:
         name = _label(n)
         if name in host_reason:
-            out.append(Placement(name, n.op_type, HOST, host_reason[name]))
+            out.append(Placement(name, n.op_type, UNSUPPORTED, host_reason[name]))
         else:
             out.append(_placed(n, name, where_ir.get(name)))
     return out

@@ -164,7 +164,7 @@ class CompiledModel:
 
         Args:
             x: float32 array shaped like the ONNX input (``input_shape``, NCHW for image
-                models), already preprocessed.
+                models), already preprocessed; or an image or ``.npy`` path.
 
         Returns:
             {output name: array}: float32 dequantized NPU outputs (NCHW), host ops applied
@@ -179,10 +179,12 @@ class CompiledModel:
     def run(self, x: np.ndarray) -> np.ndarray:
         """Run one preprocessed float input (float32, shape ``input_shape``) through the NPU
         program on the reference executor (INT8 inside) and return the first graph output
-        (float32 logits or probabilities, dequantized; int64 for an argmax output).
+        (float32 logits or probabilities, dequantized; int64 for an argmax output). ``x`` may
+        also be an image or ``.npy`` path, loaded with the compiled preprocessing.
 
         Raises:
-            InputError: wrong shape or non-finite values. ExecutionError: executor fault.
+            InputError: wrong shape or non-finite values, or ``x`` neither an array nor a
+            path. ExecutionError: executor fault.
         """
         prog = self.program
         return prog.final_output(prog.run(x))
@@ -221,8 +223,8 @@ def compile(model: str | os.PathLike | onnx.ModelProto | gs.Graph,  # noqa: A001
         input_whc: ``"WxHxC"`` or ``(W, H, C)`` (width, height, channels, as on the command
             line: ``"640x320x3"`` is 640 wide); None = the model's fixed dims. Batch is 1.
         calibration: image paths, folders, ``.npy`` paths or float32 arrays shaped like the
-            ONNX input (NCHW ``[1, C, H, W]``, preprocessed); None = the photos bundled with
-            tccc (models taking 1 or 3 channels: greyscale or RGB).
+            ONNX input (NCHW ``[1, C, H, W]``, preprocessed), or one such path or array; None =
+            the photos bundled with tccc (models taking 1 or 3 channels: greyscale or RGB).
         options: a :class:`~tcc_compiler.options.CompileOptions` holding every setting (None =
             the defaults); ``input_whc``, ``calibration`` and ``settings`` override it.
         progress: optional iterable wrapper shown during calibration (e.g. ``tqdm``).

@@ -58,9 +58,12 @@ def labelled_inputs(paths: Sequence[str | os.PathLike], prog: LoadedProgram
     Raises:
         InputError: as :func:`inputs_for`.
     """
+    from tcc_compiler.fsutil import check_path
+
     pre = Preprocess.from_dict(prog.manifest["preprocess"])
     xs, labels = [], []
     for raw in paths:
+        check_path(raw)  # a symlink loop or too long a name: one line, not a traceback
         files = folder_entries(Path(raw)) if Path(raw).is_dir() else [Path(raw)]
         for f in files:
             arrs = load_inputs([f], pre, prog.input_shape)
@@ -251,7 +254,8 @@ def write_html_report(folder: str | os.PathLike, output: str | os.PathLike,
                              "(used when --histograms names no inputs) load as 1 or 3 channels "
                              "- pass .npy arrays: --histograms a.npy ...")
         xs = inputs_for(histogram_inputs or bundled_photos("calib")[:4], prog)
-        hist = activation_histograms(folder, list((progress or (lambda it: it))(xs)))
+        # the wrapper advances as each input is run (a list() here filled the bar first)
+        hist = activation_histograms(folder, (progress or (lambda it: it))(xs))
     return write_html(folder, output, hist)
 
 

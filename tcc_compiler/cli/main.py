@@ -106,6 +106,18 @@ def _command_modules() -> list:
     return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.NAME))
 
 
+#: ``api_name/--flag`` in a library message (it names both spellings); the CLI shows only the
+#: flag. Only known compile-option names (and ``scale``) are rewritten, never paths.
+_API_AND_FLAG = re.compile(r"\b(input_whc|calibration|calib_table|bias_correction|method|"
+                           r"percentile|target|dump_ir|compress_weights|scale)/(--[a-z][a-z-]*)")
+
+
+def cli_wording(message: str) -> str:
+    """A library error message as the command line shows it: ``input_whc/--input`` (the API
+    parameter and the flag) becomes ``--input``."""
+    return _API_AND_FLAG.sub(r"\2", message)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, run, map errors to exit codes."""
     parser = build_parser()
@@ -127,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         with fp_quiet:
             return args.func(args)
     except TccError as exc:
-        msg = str(exc).replace("\n", " ")
+        msg = cli_wording(str(exc).replace("\n", " "))
         if args.verbose > 1:  # -vv adds the traceback; the exit code stays the same
             traceback.print_exc(file=sys.stderr)
         print(f"tccc: error: {msg}", file=sys.stderr)
@@ -138,7 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from tcc_compiler.fsutil import InterruptedAfterWrite
+
+        if isinstance(exc, InterruptedAfterWrite):  # the output is complete: say so, exit 0
+            print(f"tccc: {exc}", file=sys.stderr)
+            return 0
         print("tccc: interrupted", file=sys.stderr)
         return 130
     except MemoryError:

@@ -1,32 +1,70 @@
 """Calibration inputs: the bundled photos, or the user's images, folders, .npy files and arrays,
-as float32 arrays shaped like a graph's input (the driver's calibrate stage loads them here)."""
+as float32 arrays shaped like a graph's input (the driver's calibrate stage loads them here).
+
+Image files are decoded when calibration reads them (:class:`LazyInputs`), one at a time, so
+compile memory does not grow with the number of calibration images times the input size.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+
 import numpy as np
 
-from tcc_compiler.datasets.images import IMAGE_CHANNELS, bundled_photos, load_inputs
+from tcc_compiler.datasets.images import IMAGE_CHANNELS, LazyInputs, bundled_photos
 from tcc_compiler.errors import InputError
 from tcc_compiler.ir.graph import Graph
 
 
-def default_calibration(graph: Graph, preprocess) -> tuple[list[np.ndarray], str]:
-    """Calibration inputs from the photos bundled with the package (see data/photos)."""
+def default_calibration(graph: Graph, preprocess) -> tuple[Sequence[np.ndarray], str]:
+    """Calibration inputs from the photos bundled with the package (see data/photos): a
+    sequence of float32 NCHW arrays, decoded on access (:class:`LazyInputs`)."""
     c = graph.inputs[0].shape[1]
     if c not in IMAGE_CHANNELS:  # 1 and 3 load as greyscale / colour (Preprocess.channels)
         raise InputError(f"the model takes {c} channels; the bundled calibration photos load "
                          "as 1 or 3 channels - give calibration/--calib .npy arrays")
     paths = bundled_photos("calib")
-    return load_inputs(paths, preprocess, tuple(graph.inputs[0].shape)), \
+    return LazyInputs(paths, preprocess, tuple(graph.inputs[0].shape)), \
         f"{len(paths)} bundled photos (tcc_compiler/data/photos/calib)"
 
 
-def resolve_calibration(items, graph: Graph, preprocess) -> tuple[list[np.ndarray], str]:
+class _Concat(Sequence):
+    """Arrays given directly, then the inputs of a :class:`LazyInputs` (read on access)."""
+
+    def __init__(self, arrays: list[np.ndarray], lazy: Sequence | None) -> None:
+        self.arrays, self.lazy = arrays, lazy if lazy is not None else []
+
+    def __len__(self) -> int:
+        return len(self.arrays) + len(self.lazy)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.arrays[i] if i < len(self.arrays) else self.lazy[i - len(self.arrays)]
+
+
+def resolve_calibration(items, graph: Graph, preprocess) -> tuple[Sequence[np.ndarray], str]:
     """Turn image paths, folders, .npy paths and arrays into float32 input arrays.
+
+    Args:
+        items: a sequence of image/.npy/folder paths and float32 NCHW arrays; one path
+            (``"photo.png"``) or one array counts as a list of one (a string used to be
+            iterated character by character).
+
+    Returns:
+        (inputs, description): a sequence of float32 NCHW arrays ``[1, C, H, W]`` (images are
+        decoded when read), and a description for the manifest.
 
     Raises:
         InputError: unreadable files, wrong shapes, NaN/Inf values, nothing given.
     """
+    if isinstance(items, (str, bytes, os.PathLike, np.ndarray)):
+        items = [os.fsdecode(items) if isinstance(items, bytes) else items]
     shape = tuple(graph.inputs[0].shape)
     paths = [c for c in items if not isinstance(c, np.ndarray)]
     arrays = []
@@ -35,9 +73,9 @@ def resolve_calibration(items, graph: Graph, preprocess) -> tuple[list[np.ndarra
         if a.shape != shape:
             raise InputError(f"calibration array {k}: shape {a.shape}, model expects {shape}")
         arrays.append(a)
-    if paths:
-        arrays += load_inputs(paths, preprocess, shape)
-    if not arrays:
+    lazy = LazyInputs(paths, preprocess, shape) if paths else None
+    inputs = _Concat(arrays, lazy)
+    if not len(inputs):
         raise InputError("calibration/--calib: no calibration inputs given")
     desc = ", ".join(str(p) for p in paths) if paths else f"{len(arrays)} arrays"
-    return arrays, desc
+    return inputs, desc

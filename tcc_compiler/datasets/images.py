@@ -307,42 +307,104 @@ def load_inputs(paths: Sequence[str | os.PathLike[str]], pre: Preprocess,
             array has shape ``(1,) + expected_shape[1:]``.
 
     Returns:
-        float32 NCHW arrays ``[1, C, H, W]``, one per input.
+        float32 NCHW arrays ``[1, C, H, W]``, one per input (all in memory at once: see
+        :class:`LazyInputs` for one at a time).
 
     Raises:
         InputError: no paths, a missing path, an empty folder, an undecodable image, an image
             whose preprocessed shape differs from ``expected_shape``, or a ``.npy`` array with
             the wrong dtype/shape or NaN/Inf values. The message names the file.
     """
-    expected = tuple(int(d) for d in expected_shape)
-    if len(expected) != 4:
-        raise InputError(f"model input shape {expected} is not NCHW; only 4-D image inputs load")
-    if not paths:
-        raise InputError("no input files given")
+    return list(LazyInputs(paths, pre, expected_shape))
+
+
+class LazyInputs(Sequence):
+    """The inputs of :func:`load_inputs` as a sequence that decodes an image when it is read.
+
+    Everything that can be checked without decoding (paths, folders, channels, the
+    preprocessed shape, ``.npy`` headers and values) is checked on construction; image files
+    are decoded and preprocessed on each access, so a loop over the inputs holds one float
+    image at a time (a 4096x4096x3 input is 201 MB of float32; the 8 bundled calibration
+    photos used to be held together). ``.npy`` inputs are kept as loaded.
+
+    Raises:
+        InputError: as :func:`load_inputs` (an undecodable image only when it is read).
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]], pre: Preprocess,
+                 expected_shape: tuple[int, ...]) -> None:
+        expected = tuple(int(d) for d in expected_shape)
+        if len(expected) != 4:
+            raise InputError(f"model input shape {expected} is not NCHW; only 4-D image "
+                             "inputs load")
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        if not paths:
+            raise InputError("no input files given")
+        self.pre = pre
+        self.items: list[np.ndarray | Path] = []
+        image_shape = (1,) + expected[1:]
+        for f in _input_files(paths):
+            if f.suffix.lower() == ".npy":
+                self.items.extend(_load_npy(f, expected))
+                continue
+            if expected[1] not in IMAGE_CHANNELS:
+                raise InputError(f"{f}: the model input has {expected[1]} channels; images load "
+                                 "as 1 (greyscale) or 3 (colour) channels - give .npy arrays "
+                                 "instead")
+            if pre.shape != image_shape:
+                raise InputError(f"{f}: preprocessing gives {list(pre.shape)} but the model "
+                                 f"input is {list(image_shape)}; set width/height/channels to "
+                                 "match")
+            self.items.append(f)
+        logger.debug("%d input(s) from %d path(s)", len(self.items), len(paths))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        item = self.items[i]
+        return item if isinstance(item, np.ndarray) else load_image(item, self.pre)
+
+
+def _input_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The files ``paths`` name, folders expanded (:func:`folder_entries`).
+
+    Raises:
+        InputError: a path that does not exist (or cannot be examined: a symlink loop, a name
+            too long).
+    """
     files: list[Path] = []
     for raw in paths:
         p = Path(raw)
-        if p.is_dir():
+        try:
+            is_dir, is_file = p.is_dir(), p.is_file()
+        except OSError as exc:  # ENAMETOOLONG: pathlib raises it (ELOOP reads as False)
+            raise InputError(f"{p}: cannot read: {exc.strerror or exc}") from None
+        if is_dir:
             files.extend(folder_entries(p))
-        elif p.is_file():
+        elif is_file:
             files.append(p)
         else:
-            raise InputError(f"{p}: no such file or folder")
-    image_shape = (1,) + expected[1:]
-    out: list[np.ndarray] = []
-    for f in files:
-        if f.suffix.lower() == ".npy":
-            out.extend(_load_npy(f, expected))
-            continue
-        if expected[1] not in IMAGE_CHANNELS:
-            raise InputError(f"{f}: the model input has {expected[1]} channels; images load as "
-                             "1 (greyscale) or 3 (colour) channels - give .npy arrays instead")
-        if pre.shape != image_shape:
-            raise InputError(f"{f}: preprocessing gives {list(pre.shape)} but the model input is "
-                             f"{list(image_shape)}; set width/height/channels to match")
-        out.append(load_image(f, pre))
-    logger.debug("loaded %d input(s) from %d file(s)", len(out), len(files))
-    return out
+            raise InputError(f"{p}: {_missing_reason(p)}")
+    return files
+
+
+def _missing_reason(p: Path) -> str:
+    """Why ``p`` is neither a file nor a folder, in words: a symlink loop, a name too long, or
+    simply missing."""
+    import errno
+
+    try:
+        os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop (the link points back to itself)"
+        if exc.errno == errno.ENAMETOOLONG:
+            return "file name too long"
+    return "no such file or folder"
 
 
 def bundled_photos(kind: str) -> list[Path]:

@@ -11,5 +11,12 @@ the file names (cheap to import for readers of a folder); import the builders fr
 modules.
 """
 
-from tcc_compiler.emit.files import (CALIB_TABLE_FILE, CMD_FILE, IR_FILE,  # noqa: F401
-                                     MANIFEST_FILE, REPORT_CSV_FILE, REPORT_FILE, WEIGHT_FILE)
+from tcc_compiler.emit.files import (  # noqa: F401
+                                     CALIB_TABLE_FILE,
+                                     CMD_FILE,
+                                     IR_FILE,
+                                     MANIFEST_FILE,
+                                     REPORT_CSV_FILE,
+                                     REPORT_FILE,
+                                     WEIGHT_FILE,
+)

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
-from tcc_compiler.emit.files import (CALIB_TABLE_FILE, CMD_FILE, IR_FILE, MANIFEST_FILE,
-                                     REPORT_CSV_FILE, REPORT_FILE, WEIGHT_FILE)
+from tcc_compiler.emit.files import (
+    CALIB_TABLE_FILE,
+    CMD_FILE,
+    IR_FILE,
+    MANIFEST_FILE,
+    REPORT_CSV_FILE,
+    REPORT_FILE,
+    WEIGHT_FILE,
+)
+from tcc_compiler.emit.jsonfmt import json_text
 from tcc_compiler.fsutil import atomic_dir
-from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir import text as ir_text
+from tcc_compiler.ir.graph import Graph
 from tcc_compiler.quant.calib_table import write_table
 from tcc_compiler.schedule import report as perf_report
 
@@ -36,8 +43,8 @@ def write_package(folder: str | os.PathLike, cmd_bin: bytes, weight_bin: bytes, 
     with atomic_dir(folder) as tmp:
         (tmp / CMD_FILE).write_bytes(cmd_bin)
         (tmp / WEIGHT_FILE).write_bytes(weight_bin)
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        (tmp / MANIFEST_FILE).write_text(json_text(manifest, indent=2, sort_keys=True) + "\n")
+        (tmp / REPORT_FILE).write_text(json_text(report, indent=2, sort_keys=True) + "\n")
         (tmp / REPORT_CSV_FILE).write_text(perf_report.to_csv(report.get("layers", [])))
         ir_text.save_ir(graph, tmp / IR_FILE)  # looked up at call time (tests patch it)
         if calib_table is not None:

@@ -6,6 +6,8 @@ the network's function: after every pass it must match ONNX Runtime (rtol 1e-4).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -29,22 +31,49 @@ def _windows(x: np.ndarray, kernel, strides, dilations=(1, 1)) -> np.ndarray:
     return win[:, :, ::strides[0], ::strides[1], ::dilations[0], ::dilations[1]]
 
 
+#: Largest float64 window copy (bytes) one conv evaluation makes at once; larger convs are
+#: computed in bands of output rows. The einsum below copies the sliding windows into a
+#: [rows * OW, C/g * KH * KW] matrix (8 bytes an element): a 3x3 conv on a 4096x4096 map made a
+#: 3.6 GB copy. Below this size (every layer of the zoo models up to 960x520) one band is the
+#: whole map, so results do not depend on it.
+CONV_BAND_BYTES = 256 << 20
+
+
 def conv2d_float(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, strides, pads,
-                 dilations, group: int) -> np.ndarray:
-    """Float conv. x [N,C,H,W], w [O,C/g,KH,KW] -> [N,O,OH,OW] (float64 accumulate)."""
+                 dilations, group: int,
+                 epilogue: Callable[[np.ndarray, slice], np.ndarray] | None = None
+                 ) -> np.ndarray:
+    """Float conv. x [N,C,H,W], w [O,C/g,KH,KW] -> [N,O,OH,OW] (float64 accumulate).
+
+    Args:
+        epilogue: optional ``(acc, rows) -> array``: applied to each band of output rows
+            ``rows`` (a slice of OH) of the float64 accumulator (bias added); the result has
+            its dtype (e.g. float32 after the activation), so the whole float64 output is
+            never held. None returns the float64 accumulator.
+    """
     xp = _pad_nchw(x.astype(np.float64), pads, 0.0)
     o, cg, kh, kw = w.shape
     win = _windows(xp, (kh, kw), strides, dilations)     # [N, C, OH, OW, KH, KW]
     n, _, oh, ow = win.shape[:4]
     og = o // group
-    out = np.empty((n, o, oh, ow), np.float64)
     wf = w.astype(np.float64)
-    for g in range(group):
-        cols = win[:, g * cg:(g + 1) * cg]
-        out[:, g * og:(g + 1) * og] = np.einsum("ncyxkl,ockl->noyx", cols,
-                                                 wf[g * og:(g + 1) * og], optimize=True)
-    if b is not None:
-        out += b.astype(np.float64).reshape(1, -1, 1, 1)
+    bias = None if b is None else b.astype(np.float64).reshape(1, -1, 1, 1)
+    row_bytes = max(1, n * cg * ow * kh * kw * 8)
+    step = max(1, min(oh, CONV_BAND_BYTES // row_bytes))
+    out = None
+    for y0 in range(0, oh, step):
+        rows = slice(y0, min(oh, y0 + step))
+        acc = np.empty((n, o, rows.stop - rows.start, ow), np.float64)
+        for g in range(group):
+            cols = win[:, g * cg:(g + 1) * cg, rows]
+            acc[:, g * og:(g + 1) * og] = np.einsum("ncyxkl,ockl->noyx", cols,
+                                                    wf[g * og:(g + 1) * og], optimize=True)
+        if bias is not None:
+            acc += bias
+        band = acc if epilogue is None else epilogue(acc, rows)
+        if out is None:
+            out = np.empty((n, o, oh, ow), band.dtype)
+        out[:, :, rows] = band
     return out
 
 
@@ -61,13 +90,19 @@ def eval_node(node: Node, args: list[np.ndarray | None]) -> np.ndarray:
 
 
 def _conv(node: Node, a, args) -> np.ndarray:
-    y = conv2d_float(args[0], args[1], args[2], a.strides, a.pads, a.dilations, a.group)
-    if len(args) > 3 and args[3] is not None:
-        sc = args[3].astype(np.float64)
-        if len(args) > 4 and args[4] is not None:   # per-channel shortcut scale (> 0)
-            sc = sc * args[4].astype(np.float64).reshape(1, -1, 1, 1)
-        y = y + sc
-    return a.act.apply(y).astype(np.float32)
+    sc = args[3] if len(args) > 3 else None
+    k = args[4] if len(args) > 4 else None
+
+    def epilogue(acc: np.ndarray, rows: slice) -> np.ndarray:  # per band of output rows
+        if sc is not None:
+            s = sc[:, :, rows].astype(np.float64)
+            if k is not None:   # per-channel shortcut scale (> 0)
+                s = s * k.astype(np.float64).reshape(1, -1, 1, 1)
+            acc = acc + s
+        return a.act.apply(acc).astype(np.float32)
+
+    return conv2d_float(args[0], args[1], args[2], a.strides, a.pads, a.dilations, a.group,
+                        epilogue)
 
 
 def _fc(node: Node, a, args) -> np.ndarray:
@@ -151,14 +186,19 @@ _RULES = {
 
 
 def run_float(graph: Graph, inputs: dict[str, np.ndarray] | np.ndarray,
-              keep: bool = False) -> dict[str, np.ndarray]:
+              keep: bool = False,
+              visit: Callable[[str, np.ndarray], None] | None = None) -> dict[str, np.ndarray]:
     """Run the graph on float inputs.
 
     Args:
         graph: float graph IR.
         inputs: {input name: float32 array} or a single array for the single input
             (shape as the graph input, e.g. NCHW [1,3,H,W]).
-        keep: return every intermediate value too (for calibration).
+        keep: return every intermediate value too (memory: every activation at once).
+        visit: called as ``visit(value name, array)`` for every graph input and then every
+            node output as soon as it is computed (calibration streams its statistics this
+            way). Without ``keep``, a value is dropped once its last consumer has run, so the
+            memory held is the live activations only, not every activation of the network.
 
     Returns:
         {value name: array} for the graph outputs (and all values when ``keep``).
@@ -171,8 +211,11 @@ def run_float(graph: Graph, inputs: dict[str, np.ndarray] | np.ndarray,
         inputs = {graph.inputs[0].name: inputs}
     for v in graph.inputs:
         env[id(v)] = np.asarray(inputs[v.name], dtype=np.float32)
+        if visit is not None:
+            visit(v.name, env[id(v)])
+    last_use = {} if keep else _last_uses(graph)
     names: dict[int, Value] = {}
-    for node in graph.nodes:
+    for i, node in enumerate(graph.nodes):
         args = []
         for v in node.inputs:
             if v is None:
@@ -182,10 +225,50 @@ def run_float(graph: Graph, inputs: dict[str, np.ndarray] | np.ndarray,
             else:
                 args.append(env[id(v)])
         out = eval_node(node, args)
+        del args
         env[id(node.output)] = out
         names[id(node.output)] = node.output
+        if visit is not None:
+            visit(node.output.name, out)
+        for v in node.inputs:  # free what no later node reads (graph outputs stay)
+            if v is not None and last_use.get(id(v)) == i:
+                env.pop(id(v), None)
     result = {o.name: env[id(o)] for o in graph.outputs}
     if keep:
         for k, v in names.items():
             result[v.name] = env[k]
     return result
+
+
+def _last_uses(graph: Graph) -> dict[int, int]:
+    """{id(value): index of the last node reading it} for values that are not graph outputs."""
+    outs = {id(o) for o in graph.outputs}
+    last: dict[int, int] = {}
+    for i, node in enumerate(graph.nodes):
+        for v in node.inputs:
+            if v is not None and not v.is_const and id(v) not in outs:
+                last[id(v)] = i
+    return last
+
+
+def working_bytes(node: Node) -> int:
+    """Upper bound of the bytes :func:`eval_node` allocates for ``node`` beyond its float32
+    inputs and output (float64 copies, padded inputs, window matrices), from the rules above:
+    a conv holds its padded input in float64, one band of windows (<= :data:`CONV_BAND_BYTES`)
+    and a float64 band of the output three times (accumulator, shortcut sum, activation);
+    other ops up to three float64 copies of their input and output. Used by the compile memory
+    estimate (:func:`tcc_compiler.driver.estimate_compile_memory`)."""
+    def elems(v) -> int:
+        return int(np.prod(v.shape, dtype=np.int64)) if v is not None else 0
+
+    x, y = node.inputs[0], node.output
+    if node.op is Op.CONV:
+        o, cg, kh, kw = node.inputs[1].shape
+        n, _, oh, ow = y.shape
+        _, c, h, w = x.shape
+        t, l, b, r = node.attrs.pads
+        padded = n * c * (h + t + b) * (w + l + r) * 8
+        row_bytes = max(1, n * cg * ow * kh * kw * 8)
+        rows = max(1, min(oh, CONV_BAND_BYTES // row_bytes))
+        return padded + 2 * rows * row_bytes + 3 * n * o * rows * ow * 8
+    return 3 * 8 * (elems(x) + elems(y))

@@ -84,11 +84,13 @@ class LayerReport:
     isolated: LayerError | None = None
 
     def to_dict(self) -> dict:
-        """JSON-ready dict (infinite SQNR written as the string "inf")."""
+        """JSON-ready dict. A non-finite SQNR is ``None`` (JSON ``null``; standard JSON has no
+        Infinity): ``sqnr_db: null`` means the layer's int8 output equals the float one
+        exactly (infinite SQNR) or the float output is all zero (``max_abs_err`` tells)."""
         d = asdict(self)
         for k in ("accumulated", "isolated"):
-            if d[k] is not None and math.isinf(d[k]["sqnr_db"]):
-                d[k]["sqnr_db"] = "inf" if d[k]["sqnr_db"] > 0 else "-inf"
+            if d[k] is not None and not math.isfinite(d[k]["sqnr_db"]):
+                d[k]["sqnr_db"] = None
         return d
 
 

@@ -12,6 +12,8 @@ corrected for its own shift only: upstream shifts are corrected upstream, never 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import logging
 from typing import Iterable
 
@@ -42,8 +44,9 @@ def correct_biases(float_graph: Graph, qgraph: Graph, inputs: Iterable[np.ndarra
     Raises:
         InputError: no inputs, or a value missing from the float graph.
     """
-    inputs = list(inputs)
-    if not inputs:
+    if not isinstance(inputs, Sequence):  # a lazy sequence (datasets) loads one at a time
+        inputs = list(inputs)
+    if not len(inputs):
         raise InputError("bias correction needs at least one calibration input")
     layers = [n for n in qgraph.nodes if n.op in (Op.CONV, Op.FC)]
     sums = {n.name: np.zeros(n.output.shape[1], np.float64) for n in layers}

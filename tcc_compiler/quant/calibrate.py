@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -42,6 +42,9 @@ DEFAULT_BINS = 2048
 #: Magnitude-histogram bins of the entropy observer: finer, so that a bulk 1/50 of the
 #: maximum still spans more bins than the 255 quantization levels.
 ENTROPY_BINS = 16384
+#: Values an observer converts to float64 at once (32 MiB): activations are counted in chunks
+#: so that calibration never holds a float64 copy of a whole activation.
+CHUNK_ELEMS = 1 << 22
 
 
 class MinMaxObserver:
@@ -93,30 +96,48 @@ class Histogram:
         new_lo = self.lo - j * w
         k = max(1, int(math.ceil((hi - new_lo) / (n * w) - 1e-9)))
         while new_lo + n * k * w <= hi:
-            k += 1
+            # a relative step: at a huge k, k + 1 rounds back to k in float64 (an endless loop)
+            k += max(1, k >> 20)
         # old bin b covers [lo + b w, lo + (b+1) w); offset by j bins, k old bins per new bin
         idx = (np.arange(n) + j) // k
         counts = np.zeros(n, np.float64)
         np.add.at(counts, idx, self.counts)
         self.counts, self.lo, self.width = counts, new_lo, w * k
 
-    def add(self, x: np.ndarray) -> None:
-        """Count the values of ``x`` (flattened, float64)."""
-        x = np.asarray(x, np.float64).reshape(-1)
-        lo, hi = float(x.min()), float(x.max())
+    def add(self, x: np.ndarray, magnitude: bool = False) -> None:
+        """Count the values of ``x`` (any shape, float; float64 arithmetic), or with
+        ``magnitude`` the non-zero ``|x|``.
+
+        The range is set from the whole of ``x`` first, then the values are counted in chunks
+        of :data:`CHUNK_ELEMS` (no float64 copy of a whole activation); the counts are the
+        same as in one pass.
+        """
+        flat = np.asarray(x).reshape(-1)
+        if magnitude:
+            lo = 0.0
+            hi = max(abs(float(flat.min())), abs(float(flat.max()))) if flat.size else 0.0
+            if hi == 0.0:
+                return                      # only zeros: nothing to count
+        else:
+            lo, hi = float(flat.min()), float(flat.max())
         if self.fixed_lo is not None:
             lo = self.fixed_lo
         if self.width == 0.0:
             if hi - lo <= 0.0:
-                self.pending += x.size
+                self.pending += flat.size
                 return
             # a half-bin margin so the maximum falls inside the last bin, not on its edge
             self.lo, self.width = lo, (hi - lo) / (self.bins - 0.5)
             self.counts[0] += self.pending
         elif lo < self.lo or hi >= self.lo + self.bins * self.width:
             self._grow(lo, hi)
-        idx = np.floor((x - self.lo) / self.width).astype(np.int64)
-        self.counts += np.bincount(np.clip(idx, 0, self.bins - 1), minlength=self.bins)
+        for s in range(0, flat.size, CHUNK_ELEMS):
+            v = flat[s:s + CHUNK_ELEMS].astype(np.float64)
+            if magnitude:
+                v = np.abs(v)
+                v = v[v != 0.0]
+            idx = np.floor((v - self.lo) / self.width).astype(np.int64)
+            self.counts += np.bincount(np.clip(idx, 0, self.bins - 1), minlength=self.bins)
 
     def edges(self) -> np.ndarray:
         """Bin edges [bins + 1], real units."""
@@ -242,13 +263,10 @@ class EntropyObserver:
     def update(self, x: np.ndarray) -> None:
         """Fold one batch of values in."""
         self.mm.update(x)
-        a = np.abs(np.asarray(x, np.float64).reshape(-1))
         # exact zeros are left out: 0 is always representable (activation_params keeps it on
         # the grid), and the ReLU zeros would otherwise fill the first bin so that every
         # threshold spreading it over several bins looks costly (the KL optimum collapses)
-        a = a[a != 0.0]
-        if a.size:
-            self.hist.add(a)
+        self.hist.add(x, magnitude=True)
 
     def threshold(self) -> float:
         """The KL-optimal clip of |x| (real units)."""
@@ -287,7 +305,9 @@ class MSEObserver:
     def update(self, x: np.ndarray) -> None:
         """Fold one batch of values in."""
         self.mm.update(x)
-        self.zeros += float(np.count_nonzero(x == 0))
+        flat = np.asarray(x).reshape(-1)
+        self.zeros += float(sum(np.count_nonzero(flat[s:s + CHUNK_ELEMS] == 0)
+                                for s in range(0, flat.size, CHUNK_ELEMS)))
         self.hist.add(x)
 
     def range(self) -> tuple[float, float]:
@@ -350,11 +370,13 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
     methods = list(methods)
     for m in methods:
         make_observer(m, percentile)        # validates names and the percentile early
-    inputs = list(inputs)
-    if not inputs:
+    if not isinstance(inputs, Sequence):    # a lazy sequence (datasets) loads one at a time
+        inputs = list(inputs)
+    if not len(inputs):
         raise InputError("calibration needs at least one input")
     obs: dict[str, dict] = {m: {} for m in methods}
     expect = graph.inputs[0].shape
+    source = graph.meta.get("source", graph.name)
     it = progress(inputs) if progress else inputs
     for k, x in enumerate(it):
         if tuple(x.shape) != tuple(expect):
@@ -362,26 +384,39 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
                              f"{tuple(expect)}")
         if not np.all(np.isfinite(x)):
             raise InputError(f"calibration input {k}: contains NaN or Inf")
-        vals = run_float(graph, x, keep=True)
-        vals[graph.inputs[0].name] = x
-        for name, arr in vals.items():
-            if arr.dtype.kind != "f":
-                continue
-            peak = float(np.max(np.abs(arr))) if arr.size else 0.0
-            if not np.isfinite(peak) or peak > MAX_ACTIVATION:
-                raise ModelError(f"{graph.meta.get('source', graph.name)}: value '{name}' "
-                                 f"reaches {peak:.3g} on calibration input {k} (overflow; "
-                                 "weights of absurd magnitude?)")
-            for m in methods:
-                if name not in obs[m]:
-                    obs[m][name] = make_observer(m, percentile)
-                try:
-                    obs[m][name].update(arr)
-                except (OverflowError, FloatingPointError) as exc:
-                    raise ModelError(f"{graph.meta.get('source', graph.name)}: value '{name}' "
-                                     f"has a range calibration cannot hold ({exc}; weights of "
-                                     "absurd magnitude?)") from None
-    return obs
+        # each value is observed as it is computed and dropped once dead (run_float's visit):
+        # memory holds the live activations, not a float copy of every one
+        run_float(graph, x, visit=lambda name, arr, k=k: _observe_value(obs, name, arr, k,
+                                                                           source, percentile))
+        del x
+    # the order of the tables (calib_table.json): graph outputs, node outputs, the input
+    order = dict.fromkeys([o.name for o in graph.outputs] +
+                          [n.output.name for n in graph.nodes] + [graph.inputs[0].name])
+    return {m: {k: t[k] for k in order if k in t} for m, t in obs.items()}
+
+
+def _observe_value(obs: dict, name: str, arr: np.ndarray, k: int, source: str,
+                   percentile: float) -> None:
+    """Feed one value of calibration input ``k`` to every method's observer.
+
+    Raises:
+        ModelError: the value overflows (non-finite or above :data:`MAX_ACTIVATION`).
+    """
+    if arr.dtype.kind != "f":
+        return
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    peak = max(abs(lo), abs(hi)) if np.isfinite(lo) and np.isfinite(hi) else float("nan")
+    if not np.isfinite(peak) or peak > MAX_ACTIVATION:
+        raise ModelError(f"{source}: value '{name}' reaches {peak:.3g} on calibration input "
+                         f"{k} (overflow; weights of absurd magnitude?)")
+    for m, table in obs.items():
+        if name not in table:
+            table[name] = make_observer(m, percentile)
+        try:
+            table[name].update(arr)
+        except (OverflowError, FloatingPointError) as exc:
+            raise ModelError(f"{source}: value '{name}' has a range calibration cannot hold "
+                             f"({exc}; weights of absurd magnitude?)") from None
 
 
 #: Largest |activation| calibration accepts: float32 maths overflows soon after, and int8

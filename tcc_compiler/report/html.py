@@ -20,8 +20,10 @@ import html
 import io
 import json
 import logging
+import math
 import os
 from pathlib import Path
+from typing import Iterable
 
 from tcc_compiler.errors import FormatError, InputError
 
@@ -92,18 +94,20 @@ def _histograms(table: dict) -> list[tuple[str, str]]:
         for key in ("lo", "hi"):
             if key in t:
                 ax.axvline(float(t[key]), color="#c0392b", linestyle="--")
-        ax.set_title(name[-48:], fontsize=8)
+        ax.set_title(short_title(name), fontsize=8)
         ax.tick_params(labelsize=7)
         out.append((name, _png(fig)))
     return out
 
 
-def activation_histograms(folder: str | os.PathLike, inputs: list) -> dict[str, dict]:
+def activation_histograms(folder: str | os.PathLike, inputs: Iterable) -> dict[str, dict]:
     """Histograms of every int8 activation of the golden integer model over ``inputs``.
 
     Args:
         folder: compiled output folder (its quantized.tir + .npz).
-        inputs: float32 arrays shaped like the ONNX input (NCHW), preprocessed.
+        inputs: float32 arrays shaped like the ONNX input (NCHW), preprocessed; any
+            iterable, consumed one input at a time (a progress bar around it moves as the
+            work is done).
 
     Returns:
         {value name: {"hist": 256 counts of the codes -128..127, "edges": 257 real-valued bin
@@ -204,10 +208,12 @@ def render_html(folder: str | os.PathLike, histograms: dict[str, dict] | None = 
     calib = _read_json(folder / "calib_table.json")
     extra = []
     if isinstance(analysis, dict) and analysis.get("layers"):
-        items = "".join(f"<tr><td>{esc(str(a.get('name')))}</td>"
-                        f"<td class=n>{float(a.get('sqnr_db', float('nan'))):.2f}</td></tr>"
+        items = "".join(f"<tr><td>{esc(str(a.get('node', a.get('name'))))}</td>"
+                        f"<td class=n>{_sqnr_cell(a.get('isolated'))}</td>"
+                        f"<td class=n>{_sqnr_cell(a.get('accumulated'))}</td></tr>"
                         for a in analysis["layers"])
-        extra.append(f"<h2>Per-layer SQNR</h2><table><tr><th>layer</th><th>SQNR dB</th></tr>"
+        extra.append(f"<h2>Per-layer SQNR</h2><table><tr><th>layer</th><th>SQNR dB (isolated)"
+                     f"</th><th>SQNR dB (accumulated)</th></tr>"
                      f"{items}</table>")
     if histograms is None and isinstance(calib, dict):
         histograms = calib.get("tensors", calib)
@@ -231,7 +237,7 @@ def render_html(folder: str | os.PathLike, histograms: dict[str, dict] | None = 
                ("quantized_network.bin", f"{rep.get('weight_bytes', 0):,} B"),
                ("MACs", f"{rep.get('macs', 0):,}"),
                ("estimated latency", f"{rep.get('estimated_latency_ms', 0):.3f} ms"),
-               ("SRAM used", f"{rep.get('sram_peak_bytes', 0):,} B of {sram_limit or 0:,} B"),
+               ("SRAM used", _sram_used(rep, layers, sram_limit)),
                ("DRAM activation arena", f"{rep.get('dram_activation_bytes', 0):,} B"),
                ("NPU ops", ", ".join(f"{v} {k}" for k, v in
                                      sorted(rep.get("npu_ops", {}).items())))]
@@ -284,3 +290,40 @@ def write_html(folder: str | os.PathLike, path: str | os.PathLike,
     check_output_file(path, "-o")
     load_program(folder)
     return write_output_file(path, render_html(folder, histograms), "-o")
+
+
+def _sqnr_cell(err) -> str:
+    """One SQNR cell of analysis.json's per-layer errors (``{"sqnr_db", "max_abs", ...}``):
+    dB with 2 decimals; ``null`` (no finite SQNR) shows as "exact" when the error is 0, else
+    "n/a" (an all-zero float output)."""
+    if not isinstance(err, dict):
+        return "n/a"
+    v = err.get("sqnr_db")
+    if isinstance(v, (int, float)) and math.isfinite(v):
+        return f"{v:.2f}"
+    return "exact" if err.get("max_abs") == 0 else "n/a"
+
+
+#: Longest histogram title (characters) that fits above a small chart.
+TITLE_CHARS = 48
+
+
+def short_title(name: str, limit: int = TITLE_CHARS) -> str:
+    """``name`` if it fits in ``limit`` characters, else its end with a leading "…" (the end
+    of a value name is the distinctive part; the ellipsis says it was cut, so a cut name no
+    longer reads as another layer's)."""
+    return name if len(name) <= limit else "\u2026" + name[-(limit - 1):]
+
+
+def _sram_used(rep: dict, layers: list[dict], sram_limit) -> str:
+    """The summary's SRAM line: the schedule's peak of the target's SRAM, and why it can exceed
+    every layer's own figure (weights prefetched for a later layer sit at the top of SRAM, so
+    the peak reaches the SRAM size whenever a prefetch is in flight)."""
+    total = int(rep.get("sram_peak_bytes", 0))
+    text = f"{total:,} B of {sram_limit or 0:,} B"
+    largest = max((int(l.get("sram_peak_bytes", 0)) for l in layers), default=0)
+    if total > largest:
+        text += (f" (highest address in use, counting weights prefetched for a later layer at "
+                 f"the top of SRAM; the largest layer's own buffers and resident tensors take "
+                 f"{largest:,} B, the SRAM column)")
+    return text

@@ -53,6 +53,25 @@ def run_input(prog, x: np.ndarray, schedule: str = "inorder", seed: int = 0) -> 
     return prog.decode_outputs(out)
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, else ``os.cpu_count()``), >= 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def effective_jobs(jobs: int, n_items: int) -> int:
+    """Worker processes worth starting for ``n_items`` items with ``jobs`` asked for: at most
+    one per item and one per usable CPU (each worker runs single-threaded BLAS, so more
+    workers than CPUs only add start-up time and memory), at least 1."""
+    n = max(1, min(jobs, n_items, usable_cpus()))
+    if n < jobs:
+        log.info("--jobs %d: using %d worker process(es) (%d input(s), %d usable CPU(s))",
+                 jobs, n, n_items, usable_cpus())
+    return n
+
+
 def imap(folder: str | os.PathLike, items: Iterable, job: Job, jobs: int = 1,
          prog=None) -> Iterator:
     """Apply ``job(program, item)`` to every item, results in item order.
@@ -60,7 +79,9 @@ def imap(folder: str | os.PathLike, items: Iterable, job: Job, jobs: int = 1,
     Args:
         folder: compiled output folder. items: inputs for ``job`` (picklable when jobs > 1).
         job: a module-level function (picklable) ``job(prog, item) -> result``.
-        jobs: worker processes; 1 runs in this process (reusing ``prog`` if given).
+        jobs: worker processes at most; 1 runs in this process (reusing ``prog`` if
+            given). Capped by :func:`effective_jobs` at the number of items and of usable
+            CPUs (``--jobs 500`` on 12 inputs used to start hundreds of processes).
         prog: an already loaded program for the in-process case.
 
     Yields:
@@ -72,6 +93,9 @@ def imap(folder: str | os.PathLike, items: Iterable, job: Job, jobs: int = 1,
     """
     if jobs < 1:
         raise InputError(f"--jobs {jobs}: must be >= 1")
+    if not isinstance(items, (list, tuple)):
+        items = list(items)
+    jobs = effective_jobs(jobs, len(items))
     if jobs == 1:
         from tcc_compiler.runtime.loaded import load_program
 

@@ -114,7 +114,9 @@ class Checker:
         prog: the loaded program. model: path to the float ONNX model.
 
     Raises:
-        InputError: the model cannot be loaded by ONNX Runtime or the IR file is missing.
+        InputError: the model cannot be loaded by ONNX Runtime, the IR file is missing, or
+            the model's sha256 differs from the one manifest.json records (another model;
+            a folder compiled from a ``.tir`` dump cannot be confirmed and is only logged).
     """
 
     def __init__(self, prog: LoadedProgram, model: str | os.PathLike):
@@ -138,9 +140,10 @@ class Checker:
             if source.endswith(".tir"):  # the sha256 is the dump's, not the ONNX model's
                 log.info("%s: cannot confirm it is the source of this folder (compiled from the "
                          "IR file %s, whose sha256 the manifest records)", model, source)
-            else:
-                log.warning("%s differs from the model this folder was compiled from (%s, "
-                            "sha256); the comparison may be meaningless", model, source or "?")
+            else:  # comparing with another network's float output means nothing
+                raise InputError(f"{model}: not the model this folder was compiled from "
+                                 f"({source or '?'}: its sha256 differs from manifest.json's "
+                                 "model.sha256); --check needs that same .onnx file")
 
     def float_output(self, x: np.ndarray) -> np.ndarray:
         """ONNX Runtime's first output for float NCHW input ``x``."""
@@ -166,5 +169,7 @@ class Checker:
             raise InputError(f"the float model's output has {f.size} values, the compiled "
                              f"program's {q.size} (is this the model the folder was compiled "
                              "from?)")
+        # sqnr_db is +inf when the outputs are equal: JSON writers turn it into null
+        # (emit/jsonfmt.py), the text output prints "inf"
         return {"bit_exact": exact, "sqnr_db": round(sqnr_db(f, q), 3),
                 "top1_agree": bool(int(np.argmax(f)) == int(np.argmax(q)))}

@@ -275,14 +275,15 @@ def summarize(rows: list[dict], total: int, interrupted: bool) -> dict:
 
     Returns:
         {"samples", "total", "interrupted", "npu": {"top1", "top5", "top1_correct",
-        "top5_correct"}, and with float rows "float" (same keys) and "flips"}.
+        "top5_correct"}, and with float rows "float" (same keys) and "flips"}; top1/top5 are
+        fractions, None when no sample finished.
     """
     n = len(rows)
 
-    def acc(key):
+    def acc(key):  # no sample finished (interrupted at once): no accuracy, None (null)
         t1 = sum(r[key][0] == r["label"] for r in rows)
         t5 = sum(r["label"] in r[key][:TOPK] for r in rows)
-        return {"top1": t1 / n if n else 0.0, "top5": t5 / n if n else 0.0,
+        return {"top1": t1 / n if n else None, "top5": t5 / n if n else None,
                 "top1_correct": t1, "top5_correct": t5}
 
     out = {"samples": n, "total": total, "interrupted": interrupted, "npu": acc("npu")}

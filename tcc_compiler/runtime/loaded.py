@@ -8,6 +8,7 @@ output region, dequantize, and apply the host-side ops (softmax/argmax) listed i
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from pathlib import Path
 
@@ -80,11 +81,7 @@ class LoadedProgram:
         check_manifest(self.manifest, str(mpath))  # every field typed before it is used
         cmd = _read(self.folder / CMD_FILE)
         wts = _read(self.folder / WEIGHT_FILE)
-        for name, data in ((CMD_FILE, cmd), (WEIGHT_FILE, wts)):
-            rec = self.manifest["files"].get(name, {})
-            if rec.get("bytes") != len(data) or rec.get("crc32") != zlib.crc32(data):
-                raise FormatError(f"{self.folder / name}: size/CRC differ from manifest.json "
-                                  "(files from different compilations?)")
+        _check_file_records(self.folder, self.manifest, ((CMD_FILE, cmd), (WEIGHT_FILE, wts)))
         self.cmd = read_cmd_file(cmd, str(self.folder / CMD_FILE))
         self.weights = read_weight_file(wts, str(self.folder / WEIGHT_FILE))
         check_manifest(self.manifest, str(mpath), input_bytes=self.cmd.input_bytes,
@@ -98,14 +95,39 @@ class LoadedProgram:
         """The float input shape the ONNX model takes (e.g. NCHW [1, 3, H, W])."""
         return tuple(self.manifest["input"]["shape"])
 
-    def quantize(self, x: np.ndarray) -> bytes:
-        """Float NCHW input -> INPUT-region bytes (int8 NHWC, padded to the region size).
+    def as_input(self, x) -> np.ndarray:
+        """``x`` as the float32 input array: an array as given, or an image / ``.npy`` path
+        loaded with the compiled preprocessing (manifest ``preprocess``).
 
         Raises:
-            InputError: wrong shape or non-finite values.
+            InputError: a path that does not load as exactly one input, or a value that is
+                neither an array nor a path (numpy's own ValueError used to escape).
+        """
+        if isinstance(x, (str, os.PathLike)):
+            from tcc_compiler.datasets.images import LazyInputs, Preprocess
+
+            xs = LazyInputs([x], Preprocess.from_dict(self.manifest["preprocess"]),
+                            self.input_shape)
+            if len(xs) != 1:
+                raise InputError(f"{x}: holds {len(xs)} inputs; run takes one (use tccc run "
+                                 "or a loop for several)")
+            return xs[0]
+        try:
+            return np.asarray(x, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"input: expected a float32 array shaped {self.input_shape} or an "
+                             f"image/.npy path, got {type(x).__name__} ({exc})") from None
+
+    def quantize(self, x: np.ndarray) -> bytes:
+        """Float NCHW input (or an image/.npy path, :meth:`as_input`) -> INPUT-region bytes
+        (int8 NHWC, padded to the region size).
+
+        Raises:
+            InputError: wrong shape or non-finite values, or an input that is not an array
+                or a path.
         """
         spec = self.manifest["input"]
-        x = np.asarray(x, dtype=np.float32)
+        x = self.as_input(x)
         if tuple(x.shape) != self.input_shape:
             raise InputError(f"input shape {tuple(x.shape)} differs from the model's "
                              f"{self.input_shape}")
@@ -121,7 +143,8 @@ class LoadedProgram:
         """Run one input.
 
         Args:
-            x: float32 array shaped like the ONNX input (after preprocessing).
+            x: float32 array shaped like the ONNX input (after preprocessing), or an image
+                or ``.npy`` path (:meth:`as_input`).
 
         Returns:
             {name: float32 array} for every graph output (host ops applied) and every NPU
@@ -172,6 +195,37 @@ class LoadedProgram:
     def final_output(self, res: dict[str, np.ndarray]) -> np.ndarray:
         """The first graph output (the network's answer: logits or probabilities)."""
         return res[self.manifest["graph_outputs"][0]]
+
+
+def _check_file_records(folder: Path, manifest: dict, files) -> None:
+    """Compare each binary with its manifest record (bytes, CRC32) and say which failure it
+    is: a file whose own checks fail (header CRC, stream CRC, structure) is corrupted; one of
+    another size that decodes is from another compilation; same size, valid, another CRC32:
+    corrupted or replaced (a flipped byte inside a weight payload is only seen here).
+
+    Raises:
+        FormatError: one line naming the file and which of these it is.
+    """
+    from tcc_compiler.errors import TccError
+
+    for name, data in files:
+        rec = manifest["files"].get(name, {})
+        crc = zlib.crc32(data)
+        if rec.get("bytes") == len(data) and rec.get("crc32") == crc:
+            continue
+        try:
+            (read_cmd_file if name == CMD_FILE else read_weight_file)(data, str(folder / name))
+        except TccError as exc:  # its own checks fail: damaged on disk or in transfer
+            raise FormatError(f"{folder / name}: corrupted (CRC32 {crc:08x}, manifest.json "
+                              f"records {rec.get('crc32', 0):08x}; {exc}); recompile or copy "
+                              "the folder again") from None
+        if rec.get("bytes") != len(data):
+            raise FormatError(f"{folder / name}: {len(data):,} B but manifest.json records "
+                              f"{rec.get('bytes'):,} B: a file from another compilation; copy "
+                              "the whole output folder together")
+        raise FormatError(f"{folder / name}: corrupted or replaced: CRC32 {crc:08x} differs "
+                          f"from the {rec.get('crc32', 0):08x} manifest.json records (same "
+                          "size); recompile or copy the folder again")
 
 
 def load_program(folder: str | Path) -> LoadedProgram:

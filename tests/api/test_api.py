@@ -110,9 +110,10 @@ def test_partition_places_fused_nodes_on_npu_and_softmax_on_host(net):
 
 def test_partition_names_the_unsupported_node_and_reason(net):
     places = tc.partition(_with_tail(net, "Sin"), "32x32x3")
-    host = [p for p in places if p.device == "host"]
-    assert [(p.node, p.op_type) for p in host] == [("tail_Sin", "Sin")]
-    assert "not supported" in host[0].reason
+    bad = [p for p in places if p.device == "unsupported"]
+    assert [(p.node, p.op_type) for p in bad] == [("tail_Sin", "Sin")]
+    assert "not supported" in bad[0].reason and not bad[0].supported
+    assert not any(p.device == "host" for p in places)
     # a sigmoid on the logits runs on the NPU as a lookup table
     by = {p.node: p for p in tc.partition(_with_tail(net, "Sigmoid"), "32x32x3")}
     assert by["tail_Sigmoid"].device == "npu" and by["tail_Sigmoid"].npu_op == "lut"
@@ -126,8 +127,9 @@ def test_cli_ops(net, tmp_path, capsys):
     assert sorted(r["op_type"] for r in rows) == sorted(CONVERTERS)
     path = tmp_path / "m.onnx"
     onnx.save(_with_tail(net, "Sin"), str(path))
-    assert main(["ops", str(path), "--input", "32x32x3"]) == 0
-    out = capsys.readouterr().out
-    assert "host  Sin" in out and out.strip().endswith("1 on the host")
+    assert main(["ops", str(path), "--input", "32x32x3"]) == 2  # compile would refuse it
+    out, err = capsys.readouterr()
+    assert "unsupported Sin" in out and out.strip().endswith("0 on the host, 1 unsupported")
+    assert "compile would refuse" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(TccError):
         tc.partition(str(tmp_path / "missing.onnx"))

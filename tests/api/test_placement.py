@@ -43,7 +43,7 @@ def test_ops_partition_with_unsupported_node():
              mk("Sin", ["p"], ["y"], name="erf")]
     m = make_model_impl(nodes, [1, 3, 8, 8], inits, name="unsup")
     places = {p.node: p for p in tc.partition(m)}
-    assert places["erf"].device == "host"
+    assert places["erf"].device == "unsupported"
     assert places["soft"].device == "host"
     assert places["conv"].device == "npu"
     if "zeros" in places:

@@ -31,11 +31,16 @@ def built(tmp_path_factory):
     return out, model, d
 
 
+def _refuse(token: str):
+    raise ValueError(f"non-standard JSON token {token}")
+
+
 def _json(capsys, argv: list[str]):
+    """Run a command and parse its stdout with a strict parser (no Infinity/NaN tokens)."""
     capsys.readouterr()
     assert main(argv) == 0
     cap = capsys.readouterr()
-    return json.loads(cap.out)
+    return json.loads(cap.out, parse_constant=_refuse)
 
 
 def test_json_on_every_result_command(built, capsys, tmp_path):
@@ -62,12 +67,19 @@ def test_json_on_every_result_command(built, capsys, tmp_path):
     an = _json(capsys, ["analyze", str(out), str(model), photo, "--out",
                         str(tmp_path / "a.json"), "--json"])
     assert isinstance(an, dict) and an
+    json.loads((tmp_path / "a.json").read_text(), parse_constant=_refuse)
+    for name in ("report.json", "manifest.json", "calib_table.json"):
+        json.loads((out / name).read_text(), parse_constant=_refuse)
+    chk = _json(capsys, ["run", str(out), photo, "--check", str(model), "--json"])
+    assert chk["check"]["bit_exact"] is True
     ev_dir = tmp_path / "ds" / "cat"
     ev_dir.mkdir(parents=True)
     shutil.copy(photo, ev_dir)
     ev = _json(capsys, ["eval", str(out), "--images", str(tmp_path / "ds"), "--json",
                         "--no-progress"])
     assert isinstance(ev, dict) and ev
+    ops_m = _json(capsys, ["ops", str(model), "--input", f"{HW}x{HW}x3", "--json"])
+    assert {p["device"] for p in ops_m} <= {"npu", "host"}
     v = _json(capsys, ["ir", "verify", str(out / "quantized.tir"), "--json"])
     assert v["files"][0]["ok"] is True and v["files"][0]["nodes"] > 0
     p = _json(capsys, ["ir", "print", str(model), "--input", f"{HW}x{HW}x3", "--json"])

@@ -1,34 +1,51 @@
-"""The up-front compile memory estimate: every activation counted, a huge input refused in one
-line before any work.
+"""The up-front compile memory estimate: every live activation counted, a huge input refused in
+one line before any work.
 """
 
 from __future__ import annotations
 
+import numpy as np
+import onnx
 from helpers.cli import one_line_error, run_cli
+from onnx import helper
 
 
-def test_huge_input_refused_up_front(gap_fc_model, tmp_path, capsys, monkeypatch):
-    """8192x8192x3 float activations alone are 3 * 4 * 8192**2 = 805 MB for the input; the
-    estimate must exceed a (faked) 2 GB of available memory and fail in one line, exit 2."""
+def _one_conv():
+    """x [1, 3, H, W] -> Conv 16x3x3x3 (pad 1) -> y; H and W free."""
+    r = np.random.default_rng(0)
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "c",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16, "H", "W"])],
+        [onnx.numpy_helper.from_array(r.standard_normal((16, 3, 3, 3)).astype(np.float32),
+                                      "w")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_huge_input_refused_up_front(tmp_path, capsys, monkeypatch):
+    """A one-conv model at 8192x8192x3: 805 MB of float input and 4.3 GB of conv output; the
+    estimate must exceed a (faked) 2 GB of available memory and fail in one line, exit 2.
+    (A model with a global pool is refused earlier: its window exceeds POOL_CFG's u8 fields.)"""
     from tcc_compiler import driver
 
+    path = tmp_path / "conv.onnx"
+    onnx.save(_one_conv(), str(path))
     monkeypatch.setattr(driver, "available_memory_bytes", lambda: 2 * 10**9)
-    code, _, err = run_cli(["-q", "compile", str(gap_fc_model), "--input", "8192x8192x3", "-o",
-                         str(tmp_path / "o")], capsys)
+    code, _, err = run_cli(["-q", "compile", str(path), "--input", "8192x8192x3", "-o",
+                            str(tmp_path / "o")], capsys)
     assert code == 2
     line = one_line_error(err)
     assert "8192x8192x3" in line and "2.0 GB available" in line
     assert not (tmp_path / "o").exists()
 
 
-def test_memory_estimate_counts_every_activation(gap_fc_model):
-    from tcc_compiler import driver
-    from tcc_compiler.frontend import import_onnx
-    from tcc_compiler.passes import PassManager, default_pipeline
+def test_memory_estimate_counts_every_live_activation():
+    from tcc_compiler.driver import import_model, run_float_passes
+    from tcc_compiler.interp.memory import BASE_BYTES, estimate_compile_memory
 
-    g = PassManager(default_pipeline()).run(import_onnx(str(gap_fc_model), "16x16x3"))
-    need, act = driver.estimate_compile_memory(g)
-    # hand count: conv+relu 4x16x16 (one fused NPU op), gap 4, fc 5 (+ host/views if any)
-    assert act >= 4 * (4 * 16 * 16 + 4 + 5)
-    assert need == act * driver.MEMORY_PER_ACTIVATION_BYTE
-
+    g, passes = import_model(_one_conv(), "64x64x3")
+    g = run_float_passes(g, passes).graph
+    need, act = estimate_compile_memory(g)
+    # input and output float32 live together while the conv runs, plus its working memory
+    assert act >= 4 * (3 * 64 * 64 + 16 * 64 * 64)
+    assert need >= BASE_BYTES + act

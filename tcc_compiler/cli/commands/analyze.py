@@ -4,8 +4,9 @@ worst layers first, with their source ONNX node names (see tcc_compiler.quant.an
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from tcc_compiler.emit.jsonfmt import json_text
 
 NAME = "analyze"
 HELP = "per-layer quantization error of a compiled model against the float ONNX model"
@@ -43,9 +44,9 @@ def run(args) -> int:
     doc = {"model": str(args.model), "folder": str(folder), "inputs": n_inputs,
            "sorted_by": "isolated sqnr_db, ascending",
            "layers": [r.to_dict() for r in rows]}
-    write_output_file(out, json.dumps(doc, indent=2) + "\n", "--out")
+    write_output_file(out, json_text(doc, indent=2) + "\n", "--out")
     if args.json:
-        print(json.dumps(doc))
+        print(json_text(doc))
     else:
         print(format_table(rows, args.top))
         print(f"({len(rows)} layers, {n_inputs} inputs; written to {out})")

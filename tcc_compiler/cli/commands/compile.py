@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
+from tcc_compiler.emit.jsonfmt import json_text
 from tcc_compiler.options import DEFAULT_TARGET, DEFAULTS, CompileOptions
 
 NAME = "compile"
@@ -43,7 +43,8 @@ def add_arguments(p) -> None:
                         "(also in report.json)")
     p.add_argument("--dump-ir", metavar="DIR", default=None,
                    help="write the IR after every stage to DIR/NN-<stage>.tir (+ .npz); each "
-                        "file is a valid MODEL to resume from")
+                        "file is a valid MODEL to resume from and holds all the weights "
+                        "(ResNet-50: ~1 GB in all; the size is printed)")
     p.add_argument("--print-ir-after", metavar="PASS", action="append", default=None,
                    help="print the IR to stderr after PASS (repeatable; 'all' for every stage)")
     p.add_argument("--print-ir-before", metavar="PASS", action="append", default=None,
@@ -78,18 +79,49 @@ def run(args) -> int:
 
     check_output_folder(args.output)  # a bad -o fails now, not after the compile
     from tcc_compiler.cli.main import progress
+    from tcc_compiler.fsutil import InterruptedAfterWrite, deferred_sigint
 
-    m = api.compile(args.model, options=options_from_args(args),
-                    progress=progress(args.quiet, "calibration"))
-    m.save(args.output)
-    r = m.report
+    shown = str(args.output).rstrip("/") + "/"
+    after_write = False
+    try:
+        m = api.compile(args.model, options=options_from_args(args),
+                        progress=progress(args.quiet, "calibration"))
+        m.save(args.output)
+    except InterruptedAfterWrite:  # Ctrl-C during the swap: the new output is in place
+        after_write = True
+    except KeyboardInterrupt:
+        print(f"tccc: interrupted; {shown} is unchanged (nothing was written)", file=sys.stderr)
+        return 130
+    with deferred_sigint() as intr:  # the summary says what is on disk: never cut it short
+        _print_summary(args, m.report)
+    if args.dump_ir:
+        _note_dump_size(args.dump_ir)
+    if after_write or intr.hit:
+        print(f"tccc: interrupt received after {shown} was written; the new output is "
+              "complete", file=sys.stderr)
+    return 0
+
+
+def _note_dump_size(folder) -> None:
+    """Say on stderr how much ``--dump-ir`` wrote: every stage's IR with all its constants
+    (about 945 MB for ResNet-50), which used to fill a disk without a word."""
+    from pathlib import Path
+
+    files = [p for p in Path(folder).glob("*") if p.is_file() and p.suffix in (".tir", ".npz")]
+    size = sum(p.stat().st_size for p in files)
+    print(f"tccc: --dump-ir wrote {len(files)} files, {size / 1e6:,.1f} MB, to {folder} (each "
+          "stage's IR with all its weights; delete the folder when done)", file=sys.stderr)
+
+
+def _print_summary(args, r: dict) -> None:
+    """The compile summary: pass report on stderr if asked, then the JSON or the one line."""
     if args.time_passes or args.pass_stats:
         from tcc_compiler.passes.summary import format_pass_report
 
         print(format_pass_report(r, times=args.time_passes, stats=args.pass_stats),
               file=sys.stderr)
     if args.json:
-        print(json.dumps({k: r[k] for k in ("command_bytes", "weight_bytes", "macs",
+        print(json_text({k: r[k] for k in ("command_bytes", "weight_bytes", "macs",
                                             "estimated_cycles", "estimated_latency_ms",
                                             "sram_peak_bytes", "npu_ops", "weight_compression")}))
     else:
@@ -100,7 +132,6 @@ def run(args) -> int:
               f"quantized_network.bin {r['weight_bytes']:,} B{ratio}; NPU ops: {ops}; "
               f"{r['macs'] / 1e9:.2f} GMAC, estimated "
               f"{format_latency(r['estimated_latency_ms'])} on {r['target']}")
-    return 0
 
 
 def options_from_args(args) -> CompileOptions:

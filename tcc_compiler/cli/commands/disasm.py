@@ -3,9 +3,10 @@ ONNX node(s) of the layer it belongs to (from report.json in the same folder, wh
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
+
+from tcc_compiler.emit.jsonfmt import json_text
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,8 @@ def commands_json(prog, comments: list[str | None] | None) -> list[dict]:
 
 def run(args) -> int:
     """tccc disasm DIR [--json]"""
-    from tcc_compiler.errors import FormatError
     from tcc_compiler.api.folders import load_program, read_report
+    from tcc_compiler.errors import FormatError
 
     prog = load_program(args.dir)
     comments = None
@@ -73,7 +74,7 @@ def run(args) -> int:
         log.warning("%s: unexpected layer table (%s: %s); disassembling without source names",
                     Path(args.dir) / "report.json", type(exc).__name__, exc)
     if args.json:
-        print(json.dumps(commands_json(prog, comments), indent=1))
+        print(json_text(commands_json(prog, comments), indent=1))
         return 0
     print(prog.cmd.disassemble(comments), end="")
     return 0

@@ -11,8 +11,9 @@ tccc eval OUT --images DATA/images --labels DATA/labels.csv --raw-size 32x32x3 -
 
 from __future__ import annotations
 
-import json
 import sys
+
+from tcc_compiler.emit.jsonfmt import json_text
 
 NAME = "eval"
 HELP = "accuracy (top-1/top-5) of a compiled model on a labelled dataset"
@@ -62,11 +63,14 @@ def run(args) -> int:
         pixels=args.pixels, scale=args.scale, mean=args.mean, std=args.std,
         progress=not (args.no_progress or args.quiet) and sys.stderr.isatty())
     if args.json:
-        print(json.dumps(res))
+        print(json_text(res))
     else:
         n, q = res["samples"], res["npu"]
         part = f" (interrupted, {n} of {res['total']})" if res["interrupted"] else ""
         print(f"samples: {n}{part}")
+        if n == 0:  # interrupted before the first sample: there is no accuracy to print
+            print("no sample finished: no accuracy")
+            return 130 if res["interrupted"] else 0
         print(f"npu (int8):   top1 {_pct(q['top1'])} ({q['top1_correct']}/{n})  "
               f"top5 {_pct(q['top5'])} ({q['top5_correct']}/{n})")
         if "float" in res:

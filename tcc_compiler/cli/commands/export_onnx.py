@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from tcc_compiler.emit.jsonfmt import json_text
 
 NAME = "export-onnx"
 HELP = "export a compiled folder as a QDQ ONNX model"
@@ -28,7 +28,7 @@ def run(args) -> int:
     for n in m.graph.node:
         counts[n.op_type] = counts.get(n.op_type, 0) + 1
     if args.json:
-        print(json.dumps({"output": str(path), "opset": m.opset_import[0].version,
+        print(json_text({"output": str(path), "opset": m.opset_import[0].version,
                           "nodes": counts}))
     else:
         print(f"wrote {path}: {len(m.graph.node)} nodes (" + ", ".join(

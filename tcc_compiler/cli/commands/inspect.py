@@ -3,11 +3,12 @@ bytes), the estimated latency beside the roofline bound, and the per-layer perfo
 
 from __future__ import annotations
 
-import json
 import textwrap
 import zlib
 from collections import Counter
 from pathlib import Path
+
+from tcc_compiler.emit.jsonfmt import json_text
 
 NAME = "inspect"
 HELP = "summarise npu_cmd.bin, quantized_network.bin and the per-layer report"
@@ -25,9 +26,9 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     """tccc inspect DIR [--csv FILE] [--json]"""
+    from tcc_compiler.api.folders import load_program, read_report
     from tcc_compiler.fsutil import check_output_file, write_output_file
     from tcc_compiler.report.html import LATENCY_NOTE
-    from tcc_compiler.api.folders import load_program, read_report
     from tcc_compiler.schedule.report import format_table, to_csv
 
     if args.csv:  # refuse a bad path before printing anything
@@ -40,7 +41,7 @@ def run(args) -> int:
     cmd, wf = prog.cmd, prog.weights
     counts = Counter(c.name for c in cmd.commands)
     if args.json:
-        print(json.dumps(summary_json(raw_c, raw_w, prog, counts, d), indent=1))
+        print(json_text(summary_json(raw_c, raw_w, prog, counts, d), indent=1))
         return 0
     print(f"npu_cmd.bin: {len(raw_c)} bytes, format {cmd.version_major}.{cmd.version_minor}, "
           f"crc32 {zlib.crc32(raw_c):#010x}; header {cmd.header_bytes} B, stream "

@@ -13,9 +13,10 @@ one JSON object instead (``verify``: ``{"files": [{"file", "ok", "nodes", "stage
 from __future__ import annotations
 
 import io
-import json
 import logging
 import sys
+
+from tcc_compiler.emit.jsonfmt import json_text
 
 NAME = "ir"
 HELP = "verify or print the textual IR (.tir)"
@@ -55,7 +56,7 @@ def run(args) -> int:
     buf = io.StringIO()
     rc = _print(args, buf)
     stage = args.after or args.before
-    print(json.dumps({"model": str(args.model), "stage": stage,
+    print(json_text({"model": str(args.model), "stage": stage,
                       "when": "before" if args.before else "after", "ir": buf.getvalue()}))
     return rc
 
@@ -70,7 +71,7 @@ def _verify(args) -> int:
         if not args.json:
             print(f"{path}: ok ({r['nodes']} nodes, {r['stage']})")
     if args.json:  # a failing file raised above: exit 2 with its one-line error on stderr
-        print(json.dumps({"files": results}))
+        print(json_text({"files": results}))
     return 0
 
 

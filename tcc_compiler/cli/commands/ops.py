@@ -2,15 +2,22 @@
 
 Without MODEL: the op types of the frontend's converter table (the same table the importer and
 SUPPORTED_OPS.md use). With MODEL: :func:`tcc_compiler.placement.partition` per node, with the
-reason.
+reason: ``npu`` (in the NPU program), ``host`` (run by the host runtime after the NPU program,
+e.g. Softmax) or ``unsupported`` (tccc compile refuses the model because of it).
+
+Exit codes: 0 when the model would compile (no unsupported node), 2 when tccc compile would
+refuse it (the nodes are listed all the same, on stdout; the reason line on stderr).
 """
 
 from __future__ import annotations
 
-import json
+import sys
+
+from tcc_compiler.emit.jsonfmt import json_text
 
 NAME = "ops"
-HELP = "supported ONNX ops, or the NPU/host placement of each node of a model"
+HELP = ("supported ONNX ops, or the NPU/host placement of each node of a model (exit 2 when "
+        "compile would refuse it)")
 ORDER = 70
 
 
@@ -28,19 +35,28 @@ def run(args) -> int:
     if args.model is None:
         rows = supported_ops()
         if args.json:
-            print(json.dumps(rows))
+            print(json_text(rows))
         else:
             for r in rows:
                 print(f"{r['op_type']:<20} {r['notes']}".rstrip())
         return 0
     places = partition(args.model, args.input)
+    bad = [p for p in places if not p.supported]
     if args.json:
-        print(json.dumps([p.to_dict() for p in places]))
-        return 0
-    for p in places:
-        print(f"{p.device:<5} {p.op_type:<20} {p.node}: {p.reason}")
-    n_host = sum(p.device == "host" for p in places)
-    n_folded = sum(p.device != "host" and p.folded for p in places)
-    print(f"{len(places) - n_host} node(s) on the NPU ({n_folded} of them folded away or views "
-          f"at compile time, no NPU op of their own), {n_host} on the host")
+        print(json_text([p.to_dict() for p in places]))
+    else:
+        width = max([5] + [len(p.device) for p in places])
+        for p in places:
+            print(f"{p.device:<{width}} {p.op_type:<20} {p.node}: {p.reason}")
+        n_npu = sum(p.device == "npu" for p in places)
+        n_host = sum(p.device == "host" for p in places)
+        n_folded = sum(p.device == "npu" and p.folded for p in places)
+        print(f"{n_npu} node(s) on the NPU ({n_folded} of them folded away or views at compile "
+              f"time, no NPU op of their own), {n_host} on the host"
+              + (f", {len(bad)} unsupported" if bad else ""))
+    if bad:
+        print(f"tccc: error: {args.model}: {len(bad)} unsupported node(s) "
+              f"({', '.join(p.node for p in bad[:5])}{' ...' if len(bad) > 5 else ''}): "
+              "tccc compile would refuse this model", file=sys.stderr)
+        return 2
     return 0

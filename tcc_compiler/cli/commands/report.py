@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from tcc_compiler.emit.jsonfmt import json_text
 
 NAME = "report"
 HELP = "write an HTML report (per-layer table, latency/DRAM/SRAM charts)"
@@ -30,7 +30,7 @@ def run(args) -> int:
                              progress(args.quiet, "histograms"))
     size = path.stat().st_size
     if args.json:
-        print(json.dumps({"output": str(path), "bytes": size}))
+        print(json_text({"output": str(path), "bytes": size}))
     else:
         print(f"wrote {path} ({size:,} B)")
     return 0

@@ -3,11 +3,12 @@ integer model and ONNX Runtime)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
 import numpy as np
+
+from tcc_compiler.emit.jsonfmt import json_text
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def run(args) -> int:
         n = len(outs[0]["topk"])
         log.warning("--topk %d: the model outputs %d values; printing all %d", args.topk, n, n)
     if args.json:
-        print(json.dumps(outs[0] if len(outs) == 1 else {"results": outs}))
+        print(json_text(outs[0] if len(outs) == 1 else {"results": outs}))
     else:
         for i, out in enumerate(outs):
             _print_text(out, "" if len(outs) == 1 else f"[{i}] {out['input']}: ")

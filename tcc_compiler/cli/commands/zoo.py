@@ -3,6 +3,8 @@ SSDLite, FlowNetS) as an ONNX file."""
 
 from __future__ import annotations
 
+from tcc_compiler.emit.jsonfmt import json_text
+
 NAME = "zoo"
 HELP = ("build a reference model (resnet18, resnet50, resnet50-bn, resnet50-v2, yolov8n, "
         "yolov5n, yolo11n, mobilenet-v2, mobilenet-v3-large, efficientnet-lite0, "
@@ -36,9 +38,8 @@ def run(args) -> int:
     spec = args.input or "x".join(str(v) for v in zoo.default_input(args.name))
     path, (w, h, c) = build_zoo_model(args.name, args.output, spec, args.seed)
     if getattr(args, "json", False):
-        import json
 
-        print(json.dumps({"output": str(path), "model": args.name, "input": [w, h, c]}))
+        print(json_text({"output": str(path), "model": args.name, "input": [w, h, c]}))
     else:
         print(path)
     return 0
