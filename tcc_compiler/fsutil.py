@@ -479,7 +479,8 @@ def check_output_file(path: str | os.PathLike, option: str) -> Path:
     Raises:
         InputError: ``path`` is empty, a symlink loop or too long a name; is a folder or
             (after symlinks) exists and is not a regular file (``/dev/full``, a FIFO); its
-            folder is missing or is a file, or that folder is not writable (read-only file system, permissions). One line naming the path.
+            folder is missing or is a file, or that folder is not writable (read-only file system,
+            permissions). One line naming the path.
     """
     if not str(path):  # Path("") is ".": an empty -o would mean the current folder
         raise InputError(f"{option} '': empty path; give a file name")

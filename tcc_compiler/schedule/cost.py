@@ -94,7 +94,8 @@ def depthwise_pixel_cycles(kh: int, kw: int, c: int, t: Target) -> int:
 
 
 def vector_cycles(elements: int, t: Target) -> int:
-    """Cycles of a POOL_TILE / ADD_TILE / LUT_TILE processing ``elements`` (window taps included)."""
+    """Cycles of a POOL_TILE / ADD_TILE / LUT_TILE processing ``elements`` (window taps
+    included)."""
     return t.compute_setup_cycles + math.ceil(elements / t.vector_lanes)
 
 

@@ -9,7 +9,8 @@ the ISA table, ``tcc_compiler/isa/spec.py``, and the target file, ``specs/target
 - ``memory.sram_capacity_bytes``: the header's ``sram_peak_bytes``, and the SRAM extent of every
   operand of every command (``DMA_LOAD``/``DMA_STORE`` SRAM side with both strides,
   ``DMA_LOAD_Z`` destination, ``CONV_TILE`` input/weights/params/shortcut/output boxes,
-  ``POOL_TILE`` input/output, ``ADD_TILE`` a/b/output, ``LUT_TILE`` input/tables/output, ``EW_TILE`` a/b/output) lie in ``[0, sram_capacity_bytes)``;
+  ``POOL_TILE`` input/output, ``ADD_TILE`` a/b/output, ``LUT_TILE`` input/tables/output, ``EW_TILE``
+  a/b/output) lie in ``[0, sram_capacity_bytes)``;
 - ``compute.image_mode``: a ``CONV_TILE`` under a ``CONV_CFG`` with flags bit1 (image mode)
   needs a target with image mode;
 - ``compute.array_in_channels``: image mode packs ``kw * cin_g`` values into one array input

@@ -176,7 +176,8 @@ _LEGACY_SRAM_KEY = "sram_bytes"
 
 def _check_values(values: dict[str, Any]) -> tuple[str, str] | None:
     """The first problem of a flat field -> value dict as (field, message); None when valid:
-    every integer field a positive int (not bool), ``image_mode``/``depthwise_mode`` bools, ``macs_per_cycle ==
+    every integer field a positive int (not bool), ``image_mode``/``depthwise_mode`` bools,
+    ``macs_per_cycle ==
     array_in_channels * array_out_channels``."""
     for key in _FIELDS["compute"] + _FIELDS["memory"]:
         v = values.get(key)

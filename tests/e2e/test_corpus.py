@@ -53,7 +53,8 @@ def test_judge_accepts_the_two_good_outcomes(corpus):
 def test_judge_catches_each_violation(corpus, what):
     cx = corpus.corpus_exec
     ok_ops = _res(cx, "ops", 0, json.dumps([{"device": "npu", "reason": "NPU conv"}]))
-    comp, run, ops = _res(cx, "compile", 0), _res(cx, "run", 0, '{"check": {"bit_exact": true}}'), ok_ops
+    comp = _res(cx, "compile", 0)
+    run, ops = _res(cx, "run", 0, '{"check": {"bit_exact": true}}'), ok_ops
     if what == "exit1":
         comp, run = _res(cx, "compile", 1, "", "tccc: internal error: ValueError\n"), None
     elif what in ("two_lines", "no_file", "traceback"):

@@ -1,4 +1,5 @@
-"""fuse-silu and fuse-gelu: ``x * Sigmoid(x)`` (either operand order) becomes one silu table; a product of
+"""fuse-silu and fuse-gelu: ``x * Sigmoid(x)`` (either operand order) becomes one silu table; a
+product of
 a sigmoid of some OTHER tensor (a squeeze-excitation gate) or of a shared sigmoid is left alone.
 Numerics against ONNX Runtime, verifier after every pass."""
 

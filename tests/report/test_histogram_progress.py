@@ -52,9 +52,10 @@ def test_long_titles_are_cut_with_an_ellipsis():
 
 
 def test_sram_summary_explains_a_peak_above_every_layer():
-    rep = {"sram_bytes": 2_097_152}
-    layers = [{"sram_bytes": 1_844_224}, {"sram_bytes": 10}]
+    rep = {"sram_peak_bytes": 2_097_152}
+    layers = [{"sram_peak_bytes": 1_844_224}, {"sram_peak_bytes": 10}]
     line = html._sram_used(rep, layers, 2_097_152)
     assert line.startswith("2,097,152 B of 2,097,152 B") and "1,844,224 B" in line
     assert "prefetched" in line
-    assert html._sram_used({"sram_bytes": 10}, [{"sram_bytes": 10}], 100) == "10 B of 100 B"
+    assert html._sram_used({"sram_peak_bytes": 10}, [{"sram_peak_bytes": 10}],
+                           100) == "10 B of 100 B"
