@@ -7,7 +7,7 @@ from tcc_compiler.ir.graph import Node
 from tcc_compiler.isa import commands as C
 from tcc_compiler.quant.params import add_quant
 from tcc_compiler.schedule.emitter import flat_fields
-from tcc_compiler.schedule.ops.context import OpContext, label
+from tcc_compiler.schedule.ops.context import OpContext, chunk_input, chunk_output, label
 from tcc_compiler.schedule.program import SLOT_SHORTCUT, LayerInfo
 from tcc_compiler.schedule.tiling import plan_channels
 
@@ -40,22 +40,12 @@ def lower_add(ctx: OpContext, n: Node, info: LayerInfo) -> None:
         slot = i % 2
         sa_, sb_, so_ = sl[slot]
         flat = flat_fields(e1 - e0)
-        deps = []
-        if ra is None:  # a resident operand is read in place (flat chunks are contiguous)
-            deps.append(em.load([last_read.get(slot)] + em.free(sa_, blk), lab + " a",
-                                dram=ta.addr(e0), sram=sa_, **flat))
-        else:
-            sa_ = ra.sram + e0
-        if rb_ is None:
-            deps.append(em.load([last_read.get(slot)] + em.free(sb_, blk), lab + " b",
-                                slot=SLOT_SHORTCUT, dram=tb.addr(e0), sram=sb_, **flat))
-        else:
-            sb_ = rb_.sram + e0
-        if ro is None:
-            deps += [last_store.get(slot)] + em.free(so_, blk)
-        else:
-            deps += em.free(ro.sram, ro.nbytes)
-            so_ = ro.sram + e0
+        sa_, da = chunk_input(em, ra, ta, e0, sa_, blk, last_read.get(slot), lab + " a", flat)
+        sb_, db = chunk_input(em, rb_, tb, e0, sb_, blk, last_read.get(slot), lab + " b", flat,
+                              slot=SLOT_SHORTCUT)
+        deps = [d for d in (da, db) if d is not None]
+        so_, dout = chunk_output(em, ro, e0, so_, blk, last_store.get(slot))
+        deps += dout
         comp = em.emit(C.AddTile, deps, lab, a_sram=sa_, b_sram=sb_, out_sram=so_,
                        n=e1 - e0)
         last_read[slot] = comp

@@ -56,3 +56,31 @@ def label(n: Node) -> str:
 def new_info(n: Node) -> LayerInfo:
     """A fresh :class:`LayerInfo` of ``n``."""
     return LayerInfo(n.name, n.op.value, n.source, n.inputs[0].shape, n.output.shape)
+
+
+def chunk_input(em, res, tensor, e0: int, sram: int, blk: int, after, lab: str,
+                flat: dict, slot: int = 0):
+    """One flat chunk's input operand of an element-wise tile: read in place from the
+    resident tensor ``res`` (flat chunks are contiguous), else loaded from DRAM ``tensor`` at
+    element ``e0`` into the tile buffer ``sram`` (``blk`` bytes, freed first) after ``after``.
+
+    Returns:
+        (SRAM address of the chunk, the load's dependency or None when resident).
+    """
+    if res is not None:
+        return res.sram + e0, None
+    dep = em.load([after] + em.free(sram, blk), lab, slot=slot, dram=tensor.addr(e0),
+                  sram=sram, **flat)
+    return sram, dep
+
+
+def chunk_output(em, res, e0: int, sram: int, blk: int, last_store) -> tuple[int, list]:
+    """A flat chunk's output place: the resident tensor ``res`` at element ``e0``, else the
+    tile buffer ``sram`` once its previous store ``last_store`` has drained.
+
+    Returns:
+        (SRAM address, dependencies the compute command waits for).
+    """
+    if res is None:
+        return sram, [last_store] + em.free(sram, blk)
+    return res.sram + e0, em.free(res.sram, res.nbytes)
