@@ -282,21 +282,34 @@ def plan_conv(g: ConvGeom, t: Target, sram_budget: int,
     return best[1]
 
 
-def plan_channels(per_channel_bytes: int, c: int, sram_budget: int, fixed: int = 0) -> int:
+def plan_channels(per_channel_bytes: int, c: int, sram_budget: int, fixed: int = 0,
+                  align: int = 1) -> int:
     """Largest channel block (<= c) whose double-buffered working set fits the budget.
 
     Args:
-        per_channel_bytes: bytes one channel needs across the op's buffers (single-buffered).
+        per_channel_bytes: bytes one channel needs across the op's buffers (single-buffered);
+            for the flat element-wise ops (add, LUT, EW) the number of chunk buffers, each
+            allocated separately and rounded up to ``align`` bytes.
         fixed: bytes needed regardless of the block.
+        align: allocation granule of each buffer (the target's ``sram_align_bytes``): the
+            block is cut so that ``2 * per_channel_bytes`` buffers of
+            ``align_up(block, align)`` bytes fit, not just their unrounded sum.
 
     Raises:
         ScheduleError: not even one channel fits.
     """
-    blk = (sram_budget - fixed) // (2 * per_channel_bytes) if per_channel_bytes else c
+    avail = sram_budget - fixed
+    blk = avail // (2 * per_channel_bytes) if per_channel_bytes else c
     if blk < 1:
         raise ScheduleError(f"one channel needs {2 * per_channel_bytes} bytes of SRAM, more "
                             f"than the {sram_budget} available")
     blk = min(c, blk)
     if blk < c and blk > 16:
         blk = blk // 16 * 16
+    if align > 1 and per_channel_bytes and \
+            2 * per_channel_bytes * align_up(blk, align) > avail:
+        blk = min(blk, avail // (2 * per_channel_bytes) // align * align)
+        if blk < 1:
+            raise ScheduleError(f"{2 * per_channel_bytes} buffers of {align} bytes need more "
+                                f"than the {sram_budget} bytes of SRAM available")
     return blk

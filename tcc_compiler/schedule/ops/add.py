@@ -25,7 +25,7 @@ def lower_add(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     ra, rb_, ro = mem.resident(a), mem.resident(b), mem.resident(n.output)
     total = (ta or ra).nbytes
     n_bufs = sum(r is None for r in (ra, rb_, ro))
-    blk = plan_channels(max(n_bufs, 1), total, ctx.budget())
+    blk = plan_channels(max(n_bufs, 1), total, ctx.budget(), align=ctx.t.sram_align_bytes)
     p = add_quant(n)
     lab = label(n)
     em.emit(C.AddCfg, [], lab, zp_a=p.zp_a, zp_b=p.zp_b, zp_out=p.zp_out, act_lo=p.act_lo,

@@ -42,8 +42,11 @@ def lower_eltwise(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     sa = ctx.begin()
     vec, vec_dep = (_load_vector(ctx, sa, n, q.period) if q.period else (-1, None))
     chunked = [ra, ro] + ([] if q.period else [rb_])
-    blk = plan_channels(max(sum(r is None for r in chunked), 1), total, ctx.budget() - sa.top)
-    sl = [[sa.alloc(blk, "ew") if r is None else -1 for r in (ra, rb_, ro)] for _ in range(2)]
+    blk = plan_channels(max(sum(r is None for r in chunked), 1), total, ctx.budget() - sa.top,
+                        align=ctx.t.sram_align_bytes)
+    # b is a broadcast vector (loaded once above) when q.period: no chunk buffers for it
+    sl = [[sa.alloc(blk, "ew") if r is None and not (k == 1 and q.period) else -1
+           for k, r in enumerate((ra, rb_, ro))] for _ in range(2)]
     info.sram_peak_bytes = sa.top + ctx.base
     last_read, last_store = {}, {}
     regs = {"kind": int(q.kind), "zp_a": q.zp_a, "zp_b": q.zp_b, "zp_out": q.zp_out,

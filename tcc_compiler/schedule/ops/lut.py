@@ -48,7 +48,8 @@ def lower_lut(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     sa = ctx.begin()
     lut_sram = sa.alloc(LUT_ENTRIES * t, "lut tables")
     n_bufs = sum(r is None for r in (rx, ro))
-    blk = plan_channels(max(n_bufs, 1), total, ctx.budget() - sa.top)
+    blk = plan_channels(max(n_bufs, 1), total, ctx.budget() - sa.top,
+                        align=ctx.t.sram_align_bytes)
     if t > 1 and blk < total:      # whole pixels per chunk keep ch0 = 0
         blk = max(channels, blk // channels * channels)
     sl = [[sa.alloc(blk, "lut") if r is None else -1 for r in (rx, ro)] for _ in range(2)]
