@@ -35,6 +35,7 @@ def segment_entry(device: str, index: int) -> str:
     return (NPU_SEGMENT_DIR if device == "npu" else HOST_SEGMENT_FILE).format(index=index)
 
 
-__all__ = ["CALIB_TABLE_FILE", "HOST_SEGMENT_FILE", "NPU_SEGMENT_DIR", "segment_entry", "CMD_FILE", "IR_FILE", "MANIFEST_FILE", "MANIFEST_VERSION",
+__all__ = ["CALIB_TABLE_FILE", "HOST_SEGMENT_FILE", "NPU_SEGMENT_DIR", "segment_entry",
+           "CMD_FILE", "IR_FILE", "MANIFEST_FILE", "MANIFEST_VERSION",
            "REPORT_CSV_FILE",
            "REPORT_FILE", "WEIGHT_FILE"]

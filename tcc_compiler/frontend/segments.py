@@ -209,8 +209,11 @@ def extract_model(proto: onnx.ModelProto, seg: Segment, name: str) -> onnx.Model
     produced = {t for n in nodes for t in n.output}
     inits = [t for t in proto.graph.initializer if t.name in used]
     value_info = [types[t] for t in sorted(produced) if t in types and t not in seg.outputs]
-    graph = helper.make_graph(nodes, name, [types[t] for t in seg.inputs],
-                              [types[t] for t in seg.outputs], inits, value_info=value_info)
+    def typed(t: str) -> onnx.ValueInfoProto:  # untyped when shape inference gave up on it
+        return types[t] if t in types else onnx.ValueInfoProto(name=t)
+
+    graph = helper.make_graph(nodes, name, [typed(t) for t in seg.inputs],
+                              [typed(t) for t in seg.outputs], inits, value_info=value_info)
     model = helper.make_model(graph, opset_imports=list(proto.opset_import),
                               producer_name="tccc")
     model.ir_version = proto.ir_version
