@@ -193,8 +193,9 @@ def _segmented(model, proto, input_whc) -> list[Placement]:
             placed[name] = Placement(name, n.op_type, HOST, f"host segment {seg.index} (ONNX "
                                      f"Runtime, float32): {plan.host_reason.get(i, '')}")
         else:
-            placed[name] = Placement(name, n.op_type, NPU, f"NPU segment {seg.index}",
-                                     n.op_type.lower())
+            p = _placed(n, name, plan.npu_ir.get(name))
+            placed[name] = Placement(name, n.op_type, p.device,
+                                     f"NPU segment {seg.index}: {p.reason}", p.npu_op, p.folded)
     return [placed.get(_label(n)) or Placement(
         _label(n), n.op_type, NPU, "removed at compile time (constant-folded before "
         "segmenting)", None, True) for n in proto.graph.node]

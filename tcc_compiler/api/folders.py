@@ -172,6 +172,9 @@ def check_analysis_inputs(folder: str | os.PathLike, model: str | os.PathLike) -
     Raises:
         InputError: ``folder`` lacks manifest.json or quantized.tir; ``model`` is missing.
     """
+    from tcc_compiler.runtime.segmented import refuse_segmented
+
+    refuse_segmented(folder, "tccc analyze")
     folder = Path(folder)
     for p in (folder / MANIFEST_FILE, folder / IR_FILE):
         if not p.is_file():
@@ -267,5 +270,7 @@ def export_onnx(folder: str | os.PathLike, output: str | os.PathLike) -> Path:
         The written file's path.
     """
     from tcc_compiler.export import save_qdq
+    from tcc_compiler.runtime.segmented import refuse_segmented
 
+    refuse_segmented(folder, "tccc export-onnx")
     return save_qdq(folder, output)

@@ -168,3 +168,23 @@ def is_segmented_folder(manifest: dict) -> bool:
 def load_segmented(folder: str | os.PathLike, manifest: dict) -> SegmentedProgram:
     """:class:`SegmentedProgram` of ``folder`` whose parsed manifest is ``manifest``."""
     return SegmentedProgram(folder, manifest)
+
+
+def refuse_segmented(folder: str | os.PathLike, what: str) -> None:
+    """Raise InputError when ``folder`` holds a segmented model, for commands that work on one
+    NPU program (``what``: e.g. "tccc disasm"); the message names the segment folders to use.
+    A folder without a readable manifest passes (the command reports that itself)."""
+    import json
+
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST_FILE).read_bytes())
+    except (OSError, ValueError):
+        return
+    if not is_segmented_folder(manifest):
+        return
+    npu = [s.get("folder") for s in manifest.get("segments", [])
+           if isinstance(s, dict) and s.get("device") == "npu"]
+    raise InputError(f"{folder}: a segmented model ({len(npu)} NPU programs and host ONNX "
+                     f"graphs); {what} works on one NPU program: give one of "
+                     f"{', '.join(str(Path(folder) / str(n)) for n in npu[:4])}"
+                     f"{' ...' if len(npu) > 4 else ''}")

@@ -37,6 +37,8 @@ class SegmentPlan:
         unsupported: {node index: why it runs nowhere} (ONNX Runtime cannot run it, or no
             node is left for the NPU); non-empty means the model does not compile.
         rounds: how many cut-and-check rounds the plan took.
+        npu_ir: {ONNX node label: the IR node it became} in the NPU segments after the float
+            passes (fused nodes share one; nodes removed at compile time are absent).
     """
 
     prepared: PreparedModel
@@ -44,6 +46,7 @@ class SegmentPlan:
     host_reason: dict[int, str]
     unsupported: dict[int, str] = field(default_factory=dict)
     rounds: int = 0
+    npu_ir: dict = field(default_factory=dict)
 
     @property
     def npu_segments(self) -> list[Segment]:
@@ -87,12 +90,14 @@ def legalizer_refusals(by_ir_name: dict, problems: list[str]) -> dict[str, str]:
     return reasons
 
 
-def check_npu_segment(sub: onnx.ModelProto) -> dict[str, str]:
+def check_npu_segment(sub: onnx.ModelProto) -> tuple[dict[str, str], dict]:
     """Run the driver's import, float passes and NPU-work check on one NPU segment.
 
     Returns:
-        {ONNX node label: reason} of the nodes the NPU cannot run (every node of the segment
-        when the refusal names none); {} when the segment compiles to an NPU program.
+        (refused, where): refused = {ONNX node label: reason} of the nodes the NPU cannot run
+        (every node of the segment when the refusal names none), {} when the segment
+        compiles to an NPU program; where = {ONNX node label: the IR node it ended up in}
+        after the float passes (labels of nodes removed at compile time are absent).
     """
     from tcc_compiler.driver import import_model, run_float_passes
     from tcc_compiler.frontend.onnx_import import check_npu_work
@@ -102,17 +107,18 @@ def check_npu_segment(sub: onnx.ModelProto) -> dict[str, str]:
     try:
         graph, passes = import_model(sub)
     except UnsupportedError as exc:
-        return frontend_refusals(nodes, exc.problems) or dict.fromkeys(every, str(exc))
+        return frontend_refusals(nodes, exc.problems) or dict.fromkeys(every, str(exc)), {}
     except TccError as exc:  # e.g. an input the NPU program cannot take
         first = sub.graph.input[0].name if sub.graph.input else ""
         entry = {node_label(n) for n in nodes if first in n.input} or every
-        return dict.fromkeys(entry, str(exc).split(": ", 1)[-1])
+        return dict.fromkeys(entry, str(exc).split(": ", 1)[-1]), {}
     by_ir = {n.name: n for n in graph.nodes}
     try:
-        check_npu_work(run_float_passes(graph, passes).graph)
+        graph = run_float_passes(graph, passes).graph
+        check_npu_work(graph)
     except UnsupportedError as exc:
-        return legalizer_refusals(by_ir, exc.problems) or dict.fromkeys(every, str(exc))
-    return {}
+        return legalizer_refusals(by_ir, exc.problems) or dict.fromkeys(every, str(exc)), {}
+    return {}, {src: n for n in graph.nodes for src in n.source}
 
 
 def _ort_problem(model: onnx.ModelProto) -> str | None:
@@ -128,9 +134,10 @@ def _ort_problem(model: onnx.ModelProto) -> str | None:
     return None
 
 
-def _host_unsupported(prepared: PreparedModel, segs: list[Segment]) -> dict[int, str]:
-    """{node index: ORT's reason} of host nodes ONNX Runtime cannot run: each host segment
-    is loaded whole, and node by node only when that fails."""
+def _host_unsupported(prepared: PreparedModel, segs: list[Segment],
+                      npu_reason: dict[int, str]) -> dict[int, str]:
+    """{node index: the NPU's and ORT's reasons} of host nodes ONNX Runtime cannot run: each
+    host segment is loaded whole, and node by node only when that fails."""
     bad: dict[int, str] = {}
     for seg in segs:
         if seg.device != HOST or _ort_problem(extract_model(prepared.proto, seg, "h")) is None:
@@ -139,7 +146,9 @@ def _host_unsupported(prepared: PreparedModel, segs: list[Segment]) -> dict[int,
             one = plan_one(prepared.proto, i)
             why = _ort_problem(extract_model(prepared.proto, one, "n"))
             if why is not None:
-                bad[i] = f"neither the NPU nor ONNX Runtime on the host runs it ({why})"
+                npu = npu_reason.get(i, "")
+                bad[i] = (f"{npu + '; ' if npu else ''}ONNX Runtime cannot run it on the host "
+                          f"either ({why})")
     return bad
 
 
@@ -188,7 +197,7 @@ def plan_model(model: str | os.PathLike | onnx.ModelProto,
             if seg.nodes not in checked:
                 checked[seg.nodes] = check_npu_segment(
                     extract_model(prepared.proto, seg, f"npu_{seg.index}"))
-            refused = checked[seg.nodes]
+            refused = checked[seg.nodes][0]
             mine = {index[k]: v for k, v in refused.items() if index.get(k) in seg.nodes}
             if refused and not mine:  # a refusal naming no node of ours: the whole segment
                 mine = dict.fromkeys(seg.nodes, "; ".join(sorted(set(refused.values()))))
@@ -199,10 +208,11 @@ def plan_model(model: str | os.PathLike | onnx.ModelProto,
             reasons.setdefault(i, why)
         host |= set(new)
     log.info("%s: %d segment(s) after %d round(s)", prepared.where, len(segs), rounds)
-    unsupported = _host_unsupported(prepared, segs)
+    unsupported = _host_unsupported(prepared, segs, reasons)
     if not any(s.device == NPU for s in segs):
         why = "nothing is left for the NPU (every node runs on the host)"
         unsupported.update({i: f"{reasons.get(i, '')}; {why}".lstrip("; ")
                             for i in range(len(nodes)) if i not in unsupported})
+    npu_ir = {k: v for s in segs if s.device == NPU for k, v in checked[s.nodes][1].items()}
     return SegmentPlan(prepared, segs, {i: reasons.get(i, "") for i in host}, unsupported,
-                       rounds)
+                       rounds, npu_ir)

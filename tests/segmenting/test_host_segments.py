@@ -37,7 +37,7 @@ def _model(mid, tail=(), out="y", opsets=(("", 17),)) -> onnx.ModelProto:
     n2, i2 = _conv("c2", "m", "y", 8, 4, rng)
     g = h.make_graph([n1, h.make_node("Relu", ["a"], ["ar"], name="r1"), *mid, n2, *tail],
                      "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 16, 16])],
-                     [h.make_tensor_value_info(out, T.FLOAT, None)], i1 + i2)
+                     [h.make_tensor_value_info(out, T.FLOAT, [1, 4, 16, 16])], i1 + i2)
     return h.make_model(g, opset_imports=[h.make_opsetid(d, v) for d, v in opsets])
 
 
@@ -162,3 +162,30 @@ def test_save_of_loaded_segmented_model_copies_segments(compiled, tmp_path):
     x = _x(7)
     np.testing.assert_array_equal(tc.load(copy).run(x), tc.load(folder).run(x))
     assert tc.load(copy).ir["npu_0:quantize"].strip()
+
+
+def test_onnx_backend_runs_a_segmented_model():
+    from tcc_compiler import onnx_backend
+
+    model = MODELS["lrn"]
+    rep = onnx_backend.prepare(model, "CPU", calibration=[_x(s) for s in range(10, 14)])
+    x = _x(9)
+    (y,) = rep.run([x])
+    ref = ort.InferenceSession(model.SerializeToString(),
+                               providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert y.shape == ref.shape and sqnr_db(ref, y) >= 25.0
+
+
+def test_model_the_npu_runs_whole_keeps_the_single_program_layout(tmp_path):
+    """No host node: the folder is as before host segments existed (no layout key, top-level
+    binaries, no segment entries)."""
+    rng = np.random.default_rng(0)
+    n1, i1 = _conv("c1", "x", "y", 3, 8, rng)
+    g = h.make_graph([n1], "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 16, 16])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)], i1)
+    folder = tc.compile(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]),
+                        calibration=[_x()]).save(tmp_path / "out")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert "layout" not in manifest and "segments" not in manifest
+    assert (folder / "npu_cmd.bin").is_file()
+    assert not list(folder.glob("npu_[0-9]*")) and not list(folder.glob("host_*"))
