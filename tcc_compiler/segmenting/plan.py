@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import onnx
 
 from tcc_compiler.errors import TccError, UnsupportedError
+from tcc_compiler.frontend.loader import check_onnx_validity
 from tcc_compiler.frontend.onnx_import import PreparedModel, prepare_onnx
 from tcc_compiler.frontend.segments import (HOST, NPU, Segment, extract_model, node_label,
                                             plan_segments)
@@ -122,14 +123,26 @@ def check_npu_segment(sub: onnx.ModelProto) -> tuple[dict[str, str], dict]:
 
 
 def _ort_problem(model: onnx.ModelProto) -> str | None:
-    """None when ONNX Runtime loads ``model`` (CPU provider), else its first error line."""
+    """None when ONNX Runtime loads ``model`` (CPU provider) and runs it once on zeros of its
+    input types and shapes (unknown dims as 1), else its first error line: a node whose
+    shapes or attributes ORT refuses only at run time is caught here, not mid-compile."""
+    import numpy as np
     import onnxruntime as ort
+    from onnx import helper
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
     try:
-        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own exception types
+        sess = ort.InferenceSession(model.SerializeToString(), so,
+                                    providers=["CPUExecutionProvider"])
+        feeds = {}
+        for vi in model.graph.input:
+            tt = vi.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
+                    for d in tt.shape.dim]
+            feeds[vi.name] = np.zeros(dims, helper.tensor_dtype_to_np_dtype(tt.elem_type))
+        sess.run(None, feeds)
+    except Exception as exc:  # ORT (and the dtype lookup) raise assorted exception types
         return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
     return None
 
@@ -137,18 +150,29 @@ def _ort_problem(model: onnx.ModelProto) -> str | None:
 def _host_unsupported(prepared: PreparedModel, segs: list[Segment],
                       npu_reason: dict[int, str]) -> dict[int, str]:
     """{node index: the NPU's and ORT's reasons} of host nodes ONNX Runtime cannot run: each
-    host segment is loaded whole, and node by node only when that fails."""
+    host segment is loaded and run once whole, node by node (in order) only when that
+    fails; a node reading a refused node's output is refused with that reason."""
+    nodes = prepared.proto.graph.node
     bad: dict[int, str] = {}
+    bad_out: dict[str, str] = {}
     for seg in segs:
         if seg.device != HOST or _ort_problem(extract_model(prepared.proto, seg, "h")) is None:
             continue
         for i in seg.nodes:
-            one = plan_one(prepared.proto, i)
-            why = _ort_problem(extract_model(prepared.proto, one, "n"))
-            if why is not None:
+            upstream = next((bad_out[t] for t in nodes[i].input if t in bad_out), None)
+            if upstream is not None:
+                why = f"reads the output of '{upstream}', which runs nowhere"
+            else:
+                why = _ort_problem(extract_model(prepared.proto, plan_one(prepared.proto, i),
+                                                 "n"))
+                if why is None:
+                    continue
                 npu = npu_reason.get(i, "")
-                bad[i] = (f"{npu + '; ' if npu else ''}ONNX Runtime cannot run it on the host "
-                          f"either ({why})")
+                why = (f"{npu + '; ' if npu else ''}ONNX Runtime cannot run it on the host "
+                       f"either ({why})")
+            bad[i] = why
+            bad_out.update(dict.fromkeys((t for t in nodes[i].output if t),
+                                         node_label(nodes[i])))
     return bad
 
 
@@ -158,6 +182,25 @@ def plan_one(proto: onnx.ModelProto, i: int) -> Segment:
     node = proto.graph.node[i]
     ins = tuple(dict.fromkeys(t for t in node.input if t and t not in inits))
     return Segment(0, HOST, (i,), ins, tuple(t for t in node.output if t))
+
+
+def _refused_round(prepared: PreparedModel, segs: list[Segment], checked: dict,
+                   index: dict[str, int]) -> dict[int, str]:
+    """{node index: reason} of the nodes the NPU segments of one round refuse (each segment
+    checked once: ``checked`` caches the answer per node set)."""
+    new: dict[int, str] = {}
+    for seg in segs:
+        if seg.device != NPU:
+            continue
+        if seg.nodes not in checked:
+            checked[seg.nodes] = check_npu_segment(
+                extract_model(prepared.proto, seg, f"npu_{seg.index}"))
+        refused = checked[seg.nodes][0]
+        mine = {index[k]: v for k, v in refused.items() if index.get(k) in seg.nodes}
+        if refused and not mine:  # a refusal naming no node of ours: the whole segment
+            mine = dict.fromkeys(seg.nodes, "; ".join(sorted(set(refused.values()))))
+        new.update(mine)
+    return new
 
 
 def plan_model(model: str | os.PathLike | onnx.ModelProto,
@@ -176,6 +219,8 @@ def plan_model(model: str | os.PathLike | onnx.ModelProto,
             inconsistent shapes).
     """
     prepared = prepare_onnx(model, input_whc, custom_domains=True)
+    # a malformed model is refused as the NPU import refuses it, not run on the host
+    check_onnx_validity(prepared.original, prepared.where, standard_only=True)
     nodes = list(prepared.proto.graph.node)
     index = {node_label(n): i for i, n in enumerate(nodes)}
     host: set[int] = set()
@@ -190,18 +235,7 @@ def plan_model(model: str | os.PathLike | onnx.ModelProto,
                                   "input and this node reads a second tensor from another "
                                   "segment (or an input of another shape)")
         host = host_after
-        new: dict[int, str] = {}
-        for seg in segs:
-            if seg.device != NPU:
-                continue
-            if seg.nodes not in checked:
-                checked[seg.nodes] = check_npu_segment(
-                    extract_model(prepared.proto, seg, f"npu_{seg.index}"))
-            refused = checked[seg.nodes][0]
-            mine = {index[k]: v for k, v in refused.items() if index.get(k) in seg.nodes}
-            if refused and not mine:  # a refusal naming no node of ours: the whole segment
-                mine = dict.fromkeys(seg.nodes, "; ".join(sorted(set(refused.values()))))
-            new.update(mine)
+        new = _refused_round(prepared, segs, checked, index)
         if not new:
             break
         for i, why in new.items():
