@@ -250,6 +250,9 @@ def write_html_report(folder: str | os.PathLike, output: str | os.PathLike,
 
     hist = None
     if histogram_inputs is not None:
+        from tcc_compiler.runtime.segmented import refuse_segmented
+
+        refuse_segmented(folder, "tccc report --histograms")
         prog = load_program(folder)
         c = int(prog.input_shape[1])
         if not histogram_inputs and c not in IMAGE_CHANNELS:

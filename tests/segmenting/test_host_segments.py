@@ -189,3 +189,19 @@ def test_model_the_npu_runs_whole_keeps_the_single_program_layout(tmp_path):
     assert "layout" not in manifest and "segments" not in manifest
     assert (folder / "npu_cmd.bin").is_file()
     assert not list(folder.glob("npu_[0-9]*")) and not list(folder.glob("host_*"))
+
+
+def test_inspect_and_html_report_show_segments_and_boundaries(compiled, tmp_path):
+    from tcc_compiler.api.folders import write_html_report
+
+    _, folder = compiled["lrn"]
+    r = subprocess.run([sys.executable, "-m", "tcc_compiler.cli.main", "inspect", str(folder)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "host_1.onnx" in r.stdout and "boundary dequantize ar" in r.stdout
+    page = write_html_report(folder, tmp_path / "r.html").read_text()
+    assert "Boundaries (per image)" in page and "host_1.onnx" in page
+    r = subprocess.run([sys.executable, "-m", "tcc_compiler.cli.main", "disasm", str(folder)],
+                       capture_output=True, text=True)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and last.startswith("tccc: error:") and "npu_0" in last
