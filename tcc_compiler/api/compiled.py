@@ -156,7 +156,8 @@ class CompiledModel:
     def save(self, folder: str | os.PathLike) -> Path:
         """Write npu_cmd.bin, quantized_network.bin, manifest.json, report.json, report.csv
         (the per-layer table) and the quantized IR (quantized.tir + .npz) into ``folder``
-        atomically.
+        atomically; a segmented model writes one ``npu_<k>/`` folder of those per NPU
+        segment and one ``host_<k>.onnx`` per host segment (specs/manifest.md).
 
         Returns:
             The folder path.

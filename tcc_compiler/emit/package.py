@@ -60,8 +60,9 @@ def write_package(folder: str | os.PathLike, cmd_bin: bytes, weight_bin: bytes, 
 
 
 def copy_package(src: str | os.PathLike, folder: str | os.PathLike) -> Path:
-    """Copy the files of the output folder ``src`` (not its sub-folders) into ``folder``,
-    replacing it in one step (:func:`fsutil.atomic_dir`).
+    """Copy the files of the output folder ``src`` and a segmented model's ``npu_<k>/``
+    folders (no other sub-folder) into ``folder``, replacing it in one step
+    (:func:`fsutil.atomic_dir`).
 
     Returns:
         The folder path.
