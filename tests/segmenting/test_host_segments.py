@@ -5,8 +5,6 @@ every NPU segment bit-exactly against the golden integer model."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -17,6 +15,7 @@ from onnx import helper as h
 from onnx import numpy_helper as nh
 
 import tcc_compiler as tc
+from tcc_compiler.cli.main import main
 from tcc_compiler.errors import UnsupportedError
 from tcc_compiler.frontend.onnx_import import prepare_onnx
 from tcc_compiler.frontend.segments import plan_segments
@@ -113,7 +112,7 @@ def test_strict_refuses_and_placement_agrees(tmp_path):
     assert loose == {"c1": "npu", "r1": "npu", "lrn": "host", "c2": "npu"}
 
 
-def test_op_onnx_runtime_cannot_run_is_unsupported(tmp_path):
+def test_op_onnx_runtime_cannot_run_is_unsupported(tmp_path, capsys):
     model = _model([h.make_node("Mystery", ["ar"], ["m"], name="odd", domain="example.org")],
                    opsets=(("", 17), ("example.org", 1)))
     path = tmp_path / "odd.onnx"
@@ -122,9 +121,8 @@ def test_op_onnx_runtime_cannot_run_is_unsupported(tmp_path):
     assert places["odd"] == "unsupported"
     with pytest.raises(UnsupportedError, match="odd"):
         tc.compile(path, calibration=[_x()])
-    r = subprocess.run([sys.executable, "-m", "tcc_compiler.cli.main", "ops", str(path)],
-                       capture_output=True, text=True)
-    assert r.returncode == 2 and "odd" in r.stderr
+    assert main(["ops", str(path)]) == 2
+    assert "odd" in capsys.readouterr().err
 
 
 def test_one_input_rule_moves_second_reader_to_host():
@@ -145,14 +143,12 @@ def test_one_input_rule_moves_second_reader_to_host():
     assert segs[3].inputs == ("b", "a") and segs[0].outputs == ("a",)
 
 
-def test_cli_run_check_on_segmented_folder(compiled):
+def test_cli_run_check_on_segmented_folder(compiled, capsys):
     path, folder = compiled["softmax"]
     x = folder.parent / "x.npy"
     np.save(x, _x(5))
-    r = subprocess.run([sys.executable, "-m", "tcc_compiler.cli.main", "run", str(folder),
-                        str(x), "--check", str(path), "--json"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    check = json.loads(r.stdout)["check"]
+    assert main(["run", str(folder), str(x), "--check", str(path), "--json"]) == 0
+    check = json.loads(capsys.readouterr().out)["check"]
     assert check["bit_exact"] is True and check["sqnr_db"] >= 25.0
 
 
@@ -191,17 +187,15 @@ def test_model_the_npu_runs_whole_keeps_the_single_program_layout(tmp_path):
     assert not list(folder.glob("npu_[0-9]*")) and not list(folder.glob("host_*"))
 
 
-def test_inspect_and_html_report_show_segments_and_boundaries(compiled, tmp_path):
+def test_inspect_and_html_report_show_segments_and_boundaries(compiled, tmp_path, capsys):
     from tcc_compiler.api.folders import write_html_report
 
     _, folder = compiled["lrn"]
-    r = subprocess.run([sys.executable, "-m", "tcc_compiler.cli.main", "inspect", str(folder)],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert "host_1.onnx" in r.stdout and "boundary dequantize ar" in r.stdout
+    assert main(["inspect", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "host_1.onnx" in out and "boundary dequantize ar" in out
     page = write_html_report(folder, tmp_path / "r.html").read_text()
     assert "Boundaries (per image)" in page and "host_1.onnx" in page
-    r = subprocess.run([sys.executable, "-m", "tcc_compiler.cli.main", "disasm", str(folder)],
-                       capture_output=True, text=True)
-    last = r.stderr.strip().splitlines()[-1]
-    assert r.returncode == 2 and last.startswith("tccc: error:") and "npu_0" in last
+    assert main(["disasm", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("tccc: error:") and "npu_0" in err
