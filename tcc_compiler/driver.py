@@ -27,9 +27,9 @@ from tcc_compiler.datasets.images import Preprocess
 from tcc_compiler.emit.binaries import encode_binaries
 from tcc_compiler.emit.manifest import build_manifest
 from tcc_compiler.emit.report import build_report
-from tcc_compiler.errors import InputError
+from tcc_compiler.errors import InputError, UnsupportedError
 from tcc_compiler.frontend import import_onnx, parse_input_spec
-from tcc_compiler.frontend.onnx_import import check_npu_work
+from tcc_compiler.frontend.onnx_import import check_npu_work, is_segment
 from tcc_compiler.frontend.tir_import import check_ir_graph, is_ir_file
 from tcc_compiler.fsutil import file_sha256
 from tcc_compiler.ir.graph import Graph
@@ -138,11 +138,14 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
         settings: :class:`CompileOptions` fields overriding ``options`` (``input_whc=...``).
 
     Returns:
-        :class:`CompiledArtifacts`.
+        :class:`CompiledArtifacts`; for a model the NPU cannot run whole (and
+        ``options.strict`` off) :class:`tcc_compiler.segmenting.build.SegmentedArtifacts`:
+        one NPU program per NPU segment, one ONNX model per host segment.
 
     Raises:
-        TccError subclasses: bad model/options (InputError, ModelError, UnsupportedError),
-        an op that cannot be tiled (ScheduleError).
+        TccError subclasses: bad model/options (InputError, ModelError, UnsupportedError:
+        with ``strict``, or nodes that neither the NPU nor ONNX Runtime runs), an op that
+        cannot be tiled (ScheduleError).
     """
     opts = make_options(options, **settings)
     instruments = list(instruments or []) + make_instruments(
@@ -151,15 +154,25 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     tgt = opts.target if isinstance(opts.target, Target) else load_target(opts.target)
     timings = {}
 
-    t0 = time.perf_counter()
-    graph, passes = import_model(model, opts.input_whc, instruments)
-    timings["import_s"] = time.perf_counter() - t0
-    _log_import(model, graph, timings["import_s"])
+    try:
+        t0 = time.perf_counter()
+        graph, passes = import_model(model, opts.input_whc, instruments)
+        timings["import_s"] = time.perf_counter() - t0
+        _log_import(model, graph, timings["import_s"])
 
-    t0 = time.perf_counter()
-    fg = run_float_passes(graph, passes, verify_ir=opts.verify_ir, instruments=instruments)
-    check_npu_work(fg.graph)  # tccc ops (placement.partition) makes the same check
-    timings["passes_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fg = run_float_passes(graph, passes, verify_ir=opts.verify_ir, instruments=instruments)
+        check_npu_work(fg.graph)  # tccc ops (placement.partition) makes the same check
+        timings["passes_s"] = time.perf_counter() - t0
+    except UnsupportedError as exc:
+        if opts.strict or is_ir_file(model) or is_segment(model):
+            raise
+        from tcc_compiler.segmenting.build import compile_segmented
+
+        log.info("%s: the NPU cannot run the whole model (%s); compiling NPU and host "
+                 "segments", model if isinstance(model, (str, os.PathLike)) else "model",
+                 exc.problems[0] if exc.problems else exc)
+        return compile_segmented(model, opts, progress=progress)
     graph, float_graph = fg.graph, fg.graph.clone()
     _log_passes(fg.pass_manager, fg.fusion, timings["passes_s"])
     check_memory(graph, model)

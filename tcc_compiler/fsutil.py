@@ -19,6 +19,7 @@ import ctypes
 import errno
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -159,14 +160,33 @@ OUTPUT_FILES = frozenset({
 })
 
 
+#: Entries of a segmented model's folder (specs/manifest.md): ``npu_<k>/`` sub-folders holding
+#: :data:`OUTPUT_FILES` only, and ``host_<k>.onnx`` files.
+SEGMENT_DIR_RE = re.compile(r"npu_[0-9]+")
+SEGMENT_FILE_RE = re.compile(r"host_[0-9]+\.onnx")
+
+
+def is_output_entry(entry: Path) -> bool:
+    """True for an entry tccc writes into an output folder: a file of :data:`OUTPUT_FILES`, a
+    ``host_<k>.onnx`` file, or an ``npu_<k>/`` folder holding only output files."""
+    if entry.is_symlink():
+        return False
+    if entry.is_file():
+        return entry.name in OUTPUT_FILES or bool(SEGMENT_FILE_RE.fullmatch(entry.name))
+    if entry.is_dir() and SEGMENT_DIR_RE.fullmatch(entry.name):
+        return all(e.is_file() and not e.is_symlink() and e.name in OUTPUT_FILES
+                   for e in entry.iterdir())
+    return False
+
+
 def foreign_entries(folder: str | os.PathLike) -> list[str]:
-    """Names in ``folder`` (sorted) that tccc does not write (:data:`OUTPUT_FILES`):
-    sub-folders and any other file. Empty when ``folder`` is missing."""
+    """Names in ``folder`` (sorted) that tccc does not write (:func:`is_output_entry`):
+    other sub-folders and any other file. Empty when ``folder`` is missing."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     return sorted(e.name + ("/" if e.is_dir() else "") for e in folder.iterdir()
-                  if e.name not in OUTPUT_FILES or not e.is_file())
+                  if not is_output_entry(e))
 
 
 def _plain_os_error(dest: Path, exc: OSError, action: str) -> str:
@@ -279,9 +299,15 @@ def _in_place(dest: Path, shown: Path) -> Iterator[Path]:
             (dest / OUTPUT_MARKER).unlink(missing_ok=True)
             for name in new:
                 if name != OUTPUT_MARKER:
+                    if (dest / name).is_dir():  # a segment folder: a rename cannot replace it
+                        shutil.rmtree(dest / name)
                     os.replace(tmp / name, dest / name)
             for name in sorted(OUTPUT_FILES - set(new) - {OUTPUT_MARKER}):
                 (dest / name).unlink(missing_ok=True)  # the previous output's extra files
+            for e in sorted(dest.iterdir()):  # the previous output's segments
+                if e.name not in new and e.name != OUTPUT_MARKER and is_output_entry(e) \
+                        and e.name not in OUTPUT_FILES:
+                    shutil.rmtree(e) if e.is_dir() else e.unlink()
             if OUTPUT_MARKER in new:
                 os.replace(tmp / OUTPUT_MARKER, dest / OUTPUT_MARKER)
             shutil.rmtree(tmp, ignore_errors=True)

@@ -57,6 +57,9 @@ class CompileOptions:
         dump_ir: folder to write the IR after every stage to (``NN-<stage>.tir`` + ``.npz``).
         print_ir_before, print_ir_after: stage names (or ``"all"``) whose IR is printed to
             stderr before / after the stage.
+        strict: refuse a model the NPU cannot run whole (exit 2, every refused node named)
+            instead of running those nodes on the host between NPU segments
+            (:mod:`tcc_compiler.segmenting`); False = fall back to host segments.
     """
 
     input_whc: str | tuple[int, int, int] | None = None
@@ -72,6 +75,7 @@ class CompileOptions:
     dump_ir: str | os.PathLike | None = None
     print_ir_before: tuple[str, ...] | None = None
     print_ir_after: tuple[str, ...] | None = None
+    strict: bool = False
 
     def __post_init__(self) -> None:
         # sequences are stored as tuples so that a frozen record cannot change under a caller

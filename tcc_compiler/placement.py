@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass
 
 log = logging.getLogger(__name__)
 
-#: Placement values: part of the NPU program; run by the host runtime after the NPU program
-#: (Softmax, ArgMax at the graph end: the compiled package includes them); refused by
+#: Placement values: part of an NPU program; run on the host (Softmax/ArgMax after the NPU
+#: program, or a host segment run by ONNX Runtime between NPU segments); refused by
 #: ``tccc compile`` (a model with any such node does not compile).
 NPU = "npu"
 HOST = "host"
@@ -103,17 +103,22 @@ def _provisional(n, host_reason: dict, converters: dict, support: dict) -> Place
                      runs == "folded")
 
 
-def partition(model, input_whc: str | tuple[int, int, int] | None = None) -> list[Placement]:
+def partition(model, input_whc: str | tuple[int, int, int] | None = None, *,
+              strict: bool = False) -> list[Placement]:
     """Place every node of an ONNX model on the NPU or the host, or mark it unsupported.
 
     A model compiles (``tccc compile`` / :func:`tcc_compiler.compile`) exactly when no node is
     ``"unsupported"``: the answer comes from the same import and float-pass stages, whose
     checks include the NPU command fields' ranges (an FC over a map wider than 255, a window
-    or stride above 255).
+    or stride above 255). A model the NPU cannot run whole is placed as compile then
+    segments it (:func:`tcc_compiler.segmenting.plan.plan_model`): the refused nodes are
+    ``"host"`` (run by ONNX Runtime between NPU segments), or ``"unsupported"`` when ONNX
+    Runtime cannot run them either, or with ``strict``.
 
     Args:
         model: .onnx path (str or PathLike), ``onnx.ModelProto`` or ``onnx_graphsurgeon.Graph``.
         input_whc: ``"WxHxC"`` or ``(W, H, C)``; None = the model's fixed input dims.
+        strict: as ``tccc compile --strict``: no host segments, refused nodes are unsupported.
 
     Returns:
         One :class:`Placement` per ONNX node, in the model's node order.
@@ -139,6 +144,8 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None) -> lis
     except UnsupportedError as exc:
         host_reason = _frontend_refusals(nodes, exc.problems)
         log.info("%s: %d node(s) refused by the frontend", where, len(host_reason))
+        if not strict:
+            return _segmented(model, proto, input_whc)
         return [_provisional(n, host_reason, CONVERTERS, SUPPORT) for n in nodes]
 
     by_ir_name = {n.name: n for n in graph.nodes}
@@ -156,6 +163,8 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None) -> lis
     for n in graph.nodes if graph is not None else ():
         for src in n.source:
             where_ir[src] = n
+    if host_reason and not strict:
+        return _segmented(model, proto, input_whc)
     out = []
     for n in nodes:
         name = _label(n)
@@ -164,6 +173,32 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None) -> lis
         else:
             out.append(_placed(n, name, where_ir.get(name)))
     return out
+
+
+def _segmented(model, proto, input_whc) -> list[Placement]:
+    """Placements of a model compile segments (the plan of :mod:`tcc_compiler.segmenting`):
+    NPU segment nodes as the NPU stages place them, host nodes with the refusal that moved
+    them, nodes folded before segmenting as folded, and ``unsupported`` where neither runs."""
+    from tcc_compiler.segmenting.plan import plan_model
+
+    plan = plan_model(model if isinstance(model, (str, os.PathLike)) else proto, input_whc)
+    nodes = plan.prepared.proto.graph.node
+    seg_of = {i: s for s in plan.segments for i in s.nodes}
+    placed: dict[str, Placement] = {}
+    for i, n in enumerate(nodes):
+        name, seg = _label(n), seg_of[i]
+        if i in plan.unsupported:
+            placed[name] = Placement(name, n.op_type, UNSUPPORTED, plan.unsupported[i])
+        elif seg.device == HOST:
+            placed[name] = Placement(name, n.op_type, HOST, f"host segment {seg.index} (ONNX "
+                                     f"Runtime, float32): {plan.host_reason.get(i, '')}")
+        else:
+            p = _placed(n, name, plan.npu_ir.get(name))
+            placed[name] = Placement(name, n.op_type, p.device,
+                                     f"NPU segment {seg.index}: {p.reason}", p.npu_op, p.folded)
+    return [placed.get(_label(n)) or Placement(
+        _label(n), n.op_type, NPU, "removed at compile time (constant-folded before "
+        "segmenting)", None, True) for n in proto.graph.node]
 
 
 def _frontend_refusals(nodes: list, problems: list[str]) -> dict[str, str]:

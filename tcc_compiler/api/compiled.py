@@ -97,11 +97,20 @@ class CompiledModel:
         Raises:
             InputError, FormatError: a loaded folder without a readable quantized.tir.
         """
+        if self.segmented:
+            raise InputError("a segmented model has one quantized graph per NPU segment: "
+                             "read .ir['npu_<k>:quantize'] or the npu_<k>/quantized.tir files")
         if self.artifacts is not None:
             return self.artifacts.graph
         from tcc_compiler.ir.text import load_ir
 
         return load_ir(self.folder / IR_FILE)
+
+    @property
+    def segmented(self) -> bool:
+        """True when the model runs as several segments (NPU programs and host ONNX graphs,
+        manifest ``layout: "segmented"``; specs/manifest.md)."""
+        return self.manifest.get("layout") == "segmented"
 
     @property
     def ir(self) -> dict[str, str]:
@@ -118,7 +127,9 @@ class CompiledModel:
         if self._ir_text is None:
             from tcc_compiler.ir.printer import print_graph
 
-            if self.artifacts is not None:
+            if self.segmented:
+                self._ir_text = IrStages(self._segment_ir(), loaded=self.artifacts is None)
+            elif self.artifacts is not None:
                 stages = dict(self._stages)
                 stages.setdefault("quantize", self.artifacts.graph)
                 self._ir_text = IrStages({k: print_graph(g) for k, g in stages.items()})
@@ -127,10 +138,26 @@ class CompiledModel:
                                          loaded=True)
         return self._ir_text
 
+    def _segment_ir(self) -> dict[str, str]:
+        """{"npu_<k>:quantize": quantized IR text} of every NPU segment."""
+        from tcc_compiler.ir.printer import print_graph
+
+        out = {}
+        for k, seg in enumerate(self.manifest["segments"]):
+            if seg["device"] != "npu":
+                continue
+            key = f"{seg['folder']}:quantize"
+            if self.artifacts is not None:
+                out[key] = print_graph(self.artifacts.parts[k].graph)
+            else:
+                out[key] = (self.folder / seg["folder"] / IR_FILE).read_text()
+        return out
+
     def save(self, folder: str | os.PathLike) -> Path:
         """Write npu_cmd.bin, quantized_network.bin, manifest.json, report.json, report.csv
         (the per-layer table) and the quantized IR (quantized.tir + .npz) into ``folder``
-        atomically.
+        atomically; a segmented model writes one ``npu_<k>/`` folder of those per NPU
+        segment and one ``host_<k>.onnx`` per host segment (specs/manifest.md).
 
         Returns:
             The folder path.
@@ -141,6 +168,13 @@ class CompiledModel:
         if self.artifacts is None:
             return copy_package(self.folder, folder)
         art = self.artifacts
+        if self.segmented:
+            from tcc_compiler.emit.segments import write_segmented_package
+
+            write_segmented_package(folder, art.manifest, art.report, art.parts,
+                                    art.calib_table)
+            self.folder = Path(folder)
+            return Path(folder)
         write_package(folder, art.cmd_bin, art.weight_bin, self.manifest, self.report, art.graph,
                       art.calib_table)
         self.folder = Path(folder)

@@ -172,6 +172,9 @@ def check_analysis_inputs(folder: str | os.PathLike, model: str | os.PathLike) -
     Raises:
         InputError: ``folder`` lacks manifest.json or quantized.tir; ``model`` is missing.
     """
+    from tcc_compiler.runtime.segmented import refuse_segmented
+
+    refuse_segmented(folder, "tccc analyze")
     folder = Path(folder)
     for p in (folder / MANIFEST_FILE, folder / IR_FILE):
         if not p.is_file():
@@ -247,6 +250,9 @@ def write_html_report(folder: str | os.PathLike, output: str | os.PathLike,
 
     hist = None
     if histogram_inputs is not None:
+        from tcc_compiler.runtime.segmented import refuse_segmented
+
+        refuse_segmented(folder, "tccc report --histograms")
         prog = load_program(folder)
         c = int(prog.input_shape[1])
         if not histogram_inputs and c not in IMAGE_CHANNELS:
@@ -267,5 +273,7 @@ def export_onnx(folder: str | os.PathLike, output: str | os.PathLike) -> Path:
         The written file's path.
     """
     from tcc_compiler.export import save_qdq
+    from tcc_compiler.runtime.segmented import refuse_segmented
 
+    refuse_segmented(folder, "tccc export-onnx")
     return save_qdq(folder, output)

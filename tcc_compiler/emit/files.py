@@ -24,6 +24,18 @@ REPORT_CSV_FILE = "report.csv"
 #: The quantized IR (specs/ir.lark), its constants in ``quantized.npz`` beside it.
 IR_FILE = "quantized.tir"
 
-__all__ = ["CALIB_TABLE_FILE", "CMD_FILE", "IR_FILE", "MANIFEST_FILE", "MANIFEST_VERSION",
+#: A segmented model's NPU segment folder and host segment file (specs/manifest.md).
+NPU_SEGMENT_DIR = "npu_{index}"
+HOST_SEGMENT_FILE = "host_{index}.onnx"
+
+
+def segment_entry(device: str, index: int) -> str:
+    """The folder (``"npu"``) or file (``"host"``) name of segment ``index`` in a segmented
+    model's output folder."""
+    return (NPU_SEGMENT_DIR if device == "npu" else HOST_SEGMENT_FILE).format(index=index)
+
+
+__all__ = ["CALIB_TABLE_FILE", "HOST_SEGMENT_FILE", "NPU_SEGMENT_DIR", "segment_entry",
+           "CMD_FILE", "IR_FILE", "MANIFEST_FILE", "MANIFEST_VERSION",
            "REPORT_CSV_FILE",
            "REPORT_FILE", "WEIGHT_FILE"]

@@ -23,6 +23,20 @@ from tcc_compiler.quant.calib_table import write_table
 from tcc_compiler.schedule import report as perf_report
 
 
+def write_files(folder: Path, cmd_bin: bytes, weight_bin: bytes, manifest: dict,
+                report: dict, graph: Graph, calib_table: dict | None = None) -> None:
+    """Write the files of one NPU program into the existing folder ``folder`` (no atomicity:
+    :func:`write_package` calls it on a staging folder)."""
+    (folder / CMD_FILE).write_bytes(cmd_bin)
+    (folder / WEIGHT_FILE).write_bytes(weight_bin)
+    (folder / MANIFEST_FILE).write_text(json_text(manifest, indent=2, sort_keys=True) + "\n")
+    (folder / REPORT_FILE).write_text(json_text(report, indent=2, sort_keys=True) + "\n")
+    (folder / REPORT_CSV_FILE).write_text(perf_report.to_csv(report.get("layers", [])))
+    ir_text.save_ir(graph, folder / IR_FILE)  # looked up at call time (tests patch it)
+    if calib_table is not None:
+        write_table(calib_table, folder / CALIB_TABLE_FILE)
+
+
 def write_package(folder: str | os.PathLike, cmd_bin: bytes, weight_bin: bytes, manifest: dict,
                   report: dict, graph: Graph, calib_table: dict | None = None) -> Path:
     """Write npu_cmd.bin, quantized_network.bin, manifest.json, report.json, report.csv (the
@@ -41,20 +55,14 @@ def write_package(folder: str | os.PathLike, cmd_bin: bytes, weight_bin: bytes, 
         InputError: the folder cannot be written, or holds files tccc did not write.
     """
     with atomic_dir(folder) as tmp:
-        (tmp / CMD_FILE).write_bytes(cmd_bin)
-        (tmp / WEIGHT_FILE).write_bytes(weight_bin)
-        (tmp / MANIFEST_FILE).write_text(json_text(manifest, indent=2, sort_keys=True) + "\n")
-        (tmp / REPORT_FILE).write_text(json_text(report, indent=2, sort_keys=True) + "\n")
-        (tmp / REPORT_CSV_FILE).write_text(perf_report.to_csv(report.get("layers", [])))
-        ir_text.save_ir(graph, tmp / IR_FILE)  # looked up at call time (tests patch it)
-        if calib_table is not None:
-            write_table(calib_table, tmp / CALIB_TABLE_FILE)
+        write_files(tmp, cmd_bin, weight_bin, manifest, report, graph, calib_table)
     return Path(folder)
 
 
 def copy_package(src: str | os.PathLike, folder: str | os.PathLike) -> Path:
-    """Copy the files of the output folder ``src`` (not its sub-folders) into ``folder``,
-    replacing it in one step (:func:`fsutil.atomic_dir`).
+    """Copy the files of the output folder ``src`` and a segmented model's ``npu_<k>/``
+    folders (no other sub-folder) into ``folder``, replacing it in one step
+    (:func:`fsutil.atomic_dir`).
 
     Returns:
         The folder path.
@@ -62,8 +70,12 @@ def copy_package(src: str | os.PathLike, folder: str | os.PathLike) -> Path:
     Raises:
         InputError: as :func:`write_package`.
     """
+    from tcc_compiler.fsutil import is_output_entry
+
     with atomic_dir(folder) as tmp:
         for f in Path(src).iterdir():
             if f.is_file():
                 shutil.copy2(f, tmp / f.name)
+            elif is_output_entry(f):  # a segmented model's npu_<k>/ folder
+                shutil.copytree(f, tmp / f.name)
     return Path(folder)

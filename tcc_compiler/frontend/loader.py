@@ -235,13 +235,16 @@ def set_input_dims(model: onnx.ModelProto, inp: onnx.ValueInfoProto, dims) -> No
 AUTO_PAD = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 
 
-def check_onnx_validity(model: onnx.ModelProto, where: str) -> None:
+def check_onnx_validity(model: onnx.ModelProto, where: str,
+                        standard_only: bool = False) -> None:
     """What ONNX Runtime refuses as "an invalid model" and tccc's import would otherwise pass
     over (so tccc never compiles a model no float reference can run): an IR version newer
     than the onnx package knows, nodes breaking their op's schema at the model's opset (input
     counts, attribute types: ``onnx.checker.check_node``), two nodes of the same name, an
     ``auto_pad`` outside the spec's values, a Conv ``kernel_shape`` other than its weight's.
-    Run after the import's own checks, whose messages are more specific.
+    Run after the import's own checks, whose messages are more specific. ``standard_only``
+    skips the schema check of custom-domain nodes (the host-segment planner lets ONNX Runtime
+    decide whether it runs them).
 
     Raises:
         ModelError: naming the model, node and rule.
@@ -260,7 +263,8 @@ def check_onnx_validity(model: onnx.ModelProto, where: str) -> None:
             raise ModelError(f"{where}: {label}: two nodes have this name (node names must be "
                              "unique)")
         seen.add(node.name)
-        why = _schema_problem(node, ctx)
+        custom = node.domain not in ("", "ai.onnx")
+        why = None if standard_only and custom else _schema_problem(node, ctx)
         if why:
             raise ModelError(f"{where}: {label}: {why}")
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -29,7 +30,7 @@ from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
 log = logging.getLogger(__name__)
 gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
 
-__all__ = ["import_onnx", "load_onnx", "parse_input_spec"]
+__all__ = ["PreparedModel", "import_onnx", "load_onnx", "parse_input_spec", "prepare_onnx"]
 
 
 def _activation_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -70,7 +71,10 @@ def _fix_input_dims(model: onnx.ModelProto, whc: tuple[int, int, int] | None,
         else:
             whc = (dims[3], dims[2], dims[1])
     w, h, c = whc
-    check_input_dims(w, h, c, where, inp.name)
+    if is_segment(model):  # a boundary tensor of a bigger model: any channel count
+        check_input_dims(w, h, 1, where, inp.name)
+    else:
+        check_input_dims(w, h, c, where, inp.name)
     if len(dims) == 4 and dims[0] > 1:  # the NPU program runs one image at a time
         log.warning("%s: input '%s' has a fixed batch of %d; compiling it at batch 1 (run "
                     "the images one at a time, or several with `tccc run ... --jobs`)", where,
@@ -91,7 +95,20 @@ def _fix_input_dims(model: onnx.ModelProto, whc: tuple[int, int, int] | None,
     return inp.name, tuple(new), "NHWC" if nhwc else "NCHW"
 
 
-def _check_domains(model: onnx.ModelProto, where: str) -> int:
+#: ``metadata_props`` key marking a model as one NPU segment cut out of a bigger model
+#: (:func:`tcc_compiler.frontend.segments.extract_model`): its input is a boundary tensor,
+#: not an image, so the ``--input`` channel limit (1..64) does not apply.
+SEGMENT_META = "tccc.segment"
+
+
+def is_segment(model) -> bool:
+    """True for a ModelProto :func:`tcc_compiler.frontend.segments.extract_model` wrote
+    (False for paths and anything else)."""
+    return isinstance(model, onnx.ModelProto) and any(
+        p.key == SEGMENT_META for p in model.metadata_props)
+
+
+def _check_domains(model: onnx.ModelProto, where: str, custom_domains: bool = False) -> int:
     opset = None
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
@@ -102,7 +119,7 @@ def _check_domains(model: onnx.ModelProto, where: str) -> int:
         raise ModelError(f"{where}: opset {opset} not supported "
                          f"(6..{onnx.defs.onnx_opset_version()})")
     bad = sorted({n.domain for n in model.graph.node if n.domain not in ("", "ai.onnx")})
-    if bad:
+    if bad and not custom_domains:
         # "<op> '<label>': reason", the label as everywhere (an unnamed node is named by its
         # first output), so the problems group and tccc ops can place them on their nodes
         raise UnsupportedError(where, [
@@ -112,23 +129,48 @@ def _check_domains(model: onnx.ModelProto, where: str) -> int:
     return opset
 
 
-def import_onnx(model: str | os.PathLike | onnx.ModelProto,
-                input_whc: tuple[int, int, int] | str | None = None) -> Graph:
-    """Import an ONNX image model into the graph IR.
+@dataclass(frozen=True)
+class PreparedModel:
+    """An ONNX model ready to convert: input dims fixed, constants folded, shapes inferred.
+
+    Attributes:
+        proto: the folded ``onnx.ModelProto`` with every intermediate shape inferred
+            (``value_info``), nodes in topological order (onnx-graphsurgeon's toposort).
+        original: the model as loaded (before folding), for the validity checks.
+        where: the model's name in messages (its path, or the graph name).
+        opset: its default-domain opset.
+        in_name, in_shape, layout: the image input's name, fixed shape (NCHW ``[1, C, H, W]``
+            or NHWC ``[1, H, W, C]``) and ``"NCHW"``/``"NHWC"``.
+    """
+
+    proto: onnx.ModelProto
+    original: onnx.ModelProto
+    where: str
+    opset: int
+    in_name: str
+    in_shape: tuple[int, ...]
+    layout: str
+
+
+def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
+                 input_whc: tuple[int, int, int] | str | None = None, *,
+                 custom_domains: bool = False) -> PreparedModel:
+    """Load, fix the input dims, constant-fold and shape-infer an ONNX model (the first half
+    of :func:`import_onnx`; the host-segment planner, :mod:`tcc_compiler.segmenting`, cuts
+    the result into NPU and host segments).
 
     Args:
-        model: path to a .onnx file, or a ModelProto.
-        input_whc: (W, H, C) or "WxHxC" for the single image input; None to use the model's
-            fixed dims. The batch is fixed to 1.
+        model: path to a .onnx file, or a ModelProto (copied, never changed).
+        input_whc: (W, H, C) or "WxHxC" of the single image input; None = its fixed dims.
+        custom_domains: accept nodes of non-standard domains (they can run on the host in
+            ONNX Runtime); False refuses them as the NPU compile does.
 
     Returns:
-        A :class:`Graph` with NCHW float32 activations, constants attached to values, node
-        provenance set to the ONNX node names, ``meta`` holding source path, opset and input
-        layout.
+        :class:`PreparedModel`.
 
     Raises:
         InputError, ModelError: unreadable or inconsistent model / input spec.
-        UnsupportedError: lists every node the NPU cannot run, at once.
+        UnsupportedError: custom-domain nodes (unless ``custom_domains``).
     """
     if isinstance(input_whc, str):
         input_whc = parse_input_spec(input_whc)
@@ -139,8 +181,9 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
     else:
         where = str(model)
         proto = load_onnx(model)
-    original = proto
-    opset = _check_domains(proto, where)
+    original = onnx.ModelProto()
+    original.CopyFrom(proto)
+    opset = _check_domains(proto, where, custom_domains)
     check_tensors(proto, where)  # before anything allocates from a tensor's claimed dims
     check_node_attributes(proto, where)
     in_name, in_shape, layout = _fix_input_dims(proto, input_whc, where)
@@ -167,14 +210,38 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
     except Exception as exc:  # onnx-graphsurgeon raises assorted errors on odd attributes
         raise ModelError(f"{where}: cannot write the folded graph back "
                          f"({type(exc).__name__}: {exc})") from None
-    folded.opset_import[0].version = opset
+    for imp in folded.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            imp.version = opset
     try:
         inferred = onnx.shape_inference.infer_shapes(folded, strict_mode=False)
     except Exception as exc:  # shape inference errors: inconsistent model
         raise ModelError(f"{where}: shape inference failed: {str(exc).splitlines()[0]}") from None
     check_inferred_shapes(inferred, where)
-    graph = _convert(inferred, where, opset, in_name, in_shape, layout)
-    check_onnx_validity(original, where)  # last: the checks above say more specific things
+    return PreparedModel(inferred, original, where, opset, in_name, in_shape, layout)
+
+
+def import_onnx(model: str | os.PathLike | onnx.ModelProto,
+                input_whc: tuple[int, int, int] | str | None = None) -> Graph:
+    """Import an ONNX image model into the graph IR.
+
+    Args:
+        model: path to a .onnx file, or a ModelProto.
+        input_whc: (W, H, C) or "WxHxC" for the single image input; None to use the model's
+            fixed dims. The batch is fixed to 1.
+
+    Returns:
+        A :class:`Graph` with NCHW float32 activations, constants attached to values, node
+        provenance set to the ONNX node names, ``meta`` holding source path, opset and input
+        layout.
+
+    Raises:
+        InputError, ModelError: unreadable or inconsistent model / input spec.
+        UnsupportedError: lists every node the NPU cannot run, at once.
+    """
+    pm = prepare_onnx(model, input_whc)
+    graph = _convert(pm.proto, pm.where, pm.opset, pm.in_name, pm.in_shape, pm.layout)
+    check_onnx_validity(pm.original, pm.where)  # last: the checks above say more specific
     return graph
 
 

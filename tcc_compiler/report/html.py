@@ -215,6 +215,8 @@ def render_html(folder: str | os.PathLike, histograms: dict[str, dict] | None = 
         extra.append(f"<h2>Per-layer SQNR</h2><table><tr><th>layer</th><th>SQNR dB (isolated)"
                      f"</th><th>SQNR dB (accumulated)</th></tr>"
                      f"{items}</table>")
+    if rep.get("layout") == "segmented":
+        extra.insert(0, _segments_html(rep))
     if histograms is None and isinstance(calib, dict):
         histograms = calib.get("tensors", calib)
     hists = _histograms(histograms) if histograms else []
@@ -270,6 +272,38 @@ td.w {{ max-width: 28em; white-space: normal; overflow-wrap: anywhere; }}
 {esc(DRAM_NOTE)}</p>
 </body></html>
 """
+
+
+def _segments_html(rep: dict) -> str:
+    """The NPU/host split of a segmented model (report.json ``segments`` and ``boundaries``):
+    one row per segment and one per boundary with its bytes per image and estimated time."""
+    esc = html.escape
+    seg_rows = []
+    for sg in rep.get("segments", []):
+        if sg.get("device") == "npu":
+            what = (f"{sg.get('command_bytes', 0):,} B commands, {sg.get('weight_bytes', 0):,} B "
+                    "weights")
+            ms = f"{sg.get('estimated_latency_ms', 0):.4f} (NPU)"
+        else:
+            what = ", ".join(f"{v} {k}" for k, v in sorted(sg.get("ops", {}).items()))
+            ms = f"{sg.get('estimated_host_ms', 0):.4f} (host)"
+        seg_rows.append(f"<tr><td>{sg.get('index')}</td><td>{esc(str(sg.get('device')))}</td>"
+                        f"<td>{esc(str(sg.get('folder') or sg.get('file')))}</td>"
+                        f"<td class=n>{sg.get('nodes')}</td><td>{esc(what)}</td>"
+                        f"<td class=n>{ms}</td></tr>")
+    b_rows = "".join(
+        f"<tr><td>{esc(str(b.get('tensor')))}</td><td>{b.get('segment')}</td>"
+        f"<td>{esc(str(b.get('kind')))}</td><td class=n>{b.get('bytes', 0):,}</td>"
+        f"<td class=n>{b.get('estimated_host_ms', 0):.4f}</td></tr>"
+        for b in rep.get("boundaries", []))
+    return (f"<h2>Segments: NPU and host</h2><p>estimated {rep.get('estimated_latency_ms', 0):.3f}"
+            f" ms NPU + {rep.get('estimated_host_ms', 0):.3f} ms host + "
+            f"{rep.get('estimated_boundary_ms', 0):.3f} ms boundaries = "
+            f"{rep.get('estimated_total_ms', 0):.3f} ms (host times: the target file's [host] "
+            "assumptions)</p><table><tr><th>#</th><th>device</th><th>entry</th><th>nodes</th>"
+            f"<th>what</th><th>est. ms</th></tr>{''.join(seg_rows)}</table>"
+            "<h2>Boundaries (per image)</h2><table><tr><th>tensor</th><th>segment</th>"
+            f"<th>conversion</th><th>bytes moved</th><th>est. host ms</th></tr>{b_rows}</table>")
 
 
 def write_html(folder: str | os.PathLike, path: str | os.PathLike,

@@ -49,6 +49,8 @@ def run_input(prog, x: np.ndarray, schedule: str = "inorder", seed: int = 0) -> 
     Returns:
         {name: array} as :meth:`LoadedProgram.decode_outputs` gives.
     """
+    if getattr(prog, "segmented", False):  # NPU and host segments, walked in order
+        return prog.run(x, schedule, seed)
     out = prog.execute(prog.quantize(x), schedule=schedule, seed=seed)
     return prog.decode_outputs(out)
 

@@ -1,7 +1,8 @@
 """``tccc run --check``: simulator vs golden integer model vs float model (ONNX Runtime).
 
 * ``bit_exact``: every byte of every NPU output of the reference executor equals the golden
-  integer model computed from the quantized IR saved with the binaries.
+  integer model computed from the quantized IR saved with the binaries; for a segmented
+  model, of every NPU segment, each given the same input it was fed in the run.
 * ``sqnr_db``: 10 log10(sum f^2 / sum (f - q)^2) of the dequantized final output q against
   ONNX Runtime's float output f.
 * ``top1_agree``: argmax of both final outputs agree.
@@ -125,7 +126,9 @@ class Checker:
         from tcc_compiler.ir.text import load_ir
 
         self.prog = prog
-        self.graph = load_ir(Path(prog.folder) / IR_FILE)
+        self.segmented = bool(getattr(prog, "segmented", False))
+        # a segmented model: one golden graph per NPU segment (runtime/segmented.py)
+        self.graph = None if self.segmented else load_ir(Path(prog.folder) / IR_FILE)
         if not Path(model).is_file():
             raise InputError(f"{model}: no such file (--check needs the float ONNX model)")
         so = ort.SessionOptions()
@@ -156,13 +159,18 @@ class Checker:
         """Compare one simulator result ``res`` (from LoadedProgram.run) for input ``x``."""
         from tcc_compiler.quant.golden import run_golden
 
-        gold = run_golden(self.graph, x)
-        exact = True
-        for o in self.prog.manifest["outputs"]:
-            g = gold.get("int:" + o["name"])
-            s = res["int:" + o["name"]]
-            if g is None or g.reshape(-1).tobytes() != s.reshape(-1).tobytes():
-                exact = False
+        if self.segmented:
+            from tcc_compiler.runtime.segmented import check_segments
+
+            exact = check_segments(self.prog, res)
+        else:
+            gold = run_golden(self.graph, x)
+            exact = True
+            for o in self.prog.manifest["outputs"]:
+                g = gold.get("int:" + o["name"])
+                s = res["int:" + o["name"]]
+                if g is None or g.reshape(-1).tobytes() != s.reshape(-1).tobytes():
+                    exact = False
         f = self.float_output(x)
         q = self.prog.final_output(res)
         if f.size != q.size:

@@ -228,13 +228,24 @@ def _check_file_records(folder: Path, manifest: dict, files) -> None:
                           "size); recompile or copy the folder again")
 
 
-def load_program(folder: str | Path) -> LoadedProgram:
-    """Load and validate a compiled output folder.
+def load_program(folder: str | Path):
+    """Load and validate a compiled output folder: a :class:`LoadedProgram`, or for a
+    segmented model (manifest ``layout: "segmented"``, specs/manifest.md) a
+    :class:`tcc_compiler.runtime.segmented.SegmentedProgram` with the same interface.
 
     Raises:
         InputError: missing folder/files. FormatError: manifest or binaries fail validation.
         ExecutionError: the program exceeds the manifest's target.
     """
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST_FILE).read_bytes())
+    except (OSError, ValueError):  # LoadedProgram reports it with the right message
+        manifest = None
+    if isinstance(manifest, dict) and manifest.get("layout") == "segmented" \
+            and manifest.get("format") == "tccc-manifest":
+        from tcc_compiler.runtime.segmented import load_segmented
+
+        return load_segmented(folder, manifest)
     return LoadedProgram(folder)
 
 

@@ -109,7 +109,11 @@ def test_partition_places_fused_nodes_on_npu_and_softmax_on_host(net):
 
 
 def test_partition_names_the_unsupported_node_and_reason(net):
-    places = tc.partition(_with_tail(net, "Sin"), "32x32x3")
+    # by default a node the NPU cannot run (Sin) runs on the host, in ONNX Runtime
+    by = {p.node: p for p in tc.partition(_with_tail(net, "Sin"), "32x32x3")}
+    assert by["tail_Sin"].device == "host" and "host segment" in by["tail_Sin"].reason
+    assert all(p.device == "npu" for n, p in by.items() if n != "tail_Sin")
+    places = tc.partition(_with_tail(net, "Sin"), "32x32x3", strict=True)
     bad = [p for p in places if p.device == "unsupported"]
     assert [(p.node, p.op_type) for p in bad] == [("tail_Sin", "Sin")]
     assert "not supported" in bad[0].reason and not bad[0].supported
@@ -127,7 +131,9 @@ def test_cli_ops(net, tmp_path, capsys):
     assert sorted(r["op_type"] for r in rows) == sorted(CONVERTERS)
     path = tmp_path / "m.onnx"
     onnx.save(_with_tail(net, "Sin"), str(path))
-    assert main(["ops", str(path), "--input", "32x32x3"]) == 2  # compile would refuse it
+    assert main(["ops", str(path), "--input", "32x32x3"]) == 0  # Sin runs on the host
+    assert capsys.readouterr().out.strip().endswith("1 on the host")
+    assert main(["ops", str(path), "--input", "32x32x3", "--strict"]) == 2  # refused
     out, err = capsys.readouterr()
     assert "unsupported Sin" in out and out.strip().endswith("0 on the host, 1 unsupported")
     assert "compile would refuse" in err and len(err.strip().splitlines()) == 1

@@ -18,7 +18,8 @@ The layers (issue #19; a module may import its own layer or lower ones):
  6    sim
  7    runtime
  8    export, report, zoo
- 9    driver, options, placement, onnx_backend, api, cli, ``tcc_compiler/__init__``
+ 9    driver, options, placement, segmenting, onnx_backend, api, cli,
+      ``tcc_compiler/__init__``
 ====  ===========================================================================
 
 Private names: ``from X import _y``, ``X._y`` on an imported module ``X``, and importing a
@@ -48,8 +49,8 @@ LAYERS: dict[str, int] = {
     "sim": 6,
     "runtime": 7,
     "export": 8, "report": 8, "zoo": 8,
-    **dict.fromkeys(("driver", "options", "placement", "onnx_backend", "api", "cli",
-                     "__init__"), 9),
+    **dict.fromkeys(("driver", "options", "placement", "segmenting", "onnx_backend", "api",
+                     "cli", "__init__"), 9),
 }
 
 LAYER_RULE = "a module may import only its own layer or lower ones"

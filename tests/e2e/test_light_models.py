@@ -96,7 +96,7 @@ def test_refused_with_every_node_listed(name):
 
 def test_refusal_cli_one_line(tmp_path, capsys):
     path = LIGHT / "light_squeezenet.onnx"
-    code = main(["compile", str(path), "-o", str(tmp_path / "o")])
+    code = main(["compile", str(path), "-o", str(tmp_path / "o"), "--strict"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "8 unsupported node(s)" in err and "Concat" in err and "Softmax" not in err

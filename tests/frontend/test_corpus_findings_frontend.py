@@ -9,6 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import tcc_compiler as tc
 from tcc_compiler.cli.main import main
 
 
@@ -31,10 +32,11 @@ def _fc_model(b: np.ndarray, c: np.ndarray | None, outputs=("y",), **gemm) -> on
     return m
 
 
-def _compile_refuses(tmp_path, capsys, model: onnx.ModelProto, *phrases: str) -> str:
+def _compile_refuses(tmp_path, capsys, model: onnx.ModelProto, *phrases: str,
+                     extra: tuple[str, ...] = ()) -> str:
     path = tmp_path / "m.onnx"
     onnx.save(model, path)
-    code = main(["-q", "compile", str(path), "-o", str(tmp_path / "out")])
+    code = main(["-q", "compile", str(path), "-o", str(tmp_path / "out"), *extra])
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("tccc: error: ") and str(path) in err
@@ -68,7 +70,13 @@ def test_gemm_bias_row_vector_still_compiles(tmp_path, capsys):
 def test_graph_input_listed_as_output_is_refused(tmp_path, capsys):
     # Was: compiled, and the manifest's graph_outputs named 'x', which tccc run refused.
     m = _fc_model(np.ones((5, 3)), None, outputs=("y", "x"), transB=1)
-    _compile_refuses(tmp_path, capsys, m, "output 'x'", "graph input is also a graph output")
+    _compile_refuses(tmp_path, capsys, m, "output 'x'", "graph input is also a graph output",
+                     extra=("--strict",))
+    # with host segments the host hands the input back as that output: it compiles and runs
+    out = tmp_path / "seg"
+    assert main(["-q", "compile", str(tmp_path / "m.onnx"), "-o", str(out)]) == 0
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(tc.load(out).run_all(x)["x"], x)
 
 
 def test_duplicate_output_names_the_output(tmp_path, capsys):

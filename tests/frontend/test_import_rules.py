@@ -640,7 +640,7 @@ def test_refused_variant_exit_2_one_line(make_model, tmp_path, capsys, case):
     shape = [1, 2, 1, 1] if case == "gemm_trans_a" else [1, 2, 3, 3]
     path = tmp_path / f"{case}.onnx"
     onnx.save(_build(make_model, Rule(nodes, shape, inits, opset, "")), path)
-    code = main(["compile", str(path), "-o", str(tmp_path / "o")])
+    code = main(["compile", str(path), "-o", str(tmp_path / "o"), "--strict"])
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.count("\n") == 1, err

@@ -389,7 +389,7 @@ def test_refused_forms_exit_2_one_line(make_model, tmp_path, capsys, case):
     nodes, inits, opset = build()
     path = tmp_path / f"{case}.onnx"
     onnx.save(_model(make_model, nodes, inits, opset), path)
-    code = main(["compile", str(path), "-o", str(tmp_path / "o")])
+    code = main(["compile", str(path), "-o", str(tmp_path / "o"), "--strict"])
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1, err

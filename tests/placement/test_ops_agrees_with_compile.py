@@ -35,11 +35,16 @@ def test_fc_window_beyond_u8_is_refused_by_compile_and_ops(hwc, tmp_path, capsys
     path = tmp_path / "m.onnx"
     onnx.save(_nhwc_fc(*hwc), str(path))
     with pytest.raises(UnsupportedError, match=r"fc 'fc': k[hw] = \d+ exceeds"):
+        tc.compile(str(path), strict=True)
+    # without --strict the FC would run on the host, leaving nothing for the NPU: refused too
+    with pytest.raises(UnsupportedError, match=r"k[hw] = \d+ exceeds.*nothing is left"):
         tc.compile(str(path))
     assert main(["compile", str(path), "-o", str(tmp_path / "out")]) == 2
     capsys.readouterr()
     places = {p.node: p for p in tc.partition(str(path))}
     assert places["fc"].device == "unsupported" and not places["fc"].supported
+    assert main(["ops", str(path), "--strict"]) == 2
+    capsys.readouterr()
     assert main(["ops", str(path)]) == 2
     out, err = capsys.readouterr()
     assert "unsupported Gemm" in out

@@ -49,6 +49,10 @@ def add_arguments(p) -> None:
                    help="print the IR to stderr after PASS (repeatable; 'all' for every stage)")
     p.add_argument("--print-ir-before", metavar="PASS", action="append", default=None,
                    help="print the IR to stderr before PASS (repeatable; 'all')")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a model the NPU cannot run whole (exit 2, every refused node "
+                        "named) instead of running those nodes on the host, in ONNX Runtime, "
+                        "between NPU segments")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -120,7 +124,9 @@ def _print_summary(args, r: dict) -> None:
 
         print(format_pass_report(r, times=args.time_passes, stats=args.pass_stats),
               file=sys.stderr)
-    if args.json:
+    if r.get("layout") == "segmented":
+        _print_segmented(args, r)
+    elif args.json:
         print(json_text({k: r[k] for k in ("command_bytes", "weight_bytes", "macs",
                                             "estimated_cycles", "estimated_latency_ms",
                                             "sram_peak_bytes", "npu_ops", "weight_compression")}))
@@ -134,6 +140,24 @@ def _print_summary(args, r: dict) -> None:
               f"{format_latency(r['estimated_latency_ms'])} on {r['target']}")
 
 
+def _print_segmented(args, r: dict) -> None:
+    """The compile summary of a segmented model: segments, NPU/host split, estimates."""
+    keys = ("command_bytes", "weight_bytes", "macs", "estimated_latency_ms",
+            "estimated_host_ms", "estimated_boundary_ms", "estimated_total_ms",
+            "boundary_bytes", "sram_peak_bytes", "placement")
+    if args.json:
+        print(json_text({k: r[k] for k in keys}))
+        return
+    pl = r["placement"]
+    print(f"wrote {str(args.output).rstrip('/')}/: {pl['npu_segments']} NPU segment(s) "
+          f"({pl['npu_nodes']} nodes; npu_cmd.bin {r['command_bytes']:,} B, "
+          f"quantized_network.bin {r['weight_bytes']:,} B in all) and {pl['host_segments']} "
+          f"host segment(s) ({pl['host_nodes']} nodes, ONNX Runtime); {r['macs'] / 1e9:.2f} "
+          f"GMAC on the NPU, estimated {format_latency(r['estimated_latency_ms'])} NPU + "
+          f"{format_latency(r['estimated_host_ms'] + r['estimated_boundary_ms'])} host "
+          f"({r['boundary_bytes']:,} B converted at the boundaries) on {r['target']}")
+
+
 def options_from_args(args) -> CompileOptions:
     """The :class:`CompileOptions` of ``tccc compile``'s arguments (an option not given keeps
     the record's default)."""
@@ -143,7 +167,7 @@ def options_from_args(args) -> CompileOptions:
         method=args.calib_method, percentile=percentile, calib_table=args.calib_table,
         bias_correction=args.bias_correction, compress_weights=not args.no_compress_weights,
         verify_ir=args.verify, dump_ir=args.dump_ir, print_ir_before=args.print_ir_before,
-        print_ir_after=args.print_ir_after)
+        print_ir_after=args.print_ir_after, strict=args.strict)
 
 
 def format_latency(ms: float) -> str:

@@ -62,6 +62,9 @@ def run(args) -> int:
     from tcc_compiler.api.folders import load_program, read_report
     from tcc_compiler.errors import FormatError
 
+    from tcc_compiler.runtime.segmented import refuse_segmented
+
+    refuse_segmented(args.dir, "tccc disasm")
     prog = load_program(args.dir)
     comments = None
     try:  # report.json only names the source layers: a bad one costs the comments, not the run

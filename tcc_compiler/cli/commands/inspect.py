@@ -35,7 +35,9 @@ def run(args) -> int:
         check_output_file(args.csv, "--csv")
     d = Path(args.dir)
     prog = load_program(d)   # validates the folder (manifest, sizes, CRCs) with clear errors
-    read_report(d)  # a corrupt report.json: one-line error before any output
+    report = read_report(d)  # a corrupt report.json: one-line error before any output
+    if getattr(prog, "segmented", False):
+        return _inspect_segmented(args, prog, report or {})
     raw_c = (d / "npu_cmd.bin").read_bytes()
     raw_w = (d / "quantized_network.bin").read_bytes()
     cmd, wf = prog.cmd, prog.weights
@@ -160,3 +162,41 @@ def summary_json(raw_c: bytes, raw_w: bytes, prog, counts: Counter, d: Path) -> 
                        for e in wf.layers]},
         "report": report,
     }
+
+
+def _inspect_segmented(args, prog, report: dict) -> int:
+    """``tccc inspect`` of a segmented folder: each segment (device, nodes, sizes, estimated
+    time) and each NPU <-> host boundary (bytes converted per image, estimated host time);
+    ``tccc inspect DIR/npu_<k>`` shows one NPU program in full."""
+    from tcc_compiler.schedule.report import to_csv
+
+    if args.csv:
+        from tcc_compiler.fsutil import write_output_file
+
+        write_output_file(args.csv, to_csv(report.get("layers", [])))
+    if args.json:
+        print(json_text({"manifest": prog.manifest, "report": report}, indent=1))
+        return 0
+    for seg in report.get("segments", []):
+        if seg["device"] == "npu":
+            print(f"segment {seg['index']:>3} npu   {seg['folder']:<12} {seg['nodes']:>4} nodes "
+                  f"npu_cmd.bin {seg['command_bytes']:,} B, quantized_network.bin "
+                  f"{seg['weight_bytes']:,} B, est. {seg['estimated_latency_ms']:.3f} ms (NPU)")
+        else:
+            ops = ", ".join(f"{v} {k}" for k, v in sorted(seg["ops"].items()))
+            print(f"segment {seg['index']:>3} host  {seg['file']:<12} {seg['nodes']:>4} nodes "
+                  f"({ops}), {seg['bytes']:,} B moved, est. {seg['estimated_host_ms']:.3f} ms "
+                  "(host, assumed)")
+    for b in report.get("boundaries", []):
+        print(f"boundary {b['kind']:<10} {b['tensor']} (segment {b['segment']}): "
+              f"{b['npu_bytes']:,} B int <-> {b['float_bytes']:,} B float32, est. "
+              f"{b['estimated_host_ms']:.4f} ms")
+    pl = report.get("placement", {})
+    print(f"{pl.get('npu_nodes', '?')} node(s) in {pl.get('npu_segments', '?')} NPU segment(s), "
+          f"{pl.get('host_nodes', '?')} in {pl.get('host_segments', '?')} host segment(s); "
+          f"estimated {report.get('estimated_latency_ms', 0):.3f} ms NPU + "
+          f"{report.get('estimated_host_ms', 0):.3f} ms host + "
+          f"{report.get('estimated_boundary_ms', 0):.3f} ms boundaries = "
+          f"{report.get('estimated_total_ms', 0):.3f} ms (host figures: target [host] "
+          "assumptions)")
+    return 0

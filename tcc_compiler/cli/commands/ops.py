@@ -2,8 +2,9 @@
 
 Without MODEL: the op types of the frontend's converter table (the same table the importer and
 SUPPORTED_OPS.md use). With MODEL: :func:`tcc_compiler.placement.partition` per node, with the
-reason: ``npu`` (in the NPU program), ``host`` (run by the host runtime after the NPU program,
-e.g. Softmax) or ``unsupported`` (tccc compile refuses the model because of it).
+reason: ``npu`` (in an NPU program), ``host`` (run on the host: Softmax after the NPU
+program, or in a host segment that ONNX Runtime runs between NPU segments) or ``unsupported``
+(tccc compile refuses the model because of it: neither runs it, or ``--strict``).
 
 Exit codes: 0 when the model would compile (no unsupported node), 2 when tccc compile would
 refuse it (the nodes are listed all the same, on stdout; the reason line on stderr).
@@ -25,6 +26,9 @@ def add_arguments(p) -> None:
     """Arguments of ``tccc ops``."""
     p.add_argument("model", nargs="?", help="an .onnx model to partition (optional)")
     p.add_argument("--input", default=None, help="input size W x H x C for MODEL")
+    p.add_argument("--strict", action="store_true",
+                   help="place as tccc compile --strict does: no host segments, every node "
+                        "the NPU cannot run is unsupported")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -40,7 +44,7 @@ def run(args) -> int:
             for r in rows:
                 print(f"{r['op_type']:<20} {r['notes']}".rstrip())
         return 0
-    places = partition(args.model, args.input)
+    places = partition(args.model, args.input, strict=args.strict)
     bad = [p for p in places if not p.supported]
     if args.json:
         print(json_text([p.to_dict() for p in places]))

@@ -1,0 +1,253 @@
+"""The top-level manifest, report and folder of a segmented model (NPU and host segments).
+
+Layout and fields: specs/manifest.md, "Segmented models". The inputs are duck-typed so this
+layer-5 module needs no later stage: ``plan`` has ``prepared`` (the folded ONNX model and its
+input), ``segments`` (index, device, nodes, inputs, outputs) and ``labels()``; each part is
+an NPU segment's compile artifacts (``manifest``, ``report``, ``cmd_bin``, ``weight_bin``,
+``graph``, ``calib_table``) or a host segment's ``onnx.ModelProto``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from tcc_compiler.emit.files import (CALIB_TABLE_FILE, MANIFEST_FILE, MANIFEST_VERSION,
+                                     REPORT_CSV_FILE, REPORT_FILE, segment_entry)
+from tcc_compiler.emit.jsonfmt import json_text
+from tcc_compiler.emit.package import write_files
+from tcc_compiler.fsutil import atomic_dir
+from tcc_compiler.quant.calib_table import write_table
+from tcc_compiler.schedule import report as perf_report
+from tcc_compiler.version import __version__
+
+#: ONNX element type -> numpy dtype name, for tensor sizes (bytes) in the report.
+_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64",
+           onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT8: "int8",
+           onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.BOOL: "bool",
+           onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.DOUBLE: "float64"}
+
+
+def _tensor_info(proto: onnx.ModelProto) -> dict[str, tuple[list[int], str]]:
+    """{tensor: (dims, dtype name)} of every typed tensor and initializer of ``proto``."""
+    out = {}
+    for vi in list(proto.graph.input) + list(proto.graph.value_info) + list(proto.graph.output):
+        tt = vi.type.tensor_type
+        out[vi.name] = ([d.dim_value for d in tt.shape.dim],
+                        _DTYPES.get(tt.elem_type, "float32"))
+    for t in proto.graph.initializer:
+        out[t.name] = (list(t.dims), _DTYPES.get(t.data_type, "float32"))
+    return out
+
+
+def _nbytes(info: tuple[list[int], str] | None) -> int:
+    """Bytes of a tensor from :func:`_tensor_info` (0 when unknown)."""
+    if info is None:
+        return 0
+    return int(np.prod(info[0], dtype=np.int64)) * np.dtype(info[1]).itemsize
+
+
+def _node_macs(node: onnx.NodeProto, info: dict) -> int:
+    """Multiply-accumulates of a Conv, ConvTranspose, MatMul or Gemm node (0 for others):
+    output elements x reduction length (Conv: weight [M, C/g, kh, kw] -> C/g*kh*kw;
+    ConvTranspose: input elements x weight [C, M/g, kh, kw] -> M/g*kh*kw; MatMul/Gemm: K)."""
+    def elems(name):
+        return int(np.prod(info[name][0], dtype=np.int64)) if name in info else 0
+    w = info.get(node.input[1])[0] if len(node.input) > 1 and node.input[1] in info else None
+    if not w:
+        return 0
+    if node.op_type == "Conv":
+        return elems(node.output[0]) * int(np.prod(w[1:], dtype=np.int64))
+    if node.op_type == "ConvTranspose":
+        return elems(node.input[0]) * int(np.prod(w[1:], dtype=np.int64))
+    if node.op_type in ("MatMul", "Gemm"):
+        a = info.get(node.input[0], ([0], ""))[0]
+        trans_a = any(at.name == "transA" and at.i for at in node.attribute)
+        k = a[-2] if trans_a and len(a) >= 2 else (a[-1] if a else 0)
+        return elems(node.output[0]) * int(k)
+    return 0
+
+
+def _graph_output_records(plan, info) -> list[dict]:
+    """The model's graph outputs: name, ONNX shape, dtype, producing segment."""
+    made_by = {t: s.index for s in plan.segments for t in s.outputs}
+    out = []
+    for o in plan.prepared.proto.graph.output:
+        dims, dtype = info.get(o.name, ([], "float32"))
+        out.append({"name": o.name, "shape": dims, "dtype": dtype,
+                    "segment": made_by.get(o.name)})
+    return out
+
+
+def _segment_record(seg, part, plan) -> dict:
+    """One entry of the manifest's ``segments`` list."""
+    rec = {"index": seg.index, "device": seg.device, "inputs": list(seg.inputs),
+           "outputs": list(seg.outputs), "nodes": plan.labels(seg.nodes)}
+    entry = segment_entry(seg.device, seg.index)
+    if isinstance(part, onnx.ModelProto):
+        data = part.SerializeToString()
+        rec.update({"file": entry, "bytes": len(data), "crc32": zlib.crc32(data)})
+    else:
+        rec["folder"] = entry
+    return rec
+
+
+def build_segment_manifest(plan, parts: list, tgt, model, preprocess, input_nchw,
+                           calibration: tuple[str, int, str]) -> dict:
+    """The top-level manifest of a segmented model (specs/manifest.md).
+
+    Args:
+        plan, parts: see the module docstring. tgt: the Target. model: the source model
+            (path or ModelProto: name and sha256). preprocess: the model input's
+            :class:`Preprocess`. input_nchw: its NCHW shape. calibration: (method, number of
+            inputs, source description).
+    """
+    p = plan.prepared
+    if isinstance(model, (str, os.PathLike)):
+        from tcc_compiler.fsutil import file_sha256
+
+        source, sha = str(model), file_sha256(model)
+    else:
+        source, sha = p.where, hashlib.sha256(model.SerializeToString()).hexdigest()
+    info = _tensor_info(p.proto)
+    method, n_calib, calib_source = calibration
+    return {
+        "format": "tccc-manifest", "manifest_version": MANIFEST_VERSION, "tool": "tccc",
+        "tool_version": __version__, "layout": "segmented",
+        "model": {"source": source, "sha256": sha, "opset": p.opset},
+        "target": tgt.to_dict(),
+        "input": {"name": p.in_name, "onnx_name": p.in_name, "shape": list(input_nchw),
+                  "onnx_layout": p.layout, "dtype": "float32"},
+        "outputs": _graph_output_records(plan, info),
+        "graph_outputs": [o.name for o in p.proto.graph.output],
+        "segments": [_segment_record(s, part, plan) for s, part in zip(plan.segments, parts)],
+        "preprocess": preprocess.to_dict(),
+        "calibration": {"method": method, "inputs": n_calib, "source": calib_source},
+    }
+
+
+def boundaries(plan, parts: list, host) -> list[dict]:
+    """Every tensor crossing between the NPU and the host, with its cost per image.
+
+    A ``dequantize`` boundary is an NPU segment output read by another segment or the caller
+    (int8/int32 NHWC -> float32 NCHW, once); a ``quantize`` boundary an NPU segment input
+    (float32 -> int8, once per NPU segment reading it; the model input included).
+    ``bytes`` = NPU-side bytes + float32 bytes (what the host reads and writes),
+    ``estimated_host_ms`` by :meth:`HostModel.boundary_seconds`.
+    """
+    out = []
+    for seg, part in zip(plan.segments, parts):
+        if isinstance(part, onnx.ModelProto):
+            continue
+        ios = [("quantize", part.manifest["input"])] + [
+            ("dequantize", o) for o in part.manifest["outputs"] if o["name"] in seg.outputs]
+        for kind, io in ios:
+            h, w, c = io["npu_hwc"]
+            elems = h * w * c
+            int_bytes = elems * np.dtype(io.get("dtype", "int8")).itemsize
+            float_bytes = 4 * elems
+            out.append({"tensor": io["name"], "segment": seg.index, "kind": kind,
+                        "shape": list(io["shape"]), "npu_bytes": int_bytes,
+                        "float_bytes": float_bytes, "bytes": int_bytes + float_bytes,
+                        "scale": io["scale"], "zero_point": io["zero_point"],
+                        "estimated_host_ms": round(
+                            host.boundary_seconds(int_bytes, float_bytes) * 1e3, 6)})
+    return out
+
+
+def _host_segment_report(seg, plan, info, host) -> dict:
+    """A host segment's report row: ops, bytes moved, MACs, estimated time."""
+    nodes = plan.prepared.proto.graph.node
+    ms, moved, macs, ops = 0.0, 0, 0, {}
+    for i in seg.nodes:
+        n = nodes[i]
+        b = sum(_nbytes(info.get(t)) for t in list(n.input) + list(n.output) if t)
+        m = _node_macs(n, info)
+        ms += host.node_seconds(b, m) * 1e3
+        moved, macs = moved + b, macs + m
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    return {"index": seg.index, "device": "host", "nodes": len(seg.nodes), "ops": ops,
+            "bytes": moved, "macs": macs, "estimated_host_ms": round(ms, 6),
+            "file": segment_entry("host", seg.index)}
+
+
+def build_segment_report(plan, parts: list, tgt, host) -> dict:
+    """The top-level report of a segmented model: totals, one row per segment, the
+    boundaries with their cost, and every NPU layer (``segment`` added to each row).
+
+    NPU time is the sum of the segments' estimated latencies; host time the sum of the host
+    segments' and boundaries' estimates (:mod:`tcc_compiler.target.host`), run one after the
+    other (``estimated_total_ms``: no overlap of NPU and host work is assumed).
+    """
+    info = _tensor_info(plan.prepared.proto)
+    rows, layers = [], []
+    for seg, part in zip(plan.segments, parts):
+        if isinstance(part, onnx.ModelProto):
+            rows.append(_host_segment_report(seg, plan, info, host))
+            continue
+        r = part.report
+        rows.append({"index": seg.index, "device": "npu", "nodes": len(seg.nodes),
+                     "folder": segment_entry("npu", seg.index),
+                     **{k: r[k] for k in ("command_bytes", "weight_bytes", "commands", "macs",
+                                          "estimated_cycles", "estimated_latency_ms",
+                                          "sram_peak_bytes", "dram_read_bytes",
+                                          "dram_write_bytes")}})
+        layers += [{**li, "segment": seg.index} for li in r["layers"]]
+    bounds = boundaries(plan, parts, host)
+    npu_rows = [r for r in rows if r["device"] == "npu"]
+
+    def total(key):
+        return sum(r[key] for r in npu_rows)
+
+    host_ms = sum(r["estimated_host_ms"] for r in rows if r["device"] == "host")
+    bound_ms = sum(b["estimated_host_ms"] for b in bounds)
+    npu_ms = total("estimated_latency_ms")
+    return {
+        "tool_version": __version__, "target": tgt.name, "layout": "segmented",
+        "segments": rows, "boundaries": bounds, "host_model": host.to_dict(),
+        "placement": {"npu_nodes": sum(r["nodes"] for r in npu_rows),
+                      "host_nodes": sum(r["nodes"] for r in rows if r["device"] == "host"),
+                      "npu_segments": len(npu_rows), "host_segments": len(rows) - len(npu_rows)},
+        "command_bytes": total("command_bytes"), "weight_bytes": total("weight_bytes"),
+        "commands": total("commands"), "macs": total("macs"),
+        "estimated_cycles": total("estimated_cycles"), "estimated_latency_ms": npu_ms,
+        "estimated_host_ms": round(host_ms, 6), "estimated_boundary_ms": round(bound_ms, 6),
+        "boundary_bytes": sum(b["bytes"] for b in bounds),
+        "estimated_total_ms": round(npu_ms + host_ms + bound_ms, 6),
+        "sram_peak_bytes": max(r["sram_peak_bytes"] for r in npu_rows),
+        "dram_read_bytes": total("dram_read_bytes"),
+        "dram_write_bytes": total("dram_write_bytes"),
+        "layers": layers,
+    }
+
+
+def write_segmented_package(folder: str | os.PathLike, manifest: dict, report: dict,
+                            parts: list, calib_table: dict | None) -> Path:
+    """Write a segmented model's folder in one step (:func:`fsutil.atomic_dir`): manifest.json,
+    report.json, report.csv, calib_table.json, one ``npu_<k>/`` folder per NPU segment (the
+    files of a whole-model folder, :func:`write_files`) and one ``host_<k>.onnx`` per host
+    segment.
+
+    Raises:
+        InputError: the folder cannot be written, or holds files tccc did not write.
+    """
+    with atomic_dir(folder) as tmp:
+        for seg, part in zip(manifest["segments"], parts):
+            if isinstance(part, onnx.ModelProto):
+                (tmp / seg["file"]).write_bytes(part.SerializeToString())
+                continue
+            sub = tmp / seg["folder"]
+            sub.mkdir()
+            write_files(sub, part.cmd_bin, part.weight_bin, part.manifest, part.report,
+                        part.graph, part.calib_table)
+        (tmp / REPORT_FILE).write_text(json_text(report, indent=2, sort_keys=True) + "\n")
+        (tmp / REPORT_CSV_FILE).write_text(perf_report.to_csv(report.get("layers", [])))
+        if calib_table is not None:
+            write_table(calib_table, tmp / CALIB_TABLE_FILE)
+        (tmp / MANIFEST_FILE).write_text(json_text(manifest, indent=2, sort_keys=True) + "\n")
+    return Path(folder)

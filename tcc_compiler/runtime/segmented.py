@@ -1,0 +1,190 @@
+"""Load and run a segmented model: NPU programs and host ONNX graphs, walked in order.
+
+A folder whose manifest says ``"layout": "segmented"`` (specs/manifest.md) holds one
+``npu_<k>/`` folder per NPU segment (a whole-model folder of its own, loaded by
+:class:`~tcc_compiler.runtime.loaded.LoadedProgram`) and one ``host_<k>.onnx`` per host segment
+(run in float32 by ONNX Runtime). Tensors cross the boundaries in float32: an NPU segment
+quantizes its input with its own scale and dequantizes its outputs, exactly as a whole-model
+program does.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from tcc_compiler.emit.files import MANIFEST_FILE
+from tcc_compiler.errors import FormatError, InputError
+from tcc_compiler.runtime.loaded import LoadedProgram
+
+#: Top-level fields a segmented manifest must have.
+_KEYS = ("input", "outputs", "graph_outputs", "segments", "preprocess", "target")
+
+
+def _safe_entry(folder: Path, name, where: str) -> Path:
+    """``folder / name`` for a plain entry name (no path separators), else FormatError."""
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (
+            ".", ".."):
+        raise FormatError(f"{where}: segment entry {name!r} is not a plain file/folder name")
+    return folder / name
+
+
+class SegmentedProgram:
+    """A segmented compiled model ready to run (same interface as :class:`LoadedProgram`:
+    ``manifest``, ``input_shape``, ``as_input``, ``run``, ``final_output``).
+
+    Attributes:
+        folder: the output folder. manifest: its parsed top-level manifest.
+        programs: {segment index: LoadedProgram} of the NPU segments.
+        sessions: {segment index: onnxruntime.InferenceSession} of the host segments.
+
+    Raises:
+        InputError: missing files. FormatError: a malformed manifest, a host file whose size
+            or CRC-32 differs from the manifest's, an NPU segment folder failing its checks.
+    """
+
+    segmented = True
+
+    def __init__(self, folder: str | Path, manifest: dict):
+        import onnxruntime as ort
+
+        self.folder = Path(folder)
+        self.manifest = manifest
+        where = str(self.folder / MANIFEST_FILE)
+        missing = [k for k in _KEYS if k not in manifest]
+        if missing or not isinstance(manifest["segments"], list):
+            raise FormatError(f"{where}: missing field(s) {', '.join(missing) or 'segments'}")
+        self.programs: dict[int, LoadedProgram] = {}
+        self.sessions: dict = {}
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        for k, seg in enumerate(manifest["segments"]):
+            if not isinstance(seg, dict) or seg.get("device") not in ("npu", "host"):
+                raise FormatError(f"{where}: segments[{k}]: expected an npu or host segment")
+            if seg["device"] == "npu":
+                self.programs[k] = LoadedProgram(_safe_entry(self.folder, seg.get("folder"),
+                                                             where))
+                continue
+            path = _safe_entry(self.folder, seg.get("file"), where)
+            try:
+                data = path.read_bytes()
+            except OSError:
+                raise InputError(f"{path}: missing (copy the whole output folder)") from None
+            if len(data) != seg.get("bytes") or zlib.crc32(data) != seg.get("crc32"):
+                raise FormatError(f"{path}: size or CRC-32 differs from manifest.json's "
+                                  "record: corrupted or from another compilation")
+            self.sessions[k] = ort.InferenceSession(data, so,
+                                                    providers=["CPUExecutionProvider"])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The float input shape the runtime takes (NCHW [1, C, H, W])."""
+        return tuple(self.manifest["input"]["shape"])
+
+    def as_input(self, x) -> np.ndarray:
+        """``x`` as the float32 input (an array, or an image/.npy path loaded with the
+        compiled preprocessing); see :meth:`LoadedProgram.as_input`."""
+        return LoadedProgram.as_input(self, x)
+
+    def run(self, x, schedule: str = "inorder", seed: int = 0) -> dict[str, np.ndarray]:
+        """Run one input through every segment in order.
+
+        Args:
+            x: float32 NCHW input (``input_shape``), or an image / ``.npy`` path.
+            schedule, seed: the NPU executor's command order (see ``tccc run --schedule``).
+
+        Returns:
+            {tensor name: array} of every boundary tensor and graph output (float32, the
+            host graphs' own dtypes), plus per NPU segment ``k``: ``"feed:<k>"`` (its float
+            input as fed) and ``"int:<k>:<name>"`` (its raw integer NHWC outputs), which
+            ``tccc run --check`` compares with the golden integer model.
+
+        Raises:
+            InputError: wrong shape or non-finite values. ExecutionError: executor fault.
+        """
+        x = self.as_input(x)
+        if tuple(x.shape) != self.input_shape:
+            raise InputError(f"input shape {tuple(x.shape)} differs from the model's "
+                             f"{self.input_shape}")
+        if not np.all(np.isfinite(x)):
+            raise InputError("input contains NaN or Inf")
+        inp = self.manifest["input"]
+        nhwc = inp.get("onnx_layout") == "NHWC"
+        env = {inp["name"]: np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if nhwc else x}
+        for k, seg in enumerate(self.manifest["segments"]):
+            if k in self.sessions:
+                outs = self.sessions[k].run(list(seg["outputs"]),
+                                            {t: env[t] for t in seg["inputs"]})
+                env.update(zip(seg["outputs"], outs))
+                continue
+            prog = self.programs[k]
+            feed = np.asarray(env[seg["inputs"][0]], np.float32)
+            if prog.manifest["input"].get("onnx_layout") == "NHWC":
+                feed = np.ascontiguousarray(feed.transpose(0, 3, 1, 2))
+            res = prog.decode_outputs(prog.execute(prog.quantize(feed), schedule, seed))
+            env[f"feed:{k}"] = feed
+            for o in prog.manifest["outputs"]:
+                env[f"int:{k}:{o['name']}"] = res["int:" + o["name"]]
+            env.update({t: res[t] for t in seg["outputs"] if t in res})
+        return env
+
+    def final_output(self, res: dict[str, np.ndarray]) -> np.ndarray:
+        """The first graph output."""
+        return res[self.manifest["graph_outputs"][0]]
+
+
+def check_segments(prog: SegmentedProgram, res: dict[str, np.ndarray]) -> bool:
+    """Bit-exactness of every NPU segment of one run: each segment's executor outputs
+    (``res["int:<k>:<name>"]``) equal the golden integer model's on the same input
+    (``res["feed:<k>"]``, quantized the same way), byte for byte.
+
+    Raises:
+        InputError, FormatError: an NPU segment folder without a readable quantized.tir.
+    """
+    from tcc_compiler.emit.files import IR_FILE
+    from tcc_compiler.ir.text import load_ir
+    from tcc_compiler.quant.golden import run_golden
+
+    cache = prog.__dict__.setdefault("_golden_graphs", {})
+    for k, sub in prog.programs.items():
+        if k not in cache:
+            cache[k] = load_ir(Path(sub.folder) / IR_FILE)
+        gold = run_golden(cache[k], res[f"feed:{k}"])
+        for o in sub.manifest["outputs"]:
+            g, s = gold.get("int:" + o["name"]), res[f"int:{k}:{o['name']}"]
+            if g is None or g.reshape(-1).tobytes() != s.reshape(-1).tobytes():
+                return False
+    return True
+
+
+def is_segmented_folder(manifest: dict) -> bool:
+    """True for a parsed top-level manifest of a segmented model."""
+    return isinstance(manifest, dict) and manifest.get("layout") == "segmented"
+
+
+def load_segmented(folder: str | os.PathLike, manifest: dict) -> SegmentedProgram:
+    """:class:`SegmentedProgram` of ``folder`` whose parsed manifest is ``manifest``."""
+    return SegmentedProgram(folder, manifest)
+
+
+def refuse_segmented(folder: str | os.PathLike, what: str) -> None:
+    """Raise InputError when ``folder`` holds a segmented model, for commands that work on one
+    NPU program (``what``: e.g. "tccc disasm"); the message names the segment folders to use.
+    A folder without a readable manifest passes (the command reports that itself)."""
+    import json
+
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST_FILE).read_bytes())
+    except (OSError, ValueError):
+        return
+    if not is_segmented_folder(manifest):
+        return
+    npu = [s.get("folder") for s in manifest.get("segments", [])
+           if isinstance(s, dict) and s.get("device") == "npu"]
+    raise InputError(f"{folder}: a segmented model ({len(npu)} NPU programs and host ONNX "
+                     f"graphs); {what} works on one NPU program: give one of "
+                     f"{', '.join(str(Path(folder) / str(n)) for n in npu[:4])}"
+                     f"{' ...' if len(npu) > 4 else ''}")

@@ -1,0 +1,180 @@
+"""Compile a model whose nodes run partly on the host: one NPU program per NPU segment, one
+ONNX model per host segment (the layout is in specs/manifest.md).
+
+    plan (plan.py) -> calibrate the boundaries (float model in ONNX Runtime) -> compile each
+    NPU segment with the driver's pipeline -> manifest + report (emit/segments.py)
+
+Each NPU segment is compiled by :func:`tcc_compiler.driver.compile_model` exactly as a whole
+model is, calibrated on the float values its input tensor takes in the whole float model
+(ONNX Runtime runs the model with every NPU segment input as an extra output), so
+host-produced tensors get calibrated scales too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from tcc_compiler.datasets.calibration import default_calibration, resolve_calibration
+from tcc_compiler.datasets.images import Preprocess
+from tcc_compiler.emit.segments import build_segment_manifest, build_segment_report
+from tcc_compiler.errors import UnsupportedError
+from tcc_compiler.frontend.segments import HOST, extract_model, tensor_types
+from tcc_compiler.ir.graph import Graph, Value
+from tcc_compiler.options import CompileOptions
+from tcc_compiler.segmenting.plan import SegmentPlan, plan_model
+from tcc_compiler.target import Target, load_target
+from tcc_compiler.target.host import load_host_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SegmentedArtifacts:
+    """Everything a segmented compilation produces.
+
+    Attributes:
+        plan: the segment plan (nodes, segments, reasons).
+        parts: one entry per segment in run order: the NPU segment's
+            :class:`tcc_compiler.driver.CompiledArtifacts`, or the host segment's
+            ``onnx.ModelProto``.
+        manifest, report: the top-level JSON-ready dicts (emit/segments.py).
+        calib_table: the merged calibration table of every NPU segment, or None.
+        target: the target compiled for.
+    """
+
+    plan: SegmentPlan
+    parts: list
+    manifest: dict
+    report: dict
+    calib_table: dict | None
+    target: Target
+
+
+def input_nchw(plan: SegmentPlan) -> tuple[int, ...]:
+    """The model input's shape as the runtime takes it: NCHW ``(1, C, H, W)`` (an NHWC
+    model's input is transposed by the runtime, as for a whole-NPU model)."""
+    shape = plan.prepared.in_shape
+    if plan.prepared.layout == "NHWC":
+        return (shape[0], shape[3], shape[1], shape[2])
+    return tuple(shape)
+
+
+def model_preprocess(plan: SegmentPlan, options: CompileOptions) -> Preprocess:
+    """``options.preprocess``, else ImageNet mean/std at the model input's size."""
+    if options.preprocess is not None:
+        return options.preprocess
+    _, c, h, w = input_nchw(plan)
+    return Preprocess(width=w, height=h, channels=c if c == 1 else 3)
+
+
+def _model_inputs(plan: SegmentPlan, options: CompileOptions) -> tuple[list, str]:
+    """The model-level calibration inputs (float32 NCHW) and their description."""
+    g = Graph(name=plan.prepared.where)
+    g.inputs = [Value(plan.prepared.in_name, input_nchw(plan))]
+    pre = model_preprocess(plan, options)
+    if options.calibration is None:
+        return default_calibration(g, pre)
+    return resolve_calibration(options.calibration, g, pre)
+
+
+def boundary_values(plan: SegmentPlan, names: list[str], xs,
+                    progress: Callable | None = None) -> dict[str, list[np.ndarray]]:
+    """Float values of tensors ``names`` in the whole float model (ONNX Runtime) for every
+    NCHW input in ``xs``: {name: [array per input]}.
+
+    Raises:
+        InputError: ONNX Runtime cannot load the model.
+    """
+    import onnxruntime as ort
+
+    proto = onnx.ModelProto()
+    proto.CopyFrom(plan.prepared.proto)
+    types = tensor_types(proto)
+    have = {o.name for o in proto.graph.output}
+    proto.graph.output.extend(types[n] for n in names if n not in have)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(proto.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
+    out: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    nhwc = plan.prepared.layout == "NHWC"
+    for x in (progress or (lambda it: it))(xs):
+        feed = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if nhwc else x
+        for n, v in zip(names, sess.run(names, {plan.prepared.in_name: feed})):
+            out[n].append(np.asarray(v, np.float32))
+    return out
+
+
+def _merge_tables(tables: list[dict]) -> dict | None:
+    """One calibration table holding every segment's tensors (names are the ONNX model's,
+    unique across segments), or None when no segment has one."""
+    tables = [t for t in tables if t]
+    if not tables:
+        return None
+    merged = dict(tables[0])
+    merged["tensors"] = {k: v for t in tables for k, v in t.get("tensors", {}).items()}
+    return merged
+
+
+def compile_segmented(model: str | os.PathLike | onnx.ModelProto, options: CompileOptions,
+                      plan: SegmentPlan | None = None,
+                      progress: Callable | None = None) -> SegmentedArtifacts:
+    """Compile ``model`` as NPU segments and host segments.
+
+    Args:
+        model: .onnx path or ModelProto. options: the compile options (``strict`` is not
+            read here: the driver only calls this when it is off).
+        plan: the plan (:func:`plan_model`), made here when None.
+        progress: optional iterable wrapper for the calibration pass over the float model.
+
+    Returns:
+        :class:`SegmentedArtifacts`.
+
+    Raises:
+        UnsupportedError: nodes neither the NPU nor ONNX Runtime runs (every one listed).
+        TccError subclasses: as :func:`tcc_compiler.driver.compile_model` for each segment.
+    """
+    from tcc_compiler.driver import compile_model
+
+    plan = plan or plan_model(model, options.input_whc)
+    if plan.unsupported:
+        nodes = plan.prepared.proto.graph.node
+        raise UnsupportedError(plan.prepared.where, [
+            f"{nodes[i].op_type} '{lab}': {plan.unsupported[i]}"
+            for i, lab in zip(sorted(plan.unsupported), plan.labels(sorted(plan.unsupported)))])
+    tgt = options.target if isinstance(options.target, Target) else load_target(options.target)
+    npu = plan.npu_segments
+    calib, n_calib, source = None, 0, f"table {options.calib_table}"
+    if options.calib_table is None:
+        xs, source = _model_inputs(plan, options)
+        calib = boundary_values(plan, sorted({s.inputs[0] for s in npu}), xs, progress)
+        n_calib = len(xs)
+    parts: list = []
+    for seg in plan.segments:
+        name = f"{Path(plan.prepared.where).name}:{seg.device}_{seg.index}"
+        sub = extract_model(plan.prepared.proto, seg, name)
+        if seg.device == HOST:
+            parts.append(sub)
+            continue
+        first = seg.inputs[0] == plan.prepared.in_name
+        seg_opts = options.with_(
+            input_whc=None, target=tgt,
+            calibration=None if calib is None else calib[seg.inputs[0]],
+            preprocess=options.preprocess if first else None,
+            dump_ir=None if options.dump_ir is None else Path(options.dump_ir) / f"npu_{seg.index}")
+        log.info("segment %d/%d: NPU, %d node(s), input %s", seg.index + 1, len(plan.segments),
+                 len(seg.nodes), seg.inputs[0])
+        parts.append(compile_model(sub, seg_opts))
+    host = load_host_model(tgt.source)
+    manifest = build_segment_manifest(plan, parts, tgt, model, model_preprocess(plan, options),
+                                      input_nchw(plan), (options.method, n_calib, source))
+    report = build_segment_report(plan, parts, tgt, host)
+    tables = [p.calib_table for p in parts if not isinstance(p, onnx.ModelProto)]
+    return SegmentedArtifacts(plan, parts, manifest, report, _merge_tables(tables), tgt)

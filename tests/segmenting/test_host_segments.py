@@ -1,0 +1,201 @@
+"""Host segments anywhere in the graph: what the NPU cannot run runs in ONNX Runtime between
+NPU segments. Each model is checked against ONNX Runtime on the whole float model (SQNR) and
+every NPU segment bit-exactly against the golden integer model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+import tcc_compiler as tc
+from tcc_compiler.cli.main import main
+from tcc_compiler.errors import UnsupportedError
+from tcc_compiler.frontend.onnx_import import prepare_onnx
+from tcc_compiler.frontend.segments import plan_segments
+from tcc_compiler.runtime.check import Checker, sqnr_db
+
+
+def _conv(name, x, y, cin, cout, rng, k=3):
+    w = nh.from_array((rng.standard_normal((cout, cin, k, k)) * 0.2).astype(np.float32),
+                      name + "_w")
+    b = nh.from_array((rng.standard_normal(cout) * 0.1).astype(np.float32), name + "_b")
+    return h.make_node("Conv", [x, w.name, b.name], [y], name=name, pads=[k // 2] * 4), [w, b]
+
+
+def _model(mid, tail=(), out="y", opsets=(("", 17),)) -> onnx.ModelProto:
+    """Conv -> Relu -> ``mid`` (reads 'ar', writes 'm') -> Conv ('y') -> ``tail``."""
+    rng = np.random.default_rng(0)
+    n1, i1 = _conv("c1", "x", "a", 3, 8, rng)
+    n2, i2 = _conv("c2", "m", "y", 8, 4, rng)
+    g = h.make_graph([n1, h.make_node("Relu", ["a"], ["ar"], name="r1"), *mid, n2, *tail],
+                     "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 16, 16])],
+                     [h.make_tensor_value_info(out, T.FLOAT, [1, 4, 16, 16])], i1 + i2)
+    return h.make_model(g, opset_imports=[h.make_opsetid(d, v) for d, v in opsets])
+
+
+MODELS = {
+    "lrn": _model([h.make_node("LRN", ["ar"], ["m"], name="lrn", size=3)]),
+    "softmax": _model([h.make_node("Softmax", ["ar"], ["m"], name="sm", axis=1)]),
+    "transpose": _model([h.make_node("Transpose", ["ar"], ["t"], name="t1", perm=[0, 2, 3, 1]),
+                         h.make_node("Transpose", ["t"], ["m"], name="t2",
+                                     perm=[0, 3, 1, 2])]),
+}
+
+
+def _x(seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((1, 3, 16, 16)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """{name: (model path, output folder)} compiled through the API."""
+    out = {}
+    root = tmp_path_factory.mktemp("hostseg")
+    calib = [_x(s) for s in range(10, 18)]
+    for name, model in MODELS.items():
+        path = root / f"{name}.onnx"
+        onnx.save(model, path)
+        folder = root / f"out_{name}"
+        tc.compile(path, calibration=calib).save(folder)
+        out[name] = (path, folder)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_segmented_model_matches_onnx_runtime_and_golden(compiled, name):
+    path, folder = compiled[name]
+    m = tc.load(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["layout"] == "segmented"
+    assert [s["device"] for s in manifest["segments"]] == ["npu", "host", "npu"]
+    assert (folder / "npu_0" / "npu_cmd.bin").is_file() and (folder / "host_1.onnx").is_file()
+    assert not (folder / "npu_cmd.bin").exists()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    checker = Checker(m.program, path)
+    for seed in (1, 2, 3):
+        x = _x(seed)
+        res = m.program.run(x)
+        ref = sess.run(None, {"x": x})[0]
+        assert sqnr_db(ref, m.run(x)) >= 25.0
+        assert checker.check(x, res)["bit_exact"]
+
+
+def test_boundary_costs_in_report(compiled):
+    _, folder = compiled["lrn"]
+    report = json.loads((folder / "report.json").read_text())
+    kinds = sorted((b["tensor"], b["kind"]) for b in report["boundaries"])
+    assert kinds == [("ar", "dequantize"), ("m", "quantize"), ("x", "quantize"),
+                     ("y", "dequantize")]
+    ar = next(b for b in report["boundaries"] if b["tensor"] == "ar")
+    assert ar["npu_bytes"] == 8 * 16 * 16 and ar["float_bytes"] == 4 * 8 * 16 * 16
+    assert ar["estimated_host_ms"] > 0
+    assert report["placement"] == {"npu_nodes": 3, "host_nodes": 1, "npu_segments": 2,
+                                   "host_segments": 1}
+    assert report["estimated_total_ms"] > report["estimated_latency_ms"]
+
+
+def test_strict_refuses_and_placement_agrees(tmp_path):
+    path = tmp_path / "lrn.onnx"
+    onnx.save(MODELS["lrn"], path)
+    with pytest.raises(UnsupportedError, match="lrn"):
+        tc.compile(path, strict=True, calibration=[_x()])
+    strict = {p.node: p.device for p in tc.partition(path, strict=True)}
+    assert strict["lrn"] == "unsupported"
+    loose = {p.node: p.device for p in tc.partition(path)}
+    assert loose == {"c1": "npu", "r1": "npu", "lrn": "host", "c2": "npu"}
+
+
+def test_op_onnx_runtime_cannot_run_is_unsupported(tmp_path, capsys):
+    model = _model([h.make_node("Mystery", ["ar"], ["m"], name="odd", domain="example.org")],
+                   opsets=(("", 17), ("example.org", 1)))
+    path = tmp_path / "odd.onnx"
+    onnx.save(model, path)
+    places = {p.node: p.device for p in tc.partition(path)}
+    assert places["odd"] == "unsupported"
+    with pytest.raises(UnsupportedError, match="odd"):
+        tc.compile(path, calibration=[_x()])
+    assert main(["ops", str(path)]) == 2
+    assert "odd" in capsys.readouterr().err
+
+
+def test_one_input_rule_moves_second_reader_to_host():
+    """Conv A -> LRN -> Conv B -> Add(B, A): the Add would give its NPU segment two inputs,
+    so it runs on the host."""
+    rng = np.random.default_rng(0)
+    n1, i1 = _conv("c1", "x", "a", 3, 8, rng)
+    n2, i2 = _conv("c2", "m", "b", 8, 8, rng)
+    g = h.make_graph([n1, h.make_node("LRN", ["a"], ["m"], name="lrn", size=3), n2,
+                      h.make_node("Add", ["b", "a"], ["y"], name="add")], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)], i1 + i2)
+    prepared = prepare_onnx(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]))
+    segs, host = plan_segments(prepared.proto, {1})
+    assert host == {1, 3}
+    assert [(s.device, s.nodes) for s in segs] == [("npu", (0,)), ("host", (1,)),
+                                                   ("npu", (2,)), ("host", (3,))]
+    assert segs[3].inputs == ("b", "a") and segs[0].outputs == ("a",)
+
+
+def test_cli_run_check_on_segmented_folder(compiled, capsys):
+    path, folder = compiled["softmax"]
+    x = folder.parent / "x.npy"
+    np.save(x, _x(5))
+    assert main(["run", str(folder), str(x), "--check", str(path), "--json"]) == 0
+    check = json.loads(capsys.readouterr().out)["check"]
+    assert check["bit_exact"] is True and check["sqnr_db"] >= 25.0
+
+
+def test_save_of_loaded_segmented_model_copies_segments(compiled, tmp_path):
+    _, folder = compiled["transpose"]
+    copy = tc.load(folder).save(tmp_path / "copy")
+    x = _x(7)
+    np.testing.assert_array_equal(tc.load(copy).run(x), tc.load(folder).run(x))
+    assert tc.load(copy).ir["npu_0:quantize"].strip()
+
+
+def test_onnx_backend_runs_a_segmented_model():
+    from tcc_compiler import onnx_backend
+
+    model = MODELS["lrn"]
+    rep = onnx_backend.prepare(model, "CPU", calibration=[_x(s) for s in range(10, 14)])
+    x = _x(9)
+    (y,) = rep.run([x])
+    ref = ort.InferenceSession(model.SerializeToString(),
+                               providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert y.shape == ref.shape and sqnr_db(ref, y) >= 25.0
+
+
+def test_model_the_npu_runs_whole_keeps_the_single_program_layout(tmp_path):
+    """No host node: the folder is as before host segments existed (no layout key, top-level
+    binaries, no segment entries)."""
+    rng = np.random.default_rng(0)
+    n1, i1 = _conv("c1", "x", "y", 3, 8, rng)
+    g = h.make_graph([n1], "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 16, 16])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)], i1)
+    folder = tc.compile(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]),
+                        calibration=[_x()]).save(tmp_path / "out")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert "layout" not in manifest and "segments" not in manifest
+    assert (folder / "npu_cmd.bin").is_file()
+    assert not list(folder.glob("npu_[0-9]*")) and not list(folder.glob("host_*"))
+
+
+def test_inspect_and_html_report_show_segments_and_boundaries(compiled, tmp_path, capsys):
+    from tcc_compiler.api.folders import write_html_report
+
+    _, folder = compiled["lrn"]
+    assert main(["inspect", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "host_1.onnx" in out and "boundary dequantize ar" in out
+    page = write_html_report(folder, tmp_path / "r.html").read_text()
+    assert "Boundaries (per image)" in page and "host_1.onnx" in page
+    assert main(["disasm", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("tccc: error:") and "npu_0" in err
