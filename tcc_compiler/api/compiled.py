@@ -142,7 +142,7 @@ class CompiledModel:
             return copy_package(self.folder, folder)
         art = self.artifacts
         write_package(folder, art.cmd_bin, art.weight_bin, self.manifest, self.report, art.graph,
-                      art.calib_table)
+                      art.calib_table, art.trace)
         self.folder = Path(folder)
         return Path(folder)
 

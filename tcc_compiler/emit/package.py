@@ -13,6 +13,7 @@ from tcc_compiler.emit.files import (
     MANIFEST_FILE,
     REPORT_CSV_FILE,
     REPORT_FILE,
+    TIMELINE_FILE,
     WEIGHT_FILE,
 )
 from tcc_compiler.emit.jsonfmt import json_text
@@ -24,15 +25,19 @@ from tcc_compiler.schedule import report as perf_report
 
 
 def write_package(folder: str | os.PathLike, cmd_bin: bytes, weight_bin: bytes, manifest: dict,
-                  report: dict, graph: Graph, calib_table: dict | None = None) -> Path:
+                  report: dict, graph: Graph, calib_table: dict | None = None,
+                  trace: dict | None = None) -> Path:
     """Write npu_cmd.bin, quantized_network.bin, manifest.json, report.json, report.csv (the
     per-layer table), the quantized IR (quantized.tir + .npz) and, when given, the
-    calibration table into ``folder``, replacing it in one step (:func:`fsutil.atomic_dir`).
+    calibration table and the timeline (timeline.json) into ``folder``, replacing it in one
+    step (:func:`fsutil.atomic_dir`).
 
     Args:
         cmd_bin, weight_bin: the two NPU binaries (bytes). manifest, report: JSON-ready dicts
             (written sorted, indented by 2). graph: the quantized graph IR.
         calib_table: the tensor -> range table (quant/calib_table.py), or None.
+        trace: the Chrome trace-event object (:func:`tcc_compiler.emit.trace.chrome_trace`),
+            written compact, or None.
 
     Returns:
         The folder path.
@@ -49,6 +54,8 @@ def write_package(folder: str | os.PathLike, cmd_bin: bytes, weight_bin: bytes, 
         ir_text.save_ir(graph, tmp / IR_FILE)  # looked up at call time (tests patch it)
         if calib_table is not None:
             write_table(calib_table, tmp / CALIB_TABLE_FILE)
+        if trace is not None:
+            (tmp / TIMELINE_FILE).write_text(json_text(trace, separators=(",", ":")) + "\n")
     return Path(folder)
 
 
