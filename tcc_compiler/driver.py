@@ -27,6 +27,7 @@ from tcc_compiler.datasets.images import Preprocess
 from tcc_compiler.emit.binaries import encode_binaries
 from tcc_compiler.emit.manifest import build_manifest
 from tcc_compiler.emit.report import build_report
+from tcc_compiler.emit.trace import chrome_trace
 from tcc_compiler.errors import InputError, UnsupportedError
 from tcc_compiler.frontend import import_onnx, parse_input_spec
 from tcc_compiler.frontend.onnx_import import check_npu_work, is_segment
@@ -46,6 +47,7 @@ from tcc_compiler.quant.bias_correction import correct_biases
 from tcc_compiler.quant.calib_table import build_table, check_covers, read_table
 from tcc_compiler.quant.calibrate import observe
 from tcc_compiler.schedule import Program, lower
+from tcc_compiler.schedule.timeline import timeline
 from tcc_compiler.target import Target, load_target
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ class CompiledArtifacts:
     target: Target
     ir_dumps: dict = field(default_factory=dict)
     calib_table: dict | None = None     # tensor -> range table (quant/calib_table.py)
+    trace: dict | None = None           # timeline.json (emit/trace.py)
 
 
 @dataclass(frozen=True)
@@ -356,11 +359,14 @@ def emit(model, graph: Graph, float_graph: Graph, program: Program,
     manifest = build_manifest(graph, program, tgt, cmd_bin, preprocess, calib.method,
                               len(calib.inputs), calib.source, src, _model_bytes_sha(model),
                               weight_bin)
-    report = build_report(graph, program, tgt, cmd_bin, fg.pass_manager, timings, weight_bin)
+    spans = timeline(program, tgt)
+    report = build_report(graph, program, tgt, cmd_bin, fg.pass_manager, timings, weight_bin,
+                          spans)
     report["fusion"] = fg.fusion
     _log_schedule_emit(report, timings, len(weight_bin))
+    trace = chrome_trace(spans, tgt, manifest["model"]["source"])
     return CompiledArtifacts(cmd_bin, weight_bin, manifest, report, graph,
-                             float_graph, program, tgt, calib_table=calib.table)
+                             float_graph, program, tgt, calib_table=calib.table, trace=trace)
 
 
 # ---- pieces of the stages -------------------------------------------------------------------

@@ -3,6 +3,8 @@
 * :mod:`~tcc_compiler.emit.files`: the names of the output folder's files;
 * :mod:`~tcc_compiler.emit.manifest`: :func:`build_manifest` (what a host runtime needs);
 * :mod:`~tcc_compiler.emit.report`: :func:`build_report` (sizes, MACs, cycle estimates);
+* :mod:`~tcc_compiler.emit.trace`: :func:`chrome_trace` (the estimated timeline as a Chrome
+  trace-event file);
 * :mod:`~tcc_compiler.emit.package`: :func:`write_package`, :func:`copy_package` (the output
   folder, atomically).
 
@@ -18,5 +20,6 @@ from tcc_compiler.emit.files import (  # noqa: F401
                                      MANIFEST_FILE,
                                      REPORT_CSV_FILE,
                                      REPORT_FILE,
+                                     TIMELINE_FILE,
                                      WEIGHT_FILE,
 )

@@ -21,6 +21,9 @@ MANIFEST_VERSION = 2
 REPORT_FILE = "report.json"
 #: Per-layer table of report.json as CSV (:func:`tcc_compiler.schedule.report.to_csv`).
 REPORT_CSV_FILE = "report.csv"
+#: The estimated command timeline as a Chrome trace-event file (:mod:`tcc_compiler.emit.trace`;
+#: opens in Perfetto / chrome://tracing).
+TIMELINE_FILE = "timeline.json"
 #: The quantized IR (specs/ir.lark), its constants in ``quantized.npz`` beside it.
 IR_FILE = "quantized.tir"
 
@@ -38,4 +41,4 @@ def segment_entry(device: str, index: int) -> str:
 __all__ = ["CALIB_TABLE_FILE", "HOST_SEGMENT_FILE", "NPU_SEGMENT_DIR", "segment_entry",
            "CMD_FILE", "IR_FILE", "MANIFEST_FILE", "MANIFEST_VERSION",
            "REPORT_CSV_FILE",
-           "REPORT_FILE", "WEIGHT_FILE"]
+           "REPORT_FILE", "TIMELINE_FILE", "WEIGHT_FILE"]

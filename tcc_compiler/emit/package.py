@@ -13,6 +13,7 @@ from tcc_compiler.emit.files import (
     MANIFEST_FILE,
     REPORT_CSV_FILE,
     REPORT_FILE,
+    TIMELINE_FILE,
     WEIGHT_FILE,
 )
 from tcc_compiler.emit.jsonfmt import json_text
@@ -24,9 +25,11 @@ from tcc_compiler.schedule import report as perf_report
 
 
 def write_files(folder: Path, cmd_bin: bytes, weight_bin: bytes, manifest: dict,
-                report: dict, graph: Graph, calib_table: dict | None = None) -> None:
+                report: dict, graph: Graph, calib_table: dict | None = None,
+                trace: dict | None = None) -> None:
     """Write the files of one NPU program into the existing folder ``folder`` (no atomicity:
-    :func:`write_package` calls it on a staging folder)."""
+    :func:`write_package` calls it on a staging folder); ``trace`` is timeline.json's Chrome
+    trace object (:func:`tcc_compiler.emit.trace.chrome_trace`), written compact."""
     (folder / CMD_FILE).write_bytes(cmd_bin)
     (folder / WEIGHT_FILE).write_bytes(weight_bin)
     (folder / MANIFEST_FILE).write_text(json_text(manifest, indent=2, sort_keys=True) + "\n")
@@ -35,18 +38,24 @@ def write_files(folder: Path, cmd_bin: bytes, weight_bin: bytes, manifest: dict,
     ir_text.save_ir(graph, folder / IR_FILE)  # looked up at call time (tests patch it)
     if calib_table is not None:
         write_table(calib_table, folder / CALIB_TABLE_FILE)
+    if trace is not None:
+        (folder / TIMELINE_FILE).write_text(json_text(trace, separators=(",", ":")) + "\n")
 
 
 def write_package(folder: str | os.PathLike, cmd_bin: bytes, weight_bin: bytes, manifest: dict,
-                  report: dict, graph: Graph, calib_table: dict | None = None) -> Path:
+                  report: dict, graph: Graph, calib_table: dict | None = None,
+                  trace: dict | None = None) -> Path:
     """Write npu_cmd.bin, quantized_network.bin, manifest.json, report.json, report.csv (the
     per-layer table), the quantized IR (quantized.tir + .npz) and, when given, the
-    calibration table into ``folder``, replacing it in one step (:func:`fsutil.atomic_dir`).
+    calibration table and the timeline (timeline.json) into ``folder``, replacing it in one
+    step (:func:`fsutil.atomic_dir`).
 
     Args:
         cmd_bin, weight_bin: the two NPU binaries (bytes). manifest, report: JSON-ready dicts
             (written sorted, indented by 2). graph: the quantized graph IR.
         calib_table: the tensor -> range table (quant/calib_table.py), or None.
+        trace: the Chrome trace-event object (:func:`tcc_compiler.emit.trace.chrome_trace`),
+            written compact, or None.
 
     Returns:
         The folder path.
@@ -55,7 +64,7 @@ def write_package(folder: str | os.PathLike, cmd_bin: bytes, weight_bin: bytes, 
         InputError: the folder cannot be written, or holds files tccc did not write.
     """
     with atomic_dir(folder) as tmp:
-        write_files(tmp, cmd_bin, weight_bin, manifest, report, graph, calib_table)
+        write_files(tmp, cmd_bin, weight_bin, manifest, report, graph, calib_table, trace)
     return Path(folder)
 
 

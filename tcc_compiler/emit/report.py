@@ -12,7 +12,9 @@ from tcc_compiler.binfmt.weightfile import compression_summary
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.isa.spec import Queue
 from tcc_compiler.passes import PassManager
-from tcc_compiler.schedule import Program, replay
+from tcc_compiler.schedule import Program
+from tcc_compiler.schedule.timeline import Span, summary as timeline_summary
+from tcc_compiler.schedule.timeline import timeline as make_timeline
 from tcc_compiler.schedule import report as perf_report
 from tcc_compiler.target import Target
 
@@ -28,12 +30,17 @@ def _weight_raw(li) -> dict:
 
 
 def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm: PassManager,
-                 timings: dict, weight_bin: bytes) -> dict:
+                 timings: dict, weight_bin: bytes, timeline: list[Span] | None = None) -> dict:
     """The compile report: sizes (bytes), MACs, estimated cycles per layer and in total.
 
-    ``weight_bin`` is the program's quantized_network.bin (size and compression summary).
+    ``weight_bin`` is the program's quantized_network.bin (size and compression summary);
+    ``timeline`` the program's :func:`~tcc_compiler.schedule.timeline.timeline` (computed
+    when None): its :func:`~tcc_compiler.schedule.timeline.summary` is the report's
+    ``"timeline"`` (busy and stall cycles per queue, compute waiting for DMA per op).
     """
-    spans = replay(program.commands, tgt)
+    if timeline is None:
+        timeline = make_timeline(program, tgt)
+    spans = [(s.start, s.end) for s in timeline]
     total_cycles = spans[-1][1] if spans else 0
     layers = []
     for li in program.layers:
@@ -88,6 +95,7 @@ def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm
             tgt, [li.name for li in program.layers],
             [li.depthwise for li in program.layers]),
         "npu_ops": counts,
+        "timeline": timeline_summary(timeline),
         "layers": layers,
         "passes": {"seconds": pm.stats.seconds, "fired": pm.stats.fired},
         "compile_seconds": timings,

@@ -4,7 +4,7 @@ Layout and fields: specs/manifest.md, "Segmented models". The inputs are duck-ty
 layer-5 module needs no later stage: ``plan`` has ``prepared`` (the folded ONNX model and its
 input), ``segments`` (index, device, nodes, inputs, outputs) and ``labels()``; each part is
 an NPU segment's compile artifacts (``manifest``, ``report``, ``cmd_bin``, ``weight_bin``,
-``graph``, ``calib_table``) or a host segment's ``onnx.ModelProto``.
+``graph``, ``calib_table``, ``trace``) or a host segment's ``onnx.ModelProto``.
 """
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ def write_segmented_package(folder: str | os.PathLike, manifest: dict, report: d
             sub = tmp / seg["folder"]
             sub.mkdir()
             write_files(sub, part.cmd_bin, part.weight_bin, part.manifest, part.report,
-                        part.graph, part.calib_table)
+                        part.graph, part.calib_table, part.trace)
         (tmp / REPORT_FILE).write_text(json_text(report, indent=2, sort_keys=True) + "\n")
         (tmp / REPORT_CSV_FILE).write_text(perf_report.to_csv(report.get("layers", [])))
         if calib_table is not None:

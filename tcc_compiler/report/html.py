@@ -1,10 +1,11 @@
 """``tccc report``: one self-contained HTML page about a compiled output folder.
 
-Contents: summary (sizes, MACs, estimated latency), a per-layer table, bar charts of the
-estimated latency per layer, the DRAM traffic per layer and the SRAM use per layer against the
-target's SRAM, and, when the folder holds analysis data (``analysis.json`` with per-layer
-``sqnr_db``, or ``calib_table.json`` with per-tensor histograms and chosen clipping ranges),
-those too. Charts are matplotlib PNGs embedded as base64 ``data:`` URIs: the page needs no
+Contents: summary (sizes, MACs, estimated latency), the estimated command timeline per queue
+with where compute waits for DMA (:mod:`tcc_compiler.report.timeline_view`), a per-layer
+table, bar charts of the estimated latency per layer, the DRAM traffic per layer and the SRAM
+use per layer against the target's SRAM, and, when the folder holds analysis data
+(``analysis.json`` with per-layer ``sqnr_db``, or ``calib_table.json`` with per-tensor
+histograms and chosen clipping ranges), those too. Charts are matplotlib PNGs embedded as base64 ``data:`` URIs: the page needs no
 other file and no network.
 
 DRAM traffic per layer is what the layer's own DMA commands move (report.json
@@ -15,9 +16,7 @@ latency column is the op's span on the command timeline (see :data:`LATENCY_NOTE
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import logging
 import math
@@ -25,7 +24,10 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from tcc_compiler.emit.files import TIMELINE_FILE
 from tcc_compiler.errors import FormatError, InputError
+from tcc_compiler.report.png import png_data_uri
+from tcc_compiler.report.timeline_view import timeline_section
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +44,6 @@ LATENCY_NOTE = ("Per-layer latency is the span from the op's first to its last c
 DRAM_NOTE = ("DRAM B = bytes the layer's own DMA commands read + write (weights as stored, "
              "halo re-reads included); a tensor kept in SRAM or passed through a cascade "
              "moves none.")
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _bar_chart(labels: list[str], values: list[float], title: str, ylabel: str,
@@ -70,7 +63,7 @@ def _bar_chart(labels: list[str], values: list[float], title: str, ylabel: str,
     ax.set_xlabel("layer index (see table)")
     ax.set_xticks(range(0, len(values), max(1, (len(values) + 14) // 15)))
     ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
+    return png_data_uri(fig)
 
 
 def _histograms(table: dict) -> list[tuple[str, str]]:
@@ -96,7 +89,7 @@ def _histograms(table: dict) -> list[tuple[str, str]]:
                 ax.axvline(float(t[key]), color="#c0392b", linestyle="--")
         ax.set_title(short_title(name), fontsize=8)
         ax.tick_params(labelsize=7)
-        out.append((name, _png(fig)))
+        out.append((name, png_data_uri(fig)))
     return out
 
 
@@ -245,6 +238,8 @@ def render_html(folder: str | os.PathLike, histograms: dict[str, dict] | None = 
                                      sorted(rep.get("npu_ops", {}).items())))]
     summ = "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in summary)
     figs = "".join(f'<h2>{esc(t)}</h2><img alt="{esc(t)}" src="{src}">' for t, src in charts)
+    figs = timeline_section(_read_json(folder / TIMELINE_FILE), rep.get("timeline"),
+                            clock_hz) + figs
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>tccc report: {esc(str(man.get('model', {}).get('source', folder.name)))}</title>

@@ -17,6 +17,7 @@ from tcc_compiler import api
 from tcc_compiler.cli.main import main
 from tcc_compiler.errors import InputError
 from tcc_compiler.report.html import activation_histograms, render_html
+from tcc_compiler.report.timeline_view import TOP_WAITS, timeline_chart
 
 pytest.importorskip("matplotlib")
 
@@ -51,17 +52,21 @@ def test_page_is_self_contained_with_one_row_per_layer(folder):
     p = _Collect()
     p.feed(page)
     assert p.links == []  # no external stylesheet, script or link
-    assert len(p.srcs) == 3 and all(s.startswith("data:image/png;base64,") for s in p.srcs)
+    assert len(p.srcs) == 4 and all(s.startswith("data:image/png;base64,") for s in p.srcs)
     for s in p.srcs:  # every chart is a decodable PNG of plausible size
         im = Image.open(io.BytesIO(base64.b64decode(s.split(",", 1)[1])))
         assert im.format == "PNG" and im.size[0] > 300
     summary_rows = 8
-    assert p.rows == summary_rows + 1 + len(rep["layers"])  # + header row of the layer table
+    waits = rep["timeline"]["compute_waits_for_dma"]
+    timeline_rows = 1 + 3 + (1 + min(TOP_WAITS, len(waits)) if waits else 0)
+    # + header row of the layer table
+    assert p.rows == summary_rows + timeline_rows + 1 + len(rep["layers"])
     for layer in rep["layers"]:
         assert html.escape(layer["name"]) in page
         # the DRAM column is what the layer's DMA moves (report.json), not a shape estimate
         moved = layer["dram_read_bytes"] + layer["dram_write_bytes"]
-        row = page.split(f"<td>{html.escape(layer['name'])}</td>", 1)[1].split("</tr>", 1)[0]
+        table = page.split("<h2>Layers</h2>", 1)[1]
+        row = table.split(f"<td>{html.escape(layer['name'])}</td>", 1)[1].split("</tr>", 1)[0]
         assert f"<td class=n>{moved:,}</td>" in row
 
 
@@ -75,7 +80,26 @@ def test_histograms_count_every_element_and_show_the_clipping_range(folder):
     assert first["lo"] == pytest.approx(first["edges"][0] + (first["edges"][1]
                                                               - first["edges"][0]) / 2)
     some = dict(list(h.items())[:3])
-    assert render_html(folder, some).count("<img") == 3 + 3
+    assert render_html(folder, some).count("<img") == 4 + 3
+
+
+def test_timeline_is_drawn_per_queue_and_a_missing_or_odd_file_gets_a_note(folder, tmp_path):
+    trace = json.loads((folder / "timeline.json").read_text())
+    png = timeline_chart(trace)
+    im = Image.open(io.BytesIO(base64.b64decode(png.split(",", 1)[1])))
+    assert im.format == "PNG" and im.size[0] > 600
+    page = render_html(folder)
+    assert "Estimated timeline" in page and "Where compute waits for DMA" in page
+    copy = tmp_path / "old"
+    shutil.copytree(folder, copy)
+    (copy / "timeline.json").unlink()
+    assert "No timeline in this folder" in render_html(copy)
+    # valid JSON of the wrong shape (an edited or foreign file) is not trusted or crashed on
+    for odd in ([1, 2], {"traceEvents": [{"ph": "X", "ts": "a"}, 7, {"ph": "M"}]},
+                {"traceEvents": "x"}):
+        (copy / "timeline.json").write_text(json.dumps(odd))
+        assert timeline_chart(odd) is None
+        assert "No timeline in this folder" in render_html(copy)
 
 
 def test_cli_report(folder, tmp_path, capsys):
