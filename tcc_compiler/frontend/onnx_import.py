@@ -23,6 +23,7 @@ from tcc_compiler.frontend.loader import (check_inferred_shapes, check_input_dim
                                           check_onnx_validity,
                                           check_node_attributes, check_tensors, load_onnx,
                                           parse_input_spec, set_input_dims)
+from tcc_compiler.frontend.qdq_import import attach_fixed, is_prequantized, strip_qdq
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
 
@@ -140,6 +141,10 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
         where = str(model)
         proto = load_onnx(model)
     original = proto
+    if is_prequantized(proto):  # QDQ / QOperator: float model + the parameters it fixes
+        original = onnx.ModelProto()
+        original.CopyFrom(proto)
+    proto, fixed = strip_qdq(proto, where)
     opset = _check_domains(proto, where)
     check_tensors(proto, where)  # before anything allocates from a tensor's claimed dims
     check_node_attributes(proto, where)
@@ -174,6 +179,8 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
         raise ModelError(f"{where}: shape inference failed: {str(exc).splitlines()[0]}") from None
     check_inferred_shapes(inferred, where)
     graph = _convert(inferred, where, opset, in_name, in_shape, layout)
+    if fixed is not None:
+        graph.meta["prequantized"] = attach_fixed(graph, fixed)
     check_onnx_validity(original, where)  # last: the checks above say more specific things
     return graph
 
