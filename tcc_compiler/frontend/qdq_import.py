@@ -24,6 +24,7 @@ quantization, int16/int4 and float8 raise :class:`~tcc_compiler.errors.Unsupport
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 
@@ -90,8 +91,15 @@ class _Model:
         for n in model.graph.node:
             if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
                 self.consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-        self.elem = {i.name: i.data_type for i in model.graph.initializer}
         self._k = 0
+        if model.producer_name == "tccc":  # tccc's own export: its exact float64 scales
+            for p in model.metadata_props:
+                if p.key == "tccc.scales_f64":
+                    for name, hexes in json.loads(p.value).items():
+                        if name in self.consts:
+                            self.consts[name] = np.array(
+                                [float.fromhex(h) for h in hexes]).reshape(
+                                self.consts[name].shape)
 
     def fail(self, node: onnx.NodeProto, reason: str) -> UnsupportedError:
         return UnsupportedError(self.where, [f"{node.op_type} '{node.name}': {reason}"])
@@ -307,6 +315,7 @@ def strip_qdq(model: onnx.ModelProto, where: str) -> tuple[onnx.ModelProto, Fixe
     for node in list(model.graph.node):
         st.visit(node)
     st.finish_outputs()
+    st.fold_output_identities()
     del model.graph.node[:]
     model.graph.node.extend(st.kept)
     del model.graph.value_info[:]  # int8 tensor types are stale; inference runs again
@@ -409,14 +418,33 @@ class _Strip:
                 self.kept.append(helper.make_node("Identity", [src], [o.name],
                                                   name=f"{o.name}_Identity"))
                 continue
-            for n in self.kept:
-                for lst in (n.input, n.output):
-                    for i, t in enumerate(lst):
-                        if t == src:
-                            lst[i] = o.name
-            if src in self.fixed.activations:
-                self.fixed.activations[o.name] = self.fixed.activations.pop(src)
+            self._rename(src, o.name)
             outs.add(o.name)
+
+    def fold_output_identities(self) -> None:
+        """``x -> Identity -> output``, x read by nothing else: rename x to the output (the
+        graph output keeps its name through the import, as when its producer wrote it)."""
+        g = self.mdl.m.graph
+        taken = {i.name for i in g.input} | {o.name for o in g.output} | set(self.mdl.consts)
+        for o in g.output:
+            ident = next((n for n in self.kept if n.op_type == "Identity"
+                          and list(n.output) == [o.name]), None)
+            if ident is None or ident.input[0] in taken:
+                continue
+            src = ident.input[0]
+            if sum(src in n.input for n in self.kept) != 1:
+                continue
+            self.kept.remove(ident)
+            self._rename(src, o.name)
+
+    def _rename(self, src: str, dst: str) -> None:
+        for n in self.kept:
+            for lst in (n.input, n.output):
+                for i, t in enumerate(lst):
+                    if t == src:
+                        lst[i] = dst
+        if src in self.fixed.activations:
+            self.fixed.activations[dst] = self.fixed.activations.pop(src)
 
     def record_weights(self) -> None:
         """Per-output-channel weight scales of Conv/Gemm/MatMul nodes (``fixed.weights``)."""
