@@ -9,7 +9,7 @@ from tcc_compiler.quant.params import add_quant
 from tcc_compiler.schedule.emitter import flat_fields
 from tcc_compiler.schedule.ops.context import OpContext, chunk_input, chunk_output, label
 from tcc_compiler.schedule.program import SLOT_SHORTCUT, LayerInfo
-from tcc_compiler.schedule.tiling import plan_channels
+from tcc_compiler.schedule.tiling import align_up, plan_channels
 
 
 def lower_add(ctx: OpContext, n: Node, info: LayerInfo) -> None:
@@ -31,6 +31,10 @@ def lower_add(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     em.emit(C.AddCfg, [], lab, zp_a=p.zp_a, zp_b=p.zp_b, zp_out=p.zp_out, act_lo=p.act_lo,
             act_hi=p.act_hi, shift=p.shift, mult_a=p.mult_a, mult_b=p.mult_b)
     sa = ctx.begin()
+    if 2 * max(n_bufs, 1) * align_up(blk, sa.align) > sa.size:
+        # whole-tensor chunks of an unaligned size round up past the budget (an unfused
+        # residual add of a pre-quantized ResNet-50): align the chunk down instead
+        blk = max(sa.size // (2 * max(n_bufs, 1)) // sa.align * sa.align, 1)
     sl = [[sa.alloc(blk, "add") if r is None else -1 for r in (ra, rb_, ro)]
           for _ in range(2)]
     info.sram_peak_bytes = sa.top + ctx.base
