@@ -273,15 +273,17 @@ def calibrate(graph: Graph, options: CompileOptions, preprocess, *,
                            None, None)
     needed = ranges_needed(graph)
     fixed = fixed_ranges(graph)
+    where = model if isinstance(model, (str, os.PathLike)) else graph.meta.get("source",
+                                                                              graph.name)
     if fixed and not needed:  # a fully pre-quantized model: its own parameters, exactly
         if options.calibration is not None or options.calib_table is not None:
             log.warning("%s fixes every quantization parameter (QDQ); calibration/--calib "
-                        "and calib_table/--calib-table ignored", model)
+                        "and calib_table/--calib-table ignored", where)
         return Calibration("fixed", [], "the model's own quantization (QDQ)", {},
                            add_fixed(None, fixed))
     if fixed:  # calibrate only what the model leaves open, and say so
         log.warning("%s: %d tensor(s) have no quantization in the model and are calibrated: "
-                    "%s", model, len(needed), ", ".join(needed[:5]) +
+                    "%s", where, len(needed), ", ".join(needed[:5]) +
                     (", ..." if len(needed) > 5 else ""))
     if options.calib_table is not None:  # ranges from a (maybe edited) table: no calibration
         table, ranges = read_table(options.calib_table)

@@ -170,10 +170,12 @@ def _act_params(mdl: _Model, node: onnx.NodeProto, s: np.ndarray, z: np.ndarray)
 
 #: QLinear op -> (float op, [(q, scale, zero point) input indices per operand], (scale, zero
 #: point) indices of the output, index of an int32 bias or None). Opset: ONNX QLinearConv /
-#: QLinearMatMul (10+); the others are com.microsoft contrib ops ONNX Runtime writes.
+#: QLinearMatMul (10+); the others are com.microsoft contrib ops ONNX Runtime writes (QGemm
+#: without an output scale writes float).
 _QLINEAR = {
     "QLinearConv": ("Conv", [(0, 1, 2), (3, 4, 5)], (6, 7), 8),
     "QLinearMatMul": ("MatMul", [(0, 1, 2), (3, 4, 5)], (6, 7), None),
+    "QGemm": ("Gemm", [(0, 1, 2), (3, 4, 5)], (7, 8), 6),
     "QLinearAdd": ("Add", [(0, 1, 2), (3, 4, 5)], (6, 7), None),
     "QLinearMul": ("Mul", [(0, 1, 2), (3, 4, 5)], (6, 7), None),
     "QLinearGlobalAveragePool": ("GlobalAveragePool", [(0, 1, 2)], (3, 4), None),
@@ -203,7 +205,8 @@ def _expand_qlinear(mdl: _Model) -> None:
         for k, (q, s, z) in enumerate(operands):
             # a QLinearConv weight is per output channel (axis 0); a QLinearMatMul right
             # operand per column (axis 1); activations are per tensor
-            axis = 0 if fop == "Conv" and k == 1 else 1
+            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+            axis = 0 if k == 1 and (fop == "Conv" or (fop == "Gemm" and trans_b)) else 1
             f = f"{node.output[0]}__in{k}"
             args = [node.input[q], node.input[s]] + ([_inp(node, z)] if _inp(node, z) else [])
             out.append(helper.make_node("DequantizeLinear", args, [f],
@@ -217,10 +220,13 @@ def _expand_qlinear(mdl: _Model) -> None:
             out.append(helper.make_node("DequantizeLinear", [node.input[bias], bs], [f],
                                         name=f"{node.name}_DQb", axis=0))
             floats.append(f)
-        yf = f"{node.output[0]}__float"
+        quantized_out = bool(_inp(node, ys))  # QGemm without y_scale writes float
+        yf = f"{node.output[0]}__float" if quantized_out else node.output[0]
         fnode = helper.make_node(fop, floats, [yf], name=node.name)
         fnode.attribute.extend(attrs)
         out.append(fnode)
+        if not quantized_out:
+            continue
         args = [yf, node.input[ys]] + ([_inp(node, yz)] if _inp(node, yz) else [])
         out.append(helper.make_node("QuantizeLinear", args, [node.output[0]],
                                     name=f"{node.name}_Q"))
@@ -357,8 +363,10 @@ class _Strip:
         if node.op_type in _PASSTHROUGH and ins and ins[0] in self.int_of:
             src, p, dt = self.int_of[ins[0]]
             ins[0] = src
-            self.int_of[node.output[0]] = (node.output[0], p, dt)
-            self.fix(node.output[0], p, node)
+            out_f = f"{node.output[0]}__float"  # the op now runs on floats
+            self.int_of[node.output[0]] = (out_f, p, dt)
+            node.output[0] = out_f
+            self.fix(out_f, p, node)
         bad = [i for i in ins if i in self.int_of]
         if bad:
             raise self.mdl.fail(node, f"reads the quantized tensor '{bad[0]}' directly (only "
