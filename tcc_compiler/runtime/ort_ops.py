@@ -17,7 +17,10 @@ into a session by :func:`session_options`::
 
     import onnxruntime as ort
     from tcc_compiler.runtime.ort_ops import session_options
-    sess = ort.InferenceSession("model.onnx", session_options())
+    sess = ort.InferenceSession("model.onnx", session_options("model.onnx"))
+
+(the path is optional: with it, the referenced folders are validated first, see
+:func:`check_model`; an error inside the op terminates the process with its message).
 """
 
 from __future__ import annotations
@@ -99,18 +102,52 @@ def _kwargs_body(body):
     return f
 
 
-def session_options(options=None):
+def check_model(path) -> list[str]:
+    """Load (and validate, as ``tccc run`` does) every compiled folder an exported model's NPU
+    nodes reference, so a bad folder is reported before ONNX Runtime runs: an exception raised
+    inside a Python custom op terminates the process (onnxruntime-extensions 0.15 lets it
+    escape through C++), with the message on stderr but no Python traceback to catch.
+
+    Returns:
+        The folders, in node order.
+
+    Raises:
+        InputError, FormatError: the model cannot be read, or a folder is missing/invalid
+            (the message names the file).
+    """
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises assorted errors on unreadable files
+        raise InputError(f"{path}: cannot read the model ({exc})") from None
+    folders = []
+    for n in model.graph.node:
+        if n.domain == DOMAIN and n.op_type.startswith("TcccNpuProgram"):
+            attrs = {a.name: a.s.decode() for a in n.attribute}
+            _program(attrs["folder"])
+            folders.append(attrs["folder"])
+    return folders
+
+
+def session_options(model_path=None, options=None):
     """ONNX Runtime session options that run tccc's NPU segment nodes.
 
     Args:
+        model_path: the exported model; when given, the folders it references are validated
+            now (:func:`check_model`), so a bad folder raises here instead of aborting the
+            process when the session runs.
         options: an ``onnxruntime.SessionOptions`` to extend (None: a new one).
 
     Returns:
         The options with onnxruntime-extensions' library registered (and tccc's ops declared).
 
     Raises:
-        InputError: onnxruntime-extensions is not installed (``pip install tccc[ort]``).
+        InputError: onnxruntime-extensions is not installed (``pip install tccc[ort]``);
+            with ``model_path``, what :func:`check_model` raises.
     """
+    if model_path is not None:
+        check_model(model_path)
     try:
         import onnxruntime as ort
         from onnxruntime_extensions import get_library_path
