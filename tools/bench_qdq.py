@@ -136,42 +136,37 @@ def session(model):
                                 providers=["CPUExecutionProvider"])
 
 
-def layer_diffs(compiled, iso, cut: dict[str, str], x: np.ndarray, stats: dict) -> None:
-    """Feed tccc's int8 tensors to the isolated ONNX Runtime model; count differences."""
+def _tccc_int8(compiled, cut: dict[str, str], x: np.ndarray) -> dict[str, np.ndarray]:
+    """tccc's int8 value (NCHW) of every cut tensor it materialises (golden model)."""
     from tcc_compiler.quant.golden import run_golden
+    from tcc_compiler.quant.params import quantize_input
 
     g = compiled.quantized_graph
     gold = run_golden(g, x, keep=True)
     vals = {v.name: v for v in g.values()}
-    from tcc_compiler.quant.params import quantize_input
-
-    feeds, names = {}, {}
-    if iso.get_inputs()[0].name in {t for t in cut}:  # pragma: no cover - ORT orders inputs
-        raise RuntimeError("unexpected input order")
+    out = {}
     for t, src in cut.items():
         v = vals.get(src)
-        if v is None or v.dtype != "int8":
+        if v is None or v.dtype != "int8" or (v not in g.inputs and "int:" + src not in gold):
             continue
-        if v in g.inputs:
-            hwc = quantize_input(x, v)
-        elif "int:" + src in gold:
-            hwc = gold["int:" + src]
-        else:
-            continue
-        nchw = hwc.transpose(2, 0, 1)[None] if hwc.ndim == 3 else hwc.reshape(v.shape)
-        feeds[t + "__in"] = nchw.reshape(v.shape).astype(np.int8)
-        names[t] = nchw.reshape(v.shape)
-    missing = [t for t in cut if t + "__in" not in feeds]
+        hwc = quantize_input(x, v) if v in g.inputs else gold["int:" + src]
+        nchw = hwc.transpose(2, 0, 1)[None] if hwc.ndim == 3 else hwc
+        out[t] = nchw.reshape(v.shape).astype(np.int8)
+    return out
+
+
+def layer_diffs(compiled, iso, cut: dict[str, str], x: np.ndarray, stats: dict) -> None:
+    """Feed tccc's int8 tensors to the isolated ONNX Runtime model; count differences."""
+    ours = _tccc_int8(compiled, cut, x)
+    feeds = {t + "__in": v for t, v in ours.items()}
+    missing = [t for t in cut if t not in ours]
     if missing:  # tensors tccc does not materialise (a view folded into an FC): ORT's own
-        own = _chained(missing, x)
-        feeds.update({t + "__in": v for t, v in zip(missing, own)})
-    sess = iso
-    feeds[sess.get_inputs()[0].name] = x  # the float input (its QuantizeLinear is compared)
-    wanted = [o.name for o in sess.get_outputs() if o.name in names]
-    outs = sess.run(wanted, {k: v for k, v in feeds.items()
-                             if k in {i.name for i in sess.get_inputs()}})
-    for t, o in zip(wanted, outs):
-        d = np.abs(o.astype(np.int16) - names[t].astype(np.int16))
+        feeds.update({t + "__in": v for t, v in zip(missing, _chained(missing, x))})
+    feeds[iso.get_inputs()[0].name] = x  # the float input (its QuantizeLinear is compared)
+    wanted = [o.name for o in iso.get_outputs() if o.name in ours]
+    names = {i.name for i in iso.get_inputs()}
+    for t, o in zip(wanted, iso.run(wanted, {k: v for k, v in feeds.items() if k in names})):
+        d = np.abs(o.astype(np.int16) - ours[t].astype(np.int16))
         stats["elements"] += d.size
         stats["diff_1"] += int(np.count_nonzero(d == 1))
         stats["diff_gt1"] += int(np.count_nonzero(d > 1))

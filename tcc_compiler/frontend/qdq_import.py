@@ -194,44 +194,46 @@ def _expand_qlinear(mdl: _Model) -> None:
     out: list[onnx.NodeProto] = []
     for node in mdl.m.graph.node:
         spec = _QLINEAR.get(node.op_type)
-        if spec is None:
-            out.append(node)
-            continue
-        fop, operands, (ys, yz), bias = spec
-        attrs = [a for a in node.attribute if a.name != "channels_last"]
-        if any(a.name == "channels_last" and a.i for a in node.attribute):
-            raise mdl.fail(node, "channels_last=1 is not supported")
-        floats = []
-        for k, (q, s, z) in enumerate(operands):
-            # a QLinearConv weight is per output channel (axis 0); a QLinearMatMul right
-            # operand per column (axis 1); activations are per tensor
-            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
-            axis = 0 if k == 1 and (fop == "Conv" or (fop == "Gemm" and trans_b)) else 1
-            f = f"{node.output[0]}__in{k}"
-            args = [node.input[q], node.input[s]] + ([_inp(node, z)] if _inp(node, z) else [])
-            out.append(helper.make_node("DequantizeLinear", args, [f],
-                                        name=f"{node.name}_DQ{k}", axis=axis))
-            floats.append(f)
-        if bias is not None and _inp(node, bias):
-            sx = mdl.consts[node.input[1]].astype(np.float32)
-            sw = mdl.consts[node.input[4]].astype(np.float32).reshape(-1)
-            bs = mdl.const(f"{node.name}_bias_scale", (sx * sw).astype(np.float32))
-            f = f"{node.output[0]}__bias"
-            out.append(helper.make_node("DequantizeLinear", [node.input[bias], bs], [f],
-                                        name=f"{node.name}_DQb", axis=0))
-            floats.append(f)
-        quantized_out = bool(_inp(node, ys))  # QGemm without y_scale writes float
-        yf = f"{node.output[0]}__float" if quantized_out else node.output[0]
-        fnode = helper.make_node(fop, floats, [yf], name=node.name)
-        fnode.attribute.extend(attrs)
-        out.append(fnode)
-        if not quantized_out:
-            continue
+        out.extend([node] if spec is None else _expand_one(mdl, node, spec))
+    del mdl.m.graph.node[:]
+    mdl.m.graph.node.extend(out)
+
+
+def _expand_one(mdl: _Model, node: onnx.NodeProto, spec) -> list[onnx.NodeProto]:
+    """The QDQ form of one QLinear node (see :data:`_QLINEAR`)."""
+    fop, operands, (ys, yz), bias = spec
+    if any(a.name == "channels_last" and a.i for a in node.attribute):
+        raise mdl.fail(node, "channels_last=1 is not supported")
+    attrs = [a for a in node.attribute if a.name != "channels_last"]
+    trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+    out, floats = [], []
+    for k, (q, s, z) in enumerate(operands):
+        # a QLinearConv weight is per output channel (axis 0), as a transposed Gemm's; a
+        # MatMul right operand per column (axis 1); activations are per tensor
+        axis = 0 if k == 1 and (fop == "Conv" or (fop == "Gemm" and trans_b)) else 1
+        f = f"{node.output[0]}__in{k}"
+        args = [node.input[q], node.input[s]] + ([_inp(node, z)] if _inp(node, z) else [])
+        out.append(helper.make_node("DequantizeLinear", args, [f],
+                                    name=f"{node.name}_DQ{k}", axis=axis))
+        floats.append(f)
+    if bias is not None and _inp(node, bias):
+        sx = mdl.consts[node.input[1]].astype(np.float32)
+        sw = mdl.consts[node.input[4]].astype(np.float32).reshape(-1)
+        bs = mdl.const(f"{node.name}_bias_scale", (sx * sw).astype(np.float32))
+        f = f"{node.output[0]}__bias"
+        out.append(helper.make_node("DequantizeLinear", [node.input[bias], bs], [f],
+                                    name=f"{node.name}_DQb", axis=0))
+        floats.append(f)
+    quantized_out = bool(_inp(node, ys))  # QGemm without y_scale writes float
+    yf = f"{node.output[0]}__float" if quantized_out else node.output[0]
+    fnode = helper.make_node(fop, floats, [yf], name=node.name)
+    fnode.attribute.extend(attrs)
+    out.append(fnode)
+    if quantized_out:
         args = [yf, node.input[ys]] + ([_inp(node, yz)] if _inp(node, yz) else [])
         out.append(helper.make_node("QuantizeLinear", args, [node.output[0]],
                                     name=f"{node.name}_Q"))
-    del mdl.m.graph.node[:]
-    mdl.m.graph.node.extend(out)
+    return out
 
 
 # ---- tccc's own QDQ export (round trip) -----------------------------------------------------
@@ -245,8 +247,6 @@ def _drop_tccc_rounding(mdl: _Model) -> None:
     if mdl.m.producer_name != "tccc":
         return
     nodes = list(mdl.m.graph.node)
-    by_name = {n.name: n for n in nodes}
-    producer = {o: n for n in nodes for o in n.output}
     drop: set[int] = set()
     rename: dict[str, str] = {}
     for n in list(nodes):
@@ -255,30 +255,7 @@ def _drop_tccc_rounding(mdl: _Model) -> None:
             rename[n.output[0]] = n.input[0]
             drop.add(id(n))
         elif n.op_type == "DequantizeLinear" and n.name.endswith("_Centre"):
-            base = n.name[:-len("_Centre")]
-            pool, last = by_name.get(base), by_name.get(f"{base}_ToInt8")
-            src_q = producer.get(n.input[0])
-            if pool is None or last is None or src_q is None \
-                    or src_q.op_type != "QuantizeLinear":
-                continue
-            chain = nodes[nodes.index(n):nodes.index(last) + 1]
-            drop.update(id(c) for c in chain)
-            out_dq = next(m for m in nodes if m.op_type == "DequantizeLinear"
-                          and m.input[0] == last.output[0])
-            f_in, f_out = f"{base}__x", f"{base}__pooled"
-            new = [helper.make_node("DequantizeLinear", [n.input[0]] + list(src_q.input[1:]),
-                                    [f_in], name=f"{base}_DQ")]
-            if pool.op_type == "ReduceSum":
-                new.append(helper.make_node("GlobalAveragePool", [f_in], [f_out], name=base))
-            else:
-                a = {x.name: helper.get_attribute_value(x) for x in pool.attribute}
-                new.append(helper.make_node(
-                    "AveragePool", [f_in], [f_out], name=base, count_include_pad=1,
-                    kernel_shape=a["kernel_shape"], strides=a["strides"], pads=a["pads"]))
-            new.append(helper.make_node("QuantizeLinear", [f_out] + list(out_dq.input[1:]),
-                                        [last.output[0]], name=f"{base}_Q"))
-            nodes[nodes.index(n)] = new[0]
-            nodes[nodes.index(new[0]) + 1:nodes.index(new[0]) + 1] = new[1:]
+            _collapse_exact_pool(nodes, n, drop)
     kept = []
     for n in nodes:
         if id(n) in drop:
@@ -288,6 +265,36 @@ def _drop_tccc_rounding(mdl: _Model) -> None:
         kept.append(n)
     del mdl.m.graph.node[:]
     mdl.m.graph.node.extend(kept)
+
+
+def _collapse_exact_pool(nodes: list[onnx.NodeProto], centre: onnx.NodeProto,
+                         drop: set[int]) -> None:
+    """Replace tccc's integer-op average pool starting at ``centre`` (in ``nodes``, in place)
+    by ``DequantizeLinear -> GlobalAveragePool|AveragePool -> QuantizeLinear``; the chain's
+    node ids go to ``drop``. Leaves anything that is not that exact form alone."""
+    base = centre.name[:-len("_Centre")]
+    by_name = {n.name: n for n in nodes}
+    pool, last = by_name.get(base), by_name.get(f"{base}_ToInt8")
+    src_q = next((n for n in nodes if centre.input[0] in n.output), None)
+    out_dq = next((m for m in nodes if m.op_type == "DequantizeLinear" and last is not None
+                   and m.input[0] == last.output[0]), None)
+    if pool is None or out_dq is None or src_q is None or src_q.op_type != "QuantizeLinear":
+        return
+    drop.update(id(c) for c in nodes[nodes.index(centre):nodes.index(last) + 1])
+    f_in, f_out = f"{base}__x", f"{base}__pooled"
+    new = [helper.make_node("DequantizeLinear", [centre.input[0]] + list(src_q.input[1:]),
+                            [f_in], name=f"{base}_DQ")]
+    if pool.op_type == "ReduceSum":
+        new.append(helper.make_node("GlobalAveragePool", [f_in], [f_out], name=base))
+    else:
+        a = {x.name: helper.get_attribute_value(x) for x in pool.attribute}
+        new.append(helper.make_node("AveragePool", [f_in], [f_out], name=base,
+                                    count_include_pad=1, kernel_shape=a["kernel_shape"],
+                                    strides=a["strides"], pads=a["pads"]))
+    new.append(helper.make_node("QuantizeLinear", [f_out] + list(out_dq.input[1:]),
+                                [last.output[0]], name=f"{base}_Q"))
+    i = nodes.index(centre)
+    nodes[i:i + 1] = new
 
 
 # ---- the strip ------------------------------------------------------------------------------
