@@ -88,9 +88,12 @@ class _Model:
         self.where = where
         self.consts: dict[str, np.ndarray] = {
             i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-        for n in model.graph.node:
+        for n in model.graph.node:  # Constant nodes, and Identity of a constant (exporters
+            # share one zero point between quantizers that way)
             if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
                 self.consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+            elif n.op_type == "Identity" and n.input and n.input[0] in self.consts:
+                self.consts[n.output[0]] = self.consts[n.input[0]]
         self._k = 0
         if model.producer_name == "tccc":  # tccc's own export: its exact float64 scales
             for p in model.metadata_props:
