@@ -35,6 +35,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tcc_compiler.errors import UnsupportedError
 from tcc_compiler.ir.graph import Graph, QuantParams
 from tcc_compiler.ir.ops import Op
+from tcc_compiler.frontend.qdq_tccc import drop_tccc_rounding
 
 log = logging.getLogger(__name__)
 
@@ -239,67 +240,6 @@ def _expand_one(mdl: _Model, node: onnx.NodeProto, spec) -> list[onnx.NodeProto]
     return out
 
 
-# ---- tccc's own QDQ export (round trip) -----------------------------------------------------
-
-def _drop_tccc_rounding(mdl: _Model) -> None:
-    """Undo the two forms ``tccc export-onnx`` adds only to make ONNX Runtime round half up
-    like the NPU (tcc_compiler/export/qdq.py): the ``<op>_RoundHalfUp`` constant offset before
-    a QuantizeLinear (dropped: tccc rounds half up itself), and an average pool exported as
-    integer ops ``<op>_Centre`` ... ``<op>_ToInt8`` (collapsed back to the float pool between
-    a DequantizeLinear and a QuantizeLinear). Only in models tccc wrote (``producer_name``)."""
-    if mdl.m.producer_name != "tccc":
-        return
-    nodes = list(mdl.m.graph.node)
-    drop: set[int] = set()
-    rename: dict[str, str] = {}
-    for n in list(nodes):
-        if n.op_type == "Add" and n.name.endswith("_RoundHalfUp") and n.input[1] in mdl.consts \
-                and mdl.consts[n.input[1]].dtype == np.float32:
-            rename[n.output[0]] = n.input[0]
-            drop.add(id(n))
-        elif n.op_type == "DequantizeLinear" and n.name.endswith("_Centre"):
-            _collapse_exact_pool(nodes, n, drop)
-    kept = []
-    for n in nodes:
-        if id(n) in drop:
-            continue
-        for i, x in enumerate(n.input):
-            n.input[i] = rename.get(x, x)
-        kept.append(n)
-    del mdl.m.graph.node[:]
-    mdl.m.graph.node.extend(kept)
-
-
-def _collapse_exact_pool(nodes: list[onnx.NodeProto], centre: onnx.NodeProto,
-                         drop: set[int]) -> None:
-    """Replace tccc's integer-op average pool starting at ``centre`` (in ``nodes``, in place)
-    by ``DequantizeLinear -> GlobalAveragePool|AveragePool -> QuantizeLinear``; the chain's
-    node ids go to ``drop``. Leaves anything that is not that exact form alone."""
-    base = centre.name[:-len("_Centre")]
-    by_name = {n.name: n for n in nodes}
-    pool, last = by_name.get(base), by_name.get(f"{base}_ToInt8")
-    src_q = next((n for n in nodes if centre.input[0] in n.output), None)
-    out_dq = next((m for m in nodes if m.op_type == "DequantizeLinear" and last is not None
-                   and m.input[0] == last.output[0]), None)
-    if pool is None or out_dq is None or src_q is None or src_q.op_type != "QuantizeLinear":
-        return
-    drop.update(id(c) for c in nodes[nodes.index(centre):nodes.index(last) + 1])
-    f_in, f_out = f"{base}__x", f"{base}__pooled"
-    new = [helper.make_node("DequantizeLinear", [centre.input[0]] + list(src_q.input[1:]),
-                            [f_in], name=f"{base}_DQ")]
-    if pool.op_type == "ReduceSum":
-        new.append(helper.make_node("GlobalAveragePool", [f_in], [f_out], name=base))
-    else:
-        a = {x.name: helper.get_attribute_value(x) for x in pool.attribute}
-        new.append(helper.make_node("AveragePool", [f_in], [f_out], name=base,
-                                    count_include_pad=1, kernel_shape=a["kernel_shape"],
-                                    strides=a["strides"], pads=a["pads"]))
-    new.append(helper.make_node("QuantizeLinear", [f_out] + list(out_dq.input[1:]),
-                                [last.output[0]], name=f"{base}_Q"))
-    i = nodes.index(centre)
-    nodes[i:i + 1] = new
-
-
 # ---- the strip ------------------------------------------------------------------------------
 
 def strip_qdq(model: onnx.ModelProto, where: str) -> tuple[onnx.ModelProto, FixedQuant | None]:
@@ -325,7 +265,7 @@ def strip_qdq(model: onnx.ModelProto, where: str) -> tuple[onnx.ModelProto, Fixe
         if not n.name:
             n.name = n.output[0] if n.output else f"node_{i}"
     _expand_qlinear(mdl)
-    _drop_tccc_rounding(mdl)
+    drop_tccc_rounding(mdl.m, mdl.consts)
     fixed = FixedQuant()
     st = _Strip(mdl, fixed)
     for node in list(model.graph.node):

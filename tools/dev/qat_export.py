@@ -4,10 +4,11 @@ PyTorch quantization-aware-trained net to ONNX the way QAT users do, for ``tccc 
 
 The net (Conv-BN-ReLU, MaxPool, Conv-BN, residual Add, ReLU, global average pool, Linear) is
 prepared with eager-mode QAT (``torch.ao.quantization``, FakeQuantize modules: per-tensor
-uint8 activations, per-channel symmetric int8 weights with ``quant_min = -128``), trained a few steps on random
-data, and exported *with its fake-quant modules* (``torch.onnx.export``, TorchScript exporter,
-opset 13): activations become QuantizeLinear/DequantizeLinear pairs, weights the weight-only
-fake-quant pairs on float constants that tccc evaluates (tcc_compiler/frontend/qdq_import.py).
+uint8 activations, per-channel symmetric int8 weights with ``quant_min = -128``), trained a
+few steps on random data, and exported *with its fake-quant modules* (``torch.onnx.export``,
+TorchScript exporter, opset 13): activations become QuantizeLinear/DequantizeLinear pairs,
+weights the weight-only fake-quant pairs on float constants that tccc evaluates
+(tcc_compiler/frontend/qdq_import.py).
 
 Measured (ORT 1.32, torch 2.13, 3 random inputs): compiles with calibration "fixed"; top-1 equal,
 output within 1 LSB of ONNX Runtime on the QDQ model (SQNR 32-35 dB): this export keeps the
