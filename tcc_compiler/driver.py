@@ -44,8 +44,9 @@ from tcc_compiler.passes.instruments import (AFTER_PASS_META, IMPORT_STAGE, QUAN
 from tcc_compiler.passes.summary import fusion_summary, source_table
 from tcc_compiler.quant import quantize_graph
 from tcc_compiler.quant.bias_correction import correct_biases
-from tcc_compiler.quant.calib_table import build_table, check_covers, read_table
+from tcc_compiler.quant.calib_table import add_fixed, build_table, check_covers, read_table
 from tcc_compiler.quant.calibrate import observe
+from tcc_compiler.quant.quantize import fixed_ranges, ranges_needed
 from tcc_compiler.schedule import Program, lower
 from tcc_compiler.schedule.timeline import timeline
 from tcc_compiler.target import Target, load_target
@@ -286,11 +287,26 @@ def calibrate(graph: Graph, options: CompileOptions, preprocess, *,
                         ", ".join(ignored))
         return Calibration(options.method, [], f"none ({model} was already quantized)",
                            None, None)
+    needed = ranges_needed(graph)
+    fixed = fixed_ranges(graph)
+    where = model if isinstance(model, (str, os.PathLike)) else graph.meta.get("source",
+                                                                              graph.name)
+    if fixed and not needed:  # a fully pre-quantized model: its own parameters, exactly
+        if options.calibration is not None or options.calib_table is not None:
+            log.warning("%s fixes every quantization parameter (QDQ); calibration/--calib "
+                        "and calib_table/--calib-table ignored", where)
+        return Calibration("fixed", [], "the model's own quantization (QDQ)", {},
+                           add_fixed(None, fixed))
+    if fixed:  # calibrate only what the model leaves open, and say so
+        log.warning("%s: %d tensor(s) have no quantization in the model and are calibrated: "
+                    "%s", where, len(needed), ", ".join(needed[:5]) +
+                    (", ..." if len(needed) > 5 else ""))
     if options.calib_table is not None:  # ranges from a (maybe edited) table: no calibration
         table, ranges = read_table(options.calib_table)
-        check_covers(ranges, [graph.inputs[0].name] + [
-            n.output.name for n in graph.nodes if n.op in (Op.CONV, Op.FC, Op.ADD)],
-            options.calib_table)
+        want = set(needed)
+        check_covers(ranges, [n for n in [graph.inputs[0].name] + [
+            n.output.name for n in graph.nodes if n.op in (Op.CONV, Op.FC, Op.ADD)]
+            if n in want], options.calib_table)
         return Calibration(str(table.get("method", "table")), [],
                            f"table {options.calib_table}", ranges, table)
     if options.calibration is None:
@@ -299,8 +315,9 @@ def calibrate(graph: Graph, options: CompileOptions, preprocess, *,
         inputs, source = resolve_calibration(options.calibration, graph, preprocess)
     method, p = options.method, options.percentile
     obs = observe(graph, inputs, [method], p, progress)[method]
+    table = build_table(obs, method, p)
     return Calibration(method, inputs, source, {k: o.range() for k, o in obs.items()},
-                       build_table(obs, method, p))
+                       add_fixed(table, fixed) if fixed else table)
 
 
 def quantize(graph: Graph, float_graph: Graph, calib: Calibration,

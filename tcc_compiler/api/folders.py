@@ -265,13 +265,21 @@ def write_html_report(folder: str | os.PathLike, output: str | os.PathLike,
     return write_html(folder, output, hist)
 
 
-def export_onnx(folder: str | os.PathLike, output: str | os.PathLike) -> Path:
+def export_onnx(folder: str | os.PathLike, output: str | os.PathLike,
+                ort_nodes: bool = False) -> Path:
     """Write a compiled folder as a standard QDQ ONNX model
-    (:func:`tcc_compiler.export.save_qdq`; the mapping is documented in export/qdq.py).
+    (:func:`tcc_compiler.export.save_qdq`; the mapping is documented in export/qdq.py), or
+    with ``ort_nodes`` as a model whose NPU segments are custom nodes running the compiled
+    program inside ONNX Runtime (:func:`tcc_compiler.export.ort_model.save_ort`; run it with
+    ``onnxruntime.InferenceSession(path, tcc_compiler.runtime.ort_ops.session_options())``).
 
     Returns:
         The written file's path.
     """
+    if ort_nodes:
+        from tcc_compiler.export.ort_model import save_ort
+
+        return save_ort(folder, output)
     from tcc_compiler.export import save_qdq
     from tcc_compiler.runtime.segmented import refuse_segmented
 

@@ -41,12 +41,18 @@ and rounds half to even. Two consequences:
   bundled photos); ``tests/export/test_export_qdq.py`` proves each such difference is a near-tie.
   Run end to end, such a 1-LSB difference propagates and is amplified by later layers.
 
+Scales: ONNX stores them as float32; the model's metadata ``tccc.scales_f64`` keeps tccc's
+float64 values, which ``tccc compile`` of this file uses (the round trip gives the same
+binaries; other tools use the float32 initializers, which is the precision ONNX Runtime
+computes in anyway).
+
 Layouts: the exported input is NCHW float32 ``[1, C, H, W]`` (the IR's layout, even when the
 original ONNX model took NHWC); outputs keep their ONNX names and shapes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -62,6 +68,11 @@ from tcc_compiler.ir.ops import ActKind, Op
 
 log = logging.getLogger(__name__)
 
+#: Model metadata key: {scale initializer: [float64 values as float.hex]}. ONNX scales are
+#: float32; tccc's are float64, and ``tccc compile`` of the export reads these so the round
+#: trip gives the same binaries (tcc_compiler/frontend/qdq_import.py).
+EXACT_SCALES_KEY = "tccc.scales_f64"
+
 #: ONNX opset of the export (per-axis DequantizeLinear, Clip with min/max inputs).
 OPSET = 17
 
@@ -76,6 +87,7 @@ class _Builder:
         self.float_of: dict[int, str] = {}
         self.int8_of: dict[int, str] = {}
         self.out_names = {id(v): v.name for v in graph.outputs}
+        self.exact: dict[str, list[str]] = {}
         self._n = 0
 
     def uniq(self, base: str) -> str:
@@ -95,9 +107,17 @@ class _Builder:
         q = v.quant
         if q is None or q.per_channel:
             raise InternalError(f"QDQ export: value '{v.name}' has no per-tensor quantization")
-        s = self.const(self.uniq(f"{v.name}_scale"), np.float32(q.scale))
+        s = self.scale(self.uniq(f"{v.name}_scale"), q.scale)
         z = self.const(self.uniq(f"{v.name}_zero_point"), np.int8(q.zero_point))
         return s, z
+
+    def scale(self, name: str, s: np.ndarray, shape: tuple[int, ...] | None = None) -> str:
+        """A float32 scale initializer; its float64 value is kept in :data:`EXACT_SCALES_KEY`
+        so that ``tccc compile`` of the export re-imports tccc's exact scales."""
+        s64 = np.asarray(s, np.float64) if shape is None else \
+            np.asarray(s, np.float64).reshape(shape)
+        self.exact[name] = [float(x).hex() for x in s64.reshape(-1)]
+        return self.const(name, s64.astype(np.float32))
 
     def qdq(self, v: Value, real: str, src: str) -> None:
         """Quantize float tensor ``real`` with ``v``'s parameters, then dequantize it into the
@@ -211,12 +231,12 @@ class _Builder:
         wq = w.const if w_shape is None else w.const.reshape(w_shape)
         o = wq.shape[0]
         wi = self.const(f"{w.name}_quantized", wq.astype(np.int8))
-        ws = self.const(f"{w.name}_scale", np.asarray(w.quant.scale, np.float32).reshape(o))
+        ws = self.scale(f"{w.name}_scale", w.quant.scale, (o,))
         wz = self.const(f"{w.name}_zero_point", np.zeros(o, np.int8))
         wf = self.node("DequantizeLinear", [wi, ws, wz], f"{w.name}_dequantized",
                        f"{node.name}_W_DQ", axis=0)
         bi = self.const(f"{b.name}_quantized", b.const.astype(np.int32).reshape(o))
-        bs = self.const(f"{b.name}_scale", np.asarray(b.quant.scale, np.float32).reshape(o))
+        bs = self.scale(f"{b.name}_scale", b.quant.scale, (o,))
         bz = self.const(f"{b.name}_zero_point", np.zeros(o, np.int32))
         bf = self.node("DequantizeLinear", [bi, bs, bz], f"{b.name}_dequantized",
                        f"{node.name}_B_DQ", axis=0)
@@ -451,7 +471,8 @@ def export_qdq(graph: Graph) -> onnx.ModelProto:
                               producer_name="tccc", producer_version=__version__)
     model.ir_version = 8
     helper.set_model_props(model, {"tccc.layout": "NCHW input; int8 QDQ activations, "
-                                                  "per-channel int8 weights, int32 bias"})
+                                                  "per-channel int8 weights, int32 bias",
+                                   EXACT_SCALES_KEY: json.dumps(b.exact, sort_keys=True)})
     onnx.checker.check_model(model, full_check=True)
     return model
 

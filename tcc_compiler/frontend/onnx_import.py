@@ -24,6 +24,7 @@ from tcc_compiler.frontend.loader import (check_inferred_shapes, check_input_dim
                                           check_onnx_validity,
                                           check_node_attributes, check_tensors, load_onnx,
                                           parse_input_spec, set_input_dims)
+from tcc_compiler.frontend.qdq_import import attach_fixed, strip_qdq
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
 
@@ -141,6 +142,9 @@ class PreparedModel:
         opset: its default-domain opset.
         in_name, in_shape, layout: the image input's name, fixed shape (NCHW ``[1, C, H, W]``
             or NHWC ``[1, H, W, C]``) and ``"NCHW"``/``"NHWC"``.
+        fixed: the quantization parameters a pre-quantized (QDQ / QOperator) model fixes,
+            from :func:`~tcc_compiler.frontend.qdq_import.strip_qdq` (``proto`` is then its
+            float model); None for a float model.
     """
 
     proto: onnx.ModelProto
@@ -150,6 +154,7 @@ class PreparedModel:
     in_name: str
     in_shape: tuple[int, ...]
     layout: str
+    fixed: object | None = None
 
 
 def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
@@ -183,6 +188,8 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
         proto = load_onnx(model)
     original = onnx.ModelProto()
     original.CopyFrom(proto)
+    # QDQ / QOperator: the float model + the quantization parameters it fixes
+    proto, fixed = strip_qdq(proto, where)
     opset = _check_domains(proto, where, custom_domains)
     check_tensors(proto, where)  # before anything allocates from a tensor's claimed dims
     check_node_attributes(proto, where)
@@ -218,7 +225,7 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
     except Exception as exc:  # shape inference errors: inconsistent model
         raise ModelError(f"{where}: shape inference failed: {str(exc).splitlines()[0]}") from None
     check_inferred_shapes(inferred, where)
-    return PreparedModel(inferred, original, where, opset, in_name, in_shape, layout)
+    return PreparedModel(inferred, original, where, opset, in_name, in_shape, layout, fixed)
 
 
 def import_onnx(model: str | os.PathLike | onnx.ModelProto,
@@ -241,6 +248,8 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
     """
     pm = prepare_onnx(model, input_whc)
     graph = _convert(pm.proto, pm.where, pm.opset, pm.in_name, pm.in_shape, pm.layout)
+    if pm.fixed is not None:
+        graph.meta["prequantized"] = attach_fixed(graph, pm.fixed)
     check_onnx_validity(pm.original, pm.where)  # last: the checks above say more specific
     return graph
 

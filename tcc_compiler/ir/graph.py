@@ -184,7 +184,13 @@ class Graph:
 
         When ``old`` is a graph output, ``new`` takes over its name (and ``old`` gets ``new``'s),
         so graph outputs keep the names the ONNX model gave them through fusion.
+
+        In a float graph, fixed quantization parameters (``quant`` on a float32 value, from a
+        pre-quantized model) move with the tensor: ``new`` now computes what ``old`` did, so
+        ``old``'s parameters, when it has any, replace ``new``'s.
         """
+        if old.quant is not None and old.dtype == new.dtype == "float32" and not new.is_const:
+            new.quant = old.quant
         for node, idx in list(old.uses):
             self.set_input(node, idx, new)
         if self.is_output(old) and not self.is_output(new) and not new.is_const \

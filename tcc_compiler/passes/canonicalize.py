@@ -117,8 +117,9 @@ class Canonicalize:
         m = w.shape[0]
         if w.shape[1] * w.shape[2] * w.shape[3] != int(np.prod(x.shape[1:])):
             return False
+        # same output channels: fixed per-channel weight scales (a pre-quantized model) hold
         new_w = Value(graph.fresh_name(w.name), (m,) + x.shape[1:], "float32",
-                      const=w.const.reshape((m,) + x.shape[1:]))
+                      const=w.const.reshape((m,) + x.shape[1:]), quant=w.quant)
         graph.set_input(fc, 0, x)
         graph.set_input(fc, 1, new_w)
         fc.source = src.source + fc.source

@@ -43,6 +43,10 @@ class FuseResidualAdd(RewritePass):
             return "shortcut shape differs from the conv output"
         if m["shortcut"] is m["conv"].output:
             return "add of a value with itself"
+        if m["conv"].output.quant is not None:
+            # a pre-quantized model rounds the conv output to int8 before the add; the fused
+            # epilogue would skip that rounding (specs/quantization.md, pre-quantized models)
+            return "the conv output is quantized in the imported model"
         return None
 
     def rewrite(self, graph, m):
@@ -53,6 +57,11 @@ class FuseResidualAdd(RewritePass):
         graph.replace_all_uses_with(add.output, conv.output)
         graph.remove_node(add)
         graph.toposort()
+
+
+def _same_params(a, b) -> bool:
+    return bool(a.scale.shape == b.scale.shape and (a.scale == b.scale).all()
+                and (a.zero_point == b.zero_point).all())
 
 
 def compose(first: Activation, second: Activation) -> Activation | None:
@@ -86,6 +95,11 @@ class FuseActivation(RewritePass):
             return "producer output has other readers"
         if compose(m["prod"].attrs.act, m["act"].attrs.act) is None:
             return "activations do not compose"
+        q_in, q_out = m["prod"].output.quant, m["act"].output.quant
+        if q_in is not None and q_out is not None and not _same_params(q_in, q_out):
+            # two roundings in the imported model, with different parameters: the fused
+            # epilogue would round once
+            return "producer output and activation output are quantized differently"
         return None
 
     def rewrite(self, graph, m):

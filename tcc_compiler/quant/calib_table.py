@@ -49,6 +49,20 @@ def build_table(observers: dict, method: str, percentile: float | None = None) -
             "tensors": tensors}
 
 
+def add_fixed(table: dict | None, ranges: dict[str, tuple[float, float]]) -> dict:
+    """``table`` (None: a new one, method "fixed") with the tensors a pre-quantized model fixes
+    added as ``{"lo", "hi", "method": "fixed"}``: the range whose int8 parameters are exactly
+    the model's (``lo = s * (-128 - zp)``, ``hi = s * (127 - zp)``), so ``--calib-table``
+    reproduces them."""
+    table = table or {"format": FORMAT, "version": VERSION, "method": "fixed",
+                      "percentile": None, "tensors": {}}
+    for name in sorted(ranges):
+        lo, hi = ranges[name]
+        table["tensors"][name] = {"lo": float(lo), "hi": float(hi), "method": "fixed",
+                                  "summary": {}}
+    return table
+
+
 def write_table(table: dict, path: str | os.PathLike) -> Path:
     """Write ``table`` as indented JSON; returns the path."""
     p = Path(path)

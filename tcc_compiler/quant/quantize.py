@@ -85,12 +85,86 @@ def _bias_int32(b: np.ndarray, s_b: np.ndarray) -> np.ndarray:
     return np.clip(q, -(2 ** 31) + 1, 2 ** 31 - 1).astype(np.int32)
 
 
+def is_fixed(v: Value) -> bool:
+    """True when a float value carries parameters fixed by a pre-quantized model (QDQ import,
+    tcc_compiler/frontend/qdq_import.py): the quantizer takes them as they are."""
+    return v.quant is not None and v.dtype == "float32"
+
+
+def _raw_int32(node) -> bool:
+    """A conv/fc output stays raw int32 when only host ops read it, nothing is fused into it
+    and the imported model does not fix its quantization (a graph output that also feeds an
+    NPU op stays int8, or its consumer got a per-channel input scale)."""
+    out = node.output
+    return all(u.op in HOST_OPS for u, _ in out.uses) and node.input(3) is None \
+        and node.attrs.act.kind.value == "none" and not is_fixed(out)
+
+
+def _shares_input_params(node) -> bool:
+    """Outputs that reuse their input's parameters: views and max-pool always (max commutes
+    with the affine map); average pools unless the imported model fixes their output (an
+    average lies within its inputs' range, so reusing them never clips, and a calibrated
+    range would: pooled features shift with the image domain)."""
+    if node.op in VIEW_OPS or node.op is Op.MAXPOOL:
+        return True
+    return node.op in (Op.GAP, Op.AVGPOOL) and not is_fixed(node.output)
+
+
+def fixed_ranges(graph: Graph) -> dict[str, tuple[float, float]]:
+    """{name: (lo, hi)} of the activations whose parameters a pre-quantized model fixes:
+    ``s * (-128 - zp)``, ``s * (127 - zp)`` (the range :func:`activation_params` maps back to
+    the same ``s`` and ``zp``)."""
+    out = {}
+    for v in graph.values():
+        if is_fixed(v) and not v.is_const and not v.quant.per_channel:
+            s, zp = float(v.quant.scale), int(v.quant.zero_point)
+            out[v.name] = (s * (-128 - zp), s * (127 - zp))
+    return out
+
+
+def ranges_needed(graph: Graph) -> list[str]:
+    """Names of the values :func:`quantize_graph` needs a calibrated range for: the input and
+    the int8 node outputs, minus those a pre-quantized model fixes (graph order)."""
+    names = [v.name for v in graph.inputs if not is_fixed(v)]
+    for node in graph.nodes:
+        if node.op in HOST_OPS or _shares_input_params(node) or is_fixed(node.output):
+            continue
+        if node.op in (Op.CONV, Op.FC) and _raw_int32(node):
+            continue
+        names.append(node.output.name)
+    return names
+
+
+def _quantize_conv_weights(node, x: Value) -> None:
+    """int8 weights (per output channel) and int32 bias of a conv/fc, in place: with the
+    imported model's weight scales when fixed (int8 range -128..127 as given), else tccc's
+    symmetric scheme with the bias-safe scale rule."""
+    wv, bv = node.inputs[1], node.inputs[2]
+    if is_fixed(wv):
+        s_w = np.asarray(wv.quant.scale, np.float64)
+        w64 = wv.const.astype(np.float64) / s_w.reshape((-1,) + (1,) * (wv.const.ndim - 1))
+        wq = np.clip(np.round(w64), -128, 127).astype(np.int8)
+    else:
+        wq, s_w = quantize_weights(wv.const)
+        s_safe = bias_safe_weight_scales(bv.const, float(x.quant.scale), s_w)
+        if np.any(s_safe > s_w):
+            log.info("%s: weight scale raised on %d channel(s) so the bias fits int32",
+                     node.name, int(np.count_nonzero(s_safe > s_w)))
+            s_w, wq = s_safe, quantize_weights_with_scale(wv.const, s_safe)
+    wv.const, wv.dtype = wq, "int8"
+    wv.quant = QuantParams(s_w, np.zeros(len(s_w), np.int64), axis=0)
+    s_b = float(x.quant.scale) * s_w
+    bv.const, bv.dtype = _bias_int32(bv.const, s_b), "int32"
+    bv.quant = QuantParams(s_b, np.zeros(len(s_b), np.int64), axis=0)
+
+
 def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]]) -> Graph:
     """Attach quantization parameters and integer constants to every value.
 
     Args:
-        graph: legalized float graph (NPU ops, views, host ops at the end).
-        ranges: calibrated {value name: (lo, hi)} for the input and every node output.
+        graph: legalized float graph (NPU ops, views, host ops at the end); float values
+            with ``quant`` set keep those parameters (:func:`is_fixed`).
+        ranges: calibrated {value name: (lo, hi)} for every name :func:`ranges_needed` lists.
 
     Returns:
         The same graph, quantized: activation values int8 (int32 for raw conv outputs),
@@ -105,44 +179,29 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]]) -> Grap
         return ranges[v.name]
 
     for v in graph.inputs:
-        v.quant = activation_params(*rng(v))
+        if not is_fixed(v):
+            v.quant = activation_params(*rng(v))
         v.dtype = "int8"
     for node in graph.nodes:
         out = node.output
         if node.op in HOST_OPS:
             continue
         x = node.inputs[0]
-        if node.op in VIEW_OPS or node.op in (Op.MAXPOOL, Op.GAP, Op.AVGPOOL):
-            # max commutes with the affine map; an average lies within its inputs' range, so
-            # reusing the input's parameters can never clip (a calibrated range would: pooled
-            # features shift with the image domain) and the averaging itself cuts the noise
+        if _shares_input_params(node):
             out.quant, out.dtype = x.quant, x.dtype
             continue
         if node.op in (Op.CONV, Op.FC):
-            wv, bv = node.inputs[1], node.inputs[2]
-            wq, s_w = quantize_weights(wv.const)
-            s_safe = bias_safe_weight_scales(bv.const, float(x.quant.scale), s_w)
-            if np.any(s_safe > s_w):
-                log.info("%s: weight scale raised on %d channel(s) so the bias fits int32",
-                         node.name, int(np.count_nonzero(s_safe > s_w)))
-                s_w, wq = s_safe, quantize_weights_with_scale(wv.const, s_safe)
-            wv.const, wv.dtype = wq, "int8"
-            wv.quant = QuantParams(s_w, np.zeros(len(s_w), np.int64), axis=0)
-            s_b = float(x.quant.scale) * s_w
-            bv.const, bv.dtype = _bias_int32(bv.const, s_b), "int32"
-            bv.quant = QuantParams(s_b, np.zeros(len(s_b), np.int64), axis=0)
-            # raw int32 only when nothing on the NPU reads it: a graph output that also feeds
-            # an NPU op (an intermediate tensor listed as an output) stays int8, or its
-            # consumer got a per-channel input scale (a TypeError, exit 1: tools/corpus.py)
-            raw = all(u.op in HOST_OPS for u, _ in out.uses) \
-                and node.input(3) is None and node.attrs.act.kind.value == "none"
-            if raw:
+            _quantize_conv_weights(node, x)
+            if _raw_int32(node):
+                s_b = node.inputs[2].quant.scale
                 out.dtype = "int32"
                 out.quant = QuantParams(s_b, np.zeros(len(s_b), np.int64), axis=1)
                 continue
-        lo, hi = rng(out)
-        a_lo, a_hi = getattr(getattr(node.attrs, "act", None), "bounds", lambda: (lo, hi))()
-        out.quant = activation_params(max(lo, a_lo), min(hi, a_hi))
+        if not is_fixed(out):
+            lo, hi = rng(out)
+            a_lo, a_hi = getattr(getattr(node.attrs, "act", None), "bounds",
+                                 lambda: (lo, hi))()
+            out.quant = activation_params(max(lo, a_lo), min(hi, a_hi))
         out.dtype = "int8"
     graph.meta["quantized"] = True
     return graph

@@ -1,0 +1,149 @@
+"""A compiled folder as an ONNX model that ONNX Runtime runs, NPU segments as custom nodes.
+
+Each NPU segment of the compiled program becomes one node ``TcccNpuProgram<k>`` of domain
+``ai.onnx.contrib`` referencing the folder (:mod:`tcc_compiler.runtime.ort_ops` documents the
+node and implements it); each host segment stays standard ONNX ops reading the segment
+outputs it needs:
+
+* softmax: ``Cast`` to float64, ``Softmax``, ``Cast`` to float32 (``tccc run`` computes it in
+  float64 and rounds once, so the outputs agree bit for bit);
+* argmax: ``ArgMax`` (``keepdims=0``, first index on ties, as numpy).
+
+The segments come from the folder's manifest (:func:`segments`): today one NPU program reading
+the model input, then the host ops in the manifest's order; the exporter loops over them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from onnx import TensorProto, helper
+
+from tcc_compiler.errors import FormatError
+from tcc_compiler.version import __version__
+
+log = logging.getLogger(__name__)
+
+#: Opset of the host ops (Softmax over one axis from 13).
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One part of a compiled model, run on one device.
+
+    Attributes:
+        device: "npu" or "host".
+        inputs: tensor names it reads (the model input for the NPU program).
+        outputs: tensor names it writes (manifest names).
+        op: the host op record of the manifest (``{"op", "input", "output", "axis"}``), None
+            for an NPU segment.
+    """
+
+    device: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    op: dict | None = None
+
+
+def segments(manifest: dict) -> list[Segment]:
+    """The segments of a compiled folder, in execution order, from its manifest.
+
+    Raises:
+        FormatError: a host op of unknown kind.
+    """
+    inp = manifest["input"].get("onnx_name", manifest["input"]["name"])
+    out = [Segment("npu", (inp,), tuple(o["name"] for o in manifest["outputs"]))]
+    for op in manifest["host_ops"]:
+        if op["op"] not in ("softmax", "argmax"):
+            raise FormatError(f"manifest: unknown host op {op['op']!r}")
+        out.append(Segment("host", (op["input"],), (op["output"],), op))
+    return out
+
+
+def _host_nodes(seg: Segment) -> list[onnx.NodeProto]:
+    op, x, y = seg.op, seg.inputs[0], seg.outputs[0]
+    if op["op"] == "argmax":
+        return [helper.make_node("ArgMax", [x], [y], name=f"{y}_ArgMax", axis=op["axis"],
+                                 keepdims=0)]
+    return [helper.make_node("Cast", [x], [f"{y}__f64"], name=f"{y}_Cast64",
+                             to=TensorProto.DOUBLE),
+            helper.make_node("Softmax", [f"{y}__f64"], [f"{y}__sm"], name=f"{y}_Softmax",
+                             axis=op["axis"]),
+            helper.make_node("Cast", [f"{y}__sm"], [y], name=f"{y}_Cast32",
+                             to=TensorProto.FLOAT)]
+
+
+def _shapes(man: dict) -> dict[str, list[int]]:
+    """Shapes of every segment output: NPU outputs from the manifest, host outputs derived
+    (softmax keeps the shape, argmax drops its axis)."""
+    shapes = {o["name"]: list(o["shape"]) for o in man["outputs"]}
+    for op in man["host_ops"]:
+        shp = list(shapes[op["input"]])
+        if op["op"] == "argmax":
+            del shp[op["axis"]]
+        shapes[op["output"]] = shp
+    return shapes
+
+
+def export_ort(folder: str | os.PathLike) -> onnx.ModelProto:
+    """Build the ONNX Runtime model of a compiled folder (validated as ``tccc run`` does).
+
+    Returns:
+        A checked ModelProto: input float32 shaped as the compiled model's input, outputs the
+        graph outputs (float32; int64 for an argmax).
+
+    Raises:
+        InputError, FormatError: the folder is missing or invalid.
+    """
+    from tcc_compiler.runtime import load_program
+    from tcc_compiler.runtime.ort_ops import DOMAIN, op_type
+
+    prog = load_program(folder)
+    man = prog.manifest
+    absolute = str(Path(folder).resolve())
+    nodes = []
+    for i, seg in enumerate(segments(man)):
+        if seg.device == "npu":
+            node = helper.make_node(op_type(len(seg.outputs)), list(seg.inputs),
+                                    list(seg.outputs), name=f"npu_segment_{i}", domain=DOMAIN,
+                                    folder=absolute)
+            node.attribute.append(helper.make_attribute("outputs",
+                                                        json.dumps(list(seg.outputs))))
+            nodes.append(node)
+        else:
+            nodes.extend(_host_nodes(seg))
+    shapes = _shapes(man)
+    argmax_outs = {op["output"] for op in man["host_ops"] if op["op"] == "argmax"}
+    in_name = segments(man)[0].inputs[0]
+    ins = [helper.make_tensor_value_info(in_name, TensorProto.FLOAT, list(prog.input_shape))]
+    outs = [helper.make_tensor_value_info(
+        o, TensorProto.INT64 if o in argmax_outs else TensorProto.FLOAT, shapes[o])
+        for o in man["graph_outputs"]]
+    g = helper.make_graph(nodes, "tccc_npu", ins, outs)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET),
+                                                helper.make_opsetid(DOMAIN, 1)],
+                              producer_name="tccc", producer_version=__version__)
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def save_ort(folder: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Write :func:`export_ort` of ``folder`` to ``path`` (checked first, written atomically).
+
+    Raises:
+        InputError, FormatError: invalid folder or unwritable output.
+    """
+    from tcc_compiler.fsutil import check_output_file, write_output_file
+
+    check_output_file(path, "-o")
+    model = export_ort(folder)
+    path = write_output_file(path, model.SerializeToString(), "-o")
+    log.info("wrote %s (%d nodes)", path, len(model.graph.node))
+    return path
