@@ -108,6 +108,16 @@ SUPPORT: dict[str, OpSupport] = {
                      "input >= 11)", "folded (into the next Conv's padding)",
                      "reflect/edge modes; non-zero value; N/C padding; a Pad not followed by "
                      "Conv"),
+    "Concat": OpSupport("activations along the channel axis (axis 1 / -3 of NCHW rank 4); "
+                        "inputs share the output's quantization", "view / NPU (concat: a DMA "
+                        "copy of the inputs that cannot be written in place)",
+                        "other axes; constant inputs"),
+    "Split": OpSupport("channel axis (axis 1 / -3 of NCHW rank 4); split attribute (< 13), "
+                       "input (>= 13) or equal parts / num_outputs (18)", "view / NPU (slice "
+                       "copy where a view is impossible)", "other axes"),
+    "Slice": OpSupport("constant starts/ends/axes/steps; step 1 on the channel axis (ranges "
+                       "covering a whole axis are no-ops)", "view / NPU (slice copy where a "
+                       "view is impossible)", "other axes; steps other than 1; computed bounds"),
     "Softmax": OpSupport("at the graph's end, over the last axis or an axis followed only "
                          "by size-1 dims (e.g. axis 1 of [1, C, 1, 1])", "host",
                          "other axes"),

@@ -179,6 +179,9 @@ _RULES = {
         axis=(2, 3), keepdims=True).astype(np.float32),
     Op.RESHAPE: lambda n, a, args: args[0].reshape(a.shape),
     Op.TRANSPOSE: lambda n, a, args: np.ascontiguousarray(args[0].transpose(a.perm)),
+    Op.CONCAT: lambda n, a, args: np.concatenate(args, axis=a.axis),
+    Op.SLICE: lambda n, a, args: np.ascontiguousarray(
+        np.take(args[0], np.arange(a.start, a.end), axis=a.axis)),
     Op.SOFTMAX: _softmax,
     Op.ARGMAX: lambda n, a, args: np.argmax(args[0], axis=a.axis).reshape(
         n.output.shape).astype(np.int64),

@@ -64,6 +64,10 @@ def eval_int_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
                           p.act_lo, p.act_hi)
     if node.op is Op.LUT:
         return apply_lut(x, lut_quant(node).tables)
+    if node.op is Op.CONCAT:   # NHWC: channels are the last axis; one shared quantization
+        return np.concatenate(args, axis=2)
+    if node.op is Op.SLICE:
+        return np.ascontiguousarray(x[:, :, node.attrs.start:node.attrs.end])
     raise InternalError(f"golden model: no integer rule for {node.op.value} '{node.name}'")
 
 

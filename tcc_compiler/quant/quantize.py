@@ -9,6 +9,8 @@ Scheme (specs/quantization.md):
   activation (hi = lo = 0) gets s = 1, zp = 0;
 * max-pool, average-pool and view outputs share their input's parameters (max commutes with
   the affine map; an average never leaves its inputs' range, so it is never clipped);
+* the inputs and output of a channel concat or slice share one set (quant/groups.py), so the
+  op moves bytes and does no arithmetic;
 * a graph output produced by a conv/fc stays int32 (acc + bias), dequantized by the host with
   ``s_x * s_w[o]`` per channel: no rounding of the logits.
 """
@@ -21,7 +23,8 @@ import numpy as np
 
 from tcc_compiler.errors import InternalError
 from tcc_compiler.ir.graph import Graph, QuantParams, Value
-from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
+from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, Op, VIEW_OPS
+from tcc_compiler.quant.groups import shared_params
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +107,18 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]]) -> Grap
             raise InternalError(f"value '{v.name}' has no calibrated range")
         return ranges[v.name]
 
+    shared = shared_params(graph, ranges, activation_params)
     for v in graph.inputs:
-        v.quant = activation_params(*rng(v))
+        v.quant = shared.get(id(v)) or activation_params(*rng(v))
         v.dtype = "int8"
     for node in graph.nodes:
         out = node.output
         if node.op in HOST_OPS:
             continue
         x = node.inputs[0]
+        if node.op in CHANNEL_OPS:
+            out.quant, out.dtype = shared[id(out)], "int8"
+            continue
         if node.op in VIEW_OPS or node.op in (Op.MAXPOOL, Op.GAP, Op.AVGPOOL):
             # max commutes with the affine map; an average lies within its inputs' range, so
             # reusing the input's parameters can never clip (a calibrated range would: pooled
@@ -140,6 +147,9 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]]) -> Grap
                 out.dtype = "int32"
                 out.quant = QuantParams(s_b, np.zeros(len(s_b), np.int64), axis=1)
                 continue
+        if id(out) in shared:
+            out.quant, out.dtype = shared[id(out)], "int8"
+            continue
         lo, hi = rng(out)
         a_lo, a_hi = getattr(getattr(node.attrs, "act", None), "bounds", lambda: (lo, hi))()
         out.quant = activation_params(max(lo, a_lo), min(hi, a_hi))

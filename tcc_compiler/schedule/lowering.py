@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from tcc_compiler.errors import InternalError
 from tcc_compiler.ir.graph import Graph, Node
-from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
+from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, Op, VIEW_OPS
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.schedule.emitter import Emitter
@@ -22,6 +22,7 @@ from tcc_compiler.schedule.ops.add import lower_add
 from tcc_compiler.schedule.ops.cascade import lower_chain
 from tcc_compiler.schedule.ops.context import OpContext, new_info
 from tcc_compiler.schedule.ops.conv import lower_conv
+from tcc_compiler.schedule.ops.copy import lower_copy
 from tcc_compiler.schedule.ops.eltwise import lower_eltwise
 from tcc_compiler.schedule.ops.lut import lower_lut
 from tcc_compiler.schedule.ops.pool import lower_pool
@@ -74,6 +75,8 @@ class Lowering:
         for n in self.graph.nodes:
             if n.op in HOST_OPS or n.op in VIEW_OPS or id(n) in mem.chained:
                 continue
+            if n.op in CHANNEL_OPS and id(n) not in mem.views.copies:
+                continue   # a view: the producers and readers address the shared buffer
             ctx = OpContext(em, mem, weights, t, source, base=mem.base(n))
             if id(n) in mem.chains:   # the whole chain runs at its last op's place
                 if pf is not None:
@@ -110,6 +113,8 @@ class Lowering:
             lower_add(ctx, n, info)
         elif n.op is Op.LUT:
             lower_lut(ctx, n, info)
+        elif n.op in CHANNEL_OPS:
+            lower_copy(ctx, n, info)
         else:
             raise InternalError(f"no lowering for {n.op.value} '{n.name}'")
         info.first_cmd, info.end_cmd = first, ctx.em.n_cmds

@@ -29,6 +29,7 @@ from tcc_compiler.schedule.cascade import Chain, find_chains, plan_chain
 from tcc_compiler.schedule.geom import conv_geom, elem_bytes, hwc, pool_geom
 from tcc_compiler.schedule.program import IoTensor, Resident, Tensor
 from tcc_compiler.schedule.tiling import ConvGeom, Residency, align_up
+from tcc_compiler.schedule.views import ChannelViews, plan_views
 from tcc_compiler.target import Target
 
 
@@ -124,6 +125,7 @@ class MemoryPlan:
         chained: ids of the other nodes of cascaded chains (run at their last op's place).
         arena_bytes, input_bytes, output_bytes: DRAM region sizes (ACT, INPUT, OUTPUT).
         inputs, outputs: the network's I/O descriptors.
+        views: the channel concat/slice views and copies (schedule/views.py).
     """
 
     tensors: Mapping[int, Tensor]
@@ -137,6 +139,7 @@ class MemoryPlan:
     output_bytes: int
     inputs: tuple[IoTensor, ...]
     outputs: tuple[IoTensor, ...]
+    views: ChannelViews = ChannelViews({}, {}, frozenset())
 
     def resident(self, v: Value | None) -> Resident | None:
         """The resident place of ``v`` (None: not resident, or no value)."""
@@ -177,6 +180,12 @@ class _Planner:
         self.op_base: dict[int, int] = {}
         self.zone_used = 0
         self.npu_nodes = [n for n in graph.nodes if n.op not in HOST_OPS]
+        self.views = plan_views(graph)
+        self.children: dict[int, list[Value]] = {}   # id(value) -> values placed in it
+        for n in self.npu_nodes:
+            for v in n.outputs:
+                if id(v) in self.views.place:
+                    self.children.setdefault(id(self.views.place[id(v)][0]), []).append(v)
 
     def plan(self) -> MemoryPlan:
         al = self.t.dram_align_bytes
@@ -196,6 +205,7 @@ class _Planner:
         for v, b in bufs:
             self.tensors[id(v)] = Tensor(Region.ACT, b.offset, hwc(v), elem_bytes(v))
         self._alias_views()
+        self._alias_channels()
         ins = (_io(inp, self.tensors[id(inp)]),)
         outs = tuple(_io(v, self.tensors[id(root(v))]) for v in uniq)
         return MemoryPlan(
@@ -204,7 +214,7 @@ class _Planner:
             MappingProxyType({id(c.nodes[-1]): c for c in chains}),
             frozenset(id(m) for c in chains for m in c.inner()),
             max(arena, al), align_up(self.tensors[id(inp)].nbytes, al), max(out_off, al),
-            ins, outs)
+            ins, outs, self.views)
 
     def _npu_outputs(self) -> list[Value]:
         """NPU outputs, one per root: graph outputs made by NPU ops, or inputs of host ops."""
@@ -259,6 +269,34 @@ class _Planner:
                 self.tensors[id(n.output)] = Tensor(s.region, s.offset, hwc(n.output),
                                                     s.elem_bytes)
 
+    def _alias_channels(self) -> None:
+        """Channel views (schedule/views.py) alias a channel range of their buffer's tensor."""
+        for n in self.npu_nodes:
+            for v in n.outputs:
+                if id(v) in self.views.place:
+                    r, c0 = self.views.resolve(v)
+                    self.tensors[id(v)] = self.tensors[id(r)].channels(c0, hwc(v))
+
+    def _alias_readers(self, v: Value) -> list[Node]:
+        """Every op reading ``v`` or a value aliasing its buffer: through views and the
+        channel views placed in it."""
+        out = []
+        for n, _ in v.uses:
+            out.append(n)
+            if n.op in VIEW_OPS:
+                out.extend(self._alias_readers(n.output))
+        for m in self.children.get(id(v), ()):
+            out.extend(self._alias_readers(m))
+        return out
+
+    def _alias_writers(self, v: Value) -> list[Node]:
+        """The producers of the channel views placed in ``v`` (recursively)."""
+        out = []
+        for m in self.children.get(id(v), ()):
+            out.append(m.producer)
+            out.extend(self._alias_writers(m))
+        return out
+
     def _plan_buffers(self, out_roots: dict, chains: list[Chain]):
         """DRAM buffers of the activations by liveness, the resident set and every op's tile
         area base (:attr:`op_base`), with ``chains`` cascaded: their intermediates get no
@@ -278,17 +316,19 @@ class _Planner:
         skip = {id(m) for c in chains for m in c.inner()}
         bufs = []
         for i, n in enumerate(npu_nodes):
-            if n.op in VIEW_OPS or id(n.output) in inter:
+            if n.op in VIEW_OPS or id(n.output) in inter or id(n.output) in self.views.place:
                 continue
             v = n.output
             if id(v) in out_roots:
                 self.tensors[id(v)] = out_roots[id(v)]
                 continue
-            last = i
-            for user in readers(v):
+            last = first = i
+            for user in self._alias_readers(v):
                 last = max(last, step.get(id(user), len(npu_nodes)))
+            for w in self._alias_writers(v):   # channel views written before the concat
+                first = min(first, step.get(id(w), i))
             h, w_, c = hwc(v)
-            bufs.append((v, Buffer(v.name, h * w_ * c * elem_bytes(v), i, last)))
+            bufs.append((v, Buffer(v.name, h * w_ * c * elem_bytes(v), first, last)))
         self.res = {}
         resident = self._plan_resident(bufs)
         live = [(b.first, b.last, self.res[id(v)]) for v, b in bufs if id(v) in resident]
@@ -322,7 +362,7 @@ class _Planner:
         candidates (:func:`cascade.find_chains`) none of whose intermediates is resident (a
         resident intermediate already costs no DRAM traffic) and whose band plan fits and is
         estimated faster."""
-        out_ids = set(out_roots) | {id(v) for v in self.g.outputs}
+        out_ids = set(out_roots) | {id(v) for v in self.g.outputs} | set(self.views.tied)
         cands = find_chains(self.npu_nodes, readers, self._chain_geom, out_ids)
         return [c for c in cands
                 if not any(id(m.output) in self.res for m in c.inner())
@@ -342,7 +382,7 @@ class _Planner:
                                             vb[1].first))
         chosen: list[tuple[Value, Buffer]] = []
         for v, b in cand:
-            if b.size_bytes > self.zone_bytes:
+            if b.size_bytes > self.zone_bytes or id(v) in self.views.tied:
                 continue
             trial = [Buffer(x.key, x.size_bytes, x.first, x.last) for _, x in chosen + [(v, b)]]
             if plan_arena(trial, al) <= self.zone_bytes:

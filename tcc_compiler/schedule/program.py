@@ -37,16 +37,35 @@ class _NhwcSized:
 
 @dataclass(frozen=True)
 class Tensor(_NhwcSized):
-    """Where an NPU tensor lives in DRAM: region, byte offset, NHWC shape, element bytes."""
+    """Where an NPU tensor lives in DRAM: region, byte offset, NHWC shape, element bytes, and
+    ``px_bytes``, the bytes from one pixel to the next (0 = packed, ``C * elem_bytes``; more
+    when the tensor is a channel slice of a wider buffer: schedule/views.py)."""
 
     region: Region
     offset: int
     hwc: tuple[int, int, int]
     elem_bytes: int = 1
+    px_bytes: int = 0
+
+    @property
+    def pitch(self) -> int:
+        """Bytes from one pixel to the next."""
+        return self.px_bytes or self.hwc[2] * self.elem_bytes
+
+    @property
+    def packed(self) -> bool:
+        """True when the tensor's bytes are contiguous (not a channel slice)."""
+        return self.pitch == self.hwc[2] * self.elem_bytes
 
     def addr(self, extra: int = 0) -> int:
-        """u32 DRAM address of byte ``extra`` of the tensor."""
+        """u32 DRAM address of byte ``extra`` of the tensor (of its first pixel's channels
+        when it is not packed)."""
         return dram_address(self.region, self.offset + extra)
+
+    def channels(self, c0: int, hwc: tuple[int, int, int]) -> "Tensor":
+        """The view of channels [c0, c0 + hwc[2]) of this tensor (same H, W)."""
+        return Tensor(self.region, self.offset + c0 * self.elem_bytes, hwc, self.elem_bytes,
+                      self.pitch)
 
 
 @dataclass(frozen=True)

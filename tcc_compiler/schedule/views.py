@@ -1,0 +1,160 @@
+"""Channel concat and slice as views of one DRAM buffer (and the copies where a view is
+impossible).
+
+An NHWC tensor's channel range ``[c0, c0 + k)`` is a strided box of it: every pixel's ``k``
+channels at byte ``c0`` of the pixel, pixels ``pitch`` bytes apart (the whole tensor's channels
+times element bytes). The DMA engine moves such boxes (two-level strides, specs/isa.md), so a
+producer can write its output straight into a channel slice of a concatenation, and a reader can
+read a channel slice of a tensor, with no copy. This module decides, once per lowering, where
+each value involved in a channel concat or slice lives:
+
+* a slice output is a view of its input at channel ``start``;
+* a concat input is placed inside the concat's buffer at its channel offset when it is a
+  tensor of its own (written by an NPU op, not the network input or an NPU output, not
+  placed elsewhere already, read by no reshape, listed once), or when it is a slice of such a
+  tensor whose other slices fill the rest of that tensor's place (YOLO's C2f: the conv
+  output split in two halves, both concatenated again in order);
+* otherwise the input is copied (DMA load + store through SRAM, schedule/ops/copy.py),
+  and likewise a slice whose output must be a tensor of its own (an NPU output, read by a
+  reshape).
+
+Placement is greedy in graph order, so the result is deterministic. Values tied to a view
+(placed, or holding placed values) are never kept resident in SRAM nor cascade intermediates:
+they live in DRAM, where the views are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tcc_compiler.ir.graph import Graph, Node, Value
+from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS, Op
+
+
+@dataclass(frozen=True)
+class ChannelViews:
+    """Where the values of channel concats and slices live.
+
+    Attributes:
+        place: id(value) -> (value whose buffer holds it, first channel there): the value is
+            a view (resolve with :meth:`resolve`).
+        copies: id(node) -> input indices copied at the node's place (concat: inputs copied
+            into their channel range of the output; slice: (0,) when the slice is a copy).
+        tied: ids of values that must stay in DRAM (placed values, their buffers, copy
+            sources and destinations).
+    """
+
+    place: dict
+    copies: dict
+    tied: frozenset
+
+    def resolve(self, v: Value) -> tuple[Value, int]:
+        """(the value owning ``v``'s buffer, ``v``'s first channel in it)."""
+        c0 = 0
+        while id(v) in self.place:
+            v, c = self.place[id(v)]
+            c0 += c
+        return v, c0
+
+
+def npu_output_ids(graph: Graph) -> set[int]:
+    """ids of the values the host reads: graph outputs and inputs of host ops."""
+    out = {id(o) for o in graph.outputs}
+    for n in graph.nodes:
+        if n.op in HOST_OPS:
+            out.update(id(v) for v in n.inputs if v is not None)
+    return out
+
+
+class _Planner:
+    def __init__(self, graph: Graph):
+        self.g = graph
+        self.outs = npu_output_ids(graph)
+        self.place: dict[int, tuple[Value, int]] = {}
+        self.copies: dict[int, tuple[int, ...]] = {}
+        self.tied: set[int] = set()
+
+    def own_tensor(self, v: Value) -> bool:
+        """True when ``v`` may become a view: it has no place yet, the host does not read it,
+        no reshape reads it, and an NPU op writes it."""
+        p = v.producer
+        return (id(v) not in self.place and id(v) not in self.outs and p is not None
+                and p.op not in VIEW_OPS and p.op not in HOST_OPS
+                and all(u.op not in VIEW_OPS for u, _ in v.uses))
+
+    def slice_(self, n: Node) -> None:
+        x, out = n.inputs[0], n.output
+        self.tied.update((id(x), id(out)))
+        if id(out) in self.outs or any(u.op in VIEW_OPS for u, _ in out.uses):
+            self.copies[id(n)] = (0,)
+        else:
+            self.place[id(out)] = (x, n.attrs.start)
+
+    def _slices_fill(self, n: Node, x: Value, base: int, pos: list[int]) -> bool:
+        """True when every concat input overlapping [base, base + C_x) is a slice of ``x``
+        at its offset and none crosses the range's ends."""
+        cx = x.shape[1]
+        for v, p in zip(n.inputs, pos):
+            end = p + v.shape[1]
+            if end <= base or p >= base + cx:
+                continue
+            pr = v.producer
+            if p < base or end > base + cx or pr is None or pr.op is not Op.SLICE \
+                    or pr.inputs[0] is not x or pr.attrs.start != p - base \
+                    or self.place.get(id(v), (None,))[0] is not x:
+                return False
+        return True
+
+    def _try_slice_source(self, n: Node, v: Value, p: int, pos: list[int]) -> bool:
+        """Place the tensor ``v`` is a slice of inside the concat (see module doc)."""
+        pr = v.producer
+        if pr is None or pr.op is not Op.SLICE or self.place.get(id(v), (None,))[0] \
+                is not pr.inputs[0]:
+            return False
+        x = pr.inputs[0]
+        base = p - pr.attrs.start
+        if base < 0 or base + x.shape[1] > n.output.shape[1] or not self.own_tensor(x) \
+                or any(x is u for u in n.inputs):
+            return False
+        if not self._slices_fill(n, x, base, pos):
+            return False
+        self.place[id(x)] = (n.output, base)
+        self.tied.add(id(x))
+        return True
+
+    def concat(self, n: Node) -> None:
+        out = n.output
+        self.tied.add(id(out))
+        pos, p = [], 0
+        for v in n.inputs:
+            pos.append(p)
+            p += v.shape[1]
+        copied = []
+        for i, (v, p) in enumerate(zip(n.inputs, pos)):
+            self.tied.add(id(v))
+            if self.resolve(v)[0] is out:
+                continue   # placed with the tensor it is a slice of
+            once = sum(u is v for u in n.inputs) == 1
+            if once and self.own_tensor(v):
+                self.place[id(v)] = (out, p)
+            elif not (once and self._try_slice_source(n, v, p, pos)):
+                copied.append(i)
+        if copied:
+            self.copies[id(n)] = tuple(copied)
+
+    def resolve(self, v: Value) -> tuple[Value, int]:
+        return ChannelViews(self.place, {}, frozenset()).resolve(v)
+
+    def run(self) -> ChannelViews:
+        for n in self.g.nodes:
+            if n.op is Op.SLICE:
+                self.slice_(n)
+            elif n.op is Op.CONCAT:
+                self.concat(n)
+        return ChannelViews(dict(self.place), dict(self.copies), frozenset(self.tied))
+
+
+def plan_views(graph: Graph) -> ChannelViews:
+    """Decide which channel concat/slice values are views and which are copied (see the
+    module docstring); deterministic for a given graph."""
+    return _Planner(graph).run()
