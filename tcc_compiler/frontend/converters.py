@@ -628,8 +628,6 @@ def constant(ctx: Ctx, node: onnx.NodeProto) -> None:
 REFUSED_OPS: dict[str, str] = {
     "LRN": "local response normalization has no NPU command; remove it (most networks that "
            "use it lose little accuracy without it) or run that part on the host",
-    "Resize": "no resampling command on the NPU",
-    "Upsample": "no resampling command on the NPU",
     "ConvTranspose": "no transposed convolution on the NPU",
     "LSTM": "recurrent layers are not image ops; not supported",
     "GRU": "recurrent layers are not image ops; not supported",
@@ -683,7 +681,9 @@ def _merge_lut_converters() -> None:
     hence the late import)."""
     from tcc_compiler.frontend.activations import LUT_CONVERTERS
     from tcc_compiler.frontend.channels import CHANNEL_CONVERTERS
+    from tcc_compiler.frontend.resize import RESIZE_CONVERTERS
     CONVERTERS.update(LUT_CONVERTERS)
+    CONVERTERS.update(RESIZE_CONVERTERS)
     CONVERTERS.update(CHANNEL_CONVERTERS)
 
 

@@ -118,6 +118,13 @@ SUPPORT: dict[str, OpSupport] = {
     "Slice": OpSupport("constant starts/ends/axes/steps; step 1 on the channel axis (ranges "
                        "covering a whole axis are no-ops)", "view / NPU (slice copy where a "
                        "view is impossible)", "other axes; steps other than 1; computed bounds"),
+    "Resize": OpSupport("mode nearest, NCHW, upsampling of H and W by integer factors (scales "
+                        "or sizes) whose coordinate_transformation_mode / nearest_mode map "
+                        "repeats pixels (asymmetric+floor, half_pixel, ...)", "NPU (resize: "
+                        "DMA only, each input row stored factor_h x factor_w times)",
+                        "linear/cubic modes; downsampling; non-integer factors; axes"),
+    "Upsample": OpSupport("mode nearest, integer scales on H and W", "NPU (resize)",
+                          "linear mode; non-integer scales"),
     "Softmax": OpSupport("at the graph's end, over the last axis or an axis followed only "
                          "by size-1 dims (e.g. axis 1 of [1, C, 1, 1])", "host",
                          "other axes"),

@@ -179,6 +179,8 @@ _RULES = {
         axis=(2, 3), keepdims=True).astype(np.float32),
     Op.RESHAPE: lambda n, a, args: args[0].reshape(a.shape),
     Op.TRANSPOSE: lambda n, a, args: np.ascontiguousarray(args[0].transpose(a.perm)),
+    Op.RESIZE: lambda n, a, args: np.repeat(np.repeat(args[0], a.scale_h, axis=2), a.scale_w,
+                                            axis=3),
     Op.CONCAT: lambda n, a, args: np.concatenate(args, axis=a.axis),
     Op.SLICE: lambda n, a, args: np.ascontiguousarray(
         np.take(args[0], np.arange(a.start, a.end), axis=a.axis)),

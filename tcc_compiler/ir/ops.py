@@ -30,6 +30,7 @@ class Op(str, enum.Enum):
     GAP = "gap"                # global average pool: [N,C,H,W] -> [N,C,1,1]
     RESHAPE = "reshape"        # shape change that keeps NCHW element order (flatten, view)
     TRANSPOSE = "transpose"    # permutation of axes (only recognised forms survive import)
+    RESIZE = "resize"          # nearest-neighbour upsampling by integer factors (repeat)
     CONCAT = "concat"          # channel concatenation [N,C1,H,W] ++ [N,C2,H,W] -> [N,C1+C2,H,W]
     SLICE = "slice"            # channel slice [N,C,H,W] -> [N,end-start,H,W] (Split, Slice)
     SOFTMAX = "softmax"        # host-side op at the graph end
@@ -47,7 +48,7 @@ VIEW_OPS = frozenset({Op.RESHAPE})
 CHANNEL_OPS = frozenset({Op.CONCAT, Op.SLICE})
 #: Ops that the NPU executes as one command group each after fusion.
 NPU_OPS = frozenset({Op.CONV, Op.FC, Op.ADD, Op.MAXPOOL, Op.AVGPOOL, Op.GAP, Op.LUT, Op.MUL,
-                     Op.SUB})
+                     Op.SUB, Op.RESIZE})
 
 
 class ActKind(str, enum.Enum):
@@ -193,6 +194,16 @@ class TransposeAttrs:
 
 
 @dataclass(frozen=True)
+class ResizeAttrs:
+    """Nearest-neighbour upsampling by integer factors: output pixel (y, x) is input pixel
+    (y // scale_h, x // scale_w) (every ONNX coordinate mode the importer accepts reduces to
+    this for integer factors; frontend/resize.py checks it)."""
+
+    scale_h: int
+    scale_w: int
+
+
+@dataclass(frozen=True)
 class ConcatAttrs:
     """Concatenation along ``axis`` (always 1, the NCHW channel axis, after import)."""
 
@@ -232,6 +243,7 @@ ATTRS_OF_OP: dict[Op, type] = {
     Op.GAP: NoAttrs,
     Op.RESHAPE: ReshapeAttrs,
     Op.TRANSPOSE: TransposeAttrs,
+    Op.RESIZE: ResizeAttrs,
     Op.CONCAT: ConcatAttrs,
     Op.SLICE: SliceAttrs,
     Op.SOFTMAX: AxisAttrs,

@@ -105,6 +105,7 @@ _RULES = {
     Op.TRANSPOSE: lambda attrs, s: tuple(s[0][p] for p in attrs.perm),
     Op.ARGMAX: _argmax_shape,
     Op.CONCAT: _concat_shape,
+    Op.RESIZE: lambda attrs, s: (*s[0][:2], s[0][2] * attrs.scale_h, s[0][3] * attrs.scale_w),
     Op.SLICE: _slice_shape,
     Op.ADD: _broadcast_shape,
     Op.MUL: _broadcast_shape,

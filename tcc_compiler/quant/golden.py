@@ -64,6 +64,8 @@ def eval_int_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
                           p.act_lo, p.act_hi)
     if node.op is Op.LUT:
         return apply_lut(x, lut_quant(node).tables)
+    if node.op is Op.RESIZE:   # NHWC: rows, then columns repeated
+        return np.repeat(np.repeat(x, node.attrs.scale_h, axis=0), node.attrs.scale_w, axis=1)
     if node.op is Op.CONCAT:   # NHWC: channels are the last axis; one shared quantization
         return np.concatenate(args, axis=2)
     if node.op is Op.SLICE:

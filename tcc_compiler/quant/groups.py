@@ -1,7 +1,8 @@
 """Values that must share one set of int8 quantization parameters: the inputs and output of a
 channel concat or slice (IR ops in :data:`~tcc_compiler.ir.ops.CHANNEL_OPS`), so that the op is
 pure data movement (a view of one DRAM buffer or a byte copy), closed over the ops whose output
-already reuses its input's parameters (views, max/average/global pooling; see quantize.py).
+already reuses its input's parameters (views, max/average/global pooling, nearest resize; see
+quantize.py).
 
 This is TensorFlow Lite's rule for int8 Concatenation and Split ("restrict same input/output
 scale", tensorflow/lite/tools/optimize/operator_property.cc); the shared range is the union of
@@ -14,7 +15,7 @@ from tcc_compiler.ir.graph import Graph, QuantParams, Value
 from tcc_compiler.ir.ops import CHANNEL_OPS, VIEW_OPS, Op
 
 #: Ops whose output reuses the input's quantization parameters (quantize.py).
-SHARING_OPS = VIEW_OPS | {Op.MAXPOOL, Op.AVGPOOL, Op.GAP}
+SHARING_OPS = VIEW_OPS | {Op.MAXPOOL, Op.AVGPOOL, Op.GAP, Op.RESIZE}
 
 
 def shared_params(graph: Graph, ranges: dict[str, tuple[float, float]],

@@ -7,8 +7,9 @@ Scheme (specs/quantization.md):
 * activations: int8 asymmetric per tensor from the calibrated range widened to include 0:
   ``s = (hi - lo) / 255``, ``zp = clamp(round(-128 - lo / s), -128, 127)``; a constant
   activation (hi = lo = 0) gets s = 1, zp = 0;
-* max-pool, average-pool and view outputs share their input's parameters (max commutes with
-  the affine map; an average never leaves its inputs' range, so it is never clipped);
+* max-pool, average-pool, nearest-resize and view outputs share their input's parameters (max
+  commutes with the affine map, a repeat copies; an average never leaves its inputs' range, so
+  it is never clipped);
 * the inputs and output of a channel concat or slice share one set (quant/groups.py), so the
   op moves bytes and does no arithmetic;
 * a graph output produced by a conv/fc stays int32 (acc + bias), dequantized by the host with
@@ -119,7 +120,7 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]]) -> Grap
         if node.op in CHANNEL_OPS:
             out.quant, out.dtype = shared[id(out)], "int8"
             continue
-        if node.op in VIEW_OPS or node.op in (Op.MAXPOOL, Op.GAP, Op.AVGPOOL):
+        if node.op in VIEW_OPS or node.op in (Op.MAXPOOL, Op.GAP, Op.AVGPOOL, Op.RESIZE):
             # max commutes with the affine map; an average lies within its inputs' range, so
             # reusing the input's parameters can never clip (a calibrated range would: pooled
             # features shift with the image domain) and the averaging itself cuts the noise

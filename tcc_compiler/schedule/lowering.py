@@ -26,6 +26,7 @@ from tcc_compiler.schedule.ops.copy import lower_copy
 from tcc_compiler.schedule.ops.eltwise import lower_eltwise
 from tcc_compiler.schedule.ops.lut import lower_lut
 from tcc_compiler.schedule.ops.pool import lower_pool
+from tcc_compiler.schedule.ops.resize import lower_resize
 from tcc_compiler.schedule.prefetch import Hoist, Prefetcher
 from tcc_compiler.schedule.program import LayerInfo, Program
 from tcc_compiler.schedule.tiling import align_up
@@ -115,6 +116,8 @@ class Lowering:
             lower_lut(ctx, n, info)
         elif n.op in CHANNEL_OPS:
             lower_copy(ctx, n, info)
+        elif n.op is Op.RESIZE:
+            lower_resize(ctx, n, info)
         else:
             raise InternalError(f"no lowering for {n.op.value} '{n.name}'")
         info.first_cmd, info.end_cmd = first, ctx.em.n_cmds

@@ -41,7 +41,7 @@ class ChannelViews:
         copies: id(node) -> input indices copied at the node's place (concat: inputs copied
             into their channel range of the output; slice: (0,) when the slice is a copy).
         tied: ids of values that must stay in DRAM (placed values, their buffers, copy
-            sources and destinations).
+            sources and destinations, and the operands of the DMA-only resize).
     """
 
     place: dict
@@ -147,7 +147,9 @@ class _Planner:
 
     def run(self) -> ChannelViews:
         for n in self.g.nodes:
-            if n.op is Op.SLICE:
+            if n.op is Op.RESIZE:   # DMA-only op: its operands stay in DRAM (ops/resize.py)
+                self.tied.update((id(n.inputs[0]), id(n.output)))
+            elif n.op is Op.SLICE:
                 self.slice_(n)
             elif n.op is Op.CONCAT:
                 self.concat(n)
