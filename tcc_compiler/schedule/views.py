@@ -11,7 +11,8 @@ each value involved in a channel concat or slice lives:
 * a slice output is a view of its input at channel ``start``;
 * a concat input is placed inside the concat's buffer at its channel offset when it is a
   tensor of its own (written by an NPU op, not the network input or an NPU output, not
-  placed elsewhere already, read by no reshape, listed once), or when it is a slice of such a
+  placed elsewhere already -- a value listed twice is placed at its first place --, read by
+  no reshape), or when it is a slice of such a
   tensor whose other slices fill the rest of that tensor's place (YOLO's C2f: the conv
   output split in two halves, both concatenated again in order);
 * otherwise the input is copied (DMA load + store through SRAM, schedule/ops/copy.py),
@@ -132,12 +133,11 @@ class _Planner:
         copied = []
         for i, (v, p) in enumerate(zip(n.inputs, pos)):
             self.tied.add(id(v))
-            if self.resolve(v)[0] is out:
+            if self.resolve(v) == (out, p):
                 continue   # placed with the tensor it is a slice of
-            once = sum(u is v for u in n.inputs) == 1
-            if once and self.own_tensor(v):
+            if self.own_tensor(v):   # (a value listed twice is placed once, then copied)
                 self.place[id(v)] = (out, p)
-            elif not (once and self._try_slice_source(n, v, p, pos)):
+            elif not self._try_slice_source(n, v, p, pos):
                 copied.append(i)
         if copied:
             self.copies[id(n)] = tuple(copied)
