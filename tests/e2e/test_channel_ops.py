@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from tcc_compiler import api
 from tcc_compiler.runtime import load_program
@@ -88,7 +88,8 @@ def _copies():
     return nodes, inits
 
 
-CASES = {"c2f": (_c2f, 0), "sppf": (_sppf, 0), "neck": (_neck, 0), "copies": (_copies, 2)}  # x and the second f
+#: case -> (builder, operands copied: in "copies" the network input and the second f)
+CASES = {"c2f": (_c2f, 0), "sppf": (_sppf, 0), "neck": (_neck, 0), "copies": (_copies, 2)}
 
 
 def _inputs(seeds) -> list[np.ndarray]:
@@ -120,22 +121,22 @@ def test_channel_ops_bit_exact_hazard_free_and_accurate(tmp_path, case):
     ref = prog.executor.run(q, check=True)[0]
     for seed in range(3):
         assert prog.executor.run(q, schedule="random", seed=seed)[0] == ref
-    copies = [l for l in m.report["layers"] if "copy of" in l["tiling"]]
-    n = sum(int(l["tiling"].split("copy of ")[1].split(" ")[0]) for l in copies)
-    assert n == n_copied, [l["tiling"] for l in copies]
+    copies = [lay["tiling"] for lay in m.report["layers"] if "copy of" in lay["tiling"]]
+    n = sum(int(t.split("copy of ")[1].split(" ")[0]) for t in copies)
+    assert n == n_copied, copies
 
 
 def test_views_move_no_more_dram_bytes_than_the_convs(tmp_path):
     """The C2f's split halves and concat are views: the only DRAM traffic is the convs', the
     activation's and the add's own loads and stores (no op of kind concat/slice)."""
     m, _ = _compile(tmp_path, *_c2f())
-    kinds = {l["op"] for l in m.report["layers"]}
+    kinds = {lay["op"] for lay in m.report["layers"]}
     assert not kinds & {"concat", "slice"}, kinds
     assert "resize" not in kinds
 
 
 def test_resize_is_a_layer_of_stores_only(tmp_path):
     m, prog = _compile(tmp_path, *_neck())
-    (rz,) = [l for l in m.report["layers"] if l["op"] == "resize"]
+    (rz,) = [lay for lay in m.report["layers"] if lay["op"] == "resize"]
     assert "stored 2x2 times" in rz["tiling"]
     assert m.report["npu_ops"].get("resize") == 1
