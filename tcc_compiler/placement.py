@@ -153,6 +153,7 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None) -> lis
             host_reason = dict.fromkeys((_label(n) for n in nodes), "; ".join(exc.problems))
         graph = None
     where_ir: dict[str, object] = {}
+    copies = _channel_copies(graph)
     for n in graph.nodes if graph is not None else ():
         for src in n.source:
             where_ir[src] = n
@@ -162,8 +163,17 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None) -> lis
         if name in host_reason:
             out.append(Placement(name, n.op_type, UNSUPPORTED, host_reason[name]))
         else:
-            out.append(_placed(n, name, where_ir.get(name)))
+            out.append(_placed(n, name, where_ir.get(name), copies))
     return out
+
+
+def _channel_copies(graph) -> dict:
+    """id(concat/slice IR node) -> operands it copies (schedule/views.py: the same plan the
+    compile's memory planner makes; the others are views)."""
+    if graph is None:
+        return {}
+    from tcc_compiler.schedule.views import plan_views
+    return plan_views(graph).copies
 
 
 def _frontend_refusals(nodes: list, problems: list[str]) -> dict[str, str]:
@@ -199,10 +209,11 @@ def _legalizer_refusals(by_ir_name: dict, problems: list[str]) -> dict[str, str]
     return host_reason
 
 
-def _placed(n, name: str, ir) -> Placement:
+def _placed(n, name: str, ir, copies: dict) -> Placement:
     """Placement of ONNX node ``n`` (label ``name``) after the float passes: ``ir`` is the IR
-    node it ended up in (None: removed at compile time)."""
-    from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
+    node it ended up in (None: removed at compile time); ``copies``: the channel concat/slice
+    nodes that copy operands (:func:`_channel_copies`)."""
+    from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, VIEW_OPS
 
     if ir is None:
         return Placement(name, n.op_type, NPU, "removed at compile time (constant-folded, "
@@ -215,6 +226,15 @@ def _placed(n, name: str, ir) -> Placement:
         return Placement(name, n.op_type, NPU,
                          f"view '{ir.name}': same bytes in the NPU's NHWC layout, no "
                          "data movement", ir.op.value, True)
+    if ir.op in CHANNEL_OPS:
+        if id(ir) not in copies:
+            return Placement(name, n.op_type, NPU,
+                             f"view '{ir.name}': channel slices of one DRAM buffer (producers "
+                             "write into it, readers read from it), no data movement",
+                             ir.op.value, True)
+        return Placement(name, n.op_type, NPU,
+                         f"NPU {ir.op.value} '{ir.name}': DMA copy of {len(copies[id(ir)])} "
+                         "operand(s) no view can hold (the others are views)", ir.op.value)
     fused = [s for s in ir.source if s != name]
     why = f"NPU {ir.op.value} '{ir.name}'"
     if fused:
