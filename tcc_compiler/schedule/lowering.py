@@ -78,6 +78,8 @@ class Lowering:
                 continue
             if n.op in CHANNEL_OPS and id(n) not in mem.views.copies:
                 continue   # a view: the producers and readers address the shared buffer
+            if id(n) in mem.fused_luts:
+                continue   # run in the epilogue of the conv producing its input
             ctx = OpContext(em, mem, weights, t, source, base=mem.base(n))
             if id(n) in mem.chains:   # the whole chain runs at its last op's place
                 if pf is not None:
@@ -96,8 +98,9 @@ class Lowering:
     def _op(self, ctx: OpContext, n: Node, pf: Prefetcher | None) -> LayerInfo:
         """Lower one plain op; return its :class:`LayerInfo`."""
         # resident tensors the op reads or writes: SRAM it uses besides its tile buffers
+        out = ctx.mem.conv_output(n) if n.op is Op.CONV else n.output   # a fused lut's
         ctx.op_res = [(r.sram, r.sram + r.nbytes) for r in
-                      (ctx.mem.resident(v) for v in [*n.inputs, n.output] if v is not None)
+                      (ctx.mem.resident(v) for v in [*n.inputs, out] if v is not None)
                       if r is not None]
         n_pf = len(pf.cmds) if pf is not None else 0
         if pf is not None:

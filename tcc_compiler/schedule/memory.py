@@ -15,7 +15,7 @@ resident tensors live during the op and the op before it. Chains worth cascading
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
@@ -29,7 +29,8 @@ from tcc_compiler.schedule.cascade import Chain, find_chains, plan_chain
 from tcc_compiler.schedule.geom import conv_geom, elem_bytes, hwc, pool_geom
 from tcc_compiler.schedule.program import IoTensor, Resident, Tensor
 from tcc_compiler.schedule.tiling import ConvGeom, Residency, align_up
-from tcc_compiler.schedule.views import ChannelViews, plan_views
+from tcc_compiler.schedule.epilogue import find_lut_epilogues
+from tcc_compiler.schedule.views import ChannelViews, npu_output_ids, plan_views
 from tcc_compiler.target import Target
 
 
@@ -126,6 +127,8 @@ class MemoryPlan:
         arena_bytes, input_bytes, output_bytes: DRAM region sizes (ACT, INPUT, OUTPUT).
         inputs, outputs: the network's I/O descriptors.
         views: the channel concat/slice views and copies (schedule/views.py).
+        fused: id(conv) -> the lut node applied in its epilogue (schedule/epilogue.py); the
+            conv writes the lut's output and the lut emits nothing of its own.
     """
 
     tensors: Mapping[int, Tensor]
@@ -140,6 +143,17 @@ class MemoryPlan:
     inputs: tuple[IoTensor, ...]
     outputs: tuple[IoTensor, ...]
     views: ChannelViews = ChannelViews({}, {}, frozenset())
+    fused: Mapping[int, Node] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def fused_luts(self) -> frozenset[int]:
+        """ids of the lut nodes run in a conv's epilogue."""
+        return frozenset(id(lut) for lut in self.fused.values())
+
+    def conv_output(self, n: Node) -> Value:
+        """The value conv ``n`` writes: its lut's output when the lut is fused into it."""
+        lut = self.fused.get(id(n))
+        return lut.output if lut is not None else n.output
 
     def resident(self, v: Value | None) -> Resident | None:
         """The resident place of ``v`` (None: not resident, or no value)."""
@@ -155,7 +169,7 @@ class MemoryPlan:
 
     def conv_residency(self, n: Node, g: ConvGeom) -> Residency:
         """Which operands of conv ``n`` (geometry ``g``) are resident."""
-        return Residency(id(n.inputs[0]) in self.res, id(n.output) in self.res,
+        return Residency(id(n.inputs[0]) in self.res, id(self.conv_output(n)) in self.res,
                          g.has_shortcut and id(n.input(3)) in self.res)
 
 
@@ -181,6 +195,8 @@ class _Planner:
         self.zone_used = 0
         self.npu_nodes = [n for n in graph.nodes if n.op not in HOST_OPS]
         self.views = plan_views(graph)
+        self.fused = find_lut_epilogues(graph, npu_output_ids(graph) | set(self.views.tied))
+        self.fused_luts = {id(lut) for lut in self.fused.values()}
         self.children: dict[int, list[Value]] = {}   # id(value) -> values placed in it
         for n in self.npu_nodes:
             for v in n.outputs:
@@ -214,7 +230,7 @@ class _Planner:
             MappingProxyType({id(c.nodes[-1]): c for c in chains}),
             frozenset(id(m) for c in chains for m in c.inner()),
             max(arena, al), align_up(self.tensors[id(inp)].nbytes, al), max(out_off, al),
-            ins, outs, self.views)
+            ins, outs, self.views, MappingProxyType(dict(self.fused)))
 
     def _npu_outputs(self) -> list[Value]:
         """NPU outputs, one per root: graph outputs made by NPU ops, or inputs of host ops."""
@@ -313,7 +329,11 @@ class _Planner:
             for m in c.inner():
                 step[id(m)] = step[id(c.nodes[-1])]
                 inter.add(id(m.output))
-        skip = {id(m) for c in chains for m in c.inner()}
+        for conv_id, lut in self.fused.items():   # the lut runs in the conv's epilogue
+            conv = lut.inputs[0].producer
+            step[id(lut)] = step[conv_id]
+            inter.add(id(conv.output))
+        skip = {id(m) for c in chains for m in c.inner()} | self.fused_luts
         bufs = []
         for i, n in enumerate(npu_nodes):
             if n.op in VIEW_OPS or id(n.output) in inter or id(n.output) in self.views.place:
@@ -322,7 +342,7 @@ class _Planner:
             if id(v) in out_roots:
                 self.tensors[id(v)] = out_roots[id(v)]
                 continue
-            last = first = i
+            last = first = step[id(n)]
             for user in self._alias_readers(v):
                 last = max(last, step.get(id(user), len(npu_nodes)))
             for w in self._alias_writers(v):   # channel views written before the concat
@@ -366,6 +386,7 @@ class _Planner:
         cands = find_chains(self.npu_nodes, readers, self._chain_geom, out_ids)
         return [c for c in cands
                 if not any(id(m.output) in self.res for m in c.inner())
+                and not any(id(m) in self.fused for m in [*c.nodes, c.side] if m is not None)
                 and self._plan_chain(c)]
 
     def _plan_resident(self, bufs: list[tuple[Value, Buffer]]) -> set[int]:
