@@ -628,7 +628,6 @@ def constant(ctx: Ctx, node: onnx.NodeProto) -> None:
 REFUSED_OPS: dict[str, str] = {
     "LRN": "local response normalization has no NPU command; remove it (most networks that "
            "use it lose little accuracy without it) or run that part on the host",
-    "ConvTranspose": "no transposed convolution on the NPU",
     "LSTM": "recurrent layers are not image ops; not supported",
     "GRU": "recurrent layers are not image ops; not supported",
     "InstanceNormalization": "normalization with data-dependent statistics is not foldable "
@@ -681,8 +680,10 @@ def _merge_lut_converters() -> None:
     hence the late import)."""
     from tcc_compiler.frontend.activations import LUT_CONVERTERS
     from tcc_compiler.frontend.channels import CHANNEL_CONVERTERS
+    from tcc_compiler.frontend.convtranspose import CONVTRANSPOSE_CONVERTERS
     from tcc_compiler.frontend.resize import RESIZE_CONVERTERS
     CONVERTERS.update(LUT_CONVERTERS)
+    CONVERTERS.update(CONVTRANSPOSE_CONVERTERS)
     CONVERTERS.update(RESIZE_CONVERTERS)
     CONVERTERS.update(CHANNEL_CONVERTERS)
 

@@ -125,6 +125,11 @@ SUPPORT: dict[str, OpSupport] = {
                         "linear/cubic modes; downsampling; non-integer factors; axes"),
     "Upsample": OpSupport("mode nearest, integer scales on H and W", "NPU (resize)",
                           "linear mode; non-integer scales"),
+    "ConvTranspose": OpSupport("2-D, group 1, dilation 1, constant weight and bias; explicit "
+                               "pads, output_padding or a matching output_shape; output a "
+                               "multiple of the strides", "NPU (one conv per output phase, "
+                               "written interleaved into the output: no zero-stuffing)",
+                               "groups; dilations; auto_pad; phases needing a crop"),
     "Softmax": OpSupport("at the graph's end, over the last axis or an axis followed only "
                          "by size-1 dims (e.g. axis 1 of [1, C, 1, 1])", "host",
                          "other axes"),

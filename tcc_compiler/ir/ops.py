@@ -33,6 +33,7 @@ class Op(str, enum.Enum):
     RESIZE = "resize"          # nearest-neighbour upsampling by integer factors (repeat)
     CONCAT = "concat"          # channel concatenation [N,C1,H,W] ++ [N,C2,H,W] -> [N,C1+C2,H,W]
     SLICE = "slice"            # channel slice [N,C,H,W] -> [N,end-start,H,W] (Split, Slice)
+    INTERLEAVE = "interleave"  # sh*sw phase maps [N,C,H,W] -> [N,C,H*sh,W*sw] (ConvTranspose)
     SOFTMAX = "softmax"        # host-side op at the graph end
     ARGMAX = "argmax"          # host-side op at the graph end
 
@@ -41,11 +42,11 @@ class Op(str, enum.Enum):
 HOST_OPS = frozenset({Op.SOFTMAX, Op.ARGMAX})
 #: Ops that change only the shape annotation, not the bytes, when H = W = 1 or a no-op view.
 VIEW_OPS = frozenset({Op.RESHAPE})
-#: Channel-layout ops: each is a view of a shared DRAM buffer (producers write channel slices
-#: of the concatenation, readers read channel slices) where the memory planner can place it
-#: so (schedule/views.py), else a DMA copy. No arithmetic: inputs and output share one
-#: set of quantization parameters.
-CHANNEL_OPS = frozenset({Op.CONCAT, Op.SLICE})
+#: Layout ops: each is a view of a shared DRAM buffer (producers write channel slices of a
+#: concatenation or the pixel phases of an interleave, readers read channel slices) where the
+#: memory planner can place it so (schedule/views.py), else a DMA copy. No arithmetic: inputs
+#: and output share one set of quantization parameters.
+CHANNEL_OPS = frozenset({Op.CONCAT, Op.SLICE, Op.INTERLEAVE})
 #: Ops that the NPU executes as one command group each after fusion.
 NPU_OPS = frozenset({Op.CONV, Op.FC, Op.ADD, Op.MAXPOOL, Op.AVGPOOL, Op.GAP, Op.LUT, Op.MUL,
                      Op.SUB, Op.RESIZE})
@@ -204,6 +205,16 @@ class ResizeAttrs:
 
 
 @dataclass(frozen=True)
+class InterleaveAttrs:
+    """Interleave of ``sh * sw`` phase maps, inputs in row-major phase order: input
+    ``r * sw + c`` holds output pixels (y * sh + r, x * sw + c). A transposed convolution is
+    one conv per phase, interleaved (frontend/convtranspose.py)."""
+
+    sh: int
+    sw: int
+
+
+@dataclass(frozen=True)
 class ConcatAttrs:
     """Concatenation along ``axis`` (always 1, the NCHW channel axis, after import)."""
 
@@ -245,6 +256,7 @@ ATTRS_OF_OP: dict[Op, type] = {
     Op.TRANSPOSE: TransposeAttrs,
     Op.RESIZE: ResizeAttrs,
     Op.CONCAT: ConcatAttrs,
+    Op.INTERLEAVE: InterleaveAttrs,
     Op.SLICE: SliceAttrs,
     Op.SOFTMAX: AxisAttrs,
     Op.ARGMAX: AxisAttrs,

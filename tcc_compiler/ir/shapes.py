@@ -79,6 +79,15 @@ def _concat_shape(attrs, in_shapes) -> tuple[int, ...]:
     return tuple(sum(s[ax] for s in in_shapes) if i == ax else d for i, d in enumerate(first))
 
 
+def _interleave_shape(attrs, in_shapes) -> tuple[int, ...]:
+    first = in_shapes[0]
+    if len(in_shapes) != attrs.sh * attrs.sw or any(s != first for s in in_shapes):
+        raise InternalError(f"interleave {attrs.sh}x{attrs.sw}: needs as many same-shaped "
+                            f"inputs, got {in_shapes}")
+    n, c, h, w = first
+    return (n, c, h * attrs.sh, w * attrs.sw)
+
+
 def _slice_shape(attrs, in_shapes) -> tuple[int, ...]:
     x = in_shapes[0]
     ax = attrs.axis % len(x)
@@ -107,6 +116,7 @@ _RULES = {
     Op.CONCAT: _concat_shape,
     Op.RESIZE: lambda attrs, s: (*s[0][:2], s[0][2] * attrs.scale_h, s[0][3] * attrs.scale_w),
     Op.SLICE: _slice_shape,
+    Op.INTERLEAVE: _interleave_shape,
     Op.ADD: _broadcast_shape,
     Op.MUL: _broadcast_shape,
     Op.SUB: _broadcast_shape,

@@ -86,20 +86,20 @@ def dma_fields(t: Tensor, y0, y1, x0, x1, c0, c1, sram: int) -> dict:
     wider buffer (pixels ``t.pitch`` bytes apart)."""
     h, w, c = t.hwc
     eb = t.elem_bytes
-    px = t.pitch
+    px, row = t.pitch, t.row
     rows, cols, nch = y1 - y0, x1 - x0, c1 - c0
-    base = (y0 * w + x0) * px + c0 * eb
-    packed = t.packed
-    if nch == c and cols == w and packed:
+    base = y0 * row + x0 * px + c0 * eb
+    dense = px == c * eb   # whole pixels are contiguous
+    if nch == c and cols == w and t.packed:
         return dict(dram=t.addr(base), sram=sram, run_bytes=rows * w * c * eb, n1=1, n2=1,
                     dram_stride1=0, dram_stride2=0, sram_stride1=0, sram_stride2=0)
-    if nch == c and packed:
+    if nch == c and dense:
         run = cols * c * eb
         return dict(dram=t.addr(base), sram=sram, run_bytes=run, n1=rows, n2=1,
-                    dram_stride1=w * c * eb, dram_stride2=0, sram_stride1=run, sram_stride2=0)
+                    dram_stride1=row, dram_stride2=0, sram_stride1=run, sram_stride2=0)
     run = nch * eb
     return dict(dram=t.addr(base), sram=sram, run_bytes=run, n1=cols, n2=rows,
-                dram_stride1=px, dram_stride2=w * px, sram_stride1=run,
+                dram_stride1=px, dram_stride2=row, sram_stride1=run,
                 sram_stride2=cols * run)
 
 
@@ -115,6 +115,8 @@ def chunk_fields(t: Tensor, e0: int, e1: int, sram: int) -> dict:
     if t.packed:
         return dict(dram=t.addr(e0 * eb), sram=sram, **flat_fields((e1 - e0) * eb))
     c = t.hwc[2]
+    if t.row != t.hwc[1] * t.pitch:
+        raise InternalError("flat chunks of an interleave phase (rows not evenly spaced)")
     if e0 % c or e1 % c or (e1 - e0) // c > 0xFFFF:
         raise InternalError(f"chunk [{e0}, {e1}) of a channel slice is not <= 65535 whole "
                             f"pixels of {c} channels")

@@ -290,8 +290,8 @@ class _Planner:
         for n in self.npu_nodes:
             for v in n.outputs:
                 if id(v) in self.views.place:
-                    r, c0 = self.views.resolve(v)
-                    self.tensors[id(v)] = self.tensors[id(r)].channels(c0, hwc(v))
+                    r, spec = self.views.resolve(v)
+                    self.tensors[id(v)] = self.tensors[id(r)].view(spec, hwc(v))
 
     def _alias_readers(self, v: Value) -> list[Node]:
         """Every op reading ``v`` or a value aliasing its buffer: through views and the

@@ -15,6 +15,8 @@ each value involved in a channel concat or slice lives:
   no reshape), or when it is a slice of such a
   tensor whose other slices fill the rest of that tensor's place (YOLO's C2f: the conv
   output split in two halves, both concatenated again in order);
+* an interleave's phase (one conv of a transposed convolution) is placed at its pixels of
+  the output (rows ``sh`` apart, pixels ``sw`` apart) when a conv writes it for nothing else;
 * otherwise the input is copied (DMA load + store through SRAM, schedule/ops/copy.py),
   and likewise a slice whose output must be a tensor of its own (an NPU output, read by a
   reshape).
@@ -37,10 +39,12 @@ class ChannelViews:
     """Where the values of channel concats and slices live.
 
     Attributes:
-        place: id(value) -> (value whose buffer holds it, first channel there): the value is
-            a view (resolve with :meth:`resolve`).
+        place: id(value) -> (value whose buffer holds it, view spec (c0, y0, x0, sy, sx)):
+            the value's element (y, x, c) is the holder's (y0 + sy*y, x0 + sx*x, c0 + c)
+            (resolve with :meth:`resolve`).
         copies: id(node) -> input indices copied at the node's place (concat: inputs copied
-            into their channel range of the output; slice: (0,) when the slice is a copy).
+            into their channel range of the output; interleave: phases copied into their
+            pixels; slice: (0,) when the slice is a copy).
         tied: ids of values that must stay in DRAM (placed values, their buffers, copy
             sources and destinations, and the operands of the DMA-only resize).
     """
@@ -49,13 +53,29 @@ class ChannelViews:
     copies: dict
     tied: frozenset
 
-    def resolve(self, v: Value) -> tuple[Value, int]:
-        """(the value owning ``v``'s buffer, ``v``'s first channel in it)."""
-        c0 = 0
+    def resolve(self, v: Value) -> tuple[Value, tuple[int, int, int, int, int]]:
+        """(the value owning ``v``'s buffer, ``v``'s view spec in it), views composed."""
+        spec = IDENTITY
         while id(v) in self.place:
-            v, c = self.place[id(v)]
-            c0 += c
-        return v, c0
+            v, outer = self.place[id(v)]
+            spec = compose(outer, spec)
+        return v, spec
+
+
+#: The view spec of a value in its own buffer.
+IDENTITY = (0, 0, 0, 1, 1)
+
+
+def channel_spec(c0: int) -> tuple[int, int, int, int, int]:
+    """The view spec of channels starting at ``c0``."""
+    return (c0, 0, 0, 1, 1)
+
+
+def compose(outer, inner) -> tuple[int, int, int, int, int]:
+    """The spec of a view ``inner`` of a view ``outer``: (y, x, c) -> outer(inner(y, x, c))."""
+    c0, y0, x0, sy, sx = outer
+    d0, z0, w0, ty, tx = inner
+    return (c0 + d0, y0 + sy * z0, x0 + sx * w0, sy * ty, sx * tx)
 
 
 def npu_output_ids(graph: Graph) -> set[int]:
@@ -89,7 +109,7 @@ class _Planner:
         if id(out) in self.outs or any(u.op in VIEW_OPS for u, _ in out.uses):
             self.copies[id(n)] = (0,)
         else:
-            self.place[id(out)] = (x, n.attrs.start)
+            self.place[id(out)] = (x, channel_spec(n.attrs.start))
 
     def _slices_fill(self, n: Node, x: Value, base: int, pos: list[int]) -> bool:
         """True when every concat input overlapping [base, base + C_x) is a slice of ``x``
@@ -119,7 +139,7 @@ class _Planner:
             return False
         if not self._slices_fill(n, x, base, pos):
             return False
-        self.place[id(x)] = (n.output, base)
+        self.place[id(x)] = (n.output, channel_spec(base))
         self.tied.add(id(x))
         return True
 
@@ -133,17 +153,35 @@ class _Planner:
         copied = []
         for i, (v, p) in enumerate(zip(n.inputs, pos)):
             self.tied.add(id(v))
-            if self.resolve(v) == (out, p):
+            r, spec = self.resolve(v)
+            if r is out and spec == channel_spec(p):
                 continue   # placed with the tensor it is a slice of
             if self.own_tensor(v):   # (a value listed twice is placed once, then copied)
-                self.place[id(v)] = (out, p)
+                self.place[id(v)] = (out, channel_spec(p))
             elif not self._try_slice_source(n, v, p, pos):
                 copied.append(i)
         if copied:
             self.copies[id(n)] = tuple(copied)
 
-    def resolve(self, v: Value) -> tuple[Value, int]:
+    def resolve(self, v: Value):
         return ChannelViews(self.place, {}, frozenset()).resolve(v)
+
+    def interleave(self, n: Node) -> None:
+        """Place each phase (a conv output read by nothing else) at its pixels of the
+        output; copy the others."""
+        out = n.output
+        self.tied.add(id(out))
+        copied = []
+        for k, v in enumerate(n.inputs):
+            self.tied.add(id(v))
+            p = v.producer
+            if self.own_tensor(v) and p.op is Op.CONV and len(v.uses) == 1:
+                self.place[id(v)] = (out, (0, k // n.attrs.sw, k % n.attrs.sw, n.attrs.sh,
+                                           n.attrs.sw))
+            else:
+                copied.append(k)
+        if copied:
+            self.copies[id(n)] = tuple(copied)
 
     def run(self) -> ChannelViews:
         for n in self.g.nodes:
@@ -153,6 +191,8 @@ class _Planner:
                 self.slice_(n)
             elif n.op is Op.CONCAT:
                 self.concat(n)
+            elif n.op is Op.INTERLEAVE:
+                self.interleave(n)
         return ChannelViews(dict(self.place), dict(self.copies), frozenset(self.tied))
 
 
