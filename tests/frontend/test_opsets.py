@@ -281,7 +281,18 @@ def _resize(opset: int):
         "roi": roi, "s": scales}
 
 
+def _conv_transpose(k: int, p: int, out_pad: int):
+    """ConvTranspose stride 2 (phases interleaved), weights [C_in, C_out, k, k] and a bias."""
+    def build(opset: int):
+        inits = {"wt": _r(21, C, 3, k, k), "bt": _r(22, 3)}
+        return [N("ConvTranspose", ["x", "wt", "bt"], ["y"], strides=[2, 2], pads=[p] * 4,
+                  output_padding=[out_pad, out_pad], name="deconv")], inits
+    return build
+
+
 CASES = {
+    "conv_transpose_k4": (_conv_transpose(4, 1, 0), Op.INTERLEAVE),
+    "conv_transpose_k3_outpad": (_conv_transpose(3, 1, 1), Op.INTERLEAVE),
     "concat_channels": (_concat, Op.CONCAT),
     "split_channels": (_split, Op.SLICE),
     "slice_channels": (_slice, Op.SLICE),

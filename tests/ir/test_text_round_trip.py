@@ -95,8 +95,13 @@ def _every_op_graph() -> Graph:
     g.add_node(Op.SLICE, "s1", [lc], [s1], ops.SliceAttrs(4, 8, axis=1))
     cat = val("cat", (1, 8, 3, 3))
     g.add_node(Op.CONCAT, "cat", [s1, s0], [cat], ops.ConcatAttrs(1))
-    rz = val("rz", (1, 8, 6, 9))
-    g.add_node(Op.RESIZE, "rz", [cat], [rz], ops.ResizeAttrs(2, 3))
+    phases = [val(f"ph{k}", (1, 8, 3, 3)) for k in range(2)]
+    for k, ph in enumerate(phases):
+        g.add_node(Op.SLICE, f"ph{k}", [cat], [ph], ops.SliceAttrs(0, 8))
+    il = val("il", (1, 8, 3, 6))
+    g.add_node(Op.INTERLEAVE, "il", phases, [il], ops.InterleaveAttrs(1, 2))
+    rz = val("rz", (1, 8, 6, 18))
+    g.add_node(Op.RESIZE, "rz", [il], [rz], ops.ResizeAttrs(2, 3))
     gp = val("gap", (1, 8, 1, 1))
     g.add_node(Op.GAP, "gap", [rz], [gp], ops.NoAttrs())
     tr = val("tr", (1, 1, 8, 1))
