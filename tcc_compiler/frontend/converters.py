@@ -681,8 +681,10 @@ def _merge_lut_converters() -> None:
     from tcc_compiler.frontend.activations import LUT_CONVERTERS
     from tcc_compiler.frontend.channels import CHANNEL_CONVERTERS
     from tcc_compiler.frontend.convtranspose import CONVTRANSPOSE_CONVERTERS
+    from tcc_compiler.frontend.reduce import REDUCE_CONVERTERS
     from tcc_compiler.frontend.resize import RESIZE_CONVERTERS
     CONVERTERS.update(LUT_CONVERTERS)
+    CONVERTERS.update(REDUCE_CONVERTERS)
     CONVERTERS.update(CONVTRANSPOSE_CONVERTERS)
     CONVERTERS.update(RESIZE_CONVERTERS)
     CONVERTERS.update(CHANNEL_CONVERTERS)

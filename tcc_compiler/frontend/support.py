@@ -92,6 +92,12 @@ SUPPORT: dict[str, OpSupport] = {
     "GlobalAveragePool": OpSupport("NCHW", "NPU (gap)"),
     "ReduceMean": OpSupport("axes = H and W (attribute < 18, constant input >= 18), keepdims "
                             "0 or 1", "NPU (gap)", "any other axes"),
+    "ReduceSum": OpSupport("axes = H and W (attribute < 13, constant input >= 13), keepdims "
+                           "0 or 1", "NPU (gap, times H*W folded as an affine)",
+                           "any other axes; no axes"),
+    "ReduceMax": OpSupport("axes = H and W (attribute < 18, constant input >= 18), keepdims "
+                           "0 or 1", "NPU (maxpool over the whole map)",
+                           "any other axes; no axes"),
     "Flatten": OpSupport("any axis (negative from 11)", "view", ""),
     "Reshape": OpSupport("constant target shape with 0 (copy) and one -1 (infer); allowzero=0",
                          "view", "shapes computed at run time"),

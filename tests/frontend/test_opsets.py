@@ -290,7 +290,26 @@ def _conv_transpose(k: int, p: int, out_pad: int):
     return build
 
 
+def _reduce(op: str, since: int, keep: int):
+    """ReduceSum / ReduceMax over H, W (axes an input from opset ``since``) then a conv."""
+    def build(opset: int):
+        nodes, inits = [], {"w": _r(23, 3, C, 1, 1)}
+        if opset >= since:
+            inits["ax"] = np.array([2, 3], np.int64)
+            nodes.append(N(op, ["x", "ax"], ["r"], keepdims=keep, name="reduce"))
+        else:
+            nodes.append(N(op, ["x"], ["r"], axes=[2, 3], keepdims=keep, name="reduce"))
+        if keep:
+            return nodes + [N("Conv", ["r", "w"], ["y"])], inits
+        inits["w2"] = _r(24, C, 3)
+        return nodes + [N("MatMul", ["r", "w2"], ["y"])], inits
+    return build
+
+
 CASES = {
+    "reduce_sum_hw": (_reduce("ReduceSum", 13, 1), Op.GAP),
+    "reduce_sum_hw_flat": (_reduce("ReduceSum", 13, 0), Op.GAP),
+    "reduce_max_hw": (_reduce("ReduceMax", 18, 1), Op.MAXPOOL),
     "conv_transpose_k4": (_conv_transpose(4, 1, 0), Op.INTERLEAVE),
     "conv_transpose_k3_outpad": (_conv_transpose(3, 1, 1), Op.INTERLEAVE),
     "concat_channels": (_concat, Op.CONCAT),
