@@ -91,6 +91,7 @@ def conv_transpose(ctx: Ctx, node: onnx.NodeProto) -> None:
     rows = [phase_taps(w.shape[2], s[0], pads[0], r, x.shape[2], out[0]) for r in range(s[0])]
     cols = [phase_taps(w.shape[3], s[1], pads[1], c, x.shape[3], out[1]) for c in range(s[1])]
     base = node.output[0]
+    single = s == [1, 1]   # stride 1: one phase, the conv is the whole op
     phases = []
     for r, (th, pt, pb) in enumerate(rows):
         for c, (tw, pl, pr) in enumerate(cols):
@@ -99,10 +100,8 @@ def conv_transpose(ctx: Ctx, node: onnx.NodeProto) -> None:
             bv = ctx.add_const(ctx.g.fresh_name(f"{base}__b{r}{c}"), bias.copy())
             attrs = ConvAttrs(kernel=(len(th), len(tw)), pads=(pt, pl, pb, pr))
             phases.append(ctx.emit(Op.CONV, node, [x, wv, bv], attrs,
-                                   out_name=f"{base}__phase{r}{c}"))
-    if len(phases) == 1:
-        ctx.alias(base, phases[0])
-    else:
+                                   out_name=base if single else f"{base}__phase{r}{c}"))
+    if not single:
         ctx.emit(Op.INTERLEAVE, node, phases, InterleaveAttrs(s[0], s[1]))
 
 
