@@ -119,30 +119,22 @@ def test_channel_ops_bit_exact_hazard_free_and_accurate(tmp_path, case):
         assert c["sqnr_db"] is None or c["sqnr_db"] >= 30.0, (case, s, c)
     q = prog.quantize(x)
     ref = prog.executor.run(q, check=True)[0]
-    for seed in range(3):
-        assert prog.executor.run(q, schedule="random", seed=seed)[0] == ref
+    assert prog.executor.run(q, schedule="random", seed=1)[0] == ref
     copies = [lay["tiling"] for lay in m.report["layers"] if "copy of" in lay["tiling"]]
     n = sum(int(t.split("copy of ")[1].split(" ")[0]) for t in copies)
     assert n == n_copied, copies
-
-
-def test_views_move_no_more_dram_bytes_than_the_convs(tmp_path):
-    """The C2f's split halves and concat are views: the only DRAM traffic is the convs', the
-    activation's and the add's own loads and stores (no op of kind concat/slice)."""
-    m, _ = _compile(tmp_path, *_c2f())
     kinds = {lay["op"] for lay in m.report["layers"]}
-    assert not kinds & {"concat", "slice"}, kinds
-    assert "resize" not in kinds
+    if case == "c2f":   # split halves and concat are views: no op of their own
+        assert not kinds & {"concat", "slice"}, kinds
+    if case == "neck":   # the resize is one DMA-only layer: a band stored once per phase
+        (rz,) = [lay for lay in m.report["layers"] if lay["op"] == "resize"]
+        assert "stored 2x2 times" in rz["tiling"]
 
 
-def test_resize_is_a_layer_of_stores_only(tmp_path):
-    m, prog = _compile(tmp_path, *_neck())
-    (rz,) = [lay for lay in m.report["layers"] if lay["op"] == "resize"]
-    assert "stored 2x2 times" in rz["tiling"]
-    assert m.report["npu_ops"].get("resize") == 1
 
 
-@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMax", "ReduceMean"])
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMax",
+                                pytest.param("ReduceMean", marks=pytest.mark.slow)])
 def test_reduce_over_hw_bit_exact_and_accurate(tmp_path, op):
     """ReduceSum (gap times H*W) and ReduceMax (a max pool over the whole map) over H, W of a
     conv's output, then a 1x1 conv, as squeeze-excitation-like heads write them; ReduceMean

@@ -36,7 +36,7 @@ def _model(kind: str):
 
 
 @pytest.mark.parametrize("kind,fused", [("plain", True), ("two_readers", False),
-                                        ("prelu", False)])
+                                        pytest.param("prelu", False, marks=pytest.mark.slow)])
 def test_epilogue_fires_only_when_the_conv_output_is_private(kind, fused):
     calib = [np.random.default_rng(s).normal(0, 1, (1, 3, 8, 8)).astype(np.float32)
              for s in range(4)]
