@@ -107,22 +107,7 @@ class Lowering:
             pf.enter(ctx, n)
         first = ctx.em.n_cmds
         info = new_info(n)
-        if n.op in (Op.CONV, Op.FC):
-            lower_conv(ctx, n, info, pf.take(n) if pf is not None else None)
-        elif n.op in (Op.MAXPOOL, Op.AVGPOOL, Op.GAP):
-            lower_pool(ctx, n, info)
-        elif uses_ew(n):
-            lower_eltwise(ctx, n, info)
-        elif n.op is Op.ADD:
-            lower_add(ctx, n, info)
-        elif n.op is Op.LUT:
-            lower_lut(ctx, n, info)
-        elif n.op in CHANNEL_OPS:
-            lower_copy(ctx, n, info)
-        elif n.op is Op.RESIZE:
-            lower_resize(ctx, n, info)
-        else:
-            raise InternalError(f"no lowering for {n.op.value} '{n.name}'")
+        _lower_one(ctx, n, info, pf)
         info.first_cmd, info.end_cmd = first, ctx.em.n_cmds
         if pf is not None and len(pf.cmds) > n_pf:   # its range holds prefetches of a later op
             mine = set(pf.cmds[n_pf:])
@@ -131,3 +116,27 @@ class Lowering:
             info.cmds = sorted(pf.cmds + list(range(first, info.end_cmd)))
             ctx.em.sram_peak = max(ctx.em.sram_peak, self.t.sram_capacity_bytes)
         return info
+
+
+def _lower_one(ctx: OpContext, n: Node, info: LayerInfo, pf: Prefetcher | None) -> None:
+    """Emit op ``n`` with the lowering of its kind (schedule/ops/).
+
+    Raises:
+        InternalError: an op kind without a lowering.
+    """
+    if n.op in (Op.CONV, Op.FC):
+        lower_conv(ctx, n, info, pf.take(n) if pf is not None else None)
+    elif n.op in (Op.MAXPOOL, Op.AVGPOOL, Op.GAP):
+        lower_pool(ctx, n, info)
+    elif uses_ew(n):
+        lower_eltwise(ctx, n, info)
+    elif n.op is Op.ADD:
+        lower_add(ctx, n, info)
+    elif n.op is Op.LUT:
+        lower_lut(ctx, n, info)
+    elif n.op in CHANNEL_OPS:
+        lower_copy(ctx, n, info)
+    elif n.op is Op.RESIZE:
+        lower_resize(ctx, n, info)
+    else:
+        raise InternalError(f"no lowering for {n.op.value} '{n.name}'")

@@ -313,6 +313,21 @@ class _Planner:
             out.extend(self._alias_writers(m))
         return out
 
+    def _steps(self, chains: list[Chain]) -> tuple[dict[int, int], set[int]]:
+        """(id(node) -> the step it runs at, ids of the values that get no buffer): a chain's
+        ops run at its last op's step and its intermediates stay in SRAM; a lut fused into a
+        conv's epilogue runs at the conv's step, whose own output is never stored."""
+        step = {id(n): i for i, n in enumerate(self.npu_nodes)}
+        inter: set[int] = set()
+        for c in chains:
+            for m in c.inner():
+                step[id(m)] = step[id(c.nodes[-1])]
+                inter.add(id(m.output))
+        for conv_id, lut in self.fused.items():
+            step[id(lut)] = step[conv_id]
+            inter.add(id(lut.inputs[0]))
+        return step, inter
+
     def _plan_buffers(self, out_roots: dict, chains: list[Chain]):
         """DRAM buffers of the activations by liveness, the resident set and every op's tile
         area base (:attr:`op_base`), with ``chains`` cascaded: their intermediates get no
@@ -323,16 +338,7 @@ class _Planner:
             and the ids of the values kept resident.
         """
         npu_nodes = self.npu_nodes
-        step = {id(n): i for i, n in enumerate(npu_nodes)}
-        inter: set[int] = set()
-        for c in chains:
-            for m in c.inner():
-                step[id(m)] = step[id(c.nodes[-1])]
-                inter.add(id(m.output))
-        for conv_id, lut in self.fused.items():   # the lut runs in the conv's epilogue
-            conv = lut.inputs[0].producer
-            step[id(lut)] = step[conv_id]
-            inter.add(id(conv.output))
+        step, inter = self._steps(chains)
         skip = {id(m) for c in chains for m in c.inner()} | self.fused_luts
         bufs = []
         for i, n in enumerate(npu_nodes):
