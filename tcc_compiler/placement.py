@@ -160,6 +160,7 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None, *,
             host_reason = dict.fromkeys((_label(n) for n in nodes), "; ".join(exc.problems))
         graph = None
     where_ir: dict[str, object] = {}
+    copies = _channel_copies(graph)
     for n in graph.nodes if graph is not None else ():
         for src in n.source:
             where_ir[src] = n
@@ -171,7 +172,7 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None, *,
         if name in host_reason:
             out.append(Placement(name, n.op_type, UNSUPPORTED, host_reason[name]))
         else:
-            out.append(_placed(n, name, where_ir.get(name)))
+            out.append(_placed(n, name, where_ir.get(name), copies))
     return out
 
 
@@ -193,12 +194,21 @@ def _segmented(model, proto, input_whc) -> list[Placement]:
             placed[name] = Placement(name, n.op_type, HOST, f"host segment {seg.index} (ONNX "
                                      f"Runtime, float32): {plan.host_reason.get(i, '')}")
         else:
-            p = _placed(n, name, plan.npu_ir.get(name))
+            p = _placed(n, name, plan.npu_ir.get(name), None)
             placed[name] = Placement(name, n.op_type, p.device,
                                      f"NPU segment {seg.index}: {p.reason}", p.npu_op, p.folded)
     return [placed.get(_label(n)) or Placement(
         _label(n), n.op_type, NPU, "removed at compile time (constant-folded before "
         "segmenting)", None, True) for n in proto.graph.node]
+
+
+def _channel_copies(graph) -> dict:
+    """id(concat/slice IR node) -> operands it copies (schedule/views.py: the same plan the
+    compile's memory planner makes; the others are views)."""
+    if graph is None:
+        return {}
+    from tcc_compiler.schedule.views import plan_views
+    return plan_views(graph).copies
 
 
 def _frontend_refusals(nodes: list, problems: list[str]) -> dict[str, str]:
@@ -234,10 +244,12 @@ def _legalizer_refusals(by_ir_name: dict, problems: list[str]) -> dict[str, str]
     return host_reason
 
 
-def _placed(n, name: str, ir) -> Placement:
+def _placed(n, name: str, ir, copies: dict) -> Placement:
     """Placement of ONNX node ``n`` (label ``name``) after the float passes: ``ir`` is the IR
-    node it ended up in (None: removed at compile time)."""
-    from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
+    node it ended up in (None: removed at compile time); ``copies``: the channel concat/slice
+    nodes that copy operands (:func:`_channel_copies`), None when not planned (a segment of
+    a segmented model: its memory plan is made per segment at compile time)."""
+    from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, VIEW_OPS
 
     if ir is None:
         return Placement(name, n.op_type, NPU, "removed at compile time (constant-folded, "
@@ -250,6 +262,20 @@ def _placed(n, name: str, ir) -> Placement:
         return Placement(name, n.op_type, NPU,
                          f"view '{ir.name}': same bytes in the NPU's NHWC layout, no "
                          "data movement", ir.op.value, True)
+    if ir.op in CHANNEL_OPS:
+        if copies is None:
+            return Placement(name, n.op_type, NPU,
+                             f"NPU {ir.op.value} '{ir.name}': channel slices of one DRAM "
+                             "buffer where a view can hold them, else a DMA copy",
+                             ir.op.value)
+        if id(ir) not in copies:
+            return Placement(name, n.op_type, NPU,
+                             f"view '{ir.name}': channel slices of one DRAM buffer (producers "
+                             "write into it, readers read from it), no data movement",
+                             ir.op.value, True)
+        return Placement(name, n.op_type, NPU,
+                         f"NPU {ir.op.value} '{ir.name}': DMA copy of {len(copies[id(ir)])} "
+                         "operand(s) no view can hold (the others are views)", ir.op.value)
     fused = [s for s in ir.source if s != name]
     why = f"NPU {ir.op.value} '{ir.name}'"
     if fused:

@@ -64,6 +64,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tcc_compiler.version import __version__
 from tcc_compiler.errors import InputError, InternalError
 from tcc_compiler.ir.graph import Graph, Value
+from tcc_compiler.export.layout import register as _register_layout_ops
 from tcc_compiler.ir.ops import ActKind, Op
 
 log = logging.getLogger(__name__)
@@ -434,6 +435,7 @@ _EXPORT_RULES = {
     Op.MAXPOOL: _export_pool, Op.AVGPOOL: _export_pool, Op.GAP: _export_gap,
     Op.RESHAPE: _export_reshape, Op.SOFTMAX: _export_softmax, Op.ARGMAX: _export_argmax,
 }
+_register_layout_ops(_EXPORT_RULES)   # concat, slice, resize (export/layout.py)
 
 
 def export_qdq(graph: Graph) -> onnx.ModelProto:

@@ -626,15 +626,8 @@ def constant(ctx: Ctx, node: onnx.NodeProto) -> None:
 #: listed in SUPPORTED_OPS.md). The NPU runs conv / fc / add / max+avg pool / global pool with
 #: a fused relu or clip epilogue (``tcc_compiler.ir.ops.NPU_OPS``); nothing else.
 REFUSED_OPS: dict[str, str] = {
-    "Concat": "channel concatenation has no NPU command (the DRAM planner gives every tensor "
-              "its own buffer); not supported yet",
     "LRN": "local response normalization has no NPU command; remove it (most networks that "
            "use it lose little accuracy without it) or run that part on the host",
-    "Resize": "no resampling command on the NPU",
-    "Upsample": "no resampling command on the NPU",
-    "Split": "no channel split on the NPU (tensors are not addressable by channel slices)",
-    "Slice": "no slicing on the NPU (tensors are not addressable by sub-ranges)",
-    "ConvTranspose": "no transposed convolution on the NPU",
     "LSTM": "recurrent layers are not image ops; not supported",
     "GRU": "recurrent layers are not image ops; not supported",
     "InstanceNormalization": "normalization with data-dependent statistics is not foldable "
@@ -686,7 +679,15 @@ def _merge_lut_converters() -> None:
     """Add the lookup-table activations (frontend/activations.py, which imports this module,
     hence the late import)."""
     from tcc_compiler.frontend.activations import LUT_CONVERTERS
+    from tcc_compiler.frontend.channels import CHANNEL_CONVERTERS
+    from tcc_compiler.frontend.convtranspose import CONVTRANSPOSE_CONVERTERS
+    from tcc_compiler.frontend.reduce import REDUCE_CONVERTERS
+    from tcc_compiler.frontend.resize import RESIZE_CONVERTERS
     CONVERTERS.update(LUT_CONVERTERS)
+    CONVERTERS.update(REDUCE_CONVERTERS)
+    CONVERTERS.update(CONVTRANSPOSE_CONVERTERS)
+    CONVERTERS.update(RESIZE_CONVERTERS)
+    CONVERTERS.update(CHANNEL_CONVERTERS)
 
 
 _merge_lut_converters()

@@ -92,6 +92,12 @@ SUPPORT: dict[str, OpSupport] = {
     "GlobalAveragePool": OpSupport("NCHW", "NPU (gap)"),
     "ReduceMean": OpSupport("axes = H and W (attribute < 18, constant input >= 18), keepdims "
                             "0 or 1", "NPU (gap)", "any other axes"),
+    "ReduceSum": OpSupport("axes = H and W (attribute < 13, constant input >= 13), keepdims "
+                           "0 or 1", "NPU (gap, times H*W folded as an affine)",
+                           "any other axes; no axes"),
+    "ReduceMax": OpSupport("axes = H and W (attribute < 18, constant input >= 18), keepdims "
+                           "0 or 1", "NPU (maxpool over the whole map)",
+                           "any other axes; no axes"),
     "Flatten": OpSupport("any axis (negative from 11)", "view", ""),
     "Reshape": OpSupport("constant target shape with 0 (copy) and one -1 (infer); allowzero=0",
                          "view", "shapes computed at run time"),
@@ -108,6 +114,28 @@ SUPPORT: dict[str, OpSupport] = {
                      "input >= 11)", "folded (into the next Conv's padding)",
                      "reflect/edge modes; non-zero value; N/C padding; a Pad not followed by "
                      "Conv"),
+    "Concat": OpSupport("activations along the channel axis (axis 1 / -3 of NCHW rank 4); "
+                        "inputs share the output's quantization", "view / NPU (concat: a DMA "
+                        "copy of the inputs that cannot be written in place)",
+                        "other axes; constant inputs"),
+    "Split": OpSupport("channel axis (axis 1 / -3 of NCHW rank 4); split attribute (< 13), "
+                       "input (>= 13) or equal parts / num_outputs (18)", "view / NPU (slice "
+                       "copy where a view is impossible)", "other axes"),
+    "Slice": OpSupport("constant starts/ends/axes/steps; step 1 on the channel axis (ranges "
+                       "covering a whole axis are no-ops)", "view / NPU (slice copy where a "
+                       "view is impossible)", "other axes; steps other than 1; computed bounds"),
+    "Resize": OpSupport("mode nearest, NCHW, upsampling of H and W by integer factors (scales "
+                        "or sizes) whose coordinate_transformation_mode / nearest_mode map "
+                        "repeats pixels (asymmetric+floor, half_pixel, ...)", "NPU (resize: "
+                        "DMA only, each input row stored factor_h x factor_w times)",
+                        "linear/cubic modes; downsampling; non-integer factors; axes"),
+    "Upsample": OpSupport("mode nearest, integer scales on H and W", "NPU (resize)",
+                          "linear mode; non-integer scales"),
+    "ConvTranspose": OpSupport("2-D, group 1, dilation 1, constant weight and bias; explicit "
+                               "pads, output_padding or a matching output_shape; output a "
+                               "multiple of the strides", "NPU (one conv per output phase, "
+                               "written interleaved into the output: no zero-stuffing)",
+                               "groups; dilations; auto_pad; phases needing a crop"),
     "Softmax": OpSupport("at the graph's end, over the last axis or an axis followed only "
                          "by size-1 dims (e.g. axis 1 of [1, C, 1, 1])", "host",
                          "other axes"),

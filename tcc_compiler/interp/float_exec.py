@@ -179,10 +179,31 @@ _RULES = {
         axis=(2, 3), keepdims=True).astype(np.float32),
     Op.RESHAPE: lambda n, a, args: args[0].reshape(a.shape),
     Op.TRANSPOSE: lambda n, a, args: np.ascontiguousarray(args[0].transpose(a.perm)),
+    Op.RESIZE: lambda n, a, args: np.repeat(np.repeat(args[0], a.scale_h, axis=2), a.scale_w,
+                                            axis=3),
+    Op.CONCAT: lambda n, a, args: np.concatenate(args, axis=a.axis),
+    Op.SLICE: lambda n, a, args: np.ascontiguousarray(
+        np.take(args[0], np.arange(a.start, a.end), axis=a.axis)),
+    Op.INTERLEAVE: lambda n, a, args: interleave(args, a.sh, a.sw, (2, 3)),
     Op.SOFTMAX: _softmax,
     Op.ARGMAX: lambda n, a, args: np.argmax(args[0], axis=a.axis).reshape(
         n.output.shape).astype(np.int64),
 }
+
+
+def interleave(phases: list[np.ndarray], sh: int, sw: int, axes: tuple[int, int]) -> np.ndarray:
+    """Interleave ``sh * sw`` same-shaped phase arrays (row-major phase order) along the two
+    spatial ``axes``: phase ``r * sw + c`` fills positions (y * sh + r, x * sw + c)."""
+    ay, ax = axes
+    shape = list(phases[0].shape)
+    shape[ay] *= sh
+    shape[ax] *= sw
+    out = np.empty(shape, phases[0].dtype)
+    for k, p in enumerate(phases):
+        idx = [slice(None)] * len(shape)
+        idx[ay], idx[ax] = slice(k // sw, None, sh), slice(k % sw, None, sw)
+        out[tuple(idx)] = p
+    return out
 
 
 def run_float(graph: Graph, inputs: dict[str, np.ndarray] | np.ndarray,

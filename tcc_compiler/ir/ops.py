@@ -30,6 +30,10 @@ class Op(str, enum.Enum):
     GAP = "gap"                # global average pool: [N,C,H,W] -> [N,C,1,1]
     RESHAPE = "reshape"        # shape change that keeps NCHW element order (flatten, view)
     TRANSPOSE = "transpose"    # permutation of axes (only recognised forms survive import)
+    RESIZE = "resize"          # nearest-neighbour upsampling by integer factors (repeat)
+    CONCAT = "concat"          # channel concatenation [N,C1,H,W] ++ [N,C2,H,W] -> [N,C1+C2,H,W]
+    SLICE = "slice"            # channel slice [N,C,H,W] -> [N,end-start,H,W] (Split, Slice)
+    INTERLEAVE = "interleave"  # sh*sw phase maps [N,C,H,W] -> [N,C,H*sh,W*sw] (ConvTranspose)
     SOFTMAX = "softmax"        # host-side op at the graph end
     ARGMAX = "argmax"          # host-side op at the graph end
 
@@ -38,9 +42,14 @@ class Op(str, enum.Enum):
 HOST_OPS = frozenset({Op.SOFTMAX, Op.ARGMAX})
 #: Ops that change only the shape annotation, not the bytes, when H = W = 1 or a no-op view.
 VIEW_OPS = frozenset({Op.RESHAPE})
+#: Layout ops: each is a view of a shared DRAM buffer (producers write channel slices of a
+#: concatenation or the pixel phases of an interleave, readers read channel slices) where the
+#: memory planner can place it so (schedule/views.py), else a DMA copy. No arithmetic: inputs
+#: and output share one set of quantization parameters.
+CHANNEL_OPS = frozenset({Op.CONCAT, Op.SLICE, Op.INTERLEAVE})
 #: Ops that the NPU executes as one command group each after fusion.
 NPU_OPS = frozenset({Op.CONV, Op.FC, Op.ADD, Op.MAXPOOL, Op.AVGPOOL, Op.GAP, Op.LUT, Op.MUL,
-                     Op.SUB})
+                     Op.SUB, Op.RESIZE})
 
 
 class ActKind(str, enum.Enum):
@@ -186,6 +195,43 @@ class TransposeAttrs:
 
 
 @dataclass(frozen=True)
+class ResizeAttrs:
+    """Nearest-neighbour upsampling by integer factors: output pixel (y, x) is input pixel
+    (y // scale_h, x // scale_w) (every ONNX coordinate mode the importer accepts reduces to
+    this for integer factors; frontend/resize.py checks it)."""
+
+    scale_h: int
+    scale_w: int
+
+
+@dataclass(frozen=True)
+class InterleaveAttrs:
+    """Interleave of ``sh * sw`` phase maps, inputs in row-major phase order: input
+    ``r * sw + c`` holds output pixels (y * sh + r, x * sw + c). A transposed convolution is
+    one conv per phase, interleaved (frontend/convtranspose.py)."""
+
+    sh: int
+    sw: int
+
+
+@dataclass(frozen=True)
+class ConcatAttrs:
+    """Concatenation along ``axis`` (always 1, the NCHW channel axis, after import)."""
+
+    axis: int = 1
+
+
+@dataclass(frozen=True)
+class SliceAttrs:
+    """The channel range [start, end) of an NCHW value along ``axis`` (always 1 after import;
+    step 1)."""
+
+    start: int
+    end: int
+    axis: int = 1
+
+
+@dataclass(frozen=True)
 class AxisAttrs:
     """Ops with a single axis (softmax, argmax)."""
 
@@ -208,6 +254,10 @@ ATTRS_OF_OP: dict[Op, type] = {
     Op.GAP: NoAttrs,
     Op.RESHAPE: ReshapeAttrs,
     Op.TRANSPOSE: TransposeAttrs,
+    Op.RESIZE: ResizeAttrs,
+    Op.CONCAT: ConcatAttrs,
+    Op.INTERLEAVE: InterleaveAttrs,
+    Op.SLICE: SliceAttrs,
     Op.SOFTMAX: AxisAttrs,
     Op.ARGMAX: AxisAttrs,
 }

@@ -69,6 +69,34 @@ def _argmax_shape(attrs, in_shapes) -> tuple[int, ...]:
     return tuple(d for i, d in enumerate(x) if i != axis)
 
 
+def _concat_shape(attrs, in_shapes) -> tuple[int, ...]:
+    first = in_shapes[0]
+    ax = attrs.axis % len(first)
+    for s in in_shapes[1:]:
+        if len(s) != len(first) or any(a != b for i, (a, b) in enumerate(zip(s, first))
+                                       if i != ax):
+            raise InternalError(f"concat: shapes {in_shapes} differ outside axis {ax}")
+    return tuple(sum(s[ax] for s in in_shapes) if i == ax else d for i, d in enumerate(first))
+
+
+def _interleave_shape(attrs, in_shapes) -> tuple[int, ...]:
+    first = in_shapes[0]
+    if len(in_shapes) != attrs.sh * attrs.sw or any(s != first for s in in_shapes):
+        raise InternalError(f"interleave {attrs.sh}x{attrs.sw}: needs as many same-shaped "
+                            f"inputs, got {in_shapes}")
+    n, c, h, w = first
+    return (n, c, h * attrs.sh, w * attrs.sw)
+
+
+def _slice_shape(attrs, in_shapes) -> tuple[int, ...]:
+    x = in_shapes[0]
+    ax = attrs.axis % len(x)
+    if not 0 <= attrs.start < attrs.end <= x[ax]:
+        raise InternalError(f"slice: range [{attrs.start}, {attrs.end}) outside axis {ax} "
+                            f"of {x}")
+    return tuple(attrs.end - attrs.start if i == ax else d for i, d in enumerate(x))
+
+
 def _broadcast_shape(attrs, in_shapes) -> tuple[int, ...]:
     a, b = in_shapes[0], in_shapes[1]
     return a if len(a) >= len(b) else b
@@ -85,6 +113,10 @@ _RULES = {
     Op.RESHAPE: lambda attrs, s: tuple(attrs.shape),
     Op.TRANSPOSE: lambda attrs, s: tuple(s[0][p] for p in attrs.perm),
     Op.ARGMAX: _argmax_shape,
+    Op.CONCAT: _concat_shape,
+    Op.RESIZE: lambda attrs, s: (*s[0][:2], s[0][2] * attrs.scale_h, s[0][3] * attrs.scale_w),
+    Op.SLICE: _slice_shape,
+    Op.INTERLEAVE: _interleave_shape,
     Op.ADD: _broadcast_shape,
     Op.MUL: _broadcast_shape,
     Op.SUB: _broadcast_shape,

@@ -239,11 +239,17 @@ class ConvCfg(Command):
     zp_sc: int
     act_lo: int
     act_hi: int
+    lut_sram: int = 0
 
     @property
     def has_shortcut(self) -> bool:
         """True if flags bit0 (fused residual add) is set."""
         return bool(self.flags & spec.CONV_FLAG_SHORTCUT)
+
+    @property
+    def has_lut(self) -> bool:
+        """True if flags bit3 (LUT epilogue) is set."""
+        return bool(self.flags & spec.CONV_FLAG_LUT)
 
 
 @dataclass(frozen=True)
@@ -297,6 +303,8 @@ class ConvTile(Command):
         if cfg.has_shortcut and cfg.out_mode == spec.OUT_MODE_INT8:
             out += box_accesses(self.sc_sram, self.out_h, self.out_w, self.oc,
                                 self.sc_px_stride, self.sc_row_stride, False)
+        if cfg.has_lut:
+            out.append(Access(Space.SRAM, cfg.lut_sram, cfg.lut_sram + 256, False))
         out += box_accesses(self.out_sram, self.out_h, self.out_w, self.oc * elem,
                             self.out_px_stride, self.out_row_stride, True)
         return out

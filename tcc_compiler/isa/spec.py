@@ -245,7 +245,9 @@ CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
                   "cin_g channels of a row form one array input vector, needs one group and "
                   "kw * cin_g <= array_in_channels); bit2 = depthwise mode (the depthwise "
                   "datapath, not the MAC array: cin_g = 1, oc = in_c, kernel and stride "
-                  "within the target's depthwise limits, dilation 1); other bits reserved 0",
+                  "within the target's depthwise limits, dilation 1); bit3 = LUT epilogue "
+                  "(the int8 output goes through the 256-entry table at lut_sram: "
+                  "out = lut[y + 128]; needs out_mode 0); other bits reserved 0",
      Display.HEX),
     ("group", U16, "groups of the whole layer (informational; tiles hold whole groups)"),
     ("cin_g", U16, "input channels per group"),
@@ -254,7 +256,12 @@ CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
     ("zp_sc", I8, "shortcut zero point"),
     ("act_lo", I8, "output clamp low bound (activation folded in)"),
     ("act_hi", I8, "output clamp high bound"),
-], "Set the conv layer registers used by the following CONV_TILE commands.")
+    ("lut_sram", U32, "int8 [256] activation table of the LUT epilogue (if flags bit3)",
+     Display.SRAM),
+], "Set the conv layer registers used by the following CONV_TILE commands. With flags bit3 "
+   "the requantized int8 output of every tile is mapped through one lookup table on its way "
+   "out (an activation such as SiLU or Sigmoid fused into the conv: numerics/lut.py "
+   "apply_lut), so it needs no second pass over DRAM.")
 
 CONV_TILE = _command("CONV_TILE", 0x4, Queue.COMPUTE, [
     ("in_sram", U32, "input tile int8 [in_h, in_w, in_c] (NHWC)", Display.SRAM),
@@ -419,6 +426,7 @@ OUT_MODE_INT32 = 1
 CONV_FLAG_SHORTCUT = 0x01
 CONV_FLAG_IMAGE = 0x02
 CONV_FLAG_DEPTHWISE = 0x04
+CONV_FLAG_LUT = 0x08
 POOL_KIND_MAX = 0
 POOL_KIND_AVG = 1
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from tcc_compiler.errors import UnsupportedError
 from tcc_compiler.ir.graph import Graph
-from tcc_compiler.ir.ops import HOST_OPS, NPU_OPS, VIEW_OPS, Op
+from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, NPU_OPS, VIEW_OPS, Op
 from tcc_compiler.ir.shapes import is_nhwc_view
 from tcc_compiler.isa.spec import BY_NAME
 from tcc_compiler.passes.affine import make_affine
@@ -50,7 +50,8 @@ class Legalize:
                            for o in node.outputs):
                     problems.append(f"{node.op.value} '{node.name}': host-side op must be at "
                                     "the end of the graph")
-            elif node.op not in NPU_OPS and node.op not in VIEW_OPS:
+            elif node.op not in NPU_OPS and node.op not in VIEW_OPS \
+                    and node.op not in CHANNEL_OPS:
                 problems.append(f"{node.op.value} '{node.name}': no NPU lowering")
             elif node.op in VIEW_OPS and not is_nhwc_view(node.inputs[0].shape,
                                                           node.output.shape):

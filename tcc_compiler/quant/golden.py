@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from tcc_compiler.errors import InternalError
-from tcc_compiler.interp.float_exec import eval_node
+from tcc_compiler.interp.float_exec import eval_node, interleave
 from tcc_compiler.ir.graph import Graph, Node
 from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
 from tcc_compiler.ir.shapes import npu_hwc
@@ -64,6 +64,14 @@ def eval_int_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
                           p.act_lo, p.act_hi)
     if node.op is Op.LUT:
         return apply_lut(x, lut_quant(node).tables)
+    if node.op is Op.RESIZE:   # NHWC: rows, then columns repeated
+        return np.repeat(np.repeat(x, node.attrs.scale_h, axis=0), node.attrs.scale_w, axis=1)
+    if node.op is Op.CONCAT:   # NHWC: channels are the last axis; one shared quantization
+        return np.concatenate(args, axis=2)
+    if node.op is Op.INTERLEAVE:   # NHWC: rows and columns are axes 0 and 1
+        return interleave(args, node.attrs.sh, node.attrs.sw, (0, 1))
+    if node.op is Op.SLICE:
+        return np.ascontiguousarray(x[:, :, node.attrs.start:node.attrs.end])
     raise InternalError(f"golden model: no integer rule for {node.op.value} '{node.name}'")
 
 

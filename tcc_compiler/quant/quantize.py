@@ -7,8 +7,11 @@ Scheme (specs/quantization.md):
 * activations: int8 asymmetric per tensor from the calibrated range widened to include 0:
   ``s = (hi - lo) / 255``, ``zp = clamp(round(-128 - lo / s), -128, 127)``; a constant
   activation (hi = lo = 0) gets s = 1, zp = 0;
-* max-pool, average-pool and view outputs share their input's parameters (max commutes with
-  the affine map; an average never leaves its inputs' range, so it is never clipped);
+* max-pool, average-pool, nearest-resize and view outputs share their input's parameters (max
+  commutes with the affine map, a repeat copies; an average never leaves its inputs' range, so
+  it is never clipped);
+* the inputs and output of a channel concat or slice share one set (quant/groups.py), so the
+  op moves bytes and does no arithmetic;
 * a graph output produced by a conv/fc stays int32 (acc + bias), dequantized by the host with
   ``s_x * s_w[o]`` per channel: no rounding of the logits.
 """
@@ -21,7 +24,8 @@ import numpy as np
 
 from tcc_compiler.errors import InternalError
 from tcc_compiler.ir.graph import Graph, QuantParams, Value
-from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
+from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, Op, VIEW_OPS
+from tcc_compiler.quant.groups import shared_params
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +105,11 @@ def _raw_int32(node) -> bool:
 
 
 def _shares_input_params(node) -> bool:
-    """Outputs that reuse their input's parameters: views and max-pool always (max commutes
-    with the affine map); average pools unless the imported model fixes their output (an
-    average lies within its inputs' range, so reusing them never clips, and a calibrated
-    range would: pooled features shift with the image domain)."""
-    if node.op in VIEW_OPS or node.op is Op.MAXPOOL:
+    """Outputs that reuse their input's parameters: views, max-pool and nearest resize always
+    (max and pixel repeats commute with the affine map); average pools unless the imported
+    model fixes their output (an average lies within its inputs' range, so reusing them never
+    clips, and a calibrated range would: pooled features shift with the image domain)."""
+    if node.op in VIEW_OPS or node.op in (Op.MAXPOOL, Op.RESIZE):
         return True
     return node.op in (Op.GAP, Op.AVGPOOL) and not is_fixed(node.output)
 
@@ -178,8 +182,11 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]]) -> Grap
             raise InternalError(f"value '{v.name}' has no calibrated range")
         return ranges[v.name]
 
+    shared = shared_params(graph, ranges, activation_params)
     for v in graph.inputs:
-        if not is_fixed(v):
+        if id(v) in shared:   # tied to a channel concat/slice (quant/groups.py)
+            v.quant = shared[id(v)]
+        elif not is_fixed(v):
             v.quant = activation_params(*rng(v))
         v.dtype = "int8"
     for node in graph.nodes:
@@ -187,6 +194,9 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]]) -> Grap
         if node.op in HOST_OPS:
             continue
         x = node.inputs[0]
+        if node.op in CHANNEL_OPS:
+            out.quant, out.dtype = shared[id(out)], "int8"
+            continue
         if _shares_input_params(node):
             out.quant, out.dtype = x.quant, x.dtype
             continue
@@ -197,6 +207,9 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]]) -> Grap
                 out.dtype = "int32"
                 out.quant = QuantParams(s_b, np.zeros(len(s_b), np.int64), axis=1)
                 continue
+        if id(out) in shared:   # a producer writing into a channel concat's buffer
+            out.quant, out.dtype = shared[id(out)], "int8"
+            continue
         if not is_fixed(out):
             lo, hi = rng(out)
             a_lo, a_hi = getattr(getattr(node.attrs, "act", None), "bounds",

@@ -220,8 +220,10 @@ def _check_file_records(folder: Path, manifest: dict, files) -> None:
                               f"records {rec.get('crc32', 0):08x}; {exc}); recompile or copy "
                               "the folder again") from None
         if rec.get("bytes") != len(data):
+            n = rec.get("bytes")   # a damaged manifest may lack the size or hold a non-number
+            n = f"{n:,} B" if isinstance(n, int) else f"{n!r} as its size"
             raise FormatError(f"{folder / name}: {len(data):,} B but manifest.json records "
-                              f"{rec.get('bytes'):,} B: a file from another compilation; copy "
+                              f"{n}: a file from another compilation; copy "
                               "the whole output folder together")
         raise FormatError(f"{folder / name}: corrupted or replaced: CRC32 {crc:08x} differs "
                           f"from the {rec.get('crc32', 0):08x} manifest.json records (same "

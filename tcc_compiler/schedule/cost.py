@@ -16,6 +16,9 @@ terms):
   depthwise mode (flags bit2) the tile runs on the depthwise datapath: ``out_h * out_w *
   ceil(oc / depthwise_channels_per_cycle) * ceil(kh * kw / depthwise_taps_per_cycle)``
   (:func:`depthwise_pixel_cycles`).
+* CONV_TILE with a LUT epilogue (flags bit3): as without it; the lookup is assumed pipelined
+  with the output stage's requantization (specs/target.md). Channel views, concat/slice copies
+  and nearest resize are DMA commands only, costed as every DMA.
 * POOL/ADD/LUT/EW tiles: ``compute_setup_cycles + ceil(elements * window / vector_lanes)``
   (LUT_TILE: window 1; the vector unit looks up ``vector_lanes`` elements per cycle)
   (:func:`vector_cycles`).

@@ -82,22 +82,56 @@ class WaitTracker:
 
 def dma_fields(t: Tensor, y0, y1, x0, x1, c0, c1, sram: int) -> dict:
     """DMA fields moving the [y0:y1, x0:x1, c0:c1] box of NHWC tensor ``t`` to/from SRAM
-    (packed contiguously there as [rows, cols, channels])."""
+    (packed contiguously there as [rows, cols, channels]); ``t`` may be a channel slice of a
+    wider buffer (pixels ``t.pitch`` bytes apart)."""
     h, w, c = t.hwc
     eb = t.elem_bytes
+    px, row = t.pitch, t.row
     rows, cols, nch = y1 - y0, x1 - x0, c1 - c0
-    base = ((y0 * w + x0) * c + c0) * eb
-    if nch == c and cols == w:
+    base = y0 * row + x0 * px + c0 * eb
+    dense = px == c * eb   # whole pixels are contiguous
+    if nch == c and cols == w and t.packed:
         return dict(dram=t.addr(base), sram=sram, run_bytes=rows * w * c * eb, n1=1, n2=1,
                     dram_stride1=0, dram_stride2=0, sram_stride1=0, sram_stride2=0)
-    if nch == c:
+    if nch == c and dense:
         run = cols * c * eb
         return dict(dram=t.addr(base), sram=sram, run_bytes=run, n1=rows, n2=1,
-                    dram_stride1=w * c * eb, dram_stride2=0, sram_stride1=run, sram_stride2=0)
+                    dram_stride1=row, dram_stride2=0, sram_stride1=run, sram_stride2=0)
     run = nch * eb
     return dict(dram=t.addr(base), sram=sram, run_bytes=run, n1=cols, n2=rows,
-                dram_stride1=c * eb, dram_stride2=w * c * eb, sram_stride1=run,
+                dram_stride1=px, dram_stride2=row, sram_stride1=run,
                 sram_stride2=cols * run)
+
+
+def chunk_fields(t: Tensor, e0: int, e1: int, sram: int) -> dict:
+    """DMA fields moving elements [e0, e1) of ``t`` in NHWC order to/from SRAM (packed there).
+    A packed tensor is one run; a channel slice moves whole pixels (``e0``, ``e1`` multiples
+    of C, at most 65535 pixels: n1 is u16), one run of C channels each.
+
+    Raises:
+        InternalError: a chunk of a channel slice that is not whole pixels or too long.
+    """
+    eb = t.elem_bytes
+    if t.packed:
+        return dict(dram=t.addr(e0 * eb), sram=sram, **flat_fields((e1 - e0) * eb))
+    c = t.hwc[2]
+    if t.row != t.hwc[1] * t.pitch:
+        raise InternalError("flat chunks of an interleave phase (rows not evenly spaced)")
+    if e0 % c or e1 % c or (e1 - e0) // c > 0xFFFF:
+        raise InternalError(f"chunk [{e0}, {e1}) of a channel slice is not <= 65535 whole "
+                            f"pixels of {c} channels")
+    return dict(dram=t.addr(e0 // c * t.pitch), sram=sram, run_bytes=c * eb,
+                n1=(e1 - e0) // c, n2=1, dram_stride1=t.pitch, dram_stride2=0,
+                sram_stride1=c * eb, sram_stride2=0)
+
+
+def pixel_chunk(blk: int, tensors, channels: int) -> int:
+    """The chunk size (elements) of a flat element-wise op: ``blk``, rounded to whole pixels
+    of ``channels`` (at most 65535) when one of ``tensors`` (None: resident) is a channel
+    slice (:func:`chunk_fields`)."""
+    if all(t is None or t.packed for t in tensors):
+        return blk
+    return min(max(channels, blk // channels * channels), 0xFFFF * channels)
 
 
 def flat_fields(nbytes: int) -> dict:

@@ -26,6 +26,11 @@ def hwc(v: Value) -> tuple[int, int, int]:
                                         "rank-2/4 tensor the NPU can hold"]) from None
 
 
+def hwc_c(v: Value) -> int:
+    """The NHWC channel count of a value (:func:`hwc`)."""
+    return hwc(v)[2]
+
+
 def elem_bytes(v: Value) -> int:
     """Bytes per element of an NPU tensor: 4 for int32, else 1."""
     return 4 if v.dtype == "int32" else 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from tcc_compiler.errors import InternalError
 from tcc_compiler.ir.graph import Graph, Node
-from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
+from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, Op, VIEW_OPS
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.schedule.emitter import Emitter
@@ -22,9 +22,11 @@ from tcc_compiler.schedule.ops.add import lower_add
 from tcc_compiler.schedule.ops.cascade import lower_chain
 from tcc_compiler.schedule.ops.context import OpContext, new_info
 from tcc_compiler.schedule.ops.conv import lower_conv
+from tcc_compiler.schedule.ops.copy import lower_copy
 from tcc_compiler.schedule.ops.eltwise import lower_eltwise
 from tcc_compiler.schedule.ops.lut import lower_lut
 from tcc_compiler.schedule.ops.pool import lower_pool
+from tcc_compiler.schedule.ops.resize import lower_resize
 from tcc_compiler.schedule.prefetch import Hoist, Prefetcher
 from tcc_compiler.schedule.program import LayerInfo, Program
 from tcc_compiler.schedule.tiling import align_up
@@ -74,6 +76,10 @@ class Lowering:
         for n in self.graph.nodes:
             if n.op in HOST_OPS or n.op in VIEW_OPS or id(n) in mem.chained:
                 continue
+            if n.op in CHANNEL_OPS and id(n) not in mem.views.copies:
+                continue   # a view: the producers and readers address the shared buffer
+            if id(n) in mem.fused_luts:
+                continue   # run in the epilogue of the conv producing its input
             ctx = OpContext(em, mem, weights, t, source, base=mem.base(n))
             if id(n) in mem.chains:   # the whole chain runs at its last op's place
                 if pf is not None:
@@ -92,26 +98,16 @@ class Lowering:
     def _op(self, ctx: OpContext, n: Node, pf: Prefetcher | None) -> LayerInfo:
         """Lower one plain op; return its :class:`LayerInfo`."""
         # resident tensors the op reads or writes: SRAM it uses besides its tile buffers
+        out = ctx.mem.conv_output(n) if n.op is Op.CONV else n.output   # a fused lut's
         ctx.op_res = [(r.sram, r.sram + r.nbytes) for r in
-                      (ctx.mem.resident(v) for v in [*n.inputs, n.output] if v is not None)
+                      (ctx.mem.resident(v) for v in [*n.inputs, out] if v is not None)
                       if r is not None]
         n_pf = len(pf.cmds) if pf is not None else 0
         if pf is not None:
             pf.enter(ctx, n)
         first = ctx.em.n_cmds
         info = new_info(n)
-        if n.op in (Op.CONV, Op.FC):
-            lower_conv(ctx, n, info, pf.take(n) if pf is not None else None)
-        elif n.op in (Op.MAXPOOL, Op.AVGPOOL, Op.GAP):
-            lower_pool(ctx, n, info)
-        elif uses_ew(n):
-            lower_eltwise(ctx, n, info)
-        elif n.op is Op.ADD:
-            lower_add(ctx, n, info)
-        elif n.op is Op.LUT:
-            lower_lut(ctx, n, info)
-        else:
-            raise InternalError(f"no lowering for {n.op.value} '{n.name}'")
+        _lower_one(ctx, n, info, pf)
         info.first_cmd, info.end_cmd = first, ctx.em.n_cmds
         if pf is not None and len(pf.cmds) > n_pf:   # its range holds prefetches of a later op
             mine = set(pf.cmds[n_pf:])
@@ -120,3 +116,27 @@ class Lowering:
             info.cmds = sorted(pf.cmds + list(range(first, info.end_cmd)))
             ctx.em.sram_peak = max(ctx.em.sram_peak, self.t.sram_capacity_bytes)
         return info
+
+
+def _lower_one(ctx: OpContext, n: Node, info: LayerInfo, pf: Prefetcher | None) -> None:
+    """Emit op ``n`` with the lowering of its kind (schedule/ops/).
+
+    Raises:
+        InternalError: an op kind without a lowering.
+    """
+    if n.op in (Op.CONV, Op.FC):
+        lower_conv(ctx, n, info, pf.take(n) if pf is not None else None)
+    elif n.op in (Op.MAXPOOL, Op.AVGPOOL, Op.GAP):
+        lower_pool(ctx, n, info)
+    elif uses_ew(n):
+        lower_eltwise(ctx, n, info)
+    elif n.op is Op.ADD:
+        lower_add(ctx, n, info)
+    elif n.op is Op.LUT:
+        lower_lut(ctx, n, info)
+    elif n.op in CHANNEL_OPS:
+        lower_copy(ctx, n, info)
+    elif n.op is Op.RESIZE:
+        lower_resize(ctx, n, info)
+    else:
+        raise InternalError(f"no lowering for {n.op.value} '{n.name}'")

@@ -15,7 +15,7 @@ resident tensors live during the op and the op before it. Chains worth cascading
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
@@ -29,6 +29,8 @@ from tcc_compiler.schedule.cascade import Chain, find_chains, plan_chain
 from tcc_compiler.schedule.geom import conv_geom, elem_bytes, hwc, pool_geom
 from tcc_compiler.schedule.program import IoTensor, Resident, Tensor
 from tcc_compiler.schedule.tiling import ConvGeom, Residency, align_up
+from tcc_compiler.schedule.epilogue import find_lut_epilogues
+from tcc_compiler.schedule.views import ChannelViews, npu_output_ids, plan_views
 from tcc_compiler.target import Target
 
 
@@ -124,6 +126,9 @@ class MemoryPlan:
         chained: ids of the other nodes of cascaded chains (run at their last op's place).
         arena_bytes, input_bytes, output_bytes: DRAM region sizes (ACT, INPUT, OUTPUT).
         inputs, outputs: the network's I/O descriptors.
+        views: the channel concat/slice views and copies (schedule/views.py).
+        fused: id(conv) -> the lut node applied in its epilogue (schedule/epilogue.py); the
+            conv writes the lut's output and the lut emits nothing of its own.
     """
 
     tensors: Mapping[int, Tensor]
@@ -137,6 +142,18 @@ class MemoryPlan:
     output_bytes: int
     inputs: tuple[IoTensor, ...]
     outputs: tuple[IoTensor, ...]
+    views: ChannelViews = ChannelViews({}, {}, frozenset())
+    fused: Mapping[int, Node] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def fused_luts(self) -> frozenset[int]:
+        """ids of the lut nodes run in a conv's epilogue."""
+        return frozenset(id(lut) for lut in self.fused.values())
+
+    def conv_output(self, n: Node) -> Value:
+        """The value conv ``n`` writes: its lut's output when the lut is fused into it."""
+        lut = self.fused.get(id(n))
+        return lut.output if lut is not None else n.output
 
     def resident(self, v: Value | None) -> Resident | None:
         """The resident place of ``v`` (None: not resident, or no value)."""
@@ -152,7 +169,7 @@ class MemoryPlan:
 
     def conv_residency(self, n: Node, g: ConvGeom) -> Residency:
         """Which operands of conv ``n`` (geometry ``g``) are resident."""
-        return Residency(id(n.inputs[0]) in self.res, id(n.output) in self.res,
+        return Residency(id(n.inputs[0]) in self.res, id(self.conv_output(n)) in self.res,
                          g.has_shortcut and id(n.input(3)) in self.res)
 
 
@@ -177,6 +194,14 @@ class _Planner:
         self.op_base: dict[int, int] = {}
         self.zone_used = 0
         self.npu_nodes = [n for n in graph.nodes if n.op not in HOST_OPS]
+        self.views = plan_views(graph)
+        self.fused = find_lut_epilogues(graph, npu_output_ids(graph) | set(self.views.tied))
+        self.fused_luts = {id(lut) for lut in self.fused.values()}
+        self.children: dict[int, list[Value]] = {}   # id(value) -> values placed in it
+        for n in self.npu_nodes:
+            for v in n.outputs:
+                if id(v) in self.views.place:
+                    self.children.setdefault(id(self.views.place[id(v)][0]), []).append(v)
 
     def plan(self) -> MemoryPlan:
         al = self.t.dram_align_bytes
@@ -196,6 +221,7 @@ class _Planner:
         for v, b in bufs:
             self.tensors[id(v)] = Tensor(Region.ACT, b.offset, hwc(v), elem_bytes(v))
         self._alias_views()
+        self._alias_channels()
         ins = (_io(inp, self.tensors[id(inp)]),)
         outs = tuple(_io(v, self.tensors[id(root(v))]) for v in uniq)
         return MemoryPlan(
@@ -204,7 +230,7 @@ class _Planner:
             MappingProxyType({id(c.nodes[-1]): c for c in chains}),
             frozenset(id(m) for c in chains for m in c.inner()),
             max(arena, al), align_up(self.tensors[id(inp)].nbytes, al), max(out_off, al),
-            ins, outs)
+            ins, outs, self.views, MappingProxyType(dict(self.fused)))
 
     def _npu_outputs(self) -> list[Value]:
         """NPU outputs, one per root: graph outputs made by NPU ops, or inputs of host ops."""
@@ -259,6 +285,49 @@ class _Planner:
                 self.tensors[id(n.output)] = Tensor(s.region, s.offset, hwc(n.output),
                                                     s.elem_bytes)
 
+    def _alias_channels(self) -> None:
+        """Channel views (schedule/views.py) alias a channel range of their buffer's tensor."""
+        for n in self.npu_nodes:
+            for v in n.outputs:
+                if id(v) in self.views.place:
+                    r, spec = self.views.resolve(v)
+                    self.tensors[id(v)] = self.tensors[id(r)].view(spec, hwc(v))
+
+    def _alias_readers(self, v: Value) -> list[Node]:
+        """Every op reading ``v`` or a value aliasing its buffer: through views and the
+        channel views placed in it."""
+        out = []
+        for n, _ in v.uses:
+            out.append(n)
+            if n.op in VIEW_OPS:
+                out.extend(self._alias_readers(n.output))
+        for m in self.children.get(id(v), ()):
+            out.extend(self._alias_readers(m))
+        return out
+
+    def _alias_writers(self, v: Value) -> list[Node]:
+        """The producers of the channel views placed in ``v`` (recursively)."""
+        out = []
+        for m in self.children.get(id(v), ()):
+            out.append(m.producer)
+            out.extend(self._alias_writers(m))
+        return out
+
+    def _steps(self, chains: list[Chain]) -> tuple[dict[int, int], set[int]]:
+        """(id(node) -> the step it runs at, ids of the values that get no buffer): a chain's
+        ops run at its last op's step and its intermediates stay in SRAM; a lut fused into a
+        conv's epilogue runs at the conv's step, whose own output is never stored."""
+        step = {id(n): i for i, n in enumerate(self.npu_nodes)}
+        inter: set[int] = set()
+        for c in chains:
+            for m in c.inner():
+                step[id(m)] = step[id(c.nodes[-1])]
+                inter.add(id(m.output))
+        for conv_id, lut in self.fused.items():
+            step[id(lut)] = step[conv_id]
+            inter.add(id(lut.inputs[0]))
+        return step, inter
+
     def _plan_buffers(self, out_roots: dict, chains: list[Chain]):
         """DRAM buffers of the activations by liveness, the resident set and every op's tile
         area base (:attr:`op_base`), with ``chains`` cascaded: their intermediates get no
@@ -269,26 +338,23 @@ class _Planner:
             and the ids of the values kept resident.
         """
         npu_nodes = self.npu_nodes
-        step = {id(n): i for i, n in enumerate(npu_nodes)}
-        inter: set[int] = set()
-        for c in chains:
-            for m in c.inner():
-                step[id(m)] = step[id(c.nodes[-1])]
-                inter.add(id(m.output))
-        skip = {id(m) for c in chains for m in c.inner()}
+        step, inter = self._steps(chains)
+        skip = {id(m) for c in chains for m in c.inner()} | self.fused_luts
         bufs = []
         for i, n in enumerate(npu_nodes):
-            if n.op in VIEW_OPS or id(n.output) in inter:
+            if n.op in VIEW_OPS or id(n.output) in inter or id(n.output) in self.views.place:
                 continue
             v = n.output
             if id(v) in out_roots:
                 self.tensors[id(v)] = out_roots[id(v)]
                 continue
-            last = i
-            for user in readers(v):
+            last = first = step[id(n)]
+            for user in self._alias_readers(v):
                 last = max(last, step.get(id(user), len(npu_nodes)))
+            for w in self._alias_writers(v):   # channel views written before the concat
+                first = min(first, step.get(id(w), i))
             h, w_, c = hwc(v)
-            bufs.append((v, Buffer(v.name, h * w_ * c * elem_bytes(v), i, last)))
+            bufs.append((v, Buffer(v.name, h * w_ * c * elem_bytes(v), first, last)))
         self.res = {}
         resident = self._plan_resident(bufs)
         live = [(b.first, b.last, self.res[id(v)]) for v, b in bufs if id(v) in resident]
@@ -322,10 +388,11 @@ class _Planner:
         candidates (:func:`cascade.find_chains`) none of whose intermediates is resident (a
         resident intermediate already costs no DRAM traffic) and whose band plan fits and is
         estimated faster."""
-        out_ids = set(out_roots) | {id(v) for v in self.g.outputs}
+        out_ids = set(out_roots) | {id(v) for v in self.g.outputs} | set(self.views.tied)
         cands = find_chains(self.npu_nodes, readers, self._chain_geom, out_ids)
         return [c for c in cands
                 if not any(id(m.output) in self.res for m in c.inner())
+                and not any(id(m) in self.fused for m in [*c.nodes, c.side] if m is not None)
                 and self._plan_chain(c)]
 
     def _plan_resident(self, bufs: list[tuple[Value, Buffer]]) -> set[int]:
@@ -342,7 +409,7 @@ class _Planner:
                                             vb[1].first))
         chosen: list[tuple[Value, Buffer]] = []
         for v, b in cand:
-            if b.size_bytes > self.zone_bytes:
+            if b.size_bytes > self.zone_bytes or id(v) in self.views.tied:
                 continue
             trial = [Buffer(x.key, x.size_bytes, x.first, x.last) for _, x in chosen + [(v, b)]]
             if plan_arena(trial, al) <= self.zone_bytes:

@@ -127,6 +127,8 @@ def plan_hoist(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[i
     ci = consumer
     nodes = {m.name: m for m in graph.nodes}
     node = nodes[prog.layers[ci].name]
+    if id(node) in mem.fused:   # a conv + lut epilogue plans its table's SRAM too
+        return None
     g = conv_geom(node)
     raw = g.o * g.kh * g.kw * g.cin_g + g.o * PARAM_RECORD_BYTES
     best = _best_window(prog, ci, nodes, mem, raw, gap_after, t, idle_share)

@@ -37,16 +37,48 @@ class _NhwcSized:
 
 @dataclass(frozen=True)
 class Tensor(_NhwcSized):
-    """Where an NPU tensor lives in DRAM: region, byte offset, NHWC shape, element bytes."""
+    """Where an NPU tensor lives in DRAM: region, byte offset, NHWC shape, element bytes, and
+    ``px_bytes``, the bytes from one pixel to the next along W (0 = packed, ``C * elem_bytes``;
+    more when the tensor is a channel slice of a wider buffer) and ``row_bytes``, from one row
+    to the next (0 = ``W * pitch``; more for one phase of an interleave): schedule/views.py."""
 
     region: Region
     offset: int
     hwc: tuple[int, int, int]
     elem_bytes: int = 1
+    px_bytes: int = 0
+    row_bytes: int = 0
+
+    @property
+    def pitch(self) -> int:
+        """Bytes from one pixel to the next along W."""
+        return self.px_bytes or self.hwc[2] * self.elem_bytes
+
+    @property
+    def row(self) -> int:
+        """Bytes from one row to the next."""
+        return self.row_bytes or self.hwc[1] * self.pitch
+
+    @property
+    def packed(self) -> bool:
+        """True when the tensor's bytes are contiguous (not a channel slice or phase)."""
+        return self.pitch == self.hwc[2] * self.elem_bytes and self.row == self.hwc[1] * self.pitch
 
     def addr(self, extra: int = 0) -> int:
-        """u32 DRAM address of byte ``extra`` of the tensor."""
+        """u32 DRAM address of byte ``extra`` of the tensor (of its first pixel's channels
+        when it is not packed)."""
         return dram_address(self.region, self.offset + extra)
+
+    def channels(self, c0: int, hwc: tuple[int, int, int]) -> "Tensor":
+        """The view of channels [c0, c0 + hwc[2]) of this tensor (same H, W)."""
+        return self.view((c0, 0, 0, 1, 1), hwc)
+
+    def view(self, spec: tuple[int, int, int, int, int], hwc: tuple[int, int, int]) -> "Tensor":
+        """The view ``spec`` = (c0, y0, x0, sy, sx) of this tensor with shape ``hwc``: its
+        element (y, x, c) is this tensor's (y0 + sy * y, x0 + sx * x, c0 + c)."""
+        c0, y0, x0, sy, sx = spec
+        off = self.offset + y0 * self.row + x0 * self.pitch + c0 * self.elem_bytes
+        return Tensor(self.region, off, hwc, self.elem_bytes, sx * self.pitch, sy * self.row)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from tcc_compiler.isa.commands import (
 from tcc_compiler.numerics import add_int8, avgpool_int8, conv_accumulate, conv_epilogue
 from tcc_compiler.numerics import SHIFT_MAX, maxpool_int8
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
+from tcc_compiler.numerics.lut import apply_lut
 from tcc_compiler.sim.blas import blas_threads
 from tcc_compiler.sim.vector_ops import run_ew_tile, run_lut_tile
 from tcc_compiler.sim.hazards import HazardError, Ordering, ShadowMemory
@@ -81,7 +82,8 @@ def _conv_flags_problem(cfg: ConvCfg, t: ConvTile, array_in: int) -> str | None:
     """Why the CONV_CFG flags do not fit tile ``t`` (reserved bits, image mode with more
     than one group or ``kw * cin_g > array_in``, depthwise mode without ``cin_g = 1``,
     ``oc = in_c``); None when they do."""
-    if cfg.flags & ~(spec.CONV_FLAG_SHORTCUT | spec.CONV_FLAG_IMAGE | spec.CONV_FLAG_DEPTHWISE):
+    if cfg.flags & ~(spec.CONV_FLAG_SHORTCUT | spec.CONV_FLAG_IMAGE | spec.CONV_FLAG_DEPTHWISE
+                     | spec.CONV_FLAG_LUT):
         return f"CONV_CFG reserved flag bits set ({cfg.flags:#x})"
     if cfg.flags & spec.CONV_FLAG_DEPTHWISE and (
             cfg.flags & spec.CONV_FLAG_IMAGE or cfg.cin_g != 1 or t.oc != t.in_c):
@@ -394,8 +396,8 @@ class Executor:
         problem = _conv_flags_problem(cfg, t, self.target.array_in_channels)
         if problem:
             raise self._err(i, t, problem)
-        if cfg.has_shortcut and cfg.out_mode != spec.OUT_MODE_INT8:
-            raise self._err(i, t, "shortcut needs out_mode 0 (int8)")
+        if (cfg.has_shortcut or cfg.has_lut) and cfg.out_mode != spec.OUT_MODE_INT8:
+            raise self._err(i, t, "shortcut and LUT epilogue need out_mode 0 (int8)")
         if t.in_c == 0 or t.oc == 0 or t.in_c % cfg.cin_g:
             raise self._err(i, t, f"in_c {t.in_c} is not a non-zero multiple of cin_g "
                                   f"{cfg.cin_g}")
@@ -435,6 +437,10 @@ class Executor:
                 read += sc.size
             y = conv_epilogue(acc, p["bias"], p["mult"], shift, cfg.zp_out, cfg.act_lo,
                               cfg.act_hi, sc, cfg.zp_sc, p["sc_mult"])
+            if cfg.has_lut:   # flags bit3: one table on the way out
+                lut = self._sram_tensor(i, t, "lut", cfg.lut_sram, (1, 256))
+                y = apply_lut(y, lut)
+                read += 256
         else:
             y = conv_epilogue_int32(acc, p["bias"]).astype("<i4")
         out = self._sram_box(i, t, "output", t.out_sram, (oh, ow, t.oc), t.out_px_stride,

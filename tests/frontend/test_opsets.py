@@ -235,7 +235,87 @@ def _const_arith(opset: int):
                                            "o": np.array(0.5)}
 
 
+def _concat(opset: int):
+    """Concat of the map and its Relu along the channel axis (axis -3 from opset 11)."""
+    return [N("Relu", ["x"], ["r"]),
+            N("Concat", ["x", "r"], ["y"], axis=-3 if opset >= 11 else 1, name="cat")], {}
+
+
+def _split(opset: int):
+    """Split into 1 + 3 channels in each opset's form, re-concatenated in reverse order."""
+    if opset < 13:
+        sp, inits = N("Split", ["x"], ["a", "b"], axis=1, split=[1, 3], name="split"), {}
+    elif opset < 18:
+        sp = N("Split", ["x", "s"], ["a", "b"], axis=1, name="split")
+        inits = {"s": np.array([1, 3], np.int64)}
+    else:   # num_outputs: equal parts
+        sp, inits = N("Split", ["x"], ["a", "b"], axis=1, num_outputs=2, name="split"), {}
+    return [sp, N("Relu", ["b"], ["rb"]), N("Concat", ["rb", "a"], ["y"], axis=1)], inits
+
+
+def _slice(opset: int):
+    """Channels [1, 3) by a negative end, plus a no-op full range on W."""
+    if opset < 10:
+        return [N("Slice", ["x"], ["y"], starts=[1, 0], ends=[-1, 1000], axes=[1, 3],
+                  name="slice")], {}
+    return [N("Slice", ["x", "st", "en", "ax", "sp"], ["y"], name="slice")], {
+        "st": np.array([1, 0], np.int64), "en": np.array([-1, 1000], np.int64),
+        "ax": np.array([1, -1], np.int64) if opset >= 11 else np.array([1, 3], np.int64),
+        "sp": np.array([1, 1], np.int64)}
+
+
+def _resize(opset: int):
+    """Nearest upsampling x2 (H) x3 (W): Upsample before opset 10, then Resize (asymmetric
+    + floor as torch writes it on odd opsets, ONNX's default half_pixel on even ones)."""
+    scales = np.array([1, 1, 2, 3], np.float32)
+    if opset < 9:
+        return [N("Upsample", ["x"], ["y"], mode="nearest", scales=[1.0, 1.0, 2.0, 3.0])], {}
+    if opset == 9:
+        return [N("Upsample", ["x", "s"], ["y"], mode="nearest")], {"s": scales}
+    if opset == 10:
+        return [N("Resize", ["x", "s"], ["y"], mode="nearest")], {"s": scales}
+    kw = ({"coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+          if opset % 2 else {})
+    roi = np.zeros(0, np.float32)
+    return [N("Resize", ["x", "roi", "s"], ["y"], mode="nearest", **kw)], {
+        "roi": roi, "s": scales}
+
+
+def _conv_transpose(k: int, p: int, out_pad: int):
+    """ConvTranspose stride 2 (phases interleaved), weights [C_in, C_out, k, k] and a bias."""
+    def build(opset: int):
+        inits = {"wt": _r(21, C, 3, k, k), "bt": _r(22, 3)}
+        return [N("ConvTranspose", ["x", "wt", "bt"], ["y"], strides=[2, 2], pads=[p] * 4,
+                  output_padding=[out_pad, out_pad], name="deconv")], inits
+    return build
+
+
+def _reduce(op: str, since: int, keep: int):
+    """ReduceSum / ReduceMax over H, W (axes an input from opset ``since``) then a conv."""
+    def build(opset: int):
+        nodes, inits = [], {"w": _r(23, 3, C, 1, 1)}
+        if opset >= since:
+            inits["ax"] = np.array([2, 3], np.int64)
+            nodes.append(N(op, ["x", "ax"], ["r"], keepdims=keep, name="reduce"))
+        else:
+            nodes.append(N(op, ["x"], ["r"], axes=[2, 3], keepdims=keep, name="reduce"))
+        if keep:
+            return nodes + [N("Conv", ["r", "w"], ["y"])], inits
+        inits["w2"] = _r(24, C, 3)
+        return nodes + [N("MatMul", ["r", "w2"], ["y"])], inits
+    return build
+
+
 CASES = {
+    "reduce_sum_hw": (_reduce("ReduceSum", 13, 1), Op.GAP),
+    "reduce_sum_hw_flat": (_reduce("ReduceSum", 13, 0), Op.GAP),
+    "reduce_max_hw": (_reduce("ReduceMax", 18, 1), Op.MAXPOOL),
+    "conv_transpose_k4": (_conv_transpose(4, 1, 0), Op.INTERLEAVE),
+    "conv_transpose_k3_outpad": (_conv_transpose(3, 1, 1), Op.INTERLEAVE),
+    "concat_channels": (_concat, Op.CONCAT),
+    "split_channels": (_split, Op.SLICE),
+    "slice_channels": (_slice, Op.SLICE),
+    "resize_nearest": (_resize, Op.RESIZE),
     "sigmoid": (_unary("Sigmoid"), Op.LUT),
     "tanh": (_unary("Tanh"), Op.LUT),
     "hardsigmoid": (_unary("HardSigmoid", alpha=0.3, beta=0.4), Op.LUT),
@@ -362,6 +442,15 @@ def test_opset6_batchnorm_is_test_consumed_inputs(make_model):
 # ---- refused forms: exit code 2, one line naming file, node and reason ------------------------
 
 REFUSED = {
+    "resize_linear": (lambda: ([N("Resize", ["x", "", "s"], ["y"], mode="linear",
+                                  name="rs_lin")], {"s": np.array([1, 1, 2, 2], np.float32)},
+                               13), "rs_lin", "only nearest"),
+    "resize_round_3x": (lambda: ([N("Resize", ["x", "", "s"], ["y"], mode="nearest",
+                                    coordinate_transformation_mode="asymmetric",
+                                    name="rs_r")], {"s": np.array([1, 1, 3, 3], np.float32)},
+                                 13), "rs_r", "does not repeat pixels"),
+    "concat_w": (lambda: ([N("Concat", ["x", "x"], ["y"], axis=3, name="cat_w")], {}, 13),
+                 "cat_w", "only the channel axis"),
     "bn_training_mode": (lambda: ([N("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"],
                                      training_mode=1, name="bn_train")],
                                   {k: np.ones(C) for k in "sbmv"}, 15),

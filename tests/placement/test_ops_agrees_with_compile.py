@@ -63,3 +63,25 @@ def test_ops_help_documents_the_exit_code(capsys):
     with pytest.raises(SystemExit):
         main(["ops", "--help"])
     assert "2 when tccc compile would refuse it" in " ".join(capsys.readouterr().out.split())
+
+
+def test_channel_views_and_copies_reported_as_compile_plans_them(tmp_path):
+    """partition() labels a concat that copies an operand (the network input) as an NPU op and
+    a split/concat that compile runs as views as views: the same plan (schedule/views.py) the
+    memory planner makes, checked against the compiled layer table."""
+    from tests.e2e.test_channel_ops import _c2f, _copies, _inputs
+    from tests.conftest import make_model_impl
+
+    for build, view_nodes, copy_nodes in ((_c2f, {"cat"}, set()), (_copies, {"sl"}, {"cat"})):
+        nodes, inits = build()
+        for n in nodes:
+            n.name = n.name or n.output[0]
+        model = make_model_impl(nodes, [1, 3, 16, 16], inits, opset=17)
+        places = {p.node: p for p in tc.partition(model, "16x16x3")}
+        assert all(p.supported for p in places.values())
+        assert {k for k in view_nodes if places[k].reason.startswith("view")} == view_nodes
+        assert {k for k in copy_nodes if "DMA copy" in places[k].reason} == copy_nodes
+        m = tc.compile(model, "16x16x3", calibration=_inputs(range(4)))
+        copied = {s for lay in m.report["layers"] if "copy of" in lay["tiling"]
+                  for s in lay["source"]}
+        assert copied == copy_nodes

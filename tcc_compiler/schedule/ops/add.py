@@ -6,7 +6,8 @@ from __future__ import annotations
 from tcc_compiler.ir.graph import Node
 from tcc_compiler.isa import commands as C
 from tcc_compiler.quant.params import add_quant
-from tcc_compiler.schedule.emitter import flat_fields
+from tcc_compiler.schedule.emitter import chunk_fields, pixel_chunk
+from tcc_compiler.schedule.geom import hwc_c
 from tcc_compiler.schedule.ops.context import OpContext, chunk_input, chunk_output, label
 from tcc_compiler.schedule.program import SLOT_SHORTCUT, LayerInfo
 from tcc_compiler.schedule.tiling import plan_channels
@@ -25,7 +26,8 @@ def lower_add(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     ra, rb_, ro = mem.resident(a), mem.resident(b), mem.resident(n.output)
     total = (ta or ra).nbytes
     n_bufs = sum(r is None for r in (ra, rb_, ro))
-    blk = plan_channels(max(n_bufs, 1), total, ctx.budget(), align=ctx.t.sram_align_bytes)
+    blk = pixel_chunk(plan_channels(max(n_bufs, 1), total, ctx.budget(),
+                                    align=ctx.t.sram_align_bytes), (ta, tb, to), hwc_c(a))
     p = add_quant(n)
     lab = label(n)
     em.emit(C.AddCfg, [], lab, zp_a=p.zp_a, zp_b=p.zp_b, zp_out=p.zp_out, act_lo=p.act_lo,
@@ -39,9 +41,8 @@ def lower_add(ctx: OpContext, n: Node, info: LayerInfo) -> None:
         e1 = min(total, e0 + blk)
         slot = i % 2
         sa_, sb_, so_ = sl[slot]
-        flat = flat_fields(e1 - e0)
-        sa_, da = chunk_input(em, ra, ta, e0, sa_, blk, last_read.get(slot), lab + " a", flat)
-        sb_, db = chunk_input(em, rb_, tb, e0, sb_, blk, last_read.get(slot), lab + " b", flat,
+        sa_, da = chunk_input(em, ra, ta, e0, sa_, blk, last_read.get(slot), lab + " a", e1)
+        sb_, db = chunk_input(em, rb_, tb, e0, sb_, blk, last_read.get(slot), lab + " b", e1,
                               slot=SLOT_SHORTCUT)
         deps = [d for d in (da, db) if d is not None]
         so_, dout = chunk_output(em, ro, e0, so_, blk, last_store.get(slot))
@@ -50,8 +51,8 @@ def lower_add(ctx: OpContext, n: Node, info: LayerInfo) -> None:
                        n=e1 - e0)
         last_read[slot] = comp
         if ro is None:
-            last_store[slot] = em.store([comp], lab + " output", dram=to.addr(e0),
-                                        sram=so_, **flat)
+            last_store[slot] = em.store([comp], lab + " output",
+                                        **chunk_fields(to, e0, e1, so_))
         info.tiles += 1
     ctx.end(sa)
     info.plan = f"{info.tiles} chunks of {blk} elements"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tcc_compiler.ir.graph import Node
-from tcc_compiler.schedule.emitter import Emitter
+from tcc_compiler.schedule.emitter import Emitter, chunk_fields
 from tcc_compiler.schedule.memory import MemoryPlan, SramAllocator
 from tcc_compiler.schedule.program import LayerInfo
 from tcc_compiler.isa.wlayout import WeightLayoutBuilder
@@ -59,18 +59,19 @@ def new_info(n: Node) -> LayerInfo:
 
 
 def chunk_input(em, res, tensor, e0: int, sram: int, blk: int, after, lab: str,
-                flat: dict, slot: int = 0):
+                e1: int, slot: int = 0):
     """One flat chunk's input operand of an element-wise tile: read in place from the
-    resident tensor ``res`` (flat chunks are contiguous), else loaded from DRAM ``tensor`` at
-    element ``e0`` into the tile buffer ``sram`` (``blk`` bytes, freed first) after ``after``.
+    resident tensor ``res`` (flat chunks are contiguous), else elements [e0, e1) loaded from
+    DRAM ``tensor`` (:func:`~tcc_compiler.schedule.emitter.chunk_fields`) into the tile
+    buffer ``sram`` (``blk`` bytes, freed first) after ``after``.
 
     Returns:
         (SRAM address of the chunk, the load's dependency or None when resident).
     """
     if res is not None:
         return res.sram + e0, None
-    dep = em.load([after] + em.free(sram, blk), lab, slot=slot, dram=tensor.addr(e0),
-                  sram=sram, **flat)
+    dep = em.load([after] + em.free(sram, blk), lab, slot=slot,
+                  **chunk_fields(tensor, e0, e1, sram))
     return sram, dep
 
 

@@ -19,17 +19,18 @@ from tcc_compiler.errors import InternalError
 from tcc_compiler.ir.graph import Node
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.isa import commands as C
-from tcc_compiler.isa.spec import (CONV_FLAG_DEPTHWISE, CONV_FLAG_IMAGE, CONV_FLAG_SHORTCUT,
-                                   PARAM_RECORD_BYTES, pack_conv_params)
+from tcc_compiler.isa.spec import (CONV_FLAG_DEPTHWISE, CONV_FLAG_IMAGE, CONV_FLAG_LUT,
+                                   CONV_FLAG_SHORTCUT, PARAM_RECORD_BYTES, pack_conv_params)
 from tcc_compiler.isa.wcodec import LayerKind
 from tcc_compiler.quant.golden import weights_ohwi
-from tcc_compiler.quant.params import conv_quant
+from tcc_compiler.numerics.lut import LUT_ENTRIES
+from tcc_compiler.quant.params import conv_quant, lut_quant
 from tcc_compiler.schedule.emitter import Dep, dma_fields
 from tcc_compiler.schedule.geom import channel_blocks, conv_geom, in_box, spatial_tiles
 from tcc_compiler.schedule.ops.context import OpContext, label
 from tcc_compiler.schedule.program import SLOT_PARAMS, SLOT_SHORTCUT, SLOT_WEIGHTS, LayerInfo
-from tcc_compiler.schedule.tiling import (ConvGeom, ConvPlan, plan_conv, uses_depthwise_mode,
-                                          uses_image_mode)
+from tcc_compiler.schedule.tiling import (ConvGeom, ConvPlan, align_up, plan_conv,
+                                          uses_depthwise_mode, uses_image_mode)
 from tcc_compiler.isa.wlayout import LayerBlobs, WeightLayoutBuilder
 from tcc_compiler.target import Target
 
@@ -101,7 +102,10 @@ class _ConvEmission:
         mem = ctx.mem
         g = self.g = conv_geom(n)
         info.depthwise = uses_depthwise_mode(g, ctx.t)   # also for a prefetch consumer
-        self.rin, self.rout = mem.resident(n.inputs[0]), mem.resident(n.output)
+        self.lut = mem.fused.get(id(n))   # a lut op run in the epilogue (schedule/epilogue.py)
+        out_v = mem.conv_output(n)
+        self.lut_bytes = align_up(LUT_ENTRIES, ctx.t.sram_align_bytes) if self.lut else 0
+        self.rin, self.rout = mem.resident(n.inputs[0]), mem.resident(out_v)
         self.rsc = mem.resident(n.input(3)) if g.has_shortcut else None
         self.prefetched: dict = {}
         if pre is not None:   # a prefetch consumer: planned before its window
@@ -110,13 +114,33 @@ class _ConvEmission:
             info.weight_file_bytes = pre.weight_file_bytes
             self.prefetched = pre.blocks
         else:
-            self.plan = plan_conv(g, ctx.t, ctx.budget(), mem.conv_residency(n, g))
+            self.plan = plan_conv(g, ctx.t, ctx.budget() - self.lut_bytes,
+                                  mem.conv_residency(n, g))
             self.blobs, cfg = conv_setup(ctx.weights, ctx.t, n, g, min(self.plan.ocb, g.o),
                                          info)
-        self.xin, self.xout = mem.tensor(n.inputs[0]), mem.tensor(n.output)
+        self.xin, self.xout = mem.tensor(n.inputs[0]), mem.tensor(out_v)
         self.xsc = mem.tensor(n.input(3)) if g.has_shortcut else None
         self.label = label(n)
-        self.em.emit(C.ConvCfg, [], self.label, **cfg)
+        self.cfg = cfg
+        if self.lut is not None:
+            self._add_table()
+        else:   # (a fused conv's CONV_CFG needs its table's SRAM address: emitted in run)
+            self.em.emit(C.ConvCfg, [], self.label, **cfg)
+
+    def _add_table(self) -> None:
+        """Put the fused lut's table into the WEIGHTS region (a LayerKind.LUT layer, as
+        schedule/ops/lut.py lays it out) and mark the op as conv + lut."""
+        lut, info, w = self.lut, self.info, self.ctx.weights
+        raw0, stored0 = w.raw_bytes, w.stored_bytes
+        blobs = w.add_layer(lut.name, LayerKind.LUT, lut_quant(lut).tables.tobytes(),
+                            bytes(PARAM_RECORD_BYTES), block_channels=1)
+        self.lut_block = blobs.weight_blocks[0]
+        info.weight_bytes += self.lut_block.stored_bytes
+        info.weight_raw_bytes += w.raw_bytes - raw0
+        info.weight_file_bytes += w.stored_bytes - stored0
+        info.source = tuple(info.source) + tuple(lut.source)
+        self.label = f"{self.n.name} [{','.join(info.source)}]"
+        self.cfg = dict(self.cfg, flags=self.cfg["flags"] | CONV_FLAG_LUT)
 
     def _buffers(self) -> None:
         """Allocate the op's SRAM buffers (max tile sizes)."""
@@ -128,6 +152,13 @@ class _ConvEmission:
                       if plan.order == "spatial"
                       else [(s, b) for b in self.blocks for s in self.spatial])
         sa = self.sa = self.ctx.begin()
+        self.lut_dep = None
+        if self.lut is not None:   # the epilogue's table, loaded once before the first tile
+            self.lut_addr = sa.alloc(LUT_ENTRIES, "lut table")
+            self.em.emit(C.ConvCfg, [], self.label, **dict(self.cfg, lut_sram=self.lut_addr))
+            self.lut_dep = self.em.load_block(self.em.free(self.lut_addr, LUT_ENTRIES),
+                                              self.label + " lut table", SLOT_PARAMS,
+                                              self.lut_block, self.lut_addr)
         self.max_in = max(in_box(g, s, b)[6] for s in self.spatial for b in self.blocks)
         self.in_slots = ([sa.alloc(self.max_in, "input") for _ in range(2)]
                          if self.rin is None else [])
@@ -263,7 +294,8 @@ class _ConvEmission:
         slot = i % 2
         sc_addr, sc_dep = self._shortcut(s, b, slot, strides)
         deps = [self.last_write.get(("in", self.in_slot)) if self.rin is None else None,
-                self.w_dep, sc_dep]
+                self.w_dep, sc_dep, self.lut_dep]
+        self.lut_dep = None   # the in-order COMPUTE queue orders the later tiles after it
         out_addr = self._output(s, b, slot, deps, strides)
         comp = self.em.emit(
             C.ConvTile, deps, self.label,
@@ -304,3 +336,5 @@ class _ConvEmission:
         self.info.macs = g.oh * g.ow * g.o * g.kh * g.kw * g.cin_g
         self.info.plan = (f"{plan.rows}x{plan.cols}x{plan.ocb} tiles, {plan.order} order, "
                           f"{len(self.spatial)} spatial x {len(self.blocks)} channel blocks")
+        if self.lut is not None:
+            self.info.plan += f", {self.lut.attrs.func.value} table in the epilogue"

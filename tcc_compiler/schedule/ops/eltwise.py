@@ -8,7 +8,8 @@ from __future__ import annotations
 from tcc_compiler.ir.graph import Node
 from tcc_compiler.isa import commands as C
 from tcc_compiler.quant.params import ew_quant
-from tcc_compiler.schedule.emitter import flat_fields
+from tcc_compiler.schedule.emitter import chunk_fields, pixel_chunk
+from tcc_compiler.schedule.geom import hwc_c
 from tcc_compiler.schedule.ops.context import OpContext, chunk_input, chunk_output, label
 from tcc_compiler.schedule.program import SLOT_SHORTCUT, LayerInfo
 from tcc_compiler.schedule.tiling import plan_channels
@@ -22,7 +23,7 @@ def _load_vector(ctx: OpContext, sa, n: Node, nbytes: int):
         return rb.sram, None
     addr = sa.alloc(nbytes, "ew b")
     dep = ctx.em.load(ctx.em.free(addr, nbytes), label(n) + " b", slot=SLOT_SHORTCUT,
-                      dram=ctx.mem.tensor(b).addr(0), sram=addr, **flat_fields(nbytes))
+                      **chunk_fields(ctx.mem.tensor(b), 0, nbytes, addr))
     return addr, dep
 
 
@@ -44,6 +45,7 @@ def lower_eltwise(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     chunked = [ra, ro] + ([] if q.period else [rb_])
     blk = plan_channels(max(sum(r is None for r in chunked), 1), total, ctx.budget() - sa.top,
                         align=ctx.t.sram_align_bytes)
+    blk = pixel_chunk(blk, (ta, to) + (() if q.period else (tb,)), hwc_c(a))
     # b is a broadcast vector (loaded once above) when q.period: no chunk buffers for it
     sl = [[sa.alloc(blk, "ew") if r is None and not (k == 1 and q.period) else -1
            for k, r in enumerate((ra, rb_, ro))] for _ in range(2)]
@@ -56,14 +58,13 @@ def lower_eltwise(ctx: OpContext, n: Node, info: LayerInfo) -> None:
         e1 = min(total, e0 + blk)
         slot = i % 2
         sa_, sb_, so_ = sl[slot]
-        flat = flat_fields(e1 - e0)
-        sa_, da = chunk_input(em, ra, ta, e0, sa_, blk, last_read.get(slot), lab + " a", flat)
+        sa_, da = chunk_input(em, ra, ta, e0, sa_, blk, last_read.get(slot), lab + " a", e1)
         db = None
         if q.period:
             sb_ = vec
         else:
             sb_, db = chunk_input(em, rb_, tb, e0, sb_, blk, last_read.get(slot), lab + " b",
-                                  flat, slot=SLOT_SHORTCUT)
+                                  e1, slot=SLOT_SHORTCUT)
         deps = [vec_dep] + [d for d in (da, db) if d is not None]
         so_, dout = chunk_output(em, ro, e0, so_, blk, last_store.get(slot))
         deps += dout
@@ -71,8 +72,8 @@ def lower_eltwise(ctx: OpContext, n: Node, info: LayerInfo) -> None:
                        b0=e0 % q.period if q.period else 0, **regs)
         last_read[slot] = comp
         if ro is None:
-            last_store[slot] = em.store([comp], lab + " output", dram=to.addr(e0),
-                                        sram=so_, **flat)
+            last_store[slot] = em.store([comp], lab + " output",
+                                        **chunk_fields(to, e0, e1, so_))
         info.tiles += 1
     ctx.end(sa)
     info.plan = f"{info.tiles} chunks of {blk} elements" + (

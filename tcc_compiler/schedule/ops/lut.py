@@ -10,7 +10,8 @@ from tcc_compiler.isa.spec import PARAM_RECORD_BYTES
 from tcc_compiler.isa.wcodec import LayerKind
 from tcc_compiler.numerics.lut import LUT_ENTRIES
 from tcc_compiler.quant.params import lut_quant
-from tcc_compiler.schedule.emitter import flat_fields
+from tcc_compiler.schedule.emitter import chunk_fields, pixel_chunk
+from tcc_compiler.schedule.geom import hwc_c
 from tcc_compiler.schedule.ops.context import OpContext, label
 from tcc_compiler.schedule.program import SLOT_PARAMS, LayerInfo
 from tcc_compiler.schedule.tiling import plan_channels
@@ -52,6 +53,7 @@ def lower_lut(ctx: OpContext, n: Node, info: LayerInfo) -> None:
                         align=ctx.t.sram_align_bytes)
     if t > 1 and blk < total:      # whole pixels per chunk keep ch0 = 0
         blk = max(channels, blk // channels * channels)
+    blk = pixel_chunk(blk, (tx, to), hwc_c(x))
     sl = [[sa.alloc(blk, "lut") if r is None else -1 for r in (rx, ro)] for _ in range(2)]
     info.sram_peak_bytes = sa.top + ctx.base
     tab = em.load_block(em.free(lut_sram, LUT_ENTRIES * t), lab + " tables", SLOT_PARAMS,
@@ -61,11 +63,10 @@ def lower_lut(ctx: OpContext, n: Node, info: LayerInfo) -> None:
         e1 = min(total, e0 + blk)
         slot = i % 2
         si, so = sl[slot]
-        flat = flat_fields(e1 - e0)
         deps = [tab]
         if rx is None:
             deps.append(em.load([last_read.get(slot)] + em.free(si, blk), lab + " input",
-                                dram=tx.addr(e0), sram=si, **flat))
+                                **chunk_fields(tx, e0, e1, si)))
         else:
             si = rx.sram + e0
         if ro is None:
@@ -77,8 +78,8 @@ def lower_lut(ctx: OpContext, n: Node, info: LayerInfo) -> None:
                        n=e1 - e0, tables=t, ch0=e0 % t)
         last_read[slot] = comp
         if ro is None:
-            last_store[slot] = em.store([comp], lab + " output", dram=to.addr(e0),
-                                        sram=so, **flat)
+            last_store[slot] = em.store([comp], lab + " output",
+                                        **chunk_fields(to, e0, e1, so))
         info.tiles += 1
     ctx.end(sa)
     info.plan = f"{info.tiles} chunks of {blk} elements, {t} table(s)"

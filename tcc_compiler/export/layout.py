@@ -1,0 +1,56 @@
+"""QDQ forms of the data-movement ops (channel concat and slice, interleave, nearest resize):
+each moves int8 bytes and shares its operands' quantization (quant/groups.py), so its ONNX
+form works on the dequantized floats (exact: dequantization is the same affine map on every
+operand) and needs no Q/DQ pair of its own. Added to the QDQ exporter's rule table by
+:func:`register`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tcc_compiler.errors import InternalError
+from tcc_compiler.ir.ops import Op
+
+
+def _concat(b, n, xf: str) -> None:
+    ins = [b.float_of[id(v)] for v in n.inputs]
+    y = b.node("Concat", ins, b.uniq(f"{n.name}_cat"), n.name, axis=n.attrs.axis)
+    b.finish_float(n.output, y, n.name)
+
+
+def _slice(b, n, xf: str) -> None:
+    a = n.attrs
+    st = b.const(b.uniq(f"{n.name}_starts"), np.array([a.start], np.int64))
+    en = b.const(b.uniq(f"{n.name}_ends"), np.array([a.end], np.int64))
+    ax = b.const(b.uniq(f"{n.name}_axes"), np.array([a.axis], np.int64))
+    y = b.node("Slice", [xf, st, en, ax], b.uniq(f"{n.name}_slice"), n.name)
+    b.finish_float(n.output, y, n.name)
+
+
+def _resize(b, n, xf: str) -> None:
+    a = n.attrs
+    sc = b.const(b.uniq(f"{n.name}_scales"),
+                 np.array([1, 1, a.scale_h, a.scale_w], np.float32))
+    y = b.node("Resize", [xf, "", sc], b.uniq(f"{n.name}_resize"), n.name, mode="nearest",
+               coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    b.finish_float(n.output, y, n.name)
+
+
+def _interleave(b, n, xf: str) -> None:
+    """Phases concatenated along channels in row-major phase order, then DepthToSpace (DCR:
+    input channel (r * s + c) * C + k -> output (y * s + r, x * s + c, k)); one stride."""
+    a = n.attrs
+    if a.sh != a.sw:
+        raise InternalError(f"QDQ export: interleave '{n.name}' with strides {a.sh}x{a.sw} "
+                            "has no DepthToSpace form")
+    ins = [b.float_of[id(v)] for v in n.inputs]
+    cat = b.node("Concat", ins, b.uniq(f"{n.name}_phases"), n.name + "_phases", axis=1)
+    y = b.node("DepthToSpace", [cat], b.uniq(f"{n.name}_d2s"), n.name, blocksize=a.sh,
+               mode="DCR")
+    b.finish_float(n.output, y, n.name)
+
+
+def register(rules: dict) -> None:
+    """Add the data-movement exporters to the QDQ exporter's rule table."""
+    rules.update({Op.CONCAT: _concat, Op.SLICE: _slice, Op.RESIZE: _resize,
+                  Op.INTERLEAVE: _interleave})
