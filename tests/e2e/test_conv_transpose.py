@@ -5,6 +5,8 @@ SQNR vs ONNX Runtime; forms that need a crop are refused with exit 2 and one lin
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -53,9 +55,15 @@ def test_conv_transpose_bit_exact_in_place_and_accurate(tmp_path, k, s, p, out_p
     assert macs == 8 * 8 * s * s * 6 * 8 * k * k // (s * s)   # only the non-zero taps
 
 
-def test_conv_transpose_needing_a_crop_is_refused(tmp_path, capsys):
+def test_conv_transpose_needing_a_crop_is_refused_by_the_npu(tmp_path, capsys):
+    """--strict: the NPU's refusal, one line; by default the node runs on the host."""
     path = tmp_path / "crop.onnx"
     onnx.save(_model(2, 2, 1, 0), path)   # kernel 2, pad 1: phase 0 would start at -1
-    code = main(["compile", str(path), "--input", "16x16x3", "-o", str(tmp_path / "o")])
+    code = main(["compile", str(path), "--input", "16x16x3", "-o", str(tmp_path / "o"),
+                 "--strict"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "'deconv'" in err and "crop" in err, err
+    assert main(["compile", str(path), "--input", "16x16x3", "-o", str(tmp_path / "h")]) == 0
+    manifest = json.loads((tmp_path / "h" / "manifest.json").read_text())
+    assert manifest["layout"] == "segmented"
+    assert any(s["device"] == "host" and "deconv" in s["nodes"] for s in manifest["segments"])
