@@ -69,6 +69,7 @@ class Lowering:
         weights = WeightLayoutBuilder(self.compressor)
         pf = Prefetcher(self.hoist, self.graph) if self.hoist else None
         if pf is not None:
+            pf.check_areas(t)
             em.on_load = pf.after_load
         layers: list[LayerInfo] = []
         source = self.graph.meta.get("source", "")

@@ -11,7 +11,7 @@ from tcc_compiler.ir.graph import Graph
 from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.schedule.cost import replay
 from tcc_compiler.schedule.lowering import Lowering
-from tcc_compiler.schedule.prefetch import plan_hoist, stalled_convs
+from tcc_compiler.schedule.prefetch import plan_pieces, stalled_convs
 from tcc_compiler.schedule.program import Program
 from tcc_compiler.target import Target
 
@@ -107,21 +107,22 @@ def _add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program
         round_best = best
         for ci in sorted(idx):
             for eager, share in HOIST_VARIANTS:
-                hoist = plan_hoist(graph, lw.mem, base, spans, t, eager, share, ci, area_end)
-                if hoist is None:
-                    continue
-                try:
-                    prog2 = Lowering(graph, t, lw.zone_bytes, compressor, cascade=lw.cascade,
-                                     hoist=hoists + (hoist,)).run()
-                except ScheduleError:
-                    log.debug("prefetch for %s: tiles no longer fit", hoist.consumer)
-                    continue
-                cycles2 = _cycles(prog2, t)
-                log.debug("prefetch %d bytes of %s during %d ops (%d hoists): %d -> %d cycles",
-                          hoist.area_bytes, hoist.consumer, len(hoist.window),
-                          len(hoists) + 1, cycles, cycles2)
-                if cycles2 < round_best[0]:
-                    round_best = (cycles2, prog2, hoists + (hoist,))
+                pieces = plan_pieces(graph, lw.mem, base, spans, t, eager, share, ci, area_end)
+                for new in {pieces, pieces[-1:]}:   # split, and the chosen window alone
+                    if not new:
+                        continue
+                    try:
+                        prog2 = Lowering(graph, t, lw.zone_bytes, compressor,
+                                         cascade=lw.cascade, hoist=hoists + new).run()
+                    except ScheduleError:
+                        log.debug("prefetch for %s: tiles no longer fit", new[0].consumer)
+                        continue
+                    cycles2 = _cycles(prog2, t)
+                    log.debug("prefetch %s bytes of %s during %s ops: %d -> %d cycles",
+                              [h.area_bytes for h in new], new[0].consumer,
+                              [len(h.window) for h in new], cycles, cycles2)
+                    if cycles2 < round_best[0]:
+                        round_best = (cycles2, prog2, hoists + new)
         if round_best is best:
             break
         best = round_best
