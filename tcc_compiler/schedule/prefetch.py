@@ -53,6 +53,8 @@ class Hoist:
             (True) or all of it (False).
         area_end: SRAM address just above the area (aligned); None: the SRAM's end. A hoist
             stacked below others ends where their areas begin.
+        pack: the consumer's weight blocks are capped (:func:`block_cap`) so they pack its
+            smallest area (set by :func:`plan_pieces`); else its tile plan picks them.
     """
 
     consumer: str
@@ -61,6 +63,7 @@ class Hoist:
     gaps: tuple[tuple[int, ...], ...]
     eager: bool = False
     area_end: int | None = None
+    pack: bool = False
 
     def area(self, t: Target) -> tuple[int, int]:
         """The SRAM byte interval [lo, hi) of the prefetch area (``area_end`` None: the top
@@ -132,13 +135,13 @@ def _gap_after(prog: Program, spans: list[tuple[int, int]]) -> dict[int, int]:
 
 
 def _hoist(prog: Program, ci: int, j0: int, area: int, area_end: int | None,
-           gap_after: dict[int, int], eager: bool) -> Hoist:
+           gap_after: dict[int, int], eager: bool, pack: bool = False) -> Hoist:
     """The :class:`Hoist` of layer ``ci`` with window layers ``j0 .. ci - 1``."""
     win = prog.layers[j0:ci]
     gaps = tuple(tuple(gap_after.get(k, 0) for k in range(li.first_cmd, li.end_cmd)
                        if prog.commands[k].queue is Queue.LOAD) for li in win)
     return Hoist(prog.layers[ci].name, tuple(li.name for li in win), area, gaps, eager,
-                 area_end)
+                 area_end, pack)
 
 
 def plan_pieces(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[int, int]],
@@ -153,7 +156,8 @@ def plan_pieces(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[
     earlier) and ``A0`` the chosen area, the pieces start at the chosen window, at the
     earliest layer with ``A(j) >= A0 / 2`` and at the earliest with ``A(j) >= 16 KiB``; the
     piece starting at ``j`` covers the bytes ``(A(j_prev), A(j)]`` below the area's end
-    (``j_prev`` the next earlier piece). Empty when :func:`plan_hoist` finds nothing."""
+    (``j_prev`` the next earlier piece). The pieces ``pack`` the consumer's blocks. Empty
+    when :func:`plan_hoist` finds nothing."""
     got = _plan(graph, mem, prog, spans, t, idle_share, consumer, area_end)
     if got is None:
         return ()
@@ -166,7 +170,7 @@ def plan_pieces(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[
         top = area if j == j0 else avail[j]
         if top - below >= MIN_PREFETCH_BYTES:
             pieces.append(_hoist(prog, ci, j, top - below, end - below if below else area_end,
-                                 gap_after, eager))
+                                 gap_after, eager, pack=True))
             below = top
     return tuple(pieces)
 
@@ -323,7 +327,7 @@ class Prefetcher:
     def begin(self, ctx: OpContext, consumer: str) -> None:
         """Plan ``consumer`` ahead of its windows: its tile plan under the SRAM it will have
         (below the prefetch areas reserved while it runs; blocks capped by
-        :func:`block_cap`), its weight blocks (added to the
+        :func:`block_cap` when a hoist asks to ``pack``), its weight blocks (added to the
         WEIGHTS region now) and the list of its first blocks, in the order its tiles use
         them, that fit its hoists' areas (the longest window's first), each given a fixed SRAM
         place there.
@@ -337,9 +341,10 @@ class Prefetcher:
             raise InternalError(f"prefetch consumer '{consumer}' is not a conv of the graph")
         g = conv_geom(n)
         budget = t.sram_capacity_bytes - ctx.mem.base(n) - self.reserve(n.name, t)
-        areas = [h.area_bytes for h in self.hoists if h.consumer == consumer]
-        plan = plan_conv(g, t, budget, ctx.mem.conv_residency(n, g),
-                         block_cap(g, min(areas), t))
+        mine = [h for h in self.hoists if h.consumer == consumer]
+        cap = (block_cap(g, min(h.area_bytes for h in mine), t)
+               if any(h.pack for h in mine) else None)
+        plan = plan_conv(g, t, budget, ctx.mem.conv_residency(n, g), cap)
         info = new_info(n)
         blobs, cfg = conv_setup(ctx.weights, t, n, g, min(plan.ocb, g.o), info)
         self._pre[consumer] = (plan, blobs, cfg, info)
