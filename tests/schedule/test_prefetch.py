@@ -215,3 +215,38 @@ def test_prefetcher_rejects_overlapping_areas(stacked):
     g, _, t, _, _, (h4, h3) = stacked
     with pytest.raises(InternalError, match="areas overlap"):
         Lowering(g, t, 0, hoist=(h4, dataclasses.replace(h3, area_end=h4.area(t)[0] + 64))).run()
+
+
+def test_pieces_of_one_consumer_bit_exact(net_q):
+    """One consumer's prefetch split by hand into two pieces (schedule/prefetch.py
+    plan_pieces' form): the top half of the area with the whole window, the bottom half with
+    the last window op only, blocks packed (block_cap). Both areas get the consumer's blocks,
+    none larger than a quarter of the smaller area; the lower area's loads come after its
+    shorter window began; bit-exact and hazard-free in order and in random interleavings."""
+    from tcc_compiler.schedule.prefetch import block_cap
+
+    g, x, t, _, _, hoist = net_q
+    al = t.sram_align_bytes
+    half = hoist.area_bytes // 2 // al * al
+    top = dataclasses.replace(hoist, area_bytes=half, pack=True)
+    low = dataclasses.replace(hoist, window=hoist.window[-1:], gaps=hoist.gaps[-1:],
+                              area_bytes=hoist.area_bytes - half, area_end=BUDGET - half,
+                              pack=True)
+    pre = Lowering(g, t, 0, hoist=(top, low)).run()
+    loads = [(i, c) for i, (c, m) in enumerate(zip(pre.commands, pre.comments))
+             if m.startswith(f"{hoist.consumer} prefetch weights")]
+    in_top = [i for i, c in loads if c.sram >= top.area(t)[0]]
+    in_low = [i for i, c in loads if low.area(t)[0] <= c.sram < low.area(t)[1]]
+    assert in_top and in_low and len(in_top) + len(in_low) == len(loads)
+    last_win = next(li for li in pre.layers if li.name == hoist.window[-1])
+    assert min(in_low) >= last_win.first_cmd
+    from tcc_compiler.schedule.geom import conv_geom
+    node = next(n for n in g.nodes if n.name == hoist.consumer)
+    g4 = conv_geom(node)
+    cap = block_cap(g4, min(top.area_bytes, low.area_bytes), t)
+    per_channel = g4.kh * g4.kw * g4.cin_g
+    assert all(c.dst_bytes <= cap * per_channel if hasattr(c, "dst_bytes")
+               else c.total_bytes <= cap * per_channel for _, c in loads)
+    _run(pre, g, x)
+    for seed in (1, 2):
+        _run(pre, g, x, schedule="random", seed=seed)
