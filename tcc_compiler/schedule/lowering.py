@@ -3,8 +3,8 @@
 Per op a configuration command, then per tile the loads, the compute command and the store
 (schedule/ops/); the waits come from the emitter (schedule/emitter.py). Chains of ops whose
 intermediates do not fit whole are cascaded: emitted together at the place of their last op,
-band by band (schedule/ops/cascade.py). With a :class:`~tcc_compiler.schedule.prefetch.Hoist`,
-the first weight blocks of one load-bound conv are prefetched during the ops before it
+band by band (schedule/ops/cascade.py). With :class:`~tcc_compiler.schedule.prefetch.Hoist` s, the
+first weight blocks of load-bound convs are prefetched during the ops before them
 (schedule/prefetch.py). :mod:`tcc_compiler.schedule.search` runs several tries and keeps the
 fastest.
 """
@@ -37,7 +37,8 @@ from tcc_compiler.target import Target
 
 class Lowering:
     """Lower ``graph`` once for ``target`` with a resident zone of ``zone_bytes`` (aligned
-    here), cascades when ``cascade``, and the cross-op prefetch ``hoist`` (None: none).
+    here), cascades when ``cascade``, and the cross-op prefetches ``hoist`` (one
+    :class:`Hoist`, a tuple of them with disjoint areas, or None: none).
 
     Attributes (after :meth:`run`):
         mem: the :class:`~tcc_compiler.schedule.memory.MemoryPlan` used.
@@ -45,7 +46,7 @@ class Lowering:
 
     def __init__(self, graph: Graph, target: Target, zone_bytes: int = 0,
                  compressor: BlockCompressor | None = None, cascade: bool = False,
-                 hoist: Hoist | None = None):
+                 hoist: Hoist | tuple[Hoist, ...] | None = None):
         self.graph, self.t, self.cascade, self.hoist = graph, target, cascade, hoist
         self.zone_bytes = align_up(zone_bytes, target.sram_align_bytes)
         self.compressor = compressor
@@ -68,8 +69,9 @@ class Lowering:
         mem = self.mem = plan_memory(self.graph, t, self.zone_bytes, self.cascade)
         em = Emitter(t.sram_capacity_bytes, t.sram_align_bytes)
         weights = WeightLayoutBuilder(self.compressor)
-        pf = Prefetcher(self.hoist, self.graph) if self.hoist is not None else None
+        pf = Prefetcher(self.hoist, self.graph) if self.hoist else None
         if pf is not None:
+            pf.check_areas(t)
             em.on_load = pf.after_load
         layers: list[LayerInfo] = []
         source = self.graph.meta.get("source", "")
@@ -109,12 +111,15 @@ class Lowering:
         info = new_info(n)
         _lower_one(ctx, n, info, pf)
         info.first_cmd, info.end_cmd = first, ctx.em.n_cmds
-        if pf is not None and len(pf.cmds) > n_pf:   # its range holds prefetches of a later op
-            mine = set(pf.cmds[n_pf:])
-            info.cmds = [i for i in range(first, info.end_cmd) if i not in mine]
-        if pf is not None and n.name == pf.hoist.consumer:
-            info.cmds = sorted(pf.cmds + list(range(first, info.end_cmd)))
+        if pf is None:
+            return info
+        others = set(pf.cmds[n_pf:])   # prefetches emitted during the op (of any consumer)
+        own = pf.consumer_cmds(n.name)
+        if own is not None:   # a consumer: its own range and its prefetches
+            info.cmds = sorted(set(own) | (set(range(first, info.end_cmd)) - others))
             ctx.em.sram_peak = max(ctx.em.sram_peak, self.t.sram_capacity_bytes)
+        elif others:   # its range holds prefetches of a later op
+            info.cmds = [i for i in range(first, info.end_cmd) if i not in others]
         return info
 
 

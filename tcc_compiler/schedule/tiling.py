@@ -243,9 +243,11 @@ def _estimate(g: ConvGeom, t: Target, rows: int, cols: int, ocb: int, nb: int,
 
 
 def plan_conv(g: ConvGeom, t: Target, sram_budget: int,
-              res: Residency = NO_RESIDENCY) -> ConvPlan:
+              res: Residency = NO_RESIDENCY, max_ocb: int | None = None) -> ConvPlan:
     """Pick the fastest tile shape that fits ``sram_budget`` bytes. Operands resident in SRAM
-    (``res``) need no tile buffers and no DMA.
+    (``res``) need no tile buffers and no DMA. ``max_ocb``: output-channel blocks larger than
+    this are not tried (the smallest candidate always is), e.g. so a prefetch consumer's
+    weight blocks pack its prefetch area (schedule/prefetch.py).
 
     Raises:
         ScheduleError: not even a 1x1-pixel, one-group tile fits.
@@ -253,7 +255,10 @@ def plan_conv(g: ConvGeom, t: Target, sram_budget: int,
     al = t.sram_align_bytes
     best = None
     w_total = g.o * g.kh * g.kw * g.cin_g if g.has_weights else 0
-    for ocb in _block_candidates(g, t):
+    cands = _block_candidates(g, t)
+    if max_ocb is not None:
+        cands = [o for o in cands if o <= max_ocb] or [min(cands)]
+    for ocb in cands:
         nb = math.ceil(g.o / ocb)
         for rows in candidate_extents(g.oh):
             for cols in candidate_extents(g.ow):

@@ -15,6 +15,7 @@ from conftest import run_program_impl
 from onnx import TensorProto, helper, numpy_helper
 
 from tcc_compiler.frontend import import_onnx
+from tcc_compiler.isa.spec import Queue, Region
 from tcc_compiler.quant import collect_ranges, quantize_graph, run_golden
 from tcc_compiler.schedule import lower
 from tcc_compiler.schedule.cost import replay
@@ -94,11 +95,21 @@ def test_prefetched_program_bit_exact_in_order_and_random(net_q):
         _run(pre, g, x, schedule="random", seed=seed)
 
 
+def _weight_bytes_read(cmds) -> int:
+    """DRAM bytes the loads read from the WEIGHTS region."""
+    return sum(c.total_bytes for c in cmds if c.queue is Queue.LOAD
+               and c.dram >> 30 == Region.WEIGHTS)
+
+
 def test_prefetch_moves_loads_without_adding_traffic(net_q):
-    """Same DRAM bytes read and written as without prefetch; the prefetch loads are emitted
-    inside the window ops' command ranges but counted to the consumer's layer."""
+    """Every weight byte read once, as without prefetch (the consumer's activation traffic
+    may differ: its tiles are re-planned with blocks that pack the area, schedule/prefetch.py
+    block_cap); the prefetch loads are emitted inside the window ops' command ranges but
+    counted to the consumer's layer."""
     _, _, _, plain, pre, hoist = net_q
-    assert dram_bytes(pre.commands) == dram_bytes(plain.commands)
+    assert _weight_bytes_read(pre.commands) == _weight_bytes_read(plain.commands) \
+        == len(pre.weights.data)
+    assert dram_bytes(pre.commands)[1] == dram_bytes(plain.commands)[1]
     idx = [i for i, c in enumerate(pre.comments) if "prefetch" in c]
     cons = next(li for li in pre.layers if li.name == hoist.consumer)
     assert set(idx) <= set(cons.cmds)
@@ -150,3 +161,92 @@ def test_consumer_reuses_prefetch_area_bit_exact():
         _run(pre, g, xs[2], schedule="random", seed=seed, budget=budget)
     assert max(e for _, e in replay(pre.commands, t)) < max(
         e for _, e in replay(plain.commands, t))
+
+
+@pytest.fixture(scope="module")
+def stacked():
+    """Two hoists at once (schedule/prefetch.py): conv4's area at the top of the SRAM, conv3's
+    stacked just below it; conv3 runs inside conv4's window. Returns (graph, input, target,
+    plain program, prefetched program, (conv4's hoist, conv3's hoist))."""
+    from helpers.prefetch_net import quantized_prefetch_net
+
+    g, x = quantized_prefetch_net()
+    t = load_target().with_sram(BUDGET)
+    lw = Lowering(g, t, 0)
+    plain = lw.run()
+    spans = replay(plain.commands, t)
+    last = len(plain.layers) - 1
+    h4 = plan_hoist(g, lw.mem, plain, spans, t, eager=True, consumer=last)
+    assert h4 is not None and h4.consumer == "conv4"
+    h3 = plan_hoist(g, lw.mem, plain, spans, t, eager=True, consumer=last - 1,
+                    area_end=h4.area(t)[0])
+    assert h3 is not None and h3.consumer == "conv3"
+    return g, x, t, plain, Lowering(g, t, 0, hoist=(h4, h3)).run(), (h4, h3)
+
+
+def test_stacked_hoists_take_disjoint_areas(stacked):
+    """conv3's area ends where conv4's begins; conv3 is in conv4's window; every prefetch
+    load of each consumer writes inside its own area, and each consumer's layer lists them."""
+    _, _, t, _, pre, (h4, h3) = stacked
+    assert h3.area(t)[1] == h4.area(t)[0] and h4.area(t)[1] == BUDGET
+    assert "conv3" in h4.window
+    for h in (h4, h3):
+        lo, hi = h.area(t)
+        idx = [i for i, m in enumerate(pre.comments) if m.startswith(f"{h.consumer} prefetch")]
+        assert idx and all(lo <= pre.commands[i].sram < hi for i in idx)
+        li = next(li for li in pre.layers if li.name == h.consumer)
+        assert set(idx) <= set(li.cmds)
+
+
+def test_stacked_hoists_bit_exact_in_order_and_random(stacked):
+    """Hazard-free (static checker) and bit-exact against the golden model in stream order
+    and random legal interleavings; every weight byte read once, as without prefetch."""
+    g, x, _, plain, pre, _ = stacked
+    assert _weight_bytes_read(pre.commands) == _weight_bytes_read(plain.commands)
+    _run(pre, g, x)
+    for seed in (1, 2, 3):
+        _run(pre, g, x, schedule="random", seed=seed)
+
+
+def test_prefetcher_rejects_overlapping_areas(stacked):
+    """Two hoists whose areas overlap are an internal error, not a silent overwrite."""
+    from tcc_compiler.errors import InternalError
+
+    g, _, t, _, _, (h4, h3) = stacked
+    with pytest.raises(InternalError, match="areas overlap"):
+        Lowering(g, t, 0, hoist=(h4, dataclasses.replace(h3, area_end=h4.area(t)[0] + 64))).run()
+
+
+def test_pieces_of_one_consumer_bit_exact(net_q):
+    """One consumer's prefetch split by hand into two pieces (schedule/prefetch.py
+    plan_pieces' form): the top half of the area with the whole window, the bottom half with
+    the last window op only, blocks packed (block_cap). Both areas get the consumer's blocks,
+    none larger than a quarter of the smaller area; the lower area's loads come after its
+    shorter window began; bit-exact and hazard-free in order and in random interleavings."""
+    from tcc_compiler.schedule.prefetch import block_cap
+
+    g, x, t, _, _, hoist = net_q
+    al = t.sram_align_bytes
+    half = hoist.area_bytes // 2 // al * al
+    top = dataclasses.replace(hoist, area_bytes=half, pack=True)
+    low = dataclasses.replace(hoist, window=hoist.window[-1:], gaps=hoist.gaps[-1:],
+                              area_bytes=hoist.area_bytes - half, area_end=BUDGET - half,
+                              pack=True)
+    pre = Lowering(g, t, 0, hoist=(top, low)).run()
+    loads = [(i, c) for i, (c, m) in enumerate(zip(pre.commands, pre.comments))
+             if m.startswith(f"{hoist.consumer} prefetch weights")]
+    in_top = [i for i, c in loads if c.sram >= top.area(t)[0]]
+    in_low = [i for i, c in loads if low.area(t)[0] <= c.sram < low.area(t)[1]]
+    assert in_top and in_low and len(in_top) + len(in_low) == len(loads)
+    last_win = next(li for li in pre.layers if li.name == hoist.window[-1])
+    assert min(in_low) >= last_win.first_cmd
+    from tcc_compiler.schedule.geom import conv_geom
+    node = next(n for n in g.nodes if n.name == hoist.consumer)
+    g4 = conv_geom(node)
+    cap = block_cap(g4, min(top.area_bytes, low.area_bytes), t)
+    per_channel = g4.kh * g4.kw * g4.cin_g
+    assert all(c.dst_bytes <= cap * per_channel if hasattr(c, "dst_bytes")
+               else c.total_bytes <= cap * per_channel for _, c in loads)
+    _run(pre, g, x)
+    for seed in (1, 2):
+        _run(pre, g, x, schedule="random", seed=seed)

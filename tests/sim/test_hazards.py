@@ -255,3 +255,49 @@ def test_any_interleaving_reports_the_pair_in_stream_order():
         assert (h.kind, h.first, h.second, h.space, h.start, h.end) == (
             "WAR", 1, 2, C.Space.SRAM, 0, 16), seed
     assert {(0, 1, 2, 3), (0, 2, 1, 3)} <= seen     # both orders of the racing pair ran
+
+
+@pytest.fixture(scope="module")
+def stacked_prefetch():
+    """(commands, sizes, comments) of a program with two stacked cross-op weight prefetches
+    (schedule/prefetch.py; tests/schedule/test_prefetch.py builds the same)."""
+    from helpers.prefetch_net import quantized_prefetch_net
+
+    from tcc_compiler.binfmt import read_weight_file
+    from tcc_compiler.binfmt.weightfile import write_weight_file
+    from tcc_compiler.schedule.cost import replay
+    from tcc_compiler.schedule.lowering import Lowering
+    from tcc_compiler.schedule.prefetch import plan_hoist
+    from tcc_compiler.target import load_target
+
+    g, _ = quantized_prefetch_net()
+    t = load_target().with_sram(512 * 1024)
+    lw = Lowering(g, t, 0)
+    plain = lw.run()
+    spans, last = replay(plain.commands, t), len(plain.layers) - 1
+    h4 = plan_hoist(g, lw.mem, plain, spans, t, eager=True, consumer=last)
+    h3 = plan_hoist(g, lw.mem, plain, spans, t, eager=True, consumer=last - 1,
+                    area_end=h4.area(t)[0])
+    prog = Lowering(g, t, 0, hoist=(h4, h3)).run()
+    sizes = {C.Space.SRAM: t.sram_capacity_bytes, C.Space.ACT: prog.act_arena_bytes,
+             C.Space.INPUT: prog.input_bytes, C.Space.OUTPUT: prog.output_bytes,
+             C.Space.WEIGHTS: len(read_weight_file(write_weight_file(prog.weights, "t")).data)}
+    return list(prog.commands), sizes, list(prog.comments)
+
+
+def test_stacked_prefetch_deleted_dependencies(stacked_prefetch):
+    """Waits of the consumers' (conv3, conv4) commands, their prefetch loads included (those
+    into a never-used area have none), deleted one at a time: the checker reports a hazard
+    iff the oracle finds a conflict, and some of those deletions do conflict (a consumer's
+    compute reading a prefetched block waits for its load)."""
+    cmds, sizes, comments = stacked_prefetch
+    assert check_stream(cmds, sizes) == []
+    assert any("prefetch" in m for m in comments)
+    mine = {j for j, m in enumerate(comments) if m.startswith(("conv3", "conv4"))}
+    dels = [(j, f) for j, f in _deletions(cmds) if j in mine]
+    reads = [(j, f) for j, f in dels if f == "wait_load" and cmds[j].queue is Queue.COMPUTE]
+    rng = np.random.default_rng(5)
+    sample = reads + [dels[int(i)] for i in rng.choice(len(dels), size=min(16, len(dels)),
+                                                       replace=False)]
+    caught = [_check_deletion(cmds, sizes, j, f) for j, f in sample]
+    assert any(caught)
