@@ -126,6 +126,7 @@ class Checker:
 
         self.prog = prog
         self.graph = load_ir(Path(prog.folder) / IR_FILE)
+        self._golden = None
         if not Path(model).is_file():
             raise InputError(f"{model}: no such file (--check needs the float ONNX model)")
         so = ort.SessionOptions()
@@ -154,9 +155,11 @@ class Checker:
 
     def check(self, x: np.ndarray, res: dict[str, np.ndarray]) -> dict:
         """Compare one simulator result ``res`` (from LoadedProgram.run) for input ``x``."""
-        from tcc_compiler.quant.golden import run_golden
+        if self._golden is None:  # prepared once (weights, epilogue parameters)
+            from tcc_compiler.quant.golden import GoldenModel
 
-        gold = run_golden(self.graph, x)
+            self._golden = GoldenModel(self.graph)
+        gold = self._golden.run(x)
         exact = True
         for o in self.prog.manifest["outputs"]:
             g = gold.get("int:" + o["name"])
