@@ -36,6 +36,8 @@ from tcc_compiler.target import Target
 class Lowering:
     """Lower ``graph`` once for ``target`` with a resident zone of ``zone_bytes`` (aligned
     here), cascades when ``cascade``, and the cross-op prefetch ``hoist`` (None: none).
+    ``memo``: a dict shared by the lowerings of one search (values derived from the graph's
+    constants, :func:`~tcc_compiler.schedule.ops.conv.conv_consts`); None: a fresh one.
 
     Attributes (after :meth:`run`):
         mem: the :class:`~tcc_compiler.schedule.memory.MemoryPlan` used.
@@ -43,8 +45,9 @@ class Lowering:
 
     def __init__(self, graph: Graph, target: Target, zone_bytes: int = 0,
                  compressor: BlockCompressor | None = None, cascade: bool = False,
-                 hoist: Hoist | None = None):
+                 hoist: Hoist | None = None, memo: dict | None = None):
         self.graph, self.t, self.cascade, self.hoist = graph, target, cascade, hoist
+        self.memo = memo if memo is not None else {}
         self.zone_bytes = align_up(zone_bytes, target.sram_align_bytes)
         self.compressor = compressor
         self.mem: MemoryPlan | None = None
@@ -74,7 +77,7 @@ class Lowering:
         for n in self.graph.nodes:
             if n.op in HOST_OPS or n.op in VIEW_OPS or id(n) in mem.chained:
                 continue
-            ctx = OpContext(em, mem, weights, t, source, base=mem.base(n))
+            ctx = OpContext(em, mem, weights, t, source, base=mem.base(n), memo=self.memo)
             if id(n) in mem.chains:   # the whole chain runs at its last op's place
                 if pf is not None:
                     pf.enter_chain(ctx, n.name)

@@ -208,7 +208,8 @@ class Prefetcher:
         plan = plan_conv(g, t, t.sram_capacity_bytes - ctx.mem.base(n) - h.area_bytes,
                          ctx.mem.conv_residency(n, g))
         info = new_info(n)
-        blobs, cfg = conv_setup(ctx.weights, t, n, g, min(plan.ocb, g.o), info)
+        blobs, cfg = conv_setup(ctx.weights, t, n, g, min(plan.ocb, g.o), info,
+                                  ctx.memo)
         self._pre[id(n)] = (plan, blobs, cfg, info)
         al = t.sram_align_bytes
         off = t.sram_capacity_bytes - h.area_bytes

@@ -29,7 +29,8 @@ def _cycles(prog: Program, t: Target) -> int:
     return max((e for _, e in replay(prog.commands, t)), default=0)
 
 
-def _best_zone(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool):
+def _best_zone(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
+               memo: dict):
     """(cycles, program, lowering) of the fastest zone size x cascading variant; ties go to
     the smaller zone, then to cascading.
 
@@ -40,7 +41,7 @@ def _best_zone(graph: Graph, t: Target, zone_fractions, compressor, cascade: boo
     for frac in sorted(set(zone_fractions)):
         zone = int(t.sram_capacity_bytes * frac) // t.sram_align_bytes * t.sram_align_bytes
         for casc in ((True, False) if cascade else (False,)):
-            lw = Lowering(graph, t, zone, compressor, cascade=casc)
+            lw = Lowering(graph, t, zone, compressor, cascade=casc, memo=memo)
             try:
                 prog = lw.run()
             except ScheduleError:
@@ -70,7 +71,8 @@ def search(graph: Graph, target: Target,
         UnsupportedError: a tensor shape the NPU cannot hold.
     """
     compressor = BlockCompressor() if compress_weights else None
-    cycles, prog, lw = _best_zone(graph, target, zone_fractions, compressor, cascade)
+    memo: dict = {}   # constants derived once for all the tries (conv_consts)
+    cycles, prog, lw = _best_zone(graph, target, zone_fractions, compressor, cascade, memo)
     base_prog, base_cycles = prog, cycles
     spans = replay(prog.commands, target) if prefetch else []
     stalled = stalled_convs(base_prog, spans) if prefetch else []
@@ -90,7 +92,7 @@ def search(graph: Graph, target: Target,
             break
         try:
             prog2 = Lowering(graph, target, lw.zone_bytes, compressor, cascade=lw.cascade,
-                             hoist=hoist).run()
+                             hoist=hoist, memo=memo).run()
         except ScheduleError:
             log.debug("prefetch for %s: tiles no longer fit", hoist.consumer)
             continue

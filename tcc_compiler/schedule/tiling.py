@@ -247,9 +247,19 @@ def plan_conv(g: ConvGeom, t: Target, sram_budget: int,
     """Pick the fastest tile shape that fits ``sram_budget`` bytes. Operands resident in SRAM
     (``res``) need no tile buffers and no DMA.
 
+    A pure function of its (frozen, hashable) arguments, memoised: the schedule search lowers a
+    network several times and asks for the same plans again (ResNet-50 224: 726 calls, about
+    a third of them distinct).
+
     Raises:
         ScheduleError: not even a 1x1-pixel, one-group tile fits.
     """
+    return _plan_conv(g, t, int(sram_budget), res)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _plan_conv(g: ConvGeom, t: Target, sram_budget: int, res: Residency) -> ConvPlan:
+    """:func:`plan_conv`, memoised (a ScheduleError is not cached: it is raised again)."""
     al = t.sram_align_bytes
     best = None
     w_total = g.o * g.kh * g.kw * g.cin_g if g.has_weights else 0
