@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import onnx.version_converter
 
+from tcc_compiler.sim.blas import blas_threads
 from tcc_compiler.errors import InputError
 from tcc_compiler.fsutil import file_sha256
 from tcc_compiler.runtime.loaded import LoadedProgram
@@ -159,7 +160,8 @@ class Checker:
             from tcc_compiler.quant.golden import GoldenModel
 
             self._golden = GoldenModel(self.graph)
-        gold = self._golden.run(x)
+        with blas_threads(1):   # as the executor: BLAS threads only fight (sim/blas.py)
+            gold = self._golden.run(x)
         exact = True
         for o in self.prog.manifest["outputs"]:
             g = gold.get("int:" + o["name"])
