@@ -30,6 +30,18 @@ OPSET = 17
 EXTERNAL_BYTES = 1024
 
 
+#: Largest float32 bytes of all node outputs of one input for which calibration runs the graph
+#: in ONNX Runtime (every value returned at once: ResNet-50 224 holds 60 MB); beyond it the
+#: numpy interpreter streams the values, holding only the live ones, so compile memory stays
+#: bounded at any input size (interp/memory.py counts these bytes in its estimate).
+ORT_OUTPUT_BYTES = 256 << 20
+
+
+def values_bytes(graph: Graph) -> int:
+    """float32 bytes of every node output of ``graph`` (what one ONNX Runtime run returns)."""
+    return sum(4 * int(np.prod(n.output.shape, dtype=np.int64)) for n in graph.nodes)
+
+
 class NotExpressible(Exception):
     """The graph holds something this writer does not express in ONNX (the caller falls back
     to the numpy interpreter)."""

@@ -27,6 +27,7 @@ import numpy as np
 
 from tcc_compiler.errors import InputError, ModelError
 from tcc_compiler.interp import run_float
+from tcc_compiler.interp import onnx_float
 from tcc_compiler.interp.onnx_float import FloatSession, NotExpressible
 from tcc_compiler.ir.graph import Graph
 
@@ -46,12 +47,8 @@ ENTROPY_BINS = 16384
 #: Values an observer converts to float64 at once (32 MiB): activations are counted in chunks
 #: so that calibration never holds a float64 copy of a whole activation.
 CHUNK_ELEMS = 1 << 22
-#: Largest float32 bytes of all observed values of one input for which calibration runs the
-#: float graph in ONNX Runtime (every value returned at once); beyond it the numpy interpreter
-#: streams the values, holding only the live ones (compile memory stays bounded).
-ORT_OUTPUT_BYTES = 768 << 20
 #: Float engines :func:`observe` offers: "auto" = ONNX Runtime when the graph is expressible
-#: in ONNX and its values fit :data:`ORT_OUTPUT_BYTES`, else the numpy interpreter.
+#: in ONNX and its values fit ``onnx_float.ORT_OUTPUT_BYTES``, else the numpy interpreter.
 ENGINES = ("auto", "ort", "numpy")
 
 
@@ -392,10 +389,10 @@ def _float_engine(graph: Graph, engine: str):
         raise InputError(f"float engine {engine!r}: choose one of {', '.join(ENGINES)}")
     if engine == "numpy":
         return None
-    nbytes = sum(4 * int(np.prod(n.output.shape, dtype=np.int64)) for n in graph.nodes)
-    if engine == "auto" and nbytes > ORT_OUTPUT_BYTES:
+    nbytes = onnx_float.values_bytes(graph)
+    if engine == "auto" and nbytes > onnx_float.ORT_OUTPUT_BYTES:
         log.info("calibration: %d MB of values per input, more than %d MB: numpy interpreter",
-                 nbytes >> 20, ORT_OUTPUT_BYTES >> 20)
+                 nbytes >> 20, onnx_float.ORT_OUTPUT_BYTES >> 20)
         return None
     try:
         return FloatSession(graph)
@@ -413,7 +410,7 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
 
     The float graph runs in ONNX Runtime (float32; :mod:`tcc_compiler.interp.onnx_float`,
     every node output returned by one run) or, for ``engine="numpy"`` and graphs ONNX Runtime
-    cannot run or whose values exceed :data:`ORT_OUTPUT_BYTES`, in the numpy interpreter
+    cannot run or whose values exceed ``onnx_float.ORT_OUTPUT_BYTES``, in the numpy interpreter
     (float64 accumulation, values streamed). The observers see the same values either way
     (graph input, then every node output in graph order), up to float32 rounding.
 
