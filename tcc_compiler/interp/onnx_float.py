@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 
+from tcc_compiler.errors import InputError
 from tcc_compiler.ir.graph import Graph, Node
 from tcc_compiler.ir.ops import ActKind, LutFunc, Op
 
@@ -40,6 +41,12 @@ ORT_OUTPUT_BYTES = 256 << 20
 def values_bytes(graph: Graph) -> int:
     """float32 bytes of every node output of ``graph`` (what one ONNX Runtime run returns)."""
     return sum(4 * int(np.prod(n.output.shape, dtype=np.int64)) for n in graph.nodes)
+
+
+#: Float engines calibration offers (``quant.calibrate.observe``): "auto" = ONNX Runtime when
+#: the graph is expressible in ONNX and its values fit :data:`ORT_OUTPUT_BYTES`, else the numpy
+#: interpreter.
+ENGINES = ("auto", "ort", "numpy")
 
 
 class NotExpressible(Exception):
@@ -318,3 +325,28 @@ class FloatSession:
         (float32, the graph input's shape)."""
         return self.sess.run(names or self.names,
                              {self.input_name: np.asarray(x, dtype=np.float32)})
+
+
+def float_engine(graph: Graph, engine: str):
+    """A :class:`~tcc_compiler.interp.onnx_float.FloatSession` for ``graph``, or None for the
+    numpy interpreter (``engine`` "numpy", values too large, or not expressible in ONNX).
+
+    Raises:
+        InputError: unknown ``engine``; "ort" when ONNX Runtime cannot run the graph.
+    """
+    if engine not in ENGINES:
+        raise InputError(f"float engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    if engine == "numpy":
+        return None
+    nbytes = values_bytes(graph)
+    if engine == "auto" and nbytes > ORT_OUTPUT_BYTES:
+        log.info("calibration: %d MB of values per input, more than %d MB: numpy interpreter",
+                 nbytes >> 20, ORT_OUTPUT_BYTES >> 20)
+        return None
+    try:
+        return FloatSession(graph)
+    except NotExpressible as exc:
+        if engine == "ort":
+            raise InputError(f"calibration in ONNX Runtime: {exc}") from None
+        log.info("calibration: numpy interpreter (%s)", exc)
+        return None

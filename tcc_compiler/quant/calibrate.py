@@ -27,8 +27,7 @@ import numpy as np
 
 from tcc_compiler.errors import InputError, ModelError
 from tcc_compiler.interp import run_float
-from tcc_compiler.interp import onnx_float
-from tcc_compiler.interp.onnx_float import FloatSession, NotExpressible
+from tcc_compiler.interp.onnx_float import ENGINES, float_engine  # noqa: F401 (re-export)
 from tcc_compiler.ir.graph import Graph
 
 log = logging.getLogger(__name__)
@@ -47,9 +46,6 @@ ENTROPY_BINS = 16384
 #: Values an observer converts to float64 at once (32 MiB): activations are counted in chunks
 #: so that calibration never holds a float64 copy of a whole activation.
 CHUNK_ELEMS = 1 << 22
-#: Float engines :func:`observe` offers: "auto" = ONNX Runtime when the graph is expressible
-#: in ONNX and its values fit ``onnx_float.ORT_OUTPUT_BYTES``, else the numpy interpreter.
-ENGINES = ("auto", "ort", "numpy")
 
 
 class MinMaxObserver:
@@ -378,31 +374,6 @@ def make_observer(method: str, percentile: float = DEFAULT_PERCENTILE):
     return METHODS[method]()
 
 
-def _float_engine(graph: Graph, engine: str):
-    """A :class:`~tcc_compiler.interp.onnx_float.FloatSession` for ``graph``, or None for the
-    numpy interpreter (``engine`` "numpy", values too large, or not expressible in ONNX).
-
-    Raises:
-        InputError: unknown ``engine``; "ort" when ONNX Runtime cannot run the graph.
-    """
-    if engine not in ENGINES:
-        raise InputError(f"float engine {engine!r}: choose one of {', '.join(ENGINES)}")
-    if engine == "numpy":
-        return None
-    nbytes = onnx_float.values_bytes(graph)
-    if engine == "auto" and nbytes > onnx_float.ORT_OUTPUT_BYTES:
-        log.info("calibration: %d MB of values per input, more than %d MB: numpy interpreter",
-                 nbytes >> 20, onnx_float.ORT_OUTPUT_BYTES >> 20)
-        return None
-    try:
-        return FloatSession(graph)
-    except NotExpressible as exc:
-        if engine == "ort":
-            raise InputError(f"calibration in ONNX Runtime: {exc}") from None
-        log.info("calibration: numpy interpreter (%s)", exc)
-        return None
-
-
 def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
             percentile: float = DEFAULT_PERCENTILE, progress=None,
             engine: str = "auto") -> dict[str, dict]:
@@ -420,7 +391,7 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
         methods: method names (see :data:`METHODS`); several share one float pass.
         percentile: p of the percentile method.
         progress: optional callable wrapping the iterable (e.g. tqdm).
-        engine: one of :data:`ENGINES`.
+        engine: one of :data:`~tcc_compiler.interp.onnx_float.ENGINES`.
 
     Returns:
         {method: {value name: observer}} for the graph input and every float node output.
@@ -440,7 +411,7 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
     obs: dict[str, dict] = {m: {} for m in methods}
     expect = graph.inputs[0].shape
     source = graph.meta.get("source", graph.name)
-    sess = _float_engine(graph, engine)
+    sess = float_engine(graph, engine)
     it = progress(inputs) if progress else inputs
     for k, x in enumerate(it):
         if tuple(x.shape) != tuple(expect):
