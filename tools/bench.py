@@ -15,8 +15,13 @@ specs/target.md), and DRAM traffic over the minimal traffic. Then the latency ra
 resolutions next to the vendor's. With ``--run`` it also times the reference executor and ONNX
 Runtime (float) per image.
 
+``--speed`` instead runs ``tools/bench_speed.py`` (compile time next to ONNX Runtime's
+``quantize_static``, compile without calibration, executor / ``run --check`` / ONNX Runtime
+FP32 per image, each in a process of its own; arguments after ``--speed`` go to it).
+
 Usage: python tools/bench.py [--models resnet50:224x224x3 resnet18:640x320x3 ...] [--run]
        [--images N] [--calib N] [--json FILE]
+       python tools/bench.py --speed [--models resnet50:224x224x3 FILE.onnx:224x224x3 ...]
 """
 
 from __future__ import annotations
@@ -183,6 +188,12 @@ def ratio_lines(results: list[dict]) -> list[str]:
 
 def main(argv=None) -> int:
     """Run the benchmark and print one line per model (and JSON with --json)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--speed":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import bench_speed
+
+        return bench_speed.main(argv[1:])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+",
                    default=None,
@@ -213,6 +224,9 @@ def main(argv=None) -> int:
             sys.stdout.flush()
     print("Estimates come from tccc's documented model of the chip (specs/target.md); the "
           "vendor's are measured.")
+    if args.run:
+        print("Executor vs ONNX Runtime times are meaningful only on an idle machine; "
+              "tools/bench.py --speed times each in a process of its own.")
     for line in ratio_lines(results):
         print(line)
     if args.json:

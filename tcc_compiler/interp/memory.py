@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from tcc_compiler.interp.float_exec import working_bytes
+from tcc_compiler.interp.onnx_float import ORT_OUTPUT_BYTES, values_bytes
 from tcc_compiler.ir.graph import Graph
 
 #: Fixed cost of a compile (bytes): Python with numpy, onnx, onnxruntime and tccc imported, the
@@ -69,4 +70,8 @@ def estimate_compile_memory(graph: Graph) -> tuple[int, int]:
                 if v is not None and v.is_const and v.const is not None)
     act = live_peak_bytes(graph)
     image = _elems(graph.inputs[0]) * 4 * IMAGE_FACTOR
-    return BASE_BYTES + CONST_COPIES * const + act + image + OBSERVER_BYTES, act
+    # calibrating in ONNX Runtime holds every value of one input (only below ORT_OUTPUT_BYTES;
+    # beyond, the interpreter streams them), plus its own copy of the weights
+    vals = values_bytes(graph)
+    ort = vals + const if vals <= ORT_OUTPUT_BYTES else 0
+    return BASE_BYTES + CONST_COPIES * const + act + image + OBSERVER_BYTES + ort, act

@@ -27,6 +27,7 @@ import numpy as np
 
 from tcc_compiler.errors import InputError, ModelError
 from tcc_compiler.interp import run_float
+from tcc_compiler.interp.onnx_float import ENGINES, float_engine  # noqa: F401 (re-export)
 from tcc_compiler.ir.graph import Graph
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,12 @@ class MinMaxObserver:
         self.lo = np.inf
         self.hi = -np.inf
 
-    def update(self, x: np.ndarray) -> None:
-        """Fold one batch of values in (any shape, float)."""
-        self.lo = min(self.lo, float(x.min()))
-        self.hi = max(self.hi, float(x.max()))
+    def update(self, x: np.ndarray, bounds: tuple[float, float] | None = None) -> None:
+        """Fold one batch of values in (any shape, float; ``bounds``: its (min, max) when the
+        caller has them already)."""
+        lo, hi = bounds if bounds is not None else (float(x.min()), float(x.max()))
+        self.lo = min(self.lo, lo)
+        self.hi = max(self.hi, hi)
 
     def range(self) -> tuple[float, float]:
         """The calibrated (lo, hi), real units."""
@@ -104,22 +107,25 @@ class Histogram:
         np.add.at(counts, idx, self.counts)
         self.counts, self.lo, self.width = counts, new_lo, w * k
 
-    def add(self, x: np.ndarray, magnitude: bool = False) -> None:
+    def add(self, x: np.ndarray, magnitude: bool = False,
+            bounds: tuple[float, float] | None = None) -> None:
         """Count the values of ``x`` (any shape, float; float64 arithmetic), or with
         ``magnitude`` the non-zero ``|x|``.
 
-        The range is set from the whole of ``x`` first, then the values are counted in chunks
-        of :data:`CHUNK_ELEMS` (no float64 copy of a whole activation); the counts are the
-        same as in one pass.
+        The range is set from the whole of ``x`` first (``bounds``: its (min, max) when the
+        caller has them), then the values are counted in chunks of :data:`CHUNK_ELEMS` (no
+        float64 copy of a whole activation); the counts are the same as in one pass.
         """
         flat = np.asarray(x).reshape(-1)
+        if bounds is None:
+            bounds = (float(flat.min()), float(flat.max())) if flat.size else (0.0, 0.0)
         if magnitude:
             lo = 0.0
-            hi = max(abs(float(flat.min())), abs(float(flat.max()))) if flat.size else 0.0
+            hi = max(abs(bounds[0]), abs(bounds[1]))
             if hi == 0.0:
                 return                      # only zeros: nothing to count
         else:
-            lo, hi = float(flat.min()), float(flat.max())
+            lo, hi = bounds
         if self.fixed_lo is not None:
             lo = self.fixed_lo
         if self.width == 0.0:
@@ -132,12 +138,23 @@ class Histogram:
         elif lo < self.lo or hi >= self.lo + self.bins * self.width:
             self._grow(lo, hi)
         for s in range(0, flat.size, CHUNK_ELEMS):
-            v = flat[s:s + CHUNK_ELEMS].astype(np.float64)
-            if magnitude:
-                v = np.abs(v)
-                v = v[v != 0.0]
-            idx = np.floor((v - self.lo) / self.width).astype(np.int64)
-            self.counts += np.bincount(np.clip(idx, 0, self.bins - 1), minlength=self.bins)
+            self._count(flat[s:s + CHUNK_ELEMS], magnitude)
+
+    def _count(self, chunk: np.ndarray, magnitude: bool) -> None:
+        """Count one chunk: bin ``floor((v - lo) / width)`` clamped to [0, bins - 1], computed
+        in float64 in place (the clamp before the integer conversion gives the same bins as
+        after it: the floored values are integers)."""
+        v = np.empty(chunk.shape, np.float64)
+        if magnitude:
+            np.abs(chunk, out=v, dtype=np.float64)
+            v = v[v != 0.0]
+        else:
+            v[...] = chunk
+        v -= self.lo
+        v /= self.width
+        np.floor(v, out=v)
+        np.clip(v, 0, self.bins - 1, out=v)
+        self.counts += np.bincount(v.astype(np.intp), minlength=self.bins)
 
     def edges(self) -> np.ndarray:
         """Bin edges [bins + 1], real units."""
@@ -175,10 +192,11 @@ class PercentileObserver:
         self.hist = Histogram(bins)
         self.mm = MinMaxObserver()
 
-    def update(self, x: np.ndarray) -> None:
-        """Fold one batch of values in."""
-        self.mm.update(x)
-        self.hist.add(x)
+    def update(self, x: np.ndarray, bounds: tuple[float, float] | None = None) -> None:
+        """Fold one batch of values in (``bounds``: its (min, max), when known)."""
+        bounds = bounds if bounds is not None else _bounds(x)
+        self.mm.update(x, bounds)
+        self.hist.add(x, bounds=bounds)
 
     def range(self) -> tuple[float, float]:
         """The calibrated (lo, hi)."""
@@ -260,13 +278,14 @@ class EntropyObserver:
         self.hist = Histogram(bins, fixed_lo=0.0)
         self.mm = MinMaxObserver()
 
-    def update(self, x: np.ndarray) -> None:
-        """Fold one batch of values in."""
-        self.mm.update(x)
+    def update(self, x: np.ndarray, bounds: tuple[float, float] | None = None) -> None:
+        """Fold one batch of values in (``bounds``: its (min, max), when known)."""
+        bounds = bounds if bounds is not None else _bounds(x)
+        self.mm.update(x, bounds)
         # exact zeros are left out: 0 is always representable (activation_params keeps it on
         # the grid), and the ReLU zeros would otherwise fill the first bin so that every
         # threshold spreading it over several bins looks costly (the KL optimum collapses)
-        self.hist.add(x, magnitude=True)
+        self.hist.add(x, magnitude=True, bounds=bounds)
 
     def threshold(self) -> float:
         """The KL-optimal clip of |x| (real units)."""
@@ -302,13 +321,13 @@ class MSEObserver:
         self.mm = MinMaxObserver()
         self.zeros = 0.0
 
-    def update(self, x: np.ndarray) -> None:
-        """Fold one batch of values in."""
-        self.mm.update(x)
+    def update(self, x: np.ndarray, bounds: tuple[float, float] | None = None) -> None:
+        """Fold one batch of values in (``bounds``: its (min, max), when known)."""
+        bounds = bounds if bounds is not None else _bounds(x)
+        self.mm.update(x, bounds)
         flat = np.asarray(x).reshape(-1)
-        self.zeros += float(sum(np.count_nonzero(flat[s:s + CHUNK_ELEMS] == 0)
-                                for s in range(0, flat.size, CHUNK_ELEMS)))
-        self.hist.add(x)
+        self.zeros += float(flat.size - np.count_nonzero(flat))
+        self.hist.add(x, bounds=bounds)
 
     def range(self) -> tuple[float, float]:
         """The MSE-optimal (lo, hi)."""
@@ -333,6 +352,11 @@ class MSEObserver:
         return {**self.mm.summary(), "bins": self.hist.bins}
 
 
+def _bounds(x: np.ndarray) -> tuple[float, float]:
+    """(min, max) of ``x`` as floats ((0, 0) when empty)."""
+    return (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+
+
 METHODS = {"minmax": MinMaxObserver, "percentile": PercentileObserver,
            "entropy": EntropyObserver, "mse": MSEObserver}
 
@@ -351,8 +375,15 @@ def make_observer(method: str, percentile: float = DEFAULT_PERCENTILE):
 
 
 def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
-            percentile: float = DEFAULT_PERCENTILE, progress=None) -> dict[str, dict]:
+            percentile: float = DEFAULT_PERCENTILE, progress=None,
+            engine: str = "auto") -> dict[str, dict]:
     """Run the float graph once per input and feed every method's observers.
+
+    The float graph runs in ONNX Runtime (float32; :mod:`tcc_compiler.interp.onnx_float`,
+    every node output returned by one run) or, for ``engine="numpy"`` and graphs ONNX Runtime
+    cannot run or whose values exceed ``onnx_float.ORT_OUTPUT_BYTES``, in the numpy interpreter
+    (float64 accumulation, values streamed). The observers see the same values either way
+    (graph input, then every node output in graph order), up to float32 rounding.
 
     Args:
         graph: float graph IR (after the float passes).
@@ -360,12 +391,15 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
         methods: method names (see :data:`METHODS`); several share one float pass.
         percentile: p of the percentile method.
         progress: optional callable wrapping the iterable (e.g. tqdm).
+        engine: one of :data:`~tcc_compiler.interp.onnx_float.ENGINES`.
 
     Returns:
         {method: {value name: observer}} for the graph input and every float node output.
 
     Raises:
-        InputError: unknown method, no inputs, or an input with NaN/Inf or a wrong shape.
+        InputError: unknown method or engine, no inputs, or an input with NaN/Inf or a wrong
+            shape.
+        ModelError: a value overflows (non-finite or above :data:`MAX_ACTIVATION`).
     """
     methods = list(methods)
     for m in methods:
@@ -377,6 +411,7 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
     obs: dict[str, dict] = {m: {} for m in methods}
     expect = graph.inputs[0].shape
     source = graph.meta.get("source", graph.name)
+    sess = float_engine(graph, engine)
     it = progress(inputs) if progress else inputs
     for k, x in enumerate(it):
         if tuple(x.shape) != tuple(expect):
@@ -384,10 +419,17 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
                              f"{tuple(expect)}")
         if not np.all(np.isfinite(x)):
             raise InputError(f"calibration input {k}: contains NaN or Inf")
-        # each value is observed as it is computed and dropped once dead (run_float's visit):
-        # memory holds the live activations, not a float copy of every one
-        run_float(graph, x, visit=lambda name, arr, k=k: _observe_value(obs, name, arr, k,
-                                                                           source, percentile))
+        def visit(name, arr, k=k):
+            _observe_value(obs, name, arr, k, source, percentile)
+
+        if sess is not None:
+            visit(graph.inputs[0].name, np.asarray(x, dtype=np.float32))
+            for name, arr in zip(sess.names, sess.run(x)):
+                visit(name, arr)
+        else:
+            # each value is observed as it is computed and dropped once dead (run_float's
+            # visit): memory holds the live activations, not a float copy of every one
+            run_float(graph, x, visit=visit)
         del x
     # the order of the tables (calib_table.json): graph outputs, node outputs, the input
     order = dict.fromkeys([o.name for o in graph.outputs] +
@@ -413,7 +455,7 @@ def _observe_value(obs: dict, name: str, arr: np.ndarray, k: int, source: str,
         if name not in table:
             table[name] = make_observer(m, percentile)
         try:
-            table[name].update(arr)
+            table[name].update(arr, (lo, hi))
         except (OverflowError, FloatingPointError) as exc:
             raise ModelError(f"{source}: value '{name}' has a range calibration cannot hold "
                              f"({exc}; weights of absurd magnitude?)") from None

@@ -15,6 +15,7 @@ from tcc_compiler.ir.graph import Graph, Node
 from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
 from tcc_compiler.ir.shapes import npu_hwc
 from tcc_compiler.numerics import kernels as K
+from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.eltwise import eltwise_int8
 from tcc_compiler.numerics.lut import apply_lut
 from tcc_compiler.quant.params import (add_quant, conv_quant, dequantize_output, lut_quant,
@@ -27,19 +28,38 @@ def weights_ohwi(node: Node) -> np.ndarray:
     return np.ascontiguousarray(w.transpose(0, 2, 3, 1))
 
 
-def eval_int_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
-    """One NPU op on NHWC integer arrays (the executor's kernels, whole tensors)."""
+def prepare_conv(node: Node) -> tuple[ConvWeights, object]:
+    """A conv/fc node's GEMM-ready weights and epilogue parameters (``conv_quant``), computed
+    once per node by :class:`GoldenModel` (they depend only on the node's constants)."""
+    group = node.attrs.group if node.op is Op.CONV else 1
+    return prepare_conv_weights(weights_ohwi(node), group), conv_quant(node)
+
+
+def eval_int_node(node: Node, args: list[np.ndarray],
+                  prepared: tuple[ConvWeights, object] | None = None) -> np.ndarray:
+    """One NPU op on NHWC integer arrays (the executor's kernels, whole tensors).
+
+    Args:
+        node: a quantized NPU op. args: its operands (int8 NHWC [H, W, C]; None for
+            constants). prepared: for a conv/fc, :func:`prepare_conv` of this node (computed
+            here when None).
+
+    Returns:
+        The op's integer NHWC output (int8, or int32 for a raw-output conv).
+
+    Raises:
+        InternalError: an op without an integer rule.
+    """
     x = args[0]
     if node.op in (Op.CONV, Op.FC):
-        q = conv_quant(node)
+        cw, q = prepared if prepared is not None else prepare_conv(node)
         if node.op is Op.CONV:
             a = node.attrs
-            acc = K.conv_accumulate(x, q.zp_in, weights_ohwi(node), a.strides, a.pads,
-                                    a.dilations, a.group)
+            acc = conv_accumulate_f(x, q.zp_in, cw, a.strides, a.pads, a.dilations)
         else:
-            acc = K.conv_accumulate(x, q.zp_in, weights_ohwi(node))
+            acc = conv_accumulate_f(x, q.zp_in, cw)
         if q.out_int32:
-            return K.conv_epilogue_int32(acc, q.bias)
+            return K.conv_epilogue_int32(acc.astype(np.int32), q.bias)
         sc = args[3] if len(args) > 3 else None
         return K.conv_epilogue(acc, q.bias, q.mult, q.shift, q.zp_out, q.act_lo, q.act_hi,
                                sc, q.zp_sc, q.sc_mult)
@@ -75,8 +95,62 @@ def eval_int_node(node: Node, args: list[np.ndarray]) -> np.ndarray:
     raise InternalError(f"golden model: no integer rule for {node.op.value} '{node.name}'")
 
 
+class GoldenModel:
+    """The golden integer model of one quantized graph, prepared once for many inputs.
+
+    Conv/fc weights are converted for the exact GEMM and their epilogue parameters derived once
+    (:func:`prepare_conv`), so repeated runs (``tccc run --check``, ``eval``, reports) do not
+    redo them. The graph must not change afterwards (bias correction edits biases: it calls
+    :func:`eval_int_node` directly).
+
+    Args:
+        graph: quantized graph IR.
+    """
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self._prepared = {id(n): prepare_conv(n) for n in graph.nodes
+                          if n.op in (Op.CONV, Op.FC)}
+
+    def run(self, x: np.ndarray, keep: bool = False) -> dict[str, np.ndarray]:
+        """Run on one float input; see :func:`run_golden` (same arguments and result)."""
+        graph = self.graph
+        env: dict[int, np.ndarray] = {}
+        inp = graph.inputs[0]
+        env[id(inp)] = quantize_input(x, inp)
+        floats: dict[int, np.ndarray] = {}
+        result: dict[str, np.ndarray] = {}
+        for node in graph.nodes:
+            if node.op in HOST_OPS:
+                src = node.inputs[0]
+                f = floats.get(id(src))
+                if f is None:
+                    f = dequantize_output(env[id(src)], src)
+                    result["int:" + src.name] = env[id(src)]
+                floats[id(node.output)] = eval_node(node, [f])
+                continue
+            args = [env[id(v)] if v is not None and not v.is_const else None
+                    for v in node.inputs]
+            if node.op in VIEW_OPS:  # legalize guarantees the NHWC bytes are unchanged
+                env[id(node.output)] = args[0].reshape(npu_hwc(node.output.shape))
+                continue
+            env[id(node.output)] = eval_int_node(node, args, self._prepared.get(id(node)))
+        for o in graph.outputs:
+            if id(o) in floats:
+                result[o.name] = floats[id(o)]
+            else:
+                result[o.name] = dequantize_output(env[id(o)], o)
+                result["int:" + o.name] = env[id(o)]
+        if keep:
+            for node in graph.nodes:
+                if id(node.output) in env:
+                    result.setdefault("int:" + node.output.name, env[id(node.output)])
+        return result
+
+
 def run_golden(graph: Graph, x: np.ndarray, keep: bool = False) -> dict[str, np.ndarray]:
-    """Run the quantized graph on one float input.
+    """Run the quantized graph on one float input (prepares the weights each call; use
+    :class:`GoldenModel` for several inputs).
 
     Args:
         graph: quantized graph IR.
@@ -87,33 +161,4 @@ def run_golden(graph: Graph, x: np.ndarray, keep: bool = False) -> dict[str, np.
         {output name: float32 array} (dequantized, host ops applied) plus, under
         ``"int:" + name``, the raw integer NHWC array of each NPU output.
     """
-    env: dict[int, np.ndarray] = {}
-    inp = graph.inputs[0]
-    env[id(inp)] = quantize_input(x, inp)
-    floats: dict[int, np.ndarray] = {}
-    result: dict[str, np.ndarray] = {}
-    for node in graph.nodes:
-        if node.op in HOST_OPS:
-            src = node.inputs[0]
-            f = floats.get(id(src))
-            if f is None:
-                f = dequantize_output(env[id(src)], src)
-                result["int:" + src.name] = env[id(src)]
-            floats[id(node.output)] = eval_node(node, [f])
-            continue
-        args = [env[id(v)] if v is not None and not v.is_const else None for v in node.inputs]
-        if node.op in VIEW_OPS:  # legalize guarantees the NHWC bytes are unchanged
-            env[id(node.output)] = args[0].reshape(npu_hwc(node.output.shape))
-            continue
-        env[id(node.output)] = eval_int_node(node, args)
-    for o in graph.outputs:
-        if id(o) in floats:
-            result[o.name] = floats[id(o)]
-        else:
-            result[o.name] = dequantize_output(env[id(o)], o)
-            result["int:" + o.name] = env[id(o)]
-    if keep:
-        for node in graph.nodes:
-            if id(node.output) in env:
-                result.setdefault("int:" + node.output.name, env[id(node.output)])
-    return result
+    return GoldenModel(graph).run(x, keep)

@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import onnx.version_converter
 
+from tcc_compiler.sim.blas import blas_threads
 from tcc_compiler.errors import InputError
 from tcc_compiler.fsutil import file_sha256
 from tcc_compiler.runtime.loaded import LoadedProgram
@@ -129,6 +130,7 @@ class Checker:
         self.segmented = bool(getattr(prog, "segmented", False))
         # a segmented model: one golden graph per NPU segment (runtime/segmented.py)
         self.graph = None if self.segmented else load_ir(Path(prog.folder) / IR_FILE)
+        self._golden = None
         if not Path(model).is_file():
             raise InputError(f"{model}: no such file (--check needs the float ONNX model)")
         so = ort.SessionOptions()
@@ -157,14 +159,17 @@ class Checker:
 
     def check(self, x: np.ndarray, res: dict[str, np.ndarray]) -> dict:
         """Compare one simulator result ``res`` (from LoadedProgram.run) for input ``x``."""
-        from tcc_compiler.quant.golden import run_golden
-
         if self.segmented:
             from tcc_compiler.runtime.segmented import check_segments
 
             exact = check_segments(self.prog, res)
         else:
-            gold = run_golden(self.graph, x)
+            if self._golden is None:  # prepared once (weights, epilogue parameters)
+                from tcc_compiler.quant.golden import GoldenModel
+
+                self._golden = GoldenModel(self.graph)
+            with blas_threads(1):   # as the executor: BLAS threads only fight (sim/blas.py)
+                gold = self._golden.run(x)
             exact = True
             for o in self.prog.manifest["outputs"]:
                 g = gold.get("int:" + o["name"])

@@ -39,6 +39,8 @@ class Lowering:
     """Lower ``graph`` once for ``target`` with a resident zone of ``zone_bytes`` (aligned
     here), cascades when ``cascade``, and the cross-op prefetches ``hoist`` (one
     :class:`Hoist`, a tuple of them with disjoint areas, or None: none).
+    ``memo``: a dict shared by the lowerings of one search (values derived from the graph's
+    constants, :func:`~tcc_compiler.schedule.ops.conv.conv_consts`); None: a fresh one.
 
     Attributes (after :meth:`run`):
         mem: the :class:`~tcc_compiler.schedule.memory.MemoryPlan` used.
@@ -46,8 +48,9 @@ class Lowering:
 
     def __init__(self, graph: Graph, target: Target, zone_bytes: int = 0,
                  compressor: BlockCompressor | None = None, cascade: bool = False,
-                 hoist: Hoist | tuple[Hoist, ...] | None = None):
+                 hoist: Hoist | tuple[Hoist, ...] | None = None, memo: dict | None = None):
         self.graph, self.t, self.cascade, self.hoist = graph, target, cascade, hoist
+        self.memo = memo if memo is not None else {}
         self.zone_bytes = align_up(zone_bytes, target.sram_align_bytes)
         self.compressor = compressor
         self.mem: MemoryPlan | None = None
@@ -82,7 +85,7 @@ class Lowering:
                 continue   # a view: the producers and readers address the shared buffer
             if id(n) in mem.fused_luts:
                 continue   # run in the epilogue of the conv producing its input
-            ctx = OpContext(em, mem, weights, t, source, base=mem.base(n))
+            ctx = OpContext(em, mem, weights, t, source, base=mem.base(n), memo=self.memo)
             if id(n) in mem.chains:   # the whole chain runs at its last op's place
                 if pf is not None:
                     pf.enter_chain(ctx, n.name)

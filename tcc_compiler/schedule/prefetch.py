@@ -348,7 +348,7 @@ class Prefetcher:
                if any(h.pack for h in mine) else None)
         plan = plan_conv(g, t, budget, ctx.mem.conv_residency(n, g), cap)
         info = new_info(n)
-        blobs, cfg = conv_setup(ctx.weights, t, n, g, min(plan.ocb, g.o), info)
+        blobs, cfg = conv_setup(ctx.weights, t, n, g, min(plan.ocb, g.o), info, ctx.memo)
         self._pre[consumer] = (plan, blobs, cfg, info)
         al = t.sram_align_bytes
         pending = self._pending[consumer] = []

@@ -36,7 +36,8 @@ def _cycles(prog: Program, t: Target) -> int:
     return max((e for _, e in replay(prog.commands, t)), default=0)
 
 
-def _best_zone(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool):
+def _best_zone(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
+               memo: dict):
     """(cycles, program, lowering) of the fastest zone size x cascading variant; ties go to
     the smaller zone, then to cascading.
 
@@ -47,7 +48,7 @@ def _best_zone(graph: Graph, t: Target, zone_fractions, compressor, cascade: boo
     for frac in sorted(set(zone_fractions)):
         zone = int(t.sram_capacity_bytes * frac) // t.sram_align_bytes * t.sram_align_bytes
         for casc in ((True, False) if cascade else (False,)):
-            lw = Lowering(graph, t, zone, compressor, cascade=casc)
+            lw = Lowering(graph, t, zone, compressor, cascade=casc, memo=memo)
             try:
                 prog = lw.run()
             except ScheduleError:
@@ -77,14 +78,15 @@ def search(graph: Graph, target: Target,
         UnsupportedError: a tensor shape the NPU cannot hold.
     """
     compressor = BlockCompressor() if compress_weights else None
-    cycles, prog, lw = _best_zone(graph, target, zone_fractions, compressor, cascade)
+    memo: dict = {}   # constants derived once for all the tries (conv_consts)
+    cycles, prog, lw = _best_zone(graph, target, zone_fractions, compressor, cascade, memo)
     if prefetch:
-        cycles, prog = _add_hoists(graph, target, compressor, lw, prog, cycles)
+        cycles, prog = _add_hoists(graph, target, compressor, lw, prog, cycles, memo)
     return prog
 
 
 def _add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program,
-                base_cycles: int) -> tuple[int, Program]:
+                base_cycles: int, memo: dict | None = None) -> tuple[int, Program]:
     """Cross-op weight prefetch, greedily: each round plans hoists for one more consumer
     (:func:`_candidates`) in an area stacked below the areas of the hoists kept so far, lowers
     the program with all of them and keeps the fastest; it stops after :data:`MAX_HOISTS`
@@ -92,7 +94,8 @@ def _add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program
     without prefetch (``base``, lowered by ``lw``), which the hoists share. A program without
     depthwise layers gets one round with the first stalled conv only, unsplit (the ResNet
     programs, whose golden outputs, tests/data/golden_outputs.json, stay byte-identical until
-    re-recorded on purpose). Returns (cycles, program).
+    re-recorded on purpose). ``memo``: shared by the lowerings (see :class:`Lowering`).
+    Returns (cycles, program).
     """
     spans = replay(base.commands, t)
     wide = any(li.depthwise for li in base.layers)
@@ -102,7 +105,7 @@ def _add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program
         for new in _candidates(graph, t, lw, base, spans, best[1], best[2], wide):
             try:
                 prog2 = Lowering(graph, t, lw.zone_bytes, compressor, cascade=lw.cascade,
-                                 hoist=best[2] + new).run()
+                                 hoist=best[2] + new, memo=memo).run()
             except ScheduleError:
                 log.debug("prefetch for %s: tiles no longer fit", new[0].consumer)
                 continue

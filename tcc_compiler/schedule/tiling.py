@@ -249,9 +249,20 @@ def plan_conv(g: ConvGeom, t: Target, sram_budget: int,
     this are not tried (the smallest candidate always is), e.g. so a prefetch consumer's
     weight blocks pack its prefetch area (schedule/prefetch.py).
 
+    A pure function of its (frozen, hashable) arguments, memoised: the schedule search lowers a
+    network several times and asks for the same plans again (ResNet-50 224: 726 calls, about
+    a third of them distinct).
+
     Raises:
         ScheduleError: not even a 1x1-pixel, one-group tile fits.
     """
+    return _plan_conv(g, t, int(sram_budget), res, max_ocb)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _plan_conv(g: ConvGeom, t: Target, sram_budget: int, res: Residency,
+               max_ocb: int | None) -> ConvPlan:
+    """:func:`plan_conv`, memoised (a ScheduleError is not cached: it is raised again)."""
     al = t.sram_align_bytes
     best = None
     w_total = g.o * g.kh * g.kw * g.cin_g if g.has_weights else 0

@@ -45,8 +45,9 @@ from tcc_compiler.isa.commands import (
     Space,
     box_strides,
 )
-from tcc_compiler.numerics import add_int8, avgpool_int8, conv_accumulate, conv_epilogue
+from tcc_compiler.numerics import add_int8, avgpool_int8, conv_epilogue
 from tcc_compiler.numerics import SHIFT_MAX, maxpool_int8
+from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
 from tcc_compiler.numerics.lut import apply_lut
 from tcc_compiler.sim.blas import blas_threads
@@ -143,6 +144,9 @@ class Executor:
         # (WEIGHTS offset, src_bytes, dst_bytes) -> expanded block; WEIGHTS is read-only, so a
         # block decoded once stays valid for every later run of this executor
         self._inflated: dict[tuple[int, int, int], np.ndarray] = {}
+        # (SRAM address, OHWI shape, groups) -> [(weight bytes, prepared weights)]: a weight
+        # operand is prepared for the GEMM once and reused while its bytes are unchanged
+        self._prepared: dict[tuple, list[tuple[bytes, ConvWeights]]] = {}
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -420,8 +424,8 @@ class Executor:
         p = spec.unpack_conv_params(p)
         if p["reserved"].any():
             raise self._err(i, t, "parameter record reserved bytes not zero")
-        acc = conv_accumulate(x, cfg.zp_in, w, (cfg.sh, cfg.sw), t.pads, (cfg.dh, cfg.dw),
-                              groups)
+        acc = conv_accumulate_f(x, cfg.zp_in, self._conv_weights(t.w_sram, w, groups),
+                                (cfg.sh, cfg.sw), t.pads, (cfg.dh, cfg.dw))
         n_out = oh * ow * t.oc
         read = x.size + w.size + p.size * spec.PARAM_RECORD_BYTES
         if cfg.out_mode == spec.OUT_MODE_INT8:
@@ -448,6 +452,19 @@ class Executor:
         out[...] = y
         stats.bytes_per_queue["COMPUTE"] += read + y.nbytes
         stats.macs += n_out * cfg.kh * cfg.kw * cfg.cin_g
+
+    def _conv_weights(self, addr: int, w: np.ndarray, groups: int) -> ConvWeights:
+        """The GEMM-ready form of the int8 OHWI weights ``w`` read at SRAM ``addr``: reused when
+        the same bytes were prepared before at that address (compared byte for byte, a memcmp;
+        weights are reloaded into the same buffers every run), else prepared and kept."""
+        data = w.tobytes()
+        entries = self._prepared.setdefault((addr, w.shape, groups), [])
+        for raw, cw in entries:
+            if raw == data:
+                return cw
+        cw = prepare_conv_weights(np.frombuffer(data, np.int8).reshape(w.shape), groups)
+        entries.append((data, cw))
+        return cw
 
     def _pool_tile(self, i: int, t: PoolTile, stats: ExecStats) -> None:
         cfg = self._regs.pool

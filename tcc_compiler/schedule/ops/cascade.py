@@ -57,7 +57,7 @@ class _ChainEmission:
         for n, g in zip(self.ops, self.geoms):
             info = new_info(n)
             if n.op is Op.CONV:
-                bl, cfg = conv_setup(ctx.weights, ctx.t, n, g, g.o, info)   # loaded once
+                bl, cfg = conv_setup(ctx.weights, ctx.t, n, g, g.o, info, ctx.memo)   # loaded once
                 self.cfgs.append((C.ConvCfg, cfg))
                 self.blobs.append(bl)
                 info.macs = g.oh * g.ow * g.o * g.kh * g.kw * g.cin_g

@@ -24,6 +24,8 @@ class OpContext:
             for prefetched blocks while the op runs.
         op_res: SRAM intervals of the resident tensors (and prefetch area) the op reads or
             writes besides its tile buffers.
+        memo: values derived from the graph's constants, shared by the lowerings of one
+            search (:func:`tcc_compiler.schedule.ops.conv.conv_consts`).
     """
 
     em: Emitter
@@ -34,6 +36,7 @@ class OpContext:
     base: int = 0
     reserve: int = 0
     op_res: list[tuple[int, int]] = field(default_factory=list)
+    memo: dict = field(default_factory=dict)
 
     def budget(self) -> int:
         """SRAM bytes the op's tile buffers may use: above its base, below the reserve."""

@@ -35,19 +35,34 @@ from tcc_compiler.isa.wlayout import LayerBlobs, WeightLayoutBuilder
 from tcc_compiler.target import Target
 
 
+def conv_consts(n: Node, memo: dict | None = None) -> tuple:
+    """(ConvQuant, int8 OHWI weight bytes, packed parameter records) of conv/FC ``n``: pure
+    functions of its constants, kept in ``memo`` (id(node) -> value; one dict per schedule
+    search, whose graph does not change) so the search's repeated lowerings derive them once.
+    """
+    got = memo.get(id(n)) if memo is not None else None
+    if got is None:
+        q = conv_quant(n)
+        wq = weights_ohwi(n) if n.op is Op.CONV else np.ascontiguousarray(
+            n.inputs[1].const.transpose(0, 2, 3, 1))
+        got = (q, wq.tobytes(), pack_conv_params(q.bias, q.mult, q.shift, q.sc_mult))
+        if memo is not None:
+            memo[id(n)] = got
+    return got
+
+
 def conv_setup(weights: WeightLayoutBuilder, t: Target, n: Node, g: ConvGeom,
-               block_channels: int, info: LayerInfo) -> tuple[LayerBlobs, dict]:
+               block_channels: int, info: LayerInfo,
+               memo: dict | None = None) -> tuple[LayerBlobs, dict]:
     """Add a conv/FC's weights and parameters to the WEIGHTS region in blocks of
     ``block_channels`` output channels (one DMA each; ``info.weight_bytes`` gets their
-    stored DRAM bytes) and build its CONV_CFG fields. Returns (blobs, cfg fields)."""
-    q = conv_quant(n)
+    stored DRAM bytes) and build its CONV_CFG fields (``memo``: see :func:`conv_consts`).
+    Returns (blobs, cfg fields)."""
+    q, wbytes, params = conv_consts(n, memo)
     image = uses_image_mode(g, t)
-    wq = weights_ohwi(n) if n.op is Op.CONV else np.ascontiguousarray(
-        n.inputs[1].const.transpose(0, 2, 3, 1))
-    params = pack_conv_params(q.bias, q.mult, q.shift, q.sc_mult)
     stored0, raw0 = weights.stored_bytes, weights.raw_bytes
     blobs = weights.add_layer(n.name, LayerKind.FC if n.op is Op.FC else LayerKind.CONV,
-                              wq.tobytes(), params, block_channels=block_channels)
+                              wbytes, params, block_channels=block_channels)
     info.weight_bytes = sum(bl.stored_bytes for bl in blobs.weight_blocks
                             + blobs.param_blocks)   # DRAM bytes (compressed if so)
     info.weight_raw_bytes = weights.raw_bytes - raw0   # this layer's table entry
@@ -117,7 +132,7 @@ class _ConvEmission:
             self.plan = plan_conv(g, ctx.t, ctx.budget() - self.lut_bytes,
                                   mem.conv_residency(n, g))
             self.blobs, cfg = conv_setup(ctx.weights, ctx.t, n, g, min(self.plan.ocb, g.o),
-                                         info)
+                                         info, ctx.memo)
         self.xin, self.xout = mem.tensor(n.inputs[0]), mem.tensor(out_v)
         self.xsc = mem.tensor(n.input(3)) if g.has_shortcut else None
         self.label = label(n)

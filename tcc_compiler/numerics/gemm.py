@@ -1,0 +1,248 @@
+"""Exact integer convolution accumulators through float32 BLAS (the speed path of the NPU's
+CONV arithmetic, shared by the golden integer model and the reference executor).
+
+The accumulator ``acc[m, n] = sum_k (x[m, k] - zp) * w[k, n]`` of int8 operands is an integer.
+float32 GEMM computes it *exactly* whenever every partial sum BLAS can form is an integer of
+magnitude <= 2**24 (float32's 24-bit significand holds every such integer, so each IEEE-754
+add/multiply/FMA returns the exact value; by induction the whole sum is exact, in any order or
+association). Any partial sum for output ``(m, n)`` adds a subset of the products, so
+
+    |partial| <= sum_k |x[m, k] - zp| * |w[k, n]| <= sum_k |x[m, k] - zp| * wmax[k]
+
+with ``wmax[k] = max_n |w[k, n]|``. :func:`conv_accumulate_f` bounds that *row bound* per output
+pixel from the input (one GEMV over the input plus a window sum, far cheaper than the GEMM) and
+runs one float32 GEMM over the whole K when it is <= 2**24 (on the zoo models it stays below
+0.5 * 2**24: activations are small next to their worst case). Otherwise the K axis is cut into
+chunks of at most :func:`exact_chunk_terms` terms (the worst-case bound per term), each exact,
+summed in float64 (exact below 2**53; |acc| <= K * 255 * 128 < 2**31 for K <= 65,535).
+
+Depthwise convs (one input and one output channel per group) sum at most KH*KW <= 25 * 255 *
+128 < 2**24 per output in float32: one vector multiply-add per tap, exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+#: float32 represents every integer of magnitude <= 2**24 exactly (24-bit significand).
+F32_EXACT = 1 << 24
+
+
+def exact_chunk_terms(max_abs_x: int, max_abs_w: int) -> int:
+    """How many products ``x * w`` a float32 dot product may sum and stay exact.
+
+    Proof: every product of integers with ``|x| <= X``, ``|w| <= Wm`` is an integer with
+    ``|x w| <= X Wm``. Summing ``n`` of them in *any* order and association (what BLAS does,
+    with or without FMA), every partial sum is an integer of magnitude ``<= n X Wm``. If
+    ``n X Wm <= 2**24`` every such partial sum, and every product, is exactly representable in
+    float32 (binary32 has a 24-bit significand, so all integers in ``[-2**24, 2**24]`` are
+    representable); each IEEE-754 operation returns the correctly rounded exact result, which is
+    then the exact result itself. By induction over the additions, the float32 result equals
+    the exact integer sum. Worst case int8: ``X = 255`` (``x - zp`` with x, zp in int8),
+    ``Wm = 128`` gives 514 terms.
+
+    Args:
+        max_abs_x, max_abs_w: bounds on ``|x - zp|`` and ``|w|`` (integers >= 0).
+
+    Returns:
+        The largest safe number of terms per float32 chunk (>= 1; 2**24 if a bound is 0).
+    """
+    per_term = max(1, int(max_abs_x) * int(max_abs_w))
+    return max(1, F32_EXACT // per_term)
+
+
+@dataclass(frozen=True)
+class ConvWeights:
+    """int8 OHWI conv weights prepared once for the exact float32 GEMM.
+
+    Attributes:
+        w: the int8 weights [O, KH, KW, C/group] (OHWI), as given.
+        group: number of groups.
+        mats: per group, float32 [KH*KW*C/group, O/group] (K order KH, KW, C = OHWI; C-order
+            contiguous, the GEMM's right operand).
+        cmax: float64 [C]: for each input channel, ``max |w|`` over its group's output channels
+            and all taps (the ``wmax`` of the row bound, per channel).
+        wmax: ``max |w|`` over all weights (int).
+        dw: float32 [KH, KW, C] depthwise taps (one input and one output channel per group),
+            else None.
+    """
+
+    w: np.ndarray
+    group: int
+    mats: tuple[np.ndarray, ...]
+    cmax: np.ndarray
+    wmax: int
+    dw: np.ndarray | None
+
+
+def prepare_conv_weights(w: np.ndarray, group: int = 1) -> ConvWeights:
+    """Prepare int8 OHWI weights ``w`` [O, KH, KW, C/group] for :func:`conv_accumulate_f`.
+
+    Raises:
+        ValueError: O is not divisible by ``group``.
+    """
+    o, kh, kw, cg = w.shape
+    if group < 1 or o % group:
+        raise ValueError(f"{o} output channels not divisible by {group} groups")
+    og = o // group
+    a = np.abs(w.astype(np.int16))
+    wmax = int(a.max(initial=0))
+    # per input channel c of group g: max over the group's outputs and all taps
+    cmax = a.reshape(group, og, kh * kw, cg).max(axis=(1, 2), initial=0).reshape(-1)
+    wf = w.astype(np.float32)
+    if cg == 1 and og == 1:
+        return ConvWeights(w, group, (), cmax.astype(np.float64), wmax,
+                           np.ascontiguousarray(wf[:, :, :, 0].transpose(1, 2, 0)))
+    mats = tuple(np.ascontiguousarray(wf[g * og:(g + 1) * og].reshape(og, -1).T)
+                 for g in range(group))
+    return ConvWeights(w, group, mats, cmax.astype(np.float64), wmax, None)
+
+
+def _out_len(n: int, k: int, s: int, d: int) -> int:
+    return (n - ((k - 1) * d + 1)) // s + 1
+
+
+def _padded(x: np.ndarray, zp: int, pads) -> np.ndarray:
+    """``x - zp`` as float32 [H + top + bottom, W + left + right, C], padded with 0 (= the zero
+    point)."""
+    top, left, bottom, right = pads
+    h, w, c = x.shape
+    if top == left == bottom == right == 0:
+        xs = np.empty((h, w, c), np.float32)
+        np.subtract(x, np.float32(zp), out=xs, dtype=np.float32)
+        return xs
+    xs = np.zeros((h + top + bottom, w + left + right, c), np.float32)
+    np.subtract(x, np.float32(zp), out=xs[top:top + h, left:left + w], dtype=np.float32)
+    return xs
+
+
+def _windows(xs: np.ndarray, kernel, strides, dilations) -> np.ndarray:
+    """Sliding windows of a padded [H, W, C] array -> view [OH, OW, C, KH, KW]."""
+    kh, kw = kernel
+    eh, ew = (kh - 1) * dilations[0] + 1, (kw - 1) * dilations[1] + 1
+    win = sliding_window_view(xs, (eh, ew), axis=(0, 1))
+    return win[::strides[0], ::strides[1], :, ::dilations[0], ::dilations[1]]
+
+
+def _im2col(xs: np.ndarray, kernel, strides, dilations, oh: int, ow: int) -> np.ndarray:
+    """Padded float32 [H, W, C] -> [OH*OW, KH*KW*C] patch matrix (K order KH, KW, C = OHWI)."""
+    kh, kw = kernel
+    c = xs.shape[2]
+    if kh == kw == 1:
+        v = xs[:(oh - 1) * strides[0] + 1:strides[0], :(ow - 1) * strides[1] + 1:strides[1]]
+        return v.reshape(oh * ow, c)
+    cols = np.empty((oh, ow, kh, kw, c), np.float32)
+    sh, sw = strides
+    for i in range(kh):
+        y0 = i * dilations[0]
+        for j in range(kw):
+            x0 = j * dilations[1]
+            cols[:, :, i, j] = xs[y0:y0 + (oh - 1) * sh + 1:sh, x0:x0 + (ow - 1) * sw + 1:sw]
+    return cols.reshape(oh * ow, kh * kw * c)
+
+
+def _row_bound(xs: np.ndarray, cmax: np.ndarray, kernel, strides, dilations) -> float:
+    """An upper bound of ``sum_k |x[m, k] - zp| * wmax[k]`` over all output pixels m (the
+    largest partial sum of any output, module docstring): per padded input pixel
+    ``s[p] = sum_c |xs[p, c]| * cmax[c]`` (an upper bound of each group's share), summed over
+    each window.
+
+    Computed in float32 (half the memory traffic of float64): every term is an exact float32
+    integer (<= 255 * 128) and all terms are >= 0, so the computed sum of ``n`` terms is at
+    least ``true * (1 - n u)`` with ``u = 2**-24`` in any summation order (Higham, *Accuracy
+    and Stability of Numerical Algorithms*, 2nd ed., eq. 4.4); the result is divided by
+    ``1 - n u`` (float64) to stay an upper bound. Returns inf when ``n u >= 1/2``.
+    """
+    c = xs.shape[2]
+    n = c * kernel[0] * kernel[1]
+    if n * 2.0 ** -24 >= 0.5:
+        return float("inf")
+    a = np.abs(xs).reshape(-1, c)
+    s = (a @ cmax.astype(np.float32)).reshape(xs.shape[:2])[:, :, None]
+    win = _windows(s, kernel, strides, dilations)          # [OH, OW, 1, KH, KW]
+    return float(win.sum(axis=(3, 4), dtype=np.float32).max(initial=0.0)) / (1.0 - n * 2.0 ** -24)
+
+
+def _exact_gemm(cols: np.ndarray, mat: np.ndarray, chunk: int) -> np.ndarray:
+    """Exact ``cols @ mat`` (float32 integer matrices): one GEMM when ``chunk >= K``, else
+    float32 GEMMs over K-chunks of ``chunk`` terms summed in float64."""
+    k = cols.shape[1]
+    if k <= chunk:
+        return cols @ mat
+    acc = None
+    for k0 in range(0, k, chunk):
+        part = cols[:, k0:k0 + chunk] @ mat[k0:k0 + chunk]
+        if acc is None:
+            acc = part.astype(np.float64)
+        else:
+            acc += part
+    return acc
+
+
+def _depthwise(xs: np.ndarray, taps: np.ndarray, strides, dilations, oh: int, ow: int,
+               dtype) -> np.ndarray:
+    """Depthwise accumulator: one multiply-add per tap. Each product (|.| <= 255 * 128) is
+    exact in float32; the sum is exact in float32 while KH*KW * 255 * wmax <= 2**24 (any
+    kernel up to 5x5), else the caller passes float64 (exact below 2**53)."""
+    kh, kw, c = taps.shape
+    sh, sw = strides
+    acc = np.zeros((oh, ow, c), dtype)
+    tmp = np.empty((oh, ow, c), np.float32)
+    for i in range(kh):
+        y0 = i * dilations[0]
+        for j in range(kw):
+            x0 = j * dilations[1]
+            v = xs[y0:y0 + (oh - 1) * sh + 1:sh, x0:x0 + (ow - 1) * sw + 1:sw]
+            np.multiply(v, taps[i, j], out=tmp)
+            acc += tmp
+    return acc
+
+
+def conv_accumulate_f(x: np.ndarray, zp_x: int, cw: ConvWeights, strides=(1, 1),
+                      pads=(0, 0, 0, 0), dilations=(1, 1)) -> np.ndarray:
+    """Conv accumulator ``sum((x - zp_x) * w)`` (padding = zero point), exact, as floats.
+
+    Args:
+        x: int8 [H, W, C] input (NHWC, one image; any strides).
+        zp_x: input zero point; padded positions hold zp_x, i.e. contribute 0.
+        cw: the prepared weights (:func:`prepare_conv_weights`), C = group * C/group.
+        strides, dilations: (h, w). pads: (top, left, bottom, right).
+
+    Returns:
+        float32 or float64 [OH, OW, O] holding the exact integer accumulators (|acc| < 2**31;
+        ``astype`` to an integer type is exact).
+
+    Raises:
+        ValueError: the input's channels do not match the weights, or the window does not fit.
+    """
+    o, kh, kw, cg = cw.w.shape
+    if x.shape[2] != cg * cw.group:
+        raise ValueError(f"input has {x.shape[2]} channels, weights expect {cg * cw.group}")
+    xs = _padded(x, zp_x, pads)
+    oh = _out_len(xs.shape[0], kh, strides[0], dilations[0])
+    ow = _out_len(xs.shape[1], kw, strides[1], dilations[1])
+    if oh < 1 or ow < 1:
+        raise ValueError(f"window {kh}x{kw} does not fit the padded input {xs.shape[:2]}")
+    worst = kh * kw * cg * 255 * max(cw.wmax, 1)          # |x - zp| <= 255
+    if worst > F32_EXACT and x.size:   # the tile's actual max |x - zp| (int8 reductions, cheap)
+        worst = kh * kw * cg * max(int(x.max()) - zp_x, zp_x - int(x.min()), 0) * cw.wmax
+    if cw.dw is not None:
+        dtype = np.float32 if worst <= F32_EXACT else np.float64
+        return _depthwise(xs, cw.dw, strides, dilations, oh, ow, dtype)
+    chunk = kh * kw * cg
+    if worst > F32_EXACT and _row_bound(xs, cw.cmax, (kh, kw), strides,
+                                        dilations) > F32_EXACT:
+        max_x = int(np.abs(xs).max(initial=0.0))
+        chunk = exact_chunk_terms(max_x, cw.wmax)
+    if cw.group == 1:
+        acc = _exact_gemm(_im2col(xs, (kh, kw), strides, dilations, oh, ow), cw.mats[0], chunk)
+        return acc.reshape(oh, ow, o)
+    og = o // cw.group
+    out = np.empty((oh, ow, o), np.float64)
+    for g in range(cw.group):
+        cols = _im2col(xs[:, :, g * cg:(g + 1) * cg], (kh, kw), strides, dilations, oh, ow)
+        out[:, :, g * og:(g + 1) * og] = _exact_gemm(cols, cw.mats[g], chunk).reshape(oh, ow, og)
+    return out

@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""Speed of tccc next to ONNX Runtime, each measurement in a process of its own.
+
+For each model: compile time with N calibration inputs next to ONNX Runtime's
+``quantize_static`` (per-channel QDQ, the same float32 inputs, both handed the arrays so image
+decoding is not timed), compile time from a calibration table (no calibration), peak memory of
+the compile, and per image the reference executor, ``tccc run --check`` (executor + golden
+integer model + the float model in ONNX Runtime) and ONNX Runtime FP32 at its default settings.
+
+Every figure is the median of ``--repeat`` runs, each a fresh process (imports excluded from
+the timed region, model loading included for the compiles). ONNX Runtime spreads its threads
+over every core and slows down far more than tccc on a loaded machine: compare figures only
+from an idle machine (the output says so).
+
+Usage: python tools/bench_speed.py [--models resnet50:224x224x3 FILE.onnx:224x224x3 ...]
+       [--calib N] [--images N] [--repeat N] [--calib-dir DIR] [--json FILE]
+Called by ``tools/bench.py --speed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Python run in a child process: prints one JSON line {"s": seconds, "rss_mib": peak}.
+_PRELUDE = """
+import json, resource, sys, time
+import numpy as np
+sys.path.insert(0, {root!r})
+xs = list(np.load({inputs!r}))
+"""
+
+_TCCC_COMPILE = _PRELUDE + """
+from tcc_compiler import api
+t = time.perf_counter()
+m = api.compile({model!r}, {whc!r}, calibration=[x[None] for x in xs][:{n}]{table})
+s = time.perf_counter() - t
+print(json.dumps({{"s": s, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+_ORT_QUANTIZE = _PRELUDE + """
+from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                      quantize_static)
+class Reader(CalibrationDataReader):
+    def __init__(self, name, arrs):
+        self.it = iter([{{name: a[None]}} for a in arrs])
+    def get_next(self):
+        return next(self.it, None)
+import onnx
+name = onnx.load({model!r}, load_external_data=False).graph.input[0].name
+t = time.perf_counter()
+quantize_static({model!r}, {out!r}, Reader(name, xs[:{n}]), quant_format=QuantFormat.QDQ,
+                per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+s = time.perf_counter() - t
+print(json.dumps({{"s": s, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+_ORT_RUN = _PRELUDE + """
+import onnxruntime as ort
+sess = ort.InferenceSession({model!r}, providers=["CPUExecutionProvider"])
+name = sess.get_inputs()[0].name
+sess.run(None, {{name: xs[0][None]}})
+ts = []
+for x in xs[:{n}]:
+    t = time.perf_counter(); sess.run(None, {{name: x[None]}}); ts.append(time.perf_counter() - t)
+print(json.dumps({{"s": float(np.median(ts))}}))
+"""
+
+_TCCC_RUN = _PRELUDE + """
+from tcc_compiler.runtime import load_program
+prog = load_program({folder!r})
+chk = None
+if {check}:
+    from tcc_compiler.runtime.check import Checker
+    chk = Checker(prog, {model!r})
+def one(x):
+    res = prog.run(x[None])
+    if chk is not None:
+        chk.check(x[None], res)
+one(xs[0])
+ts = []
+for x in xs[:{n}]:
+    t = time.perf_counter(); one(x); ts.append(time.perf_counter() - t)
+print(json.dumps({{"s": float(np.median(ts))}}))
+"""
+
+
+def _child(code: str) -> dict:
+    """Run ``code`` in a fresh Python; its last stdout line parsed as JSON."""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=False)
+    if r.returncode:
+        raise RuntimeError(f"benchmark child failed:\n{r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _median(code: str, repeat: int) -> dict:
+    runs = [_child(code) for _ in range(repeat)]
+    runs.sort(key=lambda d: d["s"])
+    return runs[len(runs) // 2]
+
+
+def _inputs(model: str, whc: str, n: int, calib_dir: str | None, path: Path) -> None:
+    """Save ``n`` preprocessed float32 inputs [n, C, H, W] (bundled photos or ``calib_dir``)."""
+    import numpy as np
+
+    from tcc_compiler.datasets.images import Preprocess, bundled_photos, load_inputs
+    from tcc_compiler.frontend import parse_input_spec
+
+    w, h, c = parse_input_spec(whc)
+    if calib_dir:
+        files = sorted(p for p in Path(calib_dir).iterdir() if p.is_file())[:n]
+        pre = Preprocess(width=w, height=h, mean=(127.0,) * 3, std=(128.0,) * 3, scale=1.0,
+                         resize="bicubic")   # the imagenet-lite0 README preprocessing
+    else:
+        files, pre = bundled_photos("calib")[:n], Preprocess(width=w, height=h)
+    xs = load_inputs(files, pre, (1, c, h, w))
+    np.save(path, np.concatenate([x for x in xs])[:n])
+
+
+def bench_model(model: str, whc: str, n_calib: int, n_images: int, repeat: int,
+                calib_dir: str | None, work: Path) -> dict:
+    """All speed figures of one model (seconds; per-image figures in ms)."""
+    inputs = work / "inputs.npy"
+    _inputs(model, whc, max(n_calib, n_images), calib_dir, inputs)
+    folder = work / "out"
+    kw = dict(root=str(ROOT), inputs=str(inputs), model=model, whc=whc)
+    comp = _median(_TCCC_COMPILE.format(n=n_calib, table="", **kw), repeat)
+    ortq = _median(_ORT_QUANTIZE.format(n=n_calib, out=str(work / "q.onnx"), **kw), repeat)
+    # the table of one compile, for the no-calibration figure and the run figures
+    m = _compile_once(model, whc, inputs, n_calib)
+    m.save(folder)
+    table = f", calib_table={str(folder / 'calib_table.json')!r}"
+    nocal = _median(_TCCC_COMPILE.format(n=0, table=table, **kw), repeat)
+    run = _median(_TCCC_RUN.format(folder=str(folder), check=False, n=n_images, **kw), repeat)
+    chk = _median(_TCCC_RUN.format(folder=str(folder), check=True, n=n_images, **kw), repeat)
+    ort = _median(_ORT_RUN.format(n=n_images, **kw), repeat)
+    return {"model": model, "input": whc, "calib_inputs": n_calib,
+            "compile_s": round(comp["s"], 2), "ort_quantize_static_s": round(ortq["s"], 2),
+            "compile_over_ort": round(comp["s"] / ortq["s"], 2),
+            "compile_no_calibration_s": round(nocal["s"], 2),
+            "compile_peak_rss_mib": round(comp["rss_mib"], 1),
+            "executor_ms": round(1e3 * run["s"], 1), "run_check_ms": round(1e3 * chk["s"], 1),
+            "ort_fp32_ms": round(1e3 * ort["s"], 1),
+            "executor_over_ort": round(run["s"] / ort["s"], 2),
+            "run_check_over_ort": round(chk["s"] / ort["s"], 2)}
+
+
+def _compile_once(model: str, whc: str, inputs: Path, n: int):
+    import numpy as np
+
+    from tcc_compiler import api
+
+    xs = list(np.load(inputs))[:n]
+    return api.compile(model, whc, calibration=[x[None] for x in xs])
+
+
+def _resolve(item: str, work: Path) -> tuple[str, str]:
+    """``NAME:WxHxC`` (a zoo name or an .onnx path) -> (model path, WxHxC)."""
+    name, whc = item.rsplit(":", 1)
+    if name.endswith(".onnx"):
+        return name, whc
+    from tcc_compiler import zoo
+    from tcc_compiler.frontend import parse_input_spec
+
+    w, h, c = parse_input_spec(whc)
+    path = work / f"{name}-{whc}.onnx"
+    zoo.save(name, path, width=w, height=h, channels=c)
+    return str(path), whc
+
+
+def main(argv=None) -> int:
+    """Print one line per model (and JSON with --json)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["resnet50:224x224x3"],
+                   help="NAME:WxHxC items (zoo names or .onnx paths)")
+    p.add_argument("--calib", type=int, default=8, help="calibration inputs")
+    p.add_argument("--calib-dir", help="calibration images (default: bundled photos)")
+    p.add_argument("--images", type=int, default=8, help="images timed per run figure")
+    p.add_argument("--repeat", type=int, default=3, help="processes per figure (median)")
+    p.add_argument("--json", help="also write the results to this file")
+    args = p.parse_args(argv)
+    print("NOTE: ratios to ONNX Runtime are meaningful only on an idle machine (ORT's threads "
+          "slow down far more under load).", file=sys.stderr)
+    results = []
+    for item in args.models:
+        with tempfile.TemporaryDirectory(prefix="tccc-speed-") as tmp:
+            model, whc = _resolve(item, Path(tmp))
+            r = bench_model(model, whc, args.calib, args.images, args.repeat, args.calib_dir,
+                            Path(tmp))
+        results.append(r)
+        print(json.dumps(r))
+        sys.stdout.flush()
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
