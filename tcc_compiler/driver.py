@@ -24,6 +24,7 @@ import onnx
 from tcc_compiler.version import __version__
 from tcc_compiler.datasets.calibration import default_calibration, resolve_calibration
 from tcc_compiler.datasets.images import Preprocess
+from tcc_compiler.datasets.presets import PreprocessSettings
 from tcc_compiler.emit.binaries import encode_binaries
 from tcc_compiler.emit.manifest import build_manifest
 from tcc_compiler.emit.report import build_report
@@ -45,6 +46,7 @@ from tcc_compiler.quant import quantize_graph
 from tcc_compiler.quant.bias_correction import correct_biases
 from tcc_compiler.quant.calib_table import build_table, check_covers, read_table
 from tcc_compiler.quant.calibrate import observe
+from tcc_compiler.quant.ranges import choose_ranges
 from tcc_compiler.schedule import Program, lower
 from tcc_compiler.target import Target, load_target
 
@@ -237,11 +239,22 @@ def run_float_passes(graph: Graph, passes: Sequence[Pass] | None = None, *,
 
 def preprocess_for(graph: Graph, options: CompileOptions = DEFAULTS) -> Preprocess:
     """The image preprocessing recorded in the manifest and used on calibration images:
-    ``options.preprocess``, else ImageNet mean/std at the graph's input size."""
-    if options.preprocess is not None:
+    ``options.preprocess`` (a :class:`Preprocess` as it is, or
+    :class:`~tcc_compiler.datasets.presets.PreprocessSettings` resolved at the graph's input
+    size), else ImageNet mean/std at the graph's input size.
+
+    Raises:
+        InputError: settings :class:`Preprocess` refuses (e.g. a mean of the wrong length).
+    """
+    if isinstance(options.preprocess, Preprocess):
         return options.preprocess
     n, c, h, w = graph.inputs[0].shape
     # images load as greyscale for C=1; other C != 3 take only .npy inputs (load_inputs)
+    if isinstance(options.preprocess, PreprocessSettings):
+        return options.preprocess.resolve(w, h, c)
+    if options.preprocess is not None:
+        raise InputError(f"preprocess: expected a Preprocess or PreprocessSettings, got "
+                         f"{type(options.preprocess).__name__}")
     return Preprocess(width=w, height=h, channels=c if c == 1 else 3)
 
 
@@ -283,8 +296,9 @@ def calibrate(graph: Graph, options: CompileOptions, preprocess, *,
         inputs, source = resolve_calibration(options.calibration, graph, preprocess)
     method, p = options.method, options.percentile
     obs = observe(graph, inputs, [method], p, progress)[method]
-    return Calibration(method, inputs, source, {k: o.range() for k, o in obs.items()},
-                       build_table(obs, method, p))
+    ranges, rejected = choose_ranges(obs, method)   # the collapse guard warns per tensor
+    return Calibration(method, inputs, source, ranges,
+                       build_table(obs, method, p, ranges, rejected))
 
 
 def quantize(graph: Graph, float_graph: Graph, calib: Calibration,

@@ -51,8 +51,10 @@ class CompileOptions:
             inputs into its bias (needs calibration inputs).
         compress_weights: store weights and parameters DEFLATE-compressed per channel block
             (lossless, expanded by DMA_LOAD_Z, specs/weights.md); False stores them raw.
-        preprocess: :class:`tcc_compiler.datasets.images.Preprocess` recorded in the manifest;
-            None = ImageNet mean/std at the input size (greyscale for 1 channel).
+        preprocess: :class:`tcc_compiler.datasets.images.Preprocess` recorded in the manifest,
+            or :class:`tcc_compiler.datasets.presets.PreprocessSettings` (preset and
+            overrides, resolved at the model's input size); None = ImageNet mean/std at the
+            input size, squashed (greyscale for 1 channel).
         verify_ir: run the IR verifier after every pass and after quantization.
         dump_ir: folder to write the IR after every stage to (``NN-<stage>.tir`` + ``.npz``).
         print_ir_before, print_ir_after: stage names (or ``"all"``) whose IR is printed to

@@ -437,10 +437,13 @@ def collect_ranges(graph: Graph, inputs: Iterable[np.ndarray], method: str = DEF
         percentile: p of the percentile method (ignored by the others).
 
     Returns:
-        {value name: (lo, hi)} for the graph input and every node output (real units).
+        {value name: (lo, hi)} for the graph input and every node output (real units), each
+        checked by the collapse guard (:func:`tcc_compiler.quant.ranges.choose_ranges`).
 
     Raises:
         InputError: unknown method, no inputs, or an input with NaN/Inf or a wrong shape.
     """
+    from tcc_compiler.quant.ranges import choose_ranges  # ranges imports this module
+
     obs = observe(graph, inputs, [method], percentile, progress)[method]
-    return {k: o.range() for k, o in obs.items()}
+    return choose_ranges(obs, method)[0]
