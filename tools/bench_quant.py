@@ -17,8 +17,18 @@ ResNet-8 (``--resnet8 DIR``, the real CIFAR-10 model): calibrate on the first 50
 all 200: FP32 top-1, INT8 top-1 and flips (predictions differing from FP32) per method. ONNX
 Runtime refuses opset 11, so its copy is upgraded to opset 13 first.
 
+EfficientNet-Lite0 (``--lite0 DIR``, Google's ImageNet weights, 1000 labelled images; see its
+README): preset ``tf-efficientnet`` (short side 256 bicubic, center crop 224, (pixel-127)/128),
+calibrate on every 10th image by sorted name (100), score the other 900: FP32 (ONNX Runtime)
+top-1 / top-5, and per tccc method INT8 top-1, top-5 and flips. ``--score-step K`` scores every
+K-th of the 900 only (quicker, for exploration).
+
+Every tccc range goes through :func:`tcc_compiler.quant.ranges.choose_ranges` as in
+``tccc compile`` (the collapse guard; ``--no-guard`` to measure without it); the guard's
+rejections are counted per method.
+
 Usage: python tools/bench_quant.py [--models resnet18 resnet50 resnet50-v2] [--resnet8 DIR]
-       [--eval N] [--json FILE]
+       [--lite0 DIR] [--eval N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -80,22 +90,29 @@ def make_photo_sets(folder: Path) -> tuple[list[Path], list[Path]]:
     return calib, ev
 
 
+GUARD = {"on": True, "rejected": {}}
+
+
 def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
                  bias_correction=()) -> dict:
     """{method: [first graph output per eval input]} from tccc's golden integer model; for
     each method in ``bias_correction`` also ``method + "+bc"`` (empirical bias correction on
-    the calibration inputs)."""
+    the calibration inputs). Ranges are chosen as ``tccc compile`` does (guarded unless
+    ``GUARD["on"]`` is False; rejections counted in ``GUARD["rejected"]``)."""
     from tcc_compiler.driver import import_model, run_float_passes
     from tcc_compiler.quant import quantize_graph, run_golden
     from tcc_compiler.quant.bias_correction import correct_biases
     from tcc_compiler.quant.calibrate import observe
+    from tcc_compiler.quant.ranges import choose_ranges
 
     fg = run_float_passes(*import_model(model, whc)).graph
     obs = observe(fg, calib, methods, percentile)
     out = {}
     for m in methods:
         g = fg.clone()
-        quantize_graph(g, {k: o.range() for k, o in obs[m].items()})
+        ranges, rejected = choose_ranges(obs[m], m, guard=GUARD["on"])
+        GUARD["rejected"][m] = len(rejected)
+        quantize_graph(g, ranges)
         name = g.outputs[0].name
         out[m] = [run_golden(g, x)[name] for x in evals]
         if m in bias_correction:
@@ -253,7 +270,44 @@ def bench_resnet8(folder: Path, workdir: Path, n_calib: int = 50, bc=()) -> dict
     return {"images": len(xs), "calib": n_calib,
             "fp32_top1": round(100.0 * float(np.mean(fp_pred == labels)), 1),
             "tccc": {m: score(ours[m]) for m in ours},
-            "ort": {m: score(ref[m]) for m in ORT_METHODS}}
+            "ort": {m: score(ref[m]) for m in ORT_METHODS},
+            "rejected": dict(GUARD["rejected"])}
+
+
+def bench_lite0(folder: Path, score_step: int = 1, bc=(), methods=TCCC_METHODS) -> dict:
+    """Top-1 / top-5 and flips on the real ImageNet EfficientNet-Lite0 (module docstring)."""
+    from tcc_compiler.datasets.images import LazyInputs
+    from tcc_compiler.datasets.presets import preset
+
+    rows = [r for r in csv.reader(open(folder / "labels.csv")) if r and r[0].endswith(".jpg")]
+    rows.sort(key=lambda r: r[0])
+    calib_rows = rows[::10]
+    score_rows = [r for k, r in enumerate(rows) if k % 10][::score_step]
+    pre = preset("tf-efficientnet", 224, 224)
+    calib = LazyInputs([folder / "images" / r[0] for r in calib_rows], pre, pre.shape)
+    evals = LazyInputs([folder / "images" / r[0] for r in score_rows], pre, pre.shape)
+    labels = np.array([int(r[-1]) for r in score_rows])
+    sess = ort_session(folder / "efficientnet_lite0.onnx")
+    iname = sess.get_inputs()[0].name
+    fp = [sess.run(None, {iname: x})[0] for x in evals]
+    ours = tccc_outputs(folder / "efficientnet_lite0.onnx", None, calib, evals, methods,
+                        bias_correction=bc)
+    fp_pred = np.array([int(np.argmax(y)) for y in fp])
+    return {"images": len(evals), "calib": len(calib), "fp32": topk_score(fp, labels),
+            "tccc": {m: topk_score(ours[m], labels, fp_pred) for m in ours},
+            "rejected": dict(GUARD["rejected"])}
+
+
+def topk_score(outs, labels, fp_pred=None) -> dict:
+    """top-1 / top-5 (percent) of ``outs`` (one score vector per sample), and the flips
+    (top-1 differing from ``fp_pred``) when given."""
+    y = np.stack([np.asarray(o, np.float64).reshape(-1) for o in outs])
+    top5 = np.argsort(-y, axis=1, kind="stable")[:, :5]
+    out = {"top1": round(100.0 * float(np.mean(top5[:, 0] == labels)), 2),
+           "top5": round(100.0 * float(np.mean((top5 == labels[:, None]).any(axis=1))), 2)}
+    if fp_pred is not None:
+        out["flips"] = int(np.sum(top5[:, 0] != fp_pred))
+    return out
 
 
 def main(argv=None) -> int:
@@ -273,8 +327,14 @@ def main(argv=None) -> int:
     p.add_argument("--symmetry", nargs="*", default=[], metavar="MODEL",
                    help="zoo models on which to measure asymmetric vs symmetric activations "
                         "(at --input, bundled 8 calib / 12 eval photos, uncropped)")
+    p.add_argument("--lite0", default=None, help="folder of the ImageNet EfficientNet-Lite0")
+    p.add_argument("--score-step", type=int, default=1,
+                   help="score every K-th of Lite0's 900 held-out images (default all)")
+    p.add_argument("--no-guard", action="store_true",
+                   help="take every method's ranges unguarded (tcc_compiler/quant/ranges.py)")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
+    GUARD["on"] = not args.no_guard
     results = []
     with tempfile.TemporaryDirectory(prefix="tccc-bq-") as tmp:
         tmp = Path(tmp)
@@ -307,7 +367,17 @@ def main(argv=None) -> int:
                   f"{r['fp32_top1']} %; tccc " + ", ".join(
                       f"{k} {v['top1']} % ({v['flips']} flips)" for k, v in r["tccc"].items())
                   + " | ORT " + ", ".join(
-                      f"{k} {v['top1']} % ({v['flips']} flips)" for k, v in r["ort"].items()))
+                      f"{k} {v['top1']} % ({v['flips']} flips)" for k, v in r["ort"].items())
+                  + f"; guard rejections {r['rejected']}")
+        if args.lite0:
+            r = bench_lite0(Path(args.lite0), args.score_step, bc=args.bias_correction,
+                            methods=args.methods)
+            results.append({"model": "efficientnet-lite0", **r})
+            print(f"efficientnet-lite0 ({r['calib']} calib, {r['images']} scored): FP32 top-1 "
+                  f"{r['fp32']['top1']} % top-5 {r['fp32']['top5']} %; tccc " + ", ".join(
+                      f"{k} {v['top1']} % / {v['top5']} % ({v['flips']} flips)"
+                      for k, v in r["tccc"].items())
+                  + f"; guard rejections {r['rejected']}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

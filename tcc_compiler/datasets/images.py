@@ -57,6 +57,13 @@ def _per_channel(name: str, value, channels: int) -> tuple[float, ...]:
     return numbers
 
 
+def _check_short_side(r) -> None:
+    """Raise InputError unless ``r`` (``Preprocess.resize_short``) is None or an int >= 1."""
+    if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
+        raise InputError(f"preprocess: resize_short must be a positive integer or None, "
+                         f"got {r!r}")
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How pixels become network input values.
@@ -124,10 +131,7 @@ class Preprocess:
         if not isinstance(self.resize, str) or self.resize not in RESIZE_MODES:
             raise InputError(f"preprocess: resize must be one of {tuple(RESIZE_MODES)}, "
                              f"got {self.resize!r}")
-        r = self.resize_short
-        if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
-            raise InputError(f"preprocess: resize_short must be a positive integer or None, "
-                             f"got {r!r}")
+        _check_short_side(self.resize_short)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
