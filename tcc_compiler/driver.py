@@ -47,6 +47,7 @@ from tcc_compiler.quant.bias_correction import correct_biases
 from tcc_compiler.quant.calib_table import build_table, check_covers, read_table
 from tcc_compiler.quant.calibrate import observe
 from tcc_compiler.quant.ranges import choose_ranges
+from tcc_compiler.quant.weight_rounding import WEIGHT_ROUNDING, gptq_round_weights
 from tcc_compiler.schedule import Program, lower
 from tcc_compiler.target import Target, load_target
 
@@ -276,7 +277,9 @@ def calibrate(graph: Graph, options: CompileOptions, preprocess, *,
             ("calibration/--calib", options.calibration is not None),
             ("method/--calib-method", options.method != DEFAULTS.method),
             ("calib_table/--calib-table", options.calib_table is not None),
-            ("bias_correction/--bias-correction", options.bias_correction)) if given]
+            ("bias_correction/--bias-correction", options.bias_correction),
+            ("weight_rounding/--weight-rounding",
+             options.weight_rounding != DEFAULTS.weight_rounding)) if given]
         if ignored:
             log.warning("%s is already quantized; %s ignored (compile the .onnx, or a dump "
                         "from before the quantize stage, to calibrate again)", model,
@@ -305,7 +308,9 @@ def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
              options: CompileOptions = DEFAULTS,
              instruments: Sequence[Instrument] | None = None, index: int = 0) -> None:
     """Stage 4, quantize (in place): int8 weights and activations from ``calib.ranges``, int32
-    biases, integer requantization; with ``options.bias_correction`` each conv/fc's mean
+    biases, integer requantization; with ``options.weight_rounding`` "gptq" the int8 weights
+    are re-rounded on the calibration inputs (:mod:`tcc_compiler.quant.weight_rounding`); with
+    ``options.bias_correction`` each conv/fc's mean
     error on the calibration inputs is folded into its bias (``float_graph`` is the
     reference).
 
@@ -313,11 +318,20 @@ def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
         instruments, index: called with ``("quantize", "before"|"after", index, graph)``.
 
     Raises:
-        InputError: bias correction without calibration inputs.
+        InputError: bias correction or gptq rounding without calibration inputs, an unknown
+            weight rounding.
         VerifyError: with ``options.verify_ir``, the quantized graph breaks an IR rule.
     """
     _instrument(instruments, QUANTIZE_STAGE, "before", index, graph)
     quantize_graph(graph, calib.ranges)
+    if options.weight_rounding not in WEIGHT_ROUNDING:
+        raise InputError(f"weight_rounding/--weight-rounding '{options.weight_rounding}': "
+                         f"choose one of {', '.join(WEIGHT_ROUNDING)}")
+    if options.weight_rounding == "gptq":
+        if not calib.inputs:
+            raise InputError("weight_rounding/--weight-rounding gptq needs calibration inputs "
+                             "(calibration/--calib), not only a calib_table/--calib-table")
+        gptq_round_weights(float_graph, graph, calib.inputs)
     if options.bias_correction:
         if not calib.inputs:
             raise InputError("bias_correction/--bias-correction needs calibration inputs "

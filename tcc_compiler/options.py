@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 from tcc_compiler.errors import InputError
 from tcc_compiler.quant.calibrate import DEFAULT_METHOD, DEFAULT_PERCENTILE
+from tcc_compiler.quant.weight_rounding import DEFAULT_WEIGHT_ROUNDING
 from tcc_compiler.target.target import DEFAULT_TARGET
 
 __all__ = ["CompileOptions", "DEFAULTS", "DEFAULT_TARGET", "check_option_names",
@@ -49,6 +50,10 @@ class CompileOptions:
             replace calibration.
         bias_correction: fold each conv/fc's mean per-channel INT8 error on the calibration
             inputs into its bias (needs calibration inputs).
+        weight_rounding: how conv/fc weights are rounded to int8: "nearest" (each weight to its
+            nearest level) or "gptq" (levels chosen to minimise each layer's output error on
+            the calibration inputs, GPTQ: :mod:`tcc_compiler.quant.weight_rounding`; needs
+            calibration inputs; same scales, only weight bytes change).
         compress_weights: store weights and parameters DEFLATE-compressed per channel block
             (lossless, expanded by DMA_LOAD_Z, specs/weights.md); False stores them raw.
         preprocess: :class:`tcc_compiler.datasets.images.Preprocess` recorded in the manifest,
@@ -68,6 +73,7 @@ class CompileOptions:
     percentile: float = DEFAULT_PERCENTILE
     calib_table: str | os.PathLike | None = None
     bias_correction: bool = False
+    weight_rounding: str = DEFAULT_WEIGHT_ROUNDING
     compress_weights: bool = True
     preprocess: Any = None
     verify_ir: bool = False

@@ -94,30 +94,37 @@ GUARD = {"on": True, "rejected": {}}
 
 
 def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
-                 bias_correction=()) -> dict:
+                 bias_correction=(), gptq=()) -> dict:
     """{method: [first graph output per eval input]} from tccc's golden integer model; for
     each method in ``bias_correction`` also ``method + "+bc"`` (empirical bias correction on
-    the calibration inputs). Ranges are chosen as ``tccc compile`` does (guarded unless
-    ``GUARD["on"]`` is False; rejections counted in ``GUARD["rejected"]``)."""
+    the calibration inputs), for each in ``gptq`` ``method + "+gptq"`` (GPTQ weight rounding)
+    and, if in both, ``method + "+gptq+bc"``. Ranges are chosen as ``tccc compile`` does
+    (guarded unless ``GUARD["on"]`` is False; rejections counted in ``GUARD["rejected"]``)."""
     from tcc_compiler.driver import import_model, run_float_passes
     from tcc_compiler.quant import quantize_graph, run_golden
     from tcc_compiler.quant.bias_correction import correct_biases
     from tcc_compiler.quant.calibrate import observe
     from tcc_compiler.quant.ranges import choose_ranges
+    from tcc_compiler.quant.weight_rounding import gptq_round_weights
 
     fg = run_float_passes(*import_model(model, whc)).graph
     obs = observe(fg, calib, methods, percentile)
     out = {}
     for m in methods:
-        g = fg.clone()
         ranges, rejected = choose_ranges(obs[m], m, guard=GUARD["on"])
         GUARD["rejected"][m] = len(rejected)
-        quantize_graph(g, ranges)
-        name = g.outputs[0].name
-        out[m] = [run_golden(g, x)[name] for x in evals]
-        if m in bias_correction:
-            correct_biases(fg, g, calib)
-            out[m + "+bc"] = [run_golden(g, x)[name] for x in evals]
+        for rounding in ("nearest",) + (("gptq",) if m in gptq else ()):
+            g = fg.clone()
+            quantize_graph(g, ranges)
+            tag = m
+            if rounding == "gptq":
+                gptq_round_weights(fg, g, calib)
+                tag += "+gptq"
+            name = g.outputs[0].name
+            out[tag] = [run_golden(g, x)[name] for x in evals]
+            if m in bias_correction:
+                correct_biases(fg, g, calib)
+                out[tag + "+bc"] = [run_golden(g, x)[name] for x in evals]
     return out
 
 
@@ -241,7 +248,7 @@ def bench_symmetry(name: str, whc: str, calib_paths, eval_paths, workdir: Path,
             "symmetry_sqnr_db": res}
 
 
-def bench_resnet8(folder: Path, workdir: Path, n_calib: int = 50, bc=()) -> dict:
+def bench_resnet8(folder: Path, workdir: Path, n_calib: int = 50, bc=(), gptq=()) -> dict:
     """Top-1 and flips on the real CIFAR-10 ResNet-8 (see its README)."""
     from onnx import version_converter
 
@@ -259,7 +266,7 @@ def bench_resnet8(folder: Path, workdir: Path, n_calib: int = 50, bc=()) -> dict
     onnx.save(m13, p13)
     ref = ort_outputs(p13, xs[:n_calib], xs, ORT_METHODS, workdir)
     ours = tccc_outputs(folder / "resnet8.onnx", None, xs[:n_calib], xs, TCCC_METHODS,
-                        bias_correction=bc)
+                        bias_correction=bc, gptq=gptq)
     fp_pred = np.array([int(np.argmax(y)) for y in ref["fp32"]])
 
     def score(outs):
@@ -274,7 +281,8 @@ def bench_resnet8(folder: Path, workdir: Path, n_calib: int = 50, bc=()) -> dict
             "rejected": dict(GUARD["rejected"])}
 
 
-def bench_lite0(folder: Path, score_step: int = 1, bc=(), methods=TCCC_METHODS) -> dict:
+def bench_lite0(folder: Path, score_step: int = 1, bc=(), methods=TCCC_METHODS,
+                gptq=()) -> dict:
     """Top-1 / top-5 and flips on the real ImageNet EfficientNet-Lite0 (module docstring)."""
     from tcc_compiler.datasets.images import LazyInputs
     from tcc_compiler.datasets.presets import preset
@@ -291,7 +299,7 @@ def bench_lite0(folder: Path, score_step: int = 1, bc=(), methods=TCCC_METHODS) 
     iname = sess.get_inputs()[0].name
     fp = [sess.run(None, {iname: x})[0] for x in evals]
     ours = tccc_outputs(folder / "efficientnet_lite0.onnx", None, calib, evals, methods,
-                        bias_correction=bc)
+                        bias_correction=bc, gptq=gptq)
     fp_pred = np.array([int(np.argmax(y)) for y in fp])
     return {"images": len(evals), "calib": len(calib), "fp32": topk_score(fp, labels),
             "tccc": {m: topk_score(ours[m], labels, fp_pred) for m in ours},
@@ -318,6 +326,8 @@ def main(argv=None) -> int:
     p.add_argument("--resnet8", default=None, help="folder of the CIFAR-10 ResNet-8")
     p.add_argument("--bias-correction", nargs="*", default=[], metavar="METHOD",
                    help="also measure these methods with empirical bias correction")
+    p.add_argument("--gptq", nargs="*", default=[], metavar="METHOD",
+                   help="also measure these methods with GPTQ weight rounding")
     p.add_argument("--methods", nargs="+", default=list(TCCC_METHODS),
                    help="tccc methods measured on the zoo models")
     p.add_argument("--ort-methods", nargs="*", default=list(ORT_METHODS),
@@ -361,7 +371,7 @@ def main(argv=None) -> int:
                   + ", ".join(f"{k} {v}" for k, v in r["symmetry_sqnr_db"].items()))
             sys.stdout.flush()
         if args.resnet8:
-            r = bench_resnet8(Path(args.resnet8), tmp, bc=args.bias_correction)
+            r = bench_resnet8(Path(args.resnet8), tmp, bc=args.bias_correction, gptq=args.gptq)
             results.append({"model": "resnet8", **r})
             print(f"resnet8 ({r['calib']} calib, {r['images']} scored): FP32 top-1 "
                   f"{r['fp32_top1']} %; tccc " + ", ".join(
@@ -371,7 +381,7 @@ def main(argv=None) -> int:
                   + f"; guard rejections {r['rejected']}")
         if args.lite0:
             r = bench_lite0(Path(args.lite0), args.score_step, bc=args.bias_correction,
-                            methods=args.methods)
+                            methods=args.methods, gptq=args.gptq)
             results.append({"model": "efficientnet-lite0", **r})
             print(f"efficientnet-lite0 ({r['calib']} calib, {r['images']} scored): FP32 top-1 "
                   f"{r['fp32']['top1']} % top-5 {r['fp32']['top5']} %; tccc " + ", ".join(

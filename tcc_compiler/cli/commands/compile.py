@@ -30,6 +30,13 @@ def add_arguments(p) -> None:
     p.add_argument("--bias-correction", action="store_true",
                    help="fold each layer's mean per-channel INT8 error on the calibration "
                         "inputs into its bias")
+    from tcc_compiler.quant.weight_rounding import WEIGHT_ROUNDING
+
+    p.add_argument("--weight-rounding", default=DEFAULTS.weight_rounding,
+                   choices=WEIGHT_ROUNDING,
+                   help="nearest: each int8 weight rounded to nearest; gptq: rounding chosen to "
+                        "minimise each layer's output error on the calibration inputs (GPTQ, "
+                        f"Frantar et al. 2023) (default {DEFAULTS.weight_rounding})")
     _add_preprocess_arguments(p)
     p.add_argument("--no-compress-weights", action="store_true",
                    help="store weights and parameters raw (default: lossless DEFLATE per "
@@ -198,7 +205,7 @@ def options_from_args(args) -> CompileOptions:
         input_whc=args.input, target=args.target, calibration=args.calib,
         method=args.calib_method, percentile=percentile, calib_table=args.calib_table,
         bias_correction=args.bias_correction, compress_weights=not args.no_compress_weights,
-        preprocess=preprocess_from_args(args),
+        preprocess=preprocess_from_args(args), weight_rounding=args.weight_rounding,
         verify_ir=args.verify, dump_ir=args.dump_ir, print_ir_before=args.print_ir_before,
         print_ir_after=args.print_ir_after)
 
