@@ -118,7 +118,7 @@ def gptq_round_weights(float_graph: Graph, qgraph: Graph,
         fl[float_graph.inputs[0].name] = x
         for n in layers:
             cols = _columns(fl[fnodes[n.name].inputs[0].name], fnodes[n.name])
-            h = np.einsum("gpk,gpl->gkl", cols, cols)
+            h = np.matmul(cols.transpose(0, 2, 1), cols)       # BLAS; einsum is 100x slower
             hess[n.name] = hess[n.name] + h if n.name in hess else h
     changed = {}
     for n in layers:
