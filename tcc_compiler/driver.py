@@ -24,6 +24,7 @@ import onnx
 from tcc_compiler.version import __version__
 from tcc_compiler.datasets.calibration import default_calibration, resolve_calibration
 from tcc_compiler.datasets.images import Preprocess
+from tcc_compiler.datasets.presets import PreprocessSettings
 from tcc_compiler.emit.binaries import encode_binaries
 from tcc_compiler.emit.manifest import build_manifest
 from tcc_compiler.emit.report import build_report
@@ -47,6 +48,8 @@ from tcc_compiler.quant.bias_correction import correct_biases
 from tcc_compiler.quant.calib_table import add_fixed, build_table, check_covers, read_table
 from tcc_compiler.quant.calibrate import observe
 from tcc_compiler.quant.quantize import fixed_ranges, ranges_needed
+from tcc_compiler.quant.ranges import choose_ranges
+from tcc_compiler.quant.weight_rounding import WEIGHT_ROUNDING, gptq_round_weights
 from tcc_compiler.schedule import Program, lower
 from tcc_compiler.schedule.timeline import timeline
 from tcc_compiler.target import Target, load_target
@@ -254,11 +257,22 @@ def run_float_passes(graph: Graph, passes: Sequence[Pass] | None = None, *,
 
 def preprocess_for(graph: Graph, options: CompileOptions = DEFAULTS) -> Preprocess:
     """The image preprocessing recorded in the manifest and used on calibration images:
-    ``options.preprocess``, else ImageNet mean/std at the graph's input size."""
-    if options.preprocess is not None:
+    ``options.preprocess`` (a :class:`Preprocess` as it is, or
+    :class:`~tcc_compiler.datasets.presets.PreprocessSettings` resolved at the graph's input
+    size), else ImageNet mean/std at the graph's input size.
+
+    Raises:
+        InputError: settings :class:`Preprocess` refuses (e.g. a mean of the wrong length).
+    """
+    if isinstance(options.preprocess, Preprocess):
         return options.preprocess
     n, c, h, w = graph.inputs[0].shape
     # images load as greyscale for C=1; other C != 3 take only .npy inputs (load_inputs)
+    if isinstance(options.preprocess, PreprocessSettings):
+        return options.preprocess.resolve(w, h, c)
+    if options.preprocess is not None:
+        raise InputError(f"preprocess: expected a Preprocess or PreprocessSettings, got "
+                         f"{type(options.preprocess).__name__}")
     return Preprocess(width=w, height=h, channels=c if c == 1 else 3)
 
 
@@ -280,7 +294,9 @@ def calibrate(graph: Graph, options: CompileOptions, preprocess, *,
             ("calibration/--calib", options.calibration is not None),
             ("method/--calib-method", options.method != DEFAULTS.method),
             ("calib_table/--calib-table", options.calib_table is not None),
-            ("bias_correction/--bias-correction", options.bias_correction)) if given]
+            ("bias_correction/--bias-correction", options.bias_correction),
+            ("weight_rounding/--weight-rounding",
+             options.weight_rounding != DEFAULTS.weight_rounding)) if given]
         if ignored:
             log.warning("%s is already quantized; %s ignored (compile the .onnx, or a dump "
                         "from before the quantize stage, to calibrate again)", model,
@@ -315,8 +331,9 @@ def calibrate(graph: Graph, options: CompileOptions, preprocess, *,
         inputs, source = resolve_calibration(options.calibration, graph, preprocess)
     method, p = options.method, options.percentile
     obs = observe(graph, inputs, [method], p, progress)[method]
-    table = build_table(obs, method, p)
-    return Calibration(method, inputs, source, {k: o.range() for k, o in obs.items()},
+    ranges, rejected = choose_ranges(obs, method)   # the collapse guard warns per tensor
+    table = build_table(obs, method, p, ranges, rejected)
+    return Calibration(method, inputs, source, ranges,
                        add_fixed(table, fixed) if fixed else table)
 
 
@@ -324,7 +341,9 @@ def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
              options: CompileOptions = DEFAULTS,
              instruments: Sequence[Instrument] | None = None, index: int = 0) -> None:
     """Stage 4, quantize (in place): int8 weights and activations from ``calib.ranges``, int32
-    biases, integer requantization; with ``options.bias_correction`` each conv/fc's mean
+    biases, integer requantization; with ``options.weight_rounding`` "gptq" the int8 weights
+    are re-rounded on the calibration inputs (:mod:`tcc_compiler.quant.weight_rounding`); with
+    ``options.bias_correction`` each conv/fc's mean
     error on the calibration inputs is folded into its bias (``float_graph`` is the
     reference).
 
@@ -332,11 +351,20 @@ def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
         instruments, index: called with ``("quantize", "before"|"after", index, graph)``.
 
     Raises:
-        InputError: bias correction without calibration inputs.
+        InputError: bias correction or gptq rounding without calibration inputs, an unknown
+            weight rounding.
         VerifyError: with ``options.verify_ir``, the quantized graph breaks an IR rule.
     """
     _instrument(instruments, QUANTIZE_STAGE, "before", index, graph)
     quantize_graph(graph, calib.ranges)
+    if options.weight_rounding not in WEIGHT_ROUNDING:
+        raise InputError(f"weight_rounding/--weight-rounding '{options.weight_rounding}': "
+                         f"choose one of {', '.join(WEIGHT_ROUNDING)}")
+    if options.weight_rounding == "gptq":
+        if not calib.inputs:
+            raise InputError("weight_rounding/--weight-rounding gptq needs calibration inputs "
+                             "(calibration/--calib), not only a calib_table/--calib-table")
+        gptq_round_weights(float_graph, graph, calib.inputs)
     if options.bias_correction:
         if not calib.inputs:
             raise InputError("bias_correction/--bias-correction needs calibration inputs "

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 from tcc_compiler.errors import InputError
 from tcc_compiler.quant.calibrate import DEFAULT_METHOD, DEFAULT_PERCENTILE
+from tcc_compiler.quant.weight_rounding import DEFAULT_WEIGHT_ROUNDING
 from tcc_compiler.target.target import DEFAULT_TARGET
 
 __all__ = ["CompileOptions", "DEFAULTS", "DEFAULT_TARGET", "check_option_names",
@@ -49,10 +50,16 @@ class CompileOptions:
             replace calibration.
         bias_correction: fold each conv/fc's mean per-channel INT8 error on the calibration
             inputs into its bias (needs calibration inputs).
+        weight_rounding: how conv/fc weights are rounded to int8: "nearest" (each weight to its
+            nearest level) or "gptq" (levels chosen to minimise each layer's output error on
+            the calibration inputs, GPTQ: :mod:`tcc_compiler.quant.weight_rounding`; needs
+            calibration inputs; same scales, only weight bytes change).
         compress_weights: store weights and parameters DEFLATE-compressed per channel block
             (lossless, expanded by DMA_LOAD_Z, specs/weights.md); False stores them raw.
-        preprocess: :class:`tcc_compiler.datasets.images.Preprocess` recorded in the manifest;
-            None = ImageNet mean/std at the input size (greyscale for 1 channel).
+        preprocess: :class:`tcc_compiler.datasets.images.Preprocess` recorded in the manifest,
+            or :class:`tcc_compiler.datasets.presets.PreprocessSettings` (preset and
+            overrides, resolved at the model's input size); None = ImageNet mean/std at the
+            input size, squashed (greyscale for 1 channel).
         verify_ir: run the IR verifier after every pass and after quantization.
         dump_ir: folder to write the IR after every stage to (``NN-<stage>.tir`` + ``.npz``).
         print_ir_before, print_ir_after: stage names (or ``"all"``) whose IR is printed to
@@ -69,6 +76,7 @@ class CompileOptions:
     percentile: float = DEFAULT_PERCENTILE
     calib_table: str | os.PathLike | None = None
     bias_correction: bool = False
+    weight_rounding: str = DEFAULT_WEIGHT_ROUNDING
     compress_weights: bool = True
     preprocess: Any = None
     verify_ir: bool = False

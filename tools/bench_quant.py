@@ -17,8 +17,18 @@ ResNet-8 (``--resnet8 DIR``, the real CIFAR-10 model): calibrate on the first 50
 all 200: FP32 top-1, INT8 top-1 and flips (predictions differing from FP32) per method. ONNX
 Runtime refuses opset 11, so its copy is upgraded to opset 13 first.
 
+EfficientNet-Lite0 (``--lite0 DIR``, Google's ImageNet weights, 1000 labelled images; see its
+README): preset ``tf-efficientnet`` (short side 256 bicubic, center crop 224, (pixel-127)/128),
+calibrate on every 10th image by sorted name (100), score the other 900: FP32 (ONNX Runtime)
+top-1 / top-5, and per tccc method INT8 top-1, top-5 and flips. ``--score-step K`` scores every
+K-th of the 900 only (quicker, for exploration).
+
+Every tccc range goes through :func:`tcc_compiler.quant.ranges.choose_ranges` as in
+``tccc compile`` (the collapse guard; ``--no-guard`` to measure without it); the guard's
+rejections are counted per method.
+
 Usage: python tools/bench_quant.py [--models resnet18 resnet50 resnet50-v2] [--resnet8 DIR]
-       [--eval N] [--json FILE]
+       [--lite0 DIR] [--eval N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -80,27 +90,41 @@ def make_photo_sets(folder: Path) -> tuple[list[Path], list[Path]]:
     return calib, ev
 
 
+GUARD = {"on": True, "rejected": {}}
+
+
 def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
-                 bias_correction=()) -> dict:
+                 bias_correction=(), gptq=()) -> dict:
     """{method: [first graph output per eval input]} from tccc's golden integer model; for
     each method in ``bias_correction`` also ``method + "+bc"`` (empirical bias correction on
-    the calibration inputs)."""
+    the calibration inputs), for each in ``gptq`` ``method + "+gptq"`` (GPTQ weight rounding)
+    and, if in both, ``method + "+gptq+bc"``. Ranges are chosen as ``tccc compile`` does
+    (guarded unless ``GUARD["on"]`` is False; rejections counted in ``GUARD["rejected"]``)."""
     from tcc_compiler.driver import import_model, run_float_passes
     from tcc_compiler.quant import quantize_graph, run_golden
     from tcc_compiler.quant.bias_correction import correct_biases
     from tcc_compiler.quant.calibrate import observe
+    from tcc_compiler.quant.ranges import choose_ranges
+    from tcc_compiler.quant.weight_rounding import gptq_round_weights
 
     fg = run_float_passes(*import_model(model, whc)).graph
     obs = observe(fg, calib, methods, percentile)
     out = {}
     for m in methods:
-        g = fg.clone()
-        quantize_graph(g, {k: o.range() for k, o in obs[m].items()})
-        name = g.outputs[0].name
-        out[m] = [run_golden(g, x)[name] for x in evals]
-        if m in bias_correction:
-            correct_biases(fg, g, calib)
-            out[m + "+bc"] = [run_golden(g, x)[name] for x in evals]
+        ranges, rejected = choose_ranges(obs[m], m, guard=GUARD["on"])
+        GUARD["rejected"][m] = len(rejected)
+        for rounding in ("nearest",) + (("gptq",) if m in gptq else ()):
+            g = fg.clone()
+            quantize_graph(g, ranges)
+            tag = m
+            if rounding == "gptq":
+                gptq_round_weights(fg, g, calib)
+                tag += "+gptq"
+            name = g.outputs[0].name
+            out[tag] = [run_golden(g, x)[name] for x in evals]
+            if m in bias_correction:
+                correct_biases(fg, g, calib)
+                out[tag + "+bc"] = [run_golden(g, x)[name] for x in evals]
     return out
 
 
@@ -224,7 +248,7 @@ def bench_symmetry(name: str, whc: str, calib_paths, eval_paths, workdir: Path,
             "symmetry_sqnr_db": res}
 
 
-def bench_resnet8(folder: Path, workdir: Path, n_calib: int = 50, bc=()) -> dict:
+def bench_resnet8(folder: Path, workdir: Path, n_calib: int = 50, bc=(), gptq=()) -> dict:
     """Top-1 and flips on the real CIFAR-10 ResNet-8 (see its README)."""
     from onnx import version_converter
 
@@ -242,7 +266,7 @@ def bench_resnet8(folder: Path, workdir: Path, n_calib: int = 50, bc=()) -> dict
     onnx.save(m13, p13)
     ref = ort_outputs(p13, xs[:n_calib], xs, ORT_METHODS, workdir)
     ours = tccc_outputs(folder / "resnet8.onnx", None, xs[:n_calib], xs, TCCC_METHODS,
-                        bias_correction=bc)
+                        bias_correction=bc, gptq=gptq)
     fp_pred = np.array([int(np.argmax(y)) for y in ref["fp32"]])
 
     def score(outs):
@@ -253,7 +277,45 @@ def bench_resnet8(folder: Path, workdir: Path, n_calib: int = 50, bc=()) -> dict
     return {"images": len(xs), "calib": n_calib,
             "fp32_top1": round(100.0 * float(np.mean(fp_pred == labels)), 1),
             "tccc": {m: score(ours[m]) for m in ours},
-            "ort": {m: score(ref[m]) for m in ORT_METHODS}}
+            "ort": {m: score(ref[m]) for m in ORT_METHODS},
+            "rejected": dict(GUARD["rejected"])}
+
+
+def bench_lite0(folder: Path, score_step: int = 1, bc=(), methods=TCCC_METHODS,
+                gptq=()) -> dict:
+    """Top-1 / top-5 and flips on the real ImageNet EfficientNet-Lite0 (module docstring)."""
+    from tcc_compiler.datasets.images import LazyInputs
+    from tcc_compiler.datasets.presets import preset
+
+    rows = [r for r in csv.reader(open(folder / "labels.csv")) if r and r[0].endswith(".jpg")]
+    rows.sort(key=lambda r: r[0])
+    calib_rows = rows[::10]
+    score_rows = [r for k, r in enumerate(rows) if k % 10][::score_step]
+    pre = preset("tf-efficientnet", 224, 224)
+    calib = LazyInputs([folder / "images" / r[0] for r in calib_rows], pre, pre.shape)
+    evals = LazyInputs([folder / "images" / r[0] for r in score_rows], pre, pre.shape)
+    labels = np.array([int(r[-1]) for r in score_rows])
+    sess = ort_session(folder / "efficientnet_lite0.onnx")
+    iname = sess.get_inputs()[0].name
+    fp = [sess.run(None, {iname: x})[0] for x in evals]
+    ours = tccc_outputs(folder / "efficientnet_lite0.onnx", None, calib, evals, methods,
+                        bias_correction=bc, gptq=gptq)
+    fp_pred = np.array([int(np.argmax(y)) for y in fp])
+    return {"images": len(evals), "calib": len(calib), "fp32": topk_score(fp, labels),
+            "tccc": {m: topk_score(ours[m], labels, fp_pred) for m in ours},
+            "rejected": dict(GUARD["rejected"])}
+
+
+def topk_score(outs, labels, fp_pred=None) -> dict:
+    """top-1 / top-5 (percent) of ``outs`` (one score vector per sample), and the flips
+    (top-1 differing from ``fp_pred``) when given."""
+    y = np.stack([np.asarray(o, np.float64).reshape(-1) for o in outs])
+    top5 = np.argsort(-y, axis=1, kind="stable")[:, :5]
+    out = {"top1": round(100.0 * float(np.mean(top5[:, 0] == labels)), 2),
+           "top5": round(100.0 * float(np.mean((top5 == labels[:, None]).any(axis=1))), 2)}
+    if fp_pred is not None:
+        out["flips"] = int(np.sum(top5[:, 0] != fp_pred))
+    return out
 
 
 def main(argv=None) -> int:
@@ -264,6 +326,8 @@ def main(argv=None) -> int:
     p.add_argument("--resnet8", default=None, help="folder of the CIFAR-10 ResNet-8")
     p.add_argument("--bias-correction", nargs="*", default=[], metavar="METHOD",
                    help="also measure these methods with empirical bias correction")
+    p.add_argument("--gptq", nargs="*", default=[], metavar="METHOD",
+                   help="also measure these methods with GPTQ weight rounding")
     p.add_argument("--methods", nargs="+", default=list(TCCC_METHODS),
                    help="tccc methods measured on the zoo models")
     p.add_argument("--ort-methods", nargs="*", default=list(ORT_METHODS),
@@ -273,8 +337,14 @@ def main(argv=None) -> int:
     p.add_argument("--symmetry", nargs="*", default=[], metavar="MODEL",
                    help="zoo models on which to measure asymmetric vs symmetric activations "
                         "(at --input, bundled 8 calib / 12 eval photos, uncropped)")
+    p.add_argument("--lite0", default=None, help="folder of the ImageNet EfficientNet-Lite0")
+    p.add_argument("--score-step", type=int, default=1,
+                   help="score every K-th of Lite0's 900 held-out images (default all)")
+    p.add_argument("--no-guard", action="store_true",
+                   help="take every method's ranges unguarded (tcc_compiler/quant/ranges.py)")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
+    GUARD["on"] = not args.no_guard
     results = []
     with tempfile.TemporaryDirectory(prefix="tccc-bq-") as tmp:
         tmp = Path(tmp)
@@ -301,13 +371,23 @@ def main(argv=None) -> int:
                   + ", ".join(f"{k} {v}" for k, v in r["symmetry_sqnr_db"].items()))
             sys.stdout.flush()
         if args.resnet8:
-            r = bench_resnet8(Path(args.resnet8), tmp, bc=args.bias_correction)
+            r = bench_resnet8(Path(args.resnet8), tmp, bc=args.bias_correction, gptq=args.gptq)
             results.append({"model": "resnet8", **r})
             print(f"resnet8 ({r['calib']} calib, {r['images']} scored): FP32 top-1 "
                   f"{r['fp32_top1']} %; tccc " + ", ".join(
                       f"{k} {v['top1']} % ({v['flips']} flips)" for k, v in r["tccc"].items())
                   + " | ORT " + ", ".join(
-                      f"{k} {v['top1']} % ({v['flips']} flips)" for k, v in r["ort"].items()))
+                      f"{k} {v['top1']} % ({v['flips']} flips)" for k, v in r["ort"].items())
+                  + f"; guard rejections {r['rejected']}")
+        if args.lite0:
+            r = bench_lite0(Path(args.lite0), args.score_step, bc=args.bias_correction,
+                            methods=args.methods, gptq=args.gptq)
+            results.append({"model": "efficientnet-lite0", **r})
+            print(f"efficientnet-lite0 ({r['calib']} calib, {r['images']} scored): FP32 top-1 "
+                  f"{r['fp32']['top1']} % top-5 {r['fp32']['top5']} %; tccc " + ", ".join(
+                      f"{k} {v['top1']} % / {v['top5']} % ({v['flips']} flips)"
+                      for k, v in r["tccc"].items())
+                  + f"; guard rejections {r['rejected']}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -57,15 +57,27 @@ def _per_channel(name: str, value, channels: int) -> tuple[float, ...]:
     return numbers
 
 
+def _check_short_side(r) -> None:
+    """Raise InputError unless ``r`` (``Preprocess.resize_short``) is None or an int >= 1."""
+    if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
+        raise InputError(f"preprocess: resize_short must be a positive integer or None, "
+                         f"got {r!r}")
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How pixels become network input values.
 
     ``value[c] = (pixel[c] * scale - mean[c]) / std[c]`` where ``pixel`` is the 8-bit sample
     (0..255) of channel ``c`` after converting to RGB (``channels`` 3) or greyscale ``L``
-    (``channels`` 1, ITU-R 601 luma), reordering to ``channel_order`` and resizing to exactly
-    ``width`` x ``height``. ``mean`` and ``std`` are indexed in the tensor's channel order (so
-    for ``"BGR"`` give them as (B, G, R)).
+    (``channels`` 1, ITU-R 601 luma), reordering to ``channel_order`` and resizing to
+    ``width`` x ``height``: squashed to exactly that size (``resize_short`` None), or, as
+    torchvision's ``Resize(S)`` + ``CenterCrop`` and the TF EfficientNet pipeline do, resized
+    keeping the aspect ratio so that the short side is ``resize_short`` pixels (the long side
+    ``int(S * long / short)``, torchvision's rule; enlarged further if the crop would not
+    fit) and then center-cropped (top-left corner ``round((size - crop) / 2)``).
+    ``mean`` and ``std`` are indexed in the tensor's channel order (so for ``"BGR"`` give
+    them as (B, G, R)).
 
     Attributes:
         width, height: network input size (pixels), each >= 1.
@@ -78,6 +90,9 @@ class Preprocess:
         resize: Pillow filter name: ``"bilinear"`` (default), ``"bicubic"`` or ``"nearest"``.
         channels: 3 (colour, default) or 1 (greyscale): the model input's C. Recorded in the
             manifest only when it is not 3, so older manifests (without it) read as 3.
+        resize_short: short side (pixels) to resize to before the center crop, >= 1; None
+            (default) squashes the whole image to ``width`` x ``height``. Recorded in the
+            manifest only when set.
 
     Raises:
         InputError: on construction with an out-of-range or wrongly typed field.
@@ -91,6 +106,7 @@ class Preprocess:
     channel_order: str = "RGB"
     resize: str = "bilinear"
     channels: int = 3
+    resize_short: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("width", "height"):
@@ -115,6 +131,7 @@ class Preprocess:
         if not isinstance(self.resize, str) or self.resize not in RESIZE_MODES:
             raise InputError(f"preprocess: resize must be one of {tuple(RESIZE_MODES)}, "
                              f"got {self.resize!r}")
+        _check_short_side(self.resize_short)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -128,6 +145,8 @@ class Preprocess:
         out["mean"], out["std"] = list(self.mean), list(self.std)
         if self.channels == 3:
             del out["channels"]
+        if self.resize_short is None:
+            del out["resize_short"]
         return out
 
     @classmethod
@@ -189,14 +208,36 @@ def _to_8bit(img: Image.Image, path: Path) -> Image.Image:
     return Image.fromarray(((a * 2 + 257) // 514).astype(np.uint8), "L")
 
 
+def resize_image(img: Image.Image, pre: Preprocess) -> Image.Image:
+    """``img`` brought to ``pre.width`` x ``pre.height`` pixels with ``pre.resize``'s filter:
+    squashed (``pre.resize_short`` None), or short side resized to ``resize_short`` (long side
+    ``int(S * long / short)``, as torchvision's ``Resize``; both sides at least the crop) and
+    center-cropped (offset ``round((size - crop) / 2)``, as torchvision's ``CenterCrop``)."""
+    w, h = img.size
+    if pre.resize_short is None:
+        if (w, h) == (pre.width, pre.height):
+            return img
+        return img.resize((pre.width, pre.height), RESIZE_MODES[pre.resize])
+    s = pre.resize_short
+    nw, nh = (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
+    if nw < pre.width or nh < pre.height:   # the crop must fit: grow, keeping the aspect
+        f = max(pre.width / w, pre.height / h)
+        nw, nh = max(pre.width, math.ceil(w * f)), max(pre.height, math.ceil(h * f))
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), RESIZE_MODES[pre.resize])
+    left = int(round((nw - pre.width) / 2.0))
+    top = int(round((nh - pre.height) / 2.0))
+    return img.crop((left, top, left + pre.width, top + pre.height))
+
+
 def load_image(path: str | os.PathLike[str], pre: Preprocess) -> np.ndarray:
     """Decode one image file and preprocess it.
 
     The image is decoded with Pillow, turned upright by its EXIF orientation, brought to 8 bits
     (16-bit samples ``x`` become ``round(x / 257)``), converted to RGB (greyscale is replicated,
-    alpha is dropped) or, for ``pre.channels`` 1, to greyscale ``L``, resized to exactly
-    ``pre.width`` x ``pre.height`` (aspect ratio is not kept; crop beforehand if that matters)
-    and normalised as :class:`Preprocess` describes.
+    alpha is dropped) or, for ``pre.channels`` 1, to greyscale ``L``, resized to
+    ``pre.width`` x ``pre.height`` (squashed, or short side + center crop:
+    :func:`resize_image`) and normalised as :class:`Preprocess` describes.
 
     Args:
         path: image file (any format Pillow reads).
@@ -214,9 +255,7 @@ def load_image(path: str | os.PathLike[str], pre: Preprocess) -> np.ndarray:
     try:
         with Image.open(p) as img:
             img = _to_8bit(ImageOps.exif_transpose(img), p)
-            rgb = img.convert("L" if pre.channels == 1 else "RGB")
-            if rgb.size != (pre.width, pre.height):
-                rgb = rgb.resize((pre.width, pre.height), RESIZE_MODES[pre.resize])
+            rgb = resize_image(img.convert("L" if pre.channels == 1 else "RGB"), pre)
             pixels = np.asarray(rgb, dtype=np.uint8)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
             SyntaxError) as exc:

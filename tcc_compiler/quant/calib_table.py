@@ -10,7 +10,9 @@ Format (JSON)::
 ``lo``/``hi`` are the real-valued clipping range the quantizer uses (before it is intersected
 with a fused activation's bounds and widened to include 0); ``summary`` is informative (observed
 min/max and the method's statistic: percentile, KL threshold, histogram bins) and is ignored
-when the table is read back. Editing ``lo``/``hi`` of one tensor overrides that tensor only.
+when the table is read back, as is ``guard`` (present when the collapse guard of
+:mod:`tcc_compiler.quant.ranges` rejected the method's range for that tensor: the reason).
+Editing ``lo``/``hi`` of one tensor overrides that tensor only.
 """
 
 from __future__ import annotations
@@ -27,12 +29,18 @@ VERSION = 1
 CALIB_TABLE_FILE = "calib_table.json"
 
 
-def build_table(observers: dict, method: str, percentile: float | None = None) -> dict:
+def build_table(observers: dict, method: str, percentile: float | None = None,
+                ranges: dict | None = None, rejected: dict | None = None) -> dict:
     """The table of one calibration run.
 
     Args:
         observers: {value name: observer} as returned by ``calibrate.observe(...)[method]``.
         method: the calibration method name. percentile: p of the percentile method.
+        ranges: the ranges chosen ({value name: (lo, hi)}, :func:`quant.ranges.choose_ranges`);
+            None = each observer's own ``range()``.
+        rejected: {value name: reason} of the tensors whose proposed range the collapse guard
+            replaced; such a tensor's record gets ``"guard": reason`` (its ``lo``/``hi`` are the
+            replacement).
 
     Returns:
         A JSON-ready dict (see the module docstring), tensors sorted by name.
@@ -40,10 +48,12 @@ def build_table(observers: dict, method: str, percentile: float | None = None) -
     tensors = {}
     for name in sorted(observers):
         o = observers[name]
-        lo, hi = o.range()
+        lo, hi = o.range() if ranges is None else ranges[name]
         tensors[name] = {"lo": float(lo), "hi": float(hi), "method": method,
                          "summary": {k: (float(v) if isinstance(v, float) else v)
                                      for k, v in o.summary().items()}}
+        if rejected and name in rejected:
+            tensors[name]["guard"] = rejected[name]
     return {"format": FORMAT, "version": VERSION, "method": method,
             "percentile": percentile if method == "percentile" else None,
             "tensors": tensors}

@@ -468,7 +468,8 @@ MAX_ACTIVATION = 1e36
 
 def collect_ranges(graph: Graph, inputs: Iterable[np.ndarray], method: str = DEFAULT_METHOD,
                    progress=None,
-                   percentile: float = DEFAULT_PERCENTILE) -> dict[str, tuple[float, float]]:
+                   percentile: float = DEFAULT_PERCENTILE,
+                   guard: bool = True) -> dict[str, tuple[float, float]]:
     """Calibrate activation ranges with one method.
 
     Args:
@@ -477,6 +478,9 @@ def collect_ranges(graph: Graph, inputs: Iterable[np.ndarray], method: str = DEF
         method: one of :data:`METHODS`.
         progress: optional callable wrapping the iterable (e.g. tqdm).
         percentile: p of the percentile method (ignored by the others).
+        guard: check each range with the collapse guard
+            (:func:`tcc_compiler.quant.ranges.choose_ranges`), as ``tccc compile`` does;
+            False returns the method's own ranges.
 
     Returns:
         {value name: (lo, hi)} for the graph input and every node output (real units).
@@ -484,5 +488,7 @@ def collect_ranges(graph: Graph, inputs: Iterable[np.ndarray], method: str = DEF
     Raises:
         InputError: unknown method, no inputs, or an input with NaN/Inf or a wrong shape.
     """
+    from tcc_compiler.quant.ranges import choose_ranges  # ranges imports this module
+
     obs = observe(graph, inputs, [method], percentile, progress)[method]
-    return {k: o.range() for k, o in obs.items()}
+    return choose_ranges(obs, method, guard=guard)[0]

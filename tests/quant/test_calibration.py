@@ -164,7 +164,9 @@ def test_collect_ranges_methods_on_graph(make_model):
         ranges = collect_ranges(g, xs, method=m)
         assert set(ranges) == {"x", g.outputs[0].name}
         assert ranges[g.outputs[0].name][0] == 0.0
-    lo, hi = collect_ranges(g, xs, method="percentile", percentile=90.0)["x"]
+    # unguarded: clipping 20 % of a uniform is far worse than min-max, which the collapse
+    # guard (tests/quant/test_range_guard.py) would reject
+    lo, hi = collect_ranges(g, xs, method="percentile", percentile=90.0, guard=False)["x"]
     # the 10th and 90th percentiles of U(-1, 1)
     assert lo == pytest.approx(-0.8, abs=0.02) and hi == pytest.approx(0.8, abs=0.02)
 

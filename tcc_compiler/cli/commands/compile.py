@@ -30,6 +30,14 @@ def add_arguments(p) -> None:
     p.add_argument("--bias-correction", action="store_true",
                    help="fold each layer's mean per-channel INT8 error on the calibration "
                         "inputs into its bias")
+    from tcc_compiler.quant.weight_rounding import WEIGHT_ROUNDING
+
+    p.add_argument("--weight-rounding", default=DEFAULTS.weight_rounding,
+                   choices=WEIGHT_ROUNDING,
+                   help="nearest: each int8 weight rounded to nearest; gptq: rounding chosen to "
+                        "minimise each layer's output error on the calibration inputs (GPTQ, "
+                        f"Frantar et al. 2023) (default {DEFAULTS.weight_rounding})")
+    _add_preprocess_arguments(p)
     p.add_argument("--no-compress-weights", action="store_true",
                    help="store weights and parameters raw (default: lossless DEFLATE per "
                         "channel block, expanded by the NPU's DMA_LOAD_Z)")
@@ -54,6 +62,61 @@ def add_arguments(p) -> None:
                         "named) instead of running those nodes on the host, in ONNX Runtime, "
                         "between NPU segments")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _add_preprocess_arguments(p) -> None:
+    """``--preset --mean --std --scale --channel-order --resize --interpolation``: how images
+    become input values (calibration here; recorded in the manifest for run and eval)."""
+    from tcc_compiler.datasets.images import RESIZE_MODES
+    from tcc_compiler.datasets.presets import PRESETS
+
+    g = p.add_argument_group("preprocessing (value = (pixel * scale - mean) / std; recorded in "
+                             "manifest.json, used by run and eval)")
+    g.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help="torchvision: short side S/0.875 + center crop, ImageNet mean/std; "
+                        "tf-efficientnet: short side S+32 bicubic + crop, (pixel-127)/128; raw: "
+                        "pixels 0..255; imagenet (default): ImageNet mean/std, squashed")
+    g.add_argument("--mean", type=float, nargs="+", default=None, metavar="M",
+                   help="per-channel mean (1 or 3 values, units of pixel*scale)")
+    g.add_argument("--std", type=float, nargs="+", default=None, metavar="S",
+                   help="per-channel std (1 or 3 values, units of pixel*scale)")
+    g.add_argument("--scale", type=float, default=None,
+                   help="pixel multiplier before mean/std (default 1/255; 1 = pixel units)")
+    g.add_argument("--channel-order", default=None, choices=("rgb", "bgr"),
+                   help="channel order of the tensor (default rgb)")
+    g.add_argument("--resize", default=None, metavar="squash|N",
+                   help="squash to the input size, or resize the short side to N pixels and "
+                        "center-crop (default: the preset's; squash)")
+    g.add_argument("--interpolation", default=None, choices=list(RESIZE_MODES),
+                   help="resize filter (default: the preset's; bilinear)")
+
+
+def preprocess_from_args(args):
+    """The :class:`~tcc_compiler.datasets.presets.PreprocessSettings` of the preprocessing
+    flags, or None when none is given.
+
+    Raises:
+        InputError: ``--resize`` neither ``squash`` nor a positive integer.
+    """
+    from tcc_compiler.datasets.presets import PreprocessSettings
+    from tcc_compiler.errors import InputError
+
+    short = None
+    if args.resize is not None:
+        if args.resize == "squash":
+            short = 0
+        else:
+            try:
+                short = int(args.resize)
+            except ValueError:
+                short = -1
+            if short < 1:
+                raise InputError(f"--resize {args.resize}: give 'squash' or a short side in "
+                                 "pixels (a positive integer)")
+    s = PreprocessSettings(preset=args.preset, mean=args.mean, std=args.std, scale=args.scale,
+                           channel_order=args.channel_order, resize_short=short,
+                           interpolation=args.interpolation)
+    return None if s.is_default() else s
 
 
 #: What each calibration method does, for --help (None: the name says it).
@@ -166,6 +229,7 @@ def options_from_args(args) -> CompileOptions:
         input_whc=args.input, target=args.target, calibration=args.calib,
         method=args.calib_method, percentile=percentile, calib_table=args.calib_table,
         bias_correction=args.bias_correction, compress_weights=not args.no_compress_weights,
+        preprocess=preprocess_from_args(args), weight_rounding=args.weight_rounding,
         verify_ir=args.verify, dump_ir=args.dump_ir, print_ir_before=args.print_ir_before,
         print_ir_after=args.print_ir_after, strict=args.strict)
 
