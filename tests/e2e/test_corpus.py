@@ -41,15 +41,34 @@ def test_judge_accepts_the_two_good_outcomes(corpus):
     ops = _res(cx, "ops", 0, json.dumps([{"device": "npu", "reason": "NPU conv"}]))
     run = _res(cx, "run", 0, json.dumps({"check": {"bit_exact": True}}))
     assert cx.judge("m.onnx", ops, _res(cx, "compile", 0), run).outcome == cx.OK_COMPILED
-    refused_ops = _res(cx, "ops", 2, "[]", "tccc: error: m.onnx: 1 unsupported node(s)\n")
+    refused_ops = _res(cx, "ops", 2, json.dumps([{"device": "unsupported", "reason": "LRN"}]),
+                       "tccc: error: m.onnx: 1 unsupported node(s)\n")
     refused = _res(cx, "compile", 2, "", "tccc: WARNING: x\ntccc: error: /a/m.onnx: Concat 'c'\n")
     v = cx.judge("/a/m.onnx", refused_ops, refused, None)
     assert v.outcome == cx.OK_REFUSED and not v.violations
 
 
+def test_judge_reads_compilability_from_exit_codes_not_labels(corpus):
+    """Host fallback (branch host13): ops places a node tccc has no NPU lowering for on the
+    host, exits 0, and compile succeeds with a host segment. That is a compiled model, not a
+    disagreement: the judge reads ops's exit code, never "unsupported op => refused"."""
+    cx = corpus.corpus_exec
+    places = [{"device": "npu", "reason": "NPU conv"},
+              {"device": "host", "reason": "LRN: no NPU command; runs on the host (ONNX "
+                                           "Runtime) in a host segment"}]
+    ops = _res(cx, "ops", 0, json.dumps(places))
+    run = _res(cx, "run", 0, json.dumps({"check": {"bit_exact": True}}))
+    v = cx.judge("m.onnx", ops, _res(cx, "compile", 0), run)
+    assert (v.outcome, v.violations) == (cx.OK_COMPILED, [])
+    assert v.placements == {"npu": 1, "host": 1, "unsupported": 0}
+    s = corpus.summarize([{"source": "node", "name": "a", "outcome": v.outcome,
+                           "placements": v.placements, "violations": []}])
+    assert s["compiled_with_host_nodes"] == {"node": 1}
+
+
 @pytest.mark.parametrize("what", ["exit1", "two_lines", "no_file", "traceback", "timeout",
-                                  "killed", "disagree", "disagree_host", "not_exact",
-                                  "run_refused"])
+                                  "killed", "disagree", "disagree_compiled", "ops_lists_bad",
+                                  "ops_refuses_nothing", "not_exact", "run_refused"])
 def test_judge_catches_each_violation(corpus, what):
     cx = corpus.corpus_exec
     ok_ops = _res(cx, "ops", 0, json.dumps([{"device": "npu", "reason": "NPU conv"}]))
@@ -66,11 +85,17 @@ def test_judge_catches_each_violation(corpus, what):
     elif what in ("timeout", "killed"):
         comp = _res(cx, "compile", None if what == "timeout" else 9, status=what)
         run = None
-    elif what == "disagree":
-        ops = _res(cx, "ops", 2, "[]", "tccc: error: m.onnx: unsupported\n")
-    elif what == "disagree_host":  # main's label before the defects branch: host + a refusal
-        ops = _res(cx, "ops", 0, json.dumps([{"device": "host", "reason": "LRN is not "
-                                                                          "supported"}]))
+    elif what == "disagree":  # ops: compile would refuse; compile succeeded
+        ops = _res(cx, "ops", 2, json.dumps([{"device": "unsupported", "reason": "x"}]),
+                   "tccc: error: m.onnx: unsupported\n")
+    elif what == "disagree_compiled":  # ops: compiles; compile refused
+        comp, run = _res(cx, "compile", 2, "", "tccc: error: m.onnx: value 'y' overflows\n"), None
+    elif what == "ops_lists_bad":  # exit 0, yet a node is unsupported
+        ops = _res(cx, "ops", 0, json.dumps([{"device": "unsupported", "reason": "LRN"}]))
+    elif what == "ops_refuses_nothing":  # exit 2, yet every node is placed
+        ops = _res(cx, "ops", 2, json.dumps([{"device": "host", "reason": "LRN"}]),
+                   "tccc: error: m.onnx: x\n")
+        comp, run = _res(cx, "compile", 2, "", "tccc: error: m.onnx: x\n"), None
     elif what == "not_exact":
         run = _res(cx, "run", 1, '{"check": {"bit_exact": false}}')
     elif what == "run_refused":
