@@ -15,6 +15,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from tcc_compiler.errors import InputError, ModelError
+from tcc_compiler.fsutil import check_path
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,11 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
         The ModelProto with external tensors loaded in memory.
 
     Raises:
-        InputError: the file does not exist or is not a file.
+        InputError: the file does not exist or is not a file, its name is too long, or a
+            symbolic link loop is on the way to it.
         ModelError: the file is not a valid ONNX protobuf or its external data is bad.
     """
+    check_path(path)  # a symlink loop or a too-long name: exists() says False or raises
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file")
