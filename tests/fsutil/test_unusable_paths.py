@@ -49,8 +49,17 @@ def test_empty_output_is_refused_even_in_an_empty_folder(setup, capsys, tmp_path
     # "wrote /:" (the refusal the test above saw was the folder's foreign files)
     _, model, _ = setup
     monkeypatch.chdir(tmp_path)
-    err = _one_line_error(capsys, ["compile", str(model), "--input", "16x16x3", "-o", ""])
-    assert "empty path" in err and not list(tmp_path.iterdir())
+    for argv in (["compile", str(model), "--input", "16x16x3", "-o", ""],
+                 ["compile", str(model), "-o", "out", "--dump-ir", ""],  # dumped into "."
+                 ["compile", str(model), "-o", "out", "--dump-ir="],
+                 ["ops", ""], ["run", "", str(model)]):
+        assert "empty value" in _one_line_error(capsys, argv)
+    assert not list(tmp_path.iterdir())
+    from tcc_compiler.errors import InputError
+    from tcc_compiler.fsutil import check_output_folder
+
+    with pytest.raises(InputError, match="empty path"):  # the API's save("") too
+        check_output_folder("")
 
 
 def test_symlink_loop_as_model_or_image(setup, capsys):
