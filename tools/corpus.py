@@ -22,7 +22,9 @@ Calibration and the run input are seeded standard-normal ``.npy`` arrays of the 
 shape (any channel count; fast), except for zoo models, which calibrate on the bundled photos
 as a user would.
 
-Outcomes: ``compiled, ran bit-exact``, ``refused (exit 2, one line)``, or a violation (exit
+Outcomes: ``compiled, ran bit-exact``, ``refused (exit 2, one line)``, ``zoo refused the size``
+(a zoo model cannot be built at that resolution, e.g. a YOLO at 960x520, whose height is no
+multiple of its stride 32: ``tccc zoo`` says so in one line, exit 2), or a violation (exit
 1 or another code, timeout, killed by a signal, an exit 2 whose stderr is not one clean error
 line naming the file, ops and compile disagreeing, ops's node list contradicting its exit code,
 run refusing a compiled model, run not bit-exact). Whether a model compiles is read from the
@@ -59,6 +61,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus_exec
 from corpus_exec import OK_COMPILED, OK_REFUSED, judge, run_cli
 from corpus_models import SOURCES, Case, collect, image_input_whc, run_input
+
+#: Outcome of a zoo case whose size the zoo builder refuses (exit 2, one line naming the
+#: model): the model does not exist at that size, so there is nothing to compile.
+OK_ZOO_REFUSED = "zoo refused the size (exit 2, one line)"
 
 
 @dataclass(frozen=True)
@@ -104,8 +110,14 @@ def process(case: Case, cfg: Config) -> dict:
         build = run_cli(["-q", "zoo", case.zoo[0], "--input", case.zoo[1], "-o", case.path],
                         limit, cfg.mem_bytes, cfg.mode)
         if build.status != "exit" or build.code != 0:
-            rec.update(outcome="zoo build failed", violations=["zoo build failed"],
-                       calls=[build.to_dict()], seconds=round(time.monotonic() - t0, 2))
+            # the zoo refusing a size its model cannot take (a YOLO at 960x520: 520 is no
+            # multiple of its stride 32) in one clean line is a refusal, not a violation
+            clean = build.status == "exit" and build.code == 2 and \
+                corpus_exec.error_line_problem(build, case.zoo[0]) is None
+            rec.update(outcome=OK_ZOO_REFUSED if clean else "zoo build failed",
+                       violations=[] if clean else ["zoo build failed"],
+                       message=build.stderr.strip(), calls=[build.to_dict()],
+                       seconds=round(time.monotonic() - t0, 2))
             return rec
     whc = _whc(case)
     inp = ["--input", whc] if whc else []
@@ -186,15 +198,16 @@ def print_summary(s: dict, seconds: float, out=None) -> None:
     ``host`` column: compiled models with nodes on the host), violations."""
     out = out or sys.stdout
     print(f"corpus: {s['corpus_size']} models in {seconds:.0f} s", file=out)
-    cols = [OK_COMPILED, OK_REFUSED]
+    cols = [OK_COMPILED, OK_REFUSED, OK_ZOO_REFUSED]
     host = s.get("compiled_with_host_nodes", {})
     print(f"  {'source':<18} {'models':>6} {'compiled':>9} {'(host)':>7} {'refused':>8} "
           f"{'violations':>10}", file=out)
     for src, c in s["by_source"].items():
         n = sum(c.values())
         bad = n - sum(c.get(k, 0) for k in cols)
+        refused = c.get(OK_REFUSED, 0) + c.get(OK_ZOO_REFUSED, 0)
         print(f"  {src:<18} {n:>6} {c.get(OK_COMPILED, 0):>9} {host.get(src, 0):>7} "
-              f"{c.get(OK_REFUSED, 0):>8} {bad:>10}", file=out)
+              f"{refused:>8} {bad:>10}", file=out)
     for k, n in sorted(s["outcomes"].items(), key=lambda kv: -kv[1]):
         print(f"  {n:>6}  {k}", file=out)
     print(f"violations: {len(s['violations'])}", file=out)

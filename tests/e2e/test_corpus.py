@@ -104,6 +104,20 @@ def test_judge_catches_each_violation(corpus, what):
     assert v.violations and v.outcome not in (cx.OK_COMPILED, cx.OK_REFUSED), v
 
 
+def test_zoo_refusing_a_size_is_a_refusal_not_a_violation(corpus, tmp_path):
+    """A YOLO cannot be built at 96x52 (52 is no multiple of its stride 32): tccc zoo says so
+    in one line, exit 2. That case is an expected refusal; a zoo crash stays a violation."""
+    cm = corpus
+    cfg = cm.Config(str(tmp_path), 60.0, 60.0, 4 << 30, "fork", False)
+    case = cm.Case("zoo", "yolov8n@96x52x3", str(tmp_path / "y.onnx"), ("yolov8n", "96x52x3"))
+    cm.corpus_exec.preload()
+    rec = cm.process(case, cfg)
+    assert (rec["outcome"], rec["violations"]) == (cm.OK_ZOO_REFUSED, [])
+    assert "multiples of 32" in rec["message"]
+    s = cm.summarize([rec])
+    assert s["violations"] == [] and s["by_source"] == {"zoo": {cm.OK_ZOO_REFUSED: 1}}
+
+
 def _fake_main(behaviour):
     def fake(argv):
         if behaviour == "hang":
