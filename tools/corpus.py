@@ -7,7 +7,7 @@ and one line naming the file (and the node and reason, where a node is at fault)
 Sources (``--sources``, default all; see ``corpus_models.py``): the onnx wheel's node tests,
 its ``pytorch-converted``, ``pytorch-operator``, ``simple`` and ``light`` models, every
 ``tccc zoo`` model at every seed resolution (224x224x3, 640x320x3, 960x520x3; ``--quick``:
-32x32x3, 64x32x3, 96x52x3) and ``--mutants N`` seeded mutants (``corpus_mutants.py``).
+32x32x3, 64x32x3, 96x52x3, 128x64x3) and ``--mutants N`` seeded mutants (``corpus_mutants.py``).
 
 Per model (``corpus_exec.judge`` holds the contract):
 
