@@ -134,7 +134,11 @@ def empty_argument(argv: list[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, run, map errors to exit codes."""
-    parser = build_parser()
+    try:  # building the parser imports every command (seconds on a loaded machine)
+        parser = build_parser()
+    except KeyboardInterrupt:  # Ctrl-C this early printed a traceback and died by SIGINT
+        print("tccc: interrupted (while starting; nothing was done)", file=sys.stderr)
+        return 130
     argv = sys.argv[1:] if argv is None else list(argv)
     empty = empty_argument(argv)
     if empty:  # before parsing: a usage error, exit 2 in one line
