@@ -354,10 +354,10 @@ def check_output_folder(dest: str | os.PathLike) -> Path:
             entries tccc does not write (:func:`foreign_entries`); or the nearest existing
             ancestor folder is not writable.
     """
-    dest = Path(dest)
-    if not str(dest):
+    if not os.fspath(dest):  # before Path(), which turns "" into "." (the current folder)
         raise InputError("output folder: empty path (give a folder name; '.' for the current "
                          "folder)")
+    dest = Path(dest)
     check_path(dest, "output folder")
     if dest.exists() and not dest.is_dir():  # a file, device, FIFO (also via a symlink)
         raise InputError(f"{dest}: exists and is not a folder")

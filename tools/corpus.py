@@ -7,7 +7,7 @@ and one line naming the file (and the node and reason, where a node is at fault)
 Sources (``--sources``, default all; see ``corpus_models.py``): the onnx wheel's node tests,
 its ``pytorch-converted``, ``pytorch-operator``, ``simple`` and ``light`` models, every
 ``tccc zoo`` model at every seed resolution (224x224x3, 640x320x3, 960x520x3; ``--quick``:
-32x32x3, 64x32x3, 96x52x3) and ``--mutants N`` seeded mutants (``corpus_mutants.py``).
+32x32x3, 64x32x3, 96x52x3, 128x64x3) and ``--mutants N`` seeded mutants (``corpus_mutants.py``).
 
 Per model (``corpus_exec.judge`` holds the contract):
 
@@ -22,11 +22,17 @@ Calibration and the run input are seeded standard-normal ``.npy`` arrays of the 
 shape (any channel count; fast), except for zoo models, which calibrate on the bundled photos
 as a user would.
 
-Outcomes: ``compiled, ran bit-exact``, ``refused (exit 2, one line)``, or a violation (exit
+Outcomes: ``compiled, ran bit-exact``, ``refused (exit 2, one line)``, ``zoo refused the size``
+(a zoo model cannot be built at that resolution, e.g. a YOLO at 960x520, whose height is no
+multiple of its stride 32: ``tccc zoo`` says so in one line, exit 2), or a violation (exit
 1 or another code, timeout, killed by a signal, an exit 2 whose stderr is not one clean error
-line naming the file, ops and compile disagreeing, run refusing a compiled model, run not
-bit-exact). The tool prints the corpus size and the counts per source and outcome, writes
-every case to ``--json-out``, and exits 1 when any case violates the contract (2: usage).
+line naming the file, ops and compile disagreeing, ops's node list contradicting its exit code,
+run refusing a compiled model, run not bit-exact). Whether a model compiles is read from the
+exit codes (``ops``: 0 = compile would succeed, 2 = it would refuse), never inferred from which
+ops tccc supports, so nodes ``ops`` places on the ``host`` (host segments) count as compiled
+and are tallied in the summary's ``(host)`` column. The tool prints the corpus size and the
+counts per source and outcome, writes every case to ``--json-out``, and exits 1 when any
+case violates the contract (2: usage).
 
 Usage::
 
@@ -55,6 +61,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus_exec
 from corpus_exec import OK_COMPILED, OK_REFUSED, judge, run_cli
 from corpus_models import SOURCES, Case, collect, image_input_whc, run_input
+
+#: Outcome of a zoo case whose size the zoo builder refuses (exit 2, one line naming the
+#: model): the model does not exist at that size, so there is nothing to compile.
+OK_ZOO_REFUSED = "zoo refused the size (exit 2, one line)"
 
 
 @dataclass(frozen=True)
@@ -100,8 +110,14 @@ def process(case: Case, cfg: Config) -> dict:
         build = run_cli(["-q", "zoo", case.zoo[0], "--input", case.zoo[1], "-o", case.path],
                         limit, cfg.mem_bytes, cfg.mode)
         if build.status != "exit" or build.code != 0:
-            rec.update(outcome="zoo build failed", violations=["zoo build failed"],
-                       calls=[build.to_dict()], seconds=round(time.monotonic() - t0, 2))
+            # the zoo refusing a size its model cannot take (a YOLO at 960x520: 520 is no
+            # multiple of its stride 32) in one clean line is a refusal, not a violation
+            clean = build.status == "exit" and build.code == 2 and \
+                corpus_exec.error_line_problem(build, "zoo:") is None  # "tccc: error: zoo: ..."
+            rec.update(outcome=OK_ZOO_REFUSED if clean else "zoo build failed",
+                       violations=[] if clean else ["zoo build failed"],
+                       message=build.stderr.strip(), calls=[build.to_dict()],
+                       seconds=round(time.monotonic() - t0, 2))
             return rec
     whc = _whc(case)
     inp = ["--input", whc] if whc else []
@@ -117,7 +133,7 @@ def process(case: Case, cfg: Config) -> dict:
                       cfg.mem_bytes, cfg.mode)
     v = judge(case.path, ops, comp, run)
     rec.update(input=whc, outcome=v.outcome, violations=v.violations,
-               ops_supported=v.ops_supported, message=v.message,
+               ops_supported=v.ops_supported, placements=v.placements, message=v.message,
                calls=[c.to_dict() for c in (ops, comp, run) if c is not None],
                seconds=round(time.monotonic() - t0, 2))
     if not cfg.keep:
@@ -160,30 +176,38 @@ def run_corpus(cases: list[Case], cfg: Config, jobs: int, log=sys.stderr) -> lis
 
 
 def summarize(recs: list[dict]) -> dict:
-    """Counts per source and outcome, and the violations (one line each)."""
+    """Counts per source and outcome, how many compiled models have nodes on the host (ops's
+    ``host`` label: Softmax/ArgMax at the end, or host segments), and the violations (one line
+    each)."""
     by_source: dict[str, Counter] = {}
+    with_host: Counter = Counter()
     for r in recs:
         by_source.setdefault(r["source"], Counter())[r["outcome"]] += 1
+        if r["outcome"] == OK_COMPILED and (r.get("placements") or {}).get("host"):
+            with_host[r["source"]] += 1
     return {"corpus_size": len(recs),
             "outcomes": dict(Counter(r["outcome"] for r in recs)),
             "by_source": {s: dict(c) for s, c in by_source.items()},
+            "compiled_with_host_nodes": dict(with_host),
             "violations": [f"{r['source']}/{r['name']}: " + "; ".join(r["violations"])
                            for r in recs if r["violations"]]}
 
 
 def print_summary(s: dict, seconds: float, out=None) -> None:
-    """The console table (on ``out``, default stdout): corpus size, per-source counts,
-    violations."""
+    """The console table (on ``out``, default stdout): corpus size, per-source counts (the
+    ``host`` column: compiled models with nodes on the host), violations."""
     out = out or sys.stdout
     print(f"corpus: {s['corpus_size']} models in {seconds:.0f} s", file=out)
-    cols = [OK_COMPILED, OK_REFUSED]
-    print(f"  {'source':<18} {'models':>6} {'compiled':>9} {'refused':>8} {'violations':>10}",
-          file=out)
+    cols = [OK_COMPILED, OK_REFUSED, OK_ZOO_REFUSED]
+    host = s.get("compiled_with_host_nodes", {})
+    print(f"  {'source':<18} {'models':>6} {'compiled':>9} {'(host)':>7} {'refused':>8} "
+          f"{'violations':>10}", file=out)
     for src, c in s["by_source"].items():
         n = sum(c.values())
         bad = n - sum(c.get(k, 0) for k in cols)
-        print(f"  {src:<18} {n:>6} {c.get(OK_COMPILED, 0):>9} {c.get(OK_REFUSED, 0):>8} "
-              f"{bad:>10}", file=out)
+        refused = c.get(OK_REFUSED, 0) + c.get(OK_ZOO_REFUSED, 0)
+        print(f"  {src:<18} {n:>6} {c.get(OK_COMPILED, 0):>9} {host.get(src, 0):>7} "
+              f"{refused:>8} {bad:>10}", file=out)
     for k, n in sorted(s["outcomes"].items(), key=lambda kv: -kv[1]):
         print(f"  {n:>6}  {k}", file=out)
     print(f"violations: {len(s['violations'])}", file=out)

@@ -20,7 +20,9 @@ The contract a case is judged by (:func:`judge`), from issue #16:
   by a signal;
 - an exit 2 prints exactly one ``tccc: error: ...`` line on stderr naming the model file (other
   stderr lines may only be ``tccc: WARNING:`` diagnostics: no tracebacks, no Python warnings);
-- ``tccc ops`` calls the model supported exactly when ``tccc compile`` succeeds;
+- ``tccc ops`` calls the model supported (exit 0) exactly when ``tccc compile`` succeeds, and
+  its node list agrees with its exit code (no ``unsupported`` node on exit 0); nodes it places
+  on the ``host`` belong to a compiled model (host segments), not to a refused one;
 - a model that compiles runs with ``--check`` and is bit-exact (executor == golden model).
 """
 
@@ -49,11 +51,11 @@ V_DISAGREE = "ops and compile disagree"
 V_NOT_EXACT = "run --check not bit-exact"
 V_RUN_REFUSED = "run refused a compiled model"
 
-#: tccc ops device labels of a node tccc cannot compile. "unsupported" is the label of the
-#: defects branch (issue #16 item 4); before it, main labels such nodes "host", told apart from
-#: the real host ops (Softmax, ArgMax) by their reason: see :func:`ops_verdict`.
-UNSUPPORTED_LABEL = "unsupported"
-HOST_OP_REASON = "runs on the host CPU"
+#: ``tccc ops --json`` device labels (tcc_compiler/placement.py). A model compiles exactly when
+#: no node is ``unsupported``: ``host`` nodes (Softmax/ArgMax at the end today, any node once
+#: compile can fall back to host segments) are part of a compiled package, never a refusal.
+NPU_LABEL, HOST_LABEL, UNSUPPORTED_LABEL = "npu", "host", "unsupported"
+V_OPS_INCONSISTENT = "ops exit code and its node list disagree"
 
 
 @dataclass
@@ -214,6 +216,7 @@ class Verdict:
     outcome: str
     violations: list[str] = field(default_factory=list)
     ops_supported: bool | None = None
+    placements: dict[str, int] | None = None
     message: str = ""
 
 
@@ -231,23 +234,50 @@ def error_line_problem(res: CallResult, model_path: str) -> str | None:
     return None
 
 
-def ops_verdict(res: CallResult) -> bool | None:
-    """Does ``tccc ops MODEL --json`` call the model supported? None when it failed.
-
-    Supported: exit 0 and no node labelled ``unsupported`` (nor, before the defects branch's
-    label, ``host`` with a reason other than the host-op one). Refused: exit 2.
-    """
-    if res.status != "exit" or res.code not in (0, 2):
-        return None
-    if res.code == 2:
-        return False
+def ops_placements(res: CallResult) -> dict[str, int] | None:
+    """How many nodes ``tccc ops MODEL --json`` put on each device (``{"npu": n, "host": n,
+    "unsupported": n}``), None when it printed no node list (an exit 2 whose refusal names no
+    node, e.g. a model that cannot be read)."""
     try:
         places = json.loads(res.stdout)
     except ValueError:
         return None
-    return not any(p["device"] == UNSUPPORTED_LABEL
-                   or (p["device"] == "host" and HOST_OP_REASON not in p["reason"])
-                   for p in places)
+    if not isinstance(places, list):
+        return None
+    counts = dict.fromkeys((NPU_LABEL, HOST_LABEL, UNSUPPORTED_LABEL), 0)
+    for p in places:
+        dev = p.get("device") if isinstance(p, dict) else None
+        counts[dev] = counts.get(dev, 0) + 1
+    return counts
+
+
+def ops_verdict(res: CallResult) -> bool | None:
+    """Does ``tccc ops MODEL --json`` call the model compilable? None when ops failed.
+
+    Read from ops's exit code, its documented answer (0: compile would succeed, 2: it would
+    refuse), not from the labels: which nodes tccc can compile (on the NPU or, with host
+    fallback, on the host) is the compiler's business; the corpus checks only that ops and
+    compile agree. That the labels agree with the exit code is checked by :func:`judge`.
+    """
+    if res.status != "exit" or res.code not in (0, 2):
+        return None
+    return res.code == 0
+
+
+def _ops_consistency(res: CallResult) -> list[str]:
+    """ops's node list against its exit code: exit 0 lists no ``unsupported`` node and at
+    least one node; an exit 2 that lists nodes marks at least one ``unsupported``."""
+    placed = ops_placements(res)
+    if res.status != "exit" or placed is None:
+        return [f"{V_OPS_INCONSISTENT}: exit 0 without a node list"] if (
+            res.status == "exit" and res.code == 0) else []
+    bad = placed.get(UNSUPPORTED_LABEL, 0)
+    if res.code == 0 and (bad or not sum(placed.values())):
+        return [f"{V_OPS_INCONSISTENT}: exit 0 with {bad} unsupported of "
+                f"{sum(placed.values())} node(s)"]
+    if res.code == 2 and not bad:
+        return [f"{V_OPS_INCONSISTENT}: exit 2 but no node is unsupported"]
+    return []
 
 
 def _call_violations(res: CallResult | None, model_path: str) -> list[str]:
@@ -273,7 +303,9 @@ def judge(model_path: str, ops: CallResult, comp: CallResult, run: CallResult | 
     v = Verdict(outcome="")
     for res in (ops, comp):
         v.violations += _call_violations(res, model_path)
+    v.violations += _ops_consistency(ops)
     v.ops_supported = ops_verdict(ops)
+    v.placements = ops_placements(ops)
     compiled = comp.status == "exit" and comp.code == 0
     if v.ops_supported is not None and comp.status == "exit" and comp.code in (0, 2) \
             and v.ops_supported != compiled:

@@ -118,9 +118,33 @@ def cli_wording(message: str) -> str:
     return _API_AND_FLAG.sub(r"\2", message)
 
 
+def empty_argument(argv: list[str]) -> str | None:
+    """The option given an empty value (``-o ""``, ``--dump-ir=``; ``"a positional argument"``
+    for an empty positional), None when there is none. Every tccc argument is a path, a size or a
+    name, none of which can be empty, and ``Path("")`` is the current folder: an empty ``-o``
+    or ``--dump-ir`` used to write into it silently."""
+    for i, tok in enumerate(argv):
+        if tok.startswith("--") and tok.endswith("=") and len(tok) > 3:
+            return tok[:-1]
+        if tok == "":
+            prev = argv[i - 1] if i else ""
+            return prev if prev.startswith("-") and "=" not in prev else "a positional argument"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, run, map errors to exit codes."""
-    parser = build_parser()
+    try:  # building the parser imports every command (seconds on a loaded machine)
+        parser = build_parser()
+    except KeyboardInterrupt:  # Ctrl-C this early printed a traceback and died by SIGINT
+        print("tccc: interrupted (while starting; nothing was done)", file=sys.stderr)
+        return 130
+    argv = sys.argv[1:] if argv is None else list(argv)
+    empty = empty_argument(argv)
+    if empty:  # before parsing: a usage error, exit 2 in one line
+        print(f"tccc: error: {empty}: empty value (give a path or value; '.' is the current "
+              "folder)", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     args.verbose += getattr(args, "sub_verbose", 0)
     args.quiet = args.quiet or getattr(args, "sub_quiet", False)

@@ -15,6 +15,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from tcc_compiler.errors import InputError, ModelError
+from tcc_compiler.fsutil import check_path
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,11 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
         The ModelProto with external tensors loaded in memory.
 
     Raises:
-        InputError: the file does not exist or is not a file.
+        InputError: the file does not exist or is not a file, its name is too long, or a
+            symbolic link loop is on the way to it.
         ModelError: the file is not a valid ONNX protobuf or its external data is bad.
     """
+    check_path(path)  # a symlink loop or a too-long name: exists() says False or raises
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file")
@@ -104,6 +107,7 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
 #: Largest input width/height and channel count tccc accepts (same limits as ``--input``).
 MAX_INPUT_HW, MAX_INPUT_C = 8192, 64
 _CONV_LIKE = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool")
+_POOLS = ("MaxPool", "AveragePool", "LpPool")
 
 
 def check_input_dims(w: int, h: int, c: int, where: str, name: str) -> None:
@@ -172,31 +176,56 @@ def check_tensors(model: onnx.ModelProto, where: str) -> None:
             raise ModelError(f"{where}: {label}: {problem}")
 
 
+def _pool_problem(node: onnx.NodeProto, opset: int) -> str | None:
+    """What ONNX Runtime's pool kernels refuse at load (``PoolAttributes``,
+    onnxruntime/core/providers/cpu/nn/pool_attributes.h) and the import would pass over: a
+    MaxPool ``storage_order`` (an attribute from opset 8) other than 0 (row-major) or 1
+    (column-major), and a pad not
+    smaller than the kernel along its axis (a window wholly in the padding: no input value,
+    -inf for MaxPool). None when the node keeps these rules."""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "MaxPool" and opset >= 8 and int(attrs.get("storage_order", 0)) \
+            not in (0, 1):
+        return (f"attribute storage_order = {attrs['storage_order']} is invalid (0 row-major "
+                "or 1 column-major)")
+    kernel, pads = list(attrs.get("kernel_shape", [])), list(attrs.get("pads", []))
+    if kernel and len(pads) == 2 * len(kernel) and any(
+            p >= kernel[i % len(kernel)] for i, p in enumerate(pads)):
+        return (f"pads {pads} not smaller than kernel_shape {kernel} (a window entirely in "
+                "the padding; ONNX Runtime refuses it)")
+    return None
+
+
 def check_node_attributes(model: onnx.ModelProto, where: str) -> None:
     """Refuse impossible attributes: an empty list on any node (onnx-graphsurgeon cannot write
     one back: it was an internal error); on conv/pool nodes, kernel_shape, strides or
-    dilations < 1, negative pads, group < 1.
+    dilations < 1, negative pads, group < 1; on pool nodes, what :func:`_pool_problem` lists.
 
     Raises:
         ModelError: naming the model, node and attribute.
     """
-    lists = (onnx.AttributeProto.INTS, onnx.AttributeProto.FLOATS, onnx.AttributeProto.STRINGS)
+    opset = max([o.version for o in model.opset_import if o.domain in ("", "ai.onnx")],
+                default=0)
     for node in model.graph.node:
-        for a in node.attribute:
-            if a.type in lists and not (a.ints or a.floats or a.strings):
-                raise ModelError(f"{where}: {node.op_type} '{node.name or node.output[0]}': "
-                                 f"attribute {a.name} is an empty list (give its values or "
-                                 "leave it out)")
-        if node.op_type not in _CONV_LIKE:
-            continue
-        for a in node.attribute:
-            vals = list(a.ints) if a.type == onnx.AttributeProto.INTS else [a.i]
-            bad = ((a.name in ("kernel_shape", "strides", "dilations", "group")
-                    and any(v < 1 for v in vals))
-                   or (a.name == "pads" and any(v < 0 for v in vals)))
-            if bad:
-                raise ModelError(f"{where}: {node.op_type} '{node.name or node.output[0]}': "
-                                 f"attribute {a.name} = {vals} is invalid")
+        why = _attribute_problem(node, opset)
+        if why:
+            raise ModelError(f"{where}: {node.op_type} '{node.name or node.output[0]}': {why}")
+
+
+def _attribute_problem(node: onnx.NodeProto, opset: int) -> str | None:
+    """The first of :func:`check_node_attributes`'s rules ``node`` breaks, or None."""
+    lists = (onnx.AttributeProto.INTS, onnx.AttributeProto.FLOATS, onnx.AttributeProto.STRINGS)
+    for a in node.attribute:
+        if a.type in lists and not (a.ints or a.floats or a.strings):
+            return f"attribute {a.name} is an empty list (give its values or leave it out)"
+    if node.op_type not in _CONV_LIKE:
+        return None
+    for a in node.attribute:
+        vals = list(a.ints) if a.type == onnx.AttributeProto.INTS else [a.i]
+        if ((a.name in ("kernel_shape", "strides", "dilations", "group")
+             and any(v < 1 for v in vals)) or (a.name == "pads" and any(v < 0 for v in vals))):
+            return f"attribute {a.name} = {vals} is invalid"
+    return _pool_problem(node, opset) if node.op_type in _POOLS else None
 
 
 def check_inferred_shapes(model: onnx.ModelProto, where: str) -> None:

@@ -24,6 +24,7 @@ from tcc_compiler.frontend.loader import (check_inferred_shapes, check_input_dim
                                           check_onnx_validity,
                                           check_node_attributes, check_tensors, load_onnx,
                                           parse_input_spec, set_input_dims)
+from tcc_compiler.frontend.magnitudes import parameter_problems
 from tcc_compiler.frontend.qdq_import import attach_fixed, strip_qdq
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
@@ -353,17 +354,30 @@ def _graph_outputs(model: onnx.ModelProto, ctx: Ctx, g: Graph, where: str) -> li
 
 
 def check_npu_work(g: Graph) -> None:
-    """Refuse, for compiling, a float graph (after the passes) with nothing for the NPU to
-    compute: only host ops (Softmax, ArgMax) and views, so the NPU program would have no
-    output for the host ops to read (it compiled into a folder ``tccc run`` refused). Called
-    by the driver's compile and by :func:`tcc_compiler.placement.partition`; the import alone
-    still takes such graphs (float-level tests use them).
+    """Refuse, for compiling, a float graph (after the passes) the NPU cannot run as INT8:
+
+    * nothing for the NPU to compute: only host ops (Softmax, ArgMax) and views, so the NPU
+      program would have no output for the host ops to read (it compiled into a folder
+      ``tccc run`` refused);
+    * a float parameter that is NaN, infinite or beyond
+      :data:`~tcc_compiler.frontend.magnitudes.MAX_PARAM_MAGNITUDE` once folded
+      (:func:`~tcc_compiler.frontend.magnitudes.parameter_problems`), which calibration or
+      quantization would otherwise refuse only after ``tccc ops`` had called the model
+      supported.
+
+    Called by the driver's compile and by :func:`tcc_compiler.placement.partition` (``tccc
+    ops``), so both give the same answer; the import alone still takes such graphs
+    (float-level tests use them).
 
     Raises:
-        UnsupportedError: naming the model (``g.meta["source"]``) and every node.
+        UnsupportedError: naming the model (``g.meta["source"]``) and every node at fault.
     """
+    where = g.meta.get("source", g.name)
     if all(n.op in HOST_OPS or n.op in VIEW_OPS for n in g.nodes):
         ops = ", ".join(sorted({n.op.value for n in g.nodes}))
-        raise UnsupportedError(g.meta.get("source", g.name), [
+        raise UnsupportedError(where, [
             f"{n.op.value} '{n.name}': nothing to run on the NPU (the graph has only {ops}, "
             "which run on the host after an NPU program)" for n in g.nodes])
+    problems = parameter_problems(g)
+    if problems:
+        raise UnsupportedError(where, problems)

@@ -197,6 +197,12 @@ class LoadedProgram:
         return res[self.manifest["graph_outputs"][0]]
 
 
+def _num(v, spec: str) -> str:
+    """A manifest number for a message: formatted when it is an int, else its repr (a
+    damaged manifest may hold null or a string there; formatting those was a TypeError)."""
+    return format(v, spec) if isinstance(v, int) and not isinstance(v, bool) else repr(v)
+
+
 def _check_file_records(folder: Path, manifest: dict, files) -> None:
     """Compare each binary with its manifest record (bytes, CRC32) and say which failure it
     is: a file whose own checks fail (header CRC, stream CRC, structure) is corrupted; one of
@@ -217,16 +223,14 @@ def _check_file_records(folder: Path, manifest: dict, files) -> None:
             (read_cmd_file if name == CMD_FILE else read_weight_file)(data, str(folder / name))
         except TccError as exc:  # its own checks fail: damaged on disk or in transfer
             raise FormatError(f"{folder / name}: corrupted (CRC32 {crc:08x}, manifest.json "
-                              f"records {rec.get('crc32', 0):08x}; {exc}); recompile or copy "
-                              "the folder again") from None
+                              f"records {_num(rec.get('crc32'), '08x')}; {exc}); recompile or "
+                              "copy the folder again") from None
         if rec.get("bytes") != len(data):
-            n = rec.get("bytes")   # a damaged manifest may lack the size or hold a non-number
-            n = f"{n:,} B" if isinstance(n, int) else f"{n!r} as its size"
             raise FormatError(f"{folder / name}: {len(data):,} B but manifest.json records "
-                              f"{n}: a file from another compilation; copy "
-                              "the whole output folder together")
+                              f"{_num(rec.get('bytes'), ',')} B: a file from another "
+                              "compilation; copy the whole output folder together")
         raise FormatError(f"{folder / name}: corrupted or replaced: CRC32 {crc:08x} differs "
-                          f"from the {rec.get('crc32', 0):08x} manifest.json records (same "
+                          f"from the {_num(rec.get('crc32'), '08x')} manifest.json records (same "
                           "size); recompile or copy the folder again")
 
 

@@ -61,3 +61,21 @@ def test_interrupt_before_the_swap_leaves_the_previous_output(model, tmp_path, m
     assert cap.out == "" and "unchanged" in cap.err and cap.err.count("\n") == 1
     assert (out / "manifest.json").read_bytes() == before
     assert not [e for e in os.listdir(tmp_path) if e.startswith(".out.")]
+
+
+def test_interrupt_while_starting_is_one_line_not_a_traceback(model, tmp_path, monkeypatch,
+                                                              capsys):
+    # Ctrl-C while the parser imports the commands (seconds on a loaded machine) printed a
+    # KeyboardInterrupt traceback and the process died by SIGINT
+    import importlib
+
+    cli = importlib.import_module("tcc_compiler.cli.main")  # the module, not the function
+
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", ctrl_c)
+    assert cli.main(_argv(model, tmp_path / "out")) == 130
+    cap = capsys.readouterr()
+    assert cap.err == "tccc: interrupted (while starting; nothing was done)\n"
+    assert not (tmp_path / "out").exists()

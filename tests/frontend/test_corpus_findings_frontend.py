@@ -118,14 +118,22 @@ def test_only_host_ops_is_refused(tmp_path, capsys):
 
 
 def test_late_stage_error_names_the_file_and_prints_no_numpy_warning(tmp_path, capsys):
-    # A bias of -3e38 before a Relu (mutant conv_clip_matmul_0_0068): the import accepts it,
-    # the requantization refuses it. The error used to name the node only ("node 'conv' (conv,
-    # relu): requantization scale ... too large"), and numpy's overflow RuntimeWarnings
-    # printed two more lines each.
-    m = _conv_model(pads=[1, 1, 1, 1])
-    m.graph.node[0].input.append("b")
-    m.graph.initializer.append(numpy_helper.from_array(np.full(4, -3e38, np.float32), "b"))
-    _compile_refuses(tmp_path, capsys, m, "'conv'")
+    # A bias of -3e38 (mutant conv_clip_matmul_0_0068) is refused up front now
+    # (test_parameter_magnitudes.py). What stays late: a chain of weights each within the
+    # parameter limit (2e9 <= 2**31) whose product overflows float32 in calibration. That error
+    # used to name the node or value only, and numpy's overflow RuntimeWarnings printed two
+    # more lines each.
+    n, w = helper.make_node, np.full((3, 3, 3, 3), 2e9, np.float32)
+    nodes = [n("Conv", ["x" if i == 0 else f"c{i - 1}", "w"], [f"c{i}" if i < 4 else "y"],
+               pads=[1, 1, 1, 1], name=f"conv{i}") for i in range(5)]
+    g = helper.make_graph(nodes, "chain",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(w, "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    _compile_refuses(tmp_path, capsys, m, "calibration", "overflow")
+    assert main(["-q", "ops", str(tmp_path / "m.onnx")]) == 0  # the documented limit of ops
 
 
 def _invalid(kind: str) -> tuple[onnx.ModelProto, str]:

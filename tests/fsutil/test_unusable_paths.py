@@ -43,11 +43,39 @@ def test_bad_output_folder(setup, capsys, name):
     assert {"long": "too long", "loop": "symbolic link loop", "empty": "empty"}[name] in err
 
 
+def test_empty_output_is_refused_even_in_an_empty_folder(setup, capsys, tmp_path,
+                                                         monkeypatch):
+    # Path("") is "." : in an empty current folder -o "" compiled into it and printed
+    # "wrote /:" (the refusal the test above saw was the folder's foreign files)
+    _, model, _ = setup
+    monkeypatch.chdir(tmp_path)
+    for argv in (["compile", str(model), "--input", "16x16x3", "-o", ""],
+                 ["compile", str(model), "-o", "out", "--dump-ir", ""],  # dumped into "."
+                 ["compile", str(model), "-o", "out", "--dump-ir="],
+                 ["ops", ""], ["run", "", str(model)]):
+        assert "empty value" in _one_line_error(capsys, argv)
+    assert not list(tmp_path.iterdir())
+    from tcc_compiler.errors import InputError
+    from tcc_compiler.fsutil import check_output_folder
+
+    with pytest.raises(InputError, match="empty path"):  # the API's save("") too
+        check_output_folder("")
+
+
 def test_symlink_loop_as_model_or_image(setup, capsys):
     d, model, loop = setup
-    _one_line_error(capsys, ["compile", str(loop), "--input", "16x16x3", "-o", str(d / "o")])
-    err = _one_line_error(capsys, ["run", str(d / "out"), str(loop)])
-    assert "symbolic link loop" in err
+    err = _one_line_error(capsys, ["compile", str(loop), "--input", "16x16x3", "-o",
+                                   str(d / "o")])
+    assert "symbolic link loop" in err  # was "no such file"
+    for cmd in (["ops", str(loop)], ["run", str(d / "out"), str(loop)]):
+        assert "symbolic link loop" in _one_line_error(capsys, cmd)
+
+
+def test_model_name_too_long(setup, capsys):
+    d, _, _ = setup
+    long_model = str(d / ("m" * 300 + ".onnx"))  # was an internal error (OSError, exit 1)
+    for cmd in (["compile", long_model, "-o", str(d / "o")], ["ops", long_model]):
+        assert "too long" in _one_line_error(capsys, cmd)
 
 
 @pytest.mark.parametrize("cmd", ["report", "export-onnx"])
