@@ -39,7 +39,9 @@ class Canonicalize:
             if node.op is Op.BATCHNORM:
                 x, g_, b_, m_, v_ = node.inputs
                 gamma, beta, mean, var = (t.const.astype(np.float64) for t in (g_, b_, m_, v_))
-                a = gamma / np.sqrt(var + node.attrs.epsilon)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    # var + eps = 0 folds to inf: frontend/magnitudes.py refuses it by name
+                    a = gamma / np.sqrt(var + node.attrs.epsilon)
                 new = make_affine(graph, node, x, a, beta - mean * a)
             elif node.op in (Op.MUL, Op.ADD) and node.inputs[1].is_const:
                 x = node.inputs[0]

@@ -67,8 +67,10 @@ class FoldAffineIntoProducer(RewritePass):
         a, c = affine_params(aff)
         w = p.inputs[1].const.astype(np.float64)
         b = p.inputs[2].const.astype(np.float64)
-        _set_const(graph, p, 1, w * a.reshape((-1,) + (1,) * (w.ndim - 1)), "_w")
-        _set_const(graph, p, 2, b * a + c, "_b")
+        with np.errstate(over="ignore", invalid="ignore"):   # non-finite results are
+            # refused by name after the passes (frontend/magnitudes.py)
+            _set_const(graph, p, 1, w * a.reshape((-1,) + (1,) * (w.ndim - 1)), "_w")
+            _set_const(graph, p, 2, b * a + c, "_b")
         p.attrs = type(p.attrs)(**{**p.attrs.__dict__, "act": aff.attrs.act})
         p.source = p.source + tuple(s for s in aff.source if s not in p.source)
         graph.replace_all_uses_with(aff.output, p.output)

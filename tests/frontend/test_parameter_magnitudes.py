@@ -112,20 +112,40 @@ def _one_error_line(err: str, path) -> str:
 
 @pytest.mark.parametrize("case", sorted(REFUSED))
 def test_compile_and_ops_both_refuse(tmp_path, capsys, case):
+    """--strict: the NPU's refusal, in compile and ops alike (by default a node the NPU
+    refuses may run on the host instead: :func:`test_without_strict_ops_still_agrees`)."""
     build, phrases = REFUSED[case]
     path = tmp_path / "m.onnx"
     onnx.save(build(), path)
-    assert main(["-q", "compile", str(path), "-o", str(tmp_path / "out")]) == 2
+    assert main(["-q", "compile", str(path), "-o", str(tmp_path / "out"), "--strict"]) == 2
     err = _one_error_line(capsys.readouterr().err, path)
     for p in phrases:
         assert p in err, err
     assert not (tmp_path / "out").exists()
-    assert main(["-q", "ops", str(path), "--json"]) == 2  # ops agrees with compile
+    assert main(["-q", "ops", str(path), "--json", "--strict"]) == 2  # ops agrees
     out, err = capsys.readouterr()
     _one_error_line(err, path)
     if out:  # parameter problems: every node listed, the culprit unsupported with the reason
         bad = [p for p in json.loads(out) if p["device"] == "unsupported"]
         assert bad and all(p["reason"] for p in bad)
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_without_strict_ops_still_agrees(tmp_path, capsys, case):
+    """Default mode: compile either refuses (exit 2, one line) or puts the refused node on
+    the host (ONNX Runtime computes exactly what the model says, inf included); ``ops``
+    answers the same either way."""
+    path = tmp_path / "m.onnx"
+    onnx.save(REFUSED[case][0](), path)
+    code = main(["-q", "compile", str(path), "-o", str(tmp_path / "out")])
+    capsys.readouterr()
+    assert code in (0, 2)
+    assert main(["-q", "ops", str(path), "--json"]) == code
+    out, _ = capsys.readouterr()
+    if code == 0:
+        places = json.loads(out)
+        assert not [p for p in places if p["device"] == "unsupported"]
+        assert any(p["device"] == "host" for p in places)
 
 
 def test_partition_names_the_onnx_nodes_a_folded_parameter_came_from():
