@@ -103,6 +103,17 @@ def bench_one(name: str, whc: str, n_images: int, workdir: Path, n_calib: int = 
     out = workdir / f"out-{name}-{whc}"
     m.save(out)
     r = m.report
+    vendor = VENDOR.get((name, whc))
+    vendor = None if vendor is None else {
+        "command_kb": vendor[0], "weight_mb": vendor[1], "latency_ms": vendor[2]}
+    if r.get("layout") == "segmented":   # NPU and host segments: no single roofline
+        return {"model": name, "input": whc, "segmented": True, "vendor": vendor,
+                "compile_s": round(compile_s, 2), "peak_rss_mib": round(peak_mib, 1),
+                "command_bytes": r["command_bytes"], "weight_bytes": r["weight_bytes"],
+                "estimated_latency_ms": round(r["estimated_latency_ms"], 3),
+                "estimated_host_ms": r["estimated_host_ms"],
+                "estimated_boundary_ms": r["estimated_boundary_ms"],
+                "boundary_bytes": r["boundary_bytes"], "placement": r["placement"]}
     roof = r["roofline"]["cycles"]
     res = {
         "model": name, "input": whc, "compile_s": round(compile_s, 2),
@@ -122,9 +133,7 @@ def bench_one(name: str, whc: str, n_images: int, workdir: Path, n_calib: int = 
         # ops run in cascaded chains (schedule/cascade.py): their "tiling" starts "cascade"
         "cascaded_ops": sum(li["tiling"].startswith("cascade") for li in r["layers"]),
     }
-    vendor = VENDOR.get((name, whc))
-    res["vendor"] = None if vendor is None else {
-        "command_kb": vendor[0], "weight_mb": vendor[1], "latency_ms": vendor[2]}
+    res["vendor"] = vendor
     if not run:
         return res
     prog = load_program(out)
@@ -156,6 +165,16 @@ def format_result(r: dict) -> str:
 
     def vs(key):
         return f" (vendor {v[key]})" if key in v else ""
+    if r.get("segmented"):
+        p = r["placement"]
+        return (f"{r['model']} {r['input']}: {p['npu_segments']} NPU + {p['host_segments']} "
+                f"host segment(s) ({p['npu_nodes']} / {p['host_nodes']} nodes); npu_cmd.bin "
+                f"{r['command_bytes'] / 1000:.1f} KB{vs('command_kb')}, quantized_network.bin "
+                f"{r['weight_bytes'] / 1e6:.2f} MB{vs('weight_mb')}, est. NPU latency "
+                f"{r['estimated_latency_ms']:.2f} ms{vs('latency_ms')} + host "
+                f"{r['estimated_host_ms']:.2f} ms + boundaries {r['estimated_boundary_ms']:.2f}"
+                f" ms ({r['boundary_bytes'] / 1e6:.1f} MB converted; host figures from the "
+                f"target's [host] assumptions); compile {r['compile_s']} s")
     line = (f"{r['model']} {r['input']}: npu_cmd.bin {r['command_bytes'] / 1000:.1f} KB"
             f"{vs('command_kb')}, quantized_network.bin {r['weight_bytes'] / 1e6:.2f} MB"
             f"{vs('weight_mb')} (compression ratio {r.get('weight_ratio', 1.0):.3f}), "
