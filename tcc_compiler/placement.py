@@ -133,6 +133,7 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None, *,
     from tcc_compiler.frontend.converters import CONVERTERS
     from tcc_compiler.frontend.onnx_import import check_npu_work
     from tcc_compiler.frontend.support import SUPPORT
+    from tcc_compiler.segmenting.plan import frontend_refusals, legalizer_refusals
 
     proto = _load(model)
     nodes = list(proto.graph.node)
@@ -142,7 +143,7 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None, *,
         graph, passes = import_model(model if isinstance(model, (str, os.PathLike)) else proto,
                                      input_whc)
     except UnsupportedError as exc:
-        host_reason = _frontend_refusals(nodes, exc.problems)
+        host_reason = frontend_refusals(nodes, exc.problems)
         log.info("%s: %d node(s) refused by the frontend", where, len(host_reason))
         if not strict:
             return _segmented(model, proto, input_whc)
@@ -154,7 +155,7 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None, *,
         graph = run_float_passes(graph, passes).graph
         check_npu_work(graph)  # as the driver's compile does
     except UnsupportedError as exc:
-        host_reason = _legalizer_refusals(by_ir_name, exc.problems)
+        host_reason = legalizer_refusals(by_ir_name, exc.problems)
         if not host_reason:  # a refusal naming no ONNX node: every node shares it, so the
             # model is never reported as compiling when compile refuses it
             host_reason = dict.fromkeys((_label(n) for n in nodes), "; ".join(exc.problems))
@@ -209,39 +210,6 @@ def _channel_copies(graph) -> dict:
         return {}
     from tcc_compiler.schedule.views import plan_views
     return plan_views(graph).copies
-
-
-def _frontend_refusals(nodes: list, problems: list[str]) -> dict[str, str]:
-    """{ONNX node label: reason} of the nodes the frontend refused (its problems name them as
-    ``"<op_type> '<label>': reason"``)."""
-    host_reason: dict[str, str] = {}
-    placed: set[str] = set()
-    for n in nodes:
-        prefix = f"{n.op_type} '{_label(n)}'"
-        for prob in problems:
-            if prob.startswith(prefix + ":") or prob.startswith(prefix + " "):
-                host_reason[_label(n)] = prob[len(prefix):].lstrip(": ").strip()
-                placed.add(prob)
-    # a refusal naming no node (a graph output that is the input, no computation at all):
-    # every node shares it, so the model is never reported as compiling when compile refuses
-    model_level = [p for p in problems if p not in placed and not p.startswith("(")]
-    if model_level:
-        for n in nodes:
-            host_reason.setdefault(_label(n), "; ".join(model_level))
-    return host_reason
-
-
-def _legalizer_refusals(by_ir_name: dict, problems: list[str]) -> dict[str, str]:
-    """{ONNX node label: reason} of the legalizer's refusals: it names IR nodes, mapped back
-    onto ONNX nodes by provenance (``Node.source``)."""
-    host_reason: dict[str, str] = {}
-    for prob in problems:
-        head, _, reason = prob.partition(": ")
-        ir_name = head.split("'")[1] if head.count("'") >= 2 else ""
-        ir_node = by_ir_name.get(ir_name)
-        for src in (ir_node.source if ir_node is not None else ()):
-            host_reason[src] = reason or prob
-    return host_reason
 
 
 def _placed(n, name: str, ir, copies: dict) -> Placement:
