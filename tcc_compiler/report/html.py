@@ -197,37 +197,9 @@ def render_html(folder: str | os.PathLike, histograms: dict[str, dict] | None = 
             f"<td class=n>{l['sram_peak_bytes']:,}</td><td class=n>{l['tiles']}</td>"
             f"<td class=w>{esc(l.get('tiling', ''))}</td>"
             f"<td>{esc(', '.join(l.get('source', [])))}</td></tr>")
-    analysis = _read_json(folder / "analysis.json")
-    calib = _read_json(folder / "calib_table.json")
-    extra = []
-    if isinstance(analysis, dict) and analysis.get("layers"):
-        items = "".join(f"<tr><td>{esc(str(a.get('node', a.get('name'))))}</td>"
-                        f"<td class=n>{_sqnr_cell(a.get('isolated'))}</td>"
-                        f"<td class=n>{_sqnr_cell(a.get('accumulated'))}</td></tr>"
-                        for a in analysis["layers"])
-        extra.append(f"<h2>Per-layer SQNR</h2><table><tr><th>layer</th><th>SQNR dB (isolated)"
-                     f"</th><th>SQNR dB (accumulated)</th></tr>"
-                     f"{items}</table>")
+    extra = _analysis_sections(folder, histograms)
     if rep.get("layout") == "segmented":
         extra.insert(0, _segments_html(rep))
-    if histograms is None and isinstance(calib, dict):
-        histograms = calib.get("tensors", calib)
-    hists = _histograms(histograms) if histograms else []
-    if hists:
-        imgs = "".join(f'<figure><img alt="histogram {esc(n)}" src="{src}"></figure>'
-                       for n, src in hists)
-        extra.append(f"<h2>Activation histograms: all {len(hists)} quantized tensors "
-                     f"(dashed: chosen clipping range; end bins hold the clipped values)</h2>"
-                     f"<div class=grid>{imgs}</div>")
-    else:
-        why = " (calib_table.json holds the clipping ranges, not histograms)" \
-            if isinstance(calib, dict) else ""
-        extra.append("<p class=note>No activation histograms: write the report with "
-                     f"<code>tccc report DIR -o FILE --histograms</code>{esc(why)}.</p>")
-    if not (isinstance(analysis, dict) and analysis.get("layers")):
-        extra.append("<p class=note>No per-layer SQNR: run <code>tccc analyze DIR MODEL.onnx "
-                     "IMAGE...</code> (writes analysis.json into the folder), then the report "
-                     "again.</p>")
     summary = [("target", rep.get("target")), ("npu_cmd.bin", f"{rep.get('command_bytes', 0):,} B"),
                ("quantized_network.bin", f"{rep.get('weight_bytes', 0):,} B"),
                ("MACs", f"{rep.get('macs', 0):,}"),
@@ -299,6 +271,43 @@ def _segments_html(rep: dict) -> str:
             f"<th>what</th><th>est. ms</th></tr>{''.join(seg_rows)}</table>"
             "<h2>Boundaries (per image)</h2><table><tr><th>tensor</th><th>segment</th>"
             f"<th>conversion</th><th>bytes moved</th><th>est. host ms</th></tr>{b_rows}</table>")
+
+
+def _analysis_sections(folder: Path, histograms: dict[str, dict] | None) -> list[str]:
+    """HTML sections from the folder's analysis data: per-layer SQNR (analysis.json) and the
+    activation histograms (``histograms``, else calib_table.json's), or notes on how to get
+    them."""
+    esc = html.escape
+    analysis = _read_json(folder / "analysis.json")
+    calib = _read_json(folder / "calib_table.json")
+    extra = []
+    if isinstance(analysis, dict) and analysis.get("layers"):
+        items = "".join(f"<tr><td>{esc(str(a.get('node', a.get('name'))))}</td>"
+                        f"<td class=n>{_sqnr_cell(a.get('isolated'))}</td>"
+                        f"<td class=n>{_sqnr_cell(a.get('accumulated'))}</td></tr>"
+                        for a in analysis["layers"])
+        extra.append(f"<h2>Per-layer SQNR</h2><table><tr><th>layer</th><th>SQNR dB (isolated)"
+                     f"</th><th>SQNR dB (accumulated)</th></tr>"
+                     f"{items}</table>")
+    if histograms is None and isinstance(calib, dict):
+        histograms = calib.get("tensors", calib)
+    hists = _histograms(histograms) if histograms else []
+    if hists:
+        imgs = "".join(f'<figure><img alt="histogram {esc(n)}" src="{src}"></figure>'
+                       for n, src in hists)
+        extra.append(f"<h2>Activation histograms: all {len(hists)} quantized tensors "
+                     f"(dashed: chosen clipping range; end bins hold the clipped values)</h2>"
+                     f"<div class=grid>{imgs}</div>")
+    else:
+        why = " (calib_table.json holds the clipping ranges, not histograms)" \
+            if isinstance(calib, dict) else ""
+        extra.append("<p class=note>No activation histograms: write the report with "
+                     f"<code>tccc report DIR -o FILE --histograms</code>{esc(why)}.</p>")
+    if not (isinstance(analysis, dict) and analysis.get("layers")):
+        extra.append("<p class=note>No per-layer SQNR: run <code>tccc analyze DIR MODEL.onnx "
+                     "IMAGE...</code> (writes analysis.json into the folder), then the report "
+                     "again.</p>")
+    return extra
 
 
 def write_html(folder: str | os.PathLike, path: str | os.PathLike,
