@@ -49,8 +49,13 @@ def _is_nhwc_input(model: onnx.ModelProto, name: str) -> bool:
     return perm == [[0, 3, 1, 2]]
 
 
-def _fix_input_dims(model: onnx.ModelProto, whc: tuple[int, int, int] | None,
-                    where: str) -> tuple[str, tuple[int, ...], str]:
+def _image_input(model: onnx.ModelProto, where: str):
+    """(input ValueInfo, its dims (0 = unknown), NHWC?) of the model's one image input.
+
+    Raises:
+        ModelError: not exactly one activation input, not float32, or a known rank other
+            than 4.
+    """
     ins = _activation_inputs(model)
     if len(ins) != 1:
         raise ModelError(f"{where}: expected exactly one image input, found {len(ins)} "
@@ -60,34 +65,47 @@ def _fix_input_dims(model: onnx.ModelProto, whc: tuple[int, int, int] | None,
     if tt.elem_type != onnx.TensorProto.FLOAT:
         raise ModelError(f"{where}: input '{inp.name}' must be float32")
     dims = [d.dim_value if d.HasField("dim_value") else 0 for d in tt.shape.dim]
-    nhwc = _is_nhwc_input(model, inp.name)
     if len(dims) not in (0, 4):  # known rank that is not an image's: --input cannot help
         raise ModelError(f"{where}: input '{inp.name}' has rank {len(dims)} (dims {dims}), "
                          "expected a 4-D NCHW (or NHWC) image")
+    return inp, dims, _is_nhwc_input(model, inp.name)
+
+
+def _warn_fixed_dims(where: str, name: str, dims: list[int], nhwc: bool, w: int, h: int) -> None:
+    """Log when the model's own batch or spatial dims differ from what is compiled."""
+    if len(dims) != 4:
+        return
+    if dims[0] > 1:  # the NPU program runs one image at a time
+        log.warning("%s: input '%s' has a fixed batch of %d; compiling it at batch 1 (run "
+                    "the images one at a time, or several with `tccc run ... --jobs`)", where,
+                    name, dims[0])
+    mh, mw = (dims[1], dims[2]) if nhwc else (dims[2], dims[3])
+    if mh > 0 and mw > 0 and (mw, mh) != (w, h):
+        # callers: --input / input_whc, or `tccc analyze` (the folder's compiled size)
+        log.warning("%s: input '%s' is fixed at %dx%d (W x H); importing it at the "
+                    "requested %dx%d%s", where, name, mw, mh, w, h,
+                    " (width and height swapped?)" if (mh, mw) == (w, h) else "")
+
+
+def _fix_input_dims(model: onnx.ModelProto, whc: tuple[int, int, int] | None,
+                    where: str) -> tuple[str, tuple[int, ...], str]:
+    """Fix the image input to batch 1 and ``whc`` (None: the model's own dims); return
+    (input name, new shape, ``"NCHW"``/``"NHWC"``).
+
+    Raises:
+        ModelError: see :func:`_image_input`. InputError: unknown dims and no ``whc``, a size
+            out of range, or a channel count the model does not take.
+    """
+    inp, dims, nhwc = _image_input(model, where)
     if whc is None:
         if len(dims) != 4 or any(d <= 0 for d in dims[1:]):
             raise InputError(f"{where}: input '{inp.name}' has unknown dims {dims}; "
                              "pass input_whc/--input WxHxC")
-        if nhwc:
-            whc = (dims[2], dims[1], dims[3])
-        else:
-            whc = (dims[3], dims[2], dims[1])
+        whc = (dims[2], dims[1], dims[3]) if nhwc else (dims[3], dims[2], dims[1])
     w, h, c = whc
-    if is_segment(model):  # a boundary tensor of a bigger model: any channel count
-        check_input_dims(w, h, 1, where, inp.name)
-    else:
-        check_input_dims(w, h, c, where, inp.name)
-    if len(dims) == 4 and dims[0] > 1:  # the NPU program runs one image at a time
-        log.warning("%s: input '%s' has a fixed batch of %d; compiling it at batch 1 (run "
-                    "the images one at a time, or several with `tccc run ... --jobs`)", where,
-                    inp.name, dims[0])
-    if len(dims) == 4:
-        mh, mw = (dims[1], dims[2]) if nhwc else (dims[2], dims[3])
-        if mh > 0 and mw > 0 and (mw, mh) != (w, h):
-            # callers: --input / input_whc, or `tccc analyze` (the folder's compiled size)
-            log.warning("%s: input '%s' is fixed at %dx%d (W x H); importing it at the "
-                        "requested %dx%d%s", where, inp.name, mw, mh, w, h,
-                        " (width and height swapped?)" if (mh, mw) == (w, h) else "")
+    # a boundary tensor of a bigger model (an NPU segment) takes any channel count
+    check_input_dims(w, h, 1 if is_segment(model) else c, where, inp.name)
+    _warn_fixed_dims(where, inp.name, dims, nhwc, w, h)
     new = [1, h, w, c] if nhwc else [1, c, h, w]
     model_c = dims[3] if nhwc and len(dims) == 4 else (dims[1] if len(dims) == 4 else 0)
     if model_c > 0 and model_c != c:
