@@ -199,3 +199,8 @@ def test_inspect_and_html_report_show_segments_and_boundaries(compiled, tmp_path
     assert main(["disasm", str(folder)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("tccc: error:") and "npu_0" in err
+    for args in (["export-onnx", str(folder), "-o", str(tmp_path / "q.onnx")],
+                 ["export-onnx", str(folder), "--ort", "-o", str(tmp_path / "o.onnx")]):
+        assert main(args) == 2   # one NPU program at a time, today: named, not a KeyError
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "npu_0" in err and not (tmp_path / "o.onnx").exists()
