@@ -277,16 +277,16 @@ def export_onnx(folder: str | os.PathLike, output: str | os.PathLike,
         The written file's path.
 
     Raises:
-        InputError: a segmented folder (NPU and host segments): both forms work on one NPU
-            program today (the message names the ``npu_<k>`` folders).
+        InputError: the QDQ form of a segmented folder (NPU and host segments): it maps one
+            NPU program (the message names the ``npu_<k>`` folders); the ``ort_nodes`` form
+            takes segmented folders.
     """
-    from tcc_compiler.runtime.segmented import refuse_segmented
-
-    refuse_segmented(folder, "tccc export-onnx" + (" --ort" if ort_nodes else ""))
     if ort_nodes:
         from tcc_compiler.export.ort_model import save_ort
 
         return save_ort(folder, output)
     from tcc_compiler.export import save_qdq
+    from tcc_compiler.runtime.segmented import refuse_segmented
 
+    refuse_segmented(folder, "tccc export-onnx")
     return save_qdq(folder, output)

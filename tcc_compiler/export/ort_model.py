@@ -9,8 +9,12 @@ outputs it needs:
   float64 and rounds once, so the outputs agree bit for bit);
 * argmax: ``ArgMax`` (``keepdims=0``, first index on ties, as numpy).
 
-The segments come from the folder's manifest (:func:`segments`): today one NPU program reading
-the model input, then the host ops in the manifest's order; the exporter loops over them.
+The segments come from the folder's manifest (:func:`segments`): one NPU program reading
+the model input, then the host ops in the manifest's order; the exporter loops over them. A
+segmented folder (NPU and host segments anywhere, specs/manifest.md) loops over its
+``segments`` instead (:func:`_segmented_graph`): each NPU segment one custom node referencing
+its ``npu_<k>`` folder, each host segment the nodes and initializers of its ``host_<k>.onnx``,
+at the original model's opset.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
@@ -106,6 +111,8 @@ def export_ort(folder: str | os.PathLike) -> onnx.ModelProto:
 
     prog = load_program(folder)
     man = prog.manifest
+    if man.get("layout") == "segmented":
+        return _finish(*_segmented_graph(Path(folder).resolve(), man, prog))
     absolute = str(Path(folder).resolve())
     nodes = []
     for i, seg in enumerate(segments(man)):
@@ -125,13 +132,63 @@ def export_ort(folder: str | os.PathLike) -> onnx.ModelProto:
     outs = [helper.make_tensor_value_info(
         o, TensorProto.INT64 if o in argmax_outs else TensorProto.FLOAT, shapes[o])
         for o in man["graph_outputs"]]
-    g = helper.make_graph(nodes, "tccc_npu", ins, outs)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET),
-                                                helper.make_opsetid(DOMAIN, 1)],
+    return _finish(helper.make_graph(nodes, "tccc_npu", ins, outs), OPSET, 8)
+
+
+def _finish(graph: onnx.GraphProto, opset: int, ir_version: int) -> onnx.ModelProto:
+    """The checked model of ``graph``: default-domain ``opset`` plus the custom domain."""
+    from tcc_compiler.runtime.ort_ops import DOMAIN
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
+                                                    helper.make_opsetid(DOMAIN, 1)],
                               producer_name="tccc", producer_version=__version__)
-    model.ir_version = 8
+    model.ir_version = ir_version
     onnx.checker.check_model(model)
     return model
+
+
+def _segmented_graph(folder: Path, man: dict, prog) -> tuple[onnx.GraphProto, int, int]:
+    """(graph, default opset, IR version) of a segmented folder: its segments in order, NPU
+    segments as custom nodes on their ``npu_<k>`` folders, host segments inlined.
+
+    Raises:
+        FormatError: an NPU segment output its program does not produce, or host graphs of
+            different opsets.
+    """
+    from tcc_compiler.runtime.ort_ops import DOMAIN, op_type
+
+    nodes, inits, opsets, ir = [], [], set(), 8
+    for k, seg in enumerate(man["segments"]):
+        if seg["device"] == "npu":
+            sub = prog.programs[k].manifest
+            made = [o["name"] for o in sub["outputs"]] + [h["output"] for h in sub["host_ops"]]
+            missing = [t for t in seg["outputs"] if t not in made]
+            if missing:
+                raise FormatError(f"{folder}: segment {k} lists outputs {missing} that "
+                                  f"{seg['folder']} does not produce")
+            node = helper.make_node(op_type(len(seg["outputs"])), [seg["inputs"][0]],
+                                    list(seg["outputs"]), name=f"npu_segment_{k}",
+                                    domain=DOMAIN, folder=str(folder / seg["folder"]))
+            node.attribute.append(helper.make_attribute("outputs",
+                                                        json.dumps(list(seg["outputs"]))))
+            nodes.append(node)
+            continue
+        host = onnx.load(str(folder / seg["file"]))
+        nodes.extend(host.graph.node)
+        inits.extend(host.graph.initializer)
+        opsets |= {o.version for o in host.opset_import if o.domain in ("", "ai.onnx")}
+        ir = max(ir, host.ir_version)
+    if len(opsets) > 1:
+        raise FormatError(f"{folder}: host graphs of different opsets {sorted(opsets)}")
+    inp = man["input"]
+    ins = [helper.make_tensor_value_info(inp.get("onnx_name", inp["name"]), TensorProto.FLOAT,
+                                         list(prog.input_shape))]
+    shapes = {o["name"]: o for o in man["outputs"]}
+    outs = [helper.make_tensor_value_info(
+        name, helper.np_dtype_to_tensor_dtype(np.dtype(shapes[name].get("dtype", "float32"))),
+        list(shapes[name]["shape"])) for name in man["graph_outputs"]]
+    graph = helper.make_graph(nodes, "tccc_npu", ins, outs, initializer=inits)
+    return graph, max(opsets, default=OPSET), ir
 
 
 def save_ort(folder: str | os.PathLike, path: str | os.PathLike) -> Path:
