@@ -422,7 +422,11 @@ class _Planner:
 
 
 def _io(v: Value, t: Tensor) -> IoTensor:
+    """The host's view of network input/output ``v`` in its DRAM tensor ``t``. Its (H, W, C)
+    is ``v``'s own (:func:`~tcc_compiler.schedule.geom.hwc`), not the buffer's: a view output
+    (a Transpose/Reshape that moves no bytes in NHWC, e.g. [1, 126, 1, 1] -> [1, 1, 1, 126])
+    shares its source's buffer, whose (1, 1, 126) would not match its NCHW shape."""
     q = v.quant
-    return IoTensor(v.name, t.region, t.offset, t.hwc, "int32" if t.elem_bytes == 4
+    return IoTensor(v.name, t.region, t.offset, hwc(v), "int32" if t.elem_bytes == 4
                     else "int8", [float(s) for s in np.atleast_1d(q.scale)],
                     [int(z) for z in np.atleast_1d(q.zero_point)], tuple(v.shape))
