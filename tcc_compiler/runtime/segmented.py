@@ -60,7 +60,7 @@ class SegmentedProgram:
         self.programs: dict[int, LoadedProgram] = {}
         self.sessions: dict = {}
         so = ort.SessionOptions()
-        so.log_severity_level = 3
+        so.log_severity_level = 4   # fatal only: errors come back as exceptions
         for k, seg in enumerate(manifest["segments"]):
             if not isinstance(seg, dict) or seg.get("device") not in ("npu", "host"):
                 raise FormatError(f"{where}: segments[{k}]: expected an npu or host segment")

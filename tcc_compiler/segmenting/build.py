@@ -100,7 +100,7 @@ def boundary_values(plan: SegmentPlan, names: list[str], xs,
     have = {o.name for o in proto.graph.output}
     proto.graph.output.extend(types[n] for n in names if n not in have)
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = 4   # fatal only: errors come back as exceptions, reported once
     sess = ort.InferenceSession(proto.SerializeToString(), so,
                                 providers=["CPUExecutionProvider"])
     out: dict[str, list[np.ndarray]] = {n: [] for n in names}

@@ -131,7 +131,7 @@ def _ort_problem(model: onnx.ModelProto) -> str | None:
     from onnx import helper
 
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = 4   # fatal only: errors come back as exceptions, reported once
     try:
         sess = ort.InferenceSession(model.SerializeToString(), so,
                                     providers=["CPUExecutionProvider"])

@@ -181,6 +181,13 @@ def test_small_corpus_slice_keeps_the_contract(corpus, tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "issue #16, open: after host segments became the default, the --quick corpus (2,388 "
+    "models, 737 s) found 9 violations; fixed since: ssdlite-mobilenet-v2@128x64 (view "
+    "output npu_hwc) and 2 stray ONNX Runtime log lines; open: light_zfnet512 (ops/compile "
+    "exit 1 under the corpus limits), mutants with absurd weights that fall back to the host "
+    "(compile exit 1 in 3, ops/compile disagree in 2). strict: this test fails the run as "
+    "soon as they are fixed, so the mark goes with them."))
 def test_whole_corpus_keeps_the_contract(corpus, tmp_path):
     """The whole corpus (zoo at --quick sizes; tools/corpus.py without --quick for the seed
     resolutions): no violation. ~30 min with 2 jobs on an idle 2-core machine. Its last open
