@@ -9,10 +9,9 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import onnx
 import pytest
 from conftest import run_program_impl
-from onnx import TensorProto, helper, numpy_helper
+from helpers.prefetch_net import prefetch_net
 
 from tcc_compiler.frontend import import_onnx
 from tcc_compiler.isa.spec import Queue, Region
@@ -27,35 +26,13 @@ from tcc_compiler.target import load_target
 BUDGET = 512 * 1024
 
 
-def _net(last: int = 512) -> onnx.ModelProto:
-    """x[1, 32, 32, 32] -> three Conv3x3 32->32 + Relu (compute-bound, small weights) ->
-    Conv3x3/s2 32->256 + Relu -> Conv1x1 256->``last`` + Relu (load-bound: 8x8 outputs, 74 KB
-    and ``last`` * 256 bytes of weights)."""
-    r = np.random.default_rng(0)
-    inits, nodes, cur, cin = [], [], "x", 32
-    for i, (cout, k, s) in enumerate([(32, 3, 1)] * 3 + [(256, 3, 2), (last, 1, 1)]):
-        wt = (r.standard_normal((cout, cin, k, k)) / np.sqrt(k * k * cin)).astype(np.float32)
-        b = (r.standard_normal(cout) * 0.1).astype(np.float32)
-        inits += [numpy_helper.from_array(wt, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
-        nodes.append(helper.make_node("Conv", [cur, f"w{i}", f"b{i}"], [f"c{i}"],
-                                      kernel_shape=[k, k], pads=[k // 2] * 4, strides=[s, s],
-                                      name=f"conv{i}"))
-        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}"))
-        cur, cin = f"r{i}", cout
-    graph = helper.make_graph(
-        nodes, "prefetch", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                          [1, 32, 32, 32])],
-        [helper.make_tensor_value_info(cur, TensorProto.FLOAT, [1, last, 16, 16])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-
-
 @pytest.fixture(scope="module")
 def net_q():
     """The net quantized, a fresh input, the target, the plain program and its prefetched
     twin (same resident zone: none)."""
     from tcc_compiler.passes import PassManager, default_pipeline
 
-    g = PassManager(default_pipeline()).run(import_onnx(_net()))
+    g = PassManager(default_pipeline()).run(import_onnx(prefetch_net()))
     r = np.random.default_rng(3)
     xs = [r.standard_normal((1, 32, 32, 32)).astype(np.float32) for _ in range(3)]
     quantize_graph(g, collect_ranges(g, xs[:2]))
@@ -141,7 +118,7 @@ def test_consumer_reuses_prefetch_area_bit_exact():
     from tcc_compiler.passes import PassManager, default_pipeline
 
     budget, zone = 768 * 1024, 64 * 1024
-    g = PassManager(default_pipeline()).run(import_onnx(_net(1024)))
+    g = PassManager(default_pipeline()).run(import_onnx(prefetch_net(1024)))
     r = np.random.default_rng(3)
     xs = [r.standard_normal((1, 32, 32, 32)).astype(np.float32) for _ in range(3)]
     quantize_graph(g, collect_ranges(g, xs[:2]))
