@@ -89,15 +89,25 @@ def _emit(ctx: Ctx, node: onnx.NodeProto, fh: int, fw: int, coord: str, nearest:
         ctx.emit(Op.RESIZE, node, [x], ResizeAttrs(fh, fw))
 
 
+def _nearest_input(ctx: Ctx, node: onnx.NodeProto, a: dict, what: str):
+    """The NCHW activation a nearest ``what`` ("resize"/"upsample") node reads.
+
+    Raises:
+        Unsupported: another rank, a constant input, or a mode other than nearest.
+    """
+    x = ctx.get(node, 0)
+    if len(x.shape) != 4 or x.is_const:
+        raise Unsupported(f"{what} of a rank-{len(x.shape)} tensor: only NCHW maps")
+    mode = _text(a.get("mode"), "nearest")
+    if mode != "nearest":
+        raise Unsupported(f"mode '{mode}': only nearest {what[:-1]}ing runs on the NPU")
+    return x
+
+
 def resize(ctx: Ctx, node: onnx.NodeProto) -> None:
     """Resize: mode nearest with integer upsampling factors that repeat pixels."""
     a = attrs_of(node)
-    x = ctx.get(node, 0)
-    if len(x.shape) != 4 or x.is_const:
-        raise Unsupported(f"resize of a rank-{len(x.shape)} tensor: only NCHW maps")
-    mode = _text(a.get("mode"), "nearest")
-    if mode != "nearest":
-        raise Unsupported(f"mode '{mode}': only nearest resizing runs on the NPU")
+    x = _nearest_input(ctx, node, a, "resize")
     if "axes" in a or _text(a.get("keep_aspect_ratio_policy"), "stretch") != "stretch":
         raise Unsupported("axes / keep_aspect_ratio_policy attributes are not supported")
     if ctx.opset < 11:
@@ -116,12 +126,7 @@ def upsample(ctx: Ctx, node: onnx.NodeProto) -> None:
     """Upsample (opsets 7-9, deprecated): mode nearest, scales attribute (7) or input (9);
     its nearest mode is asymmetric with floor."""
     a = attrs_of(node)
-    x = ctx.get(node, 0)
-    if len(x.shape) != 4 or x.is_const:
-        raise Unsupported(f"upsample of a rank-{len(x.shape)} tensor: only NCHW maps")
-    mode = _text(a.get("mode"), "nearest")
-    if mode != "nearest":
-        raise Unsupported(f"mode '{mode}': only nearest upsampling runs on the NPU")
+    x = _nearest_input(ctx, node, a, "upsample")
     scales = a.get("scales") if "scales" in a else ctx.const(node, 1, "scales")
     fh, fw = _factors(ctx, node, x.shape, scales, None)
     _emit(ctx, node, fh, fw, "asymmetric", "floor")
