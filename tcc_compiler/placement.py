@@ -181,16 +181,22 @@ def _segmented(model, proto, input_whc) -> list[Placement]:
     """Placements of a model compile segments (the plan of :mod:`tcc_compiler.segmenting`):
     NPU segment nodes as the NPU stages place them, host nodes with the refusal that moved
     them, nodes folded before segmenting as folded, and ``unsupported`` where neither runs."""
+    from tcc_compiler.segmenting.build import check_default_calibration
     from tcc_compiler.segmenting.plan import plan_model
 
     plan = plan_model(model if isinstance(model, (str, os.PathLike)) else proto, input_whc)
+    if plan.problem:
+        return [Placement(_label(n), n.op_type, UNSUPPORTED, plan.problem)
+                for n in proto.graph.node]
     nodes = plan.prepared.proto.graph.node
+    overflow = {} if plan.unsupported else check_default_calibration(plan)
     seg_of = {i: s for s in plan.segments for i in s.nodes}
     placed: dict[str, Placement] = {}
     for i, n in enumerate(nodes):
         name, seg = _label(n), seg_of[i]
-        if i in plan.unsupported:
-            placed[name] = Placement(name, n.op_type, UNSUPPORTED, plan.unsupported[i])
+        if i in plan.unsupported or i in overflow:
+            placed[name] = Placement(name, n.op_type, UNSUPPORTED,
+                                     plan.unsupported.get(i) or overflow[i])
         elif seg.device == HOST:
             placed[name] = Placement(name, n.op_type, HOST, f"host segment {seg.index} (ONNX "
                                      f"Runtime, float32): {plan.host_reason.get(i, '')}")

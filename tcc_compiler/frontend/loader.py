@@ -270,7 +270,7 @@ def check_onnx_validity(model: onnx.ModelProto, where: str,
     over (so tccc never compiles a model no float reference can run): an IR version newer
     than the onnx package knows, nodes breaking their op's schema at the model's opset (input
     counts, attribute types: ``onnx.checker.check_node``), two nodes of the same name, an
-    ``auto_pad`` outside the spec's values, a Conv ``kernel_shape`` other than its weight's.
+    ``auto_pad`` outside the spec's values or set together with ``pads``, a Conv ``kernel_shape`` other than its weight's.
     Run after the import's own checks, whose messages are more specific. ``standard_only``
     skips the schema check of custom-domain nodes (the host-segment planner lets ONNX Runtime
     decide whether it runs them).
@@ -302,6 +302,9 @@ def check_onnx_validity(model: onnx.ModelProto, where: str,
         if node.op_type in _CONV_LIKE and pad not in AUTO_PAD:
             raise ModelError(f"{where}: {label}: auto_pad '{pad}' is not one of "
                              f"{', '.join(AUTO_PAD)}")
+        if node.op_type in _CONV_LIKE and pad != "NOTSET" and "pads" in attrs:
+            raise ModelError(f"{where}: {label}: has both auto_pad '{pad}' and pads (the ONNX "
+                             "spec allows one or the other)")
         w = inits.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
         if w is not None and "kernel_shape" in attrs and tuple(attrs["kernel_shape"]) != w[2:]:
             raise ModelError(f"{where}: {label}: kernel_shape {list(attrs['kernel_shape'])} "

@@ -24,7 +24,7 @@ import onnx
 from tcc_compiler.datasets.calibration import default_calibration, resolve_calibration
 from tcc_compiler.datasets.images import Preprocess
 from tcc_compiler.emit.segments import build_segment_manifest, build_segment_report
-from tcc_compiler.errors import UnsupportedError
+from tcc_compiler.errors import ModelError, UnsupportedError
 from tcc_compiler.frontend.segments import HOST, extract_model, tensor_types
 from tcc_compiler.ir.graph import Graph, Value
 from tcc_compiler.options import CompileOptions
@@ -112,6 +112,46 @@ def boundary_values(plan: SegmentPlan, names: list[str], xs,
     return out
 
 
+def boundary_overflow(plan: SegmentPlan, values: dict[str, list[np.ndarray]]) \
+        -> dict[int, str]:
+    """{node index: why} of the nodes whose output, an NPU segment's input in ``values``
+    (:func:`boundary_values`), is non-finite or beyond what calibration holds
+    (:data:`tcc_compiler.quant.calibrate.MAX_ACTIVATION`) on some calibration input: float32
+    overflow upstream (weights of absurd magnitude run by ONNX Runtime on the host), which no
+    int8 scale can represent. The model input itself is checked by calibration."""
+    from tcc_compiler.quant.calibrate import MAX_ACTIVATION
+
+    producer = {t: i for i, n in enumerate(plan.prepared.proto.graph.node) for t in n.output}
+    bad: dict[int, str] = {}
+    for name, arrays in values.items():
+        if name not in producer:
+            continue
+        for k, a in enumerate(arrays):
+            peak = float(np.max(np.abs(a))) if a.size else 0.0
+            if not np.isfinite(peak) or peak > MAX_ACTIVATION:
+                bad.setdefault(producer[name], (
+                    f"its output '{name}', an NPU segment's input, reaches {peak:.3g} on "
+                    f"calibration input {k} (float32 overflow; weights of absurd magnitude?)"))
+                break
+    return bad
+
+
+def check_default_calibration(plan: SegmentPlan) -> dict[int, str]:
+    """:func:`boundary_overflow` on the bundled calibration photos ``tccc compile`` uses by
+    default, so ``tccc ops`` refuses what such a compile would; {} when the model's channel
+    count has no bundled photos (compile then asks for calibration arrays)."""
+    from tcc_compiler.errors import InputError
+
+    if not plan.npu_segments:
+        return {}
+    try:
+        xs, _ = _model_inputs(plan, CompileOptions())
+    except InputError:
+        return {}
+    return boundary_overflow(plan, boundary_values(
+        plan, sorted({s.inputs[0] for s in plan.npu_segments}), xs))
+
+
 def _merge_tables(tables: list[dict]) -> dict | None:
     """One calibration table holding every segment's tensors (names are the ONNX model's,
     unique across segments), or None when no segment has one."""
@@ -139,11 +179,14 @@ def compile_segmented(model: str | os.PathLike | onnx.ModelProto, options: Compi
 
     Raises:
         UnsupportedError: nodes neither the NPU nor ONNX Runtime runs (every one listed).
+        ModelError: nothing is left to compute (:attr:`SegmentPlan.problem`).
         TccError subclasses: as :func:`tcc_compiler.driver.compile_model` for each segment.
     """
     from tcc_compiler.driver import compile_model
 
     plan = plan or plan_model(model, options.input_whc)
+    if plan.problem:
+        raise ModelError(f"{plan.prepared.where}: {plan.problem}")
     if plan.unsupported:
         nodes = plan.prepared.proto.graph.node
         raise UnsupportedError(plan.prepared.where, [
@@ -156,6 +199,12 @@ def compile_segmented(model: str | os.PathLike | onnx.ModelProto, options: Compi
         xs, source = _model_inputs(plan, options)
         calib = boundary_values(plan, sorted({s.inputs[0] for s in npu}), xs, progress)
         n_calib = len(xs)
+        bad = boundary_overflow(plan, calib)
+        if bad:
+            nodes = plan.prepared.proto.graph.node
+            raise UnsupportedError(plan.prepared.where, [
+                f"{nodes[i].op_type} '{lab}': {bad[i]}"
+                for i, lab in zip(sorted(bad), plan.labels(sorted(bad)))])
     parts: list = []
     for seg in plan.segments:
         name = f"{Path(plan.prepared.where).name}:{seg.device}_{seg.index}"

@@ -40,6 +40,8 @@ class SegmentPlan:
         rounds: how many cut-and-check rounds the plan took.
         npu_ir: {ONNX node label: the IR node it became} in the NPU segments after the float
             passes (fused nodes share one; nodes removed at compile time are absent).
+        problem: why the model as a whole does not compile though no node is at fault (no
+            node is left to compute: every output is the input or a constant), else "".
     """
 
     prepared: PreparedModel
@@ -48,6 +50,7 @@ class SegmentPlan:
     unsupported: dict[int, str] = field(default_factory=dict)
     rounds: int = 0
     npu_ir: dict = field(default_factory=dict)
+    problem: str = ""
 
     @property
     def npu_segments(self) -> list[Segment]:
@@ -247,6 +250,10 @@ def plan_model(model: str | os.PathLike | onnx.ModelProto,
         why = "nothing is left for the NPU (every node runs on the host)"
         unsupported.update({i: f"{reasons.get(i, '')}; {why}".lstrip("; ")
                             for i in range(len(nodes)) if i not in unsupported})
+    problem = "" if nodes else (
+        f"nothing is left to compute once constants are folded: output(s) "
+        f"{', '.join(repr(o.name) for o in prepared.proto.graph.output)} are the input or "
+        "constants")
     npu_ir = {k: v for s in segs if s.device == NPU for k, v in checked[s.nodes][1].items()}
     return SegmentPlan(prepared, segs, {i: reasons.get(i, "") for i in host}, unsupported,
-                       rounds, npu_ir)
+                       rounds, npu_ir, problem)

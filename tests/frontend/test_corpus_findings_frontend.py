@@ -149,6 +149,9 @@ def _invalid(kind: str) -> tuple[onnx.ModelProto, str]:
     if kind == "auto_pad":  # read as SAME before (pads 1 on a 3x3: the shapes agree)
         m = _conv_model(pads=[1, 1, 1, 1], auto_pad="bogus")
         return m, "auto_pad 'bogus' is not one of"
+    if kind == "auto_pad_and_pads":  # mutant residual_softmax_0_0145: ORT refused it mid-compile
+        m = _conv_model(pads=[1, 1, 1, 1], auto_pad="SAME_LOWER")
+        return m, "has both auto_pad 'SAME_LOWER' and pads"
     if kind == "kernel_shape":  # a 4-value kernel_shape leaves ONNX's shape unknown
         conv.attribute.append(helper.make_attribute("kernel_shape", [5, 3, 2, 5]))
         return m, "kernel_shape [5, 3, 2, 5] differs from its weight's [3, 3]"
@@ -160,8 +163,8 @@ def _invalid(kind: str) -> tuple[onnx.ModelProto, str]:
     return m, "Clip 'clip': Node(clip) with schema(::Clip:6) has input size 3"
 
 
-@pytest.mark.parametrize("kind", ["ir_version", "duplicate_name", "auto_pad", "kernel_shape",
-                                  "schema"])
+@pytest.mark.parametrize("kind", ["ir_version", "duplicate_name", "auto_pad",
+                                  "auto_pad_and_pads", "kernel_shape", "schema"])
 def test_models_onnx_runtime_calls_invalid_are_refused(tmp_path, capsys, kind):
     m, phrase = _invalid(kind)
     _compile_refuses(tmp_path, capsys, m, phrase)

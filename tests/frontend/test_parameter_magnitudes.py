@@ -189,3 +189,53 @@ def test_clip_bounds_may_be_infinite_but_the_limit_is_documented():
     assert all(p.supported for p in partition(m))  # one-sided clip: a lookup table
     spec = (Path(__file__).resolve().parents[2] / "specs" / "quantization.md").read_text()
     assert "2^31" in spec and MAX_PARAM_MAGNITUDE == 2.0 ** 31
+
+
+def _host_overflow() -> onnx.ModelProto:
+    """Conv with one weight of 3e38 (host: the NPU cannot quantize it) -> Relu -> the NPU
+    (GAP, Gemm): ONNX Runtime computes inf, which the NPU segment then reads."""
+    n = helper.make_node
+    w = RNG.standard_normal((4, 3, 3, 3)) * .3
+    w[0, 0, 1, 1] = 3e38
+    return _model([n("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+                   n("Relu", ["c"], ["r"], name="relu"),
+                   n("GlobalAveragePool", ["r"], ["g"], name="gap"),
+                   n("Flatten", ["g"], ["f"], name="flat"),
+                   n("Gemm", ["f", "fw", "fb"], ["y"], transB=1, name="fc")],
+                  {"w": w, "fw": RNG.standard_normal((5, 4)), "fb": RNG.standard_normal(5)})
+
+
+def test_a_host_overflow_into_an_npu_segment_is_refused_by_compile_and_ops(tmp_path, capsys):
+    """Corpus mutant conv_gap_fc_0_0087: ``ops`` said supported, compile refused (and blamed
+    its calibration input). Both now name the host node whose output overflows, exit 2."""
+    path = tmp_path / "m.onnx"
+    onnx.save(_host_overflow(), path)
+    assert main(["-q", "compile", str(path), "-o", str(tmp_path / "out")]) == 2
+    err = _one_error_line(capsys.readouterr().err, path)
+    assert "Relu 'relu'" in err and "reaches inf" in err and "calibration input 0" in err, err
+    assert not (tmp_path / "out").exists()
+    assert main(["-q", "ops", str(path), "--json"]) == 2
+    out, err = capsys.readouterr()
+    _one_error_line(err, path)
+    bad = {p["node"]: p["reason"] for p in json.loads(out) if p["device"] == "unsupported"}
+    assert list(bad) == ["relu"] and "reaches inf" in bad["relu"], bad
+
+
+def test_a_model_whose_output_is_its_input_is_refused_by_compile_and_ops(tmp_path, capsys):
+    """Corpus mutants residual_softmax_0_0238, conv_clip_matmul_0_0239 (the output renamed to
+    the input): compile crashed (exit 1) on a plan with no segment, ops said supported."""
+    n = helper.make_node
+    m = _model([n("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+                n("Relu", ["c"], ["y"], name="relu")],
+               {"w": RNG.standard_normal((4, 3, 3, 3)) * .3})
+    m.graph.output[0].name = "x"
+    path = tmp_path / "m.onnx"
+    onnx.save(m, path)
+    assert main(["-q", "compile", str(path), "-o", str(tmp_path / "out")]) == 2
+    err = _one_error_line(capsys.readouterr().err, path)
+    assert "nothing is left to compute" in err and "'x'" in err, err
+    assert not (tmp_path / "out").exists()
+    assert main(["-q", "ops", str(path), "--json"]) == 2
+    out, err = capsys.readouterr()
+    _one_error_line(err, path)
+    assert {p["device"] for p in json.loads(out)} == {"unsupported"}
