@@ -13,7 +13,9 @@ short side 256 bicubic, centre crop 224, ``(p - 127) / 128``):
 3. end to end on ``--images`` images: tccc's output (the golden integer model, which the
    reference executor matches bit for bit; ``--executor`` runs the executor) vs ONNX Runtime
    (default session options) on the QDQ model: top-1 equal, SQNR of tccc's logits against
-   ONNX Runtime's (dB; per image, the minimum is reported), images bit-identical;
+   ONNX Runtime's (dB; per image, the minimum is reported), images bit-identical; and, as
+   the baseline, the same figures for ONNX Runtime without graph optimizations (the QDQ
+   model's float reference semantics) against ONNX Runtime;
 4. per layer, isolated, on ``--layer-images`` images: a copy of the QDQ model in which every
    QuantizeLinear output is a graph output and every DequantizeLinear reads a graph input is
    fed tccc's int8 tensors, so each quantized op of ONNX Runtime sees exactly tccc's inputs;
@@ -125,12 +127,16 @@ def isolated_model(qdq: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str
     return m, cut
 
 
-def session(model):
-    """ONNX Runtime session, default options (graph optimizations on), CPU."""
+def session(model, optimized: bool = True):
+    """ONNX Runtime session, CPU: default options (graph optimizations on: QDQ groups run as
+    ORT's fused integer kernels), or with ``optimized=False`` none (DequantizeLinear, float op,
+    QuantizeLinear as written: the QDQ model's float reference semantics)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    if not optimized:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     src = model if isinstance(model, (str, Path)) else model.SerializeToString()
     return ort.InferenceSession(str(src) if isinstance(src, Path) else src, so,
                                 providers=["CPUExecutionProvider"])
@@ -199,11 +205,16 @@ def bench(name: str, images: list[Path], n_calib: int, n_layer: int, work: Path,
     t2 = time.perf_counter()
     cal = m.manifest["calibration"]
     ref = session(qdq_path)
+    plain = session(qdq_path, optimized=False)  # ORT against itself: the baseline
     in_name = ref.get_inputs()[0].name
     top1_equal, identical, sq = 0, 0, []
+    self_top1, self_sq = 0, []
     for k, p in enumerate(images):
         x = prep(p)
         r = ref.run(None, {in_name: x})[0].reshape(-1)
+        u = plain.run(None, {in_name: x})[0].reshape(-1)
+        self_top1 += int(np.argmax(u) == np.argmax(r))
+        self_sq.append(sqnr_db(r, u))
         if use_executor:
             y = np.asarray(m.run(x)).reshape(-1)
         else:
@@ -228,11 +239,16 @@ def bench(name: str, images: list[Path], n_calib: int, n_layer: int, work: Path,
         layer_diffs(m, iso, cut, prep(p), stats)
     stats["layers_with_diffs"] = sorted(stats["layers_with_diffs"])
     finite = [s for s in sq if np.isfinite(s)]
+    self_finite = [s for s in self_sq if np.isfinite(s)]
     return {"model": name, "images": len(images), "calibration": cal,
             "quantize_static_s": round(t1 - t0, 1), "compile_s": round(t2 - t1, 1),
             "top1_equal": top1_equal, "bit_identical_images": identical,
             "sqnr_db_min": min(finite) if finite else None,
             "sqnr_db_median": float(np.median(finite)) if finite else None,
+            "ort_unoptimized_vs_ort": {
+                "top1_equal": self_top1,
+                "sqnr_db_median": float(np.median(self_finite)) if self_finite else None,
+                "sqnr_db_min": min(self_finite) if self_finite else None},
             "per_layer": stats, "npu_ops": m.report.get("layers") and len(m.report["layers"])}
 
 
@@ -263,6 +279,10 @@ def main(argv=None) -> int:
                   f"layer: {pl['diff_1']} of {pl['elements']} int8 elements differ by 1, "
                   f"{pl['diff_gt1']} by more, in {len(pl['layers_with_diffs'])} tensors",
                   flush=True)
+            b = r["ort_unoptimized_vs_ort"]
+            print(f"  baseline, ORT without graph optimizations vs ORT: top-1 equal "
+                  f"{b['top1_equal']}/{r['images']}, SQNR min {b['sqnr_db_min']} dB median "
+                  f"{b['sqnr_db_median']} dB", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
     return 0
