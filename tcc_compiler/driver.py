@@ -466,11 +466,31 @@ def load_resume_point(path: str | os.PathLike,
 
 
 def available_memory_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo in bytes (Linux); None when it cannot be read."""
+    """Bytes this process may still allocate: MemAvailable from /proc/meminfo, lowered to the
+    address space left under the process's ``RLIMIT_AS`` soft limit (a container or ``ulimit
+    -v``: its limit minus the VmSize already mapped) when one is set (Linux); None when
+    neither can be read."""
+    avail = _proc_value("/proc/meminfo", "MemAvailable:")
     try:
-        with open("/proc/meminfo", encoding="ascii") as f:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        soft = None if soft == resource.RLIM_INFINITY else soft
+    except (ImportError, OSError, ValueError):
+        soft = None
+    if soft is not None:
+        mapped = _proc_value("/proc/self/status", "VmSize:") or 0
+        left = max(0, soft - mapped)
+        avail = left if avail is None else min(avail, left)
+    return avail
+
+
+def _proc_value(path: str, key: str) -> int | None:
+    """A ``key: N kB`` line of a /proc file in bytes; None when it cannot be read."""
+    try:
+        with open(path, encoding="ascii") as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(key):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None

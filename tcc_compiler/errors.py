@@ -46,6 +46,14 @@ class UnsupportedError(TccError):
 _PROBLEM = re.compile(r"^(\S+) ('[^']*'): (.*)$", re.S)
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of ``str(exc)`` cut to ``limit`` characters, or the exception's type name
+    when its message is empty (``MemoryError()`` has none: indexing ``splitlines()`` of it
+    was an IndexError, exit 1, in the corpus)."""
+    lines = str(exc).splitlines()
+    return lines[0][:limit] if lines and lines[0] else type(exc).__name__
+
+
 def _group_problems(problems: list[str]) -> list[str]:
     """Merge problems of the same op and reason into one entry, in first-seen order:
     ``"Concat 'a': r", "Concat 'b': r"`` -> ``"Concat 'a', 'b': r"`` (so a model with 58

@@ -182,9 +182,16 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print("tccc: interrupted", file=sys.stderr)
         return 130
-    except MemoryError:
-        print("tccc: error: out of memory", file=sys.stderr)
-        return 1
+    except MemoryError:  # the machine's or the process's limit, not a bug: say which file
+        from tcc_compiler.driver import available_memory_bytes
+
+        avail = available_memory_bytes()
+        where = getattr(args, "model", None) or getattr(args, "folder", None) or "tccc"
+        print(f"tccc: error: {where}: out of memory"
+              + ("" if avail is None else f" ({avail / 1e9:.1f} GB were available to this "
+                 "process)") + "; use a smaller input or a machine with more memory",
+              file=sys.stderr)
+        return 2
     except Exception as exc:  # a bug: say so in one line, traceback only with -vv
         if args.verbose > 1:
             traceback.print_exc(file=sys.stderr)

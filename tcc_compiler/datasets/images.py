@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tcc_compiler.errors import FormatError, InputError, InternalError
+from tcc_compiler.errors import FormatError, InputError, InternalError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ def load_image(path: str | os.PathLike[str], pre: Preprocess) -> np.ndarray:
             pixels = np.asarray(rgb, dtype=np.uint8)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
             SyntaxError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc, 10**6)
         raise InputError(f"{p}: cannot decode image: {reason}") from None
     return normalise(pixels, pre)
 
@@ -292,7 +292,7 @@ def _load_npy(path: Path, expected_shape: tuple[int, ...]) -> list[np.ndarray]:
     try:
         array = np.load(path, allow_pickle=False, mmap_mode="r")
     except Exception as exc:  # noqa: BLE001 - numpy's header parser raises Value/Overflow/Token...
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc, 10**6)
         if "mmap length" in reason:
             reason = "its header claims more data than the file holds (truncated?)"
         raise InputError(f"{path}: cannot read .npy array: {reason}") from None

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
-from tcc_compiler.errors import InputError, ModelError
+from tcc_compiler.errors import InputError, ModelError, first_line
 from tcc_compiler.fsutil import check_path
 
 log = logging.getLogger(__name__)
@@ -270,7 +270,8 @@ def check_onnx_validity(model: onnx.ModelProto, where: str,
     over (so tccc never compiles a model no float reference can run): an IR version newer
     than the onnx package knows, nodes breaking their op's schema at the model's opset (input
     counts, attribute types: ``onnx.checker.check_node``), two nodes of the same name, an
-    ``auto_pad`` outside the spec's values or set together with ``pads``, a Conv ``kernel_shape`` other than its weight's.
+    ``auto_pad`` outside the spec's values or set together with ``pads``, a Conv
+    ``kernel_shape`` other than its weight's.
     Run after the import's own checks, whose messages are more specific. ``standard_only``
     skips the schema check of custom-domain nodes (the host-segment planner lets ONNX Runtime
     decide whether it runs them).
@@ -318,6 +319,6 @@ def _schema_problem(node: onnx.NodeProto, ctx) -> str | None:
     try:
         onnx.checker.check_node(node, ctx)
     except onnx.checker.ValidationError as exc:
-        first = str(exc).splitlines()[0][:300]
+        first = first_line(exc, 300)
         return None if "Unrecognized attribute" in first else first
     return None

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from tcc_compiler.errors import InputError, ModelError, UnsupportedError
+from tcc_compiler.errors import InputError, ModelError, UnsupportedError, first_line
 from tcc_compiler.frontend.converters import (CONVERTERS, Ctx, Downstream, Unsupported,
                                               unknown_op_reason)
 from tcc_compiler.frontend.loader import (check_inferred_shapes, check_input_dims,
@@ -216,10 +216,14 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
 
     try:  # shapes of intermediate tensors let graphsurgeon fold Shape->Gather->... chains
         proto = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
+    except MemoryError:  # running out of memory says nothing about the model
+        raise
     except Exception as exc:  # inconsistent model: reported below by the second inference
         log.debug("%s: shape inference before folding failed: %s", where, exc)
     try:
         graph = gs.import_onnx(proto)
+    except MemoryError:  # running out of memory says nothing about the model
+        raise
     except Exception as exc:  # onnx-graphsurgeon raises assorted errors on bad protos
         raise ModelError(f"{where}: cannot read graph ({type(exc).__name__}: {exc})") from None
     _check_cycles(graph, where)
@@ -228,11 +232,15 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
     onnxruntime.set_default_logger_severity(3)
     try:
         graph.fold_constants(error_ok=True).cleanup().toposort()
+    except MemoryError:  # running out of memory says nothing about the model
+        raise
     except Exception as exc:
         raise ModelError(f"{where}: constant folding failed "
                          f"({type(exc).__name__}: {exc})") from None
     try:
         folded = gs.export_onnx(graph)
+    except MemoryError:  # running out of memory says nothing about the model
+        raise
     except Exception as exc:  # onnx-graphsurgeon raises assorted errors on odd attributes
         raise ModelError(f"{where}: cannot write the folded graph back "
                          f"({type(exc).__name__}: {exc})") from None
@@ -241,8 +249,10 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
             imp.version = opset
     try:
         inferred = onnx.shape_inference.infer_shapes(folded, strict_mode=False)
+    except MemoryError:  # running out of memory says nothing about the model
+        raise
     except Exception as exc:  # shape inference errors: inconsistent model
-        raise ModelError(f"{where}: shape inference failed: {str(exc).splitlines()[0]}") from None
+        raise ModelError(f"{where}: shape inference failed: {first_line(exc, 10**6)}") from None
     check_inferred_shapes(inferred, where)
     return PreparedModel(inferred, original, where, opset, in_name, in_shape, layout, fixed)
 

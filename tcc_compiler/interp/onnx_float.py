@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from tcc_compiler.errors import InputError
+from tcc_compiler.errors import InputError, first_line
 from tcc_compiler.ir.graph import Graph, Node
 from tcc_compiler.ir.ops import ActKind, LutFunc, Op
 
@@ -317,7 +317,7 @@ class FloatSession:
                                              providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 -- ORT raises its own types; we fall back
             raise NotExpressible(f"ONNX Runtime refuses the float model "
-                                 f"({str(exc).splitlines()[0][:200]})") from None
+                                 f"({first_line(exc)})") from None
         self.input_name = graph.inputs[0].name
         self.names = [n.output.name for n in graph.nodes]
 

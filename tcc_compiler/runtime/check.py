@@ -19,7 +19,7 @@ import onnx
 import onnx.version_converter
 
 from tcc_compiler.sim.blas import blas_threads
-from tcc_compiler.errors import InputError
+from tcc_compiler.errors import InputError, first_line
 from tcc_compiler.fsutil import file_sha256
 from tcc_compiler.runtime.loaded import LoadedProgram
 
@@ -106,7 +106,7 @@ def _ort_session(proto, so, model):
                      REFERENCE_OPSET)
             return sess
     raise InputError(f"{model}: ONNX Runtime cannot load it "
-                     f"({str(first).splitlines()[0][:200]})") from None
+                     f"({first_line(first)})") from None
 
 
 class Checker:

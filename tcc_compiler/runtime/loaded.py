@@ -18,7 +18,7 @@ from tcc_compiler.binfmt.cmdfile import read_cmd_file
 from tcc_compiler.binfmt.weightfile import read_weight_file
 from tcc_compiler.emit.files import (CMD_FILE, MANIFEST_FILE, MANIFEST_VERSION, REPORT_FILE,
                                      WEIGHT_FILE)
-from tcc_compiler.errors import ExecutionError, FormatError, InputError
+from tcc_compiler.errors import ExecutionError, FormatError, InputError, first_line
 from tcc_compiler.numerics import dequantize_tensor, quantize_tensor
 from tcc_compiler.runtime.manifest_check import check_manifest
 from tcc_compiler.sim.executor import Executor
@@ -348,7 +348,7 @@ def read_report(folder: str | Path) -> dict | None:
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc, 10**6)
         raise FormatError(f"{path}: not valid JSON ({reason}); recompile to rewrite it") \
             from None
     return check_report(data, path)

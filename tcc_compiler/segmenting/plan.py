@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from tcc_compiler.errors import TccError, UnsupportedError
+from tcc_compiler.errors import TccError, UnsupportedError, first_line
 from tcc_compiler.frontend.loader import check_onnx_validity
 from tcc_compiler.frontend.onnx_import import PreparedModel, prepare_onnx
 from tcc_compiler.frontend.segments import (HOST, NPU, Segment, extract_model, node_label,
@@ -145,8 +145,10 @@ def _ort_problem(model: onnx.ModelProto) -> str | None:
                     for d in tt.shape.dim]
             feeds[vi.name] = np.zeros(dims, helper.tensor_dtype_to_np_dtype(tt.elem_type))
         sess.run(None, feeds)
+    except MemoryError:  # running out of memory says nothing about the model
+        raise
     except Exception as exc:  # ORT (and the dtype lookup) raise assorted exception types
-        return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        return first_line(exc)
     return None
 
 

@@ -25,7 +25,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from tcc_compiler.binfmt.cmdfile import CmdFile
 from tcc_compiler.binfmt.weightfile import WeightFile
-from tcc_compiler.errors import ExecutionError, FormatError, InputError
+from tcc_compiler.errors import ExecutionError, FormatError, InputError, first_line
 from tcc_compiler.isa import spec
 from tcc_compiler.isa.codec import end_problem
 from tcc_compiler.isa.wcodec import inflate_exact
@@ -280,7 +280,7 @@ class Executor:
             handler(i, cmd, stats)
         except (ValueError, IndexError, OverflowError, MemoryError, TypeError) as exc:
             raise self._err(i, cmd, f"cannot execute ({type(exc).__name__}: "
-                                    f"{str(exc).splitlines()[0][:160]})") from None
+                                    f"{first_line(exc, 160)})") from None
 
     # -- memory helpers ------------------------------------------------------------------------
 

@@ -151,3 +151,28 @@ def test_bit_flipped_models_never_give_internal_errors(tmp_path, capsys, seed):
     assert code in (0, 2), err
     if code == 2:
         _one_line_error(err)
+
+
+@pytest.mark.parametrize("command", ["ops", "compile"])
+def test_out_of_memory_is_one_line_naming_the_model(tmp_path, capsys, monkeypatch, command):
+    """light_zfnet512 under the corpus's address-space limit: onnx's shape inference raised a
+    MemoryError (empty message); ``str(exc).splitlines()[0]`` then raised IndexError and
+    the user saw "internal error", exit 1. Now: exit 2, one line, the model and the memory."""
+    from conftest import residual_net_impl
+
+    from tcc_compiler.errors import first_line
+
+    path = tmp_path / "m.onnx"
+    onnx.save(residual_net_impl(), path)
+
+    def oom(*a, **k):
+        raise MemoryError()
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", oom)
+    argv = [command, str(path)] + (["-o", str(tmp_path / "out")] if command == "compile" else [])
+    code, _, err = _run(argv, capsys)
+    assert code == 2
+    line = _one_line_error(err)
+    assert str(path) in line and "out of memory" in line, line
+    assert not (tmp_path / "out").exists()
+    assert first_line(MemoryError()) == "MemoryError"

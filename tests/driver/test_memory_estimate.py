@@ -49,3 +49,19 @@ def test_memory_estimate_counts_every_live_activation():
     # input and output float32 live together while the conv runs, plus its working memory
     assert act >= 4 * (3 * 64 * 64 + 16 * 64 * 64)
     assert need >= BASE_BYTES + act
+
+
+def test_available_memory_respects_the_address_space_limit():
+    """Under ``ulimit -v`` (the corpus's RLIMIT_AS, a container) the memory check sees the
+    address space left, not the machine's MemAvailable: light_zfnet512 compiled past the
+    check and died in shape inference (MemoryError, exit 1)."""
+    import subprocess
+    import sys
+
+    code = ("import resource; from tcc_compiler.driver import available_memory_bytes as a; "
+            "free = a(); resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30)); "
+            "lim = a(); print(free, lim)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    free, lim = int(out[0]), int(out[1])
+    assert 0 <= lim < 3 * 2**30 and lim <= free
