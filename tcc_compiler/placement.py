@@ -125,10 +125,11 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None, *,
 
     Raises:
         InputError, ModelError: the model cannot be read at all (unreadable file, not one
-        float image input, inconsistent shapes). Unsupported nodes are not errors here: they
-        get device ``"unsupported"`` with the frontend's or legalizer's reason.
+        float image input, inconsistent shapes), or compiling it needs more memory than this
+        process may use (as ``tccc compile`` refuses it). Unsupported nodes are not errors
+        here: they get device ``"unsupported"`` with the frontend's or legalizer's reason.
     """
-    from tcc_compiler.driver import import_model, run_float_passes
+    from tcc_compiler.driver import check_memory, import_model, run_float_passes
     from tcc_compiler.errors import UnsupportedError
     from tcc_compiler.frontend.converters import CONVERTERS
     from tcc_compiler.frontend.onnx_import import check_npu_work
@@ -154,6 +155,7 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None, *,
     try:  # the driver's float-pass stage
         graph = run_float_passes(graph, passes).graph
         check_npu_work(graph)  # as the driver's compile does
+        check_memory(graph, model)  # and its memory check (an InputError, as in compile)
     except UnsupportedError as exc:
         host_reason = legalizer_refusals(by_ir_name, exc.problems)
         if not host_reason:  # a refusal naming no ONNX node: every node shares it, so the

@@ -37,7 +37,7 @@ case violates the contract (2: usage).
 Usage::
 
     PYTHONPATH=$PWD python3 tools/corpus.py [--quick] [--jobs N] [--sources node,zoo,...]
-        [--mutants 300] [--seed 0] [--timeout 120] [--zoo-timeout S] [--mem-gb 6]
+        [--mutants 300] [--seed 0] [--timeout 120] [--zoo-timeout S] [--mem-gb 10]
         [--only REGEX] [--limit N] [--mode fork|exec] [--workdir DIR] [--json-out FILE]
 """
 
@@ -228,7 +228,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--zoo-timeout", type=float, default=None,
                    help="per-command limit for zoo and light models, s (default 1200, "
                         "--quick 600)")
-    p.add_argument("--mem-gb", type=float, default=6.0,
+    p.add_argument("--mem-gb", type=float, default=10.0,
                    help="address-space limit of each command, GiB")
     p.add_argument("--only", default=None, help="regex: only cases whose source/name matches")
     p.add_argument("--limit", type=int, default=None, help="at most N cases per source")

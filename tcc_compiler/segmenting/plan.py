@@ -97,13 +97,17 @@ def legalizer_refusals(by_ir_name: dict, problems: list[str]) -> dict[str, str]:
 def check_npu_segment(sub: onnx.ModelProto) -> tuple[dict[str, str], dict]:
     """Run the driver's import, float passes and NPU-work check on one NPU segment.
 
+    Raises:
+        InputError: the segment needs more memory to compile than this process may use
+            (:func:`tcc_compiler.driver.check_memory`).
+
     Returns:
         (refused, where): refused = {ONNX node label: reason} of the nodes the NPU cannot run
         (every node of the segment when the refusal names none), {} when the segment
         compiles to an NPU program; where = {ONNX node label: the IR node it ended up in}
         after the float passes (labels of nodes removed at compile time are absent).
     """
-    from tcc_compiler.driver import import_model, run_float_passes
+    from tcc_compiler.driver import check_memory, import_model, run_float_passes
     from tcc_compiler.frontend.onnx_import import check_npu_work
 
     nodes = list(sub.graph.node)
@@ -122,6 +126,7 @@ def check_npu_segment(sub: onnx.ModelProto) -> tuple[dict[str, str], dict]:
         check_npu_work(graph)
     except UnsupportedError as exc:
         return legalizer_refusals(by_ir, exc.problems) or dict.fromkeys(every, str(exc)), {}
+    check_memory(graph, sub.graph.name)  # as the segment's compile does: ops agrees with it
     return {}, {src: n for n in graph.nodes for src in n.source}
 
 
