@@ -100,6 +100,8 @@ def _connect(ray, address: str) -> bool:
     """
     if ray.is_initialized():
         return False
+    # Ray's core logs its connection retries on stderr; a failure is our one-line error
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     # the tcc_compiler package folder (a path: the package object is a higher layer)
     env = {"py_modules": [str(Path(__file__).resolve().parents[1])]}
     try:
