@@ -14,6 +14,7 @@ from an idle machine (the output says so).
 
 Usage: python tools/bench_speed.py [--models resnet50:224x224x3 FILE.onnx:224x224x3 ...]
        [--calib N] [--images N] [--repeat N] [--calib-dir DIR] [--json FILE]
+       [--only compile_no_calibration ...]
 Called by ``tools/bench.py --speed``.
 """
 
@@ -124,32 +125,50 @@ def _inputs(model: str, whc: str, n: int, calib_dir: str | None, path: Path) -> 
     np.save(path, np.concatenate([x for x in xs])[:n])
 
 
+#: The figures :func:`bench_model` measures (``--only`` picks some).
+FIGURES = ("compile", "ort_quantize", "compile_no_calibration", "executor", "run_check",
+           "ort_fp32")
+
+
 def bench_model(model: str, whc: str, n_calib: int, n_images: int, repeat: int,
-                calib_dir: str | None, work: Path) -> dict:
-    """All speed figures of one model (seconds; per-image figures in ms)."""
+                calib_dir: str | None, work: Path, only=FIGURES) -> dict:
+    """The speed figures ``only`` of one model (seconds; per-image figures in ms) and the
+    ratios between those measured."""
     inputs = work / "inputs.npy"
     _inputs(model, whc, max(n_calib, n_images), calib_dir, inputs)
     folder = work / "out"
     kw = dict(root=str(ROOT), inputs=str(inputs), model=model, whc=whc)
-    comp = _median(_TCCC_COMPILE.format(n=n_calib, table="", **kw), repeat)
-    ortq = _median(_ORT_QUANTIZE.format(n=n_calib, out=str(work / "q.onnx"), **kw), repeat)
+    r: dict = {"model": model, "input": whc, "calib_inputs": n_calib}
+    if "compile" in only:
+        comp = _median(_TCCC_COMPILE.format(n=n_calib, table="", **kw), repeat)
+        r["compile_s"] = round(comp["s"], 2)
+        r["compile_peak_rss_mib"] = round(comp["rss_mib"], 1)
+    if "ort_quantize" in only:
+        ortq = _median(_ORT_QUANTIZE.format(n=n_calib, out=str(work / "q.onnx"), **kw), repeat)
+        r["ort_quantize_static_s"] = round(ortq["s"], 2)
+    if "compile" in only and "ort_quantize" in only:
+        r["compile_over_ort"] = round(comp["s"] / ortq["s"], 2)
+    if not set(only) & {"compile_no_calibration", "executor", "run_check"}:
+        return r
     # the table of one compile, for the no-calibration figure and the run figures
     m = _compile_once(model, whc, inputs, n_calib)
     m.save(folder)
     table = f", calib_table={str(folder / 'calib_table.json')!r}"
-    nocal = _median(_TCCC_COMPILE.format(n=0, table=table, **kw), repeat)
-    run = _median(_TCCC_RUN.format(folder=str(folder), check=False, n=n_images, **kw), repeat)
-    chk = _median(_TCCC_RUN.format(folder=str(folder), check=True, n=n_images, **kw), repeat)
-    ort = _median(_ORT_RUN.format(n=n_images, **kw), repeat)
-    return {"model": model, "input": whc, "calib_inputs": n_calib,
-            "compile_s": round(comp["s"], 2), "ort_quantize_static_s": round(ortq["s"], 2),
-            "compile_over_ort": round(comp["s"] / ortq["s"], 2),
-            "compile_no_calibration_s": round(nocal["s"], 2),
-            "compile_peak_rss_mib": round(comp["rss_mib"], 1),
-            "executor_ms": round(1e3 * run["s"], 1), "run_check_ms": round(1e3 * chk["s"], 1),
-            "ort_fp32_ms": round(1e3 * ort["s"], 1),
-            "executor_over_ort": round(run["s"] / ort["s"], 2),
-            "run_check_over_ort": round(chk["s"] / ort["s"], 2)}
+    if "compile_no_calibration" in only:
+        nocal = _median(_TCCC_COMPILE.format(n=0, table=table, **kw), repeat)
+        r["compile_no_calibration_s"] = round(nocal["s"], 2)
+    for name, check in (("executor", False), ("run_check", True)):
+        if name in only:
+            got = _median(_TCCC_RUN.format(folder=str(folder), check=check, n=n_images, **kw),
+                          repeat)
+            r[f"{name}_ms"] = round(1e3 * got["s"], 1)
+    if "ort_fp32" in only:
+        ort = _median(_ORT_RUN.format(n=n_images, **kw), repeat)
+        r["ort_fp32_ms"] = round(1e3 * ort["s"], 1)
+        for name in ("executor", "run_check"):
+            if f"{name}_ms" in r:
+                r[f"{name}_over_ort"] = round(r[f"{name}_ms"] / r["ort_fp32_ms"], 2)
+    return r
 
 
 def _compile_once(model: str, whc: str, inputs: Path, n: int):
@@ -185,6 +204,8 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=8, help="images timed per run figure")
     p.add_argument("--repeat", type=int, default=3, help="processes per figure (median)")
     p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--only", nargs="+", choices=FIGURES, default=FIGURES,
+                   help="measure only these figures (default: all)")
     args = p.parse_args(argv)
     print("NOTE: ratios to ONNX Runtime are meaningful only on an idle machine (ORT's threads "
           "slow down far more under load).", file=sys.stderr)
@@ -193,7 +214,7 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory(prefix="tccc-speed-") as tmp:
             model, whc = _resolve(item, Path(tmp))
             r = bench_model(model, whc, args.calib, args.images, args.repeat, args.calib_dir,
-                            Path(tmp))
+                            Path(tmp), args.only)
         results.append(r)
         print(json.dumps(r))
         sys.stdout.flush()

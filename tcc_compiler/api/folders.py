@@ -124,7 +124,7 @@ def evaluate_folder(folder: str | os.PathLike, images: str | os.PathLike,
                     jobs: int = 1, raw_size: str | None = None, raw_layout: str = "HWC",
                     raw: bool = False, pixels: str = "manifest", scale: float | None = None,
                     mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                    progress: bool = False) -> dict:
+                    progress: bool = False, ray: str | None = None) -> dict:
     """Top-1 / top-5 of a compiled folder on a labelled dataset (``tccc eval``), the float
     model ``check`` side by side (:func:`tcc_compiler.runtime.evaluate.evaluate`).
 
@@ -134,18 +134,28 @@ def evaluate_folder(folder: str | os.PathLike, images: str | os.PathLike,
         raw_size: "WxHxC" of raw uint8 sample files (.bin/.raw/.rgb; ``raw``: every file),
             ``raw_layout`` "HWC" or "CHW". pixels: "manifest" (the compiled preprocessing) or
             "raw" (0..255); scale/mean/std override it.
+        jobs: worker processes (capped at the samples and the usable CPUs). ray: run on the
+            Ray cluster at this address ("auto": the running one, else a new local one;
+            needs the ``tccc[ray]`` extra) with the same per-sample job and the same result;
+            the samples' paths must be readable on every node. progress: a tqdm bar with
+            the ETA on stderr.
 
     Returns:
         The result dict (``samples``, ``npu`` and maybe ``float`` top-k counts, ``flips``,
         ``interrupted``, ``classes`` for class sub-folders).
 
     Raises:
-        InputError: bad arguments, labels outside the model's classes, unreadable samples.
+        InputError: bad arguments, labels outside the model's classes, unreadable samples,
+            ``ray`` without Ray installed or no cluster at its address.
     """
     from tcc_compiler.frontend import parse_input_spec
     from tcc_compiler.runtime.evaluate import (RawSpec, check_labels, evaluate, find_samples,
                                                output_classes, preprocess_for)
 
+    if ray is not None:
+        from tcc_compiler.runtime.ray_batch import import_ray
+
+        import_ray()   # refuse before any work
     prog = load_program(folder)
     samples, classes = find_samples(images, labels)
     check_labels(samples, output_classes(prog.manifest))
@@ -160,7 +170,8 @@ def evaluate_folder(folder: str | os.PathLike, images: str | os.PathLike,
     elif raw:
         raise InputError("--raw needs --raw-size WxHxC")
     pre = preprocess_for(prog.manifest["preprocess"], pixels, scale, mean, std)
-    res = evaluate(folder, samples, pre, spec, check, jobs, progress=progress, prog=prog)
+    res = evaluate(folder, samples, pre, spec, check, jobs, progress=progress, prog=prog,
+                   ray=ray)
     if classes is not None:
         res["classes"] = len(classes)
     return res

@@ -108,12 +108,17 @@ class BlockCompressor:
 
     The scheduler lowers a network several times (one try per resident-zone size) and most
     layers keep their channel blocks across tries; one compressor shared by those tries makes
-    the repeated compression free. Memory: the memo holds every distinct raw block and its
-    stream (about twice the weight bytes).
+    the repeated compression free. Whole blobs are memoised too (:func:`encode_blob` of the
+    same raw bytes and channel split), so a layer a try lays out as an earlier one did costs
+    one dict look-up, not a pass over its bytes. Memory: the memos hold every distinct raw
+    block and its stream, and every distinct blob (about three times the weight bytes).
     """
 
     def __init__(self) -> None:
         self._memo: dict[bytes, bytes] = {}
+        # (raw, out_channels, block_channels) -> (blob, blocks): raw is the key itself, so a
+        # hit on the same bytes object compares by identity and its hash is computed once
+        self._blobs: dict[tuple[bytes, int, int], tuple[bytes, tuple[Block, ...]]] = {}
 
     def deflate(self, raw: bytes) -> bytes:
         """The raw DEFLATE stream of ``raw`` (:func:`deflate`), from the memo when seen."""
@@ -195,6 +200,19 @@ def encode_blob(raw: bytes, out_channels: int, block_channels: int,
         InternalError: sizes inconsistent (``len(raw)`` not a multiple of ``out_channels``,
             ``block_channels`` outside 1..O).
     """
+    key = (bytes(raw), out_channels, block_channels)
+    got = compressor._blobs.get(key) if compressor is not None else None
+    if got is None:
+        blob, blocks = _encode_blob(key[0], out_channels, block_channels, compressor)
+        got = (blob, tuple(blocks))
+        if compressor is not None:
+            compressor._blobs[key] = got
+    return got[0], list(got[1])
+
+
+def _encode_blob(raw: bytes, out_channels: int, block_channels: int,
+                 compressor: BlockCompressor | None) -> tuple[bytes, list[Block]]:
+    """:func:`encode_blob` without the blob memo."""
     try:
         sizes = _raw_sizes(len(raw), out_channels, block_channels, "weight compression")
     except FormatError as exc:

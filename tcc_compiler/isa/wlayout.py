@@ -127,6 +127,7 @@ class WeightLayoutBuilder:
         self._layers: list[LayerWeights] = []
         self._names: set[str] = set()
         self._data = bytearray()
+        self._raw_total = self._stored_total = 0   # running sums (the scheduler asks per op)
 
     def _append(self, blob: bytes) -> int:
         off = len(self._data)
@@ -186,8 +187,11 @@ class WeightLayoutBuilder:
         w_off = self._append(w_blob)
         p_off = self._append(p_blob)
         self._names.add(name)
-        self._layers.append(LayerWeights(name, kind, o, bc, w_off, len(w_blob), len(weights),
-                                         p_off, len(p_blob), len(params), w_z, p_z))
+        entry = LayerWeights(name, kind, o, bc, w_off, len(w_blob), len(weights), p_off,
+                             len(p_blob), len(params), w_z, p_z)
+        self._layers.append(entry)
+        self._raw_total += entry.raw_bytes
+        self._stored_total += entry.stored_bytes
         return LayerBlobs(w_off, p_off, _place(w_off, w_blocks), _place(p_off, p_blocks))
 
     @property
@@ -198,12 +202,12 @@ class WeightLayoutBuilder:
     @property
     def raw_bytes(self) -> int:
         """Weights + params bytes of the layers added so far, before compression."""
-        return sum(e.raw_bytes for e in self._layers)
+        return self._raw_total
 
     @property
     def stored_bytes(self) -> int:
         """Weights + params bytes of the layers added so far, as stored (padding excluded)."""
-        return sum(e.stored_bytes for e in self._layers)
+        return self._stored_total
 
     def build(self) -> WeightLayout:
         """The frozen layout of the layers added so far."""

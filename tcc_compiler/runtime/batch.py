@@ -1,4 +1,5 @@
-"""Run many inputs through one compiled program, in this process or in worker processes.
+"""Run many inputs through one compiled program, in this process, in worker processes or on
+a Ray cluster (:mod:`.ray_batch`).
 
 The decoded program (both binaries, the executor's happens-before table) is built once per
 process and reused for every input. With ``jobs > 1`` a :mod:`multiprocessing` pool of ``jobs``
@@ -75,7 +76,7 @@ def effective_jobs(jobs: int, n_items: int) -> int:
 
 
 def imap(folder: str | os.PathLike, items: Iterable, job: Job, jobs: int = 1,
-         prog=None) -> Iterator:
+         prog=None, ray: str | None = None) -> Iterator:
     """Apply ``job(program, item)`` to every item, results in item order.
 
     Args:
@@ -85,6 +86,9 @@ def imap(folder: str | os.PathLike, items: Iterable, job: Job, jobs: int = 1,
             given). Capped by :func:`effective_jobs` at the number of items and of usable
             CPUs (``--jobs 500`` on 12 inputs used to start hundreds of processes).
         prog: an already loaded program for the in-process case.
+        ray: run on the Ray cluster at this address ("auto": the running one or a new local
+            one) instead (:func:`tcc_compiler.runtime.ray_batch.imap_ray`: the same ``job``
+            on actors, results in the same order); ``jobs`` > 1 then caps the actors.
 
     Yields:
         ``job``'s results in order.
@@ -97,6 +101,11 @@ def imap(folder: str | os.PathLike, items: Iterable, job: Job, jobs: int = 1,
         raise InputError(f"--jobs {jobs}: must be >= 1")
     if not isinstance(items, (list, tuple)):
         items = list(items)
+    if ray is not None:
+        from tcc_compiler.runtime.ray_batch import imap_ray
+
+        yield from imap_ray(folder, list(items), job, ray, jobs if jobs > 1 else None)
+        return
     jobs = effective_jobs(jobs, len(items))
     if jobs == 1:
         from tcc_compiler.runtime.loaded import load_program

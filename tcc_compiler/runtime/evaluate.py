@@ -295,14 +295,16 @@ def summarize(rows: list[dict], total: int, interrupted: bool) -> dict:
 
 def evaluate(folder: str | os.PathLike, samples: list[Sample], pre, raw: RawSpec | None = None,
              model: str | None = None, jobs: int = 1, progress: bool = False,
-             prog=None) -> dict:
+             prog=None, ray: str | None = None) -> dict:
     """Run every sample, return :func:`summarize`'s dict (partial if interrupted by Ctrl-C).
 
     Args:
         folder: compiled output folder. samples: from :func:`find_samples` (already limited).
         pre: preprocessing (:func:`preprocess_for`). raw: raw-array layout or None.
         model: float ONNX model to compare with, or None. jobs: worker processes.
-        progress: show a tqdm bar on stderr. prog: an already loaded program (jobs == 1).
+        progress: show a tqdm bar on stderr (done/total, rate, elapsed and the ETA).
+        prog: an already loaded program (jobs == 1). ray: a Ray cluster address ("auto")
+        to run the samples on instead (:func:`tcc_compiler.runtime.batch.imap`).
 
     Raises:
         InputError / FormatError / ExecutionError from loading or running a sample.
@@ -312,7 +314,7 @@ def evaluate(folder: str | os.PathLike, samples: list[Sample], pre, raw: RawSpec
     items = [(str(s.path), s.label, pre, raw, model) for s in samples]
     rows: list[dict] = []
     interrupted = False
-    it = imap(folder, items, eval_job, jobs=jobs, prog=prog)
+    it = imap(folder, items, eval_job, jobs=jobs, prog=prog, ray=ray)
     bar = None
     if progress:
         from tqdm import tqdm

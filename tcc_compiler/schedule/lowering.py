@@ -41,6 +41,9 @@ class Lowering:
     :class:`Hoist`, a tuple of them with disjoint areas, or None: none).
     ``memo``: a dict shared by the lowerings of one search (values derived from the graph's
     constants, :func:`~tcc_compiler.schedule.ops.conv.conv_consts`); None: a fresh one.
+    ``mem``: the memory plan to use, from an earlier lowering of the same graph, target,
+    ``zone_bytes`` and ``cascade`` (:func:`plan_memory` is a pure function of those, so the
+    search's prefetch tries reuse their base program's plan); None: planned by :meth:`run`.
 
     Attributes (after :meth:`run`):
         mem: the :class:`~tcc_compiler.schedule.memory.MemoryPlan` used.
@@ -48,12 +51,13 @@ class Lowering:
 
     def __init__(self, graph: Graph, target: Target, zone_bytes: int = 0,
                  compressor: BlockCompressor | None = None, cascade: bool = False,
-                 hoist: Hoist | tuple[Hoist, ...] | None = None, memo: dict | None = None):
+                 hoist: Hoist | tuple[Hoist, ...] | None = None, memo: dict | None = None,
+                 mem: MemoryPlan | None = None):
         self.graph, self.t, self.cascade, self.hoist = graph, target, cascade, hoist
         self.memo = memo if memo is not None else {}
         self.zone_bytes = align_up(zone_bytes, target.sram_align_bytes)
         self.compressor = compressor
-        self.mem: MemoryPlan | None = None
+        self.mem: MemoryPlan | None = mem
 
     @property
     def chains(self) -> dict:
@@ -69,7 +73,9 @@ class Lowering:
             InternalError: an inconsistent prefetch plan (a bug).
         """
         t = self.t
-        mem = self.mem = plan_memory(self.graph, t, self.zone_bytes, self.cascade)
+        mem = self.mem
+        if mem is None:
+            mem = self.mem = plan_memory(self.graph, t, self.zone_bytes, self.cascade)
         em = Emitter(t.sram_capacity_bytes, t.sram_align_bytes)
         weights = WeightLayoutBuilder(self.compressor)
         pf = Prefetcher(self.hoist, self.graph) if self.hoist else None

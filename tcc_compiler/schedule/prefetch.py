@@ -316,6 +316,22 @@ class Prefetcher:
         act = self._active(name)
         return t.sram_capacity_bytes - min(h.area(t)[0] for h in act) if act else 0
 
+    def consumer_plan(self, n: Node, mem: MemoryPlan, t: Target, pack: bool | None = None):
+        """The tile plan (:func:`plan_conv`) of consumer ``n`` under ``mem``: in the SRAM
+        above its base and below the areas it reserves, its blocks capped by
+        :func:`block_cap` of its smallest area when one of its hoists asks to ``pack`` (or,
+        with ``pack`` given, when that is True).
+
+        Raises:
+            ScheduleError: no tile fits.
+        """
+        g = conv_geom(n)
+        budget = t.sram_capacity_bytes - mem.base(n) - self.reserve(n.name, t)
+        mine = [h for h in self.hoists if h.consumer == n.name]
+        pack = any(h.pack for h in mine) if pack is None else pack
+        cap = block_cap(g, min(h.area_bytes for h in mine), t) if pack else None
+        return plan_conv(g, t, budget, mem.conv_residency(n, g), cap)
+
     def enter_chain(self, ctx: OpContext, name: str) -> None:
         """Before lowering a cascaded chain whose last op is ``name`` (no prefetch there).
 
@@ -342,11 +358,7 @@ class Prefetcher:
         if n is None or n.op not in (Op.CONV, Op.FC):
             raise InternalError(f"prefetch consumer '{consumer}' is not a conv of the graph")
         g = conv_geom(n)
-        budget = t.sram_capacity_bytes - ctx.mem.base(n) - self.reserve(n.name, t)
-        mine = [h for h in self.hoists if h.consumer == consumer]
-        cap = (block_cap(g, min(h.area_bytes for h in mine), t)
-               if any(h.pack for h in mine) else None)
-        plan = plan_conv(g, t, budget, ctx.mem.conv_residency(n, g), cap)
+        plan = self.consumer_plan(n, ctx.mem, t)
         info = new_info(n)
         blobs, cfg = conv_setup(ctx.weights, t, n, g, min(plan.ocb, g.o), info, ctx.memo)
         self._pre[consumer] = (plan, blobs, cfg, info)

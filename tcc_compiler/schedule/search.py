@@ -1,6 +1,8 @@
-"""The schedule search: resident-zone size x cascading x cross-op prefetch, each variant
-lowered (:class:`~tcc_compiler.schedule.lowering.Lowering`) and replayed on the cycle model
-(:func:`~tcc_compiler.schedule.cost.replay`); the fastest program is kept."""
+"""The schedule search: resident-zone size x cascading x cross-op prefetch. The zone x cascading
+candidates are memory-planned and ranked by the cost model (schedule/rank.py); the finalists
+are lowered (:class:`~tcc_compiler.schedule.lowering.Lowering`) and replayed on the cycle model
+(:func:`~tcc_compiler.schedule.cost.replay`), and the fastest program is kept. Its prefetch
+variants reuse its memory plan."""
 
 from __future__ import annotations
 
@@ -12,8 +14,11 @@ from tcc_compiler.ir.graph import Graph
 from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.schedule.cost import replay
 from tcc_compiler.schedule.lowering import Lowering
-from tcc_compiler.schedule.prefetch import Hoist, plan_hoist, plan_pieces, stalled_convs
+from tcc_compiler.schedule.memory import MemoryPlan, plan_memory
+from tcc_compiler.schedule.prefetch import (Hoist, Prefetcher, plan_hoist, plan_pieces,
+                                            stalled_convs)
 from tcc_compiler.schedule.program import Program
+from tcc_compiler.schedule.rank import estimate_cycles, finalists, plan_key
 from tcc_compiler.target import Target
 
 log = logging.getLogger(__name__)
@@ -36,35 +41,67 @@ def _cycles(prog: Program, t: Target) -> int:
     return max((e for _, e in replay(prog.commands, t)), default=0)
 
 
-def _best_zone(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
-               memo: dict):
-    """(cycles, program, lowering) of the fastest zone size x cascading variant; ties go to
-    the smaller zone, then to cascading.
+def _zone_candidates(graph: Graph, t: Target, zone_fractions,
+                     cascade: bool) -> list[tuple[int, bool, MemoryPlan, int]]:
+    """(zone bytes, cascade, memory plan, estimated cycles) of every distinct zone size x
+    cascading candidate, in the search's order (smaller zone first, cascading first); a
+    plan equal to an earlier one (:func:`~tcc_compiler.schedule.rank.plan_key`) is dropped.
 
     Raises:
-        ScheduleError: not even the zone-free, cascade-free variant fits.
+        ScheduleError: the zone-free, cascade-free plan does not fit.
     """
-    best = None
+    out, seen = [], set()
     for frac in sorted(set(zone_fractions)):
         zone = int(t.sram_capacity_bytes * frac) // t.sram_align_bytes * t.sram_align_bytes
         for casc in ((True, False) if cascade else (False,)):
-            lw = Lowering(graph, t, zone, compressor, cascade=casc, memo=memo)
             try:
-                prog = lw.run()
+                mem = plan_memory(graph, t, zone, casc)
             except ScheduleError:
                 if zone == 0 and not casc:
                     raise
                 log.debug("resident zone %d bytes leaves too little SRAM for tiles", zone)
                 continue
+            key = plan_key(mem)
+            if key in seen:   # the same program as an earlier candidate's
+                continue
+            seen.add(key)
+            out.append((zone, casc, mem, estimate_cycles(graph, mem, t)))
+    return out
+
+
+def _best_zone(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
+               memo: dict):
+    """(cycles, program, lowering) of the fastest zone size x cascading variant among the
+    finalists of the cost model's ranking (:mod:`~tcc_compiler.schedule.rank`), each lowered
+    and replayed; ties go to the smaller zone, then to cascading. When no finalist can be
+    lowered, the other candidates are tried in the order of their estimates.
+
+    Raises:
+        ScheduleError: no candidate can be lowered (the zone-free, cascade-free one's error).
+    """
+    cands = _zone_candidates(graph, t, zone_fractions, cascade)
+    chosen = set(finalists([c[3] for c in cands]))
+    rest = sorted((i for i in range(len(cands)) if i not in chosen), key=lambda i: cands[i][3])
+    best, error = None, None
+    for batch in ([i for i in range(len(cands)) if i in chosen], *([i] for i in rest)):
+        for i in batch:
+            zone, casc, mem, est = cands[i]
+            lw = Lowering(graph, t, zone, compressor, cascade=casc, memo=memo, mem=mem)
+            try:
+                prog = lw.run()
+            except ScheduleError as exc:
+                if error is None or (zone == 0 and not casc):
+                    error = exc
+                log.debug("resident zone %d bytes leaves too little SRAM for tiles", zone)
+                continue
             cycles = _cycles(prog, t)
-            log.debug("resident zone %d bytes, %d cascaded chains: %d cycles", zone,
-                      len(lw.chains), cycles)
+            log.debug("resident zone %d bytes, %d cascaded chains: %d cycles (estimated %d)",
+                      zone, len(lw.chains), cycles, est)
             if best is None or cycles < best[0]:
                 best = (cycles, prog, lw)
-            if casc and not lw.chains:   # the same program as without cascading
-                break
-    assert best is not None
-    return best
+        if best is not None:
+            return best
+    raise error
 
 
 def search(graph: Graph, target: Target,
@@ -105,7 +142,7 @@ def _add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program
         for new in _candidates(graph, t, lw, base, spans, best[1], best[2], wide):
             try:
                 prog2 = Lowering(graph, t, lw.zone_bytes, compressor, cascade=lw.cascade,
-                                 hoist=best[2] + new, memo=memo).run()
+                                 hoist=best[2] + new, memo=memo, mem=lw.mem).run()
             except ScheduleError:
                 log.debug("prefetch for %s: tiles no longer fit", new[0].consumer)
                 continue
@@ -146,8 +183,23 @@ def _candidates(graph: Graph, t: Target, lw: Lowering, base: Program, spans, pro
             out.append((one,))
             if not wide:
                 continue
-            out.append((dataclasses.replace(one, pack=True),))
+            if _pack_matters(graph, t, lw.mem, hoists, one):
+                out.append((dataclasses.replace(one, pack=True),))
             pieces = plan_pieces(graph, lw.mem, base, spans, t, eager, share, ci, area_end)
             if len(pieces) > 1:
                 out.append(pieces)
     return out
+
+
+def _pack_matters(graph: Graph, t: Target, mem: MemoryPlan, hoists: tuple[Hoist, ...],
+                  one: Hoist) -> bool:
+    """Whether ``one`` with ``pack`` lowers to another program than ``one`` does (on top of
+    ``hoists``): packing only caps the consumer's weight blocks (:func:`block_cap`), so when
+    its tile plan is the same either way, the two programs are the same and one lowering
+    suffices."""
+    pf = Prefetcher(hoists + (one,), graph)
+    n = next(m for m in graph.nodes if m.name == one.consumer)
+    try:
+        return pf.consumer_plan(n, mem, t, False) != pf.consumer_plan(n, mem, t, True)
+    except ScheduleError:
+        return True

@@ -148,12 +148,14 @@ def pixel_cycles(g: ConvGeom, oc: int, t: Target) -> int:
     return cost.conv_pixel_cycles(g.kh, g.kw, oc, g.cin_g, oc // g.og, False, t)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def working_set(g: ConvGeom, rows: int, cols: int, ocb: int, nblocks: int, al: int,
-                 wbufs: int = 2, res: Residency = NO_RESIDENCY) -> int:
+                wbufs: int = 2, res: Residency = NO_RESIDENCY) -> int:
     """SRAM bytes of a conv tile's buffers: ``rows`` x ``cols`` output pixels x ``ocb``
     channels, ``nblocks`` channel blocks in all, ``al``-aligned; input, output and shortcut
     double-buffered unless resident (``res``), weights + params ``wbufs`` times (once for one
-    block)."""
+    block). Memoised, as :func:`_estimate` (the tile planner asks again for every SRAM budget
+    the schedule search's candidates give an op)."""
     c0, c1 = g.in_channels(0, ocb)
     # the largest input tile is an interior one: its halo is not clipped by the padding
     in_b = align_up(g.max_in_span(rows, "h") * g.max_in_span(cols, "w") * (c1 - c0), al)
@@ -179,9 +181,10 @@ def candidate_extents(n: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _block_candidates(g: ConvGeom, t: Target) -> list[int]:
+@functools.lru_cache(maxsize=4096)
+def _block_candidates(g: ConvGeom, t: Target) -> tuple[int, ...]:
     """Output-channel blocks to try: ceil(O / k) rounded up to the array width (whole groups
-    for a grouped conv), then, for one group, fallbacks below the array width."""
+    for a grouped conv), then, for one group, fallbacks below the array width (memoised)."""
     blocks: list[int] = []
     dw = uses_depthwise_mode(g, t)
     if dw:   # whole passes of the depthwise datapath
@@ -197,7 +200,7 @@ def _block_candidates(g: ConvGeom, t: Target) -> list[int]:
             blocks.append(v)
     if g.group == 1 or dw:  # fallbacks below the array width, for very small SRAMs
         blocks += [v for v in (32, 16, 8, 4, 2, 1) if v < min(blocks)]
-    return blocks
+    return tuple(blocks)
 
 
 def _fit(g: ConvGeom, rows: int, cols: int, ocb: int, nb: int, al: int, budget: int,
@@ -211,11 +214,12 @@ def _fit(g: ConvGeom, rows: int, cols: int, ocb: int, nb: int, al: int, budget: 
     return (need, 2) if need <= budget else None
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _estimate(g: ConvGeom, t: Target, rows: int, cols: int, ocb: int, nb: int,
               res: Residency) -> tuple[int, str, int, int]:
     """(estimated cycles before the buffer penalties, order, tiles, input tile bytes) of a tile
     shape: :func:`cost.tile_pipeline_cycles` of its MAC cycles and DRAM traffic in the cheaper
-    loop order."""
+    loop order. A pure function of hashable arguments, memoised."""
     ns = math.ceil(g.oh / rows) * math.ceil(g.ow / cols)
     iy0, iy1, _, _ = g.in_rows(0, rows)
     ix0, ix1, _, _ = g.in_cols(0, cols)

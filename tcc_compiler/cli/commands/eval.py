@@ -32,7 +32,13 @@ def add_arguments(p) -> None:
     p.add_argument("--check", metavar="MODEL.onnx",
                    help="also run the float model (ONNX Runtime) and count top-1 flips")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes (default 1; at most one per sample and per CPU); "
+                        "with --ray, the most Ray actors")
+    p.add_argument("--ray", metavar="auto|ADDRESS", default=None,
+                   help="run the samples on a Ray cluster (pip install 'tccc[ray]'): 'auto' "
+                        "= the running cluster or a new local one, else its address; same "
+                        "results as a local run; sample paths must be readable on every node")
     p.add_argument("--raw-size", metavar="WxHxC", default=None,
                    help="raw uint8 sample files (.bin/.raw/.rgb) of this size")
     p.add_argument("--raw-layout", default="HWC", choices=RAW_LAYOUTS,
@@ -61,7 +67,7 @@ def run(args) -> int:
         args.dir, args.images, args.labels, check=args.check, limit=args.limit,
         jobs=args.jobs, raw_size=args.raw_size, raw_layout=args.raw_layout, raw=args.raw,
         pixels=args.pixels, scale=args.scale, mean=args.mean, std=args.std,
-        progress=not (args.no_progress or args.quiet) and sys.stderr.isatty())
+        progress=not (args.no_progress or args.quiet) and sys.stderr.isatty(), ray=args.ray)
     if args.json:
         print(json_text(res))
     else:
