@@ -66,6 +66,10 @@ def _check_name(name: str) -> None:
 
 def _check_size(name: str, width: int, height: int) -> None:
     spec = SPECS.get(name)
+    if spec and spec.fixed_size and (width, height) != (spec.fixed_size,) * 2:
+        raise InputError(f"zoo: {name} takes only {spec.fixed_size}x{spec.fixed_size} inputs "
+                         f"(its first fully connected layer fixes the size), got "
+                         f"{width}x{height}")
     low = spec.min_size if spec else MIN_SIZE_PX
     _check_int(width, "width", low, MAX_SIZE_PX)
     _check_int(height, "height", low, MAX_SIZE_PX)
