@@ -20,21 +20,25 @@ multiples of 7 by the stem's floor rule), output ``logits`` float32 ``[1, 1000]`
 
 from __future__ import annotations
 
-from tcc_compiler.zoo._graph import Builder, T
+from tcc_compiler.zoo._graph import GAMMA, RESIDUAL_GAMMA, Builder, T
 
 DIM = 768
 DEPTH = 32
 KERNEL = 7
 PATCH = 7
+#: gamma of the residual branch's BatchNorm (fn.2): small, so the shortcut dominates as in a
+#: trained network and the 32 blocks stay stable on inputs unlike the calibration images
+BRANCH_GAMMA = RESIDUAL_GAMMA
 
 
 def _conv_relu_bn(b: Builder, x: T, kernel: int, stride: int, scopes: tuple[str, str, str],
-                  params: tuple[str, str], groups: int = 1, same: bool = False) -> T:
+                  params: tuple[str, str], groups: int = 1, same: bool = False,
+                  gamma: tuple[float, float] = GAMMA) -> T:
     """Conv (bias, no folded BN), Relu, BatchNormalization at the three module ``scopes``;
     ``params``: the conv's and the BatchNorm's initializer prefixes."""
     y = b.conv(x, DIM, kernel, stride, scopes[0], pad=0, groups=groups, gamma=None,
-               names=(f"{params[0]}.weight", f"{params[0]}.bias"), same=same)
-    return b.batchnorm(b.relu(y, scopes[1]), scopes[2], params[1])
+               bias="centred", names=(f"{params[0]}.weight", f"{params[0]}.bias"), same=same)
+    return b.batchnorm(b.relu(y, scopes[1]), scopes[2], params[1], gamma)
 
 
 def _seq(scope: str, local: str, path: str,
@@ -53,7 +57,7 @@ def record_convmixer_768_32(b: Builder) -> list[T]:
     for i in range(DEPTH):
         scope = f"/blocks/blocks.{i}"
         fn = _seq(f"{scope}/blocks.{i}.0/fn", "fn", f"blocks.{i}.0.fn", 0)
-        y = _conv_relu_bn(b, x, KERNEL, 1, *fn, groups=DIM, same=True)
+        y = _conv_relu_bn(b, x, KERNEL, 1, *fn, groups=DIM, same=True, gamma=BRANCH_GAMMA)
         x = b.binary("Add", y, x, f"{scope}/blocks.{i}.0")
         x = _conv_relu_bn(b, x, 1, 1, *_seq(scope, f"blocks.{i}", f"blocks.{i}", 1))
     x = b.flatten(b.gap(x, "/global_pool/pool"), "/global_pool/flatten")
