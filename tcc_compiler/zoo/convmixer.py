@@ -9,6 +9,11 @@ BatchNorm follows a Relu, so torch.onnx cannot fold it: the file keeps 65 explic
 ``BatchNormalization`` nodes (initializers ``blocks.3.1.weight`` ... ``running_var``), and the
 depthwise convs carry ``auto_pad="SAME_UPPER"`` (what torch writes for ``padding="same"``).
 
+Seeded weights: every conv's bias centres its output channels on the calibration images
+(``bias="centred"``: about half of each channel passes the ReLU, as after training) and the
+residual branch's BatchNorm has a small gamma (``BRANCH_GAMMA``), so the 32 blocks stay stable
+on photos; the BatchNorm statistics are measured as for the other zoo models.
+
 Not GELU / 9x9: those are timm's ``convmixer_1536_20`` and the paper's default; timm's 768/32
 (the vendor zoo's row) uses ReLU and kernel 7, which is what the real export contains.
 

@@ -57,8 +57,8 @@ def test_resnet50_bn_gives_the_same_npu_ops(tmp_path):
     b = zoo.build("resnet50-bn", 64, 64)
     ra = api.compile(a, "64x64x3").report
     rb = api.compile(b, "64x64x3").report
-    assert [(l["op"], l["output_shape"]) for l in ra["layers"]] == \
-        [(l["op"], l["output_shape"]) for l in rb["layers"]]
+    assert [(la["op"], la["output_shape"]) for la in ra["layers"]] == \
+        [(la["op"], la["output_shape"]) for la in rb["layers"]]
 
 
 def test_resnet18_small_sram_stays_bit_exact(tmp_path):
