@@ -4,7 +4,9 @@
 For each model (default: every row of :data:`VENDOR` whose model ``tcc_compiler.zoo`` builds:
 ResNet-50 at 224x224, 640x320, 960x520, ResNet-50-v2 at 224x224, ResNet-18 at 640x320,
 960x520, MobileNetV2 and EfficientNet-Lite0 at 224x224, EfficientNetV2-S at the vendor's three
-sizes, SSDLite-MobileNetV2 at 300x300, YOLOv5n and YOLOv8n at 640x640; a name the zoo does not
+sizes, SSDLite-MobileNetV2 at 300x300, YOLOv5n and YOLOv8n at 640x640, RegNetX-400MF and
+MobileOne-S1 at 640x320 and 960x520, ConvMixer-768/32 at 224x224, LeNet-5 at 32x32x1 (its
+calibration photos turn greyscale); a name the zoo does not
 have is skipped with a note on stderr, a model tccc refuses gets a "not compiled" line)
 prints: compile time (s, calibration on
 ``--calib`` bundled photos included), peak resident memory (MiB), command and weight binary
@@ -55,6 +57,12 @@ VENDOR = {
     ("ssdlite-mobilenet-v2", "300x300x3"): (54, 4.04, 2.0),  # SSDlite mb2, ONNX, VOC
     ("yolov5n", "640x640x3"): (78, 1.86, 8.97),
     ("yolov8n", "640x640x3"): (70, 3.15, 8.09),
+    ("regnetx-400mf", "640x320x3"): (32, 23.37, 7.17),     # RegNetX 400mf, PyTorch
+    ("regnetx-400mf", "960x520x3"): (47, 23.37, 15.95),
+    ("mobileone-s1", "640x320x3"): (134, 4.61, 4.7),       # MobileOne s1, PyTorch
+    ("mobileone-s1", "960x520x3"): (134, 4.61, 13.04),
+    ("convmixer-768-32", "224x224x3"): (966, 21, 133.05),  # ConvMixer 768-32, PyTorch
+    ("lenet5", "32x32x1"): (2, 0.05, 0.05),                # LeNet5, PyTorch, MNIST
 }
 
 

@@ -371,7 +371,9 @@ class _Planner:
         return bufs, resident
 
     def _chain_geom(self, n: Node) -> ConvGeom:
-        return conv_geom(n) if n.op is Op.CONV else pool_geom(n, self.g.meta.get("source", ""))[0]
+        if n.op is Op.CONV:
+            return conv_geom(n, self.t)
+        return pool_geom(n, self.g.meta.get("source", ""))[0]
 
     def _plan_chain(self, c: Chain) -> bool:
         """Plan ``c``'s bands in the SRAM above its tile-area base; True if it fits and is

@@ -190,7 +190,7 @@ def _plan(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[int, i
     node = nodes[prog.layers[ci].name]
     if id(node) in mem.fused:   # a conv + lut epilogue plans its table's SRAM too
         return None
-    g = conv_geom(node)
+    g = conv_geom(node, t)
     raw = g.o * g.kh * g.kw * g.cin_g + g.o * PARAM_RECORD_BYTES
     end = t.sram_capacity_bytes if area_end is None else area_end
     wins = _windows(prog, ci, nodes, mem, raw, gap_after, t, idle_share, end)
@@ -325,7 +325,7 @@ class Prefetcher:
         Raises:
             ScheduleError: no tile fits.
         """
-        g = conv_geom(n)
+        g = conv_geom(n, t)
         budget = t.sram_capacity_bytes - mem.base(n) - self.reserve(n.name, t)
         mine = [h for h in self.hoists if h.consumer == n.name]
         pack = any(h.pack for h in mine) if pack is None else pack
@@ -357,7 +357,7 @@ class Prefetcher:
         n = next((m for m in self.graph.nodes if m.name == consumer), None)
         if n is None or n.op not in (Op.CONV, Op.FC):
             raise InternalError(f"prefetch consumer '{consumer}' is not a conv of the graph")
-        g = conv_geom(n)
+        g = conv_geom(n, t)
         plan = self.consumer_plan(n, ctx.mem, t)
         info = new_info(n)
         blobs, cfg = conv_setup(ctx.weights, t, n, g, min(plan.ocb, g.o), info, ctx.memo)

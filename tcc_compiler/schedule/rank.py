@@ -63,7 +63,7 @@ def _dram_bytes(v: Value | None, mem: MemoryPlan) -> int:
 def _conv_cycles(n: Node, mem: MemoryPlan, t: Target) -> int:
     """The tile planner's estimate of conv/FC ``n`` under ``mem`` (what its lowering plans:
     the SRAM above its base, less a fused table's)."""
-    g = conv_geom(n)
+    g = conv_geom(n, t)
     lut = align_up(LUT_ENTRIES, t.sram_align_bytes) if id(n) in mem.fused else 0
     return plan_conv(g, t, t.sram_capacity_bytes - mem.base(n) - lut,
                      mem.conv_residency(n, g)).est_cycles

@@ -11,9 +11,12 @@ Families: the ResNets (:mod:`tcc_compiler.zoo.resnet`), YOLOv8n and YOLO11n
 (:mod:`~tcc_compiler.zoo.yolo`), YOLOv5n (:mod:`~tcc_compiler.zoo.yolov5`), MobileNetV2/V3-Large
 (:mod:`~tcc_compiler.zoo.mobilenet`), EfficientNet-Lite0/V2-S
 (:mod:`~tcc_compiler.zoo.efficientnet`), SSDLite-MobileNetV2 (:mod:`~tcc_compiler.zoo.ssdlite`)
-and FlowNetS (:mod:`~tcc_compiler.zoo.flownet`); each module documents its exporter layout,
-inputs, outputs and parameter count. Every input is float32 NCHW ``[1, channels, height,
-width]``; classifiers return ``logits`` ``[1, 1000]``. The weights are not trained (seeded, with
+FlowNetS (:mod:`~tcc_compiler.zoo.flownet`), RegNetX-400MF (:mod:`~tcc_compiler.zoo.regnet`),
+MobileOne-S1 (:mod:`~tcc_compiler.zoo.mobileone`), ConvMixer-768/32
+(:mod:`~tcc_compiler.zoo.convmixer`) and LeNet-5 (:mod:`~tcc_compiler.zoo.lenet`); each module
+documents its exporter layout, inputs, outputs and parameter count. Every input is float32 NCHW
+``[1, channels, height, width]``; classifiers return ``logits`` ``[1, 1000]`` (LeNet-5:
+``[1, 10]``). The weights are not trained (seeded, with
 BatchNorm statistics measured on synthetic images so activations stay O(1)). The same name,
 seed and size always give byte-identical files.
 """
@@ -48,7 +51,8 @@ __all__ = ["NAMES", "RESNET_NAMES", "build", "default_input", "save", "weight_co
 def default_input(name: str) -> tuple[int, int, int]:
     """The default input of model ``name`` as (width, height, channels): the resolution of its
     row in the chip vendor's model zoo (``shared/data/vendor-zoo``): 224x224x3 for the
-    classifiers, 640x640x3 for the YOLOs (YOLO11n: as the vendor's YOLOv11-Seg rows), 300x300x3
+    classifiers, 640x320x3 for RegNetX-400MF and MobileOne-S1 (their first row), 32x32x1 for
+    LeNet-5, 640x640x3 for the YOLOs (YOLO11n: as the vendor's YOLOv11-Seg rows), 300x300x3
     for SSDLite; MobileNetV3 and FlowNetS have no row: 224x224x3 and 512x384x6 (FlyingChairs'
     frame size, two RGB frames).
 
@@ -66,6 +70,10 @@ def _check_name(name: str) -> None:
 
 def _check_size(name: str, width: int, height: int) -> None:
     spec = SPECS.get(name)
+    if spec and spec.fixed_size and (width, height) != (spec.fixed_size,) * 2:
+        raise InputError(f"zoo: {name} takes only {spec.fixed_size}x{spec.fixed_size} inputs "
+                         f"(its first fully connected layer fixes the size), got "
+                         f"{width}x{height}")
     low = spec.min_size if spec else MIN_SIZE_PX
     _check_int(width, "width", low, MAX_SIZE_PX)
     _check_int(height, "height", low, MAX_SIZE_PX)
@@ -92,9 +100,11 @@ def build(name: str, width: int | None = None, height: int | None = None,
             ResNet-50 v2 layout, opset 7, IR version 3, initializers also listed as inputs);
             ``yolov8n``, ``yolov5n``, ``yolo11n``, ``mobilenet-v2``, ``mobilenet-v3-large``,
             ``efficientnet-lite0``, ``efficientnet-v2-s``, ``ssdlite-mobilenet-v2``,
-            ``flownets`` (torch.onnx opset 17 layouts, see their modules).
+            ``flownets``, ``regnetx-400mf``, ``mobileone-s1``, ``convmixer-768-32``,
+            ``lenet5`` (torch.onnx opset 17 layouts, see their modules).
         width, height: input size in pixels, each in [32, 4096] (SSDLite and FlowNetS: from
-            64); YOLOs need multiples of 32, FlowNetS of 64. None: :func:`default_input`.
+            64); YOLOs need multiples of 32, FlowNetS of 64; LeNet-5 takes only 32x32. None:
+            :func:`default_input`.
         channels: input channels, in [1, 64]; None: :func:`default_input`.
         seed: non-negative seed of ``np.random.default_rng`` for all weights.
 

@@ -125,11 +125,17 @@ class Builder:
 
     def _calibrate(self, x: T, out_ch: int, kernel: int, stride: int, pads: k.Pads,
                    groups: int, gain: float, gamma: tuple[float, float] | None,
-                   bias: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+                   bias: bool | str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """(weight, bias, output value) of a conv drawn and calibrated on ``x``."""
         cin = x.shape[1]
         w = self._draw((out_ch, cin // groups, kernel, kernel), cin // groups * kernel * kernel,
                        gain)
+        if gamma is None and bias == "centred":   # bias = -mean + N(0, BETA_STD) * std
+            y = k.conv2d(x.value, w, None, stride, pads, groups).astype(np.float64)
+            mean = round_significant(y.mean(axis=(0, 2, 3)))
+            std = round_significant(np.maximum(y.std(axis=(0, 2, 3)), _STD_FLOOR))
+            b = (self.rng.normal(0.0, BETA_STD, out_ch) * std - mean).astype(np.float32)
+            return w, b, (y + b[None, :, None, None]).astype(np.float32)
         if gamma is None:  # plain conv without BatchNorm (bias ~ N(0, 0.01) when it has one)
             b = self.rng.normal(0.0, 0.01, out_ch).astype(np.float32) if bias else None
             return w, b, k.conv2d(x.value, w, b, stride, pads, groups)
@@ -147,20 +153,29 @@ class Builder:
 
     def conv(self, x: T, out_ch: int, kernel: int, stride: int, scope: str, *,
              pad: int | k.Pads | None = None, groups: int = 1, gain: float = 1.0,
-             gamma: tuple[float, float] | None = GAMMA, bias: bool = True,
-             names: tuple[str, str] | None = None, out_name: str | None = None) -> T:
+             gamma: tuple[float, float] | None = GAMMA, bias: bool | str = True,
+             names: tuple[str, str] | None = None, out_name: str | None = None,
+             same: bool = False) -> T:
         """Conv (+ folded BatchNorm when ``gamma`` is given), node ``<scope>/Conv``.
 
         Args:
             x: NCHW input; out_ch, kernel, stride: as in ``nn.Conv2d`` (square kernel).
             pad: symmetric padding or (top, left, bottom, right); default ``kernel // 2``.
+            same: ``nn.Conv2d(padding="same")`` (stride 1, odd kernel) as torch.onnx writes it:
+                ``auto_pad="SAME_UPPER"`` and no ``pads`` attribute (``pad`` is ignored).
             groups: conv groups (``groups == in == out`` is depthwise).
             gain: multiplies the He standard deviation (calibration only).
             gamma: range of the folded BatchNorm's gamma, or None for a conv without BN.
-            bias: whether a conv without BN has a bias (a folded BN always gives one).
+            bias: whether a conv without BN has a bias (a folded BN always gives one);
+                ``"centred"``: one that centres each output channel on the calibration images
+                (``-mean + N(0, BETA_STD) * std``, as training leaves a conv before a ReLU:
+                about half its outputs positive, no channel dead or always on).
             names: initializer names (weight, bias); default torch's ``onnx::Conv_<n>``.
         """
         pads = pad if isinstance(pad, tuple) else (kernel // 2 if pad is None else pad,) * 4
+        if same:
+            assert stride == 1 and kernel % 2 == 1, "padding='same' needs stride 1, odd kernel"
+            pads = (kernel // 2,) * 4
         if self.calibrating:
             w, b, value = self._calibrate(x, out_ch, kernel, stride, pads, groups, gain, gamma,
                                           bias)
@@ -174,8 +189,37 @@ class Builder:
             self._conv_id += 2
         ins = [x.name, self.init(names[0], w)] + ([self.init(names[1], b)] if b is not None
                                                     else [])
+        pad_attr = {"auto_pad": "SAME_UPPER"} if same else {"pads": list(pads)}
         return self.op("Conv", ins, scope, value, out_name, dilations=[1, 1], group=groups,
-                       kernel_shape=[kernel, kernel], pads=list(pads), strides=[stride, stride])
+                       kernel_shape=[kernel, kernel], strides=[stride, stride], **pad_attr)
+
+    def batchnorm(self, x: T, scope: str, prefix: str,
+                  gamma: tuple[float, float] = GAMMA) -> T:
+        """An explicit (unfolded) ``BatchNormalization`` node in inference mode, as torch.onnx
+        writes a BatchNorm2d it cannot fold (one that follows an activation): initializers
+        ``<prefix>.weight``, ``.bias``, ``.running_mean``, ``.running_var`` ``[C]``, epsilon
+        1e-5. In calibration the running statistics are the measured per-channel mean and
+        variance of ``x`` (4 significant digits), gamma ~ U(``gamma``), beta ~ N(0,
+        BETA_STD)."""
+        if self.calibrating:
+            c = x.shape[1]
+            v = x.value.astype(np.float64)
+            mean = round_significant(v.mean(axis=(0, 2, 3)))
+            var = round_significant(np.maximum(v.var(axis=(0, 2, 3)), _STD_FLOOR ** 2))
+            g = self.rng.uniform(gamma[0], gamma[1], c)
+            beta = self.rng.normal(0.0, BETA_STD, c)
+            stats = np.stack([g, beta, mean, var]).astype(np.float32)
+            self.params.append((stats, None))
+        else:
+            stats, _ = next(self._replay)
+        g, beta, mean, var = (s.astype(np.float64) for s in stats)
+        scale = g / np.sqrt(var + 1e-5)
+        value = (x.value - mean[None, :, None, None]) * scale[None, :, None, None] \
+            + beta[None, :, None, None]
+        ins = [x] + [self.init(f"{prefix}.{field}", stats[i]) for i, field in
+                     enumerate(("weight", "bias", "running_mean", "running_var"))]
+        return self.op("BatchNormalization", ins, scope, value, epsilon=1e-5,
+                       momentum=np.float32(0.9).item(), training_mode=0)
 
     def conv_transpose(self, x: T, out_ch: int, scope: str, weight_name: str) -> T:
         """ConvTranspose k4 s2 p1 without bias (FlowNet's deconv), IOHW weights."""

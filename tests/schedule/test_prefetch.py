@@ -219,7 +219,7 @@ def test_pieces_of_one_consumer_bit_exact(net_q):
     assert min(in_low) >= last_win.first_cmd
     from tcc_compiler.schedule.geom import conv_geom
     node = next(n for n in g.nodes if n.name == hoist.consumer)
-    g4 = conv_geom(node)
+    g4 = conv_geom(node, t)
     cap = block_cap(g4, min(top.area_bytes, low.area_bytes), t)
     per_channel = g4.kh * g4.kw * g4.cin_g
     assert all(c.dst_bytes <= cap * per_channel if hasattr(c, "dst_bytes")

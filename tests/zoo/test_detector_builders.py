@@ -38,6 +38,12 @@ EXPECTED_OPS = {
                              "Div": 2, "Exp": 1, "Mul": 4, "Reshape": 12, "Slice": 6,
                              "Softmax": 1, "Sub": 1, "Transpose": 12},
     "flownets": {"Concat": 4, "Conv": 15, "ConvTranspose": 8, "LeakyRelu": 14},
+    "regnetx-400mf": {"Add": 22, "Conv": 71, "Flatten": 1, "Gemm": 1, "GlobalAveragePool": 1,
+                      "Relu": 67},
+    "mobileone-s1": {"Conv": 43, "Flatten": 1, "Gemm": 1, "GlobalAveragePool": 1, "Relu": 43},
+    "convmixer-768-32": {"Add": 32, "BatchNormalization": 65, "Conv": 65, "Flatten": 1,
+                         "Gemm": 1, "GlobalAveragePool": 1, "Relu": 65},
+    "lenet5": {"Conv": 2, "Flatten": 1, "Gemm": 3, "MaxPool": 2, "Relu": 4},
 }
 
 #: the parameter counts stated in each module's docstring (BatchNorm folded) and the real
@@ -47,7 +53,9 @@ PARAMS = {"yolov8n": (3_151_904, 3_151_904), "yolo11n": (2_616_248, 2_616_248),
           "mobilenet-v3-large": (5_470_832, 5_470_832),
           "efficientnet-lite0": (4_631_000, 4_631_000),
           "efficientnet-v2-s": (21_381_552, 21_381_552),
-          "ssdlite-mobilenet-v2": (3_357_412, 3_357_412), "flownets": (38_675_536, 38_676_504)}
+          "ssdlite-mobilenet-v2": (3_357_412, 3_357_412), "flownets": (38_675_536, 38_676_504),
+          "regnetx-400mf": (5_139_176, 5_139_176), "mobileone-s1": (4_764_840, 4_764_840),
+          "convmixer-768-32": (21_010_408, 21_060_328), "lenet5": (61_706, 61_706)}
 
 
 def _anchors(w: int, h: int) -> int:
@@ -68,6 +76,8 @@ def documented_outputs(name: str, w: int, h: int) -> dict[str, list[int]]:
         return {"scores": [1, p, 21], "boxes": [1, p, 4]}
     if name == "flownets":
         return {"flow2": [1, 2, h // 4, w // 4]}
+    if name == "lenet5":
+        return {"logits": [1, 10]}
     return {"logits": [1, 1000]}
 
 
@@ -110,8 +120,8 @@ def test_runs_in_onnxruntime_with_finite_outputs(name):
         assert value.std() > 0  # not a constant function of the input
 
 
-#: the two heaviest builds (~5-10 s each) repeat only in the slow run
-HEAVY = ("efficientnet-v2-s", "flownets")
+#: the heaviest builds (~5-10 s each) repeat only in the slow run
+HEAVY = ("efficientnet-v2-s", "flownets", "convmixer-768-32")
 
 
 @pytest.mark.parametrize("name", [n if n not in HEAVY else pytest.param(n, marks=pytest.mark.slow)

@@ -17,7 +17,9 @@ from tcc_compiler.datasets import Preprocess, bundled_photos, load_image
 SMALL = {"yolov8n": (64, 64, 3), "yolov5n": (64, 64, 3), "yolo11n": (64, 64, 3),
          "mobilenet-v2": (64, 64, 3), "mobilenet-v3-large": (64, 64, 3),
          "efficientnet-lite0": (64, 64, 3), "efficientnet-v2-s": (64, 64, 3),
-         "ssdlite-mobilenet-v2": (64, 64, 3), "flownets": (64, 64, 6)}
+         "ssdlite-mobilenet-v2": (64, 64, 3), "flownets": (64, 64, 6),
+         "regnetx-400mf": (64, 64, 3), "mobileone-s1": (64, 64, 3),
+         "convmixer-768-32": (32, 32, 3), "lenet5": (32, 32, 1)}
 
 
 @cache
@@ -33,8 +35,12 @@ def model_of(name: str, size: tuple[int, int, int] | None = None) -> onnx.ModelP
 
 def photo_input(shape: list[int], unit_pixels: bool, index: int = 0) -> np.ndarray:
     """A bundled photo as float32 NCHW ``shape``: RGB in [0, 1] (``unit_pixels``, YOLO) or
-    ImageNet-normalised; 6 channels = two consecutive photos (FlowNetS' frame pair)."""
+    ImageNet-normalised; 6 channels = two consecutive photos (FlowNetS' frame pair); 1 channel
+    = greyscale (LeNet-5)."""
     _, c, h, w = shape
+    if c == 1:
+        return load_image(bundled_photos("eval")[index], Preprocess(width=w, height=h,
+                                                                   channels=1))
     if unit_pixels:
         pre = Preprocess(width=w, height=h, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     else:

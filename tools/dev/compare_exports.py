@@ -18,6 +18,12 @@ torch adds when random-init BatchNorm folding makes biases identical, and timm's
 "SAME"-padding arithmetic are listed but are not differences of layout), the outputs and the
 parameter counts (torch's, torch's with BatchNorm folded, and the builder's).
 
+Besides the histograms it compares, node by node in order (export artefacts left out), the op
+type sequence, every node's inferred output shapes and its parameters' shapes (Identity
+nodes that share random-init weights resolved), and says where the first difference is.
+MobileOne-S1 is exported in its deployed form (timm's ``reparameterize_model`` first); LeNet-5
+is the usual PyTorch MNIST definition (:class:`_LeNet5`, written here: it is in no package).
+
 SSDLite-MobileNetV2 (qfgaohao/pytorch-ssd) and FlowNetS (FlowNetPytorch) are not on PyPI, so
 they have no real export to compare with; the script says so.
 """
@@ -37,7 +43,9 @@ REAL = {"yolov8n": "ultralytics:yolov8n.yaml", "yolo11n": "ultralytics:yolo11n.y
         "yolov5n": "yolov5:yolov5n.yaml", "mobilenet-v2": "torchvision:mobilenet_v2",
         "mobilenet-v3-large": "torchvision:mobilenet_v3_large",
         "efficientnet-v2-s": "torchvision:efficientnet_v2_s",
-        "efficientnet-lite0": "timm:tf_efficientnet_lite0"}
+        "efficientnet-lite0": "timm:tf_efficientnet_lite0",
+        "regnetx-400mf": "timm:regnetx_004", "mobileone-s1": "timm-reparam:mobileone_s1",
+        "convmixer-768-32": "timm:convmixer_768_32", "lenet5": "lenet:"}
 NOT_PACKAGED = {"ssdlite-mobilenet-v2": "qfgaohao/pytorch-ssd mb2-ssd-lite is not on PyPI",
                 "flownets": "FlowNetPytorch is not on PyPI"}
 #: ops that are export artefacts of random init / dynamic shapes, not of the layout
@@ -81,10 +89,18 @@ def _export_one(name: str, how: str, size: tuple[int, int, int], out: Path) -> d
             if isinstance(m, Detect):  # what yolov5's export.py sets
                 m.inplace, m.export, m.dynamic = False, True, False
         names = (["images"], ["output0"])
-    elif kind == "timm":
+    elif kind in ("timm", "timm-reparam"):
         import timm
 
-        model = timm.create_model(arch).eval()
+        model = timm.create_model(arch, pretrained=False).eval()
+        if kind == "timm-reparam":   # the deployed form: branches folded into one conv
+            from timm.utils.model import reparameterize_model
+
+            model = reparameterize_model(model)
+        counts = _torch_counts(model)
+        names = (["input"], ["logits"])
+    elif kind == "lenet":
+        model = _lenet5(c).eval()
         counts = _torch_counts(model)
         names = (["input"], ["logits"])
     else:
@@ -97,7 +113,7 @@ def _export_one(name: str, how: str, size: tuple[int, int, int], out: Path) -> d
     model(x)
     torch.onnx.export(model, x, str(dest), opset_version=17, input_names=names[0],
                       output_names=names[1], dynamo=False)
-    if kind == "timm":  # timm's "SAME" padding exports as shape arithmetic: also slim it
+    if arch == "tf_efficientnet_lite0":  # timm's "SAME" padding exports as shape arithmetic
         try:
             import onnx
             import onnxslim
@@ -106,6 +122,26 @@ def _export_one(name: str, how: str, size: tuple[int, int, int], out: Path) -> d
         except ImportError:
             pass
     return counts
+
+
+def _lenet5(channels: int):
+    """The usual PyTorch MNIST LeNet-5 (conv 5x5 6, pool, conv 5x5 16, pool, fc 120, 84, 10)."""
+    import torch
+    from torch import nn
+
+    class _LeNet5(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(channels, 6, 5), nn.Conv2d(6, 16, 5)
+            self.fc1, self.fc2 = nn.Linear(400, 120), nn.Linear(120, 84)
+            self.fc3 = nn.Linear(84, 10)
+
+        def forward(self, x):
+            x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
+            x = torch.flatten(torch.max_pool2d(torch.relu(self.conv2(x)), 2), 1)
+            return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+    return _LeNet5()
 
 
 def export_all(out: Path, names: list[str]) -> None:
@@ -143,6 +179,35 @@ def _outputs(model) -> list[str]:
             for o in inferred.graph.output]
 
 
+def _sequence(model) -> list[tuple[str, str, list, list]]:
+    """(node name, op type, inferred output shapes, parameter shapes) per node, export
+    artefacts left out; initializers reached through Identity nodes resolved."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    inits = {t.name: list(t.dims) for t in model.graph.initializer}
+    alias = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Identity"}
+    return [(n.name, n.op_type, [shapes.get(o) for o in n.output],
+             [inits.get(alias.get(i, i)) for i in n.input[1:]])
+            for n in model.graph.node if n.op_type not in ARTEFACTS | {"Constant"}]
+
+
+def _sequence_lines(ours, real) -> list[str]:
+    """Where the builder's node sequence first differs from the export's (op type, output
+    shapes, parameter shapes), or that they are equal."""
+    a, b = _sequence(ours), _sequence(real)
+    for what, k in (("op type", 1), ("output shape", 2), ("parameter shape", 3)):
+        diff = next((i for i, (x, y) in enumerate(zip(a, b)) if x[k] != y[k]), None)
+        if diff is not None:
+            return [f"  {what} sequence differs at node {diff}: builder {a[diff][0]} "
+                    f"{a[diff][k]}, exporter {b[diff][0]} {b[diff][k]}"]
+    if len(a) != len(b):
+        return [f"  node sequences differ in length: builder {len(a)}, exporter {len(b)}"]
+    return [f"  op type, output shape and parameter shape sequences equal ({len(a)} nodes)"]
+
+
 def _compare(name: str, ours, real, counts: dict, slim=None) -> list[str]:
     from tcc_compiler.zoo import weight_count
 
@@ -163,6 +228,7 @@ def _compare(name: str, ours, real, counts: dict, slim=None) -> list[str]:
     lines.append(f"  node names also in the export: {len(ours_names & real_names)} of "
                  f"{len(ours_names)}")
     lines.append(f"  outputs: builder {_outputs(ours)}  exporter {_outputs(real)}")
+    lines += _sequence_lines(ours, real)
     ours_n = weight_count(ours)
     ref = counts["bn_folded"]
     lines.append(f"  parameters: builder {ours_n:,}; torch {counts['torch_params']:,}, with "

@@ -60,7 +60,7 @@ class _ChainEmission:
                 bl, cfg = conv_setup(ctx.weights, ctx.t, n, g, g.o, info, ctx.memo)   # loaded once
                 self.cfgs.append((C.ConvCfg, cfg))
                 self.blobs.append(bl)
-                info.macs = g.oh * g.ow * g.o * g.kh * g.kw * g.cin_g
+                info.macs = g.macs
             else:
                 self.cfgs.append((C.PoolCfg, pool_cfg(n, g.kh, g.kw, g.sh, g.sw)))
                 self.blobs.append(None)
