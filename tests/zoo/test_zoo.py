@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from functools import cache
 
@@ -16,15 +15,9 @@ from tcc_compiler import zoo
 from tcc_compiler.datasets import Preprocess, bundled_photos, load_image
 from tcc_compiler.errors import InputError
 
-BUILD_SECONDS = {}
-
-
 @cache
 def _model(name: str) -> onnx.ModelProto:
-    start = time.perf_counter()
-    model = zoo.build(name)
-    BUILD_SECONDS[name] = time.perf_counter() - start
-    return model
+    return zoo.build(name)
 
 
 @cache
@@ -74,11 +67,6 @@ def test_seed_changes_weights():
     other = zoo.build("resnet18", seed=1).graph.initializer
     assert [t.name for t in other] == [t.name for t in base]
     assert not np.array_equal(numpy_helper.to_array(other[0]), numpy_helper.to_array(base[0]))
-
-
-def test_resnet50_builds_fast():
-    _model("resnet50")
-    assert BUILD_SECONDS.get("resnet50", 0.0) < 10.0
 
 
 @pytest.mark.parametrize("name", zoo.RESNET_NAMES)
