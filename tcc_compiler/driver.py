@@ -44,6 +44,8 @@ from tcc_compiler.passes.instruments import (AFTER_PASS_META, IMPORT_STAGE, QUAN
                                              make_instruments)
 from tcc_compiler.passes.summary import fusion_summary, source_table
 from tcc_compiler.quant import quantize_graph
+from tcc_compiler.quant.auto_precision import (PrecisionChoice, choose_precision,
+                                               quantized_copy)
 from tcc_compiler.quant.bias_correction import correct_biases
 from tcc_compiler.quant.calib_table import add_fixed, build_table, check_covers, read_table
 from tcc_compiler.quant.calibrate import observe
@@ -51,6 +53,7 @@ from tcc_compiler.quant.quantize import fixed_ranges, ranges_needed
 from tcc_compiler.quant.ranges import choose_ranges
 from tcc_compiler.quant.weight_rounding import WEIGHT_ROUNDING, gptq_round_weights
 from tcc_compiler.schedule import Program, lower
+from tcc_compiler.schedule.report import dram_bytes
 from tcc_compiler.schedule.timeline import timeline
 from tcc_compiler.target import Target, load_target
 
@@ -112,6 +115,8 @@ class Calibration:
         ranges: {value name: (lo, hi)} in real units; None when the graph is already
             quantized (nothing to quantize).
         table: the calibration table written as calib_table.json, or None.
+        minmax: {value name: observed (min, max)} (the ranges of int16 tensors), or None
+            (from a table).
     """
 
     method: str
@@ -119,6 +124,7 @@ class Calibration:
     source: str
     ranges: dict | None
     table: dict | None
+    minmax: dict | None = None
 
 
 def _model_bytes_sha(model) -> str:
@@ -187,10 +193,11 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     preprocess = preprocess_for(graph, opts)
     t0 = time.perf_counter()
     calib = calibrate(graph, opts, preprocess, progress=progress, model=model)
+    choice = None
     if calib.ranges is not None:
         timings["calibration_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        quantize(graph, float_graph, calib, opts, instruments, len(passes))
+        choice = quantize(graph, float_graph, calib, opts, instruments, len(passes))
     timings["quantize_s"] = time.perf_counter() - t0
     _log_quantize(calib, timings)
 
@@ -199,8 +206,12 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     binaries = encode_binaries(program, __version__)
     timings["schedule_emit_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
-    return emit(model, graph, float_graph, program, binaries, tgt, preprocess, calib, fg,
-                timings)
+    art = emit(model, graph, float_graph, program, binaries, tgt, preprocess, calib, fg,
+               timings)
+    if choice is not None and choice.mode != "int8":
+        art.report["precision"] = precision_report(choice, art.report, float_graph, calib,
+                                                   tgt, opts)
+    return art
 
 
 def import_model(model: str | os.PathLike | onnx.ModelProto,
@@ -333,8 +344,9 @@ def calibrate(graph: Graph, options: CompileOptions, preprocess, *,
     obs = observe(graph, inputs, [method], p, progress)[method]
     ranges, rejected = choose_ranges(obs, method)   # the collapse guard warns per tensor
     table = build_table(obs, method, p, ranges, rejected)
+    minmax = {k: getattr(o, "mm", o).range() for k, o in obs.items()}
     return Calibration(method, inputs, source, ranges,
-                       add_fixed(table, fixed) if fixed else table)
+                       add_fixed(table, fixed) if fixed else table, minmax)
 
 
 def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
@@ -356,7 +368,9 @@ def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
         VerifyError: with ``options.verify_ir``, the quantized graph breaks an IR rule.
     """
     _instrument(instruments, QUANTIZE_STAGE, "before", index, graph)
-    quantize_graph(graph, calib.ranges)
+    choice = choose_precision(float_graph, calib.ranges, calib.minmax, calib.inputs,
+                              options.precision, options.precision_goal_db)
+    quantize_graph(graph, calib.ranges, choice.int16_ranges)
     if options.weight_rounding not in WEIGHT_ROUNDING:
         raise InputError(f"weight_rounding/--weight-rounding '{options.weight_rounding}': "
                          f"choose one of {', '.join(WEIGHT_ROUNDING)}")
@@ -373,6 +387,29 @@ def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
     if options.verify_ir:
         verify(graph, quantized=True)
     _instrument(instruments, QUANTIZE_STAGE, "after", index, graph)
+    return choice
+
+
+def precision_report(choice: PrecisionChoice, report: dict, float_graph: Graph,
+                     calib: Calibration, tgt: Target, options: CompileOptions) -> dict:
+    """The report's ``precision`` object: the choice (:meth:`PrecisionChoice.to_dict`) and
+    what its int16 layers cost against the same model all int8 (scheduled again for the
+    comparison): estimated latency (ms) and DRAM bytes moved per image, with both totals."""
+    d = choice.to_dict()
+    if not choice.plan.layers:
+        return d
+    base = lower_program(quantized_copy(float_graph, calib.ranges), tgt, options)
+    spans = timeline(base, tgt)
+    ms8 = (spans[-1].end if spans else 0) / tgt.clock_hz * 1e3
+    dram8 = sum(dram_bytes(base.commands))
+    ms, dram = report["estimated_latency_ms"], report["dram_read_bytes"] + \
+        report["dram_write_bytes"]
+    d["cost"] = {"estimated_latency_ms": {"int8": round(ms8, 4), "mixed": round(ms, 4),
+                                          "added": round(ms - ms8, 4)},
+                 "dram_bytes_per_image": {"int8": dram8, "mixed": dram, "added": dram - dram8},
+                 "dram_activation_bytes": {"int8": base.act_arena_bytes,
+                                           "mixed": report["dram_activation_bytes"]}}
+    return d
 
 
 def lower_program(graph: Graph, tgt: Target, options: CompileOptions = DEFAULTS) -> Program:
