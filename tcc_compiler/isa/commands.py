@@ -245,7 +245,11 @@ class ConvCfg(Command):
     act_lo: int
     act_hi: int
     lut_sram: int = 0
-    wide: int = 0
+
+    @property
+    def wide(self) -> int:
+        """The element-width bits (spec.WIDE_*) held in flags bits 4-6."""
+        return (self.flags >> spec.CONV_FLAG_WIDE_SHIFT) & spec.WIDE_MASK
 
     @property
     def has_shortcut(self) -> bool:
@@ -259,19 +263,19 @@ class ConvCfg(Command):
 
     @property
     def in_bytes(self) -> int:
-        """Bytes per input element: 2 if wide bit0 (int16), else 1."""
+        """Bytes per input element: 2 if flags bit4 (int16), else 1."""
         return elem_size(self.wide, spec.WIDE_IN)
 
     @property
     def out_bytes(self) -> int:
-        """Bytes per output element: 4 for out_mode 1 (int32), 2 if wide bit1, else 1."""
+        """Bytes per output element: 4 for out_mode 1 (int32), 2 if flags bit5, else 1."""
         if self.out_mode == spec.OUT_MODE_INT32:
             return 4
         return elem_size(self.wide, spec.WIDE_OUT)
 
     @property
     def sc_bytes(self) -> int:
-        """Bytes per shortcut element: 2 if wide bit2 (int16), else 1."""
+        """Bytes per shortcut element: 2 if flags bit6 (int16), else 1."""
         return elem_size(self.wide, spec.WIDE_B)
 
 

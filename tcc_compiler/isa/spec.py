@@ -233,9 +233,6 @@ _STRIDE_DOC = ("Each tile operand is a [rows, cols, channels] box at its SRAM ad
                "resident in SRAM. A non-zero stride must be at least the packed one (operands "
                "never overlap themselves).")
 
-_WIDE_DOC = ("element widths of the operands: bit0 = input int16, bit1 = output int16, "
-             "bit2 = {b} int16; a clear bit = int8 (0 = all int8); other bits reserved 0")
-
 CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
     ("kh", U8, "kernel height"),
     ("kw", U8, "kernel width"),
@@ -250,7 +247,9 @@ CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
                   "datapath, not the MAC array: cin_g = 1, oc = in_c, kernel and stride "
                   "within the target's depthwise limits, dilation 1); bit3 = LUT epilogue "
                   "(the int8 output goes through the 256-entry table at lut_sram: "
-                  "out = lut[y + 128]; needs out_mode 0); other bits reserved 0",
+                  "out = lut[y + 128]; needs out_mode 0); bits 4-6 = element widths "
+                  "(mixed precision): bit4 = input int16, bit5 = output int16 (needs "
+                  "out_mode 0, no LUT), bit6 = shortcut int16, clear = int8; bit7 reserved 0",
      Display.HEX),
     ("group", U16, "groups of the whole layer (informational; tiles hold whole groups)"),
     ("cin_g", U16, "input channels per group"),
@@ -261,20 +260,19 @@ CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
     ("act_hi", I16, "output clamp high bound in the output type"),
     ("lut_sram", U32, "int8 [256] activation table of the LUT epilogue (if flags bit3)",
      Display.SRAM),
-    ("wide", U8, _WIDE_DOC.format(b="shortcut"), Display.HEX),
 ], "Set the conv layer registers used by the following CONV_TILE commands. With flags bit3 "
    "the requantized int8 output of every tile is mapped through one lookup table on its way "
    "out (an activation such as SiLU or Sigmoid fused into the conv: numerics/lut.py "
-   "apply_lut), so it needs no second pass over DRAM. An int16 input (wide bit0) takes int8 "
+   "apply_lut), so it needs no second pass over DRAM. An int16 input (flags bit4) takes int8 "
    "weights, accumulates in the same 32-bit accumulator and runs at the target's int16 MAC "
-   "rate; an int16 output (bit1) needs out_mode 0 and no LUT epilogue.")
+   "rate; an int16 output (bit5) needs out_mode 0 and no LUT epilogue.")
 
 CONV_TILE = _command("CONV_TILE", 0x4, Queue.COMPUTE, [
-    ("in_sram", U32, "input tile int8/int16 (CONV_CFG wide) [in_h, in_w, in_c] (NHWC)",
+    ("in_sram", U32, "input tile int8/int16 (CONV_CFG flags) [in_h, in_w, in_c] (NHWC)",
      Display.SRAM),
     ("w_sram", U32, "weights int8 [oc, kh, kw, cin_g] (OHWI)", Display.SRAM),
     ("p_sram", U32, "oc parameter records of 16 bytes", Display.SRAM),
-    ("out_sram", U32, "output [out_h, out_w, oc]: int8 (int16 LE if wide bit1), or int32 LE "
+    ("out_sram", U32, "output [out_h, out_w, oc]: int8 (int16 LE if flags bit5), or int32 LE "
                       "if out_mode 1", Display.SRAM),
     ("sc_sram", U32, "shortcut int8/int16 [out_h, out_w, oc] (if flags bit0)", Display.SRAM),
     ("in_h", U16, "input tile height (rows, halo included)"),
@@ -445,11 +443,14 @@ CONV_FLAG_DEPTHWISE = 0x04
 CONV_FLAG_LUT = 0x08
 POOL_KIND_MAX = 0
 POOL_KIND_AVG = 1
-# ``wide`` field bits of CONV_CFG, POOL_CFG and EW_TILE (element widths; clear = int8).
+# ``wide`` field bits of POOL_CFG and EW_TILE (element widths; clear = int8); CONV_CFG holds
+# the same three bits in flags bits 4-6 (CONV_FLAG_WIDE_SHIFT; the field count, and so the
+# encoding of every int8 program, stays as it was).
 WIDE_IN = 0x01     # the input (EW_TILE: a) is int16
 WIDE_OUT = 0x02    # the output is int16
 WIDE_B = 0x04      # the shortcut (CONV_CFG) / b (EW_TILE) operand is int16
 WIDE_MASK = WIDE_IN | WIDE_OUT | WIDE_B
+CONV_FLAG_WIDE_SHIFT = 4
 
 # ---------------------------------------------------------------------------------------------
 # Per-output-channel conv parameter record (16 bytes, little-endian)

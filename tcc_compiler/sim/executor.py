@@ -87,11 +87,10 @@ def _conv_flags_problem(cfg: ConvCfg, t: ConvTile, array_in: int) -> str | None:
     than one group or ``kw * cin_g > array_in``, depthwise mode without ``cin_g = 1``,
     ``oc = in_c``); None when they do."""
     if cfg.flags & ~(spec.CONV_FLAG_SHORTCUT | spec.CONV_FLAG_IMAGE | spec.CONV_FLAG_DEPTHWISE
-                     | spec.CONV_FLAG_LUT):
+                     | spec.CONV_FLAG_LUT | spec.WIDE_MASK << spec.CONV_FLAG_WIDE_SHIFT):
         return f"CONV_CFG reserved flag bits set ({cfg.flags:#x})"
-    if cfg.wide & ~spec.WIDE_MASK or (cfg.wide & spec.WIDE_OUT and (
-            cfg.has_lut or cfg.out_mode != spec.OUT_MODE_INT8)):
-        return f"CONV_CFG wide {cfg.wide:#x}: reserved bits, or int16 output with a LUT/int32"
+    if cfg.wide & spec.WIDE_OUT and (cfg.has_lut or cfg.out_mode != spec.OUT_MODE_INT8):
+        return f"CONV_CFG flags {cfg.flags:#x}: int16 output with a LUT epilogue or int32"
     if cfg.flags & spec.CONV_FLAG_DEPTHWISE and (
             cfg.flags & spec.CONV_FLAG_IMAGE or cfg.cin_g != 1 or t.oc != t.in_c):
         return (f"depthwise mode needs cin_g 1, oc == in_c and no image mode "

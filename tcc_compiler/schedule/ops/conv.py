@@ -20,7 +20,8 @@ from tcc_compiler.ir.graph import Node
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.spec import (CONV_FLAG_DEPTHWISE, CONV_FLAG_IMAGE, CONV_FLAG_LUT,
-                                   CONV_FLAG_SHORTCUT, PARAM_RECORD_BYTES, pack_conv_params)
+                                   CONV_FLAG_SHORTCUT, CONV_FLAG_WIDE_SHIFT,
+                                   PARAM_RECORD_BYTES, pack_conv_params)
 from tcc_compiler.isa.wcodec import LayerKind
 from tcc_compiler.quant.golden import weights_ohwi
 from tcc_compiler.numerics.lut import LUT_ENTRIES
@@ -72,9 +73,10 @@ def conv_setup(weights: WeightLayoutBuilder, t: Target, n: Node, g: ConvGeom,
                out_mode=1 if q.out_int32 else 0,
                flags=(CONV_FLAG_SHORTCUT if g.has_shortcut else 0)
                | (CONV_FLAG_IMAGE if image else 0)
-               | (CONV_FLAG_DEPTHWISE if info.depthwise else 0),
+               | (CONV_FLAG_DEPTHWISE if info.depthwise else 0)
+               | q.wide << CONV_FLAG_WIDE_SHIFT,
                group=g.group, cin_g=g.cin_g, zp_in=q.zp_in, zp_out=q.zp_out,
-               zp_sc=q.zp_sc, act_lo=q.act_lo, act_hi=q.act_hi, wide=q.wide)
+               zp_sc=q.zp_sc, act_lo=q.act_lo, act_hi=q.act_hi)
     return blobs, cfg
 
 
