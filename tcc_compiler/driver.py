@@ -44,8 +44,8 @@ from tcc_compiler.passes.instruments import (AFTER_PASS_META, IMPORT_STAGE, QUAN
                                              make_instruments)
 from tcc_compiler.passes.summary import fusion_summary, source_table
 from tcc_compiler.quant import quantize_graph
-from tcc_compiler.quant.auto_precision import (PrecisionChoice, choose_precision,
-                                               quantized_copy)
+from tcc_compiler.quant.auto_precision import (PrecisionChoice, check_precision,
+                                               choose_precision, quantized_copy)
 from tcc_compiler.quant.bias_correction import correct_biases
 from tcc_compiler.quant.calib_table import add_fixed, build_table, check_covers, read_table
 from tcc_compiler.quant.calibrate import observe
@@ -191,6 +191,8 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     check_memory(graph, model)
 
     preprocess = preprocess_for(graph, opts)
+    if not graph.meta.get("quantized"):
+        check_precision(graph, opts.precision)   # a bad file fails before calibrating
     t0 = time.perf_counter()
     calib = calibrate(graph, opts, preprocess, progress=progress, model=model)
     choice = None

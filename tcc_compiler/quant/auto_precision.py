@@ -170,6 +170,19 @@ def auto_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inputs
                            ranking)
 
 
+def check_precision(float_graph: Graph, precision) -> None:
+    """Refuse a bad ``precision`` before any calibration: an unknown mode, an unreadable or
+    malformed precision file, a name that is no layer of ``float_graph``.
+
+    Raises:
+        InputError: one line naming the file (or "precision") and the problem.
+    """
+    if isinstance(precision, (list, tuple)):
+        plan_int16(float_graph, precision, "precision")
+    elif precision not in MODES:
+        plan_int16(float_graph, read_precision_file(precision), str(precision))
+
+
 def choose_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inputs: list,
                      precision, goal_db: float = DEFAULT_GOAL_DB) -> PrecisionChoice:
     """The int16 layers for a ``precision`` setting: "int8" (none), "auto"
