@@ -44,8 +44,9 @@ from tcc_compiler.passes.instruments import (AFTER_PASS_META, IMPORT_STAGE, QUAN
                                              make_instruments)
 from tcc_compiler.passes.summary import fusion_summary, source_table
 from tcc_compiler.quant import quantize_graph
+from tcc_compiler.emit.precision import precision_report
 from tcc_compiler.quant.auto_precision import (PrecisionChoice, check_precision,
-                                               choose_precision, quantized_copy)
+                                               choose_precision)
 from tcc_compiler.quant.bias_correction import correct_biases
 from tcc_compiler.quant.calib_table import add_fixed, build_table, check_covers, read_table
 from tcc_compiler.quant.calibrate import observe
@@ -53,7 +54,6 @@ from tcc_compiler.quant.quantize import fixed_ranges, ranges_needed
 from tcc_compiler.quant.ranges import choose_ranges
 from tcc_compiler.quant.weight_rounding import WEIGHT_ROUNDING, gptq_round_weights
 from tcc_compiler.schedule import Program, lower
-from tcc_compiler.schedule.report import dram_bytes
 from tcc_compiler.schedule.timeline import timeline
 from tcc_compiler.target import Target, load_target
 
@@ -211,8 +211,8 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     art = emit(model, graph, float_graph, program, binaries, tgt, preprocess, calib, fg,
                timings)
     if choice is not None and choice.mode != "int8":
-        art.report["precision"] = precision_report(choice, art.report, float_graph, calib,
-                                                   tgt, opts)
+        art.report["precision"] = precision_report(choice, art.report, float_graph,
+                                                   calib.ranges, tgt, opts.compress_weights)
     return art
 
 
@@ -353,8 +353,11 @@ def calibrate(graph: Graph, options: CompileOptions, preprocess, *,
 
 def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
              options: CompileOptions = DEFAULTS,
-             instruments: Sequence[Instrument] | None = None, index: int = 0) -> None:
-    """Stage 4, quantize (in place): int8 weights and activations from ``calib.ranges``, int32
+             instruments: Sequence[Instrument] | None = None,
+             index: int = 0) -> PrecisionChoice:
+    """Stage 4, quantize (in place): int8 weights and activations from ``calib.ranges`` (int16
+    activations on the layers ``options.precision`` chooses,
+    :func:`~tcc_compiler.quant.auto_precision.choose_precision`), int32
     biases, integer requantization; with ``options.weight_rounding`` "gptq" the int8 weights
     are re-rounded on the calibration inputs (:mod:`tcc_compiler.quant.weight_rounding`); with
     ``options.bias_correction`` each conv/fc's mean
@@ -364,9 +367,12 @@ def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
     Args:
         instruments, index: called with ``("quantize", "before"|"after", index, graph)``.
 
+    Returns:
+        The precision choice (which layers are int16; the report's ``precision``).
+
     Raises:
         InputError: bias correction or gptq rounding without calibration inputs, an unknown
-            weight rounding.
+            weight rounding, a bad ``options.precision`` (or ``auto`` without inputs).
         VerifyError: with ``options.verify_ir``, the quantized graph breaks an IR rule.
     """
     _instrument(instruments, QUANTIZE_STAGE, "before", index, graph)
@@ -390,28 +396,6 @@ def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
         verify(graph, quantized=True)
     _instrument(instruments, QUANTIZE_STAGE, "after", index, graph)
     return choice
-
-
-def precision_report(choice: PrecisionChoice, report: dict, float_graph: Graph,
-                     calib: Calibration, tgt: Target, options: CompileOptions) -> dict:
-    """The report's ``precision`` object: the choice (:meth:`PrecisionChoice.to_dict`) and
-    what its int16 layers cost against the same model all int8 (scheduled again for the
-    comparison): estimated latency (ms) and DRAM bytes moved per image, with both totals."""
-    d = choice.to_dict()
-    if not choice.plan.layers:
-        return d
-    base = lower_program(quantized_copy(float_graph, calib.ranges), tgt, options)
-    spans = timeline(base, tgt)
-    ms8 = (spans[-1].end if spans else 0) / tgt.clock_hz * 1e3
-    dram8 = sum(dram_bytes(base.commands))
-    ms, dram = report["estimated_latency_ms"], report["dram_read_bytes"] + \
-        report["dram_write_bytes"]
-    d["cost"] = {"estimated_latency_ms": {"int8": round(ms8, 4), "mixed": round(ms, 4),
-                                          "added": round(ms - ms8, 4)},
-                 "dram_bytes_per_image": {"int8": dram8, "mixed": dram, "added": dram - dram8},
-                 "dram_activation_bytes": {"int8": base.act_arena_bytes,
-                                           "mixed": report["dram_activation_bytes"]}}
-    return d
 
 
 def lower_program(graph: Graph, tgt: Target, options: CompileOptions = DEFAULTS) -> Program:

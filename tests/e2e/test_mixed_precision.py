@@ -101,8 +101,8 @@ def test_int16_tiled_into_small_sram_bit_exact_in_any_queue_order(tmp_path, kib)
     t = load_target().with_sram(kib * 1024)
     m, res = _compile_check(tmp_path, residual_net(), WIDE, target=t, schedules=2)
     assert all(exact for exact, _ in res)
-    assert any("spatial x" in l["tiling"] and not l["tiling"].startswith(f"{HW}x{HW}x")
-               for l in m.report["layers"])   # really tiled
+    assert any("spatial x" in r["tiling"] and not r["tiling"].startswith(f"{HW}x{HW}x")
+               for r in m.report["layers"])   # really tiled
 
 
 def test_qdq_export_of_int16_runs_in_onnx_runtime_and_agrees(tmp_path):
