@@ -48,6 +48,7 @@ from tcc_compiler.emit.precision import precision_report
 from tcc_compiler.quant.auto_precision import (PrecisionChoice, check_precision,
                                                choose_precision)
 from tcc_compiler.quant.bias_correction import correct_biases
+from tcc_compiler.quant.precision import layer_nodes
 from tcc_compiler.quant.calib_table import add_fixed, build_table, check_covers, read_table
 from tcc_compiler.quant.calibrate import observe
 from tcc_compiler.quant.quantize import fixed_ranges, ranges_needed
@@ -191,6 +192,10 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     check_memory(graph, model)
 
     preprocess = preprocess_for(graph, opts)
+    if is_segment(model) and isinstance(opts.precision, (list, tuple)):
+        # one NPU segment of a segmented model: its own layers of the names given (the
+        # segmented build checks every name belongs to some segment)
+        opts = opts.with_(precision=[n for n in opts.precision if n in layer_nodes(graph)])
     if not graph.meta.get("quantized"):
         check_precision(graph, opts.precision)   # a bad file fails before calibrating
     t0 = time.perf_counter()
