@@ -197,7 +197,7 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
         # segmented build checks every name belongs to some segment)
         opts = opts.with_(precision=[n for n in opts.precision if n in layer_nodes(graph)])
     if not graph.meta.get("quantized"):
-        check_precision(graph, opts.precision)   # a bad file fails before calibrating
+        check_precision(graph, opts.precision, opts.precision_goal_db)   # before calibrating
     t0 = time.perf_counter()
     calib = calibrate(graph, opts, preprocess, progress=progress, model=model)
     choice = None

@@ -73,8 +73,8 @@ class CompileOptions:
             worst isolated error first, that reach ``precision_goal_db``; needs calibration
             inputs), a JSON file ``{"int16": [layer names]}`` or a list of layer names (as
             ``tccc analyze`` lists them).
-        precision_goal_db: ``auto``'s goal: the network output's SQNR vs float on the
-            calibration inputs (dB), capped at all-int16's minus 1 dB.
+        precision_goal_db: ``auto``'s goal (dB, >= 0): the network output's SQNR vs float on
+            the calibration inputs at most this far below all-int16's.
     """
 
     input_whc: str | tuple[int, int, int] | None = None

@@ -104,8 +104,8 @@ def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
     the calibration inputs), for each in ``gptq`` ``method + "+gptq"`` (GPTQ weight rounding)
     and, if in both, ``method + "+gptq+bc"``; for each in ``auto`` ``method + "+auto"``
     (``--precision auto``: int16 layers chosen on the calibration inputs, their names in
-    ``AUTO[method]``). Ranges are chosen as ``tccc compile`` does
-    (guarded unless ``GUARD["on"]`` is False; rejections counted in ``GUARD["rejected"]``)."""
+    ``AUTO[method]``) and ``method + "+all16"`` (every layer that can be int16). Ranges are
+    chosen as ``tccc compile`` does (guarded unless ``GUARD["on"]`` is False; rejections counted in ``GUARD["rejected"]``)."""
     from tcc_compiler.driver import import_model, run_float_passes
     from tcc_compiler.quant import quantize_graph, run_golden
     from tcc_compiler.quant.bias_correction import correct_biases
@@ -132,13 +132,18 @@ def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
                 correct_biases(fg, g, calib)
                 out[tag + "+bc"] = [run_golden(g, x)[name] for x in evals]
         if m in auto:
-            from tcc_compiler.quant.auto_precision import DEFAULT_GOAL_DB, auto_precision
+            from tcc_compiler.quant.auto_precision import (DEFAULT_GOAL_DB, auto_precision,
+                                                           choose_precision)
 
             mm = {k: getattr(o, "mm", o).range() for k, o in obs[m].items()}
-            choice = auto_precision(fg, ranges, mm, calib, GOAL["db"] or DEFAULT_GOAL_DB)
+            goal = DEFAULT_GOAL_DB if GOAL["db"] is None else GOAL["db"]
+            choice = auto_precision(fg, ranges, mm, calib, goal)
             AUTO[m] = choice.to_dict()
             g = quantize_graph(fg.clone(), ranges, choice.int16_ranges)
             out[m + "+auto"] = [run_golden(g, x)[g.outputs[0].name] for x in evals]
+            every = choose_precision(fg, ranges, mm, [], [n for n, _ in choice.ranking])
+            g = quantize_graph(fg.clone(), ranges, every.int16_ranges)   # the ceiling
+            out[m + "+all16"] = [run_golden(g, x)[g.outputs[0].name] for x in evals]
     return out
 
 

@@ -8,9 +8,10 @@ first, and promotes the fewest of them, in that order, whose network output meet
 the calibration inputs:
 
     output SQNR (float network vs quantized network, dB, over the inputs used)
-        >= min(goal_db, SQNR with every promotable layer int16 - ALL_INT16_MARGIN_DB)
+        >= SQNR with every promotable layer int16 - goal_db
 
-so the goal is always reachable (the second term caps it at what int16 can give). The number
+i.e. within ``goal_db`` of what int16 activations can give at all (always reachable: all of
+them meet it). The number
 of layers is found by bisection over the ranking (output SQNR grows with the layers promoted;
 where it does not, bisection still ends on a prefix that meets the goal), using at most
 :data:`MAX_AUTO_INPUTS` calibration inputs. The search quantizes with round-to-nearest weights
@@ -36,10 +37,9 @@ from tcc_compiler.quant.quantize import quantize_graph
 
 log = logging.getLogger(__name__)
 
-#: The default goal of ``auto``: network output SQNR vs float on the calibration inputs (dB).
-DEFAULT_GOAL_DB = 40.0
-#: ``auto`` never asks for more than all-int16's output SQNR minus this (dB).
-ALL_INT16_MARGIN_DB = 1.0
+#: The default goal of ``auto`` (dB): the network output's SQNR vs float on the calibration
+#: inputs within this of all-int16's.
+DEFAULT_GOAL_DB = 0.5
 #: Calibration inputs the ``auto`` search evaluates (the first ones).
 MAX_AUTO_INPUTS = 16
 #: The ``precision`` values that are modes, not files.
@@ -54,8 +54,9 @@ class PrecisionChoice:
         mode: "int8", "auto", "file" (a precision file) or "list" (names given in code).
         plan: the :class:`Int16Plan` (layers, tensors, layers kept int8 and why).
         int16_ranges: {layer output name: (lo, hi)} for :func:`quantize_graph`.
-        goal_db, sqnr_db: ``auto`` only: the goal and the output SQNR of all-int8, the choice
-            and all-int16 on the inputs used (dB; None when not computed).
+        goal_db, sqnr_db: ``auto`` only: the goal (dB below all-int16) and the output SQNR of
+            all-int8, the choice and all-int16 on the inputs used (dB; None when not
+            computed).
         ranking: ``auto`` only: [(layer, isolated SQNR dB)] of the promotable layers, worst
             first.
         source: the precision file, for messages.
@@ -136,7 +137,7 @@ def auto_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inputs
         float_graph: the float graph after the passes. ranges: calibrated int8 ranges.
         minmax: observed {value: (min, max)} (int16 ranges), or None.
         inputs: calibration inputs (float32 NCHW); the first :data:`MAX_AUTO_INPUTS` are used.
-        goal_db: output SQNR goal (dB).
+        goal_db: the goal: output SQNR at most this many dB below all-int16's (>= 0).
     """
     xs = [inputs[i] for i in range(min(len(inputs), MAX_AUTO_INPUTS))]
     ranking = rank_layers(float_graph, ranges, xs)
@@ -149,7 +150,7 @@ def auto_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inputs
         return output_sqnr(float_graph, q, xs, floats)
 
     s8, s16 = sqnr(0), sqnr(len(ranking))
-    target = min(goal_db, s16 - ALL_INT16_MARGIN_DB)
+    target = s16 - goal_db
     lo, hi = 0, len(ranking)   # invariant: prefix hi meets the target (or is everything)
     found = {0: s8, len(ranking): s16}
     if s8 >= target:
@@ -170,13 +171,16 @@ def auto_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inputs
                            ranking)
 
 
-def check_precision(float_graph: Graph, precision) -> None:
-    """Refuse a bad ``precision`` before any calibration: an unknown mode, an unreadable or
-    malformed precision file, a name that is no layer of ``float_graph``.
+def check_precision(float_graph: Graph, precision, goal_db: float = DEFAULT_GOAL_DB) -> None:
+    """Refuse a bad ``precision`` before any calibration: an unreadable or malformed precision
+    file, a name that is no layer of ``float_graph``, a negative ``auto`` goal.
 
     Raises:
         InputError: one line naming the file (or "precision") and the problem.
     """
+    if precision == "auto" and not goal_db >= 0:
+        raise InputError(f"precision_goal_db/--precision-goal {goal_db}: give a number of "
+                         "dB >= 0 (how far below all-int16's output SQNR auto may stay)")
     if isinstance(precision, (list, tuple)):
         plan_int16(float_graph, precision, "precision")
     elif precision not in MODES:
@@ -200,6 +204,7 @@ def choose_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inpu
     if precision == "int8":
         return PrecisionChoice("int8")
     if precision == "auto":
+        check_precision(float_graph, precision, goal_db)
         if not inputs:
             raise InputError("precision/--precision auto needs calibration inputs "
                              "(calibration/--calib), not only a calib_table/--calib-table")

@@ -43,8 +43,8 @@ def add_arguments(p) -> None:
                         "calibration inputs reaches --precision-goal), or a JSON file "
                         '{"int16": [layer names as tccc analyze lists them]}')
     p.add_argument("--precision-goal", type=float, default=DEFAULTS.precision_goal_db,
-                   metavar="DB", help="auto's goal: output SQNR vs float in dB (capped at "
-                                      "all-int16's minus 1 dB; default "
+                   metavar="DB", help="auto's goal: output SQNR vs float on the calibration "
+                                      "inputs at most DB below all-int16's (default "
                                       f"{DEFAULTS.precision_goal_db:g})")
     _add_preprocess_arguments(p)
     p.add_argument("--no-compress-weights", action="store_true",
@@ -221,7 +221,7 @@ def _print_precision(p: dict | None) -> None:
     if p.get("output_sqnr_db"):
         s = p["output_sqnr_db"]
         line += (f", output SQNR {s['chosen']} dB on the calibration inputs (int8 "
-                 f"{s['int8']}, all int16 {s['all_int16']}, goal {p['goal_db']})")
+                 f"{s['int8']}, all int16 {s['all_int16']}, goal within {p['goal_db']})")
     c = p.get("cost")
     if c:
         lat, dram = c["estimated_latency_ms"], c["dram_bytes_per_image"]
