@@ -105,7 +105,8 @@ def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
     and, if in both, ``method + "+gptq+bc"``; for each in ``auto`` ``method + "+auto"``
     (``--precision auto``: int16 layers chosen on the calibration inputs, their names in
     ``AUTO[method]``) and ``method + "+all16"`` (every layer that can be int16). Ranges are
-    chosen as ``tccc compile`` does (guarded unless ``GUARD["on"]`` is False; rejections counted in ``GUARD["rejected"]``)."""
+    chosen as ``tccc compile`` does (guarded unless ``GUARD["on"]`` is False; rejections
+    counted in ``GUARD["rejected"]``)."""
     from tcc_compiler.driver import import_model, run_float_passes
     from tcc_compiler.quant import quantize_graph, run_golden
     from tcc_compiler.quant.bias_correction import correct_biases
