@@ -44,7 +44,11 @@ from tcc_compiler.passes.instruments import (AFTER_PASS_META, IMPORT_STAGE, QUAN
                                              make_instruments)
 from tcc_compiler.passes.summary import fusion_summary, source_table
 from tcc_compiler.quant import quantize_graph
+from tcc_compiler.emit.precision import precision_report
+from tcc_compiler.quant.auto_precision import (PrecisionChoice, check_precision,
+                                               choose_precision)
 from tcc_compiler.quant.bias_correction import correct_biases
+from tcc_compiler.quant.precision import layer_nodes
 from tcc_compiler.quant.calib_table import add_fixed, build_table, check_covers, read_table
 from tcc_compiler.quant.calibrate import observe
 from tcc_compiler.quant.quantize import fixed_ranges, ranges_needed
@@ -112,6 +116,8 @@ class Calibration:
         ranges: {value name: (lo, hi)} in real units; None when the graph is already
             quantized (nothing to quantize).
         table: the calibration table written as calib_table.json, or None.
+        minmax: {value name: observed (min, max)} (the ranges of int16 tensors), or None
+            (from a table).
     """
 
     method: str
@@ -119,6 +125,7 @@ class Calibration:
     source: str
     ranges: dict | None
     table: dict | None
+    minmax: dict | None = None
 
 
 def _model_bytes_sha(model) -> str:
@@ -185,12 +192,19 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     check_memory(graph, model)
 
     preprocess = preprocess_for(graph, opts)
+    if is_segment(model) and isinstance(opts.precision, (list, tuple)):
+        # one NPU segment of a segmented model: its own layers of the names given (the
+        # segmented build checks every name belongs to some segment)
+        opts = opts.with_(precision=[n for n in opts.precision if n in layer_nodes(graph)])
+    if not graph.meta.get("quantized"):
+        check_precision(graph, opts.precision, opts.precision_goal_db)   # before calibrating
     t0 = time.perf_counter()
     calib = calibrate(graph, opts, preprocess, progress=progress, model=model)
+    choice = None
     if calib.ranges is not None:
         timings["calibration_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        quantize(graph, float_graph, calib, opts, instruments, len(passes))
+        choice = quantize(graph, float_graph, calib, opts, instruments, len(passes))
     timings["quantize_s"] = time.perf_counter() - t0
     _log_quantize(calib, timings)
 
@@ -199,8 +213,12 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     binaries = encode_binaries(program, __version__)
     timings["schedule_emit_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
-    return emit(model, graph, float_graph, program, binaries, tgt, preprocess, calib, fg,
-                timings)
+    art = emit(model, graph, float_graph, program, binaries, tgt, preprocess, calib, fg,
+               timings)
+    if choice is not None and choice.mode != "int8":
+        art.report["precision"] = precision_report(choice, art.report, float_graph,
+                                                   calib.ranges, tgt, opts.compress_weights)
+    return art
 
 
 def import_model(model: str | os.PathLike | onnx.ModelProto,
@@ -333,14 +351,18 @@ def calibrate(graph: Graph, options: CompileOptions, preprocess, *,
     obs = observe(graph, inputs, [method], p, progress)[method]
     ranges, rejected = choose_ranges(obs, method)   # the collapse guard warns per tensor
     table = build_table(obs, method, p, ranges, rejected)
+    minmax = {k: getattr(o, "mm", o).range() for k, o in obs.items()}
     return Calibration(method, inputs, source, ranges,
-                       add_fixed(table, fixed) if fixed else table)
+                       add_fixed(table, fixed) if fixed else table, minmax)
 
 
 def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
              options: CompileOptions = DEFAULTS,
-             instruments: Sequence[Instrument] | None = None, index: int = 0) -> None:
-    """Stage 4, quantize (in place): int8 weights and activations from ``calib.ranges``, int32
+             instruments: Sequence[Instrument] | None = None,
+             index: int = 0) -> PrecisionChoice:
+    """Stage 4, quantize (in place): int8 weights and activations from ``calib.ranges`` (int16
+    activations on the layers ``options.precision`` chooses,
+    :func:`~tcc_compiler.quant.auto_precision.choose_precision`), int32
     biases, integer requantization; with ``options.weight_rounding`` "gptq" the int8 weights
     are re-rounded on the calibration inputs (:mod:`tcc_compiler.quant.weight_rounding`); with
     ``options.bias_correction`` each conv/fc's mean
@@ -350,13 +372,18 @@ def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
     Args:
         instruments, index: called with ``("quantize", "before"|"after", index, graph)``.
 
+    Returns:
+        The precision choice (which layers are int16; the report's ``precision``).
+
     Raises:
         InputError: bias correction or gptq rounding without calibration inputs, an unknown
-            weight rounding.
+            weight rounding, a bad ``options.precision`` (or ``auto`` without inputs).
         VerifyError: with ``options.verify_ir``, the quantized graph breaks an IR rule.
     """
     _instrument(instruments, QUANTIZE_STAGE, "before", index, graph)
-    quantize_graph(graph, calib.ranges)
+    choice = choose_precision(float_graph, calib.ranges, calib.minmax, calib.inputs,
+                              options.precision, options.precision_goal_db)
+    quantize_graph(graph, calib.ranges, choice.int16_ranges)
     if options.weight_rounding not in WEIGHT_ROUNDING:
         raise InputError(f"weight_rounding/--weight-rounding '{options.weight_rounding}': "
                          f"choose one of {', '.join(WEIGHT_ROUNDING)}")
@@ -373,6 +400,7 @@ def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
     if options.verify_ir:
         verify(graph, quantized=True)
     _instrument(instruments, QUANTIZE_STAGE, "after", index, graph)
+    return choice
 
 
 def lower_program(graph: Graph, tgt: Target, options: CompileOptions = DEFAULTS) -> Program:

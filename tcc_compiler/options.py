@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Sequence
 
 from tcc_compiler.errors import InputError
+from tcc_compiler.quant.auto_precision import DEFAULT_GOAL_DB
 from tcc_compiler.quant.calibrate import DEFAULT_METHOD, DEFAULT_PERCENTILE
 from tcc_compiler.quant.weight_rounding import DEFAULT_WEIGHT_ROUNDING
 from tcc_compiler.target.target import DEFAULT_TARGET
@@ -67,6 +68,13 @@ class CompileOptions:
         strict: refuse a model the NPU cannot run whole (exit 2, every refused node named)
             instead of running those nodes on the host between NPU segments
             (:mod:`tcc_compiler.segmenting`); False = fall back to host segments.
+        precision: which layers get int16 activations (mixed precision,
+            :mod:`tcc_compiler.quant.auto_precision`): "int8" (none), "auto" (the fewest,
+            worst isolated error first, that reach ``precision_goal_db``; needs calibration
+            inputs), a JSON file ``{"int16": [layer names]}`` or a list of layer names (as
+            ``tccc analyze`` lists them).
+        precision_goal_db: ``auto``'s goal (dB, >= 0): the network output's SQNR vs float on
+            the calibration inputs at most this far below all-int16's.
     """
 
     input_whc: str | tuple[int, int, int] | None = None
@@ -84,10 +92,12 @@ class CompileOptions:
     print_ir_before: tuple[str, ...] | None = None
     print_ir_after: tuple[str, ...] | None = None
     strict: bool = False
+    precision: Any = "int8"
+    precision_goal_db: float = DEFAULT_GOAL_DB
 
     def __post_init__(self) -> None:
         # sequences are stored as tuples so that a frozen record cannot change under a caller
-        for name in ("calibration", "print_ir_before", "print_ir_after"):
+        for name in ("calibration", "print_ir_before", "print_ir_after", "precision"):
             v = getattr(self, name)
             if isinstance(v, list):
                 object.__setattr__(self, name, tuple(v))

@@ -64,7 +64,7 @@ def _toml_flat() -> dict[str, object]:
 def _md_table() -> dict[str, object]:
     rows = {}
     for line in (SPECS / "target.md").read_text().splitlines():
-        m = re.match(r"^\|\s*`([a-z_]+\.[a-z_]+)`\s*\|\s*`([^`]*)`\s*\|", line)
+        m = re.match(r"^\|\s*`([a-z_]+\.[a-z0-9_]+)`\s*\|\s*`([^`]*)`\s*\|", line)
         if m:
             key, val = m.groups()
             assert key not in rows, f"target.md lists {key} twice"

@@ -91,15 +91,22 @@ def make_photo_sets(folder: Path) -> tuple[list[Path], list[Path]]:
 
 
 GUARD = {"on": True, "rejected": {}}
+#: method -> the ``--precision auto`` choice (PrecisionChoice.to_dict) of its "+auto" variant.
+AUTO: dict = {}
+#: The ``--precision-goal`` of the "+auto" variants (None: tccc's default).
+GOAL = {"db": None}
 
 
 def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
-                 bias_correction=(), gptq=()) -> dict:
+                 bias_correction=(), gptq=(), auto=()) -> dict:
     """{method: [first graph output per eval input]} from tccc's golden integer model; for
     each method in ``bias_correction`` also ``method + "+bc"`` (empirical bias correction on
     the calibration inputs), for each in ``gptq`` ``method + "+gptq"`` (GPTQ weight rounding)
-    and, if in both, ``method + "+gptq+bc"``. Ranges are chosen as ``tccc compile`` does
-    (guarded unless ``GUARD["on"]`` is False; rejections counted in ``GUARD["rejected"]``)."""
+    and, if in both, ``method + "+gptq+bc"``; for each in ``auto`` ``method + "+auto"``
+    (``--precision auto``: int16 layers chosen on the calibration inputs, their names in
+    ``AUTO[method]``) and ``method + "+all16"`` (every layer that can be int16). Ranges are
+    chosen as ``tccc compile`` does (guarded unless ``GUARD["on"]`` is False; rejections
+    counted in ``GUARD["rejected"]``)."""
     from tcc_compiler.driver import import_model, run_float_passes
     from tcc_compiler.quant import quantize_graph, run_golden
     from tcc_compiler.quant.bias_correction import correct_biases
@@ -125,6 +132,19 @@ def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
             if m in bias_correction:
                 correct_biases(fg, g, calib)
                 out[tag + "+bc"] = [run_golden(g, x)[name] for x in evals]
+        if m in auto:
+            from tcc_compiler.quant.auto_precision import (DEFAULT_GOAL_DB, auto_precision,
+                                                           choose_precision)
+
+            mm = {k: getattr(o, "mm", o).range() for k, o in obs[m].items()}
+            goal = DEFAULT_GOAL_DB if GOAL["db"] is None else GOAL["db"]
+            choice = auto_precision(fg, ranges, mm, calib, goal)
+            AUTO[m] = choice.to_dict()
+            g = quantize_graph(fg.clone(), ranges, choice.int16_ranges)
+            out[m + "+auto"] = [run_golden(g, x)[g.outputs[0].name] for x in evals]
+            every = choose_precision(fg, ranges, mm, [], [n for n, _ in choice.ranking])
+            g = quantize_graph(fg.clone(), ranges, every.int16_ranges)   # the ceiling
+            out[m + "+all16"] = [run_golden(g, x)[g.outputs[0].name] for x in evals]
     return out
 
 
@@ -248,7 +268,8 @@ def bench_symmetry(name: str, whc: str, calib_paths, eval_paths, workdir: Path,
             "symmetry_sqnr_db": res}
 
 
-def bench_resnet8(folder: Path, workdir: Path, n_calib: int = 50, bc=(), gptq=()) -> dict:
+def bench_resnet8(folder: Path, workdir: Path, n_calib: int = 50, bc=(), gptq=(),
+                  auto=()) -> dict:
     """Top-1 and flips on the real CIFAR-10 ResNet-8 (see its README)."""
     from onnx import version_converter
 
@@ -266,7 +287,7 @@ def bench_resnet8(folder: Path, workdir: Path, n_calib: int = 50, bc=(), gptq=()
     onnx.save(m13, p13)
     ref = ort_outputs(p13, xs[:n_calib], xs, ORT_METHODS, workdir)
     ours = tccc_outputs(folder / "resnet8.onnx", None, xs[:n_calib], xs, TCCC_METHODS,
-                        bias_correction=bc, gptq=gptq)
+                        bias_correction=bc, gptq=gptq, auto=auto)
     fp_pred = np.array([int(np.argmax(y)) for y in ref["fp32"]])
 
     def score(outs):
@@ -278,11 +299,17 @@ def bench_resnet8(folder: Path, workdir: Path, n_calib: int = 50, bc=(), gptq=()
             "fp32_top1": round(100.0 * float(np.mean(fp_pred == labels)), 1),
             "tccc": {m: score(ours[m]) for m in ours},
             "ort": {m: score(ref[m]) for m in ORT_METHODS},
-            "rejected": dict(GUARD["rejected"])}
+            "rejected": dict(GUARD["rejected"]), "auto": _auto_summary()}
+
+
+def _auto_summary() -> dict:
+    """{method: int16 layers and output SQNRs} of the ``+auto`` variants measured."""
+    return {m: {"int16_layers": a["int16_layers"], "output_sqnr_db": a.get("output_sqnr_db"),
+                "goal_db": a.get("goal_db")} for m, a in AUTO.items()}
 
 
 def bench_lite0(folder: Path, score_step: int = 1, bc=(), methods=TCCC_METHODS,
-                gptq=()) -> dict:
+                gptq=(), auto=()) -> dict:
     """Top-1 / top-5 and flips on the real ImageNet EfficientNet-Lite0 (module docstring)."""
     from tcc_compiler.datasets.images import LazyInputs
     from tcc_compiler.datasets.presets import preset
@@ -299,11 +326,11 @@ def bench_lite0(folder: Path, score_step: int = 1, bc=(), methods=TCCC_METHODS,
     iname = sess.get_inputs()[0].name
     fp = [sess.run(None, {iname: x})[0] for x in evals]
     ours = tccc_outputs(folder / "efficientnet_lite0.onnx", None, calib, evals, methods,
-                        bias_correction=bc, gptq=gptq)
+                        bias_correction=bc, gptq=gptq, auto=auto)
     fp_pred = np.array([int(np.argmax(y)) for y in fp])
     return {"images": len(evals), "calib": len(calib), "fp32": topk_score(fp, labels),
             "tccc": {m: topk_score(ours[m], labels, fp_pred) for m in ours},
-            "rejected": dict(GUARD["rejected"])}
+            "rejected": dict(GUARD["rejected"]), "auto": _auto_summary()}
 
 
 def topk_score(outs, labels, fp_pred=None) -> dict:
@@ -326,6 +353,10 @@ def main(argv=None) -> int:
     p.add_argument("--resnet8", default=None, help="folder of the CIFAR-10 ResNet-8")
     p.add_argument("--bias-correction", nargs="*", default=[], metavar="METHOD",
                    help="also measure these methods with empirical bias correction")
+    p.add_argument("--auto", nargs="*", default=[], metavar="METHOD",
+                   help="also measure these methods with --precision auto (int16 layers)")
+    p.add_argument("--precision-goal", type=float, default=None, metavar="DB",
+                   help="goal of --auto (output SQNR, dB; default tccc's)")
     p.add_argument("--gptq", nargs="*", default=[], metavar="METHOD",
                    help="also measure these methods with GPTQ weight rounding")
     p.add_argument("--methods", nargs="+", default=list(TCCC_METHODS),
@@ -344,6 +375,7 @@ def main(argv=None) -> int:
                    help="take every method's ranges unguarded (tcc_compiler/quant/ranges.py)")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
+    GOAL["db"] = args.precision_goal
     GUARD["on"] = not args.no_guard
     results = []
     with tempfile.TemporaryDirectory(prefix="tccc-bq-") as tmp:
@@ -371,7 +403,8 @@ def main(argv=None) -> int:
                   + ", ".join(f"{k} {v}" for k, v in r["symmetry_sqnr_db"].items()))
             sys.stdout.flush()
         if args.resnet8:
-            r = bench_resnet8(Path(args.resnet8), tmp, bc=args.bias_correction, gptq=args.gptq)
+            r = bench_resnet8(Path(args.resnet8), tmp, bc=args.bias_correction, gptq=args.gptq,
+                              auto=args.auto)
             results.append({"model": "resnet8", **r})
             print(f"resnet8 ({r['calib']} calib, {r['images']} scored): FP32 top-1 "
                   f"{r['fp32_top1']} %; tccc " + ", ".join(
@@ -381,7 +414,7 @@ def main(argv=None) -> int:
                   + f"; guard rejections {r['rejected']}")
         if args.lite0:
             r = bench_lite0(Path(args.lite0), args.score_step, bc=args.bias_correction,
-                            methods=args.methods, gptq=args.gptq)
+                            methods=args.methods, gptq=args.gptq, auto=args.auto)
             results.append({"model": "efficientnet-lite0", **r})
             print(f"efficientnet-lite0 ({r['calib']} calib, {r['images']} scored): FP32 top-1 "
                   f"{r['fp32']['top1']} % top-5 {r['fp32']['top5']} %; tccc " + ", ".join(

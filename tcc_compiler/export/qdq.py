@@ -5,7 +5,9 @@ its residual add and activation is ``DQ -> Conv -> Add -> Relu -> Q``), with tcc
 quantization parameters:
 
 * activations: int8 per tensor, ``QuantizeLinear(y, s, zp)`` then ``DequantizeLinear`` with the
-  same ``(s, zp)`` for every consumer (the scale as float32, the zero point as int8);
+  same ``(s, zp)`` for every consumer (the scale as float32, the zero point as int8); an int16
+  activation (mixed precision) has an int16 zero point, and the model then uses opset
+  :data:`OPSET_INT16` (int16 QuantizeLinear/DequantizeLinear need opset 21);
 * weights: the int8 tensor tccc stores (OIHW), ``DequantizeLinear`` per output channel
   (``axis=0``, zero point 0);
 * biases: the int32 tensor tccc stores, ``DequantizeLinear`` with ``s_x * s_w[o]`` per channel;
@@ -76,6 +78,8 @@ EXACT_SCALES_KEY = "tccc.scales_f64"
 
 #: ONNX opset of the export (per-axis DequantizeLinear, Clip with min/max inputs).
 OPSET = 17
+#: ONNX opset of an export with int16 activations (int16 Q/DQ), and its IR version.
+OPSET_INT16, IR_VERSION_INT16 = 21, 10
 
 
 class _Builder:
@@ -109,7 +113,8 @@ class _Builder:
         if q is None or q.per_channel:
             raise InternalError(f"QDQ export: value '{v.name}' has no per-tensor quantization")
         s = self.scale(self.uniq(f"{v.name}_scale"), q.scale)
-        z = self.const(self.uniq(f"{v.name}_zero_point"), np.int8(q.zero_point))
+        zt = np.int16 if v.dtype == "int16" else np.int8
+        z = self.const(self.uniq(f"{v.name}_zero_point"), zt(q.zero_point))
         return s, z
 
     def scale(self, name: str, s: np.ndarray, shape: tuple[int, ...] | None = None) -> str:
@@ -163,12 +168,14 @@ class _Builder:
         c = x.shape[1]
         area = x.shape[2] * x.shape[3] if n.op is Op.GAP else \
             n.attrs.kernel[0] * n.attrs.kernel[1]
-        lo, hi = area * (-128 - p.zp_in), area * (127 - p.zp_in)
+        qmin, qmax = _qrange(x)
+        lo, hi = area * (qmin - p.zp_in), area * (qmax - p.zp_in)
         if max(-lo, hi) >= 1 << 24:
             raise InternalError(f"QDQ export: {n.op.value} '{n.name}': window sums up to "
                                 f"{max(-lo, hi)} are not exact in float32")
         one = self.const(self.uniq(f"{n.name}_one"), np.float32(1.0))
-        zx = self.const(self.uniq(f"{n.name}_zp_in"), np.int8(p.zp_in))
+        zx = self.const(self.uniq(f"{n.name}_zp_in"),
+                        (np.int16 if x.dtype == "int16" else np.int8)(p.zp_in))
         d = self.node("DequantizeLinear", [self.int8(x, n.name), one, zx],
                       self.uniq(f"{n.name}_centred"), f"{n.name}_Centre")
         if n.op is Op.GAP:
@@ -197,10 +204,10 @@ class _Builder:
                       f"{n.name}_Shift")
         t = self.node("Add", [t, i64("zp_out", p.zp_out - big)], self.uniq(f"{n.name}_q64"),
                       f"{n.name}_ZeroPoint")
-        t = self.node("Clip", [t, i64("min", -128), i64("max", 127)],
+        t = self.node("Clip", [t, i64("min", qmin), i64("max", qmax)],
                       self.uniq(f"{n.name}_clamped"), f"{n.name}_Clamp")
         q = self.node("Cast", [t], f"{out.name}_quantized", f"{n.name}_ToInt8",
-                      to=TensorProto.INT8)
+                      to=TensorProto.INT16 if out.dtype == "int16" else TensorProto.INT8)
         self.dq(out, q, n.name)
 
     def round_half_up(self, real: str, delta: float, v: Value, src: str) -> str:
@@ -303,18 +310,31 @@ def _pool_tie_offset(node) -> float | None:
     x = node.inputs[0]
     n = x.shape[2] * x.shape[3] if node.op is Op.GAP else \
         node.attrs.kernel[0] * node.attrs.kernel[1]
-    rng = (n * (-128 - p.zp_in), n * (127 - p.zp_in))
+    qmin, qmax = _qrange(x)
+    rng = (n * (qmin - p.zp_in), n * (qmax - p.zp_in))
     return _tie_offset([p.mult], [rng], p.shift, f"{node.op.value} '{node.name}'",
                        strict=False)
 
 
+def _qrange(v: Value) -> tuple[int, int]:
+    """(min, max) of an int8 or int16 activation's integer type."""
+    return (-32768, 32767) if v.dtype == "int16" else (-128, 127)
+
+
 def _add_tie_offset(node) -> float:
-    """Tie offset of a standalone add (``(a - zp_a) * M_a + (b - zp_b) * M_b``)."""
+    """Tie offset of a standalone add (``(a - zp_a) * M_a + (b - zp_b) * M_b``). With an
+    int16 operand the grid is too large to enumerate: no offset (a tie may then round the
+    other way, by one int16 LSB)."""
     from tcc_compiler.quant.params import add_quant
 
     p = add_quant(node)
-    rngs = [(-128 - p.zp_a, 127 - p.zp_a), (-128 - p.zp_b, 127 - p.zp_b)]
-    return _tie_offset([p.mult_a, p.mult_b], rngs, p.shift, f"add '{node.name}'")
+    a, b = node.inputs[0], node.inputs[1]
+    rngs = [(_qrange(a)[0] - p.zp_a, _qrange(a)[1] - p.zp_a),
+            (_qrange(b)[0] - p.zp_b, _qrange(b)[1] - p.zp_b)]
+    wide = "int16" in (a.dtype, b.dtype)
+    off = _tie_offset([p.mult_a, p.mult_b], rngs, p.shift, f"add '{node.name}'",
+                      strict=not wide)
+    return off or 0.0
 
 
 def _export_matmul(b: _Builder, n, xf: str) -> None:
@@ -469,10 +489,12 @@ def export_qdq(graph: Graph) -> onnx.ModelProto:
             else TensorProto.FLOAT
         outs.append(helper.make_tensor_value_info(o.name, et, list(o.shape)))
     g = helper.make_graph(b.nodes, f"{graph.name}_qdq", [in_vi], outs, b.inits)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="tccc", producer_version=__version__)
-    model.ir_version = 8
-    helper.set_model_props(model, {"tccc.layout": "NCHW input; int8 QDQ activations, "
+    wide = any(v.dtype == "int16" for v in graph.values())
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid(
+        "", OPSET_INT16 if wide else OPSET)], producer_name="tccc", producer_version=__version__)
+    model.ir_version = IR_VERSION_INT16 if wide else 8
+    acts = "int8/int16" if wide else "int8"
+    helper.set_model_props(model, {"tccc.layout": f"NCHW input; {acts} QDQ activations, "
                                                   "per-channel int8 weights, int32 bias",
                                    EXACT_SCALES_KEY: json.dumps(b.exact, sort_keys=True)})
     onnx.checker.check_model(model, full_check=True)

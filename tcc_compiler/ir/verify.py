@@ -117,12 +117,13 @@ def _check_quant(where: str, v) -> None:
     if q is None:
         raise VerifyError(f"{where}: value '{v.name}' has no quantization parameters "
                           "(rule: quant params present)")
-    if v.dtype not in ("int8", "int32"):
-        raise VerifyError(f"{where}: value '{v.name}' dtype {v.dtype} (rule: int8/int32)")
+    if v.dtype not in ("int8", "int16", "int32"):
+        raise VerifyError(f"{where}: value '{v.name}' dtype {v.dtype} (rule: int8/int16/int32)")
     if not np.all(np.isfinite(q.scale)) or np.any(q.scale <= 0):
         raise VerifyError(f"{where}: value '{v.name}' scale must be finite and > 0 "
                           "(rule: quant params sane)")
-    lo, hi = (-128, 127) if v.dtype == "int8" else (-(2 ** 31), 2 ** 31 - 1)
+    info = np.iinfo(np.dtype(v.dtype))
+    lo, hi = int(info.min), int(info.max)
     if np.any(q.zero_point < lo) or np.any(q.zero_point > hi):
         raise VerifyError(f"{where}: value '{v.name}' zero point out of {v.dtype} range "
                           "(rule: quant params sane)")

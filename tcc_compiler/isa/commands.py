@@ -117,6 +117,11 @@ class Registers:
             self.add = cmd
 
 
+def elem_size(wide: int, bit: int) -> int:
+    """Bytes per element of the operand whose ``wide`` bit is ``bit``: 2 (int16) or 1."""
+    return 2 if wide & bit else 1
+
+
 def _strided_runs(base: int, run: int, n1: int, s1: int, n2: int, s2: int) -> list[tuple]:
     """Byte ranges [start, end) covered by a two-level strided pattern, merged where adjacent.
 
@@ -242,6 +247,11 @@ class ConvCfg(Command):
     lut_sram: int = 0
 
     @property
+    def wide(self) -> int:
+        """The element-width bits (spec.WIDE_*) held in flags bits 4-6."""
+        return (self.flags >> spec.CONV_FLAG_WIDE_SHIFT) & spec.WIDE_MASK
+
+    @property
     def has_shortcut(self) -> bool:
         """True if flags bit0 (fused residual add) is set."""
         return bool(self.flags & spec.CONV_FLAG_SHORTCUT)
@@ -250,6 +260,23 @@ class ConvCfg(Command):
     def has_lut(self) -> bool:
         """True if flags bit3 (LUT epilogue) is set."""
         return bool(self.flags & spec.CONV_FLAG_LUT)
+
+    @property
+    def in_bytes(self) -> int:
+        """Bytes per input element: 2 if flags bit4 (int16), else 1."""
+        return elem_size(self.wide, spec.WIDE_IN)
+
+    @property
+    def out_bytes(self) -> int:
+        """Bytes per output element: 4 for out_mode 1 (int32), 2 if flags bit5, else 1."""
+        if self.out_mode == spec.OUT_MODE_INT32:
+            return 4
+        return elem_size(self.wide, spec.WIDE_OUT)
+
+    @property
+    def sc_bytes(self) -> int:
+        """Bytes per shortcut element: 2 if flags bit6 (int16), else 1."""
+        return elem_size(self.wide, spec.WIDE_B)
 
 
 @dataclass(frozen=True)
@@ -291,9 +318,9 @@ class ConvTile(Command):
         cfg = regs.conv
         if cfg is None:
             raise ExecutionError("CONV_TILE without a preceding CONV_CFG")
-        elem = 4 if cfg.out_mode == spec.OUT_MODE_INT32 else 1
-        out = box_accesses(self.in_sram, self.in_h, self.in_w, self.in_c, self.in_px_stride,
-                           self.in_row_stride, False)
+        elem = cfg.out_bytes
+        out = box_accesses(self.in_sram, self.in_h, self.in_w, self.in_c * cfg.in_bytes,
+                           self.in_px_stride, self.in_row_stride, False)
         out += [
             Access(Space.SRAM, self.w_sram,
                    self.w_sram + self.oc * cfg.kh * cfg.kw * cfg.cin_g, False),
@@ -301,7 +328,7 @@ class ConvTile(Command):
                    False),
         ]
         if cfg.has_shortcut and cfg.out_mode == spec.OUT_MODE_INT8:
-            out += box_accesses(self.sc_sram, self.out_h, self.out_w, self.oc,
+            out += box_accesses(self.sc_sram, self.out_h, self.out_w, self.oc * cfg.sc_bytes,
                                 self.sc_px_stride, self.sc_row_stride, False)
         if cfg.has_lut:
             out.append(Access(Space.SRAM, cfg.lut_sram, cfg.lut_sram + 256, False))
@@ -325,6 +352,12 @@ class PoolCfg(Command):
     zp_out: int
     shift: int
     mult: int
+    wide: int = 0
+
+    @property
+    def elem_bytes(self) -> int:
+        """Bytes per element of the input and output: 2 if wide bit0 (int16), else 1."""
+        return elem_size(self.wide, spec.WIDE_IN)
 
 
 @dataclass(frozen=True)
@@ -358,9 +391,10 @@ class PoolTile(Command):
         """Input tile read, output tile written (SRAM, strided operands as exact runs)."""
         if regs.pool is None:
             raise ExecutionError("POOL_TILE without a preceding POOL_CFG")
-        return (box_accesses(self.in_sram, self.in_h, self.in_w, self.c, self.in_px_stride,
-                             self.in_row_stride, False)
-                + box_accesses(self.out_sram, self.out_h, self.out_w, self.c,
+        eb = regs.pool.elem_bytes
+        return (box_accesses(self.in_sram, self.in_h, self.in_w, self.c * eb,
+                             self.in_px_stride, self.in_row_stride, False)
+                + box_accesses(self.out_sram, self.out_h, self.out_w, self.c * eb,
                                self.out_px_stride, self.out_row_stride, True))
 
 
@@ -442,13 +476,20 @@ class EwTile(Command):
     n: int
     b_period: int
     b0: int
+    wide: int = 0
+
+    def elem_bytes(self) -> tuple[int, int, int]:
+        """Bytes per element of (a, b, out): 2 where the wide bit is set (int16), else 1."""
+        return (elem_size(self.wide, spec.WIDE_IN), elem_size(self.wide, spec.WIDE_B),
+                elem_size(self.wide, spec.WIDE_OUT))
 
     def accesses(self, regs: Registers) -> list[Access]:
         """a and b read, out written (SRAM)."""
         nb = self.b_period or self.n
-        return [Access(Space.SRAM, self.a_sram, self.a_sram + self.n, False),
-                Access(Space.SRAM, self.b_sram, self.b_sram + nb, False),
-                Access(Space.SRAM, self.out_sram, self.out_sram + self.n, True)]
+        ea, eb, eo = self.elem_bytes()
+        return [Access(Space.SRAM, self.a_sram, self.a_sram + self.n * ea, False),
+                Access(Space.SRAM, self.b_sram, self.b_sram + nb * eb, False),
+                Access(Space.SRAM, self.out_sram, self.out_sram + self.n * eo, True)]
 
 
 @dataclass(frozen=True)

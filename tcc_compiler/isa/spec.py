@@ -247,29 +247,34 @@ CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
                   "datapath, not the MAC array: cin_g = 1, oc = in_c, kernel and stride "
                   "within the target's depthwise limits, dilation 1); bit3 = LUT epilogue "
                   "(the int8 output goes through the 256-entry table at lut_sram: "
-                  "out = lut[y + 128]; needs out_mode 0); other bits reserved 0",
+                  "out = lut[y + 128]; needs out_mode 0); bits 4-6 = element widths "
+                  "(mixed precision): bit4 = input int16, bit5 = output int16 (needs "
+                  "out_mode 0, no LUT), bit6 = shortcut int16, clear = int8; bit7 reserved 0",
      Display.HEX),
     ("group", U16, "groups of the whole layer (informational; tiles hold whole groups)"),
     ("cin_g", U16, "input channels per group"),
     ("zp_in", I8, "input zero point (also the padding value)"),
     ("zp_out", I8, "output zero point"),
     ("zp_sc", I8, "shortcut zero point"),
-    ("act_lo", I8, "output clamp low bound (activation folded in)"),
-    ("act_hi", I8, "output clamp high bound"),
+    ("act_lo", I16, "output clamp low bound in the output type (activation folded in)"),
+    ("act_hi", I16, "output clamp high bound in the output type"),
     ("lut_sram", U32, "int8 [256] activation table of the LUT epilogue (if flags bit3)",
      Display.SRAM),
 ], "Set the conv layer registers used by the following CONV_TILE commands. With flags bit3 "
    "the requantized int8 output of every tile is mapped through one lookup table on its way "
    "out (an activation such as SiLU or Sigmoid fused into the conv: numerics/lut.py "
-   "apply_lut), so it needs no second pass over DRAM.")
+   "apply_lut), so it needs no second pass over DRAM. An int16 input (flags bit4) takes int8 "
+   "weights, accumulates in the same 32-bit accumulator and runs at the target's int16 MAC "
+   "rate; an int16 output (bit5) needs out_mode 0 and no LUT epilogue.")
 
 CONV_TILE = _command("CONV_TILE", 0x4, Queue.COMPUTE, [
-    ("in_sram", U32, "input tile int8 [in_h, in_w, in_c] (NHWC)", Display.SRAM),
+    ("in_sram", U32, "input tile int8/int16 (CONV_CFG flags) [in_h, in_w, in_c] (NHWC)",
+     Display.SRAM),
     ("w_sram", U32, "weights int8 [oc, kh, kw, cin_g] (OHWI)", Display.SRAM),
     ("p_sram", U32, "oc parameter records of 16 bytes", Display.SRAM),
-    ("out_sram", U32, "output [out_h, out_w, oc]: int8, or int32 LE if out_mode 1",
-     Display.SRAM),
-    ("sc_sram", U32, "shortcut int8 [out_h, out_w, oc] (if flags bit0)", Display.SRAM),
+    ("out_sram", U32, "output [out_h, out_w, oc]: int8 (int16 LE if flags bit5), or int32 LE "
+                      "if out_mode 1", Display.SRAM),
+    ("sc_sram", U32, "shortcut int8/int16 [out_h, out_w, oc] (if flags bit0)", Display.SRAM),
     ("in_h", U16, "input tile height (rows, halo included)"),
     ("in_w", U16, "input tile width (columns)"),
     ("in_c", U16, "input tile channels (whole groups)"),
@@ -297,11 +302,15 @@ POOL_CFG = _command("POOL_CFG", 0x5, Queue.COMPUTE, [
     ("zp_out", I8, "output zero point (average only)"),
     ("shift", U8, "requantization shift (average only)"),
     ("mult", U32, "requantization multiplier, divisor folded in (average only)"),
-], "Set the pooling registers used by the following POOL_TILE commands.")
+    ("wide", U8, "element widths: bit0 = input int16, bit1 = output int16 (both or neither); "
+                 "0 = int8; other bits reserved 0", Display.HEX),
+], "Set the pooling registers used by the following POOL_TILE commands. With int16 "
+   "operands (wide 3) max-pool padding holds -32768 and the tile runs at the vector unit's "
+   "int16 rate.")
 
 POOL_TILE = _command("POOL_TILE", 0x6, Queue.COMPUTE, [
-    ("in_sram", U32, "input tile int8 [in_h, in_w, c]", Display.SRAM),
-    ("out_sram", U32, "output tile int8 [out_h, out_w, c]", Display.SRAM),
+    ("in_sram", U32, "input tile int8/int16 (POOL_CFG wide) [in_h, in_w, c]", Display.SRAM),
+    ("out_sram", U32, "output tile int8/int16 [out_h, out_w, c]", Display.SRAM),
     ("in_h", U16, "input tile height"),
     ("in_w", U16, "input tile width"),
     ("c", U16, "channels"),
@@ -313,7 +322,8 @@ POOL_TILE = _command("POOL_TILE", 0x6, Queue.COMPUTE, [
     ("pad_r", U8, "padding columns right"),
     *_tensor_stride_fields("in", "input"),
     *_tensor_stride_fields("out", "output"),
-], "Pool one tile with the current POOL_CFG: max pooling (pads hold -128) or average pooling "
+], "Pool one tile with the current POOL_CFG: max pooling (pads hold the type's minimum, -128 "
+   "or -32768) or average pooling "
    "(pads contribute 0, divisor folded into mult/shift). " + _STRIDE_DOC)
 
 ADD_CFG = _command("ADD_CFG", 0x7, Queue.COMPUTE, [
@@ -360,23 +370,27 @@ EW_TILE = _command("EW_TILE", 0xD, Queue.COMPUTE, [
     ("zp_a", I8, "zero point of a"),
     ("zp_b", I8, "zero point of b"),
     ("zp_out", I8, "output zero point"),
-    ("act_lo", I8, "output clamp low bound"),
-    ("act_hi", I8, "output clamp high bound"),
+    ("act_lo", I16, "output clamp low bound in the output type"),
+    ("act_hi", I16, "output clamp high bound in the output type"),
     ("shift", U8, "requantization shift (1..62)"),
     ("mult_a", U32, "multiplier of a (mul: of the product)"),
     ("mult_b", U32, "multiplier of b (add/sub; 0 for mul)"),
-    ("a_sram", U32, "input a int8 [n]", Display.SRAM),
-    ("b_sram", U32, "input b int8 [n], or [b_period] when broadcast", Display.SRAM),
-    ("out_sram", U32, "output int8 [n]", Display.SRAM),
+    ("a_sram", U32, "input a int8/int16 (wide) [n]", Display.SRAM),
+    ("b_sram", U32, "input b int8/int16 [n], or [b_period] when broadcast", Display.SRAM),
+    ("out_sram", U32, "output int8/int16 [n]", Display.SRAM),
     ("n", U32, "elements"),
     ("b_period", U16, "0 = b has n elements; else b holds b_period values (one per channel) "
                       "repeated along a"),
     ("b0", U16, "index into b of a's first element when broadcast (< b_period)"),
-], "Element-wise add/sub/mul of two int8 operands (numerics/eltwise.py): add/sub "
+    ("wide", U8, "element widths: bit0 = a int16, bit1 = output int16, bit2 = b int16; 0 = "
+                 "all int8 (mul: int8 only); other bits reserved 0", Display.HEX),
+], "Element-wise add/sub/mul of two int8 or int16 operands (numerics/eltwise.py): add/sub "
    "y = clamp(zp_out + ((a-zp_a)*mult_a +- (b-zp_b)*mult_b + 2**(shift-1)) >> shift); mul "
    "y = clamp(zp_out + ((a-zp_a)*(b-zp_b)*mult_a + 2**(shift-1)) >> shift). With b_period > 0 "
    "element k of a meets b[(b0 + k) % b_period]: a per-channel vector broadcast over an NHWC "
-   "tensor (squeeze-excitation gates).")
+   "tensor (squeeze-excitation gates). Element counts and offsets are in elements; an "
+   "int16 operand takes 2 bytes per element (little-endian) and a tile with any int16 "
+   "operand runs at the vector unit's int16 rate.")
 
 END = _command("END", 0xF, Queue.CONTROL, [],
                "End of program: waits until all queues have drained. Must be the last command.")
@@ -429,6 +443,14 @@ CONV_FLAG_DEPTHWISE = 0x04
 CONV_FLAG_LUT = 0x08
 POOL_KIND_MAX = 0
 POOL_KIND_AVG = 1
+# ``wide`` field bits of POOL_CFG and EW_TILE (element widths; clear = int8); CONV_CFG holds
+# the same three bits in flags bits 4-6 (CONV_FLAG_WIDE_SHIFT; the field count, and so the
+# encoding of every int8 program, stays as it was).
+WIDE_IN = 0x01     # the input (EW_TILE: a) is int16
+WIDE_OUT = 0x02    # the output is int16
+WIDE_B = 0x04      # the shortcut (CONV_CFG) / b (EW_TILE) operand is int16
+WIDE_MASK = WIDE_IN | WIDE_OUT | WIDE_B
+CONV_FLAG_WIDE_SHIFT = 4
 
 # ---------------------------------------------------------------------------------------------
 # Per-output-channel conv parameter record (16 bytes, little-endian)

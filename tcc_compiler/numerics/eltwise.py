@@ -37,16 +37,21 @@ def broadcast_b(b: np.ndarray, n: int, period: int, b0: int) -> np.ndarray:
 
 def eltwise_int8(kind: EwKind, a: np.ndarray, zp_a: int, mult_a: int, b: np.ndarray,
                  zp_b: int, mult_b: int, shift: int, zp_y: int, lo: int = INT8_MIN,
-                 hi: int = INT8_MAX, period: int = 0, b0: int = 0) -> np.ndarray:
-    """One EW_TILE on flat int8 operands.
+                 hi: int = INT8_MAX, period: int = 0, b0: int = 0,
+                 out_dtype=np.int8) -> np.ndarray:
+    """One EW_TILE on flat int8 or int16 operands.
+
+    Add and sub take int16 operands (``|a - zp_a| Ma < 2**47``); mul takes int8 only (the
+    compiler never gives it int16: ``|(a - zp_a)(b - zp_b)| Ma`` must stay below 2**63).
 
     Args:
-        kind: add, sub or mul. a: int8 [n]. b: int8 [n] (period 0) or [period].
+        kind: add, sub or mul. a: int8/int16 [n]. b: int8/int16 [n] (period 0) or [period].
         zp_a, zp_b, zp_y: zero points. mult_a, mult_b: multipliers (< 2**31; mult_b unused by
-        mul). shift: 1..62. lo, hi: int8 clamp (activation). period, b0: broadcast of b.
+        mul). shift: 1..62. lo, hi: clamp in the output type (activation). period, b0:
+        broadcast of b. out_dtype: np.int8 or np.int16.
 
     Returns:
-        int8 [n].
+        ``out_dtype`` [n].
     """
     a64 = a.reshape(-1).astype(np.int64) - zp_a
     b64 = broadcast_b(b, a64.size, period, b0).astype(np.int64) - zp_b
@@ -57,4 +62,4 @@ def eltwise_int8(kind: EwKind, a: np.ndarray, zp_a: int, mult_a: int, b: np.ndar
     else:
         t = a64 * int(mult_a) + b64 * int(mult_b)
     y = ((t + (np.int64(1) << (shift - 1))) >> shift) + zp_y
-    return np.clip(y, lo, hi).astype(np.int8)
+    return np.clip(y, lo, hi).astype(out_dtype)

@@ -18,6 +18,11 @@ summed in float64 (exact below 2**53; |acc| <= K * 255 * 128 < 2**31 for K <= 65
 
 Depthwise convs (one input and one output channel per group) sum at most KH*KW <= 25 * 255 *
 128 < 2**24 per output in float32: one vector multiply-add per tap, exact.
+
+int16 inputs (mixed precision, specs/quantization.md) run in float64 throughout: every product
+is an integer of magnitude <= 65535 * 128 < 2**23, so any partial sum of K <= 2**30 of them
+stays below 2**53 (float64's exact integer range) and the same argument makes one float64 GEMM
+exact in any order. The hardware accumulator is 32-bit: the caller wraps (conv_epilogue).
 """
 
 from __future__ import annotations
@@ -105,17 +110,17 @@ def _out_len(n: int, k: int, s: int, d: int) -> int:
     return (n - ((k - 1) * d + 1)) // s + 1
 
 
-def _padded(x: np.ndarray, zp: int, pads) -> np.ndarray:
-    """``x - zp`` as float32 [H + top + bottom, W + left + right, C], padded with 0 (= the zero
-    point)."""
+def _padded(x: np.ndarray, zp: int, pads, dtype=np.float32) -> np.ndarray:
+    """``x - zp`` as ``dtype`` (float32; float64 for int16 inputs) [H + top + bottom, W + left
+    + right, C], padded with 0 (= the zero point)."""
     top, left, bottom, right = pads
     h, w, c = x.shape
     if top == left == bottom == right == 0:
-        xs = np.empty((h, w, c), np.float32)
-        np.subtract(x, np.float32(zp), out=xs, dtype=np.float32)
+        xs = np.empty((h, w, c), dtype)
+        np.subtract(x, dtype(zp), out=xs, dtype=dtype)
         return xs
-    xs = np.zeros((h + top + bottom, w + left + right, c), np.float32)
-    np.subtract(x, np.float32(zp), out=xs[top:top + h, left:left + w], dtype=np.float32)
+    xs = np.zeros((h + top + bottom, w + left + right, c), dtype)
+    np.subtract(x, dtype(zp), out=xs[top:top + h, left:left + w], dtype=dtype)
     return xs
 
 
@@ -128,13 +133,14 @@ def _windows(xs: np.ndarray, kernel, strides, dilations) -> np.ndarray:
 
 
 def _im2col(xs: np.ndarray, kernel, strides, dilations, oh: int, ow: int) -> np.ndarray:
-    """Padded float32 [H, W, C] -> [OH*OW, KH*KW*C] patch matrix (K order KH, KW, C = OHWI)."""
+    """Padded float [H, W, C] -> [OH*OW, KH*KW*C] patch matrix (K order KH, KW, C = OHWI; the
+    dtype of ``xs``)."""
     kh, kw = kernel
     c = xs.shape[2]
     if kh == kw == 1:
         v = xs[:(oh - 1) * strides[0] + 1:strides[0], :(ow - 1) * strides[1] + 1:strides[1]]
         return v.reshape(oh * ow, c)
-    cols = np.empty((oh, ow, kh, kw, c), np.float32)
+    cols = np.empty((oh, ow, kh, kw, c), xs.dtype)
     sh, sw = strides
     for i in range(kh):
         y0 = i * dilations[0]
@@ -190,7 +196,7 @@ def _depthwise(xs: np.ndarray, taps: np.ndarray, strides, dilations, oh: int, ow
     kh, kw, c = taps.shape
     sh, sw = strides
     acc = np.zeros((oh, ow, c), dtype)
-    tmp = np.empty((oh, ow, c), np.float32)
+    tmp = np.empty((oh, ow, c), xs.dtype)
     for i in range(kh):
         y0 = i * dilations[0]
         for j in range(kw):
@@ -201,12 +207,29 @@ def _depthwise(xs: np.ndarray, taps: np.ndarray, strides, dilations, oh: int, ow
     return acc
 
 
+def _accumulate_f64(xs: np.ndarray, cw: ConvWeights, strides, dilations, oh: int,
+                    ow: int) -> np.ndarray:
+    """The accumulator of an int16 input (``xs``: padded float64 ``x - zp``) in float64, one
+    GEMM per group (exact: module docstring)."""
+    o, kh, kw, cg = cw.w.shape
+    if cw.dw is not None:
+        return _depthwise(xs, cw.dw.astype(np.float64), strides, dilations, oh, ow, np.float64)
+    og = o // cw.group
+    out = np.empty((oh, ow, o), np.float64)
+    for g in range(cw.group):
+        cols = _im2col(xs[:, :, g * cg:(g + 1) * cg], (kh, kw), strides, dilations, oh, ow)
+        out[:, :, g * og:(g + 1) * og] = (cols @ cw.mats[g].astype(np.float64)).reshape(
+            oh, ow, og)
+    return out
+
+
 def conv_accumulate_f(x: np.ndarray, zp_x: int, cw: ConvWeights, strides=(1, 1),
                       pads=(0, 0, 0, 0), dilations=(1, 1)) -> np.ndarray:
     """Conv accumulator ``sum((x - zp_x) * w)`` (padding = zero point), exact, as floats.
 
     Args:
-        x: int8 [H, W, C] input (NHWC, one image; any strides).
+        x: int8 or int16 [H, W, C] input (NHWC, one image; any strides); int16 runs in float64
+            (module docstring) and its sums may exceed 2**31 (the caller wraps them).
         zp_x: input zero point; padded positions hold zp_x, i.e. contribute 0.
         cw: the prepared weights (:func:`prepare_conv_weights`), C = group * C/group.
         strides, dilations: (h, w). pads: (top, left, bottom, right).
@@ -221,11 +244,14 @@ def conv_accumulate_f(x: np.ndarray, zp_x: int, cw: ConvWeights, strides=(1, 1),
     o, kh, kw, cg = cw.w.shape
     if x.shape[2] != cg * cw.group:
         raise ValueError(f"input has {x.shape[2]} channels, weights expect {cg * cw.group}")
-    xs = _padded(x, zp_x, pads)
+    wide = x.dtype.itemsize > 1
+    xs = _padded(x, zp_x, pads, np.float64 if wide else np.float32)
     oh = _out_len(xs.shape[0], kh, strides[0], dilations[0])
     ow = _out_len(xs.shape[1], kw, strides[1], dilations[1])
     if oh < 1 or ow < 1:
         raise ValueError(f"window {kh}x{kw} does not fit the padded input {xs.shape[:2]}")
+    if wide:
+        return _accumulate_f64(xs, cw, strides, dilations, oh, ow)
     worst = kh * kw * cg * 255 * max(cw.wmax, 1)          # |x - zp| <= 255
     if worst > F32_EXACT and x.size:   # the tile's actual max |x - zp| (int8 reductions, cheap)
         worst = kh * kw * cg * max(int(x.max()) - zp_x, zp_x - int(x.min()), 0) * cw.wmax

@@ -20,6 +20,12 @@ from tcc_compiler.numerics.requant import requantize
 INT8_MIN, INT8_MAX = -128, 127
 
 
+def int_range(dtype) -> tuple[int, int]:
+    """(min, max) of an integer activation dtype: int8 -128..127, int16 -32768..32767."""
+    info = np.iinfo(np.dtype(dtype))
+    return int(info.min), int(info.max)
+
+
 def _windows(xp: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int],
              dilations: tuple[int, int]) -> np.ndarray:
     """Sliding windows of a padded [H, W, C] array -> view [OH, OW, C, KH, KW]."""
@@ -63,8 +69,8 @@ def conv_accumulate(x: np.ndarray, zp_x: int, w: np.ndarray | ConvWeights, strid
 def conv_epilogue(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
                   zp_y: int, lo: int = INT8_MIN, hi: int = INT8_MAX,
                   shortcut: np.ndarray | None = None, zp_sc: int = 0,
-                  sc_mult: np.ndarray | None = None) -> np.ndarray:
-    """Requantize conv accumulators to int8, with an optional fused residual add.
+                  sc_mult: np.ndarray | None = None, out_dtype=np.int8) -> np.ndarray:
+    """Requantize conv accumulators to int8 (or int16), with an optional fused residual add.
 
     ``y = clamp(zp_y + ((acc + bias) * M[c] + (sc - zp_sc) * Msc[c] + 2**(S[c]-1)) >> S[c],
     lo, hi)``: one rounding for both terms (specs/quantization.md, "Conv epilogue").
@@ -74,19 +80,20 @@ def conv_epilogue(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np
     shortcut zero point fold into one per-channel constant (the total is below 2**63:
     ``|acc + bias| M < 2**62``, ``|sc - zp_sc| Msc < 2**39``, ``2**(S-1) <= 2**61``; int64
     adds wrap modulo 2**64, so a sum whose true value fits is exact in any order); the clamp
-    runs before adding ``zp_y``, which is added in int8 (both sides are congruent modulo 256
-    and the result lies in [lo, hi]).
+    runs before adding ``zp_y``, which is added in the output type (both sides are congruent
+    modulo 2**bits and the result lies in [lo, hi]). int16 operands (an int16 shortcut: ``|sc -
+    zp_sc| Msc < 2**47``; accumulators of int16 inputs are still 32-bit) keep every bound.
 
     Args:
         acc: [..., O] accumulators: int32, or exact integer values held in float32/float64
             (:func:`~tcc_compiler.numerics.gemm.conv_accumulate_f`). bias: int32 [O].
         mult, shift: int [O] multiplier (< 2**31) and shift (1..62) per output channel.
-        zp_y: output zero point. lo, hi: int8 clamp bounds (activation folded in).
-        shortcut: int8 [..., O] residual input or None; zp_sc its zero point;
-        sc_mult: int [O] its multiplier (same shift).
+        zp_y: output zero point. lo, hi: clamp bounds in the output type (activation folded
+        in). shortcut: int8 or int16 [..., O] residual input or None; zp_sc its zero point;
+        sc_mult: int [O] its multiplier (same shift). out_dtype: np.int8 or np.int16.
 
     Returns:
-        int8 array shaped like ``acc``.
+        ``out_dtype`` array shaped like ``acc``.
     """
     bias = np.asarray(bias, dtype=np.int64)
     m = np.asarray(mult, dtype=np.int64)
@@ -108,8 +115,8 @@ def conv_epilogue(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np
     t += const
     t >>= shift
     np.clip(t, lo - zp_y, hi - zp_y, out=t)
-    y = t.astype(np.int8)
-    y += np.int8(zp_y)
+    y = t.astype(out_dtype)
+    y += np.dtype(out_dtype).type(zp_y)
     return y
 
 
@@ -133,25 +140,27 @@ def add_int8(a: np.ndarray, zp_a: int, mult_a: int, b: np.ndarray, zp_b: int, mu
 
 def maxpool_int8(x: np.ndarray, kernel: tuple[int, int], strides=(1, 1),
                  pads=(0, 0, 0, 0)) -> np.ndarray:
-    """Max pooling on int8 [H, W, C]; padded positions hold -128 (ONNX pads with -inf).
+    """Max pooling on int8 or int16 [H, W, C]; padded positions hold the type's minimum
+    (-128 / -32768; ONNX pads with -inf).
 
-    Returns: int8 [OH, OW, C].
+    Returns: [OH, OW, C] of ``x``'s dtype.
     """
-    xp = _pad(x, pads, INT8_MIN)
-    return _windows(xp, kernel, strides, (1, 1)).max(axis=(3, 4)).astype(np.int8)
+    xp = _pad(x, pads, int_range(x.dtype)[0])
+    return _windows(xp, kernel, strides, (1, 1)).max(axis=(3, 4)).astype(x.dtype)
 
 
 def avgpool_int8(x: np.ndarray, zp_x: int, kernel: tuple[int, int], strides, pads,
-                 mult: int, shift: int, zp_y: int) -> np.ndarray:
+                 mult: int, shift: int, zp_y: int, out_dtype=np.int8) -> np.ndarray:
     """Average pooling with a constant divisor folded into (mult, shift).
 
     ``y = clamp(zp_y + (sum_window(x - zp_x) * M + r) >> S)``; padded positions contribute 0
     (count_include_pad semantics; the divisor is kernel area, folded into M by the compiler).
-    Global average pooling is the case kernel = (H, W).
+    Global average pooling is the case kernel = (H, W). ``x``: int8 or int16; sums of int16
+    windows (< 2**16 * 65025) times M (< 2**31) stay below 2**63.
 
-    Returns: int8 [OH, OW, C].
+    Returns: ``out_dtype`` (np.int8 or np.int16) [OH, OW, C].
     """
     xs = _pad(x.astype(np.int64) - zp_x, pads, 0)
     sums = _windows(xs, kernel, strides, (1, 1)).sum(axis=(3, 4))
     y = requantize(sums, mult, shift) + zp_y
-    return np.clip(y, INT8_MIN, INT8_MAX).astype(np.int8)
+    return np.clip(y, *int_range(out_dtype)).astype(out_dtype)

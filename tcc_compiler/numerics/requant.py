@@ -108,16 +108,19 @@ def requantize(x: np.ndarray, mult: np.ndarray | int, shift: np.ndarray | int) -
     return (x * m + (np.int64(1) << (s - 1))) >> s
 
 
-def quantize_tensor(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """Host-side float -> int8: ``clamp(rint(x / scale) + zero_point, -128, 127)``.
+def quantize_tensor(x: np.ndarray, scale: float, zero_point: int,
+                    dtype=np.int8) -> np.ndarray:
+    """Host-side float -> int8 (or int16): ``clamp(rint(x / scale) + zero_point, min, max)``
+    with the type's bounds (-128..127, -32768..32767).
 
     ``rint`` rounds half to even (IEEE default), computed in float64.
 
     Returns:
-        int8 array shaped like ``x``.
+        ``dtype`` array shaped like ``x``.
     """
+    info = np.iinfo(np.dtype(dtype))
     q = np.rint(np.asarray(x, dtype=np.float64) / float(scale)) + int(zero_point)
-    return np.clip(q, -128, 127).astype(np.int8)
+    return np.clip(q, info.min, info.max).astype(dtype)
 
 
 def dequantize_tensor(q: np.ndarray, scale, zero_point) -> np.ndarray:

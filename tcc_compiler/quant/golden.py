@@ -40,12 +40,13 @@ def eval_int_node(node: Node, args: list[np.ndarray],
     """One NPU op on NHWC integer arrays (the executor's kernels, whole tensors).
 
     Args:
-        node: a quantized NPU op. args: its operands (int8 NHWC [H, W, C]; None for
-            constants). prepared: for a conv/fc, :func:`prepare_conv` of this node (computed
+        node: a quantized NPU op. args: its operands (int8/int16 NHWC [H, W, C]; None
+            for constants). prepared: for a conv/fc, :func:`prepare_conv` of this node (computed
             here when None).
 
     Returns:
-        The op's integer NHWC output (int8, or int32 for a raw-output conv).
+        The op's integer NHWC output (int8 or int16 as the output value, or int32 for a
+        raw-output conv).
 
     Raises:
         InternalError: an op without an integer rule.
@@ -58,11 +59,11 @@ def eval_int_node(node: Node, args: list[np.ndarray],
             acc = conv_accumulate_f(x, q.zp_in, cw, a.strides, a.pads, a.dilations)
         else:
             acc = conv_accumulate_f(x, q.zp_in, cw)
-        if q.out_int32:
-            return K.conv_epilogue_int32(acc.astype(np.int32), q.bias)
+        if q.out_int32:   # 32-bit wrap of acc + bias (an int16 input's acc may pass 2**31)
+            return K.conv_epilogue_int32(acc, q.bias)
         sc = args[3] if len(args) > 3 else None
         return K.conv_epilogue(acc, q.bias, q.mult, q.shift, q.zp_out, q.act_lo, q.act_hi,
-                               sc, q.zp_sc, q.sc_mult)
+                               sc, q.zp_sc, q.sc_mult, q.out_dtype)
     if node.op is Op.MAXPOOL:
         a = node.attrs
         return K.maxpool_int8(x, a.kernel, a.strides, a.pads)
@@ -72,11 +73,12 @@ def eval_int_node(node: Node, args: list[np.ndarray],
             kern, strides, pads = x.shape[:2], (1, 1), (0, 0, 0, 0)
         else:
             kern, strides, pads = node.attrs.kernel, node.attrs.strides, node.attrs.pads
-        return K.avgpool_int8(x, p.zp_in, kern, strides, pads, p.mult, p.shift, p.zp_out)
+        return K.avgpool_int8(x, p.zp_in, kern, strides, pads, p.mult, p.shift, p.zp_out,
+                              x.dtype)
     if uses_ew(node):
         q = ew_quant(node)
         y = eltwise_int8(q.kind, x, q.zp_a, q.mult_a, args[1], q.zp_b, q.mult_b, q.shift,
-                         q.zp_out, q.act_lo, q.act_hi, q.period, 0)
+                         q.zp_out, q.act_lo, q.act_hi, q.period, 0, q.out_dtype)
         return y.reshape(x.shape)
     if node.op is Op.ADD:
         p = add_quant(node)

@@ -13,10 +13,24 @@ import numpy as np
 from tcc_compiler.errors import InternalError, ModelError
 from tcc_compiler.ir.graph import Node, Value
 from tcc_compiler.ir.ops import ActKind, LutFunc, Op
+from tcc_compiler.isa.spec import WIDE_B, WIDE_IN, WIDE_OUT
 from tcc_compiler.numerics import (dequantize_tensor, quantize_multiplier,
                                    quantize_multipliers_shared, quantize_tensor)
 from tcc_compiler.numerics.eltwise import EwKind
+from tcc_compiler.numerics.kernels import int_range
 from tcc_compiler.numerics.lut import build_tables
+
+
+def int_dtype(v: Value) -> type:
+    """The numpy integer type an NPU activation ``v`` is held in: np.int16 for an int16 value
+    (mixed precision), np.int32 for a raw conv output, else np.int8."""
+    return {"int16": np.int16, "int32": np.int32}.get(v.dtype, np.int8)
+
+
+def wide_bits(*pairs: tuple[Value | None, int]) -> int:
+    """The ``wide`` field (isa/spec.py WIDE_*) of an op: the OR of ``bit`` over the (value, bit)
+    pairs whose value is int16."""
+    return sum(bit for v, bit in pairs if v is not None and v.dtype == "int16")
 
 
 @dataclass(frozen=True)
@@ -25,8 +39,9 @@ class ConvQuant:
 
     Attributes:
         bias: int32. mult, sc_mult: int64 (< 2**31). shift: int64 (1..62).
-        zp_in, zp_out, zp_sc: zero points. act_lo, act_hi: int8 clamp bounds.
+        zp_in, zp_out, zp_sc: zero points. act_lo, act_hi: clamp bounds in the output type.
         out_int32: True when the output is the raw int32 ``acc + bias``.
+        wide: CONV_CFG ``wide`` bits (int16 input / output / shortcut; 0 = all int8).
     """
 
     bias: np.ndarray
@@ -39,16 +54,24 @@ class ConvQuant:
     act_lo: int
     act_hi: int
     out_int32: bool
+    wide: int = 0
+
+    @property
+    def out_dtype(self) -> type:
+        """np.int16 when the requantized output is int16 (wide bit1), else np.int8."""
+        return np.int16 if self.wide & WIDE_OUT else np.int8
 
 
 @dataclass(frozen=True)
 class PoolQuant:
-    """Integer parameters of max/avg/global pooling (mult/shift unused for max)."""
+    """Integer parameters of max/avg/global pooling (mult/shift unused for max); ``wide``:
+    POOL_CFG's element widths (input and output int16 together, or 0)."""
 
     zp_in: int
     zp_out: int
     mult: int
     shift: int
+    wide: int = 0
 
 
 @dataclass(frozen=True)
@@ -85,6 +108,7 @@ class EwQuant:
         kind: :class:`~tcc_compiler.numerics.eltwise.EwKind`. mult_b is 0 for mul.
         period: 0 = b has a's shape; else b is one value per channel (C = period), repeated
             over the pixels ([N,C,1,1] broadcast over [N,C,H,W]).
+        wide: EW_TILE's element widths (a / output / b int16; 0 = all int8).
     """
 
     kind: EwKind
@@ -97,6 +121,12 @@ class EwQuant:
     act_lo: int
     act_hi: int
     period: int
+    wide: int = 0
+
+    @property
+    def out_dtype(self) -> type:
+        """np.int16 when the output is int16, else np.int8."""
+        return np.int16 if self.wide & WIDE_OUT else np.int8
 
 
 def _zp(v: Value) -> int:
@@ -108,16 +138,18 @@ def _s(v: Value) -> float:
 
 
 def act_bounds(node: Node, out: Value) -> tuple[int, int]:
-    """int8 clamp bounds of the node's fused activation in the output's quantized domain."""
+    """Clamp bounds of the node's fused activation in the output's quantized domain (int8,
+    or int16 for an int16 output)."""
     act = node.attrs.act
     s, zp = _s(out), _zp(out)
+    qmin, qmax = int_range(int_dtype(out))
     if act.kind is ActKind.RELU:
-        return max(-128, zp), 127
+        return max(qmin, zp), qmax
     if act.kind is ActKind.CLIP:
-        lo = int(np.clip(np.round(act.lo / s) + zp, -128, 127))
-        hi = int(np.clip(np.round(act.hi / s) + zp, -128, 127))
+        lo = int(np.clip(np.round(act.lo / s) + zp, qmin, qmax))
+        hi = int(np.clip(np.round(act.hi / s) + zp, qmin, qmax))
         return lo, hi
-    return -128, 127
+    return qmin, qmax
 
 
 def _multiplier(node: Node, real: float, shared: list[float] | None = None):
@@ -139,9 +171,10 @@ def conv_quant(node: Node) -> ConvQuant:
     s_w = w.quant.scale
     o = len(s_w)
     bias = b.const.astype(np.int32)
+    wide = wide_bits((x, WIDE_IN), (out, WIDE_OUT), (sc, WIDE_B))
     if out.dtype == "int32":
         z = np.zeros(o, np.int64)
-        return ConvQuant(bias, z, np.ones(o, np.int64), z, _zp(x), 0, 0, -128, 127, True)
+        return ConvQuant(bias, z, np.ones(o, np.int64), z, _zp(x), 0, 0, -128, 127, True, wide)
     real = _s(x) * s_w / _s(out)
     # optional per-channel scale of the shortcut term (input 4; > 0, from a folded affine)
     sc_scale = (node.input(4).const.astype(np.float64).reshape(-1) if node.input(4) is not None
@@ -157,20 +190,21 @@ def conv_quant(node: Node) -> ConvQuant:
                 node, 0.0, [float(real[c]), sc_scale[c] * _s(sc) / _s(out)])
     lo, hi = act_bounds(node, out)
     return ConvQuant(bias, mult, shift, sc_mult, _zp(x), _zp(out),
-                     _zp(sc) if sc is not None else 0, lo, hi, False)
+                     _zp(sc) if sc is not None else 0, lo, hi, False, wide)
 
 
 def pool_quant(node: Node) -> PoolQuant:
     """Parameters of maxpool / avgpool / gap (divisor folded into the multiplier)."""
     x, out = node.inputs[0], node.output
+    wide = wide_bits((x, WIDE_IN), (out, WIDE_OUT))
     if node.op is Op.MAXPOOL:
-        return PoolQuant(_zp(x), _zp(out), 0, 1)
+        return PoolQuant(_zp(x), _zp(out), 0, 1, wide)
     if node.op is Op.GAP:
         n = x.shape[2] * x.shape[3]
     else:
         n = node.attrs.kernel[0] * node.attrs.kernel[1]
     m, s = _multiplier(node, _s(x) / (_s(out) * n))
-    return PoolQuant(_zp(x), _zp(out), m, s)
+    return PoolQuant(_zp(x), _zp(out), m, s, wide)
 
 
 def add_quant(node: Node) -> AddQuant:
@@ -183,10 +217,12 @@ def add_quant(node: Node) -> AddQuant:
 
 def uses_ew(node: Node) -> bool:
     """True when the node runs as EW_TILE: any sub or mul of two activations, and an add
-    whose second operand is broadcast (a same-shape add stays an ADD_TILE)."""
+    whose second operand is broadcast or that has an int16 operand (ADD_TILE is int8 only; a
+    same-shape int8 add stays an ADD_TILE)."""
     if node.op in (Op.SUB, Op.MUL):
         return True
-    return node.op is Op.ADD and node.inputs[1].shape != node.inputs[0].shape
+    return node.op is Op.ADD and (node.inputs[1].shape != node.inputs[0].shape or "int16" in (
+        node.inputs[0].dtype, node.inputs[1].dtype, node.output.dtype))
 
 
 def ew_quant(node: Node) -> EwQuant:
@@ -200,7 +236,8 @@ def ew_quant(node: Node) -> EwQuant:
         (ma, mb), s = _multiplier(node, 0.0, [_s(a) / _s(out), _s(b) / _s(out)])
     lo, hi = act_bounds(node, out)
     period = 0 if b.shape == a.shape else int(b.shape[1])
-    return EwQuant(kind, _zp(a), _zp(b), _zp(out), ma, mb, s, lo, hi, period)
+    return EwQuant(kind, _zp(a), _zp(b), _zp(out), ma, mb, s, lo, hi, period,
+                   wide_bits((a, WIDE_IN), (out, WIDE_OUT), (b, WIDE_B)))
 
 
 def lut_quant(node: Node) -> LutQuant:
@@ -216,15 +253,17 @@ def lut_quant(node: Node) -> LutQuant:
 
 
 def quantize_input(x: np.ndarray, v: Value) -> np.ndarray:
-    """Host-side input quantization: ``clamp(rint(x / s) + zp, -128, 127)`` (ties to even).
+    """Host-side input quantization: ``clamp(rint(x / s) + zp, -128, 127)`` (ties to even;
+    -32768..32767 for an int16 value).
 
     Args:
-        x: float32 NCHW [1, C, H, W]. v: the quantized graph input value.
+        x: float32 NCHW [1, C, H, W]. v: the quantized value (the graph input, or any int8 /
+            int16 activation for the per-layer analysis).
 
     Returns:
-        int8 NHWC [H, W, C] (the NPU's layout).
+        int8 (int16) NHWC [H, W, C] (the NPU's layout).
     """
-    q = quantize_tensor(x, _s(v), _zp(v))
+    q = quantize_tensor(x, _s(v), _zp(v), int_dtype(v))
     return np.ascontiguousarray(q[0].transpose(1, 2, 0))
 
 

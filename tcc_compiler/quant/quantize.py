@@ -40,6 +40,16 @@ def activation_params(lo: float, hi: float) -> QuantParams:
     return QuantParams(np.float64(scale), np.int64(zp))
 
 
+INT16_MAX = 32767
+
+
+def activation_params_int16(lo: float, hi: float) -> QuantParams:
+    """Per-tensor int16 parameters for a real range [lo, hi]: symmetric, zero point 0,
+    ``s = max(|lo|, |hi|) / 32767`` (s = 1 for an all-zero tensor)."""
+    amax = max(abs(float(lo)), abs(float(hi)))
+    return QuantParams(np.float64(amax / INT16_MAX if amax > 0 else 1.0), np.int64(0))
+
+
 def quantize_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric per-output-channel int8 quantization of a weight tensor [O, ...].
 
@@ -162,17 +172,22 @@ def _quantize_conv_weights(node, x: Value) -> None:
     bv.quant = QuantParams(s_b, np.zeros(len(s_b), np.int64), axis=0)
 
 
-def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]]) -> Graph:
+def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
+                   int16: dict[str, tuple[float, float]] | None = None) -> Graph:
     """Attach quantization parameters and integer constants to every value.
 
     Args:
         graph: legalized float graph (NPU ops, views, host ops at the end); float values
             with ``quant`` set keep those parameters (:func:`is_fixed`).
         ranges: calibrated {value name: (lo, hi)} for every name :func:`ranges_needed` lists.
+        int16: {value name: (lo, hi)} of the layer outputs made int16 (quant/precision.py
+            decides which may be; the range is the observed min/max), symmetric
+            (:func:`activation_params_int16`); the pools and views after them follow.
 
     Returns:
-        The same graph, quantized: activation values int8 (int32 for raw conv outputs),
-        conv/fc weight constants int8 with per-channel QuantParams (axis 0), bias int32.
+        The same graph, quantized: activation values int8 (int16 where asked, int32 for raw
+        conv outputs), conv/fc weight constants int8 with per-channel QuantParams (axis 0),
+        bias int32.
 
     Raises:
         InternalError: a value without a calibrated range.
@@ -210,11 +225,13 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]]) -> Grap
         if id(out) in shared:   # a producer writing into a channel concat's buffer
             out.quant, out.dtype = shared[id(out)], "int8"
             continue
+        wide = int16 is not None and out.name in int16
         if not is_fixed(out):
-            lo, hi = rng(out)
+            lo, hi = int16[out.name] if wide else rng(out)
             a_lo, a_hi = getattr(getattr(node.attrs, "act", None), "bounds",
                                  lambda: (lo, hi))()
-            out.quant = activation_params(max(lo, a_lo), min(hi, a_hi))
-        out.dtype = "int8"
+            params = activation_params_int16 if wide else activation_params
+            out.quant = params(max(lo, a_lo), min(hi, a_hi))
+        out.dtype = "int16" if wide else "int8"
     graph.meta["quantized"] = True
     return graph

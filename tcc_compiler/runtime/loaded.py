@@ -173,7 +173,7 @@ class LoadedProgram:
         """Split the OUTPUT region into tensors, dequantize, apply host ops."""
         res: dict[str, np.ndarray] = {}
         for o in self.manifest["outputs"]:
-            dt = np.int32 if o["dtype"] == "int32" else np.int8
+            dt = {"int32": "<i4", "int16": "<i2"}.get(o["dtype"], np.int8)
             h, w, c = o["npu_hwc"]
             arr = np.frombuffer(out, dtype=dt, count=h * w * c, offset=o["offset"]).reshape(
                 h, w, c)

@@ -21,7 +21,7 @@ from tcc_compiler.target import Target
 #: Host-side ops the runtime can apply after the NPU (manifest ``host_ops[].op``).
 HOST_OPS = ("softmax", "argmax")
 #: Output element types the NPU writes (manifest ``outputs[].dtype``) -> bytes per element.
-OUTPUT_DTYPES = {"int8": 1, "int32": 4}
+OUTPUT_DTYPES = {"int8": 1, "int16": 2, "int32": 4}
 #: Largest dimension accepted anywhere in the manifest (the OUTPUT/INPUT regions are <= 2**30
 #: bytes, so no real tensor comes near it; it keeps products of dims small).
 MAX_DIM = 1 << 30

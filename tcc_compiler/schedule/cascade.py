@@ -88,8 +88,10 @@ class Chain:
 
 
 def _chainable(n: Node) -> bool:
-    """A conv or pool with an int8 output."""
-    return n.op in CHAIN_OPS and n.output.dtype == "int8"
+    """A conv or pool with int8 operands (int16 tensors of mixed precision are not cascaded:
+    the band planner sizes its buffers in int8 elements)."""
+    return n.op in CHAIN_OPS and all(v is None or v.is_const or v.dtype == "int8"
+                                     for v in (*n.inputs, n.output))
 
 
 def _extend(n: Node, readers, excluded: set[int], used: set[int]) -> list[Node]:

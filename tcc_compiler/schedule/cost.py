@@ -22,6 +22,9 @@ terms):
 * POOL/ADD/LUT/EW tiles: ``compute_setup_cycles + ceil(elements * window / vector_lanes)``
   (LUT_TILE: window 1; the vector unit looks up ``vector_lanes`` elements per cycle)
   (:func:`vector_cycles`).
+* int16 activations (mixed precision; the ``wide`` bits of CONV_CFG, POOL_CFG, EW_TILE): a
+  tile whose input (or any EW operand) is int16 takes ``int16_rate_divisor`` times the
+  cycles after setup (an assumption, specs/target.md); its DMA moves 2 bytes per element.
 
 Rates for estimates and bounds: :func:`transfer_cycles` (DRAM bytes -> cycles, no setup),
 :func:`transfer_bytes` (the inverse), :func:`mac_cycles` (MACs at the peak rate); the
@@ -37,7 +40,8 @@ from __future__ import annotations
 import math
 
 from tcc_compiler.isa import commands as C
-from tcc_compiler.isa.spec import CONV_FLAG_DEPTHWISE, CONV_FLAG_IMAGE, Queue, WAIT_NONE
+from tcc_compiler.isa.spec import (CONV_FLAG_DEPTHWISE, CONV_FLAG_IMAGE, WAIT_NONE, WIDE_IN,
+                                   Queue)
 from tcc_compiler.target import Target
 
 
@@ -96,10 +100,11 @@ def depthwise_pixel_cycles(kh: int, kw: int, c: int, t: Target) -> int:
             * math.ceil(kh * kw / t.depthwise_taps_per_cycle))
 
 
-def vector_cycles(elements: int, t: Target) -> int:
-    """Cycles of a POOL_TILE / ADD_TILE / LUT_TILE processing ``elements`` (window taps
-    included)."""
-    return t.compute_setup_cycles + math.ceil(elements / t.vector_lanes)
+def vector_cycles(elements: int, t: Target, wide: bool = False) -> int:
+    """Cycles of a POOL_TILE / ADD_TILE / LUT_TILE / EW_TILE processing ``elements`` (window
+    taps included); ``wide``: int16 operands, ``int16_rate_divisor`` times slower."""
+    rate = t.int16_rate_divisor if wide else 1
+    return t.compute_setup_cycles + math.ceil(elements * rate / t.vector_lanes)
 
 
 def dma_stream_cycles(nbytes: float, n_transfers: int, t: Target) -> float:
@@ -125,18 +130,22 @@ def command_cycles(cmd: C.Command, regs: C.Registers, t: Target) -> int:
         return dma_z_cycles(cmd.src_bytes, cmd.dst_bytes, t)
     if isinstance(cmd, C.ConvTile):
         cfg = regs.conv
+        rate = t.int16_rate_divisor if cfg.wide & WIDE_IN else 1
         if cfg.flags & CONV_FLAG_DEPTHWISE:
-            return t.compute_setup_cycles + cmd.out_h * cmd.out_w * depthwise_pixel_cycles(
-                cfg.kh, cfg.kw, cmd.oc, t)
+            return t.compute_setup_cycles + rate * cmd.out_h * cmd.out_w * \
+                depthwise_pixel_cycles(cfg.kh, cfg.kw, cmd.oc, t)
         groups = max(1, cmd.in_c // cfg.cin_g)
         image = bool(cfg.flags & CONV_FLAG_IMAGE)
-        return t.compute_setup_cycles + cmd.out_h * cmd.out_w * conv_pixel_cycles(
+        return t.compute_setup_cycles + rate * cmd.out_h * cmd.out_w * conv_pixel_cycles(
             cfg.kh, cfg.kw, cmd.oc, cfg.cin_g, 1 if image else groups, image, t)
     if isinstance(cmd, C.PoolTile):
         cfg = regs.pool
-        return vector_cycles(cmd.out_h * cmd.out_w * cmd.c * cfg.kh * cfg.kw, t)
-    if isinstance(cmd, (C.AddTile, C.LutTile, C.EwTile)):
+        return vector_cycles(cmd.out_h * cmd.out_w * cmd.c * cfg.kh * cfg.kw, t,
+                             bool(cfg.wide))
+    if isinstance(cmd, (C.AddTile, C.LutTile)):
         return vector_cycles(cmd.n, t)
+    if isinstance(cmd, C.EwTile):
+        return vector_cycles(cmd.n, t, bool(cmd.wide))
     return 1
 
 

@@ -35,8 +35,8 @@ def hwc_c(v: Value) -> int:
 
 
 def elem_bytes(v: Value) -> int:
-    """Bytes per element of an NPU tensor: 4 for int32, else 1."""
-    return 4 if v.dtype == "int32" else 1
+    """Bytes per element of an NPU tensor: 4 for int32, 2 for int16, else 1."""
+    return {"int32": 4, "int16": 2}.get(v.dtype, 1)
 
 
 def conv_geom(n: Node, t: Target) -> ConvGeom:
@@ -48,11 +48,13 @@ def conv_geom(n: Node, t: Target) -> ConvGeom:
     oh, ow, o = hwc(out)
     eb = elem_bytes(out)
     sc = n.input(3) is not None
+    widths = dict(in_elem_bytes=elem_bytes(x),
+                  sc_elem_bytes=elem_bytes(n.input(3)) if sc else 1)
     if n.op is Op.FC:
-        return ConvGeom(h, w, c, 1, 1, o, h, w, 1, 1, 1, 1, (0, 0, 0, 0), 1, eb, sc)
+        return ConvGeom(h, w, c, 1, 1, o, h, w, 1, 1, 1, 1, (0, 0, 0, 0), 1, eb, sc, **widths)
     a = n.attrs
     g = ConvGeom(h, w, c, oh, ow, o, a.kernel[0], a.kernel[1], a.strides[0], a.strides[1],
-                 a.dilations[0], a.dilations[1], a.pads, a.group, eb, sc)
+                 a.dilations[0], a.dilations[1], a.pads, a.group, eb, sc, **widths)
     if g.group == 1 or uses_depthwise_mode(g, t):
         return g
     p = group_pack(g.group, g.cin_g, g.og, t)
@@ -75,8 +77,9 @@ def pool_geom(n: Node, source: str) -> tuple[ConvGeom, tuple[int, int], tuple[in
     if max(k) > 255 or max(s) > 255:
         raise UnsupportedError(source, [
             f"{n.op.value} '{n.name}': window {k} exceeds the NPU's 255 limit"])
-    return (ConvGeom(h, w, c, oh, ow, c, k[0], k[1], s[0], s[1], 1, 1, pads, c,
-                     has_weights=False), k, s)
+    eb = elem_bytes(n.inputs[0])   # a pool's output has its input's width
+    return (ConvGeom(h, w, c, oh, ow, c, k[0], k[1], s[0], s[1], 1, 1, pads, c, eb,
+                     has_weights=False, in_elem_bytes=eb), k, s)
 
 
 def in_box(g: ConvGeom, s: Spatial, b: tuple[int, int]):

@@ -429,6 +429,6 @@ def _io(v: Value, t: Tensor) -> IoTensor:
     (a Transpose/Reshape that moves no bytes in NHWC, e.g. [1, 126, 1, 1] -> [1, 1, 1, 126])
     shares its source's buffer, whose (1, 1, 126) would not match its NCHW shape."""
     q = v.quant
-    return IoTensor(v.name, t.region, t.offset, hwc(v), "int32" if t.elem_bytes == 4
-                    else "int8", [float(s) for s in np.atleast_1d(q.scale)],
+    return IoTensor(v.name, t.region, t.offset, hwc(v), {4: "int32", 2: "int16"}.get(
+                    t.elem_bytes, "int8"), [float(s) for s in np.atleast_1d(q.scale)],
                     [int(z) for z in np.atleast_1d(q.zero_point)], tuple(v.shape))

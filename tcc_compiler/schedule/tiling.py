@@ -32,7 +32,8 @@ class ConvGeom:
     Attributes:
         h, w, c: input map. oh, ow, o: output map. kh, kw, sh, sw, dh, dw: kernel, strides,
         dilations. pads: (t, l, b, r). group: groups as the NPU runs them. out_elem_bytes: 1
-        (int8) or 4 (int32). has_shortcut: fused residual input of the output's shape.
+        (int8), 2 (int16) or 4 (int32). has_shortcut: fused residual input of the output's
+        shape. in_elem_bytes, sc_elem_bytes: 1 (int8) or 2 (int16) of the input and shortcut.
         pack: groups of the source conv packed into one NPU group (:func:`group_pack`): the
             NPU runs ``group`` groups of ``pack`` times the source's channels per group, with
             block-diagonal weights (zeros between the packed groups), so ``cin_g`` counts
@@ -57,6 +58,8 @@ class ConvGeom:
     has_shortcut: bool = False
     has_weights: bool = True
     pack: int = 1
+    in_elem_bytes: int = 1
+    sc_elem_bytes: int = 1
 
     @property
     def cin_g(self) -> int:
@@ -180,11 +183,13 @@ def pixel_cycles(g: ConvGeom, oc: int, t: Target) -> int:
     """Compute cycles per output pixel of a conv tile of ``oc`` output channels (whole groups):
     the depthwise datapath's, image mode's or the MAC array's
     (:mod:`tcc_compiler.schedule.cost`)."""
+    rate = t.int16_rate_divisor if g.in_elem_bytes == 2 else 1   # int16 input (cost.py)
     if uses_depthwise_mode(g, t):
-        return cost.depthwise_pixel_cycles(g.kh, g.kw, oc, t)
+        return rate * cost.depthwise_pixel_cycles(g.kh, g.kw, oc, t)
     if g.group == 1:
-        return cost.conv_pixel_cycles(g.kh, g.kw, oc, g.cin_g, 1, uses_image_mode(g, t), t)
-    return cost.conv_pixel_cycles(g.kh, g.kw, oc, g.cin_g, oc // g.og, False, t)
+        return rate * cost.conv_pixel_cycles(g.kh, g.kw, oc, g.cin_g, 1,
+                                             uses_image_mode(g, t), t)
+    return rate * cost.conv_pixel_cycles(g.kh, g.kw, oc, g.cin_g, oc // g.og, False, t)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -197,12 +202,13 @@ def working_set(g: ConvGeom, rows: int, cols: int, ocb: int, nblocks: int, al: i
     the schedule search's candidates give an op)."""
     c0, c1 = g.in_channels(0, ocb)
     # the largest input tile is an interior one: its halo is not clipped by the padding
-    in_b = align_up(g.max_in_span(rows, "h") * g.max_in_span(cols, "w") * (c1 - c0), al)
+    in_b = align_up(g.max_in_span(rows, "h") * g.max_in_span(cols, "w") * (c1 - c0)
+                    * g.in_elem_bytes, al)
     w_b = 0
     if g.has_weights:
         w_b = align_up(ocb * g.kh * g.kw * g.cin_g, al) + align_up(ocb * PARAM_RECORD_BYTES, al)
     out_b = align_up(rows * cols * ocb * g.out_elem_bytes, al)
-    sc_b = align_up(rows * cols * ocb, al) if g.has_shortcut else 0
+    sc_b = align_up(rows * cols * ocb * g.sc_elem_bytes, al) if g.has_shortcut else 0
     wbufs = 1 if nblocks == 1 else wbufs
     return (0 if res.inp else 2 * in_b) + wbufs * w_b + (0 if res.out else 2 * out_b) \
         + (0 if res.sc else 2 * sc_b)
@@ -264,10 +270,10 @@ def _estimate(g: ConvGeom, t: Target, rows: int, cols: int, ocb: int, nb: int,
     ix0, ix1, _, _ = g.in_cols(0, cols)
     c0, c1 = g.in_channels(0, ocb)
     w_total = g.o * g.kh * g.kw * g.cin_g if g.has_weights else 0
-    in_tile = 0 if res.inp else (iy1 - iy0) * (ix1 - ix0) * (c1 - c0)
+    in_tile = 0 if res.inp else (iy1 - iy0) * (ix1 - ix0) * (c1 - c0) * g.in_elem_bytes
     in_all = in_tile * ns * (nb if g.group == 1 else 1)
     out_all = g.oh * g.ow * g.o * ((0 if res.out else g.out_elem_bytes)
-                                   + (1 if g.has_shortcut and not res.sc else 0))
+                                   + (g.sc_elem_bytes if g.has_shortcut and not res.sc else 0))
     # spatial order reloads weights per spatial tile when nb > 1; channel order
     # reloads the input per block.
     sp_traffic = (in_tile * ns * (1 if g.group == 1 else nb)
@@ -279,7 +285,8 @@ def _estimate(g: ConvGeom, t: Target, rows: int, cols: int, ocb: int, nb: int,
         macs_cycles = ns * nb * rows * cols * pixel_cycles(g, ocb, t)
     else:
         macs_cycles = g.oh * g.ow * cost.conv_pixel_cycles(g.kh, g.kw, g.o, g.cin_g,
-                                                            g.group, False, t)
+                                                            g.group, False, t) * (
+            t.int16_rate_divisor if g.in_elem_bytes == 2 else 1)
     ntiles = ns * nb
     est = cost.tile_pipeline_cycles(macs_cycles, cost.transfer_cycles(traffic, t), ntiles, t)
     return est, order, ntiles, in_tile

@@ -205,6 +205,9 @@ def compile_segmented(model: str | os.PathLike | onnx.ModelProto, options: Compi
             raise UnsupportedError(plan.prepared.where, [
                 f"{nodes[i].op_type} '{lab}': {bad[i]}"
                 for i, lab in zip(sorted(bad), plan.labels(sorted(bad)))])
+    given, names = options.precision, _precision_names(options.precision)
+    if names is not None:   # every segment takes the names of its own layers
+        options = options.with_(precision=names)
     parts: list = []
     for seg in plan.segments:
         name = f"{Path(plan.prepared.where).name}:{seg.device}_{seg.index}"
@@ -221,9 +224,47 @@ def compile_segmented(model: str | os.PathLike | onnx.ModelProto, options: Compi
         log.info("segment %d/%d: NPU, %d node(s), input %s", seg.index + 1, len(plan.segments),
                  len(seg.nodes), seg.inputs[0])
         parts.append(compile_model(sub, seg_opts))
+    if names:
+        _check_precision_names(names, parts, given, plan.prepared.where)
     host = load_host_model(tgt.source)
     manifest = build_segment_manifest(plan, parts, tgt, model, model_preprocess(plan, options),
                                       input_nchw(plan), (options.method, n_calib, source))
     report = build_segment_report(plan, parts, tgt, host)
     tables = [p.calib_table for p in parts if not isinstance(p, onnx.ModelProto)]
     return SegmentedArtifacts(plan, parts, manifest, report, _merge_tables(tables), tgt)
+
+
+def _precision_names(precision) -> list[str] | None:
+    """The layer names of a ``precision`` given as names or a precision file; None for the
+    modes ("int8", "auto": each segment chooses for itself).
+
+    Raises:
+        InputError: an unreadable or malformed precision file.
+    """
+    from tcc_compiler.quant.auto_precision import MODES
+    from tcc_compiler.quant.precision import read_precision_file
+
+    if isinstance(precision, (list, tuple)):
+        return list(precision)
+    return None if precision in MODES else read_precision_file(precision)
+
+
+def _check_precision_names(names: list[str], parts: list, given, where: str) -> None:
+    """Refuse names that are no layer of any NPU segment (each segment skipped the others').
+
+    Raises:
+        InputError: naming the precision file (or "precision") and the unknown names.
+    """
+    from tcc_compiler.errors import InputError
+    from tcc_compiler.quant.precision import layer_nodes
+
+    known: set[str] = set()
+    for p in parts:
+        if not isinstance(p, onnx.ModelProto):
+            known |= set(layer_nodes(p.graph))
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        src = given if not isinstance(given, (list, tuple)) else "precision"
+        raise InputError(f"{src}: no layer named {', '.join(repr(u) for u in unknown[:5])} in "
+                         f"the NPU segments of {where} (layer names as 'tccc analyze' lists "
+                         "them)")

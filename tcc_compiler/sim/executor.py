@@ -59,6 +59,9 @@ from tcc_compiler.target import Target
 
 log = logging.getLogger(__name__)
 
+#: Element bytes -> the integer dtype of an operand (CONV_CFG/POOL_CFG ``wide`` bits).
+_INT = {1: np.int8, 2: np.int16, 4: np.int32}
+
 #: Execution orders :meth:`Executor.run_with_stats` offers.
 SCHEDULES = ("inorder", "random")
 
@@ -84,8 +87,10 @@ def _conv_flags_problem(cfg: ConvCfg, t: ConvTile, array_in: int) -> str | None:
     than one group or ``kw * cin_g > array_in``, depthwise mode without ``cin_g = 1``,
     ``oc = in_c``); None when they do."""
     if cfg.flags & ~(spec.CONV_FLAG_SHORTCUT | spec.CONV_FLAG_IMAGE | spec.CONV_FLAG_DEPTHWISE
-                     | spec.CONV_FLAG_LUT):
+                     | spec.CONV_FLAG_LUT | spec.WIDE_MASK << spec.CONV_FLAG_WIDE_SHIFT):
         return f"CONV_CFG reserved flag bits set ({cfg.flags:#x})"
+    if cfg.wide & spec.WIDE_OUT and (cfg.has_lut or cfg.out_mode != spec.OUT_MODE_INT8):
+        return f"CONV_CFG flags {cfg.flags:#x}: int16 output with a LUT epilogue or int32"
     if cfg.flags & spec.CONV_FLAG_DEPTHWISE and (
             cfg.flags & spec.CONV_FLAG_IMAGE or cfg.cin_g != 1 or t.oc != t.in_c):
         return (f"depthwise mode needs cin_g 1, oc == in_c and no image mode "
@@ -296,9 +301,12 @@ class Executor:
         return self._sram.arr[addr:addr + nbytes]
 
     def _sram_box(self, i: int, cmd: Command, what: str, addr: int, shape: tuple,
-                  px_stride: int, row_stride: int, dtype=np.int8) -> np.ndarray:
-        """Writable [h, w, c] view of a strided SRAM operand (strides in bytes, 0 = packed,
-        see :func:`~tcc_compiler.isa.commands.box_strides`), bounds-checked."""
+                  px_stride: int, row_stride: int, dtype=np.int8,
+                  write: bool = False) -> np.ndarray:
+        """[h, w, c] view of a strided SRAM operand (strides in bytes, 0 = packed, see
+        :func:`~tcc_compiler.isa.commands.box_strides`), bounds-checked: writable for int8
+        and packed operands; a strided multi-byte operand is a copy when read, a
+        :class:`ByteBox` when ``write``."""
         h, w, c = shape
         eb = np.dtype(dtype).itemsize
         if not (px_stride or row_stride):
@@ -312,11 +320,14 @@ class Executor:
         raw = as_strided(self._sram.arr[addr:], (h, w, c * eb), (row, px, 1))
         if eb == 1:
             return raw.view(dtype)
+        if not write:
+            return np.ascontiguousarray(raw).view(np.dtype(dtype).newbyteorder("<"))
         return ByteBox(raw, dtype)
 
     def _sram_tensor(self, i, cmd, what, addr, shape, dtype=np.int8) -> np.ndarray:
-        n = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        return self._sram_view(i, cmd, what, addr, n).view(dtype).reshape(shape)
+        dt = np.dtype(dtype).newbyteorder("<")   # multi-byte elements are little-endian
+        n = int(np.prod(shape)) * dt.itemsize
+        return self._sram_view(i, cmd, what, addr, n).view(dt).reshape(shape)
 
     # -- command handlers ----------------------------------------------------------------------
 
@@ -418,7 +429,7 @@ class Executor:
     def _conv_tile(self, i: int, t: ConvTile, stats: ExecStats) -> None:
         cfg, groups, oh, ow = self._conv_setup(i, t)
         x = self._sram_box(i, t, "input", t.in_sram, (t.in_h, t.in_w, t.in_c), t.in_px_stride,
-                           t.in_row_stride)
+                           t.in_row_stride, _INT[cfg.in_bytes])
         w = self._sram_tensor(i, t, "weights", t.w_sram, (t.oc, cfg.kh, cfg.kw, cfg.cin_g))
         p = self._sram_view(i, t, "params", t.p_sram, t.oc * spec.PARAM_RECORD_BYTES)
         p = spec.unpack_conv_params(p)
@@ -427,7 +438,7 @@ class Executor:
         acc = conv_accumulate_f(x, cfg.zp_in, self._conv_weights(t.w_sram, w, groups),
                                 (cfg.sh, cfg.sw), t.pads, (cfg.dh, cfg.dw))
         n_out = oh * ow * t.oc
-        read = x.size + w.size + p.size * spec.PARAM_RECORD_BYTES
+        read = x.nbytes + w.size + p.size * spec.PARAM_RECORD_BYTES
         if cfg.out_mode == spec.OUT_MODE_INT8:
             shift = p["shift"]
             if shift.min() < 1 or shift.max() > SHIFT_MAX:
@@ -437,10 +448,10 @@ class Executor:
             sc = None
             if cfg.has_shortcut:
                 sc = self._sram_box(i, t, "shortcut", t.sc_sram, (oh, ow, t.oc),
-                                    t.sc_px_stride, t.sc_row_stride)
-                read += sc.size
+                                    t.sc_px_stride, t.sc_row_stride, _INT[cfg.sc_bytes])
+                read += sc.nbytes
             y = conv_epilogue(acc, p["bias"], p["mult"], shift, cfg.zp_out, cfg.act_lo,
-                              cfg.act_hi, sc, cfg.zp_sc, p["sc_mult"])
+                              cfg.act_hi, sc, cfg.zp_sc, p["sc_mult"], _INT[cfg.out_bytes])
             if cfg.has_lut:   # flags bit3: one table on the way out
                 lut = self._sram_tensor(i, t, "lut", cfg.lut_sram, (1, 256))
                 y = apply_lut(y, lut)
@@ -448,7 +459,7 @@ class Executor:
         else:
             y = conv_epilogue_int32(acc, p["bias"]).astype("<i4")
         out = self._sram_box(i, t, "output", t.out_sram, (oh, ow, t.oc), t.out_px_stride,
-                             t.out_row_stride, y.dtype)
+                             t.out_row_stride, y.dtype, write=True)
         out[...] = y
         stats.bytes_per_queue["COMPUTE"] += read + y.nbytes
         stats.macs += n_out * cfg.kh * cfg.kw * cfg.cin_g
@@ -472,26 +483,30 @@ class Executor:
             raise self._err(i, t, "no POOL_CFG before this tile")
         if min(cfg.kh, cfg.kw, cfg.sh, cfg.sw) == 0:
             raise self._err(i, t, "POOL_CFG has a zero kernel/stride")
+        if cfg.wide not in (0, spec.WIDE_IN | spec.WIDE_OUT):
+            raise self._err(i, t, f"POOL_CFG wide {cfg.wide:#x}: input and output widths differ "
+                                  "or reserved bits set")
+        dt = _INT[cfg.elem_bytes]
         oh = _conv_out(t.in_h, t.pad_t, t.pad_b, cfg.kh, cfg.sh, 1)
         ow = _conv_out(t.in_w, t.pad_l, t.pad_r, cfg.kw, cfg.sw, 1)
         if oh < 1 or ow < 1 or (t.out_h, t.out_w) != (oh, ow):
             raise self._err(i, t, f"out_h x out_w = {t.out_h}x{t.out_w}, the padded tile "
                                   f"gives {oh}x{ow}")
         x = self._sram_box(i, t, "input", t.in_sram, (t.in_h, t.in_w, t.c), t.in_px_stride,
-                           t.in_row_stride)
+                           t.in_row_stride, dt)
         if cfg.kind == spec.POOL_KIND_MAX:
             y = maxpool_int8(x, (cfg.kh, cfg.kw), (cfg.sh, cfg.sw), t.pads)
         elif cfg.kind == spec.POOL_KIND_AVG:
             if not 1 <= cfg.shift <= SHIFT_MAX:
                 raise self._err(i, t, f"POOL_CFG shift {cfg.shift} outside 1..{SHIFT_MAX}")
             y = avgpool_int8(x, cfg.zp_in, (cfg.kh, cfg.kw), (cfg.sh, cfg.sw), t.pads,
-                             cfg.mult, cfg.shift, cfg.zp_out)
+                             cfg.mult, cfg.shift, cfg.zp_out, dt)
         else:
             raise self._err(i, t, f"POOL_CFG kind {cfg.kind} unknown")
         out = self._sram_box(i, t, "output", t.out_sram, (oh, ow, t.c), t.out_px_stride,
-                             t.out_row_stride)
+                             t.out_row_stride, dt, write=True)
         out[...] = y
-        stats.bytes_per_queue["COMPUTE"] += x.size + y.size
+        stats.bytes_per_queue["COMPUTE"] += x.nbytes + y.nbytes
 
     def _add_tile(self, i: int, t: AddTile, stats: ExecStats) -> None:
         cfg = self._regs.add

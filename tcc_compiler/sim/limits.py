@@ -67,13 +67,14 @@ def _box(what: str, addr: int, h: int, w: int, px_bytes: int, px_stride: int,
 
 def _conv_extents(t: ConvTile, cfg: ConvCfg) -> list[tuple[str, int, int]]:
     """SRAM hulls of a CONV_TILE's operands under ``cfg``."""
-    elem = 4 if cfg.out_mode == spec.OUT_MODE_INT32 else 1
-    out = _box("input", t.in_sram, t.in_h, t.in_w, t.in_c, t.in_px_stride, t.in_row_stride)
+    elem = cfg.out_bytes
+    out = _box("input", t.in_sram, t.in_h, t.in_w, t.in_c * cfg.in_bytes, t.in_px_stride,
+               t.in_row_stride)
     out.append(("weights", t.w_sram, t.w_sram + t.oc * cfg.kh * cfg.kw * cfg.cin_g))
     out.append(("params", t.p_sram, t.p_sram + t.oc * spec.PARAM_RECORD_BYTES))
     if cfg.has_shortcut:
-        out += _box("shortcut", t.sc_sram, t.out_h, t.out_w, t.oc, t.sc_px_stride,
-                    t.sc_row_stride)
+        out += _box("shortcut", t.sc_sram, t.out_h, t.out_w, t.oc * cfg.sc_bytes,
+                    t.sc_px_stride, t.sc_row_stride)
     out += _box("output", t.out_sram, t.out_h, t.out_w, t.oc * elem, t.out_px_stride,
                 t.out_row_stride)
     return out
@@ -103,14 +104,18 @@ def sram_extents(cmd: Command, regs: Registers) -> list[tuple[str, int, int]]:
     if isinstance(cmd, ConvTile):
         return _conv_extents(cmd, regs.conv) if regs.conv is not None else []
     if isinstance(cmd, PoolTile):
-        return (_box("input", cmd.in_sram, cmd.in_h, cmd.in_w, cmd.c, cmd.in_px_stride,
+        if regs.pool is None:
+            return []
+        eb = regs.pool.elem_bytes
+        return (_box("input", cmd.in_sram, cmd.in_h, cmd.in_w, cmd.c * eb, cmd.in_px_stride,
                      cmd.in_row_stride)
-                + _box("output", cmd.out_sram, cmd.out_h, cmd.out_w, cmd.c, cmd.out_px_stride,
-                       cmd.out_row_stride))
+                + _box("output", cmd.out_sram, cmd.out_h, cmd.out_w, cmd.c * eb,
+                       cmd.out_px_stride, cmd.out_row_stride))
     if isinstance(cmd, EwTile) and cmd.n:
-        return [("a", cmd.a_sram, cmd.a_sram + cmd.n),
-                ("b", cmd.b_sram, cmd.b_sram + (cmd.b_period or cmd.n)),
-                ("output", cmd.out_sram, cmd.out_sram + cmd.n)]
+        ea, eb, eo = cmd.elem_bytes()
+        return [("a", cmd.a_sram, cmd.a_sram + cmd.n * ea),
+                ("b", cmd.b_sram, cmd.b_sram + (cmd.b_period or cmd.n) * eb),
+                ("output", cmd.out_sram, cmd.out_sram + cmd.n * eo)]
     if isinstance(cmd, LutTile) and cmd.n:
         return [("input", cmd.in_sram, cmd.in_sram + cmd.n),
                 ("tables", cmd.lut_sram, cmd.lut_sram + 256 * cmd.tables),

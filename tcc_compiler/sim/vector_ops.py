@@ -9,9 +9,13 @@ import numpy as np
 
 from tcc_compiler.errors import ExecutionError
 from tcc_compiler.isa.commands import EwTile, LutTile
+from tcc_compiler.isa.spec import WIDE_MASK
 from tcc_compiler.numerics import SHIFT_MAX
 from tcc_compiler.numerics.eltwise import EwKind, eltwise_int8
 from tcc_compiler.numerics.lut import LUT_ENTRIES, apply_lut
+
+#: Element bytes -> dtype of an EW_TILE operand (its ``wide`` bits).
+_INT = {1: np.int8, 2: np.int16}
 
 
 def run_lut_tile(i: int, t: LutTile,
@@ -52,7 +56,7 @@ def run_ew_tile(i: int, t: EwTile,
 
     Raises:
         ExecutionError: unknown kind, shift outside 1..62, ``b0 >= b_period`` (b_period > 0),
-            or an operand outside the SRAM.
+            reserved ``wide`` bits or int16 with mul, or an operand outside the SRAM.
     """
     if t.kind not in EwKind._value2member_map_:
         raise err(i, t, f"EW_TILE kind {t.kind} unknown")
@@ -60,10 +64,13 @@ def run_ew_tile(i: int, t: EwTile,
         raise err(i, t, f"EW_TILE shift {t.shift} outside 1..{SHIFT_MAX}")
     if t.b_period and t.b0 >= t.b_period:
         raise err(i, t, f"EW_TILE b0 = {t.b0} not below b_period = {t.b_period}")
+    if t.wide & ~WIDE_MASK or (t.wide and t.kind == EwKind.MUL):
+        raise err(i, t, f"EW_TILE wide {t.wide:#x}: reserved bits, or int16 with mul")
     nb = t.b_period or t.n
-    a = np.array(sram_tensor(i, t, "a", t.a_sram, (t.n,)))
-    b = np.array(sram_tensor(i, t, "b", t.b_sram, (nb,)))
+    ea, eb, eo = (_INT[e] for e in t.elem_bytes())
+    a = np.array(sram_tensor(i, t, "a", t.a_sram, (t.n,), ea))
+    b = np.array(sram_tensor(i, t, "b", t.b_sram, (nb,), eb))
     y = eltwise_int8(EwKind(t.kind), a, t.zp_a, t.mult_a, b, t.zp_b, t.mult_b, t.shift,
-                     t.zp_out, t.act_lo, t.act_hi, t.b_period, t.b0)
-    sram_tensor(i, t, "output", t.out_sram, (t.n,))[...] = y
-    return 2 * t.n + nb
+                     t.zp_out, t.act_lo, t.act_hi, t.b_period, t.b0, eo)
+    sram_tensor(i, t, "output", t.out_sram, (t.n,), eo)[...] = y
+    return a.nbytes + b.nbytes + y.nbytes

@@ -55,6 +55,11 @@ class Target:
             (optional key, default 9: one 3x3 window).
         depthwise_max_kernel: largest kernel height/width of depthwise mode (default 5).
         depthwise_max_stride: largest stride of depthwise mode (default 2); its dilation is 1.
+        int16_rate_divisor: an ASSUMPTION: a compute tile with int16 activations (mixed
+            precision) takes this many times the cycles of the same int8 tile, on the MAC
+            array, the depthwise datapath and the vector unit alike (optional key
+            ``compute.int16_rate_divisor``, default 2: 16x8-bit products from pairs of 8x8
+            multipliers, 16-bit lanes from pairs of 8-bit lanes).
         source: file the target was read from ("" when built in code or from a manifest).
     """
 
@@ -77,6 +82,7 @@ class Target:
     depthwise_taps_per_cycle: int = 9
     depthwise_max_kernel: int = 5
     depthwise_max_stride: int = 2
+    int16_rate_divisor: int = 2
     source: str = ""
 
     @property
@@ -116,9 +122,11 @@ class Target:
     def _recorded(self) -> dict[str, Any]:
         """Field -> value of the hardware fields; a target without depthwise mode records no
         ``depthwise_*`` field (so it reads and hashes as targets did before the datapath
-        existed, and manifests written then still load)."""
+        existed, and manifests written then still load); likewise ``int16_rate_divisor`` is
+        recorded only when it is not the default 2."""
         return {f: getattr(self, f) for f in _RECORDED
-                if self.depthwise_mode or not f.startswith("depthwise_")}
+                if (self.depthwise_mode or not f.startswith("depthwise_"))
+                and (f != "int16_rate_divisor" or getattr(self, f) != _OPTIONAL[f])}
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "target") -> "Target":
@@ -139,8 +147,8 @@ class Target:
         name = data.get("name")
         if not isinstance(name, str) or not name:
             raise FormatError(f"{where}.name: expected a non-empty string, got {name!r}")
-        values = {f: data.get(f, _OPTIONAL[f]) if f.startswith("depthwise_") else data.get(f)
-                  for f in _RECORDED}
+        values = {f: data.get(f, _OPTIONAL[f]) if f.startswith(("depthwise_", "int16_"))
+                  else data.get(f) for f in _RECORDED}
         problem = _check_values(values)
         if problem:
             key, msg = problem
@@ -160,14 +168,15 @@ _RECORDED = tuple(f.name for f in fields(Target) if f.name not in ("name", "sour
 _FIELDS = {
     "compute": ["macs_per_cycle", "array_in_channels", "array_out_channels", "clock_hz",
                 "vector_lanes", "compute_setup_cycles", "depthwise_channels_per_cycle",
-                "depthwise_taps_per_cycle", "depthwise_max_kernel", "depthwise_max_stride"],
+                "depthwise_taps_per_cycle", "depthwise_max_kernel", "depthwise_max_stride",
+                "int16_rate_divisor"],
     "memory": ["sram_capacity_bytes", "sram_align_bytes", "dram_bandwidth_bytes_per_s",
                "dma_setup_cycles", "dram_align_bytes", "decompress_bytes_per_cycle"],
 }
 #: Keys a target file may omit, with their defaults.
 _OPTIONAL = {"decompress_bytes_per_cycle": 16, "image_mode": False, "depthwise_mode": False,
              "depthwise_channels_per_cycle": 64, "depthwise_taps_per_cycle": 9,
-             "depthwise_max_kernel": 5, "depthwise_max_stride": 2}
+             "depthwise_max_kernel": 5, "depthwise_max_stride": 2, "int16_rate_divisor": 2}
 #: Boolean fields (TOML section ``compute``).
 _BOOLS = ("image_mode", "depthwise_mode")
 #: Old spelling of ``memory.sram_capacity_bytes`` in target files, still accepted.

@@ -134,9 +134,11 @@ def test_field_range_errors(field, value):
         encode_commands([C.End(), C.End(), C.End(), cmd])
 
 
-@pytest.mark.parametrize("field,value", [("zp_in", 128), ("act_lo", -129)])
-def test_signed_range_errors(field, value):
-    with pytest.raises(InternalError, match=f"field {field} = {value} outside i8"):
+@pytest.mark.parametrize("field,value,type_", [("zp_in", 128, "i8"),
+                                               ("act_lo", -32769, "i16")])
+def test_signed_range_errors(field, value, type_):
+    # act_lo/act_hi are i16: an int16 output's clamp bounds (mixed precision)
+    with pytest.raises(InternalError, match=f"field {field} = {value} outside {type_}"):
         encode_command(_example(spec.CONV_CFG, **{field: value}))
 
 

@@ -104,8 +104,12 @@ def test_image_mode_on_a_target_without_it_is_refused():
 def test_to_dict_records_every_field_and_round_trips():
     t = load_target()
     d = t.to_dict()
-    hw = {f.name for f in dataclasses.fields(Target)} - {"source"}
+    # int16_rate_divisor is recorded only when it is not its default 2 (older manifests,
+    # written before mixed precision, keep their hash)
+    hw = {f.name for f in dataclasses.fields(Target)} - {"source", "int16_rate_divisor"}
+    assert t.int16_rate_divisor == 2
     assert set(d) == hw | {"sha256"}
+    assert dataclasses.replace(t, int16_rate_divisor=3).to_dict()["int16_rate_divisor"] == 3
     back = Target.from_dict(d)
     assert back == dataclasses.replace(t, source="")
     assert back.to_dict() == d

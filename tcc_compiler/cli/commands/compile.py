@@ -37,6 +37,15 @@ def add_arguments(p) -> None:
                    help="nearest: each int8 weight rounded to nearest; gptq: rounding chosen to "
                         "minimise each layer's output error on the calibration inputs (GPTQ, "
                         f"Frantar et al. 2023) (default {DEFAULTS.weight_rounding})")
+    p.add_argument("--precision", default=DEFAULTS.precision, metavar="int8|auto|FILE",
+                   help="int16 activations per layer: int8 (none, default), auto (the fewest "
+                        "layers, worst isolated error first, whose output SQNR on the "
+                        "calibration inputs reaches --precision-goal), or a JSON file "
+                        '{"int16": [layer names as tccc analyze lists them]}')
+    p.add_argument("--precision-goal", type=float, default=DEFAULTS.precision_goal_db,
+                   metavar="DB", help="auto's goal: output SQNR vs float on the calibration "
+                                      "inputs at most DB below all-int16's (default "
+                                      f"{DEFAULTS.precision_goal_db:g})")
     _add_preprocess_arguments(p)
     p.add_argument("--no-compress-weights", action="store_true",
                    help="store weights and parameters raw (default: lossless DEFLATE per "
@@ -201,6 +210,26 @@ def _print_summary(args, r: dict) -> None:
               f"quantized_network.bin {r['weight_bytes']:,} B{ratio}; NPU ops: {ops}; "
               f"{r['macs'] / 1e9:.2f} GMAC, estimated "
               f"{format_latency(r['estimated_latency_ms'])} on {r['target']}")
+        _print_precision(r.get("precision"))
+
+
+def _print_precision(p: dict | None) -> None:
+    """One line on the int16 layers a --precision choice made, and what they cost."""
+    if not p:
+        return
+    line = f"precision {p['mode']}: {len(p['int16_layers'])} layer(s) int16"
+    if p.get("output_sqnr_db"):
+        s = p["output_sqnr_db"]
+        line += (f", output SQNR {s['chosen']} dB on the calibration inputs (int8 "
+                 f"{s['int8']}, all int16 {s['all_int16']}, goal within {p['goal_db']})")
+    c = p.get("cost")
+    if c:
+        lat, dram = c["estimated_latency_ms"], c["dram_bytes_per_image"]
+        line += (f"; cost +{format_latency(lat['added'])} latency, {dram['added']:+,} B "
+                 "DRAM traffic per image vs int8")
+    if p["kept_int8"]:
+        line += f"; {len(p['kept_int8'])} asked for stay int8 (report.json says why)"
+    print(line)
 
 
 def _print_segmented(args, r: dict) -> None:
@@ -231,7 +260,8 @@ def options_from_args(args) -> CompileOptions:
         bias_correction=args.bias_correction, compress_weights=not args.no_compress_weights,
         preprocess=preprocess_from_args(args), weight_rounding=args.weight_rounding,
         verify_ir=args.verify, dump_ir=args.dump_ir, print_ir_before=args.print_ir_before,
-        print_ir_after=args.print_ir_after, strict=args.strict)
+        print_ir_after=args.print_ir_after, strict=args.strict, precision=args.precision,
+        precision_goal_db=args.precision_goal)
 
 
 def format_latency(ms: float) -> str:

@@ -66,25 +66,27 @@ def chunk_input(em, res, tensor, e0: int, sram: int, blk: int, after, lab: str,
     """One flat chunk's input operand of an element-wise tile: read in place from the
     resident tensor ``res`` (flat chunks are contiguous), else elements [e0, e1) loaded from
     DRAM ``tensor`` (:func:`~tcc_compiler.schedule.emitter.chunk_fields`) into the tile
-    buffer ``sram`` (``blk`` bytes, freed first) after ``after``.
+    buffer ``sram`` (``blk`` elements of the operand's width, freed first) after ``after``.
 
     Returns:
         (SRAM address of the chunk, the load's dependency or None when resident).
     """
     if res is not None:
-        return res.sram + e0, None
-    dep = em.load([after] + em.free(sram, blk), lab, slot=slot,
+        return res.sram + e0 * res.elem_bytes, None
+    dep = em.load([after] + em.free(sram, blk * tensor.elem_bytes), lab, slot=slot,
                   **chunk_fields(tensor, e0, e1, sram))
     return sram, dep
 
 
-def chunk_output(em, res, e0: int, sram: int, blk: int, last_store) -> tuple[int, list]:
+def chunk_output(em, res, e0: int, sram: int, blk: int, last_store,
+                 elem_bytes: int = 1) -> tuple[int, list]:
     """A flat chunk's output place: the resident tensor ``res`` at element ``e0``, else the
-    tile buffer ``sram`` once its previous store ``last_store`` has drained.
+    tile buffer ``sram`` (``blk`` elements of ``elem_bytes``) once its previous store
+    ``last_store`` has drained.
 
     Returns:
         (SRAM address, dependencies the compute command waits for).
     """
     if res is None:
-        return sram, [last_store] + em.free(sram, blk)
-    return res.sram + e0, em.free(res.sram, res.nbytes)
+        return sram, [last_store] + em.free(sram, blk * elem_bytes)
+    return res.sram + e0 * res.elem_bytes, em.free(res.sram, res.nbytes)

@@ -20,7 +20,8 @@ from tcc_compiler.ir.graph import Node
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.spec import (CONV_FLAG_DEPTHWISE, CONV_FLAG_IMAGE, CONV_FLAG_LUT,
-                                   CONV_FLAG_SHORTCUT, PARAM_RECORD_BYTES, pack_conv_params)
+                                   CONV_FLAG_SHORTCUT, CONV_FLAG_WIDE_SHIFT,
+                                   PARAM_RECORD_BYTES, pack_conv_params)
 from tcc_compiler.isa.wcodec import LayerKind
 from tcc_compiler.quant.golden import weights_ohwi
 from tcc_compiler.numerics.lut import LUT_ENTRIES
@@ -97,7 +98,8 @@ def conv_setup(weights: WeightLayoutBuilder, t: Target, n: Node, g: ConvGeom,
                out_mode=1 if q.out_int32 else 0,
                flags=(CONV_FLAG_SHORTCUT if g.has_shortcut else 0)
                | (CONV_FLAG_IMAGE if image else 0)
-               | (CONV_FLAG_DEPTHWISE if info.depthwise else 0),
+               | (CONV_FLAG_DEPTHWISE if info.depthwise else 0)
+               | q.wide << CONV_FLAG_WIDE_SHIFT,
                group=g.group, cin_g=g.cin_g, zp_in=q.zp_in, zp_out=q.zp_out,
                zp_sc=q.zp_sc, act_lo=q.act_lo, act_hi=q.act_hi)
     return blobs, cfg
@@ -199,7 +201,8 @@ class _ConvEmission:
             self.lut_dep = self.em.load_block(self.em.free(self.lut_addr, LUT_ENTRIES),
                                               self.label + " lut table", SLOT_PARAMS,
                                               self.lut_block, self.lut_addr)
-        self.max_in = max(in_box(g, s, b)[6] for s in self.spatial for b in self.blocks)
+        self.max_in = max(in_box(g, s, b)[6] for s in self.spatial
+                          for b in self.blocks) * g.in_elem_bytes   # bytes
         self.in_slots = ([sa.alloc(self.max_in, "input") for _ in range(2)]
                          if self.rin is None else [])
         nwb = 1 if len(self.blocks) == 1 else plan.wbufs
@@ -208,7 +211,8 @@ class _ConvEmission:
         self.out_tile = plan.rows * plan.cols * plan.ocb
         self.out_slots = ([sa.alloc(self.out_tile * g.out_elem_bytes, "output")
                            for _ in range(2)] if self.rout is None else [])
-        self.sc_slots = ([sa.alloc(self.out_tile, "shortcut") for _ in range(2)]
+        self.sc_bytes = self.out_tile * g.sc_elem_bytes
+        self.sc_slots = ([sa.alloc(self.sc_bytes, "shortcut") for _ in range(2)]
                          if g.has_shortcut and self.rsc is None else [])
         self.info.sram_peak_bytes = sa.top + self.ctx.base
         self.w_bytes = plan.ocb * kw_bytes
@@ -301,7 +305,7 @@ class _ConvEmission:
             return 0, None
         addr = self.sc_slots[slot]
         key = ("sc", slot)
-        dep = self.em.load([self.last_read.get(key)] + self.em.free(addr, self.out_tile),
+        dep = self.em.load([self.last_read.get(key)] + self.em.free(addr, self.sc_bytes),
                            self.label + " shortcut", slot=SLOT_SHORTCUT,
                            **dma_fields(self.xsc, y0, y1, x0, x1, o0, o1, addr))
         self.last_write[key] = dep

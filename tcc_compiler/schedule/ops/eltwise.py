@@ -1,7 +1,8 @@
-"""Element-wise add/sub/mul of two int8 activations on the vector unit (EW_TILE): flat chunks
-of a (contiguous in DRAM and SRAM), double-buffered; b chunked alongside a, or, when it is a
-per-channel vector broadcast over a ([N,C,1,1] over [N,C,H,W]), loaded once whole. Resident
-operands are read/written in place."""
+"""Element-wise add/sub/mul of two int8 or int16 activations on the vector unit (EW_TILE):
+flat chunks of a (contiguous in DRAM and SRAM), double-buffered; b chunked alongside a, or,
+when it is a per-channel vector broadcast over a ([N,C,1,1] over [N,C,H,W]), loaded once whole.
+Resident operands are read/written in place. Chunks count elements; each operand's buffers
+hold them at its own width (1 or 2 bytes)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,23 @@ from tcc_compiler.ir.graph import Node
 from tcc_compiler.isa import commands as C
 from tcc_compiler.quant.params import ew_quant
 from tcc_compiler.schedule.emitter import chunk_fields, pixel_chunk
-from tcc_compiler.schedule.geom import hwc_c
+from tcc_compiler.schedule.geom import elem_bytes, hwc, hwc_c
 from tcc_compiler.schedule.ops.context import OpContext, chunk_input, chunk_output, label
 from tcc_compiler.schedule.program import SLOT_SHORTCUT, LayerInfo
 from tcc_compiler.schedule.tiling import plan_channels
 
 
-def _load_vector(ctx: OpContext, sa, n: Node, nbytes: int):
-    """The broadcast b operand in SRAM (loaded once, or resident): (address, dependency)."""
+def _load_vector(ctx: OpContext, sa, n: Node, period: int):
+    """The broadcast b operand (``period`` elements) in SRAM (loaded once, or resident):
+    (address, dependency)."""
     b = n.inputs[1]
     rb = ctx.mem.resident(b)
     if rb is not None:
         return rb.sram, None
+    nbytes = period * elem_bytes(b)
     addr = sa.alloc(nbytes, "ew b")
     dep = ctx.em.load(ctx.em.free(addr, nbytes), label(n) + " b", slot=SLOT_SHORTCUT,
-                      **chunk_fields(ctx.mem.tensor(b), 0, nbytes, addr))
+                      **chunk_fields(ctx.mem.tensor(b), 0, period, addr))
     return addr, dep
 
 
@@ -38,22 +41,26 @@ def lower_eltwise(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     q = ew_quant(n)
     ta, tb, to = mem.tensor(a), mem.tensor(b), mem.tensor(n.output)
     ra, rb_, ro = mem.resident(a), mem.resident(b), mem.resident(n.output)
-    total = (ta or ra).nbytes
+    h, w, c = hwc(a)
+    total = h * w * c   # elements
+    widths = [elem_bytes(v) for v in (a, b, n.output)]
     lab = label(n)
     sa = ctx.begin()
     vec, vec_dep = (_load_vector(ctx, sa, n, q.period) if q.period else (-1, None))
-    chunked = [ra, ro] + ([] if q.period else [rb_])
-    blk = plan_channels(max(sum(r is None for r in chunked), 1), total, ctx.budget() - sa.top,
+    # bytes per element over the chunk buffers (b is a broadcast vector, loaded once above,
+    # when q.period: no chunk buffers for it)
+    chunked = [eb for k, (r, eb) in enumerate(zip((ra, rb_, ro), widths))
+               if r is None and not (k == 1 and q.period)]
+    blk = plan_channels(max(sum(chunked), 1), total, ctx.budget() - sa.top,
                         align=ctx.t.sram_align_bytes)
     blk = pixel_chunk(blk, (ta, to) + (() if q.period else (tb,)), hwc_c(a))
-    # b is a broadcast vector (loaded once above) when q.period: no chunk buffers for it
-    sl = [[sa.alloc(blk, "ew") if r is None and not (k == 1 and q.period) else -1
+    sl = [[sa.alloc(blk * widths[k], "ew") if r is None and not (k == 1 and q.period) else -1
            for k, r in enumerate((ra, rb_, ro))] for _ in range(2)]
     info.sram_peak_bytes = sa.top + ctx.base
     last_read, last_store = {}, {}
     regs = {"kind": int(q.kind), "zp_a": q.zp_a, "zp_b": q.zp_b, "zp_out": q.zp_out,
             "act_lo": q.act_lo, "act_hi": q.act_hi, "shift": q.shift, "mult_a": q.mult_a,
-            "mult_b": q.mult_b, "b_period": q.period}
+            "mult_b": q.mult_b, "b_period": q.period, "wide": q.wide}
     for i, e0 in enumerate(range(0, total, blk)):
         e1 = min(total, e0 + blk)
         slot = i % 2
@@ -66,7 +73,7 @@ def lower_eltwise(ctx: OpContext, n: Node, info: LayerInfo) -> None:
             sb_, db = chunk_input(em, rb_, tb, e0, sb_, blk, last_read.get(slot), lab + " b",
                                   e1, slot=SLOT_SHORTCUT)
         deps = [vec_dep] + [d for d in (da, db) if d is not None]
-        so_, dout = chunk_output(em, ro, e0, so_, blk, last_store.get(slot))
+        so_, dout = chunk_output(em, ro, e0, so_, blk, last_store.get(slot), widths[2])
         deps += dout
         comp = em.emit(C.EwTile, deps, lab, a_sram=sa_, b_sram=sb_, out_sram=so_, n=e1 - e0,
                        b0=e0 % q.period if q.period else 0, **regs)

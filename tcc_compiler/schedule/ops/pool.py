@@ -18,7 +18,7 @@ def pool_cfg(n: Node, kh: int, kw: int, sh: int, sw: int) -> dict:
     """POOL_CFG fields of pooling op ``n`` with window (kh, kw) and strides (sh, sw)."""
     p = pool_quant(n)
     return dict(kind=0 if n.op is Op.MAXPOOL else 1, kh=kh, kw=kw, sh=sh, sw=sw,
-                zp_in=p.zp_in, zp_out=p.zp_out, shift=p.shift, mult=p.mult)
+                zp_in=p.zp_in, zp_out=p.zp_out, shift=p.shift, mult=p.mult, wide=p.wide)
 
 
 def lower_pool(ctx: OpContext, n: Node, info: LayerInfo) -> None:
@@ -40,9 +40,10 @@ def lower_pool(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     spatial = spatial_tiles(g.oh, g.ow, plan.rows, plan.cols)
     blocks = channel_blocks(g.c, plan.ocb)
     sa = ctx.begin()
-    max_in = max(in_box(g, sp, bl)[6] for sp in spatial for bl in blocks)
+    eb = g.in_elem_bytes   # input and output (int8 or int16) alike
+    max_in = max(in_box(g, sp, bl)[6] for sp in spatial for bl in blocks) * eb
     in_slots = [sa.alloc(max_in, "input") for _ in range(2)] if rin is None else []
-    out_tile = plan.rows * plan.cols * plan.ocb
+    out_tile = plan.rows * plan.cols * plan.ocb * eb
     out_slots = [sa.alloc(out_tile, "output") for _ in range(2)] if rout is None else []
     info.sram_peak_bytes = sa.top + ctx.base
     last_read, last_store = {}, {}

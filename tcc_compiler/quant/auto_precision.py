@@ -1,0 +1,215 @@
+"""Choosing the int16 layers: ``--precision int8 | auto | FILE`` (specs/quantization.md,
+"Mixed precision").
+
+``auto`` ranks the layers that can be promoted (quant/precision.py) by the *isolated* error
+``tccc analyze`` computes (:func:`tcc_compiler.quant.analyze.analyze`: the layer alone, fed
+its float inputs, so the ranking is not blurred by the errors of the layers before it), worst
+first, and promotes the fewest of them, in that order, whose network output meets the goal on
+the calibration inputs:
+
+    output SQNR (float network vs quantized network, dB, over the inputs used)
+        >= SQNR with every promotable layer int16 - goal_db
+
+i.e. within ``goal_db`` of what int16 activations can give at all (always reachable: all of
+them meet it). The number
+of layers is found by bisection over the ranking (output SQNR grows with the layers promoted;
+where it does not, bisection still ends on a prefix that meets the goal), using at most
+:data:`MAX_AUTO_INPUTS` calibration inputs. The search quantizes with round-to-nearest weights
+and no bias correction (the options that refine weights afterwards do not change the ranking).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tcc_compiler.errors import InputError
+from tcc_compiler.interp import run_float
+from tcc_compiler.ir.graph import Graph
+from tcc_compiler.quant.analyze import analyze
+from tcc_compiler.quant.golden import GoldenModel
+from tcc_compiler.quant.precision import (Int16Plan, int16_blocker, layer_nodes, plan_int16,
+                                          read_precision_file)
+from tcc_compiler.quant.quantize import quantize_graph
+
+log = logging.getLogger(__name__)
+
+#: The default goal of ``auto`` (dB): the network output's SQNR vs float on the calibration
+#: inputs within this of all-int16's.
+DEFAULT_GOAL_DB = 0.5
+#: Calibration inputs the ``auto`` search evaluates (the first ones).
+MAX_AUTO_INPUTS = 16
+#: The ``precision`` values that are modes, not files.
+MODES = ("int8", "auto")
+
+
+@dataclass
+class PrecisionChoice:
+    """Which layers are int16 and why (the report's ``precision`` object).
+
+    Attributes:
+        mode: "int8", "auto", "file" (a precision file) or "list" (names given in code).
+        plan: the :class:`Int16Plan` (layers, tensors, layers kept int8 and why).
+        int16_ranges: {layer output name: (lo, hi)} for :func:`quantize_graph`.
+        goal_db, sqnr_db: ``auto`` only: the goal (dB below all-int16) and the output SQNR of
+            all-int8, the choice and all-int16 on the inputs used (dB; None when not
+            computed).
+        ranking: ``auto`` only: [(layer, isolated SQNR dB)] of the promotable layers, worst
+            first.
+        source: the precision file, for messages.
+    """
+
+    mode: str
+    plan: Int16Plan = field(default_factory=Int16Plan)
+    int16_ranges: dict = field(default_factory=dict)
+    goal_db: float | None = None
+    sqnr_db: dict = field(default_factory=dict)
+    ranking: list = field(default_factory=list)
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (non-finite SQNRs as None)."""
+        def fin(x):
+            return None if x is None or not math.isfinite(x) else round(float(x), 3)
+        d = {"mode": self.mode, "int16_layers": list(self.plan.layers),
+             "int16_tensors": sorted(self.plan.values),
+             "kept_int8": dict(self.plan.kept_int8)}
+        if self.mode == "auto":
+            d["goal_db"] = fin(self.goal_db)
+            d["output_sqnr_db"] = {k: fin(v) for k, v in self.sqnr_db.items()}
+            d["ranking"] = [[n, fin(s)] for n, s in self.ranking]
+        if self.source:
+            d["file"] = self.source
+        return d
+
+
+def _int16_ranges(graph: Graph, layers, ranges: dict, minmax: dict | None) -> dict:
+    """{output name: observed (lo, hi)} of the layers (their calibrated range if no min/max)."""
+    nodes = layer_nodes(graph)
+    out = {}
+    for name in layers:
+        v = nodes[name].output.name
+        out[v] = (minmax or {}).get(v, ranges.get(v, (0.0, 0.0)))
+    return out
+
+
+def quantized_copy(float_graph: Graph, ranges: dict, int16_ranges: dict | None = None) -> Graph:
+    """A quantized clone of ``float_graph`` (``int16_ranges`` as :func:`quantize_graph`)."""
+    return quantize_graph(float_graph.clone(), ranges, int16_ranges)
+
+
+def output_sqnr(float_graph: Graph, qgraph: Graph, inputs: list, floats=None) -> float:
+    """SQNR (dB) of the quantized graph's outputs against the float graph's, all outputs of all
+    ``inputs`` pooled (+inf when exact). ``floats``: the float outputs, if already known."""
+    gm = GoldenModel(qgraph)
+    num = den = 0.0
+    for k, x in enumerate(inputs):
+        f = floats[k] if floats is not None else run_float(float_graph, x)
+        q = gm.run(x)
+        for o in float_graph.outputs:
+            a = np.asarray(f[o.name], np.float64).reshape(-1)
+            b = np.asarray(q[o.name], np.float64).reshape(-1)
+            num += float(a @ a)
+            den += float((a - b) @ (a - b))
+    if den == 0.0:
+        return math.inf
+    return 10.0 * math.log10(num / den) if num > 0 else -math.inf
+
+
+def rank_layers(float_graph: Graph, ranges: dict, inputs: list) -> list[tuple[str, float]]:
+    """[(layer, isolated SQNR dB)] of the layers that can be int16, worst first (the
+    all-int8 graph analysed as ``tccc analyze`` does)."""
+    q8 = quantized_copy(float_graph, ranges)
+    ok = {n for n, node in layer_nodes(float_graph).items()
+          if int16_blocker(node, float_graph) is None}
+    return [(r.node, r.isolated.sqnr_db) for r in analyze(float_graph, q8, inputs)
+            if r.node in ok]
+
+
+def auto_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inputs: list,
+                   goal_db: float = DEFAULT_GOAL_DB) -> PrecisionChoice:
+    """The ``auto`` choice (module docstring).
+
+    Args:
+        float_graph: the float graph after the passes. ranges: calibrated int8 ranges.
+        minmax: observed {value: (min, max)} (int16 ranges), or None.
+        inputs: calibration inputs (float32 NCHW); the first :data:`MAX_AUTO_INPUTS` are used.
+        goal_db: the goal: output SQNR at most this many dB below all-int16's (>= 0).
+    """
+    xs = [inputs[i] for i in range(min(len(inputs), MAX_AUTO_INPUTS))]
+    ranking = rank_layers(float_graph, ranges, xs)
+    floats = [run_float(float_graph, x) for x in xs]
+
+    def sqnr(k: int) -> float:
+        layers = [n for n, _ in ranking[:k]]
+        q = quantized_copy(float_graph, ranges,
+                           _int16_ranges(float_graph, layers, ranges, minmax))
+        return output_sqnr(float_graph, q, xs, floats)
+
+    s8, s16 = sqnr(0), sqnr(len(ranking))
+    target = s16 - goal_db
+    lo, hi = 0, len(ranking)   # invariant: prefix hi meets the target (or is everything)
+    found = {0: s8, len(ranking): s16}
+    if s8 >= target:
+        hi = 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        found[mid] = sqnr(mid)
+        if found[mid] >= target:
+            hi = mid
+        else:
+            lo = mid
+    layers = [n for n, _ in ranking[:hi]]
+    log.info("precision auto: %d of %d layers int16 (output SQNR %.2f dB; int8 %.2f, all "
+             "int16 %.2f, goal %.2f)", hi, len(ranking), found[hi], s8, s16, target)
+    plan = plan_int16(float_graph, layers, "precision auto")
+    return PrecisionChoice("auto", plan, _int16_ranges(float_graph, plan.layers, ranges, minmax),
+                           goal_db, {"int8": s8, "chosen": found[hi], "all_int16": s16},
+                           ranking)
+
+
+def check_precision(float_graph: Graph, precision, goal_db: float = DEFAULT_GOAL_DB) -> None:
+    """Refuse a bad ``precision`` before any calibration: an unreadable or malformed precision
+    file, a name that is no layer of ``float_graph``, a negative ``auto`` goal.
+
+    Raises:
+        InputError: one line naming the file (or "precision") and the problem.
+    """
+    if precision == "auto" and not goal_db >= 0:
+        raise InputError(f"precision_goal_db/--precision-goal {goal_db}: give a number of "
+                         "dB >= 0 (how far below all-int16's output SQNR auto may stay)")
+    if isinstance(precision, (list, tuple)):
+        plan_int16(float_graph, precision, "precision")
+    elif precision not in MODES:
+        plan_int16(float_graph, read_precision_file(precision), str(precision))
+
+
+def choose_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inputs: list,
+                     precision, goal_db: float = DEFAULT_GOAL_DB) -> PrecisionChoice:
+    """The int16 layers for a ``precision`` setting: "int8" (none), "auto"
+    (:func:`auto_precision`), a precision file path (JSON ``{"int16": [layer names]}``), or a
+    list of layer names.
+
+    Raises:
+        InputError: an unreadable or malformed precision file, an unknown layer name, "auto"
+            without calibration inputs.
+    """
+    if isinstance(precision, (list, tuple)):
+        plan = plan_int16(float_graph, precision, "precision")
+        return PrecisionChoice("list", plan,
+                               _int16_ranges(float_graph, plan.layers, ranges, minmax))
+    if precision == "int8":
+        return PrecisionChoice("int8")
+    if precision == "auto":
+        check_precision(float_graph, precision, goal_db)
+        if not inputs:
+            raise InputError("precision/--precision auto needs calibration inputs "
+                             "(calibration/--calib), not only a calib_table/--calib-table")
+        return auto_precision(float_graph, ranges, minmax, inputs, goal_db)
+    names = read_precision_file(precision)
+    plan = plan_int16(float_graph, names, str(precision))
+    return PrecisionChoice("file", plan, _int16_ranges(float_graph, plan.layers, ranges, minmax),
+                           source=str(precision))

@@ -1,0 +1,148 @@
+"""Mixed precision: which activations are int16 (specs/quantization.md, "Mixed precision").
+
+A *layer* (an NPU node, named as ``tccc analyze`` and the IR dumps show it) is promoted by
+making its output tensor int16: symmetric, zero point 0, ``s = max(|lo|, |hi|) / 32767`` from
+the tensor's observed min/max (with 65535 levels the rounding noise is negligible, so clipping
+would only add error). Weights stay int8 per channel, accumulators 32-bit.
+
+A tensor can be int16 only where every op touching it can take int16, so the planner leaves it
+int8 (with the reason) when
+
+* its producer is not a conv, depthwise conv, fc or add (pools and views follow their input:
+  promote the layer before them), or the conv/fc output is already raw int32, or a
+  pre-quantized model fixes its parameters;
+* it, or a tensor sharing its parameters through a max/average/global pool or a view, is read
+  by an op that is int8 only: a lookup-table activation (its table has 256 entries), a
+  sub/mul, a nearest resize, or a channel concat/slice/interleave (those share one int8
+  parameter set between several tensors).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+
+from tcc_compiler.errors import InputError
+from tcc_compiler.ir.graph import Graph, Node, Value
+from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, VIEW_OPS, Op
+
+log = logging.getLogger(__name__)
+
+#: Ops whose output can be int16.
+INT16_PRODUCERS = frozenset({Op.CONV, Op.FC, Op.ADD})
+#: Ops whose output takes its input's parameters (and width): an int16 input makes them int16.
+FOLLOWERS = VIEW_OPS | {Op.MAXPOOL, Op.AVGPOOL, Op.GAP}
+#: Ops that can read an int16 tensor (host ops read it dequantized).
+INT16_READERS = INT16_PRODUCERS | FOLLOWERS | HOST_OPS
+#: Key of a precision file.
+FILE_KEY = "int16"
+
+
+@dataclass
+class Int16Plan:
+    """The result of :func:`plan_int16`.
+
+    Attributes:
+        layers: names of the layers whose output is int16 (in graph order).
+        values: names of every int16 tensor (the layers' outputs and the pool/view outputs
+            that follow them).
+        kept_int8: {layer name: why its output stays int8} for the layers asked for that
+            cannot be promoted.
+    """
+
+    layers: list[str] = field(default_factory=list)
+    values: set[str] = field(default_factory=set)
+    kept_int8: dict[str, str] = field(default_factory=dict)
+
+
+def layer_nodes(graph: Graph) -> dict[str, Node]:
+    """{name: node} of the graph's layers (NPU nodes; views and host ops are not layers)."""
+    return {n.name: n for n in graph.nodes if n.op not in HOST_OPS and n.op not in VIEW_OPS}
+
+
+def _follower_group(v: Value) -> list[Value]:
+    """``v`` and the outputs of the pools/views that take its parameters, transitively."""
+    group, todo = [], [v]
+    while todo:
+        x = todo.pop()
+        group.append(x)
+        todo += [u.output for u, i in x.uses if u.op in FOLLOWERS and i == 0]
+    return group
+
+
+def int16_blocker(node: Node, graph: Graph) -> str | None:
+    """Why ``node``'s output cannot be int16 (module docstring); None when it can."""
+    out = node.output
+    if node.op not in INT16_PRODUCERS:
+        return (f"{node.op.value} output follows its input's precision (promote the layer "
+                "before it)" if node.op in FOLLOWERS else f"{node.op.value} is int8 only")
+    if out.quant is not None and out.dtype == "float32":
+        return "its quantization is fixed by the pre-quantized model"
+    if node.op in (Op.CONV, Op.FC) and all(u.op in HOST_OPS for u, _ in out.uses) \
+            and node.input(3) is None and node.attrs.act.kind.value == "none":
+        return "its output is already raw int32"
+    for x in _follower_group(out):
+        for u, _ in x.uses:
+            if u.op in CHANNEL_OPS:
+                return f"'{x.name}' is read by {u.op.value} '{u.name}' (one shared int8 set)"
+            if u.op not in INT16_READERS:
+                return f"'{x.name}' is read by {u.op.value} '{u.name}', which is int8 only"
+    return None
+
+
+def plan_int16(graph: Graph, layers, source: str = "precision") -> Int16Plan:
+    """Which tensors become int16 when ``layers`` are promoted.
+
+    Args:
+        graph: the float graph after the float passes (before quantization).
+        layers: layer (node) names, as ``tccc analyze`` lists them.
+        source: where the names came from, for the error message (e.g. the precision file).
+
+    Returns:
+        :class:`Int16Plan`; a layer that cannot be promoted stays int8 and is logged (INFO)
+        with its reason.
+
+    Raises:
+        InputError: a name that is no layer of the model (one line naming ``source``).
+    """
+    nodes = layer_nodes(graph)
+    wanted = list(dict.fromkeys(layers))
+    unknown = [x for x in wanted if x not in nodes]
+    if unknown:
+        some = ", ".join(list(nodes)[:3])
+        raise InputError(f"{source}: no layer named {', '.join(repr(u) for u in unknown[:5])} "
+                         f"in the model (layer names as 'tccc analyze' lists them, e.g. {some})")
+    plan = Int16Plan()
+    for name in (n.name for n in graph.nodes if n.name in set(wanted)):
+        why = int16_blocker(nodes[name], graph)
+        if why is not None:
+            plan.kept_int8[name] = why
+            log.info("precision: layer '%s' stays int8: %s", name, why)
+            continue
+        plan.layers.append(name)
+        plan.values.update(v.name for v in _follower_group(nodes[name].output))
+    return plan
+
+
+def read_precision_file(path: str | os.PathLike) -> list[str]:
+    """The layer names of a precision file: JSON ``{"int16": ["layer", ...]}``.
+
+    Raises:
+        InputError: unreadable file, invalid JSON, another shape (one line naming the file).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the precision file ({exc.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not a JSON precision file ({exc})") from None
+    if not isinstance(data, dict) or set(data) != {FILE_KEY}:
+        raise InputError(f'{path}: a precision file is {{"{FILE_KEY}": [layer names]}}, got '
+                         f"keys {sorted(data) if isinstance(data, dict) else type(data).__name__}")
+    names = data[FILE_KEY]
+    if not isinstance(names, list) or not all(isinstance(x, str) and x for x in names):
+        raise InputError(f'{path}: "{FILE_KEY}" must be a list of layer names (strings)')
+    return names

@@ -1,0 +1,127 @@
+"""Mixed-precision choice: the precision file's errors, the planner's int8-only rules, and
+``auto`` promoting the worst layer (by isolated error) first."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tcc_compiler.driver import import_model, run_float_passes
+from tcc_compiler.errors import InputError
+from tcc_compiler.quant.auto_precision import auto_precision, check_precision, rank_layers
+from tcc_compiler.quant.calibrate import observe
+from tcc_compiler.quant.precision import plan_int16, read_precision_file
+from tcc_compiler.quant.ranges import choose_ranges
+from tests.helpers.cli import one_line_error, run_cli
+
+N = helper.make_node
+HW = 8
+
+
+def _model(nodes, inits, out_c=4) -> onnx.ModelProto:
+    g = helper.make_graph(
+        nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, HW, HW])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, out_c, HW, HW])],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def _chain(outlier: float = 1.0) -> onnx.ModelProto:
+    """Three 3x3 convs c1 -> c2 -> c3 (+ a sigmoid after c3). ``outlier`` scales one output
+    channel of c2 far above the others, so int8 quantization of c2's output (one scale per
+    tensor) loses the small channels: c2 then has the worst isolated error."""
+    r = np.random.default_rng(3)
+    w2 = r.normal(0, .3, (4, 4, 3, 3))
+    w2[0] *= outlier
+    inits = {"w1": r.normal(0, .4, (4, 3, 3, 3)), "b1": np.zeros(4), "w2": w2,
+             "b2": np.zeros(4), "w3": r.normal(0, .3, (4, 4, 3, 3)) / max(1.0, outlier / 4),
+             "b3": np.zeros(4)}
+    nodes = [N("Conv", ["x", "w1", "b1"], ["c1"], pads=[1] * 4, name="c1"),
+             N("Conv", ["c1", "w2", "b2"], ["c2"], pads=[1] * 4, name="c2"),
+             N("Conv", ["c2", "w3", "b3"], ["c3"], pads=[1] * 4, name="c3"),
+             N("Sigmoid", ["c3"], ["y"], name="sig")]
+    return _model(nodes, inits)
+
+
+def _float_graph(model):
+    return run_float_passes(*import_model(model, f"{HW}x{HW}x3")).graph
+
+
+def _xs(n=6):
+    r = np.random.default_rng(0)
+    return [r.normal(0, 1, (1, 3, HW, HW)).astype(np.float32) for _ in range(n)]
+
+
+@pytest.mark.parametrize("text, why", [
+    ("{", "not a JSON precision file"),
+    ('["c1"]', 'a precision file is {"int16": [layer names]}'),
+    ('{"int16": ["c1"], "int4": []}', 'a precision file is {"int16"'),
+    ('{"int16": "c1"}', "must be a list of layer names"),
+    ('{"int16": [1]}', "must be a list of layer names"),
+])
+def test_precision_file_errors(tmp_path, text, why):
+    f = tmp_path / "p.json"
+    f.write_text(text)
+    with pytest.raises(InputError) as exc:
+        read_precision_file(f)
+    assert str(exc.value).startswith(str(f)) and why in str(exc.value)
+
+
+def test_missing_file_and_unknown_layer_are_input_errors(tmp_path):
+    fg = _float_graph(_chain())
+    with pytest.raises(InputError, match="cannot read the precision file"):
+        check_precision(fg, str(tmp_path / "none.json"))
+    (tmp_path / "p.json").write_text(json.dumps({"int16": ["c1", "conv9"]}))
+    with pytest.raises(InputError, match="no layer named 'conv9'.*e.g. c1"):
+        check_precision(fg, str(tmp_path / "p.json"))
+
+
+def test_cli_unknown_layer_exits_2_with_one_line(tmp_path, capsys):
+    onnx.save(_chain(), tmp_path / "m.onnx")
+    (tmp_path / "p.json").write_text(json.dumps({"int16": ["nope"]}))
+    code, _, err = run_cli(["compile", str(tmp_path / "m.onnx"), "--input", f"{HW}x{HW}x3",
+                            "-o", str(tmp_path / "out"), "--precision",
+                            str(tmp_path / "p.json")], capsys)
+    assert code == 2
+    assert "no layer named 'nope'" in one_line_error(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_planner_keeps_lut_inputs_int8_and_pools_follow():
+    fg = _float_graph(_chain())
+    plan = plan_int16(fg, ["c1", "c3"])
+    assert plan.layers == ["c1"]
+    assert "int8 only" in plan.kept_int8["c3"] and "lut" in plan.kept_int8["c3"]
+    r = np.random.default_rng(1)
+    inits = {"w": r.normal(0, .4, (4, 3, 3, 3)), "b": np.zeros(4)}
+    pool = _model([N("Conv", ["x", "w", "b"], ["c"], pads=[1] * 4, name="c"),
+                   N("MaxPool", ["c"], ["y"], kernel_shape=[3, 3], pads=[1] * 4,
+                     name="mp")], inits)
+    plan = plan_int16(_float_graph(pool), ["c", "mp"])
+    assert plan.layers == ["c"] and plan.values == {"c", "y"}
+    assert "follows its input" in plan.kept_int8["mp"]
+
+
+def test_auto_promotes_the_worst_isolated_layer_first():
+    fg = _float_graph(_chain(outlier=30.0))
+    xs = _xs()
+    obs = observe(fg, xs, ["minmax"])["minmax"]
+    ranges, _ = choose_ranges(obs, "minmax")
+    ranking = rank_layers(fg, ranges, xs)
+    assert [n for n, _ in ranking][0] == "c2"   # the outlier channel's layer
+    assert [s for _, s in ranking] == sorted(s for _, s in ranking)
+    mm = {k: o.range() for k, o in obs.items()}
+    loose = auto_precision(fg, ranges, mm, xs, goal_db=100.0)
+    assert loose.plan.layers == []   # int8 is within 100 dB of all-int16: nothing promoted
+    s8, s16 = loose.sqnr_db["int8"], loose.sqnr_db["all_int16"]
+    assert s16 > s8 + 1.0
+    # a goal all-int8 misses by 0.5 dB: promoting the worst layer alone meets it
+    auto = auto_precision(fg, ranges, mm, xs, goal_db=s16 - s8 - 0.5)
+    assert auto.plan.layers == ["c2"]
+    assert auto.sqnr_db["chosen"] >= s8 + 0.5
