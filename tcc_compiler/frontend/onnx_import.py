@@ -214,9 +214,39 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
     check_node_attributes(proto, where)
     in_name, in_shape, layout = _fix_input_dims(proto, input_whc, where)
 
+    folded = _fold_constants(proto, where)
+    for _ in range(_MAX_FOLD_ROUNDS - 1):
+        # A Pad/Reshape whose pads/shape were just folded has an output shape only now: the
+        # next round folds the Shape arithmetic that reads it (timm's "SAME" padding writes
+        # one such chain per strided conv, each reading the previous padded map's shape).
+        again = _fold_constants(folded, where)
+        if len(again.graph.node) >= len(folded.graph.node):
+            break
+        folded = again
+    for imp in folded.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            imp.version = opset
+    try:
+        inferred = onnx.shape_inference.infer_shapes(folded, strict_mode=False)
+    except Exception as exc:  # shape inference errors: inconsistent model
+        raise ModelError(f"{where}: shape inference failed: {str(exc).splitlines()[0]}") from None
+    check_inferred_shapes(inferred, where)
+    return PreparedModel(inferred, original, where, opset, in_name, in_shape, layout, fixed)
+
+
+#: Rounds of shape inference + constant folding before giving up on a shrinking graph.
+_MAX_FOLD_ROUNDS = 32
+
+
+def _fold_constants(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    """One round: ONNX shape inference, then onnx-graphsurgeon constant folding and cleanup.
+
+    Raises:
+        ModelError: graphsurgeon cannot read, fold or write the graph, or it has a cycle.
+    """
     try:  # shapes of intermediate tensors let graphsurgeon fold Shape->Gather->... chains
         proto = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
-    except Exception as exc:  # inconsistent model: reported below by the second inference
+    except Exception as exc:  # inconsistent model: reported by the caller's inference
         log.debug("%s: shape inference before folding failed: %s", where, exc)
     try:
         graph = gs.import_onnx(proto)
@@ -232,19 +262,10 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
         raise ModelError(f"{where}: constant folding failed "
                          f"({type(exc).__name__}: {exc})") from None
     try:
-        folded = gs.export_onnx(graph)
+        return gs.export_onnx(graph)
     except Exception as exc:  # onnx-graphsurgeon raises assorted errors on odd attributes
         raise ModelError(f"{where}: cannot write the folded graph back "
                          f"({type(exc).__name__}: {exc})") from None
-    for imp in folded.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            imp.version = opset
-    try:
-        inferred = onnx.shape_inference.infer_shapes(folded, strict_mode=False)
-    except Exception as exc:  # shape inference errors: inconsistent model
-        raise ModelError(f"{where}: shape inference failed: {str(exc).splitlines()[0]}") from None
-    check_inferred_shapes(inferred, where)
-    return PreparedModel(inferred, original, where, opset, in_name, in_shape, layout, fixed)
 
 
 def import_onnx(model: str | os.PathLike | onnx.ModelProto,

@@ -150,9 +150,12 @@ SUPPORT: dict[str, OpSupport] = {
 }
 
 #: Ops removed before conversion by constant folding (onnx-graphsurgeon) once shapes are
-#: fixed: the Shape->Gather->Unsqueeze->Concat chains exporters write for a dynamic batch.
+#: fixed: the Shape->Gather->Unsqueeze->Concat chains exporters write for a dynamic batch, and
+#: the Shape->Div->Ceil->...->Pad arithmetic of timm's "SAME" padding (folded round by round:
+#: each padded map's shape is known once its pads are).
 FOLDED_BEFORE_IMPORT = ("ConstantOfShape", "Shape", "Gather", "Concat (of constants)", "Cast",
-                        "Range", "Slice (of constants)")
+                        "Range", "Slice (of constants)", "Ceil/Floor/Max/Min (of constants)",
+                        "arithmetic of constants")
 
 
 def schema_versions(op_type: str, lo: int = MIN_OPSET, hi: int = MAX_OPSET_TESTED) -> list[int]:
