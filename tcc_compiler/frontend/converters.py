@@ -376,18 +376,17 @@ def _pool(kind: Op):
                 need = (out_ceil - 1) * strides[i] + kernel[i] - (size + pads[i] + pads[i + 2])
                 pads[i + 2] += max(0, need)
             pads = tuple(pads)
-            if kind is Op.AVGPOOL and pads != explicit:
-                raise Unsupported("AveragePool with ceil_mode=1 whose last window overhangs the "
-                                  "input: its divisor differs per pixel (the NPU divides by a "
-                                  "constant); use ceil_mode=0 or adjust pads")
+            if kind is Op.AVGPOOL and pads != explicit and int(a.get("count_include_pad", 0)):
+                # count_include_pad=0 excludes the overhang like any padding (exact divisor
+                # per pixel); with 1, ONNX Runtime divides by the window clipped to the
+                # explicit padding, a rule the NPU does not implement
+                raise Unsupported("AveragePool with ceil_mode=1 and count_include_pad=1 whose "
+                                  "last window overhangs the padding is not supported; use "
+                                  "ceil_mode=0 or count_include_pad=0")
         cip = bool(int(a.get("count_include_pad", 0)))
-        if kind is Op.AVGPOOL:
-            if (kernel == (h, w) and pads == (0, 0, 0, 0)):
-                ctx.emit(Op.GAP, node, [x], NoAttrs())
-                return
-            if any(pads) and not cip:
-                raise Unsupported("AveragePool with padding and count_include_pad=0 is not "
-                                  "supported (the divisor would vary per pixel)")
+        if kind is Op.AVGPOOL and kernel == (h, w) and pads == (0, 0, 0, 0):
+            ctx.emit(Op.GAP, node, [x], NoAttrs())
+            return
         ctx.emit(kind, node, [x], PoolAttrs(kernel=kernel, strides=strides, pads=pads,
                                              count_include_pad=cip))
     return convert

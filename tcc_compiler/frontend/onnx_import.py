@@ -374,9 +374,13 @@ def _graph_outputs(model: onnx.ModelProto, ctx: Ctx, g: Graph, where: str) -> li
     for o in model.graph.output:
         v = ctx.lookup(o.name)
         if v is None and o.name in ctx.pending_pad:
-            raise UnsupportedError(where, [(f"Pad producing graph output '{o.name}': a zero "
-                                            "Pad is only supported in front of a Conv (it "
-                                            "becomes the Conv's padding)")])
+            # named as every node refusal ("<op> '<label>': reason"): the host-segment
+            # planner then moves this Pad alone to the host, not the whole segment before it
+            pad = next((n for n in model.graph.node if o.name in n.output), None)
+            label = (pad.name or pad.output[0]) if pad is not None else o.name
+            raise UnsupportedError(where, [(f"Pad '{label}': a zero Pad producing graph output "
+                                            f"'{o.name}' is only supported in front of a Conv "
+                                            "(it becomes the Conv's padding)")])
         if v is None:
             raise ModelError(f"{where}: graph output '{o.name}' is not produced by any node")
         if v.is_const:

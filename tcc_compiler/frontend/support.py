@@ -86,9 +86,11 @@ SUPPORT: dict[str, OpSupport] = {
     "Gelu": OpSupport("approximate none (erf) or tanh", "NPU (lut)"),
     "MaxPool": OpSupport("2-D; kernel, strides, pads, auto_pad, ceil_mode", "NPU (maxpool)",
                          "dilations; the Indices output; a Pad before it"),
-    "AveragePool": OpSupport("2-D; count_include_pad=1 with pads, or no pads; a window equal "
-                             "to the whole map becomes a global pool", "NPU (avgpool / gap)",
-                             "pads with count_include_pad=0; ceil_mode windows that overhang"),
+    "AveragePool": OpSupport("2-D; pads, ceil_mode; count_include_pad=0 divides each pixel "
+                             "by its own count of input pixels (one POOL_CFG per border region "
+                             "of constant divisor), 1 by the kernel area; a window equal to the "
+                             "whole map becomes a global pool", "NPU (avgpool / gap)",
+                             "ceil_mode windows overhanging the pads with count_include_pad=1"),
     "GlobalAveragePool": OpSupport("NCHW", "NPU (gap)"),
     "ReduceMean": OpSupport("axes = H and W (attribute < 18, constant input >= 18), keepdims "
                             "0 or 1", "NPU (gap)", "any other axes"),

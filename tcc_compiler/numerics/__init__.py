@@ -20,5 +20,6 @@ from tcc_compiler.numerics.kernels import (  # noqa: F401
     add_int8,
     maxpool_int8,
     avgpool_int8,
+    window_counts,
     conv_epilogue_int32,
 )

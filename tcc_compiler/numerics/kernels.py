@@ -141,13 +141,32 @@ def maxpool_int8(x: np.ndarray, kernel: tuple[int, int], strides=(1, 1),
     return _windows(xp, kernel, strides, (1, 1)).max(axis=(3, 4)).astype(np.int8)
 
 
+def window_counts(size: int, kernel: int, stride: int, pad_before: int,
+                  out: int) -> np.ndarray:
+    """Along one axis: how many of each output position's ``kernel`` window positions lie inside
+    the input ``[0, size)`` (ONNX AveragePool's divisor factor with count_include_pad=0; the
+    divisor of output pixel (i, j) is ``rows[i] * cols[j]``).
+
+    Args:
+        size: input extent (pixels); kernel, stride: the window along this axis;
+        pad_before: padding before the input; out: number of output positions.
+
+    Returns:
+        int64 [out], each in [1, kernel] for a window that overlaps the input.
+    """
+    start = np.arange(out, dtype=np.int64) * stride - pad_before
+    return np.minimum(start + kernel, size) - np.maximum(start, 0)
+
+
 def avgpool_int8(x: np.ndarray, zp_x: int, kernel: tuple[int, int], strides, pads,
                  mult: int, shift: int, zp_y: int) -> np.ndarray:
-    """Average pooling with a constant divisor folded into (mult, shift).
+    """Average pooling with the divisor folded into (mult, shift).
 
-    ``y = clamp(zp_y + (sum_window(x - zp_x) * M + r) >> S)``; padded positions contribute 0
-    (count_include_pad semantics; the divisor is kernel area, folded into M by the compiler).
-    Global average pooling is the case kernel = (H, W).
+    ``y = clamp(zp_y + (sum_window(x - zp_x) * M + r) >> S)``; padded positions contribute 0.
+    ``mult``/``shift`` are scalars (the divisor is the kernel area: count_include_pad
+    semantics) or int arrays broadcasting over [OH, OW, 1] (one divisor per output pixel:
+    count_include_pad=0, see :func:`window_counts`). Global average pooling is the case
+    kernel = (H, W).
 
     Returns: int8 [OH, OW, C].
     """

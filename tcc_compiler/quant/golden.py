@@ -19,7 +19,8 @@ from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_c
 from tcc_compiler.numerics.eltwise import eltwise_int8
 from tcc_compiler.numerics.lut import apply_lut
 from tcc_compiler.quant.params import (add_quant, conv_quant, dequantize_output, lut_quant,
-                                       ew_quant, pool_quant, quantize_input, uses_ew)
+                                       ew_quant, pool_divisors, pool_quant, quantize_input,
+                                       uses_ew)
 
 
 def weights_ohwi(node: Node) -> np.ndarray:
@@ -72,7 +73,14 @@ def eval_int_node(node: Node, args: list[np.ndarray],
             kern, strides, pads = x.shape[:2], (1, 1), (0, 0, 0, 0)
         else:
             kern, strides, pads = node.attrs.kernel, node.attrs.strides, node.attrs.pads
-        return K.avgpool_int8(x, p.zp_in, kern, strides, pads, p.mult, p.shift, p.zp_out)
+        mult, shift = p.mult, p.shift
+        div = pool_divisors(node)
+        if div is not None:   # count_include_pad=0: one (mult, shift) per output pixel
+            n = np.multiply.outer(*div)
+            qs = {int(d): pool_quant(node, int(d)) for d in np.unique(n)}
+            mult = np.vectorize(lambda d: qs[d].mult, otypes=[np.int64])(n)[..., None]
+            shift = np.vectorize(lambda d: qs[d].shift, otypes=[np.int64])(n)[..., None]
+        return K.avgpool_int8(x, p.zp_in, kern, strides, pads, mult, shift, p.zp_out)
     if uses_ew(node):
         q = ew_quant(node)
         y = eltwise_int8(q.kind, x, q.zp_a, q.mult_a, args[1], q.zp_b, q.mult_b, q.shift,

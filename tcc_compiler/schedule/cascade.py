@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from tcc_compiler.ir.graph import Node
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.isa.spec import PARAM_RECORD_BYTES
+from tcc_compiler.quant.params import pool_divisors
 from tcc_compiler.schedule import cost
 from tcc_compiler.schedule.tiling import (ConvGeom, Residency, align_up, candidate_extents,
                                           pixel_cycles, plan_conv)
@@ -88,8 +89,9 @@ class Chain:
 
 
 def _chainable(n: Node) -> bool:
-    """A conv or pool with an int8 output."""
-    return n.op in CHAIN_OPS and n.output.dtype == "int8"
+    """A conv or pool with an int8 output (not an average pool whose divisor varies per pixel:
+    its tiles are cut at the divisor changes, schedule/ops/pool.py)."""
+    return n.op in CHAIN_OPS and n.output.dtype == "int8" and pool_divisors(n) is None
 
 
 def _extend(n: Node, readers, excluded: set[int], used: set[int]) -> list[Node]:
