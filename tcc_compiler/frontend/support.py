@@ -73,7 +73,9 @@ SUPPORT: dict[str, OpSupport] = {
                      "folded (multiplication by the reciprocal, an affine)",
                      "division by an activation; constants holding 0"),
     "Sigmoid": OpSupport("any", "NPU (lut)"),
-    "Tanh": OpSupport("any", "NPU (lut)"),
+    "Tanh": OpSupport("any (GELU's tanh form, x * (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) * 0.5 "
+                      "as torch.onnx writes it before opset 20, is fused into one gelu_tanh "
+                      "table)", "NPU (lut)"),
     "HardSigmoid": OpSupport("alpha, beta", "NPU (lut)"),
     "HardSwish": OpSupport("any", "NPU (lut)"),
     "LeakyRelu": OpSupport("alpha", "NPU (lut)"),
