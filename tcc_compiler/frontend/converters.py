@@ -18,7 +18,7 @@ from onnx import helper
 from tcc_compiler.ir.graph import Graph, Value
 from tcc_compiler.ir.ops import (ActAttrs, Activation, ActKind, AxisAttrs, BatchNormAttrs,
                                  ConvAttrs, EltwiseAttrs, FcAttrs, NoAttrs, Op, PoolAttrs,
-                                 RELU, ReshapeAttrs, TransposeAttrs)
+                                 RELU, ReshapeAttrs, ShuffleAttrs, TransposeAttrs)
 from tcc_compiler.ir.shapes import infer_shape
 
 log = logging.getLogger(__name__)
@@ -451,6 +451,9 @@ def reshape(ctx: Ctx, node: onnx.NodeProto) -> None:
 
 
 def _emit_view(ctx: Ctx, node, x: Value, out: tuple[int, ...]) -> None:
+    src = x.producer
+    if src is not None and src.op is Op.RESHAPE and out == src.inputs[0].shape:
+        x = src.inputs[0]   # a view of a view back to the original shape: the original
     if out == x.shape:
         ctx.alias(node.output[0], x)
     elif x.is_const:
@@ -491,8 +494,30 @@ def transpose(ctx: Ctx, node: onnx.NodeProto) -> None:
     if moved == sorted(moved):
         _emit_view(ctx, node, x, tuple(x.shape[p] for p in perm))
         return
+    base = _shuffle_base(x, perm)
+    if base is not None:   # channel shuffle: data movement, then a view in the 5-D shape
+        s = ctx.emit(Op.SHUFFLE, node, [base], ShuffleAttrs(x.shape[1]),
+                     out_name=ctx.g.fresh_name(node.output[0] + "_shuffled"))
+        _emit_view(ctx, node, s, tuple(x.shape[p] for p in perm))
+        return
     raise Unsupported(f"Transpose perm={list(perm)} of {x.shape} moves data; only layout "
-                      "views and the NHWC input transpose are supported")
+                      "views, the NHWC input transpose and channel shuffles (a Reshape "
+                      "[N, g, C/g, H, W] then perm [0, 2, 1, 3, 4]) are supported")
+
+
+def _shuffle_base(x: Value, perm: tuple[int, ...]) -> Value | None:
+    """The [1, C, H, W] activation whose channel shuffle this Transpose computes: ``x`` is a
+    Reshape of it into [1, g, C/g, H, W] and ``perm`` swaps the two channel axes; else None."""
+    src = x.producer
+    if perm != (0, 2, 1, 3, 4) or src is None or src.op is not Op.RESHAPE:
+        return None
+    base = src.inputs[0]
+    if len(base.shape) != 4 or base.shape[0] != 1 or x.shape[0] != 1:
+        return None
+    _, c, h, w = base.shape
+    if x.shape[3:] != (h, w) or x.shape[1] * x.shape[2] != c:
+        return None
+    return base
 
 
 def gemm(ctx: Ctx, node: onnx.NodeProto) -> None:

@@ -107,9 +107,11 @@ SUPPORT: dict[str, OpSupport] = {
                          "view", "shapes computed at run time"),
     "Squeeze": OpSupport("shape known after shape inference", "view"),
     "Unsqueeze": OpSupport("shape known after shape inference", "view"),
-    "Transpose": OpSupport("perm=[0,3,1,2] on the graph input (an NHWC model input), or a "
-                           "permutation moving only size-1 axes", "NPU input layout / view",
-                           "permutations that move data (e.g. channel shuffle)"),
+    "Transpose": OpSupport("perm=[0,3,1,2] on the graph input (an NHWC model input), a "
+                           "permutation moving only size-1 axes, or a channel shuffle "
+                           "(Reshape [1, g, C/g, H, W], perm=[0,2,1,3,4], Reshape back)",
+                           "NPU input layout / view / NPU (shuffle: DMA only, one strided "
+                           "store per group)", "other permutations that move data"),
     "Gemm": OpSupport("transA=0, transB 0/1, alpha, beta; constant B and C (per output or "
                       "scalar)", "NPU (fc)", "transA=1; non-constant B"),
     "MatMul": OpSupport("[N,K] x constant [K,M] (a following Add folds into the bias)",

@@ -21,5 +21,6 @@ from tcc_compiler.numerics.kernels import (  # noqa: F401
     maxpool_int8,
     avgpool_int8,
     window_counts,
+    channel_shuffle_order,
     conv_epilogue_int32,
 )

@@ -141,6 +141,13 @@ def maxpool_int8(x: np.ndarray, kernel: tuple[int, int], strides=(1, 1),
     return _windows(xp, kernel, strides, (1, 1)).max(axis=(3, 4)).astype(np.int8)
 
 
+def channel_shuffle_order(c: int, groups: int) -> np.ndarray:
+    """Input channel of each output channel of a channel shuffle (ShuffleNet): output
+    ``j * groups + i`` reads input ``i * (c // groups) + j``. int64 [c]; ``c`` a multiple of
+    ``groups``."""
+    return np.arange(c, dtype=np.int64).reshape(groups, c // groups).T.reshape(-1)
+
+
 def window_counts(size: int, kernel: int, stride: int, pad_before: int,
                   out: int) -> np.ndarray:
     """Along one axis: how many of each output position's ``kernel`` window positions lie inside

@@ -94,6 +94,9 @@ def eval_int_node(node: Node, args: list[np.ndarray],
         return apply_lut(x, lut_quant(node).tables)
     if node.op is Op.RESIZE:   # NHWC: rows, then columns repeated
         return np.repeat(np.repeat(x, node.attrs.scale_h, axis=0), node.attrs.scale_w, axis=1)
+    if node.op is Op.SHUFFLE:  # NHWC: a permutation of the last axis; shared quantization
+        return np.ascontiguousarray(x[:, :, K.channel_shuffle_order(x.shape[2],
+                                                                    node.attrs.groups)])
     if node.op is Op.CONCAT:   # NHWC: channels are the last axis; one shared quantization
         return np.concatenate(args, axis=2)
     if node.op is Op.INTERLEAVE:   # NHWC: rows and columns are axes 0 and 1

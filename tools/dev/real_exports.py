@@ -153,7 +153,7 @@ def try_one(name: str, out: Path, reuse: bool = False) -> dict:
         return row
     check = json.loads(run.stdout)["check"]
     row["bit_exact"] = check["bit_exact"]
-    row["sqnr_db"] = check["sqnr_db"]
+    row["sqnr_db"] = check.get("sqnr_db_outputs") or check["sqnr_db"]
     row.update(_report_figures(folder))
     return row
 
