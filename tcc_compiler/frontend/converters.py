@@ -18,7 +18,7 @@ from onnx import helper
 from tcc_compiler.ir.graph import Graph, Value
 from tcc_compiler.ir.ops import (ActAttrs, Activation, ActKind, AxisAttrs, BatchNormAttrs,
                                  ConvAttrs, EltwiseAttrs, FcAttrs, NoAttrs, Op, PoolAttrs,
-                                 RELU, ReshapeAttrs, ShuffleAttrs, TransposeAttrs)
+                                 RELU, ReshapeAttrs)
 from tcc_compiler.ir.shapes import infer_shape
 
 log = logging.getLogger(__name__)
@@ -447,10 +447,13 @@ def reshape(ctx: Ctx, node: onnx.NodeProto) -> None:
     if shape is None:
         raise Unsupported("target shape must be constant")
     out = _resolve_shape(x, shape, int(a.get("allowzero", 0)))
-    _emit_view(ctx, node, x, out)
+    emit_view(ctx, node, x, out)
 
 
-def _emit_view(ctx: Ctx, node, x: Value, out: tuple[int, ...]) -> None:
+def emit_view(ctx: Ctx, node, x: Value, out: tuple[int, ...]) -> None:
+    """``node``'s output as a view of ``x`` in shape ``out`` (NCHW element order): an alias
+    when the shape is unchanged (also for a view of a view back to the original's shape), a
+    reshaped constant, or an IR ``reshape``."""
     src = x.producer
     if src is not None and src.op is Op.RESHAPE and out == src.inputs[0].shape:
         x = src.inputs[0]   # a view of a view back to the original shape: the original
@@ -470,7 +473,7 @@ def flatten(ctx: Ctx, node: onnx.NodeProto) -> None:
         raise Unsupported(f"axis {axis} out of range for rank {len(x.shape)}")
     axis = axis + len(x.shape) if axis < 0 else axis  # ONNX: negative counts from the back
     lead = int(np.prod(x.shape[:axis])) if axis else 1
-    _emit_view(ctx, node, x, (lead, int(np.prod(x.shape[axis:]))))
+    emit_view(ctx, node, x, (lead, int(np.prod(x.shape[axis:]))))
 
 
 def squeeze_like(ctx: Ctx, node: onnx.NodeProto) -> None:
@@ -479,45 +482,7 @@ def squeeze_like(ctx: Ctx, node: onnx.NodeProto) -> None:
     out = ctx.onnx_shapes.get(node.output[0])
     if not out or any(d < 0 for d in out):
         raise Unsupported("output shape unknown after shape inference")
-    _emit_view(ctx, node, x, tuple(out))
-
-
-def transpose(ctx: Ctx, node: onnx.NodeProto) -> None:
-    """Transpose: the NHWC->NCHW input transpose, or a permutation that moves only size-1 axes
-    (a pure view, e.g. NCHW->NHWC of a 1x1 map before Flatten)."""
-    x = ctx.get(node, 0)
-    perm = tuple(int(p) for p in attrs_of(node).get("perm", range(len(x.shape) - 1, -1, -1)))
-    if x in ctx.g.inputs and perm == (0, 3, 1, 2):
-        ctx.emit(Op.TRANSPOSE, node, [x], TransposeAttrs(perm))
-        return
-    moved = [p for p in perm if x.shape[p] != 1]
-    if moved == sorted(moved):
-        _emit_view(ctx, node, x, tuple(x.shape[p] for p in perm))
-        return
-    base = _shuffle_base(x, perm)
-    if base is not None:   # channel shuffle: data movement, then a view in the 5-D shape
-        s = ctx.emit(Op.SHUFFLE, node, [base], ShuffleAttrs(x.shape[1]),
-                     out_name=ctx.g.fresh_name(node.output[0] + "_shuffled"))
-        _emit_view(ctx, node, s, tuple(x.shape[p] for p in perm))
-        return
-    raise Unsupported(f"Transpose perm={list(perm)} of {x.shape} moves data; only layout "
-                      "views, the NHWC input transpose and channel shuffles (a Reshape "
-                      "[N, g, C/g, H, W] then perm [0, 2, 1, 3, 4]) are supported")
-
-
-def _shuffle_base(x: Value, perm: tuple[int, ...]) -> Value | None:
-    """The [1, C, H, W] activation whose channel shuffle this Transpose computes: ``x`` is a
-    Reshape of it into [1, g, C/g, H, W] and ``perm`` swaps the two channel axes; else None."""
-    src = x.producer
-    if perm != (0, 2, 1, 3, 4) or src is None or src.op is not Op.RESHAPE:
-        return None
-    base = src.inputs[0]
-    if len(base.shape) != 4 or base.shape[0] != 1 or x.shape[0] != 1:
-        return None
-    _, c, h, w = base.shape
-    if x.shape[3:] != (h, w) or x.shape[1] * x.shape[2] != c:
-        return None
-    return base
+    emit_view(ctx, node, x, tuple(out))
 
 
 def gemm(ctx: Ctx, node: onnx.NodeProto) -> None:
@@ -687,7 +652,6 @@ CONVERTERS: dict[str, Callable[[Ctx, onnx.NodeProto], None]] = {
     "Reshape": reshape,
     "Squeeze": squeeze_like,
     "Unsqueeze": squeeze_like,
-    "Transpose": transpose,
     "Gemm": gemm,
     "MatMul": matmul,
     "Pad": pad,
