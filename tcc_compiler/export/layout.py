@@ -36,6 +36,18 @@ def _resize(b, n, xf: str) -> None:
     b.finish_float(n.output, y, n.name)
 
 
+def _shuffle(b, n, xf: str) -> None:
+    """Reshape [N, g, C/g, H, W], Transpose(0, 2, 1, 3, 4), Reshape back (ShuffleNet's form)."""
+    nb, c, h, w = n.output.shape
+    g = n.attrs.groups
+    s5 = b.const(b.uniq(f"{n.name}_split"), np.array([nb, g, c // g, h, w], np.int64))
+    y = b.node("Reshape", [xf, s5], b.uniq(f"{n.name}_groups"), n.name + "_groups")
+    y = b.node("Transpose", [y], b.uniq(f"{n.name}_swap"), n.name, perm=[0, 2, 1, 3, 4])
+    s4 = b.const(b.uniq(f"{n.name}_merge"), np.array(n.output.shape, np.int64))
+    y = b.node("Reshape", [y, s4], b.uniq(f"{n.name}_shuffled"), n.name + "_merge")
+    b.finish_float(n.output, y, n.name)
+
+
 def _interleave(b, n, xf: str) -> None:
     """Phases concatenated along channels in row-major phase order, then DepthToSpace (DCR:
     input channel (r * s + c) * C + k -> output (y * s + r, x * s + c, k)); one stride."""
@@ -53,4 +65,4 @@ def _interleave(b, n, xf: str) -> None:
 def register(rules: dict) -> None:
     """Add the data-movement exporters to the QDQ exporter's rule table."""
     rules.update({Op.CONCAT: _concat, Op.SLICE: _slice, Op.RESIZE: _resize,
-                  Op.INTERLEAVE: _interleave})
+                  Op.INTERLEAVE: _interleave, Op.SHUFFLE: _shuffle})

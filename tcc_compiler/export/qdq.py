@@ -156,7 +156,9 @@ class _Builder:
         float32 (exact: integers below ``2**24``), then int64 ``Mul``/``Add``/``Div`` (``Div``
         truncates toward zero, so a multiple ``C * 2**S`` keeps the numerator non-negative and
         is subtracted after), ``Clip`` and ``Cast`` to int8, then the usual DequantizeLinear.
-        Used when no constant offset before QuantizeLinear is safe (see :func:`_tie_offset`).
+        Used when no constant offset before QuantizeLinear is safe (see :func:`_tie_offset`),
+        and for a pool whose divisor varies per pixel (count_include_pad=0 at the borders: M,
+        S and the offsets become [1, 1, OH, OW] constants, :func:`_pool_multipliers`).
 
         Raises:
             InternalError: a window sum could reach ``2**24`` (not exact in float32).
@@ -189,18 +191,19 @@ class _Builder:
             tot = self.node("Conv", [d, ones], self.uniq(f"{n.name}_sum"), n.name,
                             kernel_shape=list(a.kernel), strides=list(a.strides),
                             pads=list(a.pads), group=c)
-        big = (-lo * p.mult >> p.shift) + 1  # C: lo * M + C * 2**S >= 0
+        mult, shift = _pool_multipliers(n)
+        big = (-lo * mult >> shift) + 1  # C: lo * M + C * 2**S >= 0
 
-        def i64(name: str, val: int) -> str:
-            return self.const(self.uniq(f"{n.name}_{name}"), np.int64(val))
+        def i64(name: str, val) -> str:
+            return self.const(self.uniq(f"{n.name}_{name}"), np.asarray(val, np.int64))
 
         t = self.node("Cast", [tot], self.uniq(f"{n.name}_sum_i64"), f"{n.name}_Cast",
                       to=TensorProto.INT64)
-        t = self.node("Mul", [t, i64("mult", p.mult)], self.uniq(f"{n.name}_prod"),
+        t = self.node("Mul", [t, i64("mult", mult)], self.uniq(f"{n.name}_prod"),
                       f"{n.name}_Mul")
-        t = self.node("Add", [t, i64("round", (1 << (p.shift - 1)) + (big << p.shift))],
+        t = self.node("Add", [t, i64("round", (1 << (shift - 1)) + (big << shift))],
                       self.uniq(f"{n.name}_rounded"), f"{n.name}_RoundHalfUp")
-        t = self.node("Div", [t, i64("div", 1 << p.shift)], self.uniq(f"{n.name}_shifted"),
+        t = self.node("Div", [t, i64("div", 1 << shift)], self.uniq(f"{n.name}_shifted"),
                       f"{n.name}_Shift")
         t = self.node("Add", [t, i64("zp_out", p.zp_out - big)], self.uniq(f"{n.name}_q64"),
                       f"{n.name}_ZeroPoint")
@@ -301,6 +304,22 @@ def _tie_offset(mults: list[int], ranges: list[tuple[int, int]], shift: int,
     return d / 2
 
 
+def _pool_multipliers(node) -> tuple[np.ndarray, np.ndarray]:
+    """(M, S) of an average pool / gap as int64 scalars, or as [1, 1, OH, OW] maps (one
+    divisor per output pixel: count_include_pad=0, quant/params.pool_divisors)."""
+    from tcc_compiler.quant.params import pool_divisors, pool_quant
+
+    div = pool_divisors(node)
+    if div is None:
+        p = pool_quant(node)
+        return np.int64(p.mult), np.int64(p.shift)
+    d = np.multiply.outer(*div)
+    qs = {int(v): pool_quant(node, int(v)) for v in np.unique(d)}
+    mult = np.vectorize(lambda v: qs[v].mult, otypes=[np.int64])(d)
+    shift = np.vectorize(lambda v: qs[v].shift, otypes=[np.int64])(d)
+    return mult[None, None], shift[None, None]
+
+
 def _pool_tie_offset(node) -> float | None:
     """Tie offset of an avgpool / global average pool (window sums of ``x - zp_x``); None
     when no offset is safe (then the pool is exported on the integer side)."""
@@ -372,7 +391,10 @@ def _export_add(b: _Builder, n, xf: str) -> None:
 
 def _export_pool(b: _Builder, n, xf: str) -> None:
     """max/average pool; an average with no safe rounding offset goes through exact ops."""
-    if n.op is Op.AVGPOOL and _pool_tie_offset(n) is None:
+    from tcc_compiler.quant.params import pool_divisors
+
+    # a divisor per pixel (count_include_pad=0) has no one tie offset: integer ops, exact
+    if n.op is Op.AVGPOOL and (pool_divisors(n) is not None or _pool_tie_offset(n) is None):
         b.exact_pool(n)
         return
     a = n.attrs

@@ -1,6 +1,7 @@
 """Converters of the channel-layout ops: Concat, Split and Slice along the NCHW channel axis
 (IR ops ``concat`` and ``slice``, run as views of a shared DRAM buffer where the memory planner
-can place them so, else as DMA copies: schedule/views.py).
+can place them so, else as DMA copies: schedule/views.py), and Transpose (layout views, the
+NHWC input transpose, and the channel shuffle: IR op ``shuffle``, DMA only).
 
 Attribute and input forms follow the ONNX operator docs (https://onnx.ai/onnx/operators/):
 Split's sizes are an attribute before opset 13, an optional input from 13, ``num_outputs``
@@ -17,9 +18,9 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from tcc_compiler.frontend.converters import Ctx, Unsupported, attrs_of
+from tcc_compiler.frontend.converters import Ctx, Unsupported, attrs_of, emit_view
 from tcc_compiler.ir.graph import Value
-from tcc_compiler.ir.ops import ConcatAttrs, Op, SliceAttrs
+from tcc_compiler.ir.ops import ConcatAttrs, Op, ShuffleAttrs, SliceAttrs, TransposeAttrs
 
 
 def _channel_axis(x: Value, axis: int, what: str) -> None:
@@ -129,7 +130,46 @@ def slice_op(ctx: Ctx, node: onnx.NodeProto) -> None:
         _emit_slice(ctx, node, x, rng[0], rng[1], node.output[0])
 
 
+def transpose(ctx: Ctx, node: onnx.NodeProto) -> None:
+    """Transpose: the NHWC->NCHW input transpose, or a permutation that moves only size-1 axes
+    (a pure view, e.g. NCHW->NHWC of a 1x1 map before Flatten)."""
+    x = ctx.get(node, 0)
+    perm = tuple(int(p) for p in attrs_of(node).get("perm", range(len(x.shape) - 1, -1, -1)))
+    if x in ctx.g.inputs and perm == (0, 3, 1, 2):
+        ctx.emit(Op.TRANSPOSE, node, [x], TransposeAttrs(perm))
+        return
+    moved = [p for p in perm if x.shape[p] != 1]
+    if moved == sorted(moved):
+        emit_view(ctx, node, x, tuple(x.shape[p] for p in perm))
+        return
+    base = _shuffle_base(x, perm)
+    if base is not None:   # channel shuffle: data movement, then a view in the 5-D shape
+        s = ctx.emit(Op.SHUFFLE, node, [base], ShuffleAttrs(x.shape[1]),
+                     out_name=ctx.g.fresh_name(node.output[0] + "_shuffled"))
+        emit_view(ctx, node, s, tuple(x.shape[p] for p in perm))
+        return
+    raise Unsupported(f"Transpose perm={list(perm)} of {x.shape} moves data; only layout "
+                      "views, the NHWC input transpose and channel shuffles (a Reshape "
+                      "[N, g, C/g, H, W] then perm [0, 2, 1, 3, 4]) are supported")
+
+
+def _shuffle_base(x: Value, perm: tuple[int, ...]) -> Value | None:
+    """The [1, C, H, W] activation whose channel shuffle this Transpose computes: ``x`` is a
+    Reshape of it into [1, g, C/g, H, W] and ``perm`` swaps the two channel axes; else None."""
+    src = x.producer
+    if perm != (0, 2, 1, 3, 4) or src is None or src.op is not Op.RESHAPE:
+        return None
+    base = src.inputs[0]
+    if len(base.shape) != 4 or base.shape[0] != 1 or x.shape[0] != 1:
+        return None
+    _, c, h, w = base.shape
+    if x.shape[3:] != (h, w) or x.shape[1] * x.shape[2] != c:
+        return None
+    return base
+
+
 CHANNEL_CONVERTERS: dict[str, Callable[[Ctx, onnx.NodeProto], None]] = {
+    "Transpose": transpose,
     "Concat": concat,
     "Split": split,
     "Slice": slice_op,

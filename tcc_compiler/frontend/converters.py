@@ -18,7 +18,7 @@ from onnx import helper
 from tcc_compiler.ir.graph import Graph, Value
 from tcc_compiler.ir.ops import (ActAttrs, Activation, ActKind, AxisAttrs, BatchNormAttrs,
                                  ConvAttrs, EltwiseAttrs, FcAttrs, NoAttrs, Op, PoolAttrs,
-                                 RELU, ReshapeAttrs, TransposeAttrs)
+                                 RELU, ReshapeAttrs)
 from tcc_compiler.ir.shapes import infer_shape
 
 log = logging.getLogger(__name__)
@@ -376,18 +376,17 @@ def _pool(kind: Op):
                 need = (out_ceil - 1) * strides[i] + kernel[i] - (size + pads[i] + pads[i + 2])
                 pads[i + 2] += max(0, need)
             pads = tuple(pads)
-            if kind is Op.AVGPOOL and pads != explicit:
-                raise Unsupported("AveragePool with ceil_mode=1 whose last window overhangs the "
-                                  "input: its divisor differs per pixel (the NPU divides by a "
-                                  "constant); use ceil_mode=0 or adjust pads")
+            if kind is Op.AVGPOOL and pads != explicit and int(a.get("count_include_pad", 0)):
+                # count_include_pad=0 excludes the overhang like any padding (exact divisor
+                # per pixel); with 1, ONNX Runtime divides by the window clipped to the
+                # explicit padding, a rule the NPU does not implement
+                raise Unsupported("AveragePool with ceil_mode=1 and count_include_pad=1 whose "
+                                  "last window overhangs the padding is not supported; use "
+                                  "ceil_mode=0 or count_include_pad=0")
         cip = bool(int(a.get("count_include_pad", 0)))
-        if kind is Op.AVGPOOL:
-            if (kernel == (h, w) and pads == (0, 0, 0, 0)):
-                ctx.emit(Op.GAP, node, [x], NoAttrs())
-                return
-            if any(pads) and not cip:
-                raise Unsupported("AveragePool with padding and count_include_pad=0 is not "
-                                  "supported (the divisor would vary per pixel)")
+        if kind is Op.AVGPOOL and kernel == (h, w) and pads == (0, 0, 0, 0):
+            ctx.emit(Op.GAP, node, [x], NoAttrs())
+            return
         ctx.emit(kind, node, [x], PoolAttrs(kernel=kernel, strides=strides, pads=pads,
                                              count_include_pad=cip))
     return convert
@@ -448,10 +447,16 @@ def reshape(ctx: Ctx, node: onnx.NodeProto) -> None:
     if shape is None:
         raise Unsupported("target shape must be constant")
     out = _resolve_shape(x, shape, int(a.get("allowzero", 0)))
-    _emit_view(ctx, node, x, out)
+    emit_view(ctx, node, x, out)
 
 
-def _emit_view(ctx: Ctx, node, x: Value, out: tuple[int, ...]) -> None:
+def emit_view(ctx: Ctx, node, x: Value, out: tuple[int, ...]) -> None:
+    """``node``'s output as a view of ``x`` in shape ``out`` (NCHW element order): an alias
+    when the shape is unchanged (also for a view of a view back to the original's shape), a
+    reshaped constant, or an IR ``reshape``."""
+    src = x.producer
+    if src is not None and src.op is Op.RESHAPE and out == src.inputs[0].shape:
+        x = src.inputs[0]   # a view of a view back to the original shape: the original
     if out == x.shape:
         ctx.alias(node.output[0], x)
     elif x.is_const:
@@ -468,7 +473,7 @@ def flatten(ctx: Ctx, node: onnx.NodeProto) -> None:
         raise Unsupported(f"axis {axis} out of range for rank {len(x.shape)}")
     axis = axis + len(x.shape) if axis < 0 else axis  # ONNX: negative counts from the back
     lead = int(np.prod(x.shape[:axis])) if axis else 1
-    _emit_view(ctx, node, x, (lead, int(np.prod(x.shape[axis:]))))
+    emit_view(ctx, node, x, (lead, int(np.prod(x.shape[axis:]))))
 
 
 def squeeze_like(ctx: Ctx, node: onnx.NodeProto) -> None:
@@ -477,23 +482,7 @@ def squeeze_like(ctx: Ctx, node: onnx.NodeProto) -> None:
     out = ctx.onnx_shapes.get(node.output[0])
     if not out or any(d < 0 for d in out):
         raise Unsupported("output shape unknown after shape inference")
-    _emit_view(ctx, node, x, tuple(out))
-
-
-def transpose(ctx: Ctx, node: onnx.NodeProto) -> None:
-    """Transpose: the NHWC->NCHW input transpose, or a permutation that moves only size-1 axes
-    (a pure view, e.g. NCHW->NHWC of a 1x1 map before Flatten)."""
-    x = ctx.get(node, 0)
-    perm = tuple(int(p) for p in attrs_of(node).get("perm", range(len(x.shape) - 1, -1, -1)))
-    if x in ctx.g.inputs and perm == (0, 3, 1, 2):
-        ctx.emit(Op.TRANSPOSE, node, [x], TransposeAttrs(perm))
-        return
-    moved = [p for p in perm if x.shape[p] != 1]
-    if moved == sorted(moved):
-        _emit_view(ctx, node, x, tuple(x.shape[p] for p in perm))
-        return
-    raise Unsupported(f"Transpose perm={list(perm)} of {x.shape} moves data; only layout "
-                      "views and the NHWC input transpose are supported")
+    emit_view(ctx, node, x, tuple(out))
 
 
 def gemm(ctx: Ctx, node: onnx.NodeProto) -> None:
@@ -663,7 +652,6 @@ CONVERTERS: dict[str, Callable[[Ctx, onnx.NodeProto], None]] = {
     "Reshape": reshape,
     "Squeeze": squeeze_like,
     "Unsqueeze": squeeze_like,
-    "Transpose": transpose,
     "Gemm": gemm,
     "MatMul": matmul,
     "Pad": pad,

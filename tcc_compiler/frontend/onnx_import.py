@@ -214,11 +214,43 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
     check_node_attributes(proto, where)
     in_name, in_shape, layout = _fix_input_dims(proto, input_whc, where)
 
+    folded = _fold_constants(proto, where)
+    for _ in range(_MAX_FOLD_ROUNDS - 1):
+        # A Pad/Reshape whose pads/shape were just folded has an output shape only now: the
+        # next round folds the Shape arithmetic that reads it (timm's "SAME" padding writes
+        # one such chain per strided conv, each reading the previous padded map's shape).
+        again = _fold_constants(folded, where)
+        if len(again.graph.node) >= len(folded.graph.node):
+            break
+        folded = again
+    for imp in folded.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            imp.version = opset
+    try:
+        inferred = onnx.shape_inference.infer_shapes(folded, strict_mode=False)
+    except MemoryError:  # running out of memory says nothing about the model
+        raise
+    except Exception as exc:  # shape inference errors: inconsistent model
+        raise ModelError(f"{where}: shape inference failed: {first_line(exc, 10**6)}") from None
+    check_inferred_shapes(inferred, where)
+    return PreparedModel(inferred, original, where, opset, in_name, in_shape, layout, fixed)
+
+
+#: Rounds of shape inference + constant folding before giving up on a shrinking graph.
+_MAX_FOLD_ROUNDS = 32
+
+
+def _fold_constants(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    """One round: ONNX shape inference, then onnx-graphsurgeon constant folding and cleanup.
+
+    Raises:
+        ModelError: graphsurgeon cannot read, fold or write the graph, or it has a cycle.
+    """
     try:  # shapes of intermediate tensors let graphsurgeon fold Shape->Gather->... chains
         proto = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
     except MemoryError:  # running out of memory says nothing about the model
         raise
-    except Exception as exc:  # inconsistent model: reported below by the second inference
+    except Exception as exc:  # inconsistent model: reported by the caller's inference
         log.debug("%s: shape inference before folding failed: %s", where, exc)
     try:
         graph = gs.import_onnx(proto)
@@ -238,23 +270,12 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
         raise ModelError(f"{where}: constant folding failed "
                          f"({type(exc).__name__}: {exc})") from None
     try:
-        folded = gs.export_onnx(graph)
+        return gs.export_onnx(graph)
     except MemoryError:  # running out of memory says nothing about the model
         raise
     except Exception as exc:  # onnx-graphsurgeon raises assorted errors on odd attributes
         raise ModelError(f"{where}: cannot write the folded graph back "
                          f"({type(exc).__name__}: {exc})") from None
-    for imp in folded.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            imp.version = opset
-    try:
-        inferred = onnx.shape_inference.infer_shapes(folded, strict_mode=False)
-    except MemoryError:  # running out of memory says nothing about the model
-        raise
-    except Exception as exc:  # shape inference errors: inconsistent model
-        raise ModelError(f"{where}: shape inference failed: {first_line(exc, 10**6)}") from None
-    check_inferred_shapes(inferred, where)
-    return PreparedModel(inferred, original, where, opset, in_name, in_shape, layout, fixed)
 
 
 def import_onnx(model: str | os.PathLike | onnx.ModelProto,
@@ -363,9 +384,13 @@ def _graph_outputs(model: onnx.ModelProto, ctx: Ctx, g: Graph, where: str) -> li
     for o in model.graph.output:
         v = ctx.lookup(o.name)
         if v is None and o.name in ctx.pending_pad:
-            raise UnsupportedError(where, [(f"Pad producing graph output '{o.name}': a zero "
-                                            "Pad is only supported in front of a Conv (it "
-                                            "becomes the Conv's padding)")])
+            # named as every node refusal ("<op> '<label>': reason"): the host-segment
+            # planner then moves this Pad alone to the host, not the whole segment before it
+            pad = next((n for n in model.graph.node if o.name in n.output), None)
+            label = (pad.name or pad.output[0]) if pad is not None else o.name
+            raise UnsupportedError(where, [(f"Pad '{label}': a zero Pad producing graph output "
+                                            f"'{o.name}' is only supported in front of a Conv "
+                                            "(it becomes the Conv's padding)")])
         if v is None:
             raise ModelError(f"{where}: graph output '{o.name}' is not produced by any node")
         if v.is_const:

@@ -73,7 +73,9 @@ SUPPORT: dict[str, OpSupport] = {
                      "folded (multiplication by the reciprocal, an affine)",
                      "division by an activation; constants holding 0"),
     "Sigmoid": OpSupport("any", "NPU (lut)"),
-    "Tanh": OpSupport("any", "NPU (lut)"),
+    "Tanh": OpSupport("any (GELU's tanh form, x * (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) * 0.5 "
+                      "as torch.onnx writes it before opset 20, is fused into one gelu_tanh "
+                      "table)", "NPU (lut)"),
     "HardSigmoid": OpSupport("alpha, beta", "NPU (lut)"),
     "HardSwish": OpSupport("any", "NPU (lut)"),
     "LeakyRelu": OpSupport("alpha", "NPU (lut)"),
@@ -86,9 +88,11 @@ SUPPORT: dict[str, OpSupport] = {
     "Gelu": OpSupport("approximate none (erf) or tanh", "NPU (lut)"),
     "MaxPool": OpSupport("2-D; kernel, strides, pads, auto_pad, ceil_mode", "NPU (maxpool)",
                          "dilations; the Indices output; a Pad before it"),
-    "AveragePool": OpSupport("2-D; count_include_pad=1 with pads, or no pads; a window equal "
-                             "to the whole map becomes a global pool", "NPU (avgpool / gap)",
-                             "pads with count_include_pad=0; ceil_mode windows that overhang"),
+    "AveragePool": OpSupport("2-D; pads, ceil_mode; count_include_pad=0 divides each pixel "
+                             "by its own count of input pixels (one POOL_CFG per border region "
+                             "of constant divisor), 1 by the kernel area; a window equal to the "
+                             "whole map becomes a global pool", "NPU (avgpool / gap)",
+                             "ceil_mode windows overhanging the pads with count_include_pad=1"),
     "GlobalAveragePool": OpSupport("NCHW", "NPU (gap)"),
     "ReduceMean": OpSupport("axes = H and W (attribute < 18, constant input >= 18), keepdims "
                             "0 or 1", "NPU (gap)", "any other axes"),
@@ -103,9 +107,11 @@ SUPPORT: dict[str, OpSupport] = {
                          "view", "shapes computed at run time"),
     "Squeeze": OpSupport("shape known after shape inference", "view"),
     "Unsqueeze": OpSupport("shape known after shape inference", "view"),
-    "Transpose": OpSupport("perm=[0,3,1,2] on the graph input (an NHWC model input), or a "
-                           "permutation moving only size-1 axes", "NPU input layout / view",
-                           "permutations that move data (e.g. channel shuffle)"),
+    "Transpose": OpSupport("perm=[0,3,1,2] on the graph input (an NHWC model input), a "
+                           "permutation moving only size-1 axes, or a channel shuffle "
+                           "(Reshape [1, g, C/g, H, W], perm=[0,2,1,3,4], Reshape back)",
+                           "NPU input layout / view / NPU (shuffle: DMA only, one strided "
+                           "store per group)", "other permutations that move data"),
     "Gemm": OpSupport("transA=0, transB 0/1, alpha, beta; constant B and C (per output or "
                       "scalar)", "NPU (fc)", "transA=1; non-constant B"),
     "MatMul": OpSupport("[N,K] x constant [K,M] (a following Add folds into the bias)",
@@ -150,9 +156,12 @@ SUPPORT: dict[str, OpSupport] = {
 }
 
 #: Ops removed before conversion by constant folding (onnx-graphsurgeon) once shapes are
-#: fixed: the Shape->Gather->Unsqueeze->Concat chains exporters write for a dynamic batch.
+#: fixed: the Shape->Gather->Unsqueeze->Concat chains exporters write for a dynamic batch, and
+#: the Shape->Div->Ceil->...->Pad arithmetic of timm's "SAME" padding (folded round by round:
+#: each padded map's shape is known once its pads are).
 FOLDED_BEFORE_IMPORT = ("ConstantOfShape", "Shape", "Gather", "Concat (of constants)", "Cast",
-                        "Range", "Slice (of constants)")
+                        "Range", "Slice (of constants)", "Ceil/Floor/Max/Min (of constants)",
+                        "arithmetic of constants")
 
 
 def schema_versions(op_type: str, lo: int = MIN_OPSET, hi: int = MAX_OPSET_TESTED) -> list[int]:

@@ -14,6 +14,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from tcc_compiler.errors import InternalError
 from tcc_compiler.ir.graph import Graph, Node, Value
 from tcc_compiler.ir.ops import LutFunc, Op
+from tcc_compiler.numerics.kernels import channel_shuffle_order
 from tcc_compiler.numerics.lut import lut_function
 
 
@@ -181,6 +182,8 @@ _RULES = {
     Op.TRANSPOSE: lambda n, a, args: np.ascontiguousarray(args[0].transpose(a.perm)),
     Op.RESIZE: lambda n, a, args: np.repeat(np.repeat(args[0], a.scale_h, axis=2), a.scale_w,
                                             axis=3),
+    Op.SHUFFLE: lambda n, a, args: np.ascontiguousarray(
+        args[0][:, channel_shuffle_order(args[0].shape[1], a.groups)]),
     Op.CONCAT: lambda n, a, args: np.concatenate(args, axis=a.axis),
     Op.SLICE: lambda n, a, args: np.ascontiguousarray(
         np.take(args[0], np.arange(a.start, a.end), axis=a.axis)),

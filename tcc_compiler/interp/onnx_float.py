@@ -240,6 +240,13 @@ def _write_node(w: _Writer, n: Node, ins: list[str | None], out: str) -> None:
         w.node("Reshape", [ins[0], w.const(out, np.array(a.shape, np.int64))], out)
     elif n.op is Op.TRANSPOSE:
         w.node("Transpose", [ins[0]], out, perm=list(a.perm))
+    elif n.op is Op.SHUFFLE:   # as ShuffleNet writes it: Reshape, Transpose, Reshape
+        nb, c, h, wd = n.output.shape
+        g = a.groups
+        s5 = w.node("Reshape", [ins[0], w.const(w.tmp(out), np.array([nb, g, c // g, h, wd],
+                                                                       np.int64))], w.tmp(out))
+        t = w.node("Transpose", [s5], w.tmp(out), perm=[0, 2, 1, 3, 4])
+        w.node("Reshape", [t, w.const(w.tmp(out), np.array(n.output.shape, np.int64))], out)
     elif n.op is Op.SOFTMAX:
         w.node("Softmax", [ins[0]], out, axis=int(a.axis))
     elif n.op is Op.ARGMAX:

@@ -31,6 +31,7 @@ class Op(str, enum.Enum):
     RESHAPE = "reshape"        # shape change that keeps NCHW element order (flatten, view)
     TRANSPOSE = "transpose"    # permutation of axes (only recognised forms survive import)
     RESIZE = "resize"          # nearest-neighbour upsampling by integer factors (repeat)
+    SHUFFLE = "shuffle"        # channel shuffle: output channel j * g + i = input i * C/g + j
     CONCAT = "concat"          # channel concatenation [N,C1,H,W] ++ [N,C2,H,W] -> [N,C1+C2,H,W]
     SLICE = "slice"            # channel slice [N,C,H,W] -> [N,end-start,H,W] (Split, Slice)
     INTERLEAVE = "interleave"  # sh*sw phase maps [N,C,H,W] -> [N,C,H*sh,W*sw] (ConvTranspose)
@@ -49,7 +50,7 @@ VIEW_OPS = frozenset({Op.RESHAPE})
 CHANNEL_OPS = frozenset({Op.CONCAT, Op.SLICE, Op.INTERLEAVE})
 #: Ops that the NPU executes as one command group each after fusion.
 NPU_OPS = frozenset({Op.CONV, Op.FC, Op.ADD, Op.MAXPOOL, Op.AVGPOOL, Op.GAP, Op.LUT, Op.MUL,
-                     Op.SUB, Op.RESIZE})
+                     Op.SUB, Op.RESIZE, Op.SHUFFLE})
 
 
 class ActKind(str, enum.Enum):
@@ -205,6 +206,15 @@ class ResizeAttrs:
 
 
 @dataclass(frozen=True)
+class ShuffleAttrs:
+    """Channel shuffle of ``groups`` groups (ShuffleNet's Reshape [N, g, C/g, H, W] ->
+    Transpose(0, 2, 1, 3, 4) -> Reshape [N, C, H, W]): output channel ``j * groups + i`` is
+    input channel ``i * (C / groups) + j``."""
+
+    groups: int
+
+
+@dataclass(frozen=True)
 class InterleaveAttrs:
     """Interleave of ``sh * sw`` phase maps, inputs in row-major phase order: input
     ``r * sw + c`` holds output pixels (y * sh + r, x * sw + c). A transposed convolution is
@@ -255,6 +265,7 @@ ATTRS_OF_OP: dict[Op, type] = {
     Op.RESHAPE: ReshapeAttrs,
     Op.TRANSPOSE: TransposeAttrs,
     Op.RESIZE: ResizeAttrs,
+    Op.SHUFFLE: ShuffleAttrs,
     Op.CONCAT: ConcatAttrs,
     Op.INTERLEAVE: InterleaveAttrs,
     Op.SLICE: SliceAttrs,

@@ -20,5 +20,7 @@ from tcc_compiler.numerics.kernels import (  # noqa: F401
     add_int8,
     maxpool_int8,
     avgpool_int8,
+    window_counts,
+    channel_shuffle_order,
     conv_epilogue_int32,
 )

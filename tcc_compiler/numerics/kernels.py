@@ -149,14 +149,40 @@ def maxpool_int8(x: np.ndarray, kernel: tuple[int, int], strides=(1, 1),
     return _windows(xp, kernel, strides, (1, 1)).max(axis=(3, 4)).astype(x.dtype)
 
 
-def avgpool_int8(x: np.ndarray, zp_x: int, kernel: tuple[int, int], strides, pads,
-                 mult: int, shift: int, zp_y: int, out_dtype=np.int8) -> np.ndarray:
-    """Average pooling with a constant divisor folded into (mult, shift).
+def channel_shuffle_order(c: int, groups: int) -> np.ndarray:
+    """Input channel of each output channel of a channel shuffle (ShuffleNet): output
+    ``j * groups + i`` reads input ``i * (c // groups) + j``. int64 [c]; ``c`` a multiple of
+    ``groups``."""
+    return np.arange(c, dtype=np.int64).reshape(groups, c // groups).T.reshape(-1)
 
-    ``y = clamp(zp_y + (sum_window(x - zp_x) * M + r) >> S)``; padded positions contribute 0
-    (count_include_pad semantics; the divisor is kernel area, folded into M by the compiler).
-    Global average pooling is the case kernel = (H, W). ``x``: int8 or int16; sums of int16
-    windows (< 2**16 * 65025) times M (< 2**31) stay below 2**63.
+
+def window_counts(size: int, kernel: int, stride: int, pad_before: int,
+                  out: int) -> np.ndarray:
+    """Along one axis: how many of each output position's ``kernel`` window positions lie inside
+    the input ``[0, size)`` (ONNX AveragePool's divisor factor with count_include_pad=0; the
+    divisor of output pixel (i, j) is ``rows[i] * cols[j]``).
+
+    Args:
+        size: input extent (pixels); kernel, stride: the window along this axis;
+        pad_before: padding before the input; out: number of output positions.
+
+    Returns:
+        int64 [out], each in [1, kernel] for a window that overlaps the input.
+    """
+    start = np.arange(out, dtype=np.int64) * stride - pad_before
+    return np.minimum(start + kernel, size) - np.maximum(start, 0)
+
+
+def avgpool_int8(x: np.ndarray, zp_x: int, kernel: tuple[int, int], strides, pads,
+                 mult, shift, zp_y: int, out_dtype=np.int8) -> np.ndarray:
+    """Average pooling with the divisor folded into (mult, shift).
+
+    ``y = clamp(zp_y + (sum_window(x - zp_x) * M + r) >> S)``; padded positions contribute 0.
+    ``mult``/``shift`` are scalars (the divisor is the kernel area: count_include_pad
+    semantics) or int arrays broadcasting over [OH, OW, 1] (one divisor per output pixel:
+    count_include_pad=0, see :func:`window_counts`). Global average pooling is the case
+    kernel = (H, W). ``x``: int8 or int16; sums of int16 windows (< 2**16 * 65025) times M
+    (< 2**31) stay below 2**63.
 
     Returns: ``out_dtype`` (np.int8 or np.int16) [OH, OW, C].
     """

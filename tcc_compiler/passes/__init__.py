@@ -1,9 +1,9 @@
 """Graph passes and the default float pipeline.
 
-Order (see :func:`default_pipeline`): erf-form GELU to one table -> canonicalize -> fold affines
-(BatchNorm) into producers,
-merge affines, fold into consumers where exact -> fuse residual adds -> fold affines into
-residual convs (positive scales) -> fuse activations -> x * sigmoid(x) to silu -> legalize.
+Order (see :func:`default_pipeline`): erf- and tanh-form GELU to one table -> canonicalize ->
+fold affines (BatchNorm) into producers, merge affines, fold into consumers where exact -> fuse
+residual adds -> fold affines into residual convs (positive scales) -> fuse activations ->
+x * sigmoid(x) to silu -> legalize.
 """
 
 from __future__ import annotations

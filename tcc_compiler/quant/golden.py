@@ -19,7 +19,8 @@ from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_c
 from tcc_compiler.numerics.eltwise import eltwise_int8
 from tcc_compiler.numerics.lut import apply_lut
 from tcc_compiler.quant.params import (add_quant, conv_quant, dequantize_output, lut_quant,
-                                       ew_quant, pool_quant, quantize_input, uses_ew)
+                                       ew_quant, pool_divisors, pool_quant, quantize_input,
+                                       uses_ew)
 
 
 def weights_ohwi(node: Node) -> np.ndarray:
@@ -73,7 +74,14 @@ def eval_int_node(node: Node, args: list[np.ndarray],
             kern, strides, pads = x.shape[:2], (1, 1), (0, 0, 0, 0)
         else:
             kern, strides, pads = node.attrs.kernel, node.attrs.strides, node.attrs.pads
-        return K.avgpool_int8(x, p.zp_in, kern, strides, pads, p.mult, p.shift, p.zp_out,
+        mult, shift = p.mult, p.shift
+        div = pool_divisors(node)
+        if div is not None:   # count_include_pad=0: one (mult, shift) per output pixel
+            n = np.multiply.outer(*div)
+            qs = {int(d): pool_quant(node, int(d)) for d in np.unique(n)}
+            mult = np.vectorize(lambda d: qs[d].mult, otypes=[np.int64])(n)[..., None]
+            shift = np.vectorize(lambda d: qs[d].shift, otypes=[np.int64])(n)[..., None]
+        return K.avgpool_int8(x, p.zp_in, kern, strides, pads, mult, shift, p.zp_out,
                               x.dtype)
     if uses_ew(node):
         q = ew_quant(node)
@@ -88,6 +96,9 @@ def eval_int_node(node: Node, args: list[np.ndarray],
         return apply_lut(x, lut_quant(node).tables)
     if node.op is Op.RESIZE:   # NHWC: rows, then columns repeated
         return np.repeat(np.repeat(x, node.attrs.scale_h, axis=0), node.attrs.scale_w, axis=1)
+    if node.op is Op.SHUFFLE:  # NHWC: a permutation of the last axis; shared quantization
+        return np.ascontiguousarray(x[:, :, K.channel_shuffle_order(x.shape[2],
+                                                                    node.attrs.groups)])
     if node.op is Op.CONCAT:   # NHWC: channels are the last axis; one shared quantization
         return np.concatenate(args, axis=2)
     if node.op is Op.INTERLEAVE:   # NHWC: rows and columns are axes 0 and 1

@@ -15,7 +15,7 @@ from tcc_compiler.ir.graph import Graph, QuantParams, Value
 from tcc_compiler.ir.ops import CHANNEL_OPS, VIEW_OPS, Op
 
 #: Ops whose output reuses the input's quantization parameters (quantize.py).
-SHARING_OPS = VIEW_OPS | {Op.MAXPOOL, Op.AVGPOOL, Op.GAP, Op.RESIZE}
+SHARING_OPS = VIEW_OPS | {Op.MAXPOOL, Op.AVGPOOL, Op.GAP, Op.RESIZE, Op.SHUFFLE}
 
 
 def shared_params(graph: Graph, ranges: dict[str, tuple[float, float]],

@@ -14,7 +14,7 @@ from tcc_compiler.errors import InternalError, ModelError
 from tcc_compiler.ir.graph import Node, Value
 from tcc_compiler.ir.ops import ActKind, LutFunc, Op
 from tcc_compiler.isa.spec import WIDE_B, WIDE_IN, WIDE_OUT
-from tcc_compiler.numerics import (dequantize_tensor, quantize_multiplier,
+from tcc_compiler.numerics import (dequantize_tensor, quantize_multiplier, window_counts,
                                    quantize_multipliers_shared, quantize_tensor)
 from tcc_compiler.numerics.eltwise import EwKind
 from tcc_compiler.numerics.kernels import int_range
@@ -193,18 +193,42 @@ def conv_quant(node: Node) -> ConvQuant:
                      _zp(sc) if sc is not None else 0, lo, hi, False, wide)
 
 
-def pool_quant(node: Node) -> PoolQuant:
-    """Parameters of maxpool / avgpool / gap (divisor folded into the multiplier)."""
+def pool_quant(node: Node, divisor: int | None = None) -> PoolQuant:
+    """Parameters of maxpool / avgpool / gap (divisor folded into the multiplier).
+
+    ``divisor``: the window's element count to fold in; None = the kernel area (the whole map
+    for gap). An average pool whose divisor varies per pixel (:func:`pool_divisors`) takes one
+    set of parameters per divisor.
+    """
     x, out = node.inputs[0], node.output
     wide = wide_bits((x, WIDE_IN), (out, WIDE_OUT))
     if node.op is Op.MAXPOOL:
         return PoolQuant(_zp(x), _zp(out), 0, 1, wide)
-    if node.op is Op.GAP:
+    if divisor is not None:
+        n = divisor
+    elif node.op is Op.GAP:
         n = x.shape[2] * x.shape[3]
     else:
         n = node.attrs.kernel[0] * node.attrs.kernel[1]
     m, s = _multiplier(node, _s(x) / (_s(out) * n))
     return PoolQuant(_zp(x), _zp(out), m, s, wide)
+
+
+def pool_divisors(node: Node) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(rows [OH], cols [OW])`` of an average pool that excludes padding from its divisor
+    (ONNX count_include_pad=0): the divisor of output pixel (i, j) is ``rows[i] * cols[j]``
+    (:func:`tcc_compiler.numerics.window_counts`). None when every window's divisor is the
+    kernel area (no padding reached, or count_include_pad=1, or not an average pool)."""
+    if node.op is not Op.AVGPOOL or node.attrs.count_include_pad:
+        return None
+    a = node.attrs
+    h, w = node.inputs[0].shape[2:]
+    oh, ow = node.output.shape[2:]
+    rows = window_counts(h, a.kernel[0], a.strides[0], a.pads[0], oh)
+    cols = window_counts(w, a.kernel[1], a.strides[1], a.pads[1], ow)
+    if (rows == a.kernel[0]).all() and (cols == a.kernel[1]).all():
+        return None
+    return rows, cols
 
 
 def add_quant(node: Node) -> AddQuant:

@@ -119,7 +119,7 @@ def _shares_input_params(node) -> bool:
     (max and pixel repeats commute with the affine map); average pools unless the imported
     model fixes their output (an average lies within its inputs' range, so reusing them never
     clips, and a calibrated range would: pooled features shift with the image domain)."""
-    if node.op in VIEW_OPS or node.op in (Op.MAXPOOL, Op.RESIZE):
+    if node.op in VIEW_OPS or node.op in (Op.MAXPOOL, Op.RESIZE, Op.SHUFFLE):
         return True
     return node.op in (Op.GAP, Op.AVGPOOL) and not is_fixed(node.output)
 

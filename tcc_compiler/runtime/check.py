@@ -4,7 +4,8 @@
   integer model computed from the quantized IR saved with the binaries; for a segmented
   model, of every NPU segment, each given the same input it was fed in the run.
 * ``sqnr_db``: 10 log10(sum f^2 / sum (f - q)^2) of the dequantized final output q against
-  ONNX Runtime's float output f.
+  ONNX Runtime's float output f; ``sqnr_db_outputs`` (models with several graph outputs, e.g.
+  YOLO-seg's boxes and mask prototypes): the same per graph output, by name.
 * ``top1_agree``: argmax of both final outputs agree.
 """
 
@@ -152,10 +153,14 @@ class Checker:
 
     def float_output(self, x: np.ndarray) -> np.ndarray:
         """ONNX Runtime's first output for float NCHW input ``x``."""
+        return self.float_outputs(x)[0]
+
+    def float_outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        """ONNX Runtime's outputs (graph order) for float NCHW input ``x``."""
         feed = x
         if self.prog.manifest["input"].get("onnx_layout") == "NHWC":
             feed = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        return self.sess.run(None, {self.in_name: feed})[0]
+        return self.sess.run(None, {self.in_name: feed})
 
     def check(self, x: np.ndarray, res: dict[str, np.ndarray]) -> dict:
         """Compare one simulator result ``res`` (from LoadedProgram.run) for input ``x``."""
@@ -176,7 +181,8 @@ class Checker:
                 s = res["int:" + o["name"]]
                 if g is None or g.reshape(-1).tobytes() != s.reshape(-1).tobytes():
                     exact = False
-        f = self.float_output(x)
+        fs = self.float_outputs(x)
+        f = fs[0]
         q = self.prog.final_output(res)
         if f.size != q.size:
             raise InputError(f"the float model's output has {f.size} values, the compiled "
@@ -184,5 +190,11 @@ class Checker:
                              "from?)")
         # sqnr_db is +inf when the outputs are equal: JSON writers turn it into null
         # (emit/jsonfmt.py), the text output prints "inf"
-        return {"bit_exact": exact, "sqnr_db": round(sqnr_db(f, q), 3),
-                "top1_agree": bool(int(np.argmax(f)) == int(np.argmax(q)))}
+        out = {"bit_exact": exact, "sqnr_db": round(sqnr_db(f, q), 3),
+               "top1_agree": bool(int(np.argmax(f)) == int(np.argmax(q)))}
+        names = self.prog.manifest["graph_outputs"]
+        if len(names) > 1:   # e.g. a segmentation head's boxes and mask prototypes
+            out["sqnr_db_outputs"] = {
+                name: round(sqnr_db(fo, res[name]), 3) if fo.size == res[name].size else None
+                for name, fo in zip(names, fs) if name in res}
+        return out

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from tcc_compiler.ir.graph import Node
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.isa.spec import PARAM_RECORD_BYTES
+from tcc_compiler.quant.params import pool_divisors
 from tcc_compiler.schedule import cost
 from tcc_compiler.schedule.tiling import (ConvGeom, Residency, align_up, candidate_extents,
                                           pixel_cycles, plan_conv)
@@ -89,9 +90,11 @@ class Chain:
 
 def _chainable(n: Node) -> bool:
     """A conv or pool with int8 operands (int16 tensors of mixed precision are not cascaded:
-    the band planner sizes its buffers in int8 elements)."""
-    return n.op in CHAIN_OPS and all(v is None or v.is_const or v.dtype == "int8"
-                                     for v in (*n.inputs, n.output))
+    the band planner sizes its buffers in int8 elements), not an average pool whose divisor
+    varies per pixel (its tiles are cut at the divisor changes, schedule/ops/pool.py)."""
+    return (n.op in CHAIN_OPS and pool_divisors(n) is None
+            and all(v is None or v.is_const or v.dtype == "int8"
+                    for v in (*n.inputs, n.output)))
 
 
 def _extend(n: Node, readers, excluded: set[int], used: set[int]) -> list[Node]:

@@ -27,6 +27,7 @@ from tcc_compiler.schedule.ops.eltwise import lower_eltwise
 from tcc_compiler.schedule.ops.lut import lower_lut
 from tcc_compiler.schedule.ops.pool import lower_pool
 from tcc_compiler.schedule.ops.resize import lower_resize
+from tcc_compiler.schedule.ops.shuffle import lower_shuffle
 from tcc_compiler.schedule.prefetch import Hoist, Prefetcher
 from tcc_compiler.schedule.program import LayerInfo, Program
 from tcc_compiler.schedule.tiling import align_up
@@ -152,5 +153,7 @@ def _lower_one(ctx: OpContext, n: Node, info: LayerInfo, pf: Prefetcher | None) 
         lower_copy(ctx, n, info)
     elif n.op is Op.RESIZE:
         lower_resize(ctx, n, info)
+    elif n.op is Op.SHUFFLE:
+        lower_shuffle(ctx, n, info)
     else:
         raise InternalError(f"no lowering for {n.op.value} '{n.name}'")

@@ -185,7 +185,7 @@ class _Planner:
 
     def run(self) -> ChannelViews:
         for n in self.g.nodes:
-            if n.op is Op.RESIZE:   # DMA-only op: its operands stay in DRAM (ops/resize.py)
+            if n.op in (Op.RESIZE, Op.SHUFFLE):   # DMA-only ops: operands stay in DRAM
                 self.tied.update((id(n.inputs[0]), id(n.output)))
             elif n.op is Op.SLICE:
                 self.slice_(n)

@@ -177,10 +177,20 @@ def test_avgpool_count_include_pad(make_model, check_vs_ort, rng):
     check_vs_ort(m, _x(rng))
 
 
-def test_avgpool_pads_without_count_include_pad_refused(make_model):
+def test_avgpool_pads_without_count_include_pad_divides_per_pixel(make_model, check_vs_ort,
+                                                                    rng):
+    """count_include_pad=0 with pads: each pixel divided by its own window's input count."""
     m = make_model([N("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
                    [1, 4, 7, 7])
-    with pytest.raises(UnsupportedError, match="count_include_pad"):
+    g = import_onnx(m)
+    assert _ops(g) == [Op.AVGPOOL] and not g.nodes[0].attrs.count_include_pad
+    check_vs_ort(m, _x(rng))
+
+
+def test_avgpool_ceil_overhang_with_count_include_pad_refused(make_model):
+    m = make_model([N("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                      ceil_mode=1, count_include_pad=1)], [1, 4, 6, 6], opset=11)
+    with pytest.raises(UnsupportedError, match="count_include_pad=1"):
         import_onnx(m)
 
 

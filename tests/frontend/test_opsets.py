@@ -466,9 +466,12 @@ REFUSED = {
                     "pad_r", "zero-valued constant"),
     "reduce_mean_c": (lambda: ([N("ReduceMean", ["x"], ["y"], axes=[1], name="rm_c")], {}, 13),
                       "rm_c", "only over H and W"),
-    "avgpool_pad_no_cip": (lambda: ([N("AveragePool", ["x"], ["y"], kernel_shape=[3, 3],
-                                       pads=[1] * 4, name="ap")], {}, 11),
-                           "ap", "count_include_pad=0"),
+    # count_include_pad=0 with pads runs on the NPU (a divisor per pixel); with 1, a ceil_mode
+    # window overhanging the padding has ONNX Runtime's clipped divisor: refused
+    "avgpool_ceil_overhang_cip": (lambda: ([N("AveragePool", ["x"], ["y"], kernel_shape=[3, 3],
+                                              strides=[2, 2], ceil_mode=1, count_include_pad=1,
+                                              name="ap")], {}, 11),
+                                  "ap", "count_include_pad=1"),
 }
 
 

@@ -88,3 +88,35 @@ def test_gelu_not_fired_with_other_constant(make_model, ort_run, rng):
     g, fired = _run(m, rng.standard_normal((1, C, 6, 6)).astype(np.float32), ort_run)
     assert fired["fuse-gelu"] == 0
     assert LutFunc.ERF in _luts(g) and any(n.op is Op.MUL for n in g.nodes)
+
+
+def _gelu_tanh_nodes(consts_first: bool):
+    """What torch.onnx (opset 17) writes for nn.GELU(approximate="tanh"), constants first as
+    torch puts them (or last, as other exporters do)."""
+    def mul(a, k, y):
+        return N("Mul", [k, a] if consts_first else [a, k], [y])
+    return [N("Mul", ["c", "c"], ["x2"]), N("Mul", ["c", "x2"], ["x3"]), mul("x3", "k0", "t"),
+            N("Add", ["c", "t"], ["in"]), mul("in", "k1", "u"), N("Tanh", ["u"], ["th"]),
+            N("Add", ["one", "th"] if consts_first else ["th", "one"], ["b"]),
+            N("Mul", ["c", "b"], ["m"]), mul("m", "half", "y")]
+
+
+@pytest.mark.parametrize("consts_first", [True, False])
+def test_gelu_tanh_form_fires_once(make_model, ort_run, rng, consts_first):
+    consts = {"k0": np.float32(0.044715), "k1": np.float32(np.sqrt(2.0 / np.pi)),
+              "one": np.float32(1.0), "half": np.float32(0.5)}
+    m = make_model([N("Conv", ["x", "w"], ["c"], pads=[1] * 4)] + _gelu_tanh_nodes(consts_first),
+                   [1, C, 6, 6], {"w": rng.standard_normal((C, C, 3, 3)), **consts}, opset=17)
+    g, fired = _run(m, rng.standard_normal((1, C, 6, 6)).astype(np.float32), ort_run)
+    assert fired["fuse-gelu"] == 1
+    assert [n.op for n in g.nodes] == [Op.CONV, Op.LUT] and _luts(g) == [LutFunc.GELU_TANH]
+
+
+def test_gelu_tanh_not_fired_with_other_cubic_coefficient(make_model, ort_run, rng):
+    m = make_model([N("Conv", ["x", "w"], ["c"], pads=[1] * 4)] + _gelu_tanh_nodes(True),
+                   [1, C, 6, 6], {"w": rng.standard_normal((C, C, 3, 3)),
+                                  "k0": np.float32(0.05), "k1": np.float32(np.sqrt(2 / np.pi)),
+                                  "one": np.float32(1.0), "half": np.float32(0.5)}, opset=17)
+    g, fired = _run(m, rng.standard_normal((1, C, 6, 6)).astype(np.float32), ort_run)
+    assert fired["fuse-gelu"] == 0
+    assert LutFunc.TANH in _luts(g)

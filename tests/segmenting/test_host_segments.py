@@ -223,3 +223,23 @@ def test_segmented_model_runs_inside_onnx_runtime_as_tccc_run(compiled, tmp_path
         x = np.random.default_rng(5).uniform(-1, 1, prog.input_shape).astype(np.float32)
         got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
         assert np.array_equal(got, prog.final_output(prog.run(x)))
+
+
+def test_zero_pad_before_maxpool_moves_only_pad_and_pool_to_host():
+    """YOLOv3-tiny's ZeroPad2d((0, 1, 0, 1)) + MaxPool(2, stride 1): the NPU pads a max pool
+    with -inf, so the Pad and the pool run on the host; the convs before and after stay on
+    the NPU (the Pad's refusal at an NPU segment's end named no node before, and the whole
+    backbone in front of it went to the host)."""
+    from tcc_compiler.placement import partition
+
+    pads = nh.from_array(np.array([0, 0, 0, 0, 0, 0, 1, 1], np.int64), "pads")
+    model = _model([h.make_node("Pad", ["ar", "pads"], ["p"], name="zpad"),
+                    h.make_node("MaxPool", ["p"], ["m"], name="pool", kernel_shape=[2, 2],
+                                strides=[1, 1])])
+    model.graph.initializer.append(pads)
+    places = {p.node: p.device for p in partition(model, "16x16x3")}
+    assert places == {"c1": "npu", "r1": "npu", "zpad": "host", "pool": "host", "c2": "npu"}
+    m = tc.compile(model, "16x16x3", calibration=[_x(s) for s in range(10, 14)])
+    x = _x()
+    ref = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    assert sqnr_db(ref, m.run(x)) >= 30.0

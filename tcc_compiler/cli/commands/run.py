@@ -63,6 +63,9 @@ def _print_text(out: dict, prefix: str = "") -> None:
         c = out["check"]
         print(f"{prefix}check: bit_exact={str(c['bit_exact']).lower()} "
               f"sqnr_db={c['sqnr_db']:.2f} top1_agree={str(c['top1_agree']).lower()}")
+        for name, db in c.get("sqnr_db_outputs", {}).items():
+            print(f"{prefix}  output {name}: sqnr_db="
+                  + ("n/a" if db is None else f"{db:.2f}"))
     if "logits" in out:
         print(f"{prefix}logits: " + " ".join(f"{v:.6g}" for v in out["logits"]))
 

@@ -1,12 +1,17 @@
 """Max / average / global average pooling: tiles of output rows x columns x channels on the
-vector unit, double-buffered input and output (resident operands read/written in place)."""
+vector unit, double-buffered input and output (resident operands read/written in place).
+
+An average pool that excludes padding from its divisor (count_include_pad=0) has a divisor
+per output pixel: its tiles are cut where the divisor changes (only near the borders), and a
+POOL_CFG with that divisor's multiplier precedes each tile whose divisor differs from the last.
+"""
 
 from __future__ import annotations
 
 from tcc_compiler.ir.graph import Node
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.isa import commands as C
-from tcc_compiler.quant.params import pool_quant
+from tcc_compiler.quant.params import pool_divisors, pool_quant
 from tcc_compiler.schedule.emitter import dma_fields
 from tcc_compiler.schedule.geom import channel_blocks, in_box, pool_geom, spatial_tiles
 from tcc_compiler.schedule.ops.context import OpContext, label
@@ -14,9 +19,10 @@ from tcc_compiler.schedule.program import LayerInfo
 from tcc_compiler.schedule.tiling import Residency, plan_conv
 
 
-def pool_cfg(n: Node, kh: int, kw: int, sh: int, sw: int) -> dict:
-    """POOL_CFG fields of pooling op ``n`` with window (kh, kw) and strides (sh, sw)."""
-    p = pool_quant(n)
+def pool_cfg(n: Node, kh: int, kw: int, sh: int, sw: int, divisor: int | None = None) -> dict:
+    """POOL_CFG fields of pooling op ``n`` with window (kh, kw) and strides (sh, sw);
+    ``divisor`` as :func:`tcc_compiler.quant.params.pool_quant` (None = kernel area)."""
+    p = pool_quant(n, divisor)
     return dict(kind=0 if n.op is Op.MAXPOOL else 1, kh=kh, kw=kw, sh=sh, sw=sw,
                 zp_in=p.zp_in, zp_out=p.zp_out, shift=p.shift, mult=p.mult, wide=p.wide)
 
@@ -35,9 +41,14 @@ def lower_pool(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     rin, rout = mem.resident(x), mem.resident(n.output)
     plan = plan_conv(g, ctx.t, ctx.budget(), Residency(rin is not None, rout is not None))
     lab = label(n)
-    em.emit(C.PoolCfg, [], lab, **pool_cfg(n, k[0], k[1], s[0], s[1]))
+    div = pool_divisors(n)
+    if div is None:
+        em.emit(C.PoolCfg, [], lab, **pool_cfg(n, k[0], k[1], s[0], s[1]))
     xin, xout = mem.tensor(x), mem.tensor(n.output)
     spatial = spatial_tiles(g.oh, g.ow, plan.rows, plan.cols)
+    if div is not None:
+        spatial = split_at_divisor_changes(spatial, *div)
+    divisor = None
     blocks = channel_blocks(g.c, plan.ocb)
     sa = ctx.begin()
     eb = g.in_elem_bytes   # input and output (int8 or int16) alike
@@ -49,6 +60,9 @@ def lower_pool(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     last_read, last_store = {}, {}
     for i, (sp, bl) in enumerate((sp, bl) for sp in spatial for bl in blocks):
         y0, y1, x0, x1 = sp
+        if div is not None and int(div[0][y0] * div[1][x0]) != divisor:
+            divisor = int(div[0][y0] * div[1][x0])
+            em.emit(C.PoolCfg, [], lab, **pool_cfg(n, k[0], k[1], s[0], s[1], divisor))
         iy0, iy1, ix0, ix1, c0, c1, _, pd = in_box(g, sp, bl)
         slot = i % 2
         deps, strides = [], {}
@@ -82,3 +96,18 @@ def lower_pool(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     ctx.end(sa)
     info.plan = (f"{plan.rows}x{plan.cols}x{plan.ocb} tiles, {len(spatial)} spatial x "
                  f"{len(blocks)} channel blocks")
+
+
+def split_at_divisor_changes(tiles: list[tuple[int, int, int, int]], rows, cols
+                             ) -> list[tuple[int, int, int, int]]:
+    """Output tiles ``(y0, y1, x0, x1)`` cut wherever the per-row or per-column window count
+    (``rows`` [OH], ``cols`` [OW], :func:`tcc_compiler.quant.params.pool_divisors`) changes,
+    so each tile has one divisor; row-major order is kept."""
+    def cuts(a, b, counts):
+        edges = [a] + [i for i in range(a + 1, b) if counts[i] != counts[i - 1]] + [b]
+        return list(zip(edges[:-1], edges[1:]))
+
+    out = []
+    for y0, y1, x0, x1 in tiles:
+        out += [(a, b, c, d) for a, b in cuts(y0, y1, rows) for c, d in cuts(x0, x1, cols)]
+    return out
