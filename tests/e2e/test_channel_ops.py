@@ -16,6 +16,7 @@ from tcc_compiler import api
 from tcc_compiler.runtime import load_program
 from tcc_compiler.runtime.check import Checker
 from tests.conftest import make_model_impl
+from tests.helpers.exactness import assert_exact_and_hazard_free
 
 N = helper.make_node
 HW = 16
@@ -112,14 +113,7 @@ def _compile(tmp_path, nodes, inits):
 def test_channel_ops_bit_exact_hazard_free_and_accurate(tmp_path, case):
     build, n_copied = CASES[case]
     m, prog = _compile(tmp_path, *build())
-    checker = Checker(prog, tmp_path / "m.onnx")
-    for s, x in enumerate(_inputs(range(3))):
-        c = checker.check(x, prog.run(x))
-        assert c["bit_exact"], (case, s, c)
-        assert c["sqnr_db"] is None or c["sqnr_db"] >= 30.0, (case, s, c)
-    q = prog.quantize(x)
-    ref = prog.executor.run(q, check=True)[0]
-    assert prog.executor.run(q, schedule="random", seed=1)[0] == ref
+    assert_exact_and_hazard_free(prog, tmp_path / "m.onnx", _inputs(range(3)), case)
     copies = [lay["tiling"] for lay in m.report["layers"] if "copy of" in lay["tiling"]]
     n = sum(int(t.split("copy of ")[1].split(" ")[0]) for t in copies)
     assert n == n_copied, copies

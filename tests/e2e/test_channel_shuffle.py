@@ -17,8 +17,8 @@ from tcc_compiler.interp import run_float
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.numerics import channel_shuffle_order
 from tcc_compiler.runtime import load_program
-from tcc_compiler.runtime.check import Checker
 from tests.conftest import make_model_impl
+from tests.helpers.exactness import assert_exact_and_hazard_free
 
 N = helper.make_node
 HW = 12
@@ -89,11 +89,4 @@ def test_shuffle_bit_exact_hazard_free_and_accurate(tmp_path, case):
     prog = load_program(m.save(tmp_path / "out"))
     (lay,) = [lay for lay in m.report["layers"] if lay["op"] == "shuffle"]
     assert "DMA only" in lay["tiling"]
-    checker = Checker(prog, tmp_path / "m.onnx")
-    for s, x in enumerate(_inputs(range(3))):
-        c = checker.check(x, prog.run(x))
-        assert c["bit_exact"], (case, s, c)
-        assert c["sqnr_db"] is None or c["sqnr_db"] >= 30.0, (case, s, c)
-    q = prog.quantize(x)
-    ref = prog.executor.run(q, check=True)[0]
-    assert prog.executor.run(q, schedule="random", seed=1)[0] == ref
+    assert_exact_and_hazard_free(prog, tmp_path / "m.onnx", _inputs(range(3)), case)
