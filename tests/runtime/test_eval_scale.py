@@ -4,7 +4,6 @@ with an ETA on stderr, and ``--ray`` giving the local run's results (or one line
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from helpers.cli import one_line_error, run_cli
 from test_eval import _tiny_impl
 
 from tcc_compiler.runtime import batch
+from tests.helpers.pools import record_pool_sizes
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +28,7 @@ def test_eval_jobs_500_starts_at_most_one_worker_per_sample_and_cpu(tiny, capsys
     code, out, _ = run_cli(argv, capsys)
     assert code == 0
     local = json.loads(out)
-    sizes = []
-    ctx = mp.get_context("fork")
-    real_pool = type(ctx).Pool
-
-    def pool(self, processes=None, *a, **k):
-        sizes.append(processes)
-        return real_pool(self, processes, *a, **k)
-
-    monkeypatch.setattr(type(ctx), "Pool", pool)
+    sizes = record_pool_sizes(monkeypatch)
     code, out, _ = run_cli(argv + ["--jobs", "500"], capsys)
     assert code == 0
     assert json.loads(out) == local

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
-
 import numpy as np
 import onnx
 import pytest
 
 from tcc_compiler.cli.main import main
 from tcc_compiler.runtime import batch
+from tests.helpers.pools import record_pool_sizes
 
 
 def test_effective_jobs_caps_at_inputs_and_cpus():
@@ -30,15 +29,7 @@ def test_run_with_huge_jobs_starts_at_most_one_worker_per_input(tmp_path, monkey
     assert main(["-q", "compile", str(model), "--input", "16x16x3", "-o", str(out)]) == 0
     xs = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
     np.save(tmp_path / "x.npy", xs)
-    sizes = []
-    ctx = mp.get_context("fork")
-    real_pool = type(ctx).Pool
-
-    def pool(self, processes=None, *a, **k):
-        sizes.append(processes)
-        return real_pool(self, processes, *a, **k)
-
-    monkeypatch.setattr(type(ctx), "Pool", pool)
+    sizes = record_pool_sizes(monkeypatch)
     capsys.readouterr()
     assert main(["run", str(out), str(tmp_path / "x.npy"), "--jobs", "500"]) == 0
     assert all(n <= 2 for n in sizes), sizes
