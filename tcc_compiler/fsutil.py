@@ -69,6 +69,45 @@ class _DeferredSigint:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
 
+    def published(self, dest: str | os.PathLike) -> None:
+        """The output ``dest`` is in place. When the CLI asked for it
+        (:func:`hold_sigint_after_write`), a Ctrl-C from now to the process's end is recorded
+        for :func:`late_interrupt` instead of raised: the command then says the new output is
+        complete, and the interpreter's shutdown is not cut short (it used to die by SIGINT or
+        print a threading traceback after "wrote ...")."""
+        import signal
+
+        if self._old is None or not _LATE["hold"]:
+            return
+        _LATE["dest"] = str(dest)
+
+        def record(signum, frame):  # noqa: ARG001 - signal handler signature
+            _LATE["hit"] = True
+        self._old = record   # __exit__ installs it in place of the handler it saved
+        if self.hit:
+            _LATE["hit"] = True
+        signal.signal(signal.SIGINT, record)
+
+
+#: Ctrl-C after an output was published (:meth:`_DeferredSigint.published`): ``hold`` (the
+#: CLI's choice), the output's path and whether an interrupt arrived since.
+_LATE: dict = {"hold": False, "dest": None, "hit": False}
+
+
+def hold_sigint_after_write(on: bool) -> None:
+    """Turn on (the ``tccc`` command) or off (and forget) recording, instead of raising, a
+    Ctrl-C that arrives after an output is published. Library callers keep Python's default."""
+    _LATE.update(hold=on, dest=None, hit=False)
+
+
+def late_interrupt() -> str | None:
+    """The published output's path when a Ctrl-C arrived after it was written and has not
+    been reported yet (this call reports it), else None."""
+    if _LATE["hit"] and _LATE["dest"]:
+        _LATE["hit"] = False
+        return _LATE["dest"]
+    return None
+
 
 def deferred_sigint() -> _DeferredSigint:
     """Hold Ctrl-C during a step that must not be cut in two (publishing an output and saying
@@ -251,6 +290,7 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
         # reported afterwards as InterruptedAfterWrite (the new output is in place)
         with deferred_sigint() as intr:
             _swap_in(tmp, dest, parent)
+            intr.published(shown)
         if intr.hit:
             raise InterruptedAfterWrite(shown)
     except OSError as exc:  # full disk, permissions, quota: the user's to fix, not a bug
@@ -313,6 +353,7 @@ def _in_place(dest: Path, shown: Path) -> Iterator[Path]:
                 os.replace(tmp / OUTPUT_MARKER, dest / OUTPUT_MARKER)
             shutil.rmtree(tmp, ignore_errors=True)
             _fsync_dir(dest)
+            intr.published(shown)
         if intr.hit:
             raise InterruptedAfterWrite(shown)
     except OSError as exc:
@@ -477,6 +518,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, option: str = "") -
         InputError: ``path`` (after symlinks) exists and is not a regular file; ``option``
             (e.g. ``"-o"``) prefixes the message.
         OSError: the write itself fails (full disk, permissions).
+        InterruptedAfterWrite: Ctrl-C arrived while the file was put in place (it is).
     """
     path = _check_regular(Path(path), option)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -488,10 +530,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, option: str = "") -
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with deferred_sigint() as intr:  # Ctrl-C now: reported once the file is in place
+            os.replace(tmp, path)
+            intr.published(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if intr.hit:
+        raise InterruptedAfterWrite(path)
 
 
 def check_output_file(path: str | os.PathLike, option: str) -> Path:

@@ -109,7 +109,8 @@ def _command_modules() -> list:
 #: ``api_name/--flag`` in a library message (it names both spellings); the CLI shows only the
 #: flag. Only known compile-option names (and ``scale``) are rewritten, never paths.
 _API_AND_FLAG = re.compile(r"\b(input_whc|calibration|calib_table|bias_correction|method|"
-                           r"percentile|target|dump_ir|compress_weights|scale)/(--[a-z][a-z-]*)")
+                           r"percentile|target|dump_ir|compress_weights|scale|precision|"
+                           r"precision_goal_db)/(--[a-z][a-z-]*)")
 
 
 def cli_wording(message: str) -> str:
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C this early printed a traceback and died by SIGINT
         print("tccc: interrupted (while starting; nothing was done)", file=sys.stderr)
         return 130
+    in_process = argv is not None   # tests and tools; None = the tccc process itself
     argv = sys.argv[1:] if argv is None else list(argv)
     empty = empty_argument(argv)
     if empty:  # before parsing: a usage error, exit 2 in one line
@@ -159,9 +161,20 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     fp_quiet = np.errstate(all="ignore") if args.verbose < 2 else contextlib.nullcontext()
+    import signal
+
+    from tcc_compiler import fsutil
+
+    prev_sigint = signal.getsignal(signal.SIGINT)
+    fsutil.hold_sigint_after_write(True)
     try:
         with fp_quiet:
-            return args.func(args)
+            code = args.func(args)
+        late = fsutil.late_interrupt()
+        if late:  # Ctrl-C after the output was in place: it is complete, say so
+            print(f"tccc: interrupt received after {late} was written; the new output is "
+                  "complete", file=sys.stderr)
+        return code
     except TccError as exc:
         msg = cli_wording(str(exc).replace("\n", " "))
         if args.verbose > 1:  # -vv adds the traceback; the exit code stays the same
@@ -179,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(exc, InterruptedAfterWrite):  # the output is complete: say so, exit 0
             print(f"tccc: {exc}", file=sys.stderr)
+            return 0
+        late = fsutil.late_interrupt()
+        if late:
+            print(f"tccc: interrupt received after {late} was written; the new output is "
+                  "complete", file=sys.stderr)
             return 0
         print("tccc: interrupted", file=sys.stderr)
         return 130
@@ -198,6 +216,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tccc: internal error: {type(exc).__name__}: {exc} (run with -vv for the "
               "traceback and please report it)", file=sys.stderr)
         return 1
+    finally:
+        if in_process:  # tests, tools: give Ctrl-C back
+            _release_sigint(fsutil, prev_sigint)
+        else:  # the tccc process: its work is done; a Ctrl-C now must not cut the interpreter's
+            # shutdown (which restores the default handler: death by SIGINT, a traceback)
+            _ignore_late_sigint(fsutil)
+
+
+def _ignore_late_sigint(fsutil) -> None:
+    """Ignore SIGINT from here to the process's end (the work is done and reported); a Ctrl-C
+    that arrived after the output was written and is still unreported is said now."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    late = fsutil.late_interrupt()
+    if late:
+        print(f"tccc: interrupt received after {late} was written; the new output is "
+              "complete", file=sys.stderr)
+
+
+def _release_sigint(fsutil, prev) -> None:
+    """Undo :func:`tcc_compiler.fsutil.hold_sigint_after_write` for an in-process caller and
+    put back its SIGINT handler ``prev``: the ``tccc`` process itself keeps recording Ctrl-C
+    after its output is written, so its shutdown is never cut short."""
+    import signal
+    import threading
+
+    fsutil.hold_sigint_after_write(False)
+    if threading.current_thread() is threading.main_thread() and prev is not None:
+        signal.signal(signal.SIGINT, prev)
 
 
 if __name__ == "__main__":

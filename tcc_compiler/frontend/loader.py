@@ -269,9 +269,9 @@ def check_onnx_validity(model: onnx.ModelProto, where: str,
     """What ONNX Runtime refuses as "an invalid model" and tccc's import would otherwise pass
     over (so tccc never compiles a model no float reference can run): an IR version newer
     than the onnx package knows, nodes breaking their op's schema at the model's opset (input
-    counts, attribute types: ``onnx.checker.check_node``), two nodes of the same name, an
-    ``auto_pad`` outside the spec's values or set together with ``pads``, a Conv
-    ``kernel_shape`` other than its weight's.
+    counts, attribute types: ``onnx.checker.check_node``), two nodes of the same name or
+    writing the same tensor, an ``auto_pad`` outside the spec's values or set together with
+    ``pads``, a Conv ``kernel_shape`` other than its weight's.
     Run after the import's own checks, whose messages are more specific. ``standard_only``
     skips the schema check of custom-domain nodes (the host-segment planner lets ONNX Runtime
     decide whether it runs them).
@@ -287,12 +287,19 @@ def check_onnx_validity(model: onnx.ModelProto, where: str,
     ctx.opset_imports = {o.domain: o.version for o in model.opset_import}
     inits = {t.name: tuple(t.dims) for t in model.graph.initializer}
     seen: set[str] = set()
+    written = {i.name for i in model.graph.input} | set(inits)
     for node in model.graph.node:
         label = f"{node.op_type} '{node.name or (node.output[0] if node.output else '')}'"
         if node.name and node.name in seen:
             raise ModelError(f"{where}: {label}: two nodes have this name (node names must be "
                              "unique)")
         seen.add(node.name)
+        for out in (o for o in node.output if o):
+            if out in written:  # ONNX graphs are SSA: ONNX Runtime refuses a second writer
+                raise ModelError(f"{where}: {label}: writes '{out}', which another node, a "
+                                 "graph input or an initializer already defines (each tensor "
+                                 "has one producer)")
+            written.add(out)
         custom = node.domain not in ("", "ai.onnx")
         why = None if standard_only and custom else _schema_problem(node, ctx)
         if why:

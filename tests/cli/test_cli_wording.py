@@ -44,3 +44,10 @@ def test_dump_ir_says_how_much_it_wrote(tmp_path, capsys):
     err = capsys.readouterr().err
     n = len([p for p in (tmp_path / "dump").iterdir() if p.suffix in (".tir", ".npz")])
     assert f"--dump-ir wrote {n} files" in err and " MB" in err
+
+
+def test_precision_goal_message_names_only_the_flag():
+    """A new-user try: ``--precision-goal -1`` said ``precision_goal_db/--precision-goal``."""
+    msg = "m.onnx: precision_goal_db/--precision-goal -1.0: give a number of dB >= 0"
+    assert cli_wording(msg) == "m.onnx: --precision-goal -1.0: give a number of dB >= 0"
+    assert cli_wording("precision/--precision x") == "--precision x"

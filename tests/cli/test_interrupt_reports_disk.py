@@ -79,3 +79,44 @@ def test_interrupt_while_starting_is_one_line_not_a_traceback(model, tmp_path, m
     cap = capsys.readouterr()
     assert cap.err == "tccc: interrupted (while starting; nothing was done)\n"
     assert not (tmp_path / "out").exists()
+
+
+_LATE_CTRL_C = r"""
+import os, signal, sys
+from tcc_compiler import cli
+from tcc_compiler.cli.commands import compile as c
+real = c._print_summary
+def summary_then_ctrl_c(args, r):
+    real(args, r)
+    os.kill(os.getpid(), signal.SIGINT)  # after 'wrote ...': the output is already in place
+c._print_summary = summary_then_ctrl_c
+sys.argv = ["tccc"] + sys.argv[1:]
+sys.exit(cli.main())
+"""
+
+
+def test_ctrl_c_after_wrote_is_exit_0_and_says_the_output_is_complete(model, tmp_path):
+    """A new user's Ctrl-C right after "wrote ..." (issue #16 item 9): the ``tccc`` process
+    died by SIGINT (-2) or exited 130 saying "interrupted" with the new output complete on
+    disk. Now: exit 0, one note that the output is complete, no traceback."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-c", _LATE_CTRL_C, *_argv(model, out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert r.stdout.startswith("wrote ") or "wrote" in r.stdout or r.stdout == "", r.stdout
+    assert "Traceback" not in r.stderr
+    assert "the new output is complete" in r.stderr, r.stderr
+    assert (out / "npu_cmd.bin").is_file() and (out / "manifest.json").is_file()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # ours untouched
+
+
+def test_dump_ir_inside_the_output_folder_is_refused_before_any_work(model, tmp_path, capsys):
+    out = tmp_path / "out"
+    for dump in (out, out / "ir"):
+        code = main(_argv(model, out) + ["--dump-ir", str(dump)])
+        err = capsys.readouterr().err
+        assert code == 2 and "--dump-ir" in err and "inside the output folder" in err, err
+        assert not out.exists()

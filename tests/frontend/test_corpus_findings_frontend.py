@@ -190,3 +190,17 @@ def test_consumer_of_host_only_graph_is_refused_by_ops_too(tmp_path, capsys):
 
     places = json.loads(capsys.readouterr().out)
     assert places[0]["device"] != "npu" and "nothing to run on the NPU" in places[0]["reason"]
+
+
+def test_two_nodes_writing_one_tensor_are_refused_by_ops_and_compile(tmp_path, capsys):
+    """A new-user try: two Convs both writing 'y' compiled, then ``run --check`` refused it
+    (ONNX Runtime: "Duplicate definition of name (y)"). SSA is part of validity now."""
+    m = _conv_model(pads=[1, 1, 1, 1])
+    dup = onnx.NodeProto()
+    dup.CopyFrom(m.graph.node[0])
+    dup.name = "conv_again"
+    m.graph.node.insert(1, dup)
+    phrase = "writes 'c', which another node"
+    _compile_refuses(tmp_path, capsys, m, phrase)
+    assert main(["-q", "ops", str(tmp_path / "m.onnx")]) == 2
+    assert phrase in capsys.readouterr().err

@@ -154,6 +154,7 @@ def run(args) -> int:
     from tcc_compiler.fsutil import check_output_folder
 
     check_output_folder(args.output)  # a bad -o fails now, not after the compile
+    _check_dump_ir_outside(args.dump_ir, args.output)
     from tcc_compiler.cli.main import progress
     from tcc_compiler.fsutil import InterruptedAfterWrite, deferred_sigint
 
@@ -176,6 +177,26 @@ def run(args) -> int:
         print(f"tccc: interrupt received after {shown} was written; the new output is "
               "complete", file=sys.stderr)
     return 0
+
+
+def _check_dump_ir_outside(dump_ir, output) -> None:
+    """Refuse, before any work, a ``--dump-ir`` folder that is the output folder or inside it:
+    the output folder holds only tccc's outputs, so the compile was refused only at the end,
+    leaving hundreds of MB of dumps behind.
+
+    Raises:
+        InputError: naming both folders.
+    """
+    from pathlib import Path
+
+    from tcc_compiler.errors import InputError
+
+    if not dump_ir:
+        return
+    d, o = Path(dump_ir).resolve(), Path(output).resolve()
+    if d == o or o in d.parents:
+        raise InputError(f"--dump-ir {dump_ir}: is inside the output folder {output} (which "
+                         "holds only the compiled files); give a folder outside it")
 
 
 def _note_dump_size(folder) -> None:
