@@ -61,10 +61,16 @@ def resolve_calibration(items, graph: Graph, preprocess) -> tuple[Sequence[np.nd
         decoded when read), and a description for the manifest.
 
     Raises:
-        InputError: unreadable files, wrong shapes, NaN/Inf values, nothing given.
+        InputError: unreadable files, wrong shapes, NaN/Inf values, nothing given, or
+            ``items`` is not a path, an array or an iterable of them.
     """
     if isinstance(items, (str, bytes, os.PathLike, np.ndarray)):
         items = [os.fsdecode(items) if isinstance(items, bytes) else items]
+    try:
+        items = list(items)
+    except TypeError:  # calibration=5: say what it takes, not "'int' object is not iterable"
+        raise InputError(f"calibration: {type(items).__name__} {items!r:.40}: give image, "
+                         ".npy or folder paths or float32 NCHW arrays (a list, or one)") from None
     shape = tuple(graph.inputs[0].shape)
     paths = [c for c in items if not isinstance(c, np.ndarray)]
     arrays = []

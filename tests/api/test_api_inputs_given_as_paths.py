@@ -42,3 +42,11 @@ def test_run_takes_an_image_path(model):
         m.run({"x": 1})
     with pytest.raises(InputError, match="no such file"):
         m.run(str(model.parent / "missing.png"))
+
+
+@pytest.mark.parametrize("bad", [5, 2.5, None.__class__])
+def test_calibration_that_is_no_path_array_or_list_is_an_input_error(model, bad):
+    """A new-user try: ``calibration=5`` raised a bare ``TypeError: 'int' object is not
+    iterable``."""
+    with pytest.raises(InputError, match="calibration: .*give image"):
+        tc.compile(model, "16x16x3", calibration=bad)
