@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from tcc_compiler.errors import ScheduleError
 from tcc_compiler.ir.graph import Node
-from tcc_compiler.schedule.emitter import dma_fields
-from tcc_compiler.schedule.ops.context import OpContext, label
+from tcc_compiler.schedule.ops.bands import store_bands
+from tcc_compiler.schedule.ops.context import OpContext
 from tcc_compiler.schedule.program import LayerInfo, Tensor
 
 
@@ -34,7 +34,7 @@ def lower_resize(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     Raises:
         ScheduleError: not even one input row fits the op's SRAM budget twice.
     """
-    em, mem = ctx.em, ctx.mem
+    mem = ctx.mem
     xin, xout = mem.tensor(n.inputs[0]), mem.tensor(n.output)
     h, w, c = xin.hwc
     sh, sw = n.attrs.scale_h, n.attrs.scale_w
@@ -43,23 +43,8 @@ def lower_resize(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     if rows < 1:
         raise ScheduleError(f"resize '{n.name}': one input row ({row_bytes} bytes) twice "
                             f"exceeds the {ctx.budget()} bytes of SRAM left")
-    lab = label(n)
-    sa = ctx.begin()
-    bufs = [sa.alloc(rows * row_bytes, "resize band") for _ in range(2)]
-    info.sram_peak_bytes = sa.top + ctx.base
-    last_store: dict[int, object] = {}
-    for i, y0 in enumerate(range(0, h, rows)):
-        y1 = min(h, y0 + rows)
-        slot = i % 2
-        buf = bufs[slot]
-        ld = em.load([last_store.get(slot)] + em.free(buf, rows * row_bytes), lab + " input",
-                     **dma_fields(xin, y0, y1, 0, w, 0, c, buf))
-        for dy in range(sh):
-            for dx in range(sw):
-                last_store[slot] = em.store([ld], lab + " output",
-                                            **phase_store(xout, y0, y1 - y0, dy, dx, w, sh, sw,
-                                                          buf))
-        info.tiles += 1
-    ctx.end(sa)
+    store_bands(ctx, n, info, xin, rows,
+                lambda y0, nrows, buf: (phase_store(xout, y0, nrows, dy, dx, w, sh, sw, buf)
+                                        for dy in range(sh) for dx in range(sw)), "resize")
     info.plan = (f"{info.tiles} bands of {rows} rows, each stored {sh}x{sw} times "
                  "(nearest repeat, DMA only)")

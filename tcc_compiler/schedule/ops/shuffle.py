@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from tcc_compiler.errors import ScheduleError
 from tcc_compiler.ir.graph import Node
-from tcc_compiler.schedule.emitter import dma_fields
-from tcc_compiler.schedule.ops.context import OpContext, label
+from tcc_compiler.schedule.ops.bands import store_bands
+from tcc_compiler.schedule.ops.context import OpContext
 from tcc_compiler.schedule.program import LayerInfo, Tensor
 
 #: n2 (outer DMA loop count) is a u16 field: pixels per group store
@@ -36,7 +36,7 @@ def lower_shuffle(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     Raises:
         ScheduleError: not even one input row fits the op's SRAM budget twice.
     """
-    em, mem = ctx.em, ctx.mem
+    mem = ctx.mem
     xin, xout = mem.tensor(n.inputs[0]), mem.tensor(n.output)
     h, w, c = xin.hwc
     g = n.attrs.groups
@@ -48,21 +48,8 @@ def lower_shuffle(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     if rows < 1 or w > _MAX_PIXELS:
         raise ScheduleError(f"shuffle '{n.name}': one input row ({row_bytes} bytes) twice "
                             f"exceeds the {ctx.budget()} bytes of SRAM left")
-    lab = label(n)
-    sa = ctx.begin()
-    bufs = [sa.alloc(rows * row_bytes, "shuffle band") for _ in range(2)]
-    info.sram_peak_bytes = sa.top + ctx.base
-    last_store: dict[int, object] = {}
-    for k, y0 in enumerate(range(0, h, rows)):
-        y1 = min(h, y0 + rows)
-        slot = k % 2
-        buf = bufs[slot]
-        ld = em.load([last_store.get(slot)] + em.free(buf, rows * row_bytes), lab + " input",
-                     **dma_fields(xin, y0, y1, 0, w, 0, c, buf))
-        for i in range(g):
-            last_store[slot] = em.store([ld], lab + " output",
-                                        **group_store(xout, y0, y1 - y0, i, g, buf))
-        info.tiles += 1
-    ctx.end(sa)
+    store_bands(ctx, n, info, xin, rows,
+                lambda y0, nrows, buf: (group_store(xout, y0, nrows, i, g, buf)
+                                        for i in range(g)), "shuffle")
     info.plan = (f"{info.tiles} bands of {rows} rows, each stored as {g} channel groups "
                  "(channel shuffle, DMA only)")
