@@ -95,6 +95,20 @@ class LoadedProgram:
         """The float input shape the ONNX model takes (e.g. NCHW [1, 3, H, W])."""
         return tuple(self.manifest["input"]["shape"])
 
+    def checked_input(self, x) -> np.ndarray:
+        """:meth:`as_input`, then checked: the model's input shape, finite values.
+
+        Raises:
+            InputError: as :meth:`as_input`; a wrong shape; NaN or Inf.
+        """
+        x = self.as_input(x)
+        if tuple(x.shape) != self.input_shape:
+            raise InputError(f"input shape {tuple(x.shape)} differs from the model's "
+                             f"{self.input_shape}")
+        if not np.all(np.isfinite(x)):
+            raise InputError("input contains NaN or Inf")
+        return x
+
     def as_input(self, x) -> np.ndarray:
         """``x`` as the float32 input array: an array as given, or an image / ``.npy`` path
         loaded with the compiled preprocessing (manifest ``preprocess``).
@@ -127,12 +141,7 @@ class LoadedProgram:
                 or a path.
         """
         spec = self.manifest["input"]
-        x = self.as_input(x)
-        if tuple(x.shape) != self.input_shape:
-            raise InputError(f"input shape {tuple(x.shape)} differs from the model's "
-                             f"{self.input_shape}")
-        if not np.all(np.isfinite(x)):
-            raise InputError("input contains NaN or Inf")
+        x = self.checked_input(x)
         q = quantize_tensor(x, spec["scale"][0], spec["zero_point"][0])
         if len(x.shape) == 4 and spec.get("onnx_layout", "NCHW") == "NCHW":
             q = q[0].transpose(1, 2, 0)

@@ -105,12 +105,7 @@ class SegmentedProgram:
         Raises:
             InputError: wrong shape or non-finite values. ExecutionError: executor fault.
         """
-        x = self.as_input(x)
-        if tuple(x.shape) != self.input_shape:
-            raise InputError(f"input shape {tuple(x.shape)} differs from the model's "
-                             f"{self.input_shape}")
-        if not np.all(np.isfinite(x)):
-            raise InputError("input contains NaN or Inf")
+        x = LoadedProgram.checked_input(self, x)
         inp = self.manifest["input"]
         nhwc = inp.get("onnx_layout") == "NHWC"
         env = {inp["name"]: np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if nhwc else x}
