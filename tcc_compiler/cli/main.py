@@ -163,17 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     fp_quiet = np.errstate(all="ignore") if args.verbose < 2 else contextlib.nullcontext()
     import signal
 
-    from tcc_compiler import fsutil
+    from tcc_compiler import sigint
 
     prev_sigint = signal.getsignal(signal.SIGINT)
-    fsutil.hold_sigint_after_write(True)
+    sigint.hold_sigint_after_write(True)
     try:
         with fp_quiet:
             code = args.func(args)
-        late = fsutil.late_interrupt()
-        if late:  # Ctrl-C after the output was in place: it is complete, say so
-            print(f"tccc: interrupt received after {late} was written; the new output is "
-                  "complete", file=sys.stderr)
+        late = sigint.late_interrupt()
+        _say_late(late)  # Ctrl-C after the output was in place: it is complete, say so
         return code
     except TccError as exc:
         msg = cli_wording(str(exc).replace("\n", " "))
@@ -188,15 +186,14 @@ def main(argv: list[str] | None = None) -> int:
             pass
         return 0
     except KeyboardInterrupt as exc:
-        from tcc_compiler.fsutil import InterruptedAfterWrite
+        from tcc_compiler.sigint import InterruptedAfterWrite
 
         if isinstance(exc, InterruptedAfterWrite):  # the output is complete: say so, exit 0
             print(f"tccc: {exc}", file=sys.stderr)
             return 0
-        late = fsutil.late_interrupt()
+        late = sigint.late_interrupt()
         if late:
-            print(f"tccc: interrupt received after {late} was written; the new output is "
-                  "complete", file=sys.stderr)
+            _say_late(late)
             return 0
         print("tccc: interrupted", file=sys.stderr)
         return 130
@@ -218,13 +215,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         if in_process:  # tests, tools: give Ctrl-C back
-            _release_sigint(fsutil, prev_sigint)
+            _release_sigint(sigint, prev_sigint)
         else:  # the tccc process: its work is done; a Ctrl-C now must not cut the interpreter's
             # shutdown (which restores the default handler: death by SIGINT, a traceback)
-            _ignore_late_sigint(fsutil)
+            _ignore_late_sigint(sigint)
 
 
-def _ignore_late_sigint(fsutil) -> None:
+def _ignore_late_sigint(sigint) -> None:
     """Ignore SIGINT from here to the process's end (the work is done and reported); a Ctrl-C
     that arrived after the output was written and is still unreported is said now."""
     import signal
@@ -232,20 +229,25 @@ def _ignore_late_sigint(fsutil) -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    late = fsutil.late_interrupt()
+    _say_late(sigint.late_interrupt())
+
+
+def _say_late(late: str | None) -> None:
+    """Say, on stderr, that a Ctrl-C arrived after output ``late`` was written (when it did):
+    the new output is complete."""
     if late:
         print(f"tccc: interrupt received after {late} was written; the new output is "
               "complete", file=sys.stderr)
 
 
-def _release_sigint(fsutil, prev) -> None:
-    """Undo :func:`tcc_compiler.fsutil.hold_sigint_after_write` for an in-process caller and
+def _release_sigint(sigint, prev) -> None:
+    """Undo :func:`tcc_compiler.sigint.hold_sigint_after_write` for an in-process caller and
     put back its SIGINT handler ``prev``: the ``tccc`` process itself keeps recording Ctrl-C
     after its output is written, so its shutdown is never cut short."""
     import signal
     import threading
 
-    fsutil.hold_sigint_after_write(False)
+    sigint.hold_sigint_after_write(False)
     if threading.current_thread() is threading.main_thread() and prev is not None:
         signal.signal(signal.SIGINT, prev)
 

@@ -9,7 +9,7 @@ signature is still a dependency), and ``importlib.import_module("literal")``.
 The layers (issue #19; a module may import its own layer or lower ones):
 
 ====  ===========================================================================
- 0    version, errors, fsutil, target, ir, isa, numerics, datasets, data
+ 0    version, errors, sigint, fsutil, target, ir, isa, numerics, datasets, data
  1    frontend
  2    passes, interp
  3    quant
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: component (first name under ``tcc_compiler``; ``__init__`` for the package itself) -> layer
 LAYERS: dict[str, int] = {
-    **dict.fromkeys(("version", "errors", "fsutil", "target", "ir", "isa", "numerics",
+    **dict.fromkeys(("version", "errors", "sigint", "fsutil", "target", "ir", "isa", "numerics",
                      "datasets", "data"), 0),
     "frontend": 1,
     "passes": 2, "interp": 2,

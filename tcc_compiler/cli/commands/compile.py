@@ -156,7 +156,7 @@ def run(args) -> int:
     check_output_folder(args.output)  # a bad -o fails now, not after the compile
     _check_dump_ir_outside(args.dump_ir, args.output)
     from tcc_compiler.cli.main import progress
-    from tcc_compiler.fsutil import InterruptedAfterWrite, deferred_sigint
+    from tcc_compiler.sigint import InterruptedAfterWrite, deferred_sigint
 
     shown = str(args.output).rstrip("/") + "/"
     after_write = False
