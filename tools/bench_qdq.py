@@ -15,7 +15,8 @@ short side 256 bicubic, centre crop 224, ``(p - 127) / 128``):
    (default session options) on the QDQ model: top-1 equal, SQNR of tccc's logits against
    ONNX Runtime's (dB; per image, the minimum is reported), images bit-identical; and, as
    the baseline, the same figures for ONNX Runtime without graph optimizations (the QDQ
-   model's float reference semantics) against ONNX Runtime;
+   model's float reference semantics) against ONNX Runtime, and tccc against that
+   unoptimized run;
 4. per layer, isolated, on ``--layer-images`` images: a copy of the QDQ model in which every
    QuantizeLinear output is a graph output and every DequantizeLinear reads a graph input is
    fed tccc's int8 tensors, so each quantized op of ONNX Runtime sees exactly tccc's inputs;
@@ -209,6 +210,7 @@ def bench(name: str, images: list[Path], n_calib: int, n_layer: int, work: Path,
     in_name = ref.get_inputs()[0].name
     top1_equal, identical, sq = 0, 0, []
     self_top1, self_sq = 0, []
+    ref_top1, ref_sq = 0, []   # tccc vs ORT without optimizations (ONNX's QDQ semantics)
     for k, p in enumerate(images):
         x = prep(p)
         r = ref.run(None, {in_name: x})[0].reshape(-1)
@@ -223,6 +225,8 @@ def bench(name: str, images: list[Path], n_calib: int, n_layer: int, work: Path,
         top1_equal += int(np.argmax(y) == np.argmax(r))
         identical += int(np.array_equal(y, r))
         sq.append(sqnr_db(r, y))
+        ref_top1 += int(np.argmax(y) == np.argmax(u))
+        ref_sq.append(sqnr_db(u, y))
         if (k + 1) % 50 == 0:
             print(f"  {name}: {k + 1}/{len(images)} images, top-1 equal {top1_equal}, "
                   f"min SQNR {min(sq):.1f} dB", file=sys.stderr, flush=True)
@@ -240,6 +244,7 @@ def bench(name: str, images: list[Path], n_calib: int, n_layer: int, work: Path,
     stats["layers_with_diffs"] = sorted(stats["layers_with_diffs"])
     finite = [s for s in sq if np.isfinite(s)]
     self_finite = [s for s in self_sq if np.isfinite(s)]
+    ref_finite = [s for s in ref_sq if np.isfinite(s)]
     return {"model": name, "images": len(images), "calibration": cal,
             "quantize_static_s": round(t1 - t0, 1), "compile_s": round(t2 - t1, 1),
             "top1_equal": top1_equal, "bit_identical_images": identical,
@@ -249,6 +254,10 @@ def bench(name: str, images: list[Path], n_calib: int, n_layer: int, work: Path,
                 "top1_equal": self_top1,
                 "sqnr_db_median": float(np.median(self_finite)) if self_finite else None,
                 "sqnr_db_min": min(self_finite) if self_finite else None},
+            "tccc_vs_ort_unoptimized": {
+                "top1_equal": ref_top1,
+                "sqnr_db_median": float(np.median(ref_finite)) if ref_finite else None,
+                "sqnr_db_min": min(ref_finite) if ref_finite else None},
             "per_layer": stats, "npu_ops": m.report.get("layers") and len(m.report["layers"])}
 
 
@@ -281,6 +290,10 @@ def main(argv=None) -> int:
                   flush=True)
             b = r["ort_unoptimized_vs_ort"]
             print(f"  baseline, ORT without graph optimizations vs ORT: top-1 equal "
+                  f"{b['top1_equal']}/{r['images']}, SQNR min {b['sqnr_db_min']} dB median "
+                  f"{b['sqnr_db_median']} dB", flush=True)
+            b = r["tccc_vs_ort_unoptimized"]
+            print(f"  tccc vs ORT without graph optimizations: top-1 equal "
                   f"{b['top1_equal']}/{r['images']}, SQNR min {b['sqnr_db_min']} dB median "
                   f"{b['sqnr_db_median']} dB", flush=True)
     if a.json:
