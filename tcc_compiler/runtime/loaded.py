@@ -19,6 +19,7 @@ from tcc_compiler.binfmt.weightfile import read_weight_file
 from tcc_compiler.emit.files import (CMD_FILE, MANIFEST_FILE, MANIFEST_VERSION, REPORT_FILE,
                                      WEIGHT_FILE)
 from tcc_compiler.errors import ExecutionError, FormatError, InputError, first_line
+from tcc_compiler.fsutil import check_path
 from tcc_compiler.numerics import dequantize_tensor, quantize_tensor
 from tcc_compiler.runtime.manifest_check import check_manifest
 from tcc_compiler.sim.executor import Executor
@@ -59,6 +60,7 @@ class LoadedProgram:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
+        check_path(self.folder)   # a symbolic link loop or an over-long name, said as such
         if not self.folder.exists():
             raise InputError(f"{self.folder}: does not exist (expected a tccc output folder)")
         if not self.folder.is_dir():

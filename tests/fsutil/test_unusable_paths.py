@@ -67,7 +67,9 @@ def test_symlink_loop_as_model_or_image(setup, capsys):
     err = _one_line_error(capsys, ["compile", str(loop), "--input", "16x16x3", "-o",
                                    str(d / "o")])
     assert "symbolic link loop" in err  # was "no such file"
-    for cmd in (["ops", str(loop)], ["run", str(d / "out"), str(loop)]):
+    for cmd in (["ops", str(loop)], ["run", str(d / "out"), str(loop)],
+                ["run", str(loop), str(model)],   # the compiled folder: was "does not exist"
+                ["inspect", str(loop)]):
         assert "symbolic link loop" in _one_line_error(capsys, cmd)
 
 
