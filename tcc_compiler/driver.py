@@ -36,7 +36,7 @@ from tcc_compiler.frontend.tir_import import check_ir_graph, is_ir_file
 from tcc_compiler.fsutil import file_sha256
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import Op
-from tcc_compiler.interp.memory import estimate_compile_memory
+from tcc_compiler.interp.memory import constant_bytes, estimate_compile_memory
 from tcc_compiler.ir.verify import verify
 from tcc_compiler.options import DEFAULTS, CompileOptions, make_options
 from tcc_compiler.passes import Pass, PassManager, default_pipeline
@@ -499,18 +499,24 @@ def available_memory_bytes() -> int | None:
     -v``: its limit minus the VmSize already mapped) when one is set (Linux); None when
     neither can be read."""
     avail = _proc_value("/proc/meminfo", "MemAvailable:")
-    try:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-        soft = None if soft == resource.RLIM_INFINITY else soft
-    except (ImportError, OSError, ValueError):
-        soft = None
+    soft = address_space_limit_bytes()
     if soft is not None:
         mapped = _proc_value("/proc/self/status", "VmSize:") or 0
         left = max(0, soft - mapped)
         avail = left if avail is None else min(avail, left)
     return avail
+
+
+def address_space_limit_bytes() -> int | None:
+    """The process's ``RLIMIT_AS`` soft limit in bytes (``ulimit -v``, a container); None when
+    there is none or it cannot be read."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def _proc_value(path: str, key: str) -> int | None:
@@ -542,10 +548,15 @@ def check_memory(graph: Graph, model) -> None:
         return
     _, c, h, w = graph.inputs[0].shape
     src = model if isinstance(model, (str, os.PathLike)) else graph.name
+    weights = constant_bytes(graph)
+    # the remedy depends on what dominates: a smaller input only helps when activations do
+    fix = ("use a smaller input_whc/--input" if act >= weights else
+           "the weights dominate, so a smaller input will not help: use a machine (or limit) "
+           "with more memory")
     raise InputError(f"{src}: input {w}x{h}x{c} needs up to {need / 1e9:.1f} GB of memory to "
-                     f"compile ({act / 1e9:.2f} GB of float activations and working memory at "
-                     f"its largest layer), more than the {avail / 1e9:.1f} GB available; use a "
-                     "smaller input_whc/--input")
+                     f"compile ({weights / 1e9:.2f} GB of float weights, kept in several copies;"
+                     f" {act / 1e9:.2f} GB of float activations and working memory at its "
+                     f"largest layer), more than the {avail / 1e9:.1f} GB available; {fix}")
 
 
 def _instrument(instruments, stage: str, when: str, index: int, graph: Graph) -> None:

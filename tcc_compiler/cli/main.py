@@ -198,14 +198,16 @@ def main(argv: list[str] | None = None) -> int:
         print("tccc: interrupted", file=sys.stderr)
         return 130
     except MemoryError:  # the machine's or the process's limit, not a bug: say which file
-        from tcc_compiler.driver import available_memory_bytes
+        from tcc_compiler.driver import address_space_limit_bytes, available_memory_bytes
 
-        avail = available_memory_bytes()
+        avail, limit = available_memory_bytes(), address_space_limit_bytes()
         where = getattr(args, "model", None) or getattr(args, "folder", None) or "tccc"
-        print(f"tccc: error: {where}: out of memory"
-              + ("" if avail is None else f" ({avail / 1e9:.1f} GB were available to this "
-                 "process)") + "; use a smaller input or a machine with more memory",
-              file=sys.stderr)
+        said = ("" if avail is None and limit is None else
+                f" (at most {avail / 1e9:.1f} GB was still free)" if limit is None else
+                f" (this process is limited to {limit / 1e9:.1f} GB of address space, "
+                "ulimit -v)")
+        print(f"tccc: error: {where}: out of memory{said}; use a smaller input or a machine "
+              "(or limit) with more memory", file=sys.stderr)
         return 2
     except Exception as exc:  # a bug: say so in one line, traceback only with -vv
         if args.verbose > 1:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from google.protobuf.message import EncodeError
 
 from tcc_compiler.errors import InputError, ModelError, UnsupportedError, first_line
 from tcc_compiler.frontend.converters import (CONVERTERS, Ctx, Downstream, Unsupported,
@@ -230,6 +231,8 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
         inferred = onnx.shape_inference.infer_shapes(folded, strict_mode=False)
     except MemoryError:  # running out of memory says nothing about the model
         raise
+    except EncodeError:  # protobuf could not allocate the serialized model (ulimit -v)
+        raise MemoryError(f"{where}: serializing the model for shape inference") from None
     except Exception as exc:  # shape inference errors: inconsistent model
         raise ModelError(f"{where}: shape inference failed: {first_line(exc, 10**6)}") from None
     check_inferred_shapes(inferred, where)

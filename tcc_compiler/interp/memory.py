@@ -59,6 +59,13 @@ def live_peak_bytes(graph: Graph) -> int:
     return peak
 
 
+def constant_bytes(graph: Graph) -> int:
+    """Bytes of the float ``graph``'s constant inputs (weights, biases), each counted once per
+    use as a node input."""
+    return sum(v.const.nbytes for n in graph.nodes for v in n.inputs
+               if v is not None and v.is_const and v.const is not None)
+
+
 def estimate_compile_memory(graph: Graph) -> tuple[int, int]:
     """An upper bound of the peak memory (bytes) of compiling the float ``graph`` (after the
     float passes), and the float32 activation bytes of its largest live set it is based on.
@@ -66,8 +73,7 @@ def estimate_compile_memory(graph: Graph) -> tuple[int, int]:
     Returns:
         (bytes needed, bytes of float activations live at the calibration peak).
     """
-    const = sum(v.const.nbytes for n in graph.nodes for v in n.inputs
-                if v is not None and v.is_const and v.const is not None)
+    const = constant_bytes(graph)
     act = live_peak_bytes(graph)
     image = _elems(graph.inputs[0]) * 4 * IMAGE_FACTOR
     # calibrating in ONNX Runtime holds every value of one input (only below ORT_OUTPUT_BYTES;

@@ -153,12 +153,18 @@ def test_bit_flipped_models_never_give_internal_errors(tmp_path, capsys, seed):
         _one_line_error(err)
 
 
+@pytest.mark.parametrize("error", ["MemoryError", "EncodeError"])
 @pytest.mark.parametrize("command", ["ops", "compile"])
-def test_out_of_memory_is_one_line_naming_the_model(tmp_path, capsys, monkeypatch, command):
+def test_out_of_memory_is_one_line_naming_the_model(tmp_path, capsys, monkeypatch, command,
+                                                     error):
     """light_zfnet512 under the corpus's address-space limit: onnx's shape inference raised a
     MemoryError (empty message); ``str(exc).splitlines()[0]`` then raised IndexError and
-    the user saw "internal error", exit 1. Now: exit 2, one line, the model and the memory."""
+    the user saw "internal error", exit 1. Now: exit 2, one line, the model and the memory.
+    Under ``ulimit -v 1200000`` ResNet-50 failed one step earlier, protobuf unable to allocate
+    the serialized model (EncodeError "Failed to serialize proto"), and the user read
+    "shape inference failed", a model problem."""
     from conftest import residual_net_impl
+    from google.protobuf.message import EncodeError
 
     from tcc_compiler.errors import first_line
 
@@ -166,7 +172,7 @@ def test_out_of_memory_is_one_line_naming_the_model(tmp_path, capsys, monkeypatc
     onnx.save(residual_net_impl(), path)
 
     def oom(*a, **k):
-        raise MemoryError()
+        raise MemoryError() if error == "MemoryError" else EncodeError("Failed to serialize proto")
 
     monkeypatch.setattr(onnx.shape_inference, "infer_shapes", oom)
     argv = [command, str(path)] + (["-o", str(tmp_path / "out")] if command == "compile" else [])

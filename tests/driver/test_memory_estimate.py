@@ -36,7 +36,35 @@ def test_huge_input_refused_up_front(tmp_path, capsys, monkeypatch):
     assert code == 2
     line = one_line_error(err)
     assert "8192x8192x3" in line and "2.0 GB available" in line
+    assert "use a smaller --input" in line
     assert not (tmp_path / "o").exists()
+
+
+def test_weight_heavy_model_is_not_told_to_shrink_its_input(tmp_path, capsys, monkeypatch):
+    """A model whose memory is mostly weights (ResNet-50 under a tight ``ulimit -v`` was told
+    "use a smaller --input" although its activations were 0.05 GB of 1.6): the message
+    names the weights and asks for more memory instead."""
+    from tcc_compiler import driver
+
+    r = np.random.default_rng(0)
+    w = r.standard_normal((4096, 4096)).astype(np.float32)   # 64 MB of weights
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "c"], ["h"], pads=[1, 1, 1, 1]),
+         helper.make_node("Flatten", ["h"], ["f"]),
+         helper.make_node("MatMul", ["f", "w"], ["y"])], "fc",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4096])],
+        [onnx.numpy_helper.from_array(r.standard_normal((16, 3, 3, 3)).astype(np.float32),
+                                      "c"), onnx.numpy_helper.from_array(w, "w")])
+    path = tmp_path / "fc.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    monkeypatch.setattr(driver, "available_memory_bytes", lambda: 10**8)
+    code, _, err = run_cli(["-q", "compile", str(path), "--input", "16x16x3", "-o",
+                            str(tmp_path / "o")], capsys)
+    assert code == 2
+    line = one_line_error(err)
+    assert "GB of float weights" in line and "smaller input will not help" in line
+    assert "use a smaller --input" not in line
 
 
 def test_memory_estimate_counts_every_live_activation():
