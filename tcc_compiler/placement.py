@@ -206,9 +206,22 @@ def _segmented(model, proto, input_whc) -> list[Placement]:
             p = _placed(n, name, plan.npu_ir.get(name), None)
             placed[name] = Placement(name, n.op_type, p.device,
                                      f"NPU segment {seg.index}: {p.reason}", p.npu_op, p.folded)
-    return [placed.get(_label(n)) or Placement(
+    return [placed.get(_label(n)) or _sunk(_label(n), n.op_type, placed) or Placement(
         _label(n), n.op_type, NPU, "removed at compile time (constant-folded before "
         "segmenting)", None, True) for n in proto.graph.node]
+
+
+def _sunk(name: str, op_type: str, placed: dict) -> Placement | None:
+    """The placement of an activation the segment planner moved ahead of data movement
+    (:mod:`tcc_compiler.frontend.sink`: its copies are named ``name + "_sunk<k>"``), as
+    its first copy's; None when ``name`` was not moved."""
+    copies = [p for k, p in placed.items() if k.startswith(f"{name}_sunk")]
+    if not copies:
+        return None
+    p = copies[0]
+    return Placement(name, op_type, p.device, f"moved ahead of the reshape/transpose/concat "
+                     f"reading it, onto its {len(copies)} producer(s): {p.reason}", p.npu_op,
+                     p.folded)
 
 
 def _channel_copies(graph) -> dict:

@@ -24,6 +24,7 @@ from tcc_compiler.emit.package import write_files
 from tcc_compiler.fsutil import atomic_dir
 from tcc_compiler.quant.calib_table import write_table
 from tcc_compiler.schedule import report as perf_report
+from tcc_compiler.target.host import VIEW_OPS
 from tcc_compiler.version import __version__
 
 #: ONNX element type -> numpy dtype name, for tensor sizes (bytes) in the report.
@@ -161,14 +162,16 @@ def boundaries(plan, parts: list, host) -> list[dict]:
 
 
 def _host_segment_report(seg, plan, info, host) -> dict:
-    """A host segment's report row: ops, bytes moved, MACs, estimated time."""
+    """A host segment's report row: ops, bytes moved (a view op's, run in place, are 0:
+    :data:`tcc_compiler.target.host.VIEW_OPS`), MACs, estimated time."""
     nodes = plan.prepared.proto.graph.node
     ms, moved, macs, ops = 0.0, 0, 0, {}
     for i in seg.nodes:
         n = nodes[i]
-        b = sum(_nbytes(info.get(t)) for t in list(n.input) + list(n.output) if t)
+        b = 0 if n.op_type in VIEW_OPS else sum(
+            _nbytes(info.get(t)) for t in list(n.input) + list(n.output) if t)
         m = _node_macs(n, info)
-        ms += host.node_seconds(b, m) * 1e3
+        ms += host.op_seconds(n.op_type, b, m) * 1e3
         moved, macs = moved + b, macs + m
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
     return {"index": seg.index, "device": "host", "nodes": len(seg.nodes), "ops": ops,

@@ -25,6 +25,7 @@ from tcc_compiler.datasets.calibration import default_calibration, resolve_calib
 from tcc_compiler.datasets.images import Preprocess
 from tcc_compiler.emit.segments import build_segment_manifest, build_segment_report
 from tcc_compiler.errors import ModelError, UnsupportedError
+from tcc_compiler.frontend.host_graph import flatten_softmax_tails
 from tcc_compiler.frontend.segments import HOST, extract_model, tensor_types
 from tcc_compiler.ir.graph import Graph, Value
 from tcc_compiler.options import CompileOptions
@@ -213,7 +214,7 @@ def compile_segmented(model: str | os.PathLike | onnx.ModelProto, options: Compi
         name = f"{Path(plan.prepared.where).name}:{seg.device}_{seg.index}"
         sub = extract_model(plan.prepared.proto, seg, name)
         if seg.device == HOST:
-            parts.append(sub)
+            parts.append(flatten_softmax_tails(sub)[0])   # (ONNX Runtime's slow Softmax path)
             continue
         first = seg.inputs[0] == plan.prepared.in_name
         seg_opts = options.with_(

@@ -11,6 +11,7 @@ loaded into ONNX Runtime: a node ORT cannot run either is ``unsupported``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from tcc_compiler.frontend.loader import check_onnx_validity
 from tcc_compiler.frontend.onnx_import import PreparedModel, prepare_onnx
 from tcc_compiler.frontend.segments import (HOST, NPU, Segment, extract_model, node_label,
                                             plan_segments)
+from tcc_compiler.frontend.sink import sink_activations
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +233,11 @@ def plan_model(model: str | os.PathLike | onnx.ModelProto,
     prepared = prepare_onnx(model, input_whc, custom_domains=True)
     # a malformed model is refused as the NPU import refuses it, not run on the host
     check_onnx_validity(prepared.original, prepared.where, standard_only=True)
+    if prepared.fixed is None:   # (a pre-quantized model's scales are fixed per tensor name)
+        # a detection head's Sigmoid after host-only data movement runs on the NPU instead
+        proto, moved = sink_activations(prepared.proto)
+        if moved:
+            prepared = dataclasses.replace(prepared, proto=proto)
     nodes = list(prepared.proto.graph.node)
     index = {node_label(n): i for i, n in enumerate(nodes)}
     host: set[int] = set()
