@@ -413,8 +413,15 @@ def lower_program(graph: Graph, tgt: Target, options: CompileOptions = DEFAULTS)
 
     Raises:
         ScheduleError: an op that cannot be tiled into the target's SRAM.
+        InputError: ``options.cores`` is not 1 or 2, or more than the target has.
     """
-    return lower(graph, tgt, compress_weights=options.compress_weights)
+    cores = options.cores
+    if isinstance(cores, bool) or cores not in (1, 2):
+        raise InputError(f"cores = {cores!r}: choose 1 or 2")
+    if cores > tgt.cores:
+        raise InputError(f"cores = {cores}: target {tgt.name} has {tgt.cores} NPU core(s) "
+                         "(compute.cores)")
+    return lower(graph, tgt, compress_weights=options.compress_weights, cores=cores)
 
 
 def emit(model, graph: Graph, float_graph: Graph, program: Program,

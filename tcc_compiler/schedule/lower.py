@@ -17,7 +17,13 @@ The stage, by concern:
 
 from __future__ import annotations
 
+import dataclasses
+
+from tcc_compiler.errors import InternalError
 from tcc_compiler.ir.graph import Graph
+from tcc_compiler.isa.wcodec import BlockCompressor
+from tcc_compiler.schedule.cores import lower_pipelined, lower_spatial
+from tcc_compiler.schedule.coretime import replay_cores, stream_period
 from tcc_compiler.schedule.program import Program
 from tcc_compiler.schedule.search import ZONE_FRACTIONS, search
 from tcc_compiler.target import Target
@@ -26,7 +32,7 @@ from tcc_compiler.target import Target
 def lower(graph: Graph, target: Target,
           zone_fractions: tuple[float, ...] = ZONE_FRACTIONS,
           compress_weights: bool = False, cascade: bool = True,
-          prefetch: bool = True) -> Program:
+          prefetch: bool = True, cores: int = 1) -> Program:
     """Lower a quantized graph to an NPU :class:`Program`.
 
     The SRAM holds a resident zone (whole tensors kept on chip, schedule/memory.py) below
@@ -44,11 +50,36 @@ def lower(graph: Graph, target: Target,
     plan of :data:`~tcc_compiler.schedule.search.HOIST_VARIANTS`
     (:func:`~tcc_compiler.schedule.prefetch.plan_hoist`), kept only when its replay is faster.
 
+    With ``cores`` = 2 the program is :func:`~tcc_compiler.schedule.cores.lower_spatial`'s
+    (each conv split between the cores as the cost model prices lowest), and its
+    ``estimates`` hold the pipelined split's stream period
+    (:func:`~tcc_compiler.schedule.cores.lower_pipelined`,
+    :func:`~tcc_compiler.schedule.coretime.stream_period`); the zone, cascade and prefetch
+    settings apply to one core only.
+
     Raises:
         ScheduleError: an op cannot be tiled into the target's SRAM.
         UnsupportedError: a tensor shape the NPU cannot hold.
+        InternalError: ``cores`` other than 1 or 2.
     """
+    if cores != 1:
+        return lower_multi(graph, target, compress_weights, cores)
     return search(graph, target, zone_fractions, compress_weights, cascade, prefetch)
+
+
+def lower_multi(graph: Graph, target: Target, compress_weights: bool, cores: int) -> Program:
+    """The ``cores``-core program (spatial split) with the pipelined split's stream period
+    (cycles per image) and cut in its ``estimates``."""
+    if cores != 2:
+        raise InternalError(f"lower: {cores} cores (1 or 2 are supported)")
+    comp = BlockCompressor() if compress_weights else None
+    prog = lower_spatial(graph, target, comp)
+    piped, cut = lower_pipelined(graph, target, comp)
+    latency = max((e for _, e in replay_cores(prog.commands, target)), default=0)
+    return dataclasses.replace(prog, estimates={
+        "spatial_latency_cycles": latency,
+        "pipelined_period_cycles": stream_period(piped.commands, target),
+        "pipelined_cut_after": cut})
 
 
 __all__ = ["lower"]

@@ -173,15 +173,21 @@ class MemoryPlan:
                          g.has_shortcut and id(n.input(3)) in self.res)
 
 
-def plan_memory(graph: Graph, t: Target, zone_bytes: int, cascade: bool) -> MemoryPlan:
+def plan_memory(graph: Graph, t: Target, zone_bytes: int, cascade: bool,
+                reuse: bool = True) -> MemoryPlan:
     """Plan DRAM, the resident zone (``zone_bytes``, aligned by the caller) and, with
-    ``cascade``, the chains worth cascading.
+    ``cascade``, the chains worth cascading. ``reuse=False`` gives every activation its own
+    DRAM bytes for the whole program (no reuse of a dead tensor's memory): a multi-core
+    program's cores run ops out of graph order, so a liveness plan in that order would let one
+    core overwrite bytes the other still reads (schedule/cores.py).
 
     Raises:
         ScheduleError: an op's tiles cannot fit (from the chain planner's tile estimates).
         UnsupportedError: a tensor shape the NPU cannot hold.
     """
-    return _Planner(graph, t, zone_bytes, cascade).plan()
+    p = _Planner(graph, t, zone_bytes, cascade)
+    p.reuse = reuse
+    return p.plan()
 
 
 class _Planner:
@@ -189,6 +195,7 @@ class _Planner:
 
     def __init__(self, graph: Graph, t: Target, zone_bytes: int, cascade: bool):
         self.g, self.t, self.zone_bytes, self.cascade = graph, t, zone_bytes, cascade
+        self.reuse = True
         self.tensors: dict[int, Tensor] = {}
         self.res: dict[int, Resident] = {}
         self.op_base: dict[int, int] = {}
@@ -354,6 +361,8 @@ class _Planner:
             for w in self._alias_writers(v):   # channel views written before the concat
                 first = min(first, step.get(id(w), i))
             h, w_, c = hwc(v)
+            if not self.reuse:   # live for the whole program
+                first, last = 0, len(npu_nodes)
             bufs.append((v, Buffer(v.name, h * w_ * c * elem_bytes(v), first, last)))
         self.res = {}
         resident = self._plan_resident(bufs)

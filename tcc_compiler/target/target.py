@@ -65,6 +65,9 @@ class Target:
             ``sram_capacity_bytes`` of its own; the DRAM and its ``dram_bandwidth_bytes_per_s``
             are shared (an ASSUMPTION: while DMA transfers of both cores are in flight, each
             core's transfers get half the bandwidth; schedule/cores.py, specs/target.md).
+        sem_latency_cycles: an ASSUMPTION: cycles from a core's SEM_SIGNAL finishing to a
+            SEM_WAIT on another core seeing the counter move (optional key
+            ``compute.sem_latency_cycles``, default 100; recorded only when ``cores`` > 1).
         source: file the target was read from ("" when built in code or from a manifest).
     """
 
@@ -89,6 +92,7 @@ class Target:
     depthwise_max_stride: int = 2
     int16_rate_divisor: int = 2
     cores: int = 1
+    sem_latency_cycles: int = 100
     source: str = ""
 
     @property
@@ -133,7 +137,8 @@ class Target:
         return {f: getattr(self, f) for f in _RECORDED
                 if (self.depthwise_mode or not f.startswith("depthwise_"))
                 and (f not in ("int16_rate_divisor", "cores")
-                     or getattr(self, f) != _OPTIONAL[f])}
+                     or getattr(self, f) != _OPTIONAL[f])
+                and (f != "sem_latency_cycles" or self.cores > 1)}
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "target") -> "Target":
@@ -154,7 +159,7 @@ class Target:
         name = data.get("name")
         if not isinstance(name, str) or not name:
             raise FormatError(f"{where}.name: expected a non-empty string, got {name!r}")
-        values = {f: data.get(f, _OPTIONAL[f]) if f.startswith(("depthwise_", "int16_", "cores"))
+        values = {f: data.get(f, _OPTIONAL[f]) if f.startswith(("depthwise_", "int16_", "cores", "sem_"))
                   else data.get(f) for f in _RECORDED}
         problem = _check_values(values)
         if problem:
@@ -176,7 +181,7 @@ _FIELDS = {
     "compute": ["macs_per_cycle", "array_in_channels", "array_out_channels", "clock_hz",
                 "vector_lanes", "compute_setup_cycles", "depthwise_channels_per_cycle",
                 "depthwise_taps_per_cycle", "depthwise_max_kernel", "depthwise_max_stride",
-                "int16_rate_divisor", "cores"],
+                "int16_rate_divisor", "cores", "sem_latency_cycles"],
     "memory": ["sram_capacity_bytes", "sram_align_bytes", "dram_bandwidth_bytes_per_s",
                "dma_setup_cycles", "dram_align_bytes", "decompress_bytes_per_cycle"],
 }
@@ -184,7 +189,7 @@ _FIELDS = {
 _OPTIONAL = {"decompress_bytes_per_cycle": 16, "image_mode": False, "depthwise_mode": False,
              "depthwise_channels_per_cycle": 64, "depthwise_taps_per_cycle": 9,
              "depthwise_max_kernel": 5, "depthwise_max_stride": 2, "int16_rate_divisor": 2,
-             "cores": 1}
+             "cores": 1, "sem_latency_cycles": 100}
 #: Boolean fields (TOML section ``compute``).
 _BOOLS = ("image_mode", "depthwise_mode")
 #: Old spelling of ``memory.sram_capacity_bytes`` in target files, still accepted.

@@ -50,6 +50,11 @@ def add_arguments(p) -> None:
     p.add_argument("--no-compress-weights", action="store_true",
                    help="store weights and parameters raw (default: lossless DEFLATE per "
                         "channel block, expanded by the NPU's DMA_LOAD_Z)")
+    p.add_argument("--cores", type=int, choices=(1, 2), default=DEFAULTS.cores,
+                   help="NPU cores the program uses (default %(default)s; 2 splits each conv "
+                        "between the TCC750x's two cores by rows or output channels, as the "
+                        "cost model prices lowest; the report gives latency, stream throughput "
+                        "and per-core utilisation)")
     p.add_argument("--target", default=None,
                    help=f"target name or .toml file (default {DEFAULT_TARGET})")
     p.add_argument("--verify", action="store_true", help="verify the IR after every pass")
@@ -282,7 +287,7 @@ def options_from_args(args) -> CompileOptions:
         preprocess=preprocess_from_args(args), weight_rounding=args.weight_rounding,
         verify_ir=args.verify, dump_ir=args.dump_ir, print_ir_before=args.print_ir_before,
         print_ir_after=args.print_ir_after, strict=args.strict, precision=args.precision,
-        precision_goal_db=args.precision_goal)
+        precision_goal_db=args.precision_goal, cores=args.cores)
 
 
 def format_latency(ms: float) -> str:
