@@ -35,12 +35,15 @@ def cores_report(program: Program, tgt: Target, timeline: list[Span], total: int
     throughput (the better of the emitted program run image after image and, for two cores,
     the pipelined split's period per image, :func:`~tcc_compiler.schedule.coretime.
     stream_period`) and per core its COMPUTE-queue busy cycles, utilisation and DRAM bytes."""
-    period, how = total, "one image after another"
-    piped = program.estimates.get("pipelined_period_cycles")
+    period, how = total, "the emitted program, one image after another"
+    est = program.estimates
+    piped = est.get("pipelined_period_cycles")
     if piped is not None and piped < period:
-        period, how = piped, (f"pipelined: ops up to {program.estimates['pipelined_cut_after']}"
-                              " on core 0, the rest on core 1")
-    return {"cores": program.cores, "latency_cycles": total,
+        period, how = piped, (f"pipelined (an estimate; not the emitted program): ops up to "
+                              f"{est['pipelined_cut_after']} on core 0, the rest on core 1")
+    return {"cores": program.cores, "requested": 2 if est else 1,
+            "kept": est.get("kept", "one core"), "estimates": est,
+            "latency_cycles": total,
             "latency_ms": total / tgt.clock_hz * 1e3,
             "stream_period_cycles": period,
             "stream_images_per_s": tgt.clock_hz / period if period else None,

@@ -30,10 +30,11 @@ cannot deadlock.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable
 
+from tcc_compiler.errors import ScheduleError
 from tcc_compiler.ir.graph import Graph, Node
+from tcc_compiler.schedule.coretime import stream_period
 from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, Op, VIEW_OPS
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.spec import PARAM_RECORD_BYTES, Queue
@@ -44,7 +45,8 @@ from tcc_compiler.schedule import cost
 from tcc_compiler.schedule.emitter import Emitter
 from tcc_compiler.schedule.geom import channel_blocks, conv_geom, in_box, spatial_tiles
 from tcc_compiler.schedule.lowering import lower_one
-from tcc_compiler.schedule.memory import MemoryPlan, plan_memory
+from tcc_compiler.schedule.memory import MemoryPlan, plan_memory, readers, root
+from tcc_compiler.schedule.ops.cascade import lower_chain
 from tcc_compiler.schedule.ops.context import OpContext, new_info
 from tcc_compiler.schedule.ops.conv import Prefetched, conv_setup, lower_conv
 from tcc_compiler.schedule.program import LayerInfo, Program
@@ -191,14 +193,39 @@ def split_choice(g: ConvGeom, plan: ConvPlan, t: Target) -> Split:
     return best
 
 
+def crossing(graph: Graph, assign) -> frozenset:
+    """Ids of the values (and the buffers their views alias) that op assignment ``assign``
+    (node -> core; None: every op on core 0 first) has written on one core and read on
+    another: they must stay in DRAM. A view or fused op counts on the core of the next op
+    at or after it in graph order that ``assign`` places (the op that runs it)."""
+    if assign is None:
+        return frozenset()
+    core, nxt = {}, 0
+    for n in reversed(graph.nodes):
+        c = assign(n)
+        nxt = c if c is not None else nxt
+        core[id(n)] = nxt
+    out = set()
+    for n in graph.nodes:
+        for v in n.outputs:
+            if any(core.get(id(r)) != core[id(n)] for r in readers(v)):
+                out |= {id(v), id(root(v))}
+    return frozenset(out)
+
+
 class _CoreLowering:
     """One multi-core lowering: the emitters, the shared memory plan, weight layout and the
     per-op core assignment ``assign(node) -> core`` (None: let :func:`split_choice` decide
-    for convs, core 0 for the rest)."""
+    for the convs :meth:`splittable` allows, core 0 for the rest). Core 0 keeps the
+    single-core plan's resident zone of ``zone_bytes`` and, with ``cascade``, its cascaded
+    chains (both in core 0's SRAM); only an op none of whose operands is resident or
+    cascaded may run on core 1."""
 
-    def __init__(self, graph: Graph, t: Target, cores: int, compressor, assign):
+    def __init__(self, graph: Graph, t: Target, cores: int, compressor, assign,
+                 zone_bytes: int = 0, cascade: bool = False):
         self.graph, self.t, self.assign = graph, t, assign
-        self.mem: MemoryPlan = plan_memory(graph, t, 0, False, reuse=False)
+        self.mem: MemoryPlan = plan_memory(graph, t, zone_bytes, cascade, reuse=False,
+                                           pinned=crossing(graph, assign))
         self.ems = [Emitter(t.sram_capacity_bytes, t.sram_align_bytes) for _ in range(cores)]
         self.cross = CrossCore(self.ems)
         self.weights = WeightLayoutBuilder(compressor)
@@ -207,29 +234,67 @@ class _CoreLowering:
         self.parts: list[tuple[LayerInfo, list[tuple[int, int, int]]]] = []
         self.splits: dict[str, str] = {}
 
-    def ctx(self, core: int) -> OpContext:
-        return OpContext(self.ems[core], self.mem, self.weights, self.t, self.source, base=0,
-                         memo=self.memo)
+    def ctx(self, core: int, n: Node) -> OpContext:
+        """Op ``n``'s context on ``core``: its tile area starts above the resident tensors
+        live around ``n`` (as with one core; each core's resident tensors are those of the
+        ops it runs, in its own SRAM, at the one zone plan's offsets)."""
+        mem = self.mem
+        c = OpContext(self.ems[core], mem, self.weights, self.t, self.source,
+                      base=mem.base(n), memo=self.memo)
+        out = mem.conv_output(n) if n.op is Op.CONV else n.output
+        c.op_res = [(r.sram, r.sram + r.nbytes) for r in
+                    (mem.resident(v) for v in [*n.inputs, out] if v is not None)
+                    if r is not None]
+        return c
+
+    def splittable(self, n: Node) -> bool:
+        """A conv/FC none of whose operands is resident in core 0's SRAM or cascaded."""
+        mem = self.mem
+        if n.op not in (Op.CONV, Op.FC) or id(n) in mem.chains or id(n) in mem.chained:
+            return False
+        return all(mem.resident(v) is None
+                   for v in [*n.inputs, mem.conv_output(n)] if v is not None)
 
     def run(self) -> Program:
         """Emit every op on its core(s); return the multi-core :class:`Program`."""
+        mem = self.mem
         for n in self.graph.nodes:
-            if n.op in HOST_OPS or n.op in VIEW_OPS or id(n) in self.mem.fused_luts:
+            if n.op in HOST_OPS or n.op in VIEW_OPS or id(n) in mem.fused_luts \
+                    or id(n) in mem.chained:
                 continue
-            if n.op in CHANNEL_OPS and id(n) not in self.mem.views.copies:
+            if n.op in CHANNEL_OPS and id(n) not in mem.views.copies:
+                continue
+            if id(n) in mem.chains:   # a cascaded chain runs on core 0 at its last op
+                self._chain(n)
                 continue
             core = self.assign(n) if self.assign is not None else None
-            if core is None and n.op in (Op.CONV, Op.FC):
+            if core is None and self.splittable(n):
                 self._conv(n)
             else:
                 self._whole(n, core or 0)
         return self._program()
 
+    def _chain(self, n: Node) -> None:
+        """A cascaded chain, on the core of its last op.
+
+        Raises:
+            ScheduleError: ``assign`` puts the chain's ops on different cores."""
+        ch = self.mem.chains[id(n)]
+        cores = {self.assign(m) if self.assign is not None else 0
+                 for m in [*ch.nodes, ch.side] if m is not None}
+        if len(cores) > 1:
+            raise ScheduleError(f"cascaded chain ending at '{n.name}' crosses the cores")
+        core = cores.pop() or 0
+        infos = lower_chain(self.ctx(core, n), ch)
+        for info in infos:
+            self.parts.append((info, [(core, i, i + 1) for i in info.cmds]))
+        self.cross.signal(core)
+
     def _whole(self, n: Node, core: int) -> None:
         em = self.ems[core]
         info = new_info(n)
         first = em.n_cmds
-        lower_one(self.ctx(core), n, info, None)
+        lower_one(self.ctx(core, n), n, info, None)
         self.parts.append((info, [(core, first, em.n_cmds)]))
         self.splits[n.name] = f"core {core}"
         self.cross.signal(core)
@@ -238,7 +303,8 @@ class _CoreLowering:
         t = self.t
         g = conv_geom(n, t)
         lut = align_up(LUT_ENTRIES, t.sram_align_bytes) if self.mem.fused.get(id(n)) else 0
-        plan = plan_conv(g, t, t.sram_capacity_bytes - lut, self.mem.conv_residency(n, g))
+        plan = plan_conv(g, t, t.sram_capacity_bytes - self.mem.base(n) - lut,
+                         self.mem.conv_residency(n, g))
         sp = split_choice(g, plan, t)
         if sp.how == "none":
             self._whole(n, 0)
@@ -252,7 +318,7 @@ class _CoreLowering:
             em = self.ems[core]
             part = dataclasses.replace(info, tiles=0)
             first = em.n_cmds
-            lower_conv(self.ctx(core), n, part, pre, only=keep)
+            lower_conv(self.ctx(core, n), n, part, pre, only=keep)
             ranges.append((core, first, em.n_cmds))
             info.tiles += part.tiles
             info.sram_peak_bytes = max(info.sram_peak_bytes, part.sram_peak_bytes)
@@ -273,12 +339,13 @@ class _CoreLowering:
             slots += em.w.slots
         layers = []
         for info, ranges in self.parts:
-            idx = [offs[c] + i for c, a, b in ranges for i in range(a, b)]
-            info.first_cmd, info.end_cmd = min(idx, default=0), max(idx, default=-1) + 1
-            info.cmds = idx if len(ranges) > 1 else None
-            if len(ranges) == 1:
-                info.first_cmd, info.end_cmd = offs[ranges[0][0]] + ranges[0][1], \
-                    offs[ranges[0][0]] + ranges[0][2]
+            if len(ranges) == 1 and info.cmds is None:
+                c, a, b = ranges[0]
+                info.first_cmd, info.end_cmd = offs[c] + a, offs[c] + b
+            else:   # split over the cores, or a cascaded op's own commands
+                idx = [offs[c] + i for c, a, b in ranges for i in range(a, b)]
+                info.first_cmd, info.end_cmd = min(idx, default=0), max(idx, default=-1) + 1
+                info.cmds = idx
             layers.append(info)
         mem = self.mem
         return Program(cmds, comments, self.weights.build(), max(e.sram_peak for e in self.ems),
@@ -286,55 +353,57 @@ class _CoreLowering:
                        list(mem.outputs), layers, slots, cores=len(self.ems))
 
 
-def lower_spatial(graph: Graph, t: Target, compressor: BlockCompressor | None = None) -> Program:
-    """The two-core program with each conv/FC split as :func:`split_choice` prices lowest.
+def lower_spatial(graph: Graph, t: Target, compressor: BlockCompressor | None = None,
+                  zone_bytes: int = 0, cascade: bool = False) -> Program:
+    """The two-core program with each conv/FC split as :func:`split_choice` prices lowest,
+    core 0 keeping a resident zone of ``zone_bytes`` and, with ``cascade``, the cascaded
+    chains of the single-core memory plan (ops touching them are not split).
 
     Raises:
         ScheduleError: an op cannot be tiled into one core's SRAM.
     """
-    return _CoreLowering(graph, t, 2, compressor, None).run()
+    return _CoreLowering(graph, t, 2, compressor, None, zone_bytes, cascade).run()
 
 
-def op_estimates(graph: Graph, t: Target) -> list[tuple[Node, float]]:
-    """(op, estimated cycles on one core at full bandwidth) of every op a lowering emits, in
-    order: a conv/FC by :func:`_tile_estimate` of its tile plan, any other op by its DRAM
-    bytes (inputs and output) and one vector pass over its output."""
-    mem = plan_memory(graph, t, 0, False, reuse=False)
-    out = []
-    for n in graph.nodes:
-        if n.op in HOST_OPS or n.op in VIEW_OPS or id(n) in mem.fused_luts:
-            continue
-        if n.op in CHANNEL_OPS and id(n) not in mem.views.copies:
-            continue
-        if n.op in (Op.CONV, Op.FC):
-            g = conv_geom(n, t)
-            plan = plan_conv(g, t, t.sram_capacity_bytes - LUT_ENTRIES,
-                             mem.conv_residency(n, g))
-            out.append((n, _tile_estimate(g, t, _order(plan, g), 1.0)))
-            continue
-        elems = [math.prod(v.shape) for v in [*n.inputs, n.output] if v is not None
-                 and v.const is None]
-        out.append((n, cost.transfer_cycles(sum(elems), t)
-                    + cost.vector_cycles(elems[-1] if elems else 0, t)))
-    return out
+def lower_pipelined(graph: Graph, t: Target, compressor: BlockCompressor | None,
+                    single: Program, zone_bytes: int, cascade: bool, tries: int = 7
+                    ) -> tuple[Program, str, int]:
+    """The two-core program whose ops up to a cut run on core 0 and the rest on core 1, each
+    core with a resident zone of ``zone_bytes`` in its own SRAM (a tensor crossing the cut
+    stays in DRAM) and, with ``cascade``, the chains worth cascading (a cut inside one is
+    skipped). Cuts are tried at the ``tries`` ops whose end in ``single`` (the one-core
+    program's replay) is nearest half its latency; the one with the shortest
+    :func:`~tcc_compiler.schedule.coretime.stream_period` is kept.
 
-
-def lower_pipelined(graph: Graph, t: Target,
-                    compressor: BlockCompressor | None = None) -> tuple[Program, str]:
-    """The two-core program whose ops up to a cut run on core 0 and the rest on core 1, the
-    cut minimising the larger segment's :func:`op_estimates` sum. Returns (program, the name
-    of the last op on core 0).
+    Returns:
+        (program, the name of the last op on core 0, its stream period in cycles).
 
     Raises:
         ScheduleError: an op cannot be tiled into one core's SRAM.
     """
-    est = op_estimates(graph, t)
-    total, acc, best, cut = sum(c for _, c in est), 0.0, math.inf, 0
-    for i, (_, c) in enumerate(est[:-1]):
-        acc += c
-        if max(acc, total - acc) < best:
-            best, cut = max(acc, total - acc), i
-    first = {id(n) for n, _ in est[:cut + 1]}
-    prog = _CoreLowering(graph, t, 2, compressor,
-                         lambda n: 0 if id(n) in first else 1).run()
-    return prog, est[cut][0].name if est else ""
+    ends = cost.replay(single.commands, t)
+    names = [li.name for li in single.layers]
+    end_of = [max(ends[i][1] for i in (li.cmds if li.cmds is not None
+                                       else range(li.first_cmd, li.end_cmd)))
+              for li in single.layers]
+    half = max(end_of, default=0) / 2
+    order = sorted(range(len(names) - 1), key=lambda i: abs(end_of[i] - half))[:tries]
+    pos = {n.name: i for i, n in enumerate(graph.nodes)}
+    best = None
+    for i in order:
+        cut = pos.get(names[i])
+        if cut is None:
+            continue
+        first = {id(n) for n in graph.nodes[:cut + 1]}
+        try:
+            prog = _CoreLowering(graph, t, 2, compressor,
+                                 lambda n, first=first: 0 if id(n) in first else 1,
+                                 zone_bytes, cascade).run()
+        except ScheduleError:
+            continue
+        period = stream_period(prog.commands, t)
+        if best is None or period < best[2]:
+            best = (prog, names[i], period)
+    if best is None:
+        raise ScheduleError("no pipelined cut of the network fits the cores' SRAM")
+    return best

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from tcc_compiler.errors import InternalError
+from tcc_compiler.errors import InternalError, ScheduleError
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.schedule.cores import lower_pipelined, lower_spatial
-from tcc_compiler.schedule.coretime import replay_cores, stream_period
+from tcc_compiler.schedule.coretime import replay_cores
 from tcc_compiler.schedule.program import Program
-from tcc_compiler.schedule.search import ZONE_FRACTIONS, search
+from tcc_compiler.schedule.search import ZONE_FRACTIONS, search, search_parts
 from tcc_compiler.target import Target
 
 
@@ -68,18 +68,43 @@ def lower(graph: Graph, target: Target,
 
 
 def lower_multi(graph: Graph, target: Target, compress_weights: bool, cores: int) -> Program:
-    """The ``cores``-core program (spatial split) with the pipelined split's stream period
-    (cycles per image) and cut in its ``estimates``."""
+    """The fastest of the single-core program (:func:`search`) and the two-core spatial split
+    (:func:`~tcc_compiler.schedule.cores.lower_spatial`, core 0 keeping the single-core
+    plan's resident zone and cascades, or with neither), by replayed latency; its
+    ``estimates`` hold all three latencies (cycles), the pipelined split's stream period
+    (cycles per image, :func:`~tcc_compiler.schedule.coretime.stream_period`) and cut, and
+    which program was kept. A model whose layers are bound by the shared DRAM bandwidth may
+    run faster on one core than split: then the one-core program is kept (header cores 0).
+
+    Raises:
+        ScheduleError: an op cannot be tiled into one core's SRAM.
+        InternalError: ``cores`` other than 2.
+    """
     if cores != 2:
         raise InternalError(f"lower: {cores} cores (1 or 2 are supported)")
     comp = BlockCompressor() if compress_weights else None
-    prog = lower_spatial(graph, target, comp)
-    piped, cut = lower_pipelined(graph, target, comp)
-    latency = max((e for _, e in replay_cores(prog.commands, target)), default=0)
-    return dataclasses.replace(prog, estimates={
-        "spatial_latency_cycles": latency,
-        "pipelined_period_cycles": stream_period(piped.commands, target),
-        "pipelined_cut_after": cut})
+    lw, single, single_cycles = search_parts(graph, target, ZONE_FRACTIONS, comp, {})
+    est: dict = {"single_core_cycles": single_cycles}
+    best = None
+    for zone, casc in sorted({(lw.zone_bytes, lw.cascade), (0, False)}):
+        try:
+            prog = lower_spatial(graph, target, comp, zone, casc)
+        except ScheduleError:
+            continue
+        cyc = max((e for _, e in replay_cores(prog.commands, target)), default=0)
+        est[f"spatial_latency_cycles_zone{zone}{'_cascade' if casc else ''}"] = cyc
+        if best is None or cyc < best[0]:
+            best = (cyc, prog)
+    try:
+        _, cut, period = lower_pipelined(graph, target, comp, single, lw.zone_bytes,
+                                         lw.cascade)
+    except ScheduleError:
+        cut, period = None, None
+    est.update(spatial_latency_cycles=best[0] if best else None,
+               pipelined_period_cycles=period, pipelined_cut_after=cut)
+    if best is not None and best[0] < single_cycles:
+        return dataclasses.replace(best[1], estimates=dict(est, kept="spatial split"))
+    return dataclasses.replace(single, estimates=dict(est, kept="one core (faster)"))
 
 
 __all__ = ["lower"]

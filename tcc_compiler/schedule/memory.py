@@ -174,19 +174,20 @@ class MemoryPlan:
 
 
 def plan_memory(graph: Graph, t: Target, zone_bytes: int, cascade: bool,
-                reuse: bool = True) -> MemoryPlan:
+                reuse: bool = True, pinned: frozenset = frozenset()) -> MemoryPlan:
     """Plan DRAM, the resident zone (``zone_bytes``, aligned by the caller) and, with
     ``cascade``, the chains worth cascading. ``reuse=False`` gives every activation its own
     DRAM bytes for the whole program (no reuse of a dead tensor's memory): a multi-core
     program's cores run ops out of graph order, so a liveness plan in that order would let one
-    core overwrite bytes the other still reads (schedule/cores.py).
+    core overwrite bytes the other still reads (schedule/cores.py). ``pinned``: ids of values
+    that stay in DRAM, never resident (tensors one core writes and the other reads).
 
     Raises:
         ScheduleError: an op's tiles cannot fit (from the chain planner's tile estimates).
         UnsupportedError: a tensor shape the NPU cannot hold.
     """
     p = _Planner(graph, t, zone_bytes, cascade)
-    p.reuse = reuse
+    p.reuse, p.pinned = reuse, pinned
     return p.plan()
 
 
@@ -196,6 +197,7 @@ class _Planner:
     def __init__(self, graph: Graph, t: Target, zone_bytes: int, cascade: bool):
         self.g, self.t, self.zone_bytes, self.cascade = graph, t, zone_bytes, cascade
         self.reuse = True
+        self.pinned: frozenset = frozenset()
         self.tensors: dict[int, Tensor] = {}
         self.res: dict[int, Resident] = {}
         self.op_base: dict[int, int] = {}
@@ -224,6 +226,9 @@ class _Planner:
             out_off = align_up(out_off + tensor.nbytes, al)
         bufs, resident, chains = self._plan_with_chains(out_roots)
         bufs = [(v, b) for v, b in bufs if id(v) not in resident]
+        if not self.reuse:   # DRAM tensors live for the whole program (the zone is per core)
+            for _, b in bufs:
+                b.first, b.last = 0, len(self.npu_nodes)
         arena = plan_arena([b for _, b in bufs], al)
         for v, b in bufs:
             self.tensors[id(v)] = Tensor(Region.ACT, b.offset, hwc(v), elem_bytes(v))
@@ -361,8 +366,6 @@ class _Planner:
             for w in self._alias_writers(v):   # channel views written before the concat
                 first = min(first, step.get(id(w), i))
             h, w_, c = hwc(v)
-            if not self.reuse:   # live for the whole program
-                first, last = 0, len(npu_nodes)
             bufs.append((v, Buffer(v.name, h * w_ * c * elem_bytes(v), first, last)))
         self.res = {}
         resident = self._plan_resident(bufs)
@@ -420,7 +423,8 @@ class _Planner:
                                             vb[1].first))
         chosen: list[tuple[Value, Buffer]] = []
         for v, b in cand:
-            if b.size_bytes > self.zone_bytes or id(v) in self.views.tied:
+            if b.size_bytes > self.zone_bytes or id(v) in self.views.tied \
+                    or id(v) in self.pinned:
                 continue
             trial = [Buffer(x.key, x.size_bytes, x.first, x.last) for _, x in chosen + [(v, b)]]
             if plan_arena(trial, al) <= self.zone_bytes:
