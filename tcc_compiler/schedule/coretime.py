@@ -100,39 +100,48 @@ def replay_cores(cmds: list[C.Command], t: Target, cross: bool = True
     sig_end: dict[int, list[float]] = {}
     now, left = 0.0, sum(len(q) for q in pl.by_queue)
     while left:
-        now = _start_ready(pl, cmds, t, now, head, done, run, start, end, sig_end)
+        _start_ready(pl, cmds, t, now, head, done, run, start, end, sig_end)
         left = sum(len(q) - h for q, h in zip(pl.by_queue, head)) + sum(
             r is not None for r in run)
         if not left:
             break
-        busy = [False] * len(pl.ranges)
-        for r in run:
-            if r is not None and now >= r[1] - _EPS and r[2] > _EPS:
-                busy[pl.core[r[0]]] = True
-        rate = [0.5 if any(busy[:c] + busy[c + 1:]) else 1.0 for c in range(len(busy))]
-        nxt = math.inf
-        for r in run:
-            if r is not None:
-                nxt = min(nxt, r[1] if now < r[1] - _EPS else now + r[2] / rate[pl.core[r[0]]])
-        nxt = min(nxt, _next_release(pl, t, head, now, sig_end))
+        rate = _rates(pl, run, now)
+        nxt = min([r[1] if now < r[1] - _EPS else now + r[2] / rate[pl.core[r[0]]]
+                   for r in run if r is not None]
+                  + [_next_release(pl, t, head, now, sig_end)])
         if nxt == math.inf:
             raise ValueError("multi-core replay: the waits deadlock")
-        for q, r in enumerate(run):
-            if r is None:
-                continue
-            if now >= r[1] - _EPS:
-                r[2] -= (nxt - now) * rate[pl.core[r[0]]]
-            if nxt >= r[1] - _EPS and r[2] <= _EPS:
-                end[r[0]] = nxt
-                done[q] += 1
-                run[q] = None
-                if isinstance(cmds[r[0]], C.SemSignal):
-                    sig_end.setdefault(cmds[r[0]].sem, []).append(nxt)
+        _advance(pl, cmds, run, now, nxt, rate, end, done, sig_end)
         now = nxt
     for c, (a, b) in enumerate(pl.ranges):   # END: its core's last end
         last = max((end[j] for j in range(a, b - 1)), default=0.0)
         start[b - 1] = end[b - 1] = last
     return [(math.ceil(s - _EPS), math.ceil(e - _EPS)) for s, e in zip(start, end)]
+
+
+def _rates(pl: _Plan, run, now: float) -> list[float]:
+    """Per core, the share of the DRAM rate its transfers get at ``now``: half while another
+    core has a transfer in flight, else all."""
+    busy = [False] * len(pl.ranges)
+    for r in run:
+        if r is not None and now >= r[1] - _EPS and r[2] > _EPS:
+            busy[pl.core[r[0]]] = True
+    return [0.5 if any(busy[:c] + busy[c + 1:]) else 1.0 for c in range(len(busy))]
+
+
+def _advance(pl: _Plan, cmds, run, now: float, nxt: float, rate, end, done, sig_end) -> None:
+    """Move every running command from ``now`` to ``nxt``; finish those done by then."""
+    for q, r in enumerate(run):
+        if r is None:
+            continue
+        if now >= r[1] - _EPS:
+            r[2] -= (nxt - now) * rate[pl.core[r[0]]]
+        if nxt >= r[1] - _EPS and r[2] <= _EPS:
+            end[r[0]] = nxt
+            done[q] += 1
+            run[q] = None
+            if isinstance(cmds[r[0]], C.SemSignal):
+                sig_end.setdefault(cmds[r[0]].sem, []).append(nxt)
 
 
 def _ready(pl: _Plan, t: Target, j: int, now: float, done, sig_end) -> bool:

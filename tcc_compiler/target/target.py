@@ -159,7 +159,8 @@ class Target:
         name = data.get("name")
         if not isinstance(name, str) or not name:
             raise FormatError(f"{where}.name: expected a non-empty string, got {name!r}")
-        values = {f: data.get(f, _OPTIONAL[f]) if f.startswith(("depthwise_", "int16_", "cores", "sem_"))
+        optional = ("depthwise_", "int16_", "cores", "sem_")
+        values = {f: data.get(f, _OPTIONAL[f]) if f.startswith(optional)
                   else data.get(f) for f in _RECORDED}
         problem = _check_values(values)
         if problem:

@@ -58,7 +58,8 @@ def conv_net(seed: int = 0) -> onnx.ModelProto:
              helper.make_node("Conv", ["p", "w4", "b4"], ["c4"], kernel_shape=[1, 1]),
              helper.make_node("GlobalAveragePool", ["c4"], ["y"])]
     g = helper.make_graph(
-        nodes, "two_cores", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 28, 28])],
+        nodes, "two_cores",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 28, 28])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 1, 1])],
         [numpy_helper.from_array(v.astype(np.float32), n) for n, v in inits.items()])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
