@@ -34,6 +34,7 @@ from typing import Callable
 
 from tcc_compiler.errors import ScheduleError
 from tcc_compiler.ir.graph import Graph, Node
+from tcc_compiler.schedule.balance import Balancer, rough_cycles
 from tcc_compiler.schedule.coretime import stream_period
 from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, Op, VIEW_OPS
 from tcc_compiler.isa import commands as C
@@ -222,8 +223,9 @@ class _CoreLowering:
     cascaded may run on core 1."""
 
     def __init__(self, graph: Graph, t: Target, cores: int, compressor, assign,
-                 zone_bytes: int = 0, cascade: bool = False):
+                 zone_bytes: int = 0, cascade: bool = False, balance: bool = False):
         self.graph, self.t, self.assign = graph, t, assign
+        self.bal = Balancer(t) if balance else None
         self.mem: MemoryPlan = plan_memory(graph, t, zone_bytes, cascade, reuse=False,
                                            pinned=crossing(graph, assign))
         self.ems = [Emitter(t.sram_capacity_bytes, t.sram_align_bytes) for _ in range(cores)]
@@ -270,9 +272,21 @@ class _CoreLowering:
             core = self.assign(n) if self.assign is not None else None
             if core is None and self.splittable(n):
                 self._conv(n)
+            elif core is None and self.bal is not None and self.free_op(n):
+                c, finish = self.bal.best_core(n, rough_cycles(n, self.t))
+                self.bal.record(n, self.mem.conv_output(n) if n.op is Op.CONV else n.output,
+                                c, finish)
+                self._whole(n, c)
             else:
                 self._whole(n, core or 0)
         return self._program()
+
+    def free_op(self, n: Node) -> bool:
+        """An op none of whose operands is resident in core 0's SRAM (either core may run
+        it)."""
+        mem = self.mem
+        out = mem.conv_output(n) if n.op is Op.CONV else n.output
+        return all(mem.resident(v) is None for v in [*n.inputs, out] if v is not None)
 
     def _chain(self, n: Node) -> None:
         """A cascaded chain, on the core of its last op.
@@ -306,8 +320,18 @@ class _CoreLowering:
         plan = plan_conv(g, t, t.sram_capacity_bytes - self.mem.base(n) - lut,
                          self.mem.conv_residency(n, g))
         sp = split_choice(g, plan, t)
+        core = 0
+        if self.bal is not None:   # whole on the core free first, or split, by estimate
+            out = self.mem.conv_output(n)
+            core, finish = self.bal.best_core(n, sp.whole_cycles)
+            split_end = self.bal.split_finish(n, sp.est_cycles)
+            if sp.how != "none" and split_end < finish:
+                self.bal.record(n, out, None, split_end)
+            else:
+                self.bal.record(n, out, core, finish)
+                sp = dataclasses.replace(sp, how="none")
         if sp.how == "none":
-            self._whole(n, 0)
+            self._whole(n, core)
             return
         info = new_info(n)
         blobs, cfg = conv_setup(self.weights, t, n, g, min(sp.plan.ocb, g.o), info, self.memo)
@@ -354,15 +378,18 @@ class _CoreLowering:
 
 
 def lower_spatial(graph: Graph, t: Target, compressor: BlockCompressor | None = None,
-                  zone_bytes: int = 0, cascade: bool = False) -> Program:
+                  zone_bytes: int = 0, cascade: bool = False, balance: bool = False) -> Program:
     """The two-core program with each conv/FC split as :func:`split_choice` prices lowest,
     core 0 keeping a resident zone of ``zone_bytes`` and, with ``cascade``, the cascaded
-    chains of the single-core memory plan (ops touching them are not split).
+    chains of the single-core memory plan (ops touching them are not split). With
+    ``balance``, an op not split runs on the core where it would finish first
+    (:class:`~tcc_compiler.schedule.balance.Balancer`), and a conv is split only when that
+    finishes before running it whole there.
 
     Raises:
         ScheduleError: an op cannot be tiled into one core's SRAM.
     """
-    return _CoreLowering(graph, t, 2, compressor, None, zone_bytes, cascade).run()
+    return _CoreLowering(graph, t, 2, compressor, None, zone_bytes, cascade, balance).run()
 
 
 def lower_pipelined(graph: Graph, t: Target, compressor: BlockCompressor | None,

@@ -86,13 +86,15 @@ def lower_multi(graph: Graph, target: Target, compress_weights: bool, cores: int
     lw, single, single_cycles = search_parts(graph, target, ZONE_FRACTIONS, comp, {})
     est: dict = {"single_core_cycles": single_cycles}
     best = None
-    for zone, casc in sorted({(lw.zone_bytes, lw.cascade), (0, False)}):
+    for zone, casc, bal in sorted({(lw.zone_bytes, lw.cascade, b) for b in (False, True)}
+                                  | {(0, False, b) for b in (False, True)}):
         try:
-            prog = lower_spatial(graph, target, comp, zone, casc)
+            prog = lower_spatial(graph, target, comp, zone, casc, bal)
         except ScheduleError:
             continue
         cyc = max((e for _, e in replay_cores(prog.commands, target)), default=0)
-        est[f"spatial_latency_cycles_zone{zone}{'_cascade' if casc else ''}"] = cyc
+        est[f"spatial_latency_cycles_zone{zone}{'_cascade' if casc else ''}"
+            f"{'_balanced' if bal else ''}"] = cyc
         if best is None or cyc < best[0]:
             best = (cyc, prog)
     try:

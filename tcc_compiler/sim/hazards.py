@@ -38,6 +38,7 @@ import numpy as np
 from tcc_compiler.errors import ExecutionError
 from tcc_compiler.isa import spec
 from tcc_compiler.isa.commands import Access, Command, Registers, Space
+from tcc_compiler.sim.cores import base_order
 
 log = logging.getLogger(__name__)
 
@@ -146,37 +147,9 @@ class Ordering:
         self.sem_need: dict[int, tuple[int, int]] = {}
         self._signals: dict[int, list[int]] = {}
         self._accesses: list[list[Access]] | None = None
-        self.base_order = self._base_order()
+        self.base_order = base_order(cmds, self.ranges)
         for j in self.base_order:
             self._add(j)
-
-    def _base_order(self) -> list[int]:
-        """Each core's stream in order, switching core when its next command is a SEM_WAIT
-        whose count the signals placed so far do not reach (see the class docstring)."""
-        if len(self.ranges) == 1:
-            return list(range(len(self.cmds)))
-        heads = [a for a, _ in self.ranges]
-        counts: dict[int, int] = {}
-        order: list[int] = []
-        while len(order) < len(self.cmds):
-            moved = False
-            for c, (_, b) in enumerate(self.ranges):
-                while heads[c] < b:
-                    cmd = self.cmds[heads[c]]
-                    if cmd.opcode == spec.SEM_WAIT.opcode \
-                            and counts.get(cmd.sem, 0) < cmd.count:
-                        break
-                    if cmd.opcode == spec.SEM_SIGNAL.opcode:
-                        counts[cmd.sem] = counts.get(cmd.sem, 0) + 1
-                    order.append(heads[c])
-                    heads[c] += 1
-                    moved = True
-            if not moved:
-                stuck = [f"core {c} command {heads[c]} ({self.cmds[heads[c]].name})"
-                         for c, (_, b) in enumerate(self.ranges) if heads[c] < b]
-                raise ExecutionError("schedule: the cores' waits deadlock ("
-                                     + ", ".join(stuck) + " can never start)")
-        return order
 
     def _add(self, j: int) -> None:
         """Compute command ``j``'s clock from its dependencies (all already added)."""
