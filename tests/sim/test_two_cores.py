@@ -358,3 +358,27 @@ def test_cores_beyond_the_target_and_deadlock_refused():
 def test_cores_option_checked():
     with pytest.raises(InputError, match="cores = 3"):
         api.compile(conv_net(), "28x28x16", cores=3)
+
+
+@pytest.mark.slow
+def test_cli_compile_with_two_cores(two, tmp_path, capsys):
+    """``tccc compile --cores 2`` writes a two-core folder and says so."""
+    from tests.helpers.cli import run_cli
+
+    path, _, _ = two
+    rng = np.random.default_rng(1)
+    calib = tmp_path / "c.npy"
+    np.save(calib, rng.uniform(-2, 2, (1, 16, 28, 28)).astype(np.float32))
+    code, out, _ = run_cli(["compile", str(path), "--input", "28x28x16", "--calib", str(calib),
+                            "-o", str(tmp_path / "out"), "--cores", "2"], capsys)
+    assert code == 0 and "2 cores: kept spatial split" in out
+    assert load_program(tmp_path / "out").cmd.cores == 2
+
+
+def test_cli_cores_3_is_a_usage_error(tmp_path, capsys):
+    from tcc_compiler.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["compile", str(tmp_path / "m.onnx"), "--input", "28x28x16", "-o",
+              str(tmp_path / "o"), "--cores", "3"])
+    assert e.value.code == 2 and "--cores" in capsys.readouterr().err

@@ -236,7 +236,21 @@ def _print_summary(args, r: dict) -> None:
               f"quantized_network.bin {r['weight_bytes']:,} B{ratio}; NPU ops: {ops}; "
               f"{r['macs'] / 1e9:.2f} GMAC, estimated "
               f"{format_latency(r['estimated_latency_ms'])} on {r['target']}")
+        _print_cores(r.get("cores"))
         _print_precision(r.get("precision"))
+
+
+def _print_cores(c: dict | None) -> None:
+    """One line on a ``--cores 2`` compile: what was kept, latency next to one core's,
+    stream throughput and per-core utilisation."""
+    if not c or not c.get("estimates"):
+        return
+    one = c["estimates"]["single_core_cycles"]
+    util = ", ".join(f"core {p['core']} {p['utilisation']:.0%}" for p in c["per_core"])
+    print(f"2 cores: kept {c['kept']}; latency {c['latency_cycles']:,} cycles (one core "
+          f"{one:,}, x{one / c['latency_cycles']:.2f}); stream {c['stream_images_per_s']:.0f} "
+          f"images/s (x{one / c['stream_period_cycles']:.2f}, {c['stream_schedule']}); "
+          f"utilisation {util}")
 
 
 def _print_precision(p: dict | None) -> None:
