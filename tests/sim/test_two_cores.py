@@ -106,6 +106,9 @@ def test_compiles_to_a_spatial_split_faster_than_one_core(two):
     tracks = {(e.get("pid"), e.get("tid")) for e in m.artifacts.trace["traceEvents"]
               if e.get("ph") == "X"}
     assert len({tid for _, tid in tracks}) == 6      # one track per queue of each core
+    from tcc_compiler.report.timeline_view import chart_rows
+    assert chart_rows(m.artifacts.trace) == [
+        f"core {c} {q}" for c in (0, 1) for q in ("LOAD", "COMPUTE", "STORE")]
 
 
 def test_bit_exact_and_hazard_free(two):
