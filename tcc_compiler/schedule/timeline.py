@@ -101,7 +101,7 @@ def timeline(program: Program, t: Target) -> list[Span]:
     by :func:`~tcc_compiler.schedule.coretime.replay_cores` (shared bandwidth, semaphores);
     its ENDs are placed at the program's end.
     """
-    if program.cores > 1:
+    if getattr(program, "cores", 1) > 1:
         return _timeline_cores(program, t)
     ends: dict[Queue, list[int]] = {q: [] for q in QUEUES}
     regs = C.Registers()
