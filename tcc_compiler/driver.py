@@ -166,6 +166,7 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
         opts.dump_ir, opts.print_ir_before, opts.print_ir_after)
     t_start = time.perf_counter()
     tgt = opts.target if isinstance(opts.target, Target) else load_target(opts.target)
+    check_cores(opts.cores, tgt)   # before any work
     timings = {}
 
     try:
@@ -413,8 +414,23 @@ def lower_program(graph: Graph, tgt: Target, options: CompileOptions = DEFAULTS)
 
     Raises:
         ScheduleError: an op that cannot be tiled into the target's SRAM.
+        InputError: ``options.cores`` is not 1 or 2, or more than the target has.
     """
-    return lower(graph, tgt, compress_weights=options.compress_weights)
+    check_cores(options.cores, tgt)
+    return lower(graph, tgt, compress_weights=options.compress_weights, cores=options.cores)
+
+
+def check_cores(cores, tgt: Target) -> None:
+    """Refuse a ``cores`` option that is not 1 or 2 or exceeds the target's cores.
+
+    Raises:
+        InputError: naming the value and the target's ``compute.cores``.
+    """
+    if isinstance(cores, bool) or cores not in (1, 2):
+        raise InputError(f"cores = {cores!r}: choose 1 or 2")
+    if cores > tgt.cores:
+        raise InputError(f"cores = {cores}: target {tgt.name} has {tgt.cores} NPU core(s) "
+                         "(compute.cores)")
 
 
 def emit(model, graph: Graph, float_graph: Graph, program: Program,

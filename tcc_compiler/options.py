@@ -75,6 +75,9 @@ class CompileOptions:
             ``tccc analyze`` lists them).
         precision_goal_db: ``auto``'s goal (dB, >= 0): the network output's SQNR vs float on
             the calibration inputs at most this far below all-int16's.
+        cores: NPU cores the program uses, 1 or 2 (at most the target's ``compute.cores``):
+            with 2, each conv is split between the cores by rows or output channels as the
+            cost model prices lowest (schedule/cores.py); 1 keeps the single-core program.
     """
 
     input_whc: str | tuple[int, int, int] | None = None
@@ -94,6 +97,7 @@ class CompileOptions:
     strict: bool = False
     precision: Any = "int8"
     precision_goal_db: float = DEFAULT_GOAL_DB
+    cores: int = 1
 
     def __post_init__(self) -> None:
         # sequences are stored as tuples so that a frozen record cannot change under a caller

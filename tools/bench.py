@@ -15,14 +15,16 @@ cycle model of specs/target.md, NOT a measurement of the chip) with its ratio to
 bound and to the SRAM-capacity bound (weights beyond the SRAM cannot be prefetched; see
 specs/target.md), and DRAM traffic over the minimal traffic. Then the latency ratios between
 resolutions next to the vendor's. With ``--run`` it also times the reference executor and ONNX
-Runtime (float) per image.
+Runtime (float) per image. With ``--cores 2`` each model compiles for both NPU cores
+(specs/target.md "Two cores") and its line adds the one-core and two-core estimated latency,
+the stream throughput (spatial split or pipelined, whichever is faster) and the speed-ups.
 
 ``--speed`` instead runs ``tools/bench_speed.py`` (compile time next to ONNX Runtime's
 ``quantize_static``, compile without calibration, executor / ``run --check`` / ONNX Runtime
 FP32 per image, each in a process of its own; arguments after ``--speed`` go to it).
 
 Usage: python tools/bench.py [--models resnet50:224x224x3 resnet18:640x320x3 ...] [--run]
-       [--images N] [--calib N] [--json FILE]
+       [--images N] [--calib N] [--json FILE] [--cores 1|2]
        python tools/bench.py --speed [--models resnet50:224x224x3 FILE.onnx:224x224x3 ...]
 """
 
@@ -87,8 +89,32 @@ RATIOS = [(("resnet50", "640x320x3"), ("resnet50", "224x224x3")),
           (("resnet18", "960x520x3"), ("resnet18", "640x320x3"))]
 
 
+def cores_figures(r: dict, clock_hz: int = 1_000_000_000) -> dict | None:
+    """The two-core figures of a ``--cores 2`` report (summed over the NPU segments of a
+    segmented one): one-core and two-core latency (ms), the two-core stream period (ms per
+    image), their speed-ups over one core, which program was kept and per-core utilisation;
+    None for a one-core compile."""
+    rows = ([s["cores"] for s in r["segments"] if s["device"] == "npu"]
+            if r.get("layout") == "segmented" else [r.get("cores")])
+    if not rows or any(c is None or not c.get("estimates") for c in rows):
+        return None
+    one = sum(c["estimates"]["single_core_cycles"] for c in rows)
+    two = sum(c["latency_cycles"] for c in rows)
+    split = sum(c["estimates"]["spatial_latency_cycles"] or one for c in rows)
+    stream = sum(c["stream_period_cycles"] for c in rows)
+    return {"one_core_ms": round(one / clock_hz * 1e3, 3),
+            "two_core_ms": round(two / clock_hz * 1e3, 3),
+            "spatial_split_ms": round(split / clock_hz * 1e3, 3),
+            "stream_ms_per_image": round(stream / clock_hz * 1e3, 3),
+            "latency_speedup": round(one / two, 3), "stream_speedup": round(one / stream, 3),
+            "kept": [c["kept"] for c in rows],
+            "stream_schedule": [c["stream_schedule"] for c in rows],
+            "utilisation": [[p["utilisation"] for p in c["per_core"]] for c in rows]}
+
+
 def bench_one(name: str, whc: str, n_images: int, workdir: Path, n_calib: int = 2,
-              run: bool = False, compress_weights: bool | None = None) -> dict:
+              run: bool = False, compress_weights: bool | None = None,
+              cores: int = 1) -> dict:
     """Compile (and with ``run`` execute) one zoo model; return the measured figures
     (``compress_weights``: see :class:`tcc_compiler.options.CompileOptions`; None = its
     default)."""
@@ -105,6 +131,8 @@ def bench_one(name: str, whc: str, n_images: int, workdir: Path, n_calib: int = 
     calib = bundled_photos("calib")[:n_calib]
     t0 = time.perf_counter()
     opts = {} if compress_weights is None else {"compress_weights": compress_weights}
+    if cores != 1:
+        opts["cores"] = cores
     m = api.compile(model_path, whc, calibration=calib, **opts)
     compile_s = time.perf_counter() - t0
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -116,6 +144,7 @@ def bench_one(name: str, whc: str, n_images: int, workdir: Path, n_calib: int = 
         "command_kb": vendor[0], "weight_mb": vendor[1], "latency_ms": vendor[2]}
     if r.get("layout") == "segmented":   # NPU and host segments: no single roofline
         return {"model": name, "input": whc, "segmented": True, "vendor": vendor,
+                "cores": cores_figures(r),
                 "compile_s": round(compile_s, 2), "peak_rss_mib": round(peak_mib, 1),
                 "command_bytes": r["command_bytes"], "weight_bytes": r["weight_bytes"],
                 "estimated_latency_ms": round(r["estimated_latency_ms"], 3),
@@ -142,6 +171,7 @@ def bench_one(name: str, whc: str, n_images: int, workdir: Path, n_calib: int = 
         "cascaded_ops": sum(li["tiling"].startswith("cascade") for li in r["layers"]),
     }
     res["vendor"] = vendor
+    res["cores"] = cores_figures(r)
     if not run:
         return res
     prog = load_program(out)
@@ -167,6 +197,16 @@ def bench_one(name: str, whc: str, n_images: int, workdir: Path, n_calib: int = 
     return res
 
 
+def format_cores(c: dict | None) -> str:
+    """The two-core part of a line ("" for a one-core compile)."""
+    if not c:
+        return ""
+    return (f"; 2 cores: latency {c['two_core_ms']:.2f} ms vs {c['one_core_ms']:.2f} ms on one "
+            f"(x{c['latency_speedup']:.2f}; spatial split {c['spatial_split_ms']:.2f} ms; kept "
+            f"{', '.join(c['kept'])}), stream {c['stream_ms_per_image']:.2f} ms/image "
+            f"(x{c['stream_speedup']:.2f} throughput; {'; '.join(c['stream_schedule'])})")
+
+
 def format_result(r: dict) -> str:
     """One model's figures as a line, each next to the vendor's where published."""
     v = r["vendor"] or {}
@@ -182,7 +222,8 @@ def format_result(r: dict) -> str:
                 f"{r['estimated_latency_ms']:.2f} ms{vs('latency_ms')} + host "
                 f"{r['estimated_host_ms']:.2f} ms + boundaries {r['estimated_boundary_ms']:.2f}"
                 f" ms ({r['boundary_bytes'] / 1e6:.1f} MB converted; host figures from the "
-                f"target's [host] assumptions); compile {r['compile_s']} s")
+                f"target's [host] assumptions); compile {r['compile_s']} s"
+                + format_cores(r.get("cores")))
     line = (f"{r['model']} {r['input']}: npu_cmd.bin {r['command_bytes'] / 1000:.1f} KB"
             f"{vs('command_kb')}, quantized_network.bin {r['weight_bytes'] / 1e6:.2f} MB"
             f"{vs('weight_mb')} (compression ratio {r.get('weight_ratio', 1.0):.3f}), "
@@ -193,6 +234,7 @@ def format_result(r: dict) -> str:
             f"cascaded), MAC util "
             f"{r['mac_utilisation']:.2f}; compile {r['compile_s']} s (schedule+emit "
             f"{r['schedule_emit_s']} s), peak RSS {r['peak_rss_mib']} MiB")
+    line += format_cores(r.get("cores"))
     if "sim_ms_per_image" in r:
         line += (f"; simulator {r['sim_ms_per_image']} ms/img vs ONNX Runtime FP32 "
                  f"{r['ort_fp32_ms_per_image']} ms/img (ratio {r['sim_over_ort']})")
@@ -233,6 +275,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--no-compress-weights", action="store_true",
                    help="store weights raw (to compare with the default compression)")
+    p.add_argument("--cores", type=int, choices=(1, 2), default=1,
+                   help="NPU cores to compile for (2: adds one- vs two-core latency and "
+                        "stream throughput to each line)")
     args = p.parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory(prefix="tccc-bench-") as tmp:
@@ -241,7 +286,8 @@ def main(argv=None) -> int:
         for name, whc in available(items):
             try:
                 r = bench_one(name, whc, args.images, Path(tmp), args.calib, args.run,
-                              compress_weights=not args.no_compress_weights)
+                              compress_weights=not args.no_compress_weights,
+                              cores=args.cores)
             except TccError as exc:   # a row tccc cannot compile yet: say so, go on
                 print(f"{name} {whc}: not compiled: {exc}")
                 sys.stdout.flush()

@@ -21,6 +21,8 @@ from tcc_compiler.isa.disasm import disassemble
 
 FORMAT_MAJOR = 3   # 3: strided tile operands, image-mode flag (specs/isa.md)
 FORMAT_MINOR = 0
+#: Minor version of a multi-core file (header field ``cores`` > 1; single-core files stay 3.0).
+FORMAT_MINOR_CORES = 1
 HEADER_BYTES = 64
 SECTION_ALIGN = 64
 TOOL_VERSION_BYTES = 16
@@ -32,10 +34,11 @@ HeaderField = tuple[str, str, str]
 CMD_HEADER_FIELDS: tuple[HeaderField, ...] = (
     ("magic", "4s", 'b"TNPC"'),
     ("version_major", "H", "format major version (3); readers reject other majors"),
-    ("version_minor", "H", "format minor version (0); readers accept any minor"),
+    ("version_minor", "H", "format minor version (0; 1 for a multi-core program); readers "
+                          "accept any minor"),
     ("header_bytes", "I", "header size, a multiple of 64 (64); the stream starts here"),
     ("stream_bytes", "I", "command stream size in bytes; the file ends there"),
-    ("n_commands", "I", "number of commands, END included"),
+    ("n_commands", "I", "number of commands, END included (of all cores)"),
     ("stream_crc32", "I", "zlib.crc32 of the command stream"),
     ("sram_peak_bytes", "I", "SRAM the program uses at its peak (bytes); the target's "
                         "capacity must be at least this"),
@@ -43,7 +46,10 @@ CMD_HEADER_FIELDS: tuple[HeaderField, ...] = (
     ("input_bytes", "I", "size of DRAM region INPUT (bytes, <= 2**30)"),
     ("output_bytes", "I", "size of DRAM region OUTPUT (bytes, <= 2**30)"),
     ("tool_version", "16s", "ASCII version of the tool that wrote the file, NUL-padded"),
-    ("reserved", "4s", "reserved, zero"),
+    ("cores", "B", "NPU cores the program uses; 0 = one core (every format 3.0 file). With "
+                   "n > 1 (minor 1) the stream holds n per-core streams one after the other, "
+                   "each ending with its END, each coded with fresh register histories"),
+    ("reserved", "3s", "reserved, zero"),
     ("header_crc32", "I", "zlib.crc32 of header bytes 0..59"),
 )
 
@@ -148,6 +154,9 @@ def unpack_header(data: bytes, st: struct.Struct, fields: tuple[HeaderField, ...
                           f">= 64, file is {len(data)} bytes)")
     if minor == 0 and any(vals["reserved"]):
         raise FormatError(f"{path}: header field reserved is not zero")
+    if minor == 0 and vals.get("cores", 0):
+        raise FormatError(f"{path}: header field cores = {vals['cores']} in a format 3.0 file "
+                          "(must be 0)")
     vals["tool_version"] = decode_tool_version(vals["tool_version"], path)
     return vals
 
@@ -173,6 +182,9 @@ class CmdFile:
         commands: decoded commands in stream order (END last).
         offsets: stream byte offset of each command (add ``header_bytes`` for file offsets).
         slots: history slot each command was coded against (0..3).
+        cores: NPU cores the program uses (1 for a single-core file, whose header holds 0).
+            ``commands`` then holds the per-core streams one after the other, each ending
+            with END (:meth:`core_ranges`).
     """
 
     path: str
@@ -188,6 +200,11 @@ class CmdFile:
     commands: tuple[Command, ...]
     offsets: tuple[int, ...] = ()
     slots: tuple[int, ...] = ()
+    cores: int = 1
+
+    def core_ranges(self) -> list[tuple[int, int]]:
+        """[start, end) command indices of each core's stream (END included)."""
+        return core_ranges(self.commands)
 
     def disassemble(self, comments=None) -> str:
         """Listing of the commands with file byte offsets (see :func:`isa.disasm.disassemble`)."""
@@ -195,9 +212,58 @@ class CmdFile:
                            offsets=self.offsets or None)
 
 
+def core_ranges(cmds) -> list[tuple[int, int]]:
+    """[start, end) indices of the END-terminated per-core streams of ``cmds`` (one range
+    per END; commands after the last END form no range)."""
+    out, start = [], 0
+    for i, c in enumerate(cmds):
+        if c.opcode == spec.END.opcode:
+            out.append((start, i + 1))
+            start = i + 1
+    return out
+
+
+def cores_problem(cmds, cores: int) -> str | None:
+    """Why ``cmds`` is not ``cores`` well-terminated per-core streams, or None: each core's
+    stream ends with its one END, every SEM_SIGNAL/SEM_WAIT names a semaphore below
+    :data:`~tcc_compiler.isa.spec.N_SEMAPHORES`, each semaphore is signalled by one core only,
+    and no SEM_WAIT waits for more signals than the program holds (it would never be
+    released)."""
+    if cores == 1:
+        return end_problem(list(cmds))
+    ranges = core_ranges(cmds)
+    if not cmds or cmds[-1].opcode != spec.END.opcode:
+        return "command stream does not end with END"
+    if len(ranges) != cores:
+        return (f"{cores} cores need {cores} END-terminated streams, the stream holds "
+                f"{len(ranges)}")
+    signals: dict[int, int] = {}
+    owner: dict[int, int] = {}
+    for core, (a, b) in enumerate(ranges):
+        for i in range(a, b):
+            c = cmds[i]
+            if c.opcode in (spec.SEM_SIGNAL.opcode, spec.SEM_WAIT.opcode) \
+                    and c.sem >= spec.N_SEMAPHORES:
+                return (f"command {i} ({c.name}) of core {core}: semaphore {c.sem} outside "
+                        f"0..{spec.N_SEMAPHORES - 1}")
+            if c.opcode == spec.SEM_SIGNAL.opcode:
+                if owner.setdefault(c.sem, core) != core:
+                    return (f"command {i} (SEM_SIGNAL) of core {core}: semaphore {c.sem} is "
+                            f"also signalled by core {owner[c.sem]} (one core per semaphore)")
+                signals[c.sem] = signals.get(c.sem, 0) + 1
+    for core, (a, b) in enumerate(ranges):
+        for i in range(a, b):
+            c = cmds[i]
+            if c.opcode == spec.SEM_WAIT.opcode and not 1 <= c.count <= signals.get(c.sem, 0):
+                return (f"command {i} (SEM_WAIT) of core {core}: waits for semaphore {c.sem} "
+                        f"to reach {c.count}, the program signals it "
+                        f"{signals.get(c.sem, 0)} time(s): it would never be released")
+    return None
+
+
 def write_cmd_file(commands: list[Command], *, sram_peak_bytes: int, act_arena_bytes: int,
                    input_bytes: int, output_bytes: int, tool_version: str,
-                   slots: list[int | None] | None = None) -> bytes:
+                   slots: list[int | None] | None = None, cores: int = 1) -> bytes:
     """Serialise a program to ``npu_cmd.bin`` bytes.
 
     Args:
@@ -206,21 +272,29 @@ def write_cmd_file(commands: list[Command], *, sram_peak_bytes: int, act_arena_b
         act_arena_bytes, input_bytes, output_bytes: DRAM region sizes (bytes, each <= 2**30).
         tool_version: ASCII, at most 16 characters.
         slots: optional history slot per command (see :func:`isa.codec.encode_commands`).
+        cores: NPU cores (1..255); with more than one, ``commands`` holds the per-core streams
+            one after the other, each ending with END (header ``cores``, minor version 1).
 
     Raises:
-        InternalError: END missing/misplaced, a field or size out of range.
+        InternalError: END missing/misplaced, a field or size out of range, a bad semaphore.
     """
-    problem = end_problem(list(commands))
+    if not 1 <= cores <= 255:
+        raise InternalError(f"npu_cmd.bin: cores = {cores} outside 1..255")
+    problem = cores_problem(list(commands), cores)
     if problem:
         raise InternalError(f"npu_cmd.bin: {problem}")
     _check_u32("sram_peak_bytes", sram_peak_bytes)
     for name, v in (("act_arena_bytes", act_arena_bytes), ("input_bytes", input_bytes),
                     ("output_bytes", output_bytes)):
         _check_u32(name, v, spec.REGION_OFFSET_MASK + 1)
-    stream = encode_commands(commands, slots)
+    stream = b"".join(   # each core's parser starts with fresh register histories
+        encode_commands(commands[a:b], None if slots is None else slots[a:b])
+        for a, b in core_ranges(commands))
     _check_u32("stream_bytes", len(stream))
     header = pack_header(_CMD_HEADER, CMD_HEADER_FIELDS, {
-        "magic": CMD_MAGIC, "version_major": FORMAT_MAJOR, "version_minor": FORMAT_MINOR,
+        "magic": CMD_MAGIC, "version_major": FORMAT_MAJOR,
+        "version_minor": FORMAT_MINOR if cores == 1 else FORMAT_MINOR_CORES,
+        "cores": 0 if cores == 1 else cores,
         "header_bytes": HEADER_BYTES, "stream_bytes": len(stream),
         "n_commands": len(commands), "stream_crc32": zlib.crc32(stream),
         "sram_peak_bytes": sram_peak_bytes, "act_arena_bytes": act_arena_bytes,
@@ -255,11 +329,14 @@ def read_cmd_file(data: bytes, path: str = "npu_cmd.bin") -> CmdFile:
     if h["n_commands"] > sb:
         raise FormatError(f"{path}: header field n_commands = {h['n_commands']} cannot fit in "
                           f"{sb} stream bytes")
-    cmds, offsets, slots = decode_stream(stream, path)
+    cores = max(1, h["cores"])
+    if h["cores"] == 1:
+        raise FormatError(f"{path}: header field cores = 1 (a single-core file holds 0)")
+    cmds, offsets, slots = decode_stream(stream, path, reset_after_end=cores > 1)
     if len(cmds) != h["n_commands"]:
         raise FormatError(f"{path}: header field n_commands = {h['n_commands']} but the stream "
                           f"holds {len(cmds)} commands")
-    problem = end_problem(cmds)
+    problem = cores_problem(cmds, cores)
     if problem:
         raise FormatError(f"{path}: {problem}")
     return CmdFile(path=path, version_major=h["version_major"],
@@ -267,4 +344,5 @@ def read_cmd_file(data: bytes, path: str = "npu_cmd.bin") -> CmdFile:
                    sram_peak_bytes=h["sram_peak_bytes"], act_arena_bytes=h["act_arena_bytes"],
                    input_bytes=h["input_bytes"], output_bytes=h["output_bytes"],
                    tool_version=h["tool_version"], stream_crc32=h["stream_crc32"],
-                   commands=tuple(cmds), offsets=tuple(offsets), slots=tuple(slots))
+                   commands=tuple(cmds), offsets=tuple(offsets), slots=tuple(slots),
+                   cores=cores)

@@ -24,5 +24,6 @@ def encode_binaries(program: Program, tool_version: str) -> tuple[bytes, bytes]:
     cmd_bin = write_cmd_file(program.commands, sram_peak_bytes=program.sram_peak_bytes,
                              act_arena_bytes=program.act_arena_bytes,
                              input_bytes=program.input_bytes, output_bytes=program.output_bytes,
-                             tool_version=tool_version, slots=program.slots)
+                             tool_version=tool_version, slots=program.slots,
+                             cores=program.cores)
     return cmd_bin, write_weight_file(program.weights, tool_version)

@@ -56,6 +56,7 @@ def build_manifest(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, 
         "model": {"source": str(source) if source else graph.name, "sha256": sha,
                   "opset": graph.meta.get("opset")},
         "target": tgt.to_dict(),
+        "cores": program.cores,
         "files": {
             CMD_FILE: {"bytes": len(cmd_bin), "crc32": zlib.crc32(cmd_bin)},
             WEIGHT_FILE: {"bytes": len(weight_bin),

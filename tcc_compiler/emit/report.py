@@ -14,6 +14,7 @@ from tcc_compiler.isa.spec import Queue
 from tcc_compiler.passes import PassManager
 from tcc_compiler.schedule import Program
 from tcc_compiler.schedule.timeline import Span, summary as timeline_summary
+from tcc_compiler.schedule.timeline import per_core
 from tcc_compiler.schedule.timeline import timeline as make_timeline
 from tcc_compiler.schedule import report as perf_report
 from tcc_compiler.target import Target
@@ -27,6 +28,28 @@ def _weight_raw(li) -> dict:
         return {}
     return {"weight_raw_bytes": li.weight_raw_bytes,
             "weight_ratio": round(li.weight_file_bytes / li.weight_raw_bytes, 4)}
+
+
+def cores_report(program: Program, tgt: Target, timeline: list[Span], total: int) -> dict:
+    """The report's ``cores`` object: cores used, single-image latency (cycles, ms), stream
+    throughput (the better of the emitted program run image after image and, for two cores,
+    the pipelined split's period per image, :func:`~tcc_compiler.schedule.coretime.
+    stream_period`) and per core its COMPUTE-queue busy cycles, utilisation and DRAM bytes."""
+    period, how = total, "the emitted program, one image after another"
+    est = program.estimates
+    piped = est.get("pipelined_period_cycles")
+    if piped is not None and piped < period:
+        period, how = piped, (f"pipelined (an estimate; not the emitted program): ops up to "
+                              f"{est['pipelined_cut_after']} on core 0, the rest on core 1")
+    return {"cores": program.cores, "requested": 2 if est else 1,
+            "kept": est.get("kept", "one core"), "estimates": est,
+            "latency_cycles": total,
+            "latency_ms": total / tgt.clock_hz * 1e3,
+            "stream_period_cycles": period,
+            "stream_images_per_s": tgt.clock_hz / period if period else None,
+            "stream_schedule": how,
+            "pipelined_period_cycles": piped,
+            "per_core": per_core(timeline)}
 
 
 def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm: PassManager,
@@ -96,6 +119,7 @@ def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm
             [li.depthwise for li in program.layers]),
         "npu_ops": counts,
         "timeline": timeline_summary(timeline),
+        "cores": cores_report(program, tgt, timeline, total_cycles),
         "layers": layers,
         "passes": {"seconds": pm.stats.seconds, "fired": pm.stats.fired},
         "compile_seconds": timings,

@@ -199,7 +199,7 @@ def build_segment_report(plan, parts: list, tgt, host) -> dict:
                      **{k: r[k] for k in ("command_bytes", "weight_bytes", "commands", "macs",
                                           "estimated_cycles", "estimated_latency_ms",
                                           "sram_peak_bytes", "dram_read_bytes",
-                                          "dram_write_bytes")}})
+                                          "dram_write_bytes")}, "cores": r.get("cores")})
         layers += [{**li, "segment": seg.index} for li in r["layers"]]
     bounds = boundaries(plan, parts, host)
     npu_rows = [r for r in rows if r["device"] == "npu"]

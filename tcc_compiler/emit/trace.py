@@ -2,7 +2,9 @@
 
 Format: the Trace Event Format's JSON object form (``{"traceEvents": [...]}``; Google's "Trace
 Event Format" document, the format Perfetto (ui.perfetto.dev) and chrome://tracing open).
-One process, "NPU (estimated)"; one thread per queue (LOAD, COMPUTE, STORE) holding a complete
+One process, "NPU (estimated)"; one thread per queue (LOAD, COMPUTE, STORE; a multi-core
+program has one per queue of each core, "core 1 LOAD" ..., thread id ``3 * core + 1..3``)
+holding a complete
 event (``"ph": "X"``) per command, named by its mnemonic, with its unit as the category and
 its op, cycles, DRAM bytes and stall in ``args``; a ``wait <QUEUE>`` event fills the time a
 queue sat idle waiting for another; each op is one async span (``"ph": "b"/"e"``, category
@@ -61,12 +63,16 @@ def chrome_trace(spans: list[Span], t: Target, model: str = "") -> dict:
         return round(cycles * us, 4)
 
     events = _meta("process_name", None, f"NPU (estimated, {t.name})")
-    for q in QUEUES:
-        events += _meta("thread_name", QUEUE_TID[q], q.name, QUEUE_TID[q])
+    cores = sorted({s.core for s in spans}) or [0]
+    for c in cores:
+        for q in QUEUES:
+            tid = QUEUE_TID[q] + 3 * c
+            events += _meta("thread_name", tid, q.name if len(cores) == 1
+                            else f"core {c} {q.name}", tid)
     for s in spans:
         if s.queue is Queue.CONTROL:
             continue
-        tid = QUEUE_TID[s.queue]
+        tid = QUEUE_TID[s.queue] + 3 * s.core
         if s.stall:
             events.append({"name": f"wait {s.stalled_on.name}", "cat": "stall", "ph": "X",
                            "pid": NPU_PID, "tid": tid, "ts": ts(s.start - s.stall),

@@ -237,11 +237,12 @@ class _Reader:
                           f"{max_bytes} bytes")
 
 
-def decode_stream(data: bytes, path: str = "command stream"
+def decode_stream(data: bytes, path: str = "command stream", reset_after_end: bool = False
                   ) -> tuple[list[Command], list[int], list[int]]:
     """Decode a whole command stream (``data`` holds exactly the stream).
 
-    Does not check END placement; see :func:`end_problem`.
+    Does not check END placement; see :func:`end_problem`. ``reset_after_end``: the register
+    histories start afresh after every END (a multi-core file's per-core streams).
 
     Returns:
         (commands, byte offset of each command, history slot of each command).
@@ -300,6 +301,8 @@ def decode_stream(data: bytes, path: str = "command stream"
         offsets.append(pos)
         slots.append(slot)
         pos = rd.pos
+        if reset_after_end and cs.opcode == spec.END.opcode:
+            state = _State()
     return cmds, offsets, slots
 
 

@@ -529,10 +529,31 @@ class DmaLoadZ(Command):
         return out
 
 
+@dataclass(frozen=True)
+class SemSignal(Command):
+    """SEM_SIGNAL: add 1 to cross-core semaphore ``sem`` (queue STORE, after the core's earlier
+    stores). Touches no SRAM or DRAM byte."""
+
+    SPEC: ClassVar[CommandSpec] = spec.SEM_SIGNAL
+
+    sem: int
+
+
+@dataclass(frozen=True)
+class SemWait(Command):
+    """SEM_WAIT: hold the core's LOAD queue until semaphore ``sem`` has reached ``count``.
+    Touches no SRAM or DRAM byte."""
+
+    SPEC: ClassVar[CommandSpec] = spec.SEM_WAIT
+
+    sem: int
+    count: int
+
+
 #: opcode -> command class.
 COMMAND_CLASSES: dict[int, type[Command]] = {
     c.SPEC.opcode: c for c in (DmaLoad, DmaStore, ConvCfg, ConvTile, PoolCfg, PoolTile, AddCfg,
-                               AddTile, DmaLoadZ, LutTile, EwTile, End)
+                               AddTile, DmaLoadZ, SemSignal, SemWait, LutTile, EwTile, End)
 }
 _WAIT_NAMES = ("wait_load", "wait_compute", "wait_store")
 

@@ -392,13 +392,34 @@ EW_TILE = _command("EW_TILE", 0xD, Queue.COMPUTE, [
    "int16 operand takes 2 bytes per element (little-endian) and a tile with any int16 "
    "operand runs at the vector unit's int16 rate.")
 
+#: Cross-core semaphores of a multi-core program (SEM_SIGNAL / SEM_WAIT ``sem`` field).
+N_SEMAPHORES = 8
+
+SEM_SIGNAL = _command("SEM_SIGNAL", 0xA, Queue.STORE, [
+    ("sem", U8, "semaphore 0..7 (each semaphore is signalled by one core only)"),
+], "Cross-core semaphore (multi-core programs, specs/isa.md \"Several cores\"): add 1 to "
+   "counter sem, shared by all cores and 0 when the program starts. Dispatched to the STORE "
+   "queue, so it runs after every earlier DMA_STORE of its core has finished: the DRAM bytes "
+   "they wrote are visible to the other cores once the counter moves. Its wait fields order "
+   "it after other queues as for any command.")
+
+SEM_WAIT = _command("SEM_WAIT", 0xB, Queue.LOAD, [
+    ("sem", U8, "semaphore 0..7"),
+    ("count", U32, "value the counter must reach (1..the number of SEM_SIGNALs on sem)"),
+], "Cross-core wait (multi-core programs): the LOAD queue of this core does not start this "
+   "command, nor (in order) any later one, until counter sem has reached count. Counters "
+   "only grow, so the wait is ordered after the count-th SEM_SIGNAL on sem and after "
+   "everything that signal waited for. A decoder refuses a SEM_WAIT whose count exceeds the "
+   "program's SEM_SIGNALs on sem (it would never be released).")
+
 END = _command("END", 0xF, Queue.CONTROL, [],
-               "End of program: waits until all queues have drained. Must be the last command.")
+               "End of program: waits until all queues have drained. Must be the last command (of "
+               "each core's stream in a multi-core program).")
 
 #: The command set, in opcode order.
 COMMANDS: tuple[CommandSpec, ...] = (DMA_LOAD, DMA_STORE, CONV_CFG, CONV_TILE, POOL_CFG,
-                                     POOL_TILE, ADD_CFG, ADD_TILE, DMA_LOAD_Z, LUT_TILE, EW_TILE,
-                                     END)
+                                     POOL_TILE, ADD_CFG, ADD_TILE, DMA_LOAD_Z, SEM_SIGNAL,
+                                     SEM_WAIT, LUT_TILE, EW_TILE, END)
 #: opcode -> spec.
 BY_OPCODE: dict[int, CommandSpec] = {c.opcode: c for c in COMMANDS}
 #: mnemonic -> spec.

@@ -40,13 +40,33 @@ def _bars(trace: dict) -> dict[str, dict[str, list[tuple[float, float]]]]:
     return out
 
 
+def _rows(bars: dict) -> list[tuple[str, str]]:
+    """The chart's rows: :data:`ROWS`, or for a multi-core trace (threads "core 1 LOAD" ...)
+    one row per queue of each core, core by core."""
+    if any(row in bars for row, _ in ROWS):
+        return list(ROWS)
+    order = [q for q, _ in ROWS]
+
+    def key(name: str):
+        parts = name.split()
+        core = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else 0
+        return (core, order.index(parts[-1]) if parts[-1] in order else len(order), name)
+    return [(name, name) for name in sorted(bars, key=key)]
+
+
+def chart_rows(trace: dict) -> list[str]:
+    """The thread names the timeline chart draws as rows, top to bottom."""
+    return [row for row, _ in _rows(_bars(trace))]
+
+
 def timeline_chart(trace: dict) -> str | None:
-    """The timeline as a PNG data URI: one row per queue, each command a bar coloured by unit,
-    idle waits for another queue in light grey; x in microseconds. None when the trace has no
-    command events."""
+    """The timeline as a PNG data URI: one row per queue (of each core), each command a bar
+    coloured by unit, idle waits for another queue in light grey; x in microseconds. None when
+    the trace has no command events."""
     bars = _bars(trace)
     if not bars:
         return None
+    rows = _rows(bars)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,16 +75,16 @@ def timeline_chart(trace: dict) -> str | None:
 
     from tcc_compiler.report.png import png_data_uri
 
-    fig, ax = plt.subplots(figsize=(12, 2.6))
+    fig, ax = plt.subplots(figsize=(12, 0.6 + 0.67 * len(rows)))
     used = set()
-    for y, (row, _) in enumerate(ROWS):
+    for y, (row, _) in enumerate(rows):
         for cat, spans in sorted(bars.get(row, {}).items()):
             colour = UNIT_COLOURS.get(cat, "#999999")
-            ax.broken_barh(spans, (len(ROWS) - 1 - y - 0.4, 0.8), facecolors=colour,
+            ax.broken_barh(spans, (len(rows) - 1 - y - 0.4, 0.8), facecolors=colour,
                            linewidth=0)
             used.add(cat)
-    ax.set_yticks(range(len(ROWS)))
-    ax.set_yticklabels([label for _, label in reversed(ROWS)], fontsize=8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([label for _, label in reversed(rows)], fontsize=8)
     ax.set_xlabel("estimated time (us)")
     ax.legend(handles=[Patch(color=UNIT_COLOURS.get(c, "#999999"), label=c)
                        for c in sorted(used)],

@@ -156,6 +156,9 @@ class Emitter:
         sram_peak: the largest SRAM footprint of any op so far (bytes).
         on_load: called after every LOAD command emitted through :meth:`load` or
             :meth:`load_block` (the cross-op prefetch interleaves its loads there).
+        on_dram_read: called as ``(region, lo, hi)`` before an activation load of DRAM bytes
+            ``[lo, hi)`` is emitted (a multi-core lowering puts its SEM_WAIT there,
+            schedule/cores.py); None: nothing.
     """
 
     def __init__(self, sram_capacity_bytes: int, sram_align: int) -> None:
@@ -163,6 +166,7 @@ class Emitter:
         self.sram_capacity_bytes, self.sram_align = sram_capacity_bytes, sram_align
         self.sram_peak = 0
         self.on_load: Callable[[], None] | None = None
+        self.on_dram_read: Callable[[int, int, int], None] | None = None
         # (SRAM intervals, last compute, last store) of every lowered op
         self._hist: list[tuple[list[tuple[int, int]], Dep, Dep]] = []
         # per DRAM region: (lo, hi, store) byte extents written by the stores so far
@@ -197,14 +201,20 @@ class Emitter:
         """Emit an activation DMA_LOAD that also waits for the latest store overlapping the
         DRAM bytes it reads (read-after-write through DRAM)."""
         region, lo, hi = _extent(f)
-        dep = None
-        for s_lo, s_hi, st in reversed(self._stored.get(region, ())):
-            if s_lo < hi and lo < s_hi:
-                dep = st
-                break
+        if self.on_dram_read is not None:
+            self.on_dram_read(region, lo, hi)
+        dep = self.latest_store(region, lo, hi)
         cmd = self.w.emit(C.DmaLoad, deps + [dep], comment, slot=slot, **f)
         self._loaded()
         return cmd
+
+    def latest_store(self, region: int, lo: int, hi: int) -> Dep:
+        """The latest DMA_STORE emitted here whose DRAM bytes overlap ``[lo, hi)`` of
+        ``region`` (its (queue, index)), or None."""
+        for s_lo, s_hi, st in reversed(self._stored.get(region, ())):
+            if s_lo < hi and lo < s_hi:
+                return st
+        return None
 
     def store(self, deps: list[Dep], comment: str, **f) -> Dep:
         """Emit a DMA_STORE and record the DRAM extent it writes (see :meth:`load`)."""

@@ -17,16 +17,22 @@ The stage, by concern:
 
 from __future__ import annotations
 
+import dataclasses
+
+from tcc_compiler.errors import InternalError, ScheduleError
 from tcc_compiler.ir.graph import Graph
+from tcc_compiler.isa.wcodec import BlockCompressor
+from tcc_compiler.schedule.cores import lower_pipelined, lower_spatial
+from tcc_compiler.schedule.coretime import replay_cores
 from tcc_compiler.schedule.program import Program
-from tcc_compiler.schedule.search import ZONE_FRACTIONS, search
+from tcc_compiler.schedule.search import ZONE_FRACTIONS, search, search_parts
 from tcc_compiler.target import Target
 
 
 def lower(graph: Graph, target: Target,
           zone_fractions: tuple[float, ...] = ZONE_FRACTIONS,
           compress_weights: bool = False, cascade: bool = True,
-          prefetch: bool = True) -> Program:
+          prefetch: bool = True, cores: int = 1) -> Program:
     """Lower a quantized graph to an NPU :class:`Program`.
 
     The SRAM holds a resident zone (whole tensors kept on chip, schedule/memory.py) below
@@ -44,11 +50,63 @@ def lower(graph: Graph, target: Target,
     plan of :data:`~tcc_compiler.schedule.search.HOIST_VARIANTS`
     (:func:`~tcc_compiler.schedule.prefetch.plan_hoist`), kept only when its replay is faster.
 
+    With ``cores`` = 2 the program is :func:`~tcc_compiler.schedule.cores.lower_spatial`'s
+    (each conv split between the cores as the cost model prices lowest), and its
+    ``estimates`` hold the pipelined split's stream period
+    (:func:`~tcc_compiler.schedule.cores.lower_pipelined`,
+    :func:`~tcc_compiler.schedule.coretime.stream_period`); the zone, cascade and prefetch
+    settings apply to one core only.
+
     Raises:
         ScheduleError: an op cannot be tiled into the target's SRAM.
         UnsupportedError: a tensor shape the NPU cannot hold.
+        InternalError: ``cores`` other than 1 or 2.
     """
+    if cores != 1:
+        return lower_multi(graph, target, compress_weights, cores)
     return search(graph, target, zone_fractions, compress_weights, cascade, prefetch)
+
+
+def lower_multi(graph: Graph, target: Target, compress_weights: bool, cores: int) -> Program:
+    """The fastest of the single-core program (:func:`search`) and the two-core spatial split
+    (:func:`~tcc_compiler.schedule.cores.lower_spatial`, core 0 keeping the single-core
+    plan's resident zone and cascades, or with neither), by replayed latency; its
+    ``estimates`` hold all three latencies (cycles), the pipelined split's stream period
+    (cycles per image, :func:`~tcc_compiler.schedule.coretime.stream_period`) and cut, and
+    which program was kept. A model whose layers are bound by the shared DRAM bandwidth may
+    run faster on one core than split: then the one-core program is kept (header cores 0).
+
+    Raises:
+        ScheduleError: an op cannot be tiled into one core's SRAM.
+        InternalError: ``cores`` other than 2.
+    """
+    if cores != 2:
+        raise InternalError(f"lower: {cores} cores (1 or 2 are supported)")
+    comp = BlockCompressor() if compress_weights else None
+    lw, single, single_cycles = search_parts(graph, target, ZONE_FRACTIONS, comp, {})
+    est: dict = {"single_core_cycles": single_cycles}
+    best = None
+    for zone, casc, bal in sorted({(lw.zone_bytes, lw.cascade, b) for b in (False, True)}
+                                  | {(0, False, b) for b in (False, True)}):
+        try:
+            prog = lower_spatial(graph, target, comp, zone, casc, bal)
+        except ScheduleError:
+            continue
+        cyc = max((e for _, e in replay_cores(prog.commands, target)), default=0)
+        est[f"spatial_latency_cycles_zone{zone}{'_cascade' if casc else ''}"
+            f"{'_balanced' if bal else ''}"] = cyc
+        if best is None or cyc < best[0]:
+            best = (cyc, prog)
+    try:
+        _, cut, period = lower_pipelined(graph, target, comp, single, lw.zone_bytes,
+                                         lw.cascade)
+    except ScheduleError:
+        cut, period = None, None
+    est.update(spatial_latency_cycles=best[0] if best else None,
+               pipelined_period_cycles=period, pipelined_cut_after=cut)
+    if best is not None and best[0] < single_cycles:
+        return dataclasses.replace(best[1], estimates=dict(est, kept="spatial split"))
+    return dataclasses.replace(single, estimates=dict(est, kept="one core (faster)"))
 
 
 __all__ = ["lower"]

@@ -119,7 +119,7 @@ class Lowering:
             pf.enter(ctx, n)
         first = ctx.em.n_cmds
         info = new_info(n)
-        _lower_one(ctx, n, info, pf)
+        lower_one(ctx, n, info, pf)
         info.first_cmd, info.end_cmd = first, ctx.em.n_cmds
         if pf is None:
             return info
@@ -133,7 +133,7 @@ class Lowering:
         return info
 
 
-def _lower_one(ctx: OpContext, n: Node, info: LayerInfo, pf: Prefetcher | None) -> None:
+def lower_one(ctx: OpContext, n: Node, info: LayerInfo, pf: Prefetcher | None) -> None:
     """Emit op ``n`` with the lowering of its kind (schedule/ops/).
 
     Raises:

@@ -173,15 +173,22 @@ class MemoryPlan:
                          g.has_shortcut and id(n.input(3)) in self.res)
 
 
-def plan_memory(graph: Graph, t: Target, zone_bytes: int, cascade: bool) -> MemoryPlan:
+def plan_memory(graph: Graph, t: Target, zone_bytes: int, cascade: bool,
+                reuse: bool = True, pinned: frozenset = frozenset()) -> MemoryPlan:
     """Plan DRAM, the resident zone (``zone_bytes``, aligned by the caller) and, with
-    ``cascade``, the chains worth cascading.
+    ``cascade``, the chains worth cascading. ``reuse=False`` gives every activation its own
+    DRAM bytes for the whole program (no reuse of a dead tensor's memory): a multi-core
+    program's cores run ops out of graph order, so a liveness plan in that order would let one
+    core overwrite bytes the other still reads (schedule/cores.py). ``pinned``: ids of values
+    that stay in DRAM, never resident (tensors one core writes and the other reads).
 
     Raises:
         ScheduleError: an op's tiles cannot fit (from the chain planner's tile estimates).
         UnsupportedError: a tensor shape the NPU cannot hold.
     """
-    return _Planner(graph, t, zone_bytes, cascade).plan()
+    p = _Planner(graph, t, zone_bytes, cascade)
+    p.reuse, p.pinned = reuse, pinned
+    return p.plan()
 
 
 class _Planner:
@@ -189,6 +196,8 @@ class _Planner:
 
     def __init__(self, graph: Graph, t: Target, zone_bytes: int, cascade: bool):
         self.g, self.t, self.zone_bytes, self.cascade = graph, t, zone_bytes, cascade
+        self.reuse = True
+        self.pinned: frozenset = frozenset()
         self.tensors: dict[int, Tensor] = {}
         self.res: dict[int, Resident] = {}
         self.op_base: dict[int, int] = {}
@@ -217,6 +226,9 @@ class _Planner:
             out_off = align_up(out_off + tensor.nbytes, al)
         bufs, resident, chains = self._plan_with_chains(out_roots)
         bufs = [(v, b) for v, b in bufs if id(v) not in resident]
+        if not self.reuse:   # DRAM tensors live for the whole program (the zone is per core)
+            for _, b in bufs:
+                b.first, b.last = 0, len(self.npu_nodes)
         arena = plan_arena([b for _, b in bufs], al)
         for v, b in bufs:
             self.tensors[id(v)] = Tensor(Region.ACT, b.offset, hwc(v), elem_bytes(v))
@@ -411,7 +423,8 @@ class _Planner:
                                             vb[1].first))
         chosen: list[tuple[Value, Buffer]] = []
         for v, b in cand:
-            if b.size_bytes > self.zone_bytes or id(v) in self.views.tied:
+            if b.size_bytes > self.zone_bytes or id(v) in self.views.tied \
+                    or id(v) in self.pinned:
                 continue
             trial = [Buffer(x.key, x.size_bytes, x.first, x.last) for _, x in chosen + [(v, b)]]
             if plan_arena(trial, al) <= self.zone_bytes:

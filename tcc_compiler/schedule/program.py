@@ -165,6 +165,11 @@ class Program:
         sram_peak_bytes: peak SRAM bytes the program uses. act_arena_bytes, input_bytes,
             output_bytes: sizes of the ACT, INPUT and OUTPUT DRAM regions.
         inputs, outputs: the network's I/O descriptors. layers: per-op facts, execution order.
+        cores: NPU cores the program uses; with more than one, ``commands`` holds the per-core
+            streams one after the other, each ending with END (schedule/cores.py), and
+            ``sram_peak_bytes`` is the largest core's.
+        estimates: figures of other schedules for the report (a multi-core program: the
+            pipelined split's ``pipelined_period_cycles`` per image of a stream and its cut).
     """
 
     commands: list[C.Command]
@@ -178,3 +183,5 @@ class Program:
     outputs: list[IoTensor]
     layers: list[LayerInfo] = field(default_factory=list)
     slots: list[int] = field(default_factory=list)
+    cores: int = 1
+    estimates: dict = field(default_factory=dict)

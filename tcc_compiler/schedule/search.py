@@ -104,6 +104,15 @@ def _best_zone(graph: Graph, t: Target, zone_fractions, compressor, cascade: boo
     raise error
 
 
+def search_parts(graph: Graph, target: Target, zone_fractions: tuple[float, ...],
+                 compressor, memo: dict) -> tuple[Lowering, Program, int]:
+    """:func:`search` in parts, for schedule/cores.py: (the lowering of the fastest zone x
+    cascading variant, before prefetch; the final program; its replayed cycles)."""
+    cycles, prog, lw = _best_zone(graph, target, zone_fractions, compressor, True, memo)
+    cycles, prog = _add_hoists(graph, target, compressor, lw, prog, cycles, memo)
+    return lw, prog, cycles
+
+
 def search(graph: Graph, target: Target,
            zone_fractions: tuple[float, ...] = ZONE_FRACTIONS,
            compress_weights: bool = False, cascade: bool = True,

@@ -42,6 +42,7 @@ class Span:
         dram_bytes: bytes the command moves over the DRAM link (DMA commands; 0 otherwise).
         stall: cycles between its queue becoming free and its start. stalled_on: the queue
             whose command it waited for (None when ``stall`` is 0).
+        core: the NPU core whose queue runs it (0 in a single-core program).
     """
 
     index: int
@@ -54,6 +55,7 @@ class Span:
     dram_bytes: int
     stall: int
     stalled_on: Queue | None
+    core: int = 0
 
 
 def _unit(cmd: C.Command, regs: C.Registers) -> str:
@@ -95,8 +97,12 @@ def timeline(program: Program, t: Target) -> list[Span]:
 
     Same rule as :func:`~tcc_compiler.schedule.cost.replay`: a command on queue q starts when
     the previous command of q has ended and, for each queue p with wait n < 7, when all but
-    the last n commands dispatched to p before it have ended.
+    the last n commands dispatched to p before it have ended. A multi-core program is replayed
+    by :func:`~tcc_compiler.schedule.coretime.replay_cores` (shared bandwidth, semaphores);
+    its ENDs are placed at the program's end.
     """
+    if getattr(program, "cores", 1) > 1:
+        return _timeline_cores(program, t)
     ends: dict[Queue, list[int]] = {q: [] for q in QUEUES}
     regs = C.Registers()
     owner = command_layers(program)
@@ -122,6 +128,44 @@ def timeline(program: Program, t: Target) -> list[Span]:
         spans.append(Span(i, cmd.SPEC.name, cmd.queue, unit, start, start + cyc, owner[i],
                           _dram_bytes(cmd), start - free, stalled_on))
     return spans
+
+
+def _timeline_cores(program: Program, t: Target) -> list[Span]:
+    """:func:`timeline` of a multi-core program."""
+    from tcc_compiler.schedule.coretime import core_ranges, replay_cores, stalls
+
+    times = replay_cores(program.commands, t)
+    total = max((e for _, e in times), default=0)
+    st = stalls(program.commands, times)
+    owner = command_layers(program)
+    spans: list[Span] = []
+    for core, (a, b) in enumerate(core_ranges(program.commands)):
+        regs = C.Registers()
+        for i in range(a, b):
+            cmd = program.commands[i]
+            s, e = times[i]
+            if cmd.queue is Queue.CONTROL:
+                s = e = total
+            spans.append(Span(i, cmd.SPEC.name, cmd.queue, _unit(cmd, regs), s, e, owner[i],
+                              _dram_bytes(cmd), st[i][0], st[i][1], core))
+            regs.update(cmd)
+    return spans
+
+
+def per_core(spans: list[Span]) -> list[dict]:
+    """Per core: busy cycles of its COMPUTE queue and their share of the program's cycles
+    (its utilisation), and its DRAM bytes."""
+    total = max((s.end for s in spans), default=0)
+    cores: dict[int, dict] = {}
+    for s in spans:
+        d = cores.setdefault(s.core, {"core": s.core, "compute_busy_cycles": 0,
+                                      "dram_bytes": 0})
+        if s.queue is Queue.COMPUTE:
+            d["compute_busy_cycles"] += s.end - s.start
+        d["dram_bytes"] += s.dram_bytes
+    for d in cores.values():
+        d["utilisation"] = round(d["compute_busy_cycles"] / total, 4) if total else 0.0
+    return [cores[k] for k in sorted(cores)]
 
 
 def summary(spans: list[Span]) -> dict:

@@ -5,7 +5,12 @@ The machine (specs/isa.md) is the program's :class:`~tcc_compiler.target.Target`
 (WEIGHTS = the weight file's data section, read-only; ACT = activation arena; INPUT; OUTPUT).
 Before anything runs, :func:`tcc_compiler.sim.limits.check_program` checks every command against
 that target (SRAM extents, image mode and its lanes) and refuses a program that exceeds it.
-Commands run in stream order (always a legal execution of the three concurrent queues) or, with
+A multi-core program (``npu_cmd.bin`` header ``cores`` > 1) has one SRAM and one set of layer
+registers per core and shares the DRAM regions; its cores' streams run interleaved in the
+deterministic order of :attr:`~tcc_compiler.sim.hazards.Ordering.base_order` (each core in
+order, switching at a SEM_WAIT not yet released), or in a random legal interleaving of all
+cores' queues. Commands run in stream order (always a legal execution of the three concurrent
+queues) or, with
 ``schedule="random"``, in a random legal interleaving of the queues
 (:mod:`tcc_compiler.sim.hazards`); ``check=True`` (implied by the random schedule) adds the
 hazard and never-written-read checks of :class:`~tcc_compiler.sim.hazards.ShadowMemory`.
@@ -23,11 +28,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from tcc_compiler.binfmt.cmdfile import CmdFile
+from tcc_compiler.binfmt.cmdfile import CmdFile, cores_problem
 from tcc_compiler.binfmt.weightfile import WeightFile
 from tcc_compiler.errors import ExecutionError, FormatError, InputError, first_line
 from tcc_compiler.isa import spec
-from tcc_compiler.isa.codec import end_problem
 from tcc_compiler.isa.wcodec import inflate_exact
 from tcc_compiler.isa.commands import (
     AddTile,
@@ -198,21 +202,26 @@ class Executor:
         if len(input_bytes) != c.input_bytes:
             raise InputError(f"{c.path}: input is {len(input_bytes)} bytes, the program expects "
                              f"{c.input_bytes}")
-        problem = end_problem(list(c.commands))
+        problem = cores_problem(list(c.commands), c.cores)
         if problem:
             raise ExecutionError(f"{c.path}: {problem}")
-        self._sram = Memory.filled("SRAM", self.target.sram_capacity_bytes, self.fill)
+        self._srams = [Memory.filled("SRAM", self.target.sram_capacity_bytes, self.fill)
+                       for _ in range(c.cores)]
+        self._regs_of = [Registers() for _ in range(c.cores)]
+        self._sram, self._regs = self._srams[0], self._regs_of[0]
         self._dram = {
             spec.Region.WEIGHTS: Memory("WEIGHTS", bytearray(self.weights_data), False),
             spec.Region.ACT: Memory.filled("ACT", c.act_arena_bytes, self.fill),
             spec.Region.INPUT: Memory("INPUT", bytearray(input_bytes), True),
             spec.Region.OUTPUT: Memory.filled("OUTPUT", c.output_bytes, self.fill),
         }
-        self._regs = Registers()
         stats = ExecStats()
         cmds = c.commands
         order: range | list[int] = range(len(cmds))
         shadow = None
+        multi = c.cores > 1
+        if multi:   # each core's stream in order, switching core at an unreleased SEM_WAIT
+            order = self._ordering().base_order
         if schedule == "random" or check:
             ordering = self._ordering()
             if schedule == "random":
@@ -221,6 +230,8 @@ class Executor:
         with blas_threads(self.blas_threads):
             for pos, i in enumerate(order):
                 cmd = cmds[i]
+                if multi:
+                    self._enter(i)
                 stats.commands[cmd.name] += 1
                 if shadow is not None:
                     shadow.record(i, cmd, self._accesses(i, cmd))
@@ -235,7 +246,8 @@ class Executor:
                             self._raise_later_hazard(shadow, cmds, list(order)[pos + 1:])
                         raise
                 elif isinstance(cmd, End):
-                    break
+                    if not multi:
+                        break
                 else:
                     self._regs.update(cmd)
         self.stats = stats
@@ -251,9 +263,13 @@ class Executor:
         found (the caller re-raises the original error)."""
         for j in rest:
             cmd = cmds[j]
+            if self.cmd.cores > 1:
+                self._enter(j)
             try:
                 if self._handlers.get(type(cmd)) is None:
                     if isinstance(cmd, End):
+                        if self.cmd.cores > 1:
+                            continue
                         return
                     self._regs.update(cmd)
                 shadow.record(j, cmd, self._accesses(j, cmd))
@@ -263,18 +279,29 @@ class Executor:
                 return
 
     def _ordering(self) -> Ordering:
-        """The stream's happens-before relation (computed once, reused across runs)."""
+        """The stream's happens-before relation (computed once, reused across runs); the
+        cores' SRAMs are tracked as consecutive parts of one SRAM space.
+
+        Raises:
+            ExecutionError: the cores' semaphore waits deadlock."""
         if self._order_cache is None:
-            self._order_cache = Ordering(list(self.cmd.commands))
+            ranges = self.cmd.core_ranges() if self.cmd.cores > 1 else None
+            self._order_cache = Ordering(list(self.cmd.commands), ranges)
+            self._order_cache.set_sram(self.target.sram_capacity_bytes)
         return self._order_cache
 
+    def _enter(self, i: int) -> None:
+        """Make command ``i``'s core current: its SRAM and its layer registers."""
+        core = int(self._ordering().core_of[i])
+        self._sram, self._regs = self._srams[core], self._regs_of[core]
+
     def _sizes(self) -> dict[Space, int]:
-        return {Space.SRAM: self._sram.size, **{Space.of_region(r): m.size
-                                                for r, m in self._dram.items()}}
+        return {Space.SRAM: self._sram.size * len(self._srams),
+                **{Space.of_region(r): m.size for r, m in self._dram.items()}}
 
     def _accesses(self, i: int, cmd: Command) -> list:
         try:
-            return cmd.accesses(self._regs)
+            return self._ordering().shift(i, cmd.accesses(self._regs))
         except ExecutionError as exc:
             raise self._err(i, cmd, str(exc)) from None
 

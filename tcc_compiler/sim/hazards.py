@@ -38,6 +38,7 @@ import numpy as np
 from tcc_compiler.errors import ExecutionError
 from tcc_compiler.isa import spec
 from tcc_compiler.isa.commands import Access, Command, Registers, Space
+from tcc_compiler.sim.cores import base_order
 
 log = logging.getLogger(__name__)
 
@@ -105,96 +106,167 @@ class Ordering:
     """The happens-before relation of a command stream under the wait semantics.
 
     Args:
-        cmds: the decoded stream (END last, as the container guarantees).
+        cmds: the decoded stream (END last, as the container guarantees); for a multi-core
+            program the per-core streams one after the other, each ending with END.
+        ranges: [start, end) of each core's stream in ``cmds`` (None: one core, the whole
+            stream).
+
+    Queues are numbered globally: core ``c``'s LOAD, COMPUTE, STORE are ``3c``, ``3c + 1``,
+    ``3c + 2``. A SEM_WAIT is ordered after the ``count``-th SEM_SIGNAL on its semaphore
+    (counters only grow; each semaphore has one signalling core, cmdfile.cores_problem).
 
     Attributes:
-        cmds: the stream. queue_of: int8 [n] index into :data:`RUN_QUEUES` (-1 for END).
-        clock: int64 [n, 3]: ``clock[j, p]`` = stream index of the latest command of queue
-            ``RUN_QUEUES[p]`` that finishes before command ``j`` starts (-1 if none).
-        need: int64 [n, 3]: ``need[j, p]`` = how many commands of queue p must have finished
-            before ``j`` may start (0 if none), the run-time form of the waits.
-        by_queue: per queue, the stream indices of its commands in order.
+        cmds: the stream. queue_of: int8 [n] global queue index (-1 for END). core_of: int
+            [n] core of each command.
+        clock: int64 [n, 3 * cores]: ``clock[j, p]`` = index of the latest command of global
+            queue ``p`` that finishes before command ``j`` starts (-1 if none).
+        need: int64 [n, 3 * cores]: ``need[j, p]`` = how many commands of queue p must have
+            finished before ``j`` may start (0 if none), the run-time form of the waits.
+        by_queue: per global queue, the indices of its commands in order.
+        base_order: a legal execution order of all commands (stream order for one core;
+            with several, each core's stream in order, switching core at a SEM_WAIT not yet
+            released): the executor's deterministic ``inorder`` schedule.
+        sem_need: j -> (semaphore, count) of every SEM_WAIT.
+
+    Raises:
+        ExecutionError: the cores' waits deadlock (no order runs every command).
     """
 
-    def __init__(self, cmds: list[Command]):
+    def __init__(self, cmds: list[Command], ranges: list[tuple[int, int]] | None = None):
         self.cmds = cmds
         n = len(cmds)
+        self.ranges = ranges or [(0, n)]
+        self.nq = _NQ * len(self.ranges)
+        self.core_of = np.zeros(n, dtype=np.int64)
+        for c, (a, b) in enumerate(self.ranges):
+            self.core_of[a:b] = c
         self.queue_of = np.full(n, -1, dtype=np.int8)
-        self.clock = np.full((n, _NQ), -1, dtype=np.int64)
-        self.need = np.zeros((n, _NQ), dtype=np.int64)
-        self.by_queue: list[list[int]] = [[] for _ in RUN_QUEUES]
+        self.clock = np.full((n, self.nq), -1, dtype=np.int64)
+        self.need = np.zeros((n, self.nq), dtype=np.int64)
+        self.by_queue: list[list[int]] = [[] for _ in range(self.nq)]
+        self.sem_need: dict[int, tuple[int, int]] = {}
+        self._signals: dict[int, list[int]] = {}
         self._accesses: list[list[Access]] | None = None
-        for j, cmd in enumerate(cmds):
-            qi = _queue_index(cmd)
-            if qi is None:   # END: waits for all queues to drain
-                for p in range(_NQ):
-                    self.need[j, p] = len(self.by_queue[p])
-                    self.clock[j, p] = self.by_queue[p][-1] if self.by_queue[p] else -1
+        self.base_order = base_order(cmds, self.ranges)
+        for j in self.base_order:
+            self._add(j)
+
+    def _add(self, j: int) -> None:
+        """Compute command ``j``'s clock from its dependencies (all already added)."""
+        cmd, base = self.cmds[j], _NQ * int(self.core_of[j])
+        qi = _queue_index(cmd)
+        if qi is None:   # END: waits for all queues of its core to drain
+            for p in range(base, base + _NQ):
+                self.need[j, p] = len(self.by_queue[p])
+                self.clock[j, p] = self.by_queue[p][-1] if self.by_queue[p] else -1
+            return
+        qi += base
+        self.queue_of[j] = qi
+        deps = []
+        if self.by_queue[qi]:
+            deps.append(self.by_queue[qi][-1])          # in-order queue
+            self.need[j, qi] = len(self.by_queue[qi])
+        for p, wait in enumerate(cmd.waits, start=base):
+            if wait == spec.WAIT_NONE:
                 continue
-            self.queue_of[j] = qi
-            deps = []
-            if self.by_queue[qi]:
-                deps.append(self.by_queue[qi][-1])          # in-order queue
-                self.need[j, qi] = len(self.by_queue[qi])
-            for p, wait in enumerate(cmd.waits):
-                if wait == spec.WAIT_NONE:
-                    continue
-                k = len(self.by_queue[p]) - wait            # first k of p must be done
-                if k > 0:
-                    deps.append(self.by_queue[p][k - 1])
-                    self.need[j, p] = max(self.need[j, p], k)
-            c = self.clock[j]
-            for d in deps:
-                np.maximum(c, self.clock[d], out=c)
-                dq = self.queue_of[d]
-                c[dq] = max(c[dq], d)
-            self.by_queue[qi].append(j)
+            k = len(self.by_queue[p]) - wait            # first k of p must be done
+            if k > 0:
+                deps.append(self.by_queue[p][k - 1])
+                self.need[j, p] = max(self.need[j, p], k)
+        if cmd.opcode == spec.SEM_WAIT.opcode:          # after the count-th signal
+            deps.append(self._signals[cmd.sem][cmd.count - 1])
+            self.sem_need[j] = (cmd.sem, cmd.count)
+        elif cmd.opcode == spec.SEM_SIGNAL.opcode:
+            self._signals.setdefault(cmd.sem, []).append(j)
+        c = self.clock[j]
+        for d in deps:
+            np.maximum(c, self.clock[d], out=c)
+            dq = self.queue_of[d]
+            c[dq] = max(c[dq], d)
+        self.by_queue[qi].append(j)
 
     def accesses(self) -> list[list[Access]]:
         """Every command's :meth:`Command.accesses`, with the registers of stream order (the
-        COMPUTE queue is in order, so these are the registers every legal run sees). A tile
-        command without its configuration gets [] here (the executor reports it when run)."""
+        COMPUTE queue is in order, so these are the registers every legal run sees; each
+        core's stream has its own registers). A tile command without its configuration gets
+        [] here (the executor reports it when run). SRAM accesses of core ``c`` are shifted
+        by ``c * sram_bytes`` once :meth:`set_sram` gave the per-core size."""
         if self._accesses is None:
             regs, out = Registers(), []
-            for cmd in self.cmds:
+            for j, cmd in enumerate(self.cmds):
                 try:
-                    out.append(cmd.accesses(regs))
+                    out.append(self.shift(j, cmd.accesses(regs)))
                 except ExecutionError:
                     out.append([])
                 regs.update(cmd)
+                if cmd.opcode == spec.END.opcode:
+                    regs = Registers()
             self._accesses = out
         return self._accesses
 
+    sram_bytes = 0
+
+    def set_sram(self, sram_bytes: int) -> None:
+        """Per-core SRAM size: core ``c``'s SRAM is tracked as bytes ``[c * sram_bytes,
+        (c + 1) * sram_bytes)`` of one SRAM space (the cores' SRAMs are distinct)."""
+        self.sram_bytes = sram_bytes
+
+    def shift(self, j: int, accs: list[Access]) -> list[Access]:
+        """``accs`` of command ``j`` with SRAM addresses moved into its core's SRAM part."""
+        off = int(self.core_of[j]) * self.sram_bytes
+        if not off:
+            return accs
+        return [a._replace(start=a.start + off, end=a.end + off) if a.space is Space.SRAM
+                else a for a in accs]
+
+    def queue_label(self, j: int) -> str:
+        """The queue of command ``j`` as messages name it ("LOAD"; "LOAD of core 1" when the
+        program has several cores: a cross-core wait is a SEM_WAIT)."""
+        name = self.cmds[j].queue.name
+        return name if len(self.ranges) == 1 else f"{name} of core {int(self.core_of[j])}"
+
     def ordered_before(self, a: int, b: int) -> bool:
         """True if command ``a`` finishes before command ``b`` starts in every legal run."""
-        if a >= b:
+        same = self.core_of[a] == self.core_of[b]
+        if a == b or (same and a > b):
             return False
         qa = self.queue_of[a]
-        return qa < 0 or bool(self.clock[b, qa] >= a)
+        if qa < 0:
+            return bool(same)
+        return bool(self.clock[b, qa] >= a)
 
     def random_order(self, seed: int) -> list[int]:
-        """A random legal execution order (stream indices), END last.
+        """A random legal execution order (command indices), the ENDs last.
 
-        At each step one queue whose head command may start (its waits are met, treating
-        commands as finishing in the order they run) is chosen uniformly at random.
+        At each step one queue (of any core) whose head command may start (its waits and,
+        for a SEM_WAIT, its semaphore count are met, treating commands as finishing in the
+        order they run) is chosen uniformly at random.
         """
         rng = np.random.default_rng(seed)
-        done = [0] * _NQ
-        heads = [0] * _NQ
+        nq = self.nq
+        done = [0] * nq
+        heads = [0] * nq
+        counts: dict[int, int] = {}
         order: list[int] = []
         end = [j for j, q in enumerate(self.queue_of) if q < 0]
         total = len(self.cmds) - len(end)
         while len(order) < total:
             ready = []
-            for q in range(_NQ):
+            for q in range(nq):
                 if heads[q] < len(self.by_queue[q]):
                     j = self.by_queue[q][heads[q]]
-                    if all(done[p] >= self.need[j, p] for p in range(_NQ)):
+                    sem = self.sem_need.get(j)
+                    if sem is not None and counts.get(sem[0], 0) < sem[1]:
+                        continue
+                    if all(done[p] >= self.need[j, p] for p in range(nq)):
                         ready.append(q)
             if not ready:  # cannot happen for waits that only name earlier commands
                 raise ExecutionError("schedule: no queue can proceed (wait deadlock)")
             q = ready[int(rng.integers(len(ready)))]
-            order.append(self.by_queue[q][heads[q]])
+            j = self.by_queue[q][heads[q]]
+            if self.cmds[j].opcode == spec.SEM_SIGNAL.opcode:
+                counts[self.cmds[j].sem] = counts.get(self.cmds[j].sem, 0) + 1
+            order.append(j)
             heads[q] += 1
             done[q] += 1
         return order + end
@@ -241,8 +313,8 @@ class ShadowMemory:
         for sp, size in sizes.items():
             if sp is Space.WEIGHTS:
                 continue
-            self._w[sp] = np.full((_NQ, size), -1, dtype=np.int32)
-            self._r[sp] = np.full((_NQ, size), -1, dtype=np.int32)
+            self._w[sp] = np.full((ordering.nq, size), -1, dtype=np.int32)
+            self._r[sp] = np.full((ordering.nq, size), -1, dtype=np.int32)
             self._init[sp] = np.full(size, sp in self.initialized, dtype=bool)
 
     def _hazard(self, kind, other, j, cmd, acc, hist_row, fld) -> HazardError:
@@ -261,7 +333,7 @@ class ShadowMemory:
             first, second, fld = j, other, ""
             kind = {"RAW": "WAR", "WAR": "RAW"}.get(kind, kind)
         return HazardError(Hazard(kind, first, second, cmds[first].name, cmds[second].name,
-                                  acc.space, lo, hi, fld, cmds[first].queue.name))
+                                  acc.space, lo, hi, fld, self.ordering.queue_label(first)))
 
     def record(self, j: int, cmd: Command, accesses: list[Access]) -> None:
         """Check command ``j``'s accesses against the history, then record them.
@@ -277,7 +349,7 @@ class ShadowMemory:
             fld = access_field(cmd, acc)
             if not self._in_bounds(j, cmd, acc, fld):
                 continue   # a read of WEIGHTS: read-only, never written, never a hazard
-            for p in range(_NQ):
+            for p in range(self.ordering.nq):
                 if p != qj:
                     self._check_queue(p, clock[p], j, cmd, acc, fld)
             if not acc.is_write:
@@ -333,7 +405,7 @@ class ShadowMemory:
         if writer is not None:   # an out-of-order run overtook its producer
             h = Hazard("RAW", writer, j, self.ordering.cmds[writer].name,
                        cmd.name, acc.space, bad, bad + 1, fld,
-                       self.ordering.cmds[writer].queue.name)
+                       self.ordering.queue_label(writer))
             raise HazardError(h)
         raise ExecutionError(
             f"command {j} ({cmd.name}): field {fld or '?'}: reads {acc.space.value}"
@@ -346,8 +418,11 @@ class ShadowMemory:
         every earlier writer has run, so the byte would be initialised).
         """
         accs = self.ordering.accesses()
-        for i in range(j - 1, -1, -1):
-            if self.ordering.ordered_before(i, j):
+        cands = range(j - 1, -1, -1) if len(self.ordering.ranges) == 1 else \
+            range(len(accs) - 1, -1, -1)   # several cores: a later command may run first
+        for i in cands:
+            if i == j or self.ordering.ordered_before(i, j) \
+                    or self.ordering.ordered_before(j, i):
                 continue
             if any(a.is_write and a.space is space and a.start <= byte < a.end
                    for a in accs[i]):
@@ -361,35 +436,42 @@ class ShadowMemory:
         return int(v.min())
 
 
-def check_stream(cmds: list[Command], sizes: dict[Space, int]) -> list[Hazard]:
+def check_stream(cmds: list[Command], sizes: dict[Space, int],
+                 ranges: list[tuple[int, int]] | None = None) -> list[Hazard]:
     """Statically check a stream for hazards and bad accesses, without computing any data.
 
-    Replays every command's :meth:`Command.accesses` in stream order through a
-    :class:`ShadowMemory`. Whatever legal interleaving runs, a pair of unordered conflicting
-    commands exists iff this finds one (see the module docstring), so an empty result means
-    every legal execution computes the same bytes as stream order.
+    Replays every command's :meth:`Command.accesses` in the deterministic order
+    (:attr:`Ordering.base_order`: stream order for one core) through a :class:`ShadowMemory`.
+    Whatever legal interleaving runs, a pair of unordered conflicting commands exists iff this
+    finds one (see the module docstring), so an empty result means every legal execution
+    computes the same bytes as that order.
 
     Args:
-        cmds: decoded stream. sizes: bytes of SRAM and each DRAM region.
+        cmds: decoded stream. sizes: bytes of SRAM (of one core) and each DRAM region.
+        ranges: [start, end) of each core's stream (None: one core).
 
     Returns:
         [] if the stream is hazard-free, else the first hazard found (a one-element list).
 
     Raises:
-        ExecutionError: out-of-bounds access, read of never-written memory, or a tile
-            command without its configuration (message names the command index).
+        ExecutionError: out-of-bounds access, read of never-written memory, a tile command
+            without its configuration (message names the command index), or a deadlock.
     """
-    ordering = Ordering(cmds)
+    ordering = Ordering(cmds, ranges)
+    ordering.set_sram(sizes[Space.SRAM])
+    sizes = dict(sizes)
+    sizes[Space.SRAM] *= len(ordering.ranges)
     shadow = ShadowMemory(ordering, sizes)
-    regs = Registers()
-    for j, cmd in enumerate(cmds):
+    regs = [Registers() for _ in ordering.ranges]
+    for j in ordering.base_order:
+        cmd, r = cmds[j], regs[int(ordering.core_of[j])]
         try:
-            accs = cmd.accesses(regs)
+            accs = ordering.shift(j, cmd.accesses(r))
         except ExecutionError as exc:
             raise ExecutionError(f"command {j} ({cmd.name}): {exc}") from None
         try:
             shadow.record(j, cmd, accs)
         except HazardError as exc:
             return [exc.hazard]
-        regs.update(cmd)
+        r.update(cmd)
     return []

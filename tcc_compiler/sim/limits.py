@@ -183,12 +183,18 @@ def check_program(cmd: CmdFile, target: Target) -> None:
             mnemonic (or, when every command fits, the header field ``sram_peak_bytes``) and
             the target field it exceeds.
     """
+    cores = getattr(cmd, "cores", 1)
+    if cores > target.cores:
+        raise ExecutionError(f"{cmd.path}: header field cores = {cores} exceeds the target's "
+                             f"cores ({target.name}: compute.cores = {target.cores})")
     regs = Registers()
     for i, c in enumerate(cmd.commands):  # first: name the command that does not fit
         regs.update(c)
         problem = command_problem(c, regs, target)
         if problem:
             raise ExecutionError(f"{cmd.path}: command {i} ({c.name}): {problem}")
+        if c.opcode == spec.END.opcode:   # each core's stream has its own registers
+            regs = Registers()
     cap = target.sram_capacity_bytes
     if cmd.sram_peak_bytes > cap:
         raise ExecutionError(f"{cmd.path}: header field sram_peak_bytes = "

@@ -60,6 +60,14 @@ class Target:
             array, the depthwise datapath and the vector unit alike (optional key
             ``compute.int16_rate_divisor``, default 2: 16x8-bit products from pairs of 8x8
             multipliers, 16-bit lanes from pairs of 8-bit lanes).
+        cores: NPU cores (optional key ``compute.cores``, default 1). Each core has the
+            MAC array, vector unit, depthwise datapath, three queues and an SRAM of
+            ``sram_capacity_bytes`` of its own; the DRAM and its ``dram_bandwidth_bytes_per_s``
+            are shared (an ASSUMPTION: while DMA transfers of both cores are in flight, each
+            core's transfers get half the bandwidth; schedule/cores.py, specs/target.md).
+        sem_latency_cycles: an ASSUMPTION: cycles from a core's SEM_SIGNAL finishing to a
+            SEM_WAIT on another core seeing the counter move (optional key
+            ``compute.sem_latency_cycles``, default 100; recorded only when ``cores`` > 1).
         source: file the target was read from ("" when built in code or from a manifest).
     """
 
@@ -83,6 +91,8 @@ class Target:
     depthwise_max_kernel: int = 5
     depthwise_max_stride: int = 2
     int16_rate_divisor: int = 2
+    cores: int = 1
+    sem_latency_cycles: int = 100
     source: str = ""
 
     @property
@@ -123,10 +133,12 @@ class Target:
         """Field -> value of the hardware fields; a target without depthwise mode records no
         ``depthwise_*`` field (so it reads and hashes as targets did before the datapath
         existed, and manifests written then still load); likewise ``int16_rate_divisor`` is
-        recorded only when it is not the default 2."""
+        recorded only when it is not the default 2, and ``cores`` only when it is not 1."""
         return {f: getattr(self, f) for f in _RECORDED
                 if (self.depthwise_mode or not f.startswith("depthwise_"))
-                and (f != "int16_rate_divisor" or getattr(self, f) != _OPTIONAL[f])}
+                and (f not in ("int16_rate_divisor", "cores")
+                     or getattr(self, f) != _OPTIONAL[f])
+                and (f != "sem_latency_cycles" or self.cores > 1)}
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "target") -> "Target":
@@ -147,7 +159,8 @@ class Target:
         name = data.get("name")
         if not isinstance(name, str) or not name:
             raise FormatError(f"{where}.name: expected a non-empty string, got {name!r}")
-        values = {f: data.get(f, _OPTIONAL[f]) if f.startswith(("depthwise_", "int16_"))
+        optional = ("depthwise_", "int16_", "cores", "sem_")
+        values = {f: data.get(f, _OPTIONAL[f]) if f.startswith(optional)
                   else data.get(f) for f in _RECORDED}
         problem = _check_values(values)
         if problem:
@@ -169,14 +182,15 @@ _FIELDS = {
     "compute": ["macs_per_cycle", "array_in_channels", "array_out_channels", "clock_hz",
                 "vector_lanes", "compute_setup_cycles", "depthwise_channels_per_cycle",
                 "depthwise_taps_per_cycle", "depthwise_max_kernel", "depthwise_max_stride",
-                "int16_rate_divisor"],
+                "int16_rate_divisor", "cores", "sem_latency_cycles"],
     "memory": ["sram_capacity_bytes", "sram_align_bytes", "dram_bandwidth_bytes_per_s",
                "dma_setup_cycles", "dram_align_bytes", "decompress_bytes_per_cycle"],
 }
 #: Keys a target file may omit, with their defaults.
 _OPTIONAL = {"decompress_bytes_per_cycle": 16, "image_mode": False, "depthwise_mode": False,
              "depthwise_channels_per_cycle": 64, "depthwise_taps_per_cycle": 9,
-             "depthwise_max_kernel": 5, "depthwise_max_stride": 2, "int16_rate_divisor": 2}
+             "depthwise_max_kernel": 5, "depthwise_max_stride": 2, "int16_rate_divisor": 2,
+             "cores": 1, "sem_latency_cycles": 100}
 #: Boolean fields (TOML section ``compute``).
 _BOOLS = ("image_mode", "depthwise_mode")
 #: Old spelling of ``memory.sram_capacity_bytes`` in target files, still accepted.

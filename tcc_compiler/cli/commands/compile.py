@@ -50,6 +50,11 @@ def add_arguments(p) -> None:
     p.add_argument("--no-compress-weights", action="store_true",
                    help="store weights and parameters raw (default: lossless DEFLATE per "
                         "channel block, expanded by the NPU's DMA_LOAD_Z)")
+    p.add_argument("--cores", type=int, choices=(1, 2), default=DEFAULTS.cores,
+                   help="NPU cores the program uses (default %(default)s; 2 splits each conv "
+                        "between the TCC750x's two cores by rows or output channels, as the "
+                        "cost model prices lowest; the report gives latency, stream throughput "
+                        "and per-core utilisation)")
     p.add_argument("--target", default=None,
                    help=f"target name or .toml file (default {DEFAULT_TARGET})")
     p.add_argument("--verify", action="store_true", help="verify the IR after every pass")
@@ -231,7 +236,21 @@ def _print_summary(args, r: dict) -> None:
               f"quantized_network.bin {r['weight_bytes']:,} B{ratio}; NPU ops: {ops}; "
               f"{r['macs'] / 1e9:.2f} GMAC, estimated "
               f"{format_latency(r['estimated_latency_ms'])} on {r['target']}")
+        _print_cores(r.get("cores"))
         _print_precision(r.get("precision"))
+
+
+def _print_cores(c: dict | None) -> None:
+    """One line on a ``--cores 2`` compile: what was kept, latency next to one core's,
+    stream throughput and per-core utilisation."""
+    if not c or not c.get("estimates"):
+        return
+    one = c["estimates"]["single_core_cycles"]
+    util = ", ".join(f"core {p['core']} {p['utilisation']:.0%}" for p in c["per_core"])
+    print(f"2 cores: kept {c['kept']}; latency {c['latency_cycles']:,} cycles (one core "
+          f"{one:,}, x{one / c['latency_cycles']:.2f}); stream {c['stream_images_per_s']:.0f} "
+          f"images/s (x{one / c['stream_period_cycles']:.2f}, {c['stream_schedule']}); "
+          f"utilisation {util}")
 
 
 def _print_precision(p: dict | None) -> None:
@@ -282,7 +301,7 @@ def options_from_args(args) -> CompileOptions:
         preprocess=preprocess_from_args(args), weight_rounding=args.weight_rounding,
         verify_ir=args.verify, dump_ir=args.dump_ir, print_ir_before=args.print_ir_before,
         print_ir_after=args.print_ir_after, strict=args.strict, precision=args.precision,
-        precision_goal_db=args.precision_goal)
+        precision_goal_db=args.precision_goal, cores=args.cores)
 
 
 def format_latency(ms: float) -> str:

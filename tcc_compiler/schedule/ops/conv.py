@@ -125,14 +125,20 @@ class Prefetched:
     blocks: dict
 
 
-def lower_conv(ctx: OpContext, n: Node, info: LayerInfo, pre: Prefetched | None = None) -> None:
-    """Emit conv/FC ``n``; fill ``info``. ``pre``: the op is a prefetch consumer.
+def lower_conv(ctx: OpContext, n: Node, info: LayerInfo, pre: Prefetched | None = None,
+               only=None) -> None:
+    """Emit conv/FC ``n``; fill ``info``. ``pre``: the op is a prefetch consumer (or, with
+    no prefetched blocks, a conv planned and laid out by the caller: schedule/cores.py).
+    ``only``: a predicate ``(spatial, block) -> bool`` choosing the tiles to emit (one core's
+    share of the op, schedule/cores.py); None: every tile.
 
     Raises:
         ScheduleError: no tile fits the op's SRAM budget.
         InternalError: weight blocks loaded out of order (a bug).
     """
-    _ConvEmission(ctx, n, info, pre).run()
+    em = _ConvEmission(ctx, n, info, pre)
+    em.only = only
+    em.run()
 
 
 class _ConvEmission:
@@ -141,6 +147,7 @@ class _ConvEmission:
 
     def __init__(self, ctx: OpContext, n: Node, info: LayerInfo, pre: Prefetched | None):
         self.ctx, self.em, self.n, self.info = ctx, ctx.em, n, info
+        self.only = None
         mem = ctx.mem
         g = self.g = conv_geom(n, ctx.t)
         info.depthwise = uses_depthwise_mode(g, ctx.t)   # also for a prefetch consumer
@@ -171,12 +178,21 @@ class _ConvEmission:
 
     def _add_table(self) -> None:
         """Put the fused lut's table into the WEIGHTS region (a LayerKind.LUT layer, as
-        schedule/ops/lut.py lays it out) and mark the op as conv + lut."""
+        schedule/ops/lut.py lays it out; once per op when several cores run it: kept in the
+        memo) and mark the op as conv + lut."""
         lut, info, w = self.lut, self.info, self.ctx.weights
+        got = self.ctx.memo.get(("lut-block", id(lut)))
+        if got is not None and got[0] is w:   # laid out by this lowering already
+            self.lut_block = got[1]
+            info.source = tuple(info.source) + tuple(lut.source)
+            self.label = f"{self.n.name} [{','.join(info.source)}]"
+            self.cfg = dict(self.cfg, flags=self.cfg["flags"] | CONV_FLAG_LUT)
+            return
         raw0, stored0 = w.raw_bytes, w.stored_bytes
         blobs = w.add_layer(lut.name, LayerKind.LUT, lut_quant(lut).tables.tobytes(),
                             bytes(PARAM_RECORD_BYTES), block_channels=1)
         self.lut_block = blobs.weight_blocks[0]
+        self.ctx.memo[("lut-block", id(lut))] = (w, self.lut_block)
         info.weight_bytes += self.lut_block.stored_bytes
         info.weight_raw_bytes += w.raw_bytes - raw0
         info.weight_file_bytes += w.stored_bytes - stored0
@@ -193,6 +209,8 @@ class _ConvEmission:
         self.order = ([(s, b) for s in self.spatial for b in self.blocks]
                       if plan.order == "spatial"
                       else [(s, b) for b in self.blocks for s in self.spatial])
+        if self.only is not None:   # this core's share of the tiles
+            self.order = [(s, b) for s, b in self.order if self.only(s, b)]
         sa = self.sa = self.ctx.begin()
         self.lut_dep = None
         if self.lut is not None:   # the epilogue's table, loaded once before the first tile

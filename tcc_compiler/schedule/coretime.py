@@ -1,0 +1,227 @@
+"""The cycle model of a multi-core program: every core's queues replayed together, the DRAM
+bandwidth shared (specs/target.md "Two cores").
+
+Same queue and wait rules as :func:`~tcc_compiler.schedule.cost.replay`, per core, plus:
+
+* a SEM_WAIT starts no earlier than ``sem_latency_cycles`` after the ``count``-th SEM_SIGNAL
+  on its semaphore has finished; SEM_SIGNAL and SEM_WAIT take no cycles themselves;
+* shared DRAM bandwidth (an ASSUMPTION of the target file): a DMA command first takes its
+  ``dma_setup_cycles`` (no bandwidth), then its transfer, whose length at the full rate is
+  the single-core model's (``ceil(bytes / bw)``; DMA_LOAD_Z: the longer of its read and its
+  decompression). The transfer progresses at the full rate while no transfer of another core
+  is in flight and at half the rate while one is (each core gets half). A core's own LOAD and
+  STORE queues overlap as in the single-core model.
+
+This is a discrete-event simulation in cycles (floats, rounded up at the end); with one core
+it gives the single-core replay's times.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tcc_compiler.isa import commands as C
+from tcc_compiler.isa.spec import WAIT_NONE, Queue
+from tcc_compiler.schedule.cost import command_cycles
+from tcc_compiler.target import Target
+
+_QUEUES = (Queue.LOAD, Queue.COMPUTE, Queue.STORE)
+_EPS = 1e-6
+
+
+def core_ranges(cmds: list[C.Command]) -> list[tuple[int, int]]:
+    """[start, end) of each END-terminated core stream of ``cmds``."""
+    out, start = [], 0
+    for i, c in enumerate(cmds):
+        if isinstance(c, C.End):
+            out.append((start, i + 1))
+            start = i + 1
+    return out
+
+
+class _Plan:
+    """Per command: core, global queue, waits as (queue, count done), semaphore need, fixed
+    and transfer cycles."""
+
+    def __init__(self, cmds: list[C.Command], t: Target, cross: bool):
+        self.ranges = core_ranges(cmds)
+        nq = 3 * len(self.ranges)
+        self.by_queue: list[list[int]] = [[] for _ in range(nq)]
+        self.core, self.gq, self.need, self.sem = [], [], [], {}
+        self.fixed, self.xfer = [], []
+        for c, (a, b) in enumerate(self.ranges):
+            regs = C.Registers()
+            for j in range(a, b):
+                cmd = cmds[j]
+                self.core.append(c)
+                cyc = command_cycles(cmd, regs, t)
+                regs.update(cmd)
+                if isinstance(cmd, (C.DmaLoad, C.DmaStore, C.DmaLoadZ)):
+                    self.fixed.append(t.dma_setup_cycles)
+                    self.xfer.append(cyc - t.dma_setup_cycles)
+                elif isinstance(cmd, (C.SemSignal, C.SemWait, C.End)):
+                    self.fixed.append(0)
+                    self.xfer.append(0)
+                else:
+                    self.fixed.append(cyc)
+                    self.xfer.append(0)
+                if cmd.queue is Queue.CONTROL:
+                    self.gq.append(-1)
+                    self.need.append([])
+                    continue
+                q = 3 * c + _QUEUES.index(cmd.queue)
+                need = []
+                for p, n in enumerate(cmd.waits):
+                    k = len(self.by_queue[3 * c + p]) - n
+                    if n != WAIT_NONE and k > 0:
+                        need.append((3 * c + p, k))
+                self.need.append(need)
+                if cross and isinstance(cmd, C.SemWait):
+                    self.sem[j] = (cmd.sem, cmd.count)
+                self.gq.append(q)
+                self.by_queue[q].append(j)
+
+
+def replay_cores(cmds: list[C.Command], t: Target, cross: bool = True
+                 ) -> list[tuple[int, int]]:
+    """(start, end) cycle of every command of a multi-core program (END: its core's last end).
+
+    ``cross=False`` ignores the semaphores: each core's stream runs as if the other's were a
+    different image (the steady state of a pipelined stream, :func:`stream_period`).
+
+    Raises:
+        ValueError: the waits deadlock (a compiler bug; the executor reports it for a file).
+    """
+    pl = _Plan(cmds, t, cross)
+    n, nq = len(cmds), len(pl.by_queue)
+    start, end = [0.0] * n, [0.0] * n
+    head, done = [0] * nq, [0] * nq
+    run: list[list | None] = [None] * nq   # [j, setup end, transfer cycles left]
+    sig_end: dict[int, list[float]] = {}
+    now, left = 0.0, sum(len(q) for q in pl.by_queue)
+    while left:
+        _start_ready(pl, cmds, t, now, head, done, run, start, end, sig_end)
+        left = sum(len(q) - h for q, h in zip(pl.by_queue, head)) + sum(
+            r is not None for r in run)
+        if not left:
+            break
+        rate = _rates(pl, run, now)
+        nxt = min([r[1] if now < r[1] - _EPS else now + r[2] / rate[pl.core[r[0]]]
+                   for r in run if r is not None]
+                  + [_next_release(pl, t, head, now, sig_end)])
+        if nxt == math.inf:
+            raise ValueError("multi-core replay: the waits deadlock")
+        _advance(pl, cmds, run, now, nxt, rate, end, done, sig_end)
+        now = nxt
+    for c, (a, b) in enumerate(pl.ranges):   # END: its core's last end
+        last = max((end[j] for j in range(a, b - 1)), default=0.0)
+        start[b - 1] = end[b - 1] = last
+    return [(math.ceil(s - _EPS), math.ceil(e - _EPS)) for s, e in zip(start, end)]
+
+
+def _rates(pl: _Plan, run, now: float) -> list[float]:
+    """Per core, the share of the DRAM rate its transfers get at ``now``: half while another
+    core has a transfer in flight, else all."""
+    busy = [False] * len(pl.ranges)
+    for r in run:
+        if r is not None and now >= r[1] - _EPS and r[2] > _EPS:
+            busy[pl.core[r[0]]] = True
+    return [0.5 if any(busy[:c] + busy[c + 1:]) else 1.0 for c in range(len(busy))]
+
+
+def _advance(pl: _Plan, cmds, run, now: float, nxt: float, rate, end, done, sig_end) -> None:
+    """Move every running command from ``now`` to ``nxt``; finish those done by then."""
+    for q, r in enumerate(run):
+        if r is None:
+            continue
+        if now >= r[1] - _EPS:
+            r[2] -= (nxt - now) * rate[pl.core[r[0]]]
+        if nxt >= r[1] - _EPS and r[2] <= _EPS:
+            end[r[0]] = nxt
+            done[q] += 1
+            run[q] = None
+            if isinstance(cmds[r[0]], C.SemSignal):
+                sig_end.setdefault(cmds[r[0]].sem, []).append(nxt)
+
+
+def _ready(pl: _Plan, t: Target, j: int, now: float, done, sig_end) -> bool:
+    if any(done[q] < k for q, k in pl.need[j]):
+        return False
+    sem = pl.sem.get(j)
+    if sem is None:
+        return True
+    ends = sig_end.get(sem[0], [])
+    return len(ends) >= sem[1] and now >= ends[sem[1] - 1] + t.sem_latency_cycles - _EPS
+
+
+def _start_ready(pl, cmds, t, now, head, done, run, start, end, sig_end) -> float:
+    """Start every queue head that may start at ``now``; zero-cycle commands finish at once."""
+    moved = True
+    while moved:
+        moved = False
+        for q, lst in enumerate(pl.by_queue):
+            if run[q] is not None or head[q] >= len(lst):
+                continue
+            j = lst[head[q]]
+            if not _ready(pl, t, j, now, done, sig_end):
+                continue
+            head[q] += 1
+            start[j] = now
+            moved = True
+            if pl.fixed[j] == 0 and pl.xfer[j] == 0:
+                end[j] = now
+                done[q] += 1
+                if isinstance(cmds[j], C.SemSignal):
+                    sig_end.setdefault(cmds[j].sem, []).append(now)
+            else:
+                run[q] = [j, now + pl.fixed[j], float(pl.xfer[j])]
+    return now
+
+
+def _next_release(pl: _Plan, t: Target, head, now: float, sig_end) -> float:
+    """The earliest future time a SEM_WAIT at a queue head is released by latency alone."""
+    best = math.inf
+    for q, lst in enumerate(pl.by_queue):
+        if head[q] < len(lst):
+            sem = pl.sem.get(lst[head[q]])
+            if sem is not None:
+                ends = sig_end.get(sem[0], [])
+                if len(ends) >= sem[1]:
+                    at = ends[sem[1] - 1] + t.sem_latency_cycles
+                    if at > now + _EPS:
+                        best = min(best, at)
+    return best
+
+
+def stream_period(cmds: list[C.Command], t: Target) -> int:
+    """Cycles per image of a stream run through a pipelined program: every core's stream
+    replayed at once, the semaphores ignored (in the steady state each core works on another
+    image), the bandwidth shared: the last core's end."""
+    return max((e for _, e in replay_cores(cmds, t, cross=False)), default=0)
+
+
+def stalls(cmds: list[C.Command], times: list[tuple[int, int]]
+           ) -> list[tuple[int, Queue | None]]:
+    """(stall cycles, queue waited for) of every command of a multi-core program under
+    ``times`` (:func:`replay_cores`): the cycles between its queue becoming free and its
+    start, charged to the queue whose wait finished last (a SEM_WAIT's: STORE, where the
+    other core's SEM_SIGNAL runs)."""
+    out: list[tuple[int, Queue | None]] = []
+    for a, b in core_ranges(cmds):
+        ends: dict[Queue, list[int]] = {q: [] for q in _QUEUES}
+        for j in range(a, b):
+            cmd, (s, e) = cmds[j], times[j]
+            if cmd.queue is Queue.CONTROL:
+                out.append((0, None))
+                continue
+            free = ends[cmd.queue][-1] if ends[cmd.queue] else 0
+            on, ready = None, free
+            for q, n in zip(_QUEUES, cmd.waits):
+                k = len(ends[q]) - n
+                if n != WAIT_NONE and k > 0 and ends[q][k - 1] > ready:
+                    on, ready = q, ends[q][k - 1]
+            if isinstance(cmd, C.SemWait) and s > ready:
+                on = Queue.STORE
+            out.append((max(0, s - free), on if s > free else None))
+            ends[cmd.queue].append(e)
+    return out

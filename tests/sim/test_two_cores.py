@@ -1,0 +1,386 @@
+"""Two NPU cores (``--cores 2``): container, semaphores, executor, hazards, schedules.
+
+A small compute-bound network (3x3 convs of 128 channels at 28x28, a residual add, a max pool,
+global average pool) compiles with ``cores=2`` into a spatial split that the cost model
+prefers to one core; it runs bit-exactly against the golden integer model, in any legal
+interleaving of the two cores' six queues, and deleting any cross-core wait (SEM_WAIT) is
+reported as a race by the hazard checker. Hand-built streams check the decoder's refusals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import networkx as nx
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tcc_compiler import api
+from tcc_compiler.binfmt import read_cmd_file, write_cmd_file
+from tcc_compiler.binfmt.weightfile import read_weight_file
+from tcc_compiler.emit.binaries import encode_binaries
+from tcc_compiler.errors import ExecutionError, FormatError, InputError, InternalError
+from tcc_compiler.isa import commands as C
+from tcc_compiler.isa.spec import Queue, Region, dram_address
+from tcc_compiler.runtime import load_program
+from tcc_compiler.runtime.check import Checker
+from tcc_compiler.schedule.cores import lower_pipelined
+from tcc_compiler.schedule.search import ZONE_FRACTIONS, search_parts
+from tcc_compiler.sim.executor import Executor
+from tcc_compiler.sim.hazards import Ordering, check_stream
+from tcc_compiler.target import load_target
+
+QUEUES = (Queue.LOAD, Queue.COMPUTE, Queue.STORE)
+#: 256 KiB per core: the hazard checker's shadow memory stays small (25 bytes per SRAM byte
+#: per core), and the 28x28x128 maps take several tiles.
+TARGET = load_target().with_sram(256 * 1024)
+
+
+def conv_net(seed: int = 0) -> onnx.ModelProto:
+    """1x16x28x28 -> Conv3x3 128 -> Relu -> Conv3x3 128 -> Relu -> Conv3x3 128 (+ first conv's
+    output) -> Relu -> MaxPool 2x2 -> Conv1x1 64 -> GlobalAveragePool. Float32, opset 17."""
+    r = np.random.default_rng(seed)
+    inits = {"w1": r.normal(0, 0.2, (128, 16, 3, 3)), "w2": r.normal(0, 0.05, (128, 128, 3, 3)),
+             "w3": r.normal(0, 0.05, (128, 128, 3, 3)), "w4": r.normal(0, 0.1, (64, 128, 1, 1))}
+    for k, n in (("b1", 128), ("b2", 128), ("b3", 128), ("b4", 64)):
+        inits[k] = r.normal(0, 0.1, n)
+    conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], **conv),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], **conv),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], **conv),
+             helper.make_node("Add", ["c3", "r1"], ["a3"]),
+             helper.make_node("Relu", ["a3"], ["r3"]),
+             helper.make_node("MaxPool", ["r3"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p", "w4", "b4"], ["c4"], kernel_shape=[1, 1]),
+             helper.make_node("GlobalAveragePool", ["c4"], ["y"])]
+    g = helper.make_graph(
+        nodes, "two_cores",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 1, 1])],
+        [numpy_helper.from_array(v.astype(np.float32), n) for n, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    """(model path, compiled model, loaded 2-core program)."""
+    d = tmp_path_factory.mktemp("two_cores")
+    path = d / "m.onnx"
+    onnx.save(conv_net(), path)
+    rng = np.random.default_rng(1)
+    calib = [rng.uniform(-2, 2, (1, 16, 28, 28)).astype(np.float32) for _ in range(2)]
+    m = api.compile(path, "28x28x16", calibration=calib, cores=2, target=TARGET)
+    m.save(d / "out")
+    return path, m, load_program(d / "out")
+
+
+def _sizes(prog):
+    c = prog.cmd
+    return {C.Space.SRAM: prog.executor.target.sram_capacity_bytes, C.Space.ACT: c.act_arena_bytes,
+            C.Space.INPUT: c.input_bytes, C.Space.OUTPUT: c.output_bytes,
+            C.Space.WEIGHTS: len(prog.weights.data)}
+
+
+def test_compiles_to_a_spatial_split_faster_than_one_core(two):
+    _, m, prog = two
+    rep = m.report["cores"]
+    assert prog.cmd.cores == 2 and m.manifest["cores"] == 2
+    assert rep["kept"] == "spatial split"
+    assert rep["latency_cycles"] < rep["estimates"]["single_core_cycles"]
+    assert m.report["estimated_cycles"] == rep["latency_cycles"]
+    assert {p["core"] for p in rep["per_core"]} == {0, 1}
+    assert all(0 < p["utilisation"] <= 1 for p in rep["per_core"])
+    tiling = [li["tiling"] for li in m.report["layers"]]
+    assert any("split by" in t for t in tiling)
+    names = {c.name for c in prog.cmd.commands}
+    assert {"SEM_SIGNAL", "SEM_WAIT"} <= names
+    ranges = prog.cmd.core_ranges()
+    assert len(ranges) == 2 and all(isinstance(prog.cmd.commands[b - 1], C.End)
+                                    for _, b in ranges)
+    tracks = {(e.get("pid"), e.get("tid")) for e in m.artifacts.trace["traceEvents"]
+              if e.get("ph") == "X"}
+    assert len({tid for _, tid in tracks}) == 6      # one track per queue of each core
+    from tcc_compiler.report.timeline_view import chart_rows
+    assert chart_rows(m.artifacts.trace) == [
+        f"core {c} {q}" for c in (0, 1) for q in ("LOAD", "COMPUTE", "STORE")]
+
+
+def test_bit_exact_and_hazard_free(two):
+    path, _, prog = two
+    checker = Checker(prog, path)
+    rng = np.random.default_rng(5)
+    for _ in range(2):
+        x = rng.uniform(-2, 2, (1, 16, 28, 28)).astype(np.float32)
+        r = checker.check(x, prog.run(x))
+        assert r["bit_exact"] and r["sqnr_db"] > 20
+    assert check_stream(list(prog.cmd.commands), _sizes(prog), prog.cmd.core_ranges()) == []
+
+
+@pytest.mark.parametrize("seeds", [pytest.param(range(2), id="2"),
+                                   pytest.param(range(20), id="20", marks=pytest.mark.slow)])
+def test_random_interleavings_of_both_cores(two, seeds):
+    _, _, prog = two
+    q = prog.quantize(np.random.default_rng(2).uniform(-2, 2, (1, 16, 28, 28))
+                      .astype(np.float32))
+    ref = prog.executor.run(q, check=True)
+    ordering = prog.executor._ordering()
+    orders = set()
+    for seed in seeds:
+        orders.add(tuple(ordering.random_order(seed)))
+        assert prog.executor.run(q, schedule="random", seed=seed) == ref, seed
+    assert len(orders) == len(seeds)
+    core_of = ordering.core_of
+    # the cores really interleave: some core-1 command runs before some core-0 one
+    assert all(any(core_of[a] > core_of[b] for a, b in zip(o, o[1:])) for o in orders)
+
+
+def _drop(cmds, ranges, j):
+    """``cmds`` without command ``j`` (a SEM_WAIT on the LOAD queue), every later wait_load
+    of its core adjusted so that it names the same earlier LOAD commands as before."""
+    core_end = next(b for a, b in ranges if a <= j < b)
+    out, after = list(cmds), 0
+    for i in range(j + 1, core_end):
+        c = out[i]
+        if c.wait_load != 7 and after < c.wait_load:
+            out[i] = dataclasses.replace(c, wait_load=c.wait_load - 1)
+        if c.queue is Queue.LOAD:
+            after += 1
+    del out[j]
+    new_ranges = [(a - (a > j), b - (b > j)) for a, b in ranges]
+    return out, new_ranges
+
+
+def _oracle(cmds, ranges):
+    """'a finishes before b starts' edges straight from specs/isa.md, over both cores."""
+    g = nx.DiGraph()
+    g.add_nodes_from(range(len(cmds)))
+    signals: dict[int, list[int]] = {}
+    waits = []
+    for a, b in ranges:
+        seen = {q: [] for q in QUEUES}
+        for j in range(a, b):
+            cmd = cmds[j]
+            if cmd.queue not in seen:
+                g.add_edges_from((i, j) for q in QUEUES for i in seen[q])
+                continue
+            if seen[cmd.queue]:
+                g.add_edge(seen[cmd.queue][-1], j)
+            for q, n in zip(QUEUES, cmd.waits):
+                if n != 7 and len(seen[q]) > n:
+                    g.add_edge(seen[q][len(seen[q]) - n - 1], j)
+            if isinstance(cmd, C.SemSignal):
+                signals.setdefault(cmd.sem, []).append(j)
+            if isinstance(cmd, C.SemWait):
+                waits.append((j, cmd.sem, cmd.count))
+            seen[cmd.queue].append(j)
+    for j, sem, count in waits:
+        g.add_edge(signals[sem][count - 1], j)
+    return g
+
+
+def _conflicts(cmds, ranges, sram, cross_only=False):
+    """Unordered pairs (a, b), a < b, touching a common byte (each core's SRAM its own), one
+    writing; ``cross_only``: pairs on different cores only."""
+    o = Ordering(cmds, ranges)
+    o.set_sram(sram)
+    accs = o.accesses()
+    closure = nx.transitive_closure_dag(_oracle(cmds, ranges))
+    out = set()
+    for b in range(len(cmds)):
+        for a in range(b):
+            if not accs[a] or not accs[b] or (cross_only and o.core_of[a] == o.core_of[b]):
+                continue
+            if closure.has_edge(a, b) or closure.has_edge(b, a):
+                continue
+            if any(x.space == y.space and x.start < y.end and y.start < x.end
+                   and (x.is_write or y.is_write) for x in accs[a] for y in accs[b]):
+                out.add((a, b))
+    return out
+
+
+@pytest.mark.parametrize("oracle", [pytest.param(False, id="checker"),
+                                    pytest.param(True, id="oracle", marks=pytest.mark.slow)])
+def test_deleting_any_cross_core_wait_is_a_race(two, oracle):
+    """Every SEM_WAIT deleted: the checker reports a race between the two cores (with
+    ``oracle``, also one the spec-derived oracle finds, and none in the intact program)."""
+    _, _, prog = two
+    cmds, ranges, sizes = list(prog.cmd.commands), prog.cmd.core_ranges(), _sizes(prog)
+    if oracle:
+        assert _conflicts(cmds, ranges, sizes[C.Space.SRAM]) == set()
+    sem_waits = [j for j, c in enumerate(cmds) if isinstance(c, C.SemWait)]
+    assert sem_waits
+    for j in sem_waits:
+        mod, mranges = _drop(cmds, ranges, j)
+        found = check_stream(mod, sizes, mranges)
+        assert len(found) == 1, j
+        h = found[0]
+        o = Ordering(mod, mranges)
+        assert o.core_of[h.first] != o.core_of[h.second], (j, h.message())
+        assert "of core" in h.message()
+        if oracle:
+            pair = (min(h.first, h.second), max(h.first, h.second))
+            assert pair in _conflicts(mod, mranges, sizes[C.Space.SRAM], True)
+
+
+@pytest.mark.slow
+def test_deleted_intra_core_waits_sample(two):
+    """Within each core, a deleted wait is reported iff the oracle finds an unordered
+    conflicting pair (the single-core test's rule, over both cores' streams)."""
+    _, _, prog = two
+    cmds, ranges, sizes = list(prog.cmd.commands), prog.cmd.core_ranges(), _sizes(prog)
+    dels = [(j, f) for j, c in enumerate(cmds) if not isinstance(c, C.SemWait)
+            for f in ("wait_load", "wait_compute", "wait_store") if getattr(c, f) != 7]
+    rng = np.random.default_rng(4)
+    caught = 0
+    for k in rng.choice(len(dels), size=6, replace=False):
+        j, f = dels[int(k)]
+        mod = list(cmds)
+        mod[j] = dataclasses.replace(cmds[j], **{f: 7})
+        found = check_stream(mod, sizes, ranges)
+        expected = _conflicts(mod, ranges, sizes[C.Space.SRAM])
+        assert bool(found) == bool(expected), (j, f)
+        if found:
+            h = found[0]
+            assert (min(h.first, h.second), max(h.first, h.second)) in expected
+            caught += 1
+    assert caught
+
+
+def test_pipelined_split_runs_bit_exact(two):
+    """The pipelined schedule (ops up to a cut on core 0, the rest on core 1) is a valid
+    single-image program too: bit-exact with the spatial one, hazard-free."""
+    _, m, prog = two
+    graph, t = m.artifacts.graph, TARGET
+    lw, single, _ = search_parts(graph, t, ZONE_FRACTIONS, None, {})
+    piped, cut, period = lower_pipelined(graph, t, None, single, lw.zone_bytes, lw.cascade)
+    assert piped.cores == 2 and cut and period > 0
+    cmd_bin, w_bin = encode_binaries(piped, "test")
+    cmd = read_cmd_file(cmd_bin)
+    ex = Executor(cmd, read_weight_file(w_bin), t)
+    q = prog.quantize(np.random.default_rng(3).uniform(-2, 2, (1, 16, 28, 28))
+                      .astype(np.float32))
+    assert ex.run(q, check=True) == prog.executor.run(q)
+
+
+# -- hand-built two-core streams --------------------------------------------------------------
+
+def _ld(region, off, sram, n, **w):
+    return C.DmaLoad(dram_address(region, off), sram, n, 1, 1, 0, 0, 0, 0, **w)
+
+
+def _st(region, off, sram, n, **w):
+    return C.DmaStore(dram_address(region, off), sram, n, 1, 1, 0, 0, 0, 0, **w)
+
+
+def _pair(wait=True, count=1, sem=0):
+    """Core 0 copies INPUT to ACT and signals; core 1 waits, copies ACT to OUTPUT."""
+    core0 = [_ld(Region.INPUT, 0, 0, 16), _st(Region.ACT, 0, 0, 16, wait_load=0),
+             C.SemSignal(sem=0), C.End()]
+    core1 = ([C.SemWait(sem=sem, count=count)] if wait else []) + [
+        _ld(Region.ACT, 0, 64, 16), _st(Region.OUTPUT, 0, 64, 16, wait_load=0), C.End()]
+    return core0 + core1
+
+
+def _file(cmds, cores=2):
+    return write_cmd_file(cmds, sram_peak_bytes=128, act_arena_bytes=64, input_bytes=16,
+                          output_bytes=16, tool_version="test", cores=cores)
+
+
+def test_container_round_trip_and_single_core_header_unchanged():
+    cmds = _pair()
+    f = read_cmd_file(_file(cmds))
+    assert f.cores == 2 and list(f.commands) == cmds and f.version_minor == 1
+    assert f.core_ranges() == [(0, 4), (4, 8)]
+    one = read_cmd_file(_file(cmds[:2] + [C.End()], cores=1))
+    assert one.cores == 1 and one.version_minor == 0
+    ex = Executor(f, None, TARGET, fill=0xA5)
+    data = bytes(range(16))
+    assert ex.run(data, check=True) == data
+    for seed in range(5):
+        assert ex.run(data, schedule="random", seed=seed) == data
+
+
+def test_missing_wait_is_a_cross_core_race():
+    cmds = _pair(wait=False)
+    sizes = {C.Space.SRAM: 256, C.Space.ACT: 64, C.Space.INPUT: 16, C.Space.OUTPUT: 16,
+             C.Space.WEIGHTS: 0}
+    [h] = check_stream(cmds, sizes, [(0, 4), (4, 7)])
+    assert h.kind in ("RAW", "WAR") and {h.first, h.second} == {1, 4}
+    assert "STORE of core 0" in h.message() or "LOAD of core 1" in h.message()
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda c: c[:4] + [C.SemWait(sem=0, count=2)] + c[5:], "never be released"),
+    (lambda c: c[:4] + [C.SemWait(sem=9, count=1)] + c[5:], "semaphore 9 outside"),
+    (lambda c: c[:7] + [C.SemSignal(sem=0), C.End()], "also signalled by core 0"),
+])
+def test_decoder_refuses_bad_semaphores(mutate, match):
+    good = _file(_pair())
+    bad = mutate(_pair())
+    with pytest.raises(InternalError, match=match):
+        _file(bad)
+    # the same stream smuggled past the writer: the reader refuses it too
+    from tcc_compiler.binfmt.cmdfile import CMD_HEADER_FIELDS
+    import struct
+    import zlib
+    from tcc_compiler.isa.codec import encode_commands
+    stream = b"".join(encode_commands(bad[a:b]) for a, b in ((0, 4), (4, len(bad))))
+    data = bytearray(good[:64] + stream)
+    offs = {}
+    pos = 0
+    for name, fmt, _ in CMD_HEADER_FIELDS:
+        offs[name] = (pos, fmt)
+        pos += struct.calcsize("<" + fmt)
+    for name, v in (("stream_bytes", len(stream)), ("n_commands", len(bad)),
+                    ("stream_crc32", zlib.crc32(stream))):
+        o, fmt = offs[name]
+        struct.pack_into("<" + fmt, data, o, v)
+    struct.pack_into("<I", data, 60, zlib.crc32(bytes(data[:60])))
+    with pytest.raises(FormatError, match=match):
+        read_cmd_file(bytes(data))
+
+
+def test_cores_beyond_the_target_and_deadlock_refused():
+    f = read_cmd_file(_file(_pair()))
+    with pytest.raises(ExecutionError, match="cores = 2 exceeds"):
+        Executor(f, None, dataclasses.replace(load_target(), cores=1))
+    # each core waits for the other's first signal before signalling: no order runs both
+    dead = [C.SemWait(sem=1, count=1), C.SemSignal(sem=0), C.End(),
+            C.SemWait(sem=0, count=1), C.SemSignal(sem=1), C.End()]
+    with pytest.raises(ExecutionError, match="deadlock"):
+        Executor(read_cmd_file(_file(dead)), None, load_target()).run(bytes(16))
+
+
+def test_cores_option_checked():
+    with pytest.raises(InputError, match="cores = 3"):
+        api.compile(conv_net(), "28x28x16", cores=3)
+
+
+@pytest.mark.slow
+def test_cli_compile_with_two_cores(two, tmp_path, capsys):
+    """``tccc compile --cores 2`` writes a two-core folder and says so."""
+    from tests.helpers.cli import run_cli
+
+    path, _, _ = two
+    rng = np.random.default_rng(1)
+    calib = tmp_path / "c.npy"
+    np.save(calib, rng.uniform(-2, 2, (1, 16, 28, 28)).astype(np.float32))
+    code, out, _ = run_cli(["compile", str(path), "--input", "28x28x16", "--calib", str(calib),
+                            "-o", str(tmp_path / "out"), "--cores", "2"], capsys)
+    assert code == 0 and "2 cores: kept spatial split" in out
+    assert load_program(tmp_path / "out").cmd.cores == 2
+
+
+def test_cli_cores_3_is_a_usage_error(tmp_path, capsys):
+    from tcc_compiler.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["compile", str(tmp_path / "m.onnx"), "--input", "28x28x16", "-o",
+              str(tmp_path / "o"), "--cores", "3"])
+    assert e.value.code == 2 and "--cores" in capsys.readouterr().err
