@@ -29,6 +29,13 @@ def _acc_ref(x, zp, w, pads=(0, 0, 0, 0)):
     return out
 
 
+@pytest.fixture(autouse=True)
+def _float_path(monkeypatch):
+    """These tests are about the float32 path: the integer GEMM (tests/numerics/
+    test_int8_gemm.py) is switched off."""
+    monkeypatch.setattr(G, "int8_matmul", lambda a, za, b: None)
+
+
 def _gemm_chunks(monkeypatch) -> list[int]:
     """Record the chunk size of every exact GEMM call."""
     seen: list[int] = []
