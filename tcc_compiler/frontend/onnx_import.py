@@ -26,6 +26,7 @@ from tcc_compiler.frontend.loader import (check_inferred_shapes, check_input_dim
                                           parse_input_spec, set_input_dims)
 from tcc_compiler.frontend.magnitudes import parameter_problems
 from tcc_compiler.frontend.qdq_import import attach_fixed, strip_qdq
+from tcc_compiler.frontend.shape_infer import infer_shapes
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
 
@@ -227,7 +228,7 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
         if imp.domain in ("", "ai.onnx"):
             imp.version = opset
     try:
-        inferred = onnx.shape_inference.infer_shapes(folded, strict_mode=False)
+        inferred = infer_shapes(folded)
     except MemoryError:  # running out of memory says nothing about the model
         raise
     except Exception as exc:  # shape inference errors: inconsistent model
@@ -247,7 +248,7 @@ def _fold_constants(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
         ModelError: graphsurgeon cannot read, fold or write the graph, or it has a cycle.
     """
     try:  # shapes of intermediate tensors let graphsurgeon fold Shape->Gather->... chains
-        proto = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
+        proto = infer_shapes(proto)
     except MemoryError:  # running out of memory says nothing about the model
         raise
     except Exception as exc:  # inconsistent model: reported by the caller's inference
