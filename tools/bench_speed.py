@@ -10,7 +10,10 @@ integer model + the float model in ONNX Runtime) and ONNX Runtime FP32 at its de
 Every figure is the median of ``--repeat`` runs, each a fresh process (imports excluded from
 the timed region, model loading included for the compiles). ONNX Runtime spreads its threads
 over every core and slows down far more than tccc on a loaded machine: compare figures only
-from an idle machine (the output says so).
+from an idle machine. The output records the load average before and after each model
+(``load_avg``) and says LOADED when it exceeded half the cores; after each model's JSON line
+one line per target of issue 18 (:data:`TARGETS`) gives the measured figure, the bound and
+whether it is met.
 
 Usage: python tools/bench_speed.py [--models resnet50:224x224x3 FILE.onnx:224x224x3 ...]
        [--calib N] [--images N] [--repeat N] [--calib-dir DIR] [--json FILE]
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -125,6 +130,41 @@ def _inputs(model: str, whc: str, n: int, calib_dir: str | None, path: Path) -> 
     np.save(path, np.concatenate([x for x in xs])[:n])
 
 
+#: Issue 18's targets: figure -> (bound, the models it applies to; None = every model).
+#: Ratios are tccc over ONNX Runtime (per image FP32 at default settings; ``quantize_static``
+#: per-channel QDQ on the same calibration inputs).
+TARGETS = {
+    "compile_over_ort": (1.0, None),
+    "compile_no_calibration_s": (2.0, ("resnet50",)),
+    "compile_peak_rss_mib": (1024.0, ("resnet50",)),
+    "executor_over_ort": (1.5, None),
+    "run_check_over_ort": (3.0, None),
+}
+
+
+def target_lines(r: dict) -> list[str]:
+    """One line per target of :data:`TARGETS` that ``r`` (a :func:`bench_model` result)
+    measured: figure, bound, met or not, and LOADED when the machine was."""
+    name = Path(r["model"]).stem
+    loaded = " (LOADED machine: indicative only)" if r.get("loaded") else ""
+    out = []
+    for key, (bound, models) in TARGETS.items():
+        if key not in r or (models and not any(re.fullmatch(rf"{m}(-\d+x\d+x\d+)?", name)
+                                               for m in models)):
+            continue
+        verdict = "met" if r[key] <= bound else "NOT met"
+        out.append(f"  {name}: {key} = {r[key]} (target <= {bound}): {verdict}{loaded}")
+    return out
+
+
+def load_avg() -> float:
+    """The 1-minute load average (0.0 where the OS does not report one)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return 0.0
+
+
 #: The figures :func:`bench_model` measures (``--only`` picks some).
 FIGURES = ("compile", "ort_quantize", "compile_no_calibration", "executor", "run_check",
            "ort_fp32")
@@ -211,12 +251,16 @@ def main(argv=None) -> int:
           "slow down far more under load).", file=sys.stderr)
     results = []
     for item in args.models:
+        before = load_avg()
         with tempfile.TemporaryDirectory(prefix="tccc-speed-") as tmp:
             model, whc = _resolve(item, Path(tmp))
             r = bench_model(model, whc, args.calib, args.images, args.repeat, args.calib_dir,
                             Path(tmp), args.only)
+        r["load_avg"] = [before, load_avg()]
+        r["loaded"] = max(r["load_avg"]) > 0.5 * (os.cpu_count() or 1)
         results.append(r)
         print(json.dumps(r))
+        print("\n".join(target_lines(r)))
         sys.stdout.flush()
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

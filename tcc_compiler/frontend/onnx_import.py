@@ -27,6 +27,7 @@ from tcc_compiler.frontend.loader import (check_inferred_shapes, check_input_dim
                                           parse_input_spec, set_input_dims)
 from tcc_compiler.frontend.magnitudes import parameter_problems
 from tcc_compiler.frontend.qdq_import import attach_fixed, strip_qdq
+from tcc_compiler.frontend.shape_infer import infer_shapes
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
 
@@ -228,7 +229,7 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
         if imp.domain in ("", "ai.onnx"):
             imp.version = opset
     try:
-        inferred = onnx.shape_inference.infer_shapes(folded, strict_mode=False)
+        inferred = infer_shapes(folded)
     except MemoryError:  # running out of memory says nothing about the model
         raise
     except EncodeError:  # protobuf could not allocate the serialized model (ulimit -v)
@@ -250,7 +251,7 @@ def _fold_constants(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
         ModelError: graphsurgeon cannot read, fold or write the graph, or it has a cycle.
     """
     try:  # shapes of intermediate tensors let graphsurgeon fold Shape->Gather->... chains
-        proto = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
+        proto = infer_shapes(proto)
     except MemoryError:  # running out of memory says nothing about the model
         raise
     except Exception as exc:  # inconsistent model: reported by the caller's inference
@@ -308,10 +309,30 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
 
 
 def _check_cycles(graph: gs.Graph, where: str) -> None:
+    """Raise ModelError naming a node on a cycle, if the graph has one. Kahn's algorithm
+    decides; networkx (0.5 s of CPU to import, so only then) names the node."""
     producers = {}
     for node in graph.nodes:
         for t in node.outputs:
             producers[t.name] = node
+    indeg = {id(node): 0 for node in graph.nodes}
+    succ: dict[int, list[int]] = {}
+    for node in graph.nodes:
+        for t in node.inputs:
+            if t.name in producers:
+                succ.setdefault(id(producers[t.name]), []).append(id(node))
+                indeg[id(node)] += 1
+    ready = [k for k, d in indeg.items() if d == 0]
+    done = 0
+    while ready:
+        k = ready.pop()
+        done += 1
+        for s in succ.get(k, ()):
+            indeg[s] -= 1
+            if indeg[s] == 0:
+                ready.append(s)
+    if done == len(indeg):
+        return
     import networkx as nx
 
     g = nx.DiGraph()
@@ -320,10 +341,7 @@ def _check_cycles(graph: gs.Graph, where: str) -> None:
         for t in node.inputs:
             if t.name in producers:
                 g.add_edge(id(producers[t.name]), id(node))
-    try:
-        cycle = nx.find_cycle(g)
-    except nx.NetworkXNoCycle:
-        return
+    cycle = nx.find_cycle(g)
     names = {id(n): n.name for n in graph.nodes}
     raise ModelError(f"{where}: graph has a cycle through node '{names[cycle[0][0]]}'")
 

@@ -19,6 +19,11 @@ summed in float64 (exact below 2**53; |acc| <= K * 255 * 128 < 2**31 for K <= 65
 Depthwise convs (one input and one output channel per group) sum at most KH*KW <= 25 * 255 *
 128 < 2**24 per output in float32: one vector multiply-add per tap, exact.
 
+int8 inputs with enough output pixels go first to ONNX Runtime's integer GEMM
+(:mod:`tcc_compiler.numerics.int8_gemm`: exact int32 arithmetic, probed once per process, on
+uint8 ``x + 128`` with zero point ``zp + 128``, the same differences); the float32 path above
+is the fallback when that kernel is not exact on the CPU or not worth it (few rows).
+
 int16 inputs (mixed precision, specs/quantization.md) run in float64 throughout: every product
 is an integer of magnitude <= 65535 * 128 < 2**23, so any partial sum of K <= 2**30 of them
 stays below 2**53 (float64's exact integer range) and the same argument makes one float64 GEMM
@@ -31,6 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+from tcc_compiler.numerics.int8_gemm import MAX_K, int8_matmul, worth
 
 #: float32 represents every integer of magnitude <= 2**24 exactly (24-bit significand).
 F32_EXACT = 1 << 24
@@ -73,6 +80,8 @@ class ConvWeights:
         wmax: ``max |w|`` over all weights (int).
         dw: float32 [KH, KW, C] depthwise taps (one input and one output channel per group),
             else None.
+        imats: per group, int8 [KH*KW*C/group, O/group] (C-contiguous; the integer GEMM's
+            right operand); empty for depthwise.
     """
 
     w: np.ndarray
@@ -81,6 +90,7 @@ class ConvWeights:
     cmax: np.ndarray
     wmax: int
     dw: np.ndarray | None
+    imats: tuple[np.ndarray, ...] = ()
 
 
 def prepare_conv_weights(w: np.ndarray, group: int = 1) -> ConvWeights:
@@ -103,7 +113,9 @@ def prepare_conv_weights(w: np.ndarray, group: int = 1) -> ConvWeights:
                            np.ascontiguousarray(wf[:, :, :, 0].transpose(1, 2, 0)))
     mats = tuple(np.ascontiguousarray(wf[g * og:(g + 1) * og].reshape(og, -1).T)
                  for g in range(group))
-    return ConvWeights(w, group, mats, cmax.astype(np.float64), wmax, None)
+    imats = tuple(np.ascontiguousarray(w[g * og:(g + 1) * og].reshape(og, -1).T)
+                  for g in range(group))
+    return ConvWeights(w, group, mats, cmax.astype(np.float64), wmax, None, imats)
 
 
 def _out_len(n: int, k: int, s: int, d: int) -> int:
@@ -207,6 +219,42 @@ def _depthwise(xs: np.ndarray, taps: np.ndarray, strides, dilations, oh: int, ow
     return acc
 
 
+def _accumulate_i8(x: np.ndarray, zp_x: int, cw: ConvWeights, strides, pads,
+                   dilations) -> np.ndarray | None:
+    """The int32 accumulator [OH, OW, O] of an int8 input through the exact integer GEMM
+    (:func:`~tcc_compiler.numerics.int8_gemm.int8_matmul`) on uint8 ``x + 128`` padded with
+    ``zp_x + 128``; None when that kernel is not used here (then nothing was computed)."""
+    o, kh, kw, cg = cw.w.shape
+    top, left, bottom, right = pads
+    h, w, c = x.shape
+    oh = _out_len(h + top + bottom, kh, strides[0], dilations[0])
+    ow = _out_len(w + left + right, kw, strides[1], dilations[1])
+    zpu = int(zp_x) + 128
+    og = o // cw.group
+    if oh < 1 or ow < 1 or not worth(oh * ow, kh * kw * cg, og) or kh * kw * cg > MAX_K \
+            or not 0 <= zpu <= 255:
+        return None
+    xu = x.view(np.uint8)
+    if top == left == bottom == right == 0:
+        xs = np.bitwise_xor(xu, np.uint8(0x80))            # int8 v -> uint8 v + 128
+    else:
+        xs = np.full((h + top + bottom, w + left + right, c), zpu, np.uint8)
+        np.bitwise_xor(xu, np.uint8(0x80), out=xs[top:top + h, left:left + w])
+    out = None
+    for g in range(cw.group):
+        part = xs if cw.group == 1 else xs[:, :, g * cg:(g + 1) * cg]
+        cols = np.ascontiguousarray(_im2col(part, (kh, kw), strides, dilations, oh, ow))
+        acc = int8_matmul(cols, zpu, cw.imats[g])
+        if acc is None:
+            return None
+        if cw.group == 1:
+            return acc.reshape(oh, ow, o)
+        if out is None:
+            out = np.empty((oh, ow, o), np.int32)
+        out[:, :, g * og:(g + 1) * og] = acc.reshape(oh, ow, og)
+    return out
+
+
 def _accumulate_f64(xs: np.ndarray, cw: ConvWeights, strides, dilations, oh: int,
                     ow: int) -> np.ndarray:
     """The accumulator of an int16 input (``xs``: padded float64 ``x - zp``) in float64, one
@@ -235,8 +283,8 @@ def conv_accumulate_f(x: np.ndarray, zp_x: int, cw: ConvWeights, strides=(1, 1),
         strides, dilations: (h, w). pads: (top, left, bottom, right).
 
     Returns:
-        float32 or float64 [OH, OW, O] holding the exact integer accumulators (|acc| < 2**31;
-        ``astype`` to an integer type is exact).
+        int32 (the integer GEMM), or float32 / float64 [OH, OW, O] holding the exact integer
+        accumulators (|acc| < 2**31 for int8; ``astype`` to an integer type is exact).
 
     Raises:
         ValueError: the input's channels do not match the weights, or the window does not fit.
@@ -245,6 +293,10 @@ def conv_accumulate_f(x: np.ndarray, zp_x: int, cw: ConvWeights, strides=(1, 1),
     if x.shape[2] != cg * cw.group:
         raise ValueError(f"input has {x.shape[2]} channels, weights expect {cg * cw.group}")
     wide = x.dtype.itemsize > 1
+    if not wide and cw.dw is None and cw.imats:
+        acc = _accumulate_i8(x, zp_x, cw, strides, pads, dilations)
+        if acc is not None:
+            return acc
     xs = _padded(x, zp_x, pads, np.float64 if wide else np.float32)
     oh = _out_len(xs.shape[0], kh, strides[0], dilations[0])
     ow = _out_len(xs.shape[1], kw, strides[1], dilations[1])

@@ -98,26 +98,53 @@ def conv_epilogue(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np
     bias = np.asarray(bias, dtype=np.int64)
     m = np.asarray(mult, dtype=np.int64)
     shift = np.asarray(shift, dtype=np.int64)
-    const = np.int64(1) << (shift - 1)
+    msc = np.asarray(sc_mult, dtype=np.int64) if shortcut is not None else None
     amax = max(-int(acc.min()), int(acc.max())) if acc.size else 0
-    if amax + int(np.abs(bias).max(initial=0)) < 2 ** 31:
-        t = np.multiply(acc, m, dtype=np.int64, casting="unsafe")
-        const = const + bias * m
+    bmax = int(np.abs(bias).max(initial=0))
+    if amax + bmax < 2 ** 31:
+        up = _common_shift(shift, m, msc, amax + bmax, shortcut)
+        if up is not None:     # one shift for all channels: scalar shift, cheaper
+            m, shift = m << up, shift + up
+            msc = msc << up if msc is not None else None
+        const = (np.int64(1) << (shift - 1)) + bias * m
+        t = acc.astype(np.int64)
+        t *= m
     else:                                         # the accumulator is 32-bit (wraps)
+        const = np.int64(1) << (shift - 1)
         t = acc.astype(np.int64)
         t += bias
         t = ((t + 2 ** 31) % 2 ** 32) - 2 ** 31
         t *= m
     if shortcut is not None:
-        msc = np.asarray(sc_mult, dtype=np.int64)
         t += np.multiply(shortcut, msc, dtype=np.int64)
         const = const - np.int64(zp_sc) * msc
     t += const
-    t >>= shift
+    t >>= shift[0] if shift.size and (shift == shift[0]).all() else shift
     np.clip(t, lo - zp_y, hi - zp_y, out=t)
     y = t.astype(out_dtype)
     y += np.dtype(out_dtype).type(zp_y)
     return y
+
+
+def _common_shift(shift: np.ndarray, m: np.ndarray, msc: np.ndarray | None, amax: int,
+                  shortcut: np.ndarray | None) -> np.ndarray | None:
+    """Per-channel left shifts ``up = max(S) - S`` that give every channel the shift max(S)
+    (``M << up``, ``Msc << up``: ``(q << up) >> max(S) == q >> S`` exactly), or None when
+    the channels already share one shift or the scaled terms could pass 2**62 (then each
+    channel keeps its own). Bound: ``|acc + bias| M' + |sc - zp_sc| Msc' + 2**(max S - 1)
+    + |bias| M' < 2**63`` with ``|acc + bias|, |bias| <= amax`` and ``|sc - zp_sc| <= 2**16``
+    (int8 or int16 shortcut); ``up <= 30`` keeps the scaled multipliers below 2**61."""
+    if not shift.size or (shift == shift[0]).all():
+        return None
+    top = int(shift.max())
+    up = top - shift
+    if int(up.max()) > 30:      # M, Msc < 2**31: keeps M << up below 2**61 (no int64 wrap)
+        return None
+    mmax = int((m << up).max())
+    scmax = int((msc << up).max()) if msc is not None and shortcut is not None else 0
+    if 2 * amax * mmax + (scmax << 16) + (1 << (top - 1)) >= 2 ** 62:
+        return None
+    return up
 
 
 def conv_epilogue_int32(acc: np.ndarray, bias: np.ndarray) -> np.ndarray:

@@ -29,6 +29,13 @@ def _acc_ref(x, zp, w, pads=(0, 0, 0, 0)):
     return out
 
 
+@pytest.fixture(autouse=True)
+def _float_path(monkeypatch):
+    """These tests are about the float32 path: the integer GEMM (tests/numerics/
+    test_int8_gemm.py) is switched off."""
+    monkeypatch.setattr(G, "int8_matmul", lambda a, za, b: None)
+
+
 def _gemm_chunks(monkeypatch) -> list[int]:
     """Record the chunk size of every exact GEMM call."""
     seen: list[int] = []
@@ -125,8 +132,11 @@ def _epilogue_ref(acc, bias, mult, shift, zp, lo, hi, sc=None, zp_sc=0, msc=None
 
 @pytest.mark.parametrize("big", [False, True])
 @pytest.mark.parametrize("shortcut", [False, True])
-def test_epilogue_matches_reference(big, shortcut):
-    rng = np.random.default_rng(3 + big + 2 * shortcut)
+@pytest.mark.parametrize("shifts", [(20, 63), (34, 41)])
+def test_epilogue_matches_reference(big, shortcut, shifts):
+    # shifts 34..40: the channels are brought to one shift (kernels._common_shift); 20..62:
+    # too far apart for that, each channel keeps its own
+    rng = np.random.default_rng(3 + big + 2 * shortcut + shifts[0])
     o = 7
     acc = rng.integers(-2 ** 20, 2 ** 20, (4, 5, o))
     bias = rng.integers(-2 ** 20, 2 ** 20, o)
@@ -134,7 +144,7 @@ def test_epilogue_matches_reference(big, shortcut):
         acc = rng.integers(2 ** 30, 2 ** 31 - 1, (4, 5, o))
         bias = rng.integers(2 ** 30, 2 ** 31 - 1, o)
     mult = rng.integers(2 ** 30, 2 ** 31, o)
-    shift = rng.integers(20, 63, o)
+    shift = rng.integers(*shifts, o)
     sc = rng.integers(-128, 128, (4, 5, o)).astype(np.int8) if shortcut else None
     msc = rng.integers(0, 2 ** 31, o)
     for zp, lo, hi in ((-128, -128, 127), (5, -20, 100), (127, -128, 127)):
@@ -147,3 +157,14 @@ def test_epilogue_matches_reference(big, shortcut):
             f = conv_epilogue(acc.astype(np.float64), bias.astype(np.int32), mult, shift, zp,
                               lo, hi, sc, -3, msc)
             np.testing.assert_array_equal(f, want)
+
+
+def test_common_shift_fires_only_within_bounds():
+    from tcc_compiler.numerics.kernels import _common_shift
+
+    shift = np.array([36, 38, 40])
+    m = np.array([2 ** 30, 2 ** 30 + 7, 2 ** 31 - 1])
+    assert _common_shift(shift, m, None, 2 ** 20, None).tolist() == [4, 2, 0]
+    assert _common_shift(shift, m, None, 2 ** 31 - 1, None) is None   # |acc| M' past 2**62
+    assert _common_shift(np.array([38, 38]), m[:2], None, 5, None) is None   # already one
+    assert _common_shift(np.array([2, 40]), m[:2], None, 5, None) is None    # up > 30
