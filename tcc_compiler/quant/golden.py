@@ -12,12 +12,13 @@ import numpy as np
 from tcc_compiler.errors import InternalError
 from tcc_compiler.interp.float_exec import eval_node, interleave
 from tcc_compiler.ir.graph import Graph, Node
-from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
+from tcc_compiler.ir.ops import HOST_OPS, Op, ResizeMode, VIEW_OPS
 from tcc_compiler.ir.shapes import npu_hwc
 from tcc_compiler.numerics import kernels as K
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.eltwise import eltwise_int8
 from tcc_compiler.numerics.lut import apply_lut
+from tcc_compiler.numerics.resize import bilinear_int8
 from tcc_compiler.quant.params import (add_quant, conv_quant, dequantize_output, lut_quant,
                                        ew_quant, pool_divisors, pool_quant, quantize_input,
                                        uses_ew)
@@ -94,6 +95,9 @@ def eval_int_node(node: Node, args: list[np.ndarray],
                           p.act_lo, p.act_hi)
     if node.op is Op.LUT:
         return apply_lut(x, lut_quant(node).tables)
+    if node.op is Op.RESIZE and node.attrs.mode is ResizeMode.BILINEAR:
+        a = node.attrs
+        return bilinear_int8(x, x.shape[0], a.scale_h, a.scale_w, a.coord.value)
     if node.op is Op.RESIZE:   # NHWC: rows, then columns repeated
         return np.repeat(np.repeat(x, node.attrs.scale_h, axis=0), node.attrs.scale_w, axis=1)
     if node.op is Op.SHUFFLE:  # NHWC: a permutation of the last axis; shared quantization
