@@ -31,9 +31,10 @@ import onnx
 from tcc_compiler.frontend.converters import Ctx, Unsupported, attrs_of
 from tcc_compiler.ir.ops import Op, ResizeAttrs, ResizeCoord, ResizeMode
 
-#: Largest bilinear factor along one axis (RESIZE_TILE's ``fh``/``fw`` fields are u8; beyond
-#: 8 every output pixel's weights are still exact to 2**-12, but no exporter writes more).
-MAX_BILINEAR_FACTOR = 8
+#: Largest bilinear factor along one axis (RESIZE_TILE's ``fh``/``fw`` fields are u8; e.g.
+#: DeepLabV3's ASPP upsamples its pooled 1x1 branch by the map size). Weights are exact for
+#: power-of-two factors with half_pixel / asymmetric, else within 2**-12 (numerics/resize.py).
+MAX_BILINEAR_FACTOR = 255
 #: ONNX coordinate_transformation_mode -> the IR's bilinear coordinate mode.
 _BILINEAR_COORDS = {"half_pixel": ResizeCoord.HALF_PIXEL,
                     "pytorch_half_pixel": ResizeCoord.HALF_PIXEL,

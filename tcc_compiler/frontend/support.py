@@ -133,7 +133,7 @@ SUPPORT: dict[str, OpSupport] = {
     "Resize": OpSupport("NCHW, upsampling of H and W by integer factors (scales or sizes): "
                         "mode nearest whose coordinate_transformation_mode / nearest_mode map "
                         "repeats pixels (asymmetric+floor, half_pixel, ...); mode linear "
-                        "(bilinear, factors <= 8) with half_pixel, pytorch_half_pixel, "
+                        "(bilinear, factors <= 255) with half_pixel, pytorch_half_pixel, "
                         "align_corners or asymmetric", "NPU (resize: nearest DMA only, each "
                         "input row stored factor_h x factor_w times; bilinear RESIZE_TILE on "
                         "the vector unit, 11-bit weights)",

@@ -53,15 +53,24 @@ def test_exact_modes_are_ort_rounded_half_up(onnx_coord, factors):
                                           err_msg=f"{onnx_coord} {factors} {h}x{w}")
 
 
-@pytest.mark.parametrize("factors", [(2, 2), (4, 4)])
-def test_align_corners_within_weight_rounding(factors):
+@pytest.mark.parametrize("coord,factors", [("align_corners", (2, 2)), ("align_corners", (4, 4)),
+                                           ("half_pixel", (3, 7)), ("asymmetric", (6, 5))])
+def test_rounded_weights_within_bound(coord, factors):
     # each axis weight is off by at most 2**-12: at most 255 * 2 * 2**-12 LSB beyond rounding
     bound = 0.5 + 2 * 255 * 2.0 ** -(FRAC_BITS + 1) + 1e-6
     for h, w in SIZES + [(13, 10), (40, 3)]:
         for q in _maps(h, w):
-            ref = _ort_resize(q.astype(np.float32), *factors, "align_corners")
-            err = np.abs(_ours(q, *factors, "align_corners") - ref).max()
+            ref = _ort_resize(q.astype(np.float32), *factors, coord)
+            err = np.abs(_ours(q, *factors, coord) - ref).max()
             assert err <= bound, (factors, h, w, err)
+
+
+def test_one_pixel_map_by_a_large_factor_is_a_broadcast():
+    """DeepLabV3's ASPP pooling branch: a 1x1 map upsampled by the map size."""
+    q = np.arange(-3, 3, dtype=np.int8).reshape(1, 1, 6)
+    for coord in ("half_pixel", "align_corners", "asymmetric"):
+        y = bilinear_int8(q, 1, 28, 28, coord)
+        np.testing.assert_array_equal(y, np.broadcast_to(q, (28, 28, 6)))
 
 
 @pytest.mark.parametrize("coord", ["half_pixel", "align_corners", "asymmetric"])
