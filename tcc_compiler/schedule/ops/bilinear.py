@@ -93,5 +93,5 @@ def lower_bilinear(ctx: OpContext, n: Node, info: LayerInfo) -> None:
                                     **dma_fields(xout, oy0, oy0 + rows, 0, w * fw, 0, c, ob))
         info.tiles += 1
     ctx.end(sa)
-    info.plan = (f"{info.tiles} bands of {bands[0][1]} output rows (bilinear x{fh}x{fw}, "
-                 f"{coord})")
+    info.plan = (f"{info.tiles} band{'s' if info.tiles > 1 else ''} of {bands[0][1]} output "
+                 f"rows (bilinear x{fh}x{fw}, {coord})")
