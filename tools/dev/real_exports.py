@@ -48,6 +48,9 @@ MODELS = {
     "efficientnetv2_rw_s": ("timm:efficientnetv2_rw_s", (224, 224, 3)),
     "tf_efficientnetv2_s": ("timm:tf_efficientnetv2_s", (224, 224, 3)),
     "tf_efficientnet_lite0": ("timm:tf_efficientnet_lite0", (224, 224, 3)),
+    # not in the vendor's zoo: attention blocks (host segments), ghost modules
+    "mobilevit_xxs": ("timm:mobilevit_xxs", (256, 256, 3)),
+    "ghostnet_100": ("timm:ghostnet_100", (224, 224, 3)),
     # semantic segmentation: bilinear upsampling (F.interpolate, align_corners=False)
     "lraspp_mobilenet_v3_large": ("torchvision-seg:lraspp_mobilenet_v3_large", (224, 224, 3)),
     "deeplabv3_mobilenet_v3_large": ("torchvision-seg:deeplabv3_mobilenet_v3_large",
