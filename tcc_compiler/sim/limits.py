@@ -81,6 +81,12 @@ def _conv_extents(t: ConvTile, cfg: ConvCfg) -> list[tuple[str, int, int]]:
     return out
 
 
+def _resize_extents(cmd: ResizeTile) -> list[tuple[str, int, int]]:
+    """SRAM ranges of a RESIZE_TILE's input band and output tile (packed); none when empty."""
+    return [(what, a, a + n) for what, a, n in (("input", cmd.in_sram, cmd.in_bytes),
+                                                ("output", cmd.out_sram, cmd.out_bytes)) if n]
+
+
 def sram_extents(cmd: Command, regs: Registers) -> list[tuple[str, int, int]]:
     """The SRAM byte ranges ``(operand, start, end)`` a command touches, as hulls.
 
@@ -122,9 +128,7 @@ def sram_extents(cmd: Command, regs: Registers) -> list[tuple[str, int, int]]:
                 ("tables", cmd.lut_sram, cmd.lut_sram + 256 * cmd.tables),
                 ("output", cmd.out_sram, cmd.out_sram + cmd.n)]
     if isinstance(cmd, ResizeTile):
-        return [(what, a, a + n) for what, a, n in (("input", cmd.in_sram, cmd.in_bytes),
-                                                    ("output", cmd.out_sram, cmd.out_bytes))
-                if n]
+        return _resize_extents(cmd)
     if isinstance(cmd, AddTile) and cmd.n:
         return [(what, a, a + cmd.n) for what, a in (("a", cmd.a_sram), ("b", cmd.b_sram),
                                                      ("output", cmd.out_sram))]
