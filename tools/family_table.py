@@ -17,7 +17,9 @@ float output (the minimum over the inputs; ``min/median``), whether every output
 ``--target-db`` (25 dB), the NPU/host split (nodes, segments), the host and boundary cost
 (bytes moved across NPU/host boundaries per inference and the estimated boundary and host
 ms, from the compile summary: cost model figures, not measurements), the estimated total
-latency, and the wall time of the row (compile + run, on this machine as loaded now).
+latency, the SQNR of every tensor an NPU segment hands to the host on the first input (the
+minimum; see :func:`boundary_sqnr`), and the wall time of the row (compile + run, on this
+machine as loaded now).
 
 Prints the table as markdown on stdout (``--json FILE`` also writes every row).
 
