@@ -194,6 +194,10 @@ def _cycles(kind: str, **f) -> int:
         cmd = C.PoolTile(in_sram=0, out_sram=0, in_h=f["out_h"] + f["kh"] - 1,
                          in_w=f["out_w"] + f["kw"] - 1, c=f["c"], out_h=f["out_h"],
                          out_w=f["out_w"], pad_t=0, pad_l=0, pad_b=0, pad_r=0)
+    elif kind == "resize":
+        cmd = C.ResizeTile(in_sram=0, out_sram=0, in_h=f["in_h"], in_w=f["in_w"], c=f["c"],
+                           out_h=f["out_h"], full_h=f["in_h"], in_y0=0, out_y0=0, fh=2,
+                           fw=f["fw"], mode=0)
     else:
         cmd = C.AddTile(a_sram=0, b_sram=0, out_sram=0, n=f["n"])
     return command_cycles(cmd, regs, t)

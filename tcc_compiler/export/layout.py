@@ -1,7 +1,8 @@
-"""QDQ forms of the data-movement ops (channel concat and slice, interleave, nearest resize):
-each moves int8 bytes and shares its operands' quantization (quant/groups.py), so its ONNX
-form works on the dequantized floats (exact: dequantization is the same affine map on every
-operand) and needs no Q/DQ pair of its own. Added to the QDQ exporter's rule table by
+"""QDQ forms of the data-movement ops (channel concat and slice, interleave, resize): each
+moves int8 bytes and shares its operands' quantization (quant/groups.py), so its ONNX form
+works on the dequantized floats (exact: dequantization is the same affine map on every
+operand) and needs no Q/DQ pair of its own; a bilinear resize, which interpolates, is
+re-quantized with the shared parameters. Added to the QDQ exporter's rule table by
 :func:`register`."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from tcc_compiler.errors import InternalError
-from tcc_compiler.ir.ops import Op
+from tcc_compiler.ir.ops import Op, ResizeMode
 
 
 def _concat(b, n, xf: str) -> None:
@@ -27,13 +28,29 @@ def _slice(b, n, xf: str) -> None:
     b.finish_float(n.output, y, n.name)
 
 
+#: LSBs added before a bilinear resize's QuantizeLinear so that its ties round half up as the
+#: NPU's do: half_pixel / asymmetric x2 and x4 values are multiples of 1/64 LSB, so 1/128
+#: moves only ties (align_corners weights are rounded on the NPU: the export is within 1 LSB).
+BILINEAR_TIE_LSB = 1 / 128
+
+
 def _resize(b, n, xf: str) -> None:
+    """Nearest: a repeat (asymmetric/floor), no Q/DQ of its own; bilinear: ONNX's linear
+    Resize with the op's coordinate mode, re-quantized with the shared parameters (the NPU
+    rounds the interpolated value, numerics/resize.py)."""
     a = n.attrs
     sc = b.const(b.uniq(f"{n.name}_scales"),
                  np.array([1, 1, a.scale_h, a.scale_w], np.float32))
-    y = b.node("Resize", [xf, "", sc], b.uniq(f"{n.name}_resize"), n.name, mode="nearest",
-               coordinate_transformation_mode="asymmetric", nearest_mode="floor")
-    b.finish_float(n.output, y, n.name)
+    if a.mode is ResizeMode.BILINEAR:
+        kw = dict(mode="linear", coordinate_transformation_mode=a.coord.value)
+    else:
+        kw = dict(mode="nearest", coordinate_transformation_mode="asymmetric",
+                  nearest_mode="floor")
+    y = b.node("Resize", [xf, "", sc], b.uniq(f"{n.name}_resize"), n.name, **kw)
+    if a.mode is ResizeMode.BILINEAR:
+        b.qdq(n.output, b.round_half_up(y, BILINEAR_TIE_LSB, n.output, n.name), n.name)
+    else:
+        b.finish_float(n.output, y, n.name)
 
 
 def _shuffle(b, n, xf: str) -> None:

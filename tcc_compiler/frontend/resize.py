@@ -1,14 +1,23 @@
-"""Converters of Resize (opsets 10-19) and Upsample (7-9): nearest-neighbour upsampling of an
-NCHW map by integer factors along H and W -> IR op ``resize``.
+"""Converters of Resize (opsets 10-19) and Upsample (7-9): upsampling of an NCHW map by integer
+factors along H and W -> IR op ``resize``, nearest or bilinear.
 
 The output size comes from ``scales`` or ``sizes`` (ONNX operator docs,
-https://onnx.ai/onnx/operators/onnx__Resize.html); N and C must keep their size. The source
-pixel of each output pixel is computed with ONNX's formulas for the node's
-``coordinate_transformation_mode`` and ``nearest_mode`` (:func:`nearest_source`), and the node
-is accepted only when that map is ``y // factor`` on both axes: then the op is an exact repeat
-of pixels (torch's ``F.interpolate(mode="nearest")`` exports asymmetric/floor, and half_pixel
-gives the same map for every integer factor). Imported at the end of
-:mod:`tcc_compiler.frontend.converters`, which merges :data:`RESIZE_CONVERTERS` into its table.
+https://onnx.ai/onnx/operators/onnx__Resize.html); N and C must keep their size.
+
+* mode ``nearest``: the source pixel of each output pixel is computed with ONNX's formulas for
+  the node's ``coordinate_transformation_mode`` and ``nearest_mode`` (:func:`nearest_source`),
+  and the node is accepted only when that map is ``y // factor`` on both axes: then the op is
+  an exact repeat of pixels (torch's ``F.interpolate(mode="nearest")`` exports
+  asymmetric/floor, and half_pixel gives the same map for every integer factor).
+* mode ``linear`` on a rank-4 map (bilinear): coordinate modes ``half_pixel``,
+  ``pytorch_half_pixel`` (the same map for every upsampling, since the output has more than
+  one pixel), ``align_corners`` and ``asymmetric`` (opset 10 Resize and Upsample, which have
+  no mode attribute, use asymmetric as ONNX Runtime does); integer factors 1..
+  :data:`MAX_BILINEAR_FACTOR` (numerics/resize.py; weights are exact for 2 and 4 except with
+  align_corners). ``antialias`` changes nothing when upsampling, so it is accepted.
+
+Imported at the end of :mod:`tcc_compiler.frontend.converters`, which merges
+:data:`RESIZE_CONVERTERS` into its table.
 """
 
 from __future__ import annotations
@@ -20,7 +29,17 @@ import numpy as np
 import onnx
 
 from tcc_compiler.frontend.converters import Ctx, Unsupported, attrs_of
-from tcc_compiler.ir.ops import Op, ResizeAttrs
+from tcc_compiler.ir.ops import Op, ResizeAttrs, ResizeCoord, ResizeMode
+
+#: Largest bilinear factor along one axis (RESIZE_TILE's ``fh``/``fw`` fields are u8; e.g.
+#: DeepLabV3's ASPP upsamples its pooled 1x1 branch by the map size). Weights are exact for
+#: power-of-two factors with half_pixel / asymmetric, else within 2**-12 (numerics/resize.py).
+MAX_BILINEAR_FACTOR = 255
+#: ONNX coordinate_transformation_mode -> the IR's bilinear coordinate mode.
+_BILINEAR_COORDS = {"half_pixel": ResizeCoord.HALF_PIXEL,
+                    "pytorch_half_pixel": ResizeCoord.HALF_PIXEL,
+                    "align_corners": ResizeCoord.ALIGN_CORNERS,
+                    "asymmetric": ResizeCoord.ASYMMETRIC}
 
 
 def _text(v, default: str) -> str:
@@ -89,25 +108,50 @@ def _emit(ctx: Ctx, node: onnx.NodeProto, fh: int, fw: int, coord: str, nearest:
         ctx.emit(Op.RESIZE, node, [x], ResizeAttrs(fh, fw))
 
 
-def _nearest_input(ctx: Ctx, node: onnx.NodeProto, a: dict, what: str):
-    """The NCHW activation a nearest ``what`` ("resize"/"upsample") node reads.
+def _emit_bilinear(ctx: Ctx, node: onnx.NodeProto, fh: int, fw: int, coord: str) -> None:
+    """A bilinear resize by (fh, fw) with ONNX coordinate mode ``coord``.
 
     Raises:
-        Unsupported: another rank, a constant input, or a mode other than nearest.
+        Unsupported: a coordinate mode without an NPU form, or a factor above
+            :data:`MAX_BILINEAR_FACTOR`.
+    """
+    x = ctx.get(node, 0)
+    if coord not in _BILINEAR_COORDS:
+        raise Unsupported(f"linear resize with coordinate_transformation_mode '{coord}': "
+                          f"only {', '.join(_BILINEAR_COORDS)} run on the NPU")
+    if max(fh, fw) > MAX_BILINEAR_FACTOR:
+        raise Unsupported(f"linear resize x{fh}x{fw}: factors above {MAX_BILINEAR_FACTOR} "
+                          "are not supported")
+    if fh == fw == 1:
+        ctx.alias(node.output[0], x)
+    else:
+        ctx.emit(Op.RESIZE, node, [x], ResizeAttrs(fh, fw, ResizeMode.BILINEAR,
+                                                   _BILINEAR_COORDS[coord]))
+
+
+def _resize_input(ctx: Ctx, node: onnx.NodeProto, a: dict, what: str):
+    """The NCHW activation a ``what`` ("resize"/"upsample") node reads and its mode
+    ("nearest" or "linear").
+
+    Raises:
+        Unsupported: another rank, a constant input, or a mode other than nearest and linear.
     """
     x = ctx.get(node, 0)
     if len(x.shape) != 4 or x.is_const:
         raise Unsupported(f"{what} of a rank-{len(x.shape)} tensor: only NCHW maps")
     mode = _text(a.get("mode"), "nearest")
-    if mode != "nearest":
-        raise Unsupported(f"mode '{mode}': only nearest {what[:-1]}ing runs on the NPU")
-    return x
+    if mode == "bilinear" and what == "upsample":   # Upsample-7's spelling of linear
+        mode = "linear"
+    if mode not in ("nearest", "linear"):
+        raise Unsupported(f"mode '{mode}': only nearest and (bi)linear {what[:-1]}ing run on "
+                          "the NPU")
+    return x, mode
 
 
 def resize(ctx: Ctx, node: onnx.NodeProto) -> None:
-    """Resize: mode nearest with integer upsampling factors that repeat pixels."""
+    """Resize: integer upsampling factors, nearest (repeating pixels) or linear."""
     a = attrs_of(node)
-    x = _nearest_input(ctx, node, a, "resize")
+    x, mode = _resize_input(ctx, node, a, "resize")
     if "axes" in a or _text(a.get("keep_aspect_ratio_policy"), "stretch") != "stretch":
         raise Unsupported("axes / keep_aspect_ratio_policy attributes are not supported")
     if ctx.opset < 11:
@@ -119,17 +163,23 @@ def resize(ctx: Ctx, node: onnx.NodeProto) -> None:
         coord = _text(a.get("coordinate_transformation_mode"), "half_pixel")
         nearest = _text(a.get("nearest_mode"), "round_prefer_floor")
     fh, fw = _factors(ctx, node, x.shape, scales, sizes)
-    _emit(ctx, node, fh, fw, coord, nearest)
+    if mode == "linear":
+        _emit_bilinear(ctx, node, fh, fw, coord)
+    else:
+        _emit(ctx, node, fh, fw, coord, nearest)
 
 
 def upsample(ctx: Ctx, node: onnx.NodeProto) -> None:
-    """Upsample (opsets 7-9, deprecated): mode nearest, scales attribute (7) or input (9);
-    its nearest mode is asymmetric with floor."""
+    """Upsample (opsets 7-9, deprecated): mode nearest or linear (asymmetric coordinates),
+    scales attribute (7) or input (9); its nearest mode is asymmetric with floor."""
     a = attrs_of(node)
-    x = _nearest_input(ctx, node, a, "upsample")
+    x, mode = _resize_input(ctx, node, a, "upsample")
     scales = a.get("scales") if "scales" in a else ctx.const(node, 1, "scales")
     fh, fw = _factors(ctx, node, x.shape, scales, None)
-    _emit(ctx, node, fh, fw, "asymmetric", "floor")
+    if mode == "linear":
+        _emit_bilinear(ctx, node, fh, fw, "asymmetric")
+    else:
+        _emit(ctx, node, fh, fw, "asymmetric", "floor")
 
 
 RESIZE_CONVERTERS: dict[str, Callable[[Ctx, onnx.NodeProto], None]] = {

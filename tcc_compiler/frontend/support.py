@@ -130,13 +130,17 @@ SUPPORT: dict[str, OpSupport] = {
     "Slice": OpSupport("constant starts/ends/axes/steps; step 1 on the channel axis (ranges "
                        "covering a whole axis are no-ops)", "view / NPU (slice copy where a "
                        "view is impossible)", "other axes; steps other than 1; computed bounds"),
-    "Resize": OpSupport("mode nearest, NCHW, upsampling of H and W by integer factors (scales "
-                        "or sizes) whose coordinate_transformation_mode / nearest_mode map "
-                        "repeats pixels (asymmetric+floor, half_pixel, ...)", "NPU (resize: "
-                        "DMA only, each input row stored factor_h x factor_w times)",
-                        "linear/cubic modes; downsampling; non-integer factors; axes"),
-    "Upsample": OpSupport("mode nearest, integer scales on H and W", "NPU (resize)",
-                          "linear mode; non-integer scales"),
+    "Resize": OpSupport("NCHW, upsampling of H and W by integer factors (scales or sizes): "
+                        "mode nearest whose coordinate_transformation_mode / nearest_mode map "
+                        "repeats pixels (asymmetric+floor, half_pixel, ...); mode linear "
+                        "(bilinear, factors <= 255) with half_pixel, pytorch_half_pixel, "
+                        "align_corners or asymmetric", "NPU (resize: nearest DMA only, each "
+                        "input row stored factor_h x factor_w times; bilinear RESIZE_TILE on "
+                        "the vector unit, 11-bit weights)",
+                        "cubic mode; downsampling; non-integer factors; axes; "
+                        "tf_crop_and_resize, tf_half_pixel_for_nn with linear"),
+    "Upsample": OpSupport("mode nearest or linear (asymmetric coordinates), integer scales on "
+                          "H and W", "NPU (resize)", "non-integer scales"),
     "ConvTranspose": OpSupport("2-D, group 1, dilation 1, constant weight and bias; explicit "
                                "pads, output_padding or a matching output_shape; output a "
                                "multiple of the strides", "NPU (one conv per output phase, "

@@ -13,9 +13,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from tcc_compiler.errors import InternalError
 from tcc_compiler.ir.graph import Graph, Node, Value
-from tcc_compiler.ir.ops import LutFunc, Op
+from tcc_compiler.ir.ops import LutFunc, Op, ResizeMode
 from tcc_compiler.numerics.kernels import channel_shuffle_order
 from tcc_compiler.numerics.lut import lut_function
+from tcc_compiler.numerics.resize import bilinear_float
 
 
 def _pad_nchw(x: np.ndarray, pads, value) -> np.ndarray:
@@ -146,6 +147,13 @@ def _maxpool(node: Node, a, args) -> np.ndarray:
     return _windows(xp, a.kernel, a.strides).max(axis=(4, 5)).astype(np.float32)
 
 
+def _resize(node: Node, a, args) -> np.ndarray:
+    """Nearest (a repeat) or bilinear upsampling of an NCHW map by integer factors."""
+    if a.mode is ResizeMode.BILINEAR:
+        return bilinear_float(args[0], a.scale_h, a.scale_w, a.coord.value)
+    return np.repeat(np.repeat(args[0], a.scale_h, axis=2), a.scale_w, axis=3)
+
+
 def _avgpool(node: Node, a, args) -> np.ndarray:
     x = args[0]
     xp = _pad_nchw(x.astype(np.float64), a.pads, 0.0)
@@ -180,8 +188,7 @@ _RULES = {
         axis=(2, 3), keepdims=True).astype(np.float32),
     Op.RESHAPE: lambda n, a, args: args[0].reshape(a.shape),
     Op.TRANSPOSE: lambda n, a, args: np.ascontiguousarray(args[0].transpose(a.perm)),
-    Op.RESIZE: lambda n, a, args: np.repeat(np.repeat(args[0], a.scale_h, axis=2), a.scale_w,
-                                            axis=3),
+    Op.RESIZE: _resize,
     Op.SHUFFLE: lambda n, a, args: np.ascontiguousarray(
         args[0][:, channel_shuffle_order(args[0].shape[1], a.groups)]),
     Op.CONCAT: lambda n, a, args: np.concatenate(args, axis=a.axis),

@@ -30,7 +30,7 @@ class Op(str, enum.Enum):
     GAP = "gap"                # global average pool: [N,C,H,W] -> [N,C,1,1]
     RESHAPE = "reshape"        # shape change that keeps NCHW element order (flatten, view)
     TRANSPOSE = "transpose"    # permutation of axes (only recognised forms survive import)
-    RESIZE = "resize"          # nearest-neighbour upsampling by integer factors (repeat)
+    RESIZE = "resize"          # upsampling by integer factors: nearest (repeat) or bilinear
     SHUFFLE = "shuffle"        # channel shuffle: output channel j * g + i = input i * C/g + j
     CONCAT = "concat"          # channel concatenation [N,C1,H,W] ++ [N,C2,H,W] -> [N,C1+C2,H,W]
     SLICE = "slice"            # channel slice [N,C,H,W] -> [N,end-start,H,W] (Split, Slice)
@@ -195,14 +195,35 @@ class TransposeAttrs:
     perm: tuple[int, ...]
 
 
+class ResizeMode(str, enum.Enum):
+    """Interpolation of a resize."""
+
+    NEAREST = "nearest"
+    BILINEAR = "bilinear"
+
+
+class ResizeCoord(str, enum.Enum):
+    """ONNX Resize's coordinate transformation of a bilinear resize (numerics/resize.py;
+    pytorch_half_pixel imports as half_pixel, equal for every upsampling)."""
+
+    HALF_PIXEL = "half_pixel"
+    ALIGN_CORNERS = "align_corners"
+    ASYMMETRIC = "asymmetric"
+
+
 @dataclass(frozen=True)
 class ResizeAttrs:
-    """Nearest-neighbour upsampling by integer factors: output pixel (y, x) is input pixel
-    (y // scale_h, x // scale_w) (every ONNX coordinate mode the importer accepts reduces to
-    this for integer factors; frontend/resize.py checks it)."""
+    """Upsampling of H and W by the integer factors ``scale_h``, ``scale_w``.
+
+    ``mode`` nearest: output pixel (y, x) is input pixel (y // scale_h, x // scale_w) (every
+    ONNX coordinate mode the importer accepts reduces to this for integer factors;
+    frontend/resize.py checks it; ``coord`` is unused). ``mode`` bilinear: the two-tap
+    interpolation along each axis with ``coord``'s source coordinates (numerics/resize.py)."""
 
     scale_h: int
     scale_w: int
+    mode: ResizeMode = ResizeMode.NEAREST
+    coord: ResizeCoord = ResizeCoord.HALF_PIXEL
 
 
 @dataclass(frozen=True)

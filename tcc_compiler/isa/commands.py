@@ -493,6 +493,42 @@ class EwTile(Command):
 
 
 @dataclass(frozen=True)
+class ResizeTile(Command):
+    """RESIZE_TILE: bilinear upsampling of a band of whole int8 rows (queue COMPUTE); carries
+    its own parameters (no configuration)."""
+
+    SPEC: ClassVar[CommandSpec] = spec.RESIZE_TILE
+
+    in_sram: int
+    out_sram: int
+    in_h: int
+    in_w: int
+    c: int
+    out_h: int
+    full_h: int
+    in_y0: int
+    out_y0: int
+    fh: int
+    fw: int
+    mode: int
+
+    @property
+    def in_bytes(self) -> int:
+        """Bytes of the input band (int8 [in_h, in_w, c])."""
+        return self.in_h * self.in_w * self.c
+
+    @property
+    def out_bytes(self) -> int:
+        """Bytes of the output tile (int8 [out_h, in_w * fw, c])."""
+        return self.out_h * self.in_w * self.fw * self.c
+
+    def accesses(self, regs: Registers) -> list[Access]:
+        """Input band read, output tile written (SRAM, packed)."""
+        return [Access(Space.SRAM, self.in_sram, self.in_sram + self.in_bytes, False),
+                Access(Space.SRAM, self.out_sram, self.out_sram + self.out_bytes, True)]
+
+
+@dataclass(frozen=True)
 class End(Command):
     """END: end of program; waits for all queues to drain. Must be the last command."""
 
@@ -553,7 +589,8 @@ class SemWait(Command):
 #: opcode -> command class.
 COMMAND_CLASSES: dict[int, type[Command]] = {
     c.SPEC.opcode: c for c in (DmaLoad, DmaStore, ConvCfg, ConvTile, PoolCfg, PoolTile, AddCfg,
-                               AddTile, DmaLoadZ, SemSignal, SemWait, LutTile, EwTile, End)
+                               AddTile, DmaLoadZ, SemSignal, SemWait, LutTile, EwTile,
+                               ResizeTile, End)
 }
 _WAIT_NAMES = ("wait_load", "wait_compute", "wait_store")
 

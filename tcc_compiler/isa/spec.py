@@ -412,6 +412,30 @@ SEM_WAIT = _command("SEM_WAIT", 0xB, Queue.LOAD, [
    "everything that signal waited for. A decoder refuses a SEM_WAIT whose count exceeds the "
    "program's SEM_SIGNALs on sem (it would never be released).")
 
+RESIZE_TILE = _command("RESIZE_TILE", 0xE, Queue.COMPUTE, [
+    ("in_sram", U32, "input band int8 [in_h, in_w, c] (NHWC, whole rows, packed)",
+     Display.SRAM),
+    ("out_sram", U32, "output int8 [out_h, in_w * fw, c] (packed)", Display.SRAM),
+    ("in_h", U16, "input rows in the band"),
+    ("in_w", U16, "input width (whole rows)"),
+    ("c", U16, "channels"),
+    ("out_h", U16, "output rows of the tile"),
+    ("full_h", U16, "rows of the whole input (the coordinate map depends on it)"),
+    ("in_y0", U16, "input row of the band's first row"),
+    ("out_y0", U16, "output row of the tile's first row"),
+    ("fh", U8, "upsampling factor along H (1..255)"),
+    ("fw", U8, "upsampling factor along W (1..255)"),
+    ("mode", U8, "coordinate transformation: 0 = half_pixel, 1 = align_corners, "
+                 "2 = asymmetric"),
+], "Bilinear upsampling of whole rows on the vector unit (numerics/resize.py bilinear_int8): "
+   "output rows out_y0 .. out_y0 + out_h - 1 of the (full_h * fh) x (in_w * fw) map, each "
+   "pixel the two-by-two interpolation of input rows and columns i0, i1 = min(i0 + 1, n - 1) "
+   "with 11-bit weights derived from the integer source coordinate of the mode (clamped at "
+   "the borders); acc = sum of weight_y * weight_x * q over the four taps, out = (acc + "
+   "2**21) >> 22. Every tap row must lie in the band (rows in_y0 .. in_y0 + in_h - 1). Input "
+   "and output share one quantization (a convex combination needs no requantization); "
+   "int8 only.")
+
 END = _command("END", 0xF, Queue.CONTROL, [],
                "End of program: waits until all queues have drained. Must be the last command (of "
                "each core's stream in a multi-core program).")
@@ -419,7 +443,7 @@ END = _command("END", 0xF, Queue.CONTROL, [],
 #: The command set, in opcode order.
 COMMANDS: tuple[CommandSpec, ...] = (DMA_LOAD, DMA_STORE, CONV_CFG, CONV_TILE, POOL_CFG,
                                      POOL_TILE, ADD_CFG, ADD_TILE, DMA_LOAD_Z, SEM_SIGNAL,
-                                     SEM_WAIT, LUT_TILE, EW_TILE, END)
+                                     SEM_WAIT, LUT_TILE, EW_TILE, RESIZE_TILE, END)
 #: opcode -> spec.
 BY_OPCODE: dict[int, CommandSpec] = {c.opcode: c for c in COMMANDS}
 #: mnemonic -> spec.

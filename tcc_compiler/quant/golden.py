@@ -12,12 +12,13 @@ import numpy as np
 from tcc_compiler.errors import InternalError
 from tcc_compiler.interp.float_exec import eval_node, interleave
 from tcc_compiler.ir.graph import Graph, Node
-from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
+from tcc_compiler.ir.ops import HOST_OPS, Op, ResizeMode, VIEW_OPS
 from tcc_compiler.ir.shapes import npu_hwc
 from tcc_compiler.numerics import kernels as K
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.eltwise import eltwise_int8
 from tcc_compiler.numerics.lut import apply_lut
+from tcc_compiler.numerics.resize import bilinear_int8
 from tcc_compiler.quant.params import (add_quant, conv_quant, dequantize_output, lut_quant,
                                        ew_quant, pool_divisors, pool_quant, quantize_input,
                                        uses_ew)
@@ -94,8 +95,8 @@ def eval_int_node(node: Node, args: list[np.ndarray],
                           p.act_lo, p.act_hi)
     if node.op is Op.LUT:
         return apply_lut(x, lut_quant(node).tables)
-    if node.op is Op.RESIZE:   # NHWC: rows, then columns repeated
-        return np.repeat(np.repeat(x, node.attrs.scale_h, axis=0), node.attrs.scale_w, axis=1)
+    if node.op is Op.RESIZE:
+        return _resize_int(node, x)
     if node.op is Op.SHUFFLE:  # NHWC: a permutation of the last axis; shared quantization
         return np.ascontiguousarray(x[:, :, K.channel_shuffle_order(x.shape[2],
                                                                     node.attrs.groups)])
@@ -106,6 +107,15 @@ def eval_int_node(node: Node, args: list[np.ndarray],
     if node.op is Op.SLICE:
         return np.ascontiguousarray(x[:, :, node.attrs.start:node.attrs.end])
     raise InternalError(f"golden model: no integer rule for {node.op.value} '{node.name}'")
+
+
+def _resize_int(node: Node, x: np.ndarray) -> np.ndarray:
+    """A resize of the NHWC int8 map ``x``: bilinear (numerics/resize.py) or nearest (rows,
+    then columns repeated)."""
+    a = node.attrs
+    if a.mode is ResizeMode.BILINEAR:
+        return bilinear_int8(x, x.shape[0], a.scale_h, a.scale_w, a.coord.value)
+    return np.repeat(np.repeat(x, a.scale_h, axis=0), a.scale_w, axis=1)
 
 
 class GoldenModel:

@@ -21,7 +21,7 @@ terms):
   and nearest resize are DMA commands only, costed as every DMA.
 * POOL/ADD/LUT/EW tiles: ``compute_setup_cycles + ceil(elements * window / vector_lanes)``
   (LUT_TILE: window 1; the vector unit looks up ``vector_lanes`` elements per cycle)
-  (:func:`vector_cycles`).
+  (:func:`vector_cycles`). RESIZE_TILE (bilinear): window 4 (four taps per output element).
 * int16 activations (mixed precision; the ``wide`` bits of CONV_CFG, POOL_CFG, EW_TILE): a
   tile whose input (or any EW operand) is int16 takes ``int16_rate_divisor`` times the
   cycles after setup (an assumption, specs/target.md); its DMA moves 2 bytes per element.
@@ -43,6 +43,10 @@ from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.spec import (CONV_FLAG_DEPTHWISE, CONV_FLAG_IMAGE, WAIT_NONE, WIDE_IN,
                                    Queue)
 from tcc_compiler.target import Target
+
+
+#: Input taps per output element of a bilinear RESIZE_TILE (the window of its vector cost).
+BILINEAR_TAPS = 4
 
 
 def transfer_cycles(nbytes: float, t: Target) -> float:
@@ -146,6 +150,8 @@ def command_cycles(cmd: C.Command, regs: C.Registers, t: Target) -> int:
         return vector_cycles(cmd.n, t)
     if isinstance(cmd, C.EwTile):
         return vector_cycles(cmd.n, t, bool(cmd.wide))
+    if isinstance(cmd, C.ResizeTile):
+        return vector_cycles(BILINEAR_TAPS * cmd.out_bytes, t)
     return 1
 
 

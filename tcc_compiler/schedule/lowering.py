@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from tcc_compiler.errors import InternalError
 from tcc_compiler.ir.graph import Graph, Node
-from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, Op, VIEW_OPS
+from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, Op, ResizeMode, VIEW_OPS
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.schedule.emitter import Emitter
@@ -26,6 +26,7 @@ from tcc_compiler.schedule.ops.copy import lower_copy
 from tcc_compiler.schedule.ops.eltwise import lower_eltwise
 from tcc_compiler.schedule.ops.lut import lower_lut
 from tcc_compiler.schedule.ops.pool import lower_pool
+from tcc_compiler.schedule.ops.bilinear import lower_bilinear
 from tcc_compiler.schedule.ops.resize import lower_resize
 from tcc_compiler.schedule.ops.shuffle import lower_shuffle
 from tcc_compiler.schedule.prefetch import Hoist, Prefetcher
@@ -151,6 +152,8 @@ def lower_one(ctx: OpContext, n: Node, info: LayerInfo, pf: Prefetcher | None) -
         lower_lut(ctx, n, info)
     elif n.op in CHANNEL_OPS:
         lower_copy(ctx, n, info)
+    elif n.op is Op.RESIZE and n.attrs.mode is ResizeMode.BILINEAR:
+        lower_bilinear(ctx, n, info)
     elif n.op is Op.RESIZE:
         lower_resize(ctx, n, info)
     elif n.op is Op.SHUFFLE:

@@ -185,7 +185,7 @@ class _Planner:
 
     def run(self) -> ChannelViews:
         for n in self.g.nodes:
-            if n.op in (Op.RESIZE, Op.SHUFFLE):   # DMA-only ops: operands stay in DRAM
+            if n.op in (Op.RESIZE, Op.SHUFFLE):   # row-band ops: operands stay in DRAM
                 self.tied.update((id(n.inputs[0]), id(n.output)))
             elif n.op is Op.SLICE:
                 self.slice_(n)

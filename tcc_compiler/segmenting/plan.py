@@ -96,6 +96,21 @@ def legalizer_refusals(by_ir_name: dict, problems: list[str]) -> dict[str, str]:
     return reasons
 
 
+def _batched_input(sub: onnx.ModelProto) -> dict[str, str]:
+    """{ONNX node label: reason} of the nodes reading a segment input whose fixed first dim is
+    above 1, else {}. The model's own input is fixed at batch 1 before planning, so such an
+    input is a tensor from another segment whose first axis is data (MobileViT's attention
+    folds patches into it): compiling it at batch 1, as the import does for a network input,
+    would drop all but the first slice."""
+    for inp in sub.graph.input:
+        dims = inp.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 1:
+            why = (f"reads '{inp.name}' with a first dim of {dims[0].dim_value} from another "
+                   "segment: an NPU program takes one image (batch 1)")
+            return {node_label(n): why for n in sub.graph.node if inp.name in n.input}
+    return {}
+
+
 def check_npu_segment(sub: onnx.ModelProto) -> tuple[dict[str, str], dict]:
     """Run the driver's import, float passes and NPU-work check on one NPU segment.
 
@@ -114,6 +129,9 @@ def check_npu_segment(sub: onnx.ModelProto) -> tuple[dict[str, str], dict]:
 
     nodes = list(sub.graph.node)
     every = {node_label(n) for n in nodes}
+    batched = _batched_input(sub)
+    if batched:
+        return batched, {}
     try:
         graph, passes = import_model(sub)
     except UnsupportedError as exc:

@@ -46,6 +46,7 @@ from tcc_compiler.isa.commands import (
     LutTile,
     PoolTile,
     Registers,
+    ResizeTile,
     Space,
     box_strides,
 )
@@ -55,7 +56,7 @@ from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_c
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
 from tcc_compiler.numerics.lut import apply_lut
 from tcc_compiler.sim.blas import blas_threads
-from tcc_compiler.sim.vector_ops import run_ew_tile, run_lut_tile
+from tcc_compiler.sim.vector_ops import run_ew_tile, run_lut_tile, run_resize_tile
 from tcc_compiler.sim.hazards import HazardError, Ordering, ShadowMemory
 from tcc_compiler.sim.limits import check_program
 from tcc_compiler.sim.memory import ByteBox, Memory
@@ -149,7 +150,7 @@ class Executor:
         self._handlers = {DmaLoad: self._dma, DmaStore: self._dma, ConvTile: self._conv_tile,
                           PoolTile: self._pool_tile, AddTile: self._add_tile,
                           DmaLoadZ: self._dma_z, LutTile: self._lut_tile,
-                          EwTile: self._ew_tile}
+                          EwTile: self._ew_tile, ResizeTile: self._resize_tile}
         # (WEIGHTS offset, src_bytes, dst_bytes) -> expanded block; WEIGHTS is read-only, so a
         # block decoded once stays valid for every later run of this executor
         self._inflated: dict[tuple[int, int, int], np.ndarray] = {}
@@ -553,3 +554,6 @@ class Executor:
 
     def _ew_tile(self, i: int, t: EwTile, stats: ExecStats) -> None:
         stats.bytes_per_queue["COMPUTE"] += run_ew_tile(i, t, self._sram_tensor, self._err)
+
+    def _resize_tile(self, i: int, t: ResizeTile, stats: ExecStats) -> None:
+        stats.bytes_per_queue["COMPUTE"] += run_resize_tile(i, t, self._sram_tensor, self._err)

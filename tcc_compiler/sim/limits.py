@@ -10,7 +10,7 @@ the ISA table, ``tcc_compiler/isa/spec.py``, and the target file, ``specs/target
   operand of every command (``DMA_LOAD``/``DMA_STORE`` SRAM side with both strides,
   ``DMA_LOAD_Z`` destination, ``CONV_TILE`` input/weights/params/shortcut/output boxes,
   ``POOL_TILE`` input/output, ``ADD_TILE`` a/b/output, ``LUT_TILE`` input/tables/output, ``EW_TILE``
-  a/b/output) lie in ``[0, sram_capacity_bytes)``;
+  a/b/output, ``RESIZE_TILE`` input band/output) lie in ``[0, sram_capacity_bytes)``;
 - ``compute.image_mode``: a ``CONV_TILE`` under a ``CONV_CFG`` with flags bit1 (image mode)
   needs a target with image mode;
 - ``compute.array_in_channels``: image mode packs ``kw * cin_g`` values into one array input
@@ -47,6 +47,7 @@ from tcc_compiler.isa.commands import (
     DmaStore,
     PoolTile,
     Registers,
+    ResizeTile,
     box_strides,
 )
 from tcc_compiler.target import Target
@@ -78,6 +79,12 @@ def _conv_extents(t: ConvTile, cfg: ConvCfg) -> list[tuple[str, int, int]]:
     out += _box("output", t.out_sram, t.out_h, t.out_w, t.oc * elem, t.out_px_stride,
                 t.out_row_stride)
     return out
+
+
+def _resize_extents(cmd: ResizeTile) -> list[tuple[str, int, int]]:
+    """SRAM ranges of a RESIZE_TILE's input band and output tile (packed); none when empty."""
+    return [(what, a, a + n) for what, a, n in (("input", cmd.in_sram, cmd.in_bytes),
+                                                ("output", cmd.out_sram, cmd.out_bytes)) if n]
 
 
 def sram_extents(cmd: Command, regs: Registers) -> list[tuple[str, int, int]]:
@@ -120,6 +127,8 @@ def sram_extents(cmd: Command, regs: Registers) -> list[tuple[str, int, int]]:
         return [("input", cmd.in_sram, cmd.in_sram + cmd.n),
                 ("tables", cmd.lut_sram, cmd.lut_sram + 256 * cmd.tables),
                 ("output", cmd.out_sram, cmd.out_sram + cmd.n)]
+    if isinstance(cmd, ResizeTile):
+        return _resize_extents(cmd)
     if isinstance(cmd, AddTile) and cmd.n:
         return [(what, a, a + cmd.n) for what, a in (("a", cmd.a_sram), ("b", cmd.b_sram),
                                                      ("output", cmd.out_sram))]

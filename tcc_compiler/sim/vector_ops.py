@@ -1,5 +1,5 @@
-"""Execution of LUT_TILE and EW_TILE on the reference executor's SRAM (kept apart from the
-conv/pool/add handlers of :mod:`tcc_compiler.sim.executor`)."""
+"""Execution of LUT_TILE, EW_TILE and RESIZE_TILE on the reference executor's SRAM (kept
+apart from the conv/pool/add handlers of :mod:`tcc_compiler.sim.executor`)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from collections.abc import Callable
 import numpy as np
 
 from tcc_compiler.errors import ExecutionError
-from tcc_compiler.isa.commands import EwTile, LutTile
+from tcc_compiler.isa.commands import EwTile, LutTile, ResizeTile
 from tcc_compiler.isa.spec import WIDE_MASK
 from tcc_compiler.numerics import SHIFT_MAX
 from tcc_compiler.numerics.eltwise import EwKind, eltwise_int8
 from tcc_compiler.numerics.lut import LUT_ENTRIES, apply_lut
+from tcc_compiler.numerics.resize import COORD_MODES, bilinear_int8
 
 #: Element bytes -> dtype of an EW_TILE operand (its ``wide`` bits).
 _INT = {1: np.int8, 2: np.int16}
@@ -74,3 +75,34 @@ def run_ew_tile(i: int, t: EwTile,
                      t.zp_out, t.act_lo, t.act_hi, t.b_period, t.b0, eo)
     sram_tensor(i, t, "output", t.out_sram, (t.n,), eo)[...] = y
     return a.nbytes + b.nbytes + y.nbytes
+
+
+def run_resize_tile(i: int, t: ResizeTile,
+                    sram_tensor: Callable[..., np.ndarray],
+                    err: Callable[[int, ResizeTile, str], ExecutionError]) -> int:
+    """Run one RESIZE_TILE (numerics/resize.py :func:`bilinear_int8`).
+
+    Args: as :func:`run_lut_tile`.
+
+    Returns:
+        Bytes the compute queue touched (input band + output tile).
+
+    Raises:
+        ExecutionError: an unknown mode, a zero factor, a band that does not lie in the input
+            (``in_y0 + in_h > full_h``), an output row past the output, a tap row outside the
+            band, or an operand outside the SRAM.
+    """
+    if t.mode >= len(COORD_MODES) or not (t.fh and t.fw):
+        raise err(i, t, f"RESIZE_TILE mode {t.mode}, factors {t.fh}x{t.fw}: mode 0..2 and "
+                        "factors >= 1 expected")
+    if t.in_y0 + t.in_h > t.full_h or t.out_y0 + t.out_h > t.full_h * t.fh:
+        raise err(i, t, f"RESIZE_TILE band rows {t.in_y0}+{t.in_h} / output rows "
+                        f"{t.out_y0}+{t.out_h} outside the {t.full_h}-row input x{t.fh}")
+    band = np.array(sram_tensor(i, t, "input", t.in_sram, (t.in_h, t.in_w, t.c)))
+    try:
+        y = bilinear_int8(band, t.full_h, t.fh, t.fw, COORD_MODES[t.mode], t.in_y0, t.out_y0,
+                          t.out_h)
+    except ValueError as exc:
+        raise err(i, t, str(exc)) from None
+    sram_tensor(i, t, "output", t.out_sram, y.shape)[...] = y
+    return band.nbytes + y.nbytes

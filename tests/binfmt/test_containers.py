@@ -130,10 +130,10 @@ def test_cmd_missing_end_and_bad_command():
         with pytest.raises(FormatError, match=match):
             read_cmd_file(data)
     data = bytearray(_cmd_bytes())
-    data[64] = 0x9E                                 # unknown opcode 0xE, CRCs fixed up
+    data[64] = 0x90                                 # unknown opcode 0x0, CRCs fixed up
     stream = bytes(data[64:])
     bad = _set_field(bytes(data), CMD_HEADER_FIELDS, "stream_crc32", zlib.crc32(stream))
-    with pytest.raises(FormatError, match="command 0 at byte 0x0: unknown opcode 0xe"):
+    with pytest.raises(FormatError, match="command 0 at byte 0x0: unknown opcode 0x0"):
         read_cmd_file(bad)
 
 

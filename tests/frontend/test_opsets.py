@@ -442,9 +442,15 @@ def test_opset6_batchnorm_is_test_consumed_inputs(make_model):
 # ---- refused forms: exit code 2, one line naming file, node and reason ------------------------
 
 REFUSED = {
-    "resize_linear": (lambda: ([N("Resize", ["x", "", "s"], ["y"], mode="linear",
-                                  name="rs_lin")], {"s": np.array([1, 1, 2, 2], np.float32)},
-                               13), "rs_lin", "only nearest"),
+    "resize_cubic": (lambda: ([N("Resize", ["x", "", "s"], ["y"], mode="cubic",
+                                 name="rs_cub")], {"s": np.array([1, 1, 2, 2], np.float32)},
+                              13), "rs_cub", "only nearest and (bi)linear"),
+    "resize_linear_tf_crop": (lambda: ([N("Resize", ["x", "roi", "s"], ["y"], mode="linear",
+                                          coordinate_transformation_mode="tf_crop_and_resize",
+                                          name="rs_crop")],
+                                       {"roi": np.array([0, 0, 0, 0, 1, 1, 1, 1], np.float32),
+                                        "s": np.array([1, 1, 2, 2], np.float32)}, 13),
+                              "rs_crop", "tf_crop_and_resize"),
     "resize_round_3x": (lambda: ([N("Resize", ["x", "", "s"], ["y"], mode="nearest",
                                     coordinate_transformation_mode="asymmetric",
                                     name="rs_r")], {"s": np.array([1, 1, 3, 3], np.float32)},

@@ -102,8 +102,11 @@ def _every_op_graph() -> Graph:
     g.add_node(Op.INTERLEAVE, "il", phases, [il], ops.InterleaveAttrs(1, 2))
     rz = val("rz", (1, 8, 6, 18))
     g.add_node(Op.RESIZE, "rz", [il], [rz], ops.ResizeAttrs(2, 3))
-    sh = val("shuf", (1, 8, 6, 18))
-    g.add_node(Op.SHUFFLE, "shuf", [rz], [sh], ops.ShuffleAttrs(2))
+    bl = val("bl", (1, 8, 12, 36))
+    g.add_node(Op.RESIZE, "bl", [rz], [bl], ops.ResizeAttrs(
+        2, 2, ops.ResizeMode.BILINEAR, ops.ResizeCoord.ALIGN_CORNERS))
+    sh = val("shuf", (1, 8, 12, 36))
+    g.add_node(Op.SHUFFLE, "shuf", [bl], [sh], ops.ShuffleAttrs(2))
     gp = val("gap", (1, 8, 1, 1))
     g.add_node(Op.GAP, "gap", [sh], [gp], ops.NoAttrs())
     tr = val("tr", (1, 1, 8, 1))

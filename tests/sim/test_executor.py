@@ -422,3 +422,41 @@ def test_fuzzed_fields_only_raise_tcc_errors(check):
             assert re.search(r"command \d+ \([A-Z_]+\)", str(exc)), str(exc)
 
     run_one()
+
+
+def _resize_prog(x: np.ndarray, fh: int, fw: int, mode: int, rows: int, over=None):
+    """Hand-built bilinear program: bands of ``rows`` output rows, each loading the input rows
+    its taps read (numerics/resize.py input_rows), one RESIZE_TILE, one store."""
+    from tcc_compiler.numerics.resize import COORD_MODES, input_rows
+
+    h, w, c = x.shape
+    cmds = []
+    for oy0 in range(0, h * fh, rows):
+        n = min(rows, h * fh - oy0)
+        iy0, iy1 = input_rows(h, fh, COORD_MODES[mode], oy0, n)
+        cmds.append(_load(Region.INPUT, iy0 * w * c, 0, (iy1 - iy0) * w * c))
+        f = dict(in_sram=0, out_sram=0x4000, in_h=iy1 - iy0, in_w=w, c=c, out_h=n, full_h=h,
+                 in_y0=iy0, out_y0=oy0, fh=fh, fw=fw, mode=mode)
+        f.update(over or {})
+        cmds.append(C.ResizeTile(**f, wait_load=0))
+        cmds.append(_store(Region.OUTPUT, oy0 * w * fw * c, 0x4000, n * w * fw * c,
+                           wait_compute=0))
+    return cmds
+
+
+@pytest.mark.parametrize("mode,fh,fw,rows", [(0, 2, 2, 3), (1, 4, 4, 5), (2, 2, 4, 16)])
+def test_resize_tile_bands_equal_numerics(mode, fh, fw, rows):
+    from tcc_compiler.numerics.resize import COORD_MODES, bilinear_int8
+
+    x = np.random.default_rng(mode).integers(-128, 128, (H, W, CIN), dtype=np.int8)
+    out = _run(_resize_prog(x, fh, fw, mode, rows), x.tobytes(), x.size * fh * fw)
+    want = bilinear_int8(x, H, fh, fw, COORD_MODES[mode])
+    assert out == want.tobytes()
+
+
+@pytest.mark.parametrize("over,msg", [({"mode": 3}, "mode 3"), ({"fw": 0}, "factors"),
+                                      ({"in_y0": 4}, "outside"), ({"in_h": 1}, "outside the band")])
+def test_resize_tile_refuses_bad_fields(over, msg):
+    x = np.zeros((H, W, CIN), np.int8)
+    with pytest.raises(ExecutionError, match=msg):
+        _run(_resize_prog(x, 2, 2, 0, 4, over), x.tobytes(), x.size * 4)

@@ -48,6 +48,13 @@ MODELS = {
     "efficientnetv2_rw_s": ("timm:efficientnetv2_rw_s", (224, 224, 3)),
     "tf_efficientnetv2_s": ("timm:tf_efficientnetv2_s", (224, 224, 3)),
     "tf_efficientnet_lite0": ("timm:tf_efficientnet_lite0", (224, 224, 3)),
+    # not in the vendor's zoo: attention blocks (host segments), ghost modules
+    "mobilevit_xxs": ("timm:mobilevit_xxs", (256, 256, 3)),
+    "ghostnet_100": ("timm:ghostnet_100", (224, 224, 3)),
+    # semantic segmentation: bilinear upsampling (F.interpolate, align_corners=False)
+    "lraspp_mobilenet_v3_large": ("torchvision-seg:lraspp_mobilenet_v3_large", (224, 224, 3)),
+    "deeplabv3_mobilenet_v3_large": ("torchvision-seg:deeplabv3_mobilenet_v3_large",
+                                     (224, 224, 3)),
 }
 PHOTO = "tcc_compiler/data/photos/eval/camera_man.jpg"
 
@@ -90,6 +97,20 @@ def _torch_model(kind: str, arch: str):
         return timm.create_model(arch).eval(), ["input"], ["logits"]
     import torchvision
 
+    if kind == "torchvision-seg":   # returns {"out": ...}: export the "out" tensor
+        import torch
+
+        class _Out(torch.nn.Module):
+            def __init__(self, net):
+                super().__init__()
+                self.net = net
+
+            def forward(self, x):
+                return self.net(x)["out"]
+
+        net = getattr(torchvision.models.segmentation, arch)(weights=None,
+                                                              weights_backbone=None)
+        return _Out(net).eval(), ["input"], ["out"]
     return getattr(torchvision.models, arch)().eval(), ["input"], ["logits"]
 
 
@@ -130,7 +151,7 @@ def export_one(name: str, out: Path) -> None:
         Path(path).replace(dest)
         return
     model, ins, outs = _torch_model(kind, arch)
-    if kind in ("timm", "torchvision"):
+    if kind in ("timm", "torchvision", "torchvision-seg"):
         _recalibrate_batchnorm(model, (c, h, w))
     x = torch.zeros(1, c, h, w)
     model(x)

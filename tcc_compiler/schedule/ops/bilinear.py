@@ -1,0 +1,97 @@
+"""Bilinear upsampling (IR op ``resize`` with mode bilinear) on the vector unit: the output is
+cut into bands of whole rows; each band's input rows (the rows its taps read, halo included,
+numerics/resize.py ``input_rows``) are loaded into SRAM, one RESIZE_TILE computes the band and a
+DMA_STORE writes it out. Two input and two output buffers alternate (double buffering: a load
+waits for the RESIZE_TILE that last read its buffer, a RESIZE_TILE for the store that last
+emptied its output buffer). Operands stay in DRAM (schedule/views.py keeps resize out of the
+SRAM resident zone and of cascades). Cost: RESIZE_TILE in schedule/cost.py, the DMAs as every
+DMA."""
+
+from __future__ import annotations
+
+from tcc_compiler.errors import ScheduleError
+from tcc_compiler.ir.graph import Node
+from tcc_compiler.isa import commands as C
+from tcc_compiler.isa.spec import U16
+from tcc_compiler.numerics.resize import COORD_MODES, input_rows
+from tcc_compiler.schedule.emitter import dma_fields
+from tcc_compiler.schedule.ops.context import OpContext, label
+from tcc_compiler.schedule.program import LayerInfo
+
+
+def _bands(h: int, fh: int, coord: str, rows: int) -> list[tuple[int, int, int, int]]:
+    """(out_y0, out rows, in_y0, in rows) of every band of ``rows`` output rows."""
+    out = []
+    for oy0 in range(0, h * fh, rows):
+        n = min(rows, h * fh - oy0)
+        iy0, iy1 = input_rows(h, fh, coord, oy0, n)
+        out.append((oy0, n, iy0, iy1 - iy0))
+    return out
+
+
+def _plan(h: int, fh: int, coord: str, in_row: int, out_row: int, budget: int):
+    """One band when the whole input and output fit ``budget`` bytes, else the bands with the
+    most output rows whose two input and two output buffers fit it (output rows a multiple of
+    ``fh`` where more than ``fh`` fit), and the buffer sizes (bytes): (bands, in_bytes,
+    out_bytes); None when not even one output row fits."""
+    if h * fh <= U16.max and h * in_row + h * fh * out_row <= budget:
+        return _bands(h, fh, coord, h * fh), h * in_row, h * fh * out_row
+    rows = min(h * fh, U16.max, max(1, budget // (2 * (out_row + in_row // fh + 1))))
+    while rows >= 1:
+        if rows > fh:
+            rows -= rows % fh
+        bands = _bands(h, fh, coord, rows)
+        in_bytes = max(b[3] for b in bands) * in_row
+        out_bytes = rows * out_row
+        if 2 * (in_bytes + out_bytes) <= budget and max(b[3] for b in bands) <= U16.max:
+            return bands, in_bytes, out_bytes
+        rows = rows * 3 // 4 if rows > 4 else rows - 1
+    return None
+
+
+def lower_bilinear(ctx: OpContext, n: Node, info: LayerInfo) -> None:
+    """Emit bilinear resize op ``n`` (int8 NHWC in DRAM); fill ``info``.
+
+    Raises:
+        ScheduleError: an int16 operand, a map beyond the command's u16 fields (rows, width,
+            channels), or not even one output row and its input rows fitting the op's SRAM
+            budget twice.
+    """
+    em, mem = ctx.em, ctx.mem
+    xin, xout = mem.tensor(n.inputs[0]), mem.tensor(n.output)
+    h, w, c = xin.hwc
+    a = n.attrs
+    fh, fw, coord = a.scale_h, a.scale_w, a.coord.value
+    if xin.elem_bytes != 1 or xout.elem_bytes != 1:
+        raise ScheduleError(f"resize '{n.name}': bilinear resize takes int8 maps only")
+    if max(h * fh, w, c) > U16.max:
+        raise ScheduleError(f"resize '{n.name}': a {w}x{h}x{c} map upsampled x{fh} exceeds "
+                            f"RESIZE_TILE's {U16.max} rows / columns / channels")
+    plan = _plan(h, fh, coord, w * c, w * fw * c, ctx.budget())
+    if plan is None:
+        raise ScheduleError(f"resize '{n.name}': one output row of {w * fw * c} bytes and its "
+                            f"input rows, twice, exceed the {ctx.budget()} bytes of SRAM left")
+    bands, in_bytes, out_bytes = plan
+    lab = label(n)
+    sa = ctx.begin()
+    n_bufs = min(2, len(bands))
+    ins = [sa.alloc(in_bytes, "resize input") for _ in range(n_bufs)]
+    outs = [sa.alloc(out_bytes, "resize output") for _ in range(n_bufs)]
+    info.sram_peak_bytes = sa.top + ctx.base
+    last_comp: dict[int, object] = {}
+    last_store: dict[int, object] = {}
+    for k, (oy0, rows, iy0, in_h) in enumerate(bands):
+        slot = k % n_bufs
+        ib, ob = ins[slot], outs[slot]
+        ld = em.load([last_comp.get(slot)] + em.free(ib, in_bytes), lab + " input",
+                     **dma_fields(xin, iy0, iy0 + in_h, 0, w, 0, c, ib))
+        comp = em.emit(C.ResizeTile, [ld, last_store.get(slot)] + em.free(ob, out_bytes), lab,
+                       in_sram=ib, out_sram=ob, in_h=in_h, in_w=w, c=c, out_h=rows, full_h=h,
+                       in_y0=iy0, out_y0=oy0, fh=fh, fw=fw, mode=COORD_MODES.index(coord))
+        last_comp[slot] = comp
+        last_store[slot] = em.store([comp], lab + " output",
+                                    **dma_fields(xout, oy0, oy0 + rows, 0, w * fw, 0, c, ob))
+        info.tiles += 1
+    ctx.end(sa)
+    info.plan = (f"{info.tiles} band{'s' if info.tiles > 1 else ''} of {bands[0][1]} output "
+                 f"rows (bilinear x{fh}x{fw}, {coord})")

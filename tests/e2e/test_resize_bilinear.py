@@ -1,0 +1,104 @@
+"""Bilinear Resize (mode linear) x2 and x4 on the NPU, end to end: the import gives one bilinear
+``resize`` whose float rule matches ONNX Runtime; the compiled program runs RESIZE_TILE bands,
+bit-exact with the golden model in stream order and in a random legal interleaving, and close
+to ONNX Runtime's float model (half_pixel, pytorch_half_pixel, align_corners; a map large enough
+to need several bands; the resize as the graph output, so its border rows and columns are
+compared directly)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper
+
+from tcc_compiler import api
+from tcc_compiler.frontend import import_onnx
+from tcc_compiler.interp import run_float
+from tcc_compiler.ir.ops import Op, ResizeCoord, ResizeMode
+from tcc_compiler.isa import commands as C
+from tcc_compiler.runtime import load_program
+from tests.conftest import make_model_impl
+from tests.helpers.exactness import assert_exact_and_hazard_free
+
+N = helper.make_node
+
+
+def _model(coord: str, f: int, hw: tuple[int, int], c: int = 8, tail: bool = True,
+           opset: int = 17, op: str = "Resize") -> onnx.ModelProto:
+    """Conv 3->c (3x3) + Relu, a bilinear upsampling x f, then (``tail``) a 1x1 conv to 4."""
+    r = np.random.default_rng(f * 10 + c)
+    inits = {"w0": r.normal(0, 0.4, (c, 3, 3, 3)), "s": np.array([1, 1, f, f], np.float32),
+             "w1": r.normal(0, 0.4, (4, c, 1, 1))}
+    if op == "Resize" and opset >= 11:
+        up = N("Resize", ["r0", "", "s"], ["u"], mode="linear",
+               coordinate_transformation_mode=coord, name="up")
+    elif op == "Resize":   # opset 10: no roi input, no coordinate mode
+        up = N("Resize", ["r0", "s"], ["u"], mode="linear", name="up")
+    else:
+        up = N("Upsample", ["r0", "s"], ["u"], mode="linear", name="up")
+    nodes = [N("Conv", ["x", "w0"], ["c0"], pads=[1] * 4), N("Relu", ["c0"], ["r0"]), up]
+    if tail:
+        nodes.append(N("Conv", ["u", "w1"], ["y"]))
+    else:
+        nodes[-1].output[0] = "y"
+        del inits["w1"]
+    return make_model_impl(nodes, [1, 3, *hw], inits, opset=opset)
+
+
+def _inputs(hw, seeds) -> list[np.ndarray]:
+    return [np.random.default_rng(s).normal(0, 1, (1, 3, *hw)).astype(np.float32)
+            for s in seeds]
+
+
+@pytest.mark.parametrize("onnx_coord,coord,opset,op", [
+    ("half_pixel", ResizeCoord.HALF_PIXEL, 17, "Resize"),
+    ("pytorch_half_pixel", ResizeCoord.HALF_PIXEL, 17, "Resize"),
+    ("align_corners", ResizeCoord.ALIGN_CORNERS, 17, "Resize"),
+    ("asymmetric", ResizeCoord.ASYMMETRIC, 17, "Resize"),
+    ("", ResizeCoord.ASYMMETRIC, 10, "Resize"),     # opset 10: no coordinate mode
+    ("", ResizeCoord.ASYMMETRIC, 9, "Upsample"),
+])
+def test_import_is_one_bilinear_resize_matching_ort(onnx_coord, coord, opset, op):
+    m = _model(onnx_coord, 4, (5, 7), opset=opset, op=op)
+    g = import_onnx(m)
+    (rz,) = [n for n in g.nodes if n.op is Op.RESIZE]
+    assert (rz.attrs.mode, rz.attrs.coord, rz.attrs.scale_h) == (ResizeMode.BILINEAR, coord, 4)
+    x = _inputs((5, 7), [0])[0]
+    ref = ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(run_float(g, x)["y"], ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("coord,f,tail", [("half_pixel", 2, False), ("half_pixel", 4, True),
+                                          ("pytorch_half_pixel", 2, True),
+                                          ("align_corners", 2, True),
+                                          ("align_corners", 4, False)])
+def test_bilinear_bit_exact_hazard_free_and_accurate(tmp_path, coord, f, tail):
+    hw = (6, 10)
+    model = _model(coord, f, hw, tail=tail)
+    onnx.save(model, tmp_path / "m.onnx")
+    m = api.compile(model, f"{hw[1]}x{hw[0]}x3", calibration=_inputs(hw, range(6)))
+    prog = load_program(m.save(tmp_path / "out"))
+    assert sum(isinstance(c, C.ResizeTile) for c in prog.cmd.commands) >= 1
+    # the resize output (tail=False) is compared with ORT at every pixel, borders included
+    assert_exact_and_hazard_free(prog, tmp_path / "m.onnx", _inputs(hw, [11, 12]), coord,
+                                 min_sqnr_db=30.0)
+
+
+def test_large_map_runs_in_several_bands(tmp_path):
+    """48x40x80 upsampled x4 (2.46 MB of output): more than the 2 MiB SRAM holds with its
+    input, so the op is cut into double-buffered bands whose halo rows overlap."""
+    hw = (40, 48)
+    model = _model("half_pixel", 4, hw, c=80)
+    onnx.save(model, tmp_path / "m.onnx")
+    m = api.compile(model, f"{hw[1]}x{hw[0]}x3", calibration=_inputs(hw, range(2)))
+    prog = load_program(m.save(tmp_path / "out"))
+    tiles = [c for c in prog.cmd.commands if isinstance(c, C.ResizeTile)]
+    assert len(tiles) >= 2
+    assert sum(t.out_h for t in tiles) == hw[0] * 4
+    assert all(a.in_y0 + a.in_h > b.in_y0 for a, b in zip(tiles, tiles[1:]))   # halos overlap
+    (lay,) = [lay for lay in m.report["layers"] if lay["op"] == "resize"]
+    assert "bilinear" in lay["tiling"]
+    assert_exact_and_hazard_free(prog, tmp_path / "m.onnx", _inputs(hw, [3]), "bands",
+                                 min_sqnr_db=25.0)
