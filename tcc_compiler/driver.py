@@ -387,11 +387,7 @@ def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
     if options.weight_rounding not in WEIGHT_ROUNDING:
         raise InputError(f"weight_rounding/--weight-rounding '{options.weight_rounding}': "
                          f"choose one of {', '.join(WEIGHT_ROUNDING)}")
-    if options.weight_rounding == "gptq":
-        if not calib.inputs:
-            raise InputError("weight_rounding/--weight-rounding gptq needs calibration inputs "
-                             "(calibration/--calib), not only a calib_table/--calib-table")
-        gptq_round_weights(float_graph, graph, calib.inputs)
+    _round_weights(graph, float_graph, calib, options.weight_rounding)
     if options.bias_correction:
         if not calib.inputs:
             raise InputError("bias_correction/--bias-correction needs calibration inputs "
@@ -401,6 +397,32 @@ def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
         verify(graph, quantized=True)
     _instrument(instruments, QUANTIZE_STAGE, "after", index, graph)
     return choice
+
+
+def _round_weights(graph: Graph, float_graph: Graph, calib: Calibration, rounding: str) -> None:
+    """GPTQ weight rounding on the calibration inputs, in place: ``gptq`` re-rounds the
+    layers whose cost is bounded (:func:`~tcc_compiler.quant.weight_rounding.bounded_cost`),
+    ``gptq-all`` every conv/fc; ``nearest`` keeps the quantizer's rounding. Without
+    calibration inputs (a calibration table, or a fully pre-quantized model) the default falls
+    back to nearest, saying so; asked for explicitly it is refused.
+
+    Raises:
+        InputError: an unknown mode, or a non-default GPTQ mode without calibration inputs.
+    """
+    if rounding == "nearest":
+        return
+    if not calib.inputs:
+        if rounding == DEFAULTS.weight_rounding and calib.method != "fixed":
+            log.warning("weights rounded to nearest: weight_rounding/--weight-rounding %s "
+                        "(the default) needs calibration inputs, and %s gives none; the "
+                        "binaries differ from a compile that calibrates", rounding,
+                        calib.source)
+            return
+        if rounding == DEFAULTS.weight_rounding:
+            return
+        raise InputError(f"weight_rounding/--weight-rounding {rounding} needs calibration "
+                         "inputs (calibration/--calib), not only a calib_table/--calib-table")
+    gptq_round_weights(float_graph, graph, calib.inputs, bounded=rounding != "gptq-all")
 
 
 def lower_program(graph: Graph, tgt: Target, options: CompileOptions = DEFAULTS) -> Program:
