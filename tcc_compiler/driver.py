@@ -53,7 +53,8 @@ from tcc_compiler.quant.calib_table import add_fixed, build_table, check_covers,
 from tcc_compiler.quant.calibrate import observe
 from tcc_compiler.quant.quantize import fixed_ranges, ranges_needed
 from tcc_compiler.quant.ranges import choose_ranges
-from tcc_compiler.quant.weight_rounding import WEIGHT_ROUNDING, gptq_round_weights
+from tcc_compiler.quant.weight_rounding import (WEIGHT_ROUNDING, HessianSum,
+                                                gptq_round_weights)
 from tcc_compiler.schedule import Program, lower
 from tcc_compiler.schedule.timeline import timeline
 from tcc_compiler.target import Target, load_target
@@ -118,6 +119,8 @@ class Calibration:
         table: the calibration table written as calib_table.json, or None.
         minmax: {value name: observed (min, max)} (the ranges of int16 tensors), or None
             (from a table).
+        hessians: GPTQ's input second moments, gathered in the calibration pass when the
+            weight rounding needs them, or None.
     """
 
     method: str
@@ -126,6 +129,7 @@ class Calibration:
     ranges: dict | None
     table: dict | None
     minmax: dict | None = None
+    hessians: HessianSum | None = None
 
 
 def _model_bytes_sha(model) -> str:
@@ -348,12 +352,15 @@ def calibrate(graph: Graph, options: CompileOptions, preprocess, *,
     else:
         inputs, source = resolve_calibration(options.calibration, graph, preprocess)
     method, p = options.method, options.percentile
-    obs = observe(graph, inputs, [method], p, progress)[method]
+    hess = HessianSum(graph, bounded=options.weight_rounding != "gptq-all") \
+        if options.weight_rounding in ("gptq", "gptq-all") else None
+    obs = observe(graph, inputs, [method], p, progress,
+                  also=hess.visit if hess is not None and hess.layers else None)[method]
     ranges, rejected = choose_ranges(obs, method)   # the collapse guard warns per tensor
     table = build_table(obs, method, p, ranges, rejected)
     minmax = {k: getattr(o, "mm", o).range() for k, o in obs.items()}
     return Calibration(method, inputs, source, ranges,
-                       add_fixed(table, fixed) if fixed else table, minmax)
+                       add_fixed(table, fixed) if fixed else table, minmax, hess)
 
 
 def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
@@ -422,7 +429,8 @@ def _round_weights(graph: Graph, float_graph: Graph, calib: Calibration, roundin
             return
         raise InputError(f"weight_rounding/--weight-rounding {rounding} needs calibration "
                          "inputs (calibration/--calib), not only a calib_table/--calib-table")
-    gptq_round_weights(float_graph, graph, calib.inputs, bounded=rounding != "gptq-all")
+    gptq_round_weights(float_graph, graph, calib.inputs, bounded=rounding != "gptq-all",
+                       hessians=calib.hessians)
 
 
 def lower_program(graph: Graph, tgt: Target, options: CompileOptions = DEFAULTS) -> Program:

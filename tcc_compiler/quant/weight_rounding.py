@@ -152,8 +152,40 @@ def bounded_cost(node) -> bool:
     return k <= GPTQ_MAX_K and positions * k * k * group <= GPTQ_MAX_H_MACS
 
 
+class HessianSum:
+    """GPTQ's ``H = X^T X`` per conv/fc, summed over calibration inputs as their float values
+    arrive (:meth:`visit`, e.g. as :func:`tcc_compiler.quant.calibrate.observe`'s ``also``, so
+    calibration's float pass serves both).
+
+    Attributes:
+        layers: {node name: float node} of the layers re-rounded (:func:`bounded_cost` unless
+            ``bounded`` is False; weights a pre-quantized model fixes are left out).
+        hess: {node name: float64 [G, K, K]}.
+    """
+
+    def __init__(self, float_graph: Graph, bounded: bool = True) -> None:
+        self.layers = {n.name: n for n in float_graph.nodes if n.op in (Op.CONV, Op.FC)
+                       and not is_fixed(n.inputs[1]) and (not bounded or bounded_cost(n))}
+        self._readers: dict[str, list] = {}
+        for n in self.layers.values():
+            self._readers.setdefault(n.inputs[0].name, []).append(n)
+        self.hess: dict[str, np.ndarray] = {}
+
+    def names(self) -> list[str]:
+        """The values the layers read (what :meth:`visit` needs)."""
+        return list(self._readers)
+
+    def visit(self, name: str, value: np.ndarray) -> None:
+        """Add one input's value ``name`` (float32 NCHW) to the H of every layer reading it."""
+        for n in self._readers.get(name, ()):
+            cols = _columns(value, n)
+            h = np.matmul(cols.transpose(0, 2, 1), cols)       # BLAS; einsum is 100x slower
+            self.hess[n.name] = self.hess[n.name] + h if n.name in self.hess else h
+
+
 def gptq_round_weights(float_graph: Graph, qgraph: Graph, inputs: Iterable[np.ndarray],
-                       bounded: bool = True) -> dict[str, int]:
+                       bounded: bool = True, hessians: HessianSum | None = None
+                       ) -> dict[str, int]:
     """Re-round the int8 weights of ``qgraph``'s conv/fc layers with GPTQ (in place).
 
     Args:
@@ -162,6 +194,8 @@ def gptq_round_weights(float_graph: Graph, qgraph: Graph, inputs: Iterable[np.nd
         inputs: float32 NCHW [1, C, H, W] calibration inputs.
         bounded: re-round only the layers whose cost is bounded (:func:`bounded_cost`), the
             others keep round-to-nearest; False: every conv/fc.
+        hessians: the H of the layers, already summed over ``inputs`` (e.g. during
+            calibration); None: computed here (one float run per input).
 
     Returns:
         {node name: number of int8 weights that differ from round-to-nearest}.
@@ -173,24 +207,17 @@ def gptq_round_weights(float_graph: Graph, qgraph: Graph, inputs: Iterable[np.nd
         inputs = list(inputs)
     if not len(inputs):
         raise InputError("weight rounding gptq needs at least one calibration input")
-    fnodes = {n.name: n for n in float_graph.nodes}
-    # weights whose scales a pre-quantized model fixes keep the model's own integers
-    layers = [n for n in qgraph.nodes if n.op in (Op.CONV, Op.FC) and n.name in fnodes
-              and not is_fixed(fnodes[n.name].inputs[1])
-              and (not bounded or bounded_cost(n))]
-    if not layers:
-        return {}
-    hess: dict[str, np.ndarray] = {}
-    for fl in _float_inputs(float_graph, [fnodes[n.name].inputs[0].name for n in layers],
-                            inputs):
-        for n in layers:
-            cols = _columns(fl[fnodes[n.name].inputs[0].name], fnodes[n.name])
-            h = np.matmul(cols.transpose(0, 2, 1), cols)       # BLAS; einsum is 100x slower
-            hess[n.name] = hess[n.name] + h if n.name in hess else h
+    if hessians is None:
+        hessians = HessianSum(float_graph, bounded)
+        for fl in _float_inputs(float_graph, hessians.names(), inputs):
+            for name, value in fl.items():
+                hessians.visit(name, value)
+    fnodes = {n.name: n for n in float_graph.nodes}   # float weights (the H may come from
+    layers = [n for n in qgraph.nodes if n.name in hessians.hess]   # a graph since quantized)
     changed = {}
     for n in layers:
         wv, fw = n.inputs[1], fnodes[n.name].inputs[1].const
-        h = hess[n.name]
+        h = hessians.hess[n.name]
         g = h.shape[0]
         cout = fw.shape[0]
         w = fw.reshape(g, cout // g, -1).astype(np.float64)
