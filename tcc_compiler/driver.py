@@ -352,15 +352,23 @@ def calibrate(graph: Graph, options: CompileOptions, preprocess, *,
     else:
         inputs, source = resolve_calibration(options.calibration, graph, preprocess)
     method, p = options.method, options.percentile
-    hess = HessianSum(graph, bounded=options.weight_rounding != "gptq-all") \
-        if options.weight_rounding in ("gptq", "gptq-all") else None
+    hess = _hessian_sum(graph, options.weight_rounding)
     obs = observe(graph, inputs, [method], p, progress,
-                  also=hess.visit if hess is not None and hess.layers else None)[method]
+                  also=getattr(hess, "visit", None))[method]
     ranges, rejected = choose_ranges(obs, method)   # the collapse guard warns per tensor
     table = build_table(obs, method, p, ranges, rejected)
     minmax = {k: getattr(o, "mm", o).range() for k, o in obs.items()}
     return Calibration(method, inputs, source, ranges,
                        add_fixed(table, fixed) if fixed else table, minmax, hess)
+
+
+def _hessian_sum(graph: Graph, rounding: str) -> HessianSum | None:
+    """The GPTQ second moments to gather in the calibration pass (``gptq``: the bounded
+    layers, ``gptq-all``: every conv/fc), or None (``nearest``, or no layer to re-round)."""
+    if rounding not in ("gptq", "gptq-all"):
+        return None
+    hess = HessianSum(graph, bounded=rounding != "gptq-all")
+    return hess if hess.layers else None
 
 
 def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
