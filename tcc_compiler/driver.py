@@ -53,7 +53,8 @@ from tcc_compiler.quant.calib_table import add_fixed, build_table, check_covers,
 from tcc_compiler.quant.calibrate import observe
 from tcc_compiler.quant.quantize import fixed_ranges, ranges_needed
 from tcc_compiler.quant.ranges import choose_ranges
-from tcc_compiler.quant.weight_rounding import WEIGHT_ROUNDING, gptq_round_weights
+from tcc_compiler.quant.weight_rounding import (WEIGHT_ROUNDING, HessianSum,
+                                                gptq_round_weights)
 from tcc_compiler.schedule import Program, lower
 from tcc_compiler.schedule.timeline import timeline
 from tcc_compiler.target import Target, load_target
@@ -118,6 +119,8 @@ class Calibration:
         table: the calibration table written as calib_table.json, or None.
         minmax: {value name: observed (min, max)} (the ranges of int16 tensors), or None
             (from a table).
+        hessians: GPTQ's input second moments, gathered in the calibration pass when the
+            weight rounding needs them, or None.
     """
 
     method: str
@@ -126,6 +129,7 @@ class Calibration:
     ranges: dict | None
     table: dict | None
     minmax: dict | None = None
+    hessians: HessianSum | None = None
 
 
 def _model_bytes_sha(model) -> str:
@@ -349,12 +353,23 @@ def calibrate(graph: Graph, options: CompileOptions, preprocess, *,
     else:
         inputs, source = resolve_calibration(options.calibration, graph, preprocess)
     method, p = options.method, options.percentile
-    obs = observe(graph, inputs, [method], p, progress)[method]
+    hess = _hessian_sum(graph, options.weight_rounding)
+    obs = observe(graph, inputs, [method], p, progress,
+                  also=getattr(hess, "visit", None))[method]
     ranges, rejected = choose_ranges(obs, method)   # the collapse guard warns per tensor
     table = build_table(obs, method, p, ranges, rejected)
     minmax = {k: getattr(o, "mm", o).range() for k, o in obs.items()}
     return Calibration(method, inputs, source, ranges,
-                       add_fixed(table, fixed) if fixed else table, minmax)
+                       add_fixed(table, fixed) if fixed else table, minmax, hess)
+
+
+def _hessian_sum(graph: Graph, rounding: str) -> HessianSum | None:
+    """The GPTQ second moments to gather in the calibration pass (``gptq``: the bounded
+    layers, ``gptq-all``: every conv/fc), or None (``nearest``, or no layer to re-round)."""
+    if rounding not in ("gptq", "gptq-all"):
+        return None
+    hess = HessianSum(graph, bounded=rounding != "gptq-all")
+    return hess if hess.layers else None
 
 
 def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
@@ -388,11 +403,7 @@ def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
     if options.weight_rounding not in WEIGHT_ROUNDING:
         raise InputError(f"weight_rounding/--weight-rounding '{options.weight_rounding}': "
                          f"choose one of {', '.join(WEIGHT_ROUNDING)}")
-    if options.weight_rounding == "gptq":
-        if not calib.inputs:
-            raise InputError("weight_rounding/--weight-rounding gptq needs calibration inputs "
-                             "(calibration/--calib), not only a calib_table/--calib-table")
-        gptq_round_weights(float_graph, graph, calib.inputs)
+    _round_weights(graph, float_graph, calib, options.weight_rounding)
     if options.bias_correction:
         if not calib.inputs:
             raise InputError("bias_correction/--bias-correction needs calibration inputs "
@@ -402,6 +413,33 @@ def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
         verify(graph, quantized=True)
     _instrument(instruments, QUANTIZE_STAGE, "after", index, graph)
     return choice
+
+
+def _round_weights(graph: Graph, float_graph: Graph, calib: Calibration, rounding: str) -> None:
+    """GPTQ weight rounding on the calibration inputs, in place: ``gptq`` re-rounds the
+    layers whose cost is bounded (:func:`~tcc_compiler.quant.weight_rounding.bounded_cost`),
+    ``gptq-all`` every conv/fc; ``nearest`` keeps the quantizer's rounding. Without
+    calibration inputs (a calibration table, or a fully pre-quantized model) the default falls
+    back to nearest, saying so; asked for explicitly it is refused.
+
+    Raises:
+        InputError: an unknown mode, or a non-default GPTQ mode without calibration inputs.
+    """
+    if rounding == "nearest":
+        return
+    if not calib.inputs:
+        if rounding == DEFAULTS.weight_rounding and calib.method != "fixed":
+            log.warning("weights rounded to nearest: weight_rounding/--weight-rounding %s "
+                        "(the default) needs calibration inputs, and %s gives none; the "
+                        "binaries differ from a compile that calibrates", rounding,
+                        calib.source)
+            return
+        if rounding == DEFAULTS.weight_rounding:
+            return
+        raise InputError(f"weight_rounding/--weight-rounding {rounding} needs calibration "
+                         "inputs (calibration/--calib), not only a calib_table/--calib-table")
+    gptq_round_weights(float_graph, graph, calib.inputs, bounded=rounding != "gptq-all",
+                       hessians=calib.hessians)
 
 
 def lower_program(graph: Graph, tgt: Target, options: CompileOptions = DEFAULTS) -> Program:

@@ -51,10 +51,13 @@ class CompileOptions:
             replace calibration.
         bias_correction: fold each conv/fc's mean per-channel INT8 error on the calibration
             inputs into its bias (needs calibration inputs).
-        weight_rounding: how conv/fc weights are rounded to int8: "nearest" (each weight to its
-            nearest level) or "gptq" (levels chosen to minimise each layer's output error on
-            the calibration inputs, GPTQ: :mod:`tcc_compiler.quant.weight_rounding`; needs
-            calibration inputs; same scales, only weight bytes change).
+        weight_rounding: how conv/fc weights are rounded to int8: "gptq" (default: levels
+            chosen to minimise each layer's output error on the calibration inputs, GPTQ, on
+            the layers whose cost is bounded, the others nearest:
+            :mod:`tcc_compiler.quant.weight_rounding`), "gptq-all" (every conv/fc) or
+            "nearest" (each weight to its nearest level). Same scales, only weight bytes
+            change; without calibration inputs (a ``calib_table``) the default falls back to
+            nearest with a warning.
         compress_weights: store weights and parameters DEFLATE-compressed per channel block
             (lossless, expanded by DMA_LOAD_Z, specs/weights.md); False stores them raw.
         preprocess: :class:`tcc_compiler.datasets.images.Preprocess` recorded in the manifest,

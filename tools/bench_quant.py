@@ -97,16 +97,26 @@ AUTO: dict = {}
 GOAL = {"db": None}
 
 
+#: Variant names to compute (None: all; ``--variants``).
+ONLY: dict = {"variants": None}
+
+
+def _wanted(tag: str) -> bool:
+    return ONLY["variants"] is None or tag in ONLY["variants"]
+
+
 def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
                  bias_correction=(), gptq=(), auto=()) -> dict:
-    """{method: [first graph output per eval input]} from tccc's golden integer model; for
-    each method in ``bias_correction`` also ``method + "+bc"`` (empirical bias correction on
-    the calibration inputs), for each in ``gptq`` ``method + "+gptq"`` (GPTQ weight rounding)
-    and, if in both, ``method + "+gptq+bc"``; for each in ``auto`` ``method + "+auto"``
-    (``--precision auto``: int16 layers chosen on the calibration inputs, their names in
-    ``AUTO[method]``) and ``method + "+all16"`` (every layer that can be int16). Ranges are
-    chosen as ``tccc compile`` does (guarded unless ``GUARD["on"]`` is False; rejections
-    counted in ``GUARD["rejected"]``)."""
+    """{variant: [first graph output per eval input]} from tccc's golden integer model: for
+    each method ``method`` (nearest weight rounding); for each in ``bias_correction`` also
+    ``method + "+bc"`` (empirical bias correction on the calibration inputs), for each in
+    ``gptq`` ``method + "+gptq"`` (GPTQ weight rounding on every conv/fc) and, if in both,
+    ``method + "+gptq+bc"``; for each in ``auto`` ``method + "+auto"`` (``--precision auto``:
+    int16 layers chosen on the calibration inputs, their names in ``AUTO[method]``), with
+    ``gptq`` also ``method + "+gptq+auto"`` (the same int16 layers, GPTQ weights), and
+    ``method + "+all16"`` (every layer that can be int16). Only the variants ``ONLY`` names
+    are computed. Ranges are chosen as ``tccc compile`` does (guarded unless ``GUARD["on"]``
+    is False; rejections counted in ``GUARD["rejected"]``)."""
     from tcc_compiler.driver import import_model, run_float_passes
     from tcc_compiler.quant import quantize_graph, run_golden
     from tcc_compiler.quant.bias_correction import correct_biases
@@ -117,35 +127,53 @@ def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
     fg = run_float_passes(*import_model(model, whc)).graph
     obs = observe(fg, calib, methods, percentile)
     out = {}
+
+    def run(tag, g):
+        name = g.outputs[0].name
+        out[tag] = [run_golden(g, x)[name] for x in evals]
+        print(f"  {tag} done ({time.strftime('%H:%M:%S')})", file=sys.stderr, flush=True)
+
     for m in methods:
         ranges, rejected = choose_ranges(obs[m], m, guard=GUARD["on"])
         GUARD["rejected"][m] = len(rejected)
         for rounding in ("nearest",) + (("gptq",) if m in gptq else ()):
-            g = fg.clone()
-            quantize_graph(g, ranges)
-            tag = m
+            tag = m + ("+gptq" if rounding == "gptq" else "")
+            bc = m in bias_correction and _wanted(tag + "+bc")
+            if not (_wanted(tag) or bc):
+                continue
+            g = quantize_graph(fg.clone(), ranges)
             if rounding == "gptq":
-                gptq_round_weights(fg, g, calib)
-                tag += "+gptq"
-            name = g.outputs[0].name
-            out[tag] = [run_golden(g, x)[name] for x in evals]
-            if m in bias_correction:
+                gptq_round_weights(fg, g, calib, bounded=False)
+            if _wanted(tag):
+                run(tag, g)
+            if bc:
                 correct_biases(fg, g, calib)
-                out[tag + "+bc"] = [run_golden(g, x)[name] for x in evals]
+                run(tag + "+bc", g)
         if m in auto:
-            from tcc_compiler.quant.auto_precision import (DEFAULT_GOAL_DB, auto_precision,
-                                                           choose_precision)
-
-            mm = {k: getattr(o, "mm", o).range() for k, o in obs[m].items()}
-            goal = DEFAULT_GOAL_DB if GOAL["db"] is None else GOAL["db"]
-            choice = auto_precision(fg, ranges, mm, calib, goal)
-            AUTO[m] = choice.to_dict()
-            g = quantize_graph(fg.clone(), ranges, choice.int16_ranges)
-            out[m + "+auto"] = [run_golden(g, x)[g.outputs[0].name] for x in evals]
-            every = choose_precision(fg, ranges, mm, [], [n for n, _ in choice.ranking])
-            g = quantize_graph(fg.clone(), ranges, every.int16_ranges)   # the ceiling
-            out[m + "+all16"] = [run_golden(g, x)[g.outputs[0].name] for x in evals]
+            _auto_variants(fg, m, ranges, obs[m], calib, m in gptq, run)
     return out
+
+
+def _auto_variants(fg, m, ranges, observers, calib, with_gptq, run) -> None:
+    """The ``+auto`` (and ``+gptq+auto``) and ``+all16`` variants of method ``m``."""
+    from tcc_compiler.quant import quantize_graph
+    from tcc_compiler.quant.auto_precision import (DEFAULT_GOAL_DB, auto_precision,
+                                                   choose_precision)
+    from tcc_compiler.quant.weight_rounding import gptq_round_weights
+
+    mm = {k: getattr(o, "mm", o).range() for k, o in observers.items()}
+    goal = DEFAULT_GOAL_DB if GOAL["db"] is None else GOAL["db"]
+    choice = auto_precision(fg, ranges, mm, calib, goal)
+    AUTO[m] = choice.to_dict()
+    if _wanted(m + "+auto"):
+        run(m + "+auto", quantize_graph(fg.clone(), ranges, choice.int16_ranges))
+    if with_gptq and _wanted(m + "+gptq+auto"):
+        g = quantize_graph(fg.clone(), ranges, choice.int16_ranges)
+        gptq_round_weights(fg, g, calib, bounded=False)
+        run(m + "+gptq+auto", g)
+    if _wanted(m + "+all16"):
+        every = choose_precision(fg, ranges, mm, [], [n for n, _ in choice.ranking])
+        run(m + "+all16", quantize_graph(fg.clone(), ranges, every.int16_ranges))
 
 
 class _Reader:
@@ -373,8 +401,12 @@ def main(argv=None) -> int:
                    help="score every K-th of Lite0's 900 held-out images (default all)")
     p.add_argument("--no-guard", action="store_true",
                    help="take every method's ranges unguarded (tcc_compiler/quant/ranges.py)")
+    p.add_argument("--variants", nargs="+", default=None, metavar="NAME",
+                   help="compute only these tccc variants (e.g. mse mse+gptq mse+gptq+auto; "
+                        "default all that the options above make)")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
+    ONLY["variants"] = set(args.variants) if args.variants else None
     GOAL["db"] = args.precision_goal
     GUARD["on"] = not args.no_guard
     results = []

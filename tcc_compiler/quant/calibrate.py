@@ -376,7 +376,7 @@ def make_observer(method: str, percentile: float = DEFAULT_PERCENTILE):
 
 def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
             percentile: float = DEFAULT_PERCENTILE, progress=None,
-            engine: str = "auto") -> dict[str, dict]:
+            engine: str = "auto", also=None) -> dict[str, dict]:
     """Run the float graph once per input and feed every method's observers.
 
     The float graph runs in ONNX Runtime (float32; :mod:`tcc_compiler.interp.onnx_float`,
@@ -392,6 +392,9 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
         percentile: p of the percentile method.
         progress: optional callable wrapping the iterable (e.g. tqdm).
         engine: one of :data:`~tcc_compiler.interp.onnx_float.ENGINES`.
+        also: optional ``callable(name, value)`` given every value the observers see (GPTQ's
+            input second moments gathered in the same float pass,
+            :class:`tcc_compiler.quant.weight_rounding.HessianSum`).
 
     Returns:
         {method: {value name: observer}} for the graph input and every float node output.
@@ -421,6 +424,8 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
             raise InputError(f"calibration input {k}: contains NaN or Inf")
         def visit(name, arr, k=k):
             _observe_value(obs, name, arr, k, source, percentile)
+            if also is not None:
+                also(name, arr)
 
         if sess is not None:
             visit(graph.inputs[0].name, np.asarray(x, dtype=np.float32))

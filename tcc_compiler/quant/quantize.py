@@ -9,7 +9,9 @@ Scheme (specs/quantization.md):
   activation (hi = lo = 0) gets s = 1, zp = 0;
 * max-pool, average-pool, nearest-resize and view outputs share their input's parameters (max
   commutes with the affine map, a repeat copies; an average never leaves its inputs' range, so
-  it is never clipped);
+  it is never clipped), except a global average pool whose pooled range, with
+  :data:`GAP_HEADROOM`, is at most half its input's (:func:`gap_params`): it is requantized to
+  its own, finer range (a squeeze-excitation vector would otherwise get a few int8 levels);
 * the inputs and output of a channel concat or slice share one set (quant/groups.py), so the
   op moves bytes and does no arithmetic;
 * a graph output produced by a conv/fc stays int32 (acc + bias), dequantized by the host with
@@ -118,10 +120,47 @@ def _shares_input_params(node) -> bool:
     """Outputs that reuse their input's parameters: views, max-pool and nearest resize always
     (max and pixel repeats commute with the affine map); average pools unless the imported
     model fixes their output (an average lies within its inputs' range, so reusing them never
-    clips, and a calibrated range would: pooled features shift with the image domain)."""
+    clips); a global average pool may instead get its own range (:func:`gap_params`)."""
     if node.op in VIEW_OPS or node.op in (Op.MAXPOOL, Op.RESIZE, Op.SHUFFLE):
         return True
     return node.op in (Op.GAP, Op.AVGPOOL) and not is_fixed(node.output)
+
+
+#: A global average pool's own range is its calibrated range scaled by this factor about 0
+#: (pooled features move with the image domain: a dark photo's reached 1.6x the calibrated
+#: maximum on ResNet-18, specs/quantization.md "Pooling").
+GAP_HEADROOM = 2.0
+#: ... and it is used only when it is at most this fraction of the input's span (a step at
+#: least twice finer than sharing the input's; otherwise sharing, which never clips, wins).
+GAP_MAX_SPAN = 0.5
+
+
+def gap_params(node, ranges: dict[str, tuple[float, float]]) -> QuantParams | None:
+    """Own int8 parameters of a global average pool's output, or None to share its input's.
+
+    A squeeze-excitation block pools a feature map whose range is set by a few large pixels;
+    the per-channel means span a fraction of it, so the input's step leaves the pooled vector
+    only a few levels (issue #13: tf_efficientnetv2_s at 2.8 dB). The pool then requantizes
+    (POOL_CFG's multiplier ``s_x / (s_y * n)``, no extra cost) to the calibrated range of its
+    output widened by :data:`GAP_HEADROOM` about 0 and cut to the input's representable range,
+    when that span is at most :data:`GAP_MAX_SPAN` of the input's (ONNX Runtime's
+    QLinearGlobalAveragePool and TFLite's int8 MEAN likewise give the output its own scale).
+
+    Args:
+        node: a GAP node whose input is quantized (int8; an int16 input keeps sharing).
+        ranges: calibrated {value name: (lo, hi)}; without the output's range: None.
+    """
+    x, out = node.inputs[0], node.output
+    if node.op is not Op.GAP or x.dtype != "int8" or is_fixed(out) or out.name not in ranges:
+        return None
+    s, zp = float(x.quant.scale), int(x.quant.zero_point)
+    x_lo, x_hi = s * (-128 - zp), s * (127 - zp)
+    lo, hi = ranges[out.name]
+    lo = max(GAP_HEADROOM * min(float(lo), 0.0), x_lo)
+    hi = min(GAP_HEADROOM * max(float(hi), 0.0), x_hi)
+    if hi - lo > GAP_MAX_SPAN * (x_hi - x_lo):
+        return None
+    return activation_params(lo, hi)
 
 
 def fixed_ranges(graph: Graph) -> dict[str, tuple[float, float]]:
@@ -138,10 +177,12 @@ def fixed_ranges(graph: Graph) -> dict[str, tuple[float, float]]:
 
 def ranges_needed(graph: Graph) -> list[str]:
     """Names of the values :func:`quantize_graph` needs a calibrated range for: the input and
-    the int8 node outputs, minus those a pre-quantized model fixes (graph order)."""
+    the int8 node outputs (a global average pool's too: :func:`gap_params` may give it its
+    own), minus those a pre-quantized model fixes (graph order)."""
     names = [v.name for v in graph.inputs if not is_fixed(v)]
     for node in graph.nodes:
-        if node.op in HOST_OPS or _shares_input_params(node) or is_fixed(node.output):
+        if node.op in HOST_OPS or is_fixed(node.output) or (
+                _shares_input_params(node) and node.op is not Op.GAP):
             continue
         if node.op in (Op.CONV, Op.FC) and _raw_int32(node):
             continue
@@ -213,7 +254,8 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
             out.quant, out.dtype = shared[id(out)], "int8"
             continue
         if _shares_input_params(node):
-            out.quant, out.dtype = x.quant, x.dtype
+            own = gap_params(node, ranges) if id(out) not in shared else None
+            out.quant, out.dtype = (own, "int8") if own is not None else (x.quant, x.dtype)
             continue
         if node.op in (Op.CONV, Op.FC):
             _quantize_conv_weights(node, x)

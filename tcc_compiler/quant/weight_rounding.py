@@ -29,18 +29,34 @@ import numpy as np
 
 from tcc_compiler.errors import InputError
 from tcc_compiler.interp import run_float
+from tcc_compiler.interp.onnx_float import float_engine
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import Op
+from tcc_compiler.quant.quantize import is_fixed
 
 log = logging.getLogger(__name__)
 
 #: Damping of H, as a fraction of its mean diagonal (GPTQ's default).
 DAMP = 0.01
+#: Columns per lazy-batch block (GPTQ's B = 128).
+BLOCK = 128
+#: The default ``gptq`` re-rounds a layer only when its cost is bounded: ``K`` (inputs per
+#: output, :func:`layer_k`) at most :data:`GPTQ_MAX_K` (the Cholesky factor and the column
+#: updates cost ``K^3 / 3 + Cout * K^2``) and ``positions * K^2``, the multiply-adds of H per
+#: calibration input, at most :data:`GPTQ_MAX_H_MACS`; other layers keep round-to-nearest.
+#: Every layer of EfficientNet-Lite0 (largest ``positions * K^2``: 1.2e8) and ResNet-8 (2.1e7)
+#: is within both; of ResNet-50 at 224x224 21 of its 54 layers, 1x1 convs (its 3x3 convs take
+#: about 1.0e9 each, and re-rounding them made the compile several times slower).
+GPTQ_MAX_K = 1280
+GPTQ_MAX_H_MACS = 1 << 27
 #: Weight rounding modes (``--weight-rounding``).
-WEIGHT_ROUNDING = ("nearest", "gptq")
+#: "gptq" re-rounds the layers within :data:`GPTQ_MAX_K`, "gptq-all" every conv/fc.
+WEIGHT_ROUNDING = ("nearest", "gptq", "gptq-all")
 #: Default weight rounding (read by :class:`tcc_compiler.options.CompileOptions`, written only
-#: here; tools/bench_quant.py measures both).
-DEFAULT_WEIGHT_ROUNDING = "nearest"
+#: here): GPTQ on the layers whose cost is bounded. Measured with tools/bench_quant.py
+#: (specs/quantization.md, "Optional improvements"): predictions differing from FP32 on the
+#: real ResNet-8 7 -> 1 of 200 and on EfficientNet-Lite0 16 -> 10 of 900.
+DEFAULT_WEIGHT_ROUNDING = "gptq"
 
 
 def _columns(x: np.ndarray, node) -> np.ndarray:
@@ -63,7 +79,17 @@ def _columns(x: np.ndarray, node) -> np.ndarray:
 
 
 def _gptq(w: np.ndarray, scale: np.ndarray, h: np.ndarray) -> np.ndarray:
-    """GPTQ rounding of one layer.
+    """GPTQ rounding of one layer, in its nearest-plane form (no matrix inverse).
+
+    GPTQ quantizes column ``i`` at ``w~_i = w_i - sum_{j<i} e_j U_ji`` (``U`` the upper
+    Cholesky factor of ``H^-1``, ``e_j = (w~_j - s q_j) / U_jj``). With ``H = V V^T``, ``V``
+    upper triangular (``V = U^-1``: the Cholesky factor of ``H`` with rows and columns
+    reversed), the same point is ``w~_i = w_i + sum_{j<i} (w_j - s q_j) V_ji / V_ii``: the
+    errors against the *original* weights, weighted by ``V`` (Babai's nearest-plane algorithm,
+    which GPTQ equals: Chen et al. 2025, "The Geometry of LLM Quantization: GPTQ as Babai's
+    Nearest Plane Algorithm"). One Cholesky (``K^3 / 3``) replaces ``inv`` and a Cholesky of
+    the inverse (about ``2.3 K^3``), and the earlier blocks' errors reach a block of
+    :data:`BLOCK` columns in one matrix product (GPTQ's lazy batch updates, sec. 4).
 
     Args:
         w: float64 [G, Cout/G, K] weights per group. scale: float64 [G, Cout/G] per-channel
@@ -72,33 +98,104 @@ def _gptq(w: np.ndarray, scale: np.ndarray, h: np.ndarray) -> np.ndarray:
     Returns:
         int8 [G, Cout/G, K] weights on the same scales.
     """
-    w = w.copy()
     k = h.shape[-1]
     h = h.copy()
     diag = np.einsum("gkk->gk", h)
     dead = diag <= 0.0
     idx = np.arange(k)
     h[:, idx, idx] += DAMP * np.maximum(diag.mean(axis=1, keepdims=True), 1e-12) + dead
-    # upper Cholesky factor U of H^-1 (H^-1 = U^T U)
-    u = np.linalg.cholesky(np.linalg.inv(h)).transpose(0, 2, 1)
+    v = np.linalg.cholesky(h[:, ::-1, ::-1])[:, ::-1, ::-1]        # H = V V^T, V upper
+    v = v / np.einsum("gkk->gk", v)[:, None, :]                    # column i over V_ii
     q = np.zeros(w.shape, np.int8)
-    for i in range(k):
-        col = w[:, :, i]
-        qi = np.clip(np.round(col / scale), -127, 127)
-        q[:, :, i] = qi
-        err = (col - qi * scale) / u[:, i, i][:, None]                   # [G, Cout/G]
-        w[:, :, i + 1:] -= err[:, :, None] * u[:, None, i, i + 1:]
+    d = np.zeros(w.shape)                                          # w - s q, done columns
+    for b0 in range(0, k, BLOCK):
+        b1 = min(b0 + BLOCK, k)
+        wt = w[:, :, b0:b1] + np.matmul(d[:, :, :b0], v[:, :b0, b0:b1])
+        for i in range(b0, b1):
+            col = wt[:, :, i - b0] + np.matmul(d[:, :, b0:i], v[:, b0:i, i, None])[..., 0]
+            qi = np.clip(np.round(col / scale), -127, 127)
+            q[:, :, i] = qi
+            d[:, :, i] = w[:, :, i] - qi * scale
     return q
 
 
-def gptq_round_weights(float_graph: Graph, qgraph: Graph,
-                       inputs: Iterable[np.ndarray]) -> dict[str, int]:
-    """Re-round every conv/fc's int8 weights of ``qgraph`` with GPTQ (in place).
+def _float_inputs(float_graph: Graph, names: list[str], inputs: Sequence[np.ndarray]):
+    """Per input, {name: float32 NCHW value} of the values ``names`` (the graph input or node
+    outputs), computed by ONNX Runtime as calibration does
+    (:func:`tcc_compiler.interp.onnx_float.float_engine`, only these values returned), else
+    by the numpy interpreter."""
+    src = float_graph.inputs[0].name
+    inner = [n for n in dict.fromkeys(names) if n != src]
+    sess = float_engine(float_graph, "auto") if inner else None
+    for x in inputs:
+        if sess is not None:
+            fl = dict(zip(inner, sess.run(x, inner)))
+        else:
+            fl = run_float(float_graph, x, keep=True)
+        fl[src] = x
+        yield fl
+
+
+def layer_k(node) -> int:
+    """Inputs per output of a conv/fc: ``Cin / group * kh * kw`` (the size of GPTQ's ``H``)."""
+    w = node.inputs[1]
+    return int(np.prod(w.shape[1:]))
+
+
+def bounded_cost(node) -> bool:
+    """True when the default ``gptq`` re-rounds this conv/fc (:data:`GPTQ_MAX_K`,
+    :data:`GPTQ_MAX_H_MACS`): H per input costs ``positions * K^2`` per group."""
+    k = layer_k(node)
+    out = node.output.shape
+    positions = int(np.prod(out[2:])) if len(out) == 4 else 1
+    group = getattr(node.attrs, "group", 1) if node.op is Op.CONV else 1
+    return k <= GPTQ_MAX_K and positions * k * k * group <= GPTQ_MAX_H_MACS
+
+
+class HessianSum:
+    """GPTQ's ``H = X^T X`` per conv/fc, summed over calibration inputs as their float values
+    arrive (:meth:`visit`, e.g. as :func:`tcc_compiler.quant.calibrate.observe`'s ``also``, so
+    calibration's float pass serves both).
+
+    Attributes:
+        layers: {node name: float node} of the layers re-rounded (:func:`bounded_cost` unless
+            ``bounded`` is False; weights a pre-quantized model fixes are left out).
+        hess: {node name: float64 [G, K, K]}.
+    """
+
+    def __init__(self, float_graph: Graph, bounded: bool = True) -> None:
+        self.layers = {n.name: n for n in float_graph.nodes if n.op in (Op.CONV, Op.FC)
+                       and not is_fixed(n.inputs[1]) and (not bounded or bounded_cost(n))}
+        self._readers: dict[str, list] = {}
+        for n in self.layers.values():
+            self._readers.setdefault(n.inputs[0].name, []).append(n)
+        self.hess: dict[str, np.ndarray] = {}
+
+    def names(self) -> list[str]:
+        """The values the layers read (what :meth:`visit` needs)."""
+        return list(self._readers)
+
+    def visit(self, name: str, value: np.ndarray) -> None:
+        """Add one input's value ``name`` (float32 NCHW) to the H of every layer reading it."""
+        for n in self._readers.get(name, ()):
+            cols = _columns(value, n)
+            h = np.matmul(cols.transpose(0, 2, 1), cols)       # BLAS; einsum is 100x slower
+            self.hess[n.name] = self.hess[n.name] + h if n.name in self.hess else h
+
+
+def gptq_round_weights(float_graph: Graph, qgraph: Graph, inputs: Iterable[np.ndarray],
+                       bounded: bool = True, hessians: HessianSum | None = None
+                       ) -> dict[str, int]:
+    """Re-round the int8 weights of ``qgraph``'s conv/fc layers with GPTQ (in place).
 
     Args:
         float_graph: the float graph ``qgraph`` was quantized from (same node and value names).
         qgraph: quantized graph (its conv/fc weight constants are replaced).
         inputs: float32 NCHW [1, C, H, W] calibration inputs.
+        bounded: re-round only the layers whose cost is bounded (:func:`bounded_cost`), the
+            others keep round-to-nearest; False: every conv/fc.
+        hessians: the H of the layers, already summed over ``inputs`` (e.g. during
+            calibration); None: computed here (one float run per input).
 
     Returns:
         {node name: number of int8 weights that differ from round-to-nearest}.
@@ -110,20 +207,17 @@ def gptq_round_weights(float_graph: Graph, qgraph: Graph,
         inputs = list(inputs)
     if not len(inputs):
         raise InputError("weight rounding gptq needs at least one calibration input")
-    fnodes = {n.name: n for n in float_graph.nodes}
-    layers = [n for n in qgraph.nodes if n.op in (Op.CONV, Op.FC) and n.name in fnodes]
-    hess: dict[str, np.ndarray] = {}
-    for x in inputs:
-        fl = run_float(float_graph, x, keep=True)
-        fl[float_graph.inputs[0].name] = x
-        for n in layers:
-            cols = _columns(fl[fnodes[n.name].inputs[0].name], fnodes[n.name])
-            h = np.matmul(cols.transpose(0, 2, 1), cols)       # BLAS; einsum is 100x slower
-            hess[n.name] = hess[n.name] + h if n.name in hess else h
+    if hessians is None:
+        hessians = HessianSum(float_graph, bounded)
+        for fl in _float_inputs(float_graph, hessians.names(), inputs):
+            for name, value in fl.items():
+                hessians.visit(name, value)
+    fnodes = {n.name: n for n in float_graph.nodes}   # float weights (the H may come from
+    layers = [n for n in qgraph.nodes if n.name in hessians.hess]   # a graph since quantized)
     changed = {}
     for n in layers:
         wv, fw = n.inputs[1], fnodes[n.name].inputs[1].const
-        h = hess[n.name]
+        h = hessians.hess[n.name]
         g = h.shape[0]
         cout = fw.shape[0]
         w = fw.reshape(g, cout // g, -1).astype(np.float64)

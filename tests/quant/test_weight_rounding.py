@@ -86,3 +86,86 @@ def test_compile_with_gptq_runs_bit_exact(tmp_path, residual_net, capsys):
 
     check = json.loads(text)["check"]
     assert code == 0 and check["bit_exact"] and check["sqnr_db"] > 15
+
+
+def _gptq_textbook(w, scale, h):
+    """GPTQ Algorithm 1 as the paper writes it: U = the upper Cholesky factor of H^-1, each
+    column's error pushed onto every later column (no blocks)."""
+    from tcc_compiler.quant.weight_rounding import DAMP
+
+    w, h = w.copy(), h.copy()
+    k = h.shape[-1]
+    diag = np.einsum("gkk->gk", h)
+    idx = np.arange(k)
+    h[:, idx, idx] += DAMP * np.maximum(diag.mean(axis=1, keepdims=True), 1e-12) + (diag <= 0)
+    u = np.linalg.cholesky(np.linalg.inv(h)).transpose(0, 2, 1)
+    q = np.zeros(w.shape, np.int8)
+    for i in range(k):
+        qi = np.clip(np.round(w[:, :, i] / scale), -127, 127)
+        q[:, :, i] = qi
+        err = (w[:, :, i] - qi * scale) / u[:, i, i][:, None]
+        w[:, :, i + 1:] -= err[:, :, None] * u[:, None, i, i + 1:]
+    return q
+
+
+@pytest.mark.parametrize("g,cout,k", [(1, 24, 300), (6, 1, 9), (2, 8, 130)])
+def test_nearest_plane_form_equals_textbook_gptq(g, cout, k):
+    """The blocked nearest-plane form (one Cholesky, no inverse) picks the same levels as
+    GPTQ's Algorithm 1, across block boundaries (k > BLOCK), with groups and a dead input."""
+    r = np.random.default_rng(k)
+    x = r.standard_normal((3 * k, k)) @ (r.standard_normal((k, k)) * 0.2 + np.eye(k))
+    x[:, 0] = 0.0                                             # an input never non-zero
+    h = np.stack([x.T @ x] * g)
+    w = r.standard_normal((g, cout, k)) * 0.05
+    s = np.abs(w).max(-1) / 127
+    np.testing.assert_array_equal(_gptq(w, s, h), _gptq_textbook(w, s, h))
+
+
+def test_default_gptq_only_where_its_cost_is_bounded():
+    """ResNet-50's 3x3 convs (positions * K^2 about 1e9) and its 2048-input fc keep nearest
+    under the default; its 1x1 convs and every layer of ResNet-8 / Lite0's sizes do not."""
+    from tcc_compiler.quant.weight_rounding import bounded_cost
+
+    class V:
+        def __init__(self, shape):
+            self.shape = shape
+
+    def conv(cin, cout, k, hw, group=1):
+        n = _Node(ConvAttrs(kernel=(k, k), group=group))
+        n.inputs = [V((1, cin, hw, hw)), V((cout, cin // group, k, k))]
+        n.output = V((1, cout, hw, hw))
+        return n
+
+    assert not bounded_cost(conv(64, 64, 3, 56))       # ResNet-50 layer1 3x3
+    assert not bounded_cost(conv(512, 512, 3, 7))      # layer4 3x3: K = 4608
+    assert bounded_cost(conv(64, 256, 1, 56))          # its 1x1 expansion
+    assert bounded_cost(conv(64, 64, 3, 8))            # ResNet-8
+    assert bounded_cost(conv(1152, 1152, 5, 7, group=1152))   # Lite0 depthwise
+    fc = _Node(None)
+    fc.op = Op.FC
+    fc.inputs, fc.output = [V((1, 2048)), V((1000, 2048))], V((1, 1000))
+    assert not bounded_cost(fc)
+    fc.inputs[1] = V((1000, 1280))
+    assert bounded_cost(fc)
+
+
+def test_default_rounding_without_calibration_inputs(tmp_path, residual_net, caplog):
+    """From a calibration table there are no inputs: the default falls back to nearest with a
+    warning (the same weights as --weight-rounding nearest); gptq asked for is refused."""
+    import onnx
+
+    from tcc_compiler import api
+    from tcc_compiler.errors import InputError
+
+    model = tmp_path / "m.onnx"
+    onnx.save(residual_net(seed=1, hw=16), model)
+    first = api.compile(model, "16x16x3")
+    out = first.save(tmp_path / "a")
+    table = out / "calib_table.json"
+    near = api.compile(model, "16x16x3", calib_table=table, weight_rounding="nearest")
+    with caplog.at_level("WARNING"):
+        dflt = api.compile(model, "16x16x3", calib_table=table)
+    assert "weights rounded to nearest" in caplog.text
+    assert dflt.artifacts.weight_bin == near.artifacts.weight_bin
+    with pytest.raises(InputError, match="gptq-all needs calibration inputs"):
+        api.compile(model, "16x16x3", calib_table=table, weight_rounding="gptq-all")

@@ -36,7 +36,9 @@ def add_arguments(p) -> None:
                    choices=WEIGHT_ROUNDING,
                    help="nearest: each int8 weight rounded to nearest; gptq: rounding chosen to "
                         "minimise each layer's output error on the calibration inputs (GPTQ, "
-                        f"Frantar et al. 2023) (default {DEFAULTS.weight_rounding})")
+                        "Frantar et al. 2023) on the layers whose cost is bounded (the others "
+                        "nearest); gptq-all: on every conv/fc (slow on large 3x3 convs) "
+                        f"(default {DEFAULTS.weight_rounding})")
     p.add_argument("--precision", default=DEFAULTS.precision, metavar="int8|auto|FILE",
                    help="int16 activations per layer: int8 (none, default), auto (the fewest "
                         "layers, worst isolated error first, whose output SQNR on the "
