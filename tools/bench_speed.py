@@ -11,7 +11,10 @@ Every figure is the median of ``--repeat`` runs, each a fresh process (imports e
 the timed region, model loading included for the compiles). ONNX Runtime spreads its threads
 over every core and slows down far more than tccc on a loaded machine: compare figures only
 from an idle machine. The output records the load average before and after each model
-(``load_avg``) and says LOADED when it exceeded half the cores; after each model's JSON line
+(``load_avg``) and says LOADED when other work shared the machine: more than half the cores
+busy before the model, or, after it, more than the bench's own processes can explain (ONNX
+Runtime keeps every core busy, so the bench alone lifts the 1-minute average towards the core
+count: up to 1.5x the cores counts as idle); after each model's JSON line
 one line per target of issue 18 (:data:`TARGETS`) gives the measured figure, the bound and
 whether it is met.
 
@@ -257,7 +260,8 @@ def main(argv=None) -> int:
             r = bench_model(model, whc, args.calib, args.images, args.repeat, args.calib_dir,
                             Path(tmp), args.only)
         r["load_avg"] = [before, load_avg()]
-        r["loaded"] = max(r["load_avg"]) > 0.5 * (os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+        r["loaded"] = before > 0.5 * cores or r["load_avg"][1] > 1.5 * cores
         results.append(r)
         print(json.dumps(r))
         print("\n".join(target_lines(r)))
