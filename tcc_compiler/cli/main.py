@@ -198,16 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         print("tccc: interrupted", file=sys.stderr)
         return 130
     except MemoryError:  # the machine's or the process's limit, not a bug: say which file
-        from tcc_compiler.driver import address_space_limit_bytes, available_memory_bytes
-
-        avail, limit = available_memory_bytes(), address_space_limit_bytes()
-        where = getattr(args, "model", None) or getattr(args, "folder", None) or "tccc"
-        said = ("" if avail is None and limit is None else
-                f" (at most {avail / 1e9:.1f} GB was still free)" if limit is None else
-                f" (this process is limited to {limit / 1e9:.1f} GB of address space, "
-                "ulimit -v)")
-        print(f"tccc: error: {where}: out of memory{said}; use a smaller input or a machine "
-              "(or limit) with more memory", file=sys.stderr)
+        print(_out_of_memory(args), file=sys.stderr)
         return 2
     except Exception as exc:  # a bug: say so in one line, traceback only with -vv
         if args.verbose > 1:
@@ -232,6 +223,19 @@ def _ignore_late_sigint(sigint) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     _say_late(sigint.late_interrupt())
+
+
+def _out_of_memory(args) -> str:
+    """The one-line error for a MemoryError: the model (or folder) and the memory limit."""
+    from tcc_compiler.driver import address_space_limit_bytes, available_memory_bytes
+
+    avail, limit = available_memory_bytes(), address_space_limit_bytes()
+    where = getattr(args, "model", None) or getattr(args, "folder", None) or "tccc"
+    said = ("" if avail is None and limit is None else
+            f" (at most {avail / 1e9:.1f} GB was still free)" if limit is None else
+            f" (this process is limited to {limit / 1e9:.1f} GB of address space, ulimit -v)")
+    return (f"tccc: error: {where}: out of memory{said}; use a smaller input or a machine (or "
+            "limit) with more memory")
 
 
 def _say_late(late: str | None) -> None:
