@@ -91,7 +91,13 @@ def _factors(ctx: Ctx, node: onnx.NodeProto, shape, scales, sizes) -> tuple[int,
     if out[2] % shape[2] or out[3] % shape[3] or out[2] < shape[2] or out[3] < shape[3]:
         raise Unsupported(f"resize of {shape[2]}x{shape[3]} to {out[2]}x{out[3]}: only "
                           "upsampling by integer factors runs on the NPU")
-    return out[2] // shape[2], out[3] // shape[3]
+    fh, fw = out[2] // shape[2], out[3] // shape[3]
+    if (sizes is None or not len(sizes)) and [float(f) for f in scales[2:]] != [fh, fw]:
+        # ONNX maps coordinates with the given scale, not out/in: x2.05 of 8 pixels is 16
+        # pixels, but sampled at x / 2.05, which a factor-2 resize does not reproduce
+        raise Unsupported(f"scales {float(scales[2]):g}x{float(scales[3]):g}: only integer "
+                          "upsampling factors run on the NPU")
+    return fh, fw
 
 
 def _emit(ctx: Ctx, node: onnx.NodeProto, fh: int, fw: int, coord: str, nearest: str) -> None:

@@ -102,3 +102,21 @@ def test_large_map_runs_in_several_bands(tmp_path):
     assert "bilinear" in lay["tiling"]
     assert_exact_and_hazard_free(prog, tmp_path / "m.onnx", _inputs(hw, [3]), "bands",
                                  min_sqnr_db=25.0)
+
+
+@pytest.mark.parametrize("mode", ["linear", "nearest"])
+@pytest.mark.parametrize("op,opset", [("Resize", 17), ("Upsample", 9)])
+def test_non_integer_scale_is_not_run_as_an_integer_factor(mode, op, opset):
+    """Scale 2.05 on an 8x8 map gives 16x16 (floor(16.4)), but ONNX samples at x / 2.05: run
+    as a x2 resize it was silently off by up to 37 int8 steps from ONNX Runtime (a new user's
+    try). It is not an NPU resize: the import refuses it, naming the scale."""
+    from tcc_compiler.errors import UnsupportedError
+
+    s = np.array([1, 1, 2.05, 2.05], np.float32)
+    if op == "Resize":
+        up = N("Resize", ["x", "", "s"], ["y"], mode=mode, name="up")
+    else:
+        up = N("Upsample", ["x", "s"], ["y"], mode=mode, name="up")
+    m = make_model_impl([up], [1, 3, 8, 8], {"s": s}, opset=opset)
+    with pytest.raises(UnsupportedError, match="only integer upsampling factors"):
+        import_onnx(m)
