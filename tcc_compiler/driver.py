@@ -310,7 +310,7 @@ def calibrate(graph: Graph, options: CompileOptions, preprocess, *,
 
     Raises:
         InputError: unreadable or mis-shaped inputs, an unknown method, a table that does not
-            cover the graph.
+            cover the graph, both a table and calibration inputs.
     """
     if graph.meta.get("quantized"):  # resumed from a quantized .tir: nothing to calibrate
         ignored = [opt for opt, given in (
@@ -340,6 +340,9 @@ def calibrate(graph: Graph, options: CompileOptions, preprocess, *,
         log.warning("%s: %d tensor(s) have no quantization in the model and are calibrated: "
                     "%s", where, len(needed), ", ".join(needed[:5]) +
                     (", ..." if len(needed) > 5 else ""))
+    if options.calib_table is not None and options.calibration is not None:
+        raise InputError(f"{options.calib_table}: calib_table/--calib-table fixes every range, "
+                         "so calibration/--calib inputs would be ignored: give one of the two")
     if options.calib_table is not None:  # ranges from a (maybe edited) table: no calibration
         table, ranges = read_table(options.calib_table)
         want = set(needed)

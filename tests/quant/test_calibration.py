@@ -207,6 +207,12 @@ def test_calib_table_written_edited_and_reused(tmp_path, residual_net):
     assert float(v.quant.scale) == pytest.approx(0.02, rel=1e-12)
     manifest = json.loads((out2 / "manifest.json").read_text())
     assert manifest["calibration"]["source"].startswith("table ")
+    # a table and calibration inputs together: the inputs were silently ignored (and GPTQ
+    # then said --calib was missing); now refused up front, exit 2, nothing written
+    out3 = tmp_path / "both"
+    assert main(["-q", "compile", str(model), "-o", str(out3), "--calib-table", str(edited),
+                 "--calib", str(tmp_path / "nonexistent")]) == 2
+    assert not out3.exists()
 
 
 def test_calib_table_errors(tmp_path):
