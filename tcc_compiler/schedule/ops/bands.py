@@ -7,10 +7,29 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
+from tcc_compiler.errors import ScheduleError
 from tcc_compiler.ir.graph import Node
 from tcc_compiler.schedule.emitter import dma_fields
 from tcc_compiler.schedule.ops.context import OpContext, label
 from tcc_compiler.schedule.program import LayerInfo, Tensor
+
+
+def band_rows(ctx: OpContext, n: Node, xin: Tensor, cap: int, what: str,
+              fits: bool = True) -> int:
+    """Input rows per band of a DMA-only op: as many as two bands' buffers take in the op's
+    SRAM budget, at most ``cap`` and the input's height.
+
+    Raises:
+        ScheduleError: not even one row fits twice, or ``fits`` is False (the op's own limit);
+            the message names ``what`` and the node.
+    """
+    h, w, c = xin.hwc
+    row_bytes = w * c * xin.elem_bytes
+    rows = min(h, cap, ctx.budget() // (2 * row_bytes))
+    if rows < 1 or not fits:
+        raise ScheduleError(f"{what} '{n.name}': one input row ({row_bytes} bytes) twice "
+                            f"exceeds the {ctx.budget()} bytes of SRAM left")
+    return rows
 
 
 def store_bands(ctx: OpContext, n: Node, info: LayerInfo, xin: Tensor, rows: int,

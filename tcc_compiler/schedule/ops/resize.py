@@ -9,9 +9,8 @@ DRAM bandwidth), counted by the replay like any other command's. Operands stay i
 
 from __future__ import annotations
 
-from tcc_compiler.errors import ScheduleError
 from tcc_compiler.ir.graph import Node
-from tcc_compiler.schedule.ops.bands import store_bands
+from tcc_compiler.schedule.ops.bands import band_rows, store_bands
 from tcc_compiler.schedule.ops.context import OpContext
 from tcc_compiler.schedule.program import LayerInfo, Tensor
 
@@ -38,11 +37,7 @@ def lower_resize(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     xin, xout = mem.tensor(n.inputs[0]), mem.tensor(n.output)
     h, w, c = xin.hwc
     sh, sw = n.attrs.scale_h, n.attrs.scale_w
-    row_bytes = w * c * xin.elem_bytes
-    rows = min(h, 0xFFFF, ctx.budget() // (2 * row_bytes))
-    if rows < 1:
-        raise ScheduleError(f"resize '{n.name}': one input row ({row_bytes} bytes) twice "
-                            f"exceeds the {ctx.budget()} bytes of SRAM left")
+    rows = band_rows(ctx, n, xin, 0xFFFF, "resize")
     store_bands(ctx, n, info, xin, rows,
                 lambda y0, nrows, buf: (phase_store(xout, y0, nrows, dy, dx, w, sh, sw, buf)
                                         for dy in range(sh) for dx in range(sw)), "resize")

@@ -9,9 +9,8 @@ Operands stay in DRAM (schedule/views.py keeps them out of the SRAM resident zon
 
 from __future__ import annotations
 
-from tcc_compiler.errors import ScheduleError
 from tcc_compiler.ir.graph import Node
-from tcc_compiler.schedule.ops.bands import store_bands
+from tcc_compiler.schedule.ops.bands import band_rows, store_bands
 from tcc_compiler.schedule.ops.context import OpContext
 from tcc_compiler.schedule.program import LayerInfo, Tensor
 
@@ -40,14 +39,10 @@ def lower_shuffle(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     xin, xout = mem.tensor(n.inputs[0]), mem.tensor(n.output)
     h, w, c = xin.hwc
     g = n.attrs.groups
-    row_bytes = w * c * xin.elem_bytes
     # one store covers whole rows only when output rows are evenly spaced pixels
     per_row = xout.row != w * xout.pitch
     cap = 1 if per_row else max(1, _MAX_PIXELS // w)
-    rows = min(h, cap, ctx.budget() // (2 * row_bytes))
-    if rows < 1 or w > _MAX_PIXELS:
-        raise ScheduleError(f"shuffle '{n.name}': one input row ({row_bytes} bytes) twice "
-                            f"exceeds the {ctx.budget()} bytes of SRAM left")
+    rows = band_rows(ctx, n, xin, cap, "shuffle", fits=w <= _MAX_PIXELS)
     store_bands(ctx, n, info, xin, rows,
                 lambda y0, nrows, buf: (group_store(xout, y0, nrows, i, g, buf)
                                         for i in range(g)), "shuffle")
