@@ -30,6 +30,20 @@ def _weight_raw(li) -> dict:
             "weight_ratio": round(li.weight_file_bytes / li.weight_raw_bytes, 4)}
 
 
+def command_ranges(indices) -> list[list[int]]:
+    """Sorted command indices (ints into the program's stream) as ``[start, end)`` runs, e.g.
+    ``[0, 1, 2, 7]`` -> ``[[0, 3], [7, 8]]``: the report's per-layer ``command_ranges``, which
+    say exactly which commands a layer owns when the scheduler interleaves layers (prefetches,
+    cascades, two cores)."""
+    runs: list[list[int]] = []
+    for i in sorted(indices):
+        if runs and runs[-1][1] == i:
+            runs[-1][1] = i + 1
+        else:
+            runs.append([i, i + 1])
+    return runs
+
+
 def cores_report(program: Program, tgt: Target, timeline: list[Span], total: int) -> dict:
     """The report's ``cores`` object: cores used, single-image latency (cycles, ms), stream
     throughput (the better of the emitted program run image after image and, for two cores,
@@ -73,15 +87,17 @@ def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm
             own = [i for i in li.cmds if program.commands[i].queue is Queue.COMPUTE]
             cycles = sum(spans[i][1] - spans[i][0] for i in own)
             n_cmds = len(li.cmds)
+            ranges = command_ranges(li.cmds)
         else:
             seg = spans[li.first_cmd:li.end_cmd]
             cycles = max(e for _, e in seg) - min(s for s, _ in seg)
             n_cmds = li.end_cmd - li.first_cmd
+            ranges = [[li.first_cmd, li.end_cmd]] if n_cmds else []
         layers.append({
             "name": li.name, "op": li.kind, "source": list(li.source),
             "input_shape": list(li.in_shape), "output_shape": list(li.out_shape),
             "tiles": li.tiles, "macs": li.macs, "estimated_cycles": cycles,
-            "commands": n_cmds, "weight_bytes": li.weight_bytes,
+            "commands": n_cmds, "command_ranges": ranges, "weight_bytes": li.weight_bytes,
             **_weight_raw(li),
             "sram_peak_bytes": li.sram_peak_bytes, "tiling": li.plan,
             **perf_report.layer_dram(program, li),

@@ -268,12 +268,14 @@ def load_program(folder: str | Path):
 
 #: Fields of a report.json layer row that ``tccc report`` / ``inspect`` / ``disasm`` read, with
 #: the JSON types they need (``int`` excludes bool; "shape" = list of ints; "names" = list of
-#: strings). Rows must hold every field marked required (True).
+#: strings; "ranges" = list of ``[start, end)`` pairs of non-negative ints, start < end). Rows
+#: must hold every field marked required (True).
 _LAYER_FIELDS = {"name": (str, True), "op": (str, True), "input_shape": ("shape", True),
                  "output_shape": ("shape", True), "macs": (int, True),
                  "estimated_cycles": ((int, float), True), "sram_peak_bytes": (int, True),
                  "tiles": (int, True), "weight_bytes": (int, True), "source": ("names", False),
                  "tiling": (str, False), "commands": (int, False),
+                 "command_ranges": ("ranges", False),
                  "dram_read_bytes": (int, False), "dram_write_bytes": (int, False),
                  "mac_utilisation": ((int, float), False),
                  "weight_raw_bytes": (int, False), "weight_ratio": ((int, float), False)}
@@ -288,6 +290,10 @@ def _json_type_ok(value, kind) -> bool:
     if kind == "shape":
         return isinstance(value, list) and all(
             isinstance(x, int) and not isinstance(x, bool) for x in value)
+    if kind == "ranges":
+        return isinstance(value, list) and all(
+            isinstance(r, list) and len(r) == 2 and _json_type_ok(r, "shape")
+            and 0 <= r[0] < r[1] for r in value)
     if kind == "names":
         return isinstance(value, list) and all(isinstance(x, str) for x in value)
     return isinstance(value, kind) and not isinstance(value, bool)
@@ -325,7 +331,8 @@ def check_report(data, path: Path) -> dict:
     layers = data.get("layers", [])
     if not isinstance(layers, list):
         raise bad("layers", "a list", layers)
-    names = {"shape": "a list of ints", "names": "a list of strings"}
+    names = {"shape": "a list of ints", "names": "a list of strings",
+             "ranges": "a list of [start, end) pairs"}
     for i, row in enumerate(layers):
         if not isinstance(row, dict):
             raise bad(f"layers[{i}]", "an object", row)

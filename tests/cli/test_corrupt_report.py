@@ -29,7 +29,7 @@ def test_corrupt_report_json(small_folder, tmp_path, capsys, caplog, content):
     ("[]", "top level"), ('{"layers": [{"name": 5}]}', "layers[0].name"),
     ('{"layers": {}}', "layers: expected a list"),
     ('{"layers": [{"name": "a"}]}', "layers[0].op: missing"),
-    ("SOURCE_NULL", "layers[0].source"),
+    ("SOURCE_NULL", "layers[0].source"), ("RANGES_BACKWARDS", "layers[0].command_ranges"),
     ('{"estimated_latency_ms": "x"}', "estimated_latency_ms")])
 def test_corrupt_report_fields_one_line_exit_2(gap_folder, tmp_path, capsys, content, field):
     import json
@@ -40,6 +40,10 @@ def test_corrupt_report_fields_one_line_exit_2(gap_folder, tmp_path, capsys, con
     if content == "SOURCE_NULL":
         rep = json.loads((out / "report.json").read_text())
         rep["layers"][0]["source"] = None
+        content = json.dumps(rep)
+    if content == "RANGES_BACKWARDS":
+        rep = json.loads((out / "report.json").read_text())
+        rep["layers"][0]["command_ranges"] = [[5, 2]]
         content = json.dumps(rep)
     (out / "report.json").write_text(content)
     for argv in (["report", str(out), "-o", str(tmp_path / "r.html")], ["inspect", str(out)],

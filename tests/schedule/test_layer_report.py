@@ -67,3 +67,41 @@ def test_capacity_bound_hand_computed():
     assert (b["cycles"], b["layer_index"], b["layer"]) == (1100, 2, None)
     with pytest.raises(InternalError):
         R.capacity_bound(macs, [0], t)
+
+
+def test_command_sources_follow_interleaved_layers():
+    """A hoisted weight prefetch puts the last conv's loads among the previous conv's commands:
+    the report's ``command_ranges`` give each command to the layer whose provenance comment
+    (written by the emitter as it emitted the command) names it, and ``tccc disasm``'s labels
+    follow them. Per-layer counts read as contiguous ranges would mislabel the hoisted loads
+    and every command after them up to the consumer."""
+    from helpers.prefetch_net import quantized_prefetch_net
+
+    from tcc_compiler.binfmt.weightfile import write_weight_file
+    from tcc_compiler.emit.report import build_report
+    from tcc_compiler.isa.codec import encode_commands
+    from tcc_compiler.passes import PassManager, default_pipeline
+    from tcc_compiler.schedule.cost import replay
+    from tcc_compiler.schedule.lowering import Lowering
+    from tcc_compiler.schedule.prefetch import plan_hoist
+    from tcc_compiler.target import load_target as load
+
+    g, _ = quantized_prefetch_net()
+    t = load().with_sram(512 * 1024)
+    lw = Lowering(g, t, 0)
+    plain = lw.run()
+    hoist = plan_hoist(g, lw.mem, plain, replay(plain.commands, t), t, eager=True,
+                       consumer=len(plain.layers) - 1)
+    prog = Lowering(g, t, 0, hoist=(hoist,)).run()
+    rep = build_report(g, prog, t, encode_commands(prog.commands),
+                       PassManager(default_pipeline()), {},
+                       write_weight_file(prog.weights, "t"))
+    n = len(prog.commands)
+    assert any(len(row["command_ranges"]) > 1 for row in rep["layers"])   # interleaved
+    labels = command_sources(rep, n)
+    assert labels[-1] is None and prog.commands[-1].name == "END"
+    assert [lab.split()[0] for lab in labels[:-1]] == \
+        [c.split()[0] for c in prog.comments[:-1]]
+    counts_only = {"layers": [{k: v for k, v in row.items() if k != "command_ranges"}
+                              for row in rep["layers"]]}
+    assert command_sources(counts_only, n) != labels   # what the old reading got wrong

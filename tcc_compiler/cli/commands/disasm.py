@@ -23,16 +23,28 @@ def add_arguments(p) -> None:
 
 
 def command_sources(report: dict, n_commands: int) -> list[str | None]:
-    """Per command index: "layer [onnx nodes]" from the report's per-layer command counts.
+    """Per command index: "layer [onnx nodes]", or None (the final END, unowned commands).
 
-    Layers own contiguous command ranges in report order; the final END belongs to none.
+    A layer row's ``command_ranges`` (``[start, end)`` index runs, written since the scheduler
+    interleaves layers: prefetches, cascades, two cores) say exactly which commands it owns.
+    A report without them (older tccc) gives per-layer ``commands`` counts only; those are read
+    as contiguous ranges in report order.
     """
-    out: list[str | None] = []
-    for layer in report.get("layers", []):
-        note = f"{layer['name']} [{','.join(layer.get('source', []))}]"
-        out += [note] * int(layer.get("commands", 0))
-    out = out[:n_commands]
-    return out + [None] * (n_commands - len(out))
+    out: list[str | None] = [None] * n_commands
+    rows = report.get("layers", [])
+    if rows and all("command_ranges" in row for row in rows):
+        for row in rows:
+            note = f"{row['name']} [{','.join(row.get('source', []))}]"
+            for a, b in row["command_ranges"]:
+                out[a:b] = [note] * len(range(a, min(b, n_commands)))
+        return out
+    i = 0
+    for row in rows:
+        note = f"{row['name']} [{','.join(row.get('source', []))}]"
+        n = int(row.get("commands", 0))
+        out[i:i + n] = [note] * len(range(i, min(i + n, n_commands)))
+        i += n
+    return out[:n_commands]
 
 
 def commands_json(prog, comments: list[str | None] | None) -> list[dict]:
