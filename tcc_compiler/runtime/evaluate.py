@@ -171,8 +171,11 @@ def preprocess_for(manifest_pre: dict, pixels: str = "manifest", scale: float | 
                    mean=None, std=None):
     """The :class:`Preprocess` to use: the manifest's, with the documented overrides.
 
+    ``mean``/``std`` take 1 value (used for every channel) or one per channel (3 values for a
+    greyscale model average to one), as ``tccc compile``'s flags do.
+
     Raises:
-        InputError: unknown ``pixels`` mode or an invalid override.
+        InputError: unknown ``pixels`` mode or an invalid override (e.g. 2 mean values).
     """
     from tcc_compiler.datasets.images import Preprocess
 
@@ -184,10 +187,12 @@ def preprocess_for(manifest_pre: dict, pixels: str = "manifest", scale: float | 
     kw = {}
     if scale is not None:
         kw["scale"] = float(scale)
-    if mean is not None:
-        kw["mean"] = tuple(float(v) for v in mean)
-    if std is not None:
-        kw["std"] = tuple(float(v) for v in std)
+    for name, value in (("mean", mean), ("std", std)):
+        if value is not None:
+            value = tuple(float(v) for v in value)
+            if len(value) not in (1, 3, pre.channels):
+                raise InputError(f"--{name}: give 1 or {pre.channels} values, got {len(value)}")
+            kw[name] = value * pre.channels if len(value) == 1 else value
     return replace(pre, **kw) if kw else pre
 
 

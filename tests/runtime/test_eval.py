@@ -195,3 +195,24 @@ def test_eval_refuses_a_label_the_model_cannot_output(small_folder, tmp_path, ca
     line = one_line_error(err)
     assert "labels.csv:3" in line and "label 10" in line and "10 classes (0..9)" in line
 
+
+
+def test_mean_std_overrides_take_one_or_per_channel_values(tmp_path, capsys):
+    """eval's --mean/--std take 1 value or one per channel, as compile's do: a greyscale
+    model's single MNIST mean/std works, 1 value fills 3 channels, and 2 values are a one-line
+    error (argparse used to demand exactly 3, so a greyscale model could not be overridden)."""
+    grey = Preprocess(width=2, height=2, channels=1).to_dict()
+    pre = preprocess_for(grey, scale=1 / 255, mean=[0.1307], std=[0.3081])
+    assert pre.mean == (0.1307,) and pre.std == (0.3081,)
+    assert preprocess_for(grey, mean=[0.3, 0.6, 0.9]).mean == pytest.approx((0.6,))
+    colour = preprocess_for(Preprocess(width=2, height=2).to_dict(), mean=[0.5], std=[0.25])
+    assert colour.mean == (0.5, 0.5, 0.5) and colour.std == (0.25, 0.25, 0.25)
+    with pytest.raises(InputError, match="--mean: give 1 or 3 values, got 2"):
+        preprocess_for(Preprocess(width=2, height=2).to_dict(), mean=[0.5, 0.5])
+    from tcc_compiler.cli.commands import eval as eval_cmd
+    import argparse
+
+    p = argparse.ArgumentParser()
+    eval_cmd.add_arguments(p)
+    args = p.parse_args(["d", "--images", "i", "--mean", "0.1307", "--std", "0.3081"])
+    assert args.mean == [0.1307] and args.std == [0.3081]

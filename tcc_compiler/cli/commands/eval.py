@@ -49,8 +49,10 @@ def add_arguments(p) -> None:
                    help="manifest = the compiled preprocessing; raw = values 0..255 "
                         "(scale 1, mean 0, std 1)")
     p.add_argument("--scale", type=float, default=None, help="override pixel scale")
-    p.add_argument("--mean", type=float, nargs=3, default=None, help="override mean (3)")
-    p.add_argument("--std", type=float, nargs=3, default=None, help="override std (3)")
+    p.add_argument("--mean", type=float, nargs="+", default=None, metavar="M",
+                   help="override mean (1 or 3 values, as compile's --mean)")
+    p.add_argument("--std", type=float, nargs="+", default=None, metavar="S",
+                   help="override std (1 or 3 values, as compile's --std)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
