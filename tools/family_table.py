@@ -6,8 +6,10 @@ onnx wheel, each compiled and checked as a user would, with the CLI in child pro
 1. ``tccc zoo NAME -o MODEL.onnx`` (zoo rows; light rows use the wheel's file and its input
    size);
 2. ``tccc compile MODEL.onnx --input WxHxC -o DIR --json`` (calibration on the bundled
-   photos; models with other than 1 or 3 input channels, FlowNetS's two RGB frames, on
-   ``.npy`` arrays made from the same photos: consecutive photos stacked along channels);
+   photos; the YOLOs with ``--mean 0 0 0 --std 1 1 1``, the pixel / 255 they take, the
+   others with ImageNet mean/std; models with other than 1 or 3 input channels, FlowNetS's
+   two RGB frames, on ``.npy`` arrays made from the same photos: consecutive photos stacked
+   along channels);
 3. ``tccc run DIR INPUTS... --check MODEL.onnx --json`` on ``--images`` (default 10) bundled
    eval photos (or the stacked arrays).
 
