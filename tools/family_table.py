@@ -6,8 +6,10 @@ onnx wheel, each compiled and checked as a user would, with the CLI in child pro
 1. ``tccc zoo NAME -o MODEL.onnx`` (zoo rows; light rows use the wheel's file and its input
    size);
 2. ``tccc compile MODEL.onnx --input WxHxC -o DIR --json`` (calibration on the bundled
-   photos; models with other than 1 or 3 input channels, FlowNetS's two RGB frames, on
-   ``.npy`` arrays made from the same photos: consecutive photos stacked along channels);
+   photos; the YOLOs with ``--mean 0 0 0 --std 1 1 1``, the pixel / 255 they take, the
+   others with ImageNet mean/std; models with other than 1 or 3 input channels, FlowNetS's
+   two RGB frames, on ``.npy`` arrays made from the same photos: consecutive photos stacked
+   along channels);
 3. ``tccc run DIR INPUTS... --check MODEL.onnx --json`` on ``--images`` (default 10) bundled
    eval photos (or the stacked arrays).
 
@@ -166,6 +168,19 @@ def _default_input(name: str) -> str:
     return "x".join(str(v) for v in default_input(name))
 
 
+def _preprocess_args(name: str) -> list[str]:
+    """``tccc compile`` options giving a zoo model the pixels it was built for: the YOLOs
+    take RGB in [0, 1] (ultralytics: pixel / 255), the others ImageNet mean/std (tccc's
+    default). Without them a YOLO would be calibrated and checked on ImageNet-normalised
+    values (-2.1..2.6), inputs it was not made for."""
+    from tcc_compiler.zoo._registry import SPECS
+
+    spec = SPECS.get(name)
+    if spec is not None and spec.unit_pixels:
+        return ["--mean", "0", "0", "0", "--std", "1", "1", "1"]
+    return []
+
+
 def _fill_compile(row: Row, summary: dict) -> None:
     row.placement = summary.get("placement")
     row.boundary_bytes = summary.get("boundary_bytes", 0)
@@ -203,7 +218,7 @@ def measure(name: str, args: argparse.Namespace, work: Path) -> Row:
             calib = ["--calib", *_stacked_inputs(whc, work / f"{name}_calib", 8,
                                                  PHOTOS / "calib")]
         r = _tccc(["compile", str(model), "--input", whc, "-o", str(folder), "--json",
-                   *calib], args.timeout)
+                   *calib, *_preprocess_args(name)], args.timeout)
         if r.returncode:
             row.crashed = r.returncode != 2
             row.status = f"refused (exit {r.returncode}): {_last_line(r.stderr)}"
@@ -248,6 +263,10 @@ def boundary_sqnr(folder: Path, model: Path, image: str) -> dict[str, float | No
     x = (np.load(image) if image.endswith(".npy") else inputs_for([image], prog)[0])
     res = prog.run(x)
     m = onnx.load(str(model))
+    # tensors tccc made itself (e.g. a Sigmoid sunk into a conv: '<name>_sunk') have no
+    # ONNX Runtime counterpart: only the model's own tensors are compared
+    made = {o for n in m.graph.node for o in n.output}
+    names = [t for t in names if t in made]
     have = {o.name for o in m.graph.output}
     m.graph.output.extend(onnx.helper.make_value_info(t, onnx.TypeProto())
                           for t in names if t not in have)

@@ -35,6 +35,10 @@ from tcc_compiler.ir.ops import Op, ResizeAttrs, ResizeCoord, ResizeMode
 #: DeepLabV3's ASPP upsamples its pooled 1x1 branch by the map size). Weights are exact for
 #: power-of-two factors with half_pixel / asymmetric, else within 2**-12 (numerics/resize.py).
 MAX_BILINEAR_FACTOR = 255
+#: Largest output height and width of a bilinear resize (pixels): RESIZE_TILE counts rows in
+#: u16 fields, and a map split into channel groups (schedule/ops/bilinear.py) is stored one
+#: pixel run per output column (DMA ``n1``, u16).
+MAX_BILINEAR_SIDE = 0xFFFF
 #: ONNX coordinate_transformation_mode -> the IR's bilinear coordinate mode.
 _BILINEAR_COORDS = {"half_pixel": ResizeCoord.HALF_PIXEL,
                     "pytorch_half_pixel": ResizeCoord.HALF_PIXEL,
@@ -118,8 +122,8 @@ def _emit_bilinear(ctx: Ctx, node: onnx.NodeProto, fh: int, fw: int, coord: str)
     """A bilinear resize by (fh, fw) with ONNX coordinate mode ``coord``.
 
     Raises:
-        Unsupported: a coordinate mode without an NPU form, or a factor above
-            :data:`MAX_BILINEAR_FACTOR`.
+        Unsupported: a coordinate mode without an NPU form, a factor above
+            :data:`MAX_BILINEAR_FACTOR` or an output side above :data:`MAX_BILINEAR_SIDE`.
     """
     x = ctx.get(node, 0)
     if coord not in _BILINEAR_COORDS:
@@ -128,6 +132,11 @@ def _emit_bilinear(ctx: Ctx, node: onnx.NodeProto, fh: int, fw: int, coord: str)
     if max(fh, fw) > MAX_BILINEAR_FACTOR:
         raise Unsupported(f"linear resize x{fh}x{fw}: factors above {MAX_BILINEAR_FACTOR} "
                           "are not supported")
+    out_h, out_w = x.shape[2] * fh, x.shape[3] * fw
+    if max(out_h, out_w) > MAX_BILINEAR_SIDE:
+        raise Unsupported(f"linear resize to {out_w}x{out_h}: outputs wider or taller than "
+                          f"{MAX_BILINEAR_SIDE} pixels do not fit RESIZE_TILE's row and "
+                          "DMA count fields")
     if fh == fw == 1:
         ctx.alias(node.output[0], x)
     else:

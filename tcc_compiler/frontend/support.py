@@ -133,10 +133,12 @@ SUPPORT: dict[str, OpSupport] = {
     "Resize": OpSupport("NCHW, upsampling of H and W by integer factors (scales or sizes): "
                         "mode nearest whose coordinate_transformation_mode / nearest_mode map "
                         "repeats pixels (asymmetric+floor, half_pixel, ...); mode linear "
-                        "(bilinear, factors <= 255) with half_pixel, pytorch_half_pixel, "
-                        "align_corners or asymmetric", "NPU (resize: nearest DMA only, each "
+                        "(bilinear, factors <= 255, output sides <= 65535) with half_pixel, "
+                        "pytorch_half_pixel, align_corners or asymmetric",
+                        "NPU (resize: nearest DMA only, each "
                         "input row stored factor_h x factor_w times; bilinear RESIZE_TILE on "
-                        "the vector unit, 11-bit weights)",
+                        "the vector unit, 11-bit weights; rows too wide for the SRAM in "
+                        "channel groups)",
                         "cubic mode; downsampling; non-integer factors; axes; "
                         "tf_crop_and_resize, tf_half_pixel_for_nn with linear"),
     "Upsample": OpSupport("mode nearest or linear (asymmetric coordinates), integer scales on "

@@ -23,6 +23,7 @@ import onnx
 
 from tcc_compiler.datasets.calibration import default_calibration, resolve_calibration
 from tcc_compiler.datasets.images import Preprocess
+from tcc_compiler.datasets.presets import PreprocessSettings
 from tcc_compiler.emit.segments import build_segment_manifest, build_segment_report
 from tcc_compiler.errors import ModelError, UnsupportedError
 from tcc_compiler.frontend.host_graph import flatten_softmax_tails
@@ -68,10 +69,19 @@ def input_nchw(plan: SegmentPlan) -> tuple[int, ...]:
 
 
 def model_preprocess(plan: SegmentPlan, options: CompileOptions) -> Preprocess:
-    """``options.preprocess``, else ImageNet mean/std at the model input's size."""
+    """``options.preprocess`` (a :class:`Preprocess` as it is, or
+    :class:`~tcc_compiler.datasets.presets.PreprocessSettings`, e.g. ``tccc compile --mean
+    --std``, resolved at the model input's size, as :func:`tcc_compiler.driver.preprocess_for`
+    does for a whole-NPU model), else ImageNet mean/std at the model input's size.
+
+    Raises:
+        InputError: settings :class:`Preprocess` refuses (e.g. a mean of the wrong length).
+    """
+    _, c, h, w = input_nchw(plan)
+    if isinstance(options.preprocess, PreprocessSettings):
+        return options.preprocess.resolve(w, h, c)
     if options.preprocess is not None:
         return options.preprocess
-    _, c, h, w = input_nchw(plan)
     return Preprocess(width=w, height=h, channels=c if c == 1 else 3)
 
 

@@ -17,7 +17,10 @@ MobileOne-S1 (:mod:`~tcc_compiler.zoo.mobileone`), ConvMixer-768/32
 documents its exporter layout, inputs, outputs and parameter count. Every input is float32 NCHW
 ``[1, channels, height, width]``; classifiers return ``logits`` ``[1, 1000]`` (LeNet-5:
 ``[1, 10]``). The weights are not trained (seeded, with
-BatchNorm statistics measured on synthetic images so activations stay O(1)). The same name,
+BatchNorm statistics measured on synthetic images so activations stay O(1): a data-dependent
+initialisation as LSUV's; the detector and mobile families are also kept out of the chaotic
+regime of random networks, in which INT8 rounding noise grows with depth, so they quantize as
+trained networks do: see "Conditioning" in :mod:`tcc_compiler.zoo._graph`). The same name,
 seed and size always give byte-identical files.
 """
 

@@ -6,13 +6,32 @@ a :class:`Builder` layer by layer. It runs twice:
 1. **calibration** (``Builder(calib_images, rng=...)``): every convolution draws He-initialised
    weights from the seeded ``rng``, runs on a small batch of synthetic images (float32 NumPy,
    :mod:`tcc_compiler.zoo._kernels`) and has a BatchNorm folded into it whose statistics are
-   the measured per-channel mean and standard deviation of its output (rounded to 4 significant
-   digits so the file bytes do not depend on the BLAS): every activation stays O(1), as in a
-   trained network, and the weights do not depend on the model's input size;
+   the measured per-channel mean and standard deviation of its output (:func:`channel_stats`,
+   rounded to 4 significant digits so the file bytes do not depend on the BLAS): a
+   data-dependent initialisation layer by layer, as LSUV (Mishkin & Matas 2016, "All you need
+   is a good init") and Kraehenbuehl et al. 2016 ("Data-dependent initializations of
+   convolutional neural networks") do; every activation stays O(1), as in a trained network,
+   and the weights do not depend on the model's input size;
 2. **emission** (``Builder(zeros_at_real_size, params=calibration.params)``): the same calls
    reuse those parameters in order, compute only shapes for convolutions (zeros), and record the
    ONNX nodes, initializers and shape-dependent constants (anchors, grids, priors) for the real
    input size.
+
+Conditioning. A random network whose every layer is normalised to unit variance is *chaotic*
+(Poole et al. 2016, "Exponential expressivity in deep neural networks through transient
+chaos"; Schoenholz et al. 2017, "Deep information propagation"): a small perturbation of its
+input, such as the rounding of INT8 quantization, grows relative to the signal from layer to
+layer. With beta 0 a unit pre-activation h ~ N(0, 1) before a ReLU passes noise with gain
+E[relu'(h)^2] = 0.5 but signal variance Var relu(h) = 0.34 (the mean is removed by the next
+normalisation): x1.47, +1.7 dB of noise per layer, so ONNX Runtime's own per-channel
+``quantize_static`` reached only 13.9-16.2 dB on the YOLOs (yolov8n's deepest neck layers at
+0 dB). Trained networks are not like that (the real EfficientNet-Lite0 keeps ~28 dB). So the
+folded BatchNorm's beta has mean :data:`BETA_MEAN` (1 standard deviation: about 84% of the
+units after a ReLU/SiLU are active; noise gain Phi(1) / Var relu(N(1, 1)) = 0.84 / 0.75,
++0.5 dB per layer), and the deepest levels' maps, which hold too few calibration samples for
+per-channel statistics, use the channel-pooled variance (:func:`channel_stats`): with their
+own, a 1x1 map's channels were scaled by arbitrary factors and SSDLite's box logits reached
+1e3..1e4 (its ``Exp`` overflowed).
 
 Node names follow torch.onnx: ``<scope>/<OpType>`` with ``_1``, ``_2`` ... for repeats in one
 scope, outputs ``<node>_output_0``; folded BatchNorm parameters are ``onnx::Conv_<n>`` unless the
@@ -39,7 +58,14 @@ IR_VERSION = 8  # what torch 2.x writes for opset 17
 GAMMA = (0.5, 1.5)
 RESIDUAL_GAMMA = (0.1, 0.3)
 BETA_STD = 0.3
+#: mean of the folded BatchNorm beta (in units of the channel's standard deviation): positive,
+#: so about 84% of the units a ReLU/SiLU/HardSwish follows are in its linear part (see
+#: "Conditioning" in the module docstring); 0 for the heads' output convs (``beta_mean``).
+BETA_MEAN = 1.0
 _STD_FLOOR = 1e-2
+#: fewest samples per channel (calibration images x H x W) for per-channel statistics; a map
+#: with fewer (the 1x1..4x4 maps of the deepest levels) takes the channel-pooled variance.
+MIN_CHANNEL_SAMPLES = 64
 #: ops whose initializer inputs 1 and 2 count as the model's parameters
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm")
 
@@ -125,25 +151,24 @@ class Builder:
 
     def _calibrate(self, x: T, out_ch: int, kernel: int, stride: int, pads: k.Pads,
                    groups: int, gain: float, gamma: tuple[float, float] | None,
-                   bias: bool | str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+                   bias: bool | str, beta_mean: float
+                   ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """(weight, bias, output value) of a conv drawn and calibrated on ``x``."""
         cin = x.shape[1]
         w = self._draw((out_ch, cin // groups, kernel, kernel), cin // groups * kernel * kernel,
                        gain)
         if gamma is None and bias == "centred":   # bias = -mean + N(0, BETA_STD) * std
             y = k.conv2d(x.value, w, None, stride, pads, groups).astype(np.float64)
-            mean = round_significant(y.mean(axis=(0, 2, 3)))
-            std = round_significant(np.maximum(y.std(axis=(0, 2, 3)), _STD_FLOOR))
+            mean, std = channel_stats(y)
             b = (self.rng.normal(0.0, BETA_STD, out_ch) * std - mean).astype(np.float32)
             return w, b, (y + b[None, :, None, None]).astype(np.float32)
         if gamma is None:  # plain conv without BatchNorm (bias ~ N(0, 0.01) when it has one)
             b = self.rng.normal(0.0, 0.01, out_ch).astype(np.float32) if bias else None
             return w, b, k.conv2d(x.value, w, b, stride, pads, groups)
         y = k.conv2d(x.value, w, None, stride, pads, groups).astype(np.float64)
-        mean = round_significant(y.mean(axis=(0, 2, 3)))
-        std = round_significant(np.maximum(y.std(axis=(0, 2, 3)), _STD_FLOOR))
+        mean, std = channel_stats(y)
         g = self.rng.uniform(gamma[0], gamma[1], out_ch)
-        beta = self.rng.normal(0.0, BETA_STD, out_ch)
+        beta = self.rng.normal(beta_mean, BETA_STD, out_ch)
         scale = g / std
         w_folded = (w.astype(np.float64) * scale[:, None, None, None]).astype(np.float32)
         b = (beta - mean * scale).astype(np.float32)
@@ -155,7 +180,7 @@ class Builder:
              pad: int | k.Pads | None = None, groups: int = 1, gain: float = 1.0,
              gamma: tuple[float, float] | None = GAMMA, bias: bool | str = True,
              names: tuple[str, str] | None = None, out_name: str | None = None,
-             same: bool = False) -> T:
+             same: bool = False, beta_mean: float | None = None) -> T:
         """Conv (+ folded BatchNorm when ``gamma`` is given), node ``<scope>/Conv``.
 
         Args:
@@ -171,6 +196,8 @@ class Builder:
                 (``-mean + N(0, BETA_STD) * std``, as training leaves a conv before a ReLU:
                 about half its outputs positive, no channel dead or always on).
             names: initializer names (weight, bias); default torch's ``onnx::Conv_<n>``.
+            beta_mean: mean of the folded BatchNorm's beta (calibration only; None:
+                :data:`BETA_MEAN`; 0 for an output head whose logits stay centred).
         """
         pads = pad if isinstance(pad, tuple) else (kernel // 2 if pad is None else pad,) * 4
         if same:
@@ -178,7 +205,7 @@ class Builder:
             pads = (kernel // 2,) * 4
         if self.calibrating:
             w, b, value = self._calibrate(x, out_ch, kernel, stride, pads, groups, gain, gamma,
-                                          bias)
+                                          bias, BETA_MEAN if beta_mean is None else beta_mean)
             self.params.append((w, b))
         else:
             w, b = next(self._replay)
@@ -203,11 +230,10 @@ class Builder:
         BETA_STD)."""
         if self.calibrating:
             c = x.shape[1]
-            v = x.value.astype(np.float64)
-            mean = round_significant(v.mean(axis=(0, 2, 3)))
-            var = round_significant(np.maximum(v.var(axis=(0, 2, 3)), _STD_FLOOR ** 2))
+            mean, std = channel_stats(x.value.astype(np.float64))
+            var = round_significant(std * std)
             g = self.rng.uniform(gamma[0], gamma[1], c)
-            beta = self.rng.normal(0.0, BETA_STD, c)
+            beta = self.rng.normal(BETA_MEAN, BETA_STD, c)
             stats = np.stack([g, beta, mean, var]).astype(np.float32)
             self.params.append((stats, None))
         else:
@@ -227,7 +253,7 @@ class Builder:
             cin = x.shape[1]
             w = self._draw((cin, out_ch, 4, 4), cin * 4, 1.0)
             y = k.conv_transpose2d(x.value, w, 2, 1).astype(np.float64)
-            std = round_significant(np.maximum(y.std(axis=(0, 2, 3)), _STD_FLOOR))
+            std = channel_stats(y)[1]
             w = (w / std[None, :, None, None].astype(np.float32)).astype(np.float32)
             self.params.append((w, None))
             value = k.conv_transpose2d(x.value, w, 2, 1)
@@ -391,6 +417,30 @@ class Builder:
         model.ir_version = IR_VERSION
         model.doc_string = doc
         return model
+
+
+def channel_stats(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of a calibration batch, each rounded to 4
+    significant digits (:func:`~tcc_compiler.zoo._reference.round_significant`), the
+    standard deviation floored at 1e-2.
+
+    A channel with fewer than :data:`MIN_CHANNEL_SAMPLES` samples (N * H * W) takes the
+    channel-pooled variance (the mean of the per-channel variances): from two images of a 1x1
+    map a channel's own variance is the square of one difference, so dividing by it would
+    scale that channel by an arbitrary factor (up to 100 at the floor) and a deep level's
+    activations would reach 1e3..1e4 on other inputs.
+
+    Args:
+        y: float64 NCHW ``[N, C, H, W]``.
+
+    Returns:
+        (mean, std), float64 ``[C]`` each.
+    """
+    mean = y.mean(axis=(0, 2, 3))
+    var = y.var(axis=(0, 2, 3))
+    if y.shape[0] * y.shape[2] * y.shape[3] < MIN_CHANNEL_SAMPLES:
+        var = np.full_like(var, var.mean())
+    return round_significant(mean), round_significant(np.maximum(np.sqrt(var), _STD_FLOOR))
 
 
 def weight_count(model: onnx.ModelProto) -> int:

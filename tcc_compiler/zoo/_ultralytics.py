@@ -164,6 +164,7 @@ def detect(b: Builder, feats: list[T], path: str, legacy: bool) -> T:
         y = _seq_conv(b, x, c_box, 3, path, f"cv2.{i}", "0")
         y = _seq_conv(b, y, c_box, 3, path, f"cv2.{i}", "1")
         boxes.append(b.conv(y, 4 * REG_MAX, 1, 1, f"{sc}/cv2.{i}/cv2.{i}.2", gamma=(1.0, 1.0),
+                            beta_mean=0.0,
                             names=(f"{path}.cv2.{i}.2.weight", f"{path}.cv2.{i}.2.bias")))
         if legacy:
             z = _seq_conv(b, x, c_cls, 3, path, f"cv3.{i}", "0")
@@ -174,7 +175,7 @@ def detect(b: Builder, feats: list[T], path: str, legacy: bool) -> T:
             z = _seq_conv(b, z, c_cls, 3, path, f"cv3.{i}", "1.0", g=c_cls)
             z = _seq_conv(b, z, c_cls, 1, path, f"cv3.{i}", "1.1")
         classes.append(b.conv(z, NUM_CLASSES, 1, 1, f"{sc}/cv3.{i}/cv3.{i}.2",
-                              gamma=(1.0, 1.0),
+                              gamma=(1.0, 1.0), beta_mean=0.0,
                               names=(f"{path}.cv3.{i}.2.weight", f"{path}.cv3.{i}.2.bias")))
     box = b.concat([b.reshape(y, [1, 4 * REG_MAX, -1], sc) for y in boxes], -1, sc)
     cls = b.concat([b.reshape(y, [1, NUM_CLASSES, -1], sc) for y in classes], -1, sc)

@@ -63,11 +63,11 @@ def _inverted(b: Builder, x: T, c: int, s: int, e: float, sc: str, tap: list | N
 
 def _head(b: Builder, x: T, out_ch: int, name: str, last: bool) -> T:
     if last:
-        return b.conv(x, out_ch, 1, 1, f"/{name}", gamma=(1.0, 1.0),
+        return b.conv(x, out_ch, 1, 1, f"/{name}", gamma=(1.0, 1.0), beta_mean=0.0,
                       names=(f"{name}.weight", f"{name}.bias"))
     c = x.shape[1]
     y = _cbr(b, x, c, 3, 1, f"/{name}/{name}.0", f"/{name}/{name}.2", g=c)
-    return b.conv(y, out_ch, 1, 1, f"/{name}/{name}.3", gamma=(1.0, 1.0),
+    return b.conv(y, out_ch, 1, 1, f"/{name}/{name}.3", gamma=(1.0, 1.0), beta_mean=0.0,
                   names=(f"{name}.3.weight", f"{name}.3.bias"))
 
 

@@ -35,7 +35,7 @@ def _detect(b: Builder, feats: list[T], path: str) -> T:
     outs = []
     for i, x in enumerate(feats):
         _, _, ny, nx = x.shape
-        y = b.conv(x, 3 * NUM_OUTPUTS, 1, 1, f"{sc}/m.{i}", gamma=(1.0, 1.0),
+        y = b.conv(x, 3 * NUM_OUTPUTS, 1, 1, f"{sc}/m.{i}", gamma=(1.0, 1.0), beta_mean=0.0,
                    names=(f"{path}.m.{i}.weight", f"{path}.m.{i}.bias"))
         y = b.reshape(y, [1, 3, NUM_OUTPUTS, ny, nx], sc)
         y = b.sigmoid(b.transpose(y, [0, 1, 3, 4, 2], sc), sc)

@@ -120,3 +120,51 @@ def test_non_integer_scale_is_not_run_as_an_integer_factor(mode, op, opset):
     m = make_model_impl([up], [1, 3, 8, 8], {"s": s}, opset=opset)
     with pytest.raises(UnsupportedError, match="only integer upsampling factors"):
         import_onnx(m)
+
+
+def _wide_model(mode: str, hw: tuple[int, int], c: int, fw: int = 2) -> onnx.ModelProto:
+    """Conv 3->c (3x3) + Relu, then a x2 (width: x ``fw``) Resize (``mode`` linear half_pixel, or nearest) as
+    the graph output: a map whose rows are too wide for the SRAM with all channels."""
+    r = np.random.default_rng(c)
+    inits = {"w0": r.normal(0, 0.4, (c, 3, 3, 3)), "s": np.array([1, 1, 2, fw], np.float32)}
+    extra = {"coordinate_transformation_mode": "half_pixel"} if mode == "linear" else {}
+    nodes = [N("Conv", ["x", "w0"], ["c0"], pads=[1] * 4), N("Relu", ["c0"], ["r0"]),
+             N("Resize", ["r0", "", "s"], ["y"], mode=mode, name="up", **extra)]
+    return make_model_impl(nodes, [1, 3, *hw], inits)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode,c", [("linear", 256), ("nearest", 1024)])
+def test_rows_too_wide_for_sram_run_in_channel_groups(tmp_path, mode, c):
+    """A 2048-wide map of 256 channels upsampled x2 bilinearly has 1 MiB output rows (two
+    buffers: the whole 2 MiB SRAM), a 1024-channel one's nearest input rows are 2 MiB: `tccc
+    ops` placed the resize on the NPU and compile refused it ("one output row ... exceeds
+    the SRAM"). The op now runs in channel groups: placed on the NPU, compiled, bit-exact."""
+    from tcc_compiler import partition
+
+    hw = (3, 2048)
+    model = _wide_model(mode, hw, c)
+    onnx.save(model, tmp_path / "m.onnx")
+    (up,) = [p for p in partition(model) if p.node == "up"]
+    assert up.device == "npu", up
+    m = api.compile(model, f"{hw[1]}x{hw[0]}x3", calibration=_inputs(hw, range(2)))
+    prog = load_program(m.save(tmp_path / "out"))
+    (lay,) = [lay for lay in m.report["layers"] if lay["op"] == "resize"]
+    assert "channel groups" in lay["tiling"], lay["tiling"]
+    if mode == "linear":
+        tiles = [t for t in prog.cmd.commands if isinstance(t, C.ResizeTile)]
+        assert {t.c for t in tiles} < {c} | set(range(c)) and max(t.c for t in tiles) < c
+        assert sum(t.c * t.out_h for t in tiles) == c * hw[0] * 2
+    assert_exact_and_hazard_free(prog, tmp_path / "m.onnx", _inputs(hw, [5]), mode,
+                                 min_sqnr_db=30.0)
+
+
+def test_bilinear_output_beyond_the_command_fields_is_placed_on_the_host():
+    """An output side above 65535 pixels cannot be counted by RESIZE_TILE / the DMA's u16
+    fields: the import refuses it, so `tccc ops` places it on the host (with the reason)
+    instead of calling it NPU and failing at lowering."""
+    from tcc_compiler import partition
+
+    model = _wide_model("linear", (2, 8192), 1, fw=8)   # 65536 columns
+    (up,) = [p for p in partition(model) if p.node == "up"]
+    assert up.device == "host" and "65535" in up.reason, up

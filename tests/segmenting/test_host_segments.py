@@ -272,3 +272,19 @@ def test_segment_input_with_a_batch_above_one_runs_on_the_host(tmp_path):
     x = _x(3)
     c = Checker(prog, path).check(x, prog.run(x))
     assert c["bit_exact"] and c["sqnr_db"] > 25, c
+
+
+def test_cli_mean_std_on_a_segmented_model(tmp_path):
+    """``tccc compile --mean --std`` (a YOLO's pixel / 255) on a model with a host segment:
+    the settings were passed on unresolved and compile crashed (exit 1, "'PreprocessSettings'
+    object has no attribute 'shape'"); now the manifest records them resolved at the input
+    size, and the bundled photos calibrate with them."""
+    path = tmp_path / "lrn.onnx"
+    onnx.save(MODELS["lrn"], path)
+    folder = tmp_path / "out"
+    code = main(["compile", str(path), "-o", str(folder), "-q", "--mean", "0", "0", "0",
+                 "--std", "1", "1", "1"])
+    assert code == 0
+    pre = json.loads((folder / "manifest.json").read_text())["preprocess"]
+    assert (pre["width"], pre["height"]) == (16, 16)
+    assert list(pre["mean"]) == [0.0, 0.0, 0.0] and list(pre["std"]) == [1.0, 1.0, 1.0]

@@ -1,11 +1,12 @@
 """Bilinear upsampling (IR op ``resize`` with mode bilinear) on the vector unit: the output is
-cut into bands of whole rows; each band's input rows (the rows its taps read, halo included,
-numerics/resize.py ``input_rows``) are loaded into SRAM, one RESIZE_TILE computes the band and a
-DMA_STORE writes it out. Two input and two output buffers alternate (double buffering: a load
-waits for the RESIZE_TILE that last read its buffer, a RESIZE_TILE for the store that last
-emptied its output buffer). Operands stay in DRAM (schedule/views.py keeps resize out of the
-SRAM resident zone and of cascades). Cost: RESIZE_TILE in schedule/cost.py, the DMAs as every
-DMA."""
+cut into bands of whole rows (and, when one output row and its input rows do not fit the SRAM
+budget twice, the channels into groups, each resized on its own: interpolation is per
+channel); each band's input rows (the rows its taps read, halo included, numerics/resize.py
+``input_rows``) are loaded into SRAM, one RESIZE_TILE computes the band and a DMA_STORE writes
+it out. Two input and two output buffers alternate (double buffering: a load waits for the
+RESIZE_TILE that last read its buffer, a RESIZE_TILE for the store that last emptied its output
+buffer). Operands stay in DRAM (schedule/views.py keeps resize out of the SRAM resident zone and
+of cascades). Cost: RESIZE_TILE in schedule/cost.py, the DMAs as every DMA."""
 
 from __future__ import annotations
 
@@ -49,13 +50,31 @@ def _plan(h: int, fh: int, coord: str, in_row: int, out_row: int, budget: int):
     return None
 
 
+def _channel_plan(h: int, w: int, c: int, fh: int, fw: int, coord: str, budget: int):
+    """(channels per group, :func:`_plan` of a group): all ``c`` channels when one output row
+    fits, else the fewest groups (ceil(c / 2**k) channels each) whose rows fit; None when not
+    even a one-channel row does. Interpolation is per channel, so a group is an independent
+    resize of a channel slice."""
+    groups = 1
+    while True:
+        cc = -(-c // groups)
+        plan = _plan(h, fh, coord, w * cc, w * fw * cc, budget)
+        if plan is not None or cc == 1:
+            return (cc, plan) if plan is not None else None
+        groups *= 2
+
+
 def lower_bilinear(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     """Emit bilinear resize op ``n`` (int8 NHWC in DRAM); fill ``info``.
 
+    A map whose output row (W * fw * C bytes) and input rows do not fit the SRAM budget twice
+    is resized in channel groups (each a strided channel slice loaded and stored by DMA, one
+    RESIZE_TILE per band of a group), so only a one-channel row has to fit.
+
     Raises:
-        ScheduleError: an int16 operand, a map beyond the command's u16 fields (rows, width,
-            channels), or not even one output row and its input rows fitting the op's SRAM
-            budget twice.
+        ScheduleError: an int16 operand, a map beyond the command's u16 fields (rows, width;
+            output columns when split by channel), or not even one output row of one channel
+            and its input rows fitting the op's SRAM budget twice.
     """
     em, mem = ctx.em, ctx.mem
     xin, xout = mem.tensor(n.inputs[0]), mem.tensor(n.output)
@@ -64,34 +83,39 @@ def lower_bilinear(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     fh, fw, coord = a.scale_h, a.scale_w, a.coord.value
     if xin.elem_bytes != 1 or xout.elem_bytes != 1:
         raise ScheduleError(f"resize '{n.name}': bilinear resize takes int8 maps only")
-    if max(h * fh, w, c) > U16.max:
+    if max(h * fh, w) > U16.max:
         raise ScheduleError(f"resize '{n.name}': a {w}x{h}x{c} map upsampled x{fh} exceeds "
-                            f"RESIZE_TILE's {U16.max} rows / columns / channels")
-    plan = _plan(h, fh, coord, w * c, w * fw * c, ctx.budget())
-    if plan is None:
-        raise ScheduleError(f"resize '{n.name}': one output row of {w * fw * c} bytes and its "
-                            f"input rows, twice, exceed the {ctx.budget()} bytes of SRAM left")
-    bands, in_bytes, out_bytes = plan
+                            f"RESIZE_TILE's {U16.max} rows / columns")
+    cplan = _channel_plan(h, w, c, fh, fw, coord, ctx.budget())
+    if cplan is None or (cplan[0] < c and w * fw > U16.max):
+        raise ScheduleError(f"resize '{n.name}': one output row of one channel ({w * fw} "
+                            f"bytes) and its input rows, twice, exceed the {ctx.budget()} "
+                            f"bytes of SRAM left")
+    cc, (bands, in_bytes, out_bytes) = cplan
     lab = label(n)
     sa = ctx.begin()
-    n_bufs = min(2, len(bands))
+    n_bufs = min(2, len(bands) * -(-c // cc))
     ins = [sa.alloc(in_bytes, "resize input") for _ in range(n_bufs)]
     outs = [sa.alloc(out_bytes, "resize output") for _ in range(n_bufs)]
     info.sram_peak_bytes = sa.top + ctx.base
     last_comp: dict[int, object] = {}
     last_store: dict[int, object] = {}
-    for k, (oy0, rows, iy0, in_h) in enumerate(bands):
+    for k, (c0, (oy0, rows, iy0, in_h)) in enumerate(
+            (c0, band) for c0 in range(0, c, cc) for band in bands):
+        c1 = min(c, c0 + cc)
         slot = k % n_bufs
         ib, ob = ins[slot], outs[slot]
         ld = em.load([last_comp.get(slot)] + em.free(ib, in_bytes), lab + " input",
-                     **dma_fields(xin, iy0, iy0 + in_h, 0, w, 0, c, ib))
+                     **dma_fields(xin, iy0, iy0 + in_h, 0, w, c0, c1, ib))
         comp = em.emit(C.ResizeTile, [ld, last_store.get(slot)] + em.free(ob, out_bytes), lab,
-                       in_sram=ib, out_sram=ob, in_h=in_h, in_w=w, c=c, out_h=rows, full_h=h,
-                       in_y0=iy0, out_y0=oy0, fh=fh, fw=fw, mode=COORD_MODES.index(coord))
+                       in_sram=ib, out_sram=ob, in_h=in_h, in_w=w, c=c1 - c0, out_h=rows,
+                       full_h=h, in_y0=iy0, out_y0=oy0, fh=fh, fw=fw,
+                       mode=COORD_MODES.index(coord))
         last_comp[slot] = comp
         last_store[slot] = em.store([comp], lab + " output",
-                                    **dma_fields(xout, oy0, oy0 + rows, 0, w * fw, 0, c, ob))
+                                    **dma_fields(xout, oy0, oy0 + rows, 0, w * fw, c0, c1, ob))
         info.tiles += 1
     ctx.end(sa)
+    groups = "" if cc == c else f" in {-(-c // cc)} channel groups of {cc}"
     info.plan = (f"{info.tiles} band{'s' if info.tiles > 1 else ''} of {bands[0][1]} output "
-                 f"rows (bilinear x{fh}x{fw}, {coord})")
+                 f"rows{groups} (bilinear x{fh}x{fw}, {coord})")

@@ -10,36 +10,45 @@ DRAM bandwidth), counted by the replay like any other command's. Operands stay i
 from __future__ import annotations
 
 from tcc_compiler.ir.graph import Node
-from tcc_compiler.schedule.ops.bands import band_rows, store_bands
+from tcc_compiler.schedule.ops.bands import band_rows, group_channels, store_bands
 from tcc_compiler.schedule.ops.context import OpContext
 from tcc_compiler.schedule.program import LayerInfo, Tensor
 
 
 def phase_store(out: Tensor, y0: int, rows: int, dy: int, dx: int, w: int, sh: int, sw: int,
-                sram: int) -> dict:
-    """DMA_STORE fields writing a packed SRAM band [rows, w, C] to output phase (dy, dx) of
-    the ``out`` tensor (upsampled by (sh, sw)), starting at input row ``y0``."""
+                sram: int, c0: int = 0, c1: int | None = None) -> dict:
+    """DMA_STORE fields writing a packed SRAM band [rows, w, c1 - c0] to channels c0..c1 - 1
+    (default all C) of output phase (dy, dx) of the ``out`` tensor (upsampled by (sh, sw)),
+    starting at input row ``y0``."""
     _, ow, c = out.hwc
+    nch = c - c0 if c1 is None else c1 - c0
     px = out.pitch
     eb = out.elem_bytes
-    return dict(dram=out.addr(((y0 * sh + dy) * ow + dx) * px), sram=sram, run_bytes=c * eb,
-                n1=w, n2=rows, dram_stride1=sw * px, dram_stride2=sh * ow * px,
-                sram_stride1=c * eb, sram_stride2=w * c * eb)
+    return dict(dram=out.addr(((y0 * sh + dy) * ow + dx) * px + c0 * eb), sram=sram,
+                run_bytes=nch * eb, n1=w, n2=rows, dram_stride1=sw * px,
+                dram_stride2=sh * ow * px, sram_stride1=nch * eb, sram_stride2=w * nch * eb)
 
 
 def lower_resize(ctx: OpContext, n: Node, info: LayerInfo) -> None:
-    """Emit resize op ``n``; fill ``info``.
+    """Emit resize op ``n``; fill ``info``. A map whose input row does not fit the SRAM
+    budget twice is moved in channel groups (:func:`group_channels`): pixels are repeated
+    per channel, so a group is an independent resize of a channel slice.
 
     Raises:
-        ScheduleError: not even one input row fits the op's SRAM budget twice.
+        ScheduleError: not even one input row of one channel fits the op's SRAM budget twice.
     """
     mem = ctx.mem
     xin, xout = mem.tensor(n.inputs[0]), mem.tensor(n.output)
     h, w, c = xin.hwc
     sh, sw = n.attrs.scale_h, n.attrs.scale_w
-    rows = band_rows(ctx, n, xin, 0xFFFF, "resize")
-    store_bands(ctx, n, info, xin, rows,
-                lambda y0, nrows, buf: (phase_store(xout, y0, nrows, dy, dx, w, sh, sw, buf)
-                                        for dy in range(sh) for dx in range(sw)), "resize")
-    info.plan = (f"{info.tiles} bands of {rows} rows, each stored {sh}x{sw} times "
+    cc = group_channels(ctx, xin)
+    rows = band_rows(ctx, n, xin, 0xFFFF, "resize", channels=cc)
+
+    def stores(y0, nrows, buf, c0=0, c1=c):
+        return (phase_store(xout, y0, nrows, dy, dx, w, sh, sw, buf, c0, c1)
+                for dy in range(sh) for dx in range(sw))
+
+    store_bands(ctx, n, info, xin, rows, stores, "resize", channels=None if cc == c else cc)
+    groups = "" if cc == c else f" in {-(-c // cc)} channel groups of {cc}"
+    info.plan = (f"{info.tiles} bands of {rows} rows{groups}, each stored {sh}x{sw} times "
                  "(nearest repeat, DMA only)")
