@@ -52,7 +52,7 @@ from tcc_compiler.quant.precision import layer_nodes
 from tcc_compiler.quant.calib_table import add_fixed, build_table, check_covers, read_table
 from tcc_compiler.quant.calibrate import observe
 from tcc_compiler.quant.quantize import fixed_ranges, ranges_needed
-from tcc_compiler.quant.ranges import choose_ranges
+from tcc_compiler.quant.ranges import choose_ranges, snap_input_range
 from tcc_compiler.quant.weight_rounding import (WEIGHT_ROUNDING, HessianSum,
                                                 gptq_round_weights)
 from tcc_compiler.schedule import Program, lower
@@ -360,8 +360,10 @@ def calibrate(graph: Graph, options: CompileOptions, preprocess, *,
     obs = observe(graph, inputs, [method], p, progress,
                   also=getattr(hess, "visit", None))[method]
     ranges, rejected = choose_ranges(obs, method)   # the collapse guard warns per tensor
-    table = build_table(obs, method, p, ranges, rejected)
     minmax = {k: getattr(o, "mm", o).range() for k, o in obs.items()}
+    if not is_segment(model):   # a segment's input is no image
+        snap_input_range(ranges, minmax, graph.inputs[0].name, preprocess)
+    table = build_table(obs, method, p, ranges, rejected)
     return Calibration(method, inputs, source, ranges,
                        add_fixed(table, fixed) if fixed else table, minmax, hess)
 

@@ -106,7 +106,7 @@ def _wanted(tag: str) -> bool:
 
 
 def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
-                 bias_correction=(), gptq=(), auto=()) -> dict:
+                 bias_correction=(), gptq=(), auto=(), pre=None) -> dict:
     """{variant: [first graph output per eval input]} from tccc's golden integer model: for
     each method ``method`` (nearest weight rounding); for each in ``bias_correction`` also
     ``method + "+bc"`` (empirical bias correction on the calibration inputs), for each in
@@ -116,12 +116,13 @@ def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
     ``gptq`` also ``method + "+gptq+auto"`` (the same int16 layers, GPTQ weights), and
     ``method + "+all16"`` (every layer that can be int16). Only the variants ``ONLY`` names
     are computed. Ranges are chosen as ``tccc compile`` does (guarded unless ``GUARD["on"]``
-    is False; rejections counted in ``GUARD["rejected"]``)."""
+    is False; rejections counted in ``GUARD["rejected"]``; with the preprocessing ``pre`` the
+    input's range on its pixel grid, :func:`tcc_compiler.quant.ranges.snap_input_range`)."""
     from tcc_compiler.driver import import_model, run_float_passes
     from tcc_compiler.quant import quantize_graph, run_golden
     from tcc_compiler.quant.bias_correction import correct_biases
     from tcc_compiler.quant.calibrate import observe
-    from tcc_compiler.quant.ranges import choose_ranges
+    from tcc_compiler.quant.ranges import choose_ranges, snap_input_range
     from tcc_compiler.quant.weight_rounding import gptq_round_weights
 
     fg = run_float_passes(*import_model(model, whc)).graph
@@ -136,6 +137,9 @@ def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
     for m in methods:
         ranges, rejected = choose_ranges(obs[m], m, guard=GUARD["on"])
         GUARD["rejected"][m] = len(rejected)
+        if pre is not None:
+            snap_input_range(ranges, {k: getattr(o, "mm", o).range() for k, o in obs[m].items()},
+                             fg.inputs[0].name, pre)
         for rounding in ("nearest",) + (("gptq",) if m in gptq else ()):
             tag = m + ("+gptq" if rounding == "gptq" else "")
             bc = m in bias_correction and _wanted(tag + "+bc")
@@ -301,6 +305,8 @@ def bench_resnet8(folder: Path, workdir: Path, n_calib: int = 50, bc=(), gptq=()
     """Top-1 and flips on the real CIFAR-10 ResNet-8 (see its README)."""
     from onnx import version_converter
 
+    from tcc_compiler.datasets.presets import preset
+
     rows = list(csv.reader(open(folder / "labels.csv")))
     rows = [r for r in rows if r and r[0].endswith(".bin")]
     rows.sort(key=lambda r: r[0])
@@ -314,8 +320,9 @@ def bench_resnet8(folder: Path, workdir: Path, n_calib: int = 50, bc=(), gptq=()
     p13 = workdir / "resnet8-op13.onnx"
     onnx.save(m13, p13)
     ref = ort_outputs(p13, xs[:n_calib], xs, ORT_METHODS, workdir)
+    raw = preset("raw", 32, 32)       # the model takes raw pixels 0..255 (its README)
     ours = tccc_outputs(folder / "resnet8.onnx", None, xs[:n_calib], xs, TCCC_METHODS,
-                        bias_correction=bc, gptq=gptq, auto=auto)
+                        bias_correction=bc, gptq=gptq, auto=auto, pre=raw)
     fp_pred = np.array([int(np.argmax(y)) for y in ref["fp32"]])
 
     def score(outs):
@@ -354,7 +361,7 @@ def bench_lite0(folder: Path, score_step: int = 1, bc=(), methods=TCCC_METHODS,
     iname = sess.get_inputs()[0].name
     fp = [sess.run(None, {iname: x})[0] for x in evals]
     ours = tccc_outputs(folder / "efficientnet_lite0.onnx", None, calib, evals, methods,
-                        bias_correction=bc, gptq=gptq, auto=auto)
+                        bias_correction=bc, gptq=gptq, auto=auto, pre=pre)
     fp_pred = np.array([int(np.argmax(y)) for y in fp])
     return {"images": len(evals), "calib": len(calib), "fp32": topk_score(fp, labels),
             "tccc": {m: topk_score(ours[m], labels, fp_pred) for m in ours},

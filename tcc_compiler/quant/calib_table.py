@@ -87,8 +87,9 @@ def read_table(path: str | os.PathLike) -> tuple[dict, dict[str, tuple[float, fl
         (the table dict, {value name: (lo, hi)}).
 
     Raises:
-        InputError: missing/unreadable file, wrong format or version, a tensor without finite
-            ``lo <= hi``.
+        InputError: missing/unreadable file, wrong format or version, a tensor whose ``lo``
+            or ``hi`` is not a JSON number (a string such as ``"3"``, a bool, null, missing),
+            or not finite ``lo <= hi``.
     """
     p = Path(path)
     if not p.is_file():
@@ -99,7 +100,7 @@ def read_table(path: str | os.PathLike) -> tuple[dict, dict[str, tuple[float, fl
         raise InputError(f"{p}: not valid JSON ({exc})") from None
     if not isinstance(table, dict) or table.get("format") != FORMAT:
         raise InputError(f"{p}: not a tccc calibration table (format must be '{FORMAT}')")
-    if table.get("version") != VERSION:
+    if not _is_number(table.get("version")) or table.get("version") != VERSION:
         raise InputError(f"{p}: calibration table version {table.get('version')!r}, "
                          f"this tccc reads {VERSION}")
     tensors = table.get("tensors")
@@ -107,14 +108,23 @@ def read_table(path: str | os.PathLike) -> tuple[dict, dict[str, tuple[float, fl
         raise InputError(f"{p}: 'tensors' must be a non-empty object")
     ranges = {}
     for name, rec in tensors.items():
+        bounds = [rec.get(k) if isinstance(rec, dict) else None for k in ("lo", "hi")]
+        if not all(_is_number(b) for b in bounds):   # "3" or true is no range: say so
+            raise InputError(f"{p}: tensor '{name}': 'lo' and 'hi' must be JSON numbers, got "
+                             f"{', '.join(json.dumps(b) for b in bounds)}")
         try:
-            lo, hi = float(rec["lo"]), float(rec["hi"])
-        except (KeyError, TypeError, ValueError):
-            raise InputError(f"{p}: tensor '{name}': needs numbers 'lo' and 'hi'") from None
+            lo, hi = float(bounds[0]), float(bounds[1])
+        except OverflowError:                          # an integer beyond float's range
+            lo, hi = math.inf, math.inf
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
             raise InputError(f"{p}: tensor '{name}': need finite lo <= hi, got {lo}, {hi}")
         ranges[name] = (lo, hi)
     return table, ranges
+
+
+def _is_number(v) -> bool:
+    """True for a JSON number (int or float; not a bool, a string or null)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def check_covers(ranges: dict, names: list[str], path: str | os.PathLike) -> None:

@@ -131,3 +131,70 @@ def choose_ranges(observers: dict, method: str = "", guard: bool = True
             lo, hi = nlo, nhi
         ranges[name] = (lo, hi)
     return ranges, rejected
+
+
+#: Largest distance (in pixel steps) of ``mean / scale`` from an integer for which the
+#: input is still on an int8 grid (float rounding of a preset's numbers, not a half step).
+GRID_TOLERANCE = 1e-6
+
+
+def pixel_grid_range(preprocess, observed: tuple[float, float]) -> tuple[float, float] | None:
+    """The input range whose int8 parameters represent every preprocessed pixel exactly, or
+    None when there is none.
+
+    With ``value = (pixel * scale - mean) / std`` (pixel 0..255, the same ``mean`` and ``std``
+    on every channel, :class:`tcc_compiler.datasets.images.Preprocess`) the input takes only
+    the 256 values ``(p * scale - mean) / std``. The range ``[-mean / std, (255 * scale -
+    mean) / std]`` gives (:func:`tcc_compiler.quant.quantize.activation_params`) the step
+    ``s = scale / std`` and zero point ``zp = mean / scale - 128``, so pixel ``p`` becomes
+    ``q = value / s + zp = p - 128``: exact when ``mean / scale`` is an integer in [0, 255]
+    (e.g. TF/EfficientNet's (p - 127) / 128, ``--preset raw``). A range a calibration method
+    chooses instead may clip the brightest pixels or, without a pixel 0 or 255 in the
+    calibration images, put the input between grid points (noise on every pixel).
+
+    Args:
+        preprocess: an object with ``mean``, ``std`` (per channel) and ``scale`` (floats).
+        observed: (min, max) of the calibration inputs (real units).
+
+    Returns:
+        (lo, hi) in real units, or None: channels with different mean or std (ImageNet's
+        default: three grids, one per-tensor scale), ``mean / scale`` not an integer in
+        [0, 255], or calibration inputs outside the grid's range (arrays not made by this
+        preprocessing).
+    """
+    mean, std = set(getattr(preprocess, "mean", ())), set(getattr(preprocess, "std", ()))
+    if len(mean) != 1 or len(std) != 1:
+        return None
+    (m,), (sd,), sc = mean, std, float(preprocess.scale)
+    offset = m / sc                                     # pixel value that maps to 0.0
+    if abs(offset - round(offset)) > GRID_TOLERANCE or not 0 <= round(offset) <= 255:
+        return None
+    lo, hi = -m / sd, (255.0 * sc - m) / sd
+    slack = GRID_TOLERANCE * (hi - lo)
+    if observed[0] < lo - slack or observed[1] > hi + slack:
+        return None
+    return lo, hi
+
+
+def snap_input_range(ranges: dict, minmax: dict, name: str, preprocess) -> bool:
+    """Replace the graph input ``name``'s range in ``ranges`` (in place) by
+    :func:`pixel_grid_range` when there is one (the input then quantizes without error).
+
+    Args:
+        ranges: {value name: (lo, hi)} chosen by :func:`choose_ranges`.
+        minmax: {value name: observed (min, max)} of the same calibration run.
+        name: the graph input's value name. preprocess: the image preprocessing.
+
+    Returns:
+        True when the range was replaced (logged at INFO with the method's range).
+    """
+    if name not in ranges or name not in minmax:
+        return False
+    grid = pixel_grid_range(preprocess, minmax[name])
+    if grid is None:
+        return False
+    if tuple(ranges[name]) != grid:
+        log.info("calibration: input '%s' takes the pixel grid's range [%.6g, %.6g] (exact "
+                 "int8) instead of [%.6g, %.6g]", name, *grid, *ranges[name])
+    ranges[name] = grid
+    return True

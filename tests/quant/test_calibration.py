@@ -230,6 +230,47 @@ def test_calib_table_errors(tmp_path):
         read_table(tmp_path / "missing.json")
 
 
+@pytest.mark.parametrize("lo, hi", [('"3"', "4.0"), ("-1.0", '"3"'), ("true", "1.0"),
+                                    ("null", "1.0"), ("0", "1" + "0" * 400)])
+def test_calib_table_bound_not_a_number(tmp_path, lo, hi):
+    """A bound given as a string ("3"), a bool or null was read through float() and
+    accepted; a JSON number is required. The CLI says so in one line, exit 2."""
+    from tcc_compiler.quant.calib_table import read_table
+
+    p = tmp_path / "t.json"
+    p.write_text('{"format": "tccc-calib-table", "version": 1, "tensors": '
+                 f'{{"a": {{"lo": {lo}, "hi": {hi}}}}}}}')
+    with pytest.raises(InputError, match="tensor 'a'"):
+        read_table(p)
+
+
+def test_calib_table_string_bound_cli(tmp_path, capsys):
+    """tccc compile --calib-table with a string bound: one line on stderr, exit 2, no
+    output folder."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from tcc_compiler.cli.main import main
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 1, 1], [0.1] * 12)
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+                          [w])
+    model = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), model)
+    table = tmp_path / "t.json"
+    table.write_text('{"format": "tccc-calib-table", "version": 1, "tensors": {'
+                     '"x": {"lo": "3", "hi": 4.0}, "y": {"lo": -1.0, "hi": 1.0}}}')
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["-q", "compile", str(model), "--input", "8x8x3", "-o", str(out),
+                 "--calib-table", str(table)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "tensor 'x'" in err and '"3"' in err, err
+    assert not out.exists()
+
+
 # ---- the real trained ResNet-8 (optional data) -------------------------------------------
 
 RESNET8 = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "data" \

@@ -11,11 +11,11 @@ from onnx import helper
 
 from tcc_compiler.ir.ops import ConvAttrs, Op
 from tcc_compiler.quant.quantize import quantize_weights
-from tcc_compiler.quant.weight_rounding import _columns, _gptq
+from tcc_compiler.quant.weight_rounding import _gptq, _taps
 
 
 class _Node:
-    """The two fields _columns reads."""
+    """The two fields _taps reads."""
 
     def __init__(self, attrs):
         self.op, self.attrs = Op.CONV, attrs
@@ -23,7 +23,9 @@ class _Node:
 
 CASES = [ConvAttrs(kernel=(3, 3), strides=(2, 1), pads=(1, 0, 2, 1), dilations=(1, 2)),
          ConvAttrs(kernel=(3, 3), pads=(1, 1, 1, 1), group=4),
-         ConvAttrs(kernel=(1, 1), group=2)]
+         ConvAttrs(kernel=(1, 1), group=2),
+         ConvAttrs(kernel=(1, 1), strides=(2, 2)),
+         ConvAttrs(kernel=(5, 5), strides=(2, 2), pads=(1, 2, 2, 1), group=4)]
 
 
 @pytest.mark.parametrize("attrs", CASES)
@@ -39,10 +41,10 @@ def test_columns_times_weights_is_onnx_runtimes_conv(make_model, attrs):
     m = make_model([node], x.shape, {"w": w})
     ref = ort.InferenceSession(m.SerializeToString(),
                                providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    cols = _columns(x, _Node(attrs))                          # [G, P, K]
+    cols = _taps(x, _Node(attrs))                             # [G, K, P]
     g = attrs.group
     wg = w.reshape(g, cout // g, -1).astype(np.float64)
-    y = np.einsum("gpk,gok->gop", cols, wg).reshape(cout, *ref.shape[2:])
+    y = np.einsum("gkp,gok->gop", cols, wg).reshape(cout, *ref.shape[2:])
     np.testing.assert_allclose(y, ref[0], rtol=1e-5, atol=1e-5)
 
 
