@@ -168,8 +168,10 @@ class Program:
         cores: NPU cores the program uses; with more than one, ``commands`` holds the per-core
             streams one after the other, each ending with END (schedule/cores.py), and
             ``sram_peak_bytes`` is the largest core's.
-        estimates: figures of other schedules for the report (a multi-core program: the
-            pipelined split's ``pipelined_period_cycles`` per image of a stream and its cut).
+        estimates: figures of other schedules for the report (``--cores 2``: the latencies
+            tried, the stream program's ``stream_period_cycles`` per image).
+        stream: ``--cores 2``: the stream program (several images per run, each core on its
+            own; a :class:`~tcc_compiler.schedule.corestream.StreamProgram`), else None.
     """
 
     commands: list[C.Command]
@@ -185,3 +187,4 @@ class Program:
     slots: list[int] = field(default_factory=list)
     cores: int = 1
     estimates: dict = field(default_factory=dict)
+    stream: object | None = None

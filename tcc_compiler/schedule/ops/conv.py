@@ -200,10 +200,10 @@ class _ConvEmission:
         self.label = f"{self.n.name} [{','.join(info.source)}]"
         self.cfg = dict(self.cfg, flags=self.cfg["flags"] | CONV_FLAG_LUT)
 
-    def _buffers(self) -> None:
-        """Allocate the op's SRAM buffers (max tile sizes)."""
+    def _tile_order(self) -> None:
+        """The op's spatial tiles, channel blocks and the (spatial, block) order they run in
+        (only this core's share with ``only``, schedule/cores.py)."""
         g, plan = self.g, self.plan
-        kw_bytes = g.kh * g.kw * g.cin_g
         self.spatial = spatial_tiles(g.oh, g.ow, plan.rows, plan.cols)
         self.blocks = channel_blocks(g.o, plan.ocb)
         self.order = ([(s, b) for s in self.spatial for b in self.blocks]
@@ -211,14 +211,26 @@ class _ConvEmission:
                       else [(s, b) for b in self.blocks for s in self.spatial])
         if self.only is not None:   # this core's share of the tiles
             self.order = [(s, b) for s, b in self.order if self.only(s, b)]
-        sa = self.sa = self.ctx.begin()
+
+    def _lut_table(self) -> None:
+        """The epilogue's table (when there is one): its SRAM, the CONV_CFG naming it, and its
+        load, once before the first tile."""
         self.lut_dep = None
-        if self.lut is not None:   # the epilogue's table, loaded once before the first tile
-            self.lut_addr = sa.alloc(LUT_ENTRIES, "lut table")
-            self.em.emit(C.ConvCfg, [], self.label, **dict(self.cfg, lut_sram=self.lut_addr))
-            self.lut_dep = self.em.load_block(self.em.free(self.lut_addr, LUT_ENTRIES),
-                                              self.label + " lut table", SLOT_PARAMS,
-                                              self.lut_block, self.lut_addr)
+        if self.lut is None:
+            return
+        self.lut_addr = self.sa.alloc(LUT_ENTRIES, "lut table")
+        self.em.emit(C.ConvCfg, [], self.label, **dict(self.cfg, lut_sram=self.lut_addr))
+        self.lut_dep = self.em.load_block(self.em.free(self.lut_addr, LUT_ENTRIES),
+                                          self.label + " lut table", SLOT_PARAMS,
+                                          self.lut_block, self.lut_addr)
+
+    def _buffers(self) -> None:
+        """Allocate the op's SRAM buffers (max tile sizes)."""
+        g, plan = self.g, self.plan
+        kw_bytes = g.kh * g.kw * g.cin_g
+        self._tile_order()
+        sa = self.sa = self.ctx.begin()
+        self._lut_table()
         self.max_in = max(in_box(g, s, b)[6] for s in self.spatial
                           for b in self.blocks) * g.in_elem_bytes   # bytes
         self.in_slots = ([sa.alloc(self.max_in, "input") for _ in range(2)]
