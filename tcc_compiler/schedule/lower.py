@@ -97,11 +97,10 @@ def lower_multi(graph: Graph, target: Target, compress_weights: bool, cores: int
             f"{'_balanced' if bal else ''}"] = cyc
         if best is None or cyc < best[0]:
             best = (cyc, prog)
-    stream = lower_stream(graph, target, compress_weights, single)
+    stream = lower_stream(graph, target, comp, single)
     est.update(spatial_latency_cycles=best[0] if best else None,
                stream_period_cycles=stream.period_cycles, stream_images=stream.images,
-               stream_batch=stream.batch,
-               stream_dropped_weight_loads=stream.dropped_weight_loads)
+               stream_batch=stream.batch)
     if best is not None and best[0] < single_cycles:
         return dataclasses.replace(best[1], estimates=dict(est, kept="spatial split"),
                                    stream=stream)

@@ -26,6 +26,7 @@ from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.spec import Queue, Region, dram_address
 from tcc_compiler.runtime import load_program
 from tcc_compiler.runtime.check import Checker
+from tcc_compiler.schedule.batch import lower_batch
 from tcc_compiler.schedule.corestream import stream_program
 from tcc_compiler.schedule.search import search
 from tcc_compiler.sim.cores import run_stream
@@ -293,26 +294,27 @@ def _weight_bytes(cmds) -> int:
 
 
 def _batched(two):
+    """The two-images-per-core stream program of the test network, encoded."""
     _, m, _ = two
-    flat = search(m.artifacts.graph, TARGET, (0.0,), False, cascade=False, prefetch=False)
-    _batched.flat = flat
-    sp = stream_program(flat, TARGET, 2)
+    per_core, st = lower_batch(m.artifacts.graph, TARGET, 2)
+    sp = stream_program(per_core, TARGET, 2, st)
     cmd_bin, w_bin = encode_binaries(sp.program, "test")
-    st = {"images": sp.images, "input_stride_bytes": sp.input_stride_bytes,
-          "output_stride_bytes": sp.output_stride_bytes}
-    return sp, cmd_bin, w_bin, st
+    meta = {"images": sp.images, "input_stride_bytes": sp.input_stride_bytes,
+            "output_stride_bytes": sp.output_stride_bytes}
+    return sp, cmd_bin, w_bin, meta
 
 
 def test_two_images_per_core_share_weight_loads(two):
-    """Two images per core, op by op: the second image's copy of an op skips the weight
-    loads the first left in SRAM (fewer weight bytes read per image), and all four images are
-    bit-exact, hazard-free in order and in random interleavings."""
+    """Two images per core, each conv's tiles for both images under each weight block: a
+    core reads the weights once for its two images, and all four images are bit-exact,
+    hazard-free in order and in random interleavings."""
     sp, cmd_bin, w_bin, st = _batched(two)
-    assert sp.images == 4 and sp.dropped_weight_loads > 0
+    _, m, _ = two
+    assert sp.images == 4 and sp.batch == 2
+    one = search(m.artifacts.graph, TARGET, (0.0,), False, cascade=False, prefetch=False)
     per_core = [_weight_bytes(sp.program.commands[a:b])
                 for a, b in read_cmd_file(cmd_bin).core_ranges()]
-    one = _weight_bytes(_batched.flat.commands)
-    assert per_core[0] == per_core[1] and 0 < per_core[0] < 2 * one
+    assert per_core[0] == per_core[1] == _weight_bytes(one.commands)
     _stream_outputs(two, cmd_bin, w_bin, st, [None, 3])
 
 
