@@ -446,3 +446,36 @@ def test_cli_cores_3_is_a_usage_error(tmp_path, capsys):
         main(["compile", str(tmp_path / "m.onnx"), "--input", "28x28x16", "-o",
               str(tmp_path / "o"), "--cores", "3"])
     assert e.value.code == 2 and "--cores" in capsys.readouterr().err
+
+
+def test_disasm_marks_where_each_core_starts():
+    text = read_cmd_file(_file(_pair())).disassemble().splitlines()
+    marks = [i for i, line in enumerate(text) if line.startswith("; ---- core")]
+    assert [text[i] for i in marks] == ["; ---- core 0 ----", "; ---- core 1 ----"]
+    assert marks == [0, 5] and "SEM_WAIT" in text[6]   # core 1's first command
+    one = read_cmd_file(_file(_pair()[:2] + [C.End()], cores=1)).disassemble()
+    assert "; ----" not in one
+
+
+def test_inspect_and_segmented_summary_print_the_cores_line(two, capsys):
+    """``tccc inspect`` of a two-core folder, and the compile summary and inspect of a
+    segmented model, print the cores line (for each NPU segment)."""
+    from argparse import Namespace
+
+    from tcc_compiler.cli.commands.compile import _print_segmented
+    from tcc_compiler.cli.commands.inspect import _inspect_segmented
+    from tests.helpers.cli import run_cli
+
+    _, m, prog = two
+    code, out, _ = run_cli(["inspect", str(prog.folder)], capsys)
+    assert code == 0 and "2 cores: kept spatial split" in out
+    seg = {"index": 0, "device": "npu", "folder": "npu_0", "nodes": 9, "command_bytes": 1,
+           "weight_bytes": 2, "estimated_latency_ms": 0.1, "cores": m.report["cores"]}
+    r = {"placement": {"npu_segments": 1, "npu_nodes": 9, "host_segments": 0,
+                       "host_nodes": 0}, "segments": [seg], "command_bytes": 1,
+         "weight_bytes": 2, "macs": 3, "estimated_latency_ms": 0.1, "estimated_host_ms": 0.0,
+         "estimated_boundary_ms": 0.0, "boundary_bytes": 0, "target": "tcc750x"}
+    _print_segmented(Namespace(json=False, output="out"), r)
+    assert "npu_0: 2 cores: kept spatial split" in capsys.readouterr().out
+    _inspect_segmented(Namespace(json=False, csv=None), prog, r)
+    assert "npu_0: 2 cores: kept spatial split" in capsys.readouterr().out
