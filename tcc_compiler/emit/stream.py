@@ -42,6 +42,8 @@ def stream_files(program: Program, weight_bin: bytes, tgt: Target, tool_version:
         "output_stride_bytes": sp.output_stride_bytes,
         "act_arena_bytes": p.act_arena_bytes, "input_bytes": p.input_bytes,
         "output_bytes": p.output_bytes,
+        "input_offsets": {x.name: x.offset for x in p.inputs},
+        "output_offsets": {x.name: x.offset for x in p.outputs},
         "run_cycles": sp.run_cycles, "period_cycles": sp.period_cycles,
         "period_ms": sp.period_cycles / tgt.clock_hz * 1e3,
         "files": {name: {"bytes": len(b), "crc32": zlib.crc32(b)} for name, b in files.items()},

@@ -24,6 +24,7 @@ from tcc_compiler.ir.graph import Graph
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.spec import Region, dram_address, split_dram_address
 from tcc_compiler.isa.wcodec import BlockCompressor
+from tcc_compiler.schedule import cost
 from tcc_compiler.schedule.batch import lower_batch
 from tcc_compiler.schedule.coretime import replay_cores
 from tcc_compiler.schedule.program import Program
@@ -32,7 +33,7 @@ from tcc_compiler.target import Target
 #: Images per core the stream candidates try besides one (op by op, one weight load per
 #: block for all of them), and the resident zone of each image (fractions of the SRAM).
 BATCHES = (2, 3)
-ZONE_FRACTIONS = (0.125, 0.25)
+ZONE_FRACTIONS = (0.25,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +102,9 @@ def lower_stream(graph: Graph, t: Target, compressor: BlockCompressor | None,
     one-core program, any zone, cascades or prefetch) one image per core, and
     :func:`~tcc_compiler.schedule.batch.lower_batch` programs of :data:`BATCHES` images per
     core (one weight load per block for all of them), each image with a resident zone of
-    each of :data:`ZONE_FRACTIONS` of the SRAM.
+    each of :data:`ZONE_FRACTIONS` of the SRAM. The batches are tried only when reading the
+    weights takes at least half the one-image candidate's period (they gain nothing
+    elsewhere: an image's activations are what the link carries).
 
     Raises:
         ScheduleError: the one-image candidate cannot be built (the batches are skipped when
@@ -111,7 +114,8 @@ def lower_stream(graph: Graph, t: Target, compressor: BlockCompressor | None,
               Region.OUTPUT: _align(single.output_bytes, t),
               Region.ACT: _align(single.act_arena_bytes, t)}
     cands = [stream_program(single, t, 1, one_st, cores)]
-    for b in BATCHES:
+    weight_cycles = cost.transfer_cycles(single.weights.stored_bytes, t)
+    for b in BATCHES if 2 * weight_cycles >= cands[0].period_cycles else ():
         for f in ZONE_FRACTIONS:
             try:
                 prog, st = lower_batch(graph, t, b, compressor,

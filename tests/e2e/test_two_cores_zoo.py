@@ -1,8 +1,8 @@
 """Zoo models at the seed resolutions compiled with ``cores=2``: the kept program is bit-exact
 with the golden integer model, and so are the two-core spatial split (forced, also without
 a resident zone) and the emitted stream program (npu_cmd_stream.bin) for every image of its
-run, byte for byte, with no hazard at 224x224 (slow: whole networks at up to 960x520 on the
-reference executor)."""
+run, byte for byte, and at 224x224 a stream program of two images per core too, with no hazard
+(slow: whole networks at up to 960x520 on the reference executor)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from tcc_compiler.emit.binaries import encode_binaries
 from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.runtime import load_program
 from tcc_compiler.runtime.check import Checker
+from tcc_compiler.schedule.batch import lower_batch
 from tcc_compiler.schedule.cores import lower_spatial
+from tcc_compiler.schedule.corestream import stream_program
 from tcc_compiler.schedule.search import ZONE_FRACTIONS, search_parts
 from tcc_compiler.sim.cores import run_stream
 from tcc_compiler.sim.executor import Executor
@@ -64,4 +66,13 @@ def test_two_cores_bit_exact(tmp_path, name, whc):
                 for _ in range(st["images"] - 1)]
     outs = run_stream(ex, qs, st["input_stride_bytes"], st["output_stride_bytes"], len(ref),
                       check=check)
-    assert outs == [prog.executor.run(x) for x in qs]
+    refs = [prog.executor.run(x) for x in qs]
+    assert outs == refs
+    if check:   # two images per core, op by op, whichever stream the cost model kept
+        per_core, strides = lower_batch(graph, t, 2, comp, t.sram_capacity_bytes // 4)
+        sp = stream_program(per_core, t, 2, strides)
+        cmd_bin, w_bin = encode_binaries(sp.program, "test")
+        ex = Executor(read_cmd_file(cmd_bin), read_weight_file(w_bin), t)
+        got = run_stream(ex, (qs * 4)[:4], sp.input_stride_bytes, sp.output_stride_bytes,
+                         len(ref), check=True)
+        assert got == (refs * 4)[:4]
