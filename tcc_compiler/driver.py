@@ -28,6 +28,7 @@ from tcc_compiler.datasets.presets import PreprocessSettings
 from tcc_compiler.emit.binaries import encode_binaries
 from tcc_compiler.emit.manifest import build_manifest
 from tcc_compiler.emit.report import build_report
+from tcc_compiler.emit.stream import stream_files
 from tcc_compiler.emit.trace import chrome_trace
 from tcc_compiler.errors import InputError, UnsupportedError
 from tcc_compiler.frontend import import_onnx, parse_input_spec
@@ -74,7 +75,8 @@ class CompiledArtifacts:
         manifest, report: JSON-ready dicts.
         graph: the quantized graph IR. float_graph: the float graph after passes.
         program: the lowered program (commands with comments, layer table).
-        target: the target compiled for.
+        target: the target compiled for. extra_files: more binaries by file name (``--cores
+            2``: the stream program's, emit/stream.py).
     """
 
     cmd_bin: bytes
@@ -88,6 +90,7 @@ class CompiledArtifacts:
     ir_dumps: dict = field(default_factory=dict)
     calib_table: dict | None = None     # tensor -> range table (quant/calib_table.py)
     trace: dict | None = None           # timeline.json (emit/trace.py)
+    extra_files: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -497,8 +500,12 @@ def emit(model, graph: Graph, float_graph: Graph, program: Program,
     report["fusion"] = fg.fusion
     _log_schedule_emit(report, timings, len(weight_bin))
     trace = chrome_trace(spans, tgt, manifest["model"]["source"])
+    extra, stream = stream_files(program, weight_bin, tgt, __version__)
+    if stream is not None:
+        manifest["stream"] = stream
     return CompiledArtifacts(cmd_bin, weight_bin, manifest, report, graph,
-                             float_graph, program, tgt, calib_table=calib.table, trace=trace)
+                             float_graph, program, tgt, calib_table=calib.table, trace=trace,
+                             extra_files=extra)
 
 
 # ---- pieces of the stages -------------------------------------------------------------------

@@ -114,7 +114,7 @@ OUTPUT_MARKER = "manifest.json"
 OUTPUT_FILES = frozenset({
     "npu_cmd.bin", "quantized_network.bin", "manifest.json", "report.json", "report.csv",
     "quantized.tir", "quantized.npz", "calib_table.json", "analysis.json", "report.html",
-    "timeline.json",
+    "timeline.json", "npu_cmd_stream.bin", "quantized_network_stream.bin",
 })
 
 

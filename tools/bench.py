@@ -17,7 +17,9 @@ specs/target.md), and DRAM traffic over the minimal traffic. Then the latency ra
 resolutions next to the vendor's. With ``--run`` it also times the reference executor and ONNX
 Runtime (float) per image. With ``--cores 2`` each model compiles for both NPU cores
 (specs/target.md "Two cores") and its line adds the one-core and two-core estimated latency,
-the stream throughput (spatial split or pipelined, whichever is faster) and the speed-ups.
+the stream throughput (the replay of the emitted stream program npu_cmd_stream.bin, or of the
+latency program when that is faster), the speed-ups and the two-core bound (roofline compute
+halved, minimal DRAM traffic over the shared link).
 
 ``--speed`` instead runs ``tools/bench_speed.py`` (compile time next to ONNX Runtime's
 ``quantize_static``, compile without calibration, executor / ``run --check`` / ONNX Runtime
@@ -102,11 +104,14 @@ def cores_figures(r: dict, clock_hz: int = 1_000_000_000) -> dict | None:
     two = sum(c["latency_cycles"] for c in rows)
     split = sum(c["estimates"]["spatial_latency_cycles"] or one for c in rows)
     stream = sum(c["stream_period_cycles"] for c in rows)
+    bound = sum(c.get("two_core_bound_cycles") or 0 for c in rows)
     return {"one_core_ms": round(one / clock_hz * 1e3, 3),
             "two_core_ms": round(two / clock_hz * 1e3, 3),
             "spatial_split_ms": round(split / clock_hz * 1e3, 3),
             "stream_ms_per_image": round(stream / clock_hz * 1e3, 3),
             "latency_speedup": round(one / two, 3), "stream_speedup": round(one / stream, 3),
+            "two_core_bound_ms": round(bound / clock_hz * 1e3, 3),
+            "bound_speedup": round(one / bound, 3) if bound else None,
             "kept": [c["kept"] for c in rows],
             "stream_schedule": [c["stream_schedule"] for c in rows],
             "utilisation": [[p["utilisation"] for p in c["per_core"]] for c in rows]}
@@ -204,7 +209,10 @@ def format_cores(c: dict | None) -> str:
     return (f"; 2 cores: latency {c['two_core_ms']:.2f} ms vs {c['one_core_ms']:.2f} ms on one "
             f"(x{c['latency_speedup']:.2f}; spatial split {c['spatial_split_ms']:.2f} ms; kept "
             f"{', '.join(c['kept'])}), stream {c['stream_ms_per_image']:.2f} ms/image "
-            f"(x{c['stream_speedup']:.2f} throughput; {'; '.join(c['stream_schedule'])})")
+            f"(x{c['stream_speedup']:.2f} throughput; {'; '.join(c['stream_schedule'])}); "
+            f"2-core bound {c['two_core_bound_ms']:.2f} ms (compute halved, DRAM shared: "
+            f"x{c['bound_speedup'] or 0:.2f} at most for latency and one-image-per-core "
+            f"streams)")
 
 
 def format_result(r: dict) -> str:

@@ -176,7 +176,7 @@ class CompiledModel:
             self.folder = Path(folder)
             return Path(folder)
         write_package(folder, art.cmd_bin, art.weight_bin, self.manifest, self.report, art.graph,
-                      art.calib_table, art.trace)
+                      art.calib_table, art.trace, art.extra_files)
         self.folder = Path(folder)
         return Path(folder)
 

@@ -207,9 +207,11 @@ class CmdFile:
         return core_ranges(self.commands)
 
     def disassemble(self, comments=None) -> str:
-        """Listing of the commands with file byte offsets (see :func:`isa.disasm.disassemble`)."""
+        """Listing of the commands with file byte offsets (see :func:`isa.disasm.disassemble`),
+        a marker line before each core's stream in a multi-core file."""
+        starts = [a for a, _ in self.core_ranges()] if self.cores > 1 else []
         return disassemble(self.commands, comments, base_offset=self.header_bytes,
-                           offsets=self.offsets or None)
+                           offsets=self.offsets or None, core_starts=starts)
 
 
 def core_ranges(cmds) -> list[tuple[int, int]]:

@@ -24,6 +24,11 @@ REPORT_CSV_FILE = "report.csv"
 #: The estimated command timeline as a Chrome trace-event file (:mod:`tcc_compiler.emit.trace`;
 #: opens in Perfetto / chrome://tracing).
 TIMELINE_FILE = "timeline.json"
+#: ``--cores 2``: the stream program (several images per run, each core on its own;
+#: specs/manifest.md "Stream program") and, when its weights are laid out differently from the
+#: main program's, its own weight file.
+STREAM_CMD_FILE = "npu_cmd_stream.bin"
+STREAM_WEIGHT_FILE = "quantized_network_stream.bin"
 #: The quantized IR (specs/ir.lark), its constants in ``quantized.npz`` beside it.
 IR_FILE = "quantized.tir"
 
@@ -41,4 +46,5 @@ def segment_entry(device: str, index: int) -> str:
 __all__ = ["CALIB_TABLE_FILE", "HOST_SEGMENT_FILE", "NPU_SEGMENT_DIR", "segment_entry",
            "CMD_FILE", "IR_FILE", "MANIFEST_FILE", "MANIFEST_VERSION",
            "REPORT_CSV_FILE",
-           "REPORT_FILE", "TIMELINE_FILE", "WEIGHT_FILE"]
+           "REPORT_FILE", "STREAM_CMD_FILE", "STREAM_WEIGHT_FILE", "TIMELINE_FILE",
+           "WEIGHT_FILE"]

@@ -26,10 +26,11 @@ from tcc_compiler.schedule import report as perf_report
 
 def write_files(folder: Path, cmd_bin: bytes, weight_bin: bytes, manifest: dict,
                 report: dict, graph: Graph, calib_table: dict | None = None,
-                trace: dict | None = None) -> None:
+                trace: dict | None = None, extra: dict[str, bytes] | None = None) -> None:
     """Write the files of one NPU program into the existing folder ``folder`` (no atomicity:
     :func:`write_package` calls it on a staging folder); ``trace`` is timeline.json's Chrome
-    trace object (:func:`tcc_compiler.emit.trace.chrome_trace`), written compact."""
+    trace object (:func:`tcc_compiler.emit.trace.chrome_trace`), written compact; ``extra``
+    more binaries by file name (the stream program's, :mod:`tcc_compiler.emit.stream`)."""
     (folder / CMD_FILE).write_bytes(cmd_bin)
     (folder / WEIGHT_FILE).write_bytes(weight_bin)
     (folder / MANIFEST_FILE).write_text(json_text(manifest, indent=2, sort_keys=True) + "\n")
@@ -40,11 +41,13 @@ def write_files(folder: Path, cmd_bin: bytes, weight_bin: bytes, manifest: dict,
         write_table(calib_table, folder / CALIB_TABLE_FILE)
     if trace is not None:
         (folder / TIMELINE_FILE).write_text(json_text(trace, separators=(",", ":")) + "\n")
+    for name, data in (extra or {}).items():
+        (folder / name).write_bytes(data)
 
 
 def write_package(folder: str | os.PathLike, cmd_bin: bytes, weight_bin: bytes, manifest: dict,
                   report: dict, graph: Graph, calib_table: dict | None = None,
-                  trace: dict | None = None) -> Path:
+                  trace: dict | None = None, extra: dict[str, bytes] | None = None) -> Path:
     """Write npu_cmd.bin, quantized_network.bin, manifest.json, report.json, report.csv (the
     per-layer table), the quantized IR (quantized.tir + .npz) and, when given, the
     calibration table and the timeline (timeline.json) into ``folder``, replacing it in one
@@ -55,7 +58,8 @@ def write_package(folder: str | os.PathLike, cmd_bin: bytes, weight_bin: bytes, 
             (written sorted, indented by 2). graph: the quantized graph IR.
         calib_table: the tensor -> range table (quant/calib_table.py), or None.
         trace: the Chrome trace-event object (:func:`tcc_compiler.emit.trace.chrome_trace`),
-            written compact, or None.
+            written compact, or None. extra: more binaries by file name (the stream
+            program's), or None.
 
     Returns:
         The folder path.
@@ -64,7 +68,8 @@ def write_package(folder: str | os.PathLike, cmd_bin: bytes, weight_bin: bytes, 
         InputError: the folder cannot be written, or holds files tccc did not write.
     """
     with atomic_dir(folder) as tmp:
-        write_files(tmp, cmd_bin, weight_bin, manifest, report, graph, calib_table, trace)
+        write_files(tmp, cmd_bin, weight_bin, manifest, report, graph, calib_table, trace,
+                    extra)
     return Path(folder)
 
 

@@ -13,6 +13,7 @@ from tcc_compiler.ir.graph import Graph
 from tcc_compiler.isa.spec import Queue
 from tcc_compiler.passes import PassManager
 from tcc_compiler.schedule import Program
+from tcc_compiler.schedule.coretime import two_core_bound_cycles
 from tcc_compiler.schedule.timeline import Span, summary as timeline_summary
 from tcc_compiler.schedule.timeline import per_core
 from tcc_compiler.schedule.timeline import timeline as make_timeline
@@ -44,17 +45,24 @@ def command_ranges(indices) -> list[list[int]]:
     return runs
 
 
-def cores_report(program: Program, tgt: Target, timeline: list[Span], total: int) -> dict:
+def cores_report(program: Program, tgt: Target, timeline: list[Span], total: int,
+                 roof: dict | None = None) -> dict:
     """The report's ``cores`` object: cores used, single-image latency (cycles, ms), stream
-    throughput (the better of the emitted program run image after image and, for two cores,
-    the pipelined split's period per image, :func:`~tcc_compiler.schedule.coretime.
-    stream_period`) and per core its COMPUTE-queue busy cycles, utilisation and DRAM bytes."""
+    throughput (the better of the emitted program run image after image and, with
+    ``--cores 2``, the emitted stream program, npu_cmd_stream.bin: its replay over its
+    images, schedule/corestream.py), per core its COMPUTE-queue busy cycles, utilisation and
+    DRAM bytes and, given the network's ``roof`` (:func:`~tcc_compiler.schedule.report.
+    roofline`), ``two_core_bound_cycles`` (:func:`~tcc_compiler.schedule.coretime.
+    two_core_bound_cycles`)."""
     period, how = total, "the emitted program, one image after another"
     est = program.estimates
-    piped = est.get("pipelined_period_cycles")
-    if piped is not None and piped < period:
-        period, how = piped, (f"pipelined (an estimate; not the emitted program): ops up to "
-                              f"{est['pipelined_cut_after']} on core 0, the rest on core 1")
+    sp = est.get("stream_period_cycles")
+    if sp is not None and sp < period:
+        period = sp
+        how = (f"npu_cmd_stream.bin: {est['stream_images']} images per run, "
+               f"{est['stream_batch']} per core"
+               + (f", one weight load per {est['stream_batch']} images"
+                  if est["stream_batch"] > 1 else ""))
     return {"cores": program.cores, "requested": 2 if est else 1,
             "kept": est.get("kept", "one core"), "estimates": est,
             "latency_cycles": total,
@@ -62,8 +70,24 @@ def cores_report(program: Program, tgt: Target, timeline: list[Span], total: int
             "stream_period_cycles": period,
             "stream_images_per_s": tgt.clock_hz / period if period else None,
             "stream_schedule": how,
-            "pipelined_period_cycles": piped,
+            "two_core_bound_cycles": two_core_bound_cycles(roof["compute_cycles"],
+                                                           roof["dram_cycles"])
+            if roof and est else None,
             "per_core": per_core(timeline)}
+
+
+def cores_line(c: dict | None, prefix: str = "") -> str | None:
+    """One text line of a report's ``cores`` object (:func:`cores_report`) of a ``--cores 2``
+    compile: what was kept, latency next to one core's, stream throughput, per-core
+    utilisation; None for a one-core compile. ``prefix`` starts the line (a segment's name)."""
+    if not c or not c.get("estimates"):
+        return None
+    one = c["estimates"]["single_core_cycles"]
+    util = ", ".join(f"core {p['core']} {p['utilisation']:.0%}" for p in c["per_core"])
+    return (f"{prefix}2 cores: kept {c['kept']}; latency {c['latency_cycles']:,} cycles (one "
+            f"core {one:,}, x{one / c['latency_cycles']:.2f}); stream "
+            f"{c['stream_images_per_s']:.0f} images/s (x{one / c['stream_period_cycles']:.2f}, "
+            f"{c['stream_schedule']}); utilisation {util}")
 
 
 def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm: PassManager,
@@ -109,6 +133,8 @@ def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm
     min_dram = (sum(li.weight_bytes for li in program.layers) + program.input_bytes
                 + program.output_bytes)
     counts: dict[str, int] = {}
+    roof = perf_report.roofline(macs, min_dram, tgt,
+                                sum(li.macs for li in program.layers if li.depthwise))
     for li in program.layers:
         counts[li.kind] = counts.get(li.kind, 0) + 1
     return {
@@ -127,15 +153,14 @@ def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm
         "dram_write_bytes": dram_wr,
         "minimal_dram_bytes": min_dram,
         "mac_utilisation": round(perf_report.utilisation(macs, total_cycles, tgt), 4),
-        "roofline": perf_report.roofline(
-            macs, min_dram, tgt, sum(li.macs for li in program.layers if li.depthwise)),
+        "roofline": roof,
         "capacity_bound": perf_report.capacity_bound(
             [li.macs for li in program.layers], [li.weight_bytes for li in program.layers],
             tgt, [li.name for li in program.layers],
             [li.depthwise for li in program.layers]),
         "npu_ops": counts,
         "timeline": timeline_summary(timeline),
-        "cores": cores_report(program, tgt, timeline, total_cycles),
+        "cores": cores_report(program, tgt, timeline, total_cycles, roof),
         "layers": layers,
         "passes": {"seconds": pm.stats.seconds, "fired": pm.stats.fired},
         "compile_seconds": timings,

@@ -199,7 +199,8 @@ def build_segment_report(plan, parts: list, tgt, host) -> dict:
                      **{k: r[k] for k in ("command_bytes", "weight_bytes", "commands", "macs",
                                           "estimated_cycles", "estimated_latency_ms",
                                           "sram_peak_bytes", "dram_read_bytes",
-                                          "dram_write_bytes")}, "cores": r.get("cores")})
+                                          "dram_write_bytes", "roofline")},
+                     "cores": r.get("cores")})
         layers += [{**li, "segment": seg.index} for li in r["layers"]]
     bounds = boundaries(plan, parts, host)
     npu_rows = [r for r in rows if r["device"] == "npu"]
@@ -247,7 +248,7 @@ def write_segmented_package(folder: str | os.PathLike, manifest: dict, report: d
             sub = tmp / seg["folder"]
             sub.mkdir()
             write_files(sub, part.cmd_bin, part.weight_bin, part.manifest, part.report,
-                        part.graph, part.calib_table, part.trace)
+                        part.graph, part.calib_table, part.trace, part.extra_files)
         (tmp / REPORT_FILE).write_text(json_text(report, indent=2, sort_keys=True) + "\n")
         (tmp / REPORT_CSV_FILE).write_text(perf_report.to_csv(report.get("layers", [])))
         if calib_table is not None:

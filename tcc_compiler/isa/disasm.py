@@ -6,7 +6,8 @@ Line format::
 
 byte offset of the command in the stream, mnemonic, every field (DRAM addresses as
 ``REGION+0xoffset``, SRAM addresses in hex, other values in decimal), the waits that are not 7,
-and an optional comment from the caller (e.g. the source ONNX node).
+and an optional comment from the caller (e.g. the source ONNX node). A multi-core stream
+(``core_starts``) has a marker line ``; ---- core K ----`` before each core's first command.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def format_command(cmd: Command) -> str:
 
 def disassemble(cmds: Sequence[Command],
                 comments: Sequence[str | None] | Mapping[int, str] | None = None,
-                base_offset: int = 0, offsets: Sequence[int] | None = None) -> str:
+                base_offset: int = 0, offsets: Sequence[int] | None = None,
+                core_starts: Sequence[int] = ()) -> str:
     """Disassemble a command list to text, one line per command.
 
     Args:
@@ -59,6 +61,8 @@ def disassemble(cmds: Sequence[Command],
             npu_cmd.bin instead of stream offsets).
         offsets: stream byte offset of each command as decoded from a file (None: re-encode
             ``cmds`` with encoder-chosen history slots to find them).
+        core_starts: index of each core's first command in a multi-core stream (empty: one
+            core, no marker lines).
 
     Returns:
         The listing, lines joined by "\\n" with a trailing newline (empty string for no commands).
@@ -70,7 +74,10 @@ def disassemble(cmds: Sequence[Command],
     lines = []
     if offsets is None:
         offsets = command_offsets(cmds)
+    starts = {a: k for k, a in enumerate(core_starts)} if len(core_starts) > 1 else {}
     for i, (off, cmd) in enumerate(zip(offsets, cmds)):
+        if i in starts:
+            lines.append(f"; ---- core {starts[i]} ----")
         line = f"{base_offset + off:#08x}  {format_command(cmd)}"
         note = comments.get(i)
         if note:

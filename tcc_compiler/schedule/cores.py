@@ -3,17 +3,16 @@
 Each core has its own SRAM, queues and emitter (:class:`~tcc_compiler.schedule.emitter.Emitter`);
 the DRAM is shared. Two ways of sharing the work, both chosen by the cost model:
 
-* **spatial** (:func:`lower_spatial`, the program ``--cores 2`` emits): every conv/FC whose
+* **spatial** (:func:`lower_spatial`, for one image's latency): every conv/FC whose
   estimate says so is split between the cores, by output **row bands** (each core loads its
   rows' input with halo and *all* weights) or by **output-channel groups** (each core loads
   the whole input and *its* weight blocks), whichever :func:`split_choice` prices lower for
   that layer at half the DRAM bandwidth per core (both cores stream at once); other ops run
   on core 0. Each core plans its own tiles in its own SRAM (the same tile plan; its share of
   the tiles).
-* **pipelined** (:func:`lower_pipelined`, for streams of images): the ops up to a cut run on
-  core 0, the rest on core 1, the cut balancing the two segments' estimates; while core 1 runs
-  image i's second segment core 0 runs image i + 1's first, so the stream period is the
-  longer segment under shared bandwidth (:func:`~tcc_compiler.schedule.coretime.stream_period`).
+* **data-parallel** (schedule/corestream.py, for streams of images): each core runs the
+  whole network on its own images, with one weight load serving two images on networks
+  bound by the DRAM link.
 
 Cross-core order (:class:`CrossCore`): after each op a core that stored anything since its last
 signal emits SEM_SIGNAL on its semaphore (its core index); a load reading DRAM bytes the other
@@ -35,7 +34,6 @@ from typing import Callable
 from tcc_compiler.errors import ScheduleError
 from tcc_compiler.ir.graph import Graph, Node
 from tcc_compiler.schedule.balance import Balancer, rough_cycles
-from tcc_compiler.schedule.coretime import stream_period
 from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, Op, VIEW_OPS
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.spec import PARAM_RECORD_BYTES, Queue
@@ -390,47 +388,3 @@ def lower_spatial(graph: Graph, t: Target, compressor: BlockCompressor | None = 
         ScheduleError: an op cannot be tiled into one core's SRAM.
     """
     return _CoreLowering(graph, t, 2, compressor, None, zone_bytes, cascade, balance).run()
-
-
-def lower_pipelined(graph: Graph, t: Target, compressor: BlockCompressor | None,
-                    single: Program, zone_bytes: int, cascade: bool, tries: int = 7
-                    ) -> tuple[Program, str, int]:
-    """The two-core program whose ops up to a cut run on core 0 and the rest on core 1, each
-    core with a resident zone of ``zone_bytes`` in its own SRAM (a tensor crossing the cut
-    stays in DRAM) and, with ``cascade``, the chains worth cascading (a cut inside one is
-    skipped). Cuts are tried at the ``tries`` ops whose end in ``single`` (the one-core
-    program's replay) is nearest half its latency; the one with the shortest
-    :func:`~tcc_compiler.schedule.coretime.stream_period` is kept.
-
-    Returns:
-        (program, the name of the last op on core 0, its stream period in cycles).
-
-    Raises:
-        ScheduleError: an op cannot be tiled into one core's SRAM.
-    """
-    ends = cost.replay(single.commands, t)
-    names = [li.name for li in single.layers]
-    end_of = [max(ends[i][1] for i in (li.cmds if li.cmds is not None
-                                       else range(li.first_cmd, li.end_cmd)))
-              for li in single.layers]
-    half = max(end_of, default=0) / 2
-    order = sorted(range(len(names) - 1), key=lambda i: abs(end_of[i] - half))[:tries]
-    pos = {n.name: i for i, n in enumerate(graph.nodes)}
-    best = None
-    for i in order:
-        cut = pos.get(names[i])
-        if cut is None:
-            continue
-        first = {id(n) for n in graph.nodes[:cut + 1]}
-        try:
-            prog = _CoreLowering(graph, t, 2, compressor,
-                                 lambda n, first=first: 0 if id(n) in first else 1,
-                                 zone_bytes, cascade).run()
-        except ScheduleError:
-            continue
-        period = stream_period(prog.commands, t)
-        if best is None or period < best[2]:
-            best = (prog, names[i], period)
-    if best is None:
-        raise ScheduleError("no pipelined cut of the network fits the cores' SRAM")
-    return best

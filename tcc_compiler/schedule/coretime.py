@@ -43,7 +43,7 @@ class _Plan:
     """Per command: core, global queue, waits as (queue, count done), semaphore need, fixed
     and transfer cycles."""
 
-    def __init__(self, cmds: list[C.Command], t: Target, cross: bool):
+    def __init__(self, cmds: list[C.Command], t: Target):
         self.ranges = core_ranges(cmds)
         nq = 3 * len(self.ranges)
         self.by_queue: list[list[int]] = [[] for _ in range(nq)]
@@ -76,23 +76,19 @@ class _Plan:
                     if n != WAIT_NONE and k > 0:
                         need.append((3 * c + p, k))
                 self.need.append(need)
-                if cross and isinstance(cmd, C.SemWait):
+                if isinstance(cmd, C.SemWait):
                     self.sem[j] = (cmd.sem, cmd.count)
                 self.gq.append(q)
                 self.by_queue[q].append(j)
 
 
-def replay_cores(cmds: list[C.Command], t: Target, cross: bool = True
-                 ) -> list[tuple[int, int]]:
+def replay_cores(cmds: list[C.Command], t: Target) -> list[tuple[int, int]]:
     """(start, end) cycle of every command of a multi-core program (END: its core's last end).
-
-    ``cross=False`` ignores the semaphores: each core's stream runs as if the other's were a
-    different image (the steady state of a pipelined stream, :func:`stream_period`).
 
     Raises:
         ValueError: the waits deadlock (a compiler bug; the executor reports it for a file).
     """
-    pl = _Plan(cmds, t, cross)
+    pl = _Plan(cmds, t)
     n, nq = len(cmds), len(pl.by_queue)
     start, end = [0.0] * n, [0.0] * n
     head, done = [0] * nq, [0] * nq
@@ -193,11 +189,12 @@ def _next_release(pl: _Plan, t: Target, head, now: float, sig_end) -> float:
     return best
 
 
-def stream_period(cmds: list[C.Command], t: Target) -> int:
-    """Cycles per image of a stream run through a pipelined program: every core's stream
-    replayed at once, the semaphores ignored (in the steady state each core works on another
-    image), the bandwidth shared: the last core's end."""
-    return max((e for _, e in replay_cores(cmds, t, cross=False)), default=0)
+def two_core_bound_cycles(compute_cycles: int, dram_cycles: int) -> int:
+    """The latency bound of one image on two cores (cycles): the network's roofline compute
+    (:func:`~tcc_compiler.schedule.report.roofline`) halved, its minimal DRAM traffic not (the
+    cores share the link, specs/target.md "Two cores"). Data-parallel streams meet the same
+    bound per image; only a weight load serving several images goes below it."""
+    return max(-(-compute_cycles // 2), dram_cycles)
 
 
 def stalls(cmds: list[C.Command], times: list[tuple[int, int]]

@@ -22,7 +22,8 @@ import dataclasses
 from tcc_compiler.errors import InternalError, ScheduleError
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.isa.wcodec import BlockCompressor
-from tcc_compiler.schedule.cores import lower_pipelined, lower_spatial
+from tcc_compiler.schedule.cores import lower_spatial
+from tcc_compiler.schedule.corestream import lower_stream
 from tcc_compiler.schedule.coretime import replay_cores
 from tcc_compiler.schedule.program import Program
 from tcc_compiler.schedule.search import ZONE_FRACTIONS, search, search_parts
@@ -50,12 +51,10 @@ def lower(graph: Graph, target: Target,
     plan of :data:`~tcc_compiler.schedule.search.HOIST_VARIANTS`
     (:func:`~tcc_compiler.schedule.prefetch.plan_hoist`), kept only when its replay is faster.
 
-    With ``cores`` = 2 the program is :func:`~tcc_compiler.schedule.cores.lower_spatial`'s
-    (each conv split between the cores as the cost model prices lowest), and its
-    ``estimates`` hold the pipelined split's stream period
-    (:func:`~tcc_compiler.schedule.cores.lower_pipelined`,
-    :func:`~tcc_compiler.schedule.coretime.stream_period`); the zone, cascade and prefetch
-    settings apply to one core only.
+    With ``cores`` = 2 the program is :func:`lower_multi`'s (the faster of one core and the
+    spatial split) and carries the stream program for both cores
+    (:func:`~tcc_compiler.schedule.corestream.lower_stream`) as ``stream``; the zone,
+    cascade and prefetch settings apply to one core only.
 
     Raises:
         ScheduleError: an op cannot be tiled into the target's SRAM.
@@ -71,10 +70,11 @@ def lower_multi(graph: Graph, target: Target, compress_weights: bool, cores: int
     """The fastest of the single-core program (:func:`search`) and the two-core spatial split
     (:func:`~tcc_compiler.schedule.cores.lower_spatial`, core 0 keeping the single-core
     plan's resident zone and cascades, or with neither), by replayed latency; its
-    ``estimates`` hold all three latencies (cycles), the pipelined split's stream period
-    (cycles per image, :func:`~tcc_compiler.schedule.coretime.stream_period`) and cut, and
-    which program was kept. A model whose layers are bound by the shared DRAM bandwidth may
-    run faster on one core than split: then the one-core program is kept (header cores 0).
+    ``estimates`` hold the latencies (cycles), the stream program's period (cycles per image),
+    images per run and per core, and which program was kept. A model whose layers are bound
+    by the shared DRAM bandwidth may run faster on one core than split: then the one-core
+    program is kept (header cores 0). ``stream`` is the emitted stream program
+    (:func:`~tcc_compiler.schedule.corestream.lower_stream`: each core on its own images).
 
     Raises:
         ScheduleError: an op cannot be tiled into one core's SRAM.
@@ -97,16 +97,15 @@ def lower_multi(graph: Graph, target: Target, compress_weights: bool, cores: int
             f"{'_balanced' if bal else ''}"] = cyc
         if best is None or cyc < best[0]:
             best = (cyc, prog)
-    try:
-        _, cut, period = lower_pipelined(graph, target, comp, single, lw.zone_bytes,
-                                         lw.cascade)
-    except ScheduleError:
-        cut, period = None, None
+    stream = lower_stream(graph, target, comp, single)
     est.update(spatial_latency_cycles=best[0] if best else None,
-               pipelined_period_cycles=period, pipelined_cut_after=cut)
+               stream_period_cycles=stream.period_cycles, stream_images=stream.images,
+               stream_batch=stream.batch)
     if best is not None and best[0] < single_cycles:
-        return dataclasses.replace(best[1], estimates=dict(est, kept="spatial split"))
-    return dataclasses.replace(single, estimates=dict(est, kept="one core (faster)"))
+        return dataclasses.replace(best[1], estimates=dict(est, kept="spatial split"),
+                                   stream=stream)
+    return dataclasses.replace(single, estimates=dict(est, kept="one core (faster)"),
+                               stream=stream)
 
 
 __all__ = ["lower"]

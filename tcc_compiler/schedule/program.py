@@ -11,6 +11,7 @@ descriptors the lowering addresses: where a tensor lives in DRAM, or whole in SR
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from tcc_compiler.isa import commands as C
@@ -69,6 +70,12 @@ class Tensor(_NhwcSized):
         when it is not packed)."""
         return dram_address(self.region, self.offset + extra)
 
+    def moved(self, shift: dict) -> "Tensor":
+        """This tensor ``shift[region]`` bytes further into its region (another image's copy
+        of it, schedule/batch.py); itself when its region is not in ``shift``."""
+        d = shift.get(self.region, 0)
+        return dataclasses.replace(self, offset=self.offset + d) if d else self
+
     def channels(self, c0: int, hwc: tuple[int, int, int]) -> "Tensor":
         """The view of channels [c0, c0 + hwc[2]) of this tensor (same H, W)."""
         return self.view((c0, 0, 0, 1, 1), hwc)
@@ -90,6 +97,11 @@ class Resident(_NhwcSized):
     sram: int
     hwc: tuple[int, int, int]
     elem_bytes: int = 1
+
+    def moved(self, sram_bytes: int) -> "Resident":
+        """This tensor ``sram_bytes`` higher in the SRAM (another image's copy of it,
+        schedule/batch.py)."""
+        return dataclasses.replace(self, sram=self.sram + sram_bytes) if sram_bytes else self
 
     def box(self, y0: int, x0: int, c0: int, cols: int, nch: int) -> dict:
         """SRAM address and (pixel, row) strides of the box starting at (y0, x0, c0) with
@@ -168,8 +180,10 @@ class Program:
         cores: NPU cores the program uses; with more than one, ``commands`` holds the per-core
             streams one after the other, each ending with END (schedule/cores.py), and
             ``sram_peak_bytes`` is the largest core's.
-        estimates: figures of other schedules for the report (a multi-core program: the
-            pipelined split's ``pipelined_period_cycles`` per image of a stream and its cut).
+        estimates: figures of other schedules for the report (``--cores 2``: the latencies
+            tried, the stream program's ``stream_period_cycles`` per image).
+        stream: ``--cores 2``: the stream program (several images per run, each core on its
+            own; a :class:`~tcc_compiler.schedule.corestream.StreamProgram`), else None.
     """
 
     commands: list[C.Command]
@@ -185,3 +199,4 @@ class Program:
     slots: list[int] = field(default_factory=list)
     cores: int = 1
     estimates: dict = field(default_factory=dict)
+    stream: object | None = None

@@ -45,3 +45,28 @@ def base_order(cmds: list[Command], ranges: list[tuple[int, int]]) -> list[int]:
             raise ExecutionError("schedule: the cores' waits deadlock ("
                                  + ", ".join(stuck) + " can never start)")
     return order
+
+
+def run_stream(executor, images: list[bytes], input_stride: int, output_stride: int,
+               output_bytes: int, **run_kw) -> list[bytes]:
+    """Run a stream program (npu_cmd_stream.bin, specs/manifest.md "Stream program") on
+    ``images`` (each one image's INPUT bytes, as many as the program takes per run) and
+    return each image's OUTPUT bytes (``output_bytes`` each).
+
+    ``executor`` is an :class:`~tcc_compiler.sim.executor.Executor` of the stream program;
+    image ``i``'s input goes at ``i * input_stride`` of the INPUT region (zero padded) and its
+    output is read at ``i * output_stride``. ``run_kw`` goes to ``executor.run`` (schedule,
+    seed, check).
+
+    Raises:
+        InputError: an image longer than ``input_stride``, or the wrong number of images for
+            the program's INPUT region.
+        ExecutionError: as ``executor.run``.
+    """
+    from tcc_compiler.errors import InputError
+
+    if any(len(x) > input_stride for x in images):
+        raise InputError(f"stream program: an image of more than {input_stride} bytes")
+    buf = b"".join(x + bytes(input_stride - len(x)) for x in images)
+    out = executor.run(buf, **run_kw)
+    return [out[i * output_stride:i * output_stride + output_bytes] for i in range(len(images))]

@@ -1,7 +1,8 @@
 """Zoo models at the seed resolutions compiled with ``cores=2``: the kept program is bit-exact
 with the golden integer model, and so are the two-core spatial split (forced, also without
-a resident zone) and the pipelined split, byte for byte, with no hazard at 224x224 (slow:
-whole networks at up to 960x520 on the reference executor)."""
+a resident zone) and the emitted stream program (npu_cmd_stream.bin) for every image of its
+run, byte for byte, and at 224x224 a stream program of two images per core too, with no hazard
+(slow: whole networks at up to 960x520 on the reference executor)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ from tcc_compiler.emit.binaries import encode_binaries
 from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.runtime import load_program
 from tcc_compiler.runtime.check import Checker
-from tcc_compiler.schedule.cores import lower_pipelined, lower_spatial
+from tcc_compiler.schedule.batch import lower_batch
+from tcc_compiler.schedule.cores import lower_spatial
+from tcc_compiler.schedule.corestream import stream_program
 from tcc_compiler.schedule.search import ZONE_FRACTIONS, search_parts
+from tcc_compiler.sim.cores import run_stream
 from tcc_compiler.sim.executor import Executor
 
 CASES = [("resnet18", "224x224x3"), ("resnet18", "640x320x3"), ("resnet18", "960x520x3"),
@@ -50,10 +54,25 @@ def test_two_cores_bit_exact(tmp_path, name, whc):
     # cores): checked at 224x224, bytes compared at the larger sizes
     check = w * h <= 224 * 224
     comp = BlockCompressor()
-    lw, single, _ = search_parts(graph, t, ZONE_FRACTIONS, comp, {})
+    lw, _, _ = search_parts(graph, t, ZONE_FRACTIONS, comp, {})
     for zone, casc in {(lw.zone_bytes, lw.cascade), (0, False)}:
         split = lower_spatial(graph, t, comp, zone, casc)
         assert split.cores == 2
         assert _run(split, t, q, check) == ref, (zone, casc)
-    piped, _, _ = lower_pipelined(graph, t, comp, single, lw.zone_bytes, lw.cascade)
-    assert _run(piped, t, q, check) == ref
+    st = m.manifest["stream"]
+    ex = Executor(read_cmd_file((tmp_path / "out" / st["commands"]).read_bytes()),
+                  read_weight_file((tmp_path / "out" / st["weights"]).read_bytes()), t)
+    qs = [q] + [prog.quantize(rng.uniform(-2, 2, (1, c, h, w)).astype(np.float32))
+                for _ in range(st["images"] - 1)]
+    outs = run_stream(ex, qs, st["input_stride_bytes"], st["output_stride_bytes"], len(ref),
+                      check=check)
+    refs = [prog.executor.run(x) for x in qs]
+    assert outs == refs
+    if check:   # two images per core, op by op, whichever stream the cost model kept
+        per_core, strides = lower_batch(graph, t, 2, comp, t.sram_capacity_bytes // 4)
+        sp = stream_program(per_core, t, 2, strides)
+        cmd_bin, w_bin = encode_binaries(sp.program, "test")
+        ex = Executor(read_cmd_file(cmd_bin), read_weight_file(w_bin), t)
+        got = run_stream(ex, (qs * 4)[:4], sp.input_stride_bytes, sp.output_stride_bytes,
+                         len(ref), check=True)
+        assert got == (refs * 4)[:4]

@@ -26,8 +26,10 @@ from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.spec import Queue, Region, dram_address
 from tcc_compiler.runtime import load_program
 from tcc_compiler.runtime.check import Checker
-from tcc_compiler.schedule.cores import lower_pipelined
-from tcc_compiler.schedule.search import ZONE_FRACTIONS, search_parts
+from tcc_compiler.schedule.batch import lower_batch
+from tcc_compiler.schedule.corestream import stream_program
+from tcc_compiler.schedule.search import search
+from tcc_compiler.sim.cores import run_stream
 from tcc_compiler.sim.executor import Executor
 from tcc_compiler.sim.hazards import Ordering, check_stream
 from tcc_compiler.target import load_target
@@ -252,20 +254,80 @@ def test_deleted_intra_core_waits_sample(two):
     assert caught
 
 
-def test_pipelined_split_runs_bit_exact(two):
-    """The pipelined schedule (ops up to a cut on core 0, the rest on core 1) is a valid
-    single-image program too: bit-exact with the spatial one, hazard-free."""
+def _stream_outputs(two, sp_cmd: bytes, sp_w: bytes, st: dict, seeds, n_check=None):
+    """Each image's OUTPUT bytes of the stream program for every schedule in ``seeds``
+    (None: in order), next to the one-image program's."""
+    _, _, prog = two
+    ex = Executor(read_cmd_file(sp_cmd), read_weight_file(sp_w), TARGET)
+    rng = np.random.default_rng(11)
+    qs = [prog.quantize(rng.uniform(-2, 2, (1, 16, 28, 28)).astype(np.float32))
+          for _ in range(st["images"])]
+    refs = [prog.executor.run(q) for q in qs]
+    for seed in seeds:
+        kw = dict(check=True) if seed is None else dict(schedule="random", seed=seed)
+        got = run_stream(ex, qs, st["input_stride_bytes"], st["output_stride_bytes"],
+                         len(refs[0]), **kw)
+        assert got == refs, seed
+
+
+def test_stream_program_emitted_and_bit_exact_per_image(two, tmp_path):
+    """``--cores 2`` writes npu_cmd_stream.bin: each core runs whole images; every image of a
+    run comes out as the one-image program gives it, in order and in random interleavings
+    with the hazard checker on; the report's stream figure is its replay."""
     _, m, prog = two
-    graph, t = m.artifacts.graph, TARGET
-    lw, single, _ = search_parts(graph, t, ZONE_FRACTIONS, None, {})
-    piped, cut, period = lower_pipelined(graph, t, None, single, lw.zone_bytes, lw.cascade)
-    assert piped.cores == 2 and cut and period > 0
-    cmd_bin, w_bin = encode_binaries(piped, "test")
-    cmd = read_cmd_file(cmd_bin)
-    ex = Executor(cmd, read_weight_file(w_bin), t)
-    q = prog.quantize(np.random.default_rng(3).uniform(-2, 2, (1, 16, 28, 28))
-                      .astype(np.float32))
-    assert ex.run(q, check=True) == prog.executor.run(q)
+    st = m.manifest["stream"]
+    folder = prog.folder
+    assert st["images"] == 2 * st["images_per_core"] and st["cores"] == 2
+    rep = m.report["cores"]
+    assert rep["estimates"]["stream_period_cycles"] == st["period_cycles"]
+    assert rep["stream_period_cycles"] == min(st["period_cycles"], rep["latency_cycles"])
+    cmd = (folder / st["commands"]).read_bytes()
+    assert read_cmd_file(cmd).cores == 2
+    _stream_outputs(two, cmd, (folder / st["weights"]).read_bytes(), st, [None, 0, 1])
+
+
+def _weight_bytes(cmds) -> int:
+    """Bytes of WEIGHTS the loads among ``cmds`` read."""
+    return sum(c.src_bytes if isinstance(c, C.DmaLoadZ) else c.total_bytes for c in cmds
+               if isinstance(c, C.DmaLoadZ) or (isinstance(c, C.DmaLoad)
+                                                and c.dram >> 30 == Region.WEIGHTS))
+
+
+def _batched(two):
+    """The two-images-per-core stream program of the test network, encoded."""
+    _, m, _ = two
+    per_core, st = lower_batch(m.artifacts.graph, TARGET, 2)
+    sp = stream_program(per_core, TARGET, 2, st)
+    cmd_bin, w_bin = encode_binaries(sp.program, "test")
+    meta = {"images": sp.images, "input_stride_bytes": sp.input_stride_bytes,
+            "output_stride_bytes": sp.output_stride_bytes}
+    return sp, cmd_bin, w_bin, meta
+
+
+def test_two_images_per_core_share_weight_loads(two):
+    """Two images per core, each conv's tiles for both images under each weight block: a
+    core reads the weights once for its two images, and all four images are bit-exact,
+    hazard-free in order and in random interleavings."""
+    sp, cmd_bin, w_bin, st = _batched(two)
+    _, m, _ = two
+    assert sp.images == 4 and sp.batch == 2
+    one = search(m.artifacts.graph, TARGET, (0.0,), False, cascade=False, prefetch=False)
+    per_core = [_weight_bytes(sp.program.commands[a:b])
+                for a, b in read_cmd_file(cmd_bin).core_ranges()]
+    assert per_core[0] == per_core[1] == _weight_bytes(one.commands)
+    _stream_outputs(two, cmd_bin, w_bin, st, [None, 3])
+
+
+@pytest.mark.slow
+def test_stream_programs_survive_20_random_interleavings(two):
+    """The acceptance figure: no hazard and bit-exact under 20 random interleavings of the
+    two cores' six queues, for the emitted stream program and the two-images-per-core one."""
+    _, m, prog = two
+    st = m.manifest["stream"]
+    _stream_outputs(two, (prog.folder / st["commands"]).read_bytes(),
+                    (prog.folder / st["weights"]).read_bytes(), st, range(20))
+    _, cmd_bin, w_bin, st2 = _batched(two)
+    _stream_outputs(two, cmd_bin, w_bin, st2, range(20))
 
 
 # -- hand-built two-core streams --------------------------------------------------------------
@@ -384,3 +446,36 @@ def test_cli_cores_3_is_a_usage_error(tmp_path, capsys):
         main(["compile", str(tmp_path / "m.onnx"), "--input", "28x28x16", "-o",
               str(tmp_path / "o"), "--cores", "3"])
     assert e.value.code == 2 and "--cores" in capsys.readouterr().err
+
+
+def test_disasm_marks_where_each_core_starts():
+    text = read_cmd_file(_file(_pair())).disassemble().splitlines()
+    marks = [i for i, line in enumerate(text) if line.startswith("; ---- core")]
+    assert [text[i] for i in marks] == ["; ---- core 0 ----", "; ---- core 1 ----"]
+    assert marks == [0, 5] and "SEM_WAIT" in text[6]   # core 1's first command
+    one = read_cmd_file(_file(_pair()[:2] + [C.End()], cores=1)).disassemble()
+    assert "; ----" not in one
+
+
+def test_inspect_and_segmented_summary_print_the_cores_line(two, capsys):
+    """``tccc inspect`` of a two-core folder, and the compile summary and inspect of a
+    segmented model, print the cores line (for each NPU segment)."""
+    from argparse import Namespace
+
+    from tcc_compiler.cli.commands.compile import _print_segmented
+    from tcc_compiler.cli.commands.inspect import _inspect_segmented
+    from tests.helpers.cli import run_cli
+
+    _, m, prog = two
+    code, out, _ = run_cli(["inspect", str(prog.folder)], capsys)
+    assert code == 0 and "2 cores: kept spatial split" in out
+    seg = {"index": 0, "device": "npu", "folder": "npu_0", "nodes": 9, "command_bytes": 1,
+           "weight_bytes": 2, "estimated_latency_ms": 0.1, "cores": m.report["cores"]}
+    r = {"placement": {"npu_segments": 1, "npu_nodes": 9, "host_segments": 0,
+                       "host_nodes": 0}, "segments": [seg], "command_bytes": 1,
+         "weight_bytes": 2, "macs": 3, "estimated_latency_ms": 0.1, "estimated_host_ms": 0.0,
+         "estimated_boundary_ms": 0.0, "boundary_bytes": 0, "target": "tcc750x"}
+    _print_segmented(Namespace(json=False, output="out"), r)
+    assert "npu_0: 2 cores: kept spatial split" in capsys.readouterr().out
+    _inspect_segmented(Namespace(json=False, csv=None), prog, r)
+    assert "npu_0: 2 cores: kept spatial split" in capsys.readouterr().out

@@ -242,17 +242,13 @@ def _print_summary(args, r: dict) -> None:
         _print_precision(r.get("precision"))
 
 
-def _print_cores(c: dict | None) -> None:
-    """One line on a ``--cores 2`` compile: what was kept, latency next to one core's,
-    stream throughput and per-core utilisation."""
-    if not c or not c.get("estimates"):
-        return
-    one = c["estimates"]["single_core_cycles"]
-    util = ", ".join(f"core {p['core']} {p['utilisation']:.0%}" for p in c["per_core"])
-    print(f"2 cores: kept {c['kept']}; latency {c['latency_cycles']:,} cycles (one core "
-          f"{one:,}, x{one / c['latency_cycles']:.2f}); stream {c['stream_images_per_s']:.0f} "
-          f"images/s (x{one / c['stream_period_cycles']:.2f}, {c['stream_schedule']}); "
-          f"utilisation {util}")
+def _print_cores(c: dict | None, prefix: str = "") -> None:
+    """One line on a ``--cores 2`` compile (:func:`tcc_compiler.emit.report.cores_line`)."""
+    from tcc_compiler.emit.report import cores_line
+
+    line = cores_line(c, prefix)
+    if line:
+        print(line)
 
 
 def _print_precision(p: dict | None) -> None:
@@ -290,6 +286,9 @@ def _print_segmented(args, r: dict) -> None:
           f"GMAC on the NPU, estimated {format_latency(r['estimated_latency_ms'])} NPU + "
           f"{format_latency(r['estimated_host_ms'] + r['estimated_boundary_ms'])} host "
           f"({r['boundary_bytes']:,} B converted at the boundaries) on {r['target']}")
+    for seg in r.get("segments", []):
+        if seg["device"] == "npu":
+            _print_cores(seg.get("cores"), f"{seg['folder']}: ")
 
 
 def options_from_args(args) -> CompileOptions:

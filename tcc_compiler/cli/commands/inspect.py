@@ -28,6 +28,7 @@ def run(args) -> int:
     """tccc inspect DIR [--csv FILE] [--json]"""
     from tcc_compiler.api.folders import load_program, read_report
     from tcc_compiler.fsutil import check_output_file, write_output_file
+    from tcc_compiler.emit.report import cores_line
     from tcc_compiler.report.html import LATENCY_NOTE
     from tcc_compiler.schedule.report import format_table, to_csv
 
@@ -75,6 +76,9 @@ def run(args) -> int:
               f"{report.get('dram_activation_bytes', 0)} B")
         print(_with_tiling(format_table(report["layers"], 1_000_000_000 if not roof else
                                         _clock(report, roof)), report["layers"]), end="")
+        line = cores_line(report.get("cores"))
+        if line:
+            print(line)
         print(textwrap.fill(LATENCY_NOTE, 100))
         if args.csv:
             write_output_file(args.csv, to_csv(_with_weights(report["layers"], wf)), "--csv")
@@ -168,6 +172,7 @@ def _inspect_segmented(args, prog, report: dict) -> int:
     """``tccc inspect`` of a segmented folder: each segment (device, nodes, sizes, estimated
     time) and each NPU <-> host boundary (bytes converted per image, estimated host time);
     ``tccc inspect DIR/npu_<k>`` shows one NPU program in full."""
+    from tcc_compiler.emit.report import cores_line
     from tcc_compiler.schedule.report import to_csv
 
     if args.csv:
@@ -182,6 +187,9 @@ def _inspect_segmented(args, prog, report: dict) -> int:
             print(f"segment {seg['index']:>3} npu   {seg['folder']:<12} {seg['nodes']:>4} nodes "
                   f"npu_cmd.bin {seg['command_bytes']:,} B, quantized_network.bin "
                   f"{seg['weight_bytes']:,} B, est. {seg['estimated_latency_ms']:.3f} ms (NPU)")
+            line = cores_line(seg.get("cores"), f"  {seg['folder']}: ")
+            if line:
+                print(line)
         else:
             ops = ", ".join(f"{v} {k}" for k, v in sorted(seg["ops"].items()))
             print(f"segment {seg['index']:>3} host  {seg['file']:<12} {seg['nodes']:>4} nodes "

@@ -26,6 +26,8 @@ class OpContext:
             writes besides its tile buffers.
         memo: values derived from the graph's constants, shared by the lowerings of one
             search (:func:`tcc_compiler.schedule.ops.conv.conv_consts`).
+        images: a conv run for several images at once (schedule/batch.py): per image, the
+            view of ``mem`` giving its DRAM and resident tensors; empty: one image, ``mem``.
     """
 
     em: Emitter
@@ -37,6 +39,7 @@ class OpContext:
     reserve: int = 0
     op_res: list[tuple[int, int]] = field(default_factory=list)
     memo: dict = field(default_factory=dict)
+    images: tuple = ()
 
     def budget(self) -> int:
         """SRAM bytes the op's tile buffers may use: above its base, below the reserve."""

@@ -141,6 +141,22 @@ def lower_conv(ctx: OpContext, n: Node, info: LayerInfo, pre: Prefetched | None 
     em.run()
 
 
+def _with_images(g: ConvGeom, plan, spatial, blocks, order, n_img: int) -> list:
+    """The (spatial, block, image) tiles of ``order`` for ``n_img`` images: every image under
+    each (spatial, block) (a block's weights read once for all images), or, in spatial order
+    with several blocks, every block under each (spatial, image) (the input read once) when
+    that moves fewer DRAM bytes."""
+    tiles = [(s, b, k) for s, b in order for k in range(n_img)]
+    if n_img > 1 and plan.order == "spatial" and len(blocks) > 1:
+        w = g.o * g.kh * g.kw * g.cin_g
+        inp = sum(in_box(g, sp, blocks[0])[6] for sp in spatial)
+        if inp * (len(blocks) - 1) > w * len(spatial):
+            mine = set(order)
+            tiles = [(sp, b, k) for sp in spatial for k in range(n_img) for b in blocks
+                     if (sp, b) in mine]
+    return tiles
+
+
 class _ConvEmission:
     """The state of one conv's emission: buffers, weight slots, and the last command that
     read or wrote each of them."""
@@ -154,8 +170,12 @@ class _ConvEmission:
         self.lut = mem.fused.get(id(n))   # a lut op run in the epilogue (schedule/epilogue.py)
         out_v = mem.conv_output(n)
         self.lut_bytes = align_up(LUT_ENTRIES, ctx.t.sram_align_bytes) if self.lut else 0
-        self.rin, self.rout = mem.resident(n.inputs[0]), mem.resident(out_v)
-        self.rsc = mem.resident(n.input(3)) if g.has_shortcut else None
+        # per image (several share each weight block: schedule/batch.py), its operands
+        views = ctx.images or (mem,)
+        self.rins = [m.resident(n.inputs[0]) for m in views]
+        self.routs = [m.resident(out_v) for m in views]
+        self.rscs = [m.resident(n.input(3)) if g.has_shortcut else None for m in views]
+        self.rin, self.rout, self.rsc = self.rins[0], self.routs[0], self.rscs[0]
         self.prefetched: dict = {}
         if pre is not None:   # a prefetch consumer: planned before its window
             self.plan, self.blobs, cfg = pre.plan, pre.blobs, pre.cfg
@@ -167,8 +187,9 @@ class _ConvEmission:
                                   mem.conv_residency(n, g))
             self.blobs, cfg = conv_setup(ctx.weights, ctx.t, n, g, min(self.plan.ocb, g.o),
                                          info, ctx.memo)
-        self.xin, self.xout = mem.tensor(n.inputs[0]), mem.tensor(out_v)
-        self.xsc = mem.tensor(n.input(3)) if g.has_shortcut else None
+        self.xins = [m.tensor(n.inputs[0]) for m in views]
+        self.xouts = [m.tensor(out_v) for m in views]
+        self.xscs = [m.tensor(n.input(3)) if g.has_shortcut else None for m in views]
         self.label = label(n)
         self.cfg = cfg
         if self.lut is not None:
@@ -200,10 +221,10 @@ class _ConvEmission:
         self.label = f"{self.n.name} [{','.join(info.source)}]"
         self.cfg = dict(self.cfg, flags=self.cfg["flags"] | CONV_FLAG_LUT)
 
-    def _buffers(self) -> None:
-        """Allocate the op's SRAM buffers (max tile sizes)."""
+    def _tile_order(self) -> None:
+        """The op's spatial tiles, channel blocks and the (spatial, block) order they run in
+        (only this core's share with ``only``, schedule/cores.py)."""
         g, plan = self.g, self.plan
-        kw_bytes = g.kh * g.kw * g.cin_g
         self.spatial = spatial_tiles(g.oh, g.ow, plan.rows, plan.cols)
         self.blocks = channel_blocks(g.o, plan.ocb)
         self.order = ([(s, b) for s in self.spatial for b in self.blocks]
@@ -211,14 +232,28 @@ class _ConvEmission:
                       else [(s, b) for b in self.blocks for s in self.spatial])
         if self.only is not None:   # this core's share of the tiles
             self.order = [(s, b) for s, b in self.order if self.only(s, b)]
-        sa = self.sa = self.ctx.begin()
+        self.tiles = _with_images(g, plan, self.spatial, self.blocks, self.order,
+                                  len(self.xouts))
+
+    def _lut_table(self) -> None:
+        """The epilogue's table (when there is one): its SRAM, the CONV_CFG naming it, and its
+        load, once before the first tile."""
         self.lut_dep = None
-        if self.lut is not None:   # the epilogue's table, loaded once before the first tile
-            self.lut_addr = sa.alloc(LUT_ENTRIES, "lut table")
-            self.em.emit(C.ConvCfg, [], self.label, **dict(self.cfg, lut_sram=self.lut_addr))
-            self.lut_dep = self.em.load_block(self.em.free(self.lut_addr, LUT_ENTRIES),
-                                              self.label + " lut table", SLOT_PARAMS,
-                                              self.lut_block, self.lut_addr)
+        if self.lut is None:
+            return
+        self.lut_addr = self.sa.alloc(LUT_ENTRIES, "lut table")
+        self.em.emit(C.ConvCfg, [], self.label, **dict(self.cfg, lut_sram=self.lut_addr))
+        self.lut_dep = self.em.load_block(self.em.free(self.lut_addr, LUT_ENTRIES),
+                                          self.label + " lut table", SLOT_PARAMS,
+                                          self.lut_block, self.lut_addr)
+
+    def _buffers(self) -> None:
+        """Allocate the op's SRAM buffers (max tile sizes)."""
+        g, plan = self.g, self.plan
+        kw_bytes = g.kh * g.kw * g.cin_g
+        self._tile_order()
+        sa = self.sa = self.ctx.begin()
+        self._lut_table()
         self.max_in = max(in_box(g, s, b)[6] for s in self.spatial
                           for b in self.blocks) * g.in_elem_bytes   # bytes
         self.in_slots = ([sa.alloc(self.max_in, "input") for _ in range(2)]
@@ -244,7 +279,8 @@ class _ConvEmission:
 
     def _weight_schedule(self) -> None:
         """The order the weight blocks are loaded in, and whether loads are issued eagerly."""
-        g, plan, order = self.g, self.plan, self.order
+        g, plan = self.g, self.plan
+        order = [(s, b) for s, b, _ in self.tiles]
         self.kblk = min(plan.ocb, g.o)   # block index k = o0 // kblk: blocks follow plan.ocb
         self.once = plan.order == "channel" or len(self.spatial) == 1
         self.loads = [o0 // self.kblk for j, (_, (o0, _)) in enumerate(order)
@@ -290,15 +326,15 @@ class _ConvEmission:
         if self.eager:
             self.pump(len(self.loads))
 
-    def _input(self, box, strides: dict) -> int:
+    def _input(self, box, strides: dict, img: int = 0) -> int:
         """The input operand's SRAM address: a box of the resident input, or the input slot
-        (loaded when the box changed)."""
+        (loaded when the box or the image changed)."""
         iy0, iy1, ix0, ix1, cc0, cc1, _, _ = box
         if self.rin is not None:  # read the box straight from the resident tensor
-            rb = self.rin.box(iy0, ix0, cc0, ix1 - ix0, cc1 - cc0)
+            rb = self.rins[img].box(iy0, ix0, cc0, ix1 - ix0, cc1 - cc0)
             strides.update(in_px_stride=rb["px"], in_row_stride=rb["row"])
             return rb["addr"]
-        in_key = (iy0, iy1, ix0, ix1, cc0, cc1)
+        in_key = (iy0, iy1, ix0, ix1, cc0, cc1, img)
         if in_key != self.cur_in:
             self.in_slot = self.n_in % 2
             self.n_in += 1
@@ -307,16 +343,16 @@ class _ConvEmission:
             deps = [self.last_read.get(key)] + self.em.free(addr, self.max_in)
             self.last_write[key] = self.em.load(
                 deps, self.label + " input",
-                **dma_fields(self.xin, iy0, iy1, ix0, ix1, cc0, cc1, addr))
+                **dma_fields(self.xins[img], iy0, iy1, ix0, ix1, cc0, cc1, addr))
             self.cur_in = in_key
         return self.in_slots[self.in_slot]
 
-    def _shortcut(self, s, b, slot: int, strides: dict) -> tuple[int, Dep]:
+    def _shortcut(self, s, b, slot: int, strides: dict, img: int = 0) -> tuple[int, Dep]:
         """(SRAM address, load) of the tile's shortcut operand (0, None without one)."""
         y0, y1, x0, x1 = s
         o0, o1 = b
         if self.rsc is not None:
-            rb = self.rsc.box(y0, x0, o0, x1 - x0, o1 - o0)
+            rb = self.rscs[img].box(y0, x0, o0, x1 - x0, o1 - o0)
             strides.update(sc_px_stride=rb["px"], sc_row_stride=rb["row"])
             return rb["addr"], None
         if not self.g.has_shortcut:
@@ -325,11 +361,11 @@ class _ConvEmission:
         key = ("sc", slot)
         dep = self.em.load([self.last_read.get(key)] + self.em.free(addr, self.sc_bytes),
                            self.label + " shortcut", slot=SLOT_SHORTCUT,
-                           **dma_fields(self.xsc, y0, y1, x0, x1, o0, o1, addr))
+                           **dma_fields(self.xscs[img], y0, y1, x0, x1, o0, o1, addr))
         self.last_write[key] = dep
         return addr, dep
 
-    def _output(self, s, b, slot: int, deps: list, strides: dict) -> int:
+    def _output(self, s, b, slot: int, deps: list, strides: dict, img: int = 0) -> int:
         """The output operand's SRAM address (adds its write dependencies to ``deps``)."""
         if self.rout is None:
             addr = self.out_slots[slot]
@@ -337,13 +373,15 @@ class _ConvEmission:
             return addr
         # write the box straight into the resident tensor (once its SRAM is free)
         y0, _, x0, x1 = s
-        deps += self.em.free(self.rout.sram, self.rout.nbytes)
-        rb = self.rout.box(y0, x0, b[0], x1 - x0, b[1] - b[0])
+        rout = self.routs[img]
+        deps += self.em.free(rout.sram, rout.nbytes)
+        rb = rout.box(y0, x0, b[0], x1 - x0, b[1] - b[0])
         strides.update(out_px_stride=rb["px"], out_row_stride=rb["row"])
         return rb["addr"]
 
-    def _tile(self, i: int, s, b) -> None:
-        """Emit tile ``i`` (output box ``s``, channels ``b``): operands, compute, store."""
+    def _tile(self, i: int, s, b, img: int = 0) -> None:
+        """Emit tile ``i`` (output box ``s``, channels ``b``, of image ``img``): operands,
+        compute, store."""
         y0, y1, x0, x1 = s
         o0, o1 = b
         box = in_box(self.g, s, b)
@@ -352,13 +390,13 @@ class _ConvEmission:
             self._switch_weights(o0)
             self.cur_w = b
         strides: dict[str, int] = {}
-        in_addr = self._input(box, strides)
+        in_addr = self._input(box, strides, img)
         slot = i % 2
-        sc_addr, sc_dep = self._shortcut(s, b, slot, strides)
+        sc_addr, sc_dep = self._shortcut(s, b, slot, strides, img)
         deps = [self.last_write.get(("in", self.in_slot)) if self.rin is None else None,
                 self.w_dep, sc_dep, self.lut_dep]
         self.lut_dep = None   # the in-order COMPUTE queue orders the later tiles after it
-        out_addr = self._output(s, b, slot, deps, strides)
+        out_addr = self._output(s, b, slot, deps, strides, img)
         comp = self.em.emit(
             C.ConvTile, deps, self.label,
             in_sram=in_addr, w_sram=self.w_addr, p_sram=self.p_addr,
@@ -374,7 +412,7 @@ class _ConvEmission:
         if self.rout is None:
             self.last_store[slot] = self.em.store(
                 [comp], self.label + " output",
-                **dma_fields(self.xout, y0, y1, x0, x1, o0, o1, self.out_slots[slot]))
+                **dma_fields(self.xouts[img], y0, y1, x0, x1, o0, o1, self.out_slots[slot]))
         self.info.tiles += 1
 
     def run(self) -> None:
@@ -391,8 +429,8 @@ class _ConvEmission:
         self.w_dep = None
         if self.eager:
             self.pump(len(self.loads))
-        for i, (s, b) in enumerate(self.order):
-            self._tile(i, s, b)
+        for i, (s, b, img) in enumerate(self.tiles):
+            self._tile(i, s, b, img)
         self.ctx.end(self.sa)
         g, plan = self.g, self.plan
         self.info.macs = g.macs

@@ -1,0 +1,131 @@
+"""The stream program of a two-core chip: several images per run, each core on its own images
+(``--cores 2``; specs/target.md "Two cores", specs/manifest.md "Stream program").
+
+A one-core program is copied onto each core with its activation, input and output DRAM
+addresses moved to the core's image slots (image ``i`` of a run: INPUT at ``i * input
+stride``, OUTPUT at ``i * output stride``, ACT at ``i * arena stride``); the WEIGHTS region is
+shared and read-only, so the cores never touch the same writable bytes and need no semaphore.
+The per-core program runs one image (the one-core program, resident zone, cascades and
+prefetch included) or ``batch`` images op by op with one weight load per weight block for all
+of them (:func:`~tcc_compiler.schedule.batch.lower_batch`): for networks bound by the DRAM
+link, the gain.
+
+Cost model: :func:`~tcc_compiler.schedule.coretime.replay_cores` of the whole program (the
+DRAM bandwidth shared); its end over the images is the stream period the report gives, and
+:func:`lower_stream` keeps the candidate with the shortest one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tcc_compiler.errors import InternalError, ScheduleError
+from tcc_compiler.ir.graph import Graph
+from tcc_compiler.isa import commands as C
+from tcc_compiler.isa.spec import Region, dram_address, split_dram_address
+from tcc_compiler.isa.wcodec import BlockCompressor
+from tcc_compiler.schedule import cost
+from tcc_compiler.schedule.batch import lower_batch
+from tcc_compiler.schedule.coretime import replay_cores
+from tcc_compiler.schedule.program import Program
+from tcc_compiler.target import Target
+
+#: Images per core the stream candidates try besides one (op by op, one weight load per
+#: block for all of them), and the resident zone of each image (fractions of the SRAM).
+BATCHES = (2, 3)
+ZONE_FRACTIONS = (0.25,)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamProgram:
+    """A multi-image program: ``images`` images per run, ``batch`` per core.
+
+    Attributes:
+        program: the multi-core program (``program.cores`` streams; ``input_bytes`` etc. are
+            the whole run's: ``images`` slots).
+        images, batch: images per run, images per core.
+        input_stride_bytes, output_stride_bytes, act_stride_bytes: bytes from one image's
+            INPUT / OUTPUT / ACT slot to the next (image ``i`` at ``i * stride``).
+        run_cycles: the replayed cycles of one run (all cores, shared DRAM);
+        period_cycles: ``ceil(run_cycles / images)``, cycles per image of a stream.
+    """
+
+    program: Program
+    images: int
+    batch: int
+    input_stride_bytes: int
+    output_stride_bytes: int
+    act_stride_bytes: int
+    run_cycles: int
+    period_cycles: int
+
+
+def _moved(cmd: C.Command, shift: dict[Region, int]) -> C.Command:
+    """``cmd`` with its DRAM address moved by ``shift[region]`` bytes (a DMA outside WEIGHTS)."""
+    if not isinstance(cmd, (C.DmaLoad, C.DmaStore)):
+        return cmd
+    region, off = split_dram_address(cmd.dram)
+    d = shift.get(region, 0)
+    return dataclasses.replace(cmd, dram=dram_address(region, off + d)) if d else cmd
+
+
+def stream_program(per_core: Program, t: Target, batch: int, st: dict[Region, int],
+                   cores: int = 2) -> StreamProgram:
+    """``cores`` copies of the one-core program ``per_core`` (which runs ``batch`` images at
+    per-image strides ``st``), core ``k`` on image slots ``k * batch ..``; replayed with the
+    shared bandwidth.
+
+    Raises:
+        InternalError: ``per_core`` is a multi-core program.
+    """
+    if per_core.cores != 1:
+        raise InternalError("stream_program: the per-core program must be a one-core program")
+    cmds, comments, slots = [], [], []
+    for k in range(cores):
+        shift = {r: k * batch * s for r, s in st.items()}
+        cmds += [_moved(c, shift) for c in per_core.commands]
+        comments += [f"core {k}: {c}" for c in per_core.comments]
+        slots += list(per_core.slots)
+    images = cores * batch
+    prog = dataclasses.replace(
+        per_core, commands=cmds, comments=comments, slots=slots, layers=[], cores=cores,
+        estimates={}, act_arena_bytes=images * st[Region.ACT],
+        input_bytes=images * st[Region.INPUT], output_bytes=images * st[Region.OUTPUT])
+    run = max((e for _, e in replay_cores(prog.commands, t)), default=0)
+    return StreamProgram(prog, images, batch, st[Region.INPUT], st[Region.OUTPUT],
+                         st[Region.ACT], run, -(-run // images))
+
+
+def lower_stream(graph: Graph, t: Target, compressor: BlockCompressor | None,
+                 single: Program, cores: int = 2) -> StreamProgram:
+    """The stream program with the shortest replayed period per image among: ``single`` (the
+    one-core program, any zone, cascades or prefetch) one image per core, and
+    :func:`~tcc_compiler.schedule.batch.lower_batch` programs of :data:`BATCHES` images per
+    core (one weight load per block for all of them), each image with a resident zone of
+    each of :data:`ZONE_FRACTIONS` of the SRAM. The batches are tried only when reading the
+    weights takes at least half the one-image candidate's period (they gain nothing
+    elsewhere: an image's activations are what the link carries).
+
+    Raises:
+        ScheduleError: the one-image candidate cannot be built (the batches are skipped when
+            they cannot be lowered).
+    """
+    one_st = {Region.INPUT: _align(single.input_bytes, t),
+              Region.OUTPUT: _align(single.output_bytes, t),
+              Region.ACT: _align(single.act_arena_bytes, t)}
+    cands = [stream_program(single, t, 1, one_st, cores)]
+    weight_cycles = cost.transfer_cycles(single.weights.stored_bytes, t)
+    for b in BATCHES if 2 * weight_cycles >= cands[0].period_cycles else ():
+        for f in ZONE_FRACTIONS:
+            try:
+                prog, st = lower_batch(graph, t, b, compressor,
+                                       int(f * t.sram_capacity_bytes))
+            except ScheduleError:
+                continue
+            cands.append(stream_program(prog, t, b, st, cores))
+    return min(cands, key=lambda s: (s.period_cycles, s.batch))
+
+
+def _align(n: int, t: Target) -> int:
+    a = t.dram_align_bytes
+    return -(-n // a) * a
