@@ -126,13 +126,17 @@ class WeightLayoutBuilder:
         self.compressor = compressor
         self._layers: list[LayerWeights] = []
         self._names: set[str] = set()
-        self._data = bytearray()
+        # the region as pieces (blobs and their zero padding), joined once by build(): the
+        # schedule search lowers a network several times and builds only the winner's region
+        self._pieces: list[bytes] = []
+        self._size = 0
         self._raw_total = self._stored_total = 0   # running sums (the scheduler asks per op)
 
     def _append(self, blob: bytes) -> int:
-        off = len(self._data)
-        self._data += blob
-        self._data += bytes(_align(len(self._data)) - len(self._data))
+        off = self._size
+        pad = _align(off + len(blob)) - off - len(blob)
+        self._pieces += [blob, bytes(pad)]
+        self._size += len(blob) + pad
         return off
 
     def _blob(self, raw: bytes, o: int, bc: int) -> tuple[bytes, list[Block], bool]:
@@ -180,7 +184,7 @@ class WeightLayoutBuilder:
         channel_blocks(o, bc)   # range check (InternalError)
         w_blob, w_blocks, w_z = self._blob(weights, o, bc)
         p_blob, p_blocks, p_z = self._blob(params, o, bc)
-        size = _align(len(self._data) + _align(len(w_blob)) + len(p_blob))
+        size = _align(self._size + _align(len(w_blob)) + len(p_blob))
         if size > spec.REGION_OFFSET_MASK + 1:
             raise InternalError(f"quantized_network.bin: layer {name!r} makes the data section "
                                 "exceed the 1 GiB WEIGHTS region")
@@ -197,7 +201,7 @@ class WeightLayoutBuilder:
     @property
     def data_bytes(self) -> int:
         """Current size of the region (bytes, multiple of 64)."""
-        return len(self._data)
+        return self._size
 
     @property
     def raw_bytes(self) -> int:
@@ -211,4 +215,4 @@ class WeightLayoutBuilder:
 
     def build(self) -> WeightLayout:
         """The frozen layout of the layers added so far."""
-        return WeightLayout(tuple(self._layers), bytes(self._data))
+        return WeightLayout(tuple(self._layers), b"".join(self._pieces))

@@ -15,6 +15,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
+from tcc_compiler.numerics.epilogue import (  # noqa: F401  (kernels' public names)
+    EpilogueConsts, conv_epilogue, conv_epilogue_int64, epilogue_consts)
 from tcc_compiler.numerics.requant import requantize
 
 INT8_MIN, INT8_MAX = -128, 127
@@ -64,87 +66,6 @@ def conv_accumulate(x: np.ndarray, zp_x: int, w: np.ndarray | ConvWeights, strid
     """
     cw = w if isinstance(w, ConvWeights) else prepare_conv_weights(w, group)
     return conv_accumulate_f(x, zp_x, cw, strides, pads, dilations).astype(np.int32)
-
-
-def conv_epilogue(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
-                  zp_y: int, lo: int = INT8_MIN, hi: int = INT8_MAX,
-                  shortcut: np.ndarray | None = None, zp_sc: int = 0,
-                  sc_mult: np.ndarray | None = None, out_dtype=np.int8) -> np.ndarray:
-    """Requantize conv accumulators to int8 (or int16), with an optional fused residual add.
-
-    ``y = clamp(zp_y + ((acc + bias) * M[c] + (sc - zp_sc) * Msc[c] + 2**(S[c]-1)) >> S[c],
-    lo, hi)``: one rounding for both terms (specs/quantization.md, "Conv epilogue").
-
-    Computed in int64 in as few passes as exactness allows: when ``acc + bias`` cannot wrap
-    (``max |acc| + max |bias| < 2**31``, checked on the data), the bias, rounding constant and
-    shortcut zero point fold into one per-channel constant (the total is below 2**63:
-    ``|acc + bias| M < 2**62``, ``|sc - zp_sc| Msc < 2**39``, ``2**(S-1) <= 2**61``; int64
-    adds wrap modulo 2**64, so a sum whose true value fits is exact in any order); the clamp
-    runs before adding ``zp_y``, which is added in the output type (both sides are congruent
-    modulo 2**bits and the result lies in [lo, hi]). int16 operands (an int16 shortcut: ``|sc -
-    zp_sc| Msc < 2**47``; accumulators of int16 inputs are still 32-bit) keep every bound.
-
-    Args:
-        acc: [..., O] accumulators: int32, or exact integer values held in float32/float64
-            (:func:`~tcc_compiler.numerics.gemm.conv_accumulate_f`). bias: int32 [O].
-        mult, shift: int [O] multiplier (< 2**31) and shift (1..62) per output channel.
-        zp_y: output zero point. lo, hi: clamp bounds in the output type (activation folded
-        in). shortcut: int8 or int16 [..., O] residual input or None; zp_sc its zero point;
-        sc_mult: int [O] its multiplier (same shift). out_dtype: np.int8 or np.int16.
-
-    Returns:
-        ``out_dtype`` array shaped like ``acc``.
-    """
-    bias = np.asarray(bias, dtype=np.int64)
-    m = np.asarray(mult, dtype=np.int64)
-    shift = np.asarray(shift, dtype=np.int64)
-    msc = np.asarray(sc_mult, dtype=np.int64) if shortcut is not None else None
-    amax = max(-int(acc.min()), int(acc.max())) if acc.size else 0
-    bmax = int(np.abs(bias).max(initial=0))
-    if amax + bmax < 2 ** 31:
-        up = _common_shift(shift, m, msc, amax + bmax, shortcut)
-        if up is not None:     # one shift for all channels: scalar shift, cheaper
-            m, shift = m << up, shift + up
-            msc = msc << up if msc is not None else None
-        const = (np.int64(1) << (shift - 1)) + bias * m
-        t = acc.astype(np.int64)
-        t *= m
-    else:                                         # the accumulator is 32-bit (wraps)
-        const = np.int64(1) << (shift - 1)
-        t = acc.astype(np.int64)
-        t += bias
-        t = ((t + 2 ** 31) % 2 ** 32) - 2 ** 31
-        t *= m
-    if shortcut is not None:
-        t += np.multiply(shortcut, msc, dtype=np.int64)
-        const = const - np.int64(zp_sc) * msc
-    t += const
-    t >>= shift[0] if shift.size and (shift == shift[0]).all() else shift
-    np.clip(t, lo - zp_y, hi - zp_y, out=t)
-    y = t.astype(out_dtype)
-    y += np.dtype(out_dtype).type(zp_y)
-    return y
-
-
-def _common_shift(shift: np.ndarray, m: np.ndarray, msc: np.ndarray | None, amax: int,
-                  shortcut: np.ndarray | None) -> np.ndarray | None:
-    """Per-channel left shifts ``up = max(S) - S`` that give every channel the shift max(S)
-    (``M << up``, ``Msc << up``: ``(q << up) >> max(S) == q >> S`` exactly), or None when
-    the channels already share one shift or the scaled terms could pass 2**62 (then each
-    channel keeps its own). Bound: ``|acc + bias| M' + |sc - zp_sc| Msc' + 2**(max S - 1)
-    + |bias| M' < 2**63`` with ``|acc + bias|, |bias| <= amax`` and ``|sc - zp_sc| <= 2**16``
-    (int8 or int16 shortcut); ``up <= 30`` keeps the scaled multipliers below 2**61."""
-    if not shift.size or (shift == shift[0]).all():
-        return None
-    top = int(shift.max())
-    up = top - shift
-    if int(up.max()) > 30:      # M, Msc < 2**31: keeps M << up below 2**61 (no int64 wrap)
-        return None
-    mmax = int((m << up).max())
-    scmax = int((msc << up).max()) if msc is not None and shortcut is not None else 0
-    if 2 * amax * mmax + (scmax << 16) + (1 << (top - 1)) >= 2 ** 62:
-        return None
-    return up
 
 
 def conv_epilogue_int32(acc: np.ndarray, bias: np.ndarray) -> np.ndarray:

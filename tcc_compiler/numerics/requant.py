@@ -90,6 +90,58 @@ def quantize_multipliers_shared(reals: list[float]) -> tuple[list[int], int]:
     return mults, shift
 
 
+def quantize_multipliers(reals) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`quantize_multiplier` of each real, vectorised (per-channel conv scales): the same
+    float64 operations (``frexp``, a multiply by a power of two, round half to even), so the
+    same results; any real off the common path (0, a clamped or an overflowing shift, an
+    invalid value) goes through :func:`quantize_multiplier` itself.
+
+    Args:
+        reals: float [N].
+
+    Returns:
+        (M, S): int64 [N] each.
+
+    Raises:
+        InternalError: as :func:`quantize_multiplier`, for the first invalid real.
+    """
+    r = np.asarray(reals, dtype=np.float64).reshape(-1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        mant, exp = np.frexp(r)
+        shift = MULT_BITS - exp.astype(np.int64)
+        mult = np.rint(mant * 2.0 ** MULT_BITS)
+        odd = ~(np.isfinite(r) & (r > 0) & (r < 2.0 ** 30) & (shift >= 1)
+                & (shift <= SHIFT_MAX) & (mult < 2.0 ** MULT_BITS))
+    mult = np.where(odd, 0, mult).astype(np.int64)
+    for i in np.flatnonzero(odd):
+        mult[i], shift[i] = quantize_multiplier(float(r[i]))
+    return mult, shift
+
+
+def quantize_multipliers_shared_pairs(reals) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`quantize_multipliers_shared` of each row of ``reals`` [N, K] (a conv's
+    accumulator and shortcut scales per channel), vectorised with the same float64
+    operations; a row off the common path goes through :func:`quantize_multipliers_shared`.
+
+    Returns:
+        (M [N, K], S [N]): int64.
+
+    Raises:
+        InternalError: as :func:`quantize_multipliers_shared`, for the first invalid row.
+    """
+    r = np.asarray(reals, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ok_vals = (np.isfinite(r) & (r >= 0)).all(axis=1)
+        _, shift = quantize_multipliers(np.where(ok_vals, r.max(axis=1), 1.0))
+        mult = np.rint(r * np.ldexp(1.0, shift)[:, None])
+        odd = ~(ok_vals & (r.max(axis=1) > 0) & (mult < 2.0 ** MULT_BITS).all(axis=1))
+    mult = np.where(odd[:, None], 0, mult).astype(np.int64)
+    for i in np.flatnonzero(odd):
+        ms, shift[i] = quantize_multipliers_shared([float(x) for x in r[i]])
+        mult[i] = ms
+    return mult, shift
+
+
 def requantize(x: np.ndarray, mult: np.ndarray | int, shift: np.ndarray | int) -> np.ndarray:
     """Apply ``(x * M + 2**(S-1)) >> S`` element-wise in int64.
 

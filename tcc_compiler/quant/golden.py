@@ -17,6 +17,7 @@ from tcc_compiler.ir.shapes import npu_hwc
 from tcc_compiler.numerics import kernels as K
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.eltwise import eltwise_int8
+from tcc_compiler.numerics.epilogue import EpilogueConsts, epilogue_consts
 from tcc_compiler.numerics.lut import apply_lut
 from tcc_compiler.numerics.resize import bilinear_int8
 from tcc_compiler.quant.params import (add_quant, conv_quant, dequantize_output, lut_quant,
@@ -30,15 +31,25 @@ def weights_ohwi(node: Node) -> np.ndarray:
     return np.ascontiguousarray(w.transpose(0, 2, 3, 1))
 
 
-def prepare_conv(node: Node) -> tuple[ConvWeights, object]:
-    """A conv/fc node's GEMM-ready weights and epilogue parameters (``conv_quant``), computed
-    once per node by :class:`GoldenModel` (they depend only on the node's constants)."""
+def prepare_conv(node: Node) -> tuple[ConvWeights, object, EpilogueConsts | None]:
+    """A conv/fc node's GEMM-ready weights, epilogue parameters (``conv_quant``) and the
+    float64 epilogue's factors (:func:`~tcc_compiler.numerics.epilogue.epilogue_consts`, or
+    None; a shortcut bounded as int16, which covers int8), computed once per node by
+    :class:`GoldenModel` (they depend only on the node's constants)."""
     group = node.attrs.group if node.op is Op.CONV else 1
-    return prepare_conv_weights(weights_ohwi(node), group), conv_quant(node)
+    q = conv_quant(node)
+    consts = None
+    if not q.out_int32:
+        has_sc = len(node.inputs) > 3 and node.inputs[3] is not None
+        consts = epilogue_consts(q.bias, q.mult, q.shift, q.zp_out, q.act_lo, q.act_hi,
+                                 q.sc_mult if has_sc else None, q.zp_sc, np.int16,
+                                 q.out_dtype)
+    return prepare_conv_weights(weights_ohwi(node), group), q, consts
 
 
 def eval_int_node(node: Node, args: list[np.ndarray],
-                  prepared: tuple[ConvWeights, object] | None = None) -> np.ndarray:
+                  prepared: tuple[ConvWeights, object, EpilogueConsts | None] | None = None
+                  ) -> np.ndarray:
     """One NPU op on NHWC integer arrays (the executor's kernels, whole tensors).
 
     Args:
@@ -55,17 +66,7 @@ def eval_int_node(node: Node, args: list[np.ndarray],
     """
     x = args[0]
     if node.op in (Op.CONV, Op.FC):
-        cw, q = prepared if prepared is not None else prepare_conv(node)
-        if node.op is Op.CONV:
-            a = node.attrs
-            acc = conv_accumulate_f(x, q.zp_in, cw, a.strides, a.pads, a.dilations)
-        else:
-            acc = conv_accumulate_f(x, q.zp_in, cw)
-        if q.out_int32:   # 32-bit wrap of acc + bias (an int16 input's acc may pass 2**31)
-            return K.conv_epilogue_int32(acc, q.bias)
-        sc = args[3] if len(args) > 3 else None
-        return K.conv_epilogue(acc, q.bias, q.mult, q.shift, q.zp_out, q.act_lo, q.act_hi,
-                               sc, q.zp_sc, q.sc_mult, q.out_dtype)
+        return _conv_int(node, args, prepared if prepared is not None else prepare_conv(node))
     if node.op is Op.MAXPOOL:
         a = node.attrs
         return K.maxpool_int8(x, a.kernel, a.strides, a.pads)
@@ -107,6 +108,25 @@ def eval_int_node(node: Node, args: list[np.ndarray],
     if node.op is Op.SLICE:
         return np.ascontiguousarray(x[:, :, node.attrs.start:node.attrs.end])
     raise InternalError(f"golden model: no integer rule for {node.op.value} '{node.name}'")
+
+
+def _conv_int(node: Node, args: list[np.ndarray],
+              prepared: tuple[ConvWeights, object, EpilogueConsts | None]) -> np.ndarray:
+    """A conv/fc node on its NHWC integer operands (:func:`eval_int_node`)."""
+    x = args[0]
+    cw, q, consts = prepared
+    if node.op is Op.CONV:
+        a = node.attrs
+        acc = conv_accumulate_f(x, q.zp_in, cw, a.strides, a.pads, a.dilations)
+    else:
+        acc = conv_accumulate_f(x, q.zp_in, cw)
+    if q.out_int32:   # 32-bit wrap of acc + bias (an int16 input's acc may pass 2**31)
+        return K.conv_epilogue_int32(acc, q.bias)
+    sc = args[3] if len(args) > 3 else None
+    if consts is not None and (sc is None) != (consts.mscp is None):
+        consts = True   # prepared for the node's own inputs: recomputed for these
+    return K.conv_epilogue(acc, q.bias, q.mult, q.shift, q.zp_out, q.act_lo, q.act_hi,
+                           sc, q.zp_sc, q.sc_mult, q.out_dtype, consts)
 
 
 def _resize_int(node: Node, x: np.ndarray) -> np.ndarray:

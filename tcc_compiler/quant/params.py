@@ -16,6 +16,8 @@ from tcc_compiler.ir.ops import ActKind, LutFunc, Op
 from tcc_compiler.isa.spec import WIDE_B, WIDE_IN, WIDE_OUT
 from tcc_compiler.numerics import (dequantize_tensor, quantize_multiplier, window_counts,
                                    quantize_multipliers_shared, quantize_tensor)
+from tcc_compiler.numerics.requant import (quantize_multipliers,
+                                           quantize_multipliers_shared_pairs)
 from tcc_compiler.numerics.eltwise import EwKind
 from tcc_compiler.numerics.kernels import int_range
 from tcc_compiler.numerics.lut import build_tables
@@ -163,6 +165,33 @@ def _multiplier(node: Node, real: float, shared: list[float] | None = None):
                          "activations of absurd magnitude?)") from None
 
 
+def _conv_multipliers(node: Node, real: np.ndarray, sc_real: np.ndarray | None):
+    """(mult, shift, sc_mult) int64 [O] of a conv's per-channel scales ``real`` and, with a
+    shortcut, its scales ``sc_real`` (one shared shift per channel): vectorised
+    (numerics/requant.py, the same values as per channel); when that raises, channel by
+    channel, so the ModelError names the node and the first bad channel's problem."""
+    o = len(real)
+    try:
+        if sc_real is None:
+            mult, shift = quantize_multipliers(real)
+            return mult, shift, np.zeros(o, np.int64)
+        pairs = np.stack([np.asarray(real, np.float64), sc_real], axis=1)
+        ms, shift = quantize_multipliers_shared_pairs(pairs)
+        return ms[:, 0].copy(), shift, ms[:, 1].copy()
+    except InternalError:
+        pass
+    mult = np.zeros(o, np.int64)
+    shift = np.zeros(o, np.int64)
+    sc_mult = np.zeros(o, np.int64)
+    for c in range(o):
+        if sc_real is None:
+            mult[c], shift[c] = _multiplier(node, float(real[c]))
+        else:
+            (mult[c], sc_mult[c]), shift[c] = _multiplier(
+                node, 0.0, [float(real[c]), sc_real[c]])
+    return mult, shift, sc_mult
+
+
 def conv_quant(node: Node) -> ConvQuant:
     """Epilogue parameters of a quantized conv/fc node (see specs/quantization.md)."""
     x, w, b = node.inputs[0], node.inputs[1], node.inputs[2]
@@ -179,15 +208,8 @@ def conv_quant(node: Node) -> ConvQuant:
     # optional per-channel scale of the shortcut term (input 4; > 0, from a folded affine)
     sc_scale = (node.input(4).const.astype(np.float64).reshape(-1) if node.input(4) is not None
                 else np.ones(o))
-    mult = np.zeros(o, np.int64)
-    shift = np.zeros(o, np.int64)
-    sc_mult = np.zeros(o, np.int64)
-    for c in range(o):
-        if sc is None:
-            mult[c], shift[c] = _multiplier(node, float(real[c]))
-        else:
-            (mult[c], sc_mult[c]), shift[c] = _multiplier(
-                node, 0.0, [float(real[c]), sc_scale[c] * _s(sc) / _s(out)])
+    sc_real = sc_scale * _s(sc) / _s(out) if sc is not None else None
+    mult, shift, sc_mult = _conv_multipliers(node, np.broadcast_to(real, (o,)), sc_real)
     lo, hi = act_bounds(node, out)
     return ConvQuant(bias, mult, shift, sc_mult, _zp(x), _zp(out),
                      _zp(sc) if sc is not None else 0, lo, hi, False, wide)

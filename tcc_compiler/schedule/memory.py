@@ -15,6 +15,7 @@ resident tensors live during the op and the op before it. Chains worth cascading
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
@@ -50,18 +51,22 @@ def plan_arena(buffers: list[Buffer], align: int) -> int:
 
     Deterministic: ties broken by first use, then key.
     """
-    placed: list[Buffer] = []
+    placed: list[Buffer] = []   # by offset; equal offsets in placement order (insort_right)
     for b in sorted(buffers, key=lambda b: (-b.size_bytes, b.first, b.key)):
-        live = sorted((p for p in placed if not (p.last < b.first or b.last < p.first)),
-                      key=lambda p: p.offset)
         off = 0
-        for p in live:
+        for p in placed:   # the buffers live with b, in offset order
+            if p.last < b.first or b.last < p.first:
+                continue
             if off + b.size_bytes <= p.offset:
                 break
             off = max(off, align_up(p.offset + p.size_bytes, align))
         b.offset = off
-        placed.append(b)
+        bisect.insort_right(placed, b, key=_offset)
     return align_up(max((b.offset + b.size_bytes for b in buffers), default=0), align)
+
+
+def _offset(b: Buffer) -> int:
+    return b.offset
 
 
 class SramAllocator:

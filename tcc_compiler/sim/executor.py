@@ -56,6 +56,7 @@ from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_c
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
 from tcc_compiler.numerics.lut import apply_lut
 from tcc_compiler.sim.blas import blas_threads
+from tcc_compiler.sim.conv_params import ConvParamCache
 from tcc_compiler.sim.vector_ops import run_ew_tile, run_lut_tile, run_resize_tile
 from tcc_compiler.sim.hazards import HazardError, Ordering, ShadowMemory
 from tcc_compiler.sim.limits import check_program
@@ -157,6 +158,8 @@ class Executor:
         # (SRAM address, OHWI shape, groups) -> [(weight bytes, prepared weights)]: a weight
         # operand is prepared for the GEMM once and reused while its bytes are unchanged
         self._prepared: dict[tuple, list[tuple[bytes, ConvWeights]]] = {}
+        # parameter records decoded (and the epilogue's factors derived) once per layer
+        self._params = ConvParamCache()
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -459,27 +462,24 @@ class Executor:
         x = self._sram_box(i, t, "input", t.in_sram, (t.in_h, t.in_w, t.in_c), t.in_px_stride,
                            t.in_row_stride, _INT[cfg.in_bytes])
         w = self._sram_tensor(i, t, "weights", t.w_sram, (t.oc, cfg.kh, cfg.kw, cfg.cin_g))
-        p = self._sram_view(i, t, "params", t.p_sram, t.oc * spec.PARAM_RECORD_BYTES)
-        p = spec.unpack_conv_params(p)
-        if p["reserved"].any():
-            raise self._err(i, t, "parameter record reserved bytes not zero")
+        try:
+            p, consts = self._params.get(self._sram_view(
+                i, t, "params", t.p_sram, t.oc * spec.PARAM_RECORD_BYTES), cfg)
+        except ValueError as exc:
+            raise self._err(i, t, str(exc)) from None
         acc = conv_accumulate_f(x, cfg.zp_in, self._conv_weights(t.w_sram, w, groups),
                                 (cfg.sh, cfg.sw), t.pads, (cfg.dh, cfg.dw))
         n_out = oh * ow * t.oc
         read = x.nbytes + w.size + p.size * spec.PARAM_RECORD_BYTES
         if cfg.out_mode == spec.OUT_MODE_INT8:
-            shift = p["shift"]
-            if shift.min() < 1 or shift.max() > SHIFT_MAX:
-                raise self._err(i, t, "parameter shift outside 1..62")
-            if p["mult"].min() < 0 or p["sc_mult"].min() < 0:
-                raise self._err(i, t, "parameter mult/sc_mult negative")
             sc = None
             if cfg.has_shortcut:
                 sc = self._sram_box(i, t, "shortcut", t.sc_sram, (oh, ow, t.oc),
                                     t.sc_px_stride, t.sc_row_stride, _INT[cfg.sc_bytes])
                 read += sc.nbytes
-            y = conv_epilogue(acc, p["bias"], p["mult"], shift, cfg.zp_out, cfg.act_lo,
-                              cfg.act_hi, sc, cfg.zp_sc, p["sc_mult"], _INT[cfg.out_bytes])
+            y = conv_epilogue(acc, p["bias"], p["mult"], p["shift"], cfg.zp_out, cfg.act_lo,
+                              cfg.act_hi, sc, cfg.zp_sc, p["sc_mult"], _INT[cfg.out_bytes],
+                              consts)
             if cfg.has_lut:   # flags bit3: one table on the way out
                 lut = self._sram_tensor(i, t, "lut", cfg.lut_sram, (1, 256))
                 y = apply_lut(y, lut)

@@ -160,7 +160,7 @@ def test_epilogue_matches_reference(big, shortcut, shifts):
 
 
 def test_common_shift_fires_only_within_bounds():
-    from tcc_compiler.numerics.kernels import _common_shift
+    from tcc_compiler.numerics.epilogue import _common_shift
 
     shift = np.array([36, 38, 40])
     m = np.array([2 ** 30, 2 ** 30 + 7, 2 ** 31 - 1])

@@ -1,0 +1,231 @@
+"""The conv epilogue: requantize 32-bit accumulators to int8/int16 with an optional fused
+residual add (specs/quantization.md, "Conv epilogue"), shared by the golden integer model and
+the reference executor.
+
+``y = clamp(zp_y + ((acc + bias) M[c] + (sc - zp_sc) Msc[c] + 2**(S[c]-1)) >> S[c], lo, hi)``
+
+:func:`conv_epilogue_int64` is the definition, in int64. :func:`conv_epilogue` computes the
+same in float64 wherever that is provably exact (:class:`EpilogueConsts`; four passes over the
+data instead of seven), falling back to int64 elsewhere. The per-channel factors of the float64
+form depend only on the parameters, so callers running one layer many times (the golden model,
+the executor's tiles of one layer) compute them once with :func:`epilogue_consts`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+INT8_MIN, INT8_MAX = -128, 127
+
+#: float64 holds every integer multiple of 2**-S of magnitude below 2**53 * 2**-S exactly; the
+#: bound is evaluated in float64 and compared with half of that (its own few roundings cannot
+#: shrink it by a factor of 2).
+F64_EXACT_BOUND = 2.0 ** 52
+
+
+@dataclass(frozen=True)
+class EpilogueConsts:
+    """Per-channel float64 factors of the exact float64 epilogue (:func:`epilogue_consts`).
+
+    With ``p = 2**-S[c]`` the epilogue computes ``t = acc mp [+ sc mscp] + kp``, clamps ``t``
+    to ``[0, hi - lo]``, truncates it to an unsigned integer and adds ``lo`` modulo 2**bits.
+
+    Exactness (the proof): ``mp = M p`` and ``mscp = Msc p`` are integers below 2**31 scaled by
+    a power of two, so exact in float64; ``kp = K p`` with the integer
+    ``K = bias M - zp_sc Msc + 2**(S-1) + (zp_y - lo) 2**S``; ``acc`` and ``sc`` are exact
+    integers. So ``t = (X + 2**(S-1)) / 2**S + zp_y - lo`` where ``X = (acc + bias) M +
+    (sc - zp_sc) Msc`` (the int64 definition's sum before the shift). Every product, ``kp``
+    and every partial sum is an integer multiple of ``p`` of magnitude at most ``B p`` with
+    ``B = amax M + scmax Msc + |K|`` (``amax``: bound on ``|acc|``; ``scmax``: on ``|sc|``);
+    when ``B < 2**53`` each is representable in binary64 (53-bit significand; ``p >= 2**-62``
+    is far from the subnormal range), so every IEEE-754 multiply and add returns it exactly,
+    in any order. Then ``floor(t) = (X + 2**(S-1)) >> S + zp_y - lo``, and since ``lo``, ``hi``
+    are integers ``clamp(floor(t), 0, hi - lo) = floor(clamp(t, 0, hi - lo))``; converting a
+    value >= 0 to an unsigned integer truncates, i.e. floors. Adding ``lo`` modulo 2**bits gives
+    ``clamp(zp_y + (X + 2**(S-1)) >> S, lo, hi)`` in the output type. The accumulator must
+    not wrap (``amax + max|bias| < 2**31``), which :func:`conv_epilogue` checks.
+
+    Attributes:
+        mp, kp: float64 [O]. mscp: float64 [O], or None without a shortcut.
+        m_max: ``max M`` (float); rest_max: ``max_c (scmax Msc + |K|)`` (float), so the
+            bound holds when ``amax m_max + rest_max < 2**52``.
+        bmax: ``max |bias|`` (int). lo, hi: the clamp (lo <= hi). out_dtype: int8 or int16.
+    """
+
+    mp: np.ndarray
+    mscp: np.ndarray | None
+    kp: np.ndarray
+    m_max: float
+    rest_max: float
+    bmax: int
+    lo: int
+    hi: int
+    out_dtype: type
+
+    def exact_for(self, amax: int) -> bool:
+        """Whether accumulators with ``|acc| <= amax`` run exactly in float64."""
+        return (amax + self.bmax < 2 ** 31
+                and amax * self.m_max + self.rest_max < F64_EXACT_BOUND)
+
+    def apply(self, acc: np.ndarray, shortcut: np.ndarray | None) -> np.ndarray:
+        """The epilogue of ``acc`` [..., O] (int32 or exact integers in float32/float64) and
+        the int8/int16 ``shortcut`` [..., O] (None when built without one); the caller has
+        checked :meth:`exact_for`. Returns ``out_dtype`` shaped like ``acc``."""
+        t = acc.astype(np.float64)
+        t *= self.mp
+        if self.mscp is not None:
+            t += shortcut.astype(np.float64) * self.mscp
+        t += self.kp
+        np.clip(t, 0.0, float(self.hi - self.lo), out=t)
+        udt = np.uint8 if np.dtype(self.out_dtype).itemsize == 1 else np.uint16
+        u = t.astype(udt)
+        u += udt(self.lo % (1 << (8 * np.dtype(udt).itemsize)))   # + lo, modulo 2**bits
+        return u.view(self.out_dtype)
+
+
+def epilogue_consts(bias: np.ndarray, mult: np.ndarray, shift: np.ndarray, zp_y: int,
+                    lo: int = INT8_MIN, hi: int = INT8_MAX, sc_mult: np.ndarray | None = None,
+                    zp_sc: int = 0, sc_dtype=np.int8,
+                    out_dtype=np.int8) -> EpilogueConsts | None:
+    """The float64 factors of one layer's epilogue (:class:`EpilogueConsts`), or None when
+    the float64 form cannot be exact for any accumulator (or ``lo > hi``).
+
+    Args:
+        bias: int32 [O]. mult: int [O] (0 <= M < 2**31). shift: int [O] in 1..62.
+        zp_y, lo, hi: output zero point and clamp. sc_mult: int [O] shortcut multipliers, or
+        None without a shortcut; zp_sc its zero point; sc_dtype: the shortcut's dtype (int8
+        or int16: bounds ``|sc|`` by 128 or 32768). out_dtype: np.int8 or np.int16.
+    """
+    if lo > hi:
+        return None
+    b = np.asarray(bias, dtype=np.int64).reshape(-1)
+    m = np.asarray(mult, dtype=np.int64).reshape(-1)
+    s = np.asarray(shift, dtype=np.int64).reshape(-1)
+    m, s, b = np.broadcast_arrays(m, s, b)
+    p = np.ldexp(1.0, -s)
+    mf = m.astype(np.float64)
+    terms = [np.abs(b * mf), np.ldexp(1.0, s - 1), abs(zp_y - lo) * np.ldexp(1.0, s)]
+    msc = None
+    if sc_mult is not None:
+        msc = np.broadcast_to(np.asarray(sc_mult, dtype=np.int64).reshape(-1), m.shape)
+        scmax = -int(np.iinfo(np.dtype(sc_dtype)).min)
+        terms += [(scmax + abs(zp_sc)) * msc.astype(np.float64)]
+    rest = sum(terms)
+    if not m.size or float(rest.max()) >= F64_EXACT_BOUND:
+        return None
+    # every term below 2**53 (the bound): these int64 sums cannot overflow
+    k = b * m + (np.int64(1) << (s - 1)) + (np.int64(zp_y - lo) << s)
+    if msc is not None:
+        k -= np.int64(zp_sc) * msc
+    return EpilogueConsts(mf * p, None if msc is None else msc.astype(np.float64) * p,
+                          k.astype(np.float64) * p, float(mf.max()), float(rest.max()),
+                          int(np.abs(b).max(initial=0)), int(lo), int(hi), out_dtype)
+
+
+def conv_epilogue(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
+                  zp_y: int, lo: int = INT8_MIN, hi: int = INT8_MAX,
+                  shortcut: np.ndarray | None = None, zp_sc: int = 0,
+                  sc_mult: np.ndarray | None = None, out_dtype=np.int8,
+                  consts: EpilogueConsts | None | bool = True) -> np.ndarray:
+    """Requantize conv accumulators to int8 (or int16), with an optional fused residual add.
+
+    ``y = clamp(zp_y + ((acc + bias) * M[c] + (sc - zp_sc) * Msc[c] + 2**(S[c]-1)) >> S[c],
+    lo, hi)``: one rounding for both terms (specs/quantization.md, "Conv epilogue"). The
+    result is :func:`conv_epilogue_int64`'s, computed in float64 when
+    :meth:`EpilogueConsts.exact_for` the data's ``max |acc|`` (proof there), else in int64.
+
+    Args:
+        acc: [..., O] accumulators: int32, or exact integer values held in float32/float64
+            (:func:`~tcc_compiler.numerics.gemm.conv_accumulate_f`). bias: int32 [O].
+        mult, shift: int [O] multiplier (< 2**31) and shift (1..62) per output channel.
+        zp_y: output zero point. lo, hi: clamp bounds in the output type (activation folded
+        in). shortcut: int8 or int16 [..., O] residual input or None; zp_sc its zero point;
+        sc_mult: int [O] its multiplier (same shift). out_dtype: np.int8 or np.int16.
+        consts: :func:`epilogue_consts` of exactly these parameters (pass it to skip that
+            work on a layer run many times; None when it returned None; True (the default):
+            computed here).
+
+    Returns:
+        ``out_dtype`` array shaped like ``acc``.
+    """
+    if consts is True:
+        consts = epilogue_consts(bias, mult, shift, zp_y, lo, hi,
+                                 sc_mult if shortcut is not None else None, zp_sc,
+                                 shortcut.dtype if shortcut is not None else np.int8,
+                                 out_dtype)
+    if consts is not None:
+        amax = max(-int(acc.min()), int(acc.max())) if acc.size else 0
+        if consts.exact_for(amax):
+            return consts.apply(acc, shortcut)
+    return conv_epilogue_int64(acc, bias, mult, shift, zp_y, lo, hi, shortcut, zp_sc,
+                               sc_mult, out_dtype)
+
+
+def conv_epilogue_int64(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray,
+                        shift: np.ndarray, zp_y: int, lo: int = INT8_MIN, hi: int = INT8_MAX,
+                        shortcut: np.ndarray | None = None, zp_sc: int = 0,
+                        sc_mult: np.ndarray | None = None, out_dtype=np.int8) -> np.ndarray:
+    """:func:`conv_epilogue` by its int64 definition (same arguments and result): the
+    reference the float64 form is tested against, and the path for wrapping accumulators.
+
+    Computed in int64 in as few passes as exactness allows: when ``acc + bias`` cannot wrap
+    (``max |acc| + max |bias| < 2**31``, checked on the data), the bias, rounding constant and
+    shortcut zero point fold into one per-channel constant (the total is below 2**63:
+    ``|acc + bias| M < 2**62``, ``|sc - zp_sc| Msc < 2**39``, ``2**(S-1) <= 2**61``; int64
+    adds wrap modulo 2**64, so a sum whose true value fits is exact in any order); the clamp
+    runs before adding ``zp_y``, which is added in the output type (both sides are congruent
+    modulo 2**bits and the result lies in [lo, hi]). int16 operands (an int16 shortcut: ``|sc -
+    zp_sc| Msc < 2**47``; accumulators of int16 inputs are still 32-bit) keep every bound.
+    """
+    bias = np.asarray(bias, dtype=np.int64)
+    m = np.asarray(mult, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    msc = np.asarray(sc_mult, dtype=np.int64) if shortcut is not None else None
+    amax = max(-int(acc.min()), int(acc.max())) if acc.size else 0
+    bmax = int(np.abs(bias).max(initial=0))
+    if amax + bmax < 2 ** 31:
+        up = _common_shift(shift, m, msc, amax + bmax, shortcut)
+        if up is not None:     # one shift for all channels: scalar shift, cheaper
+            m, shift = m << up, shift + up
+            msc = msc << up if msc is not None else None
+        const = (np.int64(1) << (shift - 1)) + bias * m
+        t = acc.astype(np.int64)
+        t *= m
+    else:                                         # the accumulator is 32-bit (wraps)
+        const = np.int64(1) << (shift - 1)
+        t = acc.astype(np.int64)
+        t += bias
+        t = ((t + 2 ** 31) % 2 ** 32) - 2 ** 31
+        t *= m
+    if shortcut is not None:
+        t += np.multiply(shortcut, msc, dtype=np.int64)
+        const = const - np.int64(zp_sc) * msc
+    t += const
+    t >>= shift[0] if shift.size and (shift == shift[0]).all() else shift
+    np.clip(t, lo - zp_y, hi - zp_y, out=t)
+    y = t.astype(out_dtype)
+    y += np.dtype(out_dtype).type(zp_y)
+    return y
+
+
+def _common_shift(shift: np.ndarray, m: np.ndarray, msc: np.ndarray | None, amax: int,
+                  shortcut: np.ndarray | None) -> np.ndarray | None:
+    """Per-channel left shifts ``up = max(S) - S`` that give every channel the shift max(S)
+    (``M << up``, ``Msc << up``: ``(q << up) >> max(S) == q >> S`` exactly), or None when
+    the channels already share one shift or the scaled terms could pass 2**62 (then each
+    channel keeps its own). Bound: ``|acc + bias| M' + |sc - zp_sc| Msc' + 2**(max S - 1)
+    + |bias| M' < 2**63`` with ``|acc + bias|, |bias| <= amax`` and ``|sc - zp_sc| <= 2**16``
+    (int8 or int16 shortcut); ``up <= 30`` keeps the scaled multipliers below 2**61."""
+    if not shift.size or (shift == shift[0]).all():
+        return None
+    top = int(shift.max())
+    up = top - shift
+    if int(up.max()) > 30:      # M, Msc < 2**31: keeps M << up below 2**61 (no int64 wrap)
+        return None
+    mmax = int((m << up).max())
+    scmax = int((msc << up).max()) if msc is not None and shortcut is not None else 0
+    if 2 * amax * mmax + (scmax << 16) + (1 << (top - 1)) >= 2 ** 62:
+        return None
+    return up
