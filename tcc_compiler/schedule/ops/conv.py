@@ -113,8 +113,8 @@ class Prefetched:
     Attributes:
         plan: its tile plan. blobs: its weight blocks. cfg: its CONV_CFG fields.
         weight_bytes, weight_raw_bytes, weight_file_bytes: its :class:`LayerInfo` figures.
-        blocks: block index -> (weights SRAM, params SRAM, the params load) of the blocks
-            loaded during the window, into the prefetch area.
+        blocks: block index -> (weights SRAM, params SRAM, the load bringing the records)
+            of the blocks loaded during the window, into the prefetch area.
     """
 
     plan: ConvPlan
@@ -205,34 +205,15 @@ class _ConvEmission:
         """Allocate the op's SRAM buffers (max tile sizes)."""
         g, plan = self.g, self.plan
         kw_bytes = g.kh * g.kw * g.cin_g
-        self.spatial = spatial_tiles(g.oh, g.ow, plan.rows, plan.cols)
-        self.blocks = channel_blocks(g.o, plan.ocb)
-        self.order = ([(s, b) for s in self.spatial for b in self.blocks]
-                      if plan.order == "spatial"
-                      else [(s, b) for b in self.blocks for s in self.spatial])
-        if self.only is not None:   # this core's share of the tiles
-            self.order = [(s, b) for s, b in self.order if self.only(s, b)]
+        self._tile_order()
         sa = self.sa = self.ctx.begin()
-        self.lut_dep = None
-        if self.lut is not None:   # the epilogue's table, loaded once before the first tile
-            self.lut_addr = sa.alloc(LUT_ENTRIES, "lut table")
-            self.em.emit(C.ConvCfg, [], self.label, **dict(self.cfg, lut_sram=self.lut_addr))
-            self.lut_dep = self.em.load_block(self.em.free(self.lut_addr, LUT_ENTRIES),
-                                              self.label + " lut table", SLOT_PARAMS,
-                                              self.lut_block, self.lut_addr)
+        self._lut_table(sa)
         self.max_in = max(in_box(g, s, b)[6] for s in self.spatial
                           for b in self.blocks) * g.in_elem_bytes   # bytes
         self.in_slots = ([sa.alloc(self.max_in, "input") for _ in range(2)]
                          if self.rin is None else [])
         nwb = 1 if len(self.blocks) == 1 else plan.wbufs
-        self.merged = self.blobs.merged
-        if self.merged:   # one slot per block: its weights, then its parameter records
-            w_slots = [sa.alloc(plan.ocb * (kw_bytes + PARAM_RECORD_BYTES), "weights+params")
-                       for _ in range(nwb)]
-            p_slots = [None] * nwb
-        else:
-            w_slots = [sa.alloc(plan.ocb * kw_bytes, "weights") for _ in range(nwb)]
-            p_slots = [sa.alloc(plan.ocb * PARAM_RECORD_BYTES, "params") for _ in range(nwb)]
+        w_slots, p_slots = self._weight_slots(sa, kw_bytes, nwb)
         self.out_tile = plan.rows * plan.cols * plan.ocb
         self.out_slots = ([sa.alloc(self.out_tile * g.out_elem_bytes, "output")
                            for _ in range(2)] if self.rout is None else [])
@@ -249,6 +230,41 @@ class _ConvEmission:
         # prefetch consumer whose blocks each run once also reuses the places of its
         # prefetched blocks once they are done, so its own loads run further ahead.
         self.pool = collections.deque((w_slots[j], p_slots[j], ("w", j)) for j in range(nwb))
+
+    def _tile_order(self) -> None:
+        """The op's spatial tiles, channel blocks and the (tile, block) order they run in
+        (only this core's share when ``only`` is set)."""
+        g, plan = self.g, self.plan
+        self.spatial = spatial_tiles(g.oh, g.ow, plan.rows, plan.cols)
+        self.blocks = channel_blocks(g.o, plan.ocb)
+        self.order = ([(s, b) for s in self.spatial for b in self.blocks]
+                      if plan.order == "spatial"
+                      else [(s, b) for b in self.blocks for s in self.spatial])
+        if self.only is not None:   # this core's share of the tiles
+            self.order = [(s, b) for s, b in self.order if self.only(s, b)]
+
+    def _lut_table(self, sa) -> None:
+        """The epilogue's table (if any): its SRAM, its CONV_CFG and its load, once before
+        the first tile."""
+        self.lut_dep = None
+        if self.lut is None:
+            return
+        self.lut_addr = sa.alloc(LUT_ENTRIES, "lut table")
+        self.em.emit(C.ConvCfg, [], self.label, **dict(self.cfg, lut_sram=self.lut_addr))
+        self.lut_dep = self.em.load_block(self.em.free(self.lut_addr, LUT_ENTRIES),
+                                          self.label + " lut table", SLOT_PARAMS,
+                                          self.lut_block, self.lut_addr)
+
+    def _weight_slots(self, sa, kw_bytes: int, nwb: int) -> tuple[list, list]:
+        """(weights SRAM, params SRAM) of the ``nwb`` weight slots; a merged block
+        (:func:`conv_setup`) takes one buffer, its records after its weights (params None)."""
+        ocb = self.plan.ocb
+        self.merged = self.blobs.merged
+        if self.merged:
+            return ([sa.alloc(ocb * (kw_bytes + PARAM_RECORD_BYTES), "weights+params")
+                     for _ in range(nwb)], [None] * nwb)
+        return ([sa.alloc(ocb * kw_bytes, "weights") for _ in range(nwb)],
+                [sa.alloc(ocb * PARAM_RECORD_BYTES, "params") for _ in range(nwb)])
 
     def _weight_schedule(self) -> None:
         """The order the weight blocks are loaded in, and whether loads are issued eagerly."""
