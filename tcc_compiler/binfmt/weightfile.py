@@ -29,18 +29,19 @@ from tcc_compiler.binfmt.cmdfile import (
 from tcc_compiler.errors import FormatError
 from tcc_compiler.isa import spec
 from tcc_compiler.isa.wcodec import BlockCompressor, LayerKind, decode_blob
-from tcc_compiler.isa.wlayout import LayerBlobs, WeightLayout, WeightLayoutBuilder
+from tcc_compiler.isa.wlayout import LayerBlobs, WeightLayout, WeightLayoutBuilder, split_merged
 
 WEIGHT_MAGIC = b"TNPW"
 #: Format version of quantized_network.bin (its own since 3.0; 2.0 shared npu_cmd.bin's and
 #: had no compression and 32-byte layer entries).
 WEIGHT_FORMAT_MAJOR = 3
-WEIGHT_FORMAT_MINOR = 0
+#: Minor 1 added merged layers (flags bit2); a 3.0 file is a 3.1 file without them.
+WEIGHT_FORMAT_MINOR = 1
 
 WEIGHT_HEADER_FIELDS: tuple[HeaderField, ...] = (
     ("magic", "4s", 'b"TNPW"'),
     ("version_major", "H", "format major version (3); readers reject other majors"),
-    ("version_minor", "H", "format minor version (0); readers accept any minor"),
+    ("version_minor", "H", "format minor version (1); readers accept any minor"),
     ("header_bytes", "I", "header size, a multiple of 64 (64)"),
     ("n_layers", "I", "entries in the layer table"),
     ("table_offset", "I", "file offset of the layer table (64-aligned, >= header_bytes)"),
@@ -56,7 +57,8 @@ WEIGHT_HEADER_FIELDS: tuple[HeaderField, ...] = (
 LAYER_ENTRY_FIELDS: tuple[HeaderField, ...] = (
     ("layer_index", "I", "position in the table (0, 1, ...)"),
     ("kind", "B", "LayerKind: 0 = conv, 1 = fully connected, 2 = lookup table"),
-    ("flags", "B", "bit0 = weights blob compressed, bit1 = params blob compressed; others 0"),
+    ("flags", "B", "bit0 = weights blob compressed, bit1 = params blob compressed, "
+              "bit2 = merged (one blob of weights + params blocks); others 0"),
     ("reserved0", "2s", "reserved, zero"),
     ("out_channels", "I", "output channels O (params_raw_bytes = 16 * O)"),
     ("block_channels", "I", "output channels per block, 1..O (0 iff O = 0)"),
@@ -73,6 +75,7 @@ LAYER_ENTRY_BYTES = 48
 #: Layer entry flag bits.
 FLAG_WEIGHTS_COMPRESSED = 0x01
 FLAG_PARAMS_COMPRESSED = 0x02
+FLAG_MERGED = 0x04
 
 _HEADER = header_struct(WEIGHT_HEADER_FIELDS)
 _ENTRY = struct.Struct("<" + "".join(f for _, f, _ in LAYER_ENTRY_FIELDS))
@@ -111,6 +114,11 @@ class LayerEntry:
     def params_compressed(self) -> bool:
         """True if the parameter blob is block-compressed (flags bit1)."""
         return bool(self.flags & FLAG_PARAMS_COMPRESSED)
+
+    @property
+    def merged(self) -> bool:
+        """True if weights and params share one blob of merged blocks (flags bit2)."""
+        return bool(self.flags & FLAG_MERGED)
 
     @property
     def raw_bytes(self) -> int:
@@ -171,6 +179,8 @@ class WeightFile:
             FormatError: a compressed block does not decode (cannot happen for a file that
                 :func:`read_weight_file` accepted).
         """
+        if entry.merged:
+            return self._split(entry)[0]
         blob = self.stored_weights_of(entry)
         if not entry.weights_compressed:
             return blob
@@ -178,12 +188,24 @@ class WeightFile:
                            entry.block_channels, f"{self.path}: layer {entry.layer_index} "
                            "weights")
 
+    def _split(self, entry: LayerEntry) -> tuple[bytes, bytes]:
+        """(weights, params) of a merged entry, decompressed."""
+        blob = self.stored_weights_of(entry)
+        if entry.weights_compressed:
+            blob = decode_blob(blob, entry.raw_bytes, entry.out_channels,
+                               entry.block_channels,
+                               f"{self.path}: layer {entry.layer_index} merged blob")
+        return split_merged(blob, entry.weights_raw_bytes, entry.out_channels,
+                            entry.block_channels)
+
     def params_of(self, entry: LayerEntry) -> bytes:
         """The raw 16-byte parameter records of ``entry`` (decompressed).
 
         Raises:
             FormatError: as :meth:`weights_of`.
         """
+        if entry.merged:
+            return self._split(entry)[1]
         blob = self.stored_params_of(entry)
         if not entry.params_compressed:
             return blob
@@ -215,11 +237,11 @@ class WeightFileBuilder:
         self._layout = WeightLayoutBuilder(compressor)
 
     def add_layer(self, name: str, kind: LayerKind | int, weights: bytes, params: bytes, *,
-                  block_channels: int | None = None) -> LayerBlobs:
+                  block_channels: int | None = None, merged: bool = False) -> LayerBlobs:
         """Add a layer: :meth:`WeightLayoutBuilder.add_layer` (same arguments, result and
         errors)."""
         return self._layout.add_layer(name, kind, weights, params,
-                                      block_channels=block_channels)
+                                      block_channels=block_channels, merged=merged)
 
     @property
     def data_bytes(self) -> int:
@@ -255,7 +277,8 @@ def write_weight_file(layout: WeightLayout, tool_version: str) -> bytes:
     """
     table = b"".join(
         _ENTRY.pack(i, int(e.kind), (FLAG_WEIGHTS_COMPRESSED if e.weights_compressed else 0)
-                    | (FLAG_PARAMS_COMPRESSED if e.params_compressed else 0), b"",
+                    | (FLAG_PARAMS_COMPRESSED if e.params_compressed else 0)
+                    | (FLAG_MERGED if e.merged else 0), b"",
                     e.out_channels, e.block_channels, e.weights_offset, e.weights_bytes,
                     e.weights_raw_bytes, e.params_offset, e.params_bytes, e.params_raw_bytes,
                     name_hash(e.name), 0)
@@ -285,6 +308,8 @@ def read_weight_file(data: bytes, path: str = "quantized_network.bin") -> Weight
     data = bytes(data)
     h = unpack_header(data, _HEADER, WEIGHT_HEADER_FIELDS, WEIGHT_MAGIC, path,
                       major_expected=WEIGHT_FORMAT_MAJOR)
+    if h["version_minor"] <= WEIGHT_FORMAT_MINOR and any(h["reserved"]):
+        raise FormatError(f"{path}: header field reserved is not zero")   # zero up to 3.1
     n, t_off, t_bytes = h["n_layers"], h["table_offset"], h["table_bytes"]
     d_off, d_bytes = h["data_offset"], h["data_bytes"]
     if t_off < h["header_bytes"] or t_off % SECTION_ALIGN:
@@ -335,7 +360,7 @@ def _check_entry(data: bytes, pos: int, i: int, section: bytes, path: str) -> La
     if vals["kind"] not in LayerKind._value2member_map_:
         raise FormatError(f"{where}: field kind = {vals['kind']} unknown")
     flags = vals["flags"]
-    if flags & ~(FLAG_WEIGHTS_COMPRESSED | FLAG_PARAMS_COMPRESSED):
+    if flags & ~(FLAG_WEIGHTS_COMPRESSED | FLAG_PARAMS_COMPRESSED | FLAG_MERGED):
         raise FormatError(f"{where}: field flags = {flags:#x} has reserved bits set")
     o, bc = vals["out_channels"], vals["block_channels"]
     if not (1 <= bc <= o if o else bc == 0):
@@ -346,9 +371,15 @@ def _check_entry(data: bytes, pos: int, i: int, section: bytes, path: str) -> La
     if (vals["weights_raw_bytes"] % o if o else vals["weights_raw_bytes"]):
         raise FormatError(f"{where}: field weights_raw_bytes = {vals['weights_raw_bytes']} is "
                           f"not a multiple of out_channels ({o})")
-    for blob, bit in (("weights", FLAG_WEIGHTS_COMPRESSED), ("params", FLAG_PARAMS_COMPRESSED)):
+    blobs = (("weights", FLAG_WEIGHTS_COMPRESSED), ("params", FLAG_PARAMS_COMPRESSED))
+    if flags & FLAG_MERGED:
+        _check_merged(vals, where)
+        blobs = (("weights", FLAG_WEIGHTS_COMPRESSED),)
+    for blob, bit in blobs:
         off, size = vals[f"{blob}_offset"], vals[f"{blob}_bytes"]
         raw = vals[f"{blob}_raw_bytes"]
+        if flags & FLAG_MERGED:   # the merged blob expands to weights + params
+            raw += vals["params_raw_bytes"]
         if off % SECTION_ALIGN or off + size > d_bytes:
             raise FormatError(f"{where}: field {blob}_offset/{blob}_bytes = {off}/{size} "
                               f"outside the data section ({d_bytes} bytes) or not 64-aligned")
@@ -364,6 +395,23 @@ def _check_entry(data: bytes, pos: int, i: int, section: bytes, path: str) -> La
     return LayerEntry(i, LayerKind(vals["kind"]), flags, o, bc, vals["weights_offset"],
                       vals["weights_bytes"], vals["weights_raw_bytes"], vals["params_offset"],
                       vals["params_bytes"], vals["params_raw_bytes"], vals["name_hash"])
+
+
+def _check_merged(vals: dict, where: str) -> None:
+    """The fields of a merged entry (flags bit2) that must agree: one blob, both compressed
+    flags equal, no separate parameter bytes.
+
+    Raises:
+        FormatError: one line naming the entry and the field.
+    """
+    f = vals["flags"]
+    if bool(f & FLAG_WEIGHTS_COMPRESSED) != bool(f & FLAG_PARAMS_COMPRESSED):
+        raise FormatError(f"{where}: field flags = {f:#x}: a merged layer has bit0 == bit1")
+    if vals["params_offset"] != vals["weights_offset"] or vals["params_bytes"]:
+        raise FormatError(f"{where}: fields params_offset/params_bytes = "
+                          f"{vals['params_offset']}/{vals['params_bytes']}: a merged layer "
+                          f"has params_offset = weights_offset ({vals['weights_offset']}) "
+                          "and params_bytes = 0")
 
 
 def compression_summary(data: bytes, path: str = "quantized_network.bin") -> dict:
@@ -390,7 +438,7 @@ def compression_summary(data: bytes, path: str = "quantized_network.bin") -> dic
         e = dict(zip(names, _ENTRY.unpack_from(data, h["table_offset"] + i * LAYER_ENTRY_BYTES)))
         raw += e["weights_raw_bytes"] + e["params_raw_bytes"]
         stored += e["weights_bytes"] + e["params_bytes"]
-        n_comp += bool(e["flags"])
+        n_comp += bool(e["flags"] & (FLAG_WEIGHTS_COMPRESSED | FLAG_PARAMS_COMPRESSED))
     return {"codec": "deflate-raw" if n_comp else "none", "raw_bytes": raw,
             "stored_bytes": stored, "ratio": round(stored / raw, 4) if raw else 1.0,
             "compressed_layers": n_comp, "file_bytes": len(data)}

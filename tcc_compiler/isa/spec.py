@@ -349,7 +349,8 @@ DMA_LOAD_Z = _command("DMA_LOAD_Z", 0x9, Queue.LOAD, [
     ("sram", U32, "SRAM byte address of the expanded block", Display.SRAM),
     ("src_bytes", U32, "bytes of the raw DEFLATE stream read from DRAM"),
     ("dst_bytes", U32, "bytes written to SRAM (the stream's exact expanded size)"),
-], "Load and expand one compressed weight or parameter block: read the raw DEFLATE stream "
+], "Load and expand one compressed weight, parameter or merged block: read the raw DEFLATE "
+   "stream "
    "(RFC 1951, no zlib/gzip wrapper) at WEIGHTS [dram, dram + src_bytes) and write its output "
    "contiguously to SRAM [sram, sram + dst_bytes). The stream must end exactly at its last "
    "byte and expand to exactly dst_bytes bytes (specs/weights.md, Compression).")

@@ -30,16 +30,22 @@ class LayerBlobs:
     """Where :meth:`WeightLayoutBuilder.add_layer` put a layer (offsets into the region).
 
     Attributes:
-        weights_offset, params_offset: blob offsets (64-aligned).
+        weights_offset, params_offset: blob offsets (64-aligned; equal when ``merged``).
         weight_blocks, param_blocks: one :class:`~tcc_compiler.isa.wcodec.Block` per channel
             block, offsets absolute in the region. A block with ``compressed`` is loaded with
-            DMA_LOAD_Z (``stored_bytes`` -> ``raw_bytes``), else with DMA_LOAD.
+            DMA_LOAD_Z (``stored_bytes`` -> ``raw_bytes``), else with DMA_LOAD. When
+            ``merged``, ``param_blocks`` is empty and weight block ``k`` holds the block's
+            weights followed by its parameter records (:func:`merge_blocks`): one load brings
+            both, the records at ``(c1 - c0) * weight bytes per channel`` after the weights.
+        merged: the layer's weights and params share one blob (specs/weights.md, "Merged
+            layers").
     """
 
     weights_offset: int
     params_offset: int
     weight_blocks: tuple[Block, ...]
     param_blocks: tuple[Block, ...]
+    merged: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,10 @@ class LayerWeights:
             in the region, stored size, size after decompression (bytes).
         params_offset, params_bytes, params_raw_bytes: the same for the 16-byte records.
         weights_compressed, params_compressed: the blob is block-compressed.
+        merged: one blob at ``weights_offset`` holds both, block by block
+            (:func:`merge_blocks`); then ``params_offset == weights_offset``, ``params_bytes
+            == 0``, ``weights_bytes`` is the merged blob's stored size and both compressed
+            flags are the merged blob's.
     """
 
     name: str
@@ -67,6 +77,7 @@ class LayerWeights:
     params_raw_bytes: int
     weights_compressed: bool
     params_compressed: bool
+    merged: bool = False
 
     @property
     def raw_bytes(self) -> int:
@@ -104,6 +115,32 @@ def _place(blob_offset: int, blocks: list[Block]) -> tuple[Block, ...]:
                        b.c0, b.c1) for b in blocks)
 
 
+def merge_blocks(weights: bytes, params: bytes, out_channels: int,
+                 block_channels: int) -> bytes:
+    """The raw merged blob of a layer: for each channel block ``[c0, c1)`` in order, its
+    weights (``(c1 - c0) * len(weights) / O`` bytes of OHWI int8) followed by its ``c1 - c0``
+    16-byte parameter records. Every channel then takes ``len(weights) / O + 16`` bytes, so the
+    blob splits into blocks by channel like any other (specs/weights.md, "Merged layers")."""
+    per = len(weights) // out_channels
+    rec = spec.PARAM_RECORD_BYTES
+    return b"".join(weights[c0 * per:c1 * per] + params[c0 * rec:c1 * rec]
+                    for c0, c1 in channel_blocks(out_channels, block_channels))
+
+
+def split_merged(raw: bytes, weights_raw_bytes: int, out_channels: int,
+                 block_channels: int) -> tuple[bytes, bytes]:
+    """Inverse of :func:`merge_blocks`: (weights, params) of a raw merged blob."""
+    per = weights_raw_bytes // out_channels
+    rec = spec.PARAM_RECORD_BYTES
+    w, p, pos = [], [], 0
+    for c0, c1 in channel_blocks(out_channels, block_channels):
+        n = (c1 - c0) * per
+        w.append(raw[pos:pos + n])
+        p.append(raw[pos + n:pos + n + (c1 - c0) * rec])
+        pos += n + (c1 - c0) * rec
+    return b"".join(w), b"".join(p)
+
+
 def _raw_blocks(raw: bytes, out_channels: int, block_channels: int) -> list[Block]:
     """The blocks of an uncompressed blob (verbatim slices, offsets relative to the blob)."""
     per = len(raw) // out_channels if out_channels else 0
@@ -139,16 +176,18 @@ class WeightLayoutBuilder:
         self._size += len(blob) + pad
         return off
 
-    def _blob(self, raw: bytes, o: int, bc: int) -> tuple[bytes, list[Block], bool]:
-        """(stored blob, its blocks relative to it, compressed) of one raw blob."""
+    def _blob(self, raw: bytes, o: int, bc: int, split: int = 0
+              ) -> tuple[bytes, list[Block], bool]:
+        """(stored blob, its blocks relative to it, compressed) of one raw blob (``split``:
+        :func:`~tcc_compiler.isa.wcodec.encode_blob`'s ``split_channel_bytes``)."""
         if self.compressor is not None and o:
-            blob, blocks = encode_blob(raw, o, bc, self.compressor)
+            blob, blocks = encode_blob(raw, o, bc, self.compressor, split)
             if len(blob) < len(raw):
                 return blob, blocks, True
         return raw, _raw_blocks(raw, o, bc), False
 
     def add_layer(self, name: str, kind: LayerKind | int, weights: bytes, params: bytes, *,
-                  block_channels: int | None = None) -> LayerBlobs:
+                  block_channels: int | None = None, merged: bool = False) -> LayerBlobs:
         """Add a layer's weights (int8 OHWI bytes) and parameter records (16 bytes per channel).
 
         Args:
@@ -158,6 +197,8 @@ class WeightLayoutBuilder:
             params: ``O`` records of 16 bytes (O = ``len(params) // 16``).
             block_channels: output channels per block (the scheduler's weight DMA block;
                 default O, one block).
+            merged: store weights and params as one blob of merged blocks
+                (:func:`merge_blocks`), so one load per block brings both.
 
         Returns:
             :class:`LayerBlobs`: the blob offsets and every block's placement -- the
@@ -182,6 +223,8 @@ class WeightLayoutBuilder:
                                 "16-byte records and whole output channels")
         bc = (o if block_channels is None else int(block_channels)) if o else 0
         channel_blocks(o, bc)   # range check (InternalError)
+        if merged and o:
+            return self._add_merged(name, kind, weights, params, o, bc)
         w_blob, w_blocks, w_z = self._blob(weights, o, bc)
         p_blob, p_blocks, p_z = self._blob(params, o, bc)
         size = _align(self._size + _align(len(w_blob)) + len(p_blob))
@@ -197,6 +240,23 @@ class WeightLayoutBuilder:
         self._raw_total += entry.raw_bytes
         self._stored_total += entry.stored_bytes
         return LayerBlobs(w_off, p_off, _place(w_off, w_blocks), _place(p_off, p_blocks))
+
+    def _add_merged(self, name: str, kind: LayerKind, weights: bytes, params: bytes, o: int,
+                    bc: int) -> LayerBlobs:
+        """:meth:`add_layer` with ``merged``: one blob of merged blocks."""
+        blob, blocks, z = self._blob(merge_blocks(weights, params, o, bc), o, bc,
+                                     len(weights) // o)
+        if _align(len(self._data) + len(blob)) > spec.REGION_OFFSET_MASK + 1:
+            raise InternalError(f"quantized_network.bin: layer {name!r} makes the data section "
+                                "exceed the 1 GiB WEIGHTS region")
+        off = self._append(blob)
+        self._names.add(name)
+        entry = LayerWeights(name, kind, o, bc, off, len(blob), len(weights), off, 0,
+                             len(params), z, z, merged=True)
+        self._layers.append(entry)
+        self._raw_total += entry.raw_bytes
+        self._stored_total += entry.stored_bytes
+        return LayerBlobs(off, off, _place(off, blocks), (), merged=True)
 
     @property
     def data_bytes(self) -> int:

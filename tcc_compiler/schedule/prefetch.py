@@ -365,17 +365,21 @@ class Prefetcher:
         al = t.sram_align_bytes
         pending = self._pending[consumer] = []
         self._done[consumer] = {}
-        blocks = list(enumerate(zip(blobs.weight_blocks, blobs.param_blocks)))
+        # merged blocks (schedule/ops/conv.py conv_setup) carry their records after the weights
+        params = blobs.param_blocks or [None] * len(blobs.weight_blocks)
+        blocks = list(enumerate(zip(blobs.weight_blocks, params)))
         for i, h in enumerate(self.hoists):
             if h.consumer != consumer:
                 continue
             off, hi = h.area(t)
             while blocks:
                 k, (wb, pb) = blocks[0]
-                need = align_up(wb.raw_bytes, al) + align_up(pb.raw_bytes, al)
+                need = align_up(wb.raw_bytes, al) + (align_up(pb.raw_bytes, al) if pb else 0)
                 if off + need > hi:
                     break
-                pending.append((i, k, off, off + align_up(wb.raw_bytes, al), wb, pb))
+                p_off = (off + align_up(wb.raw_bytes, al) if pb else
+                         off + wb.raw_bytes - (wb.c1 - wb.c0) * PARAM_RECORD_BYTES)
+                pending.append((i, k, off, p_off, wb, pb))
                 off += need
                 blocks.pop(0)
 
@@ -425,9 +429,10 @@ class Prefetcher:
             raise InternalError(f"prefetch consumer '{left[0]}' never lowered")
 
     def _prefetch_one(self, consumer: str, j: int = 0) -> None:
-        """Emit the loads of ``consumer``'s ``j``-th pending block (weights, then parameters)
-        into its place in a prefetch area; each waits only for the latest earlier op whose
-        SRAM overlaps it (the ops in the window leave the area alone)."""
+        """Emit the loads of ``consumer``'s ``j``-th pending block (weights, then parameters;
+        one load for a merged block) into its place in a prefetch area; each waits only for
+        the latest earlier op whose SRAM overlaps it (the ops in the window leave the area
+        alone)."""
         _, k, w_off, p_off, wb, pb = self._pending[consumer].pop(j)
         em = self._ctx.em
         lab = f"{consumer} prefetch"
@@ -435,12 +440,14 @@ class Prefetcher:
         mine = self._mine[consumer]
         mine.append(em.n_cmds)
         self.cmds.append(em.n_cmds)
-        em.load_block(em.free_any(w_off, wb.raw_bytes), lab + " weights", SLOT_WEIGHTS, wb,
-                      w_off)
-        mine.append(em.n_cmds)
-        self.cmds.append(em.n_cmds)
-        dep = em.load_block(em.free_any(p_off, pb.raw_bytes), lab + " params", SLOT_PARAMS,
-                            pb, p_off)
+        dep = em.load_block(em.free_any(w_off, wb.raw_bytes),
+                            lab + (" weights" if pb else " weights+params"), SLOT_WEIGHTS, wb,
+                            w_off)
+        if pb is not None:
+            mine.append(em.n_cmds)
+            self.cmds.append(em.n_cmds)
+            dep = em.load_block(em.free_any(p_off, pb.raw_bytes), lab + " params",
+                                SLOT_PARAMS, pb, p_off)
         self._busy = False
         self._done[consumer][k] = (w_off, p_off, dep)
 
@@ -474,7 +481,7 @@ class Prefetcher:
                 return
             c, j = nxt
             hi, _, _, _, wb, pb = self._pending[c][j]
-            cyc = block_cycles(wb, t) + block_cycles(pb, t)
+            cyc = block_cycles(wb, t) + (block_cycles(pb, t) if pb else 0)
             if cyc > (2 if self.hoists[hi].eager else 1) * self._credit:
                 return
             self._credit = max(0.0, self._credit - cyc)

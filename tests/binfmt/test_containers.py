@@ -209,7 +209,7 @@ def test_weight_builder_offsets_and_errors():
 
 @pytest.mark.parametrize("name,value,match", [
     ("magic", b"TNPC", "magic"),
-    ("version_major", 2, r"unsupported format version 2\.0, this tccc reads 3\.x"),
+    ("version_major", 2, r"unsupported format version 2\.1, this tccc reads 3\.x"),
     ("n_layers", 4, "table_bytes"),
     ("n_layers", 2 ** 32 - 1, "table_bytes"),
     ("table_offset", 0, "table_offset"),
@@ -228,7 +228,7 @@ def test_weight_bad_header_field(name, value, match):
 
 
 @pytest.mark.parametrize("offset_in_entry,value,match", [
-    (0, 5, "layer_index"), (4, 7, "kind"), (5, 4, "flags"), (6, 1, "reserved"),
+    (0, 5, "layer_index"), (4, 7, "kind"), (5, 8, "flags"), (6, 1, "reserved"),
     (44, 1, "reserved"), (8, 2, "params_raw_bytes"), (12, 2, "block_channels"),
     (12, 0, "block_channels"), (16, 64 * 1000, "weights_offset"),
     (20, 10 ** 6, "weights_offset"), (20, 63, "weights_bytes = 63 differs"),
@@ -267,3 +267,60 @@ def test_weight_fuzz_table_bytes(pos, value):
         read_weight_file(bytes(data))
     except FormatError:
         pass
+
+
+# ---------------------------------------------------------------------------------------------
+# merged layers (flags bit2, format 3.1): one blob of [block weights | block records] blocks
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_merged_layer_round_trip_and_blocks(compress):
+    """A merged layer's blob holds each block's weights then its records; the reader gives
+    back the same weights and params as a separate-blob layer; with compression each block is
+    one DEFLATE stream expanding to weights + records."""
+    from tcc_compiler.isa.wcodec import BlockCompressor, inflate_exact
+    from tcc_compiler.isa.wlayout import merge_blocks, split_merged
+
+    w = bytes(range(6)) * 40 + bytes(240)            # O = 6 channels of 80 bytes
+    p = b"".join(bytes([k]) * 16 for k in range(6))  # records 0.., 1.., ...
+    b = WeightFileBuilder(BlockCompressor() if compress else None)
+    bl = b.add_layer("m", LayerKind.CONV, w, p, block_channels=4, merged=True)
+    b.add_layer("s", LayerKind.CONV, w, p, block_channels=4)
+    wf = read_weight_file(b.build("t"))
+    m, s = wf.layers
+    assert m.merged and not s.merged and m.params_bytes == 0
+    assert m.params_offset == m.weights_offset and bl.merged and bl.param_blocks == ()
+    assert wf.weights_of(m) == wf.weights_of(s) == w and wf.params_of(m) == wf.params_of(s) == p
+    assert [(k.c0, k.c1, k.raw_bytes) for k in bl.weight_blocks] == [(0, 4, 384), (4, 6, 192)]
+    raw = merge_blocks(w, p, 6, 4)
+    assert raw[320:384] == p[:64] and split_merged(raw, len(w), 6, 4) == (w, p)
+    data = wf.data
+    for k in bl.weight_blocks:   # what one DMA_LOAD(_Z) per block brings to SRAM
+        stored = data[k.offset:k.offset + k.stored_bytes]
+        got = inflate_exact(stored, k.raw_bytes, "t") if k.compressed else stored
+        n = (k.c1 - k.c0) * 80
+        assert got == w[k.c0 * 80:k.c0 * 80 + n] + p[k.c0 * 16:k.c1 * 16]
+    assert m.weights_compressed == m.params_compressed == compress
+
+
+@pytest.mark.parametrize("offset_in_entry,value,match", [
+    (5, 0x05, "bit0 == bit1"), (32, 16, "params_bytes"), (28, 0, "params_offset"),
+])
+def test_merged_entry_rejected(offset_in_entry, value, match):
+    """A merged entry whose compressed flags differ or that names a parameter blob of its
+    own is a FormatError naming the field."""
+    from tcc_compiler.isa.wcodec import BlockCompressor
+
+    b = WeightFileBuilder(BlockCompressor())
+    b.add_layer("a", LayerKind.CONV, bytes(64), bytes(32))
+    b.add_layer("m", LayerKind.CONV, bytes(200) + bytes(range(200)), bytes(range(64)),
+                block_channels=2, merged=True)
+    data = bytearray(b.build("t"))
+    pos = 64 + 48 + offset_in_entry                 # entry 1 (merged, compressed: flags 7)
+    assert data[64 + 48 + 5] == 0x07
+    if offset_in_entry == 5:
+        data[pos] = value
+    else:
+        struct.pack_into("<I", data, pos, value)
+    with pytest.raises(FormatError, match=rf"layer table entry 1: .*{match}"):
+        read_weight_file(bytes(data))

@@ -308,8 +308,11 @@ def test_cli_no_compress_weights_and_inspect(tmp_path, residual_net, capsys):
     capsys.readouterr()
     wz = read_weight_file((tmp_path / "z" / "quantized_network.bin").read_bytes())
     wr = read_weight_file((tmp_path / "raw" / "quantized_network.bin").read_bytes())
-    assert any(e.flags for e in wz.layers) and not any(e.flags for e in wr.layers)
+    assert any(e.weights_compressed for e in wz.layers)
+    assert not any(e.weights_compressed or e.params_compressed for e in wr.layers)
+    assert all(e.merged for w in (wz, wr) for e in w.layers)   # one load per block
     assert [wz.weights_of(e) for e in wz.layers] == [wr.weights_of(e) for e in wr.layers]
+    assert [wz.params_of(e) for e in wz.layers] == [wr.params_of(e) for e in wr.layers]
     assert main(["inspect", str(tmp_path / "z")]) == 0
     text = capsys.readouterr().out
     assert f"{wz.raw_bytes} B raw, {wz.stored_bytes} B stored" in text

@@ -239,3 +239,28 @@ def test_hazard_checker_catches_missing_waits(qgraph):
     stripped = [dataclasses.replace(c, wait_load=WAIT_NONE, wait_compute=WAIT_NONE,
                                     wait_store=WAIT_NONE) for c in prog.commands]
     assert len(_happens_before_violations(stripped)) > 10
+
+
+@pytest.mark.parametrize("sram", [8192, None])
+def test_one_load_per_weight_block(qgraph, sram):
+    """Every conv's weights and parameter records arrive in one load per block (merged
+    blocks, specs/weights.md): as many weight loads as the weight file has blocks, and every
+    CONV_TILE's records sit right after the block's weights it reads."""
+    from tcc_compiler.isa.wcodec import LayerKind, channel_blocks
+    from tcc_compiler.schedule.program import SLOT_PARAMS, SLOT_WEIGHTS
+
+    g, _ = qgraph
+    t = load_target() if sram is None else load_target().with_sram(sram)
+    prog = lower(g, t)
+    convs = [e for e in prog.weights.layers if e.kind in (LayerKind.CONV, LayerKind.FC)]
+    assert convs and all(e.merged for e in convs)
+    blocks = sum(len(channel_blocks(e.out_channels, e.block_channels)) for e in convs)
+    slots = [s for c, s in zip(prog.commands, prog.slots) if c.queue is Queue.LOAD]
+    assert slots.count(SLOT_PARAMS) == 0    # no separate parameter loads (no LUT here)
+    assert slots.count(SLOT_WEIGHTS) >= blocks   # a block re-loaded per spatial tile counts
+    regs = C.Registers()
+    for c in prog.commands:
+        if isinstance(c, C.ConvTile):
+            cfg = regs.conv
+            assert c.p_sram == c.w_sram + c.oc * cfg.kh * cfg.kw * cfg.cin_g
+        regs.update(c)

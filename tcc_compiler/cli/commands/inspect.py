@@ -60,10 +60,15 @@ def run(args) -> int:
     names = _names_by_hash(report)
     for i, e in enumerate(wf.layers):
         name = names.get(e.name_hash, f"#{e.name_hash:08x}")
-        z = "z" if e.flags else " "
-        print(f"  layer {i:3d} {e.kind.name:<4} weights {e.weights_raw_bytes:>9} -> "
-              f"{e.weights_bytes:>9} B @ {e.weights_offset:#010x}  params "
-              f"{e.params_raw_bytes:>6} -> {e.params_bytes:>6} B  {z} "
+        z = "z" if e.weights_compressed or e.params_compressed else " "
+        if e.merged:   # one blob: each block's weights then its records (specs/weights.md)
+            blobs = (f"weights+params {e.raw_bytes:>9} -> {e.weights_bytes:>9} B @ "
+                     f"{e.weights_offset:#010x} (merged blocks)")
+        else:
+            blobs = (f"weights {e.weights_raw_bytes:>9} -> {e.weights_bytes:>9} B @ "
+                     f"{e.weights_offset:#010x}  params {e.params_raw_bytes:>6} -> "
+                     f"{e.params_bytes:>6} B")
+        print(f"  layer {i:3d} {e.kind.name:<4} {blobs}  {z} "
               f"{e.stored_bytes / max(e.raw_bytes, 1):.3f}  {name}")
     if report:
         roof = report.get("roofline", {})
@@ -162,7 +167,8 @@ def summary_json(raw_c: bytes, raw_w: bytes, prog, counts: Counter, d: Path) -> 
                         "weights_raw_bytes": e.weights_raw_bytes,
                         "weights_offset": e.weights_offset, "params_bytes": e.params_bytes,
                         "params_raw_bytes": e.params_raw_bytes,
-                        "compressed": bool(e.flags), "block_channels": e.block_channels}
+                        "compressed": e.weights_compressed or e.params_compressed,
+                        "merged": e.merged, "block_channels": e.block_channels}
                        for e in wf.layers]},
         "report": report,
     }

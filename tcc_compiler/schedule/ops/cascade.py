@@ -16,6 +16,7 @@ from __future__ import annotations
 from tcc_compiler.errors import InternalError
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.isa import commands as C
+from tcc_compiler.isa.spec import PARAM_RECORD_BYTES
 from tcc_compiler.schedule.cascade import Chain, OpRows
 from tcc_compiler.schedule.emitter import Dep, dma_fields
 from tcc_compiler.schedule.ops.context import OpContext, label, new_info
@@ -85,15 +86,25 @@ class _ChainEmission:
         if ch.side is not None:
             self.mid_bytes.append(self.out_bytes)
         self.mid = [sa.alloc(nb, "band buffer") for nb in self.mid_bytes]
-        self.wsl = [(sa.alloc(bl.weight_blocks[0].raw_bytes, "weights"),
-                     sa.alloc(bl.param_blocks[0].raw_bytes, "params"))
-                    if bl is not None else None for bl in self.blobs]
+        self.wsl = [self._weight_slot(sa, bl) if bl is not None else None
+                    for bl in self.blobs]
         self.out_slots = ([sa.alloc(self.out_bytes, "output band") for _ in range(2)]
                           if self.rout is None else [])
         self.sc_sep = (gl.has_shortcut and not ch.sc_shared and self.rsc is None
                        and ch.side is None)
         self.sc_slots = ([sa.alloc(self.out_bytes, "shortcut band") for _ in range(2)]
                          if self.sc_sep else [])
+
+    @staticmethod
+    def _weight_slot(sa, bl) -> tuple[int, int]:
+        """(weights SRAM, params SRAM) of one op's single block; a merged block
+        (schedule/ops/conv.py conv_setup) takes one buffer, its records after its weights."""
+        wb = bl.weight_blocks[0]
+        if bl.merged:
+            ws = sa.alloc(wb.raw_bytes, "weights+params")
+            return ws, ws + wb.raw_bytes - (wb.c1 - wb.c0) * PARAM_RECORD_BYTES
+        return (sa.alloc(wb.raw_bytes, "weights"),
+                sa.alloc(bl.param_blocks[0].raw_bytes, "params"))
 
     def _weights(self) -> None:
         """Every op's weight and parameter block, first: no DRAM wait, they prefetch early."""
@@ -104,11 +115,17 @@ class _ChainEmission:
                 self.wdeps.append(None)
                 continue
             ws, ps = self.wsl[i]
-            wb, pb = bl.weight_blocks[0], bl.param_blocks[0]
-            if len(bl.weight_blocks) != 1 or len(bl.param_blocks) != 1:
+            wb = bl.weight_blocks[0]
+            if len(bl.weight_blocks) != 1 or len(bl.param_blocks) != (0 if bl.merged else 1):
                 raise InternalError(f"cascaded conv '{self.ops[i].name}': weights not one "
                                     "block")
             self.mark(i)
+            if bl.merged:
+                self.wdeps.append(em.load_block(em.free(ws, wb.raw_bytes),
+                                                self.labels[i] + " weights+params",
+                                                SLOT_WEIGHTS, wb, ws))
+                continue
+            pb = bl.param_blocks[0]
             em.load_block(em.free(ws, wb.raw_bytes), self.labels[i] + " weights",
                           SLOT_WEIGHTS, wb, ws)
             self.mark(i)

@@ -80,15 +80,16 @@ def pack_group_weights(w: np.ndarray, group: int, pack: int) -> np.ndarray:
 def conv_setup(weights: WeightLayoutBuilder, t: Target, n: Node, g: ConvGeom,
                block_channels: int, info: LayerInfo,
                memo: dict | None = None) -> tuple[LayerBlobs, dict]:
-    """Add a conv/FC's weights and parameters to the WEIGHTS region in blocks of
-    ``block_channels`` output channels (one DMA each; ``info.weight_bytes`` gets their
-    stored DRAM bytes) and build its CONV_CFG fields (``memo``: see :func:`conv_consts`).
-    Returns (blobs, cfg fields)."""
+    """Add a conv/FC's weights and parameters to the WEIGHTS region in merged blocks of
+    ``block_channels`` output channels (one DMA each brings a block's weights and its
+    parameter records, :func:`~tcc_compiler.isa.wlayout.merge_blocks`; ``info.weight_bytes``
+    gets their stored DRAM bytes) and build its CONV_CFG fields (``memo``: see
+    :func:`conv_consts`). Returns (blobs, cfg fields)."""
     q, wbytes, params = conv_consts(n, memo, g.pack)
     image = uses_image_mode(g, t)
     stored0, raw0 = weights.stored_bytes, weights.raw_bytes
     blobs = weights.add_layer(n.name, LayerKind.FC if n.op is Op.FC else LayerKind.CONV,
-                              wbytes, params, block_channels=block_channels)
+                              wbytes, params, block_channels=block_channels, merged=True)
     info.weight_bytes = sum(bl.stored_bytes for bl in blobs.weight_blocks
                             + blobs.param_blocks)   # DRAM bytes (compressed if so)
     info.weight_raw_bytes = weights.raw_bytes - raw0   # this layer's table entry
@@ -112,8 +113,8 @@ class Prefetched:
     Attributes:
         plan: its tile plan. blobs: its weight blocks. cfg: its CONV_CFG fields.
         weight_bytes, weight_raw_bytes, weight_file_bytes: its :class:`LayerInfo` figures.
-        blocks: block index -> (weights SRAM, params SRAM, the params load) of the blocks
-            loaded during the window, into the prefetch area.
+        blocks: block index -> (weights SRAM, params SRAM, the load bringing the records)
+            of the blocks loaded during the window, into the prefetch area.
     """
 
     plan: ConvPlan
@@ -259,8 +260,7 @@ class _ConvEmission:
         self.in_slots = ([sa.alloc(self.max_in, "input") for _ in range(2)]
                          if self.rin is None else [])
         nwb = 1 if len(self.blocks) == 1 else plan.wbufs
-        w_slots = [sa.alloc(plan.ocb * kw_bytes, "weights") for _ in range(nwb)]
-        p_slots = [sa.alloc(plan.ocb * PARAM_RECORD_BYTES, "params") for _ in range(nwb)]
+        w_slots, p_slots = self._weight_slots(sa, kw_bytes, nwb)
         self.out_tile = plan.rows * plan.cols * plan.ocb
         self.out_slots = ([sa.alloc(self.out_tile * g.out_elem_bytes, "output")
                            for _ in range(2)] if self.rout is None else [])
@@ -268,7 +268,8 @@ class _ConvEmission:
         self.sc_slots = ([sa.alloc(self.sc_bytes, "shortcut") for _ in range(2)]
                          if g.has_shortcut and self.rsc is None else [])
         self.info.sram_peak_bytes = sa.top + self.ctx.base
-        self.w_bytes = plan.ocb * kw_bytes
+        self.kw_bytes = kw_bytes
+        self.w_bytes = plan.ocb * (kw_bytes + (PARAM_RECORD_BYTES if self.merged else 0))
         self.p_bytes = plan.ocb * PARAM_RECORD_BYTES
         self.out_bytes = self.out_tile * g.out_elem_bytes
         # Weight slots free to load into, oldest first: (weights SRAM, params SRAM, key); a
@@ -276,6 +277,17 @@ class _ConvEmission:
         # prefetch consumer whose blocks each run once also reuses the places of its
         # prefetched blocks once they are done, so its own loads run further ahead.
         self.pool = collections.deque((w_slots[j], p_slots[j], ("w", j)) for j in range(nwb))
+
+    def _weight_slots(self, sa, kw_bytes: int, nwb: int) -> tuple[list, list]:
+        """(weights SRAM, params SRAM) of the ``nwb`` weight slots; a merged block
+        (:func:`conv_setup`) takes one buffer, its records after its weights (params None)."""
+        ocb = self.plan.ocb
+        self.merged = self.blobs.merged
+        if self.merged:
+            return ([sa.alloc(ocb * (kw_bytes + PARAM_RECORD_BYTES), "weights+params")
+                     for _ in range(nwb)], [None] * nwb)
+        return ([sa.alloc(ocb * kw_bytes, "weights") for _ in range(nwb)],
+                [sa.alloc(ocb * PARAM_RECORD_BYTES, "params") for _ in range(nwb)])
 
     def _weight_schedule(self) -> None:
         """The order the weight blocks are loaded in, and whether loads are issued eagerly."""
@@ -302,19 +314,25 @@ class _ConvEmission:
             w_off, p_off, key = self.pool.popleft()
             k = self.loads.pop(0)
             deps = [self.last_read.get(key)] + em.free(w_off, self.w_bytes)
-            em.load_block(deps, self.label + " weights", SLOT_WEIGHTS, blobs.weight_blocks[k],
-                          w_off)
-            self.last_write[key] = em.load_block(
-                em.free(p_off, self.p_bytes), self.label + " params", SLOT_PARAMS,
-                blobs.param_blocks[k], p_off)
-            self.issued.append((k, w_off, p_off, key, self.last_write[key]))
+            wb = blobs.weight_blocks[k]
+            if self.merged:   # the block's records follow its weights
+                self.last_write[key] = em.load_block(deps, self.label + " weights+params",
+                                                     SLOT_WEIGHTS, wb, w_off)
+                p_blk = w_off + (wb.c1 - wb.c0) * self.kw_bytes
+            else:
+                em.load_block(deps, self.label + " weights", SLOT_WEIGHTS, wb, w_off)
+                self.last_write[key] = em.load_block(
+                    em.free(p_off, self.p_bytes), self.label + " params", SLOT_PARAMS,
+                    blobs.param_blocks[k], p_off)
+                p_blk = p_off
+            self.issued.append((k, w_off, p_blk, key, self.last_write[key]))
 
     def _switch_weights(self, o0: int) -> None:
         """Make block ``o0 // kblk`` current: release the previous block's slot, then take
         the block from the prefetch area or from the next issued load."""
         k = o0 // self.kblk
         if self.w_key is not None:   # the block just done frees its slot
-            self.pool.append((self.w_addr, self.p_addr, self.w_key))
+            self.pool.append((self.w_addr, None if self.merged else self.p_addr, self.w_key))
         if k in self.prefetched:   # loaded during earlier ops into the prefetch area
             self.w_addr, self.p_addr, self.w_dep = self.prefetched[k]
             self.w_key = ("pre", k) if self.once else None   # free again after its computes
