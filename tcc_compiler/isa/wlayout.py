@@ -246,7 +246,7 @@ class WeightLayoutBuilder:
         """:meth:`add_layer` with ``merged``: one blob of merged blocks."""
         blob, blocks, z = self._blob(merge_blocks(weights, params, o, bc), o, bc,
                                      len(weights) // o)
-        if _align(len(self._data) + len(blob)) > spec.REGION_OFFSET_MASK + 1:
+        if _align(self._size + len(blob)) > spec.REGION_OFFSET_MASK + 1:
             raise InternalError(f"quantized_network.bin: layer {name!r} makes the data section "
                                 "exceed the 1 GiB WEIGHTS region")
         off = self._append(blob)
