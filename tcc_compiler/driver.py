@@ -354,6 +354,15 @@ def calibrate(graph: Graph, options: CompileOptions, preprocess, *,
             if n in want], options.calib_table)
         return Calibration(str(table.get("method", "table")), [],
                            f"table {options.calib_table}", ranges, table)
+    return _calibrate_on_inputs(graph, options, preprocess, fixed, progress,
+                                image_input=not is_segment(model))
+
+
+def _calibrate_on_inputs(graph: Graph, options: CompileOptions, preprocess, fixed: dict,
+                         progress: Callable | None, image_input: bool) -> Calibration:
+    """:func:`calibrate` on the calibration inputs (``options.calibration``, else the bundled
+    photos): observe, guarded ranges, the input's range on the pixel grid when
+    ``image_input`` (not for an NPU segment, whose input is no image) and the table."""
     if options.calibration is None:
         inputs, source = default_calibration(graph, preprocess)
     else:
@@ -364,7 +373,7 @@ def calibrate(graph: Graph, options: CompileOptions, preprocess, *,
                   also=getattr(hess, "visit", None))[method]
     ranges, rejected = choose_ranges(obs, method)   # the collapse guard warns per tensor
     minmax = {k: getattr(o, "mm", o).range() for k, o in obs.items()}
-    if not is_segment(model):   # a segment's input is no image
+    if image_input:
         snap_input_range(ranges, minmax, graph.inputs[0].name, preprocess)
     table = build_table(obs, method, p, ranges, rejected)
     return Calibration(method, inputs, source, ranges,
