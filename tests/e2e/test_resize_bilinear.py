@@ -168,3 +168,23 @@ def test_bilinear_output_beyond_the_command_fields_is_placed_on_the_host():
     model = _wide_model("linear", (2, 8192), 1, fw=8)   # 65536 columns
     (up,) = [p for p in partition(model) if p.node == "up"]
     assert up.device == "host" and "65535" in up.reason, up
+
+
+def test_one_band_of_several_channel_groups_fits_the_sram(tmp_path):
+    """A 2-row map of 1024 channels, 320 wide, upsampled x2: only channel groups of 512 fit,
+    each as one band whose buffers fit the SRAM once but not twice. The lowering double-buffered
+    them anyway (3,276,800 > 2,097,152 bytes: compile exit 1 while `tccc ops` said NPU, found
+    by a new-user attack); the groups now run one after another in one set of buffers."""
+    from tcc_compiler import partition
+
+    hw = (2, 320)
+    model = _wide_model("linear", hw, 1024)
+    onnx.save(model, tmp_path / "m.onnx")
+    (up,) = [p for p in partition(model) if p.node == "up"]
+    assert up.device == "npu", up
+    m = api.compile(model, f"{hw[1]}x{hw[0]}x3", calibration=_inputs(hw, range(2)))
+    (lay,) = [lay for lay in m.report["layers"] if lay["op"] == "resize"]
+    assert "channel groups" in lay["tiling"] and lay["sram_peak_bytes"] <= 2 * 1024 * 1024
+    prog = load_program(m.save(tmp_path / "out"))
+    assert_exact_and_hazard_free(prog, tmp_path / "m.onnx", _inputs(hw, [5]), "linear",
+                                 min_sqnr_db=30.0)

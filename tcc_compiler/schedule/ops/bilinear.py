@@ -94,7 +94,11 @@ def lower_bilinear(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     cc, (bands, in_bytes, out_bytes) = cplan
     lab = label(n)
     sa = ctx.begin()
+    # double buffers when two fit; one band of several channel groups may fit only once (its
+    # single-band plan is sized for one set), and then the groups run one after another
     n_bufs = min(2, len(bands) * -(-c // cc))
+    if n_bufs == 2 and 2 * (in_bytes + out_bytes) > ctx.budget():
+        n_bufs = 1
     ins = [sa.alloc(in_bytes, "resize input") for _ in range(n_bufs)]
     outs = [sa.alloc(out_bytes, "resize output") for _ in range(n_bufs)]
     info.sram_peak_bytes = sa.top + ctx.base
