@@ -123,8 +123,9 @@ def test_non_integer_scale_is_not_run_as_an_integer_factor(mode, op, opset):
 
 
 def _wide_model(mode: str, hw: tuple[int, int], c: int, fw: int = 2) -> onnx.ModelProto:
-    """Conv 3->c (3x3) + Relu, then a x2 (width: x ``fw``) Resize (``mode`` linear half_pixel, or nearest) as
-    the graph output: a map whose rows are too wide for the SRAM with all channels."""
+    """Conv 3->c (3x3) + Relu, then a x2 (width: x ``fw``) Resize (``mode`` linear half_pixel,
+    or nearest) as the graph output: a map whose rows are too wide for the SRAM with all
+    channels."""
     r = np.random.default_rng(c)
     inits = {"w0": r.normal(0, 0.4, (c, 3, 3, 3)), "s": np.array([1, 1, 2, fw], np.float32)}
     extra = {"coordinate_transformation_mode": "half_pixel"} if mode == "linear" else {}
