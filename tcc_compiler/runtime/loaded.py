@@ -22,6 +22,7 @@ from tcc_compiler.errors import ExecutionError, FormatError, InputError, first_l
 from tcc_compiler.fsutil import check_path
 from tcc_compiler.numerics import dequantize_tensor, quantize_tensor
 from tcc_compiler.runtime.manifest_check import check_manifest
+from tcc_compiler.runtime.stream_check import load_stream
 from tcc_compiler.sim.executor import Executor
 from tcc_compiler.target import Target
 
@@ -51,10 +52,13 @@ class LoadedProgram:
         target: the :class:`~tcc_compiler.target.Target` the program was compiled for (the
             manifest's ``target``); the executor runs on it.
         executor: the reference executor with both binaries decoded (reused across runs).
+        stream: a ``--cores 2`` folder's checked stream program
+            (:class:`~tcc_compiler.runtime.stream_check.StreamProgram`), or None.
 
     Raises:
-        InputError: missing folder/files. FormatError: manifest or binaries fail validation
-            (an older ``manifest_version`` included). ExecutionError: the program exceeds the
+        InputError: missing folder/files (the stream program's included). FormatError:
+            manifest or binaries fail validation (an older ``manifest_version`` included; the
+            stream program's files too). ExecutionError: the program exceeds the
             manifest's target (one line naming ``npu_cmd.bin`` and the command index).
     """
 
@@ -88,6 +92,8 @@ class LoadedProgram:
         self.weights = read_weight_file(wts, str(self.folder / WEIGHT_FILE))
         check_manifest(self.manifest, str(mpath), input_bytes=self.cmd.input_bytes,
                        output_bytes=self.cmd.output_bytes)
+        # a --cores 2 folder's stream program is checked like the main one (None without)
+        self.stream = load_stream(self.folder, self.manifest)
         self.target = Target.from_dict(self.manifest["target"])  # checked by check_manifest
         # the executor refuses a program exceeding its target (SRAM, image mode, array lanes)
         self.executor = Executor(self.cmd, self.weights, self.target)

@@ -105,3 +105,13 @@ def test_command_sources_follow_interleaved_layers():
     counts_only = {"layers": [{k: v for k, v in row.items() if k != "command_ranges"}
                               for row in rep["layers"]]}
     assert command_sources(counts_only, n) != labels   # what the old reading got wrong
+
+
+@pytest.mark.parametrize("ranges,why", [([[0, 10**30]], "is past the program's 4 commands"),
+                                        ([[0, 2], [1, 3]], "overlaps another layer's")])
+def test_command_sources_refuse_impossible_ranges(ranges, why):
+    """A range past the stream or two layers claiming one command is a damaged report:
+    refused (``tccc disasm`` warns and prints no names) instead of mislabelling commands."""
+    rep = {"layers": [{"name": "x", "source": [], "command_ranges": ranges}]}
+    with pytest.raises(ValueError, match=why):
+        command_sources(rep, 4)

@@ -479,3 +479,48 @@ def test_inspect_and_segmented_summary_print_the_cores_line(two, capsys):
     assert "npu_0: 2 cores: kept spatial split" in capsys.readouterr().out
     _inspect_segmented(Namespace(json=False, csv=None), prog, r)
     assert "npu_0: 2 cores: kept spatial split" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage,match", [
+    ("delete", "npu_cmd_stream.bin: missing"),
+    ("truncate", "not the file manifest.json records"),
+    ("flip", "not the file manifest.json records"),
+    ("not_an_object", "stream: expected an object"),
+    ("weights_path", "stream.weights: expected"),
+    ("images", "stream.images: expected an integer >= 1"),
+])
+def test_damaged_stream_program_fails_the_load(two, tmp_path, capsys, damage, match):
+    """The stream program is what a two-core device runs, so a folder whose stream files or
+    ``stream`` record are missing, truncated, flipped or pointing elsewhere is refused by every
+    command that loads it (one line, exit 2), as the main program's files are. Before, run,
+    inspect and disasm exited 0 and inspect still described the missing file (found by a
+    new-user attack)."""
+    import json
+    import shutil
+
+    from tests.helpers.cli import one_line_error, run_cli
+
+    out = tmp_path / "o"
+    shutil.copytree(two[2].folder, out)
+    man = json.loads((out / "manifest.json").read_text())
+    st = man["stream"]
+    cmd = out / st["commands"]
+    if damage == "delete":
+        cmd.unlink()
+    elif damage == "truncate":
+        cmd.write_bytes(cmd.read_bytes()[:-7])
+    elif damage == "flip":
+        data = bytearray(cmd.read_bytes())
+        data[len(data) // 2] ^= 1
+        cmd.write_bytes(bytes(data))
+    else:
+        if damage == "not_an_object":
+            man["stream"] = "x"
+        elif damage == "weights_path":
+            st["weights"] = "../../etc/passwd"
+        else:
+            st["images"] = -1
+        (out / "manifest.json").write_text(json.dumps(man))
+    for argv in (["inspect", str(out)], ["disasm", str(out)]):
+        code, stdout, err = run_cli(argv, capsys)
+        assert code == 2 and match in one_line_error(err), (argv, err)

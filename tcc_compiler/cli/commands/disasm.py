@@ -29,6 +29,10 @@ def command_sources(report: dict, n_commands: int) -> list[str | None]:
     interleaves layers: prefetches, cascades, two cores) say exactly which commands it owns.
     A report without them (older tccc) gives per-layer ``commands`` counts only; those are read
     as contiguous ranges in report order.
+
+    Raises:
+        ValueError: a range past the program's commands, or two layers claiming one command
+            (``tccc disasm`` then warns and prints no source names).
     """
     out: list[str | None] = [None] * n_commands
     rows = report.get("layers", [])
@@ -36,7 +40,12 @@ def command_sources(report: dict, n_commands: int) -> list[str | None]:
         for row in rows:
             note = f"{row['name']} [{','.join(row.get('source', []))}]"
             for a, b in row["command_ranges"]:
-                out[a:b] = [note] * len(range(a, min(b, n_commands)))
+                if b > n_commands or any(x is not None for x in out[a:b]):
+                    why = ("is past the program's {n_commands} commands" if b > n_commands
+                           else "overlaps another layer's")
+                    raise ValueError(f"layer {row['name']!r}: command range [{a}, {b}) "
+                                     + why.format(n_commands=n_commands))
+                out[a:b] = [note] * (b - a)
         return out
     i = 0
     for row in rows:

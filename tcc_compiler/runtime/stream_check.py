@@ -1,0 +1,117 @@
+"""Check a ``--cores 2`` folder's stream program (specs/manifest.md "Stream program") when the
+folder is loaded: the manifest's ``stream`` object, the files it names, their sizes and CRC-32,
+and both binaries decoded. The stream program is what a two-core device runs for a stream of
+images, so it is trusted no more than the main program: a missing, truncated or replaced
+``npu_cmd_stream.bin`` / ``quantized_network_stream.bin`` fails the load (one line, exit 2)
+instead of going unnoticed by ``tccc run``/``inspect``/``disasm``."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from tcc_compiler.binfmt.cmdfile import CmdFile, read_cmd_file
+from tcc_compiler.binfmt.weightfile import WeightFile, read_weight_file
+from tcc_compiler.emit.files import STREAM_CMD_FILE, STREAM_WEIGHT_FILE, WEIGHT_FILE
+from tcc_compiler.errors import FormatError, InputError, TccError
+
+#: integer fields of the ``stream`` object and their least legal value
+_INTS = {"cores": 1, "images": 1, "images_per_core": 1, "input_stride_bytes": 1,
+         "output_stride_bytes": 1, "input_bytes": 0, "output_bytes": 0}
+
+
+@dataclass(frozen=True)
+class StreamProgram:
+    """A checked stream program: the manifest's ``stream`` object (``record``) and both of its
+    binaries decoded (``cmd``: the command container, ``weights``: the weight file it reads)."""
+
+    record: dict
+    cmd: CmdFile
+    weights: WeightFile
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_record(rec, where: str) -> None:
+    """Raise FormatError (one line naming ``where`` and the field) unless ``rec`` has the
+    fields the stream program is run by, of the right types and in range."""
+    if not isinstance(rec, dict):
+        raise FormatError(f"{where}: stream: expected an object, got "
+                          f"{type(rec).__name__ if rec is not None else 'null'}")
+    if rec.get("commands") != STREAM_CMD_FILE:
+        raise FormatError(f"{where}: stream.commands: expected {STREAM_CMD_FILE!r}, got "
+                          f"{rec.get('commands')!r}")
+    if rec.get("weights") not in (WEIGHT_FILE, STREAM_WEIGHT_FILE):
+        raise FormatError(f"{where}: stream.weights: expected {WEIGHT_FILE!r} or "
+                          f"{STREAM_WEIGHT_FILE!r}, got {rec.get('weights')!r}")
+    for key, least in _INTS.items():
+        v = rec.get(key)
+        if not _is_int(v) or v < least:
+            raise FormatError(f"{where}: stream.{key}: expected an integer >= {least}, got "
+                              f"{v!r}")
+    if rec["images"] != rec["cores"] * rec["images_per_core"]:
+        raise FormatError(f"{where}: stream: images {rec['images']} is not cores "
+                          f"{rec['cores']} x images_per_core {rec['images_per_core']}")
+    files = rec.get("files")
+    if not isinstance(files, dict) or STREAM_CMD_FILE not in files:
+        raise FormatError(f"{where}: stream.files: expected an object recording "
+                          f"{STREAM_CMD_FILE}")
+
+
+def _read_checked(folder: Path, name: str, files: dict, main_files: dict) -> bytes:
+    """The bytes of ``folder/name``, checked against its record (the stream's ``files``, or the
+    main manifest's for the shared quantized_network.bin).
+
+    Raises:
+        InputError: the file is missing. FormatError: its size or CRC-32 differs.
+    """
+    path = folder / name
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing (manifest.json's stream program needs it); "
+                         "copy the whole output folder, or recompile") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    rec = files.get(name, main_files.get(name))
+    if not isinstance(rec, dict) or rec.get("bytes") != len(data) \
+            or rec.get("crc32") != zlib.crc32(data):
+        raise FormatError(f"{path}: {len(data):,} B, CRC32 {zlib.crc32(data):08x}: not the "
+                          f"file manifest.json records for the stream program; recompile or "
+                          "copy the folder again")
+    return data
+
+
+def load_stream(folder: Path, manifest: dict) -> StreamProgram | None:
+    """The folder's checked stream program, or None when the manifest has no ``stream``.
+
+    Raises:
+        FormatError: a malformed ``stream`` object, a stream file whose size or CRC-32 is not
+            the recorded one, or one that does not decode (one line naming the file).
+        InputError: a stream file is missing.
+    """
+    if "stream" not in manifest:
+        return None
+    where = str(folder / "manifest.json")
+    rec = manifest["stream"]
+    _check_record(rec, where)
+    cmd = _read_checked(folder, rec["commands"], rec["files"], manifest.get("files", {}))
+    wts = _read_checked(folder, rec["weights"], rec["files"], manifest.get("files", {}))
+    try:
+        sp = StreamProgram(rec, read_cmd_file(cmd, str(folder / rec["commands"])),
+                           read_weight_file(wts, str(folder / rec["weights"])))
+    except TccError as exc:
+        raise FormatError(f"{folder / rec['commands']}: the stream program does not decode "
+                          f"({exc})") from None
+    if sp.cmd.input_bytes != rec["input_bytes"] or sp.cmd.output_bytes != rec["output_bytes"]:
+        raise FormatError(f"{folder / rec['commands']}: INPUT/OUTPUT regions "
+                          f"{sp.cmd.input_bytes}/{sp.cmd.output_bytes} B, manifest.json's stream "
+                          f"records {rec['input_bytes']}/{rec['output_bytes']} B")
+    if rec["images"] * rec["input_stride_bytes"] > sp.cmd.input_bytes:
+        raise FormatError(f"{where}: stream: {rec['images']} images of "
+                          f"{rec['input_stride_bytes']} B exceed the program's "
+                          f"{sp.cmd.input_bytes} B INPUT region")
+    return sp
