@@ -406,7 +406,7 @@ def _check_merged(vals: dict, where: str) -> None:
     """
     f = vals["flags"]
     if bool(f & FLAG_WEIGHTS_COMPRESSED) != bool(f & FLAG_PARAMS_COMPRESSED):
-        raise FormatError(f"{where}: field flags = {f:#x}: a merged layer has bit0 == bit1")
+        raise FormatError(f"{where}: field flags = {f:#x}: a merged layer must have bit0 == bit1")
     if vals["params_offset"] != vals["weights_offset"] or vals["params_bytes"]:
         raise FormatError(f"{where}: fields params_offset/params_bytes = "
                           f"{vals['params_offset']}/{vals['params_bytes']}: a merged layer "

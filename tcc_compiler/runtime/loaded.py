@@ -114,7 +114,8 @@ class LoadedProgram:
             raise InputError(f"input shape {tuple(x.shape)} differs from the model's "
                              f"{self.input_shape}")
         if not np.all(np.isfinite(x)):
-            raise InputError("input contains NaN or Inf")
+            raise InputError("input contains NaN or Inf after preprocessing (a --mean/--std/"
+                             "--scale that overflows float32 gives that too)")
         return x
 
     def as_input(self, x) -> np.ndarray:

@@ -455,6 +455,14 @@ def test_disasm_marks_where_each_core_starts():
     assert marks == [0, 5] and "SEM_WAIT" in text[6]   # core 1's first command
     one = read_cmd_file(_file(_pair()[:2] + [C.End()], cores=1)).disassemble()
     assert "; ----" not in one
+    from tcc_compiler.cli.commands.disasm import commands_json
+
+    class _Prog:   # what commands_json reads of a loaded program
+        cmd = read_cmd_file(_file(_pair()))
+
+    js = commands_json(_Prog(), None)
+    assert [c["core"] for c in js] == [0] * 4 + [1] * (len(js) - 4)   # --json says it too
+    assert js[4]["name"] == "SEM_WAIT"
 
 
 def test_inspect_and_segmented_summary_print_the_cores_line(two, capsys):

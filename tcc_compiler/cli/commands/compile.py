@@ -93,9 +93,11 @@ def _add_preprocess_arguments(p) -> None:
                         "tf-efficientnet: short side S+32 bicubic + crop, (pixel-127)/128; raw: "
                         "pixels 0..255; imagenet (default): ImageNet mean/std, squashed")
     g.add_argument("--mean", type=float, nargs="+", default=None, metavar="M",
-                   help="per-channel mean (1 or 3 values, units of pixel*scale)")
+                   help="per-channel mean (1 or 3 values, units of pixel*scale; 3 are "
+                        "averaged for a 1-channel model)")
     g.add_argument("--std", type=float, nargs="+", default=None, metavar="S",
-                   help="per-channel std (1 or 3 values, units of pixel*scale)")
+                   help="per-channel std (1 or 3 values, units of pixel*scale; 3 are "
+                        "averaged for a 1-channel model)")
     g.add_argument("--scale", type=float, default=None,
                    help="pixel multiplier before mean/std (default 1/255; 1 = pixel units)")
     g.add_argument("--channel-order", default=None, choices=("rgb", "bgr"),

@@ -19,7 +19,8 @@ def add_arguments(p) -> None:
     """Arguments of ``tccc disasm``."""
     p.add_argument("dir", help="compiled output folder")
     p.add_argument("--json", action="store_true",
-                   help="print a JSON list: offset, mnemonic, fields, waits, source per command")
+                   help="print a JSON list: offset, core, mnemonic, fields, waits, source per "
+                   "command")
 
 
 def command_sources(report: dict, n_commands: int) -> list[str | None]:
@@ -59,20 +60,25 @@ def command_sources(report: dict, n_commands: int) -> list[str | None]:
 def commands_json(prog, comments: list[str | None] | None) -> list[dict]:
     """One JSON object per command of a loaded program, in stream order.
 
-    Keys: ``offset`` (file byte offset, int), ``name`` (mnemonic), ``fields`` ({field: int},
-    raw encoded values as in specs/isa.md), ``waits`` ({queue: n} for waits other than 7),
-    ``source`` (the layer and ONNX nodes, or null).
+    Keys: ``offset`` (file byte offset, int), ``core`` (the NPU core whose stream holds it, 0
+    in a one-core file), ``name`` (mnemonic), ``fields`` ({field: int}, raw encoded values as in
+    specs/isa.md), ``waits`` ({queue: n} for waits other than 7), ``source`` (the layer and
+    ONNX nodes, or null).
     """
     from tcc_compiler.isa import spec
     from tcc_compiler.isa.codec import command_offsets
 
     cmd = prog.cmd
     offsets = cmd.offsets or command_offsets(cmd.commands)
+    core_of = [0] * len(cmd.commands)
+    if cmd.cores > 1:
+        for k, (a, b) in enumerate(cmd.core_ranges()):
+            core_of[a:b] = [k] * (b - a)
     out = []
     for i, (off, c) in enumerate(zip(offsets, cmd.commands)):
         waits = {q: int(w) for q, w in zip(("load", "compute", "store"), c.waits)
                  if w != spec.WAIT_NONE}
-        out.append({"offset": cmd.header_bytes + int(off), "name": c.name,
+        out.append({"offset": cmd.header_bytes + int(off), "core": core_of[i], "name": c.name,
                     "fields": {f.name: int(v) for f, v in zip(c.SPEC.fields, c.field_values())},
                     "waits": waits, "source": comments[i] if comments else None})
     return out

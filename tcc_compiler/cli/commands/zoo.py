@@ -23,7 +23,7 @@ def add_arguments(p) -> None:
     p.add_argument("--input", default=None,
                    help="W x H x C (default: the model's resolution in the vendor's zoo: "
                         "224x224x3 for classifiers, 640x320x3 for RegNetX and MobileOne, "
-                        "32x32x1 for LeNet-5 (its only size), 640x640x3 for YOLOs, 300x300x3 "
+                        "32x32x1 for LeNet-5 (32x32 only), 640x640x3 for YOLOs, 300x300x3 "
                         "for SSDLite; FlowNetS, which has no row there: 512x384x6, two RGB "
                         "frames)")
     p.add_argument("--seed", type=int, default=0,
