@@ -57,7 +57,8 @@ def test_json_on_every_result_command(built, capsys, tmp_path):
     assert r["input"] == photo and 0 <= r["top1"] < 10
     dis = _json(capsys, ["disasm", str(out), "--json"])
     assert dis[-1]["name"] == "END" and dis[0]["offset"] > 0
-    assert all(set(e) == {"offset", "name", "fields", "waits", "source"} for e in dis)
+    assert all(set(e) == {"offset", "core", "name", "fields", "waits", "source"} for e in dis)
+    assert {e["core"] for e in dis} == {0}   # a one-core program
     assert [e["offset"] for e in dis] == sorted(e["offset"] for e in dis)
     ins = _json(capsys, ["inspect", str(out), "--json"])
     raw = (out / "npu_cmd.bin").read_bytes()
