@@ -90,6 +90,35 @@ def cores_line(c: dict | None, prefix: str = "") -> str | None:
             f"{c['stream_schedule']}); utilisation {util}")
 
 
+def _layer_row(li, program: Program, spans: list[tuple[int, int]], tgt: Target) -> dict:
+    """One ``layers`` row of the report for LayerInfo ``li``: its commands (count and
+    ``command_ranges``), estimated cycles from the replay ``spans`` ((start, end) cycles per
+    command), sizes (bytes), DRAM traffic and MAC utilisation."""
+    if li.cmds is not None:
+        # a cascaded op's commands interleave with its chain's, so its wall-clock span
+        # overlaps the others': count the cycles its own compute commands are busy
+        own = [i for i in li.cmds if program.commands[i].queue is Queue.COMPUTE]
+        cycles = sum(spans[i][1] - spans[i][0] for i in own)
+        n_cmds = len(li.cmds)
+        ranges = command_ranges(li.cmds)
+    else:
+        seg = spans[li.first_cmd:li.end_cmd]
+        cycles = max(e for _, e in seg) - min(s for s, _ in seg)
+        n_cmds = li.end_cmd - li.first_cmd
+        ranges = [[li.first_cmd, li.end_cmd]] if n_cmds else []
+    return {
+        "name": li.name, "op": li.kind, "source": list(li.source),
+        "input_shape": list(li.in_shape), "output_shape": list(li.out_shape),
+        "tiles": li.tiles, "macs": li.macs, "estimated_cycles": cycles,
+        "commands": n_cmds, "command_ranges": ranges, "weight_bytes": li.weight_bytes,
+        **_weight_raw(li),
+        "sram_peak_bytes": li.sram_peak_bytes, "tiling": li.plan,
+        **perf_report.layer_dram(program, li),
+        "mac_utilisation": round(perf_report.utilisation(li.macs, cycles, tgt,
+                                                            li.depthwise), 4),
+    }
+
+
 def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm: PassManager,
                  timings: dict, weight_bin: bytes, timeline: list[Span] | None = None) -> dict:
     """The compile report: sizes (bytes), MACs, estimated cycles per layer and in total.
@@ -103,31 +132,7 @@ def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm
         timeline = make_timeline(program, tgt)
     spans = [(s.start, s.end) for s in timeline]
     total_cycles = spans[-1][1] if spans else 0
-    layers = []
-    for li in program.layers:
-        if li.cmds is not None:
-            # a cascaded op's commands interleave with its chain's, so its wall-clock span
-            # overlaps the others': count the cycles its own compute commands are busy
-            own = [i for i in li.cmds if program.commands[i].queue is Queue.COMPUTE]
-            cycles = sum(spans[i][1] - spans[i][0] for i in own)
-            n_cmds = len(li.cmds)
-            ranges = command_ranges(li.cmds)
-        else:
-            seg = spans[li.first_cmd:li.end_cmd]
-            cycles = max(e for _, e in seg) - min(s for s, _ in seg)
-            n_cmds = li.end_cmd - li.first_cmd
-            ranges = [[li.first_cmd, li.end_cmd]] if n_cmds else []
-        layers.append({
-            "name": li.name, "op": li.kind, "source": list(li.source),
-            "input_shape": list(li.in_shape), "output_shape": list(li.out_shape),
-            "tiles": li.tiles, "macs": li.macs, "estimated_cycles": cycles,
-            "commands": n_cmds, "command_ranges": ranges, "weight_bytes": li.weight_bytes,
-            **_weight_raw(li),
-            "sram_peak_bytes": li.sram_peak_bytes, "tiling": li.plan,
-            **perf_report.layer_dram(program, li),
-            "mac_utilisation": round(perf_report.utilisation(li.macs, cycles, tgt,
-                                                                li.depthwise), 4),
-        })
+    layers = [_layer_row(li, program, spans, tgt) for li in program.layers]
     macs = sum(li.macs for li in program.layers)
     dram_rd, dram_wr = perf_report.dram_bytes(program.commands)
     min_dram = (sum(li.weight_bytes for li in program.layers) + program.input_bytes

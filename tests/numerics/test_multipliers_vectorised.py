@@ -14,8 +14,8 @@ from tcc_compiler.numerics.requant import (quantize_multiplier, quantize_multipl
                                            quantize_multipliers_shared,
                                            quantize_multipliers_shared_pairs)
 
-EDGE = [0.0, 2.0 ** -70, 2.0 ** -40, 1.0, 0.5, 1 - 2.0 ** -40, 2.0 ** 29, 2.0 ** 29 * (1 - 2.0 ** -40),
-        np.nextafter(0.5, 0.0), 3e-4, 0.0123]
+EDGE = [0.0, 2.0 ** -70, 2.0 ** -40, 1.0, 0.5, 1 - 2.0 ** -40, 2.0 ** 29,
+        2.0 ** 29 * (1 - 2.0 ** -40), np.nextafter(0.5, 0.0), 3e-4, 0.0123]
 reals = st.one_of(st.sampled_from(EDGE),
                   st.floats(min_value=0.0, max_value=2.0 ** 29, allow_nan=False))
 
