@@ -92,10 +92,15 @@ def read_table(path: str | os.PathLike) -> tuple[dict, dict[str, tuple[float, fl
             or not finite ``lo <= hi``.
     """
     p = Path(path)
-    if not p.is_file():
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, not a calibration table (give its "
+                         "calib_table.json)")
+    if not p.exists():
         raise InputError(f"{p}: calibration table not found")
     try:
         table = json.loads(p.read_text())
+    except OSError as exc:
+        raise InputError(f"{p}: cannot be read ({exc.strerror or exc})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{p}: not valid JSON ({exc})") from None
     if not isinstance(table, dict) or table.get("format") != FORMAT:
@@ -113,13 +118,21 @@ def read_table(path: str | os.PathLike) -> tuple[dict, dict[str, tuple[float, fl
             raise InputError(f"{p}: tensor '{name}': 'lo' and 'hi' must be JSON numbers, got "
                              f"{', '.join(json.dumps(b) for b in bounds)}")
         try:
-            lo, hi = float(bounds[0]), float(bounds[1])
+            lo, hi = (float(b) for b in bounds)
         except OverflowError:                          # an integer beyond float's range
-            lo, hi = math.inf, math.inf
+            raise InputError(f"{p}: tensor '{name}': 'lo' and 'hi' must be finite floats, got "
+                             f"{', '.join(_short(b) for b in bounds)}") from None
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
             raise InputError(f"{p}: tensor '{name}': need finite lo <= hi, got {lo}, {hi}")
         ranges[name] = (lo, hi)
     return table, ranges
+
+
+def _short(v) -> str:
+    """A JSON number for a message, an over-long integer abbreviated (``1e400`` has 401
+    digits)."""
+    text = json.dumps(v)
+    return text if len(text) <= 24 else f"{text[:8]}...({len(text)} digits)"
 
 
 def _is_number(v) -> bool:

@@ -228,6 +228,16 @@ def test_calib_table_errors(tmp_path):
         read_table(p)
     with pytest.raises(InputError, match="not found"):
         read_table(tmp_path / "missing.json")
+    # a folder or an empty device was "not found" (a new-user attack): say what it is
+    with pytest.raises(InputError, match="is a folder, not a calibration table"):
+        read_table(tmp_path)
+    with pytest.raises(InputError, match="not valid JSON"):
+        read_table("/dev/null")
+    # an integer beyond float's range was reported as "got inf, inf" whatever lo was
+    p.write_text('{"format": "tccc-calib-table", "version": 1, "tensors": '
+                 '{"a": {"lo": 0.5, "hi": 1' + "0" * 400 + '}}}')
+    with pytest.raises(InputError, match=r"finite floats, got 0\.5, 10000000\.\.\.\(401 digits\)"):
+        read_table(p)
 
 
 @pytest.mark.parametrize("lo, hi", [('"3"', "4.0"), ("-1.0", '"3"'), ("true", "1.0"),
