@@ -2,7 +2,9 @@
 
 * ``bit_exact``: every byte of every NPU output of the reference executor equals the golden
   integer model computed from the quantized IR saved with the binaries; for a segmented
-  model, of every NPU segment, each given the same input it was fed in the run.
+  model, of every NPU segment, each given the same input it was fed in the run; for a
+  ``--cores 2`` folder, also every image of its stream program (npu_cmd_stream.bin, run on
+  copies of the input) equals the main program's outputs.
 * ``sqnr_db``: 10 log10(sum f^2 / sum (f - q)^2) of the dequantized final output q against
   ONNX Runtime's float output f; ``sqnr_db_outputs`` (models with several graph outputs, e.g.
   YOLO-seg's boxes and mask prototypes): the same per graph output, by name.
@@ -132,6 +134,7 @@ class Checker:
         # a segmented model: one golden graph per NPU segment (runtime/segmented.py)
         self.graph = None if self.segmented else load_ir(Path(prog.folder) / IR_FILE)
         self._golden = None
+        self._stream_ex = None   # the stream program's executor (--cores 2), built once
         if not Path(model).is_file():
             raise InputError(f"{model}: no such file (--check needs the float ONNX model)")
         so = ort.SessionOptions()
@@ -162,6 +165,18 @@ class Checker:
             feed = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         return self.sess.run(None, {self.in_name: feed})
 
+    def _stream_exact(self, x: np.ndarray, res: dict[str, np.ndarray]) -> bool:
+        """Whether the folder's stream program gives each of its images the NPU outputs the
+        main program gave ``x`` (:func:`~tcc_compiler.runtime.stream_check.stream_matches`)."""
+        from tcc_compiler.runtime.stream_check import stream_matches
+        from tcc_compiler.sim.executor import Executor
+
+        sp = self.prog.stream
+        if self._stream_ex is None:
+            self._stream_ex = Executor(sp.cmd, sp.weights, self.prog.target)
+        ints = {o["name"]: res["int:" + o["name"]] for o in self.prog.manifest["outputs"]}
+        return stream_matches(sp, self._stream_ex, self.prog.quantize(x), ints)
+
     def check(self, x: np.ndarray, res: dict[str, np.ndarray]) -> dict:
         """Compare one simulator result ``res`` (from LoadedProgram.run) for input ``x``."""
         if self.segmented:
@@ -181,6 +196,8 @@ class Checker:
                 s = res["int:" + o["name"]]
                 if g is None or g.reshape(-1).tobytes() != s.reshape(-1).tobytes():
                     exact = False
+            if exact and self.prog.stream is not None:   # the --cores 2 stream binary too
+                exact = self._stream_exact(x, res)
         fs = self.float_outputs(x)
         f = fs[0]
         q = self.prog.final_output(res)

@@ -11,6 +11,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from tcc_compiler.binfmt.cmdfile import CmdFile, read_cmd_file
 from tcc_compiler.binfmt.weightfile import WeightFile, read_weight_file
 from tcc_compiler.emit.files import STREAM_CMD_FILE, STREAM_WEIGHT_FILE, WEIGHT_FILE
@@ -115,3 +117,34 @@ def load_stream(folder: Path, manifest: dict) -> StreamProgram | None:
                           f"{rec['input_stride_bytes']} B exceed the program's "
                           f"{sp.cmd.input_bytes} B INPUT region")
     return sp
+
+
+def stream_matches(sp: StreamProgram, executor, input_bytes: bytes, ints: dict) -> bool:
+    """Whether the stream program, run on ``sp.record["images"]`` copies of one image, gives
+    every image the NPU outputs the main program gave it (``tccc run --check`` on a
+    ``--cores 2`` folder: the stream binary is what the device runs for a stream of images).
+
+    Args:
+        sp: the checked stream program. executor: an
+            :class:`~tcc_compiler.sim.executor.Executor` of ``sp`` (built once by the caller).
+        input_bytes: the main program's INPUT-region bytes of the image (int8 NHWC).
+        ints: {output name: raw integer NHWC array} of the main program's run (the
+            ``"int:" + name`` entries of :meth:`LoadedProgram.run`, without the prefix).
+
+    Raises:
+        ExecutionError: the stream program fails on the executor. InputError: as
+            :func:`~tcc_compiler.sim.cores.run_stream`.
+    """
+    from tcc_compiler.sim.cores import run_stream
+
+    rec = sp.record
+    outs = run_stream(executor, [input_bytes] * rec["images"], rec["input_stride_bytes"],
+                      rec["output_stride_bytes"], rec["output_stride_bytes"])
+    offsets = rec.get("output_offsets", {})
+    for out in outs:
+        for name, want in ints.items():
+            raw = np.ascontiguousarray(want).tobytes()
+            at = offsets.get(name)
+            if not isinstance(at, int) or out[at:at + len(raw)] != raw:
+                return False
+    return True

@@ -532,3 +532,26 @@ def test_damaged_stream_program_fails_the_load(two, tmp_path, capsys, damage, ma
     for argv in (["inspect", str(out)], ["disasm", str(out)]):
         code, stdout, err = run_cli(argv, capsys)
         assert code == 2 and match in one_line_error(err), (argv, err)
+
+
+def test_run_check_covers_the_stream_program(two, tmp_path):
+    """``run --check`` of a ``--cores 2`` folder also runs the stream program (what the
+    device runs for a stream of images) and counts it in ``bit_exact``: its images' outputs
+    must be the main program's. A stream that puts an output elsewhere than the manifest
+    says (here: an output offset moved by one byte) is not bit-exact."""
+    import json
+    import shutil
+
+    path, _, prog = two
+    assert prog.stream is not None
+    x = np.random.default_rng(9).uniform(-2, 2, (1, 16, 28, 28)).astype(np.float32)
+    assert Checker(prog, path).check(x, prog.run(x))["bit_exact"]
+    out = tmp_path / "o"
+    shutil.copytree(prog.folder, out)
+    man = json.loads((out / "manifest.json").read_text())
+    offs = man["stream"]["output_offsets"]
+    name = next(iter(offs))
+    offs[name] += 1
+    (out / "manifest.json").write_text(json.dumps(man))
+    bad = load_program(out)
+    assert not Checker(bad, path).check(x, bad.run(x))["bit_exact"]
