@@ -32,11 +32,13 @@ import onnx
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tools/: bench_qdq
 
 from tcc_compiler import zoo  # noqa: E402
 from tcc_compiler.datasets.images import Preprocess, bundled_photos, load_image  # noqa: E402
 from tcc_compiler.runtime.check import sqnr_db  # noqa: E402
 from tcc_compiler.zoo._registry import SPECS  # noqa: E402
+from bench_qdq import quantize_qdq  # noqa: E402  (ORT quantize_static, QDQ per-channel)
 
 
 def photo_inputs(name: str, model: onnx.ModelProto, kind: str, n: int) -> list[np.ndarray]:
@@ -52,23 +54,6 @@ def photo_inputs(name: str, model: onnx.ModelProto, kind: str, n: int) -> list[n
                   for j in range(math.ceil(c / 3))]
         out.append(np.concatenate(planes)[:c][None].astype(np.float32))
     return out
-
-
-def quantize(src: Path, dst: Path, input_name: str, calib: list[np.ndarray]) -> None:
-    """ONNX Runtime ``quantize_static``: QDQ, per-channel int8 weights, int8 activations."""
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter([{input_name: x} for x in calib])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8)
 
 
 def _all_tensors(path: Path, names: list[str], feed: dict) -> dict[str, np.ndarray]:
@@ -94,7 +79,7 @@ def measure(name: str, args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fp, qp = Path(tmp) / "float.onnx", Path(tmp) / "qdq.onnx"
         onnx.save(model, fp)
-        quantize(fp, qp, iname, calib)
+        quantize_qdq(fp, qp, calib)
         so = ort.SessionOptions()
         so.log_severity_level = 3
         fs = ort.InferenceSession(str(fp), so, providers=["CPUExecutionProvider"])
