@@ -8,8 +8,9 @@ terms):
 * DMA_LOAD_Z: ``dma_setup_cycles + max(ceil(src_bytes / bw), ceil(dst_bytes /
   decompress_bytes_per_cycle))`` -- compressed bytes from DRAM, overlapped with the decoder
   (:func:`dma_z_cycles`).
-* CONV_TILE: ``compute_setup_cycles + out_h * out_w * kh * kw * ceil(oc_per_group_tile /
-  array_out) * ceil(cin_g / array_in) * groups_in_tile`` -- channel counts that do not fill
+* CONV_TILE: ``compute_setup_cycles + out_h * out_w * kh * kw * ceil(groups / p) * ceil(p *
+  og / array_out) * ceil(p * cin_g / array_in)``, ``p`` groups per pass
+  (:func:`groups_per_pass`; 1 for an ungrouped conv) -- channel counts that do not fill
   the array waste it (e.g. 3 input channels use 3/32 of the rows). In image mode (CONV_CFG
   flags bit1) the kw taps of a row share one input vector: ``out_h * out_w * kh *
   ceil(kw * cin_g / array_in) * ceil(oc / array_out)`` (:func:`conv_pixel_cycles`). In
@@ -86,14 +87,29 @@ def dma_z_cycles(src_bytes: int, dst_bytes: int, t: Target) -> int:
                                     math.ceil(dst_bytes / t.decompress_bytes_per_cycle))
 
 
+def groups_per_pass(groups: int, cin_g: int, og: int, t: Target) -> int:
+    """Groups of a grouped conv tile the MAC array computes in one pass (specs/target.md,
+    "Grouped convs"): ``min(groups, array_in // cin_g, array_out // og)``, at least 1. The
+    array's weight fetch places each group's compact ``[og, kh, kw, cin_g]`` weights on its
+    own block of input and output lanes (block-diagonal), so ``p`` groups share one input
+    vector and ``p * og`` output lanes."""
+    if groups <= 1:
+        return 1
+    return max(1, min(groups, t.array_in_channels // cin_g, t.array_out_channels // og))
+
+
 def conv_pixel_cycles(kh: int, kw: int, oc: int, cin_g: int, groups: int, image: bool,
                       t: Target) -> int:
     """MAC-array cycles per output pixel of a conv tile with ``oc`` output channels in
-    ``groups`` groups of ``cin_g`` input channels (``image``: image mode, one group)."""
+    ``groups`` groups of ``cin_g`` input channels (``image``: image mode, one group): ``kh *
+    kw * ceil(groups / p) * ceil(p * og / array_out) * ceil(p * cin_g / array_in)`` with ``p``
+    = :func:`groups_per_pass` and ``og = oc / groups``."""
     ai, ao = t.array_in_channels, t.array_out_channels
     if image:   # one row's kw taps x cin_g channels per input vector
         return kh * math.ceil(kw * cin_g / ai) * math.ceil(oc / ao)
-    return kh * kw * groups * math.ceil(oc // groups / ao) * math.ceil(cin_g / ai)
+    og = oc // groups
+    p = groups_per_pass(groups, cin_g, og, t)
+    return kh * kw * math.ceil(groups / p) * math.ceil(p * og / ao) * math.ceil(p * cin_g / ai)
 
 
 def depthwise_pixel_cycles(kh: int, kw: int, c: int, t: Target) -> int:

@@ -3,13 +3,12 @@ geometries (:class:`~tcc_compiler.schedule.tiling.ConvGeom`) and tile boxes."""
 
 from __future__ import annotations
 
-import dataclasses
 
 from tcc_compiler.errors import InternalError, UnsupportedError
 from tcc_compiler.ir.graph import Node, Value
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.ir.shapes import npu_hwc
-from tcc_compiler.schedule.tiling import ConvGeom, group_pack, uses_depthwise_mode
+from tcc_compiler.schedule.tiling import ConvGeom
 from tcc_compiler.target import Target
 
 #: Output rows [y0, y1) and columns [x0, x1) of a tile.
@@ -41,8 +40,9 @@ def elem_bytes(v: Value) -> int:
 
 def conv_geom(n: Node, t: Target) -> ConvGeom:
     """Geometry of a conv or FC node as target ``t`` runs it (an FC is a conv whose kernel
-    covers its input; a grouped conv off the depthwise datapath has its groups packed,
-    :func:`~tcc_compiler.schedule.tiling.group_pack`)."""
+    covers its input). A grouped conv keeps its groups: the MAC array runs several per pass
+    from compact weights (:func:`~tcc_compiler.schedule.cost.groups_per_pass`); ``t`` does not
+    change the geometry."""
     x, out = n.inputs[0], n.output
     h, w, c = hwc(x)
     oh, ow, o = hwc(out)
@@ -55,10 +55,7 @@ def conv_geom(n: Node, t: Target) -> ConvGeom:
     a = n.attrs
     g = ConvGeom(h, w, c, oh, ow, o, a.kernel[0], a.kernel[1], a.strides[0], a.strides[1],
                  a.dilations[0], a.dilations[1], a.pads, a.group, eb, sc, **widths)
-    if g.group == 1 or uses_depthwise_mode(g, t):
-        return g
-    p = group_pack(g.group, g.cin_g, g.og, t)
-    return g if p == 1 else dataclasses.replace(g, group=g.group // p, pack=p)
+    return g
 
 
 def pool_geom(n: Node, source: str) -> tuple[ConvGeom, tuple[int, int], tuple[int, int]]:

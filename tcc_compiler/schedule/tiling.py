@@ -34,10 +34,6 @@ class ConvGeom:
         dilations. pads: (t, l, b, r). group: groups as the NPU runs them. out_elem_bytes: 1
         (int8), 2 (int16) or 4 (int32). has_shortcut: fused residual input of the output's
         shape. in_elem_bytes, sc_elem_bytes: 1 (int8) or 2 (int16) of the input and shortcut.
-        pack: groups of the source conv packed into one NPU group (:func:`group_pack`): the
-            NPU runs ``group`` groups of ``pack`` times the source's channels per group, with
-            block-diagonal weights (zeros between the packed groups), so ``cin_g`` counts
-            those zeros and :attr:`useful_cin_g` does not.
     """
 
     h: int
@@ -57,24 +53,18 @@ class ConvGeom:
     out_elem_bytes: int = 1
     has_shortcut: bool = False
     has_weights: bool = True
-    pack: int = 1
     in_elem_bytes: int = 1
     sc_elem_bytes: int = 1
 
     @property
     def cin_g(self) -> int:
-        """Input channels per group (as the NPU runs it, packed zeros included)."""
+        """Input channels per group."""
         return self.c // self.group
 
     @property
-    def useful_cin_g(self) -> int:
-        """Input channels per group of the source conv: the ones whose MACs are useful."""
-        return self.cin_g // self.pack
-
-    @property
     def macs(self) -> int:
-        """Useful multiply-accumulates of the op (packed zeros excluded)."""
-        return self.oh * self.ow * self.o * self.kh * self.kw * self.useful_cin_g
+        """Multiply-accumulates of the op."""
+        return self.oh * self.ow * self.o * self.kh * self.kw * self.cin_g
 
     @property
     def og(self) -> int:
@@ -153,30 +143,6 @@ def uses_depthwise_mode(g: ConvGeom, t: Target) -> bool:
     return (t.depthwise_mode and g.has_weights and g.group > 1 and g.group == g.c == g.o
             and g.dh == g.dw == 1 and max(g.kh, g.kw) <= t.depthwise_max_kernel
             and max(g.sh, g.sw) <= t.depthwise_max_stride)
-
-
-def group_pack(group: int, cin_g: int, og: int, t: Target) -> int:
-    """How many groups of a grouped conv (``group`` groups of ``cin_g`` input and ``og``
-    output channels) the scheduler packs into one MAC-array group: the largest divisor ``p``
-    of ``group`` with ``p * cin_g <= array_in_channels`` and ``p * og <= array_out_channels``
-    (1: no packing).
-
-    The array broadcasts one vector of ``array_in`` input channels to ``array_out`` output
-    lanes per cycle (specs/target.md), so a group of 16 channels alone uses 16 x 16 of its
-    32 x 64 multipliers, one tap per cycle. Packed, ``p`` groups share the input vector and
-    ``p * og`` lanes: the same cycles per tap do ``p`` times the work, with zero weights
-    between the groups (block-diagonal; exact, since a zero weight adds nothing). The price is
-    ``p`` times the raw weight bytes of that layer (the zeros compress well). Callers skip
-    convs that run on the depthwise datapath.
-    """
-    if group <= 1:
-        return 1
-    ai, ao = t.array_in_channels, t.array_out_channels
-    best = 1
-    for p in range(2, group + 1):
-        if group % p == 0 and p * cin_g <= ai and p * og <= ao:
-            best = p
-    return best
 
 
 def pixel_cycles(g: ConvGeom, oc: int, t: Target) -> int:
@@ -283,10 +249,10 @@ def _estimate(g: ConvGeom, t: Target, rows: int, cols: int, ocb: int, nb: int,
     traffic = min(sp_traffic, ch_traffic)
     if g.group == 1 or uses_depthwise_mode(g, t):   # tiles of rows x cols x ocb
         macs_cycles = ns * nb * rows * cols * pixel_cycles(g, ocb, t)
-    else:
-        macs_cycles = g.oh * g.ow * cost.conv_pixel_cycles(g.kh, g.kw, g.o, g.cin_g,
-                                                            g.group, False, t) * (
-            t.int16_rate_divisor if g.in_elem_bytes == 2 else 1)
+    else:   # grouped: each block's groups run ceil(groups / per pass) passes
+        full, rest = divmod(g.o, ocb)
+        macs_cycles = g.oh * g.ow * (full * pixel_cycles(g, ocb, t)
+                                     + (pixel_cycles(g, rest, t) if rest else 0))
     ntiles = ns * nb
     est = cost.tile_pipeline_cycles(macs_cycles, cost.transfer_cycles(traffic, t), ntiles, t)
     return est, order, ntiles, in_tile

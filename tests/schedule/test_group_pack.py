@@ -1,7 +1,7 @@
-"""Group packing (schedule/tiling.group_pack, schedule/ops/conv.pack_group_weights): a grouped
-conv off the depthwise datapath runs with several of its groups in one MAC-array group, with
-block-diagonal weights; exact (bit-exact executor vs golden), faster, and reported with its
-useful MACs only."""
+"""Grouped convs on the MAC array (schedule/cost.groups_per_pass): a grouped conv off the
+depthwise datapath runs several of its groups per array pass from compact weights (no zero
+padding in the weight file); exact (bit-exact executor vs golden), faster than one group per
+pass, and reported with its real MACs."""
 
 from __future__ import annotations
 
@@ -13,38 +13,33 @@ from onnx import TensorProto, helper, numpy_helper
 from tcc_compiler import api
 from tcc_compiler.runtime import load_program
 from tcc_compiler.runtime.check import Checker
-from tcc_compiler.schedule.ops.conv import pack_group_weights
-from tcc_compiler.schedule.tiling import group_pack
+from tcc_compiler.schedule.cost import conv_pixel_cycles, groups_per_pass
 from tcc_compiler.target import load_target
 
 
 @pytest.mark.parametrize("group,cin_g,og,expected", [
     (24, 16, 16, 2),     # RegNetX group width 16: 2 x 16 input lanes of 32
     (768, 1, 1, 32),     # a 7x7 depthwise on the array: 32 channels per pass
-    (3, 16, 16, 1),      # 2 does not divide 3 groups
+    (3, 16, 16, 2),      # 2 per pass; the last pass runs one group
     (4, 32, 32, 1),      # already fills the 32 input lanes
     (1, 64, 64, 1),
     (8, 8, 16, 4),       # limited by the 64 output lanes
+    (5, 1, 1, 5),        # fewer groups than lanes: all in one pass
 ])
-def test_group_pack_fills_the_array_without_overflowing_it(group, cin_g, og, expected):
+def test_groups_per_pass_fills_the_array_without_overflowing_it(group, cin_g, og, expected):
     t = load_target()
-    p = group_pack(group, cin_g, og, t)
+    p = groups_per_pass(group, cin_g, og, t)
     assert p == expected
-    assert group % p == 0
     if p > 1:
         assert p * cin_g <= t.array_in_channels and p * og <= t.array_out_channels
 
 
-def test_packed_weights_are_block_diagonal():
-    rng = np.random.default_rng(0)
-    w = rng.integers(-127, 128, (12, 3, 3, 2), dtype=np.int8)   # 6 groups of 2 -> 2 outputs
-    packed = pack_group_weights(w, 6, 3)
-    assert packed.shape == (12, 3, 3, 6)
-    for o in range(12):
-        slot = (o // 2) % 3
-        np.testing.assert_array_equal(packed[o, :, :, 2 * slot:2 * slot + 2], w[o])
-        rest = np.delete(packed[o], np.s_[2 * slot:2 * slot + 2], axis=2)
-        assert not rest.any()
+@pytest.mark.parametrize("group,cin_g,og,passes", [(24, 16, 16, 12), (3, 16, 16, 2),
+                                                    (768, 1, 1, 24), (1, 64, 128, 4)])
+def test_conv_cycles_count_passes_not_groups(group, cin_g, og, passes):
+    t = load_target()
+    # 3x3 kernel: 9 taps per pass; (1, 64, 128): 2 input x 2 output lane blocks
+    assert conv_pixel_cycles(3, 3, group * og, cin_g, group, False, t) == 9 * passes
 
 
 def _grouped_model(c: int, group: int, k: int) -> onnx.ModelProto:
@@ -77,10 +72,12 @@ def test_packed_grouped_conv_is_bit_exact_and_counts_useful_macs(tmp_path, c, gr
     r = Checker(prog, path).check(x, prog.run(x))
     assert r["bit_exact"] and r["sqnr_db"] > 25
     layer = m.report["layers"][0]
-    assert layer["macs"] == 12 * 12 * c * k * k * (c // group)   # zeros not counted
+    assert layer["macs"] == 12 * 12 * c * k * k * (c // group)
     t = load_target()
-    p = group_pack(group, c // group, c // group, t)
+    p = groups_per_pass(group, c // group, c // group, t)
     assert p > 1
-    # the MAC array's cycles for the packed conv: (group / p) groups, one tap per cycle
+    # the MAC array's cycles: group / p passes, one tap per cycle
     assert layer["estimated_cycles"] >= 12 * 12 * k * k * (group // p)
-    assert layer["estimated_cycles"] < 12 * 12 * k * k * group   # unpacked: one per group
+    assert layer["estimated_cycles"] < 12 * 12 * k * k * group   # one group per pass
+    # the weight file holds the compact weights: no block-diagonal zeros
+    assert layer["weight_raw_bytes"] == c * k * k * (c // group) + c * 16

@@ -36,45 +36,20 @@ from tcc_compiler.isa.wlayout import LayerBlobs, WeightLayoutBuilder
 from tcc_compiler.target import Target
 
 
-def conv_consts(n: Node, memo: dict | None = None, pack: int = 1) -> tuple:
+def conv_consts(n: Node, memo: dict | None = None) -> tuple:
     """(ConvQuant, int8 OHWI weight bytes, packed parameter records) of conv/FC ``n``: pure
     functions of its constants, kept in ``memo`` (id(node) -> value; one dict per schedule
     search, whose graph does not change) so the search's repeated lowerings derive them once.
-    ``pack``: the geometry's packed groups (:func:`pack_group_weights`).
     """
-    got = memo.get((id(n), pack)) if memo is not None else None
+    got = memo.get(("consts", id(n))) if memo is not None else None
     if got is None:
         q = conv_quant(n)
         wq = weights_ohwi(n) if n.op is Op.CONV else np.ascontiguousarray(
             n.inputs[1].const.transpose(0, 2, 3, 1))
-        if pack > 1:
-            wq = pack_group_weights(wq, n.attrs.group, pack)
         got = (q, wq.tobytes(), pack_conv_params(q.bias, q.mult, q.shift, q.sc_mult))
         if memo is not None:
-            memo[(id(n), pack)] = got
+            memo[("consts", id(n))] = got
     return got
-
-
-def pack_group_weights(w: np.ndarray, group: int, pack: int) -> np.ndarray:
-    """The weights of a conv of ``group`` groups as those of the same conv run with ``group //
-    pack`` groups (:func:`~tcc_compiler.schedule.tiling.group_pack`).
-
-    Args:
-        w: int8 OHWI ``[O, kh, kw, cin_g]``; output channel ``o`` belongs to group ``o //
-            (O / group)``.
-        group: the conv's groups; pack: groups packed into one (divides ``group``).
-
-    Returns:
-        int8 OHWI ``[O, kh, kw, pack * cin_g]``, block-diagonal: output channel ``o`` of
-        source group ``i`` keeps its weights on input slots ``(i % pack) * cin_g ..`` (its own
-        group's channels inside the packed group's ``pack * cin_g``) and zeros elsewhere.
-    """
-    o, kh, kw, cg = w.shape
-    slot = (np.arange(o) // (o // group)) % pack
-    out = np.zeros((o, kh, kw, pack * cg), w.dtype)
-    for k in range(pack):
-        out[slot == k, :, :, k * cg:(k + 1) * cg] = w[slot == k]
-    return out
 
 
 def conv_setup(weights: WeightLayoutBuilder, t: Target, n: Node, g: ConvGeom,
@@ -85,7 +60,7 @@ def conv_setup(weights: WeightLayoutBuilder, t: Target, n: Node, g: ConvGeom,
     parameter records, :func:`~tcc_compiler.isa.wlayout.merge_blocks`; ``info.weight_bytes``
     gets their stored DRAM bytes) and build its CONV_CFG fields (``memo``: see
     :func:`conv_consts`). Returns (blobs, cfg fields)."""
-    q, wbytes, params = conv_consts(n, memo, g.pack)
+    q, wbytes, params = conv_consts(n, memo)
     image = uses_image_mode(g, t)
     stored0, raw0 = weights.stored_bytes, weights.raw_bytes
     blobs = weights.add_layer(n.name, LayerKind.FC if n.op is Op.FC else LayerKind.CONV,
