@@ -56,9 +56,9 @@ def _op_res(views, n: Node) -> list[tuple[int, int]]:
             if r is not None]
 
 
-class _OnceWeights:
-    """A weight-layout builder that lays each layer out once (an op lowered once per image
-    adds its table once)."""
+class OnceWeights:
+    """A weight-layout builder that lays each layer out once (an op lowered once per image,
+    or once per core for its share of the rows (schedule/cores.py), adds its table once)."""
 
     def __init__(self, builder: WeightLayoutBuilder):
         self._b, self._seen = builder, {}
@@ -106,7 +106,7 @@ def lower_batch(graph: Graph, t: Target, images: int,
                   for k in range(images))
     em = Emitter(t.sram_capacity_bytes, t.sram_align_bytes)
     builder = WeightLayoutBuilder(compressor)
-    weights, memo = _OnceWeights(builder), {}
+    weights, memo = OnceWeights(builder), {}
     layers = []
     source = graph.meta.get("source", "")
     for n in graph.nodes:

@@ -189,12 +189,51 @@ def _next_release(pl: _Plan, t: Target, head, now: float, sig_end) -> float:
     return best
 
 
-def two_core_bound_cycles(compute_cycles: int, dram_cycles: int) -> int:
-    """The latency bound of one image on two cores (cycles): the network's roofline compute
-    (:func:`~tcc_compiler.schedule.report.roofline`) halved, its minimal DRAM traffic not (the
-    cores share the link, specs/target.md "Two cores"). Data-parallel streams meet the same
-    bound per image; only a weight load serving several images goes below it."""
-    return max(-(-compute_cycles // 2), dram_cycles)
+#: Images sharing one weight read that :func:`two_core_bounds` also bounds (the stream
+#: candidates' largest batch per core, schedule/corestream.py BATCHES).
+BOUND_BATCH = 3
+
+
+def two_core_bounds(compute_cycles: int, load_bytes: int, store_bytes: int, t: Target,
+                    weight_bytes: int = 0, batch: int = BOUND_BATCH) -> dict:
+    """Lower bounds (cycles) of a network on two cores under this module's DRAM model.
+
+    Derivation (specs/target.md "Two cores", "Bound"): a transfer of core ``c`` runs at the
+    full rate only while the other core has none in flight, else at half; so the LOAD queues of
+    both cores together move at most ``bw`` bytes per cycle (one core alone: ``bw``; both
+    loading: ``bw / 2`` each), and likewise the STORE queues, while loads and stores overlap.
+    A DMA_LOAD_Z's transfer takes at least its stored bytes at ``bw``. The compute commands
+    of both cores do at least ``compute_cycles`` (the roofline's MAC cycles at the units' peak
+    rates) between them. Hence one image takes at least ``max(compute / 2, load_bytes / bw,
+    store_bytes / bw)`` with ``load_bytes`` = stored weights + input and ``store_bytes`` = the
+    outputs (activations kept on chip move nothing, so this holds for every schedule). A
+    stream whose weight loads serve ``b`` images needs per image at least ``max(compute / 2,
+    (weight_bytes / b + input) / bw, outputs / bw)``.
+
+    Args:
+        compute_cycles: the roofline's compute cycles of one image
+            (:func:`~tcc_compiler.schedule.report.roofline`).
+        load_bytes, store_bytes: minimal bytes loaded (stored weights and parameters + the
+            input) and stored (the outputs) per image.
+        weight_bytes: the stored weights and parameters among ``load_bytes``.
+        batch: images per weight read of the batched stream bound.
+
+    Returns:
+        ``{"latency_cycles", "stream_cycles_per_image", "batched_stream_cycles_per_image",
+        "batch", "bound_by"}``: the one-image latency bound (also the bound of a stream that
+        reads the weights once per image), the stream bound with ``batch`` images per weight
+        read, and which term limits the latency bound ("compute", "DRAM loads", "DRAM
+        stores").
+    """
+    bw = t.dram_bytes_per_cycle
+    terms = {"compute": compute_cycles / 2, "DRAM loads": load_bytes / bw,
+             "DRAM stores": store_bytes / bw}
+    lat = max(terms.values())
+    shared = max(terms["compute"], (load_bytes - weight_bytes + weight_bytes / batch) / bw,
+                 terms["DRAM stores"])
+    return {"latency_cycles": math.ceil(lat), "stream_cycles_per_image": math.ceil(lat),
+            "batched_stream_cycles_per_image": math.ceil(shared), "batch": batch,
+            "bound_by": max(terms, key=terms.get)}
 
 
 def stalls(cmds: list[C.Command], times: list[tuple[int, int]]
