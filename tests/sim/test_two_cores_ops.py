@@ -120,3 +120,13 @@ def test_deleting_a_cross_core_wait_of_a_split_op_is_a_race(ops):
         assert len(found) == 1, j
         o = Ordering(mod, mranges)
         assert o.core_of[found[0].first] != o.core_of[found[0].second]
+
+
+def test_the_bounds_hold_for_the_emitted_programs(ops):
+    """No emitted program beats the report's two-core bounds (they are lower bounds)."""
+    _, m, _ = ops
+    c = m.report["cores"]
+    b = c["two_core_bounds"]
+    assert c["two_core_bound_cycles"] == b["latency_cycles"] > 0
+    assert b["latency_cycles"] <= c["latency_cycles"]
+    assert b["batched_stream_cycles_per_image"] <= c["stream_period_cycles"]
