@@ -28,8 +28,6 @@ from tcc_compiler.schedule import cost
 from tcc_compiler.schedule.batch import activation_bytes, batch_plan, lower_batch
 from tcc_compiler.schedule.coretime import replay_cores
 from tcc_compiler.schedule.program import Program
-from tcc_compiler.schedule.rank import estimate_cycles
-from tcc_compiler.schedule.tiling import align_up
 from tcc_compiler.target import Target
 
 #: Images per core the stream candidates try besides one (op by op, one weight load per
@@ -104,24 +102,23 @@ def stream_program(per_core: Program, t: Target, batch: int, st: dict[Region, in
 
 
 def batch_estimate(graph: Graph, t: Target, images: int, mem, weight_bytes: int,
-                   zone_bytes: int) -> float:
+                   single_cycles: int) -> float:
     """Estimated stream period (cycles per image) of :func:`lower_batch` programs of
     ``images`` images per core under their memory plan ``mem`` (:func:`batch_plan`), on two
-    cores, without lowering them: the longer of half a core's time per image (the plan's
-    one-image estimate, :func:`~tcc_compiler.schedule.rank.estimate_cycles`, less the weight
-    reads the batch shares) and the shared link's time per image (``weight_bytes`` / images
-    plus the activation bytes, :func:`activation_bytes`). For ranking only: the replay of
-    the lowered program decides."""
-    zones = (images - 1) * align_up(zone_bytes, t.sram_align_bytes)
-    one = estimate_cycles(graph, mem, t.with_sram(t.sram_capacity_bytes - zones))
+    cores, without lowering them: the longer of half a core's time per image (the one-image
+    program's replayed ``single_cycles`` less the weight reads the batch shares) and the
+    shared link's time per image (``weight_bytes`` / images plus the activation bytes the
+    plan moves, :func:`activation_bytes`). A few ms per candidate; for ranking only: the
+    replay of the lowered program decides."""
     w = cost.transfer_cycles(weight_bytes, t)
     ld, st = activation_bytes(graph, mem)
     link = cost.transfer_cycles(weight_bytes / images + ld + st, t)
-    return max((one - w * (1 - 1 / images)) / 2, link)
+    return max((single_cycles - w * (1 - 1 / images)) / 2, link)
 
 
 def lower_stream(graph: Graph, t: Target, compressor: BlockCompressor | None,
-                 single: Program, cores: int = 2) -> StreamProgram:
+                 single: Program, cores: int = 2, single_cycles: int | None = None
+                 ) -> StreamProgram:
     """The stream program with the shortest replayed period per image among: ``single`` (the
     one-core program, any zone, cascades or prefetch) one image per core, and
     :func:`~tcc_compiler.schedule.batch.lower_batch` programs of :data:`BATCHES` images per
@@ -130,7 +127,7 @@ def lower_stream(graph: Graph, t: Target, compressor: BlockCompressor | None,
     :func:`batch_estimate` and only the :data:`FINALISTS` lowest are lowered and replayed.
     The batches are tried only when reading the weights takes at least half the one-image
     candidate's period (they gain nothing elsewhere: an image's activations are what the
-    link carries).
+    link carries). ``single_cycles``: ``single``'s replayed cycles (None: replayed here).
 
     Raises:
         ScheduleError: the one-image candidate cannot be built (the batches are skipped when
@@ -141,6 +138,8 @@ def lower_stream(graph: Graph, t: Target, compressor: BlockCompressor | None,
               Region.ACT: _align(single.act_arena_bytes, t)}
     cands = [stream_program(single, t, 1, one_st, cores)]
     wbytes = single.weights.stored_bytes
+    if single_cycles is None:
+        single_cycles = max((e for _, e in cost.replay(single.commands, t)), default=0)
     ranked = []
     for b in BATCHES if 2 * cost.transfer_cycles(wbytes, t) >= cands[0].period_cycles else ():
         for f in ZONE_FRACTIONS:
@@ -149,7 +148,8 @@ def lower_stream(graph: Graph, t: Target, compressor: BlockCompressor | None,
                 mem = batch_plan(graph, t, b, zone)
             except ScheduleError:
                 continue
-            ranked.append((batch_estimate(graph, t, b, mem, wbytes, zone), b, zone, mem))
+            ranked.append((batch_estimate(graph, t, b, mem, wbytes, single_cycles), b,
+                           zone, mem))
     for _, b, zone, mem in sorted(ranked, key=lambda r: r[:3])[:FINALISTS]:
         try:
             prog, st = lower_batch(graph, t, b, compressor, zone, mem)
