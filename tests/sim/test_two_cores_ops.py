@@ -130,3 +130,25 @@ def test_the_bounds_hold_for_the_emitted_programs(ops):
     assert c["two_core_bound_cycles"] == b["latency_cycles"] > 0
     assert b["latency_cycles"] <= c["latency_cycles"]
     assert b["batched_stream_cycles_per_image"] <= c["stream_period_cycles"]
+
+
+def test_compute_floor_is_below_every_lowering_and_above_the_roofline(ops):
+    """compute_floor_cycles bounds the compute commands of the split programs (balanced or
+    not) and of the one-core program from below, and is at least the roofline's term."""
+    from tcc_compiler.schedule.coretime import compute_floor_cycles, core_ranges
+    from tcc_compiler.schedule.cost import command_cycles
+    from tcc_compiler.schedule.search import search
+
+    _, m, _ = ops
+    graph = m.artifacts.graph
+    progs = [lower_spatial(graph, TARGET, balance=b) for b in (False, True)]
+    progs.append(search(graph, TARGET))
+    for p in progs:
+        busy = 0
+        for a, b in core_ranges(p.commands):
+            regs = C.Registers()
+            for c in p.commands[a:b]:
+                busy += command_cycles(c, regs, TARGET) if c.queue.name == "COMPUTE" else 0
+                regs.update(c)
+        floor = compute_floor_cycles(graph, p.layers, TARGET)
+        assert m.report["roofline"]["compute_cycles"] <= floor + 1 and floor <= busy
