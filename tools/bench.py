@@ -91,11 +91,22 @@ RATIOS = [(("resnet50", "640x320x3"), ("resnet50", "224x224x3")),
           (("resnet18", "960x520x3"), ("resnet18", "640x320x3"))]
 
 
+#: Issue 17's two-core targets (speed-up over one core): (model, WxHxC) -> {"latency": x,
+#: "stream": x}; each is printed beside the model's two-core bound.
+CORE_TARGETS = {
+    ("resnet50", "224x224x3"): {"latency": 1.6, "stream": 1.8},
+    ("yolov8n", "640x640x3"): {"latency": 1.6},
+    ("mobilenet-v2", "224x224x3"): {"stream": 1.5},
+}
+
+
 def cores_figures(r: dict, clock_hz: int = 1_000_000_000) -> dict | None:
     """The two-core figures of a ``--cores 2`` report (summed over the NPU segments of a
     segmented one): one-core and two-core latency (ms), the two-core stream period (ms per
-    image), their speed-ups over one core, which program was kept and per-core utilisation;
-    None for a one-core compile."""
+    image), their speed-ups over one core, which program was kept, per-core utilisation and
+    the model's two-core bounds (:func:`tcc_compiler.schedule.coretime.two_core_bounds`:
+    latency, and stream per image with one weight read per image and per ``batch`` images)
+    as ms and as the speed-up over one core they allow; None for a one-core compile."""
     rows = ([s["cores"] for s in r["segments"] if s["device"] == "npu"]
             if r.get("layout") == "segmented" else [r.get("cores")])
     if not rows or any(c is None or not c.get("estimates") for c in rows):
@@ -104,17 +115,51 @@ def cores_figures(r: dict, clock_hz: int = 1_000_000_000) -> dict | None:
     two = sum(c["latency_cycles"] for c in rows)
     split = sum(c["estimates"]["spatial_latency_cycles"] or one for c in rows)
     stream = sum(c["stream_period_cycles"] for c in rows)
-    bound = sum(c.get("two_core_bound_cycles") or 0 for c in rows)
+    bounds = [c.get("two_core_bounds") or {} for c in rows]
+
+    def bound(key):
+        cyc = sum(b.get(key, 0) for b in bounds)
+        return round(cyc / clock_hz * 1e3, 3), (round(one / cyc, 3) if cyc else None)
     return {"one_core_ms": round(one / clock_hz * 1e3, 3),
             "two_core_ms": round(two / clock_hz * 1e3, 3),
             "spatial_split_ms": round(split / clock_hz * 1e3, 3),
             "stream_ms_per_image": round(stream / clock_hz * 1e3, 3),
             "latency_speedup": round(one / two, 3), "stream_speedup": round(one / stream, 3),
-            "two_core_bound_ms": round(bound / clock_hz * 1e3, 3),
-            "bound_speedup": round(one / bound, 3) if bound else None,
+            "two_core_bound_ms": bound("latency_cycles")[0],
+            "bound_speedup": bound("latency_cycles")[1],
+            "stream_bound_ms": bound("batched_stream_cycles_per_image")[0],
+            "stream_bound_speedup": bound("batched_stream_cycles_per_image")[1],
+            "bound_batch": max((b.get("batch", 0) for b in bounds), default=0),
+            "bound_by": [b.get("bound_by") for b in bounds],
             "kept": [c["kept"] for c in rows],
             "stream_schedule": [c["stream_schedule"] for c in rows],
             "utilisation": [[p["utilisation"] for p in c["per_core"]] for c in rows]}
+
+
+def target_lines(r: dict) -> list[str]:
+    """Issue 17's targets of model ``r`` (:data:`CORE_TARGETS`), each beside the reached
+    speed-up and the model's bound; a target above the bound says so with the numbers."""
+    c, goals = r.get("cores"), CORE_TARGETS.get((r["model"], r["input"]), {})
+    if not c:
+        return []
+    out = []
+    for kind, goal in goals.items():
+        got = c["latency_speedup"] if kind == "latency" else c["stream_speedup"]
+        if kind == "latency":
+            bx, bms, how = c["bound_speedup"], c["two_core_bound_ms"], (
+                f"bound {c['two_core_bound_ms']:.2f} ms, limited by {', '.join(c['bound_by'])}")
+        else:   # a stream may share a weight read between images
+            bx, bms, how = c["stream_bound_speedup"], c["stream_bound_ms"], (
+                f"bound {c['stream_bound_ms']:.2f} ms/image with one weight read per "
+                f"{c['bound_batch']} images; x{c['bound_speedup'] or 0:.2f} "
+                f"({c['two_core_bound_ms']:.2f} ms) reading them once per image")
+        verdict = ("met" if got >= goal else "not met") + (
+            f"; the target is ABOVE the model's bound x{bx:.2f} ({bms:.2f} ms vs "
+            f"{c['one_core_ms'] / goal:.2f} ms needed): no schedule on the modelled chip "
+            f"reaches it" if bx is not None and bx < goal else "")
+        out.append(f"  target {r['model']} {r['input']} {kind} x{goal}: reached "
+                   f"x{got:.2f}, bound x{bx or 0:.2f} ({how}): {verdict}")
+    return out
 
 
 def bench_one(name: str, whc: str, n_images: int, workdir: Path, n_calib: int = 2,
@@ -210,9 +255,10 @@ def format_cores(c: dict | None) -> str:
             f"(x{c['latency_speedup']:.2f}; spatial split {c['spatial_split_ms']:.2f} ms; kept "
             f"{', '.join(c['kept'])}), stream {c['stream_ms_per_image']:.2f} ms/image "
             f"(x{c['stream_speedup']:.2f} throughput; {'; '.join(c['stream_schedule'])}); "
-            f"2-core bound {c['two_core_bound_ms']:.2f} ms (compute halved, DRAM shared: "
-            f"x{c['bound_speedup'] or 0:.2f} at most for latency and one-image-per-core "
-            f"streams)")
+            f"2-core bound {c['two_core_bound_ms']:.2f} ms (x{c['bound_speedup'] or 0:.2f} for "
+            f"latency and one-image-per-core streams; {', '.join(c['bound_by'])}), "
+            f"{c['stream_bound_ms']:.2f} ms/image (x{c['stream_bound_speedup'] or 0:.2f}) for "
+            f"streams reading the weights once per {c['bound_batch']} images")
 
 
 def format_result(r: dict) -> str:
@@ -302,6 +348,8 @@ def main(argv=None) -> int:
                 continue
             results.append(r)
             print(format_result(r))
+            for line in target_lines(r):
+                print(line)
             sys.stdout.flush()
     print("Estimates come from tccc's documented model of the chip (specs/target.md); the "
           "vendor's are measured.")

@@ -13,7 +13,7 @@ from tcc_compiler.ir.graph import Graph
 from tcc_compiler.isa.spec import Queue
 from tcc_compiler.passes import PassManager
 from tcc_compiler.schedule import Program
-from tcc_compiler.schedule.coretime import two_core_bound_cycles
+from tcc_compiler.schedule.coretime import compute_floor_cycles, two_core_bounds
 from tcc_compiler.schedule.timeline import Span, summary as timeline_summary
 from tcc_compiler.schedule.timeline import per_core
 from tcc_compiler.schedule.timeline import timeline as make_timeline
@@ -46,16 +46,23 @@ def command_ranges(indices) -> list[list[int]]:
 
 
 def cores_report(program: Program, tgt: Target, timeline: list[Span], total: int,
-                 roof: dict | None = None) -> dict:
+                 roof: dict | None = None, weight_bytes: int = 0,
+                 compute_floor: int = 0) -> dict:
     """The report's ``cores`` object: cores used, single-image latency (cycles, ms), stream
     throughput (the better of the emitted program run image after image and, with
     ``--cores 2``, the emitted stream program, npu_cmd_stream.bin: its replay over its
     images, schedule/corestream.py), per core its COMPUTE-queue busy cycles, utilisation and
     DRAM bytes and, given the network's ``roof`` (:func:`~tcc_compiler.schedule.report.
-    roofline`), ``two_core_bound_cycles`` (:func:`~tcc_compiler.schedule.coretime.
-    two_core_bound_cycles`)."""
+    roofline`), stored ``weight_bytes`` and ``compute_floor``
+    (:func:`~tcc_compiler.schedule.coretime.compute_floor_cycles`), ``two_core_bounds``
+    (:func:`~tcc_compiler.schedule.coretime.two_core_bounds`: latency, stream with one weight
+    read per image and per three images, the limiting term) and ``two_core_bound_cycles``
+    (its latency bound)."""
     period, how = total, "the emitted program, one image after another"
     est = program.estimates
+    bounds = two_core_bounds(max(roof["compute_cycles"], compute_floor),
+                             weight_bytes + program.input_bytes,
+                             program.output_bytes, tgt, weight_bytes) if roof and est else None
     sp = est.get("stream_period_cycles")
     if sp is not None and sp < period:
         period = sp
@@ -70,9 +77,8 @@ def cores_report(program: Program, tgt: Target, timeline: list[Span], total: int
             "stream_period_cycles": period,
             "stream_images_per_s": tgt.clock_hz / period if period else None,
             "stream_schedule": how,
-            "two_core_bound_cycles": two_core_bound_cycles(roof["compute_cycles"],
-                                                           roof["dram_cycles"])
-            if roof and est else None,
+            "two_core_bound_cycles": bounds["latency_cycles"] if bounds else None,
+            "two_core_bounds": bounds,
             "per_core": per_core(timeline)}
 
 
@@ -165,7 +171,10 @@ def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm
             [li.depthwise for li in program.layers]),
         "npu_ops": counts,
         "timeline": timeline_summary(timeline),
-        "cores": cores_report(program, tgt, timeline, total_cycles, roof),
+        "cores": cores_report(program, tgt, timeline, total_cycles, roof,
+                              sum(li.weight_bytes for li in program.layers),
+                              compute_floor_cycles(graph, program.layers, tgt)
+                              if program.estimates else 0),
         "layers": layers,
         "passes": {"seconds": pm.stats.seconds, "fired": pm.stats.fired},
         "compile_seconds": timings,

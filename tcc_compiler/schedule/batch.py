@@ -20,6 +20,7 @@ from tcc_compiler.isa.spec import Region
 from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.isa.wlayout import WeightLayoutBuilder
 from tcc_compiler.schedule.emitter import Emitter
+from tcc_compiler.schedule.geom import elem_bytes, hwc
 from tcc_compiler.schedule.lowering import lower_one
 from tcc_compiler.schedule.memory import MemoryPlan, plan_memory
 from tcc_compiler.schedule.ops.context import OpContext, new_info
@@ -56,9 +57,9 @@ def _op_res(views, n: Node) -> list[tuple[int, int]]:
             if r is not None]
 
 
-class _OnceWeights:
-    """A weight-layout builder that lays each layer out once (an op lowered once per image
-    adds its table once)."""
+class OnceWeights:
+    """A weight-layout builder that lays each layer out once (an op lowered once per image,
+    or once per core for its share of the rows (schedule/cores.py), adds its table once)."""
 
     def __init__(self, builder: WeightLayoutBuilder):
         self._b, self._seen = builder, {}
@@ -82,12 +83,52 @@ def strides(mem: MemoryPlan, t: Target) -> dict[Region, int]:
                                            (Region.ACT, mem.arena_bytes))}
 
 
+def batch_plan(graph: Graph, t: Target, images: int, zone_bytes: int) -> MemoryPlan:
+    """The one-image memory plan :func:`lower_batch` uses for ``images`` images per core with
+    a resident zone of ``zone_bytes`` each (aligned here): planned in the SRAM left above
+    the other images' zones (a few ms; no commands).
+
+    Raises:
+        ScheduleError: the zones exceed the SRAM.
+    """
+    zone_bytes = -(-zone_bytes // t.sram_align_bytes) * t.sram_align_bytes
+    zones = (images - 1) * zone_bytes
+    if zones >= t.sram_capacity_bytes:
+        raise ScheduleError(f"{images} zones of {zone_bytes} B exceed the SRAM")
+    return plan_memory(graph, t.with_sram(t.sram_capacity_bytes - zones), zone_bytes, False)
+
+
+def activation_bytes(graph: Graph, mem: MemoryPlan) -> tuple[int, int]:
+    """(bytes loaded, bytes stored) per image by the activation traffic of the ops the
+    lowering visits under ``mem``: every non-constant, non-resident operand read once and
+    every non-resident result written once (NHWC sizes; an op's halo and re-reads not
+    counted: an estimate for ranking, schedule/corestream.py)."""
+    ld = st = 0
+    for n in graph.nodes:
+        if n.op in HOST_OPS or n.op in VIEW_OPS or id(n) in mem.fused_luts:
+            continue
+        if n.op in CHANNEL_OPS and id(n) not in mem.views.copies:
+            continue
+        out = mem.conv_output(n) if n.op is Op.CONV else n.output
+        ld += sum(_nbytes(v, mem) for v in n.inputs)
+        st += _nbytes(out, mem)
+    return ld, st
+
+
+def _nbytes(v, mem: MemoryPlan) -> int:
+    if v is None or v.const is not None or mem.resident(v) is not None:
+        return 0
+    h, w, c = hwc(v)
+    return h * w * c * elem_bytes(v)
+
+
 def lower_batch(graph: Graph, t: Target, images: int,
-                compressor: BlockCompressor | None = None, zone_bytes: int = 0
-                ) -> tuple[Program, dict]:
+                compressor: BlockCompressor | None = None, zone_bytes: int = 0,
+                mem: MemoryPlan | None = None) -> tuple[Program, dict]:
     """A one-core program running ``images`` images (see the module docstring), each with a
     resident zone of ``zone_bytes`` (image ``k``'s at ``k * zone_bytes``; the tile areas
-    above all of them).
+    above all of them). ``mem``: :func:`batch_plan`'s plan of the same arguments, when the
+    caller has it (None: planned here).
 
     Returns:
         (the program, its per-image strides by region, :func:`strides`); the program's
@@ -98,15 +139,14 @@ def lower_batch(graph: Graph, t: Target, images: int,
     """
     zone_bytes = -(-zone_bytes // t.sram_align_bytes) * t.sram_align_bytes
     zones = (images - 1) * zone_bytes   # the other images' zones, below every tile area
-    if zones >= t.sram_capacity_bytes:
-        raise ScheduleError(f"{images} zones of {zone_bytes} B exceed the SRAM")
-    mem = plan_memory(graph, t.with_sram(t.sram_capacity_bytes - zones), zone_bytes, False)
+    if mem is None:
+        mem = batch_plan(graph, t, images, zone_bytes)
     st = strides(mem, t)
     views = tuple(_MovedPlan(mem, {r: k * s for r, s in st.items()}, k * zone_bytes)
                   for k in range(images))
     em = Emitter(t.sram_capacity_bytes, t.sram_align_bytes)
     builder = WeightLayoutBuilder(compressor)
-    weights, memo = _OnceWeights(builder), {}
+    weights, memo = OnceWeights(builder), {}
     layers = []
     source = graph.meta.get("source", "")
     for n in graph.nodes:

@@ -29,17 +29,20 @@ cannot deadlock.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 from tcc_compiler.errors import ScheduleError
 from tcc_compiler.ir.graph import Graph, Node
 from tcc_compiler.schedule.balance import Balancer, rough_cycles
-from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, Op, VIEW_OPS
+from tcc_compiler.schedule.batch import OnceWeights
+from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, Op, ResizeMode, VIEW_OPS
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.spec import PARAM_RECORD_BYTES, Queue
 from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.isa.wlayout import WeightLayoutBuilder
 from tcc_compiler.numerics.lut import LUT_ENTRIES
+from tcc_compiler.quant.params import uses_ew
 from tcc_compiler.schedule import cost
 from tcc_compiler.schedule.emitter import Emitter
 from tcc_compiler.schedule.geom import channel_blocks, conv_geom, in_box, spatial_tiles
@@ -71,8 +74,30 @@ class CrossCore:
         self.ems = ems
         self.signals: list[list[int]] = [[] for _ in ems]
         self.waited = [[0] * len(ems) for _ in ems]
+        self.share_stores: list[int | None] = [None] * len(ems)
         for k, em in enumerate(ems):
             em.on_dram_read = (lambda region, lo, hi, k=k: self.before_load(k, region, lo, hi))
+            em.on_store = (lambda k=k: self.after_store(k))
+
+    def begin_share(self, k: int) -> None:
+        """Core ``k`` starts its share of a split op: signal after its 1st, 2nd, 4th and 8th
+        store (its rows next to the other core's share, emitted first), so the other core's
+        next op waits for those rows' halo only, not for the whole share."""
+        self.share_stores[k] = 0
+
+    def end_share(self, k: int) -> None:
+        """Core ``k``'s share is emitted: no more early signals."""
+        self.share_stores[k] = None
+
+    def after_store(self, k: int) -> None:
+        """After each store of core ``k``: an early signal within a share (see
+        :meth:`begin_share`)."""
+        n = self.share_stores[k]
+        if n is None:
+            return
+        self.share_stores[k] = n = n + 1
+        if n in (1, 2, 4, 8):
+            self.signal(k)
 
     def signal(self, k: int) -> None:
         """SEM_SIGNAL on core ``k`` if it stored anything since its last signal."""
@@ -228,7 +253,7 @@ class _CoreLowering:
                                            pinned=crossing(graph, assign))
         self.ems = [Emitter(t.sram_capacity_bytes, t.sram_align_bytes) for _ in range(cores)]
         self.cross = CrossCore(self.ems)
-        self.weights = WeightLayoutBuilder(compressor)
+        self.weights = OnceWeights(WeightLayoutBuilder(compressor))   # a split lut: once
         self.memo: dict = {}
         self.source = graph.meta.get("source", "")
         self.parts: list[tuple[LayerInfo, list[tuple[int, int, int]]]] = []
@@ -270,6 +295,8 @@ class _CoreLowering:
             core = self.assign(n) if self.assign is not None else None
             if core is None and self.splittable(n):
                 self._conv(n)
+            elif core is None and self.row_split(n) is not None:
+                self._rows(n, self.row_split(n))
             elif core is None and self.bal is not None and self.free_op(n):
                 c, finish = self.bal.best_core(n, rough_cycles(n, self.t))
                 self.bal.record(n, self.mem.conv_output(n) if n.op is Op.CONV else n.output,
@@ -278,6 +305,62 @@ class _CoreLowering:
             else:
                 self._whole(n, core or 0)
         return self._program()
+
+    def row_split(self, n: Node) -> int | None:
+        """The first output row of core 1's share when non-conv op ``n`` may be split between
+        the cores by output rows (an element-wise, table, max/average pool, nearest resize or
+        channel concat/slice copy op, none of whose operands is resident, over at least two
+        rows; a resize's share starts at an input row); None: it runs whole."""
+        if not self.free_op(n) or len(n.output.shape) != 4:
+            return None
+        scale = 1
+        if n.op is Op.RESIZE and n.attrs.mode is not ResizeMode.BILINEAR:
+            scale = n.attrs.scale_h
+        elif n.op in (Op.CONCAT, Op.SLICE):
+            if id(n) not in self.mem.views.copies:
+                return None
+        elif n.op not in (Op.ADD, Op.LUT, Op.MAXPOOL, Op.AVGPOOL) and not uses_ew(n):
+            return None
+        h = n.output.shape[2] // scale
+        return (h // 2) * scale if h >= 2 else None
+
+    def _rows(self, n: Node, mid: int) -> None:
+        """Non-conv op ``n`` split by output rows at ``mid``: core 0 runs ``[0, mid)`` last rows
+        first, core 1 ``[mid, H)``; with the balancer, only when that finishes before running
+        it whole on the core free first (:func:`rough_cycles`: its DRAM bytes take as long on
+        two cores sharing the link, its vector work halves)."""
+        if self.bal is not None:
+            whole = rough_cycles(n, self.t)
+            split = whole - cost.vector_cycles(math.prod(n.output.shape), self.t) / 2 \
+                + 2 * self.t.sem_latency_cycles
+            core, finish = self.bal.best_core(n, whole)
+            split_end = self.bal.split_finish(n, split)
+            if split_end >= finish:
+                self.bal.record(n, n.output, core, finish)
+                self._whole(n, core)
+                return
+            self.bal.record(n, n.output, None, split_end)
+        info = new_info(n)
+        ranges = []
+        for core, rows in ((0, (0, mid)), (1, (mid, n.output.shape[2]))):
+            em = self.ems[core]
+            part = dataclasses.replace(info, tiles=0)
+            ctx = dataclasses.replace(self.ctx(core, n), rows=rows, reverse=core == 0)
+            first = em.n_cmds
+            self.cross.begin_share(core)
+            lower_one(ctx, n, part, None)
+            self.cross.end_share(core)
+            ranges.append((core, first, em.n_cmds))
+            info.tiles += part.tiles
+            info.sram_peak_bytes = max(info.sram_peak_bytes, part.sram_peak_bytes)
+            info.weight_bytes, info.weight_raw_bytes = part.weight_bytes, part.weight_raw_bytes
+            info.weight_file_bytes = part.weight_file_bytes
+            info.plan = part.plan
+        info.plan += f", split by rows over 2 cores at row {mid}"
+        self.parts.append((info, ranges))
+        self.splits[n.name] = "rows"
+        for core in (0, 1):
+            self.cross.signal(core)
 
     def free_op(self, n: Node) -> bool:
         """An op none of whose operands is resident in core 0's SRAM (either core may run
@@ -340,7 +423,10 @@ class _CoreLowering:
             em = self.ems[core]
             part = dataclasses.replace(info, tiles=0)
             first = em.n_cmds
-            lower_conv(self.ctx(core, n), n, part, pre, only=keep)
+            self.cross.begin_share(core)
+            lower_conv(self.ctx(core, n), n, part, pre, only=keep,
+                       reverse=core == 0 and sp.how == "rows")
+            self.cross.end_share(core)
             ranges.append((core, first, em.n_cmds))
             info.tiles += part.tiles
             info.sram_peak_bytes = max(info.sram_peak_bytes, part.sram_peak_bytes)

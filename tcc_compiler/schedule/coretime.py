@@ -22,7 +22,9 @@ import math
 
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.spec import WAIT_NONE, Queue
-from tcc_compiler.schedule.cost import command_cycles
+from tcc_compiler.ir.ops import Op
+from tcc_compiler.schedule.cost import command_cycles, compute_cycles, conv_pixel_cycles
+from tcc_compiler.schedule.geom import conv_geom
 from tcc_compiler.target import Target
 
 _QUEUES = (Queue.LOAD, Queue.COMPUTE, Queue.STORE)
@@ -189,12 +191,89 @@ def _next_release(pl: _Plan, t: Target, head, now: float, sig_end) -> float:
     return best
 
 
-def two_core_bound_cycles(compute_cycles: int, dram_cycles: int) -> int:
-    """The latency bound of one image on two cores (cycles): the network's roofline compute
-    (:func:`~tcc_compiler.schedule.report.roofline`) halved, its minimal DRAM traffic not (the
-    cores share the link, specs/target.md "Two cores"). Data-parallel streams meet the same
-    bound per image; only a weight load serving several images goes below it."""
-    return max(-(-compute_cycles // 2), dram_cycles)
+def compute_floor_cycles(graph, layers, t: Target) -> int:
+    """A lower bound (cycles) on the compute commands of one image, however the ops are tiled
+    or split between cores: per plain conv (one group, off the depthwise datapath) the
+    cycle model's per-pixel cost with all its output channels in one block, ``oh * ow *
+    min(kh * kw * ceil(cin / array_in), kh * ceil(kw * cin / array_in) if image mode may
+    apply) * ceil(o / array_out)`` (:func:`~tcc_compiler.schedule.cost.conv_pixel_cycles`: a
+    tile of ``oc`` channels pays ``ceil(oc / array_out)``, and ceilings of parts sum to at
+    least the ceiling of the whole; int16 only slows it down); per other conv/FC its MACs at
+    its unit's peak (:func:`~tcc_compiler.schedule.cost.compute_cycles`); per add, table or
+    element-wise op its output elements over ``vector_lanes``; pools, resizes and copies
+    count nothing. Never below the roofline's compute term, which it tightens for convs that
+    leave MAC-array lanes idle (16 output channels of 64).
+
+    Args:
+        graph: the quantized graph the program ``layers`` (LayerInfo) were lowered from.
+    """
+    nodes = {n.name: n for n in graph.nodes}
+    ai = t.array_in_channels
+    total = 0.0
+    for li in layers:
+        n = nodes.get(li.name)
+        if n is None:
+            continue
+        if n.op is Op.CONV and not li.depthwise:
+            g = conv_geom(n, t)
+            if g.group == 1 and g.pack == 1:
+                pix = conv_pixel_cycles(g.kh, g.kw, g.o, g.cin_g, 1, False, t)
+                if t.image_mode and g.kw * g.cin_g <= ai:
+                    pix = min(pix, conv_pixel_cycles(g.kh, g.kw, g.o, g.cin_g, 1, True, t))
+                total += g.oh * g.ow * pix
+                continue
+        if n.op in (Op.CONV, Op.FC):
+            total += compute_cycles(li.macs, li.macs if li.depthwise else 0, t)
+        elif n.op in (Op.ADD, Op.LUT, Op.MUL, Op.SUB):
+            total += math.prod(n.output.shape) / t.vector_lanes
+    return math.floor(total)
+
+
+#: Images sharing one weight read that :func:`two_core_bounds` also bounds (the stream
+#: candidates' largest batch per core, schedule/corestream.py BATCHES).
+BOUND_BATCH = 3
+
+
+def two_core_bounds(compute_cycles: int, load_bytes: int, store_bytes: int, t: Target,
+                    weight_bytes: int = 0, batch: int = BOUND_BATCH) -> dict:
+    """Lower bounds (cycles) of a network on two cores under this module's DRAM model.
+
+    Derivation (specs/target.md "Two cores", "Bound"): a transfer of core ``c`` runs at the
+    full rate only while the other core has none in flight, else at half; so the LOAD queues
+    of both cores together move at most ``bw`` bytes per cycle (one core alone: ``bw``; both
+    loading: ``bw / 2`` each), and likewise the STORE queues, while loads and stores overlap.
+    A DMA_LOAD_Z's transfer takes at least its stored bytes at ``bw``. The compute commands
+    of both cores do at least ``compute_cycles`` between them. Hence one image takes at
+    least ``max(compute / 2, load_bytes / bw, store_bytes / bw)`` with ``load_bytes`` =
+    stored weights + input and ``store_bytes`` = the outputs (activations kept on chip move
+    nothing, so this holds for every schedule). A stream whose weight loads serve ``b``
+    images needs per image at least ``max(compute / 2, (weight_bytes / b + input) / bw,
+    outputs / bw)``.
+
+    Args:
+        compute_cycles: compute cycles every schedule of one image needs: the roofline's
+            (:func:`~tcc_compiler.schedule.report.roofline`) or :func:`compute_floor_cycles`.
+        load_bytes, store_bytes: minimal bytes loaded (stored weights and parameters + the
+            input) and stored (the outputs) per image.
+        weight_bytes: the stored weights and parameters among ``load_bytes``.
+        batch: images per weight read of the batched stream bound.
+
+    Returns:
+        ``{"latency_cycles", "stream_cycles_per_image", "batched_stream_cycles_per_image",
+        "batch", "bound_by"}``: the one-image latency bound (also the bound of a stream that
+        reads the weights once per image), the stream bound with ``batch`` images per weight
+        read, and which term limits the latency bound ("compute", "DRAM loads", "DRAM
+        stores").
+    """
+    bw = t.dram_bytes_per_cycle
+    terms = {"compute": compute_cycles / 2, "DRAM loads": load_bytes / bw,
+             "DRAM stores": store_bytes / bw}
+    lat = max(terms.values())
+    shared = max(terms["compute"], (load_bytes - weight_bytes + weight_bytes / batch) / bw,
+                 terms["DRAM stores"])
+    return {"latency_cycles": math.ceil(lat), "stream_cycles_per_image": math.ceil(lat),
+            "batched_stream_cycles_per_image": math.ceil(shared), "batch": batch,
+            "bound_by": max(terms, key=terms.get)}
 
 
 def stalls(cmds: list[C.Command], times: list[tuple[int, int]]

@@ -159,6 +159,8 @@ class Emitter:
         on_dram_read: called as ``(region, lo, hi)`` before an activation load of DRAM bytes
             ``[lo, hi)`` is emitted (a multi-core lowering puts its SEM_WAIT there,
             schedule/cores.py); None: nothing.
+        on_store: called after every DMA_STORE emitted through :meth:`store` (a multi-core
+            lowering signals the other core early in a split op there); None: nothing.
     """
 
     def __init__(self, sram_capacity_bytes: int, sram_align: int) -> None:
@@ -167,6 +169,7 @@ class Emitter:
         self.sram_peak = 0
         self.on_load: Callable[[], None] | None = None
         self.on_dram_read: Callable[[int, int, int], None] | None = None
+        self.on_store: Callable[[], None] | None = None
         # (SRAM intervals, last compute, last store) of every lowered op
         self._hist: list[tuple[list[tuple[int, int]], Dep, Dep]] = []
         # per DRAM region: (lo, hi, store) byte extents written by the stores so far
@@ -221,6 +224,8 @@ class Emitter:
         st = self.w.emit(C.DmaStore, deps, comment, **f)
         region, lo, hi = _extent(f)
         self._stored.setdefault(region, []).append((lo, hi, st))
+        if self.on_store is not None:
+            self.on_store()
         return st
 
     def load_block(self, deps: list[Dep], comment: str, slot: int, block: Block,

@@ -97,7 +97,7 @@ def lower_multi(graph: Graph, target: Target, compress_weights: bool, cores: int
             f"{'_balanced' if bal else ''}"] = cyc
         if best is None or cyc < best[0]:
             best = (cyc, prog)
-    stream = lower_stream(graph, target, comp, single)
+    stream = lower_stream(graph, target, comp, single, single_cycles=single_cycles)
     est.update(spatial_latency_cycles=best[0] if best else None,
                stream_period_cycles=stream.period_cycles, stream_images=stream.images,
                stream_batch=stream.batch)

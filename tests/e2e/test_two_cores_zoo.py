@@ -76,3 +76,29 @@ def test_two_cores_bit_exact(tmp_path, name, whc):
         got = run_stream(ex, (qs * 4)[:4], sp.input_stride_bytes, sp.output_stride_bytes,
                          len(ref), check=True)
         assert got == (refs * 4)[:4]
+
+
+@pytest.mark.slow
+def test_yolov8n_two_core_split_of_every_op_kind_bit_exact(tmp_path, capsys):
+    """YOLOv8n (one NPU segment, its adds, max pools, resizes and head copies split by rows
+    over both cores where the cost model says so) compiled with ``--cores 2``: ``tccc run
+    --check`` is bit-exact, the stream program included."""
+    import json
+
+    from helpers import PHOTO
+    from helpers.cli import run_cli
+
+    path = tmp_path / "yolov8n.onnx"
+    zoo.save("yolov8n", path, width=256, height=256, channels=3)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["-q", "compile", path, "--input", "256x256x3", "--cores", "2",
+                            "-o", out, "--calib", PHOTO], capsys)
+    assert code == 0, err
+    rep = json.loads((out / "report.json").read_text())
+    npu = next(s for s in rep["segments"] if s["device"] == "npu")
+    tiling = [li["tiling"] for li in json.loads(
+        (out / npu["folder"] / "report.json").read_text())["layers"]]
+    assert any("split by rows over 2 cores at row" in t for t in tiling)
+    code, stdout, err = run_cli(["run", out, PHOTO, "--check", path, "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["check"]["bit_exact"] is True

@@ -17,6 +17,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from helpers.two_cores import drop_wait as _drop, sizes as _sizes
+
 from tcc_compiler import api
 from tcc_compiler.binfmt import read_cmd_file, write_cmd_file
 from tcc_compiler.binfmt.weightfile import read_weight_file
@@ -82,13 +84,6 @@ def two(tmp_path_factory):
     return path, m, load_program(d / "out")
 
 
-def _sizes(prog):
-    c = prog.cmd
-    return {C.Space.SRAM: prog.executor.target.sram_capacity_bytes, C.Space.ACT: c.act_arena_bytes,
-            C.Space.INPUT: c.input_bytes, C.Space.OUTPUT: c.output_bytes,
-            C.Space.WEIGHTS: len(prog.weights.data)}
-
-
 def test_compiles_to_a_spatial_split_faster_than_one_core(two):
     _, m, prog = two
     rep = m.report["cores"]
@@ -140,22 +135,6 @@ def test_random_interleavings_of_both_cores(two, seeds):
     core_of = ordering.core_of
     # the cores really interleave: some core-1 command runs before some core-0 one
     assert all(any(core_of[a] > core_of[b] for a, b in zip(o, o[1:])) for o in orders)
-
-
-def _drop(cmds, ranges, j):
-    """``cmds`` without command ``j`` (a SEM_WAIT on the LOAD queue), every later wait_load
-    of its core adjusted so that it names the same earlier LOAD commands as before."""
-    core_end = next(b for a, b in ranges if a <= j < b)
-    out, after = list(cmds), 0
-    for i in range(j + 1, core_end):
-        c = out[i]
-        if c.wait_load != 7 and after < c.wait_load:
-            out[i] = dataclasses.replace(c, wait_load=c.wait_load - 1)
-        if c.queue is Queue.LOAD:
-            after += 1
-    del out[j]
-    new_ranges = [(a - (a > j), b - (b > j)) for a, b in ranges]
-    return out, new_ranges
 
 
 def _oracle(cmds, ranges):

@@ -7,8 +7,9 @@ from tcc_compiler.ir.graph import Node
 from tcc_compiler.isa import commands as C
 from tcc_compiler.quant.params import add_quant
 from tcc_compiler.schedule.emitter import chunk_fields, pixel_chunk
-from tcc_compiler.schedule.geom import hwc_c
-from tcc_compiler.schedule.ops.context import OpContext, chunk_input, chunk_output, label
+from tcc_compiler.schedule.geom import hwc, hwc_c
+from tcc_compiler.schedule.ops.context import (OpContext, chunk_cap, chunk_input,
+                                                chunk_output, flat_chunks, label)
 from tcc_compiler.schedule.program import SLOT_SHORTCUT, LayerInfo
 from tcc_compiler.schedule.tiling import plan_channels
 
@@ -26,8 +27,10 @@ def lower_add(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     ra, rb_, ro = mem.resident(a), mem.resident(b), mem.resident(n.output)
     total = (ta or ra).nbytes
     n_bufs = sum(r is None for r in (ra, rb_, ro))
-    blk = pixel_chunk(plan_channels(max(n_bufs, 1), total, ctx.budget(),
-                                    align=ctx.t.sram_align_bytes), (ta, tb, to), hwc_c(a))
+    _, w, c = hwc(a)
+    blk = pixel_chunk(plan_channels(max(n_bufs, 1), chunk_cap(ctx, total, w * c),
+                                    ctx.budget(), align=ctx.t.sram_align_bytes),
+                      (ta, tb, to), hwc_c(a))
     p = add_quant(n)
     lab = label(n)
     em.emit(C.AddCfg, [], lab, zp_a=p.zp_a, zp_b=p.zp_b, zp_out=p.zp_out, act_lo=p.act_lo,
@@ -37,8 +40,7 @@ def lower_add(ctx: OpContext, n: Node, info: LayerInfo) -> None:
           for _ in range(2)]
     info.sram_peak_bytes = sa.top + ctx.base
     last_read, last_store = {}, {}
-    for i, e0 in enumerate(range(0, total, blk)):
-        e1 = min(total, e0 + blk)
+    for i, (e0, e1) in enumerate(flat_chunks(ctx, total, blk, w * c)):
         slot = i % 2
         sa_, sb_, so_ = sl[slot]
         sa_, da = chunk_input(em, ra, ta, e0, sa_, blk, last_read.get(slot), lab + " a", e1)

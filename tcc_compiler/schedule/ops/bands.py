@@ -46,14 +46,17 @@ def group_channels(ctx: OpContext, xin: Tensor) -> int:
 
 def store_bands(ctx: OpContext, n: Node, info: LayerInfo, xin: Tensor, rows: int,
                 stores: Callable[..., Iterable[dict]], what: str,
-                channels: int | None = None) -> None:
+                channels: int | None = None, scale: int = 1) -> None:
     """Load ``xin`` ([H, W, C] in DRAM) in bands of ``rows`` input rows, packed [rows, W, C]
     in SRAM, and store each band with the DMA_STORE field sets ``stores(y0, band_rows,
     sram_addr)`` yields, in order; fill ``info`` (tiles = bands, SRAM peak, bytes). ``what``
     names the buffers (``"resize"`` -> ``"resize band"``). With ``channels`` (< C) the bands
     are of channel groups [rows, W, channels] (the last group narrower), group after group,
-    and ``stores`` is called as ``stores(y0, band_rows, sram_addr, c0, c1)``. The caller
-    checked that two bands fit the op's SRAM budget."""
+    and ``stores`` is called as ``stores(y0, band_rows, sram_addr, c0, c1)``. With
+    ``ctx.rows`` (a core's share of the op's output rows, each output row ``scale`` times an
+    input row: ``ctx.rows`` are multiples of ``scale``) only the bands of those input rows,
+    last first with ``ctx.reverse``. The caller checked that two bands fit the op's SRAM
+    budget."""
     em = ctx.em
     h, w, c = xin.hwc
     cc = c if channels is None else channels
@@ -63,9 +66,11 @@ def store_bands(ctx: OpContext, n: Node, info: LayerInfo, xin: Tensor, rows: int
     bufs = [sa.alloc(band_bytes, f"{what} band") for _ in range(2)]
     info.sram_peak_bytes = sa.top + ctx.base
     last_store: dict[int, object] = {}
-    bands = [(c0, y0) for c0 in range(0, c, cc) for y0 in range(0, h, rows)]
+    lo, hi = (0, h) if ctx.rows is None else (ctx.rows[0] // scale, ctx.rows[1] // scale)
+    ys = list(range(lo, hi, rows))
+    bands = [(c0, y0) for c0 in range(0, c, cc) for y0 in (ys[::-1] if ctx.reverse else ys)]
     for k, (c0, y0) in enumerate(bands):
-        y1, c1 = min(h, y0 + rows), min(c, c0 + cc)
+        y1, c1 = min(hi, y0 + rows), min(c, c0 + cc)
         slot = k % 2
         buf = bufs[slot]
         ld = em.load([last_store.get(slot)] + em.free(buf, band_bytes), lab + " input",

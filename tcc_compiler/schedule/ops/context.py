@@ -28,6 +28,10 @@ class OpContext:
             search (:func:`tcc_compiler.schedule.ops.conv.conv_consts`).
         images: a conv run for several images at once (schedule/batch.py): per image, the
             view of ``mem`` giving its DRAM and resident tensors; empty: one image, ``mem``.
+        rows: this core's share of a non-conv op split between cores (schedule/cores.py):
+            output rows ``[y0, y1)`` (NHWC rows of the op's output); None: the whole op.
+        reverse: emit the share's tiles last rows first (the rows next to the other core's
+            share first, so the other core's next op reads its halo early).
     """
 
     em: Emitter
@@ -40,6 +44,8 @@ class OpContext:
     op_res: list[tuple[int, int]] = field(default_factory=list)
     memo: dict = field(default_factory=dict)
     images: tuple = ()
+    rows: tuple[int, int] | None = None
+    reverse: bool = False
 
     def budget(self) -> int:
         """SRAM bytes the op's tile buffers may use: above its base, below the reserve."""
@@ -52,6 +58,32 @@ class OpContext:
     def end(self, sa: SramAllocator) -> None:
         """End the op (:meth:`Emitter.end_op`)."""
         self.em.end_op(sa, self.base, self.op_res)
+
+
+def row_share(ctx: OpContext, h: int) -> tuple[int, int]:
+    """The output rows ``[y0, y1)`` the op emits: ``ctx.rows`` or all ``h``."""
+    return ctx.rows if ctx.rows is not None else (0, h)
+
+
+def flat_chunks(ctx: OpContext, total: int, blk: int, row_elems: int) -> list[tuple[int, int]]:
+    """The flat chunks ``[e0, e1)`` (elements, NHWC order) of an element-wise op over
+    ``total`` elements in chunks of ``blk``: all of them, or with ``ctx.rows`` the chunks of
+    those rows (``row_elems`` = W x C elements per row), last first with ``ctx.reverse``.
+    Share boundaries are whole rows, so ``blk``'s pixel alignment holds within a share."""
+    if ctx.rows is None:
+        return [(e0, min(total, e0 + blk)) for e0 in range(0, total, blk)]
+    lo, hi = ctx.rows[0] * row_elems, ctx.rows[1] * row_elems
+    out = [(e0, min(hi, e0 + blk)) for e0 in range(lo, hi, blk)]
+    return out[::-1] if ctx.reverse else out
+
+
+def chunk_cap(ctx: OpContext, total: int, row_elems: int) -> int:
+    """The most elements a flat chunk may hold before the SRAM budget is asked: ``total``, or
+    for a core's share (``ctx.rows``) a third of it (at least three chunks, so the core's
+    loads, compute and stores overlap)."""
+    if ctx.rows is None:
+        return total
+    return max(1, -(-(ctx.rows[1] - ctx.rows[0]) * row_elems // 3))
 
 
 def label(n: Node) -> str:

@@ -102,18 +102,20 @@ class Prefetched:
 
 
 def lower_conv(ctx: OpContext, n: Node, info: LayerInfo, pre: Prefetched | None = None,
-               only=None) -> None:
+               only=None, reverse: bool = False) -> None:
     """Emit conv/FC ``n``; fill ``info``. ``pre``: the op is a prefetch consumer (or, with
     no prefetched blocks, a conv planned and laid out by the caller: schedule/cores.py).
     ``only``: a predicate ``(spatial, block) -> bool`` choosing the tiles to emit (one core's
-    share of the op, schedule/cores.py); None: every tile.
+    share of the op, schedule/cores.py); None: every tile. ``reverse``: the spatial tiles
+    run last rows first (within each channel block in channel order), so a core's rows next to
+    the other core's share are stored first.
 
     Raises:
         ScheduleError: no tile fits the op's SRAM budget.
         InternalError: weight blocks loaded out of order (a bug).
     """
     em = _ConvEmission(ctx, n, info, pre)
-    em.only = only
+    em.only, em.reverse = only, reverse
     em.run()
 
 
@@ -139,7 +141,7 @@ class _ConvEmission:
 
     def __init__(self, ctx: OpContext, n: Node, info: LayerInfo, pre: Prefetched | None):
         self.ctx, self.em, self.n, self.info = ctx, ctx.em, n, info
-        self.only = None
+        self.only, self.reverse = None, False
         mem = ctx.mem
         g = self.g = conv_geom(n, ctx.t)
         info.depthwise = uses_depthwise_mode(g, ctx.t)   # also for a prefetch consumer
@@ -208,6 +210,12 @@ class _ConvEmission:
                       else [(s, b) for b in self.blocks for s in self.spatial])
         if self.only is not None:   # this core's share of the tiles
             self.order = [(s, b) for s, b in self.order if self.only(s, b)]
+        if self.reverse:
+            rank = {s: i for i, s in enumerate(sorted(self.spatial,
+                                                      key=lambda s: (-s[0], s[2])))}
+            blk = {b: i for i, b in enumerate(self.blocks)}
+            self.order.sort(key=(lambda sb: (rank[sb[0]], blk[sb[1]])) if plan.order == "spatial"
+                            else (lambda sb: (blk[sb[1]], rank[sb[0]])))
         self.tiles = _with_images(g, plan, self.spatial, self.blocks, self.order,
                                   len(self.xouts))
 

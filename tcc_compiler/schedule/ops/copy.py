@@ -12,7 +12,7 @@ from tcc_compiler.ir.graph import Node
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.schedule.emitter import dma_fields
 from tcc_compiler.schedule.geom import hwc
-from tcc_compiler.schedule.ops.context import OpContext, label
+from tcc_compiler.schedule.ops.context import OpContext, label, row_share
 from tcc_compiler.schedule.program import LayerInfo, Tensor
 
 
@@ -59,8 +59,10 @@ def lower_copy(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     moved = 0
     for src, dst in pairs:
         h, w, c = src.hwc
-        for y0 in range(0, h, rows):
-            y1 = min(h, y0 + rows)
+        lo, hi = row_share(ctx, h)   # a core's share: rows of a concat/slice (same in both)
+        ys = list(range(lo, hi, rows))
+        for y0 in (ys[::-1] if ctx.reverse else ys):
+            y1 = min(hi, y0 + rows)
             slot = info.tiles % 2
             buf = bufs[slot]
             ld = em.load([last_store.get(slot)] + em.free(buf, rows * row_max),

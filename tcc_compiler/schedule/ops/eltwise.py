@@ -11,7 +11,8 @@ from tcc_compiler.isa import commands as C
 from tcc_compiler.quant.params import ew_quant
 from tcc_compiler.schedule.emitter import chunk_fields, pixel_chunk
 from tcc_compiler.schedule.geom import elem_bytes, hwc, hwc_c
-from tcc_compiler.schedule.ops.context import OpContext, chunk_input, chunk_output, label
+from tcc_compiler.schedule.ops.context import (OpContext, chunk_cap, chunk_input,
+                                                chunk_output, flat_chunks, label)
 from tcc_compiler.schedule.program import SLOT_SHORTCUT, LayerInfo
 from tcc_compiler.schedule.tiling import plan_channels
 
@@ -51,7 +52,8 @@ def lower_eltwise(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     # when q.period: no chunk buffers for it)
     chunked = [eb for k, (r, eb) in enumerate(zip((ra, rb_, ro), widths))
                if r is None and not (k == 1 and q.period)]
-    blk = plan_channels(max(sum(chunked), 1), total, ctx.budget() - sa.top,
+    blk = plan_channels(max(sum(chunked), 1), chunk_cap(ctx, total, w * c),
+                        ctx.budget() - sa.top,
                         align=ctx.t.sram_align_bytes)
     blk = pixel_chunk(blk, (ta, to) + (() if q.period else (tb,)), hwc_c(a))
     sl = [[sa.alloc(blk * widths[k], "ew") if r is None and not (k == 1 and q.period) else -1
@@ -61,8 +63,7 @@ def lower_eltwise(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     regs = {"kind": int(q.kind), "zp_a": q.zp_a, "zp_b": q.zp_b, "zp_out": q.zp_out,
             "act_lo": q.act_lo, "act_hi": q.act_hi, "shift": q.shift, "mult_a": q.mult_a,
             "mult_b": q.mult_b, "b_period": q.period, "wide": q.wide}
-    for i, e0 in enumerate(range(0, total, blk)):
-        e1 = min(total, e0 + blk)
+    for i, (e0, e1) in enumerate(flat_chunks(ctx, total, blk, w * c)):
         slot = i % 2
         sa_, sb_, so_ = sl[slot]
         sa_, da = chunk_input(em, ra, ta, e0, sa_, blk, last_read.get(slot), lab + " a", e1)

@@ -11,8 +11,8 @@ from tcc_compiler.isa.wcodec import LayerKind
 from tcc_compiler.numerics.lut import LUT_ENTRIES
 from tcc_compiler.quant.params import lut_quant
 from tcc_compiler.schedule.emitter import chunk_fields, pixel_chunk
-from tcc_compiler.schedule.geom import hwc_c
-from tcc_compiler.schedule.ops.context import OpContext, label
+from tcc_compiler.schedule.geom import hwc, hwc_c
+from tcc_compiler.schedule.ops.context import OpContext, chunk_cap, flat_chunks, label
 from tcc_compiler.schedule.program import SLOT_PARAMS, LayerInfo
 from tcc_compiler.schedule.tiling import plan_channels
 
@@ -49,7 +49,8 @@ def lower_lut(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     sa = ctx.begin()
     lut_sram = sa.alloc(LUT_ENTRIES * t, "lut tables")
     n_bufs = sum(r is None for r in (rx, ro))
-    blk = plan_channels(max(n_bufs, 1), total, ctx.budget() - sa.top,
+    _, w, c = hwc(x)
+    blk = plan_channels(max(n_bufs, 1), chunk_cap(ctx, total, w * c), ctx.budget() - sa.top,
                         align=ctx.t.sram_align_bytes)
     if t > 1 and blk < total:      # whole pixels per chunk keep ch0 = 0
         blk = max(channels, blk // channels * channels)
@@ -59,8 +60,7 @@ def lower_lut(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     tab = em.load_block(em.free(lut_sram, LUT_ENTRIES * t), lab + " tables", SLOT_PARAMS,
                         block, lut_sram)
     last_read, last_store = {}, {}
-    for i, e0 in enumerate(range(0, total, blk)):
-        e1 = min(total, e0 + blk)
+    for i, (e0, e1) in enumerate(flat_chunks(ctx, total, blk, w * c)):
         slot = i % 2
         si, so = sl[slot]
         deps = [tab]

@@ -14,7 +14,7 @@ from tcc_compiler.isa import commands as C
 from tcc_compiler.quant.params import pool_divisors, pool_quant
 from tcc_compiler.schedule.emitter import dma_fields
 from tcc_compiler.schedule.geom import channel_blocks, in_box, pool_geom, spatial_tiles
-from tcc_compiler.schedule.ops.context import OpContext, label
+from tcc_compiler.schedule.ops.context import OpContext, label, row_share
 from tcc_compiler.schedule.program import LayerInfo
 from tcc_compiler.schedule.tiling import Residency, plan_conv
 
@@ -40,12 +40,16 @@ def lower_pool(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     em, mem = ctx.em, ctx.mem
     rin, rout = mem.resident(x), mem.resident(n.output)
     plan = plan_conv(g, ctx.t, ctx.budget(), Residency(rin is not None, rout is not None))
+    y_lo, y_hi = row_share(ctx, g.oh)
     lab = label(n)
     div = pool_divisors(n)
     if div is None:
         em.emit(C.PoolCfg, [], lab, **pool_cfg(n, k[0], k[1], s[0], s[1]))
     xin, xout = mem.tensor(x), mem.tensor(n.output)
-    spatial = spatial_tiles(g.oh, g.ow, plan.rows, plan.cols)
+    spatial = [(y0 + y_lo, y1 + y_lo, x0, x1)   # this core's rows (all without a split)
+               for y0, y1, x0, x1 in spatial_tiles(y_hi - y_lo, g.ow, plan.rows, plan.cols)]
+    if ctx.reverse:
+        spatial.sort(key=lambda s: (-s[0], s[2]))
     if div is not None:
         spatial = split_at_divisor_changes(spatial, *div)
     divisor = None

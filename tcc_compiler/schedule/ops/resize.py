@@ -48,7 +48,8 @@ def lower_resize(ctx: OpContext, n: Node, info: LayerInfo) -> None:
         return (phase_store(xout, y0, nrows, dy, dx, w, sh, sw, buf, c0, c1)
                 for dy in range(sh) for dx in range(sw))
 
-    store_bands(ctx, n, info, xin, rows, stores, "resize", channels=None if cc == c else cc)
+    store_bands(ctx, n, info, xin, rows, stores, "resize", channels=None if cc == c else cc,
+                scale=sh)
     groups = "" if cc == c else f" in {-(-c // cc)} channel groups of {cc}"
     info.plan = (f"{info.tiles} bands of {rows} rows{groups}, each stored {sh}x{sw} times "
                  "(nearest repeat, DMA only)")

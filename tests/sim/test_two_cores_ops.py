@@ -1,0 +1,154 @@
+"""Two NPU cores: the non-conv ops split by output rows (schedule/cores.py ``_rows``).
+
+A YOLO-like net whose add, table, multiply, max pools, nearest resize and input concat copy
+are ops of their own (not fused into a conv) compiles with ``cores=2`` into a program where
+each of them runs half its rows on each core (core 0 last rows first, signalling early);
+it runs bit-exactly against the golden integer model, hazard-free in any legal interleaving
+of both cores, and deleting any cross-core wait is reported as a race.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from helpers.two_cores import drop_wait, sizes
+from onnx import TensorProto, helper, numpy_helper
+
+from tcc_compiler import api
+from tcc_compiler.isa import commands as C
+from tcc_compiler.runtime import load_program
+from tcc_compiler.runtime.check import Checker
+from tcc_compiler.schedule.cores import lower_spatial
+from tcc_compiler.sim.hazards import Ordering, check_stream
+from tcc_compiler.target import load_target
+
+TARGET = load_target().with_sram(256 * 1024)
+SHAPE = (1, 16, 28, 28)
+
+
+def ops_net(seed: int = 0) -> onnx.ModelProto:
+    """x [1,16,28,28] -> Conv3x3 64 + Relu (r) -> MaxPool 3x3 s1 (p) -> Add(p, r) (a) ->
+    Sigmoid (s) -> Mul(s, p) (m) -> MaxPool 2x2 (d) -> Resize nearest x2 (u) ->
+    Concat(x, u) (a copy: x is the network input) -> Conv1x1 32 -> GlobalAveragePool."""
+    r = np.random.default_rng(seed)
+    inits = {"w1": r.normal(0, 0.2, (64, 16, 3, 3)), "b1": r.normal(0, 0.1, 64),
+             "w2": r.normal(0, 0.1, (32, 80, 1, 1)), "b2": r.normal(0, 0.1, 32),
+             "scales": np.array([1, 1, 2, 2])}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["p", "r"], ["a"]),
+             helper.make_node("Sigmoid", ["a"], ["s"]),
+             helper.make_node("Mul", ["s", "p"], ["m"]),
+             helper.make_node("MaxPool", ["m"], ["d"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Resize", ["d", "", "scales"], ["u"], mode="nearest"),
+             helper.make_node("Concat", ["x", "u"], ["cat"], axis=1),
+             helper.make_node("Conv", ["cat", "w2", "b2"], ["c2"], kernel_shape=[1, 1]),
+             helper.make_node("GlobalAveragePool", ["c2"], ["y"])]
+    g = helper.make_graph(
+        nodes, "two_cores_ops",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(SHAPE))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 1, 1])],
+        [numpy_helper.from_array(v.astype(np.float32), n) for n, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+@pytest.fixture(scope="module")
+def ops(tmp_path_factory):
+    """(model path, compiled model, loaded program) with every non-conv op split: the
+    unbalanced lowering (every row-splittable op split) is forced as the latency program."""
+    d = tmp_path_factory.mktemp("two_cores_ops")
+    path = d / "m.onnx"
+    onnx.save(ops_net(), path)
+    rng = np.random.default_rng(1)
+    calib = [rng.uniform(-2, 2, SHAPE).astype(np.float32) for _ in range(2)]
+    m = api.compile(path, "28x28x16", calibration=calib, cores=2, target=TARGET)
+    m.save(d / "out")
+    return path, m, load_program(d / "out")
+
+
+def _split_kinds(m) -> set[str]:
+    return {li["op"] for li in m.report["layers"] if "split by rows over 2 cores at row"
+            in li["tiling"]}
+
+
+def test_lowering_splits_every_non_conv_op_by_rows(ops):
+    """The unbalanced lowering of the quantized graph splits each non-conv op at half its
+    rows (at an input row for the resize), core 0's share first."""
+    _, m, _ = ops
+    prog = lower_spatial(m.artifacts.graph, TARGET)
+    split = {li.kind: li.plan for li in prog.layers if "at row" in li.plan}
+    assert {"add", "lut", "mul", "maxpool", "resize", "concat"} <= set(split), split
+    assert split["resize"].endswith("at row 14")
+    assert any(isinstance(c, C.SemSignal) for c in prog.commands)
+
+
+def test_split_ops_bit_exact_and_hazard_free(ops):
+    path, m, prog = ops
+    assert prog.cmd.cores == 2 and _split_kinds(m), m.report["cores"]["kept"]
+    checker = Checker(prog, path)
+    rng = np.random.default_rng(5)
+    for _ in range(2):
+        x = rng.uniform(-2, 2, SHAPE).astype(np.float32)
+        r = checker.check(x, prog.run(x))
+        assert r["bit_exact"] and r["sqnr_db"] > 20
+    assert check_stream(list(prog.cmd.commands), sizes(prog), prog.cmd.core_ranges()) == []
+
+
+@pytest.mark.parametrize("seeds", [pytest.param(range(2), id="2"),
+                                   pytest.param(range(20), id="20", marks=pytest.mark.slow)])
+def test_split_ops_random_interleavings(ops, seeds):
+    _, _, prog = ops
+    q = prog.quantize(np.random.default_rng(2).uniform(-2, 2, SHAPE).astype(np.float32))
+    ref = prog.executor.run(q, check=True)
+    for seed in seeds:
+        assert prog.executor.run(q, schedule="random", seed=seed) == ref, seed
+
+
+def test_deleting_a_cross_core_wait_of_a_split_op_is_a_race(ops):
+    _, _, prog = ops
+    cmds, ranges, sz = list(prog.cmd.commands), prog.cmd.core_ranges(), sizes(prog)
+    sem_waits = [j for j, c in enumerate(cmds) if isinstance(c, C.SemWait)]
+    assert sem_waits
+    for j in sem_waits:
+        mod, mranges = drop_wait(cmds, ranges, j)
+        found = check_stream(mod, sz, mranges)
+        assert len(found) == 1, j
+        o = Ordering(mod, mranges)
+        assert o.core_of[found[0].first] != o.core_of[found[0].second]
+
+
+def test_the_bounds_hold_for_the_emitted_programs(ops):
+    """No emitted program beats the report's two-core bounds (they are lower bounds)."""
+    _, m, _ = ops
+    c = m.report["cores"]
+    b = c["two_core_bounds"]
+    assert c["two_core_bound_cycles"] == b["latency_cycles"] > 0
+    assert b["latency_cycles"] <= c["latency_cycles"]
+    assert b["batched_stream_cycles_per_image"] <= c["stream_period_cycles"]
+
+
+def test_compute_floor_is_below_every_lowering_and_above_the_roofline(ops):
+    """compute_floor_cycles bounds the compute commands of the split programs (balanced or
+    not) and of the one-core program from below, and is at least the roofline's term."""
+    from tcc_compiler.schedule.coretime import compute_floor_cycles, core_ranges
+    from tcc_compiler.schedule.cost import command_cycles
+    from tcc_compiler.schedule.search import search
+
+    _, m, _ = ops
+    graph = m.artifacts.graph
+    progs = [lower_spatial(graph, TARGET, balance=b) for b in (False, True)]
+    progs.append(search(graph, TARGET))
+    for p in progs:
+        busy = 0
+        for a, b in core_ranges(p.commands):
+            regs = C.Registers()
+            for c in p.commands[a:b]:
+                busy += command_cycles(c, regs, TARGET) if c.queue.name == "COMPUTE" else 0
+                regs.update(c)
+        floor = compute_floor_cycles(graph, p.layers, TARGET)
+        assert m.report["roofline"]["compute_cycles"] <= floor + 1 and floor <= busy
