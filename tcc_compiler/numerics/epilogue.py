@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tcc_compiler.numerics import jit
+
 INT8_MIN, INT8_MAX = -128, 127
 
 #: float64 holds every integer multiple of 2**-S of magnitude below 2**53 * 2**-S exactly; the
@@ -150,6 +152,9 @@ def conv_epilogue(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np
     Returns:
         ``out_dtype`` array shaped like ``acc``.
     """
+    y = jit.epilogue(acc, bias, mult, shift, zp_y, lo, hi, shortcut, zp_sc, sc_mult, out_dtype)
+    if y is not None:       # the int64 definition, compiled (numerics/jit.py)
+        return y
     if consts is True:
         consts = epilogue_consts(bias, mult, shift, zp_y, lo, hi,
                                  sc_mult if shortcut is not None else None, zp_sc,

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from tcc_compiler.numerics.epilogue import conv_epilogue, conv_epilogue_int64, epilogue_consts
 
+pytestmark = pytest.mark.usefixtures("kernels")
+
 
 def _python(acc, bias, mult, shift, zp_y, lo, hi, sc=None, zp_sc=0, msc=None):
     """The spec's formula in Python integers (>> on ints is floor division by 2**S)."""
