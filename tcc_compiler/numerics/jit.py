@@ -100,20 +100,14 @@ def epilogue(acc: np.ndarray, bias, mult, shift, zp_y: int, lo: int, hi: int,
     if not _enabled or _load() is None:
         return None
     o = acc.shape[-1] if acc.ndim else 0
-    m = np.asarray(mult, np.int64).reshape(-1)
-    s = np.asarray(shift, np.int64).reshape(-1)
-    b = np.asarray(bias, np.int64).reshape(-1)
-    if acc.ndim == 0 or not (m.size == s.size == b.size == o) or not o:
+    params = _params(bias, mult, shift, sc_mult if shortcut is not None else None)
+    if params is None or acc.ndim == 0 or params[0].size != o or not o:
         return None
-    msc = np.asarray(sc_mult, np.int64).reshape(-1) if shortcut is not None else m
-    if (s.min() < 1 or s.max() > 62 or m.min() < 0 or m.max() >= 2 ** 31
-            or msc.size != o or msc.min() < 0 or msc.max() >= 2 ** 31):
-        return None
+    b, m, s, rnd, msc = params
     if acc.dtype != np.int32:   # exact integers: int64 holds them, int32 wraps as the NPU
         acc = acc.astype(np.int64).astype(np.int32)
     a2 = _c(acc).reshape(-1, o)
     out = np.empty(a2.shape, out_dtype)
-    rnd = np.left_shift(np.int64(1), s - 1)
     k = _load()
     if shortcut is None:
         k.epilogue(a2, b, m, s, rnd, int(zp_y), int(lo), int(hi), out)
@@ -122,6 +116,31 @@ def epilogue(acc: np.ndarray, bias, mult, shift, zp_y: int, lo: int, hi: int,
         k.epilogue_sc(a2, b, m, s, rnd, int(zp_y), int(lo), int(hi), sc2, int(zp_sc), msc,
                       out)
     return out.reshape(acc.shape)
+
+
+#: Parameter arrays -> their int64 form (validated), so the tiles of one layer convert and
+#: check their parameters once; emptied when it reaches :data:`_PARAMS_MAX` entries.
+_params_cache: dict[tuple, tuple | None] = {}
+_PARAMS_MAX = 4096
+
+
+def _params(bias, mult, shift, sc_mult) -> tuple | None:
+    """(bias, M, S, 2**(S-1), Msc) as int64 [O] (Msc = M without a shortcut), or None when
+    a parameter is outside the definition's domain or the lengths differ."""
+    arrs = [np.asarray(a) for a in (bias, mult, shift, mult if sc_mult is None else sc_mult)]
+    key = tuple((a.dtype.str, a.shape, a.tobytes()) for a in arrs)
+    hit = _params_cache.get(key, False)
+    if hit is not False:
+        return hit
+    b, m, s, msc = (a.astype(np.int64).reshape(-1) for a in arrs)
+    ok = (b.size == m.size == s.size == msc.size and m.size
+          and s.min() >= 1 and s.max() <= 62 and m.min() >= 0 and m.max() < 2 ** 31
+          and msc.min() >= 0 and msc.max() < 2 ** 31)
+    if len(_params_cache) >= _PARAMS_MAX:
+        _params_cache.clear()
+    res = _params_cache[key] = (b, m, s, np.left_shift(np.int64(1), s - 1), msc) if ok \
+        else None
+    return res
 
 
 def depthwise(x: np.ndarray, zp: int, taps: np.ndarray, strides, pads, dilations,
