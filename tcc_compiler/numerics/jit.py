@@ -73,7 +73,11 @@ def _build():
     if numba.config.DISABLE_JIT:
         log.debug("numba's JIT is disabled: numpy kernels")
         return None
-    from tcc_compiler.numerics import jit_kernels
+    try:   # cache=True needs a writable cache folder (next to the module or numba's own)
+        from tcc_compiler.numerics import jit_kernels
+    except Exception as exc:   # numba raises its own types; the numpy kernels serve
+        log.info("numba kernels unavailable (%s): numpy kernels", exc)
+        return None
     return jit_kernels
 
 

@@ -93,3 +93,13 @@ def test_depthwise_equals_numpy(k, stride, dil, pads):
     want = G.conv_accumulate_f(*args)
     assert want.dtype != np.int32
     np.testing.assert_array_equal(got, want)
+
+
+def test_without_numba_every_kernel_declines(monkeypatch):
+    monkeypatch.setattr(jit, "_kernels", None)     # as when numba is missing or unusable
+    assert not jit.available()
+    x = np.zeros((4, 4, 3), np.int8)
+    taps = np.ones((3, 3, 3), np.int8)
+    assert jit.depthwise(x, 0, taps, (1, 1), (1, 1, 1, 1), (1, 1), 4, 4) is None
+    assert jit.epilogue(np.zeros((2, 3), np.int32), np.zeros(3, np.int32), np.full(3, 1 << 30),
+                        np.full(3, 5), 0, -128, 127, None, 0, None, np.int8) is None
