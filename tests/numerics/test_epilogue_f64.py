@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from tcc_compiler.numerics.epilogue import conv_epilogue, conv_epilogue_int64, epilogue_consts
 
+from helpers.kernels import kernels  # noqa: F401  (the fixture: both kernel sets)
+
 pytestmark = pytest.mark.usefixtures("kernels")
 
 

@@ -14,6 +14,8 @@ import pytest
 from tcc_compiler.numerics import conv_accumulate, conv_epilogue
 from tcc_compiler.numerics import gemm as G
 
+from helpers.kernels import kernels  # noqa: F401  (the fixture: both kernel sets)
+
 pytestmark = pytest.mark.usefixtures("kernels")
 
 

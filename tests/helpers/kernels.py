@@ -1,6 +1,6 @@
-"""``kernels``: run a test once with the numpy kernels and once with the compiled ones
-(numerics/jit.py; skipped when numba is not installed), so both stay tested whichever the
-machine would pick."""
+"""``kernels``: a fixture (import it into a test module) that runs a test once with the
+numpy kernels and once with the compiled ones (numerics/jit.py; skipped when numba is not
+installed), so both stay tested whichever the machine would pick."""
 
 from __future__ import annotations
 
