@@ -8,7 +8,9 @@ the compile, and per image the reference executor, ``tccc run --check`` (executo
 integer model + the float model in ONNX Runtime) and ONNX Runtime FP32 at its default settings.
 
 Every figure is the median of ``--repeat`` runs, each a fresh process (imports excluded from
-the timed region, model loading included for the compiles). ONNX Runtime spreads its threads
+the timed region, model loading included for the compiles; the per-image figures after one
+untimed image, which also pays numba's import and kernel loading when the ``fast`` extra is
+installed: ``kernels`` in the output says which kernel set ran). ONNX Runtime spreads its threads
 over every core and slows down far more than tccc on a loaded machine: compare figures only
 from an idle machine. The output records the load average before and after each model
 (``load_avg``) and says LOADED when other work shared the machine: more than half the cores
@@ -160,6 +162,20 @@ def target_lines(r: dict) -> list[str]:
     return out
 
 
+def kernel_set() -> str:
+    """Which conv epilogue/depthwise kernels the executor and golden model use here:
+    "compiled (numba X.Y)" with the ``fast`` extra installed, else "numpy"
+    (:mod:`tcc_compiler.numerics.jit`)."""
+    sys.path.insert(0, str(ROOT))
+    from tcc_compiler.numerics import jit
+
+    if not jit.available():
+        return "numpy"
+    import numba
+
+    return f"compiled (numba {numba.__version__})"
+
+
 def load_avg() -> float:
     """The 1-minute load average (0.0 where the OS does not report one)."""
     try:
@@ -260,6 +276,7 @@ def main(argv=None) -> int:
             r = bench_model(model, whc, args.calib, args.images, args.repeat, args.calib_dir,
                             Path(tmp), args.only)
         r["load_avg"] = [before, load_avg()]
+        r["kernels"] = kernel_set()
         cores = os.cpu_count() or 1
         r["loaded"] = before > 0.5 * cores or r["load_avg"][1] > 1.5 * cores
         results.append(r)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tcc_compiler.numerics import jit
+
 INT8_MIN, INT8_MAX = -128, 127
 
 #: float64 holds every integer multiple of 2**-S of magnitude below 2**53 * 2**-S exactly; the
@@ -47,11 +49,22 @@ class EpilogueConsts:
     ``clamp(zp_y + (X + 2**(S-1)) >> S, lo, hi)`` in the output type. The accumulator must
     not wrap (``amax + max|bias| < 2**31``), which :func:`conv_epilogue` checks.
 
+    Dead channels (a layer whose bound fails only through channels with a huge shift, e.g.
+    EfficientNet-Lite0's channels whose bias saturated near -2**31, with shifts 53-58): a
+    channel whose every feasible ``X`` gives the same clamped output ``v`` is constant
+    whatever the input. Such a channel gets ``mp = mscp = 0``, ``kp = v - lo`` (an exact
+    integer: the same clamp, floor and ``+ lo`` give ``v``) and leaves the bound of the
+    others. Whether it is constant depends on ``amax`` (the span of ``X`` grows with it):
+    ``dead_amax`` is the largest ``max |acc|`` for which every dead channel is
+    (:func:`_dead_channels`, exact integers), which :meth:`exact_for` checks with the rest.
+
     Attributes:
         mp, kp: float64 [O]. mscp: float64 [O], or None without a shortcut.
         m_max: ``max M`` (float); rest_max: ``max_c (scmax Msc + |K|)`` (float), so the
-            bound holds when ``amax m_max + rest_max < 2**52``.
+            bound holds when ``amax m_max + rest_max < 2**52`` (both over the live channels).
         bmax: ``max |bias|`` (int). lo, hi: the clamp (lo <= hi). out_dtype: int8 or int16.
+        dead_amax: the largest ``max |acc|`` for which every dead channel is dead (int), or
+            None when no channel is treated as dead.
     """
 
     mp: np.ndarray
@@ -63,11 +76,13 @@ class EpilogueConsts:
     lo: int
     hi: int
     out_dtype: type
+    dead_amax: int | None = None
 
     def exact_for(self, amax: int) -> bool:
         """Whether accumulators with ``|acc| <= amax`` run exactly in float64."""
         return (amax + self.bmax < 2 ** 31
-                and amax * self.m_max + self.rest_max < F64_EXACT_BOUND)
+                and amax * self.m_max + self.rest_max < F64_EXACT_BOUND
+                and (self.dead_amax is None or amax <= self.dead_amax))
 
     def apply(self, acc: np.ndarray, shortcut: np.ndarray | None) -> np.ndarray:
         """The epilogue of ``acc`` [..., O] (int32 or exact integers in float32/float64) and
@@ -113,15 +128,66 @@ def epilogue_consts(bias: np.ndarray, mult: np.ndarray, shift: np.ndarray, zp_y:
         scmax = -int(np.iinfo(np.dtype(sc_dtype)).min)
         terms += [(scmax + abs(zp_sc)) * msc.astype(np.float64)]
     rest = sum(terms)
-    if not m.size or float(rest.max()) >= F64_EXACT_BOUND:
+    if not m.size:
         return None
-    # every term below 2**53 (the bound): these int64 sums cannot overflow
-    k = b * m + (np.int64(1) << (s - 1)) + (np.int64(zp_y - lo) << s)
+    dead = np.zeros(m.shape, bool)
+    dead_amax = None
+    const = np.zeros(m.shape, np.float64)
+    if float(rest.max()) >= F64_EXACT_BOUND:   # try the channels past half the bound as dead
+        dead = rest >= F64_EXACT_BOUND / 2
+        found = _dead_channels(b[dead], m[dead], s[dead], None if msc is None else msc[dead],
+                               sc_dtype, int(zp_sc), int(zp_y), int(lo), int(hi))
+        if found is None:
+            return None
+        const[dead] = np.array(found[0], np.float64) - lo
+        dead_amax = found[1]
+    live = ~dead
+    sl = np.where(live, s, 1)
+    # every live term below 2**53 (the bound): these int64 sums cannot overflow
+    k = np.where(live, b * m + (np.int64(1) << (sl - 1)) + (np.int64(zp_y - lo) << sl), 0)
     if msc is not None:
-        k -= np.int64(zp_sc) * msc
-    return EpilogueConsts(mf * p, None if msc is None else msc.astype(np.float64) * p,
-                          k.astype(np.float64) * p, float(mf.max()), float(rest.max()),
-                          int(np.abs(b).max(initial=0)), int(lo), int(hi), out_dtype)
+        k -= np.where(live, np.int64(zp_sc) * msc, 0)
+    kp = np.where(live, k.astype(np.float64) * p, const)
+    mscp = None if msc is None else np.where(live, msc.astype(np.float64) * p, 0.0)
+    return EpilogueConsts(np.where(live, mf * p, 0.0), mscp, kp,
+                          float(mf[live].max(initial=0.0)), float(rest[live].max(initial=0.0)),
+                          int(np.abs(b).max(initial=0)), int(lo), int(hi), out_dtype,
+                          dead_amax)
+
+
+def _dead_channels(b: np.ndarray, m: np.ndarray, s: np.ndarray, msc: np.ndarray | None,
+                   sc_dtype, zp_sc: int, zp_y: int, lo: int,
+                   hi: int) -> tuple[list[int], int] | None:
+    """(the constant output ``v`` of each channel given, the largest ``amax`` for which every
+    one is constant: :class:`EpilogueConsts`), or None when some channel is constant for no
+    ``amax >= 0``. Python integers throughout (exact).
+
+    ``v = clamp(q(bias M), lo, hi)`` with ``q(X) = zp_y + (X + 2**(S-1)) >> S`` (the output at
+    ``acc = 0``, ``sc = zp_sc``); ``q(X) = u`` exactly for ``L_u <= X <= U_u``, ``L_u = (u -
+    zp_y) 2**S - 2**(S-1)``, ``U_u = L_{u+1} - 1``. The feasible ``X`` span ``[(bias - amax) M
+    + sl, (bias + amax) M + sh]`` (``sl``, ``sh``: the extremes of ``(sc - zp_sc) Msc`` over the
+    shortcut's dtype). The output is ``v`` for all of them when the top stays <= ``U_v``
+    (unless ``v = hi``, which everything above also clamps to) and the bottom >= ``L_v``
+    (unless ``v = lo``)."""
+    info = np.iinfo(np.dtype(sc_dtype))
+    values, best = [], 2 ** 31
+    for c in range(m.size):
+        bc, mc, sc_ = int(b[c]), int(m[c]), int(s[c])
+        msc_c = int(msc[c]) if msc is not None else 0
+        sl, sh = (int(info.min) - zp_sc) * msc_c, (int(info.max) - zp_sc) * msc_c
+        v = min(max(zp_y + ((bc * mc + (1 << (sc_ - 1))) >> sc_), lo), hi)
+        rooms = []
+        if v != hi:     # top of the span within v's step
+            rooms.append(((v - zp_y + 1) << sc_) - (1 << (sc_ - 1)) - 1 - bc * mc - sh)
+        if v != lo:     # bottom of the span within v's step
+            rooms.append(bc * mc + sl - (((v - zp_y) << sc_) - (1 << (sc_ - 1))))
+        for room in rooms:
+            if room < 0:
+                return None
+            if mc:
+                best = min(best, room // mc)
+        values.append(v)
+    return values, best
 
 
 def conv_epilogue(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
@@ -150,6 +216,9 @@ def conv_epilogue(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np
     Returns:
         ``out_dtype`` array shaped like ``acc``.
     """
+    y = jit.epilogue(acc, bias, mult, shift, zp_y, lo, hi, shortcut, zp_sc, sc_mult, out_dtype)
+    if y is not None:       # the int64 definition, compiled (numerics/jit.py)
+        return y
     if consts is True:
         consts = epilogue_consts(bias, mult, shift, zp_y, lo, hi,
                                  sc_mult if shortcut is not None else None, zp_sc,

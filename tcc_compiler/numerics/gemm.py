@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from tcc_compiler.numerics import jit
 from tcc_compiler.numerics.int8_gemm import MAX_K, int8_matmul, worth
 
 #: float32 represents every integer of magnitude <= 2**24 exactly (24-bit significand).
@@ -255,6 +256,21 @@ def _accumulate_i8(x: np.ndarray, zp_x: int, cw: ConvWeights, strides, pads,
     return out
 
 
+def _depthwise_jit(x: np.ndarray, zp_x: int, cw: ConvWeights, strides, pads,
+                   dilations) -> np.ndarray | None:
+    """The int32 depthwise accumulator [OH, OW, C] of an int8 input by the compiled kernel
+    (:func:`~tcc_compiler.numerics.jit.depthwise`: exact int32 sums, no padded copy), or None
+    without it."""
+    if not jit.available():
+        return None
+    _, kh, kw, _ = cw.w.shape
+    top, left, bottom, right = pads
+    oh = _out_len(x.shape[0] + top + bottom, kh, strides[0], dilations[0])
+    ow = _out_len(x.shape[1] + left + right, kw, strides[1], dilations[1])
+    return jit.depthwise(x, zp_x, cw.w[:, :, :, 0].transpose(1, 2, 0), strides, pads,
+                         dilations, oh, ow)
+
+
 def _accumulate_f64(xs: np.ndarray, cw: ConvWeights, strides, dilations, oh: int,
                     ow: int) -> np.ndarray:
     """The accumulator of an int16 input (``xs``: padded float64 ``x - zp``) in float64, one
@@ -293,6 +309,10 @@ def conv_accumulate_f(x: np.ndarray, zp_x: int, cw: ConvWeights, strides=(1, 1),
     if x.shape[2] != cg * cw.group:
         raise ValueError(f"input has {x.shape[2]} channels, weights expect {cg * cw.group}")
     wide = x.dtype.itemsize > 1
+    if not wide and cw.dw is not None:
+        acc = _depthwise_jit(x, zp_x, cw, strides, pads, dilations)
+        if acc is not None:
+            return acc
     if not wide and cw.dw is None and cw.imats:
         acc = _accumulate_i8(x, zp_x, cw, strides, pads, dilations)
         if acc is not None:

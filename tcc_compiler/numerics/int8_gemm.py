@@ -42,7 +42,6 @@ MAX_K = (2 ** 31 - 1) // (255 * 128)
 
 _lock = threading.Lock()
 _session: object | None | bool = False   # False = not built yet, None = unusable
-_pid = 0   # the process that built _session (a forked worker builds its own)
 
 
 def _build():
@@ -96,13 +95,24 @@ def _probe(sess) -> bool:
     return True
 
 
+def _forget_session() -> None:
+    """Drop the session in a forked child (ONNX Runtime's state does not survive a fork): the
+    child builds its own on first use."""
+    global _session
+    _session = False
+
+
+if hasattr(os, "register_at_fork"):   # POSIX; elsewhere workers start fresh (spawn)
+    os.register_at_fork(after_in_child=_forget_session)
+
+
 def int8_session():
     """The probed ONNX Runtime session (built on first use), or None when unusable."""
-    global _session, _pid
-    if _session is False or _pid != os.getpid():
+    global _session
+    if _session is False:
         with _lock:
-            if _session is False or _pid != os.getpid():
-                _session, _pid = _build(), os.getpid()
+            if _session is False:
+                _session = _build()
     return _session
 
 

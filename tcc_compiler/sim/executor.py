@@ -143,6 +143,9 @@ class Executor:
         check_program(cmd, target)
         self.cmd = cmd
         self.weights_data = weights.data if weights is not None else b""
+        # WEIGHTS is read-only (no command writes it): one read-only view of the file's bytes
+        # serves every run, instead of a copy of the whole data section per run
+        self._weights_mem = Memory("WEIGHTS", bytes(self.weights_data), False)
         self.target = target
         self.fill = fill
         self.blas_threads = blas_threads
@@ -214,7 +217,7 @@ class Executor:
         self._regs_of = [Registers() for _ in range(c.cores)]
         self._sram, self._regs = self._srams[0], self._regs_of[0]
         self._dram = {
-            spec.Region.WEIGHTS: Memory("WEIGHTS", bytearray(self.weights_data), False),
+            spec.Region.WEIGHTS: self._weights_mem,
             spec.Region.ACT: Memory.filled("ACT", c.act_arena_bytes, self.fill),
             spec.Region.INPUT: Memory("INPUT", bytearray(input_bytes), True),
             spec.Region.OUTPUT: Memory.filled("OUTPUT", c.output_bytes, self.fill),

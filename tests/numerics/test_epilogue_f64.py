@@ -12,6 +12,10 @@ from hypothesis import strategies as st
 
 from tcc_compiler.numerics.epilogue import conv_epilogue, conv_epilogue_int64, epilogue_consts
 
+from helpers.kernels import kernels  # noqa: F401  (the fixture: both kernel sets)
+
+pytestmark = pytest.mark.usefixtures("kernels")
+
 
 def _python(acc, bias, mult, shift, zp_y, lo, hi, sc=None, zp_sc=0, msc=None):
     """The spec's formula in Python integers (>> on ints is floor division by 2**S)."""
@@ -87,7 +91,10 @@ def test_past_the_bound_falls_back_exactly(acc_dtype):
     mult = np.array([2 ** 31 - 1, 2 ** 31 - 3, 2 ** 30 + 1])
     shift = np.array([60, 61, 55])
     consts = epilogue_consts(bias, mult, shift, 0)
-    assert consts is None or not consts.exact_for(int(np.abs(acc).max()))
+    amax = int(np.abs(acc).max())
+    # float64 only where every channel is provably constant (dead channels: the float32 case)
+    assert consts is None or not consts.exact_for(amax) or (
+        consts.dead_amax is not None and not consts.m_max)
     want = _python(acc.astype(np.int64), bias, mult, shift, 0, -128, 127)
     np.testing.assert_array_equal(conv_epilogue(acc, bias, mult, shift, 0), want)
 
@@ -110,3 +117,35 @@ def test_float_accumulators_and_clamp_with_lo_above_zero_point():
     for lo, hi, zp in ((-20, 127, -20), (-10, 40, -30), (-128, -68, -128)):
         want = _python(acc.astype(np.int64), bias, mult, shift, zp, lo, hi)
         np.testing.assert_array_equal(conv_epilogue(acc, bias, mult, shift, zp, lo, hi), want)
+
+
+@pytest.mark.parametrize("with_sc", [False, True])
+def test_dead_channels_keep_the_float64_path(with_sc):
+    # EfficientNet-Lite0's layers: a few channels with a bias saturated near +-2**31 and
+    # shifts 53-58 (constant outputs) used to send the whole layer to int64
+    rng = np.random.default_rng(7)
+    o = 16
+    acc = rng.integers(-130000, 130000, (9, 7, o)).astype(np.int32)
+    bias = rng.integers(-3000, 3000, o).astype(np.int32)
+    mult, shift = rng.integers(2 ** 30, 2 ** 31, o), rng.integers(33, 40, o)
+    bias[:3] = [-2147268920, 2147268920, 17]
+    shift[:3] = [54, 56, 58]
+    sc = msc = None
+    if with_sc:
+        sc = rng.integers(-128, 128, acc.shape).astype(np.int8)
+        msc = rng.integers(2 ** 29, 2 ** 30, o)
+        msc[:3] = 1000
+    args = (bias, mult, shift, 3, 0, 127, sc, -4, msc)
+    consts = epilogue_consts(bias, mult, shift, 3, 0, 127, msc, -4)
+    assert consts is not None and consts.dead_amax is not None
+    assert consts.exact_for(int(np.abs(acc).max()))            # float64 serves this layer
+    assert not consts.exact_for(consts.dead_amax + 1)
+    want = conv_epilogue_int64(acc, *args)
+    np.testing.assert_array_equal(conv_epilogue(acc, *args, consts=consts), want)
+    assert (want[..., 0] == 0).all() and (want[..., 1] == want[0, 0, 1]).all()   # constant
+    big = acc.copy()
+    big[0, 0, 0] = consts.dead_amax + 1      # past the limit: int64, still exact
+    np.testing.assert_array_equal(conv_epilogue(big, *args, consts=consts),
+                                  conv_epilogue_int64(big, *args))
+    np.testing.assert_array_equal(conv_epilogue(big, *args, consts=consts),
+                                  _python(big, bias, mult, shift, 3, 0, 127, sc, -4, msc))

@@ -14,6 +14,10 @@ import pytest
 from tcc_compiler.numerics import conv_accumulate, conv_epilogue
 from tcc_compiler.numerics import gemm as G
 
+from helpers.kernels import kernels  # noqa: F401  (the fixture: both kernel sets)
+
+pytestmark = pytest.mark.usefixtures("kernels")
+
 
 def _acc_ref(x, zp, w, pads=(0, 0, 0, 0)):
     """Stride-1, group-1 accumulator in Python integers via int64 numpy (exact: |acc| < 2**40)."""

@@ -118,7 +118,6 @@ def test_probe_refuses_saturating_kernel():
 
 def test_refused_kernel_falls_back_to_float(monkeypatch):
     monkeypatch.setattr(I, "_session", None)
-    monkeypatch.setattr(I, "_pid", __import__("os").getpid())
     rng = np.random.default_rng(4)
     x = rng.integers(-128, 128, (10, 10, 32), dtype=np.int8)
     w = rng.integers(-128, 128, (4, 3, 3, 32), dtype=np.int8)

@@ -1,0 +1,56 @@
+"""The numba kernels behind :mod:`tcc_compiler.numerics.jit` (imported only when numba is;
+their arithmetic and its exactness are described there). Compiled on first use per operand
+types and cached on disk."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_WRAP, _MASK32 = 2 ** 31, 2 ** 32 - 1
+
+
+@numba.njit(cache=True, nogil=True)
+def epilogue(acc, bias, m, s, rnd, zp_y, lo, hi, out):
+    """out[r, c] = clamp(zp_y + (wrap32(acc + bias) M + 2**(S-1)) >> S, lo, hi); acc int32
+    [N, O], bias/m/s/rnd int64 [O] (rnd = 2**(S-1)), out int8/int16 [N, O]."""
+    n, o = acc.shape
+    for r in range(n):
+        for c in range(o):
+            x = ((np.int64(acc[r, c]) + bias[c] + _WRAP) & _MASK32) - _WRAP
+            t = ((x * m[c] + rnd[c]) >> s[c]) + zp_y
+            out[r, c] = min(max(t, lo), hi)
+
+
+@numba.njit(cache=True, nogil=True)
+def epilogue_sc(acc, bias, m, s, rnd, zp_y, lo, hi, sc, zp_sc, msc, out):
+    """:func:`epilogue` with the fused residual: ``+ (sc - zp_sc) Msc`` before the shift;
+    sc int8/int16 [N, O], msc int64 [O]."""
+    n, o = acc.shape
+    for r in range(n):
+        for c in range(o):
+            x = ((np.int64(acc[r, c]) + bias[c] + _WRAP) & _MASK32) - _WRAP
+            t = x * m[c] + (np.int64(sc[r, c]) - zp_sc) * msc[c] + rnd[c]
+            t = (t >> s[c]) + zp_y
+            out[r, c] = min(max(t, lo), hi)
+
+
+@numba.njit(cache=True, nogil=True)
+def depthwise(x, zp, taps, sh, sw, dh, dw, top, left, out):
+    """out[oy, ox, c] += sum over taps inside x of (x - zp) w; x int8 [H, W, C], taps int32
+    [KH, KW, C], out int32 [OH, OW, C] (zeroed by the caller)."""
+    h, w, c = x.shape
+    oh, ow, _ = out.shape
+    kh, kw, _ = taps.shape
+    for oy in range(oh):
+        for ky in range(kh):
+            iy = oy * sh + ky * dh - top
+            if iy < 0 or iy >= h:
+                continue
+            for ox in range(ow):
+                for kx in range(kw):
+                    ix = ox * sw + kx * dw - left
+                    if ix < 0 or ix >= w:
+                        continue
+                    for ch in range(c):
+                        out[oy, ox, ch] += (np.int32(x[iy, ix, ch]) - zp) * taps[ky, kx, ch]
