@@ -178,13 +178,29 @@ class MemoryPlan:
                          g.has_shortcut and id(n.input(3)) in self.res)
 
 
+#: With ``cascade_resident``, a chain is cascaded although its intermediates would be resident
+#: when those take at least this fraction of the SRAM (MobileNetV2's 112x112 stage: 1.2 MB).
+FREEING_FRACTION = 0.5
+
+#: The band buffers and weights of such a chain take at most this fraction of the SRAM, so
+#: that cascading it frees SRAM rather than filling it with taller bands.
+FREEING_BAND_FRACTION = 0.25
+
+
 def plan_memory(graph: Graph, t: Target, zone_bytes: int, cascade: bool,
-                reuse: bool = True, pinned: frozenset = frozenset()) -> MemoryPlan:
+                reuse: bool = True, pinned: frozenset = frozenset(),
+                cascade_resident: bool = False) -> MemoryPlan:
     """Plan DRAM, the resident zone (``zone_bytes``, aligned by the caller) and, with
-    ``cascade``, the chains worth cascading. ``reuse=False`` gives every activation its own
-    DRAM bytes for the whole program (no reuse of a dead tensor's memory): a multi-core
-    program's cores run ops out of graph order, so a liveness plan in that order would let one
-    core overwrite bytes the other still reads (schedule/cores.py). ``pinned``: ids of values
+    ``cascade``, the chains worth cascading. ``cascade_resident``: a chain whose intermediates
+    would be resident is cascaded too when they are large (:data:`FREEING_FRACTION`; by
+    default it is not, since a resident intermediate already costs no DRAM traffic), in
+    short bands (:data:`FREEING_BAND_FRACTION`): its intermediates then never exist whole,
+    which frees the SRAM they would hold for cross-op weight prefetch (schedule/prefetch.py;
+    MobileNetV2's 112x112x96 expand output holds 1.2 MB of the 2 MB SRAM otherwise).
+    ``reuse=False`` gives every activation its own DRAM bytes for the whole program (no reuse
+    of a dead tensor's memory): a multi-core program's cores run ops out of graph order, so a
+    liveness plan in that order would let one core overwrite bytes the other still reads
+    (schedule/cores.py). ``pinned``: ids of values
     that stay in DRAM, never resident (tensors one core writes and the other reads).
 
     Raises:
@@ -192,7 +208,7 @@ def plan_memory(graph: Graph, t: Target, zone_bytes: int, cascade: bool,
         UnsupportedError: a tensor shape the NPU cannot hold.
     """
     p = _Planner(graph, t, zone_bytes, cascade)
-    p.reuse, p.pinned = reuse, pinned
+    p.reuse, p.pinned, p.cascade_resident = reuse, pinned, cascade_resident
     return p.plan()
 
 
@@ -203,6 +219,8 @@ class _Planner:
         self.g, self.t, self.zone_bytes, self.cascade = graph, t, zone_bytes, cascade
         self.reuse = True
         self.pinned: frozenset = frozenset()
+        self.cascade_resident = False
+        self.freeing: set[int] = set()
         self.tensors: dict[int, Tensor] = {}
         self.res: dict[int, Resident] = {}
         self.op_base: dict[int, int] = {}
@@ -400,19 +418,35 @@ class _Planner:
         sc = last.input(3) if last.op is Op.CONV else None
         res = Residency(id(c.nodes[0].inputs[0]) in self.res, id(last.output) in self.res,
                         sc is not None and c.side is None and id(sc) in self.res)
-        return plan_chain(c, self.t, self.t.sram_capacity_bytes - base, res)
+        budget = self.t.sram_capacity_bytes - base
+        if self.cascade_resident and id(c.nodes[-1]) in self.freeing:
+            budget = min(budget, int(self.t.sram_capacity_bytes * FREEING_BAND_FRACTION))
+        return plan_chain(c, self.t, budget, res)
 
     def _choose_chains(self, out_roots: dict) -> list[Chain]:
         """The chains worth cascading under the current (chain-free) plan: structural
         candidates (:func:`cascade.find_chains`) none of whose intermediates is resident (a
-        resident intermediate already costs no DRAM traffic) and whose band plan fits and is
-        estimated faster."""
+        resident intermediate already costs no DRAM traffic; with :attr:`cascade_resident`
+        they may be) and whose band plan fits and is estimated faster."""
         out_ids = set(out_roots) | {id(v) for v in self.g.outputs} | set(self.views.tied)
         cands = find_chains(self.npu_nodes, readers, self._chain_geom, out_ids)
+        self.freeing = {id(c.nodes[-1]) for c in cands if self._frees(c)}
         return [c for c in cands
-                if not any(id(m.output) in self.res for m in c.inner())
+                if (id(c.nodes[-1]) in self.freeing
+                    or not any(id(m.output) in self.res for m in c.inner()))
                 and not any(id(m) in self.fused for m in [*c.nodes, c.side] if m is not None)
                 and self._plan_chain(c)]
+
+    def _frees(self, c: Chain) -> bool:
+        """Whether ``c`` is cascaded to free SRAM although its intermediates would be
+        resident (with :attr:`cascade_resident`: those take at least :data:`FREEING_FRACTION`
+        of the SRAM); its band plan then takes at most :data:`FREEING_BAND_FRACTION` of it."""
+        nbytes = 0
+        for m in c.inner():
+            if id(m.output) in self.res:
+                h, w, ch = hwc(m.output)
+                nbytes += h * w * ch * elem_bytes(m.output)
+        return self.cascade_resident and nbytes >= FREEING_FRACTION * self.t.sram_capacity_bytes
 
     def _plan_resident(self, bufs: list[tuple[Value, Buffer]]) -> set[int]:
         """Choose the tensors kept whole in the SRAM resident zone and place them there.

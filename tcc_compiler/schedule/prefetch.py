@@ -100,31 +100,65 @@ def stalled_convs(prog: Program, spans: list[tuple[int, int]],
     return out
 
 
-def _windows(prog: Program, ci: int, nodes: dict[str, Node], mem: MemoryPlan,
-             raw: int, gap_after: dict[int, int], t: Target, idle_share: float,
-             area_end: int) -> list[tuple[float, int, int]]:
-    """(prefetchable bytes, first window layer, area) of every window before layer ``ci`` for
-    an area ending at ``area_end``, the shortest first (see :func:`plan_hoist`)."""
+@dataclass(frozen=True)
+class _Unit:
+    """One step of a prefetch window: a plain op, or a whole cascaded chain (its ops'
+    commands interleave band by band, so they are one step).
+
+    Attributes:
+        name: the op's IR name; for a chain, its last op's (the name the lowering enters it
+            by). layers: the layer indices it covers [first, last]. base: SRAM bytes below its
+            tile area. top: its tile area's bytes. cmds: its command range [lo, hi).
+    """
+
+    name: str
+    layers: tuple[int, int]
+    base: int
+    top: int
+    cmds: tuple[int, int]
+
+
+def _units(prog: Program, nodes: dict[str, Node], mem: MemoryPlan, ci: int) -> list[_Unit]:
+    """The window steps before layer ``ci``, nearest first; stops at an op it cannot place
+    (not an op of the graph, or commands interleaved with other ops' outside a chain)."""
+    chain_of = {m.name: c.nodes[-1].name for c in mem.chains.values()
+                for m in c.nodes + ([c.side] if c.side is not None else [])}
+    out, j = [], ci - 1
+    while j >= 0:
+        li = prog.layers[j]
+        last = chain_of.get(li.name)
+        if last is None and (li.cmds is not None or li.name not in nodes):
+            break
+        j0 = j
+        while last is not None and j0 > 0 and chain_of.get(prog.layers[j0 - 1].name) == last:
+            j0 -= 1
+        grp = prog.layers[j0:j + 1]
+        name = last or li.name
+        base = mem.base(nodes[name])
+        out.append(_Unit(name, (j0, j), base, li.sram_peak_bytes - base,
+                         (min(x.first_cmd for x in grp), max(x.end_cmd for x in grp))))
+        j = j0 - 1
+    return out
+
+
+def _windows(units: list[_Unit], raw: int, gap_after: dict[int, int], t: Target,
+             idle_share: float, area_end: int) -> list[tuple[float, int, int]]:
+    """(prefetchable bytes, index in ``units`` of the window's first step, area) of every
+    window before the consumer (``units``: :func:`_units`) for an area ending at
+    ``area_end``, the shortest first (see :func:`plan_hoist`)."""
     al = t.sram_align_bytes
-
-    def top(j: int) -> int:   # op j's tile buffers
-        return prog.layers[j].sram_peak_bytes - mem.base(nodes[prog.layers[j].name])
-
     out = []
     need, idle = 0, 0
-    for j in range(ci - 1, -1, -1):
-        li = prog.layers[j]
-        if li.cmds is not None or li.name not in nodes:
-            break
-        if j < ci - 1:
-            need = max(need, mem.base(nodes[li.name]) + top(j) + top(j + 1))
+    for u_i, u in enumerate(units):
+        if u_i:
+            need = max(need, u.base + u.top + units[u_i - 1].top)
         else:
-            need = li.sram_peak_bytes
+            need = u.base + u.top
         area = min((area_end - need) // al * al, align_up(raw, al))
         if area <= 0:
             break
-        idle += sum(gap_after.get(k, 0) for k in range(li.first_cmd, li.end_cmd))
-        out.append((min(area, cost.transfer_bytes(idle, t) * idle_share), j, area))
+        idle += sum(gap_after.get(k, 0) for k in range(*u.cmds))
+        out.append((min(area, cost.transfer_bytes(idle, t) * idle_share), u_i, area))
     return out
 
 
@@ -134,13 +168,15 @@ def _gap_after(prog: Program, spans: list[tuple[int, int]]) -> dict[int, int]:
     return {a: max(0, spans[b][0] - spans[a][1]) for a, b in itertools.pairwise(loads)}
 
 
-def _hoist(prog: Program, ci: int, j0: int, area: int, area_end: int | None,
-           gap_after: dict[int, int], eager: bool, pack: bool = False) -> Hoist:
-    """The :class:`Hoist` of layer ``ci`` with window layers ``j0 .. ci - 1``."""
-    win = prog.layers[j0:ci]
-    gaps = tuple(tuple(gap_after.get(k, 0) for k in range(li.first_cmd, li.end_cmd)
-                       if prog.commands[k].queue is Queue.LOAD) for li in win)
-    return Hoist(prog.layers[ci].name, tuple(li.name for li in win), area, gaps, eager,
+def _hoist(prog: Program, ci: int, units: list[_Unit], u0: int, area: int,
+           area_end: int | None, gap_after: dict[int, int], eager: bool,
+           pack: bool = False) -> Hoist:
+    """The :class:`Hoist` of layer ``ci`` whose window is ``units[u0]`` .. ``units[0]``
+    (:func:`_units`, nearest first)."""
+    win = units[u0::-1]
+    gaps = tuple(tuple(gap_after.get(k, 0) for k in range(*u.cmds)
+                       if prog.commands[k].queue is Queue.LOAD) for u in win)
+    return Hoist(prog.layers[ci].name, tuple(u.name for u in win), area, gaps, eager,
                  area_end, pack)
 
 
@@ -161,24 +197,27 @@ def plan_pieces(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[
     got = _plan(graph, mem, prog, spans, t, idle_share, consumer, area_end)
     if got is None:
         return ()
-    ci, j0, area, end, wins, gap_after = got
-    avail = {j: min(a, area) for _, j, a in wins if j <= j0}
-    starts = {j0, min(j for j, a in avail.items() if a >= area // 2),
-              min(j for j, a in avail.items() if a >= MIN_PREFETCH_BYTES)}
+    ci, units, u0, area, end, wins, gap_after = got
+    # window steps are indexed nearest first: a larger index starts earlier
+    avail = {u: min(a, area) for _, u, a in wins if u >= u0}
+    starts = {u0, max(u for u, a in avail.items() if a >= area // 2),
+              max(u for u, a in avail.items() if a >= MIN_PREFETCH_BYTES)}
     pieces, below = [], 0
-    for j in sorted(starts):
-        top = area if j == j0 else avail[j]
+    for u in sorted(starts, reverse=True):
+        top = area if u == u0 else avail[u]
         if top - below >= MIN_PREFETCH_BYTES:
-            pieces.append(_hoist(prog, ci, j, top - below, end - below if below else area_end,
-                                 gap_after, eager, pack=True))
+            pieces.append(_hoist(prog, ci, units, u, top - below,
+                                 end - below if below else area_end, gap_after, eager,
+                                 pack=True))
             below = top
     return tuple(pieces)
 
 
 def _plan(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[int, int]],
           t: Target, idle_share: float, consumer: int | None, area_end: int | None):
-    """(consumer layer, first window layer, area, area end, every window (:func:`_windows`),
-    LOAD gaps) of :func:`plan_hoist`'s choice, or None."""
+    """(consumer layer, window steps (:func:`_units`), index of the chosen window's first
+    step, area, area end, every window (:func:`_windows`), LOAD gaps) of :func:`plan_hoist`'s
+    choice, or None."""
     gap_after = _gap_after(prog, spans)
     if consumer is None:
         stalled = stalled_convs(prog, spans)
@@ -193,11 +232,12 @@ def _plan(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[int, i
     g = conv_geom(node, t)
     raw = g.o * g.kh * g.kw * g.cin_g + g.o * PARAM_RECORD_BYTES
     end = t.sram_capacity_bytes if area_end is None else area_end
-    wins = _windows(prog, ci, nodes, mem, raw, gap_after, t, idle_share, end)
+    units = _units(prog, nodes, mem, ci)
+    wins = _windows(units, raw, gap_after, t, idle_share, end)
     best = max(wins, key=lambda w: (w[0], -wins.index(w)), default=None)
     if best is None or best[0] < MIN_PREFETCH_BYTES:
         return None
-    _, j0, area = best
+    _, u0, area = best
     res, c_base, al = mem.conv_residency(node, g), mem.base(node), t.sram_align_bytes
     while area >= MIN_PREFETCH_BYTES:   # the consumer's tiles must fit below the area
         try:
@@ -207,7 +247,7 @@ def _plan(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[int, i
             area = area // 2 // al * al
     else:
         return None
-    return ci, j0, area, end, wins, gap_after
+    return ci, units, u0, area, end, wins, gap_after
 
 
 def plan_hoist(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[int, int]],
@@ -218,7 +258,8 @@ def plan_hoist(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[i
 
     The consumer is layer ``consumer`` if given, else the first conv whose compute is stalled
     on its own loads (:func:`stalled_convs`). The window is the run
-    of plain ops (not cascaded) just before it with the most prefetchable bytes
+    of ops just before it (a cascaded chain counts as one step, its band buffers as its
+    footprint) with the most prefetchable bytes
     ``min(area, idle)`` (the shortest of equals): ``area`` is the SRAM above the tile areas of
     every two consecutive ops of the window and the consumer (base + both footprints, so they
     still take opposite ends of what is left and need not wait for each other), ``idle`` the
@@ -230,8 +271,8 @@ def plan_hoist(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[i
     got = _plan(graph, mem, prog, spans, t, idle_share, consumer, area_end)
     if got is None:
         return None
-    ci, j0, area, _, _, gap_after = got
-    return _hoist(prog, ci, j0, area, area_end, gap_after, eager)
+    ci, units, u0, area, _, _, gap_after = got
+    return _hoist(prog, ci, units, u0, area, area_end, gap_after, eager)
 
 
 def block_cap(g, area_bytes: int, t: Target) -> int:
@@ -333,14 +374,15 @@ class Prefetcher:
         return plan_conv(g, t, budget, mem.conv_residency(n, g), cap)
 
     def enter_chain(self, ctx: OpContext, name: str) -> None:
-        """Before lowering a cascaded chain whose last op is ``name`` (no prefetch there).
+        """Before lowering a cascaded chain whose last op is ``name``: as :meth:`enter` for
+        an op of a window (a chain is one window step; it is never a consumer).
 
         Raises:
-            InternalError: the chain is in a window or is a consumer.
+            InternalError: the chain is a consumer.
         """
-        self._gaps, self._load_ord, self._ctx = (), 0, ctx
-        if self._active(name):
-            raise InternalError(f"prefetch window includes cascaded op '{name}'")
+        if any(h.consumer == name for h in self.hoists):
+            raise InternalError(f"prefetch consumer '{name}' is a cascaded op")
+        self._enter_window(ctx, name)
 
     def begin(self, ctx: OpContext, consumer: str) -> None:
         """Plan ``consumer`` ahead of its windows: its tile plan under the SRAM it will have
@@ -392,15 +434,7 @@ class Prefetcher:
         Raises:
             InternalError: a consumer whose windows never began.
         """
-        self._gaps, self._load_ord, self._ctx = (), 0, ctx
-        for i, h in enumerate(self.hoists):
-            if h.window and n.name == h.window[0]:
-                if h.consumer not in self._pre:
-                    self.begin(ctx, h.consumer)
-                self._started.add(i)
-        if any(n.name in w for w in self._win):
-            self._gaps = self._gaps_of.get(n.name, ())
-        ctx.reserve = self.reserve(n.name, ctx.t)
+        self._enter_window(ctx, n.name)
         mine = [h for h in self.hoists if h.consumer == n.name]
         if not mine:
             return
@@ -409,6 +443,19 @@ class Prefetcher:
         while self._pending[n.name]:   # whatever the window ops had no idle time for
             self._prefetch_one(n.name)
         ctx.op_res.extend(h.area(ctx.t) for h in mine)
+
+    def _enter_window(self, ctx: OpContext, name: str) -> None:
+        """Start the hoists whose window begins at op ``name`` (planning their consumer at
+        its first), take the op's measured LOAD gaps and reserve its prefetch areas."""
+        self._gaps, self._load_ord, self._ctx = (), 0, ctx
+        for i, h in enumerate(self.hoists):
+            if h.window and name == h.window[0]:
+                if h.consumer not in self._pre:
+                    self.begin(ctx, h.consumer)
+                self._started.add(i)
+        if any(name in w for w in self._win):
+            self._gaps = self._gaps_of.get(name, ())
+        ctx.reserve = self.reserve(name, ctx.t)
 
     def take(self, n: Node) -> Prefetched | None:
         """The consumer's pre-planned lowering (None for any other op)."""

@@ -72,10 +72,13 @@ def capacity_bound(layer_macs: list[int], layer_weight_bytes: list[int], t: Targ
     ``C_>=i`` those of layer ``i`` and after, ``W_>=i`` the stored (DRAM, compressed if so)
     weight and parameter bytes of layer ``i`` and after, ``S`` the SRAM bytes and ``bw`` the
     DRAM bytes per cycle, any schedule takes at least
-    ``max_i C_<i + max(C_>=i, (W_>=i - S) / bw)`` cycles: layer i's compute cannot start before
-    ``C_<i`` (one in-order MAC array), at that instant at most ``S`` bytes of the weights still
-    needed are on chip (a stored block is never larger than its raw bytes), and the rest must
-    cross the DRAM link afterwards. ``i = n`` gives the MAC term of the roofline.
+    ``max_i C_<i + max(C_>=i, (W_>=i - min(S, bw * C_<i)) / bw)`` cycles: layer i's compute
+    cannot start before ``C_<i`` (one in-order MAC array); when it starts, at time ``T >=
+    C_<i``, at most ``min(S, bw * T)`` bytes of the weights still needed are on chip (the SRAM's
+    size, and all the link can have carried since the program began; a stored block is never
+    larger than its raw bytes), and the rest must cross the DRAM link afterwards. The term is
+    non-decreasing in ``T``, so ``T = C_<i`` bounds it. ``i = 0`` gives the weight part of the
+    roofline's DRAM term, ``i = n`` its MAC term.
 
     Args:
         layer_macs: useful MACs per NPU layer, in execution order.
@@ -101,8 +104,8 @@ def capacity_bound(layer_macs: list[int], layer_weight_bytes: list[int], t: Targ
     c_before = 0.0
     best, best_i = total_c, n
     for i in range(n):
-        b = c_before + max(total_c - c_before,
-                           cost.transfer_cycles(w_after - t.sram_capacity_bytes, t))
+        on_chip = min(t.sram_capacity_bytes, cost.transfer_bytes(c_before, t))
+        b = c_before + max(total_c - c_before, cost.transfer_cycles(w_after - on_chip, t))
         if b > best + 1e-9:
             best, best_i = b, i
         c_before += comp[i]

@@ -32,6 +32,11 @@ MAX_HOISTS = 8
 #: Stalled convs (the most stalled first) each round of :func:`_add_hoists` tries as consumer.
 HOIST_CANDIDATES = 3
 
+#: Programs (the fastest zone x cascading variants before prefetch) whose cross-op prefetch
+#: :func:`search` plans for a network with depthwise layers: a variant that frees SRAM by
+#: cascading (``cascade_resident``) may be slower before prefetch and faster after it.
+PREFETCH_FINALISTS = 2
+
 #: Resident-zone sizes :func:`search` tries, as fractions of the SRAM (0 = no residency).
 ZONE_FRACTIONS = (0.0, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
 
@@ -46,6 +51,9 @@ def _zone_candidates(graph: Graph, t: Target, zone_fractions,
     """(zone bytes, cascade, memory plan, estimated cycles) of every distinct zone size x
     cascading candidate, in the search's order (smaller zone first, cascading first); a
     plan equal to an earlier one (:func:`~tcc_compiler.schedule.rank.plan_key`) is dropped.
+    With ``cascade`` each zone is planned three ways: cascading the chains whose
+    intermediates would not be resident, cascading every chain worth it
+    (``cascade_resident``: SRAM freed for prefetch), and without cascades.
 
     Raises:
         ScheduleError: the zone-free, cascade-free plan does not fit.
@@ -53,9 +61,12 @@ def _zone_candidates(graph: Graph, t: Target, zone_fractions,
     out, seen = [], set()
     for frac in sorted(set(zone_fractions)):
         zone = int(t.sram_capacity_bytes * frac) // t.sram_align_bytes * t.sram_align_bytes
-        for casc in ((True, False) if cascade else (False,)):
+        for casc, every in (((True, False), (True, True), (False, False)) if cascade
+                            else ((False, False),)):
+            if every and zone == 0:   # nothing resident: the same plan as without
+                continue
             try:
-                mem = plan_memory(graph, t, zone, casc)
+                mem = plan_memory(graph, t, zone, casc, cascade_resident=every)
             except ScheduleError:
                 if zone == 0 and not casc:
                     raise
@@ -71,10 +82,10 @@ def _zone_candidates(graph: Graph, t: Target, zone_fractions,
 
 def _best_zone(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
                memo: dict):
-    """(cycles, program, lowering) of the fastest zone size x cascading variant among the
+    """(cycles, program, lowering) of every zone size x cascading variant among the
     finalists of the cost model's ranking (:mod:`~tcc_compiler.schedule.rank`), each lowered
-    and replayed; ties go to the smaller zone, then to cascading. When no finalist can be
-    lowered, the other candidates are tried in the order of their estimates.
+    and replayed, fastest first; ties go to the smaller zone, then to cascading. When no
+    finalist can be lowered, the other candidates are tried in the order of their estimates.
 
     Raises:
         ScheduleError: no candidate can be lowered (the zone-free, cascade-free one's error).
@@ -82,7 +93,7 @@ def _best_zone(graph: Graph, t: Target, zone_fractions, compressor, cascade: boo
     cands = _zone_candidates(graph, t, zone_fractions, cascade)
     chosen = set(finalists([c[3] for c in cands]))
     rest = sorted((i for i in range(len(cands)) if i not in chosen), key=lambda i: cands[i][3])
-    best, error = None, None
+    lowered, error = [], None
     for batch in ([i for i in range(len(cands)) if i in chosen], *([i] for i in rest)):
         for i in batch:
             zone, casc, mem, est = cands[i]
@@ -97,20 +108,18 @@ def _best_zone(graph: Graph, t: Target, zone_fractions, compressor, cascade: boo
             cycles = _cycles(prog, t)
             log.debug("resident zone %d bytes, %d cascaded chains: %d cycles (estimated %d)",
                       zone, len(lw.chains), cycles, est)
-            if best is None or cycles < best[0]:
-                best = (cycles, prog, lw)
-        if best is not None:
-            return best
+            lowered.append((cycles, len(lowered), prog, lw))
+        if lowered:
+            return [(c, p, lw) for c, _, p, lw in sorted(lowered, key=lambda x: x[:2])]
     raise error
 
 
 def search_parts(graph: Graph, target: Target, zone_fractions: tuple[float, ...],
                  compressor, memo: dict) -> tuple[Lowering, Program, int]:
-    """:func:`search` in parts, for schedule/cores.py: (the lowering of the fastest zone x
-    cascading variant, before prefetch; the final program; its replayed cycles)."""
-    cycles, prog, lw = _best_zone(graph, target, zone_fractions, compressor, True, memo)
-    cycles, prog = _add_hoists(graph, target, compressor, lw, prog, cycles, memo)
-    return lw, prog, cycles
+    """:func:`search` in parts, for schedule/cores.py: (the lowering of the zone x cascading
+    variant the final program was planned from, before prefetch; the final program; its
+    replayed cycles)."""
+    return _search(graph, target, zone_fractions, compressor, True, True, memo)
 
 
 def search(graph: Graph, target: Target,
@@ -125,10 +134,28 @@ def search(graph: Graph, target: Target,
     """
     compressor = BlockCompressor() if compress_weights else None
     memo: dict = {}   # constants derived once for all the tries (conv_consts)
-    cycles, prog, lw = _best_zone(graph, target, zone_fractions, compressor, cascade, memo)
-    if prefetch:
-        cycles, prog = _add_hoists(graph, target, compressor, lw, prog, cycles, memo)
-    return prog
+    return _search(graph, target, zone_fractions, compressor, cascade, prefetch, memo)[1]
+
+
+def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
+            prefetch: bool, memo: dict) -> tuple[Lowering, Program, int]:
+    """(lowering, program, replayed cycles) of the fastest variant: the fastest zone x
+    cascading variant and, with ``prefetch``, the fastest after :func:`_add_hoists` of the
+    :data:`PREFETCH_FINALISTS` fastest variants (of the fastest only for a network without
+    depthwise layers: the ResNet programs, whose golden outputs stay as recorded)."""
+    tries = _best_zone(graph, t, zone_fractions, compressor, cascade, memo)
+    if not prefetch:
+        cycles, prog, lw = tries[0]
+        return lw, prog, cycles
+    wide = any(li.depthwise for li in tries[0][1].layers)
+    best = None
+    for cyc0, prog0, lw in tries[:PREFETCH_FINALISTS if wide else 1]:
+        cycles, prog = _add_hoists(graph, t, compressor, lw, prog0, cyc0, memo)
+        log.debug("resident zone %d bytes, %d cascaded chains: %d -> %d cycles with prefetch",
+                  lw.zone_bytes, len(lw.chains), cyc0, cycles)
+        if best is None or cycles < best[2]:
+            best = (lw, prog, cycles)
+    return best
 
 
 def _add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program,

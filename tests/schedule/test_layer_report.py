@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 
+import numpy as np
 import pytest
 
 from tcc_compiler.cli.commands.disasm import command_sources
@@ -54,19 +55,38 @@ def test_capacity_bound_hand_computed():
     t = load_target(None)        # S = 2 MiB = 2,097,152 B; 12.8 B/cycle; 2048 MAC/cycle
     s = t.sram_capacity_bytes
     macs = [2048 * 1000, 2048 * 100]   # 1000 + 100 MAC cycles
-    # weights needed only by the last layer: S + 128,000 B -> 10,000 cycles after it starts
-    # i=0: 0 + max(1100, 10000); i=1: 1000 + max(100, 10000) = 11000; i=2: 1100
+    # weights needed only by the last layer: S + 128,000 B. i=0: nothing on chip yet, all
+    # 2,225,152 B cross the link: 173,840 cycles; i=1: T = 1000, at most 12,800 B loaded:
+    # 1000 + 172,840 (the same); i=2: 1100
     b = R.capacity_bound(macs, [0, s + 128_000], t, ["a", "b"])
-    assert (b["cycles"], b["layer_index"], b["layer"]) == (11_000, 1, "b")
-    assert abs(b["latency_ms"] - 0.011) < 1e-12
-    # the same weights needed by the first layer: prefetch cannot overlap layer a's compute
-    b = R.capacity_bound(macs, [s + 128_000, 0], t)
-    assert (b["cycles"], b["layer_index"], b["layer"]) == (10_000, 0, None)
-    # weights that fit the SRAM: the MAC term (i = n)
+    assert (b["cycles"], b["layer_index"], b["layer"]) == (173_840, 0, "a")
+    assert abs(b["latency_ms"] - 0.17384) < 1e-12
+    # a long first layer: by T = 200,000 cycles the link has carried more than S, so only the
+    # 128,000 B beyond the SRAM are left: 200,000 + max(100, 10,000)
+    b = R.capacity_bound([2048 * 200_000, 2048 * 100], [0, s + 128_000], t, ["a", "b"])
+    assert (b["cycles"], b["layer_index"], b["layer"]) == (210_000, 1, "b")
+    # weights that fit the SRAM still cross the link once: S / 12.8 = 163,840 (i = 0)
     b = R.capacity_bound(macs, [s // 2, s // 2], t, ["a", "b"])
+    assert (b["cycles"], b["layer_index"], b["layer"]) == (163_840, 0, "a")
+    # no weights: the MAC term (i = n)
+    b = R.capacity_bound(macs, [0, 0], t, ["a", "b"])
     assert (b["cycles"], b["layer_index"], b["layer"]) == (1100, 2, None)
     with pytest.raises(InternalError):
         R.capacity_bound(macs, [0], t)
+
+
+def test_capacity_bound_is_at_least_the_weight_traffic():
+    """A lower bound on any schedule: never below the weights' own DRAM time (all must be
+    loaded, nothing is on chip at the start), whatever the layer split."""
+    t = load_target(None)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(1, 8))
+        macs = [int(x) for x in rng.integers(0, 2048 * 100_000, n)]
+        w = [int(x) for x in rng.integers(0, 3 * t.sram_capacity_bytes // n, n)]
+        b = R.capacity_bound(macs, w, t)
+        assert b["cycles"] >= int(sum(w) / t.dram_bytes_per_cycle) - 1
+        assert b["cycles"] >= int(sum(macs) / t.macs_per_cycle) - 1
 
 
 def test_command_sources_follow_interleaved_layers():

@@ -19,7 +19,7 @@ from tcc_compiler.quant import collect_ranges, quantize_graph, run_golden
 from tcc_compiler.schedule import lower
 from tcc_compiler.schedule.cost import replay
 from tcc_compiler.schedule.lowering import Lowering
-from tcc_compiler.schedule.prefetch import plan_hoist
+from tcc_compiler.schedule.prefetch import plan_hoist, plan_pieces
 from tcc_compiler.schedule.report import dram_bytes
 from tcc_compiler.target import load_target
 
@@ -224,6 +224,47 @@ def test_pieces_of_one_consumer_bit_exact(net_q):
     per_channel = g4.kh * g4.kw * g4.cin_g + 16   # merged blocks: weights + records
     assert all(c.dst_bytes <= cap * per_channel if hasattr(c, "dst_bytes")
                else c.total_bytes <= cap * per_channel for _, c in loads)
+    _run(pre, g, x)
+    for seed in (1, 2):
+        _run(pre, g, x, schedule="random", seed=seed)
+
+
+def _chain_then_load_bound():
+    """The prefetch net with conv2's and conv3's outputs also graph outputs: conv0..conv2
+    cascade as one chain, conv3 and the load-bound conv4 run one by one. (quantized graph,
+    a fresh input)."""
+    from onnx import TensorProto, helper
+
+    from tcc_compiler.passes import PassManager, default_pipeline
+
+    m = prefetch_net()
+    for name, c, hw in (("r2", 32, 32), ("r3", 256, 16)):
+        m.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT,
+                                                            [1, c, hw, hw]))
+    g = PassManager(default_pipeline()).run(import_onnx(m))
+    r = np.random.default_rng(3)
+    xs = [r.standard_normal((1, 32, 32, 32)).astype(np.float32) for _ in range(3)]
+    quantize_graph(g, collect_ranges(g, xs[:2]))
+    return g, xs[2]
+
+
+def test_window_runs_through_a_cascaded_chain():
+    """A cascaded chain is one step of a prefetch window (its band buffers its footprint,
+    entered by its last op's name): conv4's first blocks are prefetched from the chain of the
+    three 3x3 convs on; bit-exact in order and in random legal interleavings, no DRAM bytes
+    added."""
+    g, x = _chain_then_load_bound()
+    t = load_target().with_sram(BUDGET)
+    lw = Lowering(g, t, 0, cascade=True)
+    plain = lw.run()
+    chained = {m.name for c in lw.mem.chains.values() for m in c.nodes}
+    assert chained == {"conv0", "conv1", "conv2"}
+    pieces = plan_pieces(g, lw.mem, plain, replay(plain.commands, t), t, eager=True)
+    assert pieces and pieces[0].consumer == "conv4"
+    assert pieces[0].window == ("conv2", "conv3")   # the chain is one step
+    pre = Lowering(g, t, 0, cascade=True, hoist=pieces, mem=lw.mem).run()
+    assert any("conv4 prefetch" in c for c in pre.comments)
+    assert _weight_bytes_read(pre.commands) == _weight_bytes_read(plain.commands)
     _run(pre, g, x)
     for seed in (1, 2):
         _run(pre, g, x, schedule="random", seed=seed)
