@@ -13,6 +13,11 @@ onnx wheel, each compiled and checked as a user would, with the CLI in child pro
 3. ``tccc run DIR INPUTS... --check MODEL.onnx --json`` on ``--images`` (default 10) bundled
    eval photos (or the stacked arrays).
 
+``--precision auto|FILE`` compiles every row with that option (int16 activations where they pay,
+README "Mixed precision"): the model cell then says how many layers went int16 and what they
+cost in estimated latency (ms) and DRAM traffic per image (bytes), from the folder's
+``report.json`` (every NPU segment's, summed).
+
 Columns: compile status (or the one-line refusal), ``bit_exact`` on every input (executor ==
 golden integer model, every byte), the SQNR (dB) of every graph output against ONNX Runtime's
 float output (the minimum over the inputs; ``min/median``), whether every output meets
@@ -28,7 +33,8 @@ Prints the table as markdown on stdout (``--json FILE`` also writes every row).
 Usage::
 
     PYTHONPATH=$PWD python3 tools/family_table.py [--only REGEX] [--all-zoo] [--images 10]
-        [--input WxHxC] [--workdir DIR] [--timeout 3600] [--json FILE]
+        [--input WxHxC] [--precision int8|auto|FILE] [--workdir DIR] [--timeout 3600]
+        [--json FILE]
 
 ``--input`` overrides every row's resolution (a quick smoke run; the table is meant at the
 vendor's). Exit status 0 when every row was measured (whatever its figures), 1 when a child
@@ -81,6 +87,10 @@ class Row:
     total_ms: float | None = None
     npu_ms: float | None = None
     boundary_sqnr_db: dict[str, float | None] = field(default_factory=dict)
+    precision: str = "int8"
+    int16_layers: int | None = None
+    int16_added_ms: float | None = None
+    int16_added_dram_bytes: int | None = None
     seconds: float = 0.0
     crashed: bool = False
 
@@ -190,6 +200,21 @@ def _fill_compile(row: Row, summary: dict) -> None:
     row.total_ms = summary.get("estimated_total_ms", row.npu_ms)
 
 
+def _fill_precision(row: Row, folder: Path) -> None:
+    """The int16 layers a ``--precision`` compile chose and their estimated cost (latency ms,
+    DRAM bytes per image), summed over the folder's ``report.json`` files (a segmented folder
+    has one per NPU segment)."""
+    row.int16_layers, row.int16_added_ms, row.int16_added_dram_bytes = 0, 0.0, 0
+    for report in sorted(folder.glob("**/report.json")):
+        p = json.loads(report.read_text()).get("precision")
+        if not p:
+            continue
+        row.int16_layers += len(p.get("int16_layers", ()))
+        cost = p.get("cost") or {}
+        row.int16_added_ms += (cost.get("estimated_latency_ms") or {}).get("added", 0.0)
+        row.int16_added_dram_bytes += (cost.get("dram_bytes_per_image") or {}).get("added", 0)
+
+
 def _fill_run(row: Row, results: list[dict]) -> None:
     row.bit_exact = all(r["check"]["bit_exact"] for r in results)
     for r in results:
@@ -202,8 +227,9 @@ def _fill_run(row: Row, results: list[dict]) -> None:
 def measure(name: str, args: argparse.Namespace, work: Path) -> Row:
     """Build, compile and run-check one model; never raises for a model's failure."""
     whc = _row_input(name, args.input)
-    row = Row(name, whc)
+    row = Row(name, whc, precision=args.precision)
     t0 = time.monotonic()
+    precision = [] if args.precision == "int8" else ["--precision", args.precision]
     folder = work / name
     try:
         model = _model_file(name, whc, work, args.timeout)
@@ -218,12 +244,14 @@ def measure(name: str, args: argparse.Namespace, work: Path) -> Row:
             calib = ["--calib", *_stacked_inputs(whc, work / f"{name}_calib", 8,
                                                  PHOTOS / "calib")]
         r = _tccc(["compile", str(model), "--input", whc, "-o", str(folder), "--json",
-                   *calib, *_preprocess_args(name)], args.timeout)
+                   *calib, *_preprocess_args(name), *precision], args.timeout)
         if r.returncode:
             row.crashed = r.returncode != 2
             row.status = f"refused (exit {r.returncode}): {_last_line(r.stderr)}"
             return row
         _fill_compile(row, json.loads(r.stdout))
+        if precision:
+            _fill_precision(row, folder)
         r = _tccc(["run", str(folder), *inputs, "--check", str(model), "--json"],
                   args.timeout)
         if r.returncode:
@@ -293,6 +321,16 @@ def _sqnr_cell(row: Row, target: float) -> tuple[str, str]:
     return "<br>".join(cells), "yes" if ok else "**no**"
 
 
+def _model_cell(r: Row) -> str:
+    """The model's name, and for a ``--precision`` row what it chose and cost."""
+    if r.precision == "int8":
+        return r.model
+    if r.int16_layers is None:
+        return f"{r.model} (--precision {r.precision})"
+    return (f"{r.model} (--precision {r.precision}: {r.int16_layers} int16 layers, "
+            f"+{r.int16_added_ms:.2f} ms, {r.int16_added_dram_bytes / 1024:+.0f} KiB DRAM)")
+
+
 def markdown(rows: list[Row], target: float, images: int) -> str:
     """The table (one line per row) with a header naming the units."""
     head = ("| model | input WxHxC | status | bit-exact (%d inputs) | SQNR dB per output "
@@ -314,7 +352,7 @@ def markdown(rows: list[Row], target: float, images: int) -> str:
         exact = "-" if r.bit_exact is None else ("yes" if r.bit_exact else "**NO**")
         bvals = [_db(v) for v in r.boundary_sqnr_db.values()]
         bnd = f"{min(bvals):.1f} ({len(bvals)})" if bvals else "-"
-        lines.append(f"| {r.model} | {r.input_whc} | {r.status} | {exact} | {sq} | {ok} | "
+        lines.append(f"| {_model_cell(r)} | {r.input_whc} | {r.status} | {exact} | {sq} | {ok} | "
                      f"{split} | {segs} | {kib} | {ms(r.boundary_ms)} | {ms(r.host_ms)} | "
                      f"{ms(r.total_ms)} | {bnd} | {r.seconds:.0f} |")
     return "\n".join(lines)
@@ -330,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default=None, help="keep models and folders here")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per child command")
     ap.add_argument("--target-db", type=float, default=25.0)
+    ap.add_argument("--precision", default="int8", metavar="int8|auto|FILE",
+                    help="tccc compile --precision for every row (default int8)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON")
     args = ap.parse_args(argv)
     if not 1 <= args.images <= 12:

@@ -157,10 +157,10 @@ class Builder:
         cin = x.shape[1]
         w = self._draw((out_ch, cin // groups, kernel, kernel), cin // groups * kernel * kernel,
                        gain)
-        if gamma is None and bias == "centred":   # bias = -mean + N(0, BETA_STD) * std
+        if gamma is None and bias == "centred":   # bias = -mean + N(beta_mean, BETA_STD) * std
             y = k.conv2d(x.value, w, None, stride, pads, groups).astype(np.float64)
             mean, std = channel_stats(y)
-            b = (self.rng.normal(0.0, BETA_STD, out_ch) * std - mean).astype(np.float32)
+            b = (self.rng.normal(beta_mean, BETA_STD, out_ch) * std - mean).astype(np.float32)
             return w, b, (y + b[None, :, None, None]).astype(np.float32)
         if gamma is None:  # plain conv without BatchNorm (bias ~ N(0, 0.01) when it has one)
             b = self.rng.normal(0.0, 0.01, out_ch).astype(np.float32) if bias else None
@@ -192,11 +192,13 @@ class Builder:
             gain: multiplies the He standard deviation (calibration only).
             gamma: range of the folded BatchNorm's gamma, or None for a conv without BN.
             bias: whether a conv without BN has a bias (a folded BN always gives one);
-                ``"centred"``: one that centres each output channel on the calibration images
-                (``-mean + N(0, BETA_STD) * std``, as training leaves a conv before a ReLU:
-                about half its outputs positive, no channel dead or always on).
+                ``"centred"``: one that places each output channel on the calibration images
+                as a folded BatchNorm would (``-mean + N(beta_mean, BETA_STD) * std``: with
+                :data:`BETA_MEAN` about 84% of its outputs pass a following ReLU, no channel
+                dead or always on; see "Conditioning" in the module docstring).
             names: initializer names (weight, bias); default torch's ``onnx::Conv_<n>``.
-            beta_mean: mean of the folded BatchNorm's beta (calibration only; None:
+            beta_mean: mean of the folded BatchNorm's beta, or of a ``"centred"`` bias, in
+                units of the channel's standard deviation (calibration only; None:
                 :data:`BETA_MEAN`; 0 for an output head whose logits stay centred).
         """
         pads = pad if isinstance(pad, tuple) else (kernel // 2 if pad is None else pad,) * 4
