@@ -135,39 +135,60 @@ def build_segment_manifest(plan, parts: list, tgt, model, preprocess, input_nchw
 def boundaries(plan, parts: list, host) -> list[dict]:
     """Every tensor crossing between the NPU and the host, with its cost per image.
 
-    A ``dequantize`` boundary is an NPU segment output read by another segment or the caller
-    (int8/int32 NHWC -> float32 NCHW, once); a ``quantize`` boundary an NPU segment input
-    (float32 -> int8, once per NPU segment reading it; the model input included).
-    ``bytes`` = NPU-side bytes + float32 bytes (what the host reads and writes),
-    ``estimated_host_ms`` by :meth:`HostModel.boundary_seconds`.
+    A ``dequantize`` boundary is an NPU segment output read in float32 by another segment
+    or the caller (int8/int32 NHWC -> float32 NCHW, once); an ``int8`` boundary one a host
+    graph takes as int8 (:mod:`tcc_compiler.frontend.host_int8`: NHWC -> NCHW int8, once;
+    the host graph's DequantizeLinear nodes are costed with its nodes); a ``quantize``
+    boundary an NPU segment input (float32 -> int8, once per NPU segment reading it; the
+    model input included). ``bytes`` = what the host reads and writes, ``estimated_host_ms``
+    by :meth:`HostModel.boundary_seconds` (:meth:`HostModel.handoff_seconds` for ``int8``).
     """
+    int8_in = {i.name for p in parts if isinstance(p, onnx.ModelProto) for i in p.graph.input
+               if i.type.tensor_type.elem_type == onnx.TensorProto.INT8}
+    float_in = {i.name for p in parts if isinstance(p, onnx.ModelProto) for i in p.graph.input
+                if i.type.tensor_type.elem_type != onnx.TensorProto.INT8}
+    float_in |= {s.inputs[0] for s in plan.segments if s.device != "host" and s.inputs}
+    float_in |= {o.name for o in plan.prepared.proto.graph.output}
     out = []
     for seg, part in zip(plan.segments, parts):
         if isinstance(part, onnx.ModelProto):
             continue
-        ios = [("quantize", part.manifest["input"])] + [
-            ("dequantize", o) for o in part.manifest["outputs"] if o["name"] in seg.outputs]
-        for kind, io in ios:
-            h, w, c = io["npu_hwc"]
-            elems = h * w * c
-            int_bytes = elems * np.dtype(io.get("dtype", "int8")).itemsize
-            float_bytes = 4 * elems
-            out.append({"tensor": io["name"], "segment": seg.index, "kind": kind,
-                        "shape": list(io["shape"]), "npu_bytes": int_bytes,
-                        "float_bytes": float_bytes, "bytes": int_bytes + float_bytes,
-                        "scale": io["scale"], "zero_point": io["zero_point"],
-                        "estimated_host_ms": round(
-                            host.boundary_seconds(int_bytes, float_bytes) * 1e3, 6)})
+        ios = [("quantize", part.manifest["input"])]
+        for o in part.manifest["outputs"]:
+            if o["name"] not in seg.outputs:
+                continue
+            ios += [("int8", o)] if o["name"] in int8_in else []
+            ios += [("dequantize", o)] if o["name"] in float_in else []
+        out += [_boundary(seg.index, kind, io, host) for kind, io in ios]
     return out
 
 
-def _host_segment_report(seg, plan, info, host) -> dict:
+def _boundary(segment: int, kind: str, io: dict, host) -> dict:
+    """One boundary record (see :func:`boundaries`): ``quantize``/``dequantize`` convert
+    between int8 (or int16/int32) and float32; ``int8`` hands the NPU's integer values to a
+    host graph that dequantizes them itself, a reorder from NHWC to ONNX order (integer
+    bytes read and written, :meth:`HostModel.handoff_seconds`)."""
+    h, w, c = io["npu_hwc"]
+    elems = h * w * c
+    int_bytes = elems * np.dtype(io.get("dtype", "int8")).itemsize
+    float_bytes = 0 if kind == "int8" else 4 * elems
+    secs = host.handoff_seconds(int_bytes) if kind == "int8" else \
+        host.boundary_seconds(int_bytes, float_bytes)
+    return {"tensor": io["name"], "segment": segment, "kind": kind,
+            "shape": list(io["shape"]), "npu_bytes": int_bytes,
+            "float_bytes": float_bytes,
+            "bytes": 2 * int_bytes if kind == "int8" else int_bytes + float_bytes,
+            "scale": io["scale"], "zero_point": io["zero_point"],
+            "estimated_host_ms": round(secs * 1e3, 6)}
+
+
+def _host_segment_report(seg, part: onnx.ModelProto, host) -> dict:
     """A host segment's report row: ops, bytes moved (a view op's, run in place, are 0:
-    :data:`tcc_compiler.target.host.VIEW_OPS`), MACs, estimated time."""
-    nodes = plan.prepared.proto.graph.node
+    :data:`tcc_compiler.target.host.VIEW_OPS`), MACs, estimated time; of the graph written
+    to ``host_<k>.onnx`` (what ONNX Runtime runs, with the dtypes it runs them in)."""
+    info = _tensor_info(part)
     ms, moved, macs, ops = 0.0, 0, 0, {}
-    for i in seg.nodes:
-        n = nodes[i]
+    for n in part.graph.node:
         b = 0 if n.op_type in VIEW_OPS else sum(
             _nbytes(info.get(t)) for t in list(n.input) + list(n.output) if t)
         m = _node_macs(n, info)
@@ -187,11 +208,10 @@ def build_segment_report(plan, parts: list, tgt, host) -> dict:
     segments' and boundaries' estimates (:mod:`tcc_compiler.target.host`), run one after the
     other (``estimated_total_ms``: no overlap of NPU and host work is assumed).
     """
-    info = _tensor_info(plan.prepared.proto)
     rows, layers = [], []
     for seg, part in zip(plan.segments, parts):
         if isinstance(part, onnx.ModelProto):
-            rows.append(_host_segment_report(seg, plan, info, host))
+            rows.append(_host_segment_report(seg, part, host))
             continue
         r = part.report
         rows.append({"index": seg.index, "device": "npu", "nodes": len(seg.nodes),

@@ -5,7 +5,9 @@ A folder whose manifest says ``"layout": "segmented"`` (specs/manifest.md) holds
 :class:`~tcc_compiler.runtime.loaded.LoadedProgram`) and one ``host_<k>.onnx`` per host segment
 (run in float32 by ONNX Runtime). Tensors cross the boundaries in float32: an NPU segment
 quantizes its input with its own scale and dequantizes its outputs, exactly as a whole-model
-program does.
+program does; except that a host graph input typed int8 takes the NPU output's integer
+values in ONNX order and dequantizes them itself, after moving them
+(:mod:`tcc_compiler.frontend.host_int8`).
 """
 
 from __future__ import annotations
@@ -78,6 +80,15 @@ class SegmentedProgram:
                                   "record: corrupted or from another compilation")
             self.sessions[k] = ort.InferenceSession(data, so,
                                                     providers=["CPUExecutionProvider"])
+        #: {host segment index: its inputs taken as int8} (the NPU's integer values, NCHW)
+        self.int8_inputs = {k: {i.name for i in s.get_inputs() if i.type == "tensor(int8)"}
+                            for k, s in self.sessions.items()}
+        made = {o["name"] for p in self.programs.values() for o in p.manifest["outputs"]
+                if o.get("dtype") == "int8"}
+        for k, names in self.int8_inputs.items():
+            if names - made:
+                raise FormatError(f"{where}: host segment {k} takes {sorted(names - made)} as "
+                                  "int8, which no NPU segment outputs as int8")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -109,10 +120,11 @@ class SegmentedProgram:
         inp = self.manifest["input"]
         nhwc = inp.get("onnx_layout") == "NHWC"
         env = {inp["name"]: np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if nhwc else x}
+        ints: dict[str, np.ndarray] = {}   # NPU outputs' integer values in ONNX order
         for k, seg in enumerate(self.manifest["segments"]):
             if k in self.sessions:
-                outs = self.sessions[k].run(list(seg["outputs"]),
-                                            {t: env[t] for t in seg["inputs"]})
+                outs = self.sessions[k].run(list(seg["outputs"]), {
+                    t: ints[t] if t in self.int8_inputs[k] else env[t] for t in seg["inputs"]})
                 env.update(zip(seg["outputs"], outs))
                 continue
             prog = self.programs[k]
@@ -123,12 +135,21 @@ class SegmentedProgram:
             env[f"feed:{k}"] = feed
             for o in prog.manifest["outputs"]:
                 env[f"int:{k}:{o['name']}"] = res["int:" + o["name"]]
+                ints[o["name"]] = onnx_order(res["int:" + o["name"]], o["shape"])
             env.update({t: res[t] for t in seg["outputs"] if t in res})
         return env
 
     def final_output(self, res: dict[str, np.ndarray]) -> np.ndarray:
         """The first graph output."""
         return res[self.manifest["graph_outputs"][0]]
+
+
+def onnx_order(q: np.ndarray, shape) -> np.ndarray:
+    """An NPU output's integer values (NHWC [H, W, C] as stored) in its ONNX shape: NCHW
+    [1, C, H, W] for rank 4, else reshaped as stored (as the float decode does)."""
+    shape = tuple(shape)
+    q = q.transpose(2, 0, 1)[None] if len(shape) == 4 else q
+    return np.ascontiguousarray(q).reshape(shape)
 
 
 def check_segments(prog: SegmentedProgram, res: dict[str, np.ndarray]) -> bool:

@@ -27,6 +27,7 @@ from tcc_compiler.datasets.presets import PreprocessSettings
 from tcc_compiler.emit.segments import build_segment_manifest, build_segment_report
 from tcc_compiler.errors import ModelError, UnsupportedError
 from tcc_compiler.frontend.host_graph import flatten_softmax_tails
+from tcc_compiler.frontend.host_int8 import int8_handoff
 from tcc_compiler.frontend.segments import HOST, extract_model, tensor_types
 from tcc_compiler.ir.graph import Graph, Value
 from tcc_compiler.options import CompileOptions
@@ -224,7 +225,8 @@ def compile_segmented(model: str | os.PathLike | onnx.ModelProto, options: Compi
         name = f"{Path(plan.prepared.where).name}:{seg.device}_{seg.index}"
         sub = extract_model(plan.prepared.proto, seg, name)
         if seg.device == HOST:
-            parts.append(flatten_softmax_tails(sub)[0])   # (ONNX Runtime's slow Softmax path)
+            sub = flatten_softmax_tails(sub)[0]   # (ONNX Runtime's slow Softmax path)
+            parts.append(int8_handoff(sub, int8_outputs(parts))[0])
             continue
         first = seg.inputs[0] == plan.prepared.in_name
         seg_opts = options.with_(
@@ -243,6 +245,22 @@ def compile_segmented(model: str | os.PathLike | onnx.ModelProto, options: Compi
     report = build_segment_report(plan, parts, tgt, host)
     tables = [p.calib_table for p in parts if not isinstance(p, onnx.ModelProto)]
     return SegmentedArtifacts(plan, parts, manifest, report, _merge_tables(tables), tgt)
+
+
+def int8_outputs(parts: list) -> dict[str, tuple[float, int]]:
+    """{tensor: (scale, zero point)} of the int8 outputs, one scale per tensor, of the NPU
+    segments compiled so far: what a later host segment may take as int8
+    (:func:`tcc_compiler.frontend.host_int8.int8_handoff`)."""
+    out = {}
+    for p in parts:
+        if isinstance(p, onnx.ModelProto):
+            continue
+        for o in p.manifest["outputs"]:
+            s, z = o.get("scale"), o.get("zero_point")
+            if o.get("dtype") == "int8" and isinstance(s, list) and isinstance(z, list) \
+                    and len(s) == len(z) == 1:
+                out[o["name"]] = (float(s[0]), int(z[0]))
+    return out
 
 
 def _precision_names(precision) -> list[str] | None:

@@ -11,7 +11,10 @@ assumptions used only for the report; tccc never runs on that CPU). Formulas:
   allocation planner gives the output the input's buffer), measured at 8-31 us per node on
   YOLOv8n's head where a copy of the same 0.2-4 MB would take 0.05-1 ms;
 * one boundary conversion (dequantize an NPU output, quantize an NPU input):
-  ``node_overhead_ns * 1e-9 + (int8 bytes + float32 bytes) / bandwidth_bytes_per_s`` seconds.
+  ``node_overhead_ns * 1e-9 + (int8 bytes + float32 bytes) / bandwidth_bytes_per_s`` seconds;
+* one int8 hand-off (an NPU output a host graph takes as int8 and dequantizes itself,
+  :mod:`tcc_compiler.frontend.host_int8`): the NHWC -> NCHW reorder of the integer values,
+  ``node_overhead_ns * 1e-9 + 2 * integer bytes / bandwidth_bytes_per_s`` seconds.
 """
 
 from __future__ import annotations
@@ -64,6 +67,11 @@ class HostModel:
         the NPU side, ``float_bytes`` (float32) on the host side."""
         return self.node_overhead_ns * 1e-9 + (int_bytes + float_bytes) / \
             self.bandwidth_bytes_per_s
+
+    def handoff_seconds(self, int_bytes: int) -> float:
+        """Estimated seconds of handing ``int_bytes`` of an NPU output to a host graph as
+        integers: one reorder (read + write) of them (module docstring)."""
+        return self.node_overhead_ns * 1e-9 + 2 * int_bytes / self.bandwidth_bytes_per_s
 
     def to_dict(self) -> dict:
         """JSON-ready dict of the three fields (the segmented manifest's ``host_model``)."""

@@ -101,6 +101,25 @@ def test_boundary_costs_in_report(compiled):
     assert report["estimated_total_ms"] > report["estimated_latency_ms"]
 
 
+def test_host_moving_an_npu_output_takes_it_as_int8(compiled):
+    """The transpose model's host segment only moves 'ar' (Transpose, Transpose): it takes
+    the NPU's int8 values and dequantizes after moving them; the boundary is an int8
+    reorder (2 bytes per element), the DequantizeLinear is costed as a host node."""
+    _, folder = compiled["transpose"]
+    host = onnx.load(str(folder / "host_1.onnx"))
+    assert host.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT8
+    assert [n.op_type for n in host.graph.node] == ["Transpose", "Transpose",
+                                                    "DequantizeLinear"]
+    report = json.loads((folder / "report.json").read_text())
+    ar = next(b for b in report["boundaries"] if b["tensor"] == "ar")
+    assert ar["kind"] == "int8" and ar["float_bytes"] == 0
+    assert ar["bytes"] == 2 * ar["npu_bytes"] == 2 * 8 * 16 * 16
+    row = next(r for r in report["segments"] if r["device"] == "host")
+    assert row["ops"] == {"Transpose": 2, "DequantizeLinear": 1}
+    # two int8 transposes (2 B/elem each) and one dequantization (1 + 4 B/elem), + scalars
+    assert row["bytes"] == 2 * 2 * 2048 + 5 * 2048 + 4 + 1
+
+
 def test_strict_refuses_and_placement_agrees(tmp_path):
     path = tmp_path / "lrn.onnx"
     onnx.save(MODELS["lrn"], path)
@@ -211,7 +230,7 @@ def test_segmented_model_runs_inside_onnx_runtime_as_tccc_run(compiled, tmp_path
     from tcc_compiler.runtime import load_program
     from tcc_compiler.runtime.ort_ops import session_options
 
-    for name in ("lrn", "softmax"):
+    for name in ("lrn", "softmax", "transpose"):   # transpose: the host takes int8
         model, folder = compiled[name]
         path = tmp_path / f"{name}_npu.onnx"
         assert main(["export-onnx", str(folder), "--ort", "-o", str(path)]) == 0
