@@ -27,6 +27,9 @@ from tcc_compiler.schedule import report as perf_report
 from tcc_compiler.target.host import VIEW_OPS
 from tcc_compiler.version import __version__
 
+#: Channel counts of an image input (greyscale, RGB): quantized from 8-bit pixels.
+IMAGE_CHANNELS = (1, 3)
+
 #: ONNX element type -> numpy dtype name, for tensor sizes (bytes) in the report.
 _DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64",
            onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT8: "int8",
@@ -139,9 +142,14 @@ def boundaries(plan, parts: list, host) -> list[dict]:
     or the caller (int8/int32 NHWC -> float32 NCHW, once); an ``int8`` boundary one a host
     graph takes as int8 (:mod:`tcc_compiler.frontend.host_int8`: NHWC -> NCHW int8, once;
     the host graph's DequantizeLinear nodes are costed with its nodes); a ``quantize``
-    boundary an NPU segment input (float32 -> int8, once per NPU segment reading it; the
-    model input included). ``bytes`` = what the host reads and writes, ``estimated_host_ms``
-    by :meth:`HostModel.boundary_seconds` (:meth:`HostModel.handoff_seconds` for ``int8``).
+    boundary an NPU segment input (float32 -> int8, once per NPU segment reading it). The
+    model's image input (1 or 3 channels) is a ``pixels`` boundary: a deployment quantizes
+    the camera's 8-bit pixels, at the input's size, straight to int8, the preprocessing
+    folded into one 256-entry table per channel (``q = clamp(rint(((p * scale - mean) /
+    std) / s) + zp)`` depends on the pixel ``p`` and its channel only), so 1 byte is read
+    and 1 written per element, not a float32 image (whole-model estimates count no input
+    conversion at all). ``bytes`` = what the host reads and writes, ``estimated_host_ms`` by
+    :meth:`HostModel.boundary_seconds`.
     """
     int8_in = {i.name for p in parts if isinstance(p, onnx.ModelProto) for i in p.graph.input
                if i.type.tensor_type.elem_type == onnx.TensorProto.INT8}
@@ -153,7 +161,9 @@ def boundaries(plan, parts: list, host) -> list[dict]:
     for seg, part in zip(plan.segments, parts):
         if isinstance(part, onnx.ModelProto):
             continue
-        ios = [("quantize", part.manifest["input"])]
+        image = part.manifest["input"]["name"] == plan.prepared.in_name and \
+            part.manifest["input"]["npu_hwc"][2] in IMAGE_CHANNELS
+        ios = [("pixels" if image else "quantize", part.manifest["input"])]
         for o in part.manifest["outputs"]:
             if o["name"] not in seg.outputs:
                 continue
@@ -167,17 +177,17 @@ def _boundary(segment: int, kind: str, io: dict, host) -> dict:
     """One boundary record (see :func:`boundaries`): ``quantize``/``dequantize`` convert
     between int8 (or int16/int32) and float32; ``int8`` hands the NPU's integer values to a
     host graph that dequantizes them itself, a reorder from NHWC to ONNX order (integer
-    bytes read and written, :meth:`HostModel.handoff_seconds`)."""
+    bytes read and written); ``pixels`` quantizes the model's image input from its 8-bit
+    pixels (one byte read, one written per element; see :func:`boundaries`)."""
     h, w, c = io["npu_hwc"]
     elems = h * w * c
     int_bytes = elems * np.dtype(io.get("dtype", "int8")).itemsize
-    float_bytes = 0 if kind == "int8" else 4 * elems
-    secs = host.handoff_seconds(int_bytes) if kind == "int8" else \
-        host.boundary_seconds(int_bytes, float_bytes)
+    host_bytes = {"int8": int_bytes, "pixels": elems}.get(kind, 4 * elems)
+    secs = host.boundary_seconds(int_bytes, host_bytes)
     return {"tensor": io["name"], "segment": segment, "kind": kind,
             "shape": list(io["shape"]), "npu_bytes": int_bytes,
-            "float_bytes": float_bytes,
-            "bytes": 2 * int_bytes if kind == "int8" else int_bytes + float_bytes,
+            "float_bytes": 0 if kind in ("int8", "pixels") else host_bytes,
+            "bytes": int_bytes + host_bytes,
             "scale": io["scale"], "zero_point": io["zero_point"],
             "estimated_host_ms": round(secs * 1e3, 6)}
 

@@ -96,6 +96,10 @@ def int8_handoff(proto: onnx.ModelProto,
     for inp in out.graph.input:
         if inp.name in names:
             inp.type.tensor_type.elem_type = TensorProto.INT8
+    used = {t for n in out.graph.node for t in n.input}   # (merged Concat inputs' scales)
+    keep = [t for t in out.graph.initializer if t.name in used]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(keep)
     _fix_value_info(out)
     log.debug("%s: host inputs %s taken as int8", out.graph.name, names)
     return out, names

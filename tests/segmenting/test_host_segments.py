@@ -91,10 +91,12 @@ def test_boundary_costs_in_report(compiled):
     _, folder = compiled["lrn"]
     report = json.loads((folder / "report.json").read_text())
     kinds = sorted((b["tensor"], b["kind"]) for b in report["boundaries"])
-    assert kinds == [("ar", "dequantize"), ("m", "quantize"), ("x", "quantize"),
+    assert kinds == [("ar", "dequantize"), ("m", "quantize"), ("x", "pixels"),
                      ("y", "dequantize")]
     ar = next(b for b in report["boundaries"] if b["tensor"] == "ar")
     assert ar["npu_bytes"] == 8 * 16 * 16 and ar["float_bytes"] == 4 * 8 * 16 * 16
+    x = next(b for b in report["boundaries"] if b["tensor"] == "x")   # 8-bit RGB pixels
+    assert x["bytes"] == 2 * 3 * 16 * 16 and x["float_bytes"] == 0
     assert ar["estimated_host_ms"] > 0
     assert report["placement"] == {"npu_nodes": 3, "host_nodes": 1, "npu_segments": 2,
                                    "host_segments": 1}
