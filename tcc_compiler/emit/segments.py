@@ -192,10 +192,12 @@ def _boundary(segment: int, kind: str, io: dict, host) -> dict:
             "estimated_host_ms": round(secs * 1e3, 6)}
 
 
-def _host_segment_report(seg, part: onnx.ModelProto, host) -> dict:
-    """A host segment's report row: ops, bytes moved (a view op's, run in place, are 0:
-    :data:`tcc_compiler.target.host.VIEW_OPS`), MACs, estimated time; of the graph written
-    to ``host_<k>.onnx`` (what ONNX Runtime runs, with the dtypes it runs them in)."""
+def host_graph_cost(part: onnx.ModelProto, host) -> dict:
+    """The estimated cost of running host graph ``part`` (a host segment's ONNX model, with
+    shapes in ``value_info``): ``ops`` {op type: count}, ``bytes`` moved (a view op's, run
+    in place, are 0: :data:`tcc_compiler.target.host.VIEW_OPS`), ``macs``,
+    ``estimated_host_ms`` (:meth:`HostModel.op_seconds` per node, in the dtypes the graph
+    runs them in)."""
     info = _tensor_info(part)
     ms, moved, macs, ops = 0.0, 0, 0, {}
     for n in part.graph.node:
@@ -205,9 +207,14 @@ def _host_segment_report(seg, part: onnx.ModelProto, host) -> dict:
         ms += host.op_seconds(n.op_type, b, m) * 1e3
         moved, macs = moved + b, macs + m
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
-    return {"index": seg.index, "device": "host", "nodes": len(seg.nodes), "ops": ops,
-            "bytes": moved, "macs": macs, "estimated_host_ms": round(ms, 6),
-            "file": segment_entry("host", seg.index)}
+    return {"ops": ops, "bytes": moved, "macs": macs, "estimated_host_ms": round(ms, 6)}
+
+
+def _host_segment_report(seg, part: onnx.ModelProto, host) -> dict:
+    """A host segment's report row (:func:`host_graph_cost`) of the graph written to
+    ``host_<k>.onnx`` (what ONNX Runtime runs, with the dtypes it runs them in)."""
+    return {"index": seg.index, "device": "host", "nodes": len(seg.nodes),
+            **host_graph_cost(part, host), "file": segment_entry("host", seg.index)}
 
 
 def build_segment_report(plan, parts: list, tgt, host) -> dict:

@@ -24,8 +24,10 @@ import onnx
 from tcc_compiler.datasets.calibration import default_calibration, resolve_calibration
 from tcc_compiler.datasets.images import Preprocess
 from tcc_compiler.datasets.presets import PreprocessSettings
-from tcc_compiler.emit.segments import build_segment_manifest, build_segment_report
+from tcc_compiler.emit.segments import (build_segment_manifest, build_segment_report,
+                                        host_graph_cost)
 from tcc_compiler.errors import ModelError, UnsupportedError
+from tcc_compiler.frontend.host_concat import hoist_concats
 from tcc_compiler.frontend.host_graph import flatten_softmax_tails
 from tcc_compiler.frontend.host_int8 import int8_handoff
 from tcc_compiler.frontend.segments import HOST, extract_model, tensor_types
@@ -221,12 +223,13 @@ def compile_segmented(model: str | os.PathLike | onnx.ModelProto, options: Compi
     if names is not None:   # every segment takes the names of its own layers
         options = options.with_(precision=names)
     parts: list = []
+    host = load_host_model(tgt.source)
     for seg in plan.segments:
         name = f"{Path(plan.prepared.where).name}:{seg.device}_{seg.index}"
         sub = extract_model(plan.prepared.proto, seg, name)
         if seg.device == HOST:
             sub = flatten_softmax_tails(sub)[0]   # (ONNX Runtime's slow Softmax path)
-            parts.append(int8_handoff(sub, int8_outputs(parts))[0])
+            parts.append(cheapest_host_graph(sub, int8_outputs(parts), host))
             continue
         first = seg.inputs[0] == plan.prepared.in_name
         seg_opts = options.with_(
@@ -239,12 +242,33 @@ def compile_segmented(model: str | os.PathLike | onnx.ModelProto, options: Compi
         parts.append(compile_model(sub, seg_opts))
     if names:
         _check_precision_names(names, parts, given, plan.prepared.where)
-    host = load_host_model(tgt.source)
     manifest = build_segment_manifest(plan, parts, tgt, model, model_preprocess(plan, options),
                                       input_nchw(plan), (options.method, n_calib, source))
     report = build_segment_report(plan, parts, tgt, host)
     tables = [p.calib_table for p in parts if not isinstance(p, onnx.ModelProto)]
     return SegmentedArtifacts(plan, parts, manifest, report, _merge_tables(tables), tgt)
+
+
+def cheapest_host_graph(sub: onnx.ModelProto, quant: dict[str, tuple[float, int]],
+                        host) -> onnx.ModelProto:
+    """Host graph ``sub`` with the NPU outputs in ``quant`` taken as int8 where that saves
+    bytes (:func:`int8_handoff`), with or without the exact Concat reordering of
+    :func:`hoist_concats` first: the variant the host cost model prices lower, counting each
+    int8-capable input's boundary (a reorder of its int8 values, or its conversion to
+    float32: :func:`tcc_compiler.emit.segments.boundaries`)."""
+    best, best_ms = None, 0.0
+    hoisted, n = hoist_concats(sub)
+    for cand in ([sub, hoisted] if n else [sub]):
+        model, kept = int8_handoff(cand, quant)
+        ms = host_graph_cost(model, host)["estimated_host_ms"]
+        for inp in model.graph.input:
+            if inp.name in quant:
+                elems = int(np.prod([d.dim_value for d in inp.type.tensor_type.shape.dim]))
+                ms += host.boundary_seconds(elems, elems if inp.name in kept else 4 * elems) \
+                    * 1e3
+        if best is None or ms < best_ms:
+            best, best_ms = model, ms
+    return best
 
 
 def int8_outputs(parts: list) -> dict[str, tuple[float, int]]:
