@@ -21,6 +21,7 @@ from tcc_compiler.emit.files import (CALIB_TABLE_FILE, MANIFEST_FILE, MANIFEST_V
                                      REPORT_CSV_FILE, REPORT_FILE, segment_entry)
 from tcc_compiler.emit.jsonfmt import json_text
 from tcc_compiler.emit.package import write_files
+from tcc_compiler.frontend.host_prefix import PREFIX_KEY
 from tcc_compiler.fsutil import atomic_dir
 from tcc_compiler.quant.calib_table import write_table
 from tcc_compiler.schedule import report as perf_report
@@ -197,10 +198,14 @@ def host_graph_cost(part: onnx.ModelProto, host) -> dict:
     shapes in ``value_info``): ``ops`` {op type: count}, ``bytes`` moved (a view op's, run
     in place, are 0: :data:`tcc_compiler.target.host.VIEW_OPS`), ``macs``,
     ``estimated_host_ms`` (:meth:`HostModel.op_seconds` per node, in the dtypes the graph
-    runs them in)."""
+    runs them in); the boundary prefix's nodes
+    (:mod:`tcc_compiler.frontend.host_prefix`) are left out: the dequantize boundaries
+    write their outputs in place."""
     info = _tensor_info(part)
     ms, moved, macs, ops = 0.0, 0, 0, {}
-    for n in part.graph.node:
+    meta = {p.key: p.value for p in part.metadata_props}
+    skip = int(meta.get(PREFIX_KEY, 0))   # moves the boundary conversion makes (no pass)
+    for n in part.graph.node[skip:]:
         b = 0 if n.op_type in VIEW_OPS else sum(
             _nbytes(info.get(t)) for t in list(n.input) + list(n.output) if t)
         m = _node_macs(n, info)

@@ -61,6 +61,7 @@ class SegmentedProgram:
             raise FormatError(f"{where}: missing field(s) {', '.join(missing) or 'segments'}")
         self.programs: dict[int, LoadedProgram] = {}
         self.sessions: dict = {}
+        self.prefixes: dict = {}
         so = ort.SessionOptions()
         so.log_severity_level = 4   # fatal only: errors come back as exceptions
         for k, seg in enumerate(manifest["segments"]):
@@ -78,11 +79,14 @@ class SegmentedProgram:
             if len(data) != seg.get("bytes") or zlib.crc32(data) != seg.get("crc32"):
                 raise FormatError(f"{path}: size or CRC-32 differs from manifest.json's "
                                   "record: corrupted or from another compilation")
-            self.sessions[k] = ort.InferenceSession(data, so,
-                                                    providers=["CPUExecutionProvider"])
+            self.sessions[k], self.prefixes[k] = _host_session(data, so, path)
         #: {host segment index: its inputs taken as int8} (the NPU's integer values, NCHW)
         self.int8_inputs = {k: {i.name for i in s.get_inputs() if i.type == "tensor(int8)"}
                             for k, s in self.sessions.items()}
+        records = {o["name"]: o for p in self.programs.values() for o in p.manifest["outputs"]}
+        for k, pre in self.prefixes.items():
+            if pre is not None:
+                self.prefixes[k] = _Gather(pre, records, f"{where}: host segment {k}")
         made = {o["name"] for p in self.programs.values() for o in p.manifest["outputs"]
                 if o.get("dtype") == "int8"}
         for k, names in self.int8_inputs.items():
@@ -123,8 +127,11 @@ class SegmentedProgram:
         ints: dict[str, np.ndarray] = {}   # NPU outputs' integer values in ONNX order
         for k, seg in enumerate(self.manifest["segments"]):
             if k in self.sessions:
-                outs = self.sessions[k].run(list(seg["outputs"]), {
-                    t: ints[t] if t in self.int8_inputs[k] else env[t] for t in seg["inputs"]})
+                feeds = self.prefixes[k].run(ints) if self.prefixes[k] is not None else {}
+                feeds.update({i.name: ints[i.name] if i.name in self.int8_inputs[k] else
+                              env[i.name] for i in self.sessions[k].get_inputs()
+                              if i.name not in feeds})
+                outs = self.sessions[k].run(list(seg["outputs"]), feeds)
                 env.update(zip(seg["outputs"], outs))
                 continue
             prog = self.programs[k]
@@ -142,6 +149,71 @@ class SegmentedProgram:
     def final_output(self, res: dict[str, np.ndarray]) -> np.ndarray:
         """The first graph output."""
         return res[self.manifest["graph_outputs"][0]]
+
+
+def _host_session(data: bytes, so, path: Path):
+    """(ONNX Runtime session of a host graph's nodes after its boundary prefix, the prefix
+    model or None): :func:`tcc_compiler.frontend.host_prefix.split_prefix`.
+
+    Raises:
+        FormatError: a malformed host graph or prefix record.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    from tcc_compiler.frontend.host_prefix import split_prefix
+
+    try:
+        pre, rest = split_prefix(onnx.load_from_string(data))
+    except (ValueError, KeyError) as exc:   # (protobuf's DecodeError is a ValueError)
+        raise FormatError(f"{path}: malformed host graph or boundary prefix ({exc})") from None
+    if pre is not None:
+        data = rest.SerializeToString()
+    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"]), pre
+
+
+class _Gather:
+    """A host graph's boundary prefix as one gather from the NPU outputs' integers,
+    dequantized into place (:mod:`tcc_compiler.frontend.host_prefix`): the index of every
+    output element's source element is found once, by running the prefix in ONNX Runtime on
+    the element indices (int64)."""
+
+    def __init__(self, pre, records: dict, where: str):
+        import onnx
+        import onnxruntime as ort
+
+        self.sources, scales, zeros, feeds, start = [], [], [], {}, 0
+        for inp in pre.graph.input:
+            rec = records.get(inp.name)
+            if rec is None:
+                raise FormatError(f"{where}: boundary prefix reads '{inp.name}', which no "
+                                  "NPU segment outputs")
+            shape = tuple(rec["shape"])
+            n = int(np.prod(shape))
+            feeds[inp.name] = np.arange(start, start + n, dtype=np.int64).reshape(shape)
+            per_channel = (1, -1) + (1,) * (len(shape) - 2)   # channels: ONNX axis 1
+            scales.append(np.broadcast_to(np.asarray(rec["scale"], np.float64).reshape(
+                per_channel), shape).ravel())
+            zeros.append(np.broadcast_to(np.asarray(rec["zero_point"], np.float64).reshape(
+                per_channel), shape).ravel())
+            self.sources.append((inp.name, shape))
+            start += n
+        self.scale, self.zero = np.concatenate(scales), np.concatenate(zeros)
+        m = onnx.ModelProto()
+        m.CopyFrom(pre)
+        for vi in list(m.graph.input) + list(m.graph.output) + list(m.graph.value_info):
+            vi.type.tensor_type.elem_type = onnx.TensorProto.INT64
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        names = [o.name for o in m.graph.output]
+        self.index = dict(zip(names, sess.run(names, feeds)))
+
+    def run(self, ints: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """{prefix output: float32 values} from {NPU output: its integers in ONNX order}:
+        ``(q - zero_point) * scale`` in float64, rounded once to float32 (as the boundary's
+        dequantization), gathered into each output's layout."""
+        q = np.concatenate([ints[name].reshape(-1) for name, _ in self.sources])
+        return {t: ((q[i].astype(np.float64) - self.zero[i]) * self.scale[i]).astype(
+            np.float32) for t, i in self.index.items()}
 
 
 def onnx_order(q: np.ndarray, shape) -> np.ndarray:

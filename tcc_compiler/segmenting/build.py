@@ -30,6 +30,7 @@ from tcc_compiler.errors import ModelError, UnsupportedError
 from tcc_compiler.frontend.host_concat import hoist_concats
 from tcc_compiler.frontend.host_graph import flatten_softmax_tails
 from tcc_compiler.frontend.host_int8 import int8_handoff
+from tcc_compiler.frontend.host_prefix import movement_prefix
 from tcc_compiler.frontend.segments import HOST, extract_model, tensor_types
 from tcc_compiler.ir.graph import Graph, Value
 from tcc_compiler.options import CompileOptions
@@ -229,7 +230,8 @@ def compile_segmented(model: str | os.PathLike | onnx.ModelProto, options: Compi
         sub = extract_model(plan.prepared.proto, seg, name)
         if seg.device == HOST:
             sub = flatten_softmax_tails(sub)[0]   # (ONNX Runtime's slow Softmax path)
-            parts.append(cheapest_host_graph(sub, int8_outputs(parts), host))
+            parts.append(cheapest_host_graph(sub, int8_outputs(parts), npu_outputs(parts),
+                                             host))
             continue
         first = seg.inputs[0] == plan.prepared.in_name
         seg_opts = options.with_(
@@ -250,25 +252,41 @@ def compile_segmented(model: str | os.PathLike | onnx.ModelProto, options: Compi
 
 
 def cheapest_host_graph(sub: onnx.ModelProto, quant: dict[str, tuple[float, int]],
-                        host) -> onnx.ModelProto:
-    """Host graph ``sub`` with the NPU outputs in ``quant`` taken as int8 where that saves
-    bytes (:func:`int8_handoff`), with or without the exact Concat reordering of
-    :func:`hoist_concats` first: the variant the host cost model prices lower, counting each
-    int8-capable input's boundary (a reorder of its int8 values, or its conversion to
-    float32: :func:`tcc_compiler.emit.segments.boundaries`)."""
+                        sources: dict[str, int], host) -> onnx.ModelProto:
+    """Host graph ``sub`` as the host cost model prices it lowest, of: the NPU outputs in
+    ``quant`` taken as int8 where that saves bytes (:func:`int8_handoff`), or the moves at
+    its start made by the boundary conversions (:func:`movement_prefix`); each with or
+    without the exact Concat reordering of :func:`hoist_concats` first. Counted: the host
+    graph's nodes and each NPU output's boundary (a reorder of its int8 values, or its
+    conversion to float32: :func:`tcc_compiler.emit.segments.boundaries`).
+
+    Args:
+        sub: the host segment's model. quant: {int8 NPU output: (scale, zero point)}.
+        sources: {NPU output: bytes per element on the NPU} of every NPU segment so far.
+        host: the :class:`~tcc_compiler.target.host.HostModel`.
+    """
     best, best_ms = None, 0.0
     hoisted, n = hoist_concats(sub)
     for cand in ([sub, hoisted] if n else [sub]):
-        model, kept = int8_handoff(cand, quant)
-        ms = host_graph_cost(model, host)["estimated_host_ms"]
-        for inp in model.graph.input:
-            if inp.name in quant:
-                elems = int(np.prod([d.dim_value for d in inp.type.tensor_type.shape.dim]))
-                ms += host.boundary_seconds(elems, elems if inp.name in kept else 4 * elems) \
-                    * 1e3
-        if best is None or ms < best_ms:
-            best, best_ms = model, ms
+        for model, kept in (int8_handoff(cand, quant), (movement_prefix(cand, set(sources)),
+                                                         [])):
+            ms = host_graph_cost(model, host)["estimated_host_ms"]
+            for inp in model.graph.input:
+                if inp.name in sources:
+                    elems = int(np.prod([d.dim_value
+                                         for d in inp.type.tensor_type.shape.dim]))
+                    ms += host.boundary_seconds(elems * sources[inp.name], elems * (
+                        1 if inp.name in kept else 4)) * 1e3
+            if best is None or ms < best_ms - 1e-9:
+                best, best_ms = model, ms
     return best
+
+
+def npu_outputs(parts: list) -> dict[str, int]:
+    """{tensor: bytes per element (int8 1, int16 2, int32 4)} of every output of the NPU
+    segments compiled so far."""
+    return {o["name"]: np.dtype(o.get("dtype", "int8")).itemsize for p in parts
+            if not isinstance(p, onnx.ModelProto) for o in p.manifest["outputs"]}
 
 
 def int8_outputs(parts: list) -> dict[str, tuple[float, int]]:

@@ -1,0 +1,129 @@
+"""The data movement at the start of a host segment, done by the boundary conversion itself.
+
+A host segment often begins by only moving the NPU outputs it reads: SSDLite transposes its
+twelve head maps to NHWC, flattens and concatenates them; YOLOv8 flattens and concatenates
+its box maps and transposes them for the DFL Softmax. The boundary conversion reads every
+NPU output element once and writes its float32 value once; it can write each value straight
+to where those moves put it (the NPU's NHWC order is already the transposed layout SSDLite
+asks for), so the moves cost no pass of their own.
+
+:func:`movement_prefix` finds them: the nodes of :data:`MOVE_OPS` whose data inputs are NPU
+outputs converted to float32 (``sources``) or outputs of such nodes, every other input a
+constant; the values they hand on (read by another node of the graph) are the prefix's
+outputs. A moved value must have no other reader (so the conversion writes each element at
+most once), and a graph output is never made by the prefix (the host graph makes it). The host
+graph keeps every node (``tccc export-onnx --ort`` inlines it as it is) and records the
+prefix's node count in its metadata (:data:`PREFIX_KEY`, the prefix nodes first);
+the runtime (:mod:`tcc_compiler.runtime.segmented`) computes the prefix's outputs as one
+gather from the NPU outputs' integers (the index map of each output element: the prefix run
+once in ONNX Runtime on element indices) dequantized into place, and runs the remaining
+nodes. Values are the same as the prefix run on the dequantized tensors, bit for bit: the
+moves copy values, and each is dequantized by the same formula.
+"""
+
+from __future__ import annotations
+
+import onnx
+from onnx import helper
+
+#: Ops whose outputs only copy elements of their data inputs (data inputs: every input of a
+#: Concat, input 0 of the others; the others' remaining inputs must be constants).
+MOVE_OPS = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity",
+                      "Slice", "Split", "Concat"})
+
+#: Metadata key of a host graph whose first N nodes are its boundary prefix (value: N).
+PREFIX_KEY = "tccc.boundary_prefix_nodes"
+
+
+def _data_inputs(n: onnx.NodeProto) -> list[str]:
+    return [t for t in n.input if t] if n.op_type == "Concat" else [n.input[0]]
+
+
+def movement_prefix(proto: onnx.ModelProto, sources: set[str]) -> onnx.ModelProto:
+    """A copy of host graph ``proto`` with its movement prefix (module docstring) moved to
+    the front and its node count recorded under :data:`PREFIX_KEY`; unchanged (a copy,
+    no key) when there is none.
+
+    Args:
+        proto: a host segment's ONNX model. sources: its float32 inputs that are NPU outputs.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    g = out.graph
+    consts = {t.name for t in g.initializer}
+    outputs = {o.name for o in g.output}
+    derived = {i.name for i in g.input if i.name in sources
+               and i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    readers: dict[str, int] = {}
+    for n in g.node:
+        for t in set(n.input):
+            readers[t] = readers.get(t, 0) + 1
+    prefix, rest = [], []
+    for n in g.node:
+        data = _data_inputs(n)
+        others = [t for t in n.input if t and t not in data]
+        # (each moved value read once: the conversion writes every element at most once)
+        if (n.op_type in MOVE_OPS and n.domain in ("", "ai.onnx") and data
+                and all(t in derived and readers.get(t) == 1 for t in data)
+                and len(set(data)) == len(data) and all(t in consts for t in others)
+                and not any(o in outputs for o in n.output)):
+            prefix.append(n)
+            derived.update(o for o in n.output if o)
+        else:
+            rest.append(n)
+    if not prefix:
+        return out
+    copies = []
+    for n in prefix + rest:
+        c = onnx.NodeProto()
+        c.CopyFrom(n)
+        copies.append(c)
+    del g.node[:]
+    g.node.extend(copies)
+    del g.value_info[:]   # (every value the prefix hands on must be typed)
+    g.value_info.extend(onnx.shape_inference.infer_shapes(out).graph.value_info)
+    helper.set_model_props(out, {**{p.key: p.value for p in out.metadata_props},
+                                 PREFIX_KEY: str(len(prefix))})
+    return out
+
+
+def split_prefix(proto: onnx.ModelProto) -> tuple[onnx.ModelProto | None, onnx.ModelProto]:
+    """(the prefix as a model of its own, the rest of the graph) of a host graph written by
+    :func:`movement_prefix`; (None, ``proto``) when it records no prefix.
+
+    The prefix model reads the NPU outputs its nodes read and outputs the values the rest
+    (or nothing else) reads; the rest reads those instead, typed as the host graph's
+    ``value_info`` types them.
+
+    Raises:
+        ValueError: the recorded count is not a whole number of the graph's nodes.
+    """
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if PREFIX_KEY not in meta:
+        return None, proto
+    k = int(meta[PREFIX_KEY])
+    g = proto.graph
+    if not 0 < k <= len(g.node):
+        raise ValueError(f"{PREFIX_KEY} = {k} for a graph of {len(g.node)} nodes")
+    pre, rest = list(g.node[:k]), list(g.node[k:])
+    made = {o for n in pre for o in n.output if o}
+    read_later = {t for n in rest for t in n.input} | {o.name for o in g.output}
+    handed = [o for n in pre for o in n.output if o in read_later]
+    types = {vi.name: vi for vi in list(g.input) + list(g.value_info) + list(g.output)}
+    pre_in = list(dict.fromkeys(t for n in pre for t in n.input
+                                if t in {i.name for i in g.input}))
+    inits = list(g.initializer)
+
+    def model(nodes, ins, outs, name):
+        used = {t for n in nodes for t in n.input}
+        m = helper.make_model(helper.make_graph(
+            nodes, name, [types[t] for t in ins], [types[t] for t in outs],
+            [t for t in inits if t.name in used]), opset_imports=list(proto.opset_import))
+        m.ir_version = proto.ir_version
+        return m
+
+    rest_in = [i.name for i in g.input if any(i.name in n.input for n in rest)
+               or i.name in {o.name for o in g.output}] + handed
+    assert not (made - set(handed)) & read_later
+    return (model(pre, pre_in, handed, g.name + "_prefix"),
+            model(rest, rest_in, [o.name for o in g.output], g.name))
