@@ -21,7 +21,7 @@ from tcc_compiler.emit.files import (CALIB_TABLE_FILE, MANIFEST_FILE, MANIFEST_V
                                      REPORT_CSV_FILE, REPORT_FILE, segment_entry)
 from tcc_compiler.emit.jsonfmt import json_text
 from tcc_compiler.emit.package import write_files
-from tcc_compiler.frontend.host_prefix import PREFIX_KEY
+from tcc_compiler.frontend.host_prefix import JOIN_KEY, PREFIX_KEY
 from tcc_compiler.fsutil import atomic_dir
 from tcc_compiler.quant.calib_table import write_table
 from tcc_compiler.schedule import report as perf_report
@@ -199,15 +199,24 @@ def host_graph_cost(part: onnx.ModelProto, host) -> dict:
     in place, are 0: :data:`tcc_compiler.target.host.VIEW_OPS`), ``macs``,
     ``estimated_host_ms`` (:meth:`HostModel.op_seconds` per node, in the dtypes the graph
     runs them in); the boundary prefix's nodes
-    (:mod:`tcc_compiler.frontend.host_prefix`) are left out: the dequantize boundaries
-    write their outputs in place."""
+    (:mod:`tcc_compiler.frontend.host_prefix`) move no bytes: the dequantize boundaries
+    write their outputs in place, also into a join's output, whose other inputs are copied
+    (read + written)."""
     info = _tensor_info(part)
     ms, moved, macs, ops = 0.0, 0, 0, {}
     meta = {p.key: p.value for p in part.metadata_props}
     skip = int(meta.get(PREFIX_KEY, 0))   # moves the boundary conversion makes (no pass)
-    for n in part.graph.node[skip:]:
-        b = 0 if n.op_type in VIEW_OPS else sum(
-            _nbytes(info.get(t)) for t in list(n.input) + list(n.output) if t)
+    nodes = part.graph.node
+    joins = len(nodes) - int(meta.get(JOIN_KEY, 0))
+    gathered = {o for n in nodes[:skip] for o in n.output}
+    for at, n in enumerate(nodes):
+        if at < skip:
+            continue
+        if at >= joins:   # a join: its gathered inputs are written in place, others copied
+            b = 2 * sum(_nbytes(info.get(t)) for t in n.input if t not in gathered)
+        else:
+            b = 0 if n.op_type in VIEW_OPS else sum(
+                _nbytes(info.get(t)) for t in list(n.input) + list(n.output) if t)
         m = _node_macs(n, info)
         ms += host.op_seconds(n.op_type, b, m) * 1e3
         moved, macs = moved + b, macs + m

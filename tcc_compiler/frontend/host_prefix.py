@@ -34,6 +34,10 @@ MOVE_OPS = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze",
 #: Metadata key of a host graph whose first N nodes are its boundary prefix (value: N).
 PREFIX_KEY = "tccc.boundary_prefix_nodes"
 
+#: Metadata key of a host graph whose last N nodes are joins (value: N): Concats making
+#: graph outputs, into which the boundary conversion writes their prefix inputs.
+JOIN_KEY = "tccc.boundary_join_nodes"
+
 
 def _data_inputs(n: onnx.NodeProto) -> list[str]:
     return [t for t in n.input if t] if n.op_type == "Concat" else [n.input[0]]
@@ -73,8 +77,10 @@ def movement_prefix(proto: onnx.ModelProto, sources: set[str]) -> onnx.ModelProt
             rest.append(n)
     if not prefix:
         return out
+    joins = [n for n in rest if _is_join(n, derived, outputs, readers)]
+    rest = [n for n in rest if n not in joins]
     copies = []
-    for n in prefix + rest:
+    for n in prefix + rest + joins:
         c = onnx.NodeProto()
         c.CopyFrom(n)
         copies.append(c)
@@ -82,32 +88,47 @@ def movement_prefix(proto: onnx.ModelProto, sources: set[str]) -> onnx.ModelProt
     g.node.extend(copies)
     del g.value_info[:]   # (every value the prefix hands on must be typed)
     g.value_info.extend(onnx.shape_inference.infer_shapes(out).graph.value_info)
-    helper.set_model_props(out, {**{p.key: p.value for p in out.metadata_props},
-                                 PREFIX_KEY: str(len(prefix))})
+    props = {**{p.key: p.value for p in out.metadata_props}, PREFIX_KEY: str(len(prefix))}
+    if joins:
+        props[JOIN_KEY] = str(len(joins))
+    helper.set_model_props(out, props)
     return out
 
 
-def split_prefix(proto: onnx.ModelProto) -> tuple[onnx.ModelProto | None, onnx.ModelProto]:
-    """(the prefix as a model of its own, the rest of the graph) of a host graph written by
-    :func:`movement_prefix`; (None, ``proto``) when it records no prefix.
+def _is_join(n: onnx.NodeProto, derived: set[str], outputs: set[str],
+             readers: dict[str, int]) -> bool:
+    """True for a Concat making a graph output no node reads, some of whose inputs are
+    prefix values read by it alone (the conversion writes those into its output)."""
+    return (n.op_type == "Concat" and n.domain in ("", "ai.onnx") and n.output[0] in outputs
+            and not readers.get(n.output[0]) and len(set(n.input)) == len(n.input)
+            and any(t in derived and readers.get(t) == 1 for t in n.input))
 
-    The prefix model reads the NPU outputs its nodes read and outputs the values the rest
-    (or nothing else) reads; the rest reads those instead, typed as the host graph's
-    ``value_info`` types them.
+
+def split_prefix(proto: onnx.ModelProto) -> tuple[onnx.ModelProto | None, onnx.ModelProto,
+                                                  list[onnx.NodeProto]]:
+    """(the prefix as a model of its own, the graph's middle, its joins) of a host graph
+    written by :func:`movement_prefix`; (None, ``proto``, []) when it records no prefix.
+
+    The prefix model reads the NPU outputs its nodes read and outputs the values the middle
+    or a join reads; the middle reads those instead (typed as the host graph's
+    ``value_info`` types them) and outputs the graph outputs no join makes plus the join
+    inputs it makes.
 
     Raises:
-        ValueError: the recorded count is not a whole number of the graph's nodes.
+        ValueError: the recorded counts are not whole numbers of the graph's nodes.
     """
     meta = {p.key: p.value for p in proto.metadata_props}
     if PREFIX_KEY not in meta:
-        return None, proto
-    k = int(meta[PREFIX_KEY])
+        return None, proto, []
+    k, j = int(meta[PREFIX_KEY]), int(meta.get(JOIN_KEY, 0))
     g = proto.graph
-    if not 0 < k <= len(g.node):
-        raise ValueError(f"{PREFIX_KEY} = {k} for a graph of {len(g.node)} nodes")
-    pre, rest = list(g.node[:k]), list(g.node[k:])
+    if not (0 < k <= len(g.node) and 0 <= j <= len(g.node) - k):
+        raise ValueError(f"{PREFIX_KEY} = {k}, {JOIN_KEY} = {j} for a graph of "
+                         f"{len(g.node)} nodes")
+    pre, rest, joins = list(g.node[:k]), list(g.node[k:len(g.node) - j]), \
+        list(g.node[len(g.node) - j:])
     made = {o for n in pre for o in n.output if o}
-    read_later = {t for n in rest for t in n.input} | {o.name for o in g.output}
+    read_later = {t for n in rest + joins for t in n.input} | {o.name for o in g.output}
     handed = [o for n in pre for o in n.output if o in read_later]
     types = {vi.name: vi for vi in list(g.input) + list(g.value_info) + list(g.output)}
     pre_in = list(dict.fromkeys(t for n in pre for t in n.input
@@ -122,8 +143,15 @@ def split_prefix(proto: onnx.ModelProto) -> tuple[onnx.ModelProto | None, onnx.M
         m.ir_version = proto.ir_version
         return m
 
+    joined = {n.output[0] for n in joins}
+    rest_made = {o for n in rest for o in n.output}
     rest_in = [i.name for i in g.input if any(i.name in n.input for n in rest)
-               or i.name in {o.name for o in g.output}] + handed
+               or i.name in {o.name for o in g.output}]
+    rest_in += [t for t in handed if any(t in n.input for n in rest)]
+    rest_out = [o.name for o in g.output if o.name not in joined]
+    rest_out += [t for n in joins for t in n.input if t in rest_made and t not in rest_out]
+    if any(t not in made and t not in rest_made for n in joins for t in n.input):
+        raise ValueError("a join reads a value neither the prefix nor the graph makes")
     assert not (made - set(handed)) & read_later
     return (model(pre, pre_in, handed, g.name + "_prefix"),
-            model(rest, rest_in, [o.name for o in g.output], g.name))
+            model(rest, rest_in, rest_out, g.name), joins)

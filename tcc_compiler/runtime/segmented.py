@@ -62,6 +62,7 @@ class SegmentedProgram:
         self.programs: dict[int, LoadedProgram] = {}
         self.sessions: dict = {}
         self.prefixes: dict = {}
+        self.joins: dict = {}
         so = ort.SessionOptions()
         so.log_severity_level = 4   # fatal only: errors come back as exceptions
         for k, seg in enumerate(manifest["segments"]):
@@ -79,7 +80,7 @@ class SegmentedProgram:
             if len(data) != seg.get("bytes") or zlib.crc32(data) != seg.get("crc32"):
                 raise FormatError(f"{path}: size or CRC-32 differs from manifest.json's "
                                   "record: corrupted or from another compilation")
-            self.sessions[k], self.prefixes[k] = _host_session(data, so, path)
+            self.sessions[k], self.prefixes[k], self.joins[k] = _host_session(data, so, path)
         #: {host segment index: its inputs taken as int8} (the NPU's integer values, NCHW)
         self.int8_inputs = {k: {i.name for i in s.get_inputs() if i.type == "tensor(int8)"}
                             for k, s in self.sessions.items()}
@@ -127,12 +128,7 @@ class SegmentedProgram:
         ints: dict[str, np.ndarray] = {}   # NPU outputs' integer values in ONNX order
         for k, seg in enumerate(self.manifest["segments"]):
             if k in self.sessions:
-                feeds = self.prefixes[k].run(ints) if self.prefixes[k] is not None else {}
-                feeds.update({i.name: ints[i.name] if i.name in self.int8_inputs[k] else
-                              env[i.name] for i in self.sessions[k].get_inputs()
-                              if i.name not in feeds})
-                outs = self.sessions[k].run(list(seg["outputs"]), feeds)
-                env.update(zip(seg["outputs"], outs))
+                env.update(self._run_host(k, env, ints))
                 continue
             prog = self.programs[k]
             feed = np.asarray(env[seg["inputs"][0]], np.float32)
@@ -146,14 +142,43 @@ class SegmentedProgram:
             env.update({t: res[t] for t in seg["outputs"] if t in res})
         return env
 
+    def _run_host(self, k: int, env: dict, ints: dict) -> dict[str, np.ndarray]:
+        """Host segment ``k``'s outputs: its boundary prefix gathered, its middle run by ONNX
+        Runtime, each join's output assembled in place: its prefix inputs gathered straight
+        into their slices, its other inputs copied (:mod:`tcc_compiler.frontend.host_prefix`).
+        """
+        sess, pre, joins = self.sessions[k], self.prefixes[k], self.joins[k]
+        joined = {t for j in joins for t in j.input}
+        feeds = pre.run(ints, [t for t in pre.index if t not in joined]) if pre else {}
+        feeds.update({i.name: ints[i.name] if i.name in self.int8_inputs[k] else env[i.name]
+                      for i in sess.get_inputs() if i.name not in feeds})
+        names = [o.name for o in sess.get_outputs()]
+        outs = dict(zip(names, sess.run(names, feeds)))
+        for j in joins:
+            shapes = [pre.index[t].shape if t in pre.index else outs[t].shape for t in j.input]
+            axis = next(a.i for a in j.attribute if a.name == "axis") % len(shapes[0])
+            shape = list(shapes[0])
+            shape[axis] = sum(sh[axis] for sh in shapes)
+            buf, into, off = np.empty(shape, np.float32), {}, 0
+            for t, sh in zip(j.input, shapes):
+                view = buf[(slice(None),) * axis + (slice(off, off + sh[axis]),)]
+                if t in pre.index:
+                    into[t] = view
+                else:
+                    view[...] = outs[t]
+                off += sh[axis]
+            pre.run(ints, list(into), into)
+            outs[j.output[0]] = buf
+        return outs
+
     def final_output(self, res: dict[str, np.ndarray]) -> np.ndarray:
         """The first graph output."""
         return res[self.manifest["graph_outputs"][0]]
 
 
 def _host_session(data: bytes, so, path: Path):
-    """(ONNX Runtime session of a host graph's nodes after its boundary prefix, the prefix
-    model or None): :func:`tcc_compiler.frontend.host_prefix.split_prefix`.
+    """(ONNX Runtime session of a host graph's middle nodes, its boundary prefix model or
+    None, its joins): :func:`tcc_compiler.frontend.host_prefix.split_prefix`.
 
     Raises:
         FormatError: a malformed host graph or prefix record.
@@ -164,12 +189,12 @@ def _host_session(data: bytes, so, path: Path):
     from tcc_compiler.frontend.host_prefix import split_prefix
 
     try:
-        pre, rest = split_prefix(onnx.load_from_string(data))
+        pre, rest, joins = split_prefix(onnx.load_from_string(data))
     except (ValueError, KeyError) as exc:   # (protobuf's DecodeError is a ValueError)
         raise FormatError(f"{path}: malformed host graph or boundary prefix ({exc})") from None
     if pre is not None:
         data = rest.SerializeToString()
-    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"]), pre
+    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"]), pre, joins
 
 
 class _Gather:
@@ -207,13 +232,22 @@ class _Gather:
         names = [o.name for o in m.graph.output]
         self.index = dict(zip(names, sess.run(names, feeds)))
 
-    def run(self, ints: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """{prefix output: float32 values} from {NPU output: its integers in ONNX order}:
-        ``(q - zero_point) * scale`` in float64, rounded once to float32 (as the boundary's
-        dequantization), gathered into each output's layout."""
+    def run(self, ints: dict[str, np.ndarray], names: list[str],
+            into: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """{prefix output: float32 values} of ``names`` from {NPU output: its integers in
+        ONNX order}: ``(q - zero_point) * scale`` in float64, rounded once to float32 (as the
+        boundary's dequantization), gathered into each output's layout; written into
+        ``into[name]`` (a float32 view of that shape) where given."""
         q = np.concatenate([ints[name].reshape(-1) for name, _ in self.sources])
-        return {t: ((q[i].astype(np.float64) - self.zero[i]) * self.scale[i]).astype(
-            np.float32) for t, i in self.index.items()}
+        out = {}
+        for t in names:
+            i = self.index[t]
+            dst = (into or {}).get(t)
+            if dst is None:
+                dst = out[t] = np.empty(i.shape, np.float32)
+            np.multiply(np.subtract(q[i], self.zero[i]), self.scale[i], out=dst,
+                        casting="same_kind")
+        return out
 
 
 def onnx_order(q: np.ndarray, shape) -> np.ndarray:

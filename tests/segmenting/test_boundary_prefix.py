@@ -42,8 +42,8 @@ def test_prefix_is_gathered_and_dequantized_into_place():
     # 'a' has 2 readers: its moves, and the Concat reading them, stay host nodes
     assert {p.key: p.value for p in out.metadata_props}[PREFIX_KEY] == "2"
     assert [n.name for n in out.graph.node[:2]] == ["bt", "br"]
-    pre, rest = split_prefix(out)
-    assert [o.name for o in pre.graph.output] == ["br"]
+    pre, rest, joins = split_prefix(out)
+    assert [o.name for o in pre.graph.output] == ["br"] and joins == []
     rng = np.random.default_rng(0)
     recs, ints, floats = {}, {}, {}
     for x, s in SHAPES.items():   # per-channel scales (int32 accumulators), zero points
@@ -52,7 +52,8 @@ def test_prefix_is_gathered_and_dequantized_into_place():
         ints[x] = rng.integers(-5000, 5000, s).astype(np.int32)
         floats[x] = ((ints[x] - zp.reshape(1, -1, 1, 1)) * sc.reshape(1, -1, 1, 1)).astype(
             np.float32)
-    got = _Gather(pre, recs, "test").run(ints)
+    gather = _Gather(pre, recs, "test")
+    got = gather.run(ints, list(gather.index))
     feeds = {**got, "a": floats["a"]}
     rest_sess = ort.InferenceSession(rest.SerializeToString(), providers=["CPUExecutionProvider"])
     whole = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -67,4 +68,44 @@ def test_no_prefix_leaves_the_graph_alone():
     m = _ssd_like()
     out = movement_prefix(m, set())   # no NPU output among the inputs
     assert PREFIX_KEY not in {p.key for p in out.metadata_props}
-    assert split_prefix(out) == (None, out)
+    assert split_prefix(out) == (None, out, [])
+
+
+def test_join_gets_its_prefix_input_written_in_place():
+    """YOLOv5/v8's last Concat: one input computed on the host (a Relu of 'b'), one moved
+    from 'a' by the prefix; the runtime gathers the moved one straight into the output."""
+
+    from tcc_compiler.runtime.segmented import SegmentedProgram, _host_session
+
+    nodes = [h.make_node("Transpose", ["a"], ["at"], perm=[0, 2, 3, 1], name="at"),
+             h.make_node("Reshape", ["at", "s16"], ["ar"], name="ar"),
+             h.make_node("Relu", ["b"], ["br0"], name="relu"),
+             h.make_node("Reshape", ["br0", "s16b"], ["br"], name="brr"),
+             h.make_node("Concat", ["br", "ar"], ["y"], axis=2, name="join")]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("a", T.FLOAT, [1, 8, 4, 4]),
+                                  h.make_tensor_value_info("b", T.FLOAT, [1, 2, 4, 4])],
+                     [h.make_tensor_value_info("y", T.FLOAT, [1, 16, 10])],
+                     [nh.from_array(np.array([1, 16, 8], np.int64), "s16"),
+                      nh.from_array(np.array([1, 16, 2], np.int64), "s16b")])
+    m = onnx.shape_inference.infer_shapes(h.make_model(g, opset_imports=[
+        h.make_opsetid("", 17)]))
+    out = movement_prefix(m, {"a"})
+    meta = {p.key: p.value for p in out.metadata_props}
+    assert meta[PREFIX_KEY] == "2" and meta["tccc.boundary_join_nodes"] == "1"
+    assert out.graph.node[-1].name == "join"
+    sess, pre, joins = _host_session(out.SerializeToString(), ort.SessionOptions(), "h.onnx")
+    rng = np.random.default_rng(1)
+    rec = {"a": {"shape": [1, 8, 4, 4], "scale": [0.05], "zero_point": [3]}}
+    q = rng.integers(-128, 128, (1, 8, 4, 4)).astype(np.int8)
+    b = rng.standard_normal((1, 2, 4, 4)).astype(np.float32)
+    prog = SegmentedProgram.__new__(SegmentedProgram)
+    prog.sessions, prog.joins, prog.int8_inputs = {0: sess}, {0: joins}, {0: set()}
+    prog.prefixes = {0: _Gather(pre, rec, "test")}
+    got = SegmentedProgram._run_host(prog, 0, {"b": b}, {"a": q})["y"]
+    a = ((q.astype(np.float64) - 3) * 0.05).astype(np.float32)
+    want = ort.InferenceSession(m.SerializeToString()).run(None, {"a": a, "b": b})[0]
+    assert np.array_equal(got, want)
+    host = load_host_model()   # the join copies only the computed input (16x2 floats)
+    cost = host_graph_cost(out, host)
+    assert cost["ops"] == {"Relu": 1, "Reshape": 1, "Concat": 1}
+    assert cost["bytes"] == 2 * 4 * 32 + 2 * 4 * 32   # the Relu, the copy into the join
