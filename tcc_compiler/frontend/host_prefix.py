@@ -77,7 +77,10 @@ def movement_prefix(proto: onnx.ModelProto, sources: set[str]) -> onnx.ModelProt
             rest.append(n)
     if not prefix:
         return out
-    joins = [n for n in rest if _is_join(n, derived, outputs, readers)]
+    moved = {o for n in prefix for o in n.output if o}
+    inputs = {i.name for i in g.input}
+    joins = [n for n in rest if _is_join(n, moved, outputs, readers)
+             and not inputs.intersection(n.input)]
     rest = [n for n in rest if n not in joins]
     copies = []
     for n in prefix + rest + joins:
@@ -95,13 +98,14 @@ def movement_prefix(proto: onnx.ModelProto, sources: set[str]) -> onnx.ModelProt
     return out
 
 
-def _is_join(n: onnx.NodeProto, derived: set[str], outputs: set[str],
+def _is_join(n: onnx.NodeProto, moved: set[str], outputs: set[str],
              readers: dict[str, int]) -> bool:
     """True for a Concat making a graph output no node reads, some of whose inputs are
-    prefix values read by it alone (the conversion writes those into its output)."""
+    prefix outputs (``moved``) read by it alone (the conversion writes those into its
+    output)."""
     return (n.op_type == "Concat" and n.domain in ("", "ai.onnx") and n.output[0] in outputs
             and not readers.get(n.output[0]) and len(set(n.input)) == len(n.input)
-            and any(t in derived and readers.get(t) == 1 for t in n.input))
+            and any(t in moved and readers.get(t) == 1 for t in n.input))
 
 
 def split_prefix(proto: onnx.ModelProto) -> tuple[onnx.ModelProto | None, onnx.ModelProto,

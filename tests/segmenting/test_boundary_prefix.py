@@ -109,3 +109,20 @@ def test_join_gets_its_prefix_input_written_in_place():
     cost = host_graph_cost(out, host)
     assert cost["ops"] == {"Relu": 1, "Reshape": 1, "Concat": 1}
     assert cost["bytes"] == 2 * 4 * 32 + 2 * 4 * 32   # the Relu, the copy into the join
+
+
+def test_concat_reading_a_graph_input_is_no_join():
+    """Concat(moved 'a', input 'b') making the output: 'b' is neither gathered nor made by
+    the graph's middle, so the Concat stays an ordinary host node."""
+    nodes = [h.make_node("Transpose", ["a"], ["at"], perm=[0, 2, 3, 1], name="at"),
+             h.make_node("Concat", ["at", "b"], ["y"], axis=3, name="cat")]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("a", T.FLOAT, [1, 2, 4, 4]),
+                                  h.make_tensor_value_info("b", T.FLOAT, [1, 4, 4, 3])],
+                     [h.make_tensor_value_info("y", T.FLOAT, [1, 4, 4, 5])])
+    m = onnx.shape_inference.infer_shapes(h.make_model(g, opset_imports=[
+        h.make_opsetid("", 17)]))
+    out = movement_prefix(m, {"a", "b"})
+    meta = {p.key: p.value for p in out.metadata_props}
+    assert meta[PREFIX_KEY] == "1" and "tccc.boundary_join_nodes" not in meta
+    pre, rest, joins = split_prefix(out)
+    assert joins == [] and [n.name for n in rest.graph.node] == ["cat"]
