@@ -152,12 +152,7 @@ def boundaries(plan, parts: list, host) -> list[dict]:
     conversion at all). ``bytes`` = what the host reads and writes, ``estimated_host_ms`` by
     :meth:`HostModel.boundary_seconds`.
     """
-    int8_in = {i.name for p in parts if isinstance(p, onnx.ModelProto) for i in p.graph.input
-               if i.type.tensor_type.elem_type == onnx.TensorProto.INT8}
-    float_in = {i.name for p in parts if isinstance(p, onnx.ModelProto) for i in p.graph.input
-                if i.type.tensor_type.elem_type != onnx.TensorProto.INT8}
-    float_in |= {s.inputs[0] for s in plan.segments if s.device != "host" and s.inputs}
-    float_in |= {o.name for o in plan.prepared.proto.graph.output}
+    int8_in, float_in = _readers_by_type(plan, parts)
     out = []
     for seg, part in zip(plan.segments, parts):
         if isinstance(part, onnx.ModelProto):
@@ -172,6 +167,18 @@ def boundaries(plan, parts: list, host) -> list[dict]:
             ios += [("dequantize", o)] if o["name"] in float_in else []
         out += [_boundary(seg.index, kind, io, host) for kind, io in ios]
     return out
+
+
+def _readers_by_type(plan, parts: list) -> tuple[set[str], set[str]]:
+    """(tensors a host graph takes as int8, tensors read as float32: by a host graph, an NPU
+    segment's input quantization or the caller as graph outputs)."""
+    hosts = [i for p in parts if isinstance(p, onnx.ModelProto) for i in p.graph.input]
+    is_int8 = [i.type.tensor_type.elem_type == onnx.TensorProto.INT8 for i in hosts]
+    int8_in = {i.name for i, q in zip(hosts, is_int8) if q}
+    float_in = {i.name for i, q in zip(hosts, is_int8) if not q}
+    float_in |= {s.inputs[0] for s in plan.segments if s.device != "host" and s.inputs}
+    float_in |= {o.name for o in plan.prepared.proto.graph.output}
+    return int8_in, float_in
 
 
 def _boundary(segment: int, kind: str, io: dict, host) -> dict:

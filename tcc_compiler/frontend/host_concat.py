@@ -79,25 +79,32 @@ def _match(g: onnx.GraphProto, cat: onnx.NodeProto, shapes: dict):
         return None
     chain, widths = [], None
     for t in cat.input:
-        r = producer.get(t)
-        if r is None or not _only_reader(g, t, cat):
+        link = _link(g, cat, t, producer, shapes)
+        if link is None or (widths is not None and link[2] != widths):
             return None
-        inner = r
-        if r.op_type == "Reshape":
-            inner = producer.get(r.input[0])
-            if inner is None or not _only_reader(g, r.input[0], r):
-                return None
-        src = shapes.get(inner.output[0])
-        if inner.op_type != "Concat" or not src or _axis(inner, len(src)) != len(src) - 1:
-            return None
-        if (shapes.get(t) or [0])[-1] != src[-1]:   # the Reshape must keep the last dim
-            return None
-        w = [(shapes.get(p) or [0])[-1] for p in inner.input]
-        if 0 in w or (widths is not None and w != widths):
-            return None
-        widths = w
-        chain.append((r if r is not inner else None, inner))
+        widths = link[2]
+        chain.append(link[:2])
     return (cat, chain) if chain else None
+
+
+def _link(g: onnx.GraphProto, cat: onnx.NodeProto, t: str, producer: dict, shapes: dict):
+    """(Reshape or None, inner Concat, its pieces' last dims) making input ``t`` of the
+    outer Concat ``cat``, else None."""
+    r = producer.get(t)
+    if r is None or not _only_reader(g, t, cat):
+        return None
+    inner = r
+    if r.op_type == "Reshape":
+        inner = producer.get(r.input[0])
+        if inner is None or not _only_reader(g, r.input[0], r):
+            return None
+    src = shapes.get(inner.output[0])
+    if inner.op_type != "Concat" or not src or _axis(inner, len(src)) != len(src) - 1:
+        return None
+    if (shapes.get(t) or [0])[-1] != src[-1]:   # the Reshape must keep the last dim
+        return None
+    w = [(shapes.get(p) or [0])[-1] for p in inner.input]
+    return None if 0 in w else (r if r is not inner else None, inner, w)
 
 
 def _rewrite(g: onnx.GraphProto, cat: onnx.NodeProto, chain, shapes: dict, k: int) -> None:

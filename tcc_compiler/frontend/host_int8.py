@@ -78,15 +78,7 @@ def int8_handoff(proto: onnx.ModelProto,
     if opset < 13:
         names = []
     while names:   # drop the inputs that gain nothing and rewrite again (each round drops one)
-        trial = onnx.ModelProto()
-        trial.CopyFrom(proto)
-        g = trial.graph
-        shapes = _shapes(g)
-        for name in names:
-            _insert_dq(g, name, quant[name], shapes)
-        while _sink_once(g, shapes):
-            pass
-        idle = [n for n in names if not _moves_int8(g, n)]
+        trial, idle = _trial(proto, names, quant)
         if not idle:
             out = trial
             break
@@ -103,6 +95,20 @@ def int8_handoff(proto: onnx.ModelProto,
     _fix_value_info(out)
     log.debug("%s: host inputs %s taken as int8", out.graph.name, names)
     return out, names
+
+
+def _trial(proto: onnx.ModelProto, names: list[str], quant: dict):
+    """(a copy of ``proto`` with inputs ``names`` dequantized and every sink applied, the
+    inputs among ``names`` whose int8 values no op but a view moves)."""
+    trial = onnx.ModelProto()
+    trial.CopyFrom(proto)
+    g = trial.graph
+    shapes = _shapes(g)
+    for name in names:
+        _insert_dq(g, name, quant[name], shapes)
+    while _sink_once(g, shapes):
+        pass
+    return trial, [n for n in names if not _moves_int8(g, n)]
 
 
 def _shapes(g: onnx.GraphProto) -> dict[str, list[int]]:
@@ -199,20 +205,29 @@ def _sink_below(g: onnx.GraphProto, dq: onnx.NodeProto, readers, shapes: dict) -
     g.node.extend(nodes)
 
 
-def _concat(g: onnx.GraphProto, cat: onnx.NodeProto, shapes: dict) -> bool:
-    """Step 3 on Concat ``cat``; False (nothing changed) when it does not apply."""
+def _concat_inputs(g: onnx.GraphProto, cat: onnx.NodeProto, shapes: dict):
+    """(the DequantizeLinear nodes making each input of ``cat``, their (scale, zero point,
+    axis), the inputs' and output's dims) when step 3 applies, else None."""
     producers = {o: n for n in g.node for o in n.output}
     dqs = [producers.get(t) for t in cat.input]
     if any(d is None or d.op_type != DQ or _is_output(g, d.output[0])
            or len(_readers(g, d.output[0])) != 1 or list(cat.input).count(d.output[0]) != 1
            for d in dqs):
-        return False
+        return None
     params = [_dq_params(g, d) for d in dqs]
-    if any(s.ndim for s, _, _ in params):
-        return False
     dims = [shapes.get(t) for t in cat.input] + [shapes.get(cat.output[0])]
-    if any(not d or any(v <= 0 for v in d) for d in dims):
+    if any(s.ndim for s, _, _ in params) or any(not d or any(v <= 0 for v in d)
+                                                for d in dims):
+        return None
+    return dqs, params, dims
+
+
+def _concat(g: onnx.GraphProto, cat: onnx.NodeProto, shapes: dict) -> bool:
+    """Step 3 on Concat ``cat``; False (nothing changed) when it does not apply."""
+    found = _concat_inputs(g, cat, shapes)
+    if found is None:
         return False
+    dqs, params, dims = found
     axis = next(a.i for a in cat.attribute if a.name == "axis") % len(dims[-1])
     same = len({(float(s), int(z)) for s, z, _ in params}) == 1
     if same:

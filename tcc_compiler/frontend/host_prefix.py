@@ -45,8 +45,9 @@ def _data_inputs(n: onnx.NodeProto) -> list[str]:
 
 def movement_prefix(proto: onnx.ModelProto, sources: set[str]) -> onnx.ModelProto:
     """A copy of host graph ``proto`` with its movement prefix (module docstring) moved to
-    the front and its node count recorded under :data:`PREFIX_KEY`; unchanged (a copy,
-    no key) when there is none.
+    the front and its node count recorded under :data:`PREFIX_KEY`, its joins moved to the
+    end and counted under :data:`JOIN_KEY`; unchanged (a copy, no key) when there is no
+    prefix.
 
     Args:
         proto: a host segment's ONNX model. sources: its float32 inputs that are NPU outputs.
@@ -54,39 +55,22 @@ def movement_prefix(proto: onnx.ModelProto, sources: set[str]) -> onnx.ModelProt
     out = onnx.ModelProto()
     out.CopyFrom(proto)
     g = out.graph
-    consts = {t.name for t in g.initializer}
-    outputs = {o.name for o in g.output}
-    derived = {i.name for i in g.input if i.name in sources
-               and i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
     readers: dict[str, int] = {}
     for n in g.node:
         for t in set(n.input):
             readers[t] = readers.get(t, 0) + 1
-    prefix, rest = [], []
-    for n in g.node:
-        data = _data_inputs(n)
-        others = [t for t in n.input if t and t not in data]
-        # (each moved value read once: the conversion writes every element at most once)
-        if (n.op_type in MOVE_OPS and n.domain in ("", "ai.onnx") and data
-                and all(t in derived and readers.get(t) == 1 for t in data)
-                and len(set(data)) == len(data) and all(t in consts for t in others)
-                and not any(o in outputs for o in n.output)):
-            prefix.append(n)
-            derived.update(o for o in n.output if o)
-        else:
-            rest.append(n)
+    prefix, rest = _split_nodes(g, sources, readers)
     if not prefix:
         return out
     moved = {o for n in prefix for o in n.output if o}
+    outputs = {o.name for o in g.output}
     inputs = {i.name for i in g.input}
     joins = [n for n in rest if _is_join(n, moved, outputs, readers)
              and not inputs.intersection(n.input)]
     rest = [n for n in rest if n not in joins]
-    copies = []
-    for n in prefix + rest + joins:
-        c = onnx.NodeProto()
+    copies = [onnx.NodeProto() for _ in prefix + rest + joins]
+    for c, n in zip(copies, prefix + rest + joins):
         c.CopyFrom(n)
-        copies.append(c)
     del g.node[:]
     g.node.extend(copies)
     del g.value_info[:]   # (every value the prefix hands on must be typed)
@@ -98,6 +82,36 @@ def movement_prefix(proto: onnx.ModelProto, sources: set[str]) -> onnx.ModelProt
     return out
 
 
+def _split_nodes(g: onnx.GraphProto, sources: set[str], readers: dict[str, int]):
+    """(prefix nodes, the others), each in graph order (module docstring's rule)."""
+    consts = {t.name for t in g.initializer}
+    outputs = {o.name for o in g.output}
+    derived = {i.name for i in g.input if i.name in sources
+               and i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    prefix, rest = [], []
+    for n in g.node:
+        if _moves(n, derived, readers, consts, outputs):
+            prefix.append(n)
+            derived.update(o for o in n.output if o)
+        else:
+            rest.append(n)
+    return prefix, rest
+
+
+def _moves(n: onnx.NodeProto, derived: set[str], readers: dict[str, int], consts: set[str],
+           outputs: set[str]) -> bool:
+    """True when ``n`` joins the prefix: a move of ``derived`` values, each read by it
+    alone (so the conversion writes every element at most once), its other inputs
+    constants, no graph output made."""
+    if n.op_type not in MOVE_OPS or n.domain not in ("", "ai.onnx"):
+        return False
+    data = _data_inputs(n)
+    others = [t for t in n.input if t and t not in data]
+    return (bool(data) and len(set(data)) == len(data)
+            and all(t in derived and readers.get(t) == 1 for t in data)
+            and all(t in consts for t in others) and not any(o in outputs for o in n.output))
+
+
 def _is_join(n: onnx.NodeProto, moved: set[str], outputs: set[str],
              readers: dict[str, int]) -> bool:
     """True for a Concat making a graph output no node reads, some of whose inputs are
@@ -106,6 +120,38 @@ def _is_join(n: onnx.NodeProto, moved: set[str], outputs: set[str],
     return (n.op_type == "Concat" and n.domain in ("", "ai.onnx") and n.output[0] in outputs
             and not readers.get(n.output[0]) and len(set(n.input)) == len(n.input)
             and any(t in moved and readers.get(t) == 1 for t in n.input))
+
+
+def _parts(proto: onnx.ModelProto):
+    """(prefix nodes, middle nodes, join nodes) of a host graph recording a prefix, else
+    None.
+
+    Raises:
+        ValueError: the recorded counts are not whole numbers of the graph's nodes.
+    """
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if PREFIX_KEY not in meta:
+        return None
+    k, j = int(meta[PREFIX_KEY]), int(meta.get(JOIN_KEY, 0))
+    nodes = list(proto.graph.node)
+    if not (0 < k <= len(nodes) and 0 <= j <= len(nodes) - k):
+        raise ValueError(f"{PREFIX_KEY} = {k}, {JOIN_KEY} = {j} for a graph of "
+                         f"{len(nodes)} nodes")
+    return nodes[:k], nodes[k:len(nodes) - j], nodes[len(nodes) - j:]
+
+
+def _submodel(proto: onnx.ModelProto, nodes, ins: list[str], outs: list[str],
+              name: str) -> onnx.ModelProto:
+    """``nodes`` of ``proto`` as a model reading ``ins`` and making ``outs`` (typed as
+    ``proto`` types them), with the initializers they read."""
+    g = proto.graph
+    types = {vi.name: vi for vi in list(g.input) + list(g.value_info) + list(g.output)}
+    used = {t for n in nodes for t in n.input}
+    m = helper.make_model(helper.make_graph(
+        nodes, name, [types[t] for t in ins], [types[t] for t in outs],
+        [t for t in g.initializer if t.name in used]), opset_imports=list(proto.opset_import))
+    m.ir_version = proto.ir_version
+    return m
 
 
 def split_prefix(proto: onnx.ModelProto) -> tuple[onnx.ModelProto | None, onnx.ModelProto,
@@ -119,43 +165,45 @@ def split_prefix(proto: onnx.ModelProto) -> tuple[onnx.ModelProto | None, onnx.M
     inputs it makes.
 
     Raises:
-        ValueError: the recorded counts are not whole numbers of the graph's nodes.
+        ValueError: the recorded counts are not whole numbers of the graph's nodes, or a
+            join reads a value neither the prefix nor the middle makes.
     """
-    meta = {p.key: p.value for p in proto.metadata_props}
-    if PREFIX_KEY not in meta:
+    parts = _parts(proto)
+    if parts is None:
         return None, proto, []
-    k, j = int(meta[PREFIX_KEY]), int(meta.get(JOIN_KEY, 0))
+    pre, rest, joins = parts
     g = proto.graph
-    if not (0 < k <= len(g.node) and 0 <= j <= len(g.node) - k):
-        raise ValueError(f"{PREFIX_KEY} = {k}, {JOIN_KEY} = {j} for a graph of "
-                         f"{len(g.node)} nodes")
-    pre, rest, joins = list(g.node[:k]), list(g.node[k:len(g.node) - j]), \
-        list(g.node[len(g.node) - j:])
-    made = {o for n in pre for o in n.output if o}
-    read_later = {t for n in rest + joins for t in n.input} | {o.name for o in g.output}
-    handed = [o for n in pre for o in n.output if o in read_later]
-    types = {vi.name: vi for vi in list(g.input) + list(g.value_info) + list(g.output)}
-    pre_in = list(dict.fromkeys(t for n in pre for t in n.input
-                                if t in {i.name for i in g.input}))
-    inits = list(g.initializer)
-
-    def model(nodes, ins, outs, name):
-        used = {t for n in nodes for t in n.input}
-        m = helper.make_model(helper.make_graph(
-            nodes, name, [types[t] for t in ins], [types[t] for t in outs],
-            [t for t in inits if t.name in used]), opset_imports=list(proto.opset_import))
-        m.ir_version = proto.ir_version
-        return m
-
-    joined = {n.output[0] for n in joins}
-    rest_made = {o for n in rest for o in n.output}
-    rest_in = [i.name for i in g.input if any(i.name in n.input for n in rest)
-               or i.name in {o.name for o in g.output}]
-    rest_in += [t for t in handed if any(t in n.input for n in rest)]
-    rest_out = [o.name for o in g.output if o.name not in joined]
-    rest_out += [t for n in joins for t in n.input if t in rest_made and t not in rest_out]
-    if any(t not in made and t not in rest_made for n in joins for t in n.input):
+    graph_in, graph_out = [i.name for i in g.input], [o.name for o in g.output]
+    made, rest_made = _outputs_of(pre), _outputs_of(rest)
+    join_ins = list(dict.fromkeys(t for n in joins for t in n.input))
+    if any(t not in made and t not in rest_made for t in join_ins):
         raise ValueError("a join reads a value neither the prefix nor the graph makes")
-    assert not (made - set(handed)) & read_later
-    return (model(pre, pre_in, handed, g.name + "_prefix"),
-            model(rest, rest_in, rest_out, g.name), joins)
+    read_later = _inputs_of(rest + joins) | set(graph_out)
+    handed = [o for o in made if o in read_later]
+    pre_in = [t for t in graph_in if t in _inputs_of(pre)]
+    rest_in, rest_out = _middle_io(rest, joins, graph_in, graph_out, handed, join_ins)
+    return (_submodel(proto, pre, pre_in, handed, g.name + "_prefix"),
+            _submodel(proto, rest, rest_in, rest_out, g.name), joins)
+
+
+def _middle_io(rest, joins, graph_in, graph_out, handed, join_ins):
+    """(inputs, outputs) of the graph's middle: the graph inputs it reads (or passes out)
+    and the prefix values it reads; the graph outputs no join makes and the join inputs it
+    makes."""
+    reads, makes = _inputs_of(rest), set(_outputs_of(rest))
+    ins = [t for t in graph_in if t in reads or t in graph_out]
+    ins += [t for t in handed if t in reads]
+    joined = {n.output[0] for n in joins}
+    outs = [t for t in graph_out if t not in joined]
+    outs += [t for t in join_ins if t in makes and t not in outs]
+    return ins, outs
+
+
+def _outputs_of(nodes) -> list[str]:
+    """The values ``nodes`` make, in order."""
+    return [o for n in nodes for o in n.output if o]
+
+
+def _inputs_of(nodes) -> set[str]:
+    """The values ``nodes`` read."""
+    return {t for n in nodes for t in n.input if t}

@@ -73,23 +73,25 @@ class SegmentedProgram:
                                                              where))
                 continue
             path = _safe_entry(self.folder, seg.get("file"), where)
-            try:
-                data = path.read_bytes()
-            except OSError:
-                raise InputError(f"{path}: missing (copy the whole output folder)") from None
-            if len(data) != seg.get("bytes") or zlib.crc32(data) != seg.get("crc32"):
-                raise FormatError(f"{path}: size or CRC-32 differs from manifest.json's "
-                                  "record: corrupted or from another compilation")
-            self.sessions[k], self.prefixes[k], self.joins[k] = _host_session(data, so, path)
-        #: {host segment index: its inputs taken as int8} (the NPU's integer values, NCHW)
+            self.sessions[k], self.prefixes[k], self.joins[k] = _host_session(
+                _host_bytes(path, seg), so, path)
+        self._link_host_inputs(where)
+
+    def _link_host_inputs(self, where: str) -> None:
+        """Set ``int8_inputs`` ({host segment: its inputs taken as int8, the NPU's integer
+        values in ONNX order}) and turn each boundary prefix into its :class:`_Gather`.
+
+        Raises:
+            FormatError: a host graph takes as int8, or moves in its prefix, a tensor no
+                NPU segment outputs (as int8).
+        """
         self.int8_inputs = {k: {i.name for i in s.get_inputs() if i.type == "tensor(int8)"}
                             for k, s in self.sessions.items()}
         records = {o["name"]: o for p in self.programs.values() for o in p.manifest["outputs"]}
         for k, pre in self.prefixes.items():
             if pre is not None:
                 self.prefixes[k] = _Gather(pre, records, f"{where}: host segment {k}")
-        made = {o["name"] for p in self.programs.values() for o in p.manifest["outputs"]
-                if o.get("dtype") == "int8"}
+        made = {name for name, o in records.items() if o.get("dtype") == "int8"}
         for k, names in self.int8_inputs.items():
             if names - made:
                 raise FormatError(f"{where}: host segment {k} takes {sorted(names - made)} as "
@@ -174,6 +176,22 @@ class SegmentedProgram:
     def final_output(self, res: dict[str, np.ndarray]) -> np.ndarray:
         """The first graph output."""
         return res[self.manifest["graph_outputs"][0]]
+
+
+def _host_bytes(path: Path, seg: dict) -> bytes:
+    """The bytes of host graph ``path``, checked against its manifest record.
+
+    Raises:
+        InputError: the file is missing. FormatError: its size or CRC-32 differs.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise InputError(f"{path}: missing (copy the whole output folder)") from None
+    if len(data) != seg.get("bytes") or zlib.crc32(data) != seg.get("crc32"):
+        raise FormatError(f"{path}: size or CRC-32 differs from manifest.json's "
+                          "record: corrupted or from another compilation")
+    return data
 
 
 def _host_session(data: bytes, so, path: Path):
