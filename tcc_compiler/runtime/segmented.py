@@ -249,6 +249,8 @@ class _Gather:
         sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
         names = [o.name for o in m.graph.output]
         self.index = dict(zip(names, sess.run(names, feeds)))
+        # each output element's zero point and scale, gathered once (16 bytes per element)
+        self.params = {t: (self.zero[i], self.scale[i]) for t, i in self.index.items()}
 
     def run(self, ints: dict[str, np.ndarray], names: list[str],
             into: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
@@ -263,8 +265,8 @@ class _Gather:
             dst = (into or {}).get(t)
             if dst is None:
                 dst = out[t] = np.empty(i.shape, np.float32)
-            np.multiply(np.subtract(q[i], self.zero[i]), self.scale[i], out=dst,
-                        casting="same_kind")
+            zero, scale = self.params[t]
+            np.multiply(np.subtract(q[i], zero), scale, out=dst, casting="same_kind")
         return out
 
 
