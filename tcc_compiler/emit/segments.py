@@ -150,12 +150,25 @@ def boundaries(plan, parts: list, host) -> list[dict]:
     std) / s) + zp)`` depends on the pixel ``p`` and its channel only), so 1 byte is read
     and 1 written per element, not a float32 image (whole-model estimates count no input
     conversion at all). ``bytes`` = what the host reads and writes, ``estimated_host_ms`` by
-    :meth:`HostModel.boundary_seconds`.
+    :meth:`HostModel.boundary_seconds`. An NPU output read only by boundary prefixes
+    (:mod:`tcc_compiler.frontend.host_prefix`) is converted by their gathers, one call per
+    value a prefix hands on: its record counts its bytes, and each host segment with a
+    prefix has one ``gather`` record counting the calls' fixed cost (``node_overhead_ns``
+    per value handed on; no bytes: the sources' records count them).
     """
     int8_in, float_in = _readers_by_type(plan, parts)
+    handed, gathered = _prefix_reads(parts)
+    gathered -= {s.inputs[0] for s in plan.segments if s.device != "host" and s.inputs}
+    gathered -= {o.name for o in plan.prepared.proto.graph.output}
     out = []
     for seg, part in zip(plan.segments, parts):
         if isinstance(part, onnx.ModelProto):
+            if handed.get(seg.index):
+                out.append({"tensor": ", ".join(handed[seg.index]), "segment": seg.index,
+                            "kind": "gather", "shape": [], "npu_bytes": 0, "float_bytes": 0,
+                            "bytes": 0, "scale": None, "zero_point": None,
+                            "estimated_host_ms": round(
+                                len(handed[seg.index]) * host.node_overhead_ns * 1e-6, 6)})
             continue
         image = part.manifest["input"]["name"] == plan.prepared.in_name and \
             part.manifest["input"]["npu_hwc"][2] in IMAGE_CHANNELS
@@ -165,8 +178,30 @@ def boundaries(plan, parts: list, host) -> list[dict]:
                 continue
             ios += [("int8", o)] if o["name"] in int8_in else []
             ios += [("dequantize", o)] if o["name"] in float_in else []
-        out += [_boundary(seg.index, kind, io, host) for kind, io in ios]
+        out += [_boundary(seg.index, kind, io, host,
+                          overhead=kind != "dequantize" or io["name"] not in gathered)
+                for kind, io in ios]
     return out
+
+
+def _prefix_reads(parts: list) -> tuple[dict[int, list[str]], set[str]]:
+    """({host segment index: the values its boundary prefix hands on}, the tensors only
+    boundary prefixes read among the host graphs)."""
+    handed: dict[int, list[str]] = {}
+    by_prefix: set[str] = set()
+    direct: set[str] = set()
+    for k, p in enumerate(parts):
+        if not isinstance(p, onnx.ModelProto):
+            continue
+        n = int({m.key: m.value for m in p.metadata_props}.get(PREFIX_KEY, 0))
+        nodes, ins = p.graph.node, {i.name for i in p.graph.input}
+        outs = {o.name for o in p.graph.output}
+        by_prefix |= {t for x in nodes[:n] for t in x.input if t in ins}
+        direct |= {t for x in nodes[n:] for t in x.input if t in ins} | (ins & outs)
+        later = {t for x in nodes[n:] for t in x.input} | outs
+        if n:
+            handed[k] = [o for x in nodes[:n] for o in x.output if o and o in later]
+    return handed, by_prefix - direct
 
 
 def _readers_by_type(plan, parts: list) -> tuple[set[str], set[str]]:
@@ -181,7 +216,7 @@ def _readers_by_type(plan, parts: list) -> tuple[set[str], set[str]]:
     return int8_in, float_in
 
 
-def _boundary(segment: int, kind: str, io: dict, host) -> dict:
+def _boundary(segment: int, kind: str, io: dict, host, overhead: bool = True) -> dict:
     """One boundary record (see :func:`boundaries`): ``quantize``/``dequantize`` convert
     between int8 (or int16/int32) and float32; ``int8`` hands the NPU's integer values to a
     host graph that dequantizes them itself, a reorder from NHWC to ONNX order (integer
@@ -191,7 +226,8 @@ def _boundary(segment: int, kind: str, io: dict, host) -> dict:
     elems = h * w * c
     int_bytes = elems * np.dtype(io.get("dtype", "int8")).itemsize
     host_bytes = {"int8": int_bytes, "pixels": elems}.get(kind, 4 * elems)
-    secs = host.boundary_seconds(int_bytes, host_bytes)
+    secs = host.boundary_seconds(int_bytes, host_bytes) - (
+        0 if overhead else host.node_overhead_ns * 1e-9)   # (a gather's call: its record)
     return {"tensor": io["name"], "segment": segment, "kind": kind,
             "shape": list(io["shape"]), "npu_bytes": int_bytes,
             "float_bytes": 0 if kind in ("int8", "pixels") else host_bytes,

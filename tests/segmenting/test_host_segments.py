@@ -130,6 +130,12 @@ def test_first_move_of_an_npu_output_is_made_by_the_boundary(compiled):
     report = json.loads((folder / "report.json").read_text())
     ar = next(b for b in report["boundaries"] if b["tensor"] == "ar")
     assert ar["kind"] == "dequantize" and ar["bytes"] == 5 * 2048
+    host = report["host_model"]   # ar's bytes; the one gather call's fixed cost on its own
+    assert ar["estimated_host_ms"] == pytest.approx(5 * 2048 / host["bandwidth_bytes_per_s"]
+                                                    * 1e3)
+    gather = next(b for b in report["boundaries"] if b["kind"] == "gather")
+    assert gather["tensor"] == "t" and gather["bytes"] == 0
+    assert gather["estimated_host_ms"] == pytest.approx(host["node_overhead_ns"] * 1e-6)
     row = next(r for r in report["segments"] if r["device"] == "host")
     assert row["ops"] == {"Transpose": 1} and row["bytes"] == 8 * 2048
 
