@@ -21,11 +21,15 @@ from tcc_compiler.emit.files import (CALIB_TABLE_FILE, MANIFEST_FILE, MANIFEST_V
                                      REPORT_CSV_FILE, REPORT_FILE, segment_entry)
 from tcc_compiler.emit.jsonfmt import json_text
 from tcc_compiler.emit.package import write_files
+from tcc_compiler.frontend.host_prefix import JOIN_KEY, PREFIX_KEY
 from tcc_compiler.fsutil import atomic_dir
 from tcc_compiler.quant.calib_table import write_table
 from tcc_compiler.schedule import report as perf_report
 from tcc_compiler.target.host import VIEW_OPS
 from tcc_compiler.version import __version__
+
+#: Channel counts of an image input (greyscale, RGB): quantized from 8-bit pixels.
+IMAGE_CHANNELS = (1, 3)
 
 #: ONNX element type -> numpy dtype name, for tensor sizes (bytes) in the report.
 _DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64",
@@ -135,48 +139,139 @@ def build_segment_manifest(plan, parts: list, tgt, model, preprocess, input_nchw
 def boundaries(plan, parts: list, host) -> list[dict]:
     """Every tensor crossing between the NPU and the host, with its cost per image.
 
-    A ``dequantize`` boundary is an NPU segment output read by another segment or the caller
-    (int8/int32 NHWC -> float32 NCHW, once); a ``quantize`` boundary an NPU segment input
-    (float32 -> int8, once per NPU segment reading it; the model input included).
-    ``bytes`` = NPU-side bytes + float32 bytes (what the host reads and writes),
-    ``estimated_host_ms`` by :meth:`HostModel.boundary_seconds`.
+    A ``dequantize`` boundary is an NPU segment output read in float32 by another segment
+    or the caller (int8/int32 NHWC -> float32 NCHW, once); an ``int8`` boundary one a host
+    graph takes as int8 (:mod:`tcc_compiler.frontend.host_int8`: NHWC -> NCHW int8, once;
+    the host graph's DequantizeLinear nodes are costed with its nodes); a ``quantize``
+    boundary an NPU segment input (float32 -> int8, once per NPU segment reading it). The
+    model's image input (1 or 3 channels) is a ``pixels`` boundary: a deployment quantizes
+    the camera's 8-bit pixels, at the input's size, straight to int8, the preprocessing
+    folded into one 256-entry table per channel (``q = clamp(rint(((p * scale - mean) /
+    std) / s) + zp)`` depends on the pixel ``p`` and its channel only), so 1 byte is read
+    and 1 written per element, not a float32 image (whole-model estimates count no input
+    conversion at all). ``bytes`` = what the host reads and writes, ``estimated_host_ms`` by
+    :meth:`HostModel.boundary_seconds`. An NPU output read only by boundary prefixes
+    (:mod:`tcc_compiler.frontend.host_prefix`) is converted by their gathers, one call per
+    value a prefix hands on: its record counts its bytes, and each host segment with a
+    prefix has one ``gather`` record counting the calls' fixed cost (``node_overhead_ns``
+    per value handed on; no bytes: the sources' records count them).
     """
+    int8_in, float_in = _readers_by_type(plan, parts)
+    handed, gathered = _prefix_reads(parts)
+    gathered -= {s.inputs[0] for s in plan.segments if s.device != "host" and s.inputs}
+    gathered -= {o.name for o in plan.prepared.proto.graph.output}
     out = []
     for seg, part in zip(plan.segments, parts):
         if isinstance(part, onnx.ModelProto):
+            if handed.get(seg.index):
+                out.append({"tensor": ", ".join(handed[seg.index]), "segment": seg.index,
+                            "kind": "gather", "shape": [], "npu_bytes": 0, "float_bytes": 0,
+                            "bytes": 0, "scale": None, "zero_point": None,
+                            "estimated_host_ms": round(
+                                len(handed[seg.index]) * host.node_overhead_ns * 1e-6, 6)})
             continue
-        ios = [("quantize", part.manifest["input"])] + [
-            ("dequantize", o) for o in part.manifest["outputs"] if o["name"] in seg.outputs]
-        for kind, io in ios:
-            h, w, c = io["npu_hwc"]
-            elems = h * w * c
-            int_bytes = elems * np.dtype(io.get("dtype", "int8")).itemsize
-            float_bytes = 4 * elems
-            out.append({"tensor": io["name"], "segment": seg.index, "kind": kind,
-                        "shape": list(io["shape"]), "npu_bytes": int_bytes,
-                        "float_bytes": float_bytes, "bytes": int_bytes + float_bytes,
-                        "scale": io["scale"], "zero_point": io["zero_point"],
-                        "estimated_host_ms": round(
-                            host.boundary_seconds(int_bytes, float_bytes) * 1e3, 6)})
+        image = part.manifest["input"]["name"] == plan.prepared.in_name and \
+            part.manifest["input"]["npu_hwc"][2] in IMAGE_CHANNELS
+        ios = [("pixels" if image else "quantize", part.manifest["input"])]
+        for o in part.manifest["outputs"]:
+            if o["name"] not in seg.outputs:
+                continue
+            ios += [("int8", o)] if o["name"] in int8_in else []
+            ios += [("dequantize", o)] if o["name"] in float_in else []
+        out += [_boundary(seg.index, kind, io, host,
+                          overhead=kind != "dequantize" or io["name"] not in gathered)
+                for kind, io in ios]
     return out
 
 
-def _host_segment_report(seg, plan, info, host) -> dict:
-    """A host segment's report row: ops, bytes moved (a view op's, run in place, are 0:
-    :data:`tcc_compiler.target.host.VIEW_OPS`), MACs, estimated time."""
-    nodes = plan.prepared.proto.graph.node
+def _prefix_reads(parts: list) -> tuple[dict[int, list[str]], set[str]]:
+    """({host segment index: the values its boundary prefix hands on}, the tensors only
+    boundary prefixes read among the host graphs)."""
+    handed: dict[int, list[str]] = {}
+    by_prefix: set[str] = set()
+    direct: set[str] = set()
+    for k, p in enumerate(parts):
+        if not isinstance(p, onnx.ModelProto):
+            continue
+        n = int({m.key: m.value for m in p.metadata_props}.get(PREFIX_KEY, 0))
+        nodes, ins = p.graph.node, {i.name for i in p.graph.input}
+        outs = {o.name for o in p.graph.output}
+        by_prefix |= {t for x in nodes[:n] for t in x.input if t in ins}
+        direct |= {t for x in nodes[n:] for t in x.input if t in ins} | (ins & outs)
+        later = {t for x in nodes[n:] for t in x.input} | outs
+        if n:
+            handed[k] = [o for x in nodes[:n] for o in x.output if o and o in later]
+    return handed, by_prefix - direct
+
+
+def _readers_by_type(plan, parts: list) -> tuple[set[str], set[str]]:
+    """(tensors a host graph takes as int8, tensors read as float32: by a host graph, an NPU
+    segment's input quantization or the caller as graph outputs)."""
+    hosts = [i for p in parts if isinstance(p, onnx.ModelProto) for i in p.graph.input]
+    is_int8 = [i.type.tensor_type.elem_type == onnx.TensorProto.INT8 for i in hosts]
+    int8_in = {i.name for i, q in zip(hosts, is_int8) if q}
+    float_in = {i.name for i, q in zip(hosts, is_int8) if not q}
+    float_in |= {s.inputs[0] for s in plan.segments if s.device != "host" and s.inputs}
+    float_in |= {o.name for o in plan.prepared.proto.graph.output}
+    return int8_in, float_in
+
+
+def _boundary(segment: int, kind: str, io: dict, host, overhead: bool = True) -> dict:
+    """One boundary record (see :func:`boundaries`): ``quantize``/``dequantize`` convert
+    between int8 (or int16/int32) and float32; ``int8`` hands the NPU's integer values to a
+    host graph that dequantizes them itself, a reorder from NHWC to ONNX order (integer
+    bytes read and written); ``pixels`` quantizes the model's image input from its 8-bit
+    pixels (one byte read, one written per element; see :func:`boundaries`)."""
+    h, w, c = io["npu_hwc"]
+    elems = h * w * c
+    int_bytes = elems * np.dtype(io.get("dtype", "int8")).itemsize
+    host_bytes = {"int8": int_bytes, "pixels": elems}.get(kind, 4 * elems)
+    secs = host.boundary_seconds(int_bytes, host_bytes) - (
+        0 if overhead else host.node_overhead_ns * 1e-9)   # (a gather's call: its record)
+    return {"tensor": io["name"], "segment": segment, "kind": kind,
+            "shape": list(io["shape"]), "npu_bytes": int_bytes,
+            "float_bytes": 0 if kind in ("int8", "pixels") else host_bytes,
+            "bytes": int_bytes + host_bytes,
+            "scale": io["scale"], "zero_point": io["zero_point"],
+            "estimated_host_ms": round(secs * 1e3, 6)}
+
+
+def host_graph_cost(part: onnx.ModelProto, host) -> dict:
+    """The estimated cost of running host graph ``part`` (a host segment's ONNX model, with
+    shapes in ``value_info``): ``ops`` {op type: count}, ``bytes`` moved (a view op's, run
+    in place, are 0: :data:`tcc_compiler.target.host.VIEW_OPS`), ``macs``,
+    ``estimated_host_ms`` (:meth:`HostModel.op_seconds` per node, in the dtypes the graph
+    runs them in); the boundary prefix's nodes
+    (:mod:`tcc_compiler.frontend.host_prefix`) move no bytes: the dequantize boundaries
+    write their outputs in place, also into a join's output, whose other inputs are copied
+    (read + written)."""
+    info = _tensor_info(part)
     ms, moved, macs, ops = 0.0, 0, 0, {}
-    for i in seg.nodes:
-        n = nodes[i]
-        b = 0 if n.op_type in VIEW_OPS else sum(
-            _nbytes(info.get(t)) for t in list(n.input) + list(n.output) if t)
+    meta = {p.key: p.value for p in part.metadata_props}
+    skip = int(meta.get(PREFIX_KEY, 0))   # moves the boundary conversion makes (no pass)
+    nodes = part.graph.node
+    joins = len(nodes) - int(meta.get(JOIN_KEY, 0))
+    gathered = {o for n in nodes[:skip] for o in n.output}
+    for at, n in enumerate(nodes):
+        if at < skip:
+            continue
+        if at >= joins:   # a join: its gathered inputs are written in place, others copied
+            b = 2 * sum(_nbytes(info.get(t)) for t in n.input if t not in gathered)
+        else:
+            b = 0 if n.op_type in VIEW_OPS else sum(
+                _nbytes(info.get(t)) for t in list(n.input) + list(n.output) if t)
         m = _node_macs(n, info)
         ms += host.op_seconds(n.op_type, b, m) * 1e3
         moved, macs = moved + b, macs + m
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
-    return {"index": seg.index, "device": "host", "nodes": len(seg.nodes), "ops": ops,
-            "bytes": moved, "macs": macs, "estimated_host_ms": round(ms, 6),
-            "file": segment_entry("host", seg.index)}
+    return {"ops": ops, "bytes": moved, "macs": macs, "estimated_host_ms": round(ms, 6)}
+
+
+def _host_segment_report(seg, part: onnx.ModelProto, host) -> dict:
+    """A host segment's report row (:func:`host_graph_cost`) of the graph written to
+    ``host_<k>.onnx`` (what ONNX Runtime runs, with the dtypes it runs them in)."""
+    return {"index": seg.index, "device": "host", "nodes": len(seg.nodes),
+            **host_graph_cost(part, host), "file": segment_entry("host", seg.index)}
 
 
 def build_segment_report(plan, parts: list, tgt, host) -> dict:
@@ -187,11 +282,10 @@ def build_segment_report(plan, parts: list, tgt, host) -> dict:
     segments' and boundaries' estimates (:mod:`tcc_compiler.target.host`), run one after the
     other (``estimated_total_ms``: no overlap of NPU and host work is assumed).
     """
-    info = _tensor_info(plan.prepared.proto)
     rows, layers = [], []
     for seg, part in zip(plan.segments, parts):
         if isinstance(part, onnx.ModelProto):
-            rows.append(_host_segment_report(seg, plan, info, host))
+            rows.append(_host_segment_report(seg, part, host))
             continue
         r = part.report
         rows.append({"index": seg.index, "device": "npu", "nodes": len(seg.nodes),

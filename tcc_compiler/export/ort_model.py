@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from tcc_compiler.errors import FormatError
 from tcc_compiler.version import __version__
@@ -174,6 +174,7 @@ def _segmented_graph(folder: Path, man: dict, prog) -> tuple[onnx.GraphProto, in
             nodes.append(node)
             continue
         host = onnx.load(str(folder / seg["file"]))
+        nodes.extend(_int8_feeds(host, prog, inits))
         nodes.extend(host.graph.node)
         inits.extend(host.graph.initializer)
         opsets |= {o.version for o in host.opset_import if o.domain in ("", "ai.onnx")}
@@ -189,6 +190,30 @@ def _segmented_graph(folder: Path, man: dict, prog) -> tuple[onnx.GraphProto, in
         list(shapes[name]["shape"])) for name in man["graph_outputs"]]
     graph = helper.make_graph(nodes, "tccc_npu", ins, outs, initializer=inits)
     return graph, max(opsets, default=OPSET), ir
+
+
+def _int8_feeds(host: onnx.ModelProto, prog, inits: list) -> list[onnx.NodeProto]:
+    """QuantizeLinear nodes giving a host graph the int8 inputs it takes
+    (:mod:`tcc_compiler.frontend.host_int8`) from the float32 outputs of the NPU custom
+    nodes: ``(q - zp) * scale`` divided by the scale rounds back to ``q`` exactly
+    (``|q - zp| <= 255``). The host nodes are renamed to read them; scale and zero point
+    initializers are appended to ``inits``."""
+    recs = {o["name"]: o for p in prog.programs.values() for o in p.manifest["outputs"]}
+    out = []
+    for inp in host.graph.input:
+        if inp.type.tensor_type.elem_type != TensorProto.INT8:
+            continue
+        t, rec = inp.name, recs[inp.name]
+        q = t + "::export_int8"
+        inits += [numpy_helper.from_array(np.array(rec["scale"][0], np.float32), q + "_scale"),
+                  numpy_helper.from_array(np.array(rec["zero_point"][0], np.int8), q + "_zp")]
+        out.append(helper.make_node("QuantizeLinear", [t, q + "_scale", q + "_zp"], [q],
+                                    name=q))
+        for n in host.graph.node:
+            for k, name in enumerate(n.input):
+                if name == t:
+                    n.input[k] = q
+    return out
 
 
 def save_ort(folder: str | os.PathLike, path: str | os.PathLike) -> Path:

@@ -5,7 +5,9 @@ A folder whose manifest says ``"layout": "segmented"`` (specs/manifest.md) holds
 :class:`~tcc_compiler.runtime.loaded.LoadedProgram`) and one ``host_<k>.onnx`` per host segment
 (run in float32 by ONNX Runtime). Tensors cross the boundaries in float32: an NPU segment
 quantizes its input with its own scale and dequantizes its outputs, exactly as a whole-model
-program does.
+program does; except that a host graph input typed int8 takes the NPU output's integer
+values in ONNX order and dequantizes them itself, after moving them
+(:mod:`tcc_compiler.frontend.host_int8`).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class SegmentedProgram:
             raise FormatError(f"{where}: missing field(s) {', '.join(missing) or 'segments'}")
         self.programs: dict[int, LoadedProgram] = {}
         self.sessions: dict = {}
+        self.prefixes: dict = {}
+        self.joins: dict = {}
         so = ort.SessionOptions()
         so.log_severity_level = 4   # fatal only: errors come back as exceptions
         for k, seg in enumerate(manifest["segments"]):
@@ -69,15 +73,29 @@ class SegmentedProgram:
                                                              where))
                 continue
             path = _safe_entry(self.folder, seg.get("file"), where)
-            try:
-                data = path.read_bytes()
-            except OSError:
-                raise InputError(f"{path}: missing (copy the whole output folder)") from None
-            if len(data) != seg.get("bytes") or zlib.crc32(data) != seg.get("crc32"):
-                raise FormatError(f"{path}: size or CRC-32 differs from manifest.json's "
-                                  "record: corrupted or from another compilation")
-            self.sessions[k] = ort.InferenceSession(data, so,
-                                                    providers=["CPUExecutionProvider"])
+            self.sessions[k], self.prefixes[k], self.joins[k] = _host_session(
+                _host_bytes(path, seg), so, path)
+        self._link_host_inputs(where)
+
+    def _link_host_inputs(self, where: str) -> None:
+        """Set ``int8_inputs`` ({host segment: its inputs taken as int8, the NPU's integer
+        values in ONNX order}) and turn each boundary prefix into its :class:`_Gather`.
+
+        Raises:
+            FormatError: a host graph takes as int8, or moves in its prefix, a tensor no
+                NPU segment outputs (as int8).
+        """
+        self.int8_inputs = {k: {i.name for i in s.get_inputs() if i.type == "tensor(int8)"}
+                            for k, s in self.sessions.items()}
+        records = {o["name"]: o for p in self.programs.values() for o in p.manifest["outputs"]}
+        for k, pre in self.prefixes.items():
+            if pre is not None:
+                self.prefixes[k] = _Gather(pre, records, f"{where}: host segment {k}")
+        made = {name for name, o in records.items() if o.get("dtype") == "int8"}
+        for k, names in self.int8_inputs.items():
+            if names - made:
+                raise FormatError(f"{where}: host segment {k} takes {sorted(names - made)} as "
+                                  "int8, which no NPU segment outputs as int8")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -109,11 +127,10 @@ class SegmentedProgram:
         inp = self.manifest["input"]
         nhwc = inp.get("onnx_layout") == "NHWC"
         env = {inp["name"]: np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if nhwc else x}
+        ints: dict[str, np.ndarray] = {}   # NPU outputs' integer values in ONNX order
         for k, seg in enumerate(self.manifest["segments"]):
             if k in self.sessions:
-                outs = self.sessions[k].run(list(seg["outputs"]),
-                                            {t: env[t] for t in seg["inputs"]})
-                env.update(zip(seg["outputs"], outs))
+                env.update(self._run_host(k, env, ints))
                 continue
             prog = self.programs[k]
             feed = np.asarray(env[seg["inputs"][0]], np.float32)
@@ -123,12 +140,142 @@ class SegmentedProgram:
             env[f"feed:{k}"] = feed
             for o in prog.manifest["outputs"]:
                 env[f"int:{k}:{o['name']}"] = res["int:" + o["name"]]
+                ints[o["name"]] = onnx_order(res["int:" + o["name"]], o["shape"])
             env.update({t: res[t] for t in seg["outputs"] if t in res})
         return env
+
+    def _run_host(self, k: int, env: dict, ints: dict) -> dict[str, np.ndarray]:
+        """Host segment ``k``'s outputs: its boundary prefix gathered, its middle run by ONNX
+        Runtime, each join's output assembled in place: its prefix inputs gathered straight
+        into their slices, its other inputs copied (:mod:`tcc_compiler.frontend.host_prefix`).
+        """
+        sess, pre, joins = self.sessions[k], self.prefixes[k], self.joins[k]
+        joined = {t for j in joins for t in j.input}
+        feeds = pre.run(ints, [t for t in pre.index if t not in joined]) if pre else {}
+        feeds.update({i.name: ints[i.name] if i.name in self.int8_inputs[k] else env[i.name]
+                      for i in sess.get_inputs() if i.name not in feeds})
+        names = [o.name for o in sess.get_outputs()]
+        outs = dict(zip(names, sess.run(names, feeds)))
+        for j in joins:
+            shapes = [pre.index[t].shape if t in pre.index else outs[t].shape for t in j.input]
+            axis = next(a.i for a in j.attribute if a.name == "axis") % len(shapes[0])
+            shape = list(shapes[0])
+            shape[axis] = sum(sh[axis] for sh in shapes)
+            buf, into, off = np.empty(shape, np.float32), {}, 0
+            for t, sh in zip(j.input, shapes):
+                view = buf[(slice(None),) * axis + (slice(off, off + sh[axis]),)]
+                if t in pre.index:
+                    into[t] = view
+                else:
+                    view[...] = outs[t]
+                off += sh[axis]
+            pre.run(ints, list(into), into)
+            outs[j.output[0]] = buf
+        return outs
 
     def final_output(self, res: dict[str, np.ndarray]) -> np.ndarray:
         """The first graph output."""
         return res[self.manifest["graph_outputs"][0]]
+
+
+def _host_bytes(path: Path, seg: dict) -> bytes:
+    """The bytes of host graph ``path``, checked against its manifest record.
+
+    Raises:
+        InputError: the file is missing. FormatError: its size or CRC-32 differs.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise InputError(f"{path}: missing (copy the whole output folder)") from None
+    if len(data) != seg.get("bytes") or zlib.crc32(data) != seg.get("crc32"):
+        raise FormatError(f"{path}: size or CRC-32 differs from manifest.json's "
+                          "record: corrupted or from another compilation")
+    return data
+
+
+def _host_session(data: bytes, so, path: Path):
+    """(ONNX Runtime session of a host graph's middle nodes, its boundary prefix model or
+    None, its joins): :func:`tcc_compiler.frontend.host_prefix.split_prefix`.
+
+    Raises:
+        FormatError: a malformed host graph or prefix record.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    from tcc_compiler.frontend.host_prefix import split_prefix
+
+    try:
+        pre, rest, joins = split_prefix(onnx.load_from_string(data))
+    except (ValueError, KeyError) as exc:   # (protobuf's DecodeError is a ValueError)
+        raise FormatError(f"{path}: malformed host graph or boundary prefix ({exc})") from None
+    if pre is not None:
+        data = rest.SerializeToString()
+    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"]), pre, joins
+
+
+class _Gather:
+    """A host graph's boundary prefix as one gather from the NPU outputs' integers,
+    dequantized into place (:mod:`tcc_compiler.frontend.host_prefix`): the index of every
+    output element's source element is found once, by running the prefix in ONNX Runtime on
+    the element indices (int64)."""
+
+    def __init__(self, pre, records: dict, where: str):
+        import onnx
+        import onnxruntime as ort
+
+        self.sources, scales, zeros, feeds, start = [], [], [], {}, 0
+        for inp in pre.graph.input:
+            rec = records.get(inp.name)
+            if rec is None:
+                raise FormatError(f"{where}: boundary prefix reads '{inp.name}', which no "
+                                  "NPU segment outputs")
+            shape = tuple(rec["shape"])
+            n = int(np.prod(shape))
+            feeds[inp.name] = np.arange(start, start + n, dtype=np.int64).reshape(shape)
+            per_channel = (1, -1) + (1,) * (len(shape) - 2)   # channels: ONNX axis 1
+            scales.append(np.broadcast_to(np.asarray(rec["scale"], np.float64).reshape(
+                per_channel), shape).ravel())
+            zeros.append(np.broadcast_to(np.asarray(rec["zero_point"], np.float64).reshape(
+                per_channel), shape).ravel())
+            self.sources.append((inp.name, shape))
+            start += n
+        self.scale, self.zero = np.concatenate(scales), np.concatenate(zeros)
+        m = onnx.ModelProto()
+        m.CopyFrom(pre)
+        for vi in list(m.graph.input) + list(m.graph.output) + list(m.graph.value_info):
+            vi.type.tensor_type.elem_type = onnx.TensorProto.INT64
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        names = [o.name for o in m.graph.output]
+        self.index = dict(zip(names, sess.run(names, feeds)))
+        # each output element's zero point and scale, gathered once (16 bytes per element)
+        self.params = {t: (self.zero[i], self.scale[i]) for t, i in self.index.items()}
+
+    def run(self, ints: dict[str, np.ndarray], names: list[str],
+            into: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """{prefix output: float32 values} of ``names`` from {NPU output: its integers in
+        ONNX order}: ``(q - zero_point) * scale`` in float64, rounded once to float32 (as the
+        boundary's dequantization), gathered into each output's layout; written into
+        ``into[name]`` (a float32 view of that shape) where given."""
+        q = np.concatenate([ints[name].reshape(-1) for name, _ in self.sources])
+        out = {}
+        for t in names:
+            i = self.index[t]
+            dst = (into or {}).get(t)
+            if dst is None:
+                dst = out[t] = np.empty(i.shape, np.float32)
+            zero, scale = self.params[t]
+            np.multiply(np.subtract(q[i], zero), scale, out=dst, casting="same_kind")
+        return out
+
+
+def onnx_order(q: np.ndarray, shape) -> np.ndarray:
+    """An NPU output's integer values (NHWC [H, W, C] as stored) in its ONNX shape: NCHW
+    [1, C, H, W] for rank 4, else reshaped as stored (as the float decode does)."""
+    shape = tuple(shape)
+    q = q.transpose(2, 0, 1)[None] if len(shape) == 4 else q
+    return np.ascontiguousarray(q).reshape(shape)
 
 
 def check_segments(prog: SegmentedProgram, res: dict[str, np.ndarray]) -> bool:

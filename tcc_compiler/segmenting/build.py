@@ -24,9 +24,13 @@ import onnx
 from tcc_compiler.datasets.calibration import default_calibration, resolve_calibration
 from tcc_compiler.datasets.images import Preprocess
 from tcc_compiler.datasets.presets import PreprocessSettings
-from tcc_compiler.emit.segments import build_segment_manifest, build_segment_report
+from tcc_compiler.emit.segments import (build_segment_manifest, build_segment_report,
+                                        host_graph_cost)
 from tcc_compiler.errors import ModelError, UnsupportedError
+from tcc_compiler.frontend.host_concat import hoist_concats
 from tcc_compiler.frontend.host_graph import flatten_softmax_tails
+from tcc_compiler.frontend.host_int8 import int8_handoff
+from tcc_compiler.frontend.host_prefix import movement_prefix
 from tcc_compiler.frontend.segments import HOST, extract_model, tensor_types
 from tcc_compiler.ir.graph import Graph, Value
 from tcc_compiler.options import CompileOptions
@@ -220,11 +224,14 @@ def compile_segmented(model: str | os.PathLike | onnx.ModelProto, options: Compi
     if names is not None:   # every segment takes the names of its own layers
         options = options.with_(precision=names)
     parts: list = []
+    host = load_host_model(tgt.source)
     for seg in plan.segments:
         name = f"{Path(plan.prepared.where).name}:{seg.device}_{seg.index}"
         sub = extract_model(plan.prepared.proto, seg, name)
         if seg.device == HOST:
-            parts.append(flatten_softmax_tails(sub)[0])   # (ONNX Runtime's slow Softmax path)
+            sub = flatten_softmax_tails(sub)[0]   # (ONNX Runtime's slow Softmax path)
+            parts.append(cheapest_host_graph(sub, int8_outputs(parts), npu_outputs(parts),
+                                             host))
             continue
         first = seg.inputs[0] == plan.prepared.in_name
         seg_opts = options.with_(
@@ -237,12 +244,65 @@ def compile_segmented(model: str | os.PathLike | onnx.ModelProto, options: Compi
         parts.append(compile_model(sub, seg_opts))
     if names:
         _check_precision_names(names, parts, given, plan.prepared.where)
-    host = load_host_model(tgt.source)
     manifest = build_segment_manifest(plan, parts, tgt, model, model_preprocess(plan, options),
                                       input_nchw(plan), (options.method, n_calib, source))
     report = build_segment_report(plan, parts, tgt, host)
     tables = [p.calib_table for p in parts if not isinstance(p, onnx.ModelProto)]
     return SegmentedArtifacts(plan, parts, manifest, report, _merge_tables(tables), tgt)
+
+
+def cheapest_host_graph(sub: onnx.ModelProto, quant: dict[str, tuple[float, int]],
+                        sources: dict[str, int], host) -> onnx.ModelProto:
+    """Host graph ``sub`` as the host cost model prices it lowest, of: the NPU outputs in
+    ``quant`` taken as int8 where that saves bytes (:func:`int8_handoff`), or the moves at
+    its start made by the boundary conversions (:func:`movement_prefix`); each with or
+    without the exact Concat reordering of :func:`hoist_concats` first. Counted: the host
+    graph's nodes and each NPU output's boundary (a reorder of its int8 values, or its
+    conversion to float32: :func:`tcc_compiler.emit.segments.boundaries`).
+
+    Args:
+        sub: the host segment's model. quant: {int8 NPU output: (scale, zero point)}.
+        sources: {NPU output: bytes per element on the NPU} of every NPU segment so far.
+        host: the :class:`~tcc_compiler.target.host.HostModel`.
+    """
+    best, best_ms = None, 0.0
+    hoisted, n = hoist_concats(sub)
+    for cand in ([sub, hoisted] if n else [sub]):
+        for model, kept in (int8_handoff(cand, quant), (movement_prefix(cand, set(sources)),
+                                                         [])):
+            ms = host_graph_cost(model, host)["estimated_host_ms"]
+            for inp in model.graph.input:
+                if inp.name in sources:
+                    elems = int(np.prod([d.dim_value
+                                         for d in inp.type.tensor_type.shape.dim]))
+                    ms += host.boundary_seconds(elems * sources[inp.name], elems * (
+                        1 if inp.name in kept else 4)) * 1e3
+            if best is None or ms < best_ms - 1e-9:
+                best, best_ms = model, ms
+    return best
+
+
+def npu_outputs(parts: list) -> dict[str, int]:
+    """{tensor: bytes per element (int8 1, int16 2, int32 4)} of every output of the NPU
+    segments compiled so far."""
+    return {o["name"]: np.dtype(o.get("dtype", "int8")).itemsize for p in parts
+            if not isinstance(p, onnx.ModelProto) for o in p.manifest["outputs"]}
+
+
+def int8_outputs(parts: list) -> dict[str, tuple[float, int]]:
+    """{tensor: (scale, zero point)} of the int8 outputs, one scale per tensor, of the NPU
+    segments compiled so far: what a later host segment may take as int8
+    (:func:`tcc_compiler.frontend.host_int8.int8_handoff`)."""
+    out = {}
+    for p in parts:
+        if isinstance(p, onnx.ModelProto):
+            continue
+        for o in p.manifest["outputs"]:
+            s, z = o.get("scale"), o.get("zero_point")
+            if o.get("dtype") == "int8" and isinstance(s, list) and isinstance(z, list) \
+                    and len(s) == len(z) == 1:
+                out[o["name"]] = (float(s[0]), int(z[0]))
+    return out
 
 
 def _precision_names(precision) -> list[str] | None:

@@ -11,7 +11,11 @@ assumptions used only for the report; tccc never runs on that CPU). Formulas:
   allocation planner gives the output the input's buffer), measured at 8-31 us per node on
   YOLOv8n's head where a copy of the same 0.2-4 MB would take 0.05-1 ms;
 * one boundary conversion (dequantize an NPU output, quantize an NPU input):
-  ``node_overhead_ns * 1e-9 + (int8 bytes + float32 bytes) / bandwidth_bytes_per_s`` seconds.
+  ``node_overhead_ns * 1e-9 + (NPU-side bytes + host-side bytes) / bandwidth_bytes_per_s``
+  seconds; the host side is float32, the NPU's integers themselves for an int8 hand-off (an
+  NPU output a host graph takes as int8 and dequantizes itself,
+  :mod:`tcc_compiler.frontend.host_int8`: a reorder from NHWC to ONNX order), 8-bit pixels
+  for the model's image input (:func:`tcc_compiler.emit.segments.boundaries`).
 """
 
 from __future__ import annotations
@@ -61,7 +65,8 @@ class HostModel:
 
     def boundary_seconds(self, int_bytes: int, float_bytes: int) -> float:
         """Estimated seconds of one (de)quantization of a boundary tensor: ``int_bytes`` on
-        the NPU side, ``float_bytes`` (float32) on the host side."""
+        the NPU side, ``float_bytes`` on the host side (float32; the integers or pixels
+        themselves for an int8 hand-off or an image input: module docstring)."""
         return self.node_overhead_ns * 1e-9 + (int_bytes + float_bytes) / \
             self.bandwidth_bytes_per_s
 

@@ -4,6 +4,7 @@ every NPU segment bit-exactly against the golden integer model."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -29,14 +30,18 @@ def _conv(name, x, y, cin, cout, rng, k=3):
     return h.make_node("Conv", [x, w.name, b.name], [y], name=name, pads=[k // 2] * 4), [w, b]
 
 
-def _model(mid, tail=(), out="y", opsets=(("", 17),)) -> onnx.ModelProto:
-    """Conv -> Relu -> ``mid`` (reads 'ar', writes 'm') -> Conv ('y') -> ``tail``."""
+def _model(mid, tail=(), out="y", opsets=(("", 17),), consts=None,
+           size=16) -> onnx.ModelProto:
+    """Conv -> Relu -> ``mid`` (reads 'ar', writes 'm') -> Conv ('y') -> ``tail``, on a
+    ``size`` x ``size`` input; ``consts``: {name: int64 values} initializers ``mid`` reads."""
     rng = np.random.default_rng(0)
     n1, i1 = _conv("c1", "x", "a", 3, 8, rng)
     n2, i2 = _conv("c2", "m", "y", 8, 4, rng)
+    i3 = [nh.from_array(np.array(v, np.int64), k) for k, v in (consts or {}).items()]
     g = h.make_graph([n1, h.make_node("Relu", ["a"], ["ar"], name="r1"), *mid, n2, *tail],
-                     "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 16, 16])],
-                     [h.make_tensor_value_info(out, T.FLOAT, [1, 4, 16, 16])], i1 + i2)
+                     "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, size, size])],
+                     [h.make_tensor_value_info(out, T.FLOAT, [1, 4, size, size])],
+                     i1 + i2 + i3)
     return h.make_model(g, opset_imports=[h.make_opsetid(d, v) for d, v in opsets])
 
 
@@ -47,6 +52,15 @@ MODELS = {
                          h.make_node("Transpose", ["t"], ["m"], name="t2",
                                      perm=[0, 3, 1, 2])]),
 }
+
+#: A host segment slicing 'ar' twice (no boundary prefix: a moved value with two readers)
+#: and joining the slices: at 64x64 the int8 hand-off is the cheaper form.
+SLICES = _model([h.make_node("Transpose", ["ar"], ["t"], name="t1", perm=[0, 2, 3, 1]),
+                 h.make_node("Slice", ["t", "s0", "s4", "ax"], ["lo"], name="sl0"),
+                 h.make_node("Slice", ["t", "s4", "s8", "ax"], ["hi"], name="sl1"),
+                 h.make_node("Concat", ["hi", "lo"], ["c"], name="cat", axis=3),
+                 h.make_node("Transpose", ["c"], ["m"], name="t2", perm=[0, 3, 1, 2])],
+                consts={"s0": [0], "s4": [4], "s8": [8], "ax": [3]}, size=64)
 
 
 def _x(seed: int = 1) -> np.ndarray:
@@ -91,14 +105,75 @@ def test_boundary_costs_in_report(compiled):
     _, folder = compiled["lrn"]
     report = json.loads((folder / "report.json").read_text())
     kinds = sorted((b["tensor"], b["kind"]) for b in report["boundaries"])
-    assert kinds == [("ar", "dequantize"), ("m", "quantize"), ("x", "quantize"),
+    assert kinds == [("ar", "dequantize"), ("m", "quantize"), ("x", "pixels"),
                      ("y", "dequantize")]
     ar = next(b for b in report["boundaries"] if b["tensor"] == "ar")
     assert ar["npu_bytes"] == 8 * 16 * 16 and ar["float_bytes"] == 4 * 8 * 16 * 16
+    x = next(b for b in report["boundaries"] if b["tensor"] == "x")   # 8-bit RGB pixels
+    assert x["bytes"] == 2 * 3 * 16 * 16 and x["float_bytes"] == 0
     assert ar["estimated_host_ms"] > 0
     assert report["placement"] == {"npu_nodes": 3, "host_nodes": 1, "npu_segments": 2,
                                    "host_segments": 1}
     assert report["estimated_total_ms"] > report["estimated_latency_ms"]
+
+
+def test_first_move_of_an_npu_output_is_made_by_the_boundary(compiled):
+    """The transpose model's host segment moves 'ar' (Transpose t1, then t2 making the
+    segment's output): t1 is its boundary prefix, its output written in place by the
+    dequantization; only t2 is a host node."""
+    from tcc_compiler.frontend.host_prefix import PREFIX_KEY
+
+    _, folder = compiled["transpose"]
+    host = onnx.load(str(folder / "host_1.onnx"))
+    assert {p.key: p.value for p in host.metadata_props}[PREFIX_KEY] == "1"
+    assert [n.name for n in host.graph.node] == ["t1", "t2"]
+    report = json.loads((folder / "report.json").read_text())
+    ar = next(b for b in report["boundaries"] if b["tensor"] == "ar")
+    assert ar["kind"] == "dequantize" and ar["bytes"] == 5 * 2048
+    host = report["host_model"]   # ar's bytes; the one gather call's fixed cost on its own
+    assert ar["estimated_host_ms"] == pytest.approx(5 * 2048 / host["bandwidth_bytes_per_s"]
+                                                    * 1e3)
+    gather = next(b for b in report["boundaries"] if b["kind"] == "gather")
+    assert gather["tensor"] == "t" and gather["bytes"] == 0
+    assert gather["estimated_host_ms"] == pytest.approx(host["node_overhead_ns"] * 1e-6)
+    row = next(r for r in report["segments"] if r["device"] == "host")
+    assert row["ops"] == {"Transpose": 1} and row["bytes"] == 8 * 2048
+
+
+def test_host_moving_an_npu_output_twice_takes_it_as_int8(tmp_path):
+    """:data:`SLICES`: the host takes the NPU's int8 values, moves them in int8 and
+    dequantizes once at the end; the boundary is an int8 reorder; runs match ONNX Runtime
+    and the golden model, and the --ort export (QuantizeLinear feeding the host nodes)
+    matches ``tccc run`` bit for bit."""
+    from tcc_compiler.runtime import load_program
+
+    path, folder = tmp_path / "slices.onnx", tmp_path / "out"
+    onnx.save(SLICES, path)
+    rng = np.random.default_rng(3)
+    calib = [rng.standard_normal((1, 3, 64, 64)).astype(np.float32) for _ in range(4)]
+    tc.compile(path, calibration=calib).save(folder)
+    x = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+    prog = load_program(folder)
+    res = prog.run(x)
+    ref = ort.InferenceSession(SLICES.SerializeToString()).run(None, {"x": x})[0]
+    assert sqnr_db(ref, prog.final_output(res)) >= 25.0
+    assert Checker(prog, str(path)).check(x, res)["bit_exact"]
+    if importlib.util.find_spec("onnxruntime_extensions") is not None:
+        from tcc_compiler.runtime.ort_ops import session_options
+
+        out = tmp_path / "npu.onnx"
+        assert main(["export-onnx", str(folder), "--ort", "-o", str(out)]) == 0
+        sess = ort.InferenceSession(str(out), session_options(str(out)))
+        assert np.array_equal(sess.run(None, {"x": x})[0], prog.final_output(res))
+    host = onnx.load(str(folder / "host_1.onnx"))
+    assert host.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT8
+    assert [n.op_type for n in host.graph.node][-1] == "DequantizeLinear"
+    report = json.loads((folder / "report.json").read_text())
+    ar = next(b for b in report["boundaries"] if b["tensor"] == "ar")
+    assert ar["kind"] == "int8" and ar["float_bytes"] == 0
+    assert ar["bytes"] == 2 * ar["npu_bytes"] == 2 * 8 * 64 * 64
+    row = next(r for r in report["segments"] if r["device"] == "host")
+    assert row["ops"] == {"Transpose": 2, "Slice": 2, "Concat": 1, "DequantizeLinear": 1}
 
 
 def test_strict_refuses_and_placement_agrees(tmp_path):
@@ -211,7 +286,7 @@ def test_segmented_model_runs_inside_onnx_runtime_as_tccc_run(compiled, tmp_path
     from tcc_compiler.runtime import load_program
     from tcc_compiler.runtime.ort_ops import session_options
 
-    for name in ("lrn", "softmax"):
+    for name in ("lrn", "softmax", "transpose"):   # transpose: a boundary prefix
         model, folder = compiled[name]
         path = tmp_path / f"{name}_npu.onnx"
         assert main(["export-onnx", str(folder), "--ort", "-o", str(path)]) == 0
