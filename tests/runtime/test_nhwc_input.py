@@ -59,3 +59,39 @@ def test_nhwc_model_runs_bit_exact_and_close_to_onnx_runtime(tmp_path):
         assert sqnr_db(ref, y) > 30.0        # it was below 0 dB
         res = loaded.program.run(x)
         assert checker.check(x, res)["bit_exact"]
+
+
+def test_nhwc_model_with_a_host_segment_compiles_and_runs_bit_exact(tmp_path):
+    """NHWC input -> Transpose -> conv -> LRN (host) -> conv: the first NPU segment's
+    calibration values (ONNX Runtime's, NHWC like the model input) were handed to its compile
+    as they were, which refused them ("calibration array 0: shape (1, 16, 12, 3), model
+    expects (1, 3, 16, 12)") although ``tccc ops`` placed every node."""
+    base = _nhwc_conv()
+    rng = np.random.default_rng(2)
+    w2 = numpy_helper.from_array((rng.standard_normal((4, 8, 3, 3)) * 0.2).astype(np.float32),
+                                 "w2")
+    nodes = list(base.graph.node)[:2] + [
+        helper.make_node("LRN", ["c"], ["l"], size=3),
+        helper.make_node("Conv", ["l", "w2"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    g = helper.make_graph(nodes, "nhwc_lrn", list(base.graph.input),
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 12])],
+                          list(base.graph.initializer) + [w2])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path = tmp_path / "nhwc_lrn.onnx"
+    onnx.save(model, str(path))
+    assert all(p.supported for p in tc.partition(str(path), "12x16x3"))
+    calib = [rng.standard_normal((1, 3, 16, 12)).astype(np.float32) for _ in range(4)]
+    m = tc.compile(str(path), "12x16x3", calibration=calib)
+    m.save(tmp_path / "out")
+    loaded = tc.load(tmp_path / "out")
+    assert loaded.manifest.get("layout") == "segmented"
+    from tcc_compiler.runtime.check import Checker
+
+    checker = Checker(loaded.program, path)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for x in calib[:2]:
+        ref = sess.run(None, {"x": np.ascontiguousarray(x.transpose(0, 2, 3, 1))})[0]
+        assert sqnr_db(ref, loaded.run(x)) > 25.0
+        assert checker.check(x, loaded.program.run(x))["bit_exact"]
