@@ -458,11 +458,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, option: str = "") -
         raise InterruptedAfterWrite(path)
 
 
-def check_output_file(path: str | os.PathLike, option: str) -> Path:
+def check_output_file(path: str | os.PathLike, option: str, *,
+                      reads: str | os.PathLike | None = None, own: tuple[str, ...] = (),
+                      inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
     """Validate a file path given for output (``-o``, ``--out``, ``--csv``...) before any work.
 
     Args:
         path: the file to write later. option: the option naming it, for the message.
+        reads: the compiled folder the command reads, if any: an existing file in it (or in
+            its sub-folders) is refused unless its name is one of ``own`` (the files that
+            command itself writes there, e.g. ``analysis.json``). ``tccc report DIR -o
+            DIR/manifest.json`` used to replace the manifest and leave a folder no command
+            loads.
+        inputs: other files the command reads (``tccc analyze``'s model): refused as outputs.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -471,7 +479,8 @@ def check_output_file(path: str | os.PathLike, option: str) -> Path:
         InputError: ``path`` is empty, a symlink loop or too long a name; is a folder or
             (after symlinks) exists and is not a regular file (``/dev/full``, a FIFO); its
             folder is missing or is a file, or that folder is not writable (read-only file system,
-            permissions). One line naming the path.
+            permissions); it is a file of ``reads`` or one of ``inputs``. One line naming the
+            path.
     """
     if not str(path):  # Path("") is ".": an empty -o would mean the current folder
         raise InputError(f"{option} '': empty path; give a file name")
@@ -479,6 +488,7 @@ def check_output_file(path: str | os.PathLike, option: str) -> Path:
     p = Path(path)
     if p.is_dir():
         raise InputError(f"{option} {p}: is a folder; give a file name")
+    _refuse_overwriting_inputs(p, option, reads, own, inputs)
     parent = _check_regular(p, option).parent  # symlinks: check the folder of the target
     blocker = _first_file_ancestor(parent)
     if blocker is not None:
@@ -488,6 +498,31 @@ def check_output_file(path: str | os.PathLike, option: str) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"{option} {p}: folder {parent} is read-only or not writable by you")
     return p
+
+
+def _refuse_overwriting_inputs(p: Path, option: str, reads, own: tuple[str, ...],
+                               inputs) -> None:
+    """:func:`check_output_file`'s refusal of an output that is one of the command's inputs."""
+    if not p.is_file():
+        return
+    for f in inputs:
+        try:
+            same = os.path.samefile(p, f)
+        except OSError:   # the input is missing: its own check names it
+            continue
+        if same:
+            raise InputError(f"{option} {p}: is {f}, an input of this command; writing it "
+                             "would replace it: give another file name")
+    if reads is None:
+        return
+    try:
+        target, folder = p.resolve(), Path(reads).resolve()
+    except (OSError, RuntimeError):   # a symlink loop: the later checks name it
+        return
+    if folder in target.parents and not (target.parent == folder and target.name in own):
+        raise InputError(f"{option} {p}: is {target.relative_to(folder)} of the compiled "
+                         f"folder {reads} this command reads; writing it would break that "
+                         "folder: give a file name outside it")
 
 
 def write_output_file(path: str | os.PathLike, data: bytes | str, option: str) -> Path:

@@ -208,6 +208,37 @@ def _to_8bit(img: Image.Image, path: Path) -> Image.Image:
     return Image.fromarray(((a * 2 + 257) // 514).astype(np.uint8), "L")
 
 
+def resized_size(w: int, h: int, pre: Preprocess) -> tuple[int, int]:
+    """(width, height) in pixels a ``w`` x ``h`` image is resized to before the center crop
+    of :func:`resize_image` (``pre.width`` x ``pre.height`` when it squashes)."""
+    if pre.resize_short is None:
+        return pre.width, pre.height
+    s = pre.resize_short
+    nw, nh = (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
+    if nw < pre.width or nh < pre.height:   # the crop must fit: grow, keeping the aspect
+        f = max(pre.width / w, pre.height / h)
+        nw, nh = max(pre.width, math.ceil(w * f)), max(pre.height, math.ceil(h * f))
+    return nw, nh
+
+
+def _check_resized_size(path: Path, w: int, h: int, pre: Preprocess) -> None:
+    """Refuse a resize larger than the largest image Pillow decodes (twice
+    ``Image.MAX_IMAGE_PIXELS``, its decompression-bomb limit): ``--resize 100000`` made a
+    133,333 x 100,000 RGB image of a 4:3 photo (40 GB) before the crop, and the process was
+    killed for memory instead of refusing.
+
+    Raises:
+        InputError: naming the image, the sizes and the ``--resize`` value.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    nw, nh = resized_size(w, h, pre)
+    if limit and nw * nh > 2 * limit:
+        raise InputError(f"{path}: resizing its {w}x{h} pixels to short side "
+                         f"{pre.resize_short} makes {nw}x{nh} pixels before the "
+                         f"{pre.width}x{pre.height} crop, beyond the {2 * limit:,} an image may "
+                         "hold; give a smaller --resize")
+
+
 def resize_image(img: Image.Image, pre: Preprocess) -> Image.Image:
     """``img`` brought to ``pre.width`` x ``pre.height`` pixels with ``pre.resize``'s filter:
     squashed (``pre.resize_short`` None), or short side resized to ``resize_short`` (long side
@@ -218,11 +249,7 @@ def resize_image(img: Image.Image, pre: Preprocess) -> Image.Image:
         if (w, h) == (pre.width, pre.height):
             return img
         return img.resize((pre.width, pre.height), RESIZE_MODES[pre.resize])
-    s = pre.resize_short
-    nw, nh = (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
-    if nw < pre.width or nh < pre.height:   # the crop must fit: grow, keeping the aspect
-        f = max(pre.width / w, pre.height / h)
-        nw, nh = max(pre.width, math.ceil(w * f)), max(pre.height, math.ceil(h * f))
+    nw, nh = resized_size(w, h, pre)
     if (nw, nh) != (w, h):
         img = img.resize((nw, nh), RESIZE_MODES[pre.resize])
     left = int(round((nw - pre.width) / 2.0))
@@ -255,6 +282,7 @@ def load_image(path: str | os.PathLike[str], pre: Preprocess) -> np.ndarray:
     try:
         with Image.open(p) as img:
             img = _to_8bit(ImageOps.exif_transpose(img), p)
+            _check_resized_size(p, *img.size, pre)
             rgb = resize_image(img.convert("L" if pre.channels == 1 else "RGB"), pre)
             pixels = np.asarray(rgb, dtype=np.uint8)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,

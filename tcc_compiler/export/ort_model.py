@@ -224,7 +224,7 @@ def save_ort(folder: str | os.PathLike, path: str | os.PathLike) -> Path:
     """
     from tcc_compiler.fsutil import check_output_file, write_output_file
 
-    check_output_file(path, "-o")
+    check_output_file(path, "-o", reads=folder)
     model = export_ort(folder)
     path = write_output_file(path, model.SerializeToString(), "-o")
     log.info("wrote %s (%d nodes)", path, len(model.graph.node))

@@ -537,7 +537,7 @@ def save_qdq(folder: str | os.PathLike, path: str | os.PathLike) -> Path:
     from tcc_compiler.ir.text import load_ir
     from tcc_compiler.runtime import load_program
 
-    check_output_file(path, "-o")
+    check_output_file(path, "-o", reads=folder)
     load_program(folder)
 
     tir = Path(folder) / "quantized.tir"

@@ -42,7 +42,7 @@ def _activation_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [i for i in model.graph.input if i.name not in inits]
 
 
-def _is_nhwc_input(model: onnx.ModelProto, name: str) -> bool:
+def is_nhwc_input(model: onnx.ModelProto, name: str) -> bool:
     """True when the input's only consumer is Transpose(perm=0,3,1,2) (an NHWC model input)."""
     users = [n for n in model.graph.node if name in n.input]
     if len(users) != 1 or users[0].op_type != "Transpose":
@@ -70,7 +70,7 @@ def _image_input(model: onnx.ModelProto, where: str):
     if len(dims) not in (0, 4):  # known rank that is not an image's: --input cannot help
         raise ModelError(f"{where}: input '{inp.name}' has rank {len(dims)} (dims {dims}), "
                          "expected a 4-D NCHW (or NHWC) image")
-    return inp, dims, _is_nhwc_input(model, inp.name)
+    return inp, dims, is_nhwc_input(model, inp.name)
 
 
 def _warn_fixed_dims(where: str, name: str, dims: list[int], nhwc: bool, w: int, h: int) -> None:

@@ -7,7 +7,15 @@ from tcc_compiler.ir.ops import ConvAttrs, Op, PoolAttrs
 
 
 def conv_out_hw(h: int, w: int, kernel, strides, pads, dilations=(1, 1)) -> tuple[int, int]:
-    """Spatial output size of a conv/pool: floor((H + t + b - ((K-1)*d + 1)) / s) + 1."""
+    """Spatial output size of a conv/pool: floor((H + t + b - ((K-1)*d + 1)) / s) + 1.
+
+    Raises:
+        InternalError: a kernel, stride or dilation below 1 or a negative pad (a hand-edited
+            ``.tir`` dump reaches here; a stride of 0 used to raise ZeroDivisionError, exit 1).
+    """
+    if min(*kernel, *strides, *dilations) < 1 or min(pads) < 0:
+        raise InternalError(f"kernel {list(kernel)}, strides {list(strides)} and dilations "
+                            f"{list(dilations)} must be >= 1 and pads {list(pads)} >= 0")
     kh, kw = kernel
     eh = (kh - 1) * dilations[0] + 1
     ew = (kw - 1) * dilations[1] + 1

@@ -325,7 +325,7 @@ def write_html(folder: str | os.PathLike, path: str | os.PathLike,
     from tcc_compiler.fsutil import check_output_file, write_output_file
     from tcc_compiler.runtime import load_program
 
-    check_output_file(path, "-o")
+    check_output_file(path, "-o", reads=folder, own=("report.html",))
     load_program(folder)
     return write_output_file(path, render_html(folder, histograms), "-o")
 

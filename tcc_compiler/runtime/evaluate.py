@@ -4,10 +4,13 @@ Datasets (:func:`find_samples`):
 
 * **Class sub-folders** (ImageNet / torchvision ``ImageFolder`` style): ``FOLDER/<class>/<file>``;
   classes are the sub-folder names sorted, label = position in that order.
-* **A labels file** (``--labels FILE``) with one sample per line: the first field is the file
-  path relative to the images folder, the last field the integer class index; fields are
-  separated by commas (CSV) or whitespace (ImageNet ``val.txt`` style). Blank lines, ``#``
-  comments and a header line (last field not an integer) are skipped. Samples are sorted by path.
+* **A labels file** (``--labels FILE``, UTF-8, with or without the byte-order mark spreadsheet
+  programs write) with one sample per line: the first field is the file path relative to the
+  images folder, the last field the integer class index; fields are separated by commas (CSV,
+  double-quoted fields as the ``csv`` module reads them, e.g. a file name holding a comma) or
+  whitespace (ImageNet ``val.txt`` style; a path holding spaces is read as everything before
+  the label when its first word names no file). Blank lines, ``#`` comments and a header line
+  (last field not an integer) are skipped. Samples are sorted by path.
 
 Samples are image files (anything Pillow reads, preprocessed by the manifest's
 :class:`~tcc_compiler.datasets.images.Preprocess`) or **raw arrays** (``.bin``, ``.raw``,
@@ -25,6 +28,7 @@ differs between the two.
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from dataclasses import dataclass, replace
@@ -76,6 +80,19 @@ def _int_or_none(s: str) -> int | None:
         return None
 
 
+def _fields(line: str, images: Path) -> list[str]:
+    """The fields of one stripped, non-blank labels-file line (module docstring): CSV when it
+    holds a comma, else whitespace-separated, with a path holding spaces kept whole."""
+    if "," in line:
+        return [p.strip() for p in next(csv.reader([line]))]
+    parts = line.split()
+    if len(parts) > 2 and not (images / parts[0]).is_file():
+        head = line.rsplit(None, 1)[0]
+        if (images / head).is_file():
+            return [head, parts[-1]]
+    return parts
+
+
 def read_labels(path: Path, images: Path) -> list[Sample]:
     """Parse a labels file (format in the module docstring).
 
@@ -84,7 +101,7 @@ def read_labels(path: Path, images: Path) -> list[Sample]:
             a file that does not exist under ``images``, or no samples at all.
     """
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read labels file ({exc})") from None
     out: list[Sample] = []
@@ -92,7 +109,7 @@ def read_labels(path: Path, images: Path) -> list[Sample]:
         s = line.strip()
         if not s or s.startswith("#"):
             continue
-        parts = [p.strip() for p in (s.split(",") if "," in s else s.split())]
+        parts = _fields(s, images)
         label = _int_or_none(parts[-1]) if len(parts) >= 2 else None
         if label is None:
             if not out and n == 1 and not (images / parts[0]).is_file():

@@ -152,7 +152,7 @@ class LoadedProgram:
         spec = self.manifest["input"]
         x = self.checked_input(x)
         q = quantize_tensor(x, spec["scale"][0], spec["zero_point"][0])
-        if len(x.shape) == 4 and spec.get("onnx_layout", "NCHW") == "NCHW":
+        if len(x.shape) == 4:   # x is NCHW whatever the ONNX layout (manifest input.shape)
             q = q[0].transpose(1, 2, 0)
         raw = np.ascontiguousarray(q).tobytes()
         return raw + bytes(self.cmd.input_bytes - len(raw))

@@ -31,6 +31,7 @@ from tcc_compiler.frontend.host_concat import hoist_concats
 from tcc_compiler.frontend.host_graph import flatten_softmax_tails
 from tcc_compiler.frontend.host_int8 import int8_handoff
 from tcc_compiler.frontend.host_prefix import movement_prefix
+from tcc_compiler.frontend.onnx_import import is_nhwc_input
 from tcc_compiler.frontend.segments import HOST, extract_model, tensor_types
 from tcc_compiler.ir.graph import Graph, Value
 from tcc_compiler.options import CompileOptions
@@ -125,6 +126,20 @@ def boundary_values(plan: SegmentPlan, names: list[str], xs,
         for n, v in zip(names, sess.run(names, {plan.prepared.in_name: feed})):
             out[n].append(np.asarray(v, np.float32))
     return out
+
+
+def _segment_calibration(sub: onnx.ModelProto, seg, calib: dict | None) -> list | None:
+    """The calibration arrays of NPU segment ``seg`` (its ONNX model ``sub``) as
+    ``compile_model`` takes them: NCHW. ONNX Runtime's values of an input the segment reads
+    through Transpose(0, 3, 1, 2) are NHWC (the model input of an NHWC model with a host
+    segment after its first NPU ops: compile refused its own arrays, "shape (1, 16, 16, 3),
+    model expects (1, 3, 16, 16)")."""
+    if calib is None:
+        return None
+    values = calib[seg.inputs[0]]
+    if is_nhwc_input(sub, seg.inputs[0]):
+        return [np.ascontiguousarray(v.transpose(0, 3, 1, 2)) for v in values]
+    return values
 
 
 def boundary_overflow(plan: SegmentPlan, values: dict[str, list[np.ndarray]]) \
@@ -235,8 +250,7 @@ def compile_segmented(model: str | os.PathLike | onnx.ModelProto, options: Compi
             continue
         first = seg.inputs[0] == plan.prepared.in_name
         seg_opts = options.with_(
-            input_whc=None, target=tgt,
-            calibration=None if calib is None else calib[seg.inputs[0]],
+            input_whc=None, target=tgt, calibration=_segment_calibration(sub, seg, calib),
             preprocess=options.preprocess if first else None,
             dump_ir=None if options.dump_ir is None else Path(options.dump_ir) / f"npu_{seg.index}")
         log.info("segment %d/%d: NPU, %d node(s), input %s", seg.index + 1, len(plan.segments),

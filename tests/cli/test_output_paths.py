@@ -99,3 +99,51 @@ def test_compile_output_device_refused(tmp_path, gap_fc_model, capsys):
     assert code == 2
     assert "/dev/null" in one_line_error(err)
 
+
+
+@pytest.mark.parametrize("argv, victim", [
+    (["report", "{out}", "-o", "{out}/manifest.json"], "manifest.json"),
+    (["inspect", "{out}", "--csv", "{out}/report.json"], "report.json"),
+    (["export-onnx", "{out}", "-o", "{out}/quantized.tir"], "quantized.tir"),
+    (["export-onnx", "{out}", "-o", "{out}/../out/npu_cmd.bin"], "npu_cmd.bin"),
+    (["analyze", "{out}", "{model}", PHOTO, "--out", "{out}/manifest.json"], "manifest.json"),
+    (["analyze", "{out}", "{model}", PHOTO, "--out", "{model}"], None),
+])
+def test_an_output_over_a_file_the_command_reads_is_refused(small_folder, tmp_path, capsys,
+                                                              argv, victim):
+    """``tccc report DIR -o DIR/manifest.json`` (and inspect --csv, export-onnx -o, analyze
+    --out into the folder or over the model) replaced the file and exited 0: the folder then
+    loaded nowhere (export-onnx even crashed on it: exit 1). Refused, nothing written."""
+    import shutil
+
+    model, src = small_folder
+    out = tmp_path / "out"
+    shutil.copytree(src, out)
+    local_model = tmp_path / "m.onnx"
+    shutil.copy(model, local_model)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    model_bytes = local_model.read_bytes()
+    code, stdout, err = run_cli([a.format(out=out, model=local_model) for a in argv], capsys)
+    assert code == 2 and stdout == ""
+    line = one_line_error(err)
+    assert ("of the compiled folder" in line and victim in line) if victim else \
+        "an input of this command" in line
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert local_model.read_bytes() == model_bytes
+
+
+def test_the_files_a_command_owns_in_the_folder_are_still_rewritten(small_folder, tmp_path,
+                                                                     capsys):
+    """analysis.json and report.html are the folder files analyze and report write."""
+    import shutil
+
+    model, src = small_folder
+    out = tmp_path / "out"
+    shutil.copytree(src, out)
+    (out / "report.html").write_text("old")
+    code, _, err = run_cli(["report", out, "-o", out / "report.html"], capsys)
+    assert code == 0, err
+    assert (out / "report.html").read_text() != "old"
+    code, _, err = run_cli(["analyze", out, model, PHOTO, "--out", out / "analysis.json"],
+                           capsys)
+    assert code == 0, err

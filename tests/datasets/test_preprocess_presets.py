@@ -132,3 +132,17 @@ def test_bad_preprocessing_flags_exit_2(tmp_path, residual_net, flags, msg, caps
                            + flags, capsys)
     assert code == 2 and msg in one_line_error(err)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_resize_beyond_the_largest_image_is_refused_before_allocating_it(tmp_path):
+    """``--resize 100000`` resized a 4:3 photo to 133,333 x 100,000 RGB pixels (40 GB) before
+    the crop: the compile was killed for memory (exit 137) instead of refusing, naming the
+    image. A short side the photo can take still loads, at exactly the crop size."""
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (40, 30), (10, 20, 30)).save(path)
+    huge = Preprocess(width=16, height=16, resize_short=100_000)
+    with pytest.raises(InputError, match=r"photo.png: resizing its 40x30 pixels to short side "
+                                         r"100000 makes 133333x100000 pixels .*smaller --resize"):
+        load_image(path, huge)
+    ok = load_image(path, Preprocess(width=16, height=16, resize_short=5000))
+    assert ok.shape == (1, 3, 16, 16)

@@ -57,6 +57,26 @@ def test_labels_file_formats(tmp_path):
         find_samples(tmp_path)
 
 
+def test_labels_files_as_spreadsheets_and_scripts_write_them(tmp_path):
+    """A UTF-8 byte-order mark (Excel's "CSV UTF-8"), a quoted CSV field (the csv module and
+    pandas quote a name holding a comma) and a space in a whitespace-separated line's path
+    were read as part of the file name: "ds/\\ufeffa.png not found"."""
+    for n in ("a.png", "b, c.png", "d e.png"):
+        (tmp_path / n).write_bytes(b"\0")
+    (tmp_path / "bom.csv").write_bytes("\ufefffile,label\r\na.png,1\r\n".encode("utf-8"))
+    assert [(p.path.name, p.label) for p in read_labels(tmp_path / "bom.csv", tmp_path)] == [
+        ("a.png", 1)]
+    (tmp_path / "q.csv").write_text('"b, c.png",2\na.png,3\n', encoding="utf-8")
+    assert [(p.path.name, p.label) for p in read_labels(tmp_path / "q.csv", tmp_path)] == [
+        ("a.png", 3), ("b, c.png", 2)]
+    (tmp_path / "val.txt").write_text("d e.png 4\na.png 5\n", encoding="utf-8")
+    assert [(p.path.name, p.label) for p in read_labels(tmp_path / "val.txt", tmp_path)] == [
+        ("a.png", 5), ("d e.png", 4)]
+    (tmp_path / "nope.txt").write_text("d f.png 4\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"nope.txt:1: .*d not found"):
+        read_labels(tmp_path / "nope.txt", tmp_path)
+
+
 def test_raw_layouts_and_scaling(tmp_path):
     pix = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)           # H=2, W=3, C=3
     (tmp_path / "hwc.bin").write_bytes(pix.tobytes())

@@ -38,7 +38,8 @@ def run(args) -> int:
 
     folder = Path(args.dir)
     folders.check_analysis_inputs(folder, args.model)
-    out = check_output_file(args.out or folder / ANALYSIS_FILE, "--out")  # before the work
+    out = check_output_file(args.out or folder / ANALYSIS_FILE, "--out", reads=folder,
+                            own=(ANALYSIS_FILE,), inputs=(args.model,))  # before the work
     rows, n_inputs = folders.analyze_folder(folder, args.model, args.inputs,
                                             progress(args.quiet, "analyze"))
     doc = {"model": str(args.model), "folder": str(folder), "inputs": n_inputs,

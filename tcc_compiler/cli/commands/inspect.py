@@ -33,7 +33,7 @@ def run(args) -> int:
     from tcc_compiler.schedule.report import format_table, to_csv
 
     if args.csv:  # refuse a bad path before printing anything
-        check_output_file(args.csv, "--csv")
+        check_output_file(args.csv, "--csv", reads=args.dir)
     d = Path(args.dir)
     prog = load_program(d)   # validates the folder (manifest, sizes, CRCs) with clear errors
     report = read_report(d)  # a corrupt report.json: one-line error before any output

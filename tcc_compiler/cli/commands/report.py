@@ -25,7 +25,8 @@ def run(args) -> int:
     from tcc_compiler.cli.main import progress
     from tcc_compiler.fsutil import check_output_file
 
-    check_output_file(args.output, "-o")  # before the histograms are computed
+    check_output_file(args.output, "-o", reads=args.dir,   # before the histograms
+                      own=("report.html",))
     path = write_html_report(args.dir, args.output, args.histograms,
                              progress(args.quiet, "histograms"))
     size = path.stat().st_size

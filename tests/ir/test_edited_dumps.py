@@ -1,0 +1,60 @@
+"""A ``--dump-ir`` file edited by hand is bad input: compiling it gives one line naming the file
+and the node, exit 2. A stride or dilation of 0 in a conv or pool used to reach the shape
+rule's division (ZeroDivisionError, "slice step cannot be zero": exit 1)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import pytest
+from helpers.cli import one_line_error, run_cli
+from onnx import TensorProto, helper, numpy_helper
+
+
+@pytest.fixture(scope="module")
+def import_dump(tmp_path_factory):
+    """(the 00-import.tir text of a conv -> maxpool model, its .npz bytes)."""
+    tmp = tmp_path_factory.mktemp("dump")
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array((rng.standard_normal((4, 3, 3, 3)) * 0.2).astype(np.float32),
+                                "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                              name="conv"),
+             helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[2, 2], strides=[2, 2],
+                              name="pool")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                     [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])],
+                          [w])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp / "m.onnx"))
+    from tcc_compiler.cli.main import main
+
+    assert main(["-q", "compile", str(tmp / "m.onnx"), "-o", str(tmp / "out"),
+                 "--dump-ir", str(tmp / "dump")]) == 0
+    return (tmp / "dump" / "00-import.tir").read_text(), \
+        (tmp / "dump" / "00-import.npz").read_bytes()
+
+
+@pytest.mark.parametrize("pattern, edit, node", [
+    (r"strides=\[1,1\]", "strides=[1,0]", "conv"),
+    (r"dilations=\[1,1\]", "dilations=[0,1]", "conv"),
+    (r"strides=\[2,2\]", "strides=[0,2]", "pool"),
+    (r"pads=\[1,1,1,1\]", "pads=[1,-1,1,1]", "conv"),
+])
+def test_a_zero_stride_or_dilation_in_a_dump_is_a_one_line_error(import_dump, tmp_path, capsys,
+                                                                  pattern, edit, node):
+    text, npz = import_dump
+    edited, n = re.subn(pattern, edit, text, count=1)
+    assert n == 1
+    (tmp_path / "e.tir").write_text(edited)
+    (tmp_path / "e.npz").write_bytes(npz)
+    code, out, err = run_cli(["-q", "compile", tmp_path / "e.tir", "-o", tmp_path / "out"],
+                             capsys)
+    assert code == 2 and out == ""
+    line = one_line_error(err)
+    assert "e.tir" in line and f"node '{node}'" in line and "must be >= 1" in line
+    assert not (tmp_path / "out").exists()
