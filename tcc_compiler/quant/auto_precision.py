@@ -173,14 +173,14 @@ def auto_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inputs
 
 def check_precision(float_graph: Graph, precision, goal_db: float = DEFAULT_GOAL_DB) -> None:
     """Refuse a bad ``precision`` before any calibration: an unreadable or malformed precision
-    file, a name that is no layer of ``float_graph``, a negative ``auto`` goal.
+    file, a name that is no layer of ``float_graph``, a negative or infinite ``auto`` goal.
 
     Raises:
         InputError: one line naming the file (or "precision") and the problem.
     """
-    if precision == "auto" and not goal_db >= 0:
-        raise InputError(f"precision_goal_db/--precision-goal {goal_db}: give a number of "
-                         "dB >= 0 (how far below all-int16's output SQNR auto may stay)")
+    if precision == "auto" and not 0 <= goal_db < math.inf:
+        raise InputError(f"precision_goal_db/--precision-goal {goal_db}: give a finite number "
+                         "of dB >= 0 (how far below all-int16's output SQNR auto may stay)")
     if isinstance(precision, (list, tuple)):
         plan_int16(float_graph, precision, "precision")
     elif precision not in MODES:

@@ -31,3 +31,20 @@ def test_run_missing_folder_says_does_not_exist(tmp_path, capsys):
     assert code == 2
     assert "does not exist" in one_line_error(err)
 
+
+
+@pytest.mark.parametrize("extra,needle", [
+    ([], "--precision-goal applies to --precision auto only"),          # ignored before
+    (["--precision", "auto"], "give a finite number of dB >= 0"),        # inf: "goal within None"
+])
+def test_precision_goal_is_refused_where_it_cannot_apply(small_folder, tmp_path, capsys, extra,
+                                                         needle):
+    """A new-user try: ``--precision-goal`` without ``--precision auto`` was silently ignored
+    (``--percentile`` without its method is refused), and a goal of ``inf`` compiled with
+    "goal within None" in the summary."""
+    model, _ = small_folder
+    code, _, err = run_cli(["compile", str(model), "--input", "16x16x3", "-o",
+                            str(tmp_path / "o"), "--precision-goal", "inf", *extra], capsys)
+    assert code == 2
+    assert needle in one_line_error(err)
+    assert not (tmp_path / "o").exists()

@@ -44,7 +44,7 @@ def add_arguments(p) -> None:
                         "layers, worst isolated error first, whose output SQNR on the "
                         "calibration inputs reaches --precision-goal), or a JSON file "
                         '{"int16": [layer names as tccc analyze lists them]}')
-    p.add_argument("--precision-goal", type=float, default=DEFAULTS.precision_goal_db,
+    p.add_argument("--precision-goal", type=float, default=None,
                    metavar="DB", help="auto's goal: output SQNR vs float on the calibration "
                                       "inputs at most DB below all-int16's (default "
                                       f"{DEFAULTS.precision_goal_db:g})")
@@ -160,6 +160,11 @@ def run(args) -> int:
 
         raise InputError(f"--percentile applies to --calib-method percentile only (method is "
                          f"{args.calib_method}); add --calib-method percentile")
+    if args.precision_goal is not None and args.precision != "auto":
+        from tcc_compiler.errors import InputError
+
+        raise InputError(f"--precision-goal applies to --precision auto only (precision is "
+                         f"{args.precision}); add --precision auto")
     from tcc_compiler.fsutil import check_output_folder
 
     check_output_folder(args.output)  # a bad -o fails now, not after the compile
@@ -304,7 +309,8 @@ def options_from_args(args) -> CompileOptions:
         preprocess=preprocess_from_args(args), weight_rounding=args.weight_rounding,
         verify_ir=args.verify, dump_ir=args.dump_ir, print_ir_before=args.print_ir_before,
         print_ir_after=args.print_ir_after, strict=args.strict, precision=args.precision,
-        precision_goal_db=args.precision_goal, cores=args.cores)
+        precision_goal_db=(DEFAULTS.precision_goal_db if args.precision_goal is None
+                           else args.precision_goal), cores=args.cores)
 
 
 def format_latency(ms: float) -> str:
