@@ -31,9 +31,17 @@ IR_FILE = "quantized.tir"
 
 
 def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
-    """Signal-to-quantization-noise ratio in dB; +inf when identical, -inf for a zero signal."""
+    """Signal-to-quantization-noise ratio in dB; +inf when identical, -inf for a zero signal.
+    Elements where ``ref`` or ``test`` is NaN or +-inf (a Log or Sqrt of a negative value, in
+    the float model or in a host segment) are left out; NaN when none is finite in both."""
     ref = np.asarray(ref, np.float64).reshape(-1)
-    err = ref - np.asarray(test, np.float64).reshape(-1)
+    test = np.asarray(test, np.float64).reshape(-1)
+    finite = np.isfinite(ref) & np.isfinite(test)
+    if not finite.all():
+        if not finite.any():
+            return float("nan")
+        ref, test = ref[finite], test[finite]
+    err = ref - test
     s, n = float((ref ** 2).sum()), float((err ** 2).sum())
     if n == 0.0:
         return float("inf")
@@ -214,6 +222,13 @@ class Checker:
         # (emit/jsonfmt.py), the text output prints "inf"
         out = {"bit_exact": exact, "sqnr_db": round(sqnr_db(f, q), 3),
                "top1_agree": bool(int(np.argmax(f)) == int(np.argmax(q)))}
+        bad = {"float": sum(int(np.size(fo) - np.isfinite(fo).sum()) for fo in fs),
+               "compiled": int(q.size - np.isfinite(q).sum())}
+        if any(bad.values()):   # sqnr_db then covers the values finite in both only
+            out["nonfinite_values"] = bad
+            log.warning("NaN/inf output values (e.g. Log or Sqrt of a negative value): %d in the "
+                        "float model's, %d in the compiled program's; sqnr_db compares the "
+                        "values finite in both only", bad["float"], bad["compiled"])
         names = self.prog.manifest["graph_outputs"]
         if len(names) > 1:   # e.g. a segmentation head's boxes and mask prototypes
             out["sqnr_db_outputs"] = {
