@@ -216,7 +216,7 @@ def compute_floor_cycles(graph, layers, t: Target) -> int:
             continue
         if n.op is Op.CONV and not li.depthwise:
             g = conv_geom(n, t)
-            if g.group == 1 and g.pack == 1:
+            if g.group == 1:
                 pix = conv_pixel_cycles(g.kh, g.kw, g.o, g.cin_g, 1, False, t)
                 if t.image_mode and g.kw * g.cin_g <= ai:
                     pix = min(pix, conv_pixel_cycles(g.kh, g.kw, g.o, g.cin_g, 1, True, t))
