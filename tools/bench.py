@@ -100,6 +100,16 @@ CORE_TARGETS = {
 }
 
 
+def _core_rows(r: dict) -> list[dict] | None:
+    """The ``cores`` objects of report ``r`` (one per NPU segment of a segmented report);
+    None when any is missing or has no estimates (a one-core compile)."""
+    rows = ([s["cores"] for s in r["segments"] if s["device"] == "npu"]
+            if r.get("layout") == "segmented" else [r.get("cores")])
+    if not rows or any(c is None or not c.get("estimates") for c in rows):
+        return None
+    return rows
+
+
 def cores_figures(r: dict, clock_hz: int = 1_000_000_000) -> dict | None:
     """The two-core figures of a ``--cores 2`` report (summed over the NPU segments of a
     segmented one): one-core and two-core latency (ms), the two-core stream period (ms per
@@ -107,9 +117,8 @@ def cores_figures(r: dict, clock_hz: int = 1_000_000_000) -> dict | None:
     the model's two-core bounds (:func:`tcc_compiler.schedule.coretime.two_core_bounds`:
     latency, and stream per image with one weight read per image and per ``batch`` images)
     as ms and as the speed-up over one core they allow; None for a one-core compile."""
-    rows = ([s["cores"] for s in r["segments"] if s["device"] == "npu"]
-            if r.get("layout") == "segmented" else [r.get("cores")])
-    if not rows or any(c is None or not c.get("estimates") for c in rows):
+    rows = _core_rows(r)
+    if rows is None:
         return None
     one = sum(c["estimates"]["single_core_cycles"] for c in rows)
     two = sum(c["latency_cycles"] for c in rows)

@@ -287,6 +287,16 @@ def _accumulate_f64(xs: np.ndarray, cw: ConvWeights, strides, dilations, oh: int
     return out
 
 
+def _int8_fast_path(x, zp_x, cw: ConvWeights, strides, pads, dilations):
+    """An int8 input's accumulator from the compiled depthwise kernel or the integer GEMM
+    (:func:`_depthwise_jit`, :func:`_accumulate_i8`); None when neither applies."""
+    if cw.dw is not None:
+        return _depthwise_jit(x, zp_x, cw, strides, pads, dilations)
+    if cw.imats:
+        return _accumulate_i8(x, zp_x, cw, strides, pads, dilations)
+    return None
+
+
 def conv_accumulate_f(x: np.ndarray, zp_x: int, cw: ConvWeights, strides=(1, 1),
                       pads=(0, 0, 0, 0), dilations=(1, 1)) -> np.ndarray:
     """Conv accumulator ``sum((x - zp_x) * w)`` (padding = zero point), exact, as floats.
@@ -309,12 +319,8 @@ def conv_accumulate_f(x: np.ndarray, zp_x: int, cw: ConvWeights, strides=(1, 1),
     if x.shape[2] != cg * cw.group:
         raise ValueError(f"input has {x.shape[2]} channels, weights expect {cg * cw.group}")
     wide = x.dtype.itemsize > 1
-    if not wide and cw.dw is not None:
-        acc = _depthwise_jit(x, zp_x, cw, strides, pads, dilations)
-        if acc is not None:
-            return acc
-    if not wide and cw.dw is None and cw.imats:
-        acc = _accumulate_i8(x, zp_x, cw, strides, pads, dilations)
+    if not wide:
+        acc = _int8_fast_path(x, zp_x, cw, strides, pads, dilations)
         if acc is not None:
             return acc
     xs = _padded(x, zp_x, pads, np.float64 if wide else np.float32)
