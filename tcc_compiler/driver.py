@@ -41,6 +41,7 @@ from tcc_compiler.interp.memory import constant_bytes, estimate_compile_memory
 from tcc_compiler.ir.verify import verify
 from tcc_compiler.options import DEFAULTS, CompileOptions, make_options
 from tcc_compiler.passes import Pass, PassManager, default_pipeline
+from tcc_compiler.passes.legalize import Legalize, field_problems
 from tcc_compiler.passes.instruments import (AFTER_PASS_META, IMPORT_STAGE, QUANTIZE_STAGE,
                                              make_instruments)
 from tcc_compiler.passes.summary import fusion_summary, source_table
@@ -563,6 +564,10 @@ def load_resume_point(path: str | os.PathLike,
         raise InputError(f"{path}: graph is quantized but meta after_pass = {stage!r} "
                          "precedes quantization")
     check_ir_graph(graph, path, input_whc, quantized)
+    if not any(p.name == Legalize.name for p in remaining):   # its field checks still apply
+        problems = [msg for n in graph.nodes for msg in field_problems(n)]
+        if problems:
+            raise UnsupportedError(str(path), problems)
     log.info("resuming %s after stage %s: %d float passes left%s", path, stage or "?",
              len(remaining), " (already quantized)" if quantized else "")
     return graph, remaining

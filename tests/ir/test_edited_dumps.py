@@ -58,3 +58,43 @@ def test_a_zero_stride_or_dilation_in_a_dump_is_a_one_line_error(import_dump, tm
     line = one_line_error(err)
     assert "e.tir" in line and f"node '{node}'" in line and "must be >= 1" in line
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def pointwise_dumps(tmp_path_factory):
+    """The --dump-ir folder of a 1x1 conv (its dilation changes no shape)."""
+    tmp = tmp_path_factory.mktemp("pw")
+    w = numpy_helper.from_array(np.full((4, 3, 1, 1), 0.1, np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+                          [w])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp / "m.onnx"))
+    from tcc_compiler.cli.main import main
+
+    assert main(["-q", "compile", str(tmp / "m.onnx"), "-o", str(tmp / "out"),
+                 "--dump-ir", str(tmp / "dump")]) == 0
+    return tmp / "dump"
+
+
+@pytest.mark.parametrize("stage", ["00-import", "10-legalize", "11-quantize"])
+def test_a_field_out_of_range_in_a_later_dump_is_refused_as_from_the_import(
+        pointwise_dumps, tmp_path, capsys, stage):
+    """A dump written after the legalize stage skips the legalizer on resume, so a dilation of
+    2**31 reached the command encoder ("field dw = 2147483648 outside u8 range", exit 1); the
+    legalizer's field checks now run on every resumed graph."""
+    dump = pointwise_dumps
+    edited, n = re.subn(r"dilations=\[1,1\]", "dilations=[1,2147483648]",
+                        (dump / f"{stage}.tir").read_text(), count=1)
+    assert n == 1
+    (tmp_path / "e.tir").write_text(edited)
+    if (dump / f"{stage}.npz").exists():   # small weights may be written inline
+        (tmp_path / "e.npz").write_bytes((dump / f"{stage}.npz").read_bytes())
+    code, out, err = run_cli(["-q", "compile", tmp_path / "e.tir", "-o", tmp_path / "out"],
+                             capsys)
+    assert code == 2 and out == ""
+    line = one_line_error(err)
+    assert "'conv'" in line and "dw = 2147483648" in line and "field range" in line
+    assert not (tmp_path / "out").exists()
