@@ -194,16 +194,23 @@ def check_analysis_inputs(folder: str | os.PathLike, model: str | os.PathLike) -
         raise InputError(f"{model}: no such file")
 
 
-def _warn_if_other_model(model: str | os.PathLike, manifest: dict, folder: Path) -> None:
-    """Warn when ``model`` is not the ONNX file ``folder`` was compiled from (its sha256
-    differs from the manifest's); silent when the folder was compiled from an IR dump."""
+def _refuse_other_model(model: str | os.PathLike, manifest: dict, folder: Path) -> None:
+    """Refuse ``model`` when it is not the ONNX file ``folder`` was compiled from (its sha256
+    differs from the manifest's), as ``run --check`` does; silent when the folder was compiled
+    from an IR dump (the manifest then records the dump's sha256).
+
+    Raises:
+        InputError: another model. (It used to be a warning: the errors measured then mixed
+            two networks, and a model of another shape crashed the analysis, exit 1.)
+    """
     from tcc_compiler.fsutil import file_sha256
 
     rec = manifest.get("model", {}) if isinstance(manifest, dict) else {}
     want, source = rec.get("sha256"), str(rec.get("source", ""))
     if want and not source.endswith(".tir") and file_sha256(model) != want:
-        log.warning("%s differs from the model %s was compiled from (%s, sha256); the errors "
-                    "measured mix the two models", model, folder, source or "?")
+        raise InputError(f"{model}: not the model {folder} was compiled from ({source or '?'}: "
+                         "its sha256 differs from manifest.json's model.sha256); tccc analyze "
+                         "needs that same .onnx file")
 
 
 def analyze_folder(folder: str | os.PathLike, model: str | os.PathLike,
@@ -212,15 +219,15 @@ def analyze_folder(folder: str | os.PathLike, model: str | os.PathLike,
     """Per-layer INT8 error of a compiled folder against its float ONNX ``model``
     (:func:`tcc_compiler.quant.analyze.analyze`: accumulated and isolated, worst first).
 
-    The float graph is the driver's import + float-pass stages at the folder's input size; a
-    ``model`` other than the one compiled (sha256) is measured with a warning.
+    The float graph is the driver's import + float-pass stages at the folder's input size.
 
     Returns:
         (rows, number of inputs): :class:`tcc_compiler.quant.analyze.LayerReport` rows,
         worst isolated SQNR first.
 
     Raises:
-        InputError: not a compile output folder (:func:`check_analysis_inputs`), unreadable
+        InputError: not a compile output folder (:func:`check_analysis_inputs`), a ``model``
+            other than the one compiled (sha256, :func:`_refuse_other_model`), unreadable
             inputs.
     """
     from tcc_compiler import driver
@@ -230,7 +237,7 @@ def analyze_folder(folder: str | os.PathLike, model: str | os.PathLike,
     check_analysis_inputs(folder, model)
     folder = Path(folder)
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
-    _warn_if_other_model(model, manifest, folder)
+    _refuse_other_model(model, manifest, folder)
     shape = tuple(manifest["input"]["shape"])
     h, w, c = manifest["input"]["npu_hwc"]
     qgraph = load_ir(folder / IR_FILE)

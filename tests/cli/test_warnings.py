@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from conftest import residual_net_impl
 from helpers import PHOTO
-from helpers.cli import run_cli
+from helpers.cli import one_line_error, run_cli
 
 
 def test_compile_quantized_dump_warns_calibration_options_are_ignored(small_folder, tmp_path,
@@ -39,13 +39,16 @@ def test_check_against_source_of_a_dump_does_not_warn_differs(tmp_path, capsys, 
     assert "differs" not in caplog.text + err
 
 
-def test_analyze_of_another_model_warns_it_differs(small_folder, tmp_path, capsys, caplog):
+def test_analyze_of_another_model_is_refused(small_folder, tmp_path, capsys):
+    """As ``run --check`` refuses it: the errors measured would mix two networks (it used to
+    warn and go on; a model of another shape then crashed with an internal error, exit 1)."""
     _, out = small_folder
     other = tmp_path / "other.onnx"
     onnx.save(residual_net_impl(seed=5, hw=16), other)
-    code, _, err = run_cli(["analyze", str(out), str(other), PHOTO, "--out",
-                         str(tmp_path / "a.json")], capsys)
-    assert code == 0, err
-    assert "other.onnx differs from the model" in caplog.text + err
-    assert "--input says" not in caplog.text + err
+    code, stdout, err = run_cli(["analyze", str(out), str(other), PHOTO, "--out",
+                                 str(tmp_path / "a.json")], capsys)
+    assert code == 2 and stdout == ""
+    line = one_line_error(err)
+    assert "other.onnx: not the model" in line and "sha256" in line
+    assert not (tmp_path / "a.json").exists()
 
