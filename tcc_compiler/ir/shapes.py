@@ -69,9 +69,27 @@ def _pool_shape(attrs, in_shapes) -> tuple[int, ...]:
     return (n, c, oh, ow)
 
 
+def _axis(axis: int, rank: int, op: str) -> int:
+    """``axis`` in ``[-rank, rank)`` as a non-negative index (a hand-edited ``.tir`` dump may
+    hold any integer; ``%`` alone would wrap it to another axis).
+
+    Raises:
+        InternalError: the axis is outside ``[-rank, rank)``.
+    """
+    if not -rank <= axis < rank:
+        raise InternalError(f"{op}: axis {axis} outside [-{rank}, {rank}) for a rank-{rank} "
+                            "input")
+    return axis % rank
+
+
+def _softmax_shape(attrs, in_shapes) -> tuple[int, ...]:
+    _axis(attrs.axis, len(in_shapes[0]), "softmax")
+    return in_shapes[0]
+
+
 def _argmax_shape(attrs, in_shapes) -> tuple[int, ...]:
     x = in_shapes[0]
-    axis = attrs.axis % len(x)
+    axis = _axis(attrs.axis, len(x), "argmax")
     if attrs.keepdims:
         return tuple(1 if i == axis else d for i, d in enumerate(x))
     return tuple(d for i, d in enumerate(x) if i != axis)
@@ -79,7 +97,7 @@ def _argmax_shape(attrs, in_shapes) -> tuple[int, ...]:
 
 def _concat_shape(attrs, in_shapes) -> tuple[int, ...]:
     first = in_shapes[0]
-    ax = attrs.axis % len(first)
+    ax = _axis(attrs.axis, len(first), "concat")
     for s in in_shapes[1:]:
         if len(s) != len(first) or any(a != b for i, (a, b) in enumerate(zip(s, first))
                                        if i != ax):
@@ -98,7 +116,7 @@ def _interleave_shape(attrs, in_shapes) -> tuple[int, ...]:
 
 def _slice_shape(attrs, in_shapes) -> tuple[int, ...]:
     x = in_shapes[0]
-    ax = attrs.axis % len(x)
+    ax = _axis(attrs.axis, len(x), "slice")
     if not 0 <= attrs.start < attrs.end <= x[ax]:
         raise InternalError(f"slice: range [{attrs.start}, {attrs.end}) outside axis {ax} "
                             f"of {x}")
@@ -121,6 +139,7 @@ _RULES = {
     Op.RESHAPE: lambda attrs, s: tuple(attrs.shape),
     Op.TRANSPOSE: lambda attrs, s: tuple(s[0][p] for p in attrs.perm),
     Op.ARGMAX: _argmax_shape,
+    Op.SOFTMAX: _softmax_shape,
     Op.CONCAT: _concat_shape,
     Op.RESIZE: lambda attrs, s: (*s[0][:2], s[0][2] * attrs.scale_h, s[0][3] * attrs.scale_w),
     Op.SLICE: _slice_shape,

@@ -98,3 +98,43 @@ def test_a_field_out_of_range_in_a_later_dump_is_refused_as_from_the_import(
     line = one_line_error(err)
     assert "'conv'" in line and "dw = 2147483648" in line and "field range" in line
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def softmax_dump(tmp_path_factory):
+    """The 00-import.tir of conv -> flatten -> softmax (a rank-2 softmax at the graph end)."""
+    tmp = tmp_path_factory.mktemp("sm")
+    w = numpy_helper.from_array(np.full((4, 3, 1, 1), 0.1, np.float32), "w")
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+         helper.make_node("Flatten", ["c"], ["f"], name="flat"),
+         helper.make_node("Softmax", ["f"], ["y"], axis=1, name="sm")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp / "m.onnx"))
+    from tcc_compiler.cli.main import main
+
+    assert main(["-q", "compile", str(tmp / "m.onnx"), "-o", str(tmp / "out"),
+                 "--dump-ir", str(tmp / "dump")]) == 0
+    return tmp / "dump" / "00-import.tir"
+
+
+@pytest.mark.parametrize("axis", [2, -3, 7])
+def test_an_axis_outside_the_rank_in_a_dump_is_a_one_line_error(softmax_dump, tmp_path, capsys,
+                                                                 axis):
+    """``softmax {axis=2}`` on a rank-2 value raised numpy's AxisError in the golden model
+    (exit 1); shape rules wrapped other out-of-range axes silently (``axis % rank``)."""
+    edited, n = re.subn(r"axis=-1\b", f"axis={axis}", softmax_dump.read_text(), count=1)
+    assert n == 1
+    (tmp_path / "e.tir").write_text(edited)
+    npz = softmax_dump.with_suffix(".npz")
+    if npz.exists():
+        (tmp_path / "e.npz").write_bytes(npz.read_bytes())
+    code, out, err = run_cli(["-q", "compile", tmp_path / "e.tir", "-o", tmp_path / "out"],
+                             capsys)
+    assert code == 2 and out == ""
+    line = one_line_error(err)
+    assert "e.tir" in line and "'sm'" in line and f"axis {axis} outside" in line
+    assert not (tmp_path / "out").exists()
