@@ -22,7 +22,7 @@ import onnx
 import onnx.version_converter
 
 from tcc_compiler.sim.blas import blas_threads
-from tcc_compiler.errors import InputError, first_line
+from tcc_compiler.errors import FormatError, InputError, first_line
 from tcc_compiler.fsutil import file_sha256
 from tcc_compiler.runtime.loaded import LoadedProgram
 
@@ -120,6 +120,32 @@ def _ort_session(proto, so, model):
                      f"({first_line(first)})") from None
 
 
+def _check_input_quant(prog: LoadedProgram, graph) -> None:
+    """Refuse a folder whose manifest.json quantizes the input (``input.scale`` /
+    ``zero_point``, what the executor uses) otherwise than quantized.tir (what the golden
+    model uses): an edited folder, which made ``run --check`` report bit_exact=false and exit
+    1 with no error line.
+
+    Raises:
+        FormatError: the two differ (names both files and the values).
+    """
+    inp, q = prog.manifest["input"], graph.inputs[0].quant
+    try:
+        scale = np.asarray(inp["scale"], np.float64)
+        zp = np.asarray(inp["zero_point"], np.int64)
+        same = q is not None and all(np.array_equal(*np.broadcast_arrays(a, b))
+                                     for a, b in ((scale, q.scale), (zp, q.zero_point)))
+    except (KeyError, TypeError, ValueError):
+        same = False
+    if not same:
+        tir = (f"scale {q.scale.tolist()}, zero_point {q.zero_point.tolist()}" if q is not None
+               else "none")
+        raise FormatError(f"{Path(prog.folder) / 'manifest.json'}: input scale "
+                          f"{inp.get('scale')} / zero_point {inp.get('zero_point')} differ from "
+                          f"{IR_FILE}'s input quantization ({tir}); the folder was edited: "
+                          "compile again")
+
+
 class Checker:
     """Holds the golden graph and the ONNX Runtime session for repeated checks.
 
@@ -141,6 +167,8 @@ class Checker:
         self.segmented = bool(getattr(prog, "segmented", False))
         # a segmented model: one golden graph per NPU segment (runtime/segmented.py)
         self.graph = None if self.segmented else load_ir(Path(prog.folder) / IR_FILE)
+        if self.graph is not None:
+            _check_input_quant(prog, self.graph)
         self._golden = None
         self._stream_ex = None   # the stream program's executor (--cores 2), built once
         if not Path(model).is_file():
