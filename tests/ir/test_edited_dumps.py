@@ -13,9 +13,32 @@ from helpers.cli import one_line_error, run_cli
 from onnx import TensorProto, helper, numpy_helper
 
 
+def _dump_ir(tmp, graph):
+    """Compile ``graph`` (opset 13) with ``--dump-ir``; return the dump folder."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp / "m.onnx"))
+    from tcc_compiler.cli.main import main
+
+    assert main(["-q", "compile", str(tmp / "m.onnx"), "-o", str(tmp / "out"),
+                 "--dump-ir", str(tmp / "dump")]) == 0
+    return tmp / "dump"
+
+
+def _compile_edited(tmp_path, capsys, text, npz):
+    """Compile ``text`` as ``e.tir`` (with the ``npz`` sidecar file when it exists):
+    (exit code, stdout, one-line error)."""
+    (tmp_path / "e.tir").write_text(text)
+    if npz.exists():   # small weights may be written inline
+        (tmp_path / "e.npz").write_bytes(npz.read_bytes())
+    code, out, err = run_cli(["-q", "compile", tmp_path / "e.tir", "-o", tmp_path / "out"],
+                             capsys)
+    return code, out, one_line_error(err) if code else ""
+
+
 @pytest.fixture(scope="module")
 def import_dump(tmp_path_factory):
-    """(the 00-import.tir text of a conv -> maxpool model, its .npz bytes)."""
+    """The 00-import.tir of a conv -> maxpool model."""
     tmp = tmp_path_factory.mktemp("dump")
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array((rng.standard_normal((4, 3, 3, 3)) * 0.2).astype(np.float32),
@@ -28,15 +51,8 @@ def import_dump(tmp_path_factory):
                                                                      [1, 3, 8, 8])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])],
                           [w])
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, str(tmp / "m.onnx"))
-    from tcc_compiler.cli.main import main
-
-    assert main(["-q", "compile", str(tmp / "m.onnx"), "-o", str(tmp / "out"),
-                 "--dump-ir", str(tmp / "dump")]) == 0
-    return (tmp / "dump" / "00-import.tir").read_text(), \
-        (tmp / "dump" / "00-import.npz").read_bytes()
+    dump = _dump_ir(tmp, g)
+    return dump / "00-import.tir"
 
 
 @pytest.mark.parametrize("pattern, edit, node", [
@@ -47,15 +63,10 @@ def import_dump(tmp_path_factory):
 ])
 def test_a_zero_stride_or_dilation_in_a_dump_is_a_one_line_error(import_dump, tmp_path, capsys,
                                                                   pattern, edit, node):
-    text, npz = import_dump
-    edited, n = re.subn(pattern, edit, text, count=1)
+    edited, n = re.subn(pattern, edit, import_dump.read_text(), count=1)
     assert n == 1
-    (tmp_path / "e.tir").write_text(edited)
-    (tmp_path / "e.npz").write_bytes(npz)
-    code, out, err = run_cli(["-q", "compile", tmp_path / "e.tir", "-o", tmp_path / "out"],
-                             capsys)
+    code, out, line = _compile_edited(tmp_path, capsys, edited, import_dump.with_suffix(".npz"))
     assert code == 2 and out == ""
-    line = one_line_error(err)
     assert "e.tir" in line and f"node '{node}'" in line and "must be >= 1" in line
     assert not (tmp_path / "out").exists()
 
@@ -69,14 +80,7 @@ def pointwise_dumps(tmp_path_factory):
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
                           [w])
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, str(tmp / "m.onnx"))
-    from tcc_compiler.cli.main import main
-
-    assert main(["-q", "compile", str(tmp / "m.onnx"), "-o", str(tmp / "out"),
-                 "--dump-ir", str(tmp / "dump")]) == 0
-    return tmp / "dump"
+    return _dump_ir(tmp, g)
 
 
 @pytest.mark.parametrize("stage", ["00-import", "10-legalize", "11-quantize"])
@@ -85,17 +89,12 @@ def test_a_field_out_of_range_in_a_later_dump_is_refused_as_from_the_import(
     """A dump written after the legalize stage skips the legalizer on resume, so a dilation of
     2**31 reached the command encoder ("field dw = 2147483648 outside u8 range", exit 1); the
     legalizer's field checks now run on every resumed graph."""
-    dump = pointwise_dumps
-    edited, n = re.subn(r"dilations=\[1,1\]", "dilations=[1,2147483648]",
-                        (dump / f"{stage}.tir").read_text(), count=1)
+    tir = pointwise_dumps / f"{stage}.tir"
+    edited, n = re.subn(r"dilations=\[1,1\]", "dilations=[1,2147483648]", tir.read_text(),
+                        count=1)
     assert n == 1
-    (tmp_path / "e.tir").write_text(edited)
-    if (dump / f"{stage}.npz").exists():   # small weights may be written inline
-        (tmp_path / "e.npz").write_bytes((dump / f"{stage}.npz").read_bytes())
-    code, out, err = run_cli(["-q", "compile", tmp_path / "e.tir", "-o", tmp_path / "out"],
-                             capsys)
+    code, out, line = _compile_edited(tmp_path, capsys, edited, tir.with_suffix(".npz"))
     assert code == 2 and out == ""
-    line = one_line_error(err)
     assert "'conv'" in line and "dw = 2147483648" in line and "field range" in line
     assert not (tmp_path / "out").exists()
 
@@ -111,14 +110,7 @@ def softmax_dump(tmp_path_factory):
          helper.make_node("Softmax", ["f"], ["y"], axis=1, name="sm")], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w])
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, str(tmp / "m.onnx"))
-    from tcc_compiler.cli.main import main
-
-    assert main(["-q", "compile", str(tmp / "m.onnx"), "-o", str(tmp / "out"),
-                 "--dump-ir", str(tmp / "dump")]) == 0
-    return tmp / "dump" / "00-import.tir"
+    return _dump_ir(tmp, g) / "00-import.tir"
 
 
 @pytest.mark.parametrize("axis", [2, -3, 7])
@@ -128,13 +120,7 @@ def test_an_axis_outside_the_rank_in_a_dump_is_a_one_line_error(softmax_dump, tm
     (exit 1); shape rules wrapped other out-of-range axes silently (``axis % rank``)."""
     edited, n = re.subn(r"axis=-1\b", f"axis={axis}", softmax_dump.read_text(), count=1)
     assert n == 1
-    (tmp_path / "e.tir").write_text(edited)
-    npz = softmax_dump.with_suffix(".npz")
-    if npz.exists():
-        (tmp_path / "e.npz").write_bytes(npz.read_bytes())
-    code, out, err = run_cli(["-q", "compile", tmp_path / "e.tir", "-o", tmp_path / "out"],
-                             capsys)
+    code, out, line = _compile_edited(tmp_path, capsys, edited, softmax_dump.with_suffix(".npz"))
     assert code == 2 and out == ""
-    line = one_line_error(err)
     assert "e.tir" in line and "'sm'" in line and f"axis {axis} outside" in line
     assert not (tmp_path / "out").exists()
