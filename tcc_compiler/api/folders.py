@@ -194,25 +194,6 @@ def check_analysis_inputs(folder: str | os.PathLike, model: str | os.PathLike) -
         raise InputError(f"{model}: no such file")
 
 
-def _refuse_other_model(model: str | os.PathLike, manifest: dict, folder: Path) -> None:
-    """Refuse ``model`` when it is not the ONNX file ``folder`` was compiled from (its sha256
-    differs from the manifest's), as ``run --check`` does; silent when the folder was compiled
-    from an IR dump (the manifest then records the dump's sha256).
-
-    Raises:
-        InputError: another model. (It used to be a warning: the errors measured then mixed
-            two networks, and a model of another shape crashed the analysis, exit 1.)
-    """
-    from tcc_compiler.fsutil import file_sha256
-
-    rec = manifest.get("model", {}) if isinstance(manifest, dict) else {}
-    want, source = rec.get("sha256"), str(rec.get("source", ""))
-    if want and not source.endswith(".tir") and file_sha256(model) != want:
-        raise InputError(f"{model}: not the model {folder} was compiled from ({source or '?'}: "
-                         "its sha256 differs from manifest.json's model.sha256); tccc analyze "
-                         "needs that same .onnx file")
-
-
 def analyze_folder(folder: str | os.PathLike, model: str | os.PathLike,
                    inputs: Sequence[str | os.PathLike], progress: Callable | None = None
                    ) -> tuple[list, int]:
@@ -227,17 +208,19 @@ def analyze_folder(folder: str | os.PathLike, model: str | os.PathLike,
 
     Raises:
         InputError: not a compile output folder (:func:`check_analysis_inputs`), a ``model``
-            other than the one compiled (sha256, :func:`_refuse_other_model`), unreadable
+            other than the one compiled (sha256,
+            :func:`~tcc_compiler.runtime.check.refuse_other_model`), unreadable
             inputs.
     """
     from tcc_compiler import driver
     from tcc_compiler.ir.text import load_ir
     from tcc_compiler.quant.analyze import analyze
+    from tcc_compiler.runtime.check import refuse_other_model
 
     check_analysis_inputs(folder, model)
     folder = Path(folder)
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
-    _refuse_other_model(model, manifest, folder)
+    refuse_other_model(model, manifest, "tccc analyze")
     shape = tuple(manifest["input"]["shape"])
     h, w, c = manifest["input"]["npu_hwc"]
     qgraph = load_ir(folder / IR_FILE)

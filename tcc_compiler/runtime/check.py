@@ -120,6 +120,28 @@ def _ort_session(proto, so, model):
                      f"({first_line(first)})") from None
 
 
+def refuse_other_model(model: str | os.PathLike, manifest: dict, needs: str) -> None:
+    """Refuse ``model`` when it is not the ONNX file the folder of ``manifest`` was compiled
+    from (its sha256 differs from ``model.sha256``): comparing with another network means
+    nothing. A folder compiled from a ``.tir`` dump records the dump's sha256, so it cannot be
+    confirmed and is only logged. ``needs``: the command, for the message.
+
+    Raises:
+        InputError: another model.
+    """
+    rec = manifest.get("model", {}) if isinstance(manifest, dict) else {}
+    want, source = rec.get("sha256"), str(rec.get("source", ""))
+    if not want or file_sha256(model) == want:
+        return
+    if source.endswith(".tir"):
+        log.info("%s: cannot confirm it is the source of this folder (compiled from the IR "
+                 "file %s, whose sha256 the manifest records)", model, source)
+        return
+    raise InputError(f"{model}: not the model this folder was compiled from ({source or '?'}: "
+                     f"its sha256 differs from manifest.json's model.sha256); {needs} needs "
+                     "that same .onnx file")
+
+
 def _check_input_quant(prog: LoadedProgram, graph) -> None:
     """Refuse a folder whose manifest.json quantizes the input (``input.scale`` /
     ``zero_point``, what the executor uses) otherwise than quantized.tir (what the golden
@@ -184,16 +206,7 @@ class Checker:
         proto = _with_input_dims(model, prog.manifest["input"])
         self.sess = _ort_session(proto, so, model)
         self.in_name = self.sess.get_inputs()[0].name
-        recorded = prog.manifest.get("model", {})
-        want, source = recorded.get("sha256"), str(recorded.get("source", ""))
-        if want and file_sha256(model) != want:
-            if source.endswith(".tir"):  # the sha256 is the dump's, not the ONNX model's
-                log.info("%s: cannot confirm it is the source of this folder (compiled from the "
-                         "IR file %s, whose sha256 the manifest records)", model, source)
-            else:  # comparing with another network's float output means nothing
-                raise InputError(f"{model}: not the model this folder was compiled from "
-                                 f"({source or '?'}: its sha256 differs from manifest.json's "
-                                 "model.sha256); --check needs that same .onnx file")
+        refuse_other_model(model, prog.manifest, "--check")
 
     def float_output(self, x: np.ndarray) -> np.ndarray:
         """ONNX Runtime's first output for float NCHW input ``x``."""
