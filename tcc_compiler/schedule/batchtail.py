@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 
 from tcc_compiler.errors import ScheduleError
-from tcc_compiler.ir.graph import Graph, Value
+from tcc_compiler.ir.graph import Graph, Node, Value
 from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, VIEW_OPS
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.spec import Queue, Region, dram_address, split_dram_address
@@ -57,29 +57,36 @@ def cuts(graph: Graph) -> list[Cut]:
     nodes = graph.nodes
     pos = {id(n): i for i, n in enumerate(nodes)}
     inputs = {id(v) for v in graph.inputs}
-    weights = [sum(v.const.size for v in n.inputs if v is not None and v.const is not None)
-               for n in nodes]
-    # last_use[i]: the latest node index reading a value produced at or before i
+    weights = [const_elems(n) for n in nodes]
+    last_input_read = max((i for i, n in enumerate(nodes)
+                           if any(v is not None and id(v) in inputs for v in n.inputs)),
+                          default=-1)
     out: list[Cut] = []
-    live: dict[int, tuple[Value, int]] = {}   # value id -> (value, last reader index)
+    live: dict[int, tuple[Value, int]] = {}   # value id -> (value, last reader's index)
     for i, n in enumerate(nodes[:-1]):
         for v in n.outputs:
             readers = [pos[id(u)] for u, _ in v.uses if id(u) in pos]
             if readers:
                 live[id(v)] = (v, max(readers))
-        for k in [k for k, (_, last) in live.items() if last <= i]:
-            del live[k]
-        reads_input = any(v is not None and id(v) in inputs for m in nodes[i + 1:]
-                          for v in m.inputs)
-        if len(live) != 1 or reads_input:
-            continue
-        (v, _), = live.values()
-        p = v.producer
-        if p is None or p.op in VIEW_OPS or p.op in CHANNEL_OPS or p.op in HOST_OPS \
-                or graph.is_output(v):
-            continue
-        out.append(Cut(i + 1, v.name, sum(weights[i + 1:])))
+        live = {k: x for k, x in live.items() if x[1] > i}
+        if len(live) == 1 and i >= last_input_read:
+            (v, _), = live.values()
+            if _hands_over(graph, v):
+                out.append(Cut(i + 1, v.name, sum(weights[i + 1:])))
     return out
+
+
+def const_elems(n: Node) -> int:
+    """Elements of the constant inputs (weights, biases) node ``n`` reads."""
+    return sum(v.const.size for v in n.inputs if v is not None and v.const is not None)
+
+
+def _hands_over(graph: Graph, v: Value) -> bool:
+    """Whether ``v`` may be the boundary of a cut: computed by an op of its own (not a view,
+    channel or host op) and no graph output."""
+    p = v.producer
+    return not (p is None or p.op in VIEW_OPS or p.op in CHANNEL_OPS or p.op in HOST_OPS
+                or graph.is_output(v))
 
 
 def split_graph(graph: Graph, cut: Cut) -> tuple[Graph, Graph]:

@@ -30,7 +30,7 @@ from tcc_compiler.isa.spec import Region, dram_address, split_dram_address
 from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.schedule import cost
 from tcc_compiler.schedule.batch import activation_bytes, batch_plan, lower_batch
-from tcc_compiler.schedule.batchtail import cuts, lower_tail_batch
+from tcc_compiler.schedule.batchtail import const_elems, cuts, lower_tail_batch
 from tcc_compiler.schedule.coretime import replay_cores
 from tcc_compiler.schedule.program import Program
 from tcc_compiler.target import Target
@@ -174,8 +174,7 @@ def tail_candidates(graph: Graph, t: Target, compressor: BlockCompressor | None,
     zone :data:`HEAD_ZONE_FRACTION`. [] when the network has no such cut; a candidate that
     cannot be tiled is skipped."""
     cs = cuts(graph)
-    total = sum(v.const.size for n in graph.nodes for v in n.inputs
-                if v is not None and v.const is not None)
+    total = sum(const_elems(n) for n in graph.nodes)
     chosen = []
     for share in TAIL_SHARES:
         ok = [c for c in cs if c.tail_weight_elems >= share * total]
