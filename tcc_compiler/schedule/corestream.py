@@ -45,14 +45,14 @@ ZONE_FRACTIONS = (0.125, 0.2, 0.25, 0.3)
 #: tile area left above three zones of 0.3 gets).
 FINALISTS = 3
 #: Tail batching (schedule/batchtail.py): cuts whose tails hold at least these shares of the
-#: weights (the latest such cut each), images per core, each image's tail zone (fractions of
-#: the SRAM), the head's zone. Measured on ResNet-50 and MobileNetV2 at 224x224 (cuts at
-#: 0.99 / 0.94 / 0.88 of the weights, 3 or 4 images, zones 0.15 / 0.2, head zones 0.75 /
-#: 0.875; estimates): the best were 1.31 ms per image (0.88 share, 4 images, zone 0.15)
-#: and 0.19 ms (0.98, 4 images); a head zone of 0.75 lost 15 %.
+#: weights (the latest such cut each), (images per core, each image's tail zone as a fraction
+#: of the SRAM) pairs, the head's zone. Measured on ResNet-50 and MobileNetV2 at 224x224
+#: (estimates; cuts at 0.98 / 0.94 / 0.88 of the weights, 3 or 4 images, zones 0.15 / 0.2,
+#: head zones 0.75 / 0.875): the best were 1.31 ms per image (0.88 share, 4 images, zone
+#: 0.15) and 0.19 ms (0.98, 4 images, either zone); 3 images at zone 0.2 came second on
+#: ResNet-50 (1.34 ms); a head zone of 0.75 lost 15 %.
 TAIL_SHARES = (0.97, 0.85)
-TAIL_BATCHES = (3, 4)
-TAIL_ZONE_FRACTIONS = (0.15, 0.2)
+TAIL_BATCHES = ((4, 0.15), (4, 0.2), (3, 0.2))
 HEAD_ZONE_FRACTION = 0.875
 
 
@@ -169,9 +169,9 @@ def tail_candidates(graph: Graph, t: Target, compressor: BlockCompressor | None,
     """Stream programs batching the network's tail
     (:func:`~tcc_compiler.schedule.batchtail.lower_tail_batch`): for each share ``s`` of
     :data:`TAIL_SHARES`, the latest cut (:func:`~tcc_compiler.schedule.batchtail.cuts`)
-    whose tail holds at least ``s`` of the weights, with :data:`TAIL_BATCHES` images per core
-    and a tail zone of each of :data:`TAIL_ZONE_FRACTIONS` of the SRAM per image, the head's
-    zone :data:`HEAD_ZONE_FRACTION`. [] when the network has no such cut; a candidate that
+    whose tail holds at least ``s`` of the weights, with each of :data:`TAIL_BATCHES`' images
+    per core and tail zone per image (a fraction of the SRAM), the head's zone
+    :data:`HEAD_ZONE_FRACTION`. [] when the network has no such cut; a candidate that
     cannot be tiled is skipped."""
     cs = cuts(graph)
     total = sum(const_elems(n) for n in graph.nodes)
@@ -183,14 +183,13 @@ def tail_candidates(graph: Graph, t: Target, compressor: BlockCompressor | None,
     head_zone = int(HEAD_ZONE_FRACTION * t.sram_capacity_bytes)
     out = []
     for cut in chosen:
-        for b in TAIL_BATCHES:
-            for f in TAIL_ZONE_FRACTIONS:
-                try:
-                    prog, st = lower_tail_batch(graph, t, b, cut, compressor, head_zone,
-                                                int(f * t.sram_capacity_bytes))
-                except ScheduleError:
-                    continue
-                out.append(stream_program(prog, t, b, st, cores))
+        for b, f in TAIL_BATCHES:
+            try:
+                prog, st = lower_tail_batch(graph, t, b, cut, compressor, head_zone,
+                                            int(f * t.sram_capacity_bytes))
+            except ScheduleError:
+                continue
+            out.append(stream_program(prog, t, b, st, cores))
     return out
 
 
