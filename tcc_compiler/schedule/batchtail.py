@@ -52,15 +52,12 @@ class Cut:
 def cuts(graph: Graph) -> list[Cut]:
     """Every place ``graph`` can be cut into a head and a tail handing over one tensor: a
     value produced by a node of the head (not a view, channel or host op), read by the tail
-    and no graph output, with no other head value nor the graph input read by the tail.
-    In graph order."""
+    and no graph output, with no other head value nor the graph input read by the tail and
+    every graph output computed by the tail. In graph order."""
     nodes = graph.nodes
     pos = {id(n): i for i, n in enumerate(nodes)}
-    inputs = {id(v) for v in graph.inputs}
     weights = [const_elems(n) for n in nodes]
-    last_input_read = max((i for i, n in enumerate(nodes)
-                           if any(v is not None and id(v) in inputs for v in n.inputs)),
-                          default=-1)
+    last_input_read, first_output = _limits(graph, pos)
     out: list[Cut] = []
     live: dict[int, tuple[Value, int]] = {}   # value id -> (value, last reader's index)
     for i, n in enumerate(nodes[:-1]):
@@ -69,11 +66,23 @@ def cuts(graph: Graph) -> list[Cut]:
             if readers:
                 live[id(v)] = (v, max(readers))
         live = {k: x for k, x in live.items() if x[1] > i}
-        if len(live) == 1 and i >= last_input_read:
+        if len(live) == 1 and last_input_read <= i < first_output:
             (v, _), = live.values()
             if _hands_over(graph, v):
                 out.append(Cut(i + 1, v.name, sum(weights[i + 1:])))
     return out
+
+
+def _limits(graph: Graph, pos: dict) -> tuple[int, int]:
+    """(index of the last node reading a graph input, index of the first node computing a
+    graph output; ``pos``: id(node) -> index): a cut's head ends between them."""
+    inputs = {id(v) for v in graph.inputs}
+    last = max((i for i, n in enumerate(graph.nodes)
+                if any(v is not None and id(v) in inputs for v in n.inputs)), default=-1)
+    first = min((pos[id(v.producer)] for v in graph.outputs
+                 if v.producer is not None and id(v.producer) in pos),
+                default=len(graph.nodes))
+    return last, first
 
 
 def const_elems(n: Node) -> int:
@@ -169,7 +178,8 @@ def lower_tail_batch(graph: Graph, t: Target, images: int, cut: Cut,
     head, hst = lower_batch(head_g, t, 1, compressor, head_zone_bytes, builder=builder)
     tail, tst = lower_batch(tail_g, t, images, compressor, tail_zone_bytes, builder=builder)
     ho, ti = head.outputs[0], tail.inputs[0]
-    if (ho.offset, ho.hwc, ho.dtype) != (ti.offset, ti.hwc, ti.dtype):
+    if (ho.offset, ho.hwc, ho.dtype) != (ti.offset, ti.hwc, ti.dtype) \
+            or head.output_bytes > tst[Region.INPUT]:
         raise ScheduleError(f"cut at {cut.boundary!r}: head output and tail input differ")
     a = t.dram_align_bytes
     work = _align(max(head.act_arena_bytes, tail.act_arena_bytes), a)

@@ -66,6 +66,9 @@ def test_cuts_hand_over_one_tensor(net):
                 if v is not None and v.const is None} & head_values == {c.boundary}
         assert c.tail_weight_elems == sum(batchtail.const_elems(n) for n in tail.nodes)
     assert len(g.nodes) == len({n.name for n in g.nodes})   # the graph is untouched
+    early = g.clone()   # a graph output computed in the head: no cut may drop it
+    early.outputs.append(next(v for v in early.values() if v.name == cs[-1].boundary))
+    assert [c.index for c in cuts(early)] == [c.index for c in cs if c.index < cs[-1].index]
 
 
 def _weight_loads(cmds) -> int:
