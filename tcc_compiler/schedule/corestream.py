@@ -68,6 +68,9 @@ class StreamProgram:
             INPUT / OUTPUT / ACT slot to the next (image ``i`` at ``i * stride``).
         run_cycles: the replayed cycles of one run (all cores, shared DRAM);
         period_cycles: ``ceil(run_cycles / images)``, cycles per image of a stream.
+        tail_from: with tail batching (schedule/batchtail.py), the tensor the head hands the
+            tail (only the tail's weights are read once per ``batch`` images), else None;
+        tail_weight_share: the tail's share of the weights' elements (None: no tail batch).
     """
 
     program: Program
@@ -78,6 +81,8 @@ class StreamProgram:
     act_stride_bytes: int
     run_cycles: int
     period_cycles: int
+    tail_from: str | None = None
+    tail_weight_share: float | None = None
 
 
 def _moved(cmd: C.Command, shift: dict[Region, int]) -> C.Command:
@@ -189,7 +194,9 @@ def tail_candidates(graph: Graph, t: Target, compressor: BlockCompressor | None,
                                             int(f * t.sram_capacity_bytes))
             except ScheduleError:
                 continue
-            out.append(stream_program(prog, t, b, st, cores))
+            out.append(dataclasses.replace(stream_program(prog, t, b, st, cores),
+                                           tail_from=cut.boundary,
+                                           tail_weight_share=cut.tail_weight_elems / total))
     return out
 
 
