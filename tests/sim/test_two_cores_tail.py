@@ -25,7 +25,7 @@ from tcc_compiler.isa.spec import Region
 from tcc_compiler.schedule import batchtail
 from tcc_compiler.schedule.batch import lower_batch
 from tcc_compiler.schedule.batchtail import cuts, lower_tail_batch, split_graph
-from tcc_compiler.schedule.corestream import stream_program
+from tcc_compiler.schedule.corestream import stream_program, tail_candidates
 from tcc_compiler.runtime import load_program
 from tcc_compiler.sim.cores import run_stream
 from tcc_compiler.sim.executor import Executor
@@ -150,3 +150,16 @@ def test_without_the_barriers_the_checker_reports_a_race(net, monkeypatch):
     assert hazards(_stream(g, cut)) == []
     monkeypatch.setattr(batchtail, "barrier", lambda cmds: list(cmds))
     assert hazards(_stream(g, cut))
+
+
+def test_tail_candidates_name_their_cut(net):
+    """Every tail-batched stream candidate records the tensor its tail starts from and the
+    tail's weight share, the manifest's ``tail_from`` and the report's schedule text."""
+    _, g = net
+    bounds = {c.boundary: c.tail_weight_elems for c in cuts(g)}
+    total = sum(batchtail.const_elems(n) for n in g.nodes)
+    cands = tail_candidates(g, TARGET, None)
+    assert cands
+    for sp in cands:
+        assert sp.tail_from in bounds and sp.batch in (3, 4)
+        assert sp.tail_weight_share == bounds[sp.tail_from] / total
