@@ -56,7 +56,7 @@ def cores_report(program: Program, tgt: Target, timeline: list[Span], total: int
     roofline`), stored ``weight_bytes`` and ``compute_floor``
     (:func:`~tcc_compiler.schedule.coretime.compute_floor_cycles`), ``two_core_bounds``
     (:func:`~tcc_compiler.schedule.coretime.two_core_bounds`: latency, stream with one weight
-    read per image and per three images, the limiting term) and ``two_core_bound_cycles``
+    read per image and per four images, the limiting term) and ``two_core_bound_cycles``
     (its latency bound)."""
     period, how = total, "the emitted program, one image after another"
     est = program.estimates
@@ -68,8 +68,7 @@ def cores_report(program: Program, tgt: Target, timeline: list[Span], total: int
         period = sp
         how = (f"npu_cmd_stream.bin: {est['stream_images']} images per run, "
                f"{est['stream_batch']} per core"
-               + (f", one weight load per {est['stream_batch']} images"
-                  if est["stream_batch"] > 1 else ""))
+               + _batched(est))
     return {"cores": program.cores, "requested": 2 if est else 1,
             "kept": est.get("kept", "one core"), "estimates": est,
             "latency_cycles": total,
@@ -80,6 +79,18 @@ def cores_report(program: Program, tgt: Target, timeline: list[Span], total: int
             "two_core_bound_cycles": bounds["latency_cycles"] if bounds else None,
             "two_core_bounds": bounds,
             "per_core": per_core(timeline)}
+
+
+def _batched(est: dict) -> str:
+    """How the stream program shares its weight reads, for the report's ``stream_schedule``."""
+    b = est["stream_batch"]
+    if b <= 1:
+        return ""
+    share = est.get("stream_tail_weight_share")
+    if est.get("stream_tail_from") and share is not None:
+        return (f", the tail after {est['stream_tail_from']} ({share:.0%} of the weights) "
+                f"with one weight load per {b} images")
+    return f", one weight load per {b} images"
 
 
 def cores_line(c: dict | None, prefix: str = "") -> str | None:

@@ -44,6 +44,7 @@ def stream_files(program: Program, weight_bin: bytes, tgt: Target, tool_version:
         "output_bytes": p.output_bytes,
         "input_offsets": {x.name: x.offset for x in p.inputs},
         "output_offsets": {x.name: x.offset for x in p.outputs},
+        "tail_from": sp.tail_from,
         "run_cycles": sp.run_cycles, "period_cycles": sp.period_cycles,
         "period_ms": sp.period_cycles / tgt.clock_hz * 1e3,
         "files": {name: {"bytes": len(b), "crc32": zlib.crc32(b)} for name, b in files.items()},

@@ -124,11 +124,13 @@ def _nbytes(v, mem: MemoryPlan) -> int:
 
 def lower_batch(graph: Graph, t: Target, images: int,
                 compressor: BlockCompressor | None = None, zone_bytes: int = 0,
-                mem: MemoryPlan | None = None) -> tuple[Program, dict]:
+                mem: MemoryPlan | None = None, builder: WeightLayoutBuilder | None = None
+                ) -> tuple[Program, dict]:
     """A one-core program running ``images`` images (see the module docstring), each with a
     resident zone of ``zone_bytes`` (image ``k``'s at ``k * zone_bytes``; the tile areas
     above all of them). ``mem``: :func:`batch_plan`'s plan of the same arguments, when the
-    caller has it (None: planned here).
+    caller has it (None: planned here). ``builder``: the WEIGHTS layout to add the layers to
+    (one shared by several parts of a program, schedule/batchtail.py; None: a new one).
 
     Returns:
         (the program, its per-image strides by region, :func:`strides`); the program's
@@ -145,7 +147,7 @@ def lower_batch(graph: Graph, t: Target, images: int,
     views = tuple(_MovedPlan(mem, {r: k * s for r, s in st.items()}, k * zone_bytes)
                   for k in range(images))
     em = Emitter(t.sram_capacity_bytes, t.sram_align_bytes)
-    builder = WeightLayoutBuilder(compressor)
+    builder = builder if builder is not None else WeightLayoutBuilder(compressor)
     weights, memo = OnceWeights(builder), {}
     layers = []
     source = graph.meta.get("source", "")

@@ -230,8 +230,8 @@ def compute_floor_cycles(graph, layers, t: Target) -> int:
 
 
 #: Images sharing one weight read that :func:`two_core_bounds` also bounds (the stream
-#: candidates' largest batch per core, schedule/corestream.py BATCHES).
-BOUND_BATCH = 3
+#: candidates' largest batch per core, schedule/corestream.py TAIL_BATCHES and BATCHES).
+BOUND_BATCH = 4
 
 
 def two_core_bounds(compute_cycles: int, load_bytes: int, store_bytes: int, t: Target,

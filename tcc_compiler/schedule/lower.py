@@ -100,7 +100,8 @@ def lower_multi(graph: Graph, target: Target, compress_weights: bool, cores: int
     stream = lower_stream(graph, target, comp, single, single_cycles=single_cycles)
     est.update(spatial_latency_cycles=best[0] if best else None,
                stream_period_cycles=stream.period_cycles, stream_images=stream.images,
-               stream_batch=stream.batch)
+               stream_batch=stream.batch, stream_tail_from=stream.tail_from,
+               stream_tail_weight_share=stream.tail_weight_share)
     if best is not None and best[0] < single_cycles:
         return dataclasses.replace(best[1], estimates=dict(est, kept="spatial split"),
                                    stream=stream)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.spec import Queue
 
@@ -30,3 +34,32 @@ def drop_wait(cmds, ranges, j):
     del out[j]
     new_ranges = [(a - (a > j), b - (b > j)) for a, b in ranges]
     return out, new_ranges
+
+
+def conv_net(seed: int = 0) -> onnx.ModelProto:
+    """1x16x28x28 -> Conv3x3 128 -> Relu -> Conv3x3 128 -> Relu -> Conv3x3 128 (+ first conv's
+    output) -> Relu -> MaxPool 2x2 -> Conv1x1 64 -> GlobalAveragePool. Float32, opset 17."""
+    r = np.random.default_rng(seed)
+    inits = {"w1": r.normal(0, 0.2, (128, 16, 3, 3)), "w2": r.normal(0, 0.05, (128, 128, 3, 3)),
+             "w3": r.normal(0, 0.05, (128, 128, 3, 3)), "w4": r.normal(0, 0.1, (64, 128, 1, 1))}
+    for k, n in (("b1", 128), ("b2", 128), ("b3", 128), ("b4", 64)):
+        inits[k] = r.normal(0, 0.1, n)
+    conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], **conv),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], **conv),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], **conv),
+             helper.make_node("Add", ["c3", "r1"], ["a3"]),
+             helper.make_node("Relu", ["a3"], ["r3"]),
+             helper.make_node("MaxPool", ["r3"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p", "w4", "b4"], ["c4"], kernel_shape=[1, 1]),
+             helper.make_node("GlobalAveragePool", ["c4"], ["y"])]
+    g = helper.make_graph(
+        nodes, "two_cores",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 1, 1])],
+        [numpy_helper.from_array(v.astype(np.float32), n) for n, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
