@@ -27,6 +27,8 @@ import numpy as np
 from tcc_compiler.errors import InternalError
 from tcc_compiler.ir.graph import Graph, QuantParams, Value
 from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, Op, VIEW_OPS
+from tcc_compiler.numerics.softmax import OUT_SCALE as SOFTMAX_OUT_SCALE
+from tcc_compiler.numerics.softmax import OUT_ZERO_POINT as SOFTMAX_OUT_ZP
 from tcc_compiler.quant.groups import shared_params
 
 log = logging.getLogger(__name__)
@@ -266,6 +268,10 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
                 continue
         if id(out) in shared:   # a producer writing into a channel concat's buffer
             out.quant, out.dtype = shared[id(out)], "int8"
+            continue
+        if node.op is Op.GROUP_SOFTMAX:   # the NPU softmax's fixed output (numerics/softmax)
+            out.quant = QuantParams(np.float64(SOFTMAX_OUT_SCALE), np.int64(SOFTMAX_OUT_ZP))
+            out.dtype = "int8"
             continue
         wide = int16 is not None and out.name in int16
         if not is_fixed(out):
