@@ -84,3 +84,21 @@ def test_group_softmax_bit_exact_hazard_free_and_accurate(tmp_path, sides):
     (lay,) = [lay for lay in m.report["layers"] if lay["op"] == "group_softmax"]
     assert "softmax over groups of 16" in lay["tiling"]
     assert_exact_and_hazard_free(prog, tmp_path / "m.onnx", _inputs(range(3)), str(sides))
+
+
+def test_qdq_export_of_group_softmax_is_close_to_the_golden_model():
+    """``tccc export-onnx``'s form (Reshape, float Softmax over axis 2, Reshape, QDQ at 1/256)
+    runs in ONNX Runtime within one output step of the NPU's integer softmax."""
+    from tcc_compiler.export.qdq import export_qdq
+    from tcc_compiler.quant.golden import run_golden
+    from tcc_compiler.runtime.check import sqnr_db
+
+    g = api.compile(dfl_head(), f"{HW}x{HW}x3", calibration=_inputs(range(8))).quantized_graph
+    qdq = export_qdq(g)
+    onnx.checker.check_model(qdq)
+    x = _inputs([5])[0]
+    gold = run_golden(g, x, keep=True)
+    sess = ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"])
+    outs = {o.name: v for o, v in zip(sess.get_outputs(), sess.run(None, {"x": x}))}
+    y = outs[g.outputs[0].name]
+    assert sqnr_db(gold[g.outputs[0].name].reshape(-1), y.reshape(-1)) >= 30.0
