@@ -22,7 +22,8 @@ terms):
   and nearest resize are DMA commands only, costed as every DMA.
 * POOL/ADD/LUT/EW tiles: ``compute_setup_cycles + ceil(elements * window / vector_lanes)``
   (LUT_TILE: window 1; the vector unit looks up ``vector_lanes`` elements per cycle; in
-  softmax mode window 3, :data:`SOFTMAX_PASSES`) (:func:`vector_cycles`). RESIZE_TILE (bilinear): window 4 (four taps per output element).
+  softmax mode window 3, :data:`SOFTMAX_PASSES`) (:func:`vector_cycles`). RESIZE_TILE
+  (bilinear): window 4 (four taps per output element).
 * int16 activations (mixed precision; the ``wide`` bits of CONV_CFG, POOL_CFG, EW_TILE): a
   tile whose input (or any EW operand) is int16 takes ``int16_rate_divisor`` times the
   cycles after setup (an assumption, specs/target.md); its DMA moves 2 bytes per element.
