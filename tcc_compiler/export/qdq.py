@@ -428,6 +428,20 @@ def _export_softmax(b: _Builder, n, xf: str) -> None:
     b.finish_float(n.output, y, n.name)
 
 
+def _export_group_softmax(b: _Builder, n, xf: str) -> None:
+    """Softmax over channel groups: Reshape [N, C/g, g, H*W], float Softmax over axis 2,
+    Reshape back, then QuantizeLinear to the fixed 1/256, -128 (the NPU's integer softmax
+    differs by its exp table's and reciprocal's rounding: within one output step)."""
+    nb, c, h, w = n.output.shape
+    g = n.attrs.group
+    r = b.node("Reshape", [xf, b.const(b.uniq(f"{n.name}_s4"), np.array(
+        [nb, c // g, g, h * w], np.int64))], b.uniq(f"{n.name}_r"), f"{n.name}_Reshape")
+    y = b.node("Softmax", [r], b.uniq(f"{n.name}_sm"), n.name, axis=2)
+    y = b.node("Reshape", [y, b.const(b.uniq(f"{n.name}_sb"), np.array(
+        [nb, c, h, w], np.int64))], b.uniq(f"{n.name}_p"), f"{n.name}_Reshape_1")
+    b.qdq(n.output, y, n.name)
+
+
 def _export_argmax(b: _Builder, n, xf: str) -> None:
     y = b.node("ArgMax", [xf], b.uniq(f"{n.name}_out"), n.name, axis=n.attrs.axis,
                keepdims=int(n.attrs.keepdims))
@@ -474,6 +488,7 @@ def _export_add_any(b: _Builder, n, xf: str) -> None:
 _EXPORT_RULES = {
     Op.CONV: _export_matmul, Op.FC: _export_matmul, Op.ADD: _export_add_any,
     Op.SUB: _export_eltwise, Op.MUL: _export_eltwise, Op.LUT: _export_lut,
+    Op.GROUP_SOFTMAX: _export_group_softmax,
     Op.MAXPOOL: _export_pool, Op.AVGPOOL: _export_pool, Op.GAP: _export_gap,
     Op.RESHAPE: _export_reshape, Op.SOFTMAX: _export_softmax, Op.ARGMAX: _export_argmax,
 }

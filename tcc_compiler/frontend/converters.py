@@ -17,8 +17,8 @@ from onnx import helper
 
 from tcc_compiler.ir.graph import Graph, Value
 from tcc_compiler.ir.ops import (ActAttrs, Activation, ActKind, AxisAttrs, BatchNormAttrs,
-                                 ConvAttrs, EltwiseAttrs, FcAttrs, NoAttrs, Op, PoolAttrs,
-                                 RELU, ReshapeAttrs)
+                                 ConvAttrs, EltwiseAttrs, FcAttrs, GroupSoftmaxAttrs, NoAttrs, Op,
+                                 PoolAttrs, RELU, ReshapeAttrs)
 from tcc_compiler.ir.shapes import infer_shape
 
 log = logging.getLogger(__name__)
@@ -563,10 +563,33 @@ def softmax(ctx: Ctx, node: onnx.NodeProto) -> None:
     if not -rank <= axis < rank:
         raise Unsupported(f"axis {axis} out of range for rank {rank}")
     axis %= rank
+    src = _group_softmax_source(ctx, x, axis)
+    if src is not None:
+        g = x.shape[2]
+        y = ctx.emit(Op.GROUP_SOFTMAX, node, [src], GroupSoftmaxAttrs(g),
+                     out_name=f"{node.output[0]}_grouped")
+        ctx.emit(Op.RESHAPE, node, [y], ReshapeAttrs(x.shape))
+        return
     if any(d != 1 for d in x.shape[axis + 1:]):
         raise Unsupported(f"Softmax over axis {axis} of {x.shape}: only a softmax over the "
                           "last axis, or an axis followed by size-1 dims, is supported")
     ctx.emit(Op.SOFTMAX, node, [x], AxisAttrs(axis=-1 if axis == rank - 1 else axis))
+
+
+def _group_softmax_source(ctx: Ctx, x: Value, axis: int) -> Value | None:
+    """The NCHW tensor ``[N, C, H, W]`` whose channel groups a Softmax normalises, or None:
+    the Softmax reads a Reshape of it to ``[N, C / g, g, H * W]`` and normalises axis 2
+    alone (opset >= 13, or H * W = 1), i.e. each pixel's channels ``[k * g, (k + 1) * g)``
+    together -- the NPU's group softmax (YOLOv8's DFL as frontend/dfl.py rewrites it)."""
+    src = x.producer.inputs[0] if x.producer is not None and x.producer.op is Op.RESHAPE \
+        else None
+    if src is None or len(src.shape) != 4 or len(x.shape) != 4 or axis != 2:
+        return None
+    n, c, h, w = src.shape
+    g = x.shape[2]
+    if g < 2 or x.shape != (n, c // g, g, h * w) or c % g or (ctx.opset < 13 and h * w != 1):
+        return None
+    return src
 
 
 def argmax(ctx: Ctx, node: onnx.NodeProto) -> None:

@@ -11,6 +11,9 @@ Rules (specs/manifest.md, "Segmented models"):
   producer on the same device and > the stage of every producer on the other one. Every edge
   then runs from a lower or equal stage to a higher one, so running the stages in order runs
   every node after its inputs.
+  A host node then moves to the latest host stage that already holds nodes and still
+  precedes its readers (:func:`_sink_host_nodes`), so data movement feeding only the last
+  host segment runs there.
 * **One NPU segment per connected part of a stage**, in the order of their first node.
 * **One input per NPU segment**, a float32 rank-4 tensor (an NPU program has one INPUT
   region holding one NCHW image-like map): a node of an NPU part that reads a second
@@ -79,6 +82,33 @@ def _stages(nodes, producer: dict[str, int], host: set[int]) -> list[int]:
             need = max(need, stage[p] + (0 if (p in host) == dev_host else 1))
         parity = 1 if dev_host else 0
         stage.append(need if need % 2 == parity else need + 1)
+    return _sink_host_nodes(stage, nodes, producer, host)
+
+
+def _sink_host_nodes(stage: list[int], nodes, producer: dict[str, int],
+                     host: set[int]) -> list[int]:
+    """``stage`` with every host node moved to the latest host stage that already holds
+    nodes and still runs before its readers (a host reader's stage or earlier, an NPU
+    reader's stage minus one); nodes without readers stay. The head of a detector whose neck
+    leaves several host stages (YOLO11's Concats after its attention block) then reshapes
+    and joins the levels' outputs in the last host segment, where the boundary conversion
+    makes those moves (frontend/host_prefix.py), instead of copying float32 maps between
+    host segments. Readers are visited first (reverse node order), so every node's limit is
+    final; producers only ever stay at or below a node's stage, so the stages stay convex."""
+    readers: dict[int, list[int]] = {}
+    for j, node in enumerate(nodes):
+        for t in node.input:
+            p = producer.get(t)
+            if p is not None:
+                readers.setdefault(p, []).append(j)
+    host_stages = sorted({stage[i] for i in host})
+    for i in sorted(host, reverse=True):
+        if i not in readers:
+            continue
+        limit = min(stage[j] if j in host else stage[j] - 1 for j in readers[i])
+        later = [s for s in host_stages if stage[i] < s <= limit]
+        if later:
+            stage[i] = later[-1]
     return stage
 
 

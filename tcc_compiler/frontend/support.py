@@ -149,8 +149,10 @@ SUPPORT: dict[str, OpSupport] = {
                                "written interleaved into the output: no zero-stuffing)",
                                "groups; dilations; auto_pad; phases needing a crop"),
     "Softmax": OpSupport("at the graph's end, over the last axis or an axis followed only "
-                         "by size-1 dims (e.g. axis 1 of [1, C, 1, 1])", "host",
-                         "other axes"),
+                         "by size-1 dims (e.g. axis 1 of [1, C, 1, 1]); anywhere over channel "
+                         "groups, axis 2 of a Reshape of [N, C, H, W] to [N, C/g, g, H*W], "
+                         "opset >= 13 (YOLOv8's DFL), which runs on the NPU (group_softmax)",
+                         "host", "other axes"),
     "ArgMax": OpSupport("at the graph's end; select_last_index=0", "host",
                         "select_last_index=1"),
     "Identity": OpSupport("any", "view"),

@@ -171,6 +171,14 @@ def _softmax(node: Node, a, args) -> np.ndarray:
     return (e / e.sum(axis=a.axis, keepdims=True)).astype(np.float32)
 
 
+def _group_softmax(node: Node, a, args) -> np.ndarray:
+    x = args[0]
+    n, c, h, w = x.shape
+    g = x.reshape(n, c // a.group, a.group, h, w).astype(np.float64)
+    e = np.exp(g - g.max(axis=2, keepdims=True))
+    return (e / e.sum(axis=2, keepdims=True)).reshape(x.shape).astype(np.float32)
+
+
 #: Op -> float rule (node, attrs, input arrays) -> output array.
 _RULES = {
     Op.CONV: _conv,
@@ -196,6 +204,7 @@ _RULES = {
         np.take(args[0], np.arange(a.start, a.end), axis=a.axis)),
     Op.INTERLEAVE: lambda n, a, args: interleave(args, a.sh, a.sw, (2, 3)),
     Op.SOFTMAX: _softmax,
+    Op.GROUP_SOFTMAX: _group_softmax,
     Op.ARGMAX: lambda n, a, args: np.argmax(args[0], axis=a.axis).reshape(
         n.output.shape).astype(np.int64),
 }

@@ -249,6 +249,12 @@ def _write_node(w: _Writer, n: Node, ins: list[str | None], out: str) -> None:
         w.node("Reshape", [t, w.const(w.tmp(out), np.array(n.output.shape, np.int64))], out)
     elif n.op is Op.SOFTMAX:
         w.node("Softmax", [ins[0]], out, axis=int(a.axis))
+    elif n.op is Op.GROUP_SOFTMAX:   # as the DFL rewrite writes it: Reshape, Softmax, Reshape
+        nb, c, h, wd = n.output.shape
+        r = w.node("Reshape", [ins[0], w.const(w.tmp(out), np.array(
+            [nb, c // a.group, a.group, h * wd], np.int64))], w.tmp(out))
+        sm = w.node("Softmax", [r], w.tmp(out), axis=2)
+        w.node("Reshape", [sm, w.const(w.tmp(out), np.array(n.output.shape, np.int64))], out)
     elif n.op is Op.ARGMAX:
         y = w.node("ArgMax", [ins[0]], w.tmp(out), axis=int(a.axis), keepdims=1)
         w.node("Reshape", [y, w.const(out, np.array(n.output.shape, np.int64))], out)

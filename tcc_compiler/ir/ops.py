@@ -37,6 +37,7 @@ class Op(str, enum.Enum):
     INTERLEAVE = "interleave"  # sh*sw phase maps [N,C,H,W] -> [N,C,H*sh,W*sw] (ConvTranspose)
     SOFTMAX = "softmax"        # host-side op at the graph end
     ARGMAX = "argmax"          # host-side op at the graph end
+    GROUP_SOFTMAX = "group_softmax"  # NPU softmax over channel groups: [N,C,H,W], C = k*group
 
 
 #: Ops executed by the host runtime after the NPU program (on dequantized outputs).
@@ -50,7 +51,7 @@ VIEW_OPS = frozenset({Op.RESHAPE})
 CHANNEL_OPS = frozenset({Op.CONCAT, Op.SLICE, Op.INTERLEAVE})
 #: Ops that the NPU executes as one command group each after fusion.
 NPU_OPS = frozenset({Op.CONV, Op.FC, Op.ADD, Op.MAXPOOL, Op.AVGPOOL, Op.GAP, Op.LUT, Op.MUL,
-                     Op.SUB, Op.RESIZE, Op.SHUFFLE})
+                     Op.SUB, Op.RESIZE, Op.SHUFFLE, Op.GROUP_SOFTMAX})
 
 
 class ActKind(str, enum.Enum):
@@ -263,6 +264,14 @@ class SliceAttrs:
 
 
 @dataclass(frozen=True)
+class GroupSoftmaxAttrs:
+    """Softmax over channel groups of an NCHW tensor: channels ``[k * group, (k + 1) *
+    group)`` of each pixel are normalised together (YOLOv8's DFL: 4 box sides x 16 bins)."""
+
+    group: int
+
+
+@dataclass(frozen=True)
 class AxisAttrs:
     """Ops with a single axis (softmax, argmax)."""
 
@@ -292,4 +301,5 @@ ATTRS_OF_OP: dict[Op, type] = {
     Op.SLICE: SliceAttrs,
     Op.SOFTMAX: AxisAttrs,
     Op.ARGMAX: AxisAttrs,
+    Op.GROUP_SOFTMAX: GroupSoftmaxAttrs,
 }

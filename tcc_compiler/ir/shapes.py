@@ -87,6 +87,14 @@ def _softmax_shape(attrs, in_shapes) -> tuple[int, ...]:
     return in_shapes[0]
 
 
+def _group_softmax_shape(attrs, in_shapes) -> tuple[int, ...]:
+    x = in_shapes[0]
+    if len(x) != 4 or attrs.group < 1 or x[1] % attrs.group:
+        raise InternalError(f"group_softmax: {x} is not NCHW with channels a multiple of "
+                            f"group {attrs.group}")
+    return x
+
+
 def _argmax_shape(attrs, in_shapes) -> tuple[int, ...]:
     x = in_shapes[0]
     axis = _axis(attrs.axis, len(x), "argmax")
@@ -140,6 +148,7 @@ _RULES = {
     Op.TRANSPOSE: lambda attrs, s: tuple(s[0][p] for p in attrs.perm),
     Op.ARGMAX: _argmax_shape,
     Op.SOFTMAX: _softmax_shape,
+    Op.GROUP_SOFTMAX: _group_softmax_shape,
     Op.CONCAT: _concat_shape,
     Op.RESIZE: lambda attrs, s: (*s[0][:2], s[0][2] * attrs.scale_h, s[0][3] * attrs.scale_w),
     Op.SLICE: _slice_shape,

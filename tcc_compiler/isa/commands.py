@@ -436,7 +436,8 @@ class AddTile(Command):
 
 @dataclass(frozen=True)
 class LutTile(Command):
-    """LUT_TILE: table lookup of n int8 elements (queue COMPUTE); needs no configuration."""
+    """LUT_TILE: table lookup of n int8 elements, or a softmax over runs of ``group`` of them
+    (queue COMPUTE); needs no configuration."""
 
     SPEC: ClassVar[CommandSpec] = spec.LUT_TILE
 
@@ -446,11 +447,18 @@ class LutTile(Command):
     n: int
     tables: int
     ch0: int
+    group: int = 0
+
+    @property
+    def table_bytes(self) -> int:
+        """Bytes of the tables read: 256 int8 entries per table, or one table of 256 u16
+        exp entries in softmax mode (``group`` > 0)."""
+        return 2 * 256 if self.group else 256 * self.tables
 
     def accesses(self, regs: Registers) -> list[Access]:
         """Input and tables read, output written (SRAM)."""
         return [Access(Space.SRAM, self.in_sram, self.in_sram + self.n, False),
-                Access(Space.SRAM, self.lut_sram, self.lut_sram + 256 * self.tables, False),
+                Access(Space.SRAM, self.lut_sram, self.lut_sram + self.table_bytes, False),
                 Access(Space.SRAM, self.out_sram, self.out_sram + self.n, True)]
 
 

@@ -362,9 +362,17 @@ LUT_TILE = _command("LUT_TILE", 0xC, Queue.COMPUTE, [
     ("n", U32, "elements"),
     ("tables", U16, "tables: 1 = one shared table, else one per channel (1..65535)"),
     ("ch0", U16, "channel of the first element (0 <= ch0 < tables)"),
+    ("group", U16, "0 = table lookup; g >= 2 = softmax over each run of g consecutive "
+                   "elements (tables = 1, ch0 = 0, n a multiple of g, the table 256 u16 "
+                   "exp entries)"),
 ], "Vector-unit table lookup of n int8 elements: out[k] = lut[t][in[k] + 128] with "
    "t = (ch0 + k) % tables (numerics/lut.py apply_lut). Each 256-entry table is the int8 "
-   "image of a unary activation, built at compile time (specs/quantization.md).")
+   "image of a unary activation, built at compile time (specs/quantization.md). With "
+   "group = g >= 2 the tile is a softmax over every run of g consecutive elements (the g "
+   "channels of a channel group of one pixel, NHWC): m = max of the run, e = lut[m - in[k]] "
+   "from one table of 256 u16 little-endian entries round(2**15 * exp(-s * d)), s the input "
+   "scale, out[k] = clamp(((e * (2**31 // sum of e)) + 2**22) >> 23, 0, 255) - 128, i.e. "
+   "int8 at scale 1/256, zero point -128 (numerics/softmax.py softmax_int8).")
 
 EW_TILE = _command("EW_TILE", 0xD, Queue.COMPUTE, [
     ("kind", U8, "0 = add, 1 = sub (a - b), 2 = mul"),

@@ -20,7 +20,9 @@ from tcc_compiler.numerics.eltwise import eltwise_int8
 from tcc_compiler.numerics.epilogue import EpilogueConsts, epilogue_consts
 from tcc_compiler.numerics.lut import apply_lut
 from tcc_compiler.numerics.resize import bilinear_int8
-from tcc_compiler.quant.params import (add_quant, conv_quant, dequantize_output, lut_quant,
+from tcc_compiler.numerics.softmax import softmax_int8
+from tcc_compiler.quant.params import (add_quant, conv_quant, dequantize_output,
+                                       group_softmax_table, lut_quant,
                                        ew_quant, pool_divisors, pool_quant, quantize_input,
                                        uses_ew)
 
@@ -96,6 +98,8 @@ def eval_int_node(node: Node, args: list[np.ndarray],
                           p.act_lo, p.act_hi)
     if node.op is Op.LUT:
         return apply_lut(x, lut_quant(node).tables)
+    if node.op is Op.GROUP_SOFTMAX:   # NHWC: each pixel's channel groups are contiguous
+        return softmax_int8(x, node.attrs.group, group_softmax_table(node))
     if node.op is Op.RESIZE:
         return _resize_int(node, x)
     if node.op is Op.SHUFFLE:  # NHWC: a permutation of the last axis; shared quantization

@@ -21,6 +21,7 @@ from tcc_compiler.numerics.requant import (quantize_multipliers,
 from tcc_compiler.numerics.eltwise import EwKind
 from tcc_compiler.numerics.kernels import int_range
 from tcc_compiler.numerics.lut import build_tables
+from tcc_compiler.numerics.softmax import softmax_table
 
 
 def int_dtype(v: Value) -> type:
@@ -296,6 +297,21 @@ def lut_quant(node: Node) -> LutQuant:
         slope = np.asarray(node.inputs[1].const, dtype=np.float64).reshape(-1)
     return LutQuant(build_tables(a.func, a.alpha, a.beta, _s(x), _zp(x), _s(out), _zp(out),
                                  slope))
+
+
+def group_softmax_table(node: Node) -> np.ndarray:
+    """The exp table (u16 [256]) of a quantized group_softmax node, from its int8 input's
+    scale (:func:`tcc_compiler.numerics.softmax.softmax_table`).
+
+    Raises:
+        InternalError: the input is not int8 with one scale.
+    """
+    x = node.inputs[0]
+    if x.dtype != "int8" or np.size(x.quant.scale) != 1:
+        raise InternalError(f"group_softmax '{node.name}': input '{x.name}' is {x.dtype} with "
+                            f"{np.size(x.quant.scale)} scale(s); the NPU softmax takes int8 "
+                            "with one scale")
+    return softmax_table(_s(x))
 
 
 def quantize_input(x: np.ndarray, v: Value) -> np.ndarray:

@@ -27,6 +27,8 @@ import numpy as np
 from tcc_compiler.errors import InternalError
 from tcc_compiler.ir.graph import Graph, QuantParams, Value
 from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, Op, VIEW_OPS
+from tcc_compiler.numerics.softmax import OUT_SCALE as SOFTMAX_OUT_SCALE
+from tcc_compiler.numerics.softmax import OUT_ZERO_POINT as SOFTMAX_OUT_ZP
 from tcc_compiler.quant.groups import shared_params
 
 log = logging.getLogger(__name__)
@@ -61,9 +63,31 @@ def quantize_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     w64 = w.astype(np.float64)
     amax = np.abs(w64.reshape(w.shape[0], -1)).max(axis=1)
-    scale = np.where(amax > 0, amax / 127.0, 1.0)
+    scale = exact_grid_scales(w64.reshape(w.shape[0], -1), np.where(amax > 0, amax / 127.0,
+                                                                      1.0))
     q = np.clip(np.round(w64 / scale.reshape((-1,) + (1,) * (w.ndim - 1))), -127, 127)
     return q.astype(np.int8), scale
+
+
+def exact_grid_scales(w: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Per-channel ``scale`` (float64 [O]) of weights ``w`` (float64 [O, K]), with each
+    channel that ``amax / 127`` does not represent exactly but a power-of-two step does given
+    that step: the finest ``2**-j`` with ``amax * 2**j <= 127`` when every weight of the
+    channel is a multiple of it. Fixed-weight convs, e.g. YOLOv8's DFL expectation (weights
+    0..15: step 1/8 stores them exactly, ``15 / 127`` rounds 1 to 8/8.47), keep their exact
+    values; trained or seeded float weights are never all on such a grid (their scale is
+    unchanged)."""
+    amax = np.abs(w).max(axis=1)
+    r = w / scale[:, None]
+    todo = (amax > 0) & ~np.all(r == np.round(r), axis=1)
+    if not todo.any():
+        return scale
+    step = 2.0 ** -np.floor(np.log2(127.0 / amax[todo]))
+    r = w[todo] / step[:, None]
+    exact = np.all(r == np.round(r), axis=1)
+    out = scale.copy()
+    out[np.flatnonzero(todo)[exact]] = step[exact]
+    return out
 
 
 #: ONNX Runtime's safety factor when it raises a weight scale for the bias (see below).
@@ -266,6 +290,10 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
                 continue
         if id(out) in shared:   # a producer writing into a channel concat's buffer
             out.quant, out.dtype = shared[id(out)], "int8"
+            continue
+        if node.op is Op.GROUP_SOFTMAX:   # the NPU softmax's fixed output (numerics/softmax)
+            out.quant = QuantParams(np.float64(SOFTMAX_OUT_SCALE), np.int64(SOFTMAX_OUT_ZP))
+            out.dtype = "int8"
             continue
         wide = int16 is not None and out.name in int16
         if not is_fixed(out):

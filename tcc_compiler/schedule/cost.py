@@ -21,8 +21,9 @@ terms):
   with the output stage's requantization (specs/target.md). Channel views, concat/slice copies
   and nearest resize are DMA commands only, costed as every DMA.
 * POOL/ADD/LUT/EW tiles: ``compute_setup_cycles + ceil(elements * window / vector_lanes)``
-  (LUT_TILE: window 1; the vector unit looks up ``vector_lanes`` elements per cycle)
-  (:func:`vector_cycles`). RESIZE_TILE (bilinear): window 4 (four taps per output element).
+  (LUT_TILE: window 1; the vector unit looks up ``vector_lanes`` elements per cycle; in
+  softmax mode window 3, :data:`SOFTMAX_PASSES`) (:func:`vector_cycles`). RESIZE_TILE
+  (bilinear): window 4 (four taps per output element).
 * int16 activations (mixed precision; the ``wide`` bits of CONV_CFG, POOL_CFG, EW_TILE): a
   tile whose input (or any EW operand) is int16 takes ``int16_rate_divisor`` times the
   cycles after setup (an assumption, specs/target.md); its DMA moves 2 bytes per element.
@@ -48,6 +49,9 @@ from tcc_compiler.target import Target
 
 #: Input taps per output element of a bilinear RESIZE_TILE (the window of its vector cost).
 BILINEAR_TAPS = 4
+#: Passes of a softmax LUT_TILE (``group`` > 0) over its elements (the window of its vector
+#: cost): the group maximum, the exp lookup and sum, the normalisation.
+SOFTMAX_PASSES = 3
 
 
 def transfer_cycles(nbytes: float, t: Target) -> float:
@@ -162,7 +166,9 @@ def command_cycles(cmd: C.Command, regs: C.Registers, t: Target) -> int:
         cfg = regs.pool
         return vector_cycles(cmd.out_h * cmd.out_w * cmd.c * cfg.kh * cfg.kw, t,
                              bool(cfg.wide))
-    if isinstance(cmd, (C.AddTile, C.LutTile)):
+    if isinstance(cmd, C.LutTile):
+        return vector_cycles(cmd.n * (SOFTMAX_PASSES if cmd.group else 1), t)
+    if isinstance(cmd, C.AddTile):
         return vector_cycles(cmd.n, t)
     if isinstance(cmd, C.EwTile):
         return vector_cycles(cmd.n, t, bool(cmd.wide))

@@ -148,7 +148,7 @@ def lower_one(ctx: OpContext, n: Node, info: LayerInfo, pf: Prefetcher | None) -
         lower_eltwise(ctx, n, info)
     elif n.op is Op.ADD:
         lower_add(ctx, n, info)
-    elif n.op is Op.LUT:
+    elif n.op in (Op.LUT, Op.GROUP_SOFTMAX):
         lower_lut(ctx, n, info)
     elif n.op in CHANNEL_OPS:
         lower_copy(ctx, n, info)

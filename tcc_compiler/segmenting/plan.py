@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import onnx
 
 from tcc_compiler.errors import TccError, UnsupportedError, first_line
+from tcc_compiler.frontend.dfl import split_dfl
 from tcc_compiler.frontend.loader import check_onnx_validity
 from tcc_compiler.frontend.onnx_import import PreparedModel, prepare_onnx
 from tcc_compiler.frontend.segments import (HOST, NPU, Segment, extract_model, node_label,
@@ -254,7 +255,9 @@ def plan_model(model: str | os.PathLike | onnx.ModelProto,
     if prepared.fixed is None:   # (a pre-quantized model's scales are fixed per tensor name)
         # a detection head's Sigmoid after host-only data movement runs on the NPU instead
         proto, moved = sink_activations(prepared.proto)
-        if moved:
+        # and YOLOv8's DFL softmax and expectation, split per level, next to its box convs
+        proto, split = split_dfl(proto)
+        if moved or split:
             prepared = dataclasses.replace(prepared, proto=proto)
     nodes = list(prepared.proto.graph.node)
     index = {node_label(n): i for i, n in enumerate(nodes)}

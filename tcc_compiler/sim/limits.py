@@ -125,7 +125,7 @@ def sram_extents(cmd: Command, regs: Registers) -> list[tuple[str, int, int]]:
                 ("output", cmd.out_sram, cmd.out_sram + cmd.n * eo)]
     if isinstance(cmd, LutTile) and cmd.n:
         return [("input", cmd.in_sram, cmd.in_sram + cmd.n),
-                ("tables", cmd.lut_sram, cmd.lut_sram + 256 * cmd.tables),
+                ("tables", cmd.lut_sram, cmd.lut_sram + cmd.table_bytes),
                 ("output", cmd.out_sram, cmd.out_sram + cmd.n)]
     if isinstance(cmd, ResizeTile):
         return _resize_extents(cmd)

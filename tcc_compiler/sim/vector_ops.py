@@ -14,6 +14,7 @@ from tcc_compiler.numerics import SHIFT_MAX
 from tcc_compiler.numerics.eltwise import EwKind, eltwise_int8
 from tcc_compiler.numerics.lut import LUT_ENTRIES, apply_lut
 from tcc_compiler.numerics.resize import COORD_MODES, bilinear_int8
+from tcc_compiler.numerics.softmax import EXP_BITS, EXP_ENTRIES, softmax_int8
 
 #: Element bytes -> dtype of an EW_TILE operand (its ``wide`` bits).
 _INT = {1: np.int8, 2: np.int16}
@@ -22,7 +23,8 @@ _INT = {1: np.int8, 2: np.int16}
 def run_lut_tile(i: int, t: LutTile,
                  sram_tensor: Callable[..., np.ndarray],
                  err: Callable[[int, LutTile, str], ExecutionError]) -> int:
-    """Run one LUT_TILE: ``out[k] = lut[(ch0 + k) % tables][in[k] + 128]``.
+    """Run one LUT_TILE: ``out[k] = lut[(ch0 + k) % tables][in[k] + 128]``, or in softmax
+    mode (``group`` > 0) :func:`tcc_compiler.numerics.softmax.softmax_int8`.
 
     Args:
         i: command index (for messages). t: the command.
@@ -34,15 +36,33 @@ def run_lut_tile(i: int, t: LutTile,
         Bytes the compute queue touched (input + output + tables).
 
     Raises:
-        ExecutionError: ``tables`` is 0 or ``ch0 >= tables``, or an operand outside the SRAM.
+        ExecutionError: ``tables`` is 0 or ``ch0 >= tables``, or an operand outside the SRAM;
+            in softmax mode also a group of 1, ``tables`` or ``ch0`` other than 1 and 0,
+            ``n`` not a multiple of ``group`` or a table whose first entry is not 2**15.
     """
     if t.tables < 1 or t.ch0 >= t.tables:
         raise err(i, t, f"LUT_TILE tables = {t.tables}, ch0 = {t.ch0}: need 1 <= tables and "
                         "ch0 < tables")
+    if t.group:
+        return _softmax_tile(i, t, sram_tensor, err)
     tables = np.array(sram_tensor(i, t, "tables", t.lut_sram, (t.tables, LUT_ENTRIES)))
     x = np.array(sram_tensor(i, t, "input", t.in_sram, (t.n,)))
     sram_tensor(i, t, "output", t.out_sram, (t.n,))[...] = apply_lut(x, tables, t.ch0)
     return 2 * t.n + tables.size
+
+
+def _softmax_tile(i: int, t: LutTile, sram_tensor: Callable[..., np.ndarray],
+                  err: Callable[[int, LutTile, str], ExecutionError]) -> int:
+    """LUT_TILE in softmax mode (``group`` > 0): see :func:`run_lut_tile`."""
+    if t.group < 2 or t.tables != 1 or t.ch0 or t.n % t.group:
+        raise err(i, t, f"LUT_TILE softmax: group {t.group}, tables {t.tables}, ch0 {t.ch0}, "
+                        f"n {t.n}: need group >= 2, one table, ch0 = 0, n a multiple of group")
+    table = np.array(sram_tensor(i, t, "tables", t.lut_sram, (EXP_ENTRIES,), np.uint16))
+    if table[0] != 1 << EXP_BITS:
+        raise err(i, t, f"LUT_TILE softmax table starts with {table[0]}, not 2**{EXP_BITS}")
+    x = np.array(sram_tensor(i, t, "input", t.in_sram, (t.n,)))
+    sram_tensor(i, t, "output", t.out_sram, (t.n,))[...] = softmax_int8(x, t.group, table)
+    return 2 * t.n + table.nbytes
 
 
 def run_ew_tile(i: int, t: EwTile,

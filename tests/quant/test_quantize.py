@@ -242,3 +242,17 @@ def test_golden_relu_output_int8(make_model, ort_run, run_pipeline, rng):
     gold = run_golden(g, xs[0])
     assert gold["int:" + out.name].dtype == np.int8
     assert _sqnr_db(ort_run(m, xs[0])[0], gold[out.name]) > 30
+
+
+def test_weights_on_a_power_of_two_grid_stay_exact():
+    """A fixed-weight conv (YOLOv8's DFL expectation, weights 0..15) keeps its exact values
+    (step 1/8, not 15/127); a channel amax/127 already represents exactly, and float weights,
+    keep the max-abs scale."""
+    from tcc_compiler.quant.quantize import quantize_weights
+
+    w = np.stack([np.arange(16, dtype=np.float32), np.eye(16, dtype=np.float32)[3] * 0.5,
+                  np.random.default_rng(0).normal(0, 0.1, 16).astype(np.float32)])
+    q, s = quantize_weights(w.reshape(3, 16, 1, 1))
+    assert s[0] == 0.125 and np.array_equal(q[0].ravel() * s[0], w[0])
+    assert s[1] == 0.5 / 127 and q[1].ravel()[3] == 127
+    assert s[2] == np.abs(w[2].astype(np.float64)).max() / 127

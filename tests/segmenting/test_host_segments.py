@@ -218,6 +218,28 @@ def test_one_input_rule_moves_second_reader_to_host():
     assert segs[3].inputs == ("b", "a") and segs[0].outputs == ("a",)
 
 
+def test_host_node_runs_in_the_last_host_stage_before_its_readers():
+    """Conv A -> LRN -> Conv B, and Reshape(A), Reshape(B) joined by a Concat: Reshape(A) is
+    ready after the first NPU segment but only the Concat reads it, so it runs in the last
+    host segment with the Concat (the boundary conversion can make the moves there), not in
+    the LRN's."""
+    rng = np.random.default_rng(0)
+    n1, i1 = _conv("c1", "x", "a", 3, 8, rng)
+    n2, i2 = _conv("c2", "m", "b", 8, 8, rng)
+    shp = h.make_tensor("shp", T.INT64, [2], [1, -1])
+    g = h.make_graph([n1, h.make_node("Reshape", ["a", "shp"], ["ra"], name="ra"),
+                      h.make_node("LRN", ["a"], ["m"], name="lrn", size=3), n2,
+                      h.make_node("Reshape", ["b", "shp"], ["rb"], name="rb"),
+                      h.make_node("Concat", ["ra", "rb"], ["y"], name="cat", axis=1)], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)], i1 + i2 + [shp])
+    prepared = prepare_onnx(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]))
+    segs, host = plan_segments(prepared.proto, {1, 2, 4, 5})
+    assert [(s.device, s.nodes) for s in segs] == [("npu", (0,)), ("host", (2,)),
+                                                   ("npu", (3,)), ("host", (1, 4, 5))]
+    assert segs[3].inputs == ("a", "b") and segs[1].outputs == ("m",)
+
+
 def test_cli_run_check_on_segmented_folder(compiled, capsys):
     path, folder = compiled["softmax"]
     x = folder.parent / "x.npy"
