@@ -12,27 +12,30 @@ _WRAP, _MASK32 = 2 ** 31, 2 ** 32 - 1
 
 @numba.njit(cache=True, nogil=True)
 def epilogue(acc, bias, m, s, rnd, zp_y, lo, hi, out):
-    """out[r, c] = clamp(zp_y + (wrap32(acc + bias) M + 2**(S-1)) >> S, lo, hi); acc int32
-    [N, O], bias/m/s/rnd int64 [O] (rnd = 2**(S-1)), out int8/int16 [N, O]."""
-    n, o = acc.shape
-    for r in range(n):
-        for c in range(o):
-            x = ((np.int64(acc[r, c]) + bias[c] + _WRAP) & _MASK32) - _WRAP
-            t = ((x * m[c] + rnd[c]) >> s[c]) + zp_y
-            out[r, c] = min(max(t, lo), hi)
+    """out[i, j, c] = clamp(zp_y + (wrap32(acc + bias) M + 2**(S-1)) >> S, lo, hi); acc int32
+    [A, B, O], bias/m/s/rnd int64 [O] (rnd = 2**(S-1)), out int8/int16 [A, B, O] (any
+    strides: an SRAM box)."""
+    na, nb, o = acc.shape
+    for i in range(na):
+        for j in range(nb):
+            for c in range(o):
+                x = ((np.int64(acc[i, j, c]) + bias[c] + _WRAP) & _MASK32) - _WRAP
+                t = ((x * m[c] + rnd[c]) >> s[c]) + zp_y
+                out[i, j, c] = min(max(t, lo), hi)
 
 
 @numba.njit(cache=True, nogil=True)
 def epilogue_sc(acc, bias, m, s, rnd, zp_y, lo, hi, sc, zp_sc, msc, out):
     """:func:`epilogue` with the fused residual: ``+ (sc - zp_sc) Msc`` before the shift;
-    sc int8/int16 [N, O], msc int64 [O]."""
-    n, o = acc.shape
-    for r in range(n):
-        for c in range(o):
-            x = ((np.int64(acc[r, c]) + bias[c] + _WRAP) & _MASK32) - _WRAP
-            t = x * m[c] + (np.int64(sc[r, c]) - zp_sc) * msc[c] + rnd[c]
-            t = (t >> s[c]) + zp_y
-            out[r, c] = min(max(t, lo), hi)
+    sc int8/int16 [A, B, O] (any strides), msc int64 [O]."""
+    na, nb, o = acc.shape
+    for i in range(na):
+        for j in range(nb):
+            for c in range(o):
+                x = ((np.int64(acc[i, j, c]) + bias[c] + _WRAP) & _MASK32) - _WRAP
+                t = x * m[c] + (np.int64(sc[i, j, c]) - zp_sc) * msc[c] + rnd[c]
+                t = (t >> s[c]) + zp_y
+                out[i, j, c] = min(max(t, lo), hi)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -54,3 +57,25 @@ def depthwise(x, zp, taps, sh, sw, dh, dw, top, left, out):
                         continue
                     for ch in range(c):
                         out[oy, ox, ch] += (np.int32(x[iy, ix, ch]) - zp) * taps[ky, kx, ch]
+
+
+@numba.njit(cache=True, nogil=True)
+def im2col_u8(xu, zpu, sh, sw, dh, dw, top, left, kh, kw, ow, out):
+    """out[oy OW + ox, (ky KW + kx) C + c] = xu[iy, ix, c] ^ 0x80 (the int8 input as uint8
+    ``x + 128``) where (iy, ix) is inside the input, else ``zpu`` (the padding); xu uint8
+    [H, W, C] (any strides), out uint8 [OH*OW, KH*KW*C]."""
+    h, w, c = xu.shape
+    rows = out.shape[0]
+    for r in range(rows):
+        oy, ox = r // ow, r % ow
+        for ky in range(kh):
+            iy = oy * sh + ky * dh - top
+            for kx in range(kw):
+                ix = ox * sw + kx * dw - left
+                base = (ky * kw + kx) * c
+                if iy < 0 or iy >= h or ix < 0 or ix >= w:
+                    for ch in range(c):
+                        out[r, base + ch] = zpu
+                else:
+                    for ch in range(c):
+                        out[r, base + ch] = xu[iy, ix, ch] ^ 0x80
