@@ -53,6 +53,12 @@ def available() -> bool:
     return _enabled and _load() is not None
 
 
+def loaded() -> bool:
+    """Whether the compiled kernels are in use and already loaded (no import to pay: numba's
+    import costs about 0.4 s of CPU, more than the kernels save on a little data)."""
+    return _enabled and _kernels is not False and _kernels is not None
+
+
 def _load():
     """The namespace of compiled kernels, or None without numba (or with numba's JIT
     disabled, which would run them as slow Python)."""
@@ -216,3 +222,18 @@ def im2col_u8(x: np.ndarray, zpu: int, kernel, strides, dilations, pads, oh: int
                       int(dilations[0]), int(dilations[1]), int(pads[0]), int(pads[1]),
                       int(kh), int(kw), int(ow), out)
     return out
+
+
+def hist_count(chunk: np.ndarray, lo: float, width: float, bins: int,
+               magnitude: bool) -> np.ndarray | None:
+    """Histogram counts int64 [bins] of the float values ``chunk`` [N] (C-contiguous): bin
+    ``clip(floor((float64(v) - lo) / width), 0, bins - 1)`` (``magnitude``: of the non-zero
+    ``|v|``), the same float64 operations in the same order as
+    :meth:`tcc_compiler.quant.calibrate.Histogram._count`'s numpy passes, so the same bins;
+    None when the kernels are unavailable or a value gives no bin (NaN)."""
+    if not _enabled or _load() is None or chunk.dtype.kind != "f" or chunk.ndim != 1:
+        return None
+    counts = np.zeros(bins, np.int64)
+    if not _load().hist_count(_c(chunk), float(lo), float(width), bool(magnitude), counts):
+        return None
+    return counts

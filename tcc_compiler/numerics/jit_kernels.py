@@ -79,3 +79,26 @@ def im2col_u8(xu, zpu, sh, sw, dh, dw, top, left, kh, kw, ow, out):
                 else:
                     for ch in range(c):
                         out[r, base + ch] = xu[iy, ix, ch] ^ 0x80
+
+
+@numba.njit(cache=True, nogil=True)
+def hist_count(x, lo, width, magnitude, counts):
+    """counts[clip(floor((v - lo) / width), 0, bins - 1)] += 1 for each v = float64(x[i])
+    (``magnitude``: v = |v|, zeros skipped); x float [N], counts int64 [bins]. Returns False
+    at a NaN bin (nothing defined to count: the caller's numpy path decides)."""
+    top = counts.shape[0] - 1
+    for i in range(x.shape[0]):
+        v = np.float64(x[i])
+        if magnitude:
+            v = abs(v)
+            if v == 0.0:
+                continue
+        b = np.floor((v - lo) / width)
+        if b != b:
+            return False
+        if b < 0.0:
+            b = 0.0
+        elif b > top:
+            b = top
+        counts[np.int64(b)] += 1
+    return True

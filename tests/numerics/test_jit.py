@@ -191,3 +191,29 @@ def test_epilogue_in_place_over_its_shortcut_and_overlap_declined():
     out = buf[:, 1:]
     conv_epilogue(*args[:7], buf[:, :4], *args[8:], out=out)
     np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("magnitude", [False, True])
+def test_histogram_counts_equal_numpy(magnitude):
+    # the compiled counting pass (jit.hist_count) gives calibration's numpy counts bit for
+    # bit: values on bin edges, zeros, both ends clamped, float32 and float64 inputs
+    from tcc_compiler.quant.calibrate import Histogram
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(50_000).astype(np.float32) * 3
+    x[:200] = 0.0
+    x[200:400] = np.float32(1.5)             # an edge of the histogram below
+    assert jit.available() and jit.loaded()  # loaded: small inputs take the kernel too
+    for dt in (np.float32, np.float64):
+        hists = []
+        for on in (False, True):
+            jit.set_enabled(on)
+            h = Histogram(64)
+            h.add(np.linspace(-4, 4, 9).astype(dt), magnitude=magnitude)   # bins [-4, 4]
+            h._count(x.astype(dt), magnitude)                              # beyond both ends
+            h.add(x[:1000].astype(dt) * 0.5, magnitude=magnitude)
+            hists.append(h.counts.copy())
+        np.testing.assert_array_equal(hists[0], hists[1])
+        assert hists[0].sum() > 0
+    jit.set_enabled(True)
+    assert jit.hist_count(np.array([np.nan], np.float32), 0.0, 1.0, 4, False) is None
