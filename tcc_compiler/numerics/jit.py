@@ -36,6 +36,12 @@ _lock = threading.Lock()
 _kernels: object | None | bool = False   # False = not loaded yet, None = unavailable
 _enabled = True
 
+#: A depthwise layer with fewer channels than this and a column stride of 1 loops over whole
+#: rows (pixels x channels) innermost, else over the channels. Measured on this machine,
+#: loaded, CPU ms per 3x3 layer, per channel vs per row: 112x112x16 1.07 vs 0.38, x32 1.45 vs
+#: 0.64, 56x56x64 0.28 vs 0.32, x144 0.62 vs 0.95.
+W1_MAX_CHANNELS = 64
+
 #: Largest depthwise window whose int32 sum cannot overflow: KH KW 255 128 < 2**31.
 MAX_DW_TAPS = (2 ** 31 - 1) // (255 * 128)
 
@@ -201,9 +207,14 @@ def depthwise(x: np.ndarray, zp: int, taps: np.ndarray, strides, pads, dilations
     if kh * kw > MAX_DW_TAPS or x.shape[2] != c or oh < 1 or ow < 1:
         return None
     out = np.zeros((oh, ow, c), np.int32)
-    _load().depthwise(_c(x), np.int32(zp), _c(np.asarray(taps).astype(np.int32)),
-                      int(strides[0]), int(strides[1]), int(dilations[0]),
-                      int(dilations[1]), int(pads[0]), int(pads[1]), out)
+    t32 = _c(np.asarray(taps).astype(np.int32))
+    if int(strides[1]) == 1 and c < W1_MAX_CHANNELS:   # contiguous runs per row and tap
+        _load().depthwise_w1(_c(x), np.int32(zp), t32, int(strides[0]), int(dilations[0]),
+                             int(dilations[1]), int(pads[0]), int(pads[1]), out)
+    else:
+        _load().depthwise(_c(x), np.int32(zp), t32, int(strides[0]), int(strides[1]),
+                          int(dilations[0]), int(dilations[1]), int(pads[0]), int(pads[1]),
+                          out)
     return out
 
 

@@ -102,3 +102,37 @@ def hist_count(x, lo, width, magnitude, counts):
             b = top
         counts[np.int64(b)] += 1
     return True
+
+
+@numba.njit(cache=True, nogil=True)
+def depthwise_w1(x, zp, taps, sh, dh, dw, top, left, out):
+    """:func:`depthwise` for a column stride of 1: each (row, tap) adds one contiguous run of
+    ``x``'s row (pixels x channels) times the tap's weights repeated per pixel, a loop the
+    compiler vectorises even for few channels. x int8 [H, W, C] and out int32 [OH, OW, C]
+    C-contiguous (out zeroed by the caller), taps int32 [KH, KW, C]."""
+    h, w, c = x.shape
+    oh, ow, _ = out.shape
+    kh, kw, _ = taps.shape
+    xf = x.reshape(h, w * c)
+    of = out.reshape(oh, ow * c)
+    tt = np.empty((kh, kw, ow * c), np.int32)
+    for ky in range(kh):
+        for kx in range(kw):
+            for j in range(ow * c):
+                tt[ky, kx, j] = taps[ky, kx, j % c]
+    for oy in range(oh):
+        for ky in range(kh):
+            iy = oy * sh + ky * dh - top
+            if iy < 0 or iy >= h:
+                continue
+            for kx in range(kw):
+                off = kx * dw - left                  # ix = ox + off
+                j0 = max(0, -off) * c
+                j1 = min(ow, w - off) * c
+                if j1 <= j0:
+                    continue
+                o = of[oy, j0:j1]                     # runs from 0: no negative-index checks
+                xr = xf[iy, j0 + off * c:j1 + off * c]
+                tr = tt[ky, kx, j0:j1]
+                for j in range(j1 - j0):
+                    o[j] += (np.int32(xr[j]) - zp) * tr[j]
