@@ -49,8 +49,9 @@ xs = list(np.load({inputs!r}))
 
 _TCCC_COMPILE = _PRELUDE + """
 from tcc_compiler import api
+compile_ = api.compile   # api loads the compiler's modules (onnx, ...) lazily: not timed
 t = time.perf_counter()
-m = api.compile({model!r}, {whc!r}, calibration=[x[None] for x in xs][:{n}] or None{table})
+m = compile_({model!r}, {whc!r}, calibration=[x[None] for x in xs][:{n}] or None{table})
 s = time.perf_counter() - t
 print(json.dumps({{"s": s, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """

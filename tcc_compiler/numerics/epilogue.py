@@ -194,7 +194,8 @@ def conv_epilogue(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np
                   zp_y: int, lo: int = INT8_MIN, hi: int = INT8_MAX,
                   shortcut: np.ndarray | None = None, zp_sc: int = 0,
                   sc_mult: np.ndarray | None = None, out_dtype=np.int8,
-                  consts: EpilogueConsts | None | bool = True) -> np.ndarray:
+                  consts: EpilogueConsts | None | bool = True, jit_params: tuple | None = None,
+                  out: np.ndarray | None = None) -> np.ndarray:
     """Requantize conv accumulators to int8 (or int16), with an optional fused residual add.
 
     ``y = clamp(zp_y + ((acc + bias) * M[c] + (sc - zp_sc) * Msc[c] + 2**(S[c]-1)) >> S[c],
@@ -212,13 +213,23 @@ def conv_epilogue(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np
         consts: :func:`epilogue_consts` of exactly these parameters (pass it to skip that
             work on a layer run many times; None when it returned None; True (the default):
             computed here).
+        jit_params: :func:`~tcc_compiler.numerics.jit.epilogue_params` of exactly these
+            parameters (the same saving for the compiled kernel), or None: derived there.
+        out: ``out_dtype`` array shaped like ``acc`` (any strides: e.g. an SRAM box) the
+            result is written to, or None; it may hold the shortcut itself (the same
+            elements), no other operand.
 
     Returns:
-        ``out_dtype`` array shaped like ``acc``.
+        ``out_dtype`` array shaped like ``acc`` (``out`` when given).
     """
-    y = jit.epilogue(acc, bias, mult, shift, zp_y, lo, hi, shortcut, zp_sc, sc_mult, out_dtype)
+    y = jit.epilogue(acc, bias, mult, shift, zp_y, lo, hi, shortcut, zp_sc, sc_mult, out_dtype,
+                     jit_params, out)
     if y is not None:       # the int64 definition, compiled (numerics/jit.py)
         return y
+    if out is not None:
+        out[...] = conv_epilogue(acc, bias, mult, shift, zp_y, lo, hi, shortcut, zp_sc,
+                                 sc_mult, out_dtype, consts)
+        return out
     if consts is True:
         consts = epilogue_consts(bias, mult, shift, zp_y, lo, hi,
                                  sc_mult if shortcut is not None else None, zp_sc,

@@ -235,16 +235,23 @@ def _accumulate_i8(x: np.ndarray, zp_x: int, cw: ConvWeights, strides, pads,
     if oh < 1 or ow < 1 or not worth(oh * ow, kh * kw * cg, og) or kh * kw * cg > MAX_K \
             or not 0 <= zpu <= 255:
         return None
-    xu = x.view(np.uint8)
-    if top == left == bottom == right == 0:
-        xs = np.bitwise_xor(xu, np.uint8(0x80))            # int8 v -> uint8 v + 128
-    else:
-        xs = np.full((h + top + bottom, w + left + right, c), zpu, np.uint8)
-        np.bitwise_xor(xu, np.uint8(0x80), out=xs[top:top + h, left:left + w])
+    plain = top == left == bottom == right == 0 and kh == kw == 1 and strides == (1, 1)
+    xs = None
+    if plain or not jit.available():
+        xu = x.view(np.uint8)
+        if top == left == bottom == right == 0:
+            xs = np.bitwise_xor(xu, np.uint8(0x80))            # int8 v -> uint8 v + 128
+        else:
+            xs = np.full((h + top + bottom, w + left + right, c), zpu, np.uint8)
+            np.bitwise_xor(xu, np.uint8(0x80), out=xs[top:top + h, left:left + w])
     out = None
     for g in range(cw.group):
-        part = xs if cw.group == 1 else xs[:, :, g * cg:(g + 1) * cg]
-        cols = np.ascontiguousarray(_im2col(part, (kh, kw), strides, dilations, oh, ow))
+        if xs is None:   # the same matrix in one compiled pass, no padded copy
+            cols = jit.im2col_u8(x if cw.group == 1 else x[:, :, g * cg:(g + 1) * cg], zpu,
+                                 (kh, kw), strides, dilations, pads, oh, ow)
+        else:
+            part = xs if cw.group == 1 else xs[:, :, g * cg:(g + 1) * cg]
+            cols = np.ascontiguousarray(_im2col(part, (kh, kw), strides, dilations, oh, ow))
         acc = int8_matmul(cols, zpu, cw.imats[g])
         if acc is None:
             return None

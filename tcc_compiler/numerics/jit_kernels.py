@@ -12,27 +12,30 @@ _WRAP, _MASK32 = 2 ** 31, 2 ** 32 - 1
 
 @numba.njit(cache=True, nogil=True)
 def epilogue(acc, bias, m, s, rnd, zp_y, lo, hi, out):
-    """out[r, c] = clamp(zp_y + (wrap32(acc + bias) M + 2**(S-1)) >> S, lo, hi); acc int32
-    [N, O], bias/m/s/rnd int64 [O] (rnd = 2**(S-1)), out int8/int16 [N, O]."""
-    n, o = acc.shape
-    for r in range(n):
-        for c in range(o):
-            x = ((np.int64(acc[r, c]) + bias[c] + _WRAP) & _MASK32) - _WRAP
-            t = ((x * m[c] + rnd[c]) >> s[c]) + zp_y
-            out[r, c] = min(max(t, lo), hi)
+    """out[i, j, c] = clamp(zp_y + (wrap32(acc + bias) M + 2**(S-1)) >> S, lo, hi); acc int32
+    [A, B, O], bias/m/s/rnd int64 [O] (rnd = 2**(S-1)), out int8/int16 [A, B, O] (any
+    strides: an SRAM box)."""
+    na, nb, o = acc.shape
+    for i in range(na):
+        for j in range(nb):
+            for c in range(o):
+                x = ((np.int64(acc[i, j, c]) + bias[c] + _WRAP) & _MASK32) - _WRAP
+                t = ((x * m[c] + rnd[c]) >> s[c]) + zp_y
+                out[i, j, c] = min(max(t, lo), hi)
 
 
 @numba.njit(cache=True, nogil=True)
 def epilogue_sc(acc, bias, m, s, rnd, zp_y, lo, hi, sc, zp_sc, msc, out):
     """:func:`epilogue` with the fused residual: ``+ (sc - zp_sc) Msc`` before the shift;
-    sc int8/int16 [N, O], msc int64 [O]."""
-    n, o = acc.shape
-    for r in range(n):
-        for c in range(o):
-            x = ((np.int64(acc[r, c]) + bias[c] + _WRAP) & _MASK32) - _WRAP
-            t = x * m[c] + (np.int64(sc[r, c]) - zp_sc) * msc[c] + rnd[c]
-            t = (t >> s[c]) + zp_y
-            out[r, c] = min(max(t, lo), hi)
+    sc int8/int16 [A, B, O] (any strides), msc int64 [O]."""
+    na, nb, o = acc.shape
+    for i in range(na):
+        for j in range(nb):
+            for c in range(o):
+                x = ((np.int64(acc[i, j, c]) + bias[c] + _WRAP) & _MASK32) - _WRAP
+                t = x * m[c] + (np.int64(sc[i, j, c]) - zp_sc) * msc[c] + rnd[c]
+                t = (t >> s[c]) + zp_y
+                out[i, j, c] = min(max(t, lo), hi)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -54,3 +57,82 @@ def depthwise(x, zp, taps, sh, sw, dh, dw, top, left, out):
                         continue
                     for ch in range(c):
                         out[oy, ox, ch] += (np.int32(x[iy, ix, ch]) - zp) * taps[ky, kx, ch]
+
+
+@numba.njit(cache=True, nogil=True)
+def im2col_u8(xu, zpu, sh, sw, dh, dw, top, left, kh, kw, ow, out):
+    """out[oy OW + ox, (ky KW + kx) C + c] = xu[iy, ix, c] ^ 0x80 (the int8 input as uint8
+    ``x + 128``) where (iy, ix) is inside the input, else ``zpu`` (the padding); xu uint8
+    [H, W, C] (any strides), out uint8 [OH*OW, KH*KW*C]."""
+    h, w, c = xu.shape
+    rows = out.shape[0]
+    for r in range(rows):
+        oy, ox = r // ow, r % ow
+        for ky in range(kh):
+            iy = oy * sh + ky * dh - top
+            for kx in range(kw):
+                ix = ox * sw + kx * dw - left
+                base = (ky * kw + kx) * c
+                if iy < 0 or iy >= h or ix < 0 or ix >= w:
+                    for ch in range(c):
+                        out[r, base + ch] = zpu
+                else:
+                    for ch in range(c):
+                        out[r, base + ch] = xu[iy, ix, ch] ^ 0x80
+
+
+@numba.njit(cache=True, nogil=True)
+def hist_count(x, lo, width, magnitude, counts):
+    """counts[clip(floor((v - lo) / width), 0, bins - 1)] += 1 for each v = float64(x[i])
+    (``magnitude``: v = |v|, zeros skipped); x float [N], counts int64 [bins]. Returns False
+    at a NaN bin (nothing defined to count: the caller's numpy path decides)."""
+    top = counts.shape[0] - 1
+    for i in range(x.shape[0]):
+        v = np.float64(x[i])
+        if magnitude:
+            v = abs(v)
+            if v == 0.0:
+                continue
+        b = np.floor((v - lo) / width)
+        if b != b:
+            return False
+        if b < 0.0:
+            b = 0.0
+        elif b > top:
+            b = top
+        counts[np.int64(b)] += 1
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def depthwise_w1(x, zp, taps, sh, dh, dw, top, left, out):
+    """:func:`depthwise` for a column stride of 1: each (row, tap) adds one contiguous run of
+    ``x``'s row (pixels x channels) times the tap's weights repeated per pixel, a loop the
+    compiler vectorises even for few channels. x int8 [H, W, C] and out int32 [OH, OW, C]
+    C-contiguous (out zeroed by the caller), taps int32 [KH, KW, C]."""
+    h, w, c = x.shape
+    oh, ow, _ = out.shape
+    kh, kw, _ = taps.shape
+    xf = x.reshape(h, w * c)
+    of = out.reshape(oh, ow * c)
+    tt = np.empty((kh, kw, ow * c), np.int32)
+    for ky in range(kh):
+        for kx in range(kw):
+            for j in range(ow * c):
+                tt[ky, kx, j] = taps[ky, kx, j % c]
+    for oy in range(oh):
+        for ky in range(kh):
+            iy = oy * sh + ky * dh - top
+            if iy < 0 or iy >= h:
+                continue
+            for kx in range(kw):
+                off = kx * dw - left                  # ix = ox + off
+                j0 = max(0, -off) * c
+                j1 = min(ow, w - off) * c
+                if j1 <= j0:
+                    continue
+                o = of[oy, j0:j1]                     # runs from 0: no negative-index checks
+                xr = xf[iy, j0 + off * c:j1 + off * c]
+                tr = tt[ky, kx, j0:j1]
+                for j in range(j1 - j0):
+                    o[j] += (np.int32(xr[j]) - zp) * tr[j]

@@ -29,6 +29,7 @@ from tcc_compiler.errors import InputError, ModelError
 from tcc_compiler.interp import run_float
 from tcc_compiler.interp.onnx_float import ENGINES, float_engine  # noqa: F401 (re-export)
 from tcc_compiler.ir.graph import Graph
+from tcc_compiler.numerics import jit
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,11 @@ ENTROPY_BINS = 16384
 #: Values an observer converts to float64 at once (32 MiB): activations are counted in chunks
 #: so that calibration never holds a float64 copy of a whole activation.
 CHUNK_ELEMS = 1 << 22
+#: Fewest values for which a histogram loads the compiled counting kernel
+#: (:func:`tcc_compiler.numerics.jit.hist_count`) when it is not loaded yet: loading costs
+#: about 0.4 s of CPU, and the kernel saves about 10 ms per million values (measured on this
+#: machine, loaded: 4M float32 values 59 ms numpy vs 17.5 ms compiled).
+JIT_MIN_ELEMS = 1 << 19
 
 
 class MinMaxObserver:
@@ -143,7 +149,14 @@ class Histogram:
     def _count(self, chunk: np.ndarray, magnitude: bool) -> None:
         """Count one chunk: bin ``floor((v - lo) / width)`` clamped to [0, bins - 1], computed
         in float64 in place (the clamp before the integer conversion gives the same bins as
-        after it: the floored values are integers)."""
+        after it: the floored values are integers). With the compiled kernels
+        (:func:`tcc_compiler.numerics.jit.hist_count`) the same operations run in one pass."""
+        got = None
+        if chunk.size >= JIT_MIN_ELEMS or jit.loaded():
+            got = jit.hist_count(chunk, self.lo, self.width, self.bins, magnitude)
+        if got is not None:
+            self.counts += got
+            return
         v = np.empty(chunk.shape, np.float64)
         if magnitude:
             np.abs(chunk, out=v, dtype=np.float64)

@@ -1,35 +1,50 @@
 """CONV_TILE parameter records, decoded and checked once per distinct record bytes (a layer's
 tiles share them) for the reference executor, with the float64 epilogue's factors
-(:mod:`tcc_compiler.numerics.epilogue`) derived from them."""
+(:mod:`tcc_compiler.numerics.epilogue`) and the compiled epilogue's int64 parameters
+(:func:`tcc_compiler.numerics.jit.epilogue_params`) derived from them."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from tcc_compiler.isa import spec
 from tcc_compiler.isa.commands import ConvCfg
-from tcc_compiler.numerics import SHIFT_MAX
+from tcc_compiler.numerics import SHIFT_MAX, jit
 from tcc_compiler.numerics.epilogue import EpilogueConsts, epilogue_consts
 
 #: Element bytes -> the integer dtype of an operand (CONV_CFG ``wide`` bits).
 _INT = {1: np.int8, 2: np.int16, 4: np.int32}
 
 
+@dataclass(frozen=True)
+class ConvParams:
+    """One tile's decoded parameters.
+
+    Attributes:
+        records: the :data:`~tcc_compiler.isa.spec.PARAM_RECORD_DTYPE` records [oc].
+        consts: for out_mode 0 (int8/int16 output), :func:`epilogue_consts` of them (None when
+            the float64 form cannot be exact, or for the int32 output mode).
+        jit: for out_mode 0, :func:`~tcc_compiler.numerics.jit.epilogue_params` of them (the
+            shortcut multipliers only with a shortcut), else None.
+    """
+
+    records: np.ndarray
+    consts: EpilogueConsts | None
+    jit: tuple | None
+
+
 class ConvParamCache:
-    """(records, epilogue factors) keyed by the records' bytes and the CONV_CFG fields the
-    factors depend on. Both are functions of the key, so a hit is what decoding again would
-    give; the records come from a copy of the bytes, never a view of the SRAM."""
+    """Decoded parameters (:class:`ConvParams`) keyed by the records' bytes and the CONV_CFG
+    fields the factors depend on. All are functions of the key, so a hit is what decoding
+    again would give; the records come from a copy of the bytes, never a view of the SRAM."""
 
     def __init__(self) -> None:
-        self._cache: dict[tuple, tuple[np.ndarray, EpilogueConsts | None]] = {}
+        self._cache: dict[tuple, ConvParams] = {}
 
-    def get(self, raw: np.ndarray, cfg: ConvCfg) -> tuple[np.ndarray, EpilogueConsts | None]:
+    def get(self, raw: np.ndarray, cfg: ConvCfg) -> ConvParams:
         """Decode ``raw`` (uint8, ``oc * 16`` bytes of SRAM) for a tile under ``cfg``.
-
-        Returns:
-            (records, consts): the :data:`~tcc_compiler.isa.spec.PARAM_RECORD_DTYPE` records
-            [oc] and, for out_mode 0 (int8/int16 output), :func:`epilogue_consts` of them
-            (None when the float64 form cannot be exact, or for the int32 output mode).
 
         Raises:
             ValueError: reserved bytes not zero; for out_mode 0, a shift outside 1..62 or a
@@ -43,7 +58,7 @@ class ConvParamCache:
         p = spec.unpack_conv_params(np.frombuffer(key[0], np.uint8))
         if p["reserved"].any():
             raise ValueError("parameter record reserved bytes not zero")
-        consts = None
+        consts = jit_params = None
         if cfg.out_mode == spec.OUT_MODE_INT8:
             if p["shift"].min() < 1 or p["shift"].max() > SHIFT_MAX:
                 raise ValueError("parameter shift outside 1..62")
@@ -52,5 +67,8 @@ class ConvParamCache:
             consts = epilogue_consts(p["bias"], p["mult"], p["shift"], cfg.zp_out, cfg.act_lo,
                                      cfg.act_hi, p["sc_mult"] if cfg.has_shortcut else None,
                                      cfg.zp_sc, _INT[cfg.sc_bytes], _INT[cfg.out_bytes])
-        self._cache[key] = (p, consts)
-        return p, consts
+            if jit.available():
+                jit_params = jit.epilogue_params(p["bias"], p["mult"], p["shift"],
+                                                 p["sc_mult"] if cfg.has_shortcut else None)
+        got = self._cache[key] = ConvParams(p, consts, jit_params)
+        return got

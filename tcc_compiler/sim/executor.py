@@ -22,6 +22,7 @@ naming the command index and mnemonic.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -360,7 +361,7 @@ class Executor:
 
     def _sram_tensor(self, i, cmd, what, addr, shape, dtype=np.int8) -> np.ndarray:
         dt = np.dtype(dtype).newbyteorder("<")   # multi-byte elements are little-endian
-        n = int(np.prod(shape)) * dt.itemsize
+        n = math.prod(shape) * dt.itemsize
         return self._sram_view(i, cmd, what, addr, n).view(dt).reshape(shape)
 
     # -- command handlers ----------------------------------------------------------------------
@@ -466,33 +467,42 @@ class Executor:
                            t.in_row_stride, _INT[cfg.in_bytes])
         w = self._sram_tensor(i, t, "weights", t.w_sram, (t.oc, cfg.kh, cfg.kw, cfg.cin_g))
         try:
-            p, consts = self._params.get(self._sram_view(
+            cp = self._params.get(self._sram_view(
                 i, t, "params", t.p_sram, t.oc * spec.PARAM_RECORD_BYTES), cfg)
         except ValueError as exc:
             raise self._err(i, t, str(exc)) from None
+        p = cp.records
         acc = conv_accumulate_f(x, cfg.zp_in, self._conv_weights(t.w_sram, w, groups),
                                 (cfg.sh, cfg.sw), t.pads, (cfg.dh, cfg.dw))
         n_out = oh * ow * t.oc
         read = x.nbytes + w.size + p.size * spec.PARAM_RECORD_BYTES
+        direct = None
         if cfg.out_mode == spec.OUT_MODE_INT8:
             sc = None
             if cfg.has_shortcut:
                 sc = self._sram_box(i, t, "shortcut", t.sc_sram, (oh, ow, t.oc),
                                     t.sc_px_stride, t.sc_row_stride, _INT[cfg.sc_bytes])
                 read += sc.nbytes
+            if not cfg.has_lut:   # the epilogue writes the SRAM box itself where it can
+                direct = self._sram_box(i, t, "output", t.out_sram, (oh, ow, t.oc),
+                                        t.out_px_stride, t.out_row_stride,
+                                        _INT[cfg.out_bytes], write=True)
+                if not isinstance(direct, np.ndarray):
+                    direct = None
             y = conv_epilogue(acc, p["bias"], p["mult"], p["shift"], cfg.zp_out, cfg.act_lo,
                               cfg.act_hi, sc, cfg.zp_sc, p["sc_mult"], _INT[cfg.out_bytes],
-                              consts)
+                              cp.consts, cp.jit, direct)
             if cfg.has_lut:   # flags bit3: one table on the way out
                 lut = self._sram_tensor(i, t, "lut", cfg.lut_sram, (1, 256))
                 y = apply_lut(y, lut)
                 read += 256
         else:
             y = conv_epilogue_int32(acc, p["bias"]).astype("<i4")
-        out = self._sram_box(i, t, "output", t.out_sram, (oh, ow, t.oc), t.out_px_stride,
-                             t.out_row_stride, y.dtype, write=True)
-        out[...] = y
         stats.bytes_per_queue["COMPUTE"] += read + y.nbytes
+        if y is not direct:
+            out = self._sram_box(i, t, "output", t.out_sram, (oh, ow, t.oc), t.out_px_stride,
+                                 t.out_row_stride, y.dtype, write=True)
+            out[...] = y
         stats.macs += n_out * cfg.kh * cfg.kw * cfg.cin_g
 
     def _conv_weights(self, addr: int, w: np.ndarray, groups: int) -> ConvWeights:

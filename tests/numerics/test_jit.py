@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tcc_compiler.numerics import gemm as G
+from tcc_compiler.numerics import int8_gemm as I
 from tcc_compiler.numerics import jit
 from tcc_compiler.numerics.epilogue import conv_epilogue_int64
 
@@ -103,3 +104,116 @@ def test_without_numba_every_kernel_declines(monkeypatch):
     assert jit.depthwise(x, 0, taps, (1, 1), (1, 1, 1, 1), (1, 1), 4, 4) is None
     assert jit.epilogue(np.zeros((2, 3), np.int32), np.zeros(3, np.int32), np.full(3, 1 << 30),
                         np.full(3, 5), 0, -128, 127, None, 0, None, np.int8) is None
+    assert jit.im2col_u8(x, 128, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), 4, 4) is None
+
+
+@pytest.mark.parametrize("k,stride,dil,pads", [
+    (3, 1, 1, (1, 1, 1, 1)), (3, 2, 1, (0, 1, 1, 0)), (7, 2, 1, (3, 3, 3, 3)),
+    (3, 1, 2, (2, 0, 2, 1)), (1, 2, 1, (0, 0, 0, 0)), (1, 1, 1, (1, 0, 0, 1))])
+@pytest.mark.parametrize("group", [1, 2])
+def test_int8_gemm_patch_matrix_equals_numpy(monkeypatch, k, stride, dil, pads, group):
+    # the compiled im2col (one pass from the strided int8 input) gives the numpy path's uint8
+    # patch matrix: the integer GEMM sees the same operands, so the same int32 sums
+    if I.int8_session() is None:
+        pytest.skip("ONNX Runtime's int8 GEMM is not exact on this CPU")
+    rng = np.random.default_rng(k * 10 + stride + group)
+    x = rng.integers(-128, 128, (9, 2 * 11, 8), dtype=np.int8)[:, ::2]   # strided [9, 11, 8]
+    w = rng.integers(-128, 128, (6, k, k, 8 // group), dtype=np.int8)
+    seen = []
+    real = G.int8_matmul
+
+    def spy(a, za, b):
+        seen.append((a.copy(), za))
+        return real(a, za, b)
+
+    monkeypatch.setattr(G, "int8_matmul", spy)
+    for mod in (G, I):   # small test shapes: the integer GEMM all the same
+        monkeypatch.setattr(mod, "worth", lambda m, kk, n: True)
+    cw = G.prepare_conv_weights(w, group)
+    args = (x, -5, cw, (stride, stride), pads, (dil, dil))
+    got = G.conv_accumulate_f(*args)
+    jit.set_enabled(False)
+    want = G.conv_accumulate_f(*args)
+    assert len(seen) == 2 * group
+    for (a, za), (b, zb) in zip(seen[:group], seen[group:]):
+        assert za == zb
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(got, want)
+
+
+def _epilogue_args(rng, shape, with_sc):
+    o = shape[-1]
+    acc = rng.integers(-70000, 70000, shape).astype(np.int32)
+    bias = rng.integers(-1000, 1000, o).astype(np.int32)
+    mult, shift = rng.integers(0, 2 ** 31, o), rng.integers(20, 40, o)
+    sc = rng.integers(-128, 128, shape).astype(np.int8) if with_sc else None
+    msc = rng.integers(0, 2 ** 31, o) if with_sc else None
+    return acc, bias, mult, shift, 3, -128, 127, sc, -2, msc, np.int8
+
+
+@pytest.mark.parametrize("with_sc", [False, True])
+def test_epilogue_writes_a_strided_box(with_sc):
+    # the executor hands the SRAM output box (pixel and row strides) as ``out``; with the
+    # parameters prepared once (epilogue_params): the definition's bytes, written in place
+    rng = np.random.default_rng(7)
+    args = _epilogue_args(rng, (4, 5, 6), with_sc)
+    if with_sc:   # the shortcut read from a strided box too
+        box = np.zeros((4, 7, 9), np.int8)[:, 1:6, 2:8]
+        box[...] = args[7]
+        args = args[:7] + (box,) + args[8:]
+    want = conv_epilogue_int64(*args)
+    sram = np.full((4, 8, 10), 99, np.int8)
+    out = sram[:, 1:6, 3:9]
+    params = jit.epilogue_params(args[1], args[2], args[3], args[9])
+    got = jit.epilogue(*args, params=params, out=out)
+    assert got is out
+    np.testing.assert_array_equal(out, want)
+    rest = sram.copy()
+    rest[:, 1:6, 3:9] = 99
+    assert (rest == 99).all()     # nothing written outside the box
+
+
+def test_epilogue_in_place_over_its_shortcut_and_overlap_declined():
+    # out may be the shortcut's own elements (each read before written); a shifted overlap
+    # would read bytes already written: declined (the caller's numpy path computes first)
+    rng = np.random.default_rng(8)
+    args = _epilogue_args(rng, (3, 4, 5), True)
+    want = conv_epilogue_int64(*args)
+    buf = np.zeros((3, 5, 5), np.int8)
+    sc = buf[:, :4]
+    sc[...] = args[7]
+    got = jit.epilogue(*args[:7], sc, *args[8:], out=sc)
+    assert got is sc
+    np.testing.assert_array_equal(sc, want)
+    buf[:, :4] = args[7]
+    assert jit.epilogue(*args[:7], buf[:, :4], *args[8:], out=buf[:, 1:]) is None
+    from tcc_compiler.numerics import conv_epilogue
+    out = buf[:, 1:]
+    conv_epilogue(*args[:7], buf[:, :4], *args[8:], out=out)
+    np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("magnitude", [False, True])
+def test_histogram_counts_equal_numpy(magnitude):
+    # the compiled counting pass (jit.hist_count) gives calibration's numpy counts bit for
+    # bit: values on bin edges, zeros, both ends clamped, float32 and float64 inputs
+    from tcc_compiler.quant.calibrate import Histogram
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(50_000).astype(np.float32) * 3
+    x[:200] = 0.0
+    x[200:400] = np.float32(1.5)             # an edge of the histogram below
+    assert jit.available() and jit.loaded()  # loaded: small inputs take the kernel too
+    for dt in (np.float32, np.float64):
+        hists = []
+        for on in (False, True):
+            jit.set_enabled(on)
+            h = Histogram(64)
+            h.add(np.linspace(-4, 4, 9).astype(dt), magnitude=magnitude)   # bins [-4, 4]
+            h._count(x.astype(dt), magnitude)                              # beyond both ends
+            h.add(x[:1000].astype(dt) * 0.5, magnitude=magnitude)
+            hists.append(h.counts.copy())
+        np.testing.assert_array_equal(hists[0], hists[1])
+        assert hists[0].sum() > 0
+    jit.set_enabled(True)
+    assert jit.hist_count(np.array([np.nan], np.float32), 0.0, 1.0, 4, False) is None
