@@ -135,10 +135,11 @@ def _units(prog: Program, nodes: dict[str, Node], mem: MemoryPlan, ci: int) -> l
 
 
 def _windows(units: list[_Unit], raw: int, gap_after: dict[int, int], t: Target,
-             idle_share: float, area_end: int) -> list[tuple[float, int, int]]:
+             idle_share: float, ends: list[int]) -> list[tuple[float, int, int]]:
     """(prefetchable bytes, index in ``units`` of the window's first step, area) of every
-    window before the consumer (``units``: :func:`_units`) for an area ending at
-    ``area_end``, the shortest first (see :func:`plan_hoist`)."""
+    window before the consumer (``units``: :func:`_units`), the window starting at step
+    ``u`` having an area that ends at ``ends[u]`` (:func:`_ends`), the shortest first (see
+    :func:`plan_hoist`)."""
     al = t.sram_align_bytes
     out = []
     need, idle = 0, 0
@@ -147,11 +148,42 @@ def _windows(units: list[_Unit], raw: int, gap_after: dict[int, int], t: Target,
             need = max(need, u.base + u.top + units[u_i - 1].top)
         else:
             need = u.base + u.top
-        area = min((area_end - need) // al * al, align_up(raw, al))
+        area = min((ends[u_i] - need) // al * al, align_up(raw, al))
         if area <= 0:
             break
         idle += sum(gap_after.get(k, 0) for k in range(*u.cmds))
         out.append((min(area, cost.transfer_bytes(idle, t) * idle_share), u_i, area))
+    return out
+
+
+def hoist_spans(prog: Program, hoists, t: Target) -> tuple[tuple[int, int, int], ...]:
+    """(first, last, lo) per hoist of ``hoists`` (planned on ``prog``, the program without
+    prefetch): the indices in ``prog.layers`` of its window's first step (a cascaded chain is
+    placed at its last op) and of its consumer -- the stretch of the program during which its
+    area is taken -- and the lowest SRAM address of its area. Input of :func:`plan_hoist`'s
+    ``busy``.
+
+    Raises:
+        KeyError: a hoist naming an op that is not a layer of ``prog``.
+    """
+    idx = {li.name: i for i, li in enumerate(prog.layers)}
+    return tuple((idx[h.window[0] if h.window else h.consumer], idx[h.consumer], h.area(t)[0])
+                 for h in hoists)
+
+
+def _ends(units: list[_Unit], ci: int, top: int,
+          busy: tuple[tuple[int, int, int], ...]) -> list[int]:
+    """Per window step ``u`` (:func:`_units`, nearest first), the highest SRAM address the
+    area of a hoist of layer ``ci`` whose window starts at ``u`` may reach: ``top``, or below
+    the areas of the hoists in ``busy`` (:func:`hoist_spans`) taken during any of the
+    window's steps or the consumer. A hoist whose window starts after another's consumer
+    may use that consumer's SRAM: what it overwrites has been read by then (its loads wait
+    for the consumer's last compute, :meth:`Emitter.free_any`)."""
+    out, end = [], top
+    for u in units:
+        pos = u.layers[1]
+        end = min([end] + [lo for first, last, lo in busy if first <= ci and last >= pos])
+        out.append(end)
     return out
 
 
@@ -175,8 +207,8 @@ def _hoist(prog: Program, ci: int, units: list[_Unit], u0: int, area: int,
 
 def plan_pieces(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[int, int]],
                 t: Target, eager: bool = False, idle_share: float = 1.0,
-                consumer: int | None = None,
-                area_end: int | None = None) -> tuple[Hoist, ...]:
+                consumer: int | None = None, area_end: int | None = None,
+                busy: tuple[tuple[int, int, int], ...] = ()) -> tuple[Hoist, ...]:
     """:func:`plan_hoist`'s prefetch, split into up to three hoists of one
     consumer whose windows start earlier the higher their area lies: the ops before the
     chosen window often leave less SRAM free (larger tensors early in a network), but what
@@ -185,14 +217,17 @@ def plan_pieces(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[
     earlier) and ``A0`` the chosen area, the pieces start at the chosen window, at the
     earliest layer with ``A(j) >= A0 / 2`` and at the earliest with ``A(j) >= 16 KiB``; the
     piece starting at ``j`` covers the bytes ``(A(j_prev), A(j)]`` below the area's end
-    (``j_prev`` the next earlier piece). The pieces ``pack`` the consumer's blocks. Empty
-    when :func:`plan_hoist` finds nothing."""
-    got = _plan(graph, mem, prog, spans, t, idle_share, consumer, area_end)
+    (``j_prev`` the next earlier piece). The pieces ``pack`` the consumer's blocks; they all
+    end where the chosen window's area does (a window starting earlier, where a hoist of
+    ``busy`` takes SRAM below that end, starts no piece). Empty when :func:`plan_hoist`
+    finds nothing."""
+    got = _plan(graph, mem, prog, spans, t, idle_share, consumer, area_end, busy)
     if got is None:
         return ()
-    ci, units, u0, area, end, wins, gap_after = got
+    ci, units, u0, area, end, wins, gap_after, ends = got
+    hi = None if end == t.sram_capacity_bytes else end
     # window steps are indexed nearest first: a larger index starts earlier
-    avail = {u: min(a, area) for _, u, a in wins if u >= u0}
+    avail = {u: min(a, area) for _, u, a in wins if u >= u0 and ends[u] == end}
     starts = {u0, max(u for u, a in avail.items() if a >= area // 2),
               max(u for u, a in avail.items() if a >= MIN_PREFETCH_BYTES)}
     pieces, below = [], 0
@@ -200,17 +235,18 @@ def plan_pieces(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[
         top = area if u == u0 else avail[u]
         if top - below >= MIN_PREFETCH_BYTES:
             pieces.append(_hoist(prog, ci, units, u, top - below,
-                                 end - below if below else area_end, gap_after, eager,
+                                 end - below if below else hi, gap_after, eager,
                                  pack=True))
             below = top
     return tuple(pieces)
 
 
 def _plan(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[int, int]],
-          t: Target, idle_share: float, consumer: int | None, area_end: int | None):
+          t: Target, idle_share: float, consumer: int | None, area_end: int | None,
+          busy: tuple[tuple[int, int, int], ...] = ()):
     """(consumer layer, window steps (:func:`_units`), index of the chosen window's first
-    step, area, area end, every window (:func:`_windows`), LOAD gaps) of :func:`plan_hoist`'s
-    choice, or None."""
+    step, area, area end, every window (:func:`_windows`), LOAD gaps, per step the end of
+    an area starting there (:func:`_ends`)) of :func:`plan_hoist`'s choice, or None."""
     gap_after = _gap_after(prog, spans)
     if consumer is None:
         stalled = stalled_convs(prog, spans)
@@ -224,13 +260,14 @@ def _plan(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[int, i
         return None
     g = conv_geom(node, t)
     raw = g.o * g.kh * g.kw * g.cin_g + g.o * PARAM_RECORD_BYTES
-    end = t.sram_capacity_bytes if area_end is None else area_end
     units = _units(prog, nodes, mem, ci)
-    wins = _windows(units, raw, gap_after, t, idle_share, end)
+    ends = _ends(units, ci, t.sram_capacity_bytes if area_end is None else area_end, busy)
+    wins = _windows(units, raw, gap_after, t, idle_share, ends)
     best = max(wins, key=lambda w: (w[0], -wins.index(w)), default=None)
     if best is None or best[0] < MIN_PREFETCH_BYTES:
         return None
     _, u0, area = best
+    end = ends[u0]
     res, c_base, al = mem.conv_residency(node, g), mem.base(node), t.sram_align_bytes
     while area >= MIN_PREFETCH_BYTES:   # the consumer's tiles must fit below the area
         try:
@@ -240,12 +277,13 @@ def _plan(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[int, i
             area = area // 2 // al * al
     else:
         return None
-    return ci, units, u0, area, end, wins, gap_after
+    return ci, units, u0, area, end, wins, gap_after, ends
 
 
 def plan_hoist(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[int, int]],
                t: Target, eager: bool = False, idle_share: float = 1.0,
-               consumer: int | None = None, area_end: int | None = None) -> Hoist | None:
+               consumer: int | None = None, area_end: int | None = None,
+               busy: tuple[tuple[int, int, int], ...] = ()) -> Hoist | None:
     """Choose a cross-op weight prefetch (:class:`Hoist`) from a replayed program (``spans``:
     :func:`cost.replay` of ``prog.commands``; ``mem``: the memory plan it was lowered with).
 
@@ -258,11 +296,16 @@ def plan_hoist(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[i
     still take opposite ends of what is left and need not wait for each other), ``idle`` the
     LOAD-queue idle cycles after the window's LOAD commands times the DRAM bytes per cycle.
     The consumer's tiles must fit below the area (it is halved until they do). ``area_end``:
-    the area ends there (aligned; below the areas of hoists planned before it), None: at the
-    SRAM's end. None when under 16 KiB would be prefetched.
+    no area goes above it (aligned), None: the SRAM's end. ``busy``: the hoists planned
+    before it (:func:`hoist_spans`); the area of a window ends below the areas of those
+    whose window or consumer overlaps its window or consumer in execution order, and may
+    take the SRAM of the others (their consumers ran before it starts: the SRAM is handed
+    on from one consumer to a later one, specs/target.md "Weight prefetch"). None when
+    under 16 KiB would be prefetched.
     """
-    got = _plan(graph, mem, prog, spans, t, idle_share, consumer, area_end)
+    got = _plan(graph, mem, prog, spans, t, idle_share, consumer, area_end, busy)
     if got is None:
         return None
-    ci, units, u0, area, _, _, gap_after = got
-    return _hoist(prog, ci, units, u0, area, area_end, gap_after, eager)
+    ci, units, u0, area, end, _, gap_after, _ = got
+    hi = None if end == t.sram_capacity_bytes else end
+    return _hoist(prog, ci, units, u0, area, hi, gap_after, eager)

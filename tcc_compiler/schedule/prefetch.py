@@ -78,8 +78,7 @@ class Prefetcher:
     """
 
     def __init__(self, hoists: Hoist | tuple[Hoist, ...], graph: Graph) -> None:
-        """Raises InternalError: a consumer that is not an op of ``graph``, or two hoists whose
-        areas overlap."""
+        """Raises InternalError: a consumer that is not an op of ``graph``."""
         pos = {n.name: i for i, n in enumerate(graph.nodes)}
         hs = (hoists,) if isinstance(hoists, Hoist) else tuple(hoists)
         for h in hs:
@@ -87,6 +86,7 @@ class Prefetcher:
                 raise InternalError(f"prefetch consumer '{h.consumer}' is not in the graph")
         self.hoists = tuple(sorted(hs, key=lambda h: (pos[h.consumer], -len(h.window))))
         self.graph = graph
+        self._pos = pos
         self.cmds: list[int] = []
         self._win = [frozenset(h.window) for h in self.hoists]
         self._gaps_of: dict[str, tuple[int, ...]] = {}   # window op -> Hoist.gaps entry
@@ -107,12 +107,20 @@ class Prefetcher:
         self._busy = False                   # emitting a prefetch load
         self._ctx: OpContext | None = None
 
+    def span(self, h: Hoist) -> tuple[int, int]:
+        """Graph positions of the first op of ``h``'s window (its consumer if it has none) and
+        of its consumer: the stretch of the program during which its area is taken."""
+        return self._pos[h.window[0] if h.window else h.consumer], self._pos[h.consumer]
+
     def check_areas(self, t: Target) -> None:
-        """Raises InternalError: two hoists' areas overlap."""
-        areas = sorted(h.area(t) for h in self.hoists)
-        for (_, hi), (lo, _) in itertools.pairwise(areas):
-            if lo < hi:
-                raise InternalError("prefetch areas overlap")
+        """Raises InternalError: two hoists whose spans (:meth:`span`) overlap have
+        overlapping areas (hoists one after the other may share SRAM)."""
+        for a, b in itertools.combinations(self.hoists, 2):
+            (a0, a1), (b0, b1) = self.span(a), self.span(b)
+            (alo, ahi), (blo, bhi) = a.area(t), b.area(t)
+            if a0 <= b1 and b0 <= a1 and alo < bhi and blo < ahi:
+                raise InternalError(f"prefetch areas overlap: '{a.consumer}' and "
+                                    f"'{b.consumer}' hold them at the same time")
 
     def _active(self, name: str) -> list[Hoist]:
         """The hoists whose window or consumer is op ``name``."""

@@ -15,8 +15,9 @@ from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.schedule.cost import replay
 from tcc_compiler.schedule.lowering import Lowering
 from tcc_compiler.schedule.memory import MemoryPlan, plan_memory
-from tcc_compiler.schedule.prefetch import (Hoist, Prefetcher, plan_hoist, plan_pieces,
-                                            stalled_convs)
+from tcc_compiler.schedule.hoist import (Hoist, hoist_spans, plan_hoist, plan_pieces,
+                                         stalled_convs)
+from tcc_compiler.schedule.prefetch import Prefetcher
 from tcc_compiler.schedule.program import Program
 from tcc_compiler.schedule.rank import estimate_cycles, finalists, plan_key
 from tcc_compiler.target import Target
@@ -209,11 +210,11 @@ def _candidates(graph: Graph, t: Target, lw: Lowering, base: Program, spans, pro
     idx = {stalled[0][1]} if not hoists else set()
     if wide:
         idx |= {i for _, i in sorted(stalled, reverse=True)[:HOIST_CANDIDATES]}
-    area_end = min((h.area(t)[0] for h in hoists), default=None)
+    busy = hoist_spans(base, hoists, t)
     out: list[tuple[Hoist, ...]] = []
     for ci in sorted(idx):
         for eager, share in HOIST_VARIANTS:
-            one = plan_hoist(graph, lw.mem, base, spans, t, eager, share, ci, area_end)
+            one = plan_hoist(graph, lw.mem, base, spans, t, eager, share, ci, busy=busy)
             if one is None:
                 continue
             out.append((one,))
@@ -221,7 +222,7 @@ def _candidates(graph: Graph, t: Target, lw: Lowering, base: Program, spans, pro
                 continue
             if _pack_matters(graph, t, lw.mem, hoists, one):
                 out.append((dataclasses.replace(one, pack=True),))
-            pieces = plan_pieces(graph, lw.mem, base, spans, t, eager, share, ci, area_end)
+            pieces = plan_pieces(graph, lw.mem, base, spans, t, eager, share, ci, busy=busy)
             if len(pieces) > 1:
                 out.append(pieces)
     return out
