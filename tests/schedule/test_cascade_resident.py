@@ -94,3 +94,27 @@ def test_compact_plan_never_raises_the_bases_and_stays_bit_exact():
         gold = run_golden(g, x)
         for o in prog.outputs:
             np.testing.assert_array_equal(got[o.name], gold["int:" + o.name].reshape(-1))
+
+
+def test_search_plans_compact_only_for_depthwise_networks():
+    """The schedule search plans a compact variant per zone for a network with depthwise
+    layers (schedule/search.py): each is a candidate of its own (marked, ranked apart) or
+    equal to one planned already (dropped as the same program); a network without depthwise
+    layers (the ResNets, whose golden binaries stay as recorded) gets none."""
+    from helpers.prefetch_net import quantized_prefetch_net
+
+    from tcc_compiler.schedule import rank, search
+
+    g, _ = _block()
+    t = load_target().with_sram(SRAM)
+    assert search.has_depthwise(g, t)
+    zones = (0.0, 0.75)
+    cands = search._zone_candidates(g, t, zones, True, True)
+    without = search._zone_candidates(g, t, zones, True, False)
+    assert len(cands) >= len(without) and not any(c[4] for c in without)
+    keys = {rank.plan_key(c[2]) for c in cands}
+    zone = int(SRAM * 0.75) // 64 * 64
+    tight = plan_memory(g, t, zone, True, cascade_resident=True, compact=True)
+    assert rank.plan_key(tight) in keys
+    plain_net, _ = quantized_prefetch_net()
+    assert not search.has_depthwise(plain_net, t)
