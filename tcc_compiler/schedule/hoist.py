@@ -5,10 +5,12 @@ The first weight blocks of a load-bound conv (the *consumer*) are loaded during 
 it (its *window*), into an area at the top of the SRAM, which those ops and the conv leave
 free; each prefetch load is emitted right after a load of a window op that was followed by
 LOAD-queue idle time in the program without prefetch. Once a prefetched block is done, its
-place serves the consumer's later blocks. Several hoists may run at once: their areas are
-stacked below one another (the consumer run last on top), the ops reserve the union of the
-areas of the hoists whose window or consumer they are, and the hoists share the measured idle
-time, the earliest consumer first (specs/target.md, "Weight prefetch").
+place serves the consumer's later blocks. Several hoists may run at once: the areas of hoists
+taken at the same time (their spans, window start to consumer, overlap) are stacked below
+one another (the consumer run last on top), while a hoist whose window starts after another's
+consumer may take that consumer's SRAM (:func:`hoist_spans`, ``busy``); the ops reserve the
+union of the areas of the hoists whose window or consumer they are, and the hoists share the
+measured idle time, the earliest consumer first (specs/target.md, "Weight prefetch").
 """
 
 from __future__ import annotations
