@@ -46,13 +46,18 @@ class Buffer:
     offset: int = -1
 
 
-def plan_arena(buffers: list[Buffer], align: int) -> int:
+def plan_arena(buffers: list[Buffer], align: int, by_time: bool = False) -> int:
     """Assign ``offset`` to every buffer; return the arena size (bytes, aligned).
 
-    Deterministic: ties broken by first use, then key.
+    Each buffer goes to the lowest offset clear of the placed buffers live at the same time,
+    largest first (the TFLite arena planner's order), or with ``by_time`` earliest first use
+    first (then largest): the tensors live at each step then tend to sit low, at some cost in
+    arena size. Deterministic: ties broken by first use, then key.
     """
     placed: list[Buffer] = []   # by offset; equal offsets in placement order (insort_right)
-    for b in sorted(buffers, key=lambda b: (-b.size_bytes, b.first, b.key)):
+    order = ((lambda b: (b.first, -b.size_bytes, b.key)) if by_time
+             else (lambda b: (-b.size_bytes, b.first, b.key)))
+    for b in sorted(buffers, key=order):
         off = 0
         for p in placed:   # the buffers live with b, in offset order
             if p.last < b.first or b.last < p.first:
@@ -67,6 +72,17 @@ def plan_arena(buffers: list[Buffer], align: int) -> int:
 
 def _offset(b: Buffer) -> int:
     return b.offset
+
+
+def top_sum(buffers: list[Buffer]) -> int:
+    """Sum over the op steps of the highest end (bytes) of the placed ``buffers`` live at that
+    step: how much SRAM the resident zone keeps from the tile areas above it, summed over
+    time (every op's tile area starts at that top, schedule/memory.py ``op_base``)."""
+    top: dict[int, int] = {}
+    for b in buffers:
+        for i in range(b.first, b.last + 1):
+            top[i] = max(top.get(i, 0), b.offset + b.size_bytes)
+    return sum(top.values())
 
 
 class SramAllocator:
@@ -186,10 +202,14 @@ FREEING_FRACTION = 0.5
 #: that cascading it frees SRAM rather than filling it with taller bands.
 FREEING_BAND_FRACTION = 0.25
 
+#: :data:`FREEING_FRACTION` of a ``compact`` plan (:func:`plan_memory`): MobileNetV2's
+#: 56x56x144 blocks (0.9 MB of intermediates) are cascaded too.
+COMPACT_FREEING_FRACTION = 0.4
+
 
 def plan_memory(graph: Graph, t: Target, zone_bytes: int, cascade: bool,
                 reuse: bool = True, pinned: frozenset = frozenset(),
-                cascade_resident: bool = False) -> MemoryPlan:
+                cascade_resident: bool = False, compact: bool = False) -> MemoryPlan:
     """Plan DRAM, the resident zone (``zone_bytes``, aligned by the caller) and, with
     ``cascade``, the chains worth cascading. ``cascade_resident``: a chain whose intermediates
     would be resident is cascaded too when they are large (:data:`FREEING_FRACTION`; by
@@ -202,6 +222,13 @@ def plan_memory(graph: Graph, t: Target, zone_bytes: int, cascade: bool,
     liveness plan in that order would let one core overwrite bytes the other still reads
     (schedule/cores.py). ``pinned``: ids of values
     that stay in DRAM, never resident (tensors one core writes and the other reads).
+    ``compact`` (with ``cascade_resident``) plans for the SRAM left to weight prefetch: chains
+    whose resident intermediates take :data:`COMPACT_FREEING_FRACTION` of the SRAM are
+    cascaded, and the resident zone is placed by first use (:func:`plan_arena` ``by_time``)
+    when that fits the zone and lowers :func:`top_sum` -- every op's tile area, and so the
+    SRAM above it, starts at the top of the resident tensors live around it, so a small
+    tensor placed above large ones that live later (the arena's largest-first order) takes
+    the SRAM below it away from the ops before them.
 
     Raises:
         ScheduleError: an op's tiles cannot fit (from the chain planner's tile estimates).
@@ -209,6 +236,7 @@ def plan_memory(graph: Graph, t: Target, zone_bytes: int, cascade: bool,
     """
     p = _Planner(graph, t, zone_bytes, cascade)
     p.reuse, p.pinned, p.cascade_resident = reuse, pinned, cascade_resident
+    p.compact = compact
     return p.plan()
 
 
@@ -220,6 +248,7 @@ class _Planner:
         self.reuse = True
         self.pinned: frozenset = frozenset()
         self.cascade_resident = False
+        self.compact = False
         self.freeing: set[int] = set()
         self.tensors: dict[int, Tensor] = {}
         self.res: dict[int, Resident] = {}
@@ -446,7 +475,8 @@ class _Planner:
             if id(m.output) in self.res:
                 h, w, ch = hwc(m.output)
                 nbytes += h * w * ch * elem_bytes(m.output)
-        return self.cascade_resident and nbytes >= FREEING_FRACTION * self.t.sram_capacity_bytes
+        frac = COMPACT_FREEING_FRACTION if self.compact else FREEING_FRACTION
+        return self.cascade_resident and nbytes >= frac * self.t.sram_capacity_bytes
 
     def _plan_resident(self, bufs: list[tuple[Value, Buffer]]) -> set[int]:
         """Choose the tensors kept whole in the SRAM resident zone and place them there.
@@ -470,6 +500,11 @@ class _Planner:
                 chosen.append((v, b))
         placed = [Buffer(b.key, b.size_bytes, b.first, b.last) for _, b in chosen]
         self.zone_used = plan_arena(placed, al)
+        if self.compact:   # placed by first use when that leaves the tile areas more SRAM
+            alt = [Buffer(b.key, b.size_bytes, b.first, b.last) for _, b in chosen]
+            used = plan_arena(alt, al, by_time=True)
+            if used <= self.zone_bytes and top_sum(alt) < top_sum(placed):
+                placed, self.zone_used = alt, used
         for (v, _), pb in zip(chosen, placed):
             self.res[id(v)] = Resident(pb.offset, hwc(v), elem_bytes(v))
         return {id(v) for v, _ in chosen}

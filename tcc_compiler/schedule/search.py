@@ -11,14 +11,18 @@ import logging
 
 from tcc_compiler.errors import ScheduleError
 from tcc_compiler.ir.graph import Graph
+from tcc_compiler.ir.ops import Op
 from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.schedule.cost import replay
+from tcc_compiler.schedule.geom import conv_geom
 from tcc_compiler.schedule.lowering import Lowering
 from tcc_compiler.schedule.memory import MemoryPlan, plan_memory
-from tcc_compiler.schedule.prefetch import (Hoist, Prefetcher, plan_hoist, plan_pieces,
-                                            stalled_convs)
+from tcc_compiler.schedule.hoist import (Hoist, hoist_spans, plan_hoist, plan_pieces,
+                                         stalled_convs)
+from tcc_compiler.schedule.prefetch import Prefetcher
 from tcc_compiler.schedule.program import Program
 from tcc_compiler.schedule.rank import estimate_cycles, finalists, plan_key
+from tcc_compiler.schedule.tiling import uses_depthwise_mode
 from tcc_compiler.target import Target
 
 log = logging.getLogger(__name__)
@@ -46,27 +50,32 @@ def _cycles(prog: Program, t: Target) -> int:
     return max((e for _, e in replay(prog.commands, t)), default=0)
 
 
-def _zone_candidates(graph: Graph, t: Target, zone_fractions,
-                     cascade: bool) -> list[tuple[int, bool, MemoryPlan, int]]:
-    """(zone bytes, cascade, memory plan, estimated cycles) of every distinct zone size x
-    cascading candidate, in the search's order (smaller zone first, cascading first); a
-    plan equal to an earlier one (:func:`~tcc_compiler.schedule.rank.plan_key`) is dropped.
+def _zone_candidates(graph: Graph, t: Target, zone_fractions, cascade: bool,
+                     compact: bool = False) -> list[tuple[int, bool, MemoryPlan, int, bool]]:
+    """(zone bytes, cascade, memory plan, estimated cycles, compact) of every distinct zone
+    size x cascading candidate, in the search's order (smaller zone first, cascading first);
+    a plan equal to an earlier one (:func:`~tcc_compiler.schedule.rank.plan_key`) is dropped.
     With ``cascade`` each zone is planned three ways: cascading the chains whose
     intermediates would not be resident, cascading every chain worth it
-    (``cascade_resident``: SRAM freed for prefetch), and without cascades.
+    (``cascade_resident``: SRAM freed for prefetch), and without cascades; with ``compact``
+    (a network with depthwise layers) also a fourth, ``cascade_resident`` with
+    :func:`plan_memory`'s ``compact`` (more chains cascaded, the zone placed so each op's
+    tile area starts low).
 
     Raises:
         ScheduleError: the zone-free, cascade-free plan does not fit.
     """
+    ways = ((True, False, False), (True, True, False), (False, False, False))
+    if compact:
+        ways += ((True, True, True),)
     out, seen = [], set()
     for frac in sorted(set(zone_fractions)):
         zone = int(t.sram_capacity_bytes * frac) // t.sram_align_bytes * t.sram_align_bytes
-        for casc, every in (((True, False), (True, True), (False, False)) if cascade
-                            else ((False, False),)):
+        for casc, every, tight in (ways if cascade else ((False, False, False),)):
             if every and zone == 0:   # nothing resident: the same plan as without
                 continue
             try:
-                mem = plan_memory(graph, t, zone, casc, cascade_resident=every)
+                mem = plan_memory(graph, t, zone, casc, cascade_resident=every, compact=tight)
             except ScheduleError:
                 if zone == 0 and not casc:
                     raise
@@ -76,27 +85,40 @@ def _zone_candidates(graph: Graph, t: Target, zone_fractions,
             if key in seen:   # the same program as an earlier candidate's
                 continue
             seen.add(key)
-            out.append((zone, casc, mem, estimate_cycles(graph, mem, t)))
+            out.append((zone, casc, mem, estimate_cycles(graph, mem, t), tight))
     return out
+
+
+def has_depthwise(graph: Graph, t: Target) -> bool:
+    """Whether a conv of ``graph`` runs on the depthwise datapath
+    (:func:`~tcc_compiler.schedule.tiling.uses_depthwise_mode`)."""
+    return any(n.op is Op.CONV and uses_depthwise_mode(conv_geom(n, t), t)
+               for n in graph.nodes)
 
 
 def _best_zone(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
                memo: dict):
-    """(cycles, program, lowering) of every zone size x cascading variant among the
+    """(cycles, program, lowering, compact) of every zone size x cascading variant among the
     finalists of the cost model's ranking (:mod:`~tcc_compiler.schedule.rank`), each lowered
-    and replayed, fastest first; ties go to the smaller zone, then to cascading. When no
-    finalist can be lowered, the other candidates are tried in the order of their estimates.
+    and replayed, fastest first; ties go to the smaller zone, then to cascading. The
+    ``compact`` plans (a network with depthwise layers, :func:`_zone_candidates`) are ranked
+    apart: the finalists of the others and the best estimated compact one are lowered. When
+    no finalist can be lowered, the other candidates are tried in the order of their
+    estimates.
 
     Raises:
         ScheduleError: no candidate can be lowered (the zone-free, cascade-free one's error).
     """
-    cands = _zone_candidates(graph, t, zone_fractions, cascade)
-    chosen = set(finalists([c[3] for c in cands]))
+    cands = _zone_candidates(graph, t, zone_fractions, cascade, has_depthwise(graph, t))
+    plain = [i for i, c in enumerate(cands) if not c[4]]
+    chosen = {plain[i] for i in finalists([cands[i][3] for i in plain])}
+    chosen |= set(sorted((i for i, c in enumerate(cands) if c[4]),
+                         key=lambda i: cands[i][3])[:1])
     rest = sorted((i for i in range(len(cands)) if i not in chosen), key=lambda i: cands[i][3])
     lowered, error = [], None
     for batch in ([i for i in range(len(cands)) if i in chosen], *([i] for i in rest)):
         for i in batch:
-            zone, casc, mem, est = cands[i]
+            zone, casc, mem, est, tight = cands[i]
             lw = Lowering(graph, t, zone, compressor, cascade=casc, memo=memo, mem=mem)
             try:
                 prog = lw.run()
@@ -108,9 +130,9 @@ def _best_zone(graph: Graph, t: Target, zone_fractions, compressor, cascade: boo
             cycles = _cycles(prog, t)
             log.debug("resident zone %d bytes, %d cascaded chains: %d cycles (estimated %d)",
                       zone, len(lw.chains), cycles, est)
-            lowered.append((cycles, len(lowered), prog, lw))
+            lowered.append((cycles, len(lowered), prog, lw, tight))
         if lowered:
-            return [(c, p, lw) for c, _, p, lw in sorted(lowered, key=lambda x: x[:2])]
+            return [(c, p, lw, k) for c, _, p, lw, k in sorted(lowered, key=lambda x: x[:2])]
     raise error
 
 
@@ -141,15 +163,20 @@ def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
             prefetch: bool, memo: dict) -> tuple[Lowering, Program, int]:
     """(lowering, program, replayed cycles) of the fastest variant: the fastest zone x
     cascading variant and, with ``prefetch``, the fastest after :func:`_add_hoists` of the
-    :data:`PREFETCH_FINALISTS` fastest variants (of the fastest only for a network without
-    depthwise layers: the ResNet programs, whose golden outputs stay as recorded)."""
+    :data:`PREFETCH_FINALISTS` fastest variants and the fastest ``compact`` one (of the
+    fastest only for a network without depthwise layers: the ResNet programs, whose golden
+    outputs stay as recorded)."""
     tries = _best_zone(graph, t, zone_fractions, compressor, cascade, memo)
     if not prefetch:
-        cycles, prog, lw = tries[0]
+        cycles, prog, lw, _ = tries[0]
         return lw, prog, cycles
     wide = any(li.depthwise for li in tries[0][1].layers)
     best = None
-    for cyc0, prog0, lw in tries[:PREFETCH_FINALISTS if wide else 1]:
+    plain = [x for x in tries if not x[3]] or tries
+    bases = plain[:PREFETCH_FINALISTS if wide else 1]
+    if wide:   # and the fastest compact plan (planned for prefetch, may win only with it)
+        bases += [x for x in tries if x[3] and all(x is not b for b in bases)][:1]
+    for cyc0, prog0, lw, _ in bases:
         cycles, prog = _add_hoists(graph, t, compressor, lw, prog0, cyc0, memo)
         log.debug("resident zone %d bytes, %d cascaded chains: %d -> %d cycles with prefetch",
                   lw.zone_bytes, len(lw.chains), cyc0, cycles)
@@ -209,11 +236,11 @@ def _candidates(graph: Graph, t: Target, lw: Lowering, base: Program, spans, pro
     idx = {stalled[0][1]} if not hoists else set()
     if wide:
         idx |= {i for _, i in sorted(stalled, reverse=True)[:HOIST_CANDIDATES]}
-    area_end = min((h.area(t)[0] for h in hoists), default=None)
+    busy = hoist_spans(base, hoists, t)
     out: list[tuple[Hoist, ...]] = []
     for ci in sorted(idx):
         for eager, share in HOIST_VARIANTS:
-            one = plan_hoist(graph, lw.mem, base, spans, t, eager, share, ci, area_end)
+            one = plan_hoist(graph, lw.mem, base, spans, t, eager, share, ci, busy=busy)
             if one is None:
                 continue
             out.append((one,))
@@ -221,7 +248,7 @@ def _candidates(graph: Graph, t: Target, lw: Lowering, base: Program, spans, pro
                 continue
             if _pack_matters(graph, t, lw.mem, hoists, one):
                 out.append((dataclasses.replace(one, pack=True),))
-            pieces = plan_pieces(graph, lw.mem, base, spans, t, eager, share, ci, area_end)
+            pieces = plan_pieces(graph, lw.mem, base, spans, t, eager, share, ci, busy=busy)
             if len(pieces) > 1:
                 out.append(pieces)
     return out
