@@ -158,7 +158,7 @@ def test_run_eval_and_calib_take_an_nhwc_npy_for_an_nhwc_model(tmp_path, capsys)
     takes it ("does not match the model input [N, 3, 16, 12]"); ``eval`` read no ``.npy``."""
     import json
 
-    from tests.helpers.cli import run_cli
+    from helpers.cli import run_cli
 
     path, out, xs = _nhwc_folder(tmp_path, calib_npy=True)
     np.save(tmp_path / "nhwc.npy", xs[0])
