@@ -108,8 +108,11 @@ class LoadedProgram:
         _check_file_records(self.folder, self.manifest, ((CMD_FILE, cmd), (WEIGHT_FILE, wts)))
         self.cmd = read_cmd_file(cmd, str(self.folder / CMD_FILE))
         self.weights = read_weight_file(wts, str(self.folder / WEIGHT_FILE))
-        check_manifest(self.manifest, str(mpath), input_bytes=self.cmd.input_bytes,
-                       output_bytes=self.cmd.output_bytes)
+        c = self.cmd
+        check_manifest(self.manifest, str(mpath), input_bytes=c.input_bytes,
+                       output_bytes=c.output_bytes,
+                       header={"cores": c.cores, "act_arena_bytes": c.act_arena_bytes,
+                               "input_bytes": c.input_bytes, "output_bytes": c.output_bytes})
         # a --cores 2 folder's stream program is checked like the main one (None without)
         self.stream = load_stream(self.folder, self.manifest)
         self.target = Target.from_dict(self.manifest["target"])  # checked by check_manifest
