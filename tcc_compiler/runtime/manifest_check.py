@@ -199,22 +199,22 @@ def _check_host_ops(ck: _Checker, host_ops: Any, ranks: dict[str, int]) -> None:
 
 def _check_records(ck: _Checker, m: dict, header: dict[str, int] | None) -> None:
     """The descriptive records no run reads but tools and users do (specs/manifest.md):
-    ``tool``, ``tool_version``, ``model``, ``cores``, ``dram``, ``calibration``, ``precision``,
-    each checked when present; ``cores`` and ``dram`` against the command file's ``header``
+    ``model`` (required), and ``tool``, ``tool_version``, ``cores``, ``dram``, ``calibration``,
+    ``precision`` when present; ``cores`` and ``dram`` against the command file's ``header``
     (``cores``, ``act_arena_bytes``, ``input_bytes``, ``output_bytes``) when given."""
     if m.get("tool", "tccc") != "tccc":
         raise ck.fail("tool", f"expected 'tccc', got {m['tool']!r:.40}")
     if "tool_version" in m:
         ck.text(m["tool_version"], "tool_version")
-    if "model" in m:
-        rec = ck.obj(m["model"], "model")
-        ck.text(ck.key(rec, "source", "model"), "model.source")
-        sha = ck.key(rec, "sha256", "model")
-        if (not isinstance(sha, str) or len(sha) != 64
-                or any(ch not in "0123456789abcdef" for ch in sha)):
-            raise ck.fail("model.sha256", f"expected 64 lowercase hex digits, got {sha!r:.70}")
-        if rec.get("opset") is not None:
-            ck.int_(rec["opset"], "model.opset", 1, 1000)
+    # required: run --check and analyze confirm the model by its sha256
+    rec = ck.obj(ck.key(m, "model", "manifest"), "model")
+    ck.text(ck.key(rec, "source", "model"), "model.source")
+    sha = ck.key(rec, "sha256", "model")
+    if (not isinstance(sha, str) or len(sha) != 64
+            or any(ch not in "0123456789abcdef" for ch in sha)):
+        raise ck.fail("model.sha256", f"expected 64 lowercase hex digits, got {sha!r:.70}")
+    if rec.get("opset") is not None:
+        ck.int_(rec["opset"], "model.opset", 1, 1000)
     header = header or {}
     if "cores" in m:
         ck.int_(m["cores"], "cores", 1, 2)

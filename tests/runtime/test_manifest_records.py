@@ -33,6 +33,7 @@ _BAD = [
     (("input", "offset"), 64, "input.offset"),
     (("outputs", 0, "region"), "INPUT", "outputs[0].region"),
     (("model",), None, "model"),
+    (("model",), "DEL", "manifest.model"),
     (("model", "sha256"), "DEL", "model.sha256"),
     (("model", "sha256"), "abc", "model.sha256"),
     (("model", "opset"), "13", "model.opset"),
