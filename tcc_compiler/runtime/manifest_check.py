@@ -43,8 +43,9 @@ def _is_num(v: Any) -> bool:
     return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
 
 
-class _Checker:
-    """Field checks that raise FormatError naming ``path`` and the field."""
+class FieldChecker:
+    """Field checks that raise FormatError naming ``path`` and the field (also used by
+    :mod:`tcc_compiler.runtime.segmented_check`)."""
 
     def __init__(self, path: str):
         self.path = path
@@ -112,7 +113,7 @@ class _Checker:
                                 f"{vals!r}"[:200])
 
 
-def _check_input(ck: _Checker, inp: dict, input_bytes: int | None) -> None:
+def _check_input(ck: FieldChecker, inp: dict, input_bytes: int | None) -> None:
     """The ``input`` object: shape vs npu_hwc, layout, batch 1, quantization, INPUT size."""
     shape = ck.dims(ck.key(inp, "shape", "input"), "input.shape", (2, 4))
     hwc = ck.dims(ck.key(inp, "npu_hwc", "input"), "input.npu_hwc", (3,))
@@ -137,7 +138,7 @@ def _check_input(ck: _Checker, inp: dict, input_bytes: int | None) -> None:
                       f"region holds {input_bytes}")
 
 
-def _check_outputs(ck: _Checker, outs: Any, output_bytes: int | None) -> dict[str, int]:
+def _check_outputs(ck: FieldChecker, outs: Any, output_bytes: int | None) -> dict[str, int]:
     """The ``outputs`` list; returns {name: rank} of every output."""
     if not isinstance(outs, list) or not outs:
         raise ck.fail("outputs", "expected a non-empty list")
@@ -174,7 +175,7 @@ def _check_outputs(ck: _Checker, outs: Any, output_bytes: int | None) -> dict[st
     return ranks
 
 
-def _check_host_ops(ck: _Checker, host_ops: Any, ranks: dict[str, int]) -> None:
+def _check_host_ops(ck: FieldChecker, host_ops: Any, ranks: dict[str, int]) -> None:
     """The ``host_ops`` list (each op reads an earlier name); adds their outputs to ``ranks``."""
     if not isinstance(host_ops, list):
         raise ck.fail("host_ops", "expected a list")
@@ -197,7 +198,11 @@ def _check_host_ops(ck: _Checker, host_ops: Any, ranks: dict[str, int]) -> None:
         ranks[dst] = rank - 1 if kind == "argmax" else rank
 
 
-def _check_records(ck: _Checker, m: dict, header: dict[str, int] | None) -> None:
+#: The former private name (tests use it).
+_Checker = FieldChecker
+
+
+def _check_records(ck: FieldChecker, m: dict, header: dict[str, int] | None) -> None:
     """The descriptive records no run reads but tools and users do (specs/manifest.md):
     ``model`` (required), and ``tool``, ``tool_version``, ``cores``, ``dram``, ``calibration``,
     ``precision`` when present; ``cores`` and ``dram`` against the command file's ``header``
@@ -228,6 +233,11 @@ def _check_records(ck: _Checker, m: dict, header: dict[str, int] | None) -> None
             if k in header and dram[k] != header[k]:
                 raise ck.fail(f"dram.{k}", f"{dram[k]}, the command file's header says "
                               f"{header[k]}")
+    _check_settings(ck, m)
+
+
+def _check_settings(ck: FieldChecker, m: dict) -> None:
+    """``calibration`` and ``precision``, when present."""
     if "calibration" in m:
         cal = ck.obj(m["calibration"], "calibration")
         ck.int_(ck.key(cal, "inputs", "calibration"), "calibration.inputs")
@@ -264,7 +274,7 @@ def check_manifest(manifest: Any, path: str, *, input_bytes: int | None = None,
         FormatError: the first field that is missing, of the wrong type or out of range, with
             ``path`` and the field (``input.scale``, ``outputs[1].offset``, ...) in the message.
     """
-    ck = _Checker(path)
+    ck = FieldChecker(path)
     m = ck.obj(manifest, "manifest")
     files = ck.obj(ck.key(m, "files", "manifest"), "files")
     for name, rec in files.items():
