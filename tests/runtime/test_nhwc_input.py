@@ -185,3 +185,21 @@ def test_run_eval_and_calib_take_an_nhwc_npy_for_an_nhwc_model(tmp_path, capsys)
     np.save(tmp_path / "bad.npy", xs[0][:, :, :, :2])
     code, o, err = run_cli(["run", out, tmp_path / "bad.npy"], capsys)
     assert code == 2 and "NHWC [N, 16, 12, 3] or NCHW [N, 3, 16, 12]" in err
+
+
+def test_onnx_backend_takes_what_an_nhwc_model_takes(tmp_path):
+    """ONNX's backend interface feeds the model's own inputs: ``rep.run([x])`` with the NHWC
+    array an NHWC model takes was refused ("input shape (1, 16, 12, 3) differs from the
+    model's (1, 3, 16, 12)")."""
+    from tcc_compiler import onnx_backend
+
+    model = _nhwc_conv()
+    rng = np.random.default_rng(4)
+    xs = [rng.standard_normal((1, 16, 12, 3)).astype(np.float32) for _ in range(3)]
+    rep = onnx_backend.prepare(model, "CPU", calibration=[x.transpose(0, 3, 1, 2) for x in xs])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for x in xs[:2]:
+        y = rep.run([x])[0]
+        assert sqnr_db(sess.run(None, {"x": x})[0], y) > 25.0
+    rep2 = onnx_backend.prepare(model, "CPU")      # calibrates on the first input it runs
+    assert sqnr_db(sess.run(None, {"x": xs[0]})[0], rep2.run(xs[0])[0]) > 25.0
