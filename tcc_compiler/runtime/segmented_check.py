@@ -71,7 +71,8 @@ def _check_outputs(ck: FieldChecker, outs: Any, n_segments: int) -> set[str]:
             raise ck.fail(f"{f}.name", f"'{name}' appears twice")
         names.add(name)
         ck.dims(ck.key(o, "shape", f), f"{f}.shape")
-        ck.int_(ck.key(o, "segment", f), f"{f}.segment", 0, n_segments - 1)
+        if ck.key(o, "segment", f) is not None:   # null: no segment makes it (the input)
+            ck.int_(o["segment"], f"{f}.segment", 0, n_segments - 1)
         if o.get("dtype", "float32") not in OUTPUT_DTYPES:
             raise ck.fail(f"{f}.dtype", f"expected one of {', '.join(OUTPUT_DTYPES)}, got "
                           f"{o['dtype']!r:.40}")
@@ -126,7 +127,8 @@ def check_dataflow(manifest: dict, path: str, made: dict[int, set[str]],
     (and every tensor its host graph reads from earlier segments, ``reads[k]``) is the model
     input or an earlier segment's listed output; every output it lists is one it makes
     (``made[k]``: an NPU program's outputs and host ops, a host graph's outputs); every
-    ``outputs[]`` record is made by the segment it names.
+    ``outputs[]`` record is made by the segment it names (``segment`` null: the model input
+    or an output of some segment, e.g. a graph output that is the input itself).
 
     Raises:
         FormatError: the first name that breaks this, with the segment and field.
@@ -145,6 +147,11 @@ def check_dataflow(manifest: dict, path: str, made: dict[int, set[str]],
                               f"({seg.get('folder') or seg.get('file')})")
         have.update(seg["outputs"])
     for j, o in enumerate(manifest["outputs"]):
+        if o["segment"] is None:
+            if o["name"] not in have:
+                raise ck.fail(f"outputs[{j}].segment", f"null, but '{o['name']:.60}' is "
+                              "neither the model input nor a segment's output")
+            continue
         if o["name"] not in manifest["segments"][o["segment"]]["outputs"]:
             raise ck.fail(f"outputs[{j}].segment", f"segment {o['segment']} does not output "
                           f"'{o['name']:.60}'")

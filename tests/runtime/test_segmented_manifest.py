@@ -57,6 +57,7 @@ _BAD = [  # (path, value; "DEL" deletes), field named
     (("outputs", 0, "shape"), "x", "outputs[0].shape"),
     (("outputs", 0, "segment"), 7, "outputs[0].segment"),
     (("outputs", 0, "segment"), 0, "outputs[0].segment"),
+    (("outputs", 0, "segment"), "2", "outputs[0].segment"),
     (("graph_outputs",), ["nope"], "graph_outputs"),
     (("graph_outputs",), None, "graph_outputs"),
     (("model",), None, "model"),
