@@ -35,6 +35,7 @@ import onnx
 from onnx.backend.base import Backend, BackendRep, Device, DeviceType
 
 from tcc_compiler.errors import InputError
+from tcc_compiler.frontend.onnx_import import is_nhwc_input
 from tcc_compiler.options import DEFAULTS
 
 log = logging.getLogger(__name__)
@@ -122,8 +123,9 @@ class TcccRep(BackendRep):
 
         Args:
             inputs: a list of arrays in graph-input order (or a dict by name, or one array):
-                the first is the float32 image (the model's input shape, NCHW), the rest are
-                frozen as constants (see the module docstring).
+                the first is the float32 image (the model's input shape: NCHW, or NHWC
+                ``[1, H, W, C]`` when the model takes NHWC), the rest are frozen as constants
+                (see the module docstring).
 
         Returns:
             Tuple of outputs in graph order (float32 dequantized; int64 for ArgMax).
@@ -148,6 +150,8 @@ class TcccRep(BackendRep):
             raise InputError(f"{self.model.graph.name or '<model>'}: input "
                              f"'{self._inputs[0].name}' has shape {x.shape}; tccc compiles "
                              "batch 1 (run the images one at a time)")
+        if x.ndim == 4 and is_nhwc_input(self.model, self._inputs[0].name):
+            x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))   # tccc's runtime takes NCHW
         extra = inputs[1:]
         stale = self._frozen is None or len(extra) != len(self._frozen) or any(
             a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(extra, self._frozen))

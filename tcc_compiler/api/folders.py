@@ -27,7 +27,7 @@ from tcc_compiler.emit.files import IR_FILE, MANIFEST_FILE
 from tcc_compiler.errors import InputError
 from tcc_compiler.runtime import LoadedProgram, load_program
 from tcc_compiler.runtime.evaluate import PIXEL_MODES, RAW_LAYOUTS
-from tcc_compiler.runtime.loaded import read_report
+from tcc_compiler.runtime.loaded import input_layout, read_report
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def inputs_for(paths: Sequence[str | os.PathLike], prog: LoadedProgram) -> list[
         InputError: a missing or unreadable file, a wrong shape.
     """
     pre = Preprocess.from_dict(prog.manifest["preprocess"])
-    return load_inputs(paths, pre, prog.input_shape)
+    return load_inputs(paths, pre, prog.input_shape, input_layout(prog.manifest))
 
 
 def labelled_inputs(paths: Sequence[str | os.PathLike], prog: LoadedProgram
@@ -66,7 +66,7 @@ def labelled_inputs(paths: Sequence[str | os.PathLike], prog: LoadedProgram
         check_path(raw)  # a symlink loop or too long a name: one line, not a traceback
         files = folder_entries(Path(raw)) if Path(raw).is_dir() else [Path(raw)]
         for f in files:
-            arrs = load_inputs([f], pre, prog.input_shape)
+            arrs = load_inputs([f], pre, prog.input_shape, input_layout(prog.manifest))
             xs += arrs
             labels += [str(f)] if len(arrs) == 1 else [f"{f}[{i}]" for i in range(len(arrs))]
     return xs, labels
@@ -225,7 +225,8 @@ def analyze_folder(folder: str | os.PathLike, model: str | os.PathLike,
     h, w, c = manifest["input"]["npu_hwc"]
     qgraph = load_ir(folder / IR_FILE)
     fgraph = driver.run_float_passes(*driver.import_model(model, (w, h, c))).graph
-    xs = load_inputs(inputs, Preprocess.from_dict(manifest["preprocess"]), shape)
+    xs = load_inputs(inputs, Preprocess.from_dict(manifest["preprocess"]), shape,
+                     input_layout(manifest))
     return analyze(fgraph, qgraph, xs, progress=progress), len(xs)
 
 

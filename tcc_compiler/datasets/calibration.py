@@ -54,7 +54,8 @@ def resolve_calibration(items, graph: Graph, preprocess) -> tuple[Sequence[np.nd
     Args:
         items: a sequence of image/.npy/folder paths and float32 NCHW arrays; one path
             (``"photo.png"``) or one array counts as a list of one (a string used to be
-            iterated character by character).
+            iterated character by character). A ``.npy`` file of a model whose ONNX input is
+            NHWC (``graph.meta["input_layout"]``) may be NHWC ``[N, H, W, C]``.
 
     Returns:
         (inputs, description): a sequence of float32 NCHW arrays ``[1, C, H, W]`` (images are
@@ -79,7 +80,9 @@ def resolve_calibration(items, graph: Graph, preprocess) -> tuple[Sequence[np.nd
         if a.shape != shape:
             raise InputError(f"calibration array {k}: shape {a.shape}, model expects {shape}")
         arrays.append(a)
-    lazy = LazyInputs(paths, preprocess, shape) if paths else None
+    # an NHWC model's .npy files may be NHWC, as its ONNX input takes them
+    layout = graph.meta.get("input_layout", "NCHW")
+    lazy = LazyInputs(paths, preprocess, shape, layout) if paths else None
     inputs = _Concat(arrays, lazy)
     if not len(inputs):
         raise InputError("calibration/--calib: no calibration inputs given")

@@ -310,8 +310,28 @@ def _check_npy_header_length(path: Path) -> None:
                              f"the file holds {size}")
 
 
-def _load_npy(path: Path, expected_shape: tuple[int, ...]) -> list[np.ndarray]:
-    """A ``.npy`` float32 NCHW array ``[N, C, H, W]`` split into N arrays ``[1, C, H, W]``.
+#: ONNX input layouts a ``.npy`` file may be given in (the model's, manifest ``onnx_layout``).
+NPY_LAYOUTS = ("NCHW", "NHWC")
+
+
+def _npy_nchw(array: np.ndarray, expected_shape: tuple[int, ...], layout: str
+              ) -> np.ndarray | None:
+    """``array`` as NCHW ``[N, C, H, W]`` when it is shaped as the model takes it: NCHW, or for
+    an NHWC model (``layout``) ``[N, H, W, C]`` (transposed here; preferred when both shapes
+    coincide, H == W == C, as that is what the ONNX model takes); None when neither fits."""
+    if array.ndim != len(expected_shape) or array.shape[0] < 1:
+        return None
+    want = tuple(int(d) for d in expected_shape[1:])
+    if layout == "NHWC" and len(want) == 3 and tuple(array.shape[1:]) == (want[1], want[2],
+                                                                           want[0]):
+        return array.transpose(0, 3, 1, 2)
+    return array if tuple(array.shape[1:]) == want else None
+
+
+def _load_npy(path: Path, expected_shape: tuple[int, ...], layout: str = "NCHW"
+              ) -> list[np.ndarray]:
+    """A ``.npy`` float32 array ``[N, C, H, W]`` (or, for an NHWC model, ``[N, H, W, C]``: the
+    layout its ONNX input takes) split into N NCHW arrays ``[1, C, H, W]``.
 
     The file is memory-mapped and its header checked before any data is copied, so a header
     claiming a huge shape costs nothing (numpy refuses to map past the end of the file).
@@ -330,13 +350,17 @@ def _load_npy(path: Path, expected_shape: tuple[int, ...]) -> list[np.ndarray]:
     if array.dtype != np.float32:
         raise InputError(f"{path}: .npy dtype is {array.dtype}, expected float32 "
                          f"(save it with array.astype(np.float32))")
-    if array.ndim != len(expected_shape) or tuple(array.shape[1:]) != want or array.shape[0] < 1:
+    nchw = _npy_nchw(array, expected_shape, layout)
+    if nchw is None:
+        forms = f"[N, {', '.join(map(str, want))}]"
+        if layout == "NHWC" and len(want) == 3:
+            forms = f"NHWC [N, {want[1]}, {want[2]}, {want[0]}] or NCHW {forms}"
         raise InputError(f"{path}: .npy shape {tuple(array.shape)} does not match the model input "
-                         f"[N, {', '.join(map(str, want))}] (N >= 1)")
+                         f"{forms} (N >= 1)")
     if not np.isfinite(array).all():
         bad = int(np.count_nonzero(~np.isfinite(array)))
         raise InputError(f"{path}: .npy array holds {bad} NaN/Inf value(s)")
-    return [np.array(array[i:i + 1], dtype=np.float32, order="C") for i in range(array.shape[0])]
+    return [np.array(nchw[i:i + 1], dtype=np.float32, order="C") for i in range(array.shape[0])]
 
 
 def folder_entries(folder: Path) -> list[Path]:
@@ -359,19 +383,23 @@ def folder_entries(folder: Path) -> list[Path]:
 
 
 def load_inputs(paths: Sequence[str | os.PathLike[str]], pre: Preprocess,
-                expected_shape: tuple[int, ...]) -> list[np.ndarray]:
+                expected_shape: tuple[int, ...], layout: str = "NCHW") -> list[np.ndarray]:
     """Load model inputs from image files, folders and ``.npy`` arrays.
 
     Each path is one of: an image file (preprocessed with ``pre``); a ``.npy`` file holding a
-    float32 NCHW array ``[N, C, H, W]`` exactly as the model takes it, split into N inputs; or a
-    folder, whose image and ``.npy`` files (not subfolders, not hidden files) are loaded in name
-    order. Paths are taken in the order given, so the result is deterministic.
+    float32 array ``[N, C, H, W]`` exactly as the model takes it (``[N, H, W, C]`` for a model
+    whose ONNX input is NHWC, ``layout``), split into N inputs; or a folder, whose image and
+    ``.npy`` files (not subfolders, not hidden files) are loaded in name order. Paths are
+    taken in the order given, so the result is deterministic.
 
     Args:
         paths: files and folders.
         pre: preprocessing for image files.
         expected_shape: the model's NCHW input shape, e.g. ``(1, 3, 224, 224)``; every returned
             array has shape ``(1,) + expected_shape[1:]``.
+        layout: the ONNX model's input layout, ``"NCHW"`` or ``"NHWC"`` (manifest
+            ``input.onnx_layout``): an NHWC model's ``.npy`` files may be NHWC (transposed
+            here) or NCHW.
 
     Returns:
         float32 NCHW arrays ``[1, C, H, W]``, one per input (all in memory at once: see
@@ -382,7 +410,7 @@ def load_inputs(paths: Sequence[str | os.PathLike[str]], pre: Preprocess,
             whose preprocessed shape differs from ``expected_shape``, or a ``.npy`` array with
             the wrong dtype/shape or NaN/Inf values. The message names the file.
     """
-    return list(LazyInputs(paths, pre, expected_shape))
+    return list(LazyInputs(paths, pre, expected_shape, layout))
 
 
 class LazyInputs(Sequence):
@@ -399,7 +427,9 @@ class LazyInputs(Sequence):
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike[str]], pre: Preprocess,
-                 expected_shape: tuple[int, ...]) -> None:
+                 expected_shape: tuple[int, ...], layout: str = "NCHW") -> None:
+        if layout not in NPY_LAYOUTS:
+            raise InternalError(f"input layout {layout!r}: expected one of {NPY_LAYOUTS}")
         expected = tuple(int(d) for d in expected_shape)
         if len(expected) != 4:
             raise InputError(f"model input shape {expected} is not NCHW; only 4-D image "
@@ -413,7 +443,7 @@ class LazyInputs(Sequence):
         image_shape = (1,) + expected[1:]
         for f in _input_files(paths):
             if f.suffix.lower() == ".npy":
-                self.items.extend(_load_npy(f, expected))
+                self.items.extend(_load_npy(f, expected, layout))
                 continue
             if expected[1] not in IMAGE_CHANNELS:
                 raise InputError(f"{f}: the model input has {expected[1]} channels; images load "

@@ -100,8 +100,8 @@ def export_ort(folder: str | os.PathLike) -> onnx.ModelProto:
     """Build the ONNX Runtime model of a compiled folder (validated as ``tccc run`` does).
 
     Returns:
-        A checked ModelProto: input float32 shaped as the compiled model's input, outputs the
-        graph outputs (float32; int64 for an argmax).
+        A checked ModelProto: input float32 shaped as the ONNX model's input (NCHW, or NHWC
+        when the model took NHWC), outputs the graph outputs (float32; int64 for an argmax).
 
     Raises:
         InputError, FormatError: the folder is missing or invalid.
@@ -127,12 +127,34 @@ def export_ort(folder: str | os.PathLike) -> onnx.ModelProto:
             nodes.extend(_host_nodes(seg))
     shapes = _shapes(man)
     argmax_outs = {op["output"] for op in man["host_ops"] if op["op"] == "argmax"}
-    in_name = segments(man)[0].inputs[0]
-    ins = [helper.make_tensor_value_info(in_name, TensorProto.FLOAT, list(prog.input_shape))]
+    ins = _nhwc_input(nodes, man, prog)
     outs = [helper.make_tensor_value_info(
         o, TensorProto.INT64 if o in argmax_outs else TensorProto.FLOAT, shapes[o])
         for o in man["graph_outputs"]]
     return _finish(helper.make_graph(nodes, "tccc_npu", ins, outs), OPSET, 8)
+
+
+def _nhwc_input(nodes: list[onnx.NodeProto], man: dict, prog) -> list[onnx.ValueInfoProto]:
+    """The graph input (float32, the ONNX model's shape and layout). For a model that took
+    NHWC (manifest ``input.onnx_layout``), a Transpose to NCHW is put first and the NPU
+    program nodes reading the input read it (they take NCHW, :meth:`LoadedProgram.run`);
+    host nodes keep reading the NHWC input as in the original model. Edits ``nodes``."""
+    from tcc_compiler.runtime.loaded import input_layout
+    from tcc_compiler.runtime.ort_ops import DOMAIN
+
+    inp = man["input"]
+    name = inp.get("onnx_name", inp["name"])
+    shape = list(prog.input_shape)
+    if input_layout(man) != "NHWC" or len(shape) != 4:
+        return [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)]
+    nchw = f"{name}__nchw"
+    for node in nodes:
+        if node.domain == DOMAIN:
+            node.input[:] = [nchw if t == name else t for t in node.input]
+    nodes.insert(0, helper.make_node("Transpose", [name], [nchw], name="input_nchw",
+                                     perm=[0, 3, 1, 2]))
+    n, c, h, w = shape
+    return [helper.make_tensor_value_info(name, TensorProto.FLOAT, [n, h, w, c])]
 
 
 def _finish(graph: onnx.GraphProto, opset: int, ir_version: int) -> onnx.ModelProto:
@@ -181,9 +203,7 @@ def _segmented_graph(folder: Path, man: dict, prog) -> tuple[onnx.GraphProto, in
         ir = max(ir, host.ir_version)
     if len(opsets) > 1:
         raise FormatError(f"{folder}: host graphs of different opsets {sorted(opsets)}")
-    inp = man["input"]
-    ins = [helper.make_tensor_value_info(inp.get("onnx_name", inp["name"]), TensorProto.FLOAT,
-                                         list(prog.input_shape))]
+    ins = _nhwc_input(nodes, man, prog)
     shapes = {o["name"]: o for o in man["outputs"]}
     outs = [helper.make_tensor_value_info(
         name, helper.np_dtype_to_tensor_dtype(np.dtype(shapes[name].get("dtype", "float32"))),

@@ -48,8 +48,10 @@ float64 values, which ``tccc compile`` of this file uses (the round trip gives t
 binaries; other tools use the float32 initializers, which is the precision ONNX Runtime
 computes in anyway).
 
-Layouts: the exported input is NCHW float32 ``[1, C, H, W]`` (the IR's layout, even when the
-original ONNX model took NHWC); outputs keep their ONNX names and shapes.
+Layouts: the exported input is float32 in the original ONNX model's layout: NCHW
+``[1, C, H, W]``, or NHWC ``[1, H, W, C]`` with a Transpose(0, 3, 1, 2) to the IR's NCHW when
+the model took NHWC (so the export takes the same arrays as the model it came from); outputs
+keep their ONNX names and shapes.
 """
 
 from __future__ import annotations
@@ -503,7 +505,9 @@ def export_qdq(graph: Graph) -> onnx.ModelProto:
             output folder's ``quantized.tir``).
 
     Returns:
-        A checked ``onnx.ModelProto`` (opset :data:`OPSET`), input NCHW float32.
+        A checked ``onnx.ModelProto`` (opset :data:`OPSET`), input float32 in the original
+        model's layout: NCHW ``[1, C, H, W]``, or NHWC ``[1, H, W, C]`` followed by a
+        Transpose to NCHW when the model took NHWC (``graph.meta["input_layout"]``).
 
     Raises:
         InputError: the graph is not quantized. InternalError: an op without a QDQ form.
@@ -513,13 +517,21 @@ def export_qdq(graph: Graph) -> onnx.ModelProto:
     b = _Builder(graph)
     inp = graph.inputs[0]
     in_name = str(graph.meta.get("onnx_input", inp.name))
-    b.qdq(inp, in_name, "input")
+    in_shape = list(inp.shape)
+    nhwc = graph.meta.get("input_layout") == "NHWC" and len(in_shape) == 4
+    x = in_name
+    if nhwc:   # the model took NHWC: so does its export, transposed to the IR's NCHW
+        n_, c_, h_, w_ = in_shape
+        in_shape = [n_, h_, w_, c_]
+        x = b.node("Transpose", [in_name], b.uniq(f"{in_name}_nchw"), "input_nchw",
+                   perm=[0, 3, 1, 2])
+    b.qdq(inp, x, "input")
     for n in graph.nodes:
         rule = _EXPORT_RULES.get(n.op)
         if rule is None:
             raise InternalError(f"QDQ export: no ONNX form for {n.op.value} '{n.name}'")
         rule(b, n, b.float_of[id(n.inputs[0])])
-    in_vi = helper.make_tensor_value_info(in_name, TensorProto.FLOAT, list(inp.shape))
+    in_vi = helper.make_tensor_value_info(in_name, TensorProto.FLOAT, in_shape)
     outs = []
     for o in graph.outputs:
         et = TensorProto.INT64 if o.producer is not None and o.producer.op is Op.ARGMAX \
@@ -531,7 +543,8 @@ def export_qdq(graph: Graph) -> onnx.ModelProto:
         "", OPSET_INT16 if wide else OPSET)], producer_name="tccc", producer_version=__version__)
     model.ir_version = IR_VERSION_INT16 if wide else 8
     acts = "int8/int16" if wide else "int8"
-    helper.set_model_props(model, {"tccc.layout": f"NCHW input; {acts} QDQ activations, "
+    helper.set_model_props(model, {"tccc.layout": f"{'NHWC' if nhwc else 'NCHW'} input; "
+                                                  f"{acts} QDQ activations, "
                                                   "per-channel int8 weights, int32 bias",
                                    EXACT_SCALES_KEY: json.dumps(b.exact, sort_keys=True)})
     onnx.checker.check_model(model, full_check=True)

@@ -13,7 +13,9 @@ Datasets (:func:`find_samples`):
   (last field not an integer) are skipped. Samples are sorted by path.
 
 Samples are image files (anything Pillow reads, preprocessed by the manifest's
-:class:`~tcc_compiler.datasets.images.Preprocess`) or **raw arrays** (``.bin``, ``.raw``,
+:class:`~tcc_compiler.datasets.images.Preprocess`), ``.npy`` float32 arrays of one input
+already preprocessed (``[1, C, H, W]``, or ``[1, H, W, C]`` for a model whose ONNX input is
+NHWC; the pixel overrides do not apply to them) or **raw arrays** (``.bin``, ``.raw``,
 ``.rgb``, or any file when ``raw`` is given): exactly ``W*H*C`` uint8 pixels in ``HWC``
 (pixel-interleaved, e.g. the CIFAR-10 files in ``../shared/data/cifar10-resnet8``) or ``CHW``
 (planar) layout, RGB order, no resizing (W and H must equal the model's input). Pixel scaling of
@@ -275,7 +277,10 @@ def eval_job(prog, item) -> dict:
         InputError: the loaded sample's NCHW shape differs from the model input (names the file).
     """
     path, label, pre, raw, model = item
-    x = load_sample(Path(path), pre, raw)
+    if Path(path).suffix.lower() == ".npy" and not (raw is not None and raw.force):
+        x = prog.as_input(path)   # a preprocessed array, in the model's NCHW or NHWC layout
+    else:
+        x = load_sample(Path(path), pre, raw)
     from tcc_compiler.datasets.images import IMAGE_CHANNELS
 
     want = tuple(int(d) for d in prog.input_shape)

@@ -39,6 +39,24 @@ def _read(path: Path) -> bytes:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
 
 
+def input_layout(manifest: dict) -> str:
+    """The ONNX model input's layout recorded in a manifest (``input.onnx_layout``):
+    ``"NCHW"`` (the default when absent) or ``"NHWC"``.
+
+    Raises:
+        FormatError: any other value (a segmented folder's top-level manifest is not checked
+            by :func:`check_manifest`).
+    """
+    from tcc_compiler.datasets.images import NPY_LAYOUTS
+
+    inp = manifest.get("input")
+    layout = inp.get("onnx_layout", "NCHW") if isinstance(inp, dict) else "NCHW"
+    if layout not in NPY_LAYOUTS:
+        raise FormatError(f"{MANIFEST_FILE}: input.onnx_layout: expected NCHW or NHWC, got "
+                          f"{layout!r:.40}")
+    return layout
+
+
 def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
     e = np.exp(x.astype(np.float64) - x.max(axis=axis, keepdims=True))
     return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
@@ -90,8 +108,11 @@ class LoadedProgram:
         _check_file_records(self.folder, self.manifest, ((CMD_FILE, cmd), (WEIGHT_FILE, wts)))
         self.cmd = read_cmd_file(cmd, str(self.folder / CMD_FILE))
         self.weights = read_weight_file(wts, str(self.folder / WEIGHT_FILE))
-        check_manifest(self.manifest, str(mpath), input_bytes=self.cmd.input_bytes,
-                       output_bytes=self.cmd.output_bytes)
+        c = self.cmd
+        check_manifest(self.manifest, str(mpath), input_bytes=c.input_bytes,
+                       output_bytes=c.output_bytes,
+                       header={"cores": c.cores, "act_arena_bytes": c.act_arena_bytes,
+                               "input_bytes": c.input_bytes, "output_bytes": c.output_bytes})
         # a --cores 2 folder's stream program is checked like the main one (None without)
         self.stream = load_stream(self.folder, self.manifest)
         self.target = Target.from_dict(self.manifest["target"])  # checked by check_manifest
@@ -119,8 +140,9 @@ class LoadedProgram:
         return x
 
     def as_input(self, x) -> np.ndarray:
-        """``x`` as the float32 input array: an array as given, or an image / ``.npy`` path
-        loaded with the compiled preprocessing (manifest ``preprocess``).
+        """``x`` as the float32 input array: an array as given (NCHW), or an image / ``.npy``
+        path loaded with the compiled preprocessing (manifest ``preprocess``; a ``.npy`` of an
+        NHWC model may hold NHWC ``[1, H, W, C]``, as its ONNX input takes, or NCHW).
 
         Raises:
             InputError: a path that does not load as exactly one input, or a value that is
@@ -130,7 +152,7 @@ class LoadedProgram:
             from tcc_compiler.datasets.images import LazyInputs, Preprocess
 
             xs = LazyInputs([x], Preprocess.from_dict(self.manifest["preprocess"]),
-                            self.input_shape)
+                            self.input_shape, input_layout(self.manifest))
             if len(xs) != 1:
                 raise InputError(f"{x}: holds {len(xs)} inputs; run takes one (use tccc run "
                                  "or a loop for several)")

@@ -1,7 +1,9 @@
 """Validation of ``manifest.json`` before the host runtime trusts any of its fields.
 
 The manifest is read from disk, so it is untrusted input: every field
-:class:`~tcc_compiler.runtime.loaded.LoadedProgram` uses is type- and range-checked here, and
+:class:`~tcc_compiler.runtime.loaded.LoadedProgram` uses is type- and range-checked here (and
+the records it does not use but tools and users read: ``model``, ``cores``, ``dram``,
+``calibration``, ``precision``, the fixed layouts and regions), and
 the tensors it describes are checked to fit the DRAM regions the command file declares, and the
 ``target`` object must rebuild the whole :class:`~tcc_compiler.target.Target`
 (:meth:`Target.from_dict <tcc_compiler.target.Target.from_dict>`). A bad
@@ -22,6 +24,12 @@ from tcc_compiler.target import Target
 HOST_OPS = ("softmax", "argmax")
 #: Output element types the NPU writes (manifest ``outputs[].dtype``) -> bytes per element.
 OUTPUT_DTYPES = {"int8": 1, "int16": 2, "int32": 4}
+#: Fields of ``input`` / ``outputs[]`` with one possible value (the NPU's int8 NHWC input at
+#: the start of region INPUT; outputs in region OUTPUT, NHWC), checked when present.
+INPUT_FIXED = {"dtype": "int8", "npu_layout": "NHWC", "region": "INPUT", "offset": 0}
+OUTPUT_FIXED = {"npu_layout": "NHWC", "region": "OUTPUT"}
+#: ``precision.activations`` values (specs/quantization.md, "Mixed precision").
+ACTIVATION_PRECISIONS = ("int8", "mixed")
 #: Largest dimension accepted anywhere in the manifest (the OUTPUT/INPUT regions are <= 2**30
 #: bytes, so no real tensor comes near it; it keeps products of dims small).
 MAX_DIM = 1 << 30
@@ -35,8 +43,9 @@ def _is_num(v: Any) -> bool:
     return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
 
 
-class _Checker:
-    """Field checks that raise FormatError naming ``path`` and the field."""
+class FieldChecker:
+    """Field checks that raise FormatError naming ``path`` and the field (also used by
+    :mod:`tcc_compiler.runtime.segmented_check`)."""
 
     def __init__(self, path: str):
         self.path = path
@@ -64,6 +73,24 @@ class _Checker:
             raise self.fail(field, f"expected a non-empty string, got {v!r}")
         return v
 
+    def fixed(self, d: dict, field: str, values: dict[str, Any]) -> None:
+        """Fields with the one value this manifest version writes (absent allowed): a host
+        runtime reading them must not be told another layout, type or region."""
+        for k, want in values.items():
+            if k in d and (d[k] != want or type(d[k]) is not type(want)):
+                raise self.fail(f"{field}.{k}", f"expected {want!r}, got {d[k]!r:.40}")
+
+    def text(self, v: Any, field: str) -> str:
+        """A string, possibly empty (a name taken from a graph that had none)."""
+        if not isinstance(v, str):
+            raise self.fail(field, f"expected a string, got {v!r:.40}")
+        return v
+
+    def names(self, v: Any, field: str) -> list:
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise self.fail(field, f"expected a list of strings, got {v!r:.60}")
+        return v
+
     def dims(self, v: Any, field: str, rank: tuple[int, ...] | None = None) -> tuple[int, ...]:
         ok = isinstance(v, list) and all(_is_int(d) and 1 <= d <= MAX_DIM for d in v)
         if not ok or (rank is not None and len(v) not in rank) or not v:
@@ -86,7 +113,7 @@ class _Checker:
                                 f"{vals!r}"[:200])
 
 
-def _check_input(ck: _Checker, inp: dict, input_bytes: int | None) -> None:
+def _check_input(ck: FieldChecker, inp: dict, input_bytes: int | None) -> None:
     """The ``input`` object: shape vs npu_hwc, layout, batch 1, quantization, INPUT size."""
     shape = ck.dims(ck.key(inp, "shape", "input"), "input.shape", (2, 4))
     hwc = ck.dims(ck.key(inp, "npu_hwc", "input"), "input.npu_hwc", (3,))
@@ -102,12 +129,16 @@ def _check_input(ck: _Checker, inp: dict, input_bytes: int | None) -> None:
             and (shape[1], shape[2], shape[3]) != (hwc[2], hwc[0], hwc[1])):
         raise ck.fail("input.shape", f"NCHW {list(shape)} does not match npu_hwc {list(hwc)}")
     ck.quant(inp, "input", 1)
+    ck.str_(ck.key(inp, "name", "input"), "input.name")
+    if "onnx_name" in inp:
+        ck.str_(inp["onnx_name"], "input.onnx_name")
+    ck.fixed(inp, "input", INPUT_FIXED)
     if input_bytes is not None and math.prod(hwc) > input_bytes:
         raise ck.fail("input.npu_hwc", f"{list(hwc)} needs {math.prod(hwc)} bytes, the INPUT "
                       f"region holds {input_bytes}")
 
 
-def _check_outputs(ck: _Checker, outs: Any, output_bytes: int | None) -> dict[str, int]:
+def _check_outputs(ck: FieldChecker, outs: Any, output_bytes: int | None) -> dict[str, int]:
     """The ``outputs`` list; returns {name: rank} of every output."""
     if not isinstance(outs, list) or not outs:
         raise ck.fail("outputs", "expected a non-empty list")
@@ -139,11 +170,12 @@ def _check_outputs(ck: _Checker, outs: Any, output_bytes: int | None) -> dict[st
             raise ck.fail(f"{f}.offset", f"tensor ends at byte {end}, the OUTPUT region holds "
                           f"{output_bytes}")
         ck.quant(o, f, c)
+        ck.fixed(o, f, OUTPUT_FIXED)
         ranks[name] = len(oshape)
     return ranks
 
 
-def _check_host_ops(ck: _Checker, host_ops: Any, ranks: dict[str, int]) -> None:
+def _check_host_ops(ck: FieldChecker, host_ops: Any, ranks: dict[str, int]) -> None:
     """The ``host_ops`` list (each op reads an earlier name); adds their outputs to ``ranks``."""
     if not isinstance(host_ops, list):
         raise ck.fail("host_ops", "expected a list")
@@ -158,14 +190,72 @@ def _check_host_ops(ck: _Checker, host_ops: Any, ranks: dict[str, int]) -> None:
             raise ck.fail(f"{f}.input", f"'{src}' is not an output or an earlier host op")
         rank = ranks[src]
         ck.int_(ck.key(op, "axis", f), f"{f}.axis", -rank, rank - 1)
+        if not isinstance(op.get("keepdims", True), bool):
+            raise ck.fail(f"{f}.keepdims", f"expected true or false, got {op['keepdims']!r:.40}")
         dst = ck.str_(ck.key(op, "output", f), f"{f}.output")
         if dst in ranks:
             raise ck.fail(f"{f}.output", f"'{dst}' is already defined")
         ranks[dst] = rank - 1 if kind == "argmax" else rank
 
 
+#: The former private name (tests use it).
+_Checker = FieldChecker
+
+
+def _check_records(ck: FieldChecker, m: dict, header: dict[str, int] | None) -> None:
+    """The descriptive records no run reads but tools and users do (specs/manifest.md):
+    ``model`` (required), and ``tool``, ``tool_version``, ``cores``, ``dram``, ``calibration``,
+    ``precision`` when present; ``cores`` and ``dram`` against the command file's ``header``
+    (``cores``, ``act_arena_bytes``, ``input_bytes``, ``output_bytes``) when given."""
+    if m.get("tool", "tccc") != "tccc":
+        raise ck.fail("tool", f"expected 'tccc', got {m['tool']!r:.40}")
+    if "tool_version" in m:
+        ck.text(m["tool_version"], "tool_version")
+    # required: run --check and analyze confirm the model by its sha256
+    rec = ck.obj(ck.key(m, "model", "manifest"), "model")
+    ck.text(ck.key(rec, "source", "model"), "model.source")
+    sha = ck.key(rec, "sha256", "model")
+    if (not isinstance(sha, str) or len(sha) != 64
+            or any(ch not in "0123456789abcdef" for ch in sha)):
+        raise ck.fail("model.sha256", f"expected 64 lowercase hex digits, got {sha!r:.70}")
+    if rec.get("opset") is not None:
+        ck.int_(rec["opset"], "model.opset", 1, 1000)
+    header = header or {}
+    if "cores" in m:
+        ck.int_(m["cores"], "cores", 1, 2)
+        if "cores" in header and m["cores"] != header["cores"]:
+            raise ck.fail("cores", f"{m['cores']}, the command file's header says "
+                          f"{header['cores']}")
+    if "dram" in m:
+        dram = ck.obj(m["dram"], "dram")
+        for k in ("act_arena_bytes", "input_bytes", "output_bytes"):
+            ck.int_(ck.key(dram, k, "dram"), f"dram.{k}", 0, 1 << 30)
+            if k in header and dram[k] != header[k]:
+                raise ck.fail(f"dram.{k}", f"{dram[k]}, the command file's header says "
+                              f"{header[k]}")
+    _check_settings(ck, m)
+
+
+def _check_settings(ck: FieldChecker, m: dict) -> None:
+    """``calibration`` and ``precision``, when present."""
+    if "calibration" in m:
+        cal = ck.obj(m["calibration"], "calibration")
+        ck.int_(ck.key(cal, "inputs", "calibration"), "calibration.inputs")
+        for k in ("method", "source"):
+            ck.text(ck.key(cal, k, "calibration"), f"calibration.{k}")
+    if "precision" in m:
+        prec = ck.obj(m["precision"], "precision")
+        act = ck.key(prec, "activations", "precision")
+        if act not in ACTIVATION_PRECISIONS:
+            raise ck.fail("precision.activations", f"expected one of "
+                          f"{', '.join(ACTIVATION_PRECISIONS)}, got {act!r:.40}")
+        for k in ("int16_layers", "int16_tensors"):
+            ck.names(ck.key(prec, k, "precision"), f"precision.{k}")
+
+
 def check_manifest(manifest: Any, path: str, *, input_bytes: int | None = None,
-                   output_bytes: int | None = None) -> dict:
+                   output_bytes: int | None = None, header: dict[str, int] | None = None
+                   ) -> dict:
     """Validate a parsed manifest.
 
     Args:
@@ -174,6 +264,8 @@ def check_manifest(manifest: Any, path: str, *, input_bytes: int | None = None,
         input_bytes, output_bytes: sizes (bytes) of the INPUT and OUTPUT regions from the
             command file header; when given, the input tensor and every output tensor
             (``offset`` + h*w*c*element bytes) must fit them.
+        header: the command file header's ``cores``, ``act_arena_bytes``, ``input_bytes``,
+            ``output_bytes``; when given, the manifest's ``cores`` and ``dram`` must equal them.
 
     Returns:
         ``manifest`` unchanged (for chaining).
@@ -182,7 +274,7 @@ def check_manifest(manifest: Any, path: str, *, input_bytes: int | None = None,
         FormatError: the first field that is missing, of the wrong type or out of range, with
             ``path`` and the field (``input.scale``, ``outputs[1].offset``, ...) in the message.
     """
-    ck = _Checker(path)
+    ck = FieldChecker(path)
     m = ck.obj(manifest, "manifest")
     files = ck.obj(ck.key(m, "files", "manifest"), "files")
     for name, rec in files.items():
@@ -194,6 +286,7 @@ def check_manifest(manifest: Any, path: str, *, input_bytes: int | None = None,
     except FormatError as exc:
         raise FormatError(f"{path}: {exc}") from None
 
+    _check_records(ck, m, header)
     _check_input(ck, ck.obj(ck.key(m, "input", "manifest"), "input"), input_bytes)
     ranks = _check_outputs(ck, ck.key(m, "outputs", "manifest"), output_bytes)
     _check_host_ops(ck, ck.key(m, "host_ops", "manifest"), ranks)

@@ -21,6 +21,7 @@ import numpy as np
 from tcc_compiler.emit.files import MANIFEST_FILE
 from tcc_compiler.errors import FormatError, InputError
 from tcc_compiler.runtime.loaded import LoadedProgram
+from tcc_compiler.runtime.segmented_check import check_dataflow, check_segmented_manifest
 
 #: Top-level fields a segmented manifest must have.
 _KEYS = ("input", "outputs", "graph_outputs", "segments", "preprocess", "target")
@@ -59,6 +60,7 @@ class SegmentedProgram:
         missing = [k for k in _KEYS if k not in manifest]
         if missing or not isinstance(manifest["segments"], list):
             raise FormatError(f"{where}: missing field(s) {', '.join(missing) or 'segments'}")
+        check_segmented_manifest(manifest, where)   # every field typed before it is used
         self.programs: dict[int, LoadedProgram] = {}
         self.sessions: dict = {}
         self.prefixes: dict = {}
@@ -76,6 +78,24 @@ class SegmentedProgram:
             self.sessions[k], self.prefixes[k], self.joins[k] = _host_session(
                 _host_bytes(path, seg), so, path)
         self._link_host_inputs(where)
+        check_dataflow(manifest, where, *self._made_and_read())
+
+    def _made_and_read(self) -> tuple[dict[int, set[str]], dict[int, set[str]]]:
+        """Per segment, the tensors it makes (an NPU program's outputs and host ops, a host
+        graph's outputs and joins) and, for a host segment, those it reads from the earlier
+        segments' float outputs (not its int8 inputs or its boundary prefix's)."""
+        made: dict[int, set[str]] = {}
+        reads: dict[int, set[str]] = {}
+        for k, prog in self.programs.items():
+            made[k] = {o["name"] for o in prog.manifest["outputs"]} | {
+                h["output"] for h in prog.manifest["host_ops"]}
+        for k, sess in self.sessions.items():
+            made[k] = {o.name for o in sess.get_outputs()} | {j.output[0]
+                                                              for j in self.joins[k]}
+            pre = self.prefixes[k]
+            reads[k] = ({i.name for i in sess.get_inputs()} - self.int8_inputs[k]
+                        - set(pre.index if pre is not None else ()))
+        return made, reads
 
     def _link_host_inputs(self, where: str) -> None:
         """Set ``int8_inputs`` ({host segment: its inputs taken as int8, the NPU's integer

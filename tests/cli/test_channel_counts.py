@@ -88,3 +88,31 @@ def test_run_check_channel_mismatch_says_so(channel_folders, tmp_path, capsys):
     assert "cannot load" not in line
     assert channel_folders[1]["model"].name in line
 
+
+
+def test_ops_says_a_2_or_4_channel_model_needs_calibration_arrays(tmp_path, capsys, caplog):
+    """``tccc ops`` placed every node on the NPU and said nothing, then ``tccc compile`` of
+    the same model refused it for want of ``--calib`` arrays: ops now warns (exit 0: with
+    them it compiles), and its warning names the remedy compile accepts."""
+    for c in (2, 4):
+        model = tmp_path / f"c{c}.onnx"
+        onnx.save(_grey_net(c), model)
+        for extra in ([], ["--json"], ["--input", f"16x16x{c}"]):
+            caplog.clear()
+            code, out, err = run_cli(["ops", model] + extra, capsys)
+            assert code == 0, err
+            assert f"the input takes {c} channels" in caplog.text, caplog.text
+            assert "--calib .npy" in caplog.text
+        code, _, err = run_cli(["compile", model, "-o", tmp_path / "o"], capsys)
+        assert code == 2 and "--calib .npy" in one_line_error(err)
+        np.save(tmp_path / "cal.npy", np.random.default_rng(0).standard_normal(
+            (2, c, 16, 16)).astype(np.float32))
+        code, _, err = run_cli(["compile", model, "-o", tmp_path / "o", "--calib",
+                                tmp_path / "cal.npy"], capsys)
+        assert code == 0, err
+    for c in (1, 3):   # images load for these: no warning
+        model = tmp_path / f"c{c}.onnx"
+        onnx.save(_grey_net(c), model)
+        caplog.clear()
+        code, _, err = run_cli(["ops", model], capsys)
+        assert code == 0 and "channels" not in caplog.text, caplog.text

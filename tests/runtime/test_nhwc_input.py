@@ -11,6 +11,7 @@ The reference is ONNX Runtime on the NHWC model, fed the same values transposed.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
@@ -95,3 +96,110 @@ def test_nhwc_model_with_a_host_segment_compiles_and_runs_bit_exact(tmp_path):
         ref = sess.run(None, {"x": np.ascontiguousarray(x.transpose(0, 2, 3, 1))})[0]
         assert sqnr_db(ref, loaded.run(x)) > 25.0
         assert checker.check(x, loaded.program.run(x))["bit_exact"]
+
+
+def _nhwc_folder(tmp_path, calib_npy: bool = False):
+    """(model path, compiled folder, NHWC inputs [1, 16, 12, 3]) of :func:`_nhwc_conv`;
+    compiled from NHWC ``.npy`` calibration files when ``calib_npy``."""
+    model = _nhwc_conv()
+    path = tmp_path / "nhwc.onnx"
+    onnx.save(model, str(path))
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((1, 16, 12, 3)).astype(np.float32) for _ in range(3)]
+    calib = [x.transpose(0, 3, 1, 2) for x in xs]
+    if calib_npy:
+        np.save(tmp_path / "calib.npy", np.concatenate(xs))
+        calib = [str(tmp_path / "calib.npy")]
+    tc.compile(str(path), "12x16x3", calibration=calib).save(tmp_path / "out")
+    return path, tmp_path / "out", xs
+
+
+def test_qdq_export_of_an_nhwc_model_takes_nhwc_input(tmp_path):
+    """The QDQ export took NCHW ``[1, 3, 16, 12]`` though the model it came from takes NHWC:
+    an application feeding the original model could not feed its export."""
+    from tcc_compiler.export.qdq import save_qdq
+
+    path, out, xs = _nhwc_folder(tmp_path)
+    save_qdq(out, tmp_path / "qdq.onnx")
+    exp = onnx.load(str(tmp_path / "qdq.onnx"))
+    dims = [d.dim_value for d in exp.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 16, 12, 3]
+    sess = ort.InferenceSession(str(tmp_path / "qdq.onnx"), providers=["CPUExecutionProvider"])
+    loaded = tc.load(out)
+    for x in xs:
+        y = sess.run(None, {"x": x})[0]
+        # float32 rounding only (tcc_compiler/export/qdq.py): within one output LSB
+        scale = loaded.manifest["outputs"][0]["scale"][0]
+        assert np.abs(y - loaded.run(x.transpose(0, 3, 1, 2))).max() <= scale * 1.001
+    # compiling the export gives the same binaries (the QDQ round trip README promises)
+    tc.compile(str(tmp_path / "qdq.onnx"), "12x16x3").save(tmp_path / "again")
+    for f in ("npu_cmd.bin", "quantized_network.bin"):
+        assert (tmp_path / "again" / f).read_bytes() == (out / f).read_bytes()
+
+
+def test_ort_export_of_an_nhwc_model_takes_nhwc_input(tmp_path):
+    pytest.importorskip("onnxruntime_extensions")
+    from tcc_compiler.export.ort_model import export_ort
+    from tcc_compiler.runtime.ort_ops import session_options
+
+    path, out, xs = _nhwc_folder(tmp_path)
+    model = export_ort(out)
+    assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == \
+        [1, 16, 12, 3]
+    onnx.save(model, str(tmp_path / "npu.onnx"))
+    sess = ort.InferenceSession(str(tmp_path / "npu.onnx"), session_options())
+    loaded = tc.load(out)
+    for x in xs[:2]:
+        assert np.array_equal(sess.run(None, {"x": x})[0], loaded.run(x.transpose(0, 3, 1, 2)))
+
+
+def test_run_eval_and_calib_take_an_nhwc_npy_for_an_nhwc_model(tmp_path, capsys):
+    """``tccc run`` / ``eval`` / ``compile --calib`` refused a ``.npy`` shaped as the NHWC model
+    takes it ("does not match the model input [N, 3, 16, 12]"); ``eval`` read no ``.npy``."""
+    import json
+
+    from helpers.cli import run_cli
+
+    path, out, xs = _nhwc_folder(tmp_path, calib_npy=True)
+    np.save(tmp_path / "nhwc.npy", xs[0])
+    np.save(tmp_path / "nchw.npy", xs[0].transpose(0, 3, 1, 2))
+    res = {}
+    for name in ("nhwc", "nchw"):
+        code, o, err = run_cli(["run", out, tmp_path / f"{name}.npy", "--check", path, "--json",
+                                "--logits"], capsys)
+        assert code == 0, err
+        res[name] = json.loads(o)
+        assert res[name]["check"]["bit_exact"] is True
+    assert res["nhwc"]["logits"] == res["nchw"]["logits"]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {"x": xs[0]})[0]
+    assert sqnr_db(ref, tc.load(out).run(str(tmp_path / "nhwc.npy"))) > 25.0
+    ds = tmp_path / "ds"
+    for k in range(2):
+        (ds / f"c{k}").mkdir(parents=True)
+        np.save(ds / f"c{k}" / "a.npy", xs[k])
+    code, o, err = run_cli(["eval", out, "--images", ds, "--check", path, "--json",
+                            "--no-progress"], capsys)
+    assert code == 0, err
+    assert json.loads(o)["samples"] == 2 and json.loads(o)["flips"] == 0
+    np.save(tmp_path / "bad.npy", xs[0][:, :, :, :2])
+    code, o, err = run_cli(["run", out, tmp_path / "bad.npy"], capsys)
+    assert code == 2 and "NHWC [N, 16, 12, 3] or NCHW [N, 3, 16, 12]" in err
+
+
+def test_onnx_backend_takes_what_an_nhwc_model_takes(tmp_path):
+    """ONNX's backend interface feeds the model's own inputs: ``rep.run([x])`` with the NHWC
+    array an NHWC model takes was refused ("input shape (1, 16, 12, 3) differs from the
+    model's (1, 3, 16, 12)")."""
+    from tcc_compiler import onnx_backend
+
+    model = _nhwc_conv()
+    rng = np.random.default_rng(4)
+    xs = [rng.standard_normal((1, 16, 12, 3)).astype(np.float32) for _ in range(3)]
+    rep = onnx_backend.prepare(model, "CPU", calibration=[x.transpose(0, 3, 1, 2) for x in xs])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for x in xs[:2]:
+        y = rep.run([x])[0]
+        assert sqnr_db(sess.run(None, {"x": x})[0], y) > 25.0
+    rep2 = onnx_backend.prepare(model, "CPU")      # calibrates on the first input it runs
+    assert sqnr_db(sess.run(None, {"x": xs[0]})[0], rep2.run(xs[0])[0]) > 25.0
