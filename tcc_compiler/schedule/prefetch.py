@@ -230,7 +230,7 @@ def _plan(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[int, i
     if id(node) in mem.fused:   # a conv + lut epilogue plans its table's SRAM too
         return None
     g = conv_geom(node, t)
-    raw = g.o * g.kh * g.kw * g.cin_g + g.o * PARAM_RECORD_BYTES
+    raw = g.o * g.kernel_bytes + g.o * PARAM_RECORD_BYTES
     end = t.sram_capacity_bytes if area_end is None else area_end
     units = _units(prog, nodes, mem, ci)
     wins = _windows(units, raw, gap_after, t, idle_share, end)
@@ -280,7 +280,7 @@ def block_cap(g, area_bytes: int, t: Target) -> int:
     smallest prefetch area has ``area_bytes``: :data:`BLOCKS_PER_AREA` blocks (weights and
     parameters) fill that area, rounded down to whole MAC-array widths (at least one), so an
     area is not left mostly empty by blocks that do not fit it whole."""
-    per_channel = g.kh * g.kw * g.cin_g + PARAM_RECORD_BYTES
+    per_channel = g.kernel_bytes + PARAM_RECORD_BYTES
     ao = t.array_out_channels
     return max(ao, area_bytes // BLOCKS_PER_AREA // per_channel // ao * ao)
 
