@@ -229,7 +229,8 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
                timings)
     if choice is not None and choice.mode != "int8":
         art.report["precision"] = precision_report(choice, art.report, float_graph,
-                                                   calib.ranges, tgt, opts.compress_weights)
+                                                   calib.ranges, tgt, opts.compress_weights,
+                                                   program)
     return art
 
 
