@@ -185,16 +185,26 @@ def isolated_errors(float_graph: Graph, qgraphs: list[Graph],
         fl[float_graph.inputs[0].name] = x
         for ls, acc in zip(layers, iso):
             for n in ls:
-                if any(v is not None and not v.is_const and v.name not in fl
-                       for v in n.inputs) or n.output.name not in fl:
-                    raise InputError(f"analyze: a value of node '{n.name}' is not in the "
-                                     "float model")
-                args = [None if v is None or v.is_const else quantize_value(fl[v.name], v)
-                        for v in n.inputs]
-                f = _to_nchw4(fl[n.output.name])
-                q = eval_int_node(n, args).reshape(f.shape[2], f.shape[3], f.shape[1])
-                acc[n.name].add(fl[n.output.name], dequantize_output(q, n.output))
+                q = _isolated_output(n, fl)
+                acc[n.name].add(fl[n.output.name], q)
     return [{k: a.metrics().sqnr_db for k, a in acc.items()} for acc in iso]
+
+
+def _isolated_output(n, fl: dict) -> np.ndarray:
+    """Node ``n`` alone on its float inputs ``fl`` quantized with its input parameters,
+    dequantized (NCHW like its float output).
+
+    Raises:
+        InputError: a value of ``n`` missing from ``fl``.
+    """
+    if any(v is not None and not v.is_const and v.name not in fl for v in n.inputs) \
+            or n.output.name not in fl:
+        raise InputError(f"analyze: a value of node '{n.name}' is not in the float model")
+    args = [None if v is None or v.is_const else quantize_value(fl[v.name], v)
+            for v in n.inputs]
+    f = _to_nchw4(fl[n.output.name])
+    q = eval_int_node(n, args).reshape(f.shape[2], f.shape[3], f.shape[1])
+    return dequantize_output(q, n.output)
 
 
 def format_table(rows: list[LayerReport], limit: int | None = None) -> str:

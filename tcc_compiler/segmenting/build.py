@@ -256,7 +256,7 @@ def compile_segmented(model: str | os.PathLike | onnx.ModelProto, options: Compi
         log.info("segment %d/%d: NPU, %d node(s), input %s", seg.index + 1, len(plan.segments),
                  len(seg.nodes), seg.inputs[0])
         parts.append(compile_model(sub, seg_opts))
-    if names and any(names.values()):
+    if names:
         _check_precision_names([n for v in names.values() for n in v], parts, given,
                                plan.prepared.where)
     manifest = build_segment_manifest(plan, parts, tgt, model, model_preprocess(plan, options),
@@ -354,7 +354,7 @@ def _check_precision_names(names: list[str], parts: list, given, where: str) -> 
             known |= set(layer_nodes(p.graph))
     unknown = [n for n in names if n not in known]
     if unknown:
-        src = given if not isinstance(given, (list, tuple)) else "precision"
+        src = given if not isinstance(given, (list, tuple, dict)) else "precision"
         raise InputError(f"{src}: no layer named {', '.join(repr(u) for u in unknown[:5])} in "
                          f"the NPU segments of {where} (layer names as 'tccc analyze' lists "
                          "them)")

@@ -500,8 +500,8 @@ class Executor:
         stats.macs += n_out * cfg.kh * cfg.kw * cfg.cin_g
 
     def _conv_weights(self, addr: int, w: np.ndarray, groups: int) -> ConvWeights:
-        """The GEMM-ready form of the int8/int16 OHWI weights ``w`` read at SRAM ``addr``: reused when
-        the same bytes were prepared before at that address (compared byte for byte, a memcmp;
+        """The GEMM-ready form of the int8/int16 OHWI weights ``w`` read at SRAM ``addr``: reused
+        when the same bytes were prepared before at that address (compared byte for byte, a memcmp;
         weights are reloaded into the same buffers every run), else prepared and kept."""
         data = w.tobytes()
         entries = self._prepared.setdefault((addr, w.shape, w.dtype.itemsize, groups), [])
