@@ -138,3 +138,18 @@ def test_qdq_export_of_int16_weights_runs_in_onnx_runtime_and_agrees(tmp_path):
         b = b["y"] if isinstance(b, dict) else b
         # equal but for float32 rounding of near-ties (one int8 output step is 1/255 of range)
         assert np.abs(a - b).max() <= 1e-2 * np.abs(a).max()
+
+
+@pytest.mark.slow   # two compiles of a 50-layer zoo model
+def test_zoo_mobilenet_v2_int16_weights_bit_exact(tmp_path):
+    from tcc_compiler import zoo
+    model = zoo.build("mobilenet-v2", 32, 32)
+    convs = [n.name for n in api.compile(model, "32x32x3").quantized_graph.nodes
+             if n.op.value == "conv"][:16]
+    m = api.compile(model, "32x32x3", precision={"int16_weights": convs, "int16": convs[:4]})
+    assert len(m.report["precision"]["int16_weight_layers"]) == len(convs)
+    onnx.save(model, tmp_path / "mv2.onnx")
+    prog = load_program(m.save(tmp_path / "out"))
+    checker = Checker(prog, tmp_path / "mv2.onnx")
+    x = np.random.default_rng(0).normal(0, 1, (1, 3, 32, 32)).astype(np.float32)
+    assert checker.check(x, prog.run(x))["bit_exact"]
