@@ -48,9 +48,9 @@ from tcc_compiler.passes.summary import fusion_summary, source_table
 from tcc_compiler.quant import quantize_graph
 from tcc_compiler.emit.precision import precision_report
 from tcc_compiler.quant.auto_precision import (PrecisionChoice, check_precision,
-                                               choose_precision)
+                                               choose_precision, split_precision)
 from tcc_compiler.quant.bias_correction import correct_biases
-from tcc_compiler.quant.precision import layer_nodes
+from tcc_compiler.quant.precision import FILE_KEY, WEIGHTS_KEY, layer_nodes
 from tcc_compiler.quant.calib_table import add_fixed, build_table, check_covers, read_table
 from tcc_compiler.quant.calibrate import observe
 from tcc_compiler.quant.quantize import fixed_ranges, ranges_needed
@@ -201,10 +201,13 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     check_memory(graph, model)
 
     preprocess = preprocess_for(graph, opts)
-    if is_segment(model) and isinstance(opts.precision, (list, tuple)):
+    given = split_precision(opts.precision)
+    if is_segment(model) and given is not None:
         # one NPU segment of a segmented model: its own layers of the names given (the
         # segmented build checks every name belongs to some segment)
-        opts = opts.with_(precision=[n for n in opts.precision if n in layer_nodes(graph)])
+        own = layer_nodes(graph)
+        opts = opts.with_(precision={FILE_KEY: [n for n in given[0] if n in own],
+                                     WEIGHTS_KEY: [n for n in given[1] if n in own]})
     if not graph.meta.get("quantized"):
         check_precision(graph, opts.precision, opts.precision_goal_db)   # before calibrating
     t0 = time.perf_counter()
@@ -226,7 +229,8 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
                timings)
     if choice is not None and choice.mode != "int8":
         art.report["precision"] = precision_report(choice, art.report, float_graph,
-                                                   calib.ranges, tgt, opts.compress_weights)
+                                                   calib.ranges, tgt, opts.compress_weights,
+                                                   program)
     return art
 
 
@@ -417,7 +421,7 @@ def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
     _instrument(instruments, QUANTIZE_STAGE, "before", index, graph)
     choice = choose_precision(float_graph, calib.ranges, calib.minmax, calib.inputs,
                               options.precision, options.precision_goal_db)
-    quantize_graph(graph, calib.ranges, choice.int16_ranges)
+    quantize_graph(graph, calib.ranges, choice.int16_ranges, set(choice.plan.weight_layers))
     if options.weight_rounding not in WEIGHT_ROUNDING:
         raise InputError(f"weight_rounding/--weight-rounding '{options.weight_rounding}': "
                          f"choose one of {', '.join(WEIGHT_ROUNDING)}")

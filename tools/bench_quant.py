@@ -169,15 +169,19 @@ def _auto_variants(fg, m, ranges, observers, calib, with_gptq, run) -> None:
     goal = DEFAULT_GOAL_DB if GOAL["db"] is None else GOAL["db"]
     choice = auto_precision(fg, ranges, mm, calib, goal)
     AUTO[m] = choice.to_dict()
+    wts = set(choice.plan.weight_layers)
     if _wanted(m + "+auto"):
-        run(m + "+auto", quantize_graph(fg.clone(), ranges, choice.int16_ranges))
+        run(m + "+auto", quantize_graph(fg.clone(), ranges, choice.int16_ranges, wts))
     if with_gptq and _wanted(m + "+gptq+auto"):
-        g = quantize_graph(fg.clone(), ranges, choice.int16_ranges)
-        gptq_round_weights(fg, g, calib, bounded=False)
+        g = quantize_graph(fg.clone(), ranges, choice.int16_ranges, wts)
+        gptq_round_weights(fg, g, calib, bounded=False)   # the int8 weights left
         run(m + "+gptq+auto", g)
     if _wanted(m + "+all16"):
-        every = choose_precision(fg, ranges, mm, [], [n for n, _ in choice.ranking])
-        run(m + "+all16", quantize_graph(fg.clone(), ranges, every.int16_ranges))
+        every = choose_precision(fg, ranges, mm, [], {
+            "int16": [r[0] for r in choice.ranking if r[1] == "activations"],
+            "int16_weights": [r[0] for r in choice.ranking if r[1] == "weights"]})
+        run(m + "+all16", quantize_graph(fg.clone(), ranges, every.int16_ranges,
+                                         set(every.plan.weight_layers)))
 
 
 class _Reader:
@@ -339,7 +343,9 @@ def bench_resnet8(folder: Path, workdir: Path, n_calib: int = 50, bc=(), gptq=()
 
 def _auto_summary() -> dict:
     """{method: int16 layers and output SQNRs} of the ``+auto`` variants measured."""
-    return {m: {"int16_layers": a["int16_layers"], "output_sqnr_db": a.get("output_sqnr_db"),
+    return {m: {"int16_layers": a["int16_layers"],
+                "int16_weight_layers": a.get("int16_weight_layers", []),
+                "output_sqnr_db": a.get("output_sqnr_db"),
                 "goal_db": a.get("goal_db")} for m, a in AUTO.items()}
 
 

@@ -89,6 +89,8 @@ class Row:
     boundary_sqnr_db: dict[str, float | None] = field(default_factory=dict)
     precision: str = "int8"
     int16_layers: int | None = None
+    int16_weight_layers: int = 0
+    int16_added_weight_bytes: int = 0
     int16_added_ms: float | None = None
     int16_added_dram_bytes: int | None = None
     seconds: float = 0.0
@@ -210,7 +212,9 @@ def _fill_precision(row: Row, folder: Path) -> None:
         if not p:
             continue
         row.int16_layers += len(p.get("int16_layers", ()))
+        row.int16_weight_layers += len(p.get("int16_weight_layers", ()))
         cost = p.get("cost") or {}
+        row.int16_added_weight_bytes += (cost.get("layer_weight_bytes") or {}).get("added", 0)
         row.int16_added_ms += (cost.get("estimated_latency_ms") or {}).get("added", 0.0)
         row.int16_added_dram_bytes += (cost.get("dram_bytes_per_image") or {}).get("added", 0)
 
@@ -327,8 +331,10 @@ def _model_cell(r: Row) -> str:
         return r.model
     if r.int16_layers is None:
         return f"{r.model} (--precision {r.precision})"
-    return (f"{r.model} (--precision {r.precision}: {r.int16_layers} int16 layers, "
-            f"+{r.int16_added_ms:.2f} ms, {r.int16_added_dram_bytes / 1024:+.0f} KiB DRAM)")
+    return (f"{r.model} (--precision {r.precision}: {r.int16_layers} int16 outputs, "
+            f"{r.int16_weight_layers} int16 weights, +{r.int16_added_ms:.2f} ms, "
+            f"{r.int16_added_dram_bytes / 1024:+.0f} KiB DRAM, "
+            f"{r.int16_added_weight_bytes / 1024:+.0f} KiB weights)")
 
 
 def markdown(rows: list[Row], target: float, images: int) -> str:

@@ -12,7 +12,7 @@ from tcc_compiler.version import __version__
 from tcc_compiler.binfmt.weightfile import compression_summary
 from tcc_compiler.emit.files import CMD_FILE, MANIFEST_VERSION, WEIGHT_FILE
 from tcc_compiler.ir.graph import Graph
-from tcc_compiler.ir.ops import HOST_OPS
+from tcc_compiler.ir.ops import HOST_OPS, Op
 from tcc_compiler.quant.precision import INT16_PRODUCERS
 from tcc_compiler.schedule import Program
 from tcc_compiler.target import Target
@@ -47,7 +47,9 @@ def build_manifest(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, 
     inp["onnx_layout"] = graph.meta.get("input_layout", "NCHW")
     inp["onnx_name"] = graph.meta.get("onnx_input", inp["name"])
     inp["quantize"] = "q = clamp(rint(x / scale) + zero_point, -128, 127), NHWC"
-    wide = sorted(v.name for v in graph.values() if v.dtype == "int16")
+    wide = sorted(v.name for v in graph.values() if v.dtype == "int16" and not v.is_const)
+    wide_w = [n.name for n in graph.nodes if n.op in (Op.CONV, Op.FC)
+              and n.inputs[1].dtype == "int16"]
     return {
         "format": "tccc-manifest",
         "manifest_version": MANIFEST_VERSION,
@@ -74,5 +76,6 @@ def build_manifest(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, 
         "precision": {"activations": "int8" if not wide else "mixed",
                       "int16_layers": [n.name for n in graph.nodes
                                        if n.output.dtype == "int16" and n.op in INT16_PRODUCERS],
-                      "int16_tensors": wide},
+                      "int16_tensors": wide,
+                      **({"int16_weight_layers": wide_w} if wide_w else {})},
     }

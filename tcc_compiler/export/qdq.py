@@ -9,7 +9,8 @@ quantization parameters:
   activation (mixed precision) has an int16 zero point, and the model then uses opset
   :data:`OPSET_INT16` (int16 QuantizeLinear/DequantizeLinear need opset 21);
 * weights: the int8 tensor tccc stores (OIHW), ``DequantizeLinear`` per output channel
-  (``axis=0``, zero point 0);
+  (``axis=0``, zero point 0); int16 weights (mixed precision) are an int16 tensor with an
+  int16 zero point (opset :data:`OPSET_INT16`);
 * biases: the int32 tensor tccc stores, ``DequantizeLinear`` with ``s_x * s_w[o]`` per channel;
 * an output tccc keeps as raw int32 ``acc + bias`` (logits before a host softmax/argmax, or the
   graph's last FC) stays float after the Conv/Gemm (no QuantizeLinear), as the host dequantizes
@@ -239,13 +240,15 @@ class _Builder:
         return real
 
     def weights(self, node, w_shape: tuple[int, ...] | None = None) -> tuple[str, str]:
-        """DequantizeLinear of the int8 weights (per output channel) and int32 bias."""
+        """DequantizeLinear of the int8 (or int16) weights (per output channel) and int32
+        bias."""
         w, b = node.inputs[1], node.inputs[2]
         wq = w.const if w_shape is None else w.const.reshape(w_shape)
         o = wq.shape[0]
-        wi = self.const(f"{w.name}_quantized", wq.astype(np.int8))
+        wt = np.int16 if w.dtype == "int16" else np.int8
+        wi = self.const(f"{w.name}_quantized", wq.astype(wt))
         ws = self.scale(f"{w.name}_scale", w.quant.scale, (o,))
-        wz = self.const(f"{w.name}_zero_point", np.zeros(o, np.int8))
+        wz = self.const(f"{w.name}_zero_point", np.zeros(o, wt))
         wf = self.node("DequantizeLinear", [wi, ws, wz], f"{w.name}_dequantized",
                        f"{node.name}_W_DQ", axis=0)
         bi = self.const(f"{b.name}_quantized", b.const.astype(np.int32).reshape(o))
@@ -545,7 +548,7 @@ def export_qdq(graph: Graph) -> onnx.ModelProto:
     acts = "int8/int16" if wide else "int8"
     helper.set_model_props(model, {"tccc.layout": f"{'NHWC' if nhwc else 'NCHW'} input; "
                                                   f"{acts} QDQ activations, "
-                                                  "per-channel int8 weights, int32 bias",
+                                                  f"per-channel {acts} weights, int32 bias",
                                    EXACT_SCALES_KEY: json.dumps(b.exact, sort_keys=True)})
     onnx.checker.check_model(model, full_check=True)
     return model

@@ -278,6 +278,16 @@ class ConvCfg(Command):
         """Bytes per shortcut element: 2 if flags bit6 (int16), else 1."""
         return elem_size(self.wide, spec.WIDE_B)
 
+    @property
+    def wide_weights(self) -> bool:
+        """True if flags bit7 (int16 weights, 64-bit accumulator) is set."""
+        return bool(self.flags & spec.CONV_FLAG_WIDE_W)
+
+    @property
+    def w_bytes(self) -> int:
+        """Bytes per weight: 2 if flags bit7 (int16, little-endian), else 1."""
+        return 2 if self.wide_weights else 1
+
 
 @dataclass(frozen=True)
 class ConvTile(Command):
@@ -323,7 +333,7 @@ class ConvTile(Command):
                            self.in_px_stride, self.in_row_stride, False)
         out += [
             Access(Space.SRAM, self.w_sram,
-                   self.w_sram + self.oc * cfg.kh * cfg.kw * cfg.cin_g, False),
+                   self.w_sram + self.oc * cfg.kh * cfg.kw * cfg.cin_g * cfg.w_bytes, False),
             Access(Space.SRAM, self.p_sram, self.p_sram + self.oc * spec.PARAM_RECORD_BYTES,
                    False),
         ]

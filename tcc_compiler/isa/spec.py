@@ -249,7 +249,9 @@ CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
                   "(the int8 output goes through the 256-entry table at lut_sram: "
                   "out = lut[y + 128]; needs out_mode 0); bits 4-6 = element widths "
                   "(mixed precision): bit4 = input int16, bit5 = output int16 (needs "
-                  "out_mode 0, no LUT), bit6 = shortcut int16, clear = int8; bit7 reserved 0",
+                  "out_mode 0, no LUT), bit6 = shortcut int16, clear = int8; bit7 = weights "
+                  "int16 (2 bytes LE per weight, 64-bit accumulator, needs out_mode 0 and "
+                  "every accumulator multiplier M < 2**15: specs/quantization.md, 'int16 weights')",
      Display.HEX),
     ("group", U16, "groups of the whole layer (informational; tiles hold whole groups)"),
     ("cin_g", U16, "input channels per group"),
@@ -265,12 +267,16 @@ CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
    "out (an activation such as SiLU or Sigmoid fused into the conv: numerics/lut.py "
    "apply_lut), so it needs no second pass over DRAM. An int16 input (flags bit4) takes int8 "
    "weights, accumulates in the same 32-bit accumulator and runs at the target's int16 MAC "
-   "rate; an int16 output (bit5) needs out_mode 0 and no LUT epilogue.")
+   "rate; an int16 output (bit5) needs out_mode 0 and no LUT epilogue. int16 weights (bit7) "
+   "accumulate exactly in 64 bits (acc + bias is not wrapped) and take 15-bit multipliers so "
+   "that (acc + bias) * M stays below 2**62; each int16 operand (input, weights) divides the "
+   "MAC rate by the target's int16_rate_divisor.")
 
 CONV_TILE = _command("CONV_TILE", 0x4, Queue.COMPUTE, [
     ("in_sram", U32, "input tile int8/int16 (CONV_CFG flags) [in_h, in_w, in_c] (NHWC)",
      Display.SRAM),
-    ("w_sram", U32, "weights int8 [oc, kh, kw, cin_g] (OHWI)", Display.SRAM),
+    ("w_sram", U32, "weights int8 [oc, kh, kw, cin_g] (OHWI; int16 LE if CONV_CFG flags "
+                    "bit7)", Display.SRAM),
     ("p_sram", U32, "oc parameter records of 16 bytes", Display.SRAM),
     ("out_sram", U32, "output [out_h, out_w, oc]: int8 (int16 LE if flags bit5), or int32 LE "
                       "if out_mode 1", Display.SRAM),
@@ -505,6 +511,15 @@ WIDE_OUT = 0x02    # the output is int16
 WIDE_B = 0x04      # the shortcut (CONV_CFG) / b (EW_TILE) operand is int16
 WIDE_MASK = WIDE_IN | WIDE_OUT | WIDE_B
 CONV_FLAG_WIDE_SHIFT = 4
+#: CONV_CFG flags bit7: the weights are int16 (little-endian OHWI), accumulated in 64 bits.
+CONV_FLAG_WIDE_W = 0x80
+#: With int16 weights every accumulator multiplier (M of the parameter records) is below this:
+#: ``|acc + bias| < 2**47`` (the largest K is bounded so, specs/quantization.md) times
+#: ``M < 2**15`` stays below 2**62 in the 64-bit epilogue.
+WIDE_W_MULT_LIMIT = 1 << 15
+#: With int16 weights ``|acc| <= K * max|x - zp_x| * 32767`` must stay below this (the 64-bit
+#: epilogue's bound above; the planner keeps a layer whose worst case passes it int8).
+WIDE_W_ACC_LIMIT = (1 << 47) - (1 << 31)
 
 # ---------------------------------------------------------------------------------------------
 # Per-output-channel conv parameter record (16 bytes, little-endian)

@@ -9,6 +9,10 @@ same in float64 wherever that is provably exact (:class:`EpilogueConsts`; four p
 data instead of seven), falling back to int64 elsewhere. The per-channel factors of the float64
 form depend only on the parameters, so callers running one layer many times (the golden model,
 the executor's tiles of one layer) compute them once with :func:`epilogue_consts`.
+
+With int16 weights (``acc64``) the accumulator is 64-bit: ``acc + bias`` never wraps
+(``|acc| < 2**47`` by the planner's bound, isa/spec.py ``WIDE_W_ACC_LIMIT``) and ``M < 2**15``,
+so ``|acc + bias| M < 2**62`` and the int64 definition below holds without the wrap.
 """
 
 from __future__ import annotations
@@ -78,9 +82,10 @@ class EpilogueConsts:
     out_dtype: type
     dead_amax: int | None = None
 
-    def exact_for(self, amax: int) -> bool:
-        """Whether accumulators with ``|acc| <= amax`` run exactly in float64."""
-        return (amax + self.bmax < 2 ** 31
+    def exact_for(self, amax: int, acc64: bool = False) -> bool:
+        """Whether accumulators with ``|acc| <= amax`` run exactly in float64 (``acc64``: a
+        64-bit accumulator, which does not wrap at 2**31)."""
+        return ((acc64 or amax + self.bmax < 2 ** 31)
                 and amax * self.m_max + self.rest_max < F64_EXACT_BOUND
                 and (self.dead_amax is None or amax <= self.dead_amax))
 
@@ -195,7 +200,7 @@ def conv_epilogue(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np
                   shortcut: np.ndarray | None = None, zp_sc: int = 0,
                   sc_mult: np.ndarray | None = None, out_dtype=np.int8,
                   consts: EpilogueConsts | None | bool = True, jit_params: tuple | None = None,
-                  out: np.ndarray | None = None) -> np.ndarray:
+                  out: np.ndarray | None = None, acc64: bool = False) -> np.ndarray:
     """Requantize conv accumulators to int8 (or int16), with an optional fused residual add.
 
     ``y = clamp(zp_y + ((acc + bias) * M[c] + (sc - zp_sc) * Msc[c] + 2**(S[c]-1)) >> S[c],
@@ -218,17 +223,19 @@ def conv_epilogue(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np
         out: ``out_dtype`` array shaped like ``acc`` (any strides: e.g. an SRAM box) the
             result is written to, or None; it may hold the shortcut itself (the same
             elements), no other operand.
+        acc64: the accumulator is 64-bit (int16 weights): ``acc + bias`` is not wrapped to
+            32 bits; every ``|acc + bias| * M`` must stay below 2**62 (the caller's bound).
 
     Returns:
         ``out_dtype`` array shaped like ``acc`` (``out`` when given).
     """
-    y = jit.epilogue(acc, bias, mult, shift, zp_y, lo, hi, shortcut, zp_sc, sc_mult, out_dtype,
-                     jit_params, out)
-    if y is not None:       # the int64 definition, compiled (numerics/jit.py)
+    y = None if acc64 else jit.epilogue(acc, bias, mult, shift, zp_y, lo, hi, shortcut, zp_sc,
+                                        sc_mult, out_dtype, jit_params, out)
+    if y is not None:       # the int64 definition, compiled (numerics/jit.py; 32-bit acc)
         return y
     if out is not None:
         out[...] = conv_epilogue(acc, bias, mult, shift, zp_y, lo, hi, shortcut, zp_sc,
-                                 sc_mult, out_dtype, consts)
+                                 sc_mult, out_dtype, consts, acc64=acc64)
         return out
     if consts is True:
         consts = epilogue_consts(bias, mult, shift, zp_y, lo, hi,
@@ -237,16 +244,17 @@ def conv_epilogue(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np
                                  out_dtype)
     if consts is not None:
         amax = max(-int(acc.min()), int(acc.max())) if acc.size else 0
-        if consts.exact_for(amax):
+        if consts.exact_for(amax, acc64):
             return consts.apply(acc, shortcut)
     return conv_epilogue_int64(acc, bias, mult, shift, zp_y, lo, hi, shortcut, zp_sc,
-                               sc_mult, out_dtype)
+                               sc_mult, out_dtype, acc64)
 
 
 def conv_epilogue_int64(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray,
                         shift: np.ndarray, zp_y: int, lo: int = INT8_MIN, hi: int = INT8_MAX,
                         shortcut: np.ndarray | None = None, zp_sc: int = 0,
-                        sc_mult: np.ndarray | None = None, out_dtype=np.int8) -> np.ndarray:
+                        sc_mult: np.ndarray | None = None, out_dtype=np.int8,
+                        acc64: bool = False) -> np.ndarray:
     """:func:`conv_epilogue` by its int64 definition (same arguments and result): the
     reference the float64 form is tested against, and the path for wrapping accumulators.
 
@@ -258,6 +266,8 @@ def conv_epilogue_int64(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray,
     runs before adding ``zp_y``, which is added in the output type (both sides are congruent
     modulo 2**bits and the result lies in [lo, hi]). int16 operands (an int16 shortcut: ``|sc -
     zp_sc| Msc < 2**47``; accumulators of int16 inputs are still 32-bit) keep every bound.
+    ``acc64`` (int16 weights): ``acc + bias`` is never wrapped; ``|acc + bias| M < 2**62`` is
+    the caller's bound (``|acc| < 2**47``, ``M < 2**15``).
     """
     bias = np.asarray(bias, dtype=np.int64)
     m = np.asarray(mult, dtype=np.int64)
@@ -265,7 +275,7 @@ def conv_epilogue_int64(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray,
     msc = np.asarray(sc_mult, dtype=np.int64) if shortcut is not None else None
     amax = max(-int(acc.min()), int(acc.max())) if acc.size else 0
     bmax = int(np.abs(bias).max(initial=0))
-    if amax + bmax < 2 ** 31:
+    if acc64 or amax + bmax < 2 ** 31:
         up = _common_shift(shift, m, msc, amax + bmax, shortcut)
         if up is not None:     # one shift for all channels: scalar shift, cheaper
             m, shift = m << up, shift + up

@@ -28,6 +28,12 @@ int16 inputs (mixed precision, specs/quantization.md) run in float64 throughout:
 is an integer of magnitude <= 65535 * 128 < 2**23, so any partial sum of K <= 2**30 of them
 stays below 2**53 (float64's exact integer range) and the same argument makes one float64 GEMM
 exact in any order. The hardware accumulator is 32-bit: the caller wraps (conv_epilogue).
+
+int16 weights (mixed precision, CONV_CFG flags bit7) run in float64 likewise: every product
+is an integer of magnitude <= 65535 * 32767 < 2**31, and a layer is given int16 weights only
+when ``K * max|x - zp| * 32767 < 2**47`` (isa/spec.py ``WIDE_W_ACC_LIMIT``), so every partial
+sum stays below 2**47 < 2**53 and one float64 GEMM is exact in any order. That accumulator is
+64-bit on the NPU: it never wraps.
 """
 
 from __future__ import annotations
@@ -69,10 +75,10 @@ def exact_chunk_terms(max_abs_x: int, max_abs_w: int) -> int:
 
 @dataclass(frozen=True)
 class ConvWeights:
-    """int8 OHWI conv weights prepared once for the exact float32 GEMM.
+    """int8 (or int16) OHWI conv weights prepared once for the exact float32 GEMM.
 
     Attributes:
-        w: the int8 weights [O, KH, KW, C/group] (OHWI), as given.
+        w: the int8 or int16 weights [O, KH, KW, C/group] (OHWI), as given.
         group: number of groups.
         mats: per group, float32 [KH*KW*C/group, O/group] (K order KH, KW, C = OHWI; C-order
             contiguous, the GEMM's right operand).
@@ -82,7 +88,7 @@ class ConvWeights:
         dw: float32 [KH, KW, C] depthwise taps (one input and one output channel per group),
             else None.
         imats: per group, int8 [KH*KW*C/group, O/group] (C-contiguous; the integer GEMM's
-            right operand); empty for depthwise.
+            right operand); empty for depthwise and for int16 weights.
     """
 
     w: np.ndarray
@@ -95,7 +101,8 @@ class ConvWeights:
 
 
 def prepare_conv_weights(w: np.ndarray, group: int = 1) -> ConvWeights:
-    """Prepare int8 OHWI weights ``w`` [O, KH, KW, C/group] for :func:`conv_accumulate_f`.
+    """Prepare int8 (or int16) OHWI weights ``w`` [O, KH, KW, C/group] for
+    :func:`conv_accumulate_f`.
 
     Raises:
         ValueError: O is not divisible by ``group``.
@@ -104,7 +111,7 @@ def prepare_conv_weights(w: np.ndarray, group: int = 1) -> ConvWeights:
     if group < 1 or o % group:
         raise ValueError(f"{o} output channels not divisible by {group} groups")
     og = o // group
-    a = np.abs(w.astype(np.int16))
+    a = np.abs(w.astype(np.int32))
     wmax = int(a.max(initial=0))
     # per input channel c of group g: max over the group's outputs and all taps
     cmax = a.reshape(group, og, kh * kw, cg).max(axis=(1, 2), initial=0).reshape(-1)
@@ -114,8 +121,8 @@ def prepare_conv_weights(w: np.ndarray, group: int = 1) -> ConvWeights:
                            np.ascontiguousarray(wf[:, :, :, 0].transpose(1, 2, 0)))
     mats = tuple(np.ascontiguousarray(wf[g * og:(g + 1) * og].reshape(og, -1).T)
                  for g in range(group))
-    imats = tuple(np.ascontiguousarray(w[g * og:(g + 1) * og].reshape(og, -1).T)
-                  for g in range(group))
+    imats = () if w.dtype.itemsize > 1 else tuple(
+        np.ascontiguousarray(w[g * og:(g + 1) * og].reshape(og, -1).T) for g in range(group))
     return ConvWeights(w, group, mats, cmax.astype(np.float64), wmax, None, imats)
 
 
@@ -280,8 +287,8 @@ def _depthwise_jit(x: np.ndarray, zp_x: int, cw: ConvWeights, strides, pads,
 
 def _accumulate_f64(xs: np.ndarray, cw: ConvWeights, strides, dilations, oh: int,
                     ow: int) -> np.ndarray:
-    """The accumulator of an int16 input (``xs``: padded float64 ``x - zp``) in float64, one
-    GEMM per group (exact: module docstring)."""
+    """The accumulator of an int16 input or int16 weights (``xs``: padded float64 ``x - zp``)
+    in float64, one GEMM per group (exact: module docstring)."""
     o, kh, kw, cg = cw.w.shape
     if cw.dw is not None:
         return _depthwise(xs, cw.dw.astype(np.float64), strides, dilations, oh, ow, np.float64)
@@ -309,15 +316,16 @@ def conv_accumulate_f(x: np.ndarray, zp_x: int, cw: ConvWeights, strides=(1, 1),
     """Conv accumulator ``sum((x - zp_x) * w)`` (padding = zero point), exact, as floats.
 
     Args:
-        x: int8 or int16 [H, W, C] input (NHWC, one image; any strides); int16 runs in float64
-            (module docstring) and its sums may exceed 2**31 (the caller wraps them).
+        x: int8 or int16 [H, W, C] input (NHWC, one image; any strides); int16 (or int16
+            weights) runs in float64 (module docstring) and its sums may exceed 2**31 (the
+            caller wraps them, or keeps them for int16 weights' 64-bit accumulator).
         zp_x: input zero point; padded positions hold zp_x, i.e. contribute 0.
         cw: the prepared weights (:func:`prepare_conv_weights`), C = group * C/group.
         strides, dilations: (h, w). pads: (top, left, bottom, right).
 
     Returns:
         int32 (the integer GEMM), or float32 / float64 [OH, OW, O] holding the exact integer
-        accumulators (|acc| < 2**31 for int8; ``astype`` to an integer type is exact).
+        accumulators (|acc| < 2**31 for int8 operands; ``astype`` to int64 is exact).
 
     Raises:
         ValueError: the input's channels do not match the weights, or the window does not fit.
@@ -325,7 +333,7 @@ def conv_accumulate_f(x: np.ndarray, zp_x: int, cw: ConvWeights, strides=(1, 1),
     o, kh, kw, cg = cw.w.shape
     if x.shape[2] != cg * cw.group:
         raise ValueError(f"input has {x.shape[2]} channels, weights expect {cg * cw.group}")
-    wide = x.dtype.itemsize > 1
+    wide = x.dtype.itemsize > 1 or cw.w.dtype.itemsize > 1
     if not wide:
         acc = _int8_fast_path(x, zp_x, cw, strides, pads, dilations)
         if acc is not None:

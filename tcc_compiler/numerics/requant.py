@@ -142,6 +142,42 @@ def quantize_multipliers_shared_pairs(reals) -> tuple[np.ndarray, np.ndarray]:
     return mult, shift
 
 
+def narrow_multipliers(real, sc_real, mult, shift, sc_mult, limit: int):
+    """Per-channel multipliers with the accumulator multiplier below ``limit`` (a power of 2):
+    the int16-weight epilogue's (isa/spec.py ``WIDE_W_MULT_LIMIT``, specs/quantization.md
+    "int16 weights"). A channel whose ``M`` reaches ``limit`` drops ``d`` bits of shift and its
+    multipliers are rounded again from the reals, ``M = rint(real * 2**(S - d))`` (likewise
+    ``M_sc``), the smallest ``d`` that brings ``M`` below ``limit``; the others keep theirs.
+
+    Args:
+        real: float64 [O] accumulator scales; sc_real: float64 [O] shortcut scales or None.
+        mult, shift, sc_mult: int64 [O] from :func:`quantize_multipliers` (or the shared
+            pairs). limit: exclusive bound of ``M``.
+
+    Returns:
+        (mult, shift, sc_mult) int64 [O] (new arrays).
+
+    Raises:
+        InternalError: a channel would need a shift below 1.
+    """
+    mult, shift, sc_mult = (np.array(a, np.int64) for a in (mult, shift, sc_mult))
+    for c in np.flatnonzero(mult >= limit):
+        d = int(mult[c]).bit_length() - (limit.bit_length() - 1)
+        while True:
+            s = int(shift[c]) - d
+            if s < 1:
+                raise InternalError(f"requantization scale {real[c]} too large for a "
+                                    f"{limit.bit_length() - 1}-bit multiplier")
+            m = int(round(float(real[c]) * 2.0 ** s))
+            if m < limit:
+                break
+            d += 1
+        mult[c], shift[c] = m, s
+        if sc_real is not None:
+            sc_mult[c] = int(round(float(sc_real[c]) * 2.0 ** s))
+    return mult, shift, sc_mult
+
+
 def requantize(x: np.ndarray, mult: np.ndarray | int, shift: np.ndarray | int) -> np.ndarray:
     """Apply ``(x * M + 2**(S-1)) >> S`` element-wise in int64.
 

@@ -162,6 +162,51 @@ def analyze(float_graph: Graph, qgraph: Graph, inputs: Iterable[np.ndarray],
     return rows
 
 
+def isolated_errors(float_graph: Graph, qgraphs: list[Graph],
+                    inputs: Iterable[np.ndarray]) -> list[dict[str, float]]:
+    """The isolated SQNR (dB, as :func:`analyze`'s ``isolated``) of every NPU layer of each
+    quantized graph in ``qgraphs`` (all quantized from ``float_graph``, same names), the float
+    network run once per input for all of them (no golden runs).
+
+    Returns:
+        One {layer name: isolated SQNR dB} per graph, in ``qgraphs`` order.
+
+    Raises:
+        InputError: no inputs, or a value missing from the float run.
+    """
+    inputs = list(inputs)
+    if not inputs:
+        raise InputError("analyze: give at least one input")
+    layers = [[n for n in g.nodes if n.op not in HOST_OPS and n.op not in VIEW_OPS]
+              for g in qgraphs]
+    iso = [{n.name: _Acc() for n in ls} for ls in layers]
+    for x in inputs:
+        fl = run_float(float_graph, x, keep=True)
+        fl[float_graph.inputs[0].name] = x
+        for ls, acc in zip(layers, iso):
+            for n in ls:
+                q = _isolated_output(n, fl)
+                acc[n.name].add(fl[n.output.name], q)
+    return [{k: a.metrics().sqnr_db for k, a in acc.items()} for acc in iso]
+
+
+def _isolated_output(n, fl: dict) -> np.ndarray:
+    """Node ``n`` alone on its float inputs ``fl`` quantized with its input parameters,
+    dequantized (NCHW like its float output).
+
+    Raises:
+        InputError: a value of ``n`` missing from ``fl``.
+    """
+    if any(v is not None and not v.is_const and v.name not in fl for v in n.inputs) \
+            or n.output.name not in fl:
+        raise InputError(f"analyze: a value of node '{n.name}' is not in the float model")
+    args = [None if v is None or v.is_const else quantize_value(fl[v.name], v)
+            for v in n.inputs]
+    f = _to_nchw4(fl[n.output.name])
+    q = eval_int_node(n, args).reshape(f.shape[2], f.shape[3], f.shape[1])
+    return dequantize_output(q, n.output)
+
+
 def format_table(rows: list[LayerReport], limit: int | None = None) -> str:
     """A fixed-width text table of the rows (worst first), one line per layer."""
     head = (f"{'layer':<28} {'op':<8} {'iso SQNR':>9} {'iso cos':>9} {'iso max':>9} "

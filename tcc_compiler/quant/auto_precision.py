@@ -1,21 +1,26 @@
 """Choosing the int16 layers: ``--precision int8 | auto | FILE`` (specs/quantization.md,
 "Mixed precision").
 
-``auto`` ranks the layers that can be promoted (quant/precision.py) by the *isolated* error
-``tccc analyze`` computes (:func:`tcc_compiler.quant.analyze.analyze`: the layer alone, fed
-its float inputs, so the ranking is not blurred by the errors of the layers before it), worst
-first, and promotes the fewest of them, in that order, whose network output meets the goal on
-the calibration inputs:
+A *promotion* is one layer's output made int16 ("activations") or one conv/fc layer's
+weights made int16 ("weights"; quant/precision.py says which may be). ``auto`` measures, with
+the *isolated* error ``tccc analyze`` computes (:func:`tcc_compiler.quant.analyze
+.isolated_errors`: the layer alone, fed its float inputs, so the ranking is not blurred by the
+errors of the layers before it), each layer's relative noise power ``N = sum (f - q)^2 /
+sum f^2`` in three quantized graphs: all int8 (``N8``), every promotable layer's weights
+int16 (``Nw``) and every promotable layer's output int16 (``Na``). The promotion's *gain* is
+the noise it removes from its layer, ``N8 - Nw`` or ``N8 - Na``; the promotions with a gain
+are ranked by it, largest first, and ``auto`` takes the fewest of them, in that order, whose
+network output meets the goal on the calibration inputs:
 
     output SQNR (float network vs quantized network, dB, over the inputs used)
-        >= SQNR with every promotable layer int16 - goal_db
+        >= SQNR with every promotion made - goal_db
 
-i.e. within ``goal_db`` of what int16 activations can give at all (always reachable: all of
-them meet it). The number
-of layers is found by bisection over the ranking (output SQNR grows with the layers promoted;
-where it does not, bisection still ends on a prefix that meets the goal), using at most
-:data:`MAX_AUTO_INPUTS` calibration inputs. The search quantizes with round-to-nearest weights
-and no bias correction (the options that refine weights afterwards do not change the ranking).
+i.e. within ``goal_db`` of what int16 weights and activations can give at all (always
+reachable: all of them meet it). The number of promotions is found by bisection over the
+ranking (output SQNR grows with the promotions made; where it does not, bisection still
+ends on a prefix that meets the goal), using at most :data:`MAX_AUTO_INPUTS` calibration
+inputs. The search quantizes with round-to-nearest weights and no bias correction (the
+options that refine int8 weights afterwards do not change the ranking).
 """
 
 from __future__ import annotations
@@ -29,10 +34,11 @@ import numpy as np
 from tcc_compiler.errors import InputError
 from tcc_compiler.interp import run_float
 from tcc_compiler.ir.graph import Graph
-from tcc_compiler.quant.analyze import analyze
+from tcc_compiler.quant.analyze import isolated_errors
 from tcc_compiler.quant.golden import GoldenModel
-from tcc_compiler.quant.precision import (Int16Plan, int16_blocker, layer_nodes, plan_int16,
-                                          read_precision_file)
+from tcc_compiler.quant.precision import (FILE_KEY, WEIGHTS_KEY, Int16Plan, int16_blocker,
+                                          layer_nodes, plan_int16, read_precision_file,
+                                          weights_blocker)
 from tcc_compiler.quant.quantize import quantize_graph
 
 log = logging.getLogger(__name__)
@@ -44,6 +50,8 @@ DEFAULT_GOAL_DB = 0.5
 MAX_AUTO_INPUTS = 16
 #: The ``precision`` values that are modes, not files.
 MODES = ("int8", "auto")
+#: Kinds of a promotion (the ranking's second column).
+ACTIVATIONS, WEIGHTS = "activations", "weights"
 
 
 @dataclass
@@ -52,13 +60,14 @@ class PrecisionChoice:
 
     Attributes:
         mode: "int8", "auto", "file" (a precision file) or "list" (names given in code).
-        plan: the :class:`Int16Plan` (layers, tensors, layers kept int8 and why).
+        plan: the :class:`Int16Plan` (layers, tensors, weight layers, layers kept int8 and
+            why).
         int16_ranges: {layer output name: (lo, hi)} for :func:`quantize_graph`.
         goal_db, sqnr_db: ``auto`` only: the goal (dB below all-int16) and the output SQNR of
-            all-int8, the choice and all-int16 on the inputs used (dB; None when not
-            computed).
-        ranking: ``auto`` only: [(layer, isolated SQNR dB)] of the promotable layers, worst
-            first.
+            all-int8, the choice and all-int16 (weights and activations) on the inputs used
+            (dB; None when not computed).
+        ranking: ``auto`` only: [(layer, kind, isolated SQNR dB all int8, after the
+            promotion)] of the promotions with a gain, best first (module docstring).
         source: the precision file, for messages.
     """
 
@@ -76,11 +85,13 @@ class PrecisionChoice:
             return None if x is None or not math.isfinite(x) else round(float(x), 3)
         d = {"mode": self.mode, "int16_layers": list(self.plan.layers),
              "int16_tensors": sorted(self.plan.values),
-             "kept_int8": dict(self.plan.kept_int8)}
+             "kept_int8": dict(self.plan.kept_int8),
+             "int16_weight_layers": list(self.plan.weight_layers),
+             "kept_int8_weights": dict(self.plan.kept_int8_weights)}
         if self.mode == "auto":
             d["goal_db"] = fin(self.goal_db)
             d["output_sqnr_db"] = {k: fin(v) for k, v in self.sqnr_db.items()}
-            d["ranking"] = [[n, fin(s)] for n, s in self.ranking]
+            d["ranking"] = [[n, k, fin(a), fin(b)] for n, k, a, b in self.ranking]
         if self.source:
             d["file"] = self.source
         return d
@@ -96,9 +107,11 @@ def _int16_ranges(graph: Graph, layers, ranges: dict, minmax: dict | None) -> di
     return out
 
 
-def quantized_copy(float_graph: Graph, ranges: dict, int16_ranges: dict | None = None) -> Graph:
-    """A quantized clone of ``float_graph`` (``int16_ranges`` as :func:`quantize_graph`)."""
-    return quantize_graph(float_graph.clone(), ranges, int16_ranges)
+def quantized_copy(float_graph: Graph, ranges: dict, int16_ranges: dict | None = None,
+                   int16_weights=()) -> Graph:
+    """A quantized clone of ``float_graph`` (``int16_ranges``, ``int16_weights`` as
+    :func:`quantize_graph`)."""
+    return quantize_graph(float_graph.clone(), ranges, int16_ranges, set(int16_weights))
 
 
 def output_sqnr(float_graph: Graph, qgraph: Graph, inputs: list, floats=None) -> float:
@@ -119,14 +132,36 @@ def output_sqnr(float_graph: Graph, qgraph: Graph, inputs: list, floats=None) ->
     return 10.0 * math.log10(num / den) if num > 0 else -math.inf
 
 
-def rank_layers(float_graph: Graph, ranges: dict, inputs: list) -> list[tuple[str, float]]:
-    """[(layer, isolated SQNR dB)] of the layers that can be int16, worst first (the
-    all-int8 graph analysed as ``tccc analyze`` does)."""
-    q8 = quantized_copy(float_graph, ranges)
-    ok = {n for n, node in layer_nodes(float_graph).items()
-          if int16_blocker(node, float_graph) is None}
-    return [(r.node, r.isolated.sqnr_db) for r in analyze(float_graph, q8, inputs)
-            if r.node in ok]
+def _noise(sqnr_db: float) -> float:
+    """Relative noise power ``sum (f - q)^2 / sum f^2`` of an SQNR (dB)."""
+    return 0.0 if sqnr_db == math.inf else 10.0 ** (-sqnr_db / 10.0)
+
+
+def rank_promotions(float_graph: Graph, ranges: dict, minmax: dict | None,
+                    inputs: list) -> list[tuple[str, str, float, float]]:
+    """[(layer, kind, isolated SQNR dB all int8, isolated SQNR dB with every layer of that
+    kind promoted)] of the promotions that lower their layer's isolated noise, the largest
+    gain first (module docstring)."""
+    nodes = layer_nodes(float_graph)
+    acts = [n for n, node in nodes.items() if int16_blocker(node, float_graph) is None]
+    wts = [n for n, node in nodes.items() if weights_blocker(node, float_graph) is None]
+    graphs = [quantized_copy(float_graph, ranges),
+              quantized_copy(float_graph, ranges, int16_weights=wts),
+              quantized_copy(float_graph, ranges,
+                             _int16_ranges(float_graph, acts, ranges, minmax))]
+    e8, ew, ea = isolated_errors(float_graph, graphs, inputs)
+    cands = [(n, WEIGHTS, e8[n], ew[n]) for n in wts] + [(n, ACTIVATIONS, e8[n], ea[n])
+                                                           for n in acts]
+    gain = {(n, k): _noise(a) - _noise(b) for n, k, a, b in cands}
+    cands = [c for c in cands if gain[c[:2]] > 0]
+    cands.sort(key=lambda c: -gain[c[:2]])
+    return cands
+
+
+def _split(promotions) -> tuple[list[str], list[str]]:
+    """(activation layers, weight layers) of [(layer, kind, ...)] promotions."""
+    return ([p[0] for p in promotions if p[1] == ACTIVATIONS],
+            [p[0] for p in promotions if p[1] == WEIGHTS])
 
 
 def auto_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inputs: list,
@@ -140,13 +175,13 @@ def auto_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inputs
         goal_db: the goal: output SQNR at most this many dB below all-int16's (>= 0).
     """
     xs = [inputs[i] for i in range(min(len(inputs), MAX_AUTO_INPUTS))]
-    ranking = rank_layers(float_graph, ranges, xs)
+    ranking = rank_promotions(float_graph, ranges, minmax, xs)
     floats = [run_float(float_graph, x) for x in xs]
 
     def sqnr(k: int) -> float:
-        layers = [n for n, _ in ranking[:k]]
+        acts, wts = _split(ranking[:k])
         q = quantized_copy(float_graph, ranges,
-                           _int16_ranges(float_graph, layers, ranges, minmax))
+                           _int16_ranges(float_graph, acts, ranges, minmax), wts)
         return output_sqnr(float_graph, q, xs, floats)
 
     s8, s16 = sqnr(0), sqnr(len(ranking))
@@ -162,13 +197,35 @@ def auto_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inputs
             hi = mid
         else:
             lo = mid
-    layers = [n for n, _ in ranking[:hi]]
-    log.info("precision auto: %d of %d layers int16 (output SQNR %.2f dB; int8 %.2f, all "
-             "int16 %.2f, goal %.2f)", hi, len(ranking), found[hi], s8, s16, target)
-    plan = plan_int16(float_graph, layers, "precision auto")
+    acts, wts = _split(ranking[:hi])
+    log.info("precision auto: %d of %d promotions (%d outputs, %d weights int16; output SQNR "
+             "%.2f dB; int8 %.2f, all int16 %.2f, goal %.2f)", hi, len(ranking), len(acts),
+             len(wts), found[hi], s8, s16, target)
+    plan = plan_int16(float_graph, acts, "precision auto", wts)
     return PrecisionChoice("auto", plan, _int16_ranges(float_graph, plan.layers, ranges, minmax),
                            goal_db, {"int8": s8, "chosen": found[hi], "all_int16": s16},
                            ranking)
+
+
+def split_precision(precision) -> tuple[list[str], list[str]] | None:
+    """(output layers, weight layers) of a ``precision`` given in code: a list of layer names
+    (outputs int16) or a dict like a precision file's content (``{"int16": [...],
+    "int16_weights": [...]}``); None for a mode or a file path.
+
+    Raises:
+        InputError: a dict with other keys or values that are not lists of names.
+    """
+    if isinstance(precision, (list, tuple)):
+        return list(precision), []
+    if not isinstance(precision, dict):
+        return None
+    bad = set(precision) - {FILE_KEY, WEIGHTS_KEY}
+    lists = [precision.get(k, []) for k in (FILE_KEY, WEIGHTS_KEY)]
+    if bad or not all(isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)
+                      for v in lists):
+        raise InputError(f'precision: give {{"{FILE_KEY}": [layer names], "{WEIGHTS_KEY}": '
+                         f"[layer names]}}, got keys {sorted(map(str, precision))}")
+    return list(lists[0]), list(lists[1])
 
 
 def check_precision(float_graph: Graph, precision, goal_db: float = DEFAULT_GOAL_DB) -> None:
@@ -181,24 +238,28 @@ def check_precision(float_graph: Graph, precision, goal_db: float = DEFAULT_GOAL
     if precision == "auto" and not 0 <= goal_db < math.inf:
         raise InputError(f"precision_goal_db/--precision-goal {goal_db}: give a finite number "
                          "of dB >= 0 (how far below all-int16's output SQNR auto may stay)")
-    if isinstance(precision, (list, tuple)):
-        plan_int16(float_graph, precision, "precision")
+    given = split_precision(precision)
+    if given is not None:
+        plan_int16(float_graph, given[0], "precision", given[1])
     elif precision not in MODES:
-        plan_int16(float_graph, read_precision_file(precision), str(precision))
+        acts, wts = read_precision_file(precision)
+        plan_int16(float_graph, acts, str(precision), wts)
 
 
 def choose_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inputs: list,
                      precision, goal_db: float = DEFAULT_GOAL_DB) -> PrecisionChoice:
     """The int16 layers for a ``precision`` setting: "int8" (none), "auto"
-    (:func:`auto_precision`), a precision file path (JSON ``{"int16": [layer names]}``), or a
-    list of layer names.
+    (:func:`auto_precision`), a precision file path (JSON ``{"int16": [layer names],
+    "int16_weights": [layer names]}``), a list of layer names (outputs) or a dict like the
+    file's content (:func:`split_precision`).
 
     Raises:
         InputError: an unreadable or malformed precision file, an unknown layer name, "auto"
             without calibration inputs.
     """
-    if isinstance(precision, (list, tuple)):
-        plan = plan_int16(float_graph, precision, "precision")
+    given = split_precision(precision)
+    if given is not None:
+        plan = plan_int16(float_graph, given[0], "precision", given[1])
         return PrecisionChoice("list", plan,
                                _int16_ranges(float_graph, plan.layers, ranges, minmax))
     if precision == "int8":
@@ -209,7 +270,7 @@ def choose_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inpu
             raise InputError("precision/--precision auto needs calibration inputs "
                              "(calibration/--calib), not only a calib_table/--calib-table")
         return auto_precision(float_graph, ranges, minmax, inputs, goal_db)
-    names = read_precision_file(precision)
-    plan = plan_int16(float_graph, names, str(precision))
+    acts, wts = read_precision_file(precision)
+    plan = plan_int16(float_graph, acts, str(precision), wts)
     return PrecisionChoice("file", plan, _int16_ranges(float_graph, plan.layers, ranges, minmax),
                            source=str(precision))

@@ -28,7 +28,7 @@ from tcc_compiler.quant.params import (add_quant, conv_quant, dequantize_output,
 
 
 def weights_ohwi(node: Node) -> np.ndarray:
-    """Conv/fc int8 weights in the NPU's OHWI layout ([O, KH, KW, C/group])."""
+    """Conv/fc int8 (or int16) weights in the NPU's OHWI layout ([O, KH, KW, C/group])."""
     w = node.inputs[1].const
     return np.ascontiguousarray(w.transpose(0, 2, 3, 1))
 
@@ -130,7 +130,7 @@ def _conv_int(node: Node, args: list[np.ndarray],
     if consts is not None and (sc is None) != (consts.mscp is None):
         consts = True   # prepared for the node's own inputs: recomputed for these
     return K.conv_epilogue(acc, q.bias, q.mult, q.shift, q.zp_out, q.act_lo, q.act_hi,
-                           sc, q.zp_sc, q.sc_mult, q.out_dtype, consts)
+                           sc, q.zp_sc, q.sc_mult, q.out_dtype, consts, acc64=q.wide_w)
 
 
 def _resize_int(node: Node, x: np.ndarray) -> np.ndarray:

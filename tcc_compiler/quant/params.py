@@ -13,10 +13,10 @@ import numpy as np
 from tcc_compiler.errors import InternalError, ModelError
 from tcc_compiler.ir.graph import Node, Value
 from tcc_compiler.ir.ops import ActKind, LutFunc, Op
-from tcc_compiler.isa.spec import WIDE_B, WIDE_IN, WIDE_OUT
+from tcc_compiler.isa.spec import WIDE_B, WIDE_IN, WIDE_OUT, WIDE_W_MULT_LIMIT
 from tcc_compiler.numerics import (dequantize_tensor, quantize_multiplier, window_counts,
                                    quantize_multipliers_shared, quantize_tensor)
-from tcc_compiler.numerics.requant import (quantize_multipliers,
+from tcc_compiler.numerics.requant import (narrow_multipliers, quantize_multipliers,
                                            quantize_multipliers_shared_pairs)
 from tcc_compiler.numerics.eltwise import EwKind
 from tcc_compiler.numerics.kernels import int_range
@@ -45,6 +45,8 @@ class ConvQuant:
         zp_in, zp_out, zp_sc: zero points. act_lo, act_hi: clamp bounds in the output type.
         out_int32: True when the output is the raw int32 ``acc + bias``.
         wide: CONV_CFG ``wide`` bits (int16 input / output / shortcut; 0 = all int8).
+        wide_w: int16 weights (CONV_CFG flags bit7): a 64-bit accumulator that does not wrap
+            and every ``mult`` below ``isa.spec.WIDE_W_MULT_LIMIT``.
     """
 
     bias: np.ndarray
@@ -58,6 +60,7 @@ class ConvQuant:
     act_hi: int
     out_int32: bool
     wide: int = 0
+    wide_w: bool = False
 
     @property
     def out_dtype(self) -> type:
@@ -202,7 +205,10 @@ def conv_quant(node: Node) -> ConvQuant:
     o = len(s_w)
     bias = b.const.astype(np.int32)
     wide = wide_bits((x, WIDE_IN), (out, WIDE_OUT), (sc, WIDE_B))
+    wide_w = w.dtype == "int16"
     if out.dtype == "int32":
+        if wide_w:
+            raise InternalError(f"{node.name}: int16 weights with a raw int32 output")
         z = np.zeros(o, np.int64)
         return ConvQuant(bias, z, np.ones(o, np.int64), z, _zp(x), 0, 0, -128, 127, True, wide)
     real = _s(x) * s_w / _s(out)
@@ -210,10 +216,17 @@ def conv_quant(node: Node) -> ConvQuant:
     sc_scale = (node.input(4).const.astype(np.float64).reshape(-1) if node.input(4) is not None
                 else np.ones(o))
     sc_real = sc_scale * _s(sc) / _s(out) if sc is not None else None
-    mult, shift, sc_mult = _conv_multipliers(node, np.broadcast_to(real, (o,)), sc_real)
+    real = np.broadcast_to(real, (o,))
+    mult, shift, sc_mult = _conv_multipliers(node, real, sc_real)
+    if wide_w:     # 15-bit multipliers: (acc + bias) * M < 2**62 (specs/quantization.md)
+        try:
+            mult, shift, sc_mult = narrow_multipliers(real, sc_real, mult, shift, sc_mult,
+                                                      WIDE_W_MULT_LIMIT)
+        except InternalError as exc:
+            raise ModelError(f"{node.name}: {exc}") from None
     lo, hi = act_bounds(node, out)
     return ConvQuant(bias, mult, shift, sc_mult, _zp(x), _zp(out),
-                     _zp(sc) if sc is not None else 0, lo, hi, False, wide)
+                     _zp(sc) if sc is not None else 0, lo, hi, False, wide, wide_w)
 
 
 def pool_quant(node: Node, divisor: int | None = None) -> PoolQuant:

@@ -15,18 +15,27 @@ int8 (with the reason) when
   by an op that is int8 only: a lookup-table activation (its table has 256 entries), a
   sub/mul, a nearest resize, or a channel concat/slice/interleave (those share one int8
   parameter set between several tensors).
+
+A conv/fc layer's *weights* are promoted separately (int16 symmetric per output channel,
+``s_w = max|W[o]| / 32767``, a 64-bit accumulator: specs/quantization.md "int16 weights");
+the planner keeps them int8 (with the reason) when the layer is no conv/fc, a pre-quantized
+model fixes them, its output is raw int32 (the 64-bit accumulator has no int32 output mode),
+or its ``K = kh * kw * C/group`` could pass the accumulator bound
+``K * 65535 * 32767 < WIDE_W_ACC_LIMIT`` (isa/spec.py; K < 65,536).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 
 from tcc_compiler.errors import InputError
 from tcc_compiler.ir.graph import Graph, Node, Value
 from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, VIEW_OPS, Op
+from tcc_compiler.isa.spec import WIDE_W_ACC_LIMIT
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +45,13 @@ INT16_PRODUCERS = frozenset({Op.CONV, Op.FC, Op.ADD})
 FOLLOWERS = VIEW_OPS | {Op.MAXPOOL, Op.AVGPOOL, Op.GAP}
 #: Ops that can read an int16 tensor (host ops read it dequantized).
 INT16_READERS = INT16_PRODUCERS | FOLLOWERS | HOST_OPS
-#: Key of a precision file.
+#: Keys of a precision file: layers whose output is int16, layers whose weights are int16.
 FILE_KEY = "int16"
+WEIGHTS_KEY = "int16_weights"
+#: Largest ``|x - zp|`` of an int16 input: the accumulator bound of int16 weights uses it
+#: whatever the input's width (the planner runs before the widths are settled).
+_X_BOUND = 65535
+_W_BOUND = 32767
 
 
 @dataclass
@@ -50,11 +64,16 @@ class Int16Plan:
             that follow them).
         kept_int8: {layer name: why its output stays int8} for the layers asked for that
             cannot be promoted.
+        weight_layers: names of the conv/fc layers whose weights are int16 (graph order).
+        kept_int8_weights: {layer name: why its weights stay int8} for those asked for that
+            cannot be.
     """
 
     layers: list[str] = field(default_factory=list)
     values: set[str] = field(default_factory=set)
     kept_int8: dict[str, str] = field(default_factory=dict)
+    weight_layers: list[str] = field(default_factory=list)
+    kept_int8_weights: dict[str, str] = field(default_factory=dict)
 
 
 def layer_nodes(graph: Graph) -> dict[str, Node]:
@@ -92,13 +111,41 @@ def int16_blocker(node: Node, graph: Graph) -> str | None:
     return None
 
 
-def plan_int16(graph: Graph, layers, source: str = "precision") -> Int16Plan:
-    """Which tensors become int16 when ``layers`` are promoted.
+def weights_blocker(node: Node, graph: Graph) -> str | None:
+    """Why ``node``'s weights cannot be int16 (module docstring); None when they can."""
+    if node.op not in (Op.CONV, Op.FC):
+        return f"{node.op.value} has no weights"
+    if node.inputs[1].quant is not None and node.inputs[1].dtype == "float32":
+        return "its weights' quantization is fixed by the pre-quantized model"
+    if all(u.op in HOST_OPS for u, _ in node.output.uses) and node.input(3) is None \
+            and node.attrs.act.kind.value == "none":
+        return "its output is raw int32 (int16 weights need a requantized output)"
+    k = math.prod(node.inputs[1].shape[1:])
+    if k * _X_BOUND * _W_BOUND >= WIDE_W_ACC_LIMIT:
+        return (f"K = {k} products per output could pass the 64-bit accumulator's bound "
+                f"(K * 65535 * 32767 < 2**47 - 2**31)")
+    return None
+
+
+def _check_names(nodes: dict, names: list[str], source: str) -> None:
+    """Refuse names that are no layer (one line naming ``source``)."""
+    unknown = [x for x in names if x not in nodes]
+    if unknown:
+        some = ", ".join(list(nodes)[:3])
+        raise InputError(f"{source}: no layer named {', '.join(repr(u) for u in unknown[:5])} "
+                         f"in the model (layer names as 'tccc analyze' lists them, e.g. {some})")
+
+
+def plan_int16(graph: Graph, layers, source: str = "precision",
+               weight_layers=()) -> Int16Plan:
+    """Which tensors become int16 when ``layers`` are promoted, and which layers' weights are
+    int16 when ``weight_layers`` are.
 
     Args:
         graph: the float graph after the float passes (before quantization).
-        layers: layer (node) names, as ``tccc analyze`` lists them.
+        layers: layer (node) names whose output is to be int16, as ``tccc analyze`` lists them.
         source: where the names came from, for the error message (e.g. the precision file).
+        weight_layers: conv/fc layer names whose weights are to be int16.
 
     Returns:
         :class:`Int16Plan`; a layer that cannot be promoted stays int8 and is logged (INFO)
@@ -109,12 +156,16 @@ def plan_int16(graph: Graph, layers, source: str = "precision") -> Int16Plan:
     """
     nodes = layer_nodes(graph)
     wanted = list(dict.fromkeys(layers))
-    unknown = [x for x in wanted if x not in nodes]
-    if unknown:
-        some = ", ".join(list(nodes)[:3])
-        raise InputError(f"{source}: no layer named {', '.join(repr(u) for u in unknown[:5])} "
-                         f"in the model (layer names as 'tccc analyze' lists them, e.g. {some})")
+    wanted_w = list(dict.fromkeys(weight_layers))
+    _check_names(nodes, wanted + wanted_w, source)
     plan = Int16Plan()
+    for name in (n.name for n in graph.nodes if n.name in set(wanted_w)):
+        why = weights_blocker(nodes[name], graph)
+        if why is not None:
+            plan.kept_int8_weights[name] = why
+            log.info("precision: layer '%s' keeps int8 weights: %s", name, why)
+        else:
+            plan.weight_layers.append(name)
     for name in (n.name for n in graph.nodes if n.name in set(wanted)):
         why = int16_blocker(nodes[name], graph)
         if why is not None:
@@ -126,8 +177,13 @@ def plan_int16(graph: Graph, layers, source: str = "precision") -> Int16Plan:
     return plan
 
 
-def read_precision_file(path: str | os.PathLike) -> list[str]:
-    """The layer names of a precision file: JSON ``{"int16": ["layer", ...]}``.
+def read_precision_file(path: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """The layer names of a precision file: JSON ``{"int16": ["layer", ...],
+    "int16_weights": ["layer", ...]}`` (either key may be left out, not both): the layers
+    whose output is int16 and those whose weights are int16.
+
+    Returns:
+        (output layers, weight layers).
 
     Raises:
         InputError: unreadable file, invalid JSON, another shape (one line naming the file).
@@ -139,10 +195,13 @@ def read_precision_file(path: str | os.PathLike) -> list[str]:
         raise InputError(f"{path}: cannot read the precision file ({exc.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not a JSON precision file ({exc})") from None
-    if not isinstance(data, dict) or set(data) != {FILE_KEY}:
-        raise InputError(f'{path}: a precision file is {{"{FILE_KEY}": [layer names]}}, got '
+    keys = (FILE_KEY, WEIGHTS_KEY)
+    if not isinstance(data, dict) or not data or not set(data) <= set(keys):
+        raise InputError(f'{path}: a precision file is {{"{FILE_KEY}": [layer names], '
+                         f'"{WEIGHTS_KEY}": [layer names]}} (either key optional), got '
                          f"keys {sorted(data) if isinstance(data, dict) else type(data).__name__}")
-    names = data[FILE_KEY]
-    if not isinstance(names, list) or not all(isinstance(x, str) and x for x in names):
-        raise InputError(f'{path}: "{FILE_KEY}" must be a list of layer names (strings)')
-    return names
+    for key in keys:
+        names = data.get(key, [])
+        if not isinstance(names, list) or not all(isinstance(x, str) and x for x in names):
+            raise InputError(f'{path}: "{key}" must be a list of layer names (strings)')
+    return data.get(FILE_KEY, []), data.get(WEIGHTS_KEY, [])

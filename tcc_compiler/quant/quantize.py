@@ -54,19 +54,24 @@ def activation_params_int16(lo: float, hi: float) -> QuantParams:
     return QuantParams(np.float64(amax / INT16_MAX if amax > 0 else 1.0), np.int64(0))
 
 
-def quantize_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-output-channel int8 quantization of a weight tensor [O, ...].
+def quantize_weights(w: np.ndarray, qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-output-channel quantization of a weight tensor [O, ...]:
+    ``s[o] = max|W[o]| / qmax``, ``q = clip(round(w / s), -qmax, qmax)``.
+
+    Args:
+        w: float weights [O, ...]. qmax: 127 (int8) or 32767 (int16 weights).
 
     Returns:
-        (int8 weights of the same shape, float64 scales [O]); an all-zero channel gets
-        scale 1 and zero weights (no division by 0).
+        (int8 weights, int16 for ``qmax`` above 127, of the same shape; float64 scales [O]);
+        an all-zero channel gets scale 1 and zero weights (no division by 0).
     """
     w64 = w.astype(np.float64)
     amax = np.abs(w64.reshape(w.shape[0], -1)).max(axis=1)
-    scale = exact_grid_scales(w64.reshape(w.shape[0], -1), np.where(amax > 0, amax / 127.0,
-                                                                      1.0))
-    q = np.clip(np.round(w64 / scale.reshape((-1,) + (1,) * (w.ndim - 1))), -127, 127)
-    return q.astype(np.int8), scale
+    scale = np.where(amax > 0, amax / float(qmax), 1.0)
+    if qmax == 127:         # int8: fixed-weight channels keep their exact power-of-two grid
+        scale = exact_grid_scales(w64.reshape(w.shape[0], -1), scale)
+    q = np.clip(np.round(w64 / scale.reshape((-1,) + (1,) * (w.ndim - 1))), -qmax, qmax)
+    return q.astype(np.int8 if qmax <= 127 else np.int16), scale
 
 
 def exact_grid_scales(w: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -113,11 +118,13 @@ def bias_safe_weight_scales(b: np.ndarray, s_x: float, s_w: np.ndarray) -> np.nd
     return np.maximum(s_w, need)
 
 
-def quantize_weights_with_scale(w: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """``clip(round(w / scale[o]), -127, 127)`` per output channel -> int8 (shape of ``w``)."""
+def quantize_weights_with_scale(w: np.ndarray, scale: np.ndarray,
+                                qmax: int = 127) -> np.ndarray:
+    """``clip(round(w / scale[o]), -qmax, qmax)`` per output channel -> int8 (int16 for
+    ``qmax`` above 127), the shape of ``w``."""
     w64 = w.astype(np.float64)
     q = np.round(w64 / scale.reshape((-1,) + (1,) * (w.ndim - 1)))
-    return np.clip(q, -127, 127).astype(np.int8)
+    return np.clip(q, -qmax, qmax).astype(np.int8 if qmax <= 127 else np.int16)
 
 
 def _bias_int32(b: np.ndarray, s_b: np.ndarray) -> np.ndarray:
@@ -214,23 +221,24 @@ def ranges_needed(graph: Graph) -> list[str]:
     return names
 
 
-def _quantize_conv_weights(node, x: Value) -> None:
-    """int8 weights (per output channel) and int32 bias of a conv/fc, in place: with the
-    imported model's weight scales when fixed (int8 range -128..127 as given), else tccc's
-    symmetric scheme with the bias-safe scale rule."""
+def _quantize_conv_weights(node, x: Value, wide: bool = False) -> None:
+    """int8 weights (per output channel; int16 when ``wide``) and int32 bias of a conv/fc, in
+    place: with the imported model's weight scales when fixed (int8 range -128..127 as
+    given), else tccc's symmetric scheme with the bias-safe scale rule."""
     wv, bv = node.inputs[1], node.inputs[2]
+    qmax = INT16_MAX if wide and not is_fixed(wv) else 127
     if is_fixed(wv):
         s_w = np.asarray(wv.quant.scale, np.float64)
         w64 = wv.const.astype(np.float64) / s_w.reshape((-1,) + (1,) * (wv.const.ndim - 1))
         wq = np.clip(np.round(w64), -128, 127).astype(np.int8)
     else:
-        wq, s_w = quantize_weights(wv.const)
+        wq, s_w = quantize_weights(wv.const, qmax)
         s_safe = bias_safe_weight_scales(bv.const, float(x.quant.scale), s_w)
         if np.any(s_safe > s_w):
             log.info("%s: weight scale raised on %d channel(s) so the bias fits int32",
                      node.name, int(np.count_nonzero(s_safe > s_w)))
-            s_w, wq = s_safe, quantize_weights_with_scale(wv.const, s_safe)
-    wv.const, wv.dtype = wq, "int8"
+            s_w, wq = s_safe, quantize_weights_with_scale(wv.const, s_safe, qmax)
+    wv.const, wv.dtype = wq, "int16" if qmax > 127 else "int8"
     wv.quant = QuantParams(s_w, np.zeros(len(s_w), np.int64), axis=0)
     s_b = float(x.quant.scale) * s_w
     bv.const, bv.dtype = _bias_int32(bv.const, s_b), "int32"
@@ -238,7 +246,8 @@ def _quantize_conv_weights(node, x: Value) -> None:
 
 
 def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
-                   int16: dict[str, tuple[float, float]] | None = None) -> Graph:
+                   int16: dict[str, tuple[float, float]] | None = None,
+                   int16_weights=()) -> Graph:
     """Attach quantization parameters and integer constants to every value.
 
     Args:
@@ -248,6 +257,9 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
         int16: {value name: (lo, hi)} of the layer outputs made int16 (quant/precision.py
             decides which may be; the range is the observed min/max), symmetric
             (:func:`activation_params_int16`); the pools and views after them follow.
+        int16_weights: names of the conv/fc nodes whose weights are int16 (symmetric per
+            output channel, ``s_w = max|W[o]| / 32767``; quant/precision.py decides which may
+            be: not a raw int32 output, not fixed by a pre-quantized model).
 
     Returns:
         The same graph, quantized: activation values int8 (int16 where asked, int32 for raw
@@ -282,7 +294,7 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
             out.quant, out.dtype = (own, "int8") if own is not None else (x.quant, x.dtype)
             continue
         if node.op in (Op.CONV, Op.FC):
-            _quantize_conv_weights(node, x)
+            _quantize_conv_weights(node, x, node.name in int16_weights)
             if _raw_int32(node):
                 s_b = node.inputs[2].quant.scale
                 out.dtype = "int32"

@@ -225,7 +225,8 @@ def gptq_round_weights(float_graph: Graph, qgraph: Graph, inputs: Iterable[np.nd
             for name, value in fl.items():
                 hessians.visit(name, value)
     fnodes = {n.name: n for n in float_graph.nodes}   # float weights (the H may come from
-    layers = [n for n in qgraph.nodes if n.name in hessians.hess]   # a graph since quantized)
+    layers = [n for n in qgraph.nodes if n.name in hessians.hess   # a graph since quantized)
+              and n.inputs[1].dtype == "int8"]   # int16 weights keep round-to-nearest
     changed = {}
     for n in layers:
         wv, fw = n.inputs[1], fnodes[n.name].inputs[1].const

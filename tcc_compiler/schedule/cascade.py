@@ -186,12 +186,12 @@ def weight_bytes(g: ConvGeom, al: int) -> int:
     """SRAM bytes of an op's whole weight and parameter blocks (0 for a pool)."""
     if not g.has_weights:
         return 0
-    return align_up(g.o * g.kh * g.kw * g.cin_g, al) + align_up(g.o * PARAM_RECORD_BYTES, al)
+    return align_up(g.o * g.kernel_bytes, al) + align_up(g.o * PARAM_RECORD_BYTES, al)
 
 
 def _blob_bytes(g: ConvGeom) -> int:
     """DRAM bytes of an op's raw weights and parameter records."""
-    return g.o * g.kh * g.kw * g.cin_g + g.o * PARAM_RECORD_BYTES
+    return g.o * g.kernel_bytes + g.o * PARAM_RECORD_BYTES
 
 
 def _chain_bytes(ch: Chain, al: int) -> tuple[int, int, int]:

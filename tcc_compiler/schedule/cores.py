@@ -148,7 +148,7 @@ def _tile_estimate(g: ConvGeom, t: Target, tiles: list, bw_share: float) -> floa
     if not tiles:
         return 0.0
     image, dw = uses_image_mode(g, t), uses_depthwise_mode(g, t)
-    rate = t.int16_rate_divisor if g.in_elem_bytes == 2 else 1
+    rate = cost.int16_rate(g.in_elem_bytes == 2, g.w_elem_bytes == 2, t)
     compute = nbytes = 0.0
     last_box = last_blk = None
     for s, b in tiles:
@@ -164,7 +164,7 @@ def _tile_estimate(g: ConvGeom, t: Target, tiles: list, bw_share: float) -> floa
             nbytes += box[6] * g.in_elem_bytes
             last_box = box[:6]
         if b != last_blk:
-            nbytes += oc * (g.kh * g.kw * g.cin_g + PARAM_RECORD_BYTES)
+            nbytes += oc * (g.kernel_bytes + PARAM_RECORD_BYTES)
             last_blk = b
         nbytes += (y1 - y0) * (x1 - x0) * oc * (g.out_elem_bytes
                                                 + (g.sc_elem_bytes if g.has_shortcut else 0))

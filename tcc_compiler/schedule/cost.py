@@ -27,6 +27,9 @@ terms):
 * int16 activations (mixed precision; the ``wide`` bits of CONV_CFG, POOL_CFG, EW_TILE): a
   tile whose input (or any EW operand) is int16 takes ``int16_rate_divisor`` times the
   cycles after setup (an assumption, specs/target.md); its DMA moves 2 bytes per element.
+  int16 weights (CONV_CFG flags bit7) divide a conv tile's rate once more: a 16x8 product
+  (either operand int16) takes ``int16_rate_divisor`` times the int8 cycles, a 16x16 one
+  its square (:func:`int16_rate`; four 8x8 partial products per 16x16 product).
 
 Rates for estimates and bounds: :func:`transfer_cycles` (DRAM bytes -> cycles, no setup),
 :func:`transfer_bytes` (the inverse), :func:`mac_cycles` (MACs at the peak rate); the
@@ -89,6 +92,13 @@ def dma_z_cycles(src_bytes: int, dst_bytes: int, t: Target) -> int:
     ``dst_bytes``: the DRAM read and the decompressor's output overlap."""
     return t.dma_setup_cycles + max(math.ceil(src_bytes / t.dram_bytes_per_cycle),
                                     math.ceil(dst_bytes / t.decompress_bytes_per_cycle))
+
+
+def int16_rate(in16: bool, w16: bool, t: Target) -> int:
+    """How many times the int8 cycles a conv tile takes: ``int16_rate_divisor ** n`` with
+    ``n`` the int16 operands among the input and the weights (an ASSUMPTION, specs/target.md
+    "int16 weights": a 16x8 product from two 8x8 multipliers, 16x16 from four)."""
+    return t.int16_rate_divisor ** (int(in16) + int(w16))
 
 
 def groups_per_pass(groups: int, cin_g: int, og: int, t: Target) -> int:
@@ -154,7 +164,7 @@ def command_cycles(cmd: C.Command, regs: C.Registers, t: Target) -> int:
         return dma_z_cycles(cmd.src_bytes, cmd.dst_bytes, t)
     if isinstance(cmd, C.ConvTile):
         cfg = regs.conv
-        rate = t.int16_rate_divisor if cfg.wide & WIDE_IN else 1
+        rate = int16_rate(bool(cfg.wide & WIDE_IN), cfg.wide_weights, t)
         if cfg.flags & CONV_FLAG_DEPTHWISE:
             return t.compute_setup_cycles + rate * cmd.out_h * cmd.out_w * \
                 depthwise_pixel_cycles(cfg.kh, cfg.kw, cmd.oc, t)

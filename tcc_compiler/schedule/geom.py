@@ -49,7 +49,8 @@ def conv_geom(n: Node, t: Target) -> ConvGeom:
     eb = elem_bytes(out)
     sc = n.input(3) is not None
     widths = dict(in_elem_bytes=elem_bytes(x),
-                  sc_elem_bytes=elem_bytes(n.input(3)) if sc else 1)
+                  sc_elem_bytes=elem_bytes(n.input(3)) if sc else 1,
+                  w_elem_bytes=2 if n.inputs[1].dtype == "int16" else 1)
     if n.op is Op.FC:
         return ConvGeom(h, w, c, 1, 1, o, h, w, 1, 1, 1, 1, (0, 0, 0, 0), 1, eb, sc, **widths)
     a = n.attrs

@@ -261,7 +261,7 @@ def _plan(graph: Graph, mem: MemoryPlan, prog: Program, spans: list[tuple[int, i
     if id(node) in mem.fused:   # a conv + lut epilogue plans its table's SRAM too
         return None
     g = conv_geom(node, t)
-    raw = g.o * g.kh * g.kw * g.cin_g + g.o * PARAM_RECORD_BYTES
+    raw = g.o * g.kernel_bytes + g.o * PARAM_RECORD_BYTES
     units = _units(prog, nodes, mem, ci)
     ends = _ends(units, ci, t.sram_capacity_bytes if area_end is None else area_end, busy)
     wins = _windows(units, raw, gap_after, t, idle_share, ends)

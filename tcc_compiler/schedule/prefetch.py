@@ -47,7 +47,7 @@ def block_cap(g, area_bytes: int, t: Target) -> int:
     smallest prefetch area has ``area_bytes``: :data:`BLOCKS_PER_AREA` blocks (weights and
     parameters) fill that area, rounded down to whole MAC-array widths (at least one), so an
     area is not left mostly empty by blocks that do not fit it whole."""
-    per_channel = g.kh * g.kw * g.cin_g + PARAM_RECORD_BYTES
+    per_channel = g.kernel_bytes + PARAM_RECORD_BYTES
     ao = t.array_out_channels
     return max(ao, area_bytes // BLOCKS_PER_AREA // per_channel // ao * ao)
 

@@ -34,6 +34,7 @@ class ConvGeom:
         dilations. pads: (t, l, b, r). group: groups as the NPU runs them. out_elem_bytes: 1
         (int8), 2 (int16) or 4 (int32). has_shortcut: fused residual input of the output's
         shape. in_elem_bytes, sc_elem_bytes: 1 (int8) or 2 (int16) of the input and shortcut.
+        w_elem_bytes: 1 (int8 weights) or 2 (int16 weights, CONV_CFG flags bit7).
     """
 
     h: int
@@ -55,6 +56,12 @@ class ConvGeom:
     has_weights: bool = True
     in_elem_bytes: int = 1
     sc_elem_bytes: int = 1
+    w_elem_bytes: int = 1
+
+    @property
+    def kernel_bytes(self) -> int:
+        """Weight bytes of one output channel: ``kh * kw * cin_g * w_elem_bytes`` (OHWI)."""
+        return self.kh * self.kw * self.cin_g * self.w_elem_bytes
 
     @property
     def cin_g(self) -> int:
@@ -149,7 +156,7 @@ def pixel_cycles(g: ConvGeom, oc: int, t: Target) -> int:
     """Compute cycles per output pixel of a conv tile of ``oc`` output channels (whole groups):
     the depthwise datapath's, image mode's or the MAC array's
     (:mod:`tcc_compiler.schedule.cost`)."""
-    rate = t.int16_rate_divisor if g.in_elem_bytes == 2 else 1   # int16 input (cost.py)
+    rate = cost.int16_rate(g.in_elem_bytes == 2, g.w_elem_bytes == 2, t)   # (cost.py)
     if uses_depthwise_mode(g, t):
         return rate * cost.depthwise_pixel_cycles(g.kh, g.kw, oc, t)
     if g.group == 1:
@@ -172,7 +179,7 @@ def working_set(g: ConvGeom, rows: int, cols: int, ocb: int, nblocks: int, al: i
                     * g.in_elem_bytes, al)
     w_b = 0
     if g.has_weights:
-        w_b = align_up(ocb * g.kh * g.kw * g.cin_g, al) + align_up(ocb * PARAM_RECORD_BYTES, al)
+        w_b = align_up(ocb * g.kernel_bytes, al) + align_up(ocb * PARAM_RECORD_BYTES, al)
     out_b = align_up(rows * cols * ocb * g.out_elem_bytes, al)
     sc_b = align_up(rows * cols * ocb * g.sc_elem_bytes, al) if g.has_shortcut else 0
     wbufs = 1 if nblocks == 1 else wbufs
@@ -235,7 +242,7 @@ def _estimate(g: ConvGeom, t: Target, rows: int, cols: int, ocb: int, nb: int,
     iy0, iy1, _, _ = g.in_rows(0, rows)
     ix0, ix1, _, _ = g.in_cols(0, cols)
     c0, c1 = g.in_channels(0, ocb)
-    w_total = g.o * g.kh * g.kw * g.cin_g if g.has_weights else 0
+    w_total = g.o * g.kernel_bytes if g.has_weights else 0
     in_tile = 0 if res.inp else (iy1 - iy0) * (ix1 - ix0) * (c1 - c0) * g.in_elem_bytes
     in_all = in_tile * ns * (nb if g.group == 1 else 1)
     out_all = g.oh * g.ow * g.o * ((0 if res.out else g.out_elem_bytes)
@@ -281,7 +288,7 @@ def _plan_conv(g: ConvGeom, t: Target, sram_budget: int, res: Residency,
     """:func:`plan_conv`, memoised (a ScheduleError is not cached: it is raised again)."""
     al = t.sram_align_bytes
     best = None
-    w_total = g.o * g.kh * g.kw * g.cin_g if g.has_weights else 0
+    w_total = g.o * g.kernel_bytes if g.has_weights else 0
     cands = _block_candidates(g, t)
     if max_ocb is not None:
         cands = [o for o in cands if o <= max_ocb] or [min(cands)]

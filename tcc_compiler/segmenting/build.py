@@ -257,7 +257,8 @@ def compile_segmented(model: str | os.PathLike | onnx.ModelProto, options: Compi
                  len(seg.nodes), seg.inputs[0])
         parts.append(compile_model(sub, seg_opts))
     if names:
-        _check_precision_names(names, parts, given, plan.prepared.where)
+        _check_precision_names([n for v in names.values() for n in v], parts, given,
+                               plan.prepared.where)
     manifest = build_segment_manifest(plan, parts, tgt, model, model_preprocess(plan, options),
                                       input_nchw(plan), (options.method, n_calib, source))
     report = build_segment_report(plan, parts, tgt, host)
@@ -319,19 +320,23 @@ def int8_outputs(parts: list) -> dict[str, tuple[float, int]]:
     return out
 
 
-def _precision_names(precision) -> list[str] | None:
-    """The layer names of a ``precision`` given as names or a precision file; None for the
-    modes ("int8", "auto": each segment chooses for itself).
+def _precision_names(precision) -> dict | None:
+    """The layer names of a ``precision`` given as names, a dict or a precision file, as
+    ``{"int16": [...], "int16_weights": [...]}``; None for the modes ("int8", "auto": each
+    segment chooses for itself).
 
     Raises:
         InputError: an unreadable or malformed precision file.
     """
-    from tcc_compiler.quant.auto_precision import MODES
-    from tcc_compiler.quant.precision import read_precision_file
+    from tcc_compiler.quant.auto_precision import MODES, split_precision
+    from tcc_compiler.quant.precision import FILE_KEY, WEIGHTS_KEY, read_precision_file
 
-    if isinstance(precision, (list, tuple)):
-        return list(precision)
-    return None if precision in MODES else read_precision_file(precision)
+    given = split_precision(precision)
+    if given is None:
+        if precision in MODES:
+            return None
+        given = read_precision_file(precision)
+    return {FILE_KEY: list(given[0]), WEIGHTS_KEY: list(given[1])}
 
 
 def _check_precision_names(names: list[str], parts: list, given, where: str) -> None:
@@ -349,7 +354,7 @@ def _check_precision_names(names: list[str], parts: list, given, where: str) -> 
             known |= set(layer_nodes(p.graph))
     unknown = [n for n in names if n not in known]
     if unknown:
-        src = given if not isinstance(given, (list, tuple)) else "precision"
+        src = given if not isinstance(given, (list, tuple, dict)) else "precision"
         raise InputError(f"{src}: no layer named {', '.join(repr(u) for u in unknown[:5])} in "
                          f"the NPU segments of {where} (layer names as 'tccc analyze' lists "
                          "them)")

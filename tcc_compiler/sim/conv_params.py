@@ -48,10 +48,11 @@ class ConvParamCache:
 
         Raises:
             ValueError: reserved bytes not zero; for out_mode 0, a shift outside 1..62 or a
-                negative multiplier (the executor names the command).
+                negative multiplier, or with int16 weights (flags bit7) a multiplier M of
+                2**15 or more (the executor names the command).
         """
         key = (raw.tobytes(), cfg.out_mode, cfg.zp_out, cfg.act_lo, cfg.act_hi, cfg.zp_sc,
-               cfg.has_shortcut, cfg.sc_bytes, cfg.out_bytes)
+               cfg.has_shortcut, cfg.sc_bytes, cfg.out_bytes, cfg.wide_weights)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
@@ -64,6 +65,9 @@ class ConvParamCache:
                 raise ValueError("parameter shift outside 1..62")
             if p["mult"].min() < 0 or p["sc_mult"].min() < 0:
                 raise ValueError("parameter mult/sc_mult negative")
+            if cfg.wide_weights and p["mult"].max() >= spec.WIDE_W_MULT_LIMIT:
+                raise ValueError(f"parameter mult {int(p['mult'].max())} of an int16-weight "
+                                 f"layer not below {spec.WIDE_W_MULT_LIMIT} (2**15)")
             consts = epilogue_consts(p["bias"], p["mult"], p["shift"], cfg.zp_out, cfg.act_lo,
                                      cfg.act_hi, p["sc_mult"] if cfg.has_shortcut else None,
                                      cfg.zp_sc, _INT[cfg.sc_bytes], _INT[cfg.out_bytes])

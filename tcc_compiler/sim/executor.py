@@ -94,8 +94,11 @@ def _conv_flags_problem(cfg: ConvCfg, t: ConvTile, array_in: int) -> str | None:
     than one group or ``kw * cin_g > array_in``, depthwise mode without ``cin_g = 1``,
     ``oc = in_c``); None when they do."""
     if cfg.flags & ~(spec.CONV_FLAG_SHORTCUT | spec.CONV_FLAG_IMAGE | spec.CONV_FLAG_DEPTHWISE
-                     | spec.CONV_FLAG_LUT | spec.WIDE_MASK << spec.CONV_FLAG_WIDE_SHIFT):
+                     | spec.CONV_FLAG_LUT | spec.WIDE_MASK << spec.CONV_FLAG_WIDE_SHIFT
+                     | spec.CONV_FLAG_WIDE_W):
         return f"CONV_CFG reserved flag bits set ({cfg.flags:#x})"
+    if cfg.wide_weights and cfg.out_mode != spec.OUT_MODE_INT8:
+        return f"CONV_CFG flags {cfg.flags:#x}: int16 weights need out_mode 0"
     if cfg.wide & spec.WIDE_OUT and (cfg.has_lut or cfg.out_mode != spec.OUT_MODE_INT8):
         return f"CONV_CFG flags {cfg.flags:#x}: int16 output with a LUT epilogue or int32"
     if cfg.flags & spec.CONV_FLAG_DEPTHWISE and (
@@ -465,7 +468,8 @@ class Executor:
         cfg, groups, oh, ow = self._conv_setup(i, t)
         x = self._sram_box(i, t, "input", t.in_sram, (t.in_h, t.in_w, t.in_c), t.in_px_stride,
                            t.in_row_stride, _INT[cfg.in_bytes])
-        w = self._sram_tensor(i, t, "weights", t.w_sram, (t.oc, cfg.kh, cfg.kw, cfg.cin_g))
+        w = self._sram_tensor(i, t, "weights", t.w_sram, (t.oc, cfg.kh, cfg.kw, cfg.cin_g),
+                              _INT[cfg.w_bytes])
         try:
             cp = self._params.get(self._sram_view(
                 i, t, "params", t.p_sram, t.oc * spec.PARAM_RECORD_BYTES), cfg)
@@ -475,7 +479,7 @@ class Executor:
         acc = conv_accumulate_f(x, cfg.zp_in, self._conv_weights(t.w_sram, w, groups),
                                 (cfg.sh, cfg.sw), t.pads, (cfg.dh, cfg.dw))
         n_out = oh * ow * t.oc
-        read = x.nbytes + w.size + p.size * spec.PARAM_RECORD_BYTES
+        read = x.nbytes + w.nbytes + p.size * spec.PARAM_RECORD_BYTES
         direct = None
         if cfg.out_mode == spec.OUT_MODE_INT8:
             sc = None
@@ -491,7 +495,7 @@ class Executor:
                     direct = None
             y = conv_epilogue(acc, p["bias"], p["mult"], p["shift"], cfg.zp_out, cfg.act_lo,
                               cfg.act_hi, sc, cfg.zp_sc, p["sc_mult"], _INT[cfg.out_bytes],
-                              cp.consts, cp.jit, direct)
+                              cp.consts, cp.jit, direct, acc64=cfg.wide_weights)
             if cfg.has_lut:   # flags bit3: one table on the way out
                 lut = self._sram_tensor(i, t, "lut", cfg.lut_sram, (1, 256))
                 y = apply_lut(y, lut)
@@ -506,15 +510,15 @@ class Executor:
         stats.macs += n_out * cfg.kh * cfg.kw * cfg.cin_g
 
     def _conv_weights(self, addr: int, w: np.ndarray, groups: int) -> ConvWeights:
-        """The GEMM-ready form of the int8 OHWI weights ``w`` read at SRAM ``addr``: reused when
-        the same bytes were prepared before at that address (compared byte for byte, a memcmp;
+        """The GEMM-ready form of the int8/int16 OHWI weights ``w`` read at SRAM ``addr``: reused
+        when the same bytes were prepared before at that address (compared byte for byte, a memcmp;
         weights are reloaded into the same buffers every run), else prepared and kept."""
         data = w.tobytes()
-        entries = self._prepared.setdefault((addr, w.shape, groups), [])
+        entries = self._prepared.setdefault((addr, w.shape, w.dtype.itemsize, groups), [])
         for raw, cw in entries:
             if raw == data:
                 return cw
-        cw = prepare_conv_weights(np.frombuffer(data, np.int8).reshape(w.shape), groups)
+        cw = prepare_conv_weights(np.frombuffer(data, w.dtype).reshape(w.shape), groups)
         entries.append((data, cw))
         return cw
 

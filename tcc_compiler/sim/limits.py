@@ -71,7 +71,8 @@ def _conv_extents(t: ConvTile, cfg: ConvCfg) -> list[tuple[str, int, int]]:
     elem = cfg.out_bytes
     out = _box("input", t.in_sram, t.in_h, t.in_w, t.in_c * cfg.in_bytes, t.in_px_stride,
                t.in_row_stride)
-    out.append(("weights", t.w_sram, t.w_sram + t.oc * cfg.kh * cfg.kw * cfg.cin_g))
+    out.append(("weights", t.w_sram,
+                t.w_sram + t.oc * cfg.kh * cfg.kw * cfg.cin_g * cfg.w_bytes))
     out.append(("params", t.p_sram, t.p_sram + t.oc * spec.PARAM_RECORD_BYTES))
     if cfg.has_shortcut:
         out += _box("shortcut", t.sc_sram, t.out_h, t.out_w, t.oc * cfg.sc_bytes,

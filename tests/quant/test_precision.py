@@ -1,5 +1,6 @@
 """Mixed-precision choice: the precision file's errors, the planner's int8-only rules, and
-``auto`` promoting the worst layer (by isolated error) first."""
+``auto`` promoting the largest isolated-error gain first: the output where the activations
+are the loss, the weights where the weights are."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tcc_compiler.driver import import_model, run_float_passes
 from tcc_compiler.errors import InputError
-from tcc_compiler.quant.auto_precision import auto_precision, check_precision, rank_layers
+from tcc_compiler.quant.auto_precision import auto_precision, check_precision, rank_promotions
 from tcc_compiler.quant.calibrate import observe
 from tcc_compiler.quant.precision import plan_int16, read_precision_file
 from tcc_compiler.quant.ranges import choose_ranges
@@ -60,10 +61,12 @@ def _xs(n=6):
 
 @pytest.mark.parametrize("text, why", [
     ("{", "not a JSON precision file"),
-    ('["c1"]', 'a precision file is {"int16": [layer names]}'),
+    ('["c1"]', 'a precision file is {"int16": [layer names], "int16_weights"'),
     ('{"int16": ["c1"], "int4": []}', 'a precision file is {"int16"'),
-    ('{"int16": "c1"}', "must be a list of layer names"),
+    ("{}", 'a precision file is {"int16"'),
+    ('{"int16": "c1"}', '"int16" must be a list of layer names'),
     ('{"int16": [1]}', "must be a list of layer names"),
+    ('{"int16_weights": ["c1", ""]}', '"int16_weights" must be a list of layer names'),
 ])
 def test_precision_file_errors(tmp_path, text, why):
     f = tmp_path / "p.json"
@@ -82,9 +85,10 @@ def test_missing_file_and_unknown_layer_are_input_errors(tmp_path):
         check_precision(fg, str(tmp_path / "p.json"))
 
 
-def test_cli_unknown_layer_exits_2_with_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("content", [{"int16": ["nope"]}, {"int16_weights": ["c1", "nope"]}])
+def test_cli_unknown_layer_exits_2_with_one_line(tmp_path, capsys, content):
     onnx.save(_chain(), tmp_path / "m.onnx")
-    (tmp_path / "p.json").write_text(json.dumps({"int16": ["nope"]}))
+    (tmp_path / "p.json").write_text(json.dumps(content))
     code, _, err = run_cli(["compile", str(tmp_path / "m.onnx"), "--input", f"{HW}x{HW}x3",
                             "-o", str(tmp_path / "out"), "--precision",
                             str(tmp_path / "p.json")], capsys)
@@ -108,17 +112,73 @@ def test_planner_keeps_lut_inputs_int8_and_pools_follow():
     assert "follows its input" in plan.kept_int8["mp"]
 
 
+def test_cli_malformed_precision_file_exits_2_with_one_line(tmp_path, capsys):
+    onnx.save(_chain(), tmp_path / "m.onnx")
+    (tmp_path / "p.json").write_text('{"int16_weights": "c1"}')
+    code, _, err = run_cli(["compile", str(tmp_path / "m.onnx"), "--input", f"{HW}x{HW}x3",
+                            "-o", str(tmp_path / "out"), "--precision",
+                            str(tmp_path / "p.json")], capsys)
+    assert code == 2
+    line = one_line_error(err)
+    assert str(tmp_path / "p.json") in line and '"int16_weights" must be a list' in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_planner_keeps_raw_int32_outputs_and_pool_weights_int8():
+    r = np.random.default_rng(1)
+    m = _model([N("Conv", ["x", "w", "b"], ["c"], pads=[1] * 4, name="c"),
+                N("MaxPool", ["c"], ["p"], kernel_shape=[3, 3], pads=[1] * 4, name="mp"),
+                N("Conv", ["p", "w2", "b2"], ["y"], pads=[1] * 4, name="last")],
+               {"w": r.normal(0, .4, (4, 3, 3, 3)), "b": np.zeros(4),
+                "w2": r.normal(0, .4, (4, 4, 3, 3)), "b2": np.zeros(4)})
+    plan = plan_int16(_float_graph(m), [], weight_layers=["c", "last", "mp"])
+    assert plan.weight_layers == ["c"]
+    assert "raw int32" in plan.kept_int8_weights["last"]
+    assert "no weights" in plan.kept_int8_weights["mp"]
+
+
+def _ranges(fg, xs):
+    obs = observe(fg, xs, ["minmax"])["minmax"]
+    ranges, _ = choose_ranges(obs, "minmax")
+    return ranges, {k: o.range() for k, o in obs.items()}
+
+
+def _heavy_weights_chain() -> onnx.ModelProto:
+    """:func:`_chain` whose c2 has, per output channel, one weight 30x the others: int8's
+    per-channel scale (set by that weight) rounds the rest to a few levels, so c2's error is
+    its weights', not its activations'."""
+    m = _chain()
+    for init in m.graph.initializer:
+        if init.name == "w2":
+            w = numpy_helper.to_array(init).copy() * 0.2
+            w.reshape(4, -1)[:, 0] = 6.0
+            init.CopyFrom(numpy_helper.from_array(w.astype(np.float32), "w2"))
+    return m
+
+
+def test_auto_promotes_weights_where_the_weights_are_the_loss():
+    fg = _float_graph(_heavy_weights_chain())
+    xs = _xs()
+    ranges, mm = _ranges(fg, xs)
+    ranking = rank_promotions(fg, ranges, mm, xs)
+    assert ranking[0][:2] == ("c2", "weights")
+    auto = auto_precision(fg, ranges, mm, xs)
+    assert "c2" in auto.plan.weight_layers
+    assert auto.sqnr_db["chosen"] > auto.sqnr_db["int8"] + 3.0
+    assert auto.sqnr_db["chosen"] >= auto.sqnr_db["all_int16"] - 0.5
+    assert auto.to_dict()["int16_weight_layers"] == auto.plan.weight_layers
+
+
 def test_auto_promotes_the_worst_isolated_layer_first():
     fg = _float_graph(_chain(outlier=30.0))
     xs = _xs()
     obs = observe(fg, xs, ["minmax"])["minmax"]
     ranges, _ = choose_ranges(obs, "minmax")
-    ranking = rank_layers(fg, ranges, xs)
-    assert [n for n, _ in ranking][0] == "c2"   # the outlier channel's layer
-    assert [s for _, s in ranking] == sorted(s for _, s in ranking)
+    ranking = rank_promotions(fg, ranges, {k: o.range() for k, o in obs.items()}, xs)
+    assert ranking[0][:2] == ("c2", "activations")   # the outlier channel's layer
     mm = {k: o.range() for k, o in obs.items()}
     loose = auto_precision(fg, ranges, mm, xs, goal_db=100.0)
-    assert loose.plan.layers == []   # int8 is within 100 dB of all-int16: nothing promoted
+    assert loose.plan.layers == [] and loose.plan.weight_layers == []   # within 100 dB
     s8, s16 = loose.sqnr_db["int8"], loose.sqnr_db["all_int16"]
     assert s16 > s8 + 1.0
     # a goal all-int8 misses by 0.5 dB: promoting the worst layer alone meets it

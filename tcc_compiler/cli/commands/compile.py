@@ -40,10 +40,12 @@ def add_arguments(p) -> None:
                         "nearest); gptq-all: on every conv/fc (slow on large 3x3 convs) "
                         f"(default {DEFAULTS.weight_rounding})")
     p.add_argument("--precision", default=DEFAULTS.precision, metavar="int8|auto|FILE",
-                   help="int16 activations per layer: int8 (none, default), auto (the fewest "
-                        "layers, worst isolated error first, whose output SQNR on the "
-                        "calibration inputs reaches --precision-goal), or a JSON file "
-                        '{"int16": [layer names as tccc analyze lists them]}')
+                   help="int16 activations and weights per layer: int8 (none, default), auto "
+                        "(the fewest promotions, the largest isolated-error gain first, "
+                        "whose output SQNR on the calibration inputs reaches "
+                        "--precision-goal), or a JSON file {\"int16\": [layers whose output "
+                        "is int16], \"int16_weights\": [conv/fc layers whose weights are "
+                        "int16]} (layer names as tccc analyze lists them; either key optional)")
     p.add_argument("--precision-goal", type=float, default=None,
                    metavar="DB", help="auto's goal: output SQNR vs float on the calibration "
                                       "inputs at most DB below all-int16's (default "
@@ -262,7 +264,8 @@ def _print_precision(p: dict | None) -> None:
     """One line on the int16 layers a --precision choice made, and what they cost."""
     if not p:
         return
-    line = f"precision {p['mode']}: {len(p['int16_layers'])} layer(s) int16"
+    line = (f"precision {p['mode']}: {len(p['int16_layers'])} layer output(s) int16, "
+            f"{len(p.get('int16_weight_layers', ()))} layer(s) with int16 weights")
     if p.get("output_sqnr_db"):
         s = p["output_sqnr_db"]
         line += (f", output SQNR {s['chosen']} dB on the calibration inputs (int8 "
@@ -272,8 +275,11 @@ def _print_precision(p: dict | None) -> None:
         lat, dram = c["estimated_latency_ms"], c["dram_bytes_per_image"]
         line += (f"; cost +{format_latency(lat['added'])} latency, {dram['added']:+,} B "
                  "DRAM traffic per image vs int8")
-    if p["kept_int8"]:
-        line += f"; {len(p['kept_int8'])} asked for stay int8 (report.json says why)"
+        if c.get("layer_weight_bytes", {}).get("added"):
+            line += f", {c['layer_weight_bytes']['added']:+,} B weights"
+    kept = len(p["kept_int8"]) + len(p.get("kept_int8_weights", ()))
+    if kept:
+        line += f"; {kept} asked for stay int8 (report.json says why)"
     print(line)
 
 

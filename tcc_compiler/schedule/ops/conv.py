@@ -20,7 +20,7 @@ from tcc_compiler.ir.graph import Node
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.spec import (CONV_FLAG_DEPTHWISE, CONV_FLAG_IMAGE, CONV_FLAG_LUT,
-                                   CONV_FLAG_SHORTCUT, CONV_FLAG_WIDE_SHIFT,
+                                   CONV_FLAG_SHORTCUT, CONV_FLAG_WIDE_SHIFT, CONV_FLAG_WIDE_W,
                                    PARAM_RECORD_BYTES, pack_conv_params)
 from tcc_compiler.isa.wcodec import LayerKind
 from tcc_compiler.quant.golden import weights_ohwi
@@ -37,7 +37,8 @@ from tcc_compiler.target import Target
 
 
 def conv_consts(n: Node, memo: dict | None = None) -> tuple:
-    """(ConvQuant, int8 OHWI weight bytes, packed parameter records) of conv/FC ``n``: pure
+    """(ConvQuant, int8 OHWI weight bytes (int16 little-endian for int16 weights), packed
+    parameter records) of conv/FC ``n``: pure
     functions of its constants, kept in ``memo`` (id(node) -> value; one dict per schedule
     search, whose graph does not change) so the search's repeated lowerings derive them once.
     """
@@ -46,7 +47,8 @@ def conv_consts(n: Node, memo: dict | None = None) -> tuple:
         q = conv_quant(n)
         wq = weights_ohwi(n) if n.op is Op.CONV else np.ascontiguousarray(
             n.inputs[1].const.transpose(0, 2, 3, 1))
-        got = (q, wq.tobytes(), pack_conv_params(q.bias, q.mult, q.shift, q.sc_mult))
+        got = (q, wq.astype(wq.dtype.newbyteorder("<")).tobytes(),
+               pack_conv_params(q.bias, q.mult, q.shift, q.sc_mult))
         if memo is not None:
             memo[("consts", id(n))] = got
     return got
@@ -75,7 +77,8 @@ def conv_setup(weights: WeightLayoutBuilder, t: Target, n: Node, g: ConvGeom,
                flags=(CONV_FLAG_SHORTCUT if g.has_shortcut else 0)
                | (CONV_FLAG_IMAGE if image else 0)
                | (CONV_FLAG_DEPTHWISE if info.depthwise else 0)
-               | q.wide << CONV_FLAG_WIDE_SHIFT,
+               | q.wide << CONV_FLAG_WIDE_SHIFT
+               | (CONV_FLAG_WIDE_W if q.wide_w else 0),
                group=g.group, cin_g=g.cin_g, zp_in=q.zp_in, zp_out=q.zp_out,
                zp_sc=q.zp_sc, act_lo=q.act_lo, act_hi=q.act_hi)
     return blobs, cfg
@@ -126,7 +129,7 @@ def _with_images(g: ConvGeom, plan, spatial, blocks, order, n_img: int) -> list:
     that moves fewer DRAM bytes."""
     tiles = [(s, b, k) for s, b in order for k in range(n_img)]
     if n_img > 1 and plan.order == "spatial" and len(blocks) > 1:
-        w = g.o * g.kh * g.kw * g.cin_g
+        w = g.o * g.kernel_bytes
         inp = sum(in_box(g, sp, blocks[0])[6] for sp in spatial)
         if inp * (len(blocks) - 1) > w * len(spatial):
             mine = set(order)
@@ -234,7 +237,7 @@ class _ConvEmission:
     def _buffers(self) -> None:
         """Allocate the op's SRAM buffers (max tile sizes)."""
         g, plan = self.g, self.plan
-        kw_bytes = g.kh * g.kw * g.cin_g
+        kw_bytes = g.kernel_bytes
         self._tile_order()
         sa = self.sa = self.ctx.begin()
         self._lut_table()
