@@ -31,7 +31,7 @@ Measured with it (loaded 2-core machine, 10 photos unless said, dB):
   weights only), whose logits recover to 34.7-36.3 dB only through the global average pool.
 * FlowNetS 512x384: int8 19.1 / 26.9 (min / median), weights only 26.7 / 31.6; layer by
   layer int8 is 5-6 dB under weights only from ``conv1`` on (38.2 vs 43.5; every Concat
-  5.4-5.6 dB under, as the LeakyRelu before it): no layer widens the gap. Giving the
+  5.3-5.6 dB under, as the LeakyRelu before it): no layer widens the gap. Giving the
   encoder's LeakyRelu outputs their own step where a Concat shares one three times wider
   (a requantizing copy into the concat) changes no photo by more than 0.1 dB; clipping the
   upsampled flow into the features' range (every concat's scale 0.031-0.034 instead of
