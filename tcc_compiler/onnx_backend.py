@@ -118,6 +118,22 @@ class TcccRep(BackendRep):
                                     method=self.method, target=self.target)
         self._frozen = [np.asarray(a).copy() for a in extra]
 
+    def _input_list(self, inputs: Any) -> list[np.ndarray]:
+        """``inputs`` (a list in graph-input order, a dict by name, or one array) as a list of
+        arrays in graph-input order. Raises InputError: a missing input or a wrong count."""
+        if isinstance(inputs, dict):
+            try:
+                inputs = [inputs[i.name] for i in self._inputs]
+            except KeyError as exc:
+                raise InputError(f"missing input {exc}") from None
+        elif isinstance(inputs, np.ndarray):
+            inputs = [inputs]
+        inputs = [np.asarray(a) for a in inputs]
+        if len(inputs) != len(self._inputs):
+            raise InputError(f"expected {len(self._inputs)} inputs "
+                             f"({', '.join(i.name for i in self._inputs)}), got {len(inputs)}")
+        return inputs
+
     def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
         """Run one batch-1 input set.
 
@@ -134,17 +150,7 @@ class TcccRep(BackendRep):
             InputError: missing inputs, wrong shapes. UnsupportedError, ModelError: the model
             cannot be compiled (lists every unsupported node).
         """
-        if isinstance(inputs, dict):
-            try:
-                inputs = [inputs[i.name] for i in self._inputs]
-            except KeyError as exc:
-                raise InputError(f"missing input {exc}") from None
-        elif isinstance(inputs, np.ndarray):
-            inputs = [inputs]
-        inputs = [np.asarray(a) for a in inputs]
-        if len(inputs) != len(self._inputs):
-            raise InputError(f"expected {len(self._inputs)} inputs "
-                             f"({', '.join(i.name for i in self._inputs)}), got {len(inputs)}")
+        inputs = self._input_list(inputs)
         x = np.asarray(inputs[0], np.float32)
         if x.ndim == 0 or x.shape[0] != 1:
             raise InputError(f"{self.model.graph.name or '<model>'}: input "
