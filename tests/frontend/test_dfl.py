@@ -93,12 +93,23 @@ def test_dfl_is_split_per_level_and_matches_onnx_runtime(bias):
     assert len(m.graph.node) == 15   # the input model is not changed
 
 
-@pytest.mark.parametrize("case", ["opset12", "extra_reader", "not_arange_shape"])
+@pytest.mark.parametrize("case", ["opset12", "extra_reader", "not_arange_shape",
+                                  "regrouping_reshape"])
 def test_dfl_rewrite_declines(case):
     if case == "opset12":   # Softmax(axis=1) flattens [16, 4, A] there: another function
         m = dfl_model(opset=12)
     elif case == "extra_reader":
         m = dfl_model(extra_reader=True)
+    elif case == "regrouping_reshape":   # [1, 64, 80] -> [1, 8, 16, 40]: bins mix anchors
+        m = dfl_model()
+        for t in m.graph.initializer:
+            if t.name in ("s4", "so"):
+                t.CopyFrom(numpy_helper.from_array(np.array(
+                    [1, 8, BINS, 40] if t.name == "s4" else [1, 8, 40], np.int64), t.name))
+        m.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                                 [1, 8, 40]))
+        del m.graph.value_info[:]
+        m = onnx.shape_inference.infer_shapes(m)
     else:   # a [1, 16, 1, 1] conv weight of another shape: no expectation over the bins
         m = dfl_model()
         w = next(t for t in m.graph.initializer if t.name == "wd")
