@@ -418,6 +418,8 @@ def _graph_outputs(model: onnx.ModelProto, ctx: Ctx, g: Graph, where: str) -> li
         UnsupportedError: a constant output, the graph input as an output, a zero Pad's.
     """
     outs = []
+    onnx_names = {t for n in model.graph.node for t in n.output} | {
+        i.name for i in model.graph.input}
     for o in model.graph.output:
         v = ctx.lookup(o.name)
         if v is None and o.name in ctx.pending_pad:
@@ -435,6 +437,10 @@ def _graph_outputs(model: onnx.ModelProto, ctx: Ctx, g: Graph, where: str) -> li
         if v in g.inputs:  # the NPU program has no node writing it: the manifest would lie
             raise UnsupportedError(where, [(f"output '{o.name}': the graph input is also a "
                                             "graph output (nothing computes it on the NPU)")])
+        if v.name != o.name and v not in outs and v.name not in onnx_names:
+            v.name = o.name   # an alias of an internal value (a group softmax viewed back to
+            # its input's shape): keep the output's ONNX name, which a segmented manifest's
+            # NPU segment lists as its output
         outs.append(v)
     names = [o.name for o in model.graph.output]
     if len(set(names)) != len(names):
