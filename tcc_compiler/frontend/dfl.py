@@ -23,8 +23,9 @@ order). The importer turns the Reshape-Softmax-Reshape into the NPU's ``group_so
 the [1, 4, A] distances (and the rest of the box decode) go to the host.
 
 Checks: opset >= 13 (Softmax over one axis), every intermediate read once and no graph
-output, the conv a fixed 1x1 kernel [1, R, 1, 1] with group 1, no padding, stride and
-dilation 1 (an optional bias [1]), the Concat along the last axis of Reshapes of 4-D maps.
+output, the Reshape splitting the joined maps' channels ([1, 4 R, A] -> [1, 4, R, A]), the
+conv a fixed 1x1 kernel [1, R, 1, 1] with group 1, no padding, stride and dilation 1 (an
+optional bias [1]), the Concat along the last axis of Reshapes of 4-D maps.
 A declined match logs its reason at DEBUG.
 """
 
@@ -145,6 +146,8 @@ def _decline(soft, tr, r4, cat, conv, r3, shapes, inits) -> str:
     if _attr(soft, "axis", -1) not in (1, -3) or _attr(cat, "axis") not in (-1, 2):
         return "softmax not over the bins (axis 1) or levels not joined on the anchors"
     sides, bins, anchors = t4[1], t4[2], t4[3]
+    if shapes.get(r4.input[0]) != (1, sides * bins, anchors):
+        return "the Reshape to [1, 4, R, A] does not split the joined maps' channels"
     if shapes.get(r3.output[0]) != (1, sides, anchors) or conv.input[1] not in inits:
         return "the expectation is not a constant conv reshaped to [1, sides, A]"
     if len(conv.input) > 2 and conv.input[2] and conv.input[2] not in inits:

@@ -418,6 +418,8 @@ def _graph_outputs(model: onnx.ModelProto, ctx: Ctx, g: Graph, where: str) -> li
         UnsupportedError: a constant output, the graph input as an output, a zero Pad's.
     """
     outs = []
+    onnx_names = {t for n in model.graph.node for t in n.output} | {
+        i.name for i in model.graph.input}
     for o in model.graph.output:
         v = ctx.lookup(o.name)
         if v is None and o.name in ctx.pending_pad:
@@ -435,12 +437,21 @@ def _graph_outputs(model: onnx.ModelProto, ctx: Ctx, g: Graph, where: str) -> li
         if v in g.inputs:  # the NPU program has no node writing it: the manifest would lie
             raise UnsupportedError(where, [(f"output '{o.name}': the graph input is also a "
                                             "graph output (nothing computes it on the NPU)")])
+        _keep_onnx_name(v, o.name, outs, onnx_names)
         outs.append(v)
     names = [o.name for o in model.graph.output]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise ModelError(f"{where}: duplicate graph output '{dup}' (listed twice)")
     return outs
+
+
+def _keep_onnx_name(v, name: str, outs: list, onnx_names: set[str]) -> None:
+    """Rename graph output ``v`` to its ONNX name ``name`` when ``v`` is an alias of an internal
+    value (a group softmax viewed back to its input's shape), not yet an output and not named
+    by the ONNX model: a segmented manifest's NPU segment lists the ONNX name as its output."""
+    if v.name != name and v not in outs and v.name not in onnx_names:
+        v.name = name
 
 
 def check_npu_work(g: Graph) -> None:

@@ -231,8 +231,28 @@ def _host_session(data: bytes, so, path: Path):
     except (ValueError, KeyError) as exc:   # (protobuf's DecodeError is a ValueError)
         raise FormatError(f"{path}: malformed host graph or boundary prefix ({exc})") from None
     if pre is not None:
+        if not rest.graph.output:   # every output made by the joins: nothing for ORT to run
+            return _NoSession(), pre, joins
         data = rest.SerializeToString()
     return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"]), pre, joins
+
+
+class _NoSession:
+    """Stands for the ONNX Runtime session of a host graph whose nodes are all in its
+    boundary prefix and joins (e.g. a DFL decode's per-level Reshapes and their Concat as the
+    graph output): no inputs, no outputs (ONNX Runtime refuses an empty graph)."""
+
+    def get_inputs(self) -> list:
+        """No inputs."""
+        return []
+
+    def get_outputs(self) -> list:
+        """No outputs."""
+        return []
+
+    def run(self, names, feeds) -> list:
+        """Nothing to compute: an empty list."""
+        return []
 
 
 class _Gather:

@@ -57,6 +57,13 @@ def _check_record(rec, where: str) -> None:
     if rec["images"] != rec["cores"] * rec["images_per_core"]:
         raise FormatError(f"{where}: stream: images {rec['images']} is not cores "
                           f"{rec['cores']} x images_per_core {rec['images_per_core']}")
+    for key, stride in (("input_offsets", "input_stride_bytes"),
+                        ("output_offsets", "output_stride_bytes")):
+        offs = rec.get(key, {})
+        if not isinstance(offs, dict) or not all(
+                _is_int(v) and 0 <= v < rec[stride] for v in offs.values()):
+            raise FormatError(f"{where}: stream.{key}: expected an object of name -> byte "
+                              f"offset in [0, {stride} {rec[stride]}), got {offs!r}"[:300])
     files = rec.get("files")
     if not isinstance(files, dict) or STREAM_CMD_FILE not in files:
         raise FormatError(f"{where}: stream.files: expected an object recording "
@@ -112,10 +119,11 @@ def load_stream(folder: Path, manifest: dict) -> StreamProgram | None:
         raise FormatError(f"{folder / rec['commands']}: INPUT/OUTPUT regions "
                           f"{sp.cmd.input_bytes}/{sp.cmd.output_bytes} B, manifest.json's stream "
                           f"records {rec['input_bytes']}/{rec['output_bytes']} B")
-    if rec["images"] * rec["input_stride_bytes"] > sp.cmd.input_bytes:
-        raise FormatError(f"{where}: stream: {rec['images']} images of "
-                          f"{rec['input_stride_bytes']} B exceed the program's "
-                          f"{sp.cmd.input_bytes} B INPUT region")
+    for what, size in (("input", sp.cmd.input_bytes), ("output", sp.cmd.output_bytes)):
+        if rec["images"] * rec[f"{what}_stride_bytes"] > size:
+            raise FormatError(f"{where}: stream: {rec['images']} images of "
+                              f"{rec[f'{what}_stride_bytes']} B exceed the program's "
+                              f"{size} B {what.upper()} region")
     return sp
 
 

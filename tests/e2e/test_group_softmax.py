@@ -102,3 +102,27 @@ def test_qdq_export_of_group_softmax_is_close_to_the_golden_model():
     outs = {o.name: v for o, v in zip(sess.get_outputs(), sess.run(None, {"x": x}))}
     y = outs[g.outputs[0].name]
     assert sqnr_db(gold[g.outputs[0].name].reshape(-1), y.reshape(-1)) >= 30.0
+
+
+def test_group_softmax_read_by_a_host_op_runs(tmp_path):
+    """The grouped probabilities ``p`` (a view of the group softmax back to its input's
+    shape) feed a conv whose weights are computed (``wd`` times the input's mean), so the
+    conv runs on the host and ``p`` crosses the boundary. The NPU program must name that
+    output ``p``, as the segment lists it: it was named ``p4_grouped`` and tccc refused its
+    own folder ("segments[0].outputs: 'p' is not made by this segment", exit 2)."""
+    model = dfl_head()
+    conv = onnx.NodeProto()
+    conv.CopyFrom(model.graph.node.pop())
+    conv.input[1] = "wdx"
+    model.graph.node.extend([N("ReduceMean", ["x"], ["mu"], axes=[1, 2, 3], keepdims=1),
+                             N("Mul", ["wd", "mu"], ["wdx"]), conv])
+    model = onnx.shape_inference.infer_shapes(model)
+    onnx.checker.check_model(model)
+    onnx.save(model, tmp_path / "m.onnx")
+    m = api.compile(model, f"{HW}x{HW}x3", calibration=_inputs(range(8)))
+    prog = load_program(m.save(tmp_path / "out"))
+    from tcc_compiler.runtime.check import Checker
+
+    x = _inputs([5])[0]
+    res = prog.run(x)
+    assert Checker(prog, tmp_path / "m.onnx").check(x, res)["bit_exact"]

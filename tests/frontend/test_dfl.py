@@ -20,12 +20,13 @@ BINS = 16
 HW = 16
 
 
-def dfl_model(opset: int = 17, bias: bool = False, extra_reader: bool = False
-              ) -> onnx.ModelProto:
+def dfl_model(opset: int = 17, bias: bool = False, extra_reader: bool = False,
+              tail: bool = True) -> onnx.ModelProto:
     """x [1,3,16,16] -> two levels (conv stride 2 to [1,8,8,8] + Relu, then 1x1 to 64 box
     logits; a second stride 2 for [1,64,4,4]) -> ultralytics' DFL decode -> distances
     [1, 4, 80] -> Mul 2 (the host's part). ``extra_reader``: the Softmax output is also a
-    graph output (the rewrite must decline)."""
+    graph output (the rewrite must decline). ``tail=False``: no Mul, the distances ``d`` are
+    the graph output."""
     rng = np.random.default_rng(5)
     f32 = np.float32
     inits = {"w0": rng.normal(0, 0.4, (8, 3, 3, 3)).astype(f32),
@@ -50,8 +51,8 @@ def dfl_model(opset: int = 17, bias: bool = False, extra_reader: bool = False
              n("Transpose", ["r4"], ["t"], perm=[0, 2, 1, 3]),
              n("Softmax", ["t"], ["sm"], axis=1, name="/dfl/Softmax"),
              n("Conv", conv_in, ["e"], name="/dfl/conv/Conv"),
-             n("Reshape", ["e", "so"], ["d"]), n("Mul", ["d", "two"], ["y"])]
-    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 80])]
+             n("Reshape", ["e", "so"], ["d"])] + ([n("Mul", ["d", "two"], ["y"])] if tail else [])
+    outs = [helper.make_tensor_value_info("y" if tail else "d", TensorProto.FLOAT, [1, 4, 80])]
     if extra_reader:
         outs.append(helper.make_tensor_value_info("sm", TensorProto.FLOAT, [1, BINS, 4, 80]))
     g = helper.make_graph(nodes, "dfl", [helper.make_tensor_value_info(
@@ -92,12 +93,23 @@ def test_dfl_is_split_per_level_and_matches_onnx_runtime(bias):
     assert len(m.graph.node) == 15   # the input model is not changed
 
 
-@pytest.mark.parametrize("case", ["opset12", "extra_reader", "not_arange_shape"])
+@pytest.mark.parametrize("case", ["opset12", "extra_reader", "not_arange_shape",
+                                  "regrouping_reshape"])
 def test_dfl_rewrite_declines(case):
     if case == "opset12":   # Softmax(axis=1) flattens [16, 4, A] there: another function
         m = dfl_model(opset=12)
     elif case == "extra_reader":
         m = dfl_model(extra_reader=True)
+    elif case == "regrouping_reshape":   # [1, 64, 80] -> [1, 8, 16, 40]: bins mix anchors
+        m = dfl_model()
+        for t in m.graph.initializer:
+            if t.name in ("s4", "so"):
+                t.CopyFrom(numpy_helper.from_array(np.array(
+                    [1, 8, BINS, 40] if t.name == "s4" else [1, 8, 40], np.int64), t.name))
+        m.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                                 [1, 8, 40]))
+        del m.graph.value_info[:]
+        m = onnx.shape_inference.infer_shapes(m)
     else:   # a [1, 16, 1, 1] conv weight of another shape: no expectation over the bins
         m = dfl_model()
         w = next(t for t in m.graph.initializer if t.name == "wd")
@@ -127,3 +139,18 @@ def test_dfl_runs_on_the_npu_bit_exact(tmp_path):
         res = prog.run(x)
         assert checker.check(x, res)["bit_exact"]
         assert sqnr_db(_run(m, x)[0], prog.final_output(res)) >= 30.0
+
+
+def test_dfl_as_the_graph_output_runs(tmp_path):
+    """The distances are the graph output: the host graph is then only the levels' Reshapes
+    (its boundary prefix) and their Concat (a join), nothing left for ONNX Runtime; loading
+    and running it must not fail (it did: an ONNX Runtime session of an empty graph)."""
+    m = dfl_model(tail=False)
+    path, folder = tmp_path / "dfl.onnx", tmp_path / "out"
+    onnx.save(m, path)
+    tc.compile(path, calibration=[_x(s) for s in range(10, 14)]).save(folder)
+    prog = tc.load(folder).program
+    x = _x(1)
+    res = prog.run(x)
+    assert Checker(prog, path).check(x, res)["bit_exact"]
+    assert sqnr_db(_run(m, x)[0], prog.final_output(res)) >= 30.0

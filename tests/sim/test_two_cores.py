@@ -445,6 +445,9 @@ def test_inspect_and_segmented_summary_print_the_cores_line(two, capsys):
     ("not_an_object", "stream: expected an object"),
     ("weights_path", "stream.weights: expected"),
     ("images", "stream.images: expected an integer >= 1"),
+    ("offsets_list", "stream.output_offsets: expected an object"),
+    ("offset_negative", "stream.output_offsets: expected an object"),
+    ("output_stride", "exceed the program's"),
 ])
 def test_damaged_stream_program_fails_the_load(two, tmp_path, capsys, damage, match):
     """The stream program is what a two-core device runs, so a folder whose stream files or
@@ -475,6 +478,12 @@ def test_damaged_stream_program_fails_the_load(two, tmp_path, capsys, damage, ma
             man["stream"] = "x"
         elif damage == "weights_path":
             st["weights"] = "../../etc/passwd"
+        elif damage == "offsets_list":   # was an AttributeError in run --check (exit 1)
+            st["output_offsets"] = []
+        elif damage == "offset_negative":
+            st["output_offsets"] = {k: -5 for k in st["output_offsets"]}
+        elif damage == "output_stride":   # images past the OUTPUT region
+            st["output_stride_bytes"] = st["output_bytes"]
         else:
             st["images"] = -1
         (out / "manifest.json").write_text(json.dumps(man))
