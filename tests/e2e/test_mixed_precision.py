@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+from helpers.qdq import qdq_vs_run
 
 from tcc_compiler import api, zoo
 from tcc_compiler.export.qdq import OPSET_INT16, export_qdq
@@ -111,15 +112,9 @@ def test_qdq_export_of_int16_runs_in_onnx_runtime_and_agrees(tmp_path):
     assert qdq.opset_import[0].version == OPSET_INT16
     zps = [i for i in qdq.graph.initializer if i.name.startswith("c1_zero_point")]
     assert zps and zps[0].data_type == TensorProto.INT16
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(qdq.SerializeToString(), so)
-    for x in _inputs(9, 3):
-        a = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-        b = m.run(x)
-        b = b["y"] if isinstance(b, dict) else b
-        # equal but for float32 rounding of near-ties (a 1-LSB int16 step is 2**-15 of range)
-        assert np.abs(a - b).max() <= 1e-3 * np.abs(a).max()
+    # equal but for float32 rounding of near-ties (a 1-LSB int16 step is 2**-15 of range)
+    for diff, top in qdq_vs_run(m, _inputs(9, 3)):
+        assert diff <= 1e-3 * top
 
 
 @pytest.mark.slow   # two compiles of a 50-layer zoo model
