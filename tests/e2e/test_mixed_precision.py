@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from helpers.qdq import qdq_vs_run
+from helpers.qdq_export import qdq_vs_run
 
 from tcc_compiler import api, zoo
 from tcc_compiler.export.qdq import OPSET_INT16, export_qdq
