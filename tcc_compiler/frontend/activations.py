@@ -2,8 +2,7 @@
 
 Attribute defaults follow the ONNX operator docs (https://onnx.ai/onnx/operators/):
 HardSigmoid alpha 0.2 beta 0.5, LeakyRelu alpha 0.01, Elu alpha 1.0, Gelu approximate "none".
-Imported at the end of :mod:`tcc_compiler.frontend.converters`, which merges
-:data:`LUT_CONVERTERS` into its table.
+:mod:`tcc_compiler.frontend.converters` merges :data:`LUT_CONVERTERS` into its table.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from tcc_compiler.frontend.converters import Ctx, Unsupported, attrs_of
+from tcc_compiler.frontend.context import Ctx, Unsupported, attrs_of
 from tcc_compiler.ir.graph import Value
 from tcc_compiler.ir.ops import LutAttrs, LutFunc, Op
 

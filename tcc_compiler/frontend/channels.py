@@ -7,8 +7,7 @@ Attribute and input forms follow the ONNX operator docs (https://onnx.ai/onnx/op
 Split's sizes are an attribute before opset 13, an optional input from 13, ``num_outputs``
 from 18 (the last part takes the remainder); Slice's starts/ends are attributes before opset
 10, inputs (with optional axes and steps) from 10, clamped to the axis as ONNX specifies.
-Imported at the end of :mod:`tcc_compiler.frontend.converters`, which merges
-:data:`CHANNEL_CONVERTERS` into its table.
+:mod:`tcc_compiler.frontend.converters` merges :data:`CHANNEL_CONVERTERS` into its table.
 """
 
 from __future__ import annotations
@@ -18,7 +17,8 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from tcc_compiler.frontend.converters import Ctx, Unsupported, attrs_of, emit_view
+from tcc_compiler.frontend.context import Ctx, Unsupported, attrs_of
+from tcc_compiler.frontend.views import emit_view
 from tcc_compiler.ir.graph import Value
 from tcc_compiler.ir.ops import ConcatAttrs, Op, ShuffleAttrs, SliceAttrs, TransposeAttrs
 

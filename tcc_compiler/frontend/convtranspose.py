@@ -15,7 +15,7 @@ the non-zero taps only.
 
 Accepted: 2-D, group 1, dilation 1, constant weights (and bias), explicit pads or
 ``output_padding`` / ``output_shape`` that give an output a multiple of the strides and phase
-pads >= 0. Imported at the end of :mod:`tcc_compiler.frontend.converters`.
+pads >= 0. Listed in :mod:`tcc_compiler.frontend.converters`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from tcc_compiler.frontend.converters import Ctx, Unsupported, attrs_of
+from tcc_compiler.frontend.context import Ctx, Unsupported, attrs_of
 from tcc_compiler.ir.graph import Value
 from tcc_compiler.ir.ops import ConvAttrs, InterleaveAttrs, Op
 

@@ -1,9 +1,9 @@
 """Converters of ReduceSum and ReduceMax over H and W of an NCHW map (ReduceMean is in
-converters.py): ReduceSum = global average pool times H*W (a constant scale the float passes
+spatial.py): ReduceSum = global average pool times H*W (a constant scale the float passes
 fold into a neighbouring conv, or run as a per-channel affine), ReduceMax = a max pool whose
 window is the whole map. ``axes`` is an attribute before opset 13 (ReduceSum) / 18 (ReduceMax)
-and an input after (https://onnx.ai/onnx/operators/). Imported at the end of
-:mod:`tcc_compiler.frontend.converters`, which merges :data:`REDUCE_CONVERTERS`.
+and an input after (https://onnx.ai/onnx/operators/). :mod:`tcc_compiler.frontend.converters`
+merges :data:`REDUCE_CONVERTERS` into its table.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from tcc_compiler.frontend.converters import Ctx, Unsupported, attrs_of
+from tcc_compiler.frontend.context import Ctx, Unsupported, attrs_of
 from tcc_compiler.ir.graph import Value
 from tcc_compiler.ir.ops import EltwiseAttrs, NoAttrs, Op, PoolAttrs, ReshapeAttrs
 

@@ -16,8 +16,7 @@ https://onnx.ai/onnx/operators/onnx__Resize.html); N and C must keep their size.
   :data:`MAX_BILINEAR_FACTOR` (numerics/resize.py; weights are exact for 2 and 4 except with
   align_corners). ``antialias`` changes nothing when upsampling, so it is accepted.
 
-Imported at the end of :mod:`tcc_compiler.frontend.converters`, which merges
-:data:`RESIZE_CONVERTERS` into its table.
+:mod:`tcc_compiler.frontend.converters` merges :data:`RESIZE_CONVERTERS` into its table.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from tcc_compiler.frontend.converters import Ctx, Unsupported, attrs_of
+from tcc_compiler.frontend.context import Ctx, Unsupported, attrs_of
 from tcc_compiler.ir.ops import Op, ResizeAttrs, ResizeCoord, ResizeMode
 
 #: Largest bilinear factor along one axis (RESIZE_TILE's ``fh``/``fw`` fields are u8; e.g.
