@@ -196,7 +196,7 @@ def test_live_process_staging_is_left_alone(tmp_path):
 
 def test_rename_fallback_path(setup, monkeypatch):
     """Without RENAME_EXCHANGE the two-rename path publishes the new output, no leftovers."""
-    monkeypatch.setattr(fsutil, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(fsutil.folder, "_exchange", lambda a, b: False)
     before = _snapshot(setup / "out")
     assert _compile(setup, "new.onnx") == 0
     assert _snapshot(setup / "out") != before

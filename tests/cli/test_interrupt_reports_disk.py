@@ -30,13 +30,13 @@ def _argv(model, out):
 def test_interrupt_during_the_swap_completes_and_says_so(model, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     assert main(_argv(model, out)) == 0
-    real = fsutil._swap_in
+    real = fsutil.folder._swap_in
 
     def swap_with_ctrl_c(tmp, dest, parent):
         os.kill(os.getpid(), signal.SIGINT)   # arrives mid-swap: held until it is done
         real(tmp, dest, parent)
 
-    monkeypatch.setattr(fsutil, "_swap_in", swap_with_ctrl_c)
+    monkeypatch.setattr(fsutil.folder, "_swap_in", swap_with_ctrl_c)
     capsys.readouterr()
     assert main(_argv(model, out)) == 0
     cap = capsys.readouterr()
@@ -54,7 +54,7 @@ def test_interrupt_before_the_swap_leaves_the_previous_output(model, tmp_path, m
     def ctrl_c(folder):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(fsutil, "_fsync_tree", ctrl_c)
+    monkeypatch.setattr(fsutil.folder, "_fsync_tree", ctrl_c)
     capsys.readouterr()
     assert main(_argv(model, out)) == 130
     cap = capsys.readouterr()

@@ -32,7 +32,7 @@ def test_mount_point_is_filled_in_place(model, tmp_path, monkeypatch, capsys):
     inode, holds the new output, and a recompile removes the previous output's extra files."""
     vol = tmp_path / "vol"
     vol.mkdir()
-    monkeypatch.setattr(fsutil, "is_mount_point", lambda p: os.path.realpath(p) == str(vol))
+    monkeypatch.setattr(fsutil.folder, "is_mount_point", lambda p: os.path.realpath(p) == str(vol))
     monkeypatch.setattr(os, "replace", _no_rename_of(vol, os.replace))
     inode = vol.stat().st_ino
     assert _compile(model, vol) == 0
@@ -59,7 +59,7 @@ def test_mount_point_with_foreign_files_is_refused_before_compiling(model, tmp_p
     vol = tmp_path / "vol"
     vol.mkdir()
     (vol / "notes.txt").write_text("mine")
-    monkeypatch.setattr(fsutil, "is_mount_point", lambda p: os.path.realpath(p) == str(vol))
+    monkeypatch.setattr(fsutil.folder, "is_mount_point", lambda p: os.path.realpath(p) == str(vol))
     from tcc_compiler import api
 
     monkeypatch.setattr(api, "compile", lambda *a, **k: pytest.fail("compiled first"))

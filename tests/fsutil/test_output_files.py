@@ -48,7 +48,7 @@ def test_output_write_failure_says_what_failed(tmp_path, monkeypatch):
     def refuse(path, data):
         raise OSError(errno.EROFS, "Read-only file system", str(path))
 
-    monkeypatch.setattr(fsutil, "atomic_write_bytes", refuse)
+    monkeypatch.setattr(fsutil.files, "atomic_write_bytes", refuse)
     with pytest.raises(InputError, match="read-only or not writable"):
         fsutil.write_output_file(tmp_path / "x.csv", "a", "--csv")
 
