@@ -11,6 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from helpers.precision import compile_check, random_inputs
 from helpers.qdq_export import qdq_vs_run
 
 from tcc_compiler import api
@@ -61,29 +62,10 @@ def weighted_net() -> onnx.ModelProto:
     return m
 
 
-def _inputs(seed: int, n: int) -> list[np.ndarray]:
-    r = np.random.default_rng(seed)
-    return [r.normal(0, 1, (1, 3, HW, HW)).astype(np.float32) for _ in range(n)]
-
-
 def _compile_check(tmp_path, precision, target=None, schedules=0):
-    """Compile :func:`weighted_net` with ``precision``; [(bit_exact vs golden, SQNR dB vs
-    ONNX Runtime)] per input, and the compiled model."""
-    model = weighted_net()
-    path = tmp_path / "m.onnx"
-    onnx.save(model, path)
-    m = api.compile(model, f"{HW}x{HW}x3", calibration=_inputs(123, 8), precision=precision,
-                    target=target, weight_rounding="nearest")
-    prog = load_program(m.save(tmp_path / f"out-{len(list(tmp_path.iterdir()))}"))
-    checker = Checker(prog, path)
-    res = []
-    for x in _inputs(7, 3):
-        c = checker.check(x, prog.run(x))
-        res.append((c["bit_exact"], c["sqnr_db"]))
-        ref = prog.execute(prog.quantize(x))
-        for seed in range(schedules):
-            assert prog.execute(prog.quantize(x), schedule="random", seed=seed) == ref
-    return m, prog, res
+    """:func:`helpers.precision.compile_check` of :func:`weighted_net` (nearest rounding)."""
+    return compile_check(tmp_path, weighted_net(), HW, precision, target=target,
+                         schedules=schedules, weight_rounding="nearest")
 
 
 def test_int16_weights_bit_exact_and_more_accurate(tmp_path):
@@ -131,7 +113,7 @@ def test_qdq_export_of_int16_weights_runs_in_onnx_runtime_and_agrees(tmp_path):
     w = {i.name: i.data_type for i in qdq.graph.initializer if i.name.endswith("_quantized")}
     assert sum(t == TensorProto.INT16 for t in w.values()) == len(WEIGHTED)
     # equal but for float32 rounding of near-ties (one int8 output step is 1/255 of range)
-    for diff, top in qdq_vs_run(m, _inputs(9, 3)):
+    for diff, top in qdq_vs_run(m, random_inputs(9, 3, HW)):
         assert diff <= 1e-2 * top
 
 

@@ -11,6 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from helpers.precision import compile_check, random_inputs
 from helpers.qdq_export import qdq_vs_run
 
 from tcc_compiler import api, zoo
@@ -56,28 +57,11 @@ def residual_net() -> onnx.ModelProto:
     return m
 
 
-def _inputs(seed: int, n: int) -> list[np.ndarray]:
-    r = np.random.default_rng(seed)
-    return [r.normal(0, 1, (1, 3, HW, HW)).astype(np.float32) for _ in range(n)]
-
-
 def _compile_check(tmp_path, model, precision, target=None, schedules=0):
-    """Compile with ``precision``; per input (bit_exact, sqnr_db), and the compiled model.
-    ``schedules``: also run that many random legal queue interleavings (hazard-checked)
-    and require the same output bytes."""
-    path = tmp_path / "m.onnx"
-    onnx.save(model, path)
-    m = api.compile(model, f"{HW}x{HW}x3", calibration=_inputs(123, 8), precision=precision,
-                    target=target)
-    prog = load_program(m.save(tmp_path / f"out-{len(list(tmp_path.iterdir()))}"))
-    checker = Checker(prog, path)
-    res = []
-    for x in _inputs(7, 3):
-        c = checker.check(x, prog.run(x))
-        res.append((c["bit_exact"], c["sqnr_db"]))
-        ref = prog.execute(prog.quantize(x))
-        for seed in range(schedules):
-            assert prog.execute(prog.quantize(x), schedule="random", seed=seed) == ref
+    """:func:`helpers.precision.compile_check` at ``HW``; (compiled model, per-input
+    (bit_exact, sqnr_db))."""
+    m, _, res = compile_check(tmp_path, model, HW, precision, target=target,
+                              schedules=schedules)
     return m, res
 
 
@@ -113,7 +97,7 @@ def test_qdq_export_of_int16_runs_in_onnx_runtime_and_agrees(tmp_path):
     zps = [i for i in qdq.graph.initializer if i.name.startswith("c1_zero_point")]
     assert zps and zps[0].data_type == TensorProto.INT16
     # equal but for float32 rounding of near-ties (a 1-LSB int16 step is 2**-15 of range)
-    for diff, top in qdq_vs_run(m, _inputs(9, 3)):
+    for diff, top in qdq_vs_run(m, random_inputs(9, 3, HW)):
         assert diff <= 1e-3 * top
 
 
