@@ -15,6 +15,7 @@ numpy broadcasting error later in :meth:`LoadedProgram.run`.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 from tcc_compiler.errors import FormatError
@@ -91,6 +92,27 @@ class FieldChecker:
             raise self.fail(field, f"expected a list of strings, got {v!r:.60}")
         return v
 
+    def choice(self, v: Any, field: str, allowed) -> str:
+        """A string among ``allowed`` (any container of strings, listed in the message)."""
+        if not isinstance(v, str) or v not in allowed:
+            raise self.fail(field, f"expected one of {', '.join(allowed)}, got {v!r:.40}")
+        return v
+
+    def records(self, v: Any, field: str) -> Iterator[tuple[str, dict, str]]:
+        """The objects of a non-empty list ``v`` whose ``name`` strings are unique, as
+        ``(field of the entry, entry, name)``."""
+        if not isinstance(v, list) or not v:
+            raise self.fail(field, "expected a non-empty list")
+        seen: set[str] = set()
+        for k, o in enumerate(v):
+            f = f"{field}[{k}]"
+            o = self.obj(o, f)
+            name = self.str_(self.key(o, "name", f), f"{f}.name")
+            if name in seen:
+                raise self.fail(f"{f}.name", f"'{name}' appears twice")
+            seen.add(name)
+            yield f, o, name
+
     def dims(self, v: Any, field: str, rank: tuple[int, ...] | None = None) -> tuple[int, ...]:
         ok = isinstance(v, list) and all(_is_int(d) and 1 <= d <= MAX_DIM for d in v)
         if not ok or (rank is not None and len(v) not in rank) or not v:
@@ -140,19 +162,9 @@ def _check_input(ck: FieldChecker, inp: dict, input_bytes: int | None) -> None:
 
 def _check_outputs(ck: FieldChecker, outs: Any, output_bytes: int | None) -> dict[str, int]:
     """The ``outputs`` list; returns {name: rank} of every output."""
-    if not isinstance(outs, list) or not outs:
-        raise ck.fail("outputs", "expected a non-empty list")
     ranks: dict[str, int] = {}
-    for k, o in enumerate(outs):
-        f = f"outputs[{k}]"
-        o = ck.obj(o, f)
-        name = ck.str_(ck.key(o, "name", f), f"{f}.name")
-        if name in ranks:
-            raise ck.fail(f"{f}.name", f"'{name}' appears twice")
-        dtype = ck.key(o, "dtype", f)
-        if not isinstance(dtype, str) or dtype not in OUTPUT_DTYPES:
-            raise ck.fail(f"{f}.dtype", f"expected one of {', '.join(OUTPUT_DTYPES)}, got "
-                          f"{dtype!r}")
+    for f, o, name in ck.records(outs, "outputs"):
+        dtype = ck.choice(ck.key(o, "dtype", f), f"{f}.dtype", OUTPUT_DTYPES)
         h, w, c = ck.dims(ck.key(o, "npu_hwc", f), f"{f}.npu_hwc", (3,))
         oshape = ck.dims(ck.key(o, "shape", f), f"{f}.shape")
         if math.prod(oshape) != h * w * c:

@@ -60,22 +60,15 @@ def _check_segments(ck: FieldChecker, segs: Any) -> None:
 
 
 def _check_outputs(ck: FieldChecker, outs: Any, n_segments: int) -> set[str]:
-    if not isinstance(outs, list) or not outs:
-        raise ck.fail("outputs", "expected a non-empty list")
+    """The top-level ``outputs`` list (name, shape, producing segment, dtype); returns the
+    names."""
     names: set[str] = set()
-    for k, o in enumerate(outs):
-        f = f"outputs[{k}]"
-        o = ck.obj(o, f)
-        name = ck.str_(ck.key(o, "name", f), f"{f}.name")
-        if name in names:
-            raise ck.fail(f"{f}.name", f"'{name}' appears twice")
+    for f, o, name in ck.records(outs, "outputs"):
         names.add(name)
         ck.dims(ck.key(o, "shape", f), f"{f}.shape")
         if ck.key(o, "segment", f) is not None:   # null: no segment makes it (the input)
             ck.int_(o["segment"], f"{f}.segment", 0, n_segments - 1)
-        if o.get("dtype", "float32") not in OUTPUT_DTYPES:
-            raise ck.fail(f"{f}.dtype", f"expected one of {', '.join(OUTPUT_DTYPES)}, got "
-                          f"{o['dtype']!r:.40}")
+        ck.choice(o.get("dtype", "float32"), f"{f}.dtype", OUTPUT_DTYPES)
     return names
 
 
