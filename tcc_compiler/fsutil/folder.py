@@ -125,21 +125,30 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=parent))
     except OSError as exc:
         raise InputError(plain_os_error(dest, exc, "create the output folder")) from None
-    try:
+    with _published(tmp, dest, shown, lambda: _swap_in(tmp, dest, parent),
+                    "; the previous contents are unchanged"):
         yield tmp
+
+
+@contextmanager
+def _published(tmp: Path, dest: Path, shown: Path, publish, note: str = "") -> Iterator[None]:
+    """Run the body (which fills the staging folder ``tmp``), then give ``tmp`` plain modes,
+    fsync it and call ``publish()`` with Ctrl-C held until it returns (then reported as
+    :class:`InterruptedAfterWrite`: the new output is in place). On any exception ``tmp`` is
+    removed; an OSError (full disk, permissions, quota: the user's to fix, not a bug) becomes
+    an InputError naming ``dest``, with ``note`` appended."""
+    try:
+        yield
         _publish_modes(tmp)
         _fsync_tree(tmp)
-        # from here on the swap and its clean-up run to the end: a Ctrl-C is held and
-        # reported afterwards as InterruptedAfterWrite (the new output is in place)
         with deferred_sigint() as intr:
-            _swap_in(tmp, dest, parent)
+            publish()
             intr.published(shown)
         if intr.hit:
             raise InterruptedAfterWrite(shown)
-    except OSError as exc:  # full disk, permissions, quota: the user's to fix, not a bug
+    except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise InputError(plain_os_error(dest, exc, "write the output") + "; the previous "
-                         "contents are unchanged") from None
+        raise InputError(plain_os_error(dest, exc, "write the output") + note) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -174,37 +183,31 @@ def _in_place(dest: Path, shown: Path) -> Iterator[Path]:
         tmp = Path(tempfile.mkdtemp(prefix=f"{_INNER_STAGING}{os.getpid()}-", dir=dest))
     except OSError as exc:
         raise InputError(plain_os_error(dest, exc, "write into the output folder")) from None
-    try:
+    with _published(tmp, dest, shown, lambda: _replace_files(tmp, dest)):
         yield tmp
-        _publish_modes(tmp)
-        _fsync_tree(tmp)
-        with deferred_sigint() as intr:
-            new = sorted(p.name for p in tmp.iterdir())
-            (dest / OUTPUT_MARKER).unlink(missing_ok=True)
-            for name in new:
-                if name != OUTPUT_MARKER:
-                    if (dest / name).is_dir():  # a segment folder: a rename cannot replace it
-                        shutil.rmtree(dest / name)
-                    os.replace(tmp / name, dest / name)
-            for name in sorted(OUTPUT_FILES - set(new) - {OUTPUT_MARKER}):
-                (dest / name).unlink(missing_ok=True)  # the previous output's extra files
-            for e in sorted(dest.iterdir()):  # the previous output's segments
-                if e.name not in new and e.name != OUTPUT_MARKER and is_output_entry(e) \
-                        and e.name not in OUTPUT_FILES:
-                    shutil.rmtree(e) if e.is_dir() else e.unlink()
-            if OUTPUT_MARKER in new:
-                os.replace(tmp / OUTPUT_MARKER, dest / OUTPUT_MARKER)
-            shutil.rmtree(tmp, ignore_errors=True)
-            fsync_dir(dest)
-            intr.published(shown)
-        if intr.hit:
-            raise InterruptedAfterWrite(shown)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise InputError(plain_os_error(dest, exc, "write the output")) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+
+def _replace_files(tmp: Path, dest: Path) -> None:
+    """Move the entries of the staging folder ``tmp`` (inside ``dest``) over their namesakes
+    in ``dest``, manifest.json removed first and put back last, remove the previous output's
+    other entries, then ``tmp``."""
+    new = sorted(p.name for p in tmp.iterdir())
+    (dest / OUTPUT_MARKER).unlink(missing_ok=True)
+    for name in new:
+        if name != OUTPUT_MARKER:
+            if (dest / name).is_dir():  # a segment folder: a rename cannot replace it
+                shutil.rmtree(dest / name)
+            os.replace(tmp / name, dest / name)
+    for name in sorted(OUTPUT_FILES - set(new) - {OUTPUT_MARKER}):
+        (dest / name).unlink(missing_ok=True)  # the previous output's extra files
+    for e in sorted(dest.iterdir()):  # the previous output's segments
+        if e.name not in new and e.name != OUTPUT_MARKER and is_output_entry(e) \
+                and e.name not in OUTPUT_FILES:
+            shutil.rmtree(e) if e.is_dir() else e.unlink()
+    if OUTPUT_MARKER in new:
+        os.replace(tmp / OUTPUT_MARKER, dest / OUTPUT_MARKER)
+    shutil.rmtree(tmp, ignore_errors=True)
+    fsync_dir(dest)
 
 
 def _swap_in(tmp: Path, dest: Path, parent: Path) -> None:
