@@ -18,7 +18,7 @@ from helpers.cli import one_line_error, run_cli
 from helpers.compiled import CHANNEL_HW as HW
 from PIL import Image
 
-from tcc_compiler.cli import main
+from tcc_compiler.cli.main import main
 from tcc_compiler.datasets.images import bundled_photos
 
 

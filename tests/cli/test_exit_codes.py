@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from tcc_compiler.cli import main
+from tcc_compiler.cli.main import main
 
 
 def _run(argv, capsys):

@@ -8,7 +8,7 @@ import pytest
 from helpers import PHOTO
 from helpers.cli import one_line_error, run_cli
 
-from tcc_compiler.cli import main
+from tcc_compiler.cli.main import main
 
 
 def test_analyze_top_zero_is_a_usage_error(small_folder, capsys):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from helpers.cli import run_cli
 
-from tcc_compiler.cli import main
+from tcc_compiler.cli.main import main
 from tcc_compiler.errors import FormatError
 from tcc_compiler.runtime.loaded import check_report
 
