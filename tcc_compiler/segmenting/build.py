@@ -147,23 +147,47 @@ def boundary_overflow(plan: SegmentPlan, values: dict[str, list[np.ndarray]]) \
     """{node index: why} of the nodes whose output, an NPU segment's input in ``values``
     (:func:`boundary_values`), is non-finite or beyond what calibration holds
     (:data:`tcc_compiler.quant.calibrate.MAX_ACTIVATION`) on some calibration input: float32
-    overflow upstream (weights of absurd magnitude run by ONNX Runtime on the host), which no
-    int8 scale can represent. The model input itself is checked by calibration."""
+    overflow upstream (weights of absurd magnitude run by ONNX Runtime on the host), or NaN
+    (e.g. a Sqrt of negative values: the reason names the producer's undefined case), which
+    no int8 scale can represent. The model input itself is checked by calibration."""
     from tcc_compiler.quant.calibrate import MAX_ACTIVATION
 
-    producer = {t: i for i, n in enumerate(plan.prepared.proto.graph.node) for t in n.output}
+    nodes = plan.prepared.proto.graph.node
+    producer = {t: i for i, n in enumerate(nodes) for t in n.output}
     bad: dict[int, str] = {}
     for name, arrays in values.items():
         if name not in producer:
             continue
         for k, a in enumerate(arrays):
+            what = f"its output '{name}', an NPU segment's input,"
+            if a.size and np.isnan(a).any():
+                cause = _NAN_CAUSES.get(nodes[producer[name]].op_type,
+                                        "an undefined float operation such as 0/0 or inf - inf")
+                bad.setdefault(producer[name], (
+                    f"{what} is NaN (not a number) on calibration input {k}: {cause} (no int8 "
+                    "scale represents NaN)"))
+                break
             peak = float(np.max(np.abs(a))) if a.size else 0.0
             if not np.isfinite(peak) or peak > MAX_ACTIVATION:
                 bad.setdefault(producer[name], (
-                    f"its output '{name}', an NPU segment's input, reaches {peak:.3g} on "
-                    f"calibration input {k} (float32 overflow; weights of absurd magnitude?)"))
+                    f"{what} reaches {peak:.3g} on calibration input {k} (float32 overflow; "
+                    "weights of absurd magnitude?)"))
                 break
     return bad
+
+
+#: Why an ONNX op's float output is NaN on finite inputs (ONNX operator docs: the float
+#: functions are undefined there), said by :func:`boundary_overflow`.
+_NAN_CAUSES: dict[str, str] = {
+    "Sqrt": "the square root of negative values",
+    "Log": "the logarithm of negative values",
+    "Pow": "a fractional power of negative values",
+    "Div": "0 / 0 or inf / inf",
+    "Asin": "arcsine of values outside [-1, 1]",
+    "Acos": "arccosine of values outside [-1, 1]",
+    "Acosh": "inverse hyperbolic cosine of values below 1",
+    "Atanh": "inverse hyperbolic tangent of values outside [-1, 1]",
+}
 
 
 def check_default_calibration(plan: SegmentPlan) -> dict[int, str]:

@@ -221,6 +221,31 @@ def test_a_host_overflow_into_an_npu_segment_is_refused_by_compile_and_ops(tmp_p
     assert list(bad) == ["relu"] and "reaches inf" in bad["relu"], bad
 
 
+def test_a_host_nan_into_an_npu_segment_names_its_cause_not_overflow(tmp_path, capsys):
+    """Conv -> Sqrt (host) -> Conv: the conv's negative outputs make ONNX Runtime's Sqrt NaN,
+    which the second conv's segment reads. ops and compile refused it (exit 2) but blamed
+    "float32 overflow; weights of absurd magnitude?"; both now say the square root of negative
+    values."""
+    n = helper.make_node
+    m = _model([n("Conv", ["x", "w1"], ["c"], pads=[1, 1, 1, 1], name="c1"),
+                n("Sqrt", ["c"], ["s"], name="sq"),
+                n("Conv", ["s", "w2"], ["y"], pads=[1, 1, 1, 1], name="c2")],
+               {"w1": RNG.standard_normal((4, 3, 3, 3)) * .3,
+                "w2": RNG.standard_normal((4, 4, 3, 3)) * .3})
+    path = tmp_path / "m.onnx"
+    onnx.save(m, path)
+    assert main(["-q", "compile", str(path), "-o", str(tmp_path / "out")]) == 2
+    err = _one_error_line(capsys.readouterr().err, path)
+    assert "Sqrt 'sq'" in err and "NaN" in err and "square root of negative" in err, err
+    assert "overflow" not in err and "absurd" not in err, err
+    assert main(["-q", "ops", str(path), "--json"]) == 2
+    out, err = capsys.readouterr()
+    _one_error_line(err, path)
+    bad = {p["node"]: p["reason"] for p in json.loads(out) if p["device"] == "unsupported"}
+    assert list(bad) == ["sq"] and "square root of negative" in bad["sq"], bad
+    assert "overflow" not in bad["sq"], bad
+
+
 def test_a_model_whose_output_is_its_input_is_refused_by_compile_and_ops(tmp_path, capsys):
     """Corpus mutants residual_softmax_0_0238, conv_clip_matmul_0_0239 (the output renamed to
     the input): compile crashed (exit 1) on a plan with no segment, ops said supported."""
