@@ -79,6 +79,40 @@ class SegmentedProgram:
                 _host_bytes(path, seg), so, path)
         self._link_host_inputs(where)
         check_dataflow(manifest, where, *self._made_and_read())
+        self._check_input_shape(where)
+
+    def _check_input_shape(self, where: str) -> None:
+        """The top-level ``input.shape`` (NCHW) against every segment reading the model input:
+        an NPU program's own input shape, a host graph's input dims (ONNX layout; symbolic
+        dims match anything), so a load refuses an edited shape that ``run`` would only meet
+        later (``inspect``, ``report`` and ``export-onnx --ort`` never run it).
+
+        Raises:
+            FormatError: the shapes differ, naming both files.
+        """
+        inp = self.manifest["input"]
+        shape = tuple(inp["shape"])
+        onnx_shape = (shape[0], *shape[2:], shape[1]) if inp.get("onnx_layout") == "NHWC" \
+            and len(shape) == 4 else shape   # the tensor as the segments receive it
+        for k, seg in enumerate(self.manifest["segments"]):
+            if inp["name"] not in seg["inputs"]:
+                continue
+            if k in self.programs:
+                prog = self.programs[k]
+                want = prog.input_shape
+                got = onnx_shape
+                if prog.manifest["input"].get("onnx_layout") == "NHWC" and len(got) == 4:
+                    got = (got[0], got[3], got[1], got[2])   # run() feeds it NCHW
+                src = f"{seg['folder']}/{MANIFEST_FILE}"
+            else:
+                arg = next(i for i in self.sessions[k].get_inputs() if i.name == inp["name"])
+                want, got, src = tuple(arg.shape), onnx_shape, seg["file"]
+                want = tuple(g if isinstance(d, str) or d is None else d
+                             for d, g in zip(want, got)) if len(want) == len(got) else want
+            if tuple(want) != tuple(got):
+                raise FormatError(f"{where}: input.shape {list(shape)} does not match "
+                                  f"segment {k}'s input {list(want)} ({src}); an edited manifest? "
+                                  "recompile the model")
 
     def _made_and_read(self) -> tuple[dict[int, set[str]], dict[int, set[str]]]:
         """Per segment, the tensors it makes (an NPU program's outputs and host ops, a host

@@ -50,6 +50,7 @@ def seg_folder(tmp_path_factory):
 _BAD = [  # (path, value; "DEL" deletes), field named
     (("input", "shape"), None, "input.shape"),
     (("input", "shape"), [2, 3, 16, 16], "input.shape"),
+    (("input", "shape"), [1, 3, 32, 32], "input.shape"),   # well-formed, not the model's
     (("input", "name"), None, "input.name"),
     (("input", "onnx_name"), 5, "input.onnx_name"),
     (("input", "onnx_layout"), "XYZ", "input.onnx_layout"),
@@ -112,3 +113,30 @@ def test_the_compiled_segmented_folder_runs(seg_folder, capsys):
     code, o, err = run_cli(["run", out, PHOTO, "--check", model, "--json"], capsys)
     assert code == 0, err
     assert json.loads(o)["check"]["bit_exact"] is True
+
+
+def test_an_edited_input_shape_before_a_host_segment_is_refused(tmp_path, capsys):
+    """LRN (host, reading the model input) -> conv: the top-level ``input.shape`` is checked
+    against the host graph's input too, not only against an NPU program's."""
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array((rng.standard_normal((4, 3, 3, 3)) * .2).astype(np.float32),
+                                "w")
+    nodes = [helper.make_node("LRN", ["x"], ["l"], size=3),
+             helper.make_node("Conv", ["l", "w"], ["y"], pads=[1, 1, 1, 1])]
+    g = helper.make_graph(nodes, "hostfirst",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])],
+                          [w])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    tc.compile(str(tmp_path / "m.onnx"), "16x16x3").save(tmp_path / "out")
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert m["segments"][0]["device"] == "host" and m["input"]["name"] in \
+        m["segments"][0]["inputs"]
+    code, _, err = run_cli(["inspect", tmp_path / "out"], capsys)
+    assert code == 0, err
+    bad = _damaged(tmp_path / "out", tmp_path, ("input", "shape"), [1, 3, 24, 16])
+    code, _, err = run_cli(["inspect", bad], capsys)
+    assert code == 2, err
+    assert "manifest.json: input.shape" in one_line_error(err) and "host_0.onnx" in err, err
