@@ -228,6 +228,8 @@ def _note_dump_size(folder) -> None:
 
 def _print_summary(args, r: dict) -> None:
     """The compile summary: pass report on stderr if asked, then the JSON or the one line."""
+    from tcc_compiler.emit.report import format_latency
+
     if args.time_passes or args.pass_stats:
         from tcc_compiler.passes.summary import format_pass_report
 
@@ -262,6 +264,8 @@ def _print_cores(c: dict | None, prefix: str = "") -> None:
 
 def _print_precision(p: dict | None) -> None:
     """One line on the int16 layers a --precision choice made, and what they cost."""
+    from tcc_compiler.emit.report import format_latency
+
     if not p:
         return
     line = (f"precision {p['mode']}: {len(p['int16_layers'])} layer output(s) int16, "
@@ -285,6 +289,8 @@ def _print_precision(p: dict | None) -> None:
 
 def _print_segmented(args, r: dict) -> None:
     """The compile summary of a segmented model: segments, NPU/host split, estimates."""
+    from tcc_compiler.emit.report import format_latency
+
     keys = ("command_bytes", "weight_bytes", "macs", "estimated_latency_ms",
             "estimated_host_ms", "estimated_boundary_ms", "estimated_total_ms",
             "boundary_bytes", "sram_peak_bytes", "placement")
@@ -319,7 +325,3 @@ def options_from_args(args) -> CompileOptions:
                            else args.precision_goal), cores=args.cores)
 
 
-def format_latency(ms: float) -> str:
-    """A latency in milliseconds for humans: ``"1.23 ms"``, or ``"45.6 µs"`` below 1 ms (small
-    models used to print ``0.00 ms``)."""
-    return f"{ms:.2f} ms" if ms >= 1.0 else f"{ms * 1e3:.1f} µs"
