@@ -290,33 +290,45 @@ def check_onnx_validity(model: onnx.ModelProto, where: str,
     written = {i.name for i in model.graph.input} | set(inits)
     for node in model.graph.node:
         label = f"{node.op_type} '{node.name or (node.output[0] if node.output else '')}'"
-        if node.name and node.name in seen:
-            raise ModelError(f"{where}: {label}: two nodes have this name (node names must be "
-                             "unique)")
-        seen.add(node.name)
-        for out in (o for o in node.output if o):
-            if out in written:  # ONNX graphs are SSA: ONNX Runtime refuses a second writer
-                raise ModelError(f"{where}: {label}: writes '{out}', which another node, a "
-                                 "graph input or an initializer already defines (each tensor "
-                                 "has one producer)")
-            written.add(out)
         custom = node.domain not in ("", "ai.onnx")
-        why = None if standard_only and custom else _schema_problem(node, ctx)
+        why = (_naming_problem(node, seen, written)
+               or (None if standard_only and custom else _schema_problem(node, ctx))
+               or _padding_problem(node, inits))
         if why:
             raise ModelError(f"{where}: {label}: {why}")
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        pad = attrs.get("auto_pad", b"NOTSET")
-        pad = pad.decode(errors="replace") if isinstance(pad, bytes) else str(pad)
-        if node.op_type in _CONV_LIKE and pad not in AUTO_PAD:
-            raise ModelError(f"{where}: {label}: auto_pad '{pad}' is not one of "
-                             f"{', '.join(AUTO_PAD)}")
-        if node.op_type in _CONV_LIKE and pad != "NOTSET" and "pads" in attrs:
-            raise ModelError(f"{where}: {label}: has both auto_pad '{pad}' and pads (the ONNX "
-                             "spec allows one or the other)")
-        w = inits.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
-        if w is not None and "kernel_shape" in attrs and tuple(attrs["kernel_shape"]) != w[2:]:
-            raise ModelError(f"{where}: {label}: kernel_shape {list(attrs['kernel_shape'])} "
-                             f"differs from its weight's {list(w[2:])}")
+
+
+def _naming_problem(node: onnx.NodeProto, seen: set[str], written: set[str]) -> str | None:
+    """A second node of the same name, or a second writer of a tensor (ONNX graphs are SSA:
+    ONNX Runtime refuses one); None when fine, after adding the node's name to ``seen`` and
+    its outputs to ``written``."""
+    if node.name and node.name in seen:
+        return "two nodes have this name (node names must be unique)"
+    seen.add(node.name)
+    for out in (o for o in node.output if o):
+        if out in written:
+            return (f"writes '{out}', which another node, a graph input or an initializer "
+                    "already defines (each tensor has one producer)")
+        written.add(out)
+    return None
+
+
+def _padding_problem(node: onnx.NodeProto, inits: dict[str, tuple]) -> str | None:
+    """A conv or pool ``auto_pad`` outside the spec's values or set together with ``pads``,
+    or a Conv ``kernel_shape`` other than its weight's (OIHW ``dims[2:]``, from ``inits``:
+    initializer name -> dims); None when fine."""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    pad = attrs.get("auto_pad", b"NOTSET")
+    pad = pad.decode(errors="replace") if isinstance(pad, bytes) else str(pad)
+    if node.op_type in _CONV_LIKE and pad not in AUTO_PAD:
+        return f"auto_pad '{pad}' is not one of {', '.join(AUTO_PAD)}"
+    if node.op_type in _CONV_LIKE and pad != "NOTSET" and "pads" in attrs:
+        return f"has both auto_pad '{pad}' and pads (the ONNX spec allows one or the other)"
+    w = inits.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+    if w is not None and "kernel_shape" in attrs and tuple(attrs["kernel_shape"]) != w[2:]:
+        return (f"kernel_shape {list(attrs['kernel_shape'])} differs from its weight's "
+                f"{list(w[2:])}")
+    return None
 
 
 def _schema_problem(node: onnx.NodeProto, ctx) -> str | None:
