@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from helpers.precision import compile_check, random_inputs
+from helpers.precision import compile_check, random_inputs, really_tiled
 from helpers.qdq_export import qdq_vs_run
 
 from tcc_compiler import api
@@ -102,8 +102,7 @@ def test_int16_weights_tiled_into_small_sram_bit_exact_in_any_queue_order(tmp_pa
     t = load_target().with_sram(kib * 1024)
     m, _, res = _compile_check(tmp_path, {"int16_weights": WEIGHTED}, target=t, schedules=2)
     assert all(exact for exact, _ in res)
-    assert any("spatial x" in r["tiling"] and not r["tiling"].startswith(f"{HW}x{HW}x")
-               for r in m.report["layers"])   # really tiled
+    assert really_tiled(m, HW)
 
 
 def test_qdq_export_of_int16_weights_runs_in_onnx_runtime_and_agrees(tmp_path):

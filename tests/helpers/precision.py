@@ -43,3 +43,10 @@ def compile_check(tmp_path, model: onnx.ModelProto, hw: int, precision, *, targe
         for seed in range(schedules):
             assert prog.execute(prog.quantize(x), schedule="random", seed=seed) == ref
     return m, prog, res
+
+
+def really_tiled(m, hw: int) -> bool:
+    """True when some layer of compiled model ``m`` (report rows) is split into spatial tiles
+    smaller than the ``hw x hw`` map (a small-SRAM target's test really tiles)."""
+    return any("spatial x" in r["tiling"] and not r["tiling"].startswith(f"{hw}x{hw}x")
+               for r in m.report["layers"])
