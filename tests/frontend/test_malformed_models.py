@@ -159,10 +159,11 @@ def _tree(root: Path) -> dict[str, bytes]:
             for p in sorted(root.rglob("*"))}
 
 
-def _run_case(tmp_path: Path, capsys, argv: list[str], model_dir: Path) -> tuple[int, str]:
-    """Run the CLI, returning (exit code, the one error line); checks the file-system rules."""
+def _audited_error(tmp_path: Path, capsys, argv: list[str]) -> tuple[int, str, list]:
+    """Run the CLI with the audit hook on: (exit code, the one error line, the (path, mode)
+    opens). Checks it printed exactly one error line, no traceback, left ``tmp_path``
+    unchanged and opened nothing for writing."""
     global _OPENED
-    secret = tmp_path / "secret.bin"
     before = _tree(tmp_path)
     _OPENED = []
     try:
@@ -174,14 +175,22 @@ def _run_case(tmp_path: Path, capsys, argv: list[str], model_dir: Path) -> tuple
     assert len(lines) == 1 and lines[0].startswith("tccc: error: "), err
     assert "Traceback" not in err
     assert _tree(tmp_path) == before, "files were created, changed or removed"
-    assert (str(model_dir / "m.onnx"), "r") in opened, "the audit hook saw no open()"
     writes = [p for p, m in opened if m == "w"]
     assert not writes, f"opened for writing: {writes}"
+    return code, lines[0], opened
+
+
+def _run_case(tmp_path: Path, capsys, argv: list[str], model_dir: Path) -> tuple[int, str]:
+    """Run the CLI, returning (exit code, the one error line); checks the file-system rules
+    (:func:`_audited_error`) and that nothing outside the model's folder was read."""
+    secret = tmp_path / "secret.bin"
+    code, line, opened = _audited_error(tmp_path, capsys, argv)
+    assert (str(model_dir / "m.onnx"), "r") in opened, "the audit hook saw no open()"
     outside = [p for p, _ in opened
                if p == str(secret) or p.startswith("/etc/")
                or (p.startswith(str(tmp_path)) and not p.startswith(str(model_dir)))]
     assert not outside, f"read outside the model's folder: {outside}"
-    return code, lines[0]
+    return code, line
 
 
 @pytest.mark.parametrize("name", sorted(CORPUS))
@@ -255,19 +264,8 @@ def test_bad_calibration_data(tmp_path, capsys, calib, phrase):
     np.save(tmp_path / "calib.npy", calib())
     argv = ["compile", str(model_dir / "m.onnx"), "--input", "8x8x3", "-o",
             str(tmp_path / "out"), "--calib", str(tmp_path / "calib.npy")]
-    global _OPENED
-    before = _tree(tmp_path)
-    _OPENED = []
-    try:
-        code = main(argv)
-    finally:
-        opened, _OPENED = _OPENED, None
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("tccc: error: "), err
-    assert phrase in lines[0] and "calib.npy" in lines[0], lines[0]
-    assert _tree(tmp_path) == before
-    assert not [p for p, m in opened if m == "w"]
+    code, line, _ = _audited_error(tmp_path, capsys, argv)
+    assert code == 2 and phrase in line and "calib.npy" in line, line
 
 
 def test_calibration_arrays_via_api_checked(tmp_path):
