@@ -7,6 +7,8 @@ attributes before opset 11 and as optional constant inputs from 11 (ONNX operato
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
 
@@ -46,7 +48,13 @@ def clip(ctx: Ctx, node: onnx.NodeProto) -> None:
     ctx.emit(Op.CLIP, node, [ctx.get(node, 0)], ActAttrs(act))
 
 
-def binary(op: Op):
+def binary(op: Op) -> Callable[[Ctx, onnx.NodeProto], None]:
+    """The converter of Add / Sum / Mul as IR ``op``: a Sum of n inputs becomes n - 1 binary
+    nodes (a Sum of one input an alias); operands as :func:`_operands` accepts them.
+
+    Raises (from the converter):
+        Unsupported: a missing input, or operand shapes the NPU cannot broadcast.
+    """
     def convert(ctx: Ctx, node: onnx.NodeProto) -> None:
         ins = [ctx.get(node, i) for i in range(len(node.input))]
         if any(v is None for v in ins) or len(ins) < 1:

@@ -8,6 +8,8 @@ training_mode, Pad's pads attribute (before opset 11) vs input. Layout NCHW, wei
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
 
@@ -110,7 +112,15 @@ def batchnorm(ctx: Ctx, node: onnx.NodeProto) -> None:
     ctx.emit(Op.BATCHNORM, node, [x] + vals, BatchNormAttrs(epsilon=eps))
 
 
-def pool(kind: Op):
+def pool(kind: Op) -> Callable[[Ctx, onnx.NodeProto], None]:
+    """The converter of MaxPool / AveragePool as IR ``kind`` (NCHW, 2-D, no dilation):
+    ``ceil_mode=1`` becomes extra bottom/right padding, an AveragePool whose window is the
+    whole unpadded map a global average pool.
+
+    Raises (from the converter):
+        Unsupported: a non-2-D kernel, MaxPool's Indices output, dilation, a zero Pad before
+            it, or ceil_mode with count_include_pad=1 whose last window overhangs the padding.
+    """
     def convert(ctx: Ctx, node: onnx.NodeProto) -> None:
         a = attrs_of(node)
         src = ctx.pending_pad.get(node.input[0])
