@@ -65,30 +65,46 @@ def quantize_weights(w: np.ndarray, qmax: int = 127) -> tuple[np.ndarray, np.nda
         (int8 weights, int16 for ``qmax`` above 127, of the same shape; float64 scales [O]);
         an all-zero channel gets scale 1 and zero weights (no division by 0).
     """
-    w64 = w.astype(np.float64)
-    amax = np.abs(w64.reshape(w.shape[0], -1)).max(axis=1)
+    w2 = w.reshape(w.shape[0], -1)
+    # |w| max in the input's own dtype: exact (float64 holds every float32), half the bytes
+    amax = np.abs(w2).max(axis=1).astype(np.float64)
     scale = np.where(amax > 0, amax / float(qmax), 1.0)
+    r = np.divide(w2, scale[:, None], dtype=np.float64)     # w / s in float64, no w copy
+    q = np.round(r)
     if qmax == 127:         # int8: fixed-weight channels keep their exact power-of-two grid
-        scale = exact_grid_scales(w64.reshape(w.shape[0], -1), scale)
-    q = np.clip(np.round(w64 / scale.reshape((-1,) + (1,) * (w.ndim - 1))), -qmax, qmax)
-    return q.astype(np.int8 if qmax <= 127 else np.int16), scale
+        new = exact_grid_scales(w2, scale, amax, np.all(r == q, axis=1))
+        ch = np.flatnonzero(new != scale)   # only those channels change: quantize them anew
+        if ch.size:
+            q[ch] = np.round(np.divide(w2[ch], new[ch, None], dtype=np.float64))
+            scale = new
+    np.clip(q, -qmax, qmax, out=q)
+    return q.reshape(w.shape).astype(np.int8 if qmax <= 127 else np.int16), scale
 
 
-def exact_grid_scales(w: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Per-channel ``scale`` (float64 [O]) of weights ``w`` (float64 [O, K]), with each
+def exact_grid_scales(w: np.ndarray, scale: np.ndarray, amax: np.ndarray | None = None,
+                      whole: np.ndarray | None = None) -> np.ndarray:
+    """Per-channel ``scale`` (float64 [O]) of weights ``w`` (float [O, K]), with each
     channel that ``amax / 127`` does not represent exactly but a power-of-two step does given
     that step: the finest ``2**-j`` with ``amax * 2**j <= 127`` when every weight of the
     channel is a multiple of it. Fixed-weight convs, e.g. YOLOv8's DFL expectation (weights
     0..15: step 1/8 stores them exactly, ``15 / 127`` rounds 1 to 8/8.47), keep their exact
     values; trained or seeded float weights are never all on such a grid (their scale is
-    unchanged)."""
-    amax = np.abs(w).max(axis=1)
-    r = w / scale[:, None]
-    todo = (amax > 0) & ~np.all(r == np.round(r), axis=1)
+    unchanged).
+
+    ``amax`` (float64 [O], ``max |w|`` per channel) and ``whole`` (bool [O], every
+    float64 ``w / scale`` of the channel a whole number) may be given when the caller has
+    them (:func:`quantize_weights`: two passes over the weights fewer); the result is the
+    same."""
+    if amax is None:
+        amax = np.abs(w).max(axis=1).astype(np.float64)
+    if whole is None:
+        r = np.divide(w, scale[:, None], dtype=np.float64)
+        whole = np.all(r == np.round(r), axis=1)
+    todo = (amax > 0) & ~whole
     if not todo.any():
         return scale
     step = 2.0 ** -np.floor(np.log2(127.0 / amax[todo]))
-    r = w[todo] / step[:, None]
+    r = np.divide(w[todo], step[:, None], dtype=np.float64)
     exact = np.all(r == np.round(r), axis=1)
     out = scale.copy()
     out[np.flatnonzero(todo)[exact]] = step[exact]
