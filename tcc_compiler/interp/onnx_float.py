@@ -38,6 +38,12 @@ EXTERNAL_BYTES = 1024
 #: in its estimate).
 ORT_OUTPUT_BYTES = 768 << 20
 
+#: Largest float32 bytes of one input's node outputs for which calibration lets ONNX Runtime
+#: compute the next input while the observers work on this one (two inputs' values held at
+#: once; quant/calibrate_run.py). ResNet-50 at 224x224 holds 43 MiB; above this the inputs
+#: take turns (interp/memory.py counts the second input's values below it).
+OVERLAP_BYTES = 96 << 20
+
 
 def values_bytes(graph: Graph) -> int:
     """float32 bytes of every node output of ``graph`` (what one ONNX Runtime run returns)."""

@@ -27,7 +27,9 @@ import numpy as np
 
 from tcc_compiler.errors import InputError, ModelError
 from tcc_compiler.interp import run_float
-from tcc_compiler.interp.onnx_float import ENGINES, float_engine  # noqa: F401 (re-export)
+from tcc_compiler.interp.onnx_float import (ENGINES, OVERLAP_BYTES,  # noqa: F401
+                                            float_engine, values_bytes)
+from tcc_compiler.quant.calibrate_run import check_input, run_values
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.numerics import jit
 
@@ -396,7 +398,9 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
     every node output returned by one run) or, for ``engine="numpy"`` and graphs ONNX Runtime
     cannot run or whose values exceed ``onnx_float.ORT_OUTPUT_BYTES``, in the numpy interpreter
     (float64 accumulation, values streamed). The observers see the same values either way
-    (graph input, then every node output in graph order), up to float32 rounding.
+    (graph input, then every node output in graph order), up to float32 rounding. In ONNX
+    Runtime the values of one input are observed on worker threads while the next input runs
+    (:mod:`tcc_compiler.quant.calibrate_run`; the same results as one value at a time).
 
     Args:
         graph: float graph IR (after the float passes).
@@ -407,7 +411,9 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
         engine: one of :data:`~tcc_compiler.interp.onnx_float.ENGINES`.
         also: optional ``callable(name, value)`` given every value the observers see (GPTQ's
             input second moments gathered in the same float pass,
-            :class:`tcc_compiler.quant.weight_rounding.HessianSum`).
+            :class:`tcc_compiler.quant.weight_rounding.HessianSum`); it may be called from
+            worker threads, for different names at once, each name once per input and in
+            input order.
 
     Returns:
         {method: {value name: observer}} for the graph input and every float node output.
@@ -429,26 +435,25 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
     source = graph.meta.get("source", graph.name)
     sess = float_engine(graph, engine)
     it = progress(inputs) if progress else inputs
-    for k, x in enumerate(it):
-        if tuple(x.shape) != tuple(expect):
-            raise InputError(f"calibration input {k}: shape {tuple(x.shape)}, model expects "
-                             f"{tuple(expect)}")
-        if not np.all(np.isfinite(x)):
-            raise InputError(f"calibration input {k}: contains NaN or Inf")
-        def visit(name, arr, k=k):
-            _observe_value(obs, name, arr, k, source, percentile)
-            if also is not None:
-                also(name, arr)
 
-        if sess is not None:
-            visit(graph.inputs[0].name, np.asarray(x, dtype=np.float32))
-            for name, arr in zip(sess.names, sess.run(x)):
-                visit(name, arr)
-        else:
+    def check(k, x):
+        check_input(k, x, expect)
+
+    def visit(name, arr, k):
+        _observe_value(obs, name, arr, k, source, percentile)
+        if also is not None:
+            also(name, arr)
+
+    if sess is not None:   # the values of one input observed on worker threads
+        overlap = values_bytes(graph) <= OVERLAP_BYTES
+        run_values(sess, it, graph.inputs[0].name, check, visit, overlap)
+    else:
+        for k, x in enumerate(it):
+            check(k, x)
             # each value is observed as it is computed and dropped once dead (run_float's
             # visit): memory holds the live activations, not a float copy of every one
-            run_float(graph, x, visit=visit)
-        del x
+            run_float(graph, x, visit=lambda name, arr, k=k: visit(name, arr, k))
+            del x
     # the order of the tables (calib_table.json): graph outputs, node outputs, the input
     order = dict.fromkeys([o.name for o in graph.outputs] +
                           [n.output.name for n in graph.nodes] + [graph.inputs[0].name])
