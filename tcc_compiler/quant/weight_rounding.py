@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
 import numpy as np
@@ -32,6 +33,7 @@ from tcc_compiler.interp import run_float
 from tcc_compiler.interp.onnx_float import float_engine
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import Op
+from tcc_compiler.quant.calibrate_run import workers
 from tcc_compiler.quant.quantize import is_fixed
 
 log = logging.getLogger(__name__)
@@ -247,15 +249,22 @@ def gptq_round_weights(float_graph: Graph, qgraph: Graph, inputs: Iterable[np.nd
     fnodes = {n.name: n for n in float_graph.nodes}   # float weights (the H may come from
     layers = [n for n in qgraph.nodes if n.name in hessians.hess   # a graph since quantized)
               and n.inputs[1].dtype == "int8"]   # int16 weights keep round-to-nearest
-    changed = {}
-    for n in layers:
+    def one(n) -> np.ndarray:
         wv, fw = n.inputs[1], fnodes[n.name].inputs[1].const
         h = hessians.hess[n.name]
         g = h.shape[0]
         cout = fw.shape[0]
         w = fw.reshape(g, cout // g, -1).astype(np.float64)
         s = np.asarray(wv.quant.scale, np.float64).reshape(g, cout // g)
-        q = _gptq(w, s, h).reshape(wv.const.shape)
+        return _gptq(w, s, h).reshape(wv.const.shape)
+
+    # layers are independent and their Cholesky factors and products release the GIL: a
+    # few at once on worker threads (each layer's arithmetic as on one thread)
+    with ThreadPoolExecutor(max(1, min(len(layers), workers()))) as pool:
+        rounded = list(pool.map(one, layers))
+    changed = {}
+    for n, q in zip(layers, rounded):
+        wv = n.inputs[1]
         changed[n.name] = int(np.count_nonzero(q != wv.const))
         wv.const = q
     log.info("gptq weight rounding: %d of %d weights differ from round-to-nearest",
