@@ -21,6 +21,7 @@ Scheme (specs/quantization.md):
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from tcc_compiler.ir.graph import Graph, QuantParams, Value
 from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, Op, VIEW_OPS
 from tcc_compiler.numerics.softmax import OUT_SCALE as SOFTMAX_OUT_SCALE
 from tcc_compiler.numerics.softmax import OUT_ZERO_POINT as SOFTMAX_OUT_ZP
+from tcc_compiler.quant.calibrate_run import workers
 from tcc_compiler.quant.groups import shared_params
 
 log = logging.getLogger(__name__)
@@ -237,10 +239,26 @@ def ranges_needed(graph: Graph) -> list[str]:
     return names
 
 
-def _quantize_conv_weights(node, x: Value, wide: bool = False) -> None:
+def _weights_ahead(graph: Graph, int16_weights) -> dict[str, Future]:
+    """:func:`quantize_weights` of every conv/fc whose weights tccc quantizes (not fixed),
+    started on worker threads: it depends on the weights alone (numpy releases the GIL on
+    its passes over them). {node name: future of (levels, scales)}."""
+    todo = [n for n in graph.nodes if n.op in (Op.CONV, Op.FC) and not is_fixed(n.inputs[1])]
+    if len(todo) < 2 or workers() < 2:
+        return {}
+    pool = ThreadPoolExecutor(workers())
+    out = {n.name: pool.submit(quantize_weights, n.inputs[1].const,
+                               INT16_MAX if n.name in int16_weights else 127) for n in todo}
+    pool.shutdown(wait=False)
+    return out
+
+
+def _quantize_conv_weights(node, x: Value, wide: bool = False,
+                           ahead: Future | None = None) -> None:
     """int8 weights (per output channel; int16 when ``wide``) and int32 bias of a conv/fc, in
     place: with the imported model's weight scales when fixed (int8 range -128..127 as
-    given), else tccc's symmetric scheme with the bias-safe scale rule."""
+    given), else tccc's symmetric scheme with the bias-safe scale rule (``ahead``: the
+    :func:`quantize_weights` result, computed ahead, :func:`_weights_ahead`)."""
     wv, bv = node.inputs[1], node.inputs[2]
     qmax = INT16_MAX if wide and not is_fixed(wv) else 127
     if is_fixed(wv):
@@ -248,7 +266,7 @@ def _quantize_conv_weights(node, x: Value, wide: bool = False) -> None:
         w64 = wv.const.astype(np.float64) / s_w.reshape((-1,) + (1,) * (wv.const.ndim - 1))
         wq = np.clip(np.round(w64), -128, 127).astype(np.int8)
     else:
-        wq, s_w = quantize_weights(wv.const, qmax)
+        wq, s_w = ahead.result() if ahead is not None else quantize_weights(wv.const, qmax)
         s_safe = bias_safe_weight_scales(bv.const, float(x.quant.scale), s_w)
         if np.any(s_safe > s_w):
             log.info("%s: weight scale raised on %d channel(s) so the bias fits int32",
@@ -291,6 +309,7 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
         return ranges[v.name]
 
     shared = shared_params(graph, ranges, activation_params)
+    ahead = _weights_ahead(graph, int16_weights)
     for v in graph.inputs:
         if id(v) in shared:   # tied to a channel concat/slice (quant/groups.py)
             v.quant = shared[id(v)]
@@ -310,7 +329,7 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
             out.quant, out.dtype = (own, "int8") if own is not None else (x.quant, x.dtype)
             continue
         if node.op in (Op.CONV, Op.FC):
-            _quantize_conv_weights(node, x, node.name in int16_weights)
+            _quantize_conv_weights(node, x, node.name in int16_weights, ahead.get(node.name))
             if _raw_int32(node):
                 s_b = node.inputs[2].quant.scale
                 out.dtype = "int32"
