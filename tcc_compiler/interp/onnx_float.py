@@ -327,6 +327,10 @@ class FloatSession:
         model, self._external = float_model(graph)   # ORT reads the arrays in place: keep them
         so = ort.SessionOptions()
         so.log_severity_level = 3
+        # no spinning between runs: calibration's observers work on other threads while this
+        # session waits for the next input (quant/calibrate_run.py); spinning threads would
+        # take their cores. Only the waiting changes, never a value.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self._external:
             so.add_external_initializers(
                 list(self._external),
