@@ -357,8 +357,18 @@ class MSEObserver:
         alphas = np.linspace(0.05, 1.0, 191)
         lo, hi = lo0 * alphas[:, None], hi0 * alphas[:, None]          # [A, 1]
         step2 = ((hi - lo) / 255.0) ** 2 / 12.0
-        d = np.maximum(c[None] - hi, 0.0) + np.maximum(lo - c[None], 0.0)  # [A, bins]
-        err = (counts[None] * np.where(d > 0, d * d, step2)).sum(axis=1)
+        # d = max(c - hi, 0) + max(lo - c, 0); err = sum(counts * (d^2 if d > 0 else step2)),
+        # in two [A, bins] buffers (the same operations on the same values as the one-line
+        # form with its temporaries)
+        d = np.subtract(c[None], hi)
+        np.maximum(d, 0.0, out=d)
+        t = np.subtract(lo, c[None])
+        np.maximum(t, 0.0, out=t)
+        d += t
+        np.multiply(d, d, out=t)
+        np.copyto(t, np.broadcast_to(step2, t.shape), where=~(d > 0))
+        np.multiply(counts[None], t, out=t)
+        err = t.sum(axis=1)
         a = float(alphas[int(np.argmin(err))])
         return max(lo0 * a, self.mm.lo), min(hi0 * a, self.mm.hi)
 
