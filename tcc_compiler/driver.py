@@ -59,6 +59,7 @@ from tcc_compiler.quant.weight_rounding import (WEIGHT_ROUNDING, HessianSum,
                                                 gptq_round_weights)
 from tcc_compiler.schedule import Program, lower
 from tcc_compiler.schedule.timeline import timeline
+from tcc_compiler.numerics.blas import blas_threads
 from tcc_compiler.target import Target, load_target
 
 log = logging.getLogger(__name__)
@@ -210,14 +211,18 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
                                      WEIGHTS_KEY: [n for n in given[1] if n in own]})
     if not graph.meta.get("quantized"):
         check_precision(graph, opts.precision, opts.precision_goal_db)   # before calibrating
-    t0 = time.perf_counter()
-    calib = calibrate(graph, opts, preprocess, progress=progress, model=model)
-    choice = None
-    if calib.ranges is not None:
-        timings["calibration_s"] = time.perf_counter() - t0
+    # one BLAS thread: calibration and GPTQ parallelise over values and layers on threads of
+    # their own, and OpenBLAS's threads on their small GEMMs and Cholesky factors only spin
+    # and fight (sim/blas.py); the results then no longer depend on the core count either
+    with blas_threads(1):
         t0 = time.perf_counter()
-        choice = quantize(graph, float_graph, calib, opts, instruments, len(passes))
-    timings["quantize_s"] = time.perf_counter() - t0
+        calib = calibrate(graph, opts, preprocess, progress=progress, model=model)
+        choice = None
+        if calib.ranges is not None:
+            timings["calibration_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            choice = quantize(graph, float_graph, calib, opts, instruments, len(passes))
+        timings["quantize_s"] = time.perf_counter() - t0
     _log_quantize(calib, timings)
 
     t0 = time.perf_counter()

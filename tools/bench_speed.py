@@ -3,9 +3,11 @@
 
 For each model: compile time with N calibration inputs next to ONNX Runtime's
 ``quantize_static`` (per-channel QDQ, the same float32 inputs, both handed the arrays so image
-decoding is not timed), compile time from a calibration table (no calibration), peak memory of
-the compile, and per image the reference executor, ``tccc run --check`` (executor + golden
-integer model + the float model in ONNX Runtime) and ONNX Runtime FP32 at its default settings.
+decoding is not timed), compile time from a calibration table (no calibration), each with
+its CPU time (user + system, all threads: the figure to compare on a loaded machine) and its
+stage times (``report.json``'s ``compile_seconds``), peak memory of the compile, and per
+image the reference executor, ``tccc run --check`` (executor + golden integer model + the
+float model in ONNX Runtime) and ONNX Runtime FP32 at its default settings.
 
 Every figure is the median of ``--repeat`` runs, each a fresh process (imports excluded from
 the timed region, model loading included for the compiles; the per-image figures after one
@@ -50,10 +52,14 @@ xs = list(np.load({inputs!r}))
 _TCCC_COMPILE = _PRELUDE + """
 from tcc_compiler import api
 compile_ = api.compile   # api loads the compiler's modules (onnx, ...) lazily: not timed
+ru0 = resource.getrusage(resource.RUSAGE_SELF)
 t = time.perf_counter()
 m = compile_({model!r}, {whc!r}, calibration=[x[None] for x in xs][:{n}] or None{table})
 s = time.perf_counter() - t
-print(json.dumps({{"s": s, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+ru = resource.getrusage(resource.RUSAGE_SELF)
+cpu = ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime
+stages = {{k: round(v, 2) for k, v in m.report.get("compile_seconds", {{}}).items()}}
+print(json.dumps({{"s": s, "rss_mib": ru.ru_maxrss / 1024, "cpu_s": cpu, "stages": stages}}))
 """
 
 _ORT_QUANTIZE = _PRELUDE + """
@@ -66,11 +72,14 @@ class Reader(CalibrationDataReader):
         return next(self.it, None)
 import onnx
 name = onnx.load({model!r}, load_external_data=False).graph.input[0].name
+ru0 = resource.getrusage(resource.RUSAGE_SELF)
 t = time.perf_counter()
 quantize_static({model!r}, {out!r}, Reader(name, xs[:{n}]), quant_format=QuantFormat.QDQ,
                 per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
 s = time.perf_counter() - t
-print(json.dumps({{"s": s, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+ru = resource.getrusage(resource.RUSAGE_SELF)
+cpu = ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime
+print(json.dumps({{"s": s, "rss_mib": ru.ru_maxrss / 1024, "cpu_s": cpu}}))
 """
 
 _ORT_RUN = _PRELUDE + """
@@ -202,10 +211,13 @@ def bench_model(model: str, whc: str, n_calib: int, n_images: int, repeat: int,
     if "compile" in only:
         comp = _median(_TCCC_COMPILE.format(n=n_calib, table="", **kw), repeat)
         r["compile_s"] = round(comp["s"], 2)
+        r["compile_cpu_s"] = round(comp["cpu_s"], 2)
+        r["compile_stages_s"] = comp["stages"]
         r["compile_peak_rss_mib"] = round(comp["rss_mib"], 1)
     if "ort_quantize" in only:
         ortq = _median(_ORT_QUANTIZE.format(n=n_calib, out=str(work / "q.onnx"), **kw), repeat)
         r["ort_quantize_static_s"] = round(ortq["s"], 2)
+        r["ort_quantize_static_cpu_s"] = round(ortq["cpu_s"], 2)
     if "compile" in only and "ort_quantize" in only:
         r["compile_over_ort"] = round(comp["s"] / ortq["s"], 2)
     if not set(only) & {"compile_no_calibration", "executor", "run_check"}:
@@ -217,6 +229,8 @@ def bench_model(model: str, whc: str, n_calib: int, n_images: int, repeat: int,
     if "compile_no_calibration" in only:
         nocal = _median(_TCCC_COMPILE.format(n=0, table=table, **kw), repeat)
         r["compile_no_calibration_s"] = round(nocal["s"], 2)
+        r["compile_no_calibration_cpu_s"] = round(nocal["cpu_s"], 2)
+        r["compile_no_calibration_stages_s"] = nocal["stages"]
     for name, check in (("executor", False), ("run_check", True)):
         if name in only:
             got = _median(_TCCC_RUN.format(folder=str(folder), check=check, n=n_images, **kw),

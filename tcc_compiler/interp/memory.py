@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from tcc_compiler.interp.float_exec import working_bytes
-from tcc_compiler.interp.onnx_float import ORT_OUTPUT_BYTES, values_bytes
+from tcc_compiler.interp.onnx_float import OVERLAP_BYTES, ORT_OUTPUT_BYTES, values_bytes
 from tcc_compiler.ir.graph import Graph
 
 #: Fixed cost of a compile (bytes): Python with numpy, onnx, onnxruntime and tccc imported, the
@@ -77,7 +77,8 @@ def estimate_compile_memory(graph: Graph) -> tuple[int, int]:
     act = live_peak_bytes(graph)
     image = _elems(graph.inputs[0]) * 4 * IMAGE_FACTOR
     # calibrating in ONNX Runtime holds every value of one input (only below ORT_OUTPUT_BYTES;
-    # beyond, the interpreter streams them), plus its own copy of the weights
+    # beyond, the interpreter streams them), of two inputs below OVERLAP_BYTES (the next
+    # input's run overlaps the observers), plus its own copy of the weights
     vals = values_bytes(graph)
-    ort = vals + const if vals <= ORT_OUTPUT_BYTES else 0
+    ort = vals * (2 if vals <= OVERLAP_BYTES else 1) + const if vals <= ORT_OUTPUT_BYTES else 0
     return BASE_BYTES + CONST_COPIES * const + act + image + OBSERVER_BYTES + ort, act

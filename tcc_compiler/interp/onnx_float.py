@@ -38,6 +38,12 @@ EXTERNAL_BYTES = 1024
 #: in its estimate).
 ORT_OUTPUT_BYTES = 768 << 20
 
+#: Largest float32 bytes of one input's node outputs for which calibration lets ONNX Runtime
+#: compute the next input while the observers work on this one (two inputs' values held at
+#: once; quant/calibrate_run.py). ResNet-50 at 224x224 holds 43 MiB; above this the inputs
+#: take turns (interp/memory.py counts the second input's values below it).
+OVERLAP_BYTES = 96 << 20
+
 
 def values_bytes(graph: Graph) -> int:
     """float32 bytes of every node output of ``graph`` (what one ONNX Runtime run returns)."""
@@ -321,6 +327,10 @@ class FloatSession:
         model, self._external = float_model(graph)   # ORT reads the arrays in place: keep them
         so = ort.SessionOptions()
         so.log_severity_level = 3
+        # no spinning between runs: calibration's observers work on other threads while this
+        # session waits for the next input (quant/calibrate_run.py); spinning threads would
+        # take their cores. Only the waiting changes, never a value.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self._external:
             so.add_external_initializers(
                 list(self._external),

@@ -27,7 +27,10 @@ import numpy as np
 
 from tcc_compiler.errors import InputError, ModelError
 from tcc_compiler.interp import run_float
-from tcc_compiler.interp.onnx_float import ENGINES, float_engine  # noqa: F401 (re-export)
+from tcc_compiler.interp.onnx_float import (ENGINES, OVERLAP_BYTES,  # noqa: F401
+                                            float_engine, values_bytes)
+from tcc_compiler.quant.calibrate_kl import kl_threshold_bin  # noqa: F401 (re-export)
+from tcc_compiler.quant.calibrate_run import check_input, run_values
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.numerics import jit
 
@@ -229,52 +232,6 @@ class PercentileObserver:
         return {**self.mm.summary(), "percentile": self.p, "bins": self.hist.bins}
 
 
-def kl_threshold_bin(counts: np.ndarray, levels: int, coarse: int = 0) -> int:
-    """TensorRT's entropy calibration on a magnitude histogram (Migacz, GTC 2017).
-
-    For each candidate ``i`` (number of bins kept, ``levels <= i <= len(counts)``): P = the
-    first ``i`` bins with every count beyond them added to bin ``i - 1``; Q = the first ``i``
-    bins merged into ``levels`` groups, each group's sum spread evenly over its non-empty bins;
-    both normalised; the result minimises KL(P || Q) = sum P log(P / Q) (0 log 0 = 0; a
-    non-empty P bin with empty Q gets Q = 1e-12 instead of infinity).
-
-    Args:
-        counts: float64 [bins], bin 0 starting at |x| = 0.
-        levels: quantization levels on this side (255 one-signed, 128 two-signed).
-        coarse: number of geometrically spaced first-pass candidates (0 = try every ``i``);
-            the best one is then refined with step 1 between its two neighbours.
-
-    Returns:
-        The best ``i``; the threshold is ``i * bin_width``.
-    """
-    n = len(counts)
-    if n <= levels:
-        return n
-    nz = counts > 0
-    suffix = np.concatenate([np.cumsum(counts[::-1])[::-1], [0.0]])
-
-    def kl(i: int) -> float:
-        p = counts[:i].copy()
-        p[i - 1] += suffix[i]
-        group = (np.arange(i) * levels) // i          # bin -> level
-        sums = np.bincount(group, weights=counts[:i], minlength=levels)
-        nnz = np.bincount(group, weights=nz[:i].astype(np.float64), minlength=levels)
-        q = np.where(nz[:i], sums[group] / np.maximum(nnz[group], 1.0), 0.0)
-        ps, qs = p.sum(), q.sum()
-        if ps <= 0 or qs <= 0:
-            return np.inf
-        p, q = p / ps, q / qs
-        m = p > 0
-        return float(np.sum(p[m] * np.log(p[m] / np.maximum(q[m], 1e-12))))
-
-    if coarse <= 0 or coarse >= n - levels:
-        return min(range(levels, n + 1), key=kl)
-    cands = sorted(set(np.round(np.geomspace(levels, n, coarse)).astype(int).tolist()))
-    k = min(range(len(cands)), key=lambda j: kl(cands[j]))
-    lo, hi = cands[max(k - 1, 0)], cands[min(k + 1, len(cands) - 1)]
-    return min(range(lo, hi + 1), key=kl)
-
-
 class EntropyObserver:
     """Clip |x| where the KL divergence between the float and int8 distributions is minimal.
 
@@ -355,8 +312,18 @@ class MSEObserver:
         alphas = np.linspace(0.05, 1.0, 191)
         lo, hi = lo0 * alphas[:, None], hi0 * alphas[:, None]          # [A, 1]
         step2 = ((hi - lo) / 255.0) ** 2 / 12.0
-        d = np.maximum(c[None] - hi, 0.0) + np.maximum(lo - c[None], 0.0)  # [A, bins]
-        err = (counts[None] * np.where(d > 0, d * d, step2)).sum(axis=1)
+        # d = max(c - hi, 0) + max(lo - c, 0); err = sum(counts * (d^2 if d > 0 else step2)),
+        # in two [A, bins] buffers (the same operations on the same values as the one-line
+        # form with its temporaries)
+        d = np.subtract(c[None], hi)
+        np.maximum(d, 0.0, out=d)
+        t = np.subtract(lo, c[None])
+        np.maximum(t, 0.0, out=t)
+        d += t
+        np.multiply(d, d, out=t)
+        np.copyto(t, np.broadcast_to(step2, t.shape), where=~(d > 0))
+        np.multiply(counts[None], t, out=t)
+        err = t.sum(axis=1)
         a = float(alphas[int(np.argmin(err))])
         return max(lo0 * a, self.mm.lo), min(hi0 * a, self.mm.hi)
 
@@ -396,7 +363,9 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
     every node output returned by one run) or, for ``engine="numpy"`` and graphs ONNX Runtime
     cannot run or whose values exceed ``onnx_float.ORT_OUTPUT_BYTES``, in the numpy interpreter
     (float64 accumulation, values streamed). The observers see the same values either way
-    (graph input, then every node output in graph order), up to float32 rounding.
+    (graph input, then every node output in graph order), up to float32 rounding. In ONNX
+    Runtime the values of one input are observed on worker threads while the next input runs
+    (:mod:`tcc_compiler.quant.calibrate_run`; the same results as one value at a time).
 
     Args:
         graph: float graph IR (after the float passes).
@@ -407,7 +376,9 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
         engine: one of :data:`~tcc_compiler.interp.onnx_float.ENGINES`.
         also: optional ``callable(name, value)`` given every value the observers see (GPTQ's
             input second moments gathered in the same float pass,
-            :class:`tcc_compiler.quant.weight_rounding.HessianSum`).
+            :class:`tcc_compiler.quant.weight_rounding.HessianSum`); it may be called from
+            worker threads, for different names at once, each name once per input and in
+            input order.
 
     Returns:
         {method: {value name: observer}} for the graph input and every float node output.
@@ -429,26 +400,25 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
     source = graph.meta.get("source", graph.name)
     sess = float_engine(graph, engine)
     it = progress(inputs) if progress else inputs
-    for k, x in enumerate(it):
-        if tuple(x.shape) != tuple(expect):
-            raise InputError(f"calibration input {k}: shape {tuple(x.shape)}, model expects "
-                             f"{tuple(expect)}")
-        if not np.all(np.isfinite(x)):
-            raise InputError(f"calibration input {k}: contains NaN or Inf")
-        def visit(name, arr, k=k):
-            _observe_value(obs, name, arr, k, source, percentile)
-            if also is not None:
-                also(name, arr)
 
-        if sess is not None:
-            visit(graph.inputs[0].name, np.asarray(x, dtype=np.float32))
-            for name, arr in zip(sess.names, sess.run(x)):
-                visit(name, arr)
-        else:
+    def check(k, x):
+        check_input(k, x, expect)
+
+    def visit(name, arr, k):
+        _observe_value(obs, name, arr, k, source, percentile)
+        if also is not None:
+            also(name, arr)
+
+    if sess is not None:   # the values of one input observed on worker threads
+        overlap = values_bytes(graph) <= OVERLAP_BYTES
+        run_values(sess, it, graph.inputs[0].name, check, visit, overlap)
+    else:
+        for k, x in enumerate(it):
+            check(k, x)
             # each value is observed as it is computed and dropped once dead (run_float's
             # visit): memory holds the live activations, not a float copy of every one
-            run_float(graph, x, visit=visit)
-        del x
+            run_float(graph, x, visit=lambda name, arr, k=k: visit(name, arr, k))
+            del x
     # the order of the tables (calib_table.json): graph outputs, node outputs, the input
     order = dict.fromkeys([o.name for o in graph.outputs] +
                           [n.output.name for n in graph.nodes] + [graph.inputs[0].name])

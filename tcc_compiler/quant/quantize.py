@@ -21,6 +21,7 @@ Scheme (specs/quantization.md):
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from tcc_compiler.ir.graph import Graph, QuantParams, Value
 from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, Op, VIEW_OPS
 from tcc_compiler.numerics.softmax import OUT_SCALE as SOFTMAX_OUT_SCALE
 from tcc_compiler.numerics.softmax import OUT_ZERO_POINT as SOFTMAX_OUT_ZP
+from tcc_compiler.quant.calibrate_run import workers
 from tcc_compiler.quant.groups import shared_params
 
 log = logging.getLogger(__name__)
@@ -65,30 +67,46 @@ def quantize_weights(w: np.ndarray, qmax: int = 127) -> tuple[np.ndarray, np.nda
         (int8 weights, int16 for ``qmax`` above 127, of the same shape; float64 scales [O]);
         an all-zero channel gets scale 1 and zero weights (no division by 0).
     """
-    w64 = w.astype(np.float64)
-    amax = np.abs(w64.reshape(w.shape[0], -1)).max(axis=1)
+    w2 = w.reshape(w.shape[0], -1)
+    # |w| max in the input's own dtype: exact (float64 holds every float32), half the bytes
+    amax = np.abs(w2).max(axis=1).astype(np.float64)
     scale = np.where(amax > 0, amax / float(qmax), 1.0)
+    r = np.divide(w2, scale[:, None], dtype=np.float64)     # w / s in float64, no w copy
+    q = np.round(r)
     if qmax == 127:         # int8: fixed-weight channels keep their exact power-of-two grid
-        scale = exact_grid_scales(w64.reshape(w.shape[0], -1), scale)
-    q = np.clip(np.round(w64 / scale.reshape((-1,) + (1,) * (w.ndim - 1))), -qmax, qmax)
-    return q.astype(np.int8 if qmax <= 127 else np.int16), scale
+        new = exact_grid_scales(w2, scale, amax, np.all(r == q, axis=1))
+        ch = np.flatnonzero(new != scale)   # only those channels change: quantize them anew
+        if ch.size:
+            q[ch] = np.round(np.divide(w2[ch], new[ch, None], dtype=np.float64))
+            scale = new
+    np.clip(q, -qmax, qmax, out=q)
+    return q.reshape(w.shape).astype(np.int8 if qmax <= 127 else np.int16), scale
 
 
-def exact_grid_scales(w: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Per-channel ``scale`` (float64 [O]) of weights ``w`` (float64 [O, K]), with each
+def exact_grid_scales(w: np.ndarray, scale: np.ndarray, amax: np.ndarray | None = None,
+                      whole: np.ndarray | None = None) -> np.ndarray:
+    """Per-channel ``scale`` (float64 [O]) of weights ``w`` (float [O, K]), with each
     channel that ``amax / 127`` does not represent exactly but a power-of-two step does given
     that step: the finest ``2**-j`` with ``amax * 2**j <= 127`` when every weight of the
     channel is a multiple of it. Fixed-weight convs, e.g. YOLOv8's DFL expectation (weights
     0..15: step 1/8 stores them exactly, ``15 / 127`` rounds 1 to 8/8.47), keep their exact
     values; trained or seeded float weights are never all on such a grid (their scale is
-    unchanged)."""
-    amax = np.abs(w).max(axis=1)
-    r = w / scale[:, None]
-    todo = (amax > 0) & ~np.all(r == np.round(r), axis=1)
+    unchanged).
+
+    ``amax`` (float64 [O], ``max |w|`` per channel) and ``whole`` (bool [O], every
+    float64 ``w / scale`` of the channel a whole number) may be given when the caller has
+    them (:func:`quantize_weights`: two passes over the weights fewer); the result is the
+    same."""
+    if amax is None:
+        amax = np.abs(w).max(axis=1).astype(np.float64)
+    if whole is None:
+        r = np.divide(w, scale[:, None], dtype=np.float64)
+        whole = np.all(r == np.round(r), axis=1)
+    todo = (amax > 0) & ~whole
     if not todo.any():
         return scale
     step = 2.0 ** -np.floor(np.log2(127.0 / amax[todo]))
-    r = w[todo] / step[:, None]
+    r = np.divide(w[todo], step[:, None], dtype=np.float64)
     exact = np.all(r == np.round(r), axis=1)
     out = scale.copy()
     out[np.flatnonzero(todo)[exact]] = step[exact]
@@ -221,10 +239,26 @@ def ranges_needed(graph: Graph) -> list[str]:
     return names
 
 
-def _quantize_conv_weights(node, x: Value, wide: bool = False) -> None:
+def _weights_ahead(graph: Graph, int16_weights) -> dict[str, Future]:
+    """:func:`quantize_weights` of every conv/fc whose weights tccc quantizes (not fixed),
+    started on worker threads: it depends on the weights alone (numpy releases the GIL on
+    its passes over them). {node name: future of (levels, scales)}."""
+    todo = [n for n in graph.nodes if n.op in (Op.CONV, Op.FC) and not is_fixed(n.inputs[1])]
+    if len(todo) < 2 or workers() < 2:
+        return {}
+    pool = ThreadPoolExecutor(workers())
+    out = {n.name: pool.submit(quantize_weights, n.inputs[1].const,
+                               INT16_MAX if n.name in int16_weights else 127) for n in todo}
+    pool.shutdown(wait=False)
+    return out
+
+
+def _quantize_conv_weights(node, x: Value, wide: bool = False,
+                           ahead: Future | None = None) -> None:
     """int8 weights (per output channel; int16 when ``wide``) and int32 bias of a conv/fc, in
     place: with the imported model's weight scales when fixed (int8 range -128..127 as
-    given), else tccc's symmetric scheme with the bias-safe scale rule."""
+    given), else tccc's symmetric scheme with the bias-safe scale rule (``ahead``: the
+    :func:`quantize_weights` result, computed ahead, :func:`_weights_ahead`)."""
     wv, bv = node.inputs[1], node.inputs[2]
     qmax = INT16_MAX if wide and not is_fixed(wv) else 127
     if is_fixed(wv):
@@ -232,7 +266,7 @@ def _quantize_conv_weights(node, x: Value, wide: bool = False) -> None:
         w64 = wv.const.astype(np.float64) / s_w.reshape((-1,) + (1,) * (wv.const.ndim - 1))
         wq = np.clip(np.round(w64), -128, 127).astype(np.int8)
     else:
-        wq, s_w = quantize_weights(wv.const, qmax)
+        wq, s_w = ahead.result() if ahead is not None else quantize_weights(wv.const, qmax)
         s_safe = bias_safe_weight_scales(bv.const, float(x.quant.scale), s_w)
         if np.any(s_safe > s_w):
             log.info("%s: weight scale raised on %d channel(s) so the bias fits int32",
@@ -275,6 +309,7 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
         return ranges[v.name]
 
     shared = shared_params(graph, ranges, activation_params)
+    ahead = _weights_ahead(graph, int16_weights)
     for v in graph.inputs:
         if id(v) in shared:   # tied to a channel concat/slice (quant/groups.py)
             v.quant = shared[id(v)]
@@ -294,7 +329,7 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
             out.quant, out.dtype = (own, "int8") if own is not None else (x.quant, x.dtype)
             continue
         if node.op in (Op.CONV, Op.FC):
-            _quantize_conv_weights(node, x, node.name in int16_weights)
+            _quantize_conv_weights(node, x, node.name in int16_weights, ahead.get(node.name))
             if _raw_int32(node):
                 s_b = node.inputs[2].quant.scale
                 out.dtype = "int32"

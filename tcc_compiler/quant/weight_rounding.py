@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
 import numpy as np
@@ -32,6 +33,7 @@ from tcc_compiler.interp import run_float
 from tcc_compiler.interp.onnx_float import float_engine
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import Op
+from tcc_compiler.quant.calibrate_run import workers
 from tcc_compiler.quant.quantize import is_fixed
 
 log = logging.getLogger(__name__)
@@ -164,23 +166,40 @@ def bounded_cost(node) -> bool:
     return k <= GPTQ_MAX_K and positions * k * k * group <= GPTQ_MAX_H_MACS
 
 
+def _taps_key(node) -> tuple:
+    """What :func:`_taps` reads of a layer besides its input: equal keys on the same input
+    give the same columns, hence the same ``H``."""
+    if node.op == Op.FC:
+        return (Op.FC,)
+    a = node.attrs
+    return (Op.CONV, tuple(a.kernel), tuple(a.strides), tuple(a.dilations), tuple(a.pads),
+            a.group)
+
+
 class HessianSum:
     """GPTQ's ``H = X^T X`` per conv/fc, summed over calibration inputs as their float values
     arrive (:meth:`visit`, e.g. as :func:`tcc_compiler.quant.calibrate.observe`'s ``also``, so
     calibration's float pass serves both).
 
+    Layers reading the same value through the same window (:func:`_taps_key`: ResNet's first
+    bottleneck conv and its downsample conv) share one ``H``, built once per input from one
+    set of columns.
+
     Attributes:
         layers: {node name: float node} of the layers re-rounded (:func:`bounded_cost` unless
             ``bounded`` is False; weights a pre-quantized model fixes are left out).
-        hess: {node name: float64 [G, K, K]}.
+        hess: {node name: float64 [G, K, K]} (layers sharing an ``H`` share the array: read
+            only).
     """
 
     def __init__(self, float_graph: Graph, bounded: bool = True) -> None:
         self.layers = {n.name: n for n in float_graph.nodes if n.op in (Op.CONV, Op.FC)
                        and not is_fixed(n.inputs[1]) and (not bounded or bounded_cost(n))}
-        self._readers: dict[str, list] = {}
+        # {value name: {window key: [layers]}}, in graph order
+        self._readers: dict[str, dict[tuple, list]] = {}
         for n in self.layers.values():
-            self._readers.setdefault(n.inputs[0].name, []).append(n)
+            by_key = self._readers.setdefault(n.inputs[0].name, {})
+            by_key.setdefault(_taps_key(n), []).append(n)
         self.hess: dict[str, np.ndarray] = {}
 
     def names(self) -> list[str]:
@@ -189,10 +208,13 @@ class HessianSum:
 
     def visit(self, name: str, value: np.ndarray) -> None:
         """Add one input's value ``name`` (float32 NCHW) to the H of every layer reading it."""
-        for n in self._readers.get(name, ()):
-            cols = _taps(value, n)
+        for group in self._readers.get(name, {}).values():
+            cols = _taps(value, group[0])
             h = np.matmul(cols, cols.transpose(0, 2, 1))       # BLAS; einsum is 100x slower
-            self.hess[n.name] = self.hess[n.name] + h if n.name in self.hess else h
+            first = group[0].name
+            acc = self.hess[first] + h if first in self.hess else h
+            for n in group:
+                self.hess[n.name] = acc
 
 
 def gptq_round_weights(float_graph: Graph, qgraph: Graph, inputs: Iterable[np.ndarray],
@@ -227,15 +249,22 @@ def gptq_round_weights(float_graph: Graph, qgraph: Graph, inputs: Iterable[np.nd
     fnodes = {n.name: n for n in float_graph.nodes}   # float weights (the H may come from
     layers = [n for n in qgraph.nodes if n.name in hessians.hess   # a graph since quantized)
               and n.inputs[1].dtype == "int8"]   # int16 weights keep round-to-nearest
-    changed = {}
-    for n in layers:
+    def one(n) -> np.ndarray:
         wv, fw = n.inputs[1], fnodes[n.name].inputs[1].const
         h = hessians.hess[n.name]
         g = h.shape[0]
         cout = fw.shape[0]
         w = fw.reshape(g, cout // g, -1).astype(np.float64)
         s = np.asarray(wv.quant.scale, np.float64).reshape(g, cout // g)
-        q = _gptq(w, s, h).reshape(wv.const.shape)
+        return _gptq(w, s, h).reshape(wv.const.shape)
+
+    # layers are independent and their Cholesky factors and products release the GIL: a
+    # few at once on worker threads (each layer's arithmetic as on one thread)
+    with ThreadPoolExecutor(max(1, min(len(layers), workers()))) as pool:
+        rounded = list(pool.map(one, layers))
+    changed = {}
+    for n, q in zip(layers, rounded):
+        wv = n.inputs[1]
         changed[n.name] = int(np.count_nonzero(q != wv.const))
         wv.const = q
     log.info("gptq weight rounding: %d of %d weights differ from round-to-nearest",

@@ -1,0 +1,118 @@
+"""The calibration pass over the inputs in ONNX Runtime, its per-value work on worker threads.
+
+Calibration runs the float graph once per input and hands every value to its observers
+(and GPTQ's second moments, :class:`tcc_compiler.quant.weight_rounding.HessianSum`). The
+values of one input are independent of each other, and the heavy parts of their work --
+numpy reductions and copies, BLAS, the compiled histogram kernel -- release the GIL, so the
+values of one input are handled on :func:`workers` threads at once while ONNX Runtime (which
+releases the GIL too) computes the next input's values.
+
+The results are those of the serial loop, bit for bit: each value name is handed over once
+per input and all of one input's values are finished before any of the next input's start,
+so every observer and every ``H`` still folds its inputs in input order; an error is raised
+as the serial loop would raise it (the earliest input, then the earliest value in the order
+below).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Iterable
+
+import numpy as np
+
+from tcc_compiler.errors import InputError
+from tcc_compiler.interp.onnx_float import FloatSession
+
+#: Most worker threads (the per-value work of one input has a few dozen values; beyond a few
+#: threads the memory bandwidth, not the cores, bounds it).
+MAX_WORKERS = 4
+
+
+def workers() -> int:
+    """Worker threads for the per-value work: the usable CPUs, at most :data:`MAX_WORKERS`."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cpus))
+
+
+def check_input(k: int, x: np.ndarray, expect) -> None:
+    """Refuse calibration input ``k`` unless shaped ``expect`` and finite.
+
+    Raises:
+        InputError: naming the input and what is wrong.
+    """
+    if tuple(x.shape) != tuple(expect):
+        raise InputError(f"calibration input {k}: shape {tuple(x.shape)}, model expects "
+                         f"{tuple(expect)}")
+    if not np.all(np.isfinite(x)):
+        raise InputError(f"calibration input {k}: contains NaN or Inf")
+
+
+def run_values(sess: FloatSession, inputs: Iterable[np.ndarray], input_name: str,
+               check: Callable[[int, np.ndarray], None],
+               visit: Callable[[str, np.ndarray, int], None], overlap: bool) -> None:
+    """For each input ``k`` (float32 NCHW [1, C, H, W]): ``check(k, x)``, then
+    ``visit(name, value, k)`` for the graph input (``input_name``, ``x`` as float32) and every
+    value ``sess`` returns (``sess.names`` order, float32 NCHW).
+
+    The visits of one input run on :func:`workers` threads (``visit`` must be safe to call
+    concurrently for different names); with ``overlap`` ONNX Runtime computes input ``k + 1``
+    while input ``k``'s visits run (two inputs' values held at once: the caller allows it
+    only below :data:`~tcc_compiler.interp.onnx_float.OVERLAP_BYTES`).
+
+    Raises:
+        Whatever ``check``, ``sess.run`` or ``visit`` raise, in the serial loop's order.
+    """
+    n = workers()
+    if n == 1:
+        for k, x in enumerate(inputs):
+            check(k, x)
+            visit(input_name, np.asarray(x, dtype=np.float32), k)
+            for name, arr in zip(sess.names, sess.run(x)):
+                visit(name, arr, k)
+        return
+    with ThreadPoolExecutor(n, thread_name_prefix="tccc-calib") as pool:
+        pending: list[Future] = []
+        it, k = iter(inputs), 0
+        while True:
+            if not overlap:
+                _finish(pending)
+            try:
+                x = next(it, _END)
+                if x is _END:
+                    break
+                check(k, x)
+                values = [(input_name, np.asarray(x, dtype=np.float32))]
+                values += zip(sess.names, sess.run(x))
+            except BaseException:
+                _finish(pending)   # an earlier input's error comes first
+                raise
+            _finish(pending)       # the previous input's visits, in order (errors first)
+            pending = [pool.submit(visit, name, arr, k) for name, arr in values]
+            del values, x
+            k += 1
+        _finish(pending)
+
+
+#: End of the inputs (``next``'s default).
+_END = object()
+
+
+def _finish(pending: list[Future]) -> None:
+    """Wait for ``pending`` in order, raising the first one's error; empties the list."""
+    try:
+        for f in pending:
+            f.result()
+    except BaseException:
+        for f in pending:
+            f.cancel()
+        for f in pending:   # no visit may still run once the error reaches the caller
+            if not f.cancelled():
+                f.exception()
+        raise
+    finally:
+        pending.clear()

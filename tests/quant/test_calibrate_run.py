@@ -1,0 +1,93 @@
+"""The calibration pass on worker threads (quant/calibrate_run.py): the same observers, the
+same GPTQ second moments and the same errors as one value at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from tcc_compiler.errors import InputError, ModelError
+from tcc_compiler.frontend import import_onnx
+from tcc_compiler.passes import PassManager, default_pipeline
+from tcc_compiler.quant import calibrate_run
+from tcc_compiler.quant.calibrate import observe
+from tcc_compiler.quant.weight_rounding import HessianSum
+
+
+def _float_graph(residual_net):
+    g = import_onnx(residual_net(seed=3, hw=32))
+    return PassManager(default_pipeline()).run(g)
+
+
+def _inputs(n, seed=0, shape=(1, 3, 32, 32)):
+    r = np.random.default_rng(seed)
+    return [r.standard_normal(shape).astype(np.float32) for _ in range(n)]
+
+
+def _run(graph, xs, monkeypatch, workers, overlap_bytes):
+    monkeypatch.setattr(calibrate_run, "workers", lambda: workers)
+    monkeypatch.setattr("tcc_compiler.quant.calibrate.OVERLAP_BYTES", overlap_bytes)
+    hess = HessianSum(graph, bounded=False)
+    return observe(graph, xs, ["mse", "percentile"], also=hess.visit), hess
+
+
+@pytest.mark.parametrize("workers,overlap", [(2, 1 << 30), (3, 0)])
+def test_threads_give_the_serial_results_bit_for_bit(residual_net, monkeypatch, workers,
+                                                     overlap):
+    graph = _float_graph(residual_net)
+    xs = _inputs(5)
+    want_obs, want_h = _run(graph, xs, monkeypatch, 1, 0)
+    got_obs, got_h = _run(graph, xs, monkeypatch, workers, overlap)
+    for m, table in want_obs.items():
+        assert list(got_obs[m]) == list(table)          # the table order too
+        for name, o in table.items():
+            g = got_obs[m][name]
+            assert g.mm.range() == o.mm.range(), (m, name)
+            assert g.hist.lo == o.hist.lo and g.hist.width == o.hist.width, (m, name)
+            np.testing.assert_array_equal(g.hist.counts, o.hist.counts)
+    assert want_h.hess.keys() == got_h.hess.keys() and want_h.hess
+    for name, h in want_h.hess.items():
+        np.testing.assert_array_equal(got_h.hess[name], h)
+
+
+def test_earliest_error_wins(make_model, monkeypatch):
+    """An overflow on input 1 is reported before input 2's bad shape, as the serial loop
+    reports it (the next input is read and run while input 1 is observed)."""
+    monkeypatch.setattr(calibrate_run, "workers", lambda: 2)
+    g = import_onnx(make_model([helper.make_node("Relu", ["x"], ["y"])], [1, 2, 8, 8]))
+    xs = _inputs(3, shape=(1, 2, 8, 8))
+    xs[1][0, 0, 0, 0] = 1e37
+    xs[2] = xs[2][:, :1]
+    with pytest.raises(ModelError, match="calibration input 1"):
+        observe(g, xs, ["minmax"])
+    xs[1][0, 0, 0, 0] = 0.0
+    with pytest.raises(InputError, match="calibration input 2: shape"):
+        observe(g, xs, ["minmax"])
+
+
+def test_workers_capped():
+    assert 1 <= calibrate_run.workers() <= calibrate_run.MAX_WORKERS
+
+
+def test_layers_reading_one_value_through_one_window_share_h(make_model):
+    """Two 1x1 convs on the same input share one H (built once), equal to each one's own;
+    a 3x3 conv on that input keeps its own."""
+    r = np.random.default_rng(2)
+    inits = {f"w{i}": r.standard_normal((4, 3, k, k)).astype(np.float32)
+             for i, k in enumerate((1, 1, 3))}
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["a"]),
+             helper.make_node("Conv", ["x", "w1"], ["b"]),
+             helper.make_node("Conv", ["x", "w2"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["a", "b"], ["ab"]),
+             helper.make_node("Add", ["ab", "c"], ["y"])]
+    g = import_onnx(make_model(nodes, [1, 3, 6, 6], inits))
+    hess = HessianSum(g, bounded=False)
+    x = _inputs(1, shape=(1, 3, 6, 6))[0]
+    for _ in range(2):
+        hess.visit(g.inputs[0].name, x)
+    convs = [n for n in g.nodes if n.op.name == "CONV"]
+    h = [hess.hess[n.name] for n in convs]
+    assert h[0] is h[1] and h[2] is not h[0] and h[2].shape == (1, 27, 27)
+    cols = x.reshape(1, 3, 36).astype(np.float64)
+    np.testing.assert_array_equal(h[0], 2 * (cols @ cols.transpose(0, 2, 1)))
