@@ -59,6 +59,12 @@ from tcc_compiler.target import Target
 #: A conv's split: "rows", "channels", or "none" (core 0 runs it whole).
 SPLITS = ("rows", "channels", "none")
 
+#: Non-conv ops whose lowering honours ``OpContext.rows`` (besides element-wise ops, nearest
+#: resizes and concat/slice copies): split between the cores by output rows. A
+#: ``group_softmax``'s groups lie along the channels of one pixel, so whole rows split it
+#: cleanly (its chunks are whole pixels, schedule/ops/lut.py).
+ROW_OPS = (Op.ADD, Op.LUT, Op.GROUP_SOFTMAX, Op.MAXPOOL, Op.AVGPOOL)
+
 
 class CrossCore:
     """The semaphores between the cores' emitters (see the module docstring).
@@ -308,9 +314,10 @@ class _CoreLowering:
 
     def row_split(self, n: Node) -> int | None:
         """The first output row of core 1's share when non-conv op ``n`` may be split between
-        the cores by output rows (an element-wise, table, max/average pool, nearest resize or
-        channel concat/slice copy op, none of whose operands is resident, over at least two
-        rows; a resize's share starts at an input row); None: it runs whole."""
+        the cores by output rows (an element-wise, table, channel-group softmax, max/average
+        pool, nearest resize or channel concat/slice copy op, none of whose operands is
+        resident, over at least two rows; a resize's share starts at an input row); None: it
+        runs whole."""
         if not self.free_op(n) or len(n.output.shape) != 4:
             return None
         scale = 1
@@ -319,7 +326,7 @@ class _CoreLowering:
         elif n.op in (Op.CONCAT, Op.SLICE):
             if id(n) not in self.mem.views.copies:
                 return None
-        elif n.op not in (Op.ADD, Op.LUT, Op.MAXPOOL, Op.AVGPOOL) and not uses_ew(n):
+        elif n.op not in ROW_OPS and not uses_ew(n):
             return None
         h = n.output.shape[2] // scale
         return (h // 2) * scale if h >= 2 else None
