@@ -43,7 +43,7 @@ from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.isa.wlayout import WeightLayoutBuilder
 from tcc_compiler.numerics.lut import LUT_ENTRIES
 from tcc_compiler.quant.params import uses_ew
-from tcc_compiler.schedule import cost
+from tcc_compiler.schedule import corebands, cost
 from tcc_compiler.schedule.emitter import Emitter
 from tcc_compiler.schedule.geom import channel_blocks, conv_geom, in_box, spatial_tiles
 from tcc_compiler.schedule.lowering import lower_one
@@ -203,8 +203,10 @@ def split_choice(g: ConvGeom, plan: ConvPlan, t: Target) -> Split:
     best = Split("none", plan, None, whole, whole)
     sync = 2 * t.sem_latency_cycles
     cands = []
-    if g.oh >= 2:
-        cands.append(("rows", dataclasses.replace(plan, rows=min(plan.rows, -(-g.oh // 2)))))
+    for parts in (2, 4, 8):   # 1, 2 or 4 row tiles per core (several pipeline DMA/compute)
+        if g.oh >= parts and (parts == 2 or plan.rows > -(-g.oh // parts)):
+            cands.append(("rows", dataclasses.replace(plan,
+                                                      rows=min(plan.rows, -(-g.oh // parts)))))
     ao = t.array_out_channels
     if g.o > ao:
         ocb = min(plan.ocb, align_up(-(-g.o // 2), ao))
@@ -252,11 +254,17 @@ class _CoreLowering:
     cascaded may run on core 1."""
 
     def __init__(self, graph: Graph, t: Target, cores: int, compressor, assign,
-                 zone_bytes: int = 0, cascade: bool = False, balance: bool = False):
+                 zone_bytes: int = 0, cascade: bool = False, balance: bool = False,
+                 band_bytes: int = 0):
         self.graph, self.t, self.assign = graph, t, assign
         self.bal = Balancer(t) if balance else None
         self.mem: MemoryPlan = plan_memory(graph, t, zone_bytes, cascade, reuse=False,
                                            pinned=crossing(graph, assign))
+        self.mems = (self.mem,) * cores
+        self.band_io = None
+        if band_bytes and not zone_bytes and not cascade and cores == 2:
+            bands = corebands.plan_bands(graph, t, self.mem, band_bytes)
+            self.mems, self.band_io = bands.mems, corebands.BandIo(bands)
         self.ems = [Emitter(t.sram_capacity_bytes, t.sram_align_bytes) for _ in range(cores)]
         self.cross = CrossCore(self.ems)
         self.weights = OnceWeights(WeightLayoutBuilder(compressor))   # a split lut: once
@@ -269,11 +277,11 @@ class _CoreLowering:
         """Op ``n``'s context on ``core``: its tile area starts above the resident tensors
         live around ``n`` (as with one core; each core's resident tensors are those of the
         ops it runs, in its own SRAM, at the one zone plan's offsets)."""
-        mem = self.mem
+        mem = self.mems[core]
         c = OpContext(self.ems[core], mem, self.weights, self.t, self.source,
                       base=mem.base(n), memo=self.memo)
         out = mem.conv_output(n) if n.op is Op.CONV else n.output
-        c.op_res = [(r.sram, r.sram + r.nbytes) for r in
+        c.op_res = [r.span for r in
                     (mem.resident(v) for v in [*n.inputs, out] if v is not None)
                     if r is not None]
         return c
@@ -299,7 +307,9 @@ class _CoreLowering:
                 self._chain(n)
                 continue
             core = self.assign(n) if self.assign is not None else None
-            if core is None and self.splittable(n):
+            if self.band_io is not None and id(n) in self.band_io.bands.ops:
+                self._band(n)
+            elif core is None and self.splittable(n):
                 self._conv(n)
             elif core is None and self.row_split(n) is not None:
                 self._rows(n, self.row_split(n))
@@ -347,27 +357,73 @@ class _CoreLowering:
                 self._whole(n, core)
                 return
             self.bal.record(n, n.output, None, split_end)
+        self._emit_rows(n, mid, n.output.shape[2])
+
+    def _emit_rows(self, n: Node, mid: int, h: int, pre: Prefetched | None = None) -> None:
+        """Emit op ``n`` split by output rows: core 0 ``[0, mid)`` last rows first, core 1
+        ``[mid, h)``, each signalling early (:meth:`CrossCore.begin_share`). A conv comes
+        planned and laid out (``pre``). With bands (schedule/corebands.py), each core first
+        loads the halo rows of its banded inputs (just before its first tile) and then
+        stores the rows of a banded output the other core's band needs."""
         info = new_info(n)
         ranges = []
-        for core, rows in ((0, (0, mid)), (1, (mid, n.output.shape[2]))):
+        out = self.mem.conv_output(n) if n.op is Op.CONV else n.output
+        for core, rows in ((0, (0, mid)), (1, (mid, h))):
             em = self.ems[core]
             part = dataclasses.replace(info, tiles=0)
             ctx = dataclasses.replace(self.ctx(core, n), rows=rows, reverse=core == 0)
             first = em.n_cmds
             self.cross.begin_share(core)
-            lower_one(ctx, n, part, None)
+            if self.band_io is not None:
+                em.before_tile = (lambda em=em, core=core: self.band_io.halo(em, core, n))
+                ctx.on_tile = self.band_io.watcher(em, core, n, out)
+                self.band_io.writing(em, core, out)
+            if pre is not None:
+                lower_conv(ctx, n, part, pre, reverse=core == 0)
+            else:
+                lower_one(ctx, n, part, None)
+            em.before_tile = None
+            if self.band_io is not None:
+                self.band_io.boundary(em, core, n, out)
             self.cross.end_share(core)
             ranges.append((core, first, em.n_cmds))
             info.tiles += part.tiles
             info.sram_peak_bytes = max(info.sram_peak_bytes, part.sram_peak_bytes)
             info.weight_bytes, info.weight_raw_bytes = part.weight_bytes, part.weight_raw_bytes
             info.weight_file_bytes = part.weight_file_bytes
-            info.plan = part.plan
+            info.plan, info.source, info.macs = part.plan, part.source, part.macs
+        if pre is not None:
+            info.weight_bytes, info.weight_raw_bytes = pre.weight_bytes, pre.weight_raw_bytes
+            info.weight_file_bytes = pre.weight_file_bytes
         info.plan += f", split by rows over 2 cores at row {mid}"
         self.parts.append((info, ranges))
         self.splits[n.name] = "rows"
         for core in (0, 1):
             self.cross.signal(core)
+
+    def _band(self, n: Node) -> None:
+        """Op ``n`` reading or writing a banded tensor: split by output rows at half its
+        height (schedule/corebands.py), its bands read and written in place."""
+        t = self.t
+        h = corebands.out_height(n)
+        pre = None
+        est = rough_cycles(n, t) if n.op is not Op.CONV else 0.0
+        if n.op is Op.CONV:
+            g = conv_geom(n, t)
+            mem = self.mems[0]
+            lut = align_up(LUT_ENTRIES, t.sram_align_bytes) if mem.fused.get(id(n)) else 0
+            plan = plan_conv(g, t, t.sram_capacity_bytes - mem.base(n) - lut,
+                             mem.conv_residency(n, g))
+            info = new_info(n)
+            blobs, cfg = conv_setup(self.weights, t, n, g, min(plan.ocb, g.o), info, self.memo)
+            pre = Prefetched(plan, blobs, cfg, info.weight_bytes, info.weight_raw_bytes,
+                             info.weight_file_bytes, {})
+            est = _tile_estimate(g, t, _order(plan, g), 1.0)
+        if self.bal is not None:
+            out = self.mem.conv_output(n) if n.op is Op.CONV else n.output
+            self.bal.record(n, out, None, self.bal.split_finish(
+                n, est / 2 + 2 * t.sem_latency_cycles))
+        self._emit_rows(n, h // 2, h, pre)
 
     def free_op(self, n: Node) -> bool:
         """An op none of whose operands is resident in core 0's SRAM (either core may run
@@ -405,7 +461,7 @@ class _CoreLowering:
         t = self.t
         g = conv_geom(n, t)
         lut = align_up(LUT_ENTRIES, t.sram_align_bytes) if self.mem.fused.get(id(n)) else 0
-        plan = plan_conv(g, t, t.sram_capacity_bytes - self.mem.base(n) - lut,
+        plan = plan_conv(g, t, t.sram_capacity_bytes - self.mems[0].base(n) - lut,
                          self.mem.conv_residency(n, g))
         sp = split_choice(g, plan, t)
         core = 0
@@ -469,7 +525,8 @@ class _CoreLowering:
 
 
 def lower_spatial(graph: Graph, t: Target, compressor: BlockCompressor | None = None,
-                  zone_bytes: int = 0, cascade: bool = False, balance: bool = False) -> Program:
+                  zone_bytes: int = 0, cascade: bool = False, balance: bool = False,
+                  band_bytes: int = 0) -> Program:
     """The two-core program with each conv/FC split as :func:`split_choice` prices lowest,
     core 0 keeping a resident zone of ``zone_bytes`` and, with ``cascade``, the cascaded
     chains of the single-core memory plan (ops touching them are not split). With
@@ -480,4 +537,5 @@ def lower_spatial(graph: Graph, t: Target, compressor: BlockCompressor | None = 
     Raises:
         ScheduleError: an op cannot be tiled into one core's SRAM.
     """
-    return _CoreLowering(graph, t, 2, compressor, None, zone_bytes, cascade, balance).run()
+    return _CoreLowering(graph, t, 2, compressor, None, zone_bytes, cascade, balance,
+                         band_bytes).run()

@@ -27,6 +27,7 @@ from tcc_compiler.schedule.corestream import lower_stream
 from tcc_compiler.schedule.coretime import replay_cores
 from tcc_compiler.schedule.program import Program
 from tcc_compiler.schedule.search import ZONE_FRACTIONS, search, search_parts
+from tcc_compiler.schedule.tiling import align_up
 from tcc_compiler.target import Target
 
 
@@ -66,10 +67,16 @@ def lower(graph: Graph, target: Target,
     return search(graph, target, zone_fractions, compress_weights, cascade, prefetch)
 
 
+#: Per-core SRAM fractions tried for the bands of tensors split by rows between the cores
+#: (schedule/corebands.py; YOLOv8n 640: 0.5 and 0.875 of the 2 MiB replay 2.90 and 2.82 ms).
+BAND_FRACTIONS = (0.5, 0.875)
+
+
 def lower_multi(graph: Graph, target: Target, compress_weights: bool, cores: int) -> Program:
     """The fastest of the single-core program (:func:`search`) and the two-core spatial split
     (:func:`~tcc_compiler.schedule.cores.lower_spatial`, core 0 keeping the single-core
-    plan's resident zone and cascades, or with neither), by replayed latency; its
+    plan's resident zone and cascades, or with neither, or with each core keeping its rows
+    of the tensors split by rows in :data:`BAND_FRACTIONS` of its SRAM), by replayed latency; its
     ``estimates`` hold the latencies (cycles), the stream program's period (cycles per image),
     images per run and per core, and which program was kept. A model whose layers are bound
     by the shared DRAM bandwidth may run faster on one core than split: then the one-core
@@ -86,15 +93,18 @@ def lower_multi(graph: Graph, target: Target, compress_weights: bool, cores: int
     lw, single, single_cycles = search_parts(graph, target, ZONE_FRACTIONS, comp, {})
     est: dict = {"single_core_cycles": single_cycles}
     best = None
-    for zone, casc, bal in sorted({(lw.zone_bytes, lw.cascade, b) for b in (False, True)}
-                                  | {(0, False, b) for b in (False, True)}):
+    al = target.sram_align_bytes
+    bands = {(0, False, b, align_up(int(f * target.sram_capacity_bytes), al))
+             for b in (False, True) for f in BAND_FRACTIONS}
+    for zone, casc, bal, band in sorted({(lw.zone_bytes, lw.cascade, b, 0) for b in (False, True)}
+                                        | {(0, False, b, 0) for b in (False, True)} | bands):
         try:
-            prog = lower_spatial(graph, target, comp, zone, casc, bal)
+            prog = lower_spatial(graph, target, comp, zone, casc, bal, band)
         except ScheduleError:
             continue
         cyc = max((e for _, e in replay_cores(prog.commands, target)), default=0)
         est[f"spatial_latency_cycles_zone{zone}{'_cascade' if casc else ''}"
-            f"{'_balanced' if bal else ''}"] = cyc
+            f"{'_balanced' if bal else ''}{f'_bands{band}' if band else ''}"] = cyc
         if best is None or cyc < best[0]:
             best = (cyc, prog)
     stream = lower_stream(graph, target, comp, single, single_cycles=single_cycles)
