@@ -203,10 +203,8 @@ def split_choice(g: ConvGeom, plan: ConvPlan, t: Target) -> Split:
     best = Split("none", plan, None, whole, whole)
     sync = 2 * t.sem_latency_cycles
     cands = []
-    for parts in (2, 4, 8):   # 1, 2 or 4 row tiles per core (several pipeline DMA/compute)
-        if g.oh >= parts and (parts == 2 or plan.rows > -(-g.oh // parts)):
-            cands.append(("rows", dataclasses.replace(plan,
-                                                      rows=min(plan.rows, -(-g.oh // parts)))))
+    if g.oh >= 2:
+        cands.append(("rows", dataclasses.replace(plan, rows=min(plan.rows, -(-g.oh // 2)))))
     ao = t.array_out_channels
     if g.o > ao:
         ocb = min(plan.ocb, align_up(-(-g.o // 2), ao))
