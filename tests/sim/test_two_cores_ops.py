@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from helpers.two_cores import drop_wait, sizes
+from helpers.two_cores import drop_wait, executor_of, executor_sizes, ops_net, sizes
 from onnx import TensorProto, helper, numpy_helper
 
 from tcc_compiler import api
@@ -24,37 +24,7 @@ from tcc_compiler.sim.hazards import Ordering, check_stream
 from tcc_compiler.target import load_target
 
 TARGET = load_target().with_sram(256 * 1024)
-SHAPE = (1, 16, 28, 28)
-
-
-def ops_net(seed: int = 0) -> onnx.ModelProto:
-    """x [1,16,28,28] -> Conv3x3 64 + Relu (r) -> MaxPool 3x3 s1 (p) -> Add(p, r) (a) ->
-    Sigmoid (s) -> Mul(s, p) (m) -> MaxPool 2x2 (d) -> Resize nearest x2 (u) ->
-    Concat(x, u) (a copy: x is the network input) -> Conv1x1 32 -> GlobalAveragePool."""
-    r = np.random.default_rng(seed)
-    inits = {"w1": r.normal(0, 0.2, (64, 16, 3, 3)), "b1": r.normal(0, 0.1, 64),
-             "w2": r.normal(0, 0.1, (32, 80, 1, 1)), "b2": r.normal(0, 0.1, 32),
-             "scales": np.array([1, 1, 2, 2])}
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], kernel_shape=[3, 3],
-                              pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-             helper.make_node("Add", ["p", "r"], ["a"]),
-             helper.make_node("Sigmoid", ["a"], ["s"]),
-             helper.make_node("Mul", ["s", "p"], ["m"]),
-             helper.make_node("MaxPool", ["m"], ["d"], kernel_shape=[2, 2], strides=[2, 2]),
-             helper.make_node("Resize", ["d", "", "scales"], ["u"], mode="nearest"),
-             helper.make_node("Concat", ["x", "u"], ["cat"], axis=1),
-             helper.make_node("Conv", ["cat", "w2", "b2"], ["c2"], kernel_shape=[1, 1]),
-             helper.make_node("GlobalAveragePool", ["c2"], ["y"])]
-    g = helper.make_graph(
-        nodes, "two_cores_ops",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(SHAPE))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 1, 1])],
-        [numpy_helper.from_array(v.astype(np.float32), n) for n, v in inits.items()])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m
+SHAPE = (1, 16, 28, 28)   # ops_net's input
 
 
 @pytest.fixture(scope="module")
@@ -179,17 +149,6 @@ def dfl_net(seed: int = 0, hw: int = 24) -> onnx.ModelProto:
     return m
 
 
-def _executor(program):
-    """The reference executor of a lowered ``program`` (its binaries decoded)."""
-    from tcc_compiler.binfmt import read_cmd_file
-    from tcc_compiler.binfmt.weightfile import read_weight_file
-    from tcc_compiler.emit.binaries import encode_binaries
-    from tcc_compiler.sim.executor import Executor
-
-    cmd_bin, w_bin = encode_binaries(program, "test")
-    return Executor(read_cmd_file(cmd_bin), read_weight_file(w_bin), TARGET)
-
-
 @pytest.fixture(scope="module")
 def dfl(tmp_path_factory):
     """(loaded one-core-or-split program checked against the golden model, the unbalanced
@@ -203,7 +162,7 @@ def dfl(tmp_path_factory):
     prog = lower_spatial(m.artifacts.graph, TARGET)
     split = [li.plan for li in prog.layers if li.kind == "group_softmax"]
     assert split and "split by rows over 2 cores at row 12" in split[0], split
-    ex = _executor(prog)
+    ex = executor_of(prog, TARGET)
     return d / "m.onnx", load_program(d / "out"), ex
 
 
@@ -224,9 +183,7 @@ def test_group_softmax_split_by_rows_bit_exact_and_hazard_free(dfl):
 def test_deleting_a_cross_core_wait_around_the_group_softmax_is_a_race(dfl):
     _, _, ex = dfl
     cmds, ranges = list(ex.cmd.commands), ex.cmd.core_ranges()
-    sz = {C.Space.SRAM: TARGET.sram_capacity_bytes, C.Space.ACT: ex.cmd.act_arena_bytes,
-          C.Space.INPUT: ex.cmd.input_bytes, C.Space.OUTPUT: ex.cmd.output_bytes,
-          C.Space.WEIGHTS: len(ex.weights_data)}
+    sz = executor_sizes(ex)
     assert check_stream(cmds, sz, ranges) == []
     sem_waits = [j for j, c in enumerate(cmds) if isinstance(c, C.SemWait)]
     assert sem_waits
