@@ -8,8 +8,9 @@ plus the *halo* rows its share of the readers also reads (a 3x3 conv's row beyon
 boundary), which the other core computes. The producer core also stores those boundary
 rows to the tensor's DRAM place (:meth:`BandIo.boundary`), and the reading core loads them
 from there into its band just before its first tile that reads the tensor
-(:meth:`BandIo.halo`, behind the semaphore wait :class:`~tcc_compiler.schedule.cores.CrossCore`
-puts before a load of bytes the other core stored). So only the boundary rows cross the
+(:meth:`BandIo.halo`, behind the semaphore wait that
+:class:`~tcc_compiler.schedule.coresync.CrossCore` puts before a load of bytes the other
+core stored). So only the boundary rows cross the
 DRAM link, where a split op otherwise stores its whole output and its readers load it again
 with their halos.
 
@@ -113,12 +114,10 @@ def _candidate(v: Value, w: Node, mem: MemoryPlan, t: Target, source: str):
     return bands, halos, rs
 
 
-def plan_bands(graph: Graph, t: Target, mem: MemoryPlan, zone_bytes: int) -> Bands:
-    """Choose the banded tensors within ``zone_bytes`` of each core's SRAM and place them
-    (see the module docstring). ``mem``: the two-core lowering's memory plan (no resident
-    zone, no cascades, every activation in DRAM for the whole program)."""
+def _candidates(graph: Graph, t: Target, mem: MemoryPlan, nodes: list[Node]) -> list:
+    """Every tensor that may be banded: (value, writer, bands per core, halos per core,
+    readers, its :class:`Buffer` (band bytes, live steps), DRAM bytes saved)."""
     source = graph.meta.get("source", "")
-    nodes = [n for n in graph.nodes if n.op not in HOST_OPS]
     step = {id(n): i for i, n in enumerate(nodes)}
     cands = []
     for n in nodes:
@@ -129,22 +128,38 @@ def plan_bands(graph: Graph, t: Target, mem: MemoryPlan, zone_bytes: int) -> Ban
         if got is None:
             continue
         bands, halos, rs = got
-        _, w, c = hwc(v)
+        h, w, c = hwc(v)
         row_bytes = w * c * elem_bytes(v)
         size = max(hi - lo for lo, hi in bands) * row_bytes
         buf = Buffer(v.name, size, step[id(n)], max(step.get(id(r), len(nodes)) for r in rs))
-        cands.append((v, n, bands, halos, rs, buf, hwc(v)[0] * row_bytes * (1 + len(rs))))
-    cands.sort(key=lambda x: (-x[6], x[5].first))
-    al = t.sram_align_bytes
+        cands.append((v, n, bands, halos, rs, buf, h * row_bytes * (1 + len(rs))))
+    return cands
+
+
+def _choose(cands: list, zone_bytes: int, al: int) -> tuple[list, list[Buffer], int]:
+    """Greedy by DRAM bytes saved: a candidate joins while the liveness-planned bands
+    (:func:`plan_arena`) fit ``zone_bytes``. Returns (chosen, their placed buffers, bytes
+    used)."""
     chosen: list = []
-    for cand in cands:
+    for cand in sorted(cands, key=lambda x: (-x[6], x[5].first)):
         if cand[5].size_bytes > zone_bytes:
             continue
         trial = [dataclasses.replace(x[5]) for x in chosen + [cand]]
         if plan_arena(trial, al) <= zone_bytes:
             chosen.append(cand)
     placed = [dataclasses.replace(x[5]) for x in chosen]
-    used = plan_arena(placed, al)
+    return chosen, placed, plan_arena(placed, al)
+
+
+def plan_bands(graph: Graph, t: Target, mem: MemoryPlan, zone_bytes: int) -> Bands:
+    """Choose the banded tensors within ``zone_bytes`` of each core's SRAM and place them
+    (see the module docstring); every op's tile area starts above the bands live during it
+    and the op before it (as schedule/memory.py's resident zone). ``mem``: the two-core
+    lowering's memory plan (no resident zone, no cascades, every activation in DRAM for the
+    whole program)."""
+    nodes = [n for n in graph.nodes if n.op not in HOST_OPS]
+    al = t.sram_align_bytes
+    chosen, placed, used = _choose(_candidates(graph, t, mem, nodes), zone_bytes, al)
     res: list[dict] = [{}, {}]
     for (v, _, bands, _, _, _, _), b in zip(chosen, placed):
         for k in (0, 1):

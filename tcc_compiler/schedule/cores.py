@@ -14,16 +14,19 @@ the DRAM is shared. Two ways of sharing the work, both chosen by the cost model:
   whole network on its own images, with one weight load serving two images on networks
   bound by the DRAM link.
 
-Cross-core order (:class:`CrossCore`): after each op a core that stored anything since its last
-signal emits SEM_SIGNAL on its semaphore (its core index); a load reading DRAM bytes the other
-core stored is preceded by a SEM_WAIT for the first signal after that store (once per count:
-a later load needing no newer signal waits for nothing). So a barrier exists only where an op
-reads what the other core wrote. DRAM activations are not reused between tensors
-(``plan_memory(reuse=False)``): the cores run ops out of graph order, and a liveness plan in
-that order would let one core overwrite bytes the other still reads. No resident zone, no
-cascades and no cross-op prefetch either (their SRAM is one core's). Lowering emits every
-command in one global order and every wait names an earlier-emitted command, so the cores
-cannot deadlock.
+Cross-core order (:class:`~tcc_compiler.schedule.coresync.CrossCore`): after each op a
+core that stored anything since its last signal emits SEM_SIGNAL on its semaphore (its core
+index); a load reading DRAM bytes the other core stored is preceded by a SEM_WAIT for the
+first signal after that store (once per count: a later load needing no newer signal waits
+for nothing). So a barrier exists only where an op reads what the other core wrote. DRAM
+activations are not reused between tensors (``plan_memory(reuse=False)``): the cores run
+ops out of graph order, and a liveness plan in that order would let one core overwrite
+bytes the other still reads. A resident zone and cascades stay core 0's (ops touching them
+run there) and there is no cross-op prefetch; instead, with ``band_bytes``, each core keeps
+its own rows of tensors split by rows in its SRAM (schedule/corebands.py: producer and
+readers split at half height, only the halo rows cross DRAM). Lowering emits every command
+in one global order and every wait names an earlier-emitted command, so the cores cannot
+deadlock.
 """
 
 from __future__ import annotations
@@ -38,12 +41,13 @@ from tcc_compiler.schedule.balance import Balancer, rough_cycles
 from tcc_compiler.schedule.batch import OnceWeights
 from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, Op, ResizeMode, VIEW_OPS
 from tcc_compiler.isa import commands as C
-from tcc_compiler.isa.spec import PARAM_RECORD_BYTES, Queue
+from tcc_compiler.isa.spec import PARAM_RECORD_BYTES
 from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.isa.wlayout import WeightLayoutBuilder
 from tcc_compiler.numerics.lut import LUT_ENTRIES
 from tcc_compiler.quant.params import uses_ew
 from tcc_compiler.schedule import corebands, cost
+from tcc_compiler.schedule.coresync import CrossCore
 from tcc_compiler.schedule.emitter import Emitter
 from tcc_compiler.schedule.geom import channel_blocks, conv_geom, in_box, spatial_tiles
 from tcc_compiler.schedule.lowering import lower_one
@@ -64,74 +68,6 @@ SPLITS = ("rows", "channels", "none")
 #: ``group_softmax``'s groups lie along the channels of one pixel, so whole rows split it
 #: cleanly (its chunks are whole pixels, schedule/ops/lut.py).
 ROW_OPS = (Op.ADD, Op.LUT, Op.GROUP_SOFTMAX, Op.MAXPOOL, Op.AVGPOOL)
-
-
-class CrossCore:
-    """The semaphores between the cores' emitters (see the module docstring).
-
-    Attributes:
-        ems: one emitter per core. signals: per core, the STORE-queue length (commands) at
-            each of its SEM_SIGNALs (signal ``m`` covers that core's stores below it).
-        waited: ``waited[k][j]``: the count core ``k`` has already waited for on ``j``'s
-            semaphore.
-    """
-
-    def __init__(self, ems: list[Emitter]):
-        self.ems = ems
-        self.signals: list[list[int]] = [[] for _ in ems]
-        self.waited = [[0] * len(ems) for _ in ems]
-        self.share_stores: list[int | None] = [None] * len(ems)
-        for k, em in enumerate(ems):
-            em.on_dram_read = (lambda region, lo, hi, k=k: self.before_load(k, region, lo, hi))
-            em.on_store = (lambda k=k: self.after_store(k))
-
-    def begin_share(self, k: int) -> None:
-        """Core ``k`` starts its share of a split op: signal after its 1st, 2nd, 4th and 8th
-        store (its rows next to the other core's share, emitted first), so the other core's
-        next op waits for those rows' halo only, not for the whole share."""
-        self.share_stores[k] = 0
-
-    def end_share(self, k: int) -> None:
-        """Core ``k``'s share is emitted: no more early signals."""
-        self.share_stores[k] = None
-
-    def after_store(self, k: int) -> None:
-        """After each store of core ``k``: an early signal within a share (see
-        :meth:`begin_share`)."""
-        n = self.share_stores[k]
-        if n is None:
-            return
-        self.share_stores[k] = n = n + 1
-        if n in (1, 2, 4, 8):
-            self.signal(k)
-
-    def signal(self, k: int) -> None:
-        """SEM_SIGNAL on core ``k`` if it stored anything since its last signal."""
-        em = self.ems[k]
-        n_store = em.w.count[Queue.STORE]
-        sig = self.signals[k]
-        if n_store == 0 or (sig and sig[-1] == n_store - 1):   # nothing new (last: a signal)
-            return
-        em.emit(C.SemSignal, [], f"signal core {k}: its stores so far are done", sem=k)
-        sig.append(n_store)
-
-    def before_load(self, k: int, region: int, lo: int, hi: int) -> None:
-        """Before core ``k`` loads DRAM ``[lo, hi)`` of ``region``: a SEM_WAIT for every other
-        core's first signal after its latest store overlapping those bytes."""
-        for j, other in enumerate(self.ems):
-            if j == k:
-                continue
-            st = other.latest_store(region, lo, hi)
-            if st is None:
-                continue
-            m = next((i + 1 for i, n in enumerate(self.signals[j]) if n > st[1]), None)
-            if m is None:   # not signalled yet (cannot happen op by op): signal now
-                self.signal(j)
-                m = len(self.signals[j])
-            if self.waited[k][j] >= m:
-                continue
-            self.ems[k].emit(C.SemWait, [], f"wait for core {j} (signal {m})", sem=j, count=m)
-            self.waited[k][j] = m
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,10 +232,7 @@ class _CoreLowering:
         """Emit every op on its core(s); return the multi-core :class:`Program`."""
         mem = self.mem
         for n in self.graph.nodes:
-            if n.op in HOST_OPS or n.op in VIEW_OPS or id(n) in mem.fused_luts \
-                    or id(n) in mem.chained:
-                continue
-            if n.op in CHANNEL_OPS and id(n) not in mem.views.copies:
+            if self._skipped(n):
                 continue
             if id(n) in mem.chains:   # a cascaded chain runs on core 0 at its last op
                 self._chain(n)
@@ -319,6 +252,14 @@ class _CoreLowering:
             else:
                 self._whole(n, core or 0)
         return self._program()
+
+    def _skipped(self, n: Node) -> bool:
+        """Ops that emit nothing of their own: host ops, views, luts fused into a conv, ops
+        run inside a cascaded chain, channel concats/slices that are views."""
+        mem = self.mem
+        return (n.op in HOST_OPS or n.op in VIEW_OPS or id(n) in mem.fused_luts
+                or id(n) in mem.chained
+                or (n.op in CHANNEL_OPS and id(n) not in mem.views.copies))
 
     def row_split(self, n: Node) -> int | None:
         """The first output row of core 1's share when non-conv op ``n`` may be split between
