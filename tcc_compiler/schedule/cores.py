@@ -189,8 +189,9 @@ class _CoreLowering:
 
     def __init__(self, graph: Graph, t: Target, cores: int, compressor, assign,
                  zone_bytes: int = 0, cascade: bool = False, balance: bool = False,
-                 band_bytes: int = 0):
+                 band_bytes: int = 0, band_tiles: int = 1):
         self.graph, self.t, self.assign = graph, t, assign
+        self.band_tiles = band_tiles
         self.bal = Balancer(t) if balance else None
         self.mem: MemoryPlan = plan_memory(graph, t, zone_bytes, cascade, reuse=False,
                                            pinned=crossing(graph, assign))
@@ -353,6 +354,10 @@ class _CoreLowering:
             lut = align_up(LUT_ENTRIES, t.sram_align_bytes) if mem.fused.get(id(n)) else 0
             plan = plan_conv(g, t, t.sram_capacity_bytes - mem.base(n) - lut,
                              mem.conv_residency(n, g))
+            if self.band_tiles > 1:   # several tiles per share: the boundary rows are
+                # stored early, and DMA overlaps compute within a share
+                plan = dataclasses.replace(plan, rows=min(plan.rows,
+                                                          -(-(h // 2) // self.band_tiles)))
             info = new_info(n)
             blobs, cfg = conv_setup(self.weights, t, n, g, min(plan.ocb, g.o), info, self.memo)
             pre = Prefetched(plan, blobs, cfg, info.weight_bytes, info.weight_raw_bytes,
@@ -465,16 +470,20 @@ class _CoreLowering:
 
 def lower_spatial(graph: Graph, t: Target, compressor: BlockCompressor | None = None,
                   zone_bytes: int = 0, cascade: bool = False, balance: bool = False,
-                  band_bytes: int = 0) -> Program:
+                  band_bytes: int = 0, band_tiles: int = 1) -> Program:
     """The two-core program with each conv/FC split as :func:`split_choice` prices lowest,
     core 0 keeping a resident zone of ``zone_bytes`` and, with ``cascade``, the cascaded
     chains of the single-core memory plan (ops touching them are not split). With
     ``balance``, an op not split runs on the core where it would finish first
     (:class:`~tcc_compiler.schedule.balance.Balancer`), and a conv is split only when that
-    finishes before running it whole there.
+    finishes before running it whole there. With ``band_bytes`` (and no zone or cascades),
+    each core keeps its rows of the tensors :func:`~tcc_compiler.schedule.corebands.
+    plan_bands` chooses in that many bytes of its SRAM, and every op touching them is split
+    at half its output rows; ``band_tiles`` > 1 caps such a conv's tiles at that fraction of
+    a core's share, so the rows the other core needs are computed and stored early.
 
     Raises:
         ScheduleError: an op cannot be tiled into one core's SRAM.
     """
     return _CoreLowering(graph, t, 2, compressor, None, zone_bytes, cascade, balance,
-                         band_bytes).run()
+                         band_bytes, band_tiles).run()

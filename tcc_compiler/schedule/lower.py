@@ -68,8 +68,25 @@ def lower(graph: Graph, target: Target,
 
 
 #: Per-core SRAM fractions tried for the bands of tensors split by rows between the cores
-#: (schedule/corebands.py; YOLOv8n 640: 0.5 and 0.875 of the 2 MiB replay 2.90 and 2.82 ms).
+#: (schedule/corebands.py; YOLOv8n 640: 0.5 and 0.875 of the 2 MiB replay 2.85 and 2.78 ms).
 BAND_FRACTIONS = (0.5, 0.875)
+
+#: Row tiles per core's share of a banded conv tried (1: the tile plan's own; 3: the rows
+#: the other core needs are stored after a third of the share; YOLOv8n 640: 2.78 / 2.76 ms).
+BAND_TILES = (1, 3)
+
+
+def _spatial_candidates(lw, target: Target) -> list[tuple[int, bool, bool, int, int]]:
+    """The (zone, cascade, balance, band bytes, band tiles) settings of
+    :func:`~tcc_compiler.schedule.cores.lower_spatial` tried: the one-core plan's zone and
+    cascades or neither, balanced or not, and per-core bands (balanced: without a zone the
+    balancer only places the ops bands leave unsplit)."""
+    al = target.sram_align_bytes
+    out = {(lw.zone_bytes, lw.cascade, b, 0, 1) for b in (False, True)}
+    out |= {(0, False, b, 0, 1) for b in (False, True)}
+    out |= {(0, False, True, align_up(int(f * target.sram_capacity_bytes), al), k)
+            for f in BAND_FRACTIONS for k in BAND_TILES}
+    return sorted(out)
 
 
 def lower_multi(graph: Graph, target: Target, compress_weights: bool, cores: int) -> Program:
@@ -93,18 +110,15 @@ def lower_multi(graph: Graph, target: Target, compress_weights: bool, cores: int
     lw, single, single_cycles = search_parts(graph, target, ZONE_FRACTIONS, comp, {})
     est: dict = {"single_core_cycles": single_cycles}
     best = None
-    al = target.sram_align_bytes
-    bands = {(0, False, b, align_up(int(f * target.sram_capacity_bytes), al))
-             for b in (False, True) for f in BAND_FRACTIONS}
-    for zone, casc, bal, band in sorted({(lw.zone_bytes, lw.cascade, b, 0) for b in (False, True)}
-                                        | {(0, False, b, 0) for b in (False, True)} | bands):
+    for zone, casc, bal, band, tiles in _spatial_candidates(lw, target):
         try:
-            prog = lower_spatial(graph, target, comp, zone, casc, bal, band)
+            prog = lower_spatial(graph, target, comp, zone, casc, bal, band, tiles)
         except ScheduleError:
             continue
         cyc = max((e for _, e in replay_cores(prog.commands, target)), default=0)
         est[f"spatial_latency_cycles_zone{zone}{'_cascade' if casc else ''}"
-            f"{'_balanced' if bal else ''}{f'_bands{band}' if band else ''}"] = cyc
+            f"{'_balanced' if bal else ''}{f'_bands{band}' if band else ''}"
+            f"{f'_tiles{tiles}' if tiles > 1 else ''}"] = cyc
         if best is None or cyc < best[0]:
             best = (cyc, prog)
     stream = lower_stream(graph, target, comp, single, single_cycles=single_cycles)
