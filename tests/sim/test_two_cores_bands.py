@@ -23,7 +23,7 @@ from tcc_compiler.runtime import load_program
 from tcc_compiler.runtime.check import Checker
 from tcc_compiler.schedule.corebands import plan_bands
 from tcc_compiler.schedule.cores import lower_spatial
-from tcc_compiler.schedule.coretime import replay_cores
+from tcc_compiler.schedule.coretime import core_ranges, replay_cores
 from tcc_compiler.schedule.memory import plan_memory
 from tcc_compiler.sim.hazards import Ordering, check_stream
 from tcc_compiler.target import load_target
@@ -97,6 +97,30 @@ def test_band_program_random_interleavings(bands, seeds):
     ref = loaded.executor.run(q)
     for seed in seeds:
         assert ex.run(q, schedule="random", seed=seed) == ref, seed
+
+
+def test_band_program_with_short_tiles_bit_exact_and_hazard_free(bands):
+    """``band_tiles=3``: a banded conv's share runs in at least three row tiles, the boundary
+    rows stored after the tile completing them (before the share ends); still the loaded
+    program's bytes, in random interleavings too, and hazard-free."""
+    _, loaded, graph, prog, _ = bands
+    short = lower_spatial(graph, TARGET, balance=True, band_bytes=BAND_BYTES, band_tiles=3)
+    assert sum(li.tiles for li in short.layers) > sum(li.tiles for li in prog.layers)
+    cmds, early = short.commands, 0
+    for li in short.layers:   # a share's boundary store precedes some of its own tiles
+        own = li.cmds or range(li.first_cmd, li.end_cmd)
+        for a, e in core_ranges(cmds):
+            mine = [j for j in own if a <= j < e]
+            bound = [j for j in mine if "boundary rows" in short.comments[j]]
+            early += bool(bound) and any(isinstance(cmds[j], C.ConvTile) and j > bound[0]
+                                         for j in mine)
+    assert early
+    ex = executor_of(short, TARGET)
+    q = loaded.quantize(np.random.default_rng(6).uniform(-2, 2, SHAPE).astype(np.float32))
+    ref = loaded.executor.run(q)
+    assert ex.run(q, check=True) == ref
+    assert ex.run(q, schedule="random", seed=3) == ref
+    assert check_stream(list(ex.cmd.commands), executor_sizes(ex), ex.cmd.core_ranges()) == []
 
 
 def test_deleting_a_cross_core_wait_of_the_band_program_is_a_race(bands):
