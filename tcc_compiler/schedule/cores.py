@@ -368,6 +368,9 @@ class _CoreLowering:
             self.bal.record(n, out, None, self.bal.split_finish(
                 n, est / 2 + 2 * t.sem_latency_cycles))
         self._emit_rows(n, h // 2, h, pre)
+        out = self.mem.conv_output(n) if n.op is Op.CONV else n.output
+        if self.mems[0].resident(out) is not None:
+            self.parts[-1][0].plan += ", each core's rows kept in its SRAM"
 
     def free_op(self, n: Node) -> bool:
         """An op none of whose operands is resident in core 0's SRAM (either core may run

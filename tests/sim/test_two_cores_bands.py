@@ -72,6 +72,7 @@ def test_bands_move_fewer_dram_bytes_and_replay_faster(bands):
     assert _dram_bytes(prog) < 0.75 * _dram_bytes(plain)   # 612 KB vs 861 KB
     assert any("halo rows" in c for c in prog.comments)
     assert any("boundary rows" in c for c in prog.comments)
+    assert any("each core's rows kept in its SRAM" in li.plan for li in prog.layers)
 
     def cycles(p):
         return max(e for _, e in replay_cores(p.commands, TARGET))
