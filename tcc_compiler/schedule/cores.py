@@ -14,16 +14,19 @@ the DRAM is shared. Two ways of sharing the work, both chosen by the cost model:
   whole network on its own images, with one weight load serving two images on networks
   bound by the DRAM link.
 
-Cross-core order (:class:`CrossCore`): after each op a core that stored anything since its last
-signal emits SEM_SIGNAL on its semaphore (its core index); a load reading DRAM bytes the other
-core stored is preceded by a SEM_WAIT for the first signal after that store (once per count:
-a later load needing no newer signal waits for nothing). So a barrier exists only where an op
-reads what the other core wrote. DRAM activations are not reused between tensors
-(``plan_memory(reuse=False)``): the cores run ops out of graph order, and a liveness plan in
-that order would let one core overwrite bytes the other still reads. No resident zone, no
-cascades and no cross-op prefetch either (their SRAM is one core's). Lowering emits every
-command in one global order and every wait names an earlier-emitted command, so the cores
-cannot deadlock.
+Cross-core order (:class:`~tcc_compiler.schedule.coresync.CrossCore`): after each op a
+core that stored anything since its last signal emits SEM_SIGNAL on its semaphore (its core
+index); a load reading DRAM bytes the other core stored is preceded by a SEM_WAIT for the
+first signal after that store (once per count: a later load needing no newer signal waits
+for nothing). So a barrier exists only where an op reads what the other core wrote. DRAM
+activations are not reused between tensors (``plan_memory(reuse=False)``): the cores run
+ops out of graph order, and a liveness plan in that order would let one core overwrite
+bytes the other still reads. A resident zone and cascades stay core 0's (ops touching them
+run there) and there is no cross-op prefetch; instead, with ``band_bytes``, each core keeps
+its own rows of tensors split by rows in its SRAM (schedule/corebands.py: producer and
+readers split at half height, only the halo rows cross DRAM). Lowering emits every command
+in one global order and every wait names an earlier-emitted command, so the cores cannot
+deadlock.
 """
 
 from __future__ import annotations
@@ -38,12 +41,13 @@ from tcc_compiler.schedule.balance import Balancer, rough_cycles
 from tcc_compiler.schedule.batch import OnceWeights
 from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, Op, ResizeMode, VIEW_OPS
 from tcc_compiler.isa import commands as C
-from tcc_compiler.isa.spec import PARAM_RECORD_BYTES, Queue
+from tcc_compiler.isa.spec import PARAM_RECORD_BYTES
 from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.isa.wlayout import WeightLayoutBuilder
 from tcc_compiler.numerics.lut import LUT_ENTRIES
 from tcc_compiler.quant.params import uses_ew
-from tcc_compiler.schedule import cost
+from tcc_compiler.schedule import corebands, cost
+from tcc_compiler.schedule.coresync import CrossCore
 from tcc_compiler.schedule.emitter import Emitter
 from tcc_compiler.schedule.geom import channel_blocks, conv_geom, in_box, spatial_tiles
 from tcc_compiler.schedule.lowering import lower_one
@@ -59,73 +63,11 @@ from tcc_compiler.target import Target
 #: A conv's split: "rows", "channels", or "none" (core 0 runs it whole).
 SPLITS = ("rows", "channels", "none")
 
-
-class CrossCore:
-    """The semaphores between the cores' emitters (see the module docstring).
-
-    Attributes:
-        ems: one emitter per core. signals: per core, the STORE-queue length (commands) at
-            each of its SEM_SIGNALs (signal ``m`` covers that core's stores below it).
-        waited: ``waited[k][j]``: the count core ``k`` has already waited for on ``j``'s
-            semaphore.
-    """
-
-    def __init__(self, ems: list[Emitter]):
-        self.ems = ems
-        self.signals: list[list[int]] = [[] for _ in ems]
-        self.waited = [[0] * len(ems) for _ in ems]
-        self.share_stores: list[int | None] = [None] * len(ems)
-        for k, em in enumerate(ems):
-            em.on_dram_read = (lambda region, lo, hi, k=k: self.before_load(k, region, lo, hi))
-            em.on_store = (lambda k=k: self.after_store(k))
-
-    def begin_share(self, k: int) -> None:
-        """Core ``k`` starts its share of a split op: signal after its 1st, 2nd, 4th and 8th
-        store (its rows next to the other core's share, emitted first), so the other core's
-        next op waits for those rows' halo only, not for the whole share."""
-        self.share_stores[k] = 0
-
-    def end_share(self, k: int) -> None:
-        """Core ``k``'s share is emitted: no more early signals."""
-        self.share_stores[k] = None
-
-    def after_store(self, k: int) -> None:
-        """After each store of core ``k``: an early signal within a share (see
-        :meth:`begin_share`)."""
-        n = self.share_stores[k]
-        if n is None:
-            return
-        self.share_stores[k] = n = n + 1
-        if n in (1, 2, 4, 8):
-            self.signal(k)
-
-    def signal(self, k: int) -> None:
-        """SEM_SIGNAL on core ``k`` if it stored anything since its last signal."""
-        em = self.ems[k]
-        n_store = em.w.count[Queue.STORE]
-        sig = self.signals[k]
-        if n_store == 0 or (sig and sig[-1] == n_store - 1):   # nothing new (last: a signal)
-            return
-        em.emit(C.SemSignal, [], f"signal core {k}: its stores so far are done", sem=k)
-        sig.append(n_store)
-
-    def before_load(self, k: int, region: int, lo: int, hi: int) -> None:
-        """Before core ``k`` loads DRAM ``[lo, hi)`` of ``region``: a SEM_WAIT for every other
-        core's first signal after its latest store overlapping those bytes."""
-        for j, other in enumerate(self.ems):
-            if j == k:
-                continue
-            st = other.latest_store(region, lo, hi)
-            if st is None:
-                continue
-            m = next((i + 1 for i, n in enumerate(self.signals[j]) if n > st[1]), None)
-            if m is None:   # not signalled yet (cannot happen op by op): signal now
-                self.signal(j)
-                m = len(self.signals[j])
-            if self.waited[k][j] >= m:
-                continue
-            self.ems[k].emit(C.SemWait, [], f"wait for core {j} (signal {m})", sem=j, count=m)
-            self.waited[k][j] = m
+#: Non-conv ops whose lowering honours ``OpContext.rows`` (besides element-wise ops, nearest
+#: resizes and concat/slice copies): split between the cores by output rows. A
+#: ``group_softmax``'s groups lie along the channels of one pixel, so whole rows split it
+#: cleanly (its chunks are whole pixels, schedule/ops/lut.py).
+ROW_OPS = (Op.ADD, Op.LUT, Op.GROUP_SOFTMAX, Op.MAXPOOL, Op.AVGPOOL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,11 +188,18 @@ class _CoreLowering:
     cascaded may run on core 1."""
 
     def __init__(self, graph: Graph, t: Target, cores: int, compressor, assign,
-                 zone_bytes: int = 0, cascade: bool = False, balance: bool = False):
+                 zone_bytes: int = 0, cascade: bool = False, balance: bool = False,
+                 band_bytes: int = 0, band_tiles: int = 1):
         self.graph, self.t, self.assign = graph, t, assign
+        self.band_tiles = band_tiles
         self.bal = Balancer(t) if balance else None
         self.mem: MemoryPlan = plan_memory(graph, t, zone_bytes, cascade, reuse=False,
                                            pinned=crossing(graph, assign))
+        self.mems = (self.mem,) * cores
+        self.band_io = None
+        if band_bytes and not zone_bytes and not cascade and cores == 2:
+            bands = corebands.plan_bands(graph, t, self.mem, band_bytes)
+            self.mems, self.band_io = bands.mems, corebands.BandIo(bands)
         self.ems = [Emitter(t.sram_capacity_bytes, t.sram_align_bytes) for _ in range(cores)]
         self.cross = CrossCore(self.ems)
         self.weights = OnceWeights(WeightLayoutBuilder(compressor))   # a split lut: once
@@ -263,11 +212,11 @@ class _CoreLowering:
         """Op ``n``'s context on ``core``: its tile area starts above the resident tensors
         live around ``n`` (as with one core; each core's resident tensors are those of the
         ops it runs, in its own SRAM, at the one zone plan's offsets)."""
-        mem = self.mem
+        mem = self.mems[core]
         c = OpContext(self.ems[core], mem, self.weights, self.t, self.source,
                       base=mem.base(n), memo=self.memo)
         out = mem.conv_output(n) if n.op is Op.CONV else n.output
-        c.op_res = [(r.sram, r.sram + r.nbytes) for r in
+        c.op_res = [r.span for r in
                     (mem.resident(v) for v in [*n.inputs, out] if v is not None)
                     if r is not None]
         return c
@@ -284,16 +233,15 @@ class _CoreLowering:
         """Emit every op on its core(s); return the multi-core :class:`Program`."""
         mem = self.mem
         for n in self.graph.nodes:
-            if n.op in HOST_OPS or n.op in VIEW_OPS or id(n) in mem.fused_luts \
-                    or id(n) in mem.chained:
-                continue
-            if n.op in CHANNEL_OPS and id(n) not in mem.views.copies:
+            if self._skipped(n):
                 continue
             if id(n) in mem.chains:   # a cascaded chain runs on core 0 at its last op
                 self._chain(n)
                 continue
             core = self.assign(n) if self.assign is not None else None
-            if core is None and self.splittable(n):
+            if self.band_io is not None and id(n) in self.band_io.bands.ops:
+                self._band(n)
+            elif core is None and self.splittable(n):
                 self._conv(n)
             elif core is None and self.row_split(n) is not None:
                 self._rows(n, self.row_split(n))
@@ -306,11 +254,20 @@ class _CoreLowering:
                 self._whole(n, core or 0)
         return self._program()
 
+    def _skipped(self, n: Node) -> bool:
+        """Ops that emit nothing of their own: host ops, views, luts fused into a conv, ops
+        run inside a cascaded chain, channel concats/slices that are views."""
+        mem = self.mem
+        return (n.op in HOST_OPS or n.op in VIEW_OPS or id(n) in mem.fused_luts
+                or id(n) in mem.chained
+                or (n.op in CHANNEL_OPS and id(n) not in mem.views.copies))
+
     def row_split(self, n: Node) -> int | None:
         """The first output row of core 1's share when non-conv op ``n`` may be split between
-        the cores by output rows (an element-wise, table, max/average pool, nearest resize or
-        channel concat/slice copy op, none of whose operands is resident, over at least two
-        rows; a resize's share starts at an input row); None: it runs whole."""
+        the cores by output rows (an element-wise, table, channel-group softmax, max/average
+        pool, nearest resize or channel concat/slice copy op, none of whose operands is
+        resident, over at least two rows; a resize's share starts at an input row); None: it
+        runs whole."""
         if not self.free_op(n) or len(n.output.shape) != 4:
             return None
         scale = 1
@@ -319,7 +276,7 @@ class _CoreLowering:
         elif n.op in (Op.CONCAT, Op.SLICE):
             if id(n) not in self.mem.views.copies:
                 return None
-        elif n.op not in (Op.ADD, Op.LUT, Op.MAXPOOL, Op.AVGPOOL) and not uses_ew(n):
+        elif n.op not in ROW_OPS and not uses_ew(n):
             return None
         h = n.output.shape[2] // scale
         return (h // 2) * scale if h >= 2 else None
@@ -340,27 +297,80 @@ class _CoreLowering:
                 self._whole(n, core)
                 return
             self.bal.record(n, n.output, None, split_end)
+        self._emit_rows(n, mid, n.output.shape[2])
+
+    def _emit_rows(self, n: Node, mid: int, h: int, pre: Prefetched | None = None) -> None:
+        """Emit op ``n`` split by output rows: core 0 ``[0, mid)`` last rows first, core 1
+        ``[mid, h)``, each signalling early (:meth:`CrossCore.begin_share`). A conv comes
+        planned and laid out (``pre``). With bands (schedule/corebands.py), each core first
+        loads the halo rows of its banded inputs (just before its first tile) and then
+        stores the rows of a banded output the other core's band needs."""
         info = new_info(n)
         ranges = []
-        for core, rows in ((0, (0, mid)), (1, (mid, n.output.shape[2]))):
+        out = self.mem.conv_output(n) if n.op is Op.CONV else n.output
+        for core, rows in ((0, (0, mid)), (1, (mid, h))):
             em = self.ems[core]
             part = dataclasses.replace(info, tiles=0)
             ctx = dataclasses.replace(self.ctx(core, n), rows=rows, reverse=core == 0)
             first = em.n_cmds
             self.cross.begin_share(core)
-            lower_one(ctx, n, part, None)
+            if self.band_io is not None:
+                em.before_tile = (lambda em=em, core=core: self.band_io.halo(em, core, n))
+                ctx.on_tile = self.band_io.watcher(em, core, n, out)
+                self.band_io.writing(em, core, out)
+            if pre is not None:
+                lower_conv(ctx, n, part, pre, reverse=core == 0)
+            else:
+                lower_one(ctx, n, part, None)
+            em.before_tile = None
+            if self.band_io is not None:
+                self.band_io.boundary(em, core, n, out)
             self.cross.end_share(core)
             ranges.append((core, first, em.n_cmds))
             info.tiles += part.tiles
             info.sram_peak_bytes = max(info.sram_peak_bytes, part.sram_peak_bytes)
             info.weight_bytes, info.weight_raw_bytes = part.weight_bytes, part.weight_raw_bytes
             info.weight_file_bytes = part.weight_file_bytes
-            info.plan = part.plan
+            info.plan, info.source, info.macs = part.plan, part.source, part.macs
+        if pre is not None:
+            info.weight_bytes, info.weight_raw_bytes = pre.weight_bytes, pre.weight_raw_bytes
+            info.weight_file_bytes = pre.weight_file_bytes
         info.plan += f", split by rows over 2 cores at row {mid}"
         self.parts.append((info, ranges))
         self.splits[n.name] = "rows"
         for core in (0, 1):
             self.cross.signal(core)
+
+    def _band(self, n: Node) -> None:
+        """Op ``n`` reading or writing a banded tensor: split by output rows at half its
+        height (schedule/corebands.py), its bands read and written in place."""
+        t = self.t
+        h = corebands.out_height(n)
+        pre = None
+        est = rough_cycles(n, t) if n.op is not Op.CONV else 0.0
+        if n.op is Op.CONV:
+            g = conv_geom(n, t)
+            mem = self.mems[0]
+            lut = align_up(LUT_ENTRIES, t.sram_align_bytes) if mem.fused.get(id(n)) else 0
+            plan = plan_conv(g, t, t.sram_capacity_bytes - mem.base(n) - lut,
+                             mem.conv_residency(n, g))
+            if self.band_tiles > 1:   # several tiles per share: the boundary rows are
+                # stored early, and DMA overlaps compute within a share
+                plan = dataclasses.replace(plan, rows=min(plan.rows,
+                                                          -(-(h // 2) // self.band_tiles)))
+            info = new_info(n)
+            blobs, cfg = conv_setup(self.weights, t, n, g, min(plan.ocb, g.o), info, self.memo)
+            pre = Prefetched(plan, blobs, cfg, info.weight_bytes, info.weight_raw_bytes,
+                             info.weight_file_bytes, {})
+            est = _tile_estimate(g, t, _order(plan, g), 1.0)
+        if self.bal is not None:
+            out = self.mem.conv_output(n) if n.op is Op.CONV else n.output
+            self.bal.record(n, out, None, self.bal.split_finish(
+                n, est / 2 + 2 * t.sem_latency_cycles))
+        self._emit_rows(n, h // 2, h, pre)
+        out = self.mem.conv_output(n) if n.op is Op.CONV else n.output
+        if self.mems[0].resident(out) is not None:
+            self.parts[-1][0].plan += ", each core's rows kept in its SRAM"
 
     def free_op(self, n: Node) -> bool:
         """An op none of whose operands is resident in core 0's SRAM (either core may run
@@ -398,7 +408,7 @@ class _CoreLowering:
         t = self.t
         g = conv_geom(n, t)
         lut = align_up(LUT_ENTRIES, t.sram_align_bytes) if self.mem.fused.get(id(n)) else 0
-        plan = plan_conv(g, t, t.sram_capacity_bytes - self.mem.base(n) - lut,
+        plan = plan_conv(g, t, t.sram_capacity_bytes - self.mems[0].base(n) - lut,
                          self.mem.conv_residency(n, g))
         sp = split_choice(g, plan, t)
         core = 0
@@ -462,15 +472,21 @@ class _CoreLowering:
 
 
 def lower_spatial(graph: Graph, t: Target, compressor: BlockCompressor | None = None,
-                  zone_bytes: int = 0, cascade: bool = False, balance: bool = False) -> Program:
+                  zone_bytes: int = 0, cascade: bool = False, balance: bool = False,
+                  band_bytes: int = 0, band_tiles: int = 1) -> Program:
     """The two-core program with each conv/FC split as :func:`split_choice` prices lowest,
     core 0 keeping a resident zone of ``zone_bytes`` and, with ``cascade``, the cascaded
     chains of the single-core memory plan (ops touching them are not split). With
     ``balance``, an op not split runs on the core where it would finish first
     (:class:`~tcc_compiler.schedule.balance.Balancer`), and a conv is split only when that
-    finishes before running it whole there.
+    finishes before running it whole there. With ``band_bytes`` (and no zone or cascades),
+    each core keeps its rows of the tensors :func:`~tcc_compiler.schedule.corebands.
+    plan_bands` chooses in that many bytes of its SRAM, and every op touching them is split
+    at half its output rows; ``band_tiles`` > 1 caps such a conv's tiles at that fraction of
+    a core's share, so the rows the other core needs are computed and stored early.
 
     Raises:
         ScheduleError: an op cannot be tiled into one core's SRAM.
     """
-    return _CoreLowering(graph, t, 2, compressor, None, zone_bytes, cascade, balance).run()
+    return _CoreLowering(graph, t, 2, compressor, None, zone_bytes, cascade, balance,
+                         band_bytes, band_tiles).run()

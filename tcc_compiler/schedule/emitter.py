@@ -28,6 +28,9 @@ from tcc_compiler.schedule.program import Tensor
 #: A command's position in its queue, (queue, index), as dependencies name it; None: none.
 Dep = tuple[Queue, int] | None
 
+#: The COMPUTE commands that read or write SRAM data (the ``*_CFG`` commands do not).
+TILE_COMMANDS = (C.ConvTile, C.PoolTile, C.AddTile, C.LutTile, C.EwTile, C.ResizeTile)
+
 
 class WaitTracker:
     """Builds commands with wait fields that order them after specific earlier commands.
@@ -161,6 +164,10 @@ class Emitter:
             schedule/cores.py); None: nothing.
         on_store: called after every DMA_STORE emitted through :meth:`store` (a multi-core
             lowering signals the other core early in a split op there); None: nothing.
+        before_tile: called once, just before the next compute tile that reads or writes
+            SRAM data (not a ``*_CFG``) is emitted, and then cleared; it may emit loads and
+            returns the dependencies that tile adds (a multi-core lowering loads the halo
+            rows of an op's SRAM-resident input there, schedule/corebands.py); None: nothing.
     """
 
     def __init__(self, sram_capacity_bytes: int, sram_align: int) -> None:
@@ -170,6 +177,7 @@ class Emitter:
         self.on_load: Callable[[], None] | None = None
         self.on_dram_read: Callable[[int, int, int], None] | None = None
         self.on_store: Callable[[], None] | None = None
+        self.before_tile: Callable[[], list[Dep]] | None = None
         # (SRAM intervals, last compute, last store) of every lowered op
         self._hist: list[tuple[list[tuple[int, int]], Dep, Dep]] = []
         # per DRAM region: (lo, hi, store) byte extents written by the stores so far
@@ -182,7 +190,10 @@ class Emitter:
         return len(self.w.cmds)
 
     def emit(self, cls, deps: list[Dep], comment: str, slot: int = 0, **fields) -> Dep:
-        """:meth:`WaitTracker.emit`."""
+        """:meth:`WaitTracker.emit` (after :attr:`before_tile` for a compute tile)."""
+        if self.before_tile is not None and cls in TILE_COMMANDS:
+            hook, self.before_tile = self.before_tile, None
+            deps = list(deps) + hook()
         return self.w.emit(cls, deps, comment, slot=slot, **fields)
 
     def begin_op(self, reserve: int, base: int) -> SramAllocator:

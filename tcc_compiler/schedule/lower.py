@@ -27,6 +27,7 @@ from tcc_compiler.schedule.corestream import lower_stream
 from tcc_compiler.schedule.coretime import replay_cores
 from tcc_compiler.schedule.program import Program
 from tcc_compiler.schedule.search import ZONE_FRACTIONS, search, search_parts
+from tcc_compiler.schedule.tiling import align_up
 from tcc_compiler.target import Target
 
 
@@ -66,10 +67,33 @@ def lower(graph: Graph, target: Target,
     return search(graph, target, zone_fractions, compress_weights, cascade, prefetch)
 
 
+#: Per-core SRAM fractions tried for the bands of tensors split by rows between the cores
+#: (schedule/corebands.py; YOLOv8n 640: 0.5 and 0.875 of the 2 MiB replay 2.85 and 2.78 ms).
+BAND_FRACTIONS = (0.5, 0.875)
+
+#: Row tiles per core's share of a banded conv tried (1: the tile plan's own; 3: the rows
+#: the other core needs are stored after a third of the share; YOLOv8n 640: 2.78 / 2.76 ms).
+BAND_TILES = (1, 3)
+
+
+def _spatial_candidates(lw, target: Target) -> list[tuple[int, bool, bool, int, int]]:
+    """The (zone, cascade, balance, band bytes, band tiles) settings of
+    :func:`~tcc_compiler.schedule.cores.lower_spatial` tried: the one-core plan's zone and
+    cascades or neither, balanced or not, and per-core bands (balanced: without a zone the
+    balancer only places the ops bands leave unsplit)."""
+    al = target.sram_align_bytes
+    out = {(lw.zone_bytes, lw.cascade, b, 0, 1) for b in (False, True)}
+    out |= {(0, False, b, 0, 1) for b in (False, True)}
+    out |= {(0, False, True, align_up(int(f * target.sram_capacity_bytes), al), k)
+            for f in BAND_FRACTIONS for k in BAND_TILES}
+    return sorted(out)
+
+
 def lower_multi(graph: Graph, target: Target, compress_weights: bool, cores: int) -> Program:
     """The fastest of the single-core program (:func:`search`) and the two-core spatial split
     (:func:`~tcc_compiler.schedule.cores.lower_spatial`, core 0 keeping the single-core
-    plan's resident zone and cascades, or with neither), by replayed latency; its
+    plan's resident zone and cascades, or with neither, or with each core keeping its rows
+    of the tensors split by rows in :data:`BAND_FRACTIONS` of its SRAM), by replayed latency; its
     ``estimates`` hold the latencies (cycles), the stream program's period (cycles per image),
     images per run and per core, and which program was kept. A model whose layers are bound
     by the shared DRAM bandwidth may run faster on one core than split: then the one-core
@@ -86,15 +110,15 @@ def lower_multi(graph: Graph, target: Target, compress_weights: bool, cores: int
     lw, single, single_cycles = search_parts(graph, target, ZONE_FRACTIONS, comp, {})
     est: dict = {"single_core_cycles": single_cycles}
     best = None
-    for zone, casc, bal in sorted({(lw.zone_bytes, lw.cascade, b) for b in (False, True)}
-                                  | {(0, False, b) for b in (False, True)}):
+    for zone, casc, bal, band, tiles in _spatial_candidates(lw, target):
         try:
-            prog = lower_spatial(graph, target, comp, zone, casc, bal)
+            prog = lower_spatial(graph, target, comp, zone, casc, bal, band, tiles)
         except ScheduleError:
             continue
         cyc = max((e for _, e in replay_cores(prog.commands, target)), default=0)
         est[f"spatial_latency_cycles_zone{zone}{'_cascade' if casc else ''}"
-            f"{'_balanced' if bal else ''}"] = cyc
+            f"{'_balanced' if bal else ''}{f'_bands{band}' if band else ''}"
+            f"{f'_tiles{tiles}' if tiles > 1 else ''}"] = cyc
         if best is None or cyc < best[0]:
             best = (cyc, prog)
     stream = lower_stream(graph, target, comp, single, single_cycles=single_cycles)

@@ -90,13 +90,34 @@ class Tensor(_NhwcSized):
 
 @dataclass(frozen=True)
 class Resident(_NhwcSized):
-    """A whole NHWC tensor kept in the SRAM resident zone: byte offset, shape, element bytes.
-    Producers' compute writes it and consumers' compute reads boxes of it (strided operands),
-    with no DMA."""
+    """An NHWC tensor kept in the SRAM resident zone: byte offset, shape (the whole tensor's),
+    element bytes. Producers' compute writes it and consumers' compute reads boxes of it
+    (strided operands), with no DMA. ``rows`` = (lo, hi): only rows [lo, hi) of the tensor
+    are kept, packed from ``sram`` (one core's band of a tensor split by rows between two
+    cores, schedule/corebands.py); None: the whole tensor."""
 
     sram: int
     hwc: tuple[int, int, int]
     elem_bytes: int = 1
+    rows: tuple[int, int] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """SRAM bytes held: the kept rows x W x C x element bytes."""
+        h, w, c = self.hwc
+        lo, hi = self.rows or (0, h)
+        return (hi - lo) * w * c * self.elem_bytes
+
+    @property
+    def span(self) -> tuple[int, int]:
+        """The SRAM byte interval [start, end) the tensor occupies."""
+        return self.sram, self.sram + self.nbytes
+
+    def at(self, e0: int) -> int:
+        """SRAM address of element ``e0`` of the tensor in NHWC order (in the kept rows)."""
+        h, w, c = self.hwc
+        lo = self.rows[0] if self.rows else 0
+        return self.sram + (e0 - lo * w * c) * self.elem_bytes
 
     def moved(self, sram_bytes: int) -> "Resident":
         """This tensor ``sram_bytes`` higher in the SRAM (another image's copy of it,
@@ -104,12 +125,14 @@ class Resident(_NhwcSized):
         return dataclasses.replace(self, sram=self.sram + sram_bytes) if sram_bytes else self
 
     def box(self, y0: int, x0: int, c0: int, cols: int, nch: int) -> dict:
-        """SRAM address and (pixel, row) strides of the box starting at (y0, x0, c0) with
-        ``cols`` columns and ``nch`` channels; a stride equal to the packed one is coded 0."""
+        """SRAM address and (pixel, row) strides of the box starting at (y0, x0, c0) (tensor
+        coordinates, ``y0`` within the kept rows) with ``cols`` columns and ``nch`` channels;
+        a stride equal to the packed one is coded 0."""
         _, w, c = self.hwc
         eb = self.elem_bytes
         px, row = c * eb, w * c * eb
-        return dict(addr=self.sram + ((y0 * w + x0) * c + c0) * eb,
+        y = y0 - (self.rows[0] if self.rows else 0)
+        return dict(addr=self.sram + ((y * w + x0) * c + c0) * eb,
                     px=0 if px == nch * eb else px, row=0 if cols == w else row)
 
 

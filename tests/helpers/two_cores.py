@@ -63,3 +63,52 @@ def conv_net(seed: int = 0) -> onnx.ModelProto:
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     return m
+
+
+def ops_net(seed: int = 0) -> onnx.ModelProto:
+    """x [1,16,28,28] -> Conv3x3 64 + Relu (r) -> MaxPool 3x3 s1 (p) -> Add(p, r) (a) ->
+    Sigmoid (s) -> Mul(s, p) (m) -> MaxPool 2x2 (d) -> Resize nearest x2 (u) ->
+    Concat(x, u) (a copy: x is the network input) -> Conv1x1 32 -> GlobalAveragePool."""
+    r = np.random.default_rng(seed)
+    inits = {"w1": r.normal(0, 0.2, (64, 16, 3, 3)), "b1": r.normal(0, 0.1, 64),
+             "w2": r.normal(0, 0.1, (32, 80, 1, 1)), "b2": r.normal(0, 0.1, 32),
+             "scales": np.array([1, 1, 2, 2])}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["p", "r"], ["a"]),
+             helper.make_node("Sigmoid", ["a"], ["s"]),
+             helper.make_node("Mul", ["s", "p"], ["m"]),
+             helper.make_node("MaxPool", ["m"], ["d"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Resize", ["d", "", "scales"], ["u"], mode="nearest"),
+             helper.make_node("Concat", ["x", "u"], ["cat"], axis=1),
+             helper.make_node("Conv", ["cat", "w2", "b2"], ["c2"], kernel_shape=[1, 1]),
+             helper.make_node("GlobalAveragePool", ["c2"], ["y"])]
+    g = helper.make_graph(
+        nodes, "two_cores_ops",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 1, 1])],
+        [numpy_helper.from_array(v.astype(np.float32), n) for n, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def executor_of(program, target):
+    """The reference executor of a lowered ``program`` (its binaries encoded and decoded)."""
+    from tcc_compiler.binfmt import read_cmd_file
+    from tcc_compiler.binfmt.weightfile import read_weight_file
+    from tcc_compiler.emit.binaries import encode_binaries
+    from tcc_compiler.sim.executor import Executor
+
+    cmd_bin, w_bin = encode_binaries(program, "test")
+    return Executor(read_cmd_file(cmd_bin), read_weight_file(w_bin), target)
+
+
+def executor_sizes(ex) -> dict:
+    """Bytes of each memory space of executor ``ex``'s program (the hazard checker's sizes)."""
+    c = ex.cmd
+    return {C.Space.SRAM: ex.target.sram_capacity_bytes, C.Space.ACT: c.act_arena_bytes,
+            C.Space.INPUT: c.input_bytes, C.Space.OUTPUT: c.output_bytes,
+            C.Space.WEIGHTS: len(ex.weights_data)}

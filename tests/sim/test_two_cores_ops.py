@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from helpers.two_cores import drop_wait, sizes
+from helpers.two_cores import drop_wait, executor_of, executor_sizes, ops_net, sizes
 from onnx import TensorProto, helper, numpy_helper
 
 from tcc_compiler import api
@@ -24,37 +24,7 @@ from tcc_compiler.sim.hazards import Ordering, check_stream
 from tcc_compiler.target import load_target
 
 TARGET = load_target().with_sram(256 * 1024)
-SHAPE = (1, 16, 28, 28)
-
-
-def ops_net(seed: int = 0) -> onnx.ModelProto:
-    """x [1,16,28,28] -> Conv3x3 64 + Relu (r) -> MaxPool 3x3 s1 (p) -> Add(p, r) (a) ->
-    Sigmoid (s) -> Mul(s, p) (m) -> MaxPool 2x2 (d) -> Resize nearest x2 (u) ->
-    Concat(x, u) (a copy: x is the network input) -> Conv1x1 32 -> GlobalAveragePool."""
-    r = np.random.default_rng(seed)
-    inits = {"w1": r.normal(0, 0.2, (64, 16, 3, 3)), "b1": r.normal(0, 0.1, 64),
-             "w2": r.normal(0, 0.1, (32, 80, 1, 1)), "b2": r.normal(0, 0.1, 32),
-             "scales": np.array([1, 1, 2, 2])}
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], kernel_shape=[3, 3],
-                              pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-             helper.make_node("Add", ["p", "r"], ["a"]),
-             helper.make_node("Sigmoid", ["a"], ["s"]),
-             helper.make_node("Mul", ["s", "p"], ["m"]),
-             helper.make_node("MaxPool", ["m"], ["d"], kernel_shape=[2, 2], strides=[2, 2]),
-             helper.make_node("Resize", ["d", "", "scales"], ["u"], mode="nearest"),
-             helper.make_node("Concat", ["x", "u"], ["cat"], axis=1),
-             helper.make_node("Conv", ["cat", "w2", "b2"], ["c2"], kernel_shape=[1, 1]),
-             helper.make_node("GlobalAveragePool", ["c2"], ["y"])]
-    g = helper.make_graph(
-        nodes, "two_cores_ops",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(SHAPE))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 1, 1])],
-        [numpy_helper.from_array(v.astype(np.float32), n) for n, v in inits.items()])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m
+SHAPE = (1, 16, 28, 28)   # ops_net's input
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +122,71 @@ def test_compute_floor_is_below_every_lowering_and_above_the_roofline(ops):
                 regs.update(c)
         floor = compute_floor_cycles(graph, p.layers, TARGET)
         assert m.report["roofline"]["compute_cycles"] <= floor + 1 and floor <= busy
+
+
+def dfl_net(seed: int = 0, hw: int = 24) -> onnx.ModelProto:
+    """x [1,16,hw,hw] -> Conv3x3 64 (4 x 16 logits) -> Reshape [1,4,16,hw*hw] -> Softmax
+    (axis 2) -> Reshape [1,64,hw,hw] (one ``group_softmax`` of groups of 16 channels, as
+    YOLOv8's DFL) -> grouped Conv1x1 (4 groups, weights 0..15, the expectation)."""
+    r = np.random.default_rng(seed)
+    inits = {"w1": r.normal(0, 0.3, (64, 16, 3, 3)), "b1": r.normal(0, 0.5, 64),
+             "s4": np.array([1, 4, 16, hw * hw]), "sb": np.array([1, 64, hw, hw]),
+             "wd": np.tile(np.arange(16).reshape(1, 16, 1, 1), (4, 1, 1, 1))}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Reshape", ["c", "s4"], ["l4"]),
+             helper.make_node("Softmax", ["l4"], ["p4"], axis=2),
+             helper.make_node("Reshape", ["p4", "sb"], ["p"]),
+             helper.make_node("Conv", ["p", "wd"], ["y"], group=4, kernel_shape=[1, 1])]
+    g = helper.make_graph(
+        nodes, "two_cores_dfl",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, hw, hw])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, hw, hw])],
+        [numpy_helper.from_array(v.astype(np.int64 if n[0] == "s" else np.float32), n)
+         for n, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+@pytest.fixture(scope="module")
+def dfl(tmp_path_factory):
+    """(loaded one-core-or-split program checked against the golden model, the unbalanced
+    two-core lowering's executor, its decoded commands): the group softmax split by rows."""
+    d = tmp_path_factory.mktemp("two_cores_dfl")
+    onnx.save(dfl_net(), d / "m.onnx")
+    rng = np.random.default_rng(3)
+    calib = [rng.uniform(-2, 2, (1, 16, 24, 24)).astype(np.float32) for _ in range(2)]
+    m = api.compile(d / "m.onnx", "24x24x16", calibration=calib, cores=2, target=TARGET)
+    m.save(d / "out")
+    prog = lower_spatial(m.artifacts.graph, TARGET)
+    split = [li.plan for li in prog.layers if li.kind == "group_softmax"]
+    assert split and "split by rows over 2 cores at row 12" in split[0], split
+    ex = executor_of(prog, TARGET)
+    return d / "m.onnx", load_program(d / "out"), ex
+
+
+def test_group_softmax_split_by_rows_bit_exact_and_hazard_free(dfl):
+    """Both cores' shares of the group softmax give the golden model's bytes (the loaded
+    program is checked against it), in order, with the hazard checker, and in random
+    interleavings of both cores' queues."""
+    path, ref_prog, ex = dfl
+    x = np.random.default_rng(4).uniform(-2, 2, (1, 16, 24, 24)).astype(np.float32)
+    q = ref_prog.quantize(x)
+    ref = ref_prog.executor.run(q, check=True)
+    assert Checker(ref_prog, path).check(x, ref_prog.run(x))["bit_exact"]
+    assert ex.run(q, check=True) == ref
+    for seed in range(2):
+        assert ex.run(q, schedule="random", seed=seed) == ref, seed
+
+
+def test_deleting_a_cross_core_wait_around_the_group_softmax_is_a_race(dfl):
+    _, _, ex = dfl
+    cmds, ranges = list(ex.cmd.commands), ex.cmd.core_ranges()
+    sz = executor_sizes(ex)
+    assert check_stream(cmds, sz, ranges) == []
+    sem_waits = [j for j, c in enumerate(cmds) if isinstance(c, C.SemWait)]
+    assert sem_waits
+    for j in sem_waits:
+        mod, mranges = drop_wait(cmds, ranges, j)
+        assert len(check_stream(mod, sz, mranges)) == 1, j

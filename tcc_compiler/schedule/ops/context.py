@@ -4,6 +4,7 @@ layout and target, and the op's own SRAM window."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from tcc_compiler.ir.graph import Node
 from tcc_compiler.schedule.emitter import Emitter, chunk_fields
@@ -28,10 +29,15 @@ class OpContext:
             search (:func:`tcc_compiler.schedule.ops.conv.conv_consts`).
         images: a conv run for several images at once (schedule/batch.py): per image, the
             view of ``mem`` giving its DRAM and resident tensors; empty: one image, ``mem``.
-        rows: this core's share of a non-conv op split between cores (schedule/cores.py):
-            output rows ``[y0, y1)`` (NHWC rows of the op's output); None: the whole op.
+        rows: this core's share of an op split between cores by rows (schedule/cores.py,
+            schedule/corebands.py): output rows ``[y0, y1)`` (NHWC rows of the op's output);
+            None: the whole op.
         reverse: emit the share's tiles last rows first (the rows next to the other core's
             share first, so the other core's next op reads its halo early).
+        on_tile: called as ``(spatial, block)`` after each conv tile's compute (output rows
+            and columns ``(y0, y1, x0, x1)``, channels ``(o0, o1)``): a two-core lowering
+            stores a band's boundary rows as soon as they are computed
+            (schedule/corebands.py); None: nothing.
     """
 
     em: Emitter
@@ -46,6 +52,7 @@ class OpContext:
     images: tuple = ()
     rows: tuple[int, int] | None = None
     reverse: bool = False
+    on_tile: Callable | None = None
 
     def budget(self) -> int:
         """SRAM bytes the op's tile buffers may use: above its base, below the reserve."""
@@ -107,7 +114,7 @@ def chunk_input(em, res, tensor, e0: int, sram: int, blk: int, after, lab: str,
         (SRAM address of the chunk, the load's dependency or None when resident).
     """
     if res is not None:
-        return res.sram + e0 * res.elem_bytes, None
+        return res.at(e0), None
     dep = em.load([after] + em.free(sram, blk * tensor.elem_bytes), lab, slot=slot,
                   **chunk_fields(tensor, e0, e1, sram))
     return sram, dep
@@ -124,4 +131,4 @@ def chunk_output(em, res, e0: int, sram: int, blk: int, last_store,
     """
     if res is None:
         return sram, [last_store] + em.free(sram, blk * elem_bytes)
-    return res.sram + e0 * res.elem_bytes, em.free(res.sram, res.nbytes)
+    return res.at(e0), em.free(res.sram, res.nbytes)

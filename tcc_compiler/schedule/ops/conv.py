@@ -207,6 +207,10 @@ class _ConvEmission:
         (only this core's share with ``only``, schedule/cores.py)."""
         g, plan = self.g, self.plan
         self.spatial = spatial_tiles(g.oh, g.ow, plan.rows, plan.cols)
+        if self.ctx.rows is not None:   # this core's output rows only (schedule/corebands.py)
+            y0, y1 = self.ctx.rows
+            self.spatial = [(a + y0, b + y0, x0, x1) for a, b, x0, x1
+                            in spatial_tiles(y1 - y0, g.ow, plan.rows, plan.cols)]
         self.blocks = channel_blocks(g.o, plan.ocb)
         self.order = ([(s, b) for s in self.spatial for b in self.blocks]
                       if plan.order == "spatial"
@@ -418,6 +422,8 @@ class _ConvEmission:
                 [comp], self.label + " output",
                 **dma_fields(self.xouts[img], y0, y1, x0, x1, o0, o1, self.out_slots[slot]))
         self.info.tiles += 1
+        if self.ctx.on_tile is not None:
+            self.ctx.on_tile(s, b)
 
     def run(self) -> None:
         """Emit the whole op and finish its :class:`LayerInfo`."""

@@ -86,12 +86,12 @@ def lower_lut(ctx: OpContext, n: Node, info: LayerInfo) -> None:
             deps.append(em.load([last_read.get(slot)] + em.free(si, blk), lab + " input",
                                 **chunk_fields(tx, e0, e1, si)))
         else:
-            si = rx.sram + e0
+            si = rx.at(e0)
         if ro is None:
             deps += [last_store.get(slot)] + em.free(so, blk)
         else:
             deps += em.free(ro.sram, ro.nbytes)
-            so = ro.sram + e0
+            so = ro.at(e0)
         comp = em.emit(C.LutTile, deps, lab, in_sram=si, out_sram=so, lut_sram=lut_sram,
                        n=e1 - e0, tables=t, ch0=e0 % t, group=group)
         last_read[slot] = comp
