@@ -182,11 +182,13 @@ def test_depthwise_program_random_interleavings_bit_exact(tmp_path):
 
 # (channels, H x W, expand, kernel, stride, pads): kernels beyond the datapath's 5, run as
 # parts summed in int32 partials (CONV_CFG out_mode bit1): ConvMixer's 7x7 "same", 9x9, a
-# stride-2 7x7 with TF-style asymmetric padding, an even 6x6 without padding.
+# stride-2 7x7 with TF-style asymmetric padding, an even 6x6 without padding, and a wide one
+# (300 channels: 5 passes of the 64-lane datapath, the last one partial).
 SPLIT_CASES = [(8, (12, 10), 2, 7, 1, (3, 3, 3, 3)),
                (6, (13, 11), 2, 9, 1, (4, 4, 4, 4)),
                (5, (15, 14), 2, 7, 2, (2, 3, 3, 2)),
-               (4, (11, 12), 3, 6, 1, (0, 0, 0, 0))]
+               (4, (11, 12), 3, 6, 1, (0, 0, 0, 0)),
+               (50, (9, 8), 6, 7, 1, (3, 3, 3, 3))]
 
 
 @pytest.mark.parametrize("case", SPLIT_CASES,
