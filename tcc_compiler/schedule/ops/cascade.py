@@ -22,7 +22,7 @@ from tcc_compiler.schedule.cost import depthwise_parts
 from tcc_compiler.schedule.emitter import Dep, dma_fields
 from tcc_compiler.schedule.ops.context import OpContext, label, new_info
 from tcc_compiler.schedule.ops.conv import conv_setup
-from tcc_compiler.schedule.ops.dwsplit import emit_parts
+from tcc_compiler.schedule.ops.dwsplit import emit_parts, split_text
 from tcc_compiler.schedule.ops.pool import pool_cfg
 from tcc_compiler.schedule.program import SLOT_PARAMS, SLOT_SHORTCUT, SLOT_WEIGHTS, LayerInfo
 from tcc_compiler.schedule.tiling import depthwise_split
@@ -298,4 +298,6 @@ class _ChainEmission:
                          + ("; shortcut read from the input band" if i == k - 1
                             and ch.sc_shared else "")
                          + (f"; chain saves {ch.saved_bytes} DRAM bytes" if i == k - 1
-                            else ""))
+                            else "")
+                         + (split_text(g, self.ctx.t) if self.ops[i].op is Op.CONV
+                            and depthwise_split(g, self.ctx.t) else ""))

@@ -31,7 +31,7 @@ from tcc_compiler.schedule.geom import channel_blocks, conv_geom, in_box, spatia
 from tcc_compiler.schedule.ops.context import OpContext, label
 from tcc_compiler.schedule.program import SLOT_PARAMS, SLOT_SHORTCUT, SLOT_WEIGHTS, LayerInfo
 from tcc_compiler.schedule.cost import depthwise_parts
-from tcc_compiler.schedule.ops.dwsplit import emit_parts, part_weights
+from tcc_compiler.schedule.ops.dwsplit import emit_parts, part_weights, split_text
 from tcc_compiler.schedule.tiling import (ConvGeom, ConvPlan, align_up, depthwise_split,
                                           plan_conv, psum_bytes, uses_depthwise_mode,
                                           uses_image_mode)
@@ -459,3 +459,5 @@ class _ConvEmission:
                           f"{len(self.spatial)} spatial x {len(self.blocks)} channel blocks")
         if self.lut is not None:
             self.info.plan += f", {self.lut.attrs.func.value} table in the epilogue"
+        if self.split:
+            self.info.plan += split_text(g, self.ctx.t)

@@ -21,6 +21,7 @@ import numpy as np
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.spec import (CONV_FLAG_LUT, CONV_FLAG_WIDE_SHIFT, OUT_MODE_ACCUMULATE,
                                    OUT_MODE_INT32, WIDE_OUT)
+from tcc_compiler.schedule.cost import depthwise_parts
 from tcc_compiler.schedule.emitter import Dep
 from tcc_compiler.target import Target
 
@@ -40,6 +41,13 @@ def part_weights(w_ohwi: np.ndarray, parts: tuple[Part, ...], block_channels: in
         for r0, k0, h, w in parts:
             out.append(np.ascontiguousarray(w_ohwi[c0:c1, r0:r0 + h, k0:k0 + w]).tobytes())
     return b"".join(out)
+
+
+def split_text(g, t: Target) -> str:
+    """The report's tiling note of a conv run as parts of its kernel (``g`` its ConvGeom)."""
+    parts = depthwise_parts(g.kh, g.kw, t)
+    return (f", {g.kh}x{g.kw} kernel as {len(parts)} parts ("
+            + " + ".join(f"{h}x{w}" for _, _, h, w in parts) + ") summed in int32 partials")
 
 
 def _window(p0: int, k: int, n_out: int, s: int, pad_a: int, n_in: int
