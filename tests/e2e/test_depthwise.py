@@ -243,3 +243,20 @@ def test_large_kernel_parts_in_tiles_hazard_free_and_faster_than_the_array(tmp_p
     off_t = dataclasses.replace(load_target(), depthwise_mode=False)   # 7x7 on the array
     off = api.compile(path, f"{w}x{h}x{c}", calibration=calib, target=off_t).report
     assert on["estimated_cycles"] < off["estimated_cycles"] * 0.8
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("convmixer-768-32" not in zoo.NAMES, reason="no convmixer-768-32 builder")
+def test_convmixer_small_bit_exact_with_its_7x7_layers_as_parts(tmp_path):
+    """The zoo's ConvMixer-768/32 at 56x56 (an 8x8 map): its 32 7x7 depthwise convs run as
+    kernel parts on the depthwise datapath (in cascaded chains with their BatchNorm affines
+    where the planner chains them), bit-exact against the golden model."""
+    model = tmp_path / "cm.onnx"
+    zoo.save("convmixer-768-32", model, width=56, height=56, channels=3)
+    api.compile(model, "56x56x3").save(tmp_path / "out")
+    prog = load_program(tmp_path / "out")
+    finals = [c for c in _depthwise_cfgs(prog) if c.out_mode == 2]
+    assert finals and all(max(c.kh, c.kw) <= 5 for c in _depthwise_cfgs(prog))
+    assert len({id(c) for c in finals}) >= 32
+    x = np.random.default_rng(0).uniform(-2, 2, (1, 3, 56, 56)).astype(np.float32)
+    assert Checker(prog, model).check(x, prog.run(x))["bit_exact"]
