@@ -181,8 +181,9 @@ def _cycles(kind: str, **f) -> int:
                         sram_stride1=f["run_bytes"], sram_stride2=f["run_bytes"] * f["n1"])
     elif kind == "conv":
         groups = f["in_c"] // f["cin_g"]
-        regs.update(C.ConvCfg(kh=f["kh"], kw=f["kw"], sh=1, sw=1, dh=1, dw=1, out_mode=0,
-                              flags=0, group=groups, cin_g=f["cin_g"], zp_in=0, zp_out=0,
+        regs.update(C.ConvCfg(kh=f["kh"], kw=f["kw"], sh=1, sw=1, dh=1, dw=1,
+                              out_mode=f.get("out_mode", 0), flags=f.get("flags", 0),
+                              group=groups, cin_g=f["cin_g"], zp_in=0, zp_out=0,
                               zp_sc=0, act_lo=-128, act_hi=127))
         cmd = C.ConvTile(in_sram=0, w_sram=0, p_sram=0, out_sram=0, sc_sram=0,
                          in_h=f["out_h"] + f["kh"] - 1, in_w=f["out_w"] + f["kw"] - 1,

@@ -56,7 +56,8 @@ WEIGHT_HEADER_FIELDS: tuple[HeaderField, ...] = (
 
 LAYER_ENTRY_FIELDS: tuple[HeaderField, ...] = (
     ("layer_index", "I", "position in the table (0, 1, ...)"),
-    ("kind", "B", "LayerKind: 0 = conv, 1 = fully connected, 2 = lookup table"),
+    ("kind", "B", "LayerKind: 0 = conv, 1 = fully connected, 2 = lookup table, 3 = depthwise "
+                  "conv split into kernel parts"),
     ("flags", "B", "bit0 = weights blob compressed, bit1 = params blob compressed, "
               "bit2 = merged (one blob of weights + params blocks); others 0"),
     ("reserved0", "2s", "reserved, zero"),

@@ -268,10 +268,15 @@ class ConvCfg(Command):
 
     @property
     def out_bytes(self) -> int:
-        """Bytes per output element: 4 for out_mode 1 (int32), 2 if flags bit5, else 1."""
-        if self.out_mode == spec.OUT_MODE_INT32:
+        """Bytes per output element: 4 for out_mode bit0 (int32), 2 if flags bit5, else 1."""
+        if self.out_mode & spec.OUT_MODE_INT32:
             return 4
         return elem_size(self.wide, spec.WIDE_OUT)
+
+    @property
+    def accumulate(self) -> bool:
+        """True if out_mode bit1 (the tile adds the int32 partial sums at sc_sram) is set."""
+        return bool(self.out_mode & spec.OUT_MODE_ACCUMULATE)
 
     @property
     def sc_bytes(self) -> int:
@@ -339,6 +344,9 @@ class ConvTile(Command):
         ]
         if cfg.has_shortcut and cfg.out_mode == spec.OUT_MODE_INT8:
             out += box_accesses(self.sc_sram, self.out_h, self.out_w, self.oc * cfg.sc_bytes,
+                                self.sc_px_stride, self.sc_row_stride, False)
+        elif cfg.accumulate:   # the int32 partial sums
+            out += box_accesses(self.sc_sram, self.out_h, self.out_w, self.oc * 4,
                                 self.sc_px_stride, self.sc_row_stride, False)
         if cfg.has_lut:
             out.append(Access(Space.SRAM, cfg.lut_sram, cfg.lut_sram + 256, False))

@@ -240,14 +240,20 @@ CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
     ("sw", U8, "stride along W"),
     ("dh", U8, "dilation along H"),
     ("dw", U8, "dilation along W"),
-    ("out_mode", U8, "0 = int8 requantized, 1 = int32 raw accumulator + bias"),
+    ("out_mode", U8, "bit0: 0 = int8 requantized, 1 = int32 raw accumulator + bias; bit1 = "
+                     "accumulate (depthwise mode only, no shortcut, int8 weights): the "
+                     "accumulator starts from the int32 partial [out_h, out_w, oc] at the "
+                     "tile's sc_sram (sc strides) instead of the bias, acc = wrap32(partial + "
+                     "conv_accumulate(...)), and the records' bias is not added (one part of "
+                     "a kernel larger than the target's depthwise_max_kernel)"),
     ("flags", U8, "bit0 = has_shortcut (fused residual add); bit1 = image mode (kw taps x "
                   "cin_g channels of a row form one array input vector, needs one group and "
                   "kw * cin_g <= array_in_channels); bit2 = depthwise mode (the depthwise "
                   "datapath, not the MAC array: cin_g = 1, oc = in_c, kernel and stride "
                   "within the target's depthwise limits, dilation 1); bit3 = LUT epilogue "
                   "(the int8 output goes through the 256-entry table at lut_sram: "
-                  "out = lut[y + 128]; needs out_mode 0); bits 4-6 = element widths "
+                  "out = lut[y + 128]; needs an int8 output, out_mode 0 or 2); bits 4-6 = "
+                  "element widths "
                   "(mixed precision): bit4 = input int16, bit5 = output int16 (needs "
                   "out_mode 0, no LUT), bit6 = shortcut int16, clear = int8; bit7 = weights "
                   "int16 (2 bytes LE per weight, 64-bit accumulator, needs out_mode 0 and "
@@ -279,8 +285,9 @@ CONV_TILE = _command("CONV_TILE", 0x4, Queue.COMPUTE, [
                     "bit7)", Display.SRAM),
     ("p_sram", U32, "oc parameter records of 16 bytes", Display.SRAM),
     ("out_sram", U32, "output [out_h, out_w, oc]: int8 (int16 LE if flags bit5), or int32 LE "
-                      "if out_mode 1", Display.SRAM),
-    ("sc_sram", U32, "shortcut int8/int16 [out_h, out_w, oc] (if flags bit0)", Display.SRAM),
+                      "if out_mode bit0", Display.SRAM),
+    ("sc_sram", U32, "shortcut int8/int16 [out_h, out_w, oc] (if flags bit0), or the int32 "
+                     "partial sums [out_h, out_w, oc] (if out_mode bit1)", Display.SRAM),
     ("in_h", U16, "input tile height (rows, halo included)"),
     ("in_w", U16, "input tile width (columns)"),
     ("in_c", U16, "input tile channels (whole groups)"),
@@ -296,7 +303,12 @@ CONV_TILE = _command("CONV_TILE", 0x4, Queue.COMPUTE, [
     *_tensor_stride_fields("sc", "shortcut"),
 ], "Convolve one tile with the current CONV_CFG: acc = conv_accumulate(input padded with "
    "zp_in, weights, groups = in_c / cin_g); out_mode 0 -> conv_epilogue (requantize, optional "
-   "shortcut, clamp) to int8; out_mode 1 -> acc + bias as int32. " + _STRIDE_DOC)
+   "shortcut, clamp) to int8; out_mode 1 -> acc + bias as int32. With out_mode bit1 "
+   "(accumulate) the int32 partial at sc_sram takes the bias's place: out_mode 2 -> "
+   "conv_epilogue of wrap32(partial + acc) with no bias, out_mode 3 -> wrap32(partial + acc) "
+   "as int32 (it may be written over the partial it read). A depthwise kernel larger than "
+   "the datapath's runs as parts: the first in out_mode 1, the others in mode 3, the last in "
+   "mode 2 (specs/target.md, 'Large depthwise kernels'). " + _STRIDE_DOC)
 
 POOL_CFG = _command("POOL_CFG", 0x5, Queue.COMPUTE, [
     ("kind", U8, "0 = max, 1 = average"),
@@ -497,6 +509,8 @@ class FieldCode(enum.IntEnum):
 # CONV_CFG register values with a fixed meaning.
 OUT_MODE_INT8 = 0
 OUT_MODE_INT32 = 1
+#: CONV_CFG out_mode bit1: the tile adds its int32 partial sums at sc_sram instead of the bias.
+OUT_MODE_ACCUMULATE = 2
 CONV_FLAG_SHORTCUT = 0x01
 CONV_FLAG_IMAGE = 0x02
 CONV_FLAG_DEPTHWISE = 0x04

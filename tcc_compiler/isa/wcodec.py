@@ -59,6 +59,9 @@ class LayerKind(enum.IntEnum):
     CONV = 0
     FC = 1
     LUT = 2   # lookup-table activation: weights = T tables x 256 int8, params T zero records
+    #: depthwise conv run as parts of its kernel: each block's weights part after part
+    #: (specs/weights.md, "Split depthwise layers")
+    DW_SPLIT = 3
 
 
 @dataclass(frozen=True)

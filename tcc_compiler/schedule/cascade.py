@@ -34,7 +34,7 @@ from tcc_compiler.isa.spec import PARAM_RECORD_BYTES
 from tcc_compiler.quant.params import pool_divisors
 from tcc_compiler.schedule import cost
 from tcc_compiler.schedule.tiling import (ConvGeom, Residency, align_up, candidate_extents,
-                                          pixel_cycles, plan_conv)
+                                          depthwise_split, pixel_cycles, plan_conv)
 from tcc_compiler.target import Target
 
 log = logging.getLogger(__name__)
@@ -245,6 +245,17 @@ def _side_in_band(ch: Chain, bands, res: Residency) -> bool:
                and gs.in_rows(b[-1][0], b[-1][1])[1] <= b[0][3] for b in bands)
 
 
+def cascade_psum_bytes(ch: Chain, t: Target, al: int, bands=None) -> int:
+    """SRAM bytes of the int32 partial-sum buffer the chain's depthwise convs run as kernel
+    parts need (one, shared: the compute queue runs their tiles in order; 0 for none): the
+    largest such op's band of output rows x full width x channels x 4 bytes (``bands``: a
+    candidate's, default the chain's plan)."""
+    bands = ch.bands if bands is None else bands
+    return max((align_up(max(b[i][1] - b[i][0] for b in bands) * g.ow * g.o * 4, al)
+                for i, g in enumerate(ch.geoms) if g.has_weights and depthwise_split(g, t)),
+               default=0)
+
+
 def _band_sram(ch: Chain, bands, rows: int, res: Residency, sc_sep: bool, al: int) -> int:
     """SRAM bytes of a band plan's buffers, weights excluded."""
     g0, gl = ch.geoms[0], ch.geoms[-1]
@@ -304,7 +315,8 @@ def plan_chain(ch: Chain, t: Target, budget: int, res: Residency) -> bool:
             continue   # the side op's rows must lie in the input band
         shared = _shares_input(ch, bands)
         sc_sep = gl.has_shortcut and not shared and not res.sc and gs is None
-        need = w_sram + _band_sram(ch, bands, rows, res, sc_sep, al)
+        need = (w_sram + _band_sram(ch, bands, rows, res, sc_sep, al)
+                + cascade_psum_bytes(ch, t, al, bands))
         if need > budget:
             continue
         est, in_bytes = _band_cycles(ch, t, bands, rows, res, sc_sep, w_dram)

@@ -16,7 +16,9 @@ terms):
   ceil(kw * cin_g / array_in) * ceil(oc / array_out)`` (:func:`conv_pixel_cycles`). In
   depthwise mode (flags bit2) the tile runs on the depthwise datapath: ``out_h * out_w *
   ceil(oc / depthwise_channels_per_cycle) * ceil(kh * kw / depthwise_taps_per_cycle)``
-  (:func:`depthwise_pixel_cycles`).
+  (:func:`depthwise_pixel_cycles`), plus ``depthwise_accumulate_cycles`` per pixel and channel
+  pass in accumulate mode (out_mode bit1: one part of a kernel larger than
+  ``depthwise_max_kernel``, :func:`depthwise_parts`).
 * CONV_TILE with a LUT epilogue (flags bit3): as without it; the lookup is assumed pipelined
   with the output stage's requantization (specs/target.md). Channel views, concat/slice copies
   and nearest resize are DMA commands only, costed as every DMA.
@@ -42,11 +44,12 @@ has finished.
 
 from __future__ import annotations
 
+import functools
 import math
 
 from tcc_compiler.isa import commands as C
-from tcc_compiler.isa.spec import (CONV_FLAG_DEPTHWISE, CONV_FLAG_IMAGE, WAIT_NONE, WIDE_IN,
-                                   Queue)
+from tcc_compiler.isa.spec import (CONV_FLAG_DEPTHWISE, CONV_FLAG_IMAGE, OUT_MODE_ACCUMULATE,
+                                   WAIT_NONE, WIDE_IN, Queue)
 from tcc_compiler.target import Target
 
 
@@ -126,12 +129,60 @@ def conv_pixel_cycles(kh: int, kw: int, oc: int, cin_g: int, groups: int, image:
     return kh * kw * math.ceil(groups / p) * math.ceil(p * og / ao) * math.ceil(p * cin_g / ai)
 
 
-def depthwise_pixel_cycles(kh: int, kw: int, c: int, t: Target) -> int:
+def depthwise_pixel_cycles(kh: int, kw: int, c: int, t: Target,
+                           accumulate: bool = False) -> int:
     """Depthwise-datapath cycles per output pixel of a depthwise conv tile (CONV_CFG flags
     bit2) of ``c`` channels and a ``kh`` x ``kw`` kernel: ``ceil(c /
-    depthwise_channels_per_cycle) * ceil(kh * kw / depthwise_taps_per_cycle)``."""
-    return (math.ceil(c / t.depthwise_channels_per_cycle)
-            * math.ceil(kh * kw / t.depthwise_taps_per_cycle))
+    depthwise_channels_per_cycle) * ceil(kh * kw / depthwise_taps_per_cycle)``, plus
+    ``depthwise_accumulate_cycles`` per channel pass for a tile in accumulate mode
+    (``accumulate``: CONV_CFG out_mode bit1, an ASSUMPTION, specs/target.md). A kernel larger
+    than ``depthwise_max_kernel`` is the sum over its parts (:func:`depthwise_parts`): each
+    part's tap passes, and the accumulate cycles of every part but the first."""
+    passes = (_split_cost(kh, kw, t)[0] if max(kh, kw) > t.depthwise_max_kernel
+              else math.ceil(kh * kw / t.depthwise_taps_per_cycle))
+    if accumulate:
+        passes += t.depthwise_accumulate_cycles
+    return math.ceil(c / t.depthwise_channels_per_cycle) * passes
+
+
+def depthwise_parts(kh: int, kw: int, t: Target) -> tuple[tuple[int, int, int, int], ...]:
+    """The parts ``(r0, c0, h, w)`` (kernel rows ``r0 .. r0 + h - 1``, columns ``c0 .. c0 + w
+    - 1``) a ``kh`` x ``kw`` depthwise kernel runs as on the depthwise datapath, each at most
+    ``depthwise_max_kernel`` square (specs/target.md, "Large depthwise kernels"): the
+    guillotine partition (cut whole rows or whole columns, recursively) with the fewest cycles
+    per output pixel, ``sum(ceil(h * w / depthwise_taps_per_cycle)) + (parts - 1) *
+    depthwise_accumulate_cycles``; ties go to fewer parts, then to the earlier cut. One part,
+    the whole kernel, when it fits. Row-major order (by ``r0``, then ``c0``)."""
+    return tuple(sorted(_place_parts(kh, kw, t, 0, 0)))
+
+
+def _place_parts(h: int, w: int, t: Target, r0: int, c0: int) -> list:
+    """:func:`_split_cost`'s partition of an ``h`` x ``w`` block placed at ``(r0, c0)``."""
+    cut = _split_cost(h, w, t)[2]
+    if cut is None:
+        return [(r0, c0, h, w)]
+    axis, a = cut
+    if axis == 0:
+        return _place_parts(a, w, t, r0, c0) + _place_parts(h - a, w, t, r0 + a, c0)
+    return _place_parts(h, a, t, r0, c0) + _place_parts(h, w - a, t, r0, c0 + a)
+
+
+@functools.lru_cache(maxsize=256)
+def _split_cost(h: int, w: int, t: Target) -> tuple[int, int, tuple[int, int] | None]:
+    """(cycles per pixel and channel pass, parts, cut) of the best guillotine partition of an
+    ``h`` x ``w`` block (:func:`depthwise_parts`); ``cut`` = (0, rows) or (1, columns) of the
+    first piece, None when the block is one part."""
+    best = None
+    if max(h, w) <= t.depthwise_max_kernel:
+        best = (math.ceil(h * w / t.depthwise_taps_per_cycle), 1, None)
+    for axis, n in ((0, h), (1, w)):
+        for a in range(1, n):
+            p1 = _split_cost(a, w, t) if axis == 0 else _split_cost(h, a, t)
+            p2 = _split_cost(h - a, w, t) if axis == 0 else _split_cost(h, w - a, t)
+            cand = (p1[0] + p2[0] + t.depthwise_accumulate_cycles, p1[1] + p2[1], (axis, a))
+            if best is None or cand[:2] < best[:2]:
+                best = cand
+    return best
 
 
 def vector_cycles(elements: int, t: Target, wide: bool = False) -> int:
@@ -167,7 +218,8 @@ def command_cycles(cmd: C.Command, regs: C.Registers, t: Target) -> int:
         rate = int16_rate(bool(cfg.wide & WIDE_IN), cfg.wide_weights, t)
         if cfg.flags & CONV_FLAG_DEPTHWISE:
             return t.compute_setup_cycles + rate * cmd.out_h * cmd.out_w * \
-                depthwise_pixel_cycles(cfg.kh, cfg.kw, cmd.oc, t)
+                depthwise_pixel_cycles(cfg.kh, cfg.kw, cmd.oc, t,
+                                       bool(cfg.out_mode & OUT_MODE_ACCUMULATE))
         groups = max(1, cmd.in_c // cfg.cin_g)
         image = bool(cfg.flags & CONV_FLAG_IMAGE)
         return t.compute_setup_cycles + rate * cmd.out_h * cmd.out_w * conv_pixel_cycles(

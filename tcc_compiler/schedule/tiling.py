@@ -146,10 +146,33 @@ def uses_image_mode(g: ConvGeom, t: Target) -> bool:
 def uses_depthwise_mode(g: ConvGeom, t: Target) -> bool:
     """True when the conv runs on the depthwise datapath (CONV_CFG flags bit2): the target has
     it, the op has weights, one input and one output channel per group (``group = c = o``),
-    dilation 1, kernel <= ``depthwise_max_kernel`` and stride <= ``depthwise_max_stride``."""
+    dilation 1, stride <= ``depthwise_max_stride`` and kernel <= ``depthwise_max_kernel``, or
+    a larger kernel run as parts (:func:`depthwise_split`)."""
     return (t.depthwise_mode and g.has_weights and g.group > 1 and g.group == g.c == g.o
-            and g.dh == g.dw == 1 and max(g.kh, g.kw) <= t.depthwise_max_kernel
-            and max(g.sh, g.sw) <= t.depthwise_max_stride)
+            and g.dh == g.dw == 1 and max(g.sh, g.sw) <= t.depthwise_max_stride
+            and (max(g.kh, g.kw) <= t.depthwise_max_kernel or _splittable(g)))
+
+
+def _splittable(g: ConvGeom) -> bool:
+    """A depthwise conv whose parts can be summed in int32 partials (CONV_CFG out_mode bit1):
+    int8 weights (int16 ones accumulate in 64 bits) and no fused shortcut (the partial takes
+    the shortcut operand's place)."""
+    return g.w_elem_bytes == 1 and not g.has_shortcut
+
+
+def depthwise_split(g: ConvGeom, t: Target) -> bool:
+    """True when the conv runs on the depthwise datapath as parts of its kernel
+    (:func:`~tcc_compiler.schedule.cost.depthwise_parts`): its kernel exceeds
+    ``depthwise_max_kernel``; each tile then needs an int32 partial-sum buffer of its output
+    size (specs/target.md, "Large depthwise kernels")."""
+    return max(g.kh, g.kw) > t.depthwise_max_kernel and uses_depthwise_mode(g, t)
+
+
+def psum_bytes(g: ConvGeom, rows: int, cols: int, ocb: int, t: Target, al: int) -> int:
+    """SRAM bytes of a tile's int32 partial sums (``rows`` x ``cols`` x ``ocb``, ``al``-aligned)
+    when the conv runs as parts (:func:`depthwise_split`), else 0. One buffer: the parts of a
+    tile run back to back on the in-order compute queue."""
+    return align_up(rows * cols * ocb * 4, al) if depthwise_split(g, t) else 0
 
 
 def pixel_cycles(g: ConvGeom, oc: int, t: Target) -> int:
@@ -222,12 +245,13 @@ def _block_candidates(g: ConvGeom, t: Target) -> tuple[int, ...]:
 
 
 def _fit(g: ConvGeom, rows: int, cols: int, ocb: int, nb: int, al: int, budget: int,
-         res: Residency) -> tuple[int, int] | None:
+         res: Residency, psum: int = 0) -> tuple[int, int] | None:
     """(working set bytes, weight buffers) of a tile shape within ``budget``, weights
-    single-buffered if double-buffering does not fit; None when it does not fit."""
-    need = working_set(g, rows, cols, ocb, nb, al, res=res)
+    single-buffered if double-buffering does not fit; None when it does not fit (``psum``:
+    the tile's partial-sum bytes, :func:`psum_bytes`)."""
+    need = working_set(g, rows, cols, ocb, nb, al, res=res) + psum
     if need > budget and nb > 1:  # single-buffer the weights (no prefetch)
-        need = working_set(g, rows, cols, ocb, nb, al, wbufs=1, res=res)
+        need = working_set(g, rows, cols, ocb, nb, al, wbufs=1, res=res) + psum
         return (need, 1) if need <= budget else None
     return (need, 2) if need <= budget else None
 
@@ -296,7 +320,8 @@ def _plan_conv(g: ConvGeom, t: Target, sram_budget: int, res: Residency,
         nb = math.ceil(g.o / ocb)
         for rows in candidate_extents(g.oh):
             for cols in candidate_extents(g.ow):
-                fit = _fit(g, rows, cols, ocb, nb, al, sram_budget, res)
+                fit = _fit(g, rows, cols, ocb, nb, al, sram_budget, res,
+                           psum_bytes(g, rows, cols, ocb, t, al))
                 if fit is None:
                     continue
                 need, wbufs = fit

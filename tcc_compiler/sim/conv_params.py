@@ -47,7 +47,7 @@ class ConvParamCache:
         """Decode ``raw`` (uint8, ``oc * 16`` bytes of SRAM) for a tile under ``cfg``.
 
         Raises:
-            ValueError: reserved bytes not zero; for out_mode 0, a shift outside 1..62 or a
+            ValueError: reserved bytes not zero; for out_mode 0 or 2, a shift outside 1..62 or a
                 negative multiplier, or with int16 weights (flags bit7) a multiplier M of
                 2**15 or more (the executor names the command).
         """
@@ -60,7 +60,7 @@ class ConvParamCache:
         if p["reserved"].any():
             raise ValueError("parameter record reserved bytes not zero")
         consts = jit_params = None
-        if cfg.out_mode == spec.OUT_MODE_INT8:
+        if not cfg.out_mode & spec.OUT_MODE_INT32:   # requantized (also when accumulating)
             if p["shift"].min() < 1 or p["shift"].max() > SHIFT_MAX:
                 raise ValueError("parameter shift outside 1..62")
             if p["mult"].min() < 0 or p["sc_mult"].min() < 0:

@@ -99,8 +99,11 @@ def _conv_flags_problem(cfg: ConvCfg, t: ConvTile, array_in: int) -> str | None:
         return f"CONV_CFG reserved flag bits set ({cfg.flags:#x})"
     if cfg.wide_weights and cfg.out_mode != spec.OUT_MODE_INT8:
         return f"CONV_CFG flags {cfg.flags:#x}: int16 weights need out_mode 0"
-    if cfg.wide & spec.WIDE_OUT and (cfg.has_lut or cfg.out_mode != spec.OUT_MODE_INT8):
+    if cfg.wide & spec.WIDE_OUT and (cfg.has_lut or cfg.out_mode & spec.OUT_MODE_INT32):
         return f"CONV_CFG flags {cfg.flags:#x}: int16 output with a LUT epilogue or int32"
+    if cfg.accumulate and (cfg.has_shortcut or not cfg.flags & spec.CONV_FLAG_DEPTHWISE):
+        return (f"CONV_CFG out_mode {cfg.out_mode} (accumulate) needs depthwise mode and no "
+                f"shortcut (flags {cfg.flags:#x})")
     if cfg.flags & spec.CONV_FLAG_DEPTHWISE and (
             cfg.flags & spec.CONV_FLAG_IMAGE or cfg.cin_g != 1 or t.oc != t.in_c):
         return (f"depthwise mode needs cin_g 1, oc == in_c and no image mode "
@@ -109,6 +112,11 @@ def _conv_flags_problem(cfg: ConvCfg, t: ConvTile, array_in: int) -> str | None:
         return (f"image mode needs one group per tile and kw * cin_g <= {array_in} "
                 f"(in_c {t.in_c}, cin_g {cfg.cin_g}, kw {cfg.kw})")
     return None
+
+
+def _wrap32(a: np.ndarray) -> np.ndarray:
+    """int64 ``a`` wrapped to int32 (two's complement, the 32-bit accumulator)."""
+    return (((a + 2 ** 31) % 2 ** 32) - 2 ** 31).astype(np.int32)
 
 
 def _conv_out(n_in: int, pad_a: int, pad_b: int, k: int, s: int, d: int) -> int:
@@ -444,13 +452,15 @@ class Executor:
             raise self._err(i, t, "no CONV_CFG before this tile")
         if min(cfg.kh, cfg.kw, cfg.sh, cfg.sw, cfg.dh, cfg.dw, cfg.cin_g) == 0:
             raise self._err(i, t, "CONV_CFG has a zero kernel/stride/dilation/cin_g")
-        if cfg.out_mode not in (spec.OUT_MODE_INT8, spec.OUT_MODE_INT32):
+        if cfg.out_mode > spec.OUT_MODE_INT32 | spec.OUT_MODE_ACCUMULATE:
             raise self._err(i, t, f"CONV_CFG out_mode {cfg.out_mode} unknown")
         problem = _conv_flags_problem(cfg, t, self.target.array_in_channels)
         if problem:
             raise self._err(i, t, problem)
-        if (cfg.has_shortcut or cfg.has_lut) and cfg.out_mode != spec.OUT_MODE_INT8:
-            raise self._err(i, t, "shortcut and LUT epilogue need out_mode 0 (int8)")
+        if cfg.has_shortcut and cfg.out_mode != spec.OUT_MODE_INT8:
+            raise self._err(i, t, "shortcut needs out_mode 0 (int8)")
+        if cfg.has_lut and cfg.out_mode & spec.OUT_MODE_INT32:
+            raise self._err(i, t, "LUT epilogue needs an int8 output (out_mode 0 or 2)")
         if t.in_c == 0 or t.oc == 0 or t.in_c % cfg.cin_g:
             raise self._err(i, t, f"in_c {t.in_c} is not a non-zero multiple of cin_g "
                                   f"{cfg.cin_g}")
@@ -480,8 +490,14 @@ class Executor:
                                 (cfg.sh, cfg.sw), t.pads, (cfg.dh, cfg.dw))
         n_out = oh * ow * t.oc
         read = x.nbytes + w.nbytes + p.size * spec.PARAM_RECORD_BYTES
+        if cfg.accumulate:   # the partial replaces the bias: the epilogue adds bias back
+            part = self._sram_box(i, t, "partial sums", t.sc_sram, (oh, ow, t.oc),
+                                  t.sc_px_stride, t.sc_row_stride, np.dtype("<i4"))
+            read += part.nbytes
+            acc = _wrap32(np.asarray(acc, np.int64) + part.astype(np.int64)
+                          - p["bias"].astype(np.int64))
         direct = None
-        if cfg.out_mode == spec.OUT_MODE_INT8:
+        if not cfg.out_mode & spec.OUT_MODE_INT32:
             sc = None
             if cfg.has_shortcut:
                 sc = self._sram_box(i, t, "shortcut", t.sc_sram, (oh, ow, t.oc),

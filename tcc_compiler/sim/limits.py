@@ -77,6 +77,9 @@ def _conv_extents(t: ConvTile, cfg: ConvCfg) -> list[tuple[str, int, int]]:
     if cfg.has_shortcut:
         out += _box("shortcut", t.sc_sram, t.out_h, t.out_w, t.oc * cfg.sc_bytes,
                     t.sc_px_stride, t.sc_row_stride)
+    elif cfg.accumulate:
+        out += _box("partial sums", t.sc_sram, t.out_h, t.out_w, t.oc * 4, t.sc_px_stride,
+                    t.sc_row_stride)
     out += _box("output", t.out_sram, t.out_h, t.out_w, t.oc * elem, t.out_px_stride,
                 t.out_row_stride)
     return out

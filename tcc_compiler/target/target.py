@@ -55,6 +55,11 @@ class Target:
             (optional key, default 9: one 3x3 window).
         depthwise_max_kernel: largest kernel height/width of depthwise mode (default 5).
         depthwise_max_stride: largest stride of depthwise mode (default 2); its dilation is 1.
+        depthwise_accumulate_cycles: an ASSUMPTION: cycles per output pixel and channel pass
+            a depthwise tile in accumulate mode (CONV_CFG out_mode bit1: a part of a kernel
+            larger than ``depthwise_max_kernel``) spends loading its int32 partial sums into
+            the accumulators before its taps, not overlapped with them (optional key, default
+            1: one 64-lane int32 vector per cycle; recorded only when not the default).
         int16_rate_divisor: an ASSUMPTION: a compute tile with int16 activations (mixed
             precision) takes this many times the cycles of the same int8 tile, on the MAC
             array, the depthwise datapath and the vector unit alike (optional key
@@ -90,6 +95,7 @@ class Target:
     depthwise_taps_per_cycle: int = 9
     depthwise_max_kernel: int = 5
     depthwise_max_stride: int = 2
+    depthwise_accumulate_cycles: int = 1
     int16_rate_divisor: int = 2
     cores: int = 1
     sem_latency_cycles: int = 100
@@ -133,10 +139,11 @@ class Target:
         """Field -> value of the hardware fields; a target without depthwise mode records no
         ``depthwise_*`` field (so it reads and hashes as targets did before the datapath
         existed, and manifests written then still load); likewise ``int16_rate_divisor`` is
-        recorded only when it is not the default 2, and ``cores`` only when it is not 1."""
+        recorded only when it is not the default 2, ``cores`` only when it is not 1 and
+        ``depthwise_accumulate_cycles`` only when it is not 1."""
         return {f: getattr(self, f) for f in _RECORDED
                 if (self.depthwise_mode or not f.startswith("depthwise_"))
-                and (f not in ("int16_rate_divisor", "cores")
+                and (f not in ("int16_rate_divisor", "cores", "depthwise_accumulate_cycles")
                      or getattr(self, f) != _OPTIONAL[f])
                 and (f != "sem_latency_cycles" or self.cores > 1)}
 
@@ -182,14 +189,15 @@ _FIELDS = {
     "compute": ["macs_per_cycle", "array_in_channels", "array_out_channels", "clock_hz",
                 "vector_lanes", "compute_setup_cycles", "depthwise_channels_per_cycle",
                 "depthwise_taps_per_cycle", "depthwise_max_kernel", "depthwise_max_stride",
-                "int16_rate_divisor", "cores", "sem_latency_cycles"],
+                "depthwise_accumulate_cycles", "int16_rate_divisor", "cores", "sem_latency_cycles"],
     "memory": ["sram_capacity_bytes", "sram_align_bytes", "dram_bandwidth_bytes_per_s",
                "dma_setup_cycles", "dram_align_bytes", "decompress_bytes_per_cycle"],
 }
 #: Keys a target file may omit, with their defaults.
 _OPTIONAL = {"decompress_bytes_per_cycle": 16, "image_mode": False, "depthwise_mode": False,
              "depthwise_channels_per_cycle": 64, "depthwise_taps_per_cycle": 9,
-             "depthwise_max_kernel": 5, "depthwise_max_stride": 2, "int16_rate_divisor": 2,
+             "depthwise_max_kernel": 5, "depthwise_max_stride": 2,
+             "depthwise_accumulate_cycles": 1, "int16_rate_divisor": 2,
              "cores": 1, "sem_latency_cycles": 100}
 #: Boolean fields (TOML section ``compute``).
 _BOOLS = ("image_mode", "depthwise_mode")

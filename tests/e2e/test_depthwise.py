@@ -178,3 +178,85 @@ def test_depthwise_program_random_interleavings_bit_exact(tmp_path):
     ref = prog.executor.run(q)
     for seed in range(8):
         assert prog.executor.run(q, schedule="random", seed=seed) == ref, seed
+
+
+# (channels, H x W, expand, kernel, stride, pads): kernels beyond the datapath's 5, run as
+# parts summed in int32 partials (CONV_CFG out_mode bit1): ConvMixer's 7x7 "same", 9x9, a
+# stride-2 7x7 with TF-style asymmetric padding, an even 6x6 without padding, and a wide one
+# (300 channels: 5 passes of the 64-lane datapath, the last one partial).
+SPLIT_CASES = [(8, (12, 10), 2, 7, 1, (3, 3, 3, 3)),
+               (6, (13, 11), 2, 9, 1, (4, 4, 4, 4)),
+               (5, (15, 14), 2, 7, 2, (2, 3, 3, 2)),
+               (4, (11, 12), 3, 6, 1, (0, 0, 0, 0)),
+               (50, (9, 8), 6, 7, 1, (3, 3, 3, 3))]
+
+
+@pytest.mark.parametrize("case", SPLIT_CASES,
+                         ids=[f"c{c[0]}k{c[3]}s{c[4]}" for c in SPLIT_CASES])
+def test_large_kernel_runs_as_parts_bit_exact(tmp_path, case):
+    """A depthwise kernel larger than depthwise_max_kernel runs on the depthwise datapath as
+    parts of at most 5x5 (the first writing acc + bias as int32, the others accumulating, the
+    last requantizing), bit-exact against the golden model's whole-kernel conv."""
+    c, (h, w), e, k, s, pad = case
+    prog, results = _compile_run(tmp_path, inverted_residual(c, (h, w), e, k, s, pad, 3),
+                                 c, h, w)
+    cfgs = _depthwise_cfgs(prog)
+    assert cfgs and all(max(g.kh, g.kw) <= 5 and g.sh == s for g in cfgs)
+    assert {g.out_mode for g in cfgs} == {1, 3, 2}   # first, middle and last parts
+    assert all(r["bit_exact"] for r in results)
+    assert min(r["sqnr_db"] for r in results) >= 20.0
+
+
+def test_large_kernel_parts_in_tiles_hazard_free_and_faster_than_the_array(tmp_path):
+    """With a small SRAM the 7x7 depthwise conv runs in spatial tiles and channel blocks, each
+    with its int32 partial buffer: no hazard, 6 random interleavings of the queues give the
+    in-order result, and the estimate is well below the same block on the MAC array."""
+    import dataclasses
+
+    from tcc_compiler.sim.hazards import check_stream
+
+    c, h, w = 16, 18, 18
+    tgt = load_target().with_sram(24 * 1024)
+    model = inverted_residual(c, (h, w), 4, 7, 1, (3,) * 4, 8)
+    prog, results = _compile_run(tmp_path, model, c, h, w, target=tgt, n=1)
+    assert results[0]["bit_exact"]
+    tiles, in_dw = [], False
+    for cmd in prog.cmd.commands:
+        if isinstance(cmd, C.ConvCfg):
+            in_dw = bool(cmd.flags & CONV_FLAG_DEPTHWISE) and cmd.out_mode == 2
+        elif isinstance(cmd, C.ConvTile) and in_dw:
+            tiles.append(cmd)
+    assert len(tiles) > 1 and any(t.out_h < h or t.oc < c * 4 for t in tiles)
+    cmds = list(prog.cmd.commands)
+    sizes = {C.Space.SRAM: tgt.sram_capacity_bytes, C.Space.ACT: prog.cmd.act_arena_bytes,
+             C.Space.INPUT: prog.cmd.input_bytes, C.Space.OUTPUT: prog.cmd.output_bytes,
+             C.Space.WEIGHTS: len(prog.weights.data)}
+    assert check_stream(cmds, sizes) == []
+    x = np.random.default_rng(9).uniform(-2, 2, (1, c, h, w)).astype(np.float32)
+    q = prog.quantize(x)
+    ref = prog.executor.run(q)
+    for seed in range(6):
+        assert prog.executor.run(q, schedule="random", seed=seed) == ref, seed
+    path = tmp_path / "m.onnx"
+    calib = [np.random.default_rng(2).uniform(-2, 2, (1, c, h, w)).astype(np.float32)]
+    on = api.compile(path, f"{w}x{h}x{c}", calibration=calib).report
+    off_t = dataclasses.replace(load_target(), depthwise_mode=False)   # 7x7 on the array
+    off = api.compile(path, f"{w}x{h}x{c}", calibration=calib, target=off_t).report
+    assert on["estimated_cycles"] < off["estimated_cycles"] * 0.8
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("convmixer-768-32" not in zoo.NAMES, reason="no convmixer-768-32 builder")
+def test_convmixer_small_bit_exact_with_its_7x7_layers_as_parts(tmp_path):
+    """The zoo's ConvMixer-768/32 at 56x56 (an 8x8 map): its 32 7x7 depthwise convs run as
+    kernel parts on the depthwise datapath (in cascaded chains with their BatchNorm affines
+    where the planner chains them), bit-exact against the golden model."""
+    model = tmp_path / "cm.onnx"
+    zoo.save("convmixer-768-32", model, width=56, height=56, channels=3)
+    api.compile(model, "56x56x3").save(tmp_path / "out")
+    prog = load_program(tmp_path / "out")
+    finals = [c for c in _depthwise_cfgs(prog) if c.out_mode == 2]
+    assert finals and all(max(c.kh, c.kw) <= 5 for c in _depthwise_cfgs(prog))
+    assert len({id(c) for c in finals}) >= 32
+    x = np.random.default_rng(0).uniform(-2, 2, (1, 3, 56, 56)).astype(np.float32)
+    assert Checker(prog, model).check(x, prog.run(x))["bit_exact"]

@@ -113,3 +113,97 @@ def test_target_depthwise_fields_round_trip_and_old_targets_hash_as_before():
     d_off = off.to_dict()
     assert not any(k.startswith("depthwise_") for k in d_off)   # as before the unit existed
     assert Target.from_dict(d_off) == dataclasses.replace(off, source="")
+
+
+def _acc_program(k=3, c=8, modes=(1, 3, 2), flags=DW, io=0):
+    """One 6 x 6 x c tile (pad 1) convolved ``len(modes)`` times with the same k x k kernel,
+    the out_modes ``modes`` chaining an int32 partial at 0x2000 (CONV_CFG out_mode bit1), the
+    last part's int8 output at 0x1400; with ``io`` > 0 the input, weights and params are
+    loaded from INPUT offsets 0, 0x400, 0x1000 (``io`` bytes) and the output stored to OUTPUT."""
+    from tcc_compiler.isa.spec import Region, dram_address
+
+    cmds = []
+    if io:
+        cmds += [C.DmaLoad(dram_address(Region.INPUT, a), a, n, 1, 1, 0, 0, 0, 0)
+                 for a, n in ((0, 36 * c), (0x400, c * k * k), (0x1000, 16 * c))]
+    for j, mode in enumerate(modes):
+        out = 0x2000 if mode & spec.OUT_MODE_INT32 else 0x1400
+        cmds += [C.ConvCfg(k, k, 1, 1, 1, 1, mode, flags, c, 1, 0, 0, 0, -128, 127),
+                 C.ConvTile(0, 0x400, 0x1000, out, 0 if j == 0 else 0x2000, 6, 6, c, c, 6, 6,
+                            1, 1, 1, 1, wait_load=0 if io and j == 0 else 7)]
+    if io:
+        cmds.append(C.DmaStore(dram_address(Region.OUTPUT, 0), 0x1400, 36 * c, 1, 1, 0, 0, 0,
+                               0, wait_compute=0))
+    return read_cmd_file(write_cmd_file(cmds + [C.End()], sram_peak_bytes=1 << 14,
+                                        act_arena_bytes=0, input_bytes=max(io, 64),
+                                        output_bytes=max(36 * c, 64), tool_version="t"),
+                         "prog/npu_cmd.bin")
+
+
+def test_accumulate_mode_sums_parts_into_the_partial_and_replaces_the_bias():
+    """Three parts of the same kernel in out_modes 1, 3, 2 give the epilogue of 3 x acc +
+    bias (the bias added once, by the first part; acc from a plain numpy loop)."""
+    from tcc_compiler.numerics.epilogue import conv_epilogue_int64
+
+    c = 8
+    rng = np.random.default_rng(3)
+    x = rng.integers(-128, 128, (6, 6, c), dtype=np.int8)
+    w = rng.integers(-127, 128, (c, 3, 3, 1), dtype=np.int8)
+    bias = rng.integers(-5000, 5000, c).astype(np.int32)
+    mult = np.full(c, 1 << 29, np.int64)
+    shift = np.full(c, 36, np.int64)
+    inp = bytearray(0x1000 + 16 * c)
+    inp[0:x.size] = x.tobytes()
+    inp[0x400:0x400 + w.size] = w.tobytes()
+    inp[0x1000:] = spec.pack_conv_params(bias, mult, shift)
+    out = Executor(_acc_program(c=c, io=len(inp)), None, TGT).run(bytes(inp))
+    acc = 3 * _reference(x, 0, w, 1, (1, 1, 1, 1)).astype(np.int64)
+    want = conv_epilogue_int64(acc, bias, mult, shift, 0, -128, 127, None, 0, None, np.int8)
+    got = np.frombuffer(out, np.int8)[:36 * c].reshape(6, 6, c)
+    assert np.array_equal(got, want)
+    # the single-part program gives acc once: the partial sums really carried two more
+    once = Executor(_acc_program(c=c, modes=(0,), io=len(inp)), None, TGT).run(bytes(inp))
+    assert not np.array_equal(np.frombuffer(once, np.int8)[:36 * c].reshape(6, 6, c), want)
+
+
+@pytest.mark.parametrize("modes, flags, what", [
+    ((1, 3, 2), 0, "accumulate\\) needs depthwise mode"),
+    ((2,), DW | spec.CONV_FLAG_SHORTCUT, "accumulate\\) needs depthwise mode and no "),
+    ((1, 6), DW, "out_mode 6 unknown"),
+])
+def test_executor_refuses_accumulate_outside_depthwise_mode(modes, flags, what):
+    with pytest.raises(ExecutionError, match=what):
+        Executor(_acc_program(modes=modes, flags=flags), None, TGT).run(bytes(64))
+
+
+def test_large_kernel_parts_cover_it_once_within_the_datapath():
+    t = load_target()
+    assert cost.depthwise_parts(5, 5, t) == ((0, 0, 5, 5),)
+    for kh, kw in ((7, 7), (9, 9), (6, 11), (13, 7)):
+        parts = cost.depthwise_parts(kh, kw, t)
+        cover = np.zeros((kh, kw), int)
+        for r0, c0, h, w in parts:
+            assert max(h, w) <= t.depthwise_max_kernel
+            cover[r0:r0 + h, c0:c0 + w] += 1
+        assert (cover == 1).all()
+        # the cycle model: every part's tap passes, an accumulate pass for all but the first
+        per = sum(-(-h * w // 9) for _, _, h, w in parts) + len(parts) - 1
+        assert cost.depthwise_pixel_cycles(kh, kw, 64, t) == per
+    # 7x7: four parts (each side needs a cut), 7 tap passes + 3 accumulate passes (the whole
+    # 49 taps in one window would take 6)
+    assert len(cost.depthwise_parts(7, 7, t)) == 4
+    assert cost.depthwise_pixel_cycles(7, 7, 96, t) == 2 * 10
+
+
+def test_cost_prices_an_accumulating_part_with_its_partial_load():
+    t = load_target()
+    regs = C.Registers()
+    prog = _acc_program(k=3, c=96)
+    cmds = list(prog.commands)
+    got = []
+    for cmd in cmds[:-1]:
+        if isinstance(cmd, C.ConvTile):
+            got.append(cost.command_cycles(cmd, regs, t))
+        regs.update(cmd)
+    # 36 pixels x 2 channel passes x (1 tap pass [+ 1 accumulate pass])
+    assert got == [t.compute_setup_cycles + 36 * 2 * p for p in (1, 2, 2)]

@@ -105,11 +105,16 @@ def test_to_dict_records_every_field_and_round_trips():
     t = load_target()
     d = t.to_dict()
     # int16_rate_divisor is recorded only when it is not its default 2 (older manifests,
-    # written before mixed precision, keep their hash)
-    hw = {f.name for f in dataclasses.fields(Target)} - {"source", "int16_rate_divisor"}
-    assert t.int16_rate_divisor == 2
+    # written before mixed precision, keep their hash), depthwise_accumulate_cycles only when
+    # it is not 1 (manifests written before the depthwise accumulate mode)
+    hw = {f.name for f in dataclasses.fields(Target)} - {"source", "int16_rate_divisor",
+                                                          "depthwise_accumulate_cycles"}
+    assert t.int16_rate_divisor == 2 and t.depthwise_accumulate_cycles == 1
     assert set(d) == hw | {"sha256"}
     assert dataclasses.replace(t, int16_rate_divisor=3).to_dict()["int16_rate_divisor"] == 3
+    d2 = dataclasses.replace(t, depthwise_accumulate_cycles=2).to_dict()
+    assert d2["depthwise_accumulate_cycles"] == 2
+    assert Target.from_dict(d2).depthwise_accumulate_cycles == 2
     back = Target.from_dict(d)
     assert back == dataclasses.replace(t, source="")
     assert back.to_dict() == d

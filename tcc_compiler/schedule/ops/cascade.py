@@ -17,12 +17,15 @@ from tcc_compiler.errors import InternalError
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.spec import PARAM_RECORD_BYTES
-from tcc_compiler.schedule.cascade import Chain, OpRows
+from tcc_compiler.schedule.cascade import Chain, OpRows, cascade_psum_bytes
+from tcc_compiler.schedule.cost import depthwise_parts
 from tcc_compiler.schedule.emitter import Dep, dma_fields
 from tcc_compiler.schedule.ops.context import OpContext, label, new_info
 from tcc_compiler.schedule.ops.conv import conv_setup
+from tcc_compiler.schedule.ops.dwsplit import emit_parts, split_text
 from tcc_compiler.schedule.ops.pool import pool_cfg
 from tcc_compiler.schedule.program import SLOT_PARAMS, SLOT_SHORTCUT, SLOT_WEIGHTS, LayerInfo
+from tcc_compiler.schedule.tiling import depthwise_split
 
 
 def lower_chain(ctx: OpContext, ch: Chain) -> list[LayerInfo]:
@@ -94,6 +97,9 @@ class _ChainEmission:
                        and ch.side is None)
         self.sc_slots = ([sa.alloc(self.out_bytes, "shortcut band") for _ in range(2)]
                          if self.sc_sep else [])
+        # ops whose kernel runs as parts (ops/dwsplit.py) share one int32 partial-sum buffer
+        self.psum_bytes = cascade_psum_bytes(ch, self.ctx.t, 1)
+        self.psum = sa.alloc(self.psum_bytes, "partial sums") if self.psum_bytes else None
 
     @staticmethod
     def _weight_slot(sa, bl) -> tuple[int, int]:
@@ -215,7 +221,8 @@ class _ChainEmission:
             ry0, ry1, pt, pb = g.in_rows(y0, y1)
         ix0, ix1, pl, pr = g.in_cols(0, g.ow)
         cls, cfg = self.cfgs[i]
-        if self.cur_cfg.get(cls) != i:   # the family's registers hold another op's
+        split = n.op is Op.CONV and depthwise_split(g, self.ctx.t)
+        if self.cur_cfg.get(cls) != i and not split:   # the registers hold another op's
             self.mark(i)
             self.em.emit(cls, [], lab, slot=min(i, 3), **cfg)
             self.cur_cfg[cls] = i
@@ -232,9 +239,16 @@ class _ChainEmission:
         sc_addr = 0
         if i == k - 1 and g.has_shortcut:
             sc_addr = self._tile_shortcut(oy0, iy0, slot, loads[1], deps, strides)
-        return self.em.emit(C.ConvTile, deps, lab, slot=min(i, 3), in_sram=in_addr,
-                            w_sram=self.wsl[i][0], p_sram=self.wsl[i][1], out_sram=out_addr,
-                            sc_sram=sc_addr, in_c=g.c, oc=g.o, **geo, **strides)
+        fields = dict(in_sram=in_addr, w_sram=self.wsl[i][0], p_sram=self.wsl[i][1],
+                      out_sram=out_addr, sc_sram=sc_addr, in_c=g.c, oc=g.o, **geo, **strides)
+        if split:   # the kernel's parts; they leave the last part's registers
+            self.cur_cfg[cls] = None
+            return emit_parts(self.em, self.ctx.t, lab, cfg, depthwise_parts(g.kh, g.kw,
+                                                                            self.ctx.t),
+                              fields, self.psum,
+                              deps + self.em.free(self.psum, self.psum_bytes),
+                              lambda: self.mark(i))
+        return self.em.emit(C.ConvTile, deps, lab, slot=min(i, 3), **fields)
 
     def _band(self, bi: int, band: tuple[OpRows, ...]) -> None:
         ch, k = self.ch, self.k
@@ -284,4 +298,6 @@ class _ChainEmission:
                          + ("; shortcut read from the input band" if i == k - 1
                             and ch.sc_shared else "")
                          + (f"; chain saves {ch.saved_bytes} DRAM bytes" if i == k - 1
-                            else ""))
+                            else "")
+                         + (split_text(g, self.ctx.t) if self.ops[i].op is Op.CONV
+                            and depthwise_split(g, self.ctx.t) else ""))

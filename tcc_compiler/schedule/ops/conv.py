@@ -30,8 +30,11 @@ from tcc_compiler.schedule.emitter import Dep, dma_fields
 from tcc_compiler.schedule.geom import channel_blocks, conv_geom, in_box, spatial_tiles
 from tcc_compiler.schedule.ops.context import OpContext, label
 from tcc_compiler.schedule.program import SLOT_PARAMS, SLOT_SHORTCUT, SLOT_WEIGHTS, LayerInfo
-from tcc_compiler.schedule.tiling import (ConvGeom, ConvPlan, align_up, plan_conv,
-                                          uses_depthwise_mode, uses_image_mode)
+from tcc_compiler.schedule.cost import depthwise_parts
+from tcc_compiler.schedule.ops.dwsplit import emit_parts, part_weights, split_text
+from tcc_compiler.schedule.tiling import (ConvGeom, ConvPlan, align_up, depthwise_split,
+                                          plan_conv, psum_bytes, uses_depthwise_mode,
+                                          uses_image_mode)
 from tcc_compiler.isa.wlayout import LayerBlobs, WeightLayoutBuilder
 from tcc_compiler.target import Target
 
@@ -65,8 +68,13 @@ def conv_setup(weights: WeightLayoutBuilder, t: Target, n: Node, g: ConvGeom,
     q, wbytes, params = conv_consts(n, memo)
     image = uses_image_mode(g, t)
     stored0, raw0 = weights.stored_bytes, weights.raw_bytes
-    blobs = weights.add_layer(n.name, LayerKind.FC if n.op is Op.FC else LayerKind.CONV,
-                              wbytes, params, block_channels=block_channels, merged=True)
+    kind = LayerKind.FC if n.op is Op.FC else LayerKind.CONV
+    if depthwise_split(g, t):   # each block's weights part after part (ops/dwsplit.py)
+        kind = LayerKind.DW_SPLIT
+        wbytes = part_weights(np.frombuffer(wbytes, np.int8).reshape(g.o, g.kh, g.kw, 1),
+                              depthwise_parts(g.kh, g.kw, t), block_channels)
+    blobs = weights.add_layer(n.name, kind, wbytes, params, block_channels=block_channels,
+                              merged=True)
     info.weight_bytes = sum(bl.stored_bytes for bl in blobs.weight_blocks
                             + blobs.param_blocks)   # DRAM bytes (compressed if so)
     info.weight_raw_bytes = weights.raw_bytes - raw0   # this layer's table entry
@@ -173,9 +181,10 @@ class _ConvEmission:
         self.xscs = [m.tensor(n.input(3)) if g.has_shortcut else None for m in views]
         self.label = label(n)
         self.cfg = cfg
+        self.split = depthwise_split(g, ctx.t)   # each part sets its own (ops/dwsplit.py)
         if self.lut is not None:
             self._add_table()
-        else:   # (a fused conv's CONV_CFG needs its table's SRAM address: emitted in run)
+        elif not self.split:   # (a fused conv's CONV_CFG needs its table's address: in run)
             self.em.emit(C.ConvCfg, [], self.label, **cfg)
 
     def _add_table(self) -> None:
@@ -233,7 +242,9 @@ class _ConvEmission:
         if self.lut is None:
             return
         self.lut_addr = self.sa.alloc(LUT_ENTRIES, "lut table")
-        self.em.emit(C.ConvCfg, [], self.label, **dict(self.cfg, lut_sram=self.lut_addr))
+        self.cfg = dict(self.cfg, lut_sram=self.lut_addr)   # (also each part's, dwsplit.py)
+        if not self.split:
+            self.em.emit(C.ConvCfg, [], self.label, **self.cfg)
         self.lut_dep = self.em.load_block(self.em.free(self.lut_addr, LUT_ENTRIES),
                                           self.label + " lut table", SLOT_PARAMS,
                                           self.lut_block, self.lut_addr)
@@ -257,6 +268,9 @@ class _ConvEmission:
         self.sc_bytes = self.out_tile * g.sc_elem_bytes
         self.sc_slots = ([sa.alloc(self.sc_bytes, "shortcut") for _ in range(2)]
                          if g.has_shortcut and self.rsc is None else [])
+        # a kernel run as parts (ops/dwsplit.py): one int32 partial-sum buffer
+        self.psum_bytes = psum_bytes(g, plan.rows, plan.cols, plan.ocb, self.ctx.t, 1)
+        self.psum = sa.alloc(self.psum_bytes, "partial sums") if self.psum_bytes else None
         self.info.sram_peak_bytes = sa.top + self.ctx.base
         self.kw_bytes = kw_bytes
         self.w_bytes = plan.ocb * (kw_bytes + (PARAM_RECORD_BYTES if self.merged else 0))
@@ -405,13 +419,16 @@ class _ConvEmission:
                 self.w_dep, sc_dep, self.lut_dep]
         self.lut_dep = None   # the in-order COMPUTE queue orders the later tiles after it
         out_addr = self._output(s, b, slot, deps, strides, img)
-        comp = self.em.emit(
-            C.ConvTile, deps, self.label,
-            in_sram=in_addr, w_sram=self.w_addr, p_sram=self.p_addr,
-            out_sram=out_addr, sc_sram=sc_addr,
-            in_h=iy1 - iy0, in_w=ix1 - ix0, in_c=cc1 - cc0, oc=o1 - o0, out_h=y1 - y0,
-            out_w=x1 - x0, pad_t=pads[0], pad_l=pads[1], pad_b=pads[2], pad_r=pads[3],
-            **strides)
+        fields = dict(in_sram=in_addr, w_sram=self.w_addr, p_sram=self.p_addr,
+                      out_sram=out_addr, sc_sram=sc_addr, in_h=iy1 - iy0, in_w=ix1 - ix0,
+                      in_c=cc1 - cc0, oc=o1 - o0, out_h=y1 - y0, out_w=x1 - x0, pad_t=pads[0],
+                      pad_l=pads[1], pad_b=pads[2], pad_r=pads[3], **strides)
+        if self.psum is not None:   # the kernel's parts, summed in the partial buffer
+            comp = emit_parts(self.em, self.ctx.t, self.label, self.cfg,
+                              depthwise_parts(self.g.kh, self.g.kw, self.ctx.t), fields,
+                              self.psum, deps + self.em.free(self.psum, self.psum_bytes))
+        else:
+            comp = self.em.emit(C.ConvTile, deps, self.label, **fields)
         self.last_read[("in", self.in_slot)] = comp
         if self.w_key is not None:
             self.last_read[self.w_key] = comp
@@ -448,3 +465,5 @@ class _ConvEmission:
                           f"{len(self.spatial)} spatial x {len(self.blocks)} channel blocks")
         if self.lut is not None:
             self.info.plan += f", {self.lut.attrs.func.value} table in the epilogue"
+        if self.split:
+            self.info.plan += split_text(g, self.ctx.t)
