@@ -52,14 +52,15 @@ def is_nhwc_input(model: onnx.ModelProto, name: str) -> bool:
 
 
 def _image_input(model: onnx.ModelProto, where: str):
-    """(input ValueInfo, its dims (0 = unknown), NHWC?) of the model's one image input.
+    """(input ValueInfo, its dims (0 = unknown), NHWC?) of the model's one image input (an
+    NPU segment's first input: :func:`extra_inputs` are its others).
 
     Raises:
-        ModelError: not exactly one activation input, not float32, or a known rank other
-            than 4.
+        ModelError: not exactly one activation input (an NPU segment: none), not float32, or
+            a known rank other than 4.
     """
     ins = _activation_inputs(model)
-    if len(ins) != 1:
+    if len(ins) != 1 and not (is_segment(model) and ins):
         raise ModelError(f"{where}: expected exactly one image input, found {len(ins)} "
                          f"({', '.join(i.name for i in ins) or 'none'})")
     inp = ins[0]
@@ -117,6 +118,29 @@ def _fix_input_dims(model: onnx.ModelProto, whc: tuple[int, int, int] | None,
     return inp.name, tuple(new), "NHWC" if nhwc else "NCHW"
 
 
+def extra_inputs(model: onnx.ModelProto, where: str) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, NCHW shape) of an NPU segment's inputs after its first, in order: tensors other
+    segments make (specs/manifest.md, "Segmented layout"), each float32 ``[1, C, H, W]``
+    with the dims inferred on the whole model. A whole model has none.
+
+    Raises:
+        ModelError: such an input that is not float32 rank 4 with known dims and batch 1.
+    """
+    ins = _activation_inputs(model)
+    if not is_segment(model) or len(ins) < 2:
+        return []
+    out = []
+    for inp in ins[1:]:
+        tt = inp.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else 0 for d in tt.shape.dim)
+        if tt.elem_type != onnx.TensorProto.FLOAT or len(dims) != 4 or dims[0] != 1 \
+                or min(dims) <= 0:
+            raise ModelError(f"{where}: segment input '{inp.name}' is not a float32 "
+                             f"[1, C, H, W] tensor with known dims (dims {list(dims)})")
+        out.append((inp.name, dims))
+    return out
+
+
 #: ``metadata_props`` key marking a model as one NPU segment cut out of a bigger model
 #: (:func:`tcc_compiler.frontend.segments.extract_model`): its input is a boundary tensor,
 #: not an image, so the ``--input`` channel limit (1..64) does not apply.
@@ -163,6 +187,8 @@ class PreparedModel:
         opset: its default-domain opset.
         in_name, in_shape, layout: the image input's name, fixed shape (NCHW ``[1, C, H, W]``
             or NHWC ``[1, H, W, C]``) and ``"NCHW"``/``"NHWC"``.
+        extra: (name, NCHW shape) of an NPU segment's inputs after the first
+            (:func:`extra_inputs`); empty for a whole model.
         fixed: the quantization parameters a pre-quantized (QDQ / QOperator) model fixes,
             from :func:`~tcc_compiler.frontend.qdq_import.strip_qdq` (``proto`` is then its
             float model); None for a float model.
@@ -176,6 +202,7 @@ class PreparedModel:
     in_shape: tuple[int, ...]
     layout: str
     fixed: object | None = None
+    extra: tuple = ()
 
 
 def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
@@ -215,6 +242,7 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
     check_tensors(proto, where)  # before anything allocates from a tensor's claimed dims
     check_node_attributes(proto, where)
     in_name, in_shape, layout = _fix_input_dims(proto, input_whc, where)
+    extra = tuple(extra_inputs(proto, where))   # (graphsurgeon drops the segment mark)
 
     folded = _fold_constants(proto, where)
     for _ in range(_MAX_FOLD_ROUNDS - 1 if _may_fold_again(folded) else 0):
@@ -237,7 +265,8 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
     except Exception as exc:  # shape inference errors: inconsistent model
         raise ModelError(f"{where}: shape inference failed: {first_line(exc, 10**6)}") from None
     check_inferred_shapes(inferred, where)
-    return PreparedModel(inferred, original, where, opset, in_name, in_shape, layout, fixed)
+    return PreparedModel(inferred, original, where, opset, in_name, in_shape, layout, fixed,
+                         extra)
 
 
 def _may_fold_again(proto: onnx.ModelProto) -> bool:
@@ -317,7 +346,8 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
         UnsupportedError: lists every node the NPU cannot run, at once.
     """
     pm = prepare_onnx(model, input_whc)
-    graph = _convert(pm.proto, pm.where, pm.opset, pm.in_name, pm.in_shape, pm.layout)
+    graph = _convert(pm.proto, pm.where, pm.opset, pm.in_name, pm.in_shape, pm.layout,
+                     pm.extra)
     if pm.fixed is not None:
         graph.meta["prequantized"] = attach_fixed(graph, pm.fixed)
     check_onnx_validity(pm.original, pm.where)  # last: the checks above say more specific
@@ -363,7 +393,7 @@ def _check_cycles(graph: gs.Graph, where: str) -> None:
 
 
 def _convert(model: onnx.ModelProto, where: str, opset: int, in_name: str,
-             in_shape: tuple[int, ...], layout: str) -> Graph:
+             in_shape: tuple[int, ...], layout: str, extra=()) -> Graph:
     g = Graph(name=model.graph.name or "graph")
     g.meta.update({"source": where, "opset": opset, "input_layout": layout,
                    "onnx_input": in_name})
@@ -380,6 +410,8 @@ def _convert(model: onnx.ModelProto, where: str, opset: int, in_name: str,
                 for d in vi.type.tensor_type.shape.dim]
         ctx.onnx_shapes[vi.name] = tuple(dims)
     ctx.add_input(in_name, in_shape)
+    for name, shape in extra:   # an NPU segment's other inputs (extra_inputs)
+        ctx.add_input(name, shape)
     problems: list[str] = []
     downstream = 0
     for node in model.graph.node:

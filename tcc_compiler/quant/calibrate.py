@@ -28,6 +28,7 @@ import numpy as np
 from tcc_compiler.errors import InputError, ModelError
 from tcc_compiler.interp import run_float
 from tcc_compiler.interp.onnx_float import ENGINES, float_engine  # noqa: F401 (re-export)
+from tcc_compiler.ir.feeds import feeds
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.numerics import jit
 
@@ -425,15 +426,15 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
     if not len(inputs):
         raise InputError("calibration needs at least one input")
     obs: dict[str, dict] = {m: {} for m in methods}
-    expect = graph.inputs[0].shape
     source = graph.meta.get("source", graph.name)
     sess = float_engine(graph, engine)
     it = progress(inputs) if progress else inputs
     for k, x in enumerate(it):
-        if tuple(x.shape) != tuple(expect):
-            raise InputError(f"calibration input {k}: shape {tuple(x.shape)}, model expects "
-                             f"{tuple(expect)}")
-        if not np.all(np.isfinite(x)):
+        try:
+            x = feeds(graph, x)   # {input: array}: an NPU segment may take several
+        except InputError as exc:
+            raise InputError(f"calibration input {k}: {exc}") from None
+        if not all(np.all(np.isfinite(a)) for a in x.values()):
             raise InputError(f"calibration input {k}: contains NaN or Inf")
         def visit(name, arr, k=k):
             _observe_value(obs, name, arr, k, source, percentile)
@@ -441,7 +442,8 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
                 also(name, arr)
 
         if sess is not None:
-            visit(graph.inputs[0].name, np.asarray(x, dtype=np.float32))
+            for name, arr in x.items():
+                visit(name, arr)
             for name, arr in zip(sess.names, sess.run(x)):
                 visit(name, arr)
         else:
@@ -451,7 +453,7 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
         del x
     # the order of the tables (calib_table.json): graph outputs, node outputs, the input
     order = dict.fromkeys([o.name for o in graph.outputs] +
-                          [n.output.name for n in graph.nodes] + [graph.inputs[0].name])
+                          [n.output.name for n in graph.nodes] + [v.name for v in graph.inputs])
     return {m: {k: t[k] for k in order if k in t} for m, t in obs.items()}
 
 
