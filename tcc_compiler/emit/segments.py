@@ -160,8 +160,10 @@ def boundaries(plan, parts: list, host) -> list[dict]:
     """
     int8_in, float_in = _readers_by_type(plan, parts)
     handed, gathered = _prefix_reads(parts)
-    gathered -= float_in
     npu_int8 = npu_int8_outputs(parts)
+    gathered -= {t for s in plan.segments if s.device != "host" for t in s.inputs
+                 if t not in npu_int8}
+    gathered -= {o.name for o in plan.prepared.proto.graph.output}
     out = []
     for seg, part in zip(plan.segments, parts):
         if isinstance(part, onnx.ModelProto):
