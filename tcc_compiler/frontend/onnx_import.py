@@ -24,7 +24,7 @@ from tcc_compiler.frontend.converters import (CONVERTERS, Ctx, Downstream, Unsup
 from tcc_compiler.frontend.loader import (check_inferred_shapes, check_input_dims,
                                           check_onnx_validity,
                                           check_node_attributes, check_tensors, load_onnx,
-                                          parse_input_spec, set_input_dims)
+                                          extra_inputs, parse_input_spec, set_input_dims)
 from tcc_compiler.frontend.magnitudes import parameter_problems
 from tcc_compiler.frontend.qdq_import import attach_fixed, strip_qdq
 from tcc_compiler.frontend.shape_infer import infer_shapes
@@ -53,7 +53,7 @@ def is_nhwc_input(model: onnx.ModelProto, name: str) -> bool:
 
 def _image_input(model: onnx.ModelProto, where: str):
     """(input ValueInfo, its dims (0 = unknown), NHWC?) of the model's one image input (an
-    NPU segment's first input: :func:`extra_inputs` are its others).
+    NPU segment's first input: ``PreparedModel.extra`` are its others).
 
     Raises:
         ModelError: not exactly one activation input (an NPU segment: none), not float32, or
@@ -118,29 +118,6 @@ def _fix_input_dims(model: onnx.ModelProto, whc: tuple[int, int, int] | None,
     return inp.name, tuple(new), "NHWC" if nhwc else "NCHW"
 
 
-def extra_inputs(model: onnx.ModelProto, where: str) -> list[tuple[str, tuple[int, ...]]]:
-    """(name, NCHW shape) of an NPU segment's inputs after its first, in order: tensors other
-    segments make (specs/manifest.md, "Segmented layout"), each float32 ``[1, C, H, W]``
-    with the dims inferred on the whole model. A whole model has none.
-
-    Raises:
-        ModelError: such an input that is not float32 rank 4 with known dims and batch 1.
-    """
-    ins = _activation_inputs(model)
-    if not is_segment(model) or len(ins) < 2:
-        return []
-    out = []
-    for inp in ins[1:]:
-        tt = inp.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else 0 for d in tt.shape.dim)
-        if tt.elem_type != onnx.TensorProto.FLOAT or len(dims) != 4 or dims[0] != 1 \
-                or min(dims) <= 0:
-            raise ModelError(f"{where}: segment input '{inp.name}' is not a float32 "
-                             f"[1, C, H, W] tensor with known dims (dims {list(dims)})")
-        out.append((inp.name, dims))
-    return out
-
-
 #: ``metadata_props`` key marking a model as one NPU segment cut out of a bigger model
 #: (:func:`tcc_compiler.frontend.segments.extract_model`): its input is a boundary tensor,
 #: not an image, so the ``--input`` channel limit (1..64) does not apply.
@@ -188,7 +165,7 @@ class PreparedModel:
         in_name, in_shape, layout: the image input's name, fixed shape (NCHW ``[1, C, H, W]``
             or NHWC ``[1, H, W, C]``) and ``"NCHW"``/``"NHWC"``.
         extra: (name, NCHW shape) of an NPU segment's inputs after the first
-            (:func:`extra_inputs`); empty for a whole model.
+            (:func:`~tcc_compiler.frontend.loader.extra_inputs`); empty for a whole model.
         fixed: the quantization parameters a pre-quantized (QDQ / QOperator) model fixes,
             from :func:`~tcc_compiler.frontend.qdq_import.strip_qdq` (``proto`` is then its
             float model); None for a float model.
@@ -242,7 +219,8 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
     check_tensors(proto, where)  # before anything allocates from a tensor's claimed dims
     check_node_attributes(proto, where)
     in_name, in_shape, layout = _fix_input_dims(proto, input_whc, where)
-    extra = tuple(extra_inputs(proto, where))   # (graphsurgeon drops the segment mark)
+    # an NPU segment's other inputs (before folding: graphsurgeon drops the segment mark)
+    extra = tuple(extra_inputs(proto, where)) if is_segment(proto) else ()
 
     folded = _fold_constants(proto, where)
     for _ in range(_MAX_FOLD_ROUNDS - 1 if _may_fold_again(folded) else 0):

@@ -131,10 +131,10 @@ def boundary_values(plan: SegmentPlan, names: list[str], xs,
 def _segment_calibration(sub: onnx.ModelProto, seg, calib: dict | None) -> list | None:
     """The calibration arrays of NPU segment ``seg`` (its ONNX model ``sub``) as
     ``compile_model`` takes them: NCHW, one array per calibration input, or a dict {input
-    name: array} for a segment with several inputs. ONNX Runtime's values of an input the segment reads
-    through Transpose(0, 3, 1, 2) are NHWC (the model input of an NHWC model with a host
-    segment after its first NPU ops: compile refused its own arrays, "shape (1, 16, 16, 3),
-    model expects (1, 3, 16, 16)")."""
+    name: array} for a segment with several inputs. ONNX Runtime's values of an input the
+    segment reads through Transpose(0, 3, 1, 2) are NHWC (the model input of an NHWC model
+    with a host segment after its first NPU ops: compile refused its own arrays, "shape (1,
+    16, 16, 3), model expects (1, 3, 16, 16)")."""
     if calib is None:
         return None
     values = calib[seg.inputs[0]]
