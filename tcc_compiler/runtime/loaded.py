@@ -239,7 +239,7 @@ class LoadedProgram:
             output (dequantized, NCHW/flat shape), plus ``"int:" + name`` raw integer NHWC
             arrays of the NPU outputs.
         """
-        if isinstance(x, dict):
+        if isinstance(x, dict) and "inputs" in self.manifest:   # a segment's several inputs
             return self.decode_outputs(self.execute(self.quantize_inputs(x)))
         return self.decode_outputs(self.execute(self.quantize(x)))
 
