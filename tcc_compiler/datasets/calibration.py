@@ -8,12 +8,13 @@ compile memory does not grow with the number of calibration images times the inp
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from tcc_compiler.datasets.images import IMAGE_CHANNELS, LazyInputs, bundled_photos
 from tcc_compiler.errors import InputError
+from tcc_compiler.ir.feeds import feeds
 from tcc_compiler.ir.graph import Graph
 
 
@@ -52,7 +53,8 @@ def resolve_calibration(items, graph: Graph, preprocess) -> tuple[Sequence[np.nd
     """Turn image paths, folders, .npy paths and arrays into float32 input arrays.
 
     Args:
-        items: a sequence of image/.npy/folder paths and float32 NCHW arrays; one path
+        items: a sequence of image/.npy/folder paths and float32 NCHW arrays (for a graph
+            with several inputs, an NPU segment's, dicts {input name: array}); one path
             (``"photo.png"``) or one array counts as a list of one (a string used to be
             iterated character by character). A ``.npy`` file of a model whose ONNX input is
             NHWC (``graph.meta["input_layout"]``) may be NHWC ``[N, H, W, C]``.
@@ -73,9 +75,15 @@ def resolve_calibration(items, graph: Graph, preprocess) -> tuple[Sequence[np.nd
         raise InputError(f"calibration: {type(items).__name__} {items!r:.40}: give image, "
                          ".npy or folder paths or float32 NCHW arrays (a list, or one)") from None
     shape = tuple(graph.inputs[0].shape)
-    paths = [c for c in items if not isinstance(c, np.ndarray)]
+    paths = [c for c in items if not isinstance(c, (np.ndarray, Mapping))]
     arrays = []
-    for k, a in enumerate(c for c in items if isinstance(c, np.ndarray)):
+    for k, a in enumerate(c for c in items if isinstance(c, (np.ndarray, Mapping))):
+        if isinstance(a, Mapping):   # one input of a graph with several (an NPU segment)
+            try:
+                arrays.append(feeds(graph, a))
+            except InputError as exc:
+                raise InputError(f"calibration array {k}: {exc}") from None
+            continue
         a = np.asarray(a, np.float32)
         if a.shape != shape:
             raise InputError(f"calibration array {k}: shape {a.shape}, model expects {shape}")

@@ -36,6 +36,15 @@ def _io_dict(io) -> dict:
             "offset": io.offset, "scale": io.scale, "zero_point": io.zero_point}
 
 
+def _extra_input(io) -> dict:
+    """A program input after the first (an NPU segment reading several tensors) as a manifest
+    ``inputs`` entry: as ``input``, its ONNX tensor always NCHW."""
+    rec = dict(_io_dict(io))
+    rec.update(onnx_layout="NCHW", onnx_name=io.name,
+               quantize="q = clamp(rint(x / scale) + zero_point, -128, 127), NHWC")
+    return rec
+
+
 def build_manifest(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, preprocess,
                    method: str, n_calib: int, calib_source: str, source, sha: str,
                    weight_bin: bytes) -> dict:
@@ -68,6 +77,8 @@ def build_manifest(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, 
         "dram": {"act_arena_bytes": program.act_arena_bytes,
                  "input_bytes": program.input_bytes, "output_bytes": program.output_bytes},
         "input": inp,
+        **({"inputs": [inp] + [_extra_input(io) for io in program.inputs[1:]]}
+           if len(program.inputs) > 1 else {}),
         "outputs": [_io_dict(o) for o in program.outputs],
         "graph_outputs": [o.name for o in graph.outputs],
         "host_ops": _host_ops(graph),

@@ -143,7 +143,9 @@ def boundaries(plan, parts: list, host) -> list[dict]:
     or the caller (int8/int32 NHWC -> float32 NCHW, once); an ``int8`` boundary one a host
     graph takes as int8 (:mod:`tcc_compiler.frontend.host_int8`: NHWC -> NCHW int8, once;
     the host graph's DequantizeLinear nodes are costed with its nodes); a ``quantize``
-    boundary an NPU segment input (float32 -> int8, once per NPU segment reading it). The
+    boundary an NPU segment input (float32 -> int8, once per NPU segment reading it), an
+    ``npu_int8`` boundary an NPU segment input that an earlier NPU segment made as int8
+    (:func:`npu_int8_outputs`: int8 -> int8 by a 256-entry table, no float32). The
     model's image input (1 or 3 channels) is a ``pixels`` boundary: a deployment quantizes
     the camera's 8-bit pixels, at the input's size, straight to int8, the preprocessing
     folded into one 256-entry table per channel (``q = clamp(rint(((p * scale - mean) /
@@ -158,7 +160,9 @@ def boundaries(plan, parts: list, host) -> list[dict]:
     """
     int8_in, float_in = _readers_by_type(plan, parts)
     handed, gathered = _prefix_reads(parts)
-    gathered -= {s.inputs[0] for s in plan.segments if s.device != "host" and s.inputs}
+    npu_int8 = npu_int8_outputs(parts)
+    gathered -= {t for s in plan.segments if s.device != "host" for t in s.inputs
+                 if t not in npu_int8}
     gathered -= {o.name for o in plan.prepared.proto.graph.output}
     out = []
     for seg, part in zip(plan.segments, parts):
@@ -170,9 +174,8 @@ def boundaries(plan, parts: list, host) -> list[dict]:
                             "estimated_host_ms": round(
                                 len(handed[seg.index]) * host.node_overhead_ns * 1e-6, 6)})
             continue
-        image = part.manifest["input"]["name"] == plan.prepared.in_name and \
-            part.manifest["input"]["npu_hwc"][2] in IMAGE_CHANNELS
-        ios = [("pixels" if image else "quantize", part.manifest["input"])]
+        ios = [(_input_kind(rec, plan.prepared.in_name, npu_int8), rec)
+               for rec in part.manifest.get("inputs") or [part.manifest["input"]]]
         for o in part.manifest["outputs"]:
             if o["name"] not in seg.outputs:
                 continue
@@ -182,6 +185,31 @@ def boundaries(plan, parts: list, host) -> list[dict]:
                           overhead=kind != "dequantize" or io["name"] not in gathered)
                 for kind, io in ios]
     return out
+
+
+def npu_int8_outputs(parts: list) -> set[str]:
+    """The NPU outputs (of ``parts`` so far) a later NPU segment takes as they are, int8:
+    those int8 with one scale per tensor (an ``npu_int8`` boundary: the runtime maps each
+    value through one 256-entry table to the reader's quantization, a copy when the two
+    agree; the table is the float round trip's, so the values are identical)."""
+    return {o["name"] for p in parts if not isinstance(p, onnx.ModelProto)
+            for o in p.manifest["outputs"] if npu_int8_handoff(o)}
+
+
+def npu_int8_handoff(rec: dict) -> bool:
+    """True for an NPU output record (manifest ``outputs[]``) an NPU segment reading it
+    takes as int8 (:func:`npu_int8_outputs`): dtype int8, one scale and zero point."""
+    s, z = rec.get("scale"), rec.get("zero_point")
+    return rec.get("dtype") == "int8" and isinstance(s, list) and isinstance(z, list) \
+        and len(s) == len(z) == 1
+
+
+def _input_kind(rec: dict, model_input: str, npu_int8: set[str]) -> str:
+    """The boundary kind of an NPU segment's input record: ``pixels`` (the model's image
+    input), ``npu_int8`` (an earlier NPU segment's int8 output) or ``quantize``."""
+    if rec["name"] == model_input and rec["npu_hwc"][2] in IMAGE_CHANNELS:
+        return "pixels"
+    return "npu_int8" if rec["name"] in npu_int8 else "quantize"
 
 
 def _prefix_reads(parts: list) -> tuple[dict[int, list[str]], set[str]]:
@@ -211,7 +239,9 @@ def _readers_by_type(plan, parts: list) -> tuple[set[str], set[str]]:
     is_int8 = [i.type.tensor_type.elem_type == onnx.TensorProto.INT8 for i in hosts]
     int8_in = {i.name for i, q in zip(hosts, is_int8) if q}
     float_in = {i.name for i, q in zip(hosts, is_int8) if not q}
-    float_in |= {s.inputs[0] for s in plan.segments if s.device != "host" and s.inputs}
+    npu_int8 = npu_int8_outputs(parts)
+    float_in |= {t for s in plan.segments if s.device != "host" for t in s.inputs
+                 if t not in npu_int8}
     float_in |= {o.name for o in plan.prepared.proto.graph.output}
     return int8_in, float_in
 
@@ -221,16 +251,18 @@ def _boundary(segment: int, kind: str, io: dict, host, overhead: bool = True) ->
     between int8 (or int16/int32) and float32; ``int8`` hands the NPU's integer values to a
     host graph that dequantizes them itself, a reorder from NHWC to ONNX order (integer
     bytes read and written); ``pixels`` quantizes the model's image input from its 8-bit
-    pixels (one byte read, one written per element; see :func:`boundaries`)."""
+    pixels (one byte read, one written per element; see :func:`boundaries`); ``npu_int8``
+    hands an earlier NPU segment's int8 output to an NPU segment's input through one
+    256-entry table (one byte read, one written per element: :func:`npu_int8_outputs`)."""
     h, w, c = io["npu_hwc"]
     elems = h * w * c
     int_bytes = elems * np.dtype(io.get("dtype", "int8")).itemsize
-    host_bytes = {"int8": int_bytes, "pixels": elems}.get(kind, 4 * elems)
+    host_bytes = {"int8": int_bytes, "pixels": elems, "npu_int8": elems}.get(kind, 4 * elems)
     secs = host.boundary_seconds(int_bytes, host_bytes) - (
         0 if overhead else host.node_overhead_ns * 1e-9)   # (a gather's call: its record)
     return {"tensor": io["name"], "segment": segment, "kind": kind,
             "shape": list(io["shape"]), "npu_bytes": int_bytes,
-            "float_bytes": 0 if kind in ("int8", "pixels") else host_bytes,
+            "float_bytes": 0 if kind in ("int8", "pixels", "npu_int8") else host_bytes,
             "bytes": int_bytes + host_bytes,
             "scale": io["scale"], "zero_point": io["zero_point"],
             "estimated_host_ms": round(secs * 1e3, 6)}

@@ -188,7 +188,8 @@ def _segmented_graph(folder: Path, man: dict, prog) -> tuple[onnx.GraphProto, in
             if missing:
                 raise FormatError(f"{folder}: segment {k} lists outputs {missing} that "
                                   f"{seg['folder']} does not produce")
-            node = helper.make_node(op_type(len(seg["outputs"])), [seg["inputs"][0]],
+            node = helper.make_node(op_type(len(seg["outputs"]), len(seg["inputs"])),
+                                    list(seg["inputs"]),
                                     list(seg["outputs"]), name=f"npu_segment_{k}",
                                     domain=DOMAIN, folder=str(folder / seg["folder"]))
             node.attribute.append(helper.make_attribute("outputs",

@@ -135,7 +135,7 @@ def transpose(ctx: Ctx, node: onnx.NodeProto) -> None:
     (a pure view, e.g. NCHW->NHWC of a 1x1 map before Flatten)."""
     x = ctx.get(node, 0)
     perm = tuple(int(p) for p in attrs_of(node).get("perm", range(len(x.shape) - 1, -1, -1)))
-    if x in ctx.g.inputs and perm == (0, 3, 1, 2):
+    if ctx.g.inputs and x is ctx.g.inputs[0] and perm == (0, 3, 1, 2):   # (the image input)
         ctx.emit(Op.TRANSPOSE, node, [x], TransposeAttrs(perm))
         return
     moved = [p for p in perm if x.shape[p] != 1]

@@ -341,3 +341,27 @@ def _schema_problem(node: onnx.NodeProto, ctx) -> str | None:
         first = first_line(exc, 300)
         return None if "Unrecognized attribute" in first else first
     return None
+
+
+def extra_inputs(model: onnx.ModelProto, where: str) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, NCHW shape) of an NPU segment's inputs after its first, in order: tensors other
+    segments make (specs/manifest.md, "Segmented layout"), each float32 ``[1, C, H, W]``
+    with the dims inferred on the whole model. Only for a model
+    :func:`~tcc_compiler.frontend.segments.extract_model` wrote (a whole model has one
+    input).
+
+    Raises:
+        ModelError: such an input that is not float32 rank 4 with known dims and batch 1.
+    """
+    inits = {i.name for i in model.graph.initializer}
+    ins = [i for i in model.graph.input if i.name not in inits]
+    out = []
+    for inp in ins[1:]:
+        tt = inp.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else 0 for d in tt.shape.dim)
+        if tt.elem_type != onnx.TensorProto.FLOAT or len(dims) != 4 or dims[0] != 1 \
+                or min(dims) <= 0:
+            raise ModelError(f"{where}: segment input '{inp.name}' is not a float32 "
+                             f"[1, C, H, W] tensor with known dims (dims {list(dims)})")
+        out.append((inp.name, dims))
+    return out

@@ -24,7 +24,7 @@ from tcc_compiler.frontend.converters import (CONVERTERS, Ctx, Downstream, Unsup
 from tcc_compiler.frontend.loader import (check_inferred_shapes, check_input_dims,
                                           check_onnx_validity,
                                           check_node_attributes, check_tensors, load_onnx,
-                                          parse_input_spec, set_input_dims)
+                                          extra_inputs, parse_input_spec, set_input_dims)
 from tcc_compiler.frontend.magnitudes import parameter_problems
 from tcc_compiler.frontend.qdq_import import attach_fixed, strip_qdq
 from tcc_compiler.frontend.shape_infer import infer_shapes
@@ -52,14 +52,15 @@ def is_nhwc_input(model: onnx.ModelProto, name: str) -> bool:
 
 
 def _image_input(model: onnx.ModelProto, where: str):
-    """(input ValueInfo, its dims (0 = unknown), NHWC?) of the model's one image input.
+    """(input ValueInfo, its dims (0 = unknown), NHWC?) of the model's one image input (an
+    NPU segment's first input: ``PreparedModel.extra`` are its others).
 
     Raises:
-        ModelError: not exactly one activation input, not float32, or a known rank other
-            than 4.
+        ModelError: not exactly one activation input (an NPU segment: none), not float32, or
+            a known rank other than 4.
     """
     ins = _activation_inputs(model)
-    if len(ins) != 1:
+    if len(ins) != 1 and not (is_segment(model) and ins):
         raise ModelError(f"{where}: expected exactly one image input, found {len(ins)} "
                          f"({', '.join(i.name for i in ins) or 'none'})")
     inp = ins[0]
@@ -163,6 +164,8 @@ class PreparedModel:
         opset: its default-domain opset.
         in_name, in_shape, layout: the image input's name, fixed shape (NCHW ``[1, C, H, W]``
             or NHWC ``[1, H, W, C]``) and ``"NCHW"``/``"NHWC"``.
+        extra: (name, NCHW shape) of an NPU segment's inputs after the first
+            (:func:`~tcc_compiler.frontend.loader.extra_inputs`); empty for a whole model.
         fixed: the quantization parameters a pre-quantized (QDQ / QOperator) model fixes,
             from :func:`~tcc_compiler.frontend.qdq_import.strip_qdq` (``proto`` is then its
             float model); None for a float model.
@@ -176,6 +179,7 @@ class PreparedModel:
     in_shape: tuple[int, ...]
     layout: str
     fixed: object | None = None
+    extra: tuple = ()
 
 
 def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
@@ -215,6 +219,8 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
     check_tensors(proto, where)  # before anything allocates from a tensor's claimed dims
     check_node_attributes(proto, where)
     in_name, in_shape, layout = _fix_input_dims(proto, input_whc, where)
+    # an NPU segment's other inputs (before folding: graphsurgeon drops the segment mark)
+    extra = tuple(extra_inputs(proto, where)) if is_segment(proto) else ()
 
     folded = _fold_constants(proto, where)
     for _ in range(_MAX_FOLD_ROUNDS - 1 if _may_fold_again(folded) else 0):
@@ -237,7 +243,8 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
     except Exception as exc:  # shape inference errors: inconsistent model
         raise ModelError(f"{where}: shape inference failed: {first_line(exc, 10**6)}") from None
     check_inferred_shapes(inferred, where)
-    return PreparedModel(inferred, original, where, opset, in_name, in_shape, layout, fixed)
+    return PreparedModel(inferred, original, where, opset, in_name, in_shape, layout, fixed,
+                         extra)
 
 
 def _may_fold_again(proto: onnx.ModelProto) -> bool:
@@ -317,7 +324,8 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
         UnsupportedError: lists every node the NPU cannot run, at once.
     """
     pm = prepare_onnx(model, input_whc)
-    graph = _convert(pm.proto, pm.where, pm.opset, pm.in_name, pm.in_shape, pm.layout)
+    graph = _convert(pm.proto, pm.where, pm.opset, pm.in_name, pm.in_shape, pm.layout,
+                     pm.extra)
     if pm.fixed is not None:
         graph.meta["prequantized"] = attach_fixed(graph, pm.fixed)
     check_onnx_validity(pm.original, pm.where)  # last: the checks above say more specific
@@ -363,7 +371,7 @@ def _check_cycles(graph: gs.Graph, where: str) -> None:
 
 
 def _convert(model: onnx.ModelProto, where: str, opset: int, in_name: str,
-             in_shape: tuple[int, ...], layout: str) -> Graph:
+             in_shape: tuple[int, ...], layout: str, extra=()) -> Graph:
     g = Graph(name=model.graph.name or "graph")
     g.meta.update({"source": where, "opset": opset, "input_layout": layout,
                    "onnx_input": in_name})
@@ -380,6 +388,8 @@ def _convert(model: onnx.ModelProto, where: str, opset: int, in_name: str,
                 for d in vi.type.tensor_type.shape.dim]
         ctx.onnx_shapes[vi.name] = tuple(dims)
     ctx.add_input(in_name, in_shape)
+    for name, shape in extra:   # an NPU segment's other inputs (extra_inputs)
+        ctx.add_input(name, shape)
     problems: list[str] = []
     downstream = 0
     for node in model.graph.node:

@@ -15,9 +15,10 @@ Rules (specs/manifest.md, "Segmented models"):
   precedes its readers (:func:`_sink_host_nodes`), so data movement feeding only the last
   host segment runs there.
 * **One NPU segment per connected part of a stage**, in the order of their first node.
-* **One input per NPU segment**, a float32 rank-4 tensor (an NPU program has one INPUT
-  region holding one NCHW image-like map): a node of an NPU part that reads a second
-  external tensor, or an input of another rank or type, moves to the host and the stages are
+* **NPU segment inputs** are float32 rank-4 tensors with known dims (an NPU program's INPUT
+  region holds its NCHW maps one after another, int8 NHWC): the model input, outputs of
+  earlier NPU segments (handed over as int8) or of host segments. A node of an NPU part
+  that reads an input of another rank or type moves to the host and the stages are
   computed again (each round moves at least one node, so the loop ends).
 """
 
@@ -159,14 +160,13 @@ def _npu_input_ok(vi: onnx.ValueInfoProto | None) -> bool:
 
 
 def _misfits(part: list[int], nodes, producer, graph_inputs, types) -> set[int]:
-    """Nodes of an NPU part that break the one-input rule (empty set: the part is fine)."""
+    """Nodes of an NPU part that read an input no NPU program can take (empty set: the part
+    is fine): every input must be a float32 rank-4 tensor with known dims."""
     ext = _external_inputs(part, nodes, producer, graph_inputs)
     if not ext:  # reads constants only (folded away at import): nothing to run on the NPU
         return set(part)
-    main = ext[0][0]
-    if not _npu_input_ok(types.get(main)):
-        return {i for i in part if main in nodes[i].input}
-    return {i for t, _ in ext[1:] for i in part if t in nodes[i].input}
+    return {i for t, _ in ext if not _npu_input_ok(types.get(t))
+            for i in part if t in nodes[i].input}
 
 
 def plan_segments(proto: onnx.ModelProto, host: set[int]) -> tuple[list[Segment], set[int]]:
@@ -178,8 +178,8 @@ def plan_segments(proto: onnx.ModelProto, host: set[int]) -> tuple[list[Segment]
         host: indices of the nodes that must run on the host.
 
     Returns:
-        (segments in run order, the host node set after the one-input rule moved nodes to
-        the host: a superset of ``host``).
+        (segments in run order, the host node set after the input rule moved nodes to the
+        host: a superset of ``host``).
     """
     nodes = list(proto.graph.node)
     producer = {t: i for i, n in enumerate(nodes) for t in n.output if t}

@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 from tcc_compiler.errors import InputError, first_line
+from tcc_compiler.ir.feeds import feeds
 from tcc_compiler.ir.graph import Graph, Node
 from tcc_compiler.ir.ops import ActKind, LutFunc, Op
 
@@ -282,10 +283,10 @@ def float_model(graph: Graph):
     """
     from onnx import TensorProto, helper
 
-    if len(graph.inputs) != 1 or graph.inputs[0].dtype != "float32":
-        raise NotExpressible("one float32 graph input expected")
+    if not graph.inputs or any(x.dtype != "float32" for x in graph.inputs):
+        raise NotExpressible("float32 graph inputs expected")
     w = _Writer()
-    names = {id(graph.inputs[0]): graph.inputs[0].name}
+    names = {id(x): x.name for x in graph.inputs}
     outputs = []
     for n in graph.nodes:
         ins: list[str | None] = []
@@ -303,9 +304,9 @@ def float_model(graph: Graph):
         names[id(n.output)] = out
         et = TensorProto.INT64 if n.op is Op.ARGMAX else TensorProto.FLOAT
         outputs.append(helper.make_tensor_value_info(out, et, None))
-    x = graph.inputs[0]
-    gi = helper.make_tensor_value_info(x.name, TensorProto.FLOAT, list(x.shape))
-    g = helper.make_graph(w.nodes, graph.name or "tccc_float", [gi], outputs, w.inits)
+    gi = [helper.make_tensor_value_info(x.name, TensorProto.FLOAT, list(x.shape))
+          for x in graph.inputs]
+    g = helper.make_graph(w.nodes, graph.name or "tccc_float", gi, outputs, w.inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
                              producer_name="tccc"), w.external
 
@@ -341,14 +342,14 @@ class FloatSession:
         except Exception as exc:  # noqa: BLE001 -- ORT raises its own types; we fall back
             raise NotExpressible(f"ONNX Runtime refuses the float model "
                                  f"({first_line(exc)})") from None
-        self.input_name = graph.inputs[0].name
+        self.graph = graph
         self.names = [n.output.name for n in graph.nodes]
 
-    def run(self, x: np.ndarray, names: list[str] | None = None) -> list[np.ndarray]:
+    def run(self, x, names: list[str] | None = None) -> list[np.ndarray]:
         """The values ``names`` (default: every node output, graph order) for input ``x``
-        (float32, the graph input's shape)."""
-        return self.sess.run(names or self.names,
-                             {self.input_name: np.asarray(x, dtype=np.float32)})
+        (float32, the graph input's shape; a dict {input name: array} for a graph with
+        several inputs: :func:`tcc_compiler.ir.feeds.feeds`)."""
+        return self.sess.run(names or self.names, feeds(self.graph, x))
 
 
 def float_engine(graph: Graph, engine: str):

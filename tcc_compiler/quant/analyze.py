@@ -26,6 +26,7 @@ import numpy as np
 
 from tcc_compiler.errors import InputError
 from tcc_compiler.interp import run_float
+from tcc_compiler.ir.feeds import feeds
 from tcc_compiler.ir.graph import Graph, Value
 from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
 from tcc_compiler.quant.golden import eval_int_node, run_golden
@@ -133,8 +134,9 @@ def analyze(float_graph: Graph, qgraph: Graph, inputs: Iterable[np.ndarray],
     iso = {n.name: _Acc() for n in layers}
     it = progress(inputs) if progress else inputs
     for x in it:
+        x = feeds(float_graph, x)   # {graph input: array}
         fl = run_float(float_graph, x, keep=True)
-        fl[float_graph.inputs[0].name] = x
+        fl.update(x)
         gold = run_golden(qgraph, x, keep=True)
         for n in layers:
             out = n.output
@@ -181,8 +183,9 @@ def isolated_errors(float_graph: Graph, qgraphs: list[Graph],
               for g in qgraphs]
     iso = [{n.name: _Acc() for n in ls} for ls in layers]
     for x in inputs:
+        x = feeds(float_graph, x)   # {graph input: array}
         fl = run_float(float_graph, x, keep=True)
-        fl[float_graph.inputs[0].name] = x
+        fl.update(x)
         for ls, acc in zip(layers, iso):
             for n in ls:
                 q = _isolated_output(n, fl)

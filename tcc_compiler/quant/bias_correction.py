@@ -21,6 +21,7 @@ import numpy as np
 
 from tcc_compiler.errors import InputError
 from tcc_compiler.interp import run_float
+from tcc_compiler.ir.feeds import feeds
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.quant.analyze import quantize_value
@@ -52,8 +53,9 @@ def correct_biases(float_graph: Graph, qgraph: Graph, inputs: Iterable[np.ndarra
     sums = {n.name: np.zeros(n.output.shape[1], np.float64) for n in layers}
     count = {n.name: 0 for n in layers}
     for x in inputs:
+        x = feeds(float_graph, x)   # {graph input: array}
         fl = run_float(float_graph, x, keep=True)
-        fl[float_graph.inputs[0].name] = x
+        fl.update(x)
         for n in layers:
             names = [n.output.name] + [v.name for v in n.inputs if v is not None
                                        and not v.is_const]

@@ -396,13 +396,12 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
     if not len(inputs):
         raise InputError("calibration needs at least one input")
     obs: dict[str, dict] = {m: {} for m in methods}
-    expect = graph.inputs[0].shape
     source = graph.meta.get("source", graph.name)
     sess = float_engine(graph, engine)
     it = progress(inputs) if progress else inputs
 
     def check(k, x):
-        check_input(k, x, expect)
+        return check_input(graph, k, x)
 
     def visit(name, arr, k):
         _observe_value(obs, name, arr, k, source, percentile)
@@ -411,17 +410,17 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
 
     if sess is not None:   # the values of one input observed on worker threads
         overlap = values_bytes(graph) <= OVERLAP_BYTES
-        run_values(sess, it, graph.inputs[0].name, check, visit, overlap)
+        run_values(sess, it, check, visit, overlap)
     else:
         for k, x in enumerate(it):
-            check(k, x)
+            x = check(k, x)
             # each value is observed as it is computed and dropped once dead (run_float's
             # visit): memory holds the live activations, not a float copy of every one
             run_float(graph, x, visit=lambda name, arr, k=k: visit(name, arr, k))
             del x
     # the order of the tables (calib_table.json): graph outputs, node outputs, the input
     order = dict.fromkeys([o.name for o in graph.outputs] +
-                          [n.output.name for n in graph.nodes] + [graph.inputs[0].name])
+                          [n.output.name for n in graph.nodes] + [v.name for v in graph.inputs])
     return {m: {k: t[k] for k in order if k in t} for m, t in obs.items()}
 
 

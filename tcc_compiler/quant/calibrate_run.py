@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
 from tcc_compiler.errors import InputError
 from tcc_compiler.interp.onnx_float import FloatSession
+from tcc_compiler.ir.feeds import feeds
+from tcc_compiler.ir.graph import Graph
 
 #: Most worker threads (the per-value work of one input has a few dozen values; beyond a few
 #: threads the memory bandwidth, not the cores, bounds it).
@@ -39,25 +41,35 @@ def workers() -> int:
     return max(1, min(MAX_WORKERS, cpus))
 
 
-def check_input(k: int, x: np.ndarray, expect) -> None:
-    """Refuse calibration input ``k`` unless shaped ``expect`` and finite.
+def check_input(graph: Graph, k: int, x) -> dict[str, np.ndarray]:
+    """Calibration input ``k`` of ``graph`` as ``{graph input name: float32 array}``
+    (:func:`tcc_compiler.ir.feeds.feeds`: an array for a one-input graph, else a dict), refused
+    unless every array has its input's shape (NCHW) and is finite.
 
     Raises:
         InputError: naming the input and what is wrong.
     """
-    if tuple(x.shape) != tuple(expect):
-        raise InputError(f"calibration input {k}: shape {tuple(x.shape)}, model expects "
-                         f"{tuple(expect)}")
-    if not np.all(np.isfinite(x)):
+    if len(graph.inputs) == 1 and not isinstance(x, Mapping):
+        expect = tuple(graph.inputs[0].shape)
+        if tuple(np.shape(x)) != expect:
+            raise InputError(f"calibration input {k}: shape {tuple(np.shape(x))}, model expects "
+                             f"{expect}")
+    try:
+        feed = feeds(graph, x)
+    except InputError as exc:
+        raise InputError(f"calibration input {k}: {exc}") from None
+    if not all(np.all(np.isfinite(a)) for a in feed.values()):
         raise InputError(f"calibration input {k}: contains NaN or Inf")
+    return feed
 
 
-def run_values(sess: FloatSession, inputs: Iterable[np.ndarray], input_name: str,
-               check: Callable[[int, np.ndarray], None],
+def run_values(sess: FloatSession, inputs: Iterable,
+               check: Callable[[int, object], dict[str, np.ndarray]],
                visit: Callable[[str, np.ndarray, int], None], overlap: bool) -> None:
-    """For each input ``k`` (float32 NCHW [1, C, H, W]): ``check(k, x)``, then
-    ``visit(name, value, k)`` for the graph input (``input_name``, ``x`` as float32) and every
-    value ``sess`` returns (``sess.names`` order, float32 NCHW).
+    """For each input ``k`` (a float32 NCHW [1, C, H, W] array, or a dict of them for a graph
+    with several inputs): ``feed = check(k, x)`` ({graph input name: float32 array},
+    :func:`check_input`), then ``visit(name, value, k)`` for every graph input (``feed``'s
+    order) and every value ``sess`` returns (``sess.names`` order, float32 NCHW).
 
     The visits of one input run on :func:`workers` threads (``visit`` must be safe to call
     concurrently for different names); with ``overlap`` ONNX Runtime computes input ``k + 1``
@@ -70,9 +82,10 @@ def run_values(sess: FloatSession, inputs: Iterable[np.ndarray], input_name: str
     n = workers()
     if n == 1:
         for k, x in enumerate(inputs):
-            check(k, x)
-            visit(input_name, np.asarray(x, dtype=np.float32), k)
-            for name, arr in zip(sess.names, sess.run(x)):
+            feed = check(k, x)
+            for name, arr in feed.items():
+                visit(name, arr, k)
+            for name, arr in zip(sess.names, sess.run(feed)):
                 visit(name, arr, k)
         return
     with ThreadPoolExecutor(n, thread_name_prefix="tccc-calib") as pool:
@@ -85,15 +98,15 @@ def run_values(sess: FloatSession, inputs: Iterable[np.ndarray], input_name: str
                 x = next(it, _END)
                 if x is _END:
                     break
-                check(k, x)
-                values = [(input_name, np.asarray(x, dtype=np.float32))]
-                values += zip(sess.names, sess.run(x))
+                feed = check(k, x)
+                values = list(feed.items())
+                values += zip(sess.names, sess.run(feed))
             except BaseException:
                 _finish(pending)   # an earlier input's error comes first
                 raise
             _finish(pending)       # the previous input's visits, in order (errors first)
             pending = [pool.submit(visit, name, arr, k) for name, arr in values]
-            del values, x
+            del values, x, feed
             k += 1
         _finish(pending)
 

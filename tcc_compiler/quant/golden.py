@@ -7,9 +7,11 @@ with it bit for bit. Activations are single-image NHWC arrays [H, W, C]; a rank-
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
-from tcc_compiler.errors import InternalError
+from tcc_compiler.errors import InputError, InternalError
 from tcc_compiler.interp.float_exec import eval_node, interleave
 from tcc_compiler.ir.graph import Graph, Node
 from tcc_compiler.ir.ops import HOST_OPS, Op, ResizeMode, VIEW_OPS
@@ -159,12 +161,18 @@ class GoldenModel:
         self._prepared = {id(n): prepare_conv(n) for n in graph.nodes
                           if n.op in (Op.CONV, Op.FC)}
 
-    def run(self, x: np.ndarray, keep: bool = False) -> dict[str, np.ndarray]:
-        """Run on one float input; see :func:`run_golden` (same arguments and result)."""
+    def run(self, x, keep: bool = False) -> dict[str, np.ndarray]:
+        """Run on one input; see :func:`run_golden` (same arguments and result)."""
         graph = self.graph
         env: dict[int, np.ndarray] = {}
-        inp = graph.inputs[0]
-        env[id(inp)] = quantize_input(x, inp)
+        given = x if isinstance(x, Mapping) else {graph.inputs[0].name: x}
+        for inp in graph.inputs:
+            a = given.get(inp.name)
+            if a is None:
+                raise InputError(f"golden model: no array for graph input '{inp.name}'")
+            a = np.asarray(a)
+            env[id(inp)] = np.ascontiguousarray(a) if a.dtype.kind == "i" else \
+                quantize_input(a, inp)
         floats: dict[int, np.ndarray] = {}
         result: dict[str, np.ndarray] = {}
         for node in graph.nodes:
@@ -195,13 +203,20 @@ class GoldenModel:
         return result
 
 
-def run_golden(graph: Graph, x: np.ndarray, keep: bool = False) -> dict[str, np.ndarray]:
-    """Run the quantized graph on one float input (prepares the weights each call; use
+def run_golden(graph: Graph, x, keep: bool = False) -> dict[str, np.ndarray]:
+    """Run the quantized graph on one input (prepares the weights each call; use
     :class:`GoldenModel` for several inputs).
 
     Args:
         graph: quantized graph IR.
-        x: float32 NCHW [1, C, H, W] input (as the ONNX model takes it, after preprocessing).
+        x: float32 NCHW [1, C, H, W] input (as the ONNX model takes it, after preprocessing),
+            or, for a graph with several inputs (an NPU segment), {graph input name: array}:
+            each float32 NCHW, quantized with its value's parameters, or already quantized
+            (an integer array, NHWC [H, W, C] as the NPU holds it: an earlier NPU segment's
+            output handed over as it is).
+
+    Raises:
+        InputError: a graph input without an array.
         keep: also return every intermediate integer array under its value name.
 
     Returns:

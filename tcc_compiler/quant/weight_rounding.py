@@ -31,6 +31,7 @@ import numpy as np
 from tcc_compiler.errors import InputError
 from tcc_compiler.interp import run_float
 from tcc_compiler.interp.onnx_float import float_engine
+from tcc_compiler.ir.feeds import feeds
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.quant.calibrate_run import workers
@@ -138,15 +139,16 @@ def _float_inputs(float_graph: Graph, names: list[str], inputs: Sequence[np.ndar
     outputs), computed by ONNX Runtime as calibration does
     (:func:`tcc_compiler.interp.onnx_float.float_engine`, only these values returned), else
     by the numpy interpreter."""
-    src = float_graph.inputs[0].name
-    inner = [n for n in dict.fromkeys(names) if n != src]
+    srcs = {v.name for v in float_graph.inputs}
+    inner = [n for n in dict.fromkeys(names) if n not in srcs]
     sess = float_engine(float_graph, "auto") if inner else None
     for x in inputs:
+        x = feeds(float_graph, x)   # {graph input: array} (an NPU segment may take several)
         if sess is not None:
             fl = dict(zip(inner, sess.run(x, inner)))
         else:
             fl = run_float(float_graph, x, keep=True)
-        fl[src] = x
+        fl.update(x)
         yield fl
 
 

@@ -172,6 +172,10 @@ class LoadedProgram:
                 or a path.
         """
         spec = self.manifest["input"]
+        if "inputs" in self.manifest:
+            raise InputError(f"{self.folder}: this NPU program takes "
+                             f"{len(self.manifest['inputs'])} inputs (a segment of a bigger "
+                             "model): run the segmented folder it belongs to")
         x = self.checked_input(x)
         q = quantize_tensor(x, spec["scale"][0], spec["zero_point"][0])
         if len(x.shape) == 4:   # x is NCHW whatever the ONNX layout (manifest input.shape)
@@ -179,18 +183,64 @@ class LoadedProgram:
         raw = np.ascontiguousarray(q).tobytes()
         return raw + bytes(self.cmd.input_bytes - len(raw))
 
+    @property
+    def input_records(self) -> list[dict]:
+        """The manifest's input records in INPUT-region order: ``inputs`` for a program with
+        several inputs (an NPU segment), else ``[input]`` (every older folder too)."""
+        return self.manifest.get("inputs") or [self.manifest["input"]]
+
+    def quantize_inputs(self, xs: dict) -> bytes:
+        """INPUT-region bytes of a program with one or several inputs.
+
+        Args:
+            xs: {input name: array} for every input record: float32 in the record's
+                ``shape`` (NCHW; quantized with its scale and zero point), or int8 NHWC
+                ``npu_hwc`` (already quantized: an earlier NPU segment's output, handed
+                over as it is).
+
+        Raises:
+            InputError: a missing input, a wrong shape or dtype, non-finite values.
+        """
+        recs = self.input_records
+        if len(recs) == 1 and np.asarray(xs[recs[0]["name"]]).dtype != np.int8:
+            return self.quantize(xs[recs[0]["name"]])
+        region = bytearray(self.cmd.input_bytes)
+        for rec in recs:
+            if rec["name"] not in xs:
+                raise InputError(f"{self.folder}: no array for input '{rec['name']}'")
+            a = np.asarray(xs[rec["name"]])
+            if a.dtype == np.int8:
+                want = tuple(rec["npu_hwc"])
+            else:
+                want = tuple(rec["shape"])
+                a = np.asarray(a, np.float32)
+                if not np.all(np.isfinite(a)):
+                    raise InputError(f"input '{rec['name']}' contains NaN or Inf")
+            if tuple(a.shape) != want:
+                raise InputError(f"input '{rec['name']}': shape {tuple(a.shape)}, the program "
+                                 f"takes {want}")
+            if a.dtype != np.int8:
+                a = quantize_tensor(a, rec["scale"][0], rec["zero_point"][0])[0].transpose(
+                    1, 2, 0)
+            raw = np.ascontiguousarray(a).tobytes()
+            region[rec["offset"]:rec["offset"] + len(raw)] = raw
+        return bytes(region)
+
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Run one input.
 
         Args:
             x: float32 array shaped like the ONNX input (after preprocessing), or an image
-                or ``.npy`` path (:meth:`as_input`).
+                or ``.npy`` path (:meth:`as_input`); for a program with several inputs (an
+                NPU segment) a dict, as :meth:`quantize_inputs` takes it.
 
         Returns:
             {name: float32 array} for every graph output (host ops applied) and every NPU
             output (dequantized, NCHW/flat shape), plus ``"int:" + name`` raw integer NHWC
             arrays of the NPU outputs.
         """
+        if isinstance(x, dict) and "inputs" in self.manifest:   # a segment's several inputs
+            return self.decode_outputs(self.execute(self.quantize_inputs(x)))
         return self.decode_outputs(self.execute(self.quantize(x)))
 
     def execute(self, input_bytes: bytes, schedule: str = "inorder", seed: int = 0) -> bytes:

@@ -135,28 +135,59 @@ class FieldChecker:
                                 f"{vals!r}"[:200])
 
 
-def _check_input(ck: FieldChecker, inp: dict, input_bytes: int | None) -> None:
-    """The ``input`` object: shape vs npu_hwc, layout, batch 1, quantization, INPUT size."""
-    shape = ck.dims(ck.key(inp, "shape", "input"), "input.shape", (2, 4))
-    hwc = ck.dims(ck.key(inp, "npu_hwc", "input"), "input.npu_hwc", (3,))
+def _check_inputs(ck: FieldChecker, m: dict, input_bytes: int | None) -> None:
+    """``input`` and, for a program with several inputs (an NPU segment), ``inputs``: each
+    entry as ``input`` is checked, the first equal to ``input``, the others rank-4 NCHW at
+    increasing offsets inside the INPUT region, names distinct."""
+    first = ck.obj(ck.key(m, "input", "manifest"), "input")
+    _check_input(ck, first, input_bytes)
+    if "inputs" not in m:
+        return
+    ins = m["inputs"]
+    if not isinstance(ins, list) or len(ins) < 2 or ins[0] != first:
+        raise ck.fail("inputs", "expected a list of two or more inputs, the first equal to "
+                      "input")
+    names = set()
+    for k, rec in enumerate(ins[1:], 1):
+        f = f"inputs[{k}]"
+        rec = ck.obj(rec, f)
+        _check_input(ck, rec, input_bytes, f, {**INPUT_FIXED, "offset": rec.get("offset"),
+                                               "onnx_layout": "NCHW"})
+        off = ck.int_(ck.key(rec, "offset", f), f"{f}.offset")
+        size = math.prod(rec["npu_hwc"])
+        prev = math.prod(ins[k - 1]["npu_hwc"]) + ins[k - 1]["offset"]   # checked before
+        if off < prev or (input_bytes is not None and off + size > input_bytes):
+            raise ck.fail(f"{f}.offset", f"{off} overlaps the previous input or leaves the "
+                          f"INPUT region ({input_bytes} bytes)")
+        names.add(rec["name"])
+    if len(names | {first["name"]}) != len(ins):
+        raise ck.fail("inputs", "input names repeat")
+
+
+def _check_input(ck: FieldChecker, inp: dict, input_bytes: int | None, where: str = "input",
+                 fixed: dict | None = None) -> None:
+    """The ``input`` object (or an ``inputs`` entry named ``where``, its ``fixed`` fields):
+    shape vs npu_hwc, layout, batch 1, quantization, INPUT size."""
+    shape = ck.dims(ck.key(inp, "shape", where), f"{where}.shape", (2, 4))
+    hwc = ck.dims(ck.key(inp, "npu_hwc", where), f"{where}.npu_hwc", (3,))
     if math.prod(shape) != math.prod(hwc):
-        raise ck.fail("input.shape", f"{list(shape)} holds {math.prod(shape)} elements, "
+        raise ck.fail(f"{where}.shape", f"{list(shape)} holds {math.prod(shape)} elements, "
                       f"npu_hwc {list(hwc)} holds {math.prod(hwc)}")
     layout = inp.get("onnx_layout", "NCHW")
     if layout not in ("NCHW", "NHWC"):
-        raise ck.fail("input.onnx_layout", f"expected NCHW or NHWC, got {layout!r}")
+        raise ck.fail(f"{where}.onnx_layout", f"expected NCHW or NHWC, got {layout!r}")
     if len(shape) == 4 and shape[0] != 1:
-        raise ck.fail("input.shape", f"batch {shape[0]}, the NPU program takes batch 1")
+        raise ck.fail(f"{where}.shape", f"batch {shape[0]}, the NPU program takes batch 1")
     if (len(shape) == 4 and layout == "NCHW"
             and (shape[1], shape[2], shape[3]) != (hwc[2], hwc[0], hwc[1])):
-        raise ck.fail("input.shape", f"NCHW {list(shape)} does not match npu_hwc {list(hwc)}")
-    ck.quant(inp, "input", 1)
-    ck.str_(ck.key(inp, "name", "input"), "input.name")
+        raise ck.fail(f"{where}.shape", f"NCHW {list(shape)} does not match npu_hwc {list(hwc)}")
+    ck.quant(inp, where, 1)
+    ck.str_(ck.key(inp, "name", where), f"{where}.name")
     if "onnx_name" in inp:
-        ck.str_(inp["onnx_name"], "input.onnx_name")
-    ck.fixed(inp, "input", INPUT_FIXED)
+        ck.str_(inp["onnx_name"], f"{where}.onnx_name")
+    ck.fixed(inp, where, INPUT_FIXED if fixed is None else fixed)
     if input_bytes is not None and math.prod(hwc) > input_bytes:
-        raise ck.fail("input.npu_hwc", f"{list(hwc)} needs {math.prod(hwc)} bytes, the INPUT "
+        raise ck.fail(f"{where}.npu_hwc", f"{list(hwc)} needs {math.prod(hwc)} bytes, the INPUT "
                       f"region holds {input_bytes}")
 
 
@@ -299,7 +330,7 @@ def check_manifest(manifest: Any, path: str, *, input_bytes: int | None = None,
         raise FormatError(f"{path}: {exc}") from None
 
     _check_records(ck, m, header)
-    _check_input(ck, ck.obj(ck.key(m, "input", "manifest"), "input"), input_bytes)
+    _check_inputs(ck, m, input_bytes)
     ranks = _check_outputs(ck, ck.key(m, "outputs", "manifest"), output_bytes)
     _check_host_ops(ck, ck.key(m, "host_ops", "manifest"), ranks)
 

@@ -3,13 +3,15 @@
 ``tccc export-onnx DIR -o model.onnx --ort`` (:mod:`tcc_compiler.export.ort_model`) writes a
 model in which each NPU segment is one node of domain :data:`DOMAIN`, op type
 ``TcccNpuProgram<k>`` (``k`` = its number of outputs, 1..:data:`MAX_OUTPUTS`; a Python custom
-op declares a fixed output count), with two string attributes:
+op declares a fixed output count; ``TcccNpuProgram<k>_<m>in`` for a segment of a segmented
+model reading ``m`` > 1 tensors), with two string attributes:
 
 * ``folder``: the compiled output folder (absolute path at export time; a relative path is
   taken from the current directory), validated as ``tccc run`` does when first used;
 * ``outputs``: JSON list of the NPU outputs the node returns, in order (manifest names).
 
-Its input is the float32 model input (shaped as the ONNX model took it); its outputs are the
+Its input is the float32 model input (shaped as the ONNX model took it; a segment's inputs,
+in its program's input order); its outputs are the
 NPU outputs dequantized to float32, exactly the arrays ``tccc run`` computes: the node runs the
 program on the reference executor (:class:`~tcc_compiler.runtime.loaded.LoadedProgram`).
 The op is implemented with onnxruntime-extensions' Python custom ops (``onnx_op``), loaded
@@ -36,22 +38,28 @@ from tcc_compiler.errors import InputError
 DOMAIN = "ai.onnx.contrib"
 #: Most outputs one NPU segment node may have (one op type is registered per count).
 MAX_OUTPUTS = 8
+#: Most inputs one NPU segment node may have (one op type per count: a segment of a
+#: segmented model may read several tensors).
+MAX_INPUTS = 8
 
 _LOCK = threading.Lock()
 _PROGRAMS: dict[str, object] = {}
 _REGISTERED = False
 
 
-def op_type(n_outputs: int) -> str:
-    """The custom op type of an NPU segment with ``n_outputs`` outputs.
+def op_type(n_outputs: int, n_inputs: int = 1) -> str:
+    """The custom op type of an NPU segment with ``n_outputs`` outputs and ``n_inputs``
+    inputs: ``TcccNpuProgram<k>``, or ``TcccNpuProgram<k>_<m>in`` for ``m`` > 1 inputs.
 
     Raises:
-        InputError: ``n_outputs`` outside 1..:data:`MAX_OUTPUTS`.
+        InputError: ``n_outputs`` outside 1..:data:`MAX_OUTPUTS`, ``n_inputs`` outside
+            1..:data:`MAX_INPUTS`.
     """
-    if not 1 <= n_outputs <= MAX_OUTPUTS:
-        raise InputError(f"an NPU segment with {n_outputs} outputs cannot be exported for "
-                         f"ONNX Runtime (1..{MAX_OUTPUTS})")
-    return f"TcccNpuProgram{n_outputs}"
+    if not 1 <= n_outputs <= MAX_OUTPUTS or not 1 <= n_inputs <= MAX_INPUTS:
+        raise InputError(f"an NPU segment with {n_inputs} inputs and {n_outputs} outputs "
+                         f"cannot be exported for ONNX Runtime (1..{MAX_INPUTS} inputs, "
+                         f"1..{MAX_OUTPUTS} outputs)")
+    return f"TcccNpuProgram{n_outputs}" + (f"_{n_inputs}in" if n_inputs > 1 else "")
 
 
 def _program(folder: str):
@@ -64,14 +72,20 @@ def _program(folder: str):
         return _PROGRAMS[folder]
 
 
-def run_segment(folder: str, outputs: list[str], x: np.ndarray) -> list[np.ndarray]:
-    """Run one NPU segment: float32 input (the ONNX input's shape) -> its float32 outputs.
+def run_segment(folder: str, outputs: list[str], *xs: np.ndarray) -> list[np.ndarray]:
+    """Run one NPU segment: float32 inputs (each its ONNX shape, in the program's input
+    order) -> its float32 outputs.
 
     Raises:
         InputError, FormatError: the folder is missing or invalid; ExecutionError: executor
             fault (all TccError: ONNX Runtime reports them as the node's failure).
     """
-    res = _program(folder).run(np.asarray(x, np.float32))
+    prog = _program(folder)
+    if len(xs) == 1:
+        res = prog.run(np.asarray(xs[0], np.float32))
+    else:
+        res = prog.run({r["name"]: np.asarray(x, np.float32)
+                        for r, x in zip(prog.input_records, xs)})
     return [np.ascontiguousarray(res[name], np.float32) for name in outputs]
 
 
@@ -84,21 +98,23 @@ def _register() -> None:
         if _REGISTERED:
             return
         for k in range(1, MAX_OUTPUTS + 1):
-            def body(x, folder, outputs, _k=k):
-                ys = run_segment(folder, json.loads(outputs), x)
-                return ys[0] if _k == 1 else tuple(ys)
+            for m in range(1, MAX_INPUTS + 1):
+                def body(xs, folder, outputs, _k=k):
+                    ys = run_segment(folder, json.loads(outputs), *xs)
+                    return ys[0] if _k == 1 else tuple(ys)
 
-            onnx_op(op_type=op_type(k), inputs=[PyCustomOpDef.dt_float],
-                    outputs=[PyCustomOpDef.dt_float] * k,
-                    attrs={"folder": PyCustomOpDef.dt_string,
-                           "outputs": PyCustomOpDef.dt_string})(_kwargs_body(body))
+                onnx_op(op_type=op_type(k, m), inputs=[PyCustomOpDef.dt_float] * m,
+                        outputs=[PyCustomOpDef.dt_float] * k,
+                        attrs={"folder": PyCustomOpDef.dt_string,
+                               "outputs": PyCustomOpDef.dt_string})(_kwargs_body(body))
         _REGISTERED = True
 
 
 def _kwargs_body(body):
-    """onnxruntime-extensions passes attributes as keyword arguments."""
-    def f(x, **attrs):
-        return body(x, attrs["folder"], attrs["outputs"])
+    """onnxruntime-extensions passes inputs positionally and attributes as keyword
+    arguments."""
+    def f(*xs, **attrs):
+        return body(xs, attrs["folder"], attrs["outputs"])
     return f
 
 

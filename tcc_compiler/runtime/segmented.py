@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from tcc_compiler.emit.files import MANIFEST_FILE
+from tcc_compiler.emit.segments import npu_int8_handoff
 from tcc_compiler.errors import FormatError, InputError
+from tcc_compiler.numerics.requant import dequantize_tensor, quantize_tensor
 from tcc_compiler.runtime.loaded import LoadedProgram
 from tcc_compiler.runtime.segmented_check import check_dataflow, check_segmented_manifest
 
@@ -73,6 +75,10 @@ class SegmentedProgram:
             if seg["device"] == "npu":
                 self.programs[k] = LoadedProgram(_safe_entry(self.folder, seg.get("folder"),
                                                              where))
+                names = [r["name"] for r in self.programs[k].input_records]
+                if names != seg["inputs"]:
+                    raise FormatError(f"{where}: segments[{k}].inputs {seg['inputs']} differ "
+                                      f"from its program's inputs {names}"[:300])
                 continue
             path = _safe_entry(self.folder, seg.get("file"), where)
             self.sessions[k], self.prefixes[k], self.joins[k] = _host_session(
@@ -99,9 +105,12 @@ class SegmentedProgram:
                 continue
             if k in self.programs:
                 prog = self.programs[k]
-                want = prog.input_shape
+                rec = next((r for r in prog.input_records
+                            if inp["name"] in (r.get("onnx_name"), r.get("name"))),
+                           prog.manifest["input"])   # the record of this input
+                want = tuple(rec["shape"])
                 got = onnx_shape
-                if prog.manifest["input"].get("onnx_layout") == "NHWC" and len(got) == 4:
+                if rec.get("onnx_layout") == "NHWC" and len(got) == 4:
                     got = (got[0], got[3], got[1], got[2])   # run() feeds it NCHW
                 src = f"{seg['folder']}/{MANIFEST_FILE}"
             else:
@@ -142,6 +151,9 @@ class SegmentedProgram:
         self.int8_inputs = {k: {i.name for i in s.get_inputs() if i.type == "tensor(int8)"}
                             for k, s in self.sessions.items()}
         records = {o["name"]: o for p in self.programs.values() for o in p.manifest["outputs"]}
+        # {tensor: its output record and segment} of the int8 NPU outputs NPU segments read
+        self.int8_sources = {o["name"]: {**o, "segment": k} for k, p in self.programs.items()
+                             for o in p.manifest["outputs"] if npu_int8_handoff(o)}
         for k, pre in self.prefixes.items():
             if pre is not None:
                 self.prefixes[k] = _Gather(pre, records, f"{where}: host segment {k}")
@@ -187,16 +199,33 @@ class SegmentedProgram:
                 env.update(self._run_host(k, env, ints))
                 continue
             prog = self.programs[k]
-            feed = np.asarray(env[seg["inputs"][0]], np.float32)
-            if prog.manifest["input"].get("onnx_layout") == "NHWC":
-                feed = np.ascontiguousarray(feed.transpose(0, 3, 1, 2))
-            res = prog.decode_outputs(prog.execute(prog.quantize(feed), schedule, seed))
-            env[f"feed:{k}"] = feed
+            feed = self._npu_feed(prog, env)
+            res = prog.decode_outputs(prog.execute(prog.quantize_inputs(feed), schedule, seed))
+            env[f"feed:{k}"] = feed if len(feed) > 1 else next(iter(feed.values()))
             for o in prog.manifest["outputs"]:
                 env[f"int:{k}:{o['name']}"] = res["int:" + o["name"]]
                 ints[o["name"]] = onnx_order(res["int:" + o["name"]], o["shape"])
             env.update({t: res[t] for t in seg["outputs"] if t in res})
         return env
+
+    def _npu_feed(self, prog: LoadedProgram, env: dict) -> dict[str, np.ndarray]:
+        """{input name: array} of one NPU segment's inputs: float32 NCHW from the model input
+        or a host segment (an NHWC model input transposed), or, for an earlier NPU
+        segment's int8 output (:func:`tcc_compiler.emit.segments.npu_int8_handoff`), its
+        integers (NHWC, as stored) mapped by one 256-entry table onto this input's
+        quantization: the float round trip's values, without the float32 tensor."""
+        feed = {}
+        for rec in prog.input_records:
+            name, src = rec["name"], self.int8_sources.get(rec["name"])
+            if src is not None and len(rec["scale"]) == 1:
+                table = _requant_table(src, rec)
+                feed[name] = table[env[f"int:{src['segment']}:{name}"].astype(np.int16) + 128]
+                continue
+            x = np.asarray(env[name], np.float32)
+            if rec.get("onnx_layout") == "NHWC":
+                x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+            feed[name] = x
+        return feed
 
     def _run_host(self, k: int, env: dict, ints: dict) -> dict[str, np.ndarray]:
         """Host segment ``k``'s outputs: its boundary prefix gathered, its middle run by ONNX
@@ -342,6 +371,15 @@ class _Gather:
             zero, scale = self.params[t]
             np.multiply(np.subtract(q[i], zero), scale, out=dst, casting="same_kind")
         return out
+
+
+def _requant_table(src: dict, dst: dict) -> np.ndarray:
+    """int8[256]: each int8 value ``q`` of output record ``src`` (scale, zero point)
+    dequantized to float32 and quantized with input record ``dst``'s, exactly as the float
+    hand-off would (index ``q + 128``); the identity when the two agree."""
+    q = np.arange(-128, 128, dtype=np.int8)
+    f = dequantize_tensor(q, src["scale"][0], src["zero_point"][0])
+    return quantize_tensor(f, dst["scale"][0], dst["zero_point"][0])
 
 
 def onnx_order(q: np.ndarray, shape) -> np.ndarray:

@@ -266,8 +266,10 @@ class _Planner:
 
     def plan(self) -> MemoryPlan:
         al = self.t.dram_align_bytes
-        inp = self.g.inputs[0]
-        self.tensors[id(inp)] = Tensor(Region.INPUT, 0, hwc(inp))
+        in_off = 0   # the inputs one after another in the INPUT region, each aligned
+        for inp in self.g.inputs:
+            self.tensors[id(inp)] = Tensor(Region.INPUT, in_off, hwc(inp), elem_bytes(inp))
+            in_off = align_up(in_off + self.tensors[id(inp)].nbytes, al)
         uniq = self._npu_outputs()
         out_off = 0
         out_roots = {}
@@ -286,14 +288,14 @@ class _Planner:
             self.tensors[id(v)] = Tensor(Region.ACT, b.offset, hwc(v), elem_bytes(v))
         self._alias_views()
         self._alias_channels()
-        ins = (_io(inp, self.tensors[id(inp)]),)
+        ins = tuple(_io(v, self.tensors[id(v)]) for v in self.g.inputs)
         outs = tuple(_io(v, self.tensors[id(root(v))]) for v in uniq)
         return MemoryPlan(
             MappingProxyType(self.tensors), MappingProxyType(self.res),
             MappingProxyType(self.op_base), self.zone_used,
             MappingProxyType({id(c.nodes[-1]): c for c in chains}),
             frozenset(id(m) for c in chains for m in c.inner()),
-            max(arena, al), align_up(self.tensors[id(inp)].nbytes, al), max(out_off, al),
+            max(arena, al), max(in_off, al), max(out_off, al),
             ins, outs, self.views, MappingProxyType(dict(self.fused)))
 
     def _npu_outputs(self) -> list[Value]:

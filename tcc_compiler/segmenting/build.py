@@ -5,7 +5,7 @@ ONNX model per host segment (the layout is in specs/manifest.md).
     NPU segment with the driver's pipeline -> manifest + report (emit/segments.py)
 
 Each NPU segment is compiled by :func:`tcc_compiler.driver.compile_model` exactly as a whole
-model is, calibrated on the float values its input tensor takes in the whole float model
+model is, calibrated on the float values its input tensors take in the whole float model
 (ONNX Runtime runs the model with every NPU segment input as an extra output), so
 host-produced tensors get calibrated scales too.
 """
@@ -130,16 +130,21 @@ def boundary_values(plan: SegmentPlan, names: list[str], xs,
 
 def _segment_calibration(sub: onnx.ModelProto, seg, calib: dict | None) -> list | None:
     """The calibration arrays of NPU segment ``seg`` (its ONNX model ``sub``) as
-    ``compile_model`` takes them: NCHW. ONNX Runtime's values of an input the segment reads
-    through Transpose(0, 3, 1, 2) are NHWC (the model input of an NHWC model with a host
-    segment after its first NPU ops: compile refused its own arrays, "shape (1, 16, 16, 3),
-    model expects (1, 3, 16, 16)")."""
+    ``compile_model`` takes them: NCHW, one array per calibration input, or a dict {input
+    name: array} for a segment with several inputs. ONNX Runtime's values of an input the
+    segment reads through Transpose(0, 3, 1, 2) are NHWC (the model input of an NHWC model
+    with a host segment after its first NPU ops: compile refused its own arrays, "shape (1,
+    16, 16, 3), model expects (1, 3, 16, 16)")."""
     if calib is None:
         return None
     values = calib[seg.inputs[0]]
     if is_nhwc_input(sub, seg.inputs[0]):
-        return [np.ascontiguousarray(v.transpose(0, 3, 1, 2)) for v in values]
-    return values
+        values = [np.ascontiguousarray(v.transpose(0, 3, 1, 2)) for v in values]
+    if len(seg.inputs) == 1:
+        return values
+    # several inputs: one {input: array} per calibration input (the others NCHW as read)
+    return [{seg.inputs[0]: v, **{t: calib[t][k] for t in seg.inputs[1:]}}
+            for k, v in enumerate(values)]
 
 
 def boundary_overflow(plan: SegmentPlan, values: dict[str, list[np.ndarray]]) \
@@ -203,7 +208,7 @@ def check_default_calibration(plan: SegmentPlan) -> dict[int, str]:
     except InputError:
         return {}
     return boundary_overflow(plan, boundary_values(
-        plan, sorted({s.inputs[0] for s in plan.npu_segments}), xs))
+        plan, sorted({t for s in plan.npu_segments for t in s.inputs}), xs))
 
 
 def _merge_tables(tables: list[dict]) -> dict | None:
@@ -251,7 +256,7 @@ def compile_segmented(model: str | os.PathLike | onnx.ModelProto, options: Compi
     calib, n_calib, source = None, 0, f"table {options.calib_table}"
     if options.calib_table is None:
         xs, source = _model_inputs(plan, options)
-        calib = boundary_values(plan, sorted({s.inputs[0] for s in npu}), xs, progress)
+        calib = boundary_values(plan, sorted({t for s in npu for t in s.inputs}), xs, progress)
         n_calib = len(xs)
         bad = boundary_overflow(plan, calib)
         if bad:
@@ -277,8 +282,8 @@ def compile_segmented(model: str | os.PathLike | onnx.ModelProto, options: Compi
             input_whc=None, target=tgt, calibration=_segment_calibration(sub, seg, calib),
             preprocess=options.preprocess if first else None,
             dump_ir=None if options.dump_ir is None else Path(options.dump_ir) / f"npu_{seg.index}")
-        log.info("segment %d/%d: NPU, %d node(s), input %s", seg.index + 1, len(plan.segments),
-                 len(seg.nodes), seg.inputs[0])
+        log.info("segment %d/%d: NPU, %d node(s), input(s) %s", seg.index + 1,
+                 len(plan.segments), len(seg.nodes), ", ".join(seg.inputs))
         parts.append(compile_model(sub, seg_opts))
     if names:
         _check_precision_names([n for v in names.values() for n in v], parts, given,

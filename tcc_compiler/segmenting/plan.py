@@ -138,7 +138,8 @@ def check_npu_segment(sub: onnx.ModelProto) -> tuple[dict[str, str], dict]:
     except UnsupportedError as exc:
         return frontend_refusals(nodes, exc.problems) or dict.fromkeys(every, str(exc)), {}
     except TccError as exc:  # e.g. an input the NPU program cannot take
-        first = sub.graph.input[0].name if sub.graph.input else ""
+        named = [i.name for i in sub.graph.input if f"'{i.name}'" in str(exc)]
+        first = named[0] if named else (sub.graph.input[0].name if sub.graph.input else "")
         entry = {node_label(n) for n in nodes if first in n.input} or every
         return dict.fromkeys(entry, str(exc).split(": ", 1)[-1]), {}
     by_ir = {n.name: n for n in graph.nodes}
@@ -269,9 +270,9 @@ def plan_model(model: str | os.PathLike | onnx.ModelProto,
         rounds += 1
         segs, host_after = plan_segments(prepared.proto, host)
         for i in host_after - host:
-            reasons.setdefault(i, "moved to the host: an NPU program takes one float32 NCHW "
-                                  "input and this node reads a second tensor from another "
-                                  "segment (or an input of another shape)")
+            reasons.setdefault(i, "moved to the host: it reads a tensor from another segment "
+                                  "that no NPU program takes as input (only float32 rank-4 "
+                                  "tensors with known dims)")
         host = host_after
         new = _refused_round(prepared, segs, checked, index)
         if not new:

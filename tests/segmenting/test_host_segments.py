@@ -200,9 +200,9 @@ def test_op_onnx_runtime_cannot_run_is_unsupported(tmp_path, capsys):
     assert "odd" in capsys.readouterr().err
 
 
-def test_one_input_rule_moves_second_reader_to_host():
-    """Conv A -> LRN -> Conv B -> Add(B, A): the Add would give its NPU segment two inputs,
-    so it runs on the host."""
+def test_npu_segment_reads_a_host_output_and_an_earlier_npu_output():
+    """Conv A -> LRN -> Conv B -> Add(B, A): the Add stays on the NPU, its segment reading
+    the LRN's output and A (tests/segmenting/test_multi_input.py runs such a model)."""
     rng = np.random.default_rng(0)
     n1, i1 = _conv("c1", "x", "a", 3, 8, rng)
     n2, i2 = _conv("c2", "m", "b", 8, 8, rng)
@@ -212,10 +212,26 @@ def test_one_input_rule_moves_second_reader_to_host():
                      [h.make_tensor_value_info("y", T.FLOAT, None)], i1 + i2)
     prepared = prepare_onnx(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]))
     segs, host = plan_segments(prepared.proto, {1})
-    assert host == {1, 3}
+    assert host == {1}
     assert [(s.device, s.nodes) for s in segs] == [("npu", (0,)), ("host", (1,)),
-                                                   ("npu", (2,)), ("host", (3,))]
-    assert segs[3].inputs == ("b", "a") and segs[0].outputs == ("a",)
+                                                   ("npu", (2, 3))]
+    assert segs[2].inputs == ("m", "a") and segs[0].outputs == ("a",)
+
+
+def test_npu_input_of_another_rank_moves_its_reader_to_host():
+    """A Flatten on the host hands a rank-2 tensor on: the Add reading it (with an NPU
+    output) cannot run in an NPU program, which takes rank-4 maps only."""
+    rng = np.random.default_rng(0)
+    n1, i1 = _conv("c1", "x", "a", 3, 8, rng)
+    g = h.make_graph([n1, h.make_node("Flatten", ["a"], ["f"], name="fl"),
+                      h.make_node("Flatten", ["a"], ["f2"], name="fl2"),
+                      h.make_node("Add", ["f", "f2"], ["y"], name="add")], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)], i1)
+    prepared = prepare_onnx(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]))
+    segs, host = plan_segments(prepared.proto, {1, 2})
+    assert host == {1, 2, 3}
+    assert [s.device for s in segs] == ["npu", "host"]
 
 
 def test_host_node_runs_in_the_last_host_stage_before_its_readers():

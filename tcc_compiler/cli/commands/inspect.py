@@ -52,6 +52,10 @@ def run(args) -> int:
           f"{len(cmd.commands)} commands ({', '.join(f'{k} {v}' for k, v in counts.items())})")
     print(f"  SRAM {cmd.sram_peak_bytes} B; DRAM ACT {cmd.act_arena_bytes} B, INPUT "
           f"{cmd.input_bytes} B, OUTPUT {cmd.output_bytes} B")
+    if "inputs" in prog.manifest:   # a segment reading several tensors: where each goes
+        print("  INPUT holds " + ", ".join(
+            f"'{r['name']}' {'x'.join(map(str, r['npu_hwc']))} @ {r['offset']:#x}"
+            for r in prog.manifest["inputs"]))
     print(f"quantized_network.bin: {len(raw_w)} bytes, format {wf.version_major}."
           f"{wf.version_minor}, crc32 {zlib.crc32(raw_w):#010x}; data section {len(wf.data)} B "
           f"(crc32 {wf.data_crc32:#010x}), {len(wf.layers)} layers; weights + params "
@@ -156,7 +160,9 @@ def summary_json(raw_c: bytes, raw_w: bytes, prog, counts: Counter, d: Path) -> 
                         "header_bytes": cmd.header_bytes, "commands": len(cmd.commands),
                         "command_counts": dict(counts), "sram_peak_bytes": cmd.sram_peak_bytes,
                         "act_arena_bytes": cmd.act_arena_bytes,
-                        "input_bytes": cmd.input_bytes, "output_bytes": cmd.output_bytes},
+                        "input_bytes": cmd.input_bytes, "output_bytes": cmd.output_bytes,
+                        "inputs": [{k: r[k] for k in ("name", "npu_hwc", "offset")}
+                                   for r in prog.input_records]},
         "quantized_network.bin": {
             "bytes": len(raw_w), "crc32": zlib.crc32(raw_w),
             "format": f"{wf.version_major}.{wf.version_minor}", "data_bytes": len(wf.data),
