@@ -42,17 +42,28 @@ class ConvParamCache:
 
     def __init__(self) -> None:
         self._cache: dict[tuple, ConvParams] = {}
+        self._by_source: dict[tuple, ConvParams] = {}
 
-    def get(self, raw: np.ndarray, cfg: ConvCfg) -> ConvParams:
+    def get(self, raw: np.ndarray, cfg: ConvCfg, source: tuple | None = None) -> ConvParams:
         """Decode ``raw`` (uint8, ``oc * 16`` bytes of SRAM) for a tile under ``cfg``.
+
+        ``source``: where the bytes come from unchanged (:mod:`tcc_compiler.sim.provenance`;
+        it determines them), so a hit needs no copy of the bytes; None: keyed by the bytes.
 
         Raises:
             ValueError: reserved bytes not zero; for out_mode 0, a shift outside 1..62 or a
                 negative multiplier, or with int16 weights (flags bit7) a multiplier M of
                 2**15 or more (the executor names the command).
         """
-        key = (raw.tobytes(), cfg.out_mode, cfg.zp_out, cfg.act_lo, cfg.act_hi, cfg.zp_sc,
-               cfg.has_shortcut, cfg.sc_bytes, cfg.out_bytes, cfg.wide_weights)
+        fields = (cfg.out_mode, cfg.zp_out, cfg.act_lo, cfg.act_hi, cfg.zp_sc,
+                  cfg.has_shortcut, cfg.sc_bytes, cfg.out_bytes, cfg.wide_weights)
+        if source is not None:
+            skey = (source, raw.size, fields)
+            hit = self._by_source.get(skey)
+            if hit is None:
+                hit = self._by_source[skey] = self.get(raw, cfg)
+            return hit
+        key = (raw.tobytes(), fields)
         hit = self._cache.get(key)
         if hit is not None:
             return hit

@@ -61,6 +61,7 @@ from tcc_compiler.sim.conv_params import ConvParamCache
 from tcc_compiler.sim.vector_ops import run_ew_tile, run_lut_tile, run_resize_tile
 from tcc_compiler.sim.hazards import HazardError, Ordering, ShadowMemory
 from tcc_compiler.sim.limits import check_program
+from tcc_compiler.sim.provenance import Provenance, sram_write_hull, weight_source
 from tcc_compiler.sim.memory import ByteBox, Memory
 from tcc_compiler.target import Target
 
@@ -68,6 +69,10 @@ log = logging.getLogger(__name__)
 
 #: Element bytes -> the integer dtype of an operand (CONV_CFG/POOL_CFG ``wide`` bits).
 _INT = {1: np.int8, 2: np.int16, 4: np.int32}
+
+#: Operand dtype -> its little-endian form (multi-byte elements are little-endian).
+_LE = {t: np.dtype(t).newbyteorder("<") for t in (np.int8, np.int16, np.int32, np.uint8,
+                                                  np.uint16)}
 
 #: Execution orders :meth:`Executor.run_with_stats` offers.
 SCHEDULES = ("inorder", "random")
@@ -165,6 +170,11 @@ class Executor:
         # (SRAM address, OHWI shape, groups) -> [(weight bytes, prepared weights)]: a weight
         # operand is prepared for the GEMM once and reused while its bytes are unchanged
         self._prepared: dict[tuple, list[tuple[bytes, ConvWeights]]] = {}
+        # (source, offset, OHWI shape, element bytes, groups) -> prepared weights, for weights
+        # read from an unchanged copy of a weight load (sim/provenance.py): no compare needed
+        self._by_source: dict[tuple, ConvWeights] = {}
+        # command index -> (hull of the SRAM bytes it writes, or None; its weight source)
+        self._writes: dict[int, tuple] = {}
         # parameter records decoded (and the epilogue's factors derived) once per layer
         self._params = ConvParamCache()
 
@@ -219,7 +229,8 @@ class Executor:
         self._srams = [Memory.filled("SRAM", self.target.sram_capacity_bytes, self.fill)
                        for _ in range(c.cores)]
         self._regs_of = [Registers() for _ in range(c.cores)]
-        self._sram, self._regs = self._srams[0], self._regs_of[0]
+        self._provs = [Provenance() for _ in range(c.cores)]
+        self._sram, self._regs, self._prov = self._srams[0], self._regs_of[0], self._provs[0]
         self._dram = {
             spec.Region.WEIGHTS: self._weights_mem,
             spec.Region.ACT: Memory.filled("ACT", c.act_arena_bytes, self.fill),
@@ -256,6 +267,7 @@ class Executor:
                         if shadow is not None:  # garbage read through a race: name the race
                             self._raise_later_hazard(shadow, cmds, list(order)[pos + 1:])
                         raise
+                    self._track(i, cmd)
                 elif isinstance(cmd, End):
                     if not multi:
                         break
@@ -305,6 +317,26 @@ class Executor:
         """Make command ``i``'s core current: its SRAM and its layer registers."""
         core = int(self._ordering().core_of[i])
         self._sram, self._regs = self._srams[core], self._regs_of[core]
+        self._prov = self._provs[core]
+
+    def _track(self, i: int, cmd: Command) -> None:
+        """After command ``i`` ran: forget the weight sources of the SRAM bytes it wrote, and
+        record its own when it is a weight load (sim/provenance.py). Its write hull is a
+        function of the command and the layer registers, which the in-order COMPUTE queue
+        fixes: computed once per command index."""
+        info = self._writes.get(i)
+        if info is None:
+            try:
+                hull = sram_write_hull(cmd.accesses(self._regs))
+            except ExecutionError as exc:
+                raise self._err(i, cmd, str(exc)) from None
+            info = self._writes[i] = (hull, weight_source(cmd) if hull else None)
+        hull, source = info
+        if hull is not None:
+            if source is None:
+                self._prov.written(*hull)
+            else:
+                self._prov.loaded(*hull, source)
 
     def _sizes(self) -> dict[Space, int]:
         return {Space.SRAM: self._sram.size * len(self._srams),
@@ -355,17 +387,19 @@ class Executor:
             raise self._err(i, cmd, f"{what}: {exc}") from None
         end = addr + (h - 1) * row + (w - 1) * px + c * eb if h and w and c else addr
         self._sram_view(i, cmd, what, addr, end - addr)
-        raw = as_strided(self._sram.arr[addr:], (h, w, c * eb), (row, px, 1))
-        if eb == 1:
-            return raw.view(dtype)
+        if eb == 1:   # an ndarray over the SRAM's buffer: a few times cheaper than as_strided
+            return np.ndarray((h, w, c), dtype, self._sram.buf, addr, (row, px, 1))
+        raw = np.ndarray((h, w, c * eb), np.uint8, self._sram.buf, addr, (row, px, 1))
         if not write:
             return np.ascontiguousarray(raw).view(np.dtype(dtype).newbyteorder("<"))
         return ByteBox(raw, dtype)
 
     def _sram_tensor(self, i, cmd, what, addr, shape, dtype=np.int8) -> np.ndarray:
-        dt = np.dtype(dtype).newbyteorder("<")   # multi-byte elements are little-endian
+        dt = _LE[dtype] if dtype in _LE else np.dtype(dtype).newbyteorder("<")
         n = math.prod(shape) * dt.itemsize
-        return self._sram_view(i, cmd, what, addr, n).view(dt).reshape(shape)
+        if addr + n > self._sram.size:
+            self._sram_view(i, cmd, what, addr, n)   # raises, naming the range
+        return np.ndarray(shape, dt, self._sram.buf, addr)
 
     # -- command handlers ----------------------------------------------------------------------
 
@@ -470,14 +504,15 @@ class Executor:
                            t.in_row_stride, _INT[cfg.in_bytes])
         w = self._sram_tensor(i, t, "weights", t.w_sram, (t.oc, cfg.kh, cfg.kw, cfg.cin_g),
                               _INT[cfg.w_bytes])
+        n_param = t.oc * spec.PARAM_RECORD_BYTES
         try:
-            cp = self._params.get(self._sram_view(
-                i, t, "params", t.p_sram, t.oc * spec.PARAM_RECORD_BYTES), cfg)
+            cp = self._params.get(self._sram_view(i, t, "params", t.p_sram, n_param), cfg,
+                                  self._prov.source_of(t.p_sram, n_param))
         except ValueError as exc:
             raise self._err(i, t, str(exc)) from None
         p = cp.records
-        acc = conv_accumulate_f(x, cfg.zp_in, self._conv_weights(t.w_sram, w, groups),
-                                (cfg.sh, cfg.sw), t.pads, (cfg.dh, cfg.dw))
+        cw = self._conv_weights(t.w_sram, w, groups, self._prov.source_of(t.w_sram, w.nbytes))
+        acc = conv_accumulate_f(x, cfg.zp_in, cw, (cfg.sh, cfg.sw), t.pads, (cfg.dh, cfg.dw))
         n_out = oh * ow * t.oc
         read = x.nbytes + w.nbytes + p.size * spec.PARAM_RECORD_BYTES
         direct = None
@@ -509,10 +544,20 @@ class Executor:
             out[...] = y
         stats.macs += n_out * cfg.kh * cfg.kw * cfg.cin_g
 
-    def _conv_weights(self, addr: int, w: np.ndarray, groups: int) -> ConvWeights:
+    def _conv_weights(self, addr: int, w: np.ndarray, groups: int,
+                      source: tuple | None = None) -> ConvWeights:
         """The GEMM-ready form of the int8/int16 OHWI weights ``w`` read at SRAM ``addr``: reused
-        when the same bytes were prepared before at that address (compared byte for byte, a memcmp;
-        weights are reloaded into the same buffers every run), else prepared and kept."""
+        when the bytes come unchanged from a weight load seen before (``source``: the load's
+        source and the offset in its data, :meth:`Provenance.source_of`; the source determines
+        the bytes), or when the same bytes were prepared before at that address (compared byte
+        for byte, a memcmp; weights are reloaded into the same buffers every run), else
+        prepared and kept."""
+        if source is not None:
+            key = (source, w.shape, w.dtype.itemsize, groups)
+            cw = self._by_source.get(key)
+            if cw is None:
+                cw = self._by_source[key] = self._conv_weights(addr, w, groups)
+            return cw
         data = w.tobytes()
         entries = self._prepared.setdefault((addr, w.shape, w.dtype.itemsize, groups), [])
         for raw, cw in entries:
