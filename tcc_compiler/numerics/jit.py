@@ -8,7 +8,9 @@ construction, with no bound to prove:
   formula per element in int64: ``x = wrap32(acc + bias)`` (|x| <= 2**31), ``x M`` (< 2**62),
   ``(sc - zp_sc) Msc`` (|sc - zp_sc| < 2**16, Msc < 2**31: < 2**47), ``2**(S-1)`` (<= 2**61):
   the sum stays below 2**63, so every int64 operation is exact; ``>>`` on int64 is an
-  arithmetic shift (floor), then the clamp and ``zp_y`` as in the definition.
+  arithmetic shift (floor), then the clamp and ``zp_y`` as in the definition. bias, M and
+  Msc travel as int32 (all fit), so each product is one 32x32->64-bit multiply, which the
+  compiler vectorises (measured about 20 % faster than int64 factors, loaded machine).
 * :func:`depthwise` sums ``(x - zp) w`` over the taps inside the input in int32 (taps in the
   padding hold the zero point and add 0): |sum| <= KH KW 255 128 < 2**31 for KH KW <= 65,793,
   which the caller checks.

@@ -27,13 +27,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from tcc_compiler.binfmt.cmdfile import CmdFile, cores_problem
 from tcc_compiler.binfmt.weightfile import WeightFile
-from tcc_compiler.errors import ExecutionError, FormatError, InputError, first_line
+from tcc_compiler.errors import ExecutionError, InputError, first_line
 from tcc_compiler.isa import spec
-from tcc_compiler.isa.wcodec import inflate_exact
 from tcc_compiler.isa.commands import (
     AddTile,
     Command,
@@ -57,7 +55,8 @@ from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_c
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
 from tcc_compiler.numerics.lut import apply_lut
 from tcc_compiler.sim.blas import blas_threads
-from tcc_compiler.sim.conv_params import ConvParamCache
+from tcc_compiler.sim.conv_params import ConvParamCache, conv_flags_problem
+from tcc_compiler.sim.dma import run_dma, run_dma_z
 from tcc_compiler.sim.vector_ops import run_ew_tile, run_lut_tile, run_resize_tile
 from tcc_compiler.sim.hazards import HazardError, Ordering, ShadowMemory
 from tcc_compiler.sim.limits import check_program
@@ -92,28 +91,6 @@ class ExecStats:
     commands: Counter = field(default_factory=Counter)
     bytes_per_queue: Counter = field(default_factory=Counter)
     macs: int = 0
-
-
-def _conv_flags_problem(cfg: ConvCfg, t: ConvTile, array_in: int) -> str | None:
-    """Why the CONV_CFG flags do not fit tile ``t`` (reserved bits, image mode with more
-    than one group or ``kw * cin_g > array_in``, depthwise mode without ``cin_g = 1``,
-    ``oc = in_c``); None when they do."""
-    if cfg.flags & ~(spec.CONV_FLAG_SHORTCUT | spec.CONV_FLAG_IMAGE | spec.CONV_FLAG_DEPTHWISE
-                     | spec.CONV_FLAG_LUT | spec.WIDE_MASK << spec.CONV_FLAG_WIDE_SHIFT
-                     | spec.CONV_FLAG_WIDE_W):
-        return f"CONV_CFG reserved flag bits set ({cfg.flags:#x})"
-    if cfg.wide_weights and cfg.out_mode != spec.OUT_MODE_INT8:
-        return f"CONV_CFG flags {cfg.flags:#x}: int16 weights need out_mode 0"
-    if cfg.wide & spec.WIDE_OUT and (cfg.has_lut or cfg.out_mode != spec.OUT_MODE_INT8):
-        return f"CONV_CFG flags {cfg.flags:#x}: int16 output with a LUT epilogue or int32"
-    if cfg.flags & spec.CONV_FLAG_DEPTHWISE and (
-            cfg.flags & spec.CONV_FLAG_IMAGE or cfg.cin_g != 1 or t.oc != t.in_c):
-        return (f"depthwise mode needs cin_g 1, oc == in_c and no image mode "
-                f"(cin_g {cfg.cin_g}, in_c {t.in_c}, oc {t.oc})")
-    if cfg.flags & spec.CONV_FLAG_IMAGE and (t.in_c != cfg.cin_g or cfg.kw * cfg.cin_g > array_in):
-        return (f"image mode needs one group per tile and kw * cin_g <= {array_in} "
-                f"(in_c {t.in_c}, cin_g {cfg.cin_g}, kw {cfg.kw})")
-    return None
 
 
 def _conv_out(n_in: int, pad_a: int, pad_b: int, k: int, s: int, d: int) -> int:
@@ -404,70 +381,13 @@ class Executor:
     # -- command handlers ----------------------------------------------------------------------
 
     def _dma(self, i: int, cmd: DmaLoad | DmaStore, stats: ExecStats) -> None:
-        region, off = spec.split_dram_address(cmd.dram)
-        mem = self._dram[region]
-        load = isinstance(cmd, DmaLoad)
-        run, n1, n2 = cmd.run_bytes, cmd.n1, cmd.n2
-        if run == 0 or n1 == 0 or n2 == 0:
-            raise self._err(i, cmd, f"empty transfer (run_bytes={run}, n1={n1}, n2={n2})")
-        d_end = off + (n2 - 1) * cmd.dram_stride2 + (n1 - 1) * cmd.dram_stride1 + run
-        s_end = cmd.sram + (n2 - 1) * cmd.sram_stride2 + (n1 - 1) * cmd.sram_stride1 + run
-        if d_end > spec.REGION_OFFSET_MASK + 1:
-            raise self._err(i, cmd, f"dram range {cmd.dram:#010x}+{d_end - off:#x} crosses "
-                                    f"the end of region {region.name}")
-        if d_end > mem.size:
-            raise self._err(i, cmd, f"dram range {off:#x}-{d_end:#x} outside region "
-                                    f"{region.name} (size {mem.size})")
-        if s_end > self._sram.size:
-            raise self._err(i, cmd, f"sram range {cmd.sram:#x}-{s_end:#x} outside SRAM "
-                                    f"(size {self._sram.size})")
-        if not load and not mem.writable:
-            raise self._err(i, cmd, f"write to read-only region {region.name}")
-        src_mem, dst_mem = (mem, self._sram) if load else (self._sram, mem)
-        src_base, dst_base = (off, cmd.sram) if load else (cmd.sram, off)
-        ds = (cmd.dram_stride2, cmd.dram_stride1)
-        ss = (cmd.sram_stride2, cmd.sram_stride1)
-        src_strides, dst_strides = (ds, ss) if load else (ss, ds)
-        src = as_strided(src_mem.arr[src_base:], (n2, n1, run), (*src_strides, 1),
-                         writeable=False)
-        s2, s1 = dst_strides
-        if (n1 == 1 or s1 >= run) and (n2 == 1 or s2 >= (n1 - 1) * s1 + run):
-            dst = as_strided(dst_mem.arr[dst_base:], (n2, n1, run), (s2, s1, 1))
-            dst[...] = src
-        else:  # destination runs overlap: later runs win, as in the sequential definition
-            src = src.copy()
-            for a in range(n2):
-                for b in range(n1):
-                    p = dst_base + a * s2 + b * s1
-                    dst_mem.arr[p:p + run] = src[a, b]
+        region, _ = spec.split_dram_address(cmd.dram)
+        run_dma(i, cmd, self._dram[region], self._sram, self._err)
         stats.bytes_per_queue[cmd.queue.name] += cmd.total_bytes
 
     def _dma_z(self, i: int, cmd: DmaLoadZ, stats: ExecStats) -> None:
-        """DMA_LOAD_Z: expand the raw DEFLATE stream WEIGHTS [off, off + src_bytes) into SRAM
-        [sram, sram + dst_bytes); the stream must decode to exactly dst_bytes and end exactly
-        at src_bytes (specs/weights.md)."""
-        region, off = spec.split_dram_address(cmd.dram)
-        if region is not spec.Region.WEIGHTS:
-            raise self._err(i, cmd, f"source region {region.name}: DMA_LOAD_Z reads only "
-                                    "WEIGHTS")
-        if cmd.src_bytes == 0 or cmd.dst_bytes == 0:
-            raise self._err(i, cmd, f"empty transfer (src_bytes={cmd.src_bytes}, "
-                                    f"dst_bytes={cmd.dst_bytes})")
-        mem = self._dram[region]
-        if off + cmd.src_bytes > mem.size:
-            raise self._err(i, cmd, f"dram range {off:#x}-{off + cmd.src_bytes:#x} outside "
-                                    f"region WEIGHTS (size {mem.size})")
-        dst = self._sram_view(i, cmd, "destination", cmd.sram, cmd.dst_bytes)
-        key = (off, cmd.src_bytes, cmd.dst_bytes)
-        block = self._inflated.get(key)
-        if block is None:
-            try:
-                raw = inflate_exact(bytes(mem.arr[off:off + cmd.src_bytes]), cmd.dst_bytes,
-                                    "compressed block")
-            except FormatError as exc:
-                raise self._err(i, cmd, str(exc)) from None
-            block = self._inflated[key] = np.frombuffer(raw, dtype=np.uint8)
-        dst[...] = block
+        region, _ = spec.split_dram_address(cmd.dram)
+        run_dma_z(i, cmd, self._dram[region], self._sram, self._inflated, self._err)
         stats.bytes_per_queue[cmd.queue.name] += cmd.src_bytes
 
     def _conv_setup(self, i: int, t: ConvTile) -> tuple[ConvCfg, int, int, int]:
@@ -480,7 +400,7 @@ class Executor:
             raise self._err(i, t, "CONV_CFG has a zero kernel/stride/dilation/cin_g")
         if cfg.out_mode not in (spec.OUT_MODE_INT8, spec.OUT_MODE_INT32):
             raise self._err(i, t, f"CONV_CFG out_mode {cfg.out_mode} unknown")
-        problem = _conv_flags_problem(cfg, t, self.target.array_in_channels)
+        problem = conv_flags_problem(cfg, t, self.target.array_in_channels)
         if problem:
             raise self._err(i, t, problem)
         if (cfg.has_shortcut or cfg.has_lut) and cfg.out_mode != spec.OUT_MODE_INT8:
