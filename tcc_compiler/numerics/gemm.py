@@ -188,8 +188,12 @@ def _row_bound(xs: np.ndarray, cmax: np.ndarray, kernel, strides, dilations) -> 
         return float("inf")
     a = np.abs(xs).reshape(-1, c)
     s = (a @ cmax.astype(np.float32)).reshape(xs.shape[:2])[:, :, None]
-    win = _windows(s, kernel, strides, dilations)          # [OH, OW, 1, KH, KW]
-    return float(win.sum(axis=(3, 4), dtype=np.float32).max(initial=0.0)) / (1.0 - n * 2.0 ** -24)
+    if kernel == (1, 1):   # one pixel per window: its own sum (an FC layer's one row)
+        top = float(s[::strides[0], ::strides[1]].max(initial=0.0))
+    else:
+        win = _windows(s, kernel, strides, dilations)          # [OH, OW, 1, KH, KW]
+        top = float(win.sum(axis=(3, 4), dtype=np.float32).max(initial=0.0))
+    return top / (1.0 - n * 2.0 ** -24)
 
 
 def _exact_gemm(cols: np.ndarray, mat: np.ndarray, chunk: int) -> np.ndarray:

@@ -8,7 +8,9 @@ construction, with no bound to prove:
   formula per element in int64: ``x = wrap32(acc + bias)`` (|x| <= 2**31), ``x M`` (< 2**62),
   ``(sc - zp_sc) Msc`` (|sc - zp_sc| < 2**16, Msc < 2**31: < 2**47), ``2**(S-1)`` (<= 2**61):
   the sum stays below 2**63, so every int64 operation is exact; ``>>`` on int64 is an
-  arithmetic shift (floor), then the clamp and ``zp_y`` as in the definition.
+  arithmetic shift (floor), then the clamp and ``zp_y`` as in the definition. bias, M and
+  Msc travel as int32 (all fit), so each product is one 32x32->64-bit multiply, which the
+  compiler vectorises (measured about 20 % faster than int64 factors, loaded machine).
 * :func:`depthwise` sums ``(x - zp) w`` over the taps inside the input in int32 (taps in the
   padding hold the zero point and add 0): |sum| <= KH KW 255 128 < 2**31 for KH KW <= 65,793,
   which the caller checks.
@@ -140,8 +142,8 @@ def epilogue(acc: np.ndarray, bias, mult, shift, zp_y: int, lo: int, hi: int,
     if shortcut is None:
         k.epilogue(a3, b, m, s, rnd, int(zp_y), int(lo), int(hi), y)
     else:
-        sc = np.broadcast_to(shortcut, acc.shape)
-        sc3 = sc.reshape(a3.shape) if sc.ndim == 3 else _c(sc).reshape(a3.shape)
+        sc = shortcut if shortcut.shape == acc.shape else np.broadcast_to(shortcut, acc.shape)
+        sc3 = sc if sc.ndim == 3 else _c(sc).reshape(a3.shape)
         k.epilogue_sc(a3, b, m, s, rnd, int(zp_y), int(lo), int(hi), sc3, int(zp_sc), msc,
                       y)
     return y.reshape(acc.shape) if out is None else out
@@ -177,9 +179,11 @@ _PARAMS_MAX = 4096
 
 
 def epilogue_params(bias, mult, shift, sc_mult) -> tuple | None:
-    """The compiled epilogue's parameters: (bias, M, S, 2**(S-1), Msc) as int64 [O] (Msc = M
-    without a shortcut, ``sc_mult`` None), or None when a parameter is outside the
-    definition's domain or the lengths differ. Memoised by the arrays' bytes."""
+    """The compiled epilogue's parameters: (bias, M, S, 2**(S-1), Msc) [O], bias, M and Msc
+    int32, S and 2**(S-1) int64 (Msc = M without a shortcut, ``sc_mult`` None), or None when a
+    parameter is outside the definition's domain (bias outside int32, a shift outside 1..62,
+    a multiplier outside 0..2**31 - 1) or the lengths differ. Memoised by the arrays'
+    bytes."""
     arrs = [np.asarray(a) for a in (bias, mult, shift, mult if sc_mult is None else sc_mult)]
     key = tuple((a.dtype.str, a.shape, a.tobytes()) for a in arrs)
     hit = _params_cache.get(key, False)
@@ -188,11 +192,13 @@ def epilogue_params(bias, mult, shift, sc_mult) -> tuple | None:
     b, m, s, msc = (a.astype(np.int64).reshape(-1) for a in arrs)
     ok = (b.size == m.size == s.size == msc.size and m.size
           and s.min() >= 1 and s.max() <= 62 and m.min() >= 0 and m.max() < 2 ** 31
-          and msc.min() >= 0 and msc.max() < 2 ** 31)
+          and msc.min() >= 0 and msc.max() < 2 ** 31
+          and b.min() >= -2 ** 31 and b.max() < 2 ** 31)
     if len(_params_cache) >= _PARAMS_MAX:
         _params_cache.clear()
-    res = _params_cache[key] = (b, m, s, np.left_shift(np.int64(1), s - 1), msc) if ok \
-        else None
+    i32 = np.int32
+    res = _params_cache[key] = (b.astype(i32), m.astype(i32), s, np.left_shift(np.int64(1),
+                                s - 1), msc.astype(i32)) if ok else None
     return res
 
 
@@ -224,14 +230,16 @@ def im2col_u8(x: np.ndarray, zpu: int, kernel, strides, dilations, pads, oh: int
     the int8 input ``x`` [H, W, C] (NHWC, any strides) in one pass: ``x + 128`` inside the
     input, ``zpu`` (the zero point + 128) in the padding, as
     :func:`~tcc_compiler.numerics.gemm._accumulate_i8` builds it with numpy (a padded copy,
-    then one strided copy per tap); None when the kernels are unavailable."""
+    then one strided copy per tap; a strided ``x`` is first copied packed); None when the
+    kernels are unavailable."""
     if not _enabled or _load() is None or x.dtype != np.int8 or not 0 <= zpu <= 255:
         return None
     kh, kw = kernel
     out = np.empty((oh * ow, kh * kw * x.shape[2]), np.uint8)
-    _load().im2col_u8(x.view(np.uint8), np.uint8(zpu), int(strides[0]), int(strides[1]),
-                      int(dilations[0]), int(dilations[1]), int(pads[0]), int(pads[1]),
-                      int(kh), int(kw), int(ow), out)
+    xu = np.ascontiguousarray(x.view(np.uint8))   # a strided box: one copy, then runs
+    _load().im2col_u8(xu, np.uint8(zpu), int(strides[0]), int(strides[1]), int(dilations[0]),
+                      int(dilations[1]), int(pads[0]), int(pads[1]), int(kh), int(kw),
+                      int(ow), out)
     return out
 
 

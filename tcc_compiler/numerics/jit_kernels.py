@@ -13,29 +13,36 @@ _WRAP, _MASK32 = 2 ** 31, 2 ** 32 - 1
 @numba.njit(cache=True, nogil=True)
 def epilogue(acc, bias, m, s, rnd, zp_y, lo, hi, out):
     """out[i, j, c] = clamp(zp_y + (wrap32(acc + bias) M + 2**(S-1)) >> S, lo, hi); acc int32
-    [A, B, O], bias/m/s/rnd int64 [O] (rnd = 2**(S-1)), out int8/int16 [A, B, O] (any
-    strides: an SRAM box)."""
+    [A, B, O], bias/m int32 [O] (0 <= M < 2**31), s/rnd int64 [O] (rnd = 2**(S-1)), out
+    int8/int16 [A, B, O] (any strides: an SRAM box). ``wrap32`` is the int32 conversion of the
+    int64 sum (two's complement truncation); both factors of ``x M`` are int32 values widened
+    to int64, so the product is one 32x32->64 multiply (vectorised as such)."""
     na, nb, o = acc.shape
     for i in range(na):
         for j in range(nb):
+            a = acc[i, j]
+            y = out[i, j]
             for c in range(o):
-                x = ((np.int64(acc[i, j, c]) + bias[c] + _WRAP) & _MASK32) - _WRAP
-                t = ((x * m[c] + rnd[c]) >> s[c]) + zp_y
-                out[i, j, c] = min(max(t, lo), hi)
+                x = np.int64(np.int32(a[c] + bias[c]))
+                t = ((x * np.int64(m[c]) + rnd[c]) >> s[c]) + zp_y
+                y[c] = min(max(t, lo), hi)
 
 
 @numba.njit(cache=True, nogil=True)
 def epilogue_sc(acc, bias, m, s, rnd, zp_y, lo, hi, sc, zp_sc, msc, out):
     """:func:`epilogue` with the fused residual: ``+ (sc - zp_sc) Msc`` before the shift;
-    sc int8/int16 [A, B, O] (any strides), msc int64 [O]."""
+    sc int8/int16 [A, B, O] (any strides), msc int32 [O] (0 <= Msc < 2**31)."""
     na, nb, o = acc.shape
     for i in range(na):
         for j in range(nb):
+            a = acc[i, j]
+            y = out[i, j]
+            v = sc[i, j]
             for c in range(o):
-                x = ((np.int64(acc[i, j, c]) + bias[c] + _WRAP) & _MASK32) - _WRAP
-                t = x * m[c] + (np.int64(sc[i, j, c]) - zp_sc) * msc[c] + rnd[c]
+                x = np.int64(np.int32(a[c] + bias[c]))
+                t = x * np.int64(m[c]) + (np.int64(v[c]) - zp_sc) * np.int64(msc[c]) + rnd[c]
                 t = (t >> s[c]) + zp_y
-                out[i, j, c] = min(max(t, lo), hi)
+                y[c] = min(max(t, lo), hi)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -63,22 +70,39 @@ def depthwise(x, zp, taps, sh, sw, dh, dw, top, left, out):
 def im2col_u8(xu, zpu, sh, sw, dh, dw, top, left, kh, kw, ow, out):
     """out[oy OW + ox, (ky KW + kx) C + c] = xu[iy, ix, c] ^ 0x80 (the int8 input as uint8
     ``x + 128``) where (iy, ix) is inside the input, else ``zpu`` (the padding); xu uint8
-    [H, W, C] (any strides), out uint8 [OH*OW, KH*KW*C]."""
+    [H, W, C] C-contiguous, out uint8 [OH*OW, KH*KW*C]. A window row inside the input with a
+    column dilation of 1 is one contiguous run of KW*C bytes of ``xu``'s row: copied as one
+    (a vectorised loop even for few channels, e.g. a 7x7 stem on 3 channels)."""
     h, w, c = xu.shape
     rows = out.shape[0]
+    xf = xu.reshape(h, w * c)
+    span = kw * c
     for r in range(rows):
         oy, ox = r // ow, r % ow
+        orow = out[r]
+        ix0 = ox * sw - left
+        inside = dw == 1 and ix0 >= 0 and ix0 + kw <= w
         for ky in range(kh):
             iy = oy * sh + ky * dh - top
-            for kx in range(kw):
-                ix = ox * sw + kx * dw - left
-                base = (ky * kw + kx) * c
-                if iy < 0 or iy >= h or ix < 0 or ix >= w:
-                    for ch in range(c):
-                        out[r, base + ch] = zpu
-                else:
-                    for ch in range(c):
-                        out[r, base + ch] = xu[iy, ix, ch] ^ 0x80
+            dst = orow[ky * span:(ky + 1) * span]
+            if iy < 0 or iy >= h:
+                for j in range(span):
+                    dst[j] = zpu
+            elif inside:
+                src = xf[iy, ix0 * c:ix0 * c + span]
+                for j in range(span):
+                    dst[j] = src[j] ^ 0x80
+            else:
+                for kx in range(kw):
+                    ix = ix0 + kx * dw
+                    d = dst[kx * c:(kx + 1) * c]
+                    if ix < 0 or ix >= w:
+                        for ch in range(c):
+                            d[ch] = zpu
+                    else:
+                        sv = xf[iy, ix * c:(ix + 1) * c]
+                        for ch in range(c):
+                            d[ch] = sv[ch] ^ 0x80
 
 
 @numba.njit(cache=True, nogil=True)

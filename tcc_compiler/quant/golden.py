@@ -16,6 +16,7 @@ from tcc_compiler.interp.float_exec import eval_node, interleave
 from tcc_compiler.ir.graph import Graph, Node
 from tcc_compiler.ir.ops import HOST_OPS, Op, ResizeMode, VIEW_OPS
 from tcc_compiler.ir.shapes import npu_hwc
+from tcc_compiler.numerics import jit
 from tcc_compiler.numerics import kernels as K
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.eltwise import eltwise_int8
@@ -35,25 +36,28 @@ def weights_ohwi(node: Node) -> np.ndarray:
     return np.ascontiguousarray(w.transpose(0, 2, 3, 1))
 
 
-def prepare_conv(node: Node) -> tuple[ConvWeights, object, EpilogueConsts | None]:
-    """A conv/fc node's GEMM-ready weights, epilogue parameters (``conv_quant``) and the
+def prepare_conv(node: Node) -> tuple[ConvWeights, object, EpilogueConsts | None,
+                                      tuple | None]:
+    """A conv/fc node's GEMM-ready weights, epilogue parameters (``conv_quant``), the
     float64 epilogue's factors (:func:`~tcc_compiler.numerics.epilogue.epilogue_consts`, or
-    None; a shortcut bounded as int16, which covers int8), computed once per node by
-    :class:`GoldenModel` (they depend only on the node's constants)."""
+    None; a shortcut bounded as int16, which covers int8) and the compiled epilogue's
+    parameters (:func:`~tcc_compiler.numerics.jit.epilogue_params`, or None), computed once
+    per node by :class:`GoldenModel` (they depend only on the node's constants)."""
     group = node.attrs.group if node.op is Op.CONV else 1
     q = conv_quant(node)
-    consts = None
+    consts = jit_params = None
     if not q.out_int32:
         has_sc = len(node.inputs) > 3 and node.inputs[3] is not None
         consts = epilogue_consts(q.bias, q.mult, q.shift, q.zp_out, q.act_lo, q.act_hi,
                                  q.sc_mult if has_sc else None, q.zp_sc, np.int16,
                                  q.out_dtype)
-    return prepare_conv_weights(weights_ohwi(node), group), q, consts
+        jit_params = jit.epilogue_params(q.bias, q.mult, q.shift,
+                                         q.sc_mult if has_sc else None)
+    return prepare_conv_weights(weights_ohwi(node), group), q, consts, jit_params
 
 
 def eval_int_node(node: Node, args: list[np.ndarray],
-                  prepared: tuple[ConvWeights, object, EpilogueConsts | None] | None = None
-                  ) -> np.ndarray:
+                  prepared: tuple | None = None) -> np.ndarray:
     """One NPU op on NHWC integer arrays (the executor's kernels, whole tensors).
 
     Args:
@@ -116,11 +120,11 @@ def eval_int_node(node: Node, args: list[np.ndarray],
     raise InternalError(f"golden model: no integer rule for {node.op.value} '{node.name}'")
 
 
-def _conv_int(node: Node, args: list[np.ndarray],
-              prepared: tuple[ConvWeights, object, EpilogueConsts | None]) -> np.ndarray:
-    """A conv/fc node on its NHWC integer operands (:func:`eval_int_node`)."""
+def _conv_int(node: Node, args: list[np.ndarray], prepared: tuple) -> np.ndarray:
+    """A conv/fc node on its NHWC integer operands (:func:`eval_int_node`; ``prepared``:
+    :func:`prepare_conv` of the node)."""
     x = args[0]
-    cw, q, consts = prepared
+    cw, q, consts, jit_params = prepared
     if node.op is Op.CONV:
         a = node.attrs
         acc = conv_accumulate_f(x, q.zp_in, cw, a.strides, a.pads, a.dilations)
@@ -129,10 +133,11 @@ def _conv_int(node: Node, args: list[np.ndarray],
     if q.out_int32:   # 32-bit wrap of acc + bias (an int16 input's acc may pass 2**31)
         return K.conv_epilogue_int32(acc, q.bias)
     sc = args[3] if len(args) > 3 else None
-    if consts is not None and (sc is None) != (consts.mscp is None):
-        consts = True   # prepared for the node's own inputs: recomputed for these
+    if (sc is not None) != (len(node.inputs) > 3 and node.inputs[3] is not None):
+        consts, jit_params = True, None   # prepared for the node's own inputs: derived anew
     return K.conv_epilogue(acc, q.bias, q.mult, q.shift, q.zp_out, q.act_lo, q.act_hi,
-                           sc, q.zp_sc, q.sc_mult, q.out_dtype, consts, acc64=q.wide_w)
+                           sc, q.zp_sc, q.sc_mult, q.out_dtype, consts, jit_params,
+                           acc64=q.wide_w)
 
 
 def _resize_int(node: Node, x: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """CONV_TILE parameter records, decoded and checked once per distinct record bytes (a layer's
 tiles share them) for the reference executor, with the float64 epilogue's factors
-(:mod:`tcc_compiler.numerics.epilogue`) and the compiled epilogue's int64 parameters
-(:func:`tcc_compiler.numerics.jit.epilogue_params`) derived from them."""
+(:mod:`tcc_compiler.numerics.epilogue`) and the compiled epilogue's parameters
+(:func:`tcc_compiler.numerics.jit.epilogue_params`) derived from them; and the check of a
+CONV_CFG's flags against a tile (:func:`conv_flags_problem`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tcc_compiler.isa import spec
-from tcc_compiler.isa.commands import ConvCfg
+from tcc_compiler.isa.commands import ConvCfg, ConvTile
 from tcc_compiler.numerics import SHIFT_MAX, jit
 from tcc_compiler.numerics.epilogue import EpilogueConsts, epilogue_consts
 
@@ -42,17 +43,28 @@ class ConvParamCache:
 
     def __init__(self) -> None:
         self._cache: dict[tuple, ConvParams] = {}
+        self._by_source: dict[tuple, ConvParams] = {}
 
-    def get(self, raw: np.ndarray, cfg: ConvCfg) -> ConvParams:
+    def get(self, raw: np.ndarray, cfg: ConvCfg, source: tuple | None = None) -> ConvParams:
         """Decode ``raw`` (uint8, ``oc * 16`` bytes of SRAM) for a tile under ``cfg``.
+
+        ``source``: where the bytes come from unchanged (:mod:`tcc_compiler.sim.provenance`;
+        it determines them), so a hit needs no copy of the bytes; None: keyed by the bytes.
 
         Raises:
             ValueError: reserved bytes not zero; for out_mode 0 or 2, a shift outside 1..62 or a
                 negative multiplier, or with int16 weights (flags bit7) a multiplier M of
                 2**15 or more (the executor names the command).
         """
-        key = (raw.tobytes(), cfg.out_mode, cfg.zp_out, cfg.act_lo, cfg.act_hi, cfg.zp_sc,
-               cfg.has_shortcut, cfg.sc_bytes, cfg.out_bytes, cfg.wide_weights)
+        fields = (cfg.out_mode, cfg.zp_out, cfg.act_lo, cfg.act_hi, cfg.zp_sc,
+                  cfg.has_shortcut, cfg.sc_bytes, cfg.out_bytes, cfg.wide_weights)
+        if source is not None:
+            skey = (source, raw.size, fields)
+            hit = self._by_source.get(skey)
+            if hit is None:
+                hit = self._by_source[skey] = self.get(raw, cfg)
+            return hit
+        key = (raw.tobytes(), fields)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
@@ -76,3 +88,28 @@ class ConvParamCache:
                                                  p["sc_mult"] if cfg.has_shortcut else None)
         got = self._cache[key] = ConvParams(p, consts, jit_params)
         return got
+
+
+def conv_flags_problem(cfg: ConvCfg, t: ConvTile, array_in: int) -> str | None:
+    """Why the CONV_CFG flags do not fit tile ``t`` (reserved bits, image mode with more
+    than one group or ``kw * cin_g > array_in``, depthwise mode without ``cin_g = 1``,
+    ``oc = in_c``); None when they do."""
+    if cfg.flags & ~(spec.CONV_FLAG_SHORTCUT | spec.CONV_FLAG_IMAGE | spec.CONV_FLAG_DEPTHWISE
+                     | spec.CONV_FLAG_LUT | spec.WIDE_MASK << spec.CONV_FLAG_WIDE_SHIFT
+                     | spec.CONV_FLAG_WIDE_W):
+        return f"CONV_CFG reserved flag bits set ({cfg.flags:#x})"
+    if cfg.wide_weights and cfg.out_mode != spec.OUT_MODE_INT8:
+        return f"CONV_CFG flags {cfg.flags:#x}: int16 weights need out_mode 0"
+    if cfg.wide & spec.WIDE_OUT and (cfg.has_lut or cfg.out_mode & spec.OUT_MODE_INT32):
+        return f"CONV_CFG flags {cfg.flags:#x}: int16 output with a LUT epilogue or int32"
+    if cfg.accumulate and (cfg.has_shortcut or not cfg.flags & spec.CONV_FLAG_DEPTHWISE):
+        return (f"CONV_CFG out_mode {cfg.out_mode} (accumulate) needs depthwise mode and no "
+                f"shortcut (flags {cfg.flags:#x})")
+    if cfg.flags & spec.CONV_FLAG_DEPTHWISE and (
+            cfg.flags & spec.CONV_FLAG_IMAGE or cfg.cin_g != 1 or t.oc != t.in_c):
+        return (f"depthwise mode needs cin_g 1, oc == in_c and no image mode "
+                f"(cin_g {cfg.cin_g}, in_c {t.in_c}, oc {t.oc})")
+    if cfg.flags & spec.CONV_FLAG_IMAGE and (t.in_c != cfg.cin_g or cfg.kw * cfg.cin_g > array_in):
+        return (f"image mode needs one group per tile and kw * cin_g <= {array_in} "
+                f"(in_c {t.in_c}, cin_g {cfg.cin_g}, kw {cfg.kw})")
+    return None

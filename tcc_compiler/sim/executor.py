@@ -27,13 +27,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from tcc_compiler.binfmt.cmdfile import CmdFile, cores_problem
 from tcc_compiler.binfmt.weightfile import WeightFile
-from tcc_compiler.errors import ExecutionError, FormatError, InputError, first_line
+from tcc_compiler.errors import ExecutionError, InputError, first_line
 from tcc_compiler.isa import spec
-from tcc_compiler.isa.wcodec import inflate_exact
 from tcc_compiler.isa.commands import (
     AddTile,
     Command,
@@ -57,10 +55,12 @@ from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_c
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
 from tcc_compiler.numerics.lut import apply_lut
 from tcc_compiler.sim.blas import blas_threads
-from tcc_compiler.sim.conv_params import ConvParamCache
+from tcc_compiler.sim.conv_params import ConvParamCache, conv_flags_problem
+from tcc_compiler.sim.dma import run_dma, run_dma_z
 from tcc_compiler.sim.vector_ops import run_ew_tile, run_lut_tile, run_resize_tile
 from tcc_compiler.sim.hazards import HazardError, Ordering, ShadowMemory
 from tcc_compiler.sim.limits import check_program
+from tcc_compiler.sim.provenance import Provenance, sram_write_hull, weight_source
 from tcc_compiler.sim.memory import ByteBox, Memory
 from tcc_compiler.target import Target
 
@@ -68,6 +68,10 @@ log = logging.getLogger(__name__)
 
 #: Element bytes -> the integer dtype of an operand (CONV_CFG/POOL_CFG ``wide`` bits).
 _INT = {1: np.int8, 2: np.int16, 4: np.int32}
+
+#: Operand dtype -> its little-endian form (multi-byte elements are little-endian).
+_LE = {t: np.dtype(t).newbyteorder("<") for t in (np.int8, np.int16, np.int32, np.uint8,
+                                                  np.uint16)}
 
 #: Execution orders :meth:`Executor.run_with_stats` offers.
 SCHEDULES = ("inorder", "random")
@@ -87,31 +91,6 @@ class ExecStats:
     commands: Counter = field(default_factory=Counter)
     bytes_per_queue: Counter = field(default_factory=Counter)
     macs: int = 0
-
-
-def _conv_flags_problem(cfg: ConvCfg, t: ConvTile, array_in: int) -> str | None:
-    """Why the CONV_CFG flags do not fit tile ``t`` (reserved bits, image mode with more
-    than one group or ``kw * cin_g > array_in``, depthwise mode without ``cin_g = 1``,
-    ``oc = in_c``); None when they do."""
-    if cfg.flags & ~(spec.CONV_FLAG_SHORTCUT | spec.CONV_FLAG_IMAGE | spec.CONV_FLAG_DEPTHWISE
-                     | spec.CONV_FLAG_LUT | spec.WIDE_MASK << spec.CONV_FLAG_WIDE_SHIFT
-                     | spec.CONV_FLAG_WIDE_W):
-        return f"CONV_CFG reserved flag bits set ({cfg.flags:#x})"
-    if cfg.wide_weights and cfg.out_mode != spec.OUT_MODE_INT8:
-        return f"CONV_CFG flags {cfg.flags:#x}: int16 weights need out_mode 0"
-    if cfg.wide & spec.WIDE_OUT and (cfg.has_lut or cfg.out_mode & spec.OUT_MODE_INT32):
-        return f"CONV_CFG flags {cfg.flags:#x}: int16 output with a LUT epilogue or int32"
-    if cfg.accumulate and (cfg.has_shortcut or not cfg.flags & spec.CONV_FLAG_DEPTHWISE):
-        return (f"CONV_CFG out_mode {cfg.out_mode} (accumulate) needs depthwise mode and no "
-                f"shortcut (flags {cfg.flags:#x})")
-    if cfg.flags & spec.CONV_FLAG_DEPTHWISE and (
-            cfg.flags & spec.CONV_FLAG_IMAGE or cfg.cin_g != 1 or t.oc != t.in_c):
-        return (f"depthwise mode needs cin_g 1, oc == in_c and no image mode "
-                f"(cin_g {cfg.cin_g}, in_c {t.in_c}, oc {t.oc})")
-    if cfg.flags & spec.CONV_FLAG_IMAGE and (t.in_c != cfg.cin_g or cfg.kw * cfg.cin_g > array_in):
-        return (f"image mode needs one group per tile and kw * cin_g <= {array_in} "
-                f"(in_c {t.in_c}, cin_g {cfg.cin_g}, kw {cfg.kw})")
-    return None
 
 
 def _wrap32(a: np.ndarray) -> np.ndarray:
@@ -173,6 +152,11 @@ class Executor:
         # (SRAM address, OHWI shape, groups) -> [(weight bytes, prepared weights)]: a weight
         # operand is prepared for the GEMM once and reused while its bytes are unchanged
         self._prepared: dict[tuple, list[tuple[bytes, ConvWeights]]] = {}
+        # (source, offset, OHWI shape, element bytes, groups) -> prepared weights, for weights
+        # read from an unchanged copy of a weight load (sim/provenance.py): no compare needed
+        self._by_source: dict[tuple, ConvWeights] = {}
+        # command index -> (hull of the SRAM bytes it writes, or None; its weight source)
+        self._writes: dict[int, tuple] = {}
         # parameter records decoded (and the epilogue's factors derived) once per layer
         self._params = ConvParamCache()
 
@@ -227,7 +211,8 @@ class Executor:
         self._srams = [Memory.filled("SRAM", self.target.sram_capacity_bytes, self.fill)
                        for _ in range(c.cores)]
         self._regs_of = [Registers() for _ in range(c.cores)]
-        self._sram, self._regs = self._srams[0], self._regs_of[0]
+        self._provs = [Provenance() for _ in range(c.cores)]
+        self._sram, self._regs, self._prov = self._srams[0], self._regs_of[0], self._provs[0]
         self._dram = {
             spec.Region.WEIGHTS: self._weights_mem,
             spec.Region.ACT: Memory.filled("ACT", c.act_arena_bytes, self.fill),
@@ -264,6 +249,7 @@ class Executor:
                         if shadow is not None:  # garbage read through a race: name the race
                             self._raise_later_hazard(shadow, cmds, list(order)[pos + 1:])
                         raise
+                    self._track(i, cmd)
                 elif isinstance(cmd, End):
                     if not multi:
                         break
@@ -313,6 +299,26 @@ class Executor:
         """Make command ``i``'s core current: its SRAM and its layer registers."""
         core = int(self._ordering().core_of[i])
         self._sram, self._regs = self._srams[core], self._regs_of[core]
+        self._prov = self._provs[core]
+
+    def _track(self, i: int, cmd: Command) -> None:
+        """After command ``i`` ran: forget the weight sources of the SRAM bytes it wrote, and
+        record its own when it is a weight load (sim/provenance.py). Its write hull is a
+        function of the command and the layer registers, which the in-order COMPUTE queue
+        fixes: computed once per command index."""
+        info = self._writes.get(i)
+        if info is None:
+            try:
+                hull = sram_write_hull(cmd.accesses(self._regs))
+            except ExecutionError as exc:
+                raise self._err(i, cmd, str(exc)) from None
+            info = self._writes[i] = (hull, weight_source(cmd) if hull else None)
+        hull, source = info
+        if hull is not None:
+            if source is None:
+                self._prov.written(*hull)
+            else:
+                self._prov.loaded(*hull, source)
 
     def _sizes(self) -> dict[Space, int]:
         return {Space.SRAM: self._sram.size * len(self._srams),
@@ -363,85 +369,30 @@ class Executor:
             raise self._err(i, cmd, f"{what}: {exc}") from None
         end = addr + (h - 1) * row + (w - 1) * px + c * eb if h and w and c else addr
         self._sram_view(i, cmd, what, addr, end - addr)
-        raw = as_strided(self._sram.arr[addr:], (h, w, c * eb), (row, px, 1))
-        if eb == 1:
-            return raw.view(dtype)
+        if eb == 1:   # an ndarray over the SRAM's buffer: a few times cheaper than as_strided
+            return np.ndarray((h, w, c), dtype, self._sram.buf, addr, (row, px, 1))
+        raw = np.ndarray((h, w, c * eb), np.uint8, self._sram.buf, addr, (row, px, 1))
         if not write:
             return np.ascontiguousarray(raw).view(np.dtype(dtype).newbyteorder("<"))
         return ByteBox(raw, dtype)
 
     def _sram_tensor(self, i, cmd, what, addr, shape, dtype=np.int8) -> np.ndarray:
-        dt = np.dtype(dtype).newbyteorder("<")   # multi-byte elements are little-endian
+        dt = _LE[dtype] if dtype in _LE else np.dtype(dtype).newbyteorder("<")
         n = math.prod(shape) * dt.itemsize
-        return self._sram_view(i, cmd, what, addr, n).view(dt).reshape(shape)
+        if addr + n > self._sram.size:
+            self._sram_view(i, cmd, what, addr, n)   # raises, naming the range
+        return np.ndarray(shape, dt, self._sram.buf, addr)
 
     # -- command handlers ----------------------------------------------------------------------
 
     def _dma(self, i: int, cmd: DmaLoad | DmaStore, stats: ExecStats) -> None:
-        region, off = spec.split_dram_address(cmd.dram)
-        mem = self._dram[region]
-        load = isinstance(cmd, DmaLoad)
-        run, n1, n2 = cmd.run_bytes, cmd.n1, cmd.n2
-        if run == 0 or n1 == 0 or n2 == 0:
-            raise self._err(i, cmd, f"empty transfer (run_bytes={run}, n1={n1}, n2={n2})")
-        d_end = off + (n2 - 1) * cmd.dram_stride2 + (n1 - 1) * cmd.dram_stride1 + run
-        s_end = cmd.sram + (n2 - 1) * cmd.sram_stride2 + (n1 - 1) * cmd.sram_stride1 + run
-        if d_end > spec.REGION_OFFSET_MASK + 1:
-            raise self._err(i, cmd, f"dram range {cmd.dram:#010x}+{d_end - off:#x} crosses "
-                                    f"the end of region {region.name}")
-        if d_end > mem.size:
-            raise self._err(i, cmd, f"dram range {off:#x}-{d_end:#x} outside region "
-                                    f"{region.name} (size {mem.size})")
-        if s_end > self._sram.size:
-            raise self._err(i, cmd, f"sram range {cmd.sram:#x}-{s_end:#x} outside SRAM "
-                                    f"(size {self._sram.size})")
-        if not load and not mem.writable:
-            raise self._err(i, cmd, f"write to read-only region {region.name}")
-        src_mem, dst_mem = (mem, self._sram) if load else (self._sram, mem)
-        src_base, dst_base = (off, cmd.sram) if load else (cmd.sram, off)
-        ds = (cmd.dram_stride2, cmd.dram_stride1)
-        ss = (cmd.sram_stride2, cmd.sram_stride1)
-        src_strides, dst_strides = (ds, ss) if load else (ss, ds)
-        src = as_strided(src_mem.arr[src_base:], (n2, n1, run), (*src_strides, 1),
-                         writeable=False)
-        s2, s1 = dst_strides
-        if (n1 == 1 or s1 >= run) and (n2 == 1 or s2 >= (n1 - 1) * s1 + run):
-            dst = as_strided(dst_mem.arr[dst_base:], (n2, n1, run), (s2, s1, 1))
-            dst[...] = src
-        else:  # destination runs overlap: later runs win, as in the sequential definition
-            src = src.copy()
-            for a in range(n2):
-                for b in range(n1):
-                    p = dst_base + a * s2 + b * s1
-                    dst_mem.arr[p:p + run] = src[a, b]
+        region, _ = spec.split_dram_address(cmd.dram)
+        run_dma(i, cmd, self._dram[region], self._sram, self._err)
         stats.bytes_per_queue[cmd.queue.name] += cmd.total_bytes
 
     def _dma_z(self, i: int, cmd: DmaLoadZ, stats: ExecStats) -> None:
-        """DMA_LOAD_Z: expand the raw DEFLATE stream WEIGHTS [off, off + src_bytes) into SRAM
-        [sram, sram + dst_bytes); the stream must decode to exactly dst_bytes and end exactly
-        at src_bytes (specs/weights.md)."""
-        region, off = spec.split_dram_address(cmd.dram)
-        if region is not spec.Region.WEIGHTS:
-            raise self._err(i, cmd, f"source region {region.name}: DMA_LOAD_Z reads only "
-                                    "WEIGHTS")
-        if cmd.src_bytes == 0 or cmd.dst_bytes == 0:
-            raise self._err(i, cmd, f"empty transfer (src_bytes={cmd.src_bytes}, "
-                                    f"dst_bytes={cmd.dst_bytes})")
-        mem = self._dram[region]
-        if off + cmd.src_bytes > mem.size:
-            raise self._err(i, cmd, f"dram range {off:#x}-{off + cmd.src_bytes:#x} outside "
-                                    f"region WEIGHTS (size {mem.size})")
-        dst = self._sram_view(i, cmd, "destination", cmd.sram, cmd.dst_bytes)
-        key = (off, cmd.src_bytes, cmd.dst_bytes)
-        block = self._inflated.get(key)
-        if block is None:
-            try:
-                raw = inflate_exact(bytes(mem.arr[off:off + cmd.src_bytes]), cmd.dst_bytes,
-                                    "compressed block")
-            except FormatError as exc:
-                raise self._err(i, cmd, str(exc)) from None
-            block = self._inflated[key] = np.frombuffer(raw, dtype=np.uint8)
-        dst[...] = block
+        region, _ = spec.split_dram_address(cmd.dram)
+        run_dma_z(i, cmd, self._dram[region], self._sram, self._inflated, self._err)
         stats.bytes_per_queue[cmd.queue.name] += cmd.src_bytes
 
     def _conv_setup(self, i: int, t: ConvTile) -> tuple[ConvCfg, int, int, int]:
@@ -454,7 +405,7 @@ class Executor:
             raise self._err(i, t, "CONV_CFG has a zero kernel/stride/dilation/cin_g")
         if cfg.out_mode > spec.OUT_MODE_INT32 | spec.OUT_MODE_ACCUMULATE:
             raise self._err(i, t, f"CONV_CFG out_mode {cfg.out_mode} unknown")
-        problem = _conv_flags_problem(cfg, t, self.target.array_in_channels)
+        problem = conv_flags_problem(cfg, t, self.target.array_in_channels)
         if problem:
             raise self._err(i, t, problem)
         if cfg.has_shortcut and cfg.out_mode != spec.OUT_MODE_INT8:
@@ -480,14 +431,15 @@ class Executor:
                            t.in_row_stride, _INT[cfg.in_bytes])
         w = self._sram_tensor(i, t, "weights", t.w_sram, (t.oc, cfg.kh, cfg.kw, cfg.cin_g),
                               _INT[cfg.w_bytes])
+        n_param = t.oc * spec.PARAM_RECORD_BYTES
         try:
-            cp = self._params.get(self._sram_view(
-                i, t, "params", t.p_sram, t.oc * spec.PARAM_RECORD_BYTES), cfg)
+            cp = self._params.get(self._sram_view(i, t, "params", t.p_sram, n_param), cfg,
+                                  self._prov.source_of(t.p_sram, n_param))
         except ValueError as exc:
             raise self._err(i, t, str(exc)) from None
         p = cp.records
-        acc = conv_accumulate_f(x, cfg.zp_in, self._conv_weights(t.w_sram, w, groups),
-                                (cfg.sh, cfg.sw), t.pads, (cfg.dh, cfg.dw))
+        cw = self._conv_weights(t.w_sram, w, groups, self._prov.source_of(t.w_sram, w.nbytes))
+        acc = conv_accumulate_f(x, cfg.zp_in, cw, (cfg.sh, cfg.sw), t.pads, (cfg.dh, cfg.dw))
         n_out = oh * ow * t.oc
         read = x.nbytes + w.nbytes + p.size * spec.PARAM_RECORD_BYTES
         if cfg.accumulate:   # the partial replaces the bias: the epilogue adds bias back
@@ -525,10 +477,20 @@ class Executor:
             out[...] = y
         stats.macs += n_out * cfg.kh * cfg.kw * cfg.cin_g
 
-    def _conv_weights(self, addr: int, w: np.ndarray, groups: int) -> ConvWeights:
+    def _conv_weights(self, addr: int, w: np.ndarray, groups: int,
+                      source: tuple | None = None) -> ConvWeights:
         """The GEMM-ready form of the int8/int16 OHWI weights ``w`` read at SRAM ``addr``: reused
-        when the same bytes were prepared before at that address (compared byte for byte, a memcmp;
-        weights are reloaded into the same buffers every run), else prepared and kept."""
+        when the bytes come unchanged from a weight load seen before (``source``: the load's
+        source and the offset in its data, :meth:`Provenance.source_of`; the source determines
+        the bytes), or when the same bytes were prepared before at that address (compared byte
+        for byte, a memcmp; weights are reloaded into the same buffers every run), else
+        prepared and kept."""
+        if source is not None:
+            key = (source, w.shape, w.dtype.itemsize, groups)
+            cw = self._by_source.get(key)
+            if cw is None:
+                cw = self._by_source[key] = self._conv_weights(addr, w, groups)
+            return cw
         data = w.tobytes()
         entries = self._prepared.setdefault((addr, w.shape, w.dtype.itemsize, groups), [])
         for raw, cw in entries:

@@ -82,19 +82,22 @@ def test_chunks_when_row_bound_exceeds_float32(monkeypatch):
     assert int(one[0, 0]) != int(want[0, 0, 1])
 
 
-def test_row_bound_is_an_upper_bound():
+@pytest.mark.parametrize("kernel,stride", [((3, 2), 1), ((1, 1), 1), ((1, 1), 2)])
+def test_row_bound_is_an_upper_bound(kernel, stride):
+    # a 1x1 kernel takes the bound's one-pixel shortcut (no window sums), strided or not
     rng = np.random.default_rng(1)
     for _ in range(20):
         c = int(rng.integers(1, 40))
         x = rng.integers(-128, 128, (6, 7, c)).astype(np.int8)
-        w = rng.integers(-128, 128, (5, 3, 2, c)).astype(np.int8)
+        w = rng.integers(-128, 128, (5, *kernel, c)).astype(np.int8)
         zp = int(rng.integers(-128, 128))
         cw = G.prepare_conv_weights(w)
         xs = G._padded(x, zp, (1, 0, 1, 1))
-        bound = G._row_bound(xs, cw.cmax, (3, 2), (1, 1), (1, 1))
+        bound = G._row_bound(xs, cw.cmax, kernel, (stride, stride), (1, 1))
         absx = np.abs(x.astype(np.int64) - zp)
         absw = np.abs(w.astype(np.int64))
         true = _acc_ref(absx.astype(np.int64) + 0, 0, absw, (1, 0, 1, 1))  # sum |x| |w|
+        true = true[::stride, ::stride]
         assert bound >= true.max()
 
 
