@@ -141,9 +141,6 @@ def correct_biases_sequential(float_graph: Graph, qgraph: Graph,
     Raises:
         InputError: no inputs, or a graph with host ops between NPU layers.
     """
-    from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
-    from tcc_compiler.ir.shapes import npu_hwc
-    from tcc_compiler.quant.golden import prepare_conv
     from tcc_compiler.quant.params import quantize_input
 
     if not isinstance(inputs, Sequence):
@@ -158,21 +155,10 @@ def correct_biases_sequential(float_graph: Graph, qgraph: Graph,
     last = _last_uses(qgraph)
     changed = {}
     for i, node in enumerate(qgraph.nodes):
-        if node.op in HOST_OPS:
-            continue      # host ops read dequantized floats; nothing NPU-side follows them
-        if node.op in VIEW_OPS:
-            for env in envs:
-                env[id(node.output)] = env[id(node.inputs[0])].reshape(
-                    npu_hwc(node.output.shape))
-        elif node.name in layers and node.output.name in fmeans:
-            delta = _layer_shift(node, envs, fmeans[node.output.name], prepare_conv)
-            if delta is not None:
-                changed[node.name] = int(np.abs(delta).max())
-        else:
-            for env in envs:
-                args = [env[id(v)] if v is not None and not v.is_const else None
-                        for v in node.inputs]
-                env[id(node.output)] = eval_int_node(node, args)
+        fmean = fmeans.get(node.output.name) if node.name in layers else None
+        delta = _advance(node, envs, fmean)
+        if delta is not None:
+            changed[node.name] = int(np.abs(delta).max())
         for v in node.inputs:
             if v is not None and not v.is_const and last.get(id(v)) == i:
                 for env in envs:
@@ -180,6 +166,28 @@ def correct_biases_sequential(float_graph: Graph, qgraph: Graph,
     log.info("bias correction (quantized upstream): %d of %d layers changed", len(changed),
              len(layers))
     return changed
+
+
+def _advance(node, envs: list, fmean: np.ndarray | None) -> np.ndarray | None:
+    """Compute ``node`` on every env (a conv/fc with a float mean ``fmean``: corrected first,
+    :func:`_layer_shift`); its bias change, or None. Host ops are skipped (they read
+    dequantized floats; nothing NPU-side follows them)."""
+    from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
+    from tcc_compiler.ir.shapes import npu_hwc
+    from tcc_compiler.quant.golden import prepare_conv
+
+    if node.op in HOST_OPS:
+        return None
+    if node.op in VIEW_OPS:
+        for env in envs:
+            env[id(node.output)] = env[id(node.inputs[0])].reshape(npu_hwc(node.output.shape))
+        return None
+    if fmean is not None:
+        return _layer_shift(node, envs, fmean, prepare_conv)
+    for env in envs:
+        args = [env[id(v)] if v is not None and not v.is_const else None for v in node.inputs]
+        env[id(node.output)] = eval_int_node(node, args)
+    return None
 
 
 def _layer_shift(node, envs: list, fmean: np.ndarray, prepare) -> np.ndarray | None:
