@@ -68,7 +68,8 @@ class PrecisionChoice:
     """Which layers are int16 and why (the report's ``precision`` object).
 
     Attributes:
-        mode: "int8", "auto", "file" (a precision file) or "list" (names given in code).
+        mode: "int8", "auto", "budget", "file" (a precision file) or "list" (names given
+            in code).
         plan: the :class:`Int16Plan` (layers, tensors, weight layers, layers kept int8 and
             why).
         int16_ranges: {layer output name: (lo, hi)} for :func:`quantize_graph`.
