@@ -74,6 +74,7 @@ class CompileOptions:
         precision: which layers get int16 activations (mixed precision,
             :mod:`tcc_compiler.quant.auto_precision`): "int8" (none), "auto" (the fewest,
             worst isolated error first, that reach ``precision_goal_db``; needs calibration
+            inputs), "budget" (a few cheap ones from auto's ranking; needs calibration
             inputs), a JSON file ``{"int16": [layer names]}`` or a list of layer names (as
             ``tccc analyze`` lists them).
         precision_goal_db: ``auto``'s goal (dB, >= 0): the network output's SQNR vs float on

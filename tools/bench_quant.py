@@ -106,7 +106,7 @@ def _wanted(tag: str) -> bool:
 
 
 def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
-                 bias_correction=(), gptq=(), auto=(), pre=None) -> dict:
+                 bias_correction=(), gptq=(), auto=(), pre=None, budget=()) -> dict:
     """{variant: [first graph output per eval input]} from tccc's golden integer model: for
     each method ``method`` (nearest weight rounding); for each in ``bias_correction`` also
     ``method + "+bc"`` (empirical bias correction on the calibration inputs), for each in
@@ -114,7 +114,9 @@ def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
     ``method + "+gptq+bc"``; for each in ``auto`` ``method + "+auto"`` (``--precision auto``:
     int16 layers chosen on the calibration inputs, their names in ``AUTO[method]``), with
     ``gptq`` also ``method + "+gptq+auto"`` (the same int16 layers, GPTQ weights), and
-    ``method + "+all16"`` (every layer that can be int16). Only the variants ``ONLY`` names
+    ``method + "+all16"`` (every layer that can be int16); for each in ``budget``
+    ``method + "+budget"`` (``--precision budget``), with ``gptq`` also
+    ``method + "+gptq+budget"``. Only the variants ``ONLY`` names
     are computed. Ranges are chosen as ``tccc compile`` does (guarded unless ``GUARD["on"]``
     is False; rejections counted in ``GUARD["rejected"]``; with the preprocessing ``pre`` the
     input's range on its pixel grid, :func:`tcc_compiler.quant.ranges.snap_input_range`)."""
@@ -155,7 +157,28 @@ def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
                 run(tag + "+bc", g)
         if m in auto:
             _auto_variants(fg, m, ranges, obs[m], calib, m in gptq, run)
+        if m in budget and (_wanted(m + "+budget") or _wanted(m + "+gptq+budget")):
+            _budget_variants(fg, m, ranges, obs[m], calib, m in gptq, run)
     return out
+
+
+def _budget_variants(fg, m, ranges, observers, calib, with_gptq, run) -> None:
+    """The ``+budget`` (and ``+gptq+budget``) variants of method ``m``: ``--precision
+    budget``'s int16 layers (in ``AUTO[m + "+budget"]``), nearest or GPTQ int8 weights."""
+    from tcc_compiler.quant import quantize_graph
+    from tcc_compiler.quant.auto_precision import budget_precision
+    from tcc_compiler.quant.weight_rounding import gptq_round_weights
+
+    mm = {k: getattr(o, "mm", o).range() for k, o in observers.items()}
+    choice = budget_precision(fg, ranges, mm, calib)
+    AUTO[m + "+budget"] = choice.to_dict()
+    wts = set(choice.plan.weight_layers)
+    for tag in (m + "+budget",) + ((m + "+gptq+budget",) if with_gptq else ()):
+        if _wanted(tag):
+            g = quantize_graph(fg.clone(), ranges, choice.int16_ranges, wts)
+            if "gptq" in tag:
+                gptq_round_weights(fg, g, calib, bounded=False)   # the int8 weights left
+            run(tag, g)
 
 
 def _auto_variants(fg, m, ranges, observers, calib, with_gptq, run) -> None:
@@ -305,7 +328,7 @@ def bench_symmetry(name: str, whc: str, calib_paths, eval_paths, workdir: Path,
 
 
 def bench_resnet8(folder: Path, workdir: Path, n_calib: int = 50, bc=(), gptq=(),
-                  auto=()) -> dict:
+                  auto=(), budget=()) -> dict:
     """Top-1 and flips on the real CIFAR-10 ResNet-8 (see its README)."""
     from onnx import version_converter
 
@@ -326,7 +349,7 @@ def bench_resnet8(folder: Path, workdir: Path, n_calib: int = 50, bc=(), gptq=()
     ref = ort_outputs(p13, xs[:n_calib], xs, ORT_METHODS, workdir)
     raw = preset("raw", 32, 32)       # the model takes raw pixels 0..255 (its README)
     ours = tccc_outputs(folder / "resnet8.onnx", None, xs[:n_calib], xs, TCCC_METHODS,
-                        bias_correction=bc, gptq=gptq, auto=auto, pre=raw)
+                        bias_correction=bc, gptq=gptq, auto=auto, pre=raw, budget=budget)
     fp_pred = np.array([int(np.argmax(y)) for y in ref["fp32"]])
 
     def score(outs):
@@ -350,7 +373,7 @@ def _auto_summary() -> dict:
 
 
 def bench_lite0(folder: Path, score_step: int = 1, bc=(), methods=TCCC_METHODS,
-                gptq=(), auto=()) -> dict:
+                gptq=(), auto=(), budget=()) -> dict:
     """Top-1 / top-5 and flips on the real ImageNet EfficientNet-Lite0 (module docstring)."""
     from tcc_compiler.datasets.images import LazyInputs
     from tcc_compiler.datasets.presets import preset
@@ -367,7 +390,7 @@ def bench_lite0(folder: Path, score_step: int = 1, bc=(), methods=TCCC_METHODS,
     iname = sess.get_inputs()[0].name
     fp = [sess.run(None, {iname: x})[0] for x in evals]
     ours = tccc_outputs(folder / "efficientnet_lite0.onnx", None, calib, evals, methods,
-                        bias_correction=bc, gptq=gptq, auto=auto, pre=pre)
+                        bias_correction=bc, gptq=gptq, auto=auto, pre=pre, budget=budget)
     fp_pred = np.array([int(np.argmax(y)) for y in fp])
     return {"images": len(evals), "calib": len(calib), "fp32": topk_score(fp, labels),
             "tccc": {m: topk_score(ours[m], labels, fp_pred) for m in ours},
@@ -396,6 +419,9 @@ def main(argv=None) -> int:
                    help="also measure these methods with empirical bias correction")
     p.add_argument("--auto", nargs="*", default=[], metavar="METHOD",
                    help="also measure these methods with --precision auto (int16 layers)")
+    p.add_argument("--budget", nargs="*", default=[], metavar="METHOD",
+                   help="also measure these methods with --precision budget (a few cheap "
+                        "int16 layers)")
     p.add_argument("--precision-goal", type=float, default=None, metavar="DB",
                    help="goal of --auto (output SQNR, dB; default tccc's)")
     p.add_argument("--gptq", nargs="*", default=[], metavar="METHOD",
@@ -449,7 +475,7 @@ def main(argv=None) -> int:
             sys.stdout.flush()
         if args.resnet8:
             r = bench_resnet8(Path(args.resnet8), tmp, bc=args.bias_correction, gptq=args.gptq,
-                              auto=args.auto)
+                              auto=args.auto, budget=args.budget)
             results.append({"model": "resnet8", **r})
             print(f"resnet8 ({r['calib']} calib, {r['images']} scored): FP32 top-1 "
                   f"{r['fp32_top1']} %; tccc " + ", ".join(
@@ -459,7 +485,8 @@ def main(argv=None) -> int:
                   + f"; guard rejections {r['rejected']}")
         if args.lite0:
             r = bench_lite0(Path(args.lite0), args.score_step, bc=args.bias_correction,
-                            methods=args.methods, gptq=args.gptq, auto=args.auto)
+                            methods=args.methods, gptq=args.gptq, auto=args.auto,
+                            budget=args.budget)
             results.append({"model": "efficientnet-lite0", **r})
             print(f"efficientnet-lite0 ({r['calib']} calib, {r['images']} scored): FP32 top-1 "
                   f"{r['fp32']['top1']} % top-5 {r['fp32']['top5']} %; tccc " + ", ".join(

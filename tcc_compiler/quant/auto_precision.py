@@ -21,6 +21,10 @@ ranking (output SQNR grows with the promotions made; where it does not, bisectio
 ends on a prefix that meets the goal), using at most :data:`MAX_AUTO_INPUTS` calibration
 inputs. The search quantizes with round-to-nearest weights and no bias correction (the
 options that refine int8 weights afterwards do not change the ranking).
+
+``budget`` (:func:`budget_precision`) takes a few cheap promotions from the same ranking
+instead: the first :data:`BUDGET_PROMOTIONS`, skipping int16 weights that would add more than
+:data:`BUDGET_WEIGHT_FRACTION` of the int8 weight bytes.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import numpy as np
 from tcc_compiler.errors import InputError
 from tcc_compiler.interp import run_float
 from tcc_compiler.ir.graph import Graph
+from tcc_compiler.ir.ops import Op
 from tcc_compiler.quant.analyze import isolated_errors
 from tcc_compiler.quant.golden import GoldenModel
 from tcc_compiler.quant.precision import (FILE_KEY, WEIGHTS_KEY, Int16Plan, int16_blocker,
@@ -48,8 +53,12 @@ log = logging.getLogger(__name__)
 DEFAULT_GOAL_DB = 0.5
 #: Calibration inputs the ``auto`` search evaluates (the first ones).
 MAX_AUTO_INPUTS = 16
+#: ``budget``: at most this many promotions, the first of ``auto``'s ranking that fit ...
+BUDGET_PROMOTIONS = 10
+#: ... with int16 weights adding at most this share of the network's int8 weight bytes.
+BUDGET_WEIGHT_FRACTION = 0.01
 #: The ``precision`` values that are modes, not files.
-MODES = ("int8", "auto")
+MODES = ("int8", "auto", "budget")
 #: Kinds of a promotion (the ranking's second column).
 ACTIVATIONS, WEIGHTS = "activations", "weights"
 
@@ -59,7 +68,8 @@ class PrecisionChoice:
     """Which layers are int16 and why (the report's ``precision`` object).
 
     Attributes:
-        mode: "int8", "auto", "file" (a precision file) or "list" (names given in code).
+        mode: "int8", "auto", "budget", "file" (a precision file) or "list" (names given
+            in code).
         plan: the :class:`Int16Plan` (layers, tensors, weight layers, layers kept int8 and
             why).
         int16_ranges: {layer output name: (lo, hi)} for :func:`quantize_graph`.
@@ -88,8 +98,12 @@ class PrecisionChoice:
              "kept_int8": dict(self.plan.kept_int8),
              "int16_weight_layers": list(self.plan.weight_layers),
              "kept_int8_weights": dict(self.plan.kept_int8_weights)}
-        if self.mode == "auto":
-            d["goal_db"] = fin(self.goal_db)
+        if self.mode in ("auto", "budget"):
+            if self.mode == "auto":
+                d["goal_db"] = fin(self.goal_db)
+            else:
+                d["budget"] = {"promotions": BUDGET_PROMOTIONS,
+                               "weight_fraction": BUDGET_WEIGHT_FRACTION}
             d["output_sqnr_db"] = {k: fin(v) for k, v in self.sqnr_db.items()}
             d["ranking"] = [[n, k, fin(a), fin(b)] for n, k, a, b in self.ranking]
         if self.source:
@@ -207,6 +221,52 @@ def auto_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inputs
                            ranking)
 
 
+def budget_precision(float_graph: Graph, ranges: dict, minmax: dict | None,
+                     inputs: list) -> PrecisionChoice:
+    """The ``budget`` choice: a few cheap promotions, the largest isolated-error gains first.
+
+    Walks ``auto``'s ranking (:func:`rank_promotions`, first :data:`MAX_AUTO_INPUTS`
+    calibration inputs) and takes each promotion until :data:`BUDGET_PROMOTIONS` are taken;
+    a weights promotion is skipped when its int16 weights (one more byte per weight) would
+    pass :data:`BUDGET_WEIGHT_FRACTION` of the network's int8 weight bytes in all. If the
+    network output's SQNR against float on those inputs is then not above all-int8's, nothing
+    is promoted. Both budgets were fixed before measuring (specs/quantization.md, "Mixed
+    precision"); the cost in latency is the report's (``precision.cost``).
+
+    Args:
+        float_graph: the float graph after the passes. ranges: calibrated int8 ranges.
+        minmax: observed {value: (min, max)} (int16 ranges), or None.
+        inputs: calibration inputs (float32 NCHW).
+    """
+    xs = [inputs[i] for i in range(min(len(inputs), MAX_AUTO_INPUTS))]
+    ranking = rank_promotions(float_graph, ranges, minmax, xs)
+    nodes = layer_nodes(float_graph)
+    left = BUDGET_WEIGHT_FRACTION * sum(n.inputs[1].const.size for n in nodes.values()
+                                        if n.op in (Op.CONV, Op.FC) and n.inputs[1].is_const)
+    chosen = []
+    for p in ranking:
+        if len(chosen) >= BUDGET_PROMOTIONS:
+            break
+        if p[1] == WEIGHTS:
+            extra = nodes[p[0]].inputs[1].const.size
+            if extra > left:
+                continue
+            left -= extra
+        chosen.append(p)
+    acts, wts = _split(chosen)
+    floats = [run_float(float_graph, x) for x in xs]
+    s8 = output_sqnr(float_graph, quantized_copy(float_graph, ranges), xs, floats)
+    q = quantized_copy(float_graph, ranges, _int16_ranges(float_graph, acts, ranges, minmax), wts)
+    sq = output_sqnr(float_graph, q, xs, floats) if chosen else s8
+    if sq <= s8:
+        acts, wts, sq = [], [], s8
+    log.info("precision budget: %d outputs, %d weights int16; output SQNR %.2f dB (int8 %.2f)",
+             len(acts), len(wts), sq, s8)
+    plan = plan_int16(float_graph, acts, "precision budget", wts)
+    return PrecisionChoice("budget", plan, _int16_ranges(float_graph, plan.layers, ranges, minmax),
+                           None, {"int8": s8, "chosen": sq}, ranking)
+
+
 def split_precision(precision) -> tuple[list[str], list[str]] | None:
     """(output layers, weight layers) of a ``precision`` given in code: a list of layer names
     (outputs int16) or a dict like a precision file's content (``{"int16": [...],
@@ -249,13 +309,13 @@ def check_precision(float_graph: Graph, precision, goal_db: float = DEFAULT_GOAL
 def choose_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inputs: list,
                      precision, goal_db: float = DEFAULT_GOAL_DB) -> PrecisionChoice:
     """The int16 layers for a ``precision`` setting: "int8" (none), "auto"
-    (:func:`auto_precision`), a precision file path (JSON ``{"int16": [layer names],
-    "int16_weights": [layer names]}``), a list of layer names (outputs) or a dict like the
-    file's content (:func:`split_precision`).
+    (:func:`auto_precision`), "budget" (:func:`budget_precision`), a precision file path
+    (JSON ``{"int16": [layer names], "int16_weights": [layer names]}``), a list of layer
+    names (outputs) or a dict like the file's content (:func:`split_precision`).
 
     Raises:
         InputError: an unreadable or malformed precision file, an unknown layer name, "auto"
-            without calibration inputs.
+            or "budget" without calibration inputs.
     """
     given = split_precision(precision)
     if given is not None:
@@ -264,11 +324,13 @@ def choose_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inpu
                                _int16_ranges(float_graph, plan.layers, ranges, minmax))
     if precision == "int8":
         return PrecisionChoice("int8")
-    if precision == "auto":
+    if precision in ("auto", "budget"):
         check_precision(float_graph, precision, goal_db)
         if not inputs:
-            raise InputError("precision/--precision auto needs calibration inputs "
+            raise InputError(f"precision/--precision {precision} needs calibration inputs "
                              "(calibration/--calib), not only a calib_table/--calib-table")
+        if precision == "budget":
+            return budget_precision(float_graph, ranges, minmax, inputs)
         return auto_precision(float_graph, ranges, minmax, inputs, goal_db)
     acts, wts = read_precision_file(precision)
     plan = plan_int16(float_graph, acts, str(precision), wts)

@@ -351,7 +351,7 @@ def int8_outputs(parts: list) -> dict[str, tuple[float, int]]:
 
 def _precision_names(precision) -> dict | None:
     """The layer names of a ``precision`` given as names, a dict or a precision file, as
-    ``{"int16": [...], "int16_weights": [...]}``; None for the modes ("int8", "auto": each
+    ``{"int16": [...], "int16_weights": [...]}``; None for the modes ("int8", "auto", "budget": each
     segment chooses for itself).
 
     Raises:

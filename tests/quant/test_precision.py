@@ -185,3 +185,32 @@ def test_auto_promotes_the_worst_isolated_layer_first():
     auto = auto_precision(fg, ranges, mm, xs, goal_db=s16 - s8 - 0.5)
     assert auto.plan.layers == ["c2"]
     assert auto.sqnr_db["chosen"] >= s8 + 0.5
+
+
+def test_budget_takes_the_cheap_top_of_the_ranking(monkeypatch):
+    """``budget`` walks auto's ranking: c2's weights lead it and cost a small share of the
+    weight bytes, so they are taken, and the output SQNR on the calibration inputs rises;
+    with a weight budget of zero they are skipped and only output promotions remain."""
+    from tcc_compiler.quant import auto_precision as ap
+
+    fg = _float_graph(_heavy_weights_chain())
+    xs = _xs()
+    ranges, mm = _ranges(fg, xs)
+    monkeypatch.setattr(ap, "BUDGET_WEIGHT_FRACTION", 1.0)
+    b = ap.choose_precision(fg, ranges, mm, xs, "budget")
+    assert b.mode == "budget" and "c2" in b.plan.weight_layers
+    assert b.sqnr_db["chosen"] > b.sqnr_db["int8"] + 3.0
+    d = b.to_dict()
+    assert d["budget"]["weight_fraction"] == 1.0 and "goal_db" not in d
+    monkeypatch.setattr(ap, "BUDGET_WEIGHT_FRACTION", 0.0)
+    none = ap.budget_precision(fg, ranges, mm, xs)
+    assert none.plan.weight_layers == []
+    assert none.sqnr_db["chosen"] >= none.sqnr_db["int8"]
+
+
+def test_budget_needs_calibration_inputs():
+    from tcc_compiler.quant.auto_precision import choose_precision
+
+    fg = _float_graph(_chain())
+    with pytest.raises(InputError, match="budget needs calibration inputs"):
+        choose_precision(fg, {}, None, [], "budget")

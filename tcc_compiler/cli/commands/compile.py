@@ -39,13 +39,15 @@ def add_arguments(p) -> None:
                         "Frantar et al. 2023) on the layers whose cost is bounded (the others "
                         "nearest); gptq-all: on every conv/fc (slow on large 3x3 convs) "
                         f"(default {DEFAULTS.weight_rounding})")
-    p.add_argument("--precision", default=DEFAULTS.precision, metavar="int8|auto|FILE",
+    p.add_argument("--precision", default=DEFAULTS.precision, metavar="int8|auto|budget|FILE",
                    help="int16 activations and weights per layer: int8 (none, default), auto "
                         "(the fewest promotions, the largest isolated-error gain first, "
                         "whose output SQNR on the calibration inputs reaches "
-                        "--precision-goal), or a JSON file {\"int16\": [layers whose output "
-                        "is int16], \"int16_weights\": [conv/fc layers whose weights are "
-                        "int16]} (layer names as tccc analyze lists them; either key optional)")
+                        "--precision-goal), budget (the first 10 of auto's ranking whose "
+                        "int16 weights add at most 1%% of the weight bytes), or a JSON file "
+                        "{\"int16\": [layers whose output is int16], \"int16_weights\": "
+                        "[conv/fc layers whose weights are int16]} (layer names as tccc "
+                        "analyze lists them; either key optional)")
     p.add_argument("--precision-goal", type=float, default=None,
                    metavar="DB", help="auto's goal: output SQNR vs float on the calibration "
                                       "inputs at most DB below all-int16's (default "
@@ -272,8 +274,9 @@ def _print_precision(p: dict | None) -> None:
             f"{len(p.get('int16_weight_layers', ()))} layer(s) with int16 weights")
     if p.get("output_sqnr_db"):
         s = p["output_sqnr_db"]
-        line += (f", output SQNR {s['chosen']} dB on the calibration inputs (int8 "
-                 f"{s['int8']}, all int16 {s['all_int16']}, goal within {p['goal_db']})")
+        line += f", output SQNR {s['chosen']} dB on the calibration inputs (int8 {s['int8']}"
+        line += (f", all int16 {s['all_int16']}, goal within {p['goal_db']})"
+                 if "all_int16" in s else ")")
     c = p.get("cost")
     if c:
         lat, dram = c["estimated_latency_ms"], c["dram_bytes_per_image"]
