@@ -32,6 +32,8 @@ class OpContext:
             output rows ``[y0, y1)`` (NHWC rows of the op's output); None: the whole op.
         reverse: emit the share's tiles last rows first (the rows next to the other core's
             share first, so the other core's next op reads its halo early).
+        lifted: ``base`` was raised above the tile buffers of the ops just before (a lift,
+            schedule/lift.py): the buffers are taken upwards from it.
     """
 
     em: Emitter
@@ -46,6 +48,7 @@ class OpContext:
     images: tuple = ()
     rows: tuple[int, int] | None = None
     reverse: bool = False
+    lifted: bool = False
 
     def budget(self) -> int:
         """SRAM bytes the op's tile buffers may use: above its base, below the reserve."""
@@ -53,7 +56,7 @@ class OpContext:
 
     def begin(self) -> SramAllocator:
         """Start the op: its SRAM allocator (:meth:`Emitter.begin_op`)."""
-        return self.em.begin_op(self.reserve, self.base)
+        return self.em.begin_op(self.reserve, self.base, self.lifted)
 
     def end(self, sa: SramAllocator) -> None:
         """End the op (:meth:`Emitter.end_op`)."""
