@@ -112,3 +112,17 @@ def test_lifted_loads_wait_less(lifted):
         return max(e for _, e in spans) - sum(e - s for s, e in loads)
 
     assert load_idle(prog) <= load_idle(plain)
+
+
+def test_search_keeps_a_lifted_program_only_when_faster_with_the_same_plans(lifted):
+    """schedule/search.py ``_lifted``: the program it returns replays no slower than the one
+    given and every op keeps its tile plan (lifts that would change one are dropped)."""
+    from tcc_compiler.schedule.search import _lifted
+
+    g, _, plain, lw, _, _, _ = lifted
+    t = load_target().with_sram(BUDGET)
+    cycles = max(e for _, e in replay(plain.commands, t))
+    _, prog, cycles2 = _lifted(g, t, None, lw, plain, cycles, (), {})
+    assert cycles2 == max(e for _, e in replay(prog.commands, t)) <= cycles
+    assert [(li.name, li.plan, li.tiles) for li in prog.layers] == \
+        [(li.name, li.plan, li.tiles) for li in plain.layers]
