@@ -183,6 +183,7 @@ class Emitter:
         # per DRAM region: (lo, hi, store) byte extents written by the stores so far
         self._stored: dict[int, list[tuple[int, int, tuple]]] = {}
         self._freed: set[int] = set()   # buffers of the current op already waited for
+        self.tile_spans: list[tuple[int, int]] = []   # per lowered op: its tile buffers' [lo, hi)
 
     @property
     def n_cmds(self) -> int:
@@ -196,18 +197,20 @@ class Emitter:
             deps = list(deps) + hook()
         return self.w.emit(cls, deps, comment, slot=slot, **fields)
 
-    def begin_op(self, reserve: int, base: int) -> SramAllocator:
+    def begin_op(self, reserve: int, base: int, lifted: bool = False) -> SramAllocator:
         """Start an op: its SRAM allocator over ``[base, sram - reserve)``, taking buffers from
-        the end opposite to the previous op's."""
+        the end opposite to the previous op's, or with ``lifted`` upwards from ``base`` (a
+        base raised above the recent ops' buffers, schedule/lift.py)."""
         self._freed = set()
         return SramAllocator(self.sram_capacity_bytes - reserve, self.sram_align,
-                             from_top=len(self._hist) % 2 == 1, base=base)
+                             from_top=len(self._hist) % 2 == 1 and not lifted, base=base)
 
     def end_op(self, sa: SramAllocator, base: int, op_res: list[tuple[int, int]]) -> None:
         """Record the SRAM intervals the op used (tile buffers and the resident tensors
         ``op_res`` it read or wrote) and its last compute and store commands; the op's SRAM
         footprint counts the resident zone below its tile area (``base``)."""
         self.sram_peak = max(self.sram_peak, sa.top + base)
+        self.tile_spans.append((sa.lo, sa.hi))
         self._hist.append(([(sa.lo, sa.hi)] + op_res, self.w.last(Queue.COMPUTE),
                            self.w.last(Queue.STORE)))
 

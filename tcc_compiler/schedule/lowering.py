@@ -17,6 +17,7 @@ from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, Op, ResizeMode, VIEW_OPS
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.schedule.emitter import Emitter
+from tcc_compiler.schedule.lift import OpSpan
 from tcc_compiler.schedule.memory import MemoryPlan, plan_memory
 from tcc_compiler.schedule.ops.add import lower_add
 from tcc_compiler.schedule.ops.cascade import lower_chain
@@ -46,16 +47,23 @@ class Lowering:
     ``mem``: the memory plan to use, from an earlier lowering of the same graph, target,
     ``zone_bytes`` and ``cascade`` (:func:`plan_memory` is a pure function of those, so the
     search's prefetch tries reuse their base program's plan); None: planned by :meth:`run`.
+    ``lifts``: op name -> SRAM address its tile buffers start at, upwards (above its base;
+    :func:`~tcc_compiler.schedule.lift.plan_lifts`); ops not named keep their place.
 
     Attributes (after :meth:`run`):
         mem: the :class:`~tcc_compiler.schedule.memory.MemoryPlan` used.
+        op_spans: per lowered op (a cascaded chain once, by its last op), in order, a
+            :class:`~tcc_compiler.schedule.lift.OpSpan`: its tile buffers' SRAM bytes and
+            the area it could take them from.
     """
 
     def __init__(self, graph: Graph, target: Target, zone_bytes: int = 0,
                  compressor: BlockCompressor | None = None, cascade: bool = False,
                  hoist: Hoist | tuple[Hoist, ...] | None = None, memo: dict | None = None,
-                 mem: MemoryPlan | None = None):
+                 mem: MemoryPlan | None = None, lifts: dict[str, int] | None = None):
         self.graph, self.t, self.cascade, self.hoist = graph, target, cascade, hoist
+        self.lifts = lifts or {}
+        self.op_spans: list[OpSpan] = []
         self.memo = memo if memo is not None else {}
         self.zone_bytes = align_up(zone_bytes, target.sram_align_bytes)
         self.compressor = compressor
@@ -94,12 +102,18 @@ class Lowering:
             if id(n) in mem.fused_luts:
                 continue   # run in the epilogue of the conv producing its input
             ctx = OpContext(em, mem, weights, t, source, base=mem.base(n), memo=self.memo)
+            n_ops = len(em.tile_spans)
             if id(n) in mem.chains:   # the whole chain runs at its last op's place
                 if pf is not None:
                     pf.enter_chain(ctx, n.name)
                 layers.extend(lower_chain(ctx, mem.chains[id(n)]))
+                self._span(ctx, n, n_ops, False)
                 continue
+            consumer = pf is not None and any(h.consumer == n.name for h in pf.hoists)
+            if n.name in self.lifts and not consumer:
+                ctx.base, ctx.lifted = self.lifts[n.name], True
             layers.append(self._op(ctx, n, pf))
+            self._span(ctx, n, n_ops, not consumer)
         if pf is not None:
             pf.finish()
         em.emit(C.End, [], "end")
@@ -107,6 +121,15 @@ class Lowering:
         return Program(w.cmds, w.comments, weights.build(), em.sram_peak, mem.arena_bytes,
                        mem.input_bytes, mem.output_bytes, list(mem.inputs), list(mem.outputs),
                        layers, w.slots)
+
+    def _span(self, ctx: OpContext, n: Node, n_ops: int, liftable: bool) -> None:
+        """Record the tile span of the op just lowered (:attr:`op_spans`), if it ended one;
+        its area is measured from its memory-plan base (a lift may move it there)."""
+        if len(ctx.em.tile_spans) == n_ops:
+            return
+        lo, hi = ctx.em.tile_spans[-1]
+        self.op_spans.append(OpSpan(n.name, lo, hi, ctx.mem.base(n),
+                                    self.t.sram_capacity_bytes - ctx.reserve, liftable))
 
     def _op(self, ctx: OpContext, n: Node, pf: Prefetcher | None) -> LayerInfo:
         """Lower one plain op; return its :class:`LayerInfo`."""

@@ -15,6 +15,7 @@ from tcc_compiler.ir.ops import Op
 from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.schedule.cost import replay
 from tcc_compiler.schedule.geom import conv_geom
+from tcc_compiler.schedule.lift import plan_lifts
 from tcc_compiler.schedule.lowering import Lowering
 from tcc_compiler.schedule.memory import MemoryPlan, plan_memory
 from tcc_compiler.schedule.hoist import (Hoist, hoist_spans, plan_hoist, plan_pieces,
@@ -40,6 +41,9 @@ HOIST_CANDIDATES = 3
 #: :func:`search` plans for a network with depthwise layers: a variant that frees SRAM by
 #: cascading (``cascade_resident``) may be slower before prefetch and faster after it.
 PREFETCH_FINALISTS = 2
+
+#: Re-placements of the lifts (:func:`_lifted`) after dropping those that changed a tile plan.
+LIFT_ROUNDS = 3
 
 #: Resident-zone sizes :func:`search` tries, as fractions of the SRAM (0 = no residency).
 ZONE_FRACTIONS = (0.0, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
@@ -177,12 +181,55 @@ def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
     if wide:   # and the fastest compact plan (planned for prefetch, may win only with it)
         bases += [x for x in tries if x[3] and all(x is not b for b in bases)][:1]
     for cyc0, prog0, lw, _ in bases:
-        cycles, prog = _add_hoists(graph, t, compressor, lw, prog0, cyc0, memo)
+        cycles, prog, hoists = _add_hoists(graph, t, compressor, lw, prog0, cyc0, memo)
         log.debug("resident zone %d bytes, %d cascaded chains: %d -> %d cycles with prefetch",
                   lw.zone_bytes, len(lw.chains), cyc0, cycles)
         if best is None or cycles < best[2]:
-            best = (lw, prog, cycles)
-    return best
+            best = (lw, prog, cycles, hoists)
+    if wide:
+        return _lifted(graph, t, compressor, *best, memo)
+    return best[:3]
+
+
+def _lifted(graph: Graph, t: Target, compressor, lw: Lowering, prog: Program, cycles: int,
+            hoists: tuple[Hoist, ...], memo: dict) -> tuple[Lowering, Program, int]:
+    """(``lw``, program, cycles): ``prog`` (lowered by ``lw``'s plan with ``hoists``) with its
+    tile areas lifted clear of the ops just before them (:func:`plan_lifts`), when that
+    replays faster; else ``prog``. A lift whose smaller SRAM budget changes the op's tile plan
+    (another tiling, or another footprint) is dropped and the lifts re-placed without it, up
+    to :data:`LIFT_ROUNDS` times; a lifted op's tiles must still fit (else ``prog``)."""
+    def lower(lifts=None):
+        return Lowering(graph, t, lw.zone_bytes, compressor, cascade=lw.cascade,
+                        hoist=hoists or None, memo=memo, mem=lw.mem, lifts=lifts)
+    again = lower()
+    again.run()   # the same program as ``prog``; its op spans place the lifts
+    spans, fixed = again.op_spans, set()
+    plans = {li.name: (li.plan, li.tiles) for li in prog.layers}
+    sizes = {sp.name: sp.hi - sp.lo for sp in spans}
+    for _ in range(LIFT_ROUNDS):
+        lifts = plan_lifts([dataclasses.replace(sp, liftable=sp.liftable
+                                                and sp.name not in fixed) for sp in spans],
+                           t.sram_align_bytes)
+        if not lifts:
+            return lw, prog, cycles
+        lifted = lower(lifts)
+        try:
+            prog2 = lifted.run()
+        except ScheduleError:
+            log.debug("lifts: tiles no longer fit")
+            return lw, prog, cycles
+        changed = {li.name for li in prog2.layers if li.name in lifts
+                   and (li.plan, li.tiles) != plans.get(li.name)}
+        changed |= {sp.name for sp in lifted.op_spans
+                    if sp.name in lifts and sp.hi - sp.lo != sizes.get(sp.name)}
+        if not changed:
+            break
+        fixed |= changed
+    else:
+        return lw, prog, cycles
+    cycles2 = _cycles(prog2, t)
+    log.debug("%d ops lifted: %d -> %d cycles", len(lifts), cycles, cycles2)
+    return (lw, prog2, cycles2) if cycles2 < cycles else (lw, prog, cycles)
 
 
 def _add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program,
@@ -195,7 +242,7 @@ def _add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program
     depthwise layers gets one round with the first stalled conv only, unsplit (the ResNet
     programs, whose golden outputs, tests/data/golden_outputs.json, stay byte-identical until
     re-recorded on purpose). ``memo``: shared by the lowerings (see :class:`Lowering`).
-    Returns (cycles, program).
+    Returns (cycles, program, its hoists).
     """
     spans = replay(base.commands, t)
     wide = any(li.depthwise for li in base.layers)
@@ -218,7 +265,7 @@ def _add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program
         if round_best is best:
             break
         best = round_best
-    return best[0], best[1]
+    return best
 
 
 def _candidates(graph: Graph, t: Target, lw: Lowering, base: Program, spans, prog: Program,

@@ -38,6 +38,8 @@ class OpContext:
             and columns ``(y0, y1, x0, x1)``, channels ``(o0, o1)``): a two-core lowering
             stores a band's boundary rows as soon as they are computed
             (schedule/corebands.py); None: nothing.
+        lifted: ``base`` was raised above the tile buffers of the ops just before (a lift,
+            schedule/lift.py): the buffers are taken upwards from it.
     """
 
     em: Emitter
@@ -53,6 +55,7 @@ class OpContext:
     rows: tuple[int, int] | None = None
     reverse: bool = False
     on_tile: Callable | None = None
+    lifted: bool = False
 
     def budget(self) -> int:
         """SRAM bytes the op's tile buffers may use: above its base, below the reserve."""
@@ -60,7 +63,7 @@ class OpContext:
 
     def begin(self) -> SramAllocator:
         """Start the op: its SRAM allocator (:meth:`Emitter.begin_op`)."""
-        return self.em.begin_op(self.reserve, self.base)
+        return self.em.begin_op(self.reserve, self.base, self.lifted)
 
     def end(self, sa: SramAllocator) -> None:
         """End the op (:meth:`Emitter.end_op`)."""

@@ -1,0 +1,128 @@
+"""Lifted tile areas (schedule/lift.py): an op whose usual place overlaps the tile area of
+one of the ops just before it is placed clear of them when it fits; the lifted program keeps
+every op's tile plan, is hazard-free and bit-exact against the golden integer model, in
+stream order and in random legal interleavings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import run_program_impl
+from helpers.prefetch_net import quantized_prefetch_net
+
+from tcc_compiler.isa.spec import Queue
+from tcc_compiler.quant import run_golden
+from tcc_compiler.schedule.cost import replay
+from tcc_compiler.schedule.lift import LIFT_DEPTH, OpSpan, plan_lifts
+from tcc_compiler.schedule.lowering import Lowering
+from tcc_compiler.target import load_target
+
+BUDGET = 512 * 1024
+
+
+def _span(name, lo, hi, base=0, end=1000, liftable=True):
+    return OpSpan(name, lo, hi, base, end, liftable)
+
+
+def test_overlap_with_the_op_two_before_is_lifted_to_the_lowest_clear_place():
+    """a (bottom), b (top), c (bottom again, over a): c goes just above a, below b."""
+    spans = [_span("a", 0, 100), _span("b", 900, 1000), _span("c", 0, 200)]
+    assert plan_lifts(spans, 64) == {"c": 128}
+
+
+def test_no_lift_without_overlap_or_room_or_when_not_liftable():
+    clear = [_span("a", 0, 100), _span("b", 900, 1000), _span("c", 200, 300)]
+    assert plan_lifts(clear, 64) == {}
+    full = [_span("a", 0, 500), _span("b", 500, 1000), _span("c", 0, 300)]
+    assert plan_lifts(full, 64) == {}
+    fixed = [_span("a", 0, 100), _span("b", 900, 1000), _span("c", 0, 200, liftable=False)]
+    assert plan_lifts(fixed, 64) == {}
+
+
+def test_lift_stays_above_the_base_and_below_the_end():
+    """The area must start at or above the op's base and end at or below its end."""
+    spans = [_span("a", 0, 100), _span("b", 700, 800), _span("c", 300, 500, base=300, end=700)]
+    assert plan_lifts(spans, 64) == {}   # [300, 500) is clear: no lift needed
+    spans = [_span("a", 300, 420), _span("b", 700, 800), _span("c", 300, 500, base=300, end=700)]
+    assert plan_lifts(spans, 64) == {"c": 448}   # 420 aligned up
+    spans = [_span("a", 300, 420), _span("b", 700, 800), _span("c", 300, 600, base=300, end=700)]
+    assert plan_lifts(spans, 64) == {}   # 300 bytes do not fit in [448, 700)
+
+
+def test_depth_limits_the_ops_kept_clear_of():
+    """Only the ``depth`` ops before an op count; a lifted op's new place is what later ops
+    avoid."""
+    spans = [_span("a", 0, 100), _span("b", 900, 1000), _span("c", 800, 900),
+             _span("d", 0, 100)]
+    assert plan_lifts(spans, 64, depth=2) == {}
+    assert plan_lifts(spans, 64, depth=3) == {"d": 128}
+    assert plan_lifts(spans, 64, depth=0) == {}
+    assert LIFT_DEPTH >= 2
+
+
+@pytest.fixture(scope="module")
+def lifted():
+    """The prefetch net (compute-bound 3x3 convs, then 1x1 convs) lowered plainly and with
+    the lifts :func:`plan_lifts` places from the plain program's op spans. Returns (graph,
+    input, plain program, its lowering, lifts, lifted program, its lowering)."""
+    g, x = quantized_prefetch_net(256, (128, 256, 128))
+    t = load_target().with_sram(BUDGET)
+    lw = Lowering(g, t, 0)
+    plain = lw.run()
+    lifts = plan_lifts(lw.op_spans, t.sram_align_bytes)
+    lw2 = Lowering(g, t, 0, lifts=lifts)
+    return g, x, plain, lw, lifts, lw2.run(), lw2
+
+
+def test_lifted_ops_keep_their_tiles_and_clear_the_ops_before(lifted):
+    _, _, plain, lw, lifts, prog, lw2 = lifted
+    assert lifts, "the net has no op overlapping the op two before it"
+    def plans(p):
+        return [(li.plan, li.tiles) for li in p.layers]
+
+    assert plans(prog) == plans(plain)
+    before = {s.name: s for s in lw.op_spans}
+    for k, s in enumerate(lw2.op_spans):
+        if s.name not in lifts:
+            continue
+        assert s.lo == lifts[s.name] and s.hi - s.lo == before[s.name].hi - before[s.name].lo
+        for p in lw2.op_spans[max(0, k - LIFT_DEPTH):k]:
+            assert s.hi <= p.lo or p.hi <= s.lo, (s.name, p.name)
+
+
+def test_lifted_program_bit_exact_in_order_and_random(lifted):
+    g, x, plain, _, _, prog, _ = lifted
+    gold = run_golden(g, x)
+    for schedule, seed in (("inorder", 0), ("random", 1), ("random", 2)):
+        got, hazards = run_program_impl(prog, BUDGET, g, x, schedule, seed)
+        assert hazards == []
+        for o in prog.outputs:
+            np.testing.assert_array_equal(got[o.name], gold["int:" + o.name].reshape(-1),
+                                          err_msg=o.name)
+
+
+def test_lifted_loads_wait_less(lifted):
+    """The point of a lift: the LOAD queue idles no longer than without it."""
+    _, _, plain, _, _, prog, _ = lifted
+    t = load_target().with_sram(BUDGET)
+
+    def load_idle(p):
+        spans = replay(p.commands, t)
+        loads = [spans[i] for i, c in enumerate(p.commands) if c.queue is Queue.LOAD]
+        return max(e for _, e in spans) - sum(e - s for s, e in loads)
+
+    assert load_idle(prog) <= load_idle(plain)
+
+
+def test_search_keeps_a_lifted_program_only_when_faster_with_the_same_plans(lifted):
+    """schedule/search.py ``_lifted``: the program it returns replays no slower than the one
+    given and every op keeps its tile plan (lifts that would change one are dropped)."""
+    from tcc_compiler.schedule.search import _lifted
+
+    g, _, plain, lw, _, _, _ = lifted
+    t = load_target().with_sram(BUDGET)
+    cycles = max(e for _, e in replay(plain.commands, t))
+    _, prog, cycles2 = _lifted(g, t, None, lw, plain, cycles, (), {})
+    assert cycles2 == max(e for _, e in replay(prog.commands, t)) <= cycles
+    assert [(li.name, li.plan, li.tiles) for li in prog.layers] == \
+        [(li.name, li.plan, li.tiles) for li in plain.layers]
