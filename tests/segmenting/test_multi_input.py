@@ -162,3 +162,19 @@ def test_export_onnx_ort_node_takes_every_input(compiled, tmp_path):
     prog = load_program(folder)
     x = _x(6)
     assert np.array_equal(sess.run(None, {"x": x})[0], prog.final_output(prog.run(x)))
+
+
+def test_export_onnx_qdq_of_a_segment_with_several_inputs(compiled, tmp_path):
+    """``tccc export-onnx npu_2/`` (QDQ) takes all three inputs by name (was: KeyError, exit
+    1); ONNX Runtime on it reproduces the segment's output from the same float inputs."""
+    _, folder = compiled
+    path = tmp_path / "npu_2.onnx"
+    assert main(["export-onnx", str(folder / "npu_2"), "-o", str(path)]) == 0
+    model = onnx.load(str(path))
+    assert [i.name for i in model.graph.input] == ["m", "ar", "x"]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    prog = load_program(folder)
+    x = _x(7)
+    res = prog.run(x)
+    got = sess.run(None, {"m": res["m"], "ar": res["ar"], "x": x})[0]
+    assert sqnr_db(prog.final_output(res), got) >= 35.0
