@@ -178,3 +178,18 @@ def test_export_onnx_qdq_of_a_segment_with_several_inputs(compiled, tmp_path):
     res = prog.run(x)
     got = sess.run(None, {"m": res["m"], "ar": res["ar"], "x": x})[0]
     assert sqnr_db(prog.final_output(res), got) >= 35.0
+
+
+def test_report_histograms_of_a_segment_with_several_inputs_say_why(compiled, tmp_path,
+                                                                     capsys):
+    """One array per run cannot feed a three-input program: one line naming its inputs (was:
+    a hint to pass .npy arrays, then 'golden model: no array for graph input')."""
+    _, folder = compiled
+    x = tmp_path / "m.npy"
+    np.save(x, np.zeros((1, 8, 16, 16), np.float32))
+    for extra in ([], [str(x)]):
+        args = ["report", str(folder / "npu_2"), "-o", str(tmp_path / "r.html"), "-q"]
+        assert main(args + ["--histograms", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "takes 3 inputs (m, ar, x;" in err and err.count("\n") == 1
+    assert not (tmp_path / "r.html").exists()
