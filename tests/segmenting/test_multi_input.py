@@ -193,3 +193,26 @@ def test_report_histograms_of_a_segment_with_several_inputs_say_why(compiled, tm
         err = capsys.readouterr().err
         assert "takes 3 inputs (m, ar, x;" in err and err.count("\n") == 1
     assert not (tmp_path / "r.html").exists()
+
+
+def test_host_graph_onnx_runtime_refuses_is_a_folder_error(compiled, tmp_path, capsys):
+    """A host graph edited by hand (its manifest record updated to match) that ONNX Runtime
+    refuses: one line naming the file, exit 2 (was: internal error InvalidGraph, exit 1)."""
+    import zlib
+
+    _, folder = compiled
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    host = onnx.load(str(bad / "host_1.onnx"))
+    host.graph.input[0].type.tensor_type.elem_type = T.INT8   # LRN takes no int8
+    data = host.SerializeToString()
+    (bad / "host_1.onnx").write_bytes(data)
+    top = json.loads((bad / "manifest.json").read_text())
+    rec = next(s for s in top["segments"] if s.get("file") == "host_1.onnx")
+    rec["bytes"], rec["crc32"] = len(data), zlib.crc32(data)
+    (bad / "manifest.json").write_text(json.dumps(top))
+    x = tmp_path / "x.npy"
+    np.save(x, _x(8))
+    assert main(["run", str(bad), str(x)]) == 2
+    err = capsys.readouterr().err
+    assert "host_1.onnx: ONNX Runtime" in err and err.count("\n") == 1
