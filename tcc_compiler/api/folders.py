@@ -245,7 +245,7 @@ def write_html_report(folder: str | os.PathLike, output: str | os.PathLike,
 
     Raises:
         InputError: unreadable folder or inputs; bundled photos for a model taking other than
-            1 or 3 channels.
+            1 or 3 channels; histograms of a program with several inputs (an NPU segment).
     """
     from tcc_compiler.report import write_html
     from tcc_compiler.report.html import activation_histograms
@@ -256,6 +256,11 @@ def write_html_report(folder: str | os.PathLike, output: str | os.PathLike,
 
         refuse_segmented(folder, "tccc report --histograms")
         prog = load_program(folder)
+        names = [r["name"] for r in prog.input_records]
+        if len(names) > 1:   # one array per run cannot feed it (was: a hint to pass .npy)
+            raise InputError(f"{folder}: this NPU program takes {len(names)} inputs "
+                             f"({', '.join(names)}; a segment of a bigger model): --histograms "
+                             "runs programs with one input; drop --histograms for this folder")
         c = int(prog.input_shape[1])
         if not histogram_inputs and c not in IMAGE_CHANNELS:
             raise InputError(f"{folder}: the model takes {c} channels; the bundled photos "

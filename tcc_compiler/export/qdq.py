@@ -500,6 +500,34 @@ _EXPORT_RULES = {
 _register_layout_ops(_EXPORT_RULES)   # concat, slice, resize (export/layout.py)
 
 
+def _export_inputs(b: _Builder, graph: Graph) -> tuple[list[onnx.ValueInfoProto], bool]:
+    """The exported model's float32 inputs, each quantized and dequantized with its IR
+    input's parameters: the first in the original model's layout (NCHW ``[1, C, H, W]``, or
+    NHWC ``[1, H, W, C]`` followed by a Transpose to NCHW); the further inputs of a program
+    with several (an NPU segment's, specs/manifest.md) NCHW under their own names.
+
+    Returns:
+        (input ValueInfos in the IR's input order, whether the first input is NHWC).
+    """
+    inp = graph.inputs[0]
+    in_name = str(graph.meta.get("onnx_input", inp.name))
+    in_shape = list(inp.shape)
+    nhwc = graph.meta.get("input_layout") == "NHWC" and len(in_shape) == 4
+    x = in_name
+    if nhwc:   # the model took NHWC: so does its export, transposed to the IR's NCHW
+        n_, c_, h_, w_ = in_shape
+        in_shape = [n_, h_, w_, c_]
+        x = b.node("Transpose", [in_name], b.uniq(f"{in_name}_nchw"), "input_nchw",
+                   perm=[0, 3, 1, 2])
+    b.qdq(inp, x, "input")
+    vis = [helper.make_tensor_value_info(in_name, TensorProto.FLOAT, in_shape)]
+    for k, extra in enumerate(graph.inputs[1:], 1):
+        b.qdq(extra, extra.name, f"input{k}")
+        vis.append(helper.make_tensor_value_info(extra.name, TensorProto.FLOAT,
+                                                 list(extra.shape)))
+    return vis, nhwc
+
+
 def export_qdq(graph: Graph) -> onnx.ModelProto:
     """Build the QDQ ONNX model of a quantized graph IR.
 
@@ -518,29 +546,18 @@ def export_qdq(graph: Graph) -> onnx.ModelProto:
     if not graph.meta.get("quantized"):
         raise InputError(f"graph '{graph.name}': not quantized (export a compiled model)")
     b = _Builder(graph)
-    inp = graph.inputs[0]
-    in_name = str(graph.meta.get("onnx_input", inp.name))
-    in_shape = list(inp.shape)
-    nhwc = graph.meta.get("input_layout") == "NHWC" and len(in_shape) == 4
-    x = in_name
-    if nhwc:   # the model took NHWC: so does its export, transposed to the IR's NCHW
-        n_, c_, h_, w_ = in_shape
-        in_shape = [n_, h_, w_, c_]
-        x = b.node("Transpose", [in_name], b.uniq(f"{in_name}_nchw"), "input_nchw",
-                   perm=[0, 3, 1, 2])
-    b.qdq(inp, x, "input")
+    in_vis, nhwc = _export_inputs(b, graph)
     for n in graph.nodes:
         rule = _EXPORT_RULES.get(n.op)
         if rule is None:
             raise InternalError(f"QDQ export: no ONNX form for {n.op.value} '{n.name}'")
         rule(b, n, b.float_of[id(n.inputs[0])])
-    in_vi = helper.make_tensor_value_info(in_name, TensorProto.FLOAT, in_shape)
     outs = []
     for o in graph.outputs:
         et = TensorProto.INT64 if o.producer is not None and o.producer.op is Op.ARGMAX \
             else TensorProto.FLOAT
         outs.append(helper.make_tensor_value_info(o.name, et, list(o.shape)))
-    g = helper.make_graph(b.nodes, f"{graph.name}_qdq", [in_vi], outs, b.inits)
+    g = helper.make_graph(b.nodes, f"{graph.name}_qdq", in_vis, outs, b.inits)
     wide = any(v.dtype == "int16" for v in graph.values())
     model = helper.make_model(g, opset_imports=[helper.make_opsetid(
         "", OPSET_INT16 if wide else OPSET)], producer_name="tccc", producer_version=__version__)

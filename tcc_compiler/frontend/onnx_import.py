@@ -447,6 +447,7 @@ def _graph_outputs(model: onnx.ModelProto, ctx: Ctx, g: Graph, where: str) -> li
         if v in g.inputs:  # the NPU program has no node writing it: the manifest would lie
             raise UnsupportedError(where, [(f"output '{o.name}': the graph input is also a "
                                             "graph output (nothing computes it on the NPU)")])
+        _refuse_input_transpose_output(model, o.name, where)
         _keep_onnx_name(v, o.name, outs, onnx_names)
         outs.append(v)
     names = [o.name for o in model.graph.output]
@@ -454,6 +455,28 @@ def _graph_outputs(model: onnx.ModelProto, ctx: Ctx, g: Graph, where: str) -> li
         dup = next(n for n in names if names.count(n) > 1)
         raise ModelError(f"{where}: duplicate graph output '{dup}' (listed twice)")
     return outs
+
+
+def _refuse_input_transpose_output(model: onnx.ModelProto, name: str, where: str) -> None:
+    """Refuse graph output ``name`` when it is the NHWC input's Transpose(perm=0,3,1,2): the
+    float passes remove that Transpose (the NPU reads NHWC natively), so the output would be
+    the program input itself, which no NPU command writes (the manifest would list an output
+    the program does not have). Named as a node refusal ("<op> '<label>': reason") so the
+    host-segment planner runs that Transpose alone on the host.
+
+    Raises:
+        UnsupportedError: naming the Transpose node and the output.
+    """
+    inputs = {i.name for i in model.graph.input}
+    node = next((n for n in model.graph.node if name in n.output), None)
+    if node is None or node.op_type != "Transpose" or node.input[0] not in inputs:
+        return
+    perm = [list(a.ints) for a in node.attribute if a.name == "perm"]
+    if perm == [[0, 3, 1, 2]]:
+        label = node.name or node.output[0]
+        raise UnsupportedError(where, [(f"Transpose '{label}': output '{name}' is the NHWC "
+                                        "graph input transposed, which the NPU program reads "
+                                        "as it is (nothing computes it on the NPU)")])
 
 
 def _keep_onnx_name(v, name: str, outs: list, onnx_names: set[str]) -> None:

@@ -156,9 +156,12 @@ def _check_inputs(ck: FieldChecker, m: dict, input_bytes: int | None) -> None:
         off = ck.int_(ck.key(rec, "offset", f), f"{f}.offset")
         size = math.prod(rec["npu_hwc"])
         prev = math.prod(ins[k - 1]["npu_hwc"]) + ins[k - 1]["offset"]   # checked before
-        if off < prev or (input_bytes is not None and off + size > input_bytes):
-            raise ck.fail(f"{f}.offset", f"{off} overlaps the previous input or leaves the "
-                          f"INPUT region ({input_bytes} bytes)")
+        if off < prev:
+            raise ck.fail(f"{f}.offset", f"{off} overlaps the previous input (it ends at "
+                          f"byte {prev})")
+        if input_bytes is not None and off + size > input_bytes:
+            raise ck.fail(f"{f}.offset", f"{off} + {size} bytes leaves the INPUT region "
+                          f"({input_bytes} bytes)")
         names.add(rec["name"])
     if len(names | {first["name"]}) != len(ins):
         raise ck.fail("inputs", "input names repeat")

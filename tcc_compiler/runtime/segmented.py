@@ -20,7 +20,7 @@ import numpy as np
 
 from tcc_compiler.emit.files import MANIFEST_FILE
 from tcc_compiler.emit.segments import npu_int8_handoff
-from tcc_compiler.errors import FormatError, InputError
+from tcc_compiler.errors import FormatError, InputError, first_line
 from tcc_compiler.numerics.requant import dequantize_tensor, quantize_tensor
 from tcc_compiler.runtime.loaded import LoadedProgram
 from tcc_compiler.runtime.segmented_check import check_dataflow, check_segmented_manifest
@@ -282,7 +282,7 @@ def _host_session(data: bytes, so, path: Path):
     None, its joins): :func:`tcc_compiler.frontend.host_prefix.split_prefix`.
 
     Raises:
-        FormatError: a malformed host graph or prefix record.
+        FormatError: a malformed host graph or prefix record; a graph ONNX Runtime refuses.
     """
     import onnx
     import onnxruntime as ort
@@ -297,7 +297,17 @@ def _host_session(data: bytes, so, path: Path):
         if not rest.graph.output:   # every output made by the joins: nothing for ORT to run
             return _NoSession(), pre, joins
         data = rest.SerializeToString()
-    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"]), pre, joins
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    try:
+        sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+    except (ort_errors.InvalidGraph, ort_errors.InvalidProtobuf, ort_errors.Fail,
+            ort_errors.InvalidArgument, ort_errors.NotImplemented) as exc:
+        # a hand-edited graph (its manifest record updated), or an ONNX Runtime older than
+        # the one that compiled the folder: the folder's fault or the machine's, not tccc's
+        raise FormatError(f"{path}: ONNX Runtime {ort.__version__} cannot load this host "
+                          f"graph ({first_line(exc)})") from None
+    return sess, pre, joins
 
 
 class _NoSession:

@@ -162,3 +162,57 @@ def test_export_onnx_ort_node_takes_every_input(compiled, tmp_path):
     prog = load_program(folder)
     x = _x(6)
     assert np.array_equal(sess.run(None, {"x": x})[0], prog.final_output(prog.run(x)))
+
+
+def test_export_onnx_qdq_of_a_segment_with_several_inputs(compiled, tmp_path):
+    """``tccc export-onnx npu_2/`` (QDQ) takes all three inputs by name (was: KeyError, exit
+    1); ONNX Runtime on it reproduces the segment's output from the same float inputs."""
+    _, folder = compiled
+    path = tmp_path / "npu_2.onnx"
+    assert main(["export-onnx", str(folder / "npu_2"), "-o", str(path)]) == 0
+    model = onnx.load(str(path))
+    assert [i.name for i in model.graph.input] == ["m", "ar", "x"]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    prog = load_program(folder)
+    x = _x(7)
+    res = prog.run(x)
+    got = sess.run(None, {"m": res["m"], "ar": res["ar"], "x": x})[0]
+    assert sqnr_db(prog.final_output(res), got) >= 35.0
+
+
+def test_report_histograms_of_a_segment_with_several_inputs_say_why(compiled, tmp_path,
+                                                                     capsys):
+    """One array per run cannot feed a three-input program: one line naming its inputs (was:
+    a hint to pass .npy arrays, then 'golden model: no array for graph input')."""
+    _, folder = compiled
+    x = tmp_path / "m.npy"
+    np.save(x, np.zeros((1, 8, 16, 16), np.float32))
+    for extra in ([], [str(x)]):
+        args = ["report", str(folder / "npu_2"), "-o", str(tmp_path / "r.html"), "-q"]
+        assert main(args + ["--histograms", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "takes 3 inputs (m, ar, x;" in err and err.count("\n") == 1
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_host_graph_onnx_runtime_refuses_is_a_folder_error(compiled, tmp_path, capsys):
+    """A host graph edited by hand (its manifest record updated to match) that ONNX Runtime
+    refuses: one line naming the file, exit 2 (was: internal error InvalidGraph, exit 1)."""
+    import zlib
+
+    _, folder = compiled
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    host = onnx.load(str(bad / "host_1.onnx"))
+    host.graph.input[0].type.tensor_type.elem_type = T.INT8   # LRN takes no int8
+    data = host.SerializeToString()
+    (bad / "host_1.onnx").write_bytes(data)
+    top = json.loads((bad / "manifest.json").read_text())
+    rec = next(s for s in top["segments"] if s.get("file") == "host_1.onnx")
+    rec["bytes"], rec["crc32"] = len(data), zlib.crc32(data)
+    (bad / "manifest.json").write_text(json.dumps(top))
+    x = tmp_path / "x.npy"
+    np.save(x, _x(8))
+    assert main(["run", str(bad), str(x)]) == 2
+    err = capsys.readouterr().err
+    assert "host_1.onnx: ONNX Runtime" in err and err.count("\n") == 1
