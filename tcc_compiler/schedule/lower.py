@@ -129,8 +129,21 @@ def lower_multi(graph: Graph, target: Target, compress_weights: bool, cores: int
     if best is not None and best[0] < single_cycles:
         return dataclasses.replace(best[1], estimates=dict(est, kept="spatial split"),
                                    stream=stream)
-    return dataclasses.replace(single, estimates=dict(est, kept="one core (faster)"),
-                               stream=stream)
+    return dataclasses.replace(
+        single, estimates=dict(est, kept=one_core_kept(best and best[0], single_cycles)),
+        stream=stream)
+
+
+def one_core_kept(split_cycles: int | None, single_cycles: int) -> str:
+    """The report's ``kept`` text when a ``--cores 2`` compile keeps the one-core program:
+    why, from the best two-core split's estimated cycles (None: no split fits the SRAM) and
+    the one-core program's. A tie is not called faster (a split equal in cycles is kept out
+    only because it takes both cores)."""
+    if split_cycles is None:
+        return "one core (no split fits)"
+    if split_cycles > single_cycles:
+        return "one core (faster)"
+    return "one core (a split is no faster)"
 
 
 __all__ = ["lower"]

@@ -40,3 +40,12 @@ def test_one_core_kept_names_the_split_it_beat():
 def test_one_core_compile_has_no_line():
     assert cores_line(None) is None
     assert cores_line({"cores": 1, "estimates": {}}) is None
+
+
+def test_one_core_kept_says_why():
+    """A tie between the split and one core was reported as "one core (faster)" (yolov8n 160x96
+    --cores 2: "latency 385,935 cycles (split over both 385,935)")."""
+    from tcc_compiler.schedule.lower import one_core_kept
+    assert one_core_kept(385_935, 385_935) == "one core (a split is no faster)"
+    assert one_core_kept(385_936, 385_935) == "one core (faster)"
+    assert one_core_kept(None, 385_935) == "one core (no split fits)"
