@@ -20,6 +20,7 @@ from tcc_compiler.isa.spec import CONV_FLAG_DEPTHWISE
 from tcc_compiler.runtime import load_program
 from tcc_compiler.runtime.check import Checker
 from tcc_compiler.target import load_target
+from tests.helpers.two_cores import sizes
 
 
 def inverted_residual(c: int, hw: tuple[int, int], expand: int, k: int, stride: int,
@@ -161,23 +162,13 @@ def test_mobilenet_v2_small_bit_exact(tmp_path):
 def test_depthwise_program_random_interleavings_bit_exact(tmp_path):
     """The hazard checker finds no conflict in a tiled depthwise program, and 8 random legal
     interleavings of its queues give the in-order result."""
-    from tcc_compiler.sim.hazards import check_stream
 
     c, h, w = 16, 16, 16
     tgt = load_target().with_sram(16 * 1024)
     prog, results = _compile_run(tmp_path, inverted_residual(c, (h, w), 4, 3, 2, (0, 0, 1, 1),
                                                              7), c, h, w, target=tgt, n=1)
     assert results[0]["bit_exact"] and _depthwise_cfgs(prog)
-    cmds = list(prog.cmd.commands)
-    sizes = {C.Space.SRAM: tgt.sram_capacity_bytes, C.Space.ACT: prog.cmd.act_arena_bytes,
-             C.Space.INPUT: prog.cmd.input_bytes, C.Space.OUTPUT: prog.cmd.output_bytes,
-             C.Space.WEIGHTS: len(prog.weights.data)}
-    assert check_stream(cmds, sizes) == []
-    x = np.random.default_rng(9).uniform(-2, 2, (1, c, h, w)).astype(np.float32)
-    q = prog.quantize(x)
-    ref = prog.executor.run(q)
-    for seed in range(8):
-        assert prog.executor.run(q, schedule="random", seed=seed) == ref, seed
+    _hazard_free_in_random_orders(prog, (c, h, w), 8)
 
 
 # (channels, H x W, expand, kernel, stride, pads): kernels beyond the datapath's 5, run as
@@ -213,7 +204,6 @@ def test_large_kernel_parts_in_tiles_hazard_free_and_faster_than_the_array(tmp_p
     in-order result, and the estimate is well below the same block on the MAC array."""
     import dataclasses
 
-    from tcc_compiler.sim.hazards import check_stream
 
     c, h, w = 16, 18, 18
     tgt = load_target().with_sram(24 * 1024)
@@ -227,16 +217,7 @@ def test_large_kernel_parts_in_tiles_hazard_free_and_faster_than_the_array(tmp_p
         elif isinstance(cmd, C.ConvTile) and in_dw:
             tiles.append(cmd)
     assert len(tiles) > 1 and any(t.out_h < h or t.oc < c * 4 for t in tiles)
-    cmds = list(prog.cmd.commands)
-    sizes = {C.Space.SRAM: tgt.sram_capacity_bytes, C.Space.ACT: prog.cmd.act_arena_bytes,
-             C.Space.INPUT: prog.cmd.input_bytes, C.Space.OUTPUT: prog.cmd.output_bytes,
-             C.Space.WEIGHTS: len(prog.weights.data)}
-    assert check_stream(cmds, sizes) == []
-    x = np.random.default_rng(9).uniform(-2, 2, (1, c, h, w)).astype(np.float32)
-    q = prog.quantize(x)
-    ref = prog.executor.run(q)
-    for seed in range(6):
-        assert prog.executor.run(q, schedule="random", seed=seed) == ref, seed
+    _hazard_free_in_random_orders(prog, (c, h, w), 6)
     path = tmp_path / "m.onnx"
     calib = [np.random.default_rng(2).uniform(-2, 2, (1, c, h, w)).astype(np.float32)]
     on = api.compile(path, f"{w}x{h}x{c}", calibration=calib).report
@@ -260,3 +241,16 @@ def test_convmixer_small_bit_exact_with_its_7x7_layers_as_parts(tmp_path):
     assert len({id(c) for c in finals}) >= 32
     x = np.random.default_rng(0).uniform(-2, 2, (1, 3, 56, 56)).astype(np.float32)
     assert Checker(prog, model).check(x, prog.run(x))["bit_exact"]
+
+
+def _hazard_free_in_random_orders(prog, chw, seeds: int) -> None:
+    """No hazard in ``prog``'s command stream, and the same output bytes in ``seeds`` random
+    legal queue interleavings as in order (one random [1, C, H, W] input)."""
+    from tcc_compiler.sim.hazards import check_stream
+
+    assert check_stream(list(prog.cmd.commands), sizes(prog)) == []
+    x = np.random.default_rng(9).uniform(-2, 2, (1, *chw)).astype(np.float32)
+    q = prog.quantize(x)
+    ref = prog.executor.run(q)
+    for seed in range(seeds):
+        assert prog.executor.run(q, schedule="random", seed=seed) == ref, seed

@@ -36,6 +36,22 @@ def drop_wait(cmds, ranges, j):
     return out, new_ranges
 
 
+def assert_every_sem_wait_needed(cmds, ranges, sz) -> None:
+    """The deleted-wait oracle of a two-core stream: ``cmds`` (core ``ranges``, memory sizes
+    ``sz``) has at least one SEM_WAIT, and without any one of them the hazard checker reports
+    exactly one race, between commands of different cores."""
+    from tcc_compiler.sim.hazards import Ordering, check_stream
+
+    sem_waits = [j for j, c in enumerate(cmds) if isinstance(c, C.SemWait)]
+    assert sem_waits
+    for j in sem_waits:
+        mod, mranges = drop_wait(cmds, ranges, j)
+        found = check_stream(mod, sz, mranges)
+        assert len(found) == 1, j
+        o = Ordering(mod, mranges)
+        assert o.core_of[found[0].first] != o.core_of[found[0].second]
+
+
 def conv_net(seed: int = 0) -> onnx.ModelProto:
     """1x16x28x28 -> Conv3x3 128 -> Relu -> Conv3x3 128 -> Relu -> Conv3x3 128 (+ first conv's
     output) -> Relu -> MaxPool 2x2 -> Conv1x1 64 -> GlobalAveragePool. Float32, opset 17."""

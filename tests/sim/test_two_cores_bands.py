@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from helpers.two_cores import drop_wait, executor_of, executor_sizes, ops_net
+from helpers.two_cores import (assert_every_sem_wait_needed, executor_of,
+                               executor_sizes, ops_net)
 
 from tcc_compiler import api
 from tcc_compiler.isa import commands as C
@@ -25,7 +26,7 @@ from tcc_compiler.schedule.corebands import plan_bands
 from tcc_compiler.schedule.cores import lower_spatial
 from tcc_compiler.schedule.coretime import core_ranges, replay_cores
 from tcc_compiler.schedule.memory import plan_memory
-from tcc_compiler.sim.hazards import Ordering, check_stream
+from tcc_compiler.sim.hazards import check_stream
 from tcc_compiler.target import load_target
 
 TARGET = load_target().with_sram(256 * 1024)
@@ -131,11 +132,4 @@ def test_deleting_a_cross_core_wait_of_the_band_program_is_a_race(bands):
     cmds, ranges = list(ex.cmd.commands), ex.cmd.core_ranges()
     sz = executor_sizes(ex)
     assert check_stream(cmds, sz, ranges) == []
-    sem_waits = [j for j, c in enumerate(cmds) if isinstance(c, C.SemWait)]
-    assert sem_waits
-    for j in sem_waits:
-        mod, mranges = drop_wait(cmds, ranges, j)
-        found = check_stream(mod, sz, mranges)
-        assert len(found) == 1, j
-        o = Ordering(mod, mranges)
-        assert o.core_of[found[0].first] != o.core_of[found[0].second]
+    assert_every_sem_wait_needed(cmds, ranges, sz)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from helpers.two_cores import drop_wait, executor_of, executor_sizes, ops_net, sizes
+from helpers.two_cores import (assert_every_sem_wait_needed, drop_wait, executor_of,
+                               executor_sizes, ops_net, sizes)
 from onnx import TensorProto, helper, numpy_helper
 
 from tcc_compiler import api
@@ -20,7 +21,7 @@ from tcc_compiler.isa import commands as C
 from tcc_compiler.runtime import load_program
 from tcc_compiler.runtime.check import Checker
 from tcc_compiler.schedule.cores import lower_spatial
-from tcc_compiler.sim.hazards import Ordering, check_stream
+from tcc_compiler.sim.hazards import check_stream
 from tcc_compiler.target import load_target
 
 TARGET = load_target().with_sram(256 * 1024)
@@ -82,14 +83,7 @@ def test_split_ops_random_interleavings(ops, seeds):
 def test_deleting_a_cross_core_wait_of_a_split_op_is_a_race(ops):
     _, _, prog = ops
     cmds, ranges, sz = list(prog.cmd.commands), prog.cmd.core_ranges(), sizes(prog)
-    sem_waits = [j for j, c in enumerate(cmds) if isinstance(c, C.SemWait)]
-    assert sem_waits
-    for j in sem_waits:
-        mod, mranges = drop_wait(cmds, ranges, j)
-        found = check_stream(mod, sz, mranges)
-        assert len(found) == 1, j
-        o = Ordering(mod, mranges)
-        assert o.core_of[found[0].first] != o.core_of[found[0].second]
+    assert_every_sem_wait_needed(cmds, ranges, sz)
 
 
 def test_the_bounds_hold_for_the_emitted_programs(ops):
