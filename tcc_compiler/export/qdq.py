@@ -70,6 +70,7 @@ from tcc_compiler.version import __version__
 from tcc_compiler.errors import InputError, InternalError
 from tcc_compiler.ir.graph import Graph, Value
 from tcc_compiler.export.layout import register as _register_layout_ops
+from tcc_compiler.export.ties import add_tie_offset, pool_multipliers, pool_tie_offset, qrange
 from tcc_compiler.ir.ops import ActKind, Op
 
 log = logging.getLogger(__name__)
@@ -159,9 +160,9 @@ class _Builder:
         float32 (exact: integers below ``2**24``), then int64 ``Mul``/``Add``/``Div`` (``Div``
         truncates toward zero, so a multiple ``C * 2**S`` keeps the numerator non-negative and
         is subtracted after), ``Clip`` and ``Cast`` to int8, then the usual DequantizeLinear.
-        Used when no constant offset before QuantizeLinear is safe (see :func:`_tie_offset`),
+        Used when no constant offset before QuantizeLinear is safe (see :func:`~.ties.tie_offset`),
         and for a pool whose divisor varies per pixel (count_include_pad=0 at the borders: M,
-        S and the offsets become [1, 1, OH, OW] constants, :func:`_pool_multipliers`).
+        S and the offsets become [1, 1, OH, OW] constants, :func:`~.ties.pool_multipliers`).
 
         Raises:
             InternalError: a window sum could reach ``2**24`` (not exact in float32).
@@ -173,7 +174,7 @@ class _Builder:
         c = x.shape[1]
         area = x.shape[2] * x.shape[3] if n.op is Op.GAP else \
             n.attrs.kernel[0] * n.attrs.kernel[1]
-        qmin, qmax = _qrange(x)
+        qmin, qmax = qrange(x)
         lo, hi = area * (qmin - p.zp_in), area * (qmax - p.zp_in)
         if max(-lo, hi) >= 1 << 24:
             raise InternalError(f"QDQ export: {n.op.value} '{n.name}': window sums up to "
@@ -194,7 +195,7 @@ class _Builder:
             tot = self.node("Conv", [d, ones], self.uniq(f"{n.name}_sum"), n.name,
                             kernel_shape=list(a.kernel), strides=list(a.strides),
                             pads=list(a.pads), group=c)
-        mult, shift = _pool_multipliers(n)
+        mult, shift = pool_multipliers(n)
         big = (-lo * mult >> shift) + 1  # C: lo * M + C * 2**S >= 0
 
         def i64(name: str, val) -> str:
@@ -259,108 +260,6 @@ class _Builder:
         return wf, bf
 
 
-#: Smallest margin (output LSBs) kept between a tie offset and float32 rounding error; ONNX
-#: Runtime's float32 rescale of a value below 256 errs by about 1e-5 LSB.
-_TIE_MARGIN_LSB = 1e-3
-#: Enumeration cap for _tie_offset (reachable integer inputs of one op).
-_TIE_GRID_MAX = 1 << 22
-
-
-def _tie_offset(mults: list[int], ranges: list[tuple[int, int]], shift: int,
-                where: str, strict: bool = True) -> float | None:
-    """Offset (in output LSBs) that turns round-half-even into tccc's round-half-up.
-
-    tccc computes ``t = sum_i k_i * M_i / 2**S`` exactly and rounds half up; ``k_i`` ranges
-    over the integers ``ranges[i] = (lo, hi)`` (e.g. a window sum of ``x - zp_x``). If no
-    reachable ``t`` is an exact tie, returns 0. Otherwise returns ``d / 2`` with ``d`` the
-    distance from 1/2 to the largest reachable fractional part below 1/2, so that
-    ``round_half_even(t + d/2) == floor(t + 1/2)`` for every reachable ``t``.
-
-    With ``strict=False`` returns None instead of raising (the caller builds an exact
-    integer-side form instead, :meth:`_Builder.exact_pool`).
-
-    Raises:
-        InternalError: (``strict``) ties exist but ``d / 2`` is within
-            :data:`_TIE_MARGIN_LSB` of float32 rounding (no safe offset), or the grid is
-            too large to enumerate.
-    """
-    size = 1
-    for lo, hi in ranges:
-        size *= hi - lo + 1
-    if size > _TIE_GRID_MAX:
-        if not strict:
-            return None
-        raise InternalError(f"QDQ export: {where}: {size} reachable inputs, too many to check "
-                            "for rounding ties")
-    mod, half = 1 << shift, 1 << (shift - 1)
-    res = np.zeros(1, np.int64)
-    for (lo, hi), m in zip(ranges, mults):
-        k = np.arange(lo, hi + 1, dtype=np.int64)
-        res = ((res[:, None] + (k * m) % mod) % mod).reshape(-1)  # int64: k*m < 2**47
-    if not (res == half).any():
-        return 0.0
-    below = res[res < half]
-    d = float(half - below.max()) / mod if below.size else 0.5
-    if d / 2 < _TIE_MARGIN_LSB:
-        if not strict:
-            return None
-        raise InternalError(f"QDQ export: {where}: rounding ties with no safe offset "
-                            f"(nearest value {d:.3g} LSB below a tie)")
-    return d / 2
-
-
-def _pool_multipliers(node) -> tuple[np.ndarray, np.ndarray]:
-    """(M, S) of an average pool / gap as int64 scalars, or as [1, 1, OH, OW] maps (one
-    divisor per output pixel: count_include_pad=0, quant/params.pool_divisors)."""
-    from tcc_compiler.quant.params import pool_divisors, pool_quant
-
-    div = pool_divisors(node)
-    if div is None:
-        p = pool_quant(node)
-        return np.int64(p.mult), np.int64(p.shift)
-    d = np.multiply.outer(*div)
-    qs = {int(v): pool_quant(node, int(v)) for v in np.unique(d)}
-    mult = np.vectorize(lambda v: qs[v].mult, otypes=[np.int64])(d)
-    shift = np.vectorize(lambda v: qs[v].shift, otypes=[np.int64])(d)
-    return mult[None, None], shift[None, None]
-
-
-def _pool_tie_offset(node) -> float | None:
-    """Tie offset of an avgpool / global average pool (window sums of ``x - zp_x``); None
-    when no offset is safe (then the pool is exported on the integer side)."""
-    from tcc_compiler.quant.params import pool_quant
-
-    p = pool_quant(node)
-    x = node.inputs[0]
-    n = x.shape[2] * x.shape[3] if node.op is Op.GAP else \
-        node.attrs.kernel[0] * node.attrs.kernel[1]
-    qmin, qmax = _qrange(x)
-    rng = (n * (qmin - p.zp_in), n * (qmax - p.zp_in))
-    return _tie_offset([p.mult], [rng], p.shift, f"{node.op.value} '{node.name}'",
-                       strict=False)
-
-
-def _qrange(v: Value) -> tuple[int, int]:
-    """(min, max) of an int8 or int16 activation's integer type."""
-    return (-32768, 32767) if v.dtype == "int16" else (-128, 127)
-
-
-def _add_tie_offset(node) -> float:
-    """Tie offset of a standalone add (``(a - zp_a) * M_a + (b - zp_b) * M_b``). With an
-    int16 operand the grid is too large to enumerate: no offset (a tie may then round the
-    other way, by one int16 LSB)."""
-    from tcc_compiler.quant.params import add_quant
-
-    p = add_quant(node)
-    a, b = node.inputs[0], node.inputs[1]
-    rngs = [(_qrange(a)[0] - p.zp_a, _qrange(a)[1] - p.zp_a),
-            (_qrange(b)[0] - p.zp_b, _qrange(b)[1] - p.zp_b)]
-    wide = "int16" in (a.dtype, b.dtype)
-    off = _tie_offset([p.mult_a, p.mult_b], rngs, p.shift, f"add '{node.name}'",
-                      strict=not wide)
-    return off or 0.0
-
-
 def _export_matmul(b: _Builder, n, xf: str) -> None:
     """conv / fc (+ residual add) (+ activation), requantized to int8 or left int32."""
     out = n.output
@@ -391,7 +290,7 @@ def _export_matmul(b: _Builder, n, xf: str) -> None:
 def _export_add(b: _Builder, n, xf: str) -> None:
     y = b.node("Add", [xf, b.float_of[id(n.inputs[1])]], b.uniq(f"{n.name}_sum"), n.name)
     y = b.act(n.attrs.act, y, n.name)
-    b.qdq(n.output, b.round_half_up(y, _add_tie_offset(n), n.output, n.name), n.name)
+    b.qdq(n.output, b.round_half_up(y, add_tie_offset(n), n.output, n.name), n.name)
 
 
 def _export_pool(b: _Builder, n, xf: str) -> None:
@@ -399,7 +298,7 @@ def _export_pool(b: _Builder, n, xf: str) -> None:
     from tcc_compiler.quant.params import pool_divisors
 
     # a divisor per pixel (count_include_pad=0) has no one tie offset: integer ops, exact
-    if n.op is Op.AVGPOOL and (pool_divisors(n) is not None or _pool_tie_offset(n) is None):
+    if n.op is Op.AVGPOOL and (pool_divisors(n) is not None or pool_tie_offset(n) is None):
         b.exact_pool(n)
         return
     a = n.attrs
@@ -409,16 +308,16 @@ def _export_pool(b: _Builder, n, xf: str) -> None:
     y = b.node("MaxPool" if n.op is Op.MAXPOOL else "AveragePool", [xf],
                b.uniq(f"{n.name}_pool"), n.name, **kw)
     if n.op is Op.AVGPOOL:
-        y = b.round_half_up(y, _pool_tie_offset(n), n.output, n.name)
+        y = b.round_half_up(y, pool_tie_offset(n), n.output, n.name)
     b.qdq(n.output, y, n.name)
 
 
 def _export_gap(b: _Builder, n, xf: str) -> None:
-    if _pool_tie_offset(n) is None:
+    if pool_tie_offset(n) is None:
         b.exact_pool(n)
         return
     y = b.node("GlobalAveragePool", [xf], b.uniq(f"{n.name}_pool"), n.name)
-    b.qdq(n.output, b.round_half_up(y, _pool_tie_offset(n), n.output, n.name), n.name)
+    b.qdq(n.output, b.round_half_up(y, pool_tie_offset(n), n.output, n.name), n.name)
 
 
 def _export_reshape(b: _Builder, n, xf: str) -> None:

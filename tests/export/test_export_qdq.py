@@ -34,7 +34,7 @@ from tcc_compiler.cli.main import main
 from tcc_compiler.datasets.images import Preprocess, bundled_photos, load_inputs
 from tcc_compiler.errors import InputError
 from tcc_compiler.export import export_qdq
-from tcc_compiler.export.qdq import _tie_offset
+from tcc_compiler.export.ties import tie_offset as _tie_offset
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.numerics import kernels as K
 from tcc_compiler.quant.golden import run_golden, weights_ohwi
