@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tcc_compiler.errors import FormatError, InputError, InternalError, first_line
+from tcc_compiler.datasets.npy import NPY_LAYOUTS, load_npy
 
 logger = logging.getLogger(__name__)
 
@@ -292,77 +293,6 @@ def load_image(path: str | os.PathLike[str], pre: Preprocess) -> np.ndarray:
     return normalise(pixels, pre)
 
 
-def _check_npy_header_length(path: Path) -> None:
-    """Refuse a ``.npy`` whose header-length field points past the end of the file (numpy
-    would first allocate a buffer of that length, up to 4 GiB, to read the header)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(12)
-            size = os.fstat(f.fileno()).st_size
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read .npy array: {exc.strerror}") from None
-    if len(head) >= 10 and head[:6] == b"\x93NUMPY":
-        major = head[6]
-        start, hlen = (10, int.from_bytes(head[8:10], "little")) if major == 1 else \
-            (12, int.from_bytes(head[8:12], "little"))
-        if start + hlen > size:
-            raise InputError(f"{path}: cannot read .npy array: its header claims {hlen} bytes, "
-                             f"the file holds {size}")
-
-
-#: ONNX input layouts a ``.npy`` file may be given in (the model's, manifest ``onnx_layout``).
-NPY_LAYOUTS = ("NCHW", "NHWC")
-
-
-def _npy_nchw(array: np.ndarray, expected_shape: tuple[int, ...], layout: str
-              ) -> np.ndarray | None:
-    """``array`` as NCHW ``[N, C, H, W]`` when it is shaped as the model takes it: NCHW, or for
-    an NHWC model (``layout``) ``[N, H, W, C]`` (transposed here; preferred when both shapes
-    coincide, H == W == C, as that is what the ONNX model takes); None when neither fits."""
-    if array.ndim != len(expected_shape) or array.shape[0] < 1:
-        return None
-    want = tuple(int(d) for d in expected_shape[1:])
-    if layout == "NHWC" and len(want) == 3 and tuple(array.shape[1:]) == (want[1], want[2],
-                                                                           want[0]):
-        return array.transpose(0, 3, 1, 2)
-    return array if tuple(array.shape[1:]) == want else None
-
-
-def _load_npy(path: Path, expected_shape: tuple[int, ...], layout: str = "NCHW"
-              ) -> list[np.ndarray]:
-    """A ``.npy`` float32 array ``[N, C, H, W]`` (or, for an NHWC model, ``[N, H, W, C]``: the
-    layout its ONNX input takes) split into N NCHW arrays ``[1, C, H, W]``.
-
-    The file is memory-mapped and its header checked before any data is copied, so a header
-    claiming a huge shape costs nothing (numpy refuses to map past the end of the file).
-    """
-    _check_npy_header_length(path)
-    try:
-        array = np.load(path, allow_pickle=False, mmap_mode="r")
-    except Exception as exc:  # noqa: BLE001 - numpy's header parser raises Value/Overflow/Token...
-        reason = first_line(exc, 10**6)
-        if "mmap length" in reason:
-            reason = "its header claims more data than the file holds (truncated?)"
-        raise InputError(f"{path}: cannot read .npy array: {reason}") from None
-    if not isinstance(array, np.ndarray):  # an .npz archive renamed to .npy
-        raise InputError(f"{path}: not a .npy array file (an .npz archive?)")
-    want = tuple(int(d) for d in expected_shape[1:])
-    if array.dtype != np.float32:
-        raise InputError(f"{path}: .npy dtype is {array.dtype}, expected float32 "
-                         f"(save it with array.astype(np.float32))")
-    nchw = _npy_nchw(array, expected_shape, layout)
-    if nchw is None:
-        forms = f"[N, {', '.join(map(str, want))}]"
-        if layout == "NHWC" and len(want) == 3:
-            forms = f"NHWC [N, {want[1]}, {want[2]}, {want[0]}] or NCHW {forms}"
-        raise InputError(f"{path}: .npy shape {tuple(array.shape)} does not match the model input "
-                         f"{forms} (N >= 1)")
-    if not np.isfinite(array).all():
-        bad = int(np.count_nonzero(~np.isfinite(array)))
-        raise InputError(f"{path}: .npy array holds {bad} NaN/Inf value(s)")
-    return [np.array(nchw[i:i + 1], dtype=np.float32, order="C") for i in range(array.shape[0])]
-
-
 def folder_entries(folder: Path) -> list[Path]:
     """Image and .npy files directly inside ``folder``, sorted by name; hidden files skipped."""
     entries = []
@@ -443,7 +373,7 @@ class LazyInputs(Sequence):
         image_shape = (1,) + expected[1:]
         for f in _input_files(paths):
             if f.suffix.lower() == ".npy":
-                self.items.extend(_load_npy(f, expected, layout))
+                self.items.extend(load_npy(f, expected, layout))
                 continue
             if expected[1] not in IMAGE_CHANNELS:
                 raise InputError(f"{f}: the model input has {expected[1]} channels; images load "
