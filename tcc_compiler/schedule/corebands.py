@@ -191,6 +191,8 @@ def _concat_uses(r: Value, held: list, mem: MemoryPlan, writer_of: dict):
         if spec[1:] != (0, 0, 1, 1):
             return None
         p = v.producer
+        if p.op is Op.CONCAT and id(p) in mem.views.copies:
+            return None   # (a nested concat copying inputs into its place: a DMA write)
         if p.op not in (Op.SLICE, Op.CONCAT):
             w = writer_of.get(id(p), p)
             if (w.op not in SLICE_OPS or out_height(w) != h
@@ -214,8 +216,7 @@ def _concat_candidate(r: Value, held: list, mem: MemoryPlan, t: Target, source: 
     an op writing or reading one of its values cannot work on a strided band (a copy, an
     element-wise op, a reshape; see :data:`SLICE_OPS`)."""
     tens = mem.tensor(r)
-    if (tens is None or tens.region is not Region.ACT or not tens.packed
-            or id(r.producer) in mem.views.copies):
+    if tens is None or tens.region is not Region.ACT or not tens.packed:
         return None
     got = _concat_uses(r, held, mem, writer_of)
     if got is None or not got[0] or not got[2]:
