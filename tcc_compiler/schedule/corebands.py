@@ -28,9 +28,11 @@ its rows of the whole concat buffer, every op writing one of its channel slices 
 every op reading it or a slice of it reads a strided box of the band
 (:attr:`~tcc_compiler.schedule.program.Resident.c0`). Those ops must address their
 operands as boxes (:data:`SLICE_OPS`: convs and pools, not the flat-chunk element-wise
-ops). The boundary rows cross DRAM per member (each written by its own op), stored into
-the member's channels of the concat's DRAM buffer and loaded into the same channels of
-the other core's band.
+ops), or be a nearest resize writing a member (:func:`dma_writer`: it loads its core's
+band rows from its DRAM input straight into the band, and the ops reading it wait for its
+last load, :meth:`BandIo.loaded_into`). The boundary rows cross DRAM per member (each
+written by its own op; the rows its own readers need), stored into the member's channels
+of the concat's DRAM buffer and loaded into the same channels of the other core's band.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from types import MappingProxyType
 from typing import Callable, Mapping
 
 from tcc_compiler.ir.graph import Graph, Node, Value
-from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS, Op
+from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS, Op, ResizeMode
 from tcc_compiler.isa.spec import Queue, Region
 from tcc_compiler.quant.params import uses_ew
 from tcc_compiler.schedule.emitter import Dep, Emitter, dma_fields
@@ -114,18 +116,34 @@ class Bands:
 @dataclass(frozen=True)
 class _Cand:
     """A tensor that may be banded: its buffer's value, the ops split by rows for it, each
-    core's band rows and halo rows, the members (value written by one op, first channel) and
-    every value held in its buffer (value, first channel), its :class:`Buffer` (band bytes,
-    live steps) and the DRAM bytes banding saves."""
+    core's band rows, per member its halo rows per core, the members (value written by one
+    op, first channel) and every value held in its buffer (value, first channel), its
+    :class:`Buffer` (band bytes, live steps) and the DRAM bytes banding saves."""
 
     value: Value
     ops: frozenset[int]
     bands: tuple[Rows, Rows]
-    halos: tuple[Rows | None, Rows | None]
+    halos: tuple[tuple[Rows | None, Rows | None], ...]
     members: tuple[tuple[Value, int], ...]
     held: tuple[tuple[Value, int], ...]
     buf: Buffer
     saved_bytes: int
+
+
+def dma_writer(n: Node) -> bool:
+    """True for a nearest resize whose output rows split at half height on an input row:
+    as a concat member it is loaded from its DRAM input straight into each core's band
+    (schedule/ops/resize.py ``lower_resize_resident``), no compute, no halo exchange."""
+    if n.op is not Op.RESIZE or n.attrs.mode is ResizeMode.BILINEAR:
+        return False
+    h = n.output.shape[2]
+    return h >= 2 and (h // 2) % n.attrs.scale_h == 0
+
+
+def split_height(n: Node) -> int | None:
+    """The output rows op ``n`` splits between the cores when it touches a banded tensor:
+    :func:`out_height`, or a nearest resize's (:func:`dma_writer`)."""
+    return n.output.shape[2] if dma_writer(n) else out_height(n)
 
 
 def _band_rows(h: int, reads: list[tuple[Node, Value]], t: Target, source: str):
@@ -195,8 +213,8 @@ def _concat_uses(r: Value, held: list, mem: MemoryPlan, writer_of: dict):
             return None   # (a nested concat copying inputs into its place: a DMA write)
         if p.op not in (Op.SLICE, Op.CONCAT):
             w = writer_of.get(id(p), p)
-            if (w.op not in SLICE_OPS or out_height(w) != h
-                    or (w.op is Op.CONV and mem.conv_output(w) is not v)):
+            if not (dma_writer(w) or (w.op in SLICE_OPS and out_height(w) == h)) \
+                    or (w.op is Op.CONV and mem.conv_output(w) is not v):
                 return None
             members.append((v, spec[0]))
             writers.append(w)
@@ -207,6 +225,20 @@ def _concat_uses(r: Value, held: list, mem: MemoryPlan, writer_of: dict):
             if kind is False:
                 reads.append((u, v))
     return members, writers, reads
+
+
+def _member_halos(h: int, held: list, members: list, writers: list, reads: list,
+                  t: Target, source: str) -> list:
+    """Per member of a banded concat, its halo rows per core: those its own readers (the
+    ``reads`` of a value overlapping its channels) need beyond each core's share; none for
+    a resize member (each core loads all its band rows from the resize's input)."""
+    chan = {id(v): spec[0] for v, spec in held}
+    halos = []
+    for (m, m0), wr in zip(members, writers):
+        mine = [(u, v) for u, v in reads
+                if chan[id(v)] < m0 + hwc(m)[2] and m0 < chan[id(v)] + hwc(v)[2]]
+        halos.append((None, None) if dma_writer(wr) else _band_rows(h, mine, t, source)[1])
+    return halos
 
 
 def _concat_candidate(r: Value, held: list, mem: MemoryPlan, t: Target, source: str,
@@ -223,13 +255,14 @@ def _concat_candidate(r: Value, held: list, mem: MemoryPlan, t: Target, source: 
         return None
     members, writers, reads = got
     h, w, c = hwc(r)
-    bands, halos = _band_rows(h, reads, t, source)
+    bands, _ = _band_rows(h, reads, t, source)
+    halos = _member_halos(h, held, members, writers, reads, t, source)
     row_bytes = w * c * elem_bytes(r)
     steps = [step[id(x)] for x in writers] + [step[id(u)] for u, _ in reads]
     buf = Buffer(r.name, max(hi - lo for lo, hi in bands) * row_bytes, min(steps), max(steps))
     saved = h * row_bytes + sum(math.prod(hwc(v)) * elem_bytes(v) for _, v in reads)
     ops = frozenset(id(x) for x in writers) | frozenset(id(u) for u, _ in reads)
-    return _Cand(r, ops, bands, halos, tuple(members),
+    return _Cand(r, ops, bands, tuple(halos), tuple(members),
                  tuple((v, spec[0]) for v, spec in held), buf, saved)
 
 
@@ -251,7 +284,7 @@ def _candidates(graph: Graph, t: Target, mem: MemoryPlan, nodes: list[Node]) -> 
         row_bytes = w * c * elem_bytes(v)
         size = max(hi - lo for lo, hi in bands) * row_bytes
         buf = Buffer(v.name, size, step[id(n)], max(step.get(id(r), len(nodes)) for r in rs))
-        cands.append(_Cand(v, frozenset({id(n)} | {id(r) for r in rs}), bands, halos,
+        cands.append(_Cand(v, frozenset({id(n)} | {id(r) for r in rs}), bands, (halos,),
                            ((v, 0),), ((v, 0),), buf, h * row_bytes * (1 + len(rs))))
     writer_of = {id(lut): conv for conv, lut in
                  ((n, mem.fused.get(id(n))) for n in nodes) if lut is not None}
@@ -297,8 +330,8 @@ def plan_bands(graph: Graph, t: Target, mem: MemoryPlan, zone_bytes: int) -> Ban
             end = c0 + hwc(v)[2]
             parts[id(v)] = tuple(m for m, m0 in x.members
                                  if m0 < end and c0 < m0 + hwc(m)[2])
-        for m, _ in x.members:
-            halo[id(m)] = x.halos
+        for i, (m, _) in enumerate(x.members):
+            halo[id(m)] = x.halos[i]
     base, prev = dict(mem.op_base), 0
     for i, n in enumerate(nodes):
         top = max((b.offset + b.size_bytes for b in placed if b.first <= i <= b.last),
@@ -321,6 +354,12 @@ class BandIo:
         self.loaded: set[tuple[int, int]] = set()
         self.stored: set[tuple[int, int]] = set()
         self.before: dict[tuple[int, int], list[Dep]] = {}
+        self.dma: dict[tuple[int, int], Dep] = {}
+
+    def loaded_into(self, em: Emitter, core: int, v: Value) -> None:
+        """After ``core``'s share of a resize loading member ``v`` into its band: the ops
+        reading it wait for its last load (:meth:`halo`)."""
+        self.dma[(core, id(v))] = em.w.last(Queue.LOAD)
 
     def writing(self, em: Emitter, core: int, v: Value) -> None:
         """Before ``core``'s share of the op writing banded ``v``: note what its halo rows'
@@ -381,6 +420,8 @@ class BandIo:
         parts = self.bands.parts
         for u in dict.fromkeys(u for u in n.inputs if u is not None and u.const is None):
             for v in parts.get(id(u), (u,)):
+                if (core, id(v)) in self.dma:
+                    deps.append(self.dma[(core, id(v))])
                 rows = self.bands.halo.get(id(v), (None, None))[core]
                 if rows is None or (core, id(v)) in self.loaded:
                     continue

@@ -171,3 +171,33 @@ def c2f_net(seed: int = 0) -> onnx.ModelProto:
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     return m
+
+
+def neck_net(seed: int = 0) -> onnx.ModelProto:
+    """YOLOv8's neck concat in small: x [1,16,28,28] -> Conv3x3 32 + Relu (a) -> Conv3x3
+    stride 2 32 + Relu (b, 14x14) -> Resize nearest x2 (u) -> Concat(u, a) (64 channels) ->
+    Conv1x1 32 -> GlobalAveragePool. The resize output and ``a`` are views of the concat's
+    buffer; ``a`` is also read by the strided conv."""
+    r = np.random.default_rng(seed)
+    inits = {"w1": r.normal(0, 0.2, (32, 16, 3, 3)), "b1": r.normal(0, 0.1, 32),
+             "w2": r.normal(0, 0.1, (32, 32, 3, 3)), "b2": r.normal(0, 0.1, 32),
+             "w3": r.normal(0, 0.15, (32, 64, 1, 1)), "b3": r.normal(0, 0.1, 32),
+             "scales": np.array([1, 1, 2, 2])}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["a"]),
+             helper.make_node("Conv", ["a", "w2", "b2"], ["c2"], kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c2"], ["b"]),
+             helper.make_node("Resize", ["b", "", "scales"], ["u"], mode="nearest"),
+             helper.make_node("Concat", ["u", "a"], ["cat"], axis=1),
+             helper.make_node("Conv", ["cat", "w3", "b3"], ["c3"], kernel_shape=[1, 1]),
+             helper.make_node("GlobalAveragePool", ["c3"], ["y"])]
+    g = helper.make_graph(
+        nodes, "two_cores_neck",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 1, 1])],
+        [numpy_helper.from_array(v.astype(np.float32), n) for n, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
