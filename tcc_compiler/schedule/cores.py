@@ -325,6 +325,8 @@ class _CoreLowering:
             em.before_tile = None
             if self.band_io is not None:
                 self.band_io.boundary(em, core, n, out)
+                if n.op is Op.RESIZE and self.mems[core].resident(out) is not None:
+                    self.band_io.loaded_into(em, core, out)
             self.cross.end_share(core)
             ranges.append((core, first, em.n_cmds))
             info.tiles += part.tiles
@@ -345,7 +347,7 @@ class _CoreLowering:
         """Op ``n`` reading or writing a banded tensor: split by output rows at half its
         height (schedule/corebands.py), its bands read and written in place."""
         t = self.t
-        h = corebands.out_height(n)
+        h = corebands.split_height(n)
         pre = None
         est = rough_cycles(n, t) if n.op is not Op.CONV else 0.0
         if n.op is Op.CONV:

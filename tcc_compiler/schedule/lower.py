@@ -68,11 +68,11 @@ def lower(graph: Graph, target: Target,
 
 
 #: Per-core SRAM fractions tried for the bands of tensors split by rows between the cores
-#: (schedule/corebands.py; YOLOv8n 640: 0.5 and 0.875 of the 2 MiB replay 2.85 and 2.78 ms).
+#: (schedule/corebands.py; YOLOv8n 640: 0.5 and 0.875 of the 2 MiB replay 2.64 and 2.50 ms).
 BAND_FRACTIONS = (0.5, 0.875)
 
 #: Row tiles per core's share of a banded conv tried (1: the tile plan's own; 3: the rows
-#: the other core needs are stored after a third of the share; YOLOv8n 640: 2.78 / 2.76 ms).
+#: the other core needs are stored after a third of the share; YOLOv8n 640: 2.52 / 2.50 ms).
 BAND_TILES = (1, 3)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from tcc_compiler.errors import InternalError
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.spec import Region, dram_address
 from tcc_compiler.isa.wlayout import WeightLayout
@@ -94,12 +95,17 @@ class Resident(_NhwcSized):
     element bytes. Producers' compute writes it and consumers' compute reads boxes of it
     (strided operands), with no DMA. ``rows`` = (lo, hi): only rows [lo, hi) of the tensor
     are kept, packed from ``sram`` (one core's band of a tensor split by rows between two
-    cores, schedule/corebands.py); None: the whole tensor."""
+    cores, schedule/corebands.py); None: the whole tensor. ``c0``: a channel slice of the
+    tensor kept there (a concat input or a slice of a concat kept in per-core bands): its
+    channels start at channel ``c0`` of the NHWC pixels of ``hwc`` (the whole buffer's shape,
+    whose bytes ``nbytes`` / ``span`` cover), read and written as strided boxes (:meth:`box`);
+    0: the tensor itself."""
 
     sram: int
     hwc: tuple[int, int, int]
     elem_bytes: int = 1
     rows: tuple[int, int] | None = None
+    c0: int = 0
 
     @property
     def nbytes(self) -> int:
@@ -114,7 +120,12 @@ class Resident(_NhwcSized):
         return self.sram, self.sram + self.nbytes
 
     def at(self, e0: int) -> int:
-        """SRAM address of element ``e0`` of the tensor in NHWC order (in the kept rows)."""
+        """SRAM address of element ``e0`` of the tensor in NHWC order (in the kept rows).
+
+        Raises:
+            InternalError: the resident is a channel slice (its elements are not flat)."""
+        if self.c0:
+            raise InternalError("flat element address of a channel slice kept in SRAM")
         h, w, c = self.hwc
         lo = self.rows[0] if self.rows else 0
         return self.sram + (e0 - lo * w * c) * self.elem_bytes
@@ -132,7 +143,7 @@ class Resident(_NhwcSized):
         eb = self.elem_bytes
         px, row = c * eb, w * c * eb
         y = y0 - (self.rows[0] if self.rows else 0)
-        return dict(addr=self.sram + ((y * w + x0) * c + c0) * eb,
+        return dict(addr=self.sram + ((y * w + x0) * c + self.c0 + c0) * eb,
                     px=0 if px == nch * eb else px, row=0 if cols == w else row)
 
 

@@ -128,3 +128,76 @@ def executor_sizes(ex) -> dict:
     return {C.Space.SRAM: ex.target.sram_capacity_bytes, C.Space.ACT: c.act_arena_bytes,
             C.Space.INPUT: c.input_bytes, C.Space.OUTPUT: c.output_bytes,
             C.Space.WEIGHTS: len(ex.weights_data)}
+
+
+def c2f_net(seed: int = 0) -> onnx.ModelProto:
+    """YOLOv8's C2f and SPPF concats in small: x [1,16,28,28] -> Conv3x3 32 + SiLU (a) ->
+    Split(a) 16/16 (s0, s1) -> Conv3x3 16 + Relu on s1 (b) -> Conv3x3 16 + SiLU (c) ->
+    Concat(s0, s1, c) (48 channels) -> Conv1x1 32 + Relu (d) -> MaxPool 5x5 s1 (p1) ->
+    MaxPool 5x5 s1 (p2) -> Concat(d, p1, p2) (96 channels) -> Conv1x1 32 ->
+    GlobalAveragePool. Every op writing or reading a concat is a conv or a max pool, and the
+    Split halves and conv outputs are views of the concats' buffers (schedule/views.py)."""
+    r = np.random.default_rng(seed)
+    inits = {"w1": r.normal(0, 0.2, (32, 16, 3, 3)), "b1": r.normal(0, 0.1, 32),
+             "w2": r.normal(0, 0.15, (16, 16, 3, 3)), "b2": r.normal(0, 0.1, 16),
+             "w3": r.normal(0, 0.15, (16, 16, 3, 3)), "b3": r.normal(0, 0.1, 16),
+             "w4": r.normal(0, 0.2, (32, 48, 1, 1)), "b4": r.normal(0, 0.1, 32),
+             "w5": r.normal(0, 0.15, (32, 96, 1, 1)), "b5": r.normal(0, 0.1, 32)}
+    c3 = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    pool = {"kernel_shape": [5, 5], "pads": [2, 2, 2, 2]}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], **c3),
+             helper.make_node("Sigmoid", ["c1"], ["g1"]),
+             helper.make_node("Mul", ["c1", "g1"], ["a"]),
+             helper.make_node("Split", ["a", "halves"], ["s0", "s1"], axis=1),
+             helper.make_node("Conv", ["s1", "w2", "b2"], ["c2"], **c3),
+             helper.make_node("Relu", ["c2"], ["b"]),
+             helper.make_node("Conv", ["b", "w3", "b3"], ["c3"], **c3),
+             helper.make_node("Sigmoid", ["c3"], ["g3"]),
+             helper.make_node("Mul", ["c3", "g3"], ["c"]),
+             helper.make_node("Concat", ["s0", "s1", "c"], ["cat1"], axis=1),
+             helper.make_node("Conv", ["cat1", "w4", "b4"], ["c4"], kernel_shape=[1, 1]),
+             helper.make_node("Relu", ["c4"], ["d"]),
+             helper.make_node("MaxPool", ["d"], ["p1"], **pool),
+             helper.make_node("MaxPool", ["p1"], ["p2"], **pool),
+             helper.make_node("Concat", ["d", "p1", "p2"], ["cat2"], axis=1),
+             helper.make_node("Conv", ["cat2", "w5", "b5"], ["c5"], kernel_shape=[1, 1]),
+             helper.make_node("GlobalAveragePool", ["c5"], ["y"])]
+    g = helper.make_graph(
+        nodes, "two_cores_c2f",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 1, 1])],
+        [numpy_helper.from_array(v.astype(np.float32), n) for n, v in inits.items()]
+        + [numpy_helper.from_array(np.array([16, 16], np.int64), "halves")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def neck_net(seed: int = 0) -> onnx.ModelProto:
+    """YOLOv8's neck concat in small: x [1,16,28,28] -> Conv3x3 32 + Relu (a) -> Conv3x3
+    stride 2 32 + Relu (b, 14x14) -> Resize nearest x2 (u) -> Concat(u, a) (64 channels) ->
+    Conv1x1 32 -> GlobalAveragePool. The resize output and ``a`` are views of the concat's
+    buffer; ``a`` is also read by the strided conv."""
+    r = np.random.default_rng(seed)
+    inits = {"w1": r.normal(0, 0.2, (32, 16, 3, 3)), "b1": r.normal(0, 0.1, 32),
+             "w2": r.normal(0, 0.1, (32, 32, 3, 3)), "b2": r.normal(0, 0.1, 32),
+             "w3": r.normal(0, 0.15, (32, 64, 1, 1)), "b3": r.normal(0, 0.1, 32),
+             "scales": np.array([1, 1, 2, 2])}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["a"]),
+             helper.make_node("Conv", ["a", "w2", "b2"], ["c2"], kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c2"], ["b"]),
+             helper.make_node("Resize", ["b", "", "scales"], ["u"], mode="nearest"),
+             helper.make_node("Concat", ["u", "a"], ["cat"], axis=1),
+             helper.make_node("Conv", ["cat", "w3", "b3"], ["c3"], kernel_shape=[1, 1]),
+             helper.make_node("GlobalAveragePool", ["c3"], ["y"])]
+    g = helper.make_graph(
+        nodes, "two_cores_neck",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 1, 1])],
+        [numpy_helper.from_array(v.astype(np.float32), n) for n, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m

@@ -5,13 +5,16 @@ runs are single pixels: output pixel (y0 * sh + dy + i * sh, dx + j * sw) <- inp
 (y0 + i, j). No compute command (input and output share their quantization, so the bytes are
 the result). Its cost is the transfers' (schedule/cost.py, dma_cycles: setup plus bytes at the
 DRAM bandwidth), counted by the replay like any other command's. Operands stay in DRAM
-(schedule/views.py keeps them out of the SRAM resident zone and of cascades)."""
+(schedule/views.py keeps them out of the SRAM resident zone and of cascades), except the
+output of a resize writing a member of a concat banded per core (two cores,
+schedule/corebands.py): :func:`lower_resize_resident` loads the output rows straight into
+the band."""
 
 from __future__ import annotations
 
 from tcc_compiler.ir.graph import Node
 from tcc_compiler.schedule.ops.bands import band_rows, group_channels, store_bands
-from tcc_compiler.schedule.ops.context import OpContext
+from tcc_compiler.schedule.ops.context import OpContext, label
 from tcc_compiler.schedule.program import LayerInfo, Tensor
 
 
@@ -29,6 +32,39 @@ def phase_store(out: Tensor, y0: int, rows: int, dy: int, dx: int, w: int, sh: i
                 dram_stride2=sh * ow * px, sram_stride1=nch * eb, sram_stride2=w * nch * eb)
 
 
+def lower_resize_resident(ctx: OpContext, n: Node, info: LayerInfo, res) -> None:
+    """Emit resize op ``n`` whose output is kept in SRAM (``res``: a channel slice of a
+    per-core band, schedule/corebands.py, NHWC at the band's pixel pitch): every kept output
+    row (``res.rows``) is loaded from the NHWC DRAM input straight into its place, one
+    strided DMA_LOAD per output phase (dy, dx) whose runs are single input pixels (C x
+    element bytes) and whose SRAM strides are ``sw`` pixels and ``sh`` rows of the band (the
+    input read ``sh * sw`` times); no store, no tile buffer. Fills ``info`` (tiles = loads)."""
+    em = ctx.em
+    xin = ctx.mem.tensor(n.inputs[0])
+    _, w, c = xin.hwc
+    sh, sw = n.attrs.scale_h, n.attrs.scale_w
+    _, ow, pc = res.hwc
+    pitch = pc * res.elem_bytes
+    lo, hi = res.rows or (0, res.hwc[0])
+    sa = ctx.begin()
+    deps = em.free(res.sram, res.nbytes)
+    for dy in range(sh):
+        iy0, iy1 = -(-(lo - dy) // sh), -(-(hi - dy) // sh)
+        if iy1 <= iy0:
+            continue
+        for dx in range(sw):
+            em.load(deps, label(n) + " output phase", dram=xin.addr(iy0 * xin.row),
+                    sram=res.box(iy0 * sh + dy, dx, 0, 1, c)["addr"],
+                    run_bytes=c * xin.elem_bytes, n1=w, n2=iy1 - iy0,
+                    dram_stride1=xin.pitch, dram_stride2=xin.row,
+                    sram_stride1=sw * pitch, sram_stride2=sh * ow * pitch)
+            info.tiles += 1
+    ctx.end(sa)
+    info.sram_peak_bytes = ctx.base
+    info.plan = (f"{info.tiles} strided loads into the SRAM band (rows {lo}..{hi - 1}), "
+                 f"each input pixel loaded {sh}x{sw} times (nearest repeat, DMA only)")
+
+
 def lower_resize(ctx: OpContext, n: Node, info: LayerInfo) -> None:
     """Emit resize op ``n``; fill ``info``. A map whose input row does not fit the SRAM
     budget twice is moved in channel groups (:func:`group_channels`): pixels are repeated
@@ -38,6 +74,10 @@ def lower_resize(ctx: OpContext, n: Node, info: LayerInfo) -> None:
         ScheduleError: not even one input row of one channel fits the op's SRAM budget twice.
     """
     mem = ctx.mem
+    res = mem.resident(n.output)
+    if res is not None:
+        lower_resize_resident(ctx, n, info, res)
+        return
     xin, xout = mem.tensor(n.inputs[0]), mem.tensor(n.output)
     h, w, c = xin.hwc
     sh, sw = n.attrs.scale_h, n.attrs.scale_w
