@@ -204,6 +204,13 @@ def split_chain(ch: Chain, t: Target, plan, alone) -> list[Chain]:
     return best[k][1]
 
 
+@functools.lru_cache(maxsize=1024)
+def _bands(geoms: tuple[ConvGeom, ...], rows: int) -> tuple[tuple[OpRows, ...], ...]:
+    """:func:`chain_bands`, memoised (the memory planner plans the same chains under every
+    resident-zone size)."""
+    return tuple(chain_bands(list(geoms), rows))
+
+
 def chain_bands(geoms: list[ConvGeom], rows: int) -> list[tuple[OpRows, ...]]:
     """Per band of ``rows`` output rows of the last op: every op's output rows, the input rows
     they read (clipped to the map) and the padding rows, walking the chain backwards
@@ -375,10 +382,13 @@ def band_options(geoms: tuple[ConvGeom, ...], sc_from_input: bool, side_geom: Co
     return tuple(out)
 
 
-def plan_chain(ch: Chain, t: Target, budget: int, res: Residency) -> bool:
+def plan_chain(ch: Chain, t: Target, budget: int, res: Residency,
+               versus_alone: bool = True) -> bool:
     """Choose the band height of ``ch`` with the smallest estimated cycles whose buffers fit
-    ``budget`` bytes; fill ``ch``'s plan fields. Returns True when the cascade fits and is
-    estimated faster than running the ops one by one.
+    ``budget`` bytes; fill ``ch``'s plan fields. Returns True when the cascade fits and (with
+    ``versus_alone``) is estimated faster than running the ops one by one (without it, e.g.
+    for :func:`split_chain`, which weighs each piece against its ops alone itself,
+    ``sep_cycles`` stays 0).
 
     Buffers: the input band (double-buffered, absent when the input is resident), one band
     buffer per intermediate and one for the side op's output (single: only COMPUTE, an
@@ -390,7 +400,6 @@ def plan_chain(ch: Chain, t: Target, budget: int, res: Residency) -> bool:
     ``compute`` sums :func:`tile_cycles` of every op of every band and ``dma`` is the bytes
     moved over ``bw`` plus ``dma_setup_cycles`` per transfer.
     """
-    sep = separate_cycles(ch, t, budget, res)
     best = None
     for opt in band_options(tuple(ch.geoms), ch.sc_from_input, ch.side_geom, t, res):
         if opt[3] <= budget and (best is None or opt[0] < best[0]):
@@ -400,8 +409,10 @@ def plan_chain(ch: Chain, t: Target, budget: int, res: Residency) -> bool:
         return False
     (ch.est_cycles, ch.rows, ch.sc_shared, ch.sram_peak_bytes, ch.saved_bytes,
      ch.recompute_macs) = best
-    ch.bands = chain_bands(ch.geoms, ch.rows)
-    ch.sep_cycles = sep
+    ch.bands = list(_bands(tuple(ch.geoms), ch.rows))
+    if not versus_alone:
+        return True
+    ch.sep_cycles = sep = separate_cycles(ch, t, budget, res)
     if ch.est_cycles >= sep:
         log.debug("chain %s: cascade %d cycles >= %d one by one", ch.nodes[-1].name,
                   ch.est_cycles, sep)

@@ -452,15 +452,16 @@ class _Planner:
         return Residency(id(c.nodes[0].inputs[0]) in self.res, id(last.output) in self.res,
                          sc is not None and c.side is None and id(sc) in self.res)
 
-    def _plan_chain(self, c: Chain) -> bool:
-        """Plan ``c``'s bands in the SRAM above its tile-area base; True if it fits and is
-        estimated faster than its ops one by one (:func:`cascade.plan_chain`)."""
+    def _plan_chain(self, c: Chain, versus_alone: bool = True) -> bool:
+        """Plan ``c``'s bands in the SRAM above its tile-area base; True if it fits and (with
+        ``versus_alone``) is estimated faster than its ops one by one
+        (:func:`cascade.plan_chain`)."""
         base = self.op_base.get(id(c.nodes[-1]), 0)
         res = self._residency(c)
         budget = self.t.sram_capacity_bytes - base
         if self.cascade_resident and id(c.nodes[-1]) in self.freeing:
             budget = min(budget, int(self.t.sram_capacity_bytes * FREEING_BAND_FRACTION))
-        return plan_chain(c, self.t, budget, res)
+        return plan_chain(c, self.t, budget, res, versus_alone)
 
     def _choose_chains(self, out_roots: dict) -> list[Chain]:
         """The chains worth cascading under the current (chain-free) plan: structural
@@ -476,7 +477,7 @@ class _Planner:
         out = []
         for c in cands:   # a chain that does not fit or pay whole, cascaded piecewise
             out += [c] if any(c is w for w in whole) else split_chain(
-                c, self.t, lambda p: self._may_cascade(p, True) and self._plan_chain(p),
+                c, self.t, lambda p: self._may_cascade(p, True) and self._plan_chain(p, False),
                 lambda i, c=c: self._alone_cycles(c, i))
         self.freeing = {id(c.nodes[-1]) for c in out if self._frees(c)}
         return out
