@@ -19,7 +19,8 @@ band into a band buffer, so the shortcut never goes to DRAM either.
 
 :func:`find_chains` finds the structural candidates; :func:`plan_chain` picks the band height
 with the smallest estimated cycles under an SRAM budget and compares it with running the ops one
-by one (:func:`tcc_compiler.schedule.tiling.plan_conv` estimates); the lowering
+by one (:func:`tcc_compiler.schedule.tiling.plan_conv` estimates); :func:`split_chain` cuts a
+candidate that does not fit or pay whole into the cheapest pieces; the lowering
 (:meth:`tcc_compiler.schedule.lower.Lowering._cascade`) emits the commands.
 """
 

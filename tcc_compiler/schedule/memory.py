@@ -467,7 +467,8 @@ class _Planner:
         """The chains worth cascading under the current (chain-free) plan: structural
         candidates (:func:`cascade.find_chains`) none of whose intermediates is resident (a
         resident intermediate already costs no DRAM traffic; with :attr:`cascade_resident`
-        they may be) and whose band plan fits and is estimated faster."""
+        they may be) and whose band plan fits and is estimated faster; with :attr:`split`, the
+        others are cascaded in pieces (:func:`cascade.split_chain`)."""
         out_ids = set(out_roots) | {id(v) for v in self.g.outputs} | set(self.views.tied)
         cands = find_chains(self.npu_nodes, readers, self._chain_geom, out_ids)
         self.freeing = {id(c.nodes[-1]) for c in cands if self._frees(c)}
