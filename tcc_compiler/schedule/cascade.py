@@ -19,12 +19,14 @@ band into a band buffer, so the shortcut never goes to DRAM either.
 
 :func:`find_chains` finds the structural candidates; :func:`plan_chain` picks the band height
 with the smallest estimated cycles under an SRAM budget and compares it with running the ops one
-by one (:func:`tcc_compiler.schedule.tiling.plan_conv` estimates); the lowering
+by one (:func:`tcc_compiler.schedule.tiling.plan_conv` estimates); :func:`split_chain` cuts a
+candidate that does not fit or pay whole into the cheapest pieces; the lowering
 (:meth:`tcc_compiler.schedule.lower.Lowering._cascade`) emits the commands.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -41,6 +43,12 @@ log = logging.getLogger(__name__)
 
 #: Op kinds a chain may contain.
 CHAIN_OPS = (Op.CONV, Op.MAXPOOL, Op.AVGPOOL)
+
+#: Most ops of a piece :func:`split_chain` cuts from a candidate: every op of a piece adds its
+#: kernel's halo to the rows recomputed by the ops before it, so long pieces lose to short
+#: ones (MobileOne-S1's best pieces hold 2-4 ops), and the pieces tried grow with the square
+#: of their length.
+MAX_PIECE_OPS = 6
 
 #: Row ranges of one op in one band: (out_y0, out_y1, in_y0, in_y1, pad_top, pad_bottom).
 OpRows = tuple[int, int, int, int, int, int]
@@ -156,6 +164,54 @@ def find_chains(nodes: list[Node], readers, geom_of, excluded: set[int]) -> list
     return out
 
 
+def sub_chain(ch: Chain, i: int, j: int) -> Chain:
+    """Ops ``i .. j - 1`` of structural candidate ``ch`` as a chain of their own (unplanned):
+    the side op and a shortcut read from the input stay only with the whole chain."""
+    whole = i == 0 and j == len(ch.nodes)
+    return Chain(ch.nodes[i:j], ch.geoms[i:j], ch.sc_from_input and whole,
+                 ch.side if whole else None, ch.side_geom if whole else None)
+
+
+def split_chain(ch: Chain, t: Target, plan, alone) -> list[Chain]:
+    """The planned pieces of structural candidate ``ch`` that run fastest together: a
+    partition of its ops into consecutive runs, each either one op run alone or a piece of
+    >= 2 ops cascaded, minimising the sum of the estimated cycles (dynamic programming over
+    the piece boundaries). A chain whose weights do not all fit in the SRAM (MobileOne's
+    whole network, schedule/cascade.py runs a chain's weights whole) or whose bands do not
+    fit is still cascaded piecewise, e.g. a stride-2 stem with the depthwise conv after it.
+
+    Args:
+        plan: ``plan(piece) -> bool``: plans a :func:`sub_chain` in place (its
+            ``est_cycles``), True when it may and fits and beats its ops one by one
+            (:func:`plan_chain` under the caller's budget and residency).
+        alone: ``alone(i) -> cycles`` of op ``i`` of ``ch`` run alone (its tile plan).
+
+    Returns:
+        The cascaded pieces (>= 2 ops each), in order; the ops in none run alone.
+    """
+    k, al = len(ch.nodes), t.sram_align_bytes
+    best: list[tuple[float, list[Chain]]] = [(0.0, [])]
+    for j in range(1, k + 1):
+        cand = (best[j - 1][0] + alone(j - 1), best[j - 1][1])
+        w = weight_bytes(ch.geoms[j - 1], al)
+        for i in range(j - 2, max(-1, j - 1 - MAX_PIECE_OPS), -1):
+            w += weight_bytes(ch.geoms[i], al)
+            if w > t.sram_capacity_bytes:   # every longer piece holds these weights too
+                break
+            piece = sub_chain(ch, i, j)
+            if plan(piece) and best[i][0] + piece.est_cycles < cand[0]:
+                cand = (best[i][0] + piece.est_cycles, best[i][1] + [piece])
+        best.append(cand)
+    return best[k][1]
+
+
+@functools.lru_cache(maxsize=1024)
+def _bands(geoms: tuple[ConvGeom, ...], rows: int) -> tuple[tuple[OpRows, ...], ...]:
+    """:func:`chain_bands`, memoised (the memory planner plans the same chains under every
+    resident-zone size)."""
+    return tuple(chain_bands(list(geoms), rows))
+
+
 def chain_bands(geoms: list[ConvGeom], rows: int) -> list[tuple[OpRows, ...]]:
     """Per band of ``rows`` output rows of the last op: every op's output rows, the input rows
     they read (clipped to the map) and the padding rows, walking the chain backwards
@@ -182,6 +238,14 @@ def tile_cycles(g: ConvGeom, out_rows: int, t: Target) -> int:
     return t.compute_setup_cycles + out_rows * g.ow * per
 
 
+def _op_band_cycles(g: ConvGeom, rows: list[int], t: Target) -> int:
+    """The sum of :func:`tile_cycles` over tiles of ``rows`` output rows each (a conv's tile
+    cycles are linear in its rows: summed at once)."""
+    if not g.has_weights:
+        return sum(tile_cycles(g, r, t) for r in rows)
+    return len(rows) * t.compute_setup_cycles + sum(rows) * g.ow * pixel_cycles(g, g.o, t)
+
+
 def weight_bytes(g: ConvGeom, al: int) -> int:
     """SRAM bytes of an op's whole weight and parameter blocks (0 for a pool)."""
     if not g.has_weights:
@@ -204,7 +268,7 @@ def _chain_bytes(ch: Chain, al: int) -> tuple[int, int, int]:
             sum(g.oh * g.ow * g.o for g in inner))
 
 
-def _separate_cycles(ch: Chain, t: Target, budget: int, res: Residency) -> int:
+def separate_cycles(ch: Chain, t: Target, budget: int, res: Residency) -> int:
     """Estimated cycles of the chain's ops (and side op) run one by one (their tile plans)."""
     k = len(ch.geoms)
     sep = 0
@@ -273,10 +337,10 @@ def _band_cycles(ch: Chain, t: Target, bands, rows: int, res: Residency, sc_sep:
                  w_dram: int) -> tuple[int, int]:
     """(estimated cycles, input band bytes loaded) of a band plan."""
     g0, gl, gs = ch.geoms[0], ch.geoms[-1], ch.side_geom
-    comp = sum(tile_cycles(g, b[i][1] - b[i][0], t)
-               for b in bands for i, g in enumerate(ch.geoms))
+    comp = sum(_op_band_cycles(g, [b[i][1] - b[i][0] for b in bands], t)
+               for i, g in enumerate(ch.geoms))
     if gs is not None:
-        comp += sum(tile_cycles(gs, b[-1][1] - b[-1][0], t) for b in bands)
+        comp += _op_band_cycles(gs, [b[-1][1] - b[-1][0] for b in bands], t)
     in_bytes = 0 if res.inp else sum(b[0][3] - b[0][2] for b in bands) * g0.w * g0.c
     out_bytes = 0 if res.out else gl.oh * gl.ow * gl.o
     sc_bytes = out_bytes if sc_sep else 0
@@ -289,10 +353,43 @@ def _band_cycles(ch: Chain, t: Target, bands, rows: int, res: Residency, sc_sep:
     return est, in_bytes
 
 
-def plan_chain(ch: Chain, t: Target, budget: int, res: Residency) -> bool:
+@functools.lru_cache(maxsize=1 << 14)
+def band_options(geoms: tuple[ConvGeom, ...], sc_from_input: bool, side_geom: ConvGeom | None,
+                 t: Target, res: Residency) -> tuple[tuple[int, int, bool, int, int, int], ...]:
+    """Every band height a chain of ``geoms`` (with ``sc_from_input`` and the side op's
+    geometry, as in :class:`Chain`) may run in under residency ``res``, in
+    :func:`candidate_extents` order: ``(est_cycles, rows, sc_shared, sram_bytes, saved_bytes,
+    recompute_macs)`` (:func:`plan_chain` keeps the fastest that fits its budget). Memoised:
+    the memory planner asks for the same pieces under every resident-zone size."""
+    ch = Chain([], list(geoms), sc_from_input, None, side_geom)
+    al = t.sram_align_bytes
+    g0, gl, gs = geoms[0], geoms[-1], side_geom
+    w_sram, w_dram, inter_total = _chain_bytes(ch, al)
+    out = []
+    for rows in candidate_extents(gl.oh):
+        bands = chain_bands(ch.geoms, rows)
+        if not _side_in_band(ch, bands, res):
+            continue   # the side op's rows must lie in the input band
+        shared = _shares_input(ch, bands)
+        sc_sep = gl.has_shortcut and not shared and not res.sc and gs is None
+        need = (w_sram + _band_sram(ch, bands, rows, res, sc_sep, al)
+                + cascade_psum_bytes(ch, t, al, bands))
+        est, in_bytes = _band_cycles(ch, t, bands, rows, res, sc_sep, w_dram)
+        # the input, when not resident, is read again by a shared shortcut or side op
+        x_read = 0 if res.inp else g0.h * g0.w * g0.c
+        saved = (2 * inter_total + (x_read if shared or gs is not None else 0)
+                 - (in_bytes - x_read))
+        out.append((est, rows, shared, need, saved, _recompute_macs(ch, bands)))
+    return tuple(out)
+
+
+def plan_chain(ch: Chain, t: Target, budget: int, res: Residency,
+               versus_alone: bool = True) -> bool:
     """Choose the band height of ``ch`` with the smallest estimated cycles whose buffers fit
-    ``budget`` bytes; fill ``ch``'s plan fields. Returns True when the cascade fits and is
-    estimated faster than running the ops one by one.
+    ``budget`` bytes; fill ``ch``'s plan fields. Returns True when the cascade fits and (with
+    ``versus_alone``) is estimated faster than running the ops one by one (without it, e.g.
+    for :func:`split_chain`, which weighs each piece against its ops alone itself,
+    ``sep_cycles`` stays 0).
 
     Buffers: the input band (double-buffered, absent when the input is resident), one band
     buffer per intermediate and one for the side op's output (single: only COMPUTE, an
@@ -304,34 +401,19 @@ def plan_chain(ch: Chain, t: Target, budget: int, res: Residency) -> bool:
     ``compute`` sums :func:`tile_cycles` of every op of every band and ``dma`` is the bytes
     moved over ``bw`` plus ``dma_setup_cycles`` per transfer.
     """
-    al = t.sram_align_bytes
-    g0, gl, gs = ch.geoms[0], ch.geoms[-1], ch.side_geom
-    w_sram, w_dram, inter_total = _chain_bytes(ch, al)
-    sep = _separate_cycles(ch, t, budget, res)
     best = None
-    for rows in candidate_extents(gl.oh):
-        bands = chain_bands(ch.geoms, rows)
-        if not _side_in_band(ch, bands, res):
-            continue   # the side op's rows must lie in the input band
-        shared = _shares_input(ch, bands)
-        sc_sep = gl.has_shortcut and not shared and not res.sc and gs is None
-        need = (w_sram + _band_sram(ch, bands, rows, res, sc_sep, al)
-                + cascade_psum_bytes(ch, t, al, bands))
-        if need > budget:
-            continue
-        est, in_bytes = _band_cycles(ch, t, bands, rows, res, sc_sep, w_dram)
-        if best is None or est < best[0]:
-            # the input, when not resident, is read again by a shared shortcut or side op
-            x_read = 0 if res.inp else g0.h * g0.w * g0.c
-            saved = (2 * inter_total + (x_read if shared or gs is not None else 0)
-                     - (in_bytes - x_read))
-            best = (est, rows, bands, shared, need, saved, _recompute_macs(ch, bands))
+    for opt in band_options(tuple(ch.geoms), ch.sc_from_input, ch.side_geom, t, res):
+        if opt[3] <= budget and (best is None or opt[0] < best[0]):
+            best = opt
     if best is None:
         log.debug("chain %s: no band fits %d bytes", ch.nodes[-1].name, budget)
         return False
-    (ch.est_cycles, ch.rows, ch.bands, ch.sc_shared, ch.sram_peak_bytes, ch.saved_bytes,
+    (ch.est_cycles, ch.rows, ch.sc_shared, ch.sram_peak_bytes, ch.saved_bytes,
      ch.recompute_macs) = best
-    ch.sep_cycles = sep
+    ch.bands = list(_bands(tuple(ch.geoms), ch.rows))
+    if not versus_alone:
+        return True
+    ch.sep_cycles = sep = separate_cycles(ch, t, budget, res)
     if ch.est_cycles >= sep:
         log.debug("chain %s: cascade %d cycles >= %d one by one", ch.nodes[-1].name,
                   ch.est_cycles, sep)

@@ -26,7 +26,8 @@ from tcc_compiler.errors import InternalError
 from tcc_compiler.ir.graph import Graph, Node, Value
 from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
 from tcc_compiler.isa.spec import Region
-from tcc_compiler.schedule.cascade import Chain, find_chains, plan_chain
+from tcc_compiler.schedule.cascade import (Chain, find_chains, plan_chain, separate_cycles,
+                                           split_chain, sub_chain)
 from tcc_compiler.schedule.geom import conv_geom, elem_bytes, hwc, pool_geom
 from tcc_compiler.schedule.program import IoTensor, Resident, Tensor
 from tcc_compiler.schedule.tiling import ConvGeom, Residency, align_up
@@ -209,7 +210,8 @@ COMPACT_FREEING_FRACTION = 0.4
 
 def plan_memory(graph: Graph, t: Target, zone_bytes: int, cascade: bool,
                 reuse: bool = True, pinned: frozenset = frozenset(),
-                cascade_resident: bool = False, compact: bool = False) -> MemoryPlan:
+                cascade_resident: bool = False, compact: bool = False,
+                split: bool = False) -> MemoryPlan:
     """Plan DRAM, the resident zone (``zone_bytes``, aligned by the caller) and, with
     ``cascade``, the chains worth cascading. ``cascade_resident``: a chain whose intermediates
     would be resident is cascaded too when they are large (:data:`FREEING_FRACTION`; by
@@ -228,7 +230,8 @@ def plan_memory(graph: Graph, t: Target, zone_bytes: int, cascade: bool,
     when that fits the zone and lowers :func:`top_sum` -- every op's tile area, and so the
     SRAM above it, starts at the top of the resident tensors live around it, so a small
     tensor placed above large ones that live later (the arena's largest-first order) takes
-    the SRAM below it away from the ops before them.
+    the SRAM below it away from the ops before them. ``split``: a chain that does not fit or
+    pay whole is cascaded in pieces (:func:`~tcc_compiler.schedule.cascade.split_chain`).
 
     Raises:
         ScheduleError: an op's tiles cannot fit (from the chain planner's tile estimates).
@@ -236,7 +239,7 @@ def plan_memory(graph: Graph, t: Target, zone_bytes: int, cascade: bool,
     """
     p = _Planner(graph, t, zone_bytes, cascade)
     p.reuse, p.pinned, p.cascade_resident = reuse, pinned, cascade_resident
-    p.compact = compact
+    p.compact, p.split = compact, split
     return p.plan()
 
 
@@ -249,6 +252,7 @@ class _Planner:
         self.pinned: frozenset = frozenset()
         self.cascade_resident = False
         self.compact = False
+        self.split = False
         self.freeing: set[int] = set()
         self.tensors: dict[int, Tensor] = {}
         self.res: dict[int, Resident] = {}
@@ -441,32 +445,62 @@ class _Planner:
             return conv_geom(n, self.t)
         return pool_geom(n, self.g.meta.get("source", ""))[0]
 
-    def _plan_chain(self, c: Chain) -> bool:
-        """Plan ``c``'s bands in the SRAM above its tile-area base; True if it fits and is
-        estimated faster than its ops one by one (:func:`cascade.plan_chain`)."""
-        base = self.op_base.get(id(c.nodes[-1]), 0)
+    def _residency(self, c: Chain) -> Residency:
+        """Which of chain ``c``'s input, output and (not side-made) shortcut are resident."""
         last = c.nodes[-1]
         sc = last.input(3) if last.op is Op.CONV else None
-        res = Residency(id(c.nodes[0].inputs[0]) in self.res, id(last.output) in self.res,
-                        sc is not None and c.side is None and id(sc) in self.res)
+        return Residency(id(c.nodes[0].inputs[0]) in self.res, id(last.output) in self.res,
+                         sc is not None and c.side is None and id(sc) in self.res)
+
+    def _plan_chain(self, c: Chain, versus_alone: bool = True) -> bool:
+        """Plan ``c``'s bands in the SRAM above its tile-area base; True if it fits and (with
+        ``versus_alone``) is estimated faster than its ops one by one
+        (:func:`cascade.plan_chain`)."""
+        base = self.op_base.get(id(c.nodes[-1]), 0)
+        res = self._residency(c)
         budget = self.t.sram_capacity_bytes - base
         if self.cascade_resident and id(c.nodes[-1]) in self.freeing:
             budget = min(budget, int(self.t.sram_capacity_bytes * FREEING_BAND_FRACTION))
-        return plan_chain(c, self.t, budget, res)
+        return plan_chain(c, self.t, budget, res, versus_alone)
 
     def _choose_chains(self, out_roots: dict) -> list[Chain]:
         """The chains worth cascading under the current (chain-free) plan: structural
         candidates (:func:`cascade.find_chains`) none of whose intermediates is resident (a
         resident intermediate already costs no DRAM traffic; with :attr:`cascade_resident`
-        they may be) and whose band plan fits and is estimated faster."""
+        they may be) and whose band plan fits and is estimated faster; with :attr:`split`, the
+        others are cascaded in pieces (:func:`cascade.split_chain`)."""
         out_ids = set(out_roots) | {id(v) for v in self.g.outputs} | set(self.views.tied)
         cands = find_chains(self.npu_nodes, readers, self._chain_geom, out_ids)
         self.freeing = {id(c.nodes[-1]) for c in cands if self._frees(c)}
-        return [c for c in cands
-                if (id(c.nodes[-1]) in self.freeing
-                    or not any(id(m.output) in self.res for m in c.inner()))
-                and not any(id(m) in self.fused for m in [*c.nodes, c.side] if m is not None)
-                and self._plan_chain(c)]
+        whole = [c for c in cands if self._may_cascade(c) and self._plan_chain(c)]
+        if not self.split:
+            return whole
+        out = []
+        for c in cands:   # a chain that does not fit or pay whole, cascaded piecewise
+            out += [c] if any(c is w for w in whole) else split_chain(
+                c, self.t, lambda p: self._may_cascade(p, True) and self._plan_chain(p, False),
+                lambda i, c=c: self._alone_cycles(c, i))
+        self.freeing = {id(c.nodes[-1]) for c in out if self._frees(c)}
+        return out
+
+    def _may_cascade(self, c: Chain, piece: bool = False) -> bool:
+        """Whether ``c`` may be cascaded: none of its intermediates is resident (unless it is
+        cascaded to free SRAM, :meth:`_frees`; a ``piece`` of a candidate is judged on its
+        own) and no op of it has a fused lut epilogue."""
+        if piece:
+            self.freeing.discard(id(c.nodes[-1]))
+            if self._frees(c):
+                self.freeing.add(id(c.nodes[-1]))
+        return ((id(c.nodes[-1]) in self.freeing
+                 or not any(id(m.output) in self.res for m in c.inner()))
+                and not any(id(m) in self.fused for m in [*c.nodes, c.side] if m is not None))
+
+    def _alone_cycles(self, c: Chain, i: int) -> int:
+        """Estimated cycles of op ``i`` of chain candidate ``c`` run alone, its operands'
+        residency as planned (:func:`cascade.plan_chain`'s one-by-one estimate)."""
+        one = sub_chain(c, i, i + 1)
+        return separate_cycles(one, self.t, self.t.sram_capacity_bytes
+                               - self.op_base.get(id(one.nodes[0]), 0), self._residency(one))
 
     def _frees(self, c: Chain) -> bool:
         """Whether ``c`` is cascaded to free SRAM although its intermediates would be
