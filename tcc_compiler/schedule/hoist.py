@@ -50,6 +50,16 @@ class Hoist:
             stacked below others ends where their areas begin.
         pack: the consumer's weight blocks are capped (:func:`block_cap`) so they pack its
             smallest area (set by :func:`plan_pieces`); else its tile plan picks them.
+        lead: the idle time measured after a window op's k-th LOAD pays for prefetch loads
+            emitted *before* that load (after its (k-1)-th, or as the op begins for k = 0)
+            rather than after it. In the program without prefetch a load may follow the
+            previous op's compute at once and the idle time open after it; once the
+            prefetch areas are reserved, that same load may wait for the previous op's
+            compute (its tile area moved into SRAM the previous op still uses), and
+            prefetch loads queued behind it (the LOAD queue runs in order) would wait too
+            (MobileNetV2: 54 us of LOAD idle during the second 56x56 block). Chosen by the
+            search (schedule/search.py), per program: the Prefetcher leads when any of its
+            hoists does.
     """
 
     consumer: str
@@ -59,6 +69,7 @@ class Hoist:
     eager: bool = False
     area_end: int | None = None
     pack: bool = False
+    lead: bool = False
 
     def area(self, t: Target) -> tuple[int, int]:
         """The SRAM byte interval [lo, hi) of the prefetch area (``area_end`` None: the top

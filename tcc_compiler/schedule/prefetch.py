@@ -102,6 +102,7 @@ class Prefetcher:
         self._pre: dict[str, tuple] = {}
         self._mine: dict[str, list[int]] = {h.consumer: [] for h in self.hoists}
         self._credit = 0.0                   # LOAD idle cycles gathered for prefetches
+        self._lead = any(h.lead for h in self.hoists)   # see Hoist.lead
         self._gaps: tuple[int, ...] = ()     # the current op's Hoist.gaps entry
         self._load_ord = 0                   # LOAD commands the current op emitted so far
         self._busy = False                   # emitting a prefetch load
@@ -231,6 +232,9 @@ class Prefetcher:
         if any(name in w for w in self._win):
             self._gaps = self._gaps_of.get(name, ())
         ctx.reserve = self.reserve(name, ctx.t)
+        if self._lead and self._gaps:   # the idle time after its first load: before it
+            self._credit += self._gaps[0]
+            self._spend()
 
     def take(self, n: Node) -> Prefetched | None:
         """The consumer's pre-planned lowering (None for any other op)."""
@@ -287,14 +291,21 @@ class Prefetcher:
 
     def after_load(self) -> None:
         """After a LOAD command of the current op: add the idle time measured after it
-        (:attr:`Hoist.gaps`) to the credit and emit the pending blocks the credit pays for,
+        (:attr:`Hoist.gaps`; after the next one when leading, :attr:`Hoist.lead`) to the
+        credit and emit the pending blocks the credit pays for,
         those of the earliest consumer whose window is running first. With no block to emit
         the credit is dropped, so a window starting later does not flood the LOAD queue with
         idle time gathered before it began."""
         if self._busy or not self._gaps:
             return
         i, self._load_ord = self._load_ord, self._load_ord + 1
+        i += self._lead   # leading: the idle time after the next load (Hoist.lead)
         self._credit += self._gaps[i] if i < len(self._gaps) else 0
+        self._spend()
+
+    def _spend(self) -> None:
+        """Emit the pending blocks the credit pays for, those of the earliest consumer whose
+        window is running first; drop the credit when no block is pending."""
         t = self._ctx.t
         while True:
             nxt = self._next()
