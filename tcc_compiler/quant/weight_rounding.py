@@ -253,8 +253,9 @@ class HessianSum:
     def hess(self) -> dict[str, np.ndarray]:
         """{node name: float64 [G, K, K]} of the layers seen so far (multiplies the gathered
         columns first; call after the last :meth:`visit`)."""
-        for at in list(self._pending):
-            self._flush(at)
+        if self._pending:   # the last gathered columns: BLAS releases the GIL, so on threads
+            with ThreadPoolExecutor(max(1, min(len(self._pending), workers()))) as pool:
+                list(pool.map(self._flush, list(self._pending)))
         out = {}
         for name, by_key in self._readers.items():
             for key, group in by_key.items():
