@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tcc_compiler.frontend import import_onnx
 from tcc_compiler.interp import run_float
 from tcc_compiler.ir.ops import Op
+from tcc_compiler.numerics import jit
 from tcc_compiler.passes import PassManager, default_pipeline
 from tcc_compiler.quant import hessian_dw, weight_rounding
 from tcc_compiler.quant.weight_rounding import HessianSum, _taps
@@ -84,13 +85,15 @@ def _model(hw: int, cin: int = 8):
     return PassManager(default_pipeline()).run(import_onnx(m))
 
 
-@pytest.mark.parametrize("batch", [1, 3, 1 << 20])
-def test_hessian_sum_is_the_per_input_gram_sum(monkeypatch, batch):
+@pytest.mark.parametrize("batch,compiled", [(1, True), (3, True), (1 << 20, True),
+                                            (3, False)])
+def test_hessian_sum_is_the_per_input_gram_sum(monkeypatch, batch, compiled):
     """Every layer's H (depthwise, 1x1 and FC) against the Gram matrix of each input's
     columns summed input by input, with the columns of up to ``batch`` positions gathered
     (1: every input multiplied alone; 1 << 20: all inputs gathered and multiplied at the
-    end)."""
+    end); without the compiled kernels the depthwise conv's H is the Gram matrix itself."""
     monkeypatch.setattr(weight_rounding, "BATCH_COLUMNS", batch)
+    monkeypatch.setattr(jit, "_enabled", jit._enabled and compiled)
     graph = _model(hw=6)
     xs = [np.random.default_rng(s).standard_normal((1, 8, 6, 6)).astype(np.float32)
           for s in range(5)]
