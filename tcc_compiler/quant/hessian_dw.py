@@ -39,13 +39,6 @@ from tcc_compiler.numerics import jit
 
 log = logging.getLogger(__name__)
 
-#: Below this many channels the kernel updates the running sums and stores the prefixes in one
-#: loop per column (branches inside: not vectorised, but one pass); from it on in separate
-#: vectorised loops (more passes). Measured on this machine, loaded, ms per layer, one loop
-#: vs separate: 32 channels 112x112 3x3 2.8 vs 28; 240 at 28x28 5x5 7.9 vs 10.1; 480 at
-#: 14x14 3x3 0.58 vs 0.47; 1152 at 7x7 5x5 9.5 vs 2.6.
-FUSED_MAX_CHANNELS = 400
-
 _lock = threading.Lock()
 _kernel: object | None | bool = False   # False = not loaded yet, None = unavailable
 
@@ -100,7 +93,7 @@ def depthwise_hessian(x: np.ndarray, attrs) -> np.ndarray:
     if kern is None:
         raise RuntimeError("depthwise_hessian needs the compiled kernels (kernel_available)")
     out = np.empty((kh * kw, kh * kw, xpe.shape[2]), np.float64)
-    kern.dw_hessian(xpe, m, *geo[:8], FUSED_MAX_CHANNELS, out)
+    kern.dw_hessian(xpe, m, *geo[:8], out)
     return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 

@@ -16,53 +16,24 @@ def _columns(xpe, m, ow, sw, y1, y2, phi, dc, nmax, win, lo, acc):
     ``win[n, y1]`` [C] for every start ``n <= nmax`` (prefix sums along the phase's
     columns; ``lo[n]``: the prefix before ``n``, ``acc``: the running prefix, scratch)."""
     c = xpe.shape[2]
-    r1, r2 = xpe[y1], xpe[y2]
-    for v in range(nmax + ow):
+    for v in range(nmax + ow):     # indexed in place: a view per row costs reference counts
         col = m + phi + v * sw
-        a, b = r1[col], r2[col + dc]
         if v == 0:
             for k in range(c):
-                acc[k] = np.float64(a[k]) * np.float64(b[k])
+                acc[k] = np.float64(xpe[y1, col, k]) * np.float64(xpe[y2, col + dc, k])
         else:
             for k in range(c):
-                acc[k] += np.float64(a[k]) * np.float64(b[k])
+                acc[k] += np.float64(xpe[y1, col, k]) * np.float64(xpe[y2, col + dc, k])
         if v < nmax:
-            nxt = lo[v + 1]
             for k in range(c):
-                nxt[k] = acc[k]
+                lo[v + 1, k] = acc[k]
         n = v - ow + 1
         if n == 0:
-            w = win[0, y1]
             for k in range(c):
-                w[k] = acc[k] - 0.0
+                win[0, y1, k] = acc[k] - 0.0
         elif 0 < n <= nmax:
-            w, start = win[n, y1], lo[n]
             for k in range(c):
-                w[k] = acc[k] - start[k]
-
-
-@numba.njit(cache=True, nogil=True)
-def _columns_fused(xpe, m, ow, sw, y1, y2, phi, dc, nmax, win, lo, acc):
-    """:func:`_columns` with the stores inside the running-sum loop (one pass, not
-    vectorised: faster for few channels)."""
-    c = xpe.shape[2]
-    r1, r2 = xpe[y1], xpe[y2]
-    for v in range(nmax + ow):
-        col = m + phi + v * sw
-        a, b = r1[col], r2[col + dc]
-        n = v - ow + 1
-        keep, done = v < nmax, 0 <= n <= nmax
-        w = win[max(n, 0), y1]
-        start = lo[max(n, 0)]
-        nxt = lo[min(v + 1, nmax)]
-        for k in range(c):
-            p = np.float64(a[k]) * np.float64(b[k])
-            s = p if v == 0 else acc[k] + p
-            acc[k] = s
-            if keep:
-                nxt[k] = s
-            if done:
-                w[k] = s - (0.0 if n == 0 else start[k])
+                win[n, y1, k] = acc[k] - lo[n, k]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -81,14 +52,16 @@ def _rows(win_n, kh, kw, sh, dh, oh, di, j1, j2, out):
         lo = np.zeros((umax + 1, c))
         vals = np.empty((umax + 1, c))
         for u in range(umax + oh):
-            row = win_n[psi + u * sh]
+            y = psi + u * sh
             if u == 0:
-                rs[:] = row
+                for k in range(c):
+                    rs[k] = win_n[y, k]
             else:
                 for k in range(c):
-                    rs[k] += row[k]
+                    rs[k] += win_n[y, k]
             if u < umax:
-                lo[u + 1, :] = rs
+                for k in range(c):
+                    lo[u + 1, k] = rs[k]
             n = u - oh + 1
             if n == 0:
                 for k in range(c):
@@ -105,11 +78,9 @@ def _rows(win_n, kh, kw, sh, dh, oh, di, j1, j2, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def dw_hessian(xpe, m, kh, kw, sh, sw, dh, dw, oh, ow, fused_max, out):
+def dw_hessian(xpe, m, kh, kw, sh, sw, dh, dw, oh, ow, out):
     """``out`` float64 [K, K, C] (both triangles) from ``xpe`` float32 [Hp, Wp + 2 m, C]
-    (:func:`tcc_compiler.quant.hessian_dw.padded_nhwc`); the column sums in one loop per
-    column below ``fused_max`` channels (:func:`_columns_fused`), else :func:`_columns` (the
-    same operations in the same order)."""
+    (:func:`tcc_compiler.quant.hessian_dw.padded_nhwc`)."""
     hp, _, c = xpe.shape
     acc = np.empty(c)
     for di in range(kh):
@@ -126,12 +97,7 @@ def dw_hessian(xpe, m, kh, kw, sh, sw, dh, dw, oh, ow, fused_max, out):
                 win = np.empty((nmax + 1, hr, c))
                 lo = np.zeros((nmax + 1, c))
                 for y in range(hr):
-                    if c < fused_max:
-                        _columns_fused(xpe, m, ow, sw, y, y + di * dh, phi, dj * dw, nmax, win,
-                                       lo, acc)
-                    else:
-                        _columns(xpe, m, ow, sw, y, y + di * dh, phi, dj * dw, nmax, win, lo,
-                                 acc)
+                    _columns(xpe, m, ow, sw, y, y + di * dh, phi, dj * dw, nmax, win, lo, acc)
                 for j1 in range(j1lo, j1hi):
                     if (j1 * dw) % sw == phi:
                         _rows(win[j1 * dw // sw], kh, kw, sh, dh, oh, di, j1, j1 + dj, out)
