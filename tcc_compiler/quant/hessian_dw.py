@@ -50,6 +50,21 @@ def is_depthwise(node) -> bool:
     return a.group > 1 and w[1] == 1
 
 
+def shifts_cheaper(node) -> bool:
+    """Whether :func:`depthwise_hessian` makes fewer products than the im2col Gram matrix
+    for the depthwise conv ``node``: ``kh (2 kw - 1) - kw + 1`` per padded input value
+    against ``K (K + 1) / 2`` per output position. A stride-1 window always does (3x3: 13
+    against 45 per position); a stride-2 3x3 does not (13 x 4 = 52 against 45: one output
+    position per 4 input values; measured about equal, loaded), a stride-2 5x5 does (164
+    against 325)."""
+    kh, kw, sh, sw, dh, dw, oh, ow, (t, left, b, r) = _geometry(node.inputs[0].shape,
+                                                                node.attrs)
+    hp = node.inputs[0].shape[2] + t + b
+    wp = node.inputs[0].shape[3] + left + r
+    k = kh * kw
+    return (kh * (2 * kw - 1) - kw + 1) * hp * wp < k * (k + 1) // 2 * oh * ow
+
+
 def _geometry(shape, attrs) -> tuple:
     """(kh, kw, sh, sw, dh, dw, oh, ow, pads (t, l, b, r)) of a conv on an NCHW ``shape``."""
     kh, kw = attrs.kernel

@@ -35,7 +35,7 @@ from tcc_compiler.ir.feeds import feeds
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.quant.calibrate_run import workers
-from tcc_compiler.quant.hessian_dw import depthwise_hessian, is_depthwise
+from tcc_compiler.quant.hessian_dw import depthwise_hessian, is_depthwise, shifts_cheaper
 from tcc_compiler.quant.hessian_dw import kernel_available as dw_kernel_available
 from tcc_compiler.quant.quantize import is_fixed
 
@@ -192,8 +192,10 @@ class HessianSum:
     order of the float64 additions, so an ``H`` moves by rounding only, about 1e-15 of its
     largest entry):
 
-    * a depthwise conv, with the compiled kernels (:func:`tcc_compiler.numerics.jit.available`):
-      from shifted products of its input (:mod:`tcc_compiler.quant.hessian_dw`), no im2col;
+    * a depthwise conv, with the compiled kernels (:func:`tcc_compiler.numerics.jit.available`),
+      where that makes fewer products (:func:`~tcc_compiler.quant.hessian_dw.shifts_cheaper`:
+      not a stride-2 3x3): from shifted products of its input
+      (:mod:`tcc_compiler.quant.hessian_dw`), no im2col;
     * a layer with fewer than :data:`BATCH_COLUMNS` output positions per input (FC, the
       7x7 and 14x14 layers): the columns of consecutive inputs (kept as float32, the values
       themselves) are gathered and multiplied once per :data:`BATCH_COLUMNS` or more (a rank-49
@@ -228,7 +230,8 @@ class HessianSum:
         (safe to call concurrently for different names; each name in input order)."""
         for key, group in self._readers.get(name, {}).items():
             node, at = group[0], (name, key)
-            if node.op == Op.CONV and is_depthwise(node) and dw_kernel_available():
+            if node.op == Op.CONV and is_depthwise(node) and dw_kernel_available() \
+                    and shifts_cheaper(node):
                 self._add(at, depthwise_hessian(value, node.attrs))
                 continue
             cols = _taps(value, node, np.float32)

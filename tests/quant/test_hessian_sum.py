@@ -100,3 +100,15 @@ def test_hessian_sum_is_the_per_input_gram_sum(monkeypatch, batch, compiled):
 def _gram_node(x, node):
     cols = _taps(np.asarray(x, np.float32), node)
     return cols @ cols.transpose(0, 2, 1)
+
+
+@pytest.mark.parametrize("kernel,stride,cheaper", [((3, 3), 1, True), ((5, 5), 1, True),
+                                                   ((5, 5), 2, True), ((3, 3), 2, False)])
+def test_shifts_only_where_they_make_fewer_products(kernel, stride, cheaper):
+    """A stride-2 3x3 depthwise conv reads 4 input values per output position, so its 13
+    shifted products per value (52 per position) lose to the Gram matrix's 45."""
+    pads = (kernel[0] // 2,) * 4
+    attrs = SimpleNamespace(kernel=kernel, strides=(stride, stride), dilations=(1, 1),
+                            pads=pads, group=16)
+    node = SimpleNamespace(attrs=attrs, inputs=[SimpleNamespace(shape=(1, 16, 56, 56))])
+    assert hessian_dw.shifts_cheaper(node) is cheaper
