@@ -48,6 +48,11 @@ class _Concat(Sequence):
             raise IndexError(i)
         return self.arrays[i] if i < len(self.arrays) else self.lazy[i - len(self.arrays)]
 
+    def label(self, i: int) -> str | None:
+        """The file input ``i`` comes from, or None for an array given directly."""
+        n = len(self.arrays)
+        return None if i < n else self.lazy.label(i - n)
+
 
 def resolve_calibration(items, graph: Graph, preprocess) -> tuple[Sequence[np.ndarray], str]:
     """Turn image paths, folders, .npy paths and arrays into float32 input arrays.

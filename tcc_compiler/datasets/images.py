@@ -370,10 +370,14 @@ class LazyInputs(Sequence):
             raise InputError("no input files given")
         self.pre = pre
         self.items: list[np.ndarray | Path] = []
+        self._names: list[str] = []      # where each input comes from (:meth:`label`)
         image_shape = (1,) + expected[1:]
         for f in _input_files(paths):
             if f.suffix.lower() == ".npy":
-                self.items.extend(load_npy(f, expected, layout))
+                arrays = load_npy(f, expected, layout)
+                self.items.extend(arrays)
+                self._names.extend(f"{f}[{j}]" if len(arrays) > 1 else str(f)
+                                   for j in range(len(arrays)))
                 continue
             if expected[1] not in IMAGE_CHANNELS:
                 raise InputError(f"{f}: the model input has {expected[1]} channels; images load "
@@ -384,10 +388,16 @@ class LazyInputs(Sequence):
                                  f"input is {list(image_shape)}; set width/height/channels to "
                                  "match")
             self.items.append(f)
+            self._names.append(str(f))
         logger.debug("%d input(s) from %d path(s)", len(self.items), len(paths))
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def label(self, i: int) -> str:
+        """The file input ``i`` comes from (``FILE.npy[j]``: array ``j`` of a ``.npy`` file
+        holding several)."""
+        return self._names[i]
 
     def __getitem__(self, i):
         if isinstance(i, slice):

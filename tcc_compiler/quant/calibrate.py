@@ -30,7 +30,7 @@ from tcc_compiler.interp import run_float
 from tcc_compiler.interp.onnx_float import (ENGINES, OVERLAP_BYTES,  # noqa: F401
                                             float_engine, values_bytes)
 from tcc_compiler.quant.calibrate_kl import kl_threshold_bin  # noqa: F401 (re-export)
-from tcc_compiler.quant.calibrate_run import check_input, run_values
+from tcc_compiler.quant.calibrate_run import check_input, input_label, run_values
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.numerics import jit
 
@@ -401,10 +401,10 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
     it = progress(inputs) if progress else inputs
 
     def check(k, x):
-        return check_input(graph, k, x)
+        return check_input(graph, k, x, input_label(inputs, k))
 
     def visit(name, arr, k):
-        _observe_value(obs, name, arr, k, source, percentile)
+        _observe_value(obs, name, arr, input_label(inputs, k), source, percentile)
         if also is not None:
             also(name, arr)
 
@@ -424,9 +424,10 @@ def observe(graph: Graph, inputs: Iterable[np.ndarray], methods: Iterable[str],
     return {m: {k: t[k] for k in order if k in t} for m, t in obs.items()}
 
 
-def _observe_value(obs: dict, name: str, arr: np.ndarray, k: int, source: str,
+def _observe_value(obs: dict, name: str, arr: np.ndarray, where: str, source: str,
                    percentile: float) -> None:
-    """Feed one value of calibration input ``k`` to every method's observer.
+    """Feed one value of a calibration input (``where``: its name in errors,
+    :func:`~tcc_compiler.quant.calibrate_run.input_label`) to every method's observer.
 
     Raises:
         ModelError: the value overflows (non-finite or above :data:`MAX_ACTIVATION`).
@@ -436,8 +437,8 @@ def _observe_value(obs: dict, name: str, arr: np.ndarray, k: int, source: str,
     lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
     peak = max(abs(lo), abs(hi)) if np.isfinite(lo) and np.isfinite(hi) else float("nan")
     if not np.isfinite(peak) or peak > MAX_ACTIVATION:
-        raise ModelError(f"{source}: value '{name}' reaches {peak:.3g} on calibration input "
-                         f"{k} (overflow; weights of absurd magnitude?)")
+        raise ModelError(f"{source}: value '{name}' reaches {peak:.3g} on {where} "
+                         "(overflow; weights of absurd magnitude?)")
     for m, table in obs.items():
         if name not in table:
             table[name] = make_observer(m, percentile)

@@ -41,25 +41,37 @@ def workers() -> int:
     return max(1, min(MAX_WORKERS, cpus))
 
 
-def check_input(graph: Graph, k: int, x) -> dict[str, np.ndarray]:
+def input_label(inputs, k: int) -> str:
+    """``calibration input K``, followed by the file it was read from when ``inputs`` knows it
+    (a sequence with a ``label(k)`` method: :class:`tcc_compiler.datasets.images.LazyInputs`,
+    the driver's calibration inputs), for error messages."""
+    label = getattr(inputs, "label", None)
+    src = label(k) if callable(label) else None
+    return f"calibration input {k} ({src})" if src else f"calibration input {k}"
+
+
+def check_input(graph: Graph, k: int, x, label: str | None = None) -> dict[str, np.ndarray]:
     """Calibration input ``k`` of ``graph`` as ``{graph input name: float32 array}``
     (:func:`tcc_compiler.ir.feeds.feeds`: an array for a one-input graph, else a dict), refused
     unless every array has its input's shape (NCHW) and is finite.
 
+    Args:
+        label: how errors name the input (:func:`input_label`; default ``calibration input K``).
+
     Raises:
         InputError: naming the input and what is wrong.
     """
+    label = label or f"calibration input {k}"
     if len(graph.inputs) == 1 and not isinstance(x, Mapping):
         expect = tuple(graph.inputs[0].shape)
         if tuple(np.shape(x)) != expect:
-            raise InputError(f"calibration input {k}: shape {tuple(np.shape(x))}, model expects "
-                             f"{expect}")
+            raise InputError(f"{label}: shape {tuple(np.shape(x))}, model expects {expect}")
     try:
         feed = feeds(graph, x)
     except InputError as exc:
-        raise InputError(f"calibration input {k}: {exc}") from None
+        raise InputError(f"{label}: {exc}") from None
     if not all(np.all(np.isfinite(a)) for a in feed.values()):
-        raise InputError(f"calibration input {k}: contains NaN or Inf")
+        raise InputError(f"{label}: contains NaN or Inf")
     return feed
 
 

@@ -35,6 +35,8 @@ from tcc_compiler.ir.feeds import feeds
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.quant.calibrate_run import workers
+from tcc_compiler.quant.hessian_dw import depthwise_hessian, is_depthwise, shifts_cheaper
+from tcc_compiler.quant.hessian_dw import kernel_available as dw_kernel_available
 from tcc_compiler.quant.quantize import is_fixed
 
 log = logging.getLogger(__name__)
@@ -62,8 +64,9 @@ WEIGHT_ROUNDING = ("nearest", "gptq", "gptq-all")
 DEFAULT_WEIGHT_ROUNDING = "gptq"
 
 
-def _taps(x: np.ndarray, node) -> np.ndarray:
-    """The layer's input as im2col columns per group, taps-major: float64 [G, K, positions],
+def _taps(x: np.ndarray, node, dtype=np.float64) -> np.ndarray:
+    """The layer's input as im2col columns per group, taps-major: [G, K, positions] of
+    ``dtype`` (float64, or float32: the input's own values, for columns kept a while),
     K = Cin/G * kh * kw in (c, kh, kw) order (OIHW weight columns), positions in output
     raster order. ``x``: float32 NCHW [1, C, H, W].
 
@@ -74,18 +77,18 @@ def _taps(x: np.ndarray, node) -> np.ndarray:
     took a third of H's time on the depthwise convs.
     """
     if node.op == Op.FC:
-        return x.reshape(1, -1, 1).astype(np.float64)
+        return x.reshape(1, -1, 1).astype(dtype)
     a = node.attrs
     kh, kw = a.kernel
     (sh, sw), (dh, dw) = a.strides, a.dilations
     c, g = x.shape[1], a.group
     if (kh, kw, sh, sw) == (1, 1, 1, 1) and not any(a.pads):
-        return x.reshape(g, c // g, -1).astype(np.float64)
+        return x.reshape(g, c // g, -1).astype(dtype)
     t, left, b, r = a.pads
     xp = np.pad(x[0], ((0, 0), (t, b), (left, r)))
     oh = (xp.shape[1] - (kh - 1) * dh - 1) // sh + 1
     ow = (xp.shape[2] - (kw - 1) * dw - 1) // sw + 1
-    out = np.empty((c, kh * kw, oh, ow), np.float64)
+    out = np.empty((c, kh * kw, oh, ow), dtype)
     for i in range(kh):
         for j in range(kw):
             out[:, i * kw + j] = xp[:, i * dh: i * dh + (oh - 1) * sh + 1: sh,
@@ -185,13 +188,26 @@ class HessianSum:
 
     Layers reading the same value through the same window (:func:`_taps_key`: ResNet's first
     bottleneck conv and its downsample conv) share one ``H``, built once per input from one
-    set of columns.
+    set of columns. How each ``H`` is summed (float64 throughout; the ways differ only in the
+    order of the float64 additions, so an ``H`` moves by rounding only, about 1e-15 of its
+    largest entry):
+
+    * a depthwise conv, with the compiled kernels (:func:`tcc_compiler.numerics.jit.available`),
+      where that makes fewer products (:func:`~tcc_compiler.quant.hessian_dw.shifts_cheaper`:
+      not a stride-2 3x3): from shifted products of its input
+      (:mod:`tcc_compiler.quant.hessian_dw`), no im2col;
+    * a layer with fewer than :data:`BATCH_COLUMNS` output positions per input (FC, the
+      7x7 and 14x14 layers): the columns of consecutive inputs (kept as float32, the values
+      themselves) are gathered and multiplied once per :data:`BATCH_COLUMNS` or more (a rank-49
+      update of a 1152 x 1152 ``H`` writes all of ``H`` for little arithmetic: measured about
+      3x faster per input, loaded machine);
+    * otherwise ``A A^T`` of each input's taps-major im2col ``A`` (:func:`_taps`).
 
     Attributes:
         layers: {node name: float node} of the layers re-rounded (:func:`bounded_cost` unless
             ``bounded`` is False; weights a pre-quantized model fixes are left out).
-        hess: {node name: float64 [G, K, K]} (layers sharing an ``H`` share the array: read
-            only).
+        hess: {node name: float64 [G, K, K]} (read after the last :meth:`visit`: gathered
+            columns are multiplied then; layers sharing an ``H`` share the array: read only).
     """
 
     def __init__(self, float_graph: Graph, bounded: bool = True) -> None:
@@ -202,21 +218,67 @@ class HessianSum:
         for n in self.layers.values():
             by_key = self._readers.setdefault(n.inputs[0].name, {})
             by_key.setdefault(_taps_key(n), []).append(n)
-        self.hess: dict[str, np.ndarray] = {}
+        self._sum: dict[tuple, np.ndarray] = {}          # (value, key) -> H so far
+        self._pending: dict[tuple, list[np.ndarray]] = {}  # (value, key) -> float32 columns
 
     def names(self) -> list[str]:
         """The values the layers read (what :meth:`visit` needs)."""
         return list(self._readers)
 
     def visit(self, name: str, value: np.ndarray) -> None:
-        """Add one input's value ``name`` (float32 NCHW) to the H of every layer reading it."""
-        for group in self._readers.get(name, {}).values():
-            cols = _taps(value, group[0])
-            h = np.matmul(cols, cols.transpose(0, 2, 1))       # BLAS; einsum is 100x slower
-            first = group[0].name
-            acc = self.hess[first] + h if first in self.hess else h
-            for n in group:
-                self.hess[n.name] = acc
+        """Add one input's value ``name`` (float32 NCHW) to the H of every layer reading it
+        (safe to call concurrently for different names; each name in input order)."""
+        for key, group in self._readers.get(name, {}).items():
+            node, at = group[0], (name, key)
+            if node.op == Op.CONV and is_depthwise(node) and dw_kernel_available() \
+                    and shifts_cheaper(node):
+                self._add(at, depthwise_hessian(value, node.attrs))
+                continue
+            cols = _taps(value, node, np.float32)
+            if cols.shape[2] >= BATCH_COLUMNS:
+                self._add(at, _gram(cols))
+                continue
+            pend = self._pending.setdefault(at, [])
+            pend.append(cols)
+            if sum(c.shape[2] for c in pend) >= BATCH_COLUMNS:
+                self._flush(at)
+
+    def _add(self, at: tuple, h: np.ndarray) -> None:
+        self._sum[at] = self._sum[at] + h if at in self._sum else h
+
+    def _flush(self, at: tuple) -> None:
+        """Multiply the gathered columns of ``at`` into its ``H``."""
+        pend = self._pending.pop(at, None)
+        if pend:
+            self._add(at, _gram(np.concatenate(pend, axis=2)))
+
+    @property
+    def hess(self) -> dict[str, np.ndarray]:
+        """{node name: float64 [G, K, K]} of the layers seen so far (multiplies the gathered
+        columns first; call after the last :meth:`visit`)."""
+        if self._pending:   # the last gathered columns: BLAS releases the GIL, so on threads
+            with ThreadPoolExecutor(max(1, min(len(self._pending), workers()))) as pool:
+                list(pool.map(self._flush, list(self._pending)))
+        out = {}
+        for name, by_key in self._readers.items():
+            for key, group in by_key.items():
+                if (name, key) in self._sum:
+                    for n in group:
+                        out[n.name] = self._sum[(name, key)]
+        return out
+
+
+#: Fewest output positions per input for which a layer's ``H`` is multiplied per input;
+#: below it the columns of several inputs are gathered to at least this many first
+#: (:class:`HessianSum`).
+BATCH_COLUMNS = 512
+
+
+def _gram(cols: np.ndarray) -> np.ndarray:
+    """``A A^T`` float64 [G, K, K] of columns ``A`` [G, K, P] (float32 values: converted
+    exactly)."""
+    a = cols.astype(np.float64)
+    return np.matmul(a, a.transpose(0, 2, 1))        # BLAS (symmetric: dsyrk); einsum 100x slower
 
 
 def gptq_round_weights(float_graph: Graph, qgraph: Graph, inputs: Iterable[np.ndarray],
@@ -248,12 +310,13 @@ def gptq_round_weights(float_graph: Graph, qgraph: Graph, inputs: Iterable[np.nd
         for fl in _float_inputs(float_graph, hessians.names(), inputs):
             for name, value in fl.items():
                 hessians.visit(name, value)
+    hess = hessians.hess
     fnodes = {n.name: n for n in float_graph.nodes}   # float weights (the H may come from
-    layers = [n for n in qgraph.nodes if n.name in hessians.hess   # a graph since quantized)
+    layers = [n for n in qgraph.nodes if n.name in hess   # a graph since quantized)
               and n.inputs[1].dtype == "int8"]   # int16 weights keep round-to-nearest
     def one(n) -> np.ndarray:
         wv, fw = n.inputs[1], fnodes[n.name].inputs[1].const
-        h = hessians.hess[n.name]
+        h = hess[n.name]
         g = h.shape[0]
         cout = fw.shape[0]
         w = fw.reshape(g, cout // g, -1).astype(np.float64)

@@ -90,4 +90,28 @@ def test_layers_reading_one_value_through_one_window_share_h(make_model):
     h = [hess.hess[n.name] for n in convs]
     assert h[0] is h[1] and h[2] is not h[0] and h[2].shape == (1, 27, 27)
     cols = x.reshape(1, 3, 36).astype(np.float64)
-    np.testing.assert_array_equal(h[0], 2 * (cols @ cols.transpose(0, 2, 1)))
+    # the two inputs' 36 columns are gathered into one product (HessianSum.BATCH_COLUMNS):
+    # the same sum in another order
+    np.testing.assert_allclose(h[0], 2 * (cols @ cols.transpose(0, 2, 1)), rtol=1e-13)
+
+
+def test_errors_name_the_calibration_file(make_model, tmp_path):
+    """An overflow or a bad value names the file the input came from (array j of a .npy
+    holding several), not only its index (attack10)."""
+    from tcc_compiler.datasets.calibration import resolve_calibration
+
+    g = import_onnx(make_model([helper.make_node("Relu", ["x"], ["y"])], [1, 2, 8, 8]))
+    xs = np.stack([x[0] for x in _inputs(3, shape=(1, 2, 8, 8))])
+    ok, big = tmp_path / "ok.npy", tmp_path / "big.npy"
+    np.save(ok, xs[:1])
+    xs[2, 0, 0, 0] = 1e37
+    np.save(big, xs)
+    inputs, _ = resolve_calibration([str(ok), str(big)], g, None)
+    with pytest.raises(ModelError, match=r"on calibration input 3 \(.*big\.npy\[2\]\) "):
+        observe(g, inputs, ["minmax"])
+    with pytest.raises(ModelError, match=r"on calibration input 2 \(.*big\.npy\[2\]\)"):
+        observe(g, resolve_calibration([str(big)], g, None)[0], ["minmax"])
+    xs[2, 0, 0, 0] = np.nan     # refused when read: the message names the file too
+    np.save(big, xs)
+    with pytest.raises(InputError, match=r"big\.npy"):
+        observe(g, resolve_calibration([str(big)], g, None)[0], ["minmax"])

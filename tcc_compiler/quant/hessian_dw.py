@@ -1,0 +1,138 @@
+"""GPTQ's ``H`` of a depthwise conv from shifted products of its input, per channel.
+
+A depthwise conv's weights mix only the ``K = kh * kw`` taps of one channel, so its ``H`` is
+per channel, float64 [C, K, K] (never the dense ``(C K)^2``). Entry ``(t1, t2)`` of channel
+``c``, taps ``t = (i, j)`` at padded offsets ``(a, b) = (i dh, j dw)``, is
+
+    H[c, t1, t2] = sum_{r < OH, s < OW} xp[c, r sh + a1, s sw + b1] * xp[c, r sh + a2, s sw + b2]
+
+(``xp`` the zero-padded input). It depends on the two taps through their shift
+``(a2 - a1, b2 - b1)`` and the window start: the products of one shift are summed once, as
+prefix sums along the columns (per column phase ``b1 mod sw``), each tap pair's column window
+is the difference of two prefix sums, and the rows likewise. Per input value that is
+``kh (2 kw - 1) - kw + 1`` products (41 for 5x5) instead of ``K (K + 1) / 2`` per output
+position (325) for the im2col Gram matrix, and no im2col copy. The result equals that Gram
+matrix up to float64 rounding (the sums are taken in another order; products of float32
+values are exact in float64).
+
+Evaluation order: for each shift and phase, ``cs[y, v] = cs[y, v - 1] + q[y, v]``
+sequentially along ``v`` (``cs[y, 0] = q[y, 0]``), a window ``[n, n + OW)`` is
+``cs[y, n + OW - 1] - cs[y, n - 1]`` (``- 0.0`` for ``n = 0``); the rows of a window are summed
+the same way along the row phase. The compiled kernel (:mod:`tcc_compiler.quant.hessian_dw_jit`,
+numba, the ``fast`` extra) runs these operations with the channels innermost (vectorised
+across channels, each channel's sums in the order above). Without numba the caller takes the
+im2col Gram matrix instead (:class:`tcc_compiler.quant.weight_rounding.HessianSum`): a numpy
+form of the shifts makes one pass over a float64 copy per shift and measured 2-5x slower than
+that GEMM. CPU ms per input, Gram matrix (taps copy + GEMM) against this, one BLAS thread,
+machine loaded: Lite0's 240 channels at 28x28 5x5 25.8 vs 3.8, 32 at 112x112 3x3 12.0 vs 3.2,
+1152 at 7x7 5x5 13.8 vs 6.1, 144 at 56x56 5x5 stride 2 13.1 vs 8.9, 96 at 112x112 3x3 stride 2
+13.0 vs 11.4 (:func:`shifts_cheaper` keeps the Gram matrix there). The two ``H`` differ by
+float64 rounding only (about 1e-15 of the largest entry, tested).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+
+from tcc_compiler.numerics import jit
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_kernel: object | None | bool = False   # False = not loaded yet, None = unavailable
+
+
+def is_depthwise(node) -> bool:
+    """Whether ``node`` (a float conv) is depthwise: one input channel per group."""
+    a = node.attrs
+    w = node.inputs[1].shape
+    return a.group > 1 and w[1] == 1
+
+
+def shifts_cheaper(node) -> bool:
+    """Whether :func:`depthwise_hessian` makes fewer products than the im2col Gram matrix
+    for the depthwise conv ``node``: ``kh (2 kw - 1) - kw + 1`` per padded input value
+    against ``K (K + 1) / 2`` per output position. A stride-1 window always does (3x3: 13
+    against 45 per position); a stride-2 3x3 does not (13 x 4 = 52 against 45: one output
+    position per 4 input values; measured about equal, loaded), a stride-2 5x5 does (164
+    against 325)."""
+    kh, kw, sh, sw, dh, dw, oh, ow, (t, left, b, r) = _geometry(node.inputs[0].shape,
+                                                                node.attrs)
+    hp = node.inputs[0].shape[2] + t + b
+    wp = node.inputs[0].shape[3] + left + r
+    k = kh * kw
+    return (kh * (2 * kw - 1) - kw + 1) * hp * wp < k * (k + 1) // 2 * oh * ow
+
+
+def _geometry(shape, attrs) -> tuple:
+    """(kh, kw, sh, sw, dh, dw, oh, ow, pads (t, l, b, r)) of a conv on an NCHW ``shape``."""
+    kh, kw = attrs.kernel
+    (sh, sw), (dh, dw) = attrs.strides, attrs.dilations
+    t, left, b, r = attrs.pads
+    hp, wp = shape[2] + t + b, shape[3] + left + r
+    oh = (hp - (kh - 1) * dh - 1) // sh + 1
+    ow = (wp - (kw - 1) * dw - 1) // sw + 1
+    return kh, kw, sh, sw, dh, dw, oh, ow, (t, left, b, r)
+
+
+def padded_nhwc(x: np.ndarray, attrs) -> tuple[np.ndarray, int]:
+    """The conv's zero-padded input, channels last, float32 [Hp, Wp + 2 M, C], with ``M =
+    (kw - 1) dw`` further zero columns on both sides (so every shifted column index is in
+    range), and ``M``. ``x``: float32 NCHW [1, C, H, W]."""
+    kh, kw, sh, sw, dh, dw, oh, ow, (t, left, b, r) = _geometry(x.shape, attrs)
+    m = (kw - 1) * dw
+    c, h, w = x.shape[1:]
+    out = np.zeros((h + t + b, w + left + r + 2 * m, c), np.float32)
+    out[t:t + h, m + left:m + left + w] = x[0].transpose(1, 2, 0)
+    return out, m
+
+
+def depthwise_hessian(x: np.ndarray, attrs) -> np.ndarray:
+    """``H`` of a depthwise conv on one input: float64 [C, K, K], ``K = kh * kw`` in (kh, kw)
+    order (the OIHW weight columns of one channel), symmetric.
+
+    Args:
+        x: float32 NCHW [1, C, H, W], the conv's float input.
+        attrs: the conv's attributes (kernel, strides, dilations, pads; any of them).
+
+    Returns:
+        The sum over output positions of each channel's tap outer products (module docstring:
+        the same as the im2col Gram matrix up to float64 rounding).
+    """
+    x = np.asarray(x, np.float32)
+    geo = _geometry(x.shape, attrs)
+    kh, kw = geo[0], geo[1]
+    xpe, m = padded_nhwc(x, attrs)
+    kern = _load()
+    if kern is None:
+        raise RuntimeError("depthwise_hessian needs the compiled kernels (kernel_available)")
+    out = np.empty((kh * kw, kh * kw, xpe.shape[2]), np.float64)
+    kern.dw_hessian(xpe, m, *geo[:8], out)
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def kernel_available() -> bool:
+    """Whether :func:`depthwise_hessian` can run (numba installed and enabled; without it
+    callers take the im2col Gram matrix, the same ``H`` up to float64 rounding)."""
+    return _load() is not None
+
+
+def _load():
+    """The compiled kernel module, or None (numba unavailable or disabled:
+    :func:`tcc_compiler.numerics.jit.available`)."""
+    global _kernel
+    if not jit.available():
+        return None
+    if _kernel is False:
+        with _lock:
+            if _kernel is False:
+                try:
+                    from tcc_compiler.quant import hessian_dw_jit
+                    _kernel = hessian_dw_jit
+                except Exception as exc:   # numba raises its own types; numpy serves
+                    log.info("depthwise H kernel unavailable (%s): numpy", exc)
+                    _kernel = None
+    return _kernel
