@@ -142,6 +142,25 @@ def output_classes(manifest: dict) -> int | None:
     return None
 
 
+def not_a_classifier(manifest: dict) -> str | None:
+    """Why top-1/top-5 over the model's first graph output mean nothing: it is not one score
+    per class (more than one of its ONNX dims above 1, e.g. a detector's [1, 84, 8400] or a
+    feature map [1, C, H, W]); None when it is (or its shape is not listed). ``eval`` ranks
+    the flattened output either way, so the user is told once.
+    """
+    name = (manifest.get("graph_outputs") or [None])[0]
+    for o in manifest.get("outputs", []):
+        if isinstance(o, dict) and o.get("name") == name and o.get("shape"):
+            shape = [int(d) for d in o["shape"]]
+            if sum(d > 1 for d in shape) > 1:
+                n = int(np.prod(shape))
+                return (f"output '{name}' has shape {shape}, not one score per class: top-1/"
+                        f"top-5 rank its {n} flattened values, meaningless for a detector or "
+                        "any non-classifier output")
+            return None
+    return None
+
+
 def check_labels(samples: list[Sample], classes: int | None) -> None:
     """Refuse a label the model cannot output (counting it wrong would hide a bad file).
 
