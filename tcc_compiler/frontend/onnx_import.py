@@ -28,7 +28,7 @@ from tcc_compiler.frontend.loader import (check_inferred_shapes, check_input_dim
 from tcc_compiler.frontend import nofold
 from tcc_compiler.frontend.magnitudes import parameter_problems
 from tcc_compiler.frontend.qdq_import import attach_fixed, strip_qdq
-from tcc_compiler.frontend.shape_infer import infer_shapes
+from tcc_compiler.frontend.shape_infer import infer_shapes, infer_shapes_into
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
 
@@ -245,7 +245,7 @@ def _unfolded(proto: onnx.ModelProto, where: str, opset: int) -> onnx.ModelProto
         if imp.domain in ("", "ai.onnx"):
             imp.version = opset
     try:
-        return infer_shapes(proto)
+        return infer_shapes_into(proto)   # ``proto`` is prepare_onnx's own copy
     except MemoryError:  # running out of memory says nothing about the model
         raise
     except Exception as exc:  # inconsistent model: reported by the folding path's inference
@@ -272,7 +272,7 @@ def _folded(proto: onnx.ModelProto, where: str, opset: int) -> onnx.ModelProto:
         if imp.domain in ("", "ai.onnx"):
             imp.version = opset
     try:
-        inferred = infer_shapes(folded)
+        inferred = infer_shapes_into(folded)   # graphsurgeon's new model: ours to fill in
     except MemoryError:  # running out of memory says nothing about the model
         raise
     except EncodeError:  # protobuf could not allocate the serialized model (ulimit -v)
