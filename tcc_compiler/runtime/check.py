@@ -220,6 +220,7 @@ class Checker:
         self._golden = None
         self._golden_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None   # start()'s worker threads
+        self._pool_pid = 0   # the process that started them
         self._stream_ex = None   # the stream program's executor (--cores 2), built once
         if not Path(model).is_file():
             raise InputError(f"{model}: no such file (--check needs the float ONNX model)")
@@ -262,8 +263,11 @@ class Checker:
     def _workers(self) -> ThreadPoolExecutor:
         """Two worker threads (built on first use): the golden model and ONNX Runtime, whose
         kernels (numba ``nogil``, ORT's MatMulInteger and float sessions) release the GIL."""
-        if self._pool is None:
+        if self._pool is None or self._pool_pid != os.getpid():
+            # a forked child (eval --jobs N after an in-process eval) inherits the pool
+            # object but not its threads: work queued there would never run
             self._pool = ThreadPoolExecutor(2, thread_name_prefix="tccc-check")
+            self._pool_pid = os.getpid()
         return self._pool
 
     def _golden_outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -277,14 +281,15 @@ class Checker:
         with blas_threads(1):   # as the executor: BLAS threads only fight (sim/blas.py)
             return self._golden.run(x)
 
-    def start(self, x: np.ndarray) -> Pending:
+    def start(self, x: np.ndarray, golden: bool = True) -> Pending:
         """Start the golden model and ONNX Runtime's float model on ``x`` on worker threads,
         for :meth:`check` to collect: run the executor on this thread meanwhile (as
         :meth:`run_checked` does), so the three run side by side on a multi-core machine.
         Each computes exactly what it computes alone (its own arrays, no shared state), so
-        the result is the serial one."""
+        the result is the serial one. ``golden`` False: the float model only (``tccc eval``;
+        such a Pending cannot be handed to :meth:`check`)."""
         pool = self._workers()
-        gold = None if self.segmented else pool.submit(self._golden_outputs, x)
+        gold = None if self.segmented or not golden else pool.submit(self._golden_outputs, x)
         return Pending(x, gold, pool.submit(self.float_outputs, x))
 
     def run_checked(self, x: np.ndarray,
@@ -307,9 +312,9 @@ class Checker:
 
     def close(self) -> None:
         """Stop the worker threads (idle ones; a later :meth:`check` starts them again)."""
-        if self._pool is not None:
+        if self._pool is not None and self._pool_pid == os.getpid():
             self._pool.shutdown(wait=True)
-            self._pool = None
+        self._pool = None
 
     def check(self, x: np.ndarray, res: dict[str, np.ndarray],
               pending: Pending | None = None) -> dict:
@@ -321,7 +326,8 @@ class Checker:
         Raises:
             InputError: the float model's output size differs from the program's.
         """
-        if pending is None or pending.x is not x:
+        if pending is None or pending.x is not x or (pending.golden is None
+                                                     and not self.segmented):
             pending = self.start(x)
         if self.segmented:
             from tcc_compiler.runtime.segmented import check_segments

@@ -116,3 +116,16 @@ def test_blas_threads_restored_after_overlapping_bodies():
         assert blas.get_blas_threads() == 2
     finally:
         setf(old)
+
+
+def test_a_float_only_pending_is_not_taken_for_a_check(checked):
+    """start(golden=False) (tccc eval's float model beside the executor) gives ORT's outputs;
+    check() handed it starts the golden model itself."""
+    prog, chk, model, xs = checked
+    import onnxruntime as ort
+
+    p = chk.start(xs[0], golden=False)
+    ref = ort.InferenceSession(model.SerializeToString()).run(None, {"x": xs[0]})[0]
+    assert p.golden is None and np.array_equal(p.floats.result()[0], ref)
+    res = prog.run(xs[0])
+    assert chk.check(xs[0], res, p) == chk.check(xs[0], res)
