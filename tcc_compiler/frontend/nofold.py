@@ -27,6 +27,8 @@ import logging
 
 import onnx
 
+from tcc_compiler.frontend.shape_infer import infer_shapes_into
+
 log = logging.getLogger(__name__)
 
 #: Attribute types that survive graphsurgeon's import/export unchanged.
@@ -112,3 +114,26 @@ def graphsurgeon_order(proto: onnx.ModelProto) -> None:
         c.CopyFrom(n)
     del g.node[:]
     g.node.extend(copies)
+
+
+def inferred_unfolded(proto: onnx.ModelProto, where: str, opset: int) -> onnx.ModelProto | None:
+    """``proto`` (the import's own copy) in graphsurgeon's node order, its default-domain
+    opset set to ``opset`` and shape-inferred in place, when :func:`nothing_to_fold` finds
+    nothing for folding to do (the same model as folding, without the graphsurgeon round
+    trip and a second shape inference); None otherwise, also when shape inference fails (the
+    folding path then reports it)."""
+    why = nothing_to_fold(proto)
+    if why is not None:
+        log.debug("%s: constant folding runs (%s)", where, why)
+        return None
+    graphsurgeon_order(proto)
+    for imp in proto.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            imp.version = opset
+    try:
+        return infer_shapes_into(proto)
+    except MemoryError:  # running out of memory says nothing about the model
+        raise
+    except Exception as exc:  # inconsistent model: reported by the folding path's inference
+        log.debug("%s: shape inference failed: %s", where, exc)
+        return None

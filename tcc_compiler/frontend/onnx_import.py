@@ -223,34 +223,12 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
     # an NPU segment's other inputs (before folding: graphsurgeon drops the segment mark)
     extra = tuple(extra_inputs(proto, where)) if is_segment(proto) else ()
 
-    inferred = _unfolded(proto, where, opset)
+    inferred = nofold.inferred_unfolded(proto, where, opset)
     if inferred is None:
         inferred = _folded(proto, where, opset)
     check_inferred_shapes(inferred, where)
     return PreparedModel(inferred, original, where, opset, in_name, in_shape, layout, fixed,
                          extra)
-
-
-def _unfolded(proto: onnx.ModelProto, where: str, opset: int) -> onnx.ModelProto | None:
-    """``proto`` shape-inferred with its nodes in graphsurgeon's order, when constant folding
-    has nothing to do (:mod:`~tcc_compiler.frontend.nofold`: the same graph without the
-    graphsurgeon round trip and a second shape inference); None otherwise, also when shape
-    inference fails (the folding path then reports it)."""
-    why = nofold.nothing_to_fold(proto)
-    if why is not None:
-        log.debug("%s: constant folding runs (%s)", where, why)
-        return None
-    nofold.graphsurgeon_order(proto)
-    for imp in proto.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            imp.version = opset
-    try:
-        return infer_shapes_into(proto)   # ``proto`` is prepare_onnx's own copy
-    except MemoryError:  # running out of memory says nothing about the model
-        raise
-    except Exception as exc:  # inconsistent model: reported by the folding path's inference
-        log.debug("%s: shape inference failed: %s", where, exc)
-        return None
 
 
 def _folded(proto: onnx.ModelProto, where: str, opset: int) -> onnx.ModelProto:
