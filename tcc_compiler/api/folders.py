@@ -150,7 +150,8 @@ def evaluate_folder(folder: str | os.PathLike, images: str | os.PathLike,
     """
     from tcc_compiler.frontend import parse_input_spec
     from tcc_compiler.runtime.evaluate import (RawSpec, check_labels, evaluate, find_samples,
-                                               output_classes, preprocess_for)
+                                               not_a_classifier, output_classes,
+                                               preprocess_for)
 
     if ray is not None:
         from tcc_compiler.runtime.ray_batch import import_ray
@@ -159,6 +160,9 @@ def evaluate_folder(folder: str | os.PathLike, images: str | os.PathLike,
     prog = load_program(folder)
     samples, classes = find_samples(images, labels)
     check_labels(samples, output_classes(prog.manifest))
+    why = not_a_classifier(prog.manifest)
+    if why is not None:
+        log.warning("%s: %s", folder, why)
     if limit is not None:
         if limit < 1:
             raise InputError(f"--limit {limit}: must be >= 1")

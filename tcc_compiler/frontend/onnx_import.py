@@ -25,9 +25,10 @@ from tcc_compiler.frontend.loader import (check_inferred_shapes, check_input_dim
                                           check_onnx_validity,
                                           check_node_attributes, check_tensors, load_onnx,
                                           extra_inputs, parse_input_spec, set_input_dims)
+from tcc_compiler.frontend import nofold
 from tcc_compiler.frontend.magnitudes import parameter_problems
 from tcc_compiler.frontend.qdq_import import attach_fixed, strip_qdq
-from tcc_compiler.frontend.shape_infer import infer_shapes
+from tcc_compiler.frontend.shape_infer import infer_shapes, infer_shapes_into
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
 
@@ -222,6 +223,20 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
     # an NPU segment's other inputs (before folding: graphsurgeon drops the segment mark)
     extra = tuple(extra_inputs(proto, where)) if is_segment(proto) else ()
 
+    inferred = nofold.inferred_unfolded(proto, where, opset)
+    if inferred is None:
+        inferred = _folded(proto, where, opset)
+    check_inferred_shapes(inferred, where)
+    return PreparedModel(inferred, original, where, opset, in_name, in_shape, layout, fixed,
+                         extra)
+
+
+def _folded(proto: onnx.ModelProto, where: str, opset: int) -> onnx.ModelProto:
+    """``proto`` constant-folded (rounds of :func:`_fold_constants`) and shape-inferred.
+
+    Raises:
+        ModelError: folding or shape inference fails.
+    """
     folded = _fold_constants(proto, where)
     for _ in range(_MAX_FOLD_ROUNDS - 1 if _may_fold_again(folded) else 0):
         # A Pad/Reshape whose pads/shape were just folded has an output shape only now: the
@@ -235,16 +250,14 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
         if imp.domain in ("", "ai.onnx"):
             imp.version = opset
     try:
-        inferred = infer_shapes(folded)
+        inferred = infer_shapes_into(folded)   # graphsurgeon's new model: ours to fill in
     except MemoryError:  # running out of memory says nothing about the model
         raise
     except EncodeError:  # protobuf could not allocate the serialized model (ulimit -v)
         raise MemoryError(f"{where}: serializing the model for shape inference") from None
     except Exception as exc:  # shape inference errors: inconsistent model
         raise ModelError(f"{where}: shape inference failed: {first_line(exc, 10**6)}") from None
-    check_inferred_shapes(inferred, where)
-    return PreparedModel(inferred, original, where, opset, in_name, in_shape, layout, fixed,
-                         extra)
+    return inferred
 
 
 def _may_fold_again(proto: onnx.ModelProto) -> bool:

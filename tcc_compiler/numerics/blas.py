@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import threading
 from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
@@ -67,20 +68,37 @@ def get_blas_threads() -> int | None:
     return None if api is None else int(api[1]())
 
 
+#: Guards the process-wide OpenBLAS setting across threads (``tccc run --check`` runs the
+#: executor and the golden model side by side, each inside :func:`blas_threads`).
+_lock = threading.Lock()
+_holders = 0                 # bodies running inside blas_threads(n) with n not None
+_saved: int | None = None    # the count before the first of them entered
+
+
 @contextlib.contextmanager
 def blas_threads(n: int | None) -> Iterator[None]:
     """Run the body with OpenBLAS limited to ``n`` threads (None: leave unchanged).
 
-    The previous count is restored on exit, also when the body raises.
+    The count is process-wide: bodies on several threads share it. The first to enter saves
+    the previous count, each sets ``n``, the last to leave restores the saved count (also when
+    a body raises), so a thread leaving early never hands the others OpenBLAS's default
+    threads while they run.
     """
+    global _holders, _saved
     api = _openblas() if n is not None else None
     if api is None:
         yield
         return
     setf, getf = api
-    old = int(getf())
-    setf(int(n))
+    with _lock:
+        if _holders == 0:
+            _saved = int(getf())
+        _holders += 1
+        setf(int(n))
     try:
         yield
     finally:
-        setf(old)
+        with _lock:
+            _holders -= 1
+            if _holders == 0:
+                setf(_saved)

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +172,28 @@ def _check_input_quant(prog: LoadedProgram, graph) -> None:
                           "compile again")
 
 
+@dataclass(frozen=True)
+class Pending:
+    """The golden model's and the float model's work on one input, running on
+    :class:`Checker`'s worker threads (:meth:`Checker.start`).
+
+    Attributes:
+        x: the float NCHW input. golden: future of the golden model's outputs (None for a
+            segmented model, whose segments are checked from the run). floats: future of ONNX
+            Runtime's outputs (graph order).
+    """
+
+    x: np.ndarray
+    golden: Future | None
+    floats: Future
+
+    def wait(self) -> None:
+        """Wait for both to finish (their errors dropped: used when the run itself failed)."""
+        for f in (self.golden, self.floats):
+            if f is not None:
+                f.exception()
+
+
 class Checker:
     """Holds the golden graph and the ONNX Runtime session for repeated checks.
 
@@ -192,6 +218,9 @@ class Checker:
         if self.graph is not None:
             _check_input_quant(prog, self.graph)
         self._golden = None
+        self._golden_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None   # start()'s worker threads
+        self._pool_pid = 0   # the process that started them
         self._stream_ex = None   # the stream program's executor (--cores 2), built once
         if not Path(model).is_file():
             raise InputError(f"{model}: no such file (--check needs the float ONNX model)")
@@ -231,19 +260,81 @@ class Checker:
         ints = {o["name"]: res["int:" + o["name"]] for o in self.prog.manifest["outputs"]}
         return stream_matches(sp, self._stream_ex, self.prog.quantize(x), ints)
 
-    def check(self, x: np.ndarray, res: dict[str, np.ndarray]) -> dict:
-        """Compare one simulator result ``res`` (from LoadedProgram.run) for input ``x``."""
+    def _workers(self) -> ThreadPoolExecutor:
+        """Two worker threads (built on first use): the golden model and ONNX Runtime, whose
+        kernels (numba ``nogil``, ORT's MatMulInteger and float sessions) release the GIL."""
+        if self._pool is None or self._pool_pid != os.getpid():
+            # a forked child (eval --jobs N after an in-process eval) inherits the pool
+            # object but not its threads: work queued there would never run
+            self._pool = ThreadPoolExecutor(2, thread_name_prefix="tccc-check")
+            self._pool_pid = os.getpid()
+        return self._pool
+
+    def _golden_outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The golden integer model's outputs for float NCHW ``x`` (weights prepared once)."""
+        if self._golden is None:  # prepared once (weights, epilogue parameters)
+            with self._golden_lock:
+                if self._golden is None:
+                    from tcc_compiler.quant.golden import GoldenModel
+
+                    self._golden = GoldenModel(self.graph)
+        with blas_threads(1):   # as the executor: BLAS threads only fight (sim/blas.py)
+            return self._golden.run(x)
+
+    def start(self, x: np.ndarray, golden: bool = True) -> Pending:
+        """Start the golden model and ONNX Runtime's float model on ``x`` on worker threads,
+        for :meth:`check` to collect: run the executor on this thread meanwhile (as
+        :meth:`run_checked` does), so the three run side by side on a multi-core machine.
+        Each computes exactly what it computes alone (its own arrays, no shared state), so
+        the result is the serial one. ``golden`` False: the float model only (``tccc eval``;
+        such a Pending cannot be handed to :meth:`check`)."""
+        pool = self._workers()
+        gold = None if self.segmented or not golden else pool.submit(self._golden_outputs, x)
+        return Pending(x, gold, pool.submit(self.float_outputs, x))
+
+    def run_checked(self, x: np.ndarray,
+                    run: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None
+                    ) -> tuple[dict[str, np.ndarray], dict]:
+        """``run(x)`` (default: the program's executor, :meth:`LoadedProgram.run`) on this
+        thread while the golden model and ONNX Runtime run on worker threads; returns (the
+        run's outputs, :meth:`check` of them), the same as ``check(x, run(x))``.
+
+        Raises:
+            What ``run`` or :meth:`check` raises (the worker threads are waited for first).
+        """
+        pending = self.start(x)
+        try:
+            res = (run or self.prog.run)(x)
+        except BaseException:
+            pending.wait()
+            raise
+        return res, self.check(x, res, pending)
+
+    def close(self) -> None:
+        """Stop the worker threads (idle ones; a later :meth:`check` starts them again)."""
+        if self._pool is not None and self._pool_pid == os.getpid():
+            self._pool.shutdown(wait=True)
+        self._pool = None
+
+    def check(self, x: np.ndarray, res: dict[str, np.ndarray],
+              pending: Pending | None = None) -> dict:
+        """Compare one simulator result ``res`` (from LoadedProgram.run) for input ``x``.
+
+        ``pending``: :meth:`start` of this same ``x`` (the golden model and float model
+        already running); None starts them here, side by side.
+
+        Raises:
+            InputError: the float model's output size differs from the program's.
+        """
+        if pending is None or pending.x is not x or (pending.golden is None
+                                                     and not self.segmented):
+            pending = self.start(x)
         if self.segmented:
             from tcc_compiler.runtime.segmented import check_segments
 
             exact = check_segments(self.prog, res)
         else:
-            if self._golden is None:  # prepared once (weights, epilogue parameters)
-                from tcc_compiler.quant.golden import GoldenModel
-
-                self._golden = GoldenModel(self.graph)
-            with blas_threads(1):   # as the executor: BLAS threads only fight (sim/blas.py)
-                gold = self._golden.run(x)
+            gold = pending.golden.result()
             exact = True
             for o in self.prog.manifest["outputs"]:
                 g = gold.get("int:" + o["name"])
@@ -252,7 +343,7 @@ class Checker:
                     exact = False
             if exact and self.prog.stream is not None:   # the --cores 2 stream binary too
                 exact = self._stream_exact(x, res)
-        fs = self.float_outputs(x)
+        fs = pending.floats.result()
         f = fs[0]
         q = self.prog.final_output(res)
         if f.size != q.size:

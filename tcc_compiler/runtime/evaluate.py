@@ -142,6 +142,25 @@ def output_classes(manifest: dict) -> int | None:
     return None
 
 
+def not_a_classifier(manifest: dict) -> str | None:
+    """Why top-1/top-5 over the model's first graph output mean nothing: it is not one score
+    per class (more than one of its ONNX dims above 1, e.g. a detector's [1, 84, 8400] or a
+    feature map [1, C, H, W]); None when it is (or its shape is not listed). ``eval`` ranks
+    the flattened output either way, so the user is told once.
+    """
+    name = (manifest.get("graph_outputs") or [None])[0]
+    for o in manifest.get("outputs", []):
+        if isinstance(o, dict) and o.get("name") == name and o.get("shape"):
+            shape = [int(d) for d in o["shape"]]
+            if sum(d > 1 for d in shape) > 1:
+                n = int(np.prod(shape))
+                return (f"output '{name}' has shape {shape}, not one score per class: top-1/"
+                        f"top-5 rank its {n} flattened values, meaningless for a detector or "
+                        "any non-classifier output")
+            return None
+    return None
+
+
 def check_labels(samples: list[Sample], classes: int | None) -> None:
     """Refuse a label the model cannot output (counting it wrong would hide a bad file).
 
@@ -290,10 +309,17 @@ def eval_job(prog, item) -> dict:
                 else "check the preprocessing (--pixels / the manifest's width/height/channels)")
         raise InputError(f"{path}: loads as {tuple(x.shape)} but the model input is {want}; "
                          f"{hint}")
-    res = prog.run(x)
+    # the float model runs on a worker thread beside the executor (runtime/check.py)
+    pending = _float_session(prog, model).start(x, golden=False) if model else None
+    try:
+        res = prog.run(x)
+    except BaseException:
+        if pending is not None:
+            pending.wait()
+        raise
     out = {"label": label, "npu": _topk(prog.final_output(res))}
-    if model:
-        out["float"] = _topk(_float_session(prog, model).float_output(x))
+    if pending is not None:
+        out["float"] = _topk(pending.floats.result()[0])
     return out
 
 

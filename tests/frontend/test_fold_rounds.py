@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from tcc_compiler.frontend import onnx_import
+from tcc_compiler.frontend import nofold, onnx_import
 
 
 def _conv_model(with_shape: bool):
@@ -37,6 +37,8 @@ def _rounds(monkeypatch, model) -> tuple[int, object]:
 
 def test_plain_network_folds_once_with_the_same_result(monkeypatch):
     model = _conv_model(False)
+    assert _rounds(monkeypatch, model)[0] == 0   # nothing to fold: no round (nofold.py)
+    monkeypatch.setattr(nofold, "nothing_to_fold", lambda proto: "forced")
     n, prepared = _rounds(monkeypatch, model)
     assert n == 1
     once = onnx_import._fold_constants(model, "m")

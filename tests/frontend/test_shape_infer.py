@@ -50,3 +50,27 @@ def test_inference_error_passes_through(monkeypatch):
         shape_infer.infer_shapes(m)
     assert seen == [b""]
     assert m.SerializeToString() == before
+
+
+def test_into_the_model_gives_the_same_bytes():
+    m = _model()
+    want = onnx.shape_inference.infer_shapes(m, strict_mode=False).SerializeToString()
+    same = onnx.ModelProto()
+    same.CopyFrom(m)
+    assert shape_infer.infer_shapes_into(same) is same      # written in place, no copy
+    assert same.SerializeToString() == want
+
+
+def test_into_falls_back_when_inference_changes_more(monkeypatch):
+    """Inference that touches a field besides value_info/input/output: infer_shapes's copy."""
+    m = _model()
+    real = onnx.shape_inference.infer_shapes
+
+    def renaming(model, strict_mode=False):
+        out = real(model, strict_mode=strict_mode)
+        out.graph.name = "renamed"
+        return out
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", renaming)
+    got = shape_infer.infer_shapes_into(m)
+    assert got is not m and got.graph.name == "renamed" and m.graph.name == "g"

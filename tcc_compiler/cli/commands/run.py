@@ -43,7 +43,7 @@ def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _result(prog, x, res, args, checker, label: str) -> dict:
+def _result(prog, x, res, args, checker, label: str, pending=None) -> dict:
     y = prog.final_output(res).reshape(-1)
     k = max(1, min(args.topk, y.size))
     topk = [int(i) for i in np.argsort(-y, kind="stable")[:k]]
@@ -52,7 +52,7 @@ def _result(prog, x, res, args, checker, label: str) -> dict:
         out["logits"] = [float(v) for v in y]
         out["output"] = out["logits"]  # the key's name before 'logits'; kept for compatibility
     if checker is not None:
-        out["check"] = checker.check(x, res)
+        out["check"] = checker.check(x, res, pending)
     return out
 
 
@@ -70,6 +70,27 @@ def _print_text(out: dict, prefix: str = "") -> None:
         print(f"{prefix}logits: " + " ".join(f"{v:.6g}" for v in out["logits"]))
 
 
+def _with_checks(results, xs, checker, jobs: int):
+    """(result, pending check) per input. In this process (one job), each input's golden
+    model and float model start on the checker's worker threads before its executor run
+    (:meth:`~tcc_compiler.runtime.check.Checker.start`): the three run side by side. With
+    worker processes the checks start when each result arrives (no threads running while
+    the workers fork)."""
+    from tcc_compiler.runtime.batch import effective_jobs
+
+    ahead = checker is not None and effective_jobs(jobs, len(xs)) == 1
+    results = iter(results)
+    for x in xs:
+        pending = checker.start(x) if ahead else None
+        try:
+            res = next(results)
+        except BaseException:
+            if pending is not None:
+                pending.wait()
+            raise
+        yield res, pending
+
+
 def run(args) -> int:
     """tccc run DIR INPUT... [--check MODEL] [--json] [--topk K] [--jobs N]
     [--schedule inorder|random --seed N]"""
@@ -81,12 +102,14 @@ def run(args) -> int:
     t0 = time.perf_counter()
     outs = []
     results = folders.run_inputs(prog, xs, args.schedule, args.seed, args.jobs, args.dir)
-    for i, (x, label, res) in enumerate(zip(xs, labels, results)):
+    for i, (x, label, (res, pending)) in enumerate(zip(xs, labels,
+                                                      _with_checks(results, xs, checker,
+                                                                   args.jobs))):
         t1 = time.perf_counter()
         log.info("run %d/%d %s: %.1f ms (reference executor, host time)", i + 1, len(xs),
                  label, 1e3 * (t1 - t0))
         t0 = t1
-        outs.append(_result(prog, x, res, args, checker, label))
+        outs.append(_result(prog, x, res, args, checker, label, pending))
     if outs and args.topk > len(outs[0]["topk"]):
         n = len(outs[0]["topk"])
         log.warning("--topk %d: the model outputs %d values; printing all %d", args.topk, n, n)

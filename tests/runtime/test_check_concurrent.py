@@ -1,0 +1,131 @@
+"""``tccc run --check`` runs the executor, the golden integer model and ONNX Runtime side by
+side (``Checker.start`` / ``run_checked``): the result is the serial one, a failing run
+still waits for the worker threads, and the process-wide OpenBLAS thread count survives
+concurrent ``blas_threads`` bodies."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from tcc_compiler import api
+from tcc_compiler.numerics import blas
+from tcc_compiler.quant.golden import run_golden
+from tcc_compiler.runtime import load_program
+from tcc_compiler.runtime.check import Checker, sqnr_db
+from tests.conftest import make_model_impl
+
+N = helper.make_node
+
+
+@pytest.fixture(scope="module")
+def checked(tmp_path_factory):
+    """(program, checker, model proto, inputs) of a small conv-relu-conv-add network."""
+    tmp = tmp_path_factory.mktemp("concurrent")
+    r = np.random.default_rng(3)
+    inits = {"w0": r.normal(0, 0.3, (8, 3, 3, 3)), "w1": r.normal(0, 0.3, (8, 8, 3, 3))}
+    nodes = [N("Conv", ["x", "w0"], ["c"], pads=[1] * 4), N("Relu", ["c"], ["r"]),
+             N("Conv", ["r", "w1"], ["d"], pads=[1] * 4), N("Add", ["d", "r"], ["y"])]
+    model = make_model_impl(nodes, [1, 3, 16, 16], inits, opset=17)
+    onnx.save(model, tmp / "m.onnx")
+    xs = [r.normal(0, 1, (1, 3, 16, 16)).astype(np.float32) for _ in range(6)]
+    prog = load_program(api.compile(model, "16x16x3", calibration=xs).save(tmp / "o"))
+    chk = Checker(prog, tmp / "m.onnx")
+    yield prog, chk, model, xs
+    chk.close()
+
+
+def test_side_by_side_equals_serial(checked):
+    import onnxruntime as ort
+
+    prog, chk, model, xs = checked
+    sess = ort.InferenceSession(model.SerializeToString())
+    for x in xs[:3]:
+        res, got = chk.run_checked(x)
+        # the serial figures, computed here without the checker's threads
+        gold = run_golden(chk.graph, x)
+        name = prog.manifest["outputs"][0]["name"]
+        assert gold["int:" + name].tobytes() == res["int:" + name].tobytes()
+        ref = sess.run(None, {"x": x})[0]
+        q = prog.final_output(res)
+        assert got == {"bit_exact": True, "sqnr_db": round(sqnr_db(ref, q), 3),
+                       "top1_agree": int(np.argmax(ref)) == int(np.argmax(q))}
+        assert chk.check(x, prog.run(x)) == got
+
+
+def test_pending_of_another_input_is_not_used(checked):
+    prog, chk, _, xs = checked
+    stale = chk.start(xs[1])
+    assert chk.check(xs[0], prog.run(xs[0]), stale) == chk.check(xs[0], prog.run(xs[0]))
+
+
+def test_a_failing_run_waits_for_the_workers(checked):
+    _, chk, _, xs = checked
+    seen = []
+
+    def run(x):
+        raise RuntimeError("executor fault")
+
+    real = chk.float_outputs
+
+    def slow_float(x):
+        out = real(x)
+        seen.append("float done")
+        return out
+
+    chk.float_outputs = slow_float
+    try:
+        with pytest.raises(RuntimeError, match="executor fault"):
+            chk.run_checked(xs[0], run)
+    finally:
+        del chk.float_outputs
+    assert seen == ["float done"]   # waited for, not left running
+
+
+def test_blas_threads_restored_after_overlapping_bodies():
+    """This thread enters first and leaves while the other thread's body runs: the other
+    keeps one thread (restoring the count saved on entry gave it the previous 2) and the
+    count is restored when both have left."""
+    api = blas._openblas()
+    if api is None:
+        pytest.skip("numpy does not use OpenBLAS here")
+    setf, getf = api
+    old = int(getf())
+    setf(2)
+    entered, left = threading.Event(), threading.Event()
+    seen = []
+
+    def other():
+        with blas.blas_threads(1):
+            entered.set()
+            left.wait(10)
+            seen.append(blas.get_blas_threads())
+
+    try:
+        with blas.blas_threads(1):
+            t = threading.Thread(target=other)
+            t.start()
+            entered.wait(10)
+        left.set()
+        t.join()
+        assert seen == [1]
+        assert blas.get_blas_threads() == 2
+    finally:
+        setf(old)
+
+
+def test_a_float_only_pending_is_not_taken_for_a_check(checked):
+    """start(golden=False) (tccc eval's float model beside the executor) gives ORT's outputs;
+    check() handed it starts the golden model itself."""
+    prog, chk, model, xs = checked
+    import onnxruntime as ort
+
+    p = chk.start(xs[0], golden=False)
+    ref = ort.InferenceSession(model.SerializeToString()).run(None, {"x": xs[0]})[0]
+    assert p.golden is None and np.array_equal(p.floats.result()[0], ref)
+    res = prog.run(xs[0])
+    assert chk.check(xs[0], res, p) == chk.check(xs[0], res)
