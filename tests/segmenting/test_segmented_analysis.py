@@ -120,3 +120,31 @@ def test_precision_file_from_analyze_names_prints_one_line(segmented, tmp_path, 
     m = tc.load(out)
     assert sqnr_db(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
                    .run(None, {"x": _x(4)})[0], m.run(_x(4))) >= 25.0
+
+
+def test_segments_auto_choices_merge_into_one_line(capsys):
+    from tcc_compiler.cli.commands.compile import _print_precision
+    from tcc_compiler.emit.segments import segments_precision
+
+    def seg(folder, layers, weights, sqnr, ms, wbytes):
+        cost = {"estimated_latency_ms": {"int8": 1.0, "mixed": 1.0 + ms, "added": ms},
+                "dram_bytes_per_image": {"int8": 100, "mixed": 150, "added": 50},
+                "layer_weight_bytes": {"int8": 10, "mixed": 10 + wbytes, "added": wbytes}}
+        return {"folder": folder, "precision": {
+            "mode": "auto", "goal_db": 0.5, "int16_layers": layers, "int16_tensors": layers,
+            "int16_weight_layers": weights, "kept_int8": {}, "kept_int8_weights": {},
+            "output_sqnr_db": {"int8": sqnr - 5, "chosen": sqnr, "all_int16": sqnr + 0.2},
+            "cost": cost}}
+    p = segments_precision([seg("npu_0", ["a", "b"], ["a"], 26.0, 0.25, 40),
+                            {"folder": "npu_2"},
+                            seg("npu_4", ["c"], [], 31.0, 0.5, 0)])
+    assert p["int16_layers"] == ["a", "b", "c"] and p["int16_weight_layers"] == ["a"]
+    assert p["cost"]["estimated_latency_ms"] == {"int8": 2.0, "mixed": 2.75, "added": 0.75}
+    assert p["cost"]["layer_weight_bytes"]["added"] == 40
+    assert sorted(p["output_sqnr_db"]) == ["npu_0", "npu_4"]
+    assert segments_precision([{"folder": "npu_0"}]) is None
+    _print_precision(p)
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("precision auto: 3 layer output(s) int16, 1 layer(s) with int16 "
+                           "weights, output SQNR npu_0 26.0 dB on the calibration inputs")
+    assert "npu_4 31.0 dB" in line and "+40 B weights" in line and "\n" not in line
