@@ -286,16 +286,27 @@ def compile_segmented(model: str | os.PathLike | onnx.ModelProto, options: Compi
         log.info("segment %d/%d: NPU, %d node(s), input(s) %s", seg.index + 1,
                  len(plan.segments), len(seg.nodes), ", ".join(seg.inputs))
         parts.append(compile_model(sub, seg_opts))
-    if names:
-        _check_precision_names([n for v in names.values() for n in v], parts, given,
-                               plan.prepared.where)
     manifest = build_segment_manifest(plan, parts, tgt, model, model_preprocess(plan, options),
                                       input_nchw(plan), (options.method, n_calib, source))
     report = build_segment_report(plan, parts, tgt, host)
-    if names is not None and "precision" in report and isinstance(given, (str, os.PathLike)):
-        report["precision"].update(mode="file", file=str(given))   # segments saw its names
+    _given_names(report, parts, names, given, plan.prepared.where)
     tables = [p.calib_table for p in parts if not isinstance(p, onnx.ModelProto)]
     return SegmentedArtifacts(plan, parts, manifest, report, _merge_tables(tables), tgt)
+
+
+def _given_names(report: dict, parts: list, names: dict | None, given, where: str) -> None:
+    """For a ``precision`` given as layer names (``names``; None for a mode): refuse a name
+    no segment has (:func:`_check_precision_names`), and name a precision file in the
+    top-level report's ``precision`` (each segment saw only its names: mode "list").
+
+    Raises:
+        InputError: as :func:`_check_precision_names`.
+    """
+    if not names:
+        return
+    _check_precision_names([n for v in names.values() for n in v], parts, given, where)
+    if "precision" in report and isinstance(given, (str, os.PathLike)):
+        report["precision"].update(mode="file", file=str(given))
 
 
 def cheapest_host_graph(sub: onnx.ModelProto, quant: dict[str, tuple[float, int]],
