@@ -53,6 +53,7 @@ from tcc_compiler.quant.bias_correction import correct_biases
 from tcc_compiler.quant.precision import FILE_KEY, WEIGHTS_KEY, layer_nodes
 from tcc_compiler.quant.calib_table import add_fixed, build_table, check_covers, read_table
 from tcc_compiler.quant.calibrate import observe
+from tcc_compiler.quant.lut_ranges import lut_input_ranges
 from tcc_compiler.quant.quantize import fixed_ranges, ranges_needed
 from tcc_compiler.quant.ranges import choose_ranges, snap_input_range
 from tcc_compiler.quant.weight_rounding import (WEIGHT_ROUNDING, HessianSum,
@@ -382,6 +383,8 @@ def _calibrate_on_inputs(graph: Graph, options: CompileOptions, preprocess, fixe
     obs = observe(graph, inputs, [method], p, progress,
                   also=getattr(hess, "visit", None))[method]
     ranges, rejected = choose_ranges(obs, method)   # the collapse guard warns per tensor
+    if method == "mse":   # a table's input: the range that serves the table's output
+        lut_input_ranges(graph, obs, ranges)
     minmax = {k: getattr(o, "mm", o).range() for k, o in obs.items()}
     if image_input:
         snap_input_range(ranges, minmax, graph.inputs[0].name, preprocess)

@@ -28,6 +28,7 @@ from tcc_compiler.errors import InputError
 from tcc_compiler.runtime import LoadedProgram, load_program
 from tcc_compiler.runtime.evaluate import PIXEL_MODES, RAW_LAYOUTS
 from tcc_compiler.runtime.loaded import input_layout, read_report
+from tcc_compiler.runtime.segmented import is_segmented_folder
 
 log = logging.getLogger(__name__)
 
@@ -185,17 +186,35 @@ def check_analysis_inputs(folder: str | os.PathLike, model: str | os.PathLike) -
     """Refuse up front what :func:`analyze_folder` cannot use.
 
     Raises:
-        InputError: ``folder`` lacks manifest.json or quantized.tir; ``model`` is missing.
+        InputError: ``folder`` lacks manifest.json, or quantized.tir (a segmented folder:
+            any NPU segment's); ``model`` is missing.
     """
-    from tcc_compiler.runtime.segmented import refuse_segmented
-
-    refuse_segmented(folder, "tccc analyze")
     folder = Path(folder)
-    for p in (folder / MANIFEST_FILE, folder / IR_FILE):
+    if not (folder / MANIFEST_FILE).is_file():
+        raise InputError(f"{folder / MANIFEST_FILE}: missing; is {folder} a tccc compile "
+                         "output folder?")
+    manifest = _read_manifest(folder)
+    subs = ([str(s.get("folder")) for s in manifest.get("segments", ())
+             if isinstance(s, dict) and s.get("device") == "npu"]
+            if is_segmented_folder(manifest) else ["."])
+    for sub in subs:
+        p = folder / sub / IR_FILE
         if not p.is_file():
             raise InputError(f"{p}: missing; is {folder} a tccc compile output folder?")
     if not Path(model).is_file():
         raise InputError(f"{model}: no such file")
+
+
+def _read_manifest(folder: Path) -> dict:
+    """The parsed manifest.json of ``folder``.
+
+    Raises:
+        InputError: unreadable or not JSON.
+    """
+    try:
+        return json.loads((folder / MANIFEST_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{folder / MANIFEST_FILE}: not readable JSON ({exc})") from None
 
 
 def analyze_folder(folder: str | os.PathLike, model: str | os.PathLike,
@@ -205,6 +224,9 @@ def analyze_folder(folder: str | os.PathLike, model: str | os.PathLike,
     (:func:`tcc_compiler.quant.analyze.analyze`: accumulated and isolated, worst first).
 
     The float graph is the driver's import + float-pass stages at the folder's input size.
+    A segmented folder is analyzed NPU segment by NPU segment, each fed the values its
+    inputs take in the float model (:func:`tcc_compiler.segmenting.analyze
+    .analyze_segmented`); each row names its segment.
 
     Returns:
         (rows, number of inputs): :class:`tcc_compiler.quant.analyze.LayerReport` rows,
@@ -223,14 +245,18 @@ def analyze_folder(folder: str | os.PathLike, model: str | os.PathLike,
 
     check_analysis_inputs(folder, model)
     folder = Path(folder)
-    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    manifest = _read_manifest(folder)
     refuse_other_model(model, manifest, "tccc analyze")
     shape = tuple(manifest["input"]["shape"])
+    xs = load_inputs(inputs, Preprocess.from_dict(manifest["preprocess"]), shape,
+                     input_layout(manifest))
+    if is_segmented_folder(manifest):
+        from tcc_compiler.segmenting.analyze import analyze_segmented
+
+        return analyze_segmented(folder, model, manifest, xs, progress), len(xs)
     h, w, c = manifest["input"]["npu_hwc"]
     qgraph = load_ir(folder / IR_FILE)
     fgraph = driver.run_float_passes(*driver.import_model(model, (w, h, c))).graph
-    xs = load_inputs(inputs, Preprocess.from_dict(manifest["preprocess"]), shape,
-                     input_layout(manifest))
     return analyze(fgraph, qgraph, xs, progress=progress), len(xs)
 
 

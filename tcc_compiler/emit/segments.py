@@ -326,7 +326,8 @@ def build_segment_report(plan, parts: list, tgt, host) -> dict:
                                           "estimated_cycles", "estimated_latency_ms",
                                           "sram_peak_bytes", "dram_read_bytes",
                                           "dram_write_bytes", "roofline")},
-                     "cores": r.get("cores")})
+                     "cores": r.get("cores"),
+                     **({"precision": r["precision"]} if r.get("precision") else {})})
         layers += [{**li, "segment": seg.index} for li in r["layers"]]
     bounds = boundaries(plan, parts, host)
     npu_rows = [r for r in rows if r["device"] == "npu"]
@@ -337,6 +338,7 @@ def build_segment_report(plan, parts: list, tgt, host) -> dict:
     host_ms = sum(r["estimated_host_ms"] for r in rows if r["device"] == "host")
     bound_ms = sum(b["estimated_host_ms"] for b in bounds)
     npu_ms = total("estimated_latency_ms")
+    precision = segments_precision(npu_rows)
     return {
         "tool_version": __version__, "target": tgt.name, "layout": "segmented",
         "segments": rows, "boundaries": bounds, "host_model": host.to_dict(),
@@ -353,7 +355,37 @@ def build_segment_report(plan, parts: list, tgt, host) -> dict:
         "dram_read_bytes": total("dram_read_bytes"),
         "dram_write_bytes": total("dram_write_bytes"),
         "layers": layers,
+        **({"precision": precision} if precision else {}),
     }
+
+
+def segments_precision(npu_rows: list[dict]) -> dict | None:
+    """The top-level report's ``precision`` of a segmented model: every NPU segment's
+    ``--precision`` choice (its report's ``precision``, README "Mixed precision") merged:
+    ``mode`` (and auto's ``goal_db``), the int16 layers, tensors and weight layers of all
+    segments, those kept int8 with why, ``cost``: the segments' estimated latency (ms), DRAM
+    bytes per image and stored weight bytes summed (int8, mixed, added), and for ``auto`` /
+    ``budget`` ``output_sqnr_db`` per segment folder (each segment's own, on its calibration
+    inputs: they do not add). None when no segment has a choice (int8)."""
+    ps = [(r["folder"], r["precision"]) for r in npu_rows if r.get("precision")]
+    if not ps:
+        return None
+    out = {"mode": ps[0][1]["mode"],
+           **({"goal_db": ps[0][1]["goal_db"]} if "goal_db" in ps[0][1] else {})}
+    for key in ("int16_layers", "int16_tensors", "int16_weight_layers"):
+        out[key] = [n for _, p in ps for n in p.get(key, ())]
+    for key in ("kept_int8", "kept_int8_weights"):
+        out[key] = {k: v for _, p in ps for k, v in p.get(key, {}).items()}
+    sqnr = {f: p["output_sqnr_db"] for f, p in ps if p.get("output_sqnr_db")}
+    if sqnr:
+        out["output_sqnr_db"] = sqnr
+    costs = [p["cost"] for _, p in ps if p.get("cost")]
+    if costs:
+        out["cost"] = {key: {k: round(sum(c[key][k] for c in costs), 6)
+                             for k in ("int8", "mixed", "added")}
+                       for key in ("estimated_latency_ms", "dram_bytes_per_image",
+                                   "layer_weight_bytes")}
+    return out
 
 
 def write_segmented_package(folder: str | os.PathLike, manifest: dict, report: dict,

@@ -75,7 +75,8 @@ class LayerError:
 
 @dataclass
 class LayerReport:
-    """One NPU layer: node name, op, output value, source ONNX nodes and its two errors."""
+    """One NPU layer: node name, op, output value, source ONNX nodes and its two errors;
+    ``segment``: the NPU segment's folder (``npu_<k>``) of a segmented model, else ""."""
 
     node: str
     op: str
@@ -83,12 +84,16 @@ class LayerReport:
     source: list[str] = field(default_factory=list)
     accumulated: LayerError | None = None
     isolated: LayerError | None = None
+    segment: str = ""
 
     def to_dict(self) -> dict:
         """JSON-ready dict. A non-finite SQNR is ``None`` (JSON ``null``; standard JSON has no
         Infinity): ``sqnr_db: null`` means the layer's int8 output equals the float one
-        exactly (infinite SQNR) or the float output is all zero (``max_abs_err`` tells)."""
+        exactly (infinite SQNR) or the float output is all zero (``max_abs_err`` tells).
+        ``segment`` only for a segmented model's rows."""
         d = asdict(self)
+        if not d["segment"]:
+            del d["segment"]   # a whole-NPU model's rows as before
         for k in ("accumulated", "isolated"):
             if d[k] is not None and not math.isfinite(d[k]["sqnr_db"]):
                 d[k]["sqnr_db"] = None
@@ -211,13 +216,20 @@ def _isolated_output(n, fl: dict) -> np.ndarray:
 
 
 def format_table(rows: list[LayerReport], limit: int | None = None) -> str:
-    """A fixed-width text table of the rows (worst first), one line per layer."""
-    head = (f"{'layer':<28} {'op':<8} {'iso SQNR':>9} {'iso cos':>9} {'iso max':>9} "
+    """A fixed-width text table of the rows (worst first), one line per layer, each layer
+    name whole (the names a ``--precision`` file takes); a segmented model's rows start with
+    their NPU segment's folder."""
+    shown = rows[:limit] if limit else rows
+    seg = any(r.segment for r in rows)
+    wid = max([28] + [len(r.node) for r in shown])
+    first = f"{'segment':<8} " if seg else ""
+    head = (f"{first}{'layer':<{wid}} {'op':<8} {'iso SQNR':>9} {'iso cos':>9} {'iso max':>9} "
             f"{'acc SQNR':>9} {'acc cos':>9} {'acc max':>9}  source ONNX nodes")
     lines = [head, "-" * len(head)]
-    for r in rows[:limit] if limit else rows:
+    for r in shown:
         a, i = r.accumulated, r.isolated
-        lines.append(f"{r.node[:28]:<28} {r.op:<8} {i.sqnr_db:9.2f} {i.cosine:9.6f} "
+        first = f"{r.segment:<8} " if seg else ""
+        lines.append(f"{first}{r.node:<{wid}} {r.op:<8} {i.sqnr_db:9.2f} {i.cosine:9.6f} "
                      f"{i.max_abs:9.4g} {a.sqnr_db:9.2f} {a.cosine:9.6f} {a.max_abs:9.4g}  "
                      + ", ".join(r.source))
     return "\n".join(lines)

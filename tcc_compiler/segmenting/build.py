@@ -128,13 +128,14 @@ def boundary_values(plan: SegmentPlan, names: list[str], xs,
     return out
 
 
-def _segment_calibration(sub: onnx.ModelProto, seg, calib: dict | None) -> list | None:
-    """The calibration arrays of NPU segment ``seg`` (its ONNX model ``sub``) as
-    ``compile_model`` takes them: NCHW, one array per calibration input, or a dict {input
-    name: array} for a segment with several inputs. ONNX Runtime's values of an input the
-    segment reads through Transpose(0, 3, 1, 2) are NHWC (the model input of an NHWC model
-    with a host segment after its first NPU ops: compile refused its own arrays, "shape (1,
-    16, 16, 3), model expects (1, 3, 16, 16)")."""
+def segment_inputs(sub: onnx.ModelProto, seg, calib: dict | None) -> list | None:
+    """The arrays of NPU segment ``seg`` (its ONNX model ``sub``) for each model input, from
+    ``calib`` ({tensor: [float array per model input]}, :func:`boundary_values`), as
+    ``compile_model`` takes its calibration and ``tccc analyze`` its inputs: NCHW, one array
+    per model input, or a dict {input name: array} for a segment with several inputs. ONNX
+    Runtime's values of an input the segment reads through Transpose(0, 3, 1, 2) are NHWC
+    (the model input of an NHWC model with a host segment after its first NPU ops: compile
+    refused its own arrays, "shape (1, 16, 16, 3), model expects (1, 3, 16, 16)")."""
     if calib is None:
         return None
     values = calib[seg.inputs[0]]
@@ -279,20 +280,33 @@ def compile_segmented(model: str | os.PathLike | onnx.ModelProto, options: Compi
             continue
         first = seg.inputs[0] == plan.prepared.in_name
         seg_opts = options.with_(
-            input_whc=None, target=tgt, calibration=_segment_calibration(sub, seg, calib),
+            input_whc=None, target=tgt, calibration=segment_inputs(sub, seg, calib),
             preprocess=options.preprocess if first else None,
             dump_ir=None if options.dump_ir is None else Path(options.dump_ir) / f"npu_{seg.index}")
         log.info("segment %d/%d: NPU, %d node(s), input(s) %s", seg.index + 1,
                  len(plan.segments), len(seg.nodes), ", ".join(seg.inputs))
         parts.append(compile_model(sub, seg_opts))
-    if names:
-        _check_precision_names([n for v in names.values() for n in v], parts, given,
-                               plan.prepared.where)
     manifest = build_segment_manifest(plan, parts, tgt, model, model_preprocess(plan, options),
                                       input_nchw(plan), (options.method, n_calib, source))
     report = build_segment_report(plan, parts, tgt, host)
+    _given_names(report, parts, names, given, plan.prepared.where)
     tables = [p.calib_table for p in parts if not isinstance(p, onnx.ModelProto)]
     return SegmentedArtifacts(plan, parts, manifest, report, _merge_tables(tables), tgt)
+
+
+def _given_names(report: dict, parts: list, names: dict | None, given, where: str) -> None:
+    """For a ``precision`` given as layer names (``names``; None for a mode): refuse a name
+    no segment has (:func:`_check_precision_names`), and name a precision file in the
+    top-level report's ``precision`` (each segment saw only its names: mode "list").
+
+    Raises:
+        InputError: as :func:`_check_precision_names`.
+    """
+    if not names:
+        return
+    _check_precision_names([n for v in names.values() for n in v], parts, given, where)
+    if "precision" in report and isinstance(given, (str, os.PathLike)):
+        report["precision"].update(mode="file", file=str(given))
 
 
 def cheapest_host_graph(sub: onnx.ModelProto, quant: dict[str, tuple[float, int]],
