@@ -281,10 +281,30 @@ def _export_matmul(b: _Builder, n, xf: str) -> None:
     if sc is not None:
         y = b.node("Add", [y, b.float_of[id(sc)]], b.uniq(f"{n.name}_sum"), f"{n.name}_Add")
     y = b.act(n.attrs.act, y, n.name)
+    if n.input(5) is not None:   # per-channel clamp: the integer bounds the NPU applies
+        y = _channel_clamp(b, n, y)
     if out.dtype == "int32":
         b.finish_float(out, y, n.name)
     else:
         b.qdq(out, y, n.name)
+
+
+def _channel_clamp(b: _Builder, n, y: str) -> str:
+    """Max/Min of ``y`` with the dequantized per-channel bounds of the parameter records'
+    clamp bytes (quant/params.channel_clamps): grid points, so QuantizeLinear after them
+    gives the NPU's ``min(max(q, lo_q), hi_q)`` (rounding is monotone)."""
+    from tcc_compiler.quant.params import channel_clamps
+
+    c_lo, c_hi = channel_clamps(n)
+    s = float(np.asarray(n.output.quant.scale).reshape(-1)[0])
+    zp = int(np.asarray(n.output.quant.zero_point).reshape(-1)[0])
+    shape = (1, -1, 1, 1) if len(n.output.shape) == 4 else (1, -1)
+    lo = ((c_lo - 128 - zp) * s).astype(np.float32).reshape(shape)
+    hi = ((127 - c_hi - zp) * s).astype(np.float32).reshape(shape)
+    y = b.node("Max", [y, b.const(b.uniq(f"{n.name}_clamp_lo"), lo)],
+               b.uniq(f"{n.name}_cmax"), f"{n.name}_ClampLo")
+    return b.node("Min", [y, b.const(b.uniq(f"{n.name}_clamp_hi"), hi)],
+                  b.uniq(f"{n.name}_cmin"), f"{n.name}_ClampHi")
 
 
 def _export_add(b: _Builder, n, xf: str) -> None:

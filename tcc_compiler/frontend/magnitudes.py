@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from tcc_compiler.ir.graph import Graph, Node
-from tcc_compiler.ir.ops import LutAttrs, LutFunc
+from tcc_compiler.ir.ops import CLAMP_INPUT, LutAttrs, LutFunc, Op
 
 #: Largest |float parameter| tccc compiles: 2**31, the int32 accumulator's range at unit
 #: scale. A trained network's weights, biases and folded batch-norm terms are many orders of
@@ -68,9 +68,9 @@ def _node_problems(node: Node) -> list[str]:
     out = []
     where = f"{node.op.value} '{node.name}'"
     origin = f" (ONNX {', '.join(node.source)})" if node.source else ""
-    for v in node.inputs:
-        if v is None or not v.is_const:
-            continue
+    for i, v in enumerate(node.inputs):
+        if v is None or not v.is_const or (node.op is Op.CONV and i == CLAMP_INPUT):
+            continue   # a per-channel clamp's bounds are +-inf where open, clipped to int8
         why = _array_problem(v.const)
         if why:
             out.append(f"{where}: constant '{v.name}'{origin} {why}")

@@ -94,6 +94,7 @@ def eval_node(node: Node, args: list[np.ndarray | None]) -> np.ndarray:
 def _conv(node: Node, a, args) -> np.ndarray:
     sc = args[3] if len(args) > 3 else None
     k = args[4] if len(args) > 4 else None
+    cl = args[5] if len(args) > 5 else None   # per-channel clamp [2, O] (after act)
 
     def epilogue(acc: np.ndarray, rows: slice) -> np.ndarray:  # per band of output rows
         if sc is not None:
@@ -101,7 +102,11 @@ def _conv(node: Node, a, args) -> np.ndarray:
             if k is not None:   # per-channel shortcut scale (> 0)
                 s = s * k.astype(np.float64).reshape(1, -1, 1, 1)
             acc = acc + s
-        return a.act.apply(acc).astype(np.float32)
+        y = a.act.apply(acc)
+        if cl is not None:
+            b = np.asarray(cl, np.float64).reshape(2, 1, -1, 1, 1)
+            y = np.minimum(np.maximum(y, b[0]), b[1])
+        return y.astype(np.float32)
 
     return conv2d_float(args[0], args[1], args[2], a.strides, a.pads, a.dilations, a.group,
                         epilogue)

@@ -183,7 +183,14 @@ def _conv(w: _Writer, n: Node, ins: list[str | None], out: str) -> None:
         if n.input(4) is not None:
             s = w.node("Mul", [s, w.const(out, _channel(n.input(4).const, 4))], w.tmp(out))
         y = w.node("Add", [y, s], w.tmp(out))
-    w.act(a.act, y, out)
+    cl = n.input(5)
+    if cl is None:
+        w.act(a.act, y, out)
+        return
+    bounds = np.asarray(cl.const, np.float32).reshape(2, -1)   # per-channel clamp after act
+    y = w.node("Max", [w.act(a.act, y, w.tmp(out)), w.const(out, _channel(bounds[0], 4))],
+               w.tmp(out))
+    w.node("Min", [y, w.const(out, _channel(bounds[1], 4))], out)
 
 
 def _fc(w: _Writer, n: Node, ins: list[str | None], out: str) -> None:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 class Op(str, enum.Enum):
     """Op kinds of the graph IR. Values are the spellings used in the textual IR."""
 
-    CONV = "conv"              # y = act(conv(x, w) + b [+ shortcut [* sc_scale[c]]])
+    CONV = "conv"              # y = act(conv(x, w) + b [+ shortcut [* sc_scale[c]]]), then
+                               # [clamped to [lo[c], hi[c]]: input 5, float [2, O]]
     FC = "fc"                  # y = act(w . flatten(x) + b [+ shortcut]); x NCHW, w [M,C,H,W]
     BATCHNORM = "batchnorm"    # y = (x - mean) / sqrt(var + eps) * gamma + beta (pre-fold only)
     ADD = "add"                # y = act(a + b), a and b the same shape (or b per-channel const)
@@ -40,6 +41,9 @@ class Op(str, enum.Enum):
     GROUP_SOFTMAX = "group_softmax"  # NPU softmax over channel groups: [N,C,H,W], C = k*group
 
 
+#: Input index of a conv's per-channel output clamp: float [2, O], rows ``lo``, ``hi`` (+-inf
+#: where open), applied after the activation (passes/fold_after_act.py).
+CLAMP_INPUT = 5
 #: Ops executed by the host runtime after the NPU program (on dequantized outputs).
 HOST_OPS = frozenset({Op.SOFTMAX, Op.ARGMAX})
 #: Ops that change only the shape annotation, not the bytes, when H = W = 1 or a no-op view.

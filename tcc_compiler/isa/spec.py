@@ -538,14 +538,19 @@ WIDE_W_ACC_LIMIT = (1 << 47) - (1 << 31)
 # ---------------------------------------------------------------------------------------------
 # Per-output-channel conv parameter record (16 bytes, little-endian)
 
-#: ``{bias i32, mult i32, sc_mult i32, shift u8, 3 reserved zero bytes}``, 16 bytes per record.
+#: ``{bias i32, mult i32, sc_mult i32, shift u8, clamp_lo u8, clamp_hi u8, 1 reserved zero
+#: byte}``, 16 bytes per record. ``clamp_lo``/``clamp_hi`` narrow the channel's output clamp
+#: (an ASSUMPTION, specs/target.md "Per-channel output clamp"): after the layer's ``[act_lo,
+#: act_hi]`` clamp the output is clamped to ``[MIN + clamp_lo, MAX - clamp_hi]`` (MIN, MAX: the
+#: output type's extremes), so zero bytes (every record before this field) change nothing.
 PARAM_RECORD_DTYPE = np.dtype([("bias", "<i4"), ("mult", "<i4"), ("sc_mult", "<i4"),
-                               ("shift", "u1"), ("reserved", "u1", (3,))])
+                               ("shift", "u1"), ("clamp_lo", "u1"), ("clamp_hi", "u1"),
+                               ("reserved", "u1", (1,))])
 PARAM_RECORD_BYTES = 16
 assert PARAM_RECORD_DTYPE.itemsize == PARAM_RECORD_BYTES
 
 
-def pack_conv_params(bias, mult, shift, sc_mult=None) -> bytes:
+def pack_conv_params(bias, mult, shift, sc_mult=None, clamp_lo=None, clamp_hi=None) -> bytes:
     """Pack per-output-channel conv parameters into 16-byte records (``oc * 16`` bytes).
 
     Args:
@@ -553,6 +558,8 @@ def pack_conv_params(bias, mult, shift, sc_mult=None) -> bytes:
         mult: [oc] multipliers, 0 <= M < 2**31.
         shift: [oc] shifts, 1..62.
         sc_mult: [oc] shortcut multipliers (0 <= M < 2**31) or None (zeros).
+        clamp_lo, clamp_hi: [oc] per-channel clamp offsets 0..255 (output clamped to
+            ``[MIN + clamp_lo, MAX - clamp_hi]``) or None (zeros: no per-channel clamp).
 
     Returns:
         ``oc`` records laid out as :data:`PARAM_RECORD_DTYPE`.
@@ -562,20 +569,25 @@ def pack_conv_params(bias, mult, shift, sc_mult=None) -> bytes:
     """
     bias = np.asarray(bias, dtype=np.int64).reshape(-1)
     oc = bias.size
-    mult = np.asarray(mult, dtype=np.int64).reshape(-1)
-    shift = np.asarray(shift, dtype=np.int64).reshape(-1)
-    sc = (np.zeros(oc, np.int64) if sc_mult is None
-          else np.asarray(sc_mult, dtype=np.int64).reshape(-1))
-    if not (mult.size == shift.size == sc.size == oc):
-        raise InternalError(f"conv params: bias/mult/shift/sc_mult lengths differ "
-                            f"({oc}, {mult.size}, {shift.size}, {sc.size})")
+
+    def arr(a):
+        return (np.zeros(oc, np.int64) if a is None
+                else np.asarray(a, dtype=np.int64).reshape(-1))
+
+    mult, shift, sc, c_lo, c_hi = (arr(a) for a in (mult, shift, sc_mult, clamp_lo, clamp_hi))
+    if not (mult.size == shift.size == sc.size == c_lo.size == c_hi.size == oc):
+        raise InternalError(f"conv params: bias/mult/shift/sc_mult/clamp lengths differ "
+                            f"({oc}, {mult.size}, {shift.size}, {sc.size}, {c_lo.size}, "
+                            f"{c_hi.size})")
     checks = (("bias", bias, I32.min, I32.max), ("mult", mult, 0, I32.max),
-              ("sc_mult", sc, 0, I32.max), ("shift", shift, 1, 62))
-    for name, arr, lo, hi in checks:
-        if arr.size and (arr.min() < lo or arr.max() > hi):
+              ("sc_mult", sc, 0, I32.max), ("shift", shift, 1, 62),
+              ("clamp_lo", c_lo, 0, 255), ("clamp_hi", c_hi, 0, 255))
+    for name, a, lo, hi in checks:
+        if a.size and (a.min() < lo or a.max() > hi):
             raise InternalError(f"conv params: {name} outside {lo}..{hi}")
     rec = np.zeros(oc, dtype=PARAM_RECORD_DTYPE)
     rec["bias"], rec["mult"], rec["sc_mult"], rec["shift"] = bias, mult, sc, shift
+    rec["clamp_lo"], rec["clamp_hi"] = c_lo, c_hi
     return rec.tobytes()
 
 

@@ -250,6 +250,32 @@ def conv_epilogue(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np
                                sc_mult, out_dtype, acc64)
 
 
+def channel_clamp(y: np.ndarray, clamp_lo: np.ndarray | None,
+                  clamp_hi: np.ndarray | None) -> np.ndarray:
+    """The per-channel output clamp of the conv epilogue (parameter record bytes ``clamp_lo``,
+    ``clamp_hi``; specs/quantization.md "Per-channel output clamp"): ``min(max(y, MIN +
+    clamp_lo[c]), MAX - clamp_hi[c])`` with MIN, MAX the extremes of ``y``'s type, applied
+    after the layer's clamp (and before a LUT epilogue), in place.
+
+    Args:
+        y: int8/int16 [..., O] requantized outputs (any strides: e.g. an SRAM box).
+        clamp_lo, clamp_hi: uint8 (or int) [O] offsets, or None when every one is zero.
+
+    Returns:
+        ``y`` itself.
+    """
+    if clamp_lo is None and clamp_hi is None:
+        return y
+    info = np.iinfo(y.dtype)
+    lo = info.min + (np.zeros(y.shape[-1], np.int64) if clamp_lo is None
+                     else np.asarray(clamp_lo, np.int64))
+    hi = info.max - (np.zeros(y.shape[-1], np.int64) if clamp_hi is None
+                     else np.asarray(clamp_hi, np.int64))
+    np.maximum(y, lo.astype(y.dtype), out=y)
+    np.minimum(y, hi.astype(y.dtype), out=y)
+    return y
+
+
 def conv_epilogue_int64(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray,
                         shift: np.ndarray, zp_y: int, lo: int = INT8_MIN, hi: int = INT8_MAX,
                         shortcut: np.ndarray | None = None, zp_sc: int = 0,

@@ -3,7 +3,8 @@
 Order (see :func:`default_pipeline`): erf- and tanh-form GELU to one table -> canonicalize ->
 fold affines (BatchNorm) into producers, merge affines, fold into consumers where exact -> fuse
 residual adds -> fold affines into residual convs (positive scales) -> fuse activations ->
-x * sigmoid(x) to silu -> legalize.
+fold affines after a conv's relu/clip into it (a per-channel clamp) -> x * sigmoid(x) to silu
+-> legalize.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from tcc_compiler.passes.canonicalize import Canonicalize
 from tcc_compiler.passes.fold_affine import (FoldAffineIntoConsumers, FoldAffineIntoProducer,
                                              FoldAffineIntoResidual, MergeAffines)
+from tcc_compiler.passes.fold_after_act import FoldAffineAfterActivation
 from tcc_compiler.passes.fuse import FuseActivation, FuseResidualAdd
 from tcc_compiler.passes.fuse_gelu import FuseGelu
 from tcc_compiler.passes.fuse_silu import FuseSilu
@@ -22,7 +24,7 @@ def default_pipeline() -> list:
     """The float pass pipeline, in order."""
     return [FuseGelu(), Canonicalize(), FoldAffineIntoProducer(), MergeAffines(),
             FoldAffineIntoConsumers(), FuseResidualAdd(), FoldAffineIntoResidual(),
-            FuseActivation(), FuseSilu(), Legalize()]
+            FuseActivation(), FoldAffineAfterActivation(), FuseSilu(), Legalize()]
 
 
 PASS_NAMES = [p.name for p in default_pipeline()]

@@ -58,8 +58,8 @@ class FoldAffineIntoProducer(RewritePass):
         p = m["prod"]
         if not single_use(graph, p.output):
             return "producer output has other readers"
-        if p.attrs.act != NO_ACT or p.input(3) is not None:
-            return "producer has a fused activation or shortcut"
+        if p.attrs.act != NO_ACT or p.input(3) is not None or p.input(5) is not None:
+            return "producer has a fused activation, shortcut or per-channel clamp"
         return None
 
     def rewrite(self, graph, m):

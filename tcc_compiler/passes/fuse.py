@@ -16,7 +16,8 @@ def _fusable_producer(graph: Graph, v) -> Node | None:
     p = v.producer
     if p is None or p.op not in (Op.CONV, Op.FC):
         return None
-    if p.attrs.act != NO_ACT or p.input(3) is not None or not single_use(graph, v):
+    if p.attrs.act != NO_ACT or p.input(3) is not None or p.input(5) is not None \
+            or not single_use(graph, v):   # (a per-channel clamp acts after the add)
         return None
     return p
 
@@ -93,6 +94,8 @@ class FuseActivation(RewritePass):
     def check(self, graph, m):
         if not single_use(graph, m["prod"].output):
             return "producer output has other readers"
+        if m["prod"].input(5) is not None:
+            return "producer has a per-channel clamp (it acts after the activation)"
         if compose(m["prod"].attrs.act, m["act"].attrs.act) is None:
             return "activations do not compose"
         q_in, q_out = m["prod"].output.quant, m["act"].output.quant

@@ -20,7 +20,7 @@ from tcc_compiler.numerics import jit
 from tcc_compiler.numerics import kernels as K
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.eltwise import eltwise_int8
-from tcc_compiler.numerics.epilogue import EpilogueConsts, epilogue_consts
+from tcc_compiler.numerics.epilogue import EpilogueConsts, channel_clamp, epilogue_consts
 from tcc_compiler.numerics.lut import apply_lut
 from tcc_compiler.numerics.resize import bilinear_int8
 from tcc_compiler.numerics.softmax import softmax_int8
@@ -135,9 +135,10 @@ def _conv_int(node: Node, args: list[np.ndarray], prepared: tuple) -> np.ndarray
     sc = args[3] if len(args) > 3 else None
     if (sc is not None) != (len(node.inputs) > 3 and node.inputs[3] is not None):
         consts, jit_params = True, None   # prepared for the node's own inputs: derived anew
-    return K.conv_epilogue(acc, q.bias, q.mult, q.shift, q.zp_out, q.act_lo, q.act_hi,
-                           sc, q.zp_sc, q.sc_mult, q.out_dtype, consts, jit_params,
-                           acc64=q.wide_w)
+    y = K.conv_epilogue(acc, q.bias, q.mult, q.shift, q.zp_out, q.act_lo, q.act_hi,
+                        sc, q.zp_sc, q.sc_mult, q.out_dtype, consts, jit_params,
+                        acc64=q.wide_w)
+    return channel_clamp(y, q.clamp_lo, q.clamp_hi)
 
 
 def _resize_int(node: Node, x: np.ndarray) -> np.ndarray:

@@ -47,6 +47,9 @@ class ConvQuant:
         wide: CONV_CFG ``wide`` bits (int16 input / output / shortcut; 0 = all int8).
         wide_w: int16 weights (CONV_CFG flags bit7): a 64-bit accumulator that does not wrap
             and every ``mult`` below ``isa.spec.WIDE_W_MULT_LIMIT``.
+        clamp_lo, clamp_hi: int64 [O] per-channel clamp offsets 0..255 of the parameter
+            records (output clamped to ``[-128 + clamp_lo, 127 - clamp_hi]`` after
+            ``act_lo``/``act_hi``), from the node's per-channel clamp (input 5); None without.
     """
 
     bias: np.ndarray
@@ -61,6 +64,8 @@ class ConvQuant:
     out_int32: bool
     wide: int = 0
     wide_w: bool = False
+    clamp_lo: np.ndarray | None = None
+    clamp_hi: np.ndarray | None = None
 
     @property
     def out_dtype(self) -> type:
@@ -225,8 +230,38 @@ def conv_quant(node: Node) -> ConvQuant:
         except InternalError as exc:
             raise ModelError(f"{node.name}: {exc}") from None
     lo, hi = act_bounds(node, out)
+    c_lo, c_hi = channel_clamps(node)
     return ConvQuant(bias, mult, shift, sc_mult, _zp(x), _zp(out),
-                     _zp(sc) if sc is not None else 0, lo, hi, False, wide, wide_w)
+                     _zp(sc) if sc is not None else 0, lo, hi, False, wide, wide_w, c_lo, c_hi)
+
+
+def channel_clamps(node: Node) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The parameter records' per-channel clamp offsets (int64 [O] each, 0..255) of a conv
+    with a per-channel output clamp (input 5: float [2, O] real bounds ``lo``, ``hi``, +-inf
+    where open; passes/fold_after_act.py), or (None, None) without one.
+
+    ``q = clamp(round(b / s) + zp, -128, 127)`` for each bound ``b`` (-128 / 127 when
+    infinite): ``round`` is monotone, so ``max(round(y / s), round(lo / s)) = round(max(y,
+    lo) / s)``, the clamp of the float model rounded once (specs/quantization.md
+    "Per-channel output clamp"). Offsets: ``clamp_lo = q_lo + 128``, ``clamp_hi = 127 - q_hi``.
+
+    Raises:
+        InternalError: the output is not int8 (the offsets hold int8 bounds only; the
+            precision planner keeps such an output int8).
+    """
+    cl = node.input(5)
+    if cl is None:
+        return None, None
+    out = node.output
+    if out.dtype != "int8":
+        raise InternalError(f"{node.name}: per-channel clamp on a {out.dtype} output")
+    bounds = np.asarray(cl.const, np.float64).reshape(2, -1)
+    s, zp = _s(out), _zp(out)
+    with np.errstate(over="ignore", invalid="ignore"):
+        q = np.round(bounds / s) + zp
+    q = np.where(np.isnan(q), 0, q)   # (no NaN bounds: the pass writes finite or +-inf)
+    q = np.clip(q, -128, 127).astype(np.int64)
+    return q[0] + 128, 127 - q[1]
 
 
 def pool_quant(node: Node, divisor: int | None = None) -> PoolQuant:

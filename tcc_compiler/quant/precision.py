@@ -102,6 +102,8 @@ def int16_blocker(node: Node, graph: Graph) -> str | None:
     if node.op in (Op.CONV, Op.FC) and all(u.op in HOST_OPS for u, _ in out.uses) \
             and node.input(3) is None and node.attrs.act.kind.value == "none":
         return "its output is already raw int32"
+    if node.input(5) is not None:   # passes/fold_after_act.py; isa/spec.py clamp bytes
+        return "its per-channel clamp (a folded BatchNorm after its activation) is int8 only"
     for x in _follower_group(out):
         for u, _ in x.uses:
             if u.op in CHANNEL_OPS:

@@ -158,11 +158,13 @@ def is_fixed(v: Value) -> bool:
 
 def _raw_int32(node) -> bool:
     """A conv/fc output stays raw int32 when only host ops read it, nothing is fused into it
+    (no shortcut, activation or per-channel clamp)
     and the imported model does not fix its quantization (a graph output that also feeds an
     NPU op stays int8, or its consumer got a per-channel input scale)."""
     out = node.output
     return all(u.op in HOST_OPS for u, _ in out.uses) and node.input(3) is None \
-        and node.attrs.act.kind.value == "none" and not is_fixed(out)
+        and node.input(5) is None and node.attrs.act.kind.value == "none" \
+        and not is_fixed(out)
 
 
 def _shares_input_params(node) -> bool:

@@ -86,10 +86,12 @@ def layer_commands(prog: Program, i: int) -> list[int]:
 
 
 def stalled_convs(prog: Program, spans: list[tuple[int, int]],
-                  skip: frozenset[str] = frozenset()) -> list[tuple[int, int]]:
+                  skip: frozenset[str] = frozenset(), span_share: float = 0.25,
+                  program_share: float = 0.01) -> list[tuple[int, int]]:
     """(stall cycles, layer index) of every conv/FC layer, not cascaded and not named in
     ``skip``, whose compute is stalled on its own loads (compute span minus compute cycles
-    >= 25% of the span and >= 1% of the program), in execution order."""
+    >= ``span_share`` of the span and >= ``program_share`` of the program), in execution
+    order."""
     total = max((e for _, e in spans), default=0)
     out = []
     for i, li in enumerate(prog.layers):
@@ -101,7 +103,7 @@ def stalled_convs(prog: Program, spans: list[tuple[int, int]],
             continue
         span = max(e for _, e in comp) - min(s for s, _ in comp)
         stall = span - sum(e - s for s, e in comp)
-        if stall >= 0.25 * span and stall >= 0.01 * total:
+        if stall >= span_share * span and stall >= program_share * total:
             out.append((stall, i))
     return out
 

@@ -34,6 +34,10 @@ HOIST_VARIANTS = ((True, 1.0), (False, 0.5))
 #: Most cross-op prefetches (:class:`~tcc_compiler.schedule.prefetch.Hoist`) one program gets.
 MAX_HOISTS = 8
 
+#: (share of its span, share of the program) a conv's load stall must reach to be a prefetch
+#: consumer in a network with depthwise layers once no conv passes stalled_convs' defaults.
+SMALL_STALL = (0.1, 0.002)
+
 #: Stalled convs (the most stalled first) each round of :func:`_add_hoists` tries as consumer.
 HOIST_CANDIDATES = 3
 
@@ -299,7 +303,12 @@ def _candidates(graph: Graph, t: Target, lw: Lowering, base: Program, spans, pro
     alone and, with ``wide``, also with its blocks packed and as its :func:`plan_pieces`
     split."""
     done = frozenset(h.consumer for h in hoists)
-    stalled = stalled_convs(prog, replay(prog.commands, t) if hoists else spans, done)
+    spans_now = replay(prog.commands, t) if hoists else spans
+    stalled = stalled_convs(prog, spans_now, done)
+    small = not stalled and wide
+    if small:   # many smaller stalls (ConvMixer: 32 1x1 convs, each 13 % of its span and
+        # 0.3 % of the program): the most stalled one only, each round
+        stalled = sorted(stalled_convs(prog, spans_now, done, *SMALL_STALL), reverse=True)[:1]
     if not stalled:
         return []
     idx = {stalled[0][1]} if not hoists else set()

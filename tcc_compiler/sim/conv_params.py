@@ -29,11 +29,15 @@ class ConvParams:
             the float64 form cannot be exact, or for the int32 output mode).
         jit: for out_mode 0, :func:`~tcc_compiler.numerics.jit.epilogue_params` of them (the
             shortcut multipliers only with a shortcut), else None.
+        clamp_lo, clamp_hi: the records' per-channel clamp offsets (uint8 [oc]), or None
+            when every record's are zero (:func:`~tcc_compiler.numerics.epilogue.channel_clamp`).
     """
 
     records: np.ndarray
     consts: EpilogueConsts | None
     jit: tuple | None
+    clamp_lo: np.ndarray | None = None
+    clamp_hi: np.ndarray | None = None
 
 
 class ConvParamCache:
@@ -52,7 +56,7 @@ class ConvParamCache:
         it determines them), so a hit needs no copy of the bytes; None: keyed by the bytes.
 
         Raises:
-            ValueError: reserved bytes not zero; for out_mode 0 or 2, a shift outside 1..62 or a
+            ValueError: the reserved byte not zero; for out_mode 0 or 2, a shift outside 1..62 or a
                 negative multiplier, or with int16 weights (flags bit7) a multiplier M of
                 2**15 or more (the executor names the command).
         """
@@ -70,7 +74,7 @@ class ConvParamCache:
             return hit
         p = spec.unpack_conv_params(np.frombuffer(key[0], np.uint8))
         if p["reserved"].any():
-            raise ValueError("parameter record reserved bytes not zero")
+            raise ValueError("parameter record reserved byte not zero")
         consts = jit_params = None
         if not cfg.out_mode & spec.OUT_MODE_INT32:   # requantized (also when accumulating)
             if p["shift"].min() < 1 or p["shift"].max() > SHIFT_MAX:
@@ -86,7 +90,9 @@ class ConvParamCache:
             if jit.available():
                 jit_params = jit.epilogue_params(p["bias"], p["mult"], p["shift"],
                                                  p["sc_mult"] if cfg.has_shortcut else None)
-        got = self._cache[key] = ConvParams(p, consts, jit_params)
+        clamps = ((p["clamp_lo"].copy(), p["clamp_hi"].copy())
+                  if p["clamp_lo"].any() or p["clamp_hi"].any() else (None, None))
+        got = self._cache[key] = ConvParams(p, consts, jit_params, *clamps)
         return got
 
 

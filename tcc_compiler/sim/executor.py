@@ -51,6 +51,7 @@ from tcc_compiler.isa.commands import (
 )
 from tcc_compiler.numerics import add_int8, avgpool_int8, conv_epilogue
 from tcc_compiler.numerics import SHIFT_MAX, maxpool_int8
+from tcc_compiler.numerics.epilogue import channel_clamp
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
 from tcc_compiler.numerics.lut import apply_lut
@@ -464,6 +465,7 @@ class Executor:
             y = conv_epilogue(acc, p["bias"], p["mult"], p["shift"], cfg.zp_out, cfg.act_lo,
                               cfg.act_hi, sc, cfg.zp_sc, p["sc_mult"], _INT[cfg.out_bytes],
                               cp.consts, cp.jit, direct, acc64=cfg.wide_weights)
+            y = channel_clamp(y, cp.clamp_lo, cp.clamp_hi)   # per-channel clamp bytes
             if cfg.has_lut:   # flags bit3: one table on the way out
                 lut = self._sram_tensor(i, t, "lut", cfg.lut_sram, (1, 256))
                 y = apply_lut(y, lut)

@@ -12,6 +12,8 @@ import pytest
 from helpers.cli import one_line_error, run_cli
 from onnx import TensorProto, helper, numpy_helper
 
+from tcc_compiler.passes import PASS_NAMES
+
 
 def _dump_ir(tmp, graph):
     """Compile ``graph`` (opset 13) with ``--dump-ir``; return the dump folder."""
@@ -83,7 +85,8 @@ def pointwise_dumps(tmp_path_factory):
     return _dump_ir(tmp, g)
 
 
-@pytest.mark.parametrize("stage", ["00-import", "10-legalize", "11-quantize"])
+@pytest.mark.parametrize("stage", ["00-import", f"{len(PASS_NAMES):02d}-legalize",
+                                   f"{len(PASS_NAMES) + 1:02d}-quantize"])
 def test_a_field_out_of_range_in_a_later_dump_is_refused_as_from_the_import(
         pointwise_dumps, tmp_path, capsys, stage):
     """A dump written after the legalize stage skips the legalizer on resume, so a dilation of

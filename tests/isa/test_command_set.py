@@ -277,8 +277,26 @@ def test_conv_params_pack_round_trip():
     rec = spec.unpack_conv_params(raw)
     assert rec["bias"].tolist() == [-5, 7] and rec["shift"].tolist() == [31, 1]
     assert rec["sc_mult"].tolist() == [3, 0] and not rec["reserved"].any()
+    assert not rec["clamp_lo"].any() and not rec["clamp_hi"].any()   # zero: no clamp
     with pytest.raises(InternalError, match="shift"):
         spec.pack_conv_params([0], [1], [0])
+    rec = spec.unpack_conv_params(spec.pack_conv_params([0, 1], [1, 1], [1, 1], None,
+                                                        [0, 255], [7, 0]))
+    assert rec["clamp_lo"].tolist() == [0, 255] and rec["clamp_hi"].tolist() == [7, 0]
+    with pytest.raises(InternalError, match="clamp_lo"):
+        spec.pack_conv_params([0], [1], [1], None, [256], [0])
+
+
+def test_channel_clamp_bytes_narrow_the_output():
+    """clamp_lo/clamp_hi: output clamped to [MIN + lo, MAX - hi] per channel, in place."""
+    import numpy as np
+
+    from tcc_compiler.numerics.epilogue import channel_clamp
+
+    y = np.array([[-128, 5, 127], [0, -7, 100]], np.int8)
+    got = channel_clamp(y, np.array([128, 0, 0], np.uint8), np.array([0, 130, 27], np.uint8))
+    assert got is y and y.tolist() == [[0, -3, 100], [0, -7, 100]]
+    assert channel_clamp(y, None, None) is y
 
 
 # ---------------------------------------------------------------------------------------------

@@ -292,7 +292,7 @@ def test_conv_tile_checks():
                                              r"the padded tile gives 4x4"):
         _run(base + [bad_size], bytes(1), 1, wbin)
     no_params = C.ConvTile(0, 0, 0x300, 0x200, 0, 4, 4, 1, 1, 4, 4, 1, 1, 1, 1)
-    with pytest.raises(ExecutionError, match="reserved bytes|shift"):     # 0xA5-filled SRAM
+    with pytest.raises(ExecutionError, match="reserved byte|shift"):     # 0xA5-filled SRAM
         _run(base + [no_params], bytes(1), 1, wbin)
     ok = C.ConvTile(0, 0, 0x100, 0x200, 0, 4, 4, 1, 1, 4, 4, 1, 1, 1, 1)
     assert len(_run(base + [ok], bytes(1), 1, wbin)) == 1

@@ -51,7 +51,7 @@ def conv_consts(n: Node, memo: dict | None = None) -> tuple:
         wq = weights_ohwi(n) if n.op is Op.CONV else np.ascontiguousarray(
             n.inputs[1].const.transpose(0, 2, 3, 1))
         got = (q, wq.astype(wq.dtype.newbyteorder("<")).tobytes(),
-               pack_conv_params(q.bias, q.mult, q.shift, q.sc_mult))
+               pack_conv_params(q.bias, q.mult, q.shift, q.sc_mult, q.clamp_lo, q.clamp_hi))
         if memo is not None:
             memo[("consts", id(n))] = got
     return got
