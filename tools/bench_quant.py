@@ -161,14 +161,23 @@ def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
         if m in auto:
             _auto_variants(fg, m, ranges, obs[m], calib, m in gptq, run)
         if m in mirror and _wanted(m + "+gptq+mirror"):
-            g = quantize_graph(fg.clone(), ranges)
-            xs = [calib[i] for i in range(len(calib))]
-            gptq_round_weights(fg, g, xs + [np.ascontiguousarray(x[..., ::-1]) for x in xs],
-                               bounded=False)
-            run(m + "+gptq+mirror", g)
+            run(m + "+gptq+mirror", _mirror_variant(fg, ranges, calib))
         if m in budget and (_wanted(m + "+budget") or _wanted(m + "+gptq+budget")):
             _budget_variants(fg, m, ranges, obs[m], calib, m in gptq, run)
     return out
+
+
+def _mirror_variant(fg, ranges, calib):
+    """The quantized graph of the ``+gptq+mirror`` variant: GPTQ whose H sums the calibration
+    inputs (float32 NCHW) and their left-right mirror images (W axis reversed)."""
+    from tcc_compiler.quant import quantize_graph
+    from tcc_compiler.quant.weight_rounding import gptq_round_weights
+
+    g = quantize_graph(fg.clone(), ranges)
+    xs = [calib[i] for i in range(len(calib))]
+    gptq_round_weights(fg, g, xs + [np.ascontiguousarray(x[..., ::-1]) for x in xs],
+                       bounded=False)
+    return g
 
 
 def _budget_variants(fg, m, ranges, observers, calib, with_gptq, run) -> None:
