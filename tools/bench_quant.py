@@ -106,7 +106,7 @@ def _wanted(tag: str) -> bool:
 
 
 def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
-                 bias_correction=(), gptq=(), auto=(), pre=None, budget=()) -> dict:
+                 bias_correction=(), gptq=(), auto=(), pre=None, budget=(), mirror=()) -> dict:
     """{variant: [first graph output per eval input]} from tccc's golden integer model: for
     each method ``method`` (nearest weight rounding); for each in ``bias_correction`` also
     ``method + "+bc"`` (empirical bias correction on the calibration inputs), for each in
@@ -116,7 +116,10 @@ def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
     ``gptq`` also ``method + "+gptq+auto"`` (the same int16 layers, GPTQ weights), and
     ``method + "+all16"`` (every layer that can be int16); for each in ``budget``
     ``method + "+budget"`` (``--precision budget``), with ``gptq`` also
-    ``method + "+gptq+budget"``. Only the variants ``ONLY`` names
+    ``method + "+gptq+budget"``; for each in ``mirror`` ``method + "+gptq+mirror"`` (GPTQ with
+    ``H`` summed over the calibration inputs and their left-right mirror images, NCHW W axis
+    reversed: twice the rows per weight; an experiment, not a tccc option). Only the variants
+    ``ONLY`` names
     are computed. Ranges are chosen as ``tccc compile`` does (guarded unless ``GUARD["on"]``
     is False; rejections counted in ``GUARD["rejected"]``; with the preprocessing ``pre`` the
     input's range on its pixel grid, :func:`tcc_compiler.quant.ranges.snap_input_range`)."""
@@ -157,9 +160,24 @@ def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
                 run(tag + "+bc", g)
         if m in auto:
             _auto_variants(fg, m, ranges, obs[m], calib, m in gptq, run)
+        if m in mirror and _wanted(m + "+gptq+mirror"):
+            run(m + "+gptq+mirror", _mirror_variant(fg, ranges, calib))
         if m in budget and (_wanted(m + "+budget") or _wanted(m + "+gptq+budget")):
             _budget_variants(fg, m, ranges, obs[m], calib, m in gptq, run)
     return out
+
+
+def _mirror_variant(fg, ranges, calib):
+    """The quantized graph of the ``+gptq+mirror`` variant: GPTQ whose H sums the calibration
+    inputs (float32 NCHW) and their left-right mirror images (W axis reversed)."""
+    from tcc_compiler.quant import quantize_graph
+    from tcc_compiler.quant.weight_rounding import gptq_round_weights
+
+    g = quantize_graph(fg.clone(), ranges)
+    xs = [calib[i] for i in range(len(calib))]
+    gptq_round_weights(fg, g, xs + [np.ascontiguousarray(x[..., ::-1]) for x in xs],
+                       bounded=False)
+    return g
 
 
 def _budget_variants(fg, m, ranges, observers, calib, with_gptq, run) -> None:
@@ -328,7 +346,7 @@ def bench_symmetry(name: str, whc: str, calib_paths, eval_paths, workdir: Path,
 
 
 def bench_resnet8(folder: Path, workdir: Path, n_calib: int = 50, bc=(), gptq=(),
-                  auto=(), budget=()) -> dict:
+                  auto=(), budget=(), mirror=()) -> dict:
     """Top-1 and flips on the real CIFAR-10 ResNet-8 (see its README)."""
     from onnx import version_converter
 
@@ -349,7 +367,8 @@ def bench_resnet8(folder: Path, workdir: Path, n_calib: int = 50, bc=(), gptq=()
     ref = ort_outputs(p13, xs[:n_calib], xs, ORT_METHODS, workdir)
     raw = preset("raw", 32, 32)       # the model takes raw pixels 0..255 (its README)
     ours = tccc_outputs(folder / "resnet8.onnx", None, xs[:n_calib], xs, TCCC_METHODS,
-                        bias_correction=bc, gptq=gptq, auto=auto, pre=raw, budget=budget)
+                        bias_correction=bc, gptq=gptq, auto=auto, pre=raw, budget=budget,
+                        mirror=mirror)
     fp_pred = np.array([int(np.argmax(y)) for y in ref["fp32"]])
 
     def score(outs):
@@ -373,7 +392,7 @@ def _auto_summary() -> dict:
 
 
 def bench_lite0(folder: Path, score_step: int = 1, bc=(), methods=TCCC_METHODS,
-                gptq=(), auto=(), budget=()) -> dict:
+                gptq=(), auto=(), budget=(), mirror=()) -> dict:
     """Top-1 / top-5 and flips on the real ImageNet EfficientNet-Lite0 (module docstring)."""
     from tcc_compiler.datasets.images import LazyInputs
     from tcc_compiler.datasets.presets import preset
@@ -390,7 +409,8 @@ def bench_lite0(folder: Path, score_step: int = 1, bc=(), methods=TCCC_METHODS,
     iname = sess.get_inputs()[0].name
     fp = [sess.run(None, {iname: x})[0] for x in evals]
     ours = tccc_outputs(folder / "efficientnet_lite0.onnx", None, calib, evals, methods,
-                        bias_correction=bc, gptq=gptq, auto=auto, pre=pre, budget=budget)
+                        bias_correction=bc, gptq=gptq, auto=auto, pre=pre, budget=budget,
+                        mirror=mirror)
     fp_pred = np.array([int(np.argmax(y)) for y in fp])
     return {"images": len(evals), "calib": len(calib), "fp32": topk_score(fp, labels),
             "tccc": {m: topk_score(ours[m], labels, fp_pred) for m in ours},
@@ -399,13 +419,17 @@ def bench_lite0(folder: Path, score_step: int = 1, bc=(), methods=TCCC_METHODS,
 
 def topk_score(outs, labels, fp_pred=None) -> dict:
     """top-1 / top-5 (percent) of ``outs`` (one score vector per sample), and the flips
-    (top-1 differing from ``fp_pred``) when given."""
+    (top-1 differing from ``fp_pred``) when given: in all and on the even / odd positions."""
     y = np.stack([np.asarray(o, np.float64).reshape(-1) for o in outs])
     top5 = np.argsort(-y, axis=1, kind="stable")[:, :5]
     out = {"top1": round(100.0 * float(np.mean(top5[:, 0] == labels)), 2),
            "top5": round(100.0 * float(np.mean((top5 == labels[:, None]).any(axis=1))), 2)}
     if fp_pred is not None:
-        out["flips"] = int(np.sum(top5[:, 0] != fp_pred))
+        flip = top5[:, 0] != fp_pred
+        out["flips"] = int(np.sum(flip))
+        # the two halves (even / odd positions among the scored images): a change of rule
+        # that helps only one half is noise, not a gain
+        out["flips_even_odd"] = [int(np.sum(flip[0::2])), int(np.sum(flip[1::2]))]
     return out
 
 
@@ -422,6 +446,9 @@ def main(argv=None) -> int:
     p.add_argument("--budget", nargs="*", default=[], metavar="METHOD",
                    help="also measure these methods with --precision budget (a few cheap "
                         "int16 layers)")
+    p.add_argument("--mirror-h", nargs="*", default=[], metavar="METHOD",
+                   help="also measure these methods with GPTQ whose H also sums the "
+                        "calibration inputs mirrored left-right (an experiment)")
     p.add_argument("--precision-goal", type=float, default=None, metavar="DB",
                    help="goal of --auto (output SQNR, dB; default tccc's)")
     p.add_argument("--gptq", nargs="*", default=[], metavar="METHOD",
@@ -475,7 +502,7 @@ def main(argv=None) -> int:
             sys.stdout.flush()
         if args.resnet8:
             r = bench_resnet8(Path(args.resnet8), tmp, bc=args.bias_correction, gptq=args.gptq,
-                              auto=args.auto, budget=args.budget)
+                              auto=args.auto, budget=args.budget, mirror=args.mirror_h)
             results.append({"model": "resnet8", **r})
             print(f"resnet8 ({r['calib']} calib, {r['images']} scored): FP32 top-1 "
                   f"{r['fp32_top1']} %; tccc " + ", ".join(
@@ -486,11 +513,12 @@ def main(argv=None) -> int:
         if args.lite0:
             r = bench_lite0(Path(args.lite0), args.score_step, bc=args.bias_correction,
                             methods=args.methods, gptq=args.gptq, auto=args.auto,
-                            budget=args.budget)
+                            budget=args.budget, mirror=args.mirror_h)
             results.append({"model": "efficientnet-lite0", **r})
             print(f"efficientnet-lite0 ({r['calib']} calib, {r['images']} scored): FP32 top-1 "
                   f"{r['fp32']['top1']} % top-5 {r['fp32']['top5']} %; tccc " + ", ".join(
-                      f"{k} {v['top1']} % / {v['top5']} % ({v['flips']} flips)"
+                      f"{k} {v['top1']} % / {v['top5']} % ({v['flips']} flips, even/odd "
+                      f"{v['flips_even_odd'][0]}/{v['flips_even_odd'][1]})"
                       for k, v in r["tccc"].items())
                   + f"; guard rejections {r['rejected']}")
     if args.json:
