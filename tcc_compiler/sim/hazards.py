@@ -20,7 +20,9 @@ it and of the last that read it, plus whether the byte was ever written (by the 
 command). An access by command ``j`` is a hazard when a recorded conflicting access (a write,
 or a read if ``j`` writes) on another queue is not ordered before ``j``. Keeping only the last
 access per queue is enough: an earlier access of the same queue happens before the later one,
-so if ``j`` is ordered after the later one it is ordered after both (transitivity). Because the
+so if ``j`` is ordered after the later one it is ordered after both (transitivity). A strided
+access (:class:`~tcc_compiler.isa.access.Access` with ``run > 0``) is checked and recorded on
+exactly its bytes, through a numpy strided view of the per-byte arrays. Because the
 check is against the happens-before relation and not against the order actually executed, a
 missing wait is reported whichever legal interleaving runs, including stream order.
 
@@ -283,7 +285,7 @@ def access_field(cmd: Command, acc: Access) -> str:
             region, off = spec.split_dram_address(v)
             if Space.of_region(region) is acc.space:
                 return name
-    for name in cmd.SPEC.field_names:  # a strided DMA's later runs start past the base
+    for name in cmd.SPEC.field_names:  # core c > 0: SRAM accesses shifted past the field
         if acc.space is Space.SRAM and name.endswith("sram"):
             return name
     return ""
