@@ -6,46 +6,20 @@ back, and the reference executor runs them. Field names, order and widths come f
 
 Every command also carries the three header wait fields (``wait_load``, ``wait_compute``,
 ``wait_store``; keyword-only, default 7 = no wait) and can list the memory it touches with
-``accesses(regs)``, so a hazard checker can reason about concurrent queues.
+``accesses(regs)`` (:mod:`tcc_compiler.isa.access`: exact byte ranges and strided patterns),
+so a hazard checker can reason about concurrent queues.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, fields
-from typing import ClassVar, NamedTuple
+from typing import ClassVar
 
 from tcc_compiler.errors import ExecutionError, InternalError
 from tcc_compiler.isa import spec
+from tcc_compiler.isa.access import Access, Space, box_accesses, strided
+from tcc_compiler.isa.access import box_strides  # noqa: F401 (the executor imports it here)
 from tcc_compiler.isa.spec import CommandSpec, Queue
-
-
-class Space(str, enum.Enum):
-    """A memory a command can touch: the SRAM or one DRAM region (offsets inside the region)."""
-
-    SRAM = "SRAM"
-    WEIGHTS = "WEIGHTS"
-    ACT = "ACT"
-    INPUT = "INPUT"
-    OUTPUT = "OUTPUT"
-
-    @classmethod
-    def of_region(cls, region: spec.Region) -> "Space":
-        """The space of DRAM region ``region``."""
-        return cls(spec.Region(region).name)
-
-
-class Access(NamedTuple):
-    """A byte range ``[start, end)`` of ``space`` read (or written if ``is_write``) by a command."""
-
-    space: Space
-    start: int
-    end: int
-    is_write: bool
-
-
-#: Above this many runs, a DMA's accesses are reported as one conservative hull per side.
-MAX_EXACT_RUNS = 4096
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,54 +96,6 @@ def elem_size(wide: int, bit: int) -> int:
     return 2 if wide & bit else 1
 
 
-def _strided_runs(base: int, run: int, n1: int, s1: int, n2: int, s2: int) -> list[tuple]:
-    """Byte ranges [start, end) covered by a two-level strided pattern, merged where adjacent.
-
-    Exact for up to :data:`MAX_EXACT_RUNS` runs, else one hull range (a superset).
-    """
-    if run == 0 or n1 == 0 or n2 == 0:
-        return []
-    if n1 * n2 > MAX_EXACT_RUNS:
-        return [(base, base + (n2 - 1) * s2 + (n1 - 1) * s1 + run)]
-    out: list[list[int]] = []
-    for i2 in range(n2):
-        for i1 in range(n1):
-            start = base + i2 * s2 + i1 * s1
-            if out and out[-1][1] == start:
-                out[-1][1] = start + run
-            else:
-                out.append([start, start + run])
-    return [tuple(r) for r in out]
-
-
-def box_strides(w: int, px_bytes: int, px_stride: int, row_stride: int) -> tuple[int, int]:
-    """Effective (pixel stride, row stride) in bytes of a strided tile operand.
-
-    Args:
-        w: columns of the box. px_bytes: bytes of one pixel's channels (channels x element
-            bytes). px_stride, row_stride: the command's fields; 0 = packed.
-
-    Raises:
-        ExecutionError: a non-zero stride smaller than the packed one (the box would overlap
-            itself).
-    """
-    px = px_stride or px_bytes
-    row = row_stride or w * px
-    if px < px_bytes or row < w * px:
-        raise ExecutionError(f"operand strides {px_stride}/{row_stride} smaller than the packed "
-                             f"{px_bytes}/{w * px} bytes")
-    return px, row
-
-
-def box_accesses(addr: int, h: int, w: int, px_bytes: int, px_stride: int, row_stride: int,
-                 is_write: bool) -> list[Access]:
-    """SRAM byte ranges of an [h, w, px_bytes] box with the given strides (exact up to
-    :data:`MAX_EXACT_RUNS` runs, else one hull)."""
-    px, row = box_strides(w, px_bytes, px_stride, row_stride)
-    return [Access(Space.SRAM, a, b, is_write)
-            for a, b in _strided_runs(addr, px_bytes, w, px, h, row)]
-
-
 @dataclass(frozen=True)
 class _Dma(Command):
     """Common part of DMA_LOAD and DMA_STORE (see :data:`spec.DMA_LOAD` for the semantics)."""
@@ -190,15 +116,12 @@ class _Dma(Command):
         return self.run_bytes * self.n1 * self.n2
 
     def _sides(self, dram_write: bool) -> list[Access]:
+        """The DRAM pattern and the SRAM pattern, each one exact :class:`Access`."""
         region, off = spec.split_dram_address(self.dram)
-        dspace = Space.of_region(region)
-        out = [Access(dspace, a, b, dram_write)
-               for a, b in _strided_runs(off, self.run_bytes, self.n1, self.dram_stride1,
-                                         self.n2, self.dram_stride2)]
-        out += [Access(Space.SRAM, a, b, not dram_write)
-                for a, b in _strided_runs(self.sram, self.run_bytes, self.n1, self.sram_stride1,
-                                          self.n2, self.sram_stride2)]
-        return out
+        return (strided(Space.of_region(region), off, self.run_bytes, self.n1,
+                        self.dram_stride1, self.n2, self.dram_stride2, dram_write)
+                + strided(Space.SRAM, self.sram, self.run_bytes, self.n1, self.sram_stride1,
+                          self.n2, self.sram_stride2, not dram_write))
 
 
 @dataclass(frozen=True)
@@ -208,7 +131,7 @@ class DmaLoad(_Dma):
     SPEC: ClassVar[CommandSpec] = spec.DMA_LOAD
 
     def accesses(self, regs: Registers) -> list[Access]:
-        """DRAM runs read, SRAM runs written (exact, or a hull above MAX_EXACT_RUNS runs)."""
+        """DRAM runs read, SRAM runs written (each side one exact strided access)."""
         return self._sides(dram_write=False)
 
 
@@ -219,7 +142,7 @@ class DmaStore(_Dma):
     SPEC: ClassVar[CommandSpec] = spec.DMA_STORE
 
     def accesses(self, regs: Registers) -> list[Access]:
-        """SRAM runs read, DRAM runs written (exact, or a hull above MAX_EXACT_RUNS runs)."""
+        """SRAM runs read, DRAM runs written (each side one exact strided access)."""
         return self._sides(dram_write=True)
 
 

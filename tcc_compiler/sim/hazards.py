@@ -20,7 +20,9 @@ it and of the last that read it, plus whether the byte was ever written (by the 
 command). An access by command ``j`` is a hazard when a recorded conflicting access (a write,
 or a read if ``j`` writes) on another queue is not ordered before ``j``. Keeping only the last
 access per queue is enough: an earlier access of the same queue happens before the later one,
-so if ``j`` is ordered after the later one it is ordered after both (transitivity). Because the
+so if ``j`` is ordered after the later one it is ordered after both (transitivity). A strided
+access (:class:`~tcc_compiler.isa.access.Access` with ``run > 0``) is checked and recorded on
+exactly its bytes, through a numpy strided view of the per-byte arrays. Because the
 check is against the happens-before relation and not against the order actually executed, a
 missing wait is reported whichever legal interleaving runs, including stream order.
 
@@ -34,6 +36,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from tcc_compiler.errors import ExecutionError
 from tcc_compiler.isa import spec
@@ -282,10 +285,31 @@ def access_field(cmd: Command, acc: Access) -> str:
             region, off = spec.split_dram_address(v)
             if Space.of_region(region) is acc.space:
                 return name
-    for name in cmd.SPEC.field_names:  # a strided DMA's later runs start past the base
+    for name in cmd.SPEC.field_names:  # core c > 0: SRAM accesses shifted past the field
         if acc.space is Space.SRAM and name.endswith("sram"):
             return name
     return ""
+
+
+def _view(hist: np.ndarray, acc: Access) -> np.ndarray:
+    """The elements of 1-D per-byte array ``hist`` (one entry per byte of ``acc.space``) that
+    stand for the bytes ``acc`` touches: a slice for a contiguous access, else a strided view
+    [n2, n1, run] (no copy; assignments write through). ``acc`` must lie inside ``hist``
+    (:meth:`ShadowMemory._in_bounds` checked its hull)."""
+    if not acc.run:
+        return hist[acc.start:acc.end]
+    isz = hist.itemsize
+    return as_strided(hist[acc.start:], shape=(acc.n2, acc.n1, acc.run),
+                      strides=(acc.s2 * isz, acc.s1 * isz, isz))
+
+
+def _addresses(acc: Access, idx: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Byte offsets in ``acc.space`` of the elements ``idx`` (``np.nonzero`` of a
+    :func:`_view` of ``acc``)."""
+    if not acc.run:
+        return acc.start + idx[0]
+    i2, i1, k = idx
+    return acc.start + i2 * acc.s2 + i1 * acc.s1 + k
 
 
 class ShadowMemory:
@@ -326,8 +350,8 @@ class ShadowMemory:
         """
         cmds = self.ordering.cmds
         other = int(other)
-        idx = np.nonzero(hist_row == other)[0]
-        lo, hi = acc.start + int(idx[0]), acc.start + int(idx[-1]) + 1
+        addr = _addresses(acc, np.nonzero(hist_row == other))
+        lo, hi = int(addr.min()), int(addr.max()) + 1
         first, second = other, j
         if other > j:
             first, second, fld = j, other, ""
@@ -357,12 +381,11 @@ class ShadowMemory:
         for acc in accesses:
             if acc.space is Space.WEIGHTS:
                 continue
-            a, b = acc.start, acc.end
             if acc.is_write:
-                self._w[acc.space][qj, a:b] = j
-                self._init[acc.space][a:b] = True
+                _view(self._w[acc.space][qj], acc)[...] = j
+                _view(self._init[acc.space], acc)[...] = True
             else:
-                self._r[acc.space][qj, a:b] = j
+                _view(self._r[acc.space][qj], acc)[...] = j
 
     def _in_bounds(self, j: int, cmd: Command, acc: Access, fld: str | None) -> bool:
         """False for a WEIGHTS read (nothing to track); raises on an access outside its space
@@ -383,13 +406,12 @@ class ShadowMemory:
                      fld: str | None) -> None:
         """RAW/WAW against queue ``p``'s writers and WAR against its readers that command
         ``j`` is not ordered after (``seen``: the last command of ``p`` ordered before ``j``)."""
-        a, b = acc.start, acc.end
-        w = self._w[acc.space][p, a:b]
+        w = _view(self._w[acc.space][p], acc)
         if int(w.max(initial=-1)) > seen:
             kind = "WAW" if acc.is_write else "RAW"
             raise self._hazard(kind, self._first_unordered(w, seen), j, cmd, acc, w, fld)
         if acc.is_write:
-            r = self._r[acc.space][p, a:b]
+            r = _view(self._r[acc.space][p], acc)
             if int(r.max(initial=-1)) > seen:
                 raise self._hazard("WAR", self._first_unordered(r, seen), j, cmd, acc, r, fld)
 
@@ -397,10 +419,10 @@ class ShadowMemory:
         """A read of bytes nothing wrote: a hazard if an unordered writer exists (a random
         interleaving overtook it), else a program bug."""
         a, b = acc.start, acc.end
-        init = self._init[acc.space][a:b]
+        init = _view(self._init[acc.space], acc)
         if init.all():
             return
-        bad = a + int(np.argmin(init))
+        bad = int(_addresses(acc, np.nonzero(~init)).min())
         writer = self._pending_writer(j, acc.space, bad)
         if writer is not None:   # an out-of-order run overtook its producer
             h = Hazard("RAW", writer, j, self.ordering.cmds[writer].name,
@@ -424,8 +446,7 @@ class ShadowMemory:
             if i == j or self.ordering.ordered_before(i, j) \
                     or self.ordering.ordered_before(j, i):
                 continue
-            if any(a.is_write and a.space is space and a.start <= byte < a.end
-                   for a in accs[i]):
+            if any(a.is_write and a.space is space and a.covers(byte) for a in accs[i]):
                 return i
         return None
 

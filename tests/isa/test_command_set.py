@@ -238,16 +238,26 @@ def test_disassemble_lines_offsets_comments():
 # Accesses and helpers
 
 
-def test_dma_accesses_merge_and_hull():
+def test_dma_accesses_merge_and_stay_exact():
+    """Contiguous runs merge into one range; a strided side is one exact pattern, also far
+    beyond the 4096 runs above which accesses used to be one conservative hull."""
     cmd = C.DmaStore(spec.dram_address(spec.Region.OUTPUT, 100), 0, 8, 3, 2, 8, 24, 16, 48)
     acc = cmd.accesses(C.Registers())
     dram = [a for a in acc if a.space is C.Space.OUTPUT]
     sram = [a for a in acc if a.space is C.Space.SRAM]
     assert dram == [C.Access(C.Space.OUTPUT, 100, 148, True)]      # contiguous: merged
-    assert len(sram) == 6 and not any(a.is_write for a in sram)
-    big = C.DmaLoad(0, 0, 1, 100, 100, 2, 200, 1, 100)
-    assert [a for a in big.accesses(C.Registers()) if a.space is C.Space.WEIGHTS] == \
-        [C.Access(C.Space.WEIGHTS, 0, 99 * 200 + 99 * 2 + 1, False)]
+    # 3 runs 16 apart per row, rows 48 = 3 x 16 apart: one level of 6 runs
+    assert sram == [C.Access(C.Space.SRAM, 0, 88, False, 8, 6, 16)]
+    assert sram[0].runs() == [(16 * i, 16 * i + 8) for i in range(6)]
+    big = C.DmaLoad(0, 0, 1, 100, 100, 2, 300, 1, 100)
+    [w] = [a for a in big.accesses(C.Registers()) if a.space is C.Space.WEIGHTS]
+    assert w == C.Access(C.Space.WEIGHTS, 0, 99 * 300 + 99 * 2 + 1, False, 1, 100, 2, 100, 300)
+    assert w.covers(302) and not w.covers(303) and not w.covers(200)
+    half = C.DmaLoad(spec.dram_address(spec.Region.ACT, 16), 0, 16, 25600, 1, 48, 0, 16, 0)
+    [d, s] = half.accesses(C.Registers())    # a Split half of a 48-channel concat at 160x160
+    assert (d.run, d.n1, d.s1, d.n2) == (16, 25600, 48, 1) and d.end == 16 + 25599 * 48 + 16
+    assert d.covers(16) and not d.covers(32) and not d.covers(16 + 25599 * 48 - 1)
+    assert s == C.Access(C.Space.SRAM, 0, 16 * 25600, True)
 
 
 def test_conv_tile_accesses_need_cfg():
@@ -323,8 +333,8 @@ def test_strided_operand_accesses():
                     sc_sram=0, in_h=2, in_w=2, in_c=4, oc=4, out_h=2, out_w=2,
                     in_px_stride=0, in_row_stride=0, out_px_stride=8, out_row_stride=40,
                     sc_px_stride=0, sc_row_stride=0)
-    writes = [a for a in tile.accesses(regs) if a.is_write]
-    assert [(a.start, a.end) for a in writes] == [(0, 4), (8, 12), (40, 44), (48, 52)]
+    [write] = [a for a in tile.accesses(regs) if a.is_write]
+    assert write.runs() == [(0, 4), (8, 12), (40, 44), (48, 52)]
     bad = _example(spec.CONV_TILE, in_sram=1000, w_sram=2000, p_sram=3000, out_sram=0,
                    sc_sram=0, in_h=2, in_w=2, in_c=4, oc=4, out_h=2, out_w=2,
                    in_px_stride=0, in_row_stride=0, out_px_stride=2, out_row_stride=0,

@@ -132,8 +132,7 @@ def test_handed_on_loads_ordered_after_every_reader(handoff):
     for j in into:
         w = next(a for a in accs[j] if a.is_write)
         readers = [i for i in range(j) if any(
-            a.space is C.Space.SRAM and not a.is_write and a.start < w.end and w.start < a.end
-            for a in accs[i])]
+            not a.is_write and a.overlaps(w) for a in accs[i])]
         assert readers and all(order.ordered_before(i, j) for i in readers), j
     sizes = {C.Space.SRAM: BUDGET, C.Space.ACT: pre.act_arena_bytes,
              C.Space.INPUT: pre.input_bytes, C.Space.OUTPUT: pre.output_bytes,

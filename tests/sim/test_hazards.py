@@ -74,8 +74,8 @@ def _oracle_conflicts(cmds) -> set[tuple[int, int]]:
         for a in range(b):
             if closure.has_edge(a, b) or not accs[a] or not accs[b]:
                 continue
-            if any(x.space == y.space and x.start < y.end and y.start < x.end
-                   and (x.is_write or y.is_write) for x in accs[a] for y in accs[b]):
+            if any((x.is_write or y.is_write) and x.overlaps(y)
+                   for x in accs[a] for y in accs[b]):
                 out.add((a, b))
     return out
 

@@ -149,8 +149,8 @@ def _conflicts(cmds, ranges, sram, cross_only=False):
                 continue
             if closure.has_edge(a, b) or closure.has_edge(b, a):
                 continue
-            if any(x.space == y.space and x.start < y.end and y.start < x.end
-                   and (x.is_write or y.is_write) for x in accs[a] for y in accs[b]):
+            if any((x.is_write or y.is_write) and x.overlaps(y)
+                   for x in accs[a] for y in accs[b]):
                 out.add((a, b))
     return out
 
