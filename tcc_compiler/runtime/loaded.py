@@ -114,7 +114,7 @@ class LoadedProgram:
                        header={"cores": c.cores, "act_arena_bytes": c.act_arena_bytes,
                                "input_bytes": c.input_bytes, "output_bytes": c.output_bytes})
         # a --cores 2 folder's stream program is checked like the main one (None without)
-        self.stream = load_stream(self.folder, self.manifest)
+        self.stream = load_stream(self.folder, self.manifest, c)
         self.target = Target.from_dict(self.manifest["target"])  # checked by check_manifest
         # the executor refuses a program exceeding its target (SRAM, image mode, array lanes)
         self.executor = Executor(self.cmd, self.weights, self.target)

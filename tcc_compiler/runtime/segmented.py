@@ -403,10 +403,13 @@ def onnx_order(q: np.ndarray, shape) -> np.ndarray:
 def check_segments(prog: SegmentedProgram, res: dict[str, np.ndarray]) -> bool:
     """Bit-exactness of every NPU segment of one run: each segment's executor outputs
     (``res["int:<k>:<name>"]``) equal the golden integer model's on the same input
-    (``res["feed:<k>"]``, quantized the same way), byte for byte.
+    (``res["feed:<k>"]``, quantized the same way), byte for byte; and for a ``--cores 2``
+    segment, its stream program (npu_cmd_stream.bin) gives each of its images those outputs
+    from copies of that input (:func:`~tcc_compiler.runtime.stream_check.stream_matches`).
 
     Raises:
         InputError, FormatError: an NPU segment folder without a readable quantized.tir.
+        ExecutionError: a stream program fails on the executor.
     """
     from tcc_compiler.emit.files import IR_FILE
     from tcc_compiler.ir.text import load_ir
@@ -421,7 +424,26 @@ def check_segments(prog: SegmentedProgram, res: dict[str, np.ndarray]) -> bool:
             g, s = gold.get("int:" + o["name"]), res[f"int:{k}:{o['name']}"]
             if g is None or g.reshape(-1).tobytes() != s.reshape(-1).tobytes():
                 return False
+        if sub.stream is not None and not _stream_exact(prog, k, sub, res):
+            return False
     return True
+
+
+def _stream_exact(prog: SegmentedProgram, k: int, sub, res: dict[str, np.ndarray]) -> bool:
+    """Whether NPU segment ``k``'s stream program (``sub.stream``) gives every image of its
+    run the outputs the main program gave ``res["feed:<k>"]`` (its executor built once per
+    segment and kept on ``prog``)."""
+    from tcc_compiler.runtime.stream_check import stream_matches
+    from tcc_compiler.sim.executor import Executor
+
+    exs = prog.__dict__.setdefault("_stream_executors", {})
+    if k not in exs:
+        exs[k] = Executor(sub.stream.cmd, sub.stream.weights, sub.target)
+    feed = res[f"feed:{k}"]
+    if not isinstance(feed, dict):
+        feed = {sub.input_records[0]["name"]: feed}
+    ints = {o["name"]: res[f"int:{k}:{o['name']}"] for o in sub.manifest["outputs"]}
+    return stream_matches(sub.stream, exs[k], sub.quantize_inputs(feed), ints)
 
 
 def is_segmented_folder(manifest: dict) -> bool:

@@ -94,12 +94,18 @@ def _read_checked(folder: Path, name: str, files: dict, main_files: dict) -> byt
     return data
 
 
-def load_stream(folder: Path, manifest: dict) -> StreamProgram | None:
+def load_stream(folder: Path, manifest: dict, main: CmdFile | None = None
+                ) -> StreamProgram | None:
     """The folder's checked stream program, or None when the manifest has no ``stream``.
+
+    ``main``: the folder's decoded npu_cmd.bin; each image's slot of the stream's INPUT and
+    OUTPUT regions (``input_stride_bytes``, ``output_stride_bytes``) must hold its INPUT and
+    OUTPUT region (one image's input and outputs, at the same offsets).
 
     Raises:
         FormatError: a malformed ``stream`` object, a stream file whose size or CRC-32 is not
-            the recorded one, or one that does not decode (one line naming the file).
+            the recorded one, or one that does not decode, or strides smaller than ``main``'s
+            regions (one line naming the file).
         InputError: a stream file is missing.
     """
     if "stream" not in manifest:
@@ -124,6 +130,11 @@ def load_stream(folder: Path, manifest: dict) -> StreamProgram | None:
             raise FormatError(f"{where}: stream: {rec['images']} images of "
                               f"{rec[f'{what}_stride_bytes']} B exceed the program's "
                               f"{size} B {what.upper()} region")
+    for what in ("input", "output") if main is not None else ():
+        stride, size = rec[f"{what}_stride_bytes"], getattr(main, f"{what}_bytes")
+        if stride < size:
+            raise FormatError(f"{where}: stream.{what}_stride_bytes {stride} is less than "
+                              f"one image's {what.upper()} region ({size} B, npu_cmd.bin)")
     return sp
 
 

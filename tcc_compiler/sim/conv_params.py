@@ -58,7 +58,8 @@ class ConvParamCache:
         Raises:
             ValueError: the reserved byte not zero; for out_mode 0 or 2, a shift outside 1..62 or a
                 negative multiplier, or with int16 weights (flags bit7) a multiplier M of
-                2**15 or more (the executor names the command).
+                2**15 or more, or clamp bytes leaving no output value (``MIN + clamp_lo >
+                MAX - clamp_hi``; the executor names the command).
         """
         fields = (cfg.out_mode, cfg.zp_out, cfg.act_lo, cfg.act_hi, cfg.zp_sc,
                   cfg.has_shortcut, cfg.sc_bytes, cfg.out_bytes, cfg.wide_weights)
@@ -77,6 +78,13 @@ class ConvParamCache:
             raise ValueError("parameter record reserved byte not zero")
         consts = jit_params = None
         if not cfg.out_mode & spec.OUT_MODE_INT32:   # requantized (also when accumulating)
+            span = np.iinfo(_INT[cfg.out_bytes])   # [MIN + lo, MAX - hi] must hold a value
+            empty = p["clamp_lo"].astype(np.int64) + p["clamp_hi"] > span.max - span.min
+            if empty.any():
+                c = int(np.flatnonzero(empty)[0])
+                raise ValueError(f"parameter clamp_lo + clamp_hi of channel {c} "
+                                 f"({int(p['clamp_lo'][c])} + {int(p['clamp_hi'][c])}) leave "
+                                 f"no {span.dtype} output value")
             if p["shift"].min() < 1 or p["shift"].max() > SHIFT_MAX:
                 raise ValueError("parameter shift outside 1..62")
             if p["mult"].min() < 0 or p["sc_mult"].min() < 0:

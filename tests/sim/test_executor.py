@@ -271,6 +271,25 @@ def test_dma_out_of_bounds():
         _run([_load(Region.INPUT, 0, 0, 0)], bytes(8), 8)
 
 
+def test_conv_tile_refuses_an_empty_channel_clamp():
+    """A parameter record whose clamp bytes leave no int8 output value (``MIN + clamp_lo >
+    MAX - clamp_hi``; a hand-edited quantized_network.bin, the CRCs fixed up) is refused by
+    name: tccc never writes one (quant/params.channel_clamps rounds lo <= hi monotonely)."""
+    ok = C.ConvTile(0, 0, 0x100, 0x200, 0, 4, 4, 1, 1, 4, 4, 1, 1, 1, 1)
+    for lo, hi, bad in ((200, 100, True), (128, 128, True), (128, 127, False), (255, 0, False)):
+        params = pack_conv_params([0], [1 << 30], [31], clamp_lo=[lo], clamp_hi=[hi])
+        wb = WeightFileBuilder()
+        p_off = wb.add_layer("c", 0, bytes(9), params).params_offset
+        wbin = wb.build("t")
+        prog = [_load(Region.WEIGHTS, p_off, 0x100, 16), _cfg(cin_g=1), ok]
+        if bad:
+            with pytest.raises(ExecutionError, match=r"command 2 \(CONV_TILE\): parameter "
+                                                     r"clamp_lo \+ clamp_hi .* no int8"):
+                _run(prog, bytes(1), 1, wbin)
+        else:
+            assert len(_run(prog, bytes(1), 1, wbin)) == 1
+
+
 def test_tile_without_cfg():
     tile = C.ConvTile(0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0)
     with pytest.raises(ExecutionError, match=r"command 0 \(CONV_TILE\): no CONV_CFG"):

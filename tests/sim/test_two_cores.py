@@ -448,6 +448,8 @@ def test_inspect_and_segmented_summary_print_the_cores_line(two, capsys):
     ("offsets_list", "stream.output_offsets: expected an object"),
     ("offset_negative", "stream.output_offsets: expected an object"),
     ("output_stride", "exceed the program's"),
+    ("input_stride_small", "stream.input_stride_bytes 1 is less than one image's INPUT"),
+    ("output_stride_small", "stream.output_stride_bytes 1 is less than one image's OUTPUT"),
 ])
 def test_damaged_stream_program_fails_the_load(two, tmp_path, capsys, damage, match):
     """The stream program is what a two-core device runs, so a folder whose stream files or
@@ -484,6 +486,9 @@ def test_damaged_stream_program_fails_the_load(two, tmp_path, capsys, damage, ma
             st["output_offsets"] = {k: -5 for k in st["output_offsets"]}
         elif damage == "output_stride":   # images past the OUTPUT region
             st["output_stride_bytes"] = st["output_bytes"]
+        elif damage.endswith("_stride_small"):   # images overlapping: was accepted, and
+            # run --check of a segmented folder failed with a line naming no file
+            st[damage.split("_")[0] + "_stride_bytes"] = 1
         else:
             st["images"] = -1
         (out / "manifest.json").write_text(json.dumps(man))
