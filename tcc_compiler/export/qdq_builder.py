@@ -21,7 +21,14 @@ log = logging.getLogger(__name__)
 
 
 class QdqBuilder:
-    """Accumulates nodes/initializers; maps IR values to their float (dequantized) tensors."""
+    """Accumulates nodes/initializers; maps IR values to their float (dequantized) tensors.
+
+    Attributes:
+        nodes, inits: the ONNX nodes and initializers, in the order built.
+        float_of, int8_of: ``id(value)`` -> name of its float (dequantized) / int8 tensor.
+        out_names: ``id(value)`` -> graph output name, for the graph's outputs.
+        exact: scale initializer -> its float64 values (``float.hex``), the export's metadata.
+    """
 
     def __init__(self, graph: Graph):
         self.g = graph
@@ -34,14 +41,17 @@ class QdqBuilder:
         self._n = 0
 
     def uniq(self, base: str) -> str:
+        """A tensor name from ``base`` made unique by a counter (``base__N``)."""
         self._n += 1
         return f"{base}__{self._n}"
 
     def const(self, name: str, arr: np.ndarray) -> str:
+        """Add initializer ``name`` holding ``arr`` (its dtype kept); returns ``name``."""
         self.inits.append(numpy_helper.from_array(np.asarray(arr), name))
         return name
 
     def node(self, op: str, inputs: list[str], output: str, name: str, **attrs) -> str:
+        """Add one ONNX node ``op`` (default domain) with one output; returns ``output``."""
         self.nodes.append(helper.make_node(op, inputs, [output], name=name, **attrs))
         return output
 
@@ -167,6 +177,8 @@ class QdqBuilder:
         self.float_of[id(v)] = real
 
     def act(self, act, real: str, src: str) -> str:
+        """``real`` through the fused activation ``act`` (Relu, or Clip at its float bounds;
+        other kinds unchanged); returns the resulting tensor name."""
         if act.kind is ActKind.RELU:
             return self.node("Relu", [real], self.uniq(f"{src}_relu"), f"{src}_Relu")
         if act.kind is ActKind.CLIP:
