@@ -22,6 +22,7 @@ from tcc_compiler.isa.cmd_base import Command, elem_size  # noqa: F401
 from tcc_compiler.isa.cmd_compute import (AddCfg, AddTile, ConvCfg, ConvTile, EwTile, LutTile,
                                           PoolCfg, PoolTile, ResizeTile)
 from tcc_compiler.isa.cmd_move import DmaLoad, DmaLoadZ, DmaStore, End, SemSignal, SemWait
+from tcc_compiler.isa.spec import CommandSpec, Queue  # noqa: F401 (callers use C.Queue)
 
 
 @dataclass
