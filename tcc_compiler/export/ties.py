@@ -1,7 +1,7 @@
 """Rounding ties of the QDQ export: the constant offset (output LSBs) added before a
 ``QuantizeLinear`` so its round-half-to-even gives tccc's round-half-up on every reachable
 value, computed exactly from an op's integer multipliers; ``None`` when no offset is safe (the
-export then builds the integer-side form, ``qdq._Builder.exact_pool``). See
+export then builds the integer-side form, ``qdq_builder.QdqBuilder.exact_pool``). See
 :mod:`tcc_compiler.export.qdq`, "Rounding", for why and where."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def tie_offset(mults: list[int], ranges: list[tuple[int, int]], shift: int,
     ``round_half_even(t + d/2) == floor(t + 1/2)`` for every reachable ``t``.
 
     With ``strict=False`` returns None instead of raising (the caller builds an exact
-    integer-side form instead, :meth:`tcc_compiler.export.qdq._Builder.exact_pool`).
+    integer-side form instead, :meth:`tcc_compiler.export.qdq_builder.QdqBuilder.exact_pool`).
 
     Raises:
         InternalError: (``strict``) ties exist but ``d / 2`` is within

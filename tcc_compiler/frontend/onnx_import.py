@@ -1,10 +1,11 @@
 """ONNX -> graph IR.
 
 Steps: load (external data, initializers-as-inputs), fix the input dims from ``--input``,
-constant-fold and clean up with onnx-graphsurgeon (folds Constant, ConstantOfShape and the
-Shape->Gather->Concat->Reshape chains exporters write for dynamic batch), then convert node by
-node with one converter per ONNX op type (:mod:`tcc_compiler.frontend.converters`). Every
-unsupported node is collected and reported at once.
+constant-fold and clean up with onnx-graphsurgeon (:mod:`tcc_compiler.frontend.fold`: folds
+Constant, ConstantOfShape and the Shape->Gather->Concat->Reshape chains exporters write for
+dynamic batch), then convert node by node with one converter per ONNX op type
+(:mod:`tcc_compiler.frontend.converters`). Every unsupported node is collected and reported at
+once.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-import onnx_graphsurgeon as gs
-from google.protobuf.message import EncodeError
 
-from tcc_compiler.errors import InputError, ModelError, UnsupportedError, first_line
+from tcc_compiler.errors import InputError, ModelError, UnsupportedError
 from tcc_compiler.frontend.converters import (CONVERTERS, Ctx, Downstream, Unsupported,
                                               unknown_op_reason)
 from tcc_compiler.frontend.loader import (check_inferred_shapes, check_input_dims,
@@ -26,14 +25,13 @@ from tcc_compiler.frontend.loader import (check_inferred_shapes, check_input_dim
                                           check_node_attributes, check_tensors, load_onnx,
                                           extra_inputs, parse_input_spec, set_input_dims)
 from tcc_compiler.frontend import nofold
+from tcc_compiler.frontend.fold import fold_and_infer
 from tcc_compiler.frontend.magnitudes import parameter_problems
 from tcc_compiler.frontend.qdq_import import attach_fixed, strip_qdq
-from tcc_compiler.frontend.shape_infer import infer_shapes, infer_shapes_into
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
 
 log = logging.getLogger(__name__)
-gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
 
 __all__ = ["PreparedModel", "import_onnx", "load_onnx", "parse_input_spec", "prepare_onnx"]
 
@@ -225,97 +223,10 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
 
     inferred = nofold.inferred_unfolded(proto, where, opset)
     if inferred is None:
-        inferred = _folded(proto, where, opset)
+        inferred = fold_and_infer(proto, where, opset)
     check_inferred_shapes(inferred, where)
     return PreparedModel(inferred, original, where, opset, in_name, in_shape, layout, fixed,
                          extra)
-
-
-def _folded(proto: onnx.ModelProto, where: str, opset: int) -> onnx.ModelProto:
-    """``proto`` constant-folded (rounds of :func:`_fold_constants`) and shape-inferred.
-
-    Raises:
-        ModelError: folding or shape inference fails.
-    """
-    folded = _fold_constants(proto, where)
-    for _ in range(_MAX_FOLD_ROUNDS - 1 if _may_fold_again(folded) else 0):
-        # A Pad/Reshape whose pads/shape were just folded has an output shape only now: the
-        # next round folds the Shape arithmetic that reads it (timm's "SAME" padding writes
-        # one such chain per strided conv, each reading the previous padded map's shape).
-        again = _fold_constants(folded, where)
-        if len(again.graph.node) >= len(folded.graph.node):
-            break
-        folded = again
-    for imp in folded.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            imp.version = opset
-    try:
-        inferred = infer_shapes_into(folded)   # graphsurgeon's new model: ours to fill in
-    except MemoryError:  # running out of memory says nothing about the model
-        raise
-    except EncodeError:  # protobuf could not allocate the serialized model (ulimit -v)
-        raise MemoryError(f"{where}: serializing the model for shape inference") from None
-    except Exception as exc:  # shape inference errors: inconsistent model
-        raise ModelError(f"{where}: shape inference failed: {first_line(exc, 10**6)}") from None
-    return inferred
-
-
-def _may_fold_again(proto: onnx.ModelProto) -> bool:
-    """Whether another folding round could shrink the once-folded ``proto``: one round folds
-    every node whose inputs are all constants (transitively), so only a Shape node, which
-    graphsurgeon folds once its input's shape is known (Shape, Shape->Gather, Shape->Slice),
-    can give a later round work. A graph holding subgraphs (If/Loop bodies) is always folded
-    again. Skipping the round saves a shape inference and a graphsurgeon round trip (about
-    0.3 s CPU on ResNet-50); the result is the same, as the caller keeps the earlier graph
-    when a round does not shrink it."""
-    for n in proto.graph.node:
-        if n.op_type == "Shape" or any(a.type in (onnx.AttributeProto.GRAPH,
-                                                   onnx.AttributeProto.GRAPHS)
-                                       for a in n.attribute):
-            return True
-    return False
-
-
-#: Rounds of shape inference + constant folding before giving up on a shrinking graph.
-_MAX_FOLD_ROUNDS = 32
-
-
-def _fold_constants(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
-    """One round: ONNX shape inference, then onnx-graphsurgeon constant folding and cleanup.
-
-    Raises:
-        ModelError: graphsurgeon cannot read, fold or write the graph, or it has a cycle.
-    """
-    try:  # shapes of intermediate tensors let graphsurgeon fold Shape->Gather->... chains
-        proto = infer_shapes(proto)
-    except MemoryError:  # running out of memory says nothing about the model
-        raise
-    except Exception as exc:  # inconsistent model: reported by the caller's inference
-        log.debug("%s: shape inference before folding failed: %s", where, exc)
-    try:
-        graph = gs.import_onnx(proto)
-    except MemoryError:  # running out of memory says nothing about the model
-        raise
-    except Exception as exc:  # onnx-graphsurgeon raises assorted errors on bad protos
-        raise ModelError(f"{where}: cannot read graph ({type(exc).__name__}: {exc})") from None
-    _check_cycles(graph, where)
-    import onnxruntime
-
-    onnxruntime.set_default_logger_severity(3)
-    try:
-        graph.fold_constants(error_ok=True).cleanup().toposort()
-    except MemoryError:  # running out of memory says nothing about the model
-        raise
-    except Exception as exc:
-        raise ModelError(f"{where}: constant folding failed "
-                         f"({type(exc).__name__}: {exc})") from None
-    try:
-        return gs.export_onnx(graph)
-    except MemoryError:  # running out of memory says nothing about the model
-        raise
-    except Exception as exc:  # onnx-graphsurgeon raises assorted errors on odd attributes
-        raise ModelError(f"{where}: cannot write the folded graph back "
-                         f"({type(exc).__name__}: {exc})") from None
 
 
 def import_onnx(model: str | os.PathLike | onnx.ModelProto,
@@ -343,44 +254,6 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
         graph.meta["prequantized"] = attach_fixed(graph, pm.fixed)
     check_onnx_validity(pm.original, pm.where)  # last: the checks above say more specific
     return graph
-
-
-def _check_cycles(graph: gs.Graph, where: str) -> None:
-    """Raise ModelError naming a node on a cycle, if the graph has one. Kahn's algorithm
-    decides; networkx (0.5 s of CPU to import, so only then) names the node."""
-    producers = {}
-    for node in graph.nodes:
-        for t in node.outputs:
-            producers[t.name] = node
-    indeg = {id(node): 0 for node in graph.nodes}
-    succ: dict[int, list[int]] = {}
-    for node in graph.nodes:
-        for t in node.inputs:
-            if t.name in producers:
-                succ.setdefault(id(producers[t.name]), []).append(id(node))
-                indeg[id(node)] += 1
-    ready = [k for k, d in indeg.items() if d == 0]
-    done = 0
-    while ready:
-        k = ready.pop()
-        done += 1
-        for s in succ.get(k, ()):
-            indeg[s] -= 1
-            if indeg[s] == 0:
-                ready.append(s)
-    if done == len(indeg):
-        return
-    import networkx as nx
-
-    g = nx.DiGraph()
-    for node in graph.nodes:
-        g.add_node(id(node))
-        for t in node.inputs:
-            if t.name in producers:
-                g.add_edge(id(producers[t.name]), id(node))
-    cycle = nx.find_cycle(g)
-    names = {id(n): n.name for n in graph.nodes}
-    raise ModelError(f"{where}: graph has a cycle through node '{names[cycle[0][0]]}'")
 
 
 def _convert(model: onnx.ModelProto, where: str, opset: int, in_name: str,

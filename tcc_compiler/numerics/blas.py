@@ -1,5 +1,5 @@
 """Control the BLAS thread count numpy uses while the reference executor runs (and while
-compile calibrates and rounds weights with GPTQ, tcc_compiler/driver.py).
+compile calibrates and rounds weights with GPTQ, tcc_compiler/driver/pipeline.py).
 
 Why: the executor's GEMMs are tile-sized (a few MFLOP each). With OpenBLAS's default of one
 thread per core, each call pays a thread wake-up and barrier; when another thread pool is

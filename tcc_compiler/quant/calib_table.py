@@ -92,17 +92,7 @@ def read_table(path: str | os.PathLike) -> tuple[dict, dict[str, tuple[float, fl
             or not finite ``lo <= hi``.
     """
     p = Path(path)
-    if p.is_dir():
-        raise InputError(f"{p}: is a folder, not a calibration table (give its "
-                         "calib_table.json)")
-    if not p.exists():
-        raise InputError(f"{p}: calibration table not found")
-    try:
-        table = json.loads(p.read_text())
-    except OSError as exc:
-        raise InputError(f"{p}: cannot be read ({exc.strerror or exc})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{p}: not valid JSON ({exc})") from None
+    table = _load_json(p)
     if not isinstance(table, dict) or table.get("format") != FORMAT:
         raise InputError(f"{p}: not a tccc calibration table (format must be '{FORMAT}')")
     if not _is_number(table.get("version")) or table.get("version") != VERSION:
@@ -111,21 +101,47 @@ def read_table(path: str | os.PathLike) -> tuple[dict, dict[str, tuple[float, fl
     tensors = table.get("tensors")
     if not isinstance(tensors, dict) or not tensors:
         raise InputError(f"{p}: 'tensors' must be a non-empty object")
-    ranges = {}
-    for name, rec in tensors.items():
-        bounds = [rec.get(k) if isinstance(rec, dict) else None for k in ("lo", "hi")]
-        if not all(_is_number(b) for b in bounds):   # "3" or true is no range: say so
-            raise InputError(f"{p}: tensor '{name}': 'lo' and 'hi' must be JSON numbers, got "
-                             f"{', '.join(json.dumps(b) for b in bounds)}")
-        try:
-            lo, hi = (float(b) for b in bounds)
-        except OverflowError:                          # an integer beyond float's range
-            raise InputError(f"{p}: tensor '{name}': 'lo' and 'hi' must be finite floats, got "
-                             f"{', '.join(_short(b) for b in bounds)}") from None
-        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-            raise InputError(f"{p}: tensor '{name}': need finite lo <= hi, got {lo}, {hi}")
-        ranges[name] = (lo, hi)
-    return table, ranges
+    return table, {name: _tensor_range(p, name, rec) for name, rec in tensors.items()}
+
+
+def _load_json(p: Path):
+    """The JSON value in file ``p``.
+
+    Raises:
+        InputError: ``p`` is a folder, missing, unreadable, or not valid JSON.
+    """
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, not a calibration table (give its "
+                         "calib_table.json)")
+    if not p.exists():
+        raise InputError(f"{p}: calibration table not found")
+    try:
+        return json.loads(p.read_text())
+    except OSError as exc:
+        raise InputError(f"{p}: cannot be read ({exc.strerror or exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: not valid JSON ({exc})") from None
+
+
+def _tensor_range(p: Path, name: str, rec) -> tuple[float, float]:
+    """One tensor record's ``(lo, hi)`` in real units.
+
+    Raises:
+        InputError: ``lo`` or ``hi`` is not a JSON number, overflows a float, or the two are
+            not finite ``lo <= hi``.
+    """
+    bounds = [rec.get(k) if isinstance(rec, dict) else None for k in ("lo", "hi")]
+    if not all(_is_number(b) for b in bounds):   # "3" or true is no range: say so
+        raise InputError(f"{p}: tensor '{name}': 'lo' and 'hi' must be JSON numbers, got "
+                         f"{', '.join(json.dumps(b) for b in bounds)}")
+    try:
+        lo, hi = (float(b) for b in bounds)
+    except OverflowError:                          # an integer beyond float's range
+        raise InputError(f"{p}: tensor '{name}': 'lo' and 'hi' must be finite floats, got "
+                         f"{', '.join(_short(b) for b in bounds)}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        raise InputError(f"{p}: tensor '{name}': need finite lo <= hi, got {lo}, {hi}")
+    return lo, hi
 
 
 def _short(v) -> str:

@@ -49,7 +49,8 @@ from tcc_compiler.isa.spec import Queue, Region
 from tcc_compiler.quant.params import uses_ew
 from tcc_compiler.schedule.emitter import Dep, Emitter, dma_fields
 from tcc_compiler.schedule.geom import conv_geom, elem_bytes, hwc, pool_geom
-from tcc_compiler.schedule.memory import Buffer, MemoryPlan, plan_arena, readers
+from tcc_compiler.schedule.arena import Buffer, plan_arena
+from tcc_compiler.schedule.memory import MemoryPlan, readers
 from tcc_compiler.schedule.ops.context import label
 from tcc_compiler.schedule.program import Resident
 from tcc_compiler.schedule.tiling import align_up

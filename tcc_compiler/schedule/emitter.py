@@ -22,7 +22,7 @@ from tcc_compiler.errors import InternalError
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.spec import WAIT_MAX, WAIT_NONE, Queue, Region, dram_address
 from tcc_compiler.isa.wcodec import Block
-from tcc_compiler.schedule.memory import SramAllocator
+from tcc_compiler.schedule.arena import SramAllocator
 from tcc_compiler.schedule.program import Tensor
 
 #: A command's position in its queue, (queue, index), as dependencies name it; None: none.

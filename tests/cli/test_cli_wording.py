@@ -24,7 +24,7 @@ def test_memory_refusal_names_the_flag(tmp_path, capsys, monkeypatch):
 
     path = tmp_path / "net.onnx"
     onnx.save(residual_net_impl(hw=16, c=4), str(path))
-    monkeypatch.setattr(driver, "available_memory_bytes", lambda: 1)
+    monkeypatch.setattr(driver.memory, "available_memory_bytes", lambda: 1)
     capsys.readouterr()
     assert main(["compile", str(path), "--input", "16x16x3", "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err

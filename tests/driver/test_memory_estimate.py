@@ -30,7 +30,7 @@ def test_huge_input_refused_up_front(tmp_path, capsys, monkeypatch):
 
     path = tmp_path / "conv.onnx"
     onnx.save(_one_conv(), str(path))
-    monkeypatch.setattr(driver, "available_memory_bytes", lambda: 2 * 10**9)
+    monkeypatch.setattr(driver.memory, "available_memory_bytes", lambda: 2 * 10**9)
     code, _, err = run_cli(["-q", "compile", str(path), "--input", "8192x8192x3", "-o",
                             str(tmp_path / "o")], capsys)
     assert code == 2
@@ -58,7 +58,7 @@ def test_weight_heavy_model_is_not_told_to_shrink_its_input(tmp_path, capsys, mo
                                       "c"), onnx.numpy_helper.from_array(w, "w")])
     path = tmp_path / "fc.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
-    monkeypatch.setattr(driver, "available_memory_bytes", lambda: 10**8)
+    monkeypatch.setattr(driver.memory, "available_memory_bytes", lambda: 10**8)
     code, _, err = run_cli(["-q", "compile", str(path), "--input", "16x16x3", "-o",
                             str(tmp_path / "o")], capsys)
     assert code == 2

@@ -23,15 +23,16 @@ def test_stage_logs_are_live(gap_fc_model, tmp_path, monkeypatch, caplog):
     import logging
 
     from tcc_compiler import driver
+    from tcc_compiler.driver import pipeline
 
     seen: list[str] = []
-    real_lower = driver.lower
+    real_lower = pipeline.lower
 
     def spy(*a, **k):
         seen.extend(r.getMessage().split(":")[0] for r in caplog.records)
         return real_lower(*a, **k)
 
-    monkeypatch.setattr(driver, "lower", spy)
+    monkeypatch.setattr(pipeline, "lower", spy)
     with caplog.at_level(logging.INFO, logger="tcc_compiler.driver"):
         driver.compile_model(str(gap_fc_model), input_whc="16x16x3")
     assert [s for s in seen if s in ("import", "passes", "quantize", "schedule")] == [

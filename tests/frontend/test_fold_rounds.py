@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from tcc_compiler.frontend import nofold, onnx_import
+from tcc_compiler.frontend import fold, nofold, onnx_import
 
 
 def _conv_model(with_shape: bool):
@@ -24,13 +24,13 @@ def _conv_model(with_shape: bool):
 
 def _rounds(monkeypatch, model) -> tuple[int, object]:
     calls = []
-    real = onnx_import._fold_constants
+    real = fold.fold_constants
 
     def counting(proto, where):
         calls.append(where)
         return real(proto, where)
 
-    monkeypatch.setattr(onnx_import, "_fold_constants", counting)
+    monkeypatch.setattr(fold, "fold_constants", counting)
     prepared = onnx_import.prepare_onnx(model, "8x8x3")
     return len(calls), prepared
 
@@ -41,11 +41,11 @@ def test_plain_network_folds_once_with_the_same_result(monkeypatch):
     monkeypatch.setattr(nofold, "nothing_to_fold", lambda proto: "forced")
     n, prepared = _rounds(monkeypatch, model)
     assert n == 1
-    once = onnx_import._fold_constants(model, "m")
-    again = onnx_import._fold_constants(once, "m")   # what a second round would give
+    once = fold.fold_constants(model, "m")
+    again = fold.fold_constants(once, "m")   # what a second round would give
     assert len(again.graph.node) == len(prepared.proto.graph.node) == 1
 
 
 def test_a_shape_node_keeps_a_second_round(monkeypatch):
-    assert onnx_import._may_fold_again(_conv_model(True))
-    assert not onnx_import._may_fold_again(_conv_model(False))
+    assert fold.may_fold_again(_conv_model(True))
+    assert not fold.may_fold_again(_conv_model(False))

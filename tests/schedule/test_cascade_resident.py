@@ -56,7 +56,7 @@ def test_arena_by_time_keeps_early_tensors_low():
     """plan_arena: largest first puts a small early tensor above the large later ones that
     overlap it in time; by first use it sits at 0, so the tops summed over the steps
     (top_sum, what the resident zone keeps from the tile areas) drop."""
-    from tcc_compiler.schedule.memory import Buffer, plan_arena, top_sum
+    from tcc_compiler.schedule.arena import Buffer, plan_arena, top_sum
 
     def bufs():   # a small tensor live over steps 0..2, two large ones over 2..5 and 2..3
         return [Buffer("small", 1000, 0, 2), Buffer("big0", 5000, 2, 5),

@@ -18,7 +18,7 @@ from tcc_compiler.isa.spec import WAIT_NONE, Queue
 from tcc_compiler.quant import collect_ranges, quantize_graph, run_golden
 from tcc_compiler.quant.params import quantize_input
 from tcc_compiler.schedule import lower, replay
-from tcc_compiler.schedule.memory import Buffer, plan_arena
+from tcc_compiler.schedule.arena import Buffer, plan_arena
 from tcc_compiler.schedule.tiling import ConvGeom, working_set, plan_channels, plan_conv
 from tcc_compiler.sim.executor import Executor
 from tcc_compiler.target import load_target

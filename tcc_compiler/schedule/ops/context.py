@@ -8,7 +8,8 @@ from typing import Callable
 
 from tcc_compiler.ir.graph import Node
 from tcc_compiler.schedule.emitter import Emitter, chunk_fields
-from tcc_compiler.schedule.memory import MemoryPlan, SramAllocator
+from tcc_compiler.schedule.arena import SramAllocator
+from tcc_compiler.schedule.memory import MemoryPlan
 from tcc_compiler.schedule.program import LayerInfo
 from tcc_compiler.isa.wlayout import WeightLayoutBuilder
 from tcc_compiler.target import Target

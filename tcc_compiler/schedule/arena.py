@@ -1,0 +1,100 @@
+"""Placement primitives of the memory planner: the liveness arena and the per-op SRAM
+allocator.
+
+:func:`plan_arena` places buffers live over op steps at the lowest offset clear of the
+buffers live at the same time (the TFLite arena planner's strategy): the DRAM tensors and the
+SRAM resident zone (schedule/memory.py), a core's bands (schedule/corebands.py).
+:class:`SramAllocator` hands out one op's tile buffers (schedule/emitter.py). Offsets and sizes
+are in bytes.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+from tcc_compiler.errors import InternalError
+from tcc_compiler.schedule.tiling import align_up
+
+
+
+@dataclass
+class Buffer:
+    """A tensor to place: ``size_bytes`` live over op steps [first, last] (inclusive)."""
+
+    key: str
+    size_bytes: int
+    first: int
+    last: int
+    offset: int = -1
+
+
+def plan_arena(buffers: list[Buffer], align: int, by_time: bool = False) -> int:
+    """Assign ``offset`` to every buffer; return the arena size (bytes, aligned).
+
+    Each buffer goes to the lowest offset clear of the placed buffers live at the same time,
+    largest first (the TFLite arena planner's order), or with ``by_time`` earliest first use
+    first (then largest): the tensors live at each step then tend to sit low, at some cost in
+    arena size. Deterministic: ties broken by first use, then key.
+    """
+    placed: list[Buffer] = []   # by offset; equal offsets in placement order (insort_right)
+    order = ((lambda b: (b.first, -b.size_bytes, b.key)) if by_time
+             else (lambda b: (-b.size_bytes, b.first, b.key)))
+    for b in sorted(buffers, key=order):
+        off = 0
+        for p in placed:   # the buffers live with b, in offset order
+            if p.last < b.first or b.last < p.first:
+                continue
+            if off + b.size_bytes <= p.offset:
+                break
+            off = max(off, align_up(p.offset + p.size_bytes, align))
+        b.offset = off
+        bisect.insort_right(placed, b, key=_offset)
+    return align_up(max((b.offset + b.size_bytes for b in buffers), default=0), align)
+
+
+def _offset(b: Buffer) -> int:
+    return b.offset
+
+
+def top_sum(buffers: list[Buffer]) -> int:
+    """Sum over the op steps of the highest end (bytes) of the placed ``buffers`` live at that
+    step: how much SRAM the resident zone keeps from the tile areas above it, summed over
+    time (every op's tile area starts at that top, schedule/memory.py ``op_base``)."""
+    top: dict[int, int] = {}
+    for b in buffers:
+        for i in range(b.first, b.last + 1):
+            top[i] = max(top.get(i, 0), b.offset + b.size_bytes)
+    return sum(top.values())
+
+
+class SramAllocator:
+    """Bump allocator of one op's SRAM buffers, aligned; upwards from address 0 or, with
+    ``from_top``, downwards from the end of the SRAM (so consecutive ops use opposite ends and
+    their buffers overlap only when together they exceed the SRAM).
+
+    Attributes:
+        top: bytes used so far (the op's SRAM footprint, for the report).
+        lo, hi: the SRAM byte interval [lo, hi) the op's buffers cover.
+    """
+
+    def __init__(self, size: int, align: int, from_top: bool = False, base: int = 0):
+        self.size, self.align, self.top, self.from_top = size - base, align, 0, from_top
+        self.lo = self.hi = size if from_top else base
+
+    def alloc(self, nbytes: int, what: str) -> int:
+        """Reserve ``nbytes``; return the SRAM offset.
+
+        Raises:
+            InternalError: the op's buffers exceed the SRAM (the tile planner checks first).
+        """
+        n = align_up(max(nbytes, 1), self.align)
+        self.top += n
+        if self.top > self.size:
+            raise InternalError(f"SRAM overflow allocating {what}: {self.top} > {self.size}")
+        if self.from_top:
+            self.lo -= n
+            return self.lo
+        off = self.hi
+        self.hi += n
+        return off
