@@ -50,3 +50,31 @@ def affine_params(node: Node) -> tuple[np.ndarray, np.ndarray]:
     """(scale [C], shift [C]) of an affine node, float64."""
     return (node.inputs[1].const.reshape(-1).astype(np.float64),
             node.inputs[2].const.reshape(-1).astype(np.float64))
+
+
+def set_const(graph: Graph, node: Node, idx: int, arr: np.ndarray, tag: str) -> None:
+    """Replace (or add) ``node``'s input ``idx`` with a new float32 constant holding ``arr``,
+    named after the input it replaces (else ``<node><tag>``)."""
+    old = node.input(idx)
+    v = Value(graph.fresh_name(old.name if old is not None else node.name + tag), arr.shape,
+              "float32", const=arr.astype(np.float32))
+    graph.set_input(node, idx, v)
+
+
+def scale_into(graph: Graph, p: Node, a: np.ndarray, c: np.ndarray) -> None:
+    """Fold the per-channel affine ``a * y + c`` into conv/fc ``p``'s output: weights (OIHW /
+    [O, I]) scaled by ``a[o]``, bias ``a * b + c`` (float64, stored float32). Non-finite
+    results are refused by name after the passes (frontend/magnitudes.py)."""
+    w = p.inputs[1].const.astype(np.float64)
+    b = p.inputs[2].const.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        set_const(graph, p, 1, w * a.reshape((-1,) + (1,) * (w.ndim - 1)), "_w")
+        set_const(graph, p, 2, b * a + c, "_b")
+
+
+def absorb(graph: Graph, p: Node, aff: Node) -> None:
+    """Remove affine ``aff`` folded into its producer ``p``: ``p`` takes its source names and
+    ``aff``'s readers read ``p``'s output."""
+    p.source = p.source + tuple(s for s in aff.source if s not in p.source)
+    graph.replace_all_uses_with(aff.output, p.output)
+    graph.remove_node(aff)

@@ -28,17 +28,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tcc_compiler.ir.graph import Graph, Node, Value
 from tcc_compiler.ir.ops import NO_ACT, Op
-from tcc_compiler.passes.affine import affine_params, is_affine
+from tcc_compiler.passes.affine import absorb, affine_params, is_affine, scale_into, set_const
 from tcc_compiler.passes.rewrite import RewritePass, single_use
-
-
-def _set_const(graph: Graph, node: Node, idx: int, arr: np.ndarray, tag: str) -> None:
-    old = node.input(idx)
-    v = Value(graph.fresh_name(old.name if old is not None else node.name + tag), arr.shape,
-              "float32", const=arr.astype(np.float32))
-    graph.set_input(node, idx, v)
 
 
 class FoldAffineIntoProducer(RewritePass):
@@ -65,16 +57,9 @@ class FoldAffineIntoProducer(RewritePass):
     def rewrite(self, graph, m):
         p, aff = m["prod"], m["affine"]
         a, c = affine_params(aff)
-        w = p.inputs[1].const.astype(np.float64)
-        b = p.inputs[2].const.astype(np.float64)
-        with np.errstate(over="ignore", invalid="ignore"):   # non-finite results are
-            # refused by name after the passes (frontend/magnitudes.py)
-            _set_const(graph, p, 1, w * a.reshape((-1,) + (1,) * (w.ndim - 1)), "_w")
-            _set_const(graph, p, 2, b * a + c, "_b")
+        scale_into(graph, p, a, c)
         p.attrs = type(p.attrs)(**{**p.attrs.__dict__, "act": aff.attrs.act})
-        p.source = p.source + tuple(s for s in aff.source if s not in p.source)
-        graph.replace_all_uses_with(aff.output, p.output)
-        graph.remove_node(aff)
+        absorb(graph, p, aff)
 
 
 class FoldAffineIntoResidual(FoldAffineIntoProducer):
@@ -104,7 +89,7 @@ class FoldAffineIntoResidual(FoldAffineIntoProducer):
         a, _ = affine_params(aff)
         old = p.input(4)
         scale = a * (old.const.astype(np.float64).reshape(-1) if old is not None else 1.0)
-        _set_const(graph, p, 4, scale, "_sc_scale")
+        set_const(graph, p, 4, scale, "_sc_scale")
         super().rewrite(graph, m)
 
 
@@ -142,8 +127,8 @@ class FoldAffineIntoConsumers(RewritePass):
             b = u.inputs[2].const.astype(np.float64)
             cs = (1, -1) + (1,) * (w.ndim - 2)
             nb = b + (w * c.reshape(cs)).reshape(w.shape[0], -1).sum(axis=1)
-            _set_const(graph, u, 1, w * a.reshape(cs), "_w")
-            _set_const(graph, u, 2, nb, "_b")
+            set_const(graph, u, 1, w * a.reshape(cs), "_w")
+            set_const(graph, u, 2, nb, "_b")
             u.source = tuple(s for s in aff.source if s not in u.source) + u.source
             graph.set_input(u, 0, x)
         graph.remove_node(aff)
@@ -173,8 +158,8 @@ class MergeAffines(RewritePass):
         f, s = m["first"], m["second"]
         a1, c1 = affine_params(f)
         a2, c2 = affine_params(s)
-        _set_const(graph, s, 1, (a1 * a2).reshape(-1, 1, 1, 1), "_w")
-        _set_const(graph, s, 2, a2 * c1 + c2, "_b")
+        set_const(graph, s, 1, (a1 * a2).reshape(-1, 1, 1, 1), "_w")
+        set_const(graph, s, 2, a2 * c1 + c2, "_b")
         s.source = f.source + s.source
         graph.set_input(s, 0, f.inputs[0])
         graph.remove_node(f)

@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tcc_compiler.ir.graph import Value
 from tcc_compiler.ir.ops import NO_ACT, ActKind, Op
-from tcc_compiler.passes.affine import affine_params, is_affine
+from tcc_compiler.passes.affine import absorb, affine_params, is_affine, scale_into, set_const
 from tcc_compiler.passes.rewrite import RewritePass, single_use
 
 
@@ -73,19 +72,8 @@ class FoldAffineAfterActivation(RewritePass):
     def rewrite(self, graph, m):
         p, aff = m["prod"], m["affine"]
         a, c = affine_params(aff)
-        w = p.inputs[1].const.astype(np.float64)
-        b = p.inputs[2].const.astype(np.float64)
         bounds = clamp_bounds(p.attrs.act, a, c)
-        with np.errstate(over="ignore", invalid="ignore"):   # non-finite results are
-            # refused by name after the passes (frontend/magnitudes.py)
-            nw = w * a.reshape((-1,) + (1,) * (w.ndim - 1))
-            nb = b * a + c
-        for idx, arr, tag in ((1, nw, "_w"), (2, nb, "_b"), (5, bounds, "_clamp")):
-            old = p.input(idx)
-            graph.set_input(p, idx, Value(
-                graph.fresh_name(old.name if old is not None else p.name + tag), arr.shape,
-                "float32", const=arr.astype(np.float32)))
+        scale_into(graph, p, a, c)
+        set_const(graph, p, 5, bounds, "_clamp")
         p.attrs = type(p.attrs)(**{**p.attrs.__dict__, "act": NO_ACT})
-        p.source = p.source + tuple(s for s in aff.source if s not in p.source)
-        graph.replace_all_uses_with(aff.output, p.output)
-        graph.remove_node(aff)
+        absorb(graph, p, aff)
