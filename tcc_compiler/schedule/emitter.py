@@ -50,6 +50,8 @@ class WaitTracker:
         self.cmds: list[C.Command] = []
         self.comments: list[str] = []
         self.slots: list[int] = []
+        #: per command, the (queue, index) of the commands it waits for, before clamping
+        self.deps: list[tuple[tuple[Queue, int], ...]] = []
 
     def emit(self, cls, deps: list[Dep], comment: str, slot: int = 0, **fields) -> Dep:
         """Append a command of class ``cls`` waiting for ``deps``; return (queue, index).
@@ -71,6 +73,7 @@ class WaitTracker:
         self.cmds.append(cmd)
         self.comments.append(comment)
         self.slots.append(slot)
+        self.deps.append(tuple(d for d in deps if d is not None))
         q = cmd.queue
         if q in self.count:
             idx = self.count[q]

@@ -120,7 +120,7 @@ class Lowering:
         w = em.w
         return Program(w.cmds, w.comments, weights.build(), em.sram_peak, mem.arena_bytes,
                        mem.input_bytes, mem.output_bytes, list(mem.inputs), list(mem.outputs),
-                       layers, w.slots)
+                       layers, w.slots, deps=w.deps)
 
     def _span(self, ctx: OpContext, n: Node, n_ops: int, liftable: bool) -> None:
         """Record the tile span of the op just lowered (:attr:`op_spans`), if it ended one;

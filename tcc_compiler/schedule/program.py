@@ -218,6 +218,10 @@ class Program:
             tried, the stream program's ``stream_period_cycles`` per image).
         stream: ``--cores 2``: the stream program (several images per run, each core on its
             own; a :class:`~tcc_compiler.schedule.corestream.StreamProgram`), else None.
+        deps: per command, the (queue, index within that queue) of the commands it must
+            follow, as the lowering derived them before clamping its waits to 6
+            (schedule/emitter.py ``WaitTracker``); None when not recorded. Used by
+            schedule/reorder.py; not part of the emitted binaries.
     """
 
     commands: list[C.Command]
@@ -234,3 +238,4 @@ class Program:
     cores: int = 1
     estimates: dict = field(default_factory=dict)
     stream: object | None = None
+    deps: list | None = field(default=None, compare=False, repr=False)

@@ -23,6 +23,7 @@ from tcc_compiler.schedule.hoist import (Hoist, hoist_spans, plan_hoist, plan_pi
 from tcc_compiler.schedule.prefetch import Prefetcher
 from tcc_compiler.schedule.program import Program
 from tcc_compiler.schedule.rank import estimate_cycles, finalists, plan_key
+from tcc_compiler.schedule.reorder import exact_waits
 from tcc_compiler.schedule.tiling import uses_depthwise_mode
 from tcc_compiler.target import Target
 
@@ -183,7 +184,20 @@ def search(graph: Graph, target: Target,
     """
     compressor = BlockCompressor() if compress_weights else None
     memo: dict = {}   # constants derived once for all the tries (conv_consts)
-    return _search(graph, target, zone_fractions, compressor, cascade, prefetch, memo)[1]
+    _, prog, cycles = _search(graph, target, zone_fractions, compressor, cascade, prefetch,
+                              memo)
+    return _exact(prog, cycles, target)
+
+
+def _exact(prog: Program, cycles: int, t: Target) -> Program:
+    """``prog`` with its loads moved up to exact waits (:func:`exact_waits`), when that
+    replays faster (ResNet-50 224: 2,848,962 -> 2,842,696 cycles); else ``prog``."""
+    moved = exact_waits(prog)
+    if moved is prog:
+        return prog
+    cycles2 = _cycles(moved, t)
+    log.debug("exact waits: %d -> %d cycles", cycles, cycles2)
+    return moved if cycles2 < cycles else prog
 
 
 def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
