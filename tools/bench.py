@@ -223,6 +223,10 @@ def bench_one(name: str, whc: str, n_images: int, workdir: Path, n_calib: int = 
         "capacity_bound_ms": round(r["capacity_bound"]["latency_ms"], 3),
         "over_capacity_bound": round(r["estimated_cycles"] / r["capacity_bound"]["cycles"], 3)
         if r["capacity_bound"]["cycles"] else None,
+        # the same bound with the cycle model's compute floor per layer (specs/target.md)
+        "floor_bound_ms": round(r["capacity_bound"].get("floor_latency_ms", 0.0), 3),
+        "over_floor_bound": round(r["estimated_cycles"] / r["capacity_bound"]["floor_cycles"], 3)
+        if r["capacity_bound"].get("floor_cycles") else None,
         "dram_over_minimal": round((r["dram_read_bytes"] + r["dram_write_bytes"])
                                    / r["minimal_dram_bytes"], 3),
         "mac_utilisation": r["mac_utilisation"],
@@ -292,7 +296,8 @@ def format_result(r: dict) -> str:
             f"{vs('weight_mb')} (compression ratio {r.get('weight_ratio', 1.0):.3f}), "
             f"est. latency {r['estimated_latency_ms']:.2f} ms"
             f"{vs('latency_ms')} = {r['over_roofline']}x roofline {r['roofline_ms']:.2f} ms, "
-            f"{r['over_capacity_bound']}x capacity bound {r['capacity_bound_ms']:.2f} ms, "
+            f"{r['over_capacity_bound']}x capacity bound {r['capacity_bound_ms']:.2f} ms "
+            f"({r['over_floor_bound']}x its compute-floor form {r['floor_bound_ms']:.2f} ms), "
             f"DRAM traffic {r['dram_over_minimal']}x minimal ({r['cascaded_ops']} ops "
             f"cascaded), MAC util "
             f"{r['mac_utilisation']:.2f}; compile {r['compile_s']} s (schedule+emit "

@@ -13,7 +13,8 @@ from tcc_compiler.ir.graph import Graph
 from tcc_compiler.isa.spec import Queue
 from tcc_compiler.passes import PassManager
 from tcc_compiler.schedule import Program
-from tcc_compiler.schedule.coretime import compute_floor_cycles, two_core_bounds
+from tcc_compiler.schedule.coretime import (compute_floor_cycles, layer_floor_cycles,
+                                            two_core_bounds)
 from tcc_compiler.schedule.timeline import Span, summary as timeline_summary
 from tcc_compiler.schedule.timeline import per_core
 from tcc_compiler.schedule.timeline import timeline as make_timeline
@@ -201,7 +202,8 @@ def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm
         "capacity_bound": perf_report.capacity_bound(
             [li.macs for li in program.layers], [li.weight_bytes for li in program.layers],
             tgt, [li.name for li in program.layers],
-            [li.depthwise for li in program.layers]),
+            [li.depthwise for li in program.layers],
+            layer_floor_cycles(graph, program.layers, tgt), compute_cuts(program)),
         "npu_ops": counts,
         "timeline": timeline_summary(timeline),
         "cores": cores_report(program, tgt, timeline, total_cycles, roof,
@@ -212,3 +214,18 @@ def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm
         "passes": {"seconds": pm.stats.seconds, "fired": pm.stats.fired},
         "compile_seconds": timings,
     }
+
+
+def compute_cuts(program: Program) -> list[bool]:
+    """Per layer of ``program`` (one core), whether every earlier layer's compute commands
+    come before its first one in the stream (the COMPUTE queue runs in order): False inside a
+    cascaded chain, whose ops' tiles interleave band by band. The cut points of the capacity
+    bound's ``floor`` form (:func:`~tcc_compiler.schedule.report.capacity_bound`)."""
+    comp = {i for i, c in enumerate(program.commands) if c.queue is Queue.COMPUTE}
+    out, last = [], -1
+    for li in program.layers:
+        own = [i for i in (li.cmds if li.cmds is not None
+                           else range(li.first_cmd, li.end_cmd)) if i in comp]
+        out.append(not own or min(own) > last)
+        last = max([last] + own)
+    return out

@@ -207,26 +207,42 @@ def compute_floor_cycles(graph, layers, t: Target) -> int:
     Args:
         graph: the quantized graph the program ``layers`` (LayerInfo) were lowered from.
     """
+    return math.floor(sum(layer_floor_cycles(graph, layers, t, pools=False, setup=False)))
+
+
+def layer_floor_cycles(graph, layers, t: Target, pools: bool = True,
+                       setup: bool = True) -> list[float]:
+    """Per layer of ``layers`` (LayerInfo, execution order), a lower bound on the cycles of
+    its compute commands on one core: the terms of :func:`compute_floor_cycles`; with
+    ``pools`` also a max/average pool's or global average pool's window work, ``out_h * out_w
+    * c * kh * kw / vector_lanes`` (the POOL_TILE cost summed over any tiling; a global pool's
+    window is its whole input); with ``setup`` one ``compute_setup_cycles`` for every layer
+    that has any of these terms (it runs at least one compute command). 0 for a layer the
+    graph does not name or that runs no compute (copies, nearest resizes, shuffles)."""
     nodes = {n.name: n for n in graph.nodes}
     ai = t.array_in_channels
-    total = 0.0
+    out: list[float] = []
     for li in layers:
         n = nodes.get(li.name)
+        f = None
         if n is None:
-            continue
-        if n.op is Op.CONV and not li.depthwise:
+            pass
+        elif n.op is Op.CONV and not li.depthwise and conv_geom(n, t).group == 1:
             g = conv_geom(n, t)
-            if g.group == 1:
-                pix = conv_pixel_cycles(g.kh, g.kw, g.o, g.cin_g, 1, False, t)
-                if t.image_mode and g.kw * g.cin_g <= ai:
-                    pix = min(pix, conv_pixel_cycles(g.kh, g.kw, g.o, g.cin_g, 1, True, t))
-                total += g.oh * g.ow * pix
-                continue
-        if n.op in (Op.CONV, Op.FC):
-            total += compute_cycles(li.macs, li.macs if li.depthwise else 0, t)
+            pix = conv_pixel_cycles(g.kh, g.kw, g.o, g.cin_g, 1, False, t)
+            if t.image_mode and g.kw * g.cin_g <= ai:
+                pix = min(pix, conv_pixel_cycles(g.kh, g.kw, g.o, g.cin_g, 1, True, t))
+            f = g.oh * g.ow * pix
+        elif n.op in (Op.CONV, Op.FC):
+            f = compute_cycles(li.macs, li.macs if li.depthwise else 0, t)
         elif n.op in (Op.ADD, Op.LUT, Op.MUL, Op.SUB):
-            total += math.prod(n.output.shape) / t.vector_lanes
-    return math.floor(total)
+            f = math.prod(n.output.shape) / t.vector_lanes
+        elif pools and n.op is Op.GAP:
+            f = math.prod(n.inputs[0].shape) / t.vector_lanes
+        elif pools and n.op in (Op.MAXPOOL, Op.AVGPOOL):
+            f = math.prod(n.output.shape) * math.prod(n.attrs.kernel) / t.vector_lanes
+        out.append(0.0 if f is None else f + (t.compute_setup_cycles if setup else 0))
+    return out
 
 
 #: Images sharing one weight read that :func:`two_core_bounds` also bounds (the stream

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 
 from tcc_compiler.errors import InternalError
 from tcc_compiler.isa import commands as C
@@ -64,7 +65,9 @@ def roofline(macs: int, minimal_dram_bytes: int, t: Target, depthwise_macs: int 
 
 def capacity_bound(layer_macs: list[int], layer_weight_bytes: list[int], t: Target,
                    names: list[str] | None = None,
-                   layer_depthwise: list[bool] | None = None) -> dict:
+                   layer_depthwise: list[bool] | None = None,
+                   layer_floor: list[float] | None = None,
+                   cuts: list[bool] | None = None) -> dict:
     """The SRAM-capacity latency bound (specs/target.md, "Capacity bound").
 
     With ``C_<i`` the compute cycles of the layers before layer ``i`` at their unit's peak rate
@@ -80,39 +83,67 @@ def capacity_bound(layer_macs: list[int], layer_weight_bytes: list[int], t: Targ
     non-decreasing in ``T``, so ``T = C_<i`` bounds it. ``i = 0`` gives the weight part of the
     roofline's DRAM term, ``i = n`` its MAC term.
 
+    With ``layer_floor`` (per layer a lower bound on its compute commands' cycles on the one
+    in-order COMPUTE queue, :func:`~tcc_compiler.schedule.coretime.layer_floor_cycles`) the
+    same bound is also computed with those cycles for ``C`` (``floor_*`` keys): the cycle
+    model's own per-pixel cost of a conv that leaves array lanes idle, the vector unit's pool
+    work and one setup per layer, which no schedule avoids. Only the cuts ``i`` where
+    ``cuts[i]`` is true are taken there (every layer before ``i`` has finished its compute
+    commands before layer ``i``'s first one in the stream: not inside a cascaded chain, whose
+    ops interleave); ``cuts`` None: every ``i``.
+
     Args:
         layer_macs: useful MACs per NPU layer, in execution order.
         layer_weight_bytes: stored weight + parameter bytes per layer (same order).
         names: optional layer names (for the limiting layer in the result).
         layer_depthwise: per layer, True when its MACs run on the depthwise datapath.
+        layer_floor: optional per-layer compute floor (cycles), see above.
+        cuts: optional per-layer flags, see above.
 
     Returns:
         ``{"cycles", "latency_ms", "layer_index", "layer"}``: the bound and the layer ``i``
-        where it is reached (``layer_index == n`` / ``layer`` None: the MAC term).
+        where it is reached (``layer_index == n`` / ``layer`` None: the MAC term); with
+        ``layer_floor`` also ``floor_cycles``, ``floor_latency_ms``, ``floor_layer_index``,
+        ``floor_layer``.
 
     Raises:
-        InternalError: the two lists differ in length.
+        InternalError: the lists differ in length.
     """
-    if len(layer_macs) != len(layer_weight_bytes):
-        raise InternalError(f"capacity_bound: {len(layer_macs)} MAC counts but "
-                         f"{len(layer_weight_bytes)} weight byte counts")
     n = len(layer_macs)
+    if len(layer_weight_bytes) != n or (layer_floor is not None and len(layer_floor) != n):
+        raise InternalError(f"capacity_bound: {n} MAC counts but "
+                            f"{len(layer_weight_bytes)} weight byte counts")
     dw = layer_depthwise or [False] * n
     comp = [cost.compute_cycles(m, m if d else 0, t) for m, d in zip(layer_macs, dw)]
+    best, best_i = _bound(comp, layer_weight_bytes, t, [True] * n)
+    out = {"cycles": int(round(best)), "latency_ms": best / t.clock_hz * 1e3,
+           "layer_index": best_i,
+           "layer": names[best_i] if names is not None and best_i < n else None}
+    if layer_floor is not None:
+        fb, fi = _bound(layer_floor, layer_weight_bytes, t, cuts or [True] * n)
+        out.update({"floor_cycles": int(math.ceil(fb - 1e-9)),
+                    "floor_latency_ms": fb / t.clock_hz * 1e3, "floor_layer_index": fi,
+                    "floor_layer": names[fi] if names is not None and fi < n else None})
+    return out
+
+
+def _bound(comp: list[float], weights: list[int], t: Target,
+           cuts: list[bool]) -> tuple[float, int]:
+    """(``max_i C_<i + max(C_>=i, (W_>=i - min(S, bw * C_<i)) / bw)`` over the cuts ``i``
+    allowed and ``i = n``, the ``i`` reaching it) for per-layer compute cycles ``comp``."""
+    n = len(comp)
     total_c = sum(comp)
-    w_after = float(sum(layer_weight_bytes))
+    w_after = float(sum(weights))
     c_before = 0.0
     best, best_i = total_c, n
     for i in range(n):
         on_chip = min(t.sram_capacity_bytes, cost.transfer_bytes(c_before, t))
         b = c_before + max(total_c - c_before, cost.transfer_cycles(w_after - on_chip, t))
-        if b > best + 1e-9:
+        if cuts[i] and b > best + 1e-9:
             best, best_i = b, i
         c_before += comp[i]
-        w_after -= layer_weight_bytes[i]
-    return {"cycles": int(round(best)), "latency_ms": best / t.clock_hz * 1e3,
-            "layer_index": best_i,
-            "layer": names[best_i] if names is not None and best_i < n else None}
+        w_after -= weights[i]
+    return best, best_i
 
 
 def layer_dram(program, layer) -> dict:

@@ -135,3 +135,51 @@ def test_command_sources_refuse_impossible_ranges(ranges, why):
     rep = {"layers": [{"name": "x", "source": [], "command_ranges": ranges}]}
     with pytest.raises(ValueError, match=why):
         command_sources(rep, 4)
+
+
+def test_capacity_bound_floor_form_hand_computed():
+    """With per-layer compute floors the same bound uses them for C: a first layer whose
+    floor (5000 cycles: a conv leaving array lanes idle) exceeds its MACs at peak (1000)
+    raises the bound by the difference; a cut inside a chain (``cuts`` False) is skipped."""
+    t = load_target(None)
+    s = t.sram_capacity_bytes
+    macs = [2048 * 1000, 2048 * 100]
+    w = [0, s + 128_000]
+    b = R.capacity_bound(macs, w, t, ["a", "b"], layer_floor=[5000.0, 100.0])
+    # i=1: T = 5000, 64,000 B on chip; 5000 + (2,225,152 - 64,000) / 12.8 = 173,840 + 0
+    assert (b["cycles"], b["layer_index"]) == (173_840, 0)
+    assert (b["floor_cycles"], b["floor_layer_index"], b["floor_layer"]) == (173_840, 0, "a")
+    b = R.capacity_bound([2048 * 200_000, 2048 * 100], w, t, ["a", "b"],
+                         layer_floor=[230_000.0, 100.0])
+    assert (b["cycles"], b["floor_cycles"], b["floor_layer"]) == (210_000, 240_000, "b")
+    b = R.capacity_bound([2048 * 200_000, 2048 * 100], w, t, ["a", "b"],
+                         layer_floor=[230_000.0, 100.0], cuts=[True, False])
+    assert (b["floor_cycles"], b["floor_layer_index"]) == (230_100, 2)
+    with pytest.raises(InternalError):
+        R.capacity_bound(macs, w, t, layer_floor=[1.0])
+
+
+def test_floor_bound_holds_for_lowered_programs():
+    """The floor form is a lower bound: a lowered program (convs leaving array lanes idle:
+    32 and 48 output channels; small SRAMs) replays no faster than it, and it is at least
+    the MAC-peak form; the per-layer floors sum to at most the compute commands' cycles."""
+    from helpers.prefetch_net import quantized_prefetch_net
+
+    from tcc_compiler.emit.report import compute_cuts
+    from tcc_compiler.schedule.coretime import layer_floor_cycles
+    from tcc_compiler.schedule.cost import replay
+    from tcc_compiler.schedule.lowering import Lowering
+
+    g, _ = quantized_prefetch_net(512, (256, 48))
+    for kb in (96, 256):
+        t = load_target(None).with_sram(kb * 1024)
+        prog = Lowering(g, t, kb * 256).run()
+        lay = prog.layers
+        b = R.capacity_bound([li.macs for li in lay], [li.weight_bytes for li in lay], t,
+                             layer_floor=layer_floor_cycles(g, lay, t),
+                             cuts=compute_cuts(prog))
+        total = max(e for _, e in replay(prog.commands, t))
+        assert b["cycles"] <= b["floor_cycles"] <= total
+        comp = [e - s for (s, e), c in zip(replay(prog.commands, t), prog.commands)
+                if c.queue is C.Queue.COMPUTE]
+        assert sum(layer_floor_cycles(g, lay, t)) <= sum(comp)
