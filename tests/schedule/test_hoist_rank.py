@@ -35,14 +35,12 @@ def test_estimate_is_the_stall_capped_by_what_area_and_idle_time_carry():
 
 def test_finalists_keep_the_order_drop_repeats_and_far_estimates(monkeypatch):
     monkeypatch.setattr(search, "HOIST_FINALIST_SHARE", 0.8)
-    monkeypatch.setattr(search, "HOIST_MIN_GAIN", 0.0)
     a, b, c = (_hoist("a", 1 << 16),), (_hoist("b", 1 << 16),), (_hoist("c", 1 << 16),)
-    got = search.hoist_finalists([(50.0, a), (100.0, b), (85.0, c), (100.0, b), (79.0, a)],
-                                 1000)
+    got = search.hoist_finalists([(50.0, a), (100.0, b), (85.0, c), (100.0, b), (79.0, a)])
     assert got == [b, c]
-    assert search.hoist_finalists([], 1000) == []
-    monkeypatch.setattr(search, "HOIST_MIN_GAIN", 0.2)   # 200 of 1000 cycles: none
-    assert search.hoist_finalists([(100.0, b)], 1000) == []
+    assert search.hoist_finalists([]) == []
+    monkeypatch.setattr(search, "HOIST_FINALIST_SHARE", 0.0)   # every distinct one
+    assert search.hoist_finalists([(50.0, a), (100.0, b), (0.0, a)]) == [a, b]
 
 
 @pytest.fixture(scope="module")
