@@ -21,6 +21,7 @@ import numpy as np
 
 from tcc_compiler.isa import spec
 from tcc_compiler.isa.commands import ConvCfg, ConvTile
+from tcc_compiler.numerics import jit
 from tcc_compiler.sim.conv_params import conv_flags_problem, param_fields
 
 #: Element bytes -> the integer dtype of an operand (CONV_CFG ``wide`` bits).
@@ -81,6 +82,8 @@ class ConvPlan:
         out: the output box [oh, ow, oc]: an ndarray view, or a ByteBox (strided multi-byte).
         direct: ``out`` when the epilogue may write it itself (an ndarray, no LUT, not int32
             output), else None.
+        fits: ``direct`` also passes :func:`~tcc_compiler.numerics.jit.out_fits` (the
+            compiled epilogue may write it with no further check).
         lut: the LUT epilogue's table (int8 [1, 256] view), or None.
         fields: the CONV_CFG fields the decoded parameters depend on
             (:class:`~tcc_compiler.sim.conv_params.ConvParamCache`).
@@ -101,6 +104,7 @@ class ConvPlan:
     sc: np.ndarray | None
     out: object
     direct: np.ndarray | None
+    fits: bool
     lut: np.ndarray | None
     fields: tuple
     strides: tuple[int, int]
@@ -161,8 +165,9 @@ def make_plan(i: int, t: ConvTile, cfg: ConvCfg, sram: object, box: BoxFn, tenso
               np.dtype("<i4") if int32_out else _INT[out_b], write=True)
     if not int32_out and not cfg.has_lut and isinstance(out, np.ndarray):
         direct = out
+    fits = direct is not None and jit.out_fits(direct, (oh, ow, t.oc), _INT[out_b], sc)
     fields = param_fields(cfg)
     return ConvPlan(cfg, sram, groups, oh, ow,
                     x if is_view(t.in_px_stride, t.in_row_stride, in_b) else None, w, p_raw,
-                    part, sc, out, direct, lut, fields, (cfg.sh, cfg.sw), (cfg.dh, cfg.dw),
+                    part, sc, out, direct, fits, lut, fields, (cfg.sh, cfg.sw), (cfg.dh, cfg.dw),
                     oh * ow * t.oc * cfg.kh * cfg.kw * cfg.cin_g, read)
