@@ -141,6 +141,9 @@ class Executor:
                           PoolTile: self._pool_tile, AddTile: self._add_tile,
                           DmaLoadZ: self._dma_z, LutTile: self._lut_tile,
                           EwTile: self._ew_tile, ResizeTile: self._resize_tile}
+        # per command index: its mnemonic and handler (None: a register or sync command)
+        self._names = [c.name for c in cmd.commands]
+        self._steps = [self._handlers.get(type(c)) for c in cmd.commands]
         # (WEIGHTS offset, src_bytes, dst_bytes) -> expanded block; WEIGHTS is read-only, so a
         # block decoded once stays valid for every later run of this executor
         self._inflated: dict[tuple[int, int, int], np.ndarray] = {}
@@ -232,15 +235,16 @@ class Executor:
             if schedule == "random":
                 order = ordering.random_order(seed)
             shadow = ShadowMemory(ordering, self._sizes())
+        names, steps = self._names, self._steps
         with blas_threads(self.blas_threads):
             for pos, i in enumerate(order):
                 cmd = cmds[i]
                 if multi:
                     self._enter(i)
-                stats.commands[cmd.name] += 1
+                stats.commands[names[i]] += 1
                 if shadow is not None:
                     shadow.record(i, cmd, self._accesses(i, cmd))
-                handler = self._handlers.get(type(cmd))
+                handler = steps[i]
                 if handler is not None:
                     try:
                         self._dispatch(handler, i, cmd, stats)
