@@ -149,6 +149,25 @@ def epilogue(acc: np.ndarray, bias, mult, shift, zp_y: int, lo: int, hi: int,
     return y.reshape(acc.shape) if out is None else out
 
 
+def epilogue_into(acc: np.ndarray, params: tuple, zp_y: int, lo: int, hi: int,
+                  shortcut: np.ndarray | None, zp_sc: int, out: np.ndarray) -> np.ndarray:
+    """:func:`epilogue` with its checks done once by the caller (a tile run many times): the
+    kernels :func:`available`, ``params`` the (not None) :func:`epilogue_params` of the
+    layer, ``acc`` int32 (or exact integers in float32/float64) [A, B, O] in memory of its own
+    (not the SRAM's), ``shortcut`` [A, B, O] or None, and ``out`` passing :func:`out_fits`
+    for ``acc.shape`` and the shortcut. Returns ``out``, written."""
+    b, m, s, rnd, msc = params
+    if acc.dtype != np.int32:   # exact integers: int64 holds them, int32 wraps as the NPU
+        acc = acc.astype(np.int64).astype(np.int32)
+    a3 = _c(acc)
+    if shortcut is None:
+        _kernels.epilogue(a3, b, m, s, rnd, int(zp_y), int(lo), int(hi), out)
+    else:
+        _kernels.epilogue_sc(a3, b, m, s, rnd, int(zp_y), int(lo), int(hi), shortcut,
+                             int(zp_sc), msc, out)
+    return out
+
+
 def _three(shape: tuple) -> tuple[int, int, int]:
     """``shape`` [..., O] as the kernels' [A, B, O]: unchanged when 3-D, else [1, N, O]."""
     if len(shape) == 3:
@@ -160,10 +179,17 @@ def _writable_like(out: np.ndarray, acc: np.ndarray, dtype, shortcut) -> bool:
     """Whether the kernels may write the result into ``out`` element by element: 3-D,
     writeable, of ``acc``'s shape and the result's dtype, sharing no memory with ``acc`` nor
     with ``shortcut`` other than the very same elements (each read before its own write)."""
-    shape = acc.shape
+    return out_fits(out, acc.shape, dtype, shortcut) and not np.may_share_memory(out, acc)
+
+
+def out_fits(out, shape: tuple, dtype, shortcut: np.ndarray | None) -> bool:
+    """Whether :func:`epilogue_into` may write ``out`` for accumulators of ``shape``: an
+    ndarray, 3-D, writeable, of ``shape`` and ``dtype`` (int8/int16), sharing no memory with
+    ``shortcut`` (int8/int16 [..., O] or None) other than the very same elements (each read
+    before its own write). A function of the arrays' layout, not their contents: a caller
+    writing the same box many times checks once."""
     if (len(shape) != 3 or not isinstance(out, np.ndarray) or out.shape != shape
-            or out.dtype != np.dtype(dtype) or not out.flags.writeable
-            or np.may_share_memory(out, acc)):
+            or out.dtype != np.dtype(dtype) or not out.flags.writeable):
         return False
     if shortcut is None or not np.may_share_memory(out, shortcut):
         return True

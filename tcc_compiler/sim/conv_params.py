@@ -40,6 +40,12 @@ class ConvParams:
     clamp_hi: np.ndarray | None = None
 
 
+def param_fields(cfg: ConvCfg) -> tuple:
+    """The CONV_CFG fields a tile's decoded parameters depend on (a cache key part)."""
+    return (cfg.out_mode, cfg.zp_out, cfg.act_lo, cfg.act_hi, cfg.zp_sc, cfg.has_shortcut,
+            cfg.sc_bytes, cfg.out_bytes, cfg.wide_weights)
+
+
 class ConvParamCache:
     """Decoded parameters (:class:`ConvParams`) keyed by the records' bytes and the CONV_CFG
     fields the factors depend on. All are functions of the key, so a hit is what decoding
@@ -49,11 +55,14 @@ class ConvParamCache:
         self._cache: dict[tuple, ConvParams] = {}
         self._by_source: dict[tuple, ConvParams] = {}
 
-    def get(self, raw: np.ndarray, cfg: ConvCfg, source: tuple | None = None) -> ConvParams:
+    def get(self, raw: np.ndarray, cfg: ConvCfg, source: tuple | None = None,
+            fields: tuple | None = None) -> ConvParams:
         """Decode ``raw`` (uint8, ``oc * 16`` bytes of SRAM) for a tile under ``cfg``.
 
         ``source``: where the bytes come from unchanged (:mod:`tcc_compiler.sim.provenance`;
         it determines them), so a hit needs no copy of the bytes; None: keyed by the bytes.
+        ``fields``: :func:`param_fields` of ``cfg`` when the caller has it (a tile run many
+        times), else None: derived here.
 
         Raises:
             ValueError: the reserved byte not zero; for out_mode 0 or 2, a shift outside 1..62 or a
@@ -61,8 +70,8 @@ class ConvParamCache:
                 2**15 or more, or clamp bytes leaving no output value (``MIN + clamp_lo >
                 MAX - clamp_hi``; the executor names the command).
         """
-        fields = (cfg.out_mode, cfg.zp_out, cfg.act_lo, cfg.act_hi, cfg.zp_sc,
-                  cfg.has_shortcut, cfg.sc_bytes, cfg.out_bytes, cfg.wide_weights)
+        if fields is None:
+            fields = param_fields(cfg)
         if source is not None:
             skey = (source, raw.size, fields)
             hit = self._by_source.get(skey)

@@ -35,7 +35,6 @@ from tcc_compiler.isa import spec
 from tcc_compiler.isa.commands import (
     AddTile,
     Command,
-    ConvCfg,
     ConvTile,
     DmaLoad,
     DmaLoadZ,
@@ -49,14 +48,15 @@ from tcc_compiler.isa.commands import (
     Space,
     box_strides,
 )
-from tcc_compiler.numerics import add_int8, avgpool_int8, conv_epilogue
+from tcc_compiler.numerics import add_int8, avgpool_int8, conv_epilogue, jit
 from tcc_compiler.numerics import SHIFT_MAX, maxpool_int8
 from tcc_compiler.numerics.epilogue import channel_clamp
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
 from tcc_compiler.numerics.lut import apply_lut
 from tcc_compiler.sim.blas import blas_threads
-from tcc_compiler.sim.conv_params import ConvParamCache, conv_flags_problem
+from tcc_compiler.sim.conv_params import ConvParamCache
+from tcc_compiler.sim.conv_tile import ConvPlan, conv_out, conv_setup_problem, make_plan
 from tcc_compiler.sim.dma import run_dma, run_dma_z
 from tcc_compiler.sim.vector_ops import run_ew_tile, run_lut_tile, run_resize_tile
 from tcc_compiler.sim.hazards import HazardError, Ordering, ShadowMemory
@@ -97,12 +97,6 @@ class ExecStats:
 def _wrap32(a: np.ndarray) -> np.ndarray:
     """int64 ``a`` wrapped to int32 (two's complement, the 32-bit accumulator)."""
     return (((a + 2 ** 31) % 2 ** 32) - 2 ** 31).astype(np.int32)
-
-
-def _conv_out(n_in: int, pad_a: int, pad_b: int, k: int, s: int, d: int) -> int:
-    """Output length of a conv/pool along one axis (may be <= 0 when the window does not fit)."""
-    eff = (k - 1) * d + 1
-    return (n_in + pad_a + pad_b - eff) // s + 1
 
 
 class Executor:
@@ -147,6 +141,9 @@ class Executor:
                           PoolTile: self._pool_tile, AddTile: self._add_tile,
                           DmaLoadZ: self._dma_z, LutTile: self._lut_tile,
                           EwTile: self._ew_tile, ResizeTile: self._resize_tile}
+        # per command index: its mnemonic and handler (None: a register or sync command)
+        self._names = [c.name for c in cmd.commands]
+        self._steps = [self._handlers.get(type(c)) for c in cmd.commands]
         # (WEIGHTS offset, src_bytes, dst_bytes) -> expanded block; WEIGHTS is read-only, so a
         # block decoded once stays valid for every later run of this executor
         self._inflated: dict[tuple[int, int, int], np.ndarray] = {}
@@ -160,6 +157,13 @@ class Executor:
         self._writes: dict[int, tuple] = {}
         # parameter records decoded (and the epilogue's factors derived) once per layer
         self._params = ConvParamCache()
+        # command index -> its ConvPlan (sim/conv_tile.py), valid while its CONV_CFG and SRAM
+        # are the same objects; the SRAMs are kept (and refilled) across runs for that
+        self._plans: dict[int, ConvPlan] = {}
+        self._srams: list[Memory] = []
+        # command index -> (SRAM, its decoded block) of a DMA_LOAD_Z that ran (checked) before:
+        # the command, WEIGHTS (read-only) and the SRAM's size fix both
+        self._z_done: dict[int, tuple] = {}
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -209,8 +213,7 @@ class Executor:
         problem = cores_problem(list(c.commands), c.cores)
         if problem:
             raise ExecutionError(f"{c.path}: {problem}")
-        self._srams = [Memory.filled("SRAM", self.target.sram_capacity_bytes, self.fill)
-                       for _ in range(c.cores)]
+        self._fresh_srams(c.cores)
         self._regs_of = [Registers() for _ in range(c.cores)]
         self._provs = [Provenance() for _ in range(c.cores)]
         self._sram, self._regs, self._prov = self._srams[0], self._regs_of[0], self._provs[0]
@@ -232,15 +235,16 @@ class Executor:
             if schedule == "random":
                 order = ordering.random_order(seed)
             shadow = ShadowMemory(ordering, self._sizes())
+        names, steps = self._names, self._steps
         with blas_threads(self.blas_threads):
             for pos, i in enumerate(order):
                 cmd = cmds[i]
                 if multi:
                     self._enter(i)
-                stats.commands[cmd.name] += 1
+                stats.commands[names[i]] += 1
                 if shadow is not None:
                     shadow.record(i, cmd, self._accesses(i, cmd))
-                handler = self._handlers.get(type(cmd))
+                handler = steps[i]
                 if handler is not None:
                     try:
                         self._dispatch(handler, i, cmd, stats)
@@ -321,6 +325,16 @@ class Executor:
             else:
                 self._prov.loaded(*hull, source)
 
+    def _fresh_srams(self, cores: int) -> None:
+        """Every core's SRAM filled with ``fill``: the previous run's SRAM objects refilled
+        (the conv plans' views stay valid), else new ones."""
+        if len(self._srams) == cores:
+            for m in self._srams:
+                m.arr[:] = self.fill
+        else:
+            self._srams = [Memory.filled("SRAM", self.target.sram_capacity_bytes, self.fill)
+                           for _ in range(cores)]
+
     def _sizes(self) -> dict[Space, int]:
         return {Space.SRAM: self._sram.size * len(self._srams),
                 **{Space.of_region(r): m.size for r, m in self._dram.items()}}
@@ -392,92 +406,77 @@ class Executor:
         stats.bytes_per_queue[cmd.queue.name] += cmd.total_bytes
 
     def _dma_z(self, i: int, cmd: DmaLoadZ, stats: ExecStats) -> None:
-        region, _ = spec.split_dram_address(cmd.dram)
-        run_dma_z(i, cmd, self._dram[region], self._sram, self._inflated, self._err)
-        stats.bytes_per_queue[cmd.queue.name] += cmd.src_bytes
+        hit = self._z_done.get(i)
+        if hit is not None and hit[0] is self._sram:   # checked and decoded on a past run
+            self._sram.arr[cmd.sram:cmd.sram + cmd.dst_bytes] = hit[1]
+        else:
+            region, off = spec.split_dram_address(cmd.dram)
+            run_dma_z(i, cmd, self._dram[region], self._sram, self._inflated, self._err)
+            self._z_done[i] = (self._sram, self._inflated[(off, cmd.src_bytes, cmd.dst_bytes)])
+        stats.bytes_per_queue["LOAD"] += cmd.src_bytes
 
-    def _conv_setup(self, i: int, t: ConvTile) -> tuple[ConvCfg, int, int, int]:
-        """The tile's CONV_CFG, its group count and output size (oh, ow), after checking the
-        ISA's rules for the pair (specs/isa.md, CONV_TILE)."""
+    def _conv_plan(self, i: int, t: ConvTile) -> ConvPlan:
+        """Tile ``i``'s :class:`~tcc_compiler.sim.conv_tile.ConvPlan` under the current
+        CONV_CFG over the current SRAM: the one made on an earlier run when both are the same
+        objects, else made (and checked) now."""
+        plan = self._plans.get(i)
         cfg = self._regs.conv
-        if cfg is None:
-            raise self._err(i, t, "no CONV_CFG before this tile")
-        if min(cfg.kh, cfg.kw, cfg.sh, cfg.sw, cfg.dh, cfg.dw, cfg.cin_g) == 0:
-            raise self._err(i, t, "CONV_CFG has a zero kernel/stride/dilation/cin_g")
-        if cfg.out_mode > spec.OUT_MODE_INT32 | spec.OUT_MODE_ACCUMULATE:
-            raise self._err(i, t, f"CONV_CFG out_mode {cfg.out_mode} unknown")
-        problem = conv_flags_problem(cfg, t, self.target.array_in_channels)
+        if plan is not None and plan.cfg is cfg and plan.sram is self._sram:
+            return plan
+        problem = conv_setup_problem(cfg, t, self.target.array_in_channels)
         if problem:
             raise self._err(i, t, problem)
-        if cfg.has_shortcut and cfg.out_mode != spec.OUT_MODE_INT8:
-            raise self._err(i, t, "shortcut needs out_mode 0 (int8)")
-        if cfg.has_lut and cfg.out_mode & spec.OUT_MODE_INT32:
-            raise self._err(i, t, "LUT epilogue needs an int8 output (out_mode 0 or 2)")
-        if t.in_c == 0 or t.oc == 0 or t.in_c % cfg.cin_g:
-            raise self._err(i, t, f"in_c {t.in_c} is not a non-zero multiple of cin_g "
-                                  f"{cfg.cin_g}")
-        groups = t.in_c // cfg.cin_g
-        if t.oc % groups:
-            raise self._err(i, t, f"oc {t.oc} not divisible by the tile's {groups} groups")
-        oh = _conv_out(t.in_h, t.pad_t, t.pad_b, cfg.kh, cfg.sh, cfg.dh)
-        ow = _conv_out(t.in_w, t.pad_l, t.pad_r, cfg.kw, cfg.sw, cfg.dw)
-        if oh < 1 or ow < 1 or (t.out_h, t.out_w) != (oh, ow):
-            raise self._err(i, t, f"out_h x out_w = {t.out_h}x{t.out_w}, the padded tile "
-                                  f"gives {oh}x{ow}")
-        return cfg, groups, oh, ow
+        plan = self._plans[i] = make_plan(i, t, cfg, self._sram, self._sram_box,
+                                          self._sram_tensor, self._sram_view)
+        return plan
 
     def _conv_tile(self, i: int, t: ConvTile, stats: ExecStats) -> None:
-        cfg, groups, oh, ow = self._conv_setup(i, t)
-        x = self._sram_box(i, t, "input", t.in_sram, (t.in_h, t.in_w, t.in_c), t.in_px_stride,
-                           t.in_row_stride, _INT[cfg.in_bytes])
-        w = self._sram_tensor(i, t, "weights", t.w_sram, (t.oc, cfg.kh, cfg.kw, cfg.cin_g),
-                              _INT[cfg.w_bytes])
-        n_param = t.oc * spec.PARAM_RECORD_BYTES
+        pl = self._conv_plan(i, t)
+        cfg = pl.cfg
+        x = pl.x
+        if x is None:   # a strided multi-byte input: read as a copy
+            x = self._sram_box(i, t, "input", t.in_sram, (t.in_h, t.in_w, t.in_c),
+                               t.in_px_stride, t.in_row_stride, _INT[cfg.in_bytes])
+        prov = self._prov
         try:
-            cp = self._params.get(self._sram_view(i, t, "params", t.p_sram, n_param), cfg,
-                                  self._prov.source_of(t.p_sram, n_param))
+            cp = self._params.get(pl.p_raw, cfg, prov.source_of(t.p_sram, pl.p_raw.size),
+                                  pl.fields)
         except ValueError as exc:
             raise self._err(i, t, str(exc)) from None
         p = cp.records
-        cw = self._conv_weights(t.w_sram, w, groups, self._prov.source_of(t.w_sram, w.nbytes))
-        acc = conv_accumulate_f(x, cfg.zp_in, cw, (cfg.sh, cfg.sw), t.pads, (cfg.dh, cfg.dw))
-        n_out = oh * ow * t.oc
-        read = x.nbytes + w.nbytes + p.size * spec.PARAM_RECORD_BYTES
+        cw = self._conv_weights(t.w_sram, pl.w, pl.groups, prov.source_of(t.w_sram, pl.w.nbytes))
+        acc = conv_accumulate_f(x, cfg.zp_in, cw, pl.strides, t.pads, pl.dilations)
+        shape = (pl.oh, pl.ow, t.oc)
         if cfg.accumulate:   # the partial replaces the bias: the epilogue adds bias back
-            part = self._sram_box(i, t, "partial sums", t.sc_sram, (oh, ow, t.oc),
-                                  t.sc_px_stride, t.sc_row_stride, np.dtype("<i4"))
-            read += part.nbytes
+            part = pl.part
+            if part is None:
+                part = self._sram_box(i, t, "partial sums", t.sc_sram, shape, t.sc_px_stride,
+                                      t.sc_row_stride, np.dtype("<i4"))
             acc = _wrap32(np.asarray(acc, np.int64) + part.astype(np.int64)
                           - p["bias"].astype(np.int64))
-        direct = None
+        direct = pl.direct
         if not cfg.out_mode & spec.OUT_MODE_INT32:
-            sc = None
-            if cfg.has_shortcut:
-                sc = self._sram_box(i, t, "shortcut", t.sc_sram, (oh, ow, t.oc),
-                                    t.sc_px_stride, t.sc_row_stride, _INT[cfg.sc_bytes])
-                read += sc.nbytes
-            if not cfg.has_lut:   # the epilogue writes the SRAM box itself where it can
-                direct = self._sram_box(i, t, "output", t.out_sram, (oh, ow, t.oc),
-                                        t.out_px_stride, t.out_row_stride,
-                                        _INT[cfg.out_bytes], write=True)
-                if not isinstance(direct, np.ndarray):
-                    direct = None
-            y = conv_epilogue(acc, p["bias"], p["mult"], p["shift"], cfg.zp_out, cfg.act_lo,
-                              cfg.act_hi, sc, cfg.zp_sc, p["sc_mult"], _INT[cfg.out_bytes],
-                              cp.consts, cp.jit, direct, acc64=cfg.wide_weights)
+            sc = pl.sc
+            if sc is None and cfg.has_shortcut:
+                sc = self._sram_box(i, t, "shortcut", t.sc_sram, shape, t.sc_px_stride,
+                                    t.sc_row_stride, _INT[cfg.sc_bytes])
+            if pl.fits and cp.jit is not None and not cfg.wide_weights and jit.available():
+                y = jit.epilogue_into(acc, cp.jit, cfg.zp_out, cfg.act_lo, cfg.act_hi, sc,
+                                      cfg.zp_sc, direct)   # checked once, in the plan
+            else:
+                y = conv_epilogue(acc, p["bias"], p["mult"], p["shift"], cfg.zp_out,
+                                  cfg.act_lo, cfg.act_hi, sc, cfg.zp_sc, p["sc_mult"],
+                                  _INT[cfg.out_bytes], cp.consts, cp.jit, direct,
+                                  acc64=cfg.wide_weights)
             y = channel_clamp(y, cp.clamp_lo, cp.clamp_hi)   # per-channel clamp bytes
-            if cfg.has_lut:   # flags bit3: one table on the way out
-                lut = self._sram_tensor(i, t, "lut", cfg.lut_sram, (1, 256))
-                y = apply_lut(y, lut)
-                read += 256
+            if pl.lut is not None:   # flags bit3: one table on the way out
+                y = apply_lut(y, pl.lut)
         else:
             y = conv_epilogue_int32(acc, p["bias"]).astype("<i4")
-        stats.bytes_per_queue["COMPUTE"] += read + y.nbytes
+        stats.bytes_per_queue["COMPUTE"] += pl.read_fixed + y.nbytes
         if y is not direct:
-            out = self._sram_box(i, t, "output", t.out_sram, (oh, ow, t.oc), t.out_px_stride,
-                                 t.out_row_stride, y.dtype, write=True)
-            out[...] = y
-        stats.macs += n_out * cfg.kh * cfg.kw * cfg.cin_g
+            pl.out[...] = y
+        stats.macs += pl.macs
 
     def _conv_weights(self, addr: int, w: np.ndarray, groups: int,
                       source: tuple | None = None) -> ConvWeights:
@@ -512,8 +511,8 @@ class Executor:
             raise self._err(i, t, f"POOL_CFG wide {cfg.wide:#x}: input and output widths differ "
                                   "or reserved bits set")
         dt = _INT[cfg.elem_bytes]
-        oh = _conv_out(t.in_h, t.pad_t, t.pad_b, cfg.kh, cfg.sh, 1)
-        ow = _conv_out(t.in_w, t.pad_l, t.pad_r, cfg.kw, cfg.sw, 1)
+        oh = conv_out(t.in_h, t.pad_t, t.pad_b, cfg.kh, cfg.sh, 1)
+        ow = conv_out(t.in_w, t.pad_l, t.pad_r, cfg.kw, cfg.sw, 1)
         if oh < 1 or ow < 1 or (t.out_h, t.out_w) != (oh, ow):
             raise self._err(i, t, f"out_h x out_w = {t.out_h}x{t.out_w}, the padded tile "
                                   f"gives {oh}x{ow}")
