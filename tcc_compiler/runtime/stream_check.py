@@ -70,6 +70,13 @@ def _check_record(rec, manifest: dict, where: str) -> None:
     if not isinstance(files, dict) or STREAM_CMD_FILE not in files:
         raise FormatError(f"{where}: stream.files: expected an object recording "
                           f"{STREAM_CMD_FILE}")
+    other = [k for k in files if k not in (STREAM_CMD_FILE, STREAM_WEIGHT_FILE)]
+    if other:   # the stream's own files only: no other name, no path
+        raise FormatError(f"{where}: stream.files: {other[0]!r:.80} is not a stream file "
+                          f"({STREAM_CMD_FILE}, {STREAM_WEIGHT_FILE})")
+    if rec.get("tail_from") is not None and not isinstance(rec["tail_from"], str):
+        raise FormatError(f"{where}: stream.tail_from: expected a tensor name or null, got "
+                          f"{rec['tail_from']!r:.40}")
 
 
 def _check_names(rec: dict, manifest: dict, where: str) -> None:
