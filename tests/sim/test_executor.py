@@ -513,3 +513,26 @@ def test_resize_tile_refuses_bad_fields(over, msg):
     x = np.zeros((H, W, CIN), np.int8)
     with pytest.raises(ExecutionError, match=msg):
         _run(_resize_prog(x, 2, 2, 0, 4, over), x.tobytes(), x.size * 4)
+
+
+def test_bad_compressed_parameter_record_names_its_deflate_block():
+    """Records a DMA_LOAD_Z expanded have no byte of their own in the file: the message names
+    quantized_network.bin, the compressed block's first byte, the layer entry and the record's
+    place in the block's decompressed bytes."""
+    from tcc_compiler.isa.wcodec import BlockCompressor
+
+    recs = bytearray(pack_conv_params([0] * 64, [1 << 30] * 64, [31] * 64))
+    recs[5 * 16 + 12] = 99   # record 5's shift: outside 1..62
+    wb = WeightFileBuilder(BlockCompressor())
+    blobs = wb.add_layer("c", 0, bytes(64 * 9), bytes(recs), block_channels=64)
+    [blk] = blobs.param_blocks
+    assert blk.compressed
+    load = C.DmaLoadZ(dram=dram_address(Region.WEIGHTS, blk.offset), sram=0x1000,
+                      src_bytes=blk.stored_bytes, dst_bytes=blk.raw_bytes)
+    tile = C.ConvTile(0, 0, 0x1000, 0x2000, 0, 1, 1, 1, 64, 1, 1, 1, 1, 1, 1)
+    with pytest.raises(ExecutionError, match=(
+            rf"^quantized_network.bin: byte {128 + blk.offset} \(layer table entry 0, its params "
+            r"blob \(compressed\)\): a DEFLATE block whose decompressed bytes 80..95 hold the "
+            r"record: parameter record of channel 5: shift 99 outside 1..62 \(read by command "
+            r"2 \(CONV_TILE\) of npu_cmd.bin\)$")):
+        _run([load, _cfg(cin_g=1), tile], bytes(1), 64, wb.build("t"))
