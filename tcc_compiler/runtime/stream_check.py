@@ -66,6 +66,16 @@ def _check_record(rec, manifest: dict, where: str) -> None:
             raise FormatError(f"{where}: stream.{key}: expected an object of name -> byte "
                               f"offset in [0, {stride} {rec[stride]}), got {offs!r}"[:300])
     _check_names(rec, manifest, where)
+    _check_files(rec, where)
+
+
+def _check_files(rec: dict, where: str) -> None:
+    """``files`` records the stream's own files only (no other name, no path) and
+    ``tail_from`` is a tensor name or null.
+
+    Raises:
+        FormatError: naming ``where`` and the field.
+    """
     files = rec.get("files")
     if not isinstance(files, dict) or STREAM_CMD_FILE not in files:
         raise FormatError(f"{where}: stream.files: expected an object recording "
