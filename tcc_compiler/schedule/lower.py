@@ -58,12 +58,13 @@ def lower(graph: Graph, target: Target,
     (:func:`~tcc_compiler.schedule.corestream.lower_stream`) as ``stream``; the zone,
     cascade and prefetch settings apply to one core only.
 
-    Bounded by construction: every conv-like op is cut into at most
+    Bounded by construction: every conv-like op run alone is cut into at most
     :data:`~tcc_compiler.schedule.tiling.MAX_OP_TILES` tiles in every variant (a network
     needing more even with the whole SRAM is refused up front,
-    :func:`~tcc_compiler.schedule.bounds.check_op_tiles`), so each lowering tried emits
-    O(ops x MAX_OP_TILES) commands, and the search tries a fixed number of variants (zone
-    fractions x cascading, prefetch and lift rounds).
+    :func:`~tcc_compiler.schedule.bounds.check_op_tiles`), and a cascaded chain runs each of
+    its ops once per band, at most its output's rows (schedule/cascade.py); so each lowering
+    tried emits O(ops x max(MAX_OP_TILES, rows)) commands, and the search tries a fixed number
+    of variants (zone fractions x cascading, prefetch and lift rounds).
 
     Raises:
         ScheduleError: an op cannot be tiled into the target's SRAM in at most
