@@ -28,7 +28,7 @@ from tcc_compiler.binfmt.cmdfile import (
 )
 from tcc_compiler.errors import FormatError
 from tcc_compiler.isa import spec
-from tcc_compiler.isa.wcodec import BlockCompressor, LayerKind, decode_blob
+from tcc_compiler.isa.wcodec import BlockCompressor, LayerKind, channel_blocks, decode_blob
 from tcc_compiler.isa.wlayout import LayerBlobs, WeightLayout, WeightLayoutBuilder, split_merged
 
 WEIGHT_MAGIC = b"TNPW"
@@ -132,6 +132,20 @@ class LayerEntry:
         return self.weights_bytes + self.params_bytes
 
 
+def _merged_record(e: LayerEntry, pos: int) -> int | None:
+    """The parameter record (output channel) at byte ``pos`` of the raw merged blob of ``e``
+    (each channel block's weights, then its records), or None when ``pos`` is a weight byte."""
+    per = e.weights_raw_bytes // e.out_channels if e.out_channels else 0
+    start = 0
+    for c0, c1 in channel_blocks(e.out_channels, e.block_channels):
+        end = start + (c1 - c0) * (per + spec.PARAM_RECORD_BYTES)
+        if pos < end:
+            at = pos - start - (c1 - c0) * per
+            return c0 + at // spec.PARAM_RECORD_BYTES if at >= 0 else None
+        start = end
+    return None
+
+
 @dataclass(frozen=True)
 class WeightFile:
     """A decoded ``quantized_network.bin``.
@@ -143,6 +157,8 @@ class WeightFile:
         data_crc32: CRC-32 of the data section.
         layers: the layer table.
         data: the data section (the DRAM WEIGHTS region), as stored (blocks compressed).
+        data_offset: file offset of the data section (bytes): WEIGHTS-region offset ``x`` is
+            file byte ``data_offset + x``.
     """
 
     path: str
@@ -152,6 +168,32 @@ class WeightFile:
     data_crc32: int
     layers: tuple[LayerEntry, ...]
     data: bytes
+    data_offset: int = 0
+
+    def locate(self, offset: int) -> str:
+        """Where WEIGHTS-region byte ``offset`` lies, for messages: ``"<path>: byte N (layer
+        table entry L, its parameter record R)"``, naming the blob (weights, params, or a
+        merged or compressed blob, whose records are not at fixed places) holding it, or no
+        entry when none does (padding)."""
+        at = f"{self.path}: byte {self.data_offset + offset}"
+        for e in self.layers:
+            for blob, start, size in (("weights", e.weights_offset, e.weights_bytes),
+                                      ("params", e.params_offset, e.params_bytes)):
+                if not start <= offset < start + size:
+                    continue
+                rec = None
+                if blob == "params" and not e.params_compressed:
+                    rec = (offset - start) // spec.PARAM_RECORD_BYTES
+                elif e.merged and not e.weights_compressed:
+                    rec = _merged_record(e, offset - start)
+                if rec is not None:
+                    return f"{at} (layer table entry {e.layer_index}, its parameter record {rec})"
+                kind = ("merged weights + params blob" if e.merged else
+                        f"{blob} blob")
+                packed = " (compressed)" if (e.weights_compressed if blob == "weights"
+                                             else e.params_compressed) else ""
+                return f"{at} (layer table entry {e.layer_index}, its {kind}{packed})"
+        return f"{at} (in no layer's blob)"
 
     def find(self, name: str) -> LayerEntry:
         """The first entry whose name_hash matches ``name``.
@@ -341,7 +383,8 @@ def read_weight_file(data: bytes, path: str = "quantized_network.bin") -> Weight
               for i in range(n)]
     return WeightFile(path=path, version_major=h["version_major"],
                       version_minor=h["version_minor"], tool_version=h["tool_version"],
-                      data_crc32=h["data_crc32"], layers=tuple(layers), data=section)
+                      data_crc32=h["data_crc32"], layers=tuple(layers), data=section,
+                      data_offset=d_off)
 
 
 def _check_entry(data: bytes, pos: int, i: int, section: bytes, path: str) -> LayerEntry:

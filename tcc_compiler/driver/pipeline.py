@@ -44,6 +44,7 @@ from tcc_compiler.passes.summary import fusion_summary, source_table
 from tcc_compiler.quant.auto_precision import check_precision, split_precision
 from tcc_compiler.quant.precision import FILE_KEY, WEIGHTS_KEY, layer_nodes
 from tcc_compiler.schedule import Program, lower
+from tcc_compiler.schedule.bounds import check_op_tiles
 from tcc_compiler.schedule.timeline import timeline
 from tcc_compiler.target import Target, load_target
 
@@ -113,6 +114,7 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     graph, float_graph = fg.graph, fg.graph.clone()
     log_passes(fg.pass_manager, fg.fusion, timings["passes_s"])
     check_memory(graph, model)
+    check_op_tiles(graph, tgt)   # a hopeless target refused before calibrating (schedule/)
 
     preprocess = preprocess_for(graph, opts)
     given = split_precision(opts.precision)

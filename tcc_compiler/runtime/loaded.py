@@ -249,13 +249,15 @@ class LoadedProgram:
         Raises:
             ExecutionError (or its subclass HazardError): an illegal command; the message is
                 prefixed with this folder's ``npu_cmd.bin`` path (the executor names only the
-                command index and mnemonic). InputError: wrong input length or schedule.
+                command index and mnemonic) unless it names a file of the folder already (a
+                bad parameter record: quantized_network.bin, its byte offset and record).
+            InputError: wrong input length or schedule.
         """
         try:
             return self.executor.run(input_bytes, schedule=schedule, seed=seed)
         except ExecutionError as exc:
             where = str(self.folder / CMD_FILE)
-            if not str(exc).startswith(where):
+            if not str(exc).startswith(str(self.folder)):   # a message naming no file of ours
                 exc.args = (f"{where}: {exc}",) + exc.args[1:]
             raise
 

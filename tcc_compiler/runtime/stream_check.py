@@ -37,9 +37,10 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _check_record(rec, where: str) -> None:
+def _check_record(rec, manifest: dict, where: str) -> None:
     """Raise FormatError (one line naming ``where`` and the field) unless ``rec`` has the
-    fields the stream program is run by, of the right types and in range."""
+    fields the stream program is run by, of the right types and in range, its offsets naming
+    the (checked) ``manifest``'s inputs and outputs."""
     if not isinstance(rec, dict):
         raise FormatError(f"{where}: stream: expected an object, got "
                           f"{type(rec).__name__ if rec is not None else 'null'}")
@@ -64,10 +65,51 @@ def _check_record(rec, where: str) -> None:
                 _is_int(v) and 0 <= v < rec[stride] for v in offs.values()):
             raise FormatError(f"{where}: stream.{key}: expected an object of name -> byte "
                               f"offset in [0, {stride} {rec[stride]}), got {offs!r}"[:300])
+    _check_names(rec, manifest, where)
+    _check_files(rec, where)
+
+
+def _check_files(rec: dict, where: str) -> None:
+    """``files`` records the stream's own files only (no other name, no path) and
+    ``tail_from`` is a tensor name or null.
+
+    Raises:
+        FormatError: naming ``where`` and the field.
+    """
     files = rec.get("files")
     if not isinstance(files, dict) or STREAM_CMD_FILE not in files:
         raise FormatError(f"{where}: stream.files: expected an object recording "
                           f"{STREAM_CMD_FILE}")
+    other = [k for k in files if k not in (STREAM_CMD_FILE, STREAM_WEIGHT_FILE)]
+    if other:   # the stream's own files only: no other name, no path
+        raise FormatError(f"{where}: stream.files: {other[0]!r:.80} is not a stream file "
+                          f"({STREAM_CMD_FILE}, {STREAM_WEIGHT_FILE})")
+    if rec.get("tail_from") is not None and not isinstance(rec["tail_from"], str):
+        raise FormatError(f"{where}: stream.tail_from: expected a tensor name or null, got "
+                          f"{rec['tail_from']!r:.40}")
+
+
+def _check_names(rec: dict, manifest: dict, where: str) -> None:
+    """``input_offsets`` must name exactly the manifest's inputs (``inputs``, else ``input``)
+    and ``output_offsets`` exactly its ``outputs`` (the tensors the NPU writes; host ops'
+    results have no offset): an extra key is an offset of nothing, a missing one leaves an
+    output nowhere (``tccc run --check`` read it as not bit-exact, naming no field).
+
+    Raises:
+        FormatError: naming ``where``, the field and the first key extra or missing.
+    """
+    ins = manifest.get("inputs") or [manifest["input"]]   # checked by check_manifest
+    for key, what, recs in (("input_offsets", "input", ins),
+                            ("output_offsets", "output", manifest["outputs"])):
+        names = [r["name"] for r in recs]
+        got = rec.get(key)
+        extra = [k for k in got if k not in names] if isinstance(got, dict) else []
+        missing = [n for n in names if n not in got] if isinstance(got, dict) else names
+        if extra:
+            raise FormatError(f"{where}: stream.{key}: {extra[0]!r:.80} names no {what} of "
+                              f"the manifest (its {what}s: {', '.join(names)})"[:300])
+        if missing:
+            raise FormatError(f"{where}: stream.{key}: no offset for {what} {missing[0]!r}")
 
 
 def _read_checked(folder: Path, name: str, files: dict, main_files: dict) -> bytes:
@@ -112,7 +154,7 @@ def load_stream(folder: Path, manifest: dict, main: CmdFile | None = None
         return None
     where = str(folder / "manifest.json")
     rec = manifest["stream"]
-    _check_record(rec, where)
+    _check_record(rec, manifest, where)
     cmd = _read_checked(folder, rec["commands"], rec["files"], manifest.get("files", {}))
     wts = _read_checked(folder, rec["weights"], rec["files"], manifest.get("files", {}))
     try:

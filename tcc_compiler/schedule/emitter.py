@@ -24,6 +24,7 @@ from tcc_compiler.isa.spec import WAIT_MAX, WAIT_NONE, Queue, Region, dram_addre
 from tcc_compiler.isa.wcodec import Block
 from tcc_compiler.schedule.arena import SramAllocator
 from tcc_compiler.schedule.program import Tensor
+from tcc_compiler.schedule.written import LatestWriter
 
 #: A command's position in its queue, (queue, index), as dependencies name it; None: none.
 Dep = tuple[Queue, int] | None
@@ -183,8 +184,8 @@ class Emitter:
         self.before_tile: Callable[[], list[Dep]] | None = None
         # (SRAM intervals, last compute, last store) of every lowered op
         self._hist: list[tuple[list[tuple[int, int]], Dep, Dep]] = []
-        # per DRAM region: (lo, hi, store) byte extents written by the stores so far
-        self._stored: dict[int, list[tuple[int, int, tuple]]] = {}
+        # per DRAM region: the latest store that wrote each byte (its extent) so far
+        self._stored: dict[int, LatestWriter] = {}
         self._freed: set[int] = set()   # buffers of the current op already waited for
         self.tile_spans: list[tuple[int, int]] = []   # per lowered op: its tile buffers' [lo, hi)
 
@@ -231,16 +232,14 @@ class Emitter:
     def latest_store(self, region: int, lo: int, hi: int) -> Dep:
         """The latest DMA_STORE emitted here whose DRAM bytes overlap ``[lo, hi)`` of
         ``region`` (its (queue, index)), or None."""
-        for s_lo, s_hi, st in reversed(self._stored.get(region, ())):
-            if s_lo < hi and lo < s_hi:
-                return st
-        return None
+        stored = self._stored.get(region)
+        return stored.latest(lo, hi) if stored is not None else None
 
     def store(self, deps: list[Dep], comment: str, **f) -> Dep:
         """Emit a DMA_STORE and record the DRAM extent it writes (see :meth:`load`)."""
         st = self.w.emit(C.DmaStore, deps, comment, **f)
         region, lo, hi = _extent(f)
-        self._stored.setdefault(region, []).append((lo, hi, st))
+        self._stored.setdefault(region, LatestWriter()).add(lo, hi, st)
         if self.on_store is not None:
             self.on_store()
         return st

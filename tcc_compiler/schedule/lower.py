@@ -22,6 +22,7 @@ import dataclasses
 from tcc_compiler.errors import InternalError, ScheduleError
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.isa.wcodec import BlockCompressor
+from tcc_compiler.schedule.bounds import check_op_tiles, name_untileable
 from tcc_compiler.schedule.cores import lower_spatial
 from tcc_compiler.schedule.corestream import lower_stream
 from tcc_compiler.schedule.coretime import replay_cores
@@ -57,14 +58,27 @@ def lower(graph: Graph, target: Target,
     (:func:`~tcc_compiler.schedule.corestream.lower_stream`) as ``stream``; the zone,
     cascade and prefetch settings apply to one core only.
 
+    Bounded by construction: every conv-like op run alone is cut into at most
+    :data:`~tcc_compiler.schedule.tiling.MAX_OP_TILES` tiles in every variant (a network
+    needing more even with the whole SRAM is refused up front,
+    :func:`~tcc_compiler.schedule.bounds.check_op_tiles`), and a cascaded chain runs each of
+    its ops once per band, at most its output's rows (schedule/cascade.py); so each lowering
+    tried emits O(ops x max(MAX_OP_TILES, rows)) commands, and the search tries a fixed number
+    of variants (zone fractions x cascading, prefetch and lift rounds).
+
     Raises:
-        ScheduleError: an op cannot be tiled into the target's SRAM.
+        ScheduleError: an op cannot be tiled into the target's SRAM in at most
+            ``MAX_OP_TILES`` tiles (naming the op when no tile of it fits at all).
         UnsupportedError: a tensor shape the NPU cannot hold.
         InternalError: ``cores`` other than 1 or 2.
     """
-    if cores != 1:
-        return lower_multi(graph, target, compress_weights, cores)
-    return search(graph, target, zone_fractions, compress_weights, cascade, prefetch)
+    check_op_tiles(graph, target)   # a hopeless target is refused before any search
+    try:
+        if cores != 1:
+            return lower_multi(graph, target, compress_weights, cores)
+        return search(graph, target, zone_fractions, compress_weights, cascade, prefetch)
+    except ScheduleError as exc:
+        raise name_untileable(graph, target, exc) from None
 
 
 #: Per-core SRAM fractions tried for the bands of tensors split by rows between the cores

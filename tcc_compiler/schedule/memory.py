@@ -23,7 +23,8 @@ import numpy as np
 
 from tcc_compiler.ir.graph import Graph, Node, Value
 from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
-from tcc_compiler.isa.spec import Region
+from tcc_compiler.errors import ScheduleError
+from tcc_compiler.isa.spec import REGION_OFFSET_MASK, Region
 from tcc_compiler.schedule.arena import Buffer, plan_arena, top_sum
 from tcc_compiler.schedule.cascade import (Chain, find_chains, plan_chain, separate_cycles,
                                            split_chain, sub_chain)
@@ -151,7 +152,8 @@ def plan_memory(graph: Graph, t: Target, zone_bytes: int, cascade: bool,
     pay whole is cascaded in pieces (:func:`~tcc_compiler.schedule.cascade.split_chain`).
 
     Raises:
-        ScheduleError: an op's tiles cannot fit (from the chain planner's tile estimates).
+        ScheduleError: an op's tiles cannot fit (from the chain planner's tile estimates); a
+            DRAM region (ACT, INPUT, OUTPUT) larger than the 2**30 bytes its addresses reach.
         UnsupportedError: a tensor shape the NPU cannot hold.
     """
     p = _Planner(graph, t, zone_bytes, cascade)
@@ -209,6 +211,12 @@ class _Planner:
             self.tensors[id(v)] = Tensor(Region.ACT, b.offset, hwc(v), elem_bytes(v))
         self._alias_views()
         self._alias_channels()
+        for region, size in (("ACT", arena), ("INPUT", in_off), ("OUTPUT", out_off)):
+            if size > REGION_OFFSET_MASK + 1:   # a DRAM address holds a 30-bit offset
+                raise ScheduleError(f"the {region} region needs {size:,} bytes of DRAM, more "
+                                    f"than the 2**30 a region holds (buffers aligned to "
+                                    f"memory.dram_align_bytes = {al:,}); use a smaller "
+                                    "input, or a target with a smaller dram_align_bytes")
         ins = tuple(_io(v, self.tensors[id(v)]) for v in self.g.inputs)
         outs = tuple(_io(v, self.tensors[id(root(v))]) for v in uniq)
         return MemoryPlan(

@@ -20,6 +20,17 @@ from tcc_compiler.schedule import cost
 from tcc_compiler.target import Target
 
 
+#: Most tiles one conv-like op (conv, FC, pooling) may be cut into. Not a hardware number: a
+#: bound on the compiler's work. Each tile costs a few commands (its loads, compute, store),
+#: and the schedule search lowers and replays several variants of the whole program, so an
+#: op cut into tens of thousands of tiles (MobileOne-S1 200x136 on a 4 KiB SRAM: 14,976 for
+#: each of its 3x3 convs, 498,348 commands and five minutes per search) is refused, and the
+#: search stays linear in the ops. Real programs are far below it: ResNet-50 at 1920x1080
+#: takes at most 72 tiles per op on the 2 MiB SRAM, 384 on 512 KiB; MobileOne-S1 200x136
+#: 2,496 on 8 KiB.
+MAX_OP_TILES = 4096
+
+
 def align_up(n: int, a: int) -> int:
     """Round ``n`` up to a multiple of ``a``."""
     return (n + a - 1) // a * a
@@ -291,8 +302,9 @@ def _estimate(g: ConvGeom, t: Target, rows: int, cols: int, ocb: int, nb: int,
 
 def plan_conv(g: ConvGeom, t: Target, sram_budget: int,
               res: Residency = NO_RESIDENCY, max_ocb: int | None = None) -> ConvPlan:
-    """Pick the fastest tile shape that fits ``sram_budget`` bytes. Operands resident in SRAM
-    (``res``) need no tile buffers and no DMA. ``max_ocb``: output-channel blocks larger than
+    """Pick the fastest tile shape that fits ``sram_budget`` bytes in at most
+    :data:`MAX_OP_TILES` tiles. Operands resident in SRAM (``res``) need no tile buffers and
+    no DMA. ``max_ocb``: output-channel blocks larger than
     this are not tried (the smallest candidate always is), e.g. so a prefetch consumer's
     weight blocks pack its prefetch area (schedule/prefetch.py).
 
@@ -301,7 +313,8 @@ def plan_conv(g: ConvGeom, t: Target, sram_budget: int,
     a third of them distinct).
 
     Raises:
-        ScheduleError: not even a 1x1-pixel, one-group tile fits.
+        ScheduleError: no tile shape fits in at most :data:`MAX_OP_TILES` tiles (not even a
+            1x1-pixel, one-group tile fits, or the shapes that fit are that small).
     """
     return _plan_conv(g, t, int(sram_budget), res, max_ocb)
 
@@ -324,6 +337,8 @@ def _plan_conv(g: ConvGeom, t: Target, sram_budget: int, res: Residency,
                            psum_bytes(g, rows, cols, ocb, t, al))
                 if fit is None:
                     continue
+                if math.ceil(g.oh / rows) * math.ceil(g.ow / cols) * nb > MAX_OP_TILES:
+                    break   # narrower columns only cut it into more tiles
                 need, wbufs = fit
                 est, order, ntiles, in_tile = _estimate(g, t, rows, cols, ocb, nb, res)
                 if wbufs == 1:  # weight loads no longer overlap compute
@@ -341,9 +356,33 @@ def _plan_conv(g: ConvGeom, t: Target, sram_budget: int, res: Residency,
                 break  # wider columns first; the first fitting width is the widest
     if best is None:
         raise ScheduleError(f"no tile fits {sram_budget} bytes of SRAM (input {g.h}x{g.w}x{g.c},"
-                            f" kernel {g.kh}x{g.kw}, {g.o} output channels); use a target with "
-                            "more SRAM")
+                            f" kernel {g.kh}x{g.kw}, {g.o} output channels) in at most "
+                            f"{MAX_OP_TILES} tiles; use a target with more SRAM")
     return best[1]
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def fewest_tiles(g: ConvGeom, t: Target, sram_budget: int) -> tuple[int, int, int, int] | None:
+    """``(tiles, rows, cols, ocb)`` of the tile shape among :func:`plan_conv`'s candidates
+    (no operand resident) that fits ``sram_budget`` bytes with the fewest tiles
+    (``ceil(oh / rows) * ceil(ow / cols) * ceil(o / ocb)``); None when none fits. The tile
+    plan of any smaller budget has at least this many tiles (fewer shapes fit). Memoised.
+
+    Cost: at most ``len(blocks) * len(rows) * len(cols)`` fit tests, each extent list of
+    ``O(2 * sqrt(n))`` values (:func:`candidate_extents`)."""
+    al, best = t.sram_align_bytes, None
+    for ocb in _block_candidates(g, t):
+        nb = math.ceil(g.o / ocb)
+        for rows in candidate_extents(g.oh):
+            for cols in candidate_extents(g.ow):
+                if _fit(g, rows, cols, ocb, nb, al, sram_budget, NO_RESIDENCY,
+                        psum_bytes(g, rows, cols, ocb, t, al)) is None:
+                    continue
+                n = math.ceil(g.oh / rows) * math.ceil(g.ow / cols) * nb
+                if best is None or n < best[0]:
+                    best = (n, rows, cols, ocb)
+                break   # wider columns first: the first that fits has the fewest tiles
+    return best
 
 
 def plan_channels(per_channel_bytes: int, c: int, sram_budget: int, fixed: int = 0,

@@ -46,6 +46,28 @@ def param_fields(cfg: ConvCfg) -> tuple:
             cfg.sc_bytes, cfg.out_bytes, cfg.wide_weights)
 
 
+class ParamRecordError(ValueError):
+    """A parameter record the epilogue cannot use.
+
+    Attributes:
+        record: index of the first such record among the tile's ``oc`` records (its output
+            channel within the tile), so the caller can say where its bytes came from.
+    """
+
+    def __init__(self, msg: str, record: int):
+        super().__init__(msg)
+        self.record = record
+
+
+def _first_bad(bad: np.ndarray, what) -> None:
+    """Raise :class:`ParamRecordError` for the first record (channel) ``bad`` marks, saying
+    ``what(channel)`` is wrong with it."""
+    hits = np.flatnonzero(bad)
+    if hits.size:
+        c = int(hits[0])
+        raise ParamRecordError(f"parameter record of channel {c}: {what(c)}", c)
+
+
 class ConvParamCache:
     """Decoded parameters (:class:`ConvParams`) keyed by the records' bytes and the CONV_CFG
     fields the factors depend on. All are functions of the key, so a hit is what decoding
@@ -65,10 +87,11 @@ class ConvParamCache:
         times), else None: derived here.
 
         Raises:
-            ValueError: the reserved byte not zero; for out_mode 0 or 2, a shift outside 1..62 or a
-                negative multiplier, or with int16 weights (flags bit7) a multiplier M of
-                2**15 or more, or clamp bytes leaving no output value (``MIN + clamp_lo >
-                MAX - clamp_hi``; the executor names the command).
+            ParamRecordError: naming the first bad record: the reserved byte not zero; for
+                out_mode 0 or 2, a shift outside 1..62 or a negative multiplier, or with int16
+                weights (flags bit7) a multiplier M of 2**15 or more, or clamp bytes leaving
+                no output value (``MIN + clamp_lo > MAX - clamp_hi``; the executor names the
+                command, and the file bytes the record came from).
         """
         if fields is None:
             fields = param_fields(cfg)
@@ -83,24 +106,21 @@ class ConvParamCache:
         if hit is not None:
             return hit
         p = spec.unpack_conv_params(np.frombuffer(key[0], np.uint8))
-        if p["reserved"].any():
-            raise ValueError("parameter record reserved byte not zero")
+        _first_bad(p["reserved"].any(axis=-1), lambda c: "reserved byte not zero")
         consts = jit_params = None
         if not cfg.out_mode & spec.OUT_MODE_INT32:   # requantized (also when accumulating)
             span = np.iinfo(_INT[cfg.out_bytes])   # [MIN + lo, MAX - hi] must hold a value
-            empty = p["clamp_lo"].astype(np.int64) + p["clamp_hi"] > span.max - span.min
-            if empty.any():
-                c = int(np.flatnonzero(empty)[0])
-                raise ValueError(f"parameter clamp_lo + clamp_hi of channel {c} "
-                                 f"({int(p['clamp_lo'][c])} + {int(p['clamp_hi'][c])}) leave "
-                                 f"no {span.dtype} output value")
-            if p["shift"].min() < 1 or p["shift"].max() > SHIFT_MAX:
-                raise ValueError("parameter shift outside 1..62")
-            if p["mult"].min() < 0 or p["sc_mult"].min() < 0:
-                raise ValueError("parameter mult/sc_mult negative")
-            if cfg.wide_weights and p["mult"].max() >= spec.WIDE_W_MULT_LIMIT:
-                raise ValueError(f"parameter mult {int(p['mult'].max())} of an int16-weight "
-                                 f"layer not below {spec.WIDE_W_MULT_LIMIT} (2**15)")
+            lo, hi, shift, mult = p["clamp_lo"], p["clamp_hi"], p["shift"], p["mult"]
+            _first_bad(lo.astype(np.int64) + hi > span.max - span.min,
+                       lambda c: f"clamp_lo + clamp_hi ({int(lo[c])} + {int(hi[c])}) leave no "
+                                 f"{span.dtype} output value")
+            _first_bad((shift < 1) | (shift > SHIFT_MAX),
+                       lambda c: f"shift {int(shift[c])} outside 1..{SHIFT_MAX}")
+            _first_bad((mult < 0) | (p["sc_mult"] < 0), lambda c: "mult/sc_mult negative")
+            if cfg.wide_weights:
+                _first_bad(mult >= spec.WIDE_W_MULT_LIMIT,
+                           lambda c: f"mult {int(mult[c])} of an int16-weight layer not below "
+                                     f"{spec.WIDE_W_MULT_LIMIT} (2**15)")
             consts = epilogue_consts(p["bias"], p["mult"], p["shift"], cfg.zp_out, cfg.act_lo,
                                      cfg.act_hi, p["sc_mult"] if cfg.has_shortcut else None,
                                      cfg.zp_sc, _INT[cfg.sc_bytes], _INT[cfg.out_bytes])

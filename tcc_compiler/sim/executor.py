@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -55,9 +56,10 @@ from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_c
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
 from tcc_compiler.numerics.lut import apply_lut
 from tcc_compiler.sim.blas import blas_threads
-from tcc_compiler.sim.conv_params import ConvParamCache
+from tcc_compiler.sim.conv_params import ConvParamCache, ParamRecordError
 from tcc_compiler.sim.conv_tile import ConvPlan, conv_out, conv_setup_problem, make_plan
 from tcc_compiler.sim.dma import run_dma, run_dma_z
+from tcc_compiler.sim.param_origin import record_origin
 from tcc_compiler.sim.vector_ops import run_ew_tile, run_lut_tile, run_resize_tile
 from tcc_compiler.sim.hazards import HazardError, Ordering, ShadowMemory
 from tcc_compiler.sim.limits import check_program
@@ -129,6 +131,7 @@ class Executor:
         check_program(cmd, target)
         self.cmd = cmd
         self.weights_data = weights.data if weights is not None else b""
+        self._weight_file = weights   # named in messages about its bytes
         # WEIGHTS is read-only (no command writes it): one read-only view of the file's bytes
         # serves every run, instead of a copy of the whole data section per run
         self._weights_mem = Memory("WEIGHTS", bytes(self.weights_data), False)
@@ -439,8 +442,14 @@ class Executor:
                                t.in_px_stride, t.in_row_stride, _INT[cfg.in_bytes])
         prov = self._prov
         try:
-            cp = self._params.get(pl.p_raw, cfg, prov.source_of(t.p_sram, pl.p_raw.size),
-                                  pl.fields)
+            p_src = prov.source_of(t.p_sram, pl.p_raw.size)
+            cp = self._params.get(pl.p_raw, cfg, p_src, pl.fields)
+        except ParamRecordError as exc:   # bytes a weight load brought: the weight file's fault
+            origin = record_origin(self._weight_file, p_src, exc.record)
+            if origin is None:
+                raise self._err(i, t, str(exc)) from None
+            raise ExecutionError(f"{origin}: {exc} (read by command {i} ({t.name}) of "
+                                 f"{os.path.basename(self.cmd.path)})") from None
         except ValueError as exc:
             raise self._err(i, t, str(exc)) from None
         p = cp.records

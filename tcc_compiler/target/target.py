@@ -201,6 +201,11 @@ _OPTIONAL = {"decompress_bytes_per_cycle": 16, "image_mode": False, "depthwise_m
              "cores": 1, "sem_latency_cycles": 100}
 #: Boolean fields (TOML section ``compute``).
 _BOOLS = ("image_mode", "depthwise_mode")
+#: Largest ``memory.sram_capacity_bytes`` accepted (1 GiB, as a DRAM region): SRAM addresses
+#: and sizes are 32-bit command and header fields (specs/isa.md), and the reference executor
+#: allocates each core's whole SRAM per run (a 10**20-byte SRAM failed with exit 1 when the
+#: first address did not fit its field, after the whole compile).
+MAX_SRAM_BYTES = 1 << 30
 #: Old spelling of ``memory.sram_capacity_bytes`` in target files, still accepted.
 _LEGACY_SRAM_KEY = "sram_bytes"
 
@@ -208,8 +213,8 @@ _LEGACY_SRAM_KEY = "sram_bytes"
 def _check_values(values: dict[str, Any]) -> tuple[str, str] | None:
     """The first problem of a flat field -> value dict as (field, message); None when valid:
     every integer field a positive int (not bool), ``image_mode``/``depthwise_mode`` bools,
-    ``macs_per_cycle ==
-    array_in_channels * array_out_channels``."""
+    ``macs_per_cycle == array_in_channels * array_out_channels``, ``sram_capacity_bytes`` at
+    most :data:`MAX_SRAM_BYTES` and ``sram_align_bytes`` at most ``sram_capacity_bytes``."""
     for key in _FIELDS["compute"] + _FIELDS["memory"]:
         v = values.get(key)
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
@@ -219,6 +224,12 @@ def _check_values(values: dict[str, Any]) -> tuple[str, str] | None:
             return key, f"expected true or false, got {values.get(key)!r}"
     if values["macs_per_cycle"] != values["array_in_channels"] * values["array_out_channels"]:
         return "macs_per_cycle", "must equal array_in_channels x array_out_channels"
+    if values["sram_capacity_bytes"] > MAX_SRAM_BYTES:
+        return "sram_capacity_bytes", (f"{values['sram_capacity_bytes']:,} exceeds the "
+                                       f"{MAX_SRAM_BYTES:,} (2**30) tccc supports")
+    if values["sram_align_bytes"] > values["sram_capacity_bytes"]:
+        return "sram_align_bytes", (f"{values['sram_align_bytes']:,} exceeds "
+                                    f"sram_capacity_bytes ({values['sram_capacity_bytes']:,})")
     return None
 
 

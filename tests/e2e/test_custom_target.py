@@ -155,3 +155,28 @@ def test_bad_manifest_target_is_a_clean_error(built, tmp_path, capsys, edit, mes
     assert "\n" not in err
     assert re.match(rf"tccc: error: {re.escape(str(out / 'manifest.json'))}: {message}", err), \
         err
+
+
+def test_hopeless_sram_refused_before_calibrating(tmp_path, capsys):
+    """A target whose SRAM cuts a layer into more tiles than an op may take is refused at
+    once (before calibrating: the bundled photos are never read), one line naming the layer,
+    exit 2, no output folder. MobileOne-S1 200x136 on a 4 KiB SRAM ran 9+ minutes (a new-user
+    attack); here conv_net, whose 3x3 128-channel convs take ~25,000 tiles in 4 KiB."""
+    import numpy as np
+    import onnx
+
+    from tests.helpers.cli import one_line_error, run_cli
+    from tests.helpers.two_cores import conv_net
+
+    model = tmp_path / "c.onnx"
+    onnx.save(conv_net(), model)
+    calib = tmp_path / "x.npy"
+    np.save(calib, np.random.default_rng(0).uniform(-2, 2, (1, 16, 28, 28)).astype(np.float32))
+    toml = tmp_path / "t4k.toml"
+    toml.write_text(TOML.replace("1_048_576", "4096"))
+    out = tmp_path / "out"
+    code, _, err = run_cli(["compile", model, "-o", out, "--target", toml, "--calib", calib],
+                           capsys)
+    line = one_line_error(err)
+    assert code == 2 and "layer '" in line and "in 4,096 bytes of SRAM" in line, line
+    assert "tiles, more than the 4,096 an op may take" in line and not out.exists()

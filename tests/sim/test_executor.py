@@ -282,12 +282,46 @@ def test_conv_tile_refuses_an_empty_channel_clamp():
         p_off = wb.add_layer("c", 0, bytes(9), params).params_offset
         wbin = wb.build("t")
         prog = [_load(Region.WEIGHTS, p_off, 0x100, 16), _cfg(cin_g=1), ok]
-        if bad:
-            with pytest.raises(ExecutionError, match=r"command 2 \(CONV_TILE\): parameter "
-                                                     r"clamp_lo \+ clamp_hi .* no int8"):
+        if bad:   # the bytes are quantized_network.bin's: it is named, with the byte offset
+            with pytest.raises(ExecutionError, match=(
+                    rf"^quantized_network.bin: byte {128 + p_off} \(layer table entry 0, its "
+                    r"parameter record 0\): parameter record of channel 0: clamp_lo \+ "
+                    r"clamp_hi .* no int8 output value \(read by command 2 \(CONV_TILE\) of "
+                    r"npu_cmd.bin\)$")):
                 _run(prog, bytes(1), 1, wbin)
         else:
             assert len(_run(prog, bytes(1), 1, wbin)) == 1
+
+
+@pytest.mark.parametrize("stride", [16, 48])
+def test_bad_parameter_record_names_the_weight_file_byte(stride):
+    """A bad record among several, loaded by a strided DMA_LOAD from the WEIGHTS region: the
+    message names quantized_network.bin, the file byte of the bad record (mapped back through
+    the load's DRAM pattern) and its record, not npu_cmd.bin (it named only the command:
+    found by a new-user attack). Records a command overwrote in SRAM are the command stream's
+    fault: the command is named as before."""
+    recs = bytearray(pack_conv_params([0] * 3, [1 << 30] * 3, [31] * 3))
+    recs[2 * 16 + 12] = 0   # record 2's shift byte: 0 is outside 1..62
+    wb = WeightFileBuilder()
+    wide = bytearray(3 * stride)   # record k at k * stride of a params blob
+    for k in range(3):
+        wide[k * stride:k * stride + 16] = recs[k * 16:k * 16 + 16]
+    p_off = wb.add_layer("c", 0, bytes(3 * stride // 16 * 9), bytes(wide)).params_offset
+    wbin = wb.build("t")
+    tile = C.ConvTile(0, 0, 0x100, 0x200, 0, 1, 1, 1, 3, 1, 1, 1, 1, 1, 1)
+    load = C.DmaLoad(dram_address(Region.WEIGHTS, p_off), 0x100, 16, 3, 1, stride, 0, 16, 0)
+    rec = 2 * stride // 16
+    with pytest.raises(ExecutionError, match=(
+            rf"^quantized_network.bin: byte {128 + p_off + 2 * stride} \(layer table entry 0, "
+            rf"its parameter record {rec}\): parameter record of channel 2: shift 0 outside "
+            r"1..62 \(read by command 2 \(CONV_TILE\) of npu_cmd.bin\)$")):
+        _run([load, _cfg(cin_g=1), tile], bytes(1), 3, wbin)
+    # the same records copied through the ACT region: not a weight load's bytes any more
+    store = _store(Region.OUTPUT, 0, 0x100, 48)
+    reload = _load(Region.OUTPUT, 0, 0x100, 48)
+    with pytest.raises(ExecutionError, match=r"^command 4 \(CONV_TILE\): parameter record of "
+                                             r"channel 2: shift 0"):
+        _run([load, store, reload, _cfg(cin_g=1), tile], bytes(1), 48, wbin)
 
 
 def test_tile_without_cfg():
@@ -479,3 +513,26 @@ def test_resize_tile_refuses_bad_fields(over, msg):
     x = np.zeros((H, W, CIN), np.int8)
     with pytest.raises(ExecutionError, match=msg):
         _run(_resize_prog(x, 2, 2, 0, 4, over), x.tobytes(), x.size * 4)
+
+
+def test_bad_compressed_parameter_record_names_its_deflate_block():
+    """Records a DMA_LOAD_Z expanded have no byte of their own in the file: the message names
+    quantized_network.bin, the compressed block's first byte, the layer entry and the record's
+    place in the block's decompressed bytes."""
+    from tcc_compiler.isa.wcodec import BlockCompressor
+
+    recs = bytearray(pack_conv_params([0] * 64, [1 << 30] * 64, [31] * 64))
+    recs[5 * 16 + 12] = 99   # record 5's shift: outside 1..62
+    wb = WeightFileBuilder(BlockCompressor())
+    blobs = wb.add_layer("c", 0, bytes(64 * 9), bytes(recs), block_channels=64)
+    [blk] = blobs.param_blocks
+    assert blk.compressed
+    load = C.DmaLoadZ(dram=dram_address(Region.WEIGHTS, blk.offset), sram=0x1000,
+                      src_bytes=blk.stored_bytes, dst_bytes=blk.raw_bytes)
+    tile = C.ConvTile(0, 0, 0x1000, 0x2000, 0, 1, 1, 1, 64, 1, 1, 1, 1, 1, 1)
+    with pytest.raises(ExecutionError, match=(
+            rf"^quantized_network.bin: byte {128 + blk.offset} \(layer table entry 0, its params "
+            r"blob \(compressed\)\): a DEFLATE block whose decompressed bytes 80..95 hold the "
+            r"record: parameter record of channel 5: shift 99 outside 1..62 \(read by command "
+            r"2 \(CONV_TILE\) of npu_cmd.bin\)$")):
+        _run([load, _cfg(cin_g=1), tile], bytes(1), 64, wb.build("t"))

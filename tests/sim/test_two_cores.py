@@ -447,6 +447,11 @@ def test_inspect_and_segmented_summary_print_the_cores_line(two, capsys):
     ("images", "stream.images: expected an integer >= 1"),
     ("offsets_list", "stream.output_offsets: expected an object"),
     ("offset_negative", "stream.output_offsets: expected an object"),
+    ("offset_extra", "stream.output_offsets: 'no_such_output' names no output"),
+    ("offset_missing", "stream.output_offsets: no offset for output"),
+    ("input_offset_extra", "stream.input_offsets: 'x2' names no input"),
+    ("files_path", "stream.files: '../x' is not a stream file"),
+    ("tail_from_int", "stream.tail_from: expected a tensor name or null, got 5"),
     ("output_stride", "exceed the program's"),
     ("input_stride_small", "stream.input_stride_bytes 1 is less than one image's INPUT"),
     ("output_stride_small", "stream.output_stride_bytes 1 is less than one image's OUTPUT"),
@@ -484,6 +489,16 @@ def test_damaged_stream_program_fails_the_load(two, tmp_path, capsys, damage, ma
             st["output_offsets"] = []
         elif damage == "offset_negative":
             st["output_offsets"] = {k: -5 for k in st["output_offsets"]}
+        elif damage == "offset_extra":   # was accepted (found by a new-user attack)
+            st["output_offsets"]["no_such_output"] = 0
+        elif damage == "offset_missing":   # was accepted; run --check said "not bit-exact"
+            st["output_offsets"].popitem()
+        elif damage == "input_offset_extra":
+            st["input_offsets"]["x2"] = 0
+        elif damage == "files_path":   # was accepted
+            st["files"]["../x"] = {"bytes": 1, "crc32": 0}
+        elif damage == "tail_from_int":   # was accepted
+            st["tail_from"] = 5
         elif damage == "output_stride":   # images past the OUTPUT region
             st["output_stride_bytes"] = st["output_bytes"]
         elif damage.endswith("_stride_small"):   # images overlapping: was accepted, and
