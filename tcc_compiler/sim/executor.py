@@ -51,7 +51,7 @@ from tcc_compiler.isa.commands import (
 )
 from tcc_compiler.numerics import add_int8, avgpool_int8, conv_epilogue
 from tcc_compiler.numerics import SHIFT_MAX, maxpool_int8
-from tcc_compiler.numerics.epilogue import channel_clamp
+from tcc_compiler.numerics.epilogue import channel_clamp, two_slope_epilogue
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
 from tcc_compiler.numerics.lut import apply_lut
@@ -404,7 +404,8 @@ class Executor:
             raise self._err(i, t, "no CONV_CFG before this tile")
         if min(cfg.kh, cfg.kw, cfg.sh, cfg.sw, cfg.dh, cfg.dw, cfg.cin_g) == 0:
             raise self._err(i, t, "CONV_CFG has a zero kernel/stride/dilation/cin_g")
-        if cfg.out_mode > spec.OUT_MODE_INT32 | spec.OUT_MODE_ACCUMULATE:
+        if cfg.out_mode > (spec.OUT_MODE_INT32 | spec.OUT_MODE_ACCUMULATE
+                           | spec.OUT_MODE_TWO_SLOPE):
             raise self._err(i, t, f"CONV_CFG out_mode {cfg.out_mode} unknown")
         problem = conv_flags_problem(cfg, t, self.target.array_in_channels)
         if problem:
@@ -456,15 +457,22 @@ class Executor:
                 sc = self._sram_box(i, t, "shortcut", t.sc_sram, (oh, ow, t.oc),
                                     t.sc_px_stride, t.sc_row_stride, _INT[cfg.sc_bytes])
                 read += sc.nbytes
-            if not cfg.has_lut:   # the epilogue writes the SRAM box itself where it can
+            if not cfg.has_lut and not cfg.two_slope:   # the epilogue writes the box itself
                 direct = self._sram_box(i, t, "output", t.out_sram, (oh, ow, t.oc),
                                         t.out_px_stride, t.out_row_stride,
                                         _INT[cfg.out_bytes], write=True)
                 if not isinstance(direct, np.ndarray):
                     direct = None
-            y = conv_epilogue(acc, p["bias"], p["mult"], p["shift"], cfg.zp_out, cfg.act_lo,
-                              cfg.act_hi, sc, cfg.zp_sc, p["sc_mult"], _INT[cfg.out_bytes],
-                              cp.consts, cp.jit, direct, acc64=cfg.wide_weights)
+            if cfg.two_slope:   # out_mode bit2: sc_mult below zero (no shortcut)
+                y = two_slope_epilogue(acc, p["bias"], p["mult"], p["sc_mult"], p["shift"],
+                                       cfg.zp_out, cfg.act_lo, cfg.act_hi, _INT[cfg.out_bytes],
+                                       (cp.consts, cp.neg_consts), (cp.jit, cp.neg_jit),
+                                       cfg.wide_weights)
+            else:
+                y = conv_epilogue(acc, p["bias"], p["mult"], p["shift"], cfg.zp_out,
+                                  cfg.act_lo, cfg.act_hi, sc, cfg.zp_sc, p["sc_mult"],
+                                  _INT[cfg.out_bytes], cp.consts, cp.jit, direct,
+                                  acc64=cfg.wide_weights)
             y = channel_clamp(y, cp.clamp_lo, cp.clamp_hi)   # per-channel clamp bytes
             if cfg.has_lut:   # flags bit3: one table on the way out
                 lut = self._sram_tensor(i, t, "lut", cfg.lut_sram, (1, 256))
