@@ -177,14 +177,17 @@ class QdqBuilder:
         self.float_of[id(v)] = real
 
     def act(self, act, real: str, src: str) -> str:
-        """``real`` through the fused activation ``act`` (Relu, or Clip at its float bounds;
-        other kinds unchanged); returns the resulting tensor name."""
+        """``real`` through the fused activation ``act`` (Relu, Clip at its float bounds,
+        LeakyRelu at its slope; other kinds unchanged); returns the resulting tensor name."""
         if act.kind is ActKind.RELU:
             return self.node("Relu", [real], self.uniq(f"{src}_relu"), f"{src}_Relu")
         if act.kind is ActKind.CLIP:
             lo = self.const(self.uniq(f"{src}_min"), np.float32(act.lo))
             hi = self.const(self.uniq(f"{src}_max"), np.float32(act.hi))
             return self.node("Clip", [real, lo, hi], self.uniq(f"{src}_clip"), f"{src}_Clip")
+        if act.kind is ActKind.LEAKY:
+            return self.node("LeakyRelu", [real], self.uniq(f"{src}_leaky"), f"{src}_LeakyRelu",
+                             alpha=float(act.lo))
         return real
 
     def weights(self, node, w_shape: tuple[int, ...] | None = None) -> tuple[str, str]:

@@ -118,6 +118,8 @@ class _Writer:
             lo = self.const(out, np.float32(act.lo))
             hi = self.const(out, np.float32(act.hi))
             return self.node("Clip", [x, lo, hi], out)
+        if act.kind is ActKind.LEAKY:
+            return self.node("LeakyRelu", [x], out, alpha=float(act.lo))
         return self.node("Identity", [x], out)
 
 

@@ -64,11 +64,14 @@ class ActKind(str, enum.Enum):
     NONE = "none"
     RELU = "relu"
     CLIP = "clip"
+    LEAKY = "leaky"    # x for x >= 0, lo * x below (LeakyRelu, PRelu with one slope)
 
 
 @dataclass(frozen=True)
 class Activation:
-    """An epilogue activation. ``lo``/``hi`` are float bounds (only meaningful for CLIP)."""
+    """An epilogue activation. ``lo``/``hi`` are float bounds for CLIP; for LEAKY ``lo`` is the
+    slope below zero (0 <= lo <= 1: a conv/fc's two-slope requantization, specs/quantization.md
+    "Two-slope epilogue") and ``hi`` unused."""
 
     kind: ActKind = ActKind.NONE
     lo: float = 0.0
@@ -90,6 +93,8 @@ class Activation:
             return np.maximum(x, 0)
         if self.kind is ActKind.CLIP:
             return np.clip(x, self.lo, self.hi)
+        if self.kind is ActKind.LEAKY:
+            return np.where(x >= 0, x, x * np.asarray(self.lo, x.dtype))
         return x
 
 

@@ -75,6 +75,11 @@ class ConvCfg(Command):
         return bool(self.out_mode & spec.OUT_MODE_ACCUMULATE)
 
     @property
+    def two_slope(self) -> bool:
+        """True if out_mode bit2 (two-slope requantization: sc_mult below zero) is set."""
+        return bool(self.out_mode & spec.OUT_MODE_TWO_SLOPE)
+
+    @property
     def sc_bytes(self) -> int:
         """Bytes per shortcut element: 2 if flags bit6 (int16), else 1."""
         return elem_size(self.wide, spec.WIDE_B)

@@ -245,7 +245,10 @@ CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
                      "accumulator starts from the int32 partial [out_h, out_w, oc] at the "
                      "tile's sc_sram (sc strides) instead of the bias, acc = wrap32(partial + "
                      "conv_accumulate(...)), and the records' bias is not added (one part of "
-                     "a kernel larger than the target's depthwise_max_kernel)"),
+                     "a kernel larger than the target's depthwise_max_kernel); bit2 = two-slope "
+                     "requantization (bit0 clear, no shortcut, no LUT): where wrap32(acc + "
+                     "bias) < 0 the records' sc_mult replaces mult (a LeakyRelu in one "
+                     "rounding: numerics/epilogue.py two_slope_epilogue)"),
     ("flags", U8, "bit0 = has_shortcut (fused residual add); bit1 = image mode (kw taps x "
                   "cin_g channels of a row form one array input vector, needs one group and "
                   "kw * cin_g <= array_in_channels); bit2 = depthwise mode (the depthwise "
@@ -255,8 +258,8 @@ CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
                   "out = lut[y + 128]; needs an int8 output, out_mode 0 or 2); bits 4-6 = "
                   "element widths "
                   "(mixed precision): bit4 = input int16, bit5 = output int16 (needs "
-                  "out_mode 0, no LUT), bit6 = shortcut int16, clear = int8; bit7 = weights "
-                  "int16 (2 bytes LE per weight, 64-bit accumulator, needs out_mode 0 and "
+                  "out_mode 0 or 4, no LUT), bit6 = shortcut int16, clear = int8; bit7 = weights "
+                  "int16 (2 bytes LE per weight, 64-bit accumulator, needs out_mode 0 or 4 and "
                   "every accumulator multiplier M < 2**15: specs/quantization.md, 'int16 weights')",
      Display.HEX),
     ("group", U16, "groups of the whole layer (informational; tiles hold whole groups)"),
@@ -273,8 +276,9 @@ CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
    "out (an activation such as SiLU or Sigmoid fused into the conv: numerics/lut.py "
    "apply_lut), so it needs no second pass over DRAM. An int16 input (flags bit4) takes int8 "
    "weights, accumulates in the same 32-bit accumulator and runs at the target's int16 MAC "
-   "rate; an int16 output (bit5) needs out_mode 0 and no LUT epilogue. int16 weights (bit7) "
-   "accumulate exactly in 64 bits (acc + bias is not wrapped) and take 15-bit multipliers so "
+   "rate; an int16 output (bit5) needs out_mode 0 (or 4, two-slope) and no LUT epilogue. "
+   "int16 weights (bit7) accumulate exactly in 64 bits (acc + bias is not wrapped) and take "
+   "15-bit multipliers so "
    "that (acc + bias) * M stays below 2**62; each int16 operand (input, weights) divides the "
    "MAC rate by the target's int16_rate_divisor.")
 
@@ -511,6 +515,8 @@ OUT_MODE_INT8 = 0
 OUT_MODE_INT32 = 1
 #: CONV_CFG out_mode bit1: the tile adds its int32 partial sums at sc_sram instead of the bias.
 OUT_MODE_ACCUMULATE = 2
+#: CONV_CFG out_mode bit2: two-slope requantization, the records' sc_mult below zero.
+OUT_MODE_TWO_SLOPE = 4
 CONV_FLAG_SHORTCUT = 0x01
 CONV_FLAG_IMAGE = 0x02
 CONV_FLAG_DEPTHWISE = 0x04

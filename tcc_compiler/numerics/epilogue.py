@@ -250,6 +250,41 @@ def conv_epilogue(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np
                                sc_mult, out_dtype, acc64)
 
 
+def two_slope_epilogue(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray,
+                       neg_mult: np.ndarray, shift: np.ndarray, zp_y: int,
+                       lo: int = INT8_MIN, hi: int = INT8_MAX, out_dtype=np.int8,
+                       consts: tuple = (True, True), jit_params: tuple = (None, None),
+                       acc64: bool = False) -> np.ndarray:
+    """The two-slope conv epilogue (CONV_CFG out_mode bit2; specs/quantization.md "Two-slope
+    epilogue"): a LeakyRelu requantized in one rounding.
+
+    ``a = wrap32(acc + bias)`` (not wrapped with ``acc64``); ``y = clamp(zp_y + ((a * M' +
+    2**(S-1)) >> S), lo, hi)`` with ``M' = mult[c]`` where ``a >= 0`` and ``M' =
+    neg_mult[c]`` where ``a < 0``: :func:`conv_epilogue` (no shortcut) with either multiplier,
+    chosen element by element by the sign of ``a`` (the sign of the real pre-activation
+    value ``a s_x s_w[c]``), so it is exact wherever that is.
+
+    Args:
+        acc: [..., O] accumulators (int32, or exact integers in float32/float64). bias: int32
+            [O]. mult, neg_mult: int [O] multipliers (0 <= M < 2**31) above and below zero,
+            sharing ``shift`` (int [O], 1..62). zp_y, lo, hi, out_dtype, acc64: as
+            :func:`conv_epilogue`.
+        consts, jit_params: the (above, below) pairs of :func:`conv_epilogue`'s ``consts`` and
+            ``jit_params`` for ``mult`` and ``neg_mult`` (defaults: derived here).
+
+    Returns:
+        ``out_dtype`` array shaped like ``acc``.
+    """
+    pos = conv_epilogue(acc, bias, mult, shift, zp_y, lo, hi, out_dtype=out_dtype,
+                        consts=consts[0], jit_params=jit_params[0], acc64=acc64)
+    neg = conv_epilogue(acc, bias, neg_mult, shift, zp_y, lo, hi, out_dtype=out_dtype,
+                        consts=consts[1], jit_params=jit_params[1], acc64=acc64)
+    a = np.asarray(acc).astype(np.int64) + np.asarray(bias, np.int64)
+    if not acc64:
+        a = ((a + 2 ** 31) & (2 ** 32 - 1)) - 2 ** 31
+    return np.where(a < 0, neg, pos)
+
+
 def channel_clamp(y: np.ndarray, clamp_lo: np.ndarray | None,
                   clamp_hi: np.ndarray | None) -> np.ndarray:
     """The per-channel output clamp of the conv epilogue (parameter record bytes ``clamp_lo``,

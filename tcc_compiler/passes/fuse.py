@@ -112,3 +112,76 @@ class FuseActivation(RewritePass):
         p.source = p.source + act.source
         graph.replace_all_uses_with(act.output, p.output)
         graph.remove_node(act)
+
+
+def leaky_slope(node: Node) -> float | None:
+    """The slope below zero of a ``lut`` node computing LeakyRelu, or PRelu with one slope for
+    every channel, when it lies in [0, 1] (a two-slope epilogue's range: its second
+    multiplier, slope x the first, then fits the first's 31 bits); None otherwise."""
+    if node.op is not Op.LUT:
+        return None
+    func = node.attrs.func.value
+    if func == "leakyrelu":
+        slope = float(node.attrs.alpha)
+    elif func == "prelu" and node.input(1) is not None and node.inputs[1].is_const:
+        flat = node.inputs[1].const.reshape(-1)
+        if flat.size == 0 or not (flat == flat[0]).all():
+            return None
+        slope = float(flat[0])
+    else:
+        return None
+    return slope if 0.0 <= slope <= 1.0 else None
+
+
+class FuseTwoSlope(RewritePass):
+    """conv/fc -> LeakyRelu (or one-slope PRelu)  ==>  the conv/fc with a LEAKY activation:
+    its epilogue requantizes ``acc + bias`` with one multiplier above zero and the slope's
+    multiple below (specs/quantization.md, "Two-slope epilogue"), one rounding instead of the
+    int8 output, table lookup and second rounding of a ``lut`` op.
+
+    A ConvTranspose's output is an ``interleave`` of one conv per output phase: the
+    activation, element-wise, moves onto every phase conv (the interleave then joins their
+    activated outputs)."""
+
+    name = "fuse-two-slope"
+
+    def match(self, graph, node):
+        slope = leaky_slope(node)
+        p = node.inputs[0].producer
+        if slope is None or p is None:
+            return None
+        if p.op is Op.INTERLEAVE:
+            convs = [v.producer for v in p.inputs]
+            if all(c is not None and c.op is Op.CONV for c in convs):
+                return {"lut": node, "prods": convs, "join": p, "slope": slope}
+            return None
+        if p.op not in (Op.CONV, Op.FC):
+            return None
+        return {"lut": node, "prods": [p], "join": None, "slope": slope}
+
+    def check(self, graph, m):
+        join = m["join"]
+        if join is not None and (not single_use(graph, join.output)
+                                 or join.output.quant is not None):
+            return "the interleave has other readers or is quantized in the imported model"
+        for p in m["prods"]:
+            if not single_use(graph, p.output):
+                return "producer output has other readers"
+            if p.attrs.act != NO_ACT:
+                return "producer already has an activation"
+            if p.input(3) is not None or p.input(5) is not None:
+                return "producer has a fused shortcut or a per-channel clamp"
+            if p.output.quant is not None:
+                # the imported model rounds the conv output to int8 before the activation
+                return "the producer output is quantized in the imported model"
+        return None
+
+    def rewrite(self, graph, m):
+        lut = m["lut"]
+        for p in m["prods"]:
+            p.attrs = type(p.attrs)(**{**p.attrs.__dict__,
+                                       "act": Activation(ActKind.LEAKY, m["slope"])})
+            p.source = p.source + lut.source
+        last = m["join"] if m["join"] is not None else m["prods"][0]
+        graph.replace_all_uses_with(lut.output, last.output)
+        graph.remove_node(lut)

@@ -20,7 +20,8 @@ from tcc_compiler.numerics import jit
 from tcc_compiler.numerics import kernels as K
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.eltwise import eltwise_int8
-from tcc_compiler.numerics.epilogue import EpilogueConsts, channel_clamp, epilogue_consts
+from tcc_compiler.numerics.epilogue import (EpilogueConsts, channel_clamp, epilogue_consts,
+                                            two_slope_epilogue)
 from tcc_compiler.numerics.lut import apply_lut
 from tcc_compiler.numerics.resize import bilinear_int8
 from tcc_compiler.numerics.softmax import softmax_int8
@@ -41,12 +42,18 @@ def prepare_conv(node: Node) -> tuple[ConvWeights, object, EpilogueConsts | None
     """A conv/fc node's GEMM-ready weights, epilogue parameters (``conv_quant``), the
     float64 epilogue's factors (:func:`~tcc_compiler.numerics.epilogue.epilogue_consts`, or
     None; a shortcut bounded as int16, which covers int8) and the compiled epilogue's
-    parameters (:func:`~tcc_compiler.numerics.jit.epilogue_params`, or None), computed once
+    parameters (:func:`~tcc_compiler.numerics.jit.epilogue_params`, or None; both as
+    (above, below) pairs for a two-slope epilogue), computed once
     per node by :class:`GoldenModel` (they depend only on the node's constants)."""
     group = node.attrs.group if node.op is Op.CONV else 1
     q = conv_quant(node)
     consts = jit_params = None
-    if not q.out_int32:
+    if q.two_slope:   # (above, below) pairs (numerics/epilogue.py two_slope_epilogue)
+        consts = tuple(epilogue_consts(q.bias, m, q.shift, q.zp_out, q.act_lo, q.act_hi,
+                                       out_dtype=q.out_dtype) for m in (q.mult, q.sc_mult))
+        jit_params = tuple(jit.epilogue_params(q.bias, m, q.shift, None)
+                           for m in (q.mult, q.sc_mult))
+    elif not q.out_int32:
         has_sc = len(node.inputs) > 3 and node.inputs[3] is not None
         consts = epilogue_consts(q.bias, q.mult, q.shift, q.zp_out, q.act_lo, q.act_hi,
                                  q.sc_mult if has_sc else None, q.zp_sc, np.int16,
@@ -132,6 +139,10 @@ def _conv_int(node: Node, args: list[np.ndarray], prepared: tuple) -> np.ndarray
         acc = conv_accumulate_f(x, q.zp_in, cw)
     if q.out_int32:   # 32-bit wrap of acc + bias (an int16 input's acc may pass 2**31)
         return K.conv_epilogue_int32(acc, q.bias)
+    if q.two_slope:
+        y = two_slope_epilogue(acc, q.bias, q.mult, q.sc_mult, q.shift, q.zp_out, q.act_lo,
+                               q.act_hi, q.out_dtype, consts, jit_params, q.wide_w)
+        return channel_clamp(y, q.clamp_lo, q.clamp_hi)
     sc = args[3] if len(args) > 3 else None
     if (sc is not None) != (len(node.inputs) > 3 and node.inputs[3] is not None):
         consts, jit_params = True, None   # prepared for the node's own inputs: derived anew

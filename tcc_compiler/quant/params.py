@@ -50,6 +50,10 @@ class ConvQuant:
         clamp_lo, clamp_hi: int64 [O] per-channel clamp offsets 0..255 of the parameter
             records (output clamped to ``[-128 + clamp_lo, 127 - clamp_hi]`` after
             ``act_lo``/``act_hi``), from the node's per-channel clamp (input 5); None without.
+        two_slope: a LEAKY activation run as the two-slope epilogue (CONV_CFG out_mode
+            bit2): ``sc_mult`` then holds the multipliers below zero (no shortcut),
+            ``round(slope * s_x * s_w[c] / s_y * 2**shift[c])`` (specs/quantization.md,
+            "Two-slope epilogue").
     """
 
     bias: np.ndarray
@@ -66,6 +70,7 @@ class ConvQuant:
     wide_w: bool = False
     clamp_lo: np.ndarray | None = None
     clamp_hi: np.ndarray | None = None
+    two_slope: bool = False
 
     @property
     def out_dtype(self) -> type:
@@ -231,8 +236,29 @@ def conv_quant(node: Node) -> ConvQuant:
             raise ModelError(f"{node.name}: {exc}") from None
     lo, hi = act_bounds(node, out)
     c_lo, c_hi = channel_clamps(node)
+    two_slope = node.attrs.act.kind is ActKind.LEAKY
+    if two_slope:
+        sc_mult = _neg_multipliers(node, real, mult, shift)
     return ConvQuant(bias, mult, shift, sc_mult, _zp(x), _zp(out),
-                     _zp(sc) if sc is not None else 0, lo, hi, False, wide, wide_w, c_lo, c_hi)
+                     _zp(sc) if sc is not None else 0, lo, hi, False, wide, wide_w, c_lo, c_hi,
+                     two_slope)
+
+
+def _neg_multipliers(node: Node, real: np.ndarray, mult: np.ndarray,
+                     shift: np.ndarray) -> np.ndarray:
+    """The two-slope epilogue's multipliers below zero (int64 [O]): ``round(slope * real[c] *
+    2**shift[c])``, sharing the channel's shift. ``mult[c] = round(real[c] 2**shift[c])`` and
+    rounding is monotone, so ``0 <= slope <= 1`` keeps them within ``[0, mult[c]]``: 31 bits
+    (15 with int16 weights) like ``mult`` (the ``minimum`` only states it).
+
+    Raises:
+        InternalError: a shortcut or a slope outside [0, 1] (passes/fuse.py fuses neither).
+    """
+    slope = float(node.attrs.act.lo)
+    if node.input(3) is not None or not 0.0 <= slope <= 1.0:
+        raise InternalError(f"{node.name}: two-slope epilogue with a shortcut or slope {slope}")
+    neg = np.rint(slope * np.asarray(real, np.float64) * np.ldexp(1.0, shift))
+    return np.minimum(neg.astype(np.int64), mult)
 
 
 def channel_clamps(node: Node) -> tuple[np.ndarray | None, np.ndarray | None]:

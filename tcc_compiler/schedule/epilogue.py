@@ -3,7 +3,8 @@ bit3): Conv + SiLU / Sigmoid / HardSwish / ... as one op, not a LUT_TILE pass ov
 
 A conv and the lut op reading its output are lowered together when the conv's int8 output is
 read by nothing else (not the host, not a channel view, not a reshape), the lut has one table
-(every function but a per-channel PRelu), and the conv is not cascaded. The conv's output
+(every function but a per-channel PRelu), the conv is not cascaded and has no two-slope
+epilogue (CONV_CFG out_mode bit2 takes no table). The conv's output
 then never exists outside the MAC array's output stage: the memory planner gives it no buffer
 and runs the lut at the conv's step; the conv writes the lut's output. The numerics are the
 unfused pair's exactly: the conv requantizes to its own output quantization (the table's
@@ -14,7 +15,7 @@ other and the executor must agree byte for byte).
 from __future__ import annotations
 
 from tcc_compiler.ir.graph import Graph, Node
-from tcc_compiler.ir.ops import LutFunc, Op
+from tcc_compiler.ir.ops import ActKind, LutFunc, Op
 
 
 def _single_table(lut: Node) -> bool:
@@ -33,7 +34,8 @@ def find_lut_epilogues(graph: Graph, keep: set[int]) -> dict[int, Node]:
     """
     out: dict[int, Node] = {}
     for n in graph.nodes:
-        if n.op is not Op.CONV or n.output.dtype != "int8" or id(n.output) in keep:
+        if n.op is not Op.CONV or n.output.dtype != "int8" or id(n.output) in keep \
+                or n.attrs.act.kind is ActKind.LEAKY:
             continue
         if len(n.output.uses) != 1:
             continue

@@ -31,6 +31,8 @@ class ConvParams:
             shortcut multipliers only with a shortcut), else None.
         clamp_lo, clamp_hi: the records' per-channel clamp offsets (uint8 [oc]), or None
             when every record's are zero (:func:`~tcc_compiler.numerics.epilogue.channel_clamp`).
+        neg_consts, neg_jit: with out_mode bit2 (two-slope), ``consts`` and ``jit`` of the
+            multipliers below zero (the records' ``sc_mult``), else None.
     """
 
     records: np.ndarray
@@ -38,6 +40,8 @@ class ConvParams:
     jit: tuple | None
     clamp_lo: np.ndarray | None = None
     clamp_hi: np.ndarray | None = None
+    neg_consts: EpilogueConsts | None = None
+    neg_jit: tuple | None = None
 
 
 def param_fields(cfg: ConvCfg) -> tuple:
@@ -108,29 +112,50 @@ class ConvParamCache:
         p = spec.unpack_conv_params(np.frombuffer(key[0], np.uint8))
         _first_bad(p["reserved"].any(axis=-1), lambda c: "reserved byte not zero")
         consts = jit_params = None
+        neg = (None, None)
         if not cfg.out_mode & spec.OUT_MODE_INT32:   # requantized (also when accumulating)
-            span = np.iinfo(_INT[cfg.out_bytes])   # [MIN + lo, MAX - hi] must hold a value
-            lo, hi, shift, mult = p["clamp_lo"], p["clamp_hi"], p["shift"], p["mult"]
-            _first_bad(lo.astype(np.int64) + hi > span.max - span.min,
-                       lambda c: f"clamp_lo + clamp_hi ({int(lo[c])} + {int(hi[c])}) leave no "
-                                 f"{span.dtype} output value")
-            _first_bad((shift < 1) | (shift > SHIFT_MAX),
-                       lambda c: f"shift {int(shift[c])} outside 1..{SHIFT_MAX}")
-            _first_bad((mult < 0) | (p["sc_mult"] < 0), lambda c: "mult/sc_mult negative")
-            if cfg.wide_weights:
-                _first_bad(mult >= spec.WIDE_W_MULT_LIMIT,
-                           lambda c: f"mult {int(mult[c])} of an int16-weight layer not below "
-                                     f"{spec.WIDE_W_MULT_LIMIT} (2**15)")
-            consts = epilogue_consts(p["bias"], p["mult"], p["shift"], cfg.zp_out, cfg.act_lo,
-                                     cfg.act_hi, p["sc_mult"] if cfg.has_shortcut else None,
-                                     cfg.zp_sc, _INT[cfg.sc_bytes], _INT[cfg.out_bytes])
-            if jit.available():
-                jit_params = jit.epilogue_params(p["bias"], p["mult"], p["shift"],
-                                                 p["sc_mult"] if cfg.has_shortcut else None)
+            consts, jit_params, neg = _requant_params(p, cfg)
         clamps = ((p["clamp_lo"].copy(), p["clamp_hi"].copy())
                   if p["clamp_lo"].any() or p["clamp_hi"].any() else (None, None))
-        got = self._cache[key] = ConvParams(p, consts, jit_params, *clamps)
+        got = self._cache[key] = ConvParams(p, consts, jit_params, *clamps, *neg)
         return got
+
+
+def _requant_params(p: np.ndarray, cfg: ConvCfg) -> tuple:
+    """(consts, jit, (neg_consts, neg_jit)) of :class:`ConvParams` for the records ``p`` of a
+    requantizing tile (out_mode bit0 clear), after checking them (ValueError: see
+    :meth:`ConvParamCache.get`)."""
+    span = np.iinfo(_INT[cfg.out_bytes])   # [MIN + lo, MAX - hi] must hold a value
+    lo, hi, shift, mult = p["clamp_lo"], p["clamp_hi"], p["shift"], p["mult"]
+    _first_bad(lo.astype(np.int64) + hi > span.max - span.min,
+               lambda c: f"clamp_lo + clamp_hi ({int(lo[c])} + {int(hi[c])}) leave no "
+                         f"{span.dtype} output value")
+    _first_bad((shift < 1) | (shift > SHIFT_MAX),
+               lambda c: f"shift {int(shift[c])} outside 1..{SHIFT_MAX}")
+    _first_bad((mult < 0) | (p["sc_mult"] < 0), lambda c: "mult/sc_mult negative")
+    if cfg.wide_weights:
+        _first_bad(mult >= spec.WIDE_W_MULT_LIMIT,
+                   lambda c: f"mult {int(mult[c])} of an int16-weight layer not below "
+                             f"{spec.WIDE_W_MULT_LIMIT} (2**15)")
+    consts = epilogue_consts(p["bias"], p["mult"], p["shift"], cfg.zp_out, cfg.act_lo,
+                             cfg.act_hi, p["sc_mult"] if cfg.has_shortcut else None,
+                             cfg.zp_sc, _INT[cfg.sc_bytes], _INT[cfg.out_bytes])
+    jit_params = None
+    if jit.available():
+        jit_params = jit.epilogue_params(p["bias"], p["mult"], p["shift"],
+                                         p["sc_mult"] if cfg.has_shortcut else None)
+    neg = (None, None)
+    if cfg.two_slope:   # the multipliers below zero, without a shortcut
+        if cfg.wide_weights:
+            sc_mult = p["sc_mult"]
+            _first_bad(sc_mult >= spec.WIDE_W_MULT_LIMIT,
+                       lambda c: f"sc_mult {int(sc_mult[c])} of an int16-weight layer not "
+                                 f"below {spec.WIDE_W_MULT_LIMIT} (2**15)")
+        neg = (epilogue_consts(p["bias"], p["sc_mult"], p["shift"], cfg.zp_out,
+                               cfg.act_lo, cfg.act_hi, out_dtype=_INT[cfg.out_bytes]),
+               jit.epilogue_params(p["bias"], p["sc_mult"], p["shift"], None)
+               if jit.available() else None)
+    return consts, jit_params, neg
 
 
 def conv_flags_problem(cfg: ConvCfg, t: ConvTile, array_in: int) -> str | None:
@@ -141,10 +166,9 @@ def conv_flags_problem(cfg: ConvCfg, t: ConvTile, array_in: int) -> str | None:
                      | spec.CONV_FLAG_LUT | spec.WIDE_MASK << spec.CONV_FLAG_WIDE_SHIFT
                      | spec.CONV_FLAG_WIDE_W):
         return f"CONV_CFG reserved flag bits set ({cfg.flags:#x})"
-    if cfg.wide_weights and cfg.out_mode != spec.OUT_MODE_INT8:
-        return f"CONV_CFG flags {cfg.flags:#x}: int16 weights need out_mode 0"
-    if cfg.wide & spec.WIDE_OUT and (cfg.has_lut or cfg.out_mode & spec.OUT_MODE_INT32):
-        return f"CONV_CFG flags {cfg.flags:#x}: int16 output with a LUT epilogue or int32"
+    problem = _mode_problem(cfg)
+    if problem:
+        return problem
     if cfg.accumulate and (cfg.has_shortcut or not cfg.flags & spec.CONV_FLAG_DEPTHWISE):
         return (f"CONV_CFG out_mode {cfg.out_mode} (accumulate) needs depthwise mode and no "
                 f"shortcut (flags {cfg.flags:#x})")
@@ -155,4 +179,19 @@ def conv_flags_problem(cfg: ConvCfg, t: ConvTile, array_in: int) -> str | None:
     if cfg.flags & spec.CONV_FLAG_IMAGE and (t.in_c != cfg.cin_g or cfg.kw * cfg.cin_g > array_in):
         return (f"image mode needs one group per tile and kw * cin_g <= {array_in} "
                 f"(in_c {t.in_c}, cin_g {cfg.cin_g}, kw {cfg.kw})")
+    return None
+
+
+def _mode_problem(cfg: ConvCfg) -> str | None:
+    """Why the CONV_CFG's out_mode and width bits do not go together (int16 weights need
+    out_mode 0 (bit2 allowed); an int16 output no LUT and no int32; two-slope a requantized
+    output, no shortcut, no LUT); None when they do."""
+    if cfg.wide_weights and cfg.out_mode & ~spec.OUT_MODE_TWO_SLOPE != spec.OUT_MODE_INT8:
+        return f"CONV_CFG flags {cfg.flags:#x}: int16 weights need out_mode 0"
+    if cfg.wide & spec.WIDE_OUT and (cfg.has_lut or cfg.out_mode & spec.OUT_MODE_INT32):
+        return f"CONV_CFG flags {cfg.flags:#x}: int16 output with a LUT epilogue or int32"
+    if cfg.two_slope and (cfg.has_shortcut or cfg.has_lut
+                          or cfg.out_mode & spec.OUT_MODE_INT32):
+        return (f"CONV_CFG out_mode {cfg.out_mode} (two-slope) needs a requantized output, no "
+                f"shortcut and no LUT (flags {cfg.flags:#x})")
     return None

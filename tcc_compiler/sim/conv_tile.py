@@ -43,7 +43,7 @@ def conv_setup_problem(cfg: ConvCfg | None, t: ConvTile, array_in: int) -> str |
         return "no CONV_CFG before this tile"
     if min(cfg.kh, cfg.kw, cfg.sh, cfg.sw, cfg.dh, cfg.dw, cfg.cin_g) == 0:
         return "CONV_CFG has a zero kernel/stride/dilation/cin_g"
-    if cfg.out_mode > spec.OUT_MODE_INT32 | spec.OUT_MODE_ACCUMULATE:
+    if cfg.out_mode > spec.OUT_MODE_INT32 | spec.OUT_MODE_ACCUMULATE | spec.OUT_MODE_TWO_SLOPE:
         return f"CONV_CFG out_mode {cfg.out_mode} unknown"
     problem = conv_flags_problem(cfg, t, array_in)
     if problem:
@@ -163,7 +163,7 @@ def make_plan(i: int, t: ConvTile, cfg: ConvCfg, sram: object, box: BoxFn, tenso
         read += 256
     out = box(i, t, "output", t.out_sram, (oh, ow, t.oc), t.out_px_stride, t.out_row_stride,
               np.dtype("<i4") if int32_out else _INT[out_b], write=True)
-    if not int32_out and not cfg.has_lut and isinstance(out, np.ndarray):
+    if not int32_out and not cfg.has_lut and not cfg.two_slope and isinstance(out, np.ndarray):
         direct = out
     fits = direct is not None and jit.out_fits(direct, (oh, ow, t.oc), _INT[out_b], sc)
     fields = param_fields(cfg)

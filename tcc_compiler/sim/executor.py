@@ -51,7 +51,7 @@ from tcc_compiler.isa.commands import (
 )
 from tcc_compiler.numerics import add_int8, avgpool_int8, conv_epilogue, jit
 from tcc_compiler.numerics import SHIFT_MAX, maxpool_int8
-from tcc_compiler.numerics.epilogue import channel_clamp
+from tcc_compiler.numerics.epilogue import channel_clamp, two_slope_epilogue
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
 from tcc_compiler.numerics.lut import apply_lut
@@ -469,7 +469,12 @@ class Executor:
             if sc is None and cfg.has_shortcut:
                 sc = self._sram_box(i, t, "shortcut", t.sc_sram, shape, t.sc_px_stride,
                                     t.sc_row_stride, _INT[cfg.sc_bytes])
-            if pl.fits and cp.jit is not None and not cfg.wide_weights and jit.available():
+            if cfg.two_slope:   # out_mode bit2: sc_mult below zero (no shortcut)
+                y = two_slope_epilogue(acc, p["bias"], p["mult"], p["sc_mult"], p["shift"],
+                                       cfg.zp_out, cfg.act_lo, cfg.act_hi, _INT[cfg.out_bytes],
+                                       (cp.consts, cp.neg_consts), (cp.jit, cp.neg_jit),
+                                       cfg.wide_weights)
+            elif pl.fits and cp.jit is not None and not cfg.wide_weights and jit.available():
                 y = jit.epilogue_into(acc, cp.jit, cfg.zp_out, cfg.act_lo, cfg.act_hi, sc,
                                       cfg.zp_sc, direct)   # checked once, in the plan
             else:

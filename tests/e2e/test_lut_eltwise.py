@@ -103,7 +103,6 @@ LUT_CASES = {
     "tanh": lambda: conv_act_conv("Tanh"),
     "hardsigmoid": lambda: conv_act_conv("HardSigmoid", alpha=0.25, beta=0.4),
     "hardswish": lambda: conv_act_conv("HardSwish"),
-    "leakyrelu": lambda: conv_act_conv("LeakyRelu", alpha=0.1),
     "prelu_channel": lambda: conv_act_conv("PRelu", extra=["sl"], inits={
         "sl": np.linspace(-0.3, 0.5, 8).reshape(8, 1, 1)}),
     "mish": lambda: conv_act_conv("Mish", opset=18),

@@ -13,12 +13,16 @@ from helpers.models import gap_net
 from tcc_compiler.cli.main import main
 
 
-@pytest.mark.parametrize("which", ["residual-net", "gap-softmax"])
+@pytest.mark.parametrize("which", ["residual-net", "gap-softmax", "leaky"])
 def test_export_then_compile_gives_the_same_binaries(which, tmp_path):
     if which == "residual-net":  # BatchNorm folded, residual adds fused, GAP, FC
         from conftest import residual_net_impl
 
         model, whc = residual_net_impl(hw=32, c=16), "32x32x3"
+    elif which == "leaky":   # Conv -> LeakyRelu: the two-slope epilogue, exported as such
+        from tests.e2e.test_lut_eltwise import HW, conv_act_conv
+
+        model, whc = conv_act_conv("LeakyRelu", alpha=0.1), f"{HW}x{HW}x3"
     else:  # a 32x32 GAP exported as exact integer ops, a host softmax
         model, whc = gap_net(3, softmax=True), "32x32x3"
     src = tmp_path / "m.onnx"

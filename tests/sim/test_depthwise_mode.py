@@ -169,7 +169,7 @@ def test_accumulate_mode_sums_parts_into_the_partial_and_replaces_the_bias():
 @pytest.mark.parametrize("modes, flags, what", [
     ((1, 3, 2), 0, "accumulate\\) needs depthwise mode"),
     ((2,), DW | spec.CONV_FLAG_SHORTCUT, "accumulate\\) needs depthwise mode and no "),
-    ((1, 6), DW, "out_mode 6 unknown"),
+    ((1, 8), DW, "out_mode 8 unknown"),   # (6 = accumulate + two-slope: defined)
 ])
 def test_executor_refuses_accumulate_outside_depthwise_mode(modes, flags, what):
     with pytest.raises(ExecutionError, match=what):

@@ -21,7 +21,7 @@ from tcc_compiler.ir.ops import Op
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.spec import (CONV_FLAG_DEPTHWISE, CONV_FLAG_IMAGE, CONV_FLAG_LUT,
                                    CONV_FLAG_SHORTCUT, CONV_FLAG_WIDE_SHIFT, CONV_FLAG_WIDE_W,
-                                   PARAM_RECORD_BYTES, pack_conv_params)
+                                   OUT_MODE_TWO_SLOPE, PARAM_RECORD_BYTES, pack_conv_params)
 from tcc_compiler.isa.wcodec import LayerKind
 from tcc_compiler.quant.golden import weights_ohwi
 from tcc_compiler.numerics.lut import LUT_ENTRIES
@@ -81,7 +81,8 @@ def conv_setup(weights: WeightLayoutBuilder, t: Target, n: Node, g: ConvGeom,
     info.weight_file_bytes = weights.stored_bytes - stored0
     info.depthwise = uses_depthwise_mode(g, t)
     cfg = dict(kh=g.kh, kw=g.kw, sh=g.sh, sw=g.sw, dh=g.dh, dw=g.dw,
-               out_mode=1 if q.out_int32 else 0,
+               out_mode=(1 if q.out_int32 else 0)
+               | (OUT_MODE_TWO_SLOPE if q.two_slope else 0),
                flags=(CONV_FLAG_SHORTCUT if g.has_shortcut else 0)
                | (CONV_FLAG_IMAGE if image else 0)
                | (CONV_FLAG_DEPTHWISE if info.depthwise else 0)
@@ -465,5 +466,7 @@ class _ConvEmission:
                           f"{len(self.spatial)} spatial x {len(self.blocks)} channel blocks")
         if self.lut is not None:
             self.info.plan += f", {self.lut.attrs.func.value} table in the epilogue"
+        if self.cfg.get("out_mode", 0) & OUT_MODE_TWO_SLOPE:
+            self.info.plan += ", two-slope epilogue"
         if self.split:
             self.info.plan += split_text(g, self.ctx.t)
