@@ -62,7 +62,7 @@ class ConvParamCache:
                 MAX - clamp_hi``; the executor names the command).
         """
         fields = (cfg.out_mode, cfg.zp_out, cfg.act_lo, cfg.act_hi, cfg.zp_sc,
-                  cfg.has_shortcut, cfg.sc_bytes, cfg.out_bytes, cfg.wide_weights)
+                  cfg.has_shortcut, cfg.sc_bytes, cfg.requant_bytes, cfg.wide_weights)
         if source is not None:
             skey = (source, raw.size, fields)
             hit = self._by_source.get(skey)
@@ -78,7 +78,7 @@ class ConvParamCache:
             raise ValueError("parameter record reserved byte not zero")
         consts = jit_params = None
         if not cfg.out_mode & spec.OUT_MODE_INT32:   # requantized (also when accumulating)
-            span = np.iinfo(_INT[cfg.out_bytes])   # [MIN + lo, MAX - hi] must hold a value
+            span = np.iinfo(_INT[cfg.requant_bytes])   # [MIN + lo, MAX - hi] holds a value
             empty = p["clamp_lo"].astype(np.int64) + p["clamp_hi"] > span.max - span.min
             if empty.any():
                 c = int(np.flatnonzero(empty)[0])
@@ -94,7 +94,7 @@ class ConvParamCache:
                                  f"layer not below {spec.WIDE_W_MULT_LIMIT} (2**15)")
             consts = epilogue_consts(p["bias"], p["mult"], p["shift"], cfg.zp_out, cfg.act_lo,
                                      cfg.act_hi, p["sc_mult"] if cfg.has_shortcut else None,
-                                     cfg.zp_sc, _INT[cfg.sc_bytes], _INT[cfg.out_bytes])
+                                     cfg.zp_sc, _INT[cfg.sc_bytes], _INT[cfg.requant_bytes])
             if jit.available():
                 jit_params = jit.epilogue_params(p["bias"], p["mult"], p["shift"],
                                                  p["sc_mult"] if cfg.has_shortcut else None)
@@ -114,8 +114,8 @@ def conv_flags_problem(cfg: ConvCfg, t: ConvTile, array_in: int) -> str | None:
         return f"CONV_CFG reserved flag bits set ({cfg.flags:#x})"
     if cfg.wide_weights and cfg.out_mode != spec.OUT_MODE_INT8:
         return f"CONV_CFG flags {cfg.flags:#x}: int16 weights need out_mode 0"
-    if cfg.wide & spec.WIDE_OUT and (cfg.has_lut or cfg.out_mode & spec.OUT_MODE_INT32):
-        return f"CONV_CFG flags {cfg.flags:#x}: int16 output with a LUT epilogue or int32"
+    if cfg.wide & spec.WIDE_OUT and cfg.out_mode & spec.OUT_MODE_INT32:
+        return f"CONV_CFG flags {cfg.flags:#x}: int16 output with out_mode {cfg.out_mode}"
     if cfg.accumulate and (cfg.has_shortcut or not cfg.flags & spec.CONV_FLAG_DEPTHWISE):
         return (f"CONV_CFG out_mode {cfg.out_mode} (accumulate) needs depthwise mode and no "
                 f"shortcut (flags {cfg.flags:#x})")

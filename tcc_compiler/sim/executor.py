@@ -54,7 +54,7 @@ from tcc_compiler.numerics import SHIFT_MAX, maxpool_int8
 from tcc_compiler.numerics.epilogue import channel_clamp
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
-from tcc_compiler.numerics.lut import apply_lut
+from tcc_compiler.numerics.lut import WIDE_KNOTS, apply_lut, apply_lut_wide
 from tcc_compiler.sim.blas import blas_threads
 from tcc_compiler.sim.conv_params import ConvParamCache, conv_flags_problem
 from tcc_compiler.sim.dma import run_dma, run_dma_z
@@ -463,10 +463,15 @@ class Executor:
                 if not isinstance(direct, np.ndarray):
                     direct = None
             y = conv_epilogue(acc, p["bias"], p["mult"], p["shift"], cfg.zp_out, cfg.act_lo,
-                              cfg.act_hi, sc, cfg.zp_sc, p["sc_mult"], _INT[cfg.out_bytes],
+                              cfg.act_hi, sc, cfg.zp_sc, p["sc_mult"], _INT[cfg.requant_bytes],
                               cp.consts, cp.jit, direct, acc64=cfg.wide_weights)
             y = channel_clamp(y, cp.clamp_lo, cp.clamp_hi)   # per-channel clamp bytes
-            if cfg.has_lut:   # flags bit3: one table on the way out
+            if cfg.has_lut and cfg.requant_bytes == 2:   # bits 3 + 5: int16 -> int8 knots
+                knots = self._sram_tensor(i, t, "lut", cfg.lut_sram, (WIDE_KNOTS,),
+                                          np.dtype("<i2"))
+                y = apply_lut_wide(y, knots)
+                read += knots.nbytes
+            elif cfg.has_lut:   # flags bit3: one table on the way out
                 lut = self._sram_tensor(i, t, "lut", cfg.lut_sram, (1, 256))
                 y = apply_lut(y, lut)
                 read += 256
