@@ -1,9 +1,10 @@
 """Mixed precision: which activations are int16 (specs/quantization.md, "Mixed precision").
 
 A *layer* (an NPU node, named as ``tccc analyze`` and the IR dumps show it) is promoted by
-making its output tensor int16: symmetric, zero point 0, ``s = max(|lo|, |hi|) / 32767`` from
-the tensor's observed min/max (with 65535 levels the rounding noise is negligible, so clipping
-would only add error). Weights stay int8 per channel, accumulators 32-bit.
+making its output tensor int16: symmetric, zero point 0, ``s = 2 max(|lo|, |hi|) / 32767``
+from the tensor's observed min/max (with 65535 levels the rounding noise is negligible, so
+clipping would only add error; the factor 2 is room for inputs beyond the calibration's:
+quant/quantize.py ``INT16_HEADROOM``). Weights stay int8 per channel, accumulators 32-bit.
 
 A tensor can be int16 only where every op touching it can take int16, so the planner leaves it
 int8 (with the reason) when
