@@ -204,7 +204,11 @@ def _export_lut(b: QdqBuilder, n, xf: str) -> None:
     input (index ``q + 128``, plus ``256 * c`` with one table per channel), then DQ."""
     from tcc_compiler.quant.params import lut_quant
 
-    tables = lut_quant(n).tables
+    lq = lut_quant(n)
+    if lq.wide:
+        _export_lut_wide(b, n, lq.tables[0])
+        return
+    tables = lq.tables
     t = tables.shape[0]
     src = f"{n.name}_{n.attrs.func.value}"
     idx = b.node("Cast", [b.int8(n.inputs[0], n.name)], b.uniq(f"{n.name}_q64"),
@@ -215,6 +219,36 @@ def _export_lut(b: QdqBuilder, n, xf: str) -> None:
                  b.uniq(f"{n.name}_index"), f"{src}_Index")
     tab = b.const(b.uniq(f"{n.name}_table"), tables.reshape(-1).astype(np.int8))
     q = b.node("Gather", [tab, idx], f"{n.output.name}_quantized", src, axis=0)
+    b.dq(n.output, q, n.name)
+
+
+def _export_lut_wide(b: QdqBuilder, n, knots: np.ndarray) -> None:
+    """An int16-input table, bit-exact (numerics/lut.py apply_lut_wide) in int64 ONNX ops:
+    ``u = q + 32768``, ``i = u / 256`` (non-negative: ``Div`` truncates = floors),
+    ``f = u - 256 i``, the two knots gathered, and the rounding shift as a ``Div`` of a
+    numerator made non-negative by ``2**23`` (``|K| * 256 <= 2**23``), taken off after."""
+    src = f"{n.name}_{n.attrs.func.value}"
+
+    def op(kind: str, ins: list[str], tag: str, **attrs) -> str:
+        return b.node(kind, ins, b.uniq(f"{n.name}_{tag}"), f"{src}_{tag}", **attrs)
+
+    def c(tag: str, v: int) -> str:
+        return b.const(b.uniq(f"{n.name}_{tag}"), np.int64(v))
+
+    q16 = op("Cast", [b.int8(n.inputs[0], n.name)], "q64", to=TensorProto.INT64)   # int16
+    u = op("Add", [q16, c("half", 32768)], "u")
+    i = op("Div", [u, c("step", 256)], "knot")
+    f = op("Sub", [u, op("Mul", [i, c("step", 256)], "base")], "frac")
+    tab = b.const(b.uniq(f"{n.name}_knots"), knots.astype(np.int64))
+    k0 = op("Gather", [tab, i], "k0")
+    k1 = op("Gather", [tab, op("Add", [i, c("one", 1)], "next")], "k1")
+    acc = op("Add", [op("Mul", [k0, op("Sub", [c("step", 256), f], "rest")], "w0"),
+                     op("Mul", [k1, f], "w1")], "acc")
+    y = op("Div", [op("Add", [acc, c("bias", (1 << 23) + (1 << 14))], "num"),
+                   c("den", 1 << 15)], "shift")
+    y = op("Sub", [y, c("unbias", 1 << 8)], "y")
+    y = op("Clip", [y, c("lo", -128), c("hi", 127)], "clip")
+    q = b.node("Cast", [y], f"{n.output.name}_quantized", f"{src}_Cast8", to=TensorProto.INT8)
     b.dq(n.output, q, n.name)
 
 

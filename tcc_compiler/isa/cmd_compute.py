@@ -63,11 +63,27 @@ class ConvCfg(Command):
         return elem_size(self.wide, spec.WIDE_IN)
 
     @property
+    def lut_bytes(self) -> int:
+        """Bytes of the LUT epilogue's table at lut_sram: 256 int8 entries, or 257 int16 knots
+        (514) with an int16 requantized value (flags bit5); 0 without flags bit3."""
+        if not self.has_lut:
+            return 0
+        return 2 * spec.LUT_WIDE_KNOTS if self.requant_bytes == 2 else 256
+
+    @property
+    def requant_bytes(self) -> int:
+        """Bytes per requantized element (the epilogue's clamp type): 2 if flags bit5, else 1
+        (with a LUT epilogue, the table's input)."""
+        return elem_size(self.wide, spec.WIDE_OUT)
+
+    @property
     def out_bytes(self) -> int:
-        """Bytes per output element: 4 for out_mode bit0 (int32), 2 if flags bit5, else 1."""
+        """Bytes per output element: 4 for out_mode bit0 (int32), 1 with a LUT epilogue
+        (flags bit3, whose table maps an int16 requantized value to int8 too), 2 if flags
+        bit5, else 1."""
         if self.out_mode & spec.OUT_MODE_INT32:
             return 4
-        return elem_size(self.wide, spec.WIDE_OUT)
+        return 1 if self.has_lut else self.requant_bytes
 
     @property
     def accumulate(self) -> bool:
@@ -150,7 +166,7 @@ class ConvTile(Command):
             out += box_accesses(self.sc_sram, self.out_h, self.out_w, self.oc * 4,
                                 self.sc_px_stride, self.sc_row_stride, False)
         if cfg.has_lut:
-            out.append(Access(Space.SRAM, cfg.lut_sram, cfg.lut_sram + 256, False))
+            out.append(Access(Space.SRAM, cfg.lut_sram, cfg.lut_sram + cfg.lut_bytes, False))
         out += box_accesses(self.out_sram, self.out_h, self.out_w, self.oc * elem,
                             self.out_px_stride, self.out_row_stride, True)
         return out

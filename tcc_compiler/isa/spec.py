@@ -255,10 +255,14 @@ CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
                   "datapath, not the MAC array: cin_g = 1, oc = in_c, kernel and stride "
                   "within the target's depthwise limits, dilation 1); bit3 = LUT epilogue "
                   "(the int8 output goes through the 256-entry table at lut_sram: "
-                  "out = lut[y + 128]; needs an int8 output, out_mode 0 or 2); bits 4-6 = "
-                  "element widths "
+                  "out = lut[y + 128]; needs an int8 output, out_mode 0 or 2; with bit5 the "
+                  "requantized value y is int16 and the table is 257 int16 knots K, out = "
+                  "clamp((K[i] * (256 - f) + K[i + 1] * f + 2**14) >> 15, -128, 127) with "
+                  "i = (y + 32768) >> 8, f = (y + 32768) & 255: the output is int8); "
+                  "bits 4-6 = element widths "
                   "(mixed precision): bit4 = input int16, bit5 = output int16 (needs "
-                  "out_mode 0 or 4, no LUT), bit6 = shortcut int16, clear = int8; bit7 = weights "
+                  "out_mode 0 or 4; with bit3 the table's input), bit6 = shortcut int16, "
+                  "clear = int8; bit7 = weights "
                   "int16 (2 bytes LE per weight, 64-bit accumulator, needs out_mode 0 or 4 and "
                   "every accumulator multiplier M < 2**15: specs/quantization.md, 'int16 weights')",
      Display.HEX),
@@ -269,16 +273,19 @@ CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
     ("zp_sc", I8, "shortcut zero point"),
     ("act_lo", I16, "output clamp low bound in the output type (activation folded in)"),
     ("act_hi", I16, "output clamp high bound in the output type"),
-    ("lut_sram", U32, "int8 [256] activation table of the LUT epilogue (if flags bit3)",
+    ("lut_sram", U32, "int8 [256] activation table of the LUT epilogue (if flags bit3; "
+                      "int16 LE [257] knots with bit5)",
      Display.SRAM),
 ], "Set the conv layer registers used by the following CONV_TILE commands. With flags bit3 "
    "the requantized int8 output of every tile is mapped through one lookup table on its way "
    "out (an activation such as SiLU or Sigmoid fused into the conv: numerics/lut.py "
    "apply_lut), so it needs no second pass over DRAM. An int16 input (flags bit4) takes int8 "
    "weights, accumulates in the same 32-bit accumulator and runs at the target's int16 MAC "
-   "rate; an int16 output (bit5) needs out_mode 0 (or 4, two-slope) and no LUT epilogue. "
-   "int16 weights (bit7) accumulate exactly in 64 bits (acc + bias is not wrapped) and take "
-   "15-bit multipliers so "
+   "rate; an int16 output (bit5) needs out_mode 0 (or 4, two-slope); with bit3 too (no "
+   "two-slope), the int16 requantized value is interpolated between two of 257 int16 knots to "
+   "an int8 output (numerics/lut.py apply_lut_wide: specs/quantization.md, 'int16-input "
+   "lookup tables'). int16 weights (bit7) accumulate exactly in 64 bits (acc + bias is not "
+   "wrapped) and take 15-bit multipliers so "
    "that (acc + bias) * M stays below 2**62; each int16 operand (input, weights) divides the "
    "MAC rate by the target's int16_rate_divisor.")
 
@@ -521,6 +528,8 @@ CONV_FLAG_SHORTCUT = 0x01
 CONV_FLAG_IMAGE = 0x02
 CONV_FLAG_DEPTHWISE = 0x04
 CONV_FLAG_LUT = 0x08
+#: Knots of the LUT epilogue's int16 -> int8 table (flags bit3 with bit5; numerics/lut.py).
+LUT_WIDE_KNOTS = 257
 POOL_KIND_MAX = 0
 POOL_KIND_AVG = 1
 # ``wide`` field bits of POOL_CFG and EW_TILE (element widths; clear = int8); CONV_CFG holds

@@ -15,9 +15,16 @@ import math
 import numpy as np
 
 from tcc_compiler.ir.ops import LutFunc
+from tcc_compiler.isa.spec import LUT_WIDE_KNOTS
 
 #: Entries of one table (every int8 input value).
 LUT_ENTRIES = 256
+#: Knots of an int16-input table (specs/quantization.md, "int16-input lookup tables"): one
+#: every ``2**KNOT_SHIFT`` int16 values, the last one at 32768 (one past the int16 range).
+WIDE_KNOTS = LUT_WIDE_KNOTS
+KNOT_SHIFT = 8
+#: Fractional bits of a knot (the int8 output in units of ``2**-KNOT_FRAC`` steps).
+KNOT_FRAC = 7
 
 _ERF = np.frompyfunc(math.erf, 1, 1)
 
@@ -128,3 +135,47 @@ def apply_lut(x: np.ndarray, tables: np.ndarray, ch0: int = 0) -> np.ndarray:
         ch = (ch0 + np.arange(idx.size)) % t
         y = tables[ch, idx]
     return y.reshape(x.shape).astype(np.int8)
+
+
+def build_knots(func: LutFunc, alpha: float, beta: float, s_in: float, s_out: float,
+                zp_out: int) -> np.ndarray:
+    """The 257 knots of an int16 -> int8 table (one shared table; no per-channel prelu).
+
+    Knot ``k`` (k = 0..256) sits at the int16 input ``u_k = 256 k - 32768`` (zero point 0, as
+    every int16 activation) and holds the output in 1/128 steps:
+    ``clamp(rint((f(u_k * s_in) / s_out + zp_out) * 128), -32768, 32767)``, float64, ties to
+    even.
+
+    Args:
+        func, alpha, beta: the function (see :func:`lut_function`).
+        s_in: scale of the int16 input (symmetric). s_out, zp_out: the int8 output's
+            quantization.
+
+    Returns:
+        int16 [257].
+    """
+    u = np.arange(WIDE_KNOTS, dtype=np.float64) * (1 << KNOT_SHIFT) - 32768.0
+    y = lut_function(func, u * float(s_in), alpha, beta)
+    k = np.rint((y / float(s_out) + zp_out) * (1 << KNOT_FRAC))
+    return np.clip(k, -32768, 32767).astype(np.int16)
+
+
+def apply_lut_wide(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """The NPU's int16 -> int8 table: linear interpolation between two knots.
+
+    With ``u = x + 32768``, ``i = u >> 8``, ``f = u & 255``:
+    ``out = clamp((K[i] * (256 - f) + K[i + 1] * f + 2**14) >> 15, -128, 127)`` (an arithmetic
+    shift: rounds half up; every term fits int32, ``|K| * 256 <= 2**23``).
+
+    Args:
+        x: int16 array (any shape). knots: int16 [257] (:func:`build_knots`).
+
+    Returns:
+        int8 array shaped like ``x``.
+    """
+    u = x.astype(np.int64) + 32768
+    i, f = u >> KNOT_SHIFT, u & ((1 << KNOT_SHIFT) - 1)
+    k = knots.astype(np.int64)
+    acc = k[i] * ((1 << KNOT_SHIFT) - f) + k[i + 1] * f
+    y = (acc + (1 << (KNOT_SHIFT + KNOT_FRAC - 1))) >> (KNOT_SHIFT + KNOT_FRAC)
+    return np.clip(y, -128, 127).astype(np.int8)

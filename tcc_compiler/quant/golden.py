@@ -22,7 +22,7 @@ from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_c
 from tcc_compiler.numerics.eltwise import eltwise_int8
 from tcc_compiler.numerics.epilogue import (EpilogueConsts, channel_clamp, epilogue_consts,
                                             two_slope_epilogue)
-from tcc_compiler.numerics.lut import apply_lut
+from tcc_compiler.numerics.lut import apply_lut, apply_lut_wide
 from tcc_compiler.numerics.resize import bilinear_int8
 from tcc_compiler.numerics.softmax import softmax_int8
 from tcc_compiler.quant.params import (add_quant, conv_quant, dequantize_output,
@@ -110,7 +110,8 @@ def eval_int_node(node: Node, args: list[np.ndarray],
         return K.add_int8(x, p.zp_a, p.mult_a, args[1], p.zp_b, p.mult_b, p.shift, p.zp_out,
                           p.act_lo, p.act_hi)
     if node.op is Op.LUT:
-        return apply_lut(x, lut_quant(node).tables)
+        lq = lut_quant(node)
+        return apply_lut_wide(x, lq.tables[0]) if lq.wide else apply_lut(x, lq.tables)
     if node.op is Op.GROUP_SOFTMAX:   # NHWC: each pixel's channel groups are contiguous
         return softmax_int8(x, node.attrs.group, group_softmax_table(node))
     if node.op is Op.RESIZE:

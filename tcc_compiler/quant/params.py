@@ -20,7 +20,7 @@ from tcc_compiler.numerics.requant import (narrow_multipliers, quantize_multipli
                                            quantize_multipliers_shared_pairs)
 from tcc_compiler.numerics.eltwise import EwKind
 from tcc_compiler.numerics.kernels import int_range
-from tcc_compiler.numerics.lut import build_tables
+from tcc_compiler.numerics.lut import build_knots, build_tables
 from tcc_compiler.numerics.softmax import softmax_table
 
 
@@ -110,10 +110,13 @@ class LutQuant:
 
     Attributes:
         tables: int8 [T, 256], T = 1 (shared) or the channel count (per-channel prelu);
-            ``tables[c % T, q + 128]`` is the output for input q (numerics/lut.py).
+            ``tables[c % T, q + 128]`` is the output for input q (numerics/lut.py); for an
+            int16 input, the knots instead: int16 [1, 257] (numerics/lut.py build_knots).
+        wide: True when the input is int16 (``tables`` holds the knots).
     """
 
     tables: np.ndarray
+    wide: bool = False
 
 
 @dataclass(frozen=True)
@@ -369,6 +372,12 @@ def lut_quant(node: Node) -> LutQuant:
     slope = None
     if a.func is LutFunc.PRELU:
         slope = np.asarray(node.inputs[1].const, dtype=np.float64).reshape(-1)
+    if x.dtype == "int16":   # interpolated int16 -> int8 table (one shared table)
+        if slope is not None and slope.size > 1:
+            raise InternalError(f"lut '{node.name}': an int16 input takes one shared table, "
+                                f"not {slope.size} per-channel prelu slopes")
+        return LutQuant(build_knots(a.func, a.alpha, a.beta, _s(x), _s(out), _zp(out))[None],
+                        wide=True)
     return LutQuant(build_tables(a.func, a.alpha, a.beta, _s(x), _zp(x), _s(out), _zp(out),
                                  slope))
 

@@ -1,9 +1,10 @@
 """Mixed precision: which activations are int16 (specs/quantization.md, "Mixed precision").
 
 A *layer* (an NPU node, named as ``tccc analyze`` and the IR dumps show it) is promoted by
-making its output tensor int16: symmetric, zero point 0, ``s = max(|lo|, |hi|) / 32767`` from
-the tensor's observed min/max (with 65535 levels the rounding noise is negligible, so clipping
-would only add error). Weights stay int8 per channel, accumulators 32-bit.
+making its output tensor int16: symmetric, zero point 0, ``s = 2 max(|lo|, |hi|) / 32767``
+from the tensor's observed min/max (with 65535 levels the rounding noise is negligible, so
+clipping would only add error; the factor 2 is room for inputs beyond the calibration's:
+quant/quantize.py ``INT16_HEADROOM``). Weights stay int8 per channel, accumulators 32-bit.
 
 A tensor can be int16 only where every op touching it can take int16, so the planner leaves it
 int8 (with the reason) when
@@ -12,8 +13,10 @@ int8 (with the reason) when
   promote the layer before them), or the conv/fc output is already raw int32, or a
   pre-quantized model fixes its parameters;
 * it, or a tensor sharing its parameters through a max/average/global pool or a view, is read
-  by an op that is int8 only: a lookup-table activation (its table has 256 entries), a
-  sub/mul, a nearest resize, or a channel concat/slice/interleave (those share one int8
+  by an op that is int8 only: a lookup-table activation (its table has 256 entries; except
+  a conv's output read only by one single-table lut, which then interpolates 257 int16 knots
+  in the conv's epilogue: :func:`wide_lut_reader`), a sub/mul, a nearest resize, or a
+  channel concat/slice/interleave (those share one int8
   parameter set between several tensors).
 
 A conv/fc layer's *weights* are promoted separately (int16 symmetric per output channel,
@@ -34,7 +37,7 @@ from dataclasses import dataclass, field
 
 from tcc_compiler.errors import InputError
 from tcc_compiler.ir.graph import Graph, Node, Value
-from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, VIEW_OPS, Op
+from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, VIEW_OPS, LutFunc, Op
 from tcc_compiler.isa.spec import WIDE_W_ACC_LIMIT
 
 log = logging.getLogger(__name__)
@@ -104,6 +107,8 @@ def int16_blocker(node: Node, graph: Graph) -> str | None:
         return "its output is already raw int32"
     if node.input(5) is not None:   # passes/fold_after_act.py; isa/spec.py clamp bytes
         return "its per-channel clamp (a folded BatchNorm after its activation) is int8 only"
+    if wide_lut_reader(node, graph) is not None:   # its table then interpolates int16
+        return None
     for x in _follower_group(out):
         for u, _ in x.uses:
             if u.op in CHANNEL_OPS:
@@ -111,6 +116,22 @@ def int16_blocker(node: Node, graph: Graph) -> str | None:
             if u.op not in INT16_READERS:
                 return f"'{x.name}' is read by {u.op.value} '{u.name}', which is int8 only"
     return None
+
+
+def wide_lut_reader(node: Node, graph: Graph) -> Node | None:
+    """The lookup-table op that can read conv ``node``'s output as int16, else None: the
+    output's only reader, as input 0, with one shared table (no per-channel prelu), and the
+    output no graph output, so the scheduler runs the table in the conv's epilogue
+    (schedule/epilogue.py; 257 int16 knots interpolated, specs/quantization.md "int16-input
+    lookup tables"; LUT_TILE itself is int8 only)."""
+    out = node.output
+    if node.op is not Op.CONV or len(out.uses) != 1 or any(o is out for o in graph.outputs):
+        return None
+    lut, idx = out.uses[0]
+    if lut.op is not Op.LUT or idx != 0:
+        return None
+    slope = lut.input(1) if lut.attrs.func is LutFunc.PRELU else None
+    return lut if slope is None or slope.const is None or slope.const.size == 1 else None
 
 
 def weights_blocker(node: Node, graph: Graph) -> str | None:

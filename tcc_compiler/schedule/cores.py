@@ -37,6 +37,7 @@ from typing import Callable
 
 from tcc_compiler.errors import ScheduleError
 from tcc_compiler.ir.graph import Graph, Node
+from tcc_compiler.schedule.epilogue import table_bytes
 from tcc_compiler.schedule.balance import Balancer, rough_cycles
 from tcc_compiler.schedule.batch import OnceWeights
 from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, Op, ResizeMode, VIEW_OPS
@@ -44,7 +45,6 @@ from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.spec import PARAM_RECORD_BYTES
 from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.isa.wlayout import WeightLayoutBuilder
-from tcc_compiler.numerics.lut import LUT_ENTRIES
 from tcc_compiler.quant.params import uses_ew
 from tcc_compiler.schedule import corebands, cost
 from tcc_compiler.schedule.coresync import CrossCore
@@ -353,7 +353,7 @@ class _CoreLowering:
         if n.op is Op.CONV:
             g = conv_geom(n, t)
             mem = self.mems[0]
-            lut = align_up(LUT_ENTRIES, t.sram_align_bytes) if mem.fused.get(id(n)) else 0
+            lut = align_up(table_bytes(mem.fused.get(id(n))), t.sram_align_bytes)
             plan = plan_conv(g, t, t.sram_capacity_bytes - mem.base(n) - lut,
                              mem.conv_residency(n, g))
             if self.band_tiles > 1:   # several tiles per share: the boundary rows are
@@ -409,7 +409,7 @@ class _CoreLowering:
     def _conv(self, n: Node) -> None:
         t = self.t
         g = conv_geom(n, t)
-        lut = align_up(LUT_ENTRIES, t.sram_align_bytes) if self.mem.fused.get(id(n)) else 0
+        lut = align_up(table_bytes(self.mem.fused.get(id(n))), t.sram_align_bytes)
         plan = plan_conv(g, t, t.sram_capacity_bytes - self.mems[0].base(n) - lut,
                          self.mem.conv_residency(n, g))
         sp = split_choice(g, plan, t)

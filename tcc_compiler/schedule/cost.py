@@ -19,9 +19,10 @@ terms):
   (:func:`depthwise_pixel_cycles`), plus ``depthwise_accumulate_cycles`` per pixel and channel
   pass in accumulate mode (out_mode bit1: one part of a kernel larger than
   ``depthwise_max_kernel``, :func:`depthwise_parts`).
-* CONV_TILE with a LUT epilogue (flags bit3) or a two-slope epilogue (out_mode bit2): as
-  without it; the lookup (the multiplier's choice) is assumed pipelined with the output
-  stage's requantization (specs/target.md). Channel views, concat/slice copies
+* CONV_TILE with a LUT epilogue (flags bit3; with bit5 the interpolation between two int16
+  knots) or a two-slope epilogue (out_mode bit2): as without it; the lookup (the multiplier's
+  choice) is assumed pipelined with the output stage's requantization (specs/target.md).
+  Channel views, concat/slice copies
   and nearest resize are DMA commands only, costed as every DMA.
 * POOL/ADD/LUT/EW tiles: ``compute_setup_cycles + ceil(elements * window / vector_lanes)``
   (LUT_TILE: window 1; the vector unit looks up ``vector_lanes`` elements per cycle; in

@@ -9,13 +9,17 @@ then never exists outside the MAC array's output stage: the memory planner gives
 and runs the lut at the conv's step; the conv writes the lut's output. The numerics are the
 unfused pair's exactly: the conv requantizes to its own output quantization (the table's
 input), then the table maps to the lut's (quant/golden.py computes the two ops one after the
-other and the executor must agree byte for byte).
+other and the executor must agree byte for byte). A conv whose output is int16 (mixed
+precision, quant/precision.py allows it only where this fusion applies) requantizes to int16
+and the epilogue interpolates its table of 257 int16 knots (CONV_CFG flags bit3 with bit5,
+numerics/lut.py apply_lut_wide) to the lut's int8 output.
 """
 
 from __future__ import annotations
 
-from tcc_compiler.ir.graph import Graph, Node
+from tcc_compiler.ir.graph import Graph, Node, Value
 from tcc_compiler.ir.ops import ActKind, LutFunc, Op
+from tcc_compiler.numerics.lut import LUT_ENTRIES, WIDE_KNOTS
 
 
 def _single_table(lut: Node) -> bool:
@@ -34,8 +38,8 @@ def find_lut_epilogues(graph: Graph, keep: set[int]) -> dict[int, Node]:
     """
     out: dict[int, Node] = {}
     for n in graph.nodes:
-        if n.op is not Op.CONV or n.output.dtype != "int8" or id(n.output) in keep \
-                or n.attrs.act.kind is ActKind.LEAKY:
+        if n.op is not Op.CONV or n.output.dtype not in ("int8", "int16") \
+                or id(n.output) in keep or n.attrs.act.kind is ActKind.LEAKY:
             continue
         if len(n.output.uses) != 1:
             continue
@@ -43,3 +47,20 @@ def find_lut_epilogues(graph: Graph, keep: set[int]) -> dict[int, Node]:
         if lut.op is Op.LUT and idx == 0 and _single_table(lut):
             out[id(n)] = lut
     return out
+
+
+def wide_lut_reader(v: Value) -> Node | None:
+    """The lut op reading int16 conv output ``v`` as its only reader (its table is then
+    fused into the conv's epilogue, which writes the lut's int8 output), else None."""
+    if v.dtype != "int16" or len(v.uses) != 1:
+        return None
+    lut, idx = v.uses[0]
+    return lut if lut.op is Op.LUT and idx == 0 else None
+
+
+def table_bytes(lut: Node | None) -> int:
+    """SRAM bytes of a fused lut's table: 256 int8 entries, or 257 int16 knots (514 bytes)
+    when its input is int16; 0 for None (no fused lut)."""
+    if lut is None:
+        return 0
+    return 2 * WIDE_KNOTS if lut.inputs[0].dtype == "int16" else LUT_ENTRIES

@@ -9,6 +9,7 @@ from tcc_compiler.ir.graph import Node, Value
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.ir.shapes import npu_hwc
 from tcc_compiler.schedule.tiling import ConvGeom
+from tcc_compiler.schedule.epilogue import wide_lut_reader
 from tcc_compiler.target import Target
 
 #: Output rows [y0, y1) and columns [x0, x1) of a tile.
@@ -46,7 +47,8 @@ def conv_geom(n: Node, t: Target) -> ConvGeom:
     x, out = n.inputs[0], n.output
     h, w, c = hwc(x)
     oh, ow, o = hwc(out)
-    eb = elem_bytes(out)
+    lut = wide_lut_reader(out)   # an int16 output through the epilogue's table: int8 written
+    eb = elem_bytes(lut.output if lut is not None else out)
     sc = n.input(3) is not None
     widths = dict(in_elem_bytes=elem_bytes(x),
                   sc_elem_bytes=elem_bytes(n.input(3)) if sc else 1,

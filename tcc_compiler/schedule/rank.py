@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from tcc_compiler.ir.graph import Graph, Node, Value
 from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, Op, VIEW_OPS
-from tcc_compiler.numerics.lut import LUT_ENTRIES
+from tcc_compiler.schedule.epilogue import table_bytes
 from tcc_compiler.schedule import cost
 from tcc_compiler.schedule.geom import conv_geom, elem_bytes, hwc
 from tcc_compiler.schedule.memory import MemoryPlan
@@ -64,7 +64,7 @@ def _conv_cycles(n: Node, mem: MemoryPlan, t: Target) -> int:
     """The tile planner's estimate of conv/FC ``n`` under ``mem`` (what its lowering plans:
     the SRAM above its base, less a fused table's)."""
     g = conv_geom(n, t)
-    lut = align_up(LUT_ENTRIES, t.sram_align_bytes) if id(n) in mem.fused else 0
+    lut = align_up(table_bytes(mem.fused.get(id(n))), t.sram_align_bytes)
     return plan_conv(g, t, t.sram_capacity_bytes - mem.base(n) - lut,
                      mem.conv_residency(n, g)).est_cycles
 

@@ -47,7 +47,7 @@ class ConvParams:
 def param_fields(cfg: ConvCfg) -> tuple:
     """The CONV_CFG fields a tile's decoded parameters depend on (a cache key part)."""
     return (cfg.out_mode, cfg.zp_out, cfg.act_lo, cfg.act_hi, cfg.zp_sc, cfg.has_shortcut,
-            cfg.sc_bytes, cfg.out_bytes, cfg.wide_weights)
+            cfg.sc_bytes, cfg.out_bytes, cfg.requant_bytes, cfg.wide_weights)
 
 
 class ParamRecordError(ValueError):
@@ -125,7 +125,7 @@ def _requant_params(p: np.ndarray, cfg: ConvCfg) -> tuple:
     """(consts, jit, (neg_consts, neg_jit)) of :class:`ConvParams` for the records ``p`` of a
     requantizing tile (out_mode bit0 clear), after checking them (ValueError: see
     :meth:`ConvParamCache.get`)."""
-    span = np.iinfo(_INT[cfg.out_bytes])   # [MIN + lo, MAX - hi] must hold a value
+    span = np.iinfo(_INT[cfg.requant_bytes])   # [MIN + lo, MAX - hi] must hold a value
     lo, hi, shift, mult = p["clamp_lo"], p["clamp_hi"], p["shift"], p["mult"]
     _first_bad(lo.astype(np.int64) + hi > span.max - span.min,
                lambda c: f"clamp_lo + clamp_hi ({int(lo[c])} + {int(hi[c])}) leave no "
@@ -139,7 +139,7 @@ def _requant_params(p: np.ndarray, cfg: ConvCfg) -> tuple:
                              f"{spec.WIDE_W_MULT_LIMIT} (2**15)")
     consts = epilogue_consts(p["bias"], p["mult"], p["shift"], cfg.zp_out, cfg.act_lo,
                              cfg.act_hi, p["sc_mult"] if cfg.has_shortcut else None,
-                             cfg.zp_sc, _INT[cfg.sc_bytes], _INT[cfg.out_bytes])
+                             cfg.zp_sc, _INT[cfg.sc_bytes], _INT[cfg.requant_bytes])
     jit_params = None
     if jit.available():
         jit_params = jit.epilogue_params(p["bias"], p["mult"], p["shift"],
@@ -152,7 +152,7 @@ def _requant_params(p: np.ndarray, cfg: ConvCfg) -> tuple:
                        lambda c: f"sc_mult {int(sc_mult[c])} of an int16-weight layer not "
                                  f"below {spec.WIDE_W_MULT_LIMIT} (2**15)")
         neg = (epilogue_consts(p["bias"], p["sc_mult"], p["shift"], cfg.zp_out,
-                               cfg.act_lo, cfg.act_hi, out_dtype=_INT[cfg.out_bytes]),
+                               cfg.act_lo, cfg.act_hi, out_dtype=_INT[cfg.requant_bytes]),
                jit.epilogue_params(p["bias"], p["sc_mult"], p["shift"], None)
                if jit.available() else None)
     return consts, jit_params, neg
@@ -184,12 +184,12 @@ def conv_flags_problem(cfg: ConvCfg, t: ConvTile, array_in: int) -> str | None:
 
 def _mode_problem(cfg: ConvCfg) -> str | None:
     """Why the CONV_CFG's out_mode and width bits do not go together (int16 weights need
-    out_mode 0 (bit2 allowed); an int16 output no LUT and no int32; two-slope a requantized
-    output, no shortcut, no LUT); None when they do."""
+    out_mode 0 (bit2 allowed); an int16 output (with a LUT: the table's input) no int32;
+    two-slope a requantized output, no shortcut, no LUT); None when they do."""
     if cfg.wide_weights and cfg.out_mode & ~spec.OUT_MODE_TWO_SLOPE != spec.OUT_MODE_INT8:
         return f"CONV_CFG flags {cfg.flags:#x}: int16 weights need out_mode 0"
-    if cfg.wide & spec.WIDE_OUT and (cfg.has_lut or cfg.out_mode & spec.OUT_MODE_INT32):
-        return f"CONV_CFG flags {cfg.flags:#x}: int16 output with a LUT epilogue or int32"
+    if cfg.wide & spec.WIDE_OUT and cfg.out_mode & spec.OUT_MODE_INT32:
+        return f"CONV_CFG flags {cfg.flags:#x}: int16 output with out_mode {cfg.out_mode}"
     if cfg.two_slope and (cfg.has_shortcut or cfg.has_lut
                           or cfg.out_mode & spec.OUT_MODE_INT32):
         return (f"CONV_CFG out_mode {cfg.out_mode} (two-slope) needs a requantized output, no "

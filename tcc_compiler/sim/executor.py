@@ -54,7 +54,7 @@ from tcc_compiler.numerics import SHIFT_MAX, maxpool_int8
 from tcc_compiler.numerics.epilogue import channel_clamp, two_slope_epilogue
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
-from tcc_compiler.numerics.lut import apply_lut
+from tcc_compiler.numerics.lut import apply_lut, apply_lut_wide
 from tcc_compiler.sim.blas import blas_threads
 from tcc_compiler.sim.conv_params import ConvParamCache, ParamRecordError
 from tcc_compiler.sim.conv_tile import ConvPlan, conv_out, conv_setup_problem, make_plan
@@ -480,10 +480,12 @@ class Executor:
             else:
                 y = conv_epilogue(acc, p["bias"], p["mult"], p["shift"], cfg.zp_out,
                                   cfg.act_lo, cfg.act_hi, sc, cfg.zp_sc, p["sc_mult"],
-                                  _INT[cfg.out_bytes], cp.consts, cp.jit, direct,
+                                  _INT[cfg.requant_bytes], cp.consts, cp.jit, direct,
                                   acc64=cfg.wide_weights)
             y = channel_clamp(y, cp.clamp_lo, cp.clamp_hi)   # per-channel clamp bytes
-            if pl.lut is not None:   # flags bit3: one table on the way out
+            if pl.lut is not None and cfg.requant_bytes == 2:   # bits 3 + 5: int16 -> int8
+                y = apply_lut_wide(y, pl.lut)
+            elif pl.lut is not None:   # flags bit3: one table on the way out
                 y = apply_lut(y, pl.lut)
         else:
             y = conv_epilogue_int32(acc, p["bias"]).astype("<i4")

@@ -24,8 +24,8 @@ from tcc_compiler.isa.spec import (CONV_FLAG_DEPTHWISE, CONV_FLAG_IMAGE, CONV_FL
                                    OUT_MODE_TWO_SLOPE, PARAM_RECORD_BYTES, pack_conv_params)
 from tcc_compiler.isa.wcodec import LayerKind
 from tcc_compiler.quant.golden import weights_ohwi
-from tcc_compiler.numerics.lut import LUT_ENTRIES
 from tcc_compiler.quant.params import conv_quant, lut_quant
+from tcc_compiler.schedule.epilogue import table_bytes
 from tcc_compiler.schedule.emitter import Dep, dma_fields
 from tcc_compiler.schedule.geom import channel_blocks, conv_geom, in_box, spatial_tiles
 from tcc_compiler.schedule.ops.context import OpContext, label
@@ -159,7 +159,8 @@ class _ConvEmission:
         info.depthwise = uses_depthwise_mode(g, ctx.t)   # also for a prefetch consumer
         self.lut = mem.fused.get(id(n))   # a lut op run in the epilogue (schedule/epilogue.py)
         out_v = mem.conv_output(n)
-        self.lut_bytes = align_up(LUT_ENTRIES, ctx.t.sram_align_bytes) if self.lut else 0
+        self.table_bytes = table_bytes(self.lut)   # 256 int8 entries or 257 int16 knots
+        self.lut_bytes = align_up(self.table_bytes, ctx.t.sram_align_bytes)
         # per image (several share each weight block: schedule/batch.py), its operands
         views = ctx.images or (mem,)
         self.rins = [m.resident(n.inputs[0]) for m in views]
@@ -201,7 +202,9 @@ class _ConvEmission:
             self.cfg = dict(self.cfg, flags=self.cfg["flags"] | CONV_FLAG_LUT)
             return
         raw0, stored0 = w.raw_bytes, w.stored_bytes
-        blobs = w.add_layer(lut.name, LayerKind.LUT, lut_quant(lut).tables.tobytes(),
+        lq = lut_quant(lut)   # int16 knots little-endian for an int16 input
+        data = (lq.tables.astype("<i2") if lq.wide else lq.tables).tobytes()
+        blobs = w.add_layer(lut.name, LayerKind.LUT, data,
                             bytes(PARAM_RECORD_BYTES), block_channels=1)
         self.lut_block = blobs.weight_blocks[0]
         self.ctx.memo[("lut-block", id(lut))] = (w, self.lut_block)
@@ -242,11 +245,11 @@ class _ConvEmission:
         self.lut_dep = None
         if self.lut is None:
             return
-        self.lut_addr = self.sa.alloc(LUT_ENTRIES, "lut table")
+        self.lut_addr = self.sa.alloc(self.table_bytes, "lut table")
         self.cfg = dict(self.cfg, lut_sram=self.lut_addr)   # (also each part's, dwsplit.py)
         if not self.split:
             self.em.emit(C.ConvCfg, [], self.label, **self.cfg)
-        self.lut_dep = self.em.load_block(self.em.free(self.lut_addr, LUT_ENTRIES),
+        self.lut_dep = self.em.load_block(self.em.free(self.lut_addr, self.table_bytes),
                                           self.label + " lut table", SLOT_PARAMS,
                                           self.lut_block, self.lut_addr)
 

@@ -23,13 +23,17 @@ def _tables(n: Node) -> tuple[bytes, int, int]:
     int8 entries, or one table of 256 u16 little-endian exp entries for a softmax.
 
     Raises:
-        ScheduleError: a group softmax whose input is not int8 (an int16 activation).
+        ScheduleError: a group softmax or lut whose input is not int8 (an int16 activation).
     """
     if n.op is Op.GROUP_SOFTMAX:
         if n.inputs[0].dtype != "int8":
             raise ScheduleError(f"group_softmax '{n.name}': the NPU softmax takes int8 input, "
                                 f"'{n.inputs[0].name}' is {n.inputs[0].dtype}")
         return group_softmax_table(n).astype("<u2").tobytes(), 1, n.attrs.group
+    if n.inputs[0].dtype != "int8":   # only a conv's epilogue interpolates int16 knots
+        raise ScheduleError(f"lut '{n.name}': LUT_TILE takes int8 input, '{n.inputs[0].name}' "
+                            f"is {n.inputs[0].dtype} (an int16 input runs in its conv's "
+                            "epilogue only)")
     tables = lut_quant(n).tables
     return tables.tobytes(), tables.shape[0], 0
 
