@@ -34,6 +34,8 @@ class Ctx:
         self.opset = opset
         self.values: dict[str, Value] = {}
         self.onnx_shapes: dict[str, tuple[int, ...]] = {}
+        #: ONNX elem_type (onnx.TensorProto enum) of the tensors shape inference typed
+        self.onnx_types: dict[str, int] = {}
         self.pending_pad: dict[str, tuple[Value, tuple[int, int, int, int], str]] = {}
         self.poisoned: set[str] = set()
 

@@ -94,6 +94,7 @@ CONVERTERS: dict[str, Callable[[Ctx, onnx.NodeProto], None]] = {
     "ArgMax": dense.argmax,
     "Identity": views.identity,
     "Dropout": views.identity,
+    "Cast": views.cast,
     "Constant": views.constant,
     **LUT_CONVERTERS,
     **REDUCE_CONVERTERS,

@@ -273,6 +273,7 @@ def _convert(model: onnx.ModelProto, where: str, opset: int, in_name: str,
         dims = [d.dim_value if d.HasField("dim_value") else -1
                 for d in vi.type.tensor_type.shape.dim]
         ctx.onnx_shapes[vi.name] = tuple(dims)
+        ctx.onnx_types[vi.name] = vi.type.tensor_type.elem_type
     ctx.add_input(in_name, in_shape)
     for name, shape in extra:   # an NPU segment's other inputs (extra_inputs)
         ctx.add_input(name, shape)

@@ -159,6 +159,8 @@ SUPPORT: dict[str, OpSupport] = {
     "Dropout": OpSupport("inference (ratio attribute < 12 or input >= 12, constant "
                          "training_mode=false); mask output ignored", "view",
                          "is_test=0 (opset 6); training_mode=true with a non-zero ratio"),
+    "Cast": OpSupport("to FLOAT of a float32 tensor (torch.onnx's `x.float()`): a no-op",
+                      "view", "any other target type (Casts of constants are folded)"),
     "Constant": OpSupport("tensor value (other value_* forms are folded before import)",
                           "folded"),
 }

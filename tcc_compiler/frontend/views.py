@@ -1,5 +1,5 @@
 """Converters of the ops that move no data: Reshape, Flatten, Squeeze / Unsqueeze (views in
-NCHW element order), Identity / Dropout (aliases) and Constant.
+NCHW element order), Identity / Dropout / Cast to float32 (aliases) and Constant.
 """
 
 from __future__ import annotations
@@ -104,6 +104,39 @@ def identity(ctx: Ctx, node: onnx.NodeProto) -> None:
         if len(node.output) > 1 and node.output[1]:
             log.debug("Dropout %s: mask output ignored", node.name)
     ctx.alias(node.output[0], ctx.get(node, 0))
+
+
+def cast(ctx: Ctx, node: onnx.NodeProto) -> None:
+    """Cast to float32 of a float32 tensor: the output is the input (an alias).
+
+    torch.onnx writes ``Cast(to=FLOAT)`` for ``x.float()`` / ``x.to(torch.float32)`` even when
+    ``x`` already is float32 (e.g. an in-model ``(x.float() / 255 - mean) / std``). Every
+    activation tccc imports is float32 (the graph input must be; every converter writes
+    float32), so such a Cast changes no value. Casts of constants are folded before import.
+
+    Raises:
+        Unsupported: ``to`` is not FLOAT (float16 / float64 / integer casts change values),
+            or the input is not float32 (by ONNX shape inference's type, or the stand-in of
+            a refused producer whose type is unknown).
+    """
+    to = int(attrs_of(node).get("to", 0))
+    if to != onnx.TensorProto.FLOAT:
+        name = onnx.TensorProto.DataType.Name(to) if to in onnx.TensorProto.DataType.values() \
+            else str(to)
+        raise Unsupported(f"Cast to {name} (only a Cast to FLOAT of a float32 tensor, a no-op, "
+                          "is supported)")
+    src = node.input[0] if node.input else ""
+    typed = ctx.onnx_types.get(src, onnx.TensorProto.UNDEFINED)
+    if typed not in (onnx.TensorProto.FLOAT, onnx.TensorProto.UNDEFINED) or (
+            typed == onnx.TensorProto.UNDEFINED and src in ctx.poisoned):
+        what = onnx.TensorProto.DataType.Name(typed) if typed else "untyped host-computed"
+        raise Unsupported(f"Cast of a {what} input (only a Cast to FLOAT of a float32 "
+                          "tensor, a no-op, is supported)")
+    x = ctx.get(node, 0)
+    if x is None or x.dtype != "float32":
+        raise Unsupported("Cast of a non-float32 input (only a Cast to FLOAT of a float32 "
+                          "tensor, a no-op, is supported)")
+    ctx.alias(node.output[0], x)
 
 
 def constant(ctx: Ctx, node: onnx.NodeProto) -> None:
