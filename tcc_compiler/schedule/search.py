@@ -227,10 +227,11 @@ def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
             prefetch: bool, memo: dict) -> tuple[Lowering, Program, int]:
     """(lowering, program, replayed cycles) of the fastest of :func:`_search_plans` over the
     zone x cascading candidates planned with each of :data:`BAND_SLACKS` (a network with
-    depthwise layers, cascading; else slack 0 only); ties go to the smaller slack.
+    depthwise layers, cascading; else slack 0 only); ties go to the smaller slack, and a
+    slack none of whose candidates can be lowered is passed over.
 
     Raises:
-        ScheduleError: no candidate can be lowered.
+        ScheduleError: no candidate without slack can be lowered.
     """
     wide = has_depthwise(graph, t)
     best, seen, cache = None, [], {}
@@ -240,7 +241,13 @@ def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
         if keys in seen:   # no chain's band height moved: the same programs
             continue
         seen.append(keys)
-        got = _search_plans(graph, t, cands, compressor, prefetch, memo, cache)
+        try:
+            got = _search_plans(graph, t, cands, compressor, prefetch, memo, cache)
+        except ScheduleError:
+            if best is None:   # slack 0: the error of the plans without slack
+                raise
+            log.debug("band slack %s: no candidate can be lowered", slack)
+            continue
         log.debug("band slack %s: %d cycles", slack, got[2])
         if best is None or got[2] < best[2]:
             best = got
