@@ -68,3 +68,26 @@ def test_search_keeps_the_fastest_over_the_slacks(monkeypatch):
     both = cycles()
     monkeypatch.setattr(search, "BAND_SLACKS", (0.0,))
     assert both <= cycles()
+
+
+def test_a_slack_that_cannot_be_lowered_is_passed_over(monkeypatch):
+    """When no plan of a slack > 0 can be lowered, the search keeps the slack-0 program
+    rather than failing (its error is raised only for slack 0)."""
+    from tcc_compiler.errors import ScheduleError
+
+    g, _ = _block()
+    t = load_target().with_sram(SRAM)
+    monkeypatch.setattr(search, "BAND_SLACKS", (0.0,))
+    alone = search.search(g, t, compress_weights=True)
+    real, calls = search._search_plans, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise ScheduleError("no tile fits")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search, "BAND_SLACKS", (0.0, 0.05))
+    monkeypatch.setattr(search, "_search_plans", flaky)
+    prog = search.search(g, t, compress_weights=True)
+    assert len(calls) == 2 and prog.commands == alone.commands
