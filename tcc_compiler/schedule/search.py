@@ -64,11 +64,18 @@ LEAD_VARIANTS = (False, True)
 LIFT_ROUNDS = 3
 
 #: Band slacks (:func:`plan_memory` ``band_slack``) :func:`search` plans a network with
-#: depthwise layers with, each searched in full (zone x cascading, prefetch, lifts), keeping
-#: the fastest program: a cascaded chain in shorter bands runs a little slower but leaves
-#: SRAM to the weight prefetch (MobileNetV2 224: 366,904 -> 362,314 cycles, EfficientNet-Lite0
-#: 224: 481,191 -> 477,953). A slack whose plans are all those of an earlier one is skipped.
+#: depthwise layers with (slack 0 searched in full, a larger one as :data:`SLACK_BASES`
+#: says; the winner's ops lifted once), keeping the fastest program: a cascaded chain in
+#: shorter bands runs a little slower but leaves SRAM to the weight prefetch (MobileNetV2
+#: 224: 366,904 -> 362,314 cycles, EfficientNet-Lite0 224: 481,191 -> 477,953). A slack
+#: whose plans are all those of an earlier one is skipped.
 BAND_SLACKS = (0.0, 0.03, 0.05)
+
+#: Plans of a band slack > 0 whose cross-op prefetch :func:`search` plans (``lead`` False):
+#: the fastest before prefetch among those no smaller slack planned. The gain of a slack is
+#: that of its changed cascaded plan with prefetch; searching each slack in full (every
+#: finalist, both leads, lifts per slack) cost MobileNetV2 / Lite0 x2.1 / x2.2 schedule time.
+SLACK_BASES = 1
 
 #: Resident-zone sizes :func:`search` tries, as fractions of the SRAM (0 = no residency).
 ZONE_FRACTIONS = (0.0, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
@@ -250,7 +257,10 @@ def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
     """(lowering, program, replayed cycles) of the fastest of :func:`_search_plans` over the
     zone x cascading candidates planned with each of :data:`BAND_SLACKS` (a network with
     depthwise layers, cascading; else slack 0 only); ties go to the smaller slack, and a
-    slack none of whose candidates can be lowered is passed over.
+    slack none of whose candidates can be lowered is passed over. Slack 0 is searched in
+    full; a larger slack only by :data:`SLACK_BASES` of its plans that no smaller slack
+    planned (see :func:`_search_plans`). The ops of the fastest program with prefetch are
+    lifted (:func:`_lifted`) once, after all the slacks.
 
     Raises:
         ScheduleError: no candidate without slack can be lowered.
@@ -264,27 +274,38 @@ def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
             continue
         seen.append(keys)
         try:
-            got = _search_plans(graph, t, cands, compressor, prefetch, memo, cache)
+            got = _search_plans(graph, t, cands, compressor, prefetch, memo, cache,
+                                first=best is None)
         except ScheduleError:
             if best is None:   # slack 0: the error of the plans without slack
                 raise
             log.debug("band slack %s: no candidate can be lowered", slack)
             continue
+        if got is None:
+            log.debug("band slack %s: no new plan", slack)
+            continue
         log.debug("band slack %s: %d cycles", slack, got[2])
         if best is None or got[2] < best[2]:
             best = got
+    if len(best) > 3:   # prefetch searched on a network with depthwise layers
+        return _lifted(graph, t, compressor, *best, memo)
     return best
 
 
 def _search_plans(graph: Graph, t: Target, cands, compressor, prefetch: bool,
-                  memo: dict, cache: dict | None = None) -> tuple[Lowering, Program, int]:
+                  memo: dict, cache: dict | None = None, first: bool = True):
     """(lowering, program, replayed cycles) of the fastest variant of ``cands``
     (:func:`_zone_candidates`): the fastest zone x
     cascading variant and, with ``prefetch``, the fastest after :func:`_add_hoists` of the
     :data:`PREFETCH_FINALISTS` fastest variants and the fastest ``compact`` one (of the
     fastest only for a network without depthwise layers: the ResNet programs, whose golden
-    outputs stay as recorded). ``cache``: results by plan key shared by calls on the same
-    graph (:func:`_best_zone`'s, and each base plan's prefetch rounds by ``lead``)."""
+    outputs stay as recorded); for a network with depthwise layers also that program's
+    hoists (a 4-tuple: :func:`_search` lifts its ops). ``cache``: results by plan key shared
+    by calls on the same graph (:func:`_best_zone`'s, and each base plan's prefetch rounds
+    by ``lead``). ``first`` False (a band slack > 0, :func:`_search`): only the
+    :data:`SLACK_BASES` fastest variants (before prefetch) whose plan has not been
+    prefetch-searched yet (``cache``) are, with ``lead`` False only; None when there is none.
+    """
     cache = {} if cache is None else cache
     tries = _best_zone(graph, t, cands, compressor, memo, cache)
     if not prefetch:
@@ -292,12 +313,9 @@ def _search_plans(graph: Graph, t: Target, cands, compressor, prefetch: bool,
         return lw, prog, cycles
     wide = any(li.depthwise for li in tries[0][1].layers)
     best = None
-    plain = [x for x in tries if not x[3]] or tries
-    bases = plain[:PREFETCH_FINALISTS if wide else 1]
-    if wide:   # and the fastest compact plan (planned for prefetch, may win only with it)
-        bases += [x for x in tries if x[3] and all(x is not b for b in bases)][:1]
+    bases, leads = _prefetch_bases(tries, wide, first, cache)
     for cyc0, prog0, lw, _ in bases:
-        for lead in LEAD_VARIANTS if wide else (False,):
+        for lead in leads:
             key = ("hoists", plan_key(lw.mem), lead)
             if key not in cache:
                 cache[key] = _add_hoists(graph, t, compressor, lw, prog0, cyc0, memo, lead)
@@ -306,9 +324,26 @@ def _search_plans(graph: Graph, t: Target, cands, compressor, prefetch: bool,
                       "with prefetch", lw.zone_bytes, len(lw.chains), lead, cyc0, cycles)
             if best is None or cycles < best[2]:
                 best = (lw, prog, cycles, hoists)
-    if wide:
-        return _lifted(graph, t, compressor, *best, memo)
-    return best[:3]
+    if best is None:
+        return None
+    return best if wide else best[:3]
+
+
+def _prefetch_bases(tries, wide: bool, first: bool, cache: dict):
+    """(variants, leads) :func:`_search_plans` prefetch-searches, of ``tries``
+    (:func:`_best_zone`'s, fastest first): with ``first`` the :data:`PREFETCH_FINALISTS`
+    fastest and the fastest ``compact`` one with every :data:`LEAD_VARIANTS` (``wide``: a
+    network with depthwise layers; else the fastest with ``lead`` False); else the
+    :data:`SLACK_BASES` fastest whose plan key no ``("hoists", key, lead)`` entry of
+    ``cache`` holds, with ``lead`` False."""
+    if not first:
+        searched = {k[1] for k in cache if k[0] == "hoists"}
+        return [x for x in tries if plan_key(x[2].mem) not in searched][:SLACK_BASES], (False,)
+    plain = [x for x in tries if not x[3]] or tries
+    bases = plain[:PREFETCH_FINALISTS if wide else 1]
+    if wide:   # and the fastest compact plan (planned for prefetch, may win only with it)
+        bases += [x for x in tries if x[3] and all(x is not b for b in bases)][:1]
+    return bases, (LEAD_VARIANTS if wide else (False,))
 
 
 def _lifted(graph: Graph, t: Target, compressor, lw: Lowering, prog: Program, cycles: int,

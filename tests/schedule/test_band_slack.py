@@ -91,3 +91,38 @@ def test_a_slack_that_cannot_be_lowered_is_passed_over(monkeypatch):
     monkeypatch.setattr(search, "_search_plans", flaky)
     prog = search.search(g, t, compress_weights=True)
     assert len(calls) == 2 and prog.commands == alone.commands
+
+
+def test_a_larger_slack_prefetch_searches_only_its_new_plans_and_lifts_once(monkeypatch):
+    """Slack 0 is searched in full; a slack > 0 prefetch-searches (``_add_hoists``) only
+    ``SLACK_BASES`` plans no smaller slack searched, with ``lead`` False, and the ops are
+    lifted (``_lifted``) once, on the fastest program of all the slacks."""
+    g, _ = _block()
+    t = load_target().with_sram(SRAM)
+    hoisted, lifted = {}, []
+    slack = [None]
+    real_hoists, real_lifted = search._add_hoists, search._lifted
+    real_cands = search._zone_candidates
+
+    def cands(*args):
+        slack[0] = args[-1]
+        return real_cands(*args)
+
+    def add_hoists(graph, t, compressor, lw, *args):
+        hoisted.setdefault(slack[0], []).append((plan_key(lw.mem), args[-1]))
+        return real_hoists(graph, t, compressor, lw, *args)
+
+    def lift(*args):
+        lifted.append(args[4])
+        return real_lifted(*args)
+
+    monkeypatch.setattr(search, "BAND_SLACKS", (0.0, 0.05))
+    monkeypatch.setattr(search, "_zone_candidates", cands)
+    monkeypatch.setattr(search, "_add_hoists", add_hoists)
+    monkeypatch.setattr(search, "_lifted", lift)
+    search.search(g, t, compress_weights=True)
+    assert {False, True} <= {lead for _, lead in hoisted[0.0]}   # slack 0: in full
+    late = hoisted[0.05]
+    assert 1 <= len(late) <= search.SLACK_BASES and all(lead is False for _, lead in late)
+    assert not {k for k, _ in late} & {k for k, _ in hoisted[0.0]}
+    assert len(lifted) == 1
