@@ -384,12 +384,14 @@ def band_options(geoms: tuple[ConvGeom, ...], sc_from_input: bool, side_geom: Co
 
 
 def plan_chain(ch: Chain, t: Target, budget: int, res: Residency,
-               versus_alone: bool = True) -> bool:
+               versus_alone: bool = True, slack: float = 0.0) -> bool:
     """Choose the band height of ``ch`` with the smallest estimated cycles whose buffers fit
     ``budget`` bytes; fill ``ch``'s plan fields. Returns True when the cascade fits and (with
     ``versus_alone``) is estimated faster than running the ops one by one (without it, e.g.
     for :func:`split_chain`, which weighs each piece against its ops alone itself,
-    ``sep_cycles`` stays 0).
+    ``sep_cycles`` stays 0). ``slack`` > 0: of the band heights estimated at most ``1 +
+    slack`` times the fastest's cycles, the one whose buffers take the fewest bytes (ties:
+    the faster), so the chain leaves more SRAM to the ops' weight prefetch.
 
     Buffers: the input band (double-buffered, absent when the input is resident), one band
     buffer per intermediate and one for the side op's output (single: only COMPUTE, an
@@ -402,9 +404,14 @@ def plan_chain(ch: Chain, t: Target, budget: int, res: Residency,
     moved over ``bw`` plus ``dma_setup_cycles`` per transfer.
     """
     best = None
-    for opt in band_options(tuple(ch.geoms), ch.sc_from_input, ch.side_geom, t, res):
-        if opt[3] <= budget and (best is None or opt[0] < best[0]):
+    fits = [opt for opt in band_options(tuple(ch.geoms), ch.sc_from_input, ch.side_geom, t, res)
+            if opt[3] <= budget]
+    for opt in fits:
+        if best is None or opt[0] < best[0]:
             best = opt
+    if best is not None and slack:
+        best = min((opt for opt in fits if opt[0] <= best[0] * (1 + slack)),
+                   key=lambda opt: (opt[3], opt[0]))
     if best is None:
         log.debug("chain %s: no band fits %d bytes", ch.nodes[-1].name, budget)
         return False

@@ -129,7 +129,7 @@ COMPACT_FREEING_FRACTION = 0.4
 def plan_memory(graph: Graph, t: Target, zone_bytes: int, cascade: bool,
                 reuse: bool = True, pinned: frozenset = frozenset(),
                 cascade_resident: bool = False, compact: bool = False,
-                split: bool = False) -> MemoryPlan:
+                split: bool = False, band_slack: float = 0.0) -> MemoryPlan:
     """Plan DRAM, the resident zone (``zone_bytes``, aligned by the caller) and, with
     ``cascade``, the chains worth cascading. ``cascade_resident``: a chain whose intermediates
     would be resident is cascaded too when they are large (:data:`FREEING_FRACTION`; by
@@ -150,6 +150,11 @@ def plan_memory(graph: Graph, t: Target, zone_bytes: int, cascade: bool,
     tensor placed above large ones that live later (the arena's largest-first order) takes
     the SRAM below it away from the ops before them. ``split``: a chain that does not fit or
     pay whole is cascaded in pieces (:func:`~tcc_compiler.schedule.cascade.split_chain`).
+    ``band_slack``: every cascaded chain takes the band height with the smallest buffers
+    among those estimated at most this fraction slower than the fastest
+    (:func:`~tcc_compiler.schedule.cascade.plan_chain` ``slack``): SRAM the chain leaves to
+    cross-op weight prefetch (schedule/search.py tries it for networks with depthwise
+    layers); 0: the fastest band height.
 
     Raises:
         ScheduleError: an op's tiles cannot fit (from the chain planner's tile estimates); a
@@ -158,7 +163,7 @@ def plan_memory(graph: Graph, t: Target, zone_bytes: int, cascade: bool,
     """
     p = _Planner(graph, t, zone_bytes, cascade)
     p.reuse, p.pinned, p.cascade_resident = reuse, pinned, cascade_resident
-    p.compact, p.split = compact, split
+    p.compact, p.split, p.band_slack = compact, split, band_slack
     return p.plan()
 
 
@@ -172,6 +177,7 @@ class _Planner:
         self.cascade_resident = False
         self.compact = False
         self.split = False
+        self.band_slack = 0.0
         self.freeing: set[int] = set()
         self.tensors: dict[int, Tensor] = {}
         self.res: dict[int, Resident] = {}
@@ -386,7 +392,7 @@ class _Planner:
         budget = self.t.sram_capacity_bytes - base
         if self.cascade_resident and id(c.nodes[-1]) in self.freeing:
             budget = min(budget, int(self.t.sram_capacity_bytes * FREEING_BAND_FRACTION))
-        return plan_chain(c, self.t, budget, res, versus_alone)
+        return plan_chain(c, self.t, budget, res, versus_alone, self.band_slack)
 
     def _choose_chains(self, out_roots: dict) -> list[Chain]:
         """The chains worth cascading under the current (chain-free) plan: structural

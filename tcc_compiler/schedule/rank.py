@@ -43,10 +43,11 @@ def plan_key(mem: MemoryPlan) -> tuple:
     """A hashable fingerprint of ``mem``: equal keys mean equal plans, hence equal programs.
 
     The zone-independent parts (views, fused epilogues, I/O) are left out; each cascaded chain
-    is named by its ops, because its band plan is a function of them, the SRAM above its base
-    and the residency of its operands, which the key holds.
+    is named by its ops and its band height (its band plan is a function of them, the SRAM
+    above its base and the residency of its operands, which the key holds; the height also
+    depends on :func:`plan_memory`'s ``band_slack``).
     """
-    chains = tuple(sorted((k, tuple(id(m) for m in c.nodes), id(c.side))
+    chains = tuple(sorted((k, tuple(id(m) for m in c.nodes), id(c.side), c.rows)
                           for k, c in mem.chains.items()))
     return (tuple(sorted(mem.tensors.items())), tuple(sorted(mem.res.items())),
             tuple(sorted(mem.op_base.items())), mem.zone_used, chains, mem.arena_bytes)

@@ -63,6 +63,20 @@ LEAD_VARIANTS = (False, True)
 #: Re-placements of the lifts (:func:`_lifted`) after dropping those that changed a tile plan.
 LIFT_ROUNDS = 3
 
+#: Band slacks (:func:`plan_memory` ``band_slack``) :func:`search` plans a network with
+#: depthwise layers with (slack 0 searched in full, a larger one as :data:`SLACK_BASES`
+#: says; the winner's ops lifted once), keeping the fastest program: a cascaded chain in
+#: shorter bands runs a little slower but leaves SRAM to the weight prefetch (MobileNetV2
+#: 224: 366,904 -> 362,314 cycles, EfficientNet-Lite0 224: 481,191 -> 477,953). A slack
+#: whose plans are all those of an earlier one is skipped.
+BAND_SLACKS = (0.0, 0.03, 0.05)
+
+#: Plans of a band slack > 0 whose cross-op prefetch :func:`search` plans (``lead`` False):
+#: the fastest before prefetch among those no smaller slack planned. The gain of a slack is
+#: that of its changed cascaded plan with prefetch; searching each slack in full (every
+#: finalist, both leads, lifts per slack) cost MobileNetV2 / Lite0 x2.1 / x2.2 schedule time.
+SLACK_BASES = 1
+
 #: Resident-zone sizes :func:`search` tries, as fractions of the SRAM (0 = no residency).
 ZONE_FRACTIONS = (0.0, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
 
@@ -73,7 +87,8 @@ def _cycles(prog: Program, t: Target) -> int:
 
 
 def _zone_candidates(graph: Graph, t: Target, zone_fractions, cascade: bool,
-                     compact: bool = False) -> list[tuple[int, bool, MemoryPlan, int, bool]]:
+                     compact: bool = False,
+                     band_slack: float = 0.0) -> list[tuple[int, bool, MemoryPlan, int, bool]]:
     """(zone bytes, cascade, memory plan, estimated cycles, compact) of every distinct zone
     size x cascading candidate, in the search's order (smaller zone first, cascading first);
     a plan equal to an earlier one (:func:`~tcc_compiler.schedule.rank.plan_key`) is dropped.
@@ -82,7 +97,7 @@ def _zone_candidates(graph: Graph, t: Target, zone_fractions, cascade: bool,
     (``cascade_resident``: SRAM freed for prefetch), and without cascades; with ``compact``
     (a network with depthwise layers) also a fourth, ``cascade_resident`` with
     :func:`plan_memory`'s ``compact`` (more chains cascaded, the zone placed so each op's
-    tile area starts low).
+    tile area starts low). ``band_slack``: :func:`plan_memory`'s.
 
     Raises:
         ScheduleError: the zone-free, cascade-free plan does not fit.
@@ -99,7 +114,7 @@ def _zone_candidates(graph: Graph, t: Target, zone_fractions, cascade: bool,
                 continue
             try:
                 mem = plan_memory(graph, t, zone, casc, cascade_resident=every, compact=tight,
-                                  split=split)
+                                  split=split, band_slack=band_slack)
             except ScheduleError:
                 if zone == 0 and not casc:
                     raise
@@ -132,32 +147,31 @@ def has_depthwise(graph: Graph, t: Target) -> bool:
                for n in graph.nodes)
 
 
-def _best_zone(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
-               memo: dict):
-    """(cycles, program, lowering, compact) of every zone size x cascading variant among the
+def _best_zone(graph: Graph, t: Target, cands, compressor, memo: dict,
+               cache: dict | None = None):
+    """(cycles, program, lowering, compact) of every zone size x cascading variant
+    (``cands``: :func:`_zone_candidates`) among the
     finalists of the cost model's ranking (:mod:`~tcc_compiler.schedule.rank`), each lowered
     and replayed, fastest first; ties go to the smaller zone, then to cascading. The
     ``compact`` plans (a network with depthwise layers, :func:`_zone_candidates`) are ranked
     apart: the finalists of the others and the best estimated compact one are lowered. When
     no finalist can be lowered, the other candidates are tried in the order of their
-    estimates.
+    estimates. ``cache``: plan key (:func:`plan_key`) -> (program, lowering) or the
+    ScheduleError of its lowering, filled here and reused (an equal plan lowers to the same
+    program); None: none.
 
     Raises:
         ScheduleError: no candidate can be lowered (the zone-free, cascade-free one's error).
     """
-    cands = _zone_candidates(graph, t, zone_fractions, cascade, has_depthwise(graph, t))
-    plain = [i for i, c in enumerate(cands) if not c[4]]
-    chosen = {plain[i] for i in finalists([cands[i][3] for i in plain])}
-    chosen |= set(sorted((i for i, c in enumerate(cands) if c[4]),
-                         key=lambda i: cands[i][3])[:1])
+    cache = {} if cache is None else cache
+    chosen = _chosen(cands)
     rest = sorted((i for i in range(len(cands)) if i not in chosen), key=lambda i: cands[i][3])
     lowered, error = [], None
     for batch in ([i for i in range(len(cands)) if i in chosen], *([i] for i in rest)):
         for i in batch:
             zone, casc, mem, est, tight = cands[i]
-            lw = Lowering(graph, t, zone, compressor, cascade=casc, memo=memo, mem=mem)
             try:
-                prog = lw.run()
+                prog, lw = _lower_cached(graph, t, cands[i], compressor, memo, cache)
             except ScheduleError as exc:
                 if error is None or (zone == 0 and not casc):
                     error = exc
@@ -170,6 +184,36 @@ def _best_zone(graph: Graph, t: Target, zone_fractions, compressor, cascade: boo
         if lowered:
             return [(c, p, lw, k) for c, _, p, lw, k in sorted(lowered, key=lambda x: x[:2])]
     raise error
+
+
+def _chosen(cands) -> set[int]:
+    """Indices in ``cands`` (:func:`_zone_candidates`) of :func:`_best_zone`'s first batch:
+    the finalists of the plans that are not ``compact`` and the best estimated compact one."""
+    plain = [i for i, c in enumerate(cands) if not c[4]]
+    chosen = {plain[i] for i in finalists([cands[i][3] for i in plain])}
+    return chosen | set(sorted((i for i, c in enumerate(cands) if c[4]),
+                               key=lambda i: cands[i][3])[:1])
+
+
+def _lower_cached(graph: Graph, t: Target, cand, compressor, memo: dict,
+                  cache: dict) -> tuple[Program, Lowering]:
+    """(program, lowering) of candidate ``cand`` (:func:`_zone_candidates`), lowered once per
+    plan key (:func:`plan_key`) in ``cache``.
+
+    Raises:
+        ScheduleError: its tiles do not fit (also when cached).
+    """
+    zone, casc, mem, _, _ = cand
+    key = plan_key(mem)
+    if key not in cache:
+        lw = Lowering(graph, t, zone, compressor, cascade=casc, memo=memo, mem=mem)
+        try:
+            cache[key] = (lw.run(), lw)
+        except ScheduleError as exc:
+            cache[key] = exc
+    if isinstance(cache[key], ScheduleError):
+        raise cache[key]
+    return cache[key]
 
 
 def search_parts(graph: Graph, target: Target, zone_fractions: tuple[float, ...],
@@ -210,32 +254,96 @@ def _exact(prog: Program, cycles: int, t: Target) -> Program:
 
 def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
             prefetch: bool, memo: dict) -> tuple[Lowering, Program, int]:
-    """(lowering, program, replayed cycles) of the fastest variant: the fastest zone x
+    """(lowering, program, replayed cycles) of the fastest of :func:`_search_plans` over the
+    zone x cascading candidates planned with each of :data:`BAND_SLACKS` (a network with
+    depthwise layers, cascading; else slack 0 only); ties go to the smaller slack, and a
+    slack none of whose candidates can be lowered is passed over. Slack 0 is searched in
+    full; a larger slack only by :data:`SLACK_BASES` of its plans that no smaller slack
+    planned (see :func:`_search_plans`). The ops of the fastest program with prefetch are
+    lifted (:func:`_lifted`) once, after all the slacks.
+
+    Raises:
+        ScheduleError: no candidate without slack can be lowered.
+    """
+    wide = has_depthwise(graph, t)
+    best, seen, cache = None, [], {}
+    for slack in BAND_SLACKS if cascade and wide else (0.0,):
+        cands = _zone_candidates(graph, t, zone_fractions, cascade, wide, slack)
+        keys = {plan_key(c[2]) for c in cands}
+        if keys in seen:   # no chain's band height moved: the same programs
+            continue
+        seen.append(keys)
+        try:
+            got = _search_plans(graph, t, cands, compressor, prefetch, memo, cache,
+                                first=best is None)
+        except ScheduleError:
+            if best is None:   # slack 0: the error of the plans without slack
+                raise
+            log.debug("band slack %s: no candidate can be lowered", slack)
+            continue
+        if got is None:
+            log.debug("band slack %s: no new plan", slack)
+            continue
+        log.debug("band slack %s: %d cycles", slack, got[2])
+        if best is None or got[2] < best[2]:
+            best = got
+    if len(best) > 3:   # prefetch searched on a network with depthwise layers
+        return _lifted(graph, t, compressor, *best, memo)
+    return best
+
+
+def _search_plans(graph: Graph, t: Target, cands, compressor, prefetch: bool,
+                  memo: dict, cache: dict | None = None, first: bool = True):
+    """(lowering, program, replayed cycles) of the fastest variant of ``cands``
+    (:func:`_zone_candidates`): the fastest zone x
     cascading variant and, with ``prefetch``, the fastest after :func:`_add_hoists` of the
     :data:`PREFETCH_FINALISTS` fastest variants and the fastest ``compact`` one (of the
     fastest only for a network without depthwise layers: the ResNet programs, whose golden
-    outputs stay as recorded)."""
-    tries = _best_zone(graph, t, zone_fractions, compressor, cascade, memo)
+    outputs stay as recorded); for a network with depthwise layers also that program's
+    hoists (a 4-tuple: :func:`_search` lifts its ops). ``cache``: results by plan key shared
+    by calls on the same graph (:func:`_best_zone`'s, and each base plan's prefetch rounds
+    by ``lead``). ``first`` False (a band slack > 0, :func:`_search`): only the
+    :data:`SLACK_BASES` fastest variants (before prefetch) whose plan has not been
+    prefetch-searched yet (``cache``) are, with ``lead`` False only; None when there is none.
+    """
+    cache = {} if cache is None else cache
+    tries = _best_zone(graph, t, cands, compressor, memo, cache)
     if not prefetch:
         cycles, prog, lw, _ = tries[0]
         return lw, prog, cycles
     wide = any(li.depthwise for li in tries[0][1].layers)
     best = None
-    plain = [x for x in tries if not x[3]] or tries
-    bases = plain[:PREFETCH_FINALISTS if wide else 1]
-    if wide:   # and the fastest compact plan (planned for prefetch, may win only with it)
-        bases += [x for x in tries if x[3] and all(x is not b for b in bases)][:1]
+    bases, leads = _prefetch_bases(tries, wide, first, cache)
     for cyc0, prog0, lw, _ in bases:
-        for lead in LEAD_VARIANTS if wide else (False,):
-            cycles, prog, hoists = _add_hoists(graph, t, compressor, lw, prog0, cyc0, memo,
-                                               lead)
+        for lead in leads:
+            key = ("hoists", plan_key(lw.mem), lead)
+            if key not in cache:
+                cache[key] = _add_hoists(graph, t, compressor, lw, prog0, cyc0, memo, lead)
+            cycles, prog, hoists = cache[key]
             log.debug("resident zone %d bytes, %d cascaded chains, lead %s: %d -> %d cycles "
                       "with prefetch", lw.zone_bytes, len(lw.chains), lead, cyc0, cycles)
             if best is None or cycles < best[2]:
                 best = (lw, prog, cycles, hoists)
-    if wide:
-        return _lifted(graph, t, compressor, *best, memo)
-    return best[:3]
+    if best is None:
+        return None
+    return best if wide else best[:3]
+
+
+def _prefetch_bases(tries, wide: bool, first: bool, cache: dict):
+    """(variants, leads) :func:`_search_plans` prefetch-searches, of ``tries``
+    (:func:`_best_zone`'s, fastest first): with ``first`` the :data:`PREFETCH_FINALISTS`
+    fastest and the fastest ``compact`` one with every :data:`LEAD_VARIANTS` (``wide``: a
+    network with depthwise layers; else the fastest with ``lead`` False); else the
+    :data:`SLACK_BASES` fastest whose plan key no ``("hoists", key, lead)`` entry of
+    ``cache`` holds, with ``lead`` False."""
+    if not first:
+        searched = {k[1] for k in cache if k[0] == "hoists"}
+        return [x for x in tries if plan_key(x[2].mem) not in searched][:SLACK_BASES], (False,)
+    plain = [x for x in tries if not x[3]] or tries
+    bases = plain[:PREFETCH_FINALISTS if wide else 1]
+    if wide:   # and the fastest compact plan (planned for prefetch, may win only with it)
+        bases += [x for x in tries if x[3] and all(x is not b for b in bases)][:1]
+    return bases, (LEAD_VARIANTS if wide else (False,))
 
 
 def _lifted(graph: Graph, t: Target, compressor, lw: Lowering, prog: Program, cycles: int,
