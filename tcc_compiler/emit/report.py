@@ -96,8 +96,9 @@ def _batched(est: dict) -> str:
 
 def format_latency(ms: float) -> str:
     """A latency in milliseconds for humans: ``"1.23 ms"``, or ``"45.6 µs"`` below 1 ms (small
-    models used to print ``0.00 ms``)."""
-    return f"{ms:.2f} ms" if ms >= 1.0 else f"{ms * 1e3:.1f} µs"
+    models used to print ``0.00 ms``); a negative one (a difference) by its magnitude:
+    ``"-2.50 ms"``, ``"-0.4 µs"``."""
+    return f"{ms:.2f} ms" if abs(ms) >= 1.0 else f"{ms * 1e3:.1f} µs"
 
 
 def cores_line(c: dict | None, prefix: str = "") -> str | None:

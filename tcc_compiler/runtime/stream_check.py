@@ -20,7 +20,7 @@ from tcc_compiler.errors import FormatError, InputError, TccError
 
 #: integer fields of the ``stream`` object and their least legal value
 _INTS = {"cores": 1, "images": 1, "images_per_core": 1, "input_stride_bytes": 1,
-         "output_stride_bytes": 1, "input_bytes": 0, "output_bytes": 0}
+         "output_stride_bytes": 1, "input_bytes": 0, "output_bytes": 0, "act_arena_bytes": 0}
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,8 @@ def load_stream(folder: Path, manifest: dict, main: CmdFile | None = None
 
     Raises:
         FormatError: a malformed ``stream`` object, a stream file whose size or CRC-32 is not
-            the recorded one, or one that does not decode, or strides smaller than ``main``'s
+            the recorded one, or one that does not decode, DRAM region sizes (ACT, INPUT,
+            OUTPUT) other than its header's, or strides smaller than ``main``'s
             regions (one line naming the file).
         InputError: a stream file is missing.
     """
@@ -167,6 +168,9 @@ def load_stream(folder: Path, manifest: dict, main: CmdFile | None = None
         raise FormatError(f"{folder / rec['commands']}: INPUT/OUTPUT regions "
                           f"{sp.cmd.input_bytes}/{sp.cmd.output_bytes} B, manifest.json's stream "
                           f"records {rec['input_bytes']}/{rec['output_bytes']} B")
+    if sp.cmd.act_arena_bytes != rec["act_arena_bytes"]:   # was unchecked (a new-user attack)
+        raise FormatError(f"{folder / rec['commands']}: ACT region {sp.cmd.act_arena_bytes} B, "
+                          f"manifest.json's stream records {rec['act_arena_bytes']} B")
     for what, size in (("input", sp.cmd.input_bytes), ("output", sp.cmd.output_bytes)):
         if rec["images"] * rec[f"{what}_stride_bytes"] > size:
             raise FormatError(f"{where}: stream: {rec['images']} images of "

@@ -115,6 +115,7 @@ def _zone_candidates(graph: Graph, t: Target, zone_fractions, cascade: bool,
             try:
                 mem = plan_memory(graph, t, zone, casc, cascade_resident=every, compact=tight,
                                   split=split, band_slack=band_slack)
+                est = estimate_cycles(graph, mem, t)
             except ScheduleError:
                 if zone == 0 and not casc:
                     raise
@@ -124,7 +125,7 @@ def _zone_candidates(graph: Graph, t: Target, zone_fractions, cascade: bool,
             if key in seen:   # the same program as an earlier candidate's
                 continue
             seen.add(key)
-            out.append((zone, casc, mem, estimate_cycles(graph, mem, t), tight))
+            out.append((zone, casc, mem, est, tight))
     return out
 
 

@@ -452,6 +452,8 @@ def test_inspect_and_segmented_summary_print_the_cores_line(two, capsys):
     ("input_offset_extra", "stream.input_offsets: 'x2' names no input"),
     ("files_path", "stream.files: '../x' is not a stream file"),
     ("tail_from_int", "stream.tail_from: expected a tensor name or null, got 5"),
+    ("arena_negative", "stream.act_arena_bytes: expected an integer >= 0, got -1"),
+    ("arena_other", "manifest.json's stream records 1 B"),
     ("output_stride", "exceed the program's"),
     ("input_stride_small", "stream.input_stride_bytes 1 is less than one image's INPUT"),
     ("output_stride_small", "stream.output_stride_bytes 1 is less than one image's OUTPUT"),
@@ -499,6 +501,10 @@ def test_damaged_stream_program_fails_the_load(two, tmp_path, capsys, damage, ma
             st["files"]["../x"] = {"bytes": 1, "crc32": 0}
         elif damage == "tail_from_int":   # was accepted
             st["tail_from"] = 5
+        elif damage == "arena_negative":   # was accepted
+            st["act_arena_bytes"] = -1
+        elif damage == "arena_other":   # was accepted: not the stream file header's ACT size
+            st["act_arena_bytes"] = 1
         elif damage == "output_stride":   # images past the OUTPUT region
             st["output_stride_bytes"] = st["output_bytes"]
         elif damage.endswith("_stride_small"):   # images overlapping: was accepted, and

@@ -282,7 +282,8 @@ def _print_precision(p: dict | None) -> None:
     c = p.get("cost")
     if c:
         lat, dram = c["estimated_latency_ms"], c["dram_bytes_per_image"]
-        line += (f"; cost +{format_latency(lat['added'])} latency, {dram['added']:+,} B "
+        sign = "+" if lat["added"] >= 0 else ""   # a saving prints -0.4 µs, not +-0.4 µs
+        line += (f"; cost {sign}{format_latency(lat['added'])} latency, {dram['added']:+,} B "
                  "DRAM traffic per image vs int8")
         if c.get("layer_weight_bytes", {}).get("added"):
             line += f", {c['layer_weight_bytes']['added']:+,} B weights"
