@@ -195,8 +195,8 @@ CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
                   "i = (y + 32768) >> 8, f = (y + 32768) & 255: the output is int8); "
                   "bits 4-6 = element widths "
                   "(mixed precision): bit4 = input int16, bit5 = output int16 (needs "
-                  "out_mode 0 or 4; with bit3 the table's input), bit6 = shortcut int16, "
-                  "clear = int8; bit7 = weights "
+                  "out_mode bit0 clear: 0, 2, 4 or 6; with bit3 the table's input), "
+                  "bit6 = shortcut int16, clear = int8; bit7 = weights "
                   "int16 (2 bytes LE per weight, 64-bit accumulator, needs out_mode 0 or 4 and "
                   "every accumulator multiplier M < 2**15: specs/quantization.md, 'int16 weights')",
      Display.HEX),
@@ -215,8 +215,9 @@ CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
    "out (an activation such as SiLU or Sigmoid fused into the conv: numerics/lut.py "
    "apply_lut), so it needs no second pass over DRAM. An int16 input (flags bit4) takes int8 "
    "weights, accumulates in the same 32-bit accumulator and runs at the target's int16 MAC "
-   "rate; an int16 output (bit5) needs out_mode 0 (or 4, two-slope); with bit3 too (no "
-   "two-slope), the int16 requantized value is interpolated between two of 257 int16 knots to "
+   "rate; an int16 output (bit5) needs a requantized output (out_mode bit0 clear: 0, 2 "
+   "accumulating, 4 two-slope, 6 both); with bit3 too (no two-slope), the int16 "
+   "requantized value is interpolated between two of 257 int16 knots to "
    "an int8 output (numerics/lut.py apply_lut_wide: specs/quantization.md, 'int16-input "
    "lookup tables'). int16 weights (bit7) accumulate exactly in 64 bits (acc + bias is not "
    "wrapped) and take 15-bit multipliers so "
