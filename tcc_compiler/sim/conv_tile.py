@@ -28,7 +28,9 @@ from tcc_compiler.sim.memory import INT_DTYPES
 
 
 def conv_out(n_in: int, pad_a: int, pad_b: int, k: int, s: int, d: int) -> int:
-    """Output length of a conv/pool along one axis (may be <= 0 when the window does not fit)."""
+    """Output length (elements) of a conv/pool along one axis of ``n_in`` elements, pads
+    ``pad_a``/``pad_b``, kernel ``k``, stride ``s``, dilation ``d`` (may be <= 0 when the
+    window does not fit)."""
     eff = (k - 1) * d + 1
     return (n_in + pad_a + pad_b - eff) // s + 1
 
