@@ -13,9 +13,13 @@ two values of every field, so a field that repeats, continues its stride or ping
 two buffers costs no bytes: a tile loop in steady state is one byte per command. Fields keep
 their table type, which bounds every value on encode and on decode.
 
-The same module defines the other hardware-visible formats the commands refer to: DRAM address
-regions (:class:`Region`) and the 16-byte per-output-channel conv parameter record
-(:data:`PARAM_RECORD_DTYPE`, :func:`pack_conv_params`).
+The building blocks live beside it and are re-exported here, so ``spec.X`` names every one:
+field types, queues, waits, the control byte, wait word and field codes in
+:mod:`tcc_compiler.isa.encoding`; DRAM address regions (:class:`Region`) in
+:mod:`tcc_compiler.isa.dram`; the 16-byte per-output-channel conv parameter record
+(:data:`PARAM_RECORD_DTYPE`, :func:`pack_conv_params`) in :mod:`tcc_compiler.isa.param_record`.
+This module holds the table itself and the register values with a fixed meaning (CONV_CFG
+out_mode and flags bits, the ``wide`` element-width bits, the int16-weight bounds).
 """
 
 from __future__ import annotations
@@ -23,100 +27,38 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-import numpy as np
-
 from tcc_compiler.errors import InternalError
-
-# ---------------------------------------------------------------------------------------------
-# Field types
-
-
-@dataclass(frozen=True)
-class FieldType:
-    """A scalar field type of the command encoding.
-
-    Attributes:
-        name: spelling in the table and the docs ("u8", "i32", ...).
-        size_bytes: width in bytes (also its alignment).
-        signed: two's complement if True, unsigned otherwise.
-        struct_char: the :mod:`struct` format character (little-endian is set by the caller).
-    """
-
-    name: str
-    size_bytes: int
-    signed: bool
-    struct_char: str
-
-    @property
-    def min(self) -> int:
-        """Smallest representable value."""
-        return -(1 << (8 * self.size_bytes - 1)) if self.signed else 0
-
-    @property
-    def max(self) -> int:
-        """Largest representable value."""
-        bits = 8 * self.size_bytes - (1 if self.signed else 0)
-        return (1 << bits) - 1
-
-
-U8 = FieldType("u8", 1, False, "B")
-I8 = FieldType("i8", 1, True, "b")
-U16 = FieldType("u16", 2, False, "H")
-I16 = FieldType("i16", 2, True, "h")
-U32 = FieldType("u32", 4, False, "I")
-I32 = FieldType("i32", 4, True, "i")
-
-# ---------------------------------------------------------------------------------------------
-# Queues, regions, waits
-
-
-class Queue(enum.IntEnum):
-    """Execution queue a command is dispatched to. LOAD/COMPUTE/STORE run concurrently."""
-
-    LOAD = 0      # DMA DRAM -> SRAM
-    COMPUTE = 1   # MAC array and vector unit
-    STORE = 2     # DMA SRAM -> DRAM
-    CONTROL = 3   # END: handled by the command parser itself
-
-
-#: The queues that carry wait fields, in header order (wait_load, wait_compute, wait_store).
-WAIT_QUEUES = (Queue.LOAD, Queue.COMPUTE, Queue.STORE)
-#: Wait field value meaning "do not wait on this queue".
-WAIT_NONE = 7
-#: Largest meaningful wait value ("at most 6 commands outstanding").
-WAIT_MAX = 6
-
-
-class Region(enum.IntEnum):
-    """DRAM region selected by bits 31..30 of a DRAM address; bits 29..0 are the byte offset."""
-
-    WEIGHTS = 0   # data section of quantized_network.bin, read-only
-    ACT = 1       # activation arena
-    INPUT = 2     # network input
-    OUTPUT = 3    # network outputs
-
-
-REGION_SHIFT = 30
-#: Mask of the byte offset inside a region (bits 29..0); a region holds at most 1 GiB.
-REGION_OFFSET_MASK = (1 << REGION_SHIFT) - 1
-
-
-def dram_address(region: Region, offset: int) -> int:
-    """Compose a u32 DRAM address from a region and a byte offset.
-
-    Raises:
-        InternalError: ``offset`` is negative or does not fit in 30 bits.
-    """
-    if not 0 <= offset <= REGION_OFFSET_MASK:
-        raise InternalError(f"DRAM offset {offset:#x} in region {Region(region).name} "
-                            "outside 0..0x3fffffff")
-    return (int(region) << REGION_SHIFT) | offset
-
-
-def split_dram_address(address: int) -> tuple[Region, int]:
-    """Split a u32 DRAM address into (region, byte offset)."""
-    return Region((address >> REGION_SHIFT) & 3), address & REGION_OFFSET_MASK
-
+from tcc_compiler.isa.dram import (  # noqa: F401 (re-exported)
+    REGION_OFFSET_MASK,
+    REGION_SHIFT,
+    Region,
+    dram_address,
+    split_dram_address,
+)
+from tcc_compiler.isa.encoding import (  # noqa: F401 (re-exported)
+    CONTROL_BITS,
+    I8,
+    I16,
+    I32,
+    N_SLOTS,
+    U8,
+    U16,
+    U32,
+    WAIT_MAX,
+    WAIT_NONE,
+    WAIT_QUEUES,
+    WAIT_WORD_BITS,
+    FieldCode,
+    FieldType,
+    Queue,
+    varint_max_bytes,
+)
+from tcc_compiler.isa.param_record import (  # noqa: F401 (re-exported)
+    PARAM_RECORD_BYTES,
+    PARAM_RECORD_DTYPE,
+    pack_conv_params,
+    unpack_conv_params,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Command table
@@ -181,14 +123,6 @@ class CommandSpec:
         """Longest encoding: control byte, wait word, codes and every field explicit."""
         return 3 + self.code_bytes + sum(varint_max_bytes(f.type) for f in self.fields)
 
-
-def varint_max_bytes(t: FieldType) -> int:
-    """Longest zigzag LEB128 encoding of a delta between two values of type ``t``.
-
-    The delta lies in [min - max, max - min], i.e. needs ``8 * size + 1`` bits signed; zigzag
-    maps it to an unsigned value of that many bits, 7 bits per LEB128 byte.
-    """
-    return (8 * t.size_bytes + 1 + 6) // 7
 
 
 def _command(name: str, opcode: int, queue: Queue, fields: list[tuple], doc: str) -> CommandSpec:
@@ -261,8 +195,8 @@ CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
                   "i = (y + 32768) >> 8, f = (y + 32768) & 255: the output is int8); "
                   "bits 4-6 = element widths "
                   "(mixed precision): bit4 = input int16, bit5 = output int16 (needs "
-                  "out_mode 0 or 4; with bit3 the table's input), bit6 = shortcut int16, "
-                  "clear = int8; bit7 = weights "
+                  "out_mode bit0 clear: 0, 2, 4 or 6; with bit3 the table's input), "
+                  "bit6 = shortcut int16, clear = int8; bit7 = weights "
                   "int16 (2 bytes LE per weight, 64-bit accumulator, needs out_mode 0 or 4 and "
                   "every accumulator multiplier M < 2**15: specs/quantization.md, 'int16 weights')",
      Display.HEX),
@@ -281,8 +215,9 @@ CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
    "out (an activation such as SiLU or Sigmoid fused into the conv: numerics/lut.py "
    "apply_lut), so it needs no second pass over DRAM. An int16 input (flags bit4) takes int8 "
    "weights, accumulates in the same 32-bit accumulator and runs at the target's int16 MAC "
-   "rate; an int16 output (bit5) needs out_mode 0 (or 4, two-slope); with bit3 too (no "
-   "two-slope), the int16 requantized value is interpolated between two of 257 int16 knots to "
+   "rate; an int16 output (bit5) needs a requantized output (out_mode bit0 clear: 0, 2 "
+   "accumulating, 4 two-slope, 6 both); with bit3 too (no two-slope), the int16 "
+   "requantized value is interpolated between two of 257 int16 knots to "
    "an int8 output (numerics/lut.py apply_lut_wide: specs/quantization.md, 'int16-input "
    "lookup tables'). int16 weights (bit7) accumulate exactly in 64 bits (acc + bias is not "
    "wrapped) and take 15-bit multipliers so "
@@ -487,36 +422,6 @@ BY_OPCODE: dict[int, CommandSpec] = {c.opcode: c for c in COMMANDS}
 #: mnemonic -> spec.
 BY_NAME: dict[str, CommandSpec] = {c.name: c for c in COMMANDS}
 
-#: Control byte bit fields (byte 0 of every command): (name, first bit, width in bits, doc).
-CONTROL_BITS: tuple[tuple[str, int, int, str], ...] = (
-    ("opcode", 0, 4, "command opcode (1..15)"),
-    ("slot", 4, 2, "history slot 0..3: which register history of this opcode the fields "
-                   "are coded against (e.g. one per DMA stream: input, weights, params)"),
-    ("W", 6, 1, "1 = a 16-bit wait word follows; 0 = reuse the slot's last waits "
-                "(initially 7, 7, 7)"),
-    ("F", 7, 1, "1 = field codes follow; 0 = reuse the slot's last codes (initially all KEEP)"),
-)
-#: Wait word bit fields (u16 little-endian, present when W = 1).
-WAIT_WORD_BITS: tuple[tuple[str, int, int, str], ...] = (
-    ("wait_load", 0, 3, "wait until LOAD has <= n outstanding earlier commands; 7 = no wait"),
-    ("wait_compute", 3, 3, "same for the COMPUTE queue"),
-    ("wait_store", 6, 3, "same for the STORE queue"),
-    ("reserved", 9, 7, "reserved, 0"),
-)
-#: History slots per opcode.
-N_SLOTS = 4
-
-
-class FieldCode(enum.IntEnum):
-    """How a field's value follows from the slot's history (prev = last value, prev2 = the one
-    before; both start at 0). Codes are 2 bits per field, field i at bits 2i..2i+1, LSB first."""
-
-    KEEP = 0       # value = prev
-    STEP = 1       # value = prev + (prev - prev2): continue a constant stride
-    SWAP = 2       # value = prev2: ping-pong between two buffers
-    EXPLICIT = 3   # value = prev + delta, delta a zigzag LEB128 varint that follows
-
-
 # CONV_CFG register values with a fixed meaning.
 OUT_MODE_INT8 = 0
 OUT_MODE_INT32 = 1
@@ -549,70 +454,3 @@ WIDE_W_MULT_LIMIT = 1 << 15
 #: With int16 weights ``|acc| <= K * max|x - zp_x| * 32767`` must stay below this (the 64-bit
 #: epilogue's bound above; the planner keeps a layer whose worst case passes it int8).
 WIDE_W_ACC_LIMIT = (1 << 47) - (1 << 31)
-
-# ---------------------------------------------------------------------------------------------
-# Per-output-channel conv parameter record (16 bytes, little-endian)
-
-#: ``{bias i32, mult i32, sc_mult i32, shift u8, clamp_lo u8, clamp_hi u8, 1 reserved zero
-#: byte}``, 16 bytes per record. ``clamp_lo``/``clamp_hi`` narrow the channel's output clamp
-#: (an ASSUMPTION, specs/target.md "Per-channel output clamp"): after the layer's ``[act_lo,
-#: act_hi]`` clamp the output is clamped to ``[MIN + clamp_lo, MAX - clamp_hi]`` (MIN, MAX: the
-#: output type's extremes), so zero bytes (every record before this field) change nothing.
-PARAM_RECORD_DTYPE = np.dtype([("bias", "<i4"), ("mult", "<i4"), ("sc_mult", "<i4"),
-                               ("shift", "u1"), ("clamp_lo", "u1"), ("clamp_hi", "u1"),
-                               ("reserved", "u1", (1,))])
-PARAM_RECORD_BYTES = 16
-assert PARAM_RECORD_DTYPE.itemsize == PARAM_RECORD_BYTES
-
-
-def pack_conv_params(bias, mult, shift, sc_mult=None, clamp_lo=None, clamp_hi=None) -> bytes:
-    """Pack per-output-channel conv parameters into 16-byte records (``oc * 16`` bytes).
-
-    Args:
-        bias: int32 [oc] bias in accumulator units.
-        mult: [oc] multipliers, 0 <= M < 2**31.
-        shift: [oc] shifts, 1..62.
-        sc_mult: [oc] shortcut multipliers (0 <= M < 2**31) or None (zeros).
-        clamp_lo, clamp_hi: [oc] per-channel clamp offsets 0..255 (output clamped to
-            ``[MIN + clamp_lo, MAX - clamp_hi]``) or None (zeros: no per-channel clamp).
-
-    Returns:
-        ``oc`` records laid out as :data:`PARAM_RECORD_DTYPE`.
-
-    Raises:
-        InternalError: shapes differ or a value is out of range.
-    """
-    bias = np.asarray(bias, dtype=np.int64).reshape(-1)
-    oc = bias.size
-
-    def arr(a):
-        return (np.zeros(oc, np.int64) if a is None
-                else np.asarray(a, dtype=np.int64).reshape(-1))
-
-    mult, shift, sc, c_lo, c_hi = (arr(a) for a in (mult, shift, sc_mult, clamp_lo, clamp_hi))
-    if not (mult.size == shift.size == sc.size == c_lo.size == c_hi.size == oc):
-        raise InternalError(f"conv params: bias/mult/shift/sc_mult/clamp lengths differ "
-                            f"({oc}, {mult.size}, {shift.size}, {sc.size}, {c_lo.size}, "
-                            f"{c_hi.size})")
-    checks = (("bias", bias, I32.min, I32.max), ("mult", mult, 0, I32.max),
-              ("sc_mult", sc, 0, I32.max), ("shift", shift, 1, 62),
-              ("clamp_lo", c_lo, 0, 255), ("clamp_hi", c_hi, 0, 255))
-    for name, a, lo, hi in checks:
-        if a.size and (a.min() < lo or a.max() > hi):
-            raise InternalError(f"conv params: {name} outside {lo}..{hi}")
-    rec = np.zeros(oc, dtype=PARAM_RECORD_DTYPE)
-    rec["bias"], rec["mult"], rec["sc_mult"], rec["shift"] = bias, mult, sc, shift
-    rec["clamp_lo"], rec["clamp_hi"] = c_lo, c_hi
-    return rec.tobytes()
-
-
-def unpack_conv_params(data: bytes | np.ndarray) -> np.ndarray:
-    """View ``oc * 16`` bytes as a structured array of :data:`PARAM_RECORD_DTYPE` records.
-
-    Raises:
-        InternalError: the length is not a multiple of 16 bytes.
-    """
-    buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
-    if buf.size % PARAM_RECORD_BYTES:
-        raise InternalError(f"conv params: {buf.size} bytes is not a multiple of 16")
-    return buf.view(PARAM_RECORD_DTYPE)

@@ -146,6 +146,10 @@ class FuseTwoSlope(RewritePass):
     name = "fuse-two-slope"
 
     def match(self, graph, node):
+        """``{"lut", "prods", "join", "slope"}`` when ``node`` is a LeakyRelu (or one-slope
+        PRelu, slope in [0, 1]) read from a conv/fc (``prods`` = [it], ``join`` None) or from
+        an interleave of convs (a ConvTranspose's phases: ``prods`` = them, ``join`` = it),
+        else None."""
         slope = leaky_slope(node)
         p = node.inputs[0].producer
         if slope is None or p is None:
@@ -160,6 +164,9 @@ class FuseTwoSlope(RewritePass):
         return {"lut": node, "prods": [p], "join": None, "slope": slope}
 
     def check(self, graph, m):
+        """Why match ``m`` must not fire (a producer or the interleave read elsewhere,
+        already activated, with a shortcut or per-channel clamp, or quantized in the
+        imported model), else None."""
         join = m["join"]
         if join is not None and (not single_use(graph, join.output)
                                  or join.output.quant is not None):
@@ -177,6 +184,8 @@ class FuseTwoSlope(RewritePass):
         return None
 
     def rewrite(self, graph, m):
+        """Give every producer the LEAKY activation of slope ``m["slope"]`` and read the
+        lut's output from the last of them (or the interleave); the lut node goes."""
         lut = m["lut"]
         for p in m["prods"]:
             p.attrs = type(p.attrs)(**{**p.attrs.__dict__,

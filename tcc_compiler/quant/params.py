@@ -364,6 +364,18 @@ def ew_quant(node: Node) -> EwQuant:
                    wide_bits((a, WIDE_IN), (out, WIDE_OUT), (b, WIDE_B)))
 
 
+def single_table(lut: Node) -> bool:
+    """Whether lut node ``lut`` quantizes to one shared table: every function but a PRelu
+    with more than one slope (a per-channel table each). The rule that an int16 input
+    (257 interpolated knots, :func:`lut_quant`), the int16 planner
+    (:func:`tcc_compiler.quant.precision.wide_lut_reader`) and the conv's LUT epilogue
+    (:mod:`tcc_compiler.schedule.epilogue`) share."""
+    if lut.attrs.func is not LutFunc.PRELU:
+        return True
+    slope = lut.input(1)
+    return slope is not None and slope.const is not None and slope.const.size == 1
+
+
 def lut_quant(node: Node) -> LutQuant:
     """Tables of a quantized lut node, built from its float function and the input/output
     quantization (specs/quantization.md, "Lookup-table activations")."""
@@ -373,7 +385,7 @@ def lut_quant(node: Node) -> LutQuant:
     if a.func is LutFunc.PRELU:
         slope = np.asarray(node.inputs[1].const, dtype=np.float64).reshape(-1)
     if x.dtype == "int16":   # interpolated int16 -> int8 table (one shared table)
-        if slope is not None and slope.size > 1:
+        if not single_table(node):
             raise InternalError(f"lut '{node.name}': an int16 input takes one shared table, "
                                 f"not {slope.size} per-channel prelu slopes")
         return LutQuant(build_knots(a.func, a.alpha, a.beta, _s(x), _s(out), _zp(out))[None],

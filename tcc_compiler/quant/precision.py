@@ -37,8 +37,9 @@ from dataclasses import dataclass, field
 
 from tcc_compiler.errors import InputError
 from tcc_compiler.ir.graph import Graph, Node, Value
-from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, VIEW_OPS, LutFunc, Op
+from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, VIEW_OPS, Op
 from tcc_compiler.isa.spec import WIDE_W_ACC_LIMIT
+from tcc_compiler.quant.params import single_table
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +129,7 @@ def wide_lut_reader(node: Node, graph: Graph) -> Node | None:
     if node.op is not Op.CONV or len(out.uses) != 1 or any(o is out for o in graph.outputs):
         return None
     lut, idx = out.uses[0]
-    if lut.op is not Op.LUT or idx != 0:
-        return None
-    slope = lut.input(1) if lut.attrs.func is LutFunc.PRELU else None
-    return lut if slope is None or slope.const is None or slope.const.size == 1 else None
+    return lut if lut.op is Op.LUT and idx == 0 and single_table(lut) else None
 
 
 def weights_blocker(node: Node, graph: Graph) -> str | None:

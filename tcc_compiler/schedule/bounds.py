@@ -12,6 +12,8 @@ ops; this check says which op and why at once.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from tcc_compiler.errors import ScheduleError
 from tcc_compiler.ir.graph import Graph, Node
 from tcc_compiler.ir.ops import Op
@@ -28,6 +30,14 @@ def _describe(n: Node, g: ConvGeom) -> str:
     return (f"{n.op.value} {g.kh}x{g.kw}, {g.c} -> {g.o} channels, output {g.ow}x{g.oh}")
 
 
+def _tiled_ops(graph: Graph, t: Target) -> Iterator[tuple[Node, ConvGeom]]:
+    """Each conv-like op of ``graph`` (execution order) with its tile geometry on ``t``."""
+    source = graph.meta.get("source", "")
+    for n in graph.nodes:
+        if n.op in _TILED:
+            yield n, (conv_geom(n, t) if n.op in (Op.CONV, Op.FC) else pool_geom(n, source)[0])
+
+
 def check_op_tiles(graph: Graph, t: Target) -> None:
     """Refuse a graph with a conv-like op that needs more than ``MAX_OP_TILES`` tiles even
     with the whole SRAM for its tile buffers (no resident zone, no operand resident: the
@@ -41,11 +51,7 @@ def check_op_tiles(graph: Graph, t: Target) -> None:
             search (a resident operand may still let it fit), whose error names it.
     """
     cap = t.sram_capacity_bytes
-    source = graph.meta.get("source", "")
-    for n in graph.nodes:
-        if n.op not in _TILED:
-            continue
-        g = conv_geom(n, t) if n.op in (Op.CONV, Op.FC) else pool_geom(n, source)[0]
+    for n, g in _tiled_ops(graph, t):
         fewest = fewest_tiles(g, t, cap)
         if fewest is None or fewest[0] <= MAX_OP_TILES:
             continue
@@ -61,11 +67,7 @@ def name_untileable(graph: Graph, t: Target, exc: ScheduleError) -> ScheduleErro
     """``exc`` (the search found no variant it could lower) naming the first conv-like op
     that no tile fits in the whole SRAM (no operand resident), when there is one: the search's
     own error names only the op's shape. Returns ``exc`` unchanged otherwise."""
-    source = graph.meta.get("source", "")
-    for n in graph.nodes:
-        if n.op not in _TILED:
-            continue
-        g = conv_geom(n, t) if n.op in (Op.CONV, Op.FC) else pool_geom(n, source)[0]
+    for n, g in _tiled_ops(graph, t):
         if fewest_tiles(g, t, t.sram_capacity_bytes) is None:
             return ScheduleError(f"layer '{n.name}' ({_describe(n, g)}): {exc}")
     return exc

@@ -18,15 +18,9 @@ numerics/lut.py apply_lut_wide) to the lut's int8 output.
 from __future__ import annotations
 
 from tcc_compiler.ir.graph import Graph, Node, Value
-from tcc_compiler.ir.ops import ActKind, LutFunc, Op
+from tcc_compiler.ir.ops import ActKind, Op
 from tcc_compiler.numerics.lut import LUT_ENTRIES, WIDE_KNOTS
-
-
-def _single_table(lut: Node) -> bool:
-    if lut.attrs.func is not LutFunc.PRELU:
-        return True
-    slope = lut.inputs[1].const if len(lut.inputs) > 1 and lut.inputs[1] is not None else None
-    return slope is not None and slope.size == 1
+from tcc_compiler.quant.params import single_table
 
 
 def find_lut_epilogues(graph: Graph, keep: set[int]) -> dict[int, Node]:
@@ -44,7 +38,7 @@ def find_lut_epilogues(graph: Graph, keep: set[int]) -> dict[int, Node]:
         if len(n.output.uses) != 1:
             continue
         lut, idx = n.output.uses[0]
-        if lut.op is Op.LUT and idx == 0 and _single_table(lut):
+        if lut.op is Op.LUT and idx == 0 and single_table(lut):
             out[id(n)] = lut
     return out
 

@@ -14,9 +14,7 @@ from tcc_compiler.isa import spec
 from tcc_compiler.isa.commands import ConvCfg, ConvTile
 from tcc_compiler.numerics import SHIFT_MAX, jit
 from tcc_compiler.numerics.epilogue import EpilogueConsts, epilogue_consts
-
-#: Element bytes -> the integer dtype of an operand (CONV_CFG ``wide`` bits).
-_INT = {1: np.int8, 2: np.int16, 4: np.int32}
+from tcc_compiler.sim.memory import INT_DTYPES
 
 
 @dataclass(frozen=True)
@@ -125,7 +123,7 @@ def _requant_params(p: np.ndarray, cfg: ConvCfg) -> tuple:
     """(consts, jit, (neg_consts, neg_jit)) of :class:`ConvParams` for the records ``p`` of a
     requantizing tile (out_mode bit0 clear), after checking them (ValueError: see
     :meth:`ConvParamCache.get`)."""
-    span = np.iinfo(_INT[cfg.requant_bytes])   # [MIN + lo, MAX - hi] must hold a value
+    span = np.iinfo(INT_DTYPES[cfg.requant_bytes])   # [MIN + lo, MAX - hi] must hold a value
     lo, hi, shift, mult = p["clamp_lo"], p["clamp_hi"], p["shift"], p["mult"]
     _first_bad(lo.astype(np.int64) + hi > span.max - span.min,
                lambda c: f"clamp_lo + clamp_hi ({int(lo[c])} + {int(hi[c])}) leave no "
@@ -139,7 +137,7 @@ def _requant_params(p: np.ndarray, cfg: ConvCfg) -> tuple:
                              f"{spec.WIDE_W_MULT_LIMIT} (2**15)")
     consts = epilogue_consts(p["bias"], p["mult"], p["shift"], cfg.zp_out, cfg.act_lo,
                              cfg.act_hi, p["sc_mult"] if cfg.has_shortcut else None,
-                             cfg.zp_sc, _INT[cfg.sc_bytes], _INT[cfg.requant_bytes])
+                             cfg.zp_sc, INT_DTYPES[cfg.sc_bytes], INT_DTYPES[cfg.requant_bytes])
     jit_params = None
     if jit.available():
         jit_params = jit.epilogue_params(p["bias"], p["mult"], p["shift"],
@@ -152,7 +150,7 @@ def _requant_params(p: np.ndarray, cfg: ConvCfg) -> tuple:
                        lambda c: f"sc_mult {int(sc_mult[c])} of an int16-weight layer not "
                                  f"below {spec.WIDE_W_MULT_LIMIT} (2**15)")
         neg = (epilogue_consts(p["bias"], p["sc_mult"], p["shift"], cfg.zp_out,
-                               cfg.act_lo, cfg.act_hi, out_dtype=_INT[cfg.requant_bytes]),
+                               cfg.act_lo, cfg.act_hi, out_dtype=INT_DTYPES[cfg.requant_bytes]),
                jit.epilogue_params(p["bias"], p["sc_mult"], p["shift"], None)
                if jit.available() else None)
     return consts, jit_params, neg

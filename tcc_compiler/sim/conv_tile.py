@@ -24,13 +24,13 @@ from tcc_compiler.isa.commands import ConvCfg, ConvTile
 from tcc_compiler.numerics import jit
 from tcc_compiler.numerics.lut import WIDE_KNOTS
 from tcc_compiler.sim.conv_params import conv_flags_problem, param_fields
-
-#: Element bytes -> the integer dtype of an operand (CONV_CFG ``wide`` bits).
-_INT = {1: np.int8, 2: np.int16, 4: np.int32}
+from tcc_compiler.sim.memory import INT_DTYPES
 
 
 def conv_out(n_in: int, pad_a: int, pad_b: int, k: int, s: int, d: int) -> int:
-    """Output length of a conv/pool along one axis (may be <= 0 when the window does not fit)."""
+    """Output length (elements) of a conv/pool along one axis of ``n_in`` elements, pads
+    ``pad_a``/``pad_b``, kernel ``k``, stride ``s``, dilation ``d`` (may be <= 0 when the
+    window does not fit)."""
     eff = (k - 1) * d + 1
     return (n_in + pad_a + pad_b - eff) // s + 1
 
@@ -140,8 +140,9 @@ def make_plan(i: int, t: ConvTile, cfg: ConvCfg, sram: object, box: BoxFn, tenso
     oh, ow = t.out_h, t.out_w
     in_b, out_b = cfg.in_bytes, cfg.out_bytes
     x = box(i, t, "input", t.in_sram, (t.in_h, t.in_w, t.in_c), t.in_px_stride,
-            t.in_row_stride, _INT[in_b])
-    w = tensor(i, t, "weights", t.w_sram, (t.oc, cfg.kh, cfg.kw, cfg.cin_g), _INT[cfg.w_bytes])
+            t.in_row_stride, INT_DTYPES[in_b])
+    w = tensor(i, t, "weights", t.w_sram, (t.oc, cfg.kh, cfg.kw, cfg.cin_g),
+               INT_DTYPES[cfg.w_bytes])
     n_param = t.oc * spec.PARAM_RECORD_BYTES
     p_raw = view(i, t, "params", t.p_sram, n_param)
     read = x.nbytes + w.nbytes + n_param
@@ -155,7 +156,7 @@ def make_plan(i: int, t: ConvTile, cfg: ConvCfg, sram: object, box: BoxFn, tenso
             part = None
     if not int32_out and cfg.has_shortcut:
         sc = box(i, t, "shortcut", t.sc_sram, (oh, ow, t.oc), t.sc_px_stride, t.sc_row_stride,
-                 _INT[cfg.sc_bytes])
+                 INT_DTYPES[cfg.sc_bytes])
         read += sc.nbytes
         if not is_view(t.sc_px_stride, t.sc_row_stride, cfg.sc_bytes):
             sc = None
@@ -164,10 +165,10 @@ def make_plan(i: int, t: ConvTile, cfg: ConvCfg, sram: object, box: BoxFn, tenso
                if cfg.requant_bytes == 2 else tensor(i, t, "lut", cfg.lut_sram, (1, 256)))
         read += lut.nbytes
     out = box(i, t, "output", t.out_sram, (oh, ow, t.oc), t.out_px_stride, t.out_row_stride,
-              np.dtype("<i4") if int32_out else _INT[out_b], write=True)
+              np.dtype("<i4") if int32_out else INT_DTYPES[out_b], write=True)
     if not int32_out and not cfg.has_lut and not cfg.two_slope and isinstance(out, np.ndarray):
         direct = out
-    fits = direct is not None and jit.out_fits(direct, (oh, ow, t.oc), _INT[out_b], sc)
+    fits = direct is not None and jit.out_fits(direct, (oh, ow, t.oc), INT_DTYPES[out_b], sc)
     fields = param_fields(cfg)
     return ConvPlan(cfg, sram, groups, oh, ow,
                     x if is_view(t.in_px_stride, t.in_row_stride, in_b) else None, w, p_raw,

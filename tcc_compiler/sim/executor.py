@@ -49,28 +49,21 @@ from tcc_compiler.isa.commands import (
     Space,
     box_strides,
 )
-from tcc_compiler.numerics import add_int8, avgpool_int8, conv_epilogue, jit
-from tcc_compiler.numerics import SHIFT_MAX, maxpool_int8
-from tcc_compiler.numerics.epilogue import channel_clamp, two_slope_epilogue
-from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
-from tcc_compiler.numerics.kernels import conv_epilogue_int32
-from tcc_compiler.numerics.lut import apply_lut, apply_lut_wide
 from tcc_compiler.sim.blas import blas_threads
+from tcc_compiler.sim.conv_exec import ConvWeightCache, conv_result
 from tcc_compiler.sim.conv_params import ConvParamCache, ParamRecordError
-from tcc_compiler.sim.conv_tile import ConvPlan, conv_out, conv_setup_problem, make_plan
+from tcc_compiler.sim.conv_tile import ConvPlan, conv_setup_problem, make_plan
 from tcc_compiler.sim.dma import run_dma, run_dma_z
 from tcc_compiler.sim.param_origin import record_origin
-from tcc_compiler.sim.vector_ops import run_ew_tile, run_lut_tile, run_resize_tile
+from tcc_compiler.sim.vector_ops import (run_add_tile, run_ew_tile, run_lut_tile, run_pool_tile,
+                                        run_resize_tile)
 from tcc_compiler.sim.hazards import HazardError, Ordering, ShadowMemory
 from tcc_compiler.sim.limits import check_program
 from tcc_compiler.sim.provenance import Provenance, sram_write_hull, weight_source
-from tcc_compiler.sim.memory import ByteBox, Memory
+from tcc_compiler.sim.memory import INT_DTYPES, ByteBox, Memory
 from tcc_compiler.target import Target
 
 log = logging.getLogger(__name__)
-
-#: Element bytes -> the integer dtype of an operand (CONV_CFG/POOL_CFG ``wide`` bits).
-_INT = {1: np.int8, 2: np.int16, 4: np.int32}
 
 #: Operand dtype -> its little-endian form (multi-byte elements are little-endian).
 _LE = {t: np.dtype(t).newbyteorder("<") for t in (np.int8, np.int16, np.int32, np.uint8,
@@ -94,11 +87,6 @@ class ExecStats:
     commands: Counter = field(default_factory=Counter)
     bytes_per_queue: Counter = field(default_factory=Counter)
     macs: int = 0
-
-
-def _wrap32(a: np.ndarray) -> np.ndarray:
-    """int64 ``a`` wrapped to int32 (two's complement, the 32-bit accumulator)."""
-    return (((a + 2 ** 31) % 2 ** 32) - 2 ** 31).astype(np.int32)
 
 
 class Executor:
@@ -150,12 +138,9 @@ class Executor:
         # (WEIGHTS offset, src_bytes, dst_bytes) -> expanded block; WEIGHTS is read-only, so a
         # block decoded once stays valid for every later run of this executor
         self._inflated: dict[tuple[int, int, int], np.ndarray] = {}
-        # (SRAM address, OHWI shape, groups) -> [(weight bytes, prepared weights)]: a weight
-        # operand is prepared for the GEMM once and reused while its bytes are unchanged
-        self._prepared: dict[tuple, list[tuple[bytes, ConvWeights]]] = {}
-        # (source, offset, OHWI shape, element bytes, groups) -> prepared weights, for weights
-        # read from an unchanged copy of a weight load (sim/provenance.py): no compare needed
-        self._by_source: dict[tuple, ConvWeights] = {}
+        # a weight operand is prepared for the GEMM once and reused while its bytes are
+        # unchanged (found by the weight load they came from, else compared)
+        self._weights = ConvWeightCache()
         # command index -> (hull of the SRAM bytes it writes, or None; its weight source)
         self._writes: dict[int, tuple] = {}
         # parameter records decoded (and the epilogue's factors derived) once per layer
@@ -439,7 +424,7 @@ class Executor:
         x = pl.x
         if x is None:   # a strided multi-byte input: read as a copy
             x = self._sram_box(i, t, "input", t.in_sram, (t.in_h, t.in_w, t.in_c),
-                               t.in_px_stride, t.in_row_stride, _INT[cfg.in_bytes])
+                               t.in_px_stride, t.in_row_stride, INT_DTYPES[cfg.in_bytes])
         prov = self._prov
         try:
             p_src = prov.source_of(t.p_sram, pl.p_raw.size)
@@ -452,114 +437,30 @@ class Executor:
                                  f"{os.path.basename(self.cmd.path)})") from None
         except ValueError as exc:
             raise self._err(i, t, str(exc)) from None
-        p = cp.records
-        cw = self._conv_weights(t.w_sram, pl.w, pl.groups, prov.source_of(t.w_sram, pl.w.nbytes))
-        acc = conv_accumulate_f(x, cfg.zp_in, cw, pl.strides, t.pads, pl.dilations)
+        cw = self._weights.get(t.w_sram, pl.w, pl.groups,
+                               prov.source_of(t.w_sram, pl.w.nbytes))
         shape = (pl.oh, pl.ow, t.oc)
-        if cfg.accumulate:   # the partial replaces the bias: the epilogue adds bias back
-            part = pl.part
-            if part is None:
-                part = self._sram_box(i, t, "partial sums", t.sc_sram, shape, t.sc_px_stride,
-                                      t.sc_row_stride, np.dtype("<i4"))
-            acc = _wrap32(np.asarray(acc, np.int64) + part.astype(np.int64)
-                          - p["bias"].astype(np.int64))
-        direct = pl.direct
-        if not cfg.out_mode & spec.OUT_MODE_INT32:
-            sc = pl.sc
-            if sc is None and cfg.has_shortcut:
-                sc = self._sram_box(i, t, "shortcut", t.sc_sram, shape, t.sc_px_stride,
-                                    t.sc_row_stride, _INT[cfg.sc_bytes])
-            if cfg.two_slope:   # out_mode bit2: sc_mult below zero (no shortcut)
-                y = two_slope_epilogue(acc, p["bias"], p["mult"], p["sc_mult"], p["shift"],
-                                       cfg.zp_out, cfg.act_lo, cfg.act_hi, _INT[cfg.out_bytes],
-                                       (cp.consts, cp.neg_consts), (cp.jit, cp.neg_jit),
-                                       cfg.wide_weights)
-            elif pl.fits and cp.jit is not None and not cfg.wide_weights and jit.available():
-                y = jit.epilogue_into(acc, cp.jit, cfg.zp_out, cfg.act_lo, cfg.act_hi, sc,
-                                      cfg.zp_sc, direct)   # checked once, in the plan
-            else:
-                y = conv_epilogue(acc, p["bias"], p["mult"], p["shift"], cfg.zp_out,
-                                  cfg.act_lo, cfg.act_hi, sc, cfg.zp_sc, p["sc_mult"],
-                                  _INT[cfg.requant_bytes], cp.consts, cp.jit, direct,
-                                  acc64=cfg.wide_weights)
-            y = channel_clamp(y, cp.clamp_lo, cp.clamp_hi)   # per-channel clamp bytes
-            if pl.lut is not None and cfg.requant_bytes == 2:   # bits 3 + 5: int16 -> int8
-                y = apply_lut_wide(y, pl.lut)
-            elif pl.lut is not None:   # flags bit3: one table on the way out
-                y = apply_lut(y, pl.lut)
-        else:
-            y = conv_epilogue_int32(acc, p["bias"]).astype("<i4")
+        part = pl.part
+        if part is None and cfg.accumulate:
+            part = self._sram_box(i, t, "partial sums", t.sc_sram, shape, t.sc_px_stride,
+                                  t.sc_row_stride, np.dtype("<i4"))
+        sc = pl.sc
+        if sc is None and cfg.has_shortcut and not cfg.out_mode & spec.OUT_MODE_INT32:
+            sc = self._sram_box(i, t, "shortcut", t.sc_sram, shape, t.sc_px_stride,
+                                t.sc_row_stride, INT_DTYPES[cfg.sc_bytes])
+        y = conv_result(pl, cp, x, cw, t.pads, part, sc)
         stats.bytes_per_queue["COMPUTE"] += pl.read_fixed + y.nbytes
-        if y is not direct:
+        if y is not pl.direct:
             pl.out[...] = y
         stats.macs += pl.macs
 
-    def _conv_weights(self, addr: int, w: np.ndarray, groups: int,
-                      source: tuple | None = None) -> ConvWeights:
-        """The GEMM-ready form of the int8/int16 OHWI weights ``w`` read at SRAM ``addr``: reused
-        when the bytes come unchanged from a weight load seen before (``source``: the load's
-        source and the offset in its data, :meth:`Provenance.source_of`; the source determines
-        the bytes), or when the same bytes were prepared before at that address (compared byte
-        for byte, a memcmp; weights are reloaded into the same buffers every run), else
-        prepared and kept."""
-        if source is not None:
-            key = (source, w.shape, w.dtype.itemsize, groups)
-            cw = self._by_source.get(key)
-            if cw is None:
-                cw = self._by_source[key] = self._conv_weights(addr, w, groups)
-            return cw
-        data = w.tobytes()
-        entries = self._prepared.setdefault((addr, w.shape, w.dtype.itemsize, groups), [])
-        for raw, cw in entries:
-            if raw == data:
-                return cw
-        cw = prepare_conv_weights(np.frombuffer(data, w.dtype).reshape(w.shape), groups)
-        entries.append((data, cw))
-        return cw
-
     def _pool_tile(self, i: int, t: PoolTile, stats: ExecStats) -> None:
-        cfg = self._regs.pool
-        if cfg is None:
-            raise self._err(i, t, "no POOL_CFG before this tile")
-        if min(cfg.kh, cfg.kw, cfg.sh, cfg.sw) == 0:
-            raise self._err(i, t, "POOL_CFG has a zero kernel/stride")
-        if cfg.wide not in (0, spec.WIDE_IN | spec.WIDE_OUT):
-            raise self._err(i, t, f"POOL_CFG wide {cfg.wide:#x}: input and output widths differ "
-                                  "or reserved bits set")
-        dt = _INT[cfg.elem_bytes]
-        oh = conv_out(t.in_h, t.pad_t, t.pad_b, cfg.kh, cfg.sh, 1)
-        ow = conv_out(t.in_w, t.pad_l, t.pad_r, cfg.kw, cfg.sw, 1)
-        if oh < 1 or ow < 1 or (t.out_h, t.out_w) != (oh, ow):
-            raise self._err(i, t, f"out_h x out_w = {t.out_h}x{t.out_w}, the padded tile "
-                                  f"gives {oh}x{ow}")
-        x = self._sram_box(i, t, "input", t.in_sram, (t.in_h, t.in_w, t.c), t.in_px_stride,
-                           t.in_row_stride, dt)
-        if cfg.kind == spec.POOL_KIND_MAX:
-            y = maxpool_int8(x, (cfg.kh, cfg.kw), (cfg.sh, cfg.sw), t.pads)
-        elif cfg.kind == spec.POOL_KIND_AVG:
-            if not 1 <= cfg.shift <= SHIFT_MAX:
-                raise self._err(i, t, f"POOL_CFG shift {cfg.shift} outside 1..{SHIFT_MAX}")
-            y = avgpool_int8(x, cfg.zp_in, (cfg.kh, cfg.kw), (cfg.sh, cfg.sw), t.pads,
-                             cfg.mult, cfg.shift, cfg.zp_out, dt)
-        else:
-            raise self._err(i, t, f"POOL_CFG kind {cfg.kind} unknown")
-        out = self._sram_box(i, t, "output", t.out_sram, (oh, ow, t.c), t.out_px_stride,
-                             t.out_row_stride, dt, write=True)
-        out[...] = y
-        stats.bytes_per_queue["COMPUTE"] += x.nbytes + y.nbytes
+        stats.bytes_per_queue["COMPUTE"] += run_pool_tile(i, t, self._regs.pool, self._sram_box,
+                                                          self._err)
 
     def _add_tile(self, i: int, t: AddTile, stats: ExecStats) -> None:
-        cfg = self._regs.add
-        if cfg is None:
-            raise self._err(i, t, "no ADD_CFG before this tile")
-        if not 1 <= cfg.shift <= SHIFT_MAX:
-            raise self._err(i, t, f"ADD_CFG shift {cfg.shift} outside 1..{SHIFT_MAX}")
-        a = self._sram_tensor(i, t, "a", t.a_sram, (t.n,))
-        b = self._sram_tensor(i, t, "b", t.b_sram, (t.n,))
-        y = add_int8(a, cfg.zp_a, cfg.mult_a, b, cfg.zp_b, cfg.mult_b, cfg.shift, cfg.zp_out,
-                     cfg.act_lo, cfg.act_hi)
-        self._sram_tensor(i, t, "output", t.out_sram, (t.n,))[...] = y
-        stats.bytes_per_queue["COMPUTE"] += 3 * t.n
+        stats.bytes_per_queue["COMPUTE"] += run_add_tile(i, t, self._regs.add, self._sram_tensor,
+                                                         self._err)
 
     def _lut_tile(self, i: int, t: LutTile, stats: ExecStats) -> None:
         stats.bytes_per_queue["COMPUTE"] += run_lut_tile(i, t, self._sram_tensor, self._err)

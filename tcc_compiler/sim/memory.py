@@ -6,6 +6,11 @@ import mmap
 
 import numpy as np
 
+#: Element bytes -> the integer dtype of an SRAM operand (1: int8, 2: int16, 4: int32; the
+#: CONV_CFG/POOL_CFG/EW_TILE width bits and out_mode pick the bytes, multi-byte elements are
+#: little-endian in SRAM).
+INT_DTYPES = {1: np.int8, 2: np.int16, 4: np.int32}
+
 
 class ByteBox:
     """Write-only stand-in for a strided box of multi-byte elements: ``box[...] = y`` stores

@@ -1,5 +1,6 @@
-"""Execution of LUT_TILE, EW_TILE and RESIZE_TILE on the reference executor's SRAM (kept
-apart from the conv/pool/add handlers of :mod:`tcc_compiler.sim.executor`)."""
+"""Execution of the tile commands other than CONV_TILE (POOL_TILE, ADD_TILE, LUT_TILE, EW_TILE,
+RESIZE_TILE) on the reference executor's SRAM, through the accessors and error constructor of
+:mod:`tcc_compiler.sim.executor` (CONV_TILE: :mod:`tcc_compiler.sim.conv_exec`)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,16 @@ from collections.abc import Callable
 import numpy as np
 
 from tcc_compiler.errors import ExecutionError
-from tcc_compiler.isa.commands import EwTile, LutTile, ResizeTile
-from tcc_compiler.isa.spec import WIDE_MASK
-from tcc_compiler.numerics import SHIFT_MAX
+from tcc_compiler.isa.commands import (AddCfg, AddTile, EwTile, LutTile, PoolCfg, PoolTile,
+                                       ResizeTile)
+from tcc_compiler.isa.spec import POOL_KIND_AVG, POOL_KIND_MAX, WIDE_IN, WIDE_MASK, WIDE_OUT
+from tcc_compiler.numerics import SHIFT_MAX, add_int8, avgpool_int8, maxpool_int8
 from tcc_compiler.numerics.eltwise import EwKind, eltwise_int8
 from tcc_compiler.numerics.lut import LUT_ENTRIES, apply_lut
 from tcc_compiler.numerics.resize import COORD_MODES, bilinear_int8
 from tcc_compiler.numerics.softmax import EXP_BITS, EXP_ENTRIES, softmax_int8
-
-#: Element bytes -> dtype of an EW_TILE operand (its ``wide`` bits).
-_INT = {1: np.int8, 2: np.int16}
+from tcc_compiler.sim.conv_tile import conv_out
+from tcc_compiler.sim.memory import INT_DTYPES
 
 
 def run_lut_tile(i: int, t: LutTile,
@@ -88,7 +89,7 @@ def run_ew_tile(i: int, t: EwTile,
     if t.wide & ~WIDE_MASK or (t.wide and t.kind == EwKind.MUL):
         raise err(i, t, f"EW_TILE wide {t.wide:#x}: reserved bits, or int16 with mul")
     nb = t.b_period or t.n
-    ea, eb, eo = (_INT[e] for e in t.elem_bytes())
+    ea, eb, eo = (INT_DTYPES[e] for e in t.elem_bytes())
     a = np.array(sram_tensor(i, t, "a", t.a_sram, (t.n,), ea))
     b = np.array(sram_tensor(i, t, "b", t.b_sram, (nb,), eb))
     y = eltwise_int8(EwKind(t.kind), a, t.zp_a, t.mult_a, b, t.zp_b, t.mult_b, t.shift,
@@ -126,3 +127,83 @@ def run_resize_tile(i: int, t: ResizeTile,
         raise err(i, t, str(exc)) from None
     sram_tensor(i, t, "output", t.out_sram, y.shape)[...] = y
     return band.nbytes + y.nbytes
+
+
+def run_pool_tile(i: int, t: PoolTile, cfg: PoolCfg | None,
+                  sram_box: Callable[..., np.ndarray],
+                  err: Callable[[int, PoolTile, str], ExecutionError]) -> int:
+    """Run one POOL_TILE under ``cfg``: max pooling (pads hold the type's minimum) or average
+    pooling (:func:`~tcc_compiler.numerics.avgpool_int8`) of the [in_h, in_w, c] (NHWC) int8
+    or int16 input box into the [out_h, out_w, c] output box.
+
+    Args:
+        i: command index (for messages). t: the command. cfg: the POOL_CFG in force, or None.
+        sram_box: the executor's strided box accessor ``(i, cmd, what, addr, shape,
+            px_stride, row_stride, dtype, write)`` (range-checked against the SRAM).
+        err: the executor's error constructor.
+
+    Returns:
+        Bytes the compute queue touched (input + output).
+
+    Raises:
+        ExecutionError: no POOL_CFG, a zero kernel or stride, input and output widths that
+            differ (or reserved ``wide`` bits), an output size the padded tile does not give,
+            an unknown kind, an average pool's shift outside 1..62, an operand outside the
+            SRAM.
+    """
+    if cfg is None:
+        raise err(i, t, "no POOL_CFG before this tile")
+    if min(cfg.kh, cfg.kw, cfg.sh, cfg.sw) == 0:
+        raise err(i, t, "POOL_CFG has a zero kernel/stride")
+    if cfg.wide not in (0, WIDE_IN | WIDE_OUT):
+        raise err(i, t, f"POOL_CFG wide {cfg.wide:#x}: input and output widths differ "
+                        "or reserved bits set")
+    dt = INT_DTYPES[cfg.elem_bytes]
+    oh = conv_out(t.in_h, t.pad_t, t.pad_b, cfg.kh, cfg.sh, 1)
+    ow = conv_out(t.in_w, t.pad_l, t.pad_r, cfg.kw, cfg.sw, 1)
+    if oh < 1 or ow < 1 or (t.out_h, t.out_w) != (oh, ow):
+        raise err(i, t, f"out_h x out_w = {t.out_h}x{t.out_w}, the padded tile gives {oh}x{ow}")
+    x = sram_box(i, t, "input", t.in_sram, (t.in_h, t.in_w, t.c), t.in_px_stride,
+                 t.in_row_stride, dt)
+    if cfg.kind == POOL_KIND_MAX:
+        y = maxpool_int8(x, (cfg.kh, cfg.kw), (cfg.sh, cfg.sw), t.pads)
+    elif cfg.kind == POOL_KIND_AVG:
+        if not 1 <= cfg.shift <= SHIFT_MAX:
+            raise err(i, t, f"POOL_CFG shift {cfg.shift} outside 1..{SHIFT_MAX}")
+        y = avgpool_int8(x, cfg.zp_in, (cfg.kh, cfg.kw), (cfg.sh, cfg.sw), t.pads,
+                         cfg.mult, cfg.shift, cfg.zp_out, dt)
+    else:
+        raise err(i, t, f"POOL_CFG kind {cfg.kind} unknown")
+    out = sram_box(i, t, "output", t.out_sram, (oh, ow, t.c), t.out_px_stride,
+                   t.out_row_stride, dt, write=True)
+    out[...] = y
+    return x.nbytes + y.nbytes
+
+
+def run_add_tile(i: int, t: AddTile, cfg: AddCfg | None,
+                 sram_tensor: Callable[..., np.ndarray],
+                 err: Callable[[int, AddTile, str], ExecutionError]) -> int:
+    """Run one ADD_TILE under ``cfg``: the quantized add of ``n`` int8 elements
+    (:func:`~tcc_compiler.numerics.add_int8`).
+
+    Args:
+        i: command index (for messages). t: the command. cfg: the ADD_CFG in force, or None.
+        sram_tensor: the executor's ``(i, cmd, what, addr, shape) -> int8 view`` accessor.
+        err: the executor's error constructor.
+
+    Returns:
+        Bytes the compute queue touched (``3 * n``: a, b and the output).
+
+    Raises:
+        ExecutionError: no ADD_CFG, a shift outside 1..62, an operand outside the SRAM.
+    """
+    if cfg is None:
+        raise err(i, t, "no ADD_CFG before this tile")
+    if not 1 <= cfg.shift <= SHIFT_MAX:
+        raise err(i, t, f"ADD_CFG shift {cfg.shift} outside 1..{SHIFT_MAX}")
+    a = sram_tensor(i, t, "a", t.a_sram, (t.n,))
+    b = sram_tensor(i, t, "b", t.b_sram, (t.n,))
+    y = add_int8(a, cfg.zp_a, cfg.mult_a, b, cfg.zp_b, cfg.mult_b, cfg.shift, cfg.zp_out,
+                 cfg.act_lo, cfg.act_hi)
+    sram_tensor(i, t, "output", t.out_sram, (t.n,))[...] = y
+    return 3 * t.n

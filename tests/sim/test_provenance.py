@@ -88,7 +88,7 @@ def test_overwritten_weights_are_not_taken_from_their_load(small_folder, monkeyp
     target = prog.executor.target
     ex = Executor(mod, wf, target)
     got = _runs(ex, inputs) + _runs(ex, inputs)
-    assert ex._by_source                  # the other tiles' weights were found by source
+    assert ex._weights._by_source         # the other tiles' weights were found by source
     _no_provenance(monkeypatch)
     want = _runs(Executor(mod, wf, target), inputs)
     assert got == want + want             # stale weights would repeat input 0's bytes
@@ -101,7 +101,7 @@ def test_same_outputs_with_and_without_provenance(small_folder, monkeypatch):
     xs = [rng.standard_normal(prog.input_shape).astype(np.float32) for _ in range(2)]
     ex = prog.executor
     got = [prog.execute(prog.quantize(x)) for x in xs + xs]
-    assert ex._by_source and ex._params._by_source
+    assert ex._weights._by_source and ex._params._by_source
     _no_provenance(monkeypatch)
     fresh = load_program(out)
     assert got == [fresh.execute(fresh.quantize(x)) for x in xs] * 2

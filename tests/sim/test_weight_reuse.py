@@ -13,13 +13,13 @@ def test_prepared_weights_follow_the_sram_bytes(small_folder):
     prog = load_program(out)
     ex = prog.executor
     w1 = np.arange(2 * 3 * 3 * 4, dtype=np.int64).astype(np.int8).reshape(2, 3, 3, 4)
-    a = ex._conv_weights(0x100, w1, 1)
-    assert ex._conv_weights(0x100, w1.copy(), 1) is a          # same bytes: reused
+    a = ex._weights.get(0x100, w1, 1)
+    assert ex._weights.get(0x100, w1.copy(), 1) is a          # same bytes: reused
     w2 = w1.copy()
     w2[1, 2, 2, 3] += 1                                          # one byte differs
-    b = ex._conv_weights(0x100, w2, 1)
+    b = ex._weights.get(0x100, w2, 1)
     assert b is not a and np.array_equal(b.w, w2)
-    assert ex._conv_weights(0x100, w1, 1) is a                   # both kept
+    assert ex._weights.get(0x100, w1, 1) is a                   # both kept
 
 
 def test_repeated_runs_identical(small_folder):

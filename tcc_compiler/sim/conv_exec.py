@@ -1,0 +1,117 @@
+"""The arithmetic of one CONV_TILE on the reference executor, given its plan
+(:class:`~tcc_compiler.sim.conv_tile.ConvPlan`) and decoded parameter records
+(:class:`~tcc_compiler.sim.conv_params.ConvParams`): the weights made GEMM-ready once
+(:class:`ConvWeightCache`) and the epilogue the CONV_CFG's out_mode and flags select
+(:func:`conv_result`, specs/isa.md CONV_CFG / CONV_TILE). Arithmetic is
+:mod:`tcc_compiler.numerics`'s; this module only chooses it. The executor
+(:mod:`tcc_compiler.sim.executor`) reads the operands and writes the result.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tcc_compiler.isa import spec
+from tcc_compiler.numerics import conv_epilogue, jit
+from tcc_compiler.numerics.epilogue import channel_clamp, two_slope_epilogue
+from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
+from tcc_compiler.numerics.kernels import conv_epilogue_int32
+from tcc_compiler.numerics.lut import apply_lut, apply_lut_wide
+from tcc_compiler.sim.conv_params import ConvParams
+from tcc_compiler.sim.conv_tile import ConvPlan
+from tcc_compiler.sim.memory import INT_DTYPES
+
+
+def wrap32(a: np.ndarray) -> np.ndarray:
+    """int64 ``a`` wrapped to int32 (two's complement, the 32-bit accumulator); any shape."""
+    return (((a + 2 ** 31) % 2 ** 32) - 2 ** 31).astype(np.int32)
+
+
+class ConvWeightCache:
+    """GEMM-ready conv weights (:class:`~tcc_compiler.numerics.gemm.ConvWeights`) kept across
+    tiles and runs: keyed by the weight load the bytes came from unchanged
+    (:mod:`tcc_compiler.sim.provenance`; the source determines the bytes), else by SRAM
+    address, shape and the bytes themselves (compared byte for byte; weights are reloaded into
+    the same buffers every run)."""
+
+    def __init__(self) -> None:
+        # (SRAM address, OHWI shape, element bytes, groups) -> [(weight bytes, prepared)]
+        self._prepared: dict[tuple, list[tuple[bytes, ConvWeights]]] = {}
+        # (source, OHWI shape, element bytes, groups) -> prepared, for unchanged loaded bytes
+        self._by_source: dict[tuple, ConvWeights] = {}
+
+    def get(self, addr: int, w: np.ndarray, groups: int,
+            source: tuple | None = None) -> ConvWeights:
+        """The GEMM-ready form of the OHWI weights ``w`` ([oc, kh, kw, cin_g], int8 or int16
+        little-endian) read at SRAM byte ``addr`` in a tile of ``groups`` groups.
+
+        Args:
+            source: the weight load's source and the offset in its data
+                (:meth:`~tcc_compiler.sim.provenance.Provenance.source_of`), or None when the
+                bytes are not an unchanged copy of one.
+
+        Raises:
+            ValueError: ``w``'s channels are not divisible by ``groups`` (from
+                :func:`~tcc_compiler.numerics.gemm.prepare_conv_weights`).
+        """
+        if source is not None:
+            key = (source, w.shape, w.dtype.itemsize, groups)
+            cw = self._by_source.get(key)
+            if cw is None:
+                cw = self._by_source[key] = self.get(addr, w, groups)
+            return cw
+        data = w.tobytes()
+        entries = self._prepared.setdefault((addr, w.shape, w.dtype.itemsize, groups), [])
+        for raw, cw in entries:
+            if raw == data:
+                return cw
+        cw = prepare_conv_weights(np.frombuffer(data, w.dtype).reshape(w.shape), groups)
+        entries.append((data, cw))
+        return cw
+
+
+def conv_result(pl: ConvPlan, cp: ConvParams, x: np.ndarray, cw: ConvWeights, pads: tuple,
+                part: np.ndarray | None, sc: np.ndarray | None) -> np.ndarray:
+    """The output of one CONV_TILE under ``pl.cfg`` (out_mode and flags as specs/isa.md):
+    accumulate, then int32 (out_mode bit0), or requantize (two-slope with out_mode bit2,
+    else the plain epilogue: compiled straight into ``pl.direct`` when the plan allows),
+    the records' per-channel clamp, then the LUT epilogue (flags bit3: 256 int8 entries, or
+    257 int16 knots when the requantized value is int16, flags bit5).
+
+    Args:
+        pl: the tile's plan. cp: its decoded parameter records.
+        x: the input [in_h, in_w, in_c] (NHWC), int8 or int16. cw: the prepared weights.
+        pads: (top, left, bottom, right) rows/columns of ``zp_in`` padding.
+        part: the int32 partial sums [oh, ow, oc] (out_mode bit1), else None.
+        sc: the shortcut [oh, ow, oc] (flags bit0, int8 or int16), else None.
+
+    Returns:
+        [oh, ow, oc]: int32 (little-endian) for out_mode bit0, else int8 or int16 (the
+        output type); ``pl.direct`` itself when the epilogue wrote it in place.
+    """
+    cfg, p = pl.cfg, cp.records
+    acc = conv_accumulate_f(x, cfg.zp_in, cw, pl.strides, pads, pl.dilations)
+    if cfg.accumulate:   # the partial replaces the bias: the epilogue adds bias back
+        acc = wrap32(np.asarray(acc, np.int64) + part.astype(np.int64)
+                     - p["bias"].astype(np.int64))
+    if cfg.out_mode & spec.OUT_MODE_INT32:
+        return conv_epilogue_int32(acc, p["bias"]).astype("<i4")
+    if cfg.two_slope:   # out_mode bit2: sc_mult below zero (no shortcut)
+        y = two_slope_epilogue(acc, p["bias"], p["mult"], p["sc_mult"], p["shift"],
+                               cfg.zp_out, cfg.act_lo, cfg.act_hi, INT_DTYPES[cfg.out_bytes],
+                               (cp.consts, cp.neg_consts), (cp.jit, cp.neg_jit),
+                               cfg.wide_weights)
+    elif pl.fits and cp.jit is not None and not cfg.wide_weights and jit.available():
+        y = jit.epilogue_into(acc, cp.jit, cfg.zp_out, cfg.act_lo, cfg.act_hi, sc,
+                              cfg.zp_sc, pl.direct)   # checked once, in the plan
+    else:
+        y = conv_epilogue(acc, p["bias"], p["mult"], p["shift"], cfg.zp_out,
+                          cfg.act_lo, cfg.act_hi, sc, cfg.zp_sc, p["sc_mult"],
+                          INT_DTYPES[cfg.requant_bytes], cp.consts, cp.jit, pl.direct,
+                          acc64=cfg.wide_weights)
+    y = channel_clamp(y, cp.clamp_lo, cp.clamp_hi)   # per-channel clamp bytes
+    if pl.lut is not None and cfg.requant_bytes == 2:   # bits 3 + 5: int16 -> int8
+        return apply_lut_wide(y, pl.lut)
+    if pl.lut is not None:   # flags bit3: one table on the way out
+        return apply_lut(y, pl.lut)
+    return y
