@@ -28,12 +28,12 @@ from typing import Iterable
 import numpy as np
 
 from tcc_compiler.errors import InputError
-from tcc_compiler.interp import run_float
+from tcc_compiler.interp.onnx_float import float_values
 from tcc_compiler.ir.feeds import feeds
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.quant.analyze import quantize_value
-from tcc_compiler.quant.golden import GoldenModel, eval_int_node
+from tcc_compiler.quant.golden import GoldenModel, eval_int_node, prepare_conv
 from tcc_compiler.quant.params import dequantize_output
 
 log = logging.getLogger(__name__)
@@ -72,10 +72,11 @@ class _ErrorSums:
     fold_count: list = field(default_factory=lambda: [0, 0])
 
 
-def _layer_error(n, fl: dict) -> np.ndarray:
+def _layer_error(n, fl: dict, prepared: tuple | None = None) -> np.ndarray:
     """The mean per-channel error (float64 ``[C]``) of conv/fc ``n``'s isolated dequantized
-    output against the float output ``fl[n.output.name]`` on one input (``fl``: every float
-    value of that input)."""
+    output against the float output ``fl[n.output.name]`` on one input (``fl``: the float
+    values of that input; ``prepared``: :func:`~tcc_compiler.quant.golden.prepare_conv` of
+    ``n``, or None)."""
     names = [n.output.name] + [v.name for v in n.inputs if v is not None and not v.is_const]
     for name in names:
         if name not in fl:
@@ -83,7 +84,7 @@ def _layer_error(n, fl: dict) -> np.ndarray:
                              "not in the float graph")
     args = [None if v is None or v.is_const else quantize_value(fl[v.name], v)
             for v in n.inputs]
-    q = eval_int_node(n, args)
+    q = eval_int_node(n, args, prepared)
     f = fl[n.output.name]
     f4 = f.reshape(1, -1, 1, 1) if f.ndim == 2 else f
     hwc = (f4.shape[2], f4.shape[3], f4.shape[1])
@@ -92,18 +93,25 @@ def _layer_error(n, fl: dict) -> np.ndarray:
 
 
 def _error_sums(float_graph: Graph, qgraph: Graph, inputs: Sequence, keep=None) -> _ErrorSums:
-    """One float pass over ``inputs``: the isolated errors of every conv/fc of ``qgraph``
-    (:class:`_ErrorSums`); ``keep(i, fl)`` is called with each input's float values."""
+    """One float pass over ``inputs`` (ONNX Runtime as calibration, else the numpy
+    interpreter: :func:`~tcc_compiler.interp.onnx_float.float_values`): the isolated errors
+    of every conv/fc of ``qgraph`` (:class:`_ErrorSums`); ``keep(i, fl)`` is called with each
+    input's float values (the layers' inputs and outputs, and the graph outputs).
+
+    Raises:
+        InputError: a value of ``qgraph`` missing from the float graph."""
     layers = [n for n in qgraph.nodes if n.op in (Op.CONV, Op.FC)]
     zeros = {n.name: np.zeros(n.output.shape[1], np.float64) for n in layers}
     sums = _ErrorSums(layers, dict(zeros), [dict(zeros), dict(zeros)])
-    for i, x in enumerate(inputs):
-        x = feeds(float_graph, x)   # {graph input: array}
-        fl = run_float(float_graph, x, keep=True)
-        fl.update(x)
+    known = {v.name for v in float_graph.inputs} | {n.output.name for n in float_graph.nodes}
+    names = [v.name for n in layers for v in [n.output] + list(n.inputs)
+             if v is not None and not v.is_const and v.name in known]
+    names += [o.name for o in qgraph.outputs if o.name in known]
+    prepared = {n.name: prepare_conv(n) for n in layers}   # the biases do not change here
+    for i, fl in enumerate(float_values(float_graph, names, inputs)):
         k = i % 2
         for n in layers:
-            err = _layer_error(n, fl)
+            err = _layer_error(n, fl, prepared[n.name])
             sums.total[n.name] = sums.total[n.name] + err
             sums.fold[k][n.name] = sums.fold[k][n.name] + err
         sums.count += 1
