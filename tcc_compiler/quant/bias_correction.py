@@ -23,18 +23,19 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Iterable
 
 import numpy as np
 
 from tcc_compiler.errors import InputError
-from tcc_compiler.interp.onnx_float import float_values
 from tcc_compiler.ir.feeds import feeds
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.quant.analyze import quantize_value
+from tcc_compiler.quant.bias_pass import error_pass, in_order
 from tcc_compiler.quant.golden import GoldenModel, eval_int_node, prepare_conv
-from tcc_compiler.quant.params import dequantize_output
+from tcc_compiler.quant.params import mean_output_error
 
 log = logging.getLogger(__name__)
 
@@ -72,31 +73,52 @@ class _ErrorSums:
     fold_count: list = field(default_factory=lambda: [0, 0])
 
 
-def _layer_error(n, fl: dict, prepared: tuple | None = None) -> np.ndarray:
+def _layer_error(n, fl: dict, prepared: tuple | None = None,
+                 quantized: dict | None = None) -> np.ndarray:
     """The mean per-channel error (float64 ``[C]``) of conv/fc ``n``'s isolated dequantized
     output against the float output ``fl[n.output.name]`` on one input (``fl``: the float
     values of that input; ``prepared``: :func:`~tcc_compiler.quant.golden.prepare_conv` of
-    ``n``, or None)."""
+    ``n``, or None; ``quantized``: {value name: integer NHWC array} of this input's values
+    already quantized, filled here, so a value read by several layers is quantized once, or
+    None).
+
+    Raises:
+        InputError: a value of ``n`` missing from ``fl``."""
     names = [n.output.name] + [v.name for v in n.inputs if v is not None and not v.is_const]
     for name in names:
         if name not in fl:
             raise InputError(f"bias correction: value '{name}' of node '{n.name}' is "
                              "not in the float graph")
-    args = [None if v is None or v.is_const else quantize_value(fl[v.name], v)
-            for v in n.inputs]
+    if quantized is None:
+        quantized = {}
+    args = []
+    for v in n.inputs:
+        if v is None or v.is_const:
+            args.append(None)
+            continue
+        if v.name not in quantized:
+            quantized[v.name] = quantize_value(fl[v.name], v)
+        args.append(quantized[v.name])
     q = eval_int_node(n, args, prepared)
     f = fl[n.output.name]
     f4 = f.reshape(1, -1, 1, 1) if f.ndim == 2 else f
     hwc = (f4.shape[2], f4.shape[3], f4.shape[1])
-    qd = dequantize_output(q.reshape(hwc), n.output).reshape(f4.shape)
-    return (qd.astype(np.float64) - f4).mean(axis=(0, 2, 3))
+    return mean_output_error(q.reshape(hwc), n.output, f4)
 
 
-def _error_sums(float_graph: Graph, qgraph: Graph, inputs: Sequence, keep=None) -> _ErrorSums:
+def _error_sums(float_graph: Graph, qgraph: Graph, inputs: Sequence, keep=None,
+                prepared: dict | None = None, extra=None) -> _ErrorSums:
     """One float pass over ``inputs`` (ONNX Runtime as calibration, else the numpy
     interpreter: :func:`~tcc_compiler.interp.onnx_float.float_values`): the isolated errors
-    of every conv/fc of ``qgraph`` (:class:`_ErrorSums`); ``keep(i, fl)`` is called with each
-    input's float values (the layers' inputs and outputs, and the graph outputs).
+    of every conv/fc of ``qgraph`` (:class:`_ErrorSums`), each input's computed on worker
+    threads and added in input order (:func:`~tcc_compiler.quant.bias_pass.error_pass`: the
+    serial loop's sums); ``keep(i, fl, e)`` is called in input order with each input's float
+    values (the layers' inputs and outputs, the graph inputs and outputs) and ``e``, the
+    result of ``extra(fl)`` (run beside the errors; None without ``extra``).
+
+    Args:
+        prepared: {conv/fc name: :func:`~tcc_compiler.quant.golden.prepare_conv` of it with
+            the graph's present biases}, or None: made here.
 
     Raises:
         InputError: a value of ``qgraph`` missing from the float graph."""
@@ -107,18 +129,25 @@ def _error_sums(float_graph: Graph, qgraph: Graph, inputs: Sequence, keep=None) 
     names = [v.name for n in layers for v in [n.output] + list(n.inputs)
              if v is not None and not v.is_const and v.name in known]
     names += [o.name for o in qgraph.outputs if o.name in known]
-    prepared = {n.name: prepare_conv(n) for n in layers}   # the biases do not change here
-    for i, fl in enumerate(float_values(float_graph, names, inputs)):
+    if prepared is None:   # the biases do not change here
+        prepared = {n.name: prepare_conv(n) for n in layers}
+    jobs = [partial(_layer_job, n, prepared[n.name]) for n in layers]
+    for i, fl, errs, e in error_pass(float_graph, names, inputs, jobs, extra):
         k = i % 2
-        for n in layers:
-            err = _layer_error(n, fl, prepared[n.name])
+        for n, err in zip(layers, errs):
             sums.total[n.name] = sums.total[n.name] + err
             sums.fold[k][n.name] = sums.fold[k][n.name] + err
         sums.count += 1
         sums.fold_count[k] += 1
         if keep is not None:
-            keep(i, fl)
+            keep(i, fl, e)
     return sums
+
+
+def _layer_job(n, prepared: tuple, fl: dict, quantized: dict) -> np.ndarray:
+    """:func:`_layer_error` of ``n`` as an error-pass job (``quantized``: the input's shared
+    cache of quantized values)."""
+    return _layer_error(n, fl, prepared, quantized)
 
 
 def _new_biases(layers, sums: dict, count: int) -> dict:
@@ -262,33 +291,38 @@ def gated_bias_correction(float_graph: Graph, qgraph: Graph,
         return BiasCorrection("auto", False, "fewer than 2 calibration inputs: no held-out "
                               "half to check the correction on")
     outs = [o.name for o in qgraph.outputs]
+    layers = [n for n in qgraph.nodes if n.op in (Op.CONV, Op.FC)]
+    prepared = {n.name: prepare_conv(n) for n in layers}
+    weights = {name: p[0] for name, p in prepared.items()}   # the trials change only biases
+    golden = GoldenModel(qgraph, weights)
+    ins = [v.name for v in float_graph.inputs]
     ref = {}
-    sums = _error_sums(float_graph, qgraph, inputs,
-                       keep=lambda i, fl: ref.__setitem__(i, [fl[o] for o in outs]))
     base = [_Sqnr(), _Sqnr()]        # by held-out fold
-    golden = GoldenModel(qgraph)
-    for i, x in enumerate(inputs):
-        got = golden.run(feeds(float_graph, x))
+
+    def keep(i, fl, got):            # in input order: each fold's sums add in that order
+        ref[i] = [fl[o] for o in outs]
         for r, o in zip(ref[i], outs):
             base[i % 2].add(r, got[o])
-    folds = []
-    for src in (0, 1):
-        held = 1 - src
-        biases = _new_biases(sums.layers, sums.fold[src], sums.fold_count[src])
-        old = _set_biases(qgraph, biases)
-        try:
-            golden = GoldenModel(qgraph)
-            fixed = _Sqnr()
-            for i in range(held, len(inputs), 2):
-                got = golden.run(feeds(float_graph, inputs[i]))
-                for r, o in zip(ref[i], outs):
-                    fixed.add(r, got[o])
+
+    sums = _error_sums(float_graph, qgraph, inputs, keep, prepared,
+                       extra=lambda fl: golden.run({k: fl[k] for k in ins}))
+    trial = []                       # trial[held]: the model corrected by the other fold
+    for held in (0, 1):
+        src = 1 - held
+        old = _set_biases(qgraph, _new_biases(sums.layers, sums.fold[src],
+                                              sums.fold_count[src]))
+        try:   # a GoldenModel reads the biases when made
+            trial.append(GoldenModel(qgraph, weights))
         finally:
             _set_biases(qgraph, old)
-        folds.append({"corrections_from": ("even", "odd")[src],
-                      "without_db": round(base[held].db(), 3),
-                      "with_db": round(fixed.db(), 3),
-                      "gain": fixed.db() > base[held].db()})
+    fixed = [_Sqnr(), _Sqnr()]
+    for i, got in in_order(lambda i, x: trial[i % 2].run(feeds(float_graph, x)), inputs):
+        for r, o in zip(ref[i], outs):
+            fixed[i % 2].add(r, got[o])
+    folds = [{"corrections_from": ("even", "odd")[src],
+              "without_db": round(base[1 - src].db(), 3),
+              "with_db": round(fixed[1 - src].db(), 3),
+              "gain": fixed[1 - src].db() > base[1 - src].db()} for src in (0, 1)]
     gains = all(f.pop("gain") for f in folds)
     text = ", ".join(f"{f['without_db']:.2f} -> {f['with_db']:.2f} dB" for f in folds)
     if not gains:

@@ -11,6 +11,7 @@ is set by x_1 on the even and odd inputs.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -19,8 +20,9 @@ from tcc_compiler.errors import InputError
 from tcc_compiler.ir.graph import Graph, Value
 from tcc_compiler.ir.ops import ConvAttrs, Op
 from tcc_compiler.quant import quantize_graph, run_golden
-from tcc_compiler.quant.bias_correction import (apply_bias_correction, bias_correction_mode,
-                                                correct_biases, gated_bias_correction)
+from tcc_compiler.quant.bias_correction import (_error_sums, apply_bias_correction,
+                                                bias_correction_mode, correct_biases,
+                                                gated_bias_correction)
 
 
 def _layer():
@@ -153,3 +155,127 @@ def test_compile_records_the_choice(tmp_path, gap_fc_model):
     assert rep == {"mode": "off", "applied": False, "reason": "off: asked for", "folds": [],
                    "layers_changed": 0, "seconds": rep["seconds"]}
     assert man["bias_correction"] is False
+
+
+# ---- the gate's cost: threads, compiled kernels, one decode per pass ----------------------
+
+def _resnet(residual_net, n: int = 6, hw: int = 128):
+    """(float graph, quantized graph, n inputs) of the tiny ResNet at hw x hw: its stem output
+    (8 x hw/2 x hw/2) is large enough for the compiled mean-error kernel, one block input is
+    read by two convs (the quantized-value cache), and it ends in an fc."""
+    from tcc_compiler.driver import import_model, run_float_passes
+    from tcc_compiler.quant.calibrate import observe
+    from tcc_compiler.quant.ranges import choose_ranges
+
+    fg = run_float_passes(*import_model(residual_net(seed=1, hw=hw, c=8), None)).graph
+    r = np.random.default_rng(4)   # scales far apart: the sums' order of additions shows
+    xs = [(r.standard_normal((1, 3, hw, hw)) * 10.0 ** r.uniform(-3, 1)).astype(np.float32)
+          for _ in range(n)]
+    ranges, _ = choose_ranges(observe(fg, xs, ["minmax"], 99.99)["minmax"], "minmax")
+    return fg, quantize_graph(fg.clone(), ranges), xs
+
+
+def _biases(g) -> dict:
+    return {n.name: n.inputs[2].const.copy() for n in g.nodes if n.op in (Op.CONV, Op.FC)}
+
+
+def test_gate_on_threads_with_kernels_gives_the_serial_numpy_result(monkeypatch, residual_net):
+    """The gate's folds, decision and biases, and correct_biases' biases, are the same bit for
+    bit with the error pass and the trial runs on worker threads and the compiled kernels
+    (jit.quantize_nhwc, jit.mean_error) as one at a time in numpy (the serial loop)."""
+    from tcc_compiler.numerics import jit
+    from tcc_compiler.quant import bias_pass
+
+    fg, g0, xs = _resnet(residual_net)
+    results = []
+    for threads, kernels in ((1, False), (3, True)):
+        monkeypatch.setattr(bias_pass, "workers", lambda t=threads: t)
+        old = jit.set_enabled(kernels)
+        try:
+            g, g2 = g0.clone(), g0.clone()
+            sums = _error_sums(fg, g0, xs)    # the float64 sums themselves, bit for bit
+            res = gated_bias_correction(fg, g, xs)
+            changed = correct_biases(fg, g2, xs)
+        finally:
+            jit.set_enabled(old)
+        results.append((res.applied, res.folds, res.changed, _biases(g), changed, _biases(g2),
+                        [sums.total] + sums.fold))
+    (a0, f0, c0, b0, ch0, bb0, s0), (a1, f1, c1, b1, ch1, bb1, s1) = results
+    assert (a0, f0, c0, ch0) == (a1, f1, c1, ch1)
+    assert len(ch0) > 3                       # corrections to compare
+    for k in b0:
+        np.testing.assert_array_equal(b0[k], b1[k])
+        np.testing.assert_array_equal(bb0[k], bb1[k])
+        for d0, d1 in zip(s0, s1):
+            np.testing.assert_array_equal(d0[k], d1[k])
+
+
+class _Counted(Sequence):
+    """A sequence of inputs counting how often one is read (a decode, for image inputs)."""
+
+    def __init__(self, xs):
+        self.xs, self.reads = xs, 0
+
+    def __len__(self):
+        return len(self.xs)
+
+    def __getitem__(self, i):
+        x = self.xs[i]
+        self.reads += 1
+        return x
+
+
+def test_gate_reads_each_input_twice_and_prepares_each_conv_once(monkeypatch, residual_net):
+    """One read of each input for the error pass (which also runs the uncorrected golden
+    model) and one for the trial runs; each conv/fc's GEMM-ready weights are made once and
+    shared by the error pass and the three golden models (only biases differ)."""
+    from tcc_compiler.quant import golden
+
+    fg, g, xs = _resnet(residual_net, n=4, hw=32)
+    made = []
+    real = golden.prepare_conv_weights
+    monkeypatch.setattr(golden, "prepare_conv_weights",
+                        lambda *a, **k: made.append(1) or real(*a, **k))
+    inputs = _Counted(xs)
+    gated_bias_correction(fg, g, inputs)
+    assert inputs.reads == 2 * len(xs)
+    assert len(made) == sum(n.op in (Op.CONV, Op.FC) for n in g.nodes)
+
+
+def test_error_pass_and_in_order_keep_the_serial_order_and_errors(monkeypatch):
+    """bias_pass hands back each input's job results in input and job order, and raises the
+    error the serial loop would: the earliest input's, then its earliest job's."""
+    from tcc_compiler.quant import bias_pass
+
+    monkeypatch.setattr(bias_pass, "workers", lambda: 3)
+    fg, _ = _layer()
+    xs = _inputs(1.0, 1.0, n=7)
+    for i, x in enumerate(xs):
+        x[0, 0, 0, 0] = np.float32(0.01 * i)   # tells the inputs apart
+    ident = [lambda fl, sh, k=k: (k, float(fl["x"][0, 0, 0, 0])) for k in range(3)]
+    got = list(bias_pass.error_pass(fg, ["y"], xs, ident, extra=lambda fl: fl["y"].sum()))
+    assert [i for i, *_ in got] == list(range(7))
+    for i, fl, res, e in got:
+        assert res == [(k, float(xs[i][0, 0, 0, 0])) for k in range(3)]
+        assert e == fl["y"].sum() and fl["x"] is not None
+
+    def failing(k, bad):
+        def job(fl, shared):
+            if float(fl["x"][0, 0, 0, 0]) in bad:
+                raise ValueError(f"job {k}")
+            return k
+        return job
+
+    bad4, bad2 = {float(xs[4][0, 0, 0, 0])}, {float(xs[2][0, 0, 0, 0])}
+    with pytest.raises(ValueError, match="job 1"):   # input 2: jobs 1 and 2 fail
+        list(bias_pass.error_pass(fg, ["y"], xs, [failing(0, bad4), failing(1, bad2),
+                                                  failing(2, bad2)]))
+    assert [i for i, _ in bias_pass.in_order(lambda i, x: i * 2, xs)] == list(range(7))
+    assert [r for _, r in bias_pass.in_order(lambda i, x: i * 2, xs)] == [0, 2, 4, 6, 8, 10, 12]
+
+    def fn(i, x):
+        if i in (3, 5):
+            raise ValueError(f"input {i}")
+        return i
+    with pytest.raises(ValueError, match="input 3"):
+        list(bias_pass.in_order(fn, xs))
