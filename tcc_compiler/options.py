@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 from tcc_compiler.errors import InputError
 from tcc_compiler.quant.auto_precision import DEFAULT_GOAL_DB
+from tcc_compiler.quant.bias_correction import DEFAULT_BIAS_CORRECTION, bias_correction_mode
 from tcc_compiler.quant.calibrate import DEFAULT_METHOD, DEFAULT_PERCENTILE
 from tcc_compiler.quant.weight_rounding import DEFAULT_WEIGHT_ROUNDING
 from tcc_compiler.target.target import DEFAULT_TARGET
@@ -50,7 +51,11 @@ class CompileOptions:
         calib_table: a ``calib_table.json`` (of an earlier compile, maybe edited) whose ranges
             replace calibration.
         bias_correction: fold each conv/fc's mean per-channel INT8 error on the calibration
-            inputs into its bias (needs calibration inputs).
+            inputs into its bias (:mod:`tcc_compiler.quant.bias_correction`): "auto"
+            (default: only when the corrections from one half of the calibration inputs
+            raise the network output SQNR on the other half, both ways; off without
+            calibration inputs), "on" (needs calibration inputs) or "off"; True and False
+            are "on" and "off".
         weight_rounding: how conv/fc weights are rounded to int8: "gptq" (default: levels
             chosen to minimise each layer's output error on the calibration inputs, GPTQ, on
             the layers whose cost is bounded, the others nearest:
@@ -90,7 +95,7 @@ class CompileOptions:
     method: str = DEFAULT_METHOD
     percentile: float = DEFAULT_PERCENTILE
     calib_table: str | os.PathLike | None = None
-    bias_correction: bool = False
+    bias_correction: str = DEFAULT_BIAS_CORRECTION
     weight_rounding: str = DEFAULT_WEIGHT_ROUNDING
     compress_weights: bool = True
     preprocess: Any = None
@@ -109,6 +114,8 @@ class CompileOptions:
             v = getattr(self, name)
             if isinstance(v, list):
                 object.__setattr__(self, name, tuple(v))
+        # the old boolean spelling (True / False) is "on" / "off"
+        object.__setattr__(self, "bias_correction", bias_correction_mode(self.bias_correction))
 
     def with_(self, **changes: Any) -> CompileOptions:
         """A copy with ``changes`` applied (field names of this record).

@@ -97,6 +97,10 @@ AUTO: dict = {}
 GOAL = {"db": None}
 
 
+#: variant -> the two-fold bias-correction check of its "+bcauto" variant (BiasCorrection.to_dict).
+BCAUTO: dict = {}
+
+
 #: Variant names to compute (None: all; ``--variants``).
 ONLY: dict = {"variants": None}
 
@@ -111,7 +115,9 @@ def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
     each method ``method`` (nearest weight rounding); for each in ``bias_correction`` also
     ``method + "+bc"`` (empirical bias correction on the calibration inputs), for each in
     ``gptq`` ``method + "+gptq"`` (GPTQ weight rounding on every conv/fc) and, if in both,
-    ``method + "+gptq+bc"``; for each in ``auto`` ``method + "+auto"`` (``--precision auto``:
+    ``method + "+gptq+bc"``, and the same with ``+bcauto`` (bias correction only when the
+    two-fold check on the calibration inputs gains, ``--bias-correction auto``; its decision in
+    ``BCAUTO``); for each in ``auto`` ``method + "+auto"`` (``--precision auto``:
     int16 layers chosen on the calibration inputs, their names in ``AUTO[method]``), with
     ``gptq`` also ``method + "+gptq+auto"`` (the same int16 layers, GPTQ weights), and
     ``method + "+all16"`` (every layer that can be int16); for each in ``budget``
@@ -125,7 +131,7 @@ def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
     input's range on its pixel grid, :func:`tcc_compiler.quant.ranges.snap_input_range`)."""
     from tcc_compiler.driver import import_model, run_float_passes
     from tcc_compiler.quant import quantize_graph, run_golden
-    from tcc_compiler.quant.bias_correction import correct_biases
+    from tcc_compiler.quant.bias_correction import correct_biases, gated_bias_correction
     from tcc_compiler.quant.calibrate import observe
     from tcc_compiler.quant.ranges import choose_ranges, snap_input_range
     from tcc_compiler.quant.weight_rounding import gptq_round_weights
@@ -148,13 +154,22 @@ def tccc_outputs(model, whc, calib, evals, methods, percentile=PERCENTILE,
         for rounding in ("nearest",) + (("gptq",) if m in gptq else ()):
             tag = m + ("+gptq" if rounding == "gptq" else "")
             bc = m in bias_correction and _wanted(tag + "+bc")
-            if not (_wanted(tag) or bc):
+            bca = m in bias_correction and _wanted(tag + "+bcauto")
+            if not (_wanted(tag) or bc or bca):
                 continue
             g = quantize_graph(fg.clone(), ranges)
             if rounding == "gptq":
                 gptq_round_weights(fg, g, calib, bounded=False)
             if _wanted(tag):
                 run(tag, g)
+            if bca:
+                ga = g.clone()
+                t0 = time.perf_counter()
+                gate = gated_bias_correction(fg, ga, calib)
+                BCAUTO[tag + "+bcauto"] = {**gate.to_dict(),
+                                           "seconds": round(time.perf_counter() - t0, 1)}
+                print(f"  {tag}+bcauto: {gate.reason}", file=sys.stderr, flush=True)
+                run(tag + "+bcauto", ga)
             if bc:
                 correct_biases(fg, g, calib)
                 run(tag + "+bc", g)
@@ -380,7 +395,8 @@ def bench_resnet8(folder: Path, workdir: Path, n_calib: int = 50, bc=(), gptq=()
             "fp32_top1": round(100.0 * float(np.mean(fp_pred == labels)), 1),
             "tccc": {m: score(ours[m]) for m in ours},
             "ort": {m: score(ref[m]) for m in ORT_METHODS},
-            "rejected": dict(GUARD["rejected"]), "auto": _auto_summary()}
+            "rejected": dict(GUARD["rejected"]), "auto": _auto_summary(),
+            "bcauto": dict(BCAUTO)}
 
 
 def _auto_summary() -> dict:
@@ -414,7 +430,8 @@ def bench_lite0(folder: Path, score_step: int = 1, bc=(), methods=TCCC_METHODS,
     fp_pred = np.array([int(np.argmax(y)) for y in fp])
     return {"images": len(evals), "calib": len(calib), "fp32": topk_score(fp, labels),
             "tccc": {m: topk_score(ours[m], labels, fp_pred) for m in ours},
-            "rejected": dict(GUARD["rejected"]), "auto": _auto_summary()}
+            "rejected": dict(GUARD["rejected"]), "auto": _auto_summary(),
+            "bcauto": dict(BCAUTO)}
 
 
 def topk_score(outs, labels, fp_pred=None) -> dict:
@@ -440,7 +457,8 @@ def main(argv=None) -> int:
     p.add_argument("--input", default="224x224x3")
     p.add_argument("--resnet8", default=None, help="folder of the CIFAR-10 ResNet-8")
     p.add_argument("--bias-correction", nargs="*", default=[], metavar="METHOD",
-                   help="also measure these methods with empirical bias correction")
+                   help="also measure these methods with empirical bias correction (+bc: on; "
+                        "+bcauto: the two-fold check decides)")
     p.add_argument("--auto", nargs="*", default=[], metavar="METHOD",
                    help="also measure these methods with --precision auto (int16 layers)")
     p.add_argument("--budget", nargs="*", default=[], metavar="METHOD",

@@ -141,7 +141,7 @@ def print_ir(model: str | os.PathLike, out: TextIO, *, input_whc: str | None = N
     if target == QUANTIZE_STAGE:  # the driver's calibrate + quantize stages, default options
         opts = CompileOptions(calibration=calibration)
         calib = driver.calibrate(graph, opts, driver.preprocess_for(graph, opts))
-        driver.quantize(graph, graph, calib, opts, [printer], len(passes))
+        driver.quantize(graph, graph.clone(), calib, opts, [printer], len(passes))
 
 
 def _check_stage_names(after: str | None, before: str | None) -> None:

@@ -22,7 +22,7 @@ from tcc_compiler.driver.logs import log_import, log_passes, log_quantize, log_s
 from tcc_compiler.driver.memory import check_memory
 from tcc_compiler.driver.quantizing import calibrate, preprocess_for, quantize
 from tcc_compiler.driver.records import (Calibration, CompiledArtifacts, FloatGraph, Instrument,
-                                         run_instruments)
+                                         Quantized, run_instruments)
 from tcc_compiler.driver.resume import load_resume_point
 from tcc_compiler.emit.binaries import encode_binaries
 from tcc_compiler.emit.manifest import build_manifest
@@ -132,11 +132,11 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     with blas_threads(1):
         t0 = time.perf_counter()
         calib = calibrate(graph, opts, preprocess, progress=progress, model=model)
-        choice = None
+        quantized = None
         if calib.ranges is not None:
             timings["calibration_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            choice = quantize(graph, float_graph, calib, opts, instruments, len(passes))
+            quantized = quantize(graph, float_graph, calib, opts, instruments, len(passes))
         timings["quantize_s"] = time.perf_counter() - t0
     log_quantize(calib, timings)
 
@@ -146,11 +146,11 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     timings["schedule_emit_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
     art = emit(model, graph, float_graph, program, binaries, tgt, preprocess, calib, fg,
-               timings)
-    if choice is not None and choice.mode != "int8":
-        art.report["precision"] = precision_report(choice, art.report, float_graph,
-                                                   calib.ranges, tgt, opts.compress_weights,
-                                                   program)
+               timings, quantized)
+    if quantized is not None and quantized.precision.mode != "int8":
+        art.report["precision"] = precision_report(quantized.precision, art.report,
+                                                   float_graph, calib.ranges, tgt,
+                                                   opts.compress_weights, program)
     return art
 
 
@@ -236,23 +236,31 @@ def check_cores(cores, tgt: Target) -> None:
 
 def emit(model, graph: Graph, float_graph: Graph, program: Program,
          binaries: tuple[bytes, bytes], tgt: Target, preprocess, calib: Calibration,
-         fg: FloatGraph, timings: dict) -> CompiledArtifacts:
+         fg: FloatGraph, timings: dict,
+         quantized: Quantized | None = None) -> CompiledArtifacts:
     """Stage 6, emit: the manifest and report (:mod:`tcc_compiler.emit`) beside the binaries.
 
     Args:
         model: the compiled model as given (path or ModelProto: source name and sha256).
         binaries: (npu_cmd.bin, quantized_network.bin) bytes of ``program``.
         timings: stage wall times in seconds (``report["compile_seconds"]``).
+        quantized: what the quantize stage did (its bias correction: the manifest's
+            ``calibration.bias_correction``, the report's ``bias_correction``), or None (the
+            graph was not quantized here).
     """
     cmd_bin, weight_bin = binaries
+    bias = quantized.bias_correction if quantized is not None else None
     src = model if isinstance(model, (str, os.PathLike)) else None
     manifest = build_manifest(graph, program, tgt, cmd_bin, preprocess, calib.method,
                               len(calib.inputs), calib.source, src, _model_bytes_sha(model),
-                              weight_bin)
+                              weight_bin,
+                              bias_correction=bias.applied if bias is not None else None)
     spans = timeline(program, tgt)
     report = build_report(graph, program, tgt, cmd_bin, fg.pass_manager, timings, weight_bin,
                           spans)
     report["fusion"] = fg.fusion
+    if bias is not None:
+        report["bias_correction"] = bias.to_dict()
     log_schedule_emit(report, timings, len(weight_bin))
     trace = chrome_trace(spans, tgt, manifest["model"]["source"])
     extra, stream = stream_files(program, weight_bin, tgt, __version__)

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 from tcc_compiler.datasets.calibration import default_calibration, resolve_calibration
 from tcc_compiler.datasets.images import Preprocess
 from tcc_compiler.datasets.presets import PreprocessSettings
-from tcc_compiler.driver.records import Calibration, Instrument, run_instruments
+from tcc_compiler.driver.records import Calibration, Instrument, Quantized, run_instruments
 from tcc_compiler.errors import InputError
 from tcc_compiler.frontend.onnx_import import is_segment
 from tcc_compiler.ir.graph import Graph
@@ -21,8 +21,8 @@ from tcc_compiler.ir.verify import verify
 from tcc_compiler.options import DEFAULTS, CompileOptions
 from tcc_compiler.passes.instruments import QUANTIZE_STAGE
 from tcc_compiler.quant import quantize_graph
-from tcc_compiler.quant.auto_precision import PrecisionChoice, choose_precision
-from tcc_compiler.quant.bias_correction import correct_biases
+from tcc_compiler.quant.auto_precision import choose_precision
+from tcc_compiler.quant.bias_correction import apply_bias_correction
 from tcc_compiler.quant.calib_table import add_fixed, build_table, check_covers, read_table
 from tcc_compiler.quant.calibrate import observe
 from tcc_compiler.quant.lut_ranges import lut_input_ranges
@@ -73,7 +73,8 @@ def calibrate(graph: Graph, options: CompileOptions, preprocess, *,
             ("calibration/--calib", options.calibration is not None),
             ("method/--calib-method", options.method != DEFAULTS.method),
             ("calib_table/--calib-table", options.calib_table is not None),
-            ("bias_correction/--bias-correction", options.bias_correction),
+            ("bias_correction/--bias-correction",
+             options.bias_correction != DEFAULTS.bias_correction),
             ("weight_rounding/--weight-rounding",
              options.weight_rounding != DEFAULTS.weight_rounding)) if given]
         if ignored:
@@ -147,25 +148,28 @@ def _hessian_sum(graph: Graph, rounding: str) -> HessianSum | None:
 def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
              options: CompileOptions = DEFAULTS,
              instruments: Sequence[Instrument] | None = None,
-             index: int = 0) -> PrecisionChoice:
+             index: int = 0) -> Quantized:
     """Stage 4, quantize (in place): int8 weights and activations from ``calib.ranges`` (int16
     activations on the layers ``options.precision`` chooses,
     :func:`~tcc_compiler.quant.auto_precision.choose_precision`), int32
     biases, integer requantization; with ``options.weight_rounding`` "gptq" the int8 weights
-    are re-rounded on the calibration inputs (:mod:`tcc_compiler.quant.weight_rounding`); with
-    ``options.bias_correction`` each conv/fc's mean
-    error on the calibration inputs is folded into its bias (``float_graph`` is the
-    reference).
+    are re-rounded on the calibration inputs (:mod:`tcc_compiler.quant.weight_rounding`);
+    ``options.bias_correction`` ("auto" by default: only when a two-fold check on the
+    calibration inputs gains; "on"; "off") folds each conv/fc's mean error on the calibration
+    inputs into its bias (:func:`~tcc_compiler.quant.bias_correction.apply_bias_correction`;
+    ``float_graph`` is the reference).
 
     Args:
         instruments, index: called with ``("quantize", "before"|"after", index, graph)``.
 
     Returns:
-        The precision choice (which layers are int16; the report's ``precision``).
+        :class:`Quantized`: the precision choice (which layers are int16; the report's
+        ``precision``) and what bias correction did (the report's ``bias_correction``).
 
     Raises:
-        InputError: bias correction or gptq rounding without calibration inputs, an unknown
-            weight rounding, a bad ``options.precision`` (or ``auto`` without inputs).
+        InputError: bias correction "on" or gptq rounding without calibration inputs, an
+            unknown weight rounding or bias correction mode, a bad ``options.precision`` (or
+            ``auto`` without inputs).
         VerifyError: with ``options.verify_ir``, the quantized graph breaks an IR rule.
     """
     run_instruments(instruments, QUANTIZE_STAGE, "before", index, graph)
@@ -176,15 +180,11 @@ def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
         raise InputError(f"weight_rounding/--weight-rounding '{options.weight_rounding}': "
                          f"choose one of {', '.join(WEIGHT_ROUNDING)}")
     _round_weights(graph, float_graph, calib, options.weight_rounding)
-    if options.bias_correction:
-        if not calib.inputs:
-            raise InputError("bias_correction/--bias-correction needs calibration inputs "
-                             "(calibration/--calib), not only a calib_table/--calib-table")
-        correct_biases(float_graph, graph, calib.inputs)
+    bias = apply_bias_correction(options.bias_correction, float_graph, graph, calib.inputs)
     if options.verify_ir:
         verify(graph, quantized=True)
     run_instruments(instruments, QUANTIZE_STAGE, "after", index, graph)
-    return choice
+    return Quantized(choice, bias)
 
 
 def _round_weights(graph: Graph, float_graph: Graph, calib: Calibration, rounding: str) -> None:

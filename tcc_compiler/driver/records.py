@@ -2,7 +2,8 @@
 that are not passes.
 
 :class:`FloatGraph` (what :func:`~tcc_compiler.driver.run_float_passes` returns),
-:class:`Calibration` (:func:`~tcc_compiler.driver.calibrate`) and :class:`CompiledArtifacts`
+:class:`Calibration` (:func:`~tcc_compiler.driver.calibrate`), :class:`Quantized`
+(:func:`~tcc_compiler.driver.quantize`) and :class:`CompiledArtifacts`
 (:func:`~tcc_compiler.driver.compile_model`); :data:`Instrument` is a pass-manager instrument
 and :func:`run_instruments` calls them around the import and quantize stages.
 """
@@ -14,6 +15,8 @@ from typing import Callable
 
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.passes import PassManager
+from tcc_compiler.quant.auto_precision import PrecisionChoice
+from tcc_compiler.quant.bias_correction import BiasCorrection
 from tcc_compiler.quant.weight_rounding import HessianSum
 from tcc_compiler.schedule import Program
 from tcc_compiler.target import Target
@@ -89,6 +92,16 @@ class Calibration:
     table: dict | None
     minmax: dict | None = None
     hessians: HessianSum | None = None
+@dataclass(frozen=True)
+class Quantized:
+    """What :func:`quantize` returns: ``precision`` (the int16 layers chosen) and
+    ``bias_correction`` (:class:`~tcc_compiler.quant.bias_correction.BiasCorrection`: mode,
+    whether applied, the two-fold check's SQNRs)."""
+
+    precision: PrecisionChoice
+    bias_correction: BiasCorrection
+
+
 def run_instruments(instruments, stage: str, when: str, index: int, graph: Graph) -> None:
     """Call the pass-manager instruments for a stage that is not a pass (import, quantize)."""
     for inst in instruments or []:

@@ -47,10 +47,12 @@ def _extra_input(io) -> dict:
 
 def build_manifest(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, preprocess,
                    method: str, n_calib: int, calib_source: str, source, sha: str,
-                   weight_bin: bytes) -> dict:
+                   weight_bin: bytes, bias_correction: bool | None = None) -> dict:
     """The manifest: everything a host runtime needs to feed and read the NPU program.
 
-    ``cmd_bin`` and ``weight_bin`` are the two binaries' bytes (sizes and CRC-32s recorded).
+    ``cmd_bin`` and ``weight_bin`` are the two binaries' bytes (sizes and CRC-32s recorded);
+    ``bias_correction`` (whether the quantize stage corrected the biases; None: not
+    quantized here, no key) is recorded as ``calibration.bias_correction``.
     """
     inp = dict(_io_dict(program.inputs[0]))
     inp["onnx_layout"] = graph.meta.get("input_layout", "NCHW")
@@ -83,7 +85,9 @@ def build_manifest(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, 
         "graph_outputs": [o.name for o in graph.outputs],
         "host_ops": _host_ops(graph),
         "preprocess": preprocess.to_dict(),
-        "calibration": {"method": method, "inputs": n_calib, "source": calib_source},
+        "calibration": {"method": method, "inputs": n_calib, "source": calib_source,
+                        **({"bias_correction": bias_correction}
+                           if bias_correction is not None else {})},
         "precision": {"activations": "int8" if not wide else "mixed",
                       "int16_layers": [n.name for n in graph.nodes
                                        if n.output.dtype == "int16" and n.op in INT16_PRODUCERS],

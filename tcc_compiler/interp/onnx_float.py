@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Iterable
 
 import numpy as np
 
@@ -384,3 +385,30 @@ def float_engine(graph: Graph, engine: str):
             raise InputError(f"calibration in ONNX Runtime: {exc}") from None
         log.info("calibration: numpy interpreter (%s)", exc)
         return None
+
+
+def float_values(graph: Graph, names: list[str], inputs: Iterable):
+    """Per input, {name: float32 NCHW value} of the values ``names`` (graph inputs or node
+    outputs; every graph input is included), computed by ONNX Runtime as calibration does
+    (:func:`float_engine` "auto", only these values returned), else by the numpy interpreter
+    (:func:`tcc_compiler.interp.float_exec.run_float`, float64 accumulation).
+
+    Args:
+        graph: float graph IR. inputs: float32 NCHW arrays (or {input name: array} feeds).
+
+    Yields:
+        One dict per input, in input order.
+    """
+    from tcc_compiler.interp.float_exec import run_float
+
+    srcs = {v.name for v in graph.inputs}
+    inner = [n for n in dict.fromkeys(names) if n not in srcs]
+    sess = float_engine(graph, "auto") if inner else None
+    for x in inputs:
+        x = feeds(graph, x)   # {graph input: array} (an NPU segment may take several)
+        if sess is not None:
+            fl = dict(zip(inner, sess.run(x, inner)))
+        else:
+            fl = run_float(graph, x, keep=True)
+        fl.update(x)
+        yield fl

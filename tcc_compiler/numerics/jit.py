@@ -282,3 +282,60 @@ def hist_count(chunk: np.ndarray, lo: float, width: float, bins: int,
     if not _load().hist_count(_c(chunk), float(lo), float(width), bool(magnitude), counts):
         return None
     return counts
+
+
+def quantize_nhwc(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray | None:
+    """:func:`~tcc_compiler.numerics.requant.quantize_tensor` of the float NCHW ``x``
+    [1, C, H, W] (float32 or float64) transposed to NHWC [H, W, C] (``dtype``: int8, int16 or
+    int32), in one pass with the same float64 operations (``rint(x / scale) + zero_point``,
+    then the type's bounds), so the same integers; None when the kernels are unavailable, ``x``
+    is not of that form, or a value is NaN."""
+    if not _enabled or _load() is None or x.ndim != 4 or x.shape[0] != 1 \
+            or x.dtype not in (np.float32, np.float64):
+        return None
+    info = np.iinfo(np.dtype(dtype))
+    _, c, h, w = x.shape
+    out = np.empty((h, w, c), dtype)
+    if not _load().quantize_nhwc(_c(x), float(scale), float(int(zero_point)),
+                                 float(info.min), float(info.max), out):
+        return None
+    return out
+
+
+#: numpy computes ``a - b`` in place in ``a`` when ``a`` is a temporary of at least 256 KiB
+#: (temporary elision, ``NPY_MIN_ELIDE_BYTES`` in numpy's ``temp_elide.c``): float64 arrays
+#: of at least this many elements. :func:`mean_error` reproduces numpy's order of additions
+#: only for those (measured on numpy 2.4: 32,768 elements and more sum each channel in pixel
+#: order, 32,767 and fewer pairwise).
+ELIDE_ELEMS = (256 * 1024) // 8
+
+
+def mean_error(q: np.ndarray, zero_point, scale, f: np.ndarray) -> np.ndarray | None:
+    """Per-channel mean float64 [C] of ``dequantize(q) - f`` over the pixels, bit for bit as
+    numpy computes ``(dequantize_output(q, v).astype(float64) - f).mean(axis=(0, 2, 3))``
+    (:func:`tcc_compiler.quant.params.mean_output_error`): the same float64 operations
+    (:func:`~tcc_compiler.numerics.requant.dequantize_tensor`'s ``(q - zp) s`` rounded to
+    float32, the difference in float64) in the same order. That order is numpy's only when
+    the float64 copy of the dequantized array (NHWC in memory) holds at least
+    :data:`ELIDE_ELEMS` elements and C > 1: numpy then subtracts in place in that copy, so its
+    reduction adds each channel's terms one after another, pixels in row-major order, then
+    divides by H W (a smaller difference is a new NCHW array, whose channels numpy sums
+    pairwise; with one channel the pixels are contiguous either way and summed pairwise).
+    None in those other cases, or when the kernels are unavailable.
+
+    Args:
+        q: integer NHWC [H, W, C] (an NPU output). zero_point, scale: scalars or [C] (along
+            the last axis, as ``dequantize_tensor`` broadcasts them). f: float [1, C, H, W].
+    """
+    if not _enabled or _load() is None or q.ndim != 3 or q.dtype.kind != "i" \
+            or f.ndim != 4 or f.dtype not in (np.float32, np.float64):
+        return None
+    h, w, c = q.shape
+    zp, s = np.asarray(zero_point, np.float64), np.asarray(scale, np.float64)
+    if f.shape != (1, c, h, w) or c < 2 or q.size < ELIDE_ELEMS or zp.ndim > 1 \
+            or s.ndim > 1 or zp.size not in (1, c) or s.size not in (1, c):
+        return None
+    zp, s = _c(np.broadcast_to(zp, (c,))), _c(np.broadcast_to(s, (c,)))
+    out = np.empty(c, np.float64)
+    _load().mean_error(_c(q), zp, s, _c(f), out)
+    return out

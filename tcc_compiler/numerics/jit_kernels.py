@@ -160,3 +160,57 @@ def depthwise_w1(x, zp, taps, sh, dh, dw, top, left, out):
                 tr = tt[ky, kx, j0:j1]
                 for j in range(j1 - j0):
                     o[j] += (np.int32(xr[j]) - zp) * tr[j]
+
+
+@numba.njit(cache=True, nogil=True)
+def quantize_nhwc(x, scale, zp, lo, hi, out):
+    """out[h, w, c] = clip(rint(float64(x[0, c, h, w]) / scale) + zp, lo, hi); x float
+    [1, C, H, W] C-contiguous, out int8/int16/int32 [H, W, C] C-contiguous. Each row is
+    quantized channel by channel along its contiguous pixels (a loop the compiler vectorises),
+    then transposed into ``out``. Returns False at a NaN (no integer defined: the caller's
+    numpy path decides), else True."""
+    _, c, h, w = x.shape
+    row = np.empty((c, w), out.dtype)
+    bad = False
+    for i in range(h):
+        for ch in range(c):
+            xr = x[0, ch, i]
+            rr = row[ch]
+            for j in range(w):
+                q = np.rint(np.float64(xr[j]) / scale) + zp
+                bad |= q != q
+                rr[j] = min(max(q, lo), hi)
+        orow = out[i]
+        for j in range(w):
+            o = orow[j]
+            for ch in range(c):
+                o[ch] = row[ch, j]
+    return not bad
+
+
+@numba.njit(cache=True, nogil=True)
+def mean_error(q, zp, scale, f, out):
+    """out[c] = (sum over (h, w) in row-major order of float64(float32((float64(q[h, w, c]) -
+    zp[c]) scale[c])) - float64(f[0, c, h, w])) / (H W): each channel's terms added one after
+    another from 0.0, in that order (the channels side by side: each row of ``f`` is first
+    transposed, so the loop over the channels vectorises without reordering any channel's
+    additions); q integer [H, W, C] C-contiguous, zp/scale float64 [C], f float [1, C, H, W]
+    C-contiguous, out float64 [C]."""
+    h, w, c = q.shape
+    acc = np.zeros(c, np.float64)
+    ft = np.empty((w, c), f.dtype)
+    for i in range(h):
+        for ch in range(c):
+            fr = f[0, ch, i]
+            for j in range(w):
+                ft[j, ch] = fr[j]
+        qr = q[i]
+        for j in range(w):
+            qj = qr[j]
+            fj = ft[j]
+            for ch in range(c):
+                d = np.float32((np.float64(qj[ch]) - zp[ch]) * scale[ch])
+                acc[ch] += np.float64(d) - np.float64(fj[ch])
+    n = np.float64(h * w)
+    for ch in range(c):
+        out[ch] = acc[ch] / n

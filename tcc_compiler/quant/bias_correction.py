@@ -1,5 +1,5 @@
 """Empirical per-channel bias correction (Nagel et al. 2019, "Data-Free Quantization", sec. 4.2,
-empirical variant; Finkelstein et al. 2019).
+empirical variant; Finkelstein et al. 2019), and the two-fold check that turns it on per model.
 
 Quantizing weights and rounding in the epilogue shift each output channel's mean. For every
 conv/fc with an int32 bias, this measures on calibration inputs the mean per-channel error of
@@ -8,27 +8,188 @@ layer's input parameters, as in :mod:`tcc_compiler.quant.analyze`) against the f
 and folds it into the bias: ``bias[c] -= round(mean_err[c] / s_b[c])`` with
 ``s_b[c] = s_x * s_w[c]``, clipped to int32. Using the isolated error means every layer is
 corrected for its own shift only: upstream shifts are corrected upstream, never twice.
+
+In-sample the correction always lowers the error, so whether it helps a model is decided on
+held-out calibration inputs (:func:`gated_bias_correction`, ``--bias-correction auto``): the
+inputs at even positions give corrections whose network output SQNR against float is
+measured on the odd ones, and the other way round; the correction (from all inputs) is kept
+only when both folds gain (specs/quantization.md, "Empirical bias correction").
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Iterable
 
 import numpy as np
 
 from tcc_compiler.errors import InputError
-from tcc_compiler.interp import run_float
 from tcc_compiler.ir.feeds import feeds
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.quant.analyze import quantize_value
-from tcc_compiler.quant.golden import eval_int_node
-from tcc_compiler.quant.params import dequantize_output
+from tcc_compiler.quant.bias_pass import error_pass, in_order
+from tcc_compiler.quant.golden import GoldenModel, eval_int_node, prepare_conv
+from tcc_compiler.quant.params import mean_output_error
 
 log = logging.getLogger(__name__)
+
+#: ``--bias-correction`` modes: auto (the two-fold check decides), on, off.
+BIAS_CORRECTION_MODES = ("auto", "on", "off")
+#: The default mode.
+DEFAULT_BIAS_CORRECTION = "auto"
+
+
+def bias_correction_mode(value) -> str:
+    """The mode of a ``bias_correction`` setting: "auto", "on" or "off" (True and False, the
+    old boolean spelling, are "on" and "off").
+
+    Raises:
+        InputError: any other value.
+    """
+    if value is True or value is False:
+        return "on" if value else "off"
+    if isinstance(value, str) and value in BIAS_CORRECTION_MODES:
+        return value
+    raise InputError(f"bias_correction/--bias-correction {value!r}: choose one of "
+                     f"{', '.join(BIAS_CORRECTION_MODES)}")
+
+
+@dataclass
+class _ErrorSums:
+    """Per-layer sums of the isolated mean output error (float64 per output channel): over
+    all inputs in input order (``total``) and per fold (``fold[k]``: inputs at positions
+    ``i % 2 == k``), with their input counts."""
+
+    layers: list
+    total: dict
+    fold: list
+    count: int = 0
+    fold_count: list = field(default_factory=lambda: [0, 0])
+
+
+def _layer_error(n, fl: dict, prepared: tuple | None = None,
+                 quantized: dict | None = None) -> np.ndarray:
+    """The mean per-channel error (float64 ``[C]``) of conv/fc ``n``'s isolated dequantized
+    output against the float output ``fl[n.output.name]`` on one input (``fl``: the float
+    values of that input; ``prepared``: :func:`~tcc_compiler.quant.golden.prepare_conv` of
+    ``n``, or None; ``quantized``: {value name: integer NHWC array} of this input's values
+    already quantized, filled here, so a value read by several layers is quantized once, or
+    None).
+
+    Raises:
+        InputError: a value of ``n`` missing from ``fl``."""
+    names = [n.output.name] + [v.name for v in n.inputs if v is not None and not v.is_const]
+    for name in names:
+        if name not in fl:
+            raise InputError(f"bias correction: value '{name}' of node '{n.name}' is "
+                             "not in the float graph")
+    if quantized is None:
+        quantized = {}
+    args = []
+    for v in n.inputs:
+        if v is None or v.is_const:
+            args.append(None)
+            continue
+        if v.name not in quantized:
+            quantized[v.name] = quantize_value(fl[v.name], v)
+        args.append(quantized[v.name])
+    q = eval_int_node(n, args, prepared)
+    f = fl[n.output.name]
+    f4 = f.reshape(1, -1, 1, 1) if f.ndim == 2 else f
+    hwc = (f4.shape[2], f4.shape[3], f4.shape[1])
+    return mean_output_error(q.reshape(hwc), n.output, f4)
+
+
+def _error_sums(float_graph: Graph, qgraph: Graph, inputs: Sequence, keep=None,
+                prepared: dict | None = None, extra=None) -> _ErrorSums:
+    """One float pass over ``inputs`` (ONNX Runtime as calibration, else the numpy
+    interpreter: :func:`~tcc_compiler.interp.onnx_float.float_values`): the isolated errors
+    of every conv/fc of ``qgraph`` (:class:`_ErrorSums`), each input's computed on worker
+    threads and added in input order (:func:`~tcc_compiler.quant.bias_pass.error_pass`: the
+    serial loop's sums); ``keep(i, fl, e)`` is called in input order with each input's float
+    values (the layers' inputs and outputs, the graph inputs and outputs) and ``e``, the
+    result of ``extra(fl)`` (run beside the errors; None without ``extra``).
+
+    Args:
+        prepared: {conv/fc name: :func:`~tcc_compiler.quant.golden.prepare_conv` of it with
+            the graph's present biases}, or None: made here.
+
+    Raises:
+        InputError: a value of ``qgraph`` missing from the float graph."""
+    layers = [n for n in qgraph.nodes if n.op in (Op.CONV, Op.FC)]
+    zeros = {n.name: np.zeros(n.output.shape[1], np.float64) for n in layers}
+    sums = _ErrorSums(layers, dict(zeros), [dict(zeros), dict(zeros)])
+    known = {v.name for v in float_graph.inputs} | {n.output.name for n in float_graph.nodes}
+    names = [v.name for n in layers for v in [n.output] + list(n.inputs)
+             if v is not None and not v.is_const and v.name in known]
+    names += [o.name for o in qgraph.outputs if o.name in known]
+    if prepared is None:   # the biases do not change here
+        prepared = {n.name: prepare_conv(n) for n in layers}
+    jobs = [partial(_layer_job, n, prepared[n.name]) for n in layers]
+    for i, fl, errs, e in error_pass(float_graph, names, inputs, jobs, extra):
+        k = i % 2
+        for n, err in zip(layers, errs):
+            sums.total[n.name] = sums.total[n.name] + err
+            sums.fold[k][n.name] = sums.fold[k][n.name] + err
+        sums.count += 1
+        sums.fold_count[k] += 1
+        if keep is not None:
+            keep(i, fl, e)
+    return sums
+
+
+def _layer_job(n, prepared: tuple, fl: dict, quantized: dict) -> np.ndarray:
+    """:func:`_layer_error` of ``n`` as an error-pass job (``quantized``: the input's shared
+    cache of quantized values)."""
+    return _layer_error(n, fl, prepared, quantized)
+
+
+def _new_biases(layers, sums: dict, count: int) -> dict:
+    """{node name: corrected int32 bias} for the layers whose correction is not zero."""
+    out = {}
+    for n in layers:
+        b = n.inputs[2]
+        s_b = np.asarray(b.quant.scale, np.float64)
+        delta = np.round(sums[n.name] / count / s_b)
+        if np.any(delta != 0):
+            new = np.clip(b.const.astype(np.int64) - delta, -(2 ** 31) + 1, 2 ** 31 - 1)
+            out[n.name] = new.astype(np.int32)
+    return out
+
+
+def _set_biases(qgraph: Graph, biases: dict) -> dict:
+    """Set the bias constants of the named conv/fc nodes; return the biases they had."""
+    old = {}
+    for n in qgraph.nodes:
+        if n.name in biases:
+            old[n.name] = n.inputs[2].const
+            n.inputs[2].const = biases[n.name]
+    return old
+
+
+def _changed(qgraph: Graph, biases: dict) -> dict:
+    """{node name: largest |correction| in bias units} of ``biases`` against the graph's."""
+    return {n.name: int(np.abs(biases[n.name].astype(np.int64)
+                               - n.inputs[2].const.astype(np.int64)).max())
+            for n in qgraph.nodes if n.name in biases}
+
+
+def _as_sequence(inputs) -> Sequence:
+    """``inputs`` as a sequence (a lazy one, from datasets, loads one at a time).
+
+    Raises:
+        InputError: no inputs."""
+    if not isinstance(inputs, Sequence):
+        inputs = list(inputs)
+    if not len(inputs):
+        raise InputError("bias correction needs at least one calibration input")
+    return inputs
 
 
 def correct_biases(float_graph: Graph, qgraph: Graph, inputs: Iterable[np.ndarray]) -> dict:
@@ -45,43 +206,168 @@ def correct_biases(float_graph: Graph, qgraph: Graph, inputs: Iterable[np.ndarra
     Raises:
         InputError: no inputs, or a value missing from the float graph.
     """
-    if not isinstance(inputs, Sequence):  # a lazy sequence (datasets) loads one at a time
-        inputs = list(inputs)
-    if not len(inputs):
-        raise InputError("bias correction needs at least one calibration input")
-    layers = [n for n in qgraph.nodes if n.op in (Op.CONV, Op.FC)]
-    sums = {n.name: np.zeros(n.output.shape[1], np.float64) for n in layers}
-    count = {n.name: 0 for n in layers}
-    for x in inputs:
-        x = feeds(float_graph, x)   # {graph input: array}
-        fl = run_float(float_graph, x, keep=True)
-        fl.update(x)
-        for n in layers:
-            names = [n.output.name] + [v.name for v in n.inputs if v is not None
-                                       and not v.is_const]
-            for name in names:
-                if name not in fl:
-                    raise InputError(f"bias correction: value '{name}' of node '{n.name}' is "
-                                     "not in the float graph")
-            args = [None if v is None or v.is_const else quantize_value(fl[v.name], v)
-                    for v in n.inputs]
-            q = eval_int_node(n, args)
-            f = fl[n.output.name]
-            f4 = f.reshape(1, -1, 1, 1) if f.ndim == 2 else f
-            hwc = (f4.shape[2], f4.shape[3], f4.shape[1])
-            qd = dequantize_output(q.reshape(hwc), n.output)
-            qd4 = qd.reshape(f4.shape)
-            err = (qd4.astype(np.float64) - f4).mean(axis=(0, 2, 3))
-            sums[n.name] += err
-            count[n.name] += 1
-    changed = {}
-    for n in layers:
-        b = n.inputs[2]
-        s_b = np.asarray(b.quant.scale, np.float64)
-        delta = np.round(sums[n.name] / count[n.name] / s_b)
-        new = np.clip(b.const.astype(np.int64) - delta, -(2 ** 31) + 1, 2 ** 31 - 1)
-        if np.any(delta != 0):
-            changed[n.name] = int(np.abs(delta).max())
-            b.const = new.astype(np.int32)
-    log.info("bias correction: %d of %d layers changed", len(changed), len(layers))
+    inputs = _as_sequence(inputs)
+    sums = _error_sums(float_graph, qgraph, inputs)
+    biases = _new_biases(sums.layers, sums.total, sums.count)
+    changed = _changed(qgraph, biases)
+    _set_biases(qgraph, biases)
+    log.info("bias correction: %d of %d layers changed", len(changed), len(sums.layers))
     return changed
+
+
+@dataclass
+class BiasCorrection:
+    """What :func:`apply_bias_correction` did (``report.json``'s ``bias_correction``).
+
+    Attributes:
+        mode: "auto", "on" or "off" (as asked).
+        applied: whether the biases were corrected.
+        reason: why, in one line.
+        folds: for ``auto``, the two folds' network output SQNR against float on their
+            held-out half (dB): ``[{"corrections_from": "even"|"odd", "without_db",
+            "with_db"}, ...]``; [] otherwise.
+        changed: {node name: largest |correction| in bias units} when applied.
+        seconds: wall time of the correction and its check.
+    """
+
+    mode: str
+    applied: bool
+    reason: str
+    folds: list = field(default_factory=list)
+    changed: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        """JSON form (``report.json``)."""
+        return {"mode": self.mode, "applied": self.applied, "reason": self.reason,
+                "folds": self.folds, "layers_changed": len(self.changed),
+                "seconds": round(self.seconds, 2)}
+
+
+class _Sqnr:
+    """Running 10 log10(sum ref^2 / sum (ref - got)^2) over every output element (float64)."""
+
+    def __init__(self):
+        self.ref = 0.0
+        self.err = 0.0
+
+    def add(self, ref: np.ndarray, got: np.ndarray) -> None:
+        r = np.asarray(ref, np.float64).reshape(-1)
+        self.ref += float(np.dot(r, r))
+        e = r - np.asarray(got, np.float64).reshape(-1)
+        self.err += float(np.dot(e, e))
+
+    def db(self) -> float:
+        if self.err == 0.0:
+            return math.inf
+        return 10.0 * math.log10(max(self.ref, 1e-300) / self.err)
+
+
+def gated_bias_correction(float_graph: Graph, qgraph: Graph,
+                          inputs: Iterable[np.ndarray]) -> BiasCorrection:
+    """Bias correction kept only when it helps on held-out calibration inputs (in place).
+
+    Two folds: the corrections estimated on the inputs at even positions are judged by the
+    network output SQNR against float (every graph output, all elements) on the odd ones,
+    and the other way round; when the corrected network's SQNR is higher in **both** folds,
+    the correction estimated on all inputs (what :func:`correct_biases` gives) is applied,
+    else the graph is left as it was. Cost: the error pass of :func:`correct_biases` plus two
+    golden-model runs per input (uncorrected, and corrected by the other fold).
+
+    Args:
+        float_graph: the float graph the quantized one was made from (same value names).
+        qgraph: the quantized graph (bias constants changed when applied).
+        inputs: float32 NCHW calibration inputs (or {input: array} feeds); fewer than 2
+            leave the graph as it is.
+
+    Returns:
+        :class:`BiasCorrection` (mode "auto").
+
+    Raises:
+        InputError: no inputs, or a value missing from the float graph.
+    """
+    inputs = _as_sequence(inputs)
+    if len(inputs) < 2:
+        return BiasCorrection("auto", False, "fewer than 2 calibration inputs: no held-out "
+                              "half to check the correction on")
+    outs = [o.name for o in qgraph.outputs]
+    layers = [n for n in qgraph.nodes if n.op in (Op.CONV, Op.FC)]
+    prepared = {n.name: prepare_conv(n) for n in layers}
+    weights = {name: p[0] for name, p in prepared.items()}   # the trials change only biases
+    golden = GoldenModel(qgraph, weights)
+    ins = [v.name for v in float_graph.inputs]
+    ref = {}
+    base = [_Sqnr(), _Sqnr()]        # by held-out fold
+
+    def keep(i, fl, got):            # in input order: each fold's sums add in that order
+        ref[i] = [fl[o] for o in outs]
+        for r, o in zip(ref[i], outs):
+            base[i % 2].add(r, got[o])
+
+    sums = _error_sums(float_graph, qgraph, inputs, keep, prepared,
+                       extra=lambda fl: golden.run({k: fl[k] for k in ins}))
+    trial = []                       # trial[held]: the model corrected by the other fold
+    for held in (0, 1):
+        src = 1 - held
+        old = _set_biases(qgraph, _new_biases(sums.layers, sums.fold[src],
+                                              sums.fold_count[src]))
+        try:   # a GoldenModel reads the biases when made
+            trial.append(GoldenModel(qgraph, weights))
+        finally:
+            _set_biases(qgraph, old)
+    fixed = [_Sqnr(), _Sqnr()]
+    for i, got in in_order(lambda i, x: trial[i % 2].run(feeds(float_graph, x)), inputs):
+        for r, o in zip(ref[i], outs):
+            fixed[i % 2].add(r, got[o])
+    folds = [{"corrections_from": ("even", "odd")[src],
+              "without_db": round(base[1 - src].db(), 3),
+              "with_db": round(fixed[1 - src].db(), 3),
+              "gain": fixed[1 - src].db() > base[1 - src].db()} for src in (0, 1)]
+    gains = all(f.pop("gain") for f in folds)
+    text = ", ".join(f"{f['without_db']:.2f} -> {f['with_db']:.2f} dB" for f in folds)
+    if not gains:
+        return BiasCorrection("auto", False, f"off: not better on both held-out halves of "
+                              f"the calibration inputs ({text})", folds)
+    biases = _new_biases(sums.layers, sums.total, sums.count)
+    changed = _changed(qgraph, biases)
+    _set_biases(qgraph, biases)
+    return BiasCorrection("auto", True, f"on: better on both held-out halves of the "
+                          f"calibration inputs ({text})", folds, changed)
+
+
+def apply_bias_correction(mode, float_graph: Graph, qgraph: Graph,
+                          inputs: Sequence) -> BiasCorrection:
+    """``--bias-correction MODE`` on a quantized graph (in place): "on" corrects every conv/fc
+    (:func:`correct_biases`), "auto" only when the two-fold check gains
+    (:func:`gated_bias_correction`), "off" nothing. Without calibration inputs (a
+    ``calib_table``) "auto" is off.
+
+    Args:
+        mode: a ``bias_correction`` setting (:func:`bias_correction_mode`: True/False too).
+        float_graph, qgraph, inputs: as :func:`correct_biases`.
+
+    Returns:
+        :class:`BiasCorrection` (``seconds``: wall time).
+
+    Raises:
+        InputError: an unknown mode, "on" without calibration inputs, a value missing from the
+            float graph.
+    """
+    mode = bias_correction_mode(mode)
+    t0 = time.perf_counter()
+    if mode == "off":
+        res = BiasCorrection(mode, False, "off: asked for")
+    elif not inputs:
+        if mode == "on":
+            raise InputError("bias_correction/--bias-correction on needs calibration inputs "
+                             "(calibration/--calib), not only a calib_table/--calib-table")
+        res = BiasCorrection(mode, False, "off: no calibration inputs to check it on")
+    elif mode == "on":
+        changed = correct_biases(float_graph, qgraph, inputs)
+        res = BiasCorrection(mode, True, "on: asked for", changed=changed)
+    else:
+        res = gated_bias_correction(float_graph, qgraph, inputs)
+    res.seconds = time.perf_counter() - t0
+    log.info("bias correction %s: %s (%d layers changed, %.1f s)", mode, res.reason,
+             len(res.changed), res.seconds)
+    return res

@@ -37,14 +37,19 @@ def weights_ohwi(node: Node) -> np.ndarray:
     return np.ascontiguousarray(w.transpose(0, 2, 3, 1))
 
 
-def prepare_conv(node: Node) -> tuple[ConvWeights, object, EpilogueConsts | None,
-                                      tuple | None]:
+def prepare_conv(node: Node, weights: ConvWeights | None = None) -> tuple[
+        ConvWeights, object, EpilogueConsts | None, tuple | None]:
     """A conv/fc node's GEMM-ready weights, epilogue parameters (``conv_quant``), the
     float64 epilogue's factors (:func:`~tcc_compiler.numerics.epilogue.epilogue_consts`, or
     None; a shortcut bounded as int16, which covers int8) and the compiled epilogue's
     parameters (:func:`~tcc_compiler.numerics.jit.epilogue_params`, or None; both as
     (above, below) pairs for a two-slope epilogue), computed once
-    per node by :class:`GoldenModel` (they depend only on the node's constants)."""
+    per node by :class:`GoldenModel` (they depend only on the node's constants).
+
+    Args:
+        weights: the node's GEMM-ready weights when already made (the first element of an
+            earlier ``prepare_conv`` of this node with the same weights: a caller changing
+            only biases reuses them), or None: made here."""
     group = node.attrs.group if node.op is Op.CONV else 1
     q = conv_quant(node)
     consts = jit_params = None
@@ -60,7 +65,9 @@ def prepare_conv(node: Node) -> tuple[ConvWeights, object, EpilogueConsts | None
                                  q.out_dtype)
         jit_params = jit.epilogue_params(q.bias, q.mult, q.shift,
                                          q.sc_mult if has_sc else None)
-    return prepare_conv_weights(weights_ohwi(node), group), q, consts, jit_params
+    if weights is None:
+        weights = prepare_conv_weights(weights_ohwi(node), group)
+    return weights, q, consts, jit_params
 
 
 def eval_int_node(node: Node, args: list[np.ndarray],
@@ -172,11 +179,15 @@ class GoldenModel:
 
     Args:
         graph: quantized graph IR.
+        weights: {conv/fc node name: its GEMM-ready weights} already made for these very
+            weights (:func:`prepare_conv`'s first element; bias correction's trial models
+            differ only in biases), or None; the nodes not in it are prepared here.
     """
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, weights: Mapping[str, ConvWeights] | None = None):
         self.graph = graph
-        self._prepared = {id(n): prepare_conv(n) for n in graph.nodes
+        weights = weights or {}
+        self._prepared = {id(n): prepare_conv(n, weights.get(n.name)) for n in graph.nodes
                           if n.op in (Op.CONV, Op.FC)}
 
     def run(self, x, keep: bool = False) -> dict[str, np.ndarray]:

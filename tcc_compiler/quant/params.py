@@ -18,6 +18,7 @@ from tcc_compiler.numerics import (dequantize_tensor, quantize_multiplier, windo
                                    quantize_multipliers_shared, quantize_tensor)
 from tcc_compiler.numerics.requant import (narrow_multipliers, quantize_multipliers,
                                            quantize_multipliers_shared_pairs)
+from tcc_compiler.numerics import jit
 from tcc_compiler.numerics.eltwise import EwKind
 from tcc_compiler.numerics.kernels import int_range
 from tcc_compiler.numerics.lut import build_knots, build_tables
@@ -418,10 +419,31 @@ def quantize_input(x: np.ndarray, v: Value) -> np.ndarray:
             int16 activation for the per-layer analysis).
 
     Returns:
-        int8 (int16) NHWC [H, W, C] (the NPU's layout).
+        int8 (int16) NHWC [H, W, C] (the NPU's layout), from the compiled pass
+        (:func:`~tcc_compiler.numerics.jit.quantize_nhwc`: the same integers) when available.
     """
+    q = jit.quantize_nhwc(np.asarray(x), _s(v), _zp(v), int_dtype(v))
+    if q is not None:
+        return q
     q = quantize_tensor(x, _s(v), _zp(v), int_dtype(v))
     return np.ascontiguousarray(q[0].transpose(1, 2, 0))
+
+
+def mean_output_error(q: np.ndarray, v: Value, f: np.ndarray) -> np.ndarray:
+    """The per-channel mean float64 [C] of ``dequantize_output(q, v) - f`` over the pixels,
+    as ``(dequantize_output(q, v).astype(np.float64) - f).mean(axis=(0, 2, 3))`` gives it,
+    bit for bit (by the compiled pass :func:`~tcc_compiler.numerics.jit.mean_error` where it
+    reproduces numpy's order of additions, else by that very expression).
+
+    Args:
+        q: integer NHWC [H, W, C] (an NPU output). v: its quantized value. f: the float
+            value, NCHW [1, C, H, W] (float32 or float64).
+    """
+    err = jit.mean_error(q, v.quant.zero_point, v.quant.scale, f)
+    if err is not None:
+        return err
+    qd = dequantize_output(q, v).reshape(f.shape)
+    return (qd.astype(np.float64) - f).mean(axis=(0, 2, 3))
 
 
 def dequantize_output(q: np.ndarray, v: Value) -> np.ndarray:

@@ -29,9 +29,7 @@ from typing import Iterable
 import numpy as np
 
 from tcc_compiler.errors import InputError
-from tcc_compiler.interp import run_float
-from tcc_compiler.interp.onnx_float import float_engine
-from tcc_compiler.ir.feeds import feeds
+from tcc_compiler.interp.onnx_float import float_values
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.quant.calibrate_run import workers
@@ -135,24 +133,6 @@ def _gptq(w: np.ndarray, scale: np.ndarray, h: np.ndarray) -> np.ndarray:
             q[:, :, i] = qi
             d[:, :, i] = w[:, :, i] - qi * scale
     return q
-
-
-def _float_inputs(float_graph: Graph, names: list[str], inputs: Sequence[np.ndarray]):
-    """Per input, {name: float32 NCHW value} of the values ``names`` (the graph input or node
-    outputs), computed by ONNX Runtime as calibration does
-    (:func:`tcc_compiler.interp.onnx_float.float_engine`, only these values returned), else
-    by the numpy interpreter."""
-    srcs = {v.name for v in float_graph.inputs}
-    inner = [n for n in dict.fromkeys(names) if n not in srcs]
-    sess = float_engine(float_graph, "auto") if inner else None
-    for x in inputs:
-        x = feeds(float_graph, x)   # {graph input: array} (an NPU segment may take several)
-        if sess is not None:
-            fl = dict(zip(inner, sess.run(x, inner)))
-        else:
-            fl = run_float(float_graph, x, keep=True)
-        fl.update(x)
-        yield fl
 
 
 def layer_k(node) -> int:
@@ -307,7 +287,7 @@ def gptq_round_weights(float_graph: Graph, qgraph: Graph, inputs: Iterable[np.nd
         raise InputError("weight rounding gptq needs at least one calibration input")
     if hessians is None:
         hessians = HessianSum(float_graph, bounded)
-        for fl in _float_inputs(float_graph, hessians.names(), inputs):
+        for fl in float_values(float_graph, hessians.names(), inputs):
             for name, value in fl.items():
                 hessians.visit(name, value)
     hess = hessians.hess

@@ -289,6 +289,9 @@ def _check_settings(ck: FieldChecker, m: dict) -> None:
         ck.int_(ck.key(cal, "inputs", "calibration"), "calibration.inputs")
         for k in ("method", "source"):
             ck.text(ck.key(cal, k, "calibration"), f"calibration.{k}")
+        if "bias_correction" in cal and not isinstance(cal["bias_correction"], bool):
+            raise ck.fail("calibration.bias_correction",
+                          f"expected true or false, got {cal['bias_correction']!r:.40}")
     if "precision" in m:
         prec = ck.obj(m["precision"], "precision")
         act = ck.key(prec, "activations", "precision")

@@ -217,3 +217,82 @@ def test_histogram_counts_equal_numpy(magnitude):
         assert hists[0].sum() > 0
     jit.set_enabled(True)
     assert jit.hist_count(np.array([np.nan], np.float32), 0.0, 1.0, 4, False) is None
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32])
+def test_quantize_nhwc_equals_numpy(dtype):
+    # the compiled input quantization (jit.quantize_nhwc, behind params.quantize_input) gives
+    # quantize_tensor's integers, transposed to NHWC: ties to even (x/s = k + 0.5 exactly),
+    # both bounds clipped, float32 and float64 inputs, rows wider and narrower than the
+    # channels; a NaN is left to numpy
+    from tcc_compiler.numerics.requant import quantize_tensor
+
+    rng = np.random.default_rng(5)
+    info = np.iinfo(dtype)
+    for c, h, w in ((3, 5, 7), (40, 2, 3), (1, 9, 1), (7, 1, 1)):
+        s = 0.25
+        x = rng.standard_normal((1, c, h, w)) * s * info.max * 0.7
+        x.reshape(-1)[::3] = (np.round(x.reshape(-1)[::3] / s) + 0.5) * s   # exact ties
+        x.reshape(-1)[1::7] = s * info.max * 4.0                            # above the top
+        x.reshape(-1)[2::11] = -s * info.max * 4.0                          # below the bottom
+        for xd in (x.astype(np.float32), x.astype(np.float64)):
+            zp = 3 if dtype is np.int8 else 0
+            want = np.ascontiguousarray(quantize_tensor(xd, s, zp, dtype)[0].transpose(1, 2, 0))
+            got = jit.quantize_nhwc(xd, s, zp, dtype)
+            assert got.dtype == dtype and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, want)
+    bad = np.zeros((1, 2, 2, 2), np.float32)
+    bad[0, 1, 1, 0] = np.nan
+    assert jit.quantize_nhwc(bad, 0.1, 0, np.int8) is None
+
+
+def _expr_mean_error(q, v, f):
+    """Bias correction's per-channel mean error as numpy computes it (the definition)."""
+    from tcc_compiler.quant.params import dequantize_output
+
+    qd = dequantize_output(q, v).reshape(f.shape)
+    return (qd.astype(np.float64) - f).mean(axis=(0, 2, 3))
+
+
+@pytest.mark.parametrize("qdtype", [np.int8, np.int16, np.int32])
+def test_mean_error_equals_numpy_bit_for_bit(qdtype):
+    # bias correction's per-channel mean error (params.mean_output_error: the compiled
+    # jit.mean_error where it applies) equals numpy's (dequantize_output(q).astype(float64) -
+    # f).mean(axis=(0, 2, 3)) bit for bit, on float values spread over 2**-17..2**17 so that
+    # another order of additions rounds differently: above jit.ELIDE_ELEMS (numpy sums each
+    # channel in pixel order: the kernel) and below it (numpy sums pairwise: numpy), one pixel
+    # (fc), one row or column, per-tensor and per-channel parameters, one channel
+    from tcc_compiler.ir.graph import QuantParams, Value
+    from tcc_compiler.quant.params import mean_output_error
+
+    rng = np.random.default_rng(9)
+    info = np.iinfo(qdtype)
+    lo, hi = max(info.min, -2 ** 20), min(info.max, 2 ** 20)
+    kernel = 0
+    for c, h, w in ((8, 64, 64), (8, 63, 64), (16, 46, 46), (16, 45, 45), (3, 1, 11000),
+                    (40, 820, 1), (40000, 1, 1), (2, 7, 5), (1, 200, 200)):
+        q = rng.integers(lo, hi, (h, w, c)).astype(qdtype)
+        f = (rng.standard_normal((1, c, h, w)) * np.exp2(rng.uniform(-17, 17, (1, c, h, w)))
+             ).astype(np.float32)
+        for per_channel in (False, True):
+            s = rng.uniform(1e-3, 1.0, c) if per_channel else 0.0173
+            zp = rng.integers(-5, 5, c) if per_channel else 2
+            v = Value("y", (1, c, h, w), quant=QuantParams(scale=s, zero_point=zp))
+            want = _expr_mean_error(q, v, f)
+            np.testing.assert_array_equal(mean_output_error(q, v, f), want)
+            got = jit.mean_error(q, zp, s, f)
+            assert (got is not None) == (c > 1 and q.size >= jit.ELIDE_ELEMS)
+            if got is not None:
+                kernel += 1
+                np.testing.assert_array_equal(got, want)
+                if h * w > 1:   # the data tells this order from numpy's pairwise sums
+                    d = np.ascontiguousarray(dequantize(q, v, f))
+                    assert not np.array_equal(d.reshape(c, -1).sum(axis=1) / (h * w), want)
+    assert kernel >= 8
+
+
+def dequantize(q, v, f):
+    """``dequantize_output(q, v) - f`` as a float64 NCHW array."""
+    from tcc_compiler.quant.params import dequantize_output
+
+    return dequantize_output(q, v).reshape(f.shape).astype(np.float64) - f

@@ -27,9 +27,15 @@ def add_arguments(p) -> None:
     p.add_argument("--calib-table", default=None, metavar="FILE",
                    help="reuse the ranges of a calib_table.json (written into every output "
                         "folder; editable) instead of calibrating")
-    p.add_argument("--bias-correction", action="store_true",
-                   help="fold each layer's mean per-channel INT8 error on the calibration "
-                        "inputs into its bias")
+    from tcc_compiler.quant.bias_correction import BIAS_CORRECTION_MODES
+
+    p.add_argument("--bias-correction", nargs="?", const="on", default=DEFAULTS.bias_correction,
+                   choices=BIAS_CORRECTION_MODES,
+                   help="fold each conv/fc's mean per-channel INT8 error on the calibration "
+                        "inputs into its bias: auto (only when corrections from one half of "
+                        "the calibration inputs raise the output SQNR on the other half, "
+                        "both ways; report.json's bias_correction), on (alone: "
+                        "--bias-correction), off (default %(default)s)")
     from tcc_compiler.quant.weight_rounding import WEIGHT_ROUNDING
 
     p.add_argument("--weight-rounding", default=DEFAULTS.weight_rounding,

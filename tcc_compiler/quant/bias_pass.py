@@ -1,0 +1,148 @@
+"""Bias correction's passes over the calibration inputs, their per-input work on worker threads
+(quant/bias_correction.py).
+
+The error pass runs the float graph once per input (ONNX Runtime, as calibration) and, per
+input, computes every conv/fc's isolated error (quantize its float inputs, the layer's
+integer arithmetic, the per-channel mean error) plus an optional extra job (the two-fold
+check's golden-model run). Those jobs of one input are independent of each other, and their
+heavy parts -- the compiled kernels, ONNX Runtime's integer GEMM -- release the GIL, so they
+run on :func:`~tcc_compiler.quant.calibrate_run.workers` threads, and while they run ONNX
+Runtime computes the next input's float values (two inputs' values held at once, only below
+:data:`~tcc_compiler.interp.onnx_float.OVERLAP_BYTES`, as calibration).
+
+The results are handed back in input order, each input's errors in layer order, so the caller
+folds them into its sums in the serial loop's order and gets the same float64 sums bit for
+bit; an error is raised as the serial loop would raise it (the earliest input, then the
+earliest layer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+
+from tcc_compiler.interp.onnx_float import OVERLAP_BYTES, float_values
+from tcc_compiler.ir.graph import Graph
+from tcc_compiler.quant.calibrate_run import workers
+
+#: End of an iterator (``next``'s default).
+_END = object()
+
+
+def _values_bytes(graph: Graph, names: Sequence[str]) -> int:
+    """float32 bytes of the values ``names`` of ``graph`` (one input's float values)."""
+    shapes = {v.name: v.shape for v in graph.inputs}
+    shapes.update((n.output.name, n.output.shape) for n in graph.nodes)
+    return sum(4 * int(np.prod(shapes[k], dtype=np.int64)) for k in set(names) if k in shapes)
+
+
+def _results(futures: list[Future]) -> list:
+    """The results of ``futures`` in order (the first one's error raised, the others waited
+    for: no job of this input still runs once the error reaches the caller)."""
+    try:
+        return [f.result() for f in futures]
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        for f in futures:
+            if not f.cancelled():
+                f.exception()
+        raise
+
+
+def error_pass(float_graph: Graph, names: list[str], inputs: Sequence, layer_jobs: list,
+               extra: Callable[[dict], object] | None = None) -> Iterator[tuple]:
+    """For each input ``i`` in order: its float values ``fl`` ({name: float32 NCHW} of
+    ``names`` and the graph inputs, :func:`~tcc_compiler.interp.onnx_float.float_values`),
+    ``[job(fl, shared) for job in layer_jobs]`` and ``extra(fl)`` (None without one).
+
+    Args:
+        float_graph: the float graph. names: the values the jobs read.
+        inputs: float32 NCHW inputs (or {input: array} feeds).
+        layer_jobs: callables ``job(fl, shared)``; ``shared`` is one dict per input the jobs
+            may use as a cache of values derived from ``fl`` (each key always given the same
+            value: two jobs may both compute one).
+        extra: a callable on ``fl``, or None.
+
+    Yields:
+        ``(i, fl, [job results], extra result)``, in input order.
+
+    Raises:
+        Whatever the float pass or the jobs raise, in the serial loop's order.
+    """
+    n = workers()
+    values = float_values(float_graph, names, inputs)
+    if n == 1:
+        for i, fl in enumerate(values):
+            shared: dict = {}
+            yield i, fl, [job(fl, shared) for job in layer_jobs], \
+                extra(fl) if extra is not None else None
+        return
+    overlap = _values_bytes(float_graph, names) <= OVERLAP_BYTES
+    with ThreadPoolExecutor(n, thread_name_prefix="tccc-bias") as pool:
+        pending = None
+        i = 0
+        while True:
+            try:
+                fl = next(values, _END)
+            except BaseException:
+                if pending is not None:   # an earlier input's error comes first
+                    _finish(pending)
+                raise
+            if fl is _END:
+                break
+            shared = {}
+            job = (i, fl, [pool.submit(j, fl, shared) for j in layer_jobs],
+                   pool.submit(extra, fl) if extra is not None else None)
+            if pending is not None:
+                yield _finish(pending)
+            pending = None
+            if overlap:
+                pending = job
+            else:
+                yield _finish(job)
+            del fl, shared, job
+            i += 1
+        if pending is not None:
+            yield _finish(pending)
+
+
+def _finish(job: tuple) -> tuple:
+    """``(i, fl, results, extra result)`` of a submitted input (errors in layer order, then
+    the extra job's)."""
+    i, fl, futures, extra = job
+    res = _results(futures + ([extra] if extra is not None else []))
+    return i, fl, res[:len(futures)], res[len(futures)] if extra is not None else None
+
+
+def in_order(fn: Callable[[int, object], object], inputs: Sequence) -> Iterator[tuple]:
+    """``(i, fn(i, inputs[i]))`` for every input, in order, the calls on worker threads (at
+    most two per worker submitted ahead; the inputs read in this thread, one at a time).
+
+    Raises:
+        Whatever ``fn`` raises, the earliest input's first.
+    """
+    n = workers()
+    if n == 1:
+        for i, x in enumerate(inputs):
+            yield i, fn(i, x)
+        return
+    with ThreadPoolExecutor(n, thread_name_prefix="tccc-bias") as pool:
+        pending: list[tuple[int, Future]] = []
+        it = iter(inputs)
+        for i in range(len(inputs)):
+            try:
+                x = next(it)
+            except BaseException:
+                _results([f for _, f in pending])   # an earlier input's error comes first
+                raise
+            pending.append((i, pool.submit(fn, i, x)))
+            del x
+            if len(pending) > 2 * n:
+                k, f = pending.pop(0)
+                yield k, _results([f])[0]
+        while pending:
+            k, f = pending.pop(0)
+            yield k, _results([f])[0]
