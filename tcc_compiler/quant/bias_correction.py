@@ -323,7 +323,7 @@ def gated_bias_correction(float_graph: Graph, qgraph: Graph,
               "without_db": round(base[1 - src].db(), 3),
               "with_db": round(fixed[1 - src].db(), 3),
               "gain": fixed[1 - src].db() > base[1 - src].db()} for src in (0, 1)]
-    gains = all(f.pop("gain") for f in folds)
+    gains = all([f.pop("gain") for f in folds])   # a list: every fold's "gain" popped
     text = ", ".join(f"{f['without_db']:.2f} -> {f['with_db']:.2f} dB" for f in folds)
     if not gains:
         return BiasCorrection("auto", False, f"off: not better on both held-out halves of "

@@ -94,6 +94,8 @@ def test_gate_refuses_when_one_fold_loses():
     res = gated_bias_correction(fg, g, _inputs(1.0, 0.3))
     gains = [f["with_db"] > f["without_db"] for f in res.folds]
     assert gains == [False, True]
+    # report.json's record: the same keys on both folds, even when the first one loses
+    assert [sorted(f) for f in res.folds] == [["corrections_from", "with_db", "without_db"]] * 2
     assert not res.applied and _bias(g) == [0]
 
 
