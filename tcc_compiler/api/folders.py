@@ -151,8 +151,8 @@ def evaluate_folder(folder: str | os.PathLike, images: str | os.PathLike,
     """
     from tcc_compiler.frontend import parse_input_spec
     from tcc_compiler.runtime.evaluate import (RawSpec, check_labels, evaluate, find_samples,
-                                               not_a_classifier, output_classes,
-                                               preprocess_for)
+                                               folder_classes_note, not_a_classifier,
+                                               output_classes, preprocess_for)
 
     if ray is not None:
         from tcc_compiler.runtime.ray_batch import import_ray
@@ -161,6 +161,9 @@ def evaluate_folder(folder: str | os.PathLike, images: str | os.PathLike,
     prog = load_program(folder)
     samples, classes = find_samples(images, labels)
     check_labels(samples, output_classes(prog.manifest))
+    note = folder_classes_note(images, classes, output_classes(prog.manifest))
+    if note is not None:
+        log.warning("%s", note)
     why = not_a_classifier(prog.manifest)
     if why is not None:
         log.warning("%s: %s", folder, why)

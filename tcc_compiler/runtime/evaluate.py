@@ -175,6 +175,30 @@ def check_labels(samples: list[Sample], classes: int | None) -> None:
                              f"outputs {classes} classes (0..{classes - 1})")
 
 
+def folder_classes_note(root: str | os.PathLike, folders: list[str] | None,
+                        classes: int | None) -> str | None:
+    """Why class sub-folder labels may be wrong for this model, or None.
+
+    A sub-folder's label is its sorted position, so the labels are the model's class indices
+    only when there is one folder per output class: a subset of ImageNet's synset folders
+    (e.g. 12 of the 1000) would be labelled 0..11 and score near 0 % with no error.
+
+    Args:
+        root: the dataset folder (named in the message). folders: the sorted class
+            sub-folder names (None: a labels file gave the labels). classes: the model's
+            number of output classes (:func:`output_classes`; None: unknown).
+
+    Returns:
+        A one-line warning, or None when the counts agree or either is unknown.
+    """
+    if folders is None or classes is None or len(folders) == classes:
+        return None
+    return (f"{root}: {len(folders)} class sub-folders but the model outputs {classes} "
+            f"classes: each sample's label is its folder's sorted position (0.."
+            f"{len(folders) - 1}), not the class index of the folder's name; for a subset "
+            "of the classes give --labels FILE")
+
+
 def find_samples(images: str | os.PathLike, labels: str | os.PathLike | None = None
                  ) -> tuple[list[Sample], list[str] | None]:
     """The labelled samples of a dataset folder.

@@ -217,6 +217,27 @@ def test_eval_refuses_a_label_the_model_cannot_output(small_folder, tmp_path, ca
 
 
 
+def test_eval_warns_when_class_folders_do_not_match_the_model_classes(small_folder, tmp_path,
+                                                                     capsys, caplog):
+    """A subset of a model's classes as sub-folders (e.g. 12 of ImageNet's 1000 synsets) is
+    labelled by sorted position, not by class index: scored, but with a warning naming the
+    counts; one folder per class (10 here) is not warned about."""
+    _, out = small_folder
+    imgs, _ = _dataset(tmp_path, [])
+    with caplog.at_level("WARNING"):
+        code, _, _ = run_cli(["eval", str(out), "--images", str(imgs)], capsys)
+    assert code == 0
+    assert "1 class sub-folders but the model outputs 10 classes" in caplog.text
+    assert "--labels FILE" in caplog.text
+    caplog.clear()
+    for c in range(1, 10):
+        (imgs / f"c{c}").mkdir()
+        Image.open(PHOTO).resize((16, 16)).save(imgs / f"c{c}" / "brick.jpg")
+    with caplog.at_level("WARNING"):
+        code, _, _ = run_cli(["eval", str(out), "--images", str(imgs)], capsys)
+    assert code == 0 and "class sub-folders but" not in caplog.text
+
+
 def test_mean_std_overrides_take_one_or_per_channel_values(tmp_path, capsys):
     """eval's --mean/--std take 1 value or one per channel, as compile's do: a greyscale
     model's single MNIST mean/std works, 1 value fills 3 channels, and 2 values are a one-line
