@@ -1,12 +1,12 @@
 """Top-1 / top-5 of a compiled model on a labelled dataset, the float model side by side.
 
-Datasets: class sub-folders, one per model class (label = sorted folder position; a warning
-when their count differs), or --labels FILE with 'file,...,label' (CSV) or 'file label' lines.
-Images use the compiled preprocessing; raw uint8 arrays (.bin/.raw/.rgb, --raw-size WxHxC, --raw-layout HWC|CHW) are not resized. Pixel values:
-(pixel * scale - mean) / std, from the manifest unless --pixels raw (0..255) or --scale/--mean/
---std override them. Example (CIFAR-10 ResNet-8, 0..255 inputs):
-tccc eval OUT --images DATA/images --labels DATA/labels.csv --raw-size 32x32x3 --pixels raw
---check DATA/resnet8.onnx. Ctrl-C stops early and reports the samples done (exit code 130).
+Datasets: class sub-folders, one per model class (label = sorted folder position; a warning when
+their count differs), or --labels FILE with 'file,...,label' (CSV) or 'file label' lines. Images
+use the compiled preprocessing; raw uint8 arrays (.bin/.raw/.rgb, --raw-size WxHxC, --raw-layout
+HWC|CHW) are not resized. Pixel values: (pixel * scale - mean) / std, from the manifest unless
+--pixels raw (0..255) or --scale/--mean/--std override them. Example (CIFAR-10 ResNet-8, 0..255
+inputs): tccc eval OUT --images DATA/images --labels DATA/labels.csv --raw-size 32x32x3 --pixels
+raw --check DATA/resnet8.onnx. Ctrl-C stops early and reports the samples done (exit code 130).
 """
 
 from __future__ import annotations
