@@ -110,7 +110,9 @@ def build_segment_manifest(plan, parts: list, tgt, model, preprocess, input_nchw
         plan, parts: see the module docstring. tgt: the Target. model: the source model
             (path or ModelProto: name and sha256). preprocess: the model input's
             :class:`Preprocess`. input_nchw: its NCHW shape. calibration: (method, number of
-            inputs, source description).
+            inputs, source description); ``calibration.bias_correction`` is true when any
+            NPU segment's biases were corrected (each ``npu_<k>/manifest.json`` says which;
+            no key when no segment was quantized here).
     """
     p = plan.prepared
     if isinstance(model, (str, os.PathLike)):
@@ -121,6 +123,9 @@ def build_segment_manifest(plan, parts: list, tgt, model, preprocess, input_nchw
         source, sha = p.where, hashlib.sha256(model.SerializeToString()).hexdigest()
     info = _tensor_info(p.proto)
     method, n_calib, calib_source = calibration
+    bias = [part.manifest.get("calibration", {}).get("bias_correction")
+            for part in parts if not isinstance(part, onnx.ModelProto)]
+    bias = [b for b in bias if b is not None]
     return {
         "format": "tccc-manifest", "manifest_version": MANIFEST_VERSION, "tool": "tccc",
         "tool_version": __version__, "layout": "segmented",
@@ -132,7 +137,8 @@ def build_segment_manifest(plan, parts: list, tgt, model, preprocess, input_nchw
         "graph_outputs": [o.name for o in p.proto.graph.output],
         "segments": [_segment_record(s, part, plan) for s, part in zip(plan.segments, parts)],
         "preprocess": preprocess.to_dict(),
-        "calibration": {"method": method, "inputs": n_calib, "source": calib_source},
+        "calibration": {"method": method, "inputs": n_calib, "source": calib_source,
+                        **({"bias_correction": any(bias)} if bias else {})},
     }
 
 
@@ -327,7 +333,9 @@ def build_segment_report(plan, parts: list, tgt, host) -> dict:
                                           "sram_peak_bytes", "dram_read_bytes",
                                           "dram_write_bytes", "roofline")},
                      "cores": r.get("cores"),
-                     **({"precision": r["precision"]} if r.get("precision") else {})})
+                     **({"precision": r["precision"]} if r.get("precision") else {}),
+                     **({"bias_correction": r["bias_correction"]}
+                        if r.get("bias_correction") else {})})
         layers += [{**li, "segment": seg.index} for li in r["layers"]]
     bounds = boundaries(plan, parts, host)
     npu_rows = [r for r in rows if r["device"] == "npu"]

@@ -117,6 +117,22 @@ def test_boundary_costs_in_report(compiled):
     assert report["estimated_total_ms"] > report["estimated_latency_ms"]
 
 
+def test_bias_correction_recorded_at_the_top_level(compiled):
+    """The top-level manifest's calibration.bias_correction (specs/manifest.md: "as in the
+    single-program manifest") is true when any NPU segment's biases were corrected, and the
+    report's NPU segment rows carry each segment's bias_correction record."""
+    _, folder = compiled["lrn"]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    report = json.loads((folder / "report.json").read_text())
+    subs = [json.loads((folder / s["folder"] / "manifest.json").read_text())
+            for s in manifest["segments"] if s["device"] == "npu"]
+    applied = [m["calibration"]["bias_correction"] for m in subs]
+    assert manifest["calibration"]["bias_correction"] is any(applied)
+    rows = [r for r in report["segments"] if r["device"] == "npu"]
+    assert [r["bias_correction"]["applied"] for r in rows] == applied
+    assert all(r["bias_correction"]["mode"] == "auto" for r in rows)
+
+
 def test_first_move_of_an_npu_output_is_made_by_the_boundary(compiled):
     """The transpose model's host segment moves 'ar' (Transpose t1, then t2 making the
     segment's output): t1 is its boundary prefix, its output written in place by the
