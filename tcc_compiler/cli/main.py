@@ -133,6 +133,21 @@ def empty_argument(argv: list[str]) -> str | None:
     return None
 
 
+def bare_bias_correction(argv: list[str]) -> list[str]:
+    """``argv`` with a bare ``--bias-correction`` (meaning ``on``) written ``--bias-correction=on``
+    when the token after it is a model (an existing path or a name ending in .onnx/.tir), not a
+    mode: argparse gave an optional value the next token, so ``tccc compile --bias-correction
+    m.onnx -o out`` failed with "invalid choice: 'm.onnx'" although the flag alone is ``on``.
+    Any other token after it (a mode, an option, a bad mode) is left to argparse."""
+    out = list(argv)
+    for i, tok in enumerate(out[:-1]):
+        nxt = out[i + 1]
+        if tok == "--bias-correction" and nxt not in ("auto", "on", "off") and (
+                nxt.endswith((".onnx", ".tir")) or os.path.exists(nxt)):
+            out[i] = "--bias-correction=on"
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, run, map errors to exit codes."""
     try:  # building the parser imports every command (seconds on a loaded machine)
@@ -147,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tccc: error: {empty}: empty value (give a path or value; '.' is the current "
               "folder)", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    args = parser.parse_args(bare_bias_correction(argv))
     args.verbose += getattr(args, "sub_verbose", 0)
     args.quiet = args.quiet or getattr(args, "sub_quiet", False)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)

@@ -141,6 +141,22 @@ def test_cli_flag_spellings():
     assert p.parse_args(base + ["--bias-correction", "off"]).bias_correction == "off"
 
 
+def test_bare_flag_before_the_model_is_on(tmp_path, capsys):
+    """``tccc compile --bias-correction m.onnx -o out``: the bare flag before the model is on,
+    not an "invalid choice: 'm.onnx'" usage error; a mode or a bad mode after it is argparse's."""
+    from tcc_compiler.cli.main import bare_bias_correction, main
+
+    assert bare_bias_correction(["compile", "--bias-correction", "m.onnx", "-o", "o"]) == \
+        ["compile", "--bias-correction=on", "m.onnx", "-o", "o"]
+    for mode in ("auto", "on", "off", "bogus"):
+        argv = ["compile", "m.onnx", "--bias-correction", mode]
+        assert bare_bias_correction(argv) == argv
+    missing = tmp_path / "missing.onnx"
+    assert main(["compile", "--bias-correction", str(missing), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "invalid choice" not in err and "missing.onnx" in err
+
+
 def test_compile_records_the_choice(tmp_path, gap_fc_model):
     """report.json's bias_correction (mode, applied, both folds' SQNRs) and the manifest's
     calibration.bias_correction say what the default did; --bias-correction off says off."""
