@@ -22,7 +22,6 @@ import numpy as np
 from tcc_compiler.isa import spec
 from tcc_compiler.isa.commands import ConvCfg, ConvTile
 from tcc_compiler.numerics import jit
-from tcc_compiler.numerics.lut import WIDE_KNOTS
 from tcc_compiler.sim.conv_params import conv_flags_problem, param_fields
 from tcc_compiler.sim.memory import INT_DTYPES
 
@@ -161,7 +160,7 @@ def make_plan(i: int, t: ConvTile, cfg: ConvCfg, sram: object, box: BoxFn, tenso
         if not is_view(t.sc_px_stride, t.sc_row_stride, cfg.sc_bytes):
             sc = None
     if not int32_out and cfg.has_lut:   # 256 int8 entries, or 257 int16 knots (bits 3 + 5)
-        lut = (tensor(i, t, "lut", cfg.lut_sram, (WIDE_KNOTS,), np.dtype("<i2"))
+        lut = (tensor(i, t, "lut", cfg.lut_sram, (spec.LUT_WIDE_KNOTS,), np.dtype("<i2"))
                if cfg.requant_bytes == 2 else tensor(i, t, "lut", cfg.lut_sram, (1, 256)))
         read += lut.nbytes
     out = box(i, t, "output", t.out_sram, (oh, ow, t.oc), t.out_px_stride, t.out_row_stride,
