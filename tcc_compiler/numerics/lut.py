@@ -19,9 +19,9 @@ from tcc_compiler.isa.spec import LUT_WIDE_KNOTS
 
 #: Entries of one table (every int8 input value).
 LUT_ENTRIES = 256
-#: Knots of an int16-input table (specs/quantization.md, "int16-input lookup tables"): one
-#: every ``2**KNOT_SHIFT`` int16 values, the last one at 32768 (one past the int16 range).
-WIDE_KNOTS = LUT_WIDE_KNOTS
+#: An int16-input table (specs/quantization.md, "int16-input lookup tables") has one knot
+#: every ``2**KNOT_SHIFT`` int16 values, the last one at 32768 (one past the int16 range):
+#: ``isa.spec.LUT_WIDE_KNOTS`` knots, the command set's one definition of the count.
 KNOT_SHIFT = 8
 #: Fractional bits of a knot (the int8 output in units of ``2**-KNOT_FRAC`` steps).
 KNOT_FRAC = 7
@@ -154,7 +154,7 @@ def build_knots(func: LutFunc, alpha: float, beta: float, s_in: float, s_out: fl
     Returns:
         int16 [257].
     """
-    u = np.arange(WIDE_KNOTS, dtype=np.float64) * (1 << KNOT_SHIFT) - 32768.0
+    u = np.arange(LUT_WIDE_KNOTS, dtype=np.float64) * (1 << KNOT_SHIFT) - 32768.0
     y = lut_function(func, u * float(s_in), alpha, beta)
     k = np.rint((y / float(s_out) + zp_out) * (1 << KNOT_FRAC))
     return np.clip(k, -32768, 32767).astype(np.int16)

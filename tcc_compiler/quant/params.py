@@ -377,6 +377,19 @@ def single_table(lut: Node) -> bool:
     return slope is not None and slope.const is not None and slope.const.size == 1
 
 
+def epilogue_lut(v: Value) -> Node | None:
+    """The lut node a conv producing ``v`` can run in its epilogue, else None: ``v``'s only
+    reader, reading it as input 0, with one shared table (:func:`single_table`). The one
+    reader rule of the int16 planner (:func:`tcc_compiler.quant.precision.wide_lut_reader`),
+    the epilogue fusion (:func:`tcc_compiler.schedule.epilogue.find_lut_epilogues`) and the
+    conv geometry's written width (:func:`tcc_compiler.schedule.epilogue.wide_lut_reader`);
+    each adds its own conditions on the conv (op, dtype, graph output, cascading)."""
+    if len(v.uses) != 1:
+        return None
+    lut, idx = v.uses[0]
+    return lut if lut.op is Op.LUT and idx == 0 and single_table(lut) else None
+
+
 def lut_quant(node: Node) -> LutQuant:
     """Tables of a quantized lut node, built from its float function and the input/output
     quantization (specs/quantization.md, "Lookup-table activations")."""

@@ -39,7 +39,7 @@ from tcc_compiler.errors import InputError
 from tcc_compiler.ir.graph import Graph, Node, Value
 from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, VIEW_OPS, Op
 from tcc_compiler.isa.spec import WIDE_W_ACC_LIMIT
-from tcc_compiler.quant.params import single_table
+from tcc_compiler.quant.params import epilogue_lut
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +126,9 @@ def wide_lut_reader(node: Node, graph: Graph) -> Node | None:
     (schedule/epilogue.py; 257 int16 knots interpolated, specs/quantization.md "int16-input
     lookup tables"; LUT_TILE itself is int8 only)."""
     out = node.output
-    if node.op is not Op.CONV or len(out.uses) != 1 or any(o is out for o in graph.outputs):
+    if node.op is not Op.CONV or any(o is out for o in graph.outputs):
         return None
-    lut, idx = out.uses[0]
-    return lut if lut.op is Op.LUT and idx == 0 and single_table(lut) else None
+    return epilogue_lut(out)
 
 
 def weights_blocker(node: Node, graph: Graph) -> str | None:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from tcc_compiler.ir.graph import Graph, Node, Value
 from tcc_compiler.ir.ops import ActKind, Op
-from tcc_compiler.numerics.lut import LUT_ENTRIES, WIDE_KNOTS
-from tcc_compiler.quant.params import single_table
+from tcc_compiler.isa.spec import LUT_WIDE_KNOTS
+from tcc_compiler.numerics.lut import LUT_ENTRIES
+from tcc_compiler.quant.params import epilogue_lut
 
 
 def find_lut_epilogues(graph: Graph, keep: set[int]) -> dict[int, Node]:
@@ -35,21 +36,17 @@ def find_lut_epilogues(graph: Graph, keep: set[int]) -> dict[int, Node]:
         if n.op is not Op.CONV or n.output.dtype not in ("int8", "int16") \
                 or id(n.output) in keep or n.attrs.act.kind is ActKind.LEAKY:
             continue
-        if len(n.output.uses) != 1:
-            continue
-        lut, idx = n.output.uses[0]
-        if lut.op is Op.LUT and idx == 0 and single_table(lut):
+        lut = epilogue_lut(n.output)
+        if lut is not None:
             out[id(n)] = lut
     return out
 
 
 def wide_lut_reader(v: Value) -> Node | None:
     """The lut op reading int16 conv output ``v`` as its only reader (its table is then
-    fused into the conv's epilogue, which writes the lut's int8 output), else None."""
-    if v.dtype != "int16" or len(v.uses) != 1:
-        return None
-    lut, idx = v.uses[0]
-    return lut if lut.op is Op.LUT and idx == 0 else None
+    fused into the conv's epilogue, which writes the lut's int8 output), else None: the
+    reader :func:`~tcc_compiler.quant.params.epilogue_lut` names, as the fusion reads it."""
+    return epilogue_lut(v) if v.dtype == "int16" else None
 
 
 def table_bytes(lut: Node | None) -> int:
@@ -57,4 +54,4 @@ def table_bytes(lut: Node | None) -> int:
     when its input is int16; 0 for None (no fused lut)."""
     if lut is None:
         return 0
-    return 2 * WIDE_KNOTS if lut.inputs[0].dtype == "int16" else LUT_ENTRIES
+    return 2 * LUT_WIDE_KNOTS if lut.inputs[0].dtype == "int16" else LUT_ENTRIES

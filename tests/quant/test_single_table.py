@@ -1,6 +1,8 @@
 """One rule for "this lut quantizes to one shared table" (quant/params.single_table), read by
-the int16 planner (quant/precision.wide_lut_reader) and the conv's LUT epilogue fusion
-(schedule/epilogue.find_lut_epilogues): both answer alike for every slope kind."""
+the int16 planner (quant/precision.wide_lut_reader), the conv's LUT epilogue fusion
+(schedule/epilogue.find_lut_epilogues) and the conv geometry's written width
+(schedule/epilogue.wide_lut_reader, through quant/params.epilogue_lut): all answer alike for
+every slope kind."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from tcc_compiler.ir.ops import ConvAttrs, LutAttrs, LutFunc, Op
 from tcc_compiler.quant.params import single_table
 from tcc_compiler.quant.precision import wide_lut_reader
 from tcc_compiler.schedule.epilogue import find_lut_epilogues
+from tcc_compiler.schedule.epilogue import wide_lut_reader as fused_wide_reader
 
 
 def _conv_lut(func: LutFunc, slope: Value | None) -> tuple[Graph, object, object]:
@@ -42,3 +45,18 @@ def test_planner_and_fusion_agree_on_single_tables(func, slope, single):
     fused = find_lut_epilogues(g, set())
     assert (fused.get(id(conv)) is lut) is single
 
+
+
+@pytest.mark.parametrize("func,slope,single", [
+    (LutFunc.SIGMOID, None, True),
+    (LutFunc.PRELU, Value("s", (4, 1, 1), "float32",
+                          const=np.linspace(0.1, 0.4, 4, dtype=np.float32).reshape(4, 1, 1)),
+     False),
+])
+def test_int16_geometry_reader_agrees_with_fusion(func, slope, single):
+    """An int16 conv output's lut counts as the epilogue's (the conv then writes int8) only
+    when the fusion would take it: a per-channel prelu is no epilogue table."""
+    g, conv, lut = _conv_lut(func, slope)
+    conv.output.dtype = "int16"
+    assert (fused_wide_reader(conv.output) is lut) is single
+    assert (find_lut_epilogues(g, set()).get(id(conv)) is lut) is single
