@@ -104,21 +104,26 @@ def _provisional(n, host_reason: dict, converters: dict, support: dict) -> Place
 
 
 def partition(model, input_whc: str | tuple[int, int, int] | None = None, *,
-              strict: bool = False) -> list[Placement]:
+              strict: bool = False, target=None) -> list[Placement]:
     """Place every node of an ONNX model on the NPU or the host, or mark it unsupported.
 
     A model compiles (``tccc compile`` / :func:`tcc_compiler.compile`) exactly when no node is
     ``"unsupported"``: the answer comes from the same import and float-pass stages, whose
     checks include the NPU command fields' ranges (an FC over a map wider than 255, a window
-    or stride above 255). A model the NPU cannot run whole is placed as compile then
-    segments it (:func:`tcc_compiler.segmenting.plan.plan_model`): the refused nodes are
-    ``"host"`` (run by ONNX Runtime between NPU segments), or ``"unsupported"`` when ONNX
-    Runtime cannot run them either, or with ``strict``.
+    or stride above 255), and the scheduler's up-front bound on ``target``: a conv-like op
+    its SRAM cuts into more than ``MAX_OP_TILES`` tiles is unsupported, with compile's
+    refusal (:func:`tcc_compiler.schedule.bounds.op_tile_problems`). A model the NPU cannot
+    run whole is placed as compile then segments it
+    (:func:`tcc_compiler.segmenting.plan.plan_model`): the refused nodes are ``"host"`` (run
+    by ONNX Runtime between NPU segments), or ``"unsupported"`` when ONNX Runtime cannot run
+    them either, or with ``strict``.
 
     Args:
         model: .onnx path (str or PathLike), ``onnx.ModelProto`` or ``onnx_graphsurgeon.Graph``.
         input_whc: ``"WxHxC"`` or ``(W, H, C)``; None = the model's fixed input dims.
         strict: as ``tccc compile --strict``: no host segments, refused nodes are unsupported.
+        target: as ``tccc compile --target``: a :class:`~tcc_compiler.target.Target`, a target
+            name or a .toml path; None = the default target.
 
     Returns:
         One :class:`Placement` per ONNX node, in the model's node order.
@@ -126,7 +131,8 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None, *,
     Raises:
         InputError, ModelError: the model cannot be read at all (unreadable file, not one
         float image input, inconsistent shapes), or compiling it needs more memory than this
-        process may use (as ``tccc compile`` refuses it). Unsupported nodes are not errors
+        process may use (as ``tccc compile`` refuses it), or ``target`` cannot be loaded
+        (:func:`tcc_compiler.target.load_target`). Unsupported nodes are not errors
         here: they get device ``"unsupported"`` with the frontend's or legalizer's reason.
     """
     from tcc_compiler.driver import check_memory, import_model, run_float_passes
@@ -136,6 +142,7 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None, *,
     from tcc_compiler.frontend.support import SUPPORT
     from tcc_compiler.segmenting.plan import frontend_refusals, legalizer_refusals
 
+    tgt = _target(target)   # a bad target file is refused before any work, as compile does
     proto = _load(model)
     nodes = list(proto.graph.node)
     where = str(model) if isinstance(model, (str, os.PathLike)) else (proto.graph.name
@@ -147,7 +154,7 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None, *,
         host_reason = frontend_refusals(nodes, exc.problems)
         log.info("%s: %d node(s) refused by the frontend", where, len(host_reason))
         if not strict:
-            return _segmented(model, proto, input_whc)
+            return _segmented(model, proto, input_whc, tgt)
         return [_provisional(n, host_reason, CONVERTERS, SUPPORT) for n in nodes]
 
     by_ir_name = {n.name: n for n in graph.nodes}
@@ -168,21 +175,42 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None, *,
         for src in n.source:
             where_ir[src] = n
     if host_reason and not strict:
-        return _segmented(model, proto, input_whc)
+        return _segmented(model, proto, input_whc, tgt)
+    too_many = _tile_refusals(graph.nodes if graph is not None else (), tgt)
     out = []
     for n in nodes:
         name = _label(n)
-        if name in host_reason:
-            out.append(Placement(name, n.op_type, UNSUPPORTED, host_reason[name]))
+        why = host_reason.get(name) or too_many.get(name)
+        if why:
+            out.append(Placement(name, n.op_type, UNSUPPORTED, why))
         else:
             out.append(_placed(n, name, where_ir.get(name), copies))
     return out
 
 
-def _segmented(model, proto, input_whc) -> list[Placement]:
+def _target(target):
+    """``target`` (a Target, a name, a .toml path or None) as a Target."""
+    from tcc_compiler.target import Target, load_target
+
+    return target if isinstance(target, Target) else load_target(target)
+
+
+def _tile_refusals(ir_nodes, tgt) -> dict[str, str]:
+    """{ONNX node label: compile's refusal} of the nodes that became a conv-like op ``tgt``'s
+    SRAM cuts into more than ``MAX_OP_TILES`` tiles (the driver's up-front check,
+    :func:`tcc_compiler.schedule.bounds.op_tile_problems`; compile refuses the model, it does
+    not move such an op to the host)."""
+    from tcc_compiler.schedule.bounds import op_tile_problems
+
+    return {src: why for n, why in op_tile_problems(ir_nodes, tgt) for src in n.source}
+
+
+def _segmented(model, proto, input_whc, tgt) -> list[Placement]:
     """Placements of a model compile segments (the plan of :mod:`tcc_compiler.segmenting`):
     NPU segment nodes as the NPU stages place them, host nodes with the refusal that moved
-    them, nodes folded before segmenting as folded, and ``unsupported`` where neither runs."""
+    them, nodes folded before segmenting as folded, and ``unsupported`` where neither runs
+    or where an NPU op needs more tiles than target ``tgt`` allows (:func:`_tile_refusals`;
+    each segment's compile refuses it)."""
     from tcc_compiler.segmenting.build import check_default_calibration
     from tcc_compiler.segmenting.plan import plan_model
 
@@ -192,13 +220,14 @@ def _segmented(model, proto, input_whc) -> list[Placement]:
                 for n in proto.graph.node]
     nodes = plan.prepared.proto.graph.node
     overflow = {} if plan.unsupported else check_default_calibration(plan)
+    too_many = _tile_refusals(dict.fromkeys(plan.npu_ir.values()), tgt)
     seg_of = {i: s for s in plan.segments for i in s.nodes}
     placed: dict[str, Placement] = {}
     for i, n in enumerate(nodes):
         name, seg = _label(n), seg_of[i]
-        if i in plan.unsupported or i in overflow:
-            placed[name] = Placement(name, n.op_type, UNSUPPORTED,
-                                     plan.unsupported.get(i) or overflow[i])
+        if i in plan.unsupported or i in overflow or name in too_many:
+            placed[name] = Placement(name, n.op_type, UNSUPPORTED, plan.unsupported.get(i)
+                                     or overflow.get(i) or too_many[name])
         elif seg.device == HOST:
             placed[name] = Placement(name, n.op_type, HOST, f"host segment {seg.index} (ONNX "
                                      f"Runtime, float32): {plan.host_reason.get(i, '')}")

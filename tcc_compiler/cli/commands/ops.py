@@ -19,6 +19,7 @@ import logging
 import sys
 
 from tcc_compiler.emit.jsonfmt import json_text
+from tcc_compiler.options import DEFAULT_TARGET
 
 NAME = "ops"
 HELP = ("supported ONNX ops, or the NPU/host placement of each node of a model (exit 2 when "
@@ -35,11 +36,15 @@ def add_arguments(p) -> None:
     p.add_argument("--strict", action="store_true",
                    help="place as tccc compile --strict does: no host segments, every node "
                         "the NPU cannot run is unsupported")
+    p.add_argument("--target", default=None,
+                   help=f"target name or .toml file, as for tccc compile (default "
+                        f"{DEFAULT_TARGET}): an op its SRAM cuts into too many tiles is "
+                        "unsupported, as compile refuses it")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def run(args) -> int:
-    """tccc ops [MODEL [--input WxHxC]] [--json]"""
+    """tccc ops [MODEL [--input WxHxC] [--target T] [--strict]] [--json]"""
     from tcc_compiler.api.models import partition, supported_ops
 
     if args.model is None:
@@ -50,7 +55,7 @@ def run(args) -> int:
             for r in rows:
                 print(f"{r['op_type']:<20} {r['notes']}".rstrip())
         return 0
-    places = partition(args.model, args.input, strict=args.strict)
+    places = partition(args.model, args.input, strict=args.strict, target=args.target)
     bad = [p for p in places if not p.supported]
     if args.json:
         print(json_text([p.to_dict() for p in places]))
