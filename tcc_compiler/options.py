@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import Any, Sequence
 
+from tcc_compiler.datasets.raw import RawSpec
 from tcc_compiler.errors import InputError
 from tcc_compiler.quant.auto_precision import DEFAULT_GOAL_DB
 from tcc_compiler.quant.bias_correction import DEFAULT_BIAS_CORRECTION, bias_correction_mode
@@ -42,8 +43,14 @@ class CompileOptions:
             model's fixed input dims. Batch is 1.
         target: target name, ``.toml`` path or :class:`tcc_compiler.target.Target`; None =
             :data:`DEFAULT_TARGET`.
-        calibration: image paths, folders, ``.npy`` paths or float32 NCHW arrays shaped like
-            the ONNX input (preprocessed); None = the photos bundled with the package.
+        calibration: image paths, folders, ``.npy`` paths, raw uint8 files (with
+            ``raw_size``) or float32 NCHW arrays shaped like the ONNX input (preprocessed);
+            None = the photos bundled with the package.
+        raw_size: ``"WxHxC"`` or ``(W, H, C)`` of raw uint8 calibration files (``.bin``,
+            ``.raw``, ``.rgb``: :mod:`tcc_compiler.datasets.raw`, as ``tccc eval
+            --raw-size`` reads them; the input size, never resized); None = such files are
+            refused.
+        raw_layout: their byte order, "HWC" (pixel-interleaved, default) or "CHW" (planar).
         method: calibration method, one of :data:`tcc_compiler.quant.METHODS` ("mse": the
             clipping range minimising quantization MSE; "minmax"; "percentile"; "entropy": KL
             divergence, TensorRT style).
@@ -92,6 +99,8 @@ class CompileOptions:
     input_whc: str | tuple[int, int, int] | None = None
     target: Any = None
     calibration: Sequence[Any] | None = None
+    raw_size: str | tuple[int, int, int] | None = None
+    raw_layout: str = "HWC"
     method: str = DEFAULT_METHOD
     percentile: float = DEFAULT_PERCENTILE
     calib_table: str | os.PathLike | None = None
@@ -116,6 +125,26 @@ class CompileOptions:
                 object.__setattr__(self, name, tuple(v))
         # the old boolean spelling (True / False) is "on" / "off"
         object.__setattr__(self, "bias_correction", bias_correction_mode(self.bias_correction))
+        self.raw_spec()   # a bad raw size or layout is refused before any work
+
+    def raw_spec(self) -> RawSpec | None:
+        """``raw_size`` and ``raw_layout`` as a :class:`~tcc_compiler.datasets.raw.RawSpec`;
+        None without ``raw_size``.
+
+        Raises:
+            InputError: ``raw_size`` not ``WxHxC``, or a layout other than HWC / CHW.
+        """
+        if self.raw_size is None:
+            return None
+        from tcc_compiler.frontend.loader import parse_input_spec   # (imports onnx: lazily)
+
+        try:
+            w, h, c = parse_input_spec(self.raw_size)
+        except InputError:
+            raise InputError(f"raw_size/--raw-size {self.raw_size!r}: expected WxHxC, e.g. "
+                             "32x32x3 (width x height x channels, 1..8192 x 1..8192 x "
+                             "1..64)") from None
+        return RawSpec(w, h, c, self.raw_layout)
 
     def with_(self, **changes: Any) -> CompileOptions:
         """A copy with ``changes`` applied (field names of this record).

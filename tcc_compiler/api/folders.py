@@ -23,10 +23,11 @@ import numpy as np
 from tcc_compiler.binfmt.weightfile import name_hash
 from tcc_compiler.datasets.images import (IMAGE_CHANNELS, Preprocess, bundled_photos,
                                           folder_entries, load_inputs)
+from tcc_compiler.datasets.raw import RAW_LAYOUTS
 from tcc_compiler.emit.files import IR_FILE, MANIFEST_FILE
 from tcc_compiler.errors import InputError
 from tcc_compiler.runtime import LoadedProgram, load_program
-from tcc_compiler.runtime.evaluate import PIXEL_MODES, RAW_LAYOUTS
+from tcc_compiler.runtime.evaluate import PIXEL_MODES
 from tcc_compiler.runtime.loaded import input_layout, read_report
 from tcc_compiler.runtime.segmented import is_segmented_folder
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from tcc_compiler.datasets.images import IMAGE_CHANNELS, LazyInputs, bundled_photos
+from tcc_compiler.datasets.raw import RawSpec
 from tcc_compiler.errors import InputError
 from tcc_compiler.ir.feeds import feeds
 from tcc_compiler.ir.graph import Graph
@@ -54,8 +55,10 @@ class _Concat(Sequence):
         return None if i < n else self.lazy.label(i - n)
 
 
-def resolve_calibration(items, graph: Graph, preprocess) -> tuple[Sequence[np.ndarray], str]:
-    """Turn image paths, folders, .npy paths and arrays into float32 input arrays.
+def resolve_calibration(items, graph: Graph, preprocess,
+                        raw: RawSpec | None = None) -> tuple[Sequence[np.ndarray], str]:
+    """Turn image paths, folders, .npy paths, raw uint8 files and arrays into float32 input
+    arrays.
 
     Args:
         items: a sequence of image/.npy/folder paths and float32 NCHW arrays (for a graph
@@ -63,13 +66,17 @@ def resolve_calibration(items, graph: Graph, preprocess) -> tuple[Sequence[np.nd
             (``"photo.png"``) or one array counts as a list of one (a string used to be
             iterated character by character). A ``.npy`` file of a model whose ONNX input is
             NHWC (``graph.meta["input_layout"]``) may be NHWC ``[N, H, W, C]``.
+        raw: the size and layout of raw uint8 files (``.bin``/``.raw``/``.rgb``,
+            :mod:`tcc_compiler.datasets.raw`: ``tccc compile --raw-size``), read as
+            ``tccc eval`` reads them; None = such files are refused.
 
     Returns:
         (inputs, description): a sequence of float32 NCHW arrays ``[1, C, H, W]`` (images are
         decoded when read), and a description for the manifest.
 
     Raises:
-        InputError: unreadable files, wrong shapes, NaN/Inf values, nothing given, or
+        InputError: unreadable files, wrong shapes, NaN/Inf values, a raw file without
+            ``raw`` or of another size, nothing given, or
             ``items`` is not a path, an array or an iterable of them.
     """
     if isinstance(items, (str, bytes, os.PathLike, np.ndarray)):
@@ -95,7 +102,7 @@ def resolve_calibration(items, graph: Graph, preprocess) -> tuple[Sequence[np.nd
         arrays.append(a)
     # an NHWC model's .npy files may be NHWC, as its ONNX input takes them
     layout = graph.meta.get("input_layout", "NCHW")
-    lazy = LazyInputs(paths, preprocess, shape, layout) if paths else None
+    lazy = LazyInputs(paths, preprocess, shape, layout, raw) if paths else None
     inputs = _Concat(arrays, lazy)
     if not len(inputs):
         raise InputError("calibration/--calib: no calibration inputs given")

@@ -26,6 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tcc_compiler.errors import FormatError, InputError, InternalError, first_line
 from tcc_compiler.datasets.npy import NPY_LAYOUTS, load_npy
+from tcc_compiler.datasets.raw import RAW_SUFFIXES, RawSpec, check_raw_size, is_raw_file, load_raw
 
 logger = logging.getLogger(__name__)
 
@@ -293,13 +294,20 @@ def load_image(path: str | os.PathLike[str], pre: Preprocess) -> np.ndarray:
     return normalise(pixels, pre)
 
 
-def folder_entries(folder: Path) -> list[Path]:
-    """Image and .npy files directly inside ``folder``, sorted by name; hidden files skipped."""
+def folder_entries(folder: Path, raw: RawSpec | None = None) -> list[Path]:
+    """Image and .npy files directly inside ``folder`` (and, with a ``raw`` size, raw array
+    files: :mod:`tcc_compiler.datasets.raw`), sorted by name; hidden files skipped.
+
+    Raises:
+        InputError: the folder holds none of them (naming its sub-folders, which are not
+            searched).
+    """
+    suffixes = IMAGE_SUFFIXES + (".npy",) + (RAW_SUFFIXES if raw is not None else ())
     entries = []
     for child in sorted(folder.iterdir(), key=lambda c: c.name):
         if child.name.startswith(".") or not child.is_file():
             continue
-        if child.suffix.lower() in IMAGE_SUFFIXES + (".npy",):
+        if child.suffix.lower() in suffixes or (raw is not None and raw.takes(child)):
             entries.append(child)
         else:
             logger.debug("%s: skipped (not an image or .npy file)", child)
@@ -307,14 +315,18 @@ def folder_entries(folder: Path) -> list[Path]:
         subs = [c.name for c in folder.iterdir() if c.is_dir() and not c.name.startswith(".")]
         hint = (f"; sub-folders ({', '.join(sorted(subs)[:3])}{', ...' if len(subs) > 3 else ''})"
                 " are not searched: name them directly") if subs else ""
+        raws = [c.name for c in folder.iterdir() if is_raw_file(c)] if raw is None else []
+        hint += (f"; {len(raws)} raw array file(s) ({raws[0]}, ...) need their size "
+                 "(--raw-size WxHxC)") if raws else ""
         raise InputError(f"{folder}: folder holds no image or .npy files "
-                         f"({', '.join(IMAGE_SUFFIXES)}, .npy){hint}")
+                         f"({', '.join(suffixes)}){hint}")
     return entries
 
 
 def load_inputs(paths: Sequence[str | os.PathLike[str]], pre: Preprocess,
-                expected_shape: tuple[int, ...], layout: str = "NCHW") -> list[np.ndarray]:
-    """Load model inputs from image files, folders and ``.npy`` arrays.
+                expected_shape: tuple[int, ...], layout: str = "NCHW",
+                raw: RawSpec | None = None) -> list[np.ndarray]:
+    """Load model inputs from image files, folders, ``.npy`` arrays and raw uint8 arrays.
 
     Each path is one of: an image file (preprocessed with ``pre``); a ``.npy`` file holding a
     float32 array ``[N, C, H, W]`` exactly as the model takes it (``[N, H, W, C]`` for a model
@@ -330,6 +342,9 @@ def load_inputs(paths: Sequence[str | os.PathLike[str]], pre: Preprocess,
         layout: the ONNX model's input layout, ``"NCHW"`` or ``"NHWC"`` (manifest
             ``input.onnx_layout``): an NHWC model's ``.npy`` files may be NHWC (transposed
             here) or NCHW.
+        raw: the size and layout of raw uint8 files (``.bin``/``.raw``/``.rgb``, or every
+            file with ``raw.force``; :mod:`tcc_compiler.datasets.raw`), normalised with
+            ``pre`` as images are, never resized; None = such files are refused.
 
     Returns:
         float32 NCHW arrays ``[1, C, H, W]``, one per input (all in memory at once: see
@@ -338,9 +353,10 @@ def load_inputs(paths: Sequence[str | os.PathLike[str]], pre: Preprocess,
     Raises:
         InputError: no paths, a missing path, an empty folder, an undecodable image, an image
             whose preprocessed shape differs from ``expected_shape``, or a ``.npy`` array with
-            the wrong dtype/shape or NaN/Inf values. The message names the file.
+            the wrong dtype/shape or NaN/Inf values, a raw file without ``raw`` or of
+            another size. The message names the file.
     """
-    return list(LazyInputs(paths, pre, expected_shape, layout))
+    return list(LazyInputs(paths, pre, expected_shape, layout, raw))
 
 
 class LazyInputs(Sequence):
@@ -357,7 +373,8 @@ class LazyInputs(Sequence):
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike[str]], pre: Preprocess,
-                 expected_shape: tuple[int, ...], layout: str = "NCHW") -> None:
+                 expected_shape: tuple[int, ...], layout: str = "NCHW",
+                 raw: RawSpec | None = None) -> None:
         if layout not in NPY_LAYOUTS:
             raise InternalError(f"input layout {layout!r}: expected one of {NPY_LAYOUTS}")
         expected = tuple(int(d) for d in expected_shape)
@@ -368,12 +385,15 @@ class LazyInputs(Sequence):
             paths = [paths]
         if not paths:
             raise InputError("no input files given")
-        self.pre = pre
+        self.pre, self.raw = pre, raw
         self.items: list[np.ndarray | Path] = []
         self._names: list[str] = []      # where each input comes from (:meth:`label`)
         image_shape = (1,) + expected[1:]
-        for f in _input_files(paths):
-            if f.suffix.lower() == ".npy":
+        for f in _input_files(paths, raw):
+            is_raw = raw.takes(f) if raw is not None else is_raw_file(f)
+            if is_raw:
+                check_raw_size(f, raw, pre)
+            elif f.suffix.lower() == ".npy":
                 arrays = load_npy(f, expected, layout)
                 self.items.extend(arrays)
                 self._names.extend(f"{f}[{j}]" if len(arrays) > 1 else str(f)
@@ -403,25 +423,30 @@ class LazyInputs(Sequence):
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]
         item = self.items[i]
-        return item if isinstance(item, np.ndarray) else load_image(item, self.pre)
+        if isinstance(item, np.ndarray):
+            return item
+        if self.raw is not None and self.raw.takes(item):
+            return load_raw(item, self.pre, self.raw)
+        return load_image(item, self.pre)
 
 
-def _input_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """The files ``paths`` name, folders expanded (:func:`folder_entries`).
+def _input_files(paths: Sequence[str | os.PathLike[str]],
+                 raw: RawSpec | None = None) -> list[Path]:
+    """The files ``paths`` name, folders expanded (:func:`folder_entries`, with ``raw``).
 
     Raises:
         InputError: a path that does not exist (or cannot be examined: a symlink loop, a name
             too long).
     """
     files: list[Path] = []
-    for raw in paths:
-        p = Path(raw)
+    for given in paths:
+        p = Path(given)
         try:
             is_dir, is_file = p.is_dir(), p.is_file()
         except OSError as exc:  # ENAMETOOLONG: pathlib raises it (ELOOP reads as False)
             raise InputError(f"{p}: cannot read: {exc.strerror or exc}") from None
         if is_dir:
-            files.extend(folder_entries(p))
+            files.extend(folder_entries(p, raw))
         elif is_file:
             files.append(p)
         else:

@@ -120,7 +120,8 @@ def _calibrate_on_inputs(graph: Graph, options: CompileOptions, preprocess, fixe
     if options.calibration is None:
         inputs, source = default_calibration(graph, preprocess)
     else:
-        inputs, source = resolve_calibration(options.calibration, graph, preprocess)
+        inputs, source = resolve_calibration(options.calibration, graph, preprocess,
+                                             options.raw_spec())
     method, p = options.method, options.percentile
     hess = _hessian_sum(graph, options.weight_rounding)
     obs = observe(graph, inputs, [method], p, progress,

@@ -38,12 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tcc_compiler.datasets.raw import RawSpec, is_raw_file, load_raw
 from tcc_compiler.errors import InputError
 
 log = logging.getLogger(__name__)
 
-RAW_SUFFIXES = (".bin", ".raw", ".rgb")
-RAW_LAYOUTS = ("HWC", "CHW")
 PIXEL_MODES = ("manifest", "raw")
 TOPK = 5
 
@@ -56,23 +55,6 @@ class Sample:
     path: Path
     label: int
     where: str = ""
-
-
-@dataclass(frozen=True)
-class RawSpec:
-    """Layout of raw uint8 sample files.
-
-    Attributes:
-        width, height, channels: pixels per row, rows, channels (bytes = W*H*C).
-        layout: "HWC" (pixel-interleaved) or "CHW" (planar).
-        force: treat every sample as raw, whatever its suffix.
-    """
-
-    width: int
-    height: int
-    channels: int
-    layout: str = "HWC"
-    force: bool = False
 
 
 def _int_or_none(s: str) -> int | None:
@@ -259,38 +241,18 @@ def preprocess_for(manifest_pre: dict, pixels: str = "manifest", scale: float | 
 
 
 def load_sample(path: Path, pre, raw: RawSpec | None) -> np.ndarray:
-    """One sample as float32 NCHW ``[1, C, H, W]`` (C = ``pre.channels``).
+    """One sample as float32 NCHW ``[1, C, H, W]`` (C = ``pre.channels``): an image, or a raw
+    array (:func:`tcc_compiler.datasets.raw.load_raw`, the loader calibration uses too).
 
     Raises:
         InputError: unreadable file, a raw file of the wrong size or without a raw layout, a
             raw size different from the model input.
     """
-    from tcc_compiler.datasets.images import normalise, load_image
+    from tcc_compiler.datasets.images import load_image
 
-    is_raw = (raw is not None and raw.force) or path.suffix.lower() in RAW_SUFFIXES
-    if not is_raw:
-        return load_image(path, pre)
-    if raw is None:
-        raise InputError(f"{path}: raw array file; give its size (--raw-size WxHxC)")
-    if (raw.width, raw.height, raw.channels) != (pre.width, pre.height, pre.channels):
-        raise InputError(f"{path}: raw size {raw.width}x{raw.height}x{raw.channels} differs "
-                         f"from the model input {pre.width}x{pre.height}x{pre.channels}")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    n = raw.width * raw.height * raw.channels
-    if len(data) != n:
-        raise InputError(f"{path}: {len(data)} bytes, a {raw.width}x{raw.height}x"
-                         f"{raw.channels} uint8 array has {n}")
-    a = np.frombuffer(data, np.uint8)
-    if raw.layout == "HWC":
-        pix = a.reshape(raw.height, raw.width, raw.channels)
-    elif raw.layout == "CHW":
-        pix = a.reshape(raw.channels, raw.height, raw.width).transpose(1, 2, 0)
-    else:
-        raise InputError(f"--raw-layout {raw.layout}: choose from {', '.join(RAW_LAYOUTS)}")
-    return normalise(np.ascontiguousarray(pix), pre)
+    if raw.takes(path) if raw is not None else is_raw_file(path):
+        return load_raw(path, pre, raw)
+    return load_image(path, pre)
 
 
 def _topk(y: np.ndarray, k: int = TOPK) -> list[int]:

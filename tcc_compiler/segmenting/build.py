@@ -97,7 +97,7 @@ def _model_inputs(plan: SegmentPlan, options: CompileOptions) -> tuple[list, str
     pre = model_preprocess(plan, options)
     if options.calibration is None:
         return default_calibration(g, pre)
-    return resolve_calibration(options.calibration, g, pre)
+    return resolve_calibration(options.calibration, g, pre, options.raw_spec())
 
 
 def boundary_values(plan: SegmentPlan, names: list[str], xs,

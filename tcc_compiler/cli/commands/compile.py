@@ -19,7 +19,17 @@ def add_arguments(p) -> None:
                    help="input size W x H x C, e.g. 640x320x3 (width 640, height 320)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--calib", nargs="+", default=None,
-                   help="calibration images, folders or .npy arrays (default: bundled photos)")
+                   help="calibration images, folders, .npy arrays or, with --raw-size, raw "
+                        "uint8 files (.bin/.raw/.rgb) (default: bundled photos)")
+    from tcc_compiler.datasets.raw import RAW_LAYOUTS
+
+    p.add_argument("--raw-size", metavar="WxHxC", default=DEFAULTS.raw_size,
+                   help="raw uint8 calibration files (.bin/.raw/.rgb) of this size, read as "
+                        "tccc eval --raw-size reads them: the model input's size, not "
+                        "resized; pixel values as the preprocessing below says")
+    p.add_argument("--raw-layout", default=DEFAULTS.raw_layout, choices=RAW_LAYOUTS,
+                   help="HWC = pixel-interleaved (e.g. CIFAR-10 files), CHW = planar "
+                        "(default %(default)s)")
     p.add_argument("--calib-method", default=DEFAULTS.method, help=_methods_help())
     p.add_argument("--percentile", type=float, default=None,
                    help=f"percentile of --calib-method percentile (default "
@@ -102,6 +112,9 @@ def _add_preprocess_arguments(p) -> None:
                    help="torchvision: short side S/0.875 + center crop, ImageNet mean/std; "
                         "tf-efficientnet: short side S+32 bicubic + crop, (pixel-127)/128; raw: "
                         "pixels 0..255; imagenet (default): ImageNet mean/std, squashed")
+    g.add_argument("--pixels", default=None, choices=("raw",),
+                   help="raw = values 0..255 (scale 1, mean 0, std 1, as tccc eval --pixels "
+                        "raw and --preset raw), with --scale/--mean/--std overriding")
     g.add_argument("--mean", type=float, nargs="+", default=None, metavar="M",
                    help="per-channel mean (1 or 3 values, units of pixel*scale; 3 are "
                         "averaged for a 1-channel model)")
@@ -141,7 +154,12 @@ def preprocess_from_args(args):
             if short < 1:
                 raise InputError(f"--resize {args.resize}: give 'squash' or a short side in "
                                  "pixels (a positive integer)")
-    s = PreprocessSettings(preset=args.preset, mean=args.mean, std=args.std, scale=args.scale,
+    mean, std, scale = args.mean, args.std, args.scale
+    if args.pixels == "raw":   # 0..255 as they are, whatever the preset; explicit flags win
+        mean = (0.0,) if mean is None else mean
+        std = (1.0,) if std is None else std
+        scale = 1.0 if scale is None else scale
+    s = PreprocessSettings(preset=args.preset, mean=mean, std=std, scale=scale,
                            channel_order=args.channel_order, resize_short=short,
                            interpolation=args.interpolation)
     return None if s.is_default() else s
@@ -337,7 +355,8 @@ def options_from_args(args) -> CompileOptions:
     percentile = DEFAULTS.percentile if args.percentile is None else args.percentile
     return CompileOptions(
         input_whc=args.input, target=args.target, calibration=args.calib,
-        method=args.calib_method, percentile=percentile, calib_table=args.calib_table,
+        raw_size=args.raw_size, raw_layout=args.raw_layout, method=args.calib_method,
+        percentile=percentile, calib_table=args.calib_table,
         bias_correction=args.bias_correction, compress_weights=not args.no_compress_weights,
         preprocess=preprocess_from_args(args), weight_rounding=args.weight_rounding,
         verify_ir=args.verify, dump_ir=args.dump_ir, print_ir_before=args.print_ir_before,
