@@ -71,7 +71,7 @@ def _check_record(rec, manifest: dict, where: str) -> None:
 
 def _check_files(rec: dict, where: str) -> None:
     """``files`` records the stream's own files only (no other name, no path) and
-    ``tail_from`` is a tensor name or null.
+    ``tail_from`` (:func:`_check_tail_from`) is a tensor name or null.
 
     Raises:
         FormatError: naming ``where`` and the field.
@@ -84,9 +84,28 @@ def _check_files(rec: dict, where: str) -> None:
     if other:   # the stream's own files only: no other name, no path
         raise FormatError(f"{where}: stream.files: {other[0]!r:.80} is not a stream file "
                           f"({STREAM_CMD_FILE}, {STREAM_WEIGHT_FILE})")
-    if rec.get("tail_from") is not None and not isinstance(rec["tail_from"], str):
+    _check_tail_from(rec, where)
+
+
+def _check_tail_from(rec: dict, where: str) -> None:
+    """``tail_from`` is null or names a tensor: a non-empty string, and only where a core
+    runs several images (a tail batch shares one weight read between ``images_per_core``
+    images; at one image per core the whole network runs one image at a time and the field
+    is null: specs/manifest.md "Stream program").
+
+    Raises:
+        FormatError: naming ``where`` and the field.
+    """
+    tail = rec.get("tail_from")
+    if tail is None:
+        return
+    if not isinstance(tail, str) or not tail.strip():
         raise FormatError(f"{where}: stream.tail_from: expected a tensor name or null, got "
-                          f"{rec['tail_from']!r:.40}")
+                          f"{tail!r:.40}")
+    if rec["images_per_core"] < 2:
+        raise FormatError(f"{where}: stream.tail_from: {tail!r:.80} with images_per_core "
+                          f"{rec['images_per_core']}: a tail batch runs several images per "
+                          "core (null when each core runs one)")
 
 
 def _check_names(rec: dict, manifest: dict, where: str) -> None:

@@ -452,6 +452,8 @@ def test_inspect_and_segmented_summary_print_the_cores_line(two, capsys):
     ("input_offset_extra", "stream.input_offsets: 'x2' names no input"),
     ("files_path", "stream.files: '../x' is not a stream file"),
     ("tail_from_int", "stream.tail_from: expected a tensor name or null, got 5"),
+    ("tail_from_empty", "stream.tail_from: expected a tensor name or null, got ''"),
+    ("tail_from_one_image", "stream.tail_from: 'x' with images_per_core 1: a tail batch"),
     ("arena_negative", "stream.act_arena_bytes: expected an integer >= 0, got -1"),
     ("arena_other", "manifest.json's stream records 1 B"),
     ("output_stride", "exceed the program's"),
@@ -501,6 +503,10 @@ def test_damaged_stream_program_fails_the_load(two, tmp_path, capsys, damage, ma
             st["files"]["../x"] = {"bytes": 1, "crc32": 0}
         elif damage == "tail_from_int":   # was accepted
             st["tail_from"] = 5
+        elif damage == "tail_from_empty":   # names no tensor: was accepted
+            st["tail_from"] = ""
+        elif damage == "tail_from_one_image":   # no tail batch at one image per core
+            st["tail_from"], st["images_per_core"], st["images"] = "x", 1, st["cores"]
         elif damage == "arena_negative":   # was accepted
             st["act_arena_bytes"] = -1
         elif damage == "arena_other":   # was accepted: not the stream file header's ACT size
