@@ -61,7 +61,8 @@ class CompileOptions:
             inputs into its bias (:mod:`tcc_compiler.quant.bias_correction`): "auto"
             (default: only when the corrections from one half of the calibration inputs
             raise the network output SQNR on the other half, both ways; off without
-            calibration inputs), "on" (needs calibration inputs) or "off"; True and False
+            calibration inputs), "on" (needs calibration inputs: with only a
+            ``calib_table`` the record refuses it, InputError) or "off"; True and False
             are "on" and "off".
         weight_rounding: how conv/fc weights are rounded to int8: "gptq" (default: levels
             chosen to minimise each layer's output error on the calibration inputs, GPTQ, on
@@ -126,6 +127,12 @@ class CompileOptions:
         # the old boolean spelling (True / False) is "on" / "off"
         object.__setattr__(self, "bias_correction", bias_correction_mode(self.bias_correction))
         self.raw_spec()   # a bad raw size or layout is refused before any work
+        if self.bias_correction == "on" and self.calib_table is not None \
+                and self.calibration is None:   # refused before any work, not after quantizing
+            raise InputError(f"{self.calib_table}: bias_correction/--bias-correction on needs "
+                             "calibration inputs (calibration/--calib) to correct with, and "
+                             "calib_table/--calib-table gives none; use --bias-correction auto "
+                             "or off with a table")
 
     def raw_spec(self) -> RawSpec | None:
         """``raw_size`` and ``raw_layout`` as a :class:`~tcc_compiler.datasets.raw.RawSpec`;

@@ -297,3 +297,27 @@ def test_error_pass_and_in_order_keep_the_serial_order_and_errors(monkeypatch):
         return i
     with pytest.raises(ValueError, match="input 3"):
         list(bias_pass.in_order(fn, xs))
+
+
+def test_on_with_only_a_table_is_refused_before_any_work(tmp_path, capsys):
+    """``--bias-correction on --calib-table T`` has no inputs to correct with: refused by the
+    options record, one line, exit 2, before the model or the table is read (it failed only
+    after calibration and quantization, behind a weight-rounding warning)."""
+    import onnx
+    from conftest import conv_gap_fc_net_impl
+
+    from tcc_compiler.cli.main import main
+    from tcc_compiler.options import CompileOptions
+
+    with pytest.raises(InputError, match=r"t.json: bias_correction/--bias-correction on needs"):
+        CompileOptions(calib_table="t.json", bias_correction="on")
+    assert CompileOptions(calib_table="t.json", bias_correction="auto").calib_table == "t.json"
+    model = tmp_path / "m.onnx"
+    onnx.save(conv_gap_fc_net_impl(), str(model))
+    table = tmp_path / "never_read.json"   # absent: the refusal comes first
+    capsys.readouterr()
+    assert main(["compile", str(model), "-o", str(tmp_path / "o"), "--calib-table", str(table),
+                 "--bias-correction", "on"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--bias-correction on needs calibration inputs" in err
+    assert not (tmp_path / "o").exists()

@@ -45,7 +45,8 @@ def add_arguments(p) -> None:
                         "inputs into its bias: auto (only when corrections from one half of "
                         "the calibration inputs raise the output SQNR on the other half, "
                         "both ways; report.json's bias_correction), on (alone: "
-                        "--bias-correction), off (default %(default)s)")
+                        "--bias-correction; needs --calib inputs, refused with only a "
+                        "--calib-table), off (default %(default)s)")
     from tcc_compiler.quant.weight_rounding import WEIGHT_ROUNDING
 
     p.add_argument("--weight-rounding", default=DEFAULTS.weight_rounding,
