@@ -135,12 +135,11 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None, *,
         (:func:`tcc_compiler.target.load_target`). Unsupported nodes are not errors
         here: they get device ``"unsupported"`` with the frontend's or legalizer's reason.
     """
-    from tcc_compiler.driver import check_memory, import_model, run_float_passes
+    from tcc_compiler.driver import import_model
     from tcc_compiler.errors import UnsupportedError
     from tcc_compiler.frontend.converters import CONVERTERS
-    from tcc_compiler.frontend.onnx_import import check_npu_work
     from tcc_compiler.frontend.support import SUPPORT
-    from tcc_compiler.segmenting.plan import frontend_refusals, legalizer_refusals
+    from tcc_compiler.segmenting.plan import frontend_refusals
 
     tgt = _target(target)   # a bad target file is refused before any work, as compile does
     proto = _load(model)
@@ -157,26 +156,13 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None, *,
             return _segmented(model, proto, input_whc, tgt)
         return [_provisional(n, host_reason, CONVERTERS, SUPPORT) for n in nodes]
 
-    by_ir_name = {n.name: n for n in graph.nodes}
-    host_reason: dict[str, str] = {}
-    try:  # the driver's float-pass stage
-        graph = run_float_passes(graph, passes).graph
-        check_npu_work(graph)  # as the driver's compile does
-        check_memory(graph, model)  # and its memory check (an InputError, as in compile)
-    except UnsupportedError as exc:
-        host_reason = legalizer_refusals(by_ir_name, exc.problems)
-        if not host_reason:  # a refusal naming no ONNX node: every node shares it, so the
-            # model is never reported as compiling when compile refuses it
-            host_reason = dict.fromkeys((_label(n) for n in nodes), "; ".join(exc.problems))
-        graph = None
-    where_ir: dict[str, object] = {}
-    copies = _channel_copies(graph)
-    for n in graph.nodes if graph is not None else ():
-        for src in n.source:
-            where_ir[src] = n
+    graph, host_reason = _float_stage(model, graph, passes, nodes)
     if host_reason and not strict:
         return _segmented(model, proto, input_whc, tgt)
-    too_many = _tile_refusals(graph.nodes if graph is not None else (), tgt)
+    ir_nodes = graph.nodes if graph is not None else []
+    where_ir = {src: n for n in ir_nodes for src in n.source}
+    copies = _channel_copies(graph)
+    too_many = _tile_refusals(ir_nodes, tgt)
     out = []
     for n in nodes:
         name = _label(n)
@@ -186,6 +172,32 @@ def partition(model, input_whc: str | tuple[int, int, int] | None = None, *,
         else:
             out.append(_placed(n, name, where_ir.get(name), copies))
     return out
+
+
+def _float_stage(model, graph, passes, nodes) -> tuple[object, dict[str, str]]:
+    """The driver's float-pass stage on imported ``graph`` and the checks compile makes
+    after it (NPU work, memory): (the float graph, {}) or, when they refuse it, (None,
+    {ONNX node label: reason}); a refusal naming no ONNX node is every node's, so the model
+    is never reported as compiling when compile refuses it.
+
+    Raises:
+        InputError: compiling needs more memory than this process may use (as compile).
+    """
+    from tcc_compiler.driver import check_memory, run_float_passes
+    from tcc_compiler.errors import UnsupportedError
+    from tcc_compiler.frontend.onnx_import import check_npu_work
+    from tcc_compiler.segmenting.plan import legalizer_refusals
+
+    by_ir_name = {n.name: n for n in graph.nodes}
+    try:
+        graph = run_float_passes(graph, passes).graph
+        check_npu_work(graph)  # as the driver's compile does
+        check_memory(graph, model)  # and its memory check (an InputError, as in compile)
+    except UnsupportedError as exc:
+        reasons = legalizer_refusals(by_ir_name, exc.problems)
+        return None, reasons or dict.fromkeys((_label(n) for n in nodes),
+                                              "; ".join(exc.problems))
+    return graph, {}
 
 
 def _target(target):

@@ -312,15 +312,20 @@ def folder_entries(folder: Path, raw: RawSpec | None = None) -> list[Path]:
         else:
             logger.debug("%s: skipped (not an image or .npy file)", child)
     if not entries:
-        subs = [c.name for c in folder.iterdir() if c.is_dir() and not c.name.startswith(".")]
-        hint = (f"; sub-folders ({', '.join(sorted(subs)[:3])}{', ...' if len(subs) > 3 else ''})"
-                " are not searched: name them directly") if subs else ""
-        raws = [c.name for c in folder.iterdir() if is_raw_file(c)] if raw is None else []
-        hint += (f"; {len(raws)} raw array file(s) ({raws[0]}, ...) need their size "
-                 "(--raw-size WxHxC)") if raws else ""
         raise InputError(f"{folder}: folder holds no image or .npy files "
-                         f"({', '.join(suffixes)}){hint}")
+                         f"({', '.join(suffixes)}){_empty_folder_hint(folder, raw)}")
     return entries
+
+
+def _empty_folder_hint(folder: Path, raw: RawSpec | None) -> str:
+    """What a folder :func:`folder_entries` found nothing in holds instead: sub-folders
+    (not searched) and, without a raw size, raw array files ("" when neither)."""
+    subs = sorted(c.name for c in folder.iterdir() if c.is_dir() and not c.name.startswith("."))
+    hint = (f"; sub-folders ({', '.join(subs[:3])}{', ...' if len(subs) > 3 else ''}) are not "
+            "searched: name them directly") if subs else ""
+    raws = sorted(c.name for c in folder.iterdir() if is_raw_file(c)) if raw is None else []
+    return hint + (f"; {len(raws)} raw array file(s) ({raws[0]}, ...) need their size "
+                   "(--raw-size WxHxC)" if raws else "")
 
 
 def load_inputs(paths: Sequence[str | os.PathLike[str]], pre: Preprocess,
