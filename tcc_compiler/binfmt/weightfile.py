@@ -396,7 +396,22 @@ def _check_entry(data: bytes, pos: int, i: int, section: bytes, path: str) -> La
     """
     vals = dict(zip((f for f, _, _ in LAYER_ENTRY_FIELDS), _ENTRY.unpack_from(data, pos)))
     where = f"{path}: layer table entry {i}"
-    d_bytes = len(section)
+    _check_fields(vals, i, where)
+    blobs = (("weights", FLAG_WEIGHTS_COMPRESSED), ("params", FLAG_PARAMS_COMPRESSED))
+    if vals["flags"] & FLAG_MERGED:
+        _check_merged(vals, where)
+        blobs = (("weights", FLAG_WEIGHTS_COMPRESSED),)
+    for blob, bit in blobs:
+        _check_blob(vals, blob, bit, section, where)
+    return LayerEntry(i, LayerKind(vals["kind"]), vals["flags"], vals["out_channels"],
+                      vals["block_channels"], vals["weights_offset"], vals["weights_bytes"],
+                      vals["weights_raw_bytes"], vals["params_offset"], vals["params_bytes"],
+                      vals["params_raw_bytes"], vals["name_hash"])
+
+
+def _check_fields(vals: dict, i: int, where: str) -> None:
+    """Entry ``i``'s fields (``vals``) that hold on their own: index, reserved fields and
+    flag bits, kind, channel block, raw sizes (FormatError: one line naming the field)."""
     if vals["layer_index"] != i:
         raise FormatError(f"{where}: field layer_index = {vals['layer_index']}, expected {i}")
     if any(vals["reserved0"]) or vals["reserved1"]:
@@ -415,30 +430,30 @@ def _check_entry(data: bytes, pos: int, i: int, section: bytes, path: str) -> La
     if (vals["weights_raw_bytes"] % o if o else vals["weights_raw_bytes"]):
         raise FormatError(f"{where}: field weights_raw_bytes = {vals['weights_raw_bytes']} is "
                           f"not a multiple of out_channels ({o})")
-    blobs = (("weights", FLAG_WEIGHTS_COMPRESSED), ("params", FLAG_PARAMS_COMPRESSED))
-    if flags & FLAG_MERGED:
-        _check_merged(vals, where)
-        blobs = (("weights", FLAG_WEIGHTS_COMPRESSED),)
-    for blob, bit in blobs:
-        off, size = vals[f"{blob}_offset"], vals[f"{blob}_bytes"]
-        raw = vals[f"{blob}_raw_bytes"]
-        if flags & FLAG_MERGED:   # the merged blob expands to weights + params
-            raw += vals["params_raw_bytes"]
-        if off % SECTION_ALIGN or off + size > d_bytes:
-            raise FormatError(f"{where}: field {blob}_offset/{blob}_bytes = {off}/{size} "
-                              f"outside the data section ({d_bytes} bytes) or not 64-aligned")
-        if not flags & bit:
-            if size != raw:
-                raise FormatError(f"{where}: field {blob}_bytes = {size} differs from "
-                                  f"{blob}_raw_bytes = {raw} in an uncompressed blob")
-            continue
-        if size >= raw:
-            raise FormatError(f"{where}: field {blob}_bytes = {size} not below {blob}_raw_bytes "
-                              f"= {raw} in a compressed blob")
-        decode_blob(section[off:off + size], raw, o, bc, f"{where}: {blob}")
-    return LayerEntry(i, LayerKind(vals["kind"]), flags, o, bc, vals["weights_offset"],
-                      vals["weights_bytes"], vals["weights_raw_bytes"], vals["params_offset"],
-                      vals["params_bytes"], vals["params_raw_bytes"], vals["name_hash"])
+
+
+def _check_blob(vals: dict, blob: str, bit: int, section: bytes, where: str) -> None:
+    """Blob ``blob`` ("weights"/"params", compressed when flag ``bit`` is set) lies 64-aligned
+    in the data ``section``, stored verbatim or smaller and decoding to its raw size (a merged
+    entry's weights + params) (FormatError: one line naming the field)."""
+    flags, d_bytes = vals["flags"], len(section)
+    off, size = vals[f"{blob}_offset"], vals[f"{blob}_bytes"]
+    raw = vals[f"{blob}_raw_bytes"]
+    if flags & FLAG_MERGED:   # the merged blob expands to weights + params
+        raw += vals["params_raw_bytes"]
+    if off % SECTION_ALIGN or off + size > d_bytes:
+        raise FormatError(f"{where}: field {blob}_offset/{blob}_bytes = {off}/{size} "
+                          f"outside the data section ({d_bytes} bytes) or not 64-aligned")
+    if not flags & bit:
+        if size != raw:
+            raise FormatError(f"{where}: field {blob}_bytes = {size} differs from "
+                              f"{blob}_raw_bytes = {raw} in an uncompressed blob")
+        return
+    if size >= raw:
+        raise FormatError(f"{where}: field {blob}_bytes = {size} not below {blob}_raw_bytes "
+                          f"= {raw} in a compressed blob")
+    decode_blob(section[off:off + size], raw, vals["out_channels"], vals["block_channels"],
+                f"{where}: {blob}")
 
 
 def _check_merged(vals: dict, where: str) -> None:

@@ -91,49 +91,63 @@ def _attr(n: onnx.NodeProto, name: str, default=None):
     return default if a is None else helper.get_attribute_value(a)
 
 
+class _Uses:
+    """Who makes and who reads each tensor of a graph, to walk a chain of single-use nodes."""
+
+    def __init__(self, g: onnx.GraphProto) -> None:
+        self.producer = {o: n for n in g.node for o in n.output}
+        self.readers: dict[str, list] = {}
+        for n in g.node:
+            for i in n.input:
+                self.readers.setdefault(i, []).append(n)
+        self.outputs = {o.name for o in g.output}
+
+    def only(self, t: str, op: str):
+        """The one reader of ``t`` when it is of type ``op`` and ``t`` no graph output."""
+        r = self.readers.get(t, [])
+        return r[0] if len(r) == 1 and r[0].op_type == op and t not in self.outputs else None
+
+    def made(self, t: str, op: str):
+        """``t``'s producer when it is of type ``op``, ``t`` read once and no graph output."""
+        p = self.producer.get(t)
+        return p if p is not None and p.op_type == op and len(self.readers.get(t, [])) == 1 \
+            and t not in self.outputs else None
+
+
 def _match(g: onnx.GraphProto, soft: onnx.NodeProto) -> _Match | None:
     """The DFL decode around Softmax ``soft``, or None (reason at DEBUG)."""
-    producer = {o: n for n in g.node for o in n.output}
-    readers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
-    outputs = {o.name for o in g.output}
+    uses = _Uses(g)
     shapes, inits = _shapes(g), {t.name: t for t in g.initializer}
-
-    def only(t: str, op: str):   # the one reader of t, of type op
-        r = readers.get(t, [])
-        return r[0] if len(r) == 1 and r[0].op_type == op and t not in outputs else None
-
-    def made(t: str, op: str):   # t's producer of type op, t read once and no output
-        p = producer.get(t)
-        return p if p is not None and p.op_type == op and len(readers.get(t, [])) == 1 \
-            and t not in outputs else None
-
-    tr = made(soft.input[0], "Transpose")
-    r4 = made(tr.input[0], "Reshape") if tr is not None else None
-    cat = made(r4.input[0], "Concat") if r4 is not None else None
-    conv = only(soft.output[0], "Conv")
-    r3 = only(conv.output[0], "Reshape") if conv is not None else None
+    tr = uses.made(soft.input[0], "Transpose")
+    r4 = uses.made(tr.input[0], "Reshape") if tr is not None else None
+    cat = uses.made(r4.input[0], "Concat") if r4 is not None else None
+    conv = uses.only(soft.output[0], "Conv")
+    r3 = uses.only(conv.output[0], "Reshape") if conv is not None else None
     why = _decline(soft, tr, r4, cat, conv, r3, shapes, inits)
+    parts, why = _level_maps(cat, uses, shapes) if not why else ([], why)
     if why:
         log.debug("DFL rewrite declined at Softmax '%s': %s", soft.name, why)
         return None
-    levels, parts = [], []
-    for t in cat.input:
-        rs = made(t, "Reshape")
-        src = shapes.get(rs.input[0], ()) if rs is not None else ()
-        if rs is None or len(src) != 4 or shapes.get(t) != (1, src[1], src[2] * src[3]):
-            log.debug("DFL rewrite declined at Softmax '%s': Concat input '%s' is no Reshape "
-                      "of a 4-D map", soft.name, t)
-            return None
-        levels.append((rs.input[0], src))
-        parts.append(rs)
     w = numpy_helper.to_array(inits[conv.input[1]]).reshape(-1)
     b = numpy_helper.to_array(inits[conv.input[2]]).reshape(-1) if len(conv.input) > 2 \
         and conv.input[2] else None
     scope = (soft.name or soft.output[0]).rsplit("/", 1)[0] or soft.output[0]
+    levels = [(rs.input[0], shapes[rs.input[0]]) for rs in parts]
     return _Match(parts + [cat, r4, tr, soft, conv, r3], levels, w, b, r3.output[0], scope)
+
+
+def _level_maps(cat: onnx.NodeProto, uses: _Uses, shapes: dict) -> tuple[list, str]:
+    """(the Reshape of each level's 4-D box map ``[1, C, H, W]`` to ``[1, C, H*W]`` that the
+    levels' Concat ``cat`` joins, in its input order, "") or ([], why not) when an input is
+    no such Reshape made for the Concat alone."""
+    parts = []
+    for t in cat.input:
+        rs = uses.made(t, "Reshape")
+        src = shapes.get(rs.input[0], ()) if rs is not None else ()
+        if rs is None or len(src) != 4 or shapes.get(t) != (1, src[1], src[2] * src[3]):
+            return [], f"Concat input '{t}' is no Reshape of a 4-D map"
+        parts.append(rs)
+    return parts, ""
 
 
 def _decline(soft, tr, r4, cat, conv, r3, shapes, inits) -> str:
@@ -202,14 +216,26 @@ def _rewrite(g: onnx.GraphProto, m: _Match) -> None:
         d_parts.append(d)
     new.append(helper.make_node("Concat", d_parts, [m.out], name=f"{m.name}/Concat_levels",
                                 axis=-1))
+    _splice(g, m, new)
+    _drop_dead(g, m, vis)
+
+
+def _splice(g: onnx.GraphProto, m: _Match, new: list) -> None:
+    """Remove ``m``'s nodes from ``g`` and put ``new`` where the levels' Concat was (every
+    producer of the new nodes' inputs comes before it: the order stays topological)."""
     gone = {id(n) for n in m.nodes}
-    removed = {o for n in m.nodes for o in n.output} - {m.out}
     at = next(i for i, n in enumerate(g.node) if n is m.nodes[len(m.levels)])   # the Concat
     nodes = list(g.node)
     kept = [n for n in nodes[:at] if id(n) not in gone] + new + \
         [n for n in nodes[at:] if id(n) not in gone]
     del g.node[:]
     g.node.extend(kept)
+
+
+def _drop_dead(g: onnx.GraphProto, m: _Match, vis: list) -> None:
+    """After :func:`_splice`: drop the initializers no node reads any more and the shapes of
+    ``m``'s removed tensors, and record the new tensors' shapes ``vis`` (name, dims)."""
+    removed = {o for n in m.nodes for o in n.output} - {m.out}
     used = {i for n in g.node for i in n.input}
     dead = {i for n in m.nodes for i in n.input} - used
     keep_init = [t for t in g.initializer if t.name not in dead]
