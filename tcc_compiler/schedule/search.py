@@ -16,7 +16,7 @@ from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.schedule import cost
 from tcc_compiler.schedule.cost import replay
 from tcc_compiler.schedule.geom import conv_geom
-from tcc_compiler.schedule.lift import plan_lifts
+from tcc_compiler.schedule.lift import plan_lifts, plan_weight_lifts
 from tcc_compiler.schedule.lowering import Lowering
 from tcc_compiler.schedule.memory import MemoryPlan, plan_memory
 from tcc_compiler.schedule.hoist import (Hoist, hoist_spans, plan_hoist, plan_pieces,
@@ -354,12 +354,40 @@ def _lifted(graph: Graph, t: Target, compressor, lw: Lowering, prog: Program, cy
     replays faster; else ``prog``. A lift whose smaller SRAM budget changes the op's tile plan
     (another tiling, or another footprint) is dropped and the lifts re-placed without it, up
     to :data:`LIFT_ROUNDS` times; a lifted op's tiles must still fit (else ``prog``)."""
-    def lower(lifts=None):
+    def lower(lifts=None, wlifts=None):
         return Lowering(graph, t, lw.zone_bytes, compressor, cascade=lw.cascade,
-                        hoist=hoists or None, memo=memo, mem=lw.mem, lifts=lifts)
+                        hoist=hoists or None, memo=memo, mem=lw.mem, lifts=lifts,
+                        wlifts=wlifts)
     again = lower()
     again.run()   # the same program as ``prog``; its op spans place the lifts
-    spans, fixed = again.op_spans, set()
+    best = (prog, cycles, None, again.op_spans)
+    lifted = _lift_ops(t, lower, prog, again.op_spans)
+    if lifted is not None:
+        cycles2 = _cycles(lifted[0], t)
+        log.debug("%d ops lifted: %d -> %d cycles", len(lifted[1]), cycles, cycles2)
+        if cycles2 < cycles:
+            best = (lifted[0], cycles2, lifted[1], lifted[2])
+    prog, cycles, lifts, spans = best
+    wlifts = plan_weight_lifts(spans, t.sram_align_bytes)
+    if wlifts:
+        try:
+            prog2 = lower(lifts, wlifts).run()
+        except ScheduleError:   # pragma: no cover - the slots only leave the tile areas
+            return lw, prog, cycles
+        cycles2 = _cycles(prog2, t)
+        log.debug("%d convs' weight slots lifted: %d -> %d cycles", len(wlifts), cycles,
+                  cycles2)
+        if cycles2 < cycles:
+            return lw, prog2, cycles2
+    return lw, prog, cycles
+
+
+def _lift_ops(t: Target, lower, prog: Program, spans):
+    """(program, lifts, op spans) of ``prog`` lowered again (``lower(lifts)``) with its ops'
+    tile areas lifted (:func:`plan_lifts` on ``spans``, ``prog``'s), dropping the lifts
+    that changed a tile plan (:data:`LIFT_ROUNDS` tries); None: no lift, or none kept its
+    tile plan, or the tiles no longer fit."""
+    fixed: set[str] = set()
     plans = {li.name: (li.plan, li.tiles) for li in prog.layers}
     sizes = {sp.name: sp.hi - sp.lo for sp in spans}
     for _ in range(LIFT_ROUNDS):
@@ -367,25 +395,21 @@ def _lifted(graph: Graph, t: Target, compressor, lw: Lowering, prog: Program, cy
                                                 and sp.name not in fixed) for sp in spans],
                            t.sram_align_bytes)
         if not lifts:
-            return lw, prog, cycles
+            return None
         lifted = lower(lifts)
         try:
             prog2 = lifted.run()
         except ScheduleError:
             log.debug("lifts: tiles no longer fit")
-            return lw, prog, cycles
+            return None
         changed = {li.name for li in prog2.layers if li.name in lifts
                    and (li.plan, li.tiles) != plans.get(li.name)}
         changed |= {sp.name for sp in lifted.op_spans
                     if sp.name in lifts and sp.hi - sp.lo != sizes.get(sp.name)}
         if not changed:
-            break
+            return prog2, lifts, lifted.op_spans
         fixed |= changed
-    else:
-        return lw, prog, cycles
-    cycles2 = _cycles(prog2, t)
-    log.debug("%d ops lifted: %d -> %d cycles", len(lifts), cycles, cycles2)
-    return (lw, prog2, cycles2) if cycles2 < cycles else (lw, prog, cycles)
+    return None
 
 
 def _add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program,
