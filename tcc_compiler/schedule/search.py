@@ -63,6 +63,14 @@ LEAD_VARIANTS = (False, True)
 #: Re-placements of the lifts (:func:`_lifted`) after dropping those that changed a tile plan.
 LIFT_ROUNDS = 3
 
+#: Rounds of weight lifts (:func:`plan_weight_lifts`) :func:`_lifted` tries, each on the
+#: program of the previous one, kept while the replay gets faster: a lifted load no longer
+#: waits, so a later one may wait instead.
+WEIGHT_LIFT_ROUNDS = 3
+
+#: Ops before a conv whose SRAM its weight slots keep clear of (:func:`plan_weight_lifts`).
+WEIGHT_LIFT_DEPTH = 3
+
 #: Band slacks (:func:`plan_memory` ``band_slack``) :func:`search` plans a network with
 #: depthwise layers with (slack 0 searched in full, a larger one as :data:`SLACK_BASES`
 #: says; the winner's ops lifted once), keeping the fastest program: a cascaded chain in
@@ -368,17 +376,26 @@ def _lifted(graph: Graph, t: Target, compressor, lw: Lowering, prog: Program, cy
         if cycles2 < cycles:
             best = (lifted[0], cycles2, lifted[1], lifted[2])
     prog, cycles, lifts, spans = best
-    wlifts = plan_weight_lifts(spans, t.sram_align_bytes)
-    if wlifts:
+    wlifts: dict[str, int] = {}
+    now = cycles
+    for _ in range(WEIGHT_LIFT_ROUNDS):
+        more = plan_weight_lifts(spans, t.sram_align_bytes, WEIGHT_LIFT_DEPTH)
+        if not more:
+            break
+        wlifts.update(more)
+        lowering = lower(lifts, wlifts)
         try:
-            prog2 = lower(lifts, wlifts).run()
+            prog2 = lowering.run()
         except ScheduleError:   # pragma: no cover - the slots only leave the tile areas
-            return lw, prog, cycles
+            break
         cycles2 = _cycles(prog2, t)
-        log.debug("%d convs' weight slots lifted: %d -> %d cycles", len(wlifts), cycles,
+        log.debug("%d more convs' weight slots lifted: %d -> %d cycles", len(more), now,
                   cycles2)
+        if cycles2 > now:   # a round that loses stops; one that ties may unblock the next
+            break
+        now, spans = cycles2, lowering.op_spans
         if cycles2 < cycles:
-            return lw, prog2, cycles2
+            prog, cycles = prog2, cycles2
     return lw, prog, cycles
 
 
