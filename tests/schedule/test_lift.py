@@ -115,9 +115,9 @@ def test_lifted_loads_wait_less(lifted):
 
 
 def test_search_keeps_a_lifted_program_only_when_faster_with_the_same_plans(lifted):
-    """schedule/search.py ``_lifted``: the program it returns replays no slower than the one
+    """schedule/liftsearch.py ``lifted``: the program it returns replays no slower than the one
     given and every op keeps its tile plan (lifts that would change one are dropped)."""
-    from tcc_compiler.schedule.search import _lifted
+    from tcc_compiler.schedule.liftsearch import lifted as _lifted
 
     g, _, plain, lw, _, _, _ = lifted
     t = load_target().with_sram(BUDGET)
