@@ -31,7 +31,10 @@ class OpSpan:
     """One lowered op's tile area (SRAM bytes ``[lo, hi)``) and the SRAM it may take it from,
     ``[base, end)`` (above the resident tensors, below the prefetch areas it reserves).
     ``liftable``: a plain op that is no prefetch consumer (a cascaded chain or a consumer,
-    whose blocks were placed ahead, keeps its place)."""
+    whose blocks were placed ahead, keeps its place). ``wbytes``: a conv's weight and
+    parameter slots (bytes, aligned, inside ``[lo, hi)``; 0: none, or already lifted), what a
+    weight lift (:func:`plan_weight_lifts`) places. ``res``: the other SRAM intervals
+    ``[lo, hi)`` the op reads or writes (resident tensors, prefetch areas)."""
 
     name: str
     lo: int
@@ -39,6 +42,8 @@ class OpSpan:
     base: int
     end: int
     liftable: bool
+    wbytes: int = 0
+    res: tuple[tuple[int, int], ...] = ()
 
 
 def _overlaps(lo: int, hi: int, spans: list[tuple[int, int]]) -> bool:
@@ -77,3 +82,30 @@ def plan_lifts(spans: list[OpSpan], align: int, depth: int | None = None) -> dic
                 lo, hi = s, s + (hi - lo)
         placed.append((lo, hi))
     return lifts
+
+
+def plan_weight_lifts(spans: list[OpSpan], align: int,
+                      depth: int | None = None) -> dict[str, int]:
+    """conv name -> the SRAM address its weight and parameter slots are placed at (bytes,
+    ``align``-ed, upwards), outside its tile area, for the ``liftable`` convs of ``spans``
+    (one program's, lifts applied, in lowering order) whose tile area still overlaps the area
+    of one of the ``depth`` (None: :data:`LIFT_DEPTH`) ops before it (their first weight
+    load would wait for that op's compute, and the LOAD queue with it): the lowest place in
+    ``[base, end)`` clear of those ops' areas (and weight slots placed here), of its own
+    area and of the usual places of the ``depth - 1`` ops after it (:func:`_first_fit`).
+    The rest of its tile area stays put; a conv with no such place keeps its slots."""
+    depth = LIFT_DEPTH if depth is None else depth
+    placed: list[list[tuple[int, int]]] = []
+    out: dict[str, int] = {}
+    for k, sp in enumerate(spans):
+        mine = [(sp.lo, sp.hi), *sp.res]
+        recent = [iv for ivs in placed[-depth:] for iv in ivs] if depth else []
+        if sp.liftable and sp.wbytes and _overlaps(sp.lo, sp.hi, recent):
+            # (its slots sit in its tile area: the area's overlap is theirs or its inputs')
+            ahead = [iv for x in spans[k + 1:k + depth] for iv in [(x.lo, x.hi), *x.res]]
+            s = _first_fit(sp.wbytes, sp.base, sp.end, recent + ahead + mine, align)
+            if s is not None:
+                out[sp.name] = s
+                mine.append((s, s + sp.wbytes))
+        placed.append(mine)
+    return out

@@ -49,6 +49,8 @@ class Lowering:
     search's prefetch tries reuse their base program's plan); None: planned by :meth:`run`.
     ``lifts``: op name -> SRAM address its tile buffers start at, upwards (above its base;
     :func:`~tcc_compiler.schedule.lift.plan_lifts`); ops not named keep their place.
+    ``wlifts``: conv name -> SRAM address its weight slots start at, upwards, outside its
+    tile area (:func:`~tcc_compiler.schedule.lift.plan_weight_lifts`).
 
     Attributes (after :meth:`run`):
         mem: the :class:`~tcc_compiler.schedule.memory.MemoryPlan` used.
@@ -60,9 +62,11 @@ class Lowering:
     def __init__(self, graph: Graph, target: Target, zone_bytes: int = 0,
                  compressor: BlockCompressor | None = None, cascade: bool = False,
                  hoist: Hoist | tuple[Hoist, ...] | None = None, memo: dict | None = None,
-                 mem: MemoryPlan | None = None, lifts: dict[str, int] | None = None):
+                 mem: MemoryPlan | None = None, lifts: dict[str, int] | None = None,
+                 wlifts: dict[str, int] | None = None):
         self.graph, self.t, self.cascade, self.hoist = graph, target, cascade, hoist
         self.lifts = lifts or {}
+        self.wlifts = wlifts or {}
         self.op_spans: list[OpSpan] = []
         self.memo = memo if memo is not None else {}
         self.zone_bytes = align_up(zone_bytes, target.sram_align_bytes)
@@ -112,6 +116,8 @@ class Lowering:
             consumer = pf is not None and any(h.consumer == n.name for h in pf.hoists)
             if n.name in self.lifts and not consumer:
                 ctx.base, ctx.lifted = self.lifts[n.name], True
+            if not consumer:
+                ctx.wlift = self.wlifts.get(n.name)
             layers.append(self._op(ctx, n, pf))
             self._span(ctx, n, n_ops, not consumer)
         if pf is not None:
@@ -129,7 +135,9 @@ class Lowering:
             return
         lo, hi = ctx.em.tile_spans[-1]
         self.op_spans.append(OpSpan(n.name, lo, hi, ctx.mem.base(n),
-                                    self.t.sram_capacity_bytes - ctx.reserve, liftable))
+                                    self.t.sram_capacity_bytes - ctx.reserve, liftable,
+                                    ctx.wslot_bytes if ctx.wlift is None else 0,
+                                    tuple(ctx.op_res)))
 
     def _op(self, ctx: OpContext, n: Node, pf: Prefetcher | None) -> LayerInfo:
         """Lower one plain op; return its :class:`LayerInfo`."""

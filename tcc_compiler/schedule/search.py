@@ -16,7 +16,7 @@ from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.schedule import cost
 from tcc_compiler.schedule.cost import replay
 from tcc_compiler.schedule.geom import conv_geom
-from tcc_compiler.schedule.lift import plan_lifts
+from tcc_compiler.schedule.liftsearch import lifted as _lifted
 from tcc_compiler.schedule.lowering import Lowering
 from tcc_compiler.schedule.memory import MemoryPlan, plan_memory
 from tcc_compiler.schedule.hoist import (Hoist, hoist_spans, plan_hoist, plan_pieces,
@@ -59,9 +59,6 @@ PREFETCH_FINALISTS = 2
 #: compares for a network with depthwise layers (MobileNetV2 224: 0.372 ms without leading,
 #: 0.367 ms with it; ResNet-50 224, which is not searched this way, would be slower).
 LEAD_VARIANTS = (False, True)
-
-#: Re-placements of the lifts (:func:`_lifted`) after dropping those that changed a tile plan.
-LIFT_ROUNDS = 3
 
 #: Band slacks (:func:`plan_memory` ``band_slack``) :func:`search` plans a network with
 #: depthwise layers with (slack 0 searched in full, a larger one as :data:`SLACK_BASES`
@@ -261,7 +258,7 @@ def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
     slack none of whose candidates can be lowered is passed over. Slack 0 is searched in
     full; a larger slack only by :data:`SLACK_BASES` of its plans that no smaller slack
     planned (see :func:`_search_plans`). The ops of the fastest program with prefetch are
-    lifted (:func:`_lifted`) once, after all the slacks.
+    lifted (:func:`~tcc_compiler.schedule.liftsearch.lifted`) once, after all the slacks.
 
     Raises:
         ScheduleError: no candidate without slack can be lowered.
@@ -345,47 +342,6 @@ def _prefetch_bases(tries, wide: bool, first: bool, cache: dict):
     if wide:   # and the fastest compact plan (planned for prefetch, may win only with it)
         bases += [x for x in tries if x[3] and all(x is not b for b in bases)][:1]
     return bases, (LEAD_VARIANTS if wide else (False,))
-
-
-def _lifted(graph: Graph, t: Target, compressor, lw: Lowering, prog: Program, cycles: int,
-            hoists: tuple[Hoist, ...], memo: dict) -> tuple[Lowering, Program, int]:
-    """(``lw``, program, cycles): ``prog`` (lowered by ``lw``'s plan with ``hoists``) with its
-    tile areas lifted clear of the ops just before them (:func:`plan_lifts`), when that
-    replays faster; else ``prog``. A lift whose smaller SRAM budget changes the op's tile plan
-    (another tiling, or another footprint) is dropped and the lifts re-placed without it, up
-    to :data:`LIFT_ROUNDS` times; a lifted op's tiles must still fit (else ``prog``)."""
-    def lower(lifts=None):
-        return Lowering(graph, t, lw.zone_bytes, compressor, cascade=lw.cascade,
-                        hoist=hoists or None, memo=memo, mem=lw.mem, lifts=lifts)
-    again = lower()
-    again.run()   # the same program as ``prog``; its op spans place the lifts
-    spans, fixed = again.op_spans, set()
-    plans = {li.name: (li.plan, li.tiles) for li in prog.layers}
-    sizes = {sp.name: sp.hi - sp.lo for sp in spans}
-    for _ in range(LIFT_ROUNDS):
-        lifts = plan_lifts([dataclasses.replace(sp, liftable=sp.liftable
-                                                and sp.name not in fixed) for sp in spans],
-                           t.sram_align_bytes)
-        if not lifts:
-            return lw, prog, cycles
-        lifted = lower(lifts)
-        try:
-            prog2 = lifted.run()
-        except ScheduleError:
-            log.debug("lifts: tiles no longer fit")
-            return lw, prog, cycles
-        changed = {li.name for li in prog2.layers if li.name in lifts
-                   and (li.plan, li.tiles) != plans.get(li.name)}
-        changed |= {sp.name for sp in lifted.op_spans
-                    if sp.name in lifts and sp.hi - sp.lo != sizes.get(sp.name)}
-        if not changed:
-            break
-        fixed |= changed
-    else:
-        return lw, prog, cycles
-    cycles2 = _cycles(prog2, t)
-    log.debug("%d ops lifted: %d -> %d cycles", len(lifts), cycles, cycles2)
-    return (lw, prog2, cycles2) if cycles2 < cycles else (lw, prog, cycles)
 
 
 def _add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program,

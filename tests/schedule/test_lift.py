@@ -13,7 +13,7 @@ from helpers.prefetch_net import quantized_prefetch_net
 from tcc_compiler.isa.spec import Queue
 from tcc_compiler.quant import run_golden
 from tcc_compiler.schedule.cost import replay
-from tcc_compiler.schedule.lift import LIFT_DEPTH, OpSpan, plan_lifts
+from tcc_compiler.schedule.lift import LIFT_DEPTH, OpSpan, plan_lifts, plan_weight_lifts
 from tcc_compiler.schedule.lowering import Lowering
 from tcc_compiler.target import load_target
 
@@ -115,9 +115,9 @@ def test_lifted_loads_wait_less(lifted):
 
 
 def test_search_keeps_a_lifted_program_only_when_faster_with_the_same_plans(lifted):
-    """schedule/search.py ``_lifted``: the program it returns replays no slower than the one
+    """schedule/liftsearch.py ``lifted``: the program it returns replays no slower than the one
     given and every op keeps its tile plan (lifts that would change one are dropped)."""
-    from tcc_compiler.schedule.search import _lifted
+    from tcc_compiler.schedule.liftsearch import lifted as _lifted
 
     g, _, plain, lw, _, _, _ = lifted
     t = load_target().with_sram(BUDGET)
@@ -126,3 +126,80 @@ def test_search_keeps_a_lifted_program_only_when_faster_with_the_same_plans(lift
     assert cycles2 == max(e for _, e in replay(prog.commands, t)) <= cycles
     assert [(li.name, li.plan, li.tiles) for li in prog.layers] == \
         [(li.name, li.plan, li.tiles) for li in plain.layers]
+
+
+def _wspan(name, lo, hi, wbytes=0, res=(), base=0, end=1000, liftable=True):
+    return OpSpan(name, lo, hi, base, end, liftable, wbytes, tuple(res))
+
+
+def test_weight_slots_lifted_clear_of_the_recent_ops_and_their_resident_tensors():
+    """c's area overlaps a's: its 100 weight-slot bytes go to the lowest place clear of a, b,
+    the resident tensor b reads ([100, 300)) and c's own area."""
+    spans = [_wspan("a", 0, 100), _wspan("b", 900, 1000, res=[(100, 300)]),
+             _wspan("c", 0, 200, wbytes=100)]
+    assert plan_weight_lifts(spans, 64) == {"c": 320}
+
+
+def test_no_weight_lift_without_overlap_room_slots_or_when_not_liftable():
+    clear = [_wspan("a", 0, 100), _wspan("b", 900, 1000), _wspan("c", 200, 300, wbytes=50)]
+    assert plan_weight_lifts(clear, 64) == {}
+    full = [_wspan("a", 0, 500), _wspan("b", 500, 1000), _wspan("c", 0, 300, wbytes=50)]
+    assert plan_weight_lifts(full, 64) == {}
+    noslots = [_wspan("a", 0, 100), _wspan("b", 900, 1000), _wspan("c", 0, 200)]
+    assert plan_weight_lifts(noslots, 64) == {}
+    fixed = [_wspan("a", 0, 100), _wspan("b", 900, 1000),
+             _wspan("c", 0, 200, wbytes=50, liftable=False)]
+    assert plan_weight_lifts(fixed, 64) == {}
+
+
+def test_weight_lifts_avoid_the_next_ops_and_earlier_weight_lifts():
+    """d's slots (its area overlaps c's) take neither c's lifted slots [256, 320) nor the
+    place of e, the op after it [384, 448)."""
+    spans = [_wspan("a", 0, 100), _wspan("b", 900, 1000), _wspan("c", 0, 200, wbytes=64),
+             _wspan("d", 0, 100, wbytes=64), _wspan("e", 384, 448)]
+    assert plan_weight_lifts(spans, 64) == {"c": 256, "d": 320}
+    spans[4] = _wspan("e", 320, 384)
+    assert plan_weight_lifts(spans, 64) == {"c": 256, "d": 384}
+
+
+@pytest.fixture(scope="module")
+def wlifted():
+    """The prefetch net lowered with the weight lifts planned from its plain program's op
+    spans. Returns (graph, input, plain program, its lowering, weight lifts, program, its
+    lowering)."""
+    g, x = quantized_prefetch_net(256, (128, 256, 128))
+    t = load_target().with_sram(BUDGET)
+    lw = Lowering(g, t, 0)
+    plain = lw.run()
+    wl = plan_weight_lifts(lw.op_spans, t.sram_align_bytes)
+    lw2 = Lowering(g, t, 0, wlifts=wl)
+    return g, x, plain, lw, wl, lw2.run(), lw2
+
+
+def test_weight_lifted_convs_load_into_their_lifted_slots(wlifted):
+    """Each weight-lifted conv keeps its tile plan and loads its weights at its lifted place,
+    clear of the tile areas of the ops before it."""
+    _, _, plain, lw, wl, prog, lw2 = wlifted
+    assert wl, "the net has no conv whose area overlaps the ops before it"
+    assert [(li.plan, li.tiles) for li in prog.layers] == \
+        [(li.plan, li.tiles) for li in plain.layers]
+    names = [s.name for s in lw.op_spans]
+    for name, addr in wl.items():
+        k = names.index(name)
+        size = lw.op_spans[k].wbytes
+        loads = [c for i, c in enumerate(prog.commands) if c.queue is Queue.LOAD
+                 and name in prog.comments[i] and "weights" in prog.comments[i]]
+        assert loads and all(addr <= c.sram < addr + size for c in loads), name
+        for p in lw2.op_spans[max(0, k - LIFT_DEPTH):k]:
+            assert addr + size <= p.lo or p.hi <= addr, (name, p.name)
+
+
+def test_weight_lifted_program_bit_exact_in_order_and_random(wlifted):
+    g, x, _, _, _, prog, _ = wlifted
+    gold = run_golden(g, x)
+    for schedule, seed in (("inorder", 0), ("random", 1), ("random", 2)):
+        got, hazards = run_program_impl(prog, BUDGET, g, x, schedule, seed)
+        assert hazards == []
+        for o in prog.outputs:
+            np.testing.assert_array_equal(got[o.name], gold["int:" + o.name].reshape(-1),
+                                          err_msg=o.name)

@@ -41,6 +41,10 @@ class OpContext:
             (schedule/corebands.py); None: nothing.
         lifted: ``base`` was raised above the tile buffers of the ops just before (a lift,
             schedule/lift.py): the buffers are taken upwards from it.
+        wlift: a conv's weight (and parameter) slots start at this SRAM address, upwards,
+            outside its tile area (a weight lift, schedule/lift.py); None: in its tile area.
+        wslot_bytes: set by a conv's lowering: the bytes of its weight and parameter slots
+            (aligned), the size a weight lift places.
     """
 
     em: Emitter
@@ -57,6 +61,8 @@ class OpContext:
     reverse: bool = False
     on_tile: Callable | None = None
     lifted: bool = False
+    wlift: int | None = None
+    wslot_bytes: int = 0
 
     def budget(self) -> int:
         """SRAM bytes the op's tile buffers may use: above its base, below the reserve."""

@@ -291,11 +291,24 @@ class _ConvEmission:
         (:func:`conv_setup`) takes one buffer, its records after its weights (params None)."""
         ocb = self.plan.ocb
         self.merged = self.blobs.merged
+        ctx = self.ctx
+        sizes = ([ocb * (kw_bytes + PARAM_RECORD_BYTES)] * nwb if self.merged
+                 else [ocb * kw_bytes] * nwb + [ocb * PARAM_RECORD_BYTES] * nwb)
+        al = ctx.t.sram_align_bytes
+        ctx.wslot_bytes = sum(align_up(max(n, 1), al) for n in sizes)
+        if ctx.wlift is not None and not self.prefetched:
+            # a weight lift (schedule/lift.py): the slots sit clear of the recent ops' areas
+            offs, off = [], ctx.wlift
+            for n in sizes:
+                offs.append(off)
+                off += align_up(max(n, 1), al)
+            ctx.op_res.append((ctx.wlift, off))
+        else:
+            offs = [sa.alloc(n, "weights+params" if self.merged else
+                             "weights" if i < nwb else "params") for i, n in enumerate(sizes)]
         if self.merged:
-            return ([sa.alloc(ocb * (kw_bytes + PARAM_RECORD_BYTES), "weights+params")
-                     for _ in range(nwb)], [None] * nwb)
-        return ([sa.alloc(ocb * kw_bytes, "weights") for _ in range(nwb)],
-                [sa.alloc(ocb * PARAM_RECORD_BYTES, "params") for _ in range(nwb)])
+            return offs, [None] * nwb
+        return offs[:nwb], offs[nwb:]
 
     def _weight_schedule(self) -> None:
         """The order the weight blocks are loaded in, and whether loads are issued eagerly."""

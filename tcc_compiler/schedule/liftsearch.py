@@ -1,0 +1,115 @@
+"""The lifting step of the schedule search (schedule/search.py): the best program with prefetch
+lowered again with its ops' tile areas lifted clear of the ops just before them
+(:func:`~tcc_compiler.schedule.lift.plan_lifts`), then with the weight slots of the convs
+still overlapping them lifted (:func:`~tcc_compiler.schedule.lift.plan_weight_lifts`), each
+kept when the replay is faster (specs/target.md, "Lifted tile areas", "Weight lifts")."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from tcc_compiler.errors import ScheduleError
+from tcc_compiler.ir.graph import Graph
+from tcc_compiler.schedule.cost import replay
+from tcc_compiler.schedule.hoist import Hoist
+from tcc_compiler.schedule.lift import plan_lifts, plan_weight_lifts
+from tcc_compiler.schedule.lowering import Lowering
+from tcc_compiler.schedule.program import Program
+from tcc_compiler.target import Target
+
+log = logging.getLogger(__name__)
+
+#: Re-placements of the lifts (:func:`lifted`) after dropping those that changed a tile plan.
+LIFT_ROUNDS = 3
+
+#: Rounds of weight lifts (:func:`plan_weight_lifts`) :func:`lifted` tries, each on the
+#: program of the previous one, kept while the replay gets faster: a lifted load no longer
+#: waits, so a later one may wait instead.
+WEIGHT_LIFT_ROUNDS = 3
+
+#: Ops before a conv whose SRAM its weight slots keep clear of (:func:`plan_weight_lifts`).
+WEIGHT_LIFT_DEPTH = 3
+
+
+def _cycles(prog: Program, t: Target) -> int:
+    """Replayed latency of ``prog``, cycles."""
+    return max((e for _, e in replay(prog.commands, t)), default=0)
+
+
+def lifted(graph: Graph, t: Target, compressor, lw: Lowering, prog: Program, cycles: int,
+           hoists: tuple[Hoist, ...], memo: dict) -> tuple[Lowering, Program, int]:
+    """(``lw``, program, cycles): ``prog`` (lowered by ``lw``'s plan with ``hoists``) with its
+    tile areas lifted clear of the ops just before them (:func:`plan_lifts`), when that
+    replays faster; else ``prog``. A lift whose smaller SRAM budget changes the op's tile plan
+    (another tiling, or another footprint) is dropped and the lifts re-placed without it, up
+    to :data:`LIFT_ROUNDS` times; a lifted op's tiles must still fit (else ``prog``). Then
+    the weight slots of the convs whose tile area still overlaps the ops before them are
+    lifted (:func:`plan_weight_lifts`) in up to :data:`WEIGHT_LIFT_ROUNDS` rounds, each
+    planned on the previous round's program (stopping at a round that is slower), the
+    fastest program kept."""
+    def lower(lifts=None, wlifts=None):
+        return Lowering(graph, t, lw.zone_bytes, compressor, cascade=lw.cascade,
+                        hoist=hoists or None, memo=memo, mem=lw.mem, lifts=lifts,
+                        wlifts=wlifts)
+    again = lower()
+    again.run()   # the same program as ``prog``; its op spans place the lifts
+    best = (prog, cycles, None, again.op_spans)
+    lifted = _lift_ops(t, lower, prog, again.op_spans)
+    if lifted is not None:
+        cycles2 = _cycles(lifted[0], t)
+        log.debug("%d ops lifted: %d -> %d cycles", len(lifted[1]), cycles, cycles2)
+        if cycles2 < cycles:
+            best = (lifted[0], cycles2, lifted[1], lifted[2])
+    prog, cycles, lifts, spans = best
+    wlifts: dict[str, int] = {}
+    now = cycles
+    for _ in range(WEIGHT_LIFT_ROUNDS):
+        more = plan_weight_lifts(spans, t.sram_align_bytes, WEIGHT_LIFT_DEPTH)
+        if not more:
+            break
+        wlifts.update(more)
+        lowering = lower(lifts, wlifts)
+        try:
+            prog2 = lowering.run()
+        except ScheduleError:   # pragma: no cover - the slots only leave the tile areas
+            break
+        cycles2 = _cycles(prog2, t)
+        log.debug("%d more convs' weight slots lifted: %d -> %d cycles", len(more), now,
+                  cycles2)
+        if cycles2 > now:   # a round that loses stops; one that ties may unblock the next
+            break
+        now, spans = cycles2, lowering.op_spans
+        if cycles2 < cycles:
+            prog, cycles = prog2, cycles2
+    return lw, prog, cycles
+
+
+def _lift_ops(t: Target, lower, prog: Program, spans):
+    """(program, lifts, op spans) of ``prog`` lowered again (``lower(lifts)``) with its ops'
+    tile areas lifted (:func:`plan_lifts` on ``spans``, ``prog``'s), dropping the lifts
+    that changed a tile plan (:data:`LIFT_ROUNDS` tries); None: no lift, or none kept its
+    tile plan, or the tiles no longer fit."""
+    fixed: set[str] = set()
+    plans = {li.name: (li.plan, li.tiles) for li in prog.layers}
+    sizes = {sp.name: sp.hi - sp.lo for sp in spans}
+    for _ in range(LIFT_ROUNDS):
+        lifts = plan_lifts([dataclasses.replace(sp, liftable=sp.liftable
+                                                and sp.name not in fixed) for sp in spans],
+                           t.sram_align_bytes)
+        if not lifts:
+            return None
+        lifted = lower(lifts)
+        try:
+            prog2 = lifted.run()
+        except ScheduleError:
+            log.debug("lifts: tiles no longer fit")
+            return None
+        changed = {li.name for li in prog2.layers if li.name in lifts
+                   and (li.plan, li.tiles) != plans.get(li.name)}
+        changed |= {sp.name for sp in lifted.op_spans
+                    if sp.name in lifts and sp.hi - sp.lo != sizes.get(sp.name)}
+        if not changed:
+            return prog2, lifts, lifted.op_spans
+        fixed |= changed
+    return None
