@@ -35,6 +35,7 @@ from tcc_compiler.frontend import import_onnx, parse_input_spec
 from tcc_compiler.frontend.onnx_import import check_npu_work, is_segment
 from tcc_compiler.frontend.tir_import import is_ir_file
 from tcc_compiler.fsutil import file_sha256
+from tcc_compiler.interp.onnx_float import shared_sessions
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.numerics.blas import blas_threads
 from tcc_compiler.options import DEFAULTS, CompileOptions, make_options
@@ -129,7 +130,8 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     # one BLAS thread: calibration and GPTQ parallelise over values and layers on threads of
     # their own, and OpenBLAS's threads on their small GEMMs and Cholesky factors only spin
     # and fight (sim/blas.py); the results then no longer depend on the core count either
-    with blas_threads(1):
+    # one ONNX Runtime session for calibration's and bias correction's float passes
+    with blas_threads(1), shared_sessions():
         t0 = time.perf_counter()
         calib = calibrate(graph, opts, preprocess, progress=progress, model=model)
         quantized = None

@@ -131,6 +131,11 @@ class BlockCompressor:
         # is the key itself, so a hit on the same bytes object compares by identity and its
         # hash is computed once
         self._blobs: dict[tuple[bytes, int, int, int], tuple[bytes, tuple[Block, ...]]] = {}
+        #: (weights, params, out_channels, block_channels) -> (stored blob, its blocks,
+        #: compressed) of a merged layer (filled by
+        #: :class:`~tcc_compiler.isa.wlayout.WeightLayoutBuilder`; keyed by the layer's own
+        #: bytes objects, hashed once and matched by identity across lowerings)
+        self.merged: dict[tuple[bytes, bytes, int, int], tuple[bytes, tuple, bool]] = {}
 
     def deflate(self, raw: bytes, split: int = 0) -> bytes:
         """The raw DEFLATE stream of ``raw`` (:func:`deflate`), from the memo when seen."""

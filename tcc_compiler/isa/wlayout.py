@@ -243,9 +243,20 @@ class WeightLayoutBuilder:
 
     def _add_merged(self, name: str, kind: LayerKind, weights: bytes, params: bytes, o: int,
                     bc: int) -> LayerBlobs:
-        """:meth:`add_layer` with ``merged``: one blob of merged blocks."""
-        blob, blocks, z = self._blob(merge_blocks(weights, params, o, bc), o, bc,
-                                     len(weights) // o)
+        """:meth:`add_layer` with ``merged``: one blob of merged blocks (with a compressor,
+        memoised by the very ``weights`` and ``params`` objects and the blocking: the schedule
+        search adds a layer's same bytes objects once per lowering, and the memo then skips
+        merging, hashing and comparing its whole blob; equal bytes give the equal blob)."""
+        memo = self.compressor.merged if self.compressor is not None else None
+        key = (weights, params, o, bc)
+        got = memo.get(key) if memo is not None else None
+        if got is None:
+            blob, blocks, z = self._blob(merge_blocks(weights, params, o, bc), o, bc,
+                                         len(weights) // o)
+            got = (blob, tuple(blocks), z)
+            if memo is not None:
+                memo[key] = got
+        blob, blocks, z = got[0], list(got[1]), got[2]
         if _align(self._size + len(blob)) > spec.REGION_OFFSET_MASK + 1:
             raise InternalError(f"quantized_network.bin: layer {name!r} makes the data section "
                                 "exceed the 1 GiB WEIGHTS region")

@@ -284,6 +284,15 @@ def hist_count(chunk: np.ndarray, lo: float, width: float, bins: int,
     return counts
 
 
+def count_zeros(x: np.ndarray) -> int | None:
+    """How many values of the float array ``x`` (any shape) are 0 (-0.0 included, NaN not:
+    ``x.size - np.count_nonzero(x)``), in one compiled pass (numpy's float count_nonzero is
+    about 4x slower); None when the kernels are unavailable or ``x`` is not float."""
+    if not _enabled or _load() is None or x.dtype.kind != "f":
+        return None
+    return int(_load().count_zeros(_c(x).reshape(-1)))
+
+
 def quantize_nhwc(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray | None:
     """:func:`~tcc_compiler.numerics.requant.quantize_tensor` of the float NCHW ``x``
     [1, C, H, W] (float32 or float64) transposed to NHWC [H, W, C] (``dtype``: int8, int16 or

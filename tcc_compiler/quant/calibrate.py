@@ -295,8 +295,7 @@ class MSEObserver:
         """Fold one batch of values in (``bounds``: its (min, max), when known)."""
         bounds = bounds if bounds is not None else _bounds(x)
         self.mm.update(x, bounds)
-        flat = np.asarray(x).reshape(-1)
-        self.zeros += float(flat.size - np.count_nonzero(flat))
+        self.zeros += float(_zeros(np.asarray(x)))
         self.hist.add(x, bounds=bounds)
 
     def range(self) -> tuple[float, float]:
@@ -330,6 +329,15 @@ class MSEObserver:
     def summary(self) -> dict:
         """Calibration-table record: min/max."""
         return {**self.mm.summary(), "bins": self.hist.bins}
+
+
+def _zeros(x: np.ndarray) -> int:
+    """How many values of ``x`` are exactly 0 (compiled when the kernels are, as
+    :meth:`Histogram._count` decides; else numpy)."""
+    got = None
+    if x.size >= JIT_MIN_ELEMS or jit.loaded():
+        got = jit.count_zeros(x)
+    return got if got is not None else int(x.size - np.count_nonzero(x))
 
 
 def _bounds(x: np.ndarray) -> tuple[float, float]:

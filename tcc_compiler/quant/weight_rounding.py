@@ -33,7 +33,7 @@ from tcc_compiler.interp.onnx_float import float_values
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.quant.calibrate_run import workers
-from tcc_compiler.quant.hessian_dw import depthwise_hessian, is_depthwise, shifts_cheaper
+from tcc_compiler.quant.hessian_dw import depthwise_hessian_kkc, is_depthwise, shifts_cheaper
 from tcc_compiler.quant.hessian_dw import kernel_available as dw_kernel_available
 from tcc_compiler.quant.quantize import is_fixed
 
@@ -199,6 +199,7 @@ class HessianSum:
             by_key = self._readers.setdefault(n.inputs[0].name, {})
             by_key.setdefault(_taps_key(n), []).append(n)
         self._sum: dict[tuple, np.ndarray] = {}          # (value, key) -> H so far
+        self._kkc: set[tuple] = set()   # the (value, key) whose sum is [K, K, C] (depthwise)
         self._pending: dict[tuple, list[np.ndarray]] = {}  # (value, key) -> float32 columns
 
     def names(self) -> list[str]:
@@ -212,7 +213,8 @@ class HessianSum:
             node, at = group[0], (name, key)
             if node.op == Op.CONV and is_depthwise(node) and dw_kernel_available() \
                     and shifts_cheaper(node):
-                self._add(at, depthwise_hessian(value, node.attrs))
+                self._kkc.add(at)   # summed channels last, transposed once (hess)
+                self._add(at, depthwise_hessian_kkc(value, node.attrs))
                 continue
             cols = _taps(value, node, np.float32)
             if cols.shape[2] >= BATCH_COLUMNS:
@@ -224,7 +226,12 @@ class HessianSum:
                 self._flush(at)
 
     def _add(self, at: tuple, h: np.ndarray) -> None:
-        self._sum[at] = self._sum[at] + h if at in self._sum else h
+        """Add ``h`` (a fresh array, owned from here) to the ``H`` of ``at``, in place: the
+        same float64 additions as ``sum + h``, without a new array per input."""
+        if at in self._sum:
+            self._sum[at] += h
+        else:
+            self._sum[at] = h
 
     def _flush(self, at: tuple) -> None:
         """Multiply the gathered columns of ``at`` into its ``H``."""
@@ -242,9 +249,13 @@ class HessianSum:
         out = {}
         for name, by_key in self._readers.items():
             for key, group in by_key.items():
-                if (name, key) in self._sum:
+                at = (name, key)
+                if at in self._sum:
+                    if at in self._kkc:   # [K, K, C] -> [C, K, K], once
+                        self._sum[at] = np.ascontiguousarray(self._sum[at].transpose(2, 0, 1))
+                        self._kkc.discard(at)
                     for n in group:
-                        out[n.name] = self._sum[(name, key)]
+                        out[n.name] = self._sum[at]
         return out
 
 

@@ -38,23 +38,24 @@ def plan_arena(buffers: list[Buffer], align: int, by_time: bool = False) -> int:
     arena size. Deterministic: ties broken by first use, then key.
     """
     placed: list[Buffer] = []   # by offset; equal offsets in placement order (insort_right)
+    offsets: list[int] = []     # their offsets, kept beside them (no key call per probe)
     order = ((lambda b: (b.first, -b.size_bytes, b.key)) if by_time
              else (lambda b: (-b.size_bytes, b.first, b.key)))
     for b in sorted(buffers, key=order):
-        off = 0
+        off, size, first, last = 0, b.size_bytes, b.first, b.last
         for p in placed:   # the buffers live with b, in offset order
-            if p.last < b.first or b.last < p.first:
+            if p.last < first or last < p.first:
                 continue
-            if off + b.size_bytes <= p.offset:
+            if off + size <= p.offset:
                 break
-            off = max(off, align_up(p.offset + p.size_bytes, align))
+            end = align_up(p.offset + p.size_bytes, align)
+            if end > off:
+                off = end
         b.offset = off
-        bisect.insort_right(placed, b, key=_offset)
+        i = bisect.bisect_right(offsets, off)   # after the equal offsets: insort_right's place
+        offsets.insert(i, off)
+        placed.insert(i, b)
     return align_up(max((b.offset + b.size_bytes for b in buffers), default=0), align)
-
-
-def _offset(b: Buffer) -> int:
-    return b.offset
 
 
 def top_sum(buffers: list[Buffer]) -> int:

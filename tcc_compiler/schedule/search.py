@@ -74,6 +74,12 @@ BAND_SLACKS = (0.0, 0.03, 0.05)
 #: finalist, both leads, lifts per slack) cost MobileNetV2 / Lite0 x2.1 / x2.2 schedule time.
 SLACK_BASES = 1
 
+#: A band slack > 0 whose plan starts slower (before prefetch) than slack 0's fastest by more
+#: than this share is not prefetch-searched (:func:`_search_plans`). Pre-prefetch loss of the
+#: slacks that won: Lite0 224 +0.28 %, MobileNetV3-L +0.12 %, MobileNetV2 +1.25 %; ConvMixer's
+#: 3 % slack, +1.70 %, ended 3.4 % slower after 2.8 s of CPU (SSDLite, MobileOne unchanged).
+SLACK_MAX_PRE_LOSS = 0.015
+
 #: Resident-zone sizes :func:`search` tries, as fractions of the SRAM (0 = no residency).
 ZONE_FRACTIONS = (0.0, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
 
@@ -264,7 +270,7 @@ def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
         ScheduleError: no candidate without slack can be lowered.
     """
     wide = has_depthwise(graph, t)
-    best, seen, cache = None, [], {}
+    best, seen, cache, pre = None, [], {}, []
     for slack in BAND_SLACKS if cascade and wide else (0.0,):
         cands = _zone_candidates(graph, t, zone_fractions, cascade, wide, slack)
         keys = {plan_key(c[2]) for c in cands}
@@ -273,7 +279,7 @@ def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
         seen.append(keys)
         try:
             got = _search_plans(graph, t, cands, compressor, prefetch, memo, cache,
-                                first=best is None)
+                                first=best is None, pre=pre)
         except ScheduleError:
             if best is None:   # slack 0: the error of the plans without slack
                 raise
@@ -291,7 +297,8 @@ def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
 
 
 def _search_plans(graph: Graph, t: Target, cands, compressor, prefetch: bool,
-                  memo: dict, cache: dict | None = None, first: bool = True):
+                  memo: dict, cache: dict | None = None, first: bool = True,
+                  pre: list | None = None):
     """(lowering, program, replayed cycles) of the fastest variant of ``cands``
     (:func:`_zone_candidates`): the fastest zone x
     cascading variant and, with ``prefetch``, the fastest after :func:`_add_hoists` of the
@@ -302,7 +309,10 @@ def _search_plans(graph: Graph, t: Target, cands, compressor, prefetch: bool,
     by calls on the same graph (:func:`_best_zone`'s, and each base plan's prefetch rounds
     by ``lead``). ``first`` False (a band slack > 0, :func:`_search`): only the
     :data:`SLACK_BASES` fastest variants (before prefetch) whose plan has not been
-    prefetch-searched yet (``cache``) are, with ``lead`` False only; None when there is none.
+    prefetch-searched yet (``cache``) are, with ``lead`` False only; None when there is none
+    or when it is slower before prefetch than the fastest of the ``first`` call by more than
+    :data:`SLACK_MAX_PRE_LOSS` (``pre``: a list shared by the calls, holding that fastest's
+    cycles once the first call has run).
     """
     cache = {} if cache is None else cache
     tries = _best_zone(graph, t, cands, compressor, memo, cache)
@@ -312,6 +322,13 @@ def _search_plans(graph: Graph, t: Target, cands, compressor, prefetch: bool,
     wide = any(li.depthwise for li in tries[0][1].layers)
     best = None
     bases, leads = _prefetch_bases(tries, wide, first, cache)
+    if pre is not None:
+        if first:
+            pre[:] = [tries[0][0]]
+        elif pre and bases and bases[0][0] > (1 + SLACK_MAX_PRE_LOSS) * pre[0]:
+            log.debug("band slack plan %d cycles before prefetch, slack 0's %d: not searched",
+                      bases[0][0], pre[0])
+            return None
     for cyc0, prog0, lw, _ in bases:
         for lead in leads:
             key = ("hoists", plan_key(lw.mem), lead)

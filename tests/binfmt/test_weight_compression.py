@@ -127,6 +127,33 @@ def test_compressor_memo_gives_identical_streams(rng):
     assert comp.deflate(raw) == comp.deflate(bytes(raw)) == deflate(raw)
 
 
+def test_merged_layer_memo_skips_the_merge_and_gives_the_same_region(rng, monkeypatch):
+    # the schedule search adds a layer's same weight/param bytes objects once per lowering:
+    # a builder sharing the compressor of an earlier one takes the merged blob from its memo
+    # (no second merge_blocks; equal bytes in new objects match by value), and every hit gives
+    # the very region a fresh compressor builds
+    from tcc_compiler.isa import wlayout
+
+    w = _weights(rng, o=12)
+    p = spec.pack_conv_params(rng.integers(-1000, 1000, 12), rng.integers(1, 2**30, 12),
+                              np.full(12, 20))
+    merges = []
+    real = wlayout.merge_blocks
+    monkeypatch.setattr(wlayout, "merge_blocks", lambda *a: merges.append(a) or real(*a))
+    comp = BlockCompressor()
+    built = []
+    for ws, ps, bc in ((w, p, 5), (w, p, 5), (bytes(bytearray(w)), bytes(bytearray(p)), 5),
+                       (w, p, 4)):
+        b = WeightFileBuilder(comp)
+        blobs = b.add_layer("conv", 0, ws, ps, block_channels=bc, merged=True)
+        built.append((b.build("t"), blobs))
+    assert [m[3] for m in merges] == [5, 4]   # one merge per distinct layer and blocking
+    assert built[0] == built[1] == built[2] != built[3]
+    fresh = WeightFileBuilder(BlockCompressor())
+    fresh.add_layer("conv", 0, w, p, block_channels=4, merged=True)
+    assert fresh.build("t") == built[3][0]
+
+
 @pytest.mark.parametrize("mutate,match", [
     (lambda z: z[:-1], "truncated"),
     (lambda z: z + b"\0", "after the end"),

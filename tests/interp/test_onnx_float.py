@@ -120,3 +120,31 @@ def test_not_expressible_falls_back(monkeypatch, make_model, rng):
         observe(fg, x, ["minmax"], engine="ort")
     with pytest.raises(InputError, match="engine"):
         observe(fg, x, ["minmax"], engine="gpu")
+
+
+def test_shared_sessions_serve_a_clone_and_only_the_same_model(tmp_path):
+    # within shared_sessions, the float graph and its clone (same constants: the driver's
+    # calibration graph and its float_graph) get one ONNX Runtime session, fed through each
+    # graph's own inputs, with the same values; a constant replaced by another array, or the
+    # end of the block, gives a new session
+    from tcc_compiler.interp.onnx_float import float_engine, shared_sessions
+
+    path = tmp_path / "m.onnx"
+    zoo.save("mobilenet-v3-large", path, width=32, height=32, channels=3)
+    g, passes = import_model(str(path), (32, 32, 3))
+    fg = run_float_passes(g, passes).graph
+    x = np.random.default_rng(1).standard_normal(fg.inputs[0].shape).astype(np.float32)
+    clone = fg.clone()
+    with shared_sessions():
+        a, b = float_engine(fg, "auto"), float_engine(clone, "auto")
+        assert a.sess is b.sess and b.graph is clone and a.graph is fg
+        for ga, gb in zip(a.run(x), b.run(x)):
+            np.testing.assert_array_equal(ga, gb)
+        other = fg.clone()
+        conv = next(n for n in other.nodes if n.inputs[1] is not None
+                    and n.inputs[1].is_const and n.inputs[1].const.nbytes >= 1024)
+        conv.inputs[1].const = conv.inputs[1].const.copy()
+        assert float_engine(other, "auto").sess is not a.sess
+        with shared_sessions():   # nested: the same sessions
+            assert float_engine(clone, "auto").sess is a.sess
+    assert float_engine(clone, "auto").sess is not a.sess

@@ -219,6 +219,36 @@ def test_histogram_counts_equal_numpy(magnitude):
     assert jit.hist_count(np.array([np.nan], np.float32), 0.0, 1.0, 4, False) is None
 
 
+def test_zero_count_and_blocked_histogram_equal_numpy():
+    # the compiled zero count (jit.count_zeros, the MSE observer's) is numpy's, -0.0 counted
+    # and NaN not; the blocked counting pass (bins of HIST_BLOCK values, then four
+    # interleaved sub-histograms) gives numpy's bins over a length no block or 4 divides,
+    # with long runs in one bin (ReLU zeros)
+    from tcc_compiler.quant.calibrate import Histogram
+
+    rng = np.random.default_rng(5)
+    x = np.maximum(rng.standard_normal(3 * 2048 + 7), 0).astype(np.float32)
+    x[5:9] = -0.0
+    x[11] = np.nan
+    for dt in (np.float32, np.float64):
+        y = x.astype(dt)
+        assert jit.count_zeros(y) == y.size - np.count_nonzero(y) > 3000
+        assert jit.count_zeros(y[1:].reshape(2, -1)[:, ::3]) == \
+            y[1:].reshape(2, -1)[:, ::3].size - np.count_nonzero(y[1:].reshape(2, -1)[:, ::3])
+    assert jit.count_zeros(np.zeros(3, np.int32)) is None
+    x[11] = 0.0
+    hists = []
+    for on in (False, True):
+        jit.set_enabled(on)
+        h = Histogram(97)
+        h.add(x)
+        h.add(x[:4099] * 3.0 - 1.0)
+        hists.append(h.counts.copy())
+    jit.set_enabled(True)
+    np.testing.assert_array_equal(hists[0], hists[1])
+    assert hists[0].sum() == x.size + 4099
+
+
 @pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32])
 def test_quantize_nhwc_equals_numpy(dtype):
     # the compiled input quantization (jit.quantize_nhwc, behind params.quantize_input) gives

@@ -112,3 +112,27 @@ def test_shifts_only_where_they_make_fewer_products(kernel, stride, cheaper):
                             pads=pads, group=16)
     node = SimpleNamespace(attrs=attrs, inputs=[SimpleNamespace(shape=(1, 16, 56, 56))])
     assert hessian_dw.shifts_cheaper(node) is cheaper
+
+
+@needs_kernel
+def test_depthwise_h_summed_channels_last_is_the_same_sum():
+    """The depthwise H is summed in the kernel's [K, K, C] layout and transposed once
+    (hessian_dw.depthwise_hessian_kkc): the same float64 additions, so the same H bit for bit
+    as the [C, K, K] arrays of each input summed in input order."""
+    graph = _model(hw=9)
+    dw = next(n for n in graph.nodes if n.op == Op.CONV and n.attrs.group > 1)
+    xs = [np.random.default_rng(s).standard_normal((1, 8, 9, 9)).astype(np.float32)
+          for s in range(4)]
+    kkc = hessian_dw.depthwise_hessian_kkc(xs[0], dw.attrs)
+    assert kkc.shape == (25, 25, 8)
+    np.testing.assert_array_equal(kkc.transpose(2, 0, 1),
+                                  hessian_dw.depthwise_hessian(xs[0], dw.attrs))
+    hs = HessianSum(graph, bounded=False)
+    want = None
+    for x in xs:
+        hs.visit(dw.inputs[0].name, x)
+        h = hessian_dw.depthwise_hessian(x, dw.attrs)
+        want = h if want is None else want + h
+    got = hs.hess[dw.name]
+    assert got.flags.c_contiguous and got.shape == (8, 25, 25)
+    np.testing.assert_array_equal(got, want)

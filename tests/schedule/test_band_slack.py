@@ -126,3 +126,34 @@ def test_a_larger_slack_prefetch_searches_only_its_new_plans_and_lifts_once(monk
     assert 1 <= len(late) <= search.SLACK_BASES and all(lead is False for _, lead in late)
     assert not {k for k, _ in late} & {k for k, _ in hoisted[0.0]}
     assert len(lifted) == 1
+
+
+def test_a_slack_starting_too_slow_is_not_prefetch_searched(monkeypatch):
+    """A slack > 0 whose plan is slower before prefetch than slack 0's fastest by more than
+    SLACK_MAX_PRE_LOSS gets no prefetch search (no _add_hoists), and the search then gives
+    the slack-0 program; within the bound it is searched."""
+    g, _ = _block()
+    t = load_target().with_sram(SRAM)
+    monkeypatch.setattr(search, "BAND_SLACKS", (0.0,))
+    alone = search.search(g, t, compress_weights=True)
+    real_hoists, real_cands = search._add_hoists, search._zone_candidates
+    slack, hoisted = [None], []
+
+    def cands(*args):
+        slack[0] = args[-1]
+        return real_cands(*args)
+
+    def add_hoists(*args):
+        hoisted.append(slack[0])
+        return real_hoists(*args)
+
+    monkeypatch.setattr(search, "BAND_SLACKS", (0.0, 0.05))
+    monkeypatch.setattr(search, "_zone_candidates", cands)
+    monkeypatch.setattr(search, "_add_hoists", add_hoists)
+    for loss, searched in ((-0.5, False), (1.0, True)):
+        hoisted.clear()
+        monkeypatch.setattr(search, "SLACK_MAX_PRE_LOSS", loss)
+        prog = search.search(g, t, compress_weights=True)
+        assert (0.05 in hoisted) is searched and 0.0 in hoisted
+        if not searched:
+            assert prog.commands == alone.commands
