@@ -40,15 +40,15 @@ def read_elements(n: Node, index: int, v: Value, t: Target) -> int:
     at least once: a conv's or max/average pool's input 0 the rows x columns its windows touch
     (x all channels: every group is read), a conv's shortcut (input 3) and every input of an
     FC, global pool or element-wise/table op whole; 0 for anything else (not counted: the
-    bound stays a lower bound) and for a shape the NPU cannot hold."""
+    bound stays a lower bound) and for a shape or window the NPU cannot hold."""
     try:
         h, w, c = hwc(v)
+        if n.op in (Op.CONV, Op.MAXPOOL, Op.AVGPOOL) and index == 0:
+            g = conv_geom(n, t) if n.op is Op.CONV else pool_geom(n, n.name)[0]
+            return (touched(g.oh, g.h, g.kh, g.sh, g.dh, g.pads[0])
+                    * touched(g.ow, g.w, g.kw, g.sw, g.dw, g.pads[1]) * c)
     except UnsupportedError:
         return 0
-    if n.op in (Op.CONV, Op.MAXPOOL, Op.AVGPOOL) and index == 0:
-        g = conv_geom(n, t) if n.op is Op.CONV else pool_geom(n, n.name)[0]
-        return (touched(g.oh, g.h, g.kh, g.sh, g.dh, g.pads[0])
-                * touched(g.ow, g.w, g.kw, g.sw, g.dw, g.pads[1]) * c)
     if (n.op is Op.CONV and index == 3) or n.op in (Op.FC, Op.GAP, Op.ADD, Op.MUL, Op.SUB,
                                                     Op.LUT):
         return h * w * c
