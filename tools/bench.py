@@ -12,14 +12,15 @@ prints: compile time (s, calibration on
 ``--calib`` bundled photos included), peak resident memory (MiB), command and weight binary
 sizes next to the vendor's published figures, estimated NPU latency (ms, from the documented
 cycle model of specs/target.md, NOT a measurement of the chip) with its ratio to the roofline
-bound and to the SRAM-capacity bound (weights beyond the SRAM cannot be prefetched; see
-specs/target.md), and DRAM traffic over the minimal traffic. Then the latency ratios between
-resolutions next to the vendor's. With ``--run`` it also times the reference executor and ONNX
-Runtime (float) per image. With ``--cores 2`` each model compiles for both NPU cores
-(specs/target.md "Two cores") and its line adds the one-core and two-core estimated latency,
-the stream throughput (the replay of the emitted stream program npu_cmd_stream.bin, or of the
-latency program when that is faster), the speed-ups and the two-core bound (roofline compute
-halved, minimal DRAM traffic over the shared link).
+bound and to the SRAM-capacity bound (weights beyond the SRAM cannot be prefetched, nor held
+beside the activations live across a layer boundary; see specs/target.md), and DRAM traffic over
+the minimal traffic. Then the latency ratios between resolutions next to the vendor's. With
+``--run`` it also times the reference executor and ONNX Runtime (float) per image. With
+``--cores 2`` each model compiles for both NPU cores (specs/target.md "Two cores") and its line
+adds the one-core and two-core estimated latency, the stream throughput (the replay of the
+emitted stream program npu_cmd_stream.bin, or of the latency program when that is faster), the
+speed-ups and the two-core bound (roofline compute halved, minimal DRAM traffic over the shared
+link).
 
 ``--speed`` instead runs ``tools/bench_speed.py`` (compile time next to ONNX Runtime's
 ``quantize_static``, compile without calibration, executor / ``run --check`` / ONNX Runtime

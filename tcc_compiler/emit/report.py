@@ -13,6 +13,7 @@ from tcc_compiler.ir.graph import Graph
 from tcc_compiler.isa.spec import Queue
 from tcc_compiler.passes import PassManager
 from tcc_compiler.schedule import Program
+from tcc_compiler.schedule.crossing import crossing_bytes
 from tcc_compiler.schedule.coretime import (compute_floor_cycles, layer_floor_cycles,
                                             two_core_bounds)
 from tcc_compiler.schedule.timeline import Span, summary as timeline_summary
@@ -204,7 +205,8 @@ def build_report(graph: Graph, program: Program, tgt: Target, cmd_bin: bytes, pm
             [li.macs for li in program.layers], [li.weight_bytes for li in program.layers],
             tgt, [li.name for li in program.layers],
             [li.depthwise for li in program.layers],
-            layer_floor_cycles(graph, program.layers, tgt), compute_cuts(program)),
+            layer_floor_cycles(graph, program.layers, tgt), compute_cuts(program),
+            crossing_bytes(graph, [li.name for li in program.layers], tgt)),
         "npu_ops": counts,
         "timeline": timeline_summary(timeline),
         "cores": cores_report(program, tgt, timeline, total_cycles, roof,

@@ -67,7 +67,8 @@ def capacity_bound(layer_macs: list[int], layer_weight_bytes: list[int], t: Targ
                    names: list[str] | None = None,
                    layer_depthwise: list[bool] | None = None,
                    layer_floor: list[float] | None = None,
-                   cuts: list[bool] | None = None) -> dict:
+                   cuts: list[bool] | None = None,
+                   layer_live: list[int] | None = None) -> dict:
     """The SRAM-capacity latency bound (specs/target.md, "Capacity bound").
 
     With ``C_<i`` the compute cycles of the layers before layer ``i`` at their unit's peak rate
@@ -82,6 +83,14 @@ def capacity_bound(layer_macs: list[int], layer_weight_bytes: list[int], t: Targ
     larger than its raw bytes), and the rest must cross the DRAM link afterwards. The term is
     non-decreasing in ``T``, so ``T = C_<i`` bounds it. ``i = 0`` gives the weight part of the
     roofline's DRAM term, ``i = n`` its MAC term.
+
+    With ``layer_live`` (per layer ``i``, the bytes ``A_i`` of activations written before the
+    cut and read after it, :func:`~tcc_compiler.schedule.crossing.crossing_bytes`) a cut
+    ``i`` where ``cuts[i]`` holds (``cuts`` None: every cut) also charges them: each is in the
+    SRAM at ``T`` or crosses the link after it, so the link carries at least ``W_>=i + A_i -
+    min(S, bw * T + A_i)`` bytes after ``T`` (the SRAM holds at most ``S`` bytes of weights
+    and crossing activations together, of them at most ``bw * T`` bytes of weights). Inside a
+    cascaded chain (``cuts[i]`` false) no tensor is whole, and ``A_i`` is not charged.
 
     With ``layer_floor`` (per layer a lower bound on its compute commands' cycles on the one
     in-order COMPUTE queue, :func:`~tcc_compiler.schedule.coretime.layer_floor_cycles`) the
@@ -99,6 +108,7 @@ def capacity_bound(layer_macs: list[int], layer_weight_bytes: list[int], t: Targ
         layer_depthwise: per layer, True when its MACs run on the depthwise datapath.
         layer_floor: optional per-layer compute floor (cycles), see above.
         cuts: optional per-layer flags, see above.
+        layer_live: optional per-layer crossing activation bytes, see above.
 
     Returns:
         ``{"cycles", "latency_ms", "layer_index", "layer"}``: the bound and the layer ``i``
@@ -110,17 +120,21 @@ def capacity_bound(layer_macs: list[int], layer_weight_bytes: list[int], t: Targ
         InternalError: the lists differ in length.
     """
     n = len(layer_macs)
-    if len(layer_weight_bytes) != n or (layer_floor is not None and len(layer_floor) != n):
-        raise InternalError(f"capacity_bound: {n} MAC counts but "
-                            f"{len(layer_weight_bytes)} weight byte counts")
+    if len(layer_weight_bytes) != n or any(x is not None and len(x) != n
+                                           for x in (layer_floor, layer_live, cuts)):
+        raise InternalError(f"capacity_bound: {n} MAC counts but {len(layer_weight_bytes)} "
+                            "weight byte counts, or floors / crossing bytes / cuts of "
+                            "another length")
     dw = layer_depthwise or [False] * n
     comp = [cost.compute_cycles(m, m if d else 0, t) for m, d in zip(layer_macs, dw)]
-    best, best_i = _bound(comp, layer_weight_bytes, t, [True] * n)
+    live = [a if cuts is None or cuts[i] else 0
+            for i, a in enumerate(layer_live or [0] * n)]
+    best, best_i = _bound(comp, layer_weight_bytes, t, [True] * n, live)
     out = {"cycles": int(round(best)), "latency_ms": best / t.clock_hz * 1e3,
            "layer_index": best_i,
            "layer": names[best_i] if names is not None and best_i < n else None}
     if layer_floor is not None:
-        fb, fi = _bound(layer_floor, layer_weight_bytes, t, cuts or [True] * n)
+        fb, fi = _bound(layer_floor, layer_weight_bytes, t, cuts or [True] * n, live)
         out.update({"floor_cycles": int(math.ceil(fb - 1e-9)),
                     "floor_latency_ms": fb / t.clock_hz * 1e3, "floor_layer_index": fi,
                     "floor_layer": names[fi] if names is not None and fi < n else None})
@@ -128,17 +142,19 @@ def capacity_bound(layer_macs: list[int], layer_weight_bytes: list[int], t: Targ
 
 
 def _bound(comp: list[float], weights: list[int], t: Target,
-           cuts: list[bool]) -> tuple[float, int]:
-    """(``max_i C_<i + max(C_>=i, (W_>=i - min(S, bw * C_<i)) / bw)`` over the cuts ``i``
-    allowed and ``i = n``, the ``i`` reaching it) for per-layer compute cycles ``comp``."""
+           cuts: list[bool], live: list[int]) -> tuple[float, int]:
+    """(``max_i C_<i + max(C_>=i, (W_>=i + A_i - min(S, bw * C_<i + A_i)) / bw)`` over the
+    cuts ``i`` allowed and ``i = n``, the ``i`` reaching it) for per-layer compute cycles
+    ``comp`` and crossing activation bytes ``live`` (``A_i``)."""
     n = len(comp)
     total_c = sum(comp)
     w_after = float(sum(weights))
     c_before = 0.0
     best, best_i = total_c, n
     for i in range(n):
-        on_chip = min(t.sram_capacity_bytes, cost.transfer_bytes(c_before, t))
-        b = c_before + max(total_c - c_before, cost.transfer_cycles(w_after - on_chip, t))
+        on_chip = min(t.sram_capacity_bytes, cost.transfer_bytes(c_before, t) + live[i])
+        b = c_before + max(total_c - c_before,
+                           cost.transfer_cycles(w_after + live[i] - on_chip, t))
         if cuts[i] and b > best + 1e-9:
             best, best_i = b, i
         c_before += comp[i]

@@ -33,6 +33,12 @@ log = logging.getLogger(__name__)
 #: (eager, idle_share) of the prefetch plans (:func:`plan_hoist`) :func:`search` tries.
 HOIST_VARIANTS = ((True, 1.0), (False, 0.5))
 
+#: The same for a network without depthwise layers, whose one prefetch round lowers every
+#: candidate: also not eager with all the idle time counted, a window between the other two's
+#: (ResNet-50 224: layer4.0's downsample prefetched during 9 ops eager, 17 ops at half the idle
+#: time, 2,842,706 cycles; this variant 2,837,018).
+PLAIN_HOIST_VARIANTS = HOIST_VARIANTS + ((False, 1.0),)
+
 #: Most cross-op prefetches (:class:`~tcc_compiler.schedule.prefetch.Hoist`) one program gets.
 MAX_HOISTS = 8
 
@@ -247,7 +253,9 @@ def search(graph: Graph, target: Target,
 
 def _exact(prog: Program, cycles: int, t: Target) -> Program:
     """``prog`` with its loads moved up to exact waits (:func:`exact_waits`), when that
-    replays faster (ResNet-50 224: 2,848,962 -> 2,842,696 cycles); else ``prog``."""
+    replays faster (ResNet-50 224: 2,848,962 -> 2,842,696 cycles, before
+    :data:`PLAIN_HOIST_VARIANTS`; bench.py's compile now 2,839,678 -> 2,837,018); else
+    ``prog``."""
     moved = exact_waits(prog)
     if moved is prog:
         return prog
@@ -429,7 +437,8 @@ def _candidates(graph: Graph, t: Target, lw: Lowering, base: Program, spans, pro
     """The hoist sets one round of :func:`_add_hoists` tries on top of ``hoists`` (those of
     ``prog``): for each consumer -- the first conv stalled on its loads in the first round,
     and with ``wide`` each of the :data:`HOIST_CANDIDATES` most stalled convs of ``prog``
-    without a hoist -- and each of :data:`HOIST_VARIANTS`: the :func:`plan_hoist` window
+    without a hoist -- and each of :data:`HOIST_VARIANTS` (without ``wide``:
+    :data:`PLAIN_HOIST_VARIANTS`): the :func:`plan_hoist` window
     alone and, with ``wide``, also with its blocks packed and as its :func:`plan_pieces`
     split. Each comes with its :func:`hoist_estimate` (cycles)."""
     done = frozenset(h.consumer for h in hoists)
@@ -448,7 +457,7 @@ def _candidates(graph: Graph, t: Target, lw: Lowering, base: Program, spans, pro
     stall_of = {i: s for s, i in stalled}
     out: list[tuple[float, tuple[Hoist, ...]]] = []
     for ci in sorted(idx):
-        for eager, share in HOIST_VARIANTS:
+        for eager, share in HOIST_VARIANTS if wide else PLAIN_HOIST_VARIANTS:
             one = plan_hoist(graph, lw.mem, base, spans, t, eager, share, ci, busy=busy)
             if one is None:
                 continue

@@ -75,6 +75,28 @@ def test_capacity_bound_hand_computed():
         R.capacity_bound(macs, [0], t)
 
 
+def test_capacity_bound_charges_crossing_activations():
+    """Activations live across a cut (``layer_live``) take SRAM the weights cannot use, or
+    cross the link after it: a long first layer (T = 200,000 cycles, the link could have
+    filled the SRAM) leaves 128,000 B of weights beyond S; 64,000 B of activations crossing
+    the cut add 5,000 cycles: 200,000 + 192,000 / 12.8 = 215,000 in both forms. At a cut
+    inside a cascaded chain (``cuts`` False) they are not charged; at i = 0 (nothing on
+    chip) an input smaller than the SRAM changes nothing."""
+    t = load_target(None)
+    s = t.sram_capacity_bytes
+    macs, w = [2048 * 200_000, 2048 * 100], [0, s + 128_000]
+    b = R.capacity_bound(macs, w, t, ["a", "b"], layer_floor=[200_000.0, 100.0],
+                         layer_live=[0, 64_000])
+    assert (b["cycles"], b["layer_index"], b["floor_cycles"]) == (215_000, 1, 215_000)
+    b = R.capacity_bound(macs, w, t, ["a", "b"], layer_floor=[200_000.0, 100.0],
+                         cuts=[True, False], layer_live=[0, 64_000])
+    assert (b["cycles"], b["floor_cycles"], b["floor_layer_index"]) == (210_000, 200_100, 2)
+    b = R.capacity_bound([2048 * 1000, 2048 * 100], w, t, layer_live=[150_528, 0])
+    assert b["cycles"] == 173_840 and b["layer_index"] == 0
+    with pytest.raises(InternalError):
+        R.capacity_bound(macs, w, t, layer_live=[0])
+
+
 def test_capacity_bound_is_at_least_the_weight_traffic():
     """A lower bound on any schedule: never below the weights' own DRAM time (all must be
     loaded, nothing is on chip at the start), whatever the layer split."""
@@ -168,6 +190,7 @@ def test_floor_bound_holds_for_lowered_programs():
     from tcc_compiler.emit.report import compute_cuts
     from tcc_compiler.schedule.coretime import layer_floor_cycles
     from tcc_compiler.schedule.cost import replay
+    from tcc_compiler.schedule.crossing import crossing_bytes
     from tcc_compiler.schedule.lowering import Lowering
 
     g, _ = quantized_prefetch_net(512, (256, 48))
@@ -175,11 +198,17 @@ def test_floor_bound_holds_for_lowered_programs():
         t = load_target(None).with_sram(kb * 1024)
         prog = Lowering(g, t, kb * 256).run()
         lay = prog.layers
-        b = R.capacity_bound([li.macs for li in lay], [li.weight_bytes for li in lay], t,
-                             layer_floor=layer_floor_cycles(g, lay, t),
+        args = ([li.macs for li in lay], [li.weight_bytes for li in lay], t)
+        b = R.capacity_bound(*args, layer_floor=layer_floor_cycles(g, lay, t),
                              cuts=compute_cuts(prog))
         total = max(e for _, e in replay(prog.commands, t))
         assert b["cycles"] <= b["floor_cycles"] <= total
+        # with the activations crossing each cut: tighter, still below the program
+        live = crossing_bytes(g, [li.name for li in lay], t)
+        b2 = R.capacity_bound(*args, layer_floor=layer_floor_cycles(g, lay, t),
+                              cuts=compute_cuts(prog), layer_live=live)
+        assert b["cycles"] <= b2["cycles"] <= b2["floor_cycles"] <= total
+        assert b["floor_cycles"] <= b2["floor_cycles"] and any(live)
         comp = [e - s for (s, e), c in zip(replay(prog.commands, t), prog.commands)
                 if c.queue is C.Queue.COMPUTE]
         assert sum(layer_floor_cycles(g, lay, t)) <= sum(comp)
