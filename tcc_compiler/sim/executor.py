@@ -83,6 +83,10 @@ SCHEDULES = ("inorder", "random")
 _SRC_TRACK, _SRC_RECORD, _SRC_REUSE = 0, 1, 2
 
 
+def _no_track(i: int, cmd: Command) -> None:
+    """What a run that remembers its sources does after a command (:data:`_SRC_REUSE`)."""
+
+
 @dataclass
 class ExecStats:
     """Counters of one run.
@@ -240,11 +244,7 @@ class Executor:
                 order = ordering.random_order(seed)
             shadow = ShadowMemory(ordering, self._sizes())
         names, steps = self._names, self._steps
-        if schedule != "inorder":
-            self._src_mode = _SRC_TRACK
-        else:
-            self._src_mode = _SRC_REUSE if self._srcs_complete else _SRC_RECORD
-        track = self._src_mode != _SRC_REUSE
+        track = self._start_sources(schedule)
         with blas_threads(self.blas_threads):
             for pos, i in enumerate(order):
                 cmd = cmds[i]
@@ -263,20 +263,28 @@ class Executor:
                         if shadow is not None:  # garbage read through a race: name the race
                             self._raise_later_hazard(shadow, cmds, list(order)[pos + 1:])
                         raise
-                    if track:
-                        self._track(i, cmd)
+                    track(i, cmd)
                 elif isinstance(cmd, End):
                     if not multi:
                         break
                 else:
                     self._regs.update(cmd)
-        if self._src_mode == _SRC_RECORD:
-            self._srcs_complete = True
+        self._srcs_complete |= self._src_mode == _SRC_RECORD   # every command ran
         self.stats = stats
         log.debug("executed %d commands: %s", len(c.commands), dict(stats.commands))
         return bytes(self._dram[spec.Region.OUTPUT].buf), stats
 
     # -- run-loop helpers ----------------------------------------------------------------------
+
+    def _start_sources(self, schedule: str):
+        """Set how this run finds conv tiles' sources (:data:`_SRC_TRACK` etc.) and return
+        what to call after each handled command: :meth:`_track`, or nothing when the sources
+        are remembered."""
+        if schedule != "inorder":
+            self._src_mode = _SRC_TRACK
+        else:
+            self._src_mode = _SRC_REUSE if self._srcs_complete else _SRC_RECORD
+        return _no_track if self._src_mode == _SRC_REUSE else self._track
 
     def _raise_later_hazard(self, shadow: ShadowMemory, cmds, rest: list[int]) -> None:
         """Record the accesses of the commands ``rest`` (not executed) after a command failed
