@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from tcc_compiler.isa import spec
@@ -72,7 +74,8 @@ class ConvWeightCache:
 
 
 def conv_result(pl: ConvPlan, cp: ConvParams, x: np.ndarray, cw: ConvWeights, pads: tuple,
-                part: np.ndarray | None, sc: np.ndarray | None) -> np.ndarray:
+                part: np.ndarray | None, sc: np.ndarray | None,
+                acc_fn: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """The output of one CONV_TILE under ``pl.cfg`` (out_mode and flags as specs/isa.md):
     accumulate, then int32 (out_mode bit0), or requantize (two-slope with out_mode bit2,
     else the plain epilogue: compiled straight into ``pl.direct`` when the plan allows, a
@@ -86,6 +89,8 @@ def conv_result(pl: ConvPlan, cp: ConvParams, x: np.ndarray, cw: ConvWeights, pa
         pads: (top, left, bottom, right) rows/columns of ``zp_in`` padding.
         part: the int32 partial sums [oh, ow, oc] (out_mode bit1), else None.
         sc: the shortcut [oh, ow, oc] (flags bit0, int8 or int16), else None.
+        acc_fn: the tile's :func:`~tcc_compiler.numerics.accumulator.accumulator` (made once
+            for its input shape, zero point and ``cw``), or None: ``conv_accumulate_f``.
 
     Returns:
         [oh, ow, oc]: int32 (little-endian) for out_mode bit0, else int8 or int16 (the
@@ -97,7 +102,8 @@ def conv_result(pl: ConvPlan, cp: ConvParams, x: np.ndarray, cw: ConvWeights, pa
             x, pads, cw, pl.strides, pl.dilations, cfg.kh, pl.macs,
             (cp.jit, cfg.zp_in, cfg.zp_out, cfg.act_lo, cfg.act_hi, cfg.zp_sc), sc, pl.direct):
         return channel_clamp(pl.direct, cp.clamp_lo, cp.clamp_hi)   # two bands, side by side
-    acc = conv_accumulate_f(x, cfg.zp_in, cw, pl.strides, pads, pl.dilations)
+    acc = (acc_fn(x) if acc_fn is not None
+           else conv_accumulate_f(x, cfg.zp_in, cw, pl.strides, pads, pl.dilations))
     if cfg.accumulate:   # the partial replaces the bias: the epilogue adds bias back
         acc = wrap32(np.asarray(acc, np.int64) + part.astype(np.int64)
                      - p["bias"].astype(np.int64))

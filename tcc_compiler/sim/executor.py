@@ -33,6 +33,7 @@ from tcc_compiler.binfmt.cmdfile import CmdFile, cores_problem
 from tcc_compiler.binfmt.weightfile import WeightFile
 from tcc_compiler.errors import ExecutionError, InputError, first_line
 from tcc_compiler.isa import spec
+from tcc_compiler.numerics.accumulator import accumulator
 from tcc_compiler.isa.commands import (
     AddTile,
     Command,
@@ -171,6 +172,9 @@ class Executor:
         # reuse them and track no provenance (_src_mode)
         self._srcs: dict[int, tuple] = {}
         self._srcs_complete = False
+        # conv tile command index -> (plan, params, weights, accumulator routine) while its
+        # sources are remembered (_conv_operands)
+        self._ready: dict[int, tuple] = {}
         self._src_mode = _SRC_TRACK
 
     # -- public API ----------------------------------------------------------------------------
@@ -469,6 +473,35 @@ class Executor:
         if x is None:   # a strided multi-byte input: read as a copy
             x = self._sram_box(i, t, "input", t.in_sram, (t.in_h, t.in_w, t.in_c),
                                t.in_px_stride, t.in_row_stride, INT_DTYPES[cfg.in_bytes])
+        ready = self._ready.get(i)
+        if ready is not None and ready[0] is pl:   # remembered sources: the same objects
+            _, cp, cw, acc_fn = ready
+        else:
+            cp, cw, acc_fn = self._conv_operands(i, t, pl)
+        shape = (pl.oh, pl.ow, t.oc)
+        part = pl.part
+        if part is None and cfg.accumulate:
+            part = self._sram_box(i, t, "partial sums", t.sc_sram, shape, t.sc_px_stride,
+                                  t.sc_row_stride, np.dtype("<i4"))
+        sc = pl.sc
+        if sc is None and cfg.has_shortcut and not cfg.out_mode & spec.OUT_MODE_INT32:
+            sc = self._sram_box(i, t, "shortcut", t.sc_sram, shape, t.sc_px_stride,
+                                t.sc_row_stride, INT_DTYPES[cfg.sc_bytes])
+        y = conv_result(pl, cp, x, cw, t.pads, part, sc, acc_fn)
+        stats.bytes_per_queue["COMPUTE"] += pl.read_fixed + y.nbytes
+        if y is not pl.direct:
+            pl.out[...] = y
+        stats.macs += pl.macs
+
+    def _conv_operands(self, i: int, t: ConvTile, pl: ConvPlan) -> tuple:
+        """(decoded parameter records, prepared weights, accumulator routine or None) of
+        tile ``i``, found through their sources; remembered per command when the sources are
+        (:data:`_SRC_REUSE`: then the caches would return these very objects again).
+
+        Raises:
+            ExecutionError: a bad parameter record (naming the weight file's bytes when a
+                weight load brought them)."""
+        cfg = pl.cfg
         p_src, w_src = self._conv_sources(i, t, pl)
         try:
             cp = self._params.get(pl.p_raw, cfg, p_src, pl.fields)
@@ -481,20 +514,13 @@ class Executor:
         except ValueError as exc:
             raise self._err(i, t, str(exc)) from None
         cw = self._weights.get(t.w_sram, pl.w, pl.groups, w_src)
-        shape = (pl.oh, pl.ow, t.oc)
-        part = pl.part
-        if part is None and cfg.accumulate:
-            part = self._sram_box(i, t, "partial sums", t.sc_sram, shape, t.sc_px_stride,
-                                  t.sc_row_stride, np.dtype("<i4"))
-        sc = pl.sc
-        if sc is None and cfg.has_shortcut and not cfg.out_mode & spec.OUT_MODE_INT32:
-            sc = self._sram_box(i, t, "shortcut", t.sc_sram, shape, t.sc_px_stride,
-                                t.sc_row_stride, INT_DTYPES[cfg.sc_bytes])
-        y = conv_result(pl, cp, x, cw, t.pads, part, sc)
-        stats.bytes_per_queue["COMPUTE"] += pl.read_fixed + y.nbytes
-        if y is not pl.direct:
-            pl.out[...] = y
-        stats.macs += pl.macs
+        acc_fn = None
+        if self._src_mode == _SRC_REUSE and p_src is not None and w_src is not None:
+            if cfg.in_bytes == 1 and not cfg.wide_weights and pl.x is not None:
+                acc_fn = accumulator(pl.x.shape, cfg.zp_in, cw, pl.strides, t.pads,
+                                     pl.dilations)
+            self._ready[i] = (pl, cp, cw, acc_fn)
+        return cp, cw, acc_fn
 
     def _pool_tile(self, i: int, t: PoolTile, stats: ExecStats) -> None:
         stats.bytes_per_queue["COMPUTE"] += run_pool_tile(i, t, self._regs.pool, self._sram_box,

@@ -12,6 +12,7 @@ from tcc_compiler.binfmt import read_cmd_file, read_weight_file, write_cmd_file
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.commands import Access, Space
 from tcc_compiler.isa.spec import Region, dram_address
+from tcc_compiler.numerics import jit
 from tcc_compiler.runtime import load_program
 from tcc_compiler.sim import Executor
 from tcc_compiler.sim.provenance import Provenance, sram_write_hull, weight_source
@@ -112,6 +113,9 @@ def test_repeat_inorder_runs_reuse_the_sources_of_the_first(small_folder, monkey
     # provenance is a function of the commands alone: after one complete in-order run, later
     # in-order runs take each tile's sources from it and track nothing, with the same bytes;
     # a random schedule (another order) tracks again
+    from tcc_compiler.numerics import int8_gemm
+
+    monkeypatch.setattr(int8_gemm, "MIN_MACS", 0)   # this small net's GEMMs take that route
     _, out = small_folder
     prog = load_program(out)
     ex = prog.executor
@@ -129,6 +133,9 @@ def test_repeat_inorder_runs_reuse_the_sources_of_the_first(small_folder, monkey
     monkeypatch.setattr(Provenance, "source_of", no_tracking)
     monkeypatch.setattr(Executor, "_track", no_tracking)
     assert [first] + _runs(ex, inputs) == fresh[:1] + fresh
+    # the tiles' operands and accumulator routines are remembered with their sources
+    if jit.available() and int8_gemm.int8_session() is not None:
+        assert ex._ready and any(r[3] is not None for r in ex._ready.values())
     with pytest.raises(AssertionError, match="provenance tracked"):
         ex.run(inputs[0], schedule="random", seed=3)
 
