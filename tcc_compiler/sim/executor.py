@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -33,7 +32,6 @@ from tcc_compiler.binfmt.cmdfile import CmdFile, cores_problem
 from tcc_compiler.binfmt.weightfile import WeightFile
 from tcc_compiler.errors import ExecutionError, InputError, first_line
 from tcc_compiler.isa import spec
-from tcc_compiler.numerics.accumulator import accumulator
 from tcc_compiler.isa.commands import (
     AddTile,
     Command,
@@ -51,11 +49,10 @@ from tcc_compiler.isa.commands import (
     box_strides,
 )
 from tcc_compiler.sim.blas import blas_threads
-from tcc_compiler.sim.conv_exec import ConvWeightCache, conv_result
-from tcc_compiler.sim.conv_params import ConvParamCache, ParamRecordError
+from tcc_compiler.sim.conv_exec import conv_result
+from tcc_compiler.sim.conv_operands import ConvOperands
 from tcc_compiler.sim.conv_tile import ConvPlan, conv_setup_problem, make_plan
 from tcc_compiler.sim.dma import run_dma, run_dma_z
-from tcc_compiler.sim.param_origin import record_origin
 from tcc_compiler.sim.vector_ops import (run_add_tile, run_ew_tile, run_lut_tile, run_pool_tile,
                                         run_resize_tile)
 from tcc_compiler.sim.hazards import HazardError, Ordering, ShadowMemory
@@ -72,21 +69,6 @@ _LE = {t: np.dtype(t).newbyteorder("<") for t in (np.int8, np.int16, np.int32, n
 
 #: Execution orders :meth:`Executor.run_with_stats` offers.
 SCHEDULES = ("inorder", "random")
-
-#: How a run finds a conv tile's weight/parameter sources (sim/provenance.py): tracked as the
-#: commands run; tracked and remembered per command index (an in-order run); remembered from
-#: an earlier complete in-order run, nothing tracked. Why remembering is sound: provenance is
-#: a function of the commands run before and their layer registers only (never of the data),
-#: every run starts from empty provenance, and the in-order order (each core's stream; with
-#: several cores, Ordering.base_order) is the same on every run, so command i sees the same
-#: sources on every in-order run. A tile with none remembered gets None, which is always
-#: correct (the caches then compare bytes).
-_SRC_TRACK, _SRC_RECORD, _SRC_REUSE = 0, 1, 2
-
-
-def _no_track(i: int, cmd: Command) -> None:
-    """What a run that remembers its sources does after a command (:data:`_SRC_REUSE`)."""
-
 
 @dataclass
 class ExecStats:
@@ -153,13 +135,12 @@ class Executor:
         # (WEIGHTS offset, src_bytes, dst_bytes) -> expanded block; WEIGHTS is read-only, so a
         # block decoded once stays valid for every later run of this executor
         self._inflated: dict[tuple[int, int, int], np.ndarray] = {}
-        # a weight operand is prepared for the GEMM once and reused while its bytes are
-        # unchanged (found by the weight load they came from, else compared)
-        self._weights = ConvWeightCache()
         # command index -> (hull of the SRAM bytes it writes, or None; its weight source)
         self._writes: dict[int, tuple] = {}
-        # parameter records decoded (and the epilogue's factors derived) once per layer
-        self._params = ConvParamCache()
+        # conv tiles' decoded params, GEMM-ready weights and accumulator routines, found by
+        # their bytes' sources (sim/conv_operands.py); the two caches named for tests
+        self._ops = ConvOperands(weights, cmd.path)
+        self._weights, self._params = self._ops.weights, self._ops.params
         # command index -> its ConvPlan (sim/conv_tile.py), valid while its CONV_CFG and SRAM
         # are the same objects; the SRAMs are kept (and refilled) across runs for that
         self._plans: dict[int, ConvPlan] = {}
@@ -167,15 +148,6 @@ class Executor:
         # command index -> (SRAM, its decoded block) of a DMA_LOAD_Z that ran (checked) before:
         # the command, WEIGHTS (read-only) and the SRAM's size fix both
         self._z_done: dict[int, tuple] = {}
-        # conv tile command index -> the provenance sources (params, weights) it saw on an
-        # in-order run (_conv_sources); once one in-order run completed, later in-order runs
-        # reuse them and track no provenance (_src_mode)
-        self._srcs: dict[int, tuple] = {}
-        self._srcs_complete = False
-        # conv tile command index -> (plan, params, weights, accumulator routine) while its
-        # sources are remembered (_conv_operands)
-        self._ready: dict[int, tuple] = {}
-        self._src_mode = _SRC_TRACK
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -248,7 +220,7 @@ class Executor:
                 order = ordering.random_order(seed)
             shadow = ShadowMemory(ordering, self._sizes())
         names, steps = self._names, self._steps
-        track = self._start_sources(schedule)
+        track = self._ops.start(schedule, self._track)
         with blas_threads(self.blas_threads):
             for pos, i in enumerate(order):
                 cmd = cmds[i]
@@ -273,22 +245,12 @@ class Executor:
                         break
                 else:
                     self._regs.update(cmd)
-        self._srcs_complete |= self._src_mode == _SRC_RECORD   # every command ran
+        self._ops.finish()   # every command ran
         self.stats = stats
         log.debug("executed %d commands: %s", len(c.commands), dict(stats.commands))
         return bytes(self._dram[spec.Region.OUTPUT].buf), stats
 
     # -- run-loop helpers ----------------------------------------------------------------------
-
-    def _start_sources(self, schedule: str):
-        """Set how this run finds conv tiles' sources (:data:`_SRC_TRACK` etc.) and return
-        what to call after each handled command: :meth:`_track`, or nothing when the sources
-        are remembered."""
-        if schedule != "inorder":
-            self._src_mode = _SRC_TRACK
-        else:
-            self._src_mode = _SRC_REUSE if self._srcs_complete else _SRC_RECORD
-        return _no_track if self._src_mode == _SRC_REUSE else self._track
 
     def _raise_later_hazard(self, shadow: ShadowMemory, cmds, rest: list[int]) -> None:
         """Record the accesses of the commands ``rest`` (not executed) after a command failed
@@ -454,18 +416,6 @@ class Executor:
                                           self._sram_tensor, self._sram_view)
         return plan
 
-    def _conv_sources(self, i: int, t: ConvTile, pl: ConvPlan) -> tuple:
-        """(params source, weights source) of tile ``i`` (sim/provenance.py; either None):
-        looked up in the tracked provenance, or remembered from an earlier in-order run
-        (:data:`_SRC_REUSE`, soundness there)."""
-        if self._src_mode == _SRC_REUSE:
-            return self._srcs.get(i, (None, None))
-        prov = self._prov
-        srcs = (prov.source_of(t.p_sram, pl.p_raw.size), prov.source_of(t.w_sram, pl.w.nbytes))
-        if self._src_mode == _SRC_RECORD:
-            self._srcs[i] = srcs
-        return srcs
-
     def _conv_tile(self, i: int, t: ConvTile, stats: ExecStats) -> None:
         pl = self._conv_plan(i, t)
         cfg = pl.cfg
@@ -473,11 +423,11 @@ class Executor:
         if x is None:   # a strided multi-byte input: read as a copy
             x = self._sram_box(i, t, "input", t.in_sram, (t.in_h, t.in_w, t.in_c),
                                t.in_px_stride, t.in_row_stride, INT_DTYPES[cfg.in_bytes])
-        ready = self._ready.get(i)
+        ready = self._ops.ready.get(i)
         if ready is not None and ready[0] is pl:   # remembered sources: the same objects
             _, cp, cw, acc_fn = ready
         else:
-            cp, cw, acc_fn = self._conv_operands(i, t, pl)
+            cp, cw, acc_fn = self._ops.get(i, t, pl, self._prov, self._err)
         shape = (pl.oh, pl.ow, t.oc)
         part = pl.part
         if part is None and cfg.accumulate:
@@ -492,35 +442,6 @@ class Executor:
         if y is not pl.direct:
             pl.out[...] = y
         stats.macs += pl.macs
-
-    def _conv_operands(self, i: int, t: ConvTile, pl: ConvPlan) -> tuple:
-        """(decoded parameter records, prepared weights, accumulator routine or None) of
-        tile ``i``, found through their sources; remembered per command when the sources are
-        (:data:`_SRC_REUSE`: then the caches would return these very objects again).
-
-        Raises:
-            ExecutionError: a bad parameter record (naming the weight file's bytes when a
-                weight load brought them)."""
-        cfg = pl.cfg
-        p_src, w_src = self._conv_sources(i, t, pl)
-        try:
-            cp = self._params.get(pl.p_raw, cfg, p_src, pl.fields)
-        except ParamRecordError as exc:   # bytes a weight load brought: the weight file's fault
-            origin = record_origin(self._weight_file, p_src, exc.record)
-            if origin is None:
-                raise self._err(i, t, str(exc)) from None
-            raise ExecutionError(f"{origin}: {exc} (read by command {i} ({t.name}) of "
-                                 f"{os.path.basename(self.cmd.path)})") from None
-        except ValueError as exc:
-            raise self._err(i, t, str(exc)) from None
-        cw = self._weights.get(t.w_sram, pl.w, pl.groups, w_src)
-        acc_fn = None
-        if self._src_mode == _SRC_REUSE and p_src is not None and w_src is not None:
-            if cfg.in_bytes == 1 and not cfg.wide_weights and pl.x is not None:
-                acc_fn = accumulator(pl.x.shape, cfg.zp_in, cw, pl.strides, t.pads,
-                                     pl.dilations)
-            self._ready[i] = (pl, cp, cw, acc_fn)
-        return cp, cw, acc_fn
 
     def _pool_tile(self, i: int, t: PoolTile, stats: ExecStats) -> None:
         stats.bytes_per_queue["COMPUTE"] += run_pool_tile(i, t, self._regs.pool, self._sram_box,

@@ -123,7 +123,7 @@ def test_repeat_inorder_runs_reuse_the_sources_of_the_first(small_folder, monkey
     inputs = [rng.integers(0, 256, ex.cmd.input_bytes, dtype=np.uint8).tobytes()
               for _ in range(3)]
     first = ex.run(inputs[0])
-    assert ex._srcs and any(s != (None, None) for s in ex._srcs.values())
+    assert ex._ops._srcs and any(s != (None, None) for s in ex._ops._srcs.values())
     wf = read_weight_file((out / "quantized_network.bin").read_bytes())
     fresh = _runs(Executor(ex.cmd, wf, ex.target), inputs)
 
@@ -135,7 +135,7 @@ def test_repeat_inorder_runs_reuse_the_sources_of_the_first(small_folder, monkey
     assert [first] + _runs(ex, inputs) == fresh[:1] + fresh
     # the tiles' operands and accumulator routines are remembered with their sources
     if jit.available() and int8_gemm.int8_session() is not None:
-        assert ex._ready and any(r[3] is not None for r in ex._ready.values())
+        assert ex._ops.ready and any(r[3] is not None for r in ex._ops.ready.values())
     with pytest.raises(AssertionError, match="provenance tracked"):
         ex.run(inputs[0], schedule="random", seed=3)
 
@@ -146,6 +146,6 @@ def test_a_random_run_does_not_fix_the_sources(small_folder):
     ex = load_program(out).executor
     x = bytes(ex.cmd.input_bytes)
     ex.run(x, schedule="random", seed=1)
-    assert not ex._srcs_complete and not ex._srcs
+    assert not ex._ops._complete and not ex._ops._srcs
     ex.run(x)
-    assert ex._srcs_complete
+    assert ex._ops._complete
