@@ -21,8 +21,21 @@ from collections.abc import Callable
 import numpy as np
 
 from tcc_compiler.numerics import jit
-from tcc_compiler.numerics.gemm import ConvWeights, _out_len
-from tcc_compiler.numerics.int8_gemm import _ZP, MAX_K, int8_session, worth
+from tcc_compiler.numerics.gemm import ConvWeights
+from tcc_compiler.numerics.int8_gemm import MAX_K, int8_session, worth
+
+
+def _out_len(n: int, k: int, s: int, d: int) -> int:
+    """Output length of a window ``k`` (stride ``s``, dilation ``d``) over ``n`` padded
+    elements (may be < 1 when it does not fit)."""
+    return (n - ((k - 1) * d + 1)) // s + 1
+
+
+def _contig(a: np.ndarray) -> np.ndarray:
+    """``a`` C-contiguous and writeable (copied only when it is not), as the kernels take."""
+    if a.flags.c_contiguous and a.flags.writeable:
+        return a
+    return np.array(a, order="C")
 
 
 def accumulator(shape: tuple, zp_x: int, cw: ConvWeights, strides, pads,
@@ -53,7 +66,7 @@ def accumulator(shape: tuple, zp_x: int, cw: ConvWeights, strides, pads,
     if cw.group != 1 or not cw.imats or not worth(oh * ow, kh * kw * cg, o) \
             or kh * kw * cg > MAX_K or not 0 <= zpu <= 255 or int8_session() is None:
         return None
-    b, za = cw.imats[0], _ZP[zpu]
+    b, za = cw.imats[0], np.array(zpu, np.uint8)
 
     def gemm(a: np.ndarray) -> np.ndarray:
         # the session is looked up per call: a forked child builds its own (int8_gemm)
@@ -81,17 +94,17 @@ def _depthwise(c: int, zp_x: int, cw: ConvWeights, strides, pads, dilations, oh:
     sh, sw = int(strides[0]), int(strides[1])
     dh, dw = int(dilations[0]), int(dilations[1])
     top, left = int(pads[0]), int(pads[1])
-    k = jit._load()
+    k = jit.kernels()
 
     if sw == 1 and c < jit.W1_MAX_CHANNELS:   # contiguous runs per row and tap
         def rows(x: np.ndarray) -> np.ndarray:
             out = np.zeros((oh, ow, c), np.int32)
-            k.depthwise_w1(jit._c(x), zp, taps, sh, dh, dw, top, left, out)
+            k.depthwise_w1(_contig(x), zp, taps, sh, dh, dw, top, left, out)
             return out
         return rows
 
     def channels(x: np.ndarray) -> np.ndarray:
         out = np.zeros((oh, ow, c), np.int32)
-        k.depthwise(jit._c(x), zp, taps, sh, sw, dh, dw, top, left, out)
+        k.depthwise(_contig(x), zp, taps, sh, sw, dh, dw, top, left, out)
         return out
     return channels
