@@ -128,3 +128,15 @@ def test_executor_outputs_do_not_depend_on_the_split(tmp_path, monkeypatch):
         B.set_threads(old)
     assert got == want
     assert any(split)
+
+
+def test_batch_workers_compute_tiles_on_one_thread(small_folder, monkeypatch):
+    # tccc run/eval --jobs N: the worker processes are the parallelism, no band helper
+    from tcc_compiler.runtime import batch
+
+    _, out = small_folder
+    monkeypatch.setattr(B, "_threads", 2)
+    monkeypatch.setattr(batch, "_worker_prog", None, raising=False)
+    monkeypatch.setattr(batch, "_worker_job", None, raising=False)
+    batch._init_worker(str(out), batch.run_input)
+    assert B._threads == 1
