@@ -47,7 +47,9 @@ SPLIT_MIN_MACS = 1 << 20
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0
-_threads = 2 if len(os.sched_getaffinity(0)) > 1 else 1
+_cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")   # Linux
+         else os.cpu_count() or 1)
+_threads = 2 if _cpus > 1 else 1
 
 
 def set_threads(n: int) -> int:
