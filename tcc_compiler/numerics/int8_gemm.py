@@ -18,7 +18,7 @@ the calling thread (``intra_op_num_threads=1``, as the executor's BLAS: parallel
 processes, see :mod:`tcc_compiler.sim.blas`). Measured on this machine's Sapphire Rapids
 (AMX-INT8), per-process CPU time, loaded: 3136x576x64 1.6 ms against 4.4 ms for float32
 OpenBLAS (one thread), 196x2304x256 0.5 ms against 3.2 ms. ``b`` is packed on each call, so
-for a few rows (an FC layer) float32 GEMV is faster: :data:`MIN_ROWS`.
+for a small GEMM float32 is faster: :data:`MIN_MACS`.
 """
 
 from __future__ import annotations
@@ -33,11 +33,14 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 #: Fewest rows M, and fewest multiply-accumulates M*K*N, for which the integer kernel is used:
-#: below them packing ``b`` costs more than the float32 GEMM saves (measured, CPU ms, integer
-#: vs float32: 1x2048x1000 0.53 vs 0.43, 4x2048x1000 0.55 vs 1.1; 16x576x64 0.024 vs 0.014,
-#: 32x576x64 0.015 vs 0.032).
-MIN_ROWS = 2
-MIN_MACS = 1 << 20
+#: below them packing ``b`` costs more than the float32 GEMM saves. Measured through
+#: :func:`~tcc_compiler.numerics.gemm.conv_accumulate_f` (whole path, one BLAS thread, CPU us,
+#: integer vs float32) on this machine's AMD EPYC (AVX-512 VNNI), loaded: 1x1280x64 8.6 vs
+#: 12.0, 49x320x64 9.1 vs 24.2, 16x576x64 8.5 vs 19.1, 1x1280x1000 50 vs 62, 8x64x16 6.6 vs
+#: 4.7, 2x32x8 6.3 vs 4.3 (the Sapphire Rapids machine before favoured float32 up to about
+#: 2**20 MACs and for a single row: re-measure on another CPU).
+MIN_ROWS = 1
+MIN_MACS = 1 << 16
 #: Largest K whose int32 sum cannot overflow: K * 255 * 128 < 2**31.
 MAX_K = (2 ** 31 - 1) // (255 * 128)
 

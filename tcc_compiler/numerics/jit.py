@@ -67,6 +67,13 @@ def loaded() -> bool:
     return _enabled and _kernels is not False and _kernels is not None
 
 
+def kernels():
+    """The compiled kernels' namespace (:mod:`tcc_compiler.numerics.jit_kernels`), or None
+    when they are not in use (:func:`available`); for a caller that binds a kernel once and
+    calls it many times (:mod:`tcc_compiler.numerics.accumulator`)."""
+    return _load() if _enabled else None
+
+
 def _load():
     """The namespace of compiled kernels, or None without numba (or with numba's JIT
     disabled, which would run them as slow Python)."""

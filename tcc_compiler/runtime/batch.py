@@ -30,9 +30,13 @@ _worker_job: Job | None = None
 
 
 def _init_worker(folder: str, job: Job) -> None:
+    """Load ``folder`` once in a worker process; its executor computes every tile on one
+    thread (sim/conv_bands.py: the workers are the parallelism)."""
     from tcc_compiler.runtime.loaded import load_program
+    from tcc_compiler.sim import conv_bands
 
     global _worker_prog, _worker_job
+    conv_bands.set_threads(1)
     _worker_prog = load_program(folder)
     _worker_job = job
 

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from tcc_compiler.isa import spec
@@ -17,6 +19,7 @@ from tcc_compiler.numerics.epilogue import channel_clamp, two_slope_epilogue
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
 from tcc_compiler.numerics.lut import apply_lut, apply_lut_wide
+from tcc_compiler.sim.conv_bands import conv_in_bands
 from tcc_compiler.sim.conv_params import ConvParams
 from tcc_compiler.sim.conv_tile import ConvPlan
 from tcc_compiler.sim.memory import INT_DTYPES
@@ -71,10 +74,12 @@ class ConvWeightCache:
 
 
 def conv_result(pl: ConvPlan, cp: ConvParams, x: np.ndarray, cw: ConvWeights, pads: tuple,
-                part: np.ndarray | None, sc: np.ndarray | None) -> np.ndarray:
+                part: np.ndarray | None, sc: np.ndarray | None,
+                acc_fn: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """The output of one CONV_TILE under ``pl.cfg`` (out_mode and flags as specs/isa.md):
     accumulate, then int32 (out_mode bit0), or requantize (two-slope with out_mode bit2,
-    else the plain epilogue: compiled straight into ``pl.direct`` when the plan allows),
+    else the plain epilogue: compiled straight into ``pl.direct`` when the plan allows, a
+    large such tile in two bands of rows side by side, :mod:`tcc_compiler.sim.conv_bands`),
     the records' per-channel clamp, then the LUT epilogue (flags bit3: 256 int8 entries, or
     257 int16 knots when the requantized value is int16, flags bit5).
 
@@ -84,13 +89,21 @@ def conv_result(pl: ConvPlan, cp: ConvParams, x: np.ndarray, cw: ConvWeights, pa
         pads: (top, left, bottom, right) rows/columns of ``zp_in`` padding.
         part: the int32 partial sums [oh, ow, oc] (out_mode bit1), else None.
         sc: the shortcut [oh, ow, oc] (flags bit0, int8 or int16), else None.
+        acc_fn: the tile's :func:`~tcc_compiler.numerics.accumulator.accumulator` (made once
+            for its input shape, zero point and ``cw``), or None: ``conv_accumulate_f``.
 
     Returns:
         [oh, ow, oc]: int32 (little-endian) for out_mode bit0, else int8 or int16 (the
         output type); ``pl.direct`` itself when the epilogue wrote it in place.
     """
     cfg, p = pl.cfg, cp.records
-    acc = conv_accumulate_f(x, cfg.zp_in, cw, pl.strides, pads, pl.dilations)
+    fast = pl.fits and cp.jit is not None and not cfg.wide_weights and jit.available()
+    if fast and not cfg.accumulate and conv_in_bands(
+            x, pads, cw, pl.strides, pl.dilations, cfg.kh, pl.macs,
+            (cp.jit, cfg.zp_in, cfg.zp_out, cfg.act_lo, cfg.act_hi, cfg.zp_sc), sc, pl.direct):
+        return channel_clamp(pl.direct, cp.clamp_lo, cp.clamp_hi)   # two bands, side by side
+    acc = (acc_fn(x) if acc_fn is not None
+           else conv_accumulate_f(x, cfg.zp_in, cw, pl.strides, pads, pl.dilations))
     if cfg.accumulate:   # the partial replaces the bias: the epilogue adds bias back
         acc = wrap32(np.asarray(acc, np.int64) + part.astype(np.int64)
                      - p["bias"].astype(np.int64))
@@ -101,7 +114,7 @@ def conv_result(pl: ConvPlan, cp: ConvParams, x: np.ndarray, cw: ConvWeights, pa
                                cfg.zp_out, cfg.act_lo, cfg.act_hi, INT_DTYPES[cfg.out_bytes],
                                (cp.consts, cp.neg_consts), (cp.jit, cp.neg_jit),
                                cfg.wide_weights)
-    elif pl.fits and cp.jit is not None and not cfg.wide_weights and jit.available():
+    elif fast:
         y = jit.epilogue_into(acc, cp.jit, cfg.zp_out, cfg.act_lo, cfg.act_hi, sc,
                               cfg.zp_sc, pl.direct)   # checked once, in the plan
     else:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -50,11 +49,10 @@ from tcc_compiler.isa.commands import (
     box_strides,
 )
 from tcc_compiler.sim.blas import blas_threads
-from tcc_compiler.sim.conv_exec import ConvWeightCache, conv_result
-from tcc_compiler.sim.conv_params import ConvParamCache, ParamRecordError
+from tcc_compiler.sim.conv_exec import conv_result
+from tcc_compiler.sim.conv_operands import ConvOperands
 from tcc_compiler.sim.conv_tile import ConvPlan, conv_setup_problem, make_plan
 from tcc_compiler.sim.dma import run_dma, run_dma_z
-from tcc_compiler.sim.param_origin import record_origin
 from tcc_compiler.sim.vector_ops import (run_add_tile, run_ew_tile, run_lut_tile, run_pool_tile,
                                         run_resize_tile)
 from tcc_compiler.sim.hazards import HazardError, Ordering, ShadowMemory
@@ -71,7 +69,6 @@ _LE = {t: np.dtype(t).newbyteorder("<") for t in (np.int8, np.int16, np.int32, n
 
 #: Execution orders :meth:`Executor.run_with_stats` offers.
 SCHEDULES = ("inorder", "random")
-
 
 @dataclass
 class ExecStats:
@@ -138,13 +135,12 @@ class Executor:
         # (WEIGHTS offset, src_bytes, dst_bytes) -> expanded block; WEIGHTS is read-only, so a
         # block decoded once stays valid for every later run of this executor
         self._inflated: dict[tuple[int, int, int], np.ndarray] = {}
-        # a weight operand is prepared for the GEMM once and reused while its bytes are
-        # unchanged (found by the weight load they came from, else compared)
-        self._weights = ConvWeightCache()
         # command index -> (hull of the SRAM bytes it writes, or None; its weight source)
         self._writes: dict[int, tuple] = {}
-        # parameter records decoded (and the epilogue's factors derived) once per layer
-        self._params = ConvParamCache()
+        # conv tiles' decoded params, GEMM-ready weights and accumulator routines, found by
+        # their bytes' sources (sim/conv_operands.py); the two caches named for tests
+        self._ops = ConvOperands(weights, cmd.path)
+        self._weights, self._params = self._ops.weights, self._ops.params
         # command index -> its ConvPlan (sim/conv_tile.py), valid while its CONV_CFG and SRAM
         # are the same objects; the SRAMs are kept (and refilled) across runs for that
         self._plans: dict[int, ConvPlan] = {}
@@ -224,6 +220,7 @@ class Executor:
                 order = ordering.random_order(seed)
             shadow = ShadowMemory(ordering, self._sizes())
         names, steps = self._names, self._steps
+        track = self._ops.start(schedule, self._track)
         with blas_threads(self.blas_threads):
             for pos, i in enumerate(order):
                 cmd = cmds[i]
@@ -242,12 +239,13 @@ class Executor:
                         if shadow is not None:  # garbage read through a race: name the race
                             self._raise_later_hazard(shadow, cmds, list(order)[pos + 1:])
                         raise
-                    self._track(i, cmd)
+                    track(i, cmd)
                 elif isinstance(cmd, End):
                     if not multi:
                         break
                 else:
                     self._regs.update(cmd)
+        self._ops.finish()   # every command ran
         self.stats = stats
         log.debug("executed %d commands: %s", len(c.commands), dict(stats.commands))
         return bytes(self._dram[spec.Region.OUTPUT].buf), stats
@@ -425,20 +423,11 @@ class Executor:
         if x is None:   # a strided multi-byte input: read as a copy
             x = self._sram_box(i, t, "input", t.in_sram, (t.in_h, t.in_w, t.in_c),
                                t.in_px_stride, t.in_row_stride, INT_DTYPES[cfg.in_bytes])
-        prov = self._prov
-        try:
-            p_src = prov.source_of(t.p_sram, pl.p_raw.size)
-            cp = self._params.get(pl.p_raw, cfg, p_src, pl.fields)
-        except ParamRecordError as exc:   # bytes a weight load brought: the weight file's fault
-            origin = record_origin(self._weight_file, p_src, exc.record)
-            if origin is None:
-                raise self._err(i, t, str(exc)) from None
-            raise ExecutionError(f"{origin}: {exc} (read by command {i} ({t.name}) of "
-                                 f"{os.path.basename(self.cmd.path)})") from None
-        except ValueError as exc:
-            raise self._err(i, t, str(exc)) from None
-        cw = self._weights.get(t.w_sram, pl.w, pl.groups,
-                               prov.source_of(t.w_sram, pl.w.nbytes))
+        ready = self._ops.ready.get(i)
+        if ready is not None and ready[0] is pl:   # remembered sources: the same objects
+            _, cp, cw, acc_fn = ready
+        else:
+            cp, cw, acc_fn = self._ops.get(i, t, pl, self._prov, self._err)
         shape = (pl.oh, pl.ow, t.oc)
         part = pl.part
         if part is None and cfg.accumulate:
@@ -448,7 +437,7 @@ class Executor:
         if sc is None and cfg.has_shortcut and not cfg.out_mode & spec.OUT_MODE_INT32:
             sc = self._sram_box(i, t, "shortcut", t.sc_sram, shape, t.sc_px_stride,
                                 t.sc_row_stride, INT_DTYPES[cfg.sc_bytes])
-        y = conv_result(pl, cp, x, cw, t.pads, part, sc)
+        y = conv_result(pl, cp, x, cw, t.pads, part, sc, acc_fn)
         stats.bytes_per_queue["COMPUTE"] += pl.read_fixed + y.nbytes
         if y is not pl.direct:
             pl.out[...] = y

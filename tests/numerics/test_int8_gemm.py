@@ -85,8 +85,8 @@ def test_random_convs_exact(monkeypatch, group, strides, dilations, pads):
     np.testing.assert_array_equal(got, _acc_ref(x, -7, w, strides, pads, dilations, group))
 
 
-def test_few_rows_use_float_path(monkeypatch):
-    # fewer than MIN_ROWS output pixels (an FC layer): the float32 GEMM, still exact
+def test_small_gemms_use_float_path(monkeypatch):
+    # fewer than MIN_MACS multiply-accumulates: the float32 GEMM, still exact
     rng = np.random.default_rng(3)
     x = rng.integers(-128, 128, (1, 1, 300), dtype=np.int8)
     w = rng.integers(-128, 128, (10, 1, 1, 300), dtype=np.int8)
@@ -94,6 +94,19 @@ def test_few_rows_use_float_path(monkeypatch):
     got = G.conv_accumulate_f(x, 5, G.prepare_conv_weights(w))
     assert seen == []
     np.testing.assert_array_equal(got, _acc_ref(x, 5, w))
+
+
+@needs_kernel
+def test_fc_layer_uses_integer_kernel(monkeypatch):
+    # one row of 1280 inputs to 64 outputs (an FC tile): the integer kernel, measured faster
+    # through the whole path on the AVX-512 VNNI machine (int8_gemm.MIN_MACS)
+    rng = np.random.default_rng(4)
+    x = rng.integers(-128, 128, (1, 1, 1280), dtype=np.int8)
+    w = rng.integers(-128, 128, (64, 1, 1, 1280), dtype=np.int8)
+    seen = _spy(monkeypatch)
+    got = G.conv_accumulate_f(x, -3, G.prepare_conv_weights(w))
+    assert seen == [(1, 1280, 64)]
+    np.testing.assert_array_equal(got, _acc_ref(x, -3, w))
 
 
 class _SaturatingSession:

@@ -6,11 +6,13 @@ load and the tile."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tcc_compiler.binfmt import read_cmd_file, read_weight_file, write_cmd_file
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.commands import Access, Space
 from tcc_compiler.isa.spec import Region, dram_address
+from tcc_compiler.numerics import jit
 from tcc_compiler.runtime import load_program
 from tcc_compiler.sim import Executor
 from tcc_compiler.sim.provenance import Provenance, sram_write_hull, weight_source
@@ -105,3 +107,45 @@ def test_same_outputs_with_and_without_provenance(small_folder, monkeypatch):
     _no_provenance(monkeypatch)
     fresh = load_program(out)
     assert got == [fresh.execute(fresh.quantize(x)) for x in xs] * 2
+
+
+def test_repeat_inorder_runs_reuse_the_sources_of_the_first(small_folder, monkeypatch):
+    # provenance is a function of the commands alone: after one complete in-order run, later
+    # in-order runs take each tile's sources from it and track nothing, with the same bytes;
+    # a random schedule (another order) tracks again
+    from tcc_compiler.numerics import int8_gemm
+
+    monkeypatch.setattr(int8_gemm, "MIN_MACS", 0)   # this small net's GEMMs take that route
+    _, out = small_folder
+    prog = load_program(out)
+    ex = prog.executor
+    rng = np.random.default_rng(2)
+    inputs = [rng.integers(0, 256, ex.cmd.input_bytes, dtype=np.uint8).tobytes()
+              for _ in range(3)]
+    first = ex.run(inputs[0])
+    assert ex._ops._srcs and any(s != (None, None) for s in ex._ops._srcs.values())
+    wf = read_weight_file((out / "quantized_network.bin").read_bytes())
+    fresh = _runs(Executor(ex.cmd, wf, ex.target), inputs)
+
+    def no_tracking(*args):
+        raise AssertionError("provenance tracked on a repeat in-order run")
+
+    monkeypatch.setattr(Provenance, "source_of", no_tracking)
+    monkeypatch.setattr(Executor, "_track", no_tracking)
+    assert [first] + _runs(ex, inputs) == fresh[:1] + fresh
+    # the tiles' operands and accumulator routines are remembered with their sources
+    if jit.available() and int8_gemm.int8_session() is not None:
+        assert ex._ops.ready and any(r[3] is not None for r in ex._ops.ready.values())
+    with pytest.raises(AssertionError, match="provenance tracked"):
+        ex.run(inputs[0], schedule="random", seed=3)
+
+
+def test_a_random_run_does_not_fix_the_sources(small_folder):
+    # the sources are remembered from an in-order run only (the order they are a function of)
+    _, out = small_folder
+    ex = load_program(out).executor
+    x = bytes(ex.cmd.input_bytes)
+    ex.run(x, schedule="random", seed=1)
+    assert not ex._ops._complete and not ex._ops._srcs
+    ex.run(x)
+    assert ex._ops._complete

@@ -1,0 +1,110 @@
+"""A conv's accumulator routine chosen once for a fixed input shape (:func:`accumulator`).
+
+Why: the reference executor runs the same CONV_TILE (same shape, zero point and weights) on
+every image, a hundred and fifty tiles an image on EfficientNet-Lite0, and
+:func:`~tcc_compiler.numerics.gemm.conv_accumulate_f` re-derives its route on each call (the
+output size, whether the integer GEMM is worth it, the depthwise taps widened to int32): a
+few microseconds a tile, about as much as a small tile's arithmetic. Every one of those
+decisions depends on the shapes, the zero point and the weights only, never on the input's
+values, so it is taken once here and the returned routine runs only the arithmetic.
+
+Exactness: the routine runs the very kernels ``conv_accumulate_f`` runs for that input
+(:func:`~tcc_compiler.numerics.jit.depthwise`'s compiled depthwise kernels; the integer GEMM
+of :func:`~tcc_compiler.numerics.int8_gemm.int8_matmul` on ``x + 128``, unpadded for a plain
+1x1 conv, else through the compiled im2col), on the same operands, so the same int32 sums.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from tcc_compiler.numerics import jit
+from tcc_compiler.numerics.gemm import ConvWeights
+from tcc_compiler.numerics.int8_gemm import MAX_K, int8_session, worth
+
+
+def _out_len(n: int, k: int, s: int, d: int) -> int:
+    """Output length of a window ``k`` (stride ``s``, dilation ``d``) over ``n`` padded
+    elements (may be < 1 when it does not fit)."""
+    return (n - ((k - 1) * d + 1)) // s + 1
+
+
+def _contig(a: np.ndarray) -> np.ndarray:
+    """``a`` C-contiguous and writeable (copied only when it is not), as the kernels take."""
+    if a.flags.c_contiguous and a.flags.writeable:
+        return a
+    return np.array(a, order="C")
+
+
+def accumulator(shape: tuple, zp_x: int, cw: ConvWeights, strides, pads,
+                dilations) -> Callable[[np.ndarray], np.ndarray] | None:
+    """A routine ``f(x) -> acc`` equal to ``conv_accumulate_f(x, zp_x, cw, strides, pads,
+    dilations)`` as int32 [OH, OW, O] for every int8 ``x`` of ``shape`` [H, W, C] (NHWC, any
+    strides), or None when that call would take another route (no compiled kernels or
+    exact integer GEMM, int16 weights, a grouped non-depthwise conv, a GEMM too small for
+    the integer kernel, a window that does not fit): then call ``conv_accumulate_f``.
+
+    Args:
+        shape: (H, W, C) of the input. zp_x: its zero point (int8 range). cw: the prepared
+            weights (:func:`~tcc_compiler.numerics.gemm.prepare_conv_weights`). strides,
+            dilations: (h, w). pads: (top, left, bottom, right).
+    """
+    h, w, c = shape
+    o, kh, kw, cg = cw.w.shape
+    top, left, bottom, right = pads
+    if cw.w.dtype != np.int8 or c != cg * cw.group or not jit.available():
+        return None
+    oh = _out_len(h + top + bottom, kh, strides[0], dilations[0])
+    ow = _out_len(w + left + right, kw, strides[1], dilations[1])
+    if oh < 1 or ow < 1:
+        return None
+    if cw.dw is not None:
+        return _depthwise(c, zp_x, cw, strides, pads, dilations, oh, ow)
+    zpu = int(zp_x) + 128
+    if cw.group != 1 or not cw.imats or not worth(oh * ow, kh * kw * cg, o) \
+            or kh * kw * cg > MAX_K or not 0 <= zpu <= 255 or int8_session() is None:
+        return None
+    b, za = cw.imats[0], np.array(zpu, np.uint8)
+
+    def gemm(a: np.ndarray) -> np.ndarray:
+        # the session is looked up per call: a forked child builds its own (int8_gemm)
+        return int8_session().run(None, {"a": a, "b": b, "za": za})[0].reshape(oh, ow, o)
+
+    if top == left == bottom == right == 0 and kh == kw == 1 and tuple(strides) == (1, 1):
+        def plain(x: np.ndarray) -> np.ndarray:       # int8 v -> uint8 v + 128, no padding
+            return gemm(np.bitwise_xor(x.view(np.uint8), np.uint8(0x80)).reshape(oh * ow, c))
+        return plain
+
+    def cols(x: np.ndarray) -> np.ndarray:
+        return gemm(jit.im2col_u8(x, zpu, (kh, kw), strides, dilations, pads, oh, ow))
+    return cols
+
+
+def _depthwise(c: int, zp_x: int, cw: ConvWeights, strides, pads, dilations, oh: int,
+               ow: int) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The depthwise routine of :func:`accumulator`: :func:`~tcc_compiler.numerics.jit.
+    depthwise`'s kernel choice and int32 taps made once."""
+    _, kh, kw, _ = cw.w.shape
+    if kh * kw > jit.MAX_DW_TAPS:
+        return None
+    taps = np.ascontiguousarray(cw.w[:, :, :, 0].transpose(1, 2, 0).astype(np.int32))
+    zp = np.int32(zp_x)
+    sh, sw = int(strides[0]), int(strides[1])
+    dh, dw = int(dilations[0]), int(dilations[1])
+    top, left = int(pads[0]), int(pads[1])
+    k = jit.kernels()
+
+    if sw == 1 and c < jit.W1_MAX_CHANNELS:   # contiguous runs per row and tap
+        def rows(x: np.ndarray) -> np.ndarray:
+            out = np.zeros((oh, ow, c), np.int32)
+            k.depthwise_w1(_contig(x), zp, taps, sh, dh, dw, top, left, out)
+            return out
+        return rows
+
+    def channels(x: np.ndarray) -> np.ndarray:
+        out = np.zeros((oh, ow, c), np.int32)
+        k.depthwise(_contig(x), zp, taps, sh, sw, dh, dw, top, left, out)
+        return out
+    return channels

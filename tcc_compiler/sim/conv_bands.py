@@ -1,0 +1,155 @@
+"""A large CONV_TILE computed as two bands of output rows side by side: the reference
+executor's use of a second core.
+
+Why: the executor runs one command after another on one thread, while ONNX Runtime (the
+figure of issue 18) uses every core; on EfficientNet-Lite0 the depthwise kernel is the
+slowest arithmetic per MAC (about 15-25 GMAC/s on one core here, the integer GEMM over 200).
+The kernels a tile runs (numba's ``nogil`` depthwise and epilogue kernels) release the GIL,
+so the second band runs on a helper thread while the calling thread computes the first.
+
+Exactness: a conv's output row ``r`` reads only the padded input rows ``r sh .. r sh + (KH-1)
+dh``; the rows ``[r0, r1)`` of the output are therefore the output of the same conv over the
+input rows they read, with the zero-point padding that falls inside them kept as padding
+(:func:`band_input`). Each band is computed by exactly the arithmetic of the whole tile
+(:func:`~tcc_compiler.numerics.gemm.conv_accumulate_f`, then the compiled epilogue written into
+its own rows of the output box): integer sums, exact in any order, and an element-wise
+epilogue, so the bytes are the unsplit tile's. The bands write disjoint rows; each reads the
+shortcut rows it writes over (the epilogue's "same elements" rule holds per band); a tile
+whose output box shares bytes with its input is not split (one band would overwrite input
+rows the other still reads, where the unsplit tile reads all before writing).
+
+The helper is one thread per process (a forked child starts its own), blocking rather than
+spinning, so on a loaded machine a band waits at worst as long as the tile would have taken.
+:func:`set_threads` ``(1)`` turns the split off (``tccc eval --jobs N`` workers, whose
+parallelism is the processes).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from tcc_compiler.numerics import jit
+from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f
+
+#: A depthwise tile is split when it has at least this many multiply-accumulates (padding
+#: taps included) and two output rows. Measured on this AMD EPYC, loaded, CPU us per tile
+#: (process / calling thread): 28x28x240 5x5 282 unsplit, 299 / 160 split; 14x14x672 5x5 148,
+#: 182 / 92; 12x56x144 3x3 (0.9M MACs) 69, 95 / 49: the hand-off costs 15-35 us of CPU, so
+#: only tiles of about 60 us and more gain. GEMM tiles are never split: the integer GEMM
+#: runs 7M MACs in about 30 us and a second call costs about as much again (7x14x672x112:
+#: 28 unsplit, 70 / 35 split).
+SPLIT_MIN_MACS = 1 << 20
+
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
+_cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")   # Linux
+         else os.cpu_count() or 1)
+_threads = 2 if _cpus > 1 else 1
+
+
+def set_threads(n: int) -> int:
+    """Compute large tiles on ``n`` threads (1: never split; 2: two bands); returns the
+    previous setting.
+
+    Raises:
+        ValueError: ``n`` is not 1 or 2."""
+    global _threads
+    if n not in (1, 2):
+        raise ValueError(f"band threads must be 1 or 2, not {n}")
+    old, _threads = _threads, n
+    return old
+
+
+def _helper() -> ThreadPoolExecutor:
+    """The helper thread's pool (made on first use, and anew in a forked child, which
+    inherits the object but not its thread)."""
+    global _pool, _pool_pid
+    if _pool is None or _pool_pid != os.getpid():
+        with _lock:
+            if _pool is None or _pool_pid != os.getpid():
+                _pool = ThreadPoolExecutor(1, thread_name_prefix="tccc-band")
+                _pool_pid = os.getpid()
+    return _pool
+
+
+def band_input(x: np.ndarray, pads: tuple, r0: int, r1: int, kh: int, sh: int,
+               dh: int) -> tuple[np.ndarray, tuple] | None:
+    """The input rows and pads of output rows ``[r0, r1)`` of a conv (module docstring).
+
+    Args:
+        x: the tile's input [H, W, C] (NHWC, any dtype and strides). pads: (top, left,
+            bottom, right). kh, sh, dh: kernel rows, row stride, row dilation.
+
+    Returns:
+        (the view of ``x``'s rows the band reads, its (top, left, bottom, right) pads), or
+        None when the band reads no input row (all padding: not split).
+    """
+    top, left, _, right = pads
+    a = r0 * sh - top                                  # first padded row, input coordinates
+    b = (r1 - 1) * sh + (kh - 1) * dh + 1 - top        # one past the last
+    lo, hi = max(a, 0), min(b, x.shape[0])
+    if hi <= lo:
+        return None
+    return x[lo:hi], (lo - a, left, b - hi, right)
+
+
+def _band(x: np.ndarray, pads: tuple, cw: ConvWeights, strides, dilations, zp_in: int,
+          params: tuple, zp_out: int, lo: int, hi: int, sc: np.ndarray | None, zp_sc: int,
+          out: np.ndarray) -> None:
+    """One band: the accumulator of ``x`` (its pads) and the compiled epilogue into ``out``
+    (the band's rows of the output box)."""
+    acc = conv_accumulate_f(x, zp_in, cw, strides, pads, dilations)
+    jit.epilogue_into(acc, params, zp_out, lo, hi, sc, zp_sc, out)
+
+
+def conv_in_bands(x: np.ndarray, pads: tuple, cw: ConvWeights, strides, dilations,
+                  kh: int, macs: int, epi: tuple, sc: np.ndarray | None,
+                  out: np.ndarray) -> bool:
+    """Compute a tile whose result goes straight into ``out`` through the compiled epilogue
+    (:func:`~tcc_compiler.numerics.jit.epilogue_into`'s conditions, checked by the caller)
+    as two bands of output rows, the second on the helper thread; False (nothing written)
+    when the tile is not split (one thread, not depthwise, fewer than :data:`SPLIT_MIN_MACS`
+    MACs or two rows, a band of padding only, the output sharing bytes with the input).
+
+    Args:
+        x: the input [H, W, C] int8 (NHWC). pads: (top, left, bottom, right). cw: the
+            prepared weights. strides, dilations: (h, w). kh: kernel rows. macs: the tile's
+            multiply-accumulates.
+        epi: (epilogue params, zp_in, zp_out, lo, hi, zp_sc): the compiled epilogue's
+            parameters (:func:`~tcc_compiler.numerics.jit.epilogue_params`), the input zero
+            point and the epilogue's scalars.
+        sc: the shortcut [OH, OW, O] or None. out: the output box [OH, OW, O] (int8/int16).
+
+    Raises:
+        What the accumulator or epilogue raises (ValueError for a window that does not fit),
+        after both bands finished.
+    """
+    oh = out.shape[0]
+    if _threads < 2 or cw.dw is None or macs < SPLIT_MIN_MACS or oh < 2 or x.dtype != np.int8 \
+            or np.may_share_memory(x, out):   # a band would overwrite rows the other reads
+        return False
+    mid = oh // 2
+    parts = [band_input(x, pads, r0, r1, kh, strides[0], dilations[0])
+             for r0, r1 in ((0, mid), (mid, oh))]
+    if parts[0] is None or parts[1] is None:
+        return False
+    params, zp_in, zp_out, lo, hi, zp_sc = epi
+
+    def run(k: int, r0: int, r1: int) -> None:
+        xb, pb = parts[k]
+        _band(xb, pb, cw, strides, dilations, zp_in, params, zp_out, lo, hi,
+              None if sc is None else sc[r0:r1], zp_sc, out[r0:r1])
+
+    second = _helper().submit(run, 1, mid, oh)
+    try:
+        run(0, 0, mid)
+    finally:
+        err = second.exception()
+    if err is not None:
+        raise err
+    return True
