@@ -43,7 +43,7 @@ from tcc_compiler.quant.analyze import isolated_errors
 from tcc_compiler.quant.golden import GoldenModel
 from tcc_compiler.quant.precision import (FILE_KEY, WEIGHTS_KEY, Int16Plan, int16_blocker,
                                           layer_nodes, plan_int16, read_precision_file,
-                                          weights_blocker)
+                                          weights_blocker, with_table_convs)
 from tcc_compiler.quant.quantize import quantize_graph
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def _int16_ranges(graph: Graph, layers, ranges: dict, minmax: dict | None) -> di
     """{output name: observed (lo, hi)} of the layers (their calibrated range if no min/max)."""
     nodes = layer_nodes(graph)
     out = {}
-    for name in layers:
+    for name in with_table_convs(graph, layers):   # an int16 table output: its conv's too
         v = nodes[name].output.name
         out[v] = (minmax or {}).get(v, ranges.get(v, (0.0, 0.0)))
     return out

@@ -110,8 +110,8 @@ def conv_result(pl: ConvPlan, cp: ConvParams, x: np.ndarray, cw: ConvWeights, pa
                           INT_DTYPES[cfg.requant_bytes], cp.consts, cp.jit, pl.direct,
                           acc64=cfg.wide_weights)
     y = channel_clamp(y, cp.clamp_lo, cp.clamp_hi)   # per-channel clamp bytes
-    if pl.lut is not None and cfg.requant_bytes == 2:   # bits 3 + 5: int16 -> int8
-        return apply_lut_wide(y, pl.lut)
+    if pl.lut is not None and cfg.requant_bytes == 2:   # bits 3 + 5: int16 -> int8/int16
+        return apply_lut_wide(y, pl.lut, cfg.lut16)   # out_mode bit3: int16 knots, output
     if pl.lut is not None:   # flags bit3: one table on the way out
         return apply_lut(y, pl.lut)
     return y
