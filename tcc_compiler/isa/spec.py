@@ -193,16 +193,18 @@ CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
                   "datapath, not the MAC array: cin_g = 1, oc = in_c, kernel and stride "
                   "within the target's depthwise limits, dilation 1); bit3 = LUT epilogue "
                   "(the int8 output goes through the 256-entry table at lut_sram: "
-                  "out = lut[y + 128]; needs an int8 output, out_mode 0 or 2; with bit5 the "
+                  "out = lut[y + 128]; needs a requantized output, out_mode 0 or 2 (8 or 10 "
+                  "with bit5 for an int16 table output); with bit5 the "
                   "requantized value y is int16 and the table is 257 int16 knots K, out = "
                   "clamp((K[i] * (256 - f) + K[i + 1] * f + 2**14) >> 15, -128, 127) with "
                   "i = (y + 32768) >> 8, f = (y + 32768) & 255: the output is int8, or int16 "
                   "with out_mode bit3); "
                   "bits 4-6 = element widths "
                   "(mixed precision): bit4 = input int16, bit5 = output int16 (needs "
-                  "out_mode bit0 clear: 0, 2, 4 or 6; with bit3 the table's input), "
+                  "out_mode bit0 clear: 0, 2, 4 or 6, with bit3 also 8 or 10; with bit3 the "
+                  "table's input), "
                   "bit6 = shortcut int16, clear = int8; bit7 = weights "
-                  "int16 (2 bytes LE per weight, 64-bit accumulator, needs out_mode 0 or 4 and "
+                  "int16 (2 bytes LE per weight, 64-bit accumulator, needs out_mode 0, 4 or 8 and "
                   "every accumulator multiplier M < 2**15: specs/quantization.md, 'int16 weights')",
      Display.HEX),
     ("group", U16, "groups of the whole layer (informational; tiles hold whole groups)"),

@@ -76,7 +76,8 @@ def conv_result(pl: ConvPlan, cp: ConvParams, x: np.ndarray, cw: ConvWeights, pa
     accumulate, then int32 (out_mode bit0), or requantize (two-slope with out_mode bit2,
     else the plain epilogue: compiled straight into ``pl.direct`` when the plan allows),
     the records' per-channel clamp, then the LUT epilogue (flags bit3: 256 int8 entries, or
-    257 int16 knots when the requantized value is int16, flags bit5).
+    257 int16 knots when the requantized value is int16, flags bit5, interpolated to int8, or
+    to int16 with out_mode bit3).
 
     Args:
         pl: the tile's plan. cp: its decoded parameter records.

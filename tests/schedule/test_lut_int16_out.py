@@ -131,3 +131,17 @@ def test_executor_refuses_an_int16_table_output_without_an_int16_input():
     assert conv_flags_problem(cfg, tile, 64) is None
     bad = dataclasses.replace(cfg, flags=cfg.flags & ~(WIDE_OUT << CONV_FLAG_WIDE_SHIFT))
     assert "int16 table output" in conv_flags_problem(bad, tile, 64)
+
+
+def test_int16_table_output_with_int16_weights_runs_bit_exact():
+    """A conv with int16 weights (flags bit7) and an int16 table output (out_mode 8) is a valid
+    CONV_CFG: the executor runs it and matches the golden model."""
+    calib = _calib(2)
+    m = api.compile(_model(), "12x12x3", calibration=calib,
+                    precision={"int16": [LUT], "int16_weights": ["conv1"]})
+    cfg = _lut_cfg(m)
+    assert cfg.wide_weights and cfg.out_mode == OUT_MODE_LUT16
+    res = m.program.run(calib[1])
+    gold = run_golden(m.quantized_graph, calib[1], keep=True)
+    for o in m.program.manifest["outputs"]:
+        assert res["int:" + o["name"]].tobytes() == gold["int:" + o["name"]].tobytes()
