@@ -234,7 +234,7 @@ def _auto_variants(fg, m, ranges, observers, calib, with_gptq, run) -> None:
         run(m + "+gptq+auto", g)
     if _wanted(m + "+all16"):
         every = choose_precision(fg, ranges, mm, [], {
-            "int16": [r[0] for r in choice.ranking if r[1] == "activations"],
+            "int16": [r[0] for r in choice.ranking if r[1] in ("activations", "table outputs")],
             "int16_weights": [r[0] for r in choice.ranking if r[1] == "weights"]})
         run(m + "+all16", quantize_graph(fg.clone(), ranges, every.int16_ranges,
                                          set(every.plan.weight_layers)))

@@ -206,7 +206,7 @@ def _export_lut(b: QdqBuilder, n, xf: str) -> None:
 
     lq = lut_quant(n)
     if lq.wide:
-        _export_lut_wide(b, n, lq.tables[0])
+        _export_lut_wide(b, n, lq.tables[0], lq.wide_out)
         return
     tables = lq.tables
     t = tables.shape[0]
@@ -222,12 +222,16 @@ def _export_lut(b: QdqBuilder, n, xf: str) -> None:
     b.dq(n.output, q, n.name)
 
 
-def _export_lut_wide(b: QdqBuilder, n, knots: np.ndarray) -> None:
+def _export_lut_wide(b: QdqBuilder, n, knots: np.ndarray, wide_out: bool = False) -> None:
     """An int16-input table, bit-exact (numerics/lut.py apply_lut_wide) in int64 ONNX ops:
     ``u = q + 32768``, ``i = u / 256`` (non-negative: ``Div`` truncates = floors),
-    ``f = u - 256 i``, the two knots gathered, and the rounding shift as a ``Div`` of a
-    numerator made non-negative by ``2**23`` (``|K| * 256 <= 2**23``), taken off after."""
+    ``f = u - 256 i``, the two knots gathered, and the rounding shift by ``S`` (15 for an
+    int8 output, 8 for an int16 one: ``wide_out``) as a ``Div`` of a numerator made
+    non-negative by ``2**23`` (``|K| * 256 <= 2**23``), taken off after."""
     src = f"{n.name}_{n.attrs.func.value}"
+    sh = 8 if wide_out else 15
+    lo, hi, to = ((-32768, 32767, TensorProto.INT16) if wide_out
+                  else (-128, 127, TensorProto.INT8))
 
     def op(kind: str, ins: list[str], tag: str, **attrs) -> str:
         return b.node(kind, ins, b.uniq(f"{n.name}_{tag}"), f"{src}_{tag}", **attrs)
@@ -244,11 +248,11 @@ def _export_lut_wide(b: QdqBuilder, n, knots: np.ndarray) -> None:
     k1 = op("Gather", [tab, op("Add", [i, c("one", 1)], "next")], "k1")
     acc = op("Add", [op("Mul", [k0, op("Sub", [c("step", 256), f], "rest")], "w0"),
                      op("Mul", [k1, f], "w1")], "acc")
-    y = op("Div", [op("Add", [acc, c("bias", (1 << 23) + (1 << 14))], "num"),
-                   c("den", 1 << 15)], "shift")
-    y = op("Sub", [y, c("unbias", 1 << 8)], "y")
-    y = op("Clip", [y, c("lo", -128), c("hi", 127)], "clip")
-    q = b.node("Cast", [y], f"{n.output.name}_quantized", f"{src}_Cast8", to=TensorProto.INT8)
+    y = op("Div", [op("Add", [acc, c("bias", (1 << 23) + (1 << (sh - 1)))], "num"),
+                   c("den", 1 << sh)], "shift")
+    y = op("Sub", [y, c("unbias", 1 << (23 - sh))], "y")
+    y = op("Clip", [y, c("lo", lo), c("hi", hi)], "clip")
+    q = b.node("Cast", [y], f"{n.output.name}_quantized", f"{src}_Cast8", to=to)
     b.dq(n.output, q, n.name)
 
 

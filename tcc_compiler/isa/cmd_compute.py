@@ -77,13 +77,20 @@ class ConvCfg(Command):
         return elem_size(self.wide, spec.WIDE_OUT)
 
     @property
+    def lut16(self) -> bool:
+        """True if out_mode bit3 (the LUT epilogue's interpolated output is int16) is set."""
+        return bool(self.out_mode & spec.OUT_MODE_LUT16)
+
+    @property
     def out_bytes(self) -> int:
-        """Bytes per output element: 4 for out_mode bit0 (int32), 1 with a LUT epilogue
-        (flags bit3, whose table maps an int16 requantized value to int8 too), 2 if flags
-        bit5, else 1."""
+        """Bytes per output element: 4 for out_mode bit0 (int32); with a LUT epilogue (flags
+        bit3) 2 if out_mode bit3 (int16 table output) else 1 (the table maps an int16
+        requantized value to int8 too); else 2 if flags bit5, else 1."""
         if self.out_mode & spec.OUT_MODE_INT32:
             return 4
-        return 1 if self.has_lut else self.requant_bytes
+        if self.has_lut:
+            return 2 if self.lut16 else 1
+        return self.requant_bytes
 
     @property
     def accumulate(self) -> bool:

@@ -182,22 +182,29 @@ CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
                      "a kernel larger than the target's depthwise_max_kernel); bit2 = two-slope "
                      "requantization (bit0 clear, no shortcut, no LUT): where wrap32(acc + "
                      "bias) < 0 the records' sc_mult replaces mult (a LeakyRelu in one "
-                     "rounding: numerics/epilogue.py two_slope_epilogue)"),
+                     "rounding: numerics/epilogue.py two_slope_epilogue); bit3 = int16 "
+                     "table output (needs flags bits 3 and 5, no two-slope: the 257 knots "
+                     "are int16 outputs, out = clamp((K[i] * (256 - f) + K[i + 1] * f + "
+                     "128) >> 8, -32768, 32767), written int16 LE: numerics/lut.py "
+                     "apply_lut_wide with wide_out)"),
     ("flags", U8, "bit0 = has_shortcut (fused residual add); bit1 = image mode (kw taps x "
                   "cin_g channels of a row form one array input vector, needs one group and "
                   "kw * cin_g <= array_in_channels); bit2 = depthwise mode (the depthwise "
                   "datapath, not the MAC array: cin_g = 1, oc = in_c, kernel and stride "
                   "within the target's depthwise limits, dilation 1); bit3 = LUT epilogue "
                   "(the int8 output goes through the 256-entry table at lut_sram: "
-                  "out = lut[y + 128]; needs an int8 output, out_mode 0 or 2; with bit5 the "
+                  "out = lut[y + 128]; needs a requantized output, out_mode 0 or 2 (8 or 10 "
+                  "with bit5 for an int16 table output); with bit5 the "
                   "requantized value y is int16 and the table is 257 int16 knots K, out = "
                   "clamp((K[i] * (256 - f) + K[i + 1] * f + 2**14) >> 15, -128, 127) with "
-                  "i = (y + 32768) >> 8, f = (y + 32768) & 255: the output is int8); "
+                  "i = (y + 32768) >> 8, f = (y + 32768) & 255: the output is int8, or int16 "
+                  "with out_mode bit3); "
                   "bits 4-6 = element widths "
                   "(mixed precision): bit4 = input int16, bit5 = output int16 (needs "
-                  "out_mode bit0 clear: 0, 2, 4 or 6; with bit3 the table's input), "
+                  "out_mode bit0 clear: 0, 2, 4 or 6, with bit3 also 8 or 10; with bit3 the "
+                  "table's input), "
                   "bit6 = shortcut int16, clear = int8; bit7 = weights "
-                  "int16 (2 bytes LE per weight, 64-bit accumulator, needs out_mode 0 or 4 and "
+                  "int16 (2 bytes LE per weight, 64-bit accumulator, needs out_mode 0, 4 or 8 and "
                   "every accumulator multiplier M < 2**15: specs/quantization.md, 'int16 weights')",
      Display.HEX),
     ("group", U16, "groups of the whole layer (informational; tiles hold whole groups)"),
@@ -219,7 +226,8 @@ CONV_CFG = _command("CONV_CFG", 0x3, Queue.COMPUTE, [
    "accumulating, 4 two-slope, 6 both); with bit3 too (no two-slope), the int16 "
    "requantized value is interpolated between two of 257 int16 knots to "
    "an int8 output (numerics/lut.py apply_lut_wide: specs/quantization.md, 'int16-input "
-   "lookup tables'). int16 weights (bit7) accumulate exactly in 64 bits (acc + bias is not "
+   "lookup tables'), or with out_mode bit3 to an int16 output (knots in int16 output units). "
+   "int16 weights (bit7) accumulate exactly in 64 bits (acc + bias is not "
    "wrapped) and take 15-bit multipliers so "
    "that (acc + bias) * M stays below 2**62; each int16 operand (input, weights) divides the "
    "MAC rate by the target's int16_rate_divisor.")
@@ -230,8 +238,9 @@ CONV_TILE = _command("CONV_TILE", 0x4, Queue.COMPUTE, [
     ("w_sram", U32, "weights int8 [oc, kh, kw, cin_g] (OHWI; int16 LE if CONV_CFG flags "
                     "bit7)", Display.SRAM),
     ("p_sram", U32, "oc parameter records of 16 bytes", Display.SRAM),
-    ("out_sram", U32, "output [out_h, out_w, oc]: int8 (int16 LE if flags bit5), or int32 LE "
-                      "if out_mode bit0", Display.SRAM),
+    ("out_sram", U32, "output [out_h, out_w, oc]: int8 (int16 LE if flags bit5 without a "
+                      "LUT epilogue, or with one and out_mode bit3), or int32 LE if out_mode "
+                      "bit0", Display.SRAM),
     ("sc_sram", U32, "shortcut int8/int16 [out_h, out_w, oc] (if flags bit0), or the int32 "
                      "partial sums [out_h, out_w, oc] (if out_mode bit1)", Display.SRAM),
     ("in_h", U16, "input tile height (rows, halo included)"),
@@ -429,6 +438,8 @@ OUT_MODE_INT32 = 1
 OUT_MODE_ACCUMULATE = 2
 #: CONV_CFG out_mode bit2: two-slope requantization, the records' sc_mult below zero.
 OUT_MODE_TWO_SLOPE = 4
+#: CONV_CFG out_mode bit3: the LUT epilogue's interpolated output is int16 (flags bits 3 + 5).
+OUT_MODE_LUT16 = 8
 CONV_FLAG_SHORTCUT = 0x01
 CONV_FLAG_IMAGE = 0x02
 CONV_FLAG_DEPTHWISE = 0x04

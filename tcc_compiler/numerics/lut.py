@@ -137,45 +137,60 @@ def apply_lut(x: np.ndarray, tables: np.ndarray, ch0: int = 0) -> np.ndarray:
     return y.reshape(x.shape).astype(np.int8)
 
 
+def _knot_frac(wide_out: bool) -> int:
+    """Fractional bits of a knot: :data:`KNOT_FRAC` for an int8 output, 0 for an int16 one
+    (the knots are then int16 outputs themselves)."""
+    return 0 if wide_out else KNOT_FRAC
+
+
 def build_knots(func: LutFunc, alpha: float, beta: float, s_in: float, s_out: float,
-                zp_out: int) -> np.ndarray:
-    """The 257 knots of an int16 -> int8 table (one shared table; no per-channel prelu).
+                zp_out: int, wide_out: bool = False) -> np.ndarray:
+    """The 257 knots of an int16 -> int8 table, or of an int16 -> int16 table with
+    ``wide_out`` (one shared table; no per-channel prelu).
 
     Knot ``k`` (k = 0..256) sits at the int16 input ``u_k = 256 k - 32768`` (zero point 0, as
-    every int16 activation) and holds the output in 1/128 steps:
-    ``clamp(rint((f(u_k * s_in) / s_out + zp_out) * 128), -32768, 32767)``, float64, ties to
-    even.
+    every int16 activation) and holds the output in ``2**-F`` steps (F = 7 for an int8
+    output, 0 for an int16 one): ``clamp(rint((f(u_k * s_in) / s_out + zp_out) * 2**F),
+    -32768, 32767)``, float64, ties to even (specs/quantization.md, "int16-input lookup
+    tables").
 
     Args:
         func, alpha, beta: the function (see :func:`lut_function`).
-        s_in: scale of the int16 input (symmetric). s_out, zp_out: the int8 output's
-            quantization.
+        s_in: scale of the int16 input (symmetric). s_out, zp_out: the output's quantization
+            (an int16 output: symmetric, zp_out 0).
+        wide_out: the output is int16 (CONV_CFG out_mode bit3), not int8.
 
     Returns:
         int16 [257].
     """
     u = np.arange(LUT_WIDE_KNOTS, dtype=np.float64) * (1 << KNOT_SHIFT) - 32768.0
     y = lut_function(func, u * float(s_in), alpha, beta)
-    k = np.rint((y / float(s_out) + zp_out) * (1 << KNOT_FRAC))
+    k = np.rint((y / float(s_out) + zp_out) * (1 << _knot_frac(wide_out)))
     return np.clip(k, -32768, 32767).astype(np.int16)
 
 
-def apply_lut_wide(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
-    """The NPU's int16 -> int8 table: linear interpolation between two knots.
+def apply_lut_wide(x: np.ndarray, knots: np.ndarray, wide_out: bool = False) -> np.ndarray:
+    """The NPU's int16-input table: linear interpolation between two knots.
 
-    With ``u = x + 32768``, ``i = u >> 8``, ``f = u & 255``:
-    ``out = clamp((K[i] * (256 - f) + K[i + 1] * f + 2**14) >> 15, -128, 127)`` (an arithmetic
-    shift: rounds half up; every term fits int32, ``|K| * 256 <= 2**23``).
+    With ``u = x + 32768``, ``i = u >> 8``, ``f = u & 255``, ``S = 8 + F`` (F = 7 for an int8
+    output, 0 with ``wide_out``):
+    ``out = clamp((K[i] * (256 - f) + K[i + 1] * f + 2**(S - 1)) >> S, lo, hi)`` with
+    ``[lo, hi]`` the int8 (or int16) range (an arithmetic shift: rounds half up; every term
+    fits int32, ``|K| * 256 <= 2**23``).
 
     Args:
-        x: int16 array (any shape). knots: int16 [257] (:func:`build_knots`).
+        x: int16 array (any shape). knots: int16 [257] (:func:`build_knots`, the same
+            ``wide_out``).
+        wide_out: int16 output (CONV_CFG out_mode bit3) instead of int8.
 
     Returns:
-        int8 array shaped like ``x``.
+        int8 (int16 with ``wide_out``) array shaped like ``x``.
     """
     u = x.astype(np.int64) + 32768
     i, f = u >> KNOT_SHIFT, u & ((1 << KNOT_SHIFT) - 1)
     k = knots.astype(np.int64)
     acc = k[i] * ((1 << KNOT_SHIFT) - f) + k[i + 1] * f
-    y = (acc + (1 << (KNOT_SHIFT + KNOT_FRAC - 1))) >> (KNOT_SHIFT + KNOT_FRAC)
-    return np.clip(y, -128, 127).astype(np.int8)
+    sh = KNOT_SHIFT + _knot_frac(wide_out)
+    y = (acc + (1 << (sh - 1))) >> sh
+    dt = np.int16 if wide_out else np.int8
+    return np.clip(y, np.iinfo(dt).min, np.iinfo(dt).max).astype(dt)

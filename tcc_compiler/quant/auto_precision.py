@@ -9,8 +9,10 @@ errors of the layers before it), each layer's relative noise power ``N = sum (f 
 sum f^2`` in three quantized graphs: all int8 (``N8``), every promotable layer's weights
 int16 (``Nw``) and every promotable layer's output int16 (``Na``). The promotion's *gain* is
 the noise it removes from its layer, ``N8 - Nw`` or ``N8 - Na``; the promotions with a gain
-are ranked by it, largest first, and ``auto`` takes the fewest of them, in that order, whose
-network output meets the goal on the calibration inputs:
+are ranked by it, largest first (a lookup table's int16 output, kind "table outputs", after
+all the others: it promotes two layers and, chosen before them, it crowded out the
+squeeze-excitation outputs that MobileNetV3's dark photos need), and ``auto`` takes the fewest
+of them, in that order, whose network output meets the goal on the calibration inputs:
 
     output SQNR (float network vs quantized network, dB, over the inputs used)
         >= SQNR with every promotion made - goal_db
@@ -43,7 +45,7 @@ from tcc_compiler.quant.analyze import isolated_errors
 from tcc_compiler.quant.golden import GoldenModel
 from tcc_compiler.quant.precision import (FILE_KEY, WEIGHTS_KEY, Int16Plan, int16_blocker,
                                           layer_nodes, plan_int16, read_precision_file,
-                                          weights_blocker)
+                                          weights_blocker, with_table_convs)
 from tcc_compiler.quant.quantize import quantize_graph
 
 log = logging.getLogger(__name__)
@@ -59,8 +61,9 @@ BUDGET_PROMOTIONS = 10
 BUDGET_WEIGHT_FRACTION = 0.01
 #: The ``precision`` values that are modes, not files.
 MODES = ("int8", "auto", "budget")
-#: Kinds of a promotion (the ranking's second column).
-ACTIVATIONS, WEIGHTS = "activations", "weights"
+#: Kinds of a promotion (the ranking's second column); TABLES: a lookup table's output with
+#: its conv's (quant/precision.py table_conv), ranked after every other promotion.
+ACTIVATIONS, WEIGHTS, TABLES = "activations", "weights", "table outputs"
 
 
 @dataclass
@@ -115,7 +118,7 @@ def _int16_ranges(graph: Graph, layers, ranges: dict, minmax: dict | None) -> di
     """{output name: observed (lo, hi)} of the layers (their calibrated range if no min/max)."""
     nodes = layer_nodes(graph)
     out = {}
-    for name in layers:
+    for name in with_table_convs(graph, layers):   # an int16 table output: its conv's too
         v = nodes[name].output.name
         out[v] = (minmax or {}).get(v, ranges.get(v, (0.0, 0.0)))
     return out
@@ -164,17 +167,17 @@ def rank_promotions(float_graph: Graph, ranges: dict, minmax: dict | None,
               quantized_copy(float_graph, ranges,
                              _int16_ranges(float_graph, acts, ranges, minmax))]
     e8, ew, ea = isolated_errors(float_graph, graphs, inputs)
-    cands = [(n, WEIGHTS, e8[n], ew[n]) for n in wts] + [(n, ACTIVATIONS, e8[n], ea[n])
-                                                           for n in acts]
+    cands = [(n, WEIGHTS, e8[n], ew[n]) for n in wts] + [
+        (n, TABLES if nodes[n].op is Op.LUT else ACTIVATIONS, e8[n], ea[n]) for n in acts]
     gain = {(n, k): _noise(a) - _noise(b) for n, k, a, b in cands}
     cands = [c for c in cands if gain[c[:2]] > 0]
-    cands.sort(key=lambda c: -gain[c[:2]])
+    cands.sort(key=lambda c: (c[1] == TABLES, -gain[c[:2]]))
     return cands
 
 
 def _split(promotions) -> tuple[list[str], list[str]]:
     """(activation layers, weight layers) of [(layer, kind, ...)] promotions."""
-    return ([p[0] for p in promotions if p[1] == ACTIVATIONS],
+    return ([p[0] for p in promotions if p[1] in (ACTIVATIONS, TABLES)],
             [p[0] for p in promotions if p[1] == WEIGHTS])
 
 

@@ -118,7 +118,8 @@ def eval_int_node(node: Node, args: list[np.ndarray],
                           p.act_lo, p.act_hi)
     if node.op is Op.LUT:
         lq = lut_quant(node)
-        return apply_lut_wide(x, lq.tables[0]) if lq.wide else apply_lut(x, lq.tables)
+        return (apply_lut_wide(x, lq.tables[0], lq.wide_out) if lq.wide
+                else apply_lut(x, lq.tables))
     if node.op is Op.GROUP_SOFTMAX:   # NHWC: each pixel's channel groups are contiguous
         return softmax_int8(x, node.attrs.group, group_softmax_table(node))
     if node.op is Op.RESIZE:

@@ -114,10 +114,13 @@ class LutQuant:
             ``tables[c % T, q + 128]`` is the output for input q (numerics/lut.py); for an
             int16 input, the knots instead: int16 [1, 257] (numerics/lut.py build_knots).
         wide: True when the input is int16 (``tables`` holds the knots).
+        wide_out: True when the output is int16 too (the knots are int16 outputs: CONV_CFG
+            out_mode bit3, numerics/lut.py apply_lut_wide with ``wide_out``).
     """
 
     tables: np.ndarray
     wide: bool = False
+    wide_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -398,12 +401,16 @@ def lut_quant(node: Node) -> LutQuant:
     slope = None
     if a.func is LutFunc.PRELU:
         slope = np.asarray(node.inputs[1].const, dtype=np.float64).reshape(-1)
-    if x.dtype == "int16":   # interpolated int16 -> int8 table (one shared table)
+    wide_out = out.dtype == "int16"
+    if x.dtype == "int16":   # interpolated int16 -> int8/int16 table (one shared table)
         if not single_table(node):
             raise InternalError(f"lut '{node.name}': an int16 input takes one shared table, "
                                 f"not {slope.size} per-channel prelu slopes")
-        return LutQuant(build_knots(a.func, a.alpha, a.beta, _s(x), _s(out), _zp(out))[None],
-                        wide=True)
+        return LutQuant(build_knots(a.func, a.alpha, a.beta, _s(x), _s(out), _zp(out),
+                                    wide_out)[None], wide=True, wide_out=wide_out)
+    if wide_out:   # quant/precision.py promotes a table's output only with its input
+        raise InternalError(f"lut '{node.name}': an int16 output needs an int16 input "
+                            f"('{x.name}' is {x.dtype})")
     return LutQuant(build_tables(a.func, a.alpha, a.beta, _s(x), _zp(x), _s(out), _zp(out),
                                  slope))
 

@@ -11,7 +11,10 @@ int8 (with the reason) when
 
 * its producer is not a conv, depthwise conv, fc or add (pools and views follow their input:
   promote the layer before them), or the conv/fc output is already raw int32, or a
-  pre-quantized model fixes its parameters;
+  pre-quantized model fixes its parameters; a lookup-table activation's output can be int16
+  only where the conv before it runs the table in its epilogue with an int16 input
+  (:func:`table_conv`: promoting the lut promotes that conv too, and the 257 knots are
+  int16 outputs, CONV_CFG out_mode bit3);
 * it, or a tensor sharing its parameters through a max/average/global pool or a view, is read
   by an op that is int8 only: a lookup-table activation (its table has 256 entries; except
   a conv's output read only by one single-table lut, which then interpolates 257 int16 knots
@@ -98,6 +101,8 @@ def _follower_group(v: Value) -> list[Value]:
 def int16_blocker(node: Node, graph: Graph) -> str | None:
     """Why ``node``'s output cannot be int16 (module docstring); None when it can."""
     out = node.output
+    if node.op is Op.LUT and table_conv(node, graph) is not None:   # int16 -> int16 knots
+        return _readers_blocker(out)
     if node.op not in INT16_PRODUCERS:
         return (f"{node.op.value} output follows its input's precision (promote the layer "
                 "before it)" if node.op in FOLLOWERS else f"{node.op.value} is int8 only")
@@ -110,6 +115,12 @@ def int16_blocker(node: Node, graph: Graph) -> str | None:
         return "its per-channel clamp (a folded BatchNorm after its activation) is int8 only"
     if wide_lut_reader(node, graph) is not None:   # its table then interpolates int16
         return None
+    return _readers_blocker(out)
+
+
+def _readers_blocker(out: Value) -> str | None:
+    """Why ``out`` (and the pools/views following it) cannot be int16 for its readers: a
+    channel op (one shared int8 set) or an int8-only op; None when every reader takes int16."""
     for x in _follower_group(out):
         for u, _ in x.uses:
             if u.op in CHANNEL_OPS:
@@ -117,6 +128,33 @@ def int16_blocker(node: Node, graph: Graph) -> str | None:
             if u.op not in INT16_READERS:
                 return f"'{x.name}' is read by {u.op.value} '{u.name}', which is int8 only"
     return None
+
+
+def table_conv(lut: Node, graph: Graph) -> Node | None:
+    """The conv whose epilogue runs lookup-table op ``lut`` with an int16 input, when the
+    table's *output* can be int16 too, else None: ``lut`` is that conv's
+    :func:`wide_lut_reader` and the conv's output can be int16 (:func:`int16_blocker`).
+    Promoting the lut then promotes the conv with it: CONV_CFG out_mode bit3 interpolates
+    257 knots that are int16 outputs (specs/quantization.md, "int16-input lookup tables");
+    there is no int8 -> int16 table."""
+    p = lut.inputs[0].producer
+    if p is None or p.op is not Op.CONV or wide_lut_reader(p, graph) is not lut:
+        return None
+    return p if int16_blocker(p, graph) is None else None
+
+
+def with_table_convs(graph: Graph, layers) -> list[str]:
+    """``layers`` (names) with, before each lut whose output can be int16 (:func:`table_conv`,
+    :func:`int16_blocker`), the conv feeding it, each name once, in the given order."""
+    nodes = layer_nodes(graph)
+    out: list[str] = []
+    for name in layers:
+        node = nodes.get(name)
+        conv = table_conv(node, graph) if node is not None and node.op is Op.LUT else None
+        if conv is not None and int16_blocker(node, graph) is None:
+            out.append(conv.name)
+        out.append(name)
+    return list(dict.fromkeys(out))
 
 
 def wide_lut_reader(node: Node, graph: Graph) -> Node | None:
@@ -178,6 +216,7 @@ def plan_int16(graph: Graph, layers, source: str = "precision",
     wanted = list(dict.fromkeys(layers))
     wanted_w = list(dict.fromkeys(weight_layers))
     _check_names(nodes, wanted + wanted_w, source)
+    wanted = with_table_convs(graph, wanted)   # an int16 table output needs its conv's
     plan = Int16Plan()
     for name in (n.name for n in graph.nodes if n.name in set(wanted_w)):
         why = weights_blocker(nodes[name], graph)

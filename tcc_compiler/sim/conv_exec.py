@@ -81,7 +81,8 @@ def conv_result(pl: ConvPlan, cp: ConvParams, x: np.ndarray, cw: ConvWeights, pa
     else the plain epilogue: compiled straight into ``pl.direct`` when the plan allows, a
     large such tile in two bands of rows side by side, :mod:`tcc_compiler.sim.conv_bands`),
     the records' per-channel clamp, then the LUT epilogue (flags bit3: 256 int8 entries, or
-    257 int16 knots when the requantized value is int16, flags bit5).
+    257 int16 knots when the requantized value is int16, flags bit5, interpolated to int8, or
+    to int16 with out_mode bit3).
 
     Args:
         pl: the tile's plan. cp: its decoded parameter records.
@@ -123,8 +124,8 @@ def conv_result(pl: ConvPlan, cp: ConvParams, x: np.ndarray, cw: ConvWeights, pa
                           INT_DTYPES[cfg.requant_bytes], cp.consts, cp.jit, pl.direct,
                           acc64=cfg.wide_weights)
     y = channel_clamp(y, cp.clamp_lo, cp.clamp_hi)   # per-channel clamp bytes
-    if pl.lut is not None and cfg.requant_bytes == 2:   # bits 3 + 5: int16 -> int8
-        return apply_lut_wide(y, pl.lut)
+    if pl.lut is not None and cfg.requant_bytes == 2:   # bits 3 + 5: int16 -> int8/int16
+        return apply_lut_wide(y, pl.lut, cfg.lut16)   # out_mode bit3: int16 knots, output
     if pl.lut is not None:   # flags bit3: one table on the way out
         return apply_lut(y, pl.lut)
     return y

@@ -182,12 +182,19 @@ def conv_flags_problem(cfg: ConvCfg, t: ConvTile, array_in: int) -> str | None:
 
 def _mode_problem(cfg: ConvCfg) -> str | None:
     """Why the CONV_CFG's out_mode and width bits do not go together (int16 weights need
-    out_mode 0 (bit2 allowed); an int16 output (with a LUT: the table's input) no int32;
-    two-slope a requantized output, no shortcut, no LUT); None when they do."""
-    if cfg.wide_weights and cfg.out_mode & ~spec.OUT_MODE_TWO_SLOPE != spec.OUT_MODE_INT8:
-        return f"CONV_CFG flags {cfg.flags:#x}: int16 weights need out_mode 0"
+    out_mode 0 (bit2 or bit3 allowed); an int16 output (with a LUT: the table's input) no int32;
+    an int16 table output (bit3) an int16-input LUT epilogue; two-slope a requantized output,
+    no shortcut, no LUT); None when they do."""
+    if cfg.wide_weights and cfg.out_mode & ~(spec.OUT_MODE_TWO_SLOPE | spec.OUT_MODE_LUT16) \
+            != spec.OUT_MODE_INT8:
+        return f"CONV_CFG flags {cfg.flags:#x}: int16 weights need out_mode 0, 4 or 8"
     if cfg.wide & spec.WIDE_OUT and cfg.out_mode & spec.OUT_MODE_INT32:
         return f"CONV_CFG flags {cfg.flags:#x}: int16 output with out_mode {cfg.out_mode}"
+    if cfg.lut16 and (not cfg.has_lut or not cfg.wide & spec.WIDE_OUT or cfg.two_slope
+                      or cfg.out_mode & spec.OUT_MODE_INT32):
+        return (f"CONV_CFG out_mode {cfg.out_mode} (int16 table output) needs flags bits 3 and "
+                f"5 (an int16-input LUT epilogue), no two-slope and no int32 (flags "
+                f"{cfg.flags:#x})")
     if cfg.two_slope and (cfg.has_shortcut or cfg.has_lut
                           or cfg.out_mode & spec.OUT_MODE_INT32):
         return (f"CONV_CFG out_mode {cfg.out_mode} (two-slope) needs a requantized output, no "

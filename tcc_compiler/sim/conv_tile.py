@@ -43,7 +43,8 @@ def conv_setup_problem(cfg: ConvCfg | None, t: ConvTile, array_in: int) -> str |
         return "no CONV_CFG before this tile"
     if min(cfg.kh, cfg.kw, cfg.sh, cfg.sw, cfg.dh, cfg.dw, cfg.cin_g) == 0:
         return "CONV_CFG has a zero kernel/stride/dilation/cin_g"
-    if cfg.out_mode > spec.OUT_MODE_INT32 | spec.OUT_MODE_ACCUMULATE | spec.OUT_MODE_TWO_SLOPE:
+    if cfg.out_mode > (spec.OUT_MODE_INT32 | spec.OUT_MODE_ACCUMULATE | spec.OUT_MODE_TWO_SLOPE
+                       | spec.OUT_MODE_LUT16):
         return f"CONV_CFG out_mode {cfg.out_mode} unknown"
     problem = conv_flags_problem(cfg, t, array_in)
     if problem:

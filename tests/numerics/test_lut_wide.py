@@ -56,3 +56,41 @@ def test_saturates_like_the_int8_table():
     k = build_knots(LutFunc.SIGMOID, 0.0, 0.0, 40.0 / 32767, 1 / 255, -128)
     y = apply_lut_wide(np.array([-32768, 0, 32767], np.int16), k)
     assert y.tolist() == [-128, 0, 127]
+
+
+def test_int16_output_knots_follow_the_formula_on_every_int16_input():
+    """With ``wide_out`` (CONV_CFG out_mode bit3) the knots are int16 outputs and the
+    interpolation shifts by 8: the written formula (integers, half up, int16 clamp) on every
+    int16 input, and exact at the knots."""
+    k = build_knots(LutFunc.SILU, 0.0, 0.0, 20.0 / 32767, 20.0 / 32767, 0, wide_out=True)
+    assert k.dtype == np.int16 and k.shape == (257,)
+    y = apply_lut_wide(ALL16, k, wide_out=True)
+    assert y.dtype == np.int16
+    u = ALL16.astype(np.int64) + 32768
+    i, f = u // 256, u % 256
+    ref = np.floor((k[i] * (256.0 - f) + k[i + 1].astype(np.float64) * f) / 2 ** 8 + 0.5)
+    assert np.array_equal(y.astype(np.int64), np.clip(ref, -32768, 32767))
+    assert np.array_equal(y[::256], k[:256])
+
+
+@pytest.mark.parametrize("func", [LutFunc.SILU, LutFunc.SIGMOID, LutFunc.GELU])
+def test_int16_output_table_error_is_far_below_an_int8_step(func):
+    """specs/quantization.md "int16 table outputs": over +-20 (s_x = 20 / 32767, s_y from the
+    function's own range as the quantizer sets it) the
+    int16-output table is within the interpolation bound ``max|f''| (256 s_x)**2 / 8`` plus one
+    int16 step (3e-3 for GELU, 2e-3 SiLU, 4e-4 Sigmoid): under 0.1 of the int8 output step of
+    the same range, whereas the int8-output table of the same int16 input is off by up to half
+    that step."""
+    s = 20.0 / 32767
+    x = ALL16 * s
+    fx = lut_function(func, x)
+    sy = 2 * np.abs(fx).max() / 32767   # as quant/quantize.py activation_params_int16
+    y16 = apply_lut_wide(ALL16, build_knots(func, 0.0, 0.0, s, sy, 0, True), True) * sy
+    err16 = np.abs(y16 - fx).max()
+    h = 256 * s
+    bound = {LutFunc.SILU: 0.5, LutFunc.SIGMOID: 0.1, LutFunc.GELU: 0.8}[func] * h * h / 8 + sy
+    assert err16 < bound, (err16, bound)
+    s8 = (fx.max() - fx.min()) / 255
+    zp = int(np.rint(-128 - fx.min() / s8))
+    y8 = (apply_lut_wide(ALL16, build_knots(func, 0.0, 0.0, s, s8, zp)).astype(float) - zp) * s8
+    assert err16 < 0.1 * s8 and np.abs(y8 - fx).max() > 0.4 * s8, (err16, s8)

@@ -169,7 +169,8 @@ def test_accumulate_mode_sums_parts_into_the_partial_and_replaces_the_bias():
 @pytest.mark.parametrize("modes, flags, what", [
     ((1, 3, 2), 0, "accumulate\\) needs depthwise mode"),
     ((2,), DW | spec.CONV_FLAG_SHORTCUT, "accumulate\\) needs depthwise mode and no "),
-    ((1, 8), DW, "out_mode 8 unknown"),   # (6 = accumulate + two-slope: defined)
+    ((1, 16), DW, "out_mode 16 unknown"),   # (6 = accumulate + two-slope: defined)
+    ((1, 8), DW, "int16 table output\\) needs flags bits 3 and 5"),   # 8: LUT + bit5 only
 ])
 def test_executor_refuses_accumulate_outside_depthwise_mode(modes, flags, what):
     with pytest.raises(ExecutionError, match=what):

@@ -21,7 +21,8 @@ from tcc_compiler.ir.ops import Op
 from tcc_compiler.isa import commands as C
 from tcc_compiler.isa.spec import (CONV_FLAG_DEPTHWISE, CONV_FLAG_IMAGE, CONV_FLAG_LUT,
                                    CONV_FLAG_SHORTCUT, CONV_FLAG_WIDE_SHIFT, CONV_FLAG_WIDE_W,
-                                   OUT_MODE_TWO_SLOPE, PARAM_RECORD_BYTES, pack_conv_params)
+                                   OUT_MODE_LUT16, OUT_MODE_TWO_SLOPE, PARAM_RECORD_BYTES,
+                                   pack_conv_params)
 from tcc_compiler.isa.wcodec import LayerKind
 from tcc_compiler.quant.golden import weights_ohwi
 from tcc_compiler.quant.params import conv_quant, lut_quant
@@ -199,7 +200,7 @@ class _ConvEmission:
             self.lut_block = got[1]
             info.source = tuple(info.source) + tuple(lut.source)
             self.label = f"{self.n.name} [{','.join(info.source)}]"
-            self.cfg = dict(self.cfg, flags=self.cfg["flags"] | CONV_FLAG_LUT)
+            self._lut_cfg()
             return
         raw0, stored0 = w.raw_bytes, w.stored_bytes
         lq = lut_quant(lut)   # int16 knots little-endian for an int16 input
@@ -213,7 +214,14 @@ class _ConvEmission:
         info.weight_file_bytes += w.stored_bytes - stored0
         info.source = tuple(info.source) + tuple(lut.source)
         self.label = f"{self.n.name} [{','.join(info.source)}]"
-        self.cfg = dict(self.cfg, flags=self.cfg["flags"] | CONV_FLAG_LUT)
+        self._lut_cfg()
+
+    def _lut_cfg(self) -> None:
+        """CONV_CFG flags bit3 (LUT epilogue), and out_mode bit3 when the fused table's output
+        is int16 (its input then is too: the knots are int16 outputs, specs/isa.md)."""
+        mode = self.cfg["out_mode"] | (OUT_MODE_LUT16 if self.lut.output.dtype == "int16"
+                                       else 0)
+        self.cfg = dict(self.cfg, flags=self.cfg["flags"] | CONV_FLAG_LUT, out_mode=mode)
 
     def _tile_order(self) -> None:
         """The op's spatial tiles, channel blocks and the (spatial, block) order they run in
