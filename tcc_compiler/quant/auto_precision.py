@@ -1,4 +1,4 @@
-"""Choosing the int16 layers: ``--precision int8 | auto | FILE`` (specs/quantization.md,
+"""Choosing the int16 layers: ``--precision int8 | auto | budget | FILE`` (specs/quantization.md,
 "Mixed precision").
 
 A *promotion* is one layer's output made int16 ("activations") or one conv/fc layer's
@@ -9,18 +9,23 @@ errors of the layers before it), each layer's relative noise power ``N = sum (f 
 sum f^2`` in three quantized graphs: all int8 (``N8``), every promotable layer's weights
 int16 (``Nw``) and every promotable layer's output int16 (``Na``). The promotion's *gain* is
 the noise it removes from its layer, ``N8 - Nw`` or ``N8 - Na``; the promotions with a gain
-are ranked by it, largest first, and ``auto`` takes the fewest of them, in that order, whose
-network output meets the goal on the calibration inputs:
+are ranked by it, largest first (the producers of a channel concat group, promoted together,
+are one promotion whose noises are the sums of theirs). ``auto`` then orders them by gain per
+estimated cycle added (quant/promotion_cost.py: the slower int16 conv tiles and the extra
+bytes) and takes the fewest of them, in that order, whose network output meets the goal on the
+calibration inputs:
 
-    output SQNR (float network vs quantized network, dB, over the inputs used)
-        >= SQNR with every promotion made - goal_db
+    worst SQNR of any graph output on any input used (float network vs quantized, dB)
+        >= min(target_db, the same with every promotion made - goal_db)
 
-i.e. within ``goal_db`` of what int16 weights and activations can give at all (always
-reachable: all of them meet it). The number of promotions is found by bisection over the
-ranking (output SQNR grows with the promotions made; where it does not, bisection still
-ends on a prefix that meets the goal), using at most :data:`MAX_AUTO_INPUTS` calibration
-inputs. The search quantizes with round-to-nearest weights and no bias correction (the
-options that refine int8 weights afterwards do not change the ranking).
+i.e. ``target_db`` (25 dB by default, issue 13's bar) on the worst calibration input when
+int16 can reach it, else within ``goal_db`` of what int16 weights and activations give at all
+(always reachable: all of them meet it); nothing when all-int8 already meets ``target_db``.
+The number of promotions is found by bisection over that order (the SQNR grows with the
+promotions made; where it does not, bisection still ends on a prefix that meets the goal),
+using at most :data:`MAX_AUTO_INPUTS` calibration inputs. The search quantizes with
+round-to-nearest weights and no bias correction (the options that refine int8 weights
+afterwards do not change the ranking).
 
 ``budget`` (:func:`budget_precision`) takes a few cheap promotions from the same ranking
 instead: the first :data:`BUDGET_PROMOTIONS`, skipping int16 weights that would add more than
@@ -41,15 +46,19 @@ from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.quant.analyze import isolated_errors
 from tcc_compiler.quant.golden import GoldenModel
-from tcc_compiler.quant.precision import (FILE_KEY, WEIGHTS_KEY, Int16Plan, int16_blocker,
-                                          layer_nodes, plan_int16, read_precision_file,
-                                          weights_blocker)
+from tcc_compiler.quant.precision import (FILE_KEY, WEIGHTS_KEY, Int16Plan, group_producers,
+                                          groups_by_value, int16_blocker, layer_nodes,
+                                          plan_int16, read_precision_file, weights_blocker)
+from tcc_compiler.quant.promotion_cost import activation_cost, weights_cost
 from tcc_compiler.quant.quantize import quantize_graph
+from tcc_compiler.target import Target, load_target
 
 log = logging.getLogger(__name__)
 
-#: The default goal of ``auto`` (dB): the network output's SQNR vs float on the calibration
-#: inputs within this of all-int16's.
+#: ``auto``'s target (dB): the worst SQNR of any network output on any calibration input it
+#: evaluates that is enough (issue 13's bar for the vendor zoo's families).
+DEFAULT_TARGET_DB = 25.0
+#: When the target is out of reach, ``auto`` stops this far (dB) below all-int16's worst SQNR.
 DEFAULT_GOAL_DB = 0.5
 #: Calibration inputs the ``auto`` search evaluates (the first ones).
 MAX_AUTO_INPUTS = 16
@@ -73,12 +82,16 @@ class PrecisionChoice:
         plan: the :class:`Int16Plan` (layers, tensors, weight layers, layers kept int8 and
             why).
         int16_ranges: {layer output name: (lo, hi)} for :func:`quantize_graph`.
-        goal_db, sqnr_db: ``auto`` only: the goal (dB below all-int16) and the output SQNR of
-            all-int8, the choice and all-int16 (weights and activations) on the inputs used
-            (dB; None when not computed).
+        goal_db, sqnr_db: ``auto`` only: the goal (dB below all-int16's, when the target is
+            out of reach) and the worst output SQNR (any output, any input used) of all-int8,
+            the choice and all-int16 (weights and activations) (dB; None when not computed:
+            all-int16 is not evaluated when all-int8 meets the target); ``budget``: the output
+            SQNR of all the inputs pooled.
         ranking: ``auto`` only: [(layer, kind, isolated SQNR dB all int8, after the
-            promotion)] of the promotions with a gain, best first (module docstring).
+            promotion)] of the promotions with a gain, in the order ``auto`` takes them
+            (module docstring).
         source: the precision file, for messages.
+        target_db: ``auto`` only: the worst output SQNR (dB) that is enough.
     """
 
     mode: str
@@ -87,6 +100,7 @@ class PrecisionChoice:
     goal_db: float | None = None
     sqnr_db: dict = field(default_factory=dict)
     ranking: list = field(default_factory=list)
+    target_db: float | None = None
     source: str = ""
 
     def to_dict(self) -> dict:
@@ -101,6 +115,7 @@ class PrecisionChoice:
         if self.mode in ("auto", "budget"):
             if self.mode == "auto":
                 d["goal_db"] = fin(self.goal_db)
+                d["target_db"] = fin(self.target_db)
             else:
                 d["budget"] = {"promotions": BUDGET_PROMOTIONS,
                                "weight_fraction": BUDGET_WEIGHT_FRACTION}
@@ -155,21 +170,53 @@ def rank_promotions(float_graph: Graph, ranges: dict, minmax: dict | None,
                     inputs: list) -> list[tuple[str, str, float, float]]:
     """[(layer, kind, isolated SQNR dB all int8, isolated SQNR dB with every layer of that
     kind promoted)] of the promotions that lower their layer's isolated noise, the largest
-    gain first (module docstring)."""
+    gain first (module docstring). The producers of a channel concat group are promoted
+    together (quant/precision.py): they are one promotion, named by the first of them, its
+    noises the sums of theirs."""
     nodes = layer_nodes(float_graph)
-    acts = [n for n, node in nodes.items() if int16_blocker(node, float_graph) is None]
+    groups = groups_by_value(float_graph)
+    acts = [n for n, node in nodes.items() if int16_blocker(node, float_graph, groups) is None]
     wts = [n for n, node in nodes.items() if weights_blocker(node, float_graph) is None]
     graphs = [quantized_copy(float_graph, ranges),
               quantized_copy(float_graph, ranges, int16_weights=wts),
               quantized_copy(float_graph, ranges,
                              _int16_ranges(float_graph, acts, ranges, minmax))]
     e8, ew, ea = isolated_errors(float_graph, graphs, inputs)
-    cands = [(n, WEIGHTS, e8[n], ew[n]) for n in wts] + [(n, ACTIVATIONS, e8[n], ea[n])
-                                                           for n in acts]
+    cands = [(n, WEIGHTS, e8[n], ew[n]) for n in wts]
+    seen: set[str] = set()
+    for n in acts:
+        if n in seen:
+            continue
+        members = groups.get(id(nodes[n].output))
+        names = [p.name for p in group_producers(members)] if members is not None else [n]
+        seen.update(names)
+        cands.append((n, ACTIVATIONS, _sqnr(sum(_noise(e8[m]) for m in names)),
+                      _sqnr(sum(_noise(ea[m]) for m in names))))
     gain = {(n, k): _noise(a) - _noise(b) for n, k, a, b in cands}
     cands = [c for c in cands if gain[c[:2]] > 0]
     cands.sort(key=lambda c: -gain[c[:2]])
     return cands
+
+
+def _sqnr(noise: float) -> float:
+    """SQNR (dB) of a relative noise power (the inverse of :func:`_noise`)."""
+    return math.inf if noise <= 0.0 else -10.0 * math.log10(noise)
+
+
+def by_gain_per_cycle(float_graph: Graph, ranking: list, tgt: Target) -> list:
+    """``ranking`` (:func:`rank_promotions`) reordered by isolated noise removed per estimated
+    cycle added (quant/promotion_cost.py), the most per cycle first; ties keep the ranking's
+    order."""
+    nodes = layer_nodes(float_graph)
+    groups = groups_by_value(float_graph)
+
+    def per_cycle(c) -> float:
+        node = nodes[c[0]]
+        cost = (activation_cost(float_graph, node, tgt, groups) if c[1] == ACTIVATIONS
+                else weights_cost(node, tgt))
+        return (_noise(c[2]) - _noise(c[3])) / max(cost, 1.0)
+
+    return sorted(ranking, key=lambda c: -per_cycle(c))
 
 
 def _split(promotions) -> tuple[list[str], list[str]]:
@@ -178,47 +225,87 @@ def _split(promotions) -> tuple[list[str], list[str]]:
             [p[0] for p in promotions if p[1] == WEIGHTS])
 
 
+def _promoted_copy(float_graph: Graph, ranges: dict, minmax: dict | None,
+                   promotions) -> Graph:
+    """The quantized clone with ``promotions`` ([(layer, kind, ...)]) made int16, each concat
+    group whole (:func:`plan_int16`)."""
+    acts, wts = _split(promotions)
+    plan = plan_int16(float_graph, acts, "precision", wts)
+    return quantized_copy(float_graph, ranges,
+                          _int16_ranges(float_graph, plan.layers, ranges, minmax),
+                          plan.weight_layers)
+
+
+def worst_output_sqnr(float_graph: Graph, qgraph: Graph, inputs: list, floats=None) -> float:
+    """The lowest SQNR (dB) of any graph output on any of ``inputs``: quantized graph against
+    the float graph, each output of each input on its own (+inf when all are exact).
+    ``floats``: the float outputs, if already known."""
+    gm = GoldenModel(qgraph)
+    worst = math.inf
+    for k, x in enumerate(inputs):
+        f = floats[k] if floats is not None else run_float(float_graph, x)
+        q = gm.run(x)
+        for o in float_graph.outputs:
+            a = np.asarray(f[o.name], np.float64).reshape(-1)
+            d = a - np.asarray(q[o.name], np.float64).reshape(-1)
+            num, den = float(a @ a), float(d @ d)
+            if den > 0.0:
+                worst = min(worst, 10.0 * math.log10(num / den) if num > 0 else -math.inf)
+    return worst
+
+
 def auto_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inputs: list,
-                   goal_db: float = DEFAULT_GOAL_DB) -> PrecisionChoice:
-    """The ``auto`` choice (module docstring).
+                   goal_db: float = DEFAULT_GOAL_DB, target_db: float = DEFAULT_TARGET_DB,
+                   tgt: Target | None = None) -> PrecisionChoice:
+    """The ``auto`` choice (module docstring): the shortest prefix of the promotions ordered
+    by isolated noise removed per estimated cycle (:func:`by_gain_per_cycle`) whose worst
+    output SQNR on the calibration inputs (:func:`worst_output_sqnr`) reaches
+    ``min(target_db, all-int16's - goal_db)``.
 
     Args:
         float_graph: the float graph after the passes. ranges: calibrated int8 ranges.
         minmax: observed {value: (min, max)} (int16 ranges), or None.
         inputs: calibration inputs (float32 NCHW); the first :data:`MAX_AUTO_INPUTS` are used.
-        goal_db: the goal: output SQNR at most this many dB below all-int16's (>= 0).
+        goal_db: how far below all-int16's worst output SQNR the choice may stay (dB, >= 0)
+            when ``target_db`` is out of reach.
+        target_db: the worst output SQNR (dB) that is enough.
+        tgt: the target whose numbers price the promotions (None: the default target).
     """
     xs = [inputs[i] for i in range(min(len(inputs), MAX_AUTO_INPUTS))]
-    ranking = rank_promotions(float_graph, ranges, minmax, xs)
+    tgt = tgt if tgt is not None else load_target()
+    ranking = by_gain_per_cycle(float_graph, rank_promotions(float_graph, ranges, minmax, xs),
+                                tgt)
     floats = [run_float(float_graph, x) for x in xs]
 
     def sqnr(k: int) -> float:
-        acts, wts = _split(ranking[:k])
-        q = quantized_copy(float_graph, ranges,
-                           _int16_ranges(float_graph, acts, ranges, minmax), wts)
-        return output_sqnr(float_graph, q, xs, floats)
+        q = _promoted_copy(float_graph, ranges, minmax, ranking[:k])
+        return worst_output_sqnr(float_graph, q, xs, floats)
 
-    s8, s16 = sqnr(0), sqnr(len(ranking))
-    target = s16 - goal_db
-    lo, hi = 0, len(ranking)   # invariant: prefix hi meets the target (or is everything)
-    found = {0: s8, len(ranking): s16}
-    if s8 >= target:
-        hi = 0
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        found[mid] = sqnr(mid)
-        if found[mid] >= target:
-            hi = mid
-        else:
-            lo = mid
+    s8 = sqnr(0)
+    found = {0: s8}
+    hi = 0
+    if s8 < target_db:
+        found[len(ranking)] = s16 = sqnr(len(ranking))
+        target = min(target_db, s16 - goal_db)
+        lo, hi = 0, len(ranking)   # invariant: prefix hi meets the target (or is everything)
+        if s8 >= target:
+            hi = 0
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            found[mid] = sqnr(mid)
+            if found[mid] >= target:
+                hi = mid
+            else:
+                lo = mid
+    s16 = found.get(len(ranking))
     acts, wts = _split(ranking[:hi])
-    log.info("precision auto: %d of %d promotions (%d outputs, %d weights int16; output SQNR "
-             "%.2f dB; int8 %.2f, all int16 %.2f, goal %.2f)", hi, len(ranking), len(acts),
-             len(wts), found[hi], s8, s16, target)
+    log.info("precision auto: %d of %d promotions (%d outputs, %d weights int16; worst output "
+             "SQNR %.2f dB; int8 %.2f, all int16 %s, target %.2f)", hi, len(ranking), len(acts),
+             len(wts), found[hi], s8, "not needed" if s16 is None else f"{s16:.2f}", target_db)
     plan = plan_int16(float_graph, acts, "precision auto", wts)
     return PrecisionChoice("auto", plan, _int16_ranges(float_graph, plan.layers, ranges, minmax),
                            goal_db, {"int8": s8, "chosen": found[hi], "all_int16": s16},
-                           ranking)
+                           ranking, target_db=target_db)
 
 
 def budget_precision(float_graph: Graph, ranges: dict, minmax: dict | None,
@@ -256,7 +343,7 @@ def budget_precision(float_graph: Graph, ranges: dict, minmax: dict | None,
     acts, wts = _split(chosen)
     floats = [run_float(float_graph, x) for x in xs]
     s8 = output_sqnr(float_graph, quantized_copy(float_graph, ranges), xs, floats)
-    q = quantized_copy(float_graph, ranges, _int16_ranges(float_graph, acts, ranges, minmax), wts)
+    q = _promoted_copy(float_graph, ranges, minmax, chosen)
     sq = output_sqnr(float_graph, q, xs, floats) if chosen else s8
     if sq <= s8:
         acts, wts, sq = [], [], s8
@@ -288,9 +375,11 @@ def split_precision(precision) -> tuple[list[str], list[str]] | None:
     return list(lists[0]), list(lists[1])
 
 
-def check_precision(float_graph: Graph, precision, goal_db: float = DEFAULT_GOAL_DB) -> None:
+def check_precision(float_graph: Graph, precision, goal_db: float = DEFAULT_GOAL_DB,
+                    target_db: float = DEFAULT_TARGET_DB) -> None:
     """Refuse a bad ``precision`` before any calibration: an unreadable or malformed precision
-    file, a name that is no layer of ``float_graph``, a negative or infinite ``auto`` goal.
+    file, a name that is no layer of ``float_graph``, a negative or infinite ``auto`` goal, a
+    NaN ``auto`` target.
 
     Raises:
         InputError: one line naming the file (or "precision") and the problem.
@@ -298,6 +387,10 @@ def check_precision(float_graph: Graph, precision, goal_db: float = DEFAULT_GOAL
     if precision == "auto" and not 0 <= goal_db < math.inf:
         raise InputError(f"precision_goal_db/--precision-goal {goal_db}: give a finite number "
                          "of dB >= 0 (how far below all-int16's output SQNR auto may stay)")
+    if precision == "auto" and math.isnan(target_db):
+        raise InputError("precision_target_db/--precision-target nan: give a number of dB "
+                         "(the worst output SQNR auto stops at; inf: as close to all-int16's "
+                         "as the goal allows)")
     given = split_precision(precision)
     if given is not None:
         plan_int16(float_graph, given[0], "precision", given[1])
@@ -307,7 +400,9 @@ def check_precision(float_graph: Graph, precision, goal_db: float = DEFAULT_GOAL
 
 
 def choose_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inputs: list,
-                     precision, goal_db: float = DEFAULT_GOAL_DB) -> PrecisionChoice:
+                     precision, goal_db: float = DEFAULT_GOAL_DB,
+                     target_db: float = DEFAULT_TARGET_DB,
+                     tgt: Target | None = None) -> PrecisionChoice:
     """The int16 layers for a ``precision`` setting: "int8" (none), "auto"
     (:func:`auto_precision`), "budget" (:func:`budget_precision`), a precision file path
     (JSON ``{"int16": [layer names], "int16_weights": [layer names]}``), a list of layer
@@ -325,13 +420,13 @@ def choose_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inpu
     if precision == "int8":
         return PrecisionChoice("int8")
     if precision in ("auto", "budget"):
-        check_precision(float_graph, precision, goal_db)
+        check_precision(float_graph, precision, goal_db, target_db)
         if not inputs:
             raise InputError(f"precision/--precision {precision} needs calibration inputs "
                              "(calibration/--calib), not only a calib_table/--calib-table")
         if precision == "budget":
             return budget_precision(float_graph, ranges, minmax, inputs)
-        return auto_precision(float_graph, ranges, minmax, inputs, goal_db)
+        return auto_precision(float_graph, ranges, minmax, inputs, goal_db, target_db, tgt)
     acts, wts = read_precision_file(precision)
     plan = plan_int16(float_graph, acts, str(precision), wts)
     return PrecisionChoice("file", plan, _int16_ranges(float_graph, plan.layers, ranges, minmax),

@@ -47,17 +47,24 @@ def add_arguments(p) -> None:
                         f"(default {DEFAULTS.weight_rounding})")
     p.add_argument("--precision", default=DEFAULTS.precision, metavar="int8|auto|budget|FILE",
                    help="int16 activations and weights per layer: int8 (none, default), auto "
-                        "(the fewest promotions, the largest isolated-error gain first, "
-                        "whose output SQNR on the calibration inputs reaches "
-                        "--precision-goal), budget (the first 10 of auto's ranking whose "
-                        "int16 weights add at most 1%% of the weight bytes), or a JSON file "
+                        "(the fewest promotions, the most isolated noise removed per "
+                        "estimated cycle first, whose worst output SQNR on the calibration "
+                        "inputs reaches --precision-target, or comes within --precision-goal "
+                        "of all-int16's when that is out of reach), budget (the first 10 of "
+                        "auto's ranking whose int16 weights add at most 1%% of the weight "
+                        "bytes), or a JSON file "
                         "{\"int16\": [layers whose output is int16], \"int16_weights\": "
                         "[conv/fc layers whose weights are int16]} (layer names as tccc "
                         "analyze lists them; either key optional)")
+    p.add_argument("--precision-target", type=float, default=None,
+                   metavar="DB", help="auto's target: the worst SQNR of any output vs float "
+                                      "on any calibration input that is enough (default "
+                                      f"{DEFAULTS.precision_target_db:g}; inf: as close to "
+                                      "all-int16's as --precision-goal allows)")
     p.add_argument("--precision-goal", type=float, default=None,
-                   metavar="DB", help="auto's goal: output SQNR vs float on the calibration "
-                                      "inputs at most DB below all-int16's (default "
-                                      f"{DEFAULTS.precision_goal_db:g})")
+                   metavar="DB", help="auto's goal when --precision-target is out of int16's "
+                                      "reach: that worst SQNR at most DB below all-int16's "
+                                      f"(default {DEFAULTS.precision_goal_db:g})")
     _add_preprocess_arguments(p)
     p.add_argument("--no-compress-weights", action="store_true",
                    help="store weights and parameters raw (default: lossless DEFLATE per "
@@ -170,11 +177,13 @@ def run(args) -> int:
 
         raise InputError(f"--percentile applies to --calib-method percentile only (method is "
                          f"{args.calib_method}); add --calib-method percentile")
-    if args.precision_goal is not None and args.precision != "auto":
-        from tcc_compiler.errors import InputError
+    for flag, given in (("--precision-goal", args.precision_goal),
+                        ("--precision-target", args.precision_target)):
+        if given is not None and args.precision != "auto":
+            from tcc_compiler.errors import InputError
 
-        raise InputError(f"--precision-goal applies to --precision auto only (precision is "
-                         f"{args.precision}); add --precision auto")
+            raise InputError(f"{flag} applies to --precision auto only (precision is "
+                             f"{args.precision}); add --precision auto")
     from tcc_compiler.fsutil import check_output_folder
 
     check_output_folder(args.output)  # a bad -o fails now, not after the compile
@@ -343,6 +352,8 @@ def options_from_args(args) -> CompileOptions:
         verify_ir=args.verify, dump_ir=args.dump_ir, print_ir_before=args.print_ir_before,
         print_ir_after=args.print_ir_after, strict=args.strict, precision=args.precision,
         precision_goal_db=(DEFAULTS.precision_goal_db if args.precision_goal is None
-                           else args.precision_goal), cores=args.cores)
+                           else args.precision_goal),
+        precision_target_db=(DEFAULTS.precision_target_db if args.precision_target is None
+                             else args.precision_target), cores=args.cores)
 
 
