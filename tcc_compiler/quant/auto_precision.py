@@ -23,7 +23,11 @@ int16 can reach it, else within ``goal_db`` of what int16 weights and activation
 (always reachable: all of them meet it); nothing when all-int8 already meets ``target_db``.
 The number of promotions is found by bisection over that order (the SQNR grows with the
 promotions made; where it does not, bisection still ends on a prefix that meets the goal),
-using at most :data:`MAX_AUTO_INPUTS` calibration inputs. The search quantizes with
+using at most :data:`MAX_AUTO_INPUTS` calibration inputs; then up to :data:`PRUNE_TRIES` of
+the chosen promotions, the costliest first, are left out again when the rest still meets the
+goal (a layer's isolated gain does not say how much of its noise reaches the output:
+FlowNetS's encoder concat groups gain about as much alone as ``conv2``'s, which its output
+reads, and move the output's SQNR by under 0.1 dB). The search quantizes with
 round-to-nearest weights and no bias correction (the options that refine int8 weights
 afterwards do not change the ranking).
 
@@ -62,6 +66,8 @@ DEFAULT_TARGET_DB = 25.0
 DEFAULT_GOAL_DB = 0.5
 #: Calibration inputs the ``auto`` search evaluates (the first ones).
 MAX_AUTO_INPUTS = 16
+#: ``auto`` tries to leave out this many of its chosen promotions again, the costliest first.
+PRUNE_TRIES = 4
 #: ``budget``: at most this many promotions, the first of ``auto``'s ranking that fit ...
 BUDGET_PROMOTIONS = 10
 #: ... with int16 weights adding at most this share of the network's int8 weight bytes.
@@ -203,20 +209,38 @@ def _sqnr(noise: float) -> float:
     return math.inf if noise <= 0.0 else -10.0 * math.log10(noise)
 
 
-def by_gain_per_cycle(float_graph: Graph, ranking: list, tgt: Target) -> list:
-    """``ranking`` (:func:`rank_promotions`) reordered by isolated noise removed per estimated
-    cycle added (quant/promotion_cost.py), the most per cycle first; ties keep the ranking's
-    order."""
+def promotion_cycles(float_graph: Graph, ranking: list, tgt: Target) -> dict:
+    """{(layer, kind): estimated cycles the promotion adds} (quant/promotion_cost.py) of the
+    promotions of ``ranking``."""
     nodes = layer_nodes(float_graph)
     groups = groups_by_value(float_graph)
+    return {(c[0], c[1]): (activation_cost(float_graph, nodes[c[0]], tgt, groups)
+                           if c[1] == ACTIVATIONS else weights_cost(nodes[c[0]], tgt))
+            for c in ranking}
 
+
+def by_gain_per_cycle(ranking: list, cycles: dict) -> list:
+    """``ranking`` (:func:`rank_promotions`) reordered by isolated noise removed per estimated
+    cycle added (``cycles``: :func:`promotion_cycles`), the most per cycle first; ties keep
+    the ranking's order."""
     def per_cycle(c) -> float:
-        node = nodes[c[0]]
-        cost = (activation_cost(float_graph, node, tgt, groups) if c[1] == ACTIVATIONS
-                else weights_cost(node, tgt))
-        return (_noise(c[2]) - _noise(c[3])) / max(cost, 1.0)
+        return (_noise(c[2]) - _noise(c[3])) / max(cycles[(c[0], c[1])], 1.0)
 
     return sorted(ranking, key=lambda c: -per_cycle(c))
+
+
+def _prune(chosen: list, cycles: dict, target: float, sqnr_of) -> tuple[list, float | None]:
+    """Drop from ``chosen`` the costliest promotions (at most :data:`PRUNE_TRIES`, the most
+    cycles first) the worst output SQNR does not need: each is left out when ``sqnr_of`` the
+    rest still reaches ``target``. (the kept promotions, the SQNR of the last set kept that
+    was evaluated, None when nothing was dropped)."""
+    worst = None
+    for c in sorted(chosen, key=lambda c: -cycles[(c[0], c[1])])[:PRUNE_TRIES]:
+        rest = [p for p in chosen if p is not c]
+        s = sqnr_of(rest)
+        if s >= target:
+            chosen, worst = rest, s
+    return chosen, worst
 
 
 def _split(promotions) -> tuple[list[str], list[str]]:
@@ -273,17 +297,21 @@ def auto_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inputs
     """
     xs = [inputs[i] for i in range(min(len(inputs), MAX_AUTO_INPUTS))]
     tgt = tgt if tgt is not None else load_target()
-    ranking = by_gain_per_cycle(float_graph, rank_promotions(float_graph, ranges, minmax, xs),
-                                tgt)
+    ranking = rank_promotions(float_graph, ranges, minmax, xs)
+    cycles = promotion_cycles(float_graph, ranking, tgt)
+    ranking = by_gain_per_cycle(ranking, cycles)
     floats = [run_float(float_graph, x) for x in xs]
 
-    def sqnr(k: int) -> float:
-        q = _promoted_copy(float_graph, ranges, minmax, ranking[:k])
+    def sqnr_of(promotions) -> float:
+        q = _promoted_copy(float_graph, ranges, minmax, promotions)
         return worst_output_sqnr(float_graph, q, xs, floats)
+
+    def sqnr(k: int) -> float:
+        return sqnr_of(ranking[:k])
 
     s8 = sqnr(0)
     found = {0: s8}
-    hi = 0
+    hi, target = 0, target_db
     if s8 < target_db:
         found[len(ranking)] = s16 = sqnr(len(ranking))
         target = min(target_db, s16 - goal_db)
@@ -298,13 +326,17 @@ def auto_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inputs
             else:
                 lo = mid
     s16 = found.get(len(ranking))
-    acts, wts = _split(ranking[:hi])
-    log.info("precision auto: %d of %d promotions (%d outputs, %d weights int16; worst output "
-             "SQNR %.2f dB; int8 %.2f, all int16 %s, target %.2f)", hi, len(ranking), len(acts),
-             len(wts), found[hi], s8, "not needed" if s16 is None else f"{s16:.2f}", target_db)
+    chosen, pruned = _prune(ranking[:hi], cycles, target, sqnr_of) if hi > 1 else \
+        (ranking[:hi], None)
+    worst = found[hi] if pruned is None else pruned
+    acts, wts = _split(chosen)
+    log.info("precision auto: %d of %d promotions (%d dropped again; %d outputs, %d weights "
+             "int16; worst output SQNR %.2f dB; int8 %.2f, all int16 %s, target %.2f)",
+             len(chosen), len(ranking), hi - len(chosen), len(acts), len(wts), worst, s8,
+             "not needed" if s16 is None else f"{s16:.2f}", target)
     plan = plan_int16(float_graph, acts, "precision auto", wts)
     return PrecisionChoice("auto", plan, _int16_ranges(float_graph, plan.layers, ranges, minmax),
-                           goal_db, {"int8": s8, "chosen": found[hi], "all_int16": s16},
+                           goal_db, {"int8": s8, "chosen": worst, "all_int16": s16},
                            ranking, target_db=target_db)
 
 

@@ -51,14 +51,6 @@ def concat_net() -> onnx.ModelProto:
     return m
 
 
-def _group_dtypes(m) -> dict:
-    """{op: set of output dtypes} of the quantized graph's concat-group ops and producers."""
-    out: dict = {}
-    for n in m.quantized_graph.nodes:
-        out.setdefault(n.op, set()).add(n.output.dtype)
-    return out
-
-
 def test_int16_concat_group_bit_exact(tmp_path):
     m, _, res = compile_check(tmp_path, concat_net(), HW, ["conv2"])
     assert all(exact for exact, _ in res), res
@@ -79,5 +71,6 @@ def test_int16_concat_group_bit_exact(tmp_path):
 def test_int16_concat_group_tiled_bit_exact_in_any_queue_order(tmp_path):
     t = load_target().with_sram(4 * 1024)
     m, _, res = compile_check(tmp_path, concat_net(), HW, ["conv2"], target=t, schedules=2)
+    assert m.report["precision"]["int16_layers"] == ["conv2", "up", "up_1", "up_2", "up_3"]
     assert all(exact for exact, _ in res), res
     assert really_tiled(m, HW)

@@ -292,3 +292,22 @@ def test_auto_ranks_a_concat_group_as_one_promotion_and_stops_at_the_target():
     k = len(taken)
     assert k == 1 and taken == [order[0][:2]] and mid.sqnr_db["chosen"] == s1
     assert mid.to_dict()["target_db"] == round(s1, 3)
+
+
+def test_auto_leaves_out_again_the_costly_promotions_the_goal_does_not_need():
+    """After the bisection, the costliest chosen promotions are tried without, most cycles
+    first: kept only when the rest misses the target (``a``, the one that matters, here)."""
+    from tcc_compiler.quant.auto_precision import _prune
+
+    chosen = [("a", "activations", 20.0, 30.0), ("b", "activations", 20.0, 30.0),
+              ("c", "weights", 20.0, 30.0)]
+    cycles = {("a", "activations"): 5e5, ("b", "activations"): 1e6, ("c", "weights"): 10.0}
+    tried = []
+
+    def sqnr_of(rest):
+        tried.append([p[0] for p in rest])
+        return 26.0 if any(p[0] == "a" for p in rest) else 22.0
+
+    kept, worst = _prune(chosen, cycles, 25.0, sqnr_of)
+    assert [p[0] for p in kept] == ["a"] and worst == 26.0
+    assert tried == [["a", "c"], ["c"], ["a"]]   # b (1e6 cycles), then a, then c
