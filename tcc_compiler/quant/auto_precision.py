@@ -10,26 +10,27 @@ sum f^2`` in three quantized graphs: all int8 (``N8``), every promotable layer's
 int16 (``Nw``) and every promotable layer's output int16 (``Na``). The promotion's *gain* is
 the noise it removes from its layer, ``N8 - Nw`` or ``N8 - Na``; the promotions with a gain
 are ranked by it, largest first (the producers of a channel concat group, promoted together,
-are one promotion whose noises are the sums of theirs). ``auto`` then orders them by gain per
-estimated cycle added (quant/promotion_cost.py: the slower int16 conv tiles and the extra
-bytes) and takes the fewest of them, in that order, whose network output meets the goal on the
-calibration inputs:
+are one promotion whose noises are the sums of theirs), and ``auto`` takes the fewest of them,
+in that order, whose network output meets the goal on the calibration inputs:
 
-    worst SQNR of any graph output on any input used (float network vs quantized, dB)
-        >= min(target_db, the same with every promotion made - goal_db)
+    SQNR of the output on its worst input used (float network vs quantized, dB; all graph
+    outputs of one input pooled) >= min(target_db, the same with every promotion made - goal_db)
 
-i.e. ``target_db`` (25 dB by default, issue 13's bar) on the worst calibration input when
-int16 can reach it, else within ``goal_db`` of what int16 weights and activations give at all
-(always reachable: all of them meet it); nothing when all-int8 already meets ``target_db``.
-The number of promotions is found by bisection over that order (the SQNR grows with the
-promotions made; where it does not, bisection still ends on a prefix that meets the goal),
-using at most :data:`MAX_AUTO_INPUTS` calibration inputs; then up to :data:`PRUNE_TRIES` of
-the chosen promotions, the costliest first, are left out again when the rest still meets the
-goal (a layer's isolated gain does not say how much of its noise reaches the output:
-FlowNetS's encoder concat groups gain about as much alone as ``conv2``'s, which its output
-reads, and move the output's SQNR by under 0.1 dB). The search quantizes with
-round-to-nearest weights and no bias correction (the options that refine int8 weights
-afterwards do not change the ranking).
+i.e. ``target_db`` (28 dB by default: issue 13's 25 dB bar plus 3 dB for held-out inputs) on
+the worst calibration input when int16 can reach it, else within ``goal_db`` of what int16
+weights and activations give at all (always reachable: all of them meet it); nothing when
+all-int8 already meets ``target_db``. The number of promotions is found by bisection over the
+ranking (the SQNR grows with the promotions made; where it does not, bisection still ends on
+a prefix that meets the goal), using at most :data:`MAX_AUTO_INPUTS` calibration inputs; then
+up to :data:`PRUNE_TRIES` of the chosen promotions, the most estimated cycles added first
+(quant/promotion_cost.py: the slower int16 conv tiles and the extra bytes), are left out again
+when the rest still meets the goal. The search quantizes with round-to-nearest weights and no
+bias correction (the options that refine int8 weights afterwards do not change the ranking).
+Ordering the ranking by gain per estimated cycle instead was tried and measured worse: a
+layer's isolated gain does not say how much of its noise reaches the output, so cheap layers
+whose noise does not matter came first (FlowNetS: 26 promotions before ``conv2``'s concat
+group, the one its output needs; SSDLite: 128 of 152 promotions in, its worst head tensor
+still 13.8 dB).
 
 ``budget`` (:func:`budget_precision`) takes a few cheap promotions from the same ranking
 instead: the first :data:`BUDGET_PROMOTIONS`, skipping int16 weights that would add more than
@@ -59,9 +60,11 @@ from tcc_compiler.target import Target, load_target
 
 log = logging.getLogger(__name__)
 
-#: ``auto``'s target (dB): the worst SQNR of any network output on any calibration input it
-#: evaluates that is enough (issue 13's bar for the vendor zoo's families).
-DEFAULT_TARGET_DB = 25.0
+#: ``auto``'s target (dB): the network output's SQNR on its worst calibration input (of those it
+#: evaluates) that is enough: issue 13's 25 dB bar for held-out inputs plus 3 dB, because a
+#: calibration set's worst input overstates a held-out set's (FlowNetS all int8: 27.9 dB on its
+#: 8 calibration inputs' worst, 22.2 on the 10 eval photos' worst).
+DEFAULT_TARGET_DB = 28.0
 #: When the target is out of reach, ``auto`` stops this far (dB) below all-int16's worst SQNR.
 DEFAULT_GOAL_DB = 0.5
 #: Calibration inputs the ``auto`` search evaluates (the first ones).
@@ -219,16 +222,6 @@ def promotion_cycles(float_graph: Graph, ranking: list, tgt: Target) -> dict:
             for c in ranking}
 
 
-def by_gain_per_cycle(ranking: list, cycles: dict) -> list:
-    """``ranking`` (:func:`rank_promotions`) reordered by isolated noise removed per estimated
-    cycle added (``cycles``: :func:`promotion_cycles`), the most per cycle first; ties keep
-    the ranking's order."""
-    def per_cycle(c) -> float:
-        return (_noise(c[2]) - _noise(c[3])) / max(cycles[(c[0], c[1])], 1.0)
-
-    return sorted(ranking, key=lambda c: -per_cycle(c))
-
-
 def _prune(chosen: list, cycles: dict, target: float, sqnr_of) -> tuple[list, float | None]:
     """Drop from ``chosen`` the costliest promotions (at most :data:`PRUNE_TRIES`, the most
     cycles first) the worst output SQNR does not need: each is left out when ``sqnr_of`` the
@@ -260,31 +253,32 @@ def _promoted_copy(float_graph: Graph, ranges: dict, minmax: dict | None,
                           plan.weight_layers)
 
 
-def worst_output_sqnr(float_graph: Graph, qgraph: Graph, inputs: list, floats=None) -> float:
-    """The lowest SQNR (dB) of any graph output on any of ``inputs``: quantized graph against
-    the float graph, each output of each input on its own (+inf when all are exact).
-    ``floats``: the float outputs, if already known."""
+def worst_input_sqnr(float_graph: Graph, qgraph: Graph, inputs: list, floats=None) -> float:
+    """The lowest, over ``inputs``, of the quantized graph's output SQNR (dB) against the float
+    graph's on one input, all graph outputs of that input pooled as in :func:`output_sqnr`
+    (+inf when exact on every input). ``floats``: the float outputs, if already known."""
     gm = GoldenModel(qgraph)
     worst = math.inf
     for k, x in enumerate(inputs):
         f = floats[k] if floats is not None else run_float(float_graph, x)
         q = gm.run(x)
+        num = den = 0.0
         for o in float_graph.outputs:
             a = np.asarray(f[o.name], np.float64).reshape(-1)
             d = a - np.asarray(q[o.name], np.float64).reshape(-1)
-            num, den = float(a @ a), float(d @ d)
-            if den > 0.0:
-                worst = min(worst, 10.0 * math.log10(num / den) if num > 0 else -math.inf)
+            num, den = num + float(a @ a), den + float(d @ d)
+        if den > 0.0:
+            worst = min(worst, 10.0 * math.log10(num / den) if num > 0 else -math.inf)
     return worst
 
 
 def auto_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inputs: list,
                    goal_db: float = DEFAULT_GOAL_DB, target_db: float = DEFAULT_TARGET_DB,
                    tgt: Target | None = None) -> PrecisionChoice:
-    """The ``auto`` choice (module docstring): the shortest prefix of the promotions ordered
-    by isolated noise removed per estimated cycle (:func:`by_gain_per_cycle`) whose worst
-    output SQNR on the calibration inputs (:func:`worst_output_sqnr`) reaches
-    ``min(target_db, all-int16's - goal_db)``.
+    """The ``auto`` choice (module docstring): the shortest prefix of the promotions ranked by
+    isolated gain (:func:`rank_promotions`) whose worst-input SQNR on the calibration inputs
+    (:func:`worst_input_sqnr`) reaches ``min(target_db, all-int16's - goal_db)``, then the
+    costliest of them (:func:`promotion_cycles`) left out again where the rest still does.
 
     Args:
         float_graph: the float graph after the passes. ranges: calibrated int8 ranges.
@@ -299,12 +293,11 @@ def auto_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inputs
     tgt = tgt if tgt is not None else load_target()
     ranking = rank_promotions(float_graph, ranges, minmax, xs)
     cycles = promotion_cycles(float_graph, ranking, tgt)
-    ranking = by_gain_per_cycle(ranking, cycles)
     floats = [run_float(float_graph, x) for x in xs]
 
     def sqnr_of(promotions) -> float:
         q = _promoted_copy(float_graph, ranges, minmax, promotions)
-        return worst_output_sqnr(float_graph, q, xs, floats)
+        return worst_input_sqnr(float_graph, q, xs, floats)
 
     def sqnr(k: int) -> float:
         return sqnr_of(ranking[:k])
