@@ -78,17 +78,18 @@ class CompileOptions:
             (:mod:`tcc_compiler.segmenting`); False = fall back to host segments.
         precision: which layers get int16 activations (mixed precision,
             :mod:`tcc_compiler.quant.auto_precision`): "int8" (none), "auto" (the fewest,
-            most isolated noise removed per estimated cycle first, that reach
-            ``precision_target_db``, else ``precision_goal_db``; needs calibration inputs),
+            largest isolated-error gain first, that reach ``precision_target_db``, else
+            ``precision_goal_db``, the costliest left out again where not needed; needs
+            calibration inputs),
             "budget" (a few cheap ones from auto's ranking; needs calibration inputs), a
             JSON file ``{"int16": [layer names]}`` or a list of layer names (as
             ``tccc analyze`` lists them).
         precision_goal_db: ``auto``'s fallback goal (dB, >= 0): when ``precision_target_db``
-            is out of int16's reach, the worst output SQNR vs float on the calibration inputs
+            is out of int16's reach, the output SQNR vs float on the worst calibration input
             at most this far below all-int16's.
-        precision_target_db: ``auto``'s target (dB): it promotes, the most noise removed per
-            estimated cycle first, until the worst SQNR of any output on any calibration
-            input reaches this (``inf``: always as close to all-int16's as the goal allows).
+        precision_target_db: ``auto``'s target (dB): it promotes until the output SQNR vs
+            float on the worst calibration input reaches this (``inf``: always as close to
+            all-int16's as the goal allows).
         cores: NPU cores the program uses, 1 or 2 (at most the target's ``compute.cores``):
             with 2, each conv is split between the cores by rows or output channels as the
             cost model prices lowest (schedule/cores.py); 1 keeps the single-core program.

@@ -47,23 +47,24 @@ def add_arguments(p) -> None:
                         f"(default {DEFAULTS.weight_rounding})")
     p.add_argument("--precision", default=DEFAULTS.precision, metavar="int8|auto|budget|FILE",
                    help="int16 activations and weights per layer: int8 (none, default), auto "
-                        "(the fewest promotions, the most isolated noise removed per "
-                        "estimated cycle first, whose worst output SQNR on the calibration "
-                        "inputs reaches --precision-target, or comes within --precision-goal "
-                        "of all-int16's when that is out of reach), budget (the first 10 of "
+                        "(the fewest promotions, the largest isolated-error gain first, whose "
+                        "output SQNR on the worst calibration input reaches "
+                        "--precision-target, or comes within --precision-goal of all-int16's "
+                        "when that is out of reach; then the costliest left out again where "
+                        "not needed), budget (the first 10 of "
                         "auto's ranking whose int16 weights add at most 1%% of the weight "
                         "bytes), or a JSON file "
                         "{\"int16\": [layers whose output is int16], \"int16_weights\": "
                         "[conv/fc layers whose weights are int16]} (layer names as tccc "
                         "analyze lists them; either key optional)")
     p.add_argument("--precision-target", type=float, default=None,
-                   metavar="DB", help="auto's target: the worst SQNR of any output vs float "
-                                      "on any calibration input that is enough (default "
+                   metavar="DB", help="auto's target: the output SQNR vs float on its worst "
+                                      "calibration input that is enough (default "
                                       f"{DEFAULTS.precision_target_db:g}; inf: as close to "
                                       "all-int16's as --precision-goal allows)")
     p.add_argument("--precision-goal", type=float, default=None,
                    metavar="DB", help="auto's goal when --precision-target is out of int16's "
-                                      "reach: that worst SQNR at most DB below all-int16's "
+                                      "reach: that SQNR at most DB below all-int16's "
                                       f"(default {DEFAULTS.precision_goal_db:g})")
     _add_preprocess_arguments(p)
     p.add_argument("--no-compress-weights", action="store_true",
