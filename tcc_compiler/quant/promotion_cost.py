@@ -15,7 +15,8 @@ with the real schedule, emit/precision.py):
 
 with ``rate`` the MAC array's ``macs_per_cycle`` (a depthwise conv's: the depthwise
 datapath's ``depthwise_channels_per_cycle * depthwise_taps_per_cycle``) and bytes turned into
-cycles at ``dram_bytes_per_cycle``. Only the ordering of promotions by gain per cycle uses it.
+cycles at ``dram_bytes_per_cycle``. ``auto`` uses it only to choose which of its promotions to
+try leaving out first (quant/auto_precision.py).
 """
 
 from __future__ import annotations
