@@ -308,3 +308,24 @@ def test_auto_leaves_out_again_the_costly_promotions_the_goal_does_not_need():
     kept, worst = _prune(chosen, cycles, 25.0, sqnr_of)
     assert [p[0] for p in kept] == ["a"] and worst == 26.0
     assert tried == [["a", "c"], ["c"], ["a"]]   # b (1e6 cycles), then a, then c
+
+
+def test_promotion_cost_counts_the_group_bytes_and_the_slower_reader_tiles():
+    """A concat group's int16 outputs: every byte its producers write and its readers read once
+    more, plus the reading conv's MACs at half rate; int16 weights: one byte per weight plus the
+    layer's own MACs at half rate (quant/promotion_cost.py)."""
+    from tcc_compiler.quant.precision import layer_nodes
+    from tcc_compiler.quant.promotion_cost import activation_cost, weights_cost
+    from tcc_compiler.target import load_target
+
+    t = load_target()
+    fg = _float_graph(_concat_model())
+    nodes = layer_nodes(fg)
+    px = HW * HW
+    extra = t.int16_rate_divisor - 1
+    c3_macs = 4 * px * 8 * 9
+    want = (4 * px * 2 + 8 * px) / t.dram_bytes_per_cycle + extra * c3_macs / t.macs_per_cycle
+    assert activation_cost(fg, nodes["c2"], t) == pytest.approx(want)
+    assert activation_cost(fg, nodes["c1"], t) == pytest.approx(want)   # the same group
+    assert weights_cost(nodes["c3"], t) == pytest.approx(
+        4 * 8 * 9 / t.dram_bytes_per_cycle + extra * c3_macs / t.macs_per_cycle)
