@@ -59,9 +59,10 @@ def add_arguments(p) -> None:
                         "analyze lists them; either key optional)")
     p.add_argument("--precision-target", type=float, default=None,
                    metavar="DB", help="auto's target: the output SQNR vs float on its worst "
-                                      "calibration input that is enough (default "
-                                      f"{DEFAULTS.precision_target_db:g}; inf: as close to "
-                                      "all-int16's as --precision-goal allows)")
+                                      "calibration input that is enough, e.g. 28 (default "
+                                      f"{DEFAULTS.precision_target_db:g}: none, as close to "
+                                      "all-int16's as --precision-goal allows; a calibration "
+                                      "input's SQNR overstates a held-out one's)")
     p.add_argument("--precision-goal", type=float, default=None,
                    metavar="DB", help="auto's goal when --precision-target is out of int16's "
                                       "reach: that SQNR at most DB below all-int16's "
@@ -291,10 +292,10 @@ def _print_precision(p: dict | None) -> None:
             f"{len(p.get('int16_weight_layers', ()))} layer(s) with int16 weights")
     s = p.get("output_sqnr_db")
     if s and "chosen" in s:
-        line += f", output SQNR {_sqnr_text(s, p.get('goal_db'))}"
+        line += f", output SQNR {_sqnr_text(s, p.get('goal_db'), p.get('target_db'))}"
     elif s:   # segmented: {segment folder: SQNRs}
-        line += ", output SQNR " + "; ".join(f"{k} {_sqnr_text(v, p.get('goal_db'))}"
-                                             for k, v in s.items())
+        line += ", output SQNR " + "; ".join(
+            f"{k} {_sqnr_text(v, p.get('goal_db'), p.get('target_db'))}" for k, v in s.items())
     c = p.get("cost")
     if c:
         lat, dram = c["estimated_latency_ms"], c["dram_bytes_per_image"]
@@ -309,12 +310,18 @@ def _print_precision(p: dict | None) -> None:
     print(line)
 
 
-def _sqnr_text(s: dict, goal_db) -> str:
+def _sqnr_text(s: dict, goal_db, target_db=None) -> str:
     """An auto/budget choice's output SQNRs: "26.3 dB on the calibration inputs (int8 15.7,
-    all int16 26.6, goal within 0.5)" (auto: with all int16 and the goal)."""
-    text = f"{s['chosen']} dB on the calibration inputs (int8 {s['int8']}"
-    return text + (f", all int16 {s['all_int16']}, goal within {goal_db})" if "all_int16" in s
-                   else ")")
+    all int16 26.6, goal within 0.5)" (auto: with all int16 and the goal; with a target, on the
+    worst calibration input, the target first and all int16 only when it was evaluated)."""
+    if target_db is None:
+        text = f"{s['chosen']} dB on the calibration inputs (int8 {s['int8']}"
+        return text + (f", all int16 {s['all_int16']}, goal within {goal_db})"
+                       if "all_int16" in s else ")")
+    text = f"{s['chosen']} dB on the worst calibration input (int8 {s['int8']}"
+    if s.get("all_int16") is not None:
+        text += f", all int16 {s['all_int16']}"
+    return text + f", target {target_db}, else within {goal_db} of all int16)"
 
 
 def _print_segmented(args, r: dict) -> None:
