@@ -16,6 +16,8 @@ in that order, whose network output meets the goal on the calibration inputs:
     SQNR of the output on its worst input used (float network vs quantized, dB; all graph
     outputs of one input pooled) >= min(target_db, the same with every promotion made - goal_db)
 
+(without a target, ``target_db`` inf, the SQNR of all the inputs used pooled, as before the
+target existed)
 i.e. ``target_db`` (none by default: :data:`DEFAULT_TARGET_DB`; 28 dB is FlowNetS's) on
 the worst calibration input when int16 can reach it, else within ``goal_db`` of what int16
 weights and activations give at all (always reachable: all of them meet it); nothing when
@@ -279,7 +281,8 @@ def auto_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inputs
                    tgt: Target | None = None) -> PrecisionChoice:
     """The ``auto`` choice (module docstring): the shortest prefix of the promotions ranked by
     isolated gain (:func:`rank_promotions`) whose worst-input SQNR on the calibration inputs
-    (:func:`worst_input_sqnr`) reaches ``min(target_db, all-int16's - goal_db)``, then the
+    (:func:`worst_input_sqnr`; with ``target_db`` inf, all inputs pooled, :func:`output_sqnr`)
+    reaches ``min(target_db, all-int16's - goal_db)``, then the
     costliest of them (:func:`promotion_cycles`) left out again where the rest still does.
 
     Args:
@@ -297,9 +300,11 @@ def auto_precision(float_graph: Graph, ranges: dict, minmax: dict | None, inputs
     cycles = promotion_cycles(float_graph, ranking, tgt)
     floats = [run_float(float_graph, x) for x in xs]
 
+    measure = output_sqnr if target_db == math.inf else worst_input_sqnr
+
     def sqnr_of(promotions) -> float:
         q = _promoted_copy(float_graph, ranges, minmax, promotions)
-        return worst_input_sqnr(float_graph, q, xs, floats)
+        return measure(float_graph, q, xs, floats)
 
     def sqnr(k: int) -> float:
         return sqnr_of(ranking[:k])
