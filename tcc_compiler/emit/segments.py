@@ -389,11 +389,14 @@ def segments_precision(npu_rows: list[dict]) -> dict | None:
         out["output_sqnr_db"] = sqnr
     costs = [p["cost"] for _, p in ps if p.get("cost")]
     if costs:
-        out["cost"] = {key: {k: round(sum(c[key][k] for c in costs), 6)
-                             for k in ("int8", "mixed", "added")}
-                       for key in ("estimated_latency_ms", "dram_bytes_per_image",
-                                   "layer_weight_bytes")}
+        out["cost"] = _summed_costs(costs)
     return out
+
+
+def _summed_costs(costs: list[dict]) -> dict:
+    """The segments' precision ``cost`` records summed (int8, mixed, added; ms and bytes)."""
+    return {key: {k: round(sum(c[key][k] for c in costs), 6) for k in ("int8", "mixed", "added")}
+            for key in ("estimated_latency_ms", "dram_bytes_per_image", "layer_weight_bytes")}
 
 
 def write_segmented_package(folder: str | os.PathLike, manifest: dict, report: dict,
