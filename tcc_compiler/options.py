@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 from tcc_compiler.datasets.raw import RawSpec
 from tcc_compiler.errors import InputError
-from tcc_compiler.quant.auto_precision import DEFAULT_GOAL_DB
+from tcc_compiler.quant.auto_precision import DEFAULT_GOAL_DB, DEFAULT_TARGET_DB
 from tcc_compiler.quant.bias_correction import DEFAULT_BIAS_CORRECTION, bias_correction_mode
 from tcc_compiler.quant.calibrate import DEFAULT_METHOD, DEFAULT_PERCENTILE
 from tcc_compiler.quant.weight_rounding import DEFAULT_WEIGHT_ROUNDING
@@ -86,12 +86,18 @@ class CompileOptions:
             (:mod:`tcc_compiler.segmenting`); False = fall back to host segments.
         precision: which layers get int16 activations (mixed precision,
             :mod:`tcc_compiler.quant.auto_precision`): "int8" (none), "auto" (the fewest,
-            worst isolated error first, that reach ``precision_goal_db``; needs calibration
-            inputs), "budget" (a few cheap ones from auto's ranking; needs calibration
-            inputs), a JSON file ``{"int16": [layer names]}`` or a list of layer names (as
+            largest isolated-error gain first, that reach ``precision_target_db``, else
+            ``precision_goal_db``, the costliest left out again where not needed; needs
+            calibration inputs),
+            "budget" (a few cheap ones from auto's ranking; needs calibration inputs), a
+            JSON file ``{"int16": [layer names]}`` or a list of layer names (as
             ``tccc analyze`` lists them).
-        precision_goal_db: ``auto``'s goal (dB, >= 0): the network output's SQNR vs float on
-            the calibration inputs at most this far below all-int16's.
+        precision_goal_db: ``auto``'s fallback goal (dB, >= 0): when ``precision_target_db``
+            is out of int16's reach, the output SQNR vs float on the worst calibration input
+            at most this far below all-int16's.
+        precision_target_db: ``auto``'s target (dB): it promotes until the output SQNR vs
+            float on the worst calibration input reaches this (``inf``: always as close to
+            all-int16's as the goal allows).
         cores: NPU cores the program uses, 1 or 2 (at most the target's ``compute.cores``):
             with 2, each conv is split between the cores by rows or output channels as the
             cost model prices lowest (schedule/cores.py); 1 keeps the single-core program.
@@ -116,6 +122,7 @@ class CompileOptions:
     strict: bool = False
     precision: Any = "int8"
     precision_goal_db: float = DEFAULT_GOAL_DB
+    precision_target_db: float = DEFAULT_TARGET_DB
     cores: int = 1
 
     def __post_init__(self) -> None:

@@ -110,7 +110,7 @@ def _command_modules() -> list:
 #: flag. Only known compile-option names (and ``scale``) are rewritten, never paths.
 _API_AND_FLAG = re.compile(r"\b(input_whc|calibration|calib_table|bias_correction|method|"
                            r"percentile|target|dump_ir|compress_weights|scale|precision|"
-                           r"precision_goal_db)/(--[a-z][a-z-]*)")
+                           r"precision_goal_db|precision_target_db)/(--[a-z][a-z-]*)")
 
 
 def cli_wording(message: str) -> str:

@@ -126,7 +126,8 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
         opts = opts.with_(precision={FILE_KEY: [n for n in given[0] if n in own],
                                      WEIGHTS_KEY: [n for n in given[1] if n in own]})
     if not graph.meta.get("quantized"):
-        check_precision(graph, opts.precision, opts.precision_goal_db)   # before calibrating
+        check_precision(graph, opts.precision, opts.precision_goal_db,   # before calibrating
+                        opts.precision_target_db)
     # one BLAS thread: calibration and GPTQ parallelise over values and layers on threads of
     # their own, and OpenBLAS's threads on their small GEMMs and Cholesky factors only spin
     # and fight (sim/blas.py); the results then no longer depend on the core count either

@@ -30,6 +30,7 @@ from tcc_compiler.quant.quantize import fixed_ranges, ranges_needed
 from tcc_compiler.quant.ranges import choose_ranges, snap_input_range
 from tcc_compiler.quant.weight_rounding import (WEIGHT_ROUNDING, HessianSum,
                                                 gptq_round_weights)
+from tcc_compiler.target import Target, load_target
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,10 @@ def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
     """
     run_instruments(instruments, QUANTIZE_STAGE, "before", index, graph)
     choice = choose_precision(float_graph, calib.ranges, calib.minmax, calib.inputs,
-                              options.precision, options.precision_goal_db)
+                              options.precision, options.precision_goal_db,
+                              options.precision_target_db,
+                              options.target if isinstance(options.target, Target)
+                              else load_target(options.target))
     quantize_graph(graph, calib.ranges, choice.int16_ranges, set(choice.plan.weight_layers))
     if options.weight_rounding not in WEIGHT_ROUNDING:
         raise InputError(f"weight_rounding/--weight-rounding '{options.weight_rounding}': "

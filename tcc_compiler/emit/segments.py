@@ -370,16 +370,16 @@ def build_segment_report(plan, parts: list, tgt, host) -> dict:
 def segments_precision(npu_rows: list[dict]) -> dict | None:
     """The top-level report's ``precision`` of a segmented model: every NPU segment's
     ``--precision`` choice (its report's ``precision``, README "Mixed precision") merged:
-    ``mode`` (and auto's ``goal_db``), the int16 layers, tensors and weight layers of all
-    segments, those kept int8 with why, ``cost``: the segments' estimated latency (ms), DRAM
-    bytes per image and stored weight bytes summed (int8, mixed, added), and for ``auto`` /
-    ``budget`` ``output_sqnr_db`` per segment folder (each segment's own, on its calibration
-    inputs: they do not add). None when no segment has a choice (int8)."""
+    ``mode`` (and auto's ``goal_db`` and ``target_db``), the int16 layers, tensors and weight
+    layers of all segments, those kept int8 with why, ``cost``: the segments' estimated
+    latency (ms), DRAM bytes per image and stored weight bytes summed (int8, mixed, added),
+    and for ``auto`` / ``budget`` ``output_sqnr_db`` per segment folder (each segment's own,
+    on its calibration inputs: they do not add). None when no segment has a choice (int8)."""
     ps = [(r["folder"], r["precision"]) for r in npu_rows if r.get("precision")]
     if not ps:
         return None
     out = {"mode": ps[0][1]["mode"],
-           **({"goal_db": ps[0][1]["goal_db"]} if "goal_db" in ps[0][1] else {})}
+           **{k: ps[0][1][k] for k in ("goal_db", "target_db") if k in ps[0][1]}}
     for key in ("int16_layers", "int16_tensors", "int16_weight_layers"):
         out[key] = [n for _, p in ps for n in p.get(key, ())]
     for key in ("kept_int8", "kept_int8_weights"):
@@ -389,11 +389,14 @@ def segments_precision(npu_rows: list[dict]) -> dict | None:
         out["output_sqnr_db"] = sqnr
     costs = [p["cost"] for _, p in ps if p.get("cost")]
     if costs:
-        out["cost"] = {key: {k: round(sum(c[key][k] for c in costs), 6)
-                             for k in ("int8", "mixed", "added")}
-                       for key in ("estimated_latency_ms", "dram_bytes_per_image",
-                                   "layer_weight_bytes")}
+        out["cost"] = _summed_costs(costs)
     return out
+
+
+def _summed_costs(costs: list[dict]) -> dict:
+    """The segments' precision ``cost`` records summed (int8, mixed, added; ms and bytes)."""
+    return {key: {k: round(sum(c[key][k] for c in costs), 6) for k in ("int8", "mixed", "added")}
+            for key in ("estimated_latency_ms", "dram_bytes_per_image", "layer_weight_bytes")}
 
 
 def write_segmented_package(folder: str | os.PathLike, manifest: dict, report: dict,

@@ -7,9 +7,13 @@ quantize.py).
 This is TensorFlow Lite's rule for int8 Concatenation and Split ("restrict same input/output
 scale", tensorflow/lite/tools/optimize/operator_property.cc); the shared range is the union of
 the members' calibrated ranges, each first clipped to its producer's fused activation bounds.
+A group is int16 as a whole when its producers are promoted together (quant/precision.py,
+specs/quantization.md "Mixed precision").
 """
 
 from __future__ import annotations
+
+import math
 
 from tcc_compiler.ir.graph import Graph, QuantParams, Value
 from tcc_compiler.ir.ops import CHANNEL_OPS, VIEW_OPS, Op
@@ -18,20 +22,15 @@ from tcc_compiler.ir.ops import CHANNEL_OPS, VIEW_OPS, Op
 SHARING_OPS = VIEW_OPS | {Op.MAXPOOL, Op.AVGPOOL, Op.GAP, Op.RESIZE, Op.SHUFFLE}
 
 
-def shared_params(graph: Graph, ranges: dict[str, tuple[float, float]],
-                  params_of) -> dict[int, QuantParams]:
-    """id(value) -> the one :class:`QuantParams` object its group shares, for every value
-    tied to a channel concat or slice (other values are absent).
-
-    Args:
-        graph: the float graph being quantized. ranges: calibrated {value name: (lo, hi)}.
-        params_of: (lo, hi) -> QuantParams (quantize.activation_params).
-    """
+def tied_groups(graph: Graph) -> list[list[Value]]:
+    """The groups of values that share one parameter set: each channel concat/slice/interleave's
+    inputs and output, closed over :data:`SHARING_OPS` (input and output), one list per group
+    holding a channel op (members in first-seen graph order; values in no such group absent)."""
     parent: dict[int, int] = {}
     vals: dict[int, Value] = {}
 
     def find(v: Value) -> int:
-        vals[id(v)] = v
+        vals.setdefault(id(v), v)
         k = id(v)
         parent.setdefault(k, k)
         while parent[k] != k:
@@ -53,19 +52,58 @@ def shared_params(graph: Graph, ranges: dict[str, tuple[float, float]],
         elif n.op in SHARING_OPS:
             union(n.inputs[0], n.output)
     roots = {find(v) for v in tied}
-    if not roots:
-        return {}
-    span: dict[int, tuple[float, float]] = {}
+    groups: dict[int, list[Value]] = {}
     for k, v in vals.items():
         r = find(v)
-        if r not in roots or v.name not in ranges:
+        if r in roots:
+            groups.setdefault(r, []).append(v)
+    return list(groups.values())
+
+
+def _span(members: list[Value], ranges: dict) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(union of the members' ``ranges``, each first clipped to its producer's fused activation
+    bounds; union of those bounds, unbounded when a member with a range has none)."""
+    lo = hi = None
+    b_lo, b_hi = math.inf, -math.inf
+    for v in members:
+        if v.name not in ranges:
             continue
-        lo, hi = ranges[v.name]
+        a, b = ranges[v.name]
         act = getattr(getattr(v.producer, "attrs", None), "act", None)
-        if act is not None:
-            a_lo, a_hi = act.bounds()
-            lo, hi = max(lo, a_lo), min(hi, a_hi)
-        old = span.get(r)
-        span[r] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
-    group = {r: params_of(*span.get(r, (0.0, 0.0))) for r in roots}
-    return {k: group[find(v)] for k, v in vals.items() if find(v) in roots}
+        bounds = act.bounds() if act is not None else (-math.inf, math.inf)
+        a, b = max(a, bounds[0]), min(b, bounds[1])
+        b_lo, b_hi = min(b_lo, bounds[0]), max(b_hi, bounds[1])
+        lo, hi = (a, b) if lo is None else (min(lo, a), max(hi, b))
+    if lo is None:
+        return (0.0, 0.0), (-math.inf, math.inf)
+    return (lo, hi), (b_lo, b_hi)
+
+
+def shared_params(graph: Graph, ranges: dict[str, tuple[float, float]], params_of,
+                  wide: dict[str, tuple[float, float]] | None = None,
+                  wide_params_of=None) -> dict[int, tuple[QuantParams, str]]:
+    """id(value) -> (the one :class:`QuantParams` object its group shares, its dtype), for every
+    value tied to a channel concat or slice (other values are absent).
+
+    A group with a member named in ``wide`` is int16 as a whole (quant/precision.py promotes
+    every producer of a group together): its parameters are ``wide_params_of((lo, hi), bounds)``
+    over the members' ``wide`` ranges (observed min/max) and the members' fused activation
+    bounds; any other group's are ``params_of(lo, hi)`` over their calibrated ``ranges``, each
+    clipped to its producer's activation bounds first.
+
+    Args:
+        graph: the float graph being quantized. ranges: calibrated {value name: (lo, hi)}.
+        params_of: (lo, hi) -> int8 QuantParams (quantize.activation_params).
+        wide: {value name: (lo, hi)} of the int16 layer outputs, or None.
+        wide_params_of: (lo, hi, bounds) -> int16 QuantParams
+            (quantize.activation_params_int16); needed when ``wide`` names a member.
+    """
+    out: dict[int, tuple[QuantParams, str]] = {}
+    for members in tied_groups(graph):
+        if wide and any(v.name in wide for v in members):
+            (lo, hi), bounds = _span(members, wide)
+            q, dtype = wide_params_of(lo, hi, bounds), "int16"
+        else:
+            q, dtype = params_of(*_span(members, ranges)[0]), "int8"
+        out.update({id(v): (q, dtype) for v in members})
+    return out

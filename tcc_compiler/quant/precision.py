@@ -18,9 +18,14 @@ int8 (with the reason) when
 * it, or a tensor sharing its parameters through a max/average/global pool or a view, is read
   by an op that is int8 only: a lookup-table activation (its table has 256 entries; except
   a conv's output read only by one single-table lut, which then interpolates 257 int16 knots
-  in the conv's epilogue: :func:`wide_lut_reader`), a sub/mul, a nearest resize, or a
-  channel concat/slice/interleave (those share one int8
-  parameter set between several tensors).
+  in the conv's epilogue: :func:`wide_lut_reader`), a sub/mul or a nearest resize.
+
+A tensor tied to a channel concat/slice/interleave shares one parameter set with the rest of
+its group (quant/groups.py), so the group is promoted as a whole: promoting any of its
+producers promotes every producer of the group (the concat's buffer is then int16 and its
+views address 2-byte elements), and the group stays int8 (with the reason) when one of its
+members is the network input or written by an op whose output cannot be int16, or one of
+them is read by an int8-only op.
 
 A conv/fc layer's *weights* are promoted separately (int16 symmetric per output channel,
 ``s_w = max|W[o]| / 32767``, a 64-bit accumulator: specs/quantization.md "int16 weights");
@@ -42,6 +47,7 @@ from tcc_compiler.errors import InputError
 from tcc_compiler.ir.graph import Graph, Node, Value
 from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, VIEW_OPS, Op
 from tcc_compiler.isa.spec import WIDE_W_ACC_LIMIT
+from tcc_compiler.quant.groups import tied_groups
 from tcc_compiler.quant.params import epilogue_lut
 
 log = logging.getLogger(__name__)
@@ -98,11 +104,15 @@ def _follower_group(v: Value) -> list[Value]:
     return group
 
 
-def int16_blocker(node: Node, graph: Graph) -> str | None:
-    """Why ``node``'s output cannot be int16 (module docstring); None when it can."""
+def groups_by_value(graph: Graph) -> dict[int, list[Value]]:
+    """id(value) -> the members of its channel concat/slice group (quant/groups.py), for every
+    value in such a group."""
+    return {id(v): members for members in tied_groups(graph) for v in members}
+
+
+def _own_blocker(node: Node) -> str | None:
+    """Why ``node``'s output cannot be int16 whoever reads it; None when it can."""
     out = node.output
-    if node.op is Op.LUT and table_conv(node, graph) is not None:   # int16 -> int16 knots
-        return _readers_blocker(out)
     if node.op not in INT16_PRODUCERS:
         return (f"{node.op.value} output follows its input's precision (promote the layer "
                 "before it)" if node.op in FOLLOWERS else f"{node.op.value} is int8 only")
@@ -113,14 +123,53 @@ def int16_blocker(node: Node, graph: Graph) -> str | None:
         return "its output is already raw int32"
     if node.input(5) is not None:   # passes/fold_after_act.py; isa/spec.py clamp bytes
         return "its per-channel clamp (a folded BatchNorm after its activation) is int8 only"
+    return None
+
+
+def group_producers(members: list[Value]) -> list[Node]:
+    """The nodes of a concat group that compute a member (not channel ops nor the pools and
+    views that follow their input): the layers promoted together."""
+    return [v.producer for v in members if v.producer is not None
+            and v.producer.op not in CHANNEL_OPS and v.producer.op not in FOLLOWERS]
+
+
+def _group_blocker(members: list[Value]) -> str | None:
+    """Why a channel concat/slice group cannot be int16 as a whole (module docstring)."""
+    for v in members:
+        if v.producer is None:
+            return f"its concat group holds the network input '{v.name}' (int8)"
+        for u, _ in v.uses:
+            if u.op not in CHANNEL_OPS and u.op not in INT16_READERS:
+                return (f"its concat group's '{v.name}' is read by {u.op.value} '{u.name}', "
+                        "which is int8 only")
+    for p in group_producers(members):
+        why = _own_blocker(p)
+        if why is not None:
+            return f"its concat group's producer '{p.name}': {why}"
+    return None
+
+
+def int16_blocker(node: Node, graph: Graph, groups: dict | None = None) -> str | None:
+    """Why ``node``'s output cannot be int16 (module docstring); None when it can.
+    ``groups``: :func:`groups_by_value` of ``graph`` when the caller has it."""
+    if node.op is Op.LUT and table_conv(node, graph) is not None:   # int16 -> int16 knots
+        return _readers_blocker(node.output)
+    why = _own_blocker(node)
+    if why is not None:
+        return why
     if wide_lut_reader(node, graph) is not None:   # its table then interpolates int16
         return None
-    return _readers_blocker(out)
+    members = (groups if groups is not None else groups_by_value(graph)).get(id(node.output))
+    if members is not None:
+        return _group_blocker(members)
+    return _readers_blocker(node.output)
 
 
 def _readers_blocker(out: Value) -> str | None:
     """Why ``out`` (and the pools/views following it) cannot be int16 for its readers: a
-    channel op (one shared int8 set) or an int8-only op; None when every reader takes int16."""
+    channel op (a table output in a concat group stays int8: only the group's producers are
+    promoted together, :func:`_group_blocker`) or an int8-only op; None when every reader
+    takes int16."""
     for x in _follower_group(out):
         for u, _ in x.uses:
             if u.op in CHANNEL_OPS:
@@ -207,7 +256,8 @@ def plan_int16(graph: Graph, layers, source: str = "precision",
 
     Returns:
         :class:`Int16Plan`; a layer that cannot be promoted stays int8 and is logged (INFO)
-        with its reason.
+        with its reason; a layer whose output is tied to a channel concat/slice brings every
+        producer of that group into ``layers`` (module docstring).
 
     Raises:
         InputError: a name that is no layer of the model (one line naming ``source``).
@@ -218,6 +268,7 @@ def plan_int16(graph: Graph, layers, source: str = "precision",
     _check_names(nodes, wanted + wanted_w, source)
     wanted = with_table_convs(graph, wanted)   # an int16 table output needs its conv's
     plan = Int16Plan()
+    groups = groups_by_value(graph)
     for name in (n.name for n in graph.nodes if n.name in set(wanted_w)):
         why = weights_blocker(nodes[name], graph)
         if why is not None:
@@ -225,14 +276,21 @@ def plan_int16(graph: Graph, layers, source: str = "precision",
             log.info("precision: layer '%s' keeps int8 weights: %s", name, why)
         else:
             plan.weight_layers.append(name)
+    promoted: set[str] = set()
     for name in (n.name for n in graph.nodes if n.name in set(wanted)):
-        why = int16_blocker(nodes[name], graph)
+        why = int16_blocker(nodes[name], graph, groups)
         if why is not None:
             plan.kept_int8[name] = why
             log.info("precision: layer '%s' stays int8: %s", name, why)
             continue
-        plan.layers.append(name)
-        plan.values.update(v.name for v in _follower_group(nodes[name].output))
+        members = groups.get(id(nodes[name].output))
+        if members is None:
+            promoted.add(name)
+            plan.values.update(v.name for v in _follower_group(nodes[name].output))
+        else:   # the whole concat group together (module docstring)
+            promoted.update(p.name for p in group_producers(members))
+            plan.values.update(v.name for v in members)
+    plan.layers = [n.name for n in graph.nodes if n.name in promoted]
     return plan
 
 

@@ -13,7 +13,8 @@ Scheme (specs/quantization.md):
   :data:`GAP_HEADROOM`, is at most half its input's (:func:`gap_params`): it is requantized to
   its own, finer range (a squeeze-excitation vector would otherwise get a few int8 levels);
 * the inputs and output of a channel concat or slice share one set (quant/groups.py), so the
-  op moves bytes and does no arithmetic;
+  op moves bytes and does no arithmetic (int16 symmetric for the whole group when its
+  producers are promoted together, quant/precision.py);
 * a graph output produced by a conv/fc stays int32 (acc + bias), dequantized by the host with
   ``s_x * s_w[o]`` per channel: no rounding of the logits.
 """
@@ -301,7 +302,9 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
         ranges: calibrated {value name: (lo, hi)} for every name :func:`ranges_needed` lists.
         int16: {value name: (lo, hi)} of the layer outputs made int16 (quant/precision.py
             decides which may be; the range is the observed min/max), symmetric
-            (:func:`activation_params_int16`); the pools and views after them follow.
+            (:func:`activation_params_int16`); the pools and views after them follow, and a
+            channel concat/slice group with a member named here is int16 as a whole, one
+            range over its named members (quant/groups.py).
         int16_weights: names of the conv/fc nodes whose weights are int16 (symmetric per
             output channel, ``s_w = max|W[o]| / 32767``; quant/precision.py decides which may
             be: not a raw int32 output, not fixed by a pre-quantized model).
@@ -319,11 +322,11 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
             raise InternalError(f"value '{v.name}' has no calibrated range")
         return ranges[v.name]
 
-    shared = shared_params(graph, ranges, activation_params)
+    shared = shared_params(graph, ranges, activation_params, int16, activation_params_int16)
     ahead = _weights_ahead(graph, int16_weights)
     for v in graph.inputs:
         if id(v) in shared:   # tied to a channel concat/slice (quant/groups.py)
-            v.quant = shared[id(v)]
+            v.quant = shared[id(v)][0]
         elif not is_fixed(v):
             v.quant = activation_params(*rng(v))
         v.dtype = "int8"
@@ -333,7 +336,7 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
             continue
         x = node.inputs[0]
         if node.op in CHANNEL_OPS:
-            out.quant, out.dtype = shared[id(out)], "int8"
+            out.quant, out.dtype = shared[id(out)]
             continue
         if _shares_input_params(node):
             own = gap_params(node, ranges) if id(out) not in shared else None
@@ -347,7 +350,7 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
                 out.quant = QuantParams(s_b, np.zeros(len(s_b), np.int64), axis=1)
                 continue
         if id(out) in shared:   # a producer writing into a channel concat's buffer
-            out.quant, out.dtype = shared[id(out)], "int8"
+            out.quant, out.dtype = shared[id(out)]
             continue
         if node.op is Op.GROUP_SOFTMAX:   # the NPU softmax's fixed output (numerics/softmax)
             out.quant = QuantParams(np.float64(SOFTMAX_OUT_SCALE), np.int64(SOFTMAX_OUT_ZP))

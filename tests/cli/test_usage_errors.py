@@ -48,3 +48,19 @@ def test_precision_goal_is_refused_where_it_cannot_apply(small_folder, tmp_path,
     assert code == 2
     assert needle in one_line_error(err)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("value,extra,needle", [
+    ("30", [], "--precision-target applies to --precision auto only"),
+    ("nan", ["--precision", "auto"], "--precision-target nan: give a number of dB"),
+])
+def test_precision_target_is_refused_where_it_cannot_apply(small_folder, tmp_path, capsys,
+                                                           value, extra, needle):
+    """``--precision-target`` (auto's target) without ``--precision auto``, or NaN: exit 2 with
+    one line, before any work."""
+    model, _ = small_folder
+    code, _, err = run_cli(["compile", str(model), "--input", "16x16x3", "-o",
+                            str(tmp_path / "o"), "--precision-target", value, *extra], capsys)
+    assert code == 2
+    assert needle in one_line_error(err)
+    assert not (tmp_path / "o").exists()

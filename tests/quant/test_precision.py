@@ -5,6 +5,7 @@ are the loss, the weights where the weights are."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import onnx
@@ -170,7 +171,7 @@ def test_auto_promotes_weights_where_the_weights_are_the_loss():
     ranges, mm = _ranges(fg, xs)
     ranking = rank_promotions(fg, ranges, mm, xs)
     assert ranking[0][:2] == ("c2", "weights")
-    auto = auto_precision(fg, ranges, mm, xs)
+    auto = auto_precision(fg, ranges, mm, xs, target_db=math.inf)   # the goal form
     assert "c2" in auto.plan.weight_layers
     assert auto.sqnr_db["chosen"] > auto.sqnr_db["int8"] + 3.0
     assert auto.sqnr_db["chosen"] >= auto.sqnr_db["all_int16"] - 0.5
@@ -185,12 +186,12 @@ def test_auto_promotes_the_worst_isolated_layer_first():
     ranking = rank_promotions(fg, ranges, {k: o.range() for k, o in obs.items()}, xs)
     assert ranking[0][:2] == ("c2", "activations")   # the outlier channel's layer
     mm = {k: o.range() for k, o in obs.items()}
-    loose = auto_precision(fg, ranges, mm, xs, goal_db=100.0)
+    loose = auto_precision(fg, ranges, mm, xs, goal_db=100.0, target_db=math.inf)
     assert loose.plan.layers == [] and loose.plan.weight_layers == []   # within 100 dB
     s8, s16 = loose.sqnr_db["int8"], loose.sqnr_db["all_int16"]
     assert s16 > s8 + 1.0
     # a goal all-int8 misses by 0.5 dB: promoting the worst layer alone meets it
-    auto = auto_precision(fg, ranges, mm, xs, goal_db=s16 - s8 - 0.5)
+    auto = auto_precision(fg, ranges, mm, xs, goal_db=s16 - s8 - 0.5, target_db=math.inf)
     assert auto.plan.layers == ["c2"]
     assert auto.sqnr_db["chosen"] >= s8 + 0.5
 
@@ -222,3 +223,111 @@ def test_budget_needs_calibration_inputs():
     fg = _float_graph(_chain())
     with pytest.raises(InputError, match="budget needs calibration inputs"):
         choose_precision(fg, {}, None, [], "budget")
+
+
+def _concat_model(first: str = "c1", sigmoid_on: str | None = None,
+                  outlier: float = 1.0) -> onnx.ModelProto:
+    """c1 = conv(x), c2 = conv(x), y = conv(concat(``first``, c2)) (``first`` "x": the network
+    input joins the concat); ``sigmoid_on``: a value also read by a sigmoid (a second output);
+    ``outlier`` scales c1's first output channel (the concat's shared int8 step then loses
+    the other channels: the group's activations are the loss)."""
+    r = np.random.default_rng(2)
+    w1 = r.normal(0, .4, (4, 3, 3, 3))
+    w1[0] *= outlier
+    inits = {"w1": w1, "b1": np.zeros(4),
+             "w2": r.normal(0, .4, (4, 3, 3, 3)), "b2": np.zeros(4),
+             "w3": r.normal(0, .3, (4, 4 + (3 if first == "x" else 4), 3, 3)), "b3": np.zeros(4)}
+    nodes = [N("Conv", ["x", "w1", "b1"], ["c1"], pads=[1] * 4, name="c1"),
+             N("Conv", ["x", "w2", "b2"], ["c2"], pads=[1] * 4, name="c2"),
+             N("Concat", [first, "c2"], ["cat"], axis=1, name="cat"),
+             N("Conv", ["cat", "w3", "b3"], ["y"], pads=[1] * 4, name="c3")]
+    m = _model(nodes, inits)
+    if sigmoid_on:
+        m.graph.node.append(N("Sigmoid", [sigmoid_on], ["s"], name="sig"))
+        m.graph.output.append(helper.make_tensor_value_info("s", TensorProto.FLOAT,
+                                                            [1, 4, HW, HW]))
+    return m
+
+
+def test_planner_promotes_a_concat_group_whole_or_keeps_it_int8_with_the_reason():
+    """Promoting one producer of a concat makes every producer of its group int16 (one shared
+    parameter set); the group stays int8 when the network input is in it or a member has an
+    int8-only reader."""
+    plan = plan_int16(_float_graph(_concat_model()), ["c2"])
+    assert plan.layers == ["c1", "c2"] and plan.values == {"c1", "c2", "cat"}
+    plan = plan_int16(_float_graph(_concat_model(first="x")), ["c2"])
+    assert plan.layers == [] and "network input 'x'" in plan.kept_int8["c2"]
+    plan = plan_int16(_float_graph(_concat_model(sigmoid_on="c1")), ["c2"])
+    assert plan.layers == [] and "read by lut 'sig'" in plan.kept_int8["c2"]
+
+
+def test_auto_ranks_a_concat_group_as_one_promotion_and_stops_at_the_target():
+    """The concat group is one activations promotion (named by its first producer); ``auto``
+    promotes nothing when all-int8 meets ``target_db`` on the worst input, and with a target
+    that the first promotion of its ranking meets, that one alone."""
+    fg = _float_graph(_concat_model(outlier=30.0))
+    xs = _xs()
+    ranges, mm = _ranges(fg, xs)
+    ranking = rank_promotions(fg, ranges, mm, xs)
+    acts = [n for n, k, _, _ in ranking if k == "activations"]
+    assert "c1" in acts and "c2" not in acts
+    none = auto_precision(fg, ranges, mm, xs, target_db=-math.inf)
+    assert none.plan.layers == [] and none.plan.weight_layers == []
+    assert none.sqnr_db["all_int16"] is None
+    full = auto_precision(fg, ranges, mm, xs, goal_db=0.0, target_db=math.inf)
+    s8, s16 = full.sqnr_db["int8"], full.sqnr_db["all_int16"]
+    assert s16 > s8 + 3.0
+    from tcc_compiler.quant import auto_precision as ap
+
+    order = full.ranking
+    w8 = ap.worst_input_sqnr(fg, ap._promoted_copy(fg, ranges, mm, []), xs)
+    s1 = ap.worst_input_sqnr(fg, ap._promoted_copy(fg, ranges, mm, order[:1]), xs)
+    assert s1 > w8 + 0.1   # the first promotion alone gains on the worst input: a target
+    mid = auto_precision(fg, ranges, mm, xs, target_db=s1)
+    chosen = set(mid.plan.layers) | {(n, "w") for n in mid.plan.weight_layers}
+    taken = [(n, k) for n, k, _, _ in mid.ranking
+             if (n if k == "activations" else (n, "w")) in chosen]
+    k = len(taken)
+    assert k == 1 and taken == [order[0][:2]] and mid.sqnr_db["chosen"] == s1
+    assert mid.sqnr_db["int8"] == w8
+    assert mid.to_dict()["target_db"] == round(s1, 3)
+
+
+def test_auto_leaves_out_again_the_costly_promotions_the_goal_does_not_need():
+    """After the bisection, the costliest chosen promotions are tried without, most cycles
+    first: kept only when the rest misses the target (``a``, the one that matters, here)."""
+    from tcc_compiler.quant.auto_precision import _prune
+
+    chosen = [("a", "activations", 20.0, 30.0), ("b", "activations", 20.0, 30.0),
+              ("c", "weights", 20.0, 30.0)]
+    cycles = {("a", "activations"): 5e5, ("b", "activations"): 1e6, ("c", "weights"): 10.0}
+    tried = []
+
+    def sqnr_of(rest):
+        tried.append([p[0] for p in rest])
+        return 26.0 if any(p[0] == "a" for p in rest) else 22.0
+
+    kept, worst = _prune(chosen, cycles, 25.0, sqnr_of)
+    assert [p[0] for p in kept] == ["a"] and worst == 26.0
+    assert tried == [["a", "c"], ["c"], ["a"]]   # b (1e6 cycles), then a, then c
+
+
+def test_promotion_cost_counts_the_group_bytes_and_the_slower_reader_tiles():
+    """A concat group's int16 outputs: every byte its producers write and its readers read once
+    more, plus the reading conv's MACs at half rate; int16 weights: one byte per weight plus the
+    layer's own MACs at half rate (quant/promotion_cost.py)."""
+    from tcc_compiler.quant.precision import layer_nodes
+    from tcc_compiler.quant.promotion_cost import activation_cost, weights_cost
+    from tcc_compiler.target import load_target
+
+    t = load_target()
+    fg = _float_graph(_concat_model())
+    nodes = layer_nodes(fg)
+    px = HW * HW
+    extra = t.int16_rate_divisor - 1
+    c3_macs = 4 * px * 8 * 9
+    want = (4 * px * 2 + 8 * px) / t.dram_bytes_per_cycle + extra * c3_macs / t.macs_per_cycle
+    assert activation_cost(fg, nodes["c2"], t) == pytest.approx(want)
+    assert activation_cost(fg, nodes["c1"], t) == pytest.approx(want)   # the same group
+    assert weights_cost(nodes["c3"], t) == pytest.approx(
+        4 * 8 * 9 / t.dram_bytes_per_cycle + extra * c3_macs / t.macs_per_cycle)

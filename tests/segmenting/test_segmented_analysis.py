@@ -148,3 +148,17 @@ def test_segments_auto_choices_merge_into_one_line(capsys):
     assert line.startswith("precision auto: 3 layer output(s) int16, 1 layer(s) with int16 "
                            "weights, output SQNR npu_0 26.0 dB on the calibration inputs")
     assert "npu_4 31.0 dB" in line and "+40 B weights" in line and "\n" not in line
+
+
+def test_auto_target_line_says_the_worst_input_and_target(capsys):
+    """An ``auto`` choice with a target: the summary line names the worst calibration input
+    and the target, and leaves out all-int16 when it was not evaluated (null)."""
+    from tcc_compiler.cli.commands.compile import _print_precision
+
+    _print_precision({"mode": "auto", "goal_db": 0.5, "target_db": 31.0, "int16_layers": [],
+                      "int16_weight_layers": [], "kept_int8": {}, "kept_int8_weights": {},
+                      "output_sqnr_db": {"int8": 33.2, "chosen": 33.2, "all_int16": None}})
+    line = capsys.readouterr().out.strip()
+    assert line == ("precision auto: 0 layer output(s) int16, 0 layer(s) with int16 weights, "
+                    "output SQNR 33.2 dB on the worst calibration input (int8 33.2, target "
+                    "31.0, else within 0.5 of all int16)")
