@@ -148,3 +148,26 @@ def test_int16_table_output_with_int16_weights_runs_bit_exact():
     gold = run_golden(m.quantized_graph, calib[1], keep=True)
     for o in m.program.manifest["outputs"]:
         assert res["int:" + o["name"]].tobytes() == gold["int:" + o["name"]].tobytes()
+
+
+def test_auto_without_a_target_leaves_table_outputs_out_of_the_search(monkeypatch):
+    """Without ``--precision-target``, ``auto`` measures its goal from all-int16 without the
+    table outputs and never chooses one (each doubles its conv's cost for tenths of a dB:
+    yolov8n's auto cost tripled when they counted); the report still ranks them. With a
+    target they are candidates: the search sees them."""
+    from tcc_compiler.quant import auto_precision as ap
+    seen = []
+    real = ap.promotion_cycles
+
+    def spy(graph, ranking, tgt):
+        seen.append([c[1] for c in ranking])
+        return real(graph, ranking, tgt)
+    monkeypatch.setattr(ap, "promotion_cycles", spy)
+    m = api.compile(_model(), "12x12x3", calibration=_calib(), precision="auto")
+    assert seen and "table outputs" not in seen[-1], seen
+    assert LUT not in m.report["precision"]["int16_layers"], m.report["precision"]
+    assert (LUT, "table outputs") in [tuple(r[:2]) for r in m.report["precision"]["ranking"]]
+    seen.clear()
+    api.compile(_model(), "12x12x3", calibration=_calib(), precision="auto",
+                precision_target_db=60.0)
+    assert seen and "table outputs" in seen[-1], seen
