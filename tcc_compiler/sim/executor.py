@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -105,6 +106,10 @@ class Executor:
         target: the target the program runs on.
         stats: :class:`ExecStats` of the last run (None before the first).
 
+    Threads: one executor may be run from several threads (a ``tc.load`` model shared by a
+    server's threads); its runs take turns (a lock around the command loop), each giving the
+    bytes it gives alone. Executors of different folders run side by side.
+
     Raises:
         ExecutionError: the program exceeds ``target`` (its SRAM peak, an operand outside the
             SRAM, image mode the target lacks or wider than its array): one line naming
@@ -148,6 +153,9 @@ class Executor:
         # command index -> (SRAM, its decoded block) of a DMA_LOAD_Z that ran (checked) before:
         # the command, WEIGHTS (read-only) and the SRAM's size fix both
         self._z_done: dict[int, tuple] = {}
+        # a run keeps its SRAMs, DRAM regions, registers and provenance in the attributes
+        # above: runs from several threads (one tc.load model shared) take turns
+        self._lock = threading.Lock()
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -197,6 +205,13 @@ class Executor:
         problem = cores_problem(list(c.commands), c.cores)
         if problem:
             raise ExecutionError(f"{c.path}: {problem}")
+        with self._lock:   # one run at a time: its memories and registers are attributes
+            return self._run_locked(input_bytes, schedule, seed, check)
+
+    def _run_locked(self, input_bytes: bytes, schedule: str, seed: int,
+                    check: bool) -> tuple[bytes, ExecStats]:
+        """:meth:`run_with_stats` after its argument checks, under :attr:`_lock`."""
+        c = self.cmd
         self._fresh_srams(c.cores)
         self._regs_of = [Registers() for _ in range(c.cores)]
         self._provs = [Provenance() for _ in range(c.cores)]

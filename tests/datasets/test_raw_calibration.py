@@ -75,3 +75,15 @@ def test_compile_calibrates_on_raw_files(tmp_path, capsys):
                  "--raw-size", "8x8"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--raw-size '8x8': expected WxHxC" in err
+
+
+def test_raw_size_without_calib_is_refused(tmp_path, capsys):
+    # without --calib the bundled photos calibrate: --raw-size read nothing and was silently
+    # ignored (a user meaning to pass raw samples got a compile calibrated on other inputs)
+    model = tmp_path / "m.onnx"
+    onnx.save(conv_gap_fc_net_impl(hw=8), str(model))
+    out = tmp_path / "out"
+    assert main(["compile", str(model), "-o", str(out), "--raw-size", "8x8x3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--raw-size applies to --calib" in err
+    assert not out.exists()

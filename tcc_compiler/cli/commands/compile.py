@@ -198,6 +198,11 @@ def run(args) -> int:
 
         raise InputError(f"--percentile applies to --calib-method percentile only (method is "
                          f"{args.calib_method}); add --calib-method percentile")
+    if args.raw_size is not None and not args.calib:
+        from tcc_compiler.errors import InputError
+
+        raise InputError("--raw-size applies to --calib raw files only (without --calib the "
+                         "bundled photos calibrate); add --calib DIR")
     for flag, given in (("--precision-goal", args.precision_goal),
                         ("--precision-target", args.precision_target)):
         if given is not None and args.precision != "auto":
