@@ -153,6 +153,7 @@ class Executor:
         # found after the first run that reused every tile's sources; the current run's set
         self._z_unread: frozenset[int] | None = None
         self._z_skip: frozenset[int] = frozenset()
+        self._z_reuse = False   # the current run is a repeat in-order run of one core
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -226,8 +227,7 @@ class Executor:
             shadow = ShadowMemory(ordering, self._sizes())
         names, steps = self._names, self._steps
         track = self._ops.start(schedule, self._track)
-        reuse = self._ops.mode == REUSE and shadow is None and not multi
-        self._z_skip = (self._z_unread or frozenset()) if reuse else frozenset()
+        self._skips_for_run(shadow is not None or multi)
         with blas_threads(self.blas_threads):
             for pos, i in enumerate(order):
                 cmd = cmds[i]
@@ -253,8 +253,7 @@ class Executor:
                 else:
                     self._regs.update(cmd)
         self._ops.finish()   # every command ran
-        if reuse and self._z_unread is None:   # every tile's cached operands are known now
-            self._z_unread = self._unread_loads()
+        self._found_unread()
         self.stats = stats
         log.debug("executed %d commands: %s", len(c.commands), dict(stats.commands))
         return bytes(self._dram[spec.Region.OUTPUT].buf), stats
@@ -319,6 +318,19 @@ class Executor:
                 self._prov.written(*hull)
             else:
                 self._prov.loaded(*hull, source)
+
+    def _skips_for_run(self, other: bool) -> None:
+        """Set the DMA_LOAD_Z commands this run leaves out: those nothing reads
+        (:meth:`_unread_loads`, once found) on a repeat in-order run of one core with no
+        hazard tracking, else (``other``: tracked, or several cores) none."""
+        self._z_reuse = not other and self._ops.mode == REUSE
+        self._z_skip = (self._z_unread or frozenset()) if self._z_reuse else frozenset()
+
+    def _found_unread(self) -> None:
+        """After a complete repeat in-order run (every tile's kept operands known): find the
+        loads later such runs leave out, once."""
+        if self._z_reuse and self._z_unread is None:
+            self._z_unread = self._unread_loads()
 
     def _unread_loads(self) -> frozenset[int]:
         """The DMA_LOAD_Z commands a repeat in-order run may skip
