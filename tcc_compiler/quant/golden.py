@@ -18,6 +18,7 @@ from tcc_compiler.ir.ops import HOST_OPS, Op, ResizeMode, VIEW_OPS
 from tcc_compiler.ir.shapes import npu_hwc
 from tcc_compiler.numerics import jit
 from tcc_compiler.numerics import kernels as K
+from tcc_compiler.numerics.accumulator import accumulator
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.eltwise import eltwise_int8
 from tcc_compiler.numerics.epilogue import (EpilogueConsts, channel_clamp, epilogue_consts,
@@ -70,14 +71,15 @@ def prepare_conv(node: Node, weights: ConvWeights | None = None) -> tuple[
     return weights, q, consts, jit_params
 
 
-def eval_int_node(node: Node, args: list[np.ndarray],
-                  prepared: tuple | None = None) -> np.ndarray:
+def eval_int_node(node: Node, args: list[np.ndarray], prepared: tuple | None = None,
+                  acc_fn=None) -> np.ndarray:
     """One NPU op on NHWC integer arrays (the executor's kernels, whole tensors).
 
     Args:
         node: a quantized NPU op. args: its operands (int8/int16 NHWC [H, W, C]; None
             for constants). prepared: for a conv/fc, :func:`prepare_conv` of this node (computed
-            here when None).
+            here when None). acc_fn: for a conv/fc, its accumulator routine for this very
+            input shape (:func:`conv_accumulator`), or None: ``conv_accumulate_f``.
 
     Returns:
         The op's integer NHWC output (int8 or int16 as the output value, or int32 for a
@@ -88,7 +90,8 @@ def eval_int_node(node: Node, args: list[np.ndarray],
     """
     x = args[0]
     if node.op in (Op.CONV, Op.FC):
-        return _conv_int(node, args, prepared if prepared is not None else prepare_conv(node))
+        return _conv_int(node, args, prepared if prepared is not None else prepare_conv(node),
+                         acc_fn)
     if node.op is Op.MAXPOOL:
         a = node.attrs
         return K.maxpool_int8(x, a.kernel, a.strides, a.pads)
@@ -136,12 +139,30 @@ def eval_int_node(node: Node, args: list[np.ndarray],
     raise InternalError(f"golden model: no integer rule for {node.op.value} '{node.name}'")
 
 
-def _conv_int(node: Node, args: list[np.ndarray], prepared: tuple) -> np.ndarray:
+def conv_accumulator(node: Node, x: np.ndarray, prepared: tuple):
+    """The accumulator routine of conv/fc ``node`` (``prepared``: its :func:`prepare_conv`)
+    for inputs of ``x``'s shape: :func:`~tcc_compiler.numerics.accumulator.accumulator`
+    (int32 [OH, OW, O], the very sums ``conv_accumulate_f`` gives), chosen once so repeated
+    runs skip the route choice; None for a non-int8 ``x`` or a route it does not cover (then
+    ``conv_accumulate_f`` runs)."""
+    if x.dtype != np.int8 or x.ndim != 3:
+        return None
+    cw, q = prepared[0], prepared[1]
+    if node.op is Op.CONV:
+        a = node.attrs
+        return accumulator(x.shape, q.zp_in, cw, a.strides, a.pads, a.dilations)
+    return accumulator(x.shape, q.zp_in, cw, (1, 1), (0, 0, 0, 0), (1, 1))
+
+
+def _conv_int(node: Node, args: list[np.ndarray], prepared: tuple, acc_fn=None) -> np.ndarray:
     """A conv/fc node on its NHWC integer operands (:func:`eval_int_node`; ``prepared``:
-    :func:`prepare_conv` of the node)."""
+    :func:`prepare_conv` of the node; ``acc_fn``: its :func:`conv_accumulator` for this
+    input shape, or None)."""
     x = args[0]
     cw, q, consts, jit_params = prepared
-    if node.op is Op.CONV:
+    if acc_fn is not None:
+        acc = acc_fn(x)
+    elif node.op is Op.CONV:
         a = node.attrs
         acc = conv_accumulate_f(x, q.zp_in, cw, a.strides, a.pads, a.dilations)
     else:
@@ -190,6 +211,18 @@ class GoldenModel:
         weights = weights or {}
         self._prepared = {id(n): prepare_conv(n, weights.get(n.name)) for n in graph.nodes
                           if n.op in (Op.CONV, Op.FC)}
+        # id(conv/fc node) -> (input shape, its conv_accumulator): chosen on the first run
+        self._acc: dict[int, tuple] = {}
+
+    def _acc_fn(self, node: Node, x: np.ndarray):
+        """``node``'s accumulator routine for ``x`` (:func:`conv_accumulator`), made once
+        per node and input shape and dtype."""
+        key = (x.shape, x.dtype)
+        hit = self._acc.get(id(node))
+        if hit is None or hit[0] != key:
+            hit = self._acc[id(node)] = (key, conv_accumulator(node, x,
+                                                               self._prepared[id(node)]))
+        return hit[1]
 
     def run(self, x, keep: bool = False) -> dict[str, np.ndarray]:
         """Run on one input; see :func:`run_golden` (same arguments and result)."""
@@ -219,7 +252,9 @@ class GoldenModel:
             if node.op in VIEW_OPS:  # legalize guarantees the NHWC bytes are unchanged
                 env[id(node.output)] = args[0].reshape(npu_hwc(node.output.shape))
                 continue
-            env[id(node.output)] = eval_int_node(node, args, self._prepared.get(id(node)))
+            prepared = self._prepared.get(id(node))
+            acc_fn = self._acc_fn(node, args[0]) if prepared is not None else None
+            env[id(node.output)] = eval_int_node(node, args, prepared, acc_fn)
         for o in graph.outputs:
             if id(o) in floats:
                 result[o.name] = floats[id(o)]

@@ -19,7 +19,7 @@ from tcc_compiler.numerics.epilogue import channel_clamp, two_slope_epilogue
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
 from tcc_compiler.numerics.lut import apply_lut, apply_lut_wide
-from tcc_compiler.sim.conv_bands import conv_in_bands
+from tcc_compiler.sim.conv_bands import SPLIT_MIN_MACS, conv_in_bands
 from tcc_compiler.sim.conv_params import ConvParams
 from tcc_compiler.sim.conv_tile import ConvPlan
 from tcc_compiler.sim.memory import INT_DTYPES
@@ -129,3 +129,45 @@ def conv_result(pl: ConvPlan, cp: ConvParams, x: np.ndarray, cw: ConvWeights, pa
     if pl.lut is not None:   # flags bit3: one table on the way out
         return apply_lut(y, pl.lut)
     return y
+
+
+def plain_step(pl: ConvPlan, cp: ConvParams, cw: ConvWeights,
+               acc_fn: Callable[[np.ndarray], np.ndarray] | None) -> Callable[[], bool] | None:
+    """The whole of :func:`conv_result` for a tile that takes its plainest route, as one
+    routine made once: ``step()`` runs the accumulator routine on the input view, the
+    compiled epilogue straight into the output box and the per-channel clamp, and returns
+    True; False (nothing written) when the compiled kernels are off by then (the caller runs
+    :func:`conv_result`). Returns None for a tile on any other route: no accumulator
+    routine, an epilogue not written in place (``pl.fits``), wide weights, partial sums,
+    int32 output, two slopes, a LUT, an input or shortcut read anew each run, or a depthwise
+    tile :func:`~tcc_compiler.sim.conv_bands.conv_in_bands` may split.
+
+    Why: a tile's route is a function of its plan, CONV_CFG and decoded records, so
+    re-deciding it on each call (a dozen checks, a few microseconds) cost about a tenth of
+    EfficientNet-Lite0's executor time over its 150 tiles an image. Exactness: the very
+    calls :func:`conv_result` makes on that route, on the same operands.
+
+    Args:
+        pl: the tile's plan. cp: its decoded parameter records. cw: its prepared weights.
+        acc_fn: its accumulator routine (:func:`~tcc_compiler.numerics.accumulator.
+            accumulator`) or None.
+    """
+    cfg = pl.cfg
+    if (acc_fn is None or not pl.fits or cp.jit is None or cfg.wide_weights
+            or cfg.accumulate or cfg.out_mode & spec.OUT_MODE_INT32 or cfg.two_slope
+            or pl.lut is not None or pl.x is None or (cfg.has_shortcut and pl.sc is None)):
+        return None
+    if cw.dw is not None and pl.macs >= SPLIT_MIN_MACS and pl.oh >= 2:
+        return None   # may run as two bands (conv_in_bands)
+    x, sc, out, params = pl.x, pl.sc, pl.direct, cp.jit
+    zp_out, lo, hi, zp_sc = cfg.zp_out, cfg.act_lo, cfg.act_hi, cfg.zp_sc
+    clamp_lo, clamp_hi = cp.clamp_lo, cp.clamp_hi
+    available, epilogue_into = jit.available, jit.epilogue_into
+
+    def step() -> bool:
+        if not available():
+            return False
+        epilogue_into(acc_fn(x), params, zp_out, lo, hi, sc, zp_sc, out)
+        channel_clamp(out, clamp_lo, clamp_hi)
+        return True
+    return step

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from tcc_compiler.errors import ExecutionError
 from tcc_compiler.isa.commands import Command, ConvTile
 from tcc_compiler.numerics.accumulator import accumulator
-from tcc_compiler.sim.conv_exec import ConvWeightCache
+from tcc_compiler.sim.conv_exec import ConvWeightCache, plain_step
 from tcc_compiler.sim.conv_params import ConvParamCache, ParamRecordError
 from tcc_compiler.sim.conv_tile import ConvPlan
 from tcc_compiler.sim.param_origin import record_origin
@@ -48,8 +48,9 @@ class ConvOperands:
 
     Attributes:
         params, weights: the parameter and weight caches.
-        ready: command index -> (plan, params, weights, accumulator routine or None) of a
-            tile whose sources are remembered.
+        ready: command index -> (plan, params, weights, accumulator routine or None, its
+            :func:`~tcc_compiler.sim.conv_exec.plain_step` or None) of a tile whose sources
+            are remembered.
         mode: :data:`TRACK`, :data:`RECORD` or :data:`REUSE` for the current run.
     """
 
@@ -114,5 +115,5 @@ class ConvOperands:
             if cfg.in_bytes == 1 and not cfg.wide_weights and pl.x is not None:
                 acc_fn = accumulator(pl.x.shape, cfg.zp_in, cw, pl.strides, t.pads,
                                      pl.dilations)
-            self.ready[i] = (pl, cp, cw, acc_fn)
+            self.ready[i] = (pl, cp, cw, acc_fn, plain_step(pl, cp, cw, acc_fn))
         return cp, cw, acc_fn

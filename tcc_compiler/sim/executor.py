@@ -51,7 +51,7 @@ from tcc_compiler.isa.commands import (
 )
 from tcc_compiler.sim.blas import blas_threads
 from tcc_compiler.sim.conv_exec import conv_result
-from tcc_compiler.sim.conv_operands import ConvOperands
+from tcc_compiler.sim.conv_operands import REUSE, ConvOperands
 from tcc_compiler.sim.conv_tile import ConvPlan, conv_setup_problem, make_plan
 from tcc_compiler.sim.dma import run_dma, run_dma_z
 from tcc_compiler.sim.vector_ops import (run_add_tile, run_ew_tile, run_lut_tile, run_pool_tile,
@@ -60,6 +60,7 @@ from tcc_compiler.sim.hazards import HazardError, Ordering, ShadowMemory
 from tcc_compiler.sim.limits import check_program
 from tcc_compiler.sim.provenance import Provenance, sram_write_hull, weight_source
 from tcc_compiler.sim.memory import INT_DTYPES, ByteBox, Memory
+from tcc_compiler.sim.zskip import unread_weight_loads
 from tcc_compiler.target import Target
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,11 @@ class Executor:
         # command index -> (SRAM, its decoded block) of a DMA_LOAD_Z that ran (checked) before:
         # the command, WEIGHTS (read-only) and the SRAM's size fix both
         self._z_done: dict[int, tuple] = {}
+        # DMA_LOAD_Z indices whose bytes nothing reads on a repeat in-order run (sim/zskip.py),
+        # found after the first run that reused every tile's sources; the current run's set
+        self._z_unread: frozenset[int] | None = None
+        self._z_skip: frozenset[int] = frozenset()
+        self._z_reuse = False   # the current run is a repeat in-order run of one core
         # a run keeps its SRAMs, DRAM regions, registers and provenance in the attributes
         # above: runs from several threads (one tc.load model shared) take turns
         self._lock = threading.Lock()
@@ -236,6 +242,7 @@ class Executor:
             shadow = ShadowMemory(ordering, self._sizes())
         names, steps = self._names, self._steps
         track = self._ops.start(schedule, self._track)
+        self._skips_for_run(shadow is not None or multi)
         with blas_threads(self.blas_threads):
             for pos, i in enumerate(order):
                 cmd = cmds[i]
@@ -261,6 +268,7 @@ class Executor:
                 else:
                     self._regs.update(cmd)
         self._ops.finish()   # every command ran
+        self._found_unread()
         self.stats = stats
         log.debug("executed %d commands: %s", len(c.commands), dict(stats.commands))
         return bytes(self._dram[spec.Region.OUTPUT].buf), stats
@@ -325,6 +333,32 @@ class Executor:
                 self._prov.written(*hull)
             else:
                 self._prov.loaded(*hull, source)
+
+    def _skips_for_run(self, other: bool) -> None:
+        """Set the DMA_LOAD_Z commands this run leaves out: those nothing reads
+        (:meth:`_unread_loads`, once found) on a repeat in-order run of one core with no
+        hazard tracking, else (``other``: tracked, or several cores) none."""
+        self._z_reuse = not other and self._ops.mode == REUSE
+        self._z_skip = (self._z_unread or frozenset()) if self._z_reuse else frozenset()
+
+    def _found_unread(self) -> None:
+        """After a complete repeat in-order run (every tile's kept operands known): find the
+        loads later such runs leave out, once."""
+        if self._z_reuse and self._z_unread is None:
+            self._z_unread = self._unread_loads()
+
+    def _unread_loads(self) -> frozenset[int]:
+        """The DMA_LOAD_Z commands a repeat in-order run may skip
+        (:func:`~tcc_compiler.sim.zskip.unread_weight_loads`): the tiles that keep their
+        operands (:attr:`ConvOperands.ready`) read neither their weight nor their parameter
+        bytes."""
+        cmds = self.cmd.commands
+        fed = {}
+        for i, (pl, *_) in self._ops.ready.items():
+            t = cmds[i]
+            fed[i] = frozenset({(t.w_sram, t.w_sram + pl.w.nbytes),
+                                (t.p_sram, t.p_sram + pl.p_raw.size)})
+        return unread_weight_loads(cmds, frozenset(self._handlers), fed)
 
     def _fresh_srams(self, cores: int) -> None:
         """Every core's SRAM filled with ``fill``: the previous run's SRAM objects refilled
@@ -407,6 +441,9 @@ class Executor:
         stats.bytes_per_queue[cmd.queue.name] += cmd.total_bytes
 
     def _dma_z(self, i: int, cmd: DmaLoadZ, stats: ExecStats) -> None:
+        stats.bytes_per_queue["LOAD"] += cmd.src_bytes
+        if i in self._z_skip:   # ran (checked) before; nothing reads its bytes (sim/zskip.py)
+            return
         hit = self._z_done.get(i)
         if hit is not None and hit[0] is self._sram:   # checked and decoded on a past run
             self._sram.arr[cmd.sram:cmd.sram + cmd.dst_bytes] = hit[1]
@@ -414,7 +451,6 @@ class Executor:
             region, off = spec.split_dram_address(cmd.dram)
             run_dma_z(i, cmd, self._dram[region], self._sram, self._inflated, self._err)
             self._z_done[i] = (self._sram, self._inflated[(off, cmd.src_bytes, cmd.dst_bytes)])
-        stats.bytes_per_queue["LOAD"] += cmd.src_bytes
 
     def _conv_plan(self, i: int, t: ConvTile) -> ConvPlan:
         """Tile ``i``'s :class:`~tcc_compiler.sim.conv_tile.ConvPlan` under the current
@@ -433,15 +469,19 @@ class Executor:
 
     def _conv_tile(self, i: int, t: ConvTile, stats: ExecStats) -> None:
         pl = self._conv_plan(i, t)
+        ready = self._ops.ready.get(i)
+        if ready is not None and ready[0] is pl:   # remembered sources: the same objects
+            _, cp, cw, acc_fn, step = ready
+            if step is not None and step():   # the plainest route, chosen once
+                stats.bytes_per_queue["COMPUTE"] += pl.read_fixed + pl.direct.nbytes
+                stats.macs += pl.macs
+                return
         cfg = pl.cfg
         x = pl.x
         if x is None:   # a strided multi-byte input: read as a copy
             x = self._sram_box(i, t, "input", t.in_sram, (t.in_h, t.in_w, t.in_c),
                                t.in_px_stride, t.in_row_stride, INT_DTYPES[cfg.in_bytes])
-        ready = self._ops.ready.get(i)
-        if ready is not None and ready[0] is pl:   # remembered sources: the same objects
-            _, cp, cw, acc_fn = ready
-        else:
+        if ready is None or ready[0] is not pl:
             cp, cw, acc_fn = self._ops.get(i, t, pl, self._prov, self._err)
         shape = (pl.oh, pl.ow, t.oc)
         part = pl.part

@@ -1,0 +1,62 @@
+"""The golden model picks each conv's accumulator routine once per node and input shape
+(quant/golden.py ``conv_accumulator``, numerics/accumulator.py) instead of re-deriving the
+route on every call, with the same bytes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tcc_compiler.ir.ops import Op
+from tcc_compiler.ir.text import load_ir
+from tcc_compiler.numerics import int8_gemm, jit
+from tcc_compiler.quant import golden
+
+
+def _graph_and_inputs(small_folder):
+    _, out = small_folder
+    graph = load_ir(out / "quantized.tir")
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal((1, 3, 16, 16)).astype(np.float32) for _ in range(3)]
+    return graph, xs
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.skipif(not jit.available() or int8_gemm.int8_session() is None,
+                    reason="the routines need the compiled kernels and the exact int8 GEMM")
+def test_repeat_runs_use_the_routines_chosen_once(small_folder, monkeypatch):
+    monkeypatch.setattr(int8_gemm, "MIN_MACS", 0)   # this small net's GEMMs take that route
+    graph, xs = _graph_and_inputs(small_folder)
+    gm = golden.GoldenModel(graph)
+    first = gm.run(xs[0], keep=True)
+    convs = [n for n in graph.nodes if n.op in (Op.CONV, Op.FC)]
+    assert convs and all(gm._acc_fn(n, np.zeros(gm._acc[id(n)][0][0], np.int8)) is not None
+                         for n in convs)
+    calls = []
+    real = golden.conv_accumulate_f
+
+    def counted(*args, **kw):
+        calls.append(args)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(golden, "conv_accumulate_f", counted)
+    monkeypatch.setattr(golden, "accumulator", lambda *a, **k: pytest.fail("chosen again"))
+    again = [gm.run(x, keep=True) for x in xs]
+    assert calls == []   # every conv ran its routine, none re-derived its route
+    assert _same(again[0], first)
+    # the bytes equal the per-call route's (conv_accumulate_f on every call)
+    monkeypatch.setattr(golden.GoldenModel, "_acc_fn", lambda self, node, x: None)
+    per_call = [golden.GoldenModel(graph).run(x, keep=True) for x in xs]
+    assert calls and all(_same(a, b) for a, b in zip(again, per_call))
+
+
+def test_no_routine_for_a_wide_input(small_folder):
+    # int16 activations take conv_accumulate_f's float64 route: no routine
+    graph, _ = _graph_and_inputs(small_folder)
+    conv = next(n for n in graph.nodes if n.op is Op.CONV)
+    prepared = golden.prepare_conv(conv)
+    x16 = np.zeros((16, 16, conv.inputs[1].const.shape[1]), np.int16)
+    assert golden.conv_accumulator(conv, x16, prepared) is None
