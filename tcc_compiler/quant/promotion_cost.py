@@ -85,3 +85,10 @@ def weights_cost(node: Node, tgt: Target) -> float:
     """Estimated cycles added by making conv/fc ``node``'s weights int16 (module docstring)."""
     return ((tgt.int16_rate_divisor - 1) * _compute_cycles(node, tgt)
             + node.inputs[1].const.size / tgt.dram_bytes_per_cycle)
+
+
+def network_cycles(graph: Graph, tgt: Target) -> float:
+    """The int8 compute cycles of every NPU conv/fc of the float ``graph`` at full rate (the
+    sum of their MACs over the MAC array's or the depthwise datapath's rate, module
+    docstring): the scale a promotion's added cycles are measured against."""
+    return sum(_compute_cycles(n, tgt) for n in graph.nodes if n.op in (Op.CONV, Op.FC))

@@ -359,8 +359,10 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]],
         wide = int16 is not None and out.name in int16
         if not is_fixed(out):
             lo, hi = int16[out.name] if wide else rng(out)
+            # a node without a fused activation (a lookup table...) is unbounded: its observed
+            # range must not double as the bounds that would cancel an int16 range's headroom
             a_lo, a_hi = getattr(getattr(node.attrs, "act", None), "bounds",
-                                 lambda: (lo, hi))()
+                                 lambda: (-np.inf, np.inf))()
             out.quant = (activation_params_int16(max(lo, a_lo), min(hi, a_hi), (a_lo, a_hi))
                          if wide else activation_params(max(lo, a_lo), min(hi, a_hi)))
         out.dtype = "int16" if wide else "int8"

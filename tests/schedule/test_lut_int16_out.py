@@ -152,22 +152,24 @@ def test_int16_table_output_with_int16_weights_runs_bit_exact():
 
 def test_auto_without_a_target_leaves_table_outputs_out_of_the_search(monkeypatch):
     """Without ``--precision-target``, ``auto`` measures its goal from all-int16 without the
-    table outputs and never chooses one (each doubles its conv's cost for tenths of a dB:
-    yolov8n's auto cost tripled when they counted); the report still ranks them. With a
-    target they are candidates: the search sees them."""
+    table outputs and its search never tries one (each doubles its conv's cost for tenths of a
+    dB: yolov8n's auto cost tripled when they counted); the report still ranks them. With a
+    target they are candidates: the search tries them. (Free promotions off: they may take a
+    table that costs next to nothing, quant/auto_precision.FREE_FRACTION.)"""
     from tcc_compiler.quant import auto_precision as ap
-    seen = []
-    real = ap.promotion_cycles
+    monkeypatch.setattr(ap, "FREE_FRACTION", 0.0)
+    tried = []
+    real = ap._promoted_copy
 
-    def spy(graph, ranking, tgt):
-        seen.append([c[1] for c in ranking])
-        return real(graph, ranking, tgt)
-    monkeypatch.setattr(ap, "promotion_cycles", spy)
+    def spy(graph, ranges, minmax, promotions):
+        tried.append({c[1] for c in promotions})
+        return real(graph, ranges, minmax, promotions)
+    monkeypatch.setattr(ap, "_promoted_copy", spy)
     m = api.compile(_model(), "12x12x3", calibration=_calib(), precision="auto")
-    assert seen and "table outputs" not in seen[-1], seen
+    assert tried and not any("table outputs" in k for k in tried), tried
     assert LUT not in m.report["precision"]["int16_layers"], m.report["precision"]
     assert (LUT, "table outputs") in [tuple(r[:2]) for r in m.report["precision"]["ranking"]]
-    seen.clear()
+    tried.clear()
     api.compile(_model(), "12x12x3", calibration=_calib(), precision="auto",
                 precision_target_db=60.0)
-    assert seen and "table outputs" in seen[-1], seen
+    assert any("table outputs" in k for k in tried), tried
