@@ -14,9 +14,11 @@ once, keeping for every DMA_LOAD_Z the parts of its destination no later command
 since (a contiguous write cuts them exactly; a strided write is taken as writing nothing,
 which keeps more bytes attributed to the load); a load is needed when any read's hull
 (more bytes than the read, never fewer) overlaps a part it still holds, except the weight and
-parameter ranges of the tiles named as fed from the caches. A load not needed is skipped: the
-bytes it would have written are either rewritten before any read or never read, and the
-SRAM's end state is not an output (specs/isa.md: every run starts from the fill value).
+parameter ranges of the tiles named as fed from the caches (each range excuses one read of
+its tile: another operand over the very same bytes, such as an input box equal to the weight
+range, is still read). A load not needed is skipped: the bytes it would have written are
+either rewritten before any read or never read, and the SRAM's end state is not an output
+(specs/isa.md: every run starts from the fill value).
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ def unread_weight_loads(cmds: Sequence[Command], handled: frozenset,
         handled: the command types the executor runs as operations (the others only update
             the layer registers, or END stops the run).
         fed: tile command index -> the SRAM ranges ``(start, end)`` (bytes) it takes from the
-            executor's caches instead of reading (its weights' and parameter records').
+            executor's caches instead of reading (its weights' and parameter records'); each
+            excuses one read of that tile.
 
     Raises:
         ExecutionError: a command's accesses cannot be described (the run would have
@@ -66,10 +69,15 @@ def unread_weight_loads(cmds: Sequence[Command], handled: frozenset,
         if type(cmd) not in handled:
             regs.update(cmd)
             continue
-        skip = fed.get(i, frozenset())
+        # each fed range excuses one read only: another operand over the very same bytes
+        # (an input box equal to the tile's weight range) is still read from the SRAM
+        skip = set(fed.get(i, ()))
         accesses = [a for a in cmd.accesses(regs) if a.space is Space.SRAM]
         for a in accesses:   # reads see the bytes before the command's own writes
-            if a.is_write or (a.run == 0 and (a.start, a.end) in skip):
+            if a.is_write:
+                continue
+            if a.run == 0 and (a.start, a.end) in skip:
+                skip.discard((a.start, a.end))
                 continue
             needed.update(k for s, e, k in live if s < a.end and a.start < e)
         for a in accesses:

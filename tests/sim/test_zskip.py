@@ -4,6 +4,8 @@ checked executor, also when a command does read a load's bytes."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from tcc_compiler.binfmt import read_cmd_file, read_weight_file, write_cmd_file
@@ -110,3 +112,64 @@ def test_a_store_of_a_loads_bytes_keeps_that_load(small_folder):
     want = [Executor(mod, wf, prog.executor.target).run(x) for x in inputs]
     assert got == want + want
     assert ex._z_unread is not None and k not in ex._z_unread
+
+
+def test_a_fed_tile_reading_its_weight_bytes_as_its_input_keeps_the_load():
+    # a 1x1 conv whose input box is exactly its own weight range (16 pixels x 16 channels =
+    # 16 x 16 weights): the caches feed the weights, but the input is still read from the
+    # SRAM, so the load that brought those bytes is needed
+    cfg = C.ConvCfg(1, 1, 1, 1, 1, 1, 0, 0, 1, 16, 0, 0, 0, -128, 127)
+    tile = C.ConvTile(0, 0, 0x400, 0x800, 0, 1, 16, 16, 16, 1, 16, 0, 0, 0, 0)
+    (a_in, a_w, a_p, _) = tile.accesses(_regs(cfg))
+    assert (a_in.start, a_in.end) == (a_w.start, a_w.end) == (0, 256)
+    cmds = [_z(0, 256), _z(0x400, 256), cfg, tile, C.End()]
+    fed = {3: frozenset({(0, 256), (0x400, 0x500)})}
+    assert unread_weight_loads(cmds, HANDLED, fed) == {1}
+
+
+def _regs(cfg):
+    regs = C.Registers()
+    regs.update(cfg)
+    return regs
+
+
+def test_a_tile_whose_input_is_its_own_weight_bytes_gives_the_same_bytes(small_folder):
+    # a 3x3 tile (stride 1, pads 1) made to read its own weight range as its input box
+    # (9 x oc pixels of cin_g channels = oc x 3 x 3 x cin_g bytes): its weights come from the
+    # caches on a repeat run but its input does not, so the load must still be copied
+    _, out = small_folder
+    prog = load_program(out)
+    cf = prog.executor.cmd
+    wf = read_weight_file((out / "quantized_network.bin").read_bytes())
+    cmds = list(cf.commands)
+    regs = C.Registers()
+    k = None
+    for i, c in enumerate(cmds):
+        regs.update(c)
+        g = regs.conv
+        if (isinstance(c, C.ConvTile) and k is None and (g.kh, g.kw, g.sh, g.sw) == (3, 3, 1, 1)
+                and g.group == 1 and c.in_c == g.cin_g and not g.has_shortcut
+                and c.pads == (1, 1, 1, 1)):
+            k = i
+    assert k is not None
+    t = cmds[k]
+    cmds[k] = dataclasses.replace(t, in_sram=t.w_sram, in_h=9, in_w=t.oc, out_h=9, out_w=t.oc)
+    a_in, a_w = _two(cmds, k)
+    assert (a_in.start, a_in.end) == (a_w.start, a_w.end)
+    mod = read_cmd_file(write_cmd_file(cmds, sram_peak_bytes=cf.sram_peak_bytes,
+                                       act_arena_bytes=cf.act_arena_bytes,
+                                       input_bytes=cf.input_bytes,
+                                       output_bytes=cf.output_bytes, tool_version="t"))
+    inputs = _inputs(cf.input_bytes)
+    ex = Executor(mod, wf, prog.executor.target)
+    got = _runs(ex, inputs) + _runs(ex, inputs)
+    want = [Executor(mod, wf, prog.executor.target).run(x) for x in inputs]
+    assert got == want + want
+
+
+def _two(cmds, k):
+    """The input and weight accesses of tile ``k`` under the registers before it."""
+    regs = C.Registers()
+    for c in cmds[:k]:
+        regs.update(c)
+    return cmds[k].accesses(regs)[:2]
