@@ -31,13 +31,6 @@ def _out_len(n: int, k: int, s: int, d: int) -> int:
     return (n - ((k - 1) * d + 1)) // s + 1
 
 
-def _contig(a: np.ndarray) -> np.ndarray:
-    """``a`` C-contiguous and writeable (copied only when it is not), as the kernels take."""
-    if a.flags.c_contiguous and a.flags.writeable:
-        return a
-    return np.array(a, order="C")
-
-
 def accumulator(shape: tuple, zp_x: int, cw: ConvWeights, strides, pads,
                 dilations) -> Callable[[np.ndarray], np.ndarray] | None:
     """A routine ``f(x) -> acc`` equal to ``conv_accumulate_f(x, zp_x, cw, strides, pads,
@@ -85,26 +78,8 @@ def accumulator(shape: tuple, zp_x: int, cw: ConvWeights, strides, pads,
 def _depthwise(c: int, zp_x: int, cw: ConvWeights, strides, pads, dilations, oh: int,
                ow: int) -> Callable[[np.ndarray], np.ndarray] | None:
     """The depthwise routine of :func:`accumulator`: :func:`~tcc_compiler.numerics.jit.
-    depthwise`'s kernel choice and int32 taps made once."""
-    _, kh, kw, _ = cw.w.shape
-    if kh * kw > jit.MAX_DW_TAPS:
+    depthwise_routine` on the weights' taps [KH, KW, C]."""
+    taps = cw.w[:, :, :, 0].transpose(1, 2, 0)
+    if taps.shape[2] != c:
         return None
-    taps = np.ascontiguousarray(cw.w[:, :, :, 0].transpose(1, 2, 0).astype(np.int32))
-    zp = np.int32(zp_x)
-    sh, sw = int(strides[0]), int(strides[1])
-    dh, dw = int(dilations[0]), int(dilations[1])
-    top, left = int(pads[0]), int(pads[1])
-    k = jit.kernels()
-
-    if sw == 1 and c < jit.W1_MAX_CHANNELS:   # contiguous runs per row and tap
-        def rows(x: np.ndarray) -> np.ndarray:
-            out = np.zeros((oh, ow, c), np.int32)
-            k.depthwise_w1(_contig(x), zp, taps, sh, dh, dw, top, left, out)
-            return out
-        return rows
-
-    def channels(x: np.ndarray) -> np.ndarray:
-        out = np.zeros((oh, ow, c), np.int32)
-        k.depthwise(_contig(x), zp, taps, sh, sw, dh, dw, top, left, out)
-        return out
-    return channels
+    return jit.depthwise_routine(zp_x, taps, strides, pads, dilations, oh, ow)

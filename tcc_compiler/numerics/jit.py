@@ -30,6 +30,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from collections.abc import Callable
+
 import numpy as np
 
 log = logging.getLogger(__name__)
@@ -65,13 +67,6 @@ def loaded() -> bool:
     """Whether the compiled kernels are in use and already loaded (no import to pay: numba's
     import costs about 0.4 s of CPU, more than the kernels save on a little data)."""
     return _enabled and _kernels is not False and _kernels is not None
-
-
-def kernels():
-    """The compiled kernels' namespace (:mod:`tcc_compiler.numerics.jit_kernels`), or None
-    when they are not in use (:func:`available`); for a caller that binds a kernel once and
-    calls it many times (:mod:`tcc_compiler.numerics.accumulator`)."""
-    return _load() if _enabled else None
 
 
 def _load():
@@ -240,21 +235,40 @@ def depthwise(x: np.ndarray, zp: int, taps: np.ndarray, strides, pads, dilations
     """Depthwise accumulator int32 [OH, OW, C] of the int8 input ``x`` [H, W, C] (NHWC) with
     int8 ``taps`` [KH, KW, C] (padding = the zero point ``zp``), or None when the kernels are
     unavailable or the window is beyond :data:`MAX_DW_TAPS`."""
-    if not _enabled or _load() is None or x.dtype != np.int8:
+    if not _enabled or _load() is None or x.dtype != np.int8 or x.shape[2] != taps.shape[2]:
+        return None
+    run = depthwise_routine(zp, taps, strides, pads, dilations, oh, ow)
+    return None if run is None else run(x)
+
+
+def depthwise_routine(zp: int, taps: np.ndarray, strides, pads, dilations, oh: int,
+                      ow: int) -> Callable[[np.ndarray], np.ndarray] | None:
+    """:func:`depthwise` with its kernel choice (contiguous row runs for stride-1 rows of
+    fewer than :data:`W1_MAX_CHANNELS` channels, else per channel) and its int32 taps made
+    once: a routine ``f(x) -> int32 [OH, OW, C]`` for int8 ``x`` [H, W, C] with C = the
+    taps' channels, or None when the kernels are unavailable, the window is beyond
+    :data:`MAX_DW_TAPS` or the output is empty (numerics/accumulator.py keeps one per
+    tile shape)."""
+    if not _enabled or _load() is None:
         return None
     kh, kw, c = taps.shape
-    if kh * kw > MAX_DW_TAPS or x.shape[2] != c or oh < 1 or ow < 1:
+    if kh * kw > MAX_DW_TAPS or oh < 1 or ow < 1:
         return None
-    out = np.zeros((oh, ow, c), np.int32)
-    t32 = _c(np.asarray(taps).astype(np.int32))
-    if int(strides[1]) == 1 and c < W1_MAX_CHANNELS:   # contiguous runs per row and tap
-        _load().depthwise_w1(_c(x), np.int32(zp), t32, int(strides[0]), int(dilations[0]),
-                             int(dilations[1]), int(pads[0]), int(pads[1]), out)
-    else:
-        _load().depthwise(_c(x), np.int32(zp), t32, int(strides[0]), int(strides[1]),
-                          int(dilations[0]), int(dilations[1]), int(pads[0]), int(pads[1]),
-                          out)
-    return out
+    k, t32, z = _load(), _c(np.asarray(taps).astype(np.int32)), np.int32(zp)
+    sh, sw, dh, dw = int(strides[0]), int(strides[1]), int(dilations[0]), int(dilations[1])
+    top, left = int(pads[0]), int(pads[1])
+    if sw == 1 and c < W1_MAX_CHANNELS:   # contiguous runs per row and tap
+        def rows(x: np.ndarray) -> np.ndarray:
+            out = np.zeros((oh, ow, c), np.int32)
+            k.depthwise_w1(_c(x), z, t32, sh, dh, dw, top, left, out)
+            return out
+        return rows
+
+    def channels(x: np.ndarray) -> np.ndarray:
+        out = np.zeros((oh, ow, c), np.int32)
+        k.depthwise(_c(x), z, t32, sh, sw, dh, dw, top, left, out)
+        return out
+    return channels
 
 
 def im2col_u8(x: np.ndarray, zpu: int, kernel, strides, dilations, pads, oh: int,
