@@ -94,7 +94,7 @@ def layer_nodes(graph: Graph) -> dict[str, Node]:
     return {n.name: n for n in graph.nodes if n.op not in HOST_OPS and n.op not in VIEW_OPS}
 
 
-def _follower_group(v: Value) -> list[Value]:
+def follower_group(v: Value) -> list[Value]:
     """``v`` and the outputs of the pools/views that take its parameters, transitively."""
     group, todo = [], [v]
     while todo:
@@ -170,7 +170,7 @@ def _readers_blocker(out: Value) -> str | None:
     channel op (a table output in a concat group stays int8: only the group's producers are
     promoted together, :func:`_group_blocker`) or an int8-only op; None when every reader
     takes int16."""
-    for x in _follower_group(out):
+    for x in follower_group(out):
         for u, _ in x.uses:
             if u.op in CHANNEL_OPS:
                 return f"'{x.name}' is read by {u.op.value} '{u.name}' (one shared int8 set)"
@@ -286,7 +286,7 @@ def plan_int16(graph: Graph, layers, source: str = "precision",
         members = groups.get(id(nodes[name].output))
         if members is None:
             promoted.add(name)
-            plan.values.update(v.name for v in _follower_group(nodes[name].output))
+            plan.values.update(v.name for v in follower_group(nodes[name].output))
         else:   # the whole concat group together (module docstring)
             promoted.update(p.name for p in group_producers(members))
             plan.values.update(v.name for v in members)

@@ -25,7 +25,7 @@ import math
 
 from tcc_compiler.ir.graph import Graph, Node, Value
 from tcc_compiler.ir.ops import CHANNEL_OPS, HOST_OPS, Op
-from tcc_compiler.quant.precision import FOLLOWERS, groups_by_value
+from tcc_compiler.quant.precision import FOLLOWERS, follower_group, groups_by_value
 from tcc_compiler.target import Target
 
 
@@ -54,12 +54,7 @@ def _members(node: Node, groups: dict) -> list[Value]:
     and the pools/views that follow it."""
     if id(node.output) in groups:
         return groups[id(node.output)]
-    out, todo = [], [node.output]
-    while todo:
-        x = todo.pop()
-        out.append(x)
-        todo += [u.output for u, i in x.uses if u.op in FOLLOWERS and i == 0]
-    return out
+    return follower_group(node.output)
 
 
 def activation_cost(graph: Graph, node: Node, tgt: Target, groups: dict | None = None) -> float:
