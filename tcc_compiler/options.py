@@ -148,17 +148,7 @@ class CompileOptions:
         Raises:
             InputError: ``raw_size`` not ``WxHxC``, or a layout other than HWC / CHW.
         """
-        if self.raw_size is None:
-            return None
-        from tcc_compiler.frontend.loader import parse_input_spec   # (imports onnx: lazily)
-
-        try:
-            w, h, c = parse_input_spec(self.raw_size)
-        except InputError:
-            raise InputError(f"raw_size/--raw-size {self.raw_size!r}: expected WxHxC, e.g. "
-                             "32x32x3 (width x height x channels, 1..8192 x 1..8192 x "
-                             "1..64)") from None
-        return RawSpec(w, h, c, self.raw_layout)
+        return RawSpec.parse(self.raw_size, self.raw_layout, flag="raw_size/--raw-size")
 
     def with_(self, **changes: Any) -> CompileOptions:
         """A copy with ``changes`` applied (field names of this record).

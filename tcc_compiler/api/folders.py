@@ -39,36 +39,62 @@ __all__ = ["PIXEL_MODES", "RAW_LAYOUTS", "LoadedProgram", "analyze_folder",
            "write_html_report"]
 
 
-def inputs_for(paths: Sequence[str | os.PathLike], prog: LoadedProgram) -> list[np.ndarray]:
+def inputs_for(paths: Sequence[str | os.PathLike], prog: LoadedProgram, *,
+               raw_size: str | tuple[int, int, int] | None = None, raw_layout: str = "HWC",
+               pixels: str = "manifest") -> list[np.ndarray]:
     """Float32 NCHW inputs for ``prog`` from images (preprocessed as its manifest says),
-    ``.npy`` arrays and folders of them (:func:`tcc_compiler.datasets.images.load_inputs`).
+    ``.npy`` arrays, raw uint8 files and folders of them
+    (:func:`tcc_compiler.datasets.images.load_inputs`).
+
+    Args:
+        raw_size: "WxHxC" of raw uint8 sample files (.bin/.raw/.rgb, never resized: the
+            model input's size), ``raw_layout`` "HWC" or "CHW"
+            (:meth:`tcc_compiler.datasets.raw.RawSpec.parse`, as ``tccc eval`` and
+            ``tccc compile --calib`` read them).
+        pixels: "manifest" (the compiled preprocessing) or "raw" (pixel values 0..255:
+            scale 1, mean 0, std 1), for images and raw files alike.
 
     Raises:
-        InputError: a missing or unreadable file, a wrong shape.
+        InputError: a missing or unreadable file, a wrong shape, a bad ``raw_size`` or one
+            other than the model input's, a raw file of the wrong byte count or without
+            ``raw_size``.
     """
-    pre = Preprocess.from_dict(prog.manifest["preprocess"])
-    return load_inputs(paths, pre, prog.input_shape, input_layout(prog.manifest))
+    pre, raw = _input_reading(prog, raw_size, raw_layout, pixels)
+    return load_inputs(paths, pre, prog.input_shape, input_layout(prog.manifest), raw)
 
 
-def labelled_inputs(paths: Sequence[str | os.PathLike], prog: LoadedProgram
+def _input_reading(prog: LoadedProgram, raw_size, raw_layout: str, pixels: str):
+    """(Preprocess, RawSpec | None) for reading ``prog``'s inputs with these options."""
+    from tcc_compiler.datasets.raw import RawSpec
+    from tcc_compiler.runtime.evaluate import preprocess_for
+
+    raw = RawSpec.parse(raw_size, raw_layout)
+    return preprocess_for(prog.manifest["preprocess"], pixels), raw
+
+
+def labelled_inputs(paths: Sequence[str | os.PathLike], prog: LoadedProgram, *,
+                    raw_size: str | tuple[int, int, int] | None = None,
+                    raw_layout: str = "HWC", pixels: str = "manifest"
                     ) -> tuple[list[np.ndarray], list[str]]:
-    """Inputs as :func:`inputs_for` loads them, each with a label naming its file.
+    """Inputs as :func:`inputs_for` loads them (the same options), each with a label naming
+    its file.
 
-    A folder contributes one label per file in it (``folder/name.jpg``); a ``.npy`` file with
-    N > 1 arrays contributes ``file.npy[i]``.
+    A folder contributes one label per file in it (``folder/name.jpg``; raw files too with
+    ``raw_size``); a ``.npy`` file with N > 1 arrays contributes ``file.npy[i]``.
 
     Raises:
         InputError: as :func:`inputs_for`.
     """
     from tcc_compiler.fsutil import check_path
 
-    pre = Preprocess.from_dict(prog.manifest["preprocess"])
+    pre, raw = _input_reading(prog, raw_size, raw_layout, pixels)
     xs, labels = [], []
-    for raw in paths:
-        check_path(raw)  # a symlink loop or too long a name: one line, not a traceback
-        files = folder_entries(Path(raw)) if Path(raw).is_dir() else [Path(raw)]
+    for given in paths:
+        check_path(given)  # a symlink loop or too long a name: one line, not a traceback
+        p = Path(given)
+        files = folder_entries(p, raw) if p.is_dir() else [p]
         for f in files:
-            arrs = load_inputs([f], pre, prog.input_shape, input_layout(prog.manifest))
+            arrs = load_inputs([f], pre, prog.input_shape, input_layout(prog.manifest), raw)
             xs += arrs
             labels += [str(f)] if len(arrs) == 1 else [f"{f}[{i}]" for i in range(len(arrs))]
     return xs, labels
@@ -150,7 +176,6 @@ def evaluate_folder(folder: str | os.PathLike, images: str | os.PathLike,
         InputError: bad arguments, labels outside the model's classes, unreadable samples,
             ``ray`` without Ray installed or no cluster at its address.
     """
-    from tcc_compiler.frontend import parse_input_spec
     from tcc_compiler.runtime.evaluate import (RawSpec, check_labels, evaluate, find_samples,
                                                folder_classes_note, not_a_classifier,
                                                output_classes, preprocess_for)
@@ -172,12 +197,7 @@ def evaluate_folder(folder: str | os.PathLike, images: str | os.PathLike,
         if limit < 1:
             raise InputError(f"--limit {limit}: must be >= 1")
         samples = samples[:limit]
-    spec = None
-    if raw_size:
-        w, h, c = parse_input_spec(raw_size)
-        spec = RawSpec(w, h, c, raw_layout, raw)
-    elif raw:
-        raise InputError("--raw needs --raw-size WxHxC")
+    spec = RawSpec.parse(raw_size or None, raw_layout, raw)
     pre = preprocess_for(prog.manifest["preprocess"], pixels, scale, mean, std)
     res = evaluate(folder, samples, pre, spec, check, jobs, progress=progress, prog=prog,
                    ray=ray)

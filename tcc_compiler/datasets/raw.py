@@ -2,9 +2,10 @@
 pixels, pixel-interleaved (``HWC``, e.g. the CIFAR-10 files in
 ``../shared/data/cifar10-resnet8``) or planar (``CHW``), RGB order, never resized (W, H and C
 must be the model input's). Read by calibration (``tccc compile --calib DIR --raw-size WxHxC``,
-through :class:`tcc_compiler.datasets.images.LazyInputs`) and evaluation (``tccc eval``), so
-both decode a sample alike; the pixel values then follow the :class:`Preprocess` as an
-image's do: ``(pixel * scale - mean) / std``.
+through :class:`tcc_compiler.datasets.images.LazyInputs`), ``tccc run`` and evaluation
+(``tccc eval``), so all three decode a sample alike and parse ``--raw-size`` /
+``--raw-layout`` in one place (:meth:`RawSpec.parse`); the pixel values then follow the
+:class:`Preprocess` as an image's do: ``(pixel * scale - mean) / std``.
 """
 
 from __future__ import annotations
@@ -45,9 +46,58 @@ class RawSpec:
         if self.layout not in RAW_LAYOUTS:
             raise InputError(f"--raw-layout {self.layout}: choose from {', '.join(RAW_LAYOUTS)}")
 
+    @classmethod
+    def parse(cls, size, layout: str = "HWC", force: bool = False,
+              flag: str = "--raw-size") -> RawSpec | None:
+        """The spec of ``--raw-size`` ``size`` (``"WxHxC"`` or a ``(W, H, C)`` tuple) and
+        ``--raw-layout`` ``layout``; None when ``size`` is None (no raw files expected).
+
+        Raises:
+            InputError: ``size`` not ``WxHxC`` within :func:`parse_whc`'s limits (the message
+                names ``flag``), a layout not in :data:`RAW_LAYOUTS`, or ``force`` without a
+                size.
+        """
+        if size is None:
+            if force:
+                raise InputError("--raw needs --raw-size WxHxC")
+            return None
+        w, h, c = parse_whc(size, flag, "32x32x3")
+        return cls(w, h, c, layout, force)
+
     def takes(self, path: Path) -> bool:
         """Whether ``path`` is read as a raw array under this spec."""
         return self.force or is_raw_file(path)
+
+
+#: Largest width / height and channel count a WxHxC size may give.
+MAX_SIDE, MAX_CHANNELS = 8192, 64
+
+
+def parse_whc(text, flag: str, example: str) -> tuple[int, int, int]:
+    """``"WxHxC"`` (width x height x channels; ``*`` also separates) as (W, H, C), the one
+    parser of ``--input`` and ``--raw-size``. A tuple or list is checked as if written
+    ``"WxHxC"``.
+
+    Args:
+        flag: the option's name for the message (e.g. ``"input_whc/--input"``).
+        example: a valid size shown in the message (e.g. ``"224x224x3"``).
+
+    Raises:
+        InputError: not three integers separated by 'x', or width/height outside
+            1..:data:`MAX_SIDE`, channels outside 1..:data:`MAX_CHANNELS`.
+    """
+    if isinstance(text, (tuple, list)):
+        text = "x".join(str(v) for v in text)
+    parts = str(text).lower().replace("*", "x").split("x")
+    try:
+        w, h, c = (int(p) for p in parts)
+    except ValueError:
+        raise InputError(f"{flag} '{text}': expected WxHxC, e.g. {example} "
+                         "(width x height x channels)") from None
+    if min(w, h, c) <= 0 or max(w, h) > MAX_SIDE or c > MAX_CHANNELS:
+        raise InputError(f"{flag} '{text}': width and height must be 1..{MAX_SIDE} "
+                         f"and channels 1..{MAX_CHANNELS}")
+    return w, h, c
 
 
 def is_raw_file(path: Path) -> bool:

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
+from tcc_compiler.datasets.raw import parse_whc
 from tcc_compiler.errors import InputError, ModelError, first_line
 from tcc_compiler.fsutil import check_path
 
@@ -29,18 +30,7 @@ def parse_input_spec(text: str | tuple | list) -> tuple[int, int, int]:
     Raises:
         InputError: not three positive integers separated by 'x', or absurd sizes.
     """
-    if isinstance(text, (tuple, list)):
-        text = "x".join(str(v) for v in text)
-    parts = str(text).lower().replace("*", "x").split("x")
-    try:
-        w, h, c = (int(p) for p in parts)
-    except ValueError:
-        raise InputError(f"input_whc/--input '{text}': expected WxHxC, e.g. 224x224x3 "
-                         "(width x height x channels)") from None
-    if min(w, h, c) <= 0 or max(w, h) > 8192 or c > 64:
-        raise InputError(f"input_whc/--input '{text}': width and height must be 1..8192 "
-                         "and channels 1..64")
-    return w, h, c
+    return parse_whc(text, "input_whc/--input", "224x224x3")
 
 
 def _check_external_data(model: onnx.ModelProto, base: Path) -> None:
