@@ -7,7 +7,9 @@ quantization parameters:
 * activations: int8 per tensor, ``QuantizeLinear(y, s, zp)`` then ``DequantizeLinear`` with the
   same ``(s, zp)`` for every consumer (the scale as float32, the zero point as int8); an int16
   activation (mixed precision) has an int16 zero point, and the model then uses opset
-  :data:`OPSET_INT16` (int16 QuantizeLinear/DequantizeLinear need opset 21);
+  :data:`OPSET_INT16` (int16 QuantizeLinear/DequantizeLinear need opset 21), with a Q/DQ
+  pair after each data-movement op that ONNX Runtime would otherwise add itself and then
+  fail to load (:meth:`~tcc_compiler.export.qdq_builder.QdqBuilder.settle_views`);
 * weights: the int8 tensor tccc stores (OIHW), ``DequantizeLinear`` per output channel
   (``axis=0``, zero point 0); int16 weights (mixed precision) are an int16 tensor with an
   int16 zero point (opset :data:`OPSET_INT16`);
@@ -341,8 +343,10 @@ def export_qdq(graph: Graph) -> onnx.ModelProto:
         et = TensorProto.INT64 if o.producer is not None and o.producer.op is Op.ARGMAX \
             else TensorProto.FLOAT
         outs.append(helper.make_tensor_value_info(o.name, et, list(o.shape)))
-    g = helper.make_graph(b.nodes, f"{graph.name}_qdq", in_vis, outs, b.inits)
     wide = any(v.dtype == "int16" for v in graph.values())
+    if wide:   # opset 21: ONNX Runtime's own pairs there would not load (settle_views)
+        log.debug("QDQ export: %d Q/DQ pair(s) after data-movement ops", b.settle_views())
+    g = helper.make_graph(b.nodes, f"{graph.name}_qdq", in_vis, outs, b.inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid(
         "", OPSET_INT16 if wide else OPSET)], producer_name="tccc", producer_version=__version__)
     model.ir_version = IR_VERSION_INT16 if wide else 8

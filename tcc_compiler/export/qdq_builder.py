@@ -1,7 +1,8 @@
 """The graph builder of the QDQ export (:mod:`tcc_compiler.export.qdq`): ONNX nodes and
 initializers accumulated in order, each IR value mapped to its float (dequantized) and int8
 tensors, the Quantize/DequantizeLinear pairs, per-channel weight and bias DequantizeLinear
-(OIHW, ``axis=0``), the round-half-up offsets and the integer-side average pool.
+(OIHW, ``axis=0``), the round-half-up offsets and the integer-side average pool, and the
+Q/DQ pairs an opset-21 export writes after its data-movement ops (:meth:`QdqBuilder.settle_views`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ from tcc_compiler.ir.graph import Graph, Value
 from tcc_compiler.ir.ops import ActKind, Op
 
 log = logging.getLogger(__name__)
+
+#: ONNX ops that ONNX Runtime's QDQPropagationTransformer moves a DequantizeLinear past,
+#: inserting a Q/DQ pair after them (onnxruntime/core/optimizer/qdq_transformer/
+#: qdq_propagation.cc, ``CanNodePropagate``).
+PROPAGATED_OPS = frozenset({"Slice", "Reshape", "Transpose", "MaxPool", "Squeeze",
+                            "Unsqueeze"})
 
 
 class QdqBuilder:
@@ -208,3 +215,53 @@ class QdqBuilder:
         bf = self.node("DequantizeLinear", [bi, bs, bz], f"{b.name}_dequantized",
                        f"{node.name}_B_DQ", axis=0)
         return wf, bf
+
+    def settle_views(self) -> int:
+        """Write the Q/DQ pair after every data-movement op (:data:`PROPAGATED_OPS`) that
+        reads a per-tensor dequantized value and feeds anything but QuantizeLinear nodes,
+        with that value's scale and zero point, so ONNX Runtime's graph optimizations have no
+        pair to insert there. Called for an opset-21 export (int16 values): ONNX Runtime 1.32
+        at its default optimization level inserts such a pair itself with ``output_dtype``
+        INT8, then ``QDQS8ToU8Transformer`` turns its zero point uint8 and the session fails
+        to load ("output_dtype INT8 does not match y_zero_point type UINT8"); a pair already
+        present is left as the model wrote it (its Q has no ``output_dtype``).
+
+        Exact: the op only moves (or, MaxPool, selects) grid values ``s * (q - zp)``, and
+        QuantizeLinear of a float32 ``s * k`` gives ``k`` back (relative error a few float32
+        ulps, below 0.02 LSB for ``|k| <= 65535``). Names are kept: the op's output is
+        renamed and the DequantizeLinear writes the original name (graph outputs too).
+
+        Returns:
+            The number of pairs written.
+        """
+        scalar = {i.name for i in self.inits if len(i.dims) == 0}
+        users: dict[str, list[onnx.NodeProto]] = {}
+        for nd in self.nodes:
+            for name in nd.input:
+                users.setdefault(name, []).append(nd)
+        outputs = set(self.out_names.values())
+        grid: dict[str, tuple[str, str]] = {}   # tensor -> (scale, zero point) it lies on
+        nodes: list[onnx.NodeProto] = []
+        for nd in self.nodes:
+            nodes.append(nd)
+            if nd.op_type == "DequantizeLinear" and len(nd.input) == 3 \
+                    and nd.input[1] in scalar and nd.input[2] in scalar:
+                grid[nd.output[0]] = (nd.input[1], nd.input[2])
+                continue
+            if nd.op_type not in PROPAGATED_OPS or nd.input[0] not in grid:
+                continue
+            out = nd.output[0]
+            readers = users.get(out, [])
+            if readers and out not in outputs and \
+                    all(r.op_type == "QuantizeLinear" for r in readers):
+                continue
+            s, z = grid[out] = grid[nd.input[0]]
+            nd.output[0] = self.uniq(f"{out}_moved")
+            q = self.uniq(f"{out}_quantized")
+            nodes.append(helper.make_node("QuantizeLinear", [nd.output[0], s, z], [q],
+                                          name=self.uniq(f"{nd.name}_Q")))
+            nodes.append(helper.make_node("DequantizeLinear", [q, s, z], [out],
+                                          name=self.uniq(f"{nd.name}_DQ")))
+        added = (len(nodes) - len(self.nodes)) // 2
+        self.nodes = nodes
+        return added
