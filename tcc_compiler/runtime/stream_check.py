@@ -7,6 +7,7 @@ instead of going unnoticed by ``tccc run``/``inspect``/``disasm``."""
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,11 @@ from tcc_compiler.errors import FormatError, InputError, TccError
 
 #: integer fields of the ``stream`` object and their least legal value
 _INTS = {"cores": 1, "images": 1, "images_per_core": 1, "input_stride_bytes": 1,
-         "output_stride_bytes": 1, "input_bytes": 0, "output_bytes": 0, "act_arena_bytes": 0}
+         "output_stride_bytes": 1, "input_bytes": 0, "output_bytes": 0, "act_arena_bytes": 0,
+         "run_cycles": 1, "period_cycles": 1}
+#: how far ``period_ms`` may be from ``period_cycles`` at the manifest's clock (relative): a
+#: writer that prints fewer digits than Python's float repr still passes
+PERIOD_MS_REL_TOL = 1e-6
 
 
 @dataclass(frozen=True)
@@ -65,8 +70,34 @@ def _check_record(rec, manifest: dict, where: str) -> None:
                 _is_int(v) and 0 <= v < rec[stride] for v in offs.values()):
             raise FormatError(f"{where}: stream.{key}: expected an object of name -> byte "
                               f"offset in [0, {stride} {rec[stride]}), got {offs!r}"[:300])
+    _check_period(rec, manifest, where)
     _check_names(rec, manifest, where)
     _check_files(rec, where)
+
+
+def _check_period(rec: dict, manifest: dict, where: str) -> None:
+    """``period_cycles`` (typed by :data:`_INTS`) is ``ceil(run_cycles / images)``, so no more
+    than ``run_cycles`` (less for several images), and ``period_ms`` a finite number equal to
+    ``period_cycles`` at the manifest target's ``clock_hz`` (within
+    :data:`PERIOD_MS_REL_TOL`; specs/manifest.md "Stream program"). The target was checked
+    by :func:`~tcc_compiler.runtime.manifest_check.check_manifest`.
+
+    Raises:
+        FormatError: naming ``where`` and the field.
+    """
+    run, period, images = rec["run_cycles"], rec["period_cycles"], rec["images"]
+    if period != -(-run // images):
+        raise FormatError(f"{where}: stream.period_cycles: {period} is not run_cycles {run} / "
+                          f"images {images} rounded up ({-(-run // images)})")
+    ms = rec.get("period_ms")
+    if not isinstance(ms, (int, float)) or isinstance(ms, bool) or not math.isfinite(ms):
+        raise FormatError(f"{where}: stream.period_ms: expected a number of milliseconds, "
+                          f"got {ms!r:.40}")
+    clock = manifest["target"]["clock_hz"]
+    want = period / clock * 1e3
+    if not math.isclose(ms, want, rel_tol=PERIOD_MS_REL_TOL):
+        raise FormatError(f"{where}: stream.period_ms: {ms:.6g} is not period_cycles {period} "
+                          f"at the target's {clock} Hz clock ({want:.6g} ms)")
 
 
 def _check_files(rec: dict, where: str) -> None:

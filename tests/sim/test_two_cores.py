@@ -459,6 +459,15 @@ def test_inspect_and_segmented_summary_print_the_cores_line(two, capsys):
     ("output_stride", "exceed the program's"),
     ("input_stride_small", "stream.input_stride_bytes 1 is less than one image's INPUT"),
     ("output_stride_small", "stream.output_stride_bytes 1 is less than one image's OUTPUT"),
+    ("run_cycles_text", "stream.run_cycles: expected an integer >= 1, got 'fast'"),
+    ("run_cycles_missing", "stream.run_cycles: expected an integer >= 1, got None"),
+    ("period_cycles_bool", "stream.period_cycles: expected an integer >= 1, got True"),
+    ("period_cycles_zero", "stream.period_cycles: expected an integer >= 1, got 0"),
+    ("period_above_run", "is not run_cycles"),
+    ("period_cycles_other", "rounded up"),
+    ("period_ms_text", "stream.period_ms: expected a number of milliseconds, got '1 ms'"),
+    ("period_ms_nan", "stream.period_ms: expected a number of milliseconds, got nan"),
+    ("period_ms_other", "Hz clock"),
 ])
 def test_damaged_stream_program_fails_the_load(two, tmp_path, capsys, damage, match):
     """The stream program is what a two-core device runs, so a folder whose stream files or
@@ -513,6 +522,8 @@ def test_damaged_stream_program_fails_the_load(two, tmp_path, capsys, damage, ma
             st["act_arena_bytes"] = 1
         elif damage == "output_stride":   # images past the OUTPUT region
             st["output_stride_bytes"] = st["output_bytes"]
+        elif damage.startswith(("run_cycles", "period")):   # were all accepted
+            _damage_period(st, damage)
         elif damage.endswith("_stride_small"):   # images overlapping: was accepted, and
             # run --check of a segmented folder failed with a line naming no file
             st[damage.split("_")[0] + "_stride_bytes"] = 1
@@ -522,6 +533,32 @@ def test_damaged_stream_program_fails_the_load(two, tmp_path, capsys, damage, ma
     for argv in (["inspect", str(out)], ["disasm", str(out)]):
         code, stdout, err = run_cli(argv, capsys)
         assert code == 2 and match in one_line_error(err), (argv, err)
+
+
+def _damage_period(st: dict, damage: str) -> None:
+    """Damage the stream record's estimated ``run_cycles``, ``period_cycles`` or
+    ``period_ms`` (specs/manifest.md: period = ceil(run / images), period_ms at the target's
+    clock)."""
+    run, images = st["run_cycles"], st["images"]
+    assert images > 1 and st["period_cycles"] == -(-run // images)
+    if damage == "run_cycles_text":
+        st["run_cycles"] = "fast"
+    elif damage == "run_cycles_missing":
+        del st["run_cycles"]
+    elif damage == "period_cycles_bool":
+        st["period_cycles"] = True
+    elif damage == "period_cycles_zero":
+        st["period_cycles"] = 0
+    elif damage == "period_above_run":   # a period longer than the whole run of images
+        st["period_cycles"] = run + 1
+    elif damage == "period_cycles_other":
+        st["period_cycles"] += 1
+    elif damage == "period_ms_text":
+        st["period_ms"] = "1 ms"
+    elif damage == "period_ms_nan":
+        st["period_ms"] = float("nan")
+    else:   # twice the period_cycles at the target clock
+        st["period_ms"] *= 2
 
 
 def test_run_check_covers_the_stream_program(two, tmp_path):
