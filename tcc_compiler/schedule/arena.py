@@ -29,17 +29,22 @@ class Buffer:
     offset: int = -1
 
 
-def plan_arena(buffers: list[Buffer], align: int, by_time: bool = False) -> int:
+def plan_arena(buffers: list[Buffer], align: int, by_time: bool = False,
+               by_life: bool = False) -> int:
     """Assign ``offset`` to every buffer; return the arena size (bytes, aligned).
 
     Each buffer goes to the lowest offset clear of the placed buffers live at the same time,
     largest first (the TFLite arena planner's order), or with ``by_time`` earliest first use
     first (then largest): the tensors live at each step then tend to sit low, at some cost in
-    arena size. Deterministic: ties broken by first use, then key.
+    arena size; or with ``by_life`` largest first, of equal sizes the longest-lived first (a
+    residual chain sharing one buffer over a whole stage, schedule/overwrite.py, then sits
+    below the short-lived tensors of its size). Deterministic: ties broken by first use,
+    then key.
     """
     placed: list[Buffer] = []   # by offset; equal offsets in placement order (insort_right)
     offsets: list[int] = []     # their offsets, kept beside them (no key call per probe)
     order = ((lambda b: (b.first, -b.size_bytes, b.key)) if by_time
+             else (lambda b: (-b.size_bytes, b.first - b.last, b.first, b.key)) if by_life
              else (lambda b: (-b.size_bytes, b.first, b.key)))
     for b in sorted(buffers, key=order):
         off, size, first, last = 0, b.size_bytes, b.first, b.last
