@@ -74,6 +74,19 @@ def top_sum(buffers: list[Buffer]) -> int:
     return sum(top.values())
 
 
+def lower_tops(placed: list[Buffer], align: int, limit: int, used: int,
+               **order: bool) -> tuple[list[Buffer], int]:
+    """(buffers, arena bytes): copies of ``placed`` (whose arena takes ``used`` bytes) placed
+    again by :func:`plan_arena` in the ``order`` given (``by_time`` or ``by_life``) when that
+    fits ``limit`` bytes and lowers :func:`top_sum` (every op's tile area, and so the SRAM
+    above it, starts at the top of the resident tensors live around it); else ``placed``."""
+    alt = [Buffer(b.key, b.size_bytes, b.first, b.last) for b in placed]
+    got = plan_arena(alt, align, **order)
+    if got <= limit and top_sum(alt) < top_sum(placed):
+        return alt, got
+    return placed, used
+
+
 class SramAllocator:
     """Bump allocator of one op's SRAM buffers, aligned; upwards from address 0 or, with
     ``from_top``, downwards from the end of the SRAM (so consecutive ops use opposite ends and

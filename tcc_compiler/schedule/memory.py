@@ -25,11 +25,11 @@ from tcc_compiler.ir.graph import Graph, Node, Value
 from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
 from tcc_compiler.errors import ScheduleError
 from tcc_compiler.isa.spec import REGION_OFFSET_MASK, Region
-from tcc_compiler.schedule.arena import Buffer, plan_arena, top_sum
+from tcc_compiler.schedule.arena import Buffer, lower_tops, plan_arena
 from tcc_compiler.schedule.cascade import (Chain, find_chains, plan_chain, separate_cycles,
                                            split_chain, sub_chain)
 from tcc_compiler.schedule.geom import conv_geom, elem_bytes, hwc, pool_geom
-from tcc_compiler.schedule.overwrite import better, chains_of, merge, overwrite_pairs
+from tcc_compiler.schedule.overwrite import keep_overwrites, overwrite_pairs
 from tcc_compiler.schedule.program import IoTensor, Resident, Tensor
 from tcc_compiler.schedule.tiling import ConvGeom, Residency, align_up
 from tcc_compiler.schedule.epilogue import find_lut_epilogues
@@ -361,22 +361,7 @@ class _Planner:
                 first = min(first, step.get(id(w), i))
             h, w_, c = hwc(v)
             bufs.append((v, Buffer(v.name, h * w_ * c * elem_bytes(v), first, last)))
-        self.res = {}
-        resident = self._plan_resident(merge(bufs, []))
-        pairs = overwrite_pairs(npu_nodes, step, {id(v): b for v, b in bufs},
-                                self._alias_readers,
-                                lambda c: self.fused[id(c)].output if id(c) in self.fused
-                                else c.output,
-                                skip | {id(c.nodes[-1]) for c in chains}) if self.overwrite else []
-        kept: list = []
-        for chain in chains_of(pairs):   # each kept where it saves as much DRAM traffic
-            best = (self.res, self.zone_used, resident)   # and lowers the zone's tops
-            self.res = {}
-            resident = self._plan_resident(merge(bufs, kept + chain))
-            if better(bufs, (self.res, resident), best[::2], readers):
-                kept += chain
-            else:
-                self.res, self.zone_used, resident = best
+        resident = self._plan_zone(bufs, step, skip | {id(c.nodes[-1]) for c in chains})
         live = [(b.first, b.last, self.res[id(v)]) for v, b in bufs if id(v) in resident]
         prev_top = 0
         self.op_base = {}
@@ -464,25 +449,35 @@ class _Planner:
         frac = COMPACT_FREEING_FRACTION if self.compact else FREEING_FRACTION
         return self.cascade_resident and nbytes >= frac * self.t.sram_capacity_bytes
 
-    def _plan_resident(self, groups: list[tuple[list[Value], Buffer]]) -> set[int]:
-        """Choose the tensors kept whole in the SRAM resident zone and place them there.
-        ``groups``: the tensors, each alone or with those sharing its bytes (a residual
-        output written over its shortcut, :func:`~tcc_compiler.schedule.overwrite.merge`),
-        with the buffer of the group.
+    def _plan_zone(self, bufs: list[tuple[Value, Buffer]], step: dict[int, int],
+                   excluded: set[int]) -> set[int]:
+        """:meth:`_plan_resident` of ``bufs``, with :attr:`overwrite` each chain of residual
+        outputs over their shortcut kept where it pays (schedule/overwrite.py; ``excluded``:
+        nodes in cascaded chains). Fills :attr:`res`; returns the resident values' ids."""
+        def plan(groups):
+            self.res = {}
+            ids = self._plan_resident(groups)
+            return self.res, self.zone_used, ids
+        pairs = overwrite_pairs(self.npu_nodes, step, {id(v): b for v, b in bufs},
+                                self._alias_readers, lambda c: self.fused[id(c)].output
+                                if id(c) in self.fused else c.output,
+                                excluded) if self.overwrite else []
+        self.res, self.zone_used, ids = keep_overwrites(bufs, pairs, plan, readers)
+        return ids
 
-        Greedy by DRAM bytes saved (one store plus one load per reader, the least a DRAM
-        round trip costs, summed over a group): a group joins when the liveness-planned zone
-        (:func:`plan_arena`) still fits ``zone_bytes``. Fills :attr:`res`; returns the ids of
-        the chosen values.
-        """
+    def _plan_resident(self, groups: list[tuple[list[Value], Buffer]]) -> set[int]:
+        """Choose the tensors kept whole in the SRAM resident zone and place them there
+        (``groups``: each tensor alone or with those sharing its bytes, with their buffer,
+        :func:`~tcc_compiler.schedule.overwrite.merge`). Greedy by DRAM bytes saved (one store
+        plus one load per reader, summed over a group): a group joins when the liveness-planned
+        zone (:func:`plan_arena`) still fits ``zone_bytes``. Fills :attr:`res`; returns the
+        ids of the chosen values."""
         if self.zone_bytes <= 0:
             return set()
         al = self.t.sram_align_bytes
 
-        def saved(vs: list[Value]) -> int:
-            return sum(hwc(v)[0] * hwc(v)[1] * hwc(v)[2] * elem_bytes(v) * (1 + len(readers(v)))
-                       for v in vs)
-        cand = sorted(groups, key=lambda vb: (-saved(vb[0]), vb[1].first))
+        cand = sorted(groups, key=lambda vb: (-sum(np.prod(hwc(v)) * elem_bytes(v) * (
+            1 + len(readers(v))) for v in vb[0]), vb[1].first))
         chosen: list[tuple[list[Value], Buffer]] = []
         for vs, b in cand:
             if b.size_bytes > self.zone_bytes or any(
@@ -493,26 +488,14 @@ class _Planner:
                 chosen.append((vs, b))
         placed = [Buffer(b.key, b.size_bytes, b.first, b.last) for _, b in chosen]
         self.zone_used = plan_arena(placed, al)
-        if self.compact:   # placed by first use when that leaves the tile areas more SRAM
-            placed = self._lower(chosen, placed, by_time=True)
-        if self.overwrite:   # a residual chain's buffer below the short-lived tensors
-            placed = self._lower(chosen, placed, by_life=True)
+        for order, on in (("by_time", self.compact), ("by_life", self.overwrite)):
+            if on:   # placed by first use / a residual chain below the short-lived tensors
+                placed, self.zone_used = lower_tops(placed, al, self.zone_bytes,
+                                                    self.zone_used, **{order: True})
         for (vs, _), pb in zip(chosen, placed):
             for v in vs:
                 self.res[id(v)] = Resident(pb.offset, hwc(v), elem_bytes(v))
         return {id(v) for vs, _ in chosen for v in vs}
-
-    def _lower(self, chosen, placed: list[Buffer], **order) -> list[Buffer]:
-        """The buffers of ``chosen`` placed by :func:`plan_arena` in the ``order`` given, when
-        that fits the zone and lowers :func:`top_sum` (every op's tile area, and so the SRAM
-        above it, starts at the top of the resident tensors live around it), with
-        :attr:`zone_used` updated; else ``placed``."""
-        alt = [Buffer(b.key, b.size_bytes, b.first, b.last) for _, b in chosen]
-        used = plan_arena(alt, self.t.sram_align_bytes, **order)
-        if used <= self.zone_bytes and top_sum(alt) < top_sum(placed):
-            self.zone_used = used
-            return alt
-        return placed
 
 
 def _io(v: Value, t: Tensor) -> IoTensor:

@@ -89,6 +89,21 @@ def merge(bufs: list[tuple[Value, Buffer]],
     return out
 
 
+def keep_overwrites(bufs: list[tuple[Value, Buffer]], pairs: list[tuple[Value, Value]],
+                    plan: Callable[[list[tuple[list[Value], Buffer]]], tuple[dict, int, set[int]]],
+                    readers: Callable[[Value], list[Node]]) -> tuple[dict, int, set[int]]:
+    """The resident zone ``plan`` makes of ``bufs`` (groups of :func:`merge`; it returns
+    (id(value) -> Resident, zone bytes used, ids of the resident values)) with those chains
+    of ``pairs`` (:func:`chains_of`, in order) merged that make it :func:`better`, each tried
+    on top of the chains kept before it."""
+    best, kept = plan(merge(bufs, [])), []
+    for chain in chains_of(pairs):
+        got = plan(merge(bufs, kept + chain))
+        if better(bufs, got[::2], best[::2], readers):
+            best, kept = got, kept + chain
+    return best
+
+
 def chains_of(pairs: list[tuple[Value, Value]]) -> list[list[tuple[Value, Value]]]:
     """``pairs`` split into chains (a block's output is the next block's shortcut: the pairs
     sharing a value, transitively), each in the given order, the chains by first pair."""
