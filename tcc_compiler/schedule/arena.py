@@ -29,17 +29,22 @@ class Buffer:
     offset: int = -1
 
 
-def plan_arena(buffers: list[Buffer], align: int, by_time: bool = False) -> int:
+def plan_arena(buffers: list[Buffer], align: int, by_time: bool = False,
+               by_life: bool = False) -> int:
     """Assign ``offset`` to every buffer; return the arena size (bytes, aligned).
 
     Each buffer goes to the lowest offset clear of the placed buffers live at the same time,
     largest first (the TFLite arena planner's order), or with ``by_time`` earliest first use
     first (then largest): the tensors live at each step then tend to sit low, at some cost in
-    arena size. Deterministic: ties broken by first use, then key.
+    arena size; or with ``by_life`` largest first, of equal sizes the longest-lived first (a
+    residual chain sharing one buffer over a whole stage, schedule/overwrite.py, then sits
+    below the short-lived tensors of its size). Deterministic: ties broken by first use,
+    then key.
     """
     placed: list[Buffer] = []   # by offset; equal offsets in placement order (insort_right)
     offsets: list[int] = []     # their offsets, kept beside them (no key call per probe)
     order = ((lambda b: (b.first, -b.size_bytes, b.key)) if by_time
+             else (lambda b: (-b.size_bytes, b.first - b.last, b.first, b.key)) if by_life
              else (lambda b: (-b.size_bytes, b.first, b.key)))
     for b in sorted(buffers, key=order):
         off, size, first, last = 0, b.size_bytes, b.first, b.last
@@ -67,6 +72,19 @@ def top_sum(buffers: list[Buffer]) -> int:
         for i in range(b.first, b.last + 1):
             top[i] = max(top.get(i, 0), b.offset + b.size_bytes)
     return sum(top.values())
+
+
+def lower_tops(placed: list[Buffer], align: int, limit: int, used: int,
+               **order: bool) -> tuple[list[Buffer], int]:
+    """(buffers, arena bytes): copies of ``placed`` (whose arena takes ``used`` bytes) placed
+    again by :func:`plan_arena` in the ``order`` given (``by_time`` or ``by_life``) when that
+    fits ``limit`` bytes and lowers :func:`top_sum` (every op's tile area, and so the SRAM
+    above it, starts at the top of the resident tensors live around it); else ``placed``."""
+    alt = [Buffer(b.key, b.size_bytes, b.first, b.last) for b in placed]
+    got = plan_arena(alt, align, **order)
+    if got <= limit and top_sum(alt) < top_sum(placed):
+        return alt, got
+    return placed, used
 
 
 class SramAllocator:

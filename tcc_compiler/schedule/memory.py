@@ -25,10 +25,11 @@ from tcc_compiler.ir.graph import Graph, Node, Value
 from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
 from tcc_compiler.errors import ScheduleError
 from tcc_compiler.isa.spec import REGION_OFFSET_MASK, Region
-from tcc_compiler.schedule.arena import Buffer, plan_arena, top_sum
+from tcc_compiler.schedule.arena import Buffer, lower_tops, plan_arena
 from tcc_compiler.schedule.cascade import (Chain, find_chains, plan_chain, separate_cycles,
                                            split_chain, sub_chain)
 from tcc_compiler.schedule.geom import conv_geom, elem_bytes, hwc, pool_geom
+from tcc_compiler.schedule.overwrite import keep_overwrites, overwrite_pairs
 from tcc_compiler.schedule.program import IoTensor, Resident, Tensor
 from tcc_compiler.schedule.tiling import ConvGeom, Residency, align_up
 from tcc_compiler.schedule.epilogue import find_lut_epilogues
@@ -129,7 +130,8 @@ COMPACT_FREEING_FRACTION = 0.4
 def plan_memory(graph: Graph, t: Target, zone_bytes: int, cascade: bool,
                 reuse: bool = True, pinned: frozenset = frozenset(),
                 cascade_resident: bool = False, compact: bool = False,
-                split: bool = False, band_slack: float = 0.0) -> MemoryPlan:
+                split: bool = False, band_slack: float = 0.0,
+                overwrite: bool = False) -> MemoryPlan:
     """Plan DRAM, the resident zone (``zone_bytes``, aligned by the caller) and, with
     ``cascade``, the chains worth cascading. ``cascade_resident``: a chain whose intermediates
     would be resident is cascaded too when they are large (:data:`FREEING_FRACTION`; by
@@ -154,7 +156,8 @@ def plan_memory(graph: Graph, t: Target, zone_bytes: int, cascade: bool,
     among those estimated at most this fraction slower than the fastest
     (:func:`~tcc_compiler.schedule.cascade.plan_chain` ``slack``): SRAM the chain leaves to
     cross-op weight prefetch (schedule/search.py tries it for networks with depthwise
-    layers); 0: the fastest band height.
+    layers); 0: the fastest band height. ``overwrite``: a residual conv's output takes its
+    shortcut's resident bytes where it is the shortcut's last reader (schedule/overwrite.py).
 
     Raises:
         ScheduleError: an op's tiles cannot fit (from the chain planner's tile estimates); a
@@ -164,6 +167,7 @@ def plan_memory(graph: Graph, t: Target, zone_bytes: int, cascade: bool,
     p = _Planner(graph, t, zone_bytes, cascade)
     p.reuse, p.pinned, p.cascade_resident = reuse, pinned, cascade_resident
     p.compact, p.split, p.band_slack = compact, split, band_slack
+    p.overwrite = overwrite
     return p.plan()
 
 
@@ -178,6 +182,7 @@ class _Planner:
         self.compact = False
         self.split = False
         self.band_slack = 0.0
+        self.overwrite = False
         self.freeing: set[int] = set()
         self.tensors: dict[int, Tensor] = {}
         self.res: dict[int, Resident] = {}
@@ -356,8 +361,7 @@ class _Planner:
                 first = min(first, step.get(id(w), i))
             h, w_, c = hwc(v)
             bufs.append((v, Buffer(v.name, h * w_ * c * elem_bytes(v), first, last)))
-        self.res = {}
-        resident = self._plan_resident(bufs)
+        resident = self._plan_zone(bufs, step, skip | {id(c.nodes[-1]) for c in chains})
         live = [(b.first, b.last, self.res[id(v)]) for v, b in bufs if id(v) in resident]
         prev_top = 0
         self.op_base = {}
@@ -445,36 +449,53 @@ class _Planner:
         frac = COMPACT_FREEING_FRACTION if self.compact else FREEING_FRACTION
         return self.cascade_resident and nbytes >= frac * self.t.sram_capacity_bytes
 
-    def _plan_resident(self, bufs: list[tuple[Value, Buffer]]) -> set[int]:
-        """Choose the tensors kept whole in the SRAM resident zone and place them there.
+    def _plan_zone(self, bufs: list[tuple[Value, Buffer]], step: dict[int, int],
+                   excluded: set[int]) -> set[int]:
+        """:meth:`_plan_resident` of ``bufs``, with :attr:`overwrite` each chain of residual
+        outputs over their shortcut kept where it pays (schedule/overwrite.py; ``excluded``:
+        nodes in cascaded chains). Fills :attr:`res`; returns the resident values' ids."""
+        def plan(groups):
+            self.res = {}
+            ids = self._plan_resident(groups)
+            return self.res, self.zone_used, ids
+        pairs = overwrite_pairs(self.npu_nodes, step, {id(v): b for v, b in bufs},
+                                self._alias_readers, lambda c: self.fused[id(c)].output
+                                if id(c) in self.fused else c.output,
+                                excluded) if self.overwrite else []
+        self.res, self.zone_used, ids = keep_overwrites(bufs, pairs, plan, readers)
+        return ids
 
-        Greedy by DRAM bytes saved (one store plus one load per reader, the least a DRAM
-        round trip costs): a tensor joins when the liveness-planned zone (:func:`plan_arena`)
-        still fits ``zone_bytes``. Fills :attr:`res`; returns the ids of the chosen values.
-        """
+    def _plan_resident(self, groups: list[tuple[list[Value], Buffer]]) -> set[int]:
+        """Choose the tensors kept whole in the SRAM resident zone and place them there
+        (``groups``: each tensor alone or with those sharing its bytes, with their buffer,
+        :func:`~tcc_compiler.schedule.overwrite.merge`). Greedy by DRAM bytes saved (one store
+        plus one load per reader, summed over a group): a group joins when the liveness-planned
+        zone (:func:`plan_arena`) still fits ``zone_bytes``. Fills :attr:`res`; returns the
+        ids of the chosen values."""
         if self.zone_bytes <= 0:
             return set()
         al = self.t.sram_align_bytes
-        cand = sorted(bufs, key=lambda vb: (-vb[1].size_bytes * (1 + len(readers(vb[0]))),
-                                            vb[1].first))
-        chosen: list[tuple[Value, Buffer]] = []
-        for v, b in cand:
-            if b.size_bytes > self.zone_bytes or id(v) in self.views.tied \
-                    or id(v) in self.pinned:
+
+        cand = sorted(groups, key=lambda vb: (-sum(np.prod(hwc(v)) * elem_bytes(v) * (
+            1 + len(readers(v))) for v in vb[0]), vb[1].first))
+        chosen: list[tuple[list[Value], Buffer]] = []
+        for vs, b in cand:
+            if b.size_bytes > self.zone_bytes or any(
+                    id(v) in self.views.tied or id(v) in self.pinned for v in vs):
                 continue
-            trial = [Buffer(x.key, x.size_bytes, x.first, x.last) for _, x in chosen + [(v, b)]]
+            trial = [Buffer(x.key, x.size_bytes, x.first, x.last) for _, x in chosen + [(vs, b)]]
             if plan_arena(trial, al) <= self.zone_bytes:
-                chosen.append((v, b))
+                chosen.append((vs, b))
         placed = [Buffer(b.key, b.size_bytes, b.first, b.last) for _, b in chosen]
         self.zone_used = plan_arena(placed, al)
-        if self.compact:   # placed by first use when that leaves the tile areas more SRAM
-            alt = [Buffer(b.key, b.size_bytes, b.first, b.last) for _, b in chosen]
-            used = plan_arena(alt, al, by_time=True)
-            if used <= self.zone_bytes and top_sum(alt) < top_sum(placed):
-                placed, self.zone_used = alt, used
-        for (v, _), pb in zip(chosen, placed):
-            self.res[id(v)] = Resident(pb.offset, hwc(v), elem_bytes(v))
-        return {id(v) for v, _ in chosen}
+        for order, on in (("by_time", self.compact), ("by_life", self.overwrite)):
+            if on:   # placed by first use / a residual chain below the short-lived tensors
+                placed, self.zone_used = lower_tops(placed, al, self.zone_bytes,
+                                                    self.zone_used, **{order: True})
+        for (vs, _), pb in zip(chosen, placed):
+            for v in vs:
+                self.res[id(v)] = Resident(pb.offset, hwc(v), elem_bytes(v))
+        return {id(v) for vs, _ in chosen for v in vs}
 
 
 def _io(v: Value, t: Tensor) -> IoTensor:

@@ -123,7 +123,7 @@ def _zone_candidates(graph: Graph, t: Target, zone_fractions, cascade: bool,
                 continue
             try:
                 mem = plan_memory(graph, t, zone, casc, cascade_resident=every, compact=tight,
-                                  split=split, band_slack=band_slack)
+                                  split=split, band_slack=band_slack, overwrite=not compact)
                 est = estimate_cycles(graph, mem, t)
             except ScheduleError:
                 if zone == 0 and not casc:

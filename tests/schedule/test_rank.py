@@ -31,13 +31,15 @@ def r18(run_pipeline):
 
 def _exhaustive(g, t):
     """The search before ranking: every zone x cascading candidate lowered and replayed, the
-    fastest kept, ties to the smaller zone, then to cascading."""
+    fastest kept, ties to the smaller zone, then to cascading (planned as the search plans a
+    network without depthwise layers: residual outputs over their shortcut)."""
     best = None
     for frac in sorted(search.ZONE_FRACTIONS):
         zone = int(t.sram_capacity_bytes * frac) // t.sram_align_bytes * t.sram_align_bytes
         for casc in (True, False):
             try:
-                prog = lowering.Lowering(g, t, zone, cascade=casc).run()
+                mem = plan_memory(g, t, zone, casc, overwrite=True)
+                prog = lowering.Lowering(g, t, zone, cascade=casc, mem=mem).run()
             except ScheduleError:
                 continue
             cycles = search._cycles(prog, t)
