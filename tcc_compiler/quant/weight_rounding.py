@@ -72,18 +72,19 @@ def _taps(x: np.ndarray, node, dtype=np.float64) -> np.ndarray:
 
     Built one kernel tap at a time (``kh * kw`` strided slices of the padded input, each
     copied whole), so ``H = A A^T`` is one GEMM over contiguous rows; a 1x1 stride-1 unpadded
-    conv (most of a MobileNet's layers) is its input as it is. The same H as the position-major
+    conv (most of a MobileNet's layers) and an FC are their input as it is (a view of ``x``,
+    no copy, when ``dtype`` is float32: read only). The same H as the position-major
     im2col it replaces (bit for bit on EfficientNet-Lite0), without the transposing gather that
     took a third of H's time on the depthwise convs.
     """
     if node.op == Op.FC:
-        return x.reshape(1, -1, 1).astype(dtype)
+        return np.asarray(x.reshape(1, -1, 1), dtype)   # a view when already ``dtype``
     a = node.attrs
     kh, kw = a.kernel
     (sh, sw), (dh, dw) = a.strides, a.dilations
     c, g = x.shape[1], a.group
     if (kh, kw, sh, sw) == (1, 1, 1, 1) and not any(a.pads):
-        return x.reshape(g, c // g, -1).astype(dtype)
+        return np.asarray(x.reshape(g, c // g, -1), dtype)   # a view when already ``dtype``
     t, left, b, r = a.pads
     xp = np.pad(x[0], ((0, 0), (t, b), (left, r)))
     oh = (xp.shape[1] - (kh - 1) * dh - 1) // sh + 1
@@ -249,6 +250,8 @@ class HessianSum:
         self._sum: dict[tuple, np.ndarray] = {}          # (value, key) -> H so far
         self._kkc: set[tuple] = set()   # the (value, key) whose sum is [K, K, C] (depthwise)
         self._pending: dict[tuple, list[np.ndarray]] = {}  # (value, key) -> float32 columns
+        # (views of the values themselves for a 1x1 conv or an FC: calibration never changes
+        # a value in place)
 
     def names(self) -> list[str]:
         """The values the layers read (what :meth:`visit` needs)."""
@@ -285,7 +288,7 @@ class HessianSum:
         """Multiply the gathered columns of ``at`` into its ``H``."""
         pend = self._pending.pop(at, None)
         if pend:
-            self._add(at, _gram(np.concatenate(pend, axis=2)))
+            self._add(at, _gram(np.concatenate(pend, axis=2, dtype=np.float64)))
 
     @property
     def hess(self) -> dict[str, np.ndarray]:
@@ -314,9 +317,9 @@ BATCH_COLUMNS = 512
 
 
 def _gram(cols: np.ndarray) -> np.ndarray:
-    """``A A^T`` float64 [G, K, K] of columns ``A`` [G, K, P] (float32 values: converted
-    exactly)."""
-    a = cols.astype(np.float64)
+    """``A A^T`` float64 [G, K, K] of columns ``A`` [G, K, P] (float32 values, converted
+    exactly, or float64)."""
+    a = np.asarray(cols, np.float64)
     return np.matmul(a, a.transpose(0, 2, 1))        # BLAS (symmetric: dsyrk); einsum 100x slower
 
 
