@@ -26,7 +26,8 @@ form of the shifts makes one pass over a float64 copy per shift and measured 2-5
 that GEMM. CPU ms per input, Gram matrix (taps copy + GEMM) against this, one BLAS thread,
 machine loaded: Lite0's 240 channels at 28x28 5x5 25.8 vs 3.8, 32 at 112x112 3x3 12.0 vs 3.2,
 1152 at 7x7 5x5 13.8 vs 6.1, 144 at 56x56 5x5 stride 2 13.1 vs 8.9, 96 at 112x112 3x3 stride 2
-13.0 vs 11.4 (:func:`shifts_cheaper` keeps the Gram matrix there). The two ``H`` differ by
+13.0 vs 11.4 (:func:`shifts_cheaper` weighs a shifted product at half a Gram product, as
+measured, so a stride-2 3x3 takes the shifts too). The two ``H`` differ by
 float64 rounding only (about 1e-15 of the largest entry, tested).
 """
 
@@ -52,19 +53,29 @@ def is_depthwise(node) -> bool:
     return a.group > 1 and w[1] == 1
 
 
+#: How many shifted products (:func:`depthwise_hessian`, compiled) cost as much as one product
+#: of the im2col Gram matrix (taps copy, float64 conversion and a batched GEMM of ``C`` tiny
+#: ``K x K`` results, which runs far below the BLAS peak). Measured, CPU ms per input on this
+#: machine, loaded, Gram against shifts (padding copy included): 96 channels at 112x112 3x3
+#: stride 2 7.2 vs 4.5 (1.6x), 240 at 28x28 3x3 stride 2 0.86 vs 0.36 (2.4x), with 52 shifted
+#: products per output position against the Gram's 45: a shifted product is about 2x cheaper.
+SHIFT_PRODUCT_COST = 0.5
+
+
 def shifts_cheaper(node) -> bool:
-    """Whether :func:`depthwise_hessian` makes fewer products than the im2col Gram matrix
-    for the depthwise conv ``node``: ``kh (2 kw - 1) - kw + 1`` per padded input value
-    against ``K (K + 1) / 2`` per output position. A stride-1 window always does (3x3: 13
-    against 45 per position); a stride-2 3x3 does not (13 x 4 = 52 against 45: one output
-    position per 4 input values; measured about equal, loaded), a stride-2 5x5 does (164
-    against 325)."""
+    """Whether :func:`depthwise_hessian` is cheaper than the im2col Gram matrix for the
+    depthwise conv ``node``: ``kh (2 kw - 1) - kw + 1`` products per padded input value,
+    each :data:`SHIFT_PRODUCT_COST` of a Gram product, against ``K (K + 1) / 2`` per output
+    position. A stride-1 window always is (3x3: 13 against 45 per position), and so is a
+    stride-2 one (3x3: 52 x 0.5 against 45; 5x5: 164 x 0.5 against 325); a stride-4 3x3 is
+    not (208 x 0.5 against 45)."""
     kh, kw, sh, sw, dh, dw, oh, ow, (t, left, b, r) = _geometry(node.inputs[0].shape,
                                                                 node.attrs)
     hp = node.inputs[0].shape[2] + t + b
     wp = node.inputs[0].shape[3] + left + r
     k = kh * kw
-    return (kh * (2 * kw - 1) - kw + 1) * hp * wp < k * (k + 1) // 2 * oh * ow
+    shifts = (kh * (2 * kw - 1) - kw + 1) * hp * wp
+    return SHIFT_PRODUCT_COST * shifts < k * (k + 1) // 2 * oh * ow
 
 
 def _geometry(shape, attrs) -> tuple:

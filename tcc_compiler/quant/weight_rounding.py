@@ -22,6 +22,7 @@ weight bytes.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
@@ -32,6 +33,7 @@ from tcc_compiler.errors import InputError
 from tcc_compiler.interp.onnx_float import float_values
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import Op
+from tcc_compiler.numerics import jit
 from tcc_compiler.quant.calibrate_run import workers
 from tcc_compiler.quant.hessian_dw import depthwise_hessian_kkc, is_depthwise, shifts_cheaper
 from tcc_compiler.quant.hessian_dw import kernel_available as dw_kernel_available
@@ -70,18 +72,19 @@ def _taps(x: np.ndarray, node, dtype=np.float64) -> np.ndarray:
 
     Built one kernel tap at a time (``kh * kw`` strided slices of the padded input, each
     copied whole), so ``H = A A^T`` is one GEMM over contiguous rows; a 1x1 stride-1 unpadded
-    conv (most of a MobileNet's layers) is its input as it is. The same H as the position-major
+    conv (most of a MobileNet's layers) and an FC are their input as it is (a view of ``x``,
+    no copy, when ``dtype`` is float32: read only). The same H as the position-major
     im2col it replaces (bit for bit on EfficientNet-Lite0), without the transposing gather that
     took a third of H's time on the depthwise convs.
     """
     if node.op == Op.FC:
-        return x.reshape(1, -1, 1).astype(dtype)
+        return np.asarray(x.reshape(1, -1, 1), dtype)   # a view when already ``dtype``
     a = node.attrs
     kh, kw = a.kernel
     (sh, sw), (dh, dw) = a.strides, a.dilations
     c, g = x.shape[1], a.group
     if (kh, kw, sh, sw) == (1, 1, 1, 1) and not any(a.pads):
-        return x.reshape(g, c // g, -1).astype(dtype)
+        return np.asarray(x.reshape(g, c // g, -1), dtype)   # a view when already ``dtype``
     t, left, b, r = a.pads
     xp = np.pad(x[0], ((0, 0), (t, b), (left, r)))
     oh = (xp.shape[1] - (kh - 1) * dh - 1) // sh + 1
@@ -122,6 +125,9 @@ def _gptq(w: np.ndarray, scale: np.ndarray, h: np.ndarray) -> np.ndarray:
     h[:, idx, idx] += DAMP * np.maximum(diag.mean(axis=1, keepdims=True), 1e-12) + dead
     v = np.linalg.cholesky(h[:, ::-1, ::-1])[:, ::-1, ::-1]        # H = V V^T, V upper
     v = v / np.einsum("gkk->gk", v)[:, None, :]                    # column i over V_ii
+    kern = _block_kernel()
+    if kern is not None:
+        return _columns_compiled(kern, w, scale, v)
     q = np.zeros(w.shape, np.int8)
     d = np.zeros(w.shape)                                          # w - s q, done columns
     for b0 in range(0, k, BLOCK):
@@ -133,6 +139,49 @@ def _gptq(w: np.ndarray, scale: np.ndarray, h: np.ndarray) -> np.ndarray:
             q[:, :, i] = qi
             d[:, :, i] = w[:, :, i] - qi * scale
     return q
+
+
+def _columns_compiled(kern, w: np.ndarray, scale: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """:func:`_gptq`'s column loop with the compiled kernel
+    (:func:`tcc_compiler.quant.gptq_jit.gptq_block`), on the transposed layout [G, K, O]
+    (a column's rows contiguous, so one column's update is vectorised across the rows): the
+    same operations as the numpy loop but for the order of the additions inside one column's
+    update (float64 rounding only; the same levels on EfficientNet-Lite0 and the ResNet
+    goldens). ``w`` float64 [G, O, K], ``scale`` float64 [G, O], ``v`` float64 [G, K, K]
+    (columns over their diagonal); returns int8 [G, O, K]."""
+    k = w.shape[2]
+    wt = np.ascontiguousarray(w.transpose(0, 2, 1))                # [G, K, O]
+    vt = np.ascontiguousarray(v.transpose(0, 2, 1))                # vt[g, i, j] = v[g, j, i]
+    dt = np.zeros(wt.shape)                                        # w - s q, done columns
+    qt = np.zeros(wt.shape, np.int8)
+    scale = np.ascontiguousarray(scale, np.float64)
+    for b0 in range(0, k, BLOCK):
+        b1 = min(b0 + BLOCK, k)
+        start = wt[:, b0:b1] + np.matmul(vt[:, b0:b1, :b0], dt[:, :b0])   # [G, B, O]
+        kern.gptq_block(start, wt, vt, scale, dt, qt, b0, b1)
+    return np.ascontiguousarray(qt.transpose(0, 2, 1))
+
+
+_lock = threading.Lock()
+_kernel: object | None | bool = False   # False = not loaded yet, None = unavailable
+
+
+def _block_kernel():
+    """The compiled column loop (:mod:`tcc_compiler.quant.gptq_jit`), or None (numba
+    unavailable or disabled, :func:`tcc_compiler.numerics.jit.available`: the numpy loop)."""
+    global _kernel
+    if not jit.available():
+        return None
+    if _kernel is False:
+        with _lock:
+            if _kernel is False:
+                try:
+                    from tcc_compiler.quant import gptq_jit
+                    _kernel = gptq_jit
+                except Exception as exc:   # numba raises its own types; numpy serves
+                    log.info("GPTQ column kernel unavailable (%s): numpy", exc)
+                    _kernel = None
+    return _kernel
 
 
 def layer_k(node) -> int:
@@ -201,6 +250,8 @@ class HessianSum:
         self._sum: dict[tuple, np.ndarray] = {}          # (value, key) -> H so far
         self._kkc: set[tuple] = set()   # the (value, key) whose sum is [K, K, C] (depthwise)
         self._pending: dict[tuple, list[np.ndarray]] = {}  # (value, key) -> float32 columns
+        # (views of the values themselves for a 1x1 conv or an FC: calibration never changes
+        # a value in place)
 
     def names(self) -> list[str]:
         """The values the layers read (what :meth:`visit` needs)."""
@@ -237,7 +288,7 @@ class HessianSum:
         """Multiply the gathered columns of ``at`` into its ``H``."""
         pend = self._pending.pop(at, None)
         if pend:
-            self._add(at, _gram(np.concatenate(pend, axis=2)))
+            self._add(at, _gram(np.concatenate(pend, axis=2, dtype=np.float64)))
 
     @property
     def hess(self) -> dict[str, np.ndarray]:
@@ -266,9 +317,9 @@ BATCH_COLUMNS = 512
 
 
 def _gram(cols: np.ndarray) -> np.ndarray:
-    """``A A^T`` float64 [G, K, K] of columns ``A`` [G, K, P] (float32 values: converted
-    exactly)."""
-    a = cols.astype(np.float64)
+    """``A A^T`` float64 [G, K, K] of columns ``A`` [G, K, P] (float32 values, converted
+    exactly, or float64)."""
+    a = np.asarray(cols, np.float64)
     return np.matmul(a, a.transpose(0, 2, 1))        # BLAS (symmetric: dsyrk); einsum 100x slower
 
 

@@ -10,6 +10,8 @@ import pytest
 from onnx import helper
 
 from tcc_compiler.ir.ops import ConvAttrs, Op
+from tcc_compiler.numerics import jit
+from tcc_compiler.quant import weight_rounding
 from tcc_compiler.quant.quantize import quantize_weights
 from tcc_compiler.quant.weight_rounding import _gptq, _taps
 
@@ -121,6 +123,34 @@ def test_nearest_plane_form_equals_textbook_gptq(g, cout, k):
     w = r.standard_normal((g, cout, k)) * 0.05
     s = np.abs(w).max(-1) / 127
     np.testing.assert_array_equal(_gptq(w, s, h), _gptq_textbook(w, s, h))
+
+
+@pytest.mark.skipif(not jit.available(), reason="numba (the fast extra) not installed")
+@pytest.mark.parametrize("g,cout,k", [(1, 24, 300), (6, 1, 9), (2, 8, 130), (3, 5, 128)])
+def test_compiled_column_loop_picks_the_numpy_loops_levels(monkeypatch, g, cout, k):
+    """The compiled column loop (quant/gptq_jit.py, rows vectorised on the transposed layout)
+    and the numpy loop pick the same levels: the column values differ by float64 rounding only.
+    The weights are spread over many levels (scale max|w| / 127), so nearly every column's
+    update moves some level away from round-to-nearest."""
+    r = np.random.default_rng(k + g)
+    x = r.standard_normal((3 * k, k)) @ (r.standard_normal((k, k)) * 0.2 + np.eye(k))
+    x[:, 1] = 0.0
+    h = np.stack([x.T @ x] * g)
+    w = r.standard_normal((g, cout, k)) * 0.05
+    s = np.abs(w).max(-1) / 127
+    assert weight_rounding._block_kernel() is not None
+    got = _gptq(w, s, h)
+    monkeypatch.setattr(jit, "_enabled", False)
+    assert weight_rounding._block_kernel() is None
+    want = _gptq(w, s, h)
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.int8 and got.flags.c_contiguous
+    assert np.count_nonzero(want != quantize_weights_on(w, s)) > 0
+
+
+def quantize_weights_on(w, s):
+    """Round-to-nearest on the scales ``s`` [G, O] of ``w`` [G, O, K]."""
+    return np.clip(np.round(w / s[..., None]), -127, 127).astype(np.int8)
 
 
 def test_default_gptq_only_where_its_cost_is_bounded():
