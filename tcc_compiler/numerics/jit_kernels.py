@@ -241,10 +241,15 @@ def mean_error(q, zp, scale, f, out):
     another from 0.0, in that order (the channels side by side: each row of ``f`` is first
     transposed, so the loop over the channels vectorises without reordering any channel's
     additions); q integer [H, W, C] C-contiguous, zp/scale float64 [C], f float [1, C, H, W]
-    C-contiguous, out float64 [C]."""
+    C-contiguous, out float64 [C]. When a transposed row's stride is a multiple of 1 KiB
+    (256 float32 channels or more, a power of two) and the row has more than 8 pixels, each
+    row is padded by 64 bytes: the transposition's writes, one row apart, otherwise fall into
+    the same cache sets (measured loaded, per call: 56x56x256 1.11 -> 0.36 ms, 28x28x512 0.90
+    -> 0.19 ms; other strides are not padded: 10-40 % slower padded)."""
     h, w, c = q.shape
     acc = np.zeros(c, np.float64)
-    ft = np.empty((w, c), f.dtype)
+    pad = 64 // f.itemsize if (c * f.itemsize) % 1024 == 0 and w > 8 else 0
+    ft = np.empty((w, c + pad), f.dtype)
     for i in range(h):
         for ch in range(c):
             fr = f[0, ch, i]

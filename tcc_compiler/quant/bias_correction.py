@@ -294,7 +294,7 @@ def gated_bias_correction(float_graph: Graph, qgraph: Graph,
     layers = [n for n in qgraph.nodes if n.op in (Op.CONV, Op.FC)]
     prepared = {n.name: prepare_conv(n) for n in layers}
     weights = {name: p[0] for name, p in prepared.items()}   # the trials change only biases
-    golden = GoldenModel(qgraph, weights)
+    golden = GoldenModel(qgraph, prepared=prepared)   # the biases as prepared
     ins = [v.name for v in float_graph.inputs]
     ref = {}
     base = [_Sqnr(), _Sqnr()]        # by held-out fold

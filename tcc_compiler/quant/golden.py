@@ -204,12 +204,17 @@ class GoldenModel:
         weights: {conv/fc node name: its GEMM-ready weights} already made for these very
             weights (:func:`prepare_conv`'s first element; bias correction's trial models
             differ only in biases), or None; the nodes not in it are prepared here.
+        prepared: {conv/fc node name: its whole :func:`prepare_conv`} already made from the
+            graph's present constants (bias correction prepares them for its error pass), or
+            None; used as they are, ``weights`` then serves the other nodes.
     """
 
-    def __init__(self, graph: Graph, weights: Mapping[str, ConvWeights] | None = None):
+    def __init__(self, graph: Graph, weights: Mapping[str, ConvWeights] | None = None,
+                 prepared: Mapping[str, tuple] | None = None):
         self.graph = graph
-        weights = weights or {}
-        self._prepared = {id(n): prepare_conv(n, weights.get(n.name)) for n in graph.nodes
+        weights, prepared = weights or {}, prepared or {}
+        self._prepared = {id(n): prepared[n.name] if n.name in prepared
+                          else prepare_conv(n, weights.get(n.name)) for n in graph.nodes
                           if n.op in (Op.CONV, Op.FC)}
         # id(conv/fc node) -> (input shape, its conv_accumulator): chosen on the first run
         self._acc: dict[int, tuple] = {}

@@ -175,3 +175,28 @@ def test_common_shift_fires_only_within_bounds():
     assert _common_shift(shift, m, None, 2 ** 31 - 1, None) is None   # |acc| M' past 2**62
     assert _common_shift(np.array([38, 38]), m[:2], None, 5, None) is None   # already one
     assert _common_shift(np.array([2, 40]), m[:2], None, 5, None) is None    # up > 30
+
+
+@pytest.mark.parametrize("group", [1, 2])
+def test_float_operand_is_made_on_first_use_only(group):
+    # the float32 GEMM operands (ConvWeights.mats) are made from the int8 weights when a
+    # float GEMM first needs them, not when the weights are prepared (an int8 net whose GEMMs
+    # all take the integer kernel never makes them: ResNet-50 85 MB), and they are the very
+    # arrays the eager form made
+    rng = np.random.default_rng(3)
+    w = rng.integers(-128, 128, (8, 3, 3, 4)).astype(np.int8)
+    cw = G.prepare_conv_weights(w, group)
+    assert "mats" not in vars(cw)
+    og = 8 // group
+    want = [np.ascontiguousarray(w.astype(np.float32)[g * og:(g + 1) * og].reshape(og, -1).T)
+            for g in range(group)]
+    got = cw.mats
+    assert len(got) == group and cw.mats is got
+    for a, b in zip(got, want):
+        assert a.dtype == np.float32 and a.flags.c_contiguous
+        np.testing.assert_array_equal(a, b)
+    x = rng.integers(-128, 128, (6, 6, 4 * group)).astype(np.int8)
+    dw = G.prepare_conv_weights(rng.integers(-128, 128, (5, 3, 3, 1)).astype(np.int8), 5)
+    assert dw.mats == () and dw.dw is not None
+    if group == 1:
+        np.testing.assert_array_equal(G.conv_accumulate_f(x, 3, cw), _acc_ref(x, 3, w))

@@ -291,7 +291,8 @@ def test_mean_error_equals_numpy_bit_for_bit(qdtype):
     # f).mean(axis=(0, 2, 3)) bit for bit, on float values spread over 2**-17..2**17 so that
     # another order of additions rounds differently: above jit.ELIDE_ELEMS (numpy sums each
     # channel in pixel order: the kernel) and below it (numpy sums pairwise: numpy), one pixel
-    # (fc), one row or column, per-tensor and per-channel parameters, one channel
+    # (fc), one row or column, per-tensor and per-channel parameters, one channel, 256
+    # channels (the kernel's padded transposition rows)
     from tcc_compiler.ir.graph import QuantParams, Value
     from tcc_compiler.quant.params import mean_output_error
 
@@ -300,7 +301,7 @@ def test_mean_error_equals_numpy_bit_for_bit(qdtype):
     lo, hi = max(info.min, -2 ** 20), min(info.max, 2 ** 20)
     kernel = 0
     for c, h, w in ((8, 64, 64), (8, 63, 64), (16, 46, 46), (16, 45, 45), (3, 1, 11000),
-                    (40, 820, 1), (40000, 1, 1), (2, 7, 5), (1, 200, 200)):
+                    (40, 820, 1), (40000, 1, 1), (2, 7, 5), (1, 200, 200), (256, 12, 12)):
         q = rng.integers(lo, hi, (h, w, c)).astype(qdtype)
         f = (rng.standard_normal((1, c, h, w)) * np.exp2(rng.uniform(-17, 17, (1, c, h, w)))
              ).astype(np.float32)

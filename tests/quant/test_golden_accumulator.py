@@ -60,3 +60,16 @@ def test_no_routine_for_a_wide_input(small_folder):
     prepared = golden.prepare_conv(conv)
     x16 = np.zeros((16, 16, conv.inputs[1].const.shape[1]), np.int16)
     assert golden.conv_accumulator(conv, x16, prepared) is None
+
+
+def test_prepared_tuples_are_used_as_given(small_folder, monkeypatch):
+    # GoldenModel(prepared=...) takes a caller's prepare_conv results (bias correction's error
+    # pass made them for the same constants) instead of preparing those nodes again: the
+    # same outputs, no second prepare_conv of them
+    graph, xs = _graph_and_inputs(small_folder)
+    convs = [n for n in graph.nodes if n.op in (Op.CONV, Op.FC)]
+    made = {n.name: golden.prepare_conv(n) for n in convs}
+    want = golden.GoldenModel(graph).run(xs[0], keep=True)
+    monkeypatch.setattr(golden, "prepare_conv", lambda *a, **k: pytest.fail("prepared again"))
+    gm = golden.GoldenModel(graph, prepared=made)
+    assert _same(gm.run(xs[0], keep=True), want)
