@@ -59,6 +59,7 @@ from tcc_compiler.sim.vector_ops import (run_add_tile, run_ew_tile, run_lut_tile
 from tcc_compiler.sim.hazards import HazardError, Ordering, ShadowMemory
 from tcc_compiler.sim.limits import check_program
 from tcc_compiler.sim.provenance import Provenance, sram_write_hull, weight_source
+from tcc_compiler.sim.replay import Replay, make_replay
 from tcc_compiler.sim.memory import INT_DTYPES, ByteBox, Memory
 from tcc_compiler.sim.zskip import unread_weight_loads
 from tcc_compiler.target import Target
@@ -159,6 +160,8 @@ class Executor:
         self._z_unread: frozenset[int] | None = None
         self._z_skip: frozenset[int] = frozenset()
         self._z_reuse = False   # the current run is a repeat in-order run of one core
+        # such a run's per-command steps, made once after one (sim/replay.py)
+        self._replay: Replay | None = None
         # a run keeps its SRAMs, DRAM regions, registers and provenance in the attributes
         # above: runs from several threads (one tc.load model shared) take turns
         self._lock = threading.Lock()
@@ -243,6 +246,8 @@ class Executor:
         names, steps = self._names, self._steps
         track = self._ops.start(schedule, self._track)
         self._skips_for_run(shadow is not None or multi)
+        if self._z_reuse and self._replay is not None:
+            return self._run_replay(self._replay)
         with blas_threads(self.blas_threads):
             for pos, i in enumerate(order):
                 cmd = cmds[i]
@@ -269,11 +274,33 @@ class Executor:
                     self._regs.update(cmd)
         self._ops.finish()   # every command ran
         self._found_unread()
+        if self._z_reuse and self._z_unread is not None:   # later such runs replay this one
+            self._replay = make_replay(cmds, steps, self._ops.ready, self._z_unread,
+                                       self._conv_tile, ExecStats(), stats)
         self.stats = stats
         log.debug("executed %d commands: %s", len(c.commands), dict(stats.commands))
         return bytes(self._dram[spec.Region.OUTPUT].buf), stats
 
     # -- run-loop helpers ----------------------------------------------------------------------
+
+    def _run_replay(self, replay: Replay) -> tuple[bytes, ExecStats]:
+        """A repeat in-order run of one core by its :class:`~tcc_compiler.sim.replay.Replay`
+        (the memories already set up by :meth:`_run_locked`); failures as in
+        :meth:`_dispatch`."""
+        self._regs = self._regs_of[0] = replay.start()
+        i = -1
+        try:
+            with blas_threads(self.blas_threads):
+                for i, step in replay.steps:
+                    step()
+        except (ValueError, IndexError, OverflowError, MemoryError, TypeError) as exc:
+            cmd = self.cmd.commands[i]
+            raise self._err(i, cmd, f"cannot execute ({type(exc).__name__}: "
+                                    f"{first_line(exc, 160)})") from None
+        self._ops.finish()
+        self.stats = stats = ExecStats(Counter(replay.commands),
+                                       Counter(replay.bytes_per_queue), replay.macs)
+        return bytes(self._dram[spec.Region.OUTPUT].buf), stats
 
     def _raise_later_hazard(self, shadow: ShadowMemory, cmds, rest: list[int]) -> None:
         """Record the accesses of the commands ``rest`` (not executed) after a command failed
