@@ -272,11 +272,7 @@ class Executor:
                         break
                 else:
                     self._regs.update(cmd)
-        self._ops.finish()   # every command ran
-        self._found_unread()
-        if self._z_reuse and self._z_unread is not None:   # later such runs replay this one
-            self._replay = make_replay(cmds, steps, self._ops.ready, self._z_unread,
-                                       self._conv_tile, ExecStats(), stats)
+        self._after_run(stats)
         self.stats = stats
         log.debug("executed %d commands: %s", len(c.commands), dict(stats.commands))
         return bytes(self._dram[spec.Region.OUTPUT].buf), stats
@@ -367,6 +363,17 @@ class Executor:
         hazard tracking, else (``other``: tracked, or several cores) none."""
         self._z_reuse = not other and self._ops.mode == REUSE
         self._z_skip = (self._z_unread or frozenset()) if self._z_reuse else frozenset()
+
+    def _after_run(self, stats: ExecStats) -> None:
+        """After a run of the general loop went through every command: the sources are
+        complete (:meth:`ConvOperands.finish`), the unread loads found; after a repeat in-order
+        run of one core, later such runs replay it (:mod:`tcc_compiler.sim.replay`)."""
+        self._ops.finish()
+        self._found_unread()
+        if self._z_reuse and self._z_unread is not None:
+            self._replay = make_replay(self.cmd.commands, self._steps, self._ops.ready,
+                                       self._z_unread, self._conv_tile, ExecStats(), stats,
+                                       self._writes)
 
     def _found_unread(self) -> None:
         """After a complete repeat in-order run (every tile's kept operands known): find the

@@ -23,9 +23,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tcc_compiler.isa.commands import Command, ConvTile, DmaLoadZ, End, Registers
+from tcc_compiler.numerics.accumulator import shared_input
+from tcc_compiler.sim.conv_exec import plain_step
+from tcc_compiler.sim.gemm_groups import shared_input_groups
 
 
 @dataclass
@@ -39,6 +42,9 @@ class Replay:
             :meth:`start`, as a run starts from empty registers).
         commands, bytes_per_queue, macs: the :class:`~tcc_compiler.sim.executor.ExecStats`
             counters of the run it was made from.
+        runs: replays started (the identity of the current one, :meth:`start`).
+        groups: the tiles sharing one GEMM (:mod:`tcc_compiler.sim.gemm_groups`), command
+            indices in run order.
     """
 
     steps: list[tuple[int, Callable[[], object]]]
@@ -46,16 +52,23 @@ class Replay:
     commands: Counter
     bytes_per_queue: Counter
     macs: int
+    runs: int = 0
+    groups: list[list[int]] = field(default_factory=list)
 
     def start(self) -> Registers:
-        """Clear :attr:`regs` (a run starts with no CONV_CFG, POOL_CFG or ADD_CFG) and return
-        it: the executor's current registers for the run."""
+        """Count a new replay and clear :attr:`regs` (a run starts with no CONV_CFG,
+        POOL_CFG or ADD_CFG); return them: the executor's current registers for the run."""
+        self.runs += 1
         self.regs.conv = self.regs.pool = self.regs.add = None
         return self.regs
 
+    def run_id(self) -> int:
+        """The current replay's identity (:attr:`runs`)."""
+        return self.runs
+
 
 def make_replay(cmds: Sequence[Command], steps: Sequence, ready: dict, skip: frozenset,
-                conv_tile: Callable, scratch, stats) -> Replay:
+                conv_tile: Callable, scratch, stats, writes: dict) -> Replay:
     """A :class:`Replay` of the in-order stream ``cmds`` (one core).
 
     Args:
@@ -68,23 +81,34 @@ def make_replay(cmds: Sequence[Command], steps: Sequence, ready: dict, skip: fro
             declines (compiled kernels switched off since).
         scratch: an ExecStats the handlers count into during a replay (discarded: the
             replay's counters are ``stats``'s). stats: the ExecStats of the run it is made from.
+        writes: command index -> (SRAM write hull or None, ...) of every handled command
+            (the executor's record), for :func:`~tcc_compiler.sim.gemm_groups.
+            shared_input_groups`.
     """
     regs = Registers()
-    out: list[tuple[int, Callable[[], object]]] = []
+    order: list[int] = []
     for i, cmd in enumerate(cmds):
-        handler = steps[i]
+        if steps[i] is None and isinstance(cmd, End):
+            break
+        if not (isinstance(cmd, DmaLoadZ) and i in skip):
+            order.append(i)
+    rp = Replay([], regs, Counter(stats.commands), Counter(stats.bytes_per_queue), stats.macs)
+    plain = {i: r[4] for i, r in ready.items() if r[4] is not None}
+    rp.groups = shared_input_groups(order, ready, writes, lambda i: steps[i] is not None)
+    for group in rp.groups:
+        fns = shared_input([ready[i][3] for i in group], rp.run_id)
+        for i, fn in zip(group, fns):
+            pl, cp, cw = ready[i][:3]
+            plain[i] = plain_step(pl, cp, cw, fn)
+    for i in order:
+        cmd, handler = cmds[i], steps[i]
         if handler is None:
-            if isinstance(cmd, End):
-                break
-            out.append((i, _bind(regs.update, cmd)))
-        elif isinstance(cmd, DmaLoadZ) and i in skip:
-            continue
-        elif isinstance(cmd, ConvTile) and i in ready and ready[i][4] is not None:
-            out.append((i, _plain_or(ready[i][4], conv_tile, i, cmd, scratch)))
+            rp.steps.append((i, _bind(regs.update, cmd)))
+        elif isinstance(cmd, ConvTile) and plain.get(i) is not None:
+            rp.steps.append((i, _plain_or(plain[i], conv_tile, i, cmd, scratch)))
         else:
-            out.append((i, _bind3(handler, i, cmd, scratch)))
-    return Replay(out, regs, Counter(stats.commands), Counter(stats.bytes_per_queue),
-                  stats.macs)
+            rp.steps.append((i, _bind3(handler, i, cmd, scratch)))
+    return rp
 
 
 def _bind(fn, a):
