@@ -501,11 +501,14 @@ class Executor:
                                           self._sram_tensor, self._sram_view)
         return plan
 
-    def _conv_tile(self, i: int, t: ConvTile, stats: ExecStats) -> None:
+    def _conv_tile(self, i: int, t: ConvTile, stats: ExecStats, acc=None) -> None:
+        """CONV_TILE ``i``; ``acc``: an accumulator routine for its kept operands in place of
+        the kept one (a replay's shared GEMM, sim/replay.py), else None."""
         pl = self._conv_plan(i, t)
         ready = self._ops.ready.get(i)
         if ready is not None and ready[0] is pl:   # remembered sources: the same objects
             _, cp, cw, acc_fn, step = ready
+            acc_fn = acc or acc_fn
             if step is not None and step():   # the plainest route, chosen once
                 stats.bytes_per_queue["COMPUTE"] += pl.read_fixed + pl.direct.nbytes
                 stats.macs += pl.macs

@@ -34,8 +34,8 @@ def shared_input_groups(order: Sequence[int], ready: dict, writes: dict,
         ready: command index -> (plan, params, weights, accumulator routine, plain step) of
             the tiles with kept operands (:attr:`~tcc_compiler.sim.conv_operands.ConvOperands.
             ready`); only tiles whose routine is a
-            :class:`~tcc_compiler.numerics.accumulator.GemmRoutine` and that have a plain
-            step take part.
+            :class:`~tcc_compiler.numerics.accumulator.GemmRoutine` and whose plan holds a
+            view of the input (``plan.x``) take part.
         writes: command index -> (its SRAM write hull (start, end) in bytes or None, ...) of
             every handled command (recorded on an in-order run).
         handled: whether command ``i`` has a handler (else a register or sync command, which
@@ -52,7 +52,7 @@ def shared_input_groups(order: Sequence[int], ready: dict, writes: dict,
 
     for i in order:
         r = ready.get(i)
-        if r is not None and isinstance(r[3], GemmRoutine) and r[4] is not None:
+        if r is not None and isinstance(r[3], GemmRoutine) and r[0].x is not None:
             pl = r[0]
             lo, hi = (a - _address(pl.sram.arr) for a in _bounds(pl.x))
             key = (lo, hi, pl.x.shape, pl.x.strides, r[3].key)

@@ -77,8 +77,10 @@ def make_replay(cmds: Sequence[Command], steps: Sequence, ready: dict, skip: fro
         ready: the tiles' kept operands (:attr:`~tcc_compiler.sim.conv_operands.ConvOperands.
             ready`: index -> (plan, params, weights, accumulator, plain step or None)).
         skip: the DMA_LOAD_Z indices a repeat run leaves out (:mod:`tcc_compiler.sim.zskip`).
-        conv_tile: the executor's CONV_TILE handler, the fallback of a plain step that
-            declines (compiled kernels switched off since).
+        conv_tile: the executor's CONV_TILE handler ``conv_tile(i, cmd, stats, acc=None)``
+            (``acc``: an accumulator routine in place of the kept one): the fallback of a
+            plain step that declines (compiled kernels switched off since), and the step of a
+            grouped tile with no plain step.
         scratch: an ExecStats the handlers count into during a replay (discarded: the
             replay's counters are ``stats``'s). stats: the ExecStats of the run it is made from.
         writes: command index -> (SRAM write hull or None, ...) of every handled command
@@ -94,18 +96,24 @@ def make_replay(cmds: Sequence[Command], steps: Sequence, ready: dict, skip: fro
             order.append(i)
     rp = Replay([], regs, Counter(stats.commands), Counter(stats.bytes_per_queue), stats.macs)
     plain = {i: r[4] for i, r in ready.items() if r[4] is not None}
+    shared = {}   # command index -> its part of a shared GEMM (a tile with no plain step)
     rp.groups = shared_input_groups(order, ready, writes, lambda i: steps[i] is not None)
     for group in rp.groups:
         fns = shared_input([ready[i][3] for i in group], rp.run_id)
         for i, fn in zip(group, fns):
             pl, cp, cw = ready[i][:3]
-            plain[i] = plain_step(pl, cp, cw, fn)
+            if plain.get(i) is not None:
+                plain[i] = plain_step(pl, cp, cw, fn)
+            else:
+                shared[i] = fn
     for i in order:
         cmd, handler = cmds[i], steps[i]
         if handler is None:
             rp.steps.append((i, _bind(regs.update, cmd)))
         elif isinstance(cmd, ConvTile) and plain.get(i) is not None:
             rp.steps.append((i, _plain_or(plain[i], conv_tile, i, cmd, scratch)))
+        elif i in shared:   # the general route, its accumulator the shared GEMM's part
+            rp.steps.append((i, _bind4(conv_tile, i, cmd, scratch, shared[i])))
         else:
             rp.steps.append((i, _bind3(handler, i, cmd, scratch)))
     return rp
@@ -120,6 +128,12 @@ def _bind(fn, a):
 def _bind3(fn, a, b, c):
     def step():
         return fn(a, b, c)
+    return step
+
+
+def _bind4(fn, a, b, c, d):
+    def step():
+        return fn(a, b, c, d)
     return step
 
 
