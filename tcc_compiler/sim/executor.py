@@ -59,6 +59,7 @@ from tcc_compiler.sim.vector_ops import (run_add_tile, run_ew_tile, run_lut_tile
 from tcc_compiler.sim.hazards import HazardError, Ordering, ShadowMemory
 from tcc_compiler.sim.limits import check_program
 from tcc_compiler.sim.provenance import Provenance, sram_write_hull, weight_source
+from tcc_compiler.sim.replay import Replay, make_replay
 from tcc_compiler.sim.memory import INT_DTYPES, ByteBox, Memory
 from tcc_compiler.sim.zskip import unread_weight_loads
 from tcc_compiler.target import Target
@@ -159,6 +160,8 @@ class Executor:
         self._z_unread: frozenset[int] | None = None
         self._z_skip: frozenset[int] = frozenset()
         self._z_reuse = False   # the current run is a repeat in-order run of one core
+        # such a run's per-command steps, made once after one (sim/replay.py)
+        self._replay: Replay | None = None
         # a run keeps its SRAMs, DRAM regions, registers and provenance in the attributes
         # above: runs from several threads (one tc.load model shared) take turns
         self._lock = threading.Lock()
@@ -243,6 +246,8 @@ class Executor:
         names, steps = self._names, self._steps
         track = self._ops.start(schedule, self._track)
         self._skips_for_run(shadow is not None or multi)
+        if self._z_reuse and self._replay is not None:
+            return self._run_replay(self._replay)
         with blas_threads(self.blas_threads):
             for pos, i in enumerate(order):
                 cmd = cmds[i]
@@ -267,13 +272,31 @@ class Executor:
                         break
                 else:
                     self._regs.update(cmd)
-        self._ops.finish()   # every command ran
-        self._found_unread()
+        self._after_run(stats)
         self.stats = stats
         log.debug("executed %d commands: %s", len(c.commands), dict(stats.commands))
         return bytes(self._dram[spec.Region.OUTPUT].buf), stats
 
     # -- run-loop helpers ----------------------------------------------------------------------
+
+    def _run_replay(self, replay: Replay) -> tuple[bytes, ExecStats]:
+        """A repeat in-order run of one core by its :class:`~tcc_compiler.sim.replay.Replay`
+        (the memories already set up by :meth:`_run_locked`); failures as in
+        :meth:`_dispatch`."""
+        self._regs = self._regs_of[0] = replay.start()
+        i = -1
+        try:
+            with blas_threads(self.blas_threads):
+                for i, step in replay.steps:
+                    step()
+        except (ValueError, IndexError, OverflowError, MemoryError, TypeError) as exc:
+            cmd = self.cmd.commands[i]
+            raise self._err(i, cmd, f"cannot execute ({type(exc).__name__}: "
+                                    f"{first_line(exc, 160)})") from None
+        self._ops.finish()
+        self.stats = stats = ExecStats(Counter(replay.commands),
+                                       Counter(replay.bytes_per_queue), replay.macs)
+        return bytes(self._dram[spec.Region.OUTPUT].buf), stats
 
     def _raise_later_hazard(self, shadow: ShadowMemory, cmds, rest: list[int]) -> None:
         """Record the accesses of the commands ``rest`` (not executed) after a command failed
@@ -340,6 +363,17 @@ class Executor:
         hazard tracking, else (``other``: tracked, or several cores) none."""
         self._z_reuse = not other and self._ops.mode == REUSE
         self._z_skip = (self._z_unread or frozenset()) if self._z_reuse else frozenset()
+
+    def _after_run(self, stats: ExecStats) -> None:
+        """After a run of the general loop went through every command: the sources are
+        complete (:meth:`ConvOperands.finish`), the unread loads found; after a repeat in-order
+        run of one core, later such runs replay it (:mod:`tcc_compiler.sim.replay`)."""
+        self._ops.finish()
+        self._found_unread()
+        if self._z_reuse and self._z_unread is not None:
+            self._replay = make_replay(self.cmd.commands, self._steps, self._ops.ready,
+                                       self._z_unread, self._conv_tile, ExecStats(), stats,
+                                       self._writes)
 
     def _found_unread(self) -> None:
         """After a complete repeat in-order run (every tile's kept operands known): find the
@@ -467,11 +501,14 @@ class Executor:
                                           self._sram_tensor, self._sram_view)
         return plan
 
-    def _conv_tile(self, i: int, t: ConvTile, stats: ExecStats) -> None:
+    def _conv_tile(self, i: int, t: ConvTile, stats: ExecStats, acc=None) -> None:
+        """CONV_TILE ``i``; ``acc``: an accumulator routine for its kept operands in place of
+        the kept one (a replay's shared GEMM, sim/replay.py), else None."""
         pl = self._conv_plan(i, t)
         ready = self._ops.ready.get(i)
         if ready is not None and ready[0] is pl:   # remembered sources: the same objects
             _, cp, cw, acc_fn, step = ready
+            acc_fn = acc or acc_fn
             if step is not None and step():   # the plainest route, chosen once
                 stats.bytes_per_queue["COMPUTE"] += pl.read_fixed + pl.direct.nbytes
                 stats.macs += pl.macs

@@ -1,0 +1,75 @@
+"""Repeat in-order runs of one core replay the per-command steps made once
+(tcc_compiler/sim/replay.py): same bytes and counters as a fresh executor, no general loop,
+failures still naming the command, other schedules unaffected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tcc_compiler.errors import ExecutionError
+from tcc_compiler.runtime import load_program
+from tcc_compiler.sim import Executor
+
+
+def _inputs(n_bytes: int, n: int = 3) -> list[bytes]:
+    rng = np.random.default_rng(11)
+    return [rng.integers(0, 256, n_bytes, dtype=np.uint8).tobytes() for _ in range(n)]
+
+
+def _general_loop_off(ex, monkeypatch) -> None:
+    """Make every command the general loop runs fail: only a replay can run now."""
+    def refuse(handler, i, cmd, stats):
+        raise AssertionError(f"general loop ran command {i}")
+    monkeypatch.setattr(ex, "_dispatch", refuse)
+
+
+def test_repeat_runs_replay_with_fresh_bytes_and_counters(small_folder, monkeypatch):
+    _, out = small_folder
+    prog = load_program(out)
+    ex = prog.executor
+    inputs = _inputs(ex.cmd.input_bytes)
+    for x in inputs[:2]:   # a recording run, then a reusing run: the replay is made
+        ex.run(x)
+    _general_loop_off(ex, monkeypatch)
+    for x in inputs + inputs[:1]:
+        got, stats = ex.run_with_stats(x)
+        fresh = Executor(ex.cmd, prog.weights, ex.target)
+        want, want_stats = fresh.run_with_stats(x, check=True)
+        assert got == want
+        assert stats.commands == want_stats.commands
+        assert stats.bytes_per_queue == want_stats.bytes_per_queue
+        assert stats.macs == want_stats.macs
+        assert ex.stats is stats
+
+
+def test_other_schedules_between_replays_keep_their_bytes(small_folder):
+    _, out = small_folder
+    prog = load_program(out)
+    ex = prog.executor
+    inputs = _inputs(ex.cmd.input_bytes, 4)
+    want = [Executor(ex.cmd, prog.weights, ex.target).run(x) for x in inputs]
+    got = []
+    for k, x in enumerate(inputs * 2):   # in order, random, checked, in order, ...
+        kw = ({}, {"schedule": "random", "seed": k}, {"check": True})[k % 3]
+        got.append(ex.run(x, **kw))
+    assert ex._replay is not None
+    assert got == want + want
+
+
+def test_a_failing_replayed_command_is_named(small_folder):
+    _, out = small_folder
+    prog = load_program(out)
+    ex = prog.executor
+    x = _inputs(ex.cmd.input_bytes, 1)[0]
+    ex.run(x)
+    ex.run(x)
+    j, _ = ex._replay.steps[len(ex._replay.steps) // 2]
+
+    def broken():
+        raise ValueError("operand out of range")
+    ex._replay.steps[len(ex._replay.steps) // 2] = (j, broken)
+    name = ex.cmd.commands[j].name
+    with pytest.raises(ExecutionError, match=rf"command {j} \({name}\): cannot execute "
+                                             r"\(ValueError: operand out of range\)"):
+        ex.run(x)
