@@ -51,6 +51,8 @@ class Lowering:
     :func:`~tcc_compiler.schedule.lift.plan_lifts`); ops not named keep their place.
     ``wlifts``: conv name -> SRAM address its weight slots start at, upwards, outside its
     tile area (:func:`~tcc_compiler.schedule.lift.plan_weight_lifts`).
+    ``tight_slots``: each conv's weight slots sized by the blocks they receive
+    (:class:`~tcc_compiler.schedule.ops.context.OpContext` ``tight_slots``).
 
     Attributes (after :meth:`run`):
         mem: the :class:`~tcc_compiler.schedule.memory.MemoryPlan` used.
@@ -63,8 +65,9 @@ class Lowering:
                  compressor: BlockCompressor | None = None, cascade: bool = False,
                  hoist: Hoist | tuple[Hoist, ...] | None = None, memo: dict | None = None,
                  mem: MemoryPlan | None = None, lifts: dict[str, int] | None = None,
-                 wlifts: dict[str, int] | None = None):
+                 wlifts: dict[str, int] | None = None, tight_slots: bool = False):
         self.graph, self.t, self.cascade, self.hoist = graph, target, cascade, hoist
+        self.tight_slots = tight_slots
         self.lifts = lifts or {}
         self.wlifts = wlifts or {}
         self.op_spans: list[OpSpan] = []
@@ -105,7 +108,8 @@ class Lowering:
                 continue   # a view: the producers and readers address the shared buffer
             if id(n) in mem.fused_luts:
                 continue   # run in the epilogue of the conv producing its input
-            ctx = OpContext(em, mem, weights, t, source, base=mem.base(n), memo=self.memo)
+            ctx = OpContext(em, mem, weights, t, source, base=mem.base(n), memo=self.memo,
+                            tight_slots=self.tight_slots)
             n_ops = len(em.tile_spans)
             if id(n) in mem.chains:   # the whole chain runs at its last op's place
                 if pf is not None:

@@ -292,16 +292,18 @@ class _ConvEmission:
         # slot re-enters when the block in it is done (its last compute in last_read). A
         # prefetch consumer whose blocks each run once also reuses the places of its
         # prefetched blocks once they are done, so its own loads run further ahead.
-        self.pool = collections.deque((w_slots[j], p_slots[j], ("w", j)) for j in range(nwb))
+        self.pool = collections.deque((w_slots[j], p_slots[j], ("w", j))
+                                      for j in range(len(w_slots)))
 
     def _weight_slots(self, sa, kw_bytes: int, nwb: int) -> tuple[list, list]:
         """(weights SRAM, params SRAM) of the ``nwb`` weight slots; a merged block
         (:func:`conv_setup`) takes one buffer, its records after its weights (params None)."""
-        ocb = self.plan.ocb
         self.merged = self.blobs.merged
         ctx = self.ctx
-        sizes = ([ocb * (kw_bytes + PARAM_RECORD_BYTES)] * nwb if self.merged
-                 else [ocb * kw_bytes] * nwb + [ocb * PARAM_RECORD_BYTES] * nwb)
+        chans = self._slot_channels(nwb)
+        nwb = len(chans)
+        sizes = ([c * (kw_bytes + PARAM_RECORD_BYTES) for c in chans] if self.merged
+                 else [c * kw_bytes for c in chans] + [c * PARAM_RECORD_BYTES for c in chans])
         al = ctx.t.sram_align_bytes
         ctx.wslot_bytes = sum(align_up(max(n, 1), al) for n in sizes)
         if ctx.wlift is not None and not self.prefetched:
@@ -317,6 +319,29 @@ class _ConvEmission:
         if self.merged:
             return offs, [None] * nwb
         return offs[:nwb], offs[nwb:]
+
+    def _slot_channels(self, nwb: int) -> list[int]:
+        """Output channels each weight slot must hold, one entry per slot: ``nwb`` slots of
+        the plan's block (``ocb``), or, with ``ctx.tight_slots``, the widest block each slot
+        receives, and no more slots than loads (at least one). The slots take the loads in
+        turn (:meth:`pump` pops the oldest free slot, :meth:`_switch_weights` frees them in
+        load order; a prefetch consumer's own slots come before its prefetched blocks'
+        places, so this holds for its first ``nwb`` loads), so a last, narrower block
+        (MobileNetV2's 96-channel projections in a 64 and a 32; its classifier's 40-channel
+        block after 15 prefetched ones) leaves the SRAM above it to the next op's first
+        weight load instead of reserving a full block there."""
+        ocb = self.plan.ocb
+        if not self.ctx.tight_slots or nwb == 1:
+            return [ocb] * nwb
+        order = [b for _, b, _ in self.tiles]
+        loads = [b for j, b in enumerate(order) if (j == 0 or order[j - 1][0] != b[0])
+                 and b[0] // min(ocb, self.g.o) not in self.prefetched]
+        if self.prefetched and len(loads) > nwb:   # later loads may take prefetched places
+            return [ocb] * nwb
+        chans = [0] * min(nwb, max(len(loads), 1))
+        for j, (o0, o1) in enumerate(loads):
+            chans[j % len(chans)] = max(chans[j % len(chans)], o1 - o0)
+        return [c or ocb for c in chans]
 
     def _weight_schedule(self) -> None:
         """The order the weight blocks are loaded in, and whether loads are issued eagerly."""
@@ -342,8 +367,8 @@ class _ConvEmission:
             n_max -= 1
             w_off, p_off, key = self.pool.popleft()
             k = self.loads.pop(0)
-            deps = [self.last_read.get(key)] + em.free(w_off, self.w_bytes)
-            wb = blobs.weight_blocks[k]
+            wb = blobs.weight_blocks[k]   # (it writes only its block's bytes of the slot)
+            deps = [self.last_read.get(key)] + em.free(w_off, wb.raw_bytes)
             if self.merged:   # the block's records follow its weights
                 self.last_write[key] = em.load_block(deps, self.label + " weights+params",
                                                      SLOT_WEIGHTS, wb, w_off)
@@ -351,7 +376,8 @@ class _ConvEmission:
             else:
                 em.load_block(deps, self.label + " weights", SLOT_WEIGHTS, wb, w_off)
                 self.last_write[key] = em.load_block(
-                    em.free(p_off, self.p_bytes), self.label + " params", SLOT_PARAMS,
+                    em.free(p_off, blobs.param_blocks[k].raw_bytes), self.label + " params",
+                    SLOT_PARAMS,
                     blobs.param_blocks[k], p_off)
                 p_blk = p_off
             self.issued.append((k, w_off, p_blk, key, self.last_write[key]))
