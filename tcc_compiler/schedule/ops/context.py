@@ -48,6 +48,10 @@ class OpContext:
         tight_slots: a conv whose blocks are all loaded in its own lowering sizes each
             weight slot by the widest block it receives, not the plan's block
             (schedule/ops/conv.py ``_slot_channels``); False: every slot a full block.
+        whole_out: a conv with a 1x1 output (a classifier) not resident, in more than two
+            channel blocks, writes them into one SRAM buffer stored in two DMAs (the blocks
+            before the last, then the last); False: a double-buffered output slot per block,
+            each stored on its own.
     """
 
     em: Emitter
@@ -67,6 +71,7 @@ class OpContext:
     wlift: int | None = None
     wslot_bytes: int = 0
     tight_slots: bool = False
+    whole_out: bool = False
 
     def budget(self) -> int:
         """SRAM bytes the op's tile buffers may use: above its base, below the reserve."""
