@@ -145,3 +145,31 @@ def test_a_prefetch_consumers_own_slots_may_be_weight_lifted():
     assert plan_weight_lifts(spans, 64) == {"c": 256}
     spans[2] = OpSpan("c", 0, 200, 0, 1000, False, 100, (), False)
     assert plan_weight_lifts(spans, 64) == {}
+
+
+def test_short_last_block_keeps_the_block_count_and_the_budget():
+    """A 256 -> 1280 1x1 conv run as one spatial tile in channel blocks: the widest block of
+    the array's width with as many blocks that fits (the last block narrowest); the same
+    plan for a conv it does not apply to (several spatial tiles)."""
+    from tcc_compiler.schedule.geom import conv_geom
+    from tcc_compiler.schedule.ops.convslots import short_last_block
+    from tcc_compiler.schedule.tiling import NO_RESIDENCY, plan_conv, working_set
+
+    g, _ = quantized_prefetch_net(256, (1280,))
+    t = load_target()
+    geom = conv_geom([n for n in g.nodes if n.op.name == "CONV"][-1], t)
+    seen = 0
+    for kb in range(64, 1024, 16):
+        plan = plan_conv(geom, t, kb * 1024)
+        got = short_last_block(geom, t, plan, kb * 1024, NO_RESIDENCY)
+        nb = -(-geom.o // plan.ocb)
+        if plan.rows < geom.oh or plan.cols < geom.ow or nb < 2:
+            assert got == plan
+            continue
+        seen += 1
+        assert -(-geom.o // got.ocb) == nb and got.ocb >= plan.ocb and got.ocb % 64 == 0
+        assert working_set(geom, got.rows, got.cols, got.ocb, nb, 64, got.wbufs) <= kb * 1024
+        wider = got.ocb + 64
+        assert -(-geom.o // wider) < nb or working_set(
+            geom, got.rows, got.cols, wider, nb, 64, got.wbufs) > kb * 1024
+    assert seen, "no budget runs the conv as one spatial tile in channel blocks"

@@ -30,7 +30,7 @@ from tcc_compiler.schedule.epilogue import table_bytes
 from tcc_compiler.schedule.emitter import Dep, dma_fields
 from tcc_compiler.schedule.geom import channel_blocks, conv_geom, in_box, spatial_tiles
 from tcc_compiler.schedule.ops.context import OpContext, label
-from tcc_compiler.schedule.ops.convslots import slot_channels, store_cut
+from tcc_compiler.schedule.ops.convslots import short_last_block, slot_channels, store_cut
 from tcc_compiler.schedule.program import SLOT_PARAMS, SLOT_SHORTCUT, SLOT_WEIGHTS, LayerInfo
 from tcc_compiler.schedule.cost import depthwise_parts
 from tcc_compiler.schedule.ops.dwsplit import emit_parts, part_weights, split_text
@@ -179,6 +179,9 @@ class _ConvEmission:
         else:
             self.plan = plan_conv(g, ctx.t, ctx.budget() - self.lut_bytes,
                                   mem.conv_residency(n, g))
+            if ctx.tight_slots:
+                self.plan = short_last_block(g, ctx.t, self.plan, ctx.budget() - self.lut_bytes,
+                                             mem.conv_residency(n, g))
             self.blobs, cfg = conv_setup(ctx.weights, ctx.t, n, g, min(self.plan.ocb, g.o),
                                          info, ctx.memo)
         self.xins = [m.tensor(n.inputs[0]) for m in views]

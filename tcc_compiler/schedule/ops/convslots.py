@@ -4,9 +4,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable, Collection, Sequence
 
 from tcc_compiler.schedule.cost import dma_cycles
+from tcc_compiler.schedule.tiling import (ConvGeom, ConvPlan, Residency, psum_bytes,
+                                          uses_depthwise_mode, working_set)
 from tcc_compiler.target import Target
 
 #: Weight slots a tight conv may take when its plan has two and it loads three blocks or more.
@@ -44,8 +48,9 @@ def slot_channels(ocb: int, blocks: Sequence[tuple[int, int]], prefetched: Colle
              and b[0] // ocb not in prefetched]
     if prefetched and len(loads) > nwb:   # later loads may take prefetched places
         return [ocb] * nwb
-    if not prefetched and nwb == 2 and len(loads) >= MAX_TIGHT_SLOTS and fits(MAX_TIGHT_SLOTS):
-        nwb = MAX_TIGHT_SLOTS
+    if not prefetched and nwb == 2:
+        nwb = max([k for k in range(3, min(MAX_TIGHT_SLOTS, len(loads)) + 1) if fits(k)],
+                  default=2)
     chans = [0] * min(nwb, max(len(loads), 1))
     for j, (o0, o1) in enumerate(loads):
         chans[j % len(chans)] = max(chans[j % len(chans)], o1 - o0)
@@ -62,3 +67,28 @@ def store_cut(tile_cycles: Sequence[int], ends: Sequence[int], t: Target) -> int
     n = len(tile_cycles)
     return max([m for m in range(1, n) if dma_cycles(ends[m - 1], t) <= sum(tile_cycles[m:])],
                default=n - 1)
+
+
+def short_last_block(g: ConvGeom, t: Target, plan: ConvPlan, budget: int,
+                     res: Residency) -> ConvPlan:
+    """``plan`` with the widest output-channel block (a multiple of the array's output lanes)
+    that keeps its number of blocks and fits ``budget`` bytes, so its last block is the
+    narrowest: a load-bound conv's last block is loaded and computed last, and the ops after
+    it wait for that compute (MobileNetV2's 320 -> 1280 1x1 conv before its classifier: 384,
+    384, 384, 128 instead of 4 x 320). Only for an ungrouped conv off the depthwise datapath
+    run as one spatial tile in two or more blocks; else ``plan``."""
+    nb = math.ceil(g.o / plan.ocb)
+    step = t.array_out_channels
+    if (g.group != 1 or uses_depthwise_mode(g, t) or nb < 2 or plan.rows < g.oh
+            or plan.cols < g.ow or plan.ocb % step):
+        return plan
+    al = t.sram_align_bytes
+    for ocb in range(plan.ocb + step, g.o, step):
+        if math.ceil(g.o / ocb) != nb:
+            break
+        need = working_set(g, plan.rows, plan.cols, ocb, nb, al, plan.wbufs, res) \
+            + psum_bytes(g, plan.rows, plan.cols, ocb, t, al)
+        if need > budget:
+            break
+        plan = dataclasses.replace(plan, ocb=ocb, sram_peak_bytes=need)
+    return plan
