@@ -34,7 +34,9 @@ class OpSpan:
     whose blocks were placed ahead, keeps its place). ``wbytes``: a conv's weight and
     parameter slots (bytes, aligned, inside ``[lo, hi)``; 0: none, or already lifted), what a
     weight lift (:func:`plan_weight_lifts`) places. ``res``: the other SRAM intervals
-    ``[lo, hi)`` the op reads or writes (resident tensors, prefetch areas)."""
+    ``[lo, hi)`` the op reads or writes (resident tensors, prefetch areas).
+    ``wliftable``: its weight slots may be lifted although its tile area is not (a prefetch
+    consumer: its own slots, for the blocks not prefetched)."""
 
     name: str
     lo: int
@@ -44,6 +46,7 @@ class OpSpan:
     liftable: bool
     wbytes: int = 0
     res: tuple[tuple[int, int], ...] = ()
+    wliftable: bool = False
 
 
 def _overlaps(lo: int, hi: int, spans: list[tuple[int, int]]) -> bool:
@@ -100,7 +103,7 @@ def plan_weight_lifts(spans: list[OpSpan], align: int,
     for k, sp in enumerate(spans):
         mine = [(sp.lo, sp.hi), *sp.res]
         recent = [iv for ivs in placed[-depth:] for iv in ivs] if depth else []
-        if sp.liftable and sp.wbytes and _overlaps(sp.lo, sp.hi, recent):
+        if (sp.liftable or sp.wliftable) and sp.wbytes and _overlaps(sp.lo, sp.hi, recent):
             # (its slots sit in its tile area: the area's overlap is theirs or its inputs')
             ahead = [iv for x in spans[k + 1:k + depth] for iv in [(x.lo, x.hi), *x.res]]
             s = _first_fit(sp.wbytes, sp.base, sp.end, recent + ahead + mine, align)

@@ -51,6 +51,9 @@ class Lowering:
     :func:`~tcc_compiler.schedule.lift.plan_lifts`); ops not named keep their place.
     ``wlifts``: conv name -> SRAM address its weight slots start at, upwards, outside its
     tile area (:func:`~tcc_compiler.schedule.lift.plan_weight_lifts`).
+    ``tight_slots``: each conv's weight slots sized by the blocks they receive;
+    ``whole_out``: a classifier's output blocks in one buffer, stored in two DMAs
+    (:class:`~tcc_compiler.schedule.ops.context.OpContext` ``tight_slots``, ``whole_out``).
 
     Attributes (after :meth:`run`):
         mem: the :class:`~tcc_compiler.schedule.memory.MemoryPlan` used.
@@ -63,8 +66,10 @@ class Lowering:
                  compressor: BlockCompressor | None = None, cascade: bool = False,
                  hoist: Hoist | tuple[Hoist, ...] | None = None, memo: dict | None = None,
                  mem: MemoryPlan | None = None, lifts: dict[str, int] | None = None,
-                 wlifts: dict[str, int] | None = None):
+                 wlifts: dict[str, int] | None = None, tight_slots: bool = False,
+                 whole_out: bool = False):
         self.graph, self.t, self.cascade, self.hoist = graph, target, cascade, hoist
+        self.tight_slots, self.whole_out = tight_slots, whole_out
         self.lifts = lifts or {}
         self.wlifts = wlifts or {}
         self.op_spans: list[OpSpan] = []
@@ -105,7 +110,8 @@ class Lowering:
                 continue   # a view: the producers and readers address the shared buffer
             if id(n) in mem.fused_luts:
                 continue   # run in the epilogue of the conv producing its input
-            ctx = OpContext(em, mem, weights, t, source, base=mem.base(n), memo=self.memo)
+            ctx = OpContext(em, mem, weights, t, source, base=mem.base(n), memo=self.memo,
+                            tight_slots=self.tight_slots, whole_out=self.whole_out)
             n_ops = len(em.tile_spans)
             if id(n) in mem.chains:   # the whole chain runs at its last op's place
                 if pf is not None:
@@ -116,10 +122,9 @@ class Lowering:
             consumer = pf is not None and any(h.consumer == n.name for h in pf.hoists)
             if n.name in self.lifts and not consumer:
                 ctx.base, ctx.lifted = self.lifts[n.name], True
-            if not consumer:
-                ctx.wlift = self.wlifts.get(n.name)
+            ctx.wlift = self.wlifts.get(n.name)   # (a consumer's own slots too)
             layers.append(self._op(ctx, n, pf))
-            self._span(ctx, n, n_ops, not consumer)
+            self._span(ctx, n, n_ops, not consumer, True)
         if pf is not None:
             pf.finish()
         em.emit(C.End, [], "end")
@@ -128,7 +133,8 @@ class Lowering:
                        mem.input_bytes, mem.output_bytes, list(mem.inputs), list(mem.outputs),
                        layers, w.slots, deps=w.deps)
 
-    def _span(self, ctx: OpContext, n: Node, n_ops: int, liftable: bool) -> None:
+    def _span(self, ctx: OpContext, n: Node, n_ops: int, liftable: bool,
+              wliftable: bool = False) -> None:
         """Record the tile span of the op just lowered (:attr:`op_spans`), if it ended one;
         its area is measured from its memory-plan base (a lift may move it there)."""
         if len(ctx.em.tile_spans) == n_ops:
@@ -137,7 +143,7 @@ class Lowering:
         self.op_spans.append(OpSpan(n.name, lo, hi, ctx.mem.base(n),
                                     self.t.sram_capacity_bytes - ctx.reserve, liftable,
                                     ctx.wslot_bytes if ctx.wlift is None else 0,
-                                    tuple(ctx.op_res)))
+                                    tuple(ctx.op_res), wliftable))
 
     def _op(self, ctx: OpContext, n: Node, pf: Prefetcher | None) -> LayerInfo:
         """Lower one plain op; return its :class:`LayerInfo`."""

@@ -45,6 +45,13 @@ class OpContext:
             outside its tile area (a weight lift, schedule/lift.py); None: in its tile area.
         wslot_bytes: set by a conv's lowering: the bytes of its weight and parameter slots
             (aligned), the size a weight lift places.
+        tight_slots: a conv whose blocks are all loaded in its own lowering sizes each
+            weight slot by the widest block it receives, not the plan's block
+            (schedule/ops/conv.py ``_slot_channels``); False: every slot a full block.
+        whole_out: a conv with a 1x1 output (a classifier) not resident, in more than two
+            channel blocks, writes them into one SRAM buffer stored in two DMAs (the blocks
+            before the last, then the last); False: a double-buffered output slot per block,
+            each stored on its own.
     """
 
     em: Emitter
@@ -63,6 +70,8 @@ class OpContext:
     lifted: bool = False
     wlift: int | None = None
     wslot_bytes: int = 0
+    tight_slots: bool = False
+    whole_out: bool = False
 
     def budget(self) -> int:
         """SRAM bytes the op's tile buffers may use: above its base, below the reserve."""

@@ -30,12 +30,14 @@ from tcc_compiler.schedule.epilogue import table_bytes
 from tcc_compiler.schedule.emitter import Dep, dma_fields
 from tcc_compiler.schedule.geom import channel_blocks, conv_geom, in_box, spatial_tiles
 from tcc_compiler.schedule.ops.context import OpContext, label
+from tcc_compiler.schedule.ops.convslots import short_last_block, slot_channels, store_cut
 from tcc_compiler.schedule.program import SLOT_PARAMS, SLOT_SHORTCUT, SLOT_WEIGHTS, LayerInfo
 from tcc_compiler.schedule.cost import depthwise_parts
 from tcc_compiler.schedule.ops.dwsplit import emit_parts, part_weights, split_text
 from tcc_compiler.schedule.tiling import (ConvGeom, ConvPlan, align_up, depthwise_split,
-                                          plan_conv, psum_bytes, uses_depthwise_mode,
-                                          uses_image_mode)
+                                          pixel_cycles, plan_conv, psum_bytes,
+                                          uses_depthwise_mode, uses_image_mode,
+                                          working_set)
 from tcc_compiler.isa.wlayout import LayerBlobs, WeightLayoutBuilder
 from tcc_compiler.target import Target
 
@@ -177,6 +179,9 @@ class _ConvEmission:
         else:
             self.plan = plan_conv(g, ctx.t, ctx.budget() - self.lut_bytes,
                                   mem.conv_residency(n, g))
+            if ctx.tight_slots:
+                self.plan = short_last_block(g, ctx.t, self.plan, ctx.budget() - self.lut_bytes,
+                                             mem.conv_residency(n, g))
             self.blobs, cfg = conv_setup(ctx.weights, ctx.t, n, g, min(self.plan.ocb, g.o),
                                          info, ctx.memo)
         self.xins = [m.tensor(n.inputs[0]) for m in views]
@@ -275,7 +280,11 @@ class _ConvEmission:
         nwb = 1 if len(self.blocks) == 1 else plan.wbufs
         w_slots, p_slots = self._weight_slots(sa, kw_bytes, nwb)
         self.out_tile = plan.rows * plan.cols * plan.ocb
-        self.out_slots = ([sa.alloc(self.out_tile * g.out_elem_bytes, "output")
+        # one buffer for a 1x1 output in channel blocks (a classifier), stored in two parts
+        self.whole = (self.ctx.whole_out and self.rout is None and g.oh * g.ow == 1
+                      and len(self.tiles) == len(self.blocks) > 2 and len(self.xouts) == 1)
+        self.out_slots = ([sa.alloc(g.o * g.out_elem_bytes, "output")] if self.whole else
+                          [sa.alloc(self.out_tile * g.out_elem_bytes, "output")
                            for _ in range(2)] if self.rout is None else [])
         self.sc_bytes = self.out_tile * g.sc_elem_bytes
         self.sc_slots = ([sa.alloc(self.sc_bytes, "shortcut") for _ in range(2)]
@@ -292,19 +301,22 @@ class _ConvEmission:
         # slot re-enters when the block in it is done (its last compute in last_read). A
         # prefetch consumer whose blocks each run once also reuses the places of its
         # prefetched blocks once they are done, so its own loads run further ahead.
-        self.pool = collections.deque((w_slots[j], p_slots[j], ("w", j)) for j in range(nwb))
+        self.pool = collections.deque((w_slots[j], p_slots[j], ("w", j))
+                                      for j in range(len(w_slots)))
 
     def _weight_slots(self, sa, kw_bytes: int, nwb: int) -> tuple[list, list]:
         """(weights SRAM, params SRAM) of the ``nwb`` weight slots; a merged block
         (:func:`conv_setup`) takes one buffer, its records after its weights (params None)."""
-        ocb = self.plan.ocb
         self.merged = self.blobs.merged
         ctx = self.ctx
-        sizes = ([ocb * (kw_bytes + PARAM_RECORD_BYTES)] * nwb if self.merged
-                 else [ocb * kw_bytes] * nwb + [ocb * PARAM_RECORD_BYTES] * nwb)
+        chans = slot_channels(self.plan.ocb, [b for _, b, _ in self.tiles], self.prefetched,
+                              nwb, self.ctx.tight_slots, self._fits)
+        nwb = len(chans)
+        sizes = ([c * (kw_bytes + PARAM_RECORD_BYTES) for c in chans] if self.merged
+                 else [c * kw_bytes for c in chans] + [c * PARAM_RECORD_BYTES for c in chans])
         al = ctx.t.sram_align_bytes
         ctx.wslot_bytes = sum(align_up(max(n, 1), al) for n in sizes)
-        if ctx.wlift is not None and not self.prefetched:
+        if ctx.wlift is not None:
             # a weight lift (schedule/lift.py): the slots sit clear of the recent ops' areas
             offs, off = [], ctx.wlift
             for n in sizes:
@@ -317,6 +329,14 @@ class _ConvEmission:
         if self.merged:
             return offs, [None] * nwb
         return offs[:nwb], offs[nwb:]
+
+    def _fits(self, wbufs: int) -> bool:
+        """Whether the plan's tiles with ``wbufs`` weight slots fit the op's SRAM budget."""
+        g, p, ctx = self.g, self.plan, self.ctx
+        need = working_set(g, p.rows, p.cols, p.ocb, len(self.blocks), ctx.t.sram_align_bytes,
+                           wbufs, ctx.mem.conv_residency(self.n, g))
+        return need + self.lut_bytes + psum_bytes(g, p.rows, p.cols, p.ocb, ctx.t,
+                                                  ctx.t.sram_align_bytes) <= ctx.budget()
 
     def _weight_schedule(self) -> None:
         """The order the weight blocks are loaded in, and whether loads are issued eagerly."""
@@ -342,8 +362,8 @@ class _ConvEmission:
             n_max -= 1
             w_off, p_off, key = self.pool.popleft()
             k = self.loads.pop(0)
-            deps = [self.last_read.get(key)] + em.free(w_off, self.w_bytes)
-            wb = blobs.weight_blocks[k]
+            wb = blobs.weight_blocks[k]   # (it writes only its block's bytes of the slot)
+            deps = [self.last_read.get(key)] + em.free(w_off, wb.raw_bytes)
             if self.merged:   # the block's records follow its weights
                 self.last_write[key] = em.load_block(deps, self.label + " weights+params",
                                                      SLOT_WEIGHTS, wb, w_off)
@@ -351,7 +371,8 @@ class _ConvEmission:
             else:
                 em.load_block(deps, self.label + " weights", SLOT_WEIGHTS, wb, w_off)
                 self.last_write[key] = em.load_block(
-                    em.free(p_off, self.p_bytes), self.label + " params", SLOT_PARAMS,
+                    em.free(p_off, blobs.param_blocks[k].raw_bytes), self.label + " params",
+                    SLOT_PARAMS,
                     blobs.param_blocks[k], p_off)
                 p_blk = p_off
             self.issued.append((k, w_off, p_blk, key, self.last_write[key]))
@@ -414,6 +435,11 @@ class _ConvEmission:
 
     def _output(self, s, b, slot: int, deps: list, strides: dict, img: int = 0) -> int:
         """The output operand's SRAM address (adds its write dependencies to ``deps``)."""
+        if self.whole:   # its channels of the one output buffer, written once
+            eb = self.g.out_elem_bytes
+            addr = self.out_slots[0] + b[0] * eb
+            deps += self.em.free(addr, (b[1] - b[0]) * eb)
+            return addr
         if self.rout is None:
             addr = self.out_slots[slot]
             deps += [self.last_store.get(slot)] + self.em.free(addr, self.out_bytes)
@@ -459,13 +485,31 @@ class _ConvEmission:
             self.last_read[self.w_key] = comp
         if self.g.has_shortcut:
             self.last_read[("sc", slot)] = comp
-        if self.rout is None:
+        if self.whole:
+            self._store_whole(i, comp)
+        elif self.rout is None:
             self.last_store[slot] = self.em.store(
                 [comp], self.label + " output",
                 **dma_fields(self.xouts[img], y0, y1, x0, x1, o0, o1, self.out_slots[slot]))
         self.info.tiles += 1
         if self.ctx.on_tile is not None:
             self.ctx.on_tile(s, b)
+
+    def _store_whole(self, i: int, comp) -> None:
+        """With one output buffer (``whole``): two stores, the first of the leading blocks
+        (:func:`~tcc_compiler.schedule.ops.convslots.store_cut`) right after they are
+        computed, the second of the rest after the last tile (two stores' setup instead of
+        one per block, and no tile waits for a store to free its output slot)."""
+        g, t, n = self.g, self.ctx.t, len(self.tiles)
+        if i == 0:
+            per = [b for _, b, _ in self.tiles]
+            self.cut = store_cut([t.compute_setup_cycles + pixel_cycles(g, o1 - o0, t)
+                                  for o0, o1 in per], [o1 * g.out_elem_bytes for _, o1 in per], t)
+        if i == self.cut - 1 or i == n - 1:
+            c0, c1 = (0, self.tiles[i][1][1]) if i < n - 1 else (self.tiles[self.cut][1][0], g.o)
+            self.em.store([comp], self.label + " output",
+                          **dma_fields(self.xouts[0], 0, 1, 0, 1, c0, c1,
+                                       self.out_slots[0] + c0 * g.out_elem_bytes))
 
     def run(self) -> None:
         """Emit the whole op and finish its :class:`LayerInfo`."""

@@ -1,0 +1,94 @@
+"""A conv's weight slots and its classifier-output stores in the search's tight variants
+(schedule/liftsearch.py ``TIGHT_VARIANTS``; :class:`~tcc_compiler.schedule.ops.context.OpContext`
+``tight_slots`` and ``whole_out``), as pure functions of its tiles for schedule/ops/conv.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Collection, Sequence
+
+from tcc_compiler.schedule.cost import dma_cycles
+from tcc_compiler.schedule.tiling import (ConvGeom, ConvPlan, Residency, psum_bytes,
+                                          uses_depthwise_mode, working_set)
+from tcc_compiler.target import Target
+
+#: Weight slots a tight conv may take when its plan has two and it loads three blocks or more.
+MAX_TIGHT_SLOTS = 3
+
+
+def slot_channels(ocb: int, blocks: Sequence[tuple[int, int]], prefetched: Collection[int],
+                  nwb: int, tight: bool, fits: Callable[[int], bool]) -> list[int]:
+    """Output channels each weight slot of a conv must hold, one entry per slot.
+
+    Args:
+        ocb: the plan's output-channel block (channels); blocks are ``[k * ocb, ...)``.
+        blocks: the channel range ``(o0, o1)`` of each tile, in emission order (a block run
+            over several tiles in a row is one load).
+        prefetched: indices ``o0 // ocb`` of the blocks a cross-op prefetch loads instead.
+        nwb: the plan's weight slots (1 or 2).
+        tight: size the slots by their loads; False: ``nwb`` slots of ``ocb``.
+        fits: ``fits(k)``: whether the plan's tiles fit the op's SRAM budget with ``k`` slots.
+
+    Returns:
+        Without ``tight`` (or with one slot): ``[ocb] * nwb``. With it: the slots take the
+        loads in turn (the emitter pops the oldest free slot and frees them in load order; a
+        prefetch consumer's own slots come before its prefetched blocks' places, so this
+        holds for its first ``nwb`` loads; with more loads than that it keeps full slots),
+        each sized by the widest block it receives, no more slots than loads (at least one),
+        and :data:`MAX_TIGHT_SLOTS` instead of 2 when a conv with no prefetched block loads
+        that many blocks and ``fits``: a last, narrower block (MobileNetV2's 96-channel
+        projections in a 64 and a 32; its classifier's 40-channel block after 15 prefetched
+        ones) leaves the SRAM above it to the next op's first weight load, and a third block
+        loads while the first is computed.
+    """
+    if not tight or nwb == 1:
+        return [ocb] * nwb
+    loads = [b for j, b in enumerate(blocks) if (j == 0 or blocks[j - 1][0] != b[0])
+             and b[0] // ocb not in prefetched]
+    if prefetched and len(loads) > nwb:   # later loads may take prefetched places
+        return [ocb] * nwb
+    if not prefetched and nwb == 2:
+        nwb = max([k for k in range(3, min(MAX_TIGHT_SLOTS, len(loads)) + 1) if fits(k)],
+                  default=2)
+    chans = [0] * min(nwb, max(len(loads), 1))
+    for j, (o0, o1) in enumerate(loads):
+        chans[j % len(chans)] = max(chans[j % len(chans)], o1 - o0)
+    return [c or ocb for c in chans]
+
+
+def store_cut(tile_cycles: Sequence[int], ends: Sequence[int], t: Target) -> int:
+    """How many leading tiles of a whole-output conv (``whole_out``: one output buffer, its
+    blocks in channel order) the first of its two stores covers: the most whose store
+    (:func:`~tcc_compiler.schedule.cost.dma_cycles` of ``ends[m - 1]`` bytes, the output
+    bytes up to the end of tile ``m - 1``) the compute of the tiles after them
+    (``tile_cycles``, cycles each) covers, so the second store, of the rest, is short after the
+    last compute; ``len(ends) - 1`` when none is covered. At least 1, at most ``n - 1``."""
+    n = len(tile_cycles)
+    return max([m for m in range(1, n) if dma_cycles(ends[m - 1], t) <= sum(tile_cycles[m:])],
+               default=n - 1)
+
+
+def short_last_block(g: ConvGeom, t: Target, plan: ConvPlan, budget: int,
+                     res: Residency) -> ConvPlan:
+    """``plan`` with the widest output-channel block (a multiple of the array's output lanes)
+    that keeps its number of blocks and fits ``budget`` bytes, so its last block is the
+    narrowest: a load-bound conv's last block is loaded and computed last, and the ops after
+    it wait for that compute (MobileNetV2's 320 -> 1280 1x1 conv before its classifier: 384,
+    384, 384, 128 instead of 4 x 320). Only for an ungrouped conv off the depthwise datapath
+    run as one spatial tile in two or more blocks; else ``plan``."""
+    nb = math.ceil(g.o / plan.ocb)
+    step = t.array_out_channels
+    if (g.group != 1 or uses_depthwise_mode(g, t) or nb < 2 or plan.rows < g.oh
+            or plan.cols < g.ow or plan.ocb % step):
+        return plan
+    al = t.sram_align_bytes
+    for ocb in range(plan.ocb + step, g.o, step):
+        if math.ceil(g.o / ocb) != nb:
+            break
+        need = working_set(g, plan.rows, plan.cols, ocb, nb, al, plan.wbufs, res) \
+            + psum_bytes(g, plan.rows, plan.cols, ocb, t, al)
+        if need > budget:
+            break
+        plan = dataclasses.replace(plan, ocb=ocb, sram_peak_bytes=need)
+    return plan
