@@ -1,5 +1,6 @@
 """Optional compiled kernels (numba, the ``fast`` extra: ``pip install tccc[fast]``) for the two
-memory-bound loops of the conv arithmetic: the epilogue and the depthwise accumulator.
+memory-bound loops of the conv arithmetic: the epilogue and the depthwise accumulator
+(apart, or fused for a depthwise conv).
 
 Both are the *definitions* run element by element in one pass, so they are exact by
 construction, with no bound to prove:
@@ -13,7 +14,12 @@ construction, with no bound to prove:
   compiler vectorises (measured about 20 % faster than int64 factors, loaded machine).
 * :func:`depthwise` sums ``(x - zp) w`` over the taps inside the input in int32 (taps in the
   padding hold the zero point and add 0): |sum| <= KH KW 255 128 < 2**31 for KH KW <= 65,793,
-  which the caller checks.
+  which the caller checks. With an int8 zero point each product is computed in int16 (|x -
+  zp| <= 255, |w| <= 128: |product| <= 32,640 < 2**15, so exact) and widened before the sum:
+  twice the lanes per vector of an int32 multiply.
+* :func:`depthwise_epilogue_routine` runs both in one pass: a pixel's (or an output row's)
+  sums start at the bias in int32 (adds wrap modulo 2**32, giving ``wrap32(acc + bias)``
+  exactly) and go through :func:`epilogue`'s int64 formula while still in the cache.
 
 Without numba (or after :func:`set_enabled` ``(False)``) both return None and the numpy paths
 of :mod:`~tcc_compiler.numerics.epilogue` / :mod:`~tcc_compiler.numerics.gemm` run; the tests
