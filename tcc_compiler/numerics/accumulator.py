@@ -159,3 +159,33 @@ def _depthwise(c: int, zp_x: int, cw: ConvWeights, strides, pads, dilations, oh:
     if taps.shape[2] != c:
         return None
     return jit.depthwise_routine(zp_x, taps, strides, pads, dilations, oh, ow)
+
+
+def depthwise_epilogue(shape: tuple, zp_x: int, cw: ConvWeights, strides, pads, dilations,
+                       params: tuple | None, zp_y: int, lo: int,
+                       hi: int) -> Callable[[np.ndarray, np.ndarray], None] | None:
+    """A depthwise conv's accumulator and plain epilogue (no shortcut, 32-bit accumulator) in
+    one compiled pass, for every int8 ``x`` of ``shape`` [H, W, C]: a routine ``f(x, out)``
+    writing into ``out`` (int8/int16 [OH, OW, C], any strides; it may overlap ``x``) the
+    bytes ``jit.epilogue_into(accumulator(...)(x), params, zp_y, lo, hi, None, 0, out)``
+    writes (:func:`~tcc_compiler.numerics.jit.depthwise_epilogue_routine`), or None when
+    :func:`accumulator` would not take the depthwise route or that routine declines.
+
+    Args:
+        shape, zp_x, cw, strides, pads, dilations: as :func:`accumulator`. params: the
+            layer's :func:`~tcc_compiler.numerics.jit.epilogue_params` (None: declines).
+        zp_y, lo, hi: the output zero point and clamp.
+    """
+    h, w, c = shape
+    o, kh, kw, _ = cw.w.shape
+    top, left, bottom, right = pads
+    if cw.dw is None or cw.w.dtype != np.int8 or c != o or params is None \
+            or not jit.available():
+        return None
+    oh = _out_len(h + top + bottom, kh, strides[0], dilations[0])
+    ow = _out_len(w + left + right, kw, strides[1], dilations[1])
+    if oh < 1 or ow < 1:
+        return None
+    taps = cw.w[:, :, :, 0].transpose(1, 2, 0)
+    return jit.depthwise_epilogue_routine(zp_x, taps, strides, pads, dilations, oh, ow,
+                                          params, zp_y, lo, hi)

@@ -1,5 +1,6 @@
 """Optional compiled kernels (numba, the ``fast`` extra: ``pip install tccc[fast]``) for the two
-memory-bound loops of the conv arithmetic: the epilogue and the depthwise accumulator.
+memory-bound loops of the conv arithmetic: the epilogue and the depthwise accumulator
+(apart, or fused for a depthwise conv).
 
 Both are the *definitions* run element by element in one pass, so they are exact by
 construction, with no bound to prove:
@@ -13,7 +14,12 @@ construction, with no bound to prove:
   compiler vectorises (measured about 20 % faster than int64 factors, loaded machine).
 * :func:`depthwise` sums ``(x - zp) w`` over the taps inside the input in int32 (taps in the
   padding hold the zero point and add 0): |sum| <= KH KW 255 128 < 2**31 for KH KW <= 65,793,
-  which the caller checks.
+  which the caller checks. With an int8 zero point each product is computed in int16 (|x -
+  zp| <= 255, |w| <= 128: |product| <= 32,640 < 2**15, so exact) and widened before the sum:
+  twice the lanes per vector of an int32 multiply.
+* :func:`depthwise_epilogue_routine` runs both in one pass: a pixel's (or an output row's)
+  sums start at the bias in int32 (adds wrap modulo 2**32, giving ``wrap32(acc + bias)``
+  exactly) and go through :func:`epilogue`'s int64 formula while still in the cache.
 
 Without numba (or after :func:`set_enabled` ``(False)``) both return None and the numpy paths
 of :mod:`~tcc_compiler.numerics.epilogue` / :mod:`~tcc_compiler.numerics.gemm` run; the tests
@@ -40,11 +46,15 @@ _lock = threading.Lock()
 _kernels: object | None | bool = False   # False = not loaded yet, None = unavailable
 _enabled = True
 
-#: A depthwise layer with fewer channels than this and a column stride of 1 loops over whole
-#: rows (pixels x channels) innermost, else over the channels. Measured on this machine,
-#: loaded, CPU ms per 3x3 layer, per channel vs per row: 112x112x16 1.07 vs 0.38, x32 1.45 vs
-#: 0.64, 56x56x64 0.28 vs 0.32, x144 0.62 vs 0.95.
-W1_MAX_CHANNELS = 64
+#: A depthwise layer with at most this many channels and a column stride of 1 runs row by
+#: row (``depthwise_rows``: contiguous runs of pixels x channels, its taps tiled over the
+#: output pixels once per routine), else pixel by pixel (``depthwise_px``); both with int16
+#: products. Measured on this machine (loaded, CPU us per tile, best of 60, EfficientNet-
+#: Lite0's tiles), rows vs pixels: 21x112x32 3x3 21 vs 65, 12x56x144 3x3 37 vs 44,
+#: 28x28x240 5x5 217 vs 216, 14x14x480 3x3 34 vs 29, 14x14x672 5x5 144 vs 103 (the earlier
+#: kernels, int32 products and the row kernel's taps tiled on every call: 77, 50, 230, 35,
+#: 128).
+W1_MAX_CHANNELS = 160
 
 #: Largest depthwise window whose int32 sum cannot overflow: KH KW 255 128 < 2**31.
 MAX_DW_TAPS = (2 ** 31 - 1) // (255 * 128)
@@ -243,32 +253,99 @@ def depthwise(x: np.ndarray, zp: int, taps: np.ndarray, strides, pads, dilations
 
 def depthwise_routine(zp: int, taps: np.ndarray, strides, pads, dilations, oh: int,
                       ow: int) -> Callable[[np.ndarray], np.ndarray] | None:
-    """:func:`depthwise` with its kernel choice (contiguous row runs for stride-1 rows of
-    fewer than :data:`W1_MAX_CHANNELS` channels, else per channel) and its int32 taps made
-    once: a routine ``f(x) -> int32 [OH, OW, C]`` for int8 ``x`` [H, W, C] with C = the
-    taps' channels, or None when the kernels are unavailable, the window is beyond
-    :data:`MAX_DW_TAPS` or the output is empty (numerics/accumulator.py keeps one per
+    """:func:`depthwise` with its kernel choice (contiguous row runs for stride-1 rows of at
+    most :data:`W1_MAX_CHANNELS` channels, ``depthwise_rows``, else pixel by pixel,
+    ``depthwise_px``, both with int16 products; int32 products for a zero point outside
+    int8, which no int8 input has)
+    and its taps made once: a routine ``f(x) -> int32 [OH, OW, C]`` for int8 ``x`` [H, W, C]
+    with C = the taps' channels, or None when the kernels are unavailable, the window is
+    beyond :data:`MAX_DW_TAPS` or the output is empty (numerics/accumulator.py keeps one per
     tile shape)."""
     if not _enabled or _load() is None:
         return None
     kh, kw, c = taps.shape
     if kh * kw > MAX_DW_TAPS or oh < 1 or ow < 1:
         return None
-    k, t32, z = _load(), _c(np.asarray(taps).astype(np.int32)), np.int32(zp)
+    k, z = _load(), np.int32(zp)
     sh, sw, dh, dw = int(strides[0]), int(strides[1]), int(dilations[0]), int(dilations[1])
     top, left = int(pads[0]), int(pads[1])
-    if sw == 1 and c < W1_MAX_CHANNELS:   # contiguous runs per row and tap
+    if -128 <= zp <= 127 and sw == 1 and c <= W1_MAX_CHANNELS:   # runs per row and tap
+        tt = _tiled(taps, ow)
+
         def rows(x: np.ndarray) -> np.ndarray:
-            out = np.zeros((oh, ow, c), np.int32)
-            k.depthwise_w1(_c(x), z, t32, sh, dh, dw, top, left, out)
+            out = np.empty((oh, ow, c), np.int32)   # every row zeroed by the kernel
+            k.depthwise_rows(_c(x), z, tt, sh, dh, dw, top, left, out)
             return out
         return rows
+    if -128 <= zp <= 127:   # |x - zp| <= 255: each product exact in int16
+        t16 = _c(np.asarray(taps).astype(np.int16))
+
+        def pixels(x: np.ndarray) -> np.ndarray:
+            out = np.empty((oh, ow, c), np.int32)   # every element written
+            k.depthwise_px(_c(x), z, t16, sh, sw, dh, dw, top, left, out)
+            return out
+        return pixels
+    t32 = _c(np.asarray(taps).astype(np.int32))
 
     def channels(x: np.ndarray) -> np.ndarray:
         out = np.zeros((oh, ow, c), np.int32)
         k.depthwise(_c(x), z, t32, sh, sw, dh, dw, top, left, out)
         return out
     return channels
+
+
+def _tiled(taps: np.ndarray, ow: int) -> np.ndarray:
+    """The taps int8 [KH, KW, C] as int16 [KH, KW, OW*C], repeated for each output pixel (the
+    row kernels' operand, made once per routine)."""
+    return np.ascontiguousarray(np.tile(np.asarray(taps).astype(np.int16), (1, 1, ow)))
+
+
+def depthwise_epilogue_routine(zp: int, taps: np.ndarray, strides, pads, dilations,
+                               oh: int, ow: int, params: tuple, zp_y: int, lo: int,
+                               hi: int) -> Callable[[np.ndarray, np.ndarray], None] | None:
+    """A depthwise conv's accumulator and its epilogue (no shortcut) in one compiled pass
+    (``depthwise_epilogue``): a routine ``f(x, out)`` writing ``epilogue(depthwise(x, ...))``
+    (:func:`depthwise_routine`'s sums, :func:`epilogue_into`'s formula: the same bytes) into
+    ``out`` for int8 ``x`` [H, W, C] (NHWC, any strides), without the int32 accumulator ever
+    leaving the cache.
+
+    Args:
+        zp, taps, strides, pads, dilations, oh, ow: as :func:`depthwise_routine` (taps int8
+            [KH, KW, C]; pads (top, left, ...)).
+        params: the layer's :func:`epilogue_params` (not None), each [C].
+        zp_y, lo, hi: the output zero point and clamp.
+
+    ``out``: int8/int16 [OH, OW, C] (any strides, writeable, e.g. an SRAM box; the caller
+    checks, :func:`out_fits`); it may share memory with ``x``, which the kernel reads whole
+    into an int16 copy before writing. Returns None (use the two
+    routines) when the kernels are unavailable, the window is beyond :data:`MAX_DW_TAPS`,
+    the output empty, ``zp`` outside int8 or ``params`` not of C channels. The kernel is
+    :func:`depthwise_routine`'s choice (rows or pixels) with the epilogue per row or pixel.
+    """
+    if not _enabled or _load() is None or params is None:
+        return None
+    kh, kw, c = taps.shape
+    if (kh * kw > MAX_DW_TAPS or oh < 1 or ow < 1 or not -128 <= zp <= 127
+            or params[0].size != c):
+        return None
+    k, z = _load(), np.int32(zp)
+    sh, sw, dh, dw = int(strides[0]), int(strides[1]), int(dilations[0]), int(dilations[1])
+    top, left = int(pads[0]), int(pads[1])
+    b, m, s, rnd, _ = params
+    zy, lo, hi = int(zp_y), int(lo), int(hi)
+    if sw == 1 and c <= W1_MAX_CHANNELS:   # the row kernel, as depthwise_routine
+        tt = _tiled(taps, ow)
+
+        def fused_rows(x: np.ndarray, out: np.ndarray) -> None:
+            k.depthwise_rows_epilogue(_c(x), z, tt, sh, dh, dw, top, left, b, m, s, rnd, zy,
+                                      lo, hi, out)
+        return fused_rows
+    t16 = _c(np.asarray(taps).astype(np.int16))
+
+    def fused(x: np.ndarray, out: np.ndarray) -> None:
+        k.depthwise_epilogue(_c(x), z, t16, sh, sw, dh, dw, top, left, b, m, s, rnd, zy, lo,
+                             hi, out)
+    return fused
 
 
 def im2col_u8(x: np.ndarray, zpu: int, kernel, strides, dilations, pads, oh: int,

@@ -67,6 +67,85 @@ def depthwise(x, zp, taps, sh, sw, dh, dw, top, left, out):
 
 
 @numba.njit(cache=True, nogil=True)
+def _centred(x, zp):
+    """``x - zp`` as int16 [H, W, C] (x int8 [H, W, C], -128 <= zp <= 127: |x - zp| <= 255)."""
+    h, w, c = x.shape
+    xs = np.empty((h, w, c), np.int16)
+    z = np.int16(zp)
+    for i in range(h):
+        for j in range(w):
+            xi = x[i, j]
+            xo = xs[i, j]
+            for ch in range(c):
+                xo[ch] = np.int16(xi[ch]) - z
+    return xs
+
+
+@numba.njit(cache=True, nogil=True)
+def _dw_pixel(xs, taps, oy, ox, sh, sw, dh, dw, top, left, acc):
+    """acc[c] += sum over the taps of output pixel (oy, ox) inside the input of
+    ``xs[iy, ix, c] taps[ky, kx, c]``; xs int16 [H, W, C] (``x - zp``), taps int16 [KH, KW, C]
+    (int8 values), acc int32 [C]. Each product is exact in int16 (|x - zp| 128 <= 32640),
+    widened to int32 before the sum; channels innermost and contiguous (vectorised)."""
+    h, w, c = xs.shape
+    kh, kw, _ = taps.shape
+    for ky in range(kh):
+        iy = oy * sh + ky * dh - top
+        if iy < 0 or iy >= h:
+            continue
+        for kx in range(kw):
+            ix = ox * sw + kx * dw - left
+            if ix < 0 or ix >= w:
+                continue
+            xv = xs[iy, ix]
+            tv = taps[ky, kx]
+            for ch in range(c):
+                acc[ch] += np.int32(np.int16(xv[ch] * tv[ch]))
+
+
+@numba.njit(cache=True, nogil=True)
+def depthwise_px(x, zp, taps, sh, sw, dh, dw, top, left, out):
+    """:func:`depthwise` pixel by pixel: each output pixel's C sums in a small int32 buffer
+    (kept in L1 across its taps), then stored once, so ``out`` needs no zeroing. x int8
+    [H, W, C], zp in -128..127, taps int16 [KH, KW, C] (int8 values), out int32 [OH, OW, C]
+    (any contents: overwritten)."""
+    xs = _centred(x, zp)
+    oh, ow, c = out.shape
+    acc = np.empty(c, np.int32)
+    for oy in range(oh):
+        for ox in range(ow):
+            for ch in range(c):
+                acc[ch] = 0
+            _dw_pixel(xs, taps, oy, ox, sh, sw, dh, dw, top, left, acc)
+            o = out[oy, ox]
+            for ch in range(c):
+                o[ch] = acc[ch]
+
+
+@numba.njit(cache=True, nogil=True)
+def depthwise_epilogue(x, zp, taps, sh, sw, dh, dw, top, left, bias, m, s, rnd, zp_y, lo,
+                       hi, out):
+    """:func:`depthwise_px` and :func:`epilogue` in one pass: each output pixel's sums start
+    at the bias (int32 additions wrap modulo 2**32, so the sum is ``wrap32(acc + bias)``
+    exactly), then the epilogue's int64 formula writes the int8/int16 result straight into
+    ``out`` [OH, OW, C] (any strides: an SRAM box; it may overlap ``x``, which is read whole
+    into its int16 copy before any write). bias/m int32 [C], s/rnd int64 [C] as
+    :func:`epilogue`."""
+    xs = _centred(x, zp)
+    oh, ow, c = out.shape
+    acc = np.empty(c, np.int32)
+    for oy in range(oh):
+        for ox in range(ow):
+            for ch in range(c):
+                acc[ch] = bias[ch]
+            _dw_pixel(xs, taps, oy, ox, sh, sw, dh, dw, top, left, acc)
+            y = out[oy, ox]
+            for ch in range(c):
+                t = ((np.int64(acc[ch]) * np.int64(m[ch]) + rnd[ch]) >> s[ch]) + zp_y
+                y[ch] = min(max(t, lo), hi)
+
+
+@numba.njit(cache=True, nogil=True)
 def im2col_u8(xu, zpu, sh, sw, dh, dw, top, left, kh, kw, ow, out):
     """out[oy OW + ox, (ky KW + kx) C + c] = xu[iy, ix, c] ^ 0x80 (the int8 input as uint8
     ``x + 128``) where (iy, ix) is inside the input, else ``zpu`` (the padding); xu uint8
@@ -175,37 +254,74 @@ def count_zeros(x):
 
 
 @numba.njit(cache=True, nogil=True)
-def depthwise_w1(x, zp, taps, sh, dh, dw, top, left, out):
-    """:func:`depthwise` for a column stride of 1: each (row, tap) adds one contiguous run of
-    ``x``'s row (pixels x channels) times the tap's weights repeated per pixel, a loop the
-    compiler vectorises even for few channels. x int8 [H, W, C] and out int32 [OH, OW, C]
-    C-contiguous (out zeroed by the caller), taps int32 [KH, KW, C]."""
+def _dw_row(xs, tt, oy, sh, dh, dw, top, left, c, o):
+    """o[j] += the taps' products of output row ``oy`` for a column stride of 1: each (row,
+    tap) adds one contiguous run of the centred input row (pixels x channels) times the
+    tap's weights repeated per pixel, a loop the compiler vectorises even for few channels.
+    xs int16 [H, W*C] (``x - zp``), tt int16 [KH, KW, OW*C] (the taps tiled over the output
+    pixels), o int32 [OW*C]; each product exact in int16, widened before the sum."""
+    h, wc = xs.shape
+    w = wc // c
+    kh, kw, owc = tt.shape
+    ow = owc // c
+    for ky in range(kh):
+        iy = oy * sh + ky * dh - top
+        if iy < 0 or iy >= h:
+            continue
+        for kx in range(kw):
+            off = kx * dw - left                  # ix = ox + off
+            j0 = max(0, -off) * c
+            j1 = min(ow, w - off) * c
+            if j1 <= j0:
+                continue
+            oo = o[j0:j1]                         # runs from 0: no negative-index checks
+            xr = xs[iy, j0 + off * c:j1 + off * c]
+            tr = tt[ky, kx, j0:j1]
+            for j in range(j1 - j0):
+                oo[j] += np.int32(np.int16(xr[j] * tr[j]))
+
+
+@numba.njit(cache=True, nogil=True)
+def depthwise_rows(x, zp, tt, sh, dh, dw, top, left, out):
+    """:func:`depthwise` for a column stride of 1, row by row (:func:`_dw_row`); x int8
+    [H, W, C], zp in -128..127, tt int16 [KH, KW, OW*C], out int32 [OH, OW, C] C-contiguous
+    (any contents: each row is zeroed, then summed)."""
     h, w, c = x.shape
     oh, ow, _ = out.shape
-    kh, kw, _ = taps.shape
-    xf = x.reshape(h, w * c)
+    xs = _centred(x, zp).reshape(h, w * c)
     of = out.reshape(oh, ow * c)
-    tt = np.empty((kh, kw, ow * c), np.int32)
-    for ky in range(kh):
-        for kx in range(kw):
-            for j in range(ow * c):
-                tt[ky, kx, j] = taps[ky, kx, j % c]
     for oy in range(oh):
-        for ky in range(kh):
-            iy = oy * sh + ky * dh - top
-            if iy < 0 or iy >= h:
-                continue
-            for kx in range(kw):
-                off = kx * dw - left                  # ix = ox + off
-                j0 = max(0, -off) * c
-                j1 = min(ow, w - off) * c
-                if j1 <= j0:
-                    continue
-                o = of[oy, j0:j1]                     # runs from 0: no negative-index checks
-                xr = xf[iy, j0 + off * c:j1 + off * c]
-                tr = tt[ky, kx, j0:j1]
-                for j in range(j1 - j0):
-                    o[j] += (np.int32(xr[j]) - zp) * tr[j]
+        o = of[oy]
+        for j in range(ow * c):
+            o[j] = 0
+        _dw_row(xs, tt, oy, sh, dh, dw, top, left, c, o)
+
+
+@numba.njit(cache=True, nogil=True)
+def depthwise_rows_epilogue(x, zp, tt, sh, dh, dw, top, left, bias, m, s, rnd, zp_y, lo, hi,
+                            out):
+    """:func:`depthwise_rows` and :func:`epilogue` in one pass: each output row summed into
+    a row buffer started at the bias (int32 adds wrap: ``wrap32(acc + bias)``), then the
+    epilogue's int64 formula into ``out`` [OH, OW, C] (int8/int16, any strides; it may
+    overlap ``x``, read whole into its int16 copy first). bias/m int32 [C], s/rnd int64
+    [C] as :func:`epilogue`."""
+    h, w, c = x.shape
+    oh, ow, _ = out.shape
+    xs = _centred(x, zp).reshape(h, w * c)
+    row = np.empty((ow, c), np.int32)
+    flat = row.reshape(ow * c)
+    for oy in range(oh):
+        for ox in range(ow):
+            r = row[ox]
+            for ch in range(c):
+                r[ch] = bias[ch]
+        _dw_row(xs, tt, oy, sh, dh, dw, top, left, c, flat)
+        for ox in range(ow):
+            r = row[ox]
+            y = out[oy, ox]
+            for ch in range(c):
+                t = ((np.int64(r[ch]) * np.int64(m[ch]) + rnd[ch]) >> s[ch]) + zp_y
+                y[ch] = min(max(t, lo), hi)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -18,7 +18,7 @@ from tcc_compiler.ir.ops import HOST_OPS, Op, ResizeMode, VIEW_OPS
 from tcc_compiler.ir.shapes import npu_hwc
 from tcc_compiler.numerics import jit
 from tcc_compiler.numerics import kernels as K
-from tcc_compiler.numerics.accumulator import accumulator
+from tcc_compiler.numerics.accumulator import accumulator, depthwise_epilogue
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.eltwise import eltwise_int8
 from tcc_compiler.numerics.epilogue import (EpilogueConsts, channel_clamp, epilogue_consts,
@@ -72,7 +72,7 @@ def prepare_conv(node: Node, weights: ConvWeights | None = None) -> tuple[
 
 
 def eval_int_node(node: Node, args: list[np.ndarray], prepared: tuple | None = None,
-                  acc_fn=None) -> np.ndarray:
+                  acc_fn=None, fused=None) -> np.ndarray:
     """One NPU op on NHWC integer arrays (the executor's kernels, whole tensors).
 
     Args:
@@ -80,6 +80,8 @@ def eval_int_node(node: Node, args: list[np.ndarray], prepared: tuple | None = N
             for constants). prepared: for a conv/fc, :func:`prepare_conv` of this node (computed
             here when None). acc_fn: for a conv/fc, its accumulator routine for this very
             input shape (:func:`conv_accumulator`), or None: ``conv_accumulate_f``.
+            fused: for a depthwise conv, :func:`conv_fused` for this very input shape (its
+            accumulator and epilogue in one pass, the same bytes), or None.
 
     Returns:
         The op's integer NHWC output (int8 or int16 as the output value, or int32 for a
@@ -91,7 +93,7 @@ def eval_int_node(node: Node, args: list[np.ndarray], prepared: tuple | None = N
     x = args[0]
     if node.op in (Op.CONV, Op.FC):
         return _conv_int(node, args, prepared if prepared is not None else prepare_conv(node),
-                         acc_fn)
+                         acc_fn, fused)
     if node.op is Op.MAXPOOL:
         a = node.attrs
         return K.maxpool_int8(x, a.kernel, a.strides, a.pads)
@@ -154,11 +156,40 @@ def conv_accumulator(node: Node, x: np.ndarray, prepared: tuple):
     return accumulator(x.shape, q.zp_in, cw, (1, 1), (0, 0, 0, 0), (1, 1))
 
 
-def _conv_int(node: Node, args: list[np.ndarray], prepared: tuple, acc_fn=None) -> np.ndarray:
+def conv_fused(node: Node, x: np.ndarray, prepared: tuple):
+    """A depthwise conv ``node``'s accumulator, epilogue and per-channel clamp in one routine
+    ``f(x) -> y`` for int8 inputs of ``x``'s shape (``prepared``: its :func:`prepare_conv`):
+    :func:`~tcc_compiler.numerics.accumulator.depthwise_epilogue` into a new array, the bytes
+    :func:`_conv_int` gives; None for any other conv (not depthwise, a shortcut input, int32
+    or two-slope output, int16 weights or input) or when that routine declines."""
+    cw, q, _, jit_params = prepared
+    if (node.op is not Op.CONV or cw.dw is None or x.dtype != np.int8 or x.ndim != 3
+            or q.out_int32 or q.two_slope or q.wide_w or jit_params is None
+            or (len(node.inputs) > 3 and node.inputs[3] is not None)):
+        return None
+    a = node.attrs
+    run = depthwise_epilogue(x.shape, q.zp_in, cw, a.strides, a.pads, a.dilations, jit_params,
+                             q.zp_out, q.act_lo, q.act_hi)
+    if run is None:
+        return None
+    shape, dtype, lo, hi = npu_hwc(node.output.shape), q.out_dtype, q.clamp_lo, q.clamp_hi
+
+    def fused(xa: np.ndarray) -> np.ndarray:
+        y = np.empty(shape, dtype)
+        run(xa, y)
+        return channel_clamp(y, lo, hi)
+    return fused
+
+
+def _conv_int(node: Node, args: list[np.ndarray], prepared: tuple, acc_fn=None,
+              fused=None) -> np.ndarray:
     """A conv/fc node on its NHWC integer operands (:func:`eval_int_node`; ``prepared``:
     :func:`prepare_conv` of the node; ``acc_fn``: its :func:`conv_accumulator` for this
-    input shape, or None)."""
+    input shape, or None; ``fused``: its :func:`conv_fused`, used without a shortcut
+    operand, or None)."""
     x = args[0]
+    if fused is not None and (len(args) < 4 or args[3] is None):
+        return fused(x)
     cw, q, consts, jit_params = prepared
     if acc_fn is not None:
         acc = acc_fn(x)
@@ -216,18 +247,20 @@ class GoldenModel:
         self._prepared = {id(n): prepared[n.name] if n.name in prepared
                           else prepare_conv(n, weights.get(n.name)) for n in graph.nodes
                           if n.op in (Op.CONV, Op.FC)}
-        # id(conv/fc node) -> (input shape, its conv_accumulator): chosen on the first run
+        # id(conv/fc node) -> (input shape, its conv_accumulator, its conv_fused): chosen on
+        # the first run
         self._acc: dict[int, tuple] = {}
 
-    def _acc_fn(self, node: Node, x: np.ndarray):
-        """``node``'s accumulator routine for ``x`` (:func:`conv_accumulator`), made once
-        per node and input shape and dtype."""
+    def _acc_fn(self, node: Node, x: np.ndarray) -> tuple:
+        """``node``'s (accumulator routine, fused routine) for ``x`` (:func:`conv_accumulator`,
+        :func:`conv_fused`), made once per node and input shape and dtype."""
         key = (x.shape, x.dtype)
         hit = self._acc.get(id(node))
         if hit is None or hit[0] != key:
-            hit = self._acc[id(node)] = (key, conv_accumulator(node, x,
-                                                               self._prepared[id(node)]))
-        return hit[1]
+            prepared = self._prepared[id(node)]
+            hit = self._acc[id(node)] = (key, conv_accumulator(node, x, prepared),
+                                         conv_fused(node, x, prepared))
+        return hit[1], hit[2]
 
     def run(self, x, keep: bool = False) -> dict[str, np.ndarray]:
         """Run on one input; see :func:`run_golden` (same arguments and result)."""
@@ -258,8 +291,9 @@ class GoldenModel:
                 env[id(node.output)] = args[0].reshape(npu_hwc(node.output.shape))
                 continue
             prepared = self._prepared.get(id(node))
-            acc_fn = self._acc_fn(node, args[0]) if prepared is not None else None
-            env[id(node.output)] = eval_int_node(node, args, prepared, acc_fn)
+            acc_fn, fused = (self._acc_fn(node, args[0]) if prepared is not None
+                             else (None, None))
+            env[id(node.output)] = eval_int_node(node, args, prepared, acc_fn, fused)
         for o in graph.outputs:
             if id(o) in floats:
                 result[o.name] = floats[id(o)]

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from tcc_compiler.numerics import jit
+from tcc_compiler.numerics.accumulator import depthwise_epilogue
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f
 
 #: A depthwise tile is split when it has at least this many multiply-accumulates (padding
@@ -102,9 +103,42 @@ def _band(x: np.ndarray, pads: tuple, cw: ConvWeights, strides, dilations, zp_in
           params: tuple, zp_out: int, lo: int, hi: int, sc: np.ndarray | None, zp_sc: int,
           out: np.ndarray) -> None:
     """One band: the accumulator of ``x`` (its pads) and the compiled epilogue into ``out``
-    (the band's rows of the output box)."""
+    (the band's rows of the output box); without a shortcut both in one pass
+    (:func:`~tcc_compiler.numerics.accumulator.depthwise_epilogue`, the same bytes), made
+    once per band shape and kept (:func:`_fused`)."""
+    if sc is None:
+        fused = _fused(x.shape, pads, cw, strides, dilations, zp_in, params, zp_out, lo, hi)
+        if fused is not None:
+            fused(x, out)
+            return
     acc = conv_accumulate_f(x, zp_in, cw, strides, pads, dilations)
     jit.epilogue_into(acc, params, zp_out, lo, hi, sc, zp_sc, out)
+
+
+#: (id(weights), band shape, pads, ...) -> (weights, fused routine or None); emptied when it
+#: reaches :data:`_FUSED_MAX` entries. The weights are kept with their routine, so an id is
+#: never reused for other weights while its entry lives.
+_fused_cache: dict[tuple, tuple] = {}
+_FUSED_MAX = 512
+
+
+def _fused(shape: tuple, pads: tuple, cw: ConvWeights, strides, dilations, zp_in: int,
+           params: tuple, zp_out: int, lo: int, hi: int):
+    """The band's :func:`~tcc_compiler.numerics.accumulator.depthwise_epilogue` routine
+    (or None), made on its first run and kept: the bands of a tile have the same shapes,
+    pads and weights on every run."""
+    key = (id(cw), shape, tuple(pads), tuple(strides), tuple(dilations), int(zp_in),
+           id(params), int(zp_out), int(lo), int(hi))
+    hit = _fused_cache.get(key)
+    if hit is not None and hit[0] is cw and hit[1] is params:
+        return hit[2]
+    fused = depthwise_epilogue(shape, zp_in, cw, strides, pads, dilations, params, zp_out,
+                               lo, hi)
+    with _lock:
+        if len(_fused_cache) >= _FUSED_MAX:
+            _fused_cache.clear()
+        _fused_cache[key] = (cw, params, fused)
+    return fused
 
 
 def conv_in_bands(x: np.ndarray, pads: tuple, cw: ConvWeights, strides, dilations,

@@ -132,7 +132,9 @@ def conv_result(pl: ConvPlan, cp: ConvParams, x: np.ndarray, cw: ConvWeights, pa
 
 
 def plain_step(pl: ConvPlan, cp: ConvParams, cw: ConvWeights,
-               acc_fn: Callable[[np.ndarray], np.ndarray] | None) -> Callable[[], bool] | None:
+               acc_fn: Callable[[np.ndarray], np.ndarray] | None,
+               fused: Callable[[np.ndarray, np.ndarray], None] | None = None
+               ) -> Callable[[], bool] | None:
     """The whole of :func:`conv_result` for a tile that takes its plainest route, as one
     routine made once: ``step()`` runs the accumulator routine on the input view, the
     compiled epilogue straight into the output box and the per-channel clamp, and returns
@@ -151,6 +153,9 @@ def plain_step(pl: ConvPlan, cp: ConvParams, cw: ConvWeights,
         pl: the tile's plan. cp: its decoded parameter records. cw: its prepared weights.
         acc_fn: its accumulator routine (:func:`~tcc_compiler.numerics.accumulator.
             accumulator`) or None.
+        fused: for a depthwise tile without a shortcut, its accumulator and epilogue in one
+            pass (:func:`~tcc_compiler.numerics.accumulator.depthwise_epilogue`, the same
+            bytes as ``acc_fn`` then the compiled epilogue), used instead of them; or None.
     """
     cfg = pl.cfg
     if (acc_fn is None or not pl.fits or cp.jit is None or cfg.wide_weights
@@ -163,6 +168,14 @@ def plain_step(pl: ConvPlan, cp: ConvParams, cw: ConvWeights,
     zp_out, lo, hi, zp_sc = cfg.zp_out, cfg.act_lo, cfg.act_hi, cfg.zp_sc
     clamp_lo, clamp_hi = cp.clamp_lo, cp.clamp_hi
     available, epilogue_into = jit.available, jit.epilogue_into
+    if fused is not None and sc is None:
+        def fused_step() -> bool:
+            if not available():
+                return False
+            fused(x, out)
+            channel_clamp(out, clamp_lo, clamp_hi)
+            return True
+        return fused_step
 
     def step() -> bool:
         if not available():

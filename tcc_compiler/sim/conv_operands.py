@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from tcc_compiler.errors import ExecutionError
 from tcc_compiler.isa.commands import Command, ConvTile
-from tcc_compiler.numerics.accumulator import accumulator
+from tcc_compiler.numerics.accumulator import accumulator, depthwise_epilogue
 from tcc_compiler.sim.conv_exec import ConvWeightCache, plain_step
 from tcc_compiler.sim.conv_params import ConvParamCache, ParamRecordError
 from tcc_compiler.sim.conv_tile import ConvPlan
@@ -110,10 +110,14 @@ class ConvOperands:
         except ValueError as exc:
             raise err(i, t, str(exc)) from None
         cw = self.weights.get(t.w_sram, pl.w, pl.groups, w_src)
-        acc_fn = None
+        acc_fn = fused = None
         if self.mode == REUSE and p_src is not None and w_src is not None:
             if cfg.in_bytes == 1 and not cfg.wide_weights and pl.x is not None:
                 acc_fn = accumulator(pl.x.shape, cfg.zp_in, cw, pl.strides, t.pads,
                                      pl.dilations)
-            self.ready[i] = (pl, cp, cw, acc_fn, plain_step(pl, cp, cw, acc_fn))
+                if acc_fn is not None and cw.dw is not None and not cfg.has_shortcut:
+                    fused = depthwise_epilogue(pl.x.shape, cfg.zp_in, cw, pl.strides,
+                                               t.pads, pl.dilations, cp.jit, cfg.zp_out,
+                                               cfg.act_lo, cfg.act_hi)
+            self.ready[i] = (pl, cp, cw, acc_fn, plain_step(pl, cp, cw, acc_fn, fused))
         return cp, cw, acc_fn
