@@ -16,6 +16,7 @@ from tcc_compiler.schedule.hoist import Hoist
 from tcc_compiler.schedule.lift import plan_lifts, plan_weight_lifts
 from tcc_compiler.schedule.lowering import Lowering
 from tcc_compiler.schedule.program import Program
+from tcc_compiler.schedule.resume import resumable
 from tcc_compiler.target import Target
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def lifted(graph: Graph, t: Target, compressor, lw: Lowering, prog: Program, cyc
     def lower(lifts=None, wlifts=None):
         return Lowering(graph, t, lw.zone_bytes, compressor, cascade=lw.cascade,
                         hoist=hoists or None, memo=memo, mem=lw.mem, lifts=lifts,
-                        wlifts=wlifts)
+                        wlifts=wlifts, resume=resumable(lw, memo))
     again = lower()
     again.run()   # the same program as ``prog``; its op spans place the lifts
     best = (prog, cycles, None, again.op_spans)

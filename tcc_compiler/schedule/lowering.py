@@ -32,6 +32,7 @@ from tcc_compiler.schedule.ops.resize import lower_resize
 from tcc_compiler.schedule.ops.shuffle import lower_shuffle
 from tcc_compiler.schedule.prefetch import Hoist, Prefetcher
 from tcc_compiler.schedule.program import LayerInfo, Program
+from tcc_compiler.schedule.resume import Checkpoints
 from tcc_compiler.schedule.tiling import align_up
 from tcc_compiler.isa.wlayout import WeightLayoutBuilder
 from tcc_compiler.quant.params import uses_ew
@@ -51,6 +52,13 @@ class Lowering:
     :func:`~tcc_compiler.schedule.lift.plan_lifts`); ops not named keep their place.
     ``wlifts``: conv name -> SRAM address its weight slots start at, upwards, outside its
     tile area (:func:`~tcc_compiler.schedule.lift.plan_weight_lifts`).
+    ``record``: keep a checkpoint (:class:`~tcc_compiler.schedule.resume.Checkpoints`) before
+    every op, so later lowerings can ``resume``.
+    ``resume``: an earlier lowering with ``record`` of the same graph, target, zone,
+    compressor, cascading, memo and memory plan (the very objects): :meth:`run` starts from
+    its latest checkpoint before the first op whose decisions (prefetches, lifts, weight
+    lifts) differ between the two, the same program as lowering from the start, in a
+    fraction of the time (the schedule search's prefetch and lift tries).
 
     Attributes (after :meth:`run`):
         mem: the :class:`~tcc_compiler.schedule.memory.MemoryPlan` used.
@@ -63,7 +71,8 @@ class Lowering:
                  compressor: BlockCompressor | None = None, cascade: bool = False,
                  hoist: Hoist | tuple[Hoist, ...] | None = None, memo: dict | None = None,
                  mem: MemoryPlan | None = None, lifts: dict[str, int] | None = None,
-                 wlifts: dict[str, int] | None = None):
+                 wlifts: dict[str, int] | None = None, record: bool = False,
+                 resume: Lowering | None = None):
         self.graph, self.t, self.cascade, self.hoist = graph, target, cascade, hoist
         self.lifts = lifts or {}
         self.wlifts = wlifts or {}
@@ -72,6 +81,14 @@ class Lowering:
         self.zone_bytes = align_up(zone_bytes, target.sram_align_bytes)
         self.compressor = compressor
         self.mem: MemoryPlan | None = mem
+        self.checkpoints = Checkpoints(graph) if record else None
+        self.resume = resume
+
+    @property
+    def hoists(self) -> tuple[Hoist, ...]:
+        """The cross-op prefetches, as a tuple (empty: none)."""
+        h = self.hoist
+        return () if not h else (h,) if isinstance(h, Hoist) else tuple(h)
 
     @property
     def chains(self) -> dict:
@@ -90,21 +107,30 @@ class Lowering:
         mem = self.mem
         if mem is None:
             mem = self.mem = plan_memory(self.graph, t, self.zone_bytes, self.cascade)
-        em = Emitter(t.sram_capacity_bytes, t.sram_align_bytes)
-        weights = WeightLayoutBuilder(self.compressor)
+        if self.resume is not None:
+            start, em, weights, layers, self.op_spans, pf_state = \
+                self.resume.checkpoints.restore(self.resume, self)
+        else:
+            start, layers, pf_state = 0, [], None
+            em = Emitter(t.sram_capacity_bytes, t.sram_align_bytes)
+            weights = WeightLayoutBuilder(self.compressor)
         pf = Prefetcher(self.hoist, self.graph) if self.hoist else None
         if pf is not None:
             pf.check_areas(t)
+            if pf_state is not None:
+                pf.resume(pf_state)
             em.on_load = pf.after_load
-        layers: list[LayerInfo] = []
         source = self.graph.meta.get("source", "")
-        for n in self.graph.nodes:
+        cps = self.checkpoints
+        for i, n in enumerate(self.graph.nodes[start:], start):
             if n.op in HOST_OPS or n.op in VIEW_OPS or id(n) in mem.chained:
                 continue
             if n.op in CHANNEL_OPS and id(n) not in mem.views.copies:
                 continue   # a view: the producers and readers address the shared buffer
             if id(n) in mem.fused_luts:
                 continue   # run in the epilogue of the conv producing its input
+            if cps is not None:
+                cps.add(i, em, weights, layers, self.op_spans, pf)
             ctx = OpContext(em, mem, weights, t, source, base=mem.base(n), memo=self.memo)
             n_ops = len(em.tile_spans)
             if id(n) in mem.chains:   # the whole chain runs at its last op's place

@@ -25,6 +25,7 @@ from tcc_compiler.schedule.prefetch import Prefetcher
 from tcc_compiler.schedule.program import Program
 from tcc_compiler.schedule.rank import estimate_cycles, finalists, plan_key
 from tcc_compiler.schedule.reorder import exact_waits
+from tcc_compiler.schedule.resume import resumable
 from tcc_compiler.schedule.tiling import uses_depthwise_mode
 from tcc_compiler.target import Target
 
@@ -216,7 +217,8 @@ def _lower_cached(graph: Graph, t: Target, cand, compressor, memo: dict,
     zone, casc, mem, _, _ = cand
     key = plan_key(mem)
     if key not in cache:
-        lw = Lowering(graph, t, zone, compressor, cascade=casc, memo=memo, mem=mem)
+        lw = Lowering(graph, t, zone, compressor, cascade=casc, memo=memo, mem=mem,
+                      record=True)   # its prefetch and lift tries resume from it
         try:
             cache[key] = (lw.run(), lw)
         except ScheduleError as exc:
@@ -388,14 +390,19 @@ def _add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program
     spans = replay(base.commands, t)
     wide = any(li.depthwise for li in base.layers)
     best = (base_cycles, base, ())
+    # the lowering of the best program so far: each try lowers only the ops from the first
+    # one its added hoists act on (schedule/resume.py)
+    src = resumable(lw, memo)
     for _ in range(MAX_HOISTS if wide else 1):
-        round_best = best
+        round_best, round_src = best, src
         cands = [(est, tuple(dataclasses.replace(h, lead=lead) for h in new))
                  for est, new in _candidates(graph, t, lw, base, spans, best[1], best[2], wide)]
         for new in hoist_finalists(cands) if wide else [c for _, c in cands]:
+            lowering = Lowering(graph, t, lw.zone_bytes, compressor, cascade=lw.cascade,
+                                hoist=best[2] + new, memo=memo, mem=lw.mem,
+                                record=src is not None, resume=src)
             try:
-                prog2 = Lowering(graph, t, lw.zone_bytes, compressor, cascade=lw.cascade,
-                                 hoist=best[2] + new, memo=memo, mem=lw.mem).run()
+                prog2 = lowering.run()
             except ScheduleError:
                 log.debug("prefetch for %s: tiles no longer fit", new[0].consumer)
                 continue
@@ -404,10 +411,10 @@ def _add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program
                       [h.area_bytes for h in new], new[0].consumer,
                       [len(h.window) for h in new], best[0], cycles2)
             if cycles2 < round_best[0]:
-                round_best = (cycles2, prog2, best[2] + new)
+                round_best, round_src = (cycles2, prog2, best[2] + new), lowering
         if round_best is best:
             break
-        best = round_best
+        best, src = round_best, round_src if src is not None else None
     return best
 
 
