@@ -247,15 +247,27 @@ def conv_tile_macs(cmd: C.ConvTile, regs: C.Registers) -> int:
     return cmd.out_h * cmd.out_w * cmd.oc * cfg.kh * cfg.kw * cfg.cin_g
 
 
-def replay(cmds: list[C.Command], t: Target) -> list[tuple[int, int]]:
+def replay(cmds: list[C.Command], t: Target,
+           prefix: tuple[int, list[tuple[int, int]]] | None = None) -> list[tuple[int, int]]:
     """(start, end) cycle of every command under the queue/wait model.
 
     A command on queue q starts after the previous command of q ends and, for each queue p
     with wait n < 7, after all but the last n commands dispatched to p before it have ended.
+    ``prefix``: (k, the replay of another program whose first k commands are those of
+    ``cmds``): those k are not replayed again (a command's times depend only on the commands
+    before it), the same result (the schedule search's resumed lowerings, schedule/resume.py).
     """
     ends: dict[Queue, list[int]] = {Queue.LOAD: [], Queue.COMPUTE: [], Queue.STORE: []}
     regs = C.Registers()
     out: list[tuple[int, int]] = []
+    if prefix is not None and prefix[0] > 0:
+        k, done = prefix
+        out = done[:k]
+        for cmd, (_, end) in zip(cmds[:k], out):
+            regs.update(cmd)
+            if cmd.queue is not Queue.CONTROL:
+                ends[cmd.queue].append(end)
+        cmds = cmds[k:]
     for cmd in cmds:
         if cmd.queue is Queue.CONTROL:
             t_end = max((e[-1] for e in ends.values() if e), default=0)

@@ -83,6 +83,8 @@ class Lowering:
         self.mem: MemoryPlan | None = mem
         self.checkpoints = Checkpoints(graph) if record else None
         self.resume = resume
+        #: commands :meth:`run` took from ``resume``'s program (its first ones), unlowered
+        self.shared_cmds = 0
 
     @property
     def hoists(self) -> tuple[Hoist, ...]:
@@ -114,6 +116,7 @@ class Lowering:
             start, layers, pf_state = 0, [], None
             em = Emitter(t.sram_capacity_bytes, t.sram_align_bytes)
             weights = WeightLayoutBuilder(self.compressor)
+        self.shared_cmds = em.n_cmds
         pf = Prefetcher(self.hoist, self.graph) if self.hoist else None
         if pf is not None:
             pf.check_areas(t)

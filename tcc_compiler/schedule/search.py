@@ -392,11 +392,14 @@ def _add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program
     best = (base_cycles, base, ())
     # the lowering of the best program so far: each try lowers only the ops from the first
     # one its added hoists act on (schedule/resume.py)
-    src = resumable(lw, memo)
+    # (and the replay of its program: a try's first commands, those of that program, are
+    # not replayed again)
+    src, src_spans = resumable(lw, memo), spans
     for _ in range(MAX_HOISTS if wide else 1):
-        round_best, round_src = best, src
+        round_best, round_src = best, (src, src_spans)
         cands = [(est, tuple(dataclasses.replace(h, lead=lead) for h in new))
-                 for est, new in _candidates(graph, t, lw, base, spans, best[1], best[2], wide)]
+                 for est, new in _candidates(graph, t, lw, base, spans, best[1], best[2], wide,
+                                             src_spans)]
         for new in hoist_finalists(cands) if wide else [c for _, c in cands]:
             lowering = Lowering(graph, t, lw.zone_bytes, compressor, cascade=lw.cascade,
                                 hoist=best[2] + new, memo=memo, mem=lw.mem,
@@ -406,15 +409,17 @@ def _add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program
             except ScheduleError:
                 log.debug("prefetch for %s: tiles no longer fit", new[0].consumer)
                 continue
-            cycles2 = _cycles(prog2, t)
+            spans2 = replay(prog2.commands, t, (lowering.shared_cmds, src_spans))
+            cycles2 = max((e for _, e in spans2), default=0)
             log.debug("prefetch %s bytes of %s during %s ops: %d -> %d cycles",
                       [h.area_bytes for h in new], new[0].consumer,
                       [len(h.window) for h in new], best[0], cycles2)
             if cycles2 < round_best[0]:
-                round_best, round_src = (cycles2, prog2, best[2] + new), lowering
+                round_best, round_src = (cycles2, prog2, best[2] + new), (lowering, spans2)
         if round_best is best:
             break
-        best, src = round_best, round_src if src is not None else None
+        best = round_best
+        src, src_spans = round_src if src is not None else (None, round_src[1])
     return best
 
 
@@ -440,16 +445,19 @@ def hoist_finalists(cands: list[tuple[float, tuple[Hoist, ...]]]) -> list[tuple[
 
 
 def _candidates(graph: Graph, t: Target, lw: Lowering, base: Program, spans, prog: Program,
-                hoists: tuple[Hoist, ...], wide: bool) -> list[tuple[float, tuple[Hoist, ...]]]:
+                hoists: tuple[Hoist, ...], wide: bool,
+                spans_now=None) -> list[tuple[float, tuple[Hoist, ...]]]:
     """The hoist sets one round of :func:`_add_hoists` tries on top of ``hoists`` (those of
     ``prog``): for each consumer -- the first conv stalled on its loads in the first round,
     and with ``wide`` each of the :data:`HOIST_CANDIDATES` most stalled convs of ``prog``
     without a hoist -- and each of :data:`HOIST_VARIANTS` (without ``wide``:
     :data:`PLAIN_HOIST_VARIANTS`): the :func:`plan_hoist` window
     alone and, with ``wide``, also with its blocks packed and as its :func:`plan_pieces`
-    split. Each comes with its :func:`hoist_estimate` (cycles)."""
+    split. Each comes with its :func:`hoist_estimate` (cycles). ``spans_now``: the replay of
+    ``prog`` when known (None: replayed here)."""
     done = frozenset(h.consumer for h in hoists)
-    spans_now = replay(prog.commands, t) if hoists else spans
+    if spans_now is None:
+        spans_now = replay(prog.commands, t) if hoists else spans
     stalled = stalled_convs(prog, spans_now, done)
     small = not stalled and wide
     if small:   # many smaller stalls (ConvMixer: 32 1x1 convs, each 13 % of its span and
