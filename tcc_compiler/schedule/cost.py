@@ -268,20 +268,22 @@ def replay(cmds: list[C.Command], t: Target,
             if cmd.queue is not Queue.CONTROL:
                 ends[cmd.queue].append(end)
         cmds = cmds[k:]
-    for cmd in cmds:
-        if cmd.queue is Queue.CONTROL:
+    e_load, e_comp, e_store = ends[Queue.LOAD], ends[Queue.COMPUTE], ends[Queue.STORE]
+    control = Queue.CONTROL
+    for cmd in cmds:   # the loop is the search's hot spot: queues unrolled, same arithmetic
+        queue = cmd.SPEC.queue
+        if queue is control:
             t_end = max((e[-1] for e in ends.values() if e), default=0)
             out.append((t_end, t_end))
             continue
-        start = ends[cmd.queue][-1] if ends[cmd.queue] else 0
-        for q, n in zip((Queue.LOAD, Queue.COMPUTE, Queue.STORE), cmd.waits):
-            if n == WAIT_NONE:
-                continue
-            done_needed = len(ends[q]) - n
-            if done_needed > 0:
-                start = max(start, ends[q][done_needed - 1])  # queues end in order
+        mine = ends[queue]
+        start = mine[-1] if mine else 0
+        for e, n in ((e_load, cmd.wait_load), (e_comp, cmd.wait_compute),
+                     (e_store, cmd.wait_store)):
+            if n != WAIT_NONE and len(e) > n:   # queues end in order
+                start = max(start, e[len(e) - n - 1])
         cyc = command_cycles(cmd, regs, t)
         regs.update(cmd)
-        ends[cmd.queue].append(start + cyc)
+        mine.append(start + cyc)
         out.append((start, start + cyc))
     return out

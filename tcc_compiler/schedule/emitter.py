@@ -60,23 +60,26 @@ class WaitTracker:
         Raises:
             InternalError: a dependency on a command not emitted yet.
         """
-        waits = {q: WAIT_NONE for q in self.QUEUES}
+        waits = dict.fromkeys(self.QUEUES, WAIT_NONE)
+        count = self.count
         for d in deps:
             if d is None:
                 continue
             q, k = d
-            n = self.count[q] - 1 - k
+            n = count[q] - 1 - k
             if n < 0:
                 raise InternalError(f"dependency on {q.name} command {k} not yet dispatched")
-            waits[q] = min(waits[q], min(n, WAIT_MAX))
+            n = n if n < WAIT_MAX else WAIT_MAX
+            if n < waits[q]:
+                waits[q] = n
         cmd = cls(wait_load=waits[Queue.LOAD], wait_compute=waits[Queue.COMPUTE],
                   wait_store=waits[Queue.STORE], **fields)
         self.cmds.append(cmd)
         self.comments.append(comment)
         self.slots.append(slot)
         self.deps.append(tuple(d for d in deps if d is not None))
-        q = cmd.queue
-        if q in self.count:
+        q = cls.SPEC.queue
+        if q in count:
             idx = self.count[q]
             self.count[q] += 1
             return (q, idx)

@@ -97,8 +97,8 @@ def _cycles(prog: Program, t: Target) -> int:
 
 
 def _zone_candidates(graph: Graph, t: Target, zone_fractions, cascade: bool,
-                     compact: bool = False,
-                     band_slack: float = 0.0) -> list[tuple[int, bool, MemoryPlan, int, bool]]:
+                     compact: bool = False, band_slack: float = 0.0,
+                     plans: dict | None = None) -> list[tuple[int, bool, MemoryPlan, int, bool]]:
     """(zone bytes, cascade, memory plan, estimated cycles, compact) of every distinct zone
     size x cascading candidate, in the search's order (smaller zone first, cascading first);
     a plan equal to an earlier one (:func:`~tcc_compiler.schedule.rank.plan_key`) is dropped.
@@ -107,11 +107,15 @@ def _zone_candidates(graph: Graph, t: Target, zone_fractions, cascade: bool,
     (``cascade_resident``: SRAM freed for prefetch), and without cascades; with ``compact``
     (a network with depthwise layers) also a fourth, ``cascade_resident`` with
     :func:`plan_memory`'s ``compact`` (more chains cascaded, the zone placed so each op's
-    tile area starts low). ``band_slack``: :func:`plan_memory`'s.
+    tile area starts low). ``band_slack``: :func:`plan_memory`'s. ``plans``: (zone, cascade,
+    cascade_resident, compact, band slack or None without cascades) -> (plan, estimate) or
+    the ScheduleError of planning it, filled here and shared by the calls of one search (a
+    plan without cascades is the same for every slack); None: none.
 
     Raises:
         ScheduleError: the zone-free, cascade-free plan does not fit.
     """
+    plans = {} if plans is None else plans
     ways = ((True, False, False), (True, True, False), (False, False, False))
     split = splits_chains(graph, t)
     if compact:
@@ -122,15 +126,20 @@ def _zone_candidates(graph: Graph, t: Target, zone_fractions, cascade: bool,
         for casc, every, tight in (ways if cascade else ((False, False, False),)):
             if every and zone == 0:   # nothing resident: the same plan as without
                 continue
-            try:
-                mem = plan_memory(graph, t, zone, casc, cascade_resident=every, compact=tight,
-                                  split=split, band_slack=band_slack)
-                est = estimate_cycles(graph, mem, t)
-            except ScheduleError:
+            key = (zone, casc, every, tight, band_slack if casc else None)
+            if key not in plans:   # the slack changes cascaded band heights only
+                try:
+                    mem = plan_memory(graph, t, zone, casc, cascade_resident=every,
+                                      compact=tight, split=split, band_slack=band_slack)
+                    plans[key] = (mem, estimate_cycles(graph, mem, t))
+                except ScheduleError as exc:
+                    plans[key] = exc
+            if isinstance(plans[key], ScheduleError):
                 if zone == 0 and not casc:
-                    raise
+                    raise plans[key]
                 log.debug("resident zone %d bytes leaves too little SRAM for tiles", zone)
                 continue
+            mem, est = plans[key]
             key = plan_key(mem)
             if key in seen:   # the same program as an earlier candidate's
                 continue
@@ -280,9 +289,9 @@ def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
         ScheduleError: no candidate without slack can be lowered.
     """
     wide = has_depthwise(graph, t)
-    best, seen, cache, pre = None, [], {}, []
+    best, seen, cache, pre, plans = None, [], {}, [], {}
     for slack in BAND_SLACKS if cascade and wide else (0.0,):
-        cands = _zone_candidates(graph, t, zone_fractions, cascade, wide, slack)
+        cands = _zone_candidates(graph, t, zone_fractions, cascade, wide, slack, plans=plans)
         keys = {plan_key(c[2]) for c in cands}
         if keys in seen:   # no chain's band height moved: the same programs
             continue
