@@ -39,7 +39,8 @@ def _cycles(prog: Program, t: Target) -> int:
 
 
 def lifted(graph: Graph, t: Target, compressor, lw: Lowering, prog: Program, cycles: int,
-           hoists: tuple[Hoist, ...], memo: dict) -> tuple[Lowering, Program, int]:
+           hoists: tuple[Hoist, ...], memo: dict,
+           made_by: Lowering | None = None) -> tuple[Lowering, Program, int]:
     """(``lw``, program, cycles): ``prog`` (lowered by ``lw``'s plan with ``hoists``) with its
     tile areas lifted clear of the ops just before them (:func:`plan_lifts`), when that
     replays faster; else ``prog``. A lift whose smaller SRAM budget changes the op's tile plan
@@ -48,21 +49,29 @@ def lifted(graph: Graph, t: Target, compressor, lw: Lowering, prog: Program, cyc
     the weight slots of the convs whose tile area still overlaps the ops before them are
     lifted (:func:`plan_weight_lifts`) in up to :data:`WEIGHT_LIFT_ROUNDS` rounds, each
     planned on the previous round's program (stopping at a round that is slower), the
-    fastest program kept."""
-    def lower(lifts=None, wlifts=None):
+    fastest program kept. ``made_by``: the recorded lowering that made ``prog`` (with
+    ``hoists``; schedule/resume.py), whose op spans place the lifts and from which the tries
+    resume (each weight-lift round from the previous round's); None: ``prog`` is lowered
+    again for its op spans."""
+    def lower(lifts=None, wlifts=None, src=None):
         return Lowering(graph, t, lw.zone_bytes, compressor, cascade=lw.cascade,
                         hoist=hoists or None, memo=memo, mem=lw.mem, lifts=lifts,
-                        wlifts=wlifts, resume=resumable(lw, memo))
-    again = lower()
-    again.run()   # the same program as ``prog``; its op spans place the lifts
-    best = (prog, cycles, None, again.op_spans)
-    lifted = _lift_ops(t, lower, prog, again.op_spans)
+                        wlifts=wlifts, record=src is not None,
+                        resume=src if src is not None else resumable(lw, memo))
+    again = resumable(made_by, memo) if made_by is not None else None
+    if again is None:
+        again = lower()
+        again.run()   # the same program as ``prog``; its op spans place the lifts
+    best = (prog, cycles, None, again.op_spans, again)
+    src = again if again.checkpoints is not None else None
+    lifted = _lift_ops(t, lambda lifts: lower(lifts, src=src), prog, again.op_spans)
     if lifted is not None:
         cycles2 = _cycles(lifted[0], t)
         log.debug("%d ops lifted: %d -> %d cycles", len(lifted[1]), cycles, cycles2)
         if cycles2 < cycles:
-            best = (lifted[0], cycles2, lifted[1], lifted[2])
-    prog, cycles, lifts, spans = best
+            best = (lifted[0], cycles2, lifted[1], lifted[2], lifted[3])
+    prog, cycles, lifts, spans, src = best
+    src = src if src.checkpoints is not None else None
     wlifts: dict[str, int] = {}
     now = cycles
     for _ in range(WEIGHT_LIFT_ROUNDS):
@@ -70,7 +79,7 @@ def lifted(graph: Graph, t: Target, compressor, lw: Lowering, prog: Program, cyc
         if not more:
             break
         wlifts.update(more)
-        lowering = lower(lifts, wlifts)
+        lowering = lower(lifts, dict(wlifts), src)
         try:
             prog2 = lowering.run()
         except ScheduleError:   # pragma: no cover - the slots only leave the tile areas
@@ -81,16 +90,17 @@ def lifted(graph: Graph, t: Target, compressor, lw: Lowering, prog: Program, cyc
         if cycles2 > now:   # a round that loses stops; one that ties may unblock the next
             break
         now, spans = cycles2, lowering.op_spans
+        src = lowering if src is not None else None
         if cycles2 < cycles:
             prog, cycles = prog2, cycles2
     return lw, prog, cycles
 
 
 def _lift_ops(t: Target, lower, prog: Program, spans):
-    """(program, lifts, op spans) of ``prog`` lowered again (``lower(lifts)``) with its ops'
-    tile areas lifted (:func:`plan_lifts` on ``spans``, ``prog``'s), dropping the lifts
-    that changed a tile plan (:data:`LIFT_ROUNDS` tries); None: no lift, or none kept its
-    tile plan, or the tiles no longer fit."""
+    """(program, lifts, op spans, its lowering) of ``prog`` lowered again (``lower(lifts)``)
+    with its ops' tile areas lifted (:func:`plan_lifts` on ``spans``, ``prog``'s), dropping
+    the lifts that changed a tile plan (:data:`LIFT_ROUNDS` tries); None: no lift, or none
+    kept its tile plan, or the tiles no longer fit."""
     fixed: set[str] = set()
     plans = {li.name: (li.plan, li.tiles) for li in prog.layers}
     sizes = {sp.name: sp.hi - sp.lo for sp in spans}
@@ -111,6 +121,6 @@ def _lift_ops(t: Target, lower, prog: Program, spans):
         changed |= {sp.name for sp in lifted.op_spans
                     if sp.name in lifts and sp.hi - sp.lo != sizes.get(sp.name)}
         if not changed:
-            return prog2, lifts, lifted.op_spans
+            return prog2, lifts, lifted.op_spans, lifted
         fixed |= changed
     return None

@@ -311,7 +311,7 @@ def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
         if best is None or got[2] < best[2]:
             best = got
     if len(best) > 3:   # prefetch searched on a network with depthwise layers
-        return _lifted(graph, t, compressor, *best, memo)
+        return _lifted(graph, t, compressor, *best[:4], memo, best[4])
     return best
 
 
@@ -323,13 +323,13 @@ def _search_plans(graph: Graph, t: Target, cands, compressor, prefetch: bool,
     cascading variant and, with ``prefetch``, the fastest after :func:`_add_hoists` of the
     :data:`PREFETCH_FINALISTS` fastest variants and the fastest ``compact`` one (of the
     fastest only for a network without depthwise layers: the ResNet programs, whose golden
-    outputs stay as recorded); for a network with depthwise layers also that program's
-    hoists (a 4-tuple: :func:`_search` lifts its ops). ``cache``: results by plan key shared
-    by calls on the same graph (:func:`_best_zone`'s, and each base plan's prefetch rounds
-    by ``lead``). ``first`` False (a band slack > 0, :func:`_search`): only the
+    outputs stay as recorded); for a network with depthwise layers also that program's hoists
+    and the lowering that made it (a 5-tuple: :func:`_search` lifts its ops). ``cache``: results
+    by plan key shared by calls on the same graph (:func:`_best_zone`'s, and each base plan's
+    prefetch rounds by ``lead``). ``first`` False (a band slack > 0, :func:`_search`): only the
     :data:`SLACK_BASES` fastest variants (before prefetch) whose plan has not been
-    prefetch-searched yet (``cache``) are, with ``lead`` False only; None when there is none
-    or when it is slower before prefetch than the fastest of the ``first`` call by more than
+    prefetch-searched yet (``cache``) are, with ``lead`` False only; None when there is none or
+    when it is slower before prefetch than the fastest of the ``first`` call by more than
     :data:`SLACK_MAX_PRE_LOSS` (``pre``: a list shared by the calls, holding that fastest's
     cycles once the first call has run).
     """
@@ -353,11 +353,11 @@ def _search_plans(graph: Graph, t: Target, cands, compressor, prefetch: bool,
             key = ("hoists", plan_key(lw.mem), lead)
             if key not in cache:
                 cache[key] = _add_hoists(graph, t, compressor, lw, prog0, cyc0, memo, lead)
-            cycles, prog, hoists = cache[key]
+            cycles, prog, hoists, made = cache[key]
             log.debug("resident zone %d bytes, %d cascaded chains, lead %s: %d -> %d cycles "
                       "with prefetch", lw.zone_bytes, len(lw.chains), lead, cyc0, cycles)
             if best is None or cycles < best[2]:
-                best = (lw, prog, cycles, hoists)
+                best = (lw, prog, cycles, hoists, made)
     if best is None:
         return None
     return best if wide else best[:3]
@@ -382,7 +382,7 @@ def _prefetch_bases(tries, wide: bool, first: bool, cache: dict):
 
 def _add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program,
                 base_cycles: int, memo: dict | None = None,
-                lead: bool = False) -> tuple[int, Program]:
+                lead: bool = False) -> tuple[int, Program, tuple[Hoist, ...], Lowering | None]:
     """Cross-op weight prefetch, greedily: each round plans hoists for one more consumer
     (:func:`_candidates`) in an area stacked below the areas of the hoists kept so far, lowers
     the program with all of them -- for a network with depthwise layers only the round's
@@ -394,7 +394,8 @@ def _add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program
     tests/data/golden_outputs.json, stay byte-identical until re-recorded on purpose).
     ``memo``: shared by the lowerings (see :class:`Lowering`). ``lead``: every hoist planned
     leads (:attr:`Hoist.lead`).
-    Returns (cycles, program, its hoists).
+    Returns (cycles, program, its hoists, the recorded lowering that made it -- ``lw`` when
+    no hoist is kept -- or None when ``lw`` was not recorded with ``memo``).
     """
     spans = replay(base.commands, t)
     wide = any(li.depthwise for li in base.layers)
@@ -429,7 +430,7 @@ def _add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program
             break
         best = round_best
         src, src_spans = round_src if src is not None else (None, round_src[1])
-    return best
+    return (*best, src)
 
 
 def hoist_estimate(t: Target, hoists: tuple[Hoist, ...], stall: int) -> float:
