@@ -109,29 +109,12 @@ class Lowering:
         mem = self.mem
         if mem is None:
             mem = self.mem = plan_memory(self.graph, t, self.zone_bytes, self.cascade)
-        if self.resume is not None:
-            start, em, weights, layers, self.op_spans, pf_state = \
-                self.resume.checkpoints.restore(self.resume, self)
-        else:
-            start, layers, pf_state = 0, [], None
-            em = Emitter(t.sram_capacity_bytes, t.sram_align_bytes)
-            weights = WeightLayoutBuilder(self.compressor)
-        self.shared_cmds = em.n_cmds
-        pf = Prefetcher(self.hoist, self.graph) if self.hoist else None
-        if pf is not None:
-            pf.check_areas(t)
-            if pf_state is not None:
-                pf.resume(pf_state)
-            em.on_load = pf.after_load
+        start, em, weights, layers, pf = self._start()
         source = self.graph.meta.get("source", "")
         cps = self.checkpoints
         for i, n in enumerate(self.graph.nodes[start:], start):
-            if n.op in HOST_OPS or n.op in VIEW_OPS or id(n) in mem.chained:
+            if not _lowered(n, mem):
                 continue
-            if n.op in CHANNEL_OPS and id(n) not in mem.views.copies:
-                continue   # a view: the producers and readers address the shared buffer
-            if id(n) in mem.fused_luts:
-                continue   # run in the epilogue of the conv producing its input
             if cps is not None:
                 cps.add(i, em, weights, layers, self.op_spans, pf)
             ctx = OpContext(em, mem, weights, t, source, base=mem.base(n), memo=self.memo)
@@ -156,6 +139,28 @@ class Lowering:
         return Program(w.cmds, w.comments, weights.build(), em.sram_peak, mem.arena_bytes,
                        mem.input_bytes, mem.output_bytes, list(mem.inputs), list(mem.outputs),
                        layers, w.slots, deps=w.deps)
+
+    def _start(self) -> tuple[int, Emitter, WeightLayoutBuilder, list[LayerInfo],
+                              Prefetcher | None]:
+        """(graph position of the first op to lower, emitter, weight layout, layer table,
+        prefetcher) to lower from: a fresh start, or with ``resume`` that lowering's state
+        before the first op this one changes (schedule/resume.py; :attr:`op_spans` too)."""
+        t = self.t
+        if self.resume is not None:
+            start, em, weights, layers, self.op_spans, pf_state = \
+                self.resume.checkpoints.restore(self.resume, self)
+        else:
+            start, layers, pf_state = 0, [], None
+            em = Emitter(t.sram_capacity_bytes, t.sram_align_bytes)
+            weights = WeightLayoutBuilder(self.compressor)
+        self.shared_cmds = em.n_cmds
+        pf = Prefetcher(self.hoist, self.graph) if self.hoist else None
+        if pf is not None:
+            pf.check_areas(t)
+            if pf_state is not None:
+                pf.resume(pf_state)
+            em.on_load = pf.after_load
+        return start, em, weights, layers, pf
 
     def _span(self, ctx: OpContext, n: Node, n_ops: int, liftable: bool) -> None:
         """Record the tile span of the op just lowered (:attr:`op_spans`), if it ended one;
@@ -192,6 +197,18 @@ class Lowering:
         elif others:   # its range holds prefetches of a later op
             info.cmds = [i for i in range(first, info.end_cmd) if i not in others]
         return info
+
+
+def _lowered(n: Node, mem: MemoryPlan) -> bool:
+    """Whether op ``n`` is lowered at its place under ``mem``: not a host op, a view, an op of
+    a cascaded chain before its last, a channel op that is a view (the producers and readers
+    address the shared buffer), nor a lut run in the epilogue of the conv producing its
+    input."""
+    if n.op in HOST_OPS or n.op in VIEW_OPS or id(n) in mem.chained:
+        return False
+    if n.op in CHANNEL_OPS and id(n) not in mem.views.copies:
+        return False
+    return id(n) not in mem.fused_luts
 
 
 def lower_one(ctx: OpContext, n: Node, info: LayerInfo, pf: Prefetcher | None) -> None:
