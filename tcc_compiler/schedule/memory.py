@@ -15,6 +15,7 @@ resident tensors live during the op and the op before it. Chains worth cascading
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
@@ -25,7 +26,7 @@ from tcc_compiler.ir.graph import Graph, Node, Value
 from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
 from tcc_compiler.errors import ScheduleError
 from tcc_compiler.isa.spec import REGION_OFFSET_MASK, Region
-from tcc_compiler.schedule.arena import Buffer, plan_arena, top_sum
+from tcc_compiler.schedule.arena import Buffer, arena_bytes, plan_arena, top_sum
 from tcc_compiler.schedule.cascade import (Chain, find_chains, plan_chain, separate_cycles,
                                            split_chain, sub_chain)
 from tcc_compiler.schedule.geom import conv_geom, elem_bytes, hwc, pool_geom
@@ -85,9 +86,10 @@ class MemoryPlan:
     views: ChannelViews = ChannelViews({}, {}, frozenset())
     fused: Mapping[int, Node] = field(default_factory=lambda: MappingProxyType({}))
 
-    @property
+    @functools.cached_property
     def fused_luts(self) -> frozenset[int]:
-        """ids of the lut nodes run in a conv's epilogue."""
+        """ids of the lut nodes run in a conv's epilogue (computed once: the lowering asks
+        per op)."""
         return frozenset(id(lut) for lut in self.fused.values())
 
     def conv_output(self, n: Node) -> Value:
@@ -458,13 +460,15 @@ class _Planner:
         cand = sorted(bufs, key=lambda vb: (-vb[1].size_bytes * (1 + len(readers(vb[0]))),
                                             vb[1].first))
         chosen: list[tuple[Value, Buffer]] = []
+        trial: tuple = ()   # the chosen buffers as (key, size, first, last), for arena_bytes
         for v, b in cand:
             if b.size_bytes > self.zone_bytes or id(v) in self.views.tied \
                     or id(v) in self.pinned:
                 continue
-            trial = [Buffer(x.key, x.size_bytes, x.first, x.last) for _, x in chosen + [(v, b)]]
-            if plan_arena(trial, al) <= self.zone_bytes:
+            more = trial + ((b.key, b.size_bytes, b.first, b.last),)
+            if arena_bytes(more, al) <= self.zone_bytes:
                 chosen.append((v, b))
+                trial = more
         placed = [Buffer(b.key, b.size_bytes, b.first, b.last) for _, b in chosen]
         self.zone_used = plan_arena(placed, al)
         if self.compact:   # placed by first use when that leaves the tile areas more SRAM
