@@ -284,6 +284,21 @@ class WeightLayoutBuilder:
         """Weights + params bytes of the layers added so far, as stored (padding excluded)."""
         return self._stored_total
 
+    def checkpoint(self) -> tuple:
+        """The state so far, for :meth:`resumed` (the schedule search's lowering
+        checkpoints; the lists only grow, so this builder must be kept alive)."""
+        return (self, len(self._layers), set(self._names), len(self._pieces), self._size,
+                self._raw_total, self._stored_total)
+
+    @classmethod
+    def resumed(cls, cp: tuple) -> WeightLayoutBuilder:
+        """A new builder (the same compressor) in the state of checkpoint ``cp``."""
+        src, n_layers, names, n_pieces, size, raw, stored = cp
+        b = cls(src.compressor)
+        b._layers, b._names, b._pieces = src._layers[:n_layers], set(names), src._pieces[:n_pieces]
+        b._size, b._raw_total, b._stored_total = size, raw, stored
+        return b
+
     def build(self) -> WeightLayout:
         """The frozen layout of the layers added so far."""
         return WeightLayout(tuple(self._layers), b"".join(self._pieces))

@@ -11,6 +11,7 @@ are in bytes.
 from __future__ import annotations
 
 import bisect
+import functools
 from dataclasses import dataclass
 
 from tcc_compiler.errors import InternalError
@@ -61,6 +62,16 @@ def plan_arena(buffers: list[Buffer], align: int, by_time: bool = False,
         offsets.insert(i, off)
         placed.insert(i, b)
     return align_up(max((b.offset + b.size_bytes for b in buffers), default=0), align)
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def arena_bytes(buffers: tuple[tuple[str, int, int, int], ...], align: int) -> int:
+    """The arena size (bytes, aligned) :func:`plan_arena` gives ``buffers``, each
+    ``(key, size_bytes, first, last)``: a pure function of them, memoised (the resident-zone
+    planner, schedule/memory.py, tries growing sets of tensors for every zone size, cascading
+    variant and band slack of the schedule search, mostly the same sets again: EfficientNetV2-S
+    224 asked 26,719 times in one compile)."""
+    return plan_arena([Buffer(*b) for b in buffers], align)
 
 
 def top_sum(buffers: list[Buffer]) -> int:

@@ -247,29 +247,43 @@ def conv_tile_macs(cmd: C.ConvTile, regs: C.Registers) -> int:
     return cmd.out_h * cmd.out_w * cmd.oc * cfg.kh * cfg.kw * cfg.cin_g
 
 
-def replay(cmds: list[C.Command], t: Target) -> list[tuple[int, int]]:
+def replay(cmds: list[C.Command], t: Target,
+           prefix: tuple[int, list[tuple[int, int]]] | None = None) -> list[tuple[int, int]]:
     """(start, end) cycle of every command under the queue/wait model.
 
     A command on queue q starts after the previous command of q ends and, for each queue p
     with wait n < 7, after all but the last n commands dispatched to p before it have ended.
+    ``prefix``: (k, the replay of another program whose first k commands are those of
+    ``cmds``): those k are not replayed again (a command's times depend only on the commands
+    before it), the same result (the schedule search's resumed lowerings, schedule/resume.py).
     """
     ends: dict[Queue, list[int]] = {Queue.LOAD: [], Queue.COMPUTE: [], Queue.STORE: []}
     regs = C.Registers()
     out: list[tuple[int, int]] = []
-    for cmd in cmds:
-        if cmd.queue is Queue.CONTROL:
+    if prefix is not None and prefix[0] > 0:
+        k, done = prefix
+        out = done[:k]
+        for cmd, (_, end) in zip(cmds[:k], out):
+            regs.update(cmd)
+            if cmd.queue is not Queue.CONTROL:
+                ends[cmd.queue].append(end)
+        cmds = cmds[k:]
+    e_load, e_comp, e_store = ends[Queue.LOAD], ends[Queue.COMPUTE], ends[Queue.STORE]
+    control = Queue.CONTROL
+    for cmd in cmds:   # the loop is the search's hot spot: queues unrolled, same arithmetic
+        queue = cmd.SPEC.queue
+        if queue is control:
             t_end = max((e[-1] for e in ends.values() if e), default=0)
             out.append((t_end, t_end))
             continue
-        start = ends[cmd.queue][-1] if ends[cmd.queue] else 0
-        for q, n in zip((Queue.LOAD, Queue.COMPUTE, Queue.STORE), cmd.waits):
-            if n == WAIT_NONE:
-                continue
-            done_needed = len(ends[q]) - n
-            if done_needed > 0:
-                start = max(start, ends[q][done_needed - 1])  # queues end in order
+        mine = ends[queue]
+        start = mine[-1] if mine else 0
+        for e, n in ((e_load, cmd.wait_load), (e_comp, cmd.wait_compute),
+                     (e_store, cmd.wait_store)):
+            if n != WAIT_NONE and len(e) > n:   # queues end in order
+                start = max(start, e[len(e) - n - 1])
         cyc = command_cycles(cmd, regs, t)
         regs.update(cmd)
-        ends[cmd.queue].append(start + cyc)
+        mine.append(start + cyc)
         out.append((start, start + cyc))
     return out

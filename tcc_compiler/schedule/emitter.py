@@ -60,23 +60,26 @@ class WaitTracker:
         Raises:
             InternalError: a dependency on a command not emitted yet.
         """
-        waits = {q: WAIT_NONE for q in self.QUEUES}
+        waits = dict.fromkeys(self.QUEUES, WAIT_NONE)
+        count = self.count
         for d in deps:
             if d is None:
                 continue
             q, k = d
-            n = self.count[q] - 1 - k
+            n = count[q] - 1 - k
             if n < 0:
                 raise InternalError(f"dependency on {q.name} command {k} not yet dispatched")
-            waits[q] = min(waits[q], min(n, WAIT_MAX))
+            n = n if n < WAIT_MAX else WAIT_MAX
+            if n < waits[q]:
+                waits[q] = n
         cmd = cls(wait_load=waits[Queue.LOAD], wait_compute=waits[Queue.COMPUTE],
                   wait_store=waits[Queue.STORE], **fields)
         self.cmds.append(cmd)
         self.comments.append(comment)
         self.slots.append(slot)
         self.deps.append(tuple(d for d in deps if d is not None))
-        q = cmd.queue
-        if q in self.count:
+        q = cls.SPEC.queue
+        if q in count:
             idx = self.count[q]
             self.count[q] += 1
             return (q, idx)
@@ -85,6 +88,21 @@ class WaitTracker:
     def last(self, q: Queue) -> Dep:
         """The most recent command of queue q, or None."""
         return (q, self.count[q] - 1) if self.count[q] else None
+
+    def checkpoint(self) -> tuple:
+        """The state so far, for :meth:`resumed` (the lists only grow, so their lengths
+        suffice while this tracker is kept alive)."""
+        return self, len(self.cmds), dict(self.count)
+
+    @classmethod
+    def resumed(cls, cp: tuple) -> WaitTracker:
+        """A new tracker in the state of checkpoint ``cp`` (:meth:`checkpoint`)."""
+        src, n, count = cp
+        w = cls()
+        w.count = dict(count)
+        w.cmds, w.comments = src.cmds[:n], src.comments[:n]
+        w.slots, w.deps = src.slots[:n], src.deps[:n]
+        return w
 
 
 def dma_fields(t: Tensor, y0, y1, x0, x1, c0, c1, sram: int) -> dict:
@@ -188,6 +206,28 @@ class Emitter:
         self._stored: dict[int, LatestWriter] = {}
         self._freed: set[int] = set()   # buffers of the current op already waited for
         self.tile_spans: list[tuple[int, int]] = []   # per lowered op: its tile buffers' [lo, hi)
+
+    def checkpoint(self) -> tuple:
+        """The state between two ops, for :meth:`resumed`: the schedule search lowers the
+        same first ops again and again (schedule/lowering.py, ``resume``). The hooks
+        (:attr:`on_load`, ...) are not part of it. The emitter must be kept alive and only
+        appended to after (its lists are referenced by length)."""
+        return (self.w.checkpoint(), self.sram_peak, len(self._hist),
+                {r: lw.copy() for r, lw in self._stored.items()}, set(self._freed),
+                len(self.tile_spans), self)
+
+    @classmethod
+    def resumed(cls, cp: tuple) -> Emitter:
+        """A new emitter in the state of checkpoint ``cp`` (:meth:`checkpoint`), no hooks."""
+        w, peak, n_hist, stored, freed, n_spans, src = cp
+        em = cls(src.sram_capacity_bytes, src.sram_align)
+        em.w = WaitTracker.resumed(w)
+        em.sram_peak = peak
+        em._hist = src._hist[:n_hist]
+        em._stored = {r: lw.copy() for r, lw in stored.items()}
+        em._freed = set(freed)
+        em.tile_spans = src.tile_spans[:n_spans]
+        return em
 
     @property
     def n_cmds(self) -> int:

@@ -16,6 +16,7 @@ from tcc_compiler.schedule.hoist import Hoist
 from tcc_compiler.schedule.lift import plan_lifts, plan_weight_lifts
 from tcc_compiler.schedule.lowering import Lowering
 from tcc_compiler.schedule.program import Program
+from tcc_compiler.schedule.resume import resumable
 from tcc_compiler.target import Target
 
 log = logging.getLogger(__name__)
@@ -38,14 +39,19 @@ def _cycles(prog: Program, t: Target) -> int:
 
 
 def lifted(graph: Graph, t: Target, compressor, lw: Lowering, prog: Program, cycles: int,
-           hoists: tuple[Hoist, ...], memo: dict) -> tuple[Lowering, Program, int]:
+           hoists: tuple[Hoist, ...], memo: dict,
+           made_by: Lowering | None = None) -> tuple[Lowering, Program, int]:
     """(``lw``, program, cycles): the fastest of ``prog`` (lowered by ``lw``'s plan with
     ``hoists``) and its lifted forms (:func:`_lift_variant`), lowered as it was and with
-    each of :data:`TIGHT_VARIANTS`; ties go to the earlier (``prog`` first)."""
+    each of :data:`TIGHT_VARIANTS`; ties go to the earlier (``prog`` first). ``made_by``: the
+    recorded lowering that made ``prog`` (with ``hoists``; schedule/resume.py), whose op
+    spans place the lifts of ``prog``'s own variant and from which its tries resume; None:
+    ``prog`` is lowered again for its op spans."""
     best = (prog, cycles)
     for slots, whole, depth in ((False, False, WEIGHT_LIFT_DEPTH),) + TIGHT_VARIANTS:
+        own = not (slots or whole)
         got = _lift_variant(graph, t, compressor, lw, hoists, memo, (slots, whole, depth),
-                            (prog, cycles) if not (slots or whole) else None)
+                            (prog, cycles) if own else None, made_by if own else None)
         if got is not None and got[1] < best[1]:
             best = got
     return (lw, *best)
@@ -67,38 +73,51 @@ TIGHT_VARIANTS = ((True, False, WEIGHT_LIFT_DEPTH), (False, True, WEIGHT_LIFT_DE
 
 def _lift_variant(graph: Graph, t: Target, compressor, lw: Lowering,
                   hoists: tuple[Hoist, ...], memo: dict, variant: tuple[bool, bool, int],
-                  base: tuple[Program, int] | None) -> tuple[Program, int] | None:
+                  base: tuple[Program, int] | None,
+                  made_by: Lowering | None) -> tuple[Program, int] | None:
     """(program, cycles): the program of ``lw``'s plan with ``hoists``, lowered with tight
     weight slots and whole outputs as ``variant`` (slots, whole, weight lift depth) says
-    (``base``: that program
-    and its cycles when already lowered), with its tile areas lifted clear of the ops just
-    before them (:func:`plan_lifts`) when that replays faster. A lift whose smaller SRAM
+    (``base``: that program and its cycles when already lowered, ``made_by`` its recorded
+    lowering or None), with its tile areas lifted clear of the ops just before them
+    (:func:`plan_lifts`) when that replays faster. A lift whose smaller SRAM
     budget changes the op's tile plan (another tiling, or another footprint) is dropped and
     the lifts re-placed without it, up to :data:`LIFT_ROUNDS` times; a lifted op's tiles must
     still fit. Then the weight slots of the convs whose tile area still overlaps the ops
     before them are lifted (:func:`plan_weight_lifts`) in up to :data:`WEIGHT_LIFT_ROUNDS`
     rounds, each planned on the previous round's program (stopping at a round that is
-    slower), the fastest program kept. None: the variant's tiles do not fit."""
+    slower), the fastest program kept. The tries resume (schedule/resume.py) from the
+    variant's own first lowering, each weight-lift round from the previous round's. None:
+    the variant's tiles do not fit."""
     slots, whole, depth = variant
+    own = not (slots or whole)   # ``lw``'s own lowering flags: it may be resumed from
 
-    def lower(lifts=None, wlifts=None):
+    def lower(lifts=None, wlifts=None, src=None, record=False):
         return Lowering(graph, t, lw.zone_bytes, compressor, cascade=lw.cascade,
                         hoist=hoists or None, memo=memo, mem=lw.mem, lifts=lifts,
-                        wlifts=wlifts, tight_slots=slots, whole_out=whole)
-    again = lower()
-    try:
-        prog0 = again.run()   # (``base``'s program); its op spans place the lifts
-    except ScheduleError:   # pragma: no cover - the variants' buffers only shrink
-        return None
-    prog, cycles = base if base is not None else (prog0, _cycles(prog0, t))
-    best = (prog, cycles, None, again.op_spans)
-    lifted = _lift_ops(t, lower, prog, again.op_spans)
+                        wlifts=wlifts, tight_slots=slots, whole_out=whole,
+                        record=record or src is not None,
+                        resume=src if src is not None
+                        else resumable(lw, memo) if own else None)
+    again = resumable(made_by, memo) if made_by is not None else None
+    if again is None:
+        again = lower(record=not own)
+        try:
+            prog0 = again.run()   # (``base``'s program); its op spans place the lifts
+        except ScheduleError:   # pragma: no cover - the variants' buffers only shrink
+            return None
+        if base is None:
+            base = (prog0, _cycles(prog0, t))
+    prog, cycles = base
+    best = (prog, cycles, None, again.op_spans, again)
+    src = again if again.checkpoints is not None else None
+    lifted = _lift_ops(t, lambda lifts: lower(lifts, src=src), prog, again.op_spans)
     if lifted is not None:
         cycles2 = _cycles(lifted[0], t)
         log.debug("%d ops lifted: %d -> %d cycles", len(lifted[1]), cycles, cycles2)
         if cycles2 < cycles:
-            best = (lifted[0], cycles2, lifted[1], lifted[2])
-    prog, cycles, lifts, spans = best
+            best = (lifted[0], cycles2, lifted[1], lifted[2], lifted[3])
+    prog, cycles, lifts, spans, src = best
+    src = src if src.checkpoints is not None else None
     wlifts: dict[str, int] = {}
     now = cycles
     for _ in range(WEIGHT_LIFT_ROUNDS):
@@ -106,7 +125,7 @@ def _lift_variant(graph: Graph, t: Target, compressor, lw: Lowering,
         if not more:
             break
         wlifts.update(more)
-        lowering = lower(lifts, wlifts)
+        lowering = lower(lifts, dict(wlifts), src)
         try:
             prog2 = lowering.run()
         except ScheduleError:   # pragma: no cover - the slots only leave the tile areas
@@ -117,6 +136,7 @@ def _lift_variant(graph: Graph, t: Target, compressor, lw: Lowering,
         if cycles2 > now:   # a round that loses stops; one that ties may unblock the next
             break
         now, spans = cycles2, lowering.op_spans
+        src = lowering if src is not None else None
         if cycles2 < cycles:
             prog, cycles = prog2, cycles2
     log.debug("tight weight slots %s, whole output %s, depth %d: %d cycles", slots, whole,
@@ -125,10 +145,10 @@ def _lift_variant(graph: Graph, t: Target, compressor, lw: Lowering,
 
 
 def _lift_ops(t: Target, lower, prog: Program, spans):
-    """(program, lifts, op spans) of ``prog`` lowered again (``lower(lifts)``) with its ops'
-    tile areas lifted (:func:`plan_lifts` on ``spans``, ``prog``'s), dropping the lifts
-    that changed a tile plan (:data:`LIFT_ROUNDS` tries); None: no lift, or none kept its
-    tile plan, or the tiles no longer fit."""
+    """(program, lifts, op spans, its lowering) of ``prog`` lowered again (``lower(lifts)``)
+    with its ops' tile areas lifted (:func:`plan_lifts` on ``spans``, ``prog``'s), dropping
+    the lifts that changed a tile plan (:data:`LIFT_ROUNDS` tries); None: no lift, or none
+    kept its tile plan, or the tiles no longer fit."""
     fixed: set[str] = set()
     plans = {li.name: (li.plan, li.tiles) for li in prog.layers}
     sizes = {sp.name: sp.hi - sp.lo for sp in spans}
@@ -149,6 +169,6 @@ def _lift_ops(t: Target, lower, prog: Program, spans):
         changed |= {sp.name for sp in lifted.op_spans
                     if sp.name in lifts and sp.hi - sp.lo != sizes.get(sp.name)}
         if not changed:
-            return prog2, lifts, lifted.op_spans
+            return prog2, lifts, lifted.op_spans, lifted
         fixed |= changed
     return None

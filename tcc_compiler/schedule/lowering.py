@@ -32,6 +32,7 @@ from tcc_compiler.schedule.ops.resize import lower_resize
 from tcc_compiler.schedule.ops.shuffle import lower_shuffle
 from tcc_compiler.schedule.prefetch import Hoist, Prefetcher
 from tcc_compiler.schedule.program import LayerInfo, Program
+from tcc_compiler.schedule.resume import Checkpoints
 from tcc_compiler.schedule.tiling import align_up
 from tcc_compiler.isa.wlayout import WeightLayoutBuilder
 from tcc_compiler.quant.params import uses_ew
@@ -54,6 +55,14 @@ class Lowering:
     ``tight_slots``: each conv's weight slots sized by the blocks they receive;
     ``whole_out``: a classifier's output blocks in one buffer, stored in two DMAs
     (:class:`~tcc_compiler.schedule.ops.context.OpContext` ``tight_slots``, ``whole_out``).
+    ``record``: keep a checkpoint (:class:`~tcc_compiler.schedule.resume.Checkpoints`) before
+    every op, so later lowerings can ``resume``.
+    ``resume``: an earlier lowering with ``record`` of the same graph, target, zone,
+    compressor, cascading, memo, memory plan (the very objects), tight slots and whole
+    outputs: :meth:`run` starts from
+    its latest checkpoint before the first op whose decisions (prefetches, lifts, weight
+    lifts) differ between the two, the same program as lowering from the start, in a
+    fraction of the time (the schedule search's prefetch and lift tries).
 
     Attributes (after :meth:`run`):
         mem: the :class:`~tcc_compiler.schedule.memory.MemoryPlan` used.
@@ -67,7 +76,8 @@ class Lowering:
                  hoist: Hoist | tuple[Hoist, ...] | None = None, memo: dict | None = None,
                  mem: MemoryPlan | None = None, lifts: dict[str, int] | None = None,
                  wlifts: dict[str, int] | None = None, tight_slots: bool = False,
-                 whole_out: bool = False):
+                 whole_out: bool = False, record: bool = False,
+                 resume: Lowering | None = None):
         self.graph, self.t, self.cascade, self.hoist = graph, target, cascade, hoist
         self.tight_slots, self.whole_out = tight_slots, whole_out
         self.lifts = lifts or {}
@@ -77,6 +87,16 @@ class Lowering:
         self.zone_bytes = align_up(zone_bytes, target.sram_align_bytes)
         self.compressor = compressor
         self.mem: MemoryPlan | None = mem
+        self.checkpoints = Checkpoints(graph) if record else None
+        self.resume = resume
+        #: commands :meth:`run` took from ``resume``'s program (its first ones), unlowered
+        self.shared_cmds = 0
+
+    @property
+    def hoists(self) -> tuple[Hoist, ...]:
+        """The cross-op prefetches, as a tuple (empty: none)."""
+        h = self.hoist
+        return () if not h else (h,) if isinstance(h, Hoist) else tuple(h)
 
     @property
     def chains(self) -> dict:
@@ -95,21 +115,14 @@ class Lowering:
         mem = self.mem
         if mem is None:
             mem = self.mem = plan_memory(self.graph, t, self.zone_bytes, self.cascade)
-        em = Emitter(t.sram_capacity_bytes, t.sram_align_bytes)
-        weights = WeightLayoutBuilder(self.compressor)
-        pf = Prefetcher(self.hoist, self.graph) if self.hoist else None
-        if pf is not None:
-            pf.check_areas(t)
-            em.on_load = pf.after_load
-        layers: list[LayerInfo] = []
+        start, em, weights, layers, pf = self._start()
         source = self.graph.meta.get("source", "")
-        for n in self.graph.nodes:
-            if n.op in HOST_OPS or n.op in VIEW_OPS or id(n) in mem.chained:
+        cps = self.checkpoints
+        for i, n in enumerate(self.graph.nodes[start:], start):
+            if not _lowered(n, mem):
                 continue
-            if n.op in CHANNEL_OPS and id(n) not in mem.views.copies:
-                continue   # a view: the producers and readers address the shared buffer
-            if id(n) in mem.fused_luts:
-                continue   # run in the epilogue of the conv producing its input
+            if cps is not None:
+                cps.add(i, em, weights, layers, self.op_spans, pf)
             ctx = OpContext(em, mem, weights, t, source, base=mem.base(n), memo=self.memo,
                             tight_slots=self.tight_slots, whole_out=self.whole_out)
             n_ops = len(em.tile_spans)
@@ -132,6 +145,28 @@ class Lowering:
         return Program(w.cmds, w.comments, weights.build(), em.sram_peak, mem.arena_bytes,
                        mem.input_bytes, mem.output_bytes, list(mem.inputs), list(mem.outputs),
                        layers, w.slots, deps=w.deps)
+
+    def _start(self) -> tuple[int, Emitter, WeightLayoutBuilder, list[LayerInfo],
+                              Prefetcher | None]:
+        """(graph position of the first op to lower, emitter, weight layout, layer table,
+        prefetcher) to lower from: a fresh start, or with ``resume`` that lowering's state
+        before the first op this one changes (schedule/resume.py; :attr:`op_spans` too)."""
+        t = self.t
+        if self.resume is not None:
+            start, em, weights, layers, self.op_spans, pf_state = \
+                self.resume.checkpoints.restore(self.resume, self)
+        else:
+            start, layers, pf_state = 0, [], None
+            em = Emitter(t.sram_capacity_bytes, t.sram_align_bytes)
+            weights = WeightLayoutBuilder(self.compressor)
+        self.shared_cmds = em.n_cmds
+        pf = Prefetcher(self.hoist, self.graph) if self.hoist else None
+        if pf is not None:
+            pf.check_areas(t)
+            if pf_state is not None:
+                pf.resume(pf_state)
+            em.on_load = pf.after_load
+        return start, em, weights, layers, pf
 
     def _span(self, ctx: OpContext, n: Node, n_ops: int, liftable: bool,
               wliftable: bool = False) -> None:
@@ -169,6 +204,18 @@ class Lowering:
         elif others:   # its range holds prefetches of a later op
             info.cmds = [i for i in range(first, info.end_cmd) if i not in others]
         return info
+
+
+def _lowered(n: Node, mem: MemoryPlan) -> bool:
+    """Whether op ``n`` is lowered at its place under ``mem``: not a host op, a view, an op of
+    a cascaded chain before its last, a channel op that is a view (the producers and readers
+    address the shared buffer), nor a lut run in the epilogue of the conv producing its
+    input."""
+    if n.op in HOST_OPS or n.op in VIEW_OPS or id(n) in mem.chained:
+        return False
+    if n.op in CHANNEL_OPS and id(n) not in mem.views.copies:
+        return False
+    return id(n) not in mem.fused_luts
 
 
 def lower_one(ctx: OpContext, n: Node, info: LayerInfo, pf: Prefetcher | None) -> None:

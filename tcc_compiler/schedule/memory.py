@@ -15,6 +15,7 @@ resident tensors live during the op and the op before it. Chains worth cascading
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
@@ -25,7 +26,7 @@ from tcc_compiler.ir.graph import Graph, Node, Value
 from tcc_compiler.ir.ops import HOST_OPS, Op, VIEW_OPS
 from tcc_compiler.errors import ScheduleError
 from tcc_compiler.isa.spec import REGION_OFFSET_MASK, Region
-from tcc_compiler.schedule.arena import Buffer, lower_tops, plan_arena
+from tcc_compiler.schedule.arena import Buffer, arena_bytes, lower_tops, plan_arena
 from tcc_compiler.schedule.cascade import (Chain, find_chains, plan_chain, separate_cycles,
                                            split_chain, sub_chain)
 from tcc_compiler.schedule.geom import conv_geom, elem_bytes, hwc, pool_geom
@@ -86,9 +87,10 @@ class MemoryPlan:
     views: ChannelViews = ChannelViews({}, {}, frozenset())
     fused: Mapping[int, Node] = field(default_factory=lambda: MappingProxyType({}))
 
-    @property
+    @functools.cached_property
     def fused_luts(self) -> frozenset[int]:
-        """ids of the lut nodes run in a conv's epilogue."""
+        """ids of the lut nodes run in a conv's epilogue (computed once: the lowering asks
+        per op)."""
         return frozenset(id(lut) for lut in self.fused.values())
 
     def conv_output(self, n: Node) -> Value:
@@ -475,17 +477,18 @@ class _Planner:
         if self.zone_bytes <= 0:
             return set()
         al = self.t.sram_align_bytes
-
         cand = sorted(groups, key=lambda vb: (-sum(np.prod(hwc(v)) * elem_bytes(v) * (
             1 + len(readers(v))) for v in vb[0]), vb[1].first))
         chosen: list[tuple[list[Value], Buffer]] = []
+        trial: tuple = ()   # the chosen buffers as (key, size, first, last), for arena_bytes
         for vs, b in cand:
             if b.size_bytes > self.zone_bytes or any(
                     id(v) in self.views.tied or id(v) in self.pinned for v in vs):
                 continue
-            trial = [Buffer(x.key, x.size_bytes, x.first, x.last) for _, x in chosen + [(vs, b)]]
-            if plan_arena(trial, al) <= self.zone_bytes:
+            more = trial + ((b.key, b.size_bytes, b.first, b.last),)
+            if arena_bytes(more, al) <= self.zone_bytes:
                 chosen.append((vs, b))
+                trial = more
         placed = [Buffer(b.key, b.size_bytes, b.first, b.last) for _, b in chosen]
         self.zone_used = plan_arena(placed, al)
         for order, on in (("by_time", self.compact), ("by_life", self.overwrite)):

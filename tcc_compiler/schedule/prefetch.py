@@ -108,6 +108,56 @@ class Prefetcher:
         self._busy = False                   # emitting a prefetch load
         self._ctx: OpContext | None = None
 
+    #: The attributes :meth:`checkpoint` carries (the others are fixed by the hoists and
+    #: the graph); :meth:`checkpoint` refuses a Prefetcher with any attribute not named
+    #: here or in :data:`_FIXED`, so a new one cannot be left out of a resumed lowering.
+    _STATE = ("cmds", "_started", "_pending", "_done", "_pre", "_mine", "_credit", "_gaps",
+              "_load_ord", "_busy", "_ctx")
+    _FIXED = ("hoists", "graph", "_pos", "_win", "_gaps_of", "_lead")
+
+    def checkpoint(self) -> tuple:
+        """The state between two ops, for :meth:`resume` (schedule/resume.py).
+
+        Raises:
+            InternalError: an attribute neither :data:`_STATE` nor :data:`_FIXED` names.
+        """
+        extra = set(vars(self)) - set(self._STATE) - set(self._FIXED)
+        if extra:
+            raise InternalError(f"Prefetcher.checkpoint: attributes {sorted(extra)} unknown")
+        return (self.hoists, self._lead, list(self.cmds), set(self._started),
+                {c: list(p) for c, p in self._pending.items()},
+                {c: dict(d) for c, d in self._done.items()}, dict(self._pre),
+                {c: list(m) for c, m in self._mine.items()}, self._credit, self._gaps,
+                self._load_ord, self._busy)
+
+    def resume(self, cp: tuple) -> None:
+        """Take the state of checkpoint ``cp`` of a Prefetcher whose hoists are some of this
+        one's, with the same :attr:`Hoist.lead`; the others' windows and consumers must not
+        have begun (the state before the first op any of them acts on).
+
+        Raises:
+            InternalError: a hoist of ``cp`` that is not one of this one's, or another lead.
+        """
+        (hoists, lead, cmds, started, pending, done, pre, mine, credit, gaps, load_ord,
+         busy) = cp
+        remap, free = {}, list(range(len(self.hoists)))
+        for i, h in enumerate(hoists):
+            j = next((j for j in free if self.hoists[j] == h), None)
+            if j is None:
+                raise InternalError(f"Prefetcher.resume: hoist of '{h.consumer}' not here")
+            remap[i] = j
+            free.remove(j)
+        if hoists and lead != self._lead:
+            raise InternalError("Prefetcher.resume: another lead")
+        self.cmds = list(cmds)
+        self._started = {remap[i] for i in started}
+        self._pending = {c: [(remap[p[0]], *p[1:]) for p in ps] for c, ps in pending.items()}
+        self._done = {c: dict(d) for c, d in done.items()}
+        self._pre = dict(pre)
+        self._mine.update({c: list(m) for c, m in mine.items()})
+        self._credit, self._gaps, self._load_ord, self._busy = credit, gaps, load_ord, busy
+        self._ctx = None   # set by the next op's enter
+
     def span(self, h: Hoist) -> tuple[int, int]:
         """Graph positions of the first op of ``h``'s window (its consumer if it has none) and
         of its consumer: the stretch of the program during which its area is taken."""

@@ -25,6 +25,7 @@ from tcc_compiler.schedule.prefetch import Prefetcher
 from tcc_compiler.schedule.program import Program
 from tcc_compiler.schedule.rank import estimate_cycles, finalists, plan_key
 from tcc_compiler.schedule.reorder import exact_waits
+from tcc_compiler.schedule.resume import resumable
 from tcc_compiler.schedule.tiling import uses_depthwise_mode
 from tcc_compiler.target import Target
 
@@ -96,8 +97,8 @@ def _cycles(prog: Program, t: Target) -> int:
 
 
 def _zone_candidates(graph: Graph, t: Target, zone_fractions, cascade: bool,
-                     compact: bool = False,
-                     band_slack: float = 0.0) -> list[tuple[int, bool, MemoryPlan, int, bool]]:
+                     compact: bool = False, band_slack: float = 0.0,
+                     plans: dict | None = None) -> list[tuple[int, bool, MemoryPlan, int, bool]]:
     """(zone bytes, cascade, memory plan, estimated cycles, compact) of every distinct zone
     size x cascading candidate, in the search's order (smaller zone first, cascading first);
     a plan equal to an earlier one (:func:`~tcc_compiler.schedule.rank.plan_key`) is dropped.
@@ -106,11 +107,15 @@ def _zone_candidates(graph: Graph, t: Target, zone_fractions, cascade: bool,
     (``cascade_resident``: SRAM freed for prefetch), and without cascades; with ``compact``
     (a network with depthwise layers) also a fourth, ``cascade_resident`` with
     :func:`plan_memory`'s ``compact`` (more chains cascaded, the zone placed so each op's
-    tile area starts low). ``band_slack``: :func:`plan_memory`'s.
+    tile area starts low). ``band_slack``: :func:`plan_memory`'s. ``plans``: (zone, cascade,
+    cascade_resident, compact, overwrite, band slack or None without cascades) -> (plan,
+    estimate) or the ScheduleError of planning it, filled here and shared by the calls of one
+    search (a plan without cascades is the same for every slack); None: none.
 
     Raises:
         ScheduleError: the zone-free, cascade-free plan does not fit.
     """
+    plans = {} if plans is None else plans
     ways = ((True, False, False), (True, True, False), (False, False, False))
     split = splits_chains(graph, t)
     if compact:
@@ -121,15 +126,21 @@ def _zone_candidates(graph: Graph, t: Target, zone_fractions, cascade: bool,
         for casc, every, tight in (ways if cascade else ((False, False, False),)):
             if every and zone == 0:   # nothing resident: the same plan as without
                 continue
-            try:
-                mem = plan_memory(graph, t, zone, casc, cascade_resident=every, compact=tight,
-                                  split=split, band_slack=band_slack, overwrite=not compact)
-                est = estimate_cycles(graph, mem, t)
-            except ScheduleError:
+            key = (zone, casc, every, tight, not compact, band_slack if casc else None)
+            if key not in plans:   # the slack changes cascaded band heights only
+                try:
+                    mem = plan_memory(graph, t, zone, casc, cascade_resident=every,
+                                      compact=tight, split=split, band_slack=band_slack,
+                                      overwrite=not compact)
+                    plans[key] = (mem, estimate_cycles(graph, mem, t))
+                except ScheduleError as exc:
+                    plans[key] = exc
+            if isinstance(plans[key], ScheduleError):
                 if zone == 0 and not casc:
-                    raise
+                    raise plans[key]
                 log.debug("resident zone %d bytes leaves too little SRAM for tiles", zone)
                 continue
+            mem, est = plans[key]
             key = plan_key(mem)
             if key in seen:   # the same program as an earlier candidate's
                 continue
@@ -216,7 +227,8 @@ def _lower_cached(graph: Graph, t: Target, cand, compressor, memo: dict,
     zone, casc, mem, _, _ = cand
     key = plan_key(mem)
     if key not in cache:
-        lw = Lowering(graph, t, zone, compressor, cascade=casc, memo=memo, mem=mem)
+        lw = Lowering(graph, t, zone, compressor, cascade=casc, memo=memo, mem=mem,
+                      record=True)   # its prefetch and lift tries resume from it
         try:
             cache[key] = (lw.run(), lw)
         except ScheduleError as exc:
@@ -278,9 +290,9 @@ def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
         ScheduleError: no candidate without slack can be lowered.
     """
     wide = has_depthwise(graph, t)
-    best, seen, cache, pre = None, [], {}, []
+    best, seen, cache, pre, plans = None, [], {}, [], {}
     for slack in BAND_SLACKS if cascade and wide else (0.0,):
-        cands = _zone_candidates(graph, t, zone_fractions, cascade, wide, slack)
+        cands = _zone_candidates(graph, t, zone_fractions, cascade, wide, slack, plans=plans)
         keys = {plan_key(c[2]) for c in cands}
         if keys in seen:   # no chain's band height moved: the same programs
             continue
@@ -300,7 +312,7 @@ def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
         if best is None or got[2] < best[2]:
             best = got
     if len(best) > 3:   # prefetch searched on a network with depthwise layers
-        return _lifted(graph, t, compressor, *best, memo)
+        return _lifted(graph, t, compressor, *best[:4], memo, best[4])
     return best
 
 
@@ -312,13 +324,13 @@ def _search_plans(graph: Graph, t: Target, cands, compressor, prefetch: bool,
     cascading variant and, with ``prefetch``, the fastest after :func:`_add_hoists` of the
     :data:`PREFETCH_FINALISTS` fastest variants and the fastest ``compact`` one (of the
     fastest only for a network without depthwise layers: the ResNet programs, whose golden
-    outputs stay as recorded); for a network with depthwise layers also that program's
-    hoists (a 4-tuple: :func:`_search` lifts its ops). ``cache``: results by plan key shared
-    by calls on the same graph (:func:`_best_zone`'s, and each base plan's prefetch rounds
-    by ``lead``). ``first`` False (a band slack > 0, :func:`_search`): only the
+    outputs stay as recorded); for a network with depthwise layers also that program's hoists
+    and the lowering that made it (a 5-tuple: :func:`_search` lifts its ops). ``cache``: results
+    by plan key shared by calls on the same graph (:func:`_best_zone`'s, and each base plan's
+    prefetch rounds by ``lead``). ``first`` False (a band slack > 0, :func:`_search`): only the
     :data:`SLACK_BASES` fastest variants (before prefetch) whose plan has not been
-    prefetch-searched yet (``cache``) are, with ``lead`` False only; None when there is none
-    or when it is slower before prefetch than the fastest of the ``first`` call by more than
+    prefetch-searched yet (``cache``) are, with ``lead`` False only; None when there is none or
+    when it is slower before prefetch than the fastest of the ``first`` call by more than
     :data:`SLACK_MAX_PRE_LOSS` (``pre``: a list shared by the calls, holding that fastest's
     cycles once the first call has run).
     """
@@ -342,11 +354,11 @@ def _search_plans(graph: Graph, t: Target, cands, compressor, prefetch: bool,
             key = ("hoists", plan_key(lw.mem), lead)
             if key not in cache:
                 cache[key] = _add_hoists(graph, t, compressor, lw, prog0, cyc0, memo, lead)
-            cycles, prog, hoists = cache[key]
+            cycles, prog, hoists, made = cache[key]
             log.debug("resident zone %d bytes, %d cascaded chains, lead %s: %d -> %d cycles "
                       "with prefetch", lw.zone_bytes, len(lw.chains), lead, cyc0, cycles)
             if best is None or cycles < best[2]:
-                best = (lw, prog, cycles, hoists)
+                best = (lw, prog, cycles, hoists, made)
     if best is None:
         return None
     return best if wide else best[:3]
@@ -371,7 +383,7 @@ def _prefetch_bases(tries, wide: bool, first: bool, cache: dict):
 
 def _add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program,
                 base_cycles: int, memo: dict | None = None,
-                lead: bool = False) -> tuple[int, Program]:
+                lead: bool = False) -> tuple[int, Program, tuple[Hoist, ...], Lowering | None]:
     """Cross-op weight prefetch, greedily: each round plans hoists for one more consumer
     (:func:`_candidates`) in an area stacked below the areas of the hoists kept so far, lowers
     the program with all of them -- for a network with depthwise layers only the round's
@@ -383,32 +395,43 @@ def _add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program
     tests/data/golden_outputs.json, stay byte-identical until re-recorded on purpose).
     ``memo``: shared by the lowerings (see :class:`Lowering`). ``lead``: every hoist planned
     leads (:attr:`Hoist.lead`).
-    Returns (cycles, program, its hoists).
+    Returns (cycles, program, its hoists, the recorded lowering that made it -- ``lw`` when
+    no hoist is kept -- or None when ``lw`` was not recorded with ``memo``).
     """
     spans = replay(base.commands, t)
     wide = any(li.depthwise for li in base.layers)
     best = (base_cycles, base, ())
+    # the lowering of the best program so far: each try lowers only the ops from the first
+    # one its added hoists act on (schedule/resume.py)
+    # (and the replay of its program: a try's first commands, those of that program, are
+    # not replayed again)
+    src, src_spans = resumable(lw, memo), spans
     for _ in range(MAX_HOISTS if wide else 1):
-        round_best = best
+        round_best, round_src = best, (src, src_spans)
         cands = [(est, tuple(dataclasses.replace(h, lead=lead) for h in new))
-                 for est, new in _candidates(graph, t, lw, base, spans, best[1], best[2], wide)]
+                 for est, new in _candidates(graph, t, lw, base, spans, best[1], best[2], wide,
+                                             src_spans)]
         for new in hoist_finalists(cands) if wide else [c for _, c in cands]:
+            lowering = Lowering(graph, t, lw.zone_bytes, compressor, cascade=lw.cascade,
+                                hoist=best[2] + new, memo=memo, mem=lw.mem,
+                                record=src is not None, resume=src)
             try:
-                prog2 = Lowering(graph, t, lw.zone_bytes, compressor, cascade=lw.cascade,
-                                 hoist=best[2] + new, memo=memo, mem=lw.mem).run()
+                prog2 = lowering.run()
             except ScheduleError:
                 log.debug("prefetch for %s: tiles no longer fit", new[0].consumer)
                 continue
-            cycles2 = _cycles(prog2, t)
+            spans2 = replay(prog2.commands, t, (lowering.shared_cmds, src_spans))
+            cycles2 = max((e for _, e in spans2), default=0)
             log.debug("prefetch %s bytes of %s during %s ops: %d -> %d cycles",
                       [h.area_bytes for h in new], new[0].consumer,
                       [len(h.window) for h in new], best[0], cycles2)
             if cycles2 < round_best[0]:
-                round_best = (cycles2, prog2, best[2] + new)
+                round_best, round_src = (cycles2, prog2, best[2] + new), (lowering, spans2)
         if round_best is best:
             break
         best = round_best
-    return best
+        src, src_spans = round_src if src is not None else (None, round_src[1])
+    return (*best, src)
 
 
 def hoist_estimate(t: Target, hoists: tuple[Hoist, ...], stall: int) -> float:
@@ -433,16 +456,19 @@ def hoist_finalists(cands: list[tuple[float, tuple[Hoist, ...]]]) -> list[tuple[
 
 
 def _candidates(graph: Graph, t: Target, lw: Lowering, base: Program, spans, prog: Program,
-                hoists: tuple[Hoist, ...], wide: bool) -> list[tuple[float, tuple[Hoist, ...]]]:
+                hoists: tuple[Hoist, ...], wide: bool,
+                spans_now=None) -> list[tuple[float, tuple[Hoist, ...]]]:
     """The hoist sets one round of :func:`_add_hoists` tries on top of ``hoists`` (those of
     ``prog``): for each consumer -- the first conv stalled on its loads in the first round,
     and with ``wide`` each of the :data:`HOIST_CANDIDATES` most stalled convs of ``prog``
     without a hoist -- and each of :data:`HOIST_VARIANTS` (without ``wide``:
     :data:`PLAIN_HOIST_VARIANTS`): the :func:`plan_hoist` window
     alone and, with ``wide``, also with its blocks packed and as its :func:`plan_pieces`
-    split. Each comes with its :func:`hoist_estimate` (cycles)."""
+    split. Each comes with its :func:`hoist_estimate` (cycles). ``spans_now``: the replay of
+    ``prog`` when known (None: replayed here)."""
     done = frozenset(h.consumer for h in hoists)
-    spans_now = replay(prog.commands, t) if hoists else spans
+    if spans_now is None:
+        spans_now = replay(prog.commands, t) if hoists else spans
     stalled = stalled_convs(prog, spans_now, done)
     small = not stalled and wide
     if small:   # many smaller stalls (ConvMixer: 32 1x1 convs, each 13 % of its span and

@@ -56,6 +56,14 @@ class LatestWriter:
             tags.append(self._tags[b - 1])
         self._starts[a:b], self._ends[a:b], self._tags[a:b] = starts, ends, tags
 
+    def copy(self) -> LatestWriter:
+        """An independent copy (the schedule search's lowering checkpoints,
+        :meth:`~tcc_compiler.schedule.emitter.Emitter.checkpoint`)."""
+        out = LatestWriter()
+        out._starts, out._ends, out._tags = list(self._starts), list(self._ends), list(self._tags)
+        out._n = self._n
+        return out
+
     def latest(self, lo: int, hi: int) -> Any:
         """The tag of the latest extent overlapping ``[lo, hi)``, or None."""
         if hi <= lo:

@@ -104,9 +104,9 @@ def test_a_larger_slack_prefetch_searches_only_its_new_plans_and_lifts_once(monk
     real_hoists, real_lifted = search._add_hoists, search._lifted
     real_cands = search._zone_candidates
 
-    def cands(*args):
+    def cands(*args, **kw):
         slack[0] = args[-1]
-        return real_cands(*args)
+        return real_cands(*args, **kw)
 
     def add_hoists(graph, t, compressor, lw, *args):
         hoisted.setdefault(slack[0], []).append((plan_key(lw.mem), args[-1]))
@@ -139,9 +139,9 @@ def test_a_slack_starting_too_slow_is_not_prefetch_searched(monkeypatch):
     real_hoists, real_cands = search._add_hoists, search._zone_candidates
     slack, hoisted = [None], []
 
-    def cands(*args):
+    def cands(*args, **kw):
         slack[0] = args[-1]
-        return real_cands(*args)
+        return real_cands(*args, **kw)
 
     def add_hoists(*args):
         hoisted.append(slack[0])

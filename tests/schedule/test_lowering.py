@@ -18,7 +18,7 @@ from tcc_compiler.isa.spec import WAIT_NONE, Queue
 from tcc_compiler.quant import collect_ranges, quantize_graph, run_golden
 from tcc_compiler.quant.params import quantize_input
 from tcc_compiler.schedule import lower, replay
-from tcc_compiler.schedule.arena import Buffer, plan_arena
+from tcc_compiler.schedule.arena import Buffer, arena_bytes, plan_arena
 from tcc_compiler.schedule.tiling import ConvGeom, working_set, plan_channels, plan_conv
 from tcc_compiler.sim.executor import Executor
 from tcc_compiler.target import load_target
@@ -204,6 +204,18 @@ def test_plan_arena_never_overlaps_live_buffers(specs, align):
                     a.offset, (a, b)
     # never worse than giving every buffer its own space
     assert total <= sum(-(-b.size_bytes // align) * align for b in bufs)
+
+
+@settings(max_examples=100, deadline=None)
+@given(buffers, st.sampled_from([1, 16, 64]))
+def test_memoised_arena_size_is_plan_arenas(specs, align):
+    """arena_bytes (the resident-zone planner's memoised trial) is plan_arena's size, asked
+    once or again."""
+    bufs = tuple((f"b{i}", size, first, first + span)
+                 for i, (size, first, span) in enumerate(specs))
+    want = plan_arena([Buffer(*b) for b in bufs], align)
+    assert arena_bytes(bufs, align) == want
+    assert arena_bytes(bufs, align) == want
 
 
 def test_plan_arena_reuses_dead_memory():
