@@ -83,6 +83,7 @@ class Executor(RunLoop, RepeatRuns, SramAccess):
             for the measurement behind it; None leaves numpy's setting alone).
 
     Attributes:
+        cmd: the program (settable: :attr:`cmd`).
         target: the target the program runs on.
         stats: :class:`ExecStats` of the last run (None before the first).
 
@@ -98,8 +99,6 @@ class Executor(RunLoop, RepeatRuns, SramAccess):
 
     def __init__(self, cmd: CmdFile, weights: WeightFile | None, target: Target,
                  fill: int = 0, blas_threads: int | None = 1):
-        check_program(cmd, target)
-        self.cmd = cmd
         self.weights_data = weights.data if weights is not None else b""
         self._weight_file = weights   # named in messages about its bytes
         # WEIGHTS is read-only (no command writes it): one read-only view of the file's bytes
@@ -109,22 +108,49 @@ class Executor(RunLoop, RepeatRuns, SramAccess):
         self.fill = fill
         self.blas_threads = blas_threads
         self.stats: ExecStats | None = None
-        self._order_cache: Ordering | None = None
         self._handlers = {DmaLoad: self._dma, DmaStore: self._dma, ConvTile: self._conv_tile,
                           PoolTile: self._pool_tile, AddTile: self._add_tile,
                           DmaLoadZ: self._dma_z, LutTile: self._lut_tile,
                           EwTile: self._ew_tile, ResizeTile: self._resize_tile}
-        # per command index: its mnemonic and handler (None: a register or sync command)
-        self._names = [c.name for c in cmd.commands]
-        self._steps = [self._handlers.get(type(c)) for c in cmd.commands]
         # (WEIGHTS offset, src_bytes, dst_bytes) -> expanded block; WEIGHTS is read-only, so a
         # block decoded once stays valid for every later run of this executor
         self._inflated: dict[tuple[int, int, int], np.ndarray] = {}
+        # a run keeps its SRAMs, DRAM regions, registers and provenance in the attributes
+        # below: runs from several threads (one tc.load model shared) take turns
+        self._lock = threading.Lock()
+        self._bind(cmd)
+
+    @property
+    def cmd(self) -> CmdFile:
+        """The program (decoded ``npu_cmd.bin``). Setting another one (tests swap in altered
+        streams) checks it against :attr:`target` and forgets everything remembered per
+        command index of the old one (its ordering, plans, sources, skipped loads, replay),
+        waiting for a run in progress to end.
+
+        Raises:
+            ExecutionError: (on setting) the program exceeds :attr:`target`; the executor
+                keeps its old program then.
+        """
+        return self._cmd
+
+    @cmd.setter
+    def cmd(self, cmd: CmdFile) -> None:
+        with self._lock:
+            self._bind(cmd)
+
+    def _bind(self, cmd: CmdFile) -> None:
+        """Make ``cmd`` the program, with fresh per-program state (:attr:`cmd`)."""
+        check_program(cmd, self.target)
+        self._cmd = cmd
+        self._order_cache: Ordering | None = None
+        # per command index: its mnemonic and handler (None: a register or sync command)
+        self._names = [c.name for c in cmd.commands]
+        self._steps = [self._handlers.get(type(c)) for c in cmd.commands]
         # command index -> (hull of the SRAM bytes it writes, or None; its weight source)
         self._writes: dict[int, tuple] = {}
         # conv tiles' decoded params, GEMM-ready weights and accumulator routines, found by
         # their bytes' sources (sim/conv_operands.py); the two caches named for tests
-        self._ops = ConvOperands(weights, cmd.path)
+        self._ops = ConvOperands(self._weight_file, cmd.path)
         self._weights, self._params = self._ops.weights, self._ops.params
         # command index -> its ConvPlan (sim/conv_tile.py), valid while its CONV_CFG and SRAM
         # are the same objects; the SRAMs are kept (and refilled) across runs for that
@@ -138,11 +164,9 @@ class Executor(RunLoop, RepeatRuns, SramAccess):
         self._z_unread: frozenset[int] | None = None
         self._z_skip: frozenset[int] = frozenset()
         self._z_reuse = False   # the current run is a repeat in-order run of one core
-        # such a run's per-command steps, made once after one (sim/replay.py)
+        # such a run's per-command steps, made once after one (sim/replay.py), used while the
+        # handlers are those it was made from (sim/repeat_runs.py)
         self._replay: Replay | None = None
-        # a run keeps its SRAMs, DRAM regions, registers and provenance in the attributes
-        # above: runs from several threads (one tc.load model shared) take turns
-        self._lock = threading.Lock()
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -185,14 +209,14 @@ class Executor(RunLoop, RepeatRuns, SramAccess):
         if schedule not in SCHEDULES:
             raise InputError(f"schedule {schedule!r} unknown (choose from "
                              f"{', '.join(SCHEDULES)})")
-        c = self.cmd
-        if len(input_bytes) != c.input_bytes:
-            raise InputError(f"{c.path}: input is {len(input_bytes)} bytes, the program expects "
-                             f"{c.input_bytes}")
-        problem = cores_problem(list(c.commands), c.cores)
-        if problem:
-            raise ExecutionError(f"{c.path}: {problem}")
         with self._lock:   # one run at a time: its memories and registers are attributes
+            c = self.cmd   # checked under the lock: the program this run runs
+            if len(input_bytes) != c.input_bytes:
+                raise InputError(f"{c.path}: input is {len(input_bytes)} bytes, the program "
+                                 f"expects {c.input_bytes}")
+            problem = cores_problem(list(c.commands), c.cores)
+            if problem:
+                raise ExecutionError(f"{c.path}: {problem}")
             return self._run_locked(input_bytes, schedule, seed, check)
 
     # -- command handlers (the general loop, sim/run_loop.py, and replays, sim/repeat_runs.py,

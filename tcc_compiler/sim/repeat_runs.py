@@ -21,6 +21,19 @@ from tcc_compiler.sim.zskip import unread_weight_loads
 class RepeatRuns:
     """Skipped loads and replays of repeat in-order runs (module docstring)."""
 
+    def _replay_for_run(self) -> Replay | None:
+        """The replay this run takes: on a repeat in-order run of one core (:attr:`_z_reuse`),
+        the one made after such a run, provided it was made from the current per-command
+        handlers (:meth:`Replay.made_from`; one made before a handler was replaced, or
+        restored, is dropped and made again after this run); else None (the general loop)."""
+        rp = self._replay
+        if rp is None or not self._z_reuse:
+            return None
+        if not rp.made_from(self._steps):
+            self._replay = None
+            return None
+        return rp
+
     def _run_replay(self, replay: Replay) -> tuple[bytes, ExecStats]:
         """A repeat in-order run of one core by its :class:`~tcc_compiler.sim.replay.Replay`
         (the memories already set up by :meth:`_run_locked`); failures as in

@@ -56,8 +56,9 @@ class RunLoop:
         names, steps = self._names, self._steps
         track = self._ops.start(schedule, self._track)
         self._skips_for_run(shadow is not None or multi)
-        if self._z_reuse and self._replay is not None:
-            return self._run_replay(self._replay)
+        replay = self._replay_for_run()
+        if replay is not None:
+            return self._run_replay(replay)
         with blas_threads(self.blas_threads):
             for pos, i in enumerate(order):
                 cmd = cmds[i]
