@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from operator import is_
 
 from tcc_compiler.isa.commands import Command, ConvTile, DmaLoadZ, End, Registers
 from tcc_compiler.numerics.accumulator import shared_input
@@ -56,7 +55,7 @@ class Replay:
     macs: int
     runs: int = 0
     groups: list[list[int]] = field(default_factory=list)
-    source: tuple = ()
+    source: list = field(default_factory=list)
 
     def start(self) -> Registers:
         """Count a new replay and clear :attr:`regs` (a run starts with no CONV_CFG,
@@ -70,9 +69,10 @@ class Replay:
         return self.runs
 
     def made_from(self, steps: Sequence) -> bool:
-        """Whether it was made from these very per-command handlers (the executor's, compared
-        by identity): a handler replaced since (a hook) is one its steps do not call."""
-        return len(steps) == len(self.source) and all(map(is_, steps, self.source))
+        """Whether it was made from these per-command handlers (the executor's list, compared
+        item by item: the same bound methods): a handler replaced since (a hook) is one its
+        steps do not call."""
+        return list(steps) == self.source   # identical items compare equal without a call
 
 
 def make_replay(cmds: Sequence[Command], steps: Sequence, ready: dict, skip: frozenset,
@@ -103,7 +103,7 @@ def make_replay(cmds: Sequence[Command], steps: Sequence, ready: dict, skip: fro
         if not (isinstance(cmd, DmaLoadZ) and i in skip):
             order.append(i)
     rp = Replay([], regs, Counter(stats.commands), Counter(stats.bytes_per_queue), stats.macs,
-                source=tuple(steps))
+                source=list(steps))
     plain = {i: r[4] for i, r in ready.items() if r[4] is not None}
     shared = {}   # command index -> its part of a shared GEMM (a tile with no plain step)
     rp.groups = shared_input_groups(order, ready, writes, lambda i: steps[i] is not None)
