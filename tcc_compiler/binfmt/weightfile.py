@@ -1,18 +1,19 @@
 """``quantized_network.bin``: weights and per-channel parameters (specs/weights.md).
 
 Layout (little-endian, every section 64-byte aligned): a 64-byte header
-(:data:`WEIGHT_HEADER_FIELDS`), a layer table of 32-byte entries (:data:`LAYER_ENTRY_FIELDS`) at
+(:data:`WEIGHT_HEADER_FIELDS`), a layer table of 48-byte entries (:data:`LAYER_ENTRY_FIELDS`) at
 ``table_offset``, and the data section at ``data_offset`` running to the end of the file. The data
 section is the NPU's DRAM region WEIGHTS: a WEIGHTS-region address in a command is an offset into
 it. Each blob (a layer's OHWI int8 weights, or its 16-byte parameter records) starts 64-aligned;
 a blob is either raw or compressed per output-channel block (:mod:`tcc_compiler.isa.wcodec`),
 which DMA_LOAD_Z expands on the way to SRAM. The scheduler lays the data section out
-(:mod:`tcc_compiler.isa.wlayout`); this module writes and reads the container.
+(:mod:`tcc_compiler.isa.wlayout`); this module writes and reads the container (header,
+sections, CRCs); the layer table's entry format and its checks are
+:mod:`tcc_compiler.binfmt.weight_table`'s.
 """
 
 from __future__ import annotations
 
-import struct
 import zlib
 from dataclasses import dataclass
 
@@ -30,6 +31,19 @@ from tcc_compiler.errors import FormatError
 from tcc_compiler.isa import spec
 from tcc_compiler.isa.wcodec import BlockCompressor, LayerKind, channel_blocks, decode_blob
 from tcc_compiler.isa.wlayout import LayerBlobs, WeightLayout, WeightLayoutBuilder, split_merged
+
+# the layer table (its entry format, flags, LayerEntry and entry checks): re-exported, as
+# callers (tools/gen_isa_doc.py, tests, the executor) import them from here
+from tcc_compiler.binfmt.weight_table import (  # noqa: F401
+    ENTRY_STRUCT,
+    FLAG_MERGED,
+    FLAG_PARAMS_COMPRESSED,
+    FLAG_WEIGHTS_COMPRESSED,
+    LAYER_ENTRY_BYTES,
+    LAYER_ENTRY_FIELDS,
+    LayerEntry,
+    decode_entry,
+)
 
 WEIGHT_MAGIC = b"TNPW"
 #: Format version of quantized_network.bin (its own since 3.0; 2.0 shared npu_cmd.bin's and
@@ -54,82 +68,13 @@ WEIGHT_HEADER_FIELDS: tuple[HeaderField, ...] = (
     ("header_crc32", "I", "zlib.crc32 of header bytes 0..59"),
 )
 
-LAYER_ENTRY_FIELDS: tuple[HeaderField, ...] = (
-    ("layer_index", "I", "position in the table (0, 1, ...)"),
-    ("kind", "B", "LayerKind: 0 = conv, 1 = fully connected, 2 = lookup table, 3 = depthwise "
-                  "conv split into kernel parts"),
-    ("flags", "B", "bit0 = weights blob compressed, bit1 = params blob compressed, "
-              "bit2 = merged (one blob of weights + params blocks); others 0"),
-    ("reserved0", "2s", "reserved, zero"),
-    ("out_channels", "I", "output channels O (params_raw_bytes = 16 * O)"),
-    ("block_channels", "I", "output channels per block, 1..O (0 iff O = 0)"),
-    ("weights_offset", "I", "offset of the weights blob in the data section (64-aligned)"),
-    ("weights_bytes", "I", "stored size of the weights blob (compressed size if bit0)"),
-    ("weights_raw_bytes", "I", "size of the int8 OHWI weights, a multiple of O"),
-    ("params_offset", "I", "offset of the parameter blob (64-aligned)"),
-    ("params_bytes", "I", "stored size of the parameter blob (compressed size if bit1)"),
-    ("params_raw_bytes", "I", "size of the 16-byte parameter records: 16 * O"),
-    ("name_hash", "I", "zlib.crc32 of the layer name (UTF-8)"),
-    ("reserved1", "I", "reserved, zero"),
-)
-LAYER_ENTRY_BYTES = 48
-#: Layer entry flag bits.
-FLAG_WEIGHTS_COMPRESSED = 0x01
-FLAG_PARAMS_COMPRESSED = 0x02
-FLAG_MERGED = 0x04
 
 _HEADER = header_struct(WEIGHT_HEADER_FIELDS)
-_ENTRY = struct.Struct("<" + "".join(f for _, f, _ in LAYER_ENTRY_FIELDS))
-assert _ENTRY.size == LAYER_ENTRY_BYTES
 
 
 def name_hash(name: str) -> int:
     """The ``name_hash`` of a layer name: zlib.crc32 of its UTF-8 bytes."""
     return zlib.crc32(name.encode("utf-8"))
-
-
-@dataclass(frozen=True)
-class LayerEntry:
-    """One layer table entry. Offsets are bytes from the start of the data section; ``*_bytes``
-    are stored sizes, ``*_raw_bytes`` sizes after decompression (equal when not compressed)."""
-
-    layer_index: int
-    kind: LayerKind
-    flags: int
-    out_channels: int
-    block_channels: int
-    weights_offset: int
-    weights_bytes: int
-    weights_raw_bytes: int
-    params_offset: int
-    params_bytes: int
-    params_raw_bytes: int
-    name_hash: int
-
-    @property
-    def weights_compressed(self) -> bool:
-        """True if the weights blob is block-compressed (flags bit0)."""
-        return bool(self.flags & FLAG_WEIGHTS_COMPRESSED)
-
-    @property
-    def params_compressed(self) -> bool:
-        """True if the parameter blob is block-compressed (flags bit1)."""
-        return bool(self.flags & FLAG_PARAMS_COMPRESSED)
-
-    @property
-    def merged(self) -> bool:
-        """True if weights and params share one blob of merged blocks (flags bit2)."""
-        return bool(self.flags & FLAG_MERGED)
-
-    @property
-    def raw_bytes(self) -> int:
-        """Weights + params bytes after decompression."""
-        return self.weights_raw_bytes + self.params_raw_bytes
-
-    @property
-    def stored_bytes(self) -> int:
-        """Weights + params bytes as stored in the file."""
-        return self.weights_bytes + self.params_bytes
 
 
 def _merged_record(e: LayerEntry, pos: int) -> int | None:
@@ -319,7 +264,7 @@ def write_weight_file(layout: WeightLayout, tool_version: str) -> bytes:
         InternalError: ``tool_version`` is not <= 16 ASCII characters.
     """
     table = b"".join(
-        _ENTRY.pack(i, int(e.kind), (FLAG_WEIGHTS_COMPRESSED if e.weights_compressed else 0)
+        ENTRY_STRUCT.pack(i, int(e.kind), (FLAG_WEIGHTS_COMPRESSED if e.weights_compressed else 0)
                     | (FLAG_PARAMS_COMPRESSED if e.params_compressed else 0)
                     | (FLAG_MERGED if e.merged else 0), b"",
                     e.out_channels, e.block_channels, e.weights_offset, e.weights_bytes,
@@ -379,98 +324,12 @@ def read_weight_file(data: bytes, path: str = "quantized_network.bin") -> Weight
     if crc != h["data_crc32"]:
         raise FormatError(f"{path}: header field data_crc32 is {h['data_crc32']:#010x}, data "
                           f"section gives {crc:#010x} (corrupted data)")
-    layers = [_check_entry(data, t_off + i * LAYER_ENTRY_BYTES, i, section, path)
+    layers = [decode_entry(data, t_off + i * LAYER_ENTRY_BYTES, i, section, path)
               for i in range(n)]
     return WeightFile(path=path, version_major=h["version_major"],
                       version_minor=h["version_minor"], tool_version=h["tool_version"],
                       data_crc32=h["data_crc32"], layers=tuple(layers), data=section,
                       data_offset=d_off)
-
-
-def _check_entry(data: bytes, pos: int, i: int, section: bytes, path: str) -> LayerEntry:
-    """Decode and validate layer table entry ``i`` at file offset ``pos``; compressed blobs
-    are decoded in full (index, every DEFLATE stream and its size).
-
-    Raises:
-        FormatError: one line naming ``path``, the entry and the field.
-    """
-    vals = dict(zip((f for f, _, _ in LAYER_ENTRY_FIELDS), _ENTRY.unpack_from(data, pos)))
-    where = f"{path}: layer table entry {i}"
-    _check_fields(vals, i, where)
-    blobs = (("weights", FLAG_WEIGHTS_COMPRESSED), ("params", FLAG_PARAMS_COMPRESSED))
-    if vals["flags"] & FLAG_MERGED:
-        _check_merged(vals, where)
-        blobs = (("weights", FLAG_WEIGHTS_COMPRESSED),)
-    for blob, bit in blobs:
-        _check_blob(vals, blob, bit, section, where)
-    return LayerEntry(i, LayerKind(vals["kind"]), vals["flags"], vals["out_channels"],
-                      vals["block_channels"], vals["weights_offset"], vals["weights_bytes"],
-                      vals["weights_raw_bytes"], vals["params_offset"], vals["params_bytes"],
-                      vals["params_raw_bytes"], vals["name_hash"])
-
-
-def _check_fields(vals: dict, i: int, where: str) -> None:
-    """Entry ``i``'s fields (``vals``) that hold on their own: index, reserved fields and
-    flag bits, kind, channel block, raw sizes (FormatError: one line naming the field)."""
-    if vals["layer_index"] != i:
-        raise FormatError(f"{where}: field layer_index = {vals['layer_index']}, expected {i}")
-    if any(vals["reserved0"]) or vals["reserved1"]:
-        raise FormatError(f"{where}: reserved fields not zero")
-    if vals["kind"] not in LayerKind._value2member_map_:
-        raise FormatError(f"{where}: field kind = {vals['kind']} unknown")
-    flags = vals["flags"]
-    if flags & ~(FLAG_WEIGHTS_COMPRESSED | FLAG_PARAMS_COMPRESSED | FLAG_MERGED):
-        raise FormatError(f"{where}: field flags = {flags:#x} has reserved bits set")
-    o, bc = vals["out_channels"], vals["block_channels"]
-    if not (1 <= bc <= o if o else bc == 0):
-        raise FormatError(f"{where}: field block_channels = {bc} outside 1..out_channels ({o})")
-    if vals["params_raw_bytes"] != spec.PARAM_RECORD_BYTES * o:
-        raise FormatError(f"{where}: field params_raw_bytes = {vals['params_raw_bytes']}, "
-                          f"expected 16 * out_channels = {spec.PARAM_RECORD_BYTES * o}")
-    if (vals["weights_raw_bytes"] % o if o else vals["weights_raw_bytes"]):
-        raise FormatError(f"{where}: field weights_raw_bytes = {vals['weights_raw_bytes']} is "
-                          f"not a multiple of out_channels ({o})")
-
-
-def _check_blob(vals: dict, blob: str, bit: int, section: bytes, where: str) -> None:
-    """Blob ``blob`` ("weights"/"params", compressed when flag ``bit`` is set) lies 64-aligned
-    in the data ``section``, stored verbatim or smaller and decoding to its raw size (a merged
-    entry's weights + params) (FormatError: one line naming the field)."""
-    flags, d_bytes = vals["flags"], len(section)
-    off, size = vals[f"{blob}_offset"], vals[f"{blob}_bytes"]
-    raw = vals[f"{blob}_raw_bytes"]
-    if flags & FLAG_MERGED:   # the merged blob expands to weights + params
-        raw += vals["params_raw_bytes"]
-    if off % SECTION_ALIGN or off + size > d_bytes:
-        raise FormatError(f"{where}: field {blob}_offset/{blob}_bytes = {off}/{size} "
-                          f"outside the data section ({d_bytes} bytes) or not 64-aligned")
-    if not flags & bit:
-        if size != raw:
-            raise FormatError(f"{where}: field {blob}_bytes = {size} differs from "
-                              f"{blob}_raw_bytes = {raw} in an uncompressed blob")
-        return
-    if size >= raw:
-        raise FormatError(f"{where}: field {blob}_bytes = {size} not below {blob}_raw_bytes "
-                          f"= {raw} in a compressed blob")
-    decode_blob(section[off:off + size], raw, vals["out_channels"], vals["block_channels"],
-                f"{where}: {blob}")
-
-
-def _check_merged(vals: dict, where: str) -> None:
-    """The fields of a merged entry (flags bit2) that must agree: one blob, both compressed
-    flags equal, no separate parameter bytes.
-
-    Raises:
-        FormatError: one line naming the entry and the field.
-    """
-    f = vals["flags"]
-    if bool(f & FLAG_WEIGHTS_COMPRESSED) != bool(f & FLAG_PARAMS_COMPRESSED):
-        raise FormatError(f"{where}: field flags = {f:#x}: a merged layer must have bit0 == bit1")
-    if vals["params_offset"] != vals["weights_offset"] or vals["params_bytes"]:
-        raise FormatError(f"{where}: fields params_offset/params_bytes = "
-                          f"{vals['params_offset']}/{vals['params_bytes']}: a merged layer "
-                          f"has params_offset = weights_offset ({vals['weights_offset']}) "
-                          "and params_bytes = 0")
 
 
 def compression_summary(data: bytes, path: str = "quantized_network.bin") -> dict:
@@ -494,7 +353,8 @@ def compression_summary(data: bytes, path: str = "quantized_network.bin") -> dic
     names = [f for f, _, _ in LAYER_ENTRY_FIELDS]
     raw = stored = n_comp = 0
     for i in range(h["n_layers"]):
-        e = dict(zip(names, _ENTRY.unpack_from(data, h["table_offset"] + i * LAYER_ENTRY_BYTES)))
+        pos = h["table_offset"] + i * LAYER_ENTRY_BYTES
+        e = dict(zip(names, ENTRY_STRUCT.unpack_from(data, pos)))
         raw += e["weights_raw_bytes"] + e["params_raw_bytes"]
         stored += e["weights_bytes"] + e["params_bytes"]
         n_comp += bool(e["flags"] & (FLAG_WEIGHTS_COMPRESSED | FLAG_PARAMS_COMPRESSED))

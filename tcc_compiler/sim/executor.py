@@ -17,79 +17,57 @@ hazard and never-written-read checks of :class:`~tcc_compiler.sim.hazards.Shadow
 Arithmetic is delegated to :mod:`tcc_compiler.numerics`, never re-done here. Every memory access
 is bounds-checked; an illegal command raises :class:`ExecutionError`
 naming the command index and mnemonic.
+
+This module is the :class:`Executor`'s public API, its state and its command handlers; the
+general run loop is :mod:`tcc_compiler.sim.run_loop`'s, the skipped loads and replays of repeat
+in-order runs :mod:`tcc_compiler.sim.repeat_runs`'s, the SRAM views
+:mod:`tcc_compiler.sim.sram_access`'s.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import threading
-from collections import Counter
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from tcc_compiler.binfmt.cmdfile import CmdFile, cores_problem
 from tcc_compiler.binfmt.weightfile import WeightFile
-from tcc_compiler.errors import ExecutionError, InputError, first_line
+from tcc_compiler.errors import ExecutionError, InputError
 from tcc_compiler.isa import spec
 from tcc_compiler.isa.commands import (
     AddTile,
-    Command,
     ConvTile,
     DmaLoad,
     DmaLoadZ,
     DmaStore,
-    End,
     EwTile,
     LutTile,
     PoolTile,
-    Registers,
     ResizeTile,
-    Space,
-    box_strides,
 )
-from tcc_compiler.sim.blas import blas_threads
 from tcc_compiler.sim.conv_exec import conv_result
-from tcc_compiler.sim.conv_operands import REUSE, ConvOperands
+from tcc_compiler.sim.conv_operands import ConvOperands
 from tcc_compiler.sim.conv_tile import ConvPlan, conv_setup_problem, make_plan
 from tcc_compiler.sim.dma import run_dma, run_dma_z
+from tcc_compiler.sim.exec_stats import ExecStats
+from tcc_compiler.sim.hazards import Ordering
+from tcc_compiler.sim.limits import check_program
+from tcc_compiler.sim.memory import INT_DTYPES, Memory
+from tcc_compiler.sim.repeat_runs import RepeatRuns
+from tcc_compiler.sim.replay import Replay
+from tcc_compiler.sim.run_loop import RunLoop
+from tcc_compiler.sim.sram_access import SramAccess
 from tcc_compiler.sim.vector_ops import (run_add_tile, run_ew_tile, run_lut_tile, run_pool_tile,
                                         run_resize_tile)
-from tcc_compiler.sim.hazards import HazardError, Ordering, ShadowMemory
-from tcc_compiler.sim.limits import check_program
-from tcc_compiler.sim.provenance import Provenance, sram_write_hull, weight_source
-from tcc_compiler.sim.replay import Replay, make_replay
-from tcc_compiler.sim.memory import INT_DTYPES, ByteBox, Memory
-from tcc_compiler.sim.zskip import unread_weight_loads
 from tcc_compiler.target import Target
 
-log = logging.getLogger(__name__)
-
-#: Operand dtype -> its little-endian form (multi-byte elements are little-endian).
-_LE = {t: np.dtype(t).newbyteorder("<") for t in (np.int8, np.int16, np.int32, np.uint8,
-                                                  np.uint16)}
+__all__ = ["SCHEDULES", "ExecStats", "Executor"]   # ExecStats: re-exported (sim/exec_stats.py)
 
 #: Execution orders :meth:`Executor.run_with_stats` offers.
 SCHEDULES = ("inorder", "random")
 
-@dataclass
-class ExecStats:
-    """Counters of one run.
 
-    Attributes:
-        commands: mnemonic -> number of commands executed.
-        bytes_per_queue: queue name -> bytes moved: LOAD/STORE = bytes transferred by DMA,
-            COMPUTE = SRAM bytes read + written by tile commands.
-        macs: multiply-accumulates done by CONV_TILE commands (padding taps included).
-    """
-
-    commands: Counter = field(default_factory=Counter)
-    bytes_per_queue: Counter = field(default_factory=Counter)
-    macs: int = 0
-
-
-class Executor:
+class Executor(RunLoop, RepeatRuns, SramAccess):
     """Runs one program on the modelled NPU.
 
     Args:
@@ -105,6 +83,7 @@ class Executor:
             for the measurement behind it; None leaves numpy's setting alone).
 
     Attributes:
+        cmd: the program (settable: :attr:`cmd`).
         target: the target the program runs on.
         stats: :class:`ExecStats` of the last run (None before the first).
 
@@ -120,8 +99,6 @@ class Executor:
 
     def __init__(self, cmd: CmdFile, weights: WeightFile | None, target: Target,
                  fill: int = 0, blas_threads: int | None = 1):
-        check_program(cmd, target)
-        self.cmd = cmd
         self.weights_data = weights.data if weights is not None else b""
         self._weight_file = weights   # named in messages about its bytes
         # WEIGHTS is read-only (no command writes it): one read-only view of the file's bytes
@@ -131,22 +108,49 @@ class Executor:
         self.fill = fill
         self.blas_threads = blas_threads
         self.stats: ExecStats | None = None
-        self._order_cache: Ordering | None = None
         self._handlers = {DmaLoad: self._dma, DmaStore: self._dma, ConvTile: self._conv_tile,
                           PoolTile: self._pool_tile, AddTile: self._add_tile,
                           DmaLoadZ: self._dma_z, LutTile: self._lut_tile,
                           EwTile: self._ew_tile, ResizeTile: self._resize_tile}
-        # per command index: its mnemonic and handler (None: a register or sync command)
-        self._names = [c.name for c in cmd.commands]
-        self._steps = [self._handlers.get(type(c)) for c in cmd.commands]
         # (WEIGHTS offset, src_bytes, dst_bytes) -> expanded block; WEIGHTS is read-only, so a
         # block decoded once stays valid for every later run of this executor
         self._inflated: dict[tuple[int, int, int], np.ndarray] = {}
+        # a run keeps its SRAMs, DRAM regions, registers and provenance in the attributes
+        # below: runs from several threads (one tc.load model shared) take turns
+        self._lock = threading.Lock()
+        self._bind(cmd)
+
+    @property
+    def cmd(self) -> CmdFile:
+        """The program (decoded ``npu_cmd.bin``). Setting another one (tests swap in altered
+        streams) checks it against :attr:`target` and forgets everything remembered per
+        command index of the old one (its ordering, plans, sources, skipped loads, replay),
+        waiting for a run in progress to end.
+
+        Raises:
+            ExecutionError: (on setting) the program exceeds :attr:`target`; the executor
+                keeps its old program then.
+        """
+        return self._cmd
+
+    @cmd.setter
+    def cmd(self, cmd: CmdFile) -> None:
+        with self._lock:
+            self._bind(cmd)
+
+    def _bind(self, cmd: CmdFile) -> None:
+        """Make ``cmd`` the program, with fresh per-program state (:attr:`cmd`)."""
+        check_program(cmd, self.target)
+        self._cmd = cmd
+        self._order_cache: Ordering | None = None
+        # per command index: its mnemonic and handler (None: a register or sync command)
+        self._names = [c.name for c in cmd.commands]
+        self._steps = [self._handlers.get(type(c)) for c in cmd.commands]
         # command index -> (hull of the SRAM bytes it writes, or None; its weight source)
         self._writes: dict[int, tuple] = {}
         # conv tiles' decoded params, GEMM-ready weights and accumulator routines, found by
         # their bytes' sources (sim/conv_operands.py); the two caches named for tests
-        self._ops = ConvOperands(weights, cmd.path)
+        self._ops = ConvOperands(self._weight_file, cmd.path)
         self._weights, self._params = self._ops.weights, self._ops.params
         # command index -> its ConvPlan (sim/conv_tile.py), valid while its CONV_CFG and SRAM
         # are the same objects; the SRAMs are kept (and refilled) across runs for that
@@ -160,11 +164,9 @@ class Executor:
         self._z_unread: frozenset[int] | None = None
         self._z_skip: frozenset[int] = frozenset()
         self._z_reuse = False   # the current run is a repeat in-order run of one core
-        # such a run's per-command steps, made once after one (sim/replay.py)
+        # such a run's per-command steps, made once after one (sim/replay.py), used while the
+        # handlers are those it was made from (sim/repeat_runs.py)
         self._replay: Replay | None = None
-        # a run keeps its SRAMs, DRAM regions, registers and provenance in the attributes
-        # above: runs from several threads (one tc.load model shared) take turns
-        self._lock = threading.Lock()
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -207,267 +209,18 @@ class Executor:
         if schedule not in SCHEDULES:
             raise InputError(f"schedule {schedule!r} unknown (choose from "
                              f"{', '.join(SCHEDULES)})")
-        c = self.cmd
-        if len(input_bytes) != c.input_bytes:
-            raise InputError(f"{c.path}: input is {len(input_bytes)} bytes, the program expects "
-                             f"{c.input_bytes}")
-        problem = cores_problem(list(c.commands), c.cores)
-        if problem:
-            raise ExecutionError(f"{c.path}: {problem}")
         with self._lock:   # one run at a time: its memories and registers are attributes
+            c = self.cmd   # checked under the lock: the program this run runs
+            if len(input_bytes) != c.input_bytes:
+                raise InputError(f"{c.path}: input is {len(input_bytes)} bytes, the program "
+                                 f"expects {c.input_bytes}")
+            problem = cores_problem(list(c.commands), c.cores)
+            if problem:
+                raise ExecutionError(f"{c.path}: {problem}")
             return self._run_locked(input_bytes, schedule, seed, check)
 
-    def _run_locked(self, input_bytes: bytes, schedule: str, seed: int,
-                    check: bool) -> tuple[bytes, ExecStats]:
-        """:meth:`run_with_stats` after its argument checks, under :attr:`_lock`."""
-        c = self.cmd
-        self._fresh_srams(c.cores)
-        self._regs_of = [Registers() for _ in range(c.cores)]
-        self._provs = [Provenance() for _ in range(c.cores)]
-        self._sram, self._regs, self._prov = self._srams[0], self._regs_of[0], self._provs[0]
-        self._dram = {
-            spec.Region.WEIGHTS: self._weights_mem,
-            spec.Region.ACT: Memory.filled("ACT", c.act_arena_bytes, self.fill),
-            spec.Region.INPUT: Memory("INPUT", bytearray(input_bytes), True),
-            spec.Region.OUTPUT: Memory.filled("OUTPUT", c.output_bytes, self.fill),
-        }
-        stats = ExecStats()
-        cmds = c.commands
-        order: range | list[int] = range(len(cmds))
-        shadow = None
-        multi = c.cores > 1
-        if multi:   # each core's stream in order, switching core at an unreleased SEM_WAIT
-            order = self._ordering().base_order
-        if schedule == "random" or check:
-            ordering = self._ordering()
-            if schedule == "random":
-                order = ordering.random_order(seed)
-            shadow = ShadowMemory(ordering, self._sizes())
-        names, steps = self._names, self._steps
-        track = self._ops.start(schedule, self._track)
-        self._skips_for_run(shadow is not None or multi)
-        if self._z_reuse and self._replay is not None:
-            return self._run_replay(self._replay)
-        with blas_threads(self.blas_threads):
-            for pos, i in enumerate(order):
-                cmd = cmds[i]
-                if multi:
-                    self._enter(i)
-                stats.commands[names[i]] += 1
-                if shadow is not None:
-                    shadow.record(i, cmd, self._accesses(i, cmd))
-                handler = steps[i]
-                if handler is not None:
-                    try:
-                        self._dispatch(handler, i, cmd, stats)
-                    except HazardError:
-                        raise
-                    except ExecutionError:
-                        if shadow is not None:  # garbage read through a race: name the race
-                            self._raise_later_hazard(shadow, cmds, list(order)[pos + 1:])
-                        raise
-                    track(i, cmd)
-                elif isinstance(cmd, End):
-                    if not multi:
-                        break
-                else:
-                    self._regs.update(cmd)
-        self._after_run(stats)
-        self.stats = stats
-        log.debug("executed %d commands: %s", len(c.commands), dict(stats.commands))
-        return bytes(self._dram[spec.Region.OUTPUT].buf), stats
-
-    # -- run-loop helpers ----------------------------------------------------------------------
-
-    def _run_replay(self, replay: Replay) -> tuple[bytes, ExecStats]:
-        """A repeat in-order run of one core by its :class:`~tcc_compiler.sim.replay.Replay`
-        (the memories already set up by :meth:`_run_locked`); failures as in
-        :meth:`_dispatch`."""
-        self._regs = self._regs_of[0] = replay.start()
-        i = -1
-        try:
-            with blas_threads(self.blas_threads):
-                for i, step in replay.steps:
-                    step()
-        except (ValueError, IndexError, OverflowError, MemoryError, TypeError) as exc:
-            cmd = self.cmd.commands[i]
-            raise self._err(i, cmd, f"cannot execute ({type(exc).__name__}: "
-                                    f"{first_line(exc, 160)})") from None
-        self._ops.finish()
-        self.stats = stats = ExecStats(Counter(replay.commands),
-                                       Counter(replay.bytes_per_queue), replay.macs)
-        return bytes(self._dram[spec.Region.OUTPUT].buf), stats
-
-    def _raise_later_hazard(self, shadow: ShadowMemory, cmds, rest: list[int]) -> None:
-        """Record the accesses of the commands ``rest`` (not executed) after a command failed
-        on the bytes it read; raise the first :class:`HazardError` found, as a racing write
-        (not yet run in this order) explains garbage a command read. Returns when none is
-        found (the caller re-raises the original error)."""
-        for j in rest:
-            cmd = cmds[j]
-            if self.cmd.cores > 1:
-                self._enter(j)
-            try:
-                if self._handlers.get(type(cmd)) is None:
-                    if isinstance(cmd, End):
-                        if self.cmd.cores > 1:
-                            continue
-                        return
-                    self._regs.update(cmd)
-                shadow.record(j, cmd, self._accesses(j, cmd))
-            except HazardError:
-                raise
-            except ExecutionError:
-                return
-
-    def _ordering(self) -> Ordering:
-        """The stream's happens-before relation (computed once, reused across runs); the
-        cores' SRAMs are tracked as consecutive parts of one SRAM space.
-
-        Raises:
-            ExecutionError: the cores' semaphore waits deadlock."""
-        if self._order_cache is None:
-            ranges = self.cmd.core_ranges() if self.cmd.cores > 1 else None
-            self._order_cache = Ordering(list(self.cmd.commands), ranges)
-            self._order_cache.set_sram(self.target.sram_capacity_bytes)
-        return self._order_cache
-
-    def _enter(self, i: int) -> None:
-        """Make command ``i``'s core current: its SRAM and its layer registers."""
-        core = int(self._ordering().core_of[i])
-        self._sram, self._regs = self._srams[core], self._regs_of[core]
-        self._prov = self._provs[core]
-
-    def _track(self, i: int, cmd: Command) -> None:
-        """After command ``i`` ran: forget the weight sources of the SRAM bytes it wrote, and
-        record its own when it is a weight load (sim/provenance.py). Its write hull is a
-        function of the command and the layer registers, which the in-order COMPUTE queue
-        fixes: computed once per command index."""
-        info = self._writes.get(i)
-        if info is None:
-            try:
-                hull = sram_write_hull(cmd.accesses(self._regs))
-            except ExecutionError as exc:
-                raise self._err(i, cmd, str(exc)) from None
-            info = self._writes[i] = (hull, weight_source(cmd) if hull else None)
-        hull, source = info
-        if hull is not None:
-            if source is None:
-                self._prov.written(*hull)
-            else:
-                self._prov.loaded(*hull, source)
-
-    def _skips_for_run(self, other: bool) -> None:
-        """Set the DMA_LOAD_Z commands this run leaves out: those nothing reads
-        (:meth:`_unread_loads`, once found) on a repeat in-order run of one core with no
-        hazard tracking, else (``other``: tracked, or several cores) none."""
-        self._z_reuse = not other and self._ops.mode == REUSE
-        self._z_skip = (self._z_unread or frozenset()) if self._z_reuse else frozenset()
-
-    def _after_run(self, stats: ExecStats) -> None:
-        """After a run of the general loop went through every command: the sources are
-        complete (:meth:`ConvOperands.finish`), the unread loads found; after a repeat in-order
-        run of one core, later such runs replay it (:mod:`tcc_compiler.sim.replay`)."""
-        self._ops.finish()
-        self._found_unread()
-        if self._z_reuse and self._z_unread is not None:
-            self._replay = make_replay(self.cmd.commands, self._steps, self._ops.ready,
-                                       self._z_unread, self._conv_tile, ExecStats(), stats,
-                                       self._writes)
-
-    def _found_unread(self) -> None:
-        """After a complete repeat in-order run (every tile's kept operands known): find the
-        loads later such runs leave out, once."""
-        if self._z_reuse and self._z_unread is None:
-            self._z_unread = self._unread_loads()
-
-    def _unread_loads(self) -> frozenset[int]:
-        """The DMA_LOAD_Z commands a repeat in-order run may skip
-        (:func:`~tcc_compiler.sim.zskip.unread_weight_loads`): the tiles that keep their
-        operands (:attr:`ConvOperands.ready`) read neither their weight nor their parameter
-        bytes."""
-        cmds = self.cmd.commands
-        fed = {}
-        for i, (pl, *_) in self._ops.ready.items():
-            t = cmds[i]
-            fed[i] = frozenset({(t.w_sram, t.w_sram + pl.w.nbytes),
-                                (t.p_sram, t.p_sram + pl.p_raw.size)})
-        return unread_weight_loads(cmds, frozenset(self._handlers), fed)
-
-    def _fresh_srams(self, cores: int) -> None:
-        """Every core's SRAM filled with ``fill``: the previous run's SRAM objects refilled
-        (the conv plans' views stay valid), else new ones."""
-        if len(self._srams) == cores:
-            for m in self._srams:
-                m.arr[:] = self.fill
-        else:
-            self._srams = [Memory.filled("SRAM", self.target.sram_capacity_bytes, self.fill)
-                           for _ in range(cores)]
-
-    def _sizes(self) -> dict[Space, int]:
-        return {Space.SRAM: self._sram.size * len(self._srams),
-                **{Space.of_region(r): m.size for r, m in self._dram.items()}}
-
-    def _accesses(self, i: int, cmd: Command) -> list:
-        try:
-            return self._ordering().shift(i, cmd.accesses(self._regs))
-        except ExecutionError as exc:
-            raise self._err(i, cmd, str(exc)) from None
-
-    def _dispatch(self, handler, i: int, cmd: Command, stats: ExecStats) -> None:
-        """Run one handler; numpy/arithmetic failures on hostile field values (huge shapes,
-        overflowing sizes) become an ExecutionError naming the command, never a traceback."""
-        try:
-            handler(i, cmd, stats)
-        except (ValueError, IndexError, OverflowError, MemoryError, TypeError) as exc:
-            raise self._err(i, cmd, f"cannot execute ({type(exc).__name__}: "
-                                    f"{first_line(exc, 160)})") from None
-
-    # -- memory helpers ------------------------------------------------------------------------
-
-    @staticmethod
-    def _err(i: int, cmd: Command, msg: str) -> ExecutionError:
-        return ExecutionError(f"command {i} ({cmd.name}): {msg}")
-
-    def _sram_view(self, i: int, cmd: Command, what: str, addr: int, nbytes: int) -> np.ndarray:
-        """uint8 view of SRAM [addr, addr + nbytes), bounds-checked."""
-        if addr + nbytes > self._sram.size:
-            raise self._err(i, cmd, f"sram range {addr:#x}-{addr + nbytes:#x} ({what}) outside "
-                                    f"SRAM (size {self._sram.size})")
-        return self._sram.arr[addr:addr + nbytes]
-
-    def _sram_box(self, i: int, cmd: Command, what: str, addr: int, shape: tuple,
-                  px_stride: int, row_stride: int, dtype=np.int8,
-                  write: bool = False) -> np.ndarray:
-        """[h, w, c] view of a strided SRAM operand (strides in bytes, 0 = packed, see
-        :func:`~tcc_compiler.isa.commands.box_strides`), bounds-checked: writable for int8
-        and packed operands; a strided multi-byte operand is a copy when read, a
-        :class:`ByteBox` when ``write``."""
-        h, w, c = shape
-        eb = np.dtype(dtype).itemsize
-        if not (px_stride or row_stride):
-            return self._sram_tensor(i, cmd, what, addr, shape, dtype)
-        try:
-            px, row = box_strides(w, c * eb, px_stride, row_stride)
-        except ExecutionError as exc:
-            raise self._err(i, cmd, f"{what}: {exc}") from None
-        end = addr + (h - 1) * row + (w - 1) * px + c * eb if h and w and c else addr
-        self._sram_view(i, cmd, what, addr, end - addr)
-        if eb == 1:   # an ndarray over the SRAM's buffer: a few times cheaper than as_strided
-            return np.ndarray((h, w, c), dtype, self._sram.buf, addr, (row, px, 1))
-        raw = np.ndarray((h, w, c * eb), np.uint8, self._sram.buf, addr, (row, px, 1))
-        if not write:
-            return np.ascontiguousarray(raw).view(np.dtype(dtype).newbyteorder("<"))
-        return ByteBox(raw, dtype)
-
-    def _sram_tensor(self, i, cmd, what, addr, shape, dtype=np.int8) -> np.ndarray:
-        dt = _LE[dtype] if dtype in _LE else np.dtype(dtype).newbyteorder("<")
-        n = math.prod(shape) * dt.itemsize
-        if addr + n > self._sram.size:
-            self._sram_view(i, cmd, what, addr, n)   # raises, naming the range
-        return np.ndarray(shape, dt, self._sram.buf, addr)
-
-    # -- command handlers ----------------------------------------------------------------------
+    # -- command handlers (the general loop, sim/run_loop.py, and replays, sim/repeat_runs.py,
+    # -- call them; SRAM views from sim/sram_access.py) -------------------------------------
 
     def _dma(self, i: int, cmd: DmaLoad | DmaStore, stats: ExecStats) -> None:
         region, _ = spec.split_dram_address(cmd.dram)

@@ -45,6 +45,7 @@ class Replay:
         runs: replays started (the identity of the current one, :meth:`start`).
         groups: the tiles sharing one GEMM (:mod:`tcc_compiler.sim.gemm_groups`), command
             indices in run order.
+        source: the per-command handlers it was made from (:meth:`made_from`).
     """
 
     steps: list[tuple[int, Callable[[], object]]]
@@ -54,6 +55,7 @@ class Replay:
     macs: int
     runs: int = 0
     groups: list[list[int]] = field(default_factory=list)
+    source: list = field(default_factory=list)
 
     def start(self) -> Registers:
         """Count a new replay and clear :attr:`regs` (a run starts with no CONV_CFG,
@@ -65,6 +67,12 @@ class Replay:
     def run_id(self) -> int:
         """The current replay's identity (:attr:`runs`)."""
         return self.runs
+
+    def made_from(self, steps: Sequence) -> bool:
+        """Whether it was made from these per-command handlers (the executor's list, compared
+        item by item: the same bound methods): a handler replaced since (a hook) is one its
+        steps do not call."""
+        return list(steps) == self.source   # identical items compare equal without a call
 
 
 def make_replay(cmds: Sequence[Command], steps: Sequence, ready: dict, skip: frozenset,
@@ -94,7 +102,8 @@ def make_replay(cmds: Sequence[Command], steps: Sequence, ready: dict, skip: fro
             break
         if not (isinstance(cmd, DmaLoadZ) and i in skip):
             order.append(i)
-    rp = Replay([], regs, Counter(stats.commands), Counter(stats.bytes_per_queue), stats.macs)
+    rp = Replay([], regs, Counter(stats.commands), Counter(stats.bytes_per_queue), stats.macs,
+                source=list(steps))
     plain = {i: r[4] for i, r in ready.items() if r[4] is not None}
     shared = {}   # command index -> its part of a shared GEMM (a tile with no plain step)
     rp.groups = shared_input_groups(order, ready, writes, lambda i: steps[i] is not None)

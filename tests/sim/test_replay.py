@@ -4,10 +4,13 @@ failures still naming the command, other schedules unaffected."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from tcc_compiler.errors import ExecutionError
+from tcc_compiler.isa import commands as C
 from tcc_compiler.runtime import load_program
 from tcc_compiler.sim import Executor
 
@@ -73,3 +76,57 @@ def test_a_failing_replayed_command_is_named(small_folder):
     with pytest.raises(ExecutionError, match=rf"command {j} \({name}\): cannot execute "
                                              r"\(ValueError: operand out of range\)"):
         ex.run(x)
+
+
+def _replay_made(small_folder):
+    """A loaded program's executor after a recording and a reusing run (its replay made)."""
+    _, out = small_folder
+    prog = load_program(out)
+    ex = prog.executor
+    x = _inputs(ex.cmd.input_bytes, 1)[0]
+    ex.run(x)
+    ex.run(x)
+    assert ex._replay is not None
+    return prog, ex, x
+
+
+def test_a_hooked_step_runs_instead_of_the_replay(small_folder):
+    # a replay is made from the executor's per-command handlers: one hooked after (as
+    # tests/sim/test_executor_threads.py does) must run, and the hooked replay must not
+    # outlive the hook
+    prog, ex, x = _replay_made(small_folder)
+    want = ex.run(x)
+    k = next(i for i, c in enumerate(ex.cmd.commands) if isinstance(c, C.DmaStore))
+    step, calls = ex._steps[k], []
+
+    def hooked(i, cmd, stats):
+        calls.append(i)
+        step(i, cmd, stats)
+
+    ex._steps[k] = hooked
+    assert ex.run(x) == want
+    assert calls == [k]
+    ex._steps[k] = step
+    for _ in range(3):
+        assert ex.run(x) == want
+    assert calls == [k]
+    assert ex._replay is not None   # made again, from the handlers without the hook
+
+
+def test_a_different_program_is_not_replayed(small_folder):
+    # ex.cmd swapped for another program (as tests/sim/test_hazards.py does): its runs are
+    # that program's, never the replay (or plans, sources, skipped loads) of the first
+    prog, ex, x = _replay_made(small_folder)
+    saved = ex.cmd
+    cmds = list(saved.commands)
+    k = max(i for i, c in enumerate(cmds) if isinstance(c, C.DmaStore))
+    other = dataclasses.replace(saved, commands=tuple(cmds[:k] + cmds[k + 1:]))
+    want_other = Executor(other, prog.weights, ex.target).run(x)
+    want = ex.run(x)
+    assert want_other != want
+    ex.cmd = other
+    assert ex.run(x) == want_other
+    assert ex.run(x) == want_other
+    ex.cmd = saved
+    assert ex.run(x) == want
+    assert ex.run(x) == want
