@@ -37,6 +37,7 @@ from tcc_compiler.frontend.tir_import import is_ir_file
 from tcc_compiler.fsutil import file_sha256
 from tcc_compiler.interp.onnx_float import shared_sessions
 from tcc_compiler.ir.graph import Graph
+from tcc_compiler.numerics import jit
 from tcc_compiler.numerics.blas import blas_threads
 from tcc_compiler.options import DEFAULTS, CompileOptions, make_options
 from tcc_compiler.passes import Pass, PassManager, default_pipeline
@@ -92,6 +93,11 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     tgt = opts.target if isinstance(opts.target, Target) else load_target(opts.target)
     check_cores(opts.cores, tgt)   # before any work
     timings = {}
+    if opts.calib_table is None and not is_ir_file(model):
+        # calibration and the quantize stage run the compiled kernels: numba's import and
+        # first dispatch (~0.5 s of CPU, mostly Python) start now on a thread of their own,
+        # overlapping the GIL-free parts of the import and of ONNX Runtime's work
+        jit.warm_in_background()
 
     try:
         t0 = time.perf_counter()
