@@ -37,6 +37,7 @@ from tcc_compiler.frontend.tir_import import is_ir_file
 from tcc_compiler.fsutil import file_sha256
 from tcc_compiler.interp.onnx_float import shared_sessions
 from tcc_compiler.ir.graph import Graph
+from tcc_compiler.numerics import jit
 from tcc_compiler.numerics.blas import blas_threads
 from tcc_compiler.options import DEFAULTS, CompileOptions, make_options
 from tcc_compiler.passes import Pass, PassManager, default_pipeline
@@ -92,6 +93,7 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
     tgt = opts.target if isinstance(opts.target, Target) else load_target(opts.target)
     check_cores(opts.cores, tgt)   # before any work
     timings = {}
+    _warm_kernels(model, opts)
 
     try:
         t0 = time.perf_counter()
@@ -155,6 +157,16 @@ def compile_model(model: str | os.PathLike | onnx.ModelProto,
                                                    float_graph, calib.ranges, tgt,
                                                    opts.compress_weights, program)
     return art
+
+
+def _warm_kernels(model, opts: CompileOptions) -> None:
+    """When the compile will calibrate (no ``calib_table``, not a ``.tir`` resume), start
+    loading the compiled kernels (:func:`tcc_compiler.numerics.jit.warm_in_background`):
+    calibration and the quantize stage run them, and numba's import and first dispatch (about
+    0.5 s of CPU, mostly Python) then overlap the GIL-free parts of the import and of ONNX
+    Runtime's work instead of stalling calibration's first observer."""
+    if opts.calib_table is None and not is_ir_file(model):
+        jit.warm_in_background()
 
 
 def import_model(model: str | os.PathLike | onnx.ModelProto,

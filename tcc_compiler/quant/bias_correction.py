@@ -106,42 +106,47 @@ def _layer_error(n, fl: dict, prepared: tuple | None = None,
     return mean_output_error(q.reshape(hwc), n.output, f4)
 
 
-def _error_sums(float_graph: Graph, qgraph: Graph, inputs: Sequence, keep=None,
-                prepared: dict | None = None, extra=None) -> _ErrorSums:
-    """One float pass over ``inputs`` (ONNX Runtime as calibration, else the numpy
-    interpreter: :func:`~tcc_compiler.interp.onnx_float.float_values`): the isolated errors
-    of every conv/fc of ``qgraph`` (:class:`_ErrorSums`), each input's computed on worker
-    threads and added in input order (:func:`~tcc_compiler.quant.bias_pass.error_pass`: the
-    serial loop's sums); ``keep(i, fl, e)`` is called in input order with each input's float
-    values (the layers' inputs and outputs, the graph inputs and outputs) and ``e``, the
-    result of ``extra(fl)`` (run beside the errors; None without ``extra``).
+def _error_jobs(float_graph: Graph, qgraph: Graph, prepared: dict | None = None) -> tuple:
+    """(conv/fc layers of ``qgraph``, the float values their error jobs and the network
+    output's SQNR read, one :func:`_layer_job` per layer).
 
     Args:
         prepared: {conv/fc name: :func:`~tcc_compiler.quant.golden.prepare_conv` of it with
-            the graph's present biases}, or None: made here.
-
-    Raises:
-        InputError: a value of ``qgraph`` missing from the float graph."""
+            the graph's present biases}, or None: made here."""
     layers = [n for n in qgraph.nodes if n.op in (Op.CONV, Op.FC)]
-    zeros = {n.name: np.zeros(n.output.shape[1], np.float64) for n in layers}
-    sums = _ErrorSums(layers, dict(zeros), [dict(zeros), dict(zeros)])
     known = {v.name for v in float_graph.inputs} | {n.output.name for n in float_graph.nodes}
     names = [v.name for n in layers for v in [n.output] + list(n.inputs)
              if v is not None and not v.is_const and v.name in known]
     names += [o.name for o in qgraph.outputs if o.name in known]
     if prepared is None:   # the biases do not change here
         prepared = {n.name: prepare_conv(n) for n in layers}
-    jobs = [partial(_layer_job, n, prepared[n.name]) for n in layers]
-    for i, fl, errs, e in error_pass(float_graph, names, inputs, jobs, extra):
-        k = i % 2
+    return layers, names, [partial(_layer_job, n, prepared[n.name]) for n in layers]
+
+
+def _sums(layers, errors: Iterable[list]) -> dict:
+    """{layer name: float64 [C] sum of its errors}, added from zero in the order given (the
+    order fixes the float64 sums bit for bit)."""
+    out = {n.name: np.zeros(n.output.shape[1], np.float64) for n in layers}
+    for errs in errors:
         for n, err in zip(layers, errs):
-            sums.total[n.name] = sums.total[n.name] + err
-            sums.fold[k][n.name] = sums.fold[k][n.name] + err
-        sums.count += 1
-        sums.fold_count[k] += 1
-        if keep is not None:
-            keep(i, fl, e)
-    return sums
+            out[n.name] = out[n.name] + err
+    return out
+
+
+def _error_sums(float_graph: Graph, qgraph: Graph, inputs: Sequence) -> _ErrorSums:
+    """One float pass over ``inputs`` (ONNX Runtime as calibration, else the numpy
+    interpreter: :func:`~tcc_compiler.interp.onnx_float.float_values`): the isolated errors
+    of every conv/fc of ``qgraph`` (:class:`_ErrorSums`), each input's computed on worker
+    threads and added in input order (:func:`~tcc_compiler.quant.bias_pass.error_pass`: the
+    serial loop's sums).
+
+    Raises:
+        InputError: a value of ``qgraph`` missing from the float graph."""
+    layers, names, jobs = _error_jobs(float_graph, qgraph)
+    errors = [errs for _, _, errs, _ in error_pass(float_graph, names, inputs, jobs)]
+    return _ErrorSums(layers, _sums(layers, errors),
+                      [_sums(layers, errors[k::2]) for k in (0, 1)], len(errors),
+                      [len(errors[0::2]), len(errors[1::2])])
 
 
 def _layer_job(n, prepared: tuple, fl: dict, quantized: dict) -> np.ndarray:
@@ -263,6 +268,32 @@ class _Sqnr:
         return 10.0 * math.log10(max(self.ref, 1e-300) / self.err)
 
 
+class _Half(Sequence):
+    """The inputs at positions ``first, first + 2, ...`` of ``inputs`` (a view: a lazy
+    sequence still loads one input at a time)."""
+
+    def __init__(self, inputs: Sequence, first: int):
+        self.inputs, self.first = inputs, first
+
+    def __len__(self) -> int:
+        return (len(self.inputs) - self.first + 1) // 2
+
+    def __getitem__(self, j):
+        if not 0 <= j < len(self):
+            raise IndexError(j)
+        return self.inputs[self.first + 2 * j]
+
+
+def _trial(qgraph: Graph, layers, weights: dict, sums: dict, count: int) -> GoldenModel:
+    """The golden model of ``qgraph`` corrected by ``sums`` over ``count`` inputs (the graph's
+    biases put back after; ``weights``: the layers' prepared weights, shared)."""
+    old = _set_biases(qgraph, _new_biases(layers, sums, count))
+    try:   # a GoldenModel reads the biases when made
+        return GoldenModel(qgraph, weights)
+    finally:
+        _set_biases(qgraph, old)
+
+
 def gated_bias_correction(float_graph: Graph, qgraph: Graph,
                           inputs: Iterable[np.ndarray]) -> BiasCorrection:
     """Bias correction kept only when it helps on held-out calibration inputs (in place).
@@ -271,8 +302,17 @@ def gated_bias_correction(float_graph: Graph, qgraph: Graph,
     network output SQNR against float (every graph output, all elements) on the odd ones,
     and the other way round; when the corrected network's SQNR is higher in **both** folds,
     the correction estimated on all inputs (what :func:`correct_biases` gives) is applied,
-    else the graph is left as it was. Cost: the error pass of :func:`correct_biases` plus two
-    golden-model runs per input (uncorrected, and corrected by the other fold).
+    else the graph is left as it was.
+
+    Order of work: the error pass over the even inputs (with the uncorrected golden model
+    beside it), then over the odd ones with both the uncorrected model and the one corrected
+    by the even half run beside it (the first fold); only when that fold gains, the model
+    corrected by the odd half on the even inputs (the second fold). When the first fold
+    loses the decision is already "off": the second fold's ``with_db`` is None and the reason
+    says its check was not needed. Each input's errors are kept and added in input order, so
+    every sum, decision and bias is that of one pass in input order, bit for bit. Cost: the
+    error pass of :func:`correct_biases` plus two golden-model runs per odd input and, when
+    the first fold gains, one more per even input.
 
     Args:
         float_graph: the float graph the quantized one was made from (same value names).
@@ -295,40 +335,48 @@ def gated_bias_correction(float_graph: Graph, qgraph: Graph,
     prepared = {n.name: prepare_conv(n) for n in layers}
     weights = {name: p[0] for name, p in prepared.items()}   # the trials change only biases
     golden = GoldenModel(qgraph, prepared=prepared)   # the biases as prepared
+    layers, names, jobs = _error_jobs(float_graph, qgraph, prepared)
     ins = [v.name for v in float_graph.inputs]
-    ref = {}
-    base = [_Sqnr(), _Sqnr()]        # by held-out fold
-
-    def keep(i, fl, got):            # in input order: each fold's sums add in that order
-        ref[i] = [fl[o] for o in outs]
-        for r, o in zip(ref[i], outs):
-            base[i % 2].add(r, got[o])
-
-    sums = _error_sums(float_graph, qgraph, inputs, keep, prepared,
-                       extra=lambda fl: golden.run({k: fl[k] for k in ins}))
-    trial = []                       # trial[held]: the model corrected by the other fold
-    for held in (0, 1):
-        src = 1 - held
-        old = _set_biases(qgraph, _new_biases(sums.layers, sums.fold[src],
-                                              sums.fold_count[src]))
-        try:   # a GoldenModel reads the biases when made
-            trial.append(GoldenModel(qgraph, weights))
-        finally:
-            _set_biases(qgraph, old)
+    errors: list = [None] * len(inputs)
+    ref = {}                         # the even inputs' float outputs
+    base = [_Sqnr(), _Sqnr()]        # by held-out fold (input parity)
     fixed = [_Sqnr(), _Sqnr()]
-    for i, got in in_order(lambda i, x: trial[i % 2].run(feeds(float_graph, x)), inputs):
-        for r, o in zip(ref[i], outs):
-            fixed[i % 2].add(r, got[o])
-    folds = [{"corrections_from": ("even", "odd")[src],
-              "without_db": round(base[1 - src].db(), 3),
-              "with_db": round(fixed[1 - src].db(), 3),
-              "gain": fixed[1 - src].db() > base[1 - src].db()} for src in (0, 1)]
-    gains = all([f.pop("gain") for f in folds])   # a list: every fold's "gain" popped
+
+    def run(model):
+        return lambda fl: model.run({k: fl[k] for k in ins})
+
+    evens, odds = _Half(inputs, 0), _Half(inputs, 1)
+    for j, fl, errs, (got,) in error_pass(float_graph, names, evens, jobs, [run(golden)]):
+        errors[2 * j], ref[2 * j] = errs, [fl[o] for o in outs]
+        for r, o in zip(ref[2 * j], outs):
+            base[0].add(r, got[o])
+    by_even = _trial(qgraph, layers, weights, _sums(layers, errors[0::2]), len(evens))
+    for j, fl, errs, (got, fix) in error_pass(float_graph, names, odds, jobs,
+                                              [run(golden), run(by_even)]):
+        errors[2 * j + 1] = errs
+        for o in outs:
+            base[1].add(fl[o], got[o])
+            fixed[1].add(fl[o], fix[o])
+    first = {"corrections_from": "even", "without_db": round(base[1].db(), 3),
+             "with_db": round(fixed[1].db(), 3)}
+    if not fixed[1].db() > base[1].db():
+        second = {"corrections_from": "odd", "without_db": round(base[0].db(), 3),
+                  "with_db": None}
+        return BiasCorrection("auto", False, f"off: not better on the odd held-out half of "
+                              f"the calibration inputs ({first['without_db']:.2f} -> "
+                              f"{first['with_db']:.2f} dB); the even half's check was not "
+                              "needed", [first, second])
+    by_odd = _trial(qgraph, layers, weights, _sums(layers, errors[1::2]), len(odds))
+    for j, got in in_order(lambda j, x: by_odd.run(feeds(float_graph, x)), evens):
+        for r, o in zip(ref[2 * j], outs):
+            fixed[0].add(r, got[o])
+    folds = [first, {"corrections_from": "odd", "without_db": round(base[0].db(), 3),
+                     "with_db": round(fixed[0].db(), 3)}]
     text = ", ".join(f"{f['without_db']:.2f} -> {f['with_db']:.2f} dB" for f in folds)
-    if not gains:
+    if not fixed[0].db() > base[0].db():
         return BiasCorrection("auto", False, f"off: not better on both held-out halves of "
                               f"the calibration inputs ({text})", folds)
-    biases = _new_biases(sums.layers, sums.total, sums.count)
+    biases = _new_biases(layers, _sums(layers, errors), len(inputs))
     changed = _changed(qgraph, biases)
     _set_biases(qgraph, biases)
     return BiasCorrection("auto", True, f"on: better on both held-out halves of the "

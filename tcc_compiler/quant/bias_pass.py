@@ -53,7 +53,8 @@ def _results(futures: list[Future]) -> list:
 
 
 def error_pass(float_graph: Graph, names: list[str], inputs: Sequence, layer_jobs: list,
-               extra: Callable[[dict], object] | None = None) -> Iterator[tuple]:
+               extra: Callable[[dict], object] | Sequence[Callable] | None = None
+               ) -> Iterator[tuple]:
     """For each input ``i`` in order: its float values ``fl`` ({name: float32 NCHW} of
     ``names`` and the graph inputs, :func:`~tcc_compiler.interp.onnx_float.float_values`),
     ``[job(fl, shared) for job in layer_jobs]`` and ``extra(fl)`` (None without one).
@@ -64,7 +65,9 @@ def error_pass(float_graph: Graph, names: list[str], inputs: Sequence, layer_job
         layer_jobs: callables ``job(fl, shared)``; ``shared`` is one dict per input the jobs
             may use as a cache of values derived from ``fl`` (each key always given the same
             value: two jobs may both compute one).
-        extra: a callable on ``fl``, or None.
+        extra: a callable on ``fl``, a sequence of them (each run as a job of its own: the
+            result is then the list of their results), or None. The extra jobs (the long
+            golden-model runs) are started before the layer jobs, so they do not trail them.
 
     Yields:
         ``(i, fl, [job results], extra result)``, in input order.
@@ -74,11 +77,14 @@ def error_pass(float_graph: Graph, names: list[str], inputs: Sequence, layer_job
     """
     n = workers()
     values = float_values(float_graph, names, inputs)
+    extras = [] if extra is None else [extra] if callable(extra) else list(extra)
+    one = callable(extra)
     if n == 1:
         for i, fl in enumerate(values):
             shared: dict = {}
-            yield i, fl, [job(fl, shared) for job in layer_jobs], \
-                extra(fl) if extra is not None else None
+            res = [job(fl, shared) for job in layer_jobs]
+            more = [e(fl) for e in extras]
+            yield i, fl, res, more[0] if one else (more if extra is not None else None)
         return
     overlap = _values_bytes(float_graph, names) <= OVERLAP_BYTES
     with ThreadPoolExecutor(n, thread_name_prefix="tccc-bias") as pool:
@@ -94,8 +100,9 @@ def error_pass(float_graph: Graph, names: list[str], inputs: Sequence, layer_job
             if fl is _END:
                 break
             shared = {}
+            more = [pool.submit(e, fl) for e in extras]   # the long runs first
             job = (i, fl, [pool.submit(j, fl, shared) for j in layer_jobs],
-                   pool.submit(extra, fl) if extra is not None else None)
+                   None if extra is None else more[0] if one else more)
             if pending is not None:
                 yield _finish(pending)
             pending = None
@@ -111,10 +118,13 @@ def error_pass(float_graph: Graph, names: list[str], inputs: Sequence, layer_job
 
 def _finish(job: tuple) -> tuple:
     """``(i, fl, results, extra result)`` of a submitted input (errors in layer order, then
-    the extra job's)."""
+    the extra jobs'; ``extra``: a future, a list of them, or None)."""
     i, fl, futures, extra = job
-    res = _results(futures + ([extra] if extra is not None else []))
-    return i, fl, res[:len(futures)], res[len(futures)] if extra is not None else None
+    more = [] if extra is None else [extra] if isinstance(extra, Future) else extra
+    res = _results(futures + more)
+    got = res[len(futures):]
+    return i, fl, res[:len(futures)], \
+        None if extra is None else got[0] if isinstance(extra, Future) else got
 
 
 def in_order(fn: Callable[[int, object], object], inputs: Sequence) -> Iterator[tuple]:

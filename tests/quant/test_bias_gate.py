@@ -80,23 +80,78 @@ def test_gate_refuses_a_correction_that_does_not_carry_over():
     before = run_golden(g, _inputs(1.0, -1.0)[1])["y"]
     res = gated_bias_correction(fg, g, _inputs(1.0, -1.0))
     assert not res.applied and _bias(g) == [0]
-    assert all(f["with_db"] < f["without_db"] for f in res.folds)
-    assert res.reason.startswith("off")
+    first, second = res.folds
+    assert first["with_db"] < first["without_db"]
+    assert second["with_db"] is None   # the first fold lost: the second was not needed
+    assert res.reason.startswith("off") and "not needed" in res.reason
     # the graph is as it was: the folds' trial biases were put back
     np.testing.assert_array_equal(run_golden(g, _inputs(1.0, -1.0)[1])["y"], before)
 
 
 def test_gate_refuses_when_one_fold_loses():
-    """x_1 = 1.0 on the even inputs, 0.3 on the odd ones (-3 units): the odd half's correction
-    (+3) helps the even half (-10 -> -7), but the even half's (+10) takes the odd half's -3 to
-    +7: one fold loses, so the correction stays off."""
+    """x_1 = 0.3 on the even inputs (-3 units), 1.0 on the odd ones: the even half's
+    correction (+3) helps the odd half (-10 -> -7), but the odd half's (+10) takes the even
+    half's -3 to +7: the second fold loses, so the correction stays off. The other way round
+    the first fold loses and the second is not run: the same decision, its with_db None."""
     fg, g = _layer()
-    res = gated_bias_correction(fg, g, _inputs(1.0, 0.3))
+    res = gated_bias_correction(fg, g, _inputs(0.3, 1.0))
     gains = [f["with_db"] > f["without_db"] for f in res.folds]
-    assert gains == [False, True]
-    # report.json's record: the same keys on both folds, even when the first one loses
+    assert gains == [True, False]
+    # report.json's record: the same keys on both folds, whichever loses
     assert [sorted(f) for f in res.folds] == [["corrections_from", "with_db", "without_db"]] * 2
     assert not res.applied and _bias(g) == [0]
+    assert "both held-out halves" in res.reason
+    fg, g = _layer()
+    res = gated_bias_correction(fg, g, _inputs(1.0, 0.3))
+    assert [sorted(f) for f in res.folds] == [["corrections_from", "with_db", "without_db"]] * 2
+    assert res.folds[0]["with_db"] < res.folds[0]["without_db"]
+    assert res.folds[1]["with_db"] is None and res.folds[1]["without_db"] is not None
+    assert not res.applied and _bias(g) == [0]
+
+
+def _fold_db(fg, g, xs, src: int) -> tuple[float, float]:
+    """(without, with) output SQNR in dB on the inputs of parity 1 - src, with the correction
+    from the inputs of parity src (correct_biases on a clone): the fold, computed directly."""
+    from tcc_compiler.interp.onnx_float import float_values
+
+    def db(model):
+        ref = err = 0.0
+        held = xs[1 - src::2]
+        for x, fl in zip(held, float_values(fg, ["y"], held)):
+            f = fl["y"].astype(np.float64)
+            q = run_golden(model, x)["y"].astype(np.float64)
+            ref, err = ref + float((f * f).sum()), err + float(((f - q) ** 2).sum())
+        return 10.0 * np.log10(ref / err)
+    fixed = g.clone()
+    correct_biases(fg, fixed, xs[src::2])
+    return db(g), db(fixed)
+
+
+@pytest.mark.parametrize("x1", [(1.0, -1.0), (1.0, 0.3), (0.3, 1.0), (1.0, 1.0)])
+def test_gate_runs_the_second_fold_only_when_the_first_gains(monkeypatch, x1):
+    """The first fold (corrections from the even inputs) is judged before the second is run:
+    when it loses, the even inputs are not run corrected by the odd half (one golden-model run
+    per even input, two per odd one) and the decision is off; either way the folds' figures
+    are those computed directly (:func:`_fold_db`)."""
+    from tcc_compiler.quant import golden
+
+    runs = []
+    real = golden.GoldenModel.run
+    monkeypatch.setattr(golden.GoldenModel, "run",
+                        lambda self, *a, **k: runs.append(1) or real(self, *a, **k))
+    fg, g = _layer()
+    xs = _inputs(*x1, n=6)
+    res = gated_bias_correction(fg, g, xs)
+    runs_done = len(runs)
+    fg2, g2 = _layer()
+    for src, fold in enumerate(res.folds):
+        without, with_ = _fold_db(fg2, g2, xs, src)
+        assert fold["without_db"] == pytest.approx(without, abs=2e-3)
+        if fold["with_db"] is not None:
+            assert fold["with_db"] == pytest.approx(with_, abs=2e-3)
+    first_gains = res.folds[0]["with_db"] > res.folds[0]["without_db"]
+    assert (res.folds[1]["with_db"] is not None) == first_gains
+    assert runs_done == 3 + 2 * 3 + (3 if first_gains else 0)
 
 
 def test_modes_and_old_spellings():
@@ -243,9 +298,11 @@ class _Counted(Sequence):
         return x
 
 
-def test_gate_reads_each_input_twice_and_prepares_each_conv_once(monkeypatch, residual_net):
+def test_gate_reads_each_input_once_or_twice_and_prepares_each_conv_once(monkeypatch,
+                                                                          residual_net):
     """One read of each input for the error pass (which also runs the uncorrected golden
-    model) and one for the trial runs; each conv/fc's GEMM-ready weights are made once and
+    model and, on the odd inputs, the first fold's trial) and one of each even input for the
+    second fold's trial runs; each conv/fc's GEMM-ready weights are made once and
     shared by the error pass and the three golden models (only biases differ)."""
     from tcc_compiler.quant import golden
 
@@ -255,8 +312,9 @@ def test_gate_reads_each_input_twice_and_prepares_each_conv_once(monkeypatch, re
     monkeypatch.setattr(golden, "prepare_conv_weights",
                         lambda *a, **k: made.append(1) or real(*a, **k))
     inputs = _Counted(xs)
-    gated_bias_correction(fg, g, inputs)
-    assert inputs.reads == 2 * len(xs)
+    res = gated_bias_correction(fg, g, inputs)
+    # the second fold, when run, reads the even inputs once more
+    assert inputs.reads == len(xs) + (len(xs[0::2]) if res.folds[1]["with_db"] else 0)
     assert len(made) == sum(n.op in (Op.CONV, Op.FC) for n in g.nodes)
 
 
