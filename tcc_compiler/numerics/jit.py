@@ -59,6 +59,21 @@ W1_MAX_CHANNELS = 160
 #: Largest depthwise window whose int32 sum cannot overflow: KH KW 255 128 < 2**31.
 MAX_DW_TAPS = (2 ** 31 - 1) // (255 * 128)
 
+#: Windows up to this many taps run the kernels specialised per window (numerics/jit_dw.py:
+#: sums in registers, taps unrolled) unless the rows kernel or the padding argue otherwise
+#: (:func:`dw_kernel`).
+UNROLL_MAX_TAPS = 49
+
+#: Stride-1 layers of at most this many channels keep the rows kernel: measured (loaded, CPU
+#: us per tile, best of 40, Lite0's tiles) rows vs unrolled: 21x112x32 3x3 26 vs 37,
+#: 12x56x144 3x3 31 vs 23.
+ROWS_MAX_CHANNELS = 64
+
+#: The unrolled kernels sum every tap, the padding's zeros included; below this fraction of
+#: taps inside the input the pixel kernel (which skips them) is faster: measured 7x7x576 5x5
+#: pad 2 (69 % inside) 24 us unrolled vs 18 us pixels; 7x7x1152 3x3 pad 1 (82 %) 13 vs 21.
+UNROLL_MIN_INSIDE = 0.75
+
 
 def set_enabled(flag: bool) -> bool:
     """Use the compiled kernels (when numba is installed) or not; returns the previous
@@ -253,10 +268,10 @@ def depthwise(x: np.ndarray, zp: int, taps: np.ndarray, strides, pads, dilations
 
 def depthwise_routine(zp: int, taps: np.ndarray, strides, pads, dilations, oh: int,
                       ow: int) -> Callable[[np.ndarray], np.ndarray] | None:
-    """:func:`depthwise` with its kernel choice (contiguous row runs for stride-1 rows of at
-    most :data:`W1_MAX_CHANNELS` channels, ``depthwise_rows``, else pixel by pixel,
-    ``depthwise_px``, both with int16 products; int32 products for a zero point outside
-    int8, which no int8 input has)
+    """:func:`depthwise` with its kernel choice (:func:`dw_kernel`: the per-window kernel
+    with sums in registers, ``jit_dw``; contiguous row runs, ``depthwise_rows``; or pixel by
+    pixel, ``depthwise_px``; all with int16 products; int32 products for a zero point
+    outside int8, which no int8 input has)
     and its taps made once: a routine ``f(x) -> int32 [OH, OW, C]`` for int8 ``x`` [H, W, C]
     with C = the taps' channels, or None when the kernels are unavailable, the window is
     beyond :data:`MAX_DW_TAPS` or the output is empty (numerics/accumulator.py keeps one per
@@ -269,7 +284,18 @@ def depthwise_routine(zp: int, taps: np.ndarray, strides, pads, dilations, oh: i
     k, z = _load(), np.int32(zp)
     sh, sw, dh, dw = int(strides[0]), int(strides[1]), int(dilations[0]), int(dilations[1])
     top, left = int(pads[0]), int(pads[1])
-    if -128 <= zp <= 127 and sw == 1 and c <= W1_MAX_CHANNELS:   # runs per row and tap
+    kind = dw_kernel(c, (kh, kw), strides, pads, dilations, oh, ow) if -128 <= zp <= 127 \
+        else "channels"
+    if kind == "unrolled":
+        plain = k.dw_kernels(kh, kw)[0]
+        t16 = _c(np.asarray(taps).astype(np.int16))
+
+        def unrolled(x: np.ndarray) -> np.ndarray:
+            out = np.empty((oh, ow, c), np.int32)   # every element written
+            plain(_c(x), z, t16, sh, sw, dh, dw, top, left, out)
+            return out
+        return unrolled
+    if kind == "rows":   # runs per row and tap
         tt = _tiled(taps, ow)
 
         def rows(x: np.ndarray) -> np.ndarray:
@@ -277,7 +303,7 @@ def depthwise_routine(zp: int, taps: np.ndarray, strides, pads, dilations, oh: i
             k.depthwise_rows(_c(x), z, tt, sh, dh, dw, top, left, out)
             return out
         return rows
-    if -128 <= zp <= 127:   # |x - zp| <= 255: each product exact in int16
+    if kind == "pixels":   # |x - zp| <= 255: each product exact in int16
         t16 = _c(np.asarray(taps).astype(np.int16))
 
         def pixels(x: np.ndarray) -> np.ndarray:
@@ -292,6 +318,35 @@ def depthwise_routine(zp: int, taps: np.ndarray, strides, pads, dilations, oh: i
         k.depthwise(_c(x), z, t32, sh, sw, dh, dw, top, left, out)
         return out
     return channels
+
+
+def dw_kernel(c: int, kernel, strides, pads, dilations, oh: int, ow: int) -> str:
+    """Which depthwise kernel :func:`depthwise_routine` and :func:`depthwise_epilogue_routine`
+    run for an int8 zero point: "unrolled" (numerics/jit_dw.py, windows of at most
+    :data:`UNROLL_MAX_TAPS` taps with at least :data:`UNROLL_MIN_INSIDE` of the taps inside
+    the input, unless "rows" applies), "rows" (a column stride of 1 and at most
+    :data:`ROWS_MAX_CHANNELS` channels, or :data:`W1_MAX_CHANNELS` when not unrolled) or
+    "pixels". kernel (KH, KW), strides/dilations (h, w), pads (top, left[, bottom, right];
+    bottom/right 0 when absent), oh/ow the output size. All choices give the same bytes."""
+    kh, kw = int(kernel[0]), int(kernel[1])
+    rows = int(strides[1]) == 1
+    if rows and c <= ROWS_MAX_CHANNELS:
+        return "rows"
+    if kh * kw <= UNROLL_MAX_TAPS:
+        p = tuple(int(v) for v in pads) + (0, 0)
+        inside = (_inside(oh, kh, int(strides[0]), int(dilations[0]), p[0], p[2])
+                  * _inside(ow, kw, int(strides[1]), int(dilations[1]), p[1], p[3]))
+        if inside >= UNROLL_MIN_INSIDE:
+            return "unrolled"
+    return "rows" if rows and c <= W1_MAX_CHANNELS else "pixels"
+
+
+def _inside(o: int, k: int, s: int, d: int, before: int, after: int) -> float:
+    """Fraction of the O x K taps of one axis inside an input of ``(O-1) S + (K-1) D + 1
+    - before - after`` elements (the smallest the pads allow)."""
+    n = (o - 1) * s + (k - 1) * d + 1 - before - after
+    hits = sum(1 for i in range(o) for j in range(k) if 0 <= i * s + j * d - before < n)
+    return hits / (o * k)
 
 
 def _tiled(taps: np.ndarray, ow: int) -> np.ndarray:
@@ -320,7 +375,8 @@ def depthwise_epilogue_routine(zp: int, taps: np.ndarray, strides, pads, dilatio
     into an int16 copy before writing. Returns None (use the two
     routines) when the kernels are unavailable, the window is beyond :data:`MAX_DW_TAPS`,
     the output empty, ``zp`` outside int8 or ``params`` not of C channels. The kernel is
-    :func:`depthwise_routine`'s choice (rows or pixels) with the epilogue per row or pixel.
+    :func:`depthwise_routine`'s choice (:func:`dw_kernel`) with the epilogue per channel
+    vector, row or pixel.
     """
     if not _enabled or _load() is None or params is None:
         return None
@@ -333,7 +389,15 @@ def depthwise_epilogue_routine(zp: int, taps: np.ndarray, strides, pads, dilatio
     top, left = int(pads[0]), int(pads[1])
     b, m, s, rnd, _ = params
     zy, lo, hi = int(zp_y), int(lo), int(hi)
-    if sw == 1 and c <= W1_MAX_CHANNELS:   # the row kernel, as depthwise_routine
+    kind = dw_kernel(c, (kh, kw), strides, pads, dilations, oh, ow)
+    if kind == "unrolled":   # as depthwise_routine
+        fused_k = k.dw_kernels(kh, kw)[1]
+        t16 = _c(np.asarray(taps).astype(np.int16))
+
+        def fused_unrolled(x: np.ndarray, out: np.ndarray) -> None:
+            fused_k(_c(x), z, t16, sh, sw, dh, dw, top, left, b, m, s, rnd, zy, lo, hi, out)
+        return fused_unrolled
+    if kind == "rows":   # the row kernel, as depthwise_routine
         tt = _tiled(taps, ow)
 
         def fused_rows(x: np.ndarray, out: np.ndarray) -> None:
