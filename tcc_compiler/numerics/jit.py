@@ -61,8 +61,10 @@ MAX_DW_TAPS = (2 ** 31 - 1) // (255 * 128)
 
 #: Windows up to this many taps run the kernels specialised per window (numerics/jit_dw.py:
 #: sums in registers, taps unrolled) unless the rows kernel or the padding argue otherwise
-#: (:func:`dw_kernel`).
-UNROLL_MAX_TAPS = 49
+#: (:func:`dw_kernel`). Measured on 3x3 and 5x5 windows only (a two-pixel variant of the
+#: 5x5 kernel was not vectorised by the compiler and ran 5x slower, so larger unrolled
+#: windows are not assumed to vectorise).
+UNROLL_MAX_TAPS = 25
 
 #: Stride-1 layers of at most this many channels keep the rows kernel: measured (loaded, CPU
 #: us per tile, best of 40, Lite0's tiles) rows vs unrolled: 21x112x32 3x3 26 vs 37,
