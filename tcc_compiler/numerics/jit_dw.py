@@ -106,3 +106,11 @@ def kernels(kh: int, kw: int) -> tuple:
         if key not in _made:
             _made[key] = _make(*key)
         return _made[key]
+
+
+@numba.njit(cache=True, nogil=True)
+def lut_gather(xu, rot, out):
+    """out[k] = rot[xu[k]]: xu uint8 [N] (an int8 tensor's bytes), rot int8 [256] (a table
+    rotated by half, numerics/lut.py ``apply_lut``), out int8 [N]."""
+    for k in range(xu.size):
+        out[k] = rot[xu[k]]

@@ -1,6 +1,6 @@
 """The depthwise kernels specialised per window (numerics/jit_dw.py: sums in registers, taps
 unrolled, zero-bordered int16 input) give the bytes of the numpy definitions, plain and fused
-with the epilogue, and numerics/jit.py ``dw_kernel`` routes each layer shape as measured."""
+with the epilogue, and numerics/dw_route.py ``dw_kernel`` routes each layer shape as measured."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tcc_compiler.numerics import accumulator as A
+from tcc_compiler.numerics import dw_route
 from tcc_compiler.numerics import gemm as G
 from tcc_compiler.numerics import jit
 from tcc_compiler.numerics.epilogue import conv_epilogue_int64
@@ -18,9 +19,9 @@ pytestmark = pytest.mark.skipif(not jit.available(), reason="numba kernels not i
 @pytest.fixture(autouse=True)
 def _always_unrolled(monkeypatch):
     old = jit.set_enabled(True)
-    monkeypatch.setattr(jit, "ROWS_MAX_CHANNELS", 0)     # every shape below unrolled
-    monkeypatch.setattr(jit, "UNROLL_MIN_INSIDE", 0.0)
-    monkeypatch.setattr(jit, "UNROLL_MAX_TAPS", 49)      # the 7x7 case's exactness too
+    monkeypatch.setattr(dw_route, "ROWS_MAX_CHANNELS", 0)     # every shape below unrolled
+    monkeypatch.setattr(dw_route, "UNROLL_MIN_INSIDE", 0.0)
+    monkeypatch.setattr(dw_route, "UNROLL_MAX_TAPS", 49)      # the 7x7 case's exactness too
     yield
     jit.set_enabled(old)
 
