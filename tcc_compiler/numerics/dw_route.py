@@ -27,9 +27,11 @@ UNROLL_MAX_TAPS = 25
 ROWS_MAX_CHANNELS = 64
 
 #: The unrolled kernels sum every tap, the padding's zeros included; below this fraction of
-#: taps inside the input the pixel kernel (which skips them) is faster: measured 7x7x576 5x5
-#: pad 2 (69 % inside) 24 us unrolled vs 18 us pixels; 7x7x1152 3x3 pad 1 (82 %) 13 vs 21.
-UNROLL_MIN_INSIDE = 0.75
+#: taps inside the input the pixel kernel (which skips them) is faster. Measured (loaded, CPU
+#: us per tile with the epilogue fused, best of 40) unrolled vs pixels: 14x14x672 5x5 pad 2
+#: (84 % inside) 137 vs 113-128, 7x7x1152 3x3 pad 1 (82 %) 28 vs 23-25, 7x7x576 5x5 (69 %)
+#: 24 vs 18; 28x28x240 5x5 (92 %) 113 vs 224-259, 14x14x480 3x3 (91 %) 35 vs 34-44.
+UNROLL_MIN_INSIDE = 0.85
 
 
 def dw_kernel(c: int, kernel, strides, pads, dilations, oh: int, ow: int) -> str:

@@ -72,18 +72,21 @@ def _make(kh_: int, kw_: int) -> tuple:
         oh, ow, c = out.shape
         xs = padded_centred(x, zp, top, left, (oh - 1) * sh + (KH - 1) * dh + 1,
                             (ow - 1) * sw + (KW - 1) * dw + 1)
-        for oy in range(oh):
+        acc = np.empty(c, np.int32)   # one pixel's sums: the epilogue in its own loop
+        for oy in range(oh):         # (inside the tap loop it stopped the vectorising)
             iy = oy * sh
             for ox in range(ow):
                 ix = ox * sw
-                y = out[oy, ox]
                 for ch in range(c):
                     a = np.int32(bias[ch])
                     for ky in range(KH):
                         for kx in range(KW):
                             a += np.int32(np.int16(xs[iy + ky * dh, ix + kx * dw, ch]
                                                    * taps[ky, kx, ch]))
-                    t = ((np.int64(np.int32(a)) * np.int64(m[ch]) + rnd[ch]) >> s[ch]) + zp_y
+                    acc[ch] = a
+                y = out[oy, ox]
+                for ch in range(c):
+                    t = ((np.int64(acc[ch]) * np.int64(m[ch]) + rnd[ch]) >> s[ch]) + zp_y
                     y[ch] = min(max(t, lo), hi)
 
     return plain, fused
