@@ -40,6 +40,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tcc_compiler.numerics.dw_route import dw_kernel
+
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
@@ -47,19 +49,8 @@ _kernels: object | None | bool = False   # False = not loaded yet, None = unavai
 _enabled = True
 _warmer: threading.Thread | None = None   # the warm_in_background thread
 
-#: A depthwise layer with at most this many channels and a column stride of 1 runs row by
-#: row (``depthwise_rows``: contiguous runs of pixels x channels, its taps tiled over the
-#: output pixels once per routine), else pixel by pixel (``depthwise_px``); both with int16
-#: products. Measured on this machine (loaded, CPU us per tile, best of 60, EfficientNet-
-#: Lite0's tiles), rows vs pixels: 21x112x32 3x3 21 vs 65, 12x56x144 3x3 37 vs 44,
-#: 28x28x240 5x5 217 vs 216, 14x14x480 3x3 34 vs 29, 14x14x672 5x5 144 vs 103 (the earlier
-#: kernels, int32 products and the row kernel's taps tiled on every call: 77, 50, 230, 35,
-#: 128).
-W1_MAX_CHANNELS = 160
-
 #: Largest depthwise window whose int32 sum cannot overflow: KH KW 255 128 < 2**31.
 MAX_DW_TAPS = (2 ** 31 - 1) // (255 * 128)
-
 
 def set_enabled(flag: bool) -> bool:
     """Use the compiled kernels (when numba is installed) or not; returns the previous
@@ -289,10 +280,10 @@ def depthwise(x: np.ndarray, zp: int, taps: np.ndarray, strides, pads, dilations
 
 def depthwise_routine(zp: int, taps: np.ndarray, strides, pads, dilations, oh: int,
                       ow: int) -> Callable[[np.ndarray], np.ndarray] | None:
-    """:func:`depthwise` with its kernel choice (contiguous row runs for stride-1 rows of at
-    most :data:`W1_MAX_CHANNELS` channels, ``depthwise_rows``, else pixel by pixel,
-    ``depthwise_px``, both with int16 products; int32 products for a zero point outside
-    int8, which no int8 input has)
+    """:func:`depthwise` with its kernel choice (:func:`dw_kernel`: the per-window kernel
+    with sums in registers, ``jit_dw``; contiguous row runs, ``depthwise_rows``; or pixel by
+    pixel, ``depthwise_px``; all with int16 products; int32 products for a zero point
+    outside int8, which no int8 input has)
     and its taps made once: a routine ``f(x) -> int32 [OH, OW, C]`` for int8 ``x`` [H, W, C]
     with C = the taps' channels, or None when the kernels are unavailable, the window is
     beyond :data:`MAX_DW_TAPS` or the output is empty (numerics/accumulator.py keeps one per
@@ -305,7 +296,18 @@ def depthwise_routine(zp: int, taps: np.ndarray, strides, pads, dilations, oh: i
     k, z = _load(), np.int32(zp)
     sh, sw, dh, dw = int(strides[0]), int(strides[1]), int(dilations[0]), int(dilations[1])
     top, left = int(pads[0]), int(pads[1])
-    if -128 <= zp <= 127 and sw == 1 and c <= W1_MAX_CHANNELS:   # runs per row and tap
+    kind = dw_kernel(c, (kh, kw), strides, pads, dilations, oh, ow) if -128 <= zp <= 127 \
+        else "channels"
+    if kind == "unrolled":
+        plain = k.dw_kernels(kh, kw)[0]
+        t16 = _c(np.asarray(taps).astype(np.int16))
+
+        def unrolled(x: np.ndarray) -> np.ndarray:
+            out = np.empty((oh, ow, c), np.int32)   # every element written
+            plain(_c(x), z, t16, sh, sw, dh, dw, top, left, out)
+            return out
+        return unrolled
+    if kind == "rows":   # runs per row and tap
         tt = _tiled(taps, ow)
 
         def rows(x: np.ndarray) -> np.ndarray:
@@ -313,7 +315,7 @@ def depthwise_routine(zp: int, taps: np.ndarray, strides, pads, dilations, oh: i
             k.depthwise_rows(_c(x), z, tt, sh, dh, dw, top, left, out)
             return out
         return rows
-    if -128 <= zp <= 127:   # |x - zp| <= 255: each product exact in int16
+    if kind == "pixels":   # |x - zp| <= 255: each product exact in int16
         t16 = _c(np.asarray(taps).astype(np.int16))
 
         def pixels(x: np.ndarray) -> np.ndarray:
@@ -356,7 +358,8 @@ def depthwise_epilogue_routine(zp: int, taps: np.ndarray, strides, pads, dilatio
     into an int16 copy before writing. Returns None (use the two
     routines) when the kernels are unavailable, the window is beyond :data:`MAX_DW_TAPS`,
     the output empty, ``zp`` outside int8 or ``params`` not of C channels. The kernel is
-    :func:`depthwise_routine`'s choice (rows or pixels) with the epilogue per row or pixel.
+    :func:`depthwise_routine`'s choice (:func:`dw_kernel`) with the epilogue per channel
+    vector, row or pixel.
     """
     if not _enabled or _load() is None or params is None:
         return None
@@ -369,7 +372,15 @@ def depthwise_epilogue_routine(zp: int, taps: np.ndarray, strides, pads, dilatio
     top, left = int(pads[0]), int(pads[1])
     b, m, s, rnd, _ = params
     zy, lo, hi = int(zp_y), int(lo), int(hi)
-    if sw == 1 and c <= W1_MAX_CHANNELS:   # the row kernel, as depthwise_routine
+    kind = dw_kernel(c, (kh, kw), strides, pads, dilations, oh, ow)
+    if kind == "unrolled":   # as depthwise_routine
+        fused_k = k.dw_kernels(kh, kw)[1]
+        t16 = _c(np.asarray(taps).astype(np.int16))
+
+        def fused_unrolled(x: np.ndarray, out: np.ndarray) -> None:
+            fused_k(_c(x), z, t16, sh, sw, dh, dw, top, left, b, m, s, rnd, zy, lo, hi, out)
+        return fused_unrolled
+    if kind == "rows":   # the row kernel, as depthwise_routine
         tt = _tiled(taps, ow)
 
         def fused_rows(x: np.ndarray, out: np.ndarray) -> None:
@@ -481,4 +492,19 @@ def mean_error(q: np.ndarray, zero_point, scale, f: np.ndarray) -> np.ndarray | 
     zp, s = _c(np.broadcast_to(zp, (c,))), _c(np.broadcast_to(s, (c,)))
     out = np.empty(c, np.float64)
     _load().mean_error(_c(q), zp, s, _c(f), out)
+    return out
+
+
+def lut_int8(x: np.ndarray, rot: np.ndarray) -> np.ndarray | None:
+    """``rot[x.view(uint8)]`` as a new int8 array shaped like ``x`` (int8, any strides): the
+    single-table kernel of numerics/lut.py ``apply_lut`` (``rot`` int8 [256], the table
+    rotated by half), one compiled gather without numpy's intp copy of the indices (8 bytes
+    an element). None when the kernels are not loaded (their import costs more than one
+    table saves) or ``x`` is not int8."""
+    if not loaded() or x.dtype != np.int8 or rot.shape != (256,):
+        return None
+    xc = _c(x)
+    out = np.empty(x.shape, np.int8)
+    _load().lut_gather(xc.reshape(-1).view(np.uint8), _c(rot.astype(np.int8, copy=False)),
+                       out.reshape(-1))
     return out

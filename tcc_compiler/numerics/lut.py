@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from tcc_compiler.ir.ops import LutFunc
+from tcc_compiler.numerics import jit
 from tcc_compiler.isa.spec import LUT_WIDE_KNOTS
 
 #: Entries of one table (every int8 input value).
@@ -127,8 +128,17 @@ def apply_lut(x: np.ndarray, tables: np.ndarray, ch0: int = 0) -> np.ndarray:
     Returns:
         int8 array shaped like ``x``.
     """
-    idx = x.astype(np.int64).reshape(-1) + 128
     t = tables.shape[0]
+    if t == 1 and x.dtype == np.int8:
+        # one gather: byte u of x's uint8 view is q = u - 256 [u >= 128], whose entry sits at
+        # (u + 128) % 256, so the table rotated by half indexes the view directly (the
+        # int64 index array and its two extra passes cost 0.9-6 ns an element against 0.5,
+        # measured loaded; np.take is ~1.8x faster than fancy indexing here; same bytes)
+        tab = np.asarray(tables[0]).astype(np.int8, copy=False)
+        rot = np.concatenate((tab[128:], tab[:128]))
+        y = jit.lut_int8(x, rot)   # compiled: no intp copy of the indices
+        return y if y is not None else np.take(rot, x.view(np.uint8))
+    idx = x.astype(np.int64).reshape(-1) + 128
     if t == 1:
         y = tables[0][idx]
     else:

@@ -1,0 +1,127 @@
+"""The depthwise kernels specialised per window (numerics/jit_dw.py: sums in registers, taps
+unrolled, zero-bordered int16 input) give the bytes of the numpy definitions, plain and fused
+with the epilogue, and numerics/dw_route.py ``dw_kernel`` routes each layer shape as measured."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tcc_compiler.numerics import accumulator as A
+from tcc_compiler.numerics import dw_route
+from tcc_compiler.numerics import gemm as G
+from tcc_compiler.numerics import jit
+from tcc_compiler.numerics.epilogue import conv_epilogue_int64
+
+pytestmark = pytest.mark.skipif(not jit.available(), reason="numba kernels not installed")
+
+
+@pytest.fixture(autouse=True)
+def _always_unrolled(monkeypatch):
+    old = jit.set_enabled(True)
+    monkeypatch.setattr(dw_route, "ROWS_MAX_CHANNELS", 0)     # every shape below unrolled
+    monkeypatch.setattr(dw_route, "UNROLL_MIN_INSIDE", 0.0)
+    monkeypatch.setattr(dw_route, "UNROLL_MAX_TAPS", 49)      # the 7x7 case's exactness too
+    yield
+    jit.set_enabled(old)
+
+
+#: (channels, (KH, KW), (SH, SW), (DH, DW), pads (top, left, bottom, right), H, W): square
+#: and oblong windows, both strides, dilation, asymmetric and absent padding, a band whose
+#: input holds rows beyond the last output's window (H larger than the taps reach).
+CASES = [(24, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), 9, 11),
+         (40, (5, 5), (2, 2), (1, 1), (2, 1, 2, 2), 9, 11),
+         (17, (7, 7), (1, 1), (1, 1), (3, 3, 3, 3), 8, 9),
+         (33, (1, 3), (1, 2), (1, 1), (0, 1, 0, 1), 6, 12),
+         (9, (3, 1), (2, 1), (2, 1), (2, 0, 2, 0), 11, 5),
+         (70, (3, 3), (1, 1), (2, 2), (2, 2, 2, 2), 9, 9),
+         (16, (1, 1), (1, 1), (1, 1), (0, 0, 0, 0), 5, 6),
+         (48, (3, 3), (1, 1), (1, 1), (0, 1, 0, 1), 12, 8)]
+
+
+def _oh(n, k, s, d, before, after):
+    return (n + before + after - (k - 1) * d - 1) // s + 1
+
+
+def _layer(rng, c, kernel, h, w):
+    big = rng.integers(-128, 128, (h, 2 * w, c), dtype=np.int8)
+    x = big[:, ::2]                                     # a strided [h, w, c] input
+    wts = rng.integers(-128, 128, (c, *kernel, 1), dtype=np.int8)
+    wts[0] = -128                                       # the largest products
+    return x, G.prepare_conv_weights(wts, c)
+
+
+@pytest.mark.parametrize("c, kernel, s, d, pads, h, w", CASES)
+@pytest.mark.parametrize("zp", [-128, 5, 127])
+def test_unrolled_accumulator_equals_numpy(c, kernel, s, d, pads, h, w, zp):
+    rng = np.random.default_rng(c * 7 + kernel[0] + zp + 128)
+    x, cw = _layer(rng, c, kernel, h, w)
+    if c == 48:
+        pads = (0, 1, -3, 1)   # a band: 3 input rows below the last window, unused
+    oh = _oh(h, kernel[0], s[0], d[0], pads[0], pads[2])
+    ow = _oh(w, kernel[1], s[1], d[1], pads[1], pads[3])
+    assert jit.dw_kernel(c, kernel, s, pads, d, oh, ow) == "unrolled"
+    taps = cw.w[:, :, :, 0].transpose(1, 2, 0)
+    got = jit.depthwise_routine(zp, taps, s, pads, d, oh, ow)(x)
+    jit.set_enabled(False)
+    want = G.conv_accumulate_f(x[:(oh - 1) * s[0] + (kernel[0] - 1) * d[0] + 1 - pads[0]]
+                               if c == 48 else x, zp, cw, s, pads if c != 48 else
+                               (0, 1, 0, 1), d)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("c, kernel, s, d, pads, h, w", [k for k in CASES if k[0] != 48])
+@pytest.mark.parametrize("out_dtype, lo, hi", [(np.int8, -128, 127), (np.int8, -20, 90),
+                                               (np.int16, -32768, 32767)])
+def test_unrolled_fused_epilogue_equals_the_definition(c, kernel, s, d, pads, h, w,
+                                                       out_dtype, lo, hi):
+    rng = np.random.default_rng(c + kernel[1] * 3 + s[0])
+    x, cw = _layer(rng, c, kernel, h, w)
+    bias = rng.integers(-3000, 3000, c).astype(np.int32)
+    bias[1 % c] = 2 ** 31 - 5                           # acc + bias wraps at 2**31
+    mult = rng.integers(1 << 28, 1 << 31, c)
+    shift = rng.integers(30, 40, c)
+    zp, zp_y = -9, 4
+    params = jit.epilogue_params(bias, mult, shift, None)
+    fused = A.depthwise_epilogue(x.shape, zp, cw, s, pads, d, params, zp_y, lo, hi)
+    oh = _oh(h, kernel[0], s[0], d[0], pads[0], pads[2])
+    ow = _oh(w, kernel[1], s[1], d[1], pads[1], pads[3])
+    assert jit.dw_kernel(c, kernel, s, pads, d, oh, ow) == "unrolled"
+    box = np.full((oh + 2, ow, c + 3), 55, out_dtype)   # the output inside a larger SRAM box
+    fused(x, box[1:-1, :, 2:-1])
+    jit.set_enabled(False)   # the numpy accumulator, the int64 definition
+    want = conv_epilogue_int64(G.conv_accumulate_f(x, zp, cw, s, pads, d), bias, mult, shift,
+                               zp_y, lo, hi, out_dtype=out_dtype)
+    np.testing.assert_array_equal(box[1:-1, :, 2:-1], want)
+    assert (box[0] == 55).all() and (box[-1] == 55).all()
+    assert (box[:, :, :2] == 55).all() and (box[:, :, -1] == 55).all()
+
+
+def test_unrolled_fused_output_may_be_the_input_itself():
+    rng = np.random.default_rng(3)
+    x, cw = _layer(rng, 96, (3, 3), 8, 8)
+    x = np.ascontiguousarray(x)
+    params = jit.epilogue_params(np.zeros(96, np.int32), np.full(96, 1 << 30), np.full(96, 36),
+                                 None)
+    fused = A.depthwise_epilogue(x.shape, 1, cw, (1, 1), (1, 1, 1, 1), (1, 1), params, 0,
+                                 -128, 127)
+    want = np.empty_like(x)
+    fused(x, want)
+    fused(x, x)
+    np.testing.assert_array_equal(x, want)
+
+
+@pytest.mark.parametrize("shape, kind", [
+    # (c, kernel, strides, pads, dilations, oh, ow): EfficientNet-Lite0 / MobileNet tiles
+    ((32, (3, 3), (1, 1), (0, 1, 0, 1), (1, 1), 19, 112), "rows"),        # few channels
+    ((144, (3, 3), (1, 1), (0, 1, 0, 1), (1, 1), 10, 56), "unrolled"),
+    ((240, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 28, 28), "unrolled"),
+    ((96, (3, 3), (2, 2), (0, 0, 0, 1), (1, 1), 19, 56), "unrolled"),     # stride 2
+    ((1152, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 7, 7), "pixels"),       # 82 % inside
+    ((480, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 14, 14), "unrolled"),    # 91 % inside
+    ((576, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 7, 7), "pixels"),        # 69 % inside
+    ((100, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 7, 7), "rows"),
+    ((64, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 20, 20), "pixels")])      # beyond 25 taps
+def test_kernel_choice_as_measured(monkeypatch, shape, kind):
+    monkeypatch.undo()
+    assert jit.dw_kernel(*shape) == kind
