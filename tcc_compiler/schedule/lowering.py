@@ -32,10 +32,18 @@ from tcc_compiler.schedule.ops.resize import lower_resize
 from tcc_compiler.schedule.ops.shuffle import lower_shuffle
 from tcc_compiler.schedule.prefetch import Hoist, Prefetcher
 from tcc_compiler.schedule.program import LayerInfo, Program
-from tcc_compiler.schedule.tiling import align_up
+from tcc_compiler.schedule.geom import conv_geom
+from tcc_compiler.schedule.tiling import align_up, uses_depthwise_mode
 from tcc_compiler.isa.wlayout import WeightLayoutBuilder
 from tcc_compiler.quant.params import uses_ew
 from tcc_compiler.target import Target
+
+
+def has_depthwise(graph: Graph, t: Target) -> bool:
+    """Whether a conv of ``graph`` runs on the depthwise datapath
+    (:func:`~tcc_compiler.schedule.tiling.uses_depthwise_mode`)."""
+    return any(n.op is Op.CONV and uses_depthwise_mode(conv_geom(n, t), t)
+               for n in graph.nodes)
 
 
 class Lowering:
@@ -103,6 +111,9 @@ class Lowering:
             em.on_load = pf.after_load
         layers: list[LayerInfo] = []
         source = self.graph.meta.get("source", "")
+        deep = self.memo.get(("deep-slots",))
+        if deep is None:   # (the memo's graph does not change)
+            deep = self.memo[("deep-slots",)] = not has_depthwise(self.graph, t)
         for n in self.graph.nodes:
             if n.op in HOST_OPS or n.op in VIEW_OPS or id(n) in mem.chained:
                 continue
@@ -111,7 +122,8 @@ class Lowering:
             if id(n) in mem.fused_luts:
                 continue   # run in the epilogue of the conv producing its input
             ctx = OpContext(em, mem, weights, t, source, base=mem.base(n), memo=self.memo,
-                            tight_slots=self.tight_slots, whole_out=self.whole_out)
+                            tight_slots=self.tight_slots, whole_out=self.whole_out,
+                            deep_slots=deep)
             n_ops = len(em.tile_spans)
             if id(n) in mem.chains:   # the whole chain runs at its last op's place
                 if pf is not None:

@@ -2,7 +2,9 @@
 
 Per op a CONV_CFG, then per tile the loads (input tile with halo, weight and parameter block
 when they change, shortcut tile), the CONV_TILE and the store. Input, output and shortcut
-buffers are double-buffered; weight blocks rotate through ``plan.wbufs`` slots. Resident
+buffers are double-buffered; weight blocks rotate through ``plan.wbufs`` slots (more in a
+network without depthwise layers, ``OpContext.deep_slots``, each slot's SRAM handed to the next
+ops' loads once its last block is done). Resident
 operands are read or written in place (strided boxes, no DMA). A prefetch consumer
 (schedule/prefetch.py) gets its tile plan, weight blocks and the blocks already loaded during
 earlier ops as a :class:`Prefetched`.
@@ -23,6 +25,7 @@ from tcc_compiler.isa.spec import (CONV_FLAG_DEPTHWISE, CONV_FLAG_IMAGE, CONV_FL
                                    CONV_FLAG_SHORTCUT, CONV_FLAG_WIDE_SHIFT, CONV_FLAG_WIDE_W,
                                    OUT_MODE_LUT16, OUT_MODE_TWO_SLOPE, PARAM_RECORD_BYTES,
                                    pack_conv_params)
+from tcc_compiler.isa.encoding import Queue
 from tcc_compiler.isa.wcodec import LayerKind
 from tcc_compiler.quant.golden import weights_ohwi
 from tcc_compiler.quant.params import conv_quant, lut_quant
@@ -30,9 +33,10 @@ from tcc_compiler.schedule.epilogue import table_bytes
 from tcc_compiler.schedule.emitter import Dep, dma_fields
 from tcc_compiler.schedule.geom import channel_blocks, conv_geom, in_box, spatial_tiles
 from tcc_compiler.schedule.ops.context import OpContext, label
-from tcc_compiler.schedule.ops.convslots import short_last_block, slot_channels, store_cut
+from tcc_compiler.schedule.ops.convslots import (DEEP_COMPUTE_SLOTS, DEEP_SLOTS, short_last_block,
+                                                slot_channels, store_cut)
 from tcc_compiler.schedule.program import SLOT_PARAMS, SLOT_SHORTCUT, SLOT_WEIGHTS, LayerInfo
-from tcc_compiler.schedule.cost import depthwise_parts
+from tcc_compiler.schedule.cost import depthwise_parts, mac_cycles, transfer_cycles
 from tcc_compiler.schedule.ops.dwsplit import emit_parts, part_weights, split_text
 from tcc_compiler.schedule.tiling import (ConvGeom, ConvPlan, align_up, depthwise_split,
                                           pixel_cycles, plan_conv, psum_bytes,
@@ -303,6 +307,7 @@ class _ConvEmission:
         # prefetched blocks once they are done, so its own loads run further ahead.
         self.pool = collections.deque((w_slots[j], p_slots[j], ("w", j))
                                       for j in range(len(w_slots)))
+        self.own_slots = list(self.pool)
 
     def _weight_slots(self, sa, kw_bytes: int, nwb: int) -> tuple[list, list]:
         """(weights SRAM, params SRAM) of the ``nwb`` weight slots; a merged block
@@ -310,7 +315,7 @@ class _ConvEmission:
         self.merged = self.blobs.merged
         ctx = self.ctx
         chans = slot_channels(self.plan.ocb, [b for _, b, _ in self.tiles], self.prefetched,
-                              nwb, self.ctx.tight_slots, self._fits)
+                              nwb, self.ctx.tight_slots, self._fits, self._deep_cap())
         nwb = len(chans)
         sizes = ([c * (kw_bytes + PARAM_RECORD_BYTES) for c in chans] if self.merged
                  else [c * kw_bytes for c in chans] + [c * PARAM_RECORD_BYTES for c in chans])
@@ -329,6 +334,17 @@ class _ConvEmission:
         if self.merged:
             return offs, [None] * nwb
         return offs[:nwb], offs[nwb:]
+
+    def _deep_cap(self) -> int:
+        """The most weight slots the conv may take with ``deep_slots`` (0: off):
+        :data:`~tcc_compiler.schedule.ops.convslots.DEEP_SLOTS` when its weights take the
+        DRAM link longer than its MACs take the array (``transfer_cycles`` > ``mac_cycles``),
+        else :data:`~tcc_compiler.schedule.ops.convslots.DEEP_COMPUTE_SLOTS`."""
+        if not self.ctx.deep_slots:
+            return 0
+        g, t = self.g, self.ctx.t
+        load_bound = transfer_cycles(g.o * g.kernel_bytes, t) > mac_cycles(g.macs, t)
+        return DEEP_SLOTS if load_bound else DEEP_COMPUTE_SLOTS
 
     def _fits(self, wbufs: int) -> bool:
         """Whether the plan's tiles with ``wbufs`` weight slots fit the op's SRAM budget."""
@@ -360,9 +376,9 @@ class _ConvEmission:
         em, blobs = self.em, self.blobs
         while self.pool and self.loads and n_max > 0:
             n_max -= 1
-            w_off, p_off, key = self.pool.popleft()
             k = self.loads.pop(0)
             wb = blobs.weight_blocks[k]   # (it writes only its block's bytes of the slot)
+            w_off, p_off, key = self._take_slot(wb.raw_bytes)
             deps = [self.last_read.get(key)] + em.free(w_off, wb.raw_bytes)
             if self.merged:   # the block's records follow its weights
                 self.last_write[key] = em.load_block(deps, self.label + " weights+params",
@@ -376,6 +392,22 @@ class _ConvEmission:
                     blobs.param_blocks[k], p_off)
                 p_blk = p_off
             self.issued.append((k, w_off, p_blk, key, self.last_write[key]))
+
+    def _take_slot(self, nbytes: int) -> tuple:
+        """The free weight slot the next block (``nbytes`` bytes) loads into: the oldest, or
+        with ``deep_slots`` (equal slots) the one whose load could start first (the earliest
+        last reader of its bytes in this op or an earlier one)."""
+        if not self.ctx.deep_slots or self.ctx.tight_slots or len(self.pool) < 2:
+            return self.pool.popleft()
+
+        def ready(entry) -> tuple:
+            deps = [self.last_read.get(entry[2])] + self.em.pending(entry[0], nbytes)
+            return tuple(max((d[1] for d in deps if d is not None and d[0] is q), default=-1)
+                         for q in (Queue.COMPUTE, Queue.STORE))
+        j = min(range(len(self.pool)), key=lambda i: ready(self.pool[i]))
+        entry = self.pool[j]
+        del self.pool[j]
+        return entry
 
     def _switch_weights(self, o0: int) -> None:
         """Make block ``o0 // kblk`` current: release the previous block's slot, then take
@@ -527,6 +559,11 @@ class _ConvEmission:
             self.pump(len(self.loads))
         for i, (s, b, img) in enumerate(self.tiles):
             self._tile(i, s, b, img)
+        if self.ctx.deep_slots:   # the next ops' loads wait only for each slot's last block
+            for w_off, p_off, key in self.own_slots:
+                for off in (w_off, p_off):
+                    if off is not None:
+                        self.em.release_early(off, self.last_read.get(key))
         self.ctx.end(self.sa)
         g, plan = self.g, self.plan
         self.info.macs = g.macs
