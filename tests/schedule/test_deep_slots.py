@@ -15,7 +15,7 @@ from tcc_compiler.isa.spec import Queue
 from tcc_compiler.quant import run_golden
 from tcc_compiler.schedule.emitter import Emitter
 from tcc_compiler.schedule.lowering import Lowering
-from tcc_compiler.schedule.ops.convslots import slot_channels
+from tcc_compiler.schedule.ops.convslots import earliest_slot, slot_channels
 from tcc_compiler.target import load_target
 
 
@@ -31,6 +31,14 @@ def test_deep_takes_the_most_slots_that_fit_up_to_its_cap_and_loads():
     # no more slots than own loads (two of four blocks prefetched)
     assert slot_channels(64, _blocks(256, 64), {0, 1}, 2, False, fits5, 8) == [64, 64]
     assert slot_channels(64, _blocks(512, 64), set(), 2, False, lambda k: False, 8) == [64, 64]
+
+
+def test_the_slot_free_first_is_taken():
+    cmp, st = Queue.COMPUTE, Queue.STORE
+    assert earliest_slot([[(cmp, 5), None], [(cmp, 3)], [None]]) == 2
+    assert earliest_slot([[(cmp, 5)], [(cmp, 3), None]]) == 1
+    assert earliest_slot([[(cmp, 3), (st, 4)], [(cmp, 3), (st, 2)]]) == 1
+    assert earliest_slot([[(cmp, 3)], [(cmp, 3)]]) == 0   # equals: the oldest free
 
 
 def _cfg(em: Emitter) -> tuple:

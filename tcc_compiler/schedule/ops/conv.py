@@ -25,7 +25,6 @@ from tcc_compiler.isa.spec import (CONV_FLAG_DEPTHWISE, CONV_FLAG_IMAGE, CONV_FL
                                    CONV_FLAG_SHORTCUT, CONV_FLAG_WIDE_SHIFT, CONV_FLAG_WIDE_W,
                                    OUT_MODE_LUT16, OUT_MODE_TWO_SLOPE, PARAM_RECORD_BYTES,
                                    pack_conv_params)
-from tcc_compiler.isa.encoding import Queue
 from tcc_compiler.isa.wcodec import LayerKind
 from tcc_compiler.quant.golden import weights_ohwi
 from tcc_compiler.quant.params import conv_quant, lut_quant
@@ -33,10 +32,10 @@ from tcc_compiler.schedule.epilogue import table_bytes
 from tcc_compiler.schedule.emitter import Dep, dma_fields
 from tcc_compiler.schedule.geom import channel_blocks, conv_geom, in_box, spatial_tiles
 from tcc_compiler.schedule.ops.context import OpContext, label
-from tcc_compiler.schedule.ops.convslots import (DEEP_COMPUTE_SLOTS, DEEP_SLOTS, short_last_block,
+from tcc_compiler.schedule.ops.convslots import (deep_cap, earliest_slot, short_last_block,
                                                 slot_channels, store_cut)
 from tcc_compiler.schedule.program import SLOT_PARAMS, SLOT_SHORTCUT, SLOT_WEIGHTS, LayerInfo
-from tcc_compiler.schedule.cost import depthwise_parts, mac_cycles, transfer_cycles
+from tcc_compiler.schedule.cost import depthwise_parts
 from tcc_compiler.schedule.ops.dwsplit import emit_parts, part_weights, split_text
 from tcc_compiler.schedule.tiling import (ConvGeom, ConvPlan, align_up, depthwise_split,
                                           pixel_cycles, plan_conv, psum_bytes,
@@ -315,7 +314,8 @@ class _ConvEmission:
         self.merged = self.blobs.merged
         ctx = self.ctx
         chans = slot_channels(self.plan.ocb, [b for _, b, _ in self.tiles], self.prefetched,
-                              nwb, self.ctx.tight_slots, self._fits, self._deep_cap())
+                              nwb, self.ctx.tight_slots, self._fits,
+                              deep_cap(self.g, ctx.t) if ctx.deep_slots else 0)
         nwb = len(chans)
         sizes = ([c * (kw_bytes + PARAM_RECORD_BYTES) for c in chans] if self.merged
                  else [c * kw_bytes for c in chans] + [c * PARAM_RECORD_BYTES for c in chans])
@@ -334,17 +334,6 @@ class _ConvEmission:
         if self.merged:
             return offs, [None] * nwb
         return offs[:nwb], offs[nwb:]
-
-    def _deep_cap(self) -> int:
-        """The most weight slots the conv may take with ``deep_slots`` (0: off):
-        :data:`~tcc_compiler.schedule.ops.convslots.DEEP_SLOTS` when its weights take the
-        DRAM link longer than its MACs take the array (``transfer_cycles`` > ``mac_cycles``),
-        else :data:`~tcc_compiler.schedule.ops.convslots.DEEP_COMPUTE_SLOTS`."""
-        if not self.ctx.deep_slots:
-            return 0
-        g, t = self.g, self.ctx.t
-        load_bound = transfer_cycles(g.o * g.kernel_bytes, t) > mac_cycles(g.macs, t)
-        return DEEP_SLOTS if load_bound else DEEP_COMPUTE_SLOTS
 
     def _fits(self, wbufs: int) -> bool:
         """Whether the plan's tiles with ``wbufs`` weight slots fit the op's SRAM budget."""
@@ -395,16 +384,12 @@ class _ConvEmission:
 
     def _take_slot(self, nbytes: int) -> tuple:
         """The free weight slot the next block (``nbytes`` bytes) loads into: the oldest, or
-        with ``deep_slots`` (equal slots) the one whose load could start first (the earliest
-        last reader of its bytes in this op or an earlier one)."""
+        with ``deep_slots`` (equal slots) the one whose load could start first
+        (:func:`~tcc_compiler.schedule.ops.convslots.earliest_slot`)."""
         if not self.ctx.deep_slots or self.ctx.tight_slots or len(self.pool) < 2:
             return self.pool.popleft()
-
-        def ready(entry) -> tuple:
-            deps = [self.last_read.get(entry[2])] + self.em.pending(entry[0], nbytes)
-            return tuple(max((d[1] for d in deps if d is not None and d[0] is q), default=-1)
-                         for q in (Queue.COMPUTE, Queue.STORE))
-        j = min(range(len(self.pool)), key=lambda i: ready(self.pool[i]))
+        j = earliest_slot([[self.last_read.get(e[2])] + self.em.pending(e[0], nbytes)
+                           for e in self.pool])
         entry = self.pool[j]
         del self.pool[j]
         return entry

@@ -8,7 +8,8 @@ import dataclasses
 import math
 from collections.abc import Callable, Collection, Sequence
 
-from tcc_compiler.schedule.cost import dma_cycles
+from tcc_compiler.isa.encoding import Queue
+from tcc_compiler.schedule.cost import dma_cycles, mac_cycles, transfer_cycles
 from tcc_compiler.schedule.tiling import (ConvGeom, ConvPlan, Residency, psum_bytes,
                                           uses_depthwise_mode, working_set)
 from tcc_compiler.target import Target
@@ -73,6 +74,26 @@ def slot_channels(ocb: int, blocks: Sequence[tuple[int, int]], prefetched: Colle
     for j, (o0, o1) in enumerate(loads):
         chans[j % len(chans)] = max(chans[j % len(chans)], o1 - o0)
     return [c or ocb for c in chans]
+
+
+def deep_cap(g: ConvGeom, t: Target) -> int:
+    """The most weight slots conv ``g`` may take with ``deep_slots``: :data:`DEEP_SLOTS`
+    when its weights (``g.o * g.kernel_bytes`` bytes) take the DRAM link longer than its MACs
+    take the array (:func:`~tcc_compiler.schedule.cost.transfer_cycles` >
+    :func:`~tcc_compiler.schedule.cost.mac_cycles`), else :data:`DEEP_COMPUTE_SLOTS`."""
+    load_bound = transfer_cycles(g.o * g.kernel_bytes, t) > mac_cycles(g.macs, t)
+    return DEEP_SLOTS if load_bound else DEEP_COMPUTE_SLOTS
+
+
+def earliest_slot(waits: Sequence[Sequence[tuple | None]]) -> int:
+    """Index of the free slot whose load could start first: ``waits[i]`` lists the
+    dependencies ``(queue, index)`` (None: none) a load into slot ``i`` would wait for; the
+    slot with the smallest latest COMPUTE index, then the smallest latest STORE index (-1:
+    none), the first of equals (the oldest free)."""
+    def key(i: int) -> tuple[int, int]:
+        return tuple(max((d[1] for d in waits[i] if d is not None and d[0] is q), default=-1)
+                     for q in (Queue.COMPUTE, Queue.STORE))
+    return min(range(len(waits)), key=key)
 
 
 def _own_loads(ocb: int, blocks: Sequence[tuple[int, int]],
