@@ -62,6 +62,9 @@ class Lowering:
     ``tight_slots``: each conv's weight slots sized by the blocks they receive;
     ``whole_out``: a classifier's output blocks in one buffer, stored in two DMAs
     (:class:`~tcc_compiler.schedule.ops.context.OpContext` ``tight_slots``, ``whole_out``).
+    ``deep_slots``: more than two weight slots per conv and early slot release
+    (``OpContext.deep_slots``); None: when the graph has no depthwise conv
+    (:func:`has_depthwise`).
 
     Attributes (after :meth:`run`):
         mem: the :class:`~tcc_compiler.schedule.memory.MemoryPlan` used.
@@ -75,9 +78,10 @@ class Lowering:
                  hoist: Hoist | tuple[Hoist, ...] | None = None, memo: dict | None = None,
                  mem: MemoryPlan | None = None, lifts: dict[str, int] | None = None,
                  wlifts: dict[str, int] | None = None, tight_slots: bool = False,
-                 whole_out: bool = False):
+                 whole_out: bool = False, deep_slots: bool | None = None):
         self.graph, self.t, self.cascade, self.hoist = graph, target, cascade, hoist
         self.tight_slots, self.whole_out = tight_slots, whole_out
+        self.deep_slots = deep_slots
         self.lifts = lifts or {}
         self.wlifts = wlifts or {}
         self.op_spans: list[OpSpan] = []
@@ -111,8 +115,10 @@ class Lowering:
             em.on_load = pf.after_load
         layers: list[LayerInfo] = []
         source = self.graph.meta.get("source", "")
-        deep = self.memo.get(("deep-slots",))
+        deep = self.deep_slots
         if deep is None:   # (the memo's graph does not change)
+            deep = self.memo.get(("deep-slots",))
+        if deep is None:
             deep = self.memo[("deep-slots",)] = not has_depthwise(self.graph, t)
         for n in self.graph.nodes:
             if n.op in HOST_OPS or n.op in VIEW_OPS or id(n) in mem.chained:
