@@ -173,6 +173,22 @@ def _extent(f: dict) -> tuple[int, int, int]:
     return region, lo, hi
 
 
+def _overlaps(rest: list[tuple[int, int]], spans: list[tuple[int, int]]) -> bool:
+    """Whether any interval of ``rest`` overlaps any of ``spans`` (half-open byte ranges)."""
+    return any(a < hi and lo < b for a, b in rest for lo, hi in spans)
+
+
+def _minus(rest: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """The byte ranges ``rest`` without ``[lo, hi)``."""
+    out = []
+    for a, b in rest:
+        if a < lo:
+            out.append((a, min(b, lo)))
+        if b > hi:
+            out.append((max(a, hi), b))
+    return out
+
+
 class Emitter:
     """The command stream of one lowering and the hazard bookkeeping its waits come from.
 
@@ -200,8 +216,11 @@ class Emitter:
         self.on_dram_read: Callable[[int, int, int], None] | None = None
         self.on_store: Callable[[], None] | None = None
         self.before_tile: Callable[[], list[Dep]] | None = None
-        # (SRAM intervals, last compute, last store) of every lowered op
-        self._hist: list[tuple[list[tuple[int, int]], Dep, Dep]] = []
+        # (SRAM intervals, last compute, last store, early spans) of every lowered op; an
+        # early span (lo, hi, reader): bytes the op's own loads wrote, read last by ``reader``
+        self._hist: list[tuple[list[tuple[int, int]], Dep, Dep, list]] = []
+        self._cover: dict[int, int] = {}   # current op: buffer -> bytes its free() waited for
+        self._early: list[tuple[int, int, Dep]] = []   # current op's early spans
         # per DRAM region: the latest store that wrote each byte (its extent) so far
         self._stored: dict[int, LatestWriter] = {}
         self._freed: set[int] = set()   # buffers of the current op already waited for
@@ -245,7 +264,7 @@ class Emitter:
         """Start an op: its SRAM allocator over ``[base, sram - reserve)``, taking buffers from
         the end opposite to the previous op's, or with ``lifted`` upwards from ``base`` (a
         base raised above the recent ops' buffers, schedule/lift.py)."""
-        self._freed = set()
+        self._freed, self._cover, self._early = set(), {}, []
         return SramAllocator(self.sram_capacity_bytes - reserve, self.sram_align,
                              from_top=len(self._hist) % 2 == 1 and not lifted, base=base)
 
@@ -256,7 +275,8 @@ class Emitter:
         self.sram_peak = max(self.sram_peak, sa.top + base)
         self.tile_spans.append((sa.lo, sa.hi))
         self._hist.append(([(sa.lo, sa.hi)] + op_res, self.w.last(Queue.COMPUTE),
-                           self.w.last(Queue.STORE)))
+                           self.w.last(Queue.STORE), self._early))
+        self._early = []
 
     def load(self, deps: list[Dep], comment: str, slot: int = 0, **f) -> Dep:
         """Emit an activation DMA_LOAD that also waits for the latest store overlapping the
@@ -312,11 +332,43 @@ class Emitter:
         if off in self._freed:
             return []
         self._freed.add(off)
+        self._cover[off] = max(nbytes, 1)
         return self.free_any(off, nbytes)
 
+    def pending(self, off: int, nbytes: int) -> list[Dep]:
+        """What :meth:`free` would return for the buffer, without marking it waited for."""
+        return [] if off in self._freed else self.free_any(off, nbytes)
+
     def free_any(self, off: int, nbytes: int) -> list[Dep]:
-        """:meth:`free` without its once-per-buffer memo (for prefetch loads)."""
-        for spans, comp, store in reversed(self._hist):
-            if any(lo < off + max(nbytes, 1) and off < hi for lo, hi in spans):
-                return [comp, store]
-        return []
+        """:meth:`free` without its once-per-buffer memo (for prefetch loads).
+
+        Walks the ops back from the latest: bytes in an op's early spans
+        (:meth:`release_early`) need only that span's last reader (their older users were
+        waited for by the load that wrote them, which that reader followed), and are dropped;
+        the first op whose other buffers overlap the bytes left gives its last compute and
+        store (covering every older op: the queues run in order)."""
+        rest = [(off, off + max(nbytes, 1))]
+        deps: list[Dep] = []
+        for spans, comp, store, early in reversed(self._hist):
+            if not _overlaps(rest, spans):
+                continue
+            for lo, hi, reader in early:
+                if _overlaps(rest, [(lo, hi)]):
+                    deps.append(reader)
+                    rest = _minus(rest, lo, hi)
+            if _overlaps(rest, spans):
+                return deps + [comp, store]
+            if not rest:
+                break
+        return deps
+
+    def release_early(self, off: int, reader: Dep) -> None:
+        """Mark the current op's buffer at SRAM ``off`` as written only by its own loads
+        (the first waiting, through :meth:`free`, for the earlier users of the bytes it
+        covered) and read last by compute ``reader``: a later op writing those bytes waits
+        for ``reader`` only, not for this op's last compute and store. A conv's weight
+        slot, released when its last block is done (schedule/ops/conv.py); a buffer
+        :meth:`free` was not first called for here is left as is."""
+        n = self._cover.get(off)
+        if n is not None and reader is not None:
+            self._early.append((off, off + n, reader))

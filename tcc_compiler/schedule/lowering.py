@@ -32,11 +32,19 @@ from tcc_compiler.schedule.ops.resize import lower_resize
 from tcc_compiler.schedule.ops.shuffle import lower_shuffle
 from tcc_compiler.schedule.prefetch import Hoist, Prefetcher
 from tcc_compiler.schedule.program import LayerInfo, Program
+from tcc_compiler.schedule.geom import conv_geom
 from tcc_compiler.schedule.resume import Checkpoints
-from tcc_compiler.schedule.tiling import align_up
+from tcc_compiler.schedule.tiling import align_up, uses_depthwise_mode
 from tcc_compiler.isa.wlayout import WeightLayoutBuilder
 from tcc_compiler.quant.params import uses_ew
 from tcc_compiler.target import Target
+
+
+def has_depthwise(graph: Graph, t: Target) -> bool:
+    """Whether a conv of ``graph`` runs on the depthwise datapath
+    (:func:`~tcc_compiler.schedule.tiling.uses_depthwise_mode`)."""
+    return any(n.op is Op.CONV and uses_depthwise_mode(conv_geom(n, t), t)
+               for n in graph.nodes)
 
 
 class Lowering:
@@ -55,11 +63,14 @@ class Lowering:
     ``tight_slots``: each conv's weight slots sized by the blocks they receive;
     ``whole_out``: a classifier's output blocks in one buffer, stored in two DMAs
     (:class:`~tcc_compiler.schedule.ops.context.OpContext` ``tight_slots``, ``whole_out``).
+    ``deep_slots``: more than two weight slots per conv and early slot release
+    (``OpContext.deep_slots``); None: when the graph has no depthwise conv
+    (:func:`has_depthwise`).
     ``record``: keep a checkpoint (:class:`~tcc_compiler.schedule.resume.Checkpoints`) before
     every op, so later lowerings can ``resume``.
     ``resume``: an earlier lowering with ``record`` of the same graph, target, zone,
-    compressor, cascading, memo, memory plan (the very objects), tight slots and whole
-    outputs: :meth:`run` starts from
+    compressor, cascading, memo, memory plan (the very objects), tight slots, whole
+    outputs and deep slots: :meth:`run` starts from
     its latest checkpoint before the first op whose decisions (prefetches, lifts, weight
     lifts) differ between the two, the same program as lowering from the start, in a
     fraction of the time (the schedule search's prefetch and lift tries).
@@ -76,10 +87,11 @@ class Lowering:
                  hoist: Hoist | tuple[Hoist, ...] | None = None, memo: dict | None = None,
                  mem: MemoryPlan | None = None, lifts: dict[str, int] | None = None,
                  wlifts: dict[str, int] | None = None, tight_slots: bool = False,
-                 whole_out: bool = False, record: bool = False,
-                 resume: Lowering | None = None):
+                 whole_out: bool = False, deep_slots: bool | None = None,
+                 record: bool = False, resume: Lowering | None = None):
         self.graph, self.t, self.cascade, self.hoist = graph, target, cascade, hoist
         self.tight_slots, self.whole_out = tight_slots, whole_out
+        self.deep_slots = deep_slots
         self.lifts = lifts or {}
         self.wlifts = wlifts or {}
         self.op_spans: list[OpSpan] = []
@@ -117,6 +129,11 @@ class Lowering:
             mem = self.mem = plan_memory(self.graph, t, self.zone_bytes, self.cascade)
         start, em, weights, layers, pf = self._start()
         source = self.graph.meta.get("source", "")
+        deep = self.deep_slots
+        if deep is None:   # (the memo's graph does not change)
+            deep = self.memo.get(("deep-slots",))
+        if deep is None:
+            deep = self.memo[("deep-slots",)] = not has_depthwise(self.graph, t)
         cps = self.checkpoints
         for i, n in enumerate(self.graph.nodes[start:], start):
             if not _lowered(n, mem):
@@ -124,7 +141,8 @@ class Lowering:
             if cps is not None:
                 cps.add(i, em, weights, layers, self.op_spans, pf)
             ctx = OpContext(em, mem, weights, t, source, base=mem.base(n), memo=self.memo,
-                            tight_slots=self.tight_slots, whole_out=self.whole_out)
+                            tight_slots=self.tight_slots, whole_out=self.whole_out,
+                            deep_slots=deep)
             n_ops = len(em.tile_spans)
             if id(n) in mem.chains:   # the whole chain runs at its last op's place
                 if pf is not None:

@@ -80,12 +80,13 @@ class Checkpoints:
 
         Raises:
             InternalError: ``new`` lowers another graph, target, zone, compressor, cascading,
-                memo, memory plan, tight slots or whole outputs than ``old``.
+                memo, memory plan, tight slots, whole outputs or deep slots than ``old``.
         """
         same = (old.graph is new.graph and old.t is new.t and old.zone_bytes == new.zone_bytes
                 and old.compressor is new.compressor and old.cascade == new.cascade
                 and old.memo is new.memo and old.mem is new.mem
-                and old.tight_slots == new.tight_slots and old.whole_out == new.whole_out)
+                and old.tight_slots == new.tight_slots and old.whole_out == new.whole_out
+                and old.deep_slots == new.deep_slots)
         if not same:
             raise InternalError("lowering resumed from a lowering of another plan")
         p, carry = resume_point(old, new, self.pos)

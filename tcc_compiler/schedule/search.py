@@ -17,7 +17,7 @@ from tcc_compiler.schedule import cost
 from tcc_compiler.schedule.cost import replay
 from tcc_compiler.schedule.geom import conv_geom
 from tcc_compiler.schedule.liftsearch import lifted as _lifted
-from tcc_compiler.schedule.lowering import Lowering
+from tcc_compiler.schedule.lowering import Lowering, has_depthwise
 from tcc_compiler.schedule.memory import MemoryPlan, plan_memory
 from tcc_compiler.schedule.hoist import (Hoist, hoist_spans, plan_hoist, plan_pieces,
                                          stalled_convs)
@@ -26,7 +26,6 @@ from tcc_compiler.schedule.program import Program
 from tcc_compiler.schedule.rank import estimate_cycles, finalists, plan_key
 from tcc_compiler.schedule.reorder import exact_waits
 from tcc_compiler.schedule.resume import resumable
-from tcc_compiler.schedule.tiling import uses_depthwise_mode
 from tcc_compiler.target import Target
 
 log = logging.getLogger(__name__)
@@ -159,13 +158,6 @@ def splits_chains(graph: Graph, t: Target) -> bool:
     stay as they were (ResNet-50 at 960x520 would gain 1.4%; its planning time and
     bit-exactness with pieces are not yet measured)."""
     return any(n.op is Op.CONV and conv_geom(n, t).group > 1 for n in graph.nodes)
-
-
-def has_depthwise(graph: Graph, t: Target) -> bool:
-    """Whether a conv of ``graph`` runs on the depthwise datapath
-    (:func:`~tcc_compiler.schedule.tiling.uses_depthwise_mode`)."""
-    return any(n.op is Op.CONV and uses_depthwise_mode(conv_geom(n, t), t)
-               for n in graph.nodes)
 
 
 def _best_zone(graph: Graph, t: Target, cands, compressor, memo: dict,

@@ -138,7 +138,8 @@ def test_consumer_reuses_prefetch_area_bit_exact():
     resident, channel order; area cut to a third of the plan's) loads its later blocks into
     the places of its prefetched blocks once their computes are done, issued right after
     those computes; bit-exact and hazard-free in stream order and random interleavings, and
-    faster than the program without prefetch."""
+    faster than the program without prefetch. (Two weight slots: with deep slots its own
+    slots take every later block, test_deep_slots.py.)"""
     from tcc_compiler.passes import PassManager, default_pipeline
 
     budget, zone = 768 * 1024, 64 * 1024
@@ -147,12 +148,12 @@ def test_consumer_reuses_prefetch_area_bit_exact():
     xs = [r.standard_normal((1, 32, 32, 32)).astype(np.float32) for _ in range(3)]
     quantize_graph(g, collect_ranges(g, xs[:2]))
     t = load_target().with_sram(budget)
-    lw = Lowering(g, t, zone)
+    lw = Lowering(g, t, zone, deep_slots=False)
     plain = lw.run()
     hoist = plan_hoist(g, lw.mem, plain, replay(plain.commands, t), t, eager=True)
     assert hoist is not None and hoist.consumer == "conv4"
     hoist = dataclasses.replace(hoist, area_bytes=hoist.area_bytes // 3 // 64 * 64)
-    pre = Lowering(g, t, zone, hoist=hoist).run()
+    pre = Lowering(g, t, zone, hoist=hoist, deep_slots=False).run()
     lo = budget - hoist.area_bytes
     own = [c.sram for c, m in zip(pre.commands, pre.comments)
            if m.startswith("conv4 [") and "weights" in m]

@@ -48,6 +48,11 @@ class OpContext:
         tight_slots: a conv whose blocks are all loaded in its own lowering sizes each
             weight slot by the widest block it receives, not the plan's block
             (schedule/ops/conv.py ``_slot_channels``); False: every slot a full block.
+        deep_slots: a network without depthwise layers (set by the lowering): a conv not
+            tight-slotted takes more than two weight slots when they fit
+            (schedule/ops/convslots.py ``DEEP_SLOTS``), loads each block into the free slot
+            whose earlier readers finish first, and releases each slot to the later ops'
+            loads after its own last block (:meth:`Emitter.release_early`), not its last tile.
         whole_out: a conv with a 1x1 output (a classifier) not resident, in more than two
             channel blocks, writes them into one SRAM buffer stored in two DMAs (the blocks
             before the last, then the last); False: a double-buffered output slot per block,
@@ -71,6 +76,7 @@ class OpContext:
     wlift: int | None = None
     wslot_bytes: int = 0
     tight_slots: bool = False
+    deep_slots: int = 0
     whole_out: bool = False
 
     def budget(self) -> int:

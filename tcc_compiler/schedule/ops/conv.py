@@ -2,7 +2,9 @@
 
 Per op a CONV_CFG, then per tile the loads (input tile with halo, weight and parameter block
 when they change, shortcut tile), the CONV_TILE and the store. Input, output and shortcut
-buffers are double-buffered; weight blocks rotate through ``plan.wbufs`` slots. Resident
+buffers are double-buffered; weight blocks rotate through ``plan.wbufs`` slots (more in a
+network without depthwise layers, ``OpContext.deep_slots``, each slot's SRAM handed to the next
+ops' loads once its last block is done). Resident
 operands are read or written in place (strided boxes, no DMA). A prefetch consumer
 (schedule/prefetch.py) gets its tile plan, weight blocks and the blocks already loaded during
 earlier ops as a :class:`Prefetched`.
@@ -30,7 +32,8 @@ from tcc_compiler.schedule.epilogue import table_bytes
 from tcc_compiler.schedule.emitter import Dep, dma_fields
 from tcc_compiler.schedule.geom import channel_blocks, conv_geom, in_box, spatial_tiles
 from tcc_compiler.schedule.ops.context import OpContext, label
-from tcc_compiler.schedule.ops.convslots import short_last_block, slot_channels, store_cut
+from tcc_compiler.schedule.ops.convslots import (deep_cap, earliest_slot, short_last_block,
+                                                slot_channels, store_cut)
 from tcc_compiler.schedule.program import SLOT_PARAMS, SLOT_SHORTCUT, SLOT_WEIGHTS, LayerInfo
 from tcc_compiler.schedule.cost import depthwise_parts
 from tcc_compiler.schedule.ops.dwsplit import emit_parts, part_weights, split_text
@@ -303,6 +306,7 @@ class _ConvEmission:
         # prefetched blocks once they are done, so its own loads run further ahead.
         self.pool = collections.deque((w_slots[j], p_slots[j], ("w", j))
                                       for j in range(len(w_slots)))
+        self.own_slots = list(self.pool)
 
     def _weight_slots(self, sa, kw_bytes: int, nwb: int) -> tuple[list, list]:
         """(weights SRAM, params SRAM) of the ``nwb`` weight slots; a merged block
@@ -310,7 +314,8 @@ class _ConvEmission:
         self.merged = self.blobs.merged
         ctx = self.ctx
         chans = slot_channels(self.plan.ocb, [b for _, b, _ in self.tiles], self.prefetched,
-                              nwb, self.ctx.tight_slots, self._fits)
+                              nwb, self.ctx.tight_slots, self._fits,
+                              deep_cap(self.g, ctx.t) if ctx.deep_slots else 0)
         nwb = len(chans)
         sizes = ([c * (kw_bytes + PARAM_RECORD_BYTES) for c in chans] if self.merged
                  else [c * kw_bytes for c in chans] + [c * PARAM_RECORD_BYTES for c in chans])
@@ -360,9 +365,9 @@ class _ConvEmission:
         em, blobs = self.em, self.blobs
         while self.pool and self.loads and n_max > 0:
             n_max -= 1
-            w_off, p_off, key = self.pool.popleft()
             k = self.loads.pop(0)
             wb = blobs.weight_blocks[k]   # (it writes only its block's bytes of the slot)
+            w_off, p_off, key = self._take_slot(wb.raw_bytes)
             deps = [self.last_read.get(key)] + em.free(w_off, wb.raw_bytes)
             if self.merged:   # the block's records follow its weights
                 self.last_write[key] = em.load_block(deps, self.label + " weights+params",
@@ -376,6 +381,18 @@ class _ConvEmission:
                     blobs.param_blocks[k], p_off)
                 p_blk = p_off
             self.issued.append((k, w_off, p_blk, key, self.last_write[key]))
+
+    def _take_slot(self, nbytes: int) -> tuple:
+        """The free weight slot the next block (``nbytes`` bytes) loads into: the oldest, or
+        with ``deep_slots`` (equal slots) the one whose load could start first
+        (:func:`~tcc_compiler.schedule.ops.convslots.earliest_slot`)."""
+        if not self.ctx.deep_slots or self.ctx.tight_slots or len(self.pool) < 2:
+            return self.pool.popleft()
+        j = earliest_slot([[self.last_read.get(e[2])] + self.em.pending(e[0], nbytes)
+                           for e in self.pool])
+        entry = self.pool[j]
+        del self.pool[j]
+        return entry
 
     def _switch_weights(self, o0: int) -> None:
         """Make block ``o0 // kblk`` current: release the previous block's slot, then take
@@ -527,6 +544,11 @@ class _ConvEmission:
             self.pump(len(self.loads))
         for i, (s, b, img) in enumerate(self.tiles):
             self._tile(i, s, b, img)
+        if self.ctx.deep_slots:   # the next ops' loads wait only for each slot's last block
+            for w_off, p_off, key in self.own_slots:
+                for off in (w_off, p_off):
+                    if off is not None:
+                        self.em.release_early(off, self.last_read.get(key))
         self.ctx.end(self.sa)
         g, plan = self.g, self.plan
         self.info.macs = g.macs

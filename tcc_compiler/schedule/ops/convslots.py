@@ -8,7 +8,8 @@ import dataclasses
 import math
 from collections.abc import Callable, Collection, Sequence
 
-from tcc_compiler.schedule.cost import dma_cycles
+from tcc_compiler.isa.encoding import Queue
+from tcc_compiler.schedule.cost import dma_cycles, mac_cycles, transfer_cycles
 from tcc_compiler.schedule.tiling import (ConvGeom, ConvPlan, Residency, psum_bytes,
                                           uses_depthwise_mode, working_set)
 from tcc_compiler.target import Target
@@ -16,9 +17,21 @@ from tcc_compiler.target import Target
 #: Weight slots a tight conv may take when its plan has two and it loads three blocks or more.
 MAX_TIGHT_SLOTS = 3
 
+#: With ``deep_slots`` (a network without depthwise layers,
+#: :class:`~tcc_compiler.schedule.ops.context.OpContext`), the most weight slots a conv whose
+#: weight loads outlast its MACs may take (as many as fit, up to one per own load), so the
+#: DRAM link, the bound there, never waits for a compute to free a slot; and the most a
+#: compute-bound conv may take. ResNet-50 224 (cycles, load-bound cap x compute-bound cap):
+#: 2 x 2 2,833,813; 8 x 2 2,823,178; 3 x 3 2,808,870; 8 x 3 2,806,335; 8 x 4 2,820,850 (the
+#: compute-bound convs' slots leave the downsample's prefetch area 923,648 bytes, not
+#: 1,072,128).
+DEEP_SLOTS = 8
+DEEP_COMPUTE_SLOTS = 3
+
 
 def slot_channels(ocb: int, blocks: Sequence[tuple[int, int]], prefetched: Collection[int],
-                  nwb: int, tight: bool, fits: Callable[[int], bool]) -> list[int]:
+                  nwb: int, tight: bool, fits: Callable[[int], bool],
+                  deep: int = 0) -> list[int]:
     """Output channels each weight slot of a conv must hold, one entry per slot.
 
     Args:
@@ -29,10 +42,14 @@ def slot_channels(ocb: int, blocks: Sequence[tuple[int, int]], prefetched: Colle
         nwb: the plan's weight slots (1 or 2).
         tight: size the slots by their loads; False: ``nwb`` slots of ``ocb``.
         fits: ``fits(k)``: whether the plan's tiles fit the op's SRAM budget with ``k`` slots.
+        deep: without ``tight``, a plan with two slots takes the most slots up to ``deep``
+            (and its own loads) that ``fits``, all full blocks (:data:`DEEP_SLOTS`); 0 or
+            2: the plan's.
 
     Returns:
-        Without ``tight`` (or with one slot): ``[ocb] * nwb``. With it: the slots take the
-        loads in turn (the emitter pops the oldest free slot and frees them in load order; a
+        Without ``tight`` (or with one slot): ``[ocb] * nwb`` (``nwb`` raised by ``deep``).
+        With it: the slots take the loads in turn (the emitter pops the oldest free slot
+        and frees them in load order; a
         prefetch consumer's own slots come before its prefetched blocks' places, so this
         holds for its first ``nwb`` loads; with more loads than that it keeps full slots),
         each sized by the widest block it receives, no more slots than loads (at least one),
@@ -42,10 +59,12 @@ def slot_channels(ocb: int, blocks: Sequence[tuple[int, int]], prefetched: Colle
         ones) leaves the SRAM above it to the next op's first weight load, and a third block
         loads while the first is computed.
     """
+    if deep > 2 and not tight and nwb == 2:
+        own = _own_loads(ocb, blocks, prefetched)
+        nwb = max([k for k in range(3, min(deep, len(own)) + 1) if fits(k)], default=2)
     if not tight or nwb == 1:
         return [ocb] * nwb
-    loads = [b for j, b in enumerate(blocks) if (j == 0 or blocks[j - 1][0] != b[0])
-             and b[0] // ocb not in prefetched]
+    loads = _own_loads(ocb, blocks, prefetched)
     if prefetched and len(loads) > nwb:   # later loads may take prefetched places
         return [ocb] * nwb
     if not prefetched and nwb == 2:
@@ -55,6 +74,33 @@ def slot_channels(ocb: int, blocks: Sequence[tuple[int, int]], prefetched: Colle
     for j, (o0, o1) in enumerate(loads):
         chans[j % len(chans)] = max(chans[j % len(chans)], o1 - o0)
     return [c or ocb for c in chans]
+
+
+def deep_cap(g: ConvGeom, t: Target) -> int:
+    """The most weight slots conv ``g`` may take with ``deep_slots``: :data:`DEEP_SLOTS`
+    when its weights (``g.o * g.kernel_bytes`` bytes) take the DRAM link longer than its MACs
+    take the array (:func:`~tcc_compiler.schedule.cost.transfer_cycles` >
+    :func:`~tcc_compiler.schedule.cost.mac_cycles`), else :data:`DEEP_COMPUTE_SLOTS`."""
+    load_bound = transfer_cycles(g.o * g.kernel_bytes, t) > mac_cycles(g.macs, t)
+    return DEEP_SLOTS if load_bound else DEEP_COMPUTE_SLOTS
+
+
+def earliest_slot(waits: Sequence[Sequence[tuple | None]]) -> int:
+    """Index of the free slot whose load could start first: ``waits[i]`` lists the
+    dependencies ``(queue, index)`` (None: none) a load into slot ``i`` would wait for; the
+    slot with the smallest latest COMPUTE index, then the smallest latest STORE index (-1:
+    none), the first of equals (the oldest free)."""
+    def key(i: int) -> tuple[int, int]:
+        return tuple(max((d[1] for d in waits[i] if d is not None and d[0] is q), default=-1)
+                     for q in (Queue.COMPUTE, Queue.STORE))
+    return min(range(len(waits)), key=key)
+
+
+def _own_loads(ocb: int, blocks: Sequence[tuple[int, int]],
+               prefetched: Collection[int]) -> list[tuple[int, int]]:
+    """The channel ranges of a conv's own block loads, in order (:func:`slot_channels`)."""
+    return [b for j, b in enumerate(blocks) if (j == 0 or blocks[j - 1][0] != b[0])
+            and b[0] // ocb not in prefetched]
 
 
 def store_cut(tile_cycles: Sequence[int], ends: Sequence[int], t: Target) -> int:
