@@ -150,6 +150,8 @@ def fill_load_stalls(prog: Program, t: Target, cycles: int) -> tuple[Program, in
                     continue
                 trial = order[:pa] + [b] + order[pa:pb] + order[pb + 1:]
                 prog2 = _program(prog, trial)
+                if not _unordered_clear(prog2.commands, pa, [hulls[i] for i in trial]):
+                    continue
                 tries += 1
                 c2 = max((e for _, e in replay(prog2.commands, t)), default=0)
                 if c2 < best_cycles:
@@ -160,6 +162,45 @@ def fill_load_stalls(prog: Program, t: Target, cycles: int) -> tuple[Program, in
         if not moved:
             break
     return best, best_cycles
+
+
+def _reach(cmds) -> list[dict]:
+    """Per stream place, the highest index per queue that its waits order before it (-1)."""
+    count = {q: 0 for q in _QUEUES}
+    out = []
+    for c in cmds:
+        r = {q: -1 for q in _QUEUES}
+        for q, n in zip(_QUEUES, c.waits if c.queue in count else ()):
+            if n != WAIT_NONE:
+                r[q] = count[q] - n - 1
+        out.append(r)
+        if c.queue in count:
+            count[c.queue] += 1
+    return out
+
+
+def _unordered_clear(cmds, pos: int, hulls) -> bool:
+    """Whether the SRAM (``hulls``, per stream place) the command at ``pos`` touches overlaps
+    none of the earlier commands its waits do not order before it, transitively (a queue runs
+    in order: waiting for its command ``k`` orders its commands ``0..k`` before): the moved
+    load no longer follows what the loads it passed waited for."""
+    reach = _reach(cmds[:pos + 1])
+    places = {q: [p for p in range(pos) if cmds[p].queue is q] for q in _QUEUES}
+    front = dict(reach[pos])
+    front[cmds[pos].queue] = len(places[cmds[pos].queue]) - 1
+    done = {q: -1 for q in _QUEUES}
+    while any(front[q] > done[q] for q in _QUEUES):
+        for q in _QUEUES:
+            for k in range(done[q] + 1, front[q] + 1):
+                for p2, j in reach[places[q][k]].items():
+                    front[p2] = max(front[p2], j)
+            done[q] = max(done[q], front[q])
+    mine = hulls[pos]
+    for q in _QUEUES:
+        for p in places[q][front[q] + 1:]:
+            if any(lo < h2 and lo2 < hi for lo, hi in mine for lo2, h2 in hulls[p]):
+                return False
+    return True
 
 
 def _positions(cmds, order: list[int]) -> dict:
