@@ -36,11 +36,15 @@ from tcc_compiler.target import Target
 _QUEUES = (Queue.LOAD, Queue.COMPUTE, Queue.STORE)
 
 #: Later loads (in LOAD-queue order) tried in front of each stalled load.
-FILL_AHEAD = 6
+FILL_AHEAD = 10
 
 #: Replays :func:`fill_load_stalls` may spend on tries, per program (bounds its CPU time on
 #: a program with many stalled loads).
-FILL_TRIES = 48
+FILL_TRIES = 64
+
+#: Tries in a row that are not faster after which :func:`fill_load_stalls` stops (a stall
+#: where compute, not the LOAD queue, bounds the program cannot be filled usefully).
+FILL_PATIENCE = 24
 
 #: A stall shorter than this (cycles) is not filled: a DMA's setup alone is 200 cycles.
 FILL_MIN_STALL = 400
@@ -119,9 +123,10 @@ def fill_load_stalls(prog: Program, t: Target, cycles: int) -> tuple[Program, in
     """(program, replayed cycles): ``prog`` (``cycles`` its replay) with later weight loads
     moved ahead of its stalled loads, the largest stalls (at least :data:`FILL_MIN_STALL`
     cycles) first, each of the :data:`FILL_AHEAD` next loads tried in queue order and the first
-    that makes the replay faster kept, until no move helps or :data:`FILL_TRIES` replays are
-    spent. ``prog`` itself when it records no dependencies, has several cores, or no move
-    helps. Same commands, so the same bytes computed; only the stream order and waits differ."""
+    that makes the replay faster kept, until no move helps, :data:`FILL_TRIES` replays are
+    spent or :data:`FILL_PATIENCE` in a row were not faster. ``prog`` itself when it records
+    no dependencies, has several cores, or no move helps. Same commands, so the same bytes
+    computed; only the stream order and waits differ. Raises nothing of its own."""
     if prog.deps is None or prog.cores != 1 or len(prog.deps) != len(prog.commands):
         return prog, cycles
     cmds, deps = prog.commands, prog.deps
@@ -129,6 +134,7 @@ def fill_load_stalls(prog: Program, t: Target, cycles: int) -> tuple[Program, in
     order = list(range(len(cmds)))
     best, best_cycles, tries = prog, cycles, 0
     tried: set[tuple[int, int]] = set()
+    fails = 0
     while tries < FILL_TRIES:
         spans = replay(best.commands, t)
         loads = [p for p, i in enumerate(order) if cmds[i].queue is Queue.LOAD]
@@ -155,8 +161,11 @@ def fill_load_stalls(prog: Program, t: Target, cycles: int) -> tuple[Program, in
                 tries += 1
                 c2 = max((e for _, e in replay(prog2.commands, t)), default=0)
                 if c2 < best_cycles:
-                    order, best, best_cycles, moved = trial, prog2, c2, True
+                    order, best, best_cycles, moved, fails = trial, prog2, c2, True, 0
                     break
+                fails += 1
+                if fails >= FILL_PATIENCE:
+                    return best, best_cycles
             if moved:
                 break
         if not moved:

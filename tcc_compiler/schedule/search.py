@@ -239,7 +239,9 @@ def search(graph: Graph, target: Target,
            zone_fractions: tuple[float, ...] = ZONE_FRACTIONS,
            compress_weights: bool = False, cascade: bool = True,
            prefetch: bool = True) -> Program:
-    """The fastest program over the variants (see :func:`tcc_compiler.schedule.lower.lower`).
+    """The fastest program over the variants (see :func:`tcc_compiler.schedule.lower.lower`),
+    its loads moved to exact waits (:func:`_exact`), then its LOAD-queue stalls filled with
+    later weight loads (:func:`~tcc_compiler.schedule.loadfill.fill_load_stalls`).
 
     Raises:
         ScheduleError: an op cannot be tiled into the target's SRAM.
