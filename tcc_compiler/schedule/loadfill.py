@@ -90,9 +90,9 @@ def _program(prog: Program, order: list[int]) -> Program:
         w = {q: WAIT_NONE for q in _QUEUES}
         for q, k in d:
             w[q] = min(w[q], min(count[q] - 1 - k, WAIT_MAX))
-        out.append(dataclasses.replace(cmds[i], wait_load=w[Queue.LOAD],
-                                       wait_compute=w[Queue.COMPUTE],
-                                       wait_store=w[Queue.STORE]))
+        waits = (w[Queue.LOAD], w[Queue.COMPUTE], w[Queue.STORE])
+        out.append(cmds[i] if cmds[i].waits == waits else dataclasses.replace(
+            cmds[i], wait_load=waits[0], wait_compute=waits[1], wait_store=waits[2]))
         new_deps.append(d)
         if qi[i] is not None:
             count[qi[i][0]] += 1
