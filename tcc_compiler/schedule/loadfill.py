@@ -30,7 +30,7 @@ from tcc_compiler.isa.access import Space
 from tcc_compiler.isa.spec import WAIT_MAX, WAIT_NONE, Queue
 from tcc_compiler.schedule.cost import replay
 from tcc_compiler.schedule.program import Program
-from tcc_compiler.schedule.reorder import _layer
+from tcc_compiler.schedule.reorder import moved_layer
 from tcc_compiler.target import Target
 
 _QUEUES = (Queue.LOAD, Queue.COMPUTE, Queue.STORE)
@@ -102,7 +102,7 @@ def _program(prog: Program, order: list[int]) -> Program:
     return dataclasses.replace(
         prog, commands=out, comments=[prog.comments[i] for i in order],
         slots=[prog.slots[i] for i in order] if prog.slots else prog.slots,
-        layers=[_layer(li, where) for li in prog.layers], deps=new_deps)
+        layers=[moved_layer(li, where) for li in prog.layers], deps=new_deps)
 
 
 def _movable(cmds, deps, pos_of: dict, hulls, order: list[int], pa: int, b: int) -> bool:
