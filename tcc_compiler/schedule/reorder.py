@@ -87,8 +87,9 @@ def _waits(cmds, deps, order: list[int]) -> list:
     return out
 
 
-def _layer(li: LayerInfo, where: list[int]) -> LayerInfo:
-    """``li`` with its command indices moved (``where``: old index -> new index)."""
+def moved_layer(li: LayerInfo, where: list[int]) -> LayerInfo:
+    """``li`` with its command indices moved (``where``: old index -> new index, a
+    permutation of the stream; also used by schedule/loadfill.py)."""
     old = li.cmds if li.cmds is not None else range(li.first_cmd, li.end_cmd)
     idx = sorted(where[i] for i in old)
     if not idx:
@@ -118,5 +119,5 @@ def exact_waits(prog: Program) -> Program:
         prog, commands=_waits(cmds, deps, order),
         comments=[prog.comments[i] for i in order],
         slots=[prog.slots[i] for i in order] if prog.slots else prog.slots,
-        layers=[_layer(li, where) for li in prog.layers],
+        layers=[moved_layer(li, where) for li in prog.layers],
         deps=[deps[i] for i in order])

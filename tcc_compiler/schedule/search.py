@@ -17,6 +17,7 @@ from tcc_compiler.schedule import cost
 from tcc_compiler.schedule.cost import replay
 from tcc_compiler.schedule.geom import conv_geom
 from tcc_compiler.schedule.liftsearch import lifted as _lifted
+from tcc_compiler.schedule.loadfill import fill_load_stalls
 from tcc_compiler.schedule.lowering import Lowering, has_depthwise
 from tcc_compiler.schedule.memory import MemoryPlan, plan_memory
 from tcc_compiler.schedule.hoist import (Hoist, hoist_spans, plan_hoist, plan_pieces,
@@ -242,7 +243,9 @@ def search(graph: Graph, target: Target,
            zone_fractions: tuple[float, ...] = ZONE_FRACTIONS,
            compress_weights: bool = False, cascade: bool = True,
            prefetch: bool = True) -> Program:
-    """The fastest program over the variants (see :func:`tcc_compiler.schedule.lower.lower`).
+    """The fastest program over the variants (see :func:`tcc_compiler.schedule.lower.lower`),
+    its loads moved to exact waits (:func:`_exact`), then its LOAD-queue stalls filled with
+    later weight loads (:func:`~tcc_compiler.schedule.loadfill.fill_load_stalls`).
 
     Raises:
         ScheduleError: an op cannot be tiled into the target's SRAM.
@@ -252,7 +255,8 @@ def search(graph: Graph, target: Target,
     memo: dict = {}   # constants derived once for all the tries (conv_consts)
     _, prog, cycles = _search(graph, target, zone_fractions, compressor, cascade, prefetch,
                               memo)
-    return _exact(prog, cycles, target)
+    prog = _exact(prog, cycles, target)
+    return fill_load_stalls(prog, target, _cycles(prog, target))[0]
 
 
 def _exact(prog: Program, cycles: int, t: Target) -> Program:

@@ -1,0 +1,228 @@
+"""Filling the LOAD queue's stalls: a later weight load moved ahead of a load that waits.
+
+The LOAD queue runs in stream order, so a load that waits for a COMPUTE (its SRAM overlaps a
+tile still being computed) holds every load behind it, even one that waits for nothing
+(MobileNetV2 224: features.13's second expansion-weight block waits 3,430 cycles for
+features.12's projection while a prefetch block for features.17, clear of it, queues behind).
+:func:`fill_load_stalls` moves such a later ``DMA_LOAD_Z`` (weights: it reads only the constant
+WEIGHTS region) just ahead of the stalled load when
+
+* every command it depends on (:attr:`Program.deps`) is before that place in the stream, and
+* the SRAM it writes overlaps no SRAM byte range (hull) touched by any command it passes
+  (loads included: a queue's order was their only order),
+
+and keeps the move when the replay (:func:`~tcc_compiler.schedule.cost.replay`) is faster.
+
+Waits are then derived from the dependencies at the new places, as in schedule/reorder.py,
+except that the LOAD queue's order changed: a dependency on the load that was ``k``-th in the
+queue becomes one on the latest new place of the loads that were at most ``k``-th, so every
+command waits for at least the loads it waited for before (a wait on load ``k`` implied loads
+``0..k``). Compute and store commands keep their order and indices. Only the moved load waits
+for less (its passed commands), which the two checks above make legal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tcc_compiler.isa import commands as C
+from tcc_compiler.isa.access import Space
+from tcc_compiler.isa.spec import WAIT_MAX, WAIT_NONE, Queue
+from tcc_compiler.schedule.cost import replay
+from tcc_compiler.schedule.program import Program
+from tcc_compiler.schedule.reorder import moved_layer
+from tcc_compiler.target import Target
+
+_QUEUES = (Queue.LOAD, Queue.COMPUTE, Queue.STORE)
+
+#: Later loads (in LOAD-queue order) tried in front of each stalled load.
+FILL_AHEAD = 10
+
+#: Replays :func:`fill_load_stalls` may spend on tries, per program (bounds its CPU time on
+#: a program with many stalled loads).
+FILL_TRIES = 64
+
+#: Tries in a row that are not faster after which :func:`fill_load_stalls` stops (a stall
+#: where compute, not the LOAD queue, bounds the program cannot be filled usefully).
+FILL_PATIENCE = 24
+
+#: A stall shorter than this (cycles) is not filled: a DMA's setup alone is 200 cycles.
+FILL_MIN_STALL = 400
+
+
+def _sram_hulls(cmds) -> list[list[tuple[int, int]]]:
+    """Per command, the hulls ``[lo, hi)`` (bytes) of the SRAM it reads or writes."""
+    regs = C.Registers()
+    out = []
+    for c in cmds:
+        out.append([(a.start, a.end) for a in c.accesses(regs) if a.space is Space.SRAM]
+                   if c.queue in _QUEUES else [])
+        regs.update(c)
+    return out
+
+
+def _program(prog: Program, order: list[int]) -> Program:
+    """``prog``'s commands in ``order`` (old indices; loads only moved earlier), waits derived
+    from the dependencies with the LOAD indices remapped (see the module docstring)."""
+    cmds, deps = prog.commands, prog.deps
+    qi: list[tuple[Queue, int] | None] = []
+    count = {q: 0 for q in _QUEUES}
+    for c in cmds:
+        if c.queue in count:
+            qi.append((c.queue, count[c.queue]))
+            count[c.queue] += 1
+        else:
+            qi.append(None)
+    new_load = [0] * count[Queue.LOAD]
+    k = 0
+    for i in order:
+        if qi[i] is not None and qi[i][0] is Queue.LOAD:
+            new_load[qi[i][1]] = k
+            k += 1
+    latest, run = [], -1   # orig load k -> latest new index among orig loads 0..k
+    for x in new_load:
+        run = max(run, x)
+        latest.append(run)
+    count = {q: 0 for q in _QUEUES}
+    out, new_deps = [], []
+    for i in order:
+        d = tuple((q, latest[k] if q is Queue.LOAD else k) for q, k in deps[i])
+        w = {q: WAIT_NONE for q in _QUEUES}
+        for q, k in d:
+            w[q] = min(w[q], min(count[q] - 1 - k, WAIT_MAX))
+        waits = (w[Queue.LOAD], w[Queue.COMPUTE], w[Queue.STORE])
+        out.append(cmds[i] if cmds[i].waits == waits else dataclasses.replace(
+            cmds[i], wait_load=waits[0], wait_compute=waits[1], wait_store=waits[2]))
+        new_deps.append(d)
+        if qi[i] is not None:
+            count[qi[i][0]] += 1
+    where = [0] * len(order)
+    for new_i, old_i in enumerate(order):
+        where[old_i] = new_i
+    return dataclasses.replace(
+        prog, commands=out, comments=[prog.comments[i] for i in order],
+        slots=[prog.slots[i] for i in order] if prog.slots else prog.slots,
+        layers=[moved_layer(li, where) for li in prog.layers], deps=new_deps)
+
+
+def _movable(cmds, deps, pos_of: dict, hulls, order: list[int], pa: int, b: int) -> bool:
+    """Whether command ``b`` (old index) may move to stream place ``pa`` (see the module
+    docstring); ``pos_of``: (queue, orig index) -> stream place in ``order``."""
+    if not isinstance(cmds[b], C.DmaLoadZ):
+        return False
+    if any(pos_of[d] >= pa for d in deps[b]):
+        return False
+    mine = hulls[b]
+    for x in order[pa:pos_of[("cmd", b)]]:
+        if any(lo < h2 and lo2 < hi for lo, hi in mine for lo2, h2 in hulls[x]):
+            return False
+    return True
+
+
+def fill_load_stalls(prog: Program, t: Target, cycles: int) -> tuple[Program, int]:
+    """(program, replayed cycles): ``prog`` (``cycles`` its replay) with later weight loads
+    moved ahead of its stalled loads, the largest stalls (at least :data:`FILL_MIN_STALL`
+    cycles) first, each of the :data:`FILL_AHEAD` next loads tried in queue order and the first
+    that makes the replay faster kept, until no move helps, :data:`FILL_TRIES` replays are
+    spent or :data:`FILL_PATIENCE` in a row were not faster. ``prog`` itself when it records
+    no dependencies, has several cores, or no move helps. Same commands, so the same bytes
+    computed; only the stream order and waits differ. Raises nothing of its own."""
+    if prog.deps is None or prog.cores != 1 or len(prog.deps) != len(prog.commands):
+        return prog, cycles
+    cmds, deps = prog.commands, prog.deps
+    hulls = _sram_hulls(cmds)
+    order = list(range(len(cmds)))
+    best, best_cycles, tries = prog, cycles, 0
+    tried: set[tuple[int, int]] = set()
+    fails = 0
+    while tries < FILL_TRIES:
+        spans = replay(best.commands, t)
+        loads = [p for p, i in enumerate(order) if cmds[i].queue is Queue.LOAD]
+        stalls = []
+        for j in range(1, len(loads)):
+            gap = spans[loads[j]][0] - spans[loads[j - 1]][1]
+            if gap >= FILL_MIN_STALL:
+                stalls.append((gap, j))
+        pos_of = _positions(cmds, order)
+        moved = False
+        for _, j in sorted(stalls, reverse=True):
+            pa = loads[j]
+            for pb in loads[j + 1:j + 1 + FILL_AHEAD]:
+                b = order[pb]
+                if (order[pa], b) in tried or tries >= FILL_TRIES:
+                    continue
+                tried.add((order[pa], b))
+                if not _movable(cmds, deps, pos_of, hulls, order, pa, b):
+                    continue
+                trial = order[:pa] + [b] + order[pa:pb] + order[pb + 1:]
+                prog2 = _program(prog, trial)
+                if not _unordered_clear(prog2.commands, pa, [hulls[i] for i in trial]):
+                    continue
+                tries += 1
+                c2 = max((e for _, e in replay(prog2.commands, t)), default=0)
+                if c2 < best_cycles:
+                    order, best, best_cycles, moved, fails = trial, prog2, c2, True, 0
+                    break
+                fails += 1
+                if fails >= FILL_PATIENCE:
+                    return best, best_cycles
+            if moved:
+                break
+        if not moved:
+            break
+    return best, best_cycles
+
+
+def _reach(cmds) -> list[dict]:
+    """Per stream place, the highest index per queue that its waits order before it (-1)."""
+    count = {q: 0 for q in _QUEUES}
+    out = []
+    for c in cmds:
+        r = {q: -1 for q in _QUEUES}
+        for q, n in zip(_QUEUES, c.waits if c.queue in count else ()):
+            if n != WAIT_NONE:
+                r[q] = count[q] - n - 1
+        out.append(r)
+        if c.queue in count:
+            count[c.queue] += 1
+    return out
+
+
+def _unordered_clear(cmds, pos: int, hulls) -> bool:
+    """Whether the SRAM (``hulls``, per stream place) the command at ``pos`` touches overlaps
+    none of the earlier commands its waits do not order before it, transitively (a queue runs
+    in order: waiting for its command ``k`` orders its commands ``0..k`` before): the moved
+    load no longer follows what the loads it passed waited for."""
+    reach = _reach(cmds[:pos + 1])
+    places = {q: [p for p in range(pos) if cmds[p].queue is q] for q in _QUEUES}
+    front = dict(reach[pos])
+    front[cmds[pos].queue] = len(places[cmds[pos].queue]) - 1
+    done = {q: -1 for q in _QUEUES}
+    while any(front[q] > done[q] for q in _QUEUES):
+        for q in _QUEUES:
+            for k in range(done[q] + 1, front[q] + 1):
+                for p2, j in reach[places[q][k]].items():
+                    front[p2] = max(front[p2], j)
+            done[q] = max(done[q], front[q])
+    mine = hulls[pos]
+    for q in _QUEUES:
+        for p in places[q][front[q] + 1:]:
+            if any(lo < h2 and lo2 < hi for lo, hi in mine for lo2, h2 in hulls[p]):
+                return False
+    return True
+
+
+def _positions(cmds, order: list[int]) -> dict:
+    """(queue, original queue index) and ("cmd", old index) -> stream place in ``order``."""
+    count = {q: 0 for q in _QUEUES}
+    qidx = {}
+    for i, c in enumerate(cmds):
+        if c.queue in count:
+            qidx[i] = (c.queue, count[c.queue])
+            count[c.queue] += 1
+    out: dict = {}
+    for p, i in enumerate(order):
+        out[("cmd", i)] = p
+        if i in qidx:
+            out[qidx[i]] = p
+    return out
