@@ -9,7 +9,7 @@ import math
 from collections.abc import Callable, Collection, Sequence
 
 from tcc_compiler.schedule.cost import dma_cycles
-from tcc_compiler.schedule.tiling import (ConvGeom, ConvPlan, Residency, psum_bytes,
+from tcc_compiler.schedule.tiling import (ConvGeom, ConvPlan, Residency, align_up, psum_bytes,
                                           uses_depthwise_mode, working_set)
 from tcc_compiler.target import Target
 
@@ -55,6 +55,15 @@ def slot_channels(ocb: int, blocks: Sequence[tuple[int, int]], prefetched: Colle
     for j, (o0, o1) in enumerate(loads):
         chans[j % len(chans)] = max(chans[j % len(chans)], o1 - o0)
     return [c or ocb for c in chans]
+
+
+def fits_after(sa, sizes: Sequence[int]) -> bool:
+    """Whether buffers of ``sizes`` bytes (0: none) still fit the op's SRAM arena ``sa``
+    (:class:`~tcc_compiler.schedule.arena.SramAllocator`: its ``top``, ``size``, ``align``),
+    each aligned as its ``alloc`` aligns it: a whole classifier output is larger than the two
+    block slots the tile plan priced, so it is taken only where it fits."""
+    need = sum(align_up(max(n, 1), sa.align) for n in sizes if n)
+    return sa.top + need <= sa.size
 
 
 def store_cut(tile_cycles: Sequence[int], ends: Sequence[int], t: Target) -> int:
