@@ -49,7 +49,7 @@ def _per_channel(name: str, value, channels: int) -> tuple[float, ...]:
     """
     try:
         numbers = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):   # OverflowError: an int such as 10**400
         raise InputError(f"preprocess: {name} must be {channels} numbers, got {value!r}") \
             from None
     if channels == 1 and len(numbers) == 3:
@@ -57,6 +57,14 @@ def _per_channel(name: str, value, channels: int) -> tuple[float, ...]:
     if len(numbers) != channels or not all(math.isfinite(v) for v in numbers):
         raise InputError(f"preprocess: {name} must be {channels} finite numbers, got {value!r}")
     return numbers
+
+
+def _finite(v: int | float) -> bool:
+    """``math.isfinite(v)``, False for an int no float holds (10**400: JSON allows it)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 def _check_short_side(r) -> None:
@@ -124,7 +132,7 @@ class Preprocess:
         if any(v <= 0.0 for v in self.std):
             raise InputError(f"preprocess: std must be > 0, got {self.std}")
         if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) \
-                or not math.isfinite(self.scale) or self.scale <= 0:
+                or not _finite(self.scale) or self.scale <= 0:
             raise InputError(f"preprocess: scale must be a positive number, got {self.scale!r}")
         object.__setattr__(self, "scale", float(self.scale))
         if self.channel_order not in CHANNEL_ORDERS:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 from tcc_compiler.numerics import jit
-from tcc_compiler.numerics.gemm import ConvWeights
+from tcc_compiler.numerics.gemm import ConvWeights, patches_u8
 from tcc_compiler.numerics.int8_gemm import MAX_K, int8_session, worth
 
 
@@ -63,8 +63,10 @@ def accumulator(shape: tuple, zp_x: int, cw: ConvWeights, strides, pads,
         def cols(x: np.ndarray) -> np.ndarray:       # int8 v -> uint8 v + 128, no padding
             return np.bitwise_xor(x.view(np.uint8), np.uint8(0x80)).reshape(oh * ow, c)
     else:
-        def cols(x: np.ndarray) -> np.ndarray:
-            return jit.im2col_u8(x, zpu, (kh, kw), strides, dilations, pads, oh, ow)
+        def cols(x: np.ndarray) -> np.ndarray:   # numpy once the kernels are switched off
+            m = jit.im2col_u8(x, zpu, (kh, kw), strides, dilations, pads, oh, ow)
+            return m if m is not None else patches_u8(x, zpu, (kh, kw), strides, dilations,
+                                                      pads, oh, ow)
     key = (h, w, c, zpu, kh, kw, tuple(strides), tuple(pads), tuple(dilations))
     return GemmRoutine(cols, cw.imats[0], zpu, (oh, ow, o), key)
 

@@ -242,6 +242,20 @@ def _depthwise(xs: np.ndarray, taps: np.ndarray, strides, dilations, oh: int, ow
     return acc
 
 
+def patches_u8(x: np.ndarray, zpu: int, kernel, strides, dilations, pads, oh: int,
+               ow: int) -> np.ndarray:
+    """The integer GEMM's patch matrix uint8 [OH*OW, KH*KW*C] (K order KH, KW, C = OHWI) of
+    the int8 input ``x`` [H, W, C] (NHWC, any strides) with numpy: ``x + 128`` inside the
+    input, ``zpu`` (the zero point + 128, 0..255) in the padding (``pads`` top, left, bottom,
+    right); the matrix :func:`~tcc_compiler.numerics.jit.im2col_u8` makes in one compiled
+    pass, for when the kernels are off."""
+    top, left, bottom, right = pads
+    h, w, c = x.shape
+    xs = np.full((h + top + bottom, w + left + right, c), zpu, np.uint8)
+    np.bitwise_xor(x.view(np.uint8), np.uint8(0x80), out=xs[top:top + h, left:left + w])
+    return np.ascontiguousarray(_im2col(xs, kernel, strides, dilations, oh, ow))
+
+
 def _accumulate_i8(x: np.ndarray, zp_x: int, cw: ConvWeights, strides, pads,
                    dilations) -> np.ndarray | None:
     """The int32 accumulator [OH, OW, O] of an int8 input through the exact integer GEMM

@@ -40,8 +40,15 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_num(v: Any) -> bool:
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+def is_num(v: Any) -> bool:
+    """Whether ``v`` is a JSON number a float holds finitely (an int such as 10**400, which
+    JSON allows, is not: ``math.isfinite`` raises OverflowError on it)."""
+    if not (_is_int(v) or isinstance(v, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 class FieldChecker:
@@ -124,7 +131,7 @@ class FieldChecker:
         """scale: finite positive numbers; zero_point: int8 integers; 1 or ``channels`` each."""
         scale = self.key(d, "scale", field)
         zp = self.key(d, "zero_point", field)
-        for name, vals, ok in (("scale", scale, lambda s: _is_num(s) and s > 0),
+        for name, vals, ok in (("scale", scale, lambda s: is_num(s) and s > 0),
                                ("zero_point", zp, lambda z: _is_int(z) and -128 <= z <= 127)):
             if (not isinstance(vals, list) or len(vals) not in (1, channels)
                     or not all(ok(x) for x in vals)):

@@ -18,6 +18,7 @@ from tcc_compiler.binfmt.cmdfile import CmdFile, read_cmd_file
 from tcc_compiler.binfmt.weightfile import WeightFile, read_weight_file
 from tcc_compiler.emit.files import STREAM_CMD_FILE, STREAM_WEIGHT_FILE, WEIGHT_FILE
 from tcc_compiler.errors import FormatError, InputError, TccError
+from tcc_compiler.runtime.manifest_check import is_num
 
 #: integer fields of the ``stream`` object and their least legal value
 _INTS = {"cores": 1, "images": 1, "images_per_core": 1, "input_stride_bytes": 1,
@@ -90,14 +91,17 @@ def _check_period(rec: dict, manifest: dict, where: str) -> None:
         raise FormatError(f"{where}: stream.period_cycles: {period} is not run_cycles {run} / "
                           f"images {images} rounded up ({-(-run // images)})")
     ms = rec.get("period_ms")
-    if not isinstance(ms, (int, float)) or isinstance(ms, bool) or not math.isfinite(ms):
+    if not is_num(ms):
         raise FormatError(f"{where}: stream.period_ms: expected a number of milliseconds, "
                           f"got {ms!r:.40}")
     clock = manifest["target"]["clock_hz"]
-    want = period / clock * 1e3
+    try:
+        want = period / clock * 1e3
+    except OverflowError:   # a run_cycles no float holds: no finite period_ms equals it
+        want = math.inf
     if not math.isclose(ms, want, rel_tol=PERIOD_MS_REL_TOL):
-        raise FormatError(f"{where}: stream.period_ms: {ms:.6g} is not period_cycles {period} "
-                          f"at the target's {clock} Hz clock ({want:.6g} ms)")
+        raise FormatError(f"{where}: stream.period_ms: {ms:.6g} is not period_cycles "
+                          f"{str(period):.40} at the target's {clock} Hz clock ({want:.6g} ms)")
 
 
 def _check_files(rec: dict, where: str) -> None:

@@ -233,10 +233,12 @@ def _lower_cached(graph: Graph, t: Target, cand, compressor, memo: dict,
 
 def search_parts(graph: Graph, target: Target, zone_fractions: tuple[float, ...],
                  compressor, memo: dict) -> tuple[Lowering, Program, int]:
-    """:func:`search` in parts, for schedule/cores.py: (the lowering of the zone x cascading
-    variant the final program was planned from, before prefetch; the final program; its
-    replayed cycles)."""
-    return _search(graph, target, zone_fractions, compressor, True, True, memo)
+    """:func:`search` in parts, for schedule/lower.py's ``lower_multi``: (the lowering of the
+    zone x cascading variant the final program was planned from, before prefetch; the final
+    program, :func:`search`'s own (exact waits included); its replayed cycles)."""
+    lw, prog, cycles = _search(graph, target, zone_fractions, compressor, True, True, memo)
+    done = _exact(prog, cycles, target)
+    return lw, done, (cycles if done is prog else _cycles(done, target))
 
 
 def search(graph: Graph, target: Target,

@@ -105,3 +105,21 @@ def test_fused_declines_outside_its_domain():
     assert A.depthwise_epilogue(x.shape, 0, gemm, *args, params, 0, -128, 127) is None
     jit.set_enabled(False)
     assert A.depthwise_epilogue(x.shape, 0, cw, *args, params, 0, -128, 127) is None
+
+
+def test_a_kept_gemm_routine_outlives_the_kernels():
+    """An integer-GEMM routine made while the compiled kernels are on (its patch matrix by
+    the compiled im2col) still gives the numpy definition's sums after
+    ``jit.set_enabled(False)``: it fed ONNX Runtime None (a missing input) before."""
+    from tcc_compiler.numerics.int8_gemm import int8_session
+
+    if int8_session() is None:
+        pytest.skip("no exact integer GEMM in this ONNX Runtime")
+    rng = np.random.default_rng(8)
+    x = rng.integers(-128, 128, (12, 2 * 10, 24), dtype=np.int8)[:, ::2]   # strided [12, 10, 24]
+    cw = G.prepare_conv_weights(rng.integers(-128, 128, (40, 3, 3, 24), dtype=np.int8), 1)
+    args = (-128, cw, (2, 1), (1, 0, 2, 1), (1, 2))
+    run = A.accumulator(x.shape, *args)
+    assert isinstance(run, A.GemmRoutine)
+    jit.set_enabled(False)
+    np.testing.assert_array_equal(run(x), G.conv_accumulate_f(x, *args))

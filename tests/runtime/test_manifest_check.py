@@ -38,3 +38,25 @@ def test_inputs_offset_messages_name_the_fault(offset, input_bytes, says):
     with pytest.raises(FormatError) as ei:
         _check_inputs(FieldChecker("m.json"), _two_inputs(offset), input_bytes)
     assert str(ei.value) == f"m.json: inputs[1].offset: {says}"
+
+
+def test_an_integer_too_large_for_a_float_is_not_a_number():
+    """JSON integers are unbounded: a scale of 10**400 raised OverflowError in math.isfinite
+    (``tccc run`` exit 1, found by a new-user attack) instead of the field's message."""
+    from tcc_compiler.errors import FormatError
+    from tcc_compiler.runtime.manifest_check import _Checker
+
+    with pytest.raises(FormatError, match="expected 1 finite positive numbers"):
+        _Checker("m.json").quant({"scale": [10 ** 400], "zero_point": [0]}, "input", 1)
+
+
+@pytest.mark.parametrize("field", ["mean", "std", "scale"])
+def test_preprocess_numbers_too_large_for_a_float_are_refused(field):
+    """A manifest's (or a caller's) preprocessing mean/std/scale of 10**400 raised
+    OverflowError (exit 1) instead of the InputError naming the field."""
+    from tcc_compiler.datasets.images import Preprocess
+    from tcc_compiler.errors import InputError
+
+    value = 10 ** 400 if field == "scale" else [10 ** 400, 0.5, 0.5]
+    with pytest.raises(InputError, match=f"preprocess: {field} must be"):
+        Preprocess(**{"width": 8, "height": 8, field: value})

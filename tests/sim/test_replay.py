@@ -130,3 +130,48 @@ def test_a_different_program_is_not_replayed(small_folder):
     ex.cmd = saved
     assert ex.run(x) == want
     assert ex.run(x) == want
+
+
+@pytest.fixture(scope="module")
+def gemm_folder(tmp_path_factory):
+    """conftest's residual net at 48x48 with 16 channels, compiled: its padded 3x3 convs are
+    large enough for the integer GEMM (numerics/int8_gemm.py ``worth``)."""
+    import onnx
+
+    import tcc_compiler as tc
+    from conftest import residual_net_impl
+
+    d = tmp_path_factory.mktemp("gemm")
+    onnx.save(residual_net_impl(hw=48, c=16), d / "m.onnx")
+    tc.compile(str(d / "m.onnx"), "48x48x3").save(d / "out")
+    return d / "out"
+
+
+def test_kernels_switched_off_after_runs_keep_the_bytes(gemm_folder):
+    """``jit.set_enabled(False)`` after runs that kept accumulator routines: the kept integer
+    GEMM routines of padded convs made their patch matrix with the compiled im2col, which
+    then returned None, and ONNX Runtime failed on a missing input (an internal error, found
+    by the session-14 attack); the replay's plain steps decline, the kept routines must still
+    give the numpy path's bytes."""
+    from tcc_compiler.numerics import jit
+
+    if not jit.available():
+        pytest.skip("numba kernels not installed")
+    from tcc_compiler.numerics.accumulator import GemmRoutine
+
+    prog = load_program(gemm_folder)
+    ex = prog.executor
+    inputs = _inputs(ex.cmd.input_bytes, 2)
+    for x in inputs:   # a recording run, then a replay is made
+        ex.run(x)
+    assert ex._replay is not None
+    assert any(isinstance(r[3], GemmRoutine) and ex.cmd.commands[i].pads != (0, 0, 0, 0)
+               for i, r in ex._ops.ready.items())   # a padded conv's kept GEMM routine
+    old = jit.set_enabled(False)
+    try:
+        want = [Executor(ex.cmd, prog.weights, ex.target).run(x) for x in inputs]
+        got = [ex.run(x) for x in inputs + inputs[:1]]
+        got.append(ex.run(inputs[1], check=True))
+    finally:
+        jit.set_enabled(old)
+    assert got == want + want[:1] + want[1:]

@@ -468,6 +468,8 @@ def test_inspect_and_segmented_summary_print_the_cores_line(two, capsys):
     ("period_ms_text", "stream.period_ms: expected a number of milliseconds, got '1 ms'"),
     ("period_ms_nan", "stream.period_ms: expected a number of milliseconds, got nan"),
     ("period_ms_other", "Hz clock"),
+    ("period_ms_huge_int", "stream.period_ms: expected a number of milliseconds, got 1000"),
+    ("run_cycles_huge", "Hz clock"),
 ])
 def test_damaged_stream_program_fails_the_load(two, tmp_path, capsys, damage, match):
     """The stream program is what a two-core device runs, so a folder whose stream files or
@@ -557,6 +559,11 @@ def _damage_period(st: dict, damage: str) -> None:
         st["period_ms"] = "1 ms"
     elif damage == "period_ms_nan":
         st["period_ms"] = float("nan")
+    elif damage == "period_ms_huge_int":   # no float holds it: was an OverflowError (exit 1)
+        st["period_ms"] = 10 ** 400
+    elif damage == "run_cycles_huge":   # its period at the clock overflowed a float (exit 1)
+        st["run_cycles"] = 10 ** 400
+        st["period_cycles"] = -(-st["run_cycles"] // images)
     else:   # twice the period_cycles at the target clock
         st["period_ms"] *= 2
 

@@ -32,8 +32,8 @@ from tcc_compiler.schedule.epilogue import table_bytes
 from tcc_compiler.schedule.emitter import Dep, dma_fields
 from tcc_compiler.schedule.geom import channel_blocks, conv_geom, in_box, spatial_tiles
 from tcc_compiler.schedule.ops.context import OpContext, label
-from tcc_compiler.schedule.ops.convslots import (deep_cap, earliest_slot, short_last_block,
-                                                slot_channels, store_cut)
+from tcc_compiler.schedule.ops.convslots import (deep_cap, earliest_slot, fits_after,
+                                                short_last_block, slot_channels, store_cut)
 from tcc_compiler.schedule.program import SLOT_PARAMS, SLOT_SHORTCUT, SLOT_WEIGHTS, LayerInfo
 from tcc_compiler.schedule.cost import depthwise_parts
 from tcc_compiler.schedule.ops.dwsplit import emit_parts, part_weights, split_text
@@ -283,17 +283,20 @@ class _ConvEmission:
         nwb = 1 if len(self.blocks) == 1 else plan.wbufs
         w_slots, p_slots = self._weight_slots(sa, kw_bytes, nwb)
         self.out_tile = plan.rows * plan.cols * plan.ocb
-        # one buffer for a 1x1 output in channel blocks (a classifier), stored in two parts
+        self.sc_bytes = self.out_tile * g.sc_elem_bytes
+        n_sc = 2 if g.has_shortcut and self.rsc is None else 0
+        # a kernel run as parts (ops/dwsplit.py): one int32 partial-sum buffer
+        self.psum_bytes = psum_bytes(g, plan.rows, plan.cols, plan.ocb, self.ctx.t, 1)
+        # one buffer for a 1x1 output in channel blocks (a classifier), stored in two parts,
+        # where it fits with the buffers after it (the tile plan priced two block slots)
         self.whole = (self.ctx.whole_out and self.rout is None and g.oh * g.ow == 1
-                      and len(self.tiles) == len(self.blocks) > 2 and len(self.xouts) == 1)
+                      and len(self.tiles) == len(self.blocks) > 2 and len(self.xouts) == 1
+                      and fits_after(sa, [g.o * g.out_elem_bytes] + [self.sc_bytes] * n_sc
+                                     + [self.psum_bytes]))
         self.out_slots = ([sa.alloc(g.o * g.out_elem_bytes, "output")] if self.whole else
                           [sa.alloc(self.out_tile * g.out_elem_bytes, "output")
                            for _ in range(2)] if self.rout is None else [])
-        self.sc_bytes = self.out_tile * g.sc_elem_bytes
-        self.sc_slots = ([sa.alloc(self.sc_bytes, "shortcut") for _ in range(2)]
-                         if g.has_shortcut and self.rsc is None else [])
-        # a kernel run as parts (ops/dwsplit.py): one int32 partial-sum buffer
-        self.psum_bytes = psum_bytes(g, plan.rows, plan.cols, plan.ocb, self.ctx.t, 1)
+        self.sc_slots = [sa.alloc(self.sc_bytes, "shortcut") for _ in range(n_sc)]
         self.psum = sa.alloc(self.psum_bytes, "partial sums") if self.psum_bytes else None
         self.info.sram_peak_bytes = sa.top + self.ctx.base
         self.kw_bytes = kw_bytes

@@ -10,7 +10,7 @@ from collections.abc import Callable, Collection, Sequence
 
 from tcc_compiler.isa.encoding import Queue
 from tcc_compiler.schedule.cost import dma_cycles, mac_cycles, transfer_cycles
-from tcc_compiler.schedule.tiling import (ConvGeom, ConvPlan, Residency, psum_bytes,
+from tcc_compiler.schedule.tiling import (ConvGeom, ConvPlan, Residency, align_up, psum_bytes,
                                           uses_depthwise_mode, working_set)
 from tcc_compiler.target import Target
 
@@ -101,6 +101,15 @@ def _own_loads(ocb: int, blocks: Sequence[tuple[int, int]],
     """The channel ranges of a conv's own block loads, in order (:func:`slot_channels`)."""
     return [b for j, b in enumerate(blocks) if (j == 0 or blocks[j - 1][0] != b[0])
             and b[0] // ocb not in prefetched]
+
+
+def fits_after(sa, sizes: Sequence[int]) -> bool:
+    """Whether buffers of ``sizes`` bytes (0: none) still fit the op's SRAM arena ``sa``
+    (:class:`~tcc_compiler.schedule.arena.SramAllocator`: its ``top``, ``size``, ``align``),
+    each aligned as its ``alloc`` aligns it: a whole classifier output is larger than the two
+    block slots the tile plan priced, so it is taken only where it fits."""
+    need = sum(align_up(max(n, 1), sa.align) for n in sizes if n)
+    return sa.top + need <= sa.size
 
 
 def store_cut(tile_cycles: Sequence[int], ends: Sequence[int], t: Target) -> int:
