@@ -103,7 +103,7 @@ def _lift_variant(graph: Graph, t: Target, compressor, lw: Lowering,
         again = lower(record=not own)
         try:
             prog0 = again.run()   # (``base``'s program); its op spans place the lifts
-        except ScheduleError:   # pragma: no cover - the variants' buffers only shrink
+        except ScheduleError:   # a variant's tiles no longer fit its SRAM
             return None
         if base is None:
             base = (prog0, _cycles(prog0, t))
