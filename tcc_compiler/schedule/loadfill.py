@@ -61,10 +61,8 @@ def _sram_hulls(cmds) -> list[list[tuple[int, int]]]:
     return out
 
 
-def _program(prog: Program, order: list[int]) -> Program:
-    """``prog``'s commands in ``order`` (old indices; loads only moved earlier), waits derived
-    from the dependencies with the LOAD indices remapped (see the module docstring)."""
-    cmds, deps = prog.commands, prog.deps
+def _queue_index(cmds) -> tuple[list[tuple[Queue, int] | None], dict]:
+    """(per command its (queue, index in that queue) or None, commands per queue)."""
     qi: list[tuple[Queue, int] | None] = []
     count = {q: 0 for q in _QUEUES}
     for c in cmds:
@@ -73,26 +71,47 @@ def _program(prog: Program, order: list[int]) -> Program:
             count[c.queue] += 1
         else:
             qi.append(None)
-    new_load = [0] * count[Queue.LOAD]
+    return qi, count
+
+
+def _latest_loads(qi, order: list[int], n_loads: int) -> list[int]:
+    """Per original LOAD index k, the latest new LOAD index among original loads 0..k when
+    the commands run in ``order`` (a wait on load k becomes a wait on that one)."""
+    new_load = [0] * n_loads
     k = 0
     for i in order:
         if qi[i] is not None and qi[i][0] is Queue.LOAD:
             new_load[qi[i][1]] = k
             k += 1
-    latest, run = [], -1   # orig load k -> latest new index among orig loads 0..k
+    latest, run = [], -1
     for x in new_load:
         run = max(run, x)
         latest.append(run)
+    return latest
+
+
+def _rewaited(c, d, count: dict):
+    """Command ``c`` with the waits for dependencies ``d`` ((queue, index) pairs) when
+    ``count`` commands per queue come before it."""
+    w = {q: WAIT_NONE for q in _QUEUES}
+    for q, k in d:
+        w[q] = min(w[q], min(count[q] - 1 - k, WAIT_MAX))
+    waits = (w[Queue.LOAD], w[Queue.COMPUTE], w[Queue.STORE])
+    return c if c.waits == waits else dataclasses.replace(
+        c, wait_load=waits[0], wait_compute=waits[1], wait_store=waits[2])
+
+
+def _program(prog: Program, order: list[int]) -> Program:
+    """``prog``'s commands in ``order`` (old indices; loads only moved earlier), waits derived
+    from the dependencies with the LOAD indices remapped (see the module docstring)."""
+    cmds, deps = prog.commands, prog.deps
+    qi, count = _queue_index(cmds)
+    latest = _latest_loads(qi, order, count[Queue.LOAD])
     count = {q: 0 for q in _QUEUES}
     out, new_deps = [], []
     for i in order:
         d = tuple((q, latest[k] if q is Queue.LOAD else k) for q, k in deps[i])
-        w = {q: WAIT_NONE for q in _QUEUES}
-        for q, k in d:
-            w[q] = min(w[q], min(count[q] - 1 - k, WAIT_MAX))
-        waits = (w[Queue.LOAD], w[Queue.COMPUTE], w[Queue.STORE])
-        out.append(cmds[i] if cmds[i].waits == waits else dataclasses.replace(
-            cmds[i], wait_load=waits[0], wait_compute=waits[1], wait_store=waits[2]))
+        out.append(_rewaited(cmds[i], d, count))
         new_deps.append(d)
         if qi[i] is not None:
             count[qi[i][0]] += 1
@@ -129,39 +148,30 @@ def fill_load_stalls(prog: Program, t: Target, cycles: int) -> tuple[Program, in
     computed; only the stream order and waits differ. Raises nothing of its own."""
     if prog.deps is None or prog.cores != 1 or len(prog.deps) != len(prog.commands):
         return prog, cycles
-    cmds, deps = prog.commands, prog.deps
+    cmds = prog.commands
     hulls = _sram_hulls(cmds)
     order = list(range(len(cmds)))
     best, best_cycles, tries = prog, cycles, 0
     tried: set[tuple[int, int]] = set()
     fails = 0
     while tries < FILL_TRIES:
-        spans = replay(best.commands, t)
-        loads = [p for p, i in enumerate(order) if cmds[i].queue is Queue.LOAD]
-        stalls = []
-        for j in range(1, len(loads)):
-            gap = spans[loads[j]][0] - spans[loads[j - 1]][1]
-            if gap >= FILL_MIN_STALL:
-                stalls.append((gap, j))
+        loads, stalls = _stalls(replay(best.commands, t), cmds, order)
         pos_of = _positions(cmds, order)
         moved = False
-        for _, j in sorted(stalls, reverse=True):
+        for j in stalls:
             pa = loads[j]
             for pb in loads[j + 1:j + 1 + FILL_AHEAD]:
-                b = order[pb]
-                if (order[pa], b) in tried or tries >= FILL_TRIES:
+                key = (order[pa], order[pb])
+                if key in tried or tries >= FILL_TRIES:
                     continue
-                tried.add((order[pa], b))
-                if not _movable(cmds, deps, pos_of, hulls, order, pa, b):
-                    continue
-                trial = order[:pa] + [b] + order[pa:pb] + order[pb + 1:]
-                prog2 = _program(prog, trial)
-                if not _unordered_clear(prog2.commands, pa, [hulls[i] for i in trial]):
+                tried.add(key)
+                got = _trial(prog, hulls, pos_of, order, pa, pb)
+                if got is None:
                     continue
                 tries += 1
-                c2 = max((e for _, e in replay(prog2.commands, t)), default=0)
+                c2 = max((e for _, e in replay(got[1].commands, t)), default=0)
                 if c2 < best_cycles:
-                    order, best, best_cycles, moved, fails = trial, prog2, c2, True, 0
+                    (order, best), best_cycles, moved, fails = got, c2, True, 0
                     break
                 fails += 1
                 if fails >= FILL_PATIENCE:
@@ -171,6 +181,33 @@ def fill_load_stalls(prog: Program, t: Target, cycles: int) -> tuple[Program, in
         if not moved:
             break
     return best, best_cycles
+
+
+def _stalls(spans, cmds, order: list[int]) -> tuple[list[int], list[int]]:
+    """(stream places of the LOADs in ``order``, the indices j into them of the LOADs that
+    start at least :data:`FILL_MIN_STALL` cycles after load j - 1 ends, largest gap first,
+    ties by the later j) from the replay ``spans``."""
+    loads = [p for p, i in enumerate(order) if cmds[i].queue is Queue.LOAD]
+    stalls = []
+    for j in range(1, len(loads)):
+        gap = spans[loads[j]][0] - spans[loads[j - 1]][1]
+        if gap >= FILL_MIN_STALL:
+            stalls.append((gap, j))
+    return loads, [j for _, j in sorted(stalls, reverse=True)]
+
+
+def _trial(prog: Program, hulls, pos_of: dict, order: list[int], pa: int,
+           pb: int) -> tuple[list[int], Program] | None:
+    """(order, program) with the load at stream place ``pb`` moved to place ``pa``, or None
+    when the move is not allowed (:func:`_movable`, :func:`_unordered_clear`)."""
+    b = order[pb]
+    if not _movable(prog.commands, prog.deps, pos_of, hulls, order, pa, b):
+        return None
+    trial = order[:pa] + [b] + order[pa:pb] + order[pb + 1:]
+    prog2 = _program(prog, trial)
+    if not _unordered_clear(prog2.commands, pa, [hulls[i] for i in trial]):
+        return None
+    return trial, prog2
 
 
 def _reach(cmds) -> list[dict]:
