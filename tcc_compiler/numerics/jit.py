@@ -33,6 +33,7 @@ operand type combination, then loaded in milliseconds). Kernels run on the calli
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 
@@ -104,6 +105,26 @@ def warm_in_background() -> threading.Thread | None:
     _warmer = threading.Thread(target=run, name="tccc-jit-warm", daemon=True)
     _warmer.start()
     return _warmer
+
+
+_modules: dict[str, object] = {}   # module name -> module, or None: unavailable
+
+
+def kernel_module(name: str):
+    """The compiled-kernel module ``name`` (e.g. ``"tcc_compiler.quant.gptq_jit"``), imported
+    on first use, or None: the kernels are off or numba is missing (:func:`available`), or
+    its import failed (logged once; the caller's numpy path serves). Thread-safe."""
+    if not available():
+        return None
+    if name not in _modules:
+        with _lock:
+            if name not in _modules:
+                try:
+                    _modules[name] = importlib.import_module(name)
+                except Exception as exc:   # numba raises its own types; numpy serves
+                    log.info("compiled kernels %s unavailable (%s): numpy", name, exc)
+                    _modules[name] = None
+    return _modules[name]
 
 
 def _load():

@@ -34,7 +34,6 @@ float64 rounding only (about 1e-15 of the largest entry, tested).
 from __future__ import annotations
 
 import logging
-import threading
 
 import numpy as np
 
@@ -42,8 +41,6 @@ from tcc_compiler.numerics import jit
 
 log = logging.getLogger(__name__)
 
-_lock = threading.Lock()
-_kernel: object | None | bool = False   # False = not loaded yet, None = unavailable
 
 
 def is_depthwise(node) -> bool:
@@ -149,16 +146,4 @@ def kernel_available() -> bool:
 def _load():
     """The compiled kernel module, or None (numba unavailable or disabled:
     :func:`tcc_compiler.numerics.jit.available`)."""
-    global _kernel
-    if not jit.available():
-        return None
-    if _kernel is False:
-        with _lock:
-            if _kernel is False:
-                try:
-                    from tcc_compiler.quant import hessian_dw_jit
-                    _kernel = hessian_dw_jit
-                except Exception as exc:   # numba raises its own types; numpy serves
-                    log.info("depthwise H kernel unavailable (%s): numpy", exc)
-                    _kernel = None
-    return _kernel
+    return jit.kernel_module("tcc_compiler.quant.hessian_dw_jit")

@@ -22,7 +22,6 @@ weight bytes.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
@@ -162,26 +161,12 @@ def _columns_compiled(kern, w: np.ndarray, scale: np.ndarray, v: np.ndarray) -> 
     return np.ascontiguousarray(qt.transpose(0, 2, 1))
 
 
-_lock = threading.Lock()
-_kernel: object | None | bool = False   # False = not loaded yet, None = unavailable
 
 
 def _block_kernel():
     """The compiled column loop (:mod:`tcc_compiler.quant.gptq_jit`), or None (numba
     unavailable or disabled, :func:`tcc_compiler.numerics.jit.available`: the numpy loop)."""
-    global _kernel
-    if not jit.available():
-        return None
-    if _kernel is False:
-        with _lock:
-            if _kernel is False:
-                try:
-                    from tcc_compiler.quant import gptq_jit
-                    _kernel = gptq_jit
-                except Exception as exc:   # numba raises its own types; numpy serves
-                    log.info("GPTQ column kernel unavailable (%s): numpy", exc)
-                    _kernel = None
-    return _kernel
+    return jit.kernel_module("tcc_compiler.quant.gptq_jit")
 
 
 def layer_k(node) -> int:
