@@ -24,6 +24,7 @@ from tcc_compiler.numerics.eltwise import eltwise_int8
 from tcc_compiler.numerics.epilogue import (EpilogueConsts, channel_clamp, epilogue_consts,
                                             two_slope_epilogue)
 from tcc_compiler.numerics.lut import apply_lut, apply_lut_wide
+from tcc_compiler.numerics.requant import requantize
 from tcc_compiler.numerics.resize import bilinear_int8
 from tcc_compiler.numerics.softmax import softmax_int8
 from tcc_compiler.quant.params import (add_quant, conv_quant, dequantize_output,
@@ -97,12 +98,11 @@ def eval_int_node(node: Node, args: list[np.ndarray], prepared: tuple | None = N
     if node.op is Op.MAXPOOL:
         a = node.attrs
         return K.maxpool_int8(x, a.kernel, a.strides, a.pads)
-    if node.op in (Op.AVGPOOL, Op.GAP):
+    if node.op is Op.GAP:
+        return gap_int(x, pool_quant(node))
+    if node.op is Op.AVGPOOL:
         p = pool_quant(node)
-        if node.op is Op.GAP:
-            kern, strides, pads = x.shape[:2], (1, 1), (0, 0, 0, 0)
-        else:
-            kern, strides, pads = node.attrs.kernel, node.attrs.strides, node.attrs.pads
+        kern, strides, pads = node.attrs.kernel, node.attrs.strides, node.attrs.pads
         mult, shift = p.mult, p.shift
         div = pool_divisors(node)
         if div is not None:   # count_include_pad=0: one (mult, shift) per output pixel
@@ -139,6 +139,23 @@ def eval_int_node(node: Node, args: list[np.ndarray], prepared: tuple | None = N
     if node.op is Op.SLICE:
         return np.ascontiguousarray(x[:, :, node.attrs.start:node.attrs.end])
     raise InternalError(f"golden model: no integer rule for {node.op.value} '{node.name}'")
+
+
+def gap_int(x: np.ndarray, p) -> np.ndarray:
+    """Global average pooling of the NHWC int8/int16 map ``x`` [H, W, C] with its
+    :func:`~tcc_compiler.quant.params.pool_quant` ``p`` (divisor H W folded into ``p.mult``):
+    ``clamp(zp_y + (sum(x) - H W zp_x) M + 2**(S-1)) >> S)`` per channel, the whole map's
+    int64 sum taken at once (``sum(x - zp_x) = sum(x) - H W zp_x`` exactly; |sum| < 2**32
+    for int16 maps up to 2**16 pixels, so ``|sum| M < 2**63``), the integers
+    :func:`~tcc_compiler.numerics.kernels.avgpool_int8` gives over one H x W window.
+
+    Returns:
+        ``x``'s dtype [1, 1, C] (int8 or int16, the output value's, which equals the input's).
+    """
+    h, w, c = x.shape
+    sums = x.reshape(h * w, c).sum(axis=0, dtype=np.int64) - np.int64(h * w * int(p.zp_in))
+    y = requantize(sums, p.mult, p.shift) + p.zp_out
+    return np.clip(y, *K.int_range(x.dtype)).astype(x.dtype).reshape(1, 1, c)
 
 
 def conv_accumulator(node: Node, x: np.ndarray, prepared: tuple):
@@ -179,6 +196,38 @@ def conv_fused(node: Node, x: np.ndarray, prepared: tuple):
         run(xa, y)
         return channel_clamp(y, lo, hi)
     return fused
+
+
+def conv_plain(node: Node, prepared: tuple, acc_fn):
+    """A conv/fc ``node``'s accumulator routine ``acc_fn`` (:func:`conv_accumulator`) and its
+    compiled epilogue (:func:`~tcc_compiler.numerics.jit.epilogue_into`) into a new array, then
+    the per-channel clamp: a routine ``f(x, sc) -> y`` giving the bytes :func:`_conv_int`
+    gives for an int8 ``x`` of the shape ``acc_fn`` was made for and the shortcut ``sc``
+    (int8/int16 broadcasting to the accumulator's [OH, OW, O], or None; present exactly when
+    the node has one), without ``conv_epilogue``'s per-call route checks; None when
+    ``_conv_int`` would not run that kernel (no ``acc_fn``, int32 / two-slope / 64-bit
+    accumulator output, no compiled kernels or epilogue parameters).
+
+    Why: EfficientNet-Lite0's golden model runs 33 such convs an image; the checks and
+    wrappers cost about 10 us of Python each (cProfile, loaded), the time the GIL is held
+    beside the executor in ``tccc run --check``."""
+    cw, q, _, params = prepared
+    if (acc_fn is None or q.out_int32 or q.two_slope or q.wide_w or params is None
+            or not jit.available() or params[0].size != cw.w.shape[0]):
+        return None
+    zp_out, lo, hi, zp_sc = int(q.zp_out), int(q.act_lo), int(q.act_hi), int(q.zp_sc)
+    dtype, clo, chi = q.out_dtype, q.clamp_lo, q.clamp_hi
+    bias, mult, shift, sc_mult = q.bias, q.mult, q.shift, q.sc_mult
+
+    def plain(x: np.ndarray, sc: np.ndarray | None) -> np.ndarray:
+        acc = acc_fn(x)
+        y = jit.epilogue(acc, bias, mult, shift, zp_out, lo, hi, sc, zp_sc, sc_mult, dtype,
+                         params)
+        if y is None:   # not expected (checked above): the general route
+            y = K.conv_epilogue(acc, bias, mult, shift, zp_out, lo, hi, sc, zp_sc, sc_mult,
+                                dtype, True, params)
+        return channel_clamp(y, clo, chi)
+    return plain
 
 
 def _conv_int(node: Node, args: list[np.ndarray], prepared: tuple, acc_fn=None,
@@ -247,20 +296,40 @@ class GoldenModel:
         self._prepared = {id(n): prepared[n.name] if n.name in prepared
                           else prepare_conv(n, weights.get(n.name)) for n in graph.nodes
                           if n.op in (Op.CONV, Op.FC)}
-        # id(conv/fc node) -> (input shape, its conv_accumulator, its conv_fused): chosen on
-        # the first run
+        # id(conv/fc node) -> (input shape, dtype and kernel set, its conv_accumulator,
+        # conv_fused and conv_plain): chosen on the first run
         self._acc: dict[int, tuple] = {}
+        # per node: (node, ids of its non-constant inputs (None for a constant), id of its
+        # output, its prepare_conv or None), the lookups each run would repeat
+        self._plan = [(n, tuple(id(v) if v is not None and not v.is_const else None
+                                for v in n.inputs), id(n.output), self._prepared.get(id(n)))
+                      for n in graph.nodes]
 
     def _acc_fn(self, node: Node, x: np.ndarray) -> tuple:
-        """``node``'s (accumulator routine, fused routine) for ``x`` (:func:`conv_accumulator`,
-        :func:`conv_fused`), made once per node and input shape and dtype."""
-        key = (x.shape, x.dtype)
+        """``node``'s (accumulator routine, fused routine, plain routine) for ``x``
+        (:func:`conv_accumulator`, :func:`conv_fused`, :func:`conv_plain`), made once per
+        node, input shape and dtype, and kernel set (:func:`~tcc_compiler.numerics.jit.
+        available`: switching the compiled kernels off makes them anew)."""
+        key = (x.shape, x.dtype, jit.available())
         hit = self._acc.get(id(node))
         if hit is None or hit[0] != key:
             prepared = self._prepared[id(node)]
-            hit = self._acc[id(node)] = (key, conv_accumulator(node, x, prepared),
-                                         conv_fused(node, x, prepared))
-        return hit[1], hit[2]
+            acc = conv_accumulator(node, x, prepared)
+            hit = self._acc[id(node)] = (key, acc, conv_fused(node, x, prepared),
+                                         conv_plain(node, prepared, acc))
+        return hit[1:]
+
+    def _conv(self, node: Node, args: list, prepared: tuple) -> np.ndarray:
+        """A conv/fc node on its operands (:func:`eval_int_node`'s bytes), through its
+        fused or plain routine when one applies."""
+        acc_fn, fused, plain = self._acc_fn(node, args[0])
+        sc = args[3] if len(args) > 3 else None
+        if fused is not None and sc is None:
+            return fused(args[0])
+        if plain is not None and (sc is not None) == (len(node.inputs) > 3
+                                                      and node.inputs[3] is not None):
+            return plain(args[0], sc)
+        return eval_int_node(node, args, prepared, acc_fn, fused)
 
     def run(self, x, keep: bool = False) -> dict[str, np.ndarray]:
         """Run on one input; see :func:`run_golden` (same arguments and result)."""
@@ -276,24 +345,22 @@ class GoldenModel:
                 quantize_input(a, inp)
         floats: dict[int, np.ndarray] = {}
         result: dict[str, np.ndarray] = {}
-        for node in graph.nodes:
+        for node, ids, out, prepared in self._plan:
             if node.op in HOST_OPS:
                 src = node.inputs[0]
                 f = floats.get(id(src))
                 if f is None:
                     f = dequantize_output(env[id(src)], src)
                     result["int:" + src.name] = env[id(src)]
-                floats[id(node.output)] = eval_node(node, [f])
+                floats[out] = eval_node(node, [f])
                 continue
-            args = [env[id(v)] if v is not None and not v.is_const else None
-                    for v in node.inputs]
+            args = [None if i is None else env[i] for i in ids]
             if node.op in VIEW_OPS:  # legalize guarantees the NHWC bytes are unchanged
-                env[id(node.output)] = args[0].reshape(npu_hwc(node.output.shape))
-                continue
-            prepared = self._prepared.get(id(node))
-            acc_fn, fused = (self._acc_fn(node, args[0]) if prepared is not None
-                             else (None, None))
-            env[id(node.output)] = eval_int_node(node, args, prepared, acc_fn, fused)
+                env[out] = args[0].reshape(npu_hwc(node.output.shape))
+            elif prepared is not None:
+                env[out] = self._conv(node, args, prepared)
+            else:
+                env[out] = eval_int_node(node, args)
         for o in graph.outputs:
             if id(o) in floats:
                 result[o.name] = floats[id(o)]

@@ -48,7 +48,7 @@ def test_repeat_runs_use_the_routines_chosen_once(small_folder, monkeypatch):
     assert calls == []   # every conv ran its routine, none re-derived its route
     assert _same(again[0], first)
     # the bytes equal the per-call route's (conv_accumulate_f on every call)
-    monkeypatch.setattr(golden.GoldenModel, "_acc_fn", lambda self, node, x: (None, None))
+    monkeypatch.setattr(golden.GoldenModel, "_acc_fn", lambda self, node, x: (None, None, None))
     per_call = [golden.GoldenModel(graph).run(x, keep=True) for x in xs]
     assert calls and all(_same(a, b) for a, b in zip(again, per_call))
 

@@ -129,3 +129,15 @@ def test_a_float_only_pending_is_not_taken_for_a_check(checked):
     assert p.golden is None and np.array_equal(p.floats.result()[0], ref)
     res = prog.run(xs[0])
     assert chk.check(xs[0], res, p) == chk.check(xs[0], res)
+
+
+def test_float_model_threads_leave_two_cpus(checked):
+    """ONNX Runtime's float model takes the CPUs the executor and golden model leave (at
+    least one): its session is built with that many intra-op threads."""
+    from tcc_compiler.runtime.batch import usable_cpus
+    from tcc_compiler.runtime.check import float_threads
+
+    assert [float_threads(n) for n in (1, 2, 3, 8)] == [1, 1, 1, 6]
+    _, chk, _, _ = checked
+    opts = chk.sess.get_session_options()
+    assert opts.intra_op_num_threads == max(1, usable_cpus() - 2)
