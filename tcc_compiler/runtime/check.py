@@ -91,9 +91,12 @@ def float_threads(cpus: int | None = None) -> int:
     calling thread) and the golden model (a worker thread) leave, at least 1.
 
     Why: ORT splits each op over its threads and waits for all of them; beside the two busy
-    threads on a 2-CPU machine its second thread is often descheduled and the op waits for
-    it. Measured on EfficientNet-Lite0 224 here (loaded, CPU ms per image, median of 24):
-    the float model alone 4.7-4.9 on one thread against 5.9-6.4 at ORT's default.
+    threads of a 2-CPU machine the split buys no time and costs CPU. Measured on this 2-CPU
+    machine (shared: the benchmark's autogroup at nice -20), CPU ms per image: the float
+    model alone, EfficientNet-Lite0 224 4.5-4.7 on one thread against 5.8-5.9 at ORT's
+    default (0: a thread per core); ``run_checked`` per image (median of 24 / 60, one thread
+    against the default): ResNet-50 224 39.6 against 46.1 ms, Lite0 13.6 against 13.2 ms
+    (within the noise), its CPU 18.2 against 18.5 ms.
     """
     return max(1, int(usable_cpus() if cpus is None else cpus) - 2)
 
