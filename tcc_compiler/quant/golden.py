@@ -27,7 +27,7 @@ from tcc_compiler.numerics.lut import apply_lut, apply_lut_wide
 from tcc_compiler.numerics.requant import requantize
 from tcc_compiler.numerics.resize import bilinear_int8
 from tcc_compiler.numerics.softmax import softmax_int8
-from tcc_compiler.quant.params import (add_quant, conv_quant, dequantize_output,
+from tcc_compiler.quant.params import (PoolQuant, add_quant, conv_quant, dequantize_output,
                                        group_softmax_table, lut_quant,
                                        ew_quant, pool_divisors, pool_quant, quantize_input,
                                        uses_ew)
@@ -141,13 +141,15 @@ def eval_int_node(node: Node, args: list[np.ndarray], prepared: tuple | None = N
     raise InternalError(f"golden model: no integer rule for {node.op.value} '{node.name}'")
 
 
-def gap_int(x: np.ndarray, p) -> np.ndarray:
+def gap_int(x: np.ndarray, p: PoolQuant) -> np.ndarray:
     """Global average pooling of the NHWC int8/int16 map ``x`` [H, W, C] with its
     :func:`~tcc_compiler.quant.params.pool_quant` ``p`` (divisor H W folded into ``p.mult``):
-    ``clamp(zp_y + (sum(x) - H W zp_x) M + 2**(S-1)) >> S)`` per channel, the whole map's
-    int64 sum taken at once (``sum(x - zp_x) = sum(x) - H W zp_x`` exactly; |sum| < 2**32
-    for int16 maps up to 2**16 pixels, so ``|sum| M < 2**63``), the integers
-    :func:`~tcc_compiler.numerics.kernels.avgpool_int8` gives over one H x W window.
+    ``clamp(zp_y + (((sum(x) - H W zp_x) M + 2**(S-1)) >> S))`` per channel, in the type's
+    range, the whole map's int64 sum taken at once (``sum(x - zp_x) = sum(x) - H W zp_x``
+    exactly; |sum| < 2**32 for int16 maps up to 2**15 pixels, so ``|sum| M < 2**63``): the
+    integers :func:`~tcc_compiler.numerics.kernels.avgpool_int8` (the executor's POOL_TILE
+    kernel) gives over one H x W window, computed by the golden model's own formula so a
+    fault in that kernel stays visible to ``--check``.
 
     Returns:
         ``x``'s dtype [1, 1, C] (int8 or int16, the output value's, which equals the input's).
@@ -200,17 +202,20 @@ def conv_fused(node: Node, x: np.ndarray, prepared: tuple):
 
 def conv_plain(node: Node, prepared: tuple, acc_fn):
     """A conv/fc ``node``'s accumulator routine ``acc_fn`` (:func:`conv_accumulator`) and its
-    compiled epilogue (:func:`~tcc_compiler.numerics.jit.epilogue_into`) into a new array, then
-    the per-channel clamp: a routine ``f(x, sc) -> y`` giving the bytes :func:`_conv_int`
-    gives for an int8 ``x`` of the shape ``acc_fn`` was made for and the shortcut ``sc``
-    (int8/int16 broadcasting to the accumulator's [OH, OW, O], or None; present exactly when
-    the node has one), without ``conv_epilogue``'s per-call route checks; None when
-    ``_conv_int`` would not run that kernel (no ``acc_fn``, int32 / two-slope / 64-bit
+    compiled epilogue (:func:`~tcc_compiler.numerics.jit.epilogue`, the entry ``conv_epilogue``
+    takes; deliberately not the executor's ``jit.epilogue_into``, so a fault in that entry
+    stays visible to ``--check``) into a new array, then the per-channel clamp: a routine
+    ``f(x, sc) -> y`` giving the bytes :func:`_conv_int` gives for an int8 NHWC ``x`` of the
+    shape ``acc_fn`` was made for and the shortcut ``sc`` (int8/int16 broadcasting to the
+    accumulator's [OH, OW, O], or None; present exactly when the node has one), int8/int16
+    [OH, OW, O] as the output value, without ``_conv_int``'s per-call route choice; None when
+    ``_conv_int`` would take another route (no ``acc_fn``, int32 / two-slope / 64-bit
     accumulator output, no compiled kernels or epilogue parameters).
 
-    Why: EfficientNet-Lite0's golden model runs 33 such convs an image; the checks and
-    wrappers cost about 10 us of Python each (cProfile, loaded), the time the GIL is held
-    beside the executor in ``tccc run --check``."""
+    Why: part of the golden model's Python time per image (EfficientNet-Lite0: 33 such convs
+    an image; with the run plan of :class:`GoldenModel`, 4.97 -> 4.72 ms of CPU per image,
+    median of 40 alternating runs in one process, loaded), time the GIL is held beside the
+    executor in ``tccc run --check``."""
     cw, q, _, params = prepared
     if (acc_fn is None or q.out_int32 or q.two_slope or q.wide_w or params is None
             or not jit.available() or params[0].size != cw.w.shape[0]):
