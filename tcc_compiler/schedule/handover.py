@@ -18,8 +18,11 @@ The handover plans the predecessor's slots and the consumer's together:
   (:func:`~tcc_compiler.schedule.ops.convslots.handover_start`), so each lies over one
   predecessor slot and is free once that slot's block is done, in the order the
   predecessor finishes them;
-- the prefetch area may give up :data:`HANDOVER_CUTS` of the consumer's blocks, so that the
-  predecessor's slots fit clear of the weights of the op before it.
+- the prefetch area may give up one of the consumer's blocks, so that the predecessor's
+  slots fit clear of the weights of the op before it;
+- the load-bound convs after the consumer may take coarser weight blocks
+  (:func:`~tcc_compiler.schedule.ops.convslots.coarse_blocks`): from the consumer on the
+  DRAM link is the bound and every block load's DMA setup adds to the total.
 
 Each variant is lowered (resumed from the program without prefetch, schedule/resume.py) and
 kept only when the replay is faster (specs/target.md, "Weight-slot handover").
@@ -46,10 +49,10 @@ from tcc_compiler.target import Target
 
 log = logging.getLogger(__name__)
 
-#: Consumer weight blocks the prefetch area gives up in the handover variants :func:`handed`
-#: lowers (ResNet-50 224: 0 blocks 2,803,329 cycles, 1 block 2,799,205; without the handover
-#: 2,806,335).
-HANDOVER_CUTS = (0, 1)
+#: (consumer weight blocks the prefetch area gives up, coarse blocks after the consumer) of
+#: the handover variants :func:`handed` lowers. ResNet-50 224 (final cycles): without the
+#: handover 2,806,335; (0, False) 2,803,329; (1, False) 2,799,205; (1, True) 2,792,257.
+HANDOVER_VARIANTS = ((0, False), (1, False), (0, True), (1, True))
 
 
 def block_bytes(graph: Graph, t: Target, mem, hoists: tuple[Hoist, ...], h: Hoist) -> int:
@@ -79,7 +82,7 @@ def handed(graph: Graph, t: Target, compressor, lw: Lowering, memo: dict,
            spans: list[tuple[int, int]]) -> tuple[int, Program, tuple[Hoist, ...]]:
     """(cycles, program, hoists): the fastest of ``best`` (the search's program with the
     prefetches ``best[2]``, planned on ``lw``'s memory plan; ``spans``: the replay of ``lw``'s
-    program) and its handover variants (one per :data:`HANDOVER_CUTS`), each compared with
+    program) and its handover variants (one per :data:`HANDOVER_VARIANTS`), each compared with
     its loads at exact waits (:func:`_exact_cycles`), ties to ``best``; the winner is returned
     as lowered, with its replayed cycles. A variant whose tiles do not fit is passed over."""
     cycles, prog0, hoists = best
@@ -88,13 +91,13 @@ def handed(graph: Graph, t: Target, compressor, lw: Lowering, memo: dict,
     except ScheduleError:
         return best
     score = _exact_cycles(prog0, cycles, t)
-    for k in HANDOVER_CUTS:
+    for k, coarse in HANDOVER_VARIANTS:
         hs = cut_area(hoists, k * blk)
         if hs is None:
             continue
         lowering = Lowering(graph, t, lw.zone_bytes, compressor, cascade=lw.cascade,
                             hoist=hs, memo=memo, mem=lw.mem, resume=resumable(lw, memo),
-                            handover=True)
+                            handover=True, coarse=coarse)
         try:
             prog = lowering.run()
         except ScheduleError:
@@ -103,8 +106,8 @@ def handed(graph: Graph, t: Target, compressor, lw: Lowering, memo: dict,
         cyc = max((e for _, e in replay(prog.commands, t, (lowering.shared_cmds, spans))),
                   default=0)
         got = _exact_cycles(prog, cyc, t)
-        log.debug("handover, area %d bytes: %d -> %d cycles (%d -> %d with exact waits)",
-                  hs[0].area_bytes, cycles, cyc, score, got)
+        log.debug("handover, area %d bytes, coarse %s: %d -> %d cycles (%d -> %d with exact "
+                  "waits)", hs[0].area_bytes, coarse, cycles, cyc, score, got)
         if got < score:
             best, score = (cyc, prog, hs), got
     return best

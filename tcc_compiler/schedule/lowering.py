@@ -70,6 +70,8 @@ class Lowering:
     ``handover``: the conv lowered just before each prefetch consumer hands its weight
     slots over to it (schedule/handover.py; ``OpContext.handover_below``,
     ``handover_lift``). A lowering with it is not recorded (none resumes from it).
+    ``coarse``: the ops after the first prefetch consumer take coarser weight blocks where
+    load-bound (``OpContext.coarse``); a lowering with it is not recorded either.
     ``record``: keep a checkpoint (:class:`~tcc_compiler.schedule.resume.Checkpoints`) before
     every op, so later lowerings can ``resume``.
     ``resume``: an earlier lowering with ``record`` of the same graph, target, zone,
@@ -93,7 +95,7 @@ class Lowering:
                  wlifts: dict[str, int] | None = None, tight_slots: bool = False,
                  whole_out: bool = False, deep_slots: bool | None = None,
                  record: bool = False, resume: Lowering | None = None,
-                 handover: bool = False):
+                 handover: bool = False, coarse: bool = False):
         self.graph, self.t, self.cascade, self.hoist = graph, target, cascade, hoist
         self.tight_slots, self.whole_out = tight_slots, whole_out
         self.deep_slots = deep_slots
@@ -104,8 +106,9 @@ class Lowering:
         self.zone_bytes = align_up(zone_bytes, target.sram_align_bytes)
         self.compressor = compressor
         self.mem: MemoryPlan | None = mem
-        self.handover = handover
-        self.checkpoints = Checkpoints(graph) if record and not handover else None
+        self.handover, self.coarse = handover, coarse
+        self.checkpoints = (Checkpoints(graph) if record and not (handover or coarse)
+                            else None)
         self.resume = resume
         #: commands :meth:`run` took from ``resume``'s program (its first ones), unlowered
         self.shared_cmds = 0
@@ -143,6 +146,7 @@ class Lowering:
         cps = self.checkpoints
         hand = self._handovers(mem, pf)
         handed: list[tuple[int, int]] = []
+        coarse = False   # (from the first consumer on)
         for i, n in enumerate(self.graph.nodes[start:], start):
             if not _lowered(n, mem):
                 continue
@@ -160,6 +164,8 @@ class Lowering:
                 handed = []
                 continue
             consumer = pf is not None and any(h.consumer == n.name for h in pf.hoists)
+            ctx.coarse = coarse
+            coarse = coarse or (consumer and self.coarse)
             if n.name in self.lifts and not consumer:
                 ctx.base, ctx.lifted = self.lifts[n.name], True
             ctx.wlift = self.wlifts.get(n.name)   # (a consumer's own slots too)

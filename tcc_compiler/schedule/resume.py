@@ -112,7 +112,7 @@ def resume_point(old, new, pos: dict[str, int]) -> tuple[int, bool]:
     than the first op any prefetch of either acts on (no prefetcher state yet)."""
     p = min(_first_diff(old.lifts, new.lifts, pos), _first_diff(old.wlifts, new.wlifts, pos))
     olds, news = old.hoists, new.hoists
-    if old.handover or new.handover:   # acts on window ops (schedule/handover.py)
+    if old.handover or new.handover or old.coarse or new.coarse:   # (schedule/handover.py)
         p = min(p, first_touch(olds, pos), first_touch(news, pos))
     added = [h for h in news if h not in olds]
     lead = any(h.lead for h in olds) == any(h.lead for h in news)

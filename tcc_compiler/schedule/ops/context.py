@@ -63,6 +63,9 @@ class OpContext:
             before it: its own weight slots start at this SRAM address, upwards, when its
             input, output and shortcut are resident (no other tile buffer) and they end
             below its reserve; None: in its tile area.
+        coarse: a load-bound conv takes coarser output-channel blocks
+            (:func:`~tcc_compiler.schedule.ops.convslots.coarse_blocks`; set by a lowering
+            with ``coarse`` for the ops after the first prefetch consumer, schedule/handover.py).
         whole_out: a conv with a 1x1 output (a classifier) not resident, in more than two
             channel blocks, writes them into one SRAM buffer stored in two DMAs (the blocks
             before the last, then the last); False: a double-buffered output slot per block,
@@ -91,6 +94,7 @@ class OpContext:
     handover_below: int | None = None
     handed: list[tuple[int, int]] = field(default_factory=list)
     handover_lift: int | None = None
+    coarse: bool = False
 
     def budget(self) -> int:
         """SRAM bytes the op's tile buffers may use: above its base, below the reserve."""

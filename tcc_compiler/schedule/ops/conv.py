@@ -32,7 +32,8 @@ from tcc_compiler.schedule.epilogue import table_bytes
 from tcc_compiler.schedule.emitter import Dep, dma_fields
 from tcc_compiler.schedule.geom import channel_blocks, conv_geom, in_box, spatial_tiles
 from tcc_compiler.schedule.ops.context import OpContext, label
-from tcc_compiler.schedule.ops.convslots import (DEEP_SLOTS, deep_cap, earliest_slot,
+from tcc_compiler.schedule.ops.convslots import (COARSE_FACTOR, DEEP_SLOTS, coarse_blocks,
+                                                deep_cap, earliest_slot,
                                                 fits_after, handover_order,
                                                 short_last_block, slot_channels, store_cut)
 from tcc_compiler.schedule.program import SLOT_PARAMS, SLOT_SHORTCUT, SLOT_WEIGHTS, LayerInfo
@@ -183,6 +184,10 @@ class _ConvEmission:
         else:
             self.plan = plan_conv(g, ctx.t, ctx.budget() - self.lut_bytes,
                                   mem.conv_residency(n, g))
+            if ctx.coarse and coarse_blocks(g, ctx.t, self.plan.ocb):
+                self.plan = plan_conv(g, ctx.t, ctx.budget() - self.lut_bytes,
+                                      mem.conv_residency(n, g),
+                                      min_ocb=COARSE_FACTOR * self.plan.ocb)
             if ctx.tight_slots:
                 self.plan = short_last_block(g, ctx.t, self.plan, ctx.budget() - self.lut_bytes,
                                              mem.conv_residency(n, g))

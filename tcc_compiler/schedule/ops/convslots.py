@@ -76,6 +76,24 @@ def slot_channels(ocb: int, blocks: Sequence[tuple[int, int]], prefetched: Colle
     return [c or ocb for c in chans]
 
 
+#: With ``OpContext.coarse``: a load-bound conv planned in at least
+#: :data:`COARSE_MIN_BLOCKS` output-channel blocks takes blocks at least
+#: :data:`COARSE_FACTOR` times its plan's, where they fit (:func:`coarse_blocks`).
+COARSE_FACTOR = 2
+COARSE_MIN_BLOCKS = 4
+
+
+def coarse_blocks(g: ConvGeom, t: Target, ocb: int) -> bool:
+    """Whether conv ``g``, planned in blocks of ``ocb`` output channels, takes coarser blocks
+    with ``OpContext.coarse``: its weights take the DRAM link longer than its MACs the array
+    (:func:`deep_cap` gives it :data:`DEEP_SLOTS`) and it has at least
+    :data:`COARSE_MIN_BLOCKS` blocks. Where the DRAM link is the bound, each block load's
+    DMA setup (``dma_setup_cycles``) adds to the total, and the deep slots already overlap a
+    block's load with the op before (the tile plan's estimate prices a pipeline fill that
+    smaller blocks shorten: schedule/tiling.py)."""
+    return deep_cap(g, t) == DEEP_SLOTS and math.ceil(g.o / ocb) >= COARSE_MIN_BLOCKS
+
+
 def handover_order(starts: Sequence[int], below: int) -> list[int]:
     """The order (indices into ``starts``) a conv handing its weight slots over to the next
     op (``OpContext.handover_below``) fills them in: the slots starting at or above
