@@ -344,12 +344,17 @@ class _ConvEmission:
             offs = [sa.alloc(n, "weights+params" if self.merged else
                              "weights" if i < nwb else "params") for i, n in enumerate(sizes)]
         w_offs, p_offs = (offs, [None] * nwb) if self.merged else (offs[:nwb], offs[nwb:])
-        if hand:   # the slots the next op can take over first (schedule/handover.py)
-            order = handover_order(w_offs, ctx.handover_below)
-            w_offs, p_offs = [w_offs[i] for i in order], [p_offs[i] for i in order]
-            ctx.handed = [(off, off + align_up(max(sizes[i], 1), al))
-                          for off, i in zip(w_offs, order)]
-        return w_offs, p_offs
+        return self._hand_over(w_offs, p_offs, sizes) if hand else (w_offs, p_offs)
+
+    def _hand_over(self, w_offs: list, p_offs: list, sizes: list) -> tuple[list, list]:
+        """The weight slots (``w_offs``, ``p_offs``: SRAM offsets; ``sizes``: bytes, weights
+        first) of a conv handing them over to the next op (``OpContext.handover_below``),
+        in the order it fills them (:func:`handover_order`); records them in
+        ``OpContext.handed`` (schedule/handover.py)."""
+        ctx, al = self.ctx, self.ctx.t.sram_align_bytes
+        order = handover_order(w_offs, ctx.handover_below)
+        ctx.handed = [(w_offs[i], w_offs[i] + align_up(max(sizes[i], 1), al)) for i in order]
+        return [w_offs[i] for i in order], [p_offs[i] for i in order]
 
     def _handover_lift(self, nbytes: int) -> int | None:
         """Where this prefetch consumer's own weight slots (``nbytes``) start when it takes
