@@ -23,6 +23,7 @@ from tcc_compiler.schedule.ops.add import lower_add
 from tcc_compiler.schedule.ops.cascade import lower_chain
 from tcc_compiler.schedule.ops.context import OpContext, new_info
 from tcc_compiler.schedule.ops.conv import lower_conv
+from tcc_compiler.schedule.ops.convslots import handover_start
 from tcc_compiler.schedule.ops.copy import lower_copy
 from tcc_compiler.schedule.ops.eltwise import lower_eltwise
 from tcc_compiler.schedule.ops.lut import lower_lut
@@ -66,6 +67,11 @@ class Lowering:
     ``deep_slots``: more than two weight slots per conv and early slot release
     (``OpContext.deep_slots``); None: when the graph has no depthwise conv
     (:func:`has_depthwise`).
+    ``handover``: the conv lowered just before each prefetch consumer hands its weight
+    slots over to it (schedule/handover.py; ``OpContext.handover_below``,
+    ``handover_lift``). A lowering with it is not recorded (none resumes from it).
+    ``coarse``: the ops after the first prefetch consumer take coarser weight blocks where
+    load-bound (``OpContext.coarse``); a lowering with it is not recorded either.
     ``record``: keep a checkpoint (:class:`~tcc_compiler.schedule.resume.Checkpoints`) before
     every op, so later lowerings can ``resume``.
     ``resume``: an earlier lowering with ``record`` of the same graph, target, zone,
@@ -88,7 +94,8 @@ class Lowering:
                  mem: MemoryPlan | None = None, lifts: dict[str, int] | None = None,
                  wlifts: dict[str, int] | None = None, tight_slots: bool = False,
                  whole_out: bool = False, deep_slots: bool | None = None,
-                 record: bool = False, resume: Lowering | None = None):
+                 record: bool = False, resume: Lowering | None = None,
+                 handover: bool = False, coarse: bool = False):
         self.graph, self.t, self.cascade, self.hoist = graph, target, cascade, hoist
         self.tight_slots, self.whole_out = tight_slots, whole_out
         self.deep_slots = deep_slots
@@ -99,7 +106,9 @@ class Lowering:
         self.zone_bytes = align_up(zone_bytes, target.sram_align_bytes)
         self.compressor = compressor
         self.mem: MemoryPlan | None = mem
-        self.checkpoints = Checkpoints(graph) if record else None
+        self.handover, self.coarse = handover, coarse
+        self.checkpoints = (Checkpoints(graph) if record and not (handover or coarse)
+                            else None)
         self.resume = resume
         #: commands :meth:`run` took from ``resume``'s program (its first ones), unlowered
         self.shared_cmds = 0
@@ -135,6 +144,9 @@ class Lowering:
         if deep is None:
             deep = self.memo[("deep-slots",)] = not has_depthwise(self.graph, t)
         cps = self.checkpoints
+        hand = self._handovers(mem, pf)
+        handed: list[tuple[int, int]] = []
+        coarse = False   # (from the first consumer on)
         for i, n in enumerate(self.graph.nodes[start:], start):
             if not _lowered(n, mem):
                 continue
@@ -149,12 +161,20 @@ class Lowering:
                     pf.enter_chain(ctx, n.name)
                 layers.extend(lower_chain(ctx, mem.chains[id(n)]))
                 self._span(ctx, n, n_ops, False)
+                handed = []
                 continue
             consumer = pf is not None and any(h.consumer == n.name for h in pf.hoists)
+            ctx.coarse = coarse
+            coarse = coarse or (consumer and self.coarse)
             if n.name in self.lifts and not consumer:
                 ctx.base, ctx.lifted = self.lifts[n.name], True
             ctx.wlift = self.wlifts.get(n.name)   # (a consumer's own slots too)
+            if n.name in hand:   # the conv before a consumer that takes its slots over
+                ctx.handover_below = mem.base(hand[n.name])
+            elif consumer and handed:
+                ctx.handover_lift = handover_start(handed, ctx.base)
             layers.append(self._op(ctx, n, pf))
+            handed = ctx.handed
             self._span(ctx, n, n_ops, not consumer, True)
         if pf is not None:
             pf.finish()
@@ -163,6 +183,17 @@ class Lowering:
         return Program(w.cmds, w.comments, weights.build(), em.sram_peak, mem.arena_bytes,
                        mem.input_bytes, mem.output_bytes, list(mem.inputs), list(mem.outputs),
                        layers, w.slots, deps=w.deps)
+
+    def _handovers(self, mem: MemoryPlan, pf: Prefetcher | None) -> dict[str, Node]:
+        """With :attr:`handover`: conv name -> the prefetch consumer lowered right after it
+        (a plain conv, itself no consumer), that takes its weight slots over; else empty."""
+        if not self.handover or pf is None:
+            return {}
+        cons = {h.consumer for h in pf.hoists}
+        ops = [n for n in self.graph.nodes if _lowered(n, mem)]
+        return {a.name: b for a, b in zip(ops, ops[1:])
+                if b.name in cons and a.name not in cons and a.op in (Op.CONV, Op.FC)
+                and id(a) not in mem.chains}
 
     def _start(self) -> tuple[int, Emitter, WeightLayoutBuilder, list[LayerInfo],
                               Prefetcher | None]:

@@ -109,9 +109,14 @@ def resume_point(old, new, pos: dict[str, int]) -> tuple[int, bool]:
     prefetcher (else a fresh one). Before p the two take the same decisions: no op's lift or
     weight lift differs, and either ``new``'s prefetches are ``old``'s (same
     :attr:`~Hoist.lead`) plus some whose first op is p or later (carry), or p is no later
-    than the first op any prefetch of either acts on (no prefetcher state yet)."""
+    than the first op any prefetch of either acts on (no prefetcher state yet). A lowering
+    with a weight-slot handover or coarse blocks (schedule/handover.py) on either side starts
+    no later than the first op any prefetch of either acts on (the handover acts on the last
+    window op, coarse blocks after the consumer)."""
     p = min(_first_diff(old.lifts, new.lifts, pos), _first_diff(old.wlifts, new.wlifts, pos))
     olds, news = old.hoists, new.hoists
+    if old.handover or new.handover or old.coarse or new.coarse:   # (schedule/handover.py)
+        p = min(p, first_touch(olds, pos), first_touch(news, pos))
     added = [h for h in news if h not in olds]
     lead = any(h.lead for h in olds) == any(h.lead for h in news)
     if all(h in news for h in olds) and len(added) + len(olds) == len(news) and (

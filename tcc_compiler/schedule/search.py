@@ -16,6 +16,7 @@ from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.schedule import cost
 from tcc_compiler.schedule.cost import replay
 from tcc_compiler.schedule.geom import conv_geom
+from tcc_compiler.schedule.handover import handed
 from tcc_compiler.schedule.liftsearch import lifted as _lifted
 from tcc_compiler.schedule.loadfill import fill_load_stalls
 from tcc_compiler.schedule.lowering import Lowering, has_depthwise
@@ -429,6 +430,10 @@ def _add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program
             break
         best = round_best
         src, src_spans = round_src if src is not None else (None, round_src[1])
+    if not wide and best[2]:   # the consumer takes the slots of the conv before it over
+        got = handed(graph, t, compressor, lw, memo, best, spans)
+        if got is not best:
+            best, src = got, None
     return (*best, src)
 
 

@@ -301,12 +301,14 @@ def _estimate(g: ConvGeom, t: Target, rows: int, cols: int, ocb: int, nb: int,
 
 
 def plan_conv(g: ConvGeom, t: Target, sram_budget: int,
-              res: Residency = NO_RESIDENCY, max_ocb: int | None = None) -> ConvPlan:
+              res: Residency = NO_RESIDENCY, max_ocb: int | None = None,
+              min_ocb: int | None = None) -> ConvPlan:
     """Pick the fastest tile shape that fits ``sram_budget`` bytes in at most
     :data:`MAX_OP_TILES` tiles. Operands resident in SRAM (``res``) need no tile buffers and
     no DMA. ``max_ocb``: output-channel blocks larger than
     this are not tried (the smallest candidate always is), e.g. so a prefetch consumer's
-    weight blocks pack its prefetch area (schedule/prefetch.py).
+    weight blocks pack its prefetch area (schedule/prefetch.py). ``min_ocb``: nor blocks
+    smaller than this, when a larger one fits (coarse weight blocks, schedule/ops/conv.py).
 
     A pure function of its (frozen, hashable) arguments, memoised: the schedule search lowers a
     network several times and asks for the same plans again (ResNet-50 224: 726 calls, about
@@ -316,12 +318,17 @@ def plan_conv(g: ConvGeom, t: Target, sram_budget: int,
         ScheduleError: no tile shape fits in at most :data:`MAX_OP_TILES` tiles (not even a
             1x1-pixel, one-group tile fits, or the shapes that fit are that small).
     """
+    if min_ocb is not None:
+        try:
+            return _plan_conv(g, t, int(sram_budget), res, max_ocb, min_ocb)
+        except ScheduleError:
+            pass
     return _plan_conv(g, t, int(sram_budget), res, max_ocb)
 
 
 @functools.lru_cache(maxsize=1 << 14)
 def _plan_conv(g: ConvGeom, t: Target, sram_budget: int, res: Residency,
-               max_ocb: int | None) -> ConvPlan:
+               max_ocb: int | None, min_ocb: int | None = None) -> ConvPlan:
     """:func:`plan_conv`, memoised (a ScheduleError is not cached: it is raised again)."""
     al = t.sram_align_bytes
     best = None
@@ -329,6 +336,8 @@ def _plan_conv(g: ConvGeom, t: Target, sram_budget: int, res: Residency,
     cands = _block_candidates(g, t)
     if max_ocb is not None:
         cands = [o for o in cands if o <= max_ocb] or [min(cands)]
+    if min_ocb is not None:
+        cands = [o for o in cands if o >= min_ocb]
     for ocb in cands:
         nb = math.ceil(g.o / ocb)
         for rows in candidate_extents(g.oh):

@@ -53,6 +53,19 @@ class OpContext:
             (schedule/ops/convslots.py ``DEEP_SLOTS``), loads each block into the free slot
             whose earlier readers finish first, and releases each slot to the later ops'
             loads after its own last block (:meth:`Emitter.release_early`), not its last tile.
+        handover_below: this conv hands its weight slots over to the next op, a prefetch
+            consumer whose tile area starts at this SRAM address (schedule/handover.py): it
+            takes one slot per own block load where they fit, fills them in
+            :func:`~tcc_compiler.schedule.ops.convslots.handover_order` and records them in
+            ``handed``; None: no handover.
+        handed: set by a conv with ``handover_below``: its weight slots' SRAM intervals.
+        handover_lift: a prefetch consumer taking over the slots ``handed`` by the conv
+            before it: its own weight slots start at this SRAM address, upwards, when its
+            input, output and shortcut are resident (no other tile buffer) and they end
+            below its reserve; None: in its tile area.
+        coarse: a load-bound conv takes coarser output-channel blocks
+            (:func:`~tcc_compiler.schedule.ops.convslots.coarse_blocks`; set by a lowering
+            with ``coarse`` for the ops after the first prefetch consumer, schedule/handover.py).
         whole_out: a conv with a 1x1 output (a classifier) not resident, in more than two
             channel blocks, writes them into one SRAM buffer stored in two DMAs (the blocks
             before the last, then the last); False: a double-buffered output slot per block,
@@ -78,6 +91,10 @@ class OpContext:
     tight_slots: bool = False
     deep_slots: int = 0
     whole_out: bool = False
+    handover_below: int | None = None
+    handed: list[tuple[int, int]] = field(default_factory=list)
+    handover_lift: int | None = None
+    coarse: bool = False
 
     def budget(self) -> int:
         """SRAM bytes the op's tile buffers may use: above its base, below the reserve."""

@@ -32,7 +32,9 @@ from tcc_compiler.schedule.epilogue import table_bytes
 from tcc_compiler.schedule.emitter import Dep, dma_fields
 from tcc_compiler.schedule.geom import channel_blocks, conv_geom, in_box, spatial_tiles
 from tcc_compiler.schedule.ops.context import OpContext, label
-from tcc_compiler.schedule.ops.convslots import (deep_cap, earliest_slot, fits_after,
+from tcc_compiler.schedule.ops.convslots import (COARSE_FACTOR, DEEP_SLOTS, coarse_blocks,
+                                                deep_cap, earliest_slot,
+                                                fits_after, handover_order,
                                                 short_last_block, slot_channels, store_cut)
 from tcc_compiler.schedule.program import SLOT_PARAMS, SLOT_SHORTCUT, SLOT_WEIGHTS, LayerInfo
 from tcc_compiler.schedule.cost import depthwise_parts
@@ -182,6 +184,10 @@ class _ConvEmission:
         else:
             self.plan = plan_conv(g, ctx.t, ctx.budget() - self.lut_bytes,
                                   mem.conv_residency(n, g))
+            if ctx.coarse and coarse_blocks(g, ctx.t, self.plan.ocb):
+                self.plan = plan_conv(g, ctx.t, ctx.budget() - self.lut_bytes,
+                                      mem.conv_residency(n, g),
+                                      min_ocb=COARSE_FACTOR * self.plan.ocb)
             if ctx.tight_slots:
                 self.plan = short_last_block(g, ctx.t, self.plan, ctx.budget() - self.lut_bytes,
                                              mem.conv_residency(n, g))
@@ -316,27 +322,52 @@ class _ConvEmission:
         (:func:`conv_setup`) takes one buffer, its records after its weights (params None)."""
         self.merged = self.blobs.merged
         ctx = self.ctx
+        hand = ctx.handover_below is not None and ctx.deep_slots and not ctx.tight_slots
         chans = slot_channels(self.plan.ocb, [b for _, b, _ in self.tiles], self.prefetched,
                               nwb, self.ctx.tight_slots, self._fits,
-                              deep_cap(self.g, ctx.t) if ctx.deep_slots else 0)
+                              0 if not ctx.deep_slots else DEEP_SLOTS if hand
+                              else deep_cap(self.g, ctx.t))
         nwb = len(chans)
         sizes = ([c * (kw_bytes + PARAM_RECORD_BYTES) for c in chans] if self.merged
                  else [c * kw_bytes for c in chans] + [c * PARAM_RECORD_BYTES for c in chans])
         al = ctx.t.sram_align_bytes
         ctx.wslot_bytes = sum(align_up(max(n, 1), al) for n in sizes)
-        if ctx.wlift is not None:
+        lift = ctx.wlift if ctx.wlift is not None else self._handover_lift(ctx.wslot_bytes)
+        if lift is not None:
             # a weight lift (schedule/lift.py): the slots sit clear of the recent ops' areas
-            offs, off = [], ctx.wlift
+            offs, off = [], lift
             for n in sizes:
                 offs.append(off)
                 off += align_up(max(n, 1), al)
-            ctx.op_res.append((ctx.wlift, off))
+            ctx.op_res.append((lift, off))
         else:
             offs = [sa.alloc(n, "weights+params" if self.merged else
                              "weights" if i < nwb else "params") for i, n in enumerate(sizes)]
-        if self.merged:
-            return offs, [None] * nwb
-        return offs[:nwb], offs[nwb:]
+        w_offs, p_offs = (offs, [None] * nwb) if self.merged else (offs[:nwb], offs[nwb:])
+        return self._hand_over(w_offs, p_offs, sizes) if hand else (w_offs, p_offs)
+
+    def _hand_over(self, w_offs: list, p_offs: list, sizes: list) -> tuple[list, list]:
+        """The weight slots (``w_offs``, ``p_offs``: SRAM offsets; ``sizes``: bytes, weights
+        first) of a conv handing them over to the next op (``OpContext.handover_below``),
+        in the order it fills them (:func:`handover_order`); records them in
+        ``OpContext.handed`` (schedule/handover.py)."""
+        ctx, al = self.ctx, self.ctx.t.sram_align_bytes
+        order = handover_order(w_offs, ctx.handover_below)
+        ctx.handed = [(w_offs[i], w_offs[i] + align_up(max(sizes[i], 1), al)) for i in order]
+        return [w_offs[i] for i in order], [p_offs[i] for i in order]
+
+    def _handover_lift(self, nbytes: int) -> int | None:
+        """Where this prefetch consumer's own weight slots (``nbytes``) start when it takes
+        over the slots handed by the conv before it (``OpContext.handover_lift``): only when
+        no other tile buffer shares its tile area (input, output and shortcut resident, no
+        table, no partial sums); None: in its tile area."""
+        ctx, g = self.ctx, self.g
+        if (ctx.handover_lift is None or self.rin is None or self.rout is None
+                or (g.has_shortcut and self.rsc is None) or self.lut is not None
+                or psum_bytes(g, self.plan.rows, self.plan.cols, self.plan.ocb, ctx.t, 1)):
+            return None
+        end = ctx.t.sram_capacity_bytes - ctx.reserve
+        return ctx.handover_lift if ctx.handover_lift + nbytes <= end else None
 
     def _fits(self, wbufs: int) -> bool:
         """Whether the plan's tiles with ``wbufs`` weight slots fit the op's SRAM budget."""
@@ -389,7 +420,8 @@ class _ConvEmission:
         """The free weight slot the next block (``nbytes`` bytes) loads into: the oldest, or
         with ``deep_slots`` (equal slots) the one whose load could start first
         (:func:`~tcc_compiler.schedule.ops.convslots.earliest_slot`)."""
-        if not self.ctx.deep_slots or self.ctx.tight_slots or len(self.pool) < 2:
+        if (not self.ctx.deep_slots or self.ctx.tight_slots or len(self.pool) < 2
+                or self.ctx.handover_below is not None):   # (handover_order's order)
             return self.pool.popleft()
         j = earliest_slot([[self.last_read.get(e[2])] + self.em.pending(e[0], nbytes)
                            for e in self.pool])

@@ -76,6 +76,45 @@ def slot_channels(ocb: int, blocks: Sequence[tuple[int, int]], prefetched: Colle
     return [c or ocb for c in chans]
 
 
+#: With ``OpContext.coarse``: a load-bound conv planned in at least
+#: :data:`COARSE_MIN_BLOCKS` output-channel blocks takes blocks at least
+#: :data:`COARSE_FACTOR` times its plan's, where they fit (:func:`coarse_blocks`).
+COARSE_FACTOR = 2
+COARSE_MIN_BLOCKS = 4
+
+
+def coarse_blocks(g: ConvGeom, t: Target, ocb: int) -> bool:
+    """Whether conv ``g``, planned in blocks of ``ocb`` output channels, takes coarser blocks
+    with ``OpContext.coarse``: its weights take the DRAM link longer than its MACs the array
+    (:func:`deep_cap` gives it :data:`DEEP_SLOTS`) and it has at least
+    :data:`COARSE_MIN_BLOCKS` blocks. Where the DRAM link is the bound, each block load's
+    DMA setup (``dma_setup_cycles``) adds to the total, and the deep slots already overlap a
+    block's load with the op before (the tile plan's estimate prices a pipeline fill that
+    smaller blocks shorten: schedule/tiling.py)."""
+    return deep_cap(g, t) == DEEP_SLOTS and math.ceil(g.o / ocb) >= COARSE_MIN_BLOCKS
+
+
+def handover_order(starts: Sequence[int], below: int) -> list[int]:
+    """The order (indices into ``starts``) a conv handing its weight slots over to the next
+    op (``OpContext.handover_below``) fills them in: the slots starting at or above
+    ``below`` (SRAM address, the next op's base) in their given order, then those starting
+    below it. The next op can take over only the first kind for its own weight loads (the
+    SRAM below its base holds its resident tensors), so the conv's last blocks, which it
+    reads last, go there (schedule/handover.py)."""
+    up = [i for i, s in enumerate(starts) if s >= below]
+    return up + [i for i, s in enumerate(starts) if s < below]
+
+
+def handover_start(handed: Sequence[tuple[int, int]], base: int) -> int | None:
+    """Where a prefetch consumer's own weight slots start when it takes over the weight
+    slots ``handed`` (SRAM intervals ``[lo, hi)``, bytes) of the conv just before it: the
+    lowest start of a handed slot at or above ``base`` (the consumer's tile area's lowest
+    address), so that its slots, of the same block size, lie over the handed ones in step and
+    each is free once the block in the handed slot under it is done; None when no handed
+    slot starts there."""
+    return min((lo for lo, _ in handed if lo >= base), default=None)
+
+
 def deep_cap(g: ConvGeom, t: Target) -> int:
     """The most weight slots conv ``g`` may take with ``deep_slots``: :data:`DEEP_SLOTS`
     when its weights (``g.o * g.kernel_bytes`` bytes) take the DRAM link longer than its MACs
