@@ -21,6 +21,7 @@ from tcc_compiler.schedule.liftsearch import lifted as _lifted
 from tcc_compiler.schedule.loadfill import fill_load_stalls
 from tcc_compiler.schedule.lowering import Lowering, has_depthwise
 from tcc_compiler.schedule.memory import MemoryPlan, plan_memory
+from tcc_compiler.schedule.piecefit import lifted_fitted
 from tcc_compiler.schedule.hoist import (Hoist, hoist_spans, plan_hoist, plan_pieces,
                                          stalled_convs)
 from tcc_compiler.schedule.prefetch import Prefetcher
@@ -237,9 +238,12 @@ def search_parts(graph: Graph, target: Target, zone_fractions: tuple[float, ...]
     """:func:`search` in parts, for schedule/lower.py's ``lower_multi``: (the lowering of the
     zone x cascading variant the final program was planned from, before prefetch; the final
     program, :func:`search`'s own (exact waits included); its replayed cycles)."""
-    lw, prog, cycles = _search(graph, target, zone_fractions, compressor, True, True, memo)
-    done = _exact(prog, cycles, target)
-    return lw, done, (cycles if done is prog else _cycles(done, target))
+    lw, prog, cycles, alt = _search(graph, target, zone_fractions, compressor, True, True,
+                                    memo)
+    done = [(d, c if d is p else _cycles(d, target))
+            for p, c in [(prog, cycles)] + ([alt] if alt else [])
+            for d in [_exact(p, c, target)]]
+    return (lw, *min(done, key=lambda x: x[1]))
 
 
 def search(graph: Graph, target: Target,
@@ -256,10 +260,13 @@ def search(graph: Graph, target: Target,
     """
     compressor = BlockCompressor() if compress_weights else None
     memo: dict = {}   # constants derived once for all the tries (conv_consts)
-    _, prog, cycles = _search(graph, target, zone_fractions, compressor, cascade, prefetch,
-                              memo)
-    prog = _exact(prog, cycles, target)
-    return fill_load_stalls(prog, target, _cycles(prog, target))[0]
+    _, prog, cycles, alt = _search(graph, target, zone_fractions, compressor, cascade,
+                                   prefetch, memo)
+    done = []
+    for p, c in [(prog, cycles)] + ([alt] if alt else []):
+        p = _exact(p, c, target)
+        done.append(fill_load_stalls(p, target, _cycles(p, target)))
+    return min(done, key=lambda x: x[1])[0]
 
 
 def _exact(prog: Program, cycles: int, t: Target) -> Program:
@@ -276,14 +283,20 @@ def _exact(prog: Program, cycles: int, t: Target) -> Program:
 
 
 def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
-            prefetch: bool, memo: dict) -> tuple[Lowering, Program, int]:
-    """(lowering, program, replayed cycles) of the fastest of :func:`_search_plans` over the
-    zone x cascading candidates planned with each of :data:`BAND_SLACKS` (a network with
-    depthwise layers, cascading; else slack 0 only); ties go to the smaller slack, and a
+            prefetch: bool, memo: dict):
+    """(lowering, program, replayed cycles, alternative) of the fastest of
+    :func:`_search_plans` over the zone x cascading candidates planned with each of
+    :data:`BAND_SLACKS` (a network with depthwise layers, cascading; else slack 0 only); ties
+    go to the smaller slack, and a
     slack none of whose candidates can be lowered is passed over. Slack 0 is searched in
     full; a larger slack only by :data:`SLACK_BASES` of its plans that no smaller slack
     planned (see :func:`_search_plans`). The ops of the fastest program with prefetch are
-    lifted (:func:`~tcc_compiler.schedule.liftsearch.lifted`) once, after all the slacks.
+    lifted (:func:`~tcc_compiler.schedule.liftsearch.lifted`) once, after all the slacks;
+    *alternative*: (program, cycles) of the same with its prefetch pieces fitted to whole
+    blocks (:func:`~tcc_compiler.schedule.piecefit.lifted_fitted`), which the callers keep
+    when it is faster after their own last steps (exact waits, load fill: it may lose there
+    what it won, MobileNetV2 224 351,539 -> 351,807); None: no piece changes (or no prefetch
+    search).
 
     Raises:
         ScheduleError: no candidate without slack can be lowered.
@@ -311,8 +324,10 @@ def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
         if best is None or got[2] < best[2]:
             best = got
     if len(best) > 3:   # prefetch searched on a network with depthwise layers
-        return _lifted(graph, t, compressor, *best[:4], memo, best[4])
-    return best
+        got = _lifted(graph, t, compressor, *best[:4], memo, best[4])
+        fitted = lifted_fitted(graph, t, compressor, best[0], best[3], memo)
+        return (*got, fitted[1:] if fitted is not None else None)
+    return (*best, None)
 
 
 def _search_plans(graph: Graph, t: Target, cands, compressor, prefetch: bool,
