@@ -402,11 +402,15 @@ class LazyInputs(Sequence):
         self.items: list[np.ndarray | Path] = []
         self._names: list[str] = []      # where each input comes from (:meth:`label`)
         image_shape = (1,) + expected[1:]
+        self._channels = expected[1]   # a raw file's (any count; images load 1 or 3)
         for f in _input_files(paths, raw):
             is_raw = raw.takes(f) if raw is not None else is_raw_file(f)
             if is_raw:
-                check_raw_size(f, raw, pre)
-            elif f.suffix.lower() == ".npy":
+                check_raw_size(f, raw, (expected[3], expected[2], expected[1]))
+                self.items.append(f)
+                self._names.append(str(f))
+                continue
+            if f.suffix.lower() == ".npy":
                 arrays = load_npy(f, expected, layout)
                 self.items.extend(arrays)
                 self._names.extend(f"{f}[{j}]" if len(arrays) > 1 else str(f)
@@ -439,7 +443,7 @@ class LazyInputs(Sequence):
         if isinstance(item, np.ndarray):
             return item
         if self.raw is not None and self.raw.takes(item):
-            return load_raw(item, self.pre, self.raw)
+            return load_raw(item, self.pre, self.raw, self._channels)
         return load_image(item, self.pre)
 
 

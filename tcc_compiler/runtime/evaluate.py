@@ -240,9 +240,11 @@ def preprocess_for(manifest_pre: dict, pixels: str = "manifest", scale: float | 
     return replace(pre, **kw) if kw else pre
 
 
-def load_sample(path: Path, pre, raw: RawSpec | None) -> np.ndarray:
+def load_sample(path: Path, pre, raw: RawSpec | None, channels: int | None = None
+                ) -> np.ndarray:
     """One sample as float32 NCHW ``[1, C, H, W]`` (C = ``pre.channels``): an image, or a raw
-    array (:func:`tcc_compiler.datasets.raw.load_raw`, the loader calibration uses too).
+    array (:func:`tcc_compiler.datasets.raw.load_raw`, the loader calibration uses too) of the
+    model input's ``channels`` (default ``pre.channels``; any count, images 1 or 3).
 
     Raises:
         InputError: unreadable file, a raw file of the wrong size or without a raw layout, a
@@ -251,7 +253,7 @@ def load_sample(path: Path, pre, raw: RawSpec | None) -> np.ndarray:
     from tcc_compiler.datasets.images import load_image
 
     if raw.takes(path) if raw is not None else is_raw_file(path):
-        return load_raw(path, pre, raw)
+        return load_raw(path, pre, raw, channels)
     return load_image(path, pre)
 
 
@@ -285,7 +287,7 @@ def eval_job(prog, item) -> dict:
     if Path(path).suffix.lower() == ".npy" and not (raw is not None and raw.force):
         x = prog.as_input(path)   # a preprocessed array, in the model's NCHW or NHWC layout
     else:
-        x = load_sample(Path(path), pre, raw)
+        x = load_sample(Path(path), pre, raw, int(prog.input_shape[1]))
     from tcc_compiler.datasets.images import IMAGE_CHANNELS
 
     want = tuple(int(d) for d in prog.input_shape)
