@@ -48,18 +48,22 @@ class RawSpec:
 
     @classmethod
     def parse(cls, size, layout: str = "HWC", force: bool = False,
-              flag: str = "--raw-size") -> RawSpec | None:
+              flag: str = "--raw-size", layout_flag: str = "--raw-layout") -> RawSpec | None:
         """The spec of ``--raw-size`` ``size`` (``"WxHxC"`` or a ``(W, H, C)`` tuple) and
         ``--raw-layout`` ``layout``; None when ``size`` is None (no raw files expected).
 
         Raises:
             InputError: ``size`` not ``WxHxC`` within :func:`parse_whc`'s limits (the message
-                names ``flag``), a layout not in :data:`RAW_LAYOUTS`, or ``force`` without a
-                size.
+                names ``flag``), a layout not in :data:`RAW_LAYOUTS`, or ``force`` or a layout
+                other than HWC without a size (they would read nothing; the message names
+                ``layout_flag``).
         """
         if size is None:
             if force:
-                raise InputError("--raw needs --raw-size WxHxC")
+                raise InputError(f"--raw needs {flag} WxHxC")
+            if layout != RAW_LAYOUTS[0]:
+                raise InputError(f"{layout_flag} {layout} applies to raw files of a given "
+                                 f"size only; add {flag} WxHxC")
             return None
         w, h, c = parse_whc(size, flag, "32x32x3")
         return cls(w, h, c, layout, force)

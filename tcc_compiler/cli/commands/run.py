@@ -24,17 +24,9 @@ def add_arguments(p) -> None:
                    help="images, .npy float32 arrays shaped like the ONNX input, raw uint8 "
                         "files (.bin/.raw/.rgb, with --raw-size), or folders of them (several "
                         "inputs reuse the decoded program)")
-    from tcc_compiler.api.folders import PIXEL_MODES, RAW_LAYOUTS
+    from tcc_compiler.cli.raw_options import add_raw_arguments
 
-    p.add_argument("--raw-size", metavar="WxHxC", default=None,
-                   help="raw uint8 input files (.bin/.raw/.rgb) of this size, the model "
-                        "input's (never resized), read as tccc eval and compile --calib read "
-                        "them")
-    p.add_argument("--raw-layout", default="HWC", choices=RAW_LAYOUTS,
-                   help="HWC = pixel-interleaved (CIFAR-10 files here), CHW = planar")
-    p.add_argument("--pixels", default="manifest", choices=PIXEL_MODES,
-                   help="manifest = the compiled preprocessing; raw = values 0..255 "
-                        "(scale 1, mean 0, std 1)")
+    add_raw_arguments(p, "input files", pixels=True)
     p.add_argument("--jobs", type=int, default=1,
                    help="worker processes for several inputs (default 1)")
     p.add_argument("--schedule", default="inorder", choices=("inorder", "random"),
@@ -108,9 +100,12 @@ def run(args) -> int:
     [--check MODEL] [--json] [--topk K] [--jobs N] [--schedule inorder|random --seed N]"""
     from tcc_compiler.api import folders
 
+    from tcc_compiler.cli.raw_options import raw_options
+
+    raw_size, raw_layout = raw_options(args)
     prog = folders.load_program(args.dir)
-    xs, labels = folders.labelled_inputs(args.input, prog, raw_size=args.raw_size,
-                                         raw_layout=args.raw_layout, pixels=args.pixels)
+    xs, labels = folders.labelled_inputs(args.input, prog, raw_size=raw_size,
+                                         raw_layout=raw_layout, pixels=args.pixels)
     checker = folders.checker(prog, args.check) if args.check else None
     t0 = time.perf_counter()
     outs = []
