@@ -126,11 +126,11 @@ def check_raw_size(path: Path, raw: RawSpec | None, whc: tuple[int, int, int]) -
 
 def load_raw(path: Path, pre, raw: RawSpec | None, channels: int | None = None) -> np.ndarray:
     """Raw file ``path`` as float32 NCHW ``[1, C, H, W]``, normalised per ``pre``
-    (:func:`tcc_compiler.datasets.images.normalise`; :func:`raw_values` for a channel count
+    (:func:`tcc_compiler.datasets.preprocess.normalise`; :func:`raw_values` for a channel count
     ``pre`` does not describe).
 
     Args:
-        pre: the :class:`~tcc_compiler.datasets.images.Preprocess` (its width and height are
+        pre: the :class:`~tcc_compiler.datasets.preprocess.Preprocess` (its width and height are
             the model input's).
         channels: the model input's C (default ``pre.channels``; a model taking other than 1
             or 3 channels has a 3-channel ``pre``).
@@ -161,7 +161,7 @@ def load_raw(path: Path, pre, raw: RawSpec | None, channels: int | None = None) 
 def raw_values(pixels: np.ndarray, pre, path: Path) -> np.ndarray:
     """HWC uint8 ``pixels`` as float32 NCHW ``[1, C, H, W]``: ``(pixel * scale - mean) /
     std``. With ``pre.channels`` channels, exactly as an image's
-    (:func:`tcc_compiler.datasets.images.normalise`, mean/std per channel, channel order);
+    (:func:`tcc_compiler.datasets.preprocess.normalise`, mean/std per channel, channel order);
     with any other count C (a 2- or 4-channel model input: the preprocessing record holds 1
     or 3 channels), one mean and one std for every channel, which ``pre`` must give (all its
     values equal, as ``--pixels raw`` or a one-value ``--mean``/``--std`` make them), in the
@@ -171,7 +171,7 @@ def raw_values(pixels: np.ndarray, pre, path: Path) -> np.ndarray:
         InputError: C other than ``pre.channels`` and ``pre``'s mean or std differing between
             channels (naming ``path`` and what to give).
     """
-    from tcc_compiler.datasets.images import normalise
+    from tcc_compiler.datasets.preprocess import normalise
 
     c = pixels.shape[2]
     if c == pre.channels:
