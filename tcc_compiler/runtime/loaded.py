@@ -30,6 +30,22 @@ _MANIFEST_KEYS = ("format", "manifest_version", "files", "input", "outputs", "ho
                   "graph_outputs", "preprocess", "target")
 
 
+def version_problem(version, manifest: dict) -> str:
+    """Why a manifest of ``manifest_version`` ``version`` (not this tccc's) cannot be read,
+    and what to do: an older folder (fields it lacks are not named: the version says it)
+    is recompiled; a newer tccc's folder (its ``tool_version`` named) needs that tccc."""
+    from tcc_compiler.version import __version__
+
+    text = f"manifest_version {version!r:.20} not supported"
+    if isinstance(version, int) and not isinstance(version, bool) and version > MANIFEST_VERSION:
+        tool = manifest.get("tool_version")
+        by = f" ({tool:.20})" if isinstance(tool, str) else ""
+        return (f"{text}: written by a newer tccc{by}; this tccc ({__version__}) reads "
+                f"{MANIFEST_VERSION}: upgrade tccc, or recompile the model with this one")
+    old = " (it does not record the whole target)" if version == 1 else ""
+    return f"{text}{old}: this tccc reads {MANIFEST_VERSION}; recompile the model"
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -94,14 +110,12 @@ class LoadedProgram:
             raise FormatError(f"{mpath}: not valid JSON ({exc})") from None
         if not isinstance(self.manifest, dict) or self.manifest.get("format") != "tccc-manifest":
             raise FormatError(f"{mpath}: not a tccc manifest (format field)")
+        version = self.manifest.get("manifest_version")
+        if version is not None and version != MANIFEST_VERSION:   # before the fields it lacks
+            raise FormatError(f"{mpath}: {version_problem(version, self.manifest)}")
         missing = [k for k in _MANIFEST_KEYS if k not in self.manifest]
         if missing:
             raise FormatError(f"{mpath}: missing field(s) {', '.join(missing)}")
-        version = self.manifest["manifest_version"]
-        if version != MANIFEST_VERSION:
-            old = " (it does not record the whole target)" if version == 1 else ""
-            raise FormatError(f"{mpath}: manifest_version {version!r} not supported{old}: "
-                              f"this tccc reads {MANIFEST_VERSION}; recompile the model")
         check_manifest(self.manifest, str(mpath))  # every field typed before it is used
         cmd = _read(self.folder / CMD_FILE)
         wts = _read(self.folder / WEIGHT_FILE)

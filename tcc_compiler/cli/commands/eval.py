@@ -29,8 +29,11 @@ def add_arguments(p) -> None:
                    help="labels file: 'file,...,label' (CSV) or 'file label' per line")
     p.add_argument("--check", metavar="MODEL.onnx",
                    help="also run the float model (ONNX Runtime) and count top-1 flips")
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples")
-    p.add_argument("--jobs", type=int, default=1,
+    from tcc_compiler.cli.main import positive_int
+
+    p.add_argument("--limit", type=positive_int, default=None,
+                   help="evaluate the first N samples")
+    p.add_argument("--jobs", type=positive_int, default=1,
                    help="worker processes (default 1; at most one per sample and per CPU); "
                         "with --ray, the most Ray actors")
     p.add_argument("--ray", metavar="auto|ADDRESS", default=None,

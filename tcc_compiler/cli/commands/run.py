@@ -27,12 +27,13 @@ def add_arguments(p) -> None:
     from tcc_compiler.cli.raw_options import add_raw_arguments
 
     add_raw_arguments(p, "input files", pixels=True)
-    p.add_argument("--jobs", type=int, default=1,
+    from tcc_compiler.cli.main import non_negative_int, positive_int
+
+    p.add_argument("--jobs", type=positive_int, default=1,
                    help="worker processes for several inputs (default 1)")
     p.add_argument("--schedule", default="inorder", choices=("inorder", "random"),
                    help="command order: stream order, or a random legal interleaving of the "
                         "three queues with hazard checks (see --seed)")
-    from tcc_compiler.cli.main import non_negative_int, positive_int
 
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of --schedule random (an integer >= 0)")
@@ -95,6 +96,27 @@ def _with_checks(results, xs, checker, jobs: int):
         yield res, pending
 
 
+#: Suffixes of model files: given where an input goes, they are refused (not decoded as images).
+MODEL_SUFFIXES = (".onnx", ".tir")
+
+
+def _refuse_model_inputs(inputs) -> None:
+    """Refuse an input path naming a model file (``tccc run OUT model.onnx``: the model where
+    an input goes, perhaps meant for ``--check``), which was decoded as an image.
+
+    Raises:
+        InputError: naming the file and ``--check``.
+    """
+    from pathlib import Path
+
+    from tcc_compiler.errors import InputError
+
+    for given in inputs:
+        if Path(given).suffix.lower() in MODEL_SUFFIXES:
+            raise InputError(f"{given}: a model file, not an input (give images, .npy arrays "
+                             f"or raw files); to compare the run with the model: --check {given}")
+
+
 def run(args) -> int:
     """tccc run DIR INPUT... [--raw-size WxHxC [--raw-layout HWC|CHW]] [--pixels manifest|raw]
     [--check MODEL] [--json] [--topk K] [--jobs N] [--schedule inorder|random --seed N]"""
@@ -103,6 +125,7 @@ def run(args) -> int:
     from tcc_compiler.cli.raw_options import raw_options
 
     raw_size, raw_layout = raw_options(args)
+    _refuse_model_inputs(args.input)
     prog = folders.load_program(args.dir)
     xs, labels = folders.labelled_inputs(args.input, prog, raw_size=raw_size,
                                          raw_layout=raw_layout, pixels=args.pixels)
