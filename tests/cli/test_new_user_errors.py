@@ -87,3 +87,31 @@ def test_folders_of_other_manifest_versions_say_which(channel_folders, tmp_path,
     line = one_line_error(err)
     assert code == 2 and "manifest_version 99" in line and "newer tccc (9.0)" in line, line
     assert "upgrade tccc" in line
+
+
+def test_a_file_that_is_not_npy_says_so(channel_folders, tmp_path, capsys):
+    # numpy's reason was "This file contains pickled (object) data. If you trust the file ..."
+    for name, data in (("one_byte.npy", b"x"), ("text.npy", b"0.1 0.2 0.3\n" * 40)):
+        f = tmp_path / name
+        f.write_bytes(data)
+        code, _, err = run_cli(["run", channel_folders[1]["folder"], f], capsys)
+        line = one_line_error(err)
+        assert code == 2
+        assert f"{name}: not a .npy array file" in line and "pickle" not in line, line
+
+
+def test_ir_verify_of_an_onnx_model_points_at_ir_print(channel_folders, capsys):
+    model = channel_folders[1]["model"]
+    code, _, err = run_cli(["ir", "verify", model], capsys)
+    line = one_line_error(err)
+    assert code == 2
+    assert "an ONNX model, not a textual IR (.tir) file" in line and "ir print" in line, line
+    assert "UTF-8" not in line
+
+
+def test_ir_print_inline_limit_below_zero_is_a_usage_error(channel_folders, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_cli(["ir", "print", channel_folders[1]["model"], "--inline-limit", "-1"], capsys)
+    assert exc.value.code == 2
+    assert "argument --inline-limit: expected an integer >= 0, got -1" in \
+        one_line_error(capsys.readouterr().err)
