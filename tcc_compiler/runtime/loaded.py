@@ -21,29 +21,13 @@ from tcc_compiler.emit.files import (CMD_FILE, MANIFEST_FILE, MANIFEST_VERSION, 
 from tcc_compiler.errors import ExecutionError, FormatError, InputError, first_line
 from tcc_compiler.fsutil import check_path
 from tcc_compiler.numerics import dequantize_tensor, quantize_tensor
-from tcc_compiler.runtime.manifest_check import check_manifest
+from tcc_compiler.runtime.manifest_check import check_manifest, version_problem
 from tcc_compiler.runtime.stream_check import load_stream
 from tcc_compiler.sim.executor import Executor
 from tcc_compiler.target import Target
 
 _MANIFEST_KEYS = ("format", "manifest_version", "files", "input", "outputs", "host_ops",
                   "graph_outputs", "preprocess", "target")
-
-
-def version_problem(version, manifest: dict) -> str:
-    """Why a manifest of ``manifest_version`` ``version`` (not this tccc's) cannot be read,
-    and what to do: an older folder (fields it lacks are not named: the version says it)
-    is recompiled; a newer tccc's folder (its ``tool_version`` named) needs that tccc."""
-    from tcc_compiler.version import __version__
-
-    text = f"manifest_version {version!r:.20} not supported"
-    if isinstance(version, int) and not isinstance(version, bool) and version > MANIFEST_VERSION:
-        tool = manifest.get("tool_version")
-        by = f" ({tool:.20})" if isinstance(tool, str) else ""
-        return (f"{text}: written by a newer tccc{by}; this tccc ({__version__}) reads "
-                f"{MANIFEST_VERSION}: upgrade tccc, or recompile the model with this one")
-    old = " (it does not record the whole target)" if version == 1 else ""
-    return f"{text}{old}: this tccc reads {MANIFEST_VERSION}; recompile the model"
 
 
 def _read(path: Path) -> bytes:

@@ -125,8 +125,8 @@ def run(args) -> int:
     from tcc_compiler.cli.raw_options import raw_options
 
     raw_size, raw_layout = raw_options(args)
+    prog = folders.load_program(args.dir)   # a bad folder is said first
     _refuse_model_inputs(args.input)
-    prog = folders.load_program(args.dir)
     xs, labels = folders.labelled_inputs(args.input, prog, raw_size=raw_size,
                                          raw_layout=raw_layout, pixels=args.pixels)
     checker = folders.checker(prog, args.check) if args.check else None
