@@ -146,9 +146,11 @@ class CompileOptions:
         None without ``raw_size``.
 
         Raises:
-            InputError: ``raw_size`` not ``WxHxC``, or a layout other than HWC / CHW.
+            InputError: ``raw_size`` not ``WxHxC``, a layout other than HWC / CHW, or CHW
+                without ``raw_size`` (it would read nothing).
         """
-        return RawSpec.parse(self.raw_size, self.raw_layout, flag="raw_size/--raw-size")
+        return RawSpec.parse(self.raw_size, self.raw_layout, flag="raw_size/--raw-size",
+                             layout_flag="raw_layout/--raw-layout")
 
     def with_(self, **changes: Any) -> CompileOptions:
         """A copy with ``changes`` applied (field names of this record).

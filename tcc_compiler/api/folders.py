@@ -185,7 +185,7 @@ def evaluate_folder(folder: str | os.PathLike, images: str | os.PathLike,
 
         import_ray()   # refuse before any work
     prog = load_program(folder)
-    samples, classes = find_samples(images, labels)
+    samples, classes = find_samples(images, labels, every_file=raw)
     check_labels(samples, output_classes(prog.manifest))
     note = folder_classes_note(images, classes, output_classes(prog.manifest))
     if note is not None:

@@ -72,13 +72,16 @@ def verify_ir_file(path: str | os.PathLike) -> dict:
 
     Raises:
         FormatError: the file does not parse. InputError: the graph breaks an IR rule (the
-        verifier's message, prefixed with the path).
+        verifier's message, prefixed with the path), or ``path`` names an ONNX model.
     """
     from tcc_compiler.errors import InputError
     from tcc_compiler.ir.text import load_ir
     from tcc_compiler.ir.verify import VerifyError, verify
     from tcc_compiler.passes.instruments import AFTER_PASS_META
 
+    if str(path).lower().endswith(".onnx"):   # was "not UTF-8 text (byte 3)"
+        raise InputError(f"{path}: an ONNX model, not a textual IR (.tir) file; 'tccc ir "
+                         f"print {path}' prints its IR")
     g = load_ir(path)
     quantized = bool(g.meta.get("quantized", False))
     try:

@@ -14,6 +14,7 @@ from tcc_compiler.binfmt.cmdfile import SECTION_ALIGN, HeaderField
 from tcc_compiler.errors import FormatError
 from tcc_compiler.isa import spec
 from tcc_compiler.isa.wcodec import LayerKind, decode_blob
+from tcc_compiler.isa.wlayout import LayerSizes
 
 LAYER_ENTRY_FIELDS: tuple[HeaderField, ...] = (
     ("layer_index", "I", "position in the table (0, 1, ...)"),
@@ -45,9 +46,10 @@ assert ENTRY_STRUCT.size == LAYER_ENTRY_BYTES
 
 
 @dataclass(frozen=True)
-class LayerEntry:
+class LayerEntry(LayerSizes):
     """One layer table entry. Offsets are bytes from the start of the data section; ``*_bytes``
-    are stored sizes, ``*_raw_bytes`` sizes after decompression (equal when not compressed)."""
+    are stored sizes, ``*_raw_bytes`` sizes after decompression (equal when not compressed);
+    ``raw_bytes`` / ``stored_bytes`` are :class:`~tcc_compiler.isa.wlayout.LayerSizes`'."""
 
     layer_index: int
     kind: LayerKind
@@ -76,16 +78,6 @@ class LayerEntry:
     def merged(self) -> bool:
         """True if weights and params share one blob of merged blocks (flags bit2)."""
         return bool(self.flags & FLAG_MERGED)
-
-    @property
-    def raw_bytes(self) -> int:
-        """Weights + params bytes after decompression."""
-        return self.weights_raw_bytes + self.params_raw_bytes
-
-    @property
-    def stored_bytes(self) -> int:
-        """Weights + params bytes as stored in the file."""
-        return self.weights_bytes + self.params_bytes
 
 
 def decode_entry(data: bytes, pos: int, i: int, section: bytes, path: str) -> LayerEntry:

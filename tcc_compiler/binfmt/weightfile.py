@@ -30,7 +30,8 @@ from tcc_compiler.binfmt.cmdfile import (
 from tcc_compiler.errors import FormatError
 from tcc_compiler.isa import spec
 from tcc_compiler.isa.wcodec import BlockCompressor, LayerKind, channel_blocks, decode_blob
-from tcc_compiler.isa.wlayout import LayerBlobs, WeightLayout, WeightLayoutBuilder, split_merged
+from tcc_compiler.isa.wlayout import (LayerBlobs, LayersSizes, WeightLayout, WeightLayoutBuilder,
+                                      split_merged)
 
 # the layer table (its entry format, flags, LayerEntry and entry checks): re-exported, as
 # callers (tools/gen_isa_doc.py, tests, the executor) import them from here
@@ -92,7 +93,7 @@ def _merged_record(e: LayerEntry, pos: int) -> int | None:
 
 
 @dataclass(frozen=True)
-class WeightFile:
+class WeightFile(LayersSizes):
     """A decoded ``quantized_network.bin``.
 
     Attributes:
@@ -200,16 +201,6 @@ class WeightFile:
         return decode_blob(blob, entry.params_raw_bytes, entry.out_channels,
                            entry.block_channels, f"{self.path}: layer {entry.layer_index} "
                            "params")
-
-    @property
-    def raw_bytes(self) -> int:
-        """Weights + params bytes of all layers after decompression."""
-        return sum(e.raw_bytes for e in self.layers)
-
-    @property
-    def stored_bytes(self) -> int:
-        """Weights + params bytes of all layers as stored (padding excluded)."""
-        return sum(e.stored_bytes for e in self.layers)
 
 
 class WeightFileBuilder:

@@ -14,13 +14,22 @@ from tcc_compiler.errors import InputError, first_line
 
 def _check_npy_header_length(path: Path) -> None:
     """Refuse a ``.npy`` whose header-length field points past the end of the file (numpy
-    would first allocate a buffer of that length, up to 4 GiB, to read the header)."""
+    would first allocate a buffer of that length, up to 4 GiB, to read the header), and a file
+    that is no NumPy file at all (neither the ``.npy`` magic bytes nor an ``.npz``'s zip
+    header: numpy then said "This file contains pickled (object) data", whatever it held).
+
+    Raises:
+        InputError: naming ``path``.
+    """
     try:
         with open(path, "rb") as f:
             head = f.read(12)
             size = os.fstat(f.fileno()).st_size
     except OSError as exc:
         raise InputError(f"{path}: cannot read .npy array: {exc.strerror}") from None
+    if not head.startswith((b"\x93NUMPY", b"PK\x03\x04")):
+        raise InputError(f"{path}: not a .npy array file (no NumPy header: write it with "
+                         "numpy.save)")
     if len(head) >= 10 and head[:6] == b"\x93NUMPY":
         major = head[6]
         start, hlen = (10, int.from_bytes(head[8:10], "little")) if major == 1 else \

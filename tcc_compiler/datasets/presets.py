@@ -1,5 +1,5 @@
 """Preprocessing the user configures: named presets and per-field settings, resolved against
-the model's input size into a :class:`~tcc_compiler.datasets.images.Preprocess`.
+the model's input size into a :class:`~tcc_compiler.datasets.preprocess.Preprocess`.
 
 ``tccc compile --preset/--mean/--std/--scale/--channel-order/--resize/--interpolation`` and the
 API's ``preprocess=`` build a :class:`PreprocessSettings`; the driver resolves it once the model's
@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Callable
 
-from tcc_compiler.datasets.images import CHANNEL_ORDERS, RESIZE_MODES, Preprocess
+from tcc_compiler.datasets.preprocess import CHANNEL_ORDERS, RESIZE_MODES, Preprocess
 from tcc_compiler.errors import InputError
 
 __all__ = ["PRESETS", "PreprocessSettings", "preset"]

@@ -48,18 +48,22 @@ class RawSpec:
 
     @classmethod
     def parse(cls, size, layout: str = "HWC", force: bool = False,
-              flag: str = "--raw-size") -> RawSpec | None:
+              flag: str = "--raw-size", layout_flag: str = "--raw-layout") -> RawSpec | None:
         """The spec of ``--raw-size`` ``size`` (``"WxHxC"`` or a ``(W, H, C)`` tuple) and
         ``--raw-layout`` ``layout``; None when ``size`` is None (no raw files expected).
 
         Raises:
             InputError: ``size`` not ``WxHxC`` within :func:`parse_whc`'s limits (the message
-                names ``flag``), a layout not in :data:`RAW_LAYOUTS`, or ``force`` without a
-                size.
+                names ``flag``), a layout not in :data:`RAW_LAYOUTS`, or ``force`` or a layout
+                other than HWC without a size (they would read nothing; the message names
+                ``layout_flag``).
         """
         if size is None:
             if force:
-                raise InputError("--raw needs --raw-size WxHxC")
+                raise InputError(f"--raw needs {flag} WxHxC")
+            if layout != RAW_LAYOUTS[0]:
+                raise InputError(f"{layout_flag} {layout} applies to raw files of a given "
+                                 f"size only; add {flag} WxHxC")
             return None
         w, h, c = parse_whc(size, flag, "32x32x3")
         return cls(w, h, c, layout, force)
@@ -105,31 +109,39 @@ def is_raw_file(path: Path) -> bool:
     return path.suffix.lower() in RAW_SUFFIXES
 
 
-def check_raw_size(path: Path, raw: RawSpec | None, pre) -> None:
-    """Refuse raw file ``path`` when no ``raw`` size is given or it is not the input size of
-    ``pre`` (a :class:`~tcc_compiler.datasets.images.Preprocess`), before reading it.
+def check_raw_size(path: Path, raw: RawSpec | None, whc: tuple[int, int, int]) -> None:
+    """Refuse raw file ``path`` when no ``raw`` size is given or it is not the model input's
+    ``whc`` (width, height, channels), before reading it.
 
     Raises:
         InputError: naming ``path`` and what to give.
     """
     if raw is None:
         raise InputError(f"{path}: raw array file; give its size (--raw-size WxHxC)")
-    if (raw.width, raw.height, raw.channels) != (pre.width, pre.height, pre.channels):
+    if (raw.width, raw.height, raw.channels) != tuple(whc):
+        w, h, c = whc
         raise InputError(f"{path}: raw size {raw.width}x{raw.height}x{raw.channels} differs "
-                         f"from the model input {pre.width}x{pre.height}x{pre.channels}")
+                         f"from the model input {w}x{h}x{c}")
 
 
-def load_raw(path: Path, pre, raw: RawSpec | None) -> np.ndarray:
+def load_raw(path: Path, pre, raw: RawSpec | None, channels: int | None = None) -> np.ndarray:
     """Raw file ``path`` as float32 NCHW ``[1, C, H, W]``, normalised per ``pre``
-    (:func:`tcc_compiler.datasets.images.normalise`).
+    (:func:`tcc_compiler.datasets.preprocess.normalise`; :func:`raw_values` for a channel count
+    ``pre`` does not describe).
+
+    Args:
+        pre: the :class:`~tcc_compiler.datasets.preprocess.Preprocess` (its width and height are
+            the model input's).
+        channels: the model input's C (default ``pre.channels``; a model taking other than 1
+            or 3 channels has a 3-channel ``pre``).
 
     Raises:
         InputError: no ``raw`` size, a size other than the model input's, an unreadable file
-            or one of the wrong byte count; the message names the file.
+            or one of the wrong byte count, values :func:`raw_values` refuses; the message
+            names the file.
     """
-    from tcc_compiler.datasets.images import normalise
-
-    check_raw_size(path, raw, pre)
+    check_raw_size(path, raw, (pre.width, pre.height,
+                               pre.channels if channels is None else channels))
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -143,4 +155,33 @@ def load_raw(path: Path, pre, raw: RawSpec | None) -> np.ndarray:
         pix = a.reshape(raw.height, raw.width, raw.channels)
     else:
         pix = a.reshape(raw.channels, raw.height, raw.width).transpose(1, 2, 0)
-    return normalise(np.ascontiguousarray(pix), pre)
+    return raw_values(np.ascontiguousarray(pix), pre, path)
+
+
+def raw_values(pixels: np.ndarray, pre, path: Path) -> np.ndarray:
+    """HWC uint8 ``pixels`` as float32 NCHW ``[1, C, H, W]``: ``(pixel * scale - mean) /
+    std``. With ``pre.channels`` channels, exactly as an image's
+    (:func:`tcc_compiler.datasets.preprocess.normalise`, mean/std per channel, channel order);
+    with any other count C (a 2- or 4-channel model input: the preprocessing record holds 1
+    or 3 channels), one mean and one std for every channel, which ``pre`` must give (all its
+    values equal, as ``--pixels raw`` or a one-value ``--mean``/``--std`` make them), in the
+    same float32 arithmetic.
+
+    Raises:
+        InputError: C other than ``pre.channels`` and ``pre``'s mean or std differing between
+            channels (naming ``path`` and what to give).
+    """
+    from tcc_compiler.datasets.preprocess import normalise
+
+    c = pixels.shape[2]
+    if c == pre.channels:
+        return normalise(pixels, pre)
+    if len(set(pre.mean)) != 1 or len(set(pre.std)) != 1:
+        raise InputError(f"{path}: {c}-channel raw file, but the preprocessing's mean "
+                         f"{list(pre.mean)} and std {list(pre.std)} give one value per colour "
+                         f"channel; a {c}-channel input takes one mean and one std for every "
+                         "channel: give --pixels raw (0..255), or compile with --mean M --std S "
+                         "(one value each)")
+    values = (pixels.astype(np.float32) * np.float32(pre.scale) - np.float32(pre.mean[0])) \
+        / np.float32(pre.std[0])
+    return np.ascontiguousarray(values.transpose(2, 0, 1)[None], dtype=np.float32)

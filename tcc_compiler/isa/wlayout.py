@@ -48,8 +48,45 @@ class LayerBlobs:
     merged: bool = False
 
 
+class LayerSizes:
+    """A weighted layer's byte counts from its four size fields (``weights_bytes``,
+    ``weights_raw_bytes``, ``params_bytes``, ``params_raw_bytes``, bytes): one definition for
+    the region's :class:`LayerWeights` and the weight file's layer table entries
+    (:class:`tcc_compiler.binfmt.weight_table.LayerEntry`), which record the same fields."""
+
+    __slots__ = ()
+
+    @property
+    def raw_bytes(self) -> int:
+        """Weights + params bytes after decompression."""
+        return self.weights_raw_bytes + self.params_raw_bytes
+
+    @property
+    def stored_bytes(self) -> int:
+        """Weights + params bytes as stored."""
+        return self.weights_bytes + self.params_bytes
+
+
+class LayersSizes:
+    """The byte counts of all ``self.layers`` (:class:`LayerSizes`), padding excluded: one
+    definition for :class:`WeightLayout` and the read weight file
+    (:class:`tcc_compiler.binfmt.weightfile.WeightFile`)."""
+
+    __slots__ = ()
+
+    @property
+    def raw_bytes(self) -> int:
+        """Weights + params bytes of all layers after decompression."""
+        return sum(e.raw_bytes for e in self.layers)
+
+    @property
+    def stored_bytes(self) -> int:
+        """Weights + params bytes of all layers as stored (padding excluded)."""
+        return sum(e.stored_bytes for e in self.layers)
+
+
 @dataclass(frozen=True)
-class LayerWeights:
+class LayerWeights(LayerSizes):
     """One weighted layer of the region: the facts a weight file layer entry records.
 
     Attributes:
@@ -79,34 +116,14 @@ class LayerWeights:
     params_compressed: bool
     merged: bool = False
 
-    @property
-    def raw_bytes(self) -> int:
-        """Weights + params bytes after decompression."""
-        return self.weights_raw_bytes + self.params_raw_bytes
-
-    @property
-    def stored_bytes(self) -> int:
-        """Weights + params bytes as stored."""
-        return self.weights_bytes + self.params_bytes
-
 
 @dataclass(frozen=True)
-class WeightLayout:
+class WeightLayout(LayersSizes):
     """The WEIGHTS region: its layers in load order and its bytes (blobs 64-aligned, zero
     padding between; a multiple of 64 bytes long)."""
 
     layers: tuple[LayerWeights, ...] = ()
     data: bytes = b""
-
-    @property
-    def raw_bytes(self) -> int:
-        """Weights + params bytes of all layers after decompression."""
-        return sum(e.raw_bytes for e in self.layers)
-
-    @property
-    def stored_bytes(self) -> int:
-        """Weights + params bytes of all layers as stored (padding excluded)."""
-        return sum(e.stored_bytes for e in self.layers)
 
 
 def _place(blob_offset: int, blocks: list[Block]) -> tuple[Block, ...]:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tcc_compiler.datasets.raw import RawSpec, is_raw_file, load_raw
+from tcc_compiler.datasets.raw import RAW_SUFFIXES, RawSpec, is_raw_file, load_raw
 from tcc_compiler.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -181,9 +181,13 @@ def folder_classes_note(root: str | os.PathLike, folders: list[str] | None,
             "of the classes give --labels FILE")
 
 
-def find_samples(images: str | os.PathLike, labels: str | os.PathLike | None = None
-                 ) -> tuple[list[Sample], list[str] | None]:
+def find_samples(images: str | os.PathLike, labels: str | os.PathLike | None = None,
+                 every_file: bool = False) -> tuple[list[Sample], list[str] | None]:
     """The labelled samples of a dataset folder.
+
+    A class sub-folder's samples are its images, ``.npy`` and raw files (the suffixes ``tccc
+    run`` takes from a folder, raw ones always), or, with ``every_file`` (``--raw``), every
+    file; others (``notes.txt``) are skipped with one warning. Hidden files are skipped.
 
     Returns:
         (samples, class names): class names are the sorted sub-folder names, or None when a
@@ -202,10 +206,22 @@ def find_samples(images: str | os.PathLike, labels: str | os.PathLike | None = N
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise InputError(f"{root}: no class sub-folders; give --labels FILE for a flat folder")
-    out = []
+    from tcc_compiler.datasets.images import IMAGE_SUFFIXES
+
+    takes = IMAGE_SUFFIXES + (".npy",) + RAW_SUFFIXES
+    out, skipped = [], []
     for i, c in enumerate(classes):
-        out += [Sample(f, i) for f in sorted((root / c).iterdir())
-                if f.is_file() and not f.name.startswith(".")]
+        for f in sorted((root / c).iterdir()):
+            if not f.is_file() or f.name.startswith("."):
+                continue
+            if every_file or f.suffix.lower() in takes:
+                out.append(Sample(f, i))
+            else:
+                skipped.append(f)
+    if skipped:
+        log.warning("%s: skipped %d file(s) in the class sub-folders that are not images, .npy "
+                    "or raw files (%s%s); --raw reads every file as raw", root, len(skipped),
+                    skipped[0], ", ..." if len(skipped) > 1 else "")
     if not out:
         raise InputError(f"{root}: the class sub-folders hold no files")
     return out, classes
@@ -240,9 +256,11 @@ def preprocess_for(manifest_pre: dict, pixels: str = "manifest", scale: float | 
     return replace(pre, **kw) if kw else pre
 
 
-def load_sample(path: Path, pre, raw: RawSpec | None) -> np.ndarray:
+def load_sample(path: Path, pre, raw: RawSpec | None, channels: int | None = None
+                ) -> np.ndarray:
     """One sample as float32 NCHW ``[1, C, H, W]`` (C = ``pre.channels``): an image, or a raw
-    array (:func:`tcc_compiler.datasets.raw.load_raw`, the loader calibration uses too).
+    array (:func:`tcc_compiler.datasets.raw.load_raw`, the loader calibration uses too) of the
+    model input's ``channels`` (default ``pre.channels``; any count, images 1 or 3).
 
     Raises:
         InputError: unreadable file, a raw file of the wrong size or without a raw layout, a
@@ -251,7 +269,7 @@ def load_sample(path: Path, pre, raw: RawSpec | None) -> np.ndarray:
     from tcc_compiler.datasets.images import load_image
 
     if raw.takes(path) if raw is not None else is_raw_file(path):
-        return load_raw(path, pre, raw)
+        return load_raw(path, pre, raw, channels)
     return load_image(path, pre)
 
 
@@ -285,7 +303,7 @@ def eval_job(prog, item) -> dict:
     if Path(path).suffix.lower() == ".npy" and not (raw is not None and raw.force):
         x = prog.as_input(path)   # a preprocessed array, in the model's NCHW or NHWC layout
     else:
-        x = load_sample(Path(path), pre, raw)
+        x = load_sample(Path(path), pre, raw, int(prog.input_shape[1]))
     from tcc_compiler.datasets.images import IMAGE_CHANNELS
 
     want = tuple(int(d) for d in prog.input_shape)

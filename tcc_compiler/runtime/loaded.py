@@ -21,7 +21,7 @@ from tcc_compiler.emit.files import (CMD_FILE, MANIFEST_FILE, MANIFEST_VERSION, 
 from tcc_compiler.errors import ExecutionError, FormatError, InputError, first_line
 from tcc_compiler.fsutil import check_path
 from tcc_compiler.numerics import dequantize_tensor, quantize_tensor
-from tcc_compiler.runtime.manifest_check import check_manifest
+from tcc_compiler.runtime.manifest_check import check_manifest, version_problem
 from tcc_compiler.runtime.stream_check import load_stream
 from tcc_compiler.sim.executor import Executor
 from tcc_compiler.target import Target
@@ -94,14 +94,12 @@ class LoadedProgram:
             raise FormatError(f"{mpath}: not valid JSON ({exc})") from None
         if not isinstance(self.manifest, dict) or self.manifest.get("format") != "tccc-manifest":
             raise FormatError(f"{mpath}: not a tccc manifest (format field)")
+        version = self.manifest.get("manifest_version")
+        if version is not None and version != MANIFEST_VERSION:   # before the fields it lacks
+            raise FormatError(f"{mpath}: {version_problem(version, self.manifest)}")
         missing = [k for k in _MANIFEST_KEYS if k not in self.manifest]
         if missing:
             raise FormatError(f"{mpath}: missing field(s) {', '.join(missing)}")
-        version = self.manifest["manifest_version"]
-        if version != MANIFEST_VERSION:
-            old = " (it does not record the whole target)" if version == 1 else ""
-            raise FormatError(f"{mpath}: manifest_version {version!r} not supported{old}: "
-                              f"this tccc reads {MANIFEST_VERSION}; recompile the model")
         check_manifest(self.manifest, str(mpath))  # every field typed before it is used
         cmd = _read(self.folder / CMD_FILE)
         wts = _read(self.folder / WEIGHT_FILE)

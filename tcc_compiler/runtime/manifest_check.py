@@ -51,6 +51,23 @@ def is_num(v: Any) -> bool:
         return False
 
 
+def version_problem(version, manifest: dict) -> str:
+    """Why a manifest of ``manifest_version`` ``version`` (not this tccc's) cannot be read,
+    and what to do: an older folder (fields it lacks are not named: the version says it)
+    is recompiled; a newer tccc's folder (its ``tool_version`` named) needs that tccc."""
+    from tcc_compiler.emit.files import MANIFEST_VERSION
+    from tcc_compiler.version import __version__
+
+    text = f"manifest_version {version!r:.20} not supported"
+    if isinstance(version, int) and not isinstance(version, bool) and version > MANIFEST_VERSION:
+        tool = manifest.get("tool_version")
+        by = f" ({tool:.20})" if isinstance(tool, str) else ""
+        return (f"{text}: written by a newer tccc{by}; this tccc ({__version__}) reads "
+                f"{MANIFEST_VERSION}: upgrade tccc, or recompile the model with this one")
+    old = " (it does not record the whole target)" if version == 1 else ""
+    return f"{text}{old}: this tccc reads {MANIFEST_VERSION}; recompile the model"
+
+
 class FieldChecker:
     """Field checks that raise FormatError naming ``path`` and the field (also used by
     :mod:`tcc_compiler.runtime.segmented_check`)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from tcc_compiler.errors import FormatError
-from tcc_compiler.runtime.manifest_check import FieldChecker
+from tcc_compiler.runtime.manifest_check import FieldChecker, version_problem
 from tcc_compiler.target import Target
 
 #: Element types a segmented model's graph output may have (its host graph's output dtype).
@@ -91,8 +91,7 @@ def check_segmented_manifest(manifest: dict, path: str) -> dict:
     ck = FieldChecker(path)
     m = ck.obj(manifest, "manifest")
     if m.get("manifest_version") != MANIFEST_VERSION:
-        raise ck.fail("manifest_version", f"{m.get('manifest_version')!r:.20} not supported: "
-                      f"this tccc reads {MANIFEST_VERSION}; recompile the model")
+        raise FormatError(f"{path}: {version_problem(m.get('manifest_version'), m)}")
     rec = ck.obj(ck.key(m, "model", "manifest"), "model")
     sha = ck.key(rec, "sha256", "model")
     if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef"

@@ -84,7 +84,7 @@ class Executor(RunLoop, RepeatRuns, SramAccess):
 
     Attributes:
         cmd: the program (settable: :attr:`cmd`).
-        target: the target the program runs on.
+        target: the target the program runs on (read-only).
         stats: :class:`ExecStats` of the last run (None before the first).
 
     Threads: one executor may be run from several threads (a ``tc.load`` model shared by a
@@ -104,7 +104,7 @@ class Executor(RunLoop, RepeatRuns, SramAccess):
         # WEIGHTS is read-only (no command writes it): one read-only view of the file's bytes
         # serves every run, instead of a copy of the whole data section per run
         self._weights_mem = Memory("WEIGHTS", bytes(self.weights_data), False)
-        self.target = target
+        self._target = target   # read-only (:attr:`target`): _bind checks the program on it
         self.fill = fill
         self.blas_threads = blas_threads
         self.stats: ExecStats | None = None
@@ -119,6 +119,12 @@ class Executor(RunLoop, RepeatRuns, SramAccess):
         # below: runs from several threads (one tc.load model shared) take turns
         self._lock = threading.Lock()
         self._bind(cmd)
+
+    @property
+    def target(self) -> Target:
+        """The target the program runs on; read-only (every command was checked against it
+        and the SRAM sized from it: another target takes a new executor)."""
+        return self._target
 
     @property
     def cmd(self) -> CmdFile:

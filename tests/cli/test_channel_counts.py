@@ -116,3 +116,54 @@ def test_ops_says_a_2_or_4_channel_model_needs_calibration_arrays(tmp_path, caps
         caplog.clear()
         code, _, err = run_cli(["ops", model], capsys)
         assert code == 0 and "channels" not in caplog.text, caplog.text
+
+
+def _raw4(tmp_path, n: int = 2) -> list:
+    """``n`` random HxWx4 uint8 raw files (HWC) for the 4-channel model."""
+    files = []
+    for i in range(n):
+        f = tmp_path / f"s{i}.bin"
+        f.write_bytes(np.random.default_rng(i).integers(0, 256, HW * HW * 4, np.uint8).tobytes())
+        files.append(f)
+    return files
+
+
+def test_4_channel_raw_files_run_eval_and_calibrate(channel_folders, tmp_path, capsys):
+    # raw files of the model's 4 channels were refused as "differs from the model input
+    # 16x16x3": the preprocessing record's 3 channels stood for the model's
+    c4 = channel_folders[4]
+    files = _raw4(tmp_path)
+    size = f"{HW}x{HW}x4"
+    code, stdout, err = run_cli(["run", c4["folder"], files[0], "--raw-size", size, "--pixels",
+                                 "raw", "--check", c4["model"], "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["check"]["bit_exact"] is True
+    (tmp_path / "ev" / "cls0").mkdir(parents=True)
+    shutil.copy(files[0], tmp_path / "ev" / "cls0" / "a.bin")
+    code, stdout, err = run_cli(["eval", c4["folder"], "--images", tmp_path / "ev", "--raw-size",
+                                 size, "--pixels", "raw", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["samples"] == 1
+    # calibration on them, one mean and std for all 4 channels
+    out = tmp_path / "out"
+    code, _, err = run_cli(["compile", c4["model"], "--calib", *files, "--raw-size", size,
+                            "--mean", "127", "--std", "128", "--scale", "1", "-o", out], capsys)
+    assert code == 0, err
+    code, stdout, err = run_cli(["run", out, files[1], "--raw-size", size, "--check", c4["model"],
+                                 "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["check"]["bit_exact"] is True
+
+
+def test_4_channel_raw_files_with_a_per_colour_mean_say_what_to_give(channel_folders,
+                                                                     tmp_path, capsys):
+    f = _raw4(tmp_path, 1)[0]
+    code, _, err = run_cli(["run", channel_folders[4]["folder"], f, "--raw-size",
+                            f"{HW}x{HW}x4"], capsys)
+    line = one_line_error(err)
+    assert code == 2
+    assert f.name in line and "4-channel raw file" in line and "--pixels raw" in line
+    code, _, err = run_cli(["run", channel_folders[4]["folder"], f, "--raw-size",
+                            f"{HW}x{HW}x3"], capsys)
+    assert code == 2
+    assert f"differs from the model input {HW}x{HW}x4" in one_line_error(err)

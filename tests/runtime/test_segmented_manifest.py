@@ -140,3 +140,16 @@ def test_an_edited_input_shape_before_a_host_segment_is_refused(tmp_path, capsys
     code, _, err = run_cli(["inspect", bad], capsys)
     assert code == 2, err
     assert "manifest.json: input.shape" in one_line_error(err) and "host_0.onnx" in err, err
+
+
+def test_a_newer_tccc_segmented_folder_says_to_upgrade(seg_folder, tmp_path, capsys):
+    # it said "recompile the model", as to an older folder, as the plain manifest did
+    _, out = seg_folder
+    bad = _damaged(out, tmp_path, ("manifest_version",), 99)
+    m = json.loads((bad / "manifest.json").read_text())
+    m["tool_version"] = "9.0"
+    (bad / "manifest.json").write_text(json.dumps(m))
+    code, _, err = run_cli(["run", bad, PHOTO], capsys)
+    line = one_line_error(err)
+    assert code == 2
+    assert "manifest_version 99" in line and "newer tccc (9.0)" in line and "upgrade" in line

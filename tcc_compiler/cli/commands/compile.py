@@ -21,15 +21,9 @@ def add_arguments(p) -> None:
     p.add_argument("--calib", nargs="+", default=None,
                    help="calibration images, folders, .npy arrays or, with --raw-size, raw "
                         "uint8 files (.bin/.raw/.rgb) (default: bundled photos)")
-    from tcc_compiler.datasets.raw import RAW_LAYOUTS
+    from tcc_compiler.cli.raw_options import add_raw_arguments
 
-    p.add_argument("--raw-size", metavar="WxHxC", default=DEFAULTS.raw_size,
-                   help="raw uint8 calibration files (.bin/.raw/.rgb) of this size, read as "
-                        "tccc eval --raw-size reads them: the model input's size, not "
-                        "resized; pixel values as the preprocessing below says")
-    p.add_argument("--raw-layout", default=DEFAULTS.raw_layout, choices=RAW_LAYOUTS,
-                   help="HWC = pixel-interleaved (e.g. CIFAR-10 files), CHW = planar "
-                        "(default %(default)s)")
+    add_raw_arguments(p, "calibration files")
     p.add_argument("--calib-method", default=DEFAULTS.method, help=_methods_help())
     p.add_argument("--percentile", type=float, default=None,
                    help=f"percentile of --calib-method percentile (default "
@@ -198,6 +192,9 @@ def run(args) -> int:
 
         raise InputError(f"--percentile applies to --calib-method percentile only (method is "
                          f"{args.calib_method}); add --calib-method percentile")
+    from tcc_compiler.cli.raw_options import raw_options
+
+    raw_options(args)   # --raw-layout without --raw-size, a bad size: refused before any work
     if args.raw_size is not None and not args.calib:
         from tcc_compiler.errors import InputError
 
@@ -375,10 +372,13 @@ def _print_segmented(args, r: dict) -> None:
 def options_from_args(args) -> CompileOptions:
     """The :class:`CompileOptions` of ``tccc compile``'s arguments (an option not given keeps
     the record's default)."""
+    from tcc_compiler.cli.raw_options import raw_options
+
     percentile = DEFAULTS.percentile if args.percentile is None else args.percentile
+    raw_size, raw_layout = raw_options(args)
     return CompileOptions(
         input_whc=args.input, target=args.target, calibration=args.calib,
-        raw_size=args.raw_size, raw_layout=args.raw_layout, method=args.calib_method,
+        raw_size=raw_size, raw_layout=raw_layout, method=args.calib_method,
         percentile=percentile, calib_table=args.calib_table,
         bias_correction=args.bias_correction, compress_weights=not args.no_compress_weights,
         preprocess=preprocess_from_args(args), weight_rounding=args.weight_rounding,

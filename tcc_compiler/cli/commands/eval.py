@@ -22,8 +22,6 @@ ORDER = 35
 
 def add_arguments(p) -> None:
     """Arguments of ``tccc eval``."""
-    from tcc_compiler.api.folders import PIXEL_MODES, RAW_LAYOUTS
-
     p.add_argument("dir", help="compiled output folder")
     p.add_argument("--images", required=True,
                    help="dataset folder: class sub-folders, or files listed by --labels")
@@ -31,23 +29,20 @@ def add_arguments(p) -> None:
                    help="labels file: 'file,...,label' (CSV) or 'file label' per line")
     p.add_argument("--check", metavar="MODEL.onnx",
                    help="also run the float model (ONNX Runtime) and count top-1 flips")
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples")
-    p.add_argument("--jobs", type=int, default=1,
+    from tcc_compiler.cli.main import positive_int
+
+    p.add_argument("--limit", type=positive_int, default=None,
+                   help="evaluate the first N samples")
+    p.add_argument("--jobs", type=positive_int, default=1,
                    help="worker processes (default 1; at most one per sample and per CPU); "
                         "with --ray, the most Ray actors")
     p.add_argument("--ray", metavar="auto|ADDRESS", default=None,
                    help="run the samples on a Ray cluster (pip install 'tccc[ray]'): 'auto' "
                         "= the running cluster or a new local one, else its address; same "
                         "results as a local run; sample paths must be readable on every node")
-    p.add_argument("--raw-size", metavar="WxHxC", default=None,
-                   help="raw uint8 sample files (.bin/.raw/.rgb) of this size")
-    p.add_argument("--raw-layout", default="HWC", choices=RAW_LAYOUTS,
-                   help="HWC = pixel-interleaved (CIFAR-10 files here), CHW = planar")
-    p.add_argument("--raw", action="store_true",
-                   help="treat every sample file as raw, whatever its suffix")
-    p.add_argument("--pixels", default="manifest", choices=PIXEL_MODES,
-                   help="manifest = the compiled preprocessing; raw = values 0..255 "
-                        "(scale 1, mean 0, std 1)")
+    from tcc_compiler.cli.raw_options import add_raw_arguments
+
+    add_raw_arguments(p, "sample files", force=True, pixels=True)
     p.add_argument("--scale", type=float, default=None, help="override pixel scale")
     p.add_argument("--mean", type=float, nargs="+", default=None, metavar="M",
                    help="override mean (1 or 3 values, as compile's --mean)")
@@ -64,10 +59,12 @@ def _pct(v: float) -> str:
 def run(args) -> int:
     """tccc eval DIR --images FOLDER [--labels FILE] [--check MODEL] [--limit N] [--json]"""
     from tcc_compiler.api import folders
+    from tcc_compiler.cli.raw_options import raw_options
 
+    raw_size, raw_layout = raw_options(args)
     res = folders.evaluate_folder(
         args.dir, args.images, args.labels, check=args.check, limit=args.limit,
-        jobs=args.jobs, raw_size=args.raw_size, raw_layout=args.raw_layout, raw=args.raw,
+        jobs=args.jobs, raw_size=raw_size, raw_layout=raw_layout, raw=args.raw,
         pixels=args.pixels, scale=args.scale, mean=args.mean, std=args.std,
         progress=not (args.no_progress or args.quiet) and sys.stderr.isatty(), ray=args.ray)
     if args.json:

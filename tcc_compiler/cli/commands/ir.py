@@ -41,7 +41,9 @@ def add_arguments(p) -> None:
     when.add_argument("--before", metavar="PASS", default=None, help="print before this stage")
     pr.add_argument("--calib", nargs="+", default=None,
                     help="calibration inputs for --after quantize (default: bundled photos)")
-    pr.add_argument("--inline-limit", type=int, default=16,
+    from tcc_compiler.cli.main import non_negative_int
+
+    pr.add_argument("--inline-limit", type=non_negative_int, default=16,
                     help="constants with more elements print as @references (default 16)")
     pr.add_argument("--json", action="store_true",
                     help='print {"model", "stage", "when", "ir": text} as one JSON object')

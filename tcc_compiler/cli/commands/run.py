@@ -24,23 +24,16 @@ def add_arguments(p) -> None:
                    help="images, .npy float32 arrays shaped like the ONNX input, raw uint8 "
                         "files (.bin/.raw/.rgb, with --raw-size), or folders of them (several "
                         "inputs reuse the decoded program)")
-    from tcc_compiler.api.folders import PIXEL_MODES, RAW_LAYOUTS
+    from tcc_compiler.cli.raw_options import add_raw_arguments
 
-    p.add_argument("--raw-size", metavar="WxHxC", default=None,
-                   help="raw uint8 input files (.bin/.raw/.rgb) of this size, the model "
-                        "input's (never resized), read as tccc eval and compile --calib read "
-                        "them")
-    p.add_argument("--raw-layout", default="HWC", choices=RAW_LAYOUTS,
-                   help="HWC = pixel-interleaved (CIFAR-10 files here), CHW = planar")
-    p.add_argument("--pixels", default="manifest", choices=PIXEL_MODES,
-                   help="manifest = the compiled preprocessing; raw = values 0..255 "
-                        "(scale 1, mean 0, std 1)")
-    p.add_argument("--jobs", type=int, default=1,
+    add_raw_arguments(p, "input files", pixels=True)
+    from tcc_compiler.cli.main import non_negative_int, positive_int
+
+    p.add_argument("--jobs", type=positive_int, default=1,
                    help="worker processes for several inputs (default 1)")
     p.add_argument("--schedule", default="inorder", choices=("inorder", "random"),
                    help="command order: stream order, or a random legal interleaving of the "
                         "three queues with hazard checks (see --seed)")
-    from tcc_compiler.cli.main import non_negative_int, positive_int
 
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of --schedule random (an integer >= 0)")
@@ -103,14 +96,39 @@ def _with_checks(results, xs, checker, jobs: int):
         yield res, pending
 
 
+#: Suffixes of model files: given where an input goes, they are refused (not decoded as images).
+MODEL_SUFFIXES = (".onnx", ".tir")
+
+
+def _refuse_model_inputs(inputs) -> None:
+    """Refuse an input path naming a model file (``tccc run OUT model.onnx``: the model where
+    an input goes, perhaps meant for ``--check``), which was decoded as an image.
+
+    Raises:
+        InputError: naming the file and ``--check``.
+    """
+    from pathlib import Path
+
+    from tcc_compiler.errors import InputError
+
+    for given in inputs:
+        if Path(given).suffix.lower() in MODEL_SUFFIXES:
+            raise InputError(f"{given}: a model file, not an input (give images, .npy arrays "
+                             f"or raw files); to compare the run with the model: --check {given}")
+
+
 def run(args) -> int:
     """tccc run DIR INPUT... [--raw-size WxHxC [--raw-layout HWC|CHW]] [--pixels manifest|raw]
     [--check MODEL] [--json] [--topk K] [--jobs N] [--schedule inorder|random --seed N]"""
     from tcc_compiler.api import folders
 
-    prog = folders.load_program(args.dir)
-    xs, labels = folders.labelled_inputs(args.input, prog, raw_size=args.raw_size,
-                                         raw_layout=args.raw_layout, pixels=args.pixels)
+    from tcc_compiler.cli.raw_options import raw_options
+
+    raw_size, raw_layout = raw_options(args)
+    prog = folders.load_program(args.dir)   # a bad folder is said first
+    _refuse_model_inputs(args.input)
+    xs, labels = folders.labelled_inputs(args.input, prog, raw_size=raw_size,
+                                         raw_layout=raw_layout, pixels=args.pixels)
     checker = folders.checker(prog, args.check) if args.check else None
     t0 = time.perf_counter()
     outs = []
