@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -129,17 +130,20 @@ def _tensor_problem(t: onnx.TensorProto, name: str,
         n *= d
     if t.data_location == onnx.TensorProto.EXTERNAL:
         return None  # range checked by _check_external_data, size once loaded (raw_data)
+    raw = None
     if t.HasField("raw_data"):
-        if np_dtype.kind != "O" and len(t.raw_data) != n * np_dtype.itemsize:
-            return (f"payload is {len(t.raw_data)} bytes, dims {list(t.dims)} of "
+        raw = t.raw_data   # a copy of the payload per access: read once
+        if np_dtype.kind != "O" and len(raw) != n * np_dtype.itemsize:
+            return (f"payload is {len(raw)} bytes, dims {list(t.dims)} of "
                     f"{np_dtype} need {n * np_dtype.itemsize}")
     elif np_dtype.kind in "biuf" and len(getattr(t, field)) != n:
         return f"holds {len(getattr(t, field))} values, dims {list(t.dims)} need {n}"
     if np_dtype.kind == "f" and n and not consumers.get(name, set()) <= {"Clip"}:
-        arr = onnx.numpy_helper.to_array(t)
-        bad = int(np.count_nonzero(~np.isfinite(arr)))
-        if bad:
-            return f"holds {bad} NaN/Inf value(s)"
+        arr = np.frombuffer(raw, np_dtype) if raw is not None and sys.byteorder == "little" \
+            else onnx.numpy_helper.to_array(t)
+        # min and max are NaN when any value is, +-inf when one is: counted only then
+        if not (np.isfinite(arr.min()) and np.isfinite(arr.max())):
+            return f"holds {int(np.count_nonzero(~np.isfinite(arr)))} NaN/Inf value(s)"
     return None
 
 

@@ -28,6 +28,7 @@ from tcc_compiler.frontend import nofold
 from tcc_compiler.frontend.fold import fold_and_infer
 from tcc_compiler.frontend.magnitudes import parameter_problems
 from tcc_compiler.frontend.qdq_import import attach_fixed, strip_qdq
+from tcc_compiler.frontend.shape_infer import light_copy
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
 
@@ -158,7 +159,9 @@ class PreparedModel:
     Attributes:
         proto: the folded ``onnx.ModelProto`` with every intermediate shape inferred
             (``value_info``), nodes in topological order (onnx-graphsurgeon's toposort).
-        original: the model as loaded (before folding), for the validity checks.
+        original: the model as loaded (before folding), for the validity checks: its large
+            float initializers hold name, type and dims only
+            (:func:`~tcc_compiler.frontend.shape_infer.light_copy`).
         where: the model's name in messages (its path, or the graph name).
         opset: its default-domain opset.
         in_name, in_shape, layout: the image input's name, fixed shape (NCHW ``[1, C, H, W]``
@@ -210,8 +213,7 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
     else:
         where = str(model)
         proto = load_onnx(model)
-    original = onnx.ModelProto()
-    original.CopyFrom(proto)
+    original = light_copy(proto)   # the validity checks read no weight data
     # QDQ / QOperator: the float model + the quantization parameters it fixes
     proto, fixed = strip_qdq(proto, where)
     opset = _check_domains(proto, where, custom_domains)
