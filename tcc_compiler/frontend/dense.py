@@ -24,7 +24,9 @@ def gemm(ctx: Ctx, node: onnx.NodeProto) -> None:
     if b.ndim != 2 or len(x.shape) != 2:
         raise Unsupported("only 2-D Gemm is supported")
     w = b.T if not int(a.get("transB", 0)) else b
-    w = w.astype(np.float64) * float(a.get("alpha", 1.0))
+    alpha = float(a.get("alpha", 1.0))
+    if alpha != 1.0 or w.dtype != np.float32:   # (float32 weights times 1.0: themselves)
+        w = w.astype(np.float64) * alpha
     m = w.shape[0]
     if w.shape[1] != x.shape[1]:  # checked before C, whose check needs the right M
         raise Unsupported(f"B of shape {list(b.shape)} (transB={int(a.get('transB', 0))}) "
@@ -50,7 +52,7 @@ def _emit_fc(ctx, node, x: Value, w: np.ndarray, bias: np.ndarray) -> None:
     if w.shape[1] != x.shape[1]:
         raise Unsupported(f"weight K={w.shape[1]} does not match input {x.shape}")
     wv = Value(ctx.g.fresh_name(node.input[1]), (w.shape[0], w.shape[1], 1, 1), "float32",
-               const=w.reshape(w.shape[0], w.shape[1], 1, 1).astype(np.float32))
+               const=np.asarray(w.reshape(w.shape[0], w.shape[1], 1, 1), np.float32))
     bv = Value(ctx.g.fresh_name(node.output[0] + "_bias"), (w.shape[0],), "float32",
                const=bias.astype(np.float32))
     ctx.emit(Op.FC, node, [x, wv, bv], FcAttrs())

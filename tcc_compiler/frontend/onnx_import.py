@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -28,6 +28,7 @@ from tcc_compiler.frontend import nofold
 from tcc_compiler.frontend.fold import fold_and_infer
 from tcc_compiler.frontend.magnitudes import parameter_problems
 from tcc_compiler.frontend.qdq_import import attach_fixed, strip_qdq
+from tcc_compiler.frontend.shape_infer import light_copy
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import HOST_OPS, VIEW_OPS
 
@@ -158,7 +159,9 @@ class PreparedModel:
     Attributes:
         proto: the folded ``onnx.ModelProto`` with every intermediate shape inferred
             (``value_info``), nodes in topological order (onnx-graphsurgeon's toposort).
-        original: the model as loaded (before folding), for the validity checks.
+        original: the model as loaded (before folding), for the validity checks: its large
+            float initializers hold name, type and dims only
+            (:func:`~tcc_compiler.frontend.shape_infer.light_copy`).
         where: the model's name in messages (its path, or the graph name).
         opset: its default-domain opset.
         in_name, in_shape, layout: the image input's name, fixed shape (NCHW ``[1, C, H, W]``
@@ -168,6 +171,9 @@ class PreparedModel:
         fixed: the quantization parameters a pre-quantized (QDQ / QOperator) model fixes,
             from :func:`~tcc_compiler.frontend.qdq_import.strip_qdq` (``proto`` is then its
             float model); None for a float model.
+        arrays: {initializer name: flat read-only values} of ``proto``'s float initializers
+            already read (:func:`~tcc_compiler.frontend.loader.check_tensors`), when
+            ``proto`` holds the checked initializers unchanged (no folding); else empty.
     """
 
     proto: onnx.ModelProto
@@ -179,6 +185,7 @@ class PreparedModel:
     layout: str
     fixed: object | None = None
     extra: tuple = ()
+    arrays: dict = field(default_factory=dict)
 
 
 def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
@@ -210,12 +217,11 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
     else:
         where = str(model)
         proto = load_onnx(model)
-    original = onnx.ModelProto()
-    original.CopyFrom(proto)
+    original = light_copy(proto)   # the validity checks read no weight data
     # QDQ / QOperator: the float model + the quantization parameters it fixes
     proto, fixed = strip_qdq(proto, where)
     opset = _check_domains(proto, where, custom_domains)
-    check_tensors(proto, where)  # before anything allocates from a tensor's claimed dims
+    read = check_tensors(proto, where)  # before anything allocates from a tensor's claimed dims
     check_node_attributes(proto, where)
     in_name, in_shape, layout = _fix_input_dims(proto, input_whc, where)
     # an NPU segment's other inputs (before folding: graphsurgeon drops the segment mark)
@@ -226,7 +232,7 @@ def prepare_onnx(model: str | os.PathLike | onnx.ModelProto,
         inferred = fold_and_infer(proto, where, opset)
     check_inferred_shapes(inferred, where)
     return PreparedModel(inferred, original, where, opset, in_name, in_shape, layout, fixed,
-                         extra)
+                         extra, read if inferred is proto else {})
 
 
 def import_onnx(model: str | os.PathLike | onnx.ModelProto,
@@ -249,7 +255,7 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
     """
     pm = prepare_onnx(model, input_whc)
     graph = _convert(pm.proto, pm.where, pm.opset, pm.in_name, pm.in_shape, pm.layout,
-                     pm.extra)
+                     pm.extra, pm.arrays)
     if pm.fixed is not None:
         graph.meta["prequantized"] = attach_fixed(graph, pm.fixed)
     check_onnx_validity(pm.original, pm.where)  # last: the checks above say more specific
@@ -257,13 +263,17 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
 
 
 def _convert(model: onnx.ModelProto, where: str, opset: int, in_name: str,
-             in_shape: tuple[int, ...], layout: str, extra=()) -> Graph:
+             in_shape: tuple[int, ...], layout: str, extra=(), arrays=None) -> Graph:
+    """The graph IR of a prepared model (``arrays``: :attr:`PreparedModel.arrays`)."""
+    arrays = arrays or {}
     g = Graph(name=model.graph.name or "graph")
     g.meta.update({"source": where, "opset": opset, "input_layout": layout,
                    "onnx_input": in_name})
     ctx = Ctx(g, where, opset)
     for init in model.graph.initializer:
-        arr = np.asarray(onnx.numpy_helper.to_array(init))
+        got = arrays.get(init.name)
+        arr = got.reshape(tuple(init.dims)) if got is not None else \
+            np.asarray(onnx.numpy_helper.to_array(init))
         if arr.dtype == np.float64:
             # onnx-graphsurgeon folds Constant(value_float(s)) into float64 arrays; the graph
             # is float32 (its one input is checked to be) so these are float32 values, exact

@@ -18,11 +18,21 @@ from onnx import TensorProto
 
 #: Float initializers with at least this many bytes of ``raw_data`` are left out of the copy.
 LEND_BYTES = 1 << 12
-_FLOATS = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16)
+#: Bytes per value of the float types lent out.
+_FLOATS = {TensorProto.FLOAT: 4, TensorProto.DOUBLE: 8, TensorProto.FLOAT16: 2,
+           TensorProto.BFLOAT16: 2}
 
 
 def _heavy(t: TensorProto) -> bool:
-    return t.data_type in _FLOATS and t.ByteSize() >= LEND_BYTES and t.HasField("raw_data")
+    """A float initializer with ``raw_data`` of at least :data:`LEND_BYTES`, its size read off
+    its dims (``ByteSize`` and ``raw_data`` copy the payload on every call)."""
+    item = _FLOATS.get(t.data_type)
+    if item is None:
+        return False
+    n = item
+    for d in t.dims:
+        n *= d
+    return n >= LEND_BYTES and t.HasField("raw_data")
 
 
 def _light(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[int]]:
@@ -45,6 +55,14 @@ def _light(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[int]]:
             else:
                 light.graph.initializer.add().CopyFrom(t)
     return light, heavy
+
+
+def light_copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``proto`` whose float initializers of :data:`LEND_BYTES` or more hold their
+    name, type and dims but no data (every other field as in ``proto``): what the validity
+    checks read (:func:`tcc_compiler.frontend.loader.check_onnx_validity`), without a copy
+    of the weights (ResNet-50: 100 MB)."""
+    return _light(proto)[0]
 
 
 def _set(msg, fd, val) -> None:

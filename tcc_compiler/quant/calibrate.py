@@ -311,6 +311,12 @@ class MSEObserver:
         alphas = np.linspace(0.05, 1.0, 191)
         lo, hi = lo0 * alphas[:, None], hi0 * alphas[:, None]          # [A, 1]
         step2 = ((hi - lo) / 255.0) ** 2 / 12.0
+        kern = jit.kernel_module("tcc_compiler.quant.observe_jit") if jit.loaded() else None
+        if kern is not None:   # the same terms in one pass (quant/observe_jit.py)
+            t = np.empty((len(alphas), len(c)))
+            kern.mse_terms(c, counts, lo[:, 0], hi[:, 0], step2[:, 0], t)
+            a = float(alphas[int(np.argmin(t.sum(axis=1)))])
+            return max(lo0 * a, self.mm.lo), min(hi0 * a, self.mm.hi)
         # d = max(c - hi, 0) + max(lo - c, 0); err = sum(counts * (d^2 if d > 0 else step2)),
         # in two [A, bins] buffers (the same operations on the same values as the one-line
         # form with its temporaries)

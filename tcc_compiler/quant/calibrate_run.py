@@ -117,7 +117,7 @@ def run_values(sess: FloatSession, inputs: Iterable,
                 _finish(pending)   # an earlier input's error comes first
                 raise
             _finish(pending)       # the previous input's visits, in order (errors first)
-            pending = [pool.submit(visit, name, arr, k) for name, arr in values]
+            pending = _submit_largest_first(pool, visit, values, k)
             del values, x, feed
             k += 1
         _finish(pending)
@@ -125,6 +125,17 @@ def run_values(sess: FloatSession, inputs: Iterable,
 
 #: End of the inputs (``next``'s default).
 _END = object()
+
+
+def _submit_largest_first(pool: ThreadPoolExecutor, visit: Callable, values: list,
+                          k: int) -> list[Future]:
+    """``visit(name, arr, k)`` of every value on ``pool``, the largest arrays started first
+    (their observers and second moments take longest: none starts last and runs alone while
+    the other workers idle), the futures returned in ``values``' order (the order errors are
+    raised in). Each name is visited once per input, so the order changes no result."""
+    order = sorted(range(len(values)), key=lambda i: -values[i][1].size)
+    started = {i: pool.submit(visit, values[i][0], values[i][1], k) for i in order}
+    return [started[i] for i in range(len(values))]
 
 
 def _finish(pending: list[Future]) -> None:

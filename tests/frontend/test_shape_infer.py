@@ -74,3 +74,15 @@ def test_into_falls_back_when_inference_changes_more(monkeypatch):
     monkeypatch.setattr(onnx.shape_inference, "infer_shapes", renaming)
     got = shape_infer.infer_shapes_into(m)
     assert got is not m and got.graph.name == "renamed" and m.graph.name == "g"
+
+
+def test_light_copy_keeps_everything_but_the_weight_data():
+    """The validity checks' copy (onnx_import.prepare_onnx's ``original``): the large float
+    initializers keep name, type and dims, not their data; everything else is as given."""
+    m = _model()
+    light = shape_infer.light_copy(m)
+    w, shape = light.graph.initializer
+    assert (w.name, w.data_type, list(w.dims)) == ("w", TensorProto.FLOAT, [32, 8, 3, 3])
+    assert not w.HasField("raw_data") and len(m.graph.initializer[0].raw_data) == 32 * 72 * 4
+    assert shape == m.graph.initializer[1]                 # small tensors are kept whole
+    assert light.graph.node == m.graph.node and light.opset_import == m.opset_import

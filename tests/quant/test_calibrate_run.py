@@ -115,3 +115,27 @@ def test_errors_name_the_calibration_file(make_model, tmp_path):
     np.save(big, xs)
     with pytest.raises(InputError, match=r"big\.npy"):
         observe(g, resolve_calibration([str(big)], g, None)[0], ["minmax"])
+
+
+def test_largest_values_are_visited_first():
+    """One input's visits go to the workers largest array first (none of the long ones starts
+    last and runs alone); the futures come back in the values' order, the order errors are
+    raised in."""
+    from concurrent.futures import Future
+
+    class Pool:
+        def __init__(self):
+            self.order = []
+
+        def submit(self, fn, name, arr, k):
+            self.order.append(name)
+            f = Future()
+            f.set_result(fn(name, arr, k))
+            return f
+
+    values = [(n, np.zeros(s, np.float32)) for n, s in
+              [("in", 12), ("a", 300), ("b", 5), ("c", 4000), ("d", 300)]]
+    pool = Pool()
+    got = calibrate_run._submit_largest_first(pool, lambda n, a, k: (n, k), values, 7)
+    assert pool.order == ["c", "a", "d", "in", "b"]
+    assert [f.result() for f in got] == [(n, 7) for n, _ in values]

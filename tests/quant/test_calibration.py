@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tcc_compiler.errors import InputError
+from tcc_compiler.numerics import jit
 from tcc_compiler.quant.calibrate import (EntropyObserver, Histogram, MSEObserver,
                                           PercentileObserver, collect_ranges, make_observer)
 
@@ -316,3 +317,30 @@ def test_resnet8_int8_top1_close_to_fp32(method):
     # 1 point of 200 images = 2 images (integer counts: no float round-off)
     assert abs(int(np.sum(q == labels)) - int(np.sum(fp == labels))) <= 2
     assert int(np.sum(q != fp)) <= 8
+
+
+@pytest.mark.skipif(not jit.available(), reason="numba (the fast extra) not installed")
+def test_mse_range_compiled_is_the_numpy_range(monkeypatch):
+    """Once numba is loaded the MSE search's terms are computed by quant/observe_jit.py: the
+    same range bit for bit as the numpy form, on ReLU-like (zeros), two-signed, all-negative,
+    spiky and constant-bulk inputs."""
+    jit.warm()
+    r = np.random.default_rng(7)
+    cases = [np.maximum(r.normal(0.3, 1.0, 200_000), 0.0), r.normal(0.0, 2.0, 100_000),
+             -r.exponential(1.0, 50_000), np.concatenate([r.uniform(0, 1, 90_000),
+                                                          np.full(7, 40.0)]),
+             np.concatenate([np.full(1000, 6.0), r.uniform(0, 6, 500)]),
+             r.normal(0, 1e-3, 10_000).astype(np.float32)]
+    seen = []
+    module = jit.kernel_module
+    monkeypatch.setattr(jit, "kernel_module", lambda name: seen.append(name) or module(name))
+    for x in cases:
+        obs = _feed(MSEObserver(), x, parts=3)
+        got = obs.range()
+        old = jit.set_enabled(False)
+        try:
+            want = obs.range()
+        finally:
+            jit.set_enabled(old)
+        assert got == want and type(got[0]) is type(want[0])
+    assert "tcc_compiler.quant.observe_jit" in seen

@@ -11,7 +11,7 @@ from tcc_compiler.errors import InputError, InternalError
 from tcc_compiler.frontend import import_onnx
 from tcc_compiler.ir.graph import Graph, QuantParams, Value
 from tcc_compiler.ir.ops import ActKind, Activation, ConvAttrs, Op, PoolAttrs
-from tcc_compiler.numerics import quantize_multiplier
+from tcc_compiler.numerics import jit, quantize_multiplier
 from tcc_compiler.passes import PassManager, default_pipeline
 from tcc_compiler.quant import (collect_ranges, conv_quant, dequantize_output, pool_quant,
                                 quantize_graph, quantize_input, run_golden)
@@ -54,6 +54,39 @@ def test_quantize_weights_per_channel_and_zero_channel():
     assert q[1].tolist() == [[[0]], [[0]]]          # all-zero channel: scale 1, zeros
     assert q[2, :, 0, 0].tolist() == [-127, 0]      # symmetric: never -128
     assert np.abs(q).max() <= 127
+
+
+def _weight_cases(rng) -> list:
+    """Trained-like, power-of-two-grid, all-zero, mixed and read-only float weights."""
+    mixed = np.concatenate([rng.standard_normal((3, 10)), np.zeros((1, 10)),
+                            np.arange(30).reshape(3, 10) / 4]).reshape(7, 10, 1, 1)
+    ro = np.frombuffer(rng.standard_normal(64 * 75).astype(np.float32).tobytes(), np.float32)
+    return [rng.standard_normal((16, 3, 3, 3)).astype(np.float32),
+            (rng.integers(-15, 16, (8, 16, 1, 1)) / 8).astype(np.float32),   # DFL-like grid
+            -np.zeros((4, 5, 1, 1), np.float32), mixed, mixed.astype(np.float32),
+            (rng.integers(-127, 128, (16, 9)) * 0.37).astype(np.float32),
+            ro.reshape(64, 3, 5, 5)]
+
+
+@pytest.mark.skipif(not jit.available(), reason="numba (the fast extra) not installed")
+@pytest.mark.parametrize("qmax", [127, 32767])
+def test_compiled_weight_quantization_is_the_numpy_one(rng, qmax):
+    """The compiled kernels (quant/weights_jit.py) give the numpy form's levels and scales,
+    bit for bit, grid channels included; they run once numba is loaded."""
+    jit.warm()
+    from tcc_compiler.quant.quantize import _quantize_compiled
+    for w in _weight_cases(rng):
+        got = _quantize_compiled(w.reshape(w.shape[0], -1), qmax)
+        assert got is not None
+        old = jit.set_enabled(False)
+        try:
+            want = quantize_weights(w, qmax)
+        finally:
+            jit.set_enabled(old)
+        q, s = quantize_weights(w, qmax)
+        assert q.dtype == want[0].dtype and q.shape == w.shape
+        assert np.array_equal(q, want[0]) and np.array_equal(s, want[1])
+        assert np.array_equal(got[0].reshape(w.shape), want[0])
 
 
 # ---- a quantized single conv -------------------------------------------------------------

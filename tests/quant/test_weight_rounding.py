@@ -201,3 +201,30 @@ def test_default_rounding_without_calibration_inputs(tmp_path, residual_net, cap
     assert dflt.artifacts.weight_bin == near.artifacts.weight_bin
     with pytest.raises(InputError, match="gptq-all needs calibration inputs"):
         api.compile(model, "16x16x3", calib_table=table, weight_rounding="gptq-all")
+
+
+def test_costliest_layers_are_rounded_first(tmp_path, residual_net, monkeypatch):
+    """The layers go to the worker threads costliest first (:func:`gptq_cost`), so no large
+    layer starts last and runs alone; the levels do not depend on the order (one thread here:
+    the calls run in submission order)."""
+    import onnx
+
+    from tcc_compiler import api
+    from tcc_compiler.quant.weight_rounding import gptq_cost
+
+    model = tmp_path / "m.onnx"
+    onnx.save(residual_net(seed=2, hw=16), model)
+    want = api.compile(model, "16x16x3").save(tmp_path / "a")
+    calls = []
+
+    def record(w, s, h):
+        calls.append(h.shape[0] * (h.shape[-1] ** 3 // 3 + w.shape[1] * h.shape[-1] ** 2))
+        return _gptq(w, s, h)
+
+    monkeypatch.setattr(weight_rounding, "workers", lambda: 1)
+    monkeypatch.setattr(weight_rounding, "_gptq", record)
+    got = api.compile(model, "16x16x3").save(tmp_path / "b")
+    assert len(calls) > 3 and calls == sorted(calls, reverse=True)
+    assert (got / "quantized_network.bin").read_bytes() == \
+        (want / "quantized_network.bin").read_bytes()
+    assert gptq_cost.__doc__
