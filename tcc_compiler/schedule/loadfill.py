@@ -101,11 +101,12 @@ def _rewaited(c, d, count: dict):
         c, wait_load=waits[0], wait_compute=waits[1], wait_store=waits[2])
 
 
-def _program(prog: Program, order: list[int]) -> Program:
+def _program(prog: Program, order: list[int], queued=None) -> Program:
     """``prog``'s commands in ``order`` (old indices; loads only moved earlier), waits derived
-    from the dependencies with the LOAD indices remapped (see the module docstring)."""
+    from the dependencies with the LOAD indices remapped (see the module docstring).
+    ``queued``: :func:`_queue_index` of ``prog.commands`` when known (None: made here)."""
     cmds, deps = prog.commands, prog.deps
-    qi, count = _queue_index(cmds)
+    qi, count = _queue_index(cmds) if queued is None else queued
     latest = _latest_loads(qi, order, count[Queue.LOAD])
     count = {q: 0 for q in _QUEUES}
     out, new_deps = [], []
@@ -149,13 +150,14 @@ def fill_load_stalls(prog: Program, t: Target, cycles: int) -> tuple[Program, in
     if prog.deps is None or prog.cores != 1 or len(prog.deps) != len(prog.commands):
         return prog, cycles
     cmds = prog.commands
-    hulls = _sram_hulls(cmds)
+    hulls, queued = _sram_hulls(cmds), _queue_index(cmds)
     order = list(range(len(cmds)))
     best, best_cycles, tries = prog, cycles, 0
     tried: set[tuple[int, int]] = set()
     fails = 0
+    spans = replay(best.commands, t)
     while tries < FILL_TRIES:
-        loads, stalls = _stalls(replay(best.commands, t), cmds, order)
+        loads, stalls = _stalls(spans, cmds, order)
         pos_of = _positions(cmds, order)
         moved = False
         for j in stalls:
@@ -165,13 +167,16 @@ def fill_load_stalls(prog: Program, t: Target, cycles: int) -> tuple[Program, in
                 if key in tried or tries >= FILL_TRIES:
                     continue
                 tried.add(key)
-                got = _trial(prog, hulls, pos_of, order, pa, pb)
+                got = _trial(prog, hulls, pos_of, order, pa, pb, queued)
                 if got is None:
                     continue
                 tries += 1
-                c2 = max((e for _, e in replay(got[1].commands, t)), default=0)
+                spans2 = replay(got[1].commands, t,
+                                (_same_prefix(best.commands, got[1].commands), spans))
+                c2 = max((e for _, e in spans2), default=0)
                 if c2 < best_cycles:
                     (order, best), best_cycles, moved, fails = got, c2, True, 0
+                    spans = spans2
                     break
                 fails += 1
                 if fails >= FILL_PATIENCE:
@@ -196,15 +201,27 @@ def _stalls(spans, cmds, order: list[int]) -> tuple[list[int], list[int]]:
     return loads, [j for _, j in sorted(stalls, reverse=True)]
 
 
+def _same_prefix(a: list, b: list) -> int:
+    """How many leading commands ``a`` and ``b`` share (equal, mostly the same objects: a
+    trial keeps the command objects whose waits do not change): their replays agree there
+    (:func:`~tcc_compiler.schedule.cost.replay`'s ``prefix``)."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] is not b[i] and a[i] != b[i]:
+            return i
+    return n
+
+
 def _trial(prog: Program, hulls, pos_of: dict, order: list[int], pa: int,
-           pb: int) -> tuple[list[int], Program] | None:
+           pb: int, queued=None) -> tuple[list[int], Program] | None:
     """(order, program) with the load at stream place ``pb`` moved to place ``pa``, or None
-    when the move is not allowed (:func:`_movable`, :func:`_unordered_clear`)."""
+    when the move is not allowed (:func:`_movable`, :func:`_unordered_clear`). ``queued``:
+    :func:`_program`'s."""
     b = order[pb]
     if not _movable(prog.commands, prog.deps, pos_of, hulls, order, pa, b):
         return None
     trial = order[:pa] + [b] + order[pa:pb] + order[pb + 1:]
-    prog2 = _program(prog, trial)
+    prog2 = _program(prog, trial, queued)
     if not _unordered_clear(prog2.commands, pa, [hulls[i] for i in trial]):
         return None
     return trial, prog2
