@@ -41,6 +41,14 @@ PREFETCH_FINALISTS = 2
 #: 0.367 ms with it; ResNet-50 224, which is not searched this way, would be slower).
 LEAD_VARIANTS = (False, True)
 
+#: Prefetch bases (:func:`_prefetch_bases`, fastest first) :func:`_search_plans` searches with
+#: every :data:`LEAD_VARIANTS`; the others with ``lead`` False only. On the 20 bench rows
+#: (tools/bench.py) a slower base's lead search never gave the final program (Lite0 224: the
+#: second base's 484,247 cycles lost to band slack 3 %'s 480,848; MobileNetV2 224: slack 5 %
+#: won), while the fastest base's won on MobileNetV3-L 224 (558,637 cycles, lead False
+#: 560,282); they cost a quarter of Lite0's prefetch lowerings (180 -> 132).
+LEAD_BASES = 1
+
 #: Band slacks (:func:`plan_memory` ``band_slack``) :func:`search` plans a network with
 #: depthwise layers with (slack 0 searched in full, a larger one as :data:`SLACK_BASES`
 #: says; the winner's ops lifted once), keeping the fastest program: a cascaded chain in
@@ -177,8 +185,8 @@ def _search_plans(graph: Graph, t: Target, cands, compressor, prefetch: bool,
             log.debug("band slack plan %d cycles before prefetch, slack 0's %d: not searched",
                       bases[0][0], pre[0])
             return None
-    for cyc0, prog0, lw, _ in bases:
-        for lead in leads:
+    for b, (cyc0, prog0, lw, _) in enumerate(bases):
+        for lead in leads if b < LEAD_BASES else leads[:1]:
             key = ("hoists", plan_key(lw.mem), lead)
             if key not in cache:
                 cache[key] = _add_hoists(graph, t, compressor, lw, prog0, cyc0, memo, lead)
