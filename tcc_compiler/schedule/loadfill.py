@@ -101,18 +101,29 @@ def _rewaited(c, d, count: dict):
         c, wait_load=waits[0], wait_compute=waits[1], wait_store=waits[2])
 
 
-def _program(prog: Program, order: list[int]) -> Program:
+def _program(prog: Program, order: list[int], queued=None, base=None) -> Program:
     """``prog``'s commands in ``order`` (old indices; loads only moved earlier), waits derived
-    from the dependencies with the LOAD indices remapped (see the module docstring)."""
+    from the dependencies with the LOAD indices remapped (see the module docstring).
+    ``queued``: :func:`_queue_index` of ``prog.commands`` when known (None: made here).
+    ``base``: (order0, program0, lo, hi): a program this function made of ``prog`` in
+    ``order0``, which holds the same commands as ``order`` at every stream place outside
+    [lo, hi] and the same ones within it (None: none): outside, a place whose LOAD
+    dependencies keep their remapped index takes program0's command and dependencies (the
+    same inputs: the same command), the others are derived again."""
     cmds, deps = prog.commands, prog.deps
-    qi, count = _queue_index(cmds)
+    qi, count = _queue_index(cmds) if queued is None else queued
     latest = _latest_loads(qi, order, count[Queue.LOAD])
+    reuse = _reusable(prog, order, latest, qi, count, base)
     count = {q: 0 for q in _QUEUES}
     out, new_deps = [], []
-    for i in order:
-        d = tuple((q, latest[k] if q is Queue.LOAD else k) for q, k in deps[i])
-        out.append(_rewaited(cmds[i], d, count))
-        new_deps.append(d)
+    for p, i in enumerate(order):
+        if reuse[p]:
+            out.append(base[1].commands[p])
+            new_deps.append(base[1].deps[p])
+        else:
+            d = tuple((q, latest[k] if q is Queue.LOAD else k) for q, k in deps[i])
+            out.append(_rewaited(cmds[i], d, count))
+            new_deps.append(d)
         if qi[i] is not None:
             count[qi[i][0]] += 1
     where = [0] * len(order)
@@ -122,6 +133,20 @@ def _program(prog: Program, order: list[int]) -> Program:
         prog, commands=out, comments=[prog.comments[i] for i in order],
         slots=[prog.slots[i] for i in order] if prog.slots else prog.slots,
         layers=[moved_layer(li, where) for li in prog.layers], deps=new_deps)
+
+
+def _reusable(prog: Program, order: list[int], latest: list[int], qi, count: dict,
+              base) -> list[bool]:
+    """Per stream place of ``order``, whether :func:`_program` takes ``base``'s command there
+    (see its ``base``)."""
+    if base is None:
+        return [False] * len(order)
+    order0, _, lo, hi = base
+    latest0 = _latest_loads(qi, order0, count[Queue.LOAD])
+    moved = {k for k, (a, b) in enumerate(zip(latest, latest0)) if a != b}
+    load = Queue.LOAD
+    return [not lo <= p <= hi and not any(q is load and k in moved for q, k in prog.deps[i])
+            for p, i in enumerate(order)]
 
 
 def _movable(cmds, deps, pos_of: dict, hulls, order: list[int], pa: int, b: int) -> bool:
@@ -149,13 +174,15 @@ def fill_load_stalls(prog: Program, t: Target, cycles: int) -> tuple[Program, in
     if prog.deps is None or prog.cores != 1 or len(prog.deps) != len(prog.commands):
         return prog, cycles
     cmds = prog.commands
-    hulls = _sram_hulls(cmds)
+    hulls, queued = _sram_hulls(cmds), _queue_index(cmds)
     order = list(range(len(cmds)))
     best, best_cycles, tries = prog, cycles, 0
     tried: set[tuple[int, int]] = set()
     fails = 0
+    spans = replay(best.commands, t)
+    built = None   # _program's own program of ``order`` (base of the trials), made on demand
     while tries < FILL_TRIES:
-        loads, stalls = _stalls(replay(best.commands, t), cmds, order)
+        loads, stalls = _stalls(spans, cmds, order)
         pos_of = _positions(cmds, order)
         moved = False
         for j in stalls:
@@ -165,13 +192,19 @@ def fill_load_stalls(prog: Program, t: Target, cycles: int) -> tuple[Program, in
                 if key in tried or tries >= FILL_TRIES:
                     continue
                 tried.add(key)
-                got = _trial(prog, hulls, pos_of, order, pa, pb)
+                if built is None and _movable(cmds, prog.deps, pos_of, hulls, order, pa,
+                                              order[pb]):
+                    built = _program(prog, order, queued)
+                got = _trial(prog, hulls, pos_of, order, pa, pb, queued, built)
                 if got is None:
                     continue
                 tries += 1
-                c2 = max((e for _, e in replay(got[1].commands, t)), default=0)
+                spans2 = replay(got[1].commands, t,
+                                (_same_prefix(best.commands, got[1].commands), spans))
+                c2 = max((e for _, e in spans2), default=0)
                 if c2 < best_cycles:
                     (order, best), best_cycles, moved, fails = got, c2, True, 0
+                    spans, built = spans2, best
                     break
                 fails += 1
                 if fails >= FILL_PATIENCE:
@@ -196,15 +229,28 @@ def _stalls(spans, cmds, order: list[int]) -> tuple[list[int], list[int]]:
     return loads, [j for _, j in sorted(stalls, reverse=True)]
 
 
+def _same_prefix(a: list, b: list) -> int:
+    """How many leading commands ``a`` and ``b`` share (equal, mostly the same objects: a
+    trial keeps the command objects whose waits do not change): their replays agree there
+    (:func:`~tcc_compiler.schedule.cost.replay`'s ``prefix``)."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] is not b[i] and a[i] != b[i]:
+            return i
+    return n
+
+
 def _trial(prog: Program, hulls, pos_of: dict, order: list[int], pa: int,
-           pb: int) -> tuple[list[int], Program] | None:
+           pb: int, queued=None, built: Program | None = None) -> tuple[list[int], Program] | None:
     """(order, program) with the load at stream place ``pb`` moved to place ``pa``, or None
-    when the move is not allowed (:func:`_movable`, :func:`_unordered_clear`)."""
+    when the move is not allowed (:func:`_movable`, :func:`_unordered_clear`). ``queued``:
+    :func:`_program`'s; ``built``: :func:`_program`'s program of ``order`` (None: unknown),
+    whose commands outside places ``pa`` .. ``pb`` the trial's mostly shares."""
     b = order[pb]
     if not _movable(prog.commands, prog.deps, pos_of, hulls, order, pa, b):
         return None
     trial = order[:pa] + [b] + order[pa:pb] + order[pb + 1:]
-    prog2 = _program(prog, trial)
+    prog2 = _program(prog, trial, queued, None if built is None else (order, built, pa, pb))
     if not _unordered_clear(prog2.commands, pa, [hulls[i] for i in trial]):
         return None
     return trial, prog2

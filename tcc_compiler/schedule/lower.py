@@ -50,7 +50,7 @@ def lower(graph: Graph, target: Target,
     (schedule/cascade.py) run band by band, and that program competes on replayed latency
     with the one without cascades (so cascading never makes the estimate worse).
     With ``prefetch``, the best program is lowered again with each cross-op weight prefetch
-    plan of :data:`~tcc_compiler.schedule.search.HOIST_VARIANTS`
+    plan of :data:`~tcc_compiler.schedule.hoistsearch.HOIST_VARIANTS`
     (:func:`~tcc_compiler.schedule.prefetch.plan_hoist`), kept only when its replay is faster.
 
     With ``cores`` = 2 the program is :func:`lower_multi`'s (the faster of one core and the

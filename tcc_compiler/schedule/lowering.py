@@ -112,6 +112,9 @@ class Lowering:
         self.resume = resume
         #: commands :meth:`run` took from ``resume``'s program (its first ones), unlowered
         self.shared_cmds = 0
+        #: after :meth:`run`: the hoists whose ``eager`` decided an emission
+        #: (:attr:`~tcc_compiler.schedule.prefetch.Prefetcher.eager_decided`)
+        self.eager_decided: frozenset[Hoist] = frozenset()
 
     @property
     def hoists(self) -> tuple[Hoist, ...]:
@@ -178,6 +181,7 @@ class Lowering:
             self._span(ctx, n, n_ops, not consumer, True)
         if pf is not None:
             pf.finish()
+            self.eager_decided = pf.eager_decided
         em.emit(C.End, [], "end")
         w = em.w
         return Program(w.cmds, w.comments, weights.build(), em.sram_peak, mem.arena_bytes,

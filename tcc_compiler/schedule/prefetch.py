@@ -107,12 +107,15 @@ class Prefetcher:
         self._load_ord = 0                   # LOAD commands the current op emitted so far
         self._busy = False                   # emitting a prefetch load
         self._ctx: OpContext | None = None
+        #: the hoists whose :attr:`Hoist.eager` decided a block's emission at least once
+        #: (:meth:`_spend`; see :attr:`eager_decided`)
+        self._tipped: set[Hoist] = set()
 
     #: The attributes :meth:`checkpoint` carries (the others are fixed by the hoists and
     #: the graph); :meth:`checkpoint` refuses a Prefetcher with any attribute not named
     #: here or in :data:`_FIXED`, so a new one cannot be left out of a resumed lowering.
     _STATE = ("cmds", "_started", "_pending", "_done", "_pre", "_mine", "_credit", "_gaps",
-              "_load_ord", "_busy", "_ctx")
+              "_load_ord", "_busy", "_ctx", "_tipped")
     _FIXED = ("hoists", "graph", "_pos", "_win", "_gaps_of", "_lead")
 
     def checkpoint(self) -> tuple:
@@ -128,7 +131,7 @@ class Prefetcher:
                 {c: list(p) for c, p in self._pending.items()},
                 {c: dict(d) for c, d in self._done.items()}, dict(self._pre),
                 {c: list(m) for c, m in self._mine.items()}, self._credit, self._gaps,
-                self._load_ord, self._busy)
+                self._load_ord, self._busy, frozenset(self._tipped))
 
     def resume(self, cp: tuple) -> None:
         """Take the state of checkpoint ``cp`` of a Prefetcher whose hoists are some of this
@@ -139,7 +142,7 @@ class Prefetcher:
             InternalError: a hoist of ``cp`` that is not one of this one's, or another lead.
         """
         (hoists, lead, cmds, started, pending, done, pre, mine, credit, gaps, load_ord,
-         busy) = cp
+         busy, tipped) = cp
         remap, free = {}, list(range(len(self.hoists)))
         for i, h in enumerate(hoists):
             j = next((j for j in free if self.hoists[j] == h), None)
@@ -156,7 +159,17 @@ class Prefetcher:
         self._pre = dict(pre)
         self._mine.update({c: list(m) for c, m in mine.items()})
         self._credit, self._gaps, self._load_ord, self._busy = credit, gaps, load_ord, busy
+        self._tipped = set(tipped)
         self._ctx = None   # set by the next op's enter
+
+    @property
+    def eager_decided(self) -> frozenset[Hoist]:
+        """The hoists whose :attr:`Hoist.eager` decided whether a pending block of theirs was
+        emitted at some point so far: the credit was between one and two times the block's
+        load time (:meth:`_spend`). For a hoist not in it, the lowering with its ``eager``
+        flipped takes every decision this one took: the same program (the schedule search
+        lowers such a twin only once, schedule/hoistsearch.py)."""
+        return frozenset(self._tipped)
 
     def span(self, h: Hoist) -> tuple[int, int]:
         """Graph positions of the first op of ``h``'s window (its consumer if it has none) and
@@ -365,6 +378,8 @@ class Prefetcher:
             c, j = nxt
             hi, _, _, _, wb, pb = self._pending[c][j]
             cyc = block_cycles(wb, t) + (block_cycles(pb, t) if pb else 0)
+            if self._credit < cyc <= 2 * self._credit:   # eager or not decides
+                self._tipped.add(self.hoists[hi])
             if cyc > (2 if self.hoists[hi].eager else 1) * self._credit:
                 return
             self._credit = max(0.0, self._credit - cyc)

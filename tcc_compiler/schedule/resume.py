@@ -13,7 +13,7 @@ A recorded lowering keeps a checkpoint before each op it lowers, its prefetcher'
 included (:meth:`~tcc_compiler.schedule.prefetch.Prefetcher.checkpoint`). A prefetch acts
 only from the first op of its window on (it reserves SRAM, spends LOAD idle time and plans
 its consumer there), so a try that adds prefetches to the recorded lowering's (the greedy
-rounds of schedule/search.py) resumes at the first op of the added ones, with the recorded
+rounds of schedule/hoistsearch.py) resumes at the first op of the added ones, with the recorded
 prefetcher's state given to its own (:meth:`~tcc_compiler.schedule.prefetch.Prefetcher.resume`).
 """
 

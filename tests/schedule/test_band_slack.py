@@ -157,3 +157,24 @@ def test_a_slack_starting_too_slow_is_not_prefetch_searched(monkeypatch):
         assert (0.05 in hoisted) is searched and 0.0 in hoisted
         if not searched:
             assert prog.commands == alone.commands
+
+
+def test_only_the_fastest_prefetch_base_is_searched_with_lead(monkeypatch):
+    """Slack 0's prefetch bases (the fastest plans, fastest first) are each searched with
+    ``lead`` False; only the first ``LEAD_BASES`` also with ``lead`` True (a slower base's lead
+    search never gave the final program on the bench rows)."""
+    g, _ = _block()
+    t = load_target().with_sram(SRAM)
+    calls = []
+    real_hoists = search._add_hoists
+
+    def add_hoists(graph, t, compressor, lw, *args):
+        calls.append((plan_key(lw.mem), args[-1]))
+        return real_hoists(graph, t, compressor, lw, *args)
+
+    monkeypatch.setattr(search, "BAND_SLACKS", (0.0,))
+    monkeypatch.setattr(search, "_add_hoists", add_hoists)
+    search.search(g, t, compress_weights=True)
+    plain = list(dict.fromkeys(k for k, lead in calls if not lead))
+    assert len(plain) >= 2   # more than one base: the rule has something to drop
+    assert [k for k, lead in calls if lead] == plain[:search.LEAD_BASES]

@@ -101,3 +101,38 @@ def test_move_over_touched_sram_would_be_a_hazard():
              Space.OUTPUT: 0}
     assert check_stream(prog.commands, sizes) == []
     assert check_stream(_program(prog, order).commands, sizes) != []
+
+
+def test_a_trial_replays_only_the_commands_after_those_it_shares(monkeypatch):
+    """The program is replayed in full once; each trial's replay resumes after the leading
+    commands it shares with the best program so far (``cost.replay``'s ``prefix``), and the
+    kept trial's replay serves the next round: same moves, same cycles as full replays."""
+    from tcc_compiler.schedule import loadfill
+    calls = []
+
+    def counted(cmds, t, prefix=None):
+        calls.append(prefix[0] if prefix is not None else 0)
+        return replay(cmds, t, prefix)
+
+    monkeypatch.setattr(loadfill, "replay", counted)
+    prog = _stream()
+    filled, cycles = fill_load_stalls(prog, load_target(), _end(prog))
+    assert filled is not prog and cycles == _end(filled)
+    assert calls[0] == 0 and len(calls) >= 2
+    assert all(k > 0 for k in calls[1:])   # the commands before the moved load: not again
+
+
+def test_a_trial_built_on_the_previous_program_is_the_same_program():
+    """_program's ``base``: a trial that reuses the previous order's commands outside the
+    moved stretch gives exactly the program derived from scratch (commands, waits, deps)."""
+    from tcc_compiler.schedule.loadfill import _program
+    prog = _stream()
+    c, b = prog.comments.index("C w"), prog.comments.index("B in")
+    order = list(range(len(prog.commands)))
+    trial = order[:b] + [c] + order[b:c] + order[c + 1:]
+    built = _program(prog, order)
+    got = _program(prog, trial, base=(order, built, b, c))
+    want = _program(prog, trial)
+    assert got.commands == want.commands and got.deps == want.deps
+    assert got.commands != built.commands
+    assert got.commands[0] is built.commands[0]   # before the stretch: taken over

@@ -112,23 +112,23 @@ def test_lower_keeps_prefetch_only_when_faster(net_q):
 def test_plain_network_tries_the_lazy_whole_idle_window(net_q, monkeypatch):
     """A network without depthwise layers (one prefetch round, every candidate lowered) also
     plans its consumer's window not eager with all the window's idle time counted
-    (search.PLAIN_HOIST_VARIANTS), between the eager one and the lazy half-idle one
+    (hoistsearch.PLAIN_HOIST_VARIANTS), between the eager one and the lazy half-idle one
     (ResNet-50 224: 2,842,706 -> 2,837,018 cycles), and keeps the fastest program."""
-    from tcc_compiler.schedule import search
+    from tcc_compiler.schedule import hoistsearch
 
     g, _, t, _, _, _ = net_q
-    tried, real = [], search.plan_hoist
+    tried, real = [], hoistsearch.plan_hoist
 
     def spy(*args, **kw):
         tried.append((args[5], args[6]))   # (eager, idle_share)
         return real(*args, **kw)
-    monkeypatch.setattr(search, "plan_hoist", spy)
+    monkeypatch.setattr(hoistsearch, "plan_hoist", spy)
     got = lower(g, t, zone_fractions=(0.0,), cascade=False)
     assert sorted(set(tried)) == [(False, 0.5), (False, 1.0), (True, 1.0)]
     cyc = max(e for _, e in replay(got.commands, t))
-    monkeypatch.setattr(search, "plan_hoist", real)
+    monkeypatch.setattr(hoistsearch, "plan_hoist", real)
     for v in ((True, 1.0), (False, 0.5), (False, 1.0)):
-        monkeypatch.setattr(search, "PLAIN_HOIST_VARIANTS", (v,))
+        monkeypatch.setattr(hoistsearch, "PLAIN_HOIST_VARIANTS", (v,))
         one = lower(g, t, zone_fractions=(0.0,), cascade=False)
         assert cyc <= max(e for _, e in replay(one.commands, t))
 
