@@ -142,6 +142,9 @@ class Executor(RunLoop, RepeatRuns, SramAccess):
         """Make ``cmd`` the program, with fresh per-program state (:attr:`cmd`)."""
         check_program(cmd, self.target)
         self._cmd = cmd
+        # why the stream is not well-terminated per core, or None: raised by every run (a
+        # frozen CmdFile holding a tuple: found once, not per run)
+        self._cores_problem = cores_problem(list(cmd.commands), cmd.cores)
         self._order_cache: Ordering | None = None
         # per command index: its mnemonic and handler (None: a register or sync command)
         self._names = [c.name for c in cmd.commands]
@@ -215,9 +218,8 @@ class Executor(RunLoop, RepeatRuns, SramAccess):
             if len(input_bytes) != c.input_bytes:
                 raise InputError(f"{c.path}: input is {len(input_bytes)} bytes, the program "
                                  f"expects {c.input_bytes}")
-            problem = cores_problem(list(c.commands), c.cores)
-            if problem:
-                raise ExecutionError(f"{c.path}: {problem}")
+            if self._cores_problem:
+                raise ExecutionError(f"{c.path}: {self._cores_problem}")
             return self._run_locked(input_bytes, schedule, seed, check)
 
     # -- command handlers (the general loop, sim/run_loop.py, and replays, sim/repeat_runs.py,
