@@ -19,7 +19,8 @@ from tcc_compiler.numerics.epilogue import channel_clamp, two_slope_epilogue
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
 from tcc_compiler.numerics.lut import apply_lut, apply_lut_wide
-from tcc_compiler.sim.conv_bands import SPLIT_MIN_MACS, conv_in_bands
+from tcc_compiler.sim.conv_bands import (EPILOGUE_SPLIT_MIN, SPLIT_MIN_MACS, conv_in_bands,
+                                         epilogue_in_parts, threads)
 from tcc_compiler.sim.conv_params import ConvParams
 from tcc_compiler.sim.conv_tile import ConvPlan
 from tcc_compiler.sim.memory import INT_DTYPES
@@ -156,6 +157,11 @@ def plain_step(pl: ConvPlan, cp: ConvParams, cw: ConvWeights,
         fused: for a depthwise tile without a shortcut, its accumulator and epilogue in one
             pass (:func:`~tcc_compiler.numerics.accumulator.depthwise_epilogue`, the same
             bytes as ``acc_fn`` then the compiled epilogue), used instead of them; or None.
+
+    The epilogue of a tile of two rows or more and at least
+    :data:`~tcc_compiler.sim.conv_bands.EPILOGUE_SPLIT_MIN` accumulators is computed in parts
+    on both threads (:func:`~tcc_compiler.sim.conv_bands.epilogue_in_parts`, the same bytes)
+    while :func:`~tcc_compiler.sim.conv_bands.threads` is 2.
     """
     cfg = pl.cfg
     if (acc_fn is None or not pl.fits or cp.jit is None or cfg.wide_weights
@@ -176,6 +182,18 @@ def plain_step(pl: ConvPlan, cp: ConvParams, cw: ConvWeights,
             channel_clamp(out, clamp_lo, clamp_hi)
             return True
         return fused_step
+
+    if pl.oh >= 2 and pl.oh * pl.ow * out.shape[2] >= EPILOGUE_SPLIT_MIN:
+        def split_step() -> bool:   # the epilogue in parts on both threads (conv_bands.py)
+            if not available():
+                return False
+            if threads() > 1:
+                epilogue_in_parts(acc_fn(x), params, zp_out, lo, hi, sc, zp_sc, out)
+            else:
+                epilogue_into(acc_fn(x), params, zp_out, lo, hi, sc, zp_sc, out)
+            channel_clamp(out, clamp_lo, clamp_hi)
+            return True
+        return split_step
 
     def step() -> bool:
         if not available():
