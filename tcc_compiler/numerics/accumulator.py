@@ -101,22 +101,19 @@ class GemmRoutine:
 class PackedGemmRoutine(GemmRoutine):
     """A :class:`GemmRoutine` of few rows whose weights ``b`` a session of its own holds
     packed (:func:`~tcc_compiler.numerics.int8_gemm.packed_b`, the same exact sums), made on
-    its second call (a routine called once, or whose calls a shared GEMM takes over,
-    :func:`shared_input`, never pays for one); until then, or when none can be made, the
-    process-wide session as :class:`GemmRoutine`."""
+    its first call (the executor's first run, whose one-off costs a later run does not
+    repeat); when none can be made, the process-wide session as :class:`GemmRoutine`."""
 
-    __slots__ = ("run", "calls")
+    __slots__ = ("run",)
 
     def __init__(self, r: GemmRoutine):
         super().__init__(r.cols, r.b, int(r.za), r.shape, r.key)
-        self.run, self.calls = None, 0
+        self.run = None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         run = self.run
         if run is None:
-            self.calls += 1
-            if self.calls == 2:
-                self.run = run = packed_b(self.b) or False
+            self.run = run = packed_b(self.b) or False
         if run:
             return run(self.cols(x), self.za).reshape(self.shape)
         return GemmRoutine.__call__(self, x)

@@ -1,6 +1,6 @@
 """numerics/int8_gemm.py packed_b and numerics/accumulator.py PackedGemmRoutine: the integer
 GEMM through a session holding the weights packed gives numpy's exact int64 sums (fuzzed,
-extremes included), a routine switches to it on its second call with the same bytes, and a
+extremes included), a routine gives the unpacked routine's bytes on every call, and a
 forked child falls back to the process-wide session."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def test_a_packed_routine_gives_the_routine_bytes_on_every_call(monkeypatch):
     xs = [rng.integers(-128, 128, (7, 7, 40), dtype=np.int8) for _ in range(4)]
     for x in xs:
         assert np.array_equal(p(x), r(x))
-    assert p.run                                    # packed from the second call on
+    assert p.run                                    # packed
     monkeypatch.setattr(I, "forks", I.forks + 1)    # as in a forked child
     assert np.array_equal(p(xs[0]), r(xs[0]))
     big = A.accumulator((28, 28, 40), -5, cw, (1, 1), (1, 1, 1, 1), (1, 1))
