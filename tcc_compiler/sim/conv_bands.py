@@ -240,6 +240,38 @@ def _fused(shape: tuple, pads: tuple, cw: ConvWeights, strides, dilations, zp_in
     return fused
 
 
+def fused_bands(x: np.ndarray, pads: tuple, cw: ConvWeights, strides, dilations, kh: int,
+                epi: tuple, out: np.ndarray) -> list[tuple] | None:
+    """The two bands :func:`conv_in_bands` computes for a depthwise tile without a shortcut,
+    made once for a tile run many times (its input and output boxes fixed): per band (input
+    rows, output rows, its fused routine), the routine ``f(xb, ob)`` being
+    :func:`_band`'s (:func:`_fused`), so the bytes are :func:`conv_in_bands`'s; None where
+    that declines (not depthwise, one output row, the output over the input, a band of
+    padding only, not int8) or a band's fused routine does (the caller keeps the general
+    route).
+
+    Args: as :func:`conv_in_bands` (``epi``'s ``zp_sc`` unused). Call the bands with
+    :func:`run_parts` (or compute the whole tile with its own fused routine on one thread:
+    the same bytes).
+    """
+    oh = out.shape[0]
+    if cw.dw is None or oh < 2 or x.dtype != np.int8 or np.may_share_memory(x, out):
+        return None
+    params, zp_in, zp_out, lo, hi, _ = epi
+    mid = oh // 2
+    bands = []
+    for r0, r1 in ((0, mid), (mid, oh)):
+        part = band_input(x, pads, r0, r1, kh, strides[0], dilations[0])
+        if part is None:
+            return None
+        xb, pb = part
+        fn = _fused(xb.shape, pb, cw, strides, dilations, zp_in, params, zp_out, lo, hi)
+        if fn is None:
+            return None
+        bands.append((xb, out[r0:r1], fn))
+    return bands
+
+
 def conv_in_bands(x: np.ndarray, pads: tuple, cw: ConvWeights, strides, dilations,
                   kh: int, macs: int, epi: tuple, sc: np.ndarray | None,
                   out: np.ndarray) -> bool:

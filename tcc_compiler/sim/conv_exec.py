@@ -20,7 +20,7 @@ from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_c
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
 from tcc_compiler.numerics.lut import apply_lut, apply_lut_wide
 from tcc_compiler.sim.conv_bands import (EPILOGUE_SPLIT_MIN, SPLIT_MIN_MACS, conv_in_bands,
-                                         epilogue_in_parts, threads)
+                                         epilogue_in_parts, fused_bands, run_parts, threads)
 from tcc_compiler.sim.conv_params import ConvParams
 from tcc_compiler.sim.conv_tile import ConvPlan
 from tcc_compiler.sim.memory import INT_DTYPES
@@ -134,8 +134,8 @@ def conv_result(pl: ConvPlan, cp: ConvParams, x: np.ndarray, cw: ConvWeights, pa
 
 def plain_step(pl: ConvPlan, cp: ConvParams, cw: ConvWeights,
                acc_fn: Callable[[np.ndarray], np.ndarray] | None,
-               fused: Callable[[np.ndarray, np.ndarray], None] | None = None
-               ) -> Callable[[], bool] | None:
+               fused: Callable[[np.ndarray, np.ndarray], None] | None = None,
+               pads: tuple | None = None) -> Callable[[], bool] | None:
     """The whole of :func:`conv_result` for a tile that takes its plainest route, as one
     routine made once: ``step()`` runs the accumulator routine on the input view, the
     compiled epilogue straight into the output box and the per-channel clamp, and returns
@@ -157,8 +157,12 @@ def plain_step(pl: ConvPlan, cp: ConvParams, cw: ConvWeights,
         fused: for a depthwise tile without a shortcut, its accumulator and epilogue in one
             pass (:func:`~tcc_compiler.numerics.accumulator.depthwise_epilogue`, the same
             bytes as ``acc_fn`` then the compiled epilogue), used instead of them; or None.
+        pads: the tile's (top, left, bottom, right), or None (then a depthwise tile
+            :func:`~tcc_compiler.sim.conv_bands.conv_in_bands` may split gets no plain step).
 
-    The epilogue of a tile of two rows or more and at least
+    A depthwise tile :func:`~tcc_compiler.sim.conv_bands.conv_in_bands` would split runs
+    the same two bands (:func:`~tcc_compiler.sim.conv_bands.fused_bands`, made once) on both
+    threads, ``fused`` on one. The epilogue of a tile of two rows or more and at least
     :data:`~tcc_compiler.sim.conv_bands.EPILOGUE_SPLIT_MIN` accumulators is computed in parts
     on both threads (:func:`~tcc_compiler.sim.conv_bands.epilogue_in_parts`, the same bytes)
     while :func:`~tcc_compiler.sim.conv_bands.threads` is 2.
@@ -168,12 +172,27 @@ def plain_step(pl: ConvPlan, cp: ConvParams, cw: ConvWeights,
             or cfg.accumulate or cfg.out_mode & spec.OUT_MODE_INT32 or cfg.two_slope
             or pl.lut is not None or pl.x is None or (cfg.has_shortcut and pl.sc is None)):
         return None
-    if cw.dw is not None and pl.macs >= SPLIT_MIN_MACS and pl.oh >= 2:
-        return None   # may run as two bands (conv_in_bands)
     x, sc, out, params = pl.x, pl.sc, pl.direct, cp.jit
     zp_out, lo, hi, zp_sc = cfg.zp_out, cfg.act_lo, cfg.act_hi, cfg.zp_sc
     clamp_lo, clamp_hi = cp.clamp_lo, cp.clamp_hi
     available, epilogue_into = jit.available, jit.epilogue_into
+    if cw.dw is not None and pl.macs >= SPLIT_MIN_MACS and pl.oh >= 2:
+        bands = None if fused is None or sc is not None or pads is None else fused_bands(
+            x, pads, cw, pl.strides, pl.dilations, cfg.kh,
+            (params, cfg.zp_in, zp_out, lo, hi, zp_sc), out)
+        if bands is None:
+            return None   # may run as two bands (conv_in_bands)
+
+        def band_step() -> bool:   # conv_in_bands' two bands, made once
+            if not available():
+                return False
+            if threads() > 1:
+                run_parts(lambda k: bands[k][2](bands[k][0], bands[k][1]), 2)
+            else:
+                fused(x, out)
+            channel_clamp(out, clamp_lo, clamp_hi)
+            return True
+        return band_step
     if fused is not None and sc is None:
         def fused_step() -> bool:
             if not available():

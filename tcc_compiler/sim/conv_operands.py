@@ -122,5 +122,5 @@ class ConvOperands:
                     fused = depthwise_epilogue(pl.x.shape, cfg.zp_in, cw, pl.strides,
                                                t.pads, pl.dilations, cp.jit, cfg.zp_out,
                                                cfg.act_lo, cfg.act_hi)
-            self.ready[i] = (pl, cp, cw, acc_fn, plain_step(pl, cp, cw, acc_fn, fused))
+            self.ready[i] = (pl, cp, cw, acc_fn, plain_step(pl, cp, cw, acc_fn, fused, t.pads))
         return cp, cw, acc_fn

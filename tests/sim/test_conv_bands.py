@@ -118,6 +118,9 @@ def test_executor_outputs_do_not_depend_on_the_split(tmp_path, monkeypatch):
         return done
 
     monkeypatch.setattr("tcc_compiler.sim.conv_exec.conv_in_bands", spy)
+    real_parts = B.run_parts   # a plain step's two bands (conv_bands.fused_bands)
+    monkeypatch.setattr("tcc_compiler.sim.conv_exec.run_parts",
+                        lambda *a: split.append(True) or real_parts(*a))
     old = B.set_threads(2)
     try:
         prog = load_program(out)

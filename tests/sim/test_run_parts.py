@@ -99,3 +99,30 @@ def test_large_gemm_tiles_split_their_epilogue(monkeypatch, tmp_path):
     calls.clear()
     one = load_program(d / "out")
     assert [one.execute(one.quantize(x)) for x in xs] == got and not calls
+
+
+@pytest.mark.skipif(not jit.available(), reason="numba kernels not installed")
+def test_fused_bands_give_the_tile_bytes():
+    # conv_bands.fused_bands: the two bands made once (a plain step's), run on both threads,
+    # give the whole fused depthwise tile's bytes; an output over its input is not split
+    from tcc_compiler.numerics import gemm as G
+    from tcc_compiler.numerics.accumulator import depthwise_epilogue
+
+    rng = np.random.default_rng(6)
+    for c, k, s, pads in ((32, 3, 1, (1, 1, 1, 1)), (144, 5, 2, (1, 2, 2, 1)),
+                          (240, 5, 1, (2, 2, 2, 2)), (672, 3, 1, (0, 1, 1, 0))):
+        x = rng.integers(-128, 128, (13, 11, c), dtype=np.int8)
+        cw = G.prepare_conv_weights(rng.integers(-128, 128, (c, k, k, 1), dtype=np.int8), c)
+        p = jit.epilogue_params(rng.integers(-3000, 3000, c).astype(np.int32),
+                                rng.integers(1 << 28, 1 << 31, c), rng.integers(30, 40, c), None)
+        whole = depthwise_epilogue(x.shape, 4, cw, (s, s), pads, (1, 1), p, -3, -128, 127)
+        oh = (13 + pads[0] + pads[2] - k) // s + 1
+        ow = (11 + pads[1] + pads[3] - k) // s + 1
+        want = np.zeros((oh, ow, c), np.int8)
+        whole(x, want)
+        got = np.zeros_like(want)
+        bands = B.fused_bands(x, pads, cw, (s, s), (1, 1), k, (p, 4, -3, -128, 127, 0), got)
+        B.run_parts(lambda j: bands[j][2](bands[j][0], bands[j][1]), 2)
+        assert np.array_equal(got, want), c
+        assert B.fused_bands(x, pads, cw, (s, s), (1, 1), k, (p, 4, -3, -128, 127, 0),
+                             x[:oh, :ow]) is None
