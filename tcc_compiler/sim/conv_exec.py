@@ -168,56 +168,85 @@ def plain_step(pl: ConvPlan, cp: ConvParams, cw: ConvWeights,
     while :func:`~tcc_compiler.sim.conv_bands.threads` is 2.
     """
     cfg = pl.cfg
-    if (acc_fn is None or not pl.fits or cp.jit is None or cfg.wide_weights
-            or cfg.accumulate or cfg.out_mode & spec.OUT_MODE_INT32 or cfg.two_slope
-            or pl.lut is not None or pl.x is None or (cfg.has_shortcut and pl.sc is None)):
+    if not _plain_route(pl, cp, acc_fn):
         return None
-    x, sc, out, params = pl.x, pl.sc, pl.direct, cp.jit
-    zp_out, lo, hi, zp_sc = cfg.zp_out, cfg.act_lo, cfg.act_hi, cfg.zp_sc
-    clamp_lo, clamp_hi = cp.clamp_lo, cp.clamp_hi
-    available, epilogue_into = jit.available, jit.epilogue_into
+    x, sc, out = pl.x, pl.sc, pl.direct
+    clamp = (cp.clamp_lo, cp.clamp_hi)
     if cw.dw is not None and pl.macs >= SPLIT_MIN_MACS and pl.oh >= 2:
         bands = None if fused is None or sc is not None or pads is None else fused_bands(
             x, pads, cw, pl.strides, pl.dilations, cfg.kh,
-            (params, cfg.zp_in, zp_out, lo, hi, zp_sc), out)
+            (cp.jit, cfg.zp_in, cfg.zp_out, cfg.act_lo, cfg.act_hi, cfg.zp_sc), out)
         if bands is None:
             return None   # may run as two bands (conv_in_bands)
-
-        def band_step() -> bool:   # conv_in_bands' two bands, made once
-            if not available():
-                return False
-            if threads() > 1:
-                run_parts(lambda k: bands[k][2](bands[k][0], bands[k][1]), 2)
-            else:
-                fused(x, out)
-            channel_clamp(out, clamp_lo, clamp_hi)
-            return True
-        return band_step
+        return _band_step(bands, fused, x, out, clamp)
     if fused is not None and sc is None:
-        def fused_step() -> bool:
-            if not available():
-                return False
-            fused(x, out)
-            channel_clamp(out, clamp_lo, clamp_hi)
-            return True
-        return fused_step
+        return _fused_step(fused, x, out, clamp)
+    epi = (cp.jit, cfg.zp_out, cfg.act_lo, cfg.act_hi, sc, cfg.zp_sc, out)
+    split = pl.oh >= 2 and pl.oh * pl.ow * out.shape[2] >= EPILOGUE_SPLIT_MIN
+    return _gemm_step(acc_fn, x, epi, clamp, split)
 
-    if pl.oh >= 2 and pl.oh * pl.ow * out.shape[2] >= EPILOGUE_SPLIT_MIN:
-        def split_step() -> bool:   # the epilogue in parts on both threads (conv_bands.py)
+
+def _plain_route(pl: ConvPlan, cp: ConvParams, acc_fn) -> bool:
+    """Whether a tile takes :func:`plain_step`'s route (its docstring)."""
+    cfg = pl.cfg
+    return not (acc_fn is None or not pl.fits or cp.jit is None or cfg.wide_weights
+                or cfg.accumulate or cfg.out_mode & spec.OUT_MODE_INT32 or cfg.two_slope
+                or pl.lut is not None or pl.x is None or (cfg.has_shortcut and pl.sc is None))
+
+
+def _band_step(bands: list, fused, x: np.ndarray, out: np.ndarray, clamp: tuple):
+    """conv_in_bands' two bands, made once (:func:`~tcc_compiler.sim.conv_bands.
+    fused_bands`), on both threads; the whole tile's ``fused`` routine on one."""
+    available = jit.available
+
+    def band_step() -> bool:
+        if not available():
+            return False
+        if threads() > 1:
+            run_parts(lambda k: bands[k][2](bands[k][0], bands[k][1]), 2)
+        else:
+            fused(x, out)
+        channel_clamp(out, *clamp)
+        return True
+    return band_step
+
+
+def _fused_step(fused, x: np.ndarray, out: np.ndarray, clamp: tuple):
+    """A depthwise tile's accumulator and epilogue in one compiled pass."""
+    available = jit.available
+
+    def fused_step() -> bool:
+        if not available():
+            return False
+        fused(x, out)
+        channel_clamp(out, *clamp)
+        return True
+    return fused_step
+
+
+def _gemm_step(acc_fn, x: np.ndarray, epi: tuple, clamp: tuple, split: bool):
+    """The accumulator routine, then the compiled epilogue ``epi`` = (params, zp_out, lo, hi,
+    shortcut, zp_sc, out) straight into the output box; ``split``: in parts on both threads
+    (:func:`~tcc_compiler.sim.conv_bands.epilogue_in_parts`) while
+    :func:`~tcc_compiler.sim.conv_bands.threads` is 2."""
+    available, epilogue_into = jit.available, jit.epilogue_into
+    out = epi[-1]
+    if split:
+        def split_step() -> bool:
             if not available():
                 return False
             if threads() > 1:
-                epilogue_in_parts(acc_fn(x), params, zp_out, lo, hi, sc, zp_sc, out)
+                epilogue_in_parts(acc_fn(x), *epi)
             else:
-                epilogue_into(acc_fn(x), params, zp_out, lo, hi, sc, zp_sc, out)
-            channel_clamp(out, clamp_lo, clamp_hi)
+                epilogue_into(acc_fn(x), *epi)
+            channel_clamp(out, *clamp)
             return True
         return split_step
 
     def step() -> bool:
         if not available():
             return False
-        epilogue_into(acc_fn(x), params, zp_out, lo, hi, sc, zp_sc, out)
-        channel_clamp(out, clamp_lo, clamp_hi)
+        epilogue_into(acc_fn(x), *epi)
+        channel_clamp(out, *clamp)
         return True
     return step
