@@ -177,10 +177,10 @@ class LoadedProgram:
                              f"{len(self.manifest['inputs'])} inputs (a segment of a bigger "
                              "model): run the segmented folder it belongs to")
         x = self.checked_input(x)
-        # one compiled pass to NHWC when the kernels are loaded (the same float64 operations,
-        # so the same integers: 0.25 -> 0.1 ms on a 224x224x3 input); else numpy
-        q = jit.quantize_nhwc(x, spec["scale"][0], spec["zero_point"][0], np.int8) \
-            if jit.loaded() else None
+        # one compiled pass to NHWC (the same float64 operations, so the same integers: 0.25
+        # -> 0.1 ms on a 224x224x3 input; its import and load paid on the first input, with
+        # the executor's kernels, not on the second); else numpy
+        q = jit.quantize_nhwc(x, spec["scale"][0], spec["zero_point"][0], np.int8)
         if q is None:
             q = quantize_tensor(x, spec["scale"][0], spec["zero_point"][0])
             if len(x.shape) == 4:   # x is NCHW whatever the ONNX layout (manifest input.shape)
