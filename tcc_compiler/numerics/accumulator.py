@@ -22,7 +22,8 @@ import numpy as np
 
 from tcc_compiler.numerics import jit
 from tcc_compiler.numerics.gemm import ConvWeights, patches_u8
-from tcc_compiler.numerics.int8_gemm import MAX_K, int8_session, worth
+from tcc_compiler.numerics.int8_gemm import (MAX_K, PACKED_MAX_ROWS, int8_session, packed_b,
+                                             worth)
 
 
 def _out_len(n: int, k: int, s: int, d: int) -> int:
@@ -97,6 +98,37 @@ class GemmRoutine:
                                   )[0].reshape(self.shape)
 
 
+class PackedGemmRoutine(GemmRoutine):
+    """A :class:`GemmRoutine` of few rows whose weights ``b`` a session of its own holds
+    packed (:func:`~tcc_compiler.numerics.int8_gemm.packed_b`, the same exact sums), made on
+    its first call (the executor's first run, whose one-off costs a later run does not
+    repeat); when none can be made, the process-wide session as :class:`GemmRoutine`."""
+
+    __slots__ = ("run",)
+
+    def __init__(self, r: GemmRoutine):
+        super().__init__(r.cols, r.b, int(r.za), r.shape, r.key)
+        self.run = None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        run = self.run
+        if run is None:
+            self.run = run = packed_b(self.b) or False
+        if run:
+            return run(self.cols(x), self.za).reshape(self.shape)
+        return GemmRoutine.__call__(self, x)
+
+
+def packed(routine):
+    """``routine`` (an :func:`accumulator` routine or None) as a :class:`PackedGemmRoutine`
+    when it is a :class:`GemmRoutine` of at most
+    :data:`~tcc_compiler.numerics.int8_gemm.PACKED_MAX_ROWS` rows, else itself: for a tile
+    run many times (the executor's)."""
+    if type(routine) is GemmRoutine and routine.shape[0] * routine.shape[1] <= PACKED_MAX_ROWS:
+        return PackedGemmRoutine(routine)
+    return routine
+
+
 def shared_input(routines: list[GemmRoutine],
                  run_id: Callable[[], object]) -> list[Callable[[np.ndarray], np.ndarray]]:
     """Routines equal to ``routines`` (two or more, equal :attr:`GemmRoutine.key`) for tiles
@@ -133,9 +165,14 @@ def shared_input(routines: list[GemmRoutine],
     ends = np.cumsum([r.b.shape[1] for r in routines]).tolist()
     cuts = list(zip([0] + ends[:-1], ends))
     kept: list = [None, None]   # [the parts, the run they belong to]
+    rows = first.shape[0] * first.shape[1]
+    run = packed_b(b) if rows <= PACKED_MAX_ROWS else None   # b packed once for few rows
 
     def lead(x: np.ndarray) -> np.ndarray:
-        y = int8_session().run(None, {"a": first.cols(x), "b": b, "za": first.za})[0]
+        if run is not None:
+            y = run(first.cols(x), first.za)
+        else:
+            y = int8_session().run(None, {"a": first.cols(x), "b": b, "za": first.za})[0]
         kept[0] = [np.ascontiguousarray(y[:, a:e]).reshape(r.shape)
                    for (a, e), r in zip(cuts, routines)]
         kept[1] = run_id()

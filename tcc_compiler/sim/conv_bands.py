@@ -19,16 +19,20 @@ whose output box shares bytes with its input is not split (one band would overwr
 rows the other still reads, where the unsplit tile reads all before writing).
 
 The helper is one thread per process (a forked child starts its own), blocking rather than
-spinning, so on a loaded machine a band waits at worst as long as the tile would have taken.
+spinning; the parts of a tile go to whichever thread is free (:func:`run_parts`), so on a
+loaded machine, where the helper may wake late, the calling thread computes them all and
+waits for nothing it does not need.
 :func:`set_threads` ``(1)`` turns the split off (``tccc eval --jobs N`` workers, whose
 parallelism is the processes).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 
 import numpy as np
 
@@ -46,7 +50,7 @@ from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f
 SPLIT_MIN_MACS = 1 << 20
 
 _lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
+_pool: queue.SimpleQueue | None = None   # the helper thread's jobs
 _pool_pid = 0
 _cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")   # Linux
          else os.cpu_count() or 1)
@@ -66,16 +70,111 @@ def set_threads(n: int) -> int:
     return old
 
 
-def _helper() -> ThreadPoolExecutor:
-    """The helper thread's pool (made on first use, and anew in a forked child, which
-    inherits the object but not its thread)."""
+class _Job:
+    """The parts ``fn(0) .. fn(n - 1)`` of one tile, claimed one at a time by whichever
+    thread is free (``next`` on an ``itertools.count``: atomic under the GIL)."""
+
+    __slots__ = ("fn", "n", "next", "started", "done", "err")
+
+    def __init__(self, fn: Callable[[int], None], n: int):
+        self.fn, self.n, self.next = fn, n, itertools.count()
+        self.started = False
+        self.done = threading.Lock()
+        self.done.acquire()            # released by the helper when its parts are done
+        self.err: BaseException | None = None
+
+    def work(self) -> None:
+        """Compute parts until none is left (on the calling thread)."""
+        fn, n = self.fn, self.n
+        for k in self.next:
+            if k >= n:
+                return
+            fn(k)
+
+    def help(self) -> None:
+        """The helper's side: claim parts too, record a failure, then release ``done``."""
+        self.started = True
+        try:
+            self.work()
+        except BaseException as exc:   # re-raised by the calling thread
+            self.err = exc
+        finally:
+            self.done.release()
+
+
+def _helper_loop(q: queue.SimpleQueue) -> None:
+    while True:
+        q.get().help()
+
+
+def _helper() -> queue.SimpleQueue:
+    """The helper thread's job queue (the thread made on first use, and anew in a forked
+    child, which inherits the object but not its thread)."""
     global _pool, _pool_pid
     if _pool is None or _pool_pid != os.getpid():
         with _lock:
             if _pool is None or _pool_pid != os.getpid():
-                _pool = ThreadPoolExecutor(1, thread_name_prefix="tccc-band")
-                _pool_pid = os.getpid()
+                q: queue.SimpleQueue = queue.SimpleQueue()
+                threading.Thread(target=_helper_loop, args=(q,), daemon=True,
+                                 name="tccc-band").start()
+                _pool, _pool_pid = q, os.getpid()
     return _pool
+
+
+def run_parts(fn: Callable[[int], None], n: int) -> None:
+    """``fn(k)`` for k in 0 .. n-1, on the calling thread and the helper thread side by side:
+    each part is claimed by whichever thread is free, so a helper the OS does not schedule in
+    time (a loaded machine) costs nothing: the calling thread takes its parts too. Returns
+    when every part is done. The parts must write disjoint memory (each tile's caller's
+    guarantee) and release the GIL to gain (numba's ``nogil`` kernels, ONNX Runtime).
+
+    Raises:
+        What a part raised (the calling thread's first), after every started part ended.
+    """
+    job = _Job(fn, n)
+    _helper().put(job)
+    try:
+        job.work()
+    finally:
+        if job.started:   # else the helper claims nothing: every part is taken
+            job.done.acquire()
+    if job.err is not None:
+        raise job.err
+
+
+#: Fewest accumulator elements whose epilogue (after the tile's GEMM) is computed in parts on
+#: both threads (:func:`epilogue_in_parts`): about 4 us on one thread, where the parts cost
+#: about 1 us when the helper does not wake in time and the calling thread takes them all.
+EPILOGUE_SPLIT_MIN = 1 << 15
+#: Parts of such an epilogue (row ranges): several, so the calling thread takes the ones a
+#: late helper leaves.
+EPILOGUE_PARTS = 4
+
+
+def threads() -> int:
+    """The threads a tile is computed on (:func:`set_threads`)."""
+    return _threads
+
+
+def epilogue_in_parts(acc: np.ndarray, params: tuple, zp_y: int, lo: int, hi: int,
+                      sc: np.ndarray | None, zp_sc: int, out: np.ndarray) -> np.ndarray:
+    """:func:`~tcc_compiler.numerics.jit.epilogue_into` (same arguments and conditions:
+    acc int32 [A, B, O] in memory of its own, sc [A, B, O] or None, out passing
+    :func:`~tcc_compiler.numerics.jit.out_fits`) as up to :data:`EPILOGUE_PARTS` ranges of
+    rows A computed by :func:`run_parts`: element-wise, each element once, each row's
+    shortcut read by the part writing that row (the "same elements" rule holds per part),
+    so the same bytes. Returns ``out``."""
+    rows = acc.shape[0]
+    n = min(EPILOGUE_PARTS, rows)
+    cuts = [rows * k // n for k in range(n + 1)]
+
+    def part(k: int) -> None:
+        a, b = cuts[k], cuts[k + 1]
+        jit.epilogue_into(acc[a:b], params, zp_y, lo, hi, None if sc is None else sc[a:b],
+                          zp_sc, out[a:b])
+
+    run_parts(part, n)
+    return out
 
 
 def band_input(x: np.ndarray, pads: tuple, r0: int, r1: int, kh: int, sh: int,
@@ -141,6 +240,38 @@ def _fused(shape: tuple, pads: tuple, cw: ConvWeights, strides, dilations, zp_in
     return fused
 
 
+def fused_bands(x: np.ndarray, pads: tuple, cw: ConvWeights, strides, dilations, kh: int,
+                epi: tuple, out: np.ndarray) -> list[tuple] | None:
+    """The two bands :func:`conv_in_bands` computes for a depthwise tile without a shortcut,
+    made once for a tile run many times (its input and output boxes fixed): per band (input
+    rows, output rows, its fused routine), the routine ``f(xb, ob)`` being
+    :func:`_band`'s (:func:`_fused`), so the bytes are :func:`conv_in_bands`'s; None where
+    that declines (not depthwise, one output row, the output over the input, a band of
+    padding only, not int8) or a band's fused routine does (the caller keeps the general
+    route).
+
+    Args: as :func:`conv_in_bands` (``epi``'s ``zp_sc`` unused). Call the bands with
+    :func:`run_parts` (or compute the whole tile with its own fused routine on one thread:
+    the same bytes).
+    """
+    oh = out.shape[0]
+    if cw.dw is None or oh < 2 or x.dtype != np.int8 or np.may_share_memory(x, out):
+        return None
+    params, zp_in, zp_out, lo, hi, _ = epi
+    mid = oh // 2
+    bands = []
+    for r0, r1 in ((0, mid), (mid, oh)):
+        part = band_input(x, pads, r0, r1, kh, strides[0], dilations[0])
+        if part is None:
+            return None
+        xb, pb = part
+        fn = _fused(xb.shape, pb, cw, strides, dilations, zp_in, params, zp_out, lo, hi)
+        if fn is None:
+            return None
+        bands.append((xb, out[r0:r1], fn))
+    return bands
+
+
 def conv_in_bands(x: np.ndarray, pads: tuple, cw: ConvWeights, strides, dilations,
                   kh: int, macs: int, epi: tuple, sc: np.ndarray | None,
                   out: np.ndarray) -> bool:
@@ -174,16 +305,13 @@ def conv_in_bands(x: np.ndarray, pads: tuple, cw: ConvWeights, strides, dilation
         return False
     params, zp_in, zp_out, lo, hi, zp_sc = epi
 
-    def run(k: int, r0: int, r1: int) -> None:
+    rows = ((0, mid), (mid, oh))
+
+    def run(k: int) -> None:
         xb, pb = parts[k]
+        r0, r1 = rows[k]
         _band(xb, pb, cw, strides, dilations, zp_in, params, zp_out, lo, hi,
               None if sc is None else sc[r0:r1], zp_sc, out[r0:r1])
 
-    second = _helper().submit(run, 1, mid, oh)
-    try:
-        run(0, 0, mid)
-    finally:
-        err = second.exception()
-    if err is not None:
-        raise err
+    run_parts(run, 2)
     return True

@@ -19,7 +19,8 @@ from tcc_compiler.numerics.epilogue import channel_clamp, two_slope_epilogue
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
 from tcc_compiler.numerics.lut import apply_lut, apply_lut_wide
-from tcc_compiler.sim.conv_bands import SPLIT_MIN_MACS, conv_in_bands
+from tcc_compiler.sim.conv_bands import (EPILOGUE_SPLIT_MIN, SPLIT_MIN_MACS, conv_in_bands,
+                                         epilogue_in_parts, fused_bands, run_parts, threads)
 from tcc_compiler.sim.conv_params import ConvParams
 from tcc_compiler.sim.conv_tile import ConvPlan
 from tcc_compiler.sim.memory import INT_DTYPES
@@ -133,8 +134,8 @@ def conv_result(pl: ConvPlan, cp: ConvParams, x: np.ndarray, cw: ConvWeights, pa
 
 def plain_step(pl: ConvPlan, cp: ConvParams, cw: ConvWeights,
                acc_fn: Callable[[np.ndarray], np.ndarray] | None,
-               fused: Callable[[np.ndarray, np.ndarray], None] | None = None
-               ) -> Callable[[], bool] | None:
+               fused: Callable[[np.ndarray, np.ndarray], None] | None = None,
+               pads: tuple | None = None) -> Callable[[], bool] | None:
     """The whole of :func:`conv_result` for a tile that takes its plainest route, as one
     routine made once: ``step()`` runs the accumulator routine on the input view, the
     compiled epilogue straight into the output box and the per-channel clamp, and returns
@@ -156,31 +157,96 @@ def plain_step(pl: ConvPlan, cp: ConvParams, cw: ConvWeights,
         fused: for a depthwise tile without a shortcut, its accumulator and epilogue in one
             pass (:func:`~tcc_compiler.numerics.accumulator.depthwise_epilogue`, the same
             bytes as ``acc_fn`` then the compiled epilogue), used instead of them; or None.
+        pads: the tile's (top, left, bottom, right), or None (then a depthwise tile
+            :func:`~tcc_compiler.sim.conv_bands.conv_in_bands` may split gets no plain step).
+
+    A depthwise tile :func:`~tcc_compiler.sim.conv_bands.conv_in_bands` would split runs
+    the same two bands (:func:`~tcc_compiler.sim.conv_bands.fused_bands`, made once) on both
+    threads, ``fused`` on one. The epilogue of a tile of two rows or more and at least
+    :data:`~tcc_compiler.sim.conv_bands.EPILOGUE_SPLIT_MIN` accumulators is computed in parts
+    on both threads (:func:`~tcc_compiler.sim.conv_bands.epilogue_in_parts`, the same bytes)
+    while :func:`~tcc_compiler.sim.conv_bands.threads` is 2.
     """
     cfg = pl.cfg
-    if (acc_fn is None or not pl.fits or cp.jit is None or cfg.wide_weights
-            or cfg.accumulate or cfg.out_mode & spec.OUT_MODE_INT32 or cfg.two_slope
-            or pl.lut is not None or pl.x is None or (cfg.has_shortcut and pl.sc is None)):
+    if not _plain_route(pl, cp, acc_fn):
         return None
+    x, sc, out = pl.x, pl.sc, pl.direct
+    clamp = (cp.clamp_lo, cp.clamp_hi)
     if cw.dw is not None and pl.macs >= SPLIT_MIN_MACS and pl.oh >= 2:
-        return None   # may run as two bands (conv_in_bands)
-    x, sc, out, params = pl.x, pl.sc, pl.direct, cp.jit
-    zp_out, lo, hi, zp_sc = cfg.zp_out, cfg.act_lo, cfg.act_hi, cfg.zp_sc
-    clamp_lo, clamp_hi = cp.clamp_lo, cp.clamp_hi
-    available, epilogue_into = jit.available, jit.epilogue_into
+        bands = None if fused is None or sc is not None or pads is None else fused_bands(
+            x, pads, cw, pl.strides, pl.dilations, cfg.kh,
+            (cp.jit, cfg.zp_in, cfg.zp_out, cfg.act_lo, cfg.act_hi, cfg.zp_sc), out)
+        if bands is None:
+            return None   # may run as two bands (conv_in_bands)
+        return _band_step(bands, fused, x, out, clamp)
     if fused is not None and sc is None:
-        def fused_step() -> bool:
+        return _fused_step(fused, x, out, clamp)
+    epi = (cp.jit, cfg.zp_out, cfg.act_lo, cfg.act_hi, sc, cfg.zp_sc, out)
+    split = pl.oh >= 2 and pl.oh * pl.ow * out.shape[2] >= EPILOGUE_SPLIT_MIN
+    return _gemm_step(acc_fn, x, epi, clamp, split)
+
+
+def _plain_route(pl: ConvPlan, cp: ConvParams, acc_fn) -> bool:
+    """Whether a tile takes :func:`plain_step`'s route (its docstring)."""
+    cfg = pl.cfg
+    return not (acc_fn is None or not pl.fits or cp.jit is None or cfg.wide_weights
+                or cfg.accumulate or cfg.out_mode & spec.OUT_MODE_INT32 or cfg.two_slope
+                or pl.lut is not None or pl.x is None or (cfg.has_shortcut and pl.sc is None))
+
+
+def _band_step(bands: list, fused, x: np.ndarray, out: np.ndarray, clamp: tuple):
+    """conv_in_bands' two bands, made once (:func:`~tcc_compiler.sim.conv_bands.
+    fused_bands`), on both threads; the whole tile's ``fused`` routine on one."""
+    available = jit.available
+
+    def band_step() -> bool:
+        if not available():
+            return False
+        if threads() > 1:
+            run_parts(lambda k: bands[k][2](bands[k][0], bands[k][1]), 2)
+        else:
+            fused(x, out)
+        channel_clamp(out, *clamp)
+        return True
+    return band_step
+
+
+def _fused_step(fused, x: np.ndarray, out: np.ndarray, clamp: tuple):
+    """A depthwise tile's accumulator and epilogue in one compiled pass."""
+    available = jit.available
+
+    def fused_step() -> bool:
+        if not available():
+            return False
+        fused(x, out)
+        channel_clamp(out, *clamp)
+        return True
+    return fused_step
+
+
+def _gemm_step(acc_fn, x: np.ndarray, epi: tuple, clamp: tuple, split: bool):
+    """The accumulator routine, then the compiled epilogue ``epi`` = (params, zp_out, lo, hi,
+    shortcut, zp_sc, out) straight into the output box; ``split``: in parts on both threads
+    (:func:`~tcc_compiler.sim.conv_bands.epilogue_in_parts`) while
+    :func:`~tcc_compiler.sim.conv_bands.threads` is 2."""
+    available, epilogue_into = jit.available, jit.epilogue_into
+    out = epi[-1]
+    if split:
+        def split_step() -> bool:
             if not available():
                 return False
-            fused(x, out)
-            channel_clamp(out, clamp_lo, clamp_hi)
+            if threads() > 1:
+                epilogue_in_parts(acc_fn(x), *epi)
+            else:
+                epilogue_into(acc_fn(x), *epi)
+            channel_clamp(out, *clamp)
             return True
-        return fused_step
+        return split_step
 
     def step() -> bool:
         if not available():
             return False
-        epilogue_into(acc_fn(x), params, zp_out, lo, hi, sc, zp_sc, out)
-        channel_clamp(out, clamp_lo, clamp_hi)
+        epilogue_into(acc_fn(x), *epi)
+        channel_clamp(out, *clamp)
         return True
     return step

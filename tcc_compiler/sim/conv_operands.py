@@ -10,10 +10,12 @@ run executes the same commands in the same order every time (each core's stream;
 several cores, :attr:`~tcc_compiler.sim.hazards.Ordering.base_order`). So command i sees the
 same sources on every in-order run: the sources each tile saw on one complete in-order run
 are remembered, and later in-order runs take them from there and track no provenance at all
-(:meth:`ConvOperands.start`). A tile with both sources then also keeps its params, weights and
-accumulator routine (:attr:`ConvOperands.ready`): the caches would return those very objects
-again. A tile with a source of None gets None again, which is always correct (the caches then
-compare the bytes). A random schedule (another order) tracks as before and remembers nothing.
+(:meth:`ConvOperands.start`). A tile with both sources also keeps its params, weights and
+accumulator routine (:attr:`ConvOperands.ready`), from its first in-order run on (the sources
+it sees there are the ones every in-order run sees): the caches would return those very
+objects again. A tile with a source of None gets None again, which is always correct (the
+caches then compare the bytes). A random schedule (another order) tracks as before and
+remembers nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Callable
 
 from tcc_compiler.errors import ExecutionError
 from tcc_compiler.isa.commands import Command, ConvTile
-from tcc_compiler.numerics.accumulator import accumulator, depthwise_epilogue
+from tcc_compiler.numerics.accumulator import accumulator, depthwise_epilogue, packed
 from tcc_compiler.sim.conv_exec import ConvWeightCache, plain_step
 from tcc_compiler.sim.conv_params import ConvParamCache, ParamRecordError
 from tcc_compiler.sim.conv_tile import ConvPlan
@@ -50,7 +52,7 @@ class ConvOperands:
         params, weights: the parameter and weight caches.
         ready: command index -> (plan, params, weights, accumulator routine or None, its
             :func:`~tcc_compiler.sim.conv_exec.plain_step` or None) of a tile whose sources
-            are remembered.
+            are known on an in-order run (:data:`RECORD` or :data:`REUSE`).
         mode: :data:`TRACK`, :data:`RECORD` or :data:`REUSE` for the current run.
     """
 
@@ -91,7 +93,8 @@ class ConvOperands:
     def get(self, i: int, t: ConvTile, pl: ConvPlan, prov: Provenance,
             err: Callable[[int, Command, str], ExecutionError]) -> tuple:
         """(decoded parameter records, prepared weights, accumulator routine or None) of tile
-        ``i`` under its plan ``pl``; kept in :attr:`ready` when both sources are remembered.
+        ``i`` under its plan ``pl``; kept in :attr:`ready` when both sources are known on an
+        in-order run (recorded or remembered: the same on every such run).
 
         Raises:
             ExecutionError: a bad parameter record (``err``'s message naming the command, or
@@ -111,13 +114,13 @@ class ConvOperands:
             raise err(i, t, str(exc)) from None
         cw = self.weights.get(t.w_sram, pl.w, pl.groups, w_src)
         acc_fn = fused = None
-        if self.mode == REUSE and p_src is not None and w_src is not None:
+        if self.mode != TRACK and p_src is not None and w_src is not None:
             if cfg.in_bytes == 1 and not cfg.wide_weights and pl.x is not None:
-                acc_fn = accumulator(pl.x.shape, cfg.zp_in, cw, pl.strides, t.pads,
-                                     pl.dilations)
+                acc_fn = packed(accumulator(pl.x.shape, cfg.zp_in, cw, pl.strides, t.pads,
+                                            pl.dilations))   # run many times: b packed once
                 if acc_fn is not None and cw.dw is not None and not cfg.has_shortcut:
                     fused = depthwise_epilogue(pl.x.shape, cfg.zp_in, cw, pl.strides,
                                                t.pads, pl.dilations, cp.jit, cfg.zp_out,
                                                cfg.act_lo, cfg.act_hi)
-            self.ready[i] = (pl, cp, cw, acc_fn, plain_step(pl, cp, cw, acc_fn, fused))
+            self.ready[i] = (pl, cp, cw, acc_fn, plain_step(pl, cp, cw, acc_fn, fused, t.pads))
         return cp, cw, acc_fn

@@ -148,6 +148,9 @@ class Executor(RunLoop, RepeatRuns, SramAccess):
         """Make ``cmd`` the program, with fresh per-program state (:attr:`cmd`)."""
         check_program(cmd, self.target)
         self._cmd = cmd
+        # why the stream is not well-terminated per core, or None: raised by every run (a
+        # frozen CmdFile holding a tuple: found once, not per run)
+        self._cores_problem = cores_problem(list(cmd.commands), cmd.cores)
         self._order_cache: Ordering | None = None
         # per command index: its mnemonic and handler (None: a register or sync command)
         self._names = [c.name for c in cmd.commands]
@@ -170,6 +173,7 @@ class Executor(RunLoop, RepeatRuns, SramAccess):
         self._z_unread: frozenset[int] | None = None
         self._z_skip: frozenset[int] = frozenset()
         self._z_reuse = False   # the current run is a repeat in-order run of one core
+        self._plain_run = False   # ... an in-order run of one core, no hazard tracking
         # such a run's per-command steps, made once after one (sim/replay.py), used while the
         # handlers are those it was made from (sim/repeat_runs.py)
         self._replay: Replay | None = None
@@ -220,9 +224,8 @@ class Executor(RunLoop, RepeatRuns, SramAccess):
             if len(input_bytes) != c.input_bytes:
                 raise InputError(f"{c.path}: input is {len(input_bytes)} bytes, the program "
                                  f"expects {c.input_bytes}")
-            problem = cores_problem(list(c.commands), c.cores)
-            if problem:
-                raise ExecutionError(f"{c.path}: {problem}")
+            if self._cores_problem:
+                raise ExecutionError(f"{c.path}: {self._cores_problem}")
             return self._run_locked(input_bytes, schedule, seed, check)
 
     # -- command handlers (the general loop, sim/run_loop.py, and replays, sim/repeat_runs.py,
@@ -269,8 +272,7 @@ class Executor(RunLoop, RepeatRuns, SramAccess):
             _, cp, cw, acc_fn, step = ready
             acc_fn = acc or acc_fn
             if step is not None and step():   # the plainest route, chosen once
-                stats.bytes_per_queue["COMPUTE"] += pl.read_fixed + pl.direct.nbytes
-                stats.macs += pl.macs
+                self._count_plain(pl, stats)
                 return
         cfg = pl.cfg
         x = pl.x
@@ -279,6 +281,10 @@ class Executor(RunLoop, RepeatRuns, SramAccess):
                                t.in_px_stride, t.in_row_stride, INT_DTYPES[cfg.in_bytes])
         if ready is None or ready[0] is not pl:
             cp, cw, acc_fn = self._ops.get(i, t, pl, self._prov, self._err)
+            made = self._ops.ready.get(i)   # kept just now (an in-order run): its route
+            if made is not None and made[0] is pl and made[4] is not None and made[4]():
+                self._count_plain(pl, stats)   # from the first run on, so a run's kernels
+                return                         # are those of every later run (loaded once)
         shape = (pl.oh, pl.ow, t.oc)
         part = pl.part
         if part is None and cfg.accumulate:
@@ -292,6 +298,13 @@ class Executor(RunLoop, RepeatRuns, SramAccess):
         stats.bytes_per_queue["COMPUTE"] += pl.read_fixed + y.nbytes
         if y is not pl.direct:
             pl.out[...] = y
+        stats.macs += pl.macs
+
+    @staticmethod
+    def _count_plain(pl: ConvPlan, stats: ExecStats) -> None:
+        """Count a tile its plain step computed (the counters :func:`conv_result`'s route
+        counts: its output is ``pl.direct``)."""
+        stats.bytes_per_queue["COMPUTE"] += pl.read_fixed + pl.direct.nbytes
         stats.macs += pl.macs
 
     def _pool_tile(self, i: int, t: PoolTile, stats: ExecStats) -> None:

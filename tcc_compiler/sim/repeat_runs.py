@@ -12,7 +12,7 @@ from collections import Counter
 from tcc_compiler.errors import first_line
 from tcc_compiler.isa import spec
 from tcc_compiler.sim.blas import blas_threads
-from tcc_compiler.sim.conv_operands import REUSE
+from tcc_compiler.sim.conv_operands import RECORD, REUSE
 from tcc_compiler.sim.exec_stats import ExecStats
 from tcc_compiler.sim.replay import Replay, make_replay
 from tcc_compiler.sim.zskip import unread_weight_loads
@@ -56,25 +56,30 @@ class RepeatRuns:
     def _skips_for_run(self, other: bool) -> None:
         """Set the DMA_LOAD_Z commands this run leaves out: those nothing reads
         (:meth:`_unread_loads`, once found) on a repeat in-order run of one core with no
-        hazard tracking, else (``other``: tracked, or several cores) none."""
+        hazard tracking, else (``other``: tracked, or several cores) none; and whether this
+        run is an in-order run of one core with no hazard tracking (:attr:`_plain_run`: the
+        first one too, whose sources are recorded)."""
+        self._plain_run = not other and self._ops.mode in (RECORD, REUSE)
         self._z_reuse = not other and self._ops.mode == REUSE
         self._z_skip = (self._z_unread or frozenset()) if self._z_reuse else frozenset()
 
     def _after_run(self, stats: ExecStats) -> None:
         """After a run of the general loop went through every command: the sources are
-        complete (:meth:`ConvOperands.finish`), the unread loads found; after a repeat in-order
-        run of one core, later such runs replay it (:mod:`tcc_compiler.sim.replay`)."""
+        complete (:meth:`ConvOperands.finish`), the unread loads found; after an in-order run
+        of one core with no hazard tracking (the first one included: every tile's kept
+        operands are made there), later repeat such runs replay it
+        (:mod:`tcc_compiler.sim.replay`), so the second run already takes the replay."""
         self._ops.finish()
         self._found_unread()
-        if self._z_reuse and self._z_unread is not None:
+        if self._plain_run and self._z_unread is not None:
             self._replay = make_replay(self.cmd.commands, self._steps, self._ops.ready,
                                        self._z_unread, self._conv_tile, ExecStats(), stats,
                                        self._writes)
 
     def _found_unread(self) -> None:
-        """After a complete repeat in-order run (every tile's kept operands known): find the
-        loads later such runs leave out, once."""
-        if self._z_reuse and self._z_unread is None:
+        """After a complete in-order run of one core (every tile's kept operands known):
+        find the loads later repeat such runs leave out, once."""
+        if self._plain_run and self._z_unread is None:
             self._z_unread = self._unread_loads()
 
     def _unread_loads(self) -> frozenset[int]:

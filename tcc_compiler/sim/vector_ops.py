@@ -15,6 +15,7 @@ from tcc_compiler.isa.spec import POOL_KIND_AVG, POOL_KIND_MAX, WIDE_IN, WIDE_MA
 from tcc_compiler.numerics import SHIFT_MAX, add_int8, avgpool_int8, maxpool_int8
 from tcc_compiler.numerics.eltwise import EwKind, eltwise_int8
 from tcc_compiler.numerics.lut import LUT_ENTRIES, apply_lut
+from tcc_compiler.numerics.pool import global_avgpool
 from tcc_compiler.numerics.resize import COORD_MODES, bilinear_int8
 from tcc_compiler.numerics.softmax import EXP_BITS, EXP_ENTRIES, softmax_int8
 from tcc_compiler.sim.conv_tile import conv_out
@@ -170,8 +171,12 @@ def run_pool_tile(i: int, t: PoolTile, cfg: PoolCfg | None,
     elif cfg.kind == POOL_KIND_AVG:
         if not 1 <= cfg.shift <= SHIFT_MAX:
             raise err(i, t, f"POOL_CFG shift {cfg.shift} outside 1..{SHIFT_MAX}")
-        y = avgpool_int8(x, cfg.zp_in, (cfg.kh, cfg.kw), (cfg.sh, cfg.sw), t.pads,
-                         cfg.mult, cfg.shift, cfg.zp_out, dt)
+        y = None
+        if (oh, ow) == (1, 1) and (cfg.kh, cfg.kw) == x.shape[:2] and not any(t.pads):
+            y = global_avgpool(x, cfg.zp_in, cfg.mult, cfg.shift, cfg.zp_out, dt)  # one pass
+        if y is None:
+            y = avgpool_int8(x, cfg.zp_in, (cfg.kh, cfg.kw), (cfg.sh, cfg.sw), t.pads,
+                             cfg.mult, cfg.shift, cfg.zp_out, dt)
     else:
         raise err(i, t, f"POOL_CFG kind {cfg.kind} unknown")
     out = sram_box(i, t, "output", t.out_sram, (oh, ow, t.c), t.out_px_stride,

@@ -109,6 +109,7 @@ def test_executor_outputs_do_not_depend_on_the_split(tmp_path, monkeypatch):
     xs = [rng.standard_normal((1, 8, 12, 14)).astype(np.float32) for _ in range(2)]
     split = []
     monkeypatch.setattr(B, "SPLIT_MIN_MACS", 0)
+    monkeypatch.setattr("tcc_compiler.sim.conv_exec.SPLIT_MIN_MACS", 0)   # no plain steps
     real = B.conv_in_bands
 
     def spy(*args):
@@ -117,6 +118,9 @@ def test_executor_outputs_do_not_depend_on_the_split(tmp_path, monkeypatch):
         return done
 
     monkeypatch.setattr("tcc_compiler.sim.conv_exec.conv_in_bands", spy)
+    real_parts = B.run_parts   # a plain step's two bands (conv_bands.fused_bands)
+    monkeypatch.setattr("tcc_compiler.sim.conv_exec.run_parts",
+                        lambda *a: split.append(True) or real_parts(*a))
     old = B.set_threads(2)
     try:
         prog = load_program(out)
