@@ -48,22 +48,27 @@ def test_right_executor_is_bit_exact(checked):
 
 
 def test_wrong_pool_kernel_is_caught(checked, monkeypatch):
-    """An average pool kernel 8 off in one channel: the executor's POOL_TILE (and every
-    user of ``numerics.kernels.avgpool_int8``) is wrong, the golden model's GAP is not."""
+    """An average pool kernel 8 off in one channel: the executor's POOL_TILE (every user of
+    ``numerics.kernels.avgpool_int8`` and the whole-map route
+    ``numerics.pool.global_avgpool``) is wrong, the golden model's GAP is not."""
     from tcc_compiler.numerics import kernels
 
     prog, chk, xs = checked
-    real = kernels.avgpool_int8
     calls = []
 
-    def wrong(*a, **kw):
-        y = real(*a, **kw)
-        calls.append(1)
-        y[..., 0] = np.where(y[..., 0] > 100, y[..., 0] - 8, y[..., 0] + 8)
-        return y
+    def wrong_of(real):
+        def wrong(*a, **kw):
+            y = real(*a, **kw)
+            calls.append(1)
+            y[..., 0] = np.where(y[..., 0] > 100, y[..., 0] - 8, y[..., 0] + 8)
+            return y
+        return wrong
 
+    wrong = wrong_of(kernels.avgpool_int8)
     monkeypatch.setattr(kernels, "avgpool_int8", wrong)
     monkeypatch.setattr(vector_ops, "avgpool_int8", wrong)
+    # the executor's whole-map route (numerics/pool.py) as well
+    monkeypatch.setattr(vector_ops, "global_avgpool", wrong_of(vector_ops.global_avgpool))
     assert chk.run_checked(xs[0])[1]["bit_exact"] is False
     assert calls   # the executor ran it
 
