@@ -27,6 +27,7 @@ from tcc_compiler.numerics.lut import apply_lut, apply_lut_wide
 from tcc_compiler.numerics.requant import requantize
 from tcc_compiler.numerics.resize import bilinear_int8
 from tcc_compiler.numerics.softmax import softmax_int8
+from tcc_compiler.quant import golden_conv
 from tcc_compiler.quant.params import (PoolQuant, add_quant, conv_quant, dequantize_output,
                                        group_softmax_table, lut_quant,
                                        ew_quant, pool_divisors, pool_quant, quantize_input,
@@ -241,106 +242,25 @@ def conv_plain(node: Node, prepared: tuple, acc_fn):
     return plain
 
 
-def _golden_jit():
-    """The golden model's own compiled kernels (:mod:`tcc_compiler.quant.golden_jit`), or
-    None (kernels off, numba missing)."""
-    return jit.kernel_module("tcc_compiler.quant.golden_jit")
-
-
-def tail_params(q, has_sc: bool) -> tuple | None:
-    """The epilogue and clamp parameters of :mod:`~tcc_compiler.quant.golden_jit` for the
-    ``conv_quant`` ``q`` of a conv with (``has_sc``) or without a shortcut: (b, M, S, R, Msc,
-    zp_y, lo, hi, pc, cl, ch): b, M, Msc int32 [O] (Msc = M without a shortcut), S, R int64
-    [O] (R = 2**(S-1)), the output zero point and layer clamp (ints), whether a per-channel
-    clamp applies and its bounds cl = MIN + clamp_lo, ch = MAX - clamp_hi ([O] of the output
-    type; MIN, MAX without one), or None outside the kernels' domain (a shift outside 1..62,
-    a multiplier outside 0..2**31 - 1, a bias outside int32: the numpy route serves)."""
-    o = np.asarray(q.bias).size
-    b, m, s = (np.broadcast_to(np.asarray(v, np.int64).reshape(-1), (o,)).copy()
-               for v in (q.bias, q.mult, q.shift))
-    msc = (np.broadcast_to(np.asarray(q.sc_mult, np.int64).reshape(-1), (o,)).copy()
-           if has_sc else m)
-    if not o or s.min() < 1 or s.max() > 62 or min(m.min(), msc.min()) < 0 \
-            or max(m.max(), msc.max()) >= 2 ** 31 or b.min() < -2 ** 31 or b.max() >= 2 ** 31:
-        return None
-    dt = q.out_dtype
-    pc = q.clamp_lo is not None or q.clamp_hi is not None
-    info = np.iinfo(dt)
-    cl = (info.min + (0 if q.clamp_lo is None else np.asarray(q.clamp_lo, np.int64))
-          + np.zeros(o, np.int64)).astype(dt)
-    ch = (info.max - (0 if q.clamp_hi is None else np.asarray(q.clamp_hi, np.int64))
-          + np.zeros(o, np.int64)).astype(dt)
-    i32 = np.int32
-    return (b.astype(i32), m.astype(i32), s, np.left_shift(np.int64(1), s - 1),
-            msc.astype(i32), int(q.zp_out), int(q.act_lo), int(q.act_hi), pc, cl, ch)
-
-
-#: Stride-1 depthwise convs of at most this many channels run the golden model's row kernel
-#: (``golden_jit.depthwise_rows``), the others its per-window one (``window_kernel``).
-#: Measured (loaded, CPU us per whole layer, median of 15, EfficientNet-Lite0's layers),
-#: rows vs per-window: 112x112x32 3x3 185 vs 314, 56x56x144 3x3 228 vs 179-196, 14x14x480
-#: 3x3 44 vs 32-38.
-ROWS_MAX_CHANNELS = 64
-
-
 def _own_depthwise(node: Node, x: np.ndarray, prepared: tuple):
-    """:func:`conv_fused`'s routine on :func:`~tcc_compiler.quant.golden_jit.depthwise_conv`
-    (the golden model's own whole-tensor kernel, one GIL-free call, not the executor's), or
-    None (no kernels, a window beyond ``jit.MAX_DW_TAPS``, parameters outside its domain).
-    The caller has checked the node is a plain depthwise conv of int8 ``x``."""
-    k, cw, q = _golden_jit(), prepared[0], prepared[1]
-    p = tail_params(q, False) if k is not None else None
-    o, kh, kw, _ = cw.w.shape
-    if p is None or kh * kw > jit.MAX_DW_TAPS or o != x.shape[2] \
-            or not -128 <= int(q.zp_in) <= 127:
-        return None
+    """:func:`~tcc_compiler.quant.golden_conv.own_depthwise` for depthwise conv ``node``
+    (``prepared``: its :func:`prepare_conv`) on inputs of ``x``'s shape."""
     a = node.attrs
-    w = np.ascontiguousarray(cw.w[:, :, :, 0].transpose(1, 2, 0), dtype=np.int16)
-    shape, dtype = npu_hwc(node.output.shape), q.out_dtype
-    tail = (*p[:4], *p[5:])
-    if tuple(a.strides) == (1, 1) and o <= ROWS_MAX_CHANNELS:
-        wt = np.ascontiguousarray(np.tile(w, (1, 1, shape[1])))
-        rows = (int(q.zp_in), wt, int(a.dilations[0]), int(a.dilations[1]), int(a.pads[0]),
-                int(a.pads[1]), *tail)
-
-        def fused_rows(xa: np.ndarray) -> np.ndarray:
-            y = np.empty(shape, dtype)
-            k.depthwise_rows(np.ascontiguousarray(xa), *rows, y)
-            return y
-        return fused_rows
-    kern = k.window_kernel(kh, kw)
-    args = (int(q.zp_in), w, int(a.strides[0]), int(a.strides[1]), int(a.dilations[0]),
-            int(a.dilations[1]), int(a.pads[0]), int(a.pads[1]), *tail)
-
-    def fused(xa: np.ndarray) -> np.ndarray:
-        y = np.empty(shape, dtype)
-        kern(xa, *args, y)
-        return y
-    return fused
+    return golden_conv.own_depthwise(prepared[1], prepared[0], x.shape[2], a.strides, a.pads,
+                                     a.dilations, npu_hwc(node.output.shape))
 
 
 def _own_plain(node: Node, prepared: tuple, acc_fn):
-    """:func:`conv_plain`'s routine with the golden model's own epilogue and clamp in one
-    GIL-free call (:func:`~tcc_compiler.quant.golden_jit.epilogue` / ``epilogue_sc``) after
-    ``acc_fn``, or None (no kernels, parameters outside their domain). The caller has checked
-    the route (``acc_fn`` given, a plain int32 accumulator)."""
-    k, q = _golden_jit(), prepared[1]
+    """:func:`conv_plain`'s routine with :func:`~tcc_compiler.quant.golden_conv.own_epilogue`
+    after ``acc_fn``, or None (no kernels, parameters outside their domain). The caller has
+    checked the route (``acc_fn`` given, a plain int32 accumulator)."""
     has_sc = len(node.inputs) > 3 and node.inputs[3] is not None
-    p = tail_params(q, has_sc) if k is not None else None
-    if p is None:
+    tail = golden_conv.own_epilogue(prepared[1], has_sc)
+    if tail is None:
         return None
-    tail, msc, zp_sc, dtype = p[:4] + p[5:], p[4], int(q.zp_sc), q.out_dtype
 
     def plain(x: np.ndarray, sc: np.ndarray | None) -> np.ndarray:
-        acc = acc_fn(x)
-        a2 = np.ascontiguousarray(acc).reshape(-1, acc.shape[-1])
-        y = np.empty(acc.shape, dtype)
-        if sc is None:
-            k.epilogue(a2, *tail, y.reshape(a2.shape))
-        else:
-            s2 = np.broadcast_to(sc, acc.shape).reshape(a2.shape)
-            k.epilogue_sc(a2, *tail, s2, zp_sc, msc, y.reshape(a2.shape))
-        return y
+        return tail(acc_fn(x), sc)
     return plain
 
 
