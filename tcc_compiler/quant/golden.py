@@ -179,9 +179,11 @@ def conv_accumulator(node: Node, x: np.ndarray, prepared: tuple):
 def conv_fused(node: Node, x: np.ndarray, prepared: tuple):
     """A depthwise conv ``node``'s accumulator, epilogue and per-channel clamp in one routine
     ``f(x) -> y`` for int8 inputs of ``x``'s shape (``prepared``: its :func:`prepare_conv`):
-    :func:`~tcc_compiler.numerics.accumulator.depthwise_epilogue` into a new array, the bytes
-    :func:`_conv_int` gives; None for any other conv (not depthwise, a shortcut input, int32
-    or two-slope output, int16 weights or input) or when that routine declines."""
+    the golden model's own kernel (:func:`~tcc_compiler.quant.golden_conv.own_depthwise`, not
+    the executor's), else (without it) :func:`~tcc_compiler.numerics.accumulator.
+    depthwise_epilogue` into a new array; the bytes :func:`_conv_int` gives. None for any
+    other conv (not depthwise, a shortcut input, int32 or two-slope output, int16 weights or
+    input) or when both routines decline."""
     cw, q, _, jit_params = prepared
     if (node.op is not Op.CONV or cw.dw is None or x.dtype != np.int8 or x.ndim != 3
             or q.out_int32 or q.two_slope or q.wide_w or jit_params is None
@@ -206,9 +208,11 @@ def conv_fused(node: Node, x: np.ndarray, prepared: tuple):
 
 def conv_plain(node: Node, prepared: tuple, acc_fn):
     """A conv/fc ``node``'s accumulator routine ``acc_fn`` (:func:`conv_accumulator`) and its
-    compiled epilogue (:func:`~tcc_compiler.numerics.jit.epilogue`, the entry ``conv_epilogue``
-    takes; deliberately not the executor's ``jit.epilogue_into``, so a fault in that entry
-    stays visible to ``--check``) into a new array, then the per-channel clamp: a routine
+    epilogue and per-channel clamp: the golden model's own kernel (:func:`~tcc_compiler.quant.
+    golden_conv.own_epilogue`), else the compiled epilogue :func:`~tcc_compiler.numerics.jit.
+    epilogue` (the entry ``conv_epilogue`` takes) then ``channel_clamp``; deliberately not the
+    executor's ``jit.epilogue_into``, so a fault in that entry stays visible to ``--check``: a
+    routine
     ``f(x, sc) -> y`` giving the bytes :func:`_conv_int` gives for an int8 NHWC ``x`` of the
     shape ``acc_fn`` was made for and the shortcut ``sc`` (int8/int16 broadcasting to the
     accumulator's [OH, OW, O], or None; present exactly when the node has one), int8/int16
