@@ -27,6 +27,7 @@ from tcc_compiler.numerics.lut import apply_lut, apply_lut_wide
 from tcc_compiler.numerics.requant import requantize
 from tcc_compiler.numerics.resize import bilinear_int8
 from tcc_compiler.numerics.softmax import softmax_int8
+from tcc_compiler.quant import golden_conv
 from tcc_compiler.quant.params import (PoolQuant, add_quant, conv_quant, dequantize_output,
                                        group_softmax_table, lut_quant,
                                        ew_quant, pool_divisors, pool_quant, quantize_input,
@@ -178,15 +179,20 @@ def conv_accumulator(node: Node, x: np.ndarray, prepared: tuple):
 def conv_fused(node: Node, x: np.ndarray, prepared: tuple):
     """A depthwise conv ``node``'s accumulator, epilogue and per-channel clamp in one routine
     ``f(x) -> y`` for int8 inputs of ``x``'s shape (``prepared``: its :func:`prepare_conv`):
-    :func:`~tcc_compiler.numerics.accumulator.depthwise_epilogue` into a new array, the bytes
-    :func:`_conv_int` gives; None for any other conv (not depthwise, a shortcut input, int32
-    or two-slope output, int16 weights or input) or when that routine declines."""
+    the golden model's own kernel (:func:`~tcc_compiler.quant.golden_conv.own_depthwise`, not
+    the executor's), else (without it) :func:`~tcc_compiler.numerics.accumulator.
+    depthwise_epilogue` into a new array; the bytes :func:`_conv_int` gives. None for any
+    other conv (not depthwise, a shortcut input, int32 or two-slope output, int16 weights or
+    input) or when both routines decline."""
     cw, q, _, jit_params = prepared
     if (node.op is not Op.CONV or cw.dw is None or x.dtype != np.int8 or x.ndim != 3
             or q.out_int32 or q.two_slope or q.wide_w or jit_params is None
             or (len(node.inputs) > 3 and node.inputs[3] is not None)):
         return None
     a = node.attrs
+    own = _own_depthwise(node, x, prepared)
+    if own is not None:
+        return own
     run = depthwise_epilogue(x.shape, q.zp_in, cw, a.strides, a.pads, a.dilations, jit_params,
                              q.zp_out, q.act_lo, q.act_hi)
     if run is None:
@@ -202,9 +208,11 @@ def conv_fused(node: Node, x: np.ndarray, prepared: tuple):
 
 def conv_plain(node: Node, prepared: tuple, acc_fn):
     """A conv/fc ``node``'s accumulator routine ``acc_fn`` (:func:`conv_accumulator`) and its
-    compiled epilogue (:func:`~tcc_compiler.numerics.jit.epilogue`, the entry ``conv_epilogue``
-    takes; deliberately not the executor's ``jit.epilogue_into``, so a fault in that entry
-    stays visible to ``--check``) into a new array, then the per-channel clamp: a routine
+    epilogue and per-channel clamp: the golden model's own kernel (:func:`~tcc_compiler.quant.
+    golden_conv.own_epilogue`), else the compiled epilogue :func:`~tcc_compiler.numerics.jit.
+    epilogue` (the entry ``conv_epilogue`` takes) then ``channel_clamp``; deliberately not the
+    executor's ``jit.epilogue_into``, so a fault in that entry stays visible to ``--check``: a
+    routine
     ``f(x, sc) -> y`` giving the bytes :func:`_conv_int` gives for an int8 NHWC ``x`` of the
     shape ``acc_fn`` was made for and the shortcut ``sc`` (int8/int16 broadcasting to the
     accumulator's [OH, OW, O], or None; present exactly when the node has one), int8/int16
@@ -220,6 +228,9 @@ def conv_plain(node: Node, prepared: tuple, acc_fn):
     if (acc_fn is None or q.out_int32 or q.two_slope or q.wide_w or params is None
             or not jit.available() or params[0].size != cw.w.shape[0]):
         return None
+    own = _own_plain(node, prepared, acc_fn)
+    if own is not None:
+        return own
     zp_out, lo, hi, zp_sc = int(q.zp_out), int(q.act_lo), int(q.act_hi), int(q.zp_sc)
     dtype, clo, chi = q.out_dtype, q.clamp_lo, q.clamp_hi
     bias, mult, shift, sc_mult = q.bias, q.mult, q.shift, q.sc_mult
@@ -232,6 +243,28 @@ def conv_plain(node: Node, prepared: tuple, acc_fn):
             y = K.conv_epilogue(acc, bias, mult, shift, zp_out, lo, hi, sc, zp_sc, sc_mult,
                                 dtype, True, params)
         return channel_clamp(y, clo, chi)
+    return plain
+
+
+def _own_depthwise(node: Node, x: np.ndarray, prepared: tuple):
+    """:func:`~tcc_compiler.quant.golden_conv.own_depthwise` for depthwise conv ``node``
+    (``prepared``: its :func:`prepare_conv`) on inputs of ``x``'s shape."""
+    a = node.attrs
+    return golden_conv.own_depthwise(prepared[1], prepared[0], x.shape[2], a.strides, a.pads,
+                                     a.dilations, npu_hwc(node.output.shape))
+
+
+def _own_plain(node: Node, prepared: tuple, acc_fn):
+    """:func:`conv_plain`'s routine with :func:`~tcc_compiler.quant.golden_conv.own_epilogue`
+    after ``acc_fn``, or None (no kernels, parameters outside their domain). The caller has
+    checked the route (``acc_fn`` given, a plain int32 accumulator)."""
+    has_sc = len(node.inputs) > 3 and node.inputs[3] is not None
+    tail = golden_conv.own_epilogue(prepared[1], has_sc)
+    if tail is None:
+        return None
+
+    def plain(x: np.ndarray, sc: np.ndarray | None) -> np.ndarray:
+        return tail(acc_fn(x), sc)
     return plain
 
 

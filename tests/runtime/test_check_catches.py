@@ -1,8 +1,9 @@
 """``run --check`` still catches a wrong executor: a pooling kernel or a conv epilogue that
 gets one byte wrong on the executor's side makes ``bit_exact`` false. The golden model
-computes its global average pool with its own whole-map sum (``golden.gap_int``) and its
-conv epilogues through ``jit.epilogue`` / ``conv_epilogue``, not through the executor's
-entry points (``sim.vector_ops.avgpool_int8``, ``jit.epilogue_into``)."""
+computes its global average pool with its own whole-map sum (``golden.gap_int``), its conv
+epilogues and depthwise convs with its own kernels (``quant/golden_conv.py``; without them
+``jit.epilogue`` / ``conv_epilogue``), not through the executor's entry points
+(``sim.vector_ops.avgpool_int8``, ``jit.epilogue_into``, ``jit``'s depthwise routines)."""
 
 from __future__ import annotations
 
@@ -92,3 +93,61 @@ def test_wrong_executor_epilogue_is_caught(checked, monkeypatch):
     fresh = load_program(prog.folder)   # an executor whose tile steps take the wrong one
     assert chk.run_checked(xs[0], fresh.run)[1]["bit_exact"] is False
     assert calls
+
+
+@pytest.fixture(scope="module")
+def dw_model(tmp_path_factory):
+    """(program folder, model path, inputs) of conv-relu-depthwise(3x3)-relu-conv(1x1)-GAP-
+    flatten-gemm, int8 throughout."""
+    tmp = tmp_path_factory.mktemp("catches_dw")
+    r = np.random.default_rng(6)
+    inits = {"w0": r.normal(0, 0.3, (16, 3, 3, 3)), "wd": r.normal(0, 0.3, (16, 1, 3, 3)),
+             "w1": r.normal(0, 0.3, (24, 16, 1, 1)), "wf": r.normal(0, 0.3, (10, 24)),
+             "bf": r.normal(0, 0.1, (10,))}
+    nodes = [N("Conv", ["x", "w0"], ["c"], pads=[1] * 4), N("Relu", ["c"], ["r"]),
+             N("Conv", ["r", "wd"], ["d"], pads=[1] * 4, group=16), N("Relu", ["d"], ["e"]),
+             N("Conv", ["e", "w1"], ["p"]), N("GlobalAveragePool", ["p"], ["g"]),
+             N("Flatten", ["g"], ["f"]), N("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
+    model = make_model_impl(nodes, [1, 3, 16, 16], inits, opset=17)
+    onnx.save(model, tmp / "m.onnx")
+    xs = [r.normal(0, 1, (1, 3, 16, 16)).astype(np.float32) for _ in range(4)]
+    return api.compile(model, "16x16x3", calibration=xs).save(tmp / "o"), tmp / "m.onnx", xs
+
+
+@pytest.mark.skipif(not jit.available(), reason="needs the compiled kernels (numba)")
+def test_wrong_shared_depthwise_kernels_are_caught(dw_model, monkeypatch):
+    """The compiled depthwise kernels of ``numerics/jit.py`` (sums alone, and sums with the
+    epilogue) reading the first channel wrong: the executor uses them, the golden model its own
+    (``quant/golden_conv.own_depthwise``), so ``run --check`` catches it. Before the golden
+    model had its own, both sides took the same wrong kernel and agreed."""
+    folder, onnx_path, xs = dw_model
+    right = Checker(load_program(folder), onnx_path)
+    try:
+        assert right.run_checked(xs[0])[1]["bit_exact"] is True
+    finally:
+        right.close()
+    calls = []
+    real_sums, real_fused = jit.depthwise_routine, jit.depthwise_epilogue_routine
+
+    def flipped(x):   # the kernels read channel 0 wrong: one bit of each value flipped
+        calls.append(1)
+        x = np.array(x)
+        x[..., 0] ^= 16
+        return x
+
+    def wrong_sums(*a, **kw):
+        run = real_sums(*a, **kw)
+        return None if run is None else (lambda x: run(flipped(x)))
+
+    def wrong_fused(*a, **kw):
+        run = real_fused(*a, **kw)
+        return None if run is None else (lambda x, out: run(flipped(x), out))
+
+    monkeypatch.setattr(jit, "depthwise_routine", wrong_sums)
+    monkeypatch.setattr(jit, "depthwise_epilogue_routine", wrong_fused)
+    chk = Checker(load_program(folder), onnx_path)
+    try:
+        assert chk.run_checked(xs[0])[1]["bit_exact"] is False
+    finally:
+        chk.close()
+    assert calls   # the executor ran a wrong one
