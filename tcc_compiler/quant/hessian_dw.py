@@ -29,6 +29,15 @@ machine loaded: Lite0's 240 channels at 28x28 5x5 25.8 vs 3.8, 32 at 112x112 3x3
 13.0 vs 11.4 (:func:`shifts_cheaper` weighs a shifted product at half a Gram product, as
 measured, so a stride-2 3x3 takes the shifts too). The two ``H`` differ by
 float64 rounding only (about 1e-15 of the largest entry, tested).
+
+Tried on Lite0's 16 depthwise layers (one input, CPU ms, machine loaded, 19-23 ms as it is),
+each giving the same bytes and no gain beyond the load's noise: converting the padded input
+to float64 once (the kernel then reads twice the bytes: 29-32 ms); the shifts of one row pair
+fused into one column pass (the first row's loads shared: 21.5-26 ms), and with the channels
+blocked by 128 inside it (72-84 ms: those loops are not vectorised); four columns per channel
+pass between the prefix writes (24 ms); channels padded to a multiple of 32 (the vector
+loop's step: 19.7-20.4 ms); four channels as scalar chains (54 ms, not vectorised). The
+padding copy is about 10% of the time (an empty array with zeroed borders: the same).
 """
 
 from __future__ import annotations
