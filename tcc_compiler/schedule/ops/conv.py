@@ -33,8 +33,8 @@ from tcc_compiler.schedule.epilogue import table_bytes
 from tcc_compiler.schedule.emitter import Dep, dma_fields
 from tcc_compiler.schedule.geom import channel_blocks, conv_geom, in_box, spatial_tiles
 from tcc_compiler.schedule.ops.context import OpContext, label
-from tcc_compiler.schedule.ops.convslots import (COARSE_FACTOR, COARSE_WIDE_MIN_BLOCKS,
-                                                 DEEP_SLOTS, coarse_blocks, deep_cap,
+from tcc_compiler.schedule.ops.convslots import (COARSE_FACTOR, DEEP_SLOTS, coarse_blocks,
+                                                 coarse_wide_blocks, deep_cap,
                                                  earliest_slot, fits_after, handover_order,
                                                  short_last_block, slot_channels, store_cut)
 from tcc_compiler.schedule.program import SLOT_PARAMS, SLOT_SHORTCUT, SLOT_WEIGHTS, LayerInfo
@@ -189,8 +189,8 @@ class _ConvEmission:
                 self.plan = plan_conv(g, ctx.t, ctx.budget() - self.lut_bytes,
                                       mem.conv_residency(n, g),
                                       min_ocb=COARSE_FACTOR * self.plan.ocb)
-            elif ctx.coarse_wide and coarse_blocks(g, ctx.t, self.plan.ocb,
-                                                   COARSE_WIDE_MIN_BLOCKS):
+            elif ctx.coarse_wide and coarse_wide_blocks(g, ctx.t, self.plan.ocb,
+                                                        info.depthwise):
                 self._coarse_wide(ctx, g)
             if ctx.tight_slots:
                 self.plan = short_last_block(g, ctx.t, self.plan, ctx.budget() - self.lut_bytes,
@@ -210,13 +210,15 @@ class _ConvEmission:
 
     def _coarse_wide(self, ctx: OpContext, g: ConvGeom) -> None:
         """``ctx.coarse_wide``: plan blocks at least :data:`COARSE_FACTOR` times the plan's
-        (output channels), kept when they fit and leave at least two blocks (a single block
-        loses the overlap of its load with the op before: EfficientNet-Lite0 224's expand
-        convs in one 1152-channel block, 473,482 -> 476,654 cycles); sets ``ctx.coarsened``."""
+        (output channels), kept when they fit and, but for a depthwise conv, leave at least
+        two blocks (a single block loses the overlap of its load with the op before:
+        EfficientNet-Lite0 224's expand convs in one 1152-channel block, 473,482 -> 476,654
+        cycles; its depthwise convs' small weights in one, 472,428 -> 471,828); sets
+        ``ctx.coarsened``."""
         res = self.ctx.mem.conv_residency(self.n, g)
         wide = plan_conv(g, ctx.t, ctx.budget() - self.lut_bytes, res,
                          min_ocb=COARSE_FACTOR * self.plan.ocb)
-        if wide.ocb > self.plan.ocb and math.ceil(g.o / wide.ocb) >= 2:
+        if wide.ocb > self.plan.ocb and (self.info.depthwise or math.ceil(g.o / wide.ocb) >= 2):
             self.plan, ctx.coarsened = wide, True
 
     def _add_table(self) -> None:

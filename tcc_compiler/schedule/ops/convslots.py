@@ -99,6 +99,17 @@ def coarse_blocks(g: ConvGeom, t: Target, ocb: int,
     return deep_cap(g, t) == DEEP_SLOTS and math.ceil(g.o / ocb) >= min_blocks
 
 
+def coarse_wide_blocks(g: ConvGeom, t: Target, ocb: int, depthwise: bool) -> bool:
+    """Whether conv ``g``, planned in blocks of ``ocb`` output channels, takes coarser blocks
+    with ``OpContext.coarse_wide`` (schedule/coarsewide.py): a depthwise conv (``depthwise``:
+    it runs on the depthwise datapath) in two blocks or more -- its weights are small
+    (EfficientNet-Lite0 224's 5x5 1152-channel ones 37.5 KB, loaded in two DMAs) -- or a
+    load-bound one (:func:`coarse_blocks`) in at least :data:`COARSE_WIDE_MIN_BLOCKS`."""
+    if depthwise:
+        return math.ceil(g.o / ocb) >= 2
+    return coarse_blocks(g, t, ocb, COARSE_WIDE_MIN_BLOCKS)
+
+
 def handover_order(starts: Sequence[int], below: int) -> list[int]:
     """The order (indices into ``starts``) a conv handing its weight slots over to the next
     op (``OpContext.handover_below``) fills them in: the slots starting at or above
