@@ -40,18 +40,22 @@ def _cycles(prog: Program, t: Target) -> int:
 
 def lifted(graph: Graph, t: Target, compressor, lw: Lowering, prog: Program, cycles: int,
            hoists: tuple[Hoist, ...], memo: dict,
-           made_by: Lowering | None = None) -> tuple[Lowering, Program, int]:
+           made_by: Lowering | None = None,
+           coarse_wide: bool = False) -> tuple[Lowering, Program, int]:
     """(``lw``, program, cycles): the fastest of ``prog`` (lowered by ``lw``'s plan with
     ``hoists``) and its lifted forms (:func:`_lift_variant`), lowered as it was and with
     each of :data:`TIGHT_VARIANTS`; ties go to the earlier (``prog`` first). ``made_by``: the
     recorded lowering that made ``prog`` (with ``hoists``; schedule/resume.py), whose op
     spans place the lifts of ``prog``'s own variant and from which its tries resume; None:
-    ``prog`` is lowered again for its op spans."""
+    ``prog`` is lowered again for its op spans. ``coarse_wide``: ``prog`` and every try are
+    lowered with coarse blocks (``Lowering.coarse_wide``, schedule/coarsewide.py), none
+    resumed."""
     best = (prog, cycles)
     for slots, whole, depth in ((False, False, WEIGHT_LIFT_DEPTH),) + TIGHT_VARIANTS:
         own = not (slots or whole)
         got = _lift_variant(graph, t, compressor, lw, hoists, memo, (slots, whole, depth),
-                            (prog, cycles) if own else None, made_by if own else None)
+                            (prog, cycles) if own else None, made_by if own else None,
+                            coarse_wide)
         if got is not None and got[1] < best[1]:
             best = got
     return (lw, *best)
@@ -74,7 +78,8 @@ TIGHT_VARIANTS = ((True, False, WEIGHT_LIFT_DEPTH), (False, True, WEIGHT_LIFT_DE
 def _lift_variant(graph: Graph, t: Target, compressor, lw: Lowering,
                   hoists: tuple[Hoist, ...], memo: dict, variant: tuple[bool, bool, int],
                   base: tuple[Program, int] | None,
-                  made_by: Lowering | None) -> tuple[Program, int] | None:
+                  made_by: Lowering | None,
+                  coarse_wide: bool = False) -> tuple[Program, int] | None:
     """(program, cycles): the program of ``lw``'s plan with ``hoists``, lowered with tight
     weight slots and whole outputs as ``variant`` (slots, whole, weight lift depth) says
     (``base``: that program and its cycles when already lowered, ``made_by`` its recorded
@@ -87,15 +92,16 @@ def _lift_variant(graph: Graph, t: Target, compressor, lw: Lowering,
     rounds, each planned on the previous round's program (stopping at a round that is
     slower), the fastest program kept. The tries resume (schedule/resume.py) from the
     variant's own first lowering, each weight-lift round from the previous round's. None:
-    the variant's tiles do not fit."""
+    the variant's tiles do not fit. ``coarse_wide``: as :func:`lifted`'s."""
     slots, whole, depth = variant
-    own = not (slots or whole)   # ``lw``'s own lowering flags: it may be resumed from
+    # ``lw``'s own lowering flags: it may be resumed from
+    own = not (slots or whole or coarse_wide)
 
     def lower(lifts=None, wlifts=None, src=None, record=False):
         return Lowering(graph, t, lw.zone_bytes, compressor, cascade=lw.cascade,
                         hoist=hoists or None, memo=memo, mem=lw.mem, lifts=lifts,
                         wlifts=wlifts, tight_slots=slots, whole_out=whole,
-                        record=record or src is not None,
+                        record=record or src is not None, coarse_wide=coarse_wide,
                         resume=src if src is not None
                         else resumable(lw, memo) if own else None)
     again = resumable(made_by, memo) if made_by is not None else None

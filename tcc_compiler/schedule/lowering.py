@@ -72,6 +72,9 @@ class Lowering:
     ``handover_lift``). A lowering with it is not recorded (none resumes from it).
     ``coarse``: the ops after the first prefetch consumer take coarser weight blocks where
     load-bound (``OpContext.coarse``); a lowering with it is not recorded either.
+    ``coarse_wide``: every op takes coarser weight blocks where load-bound
+    (``OpContext.coarse_wide``, schedule/coarsewide.py); not recorded, and :attr:`coarsened`
+    tells whether any conv did.
     ``record``: keep a checkpoint (:class:`~tcc_compiler.schedule.resume.Checkpoints`) before
     every op, so later lowerings can ``resume``.
     ``resume``: an earlier lowering with ``record`` of the same graph, target, zone,
@@ -95,7 +98,8 @@ class Lowering:
                  wlifts: dict[str, int] | None = None, tight_slots: bool = False,
                  whole_out: bool = False, deep_slots: bool | None = None,
                  record: bool = False, resume: Lowering | None = None,
-                 handover: bool = False, coarse: bool = False):
+                 handover: bool = False, coarse: bool = False,
+                 coarse_wide: bool = False):
         self.graph, self.t, self.cascade, self.hoist = graph, target, cascade, hoist
         self.tight_slots, self.whole_out = tight_slots, whole_out
         self.deep_slots = deep_slots
@@ -107,8 +111,9 @@ class Lowering:
         self.compressor = compressor
         self.mem: MemoryPlan | None = mem
         self.handover, self.coarse = handover, coarse
-        self.checkpoints = (Checkpoints(graph) if record and not (handover or coarse)
-                            else None)
+        self.coarse_wide, self.coarsened = coarse_wide, False
+        self.checkpoints = (Checkpoints(graph)
+                            if record and not (handover or coarse or coarse_wide) else None)
         self.resume = resume
         #: commands :meth:`run` took from ``resume``'s program (its first ones), unlowered
         self.shared_cmds = 0
@@ -167,7 +172,7 @@ class Lowering:
                 handed = []
                 continue
             consumer = pf is not None and any(h.consumer == n.name for h in pf.hoists)
-            ctx.coarse = coarse
+            ctx.coarse, ctx.coarse_wide = coarse, self.coarse_wide
             coarse = coarse or (consumer and self.coarse)
             if n.name in self.lifts and not consumer:
                 ctx.base, ctx.lifted = self.lifts[n.name], True
@@ -177,7 +182,7 @@ class Lowering:
             elif consumer and handed:
                 ctx.handover_lift = handover_start(handed, ctx.base)
             layers.append(self._op(ctx, n, pf))
-            handed = ctx.handed
+            handed, self.coarsened = ctx.handed, self.coarsened or ctx.coarsened
             self._span(ctx, n, n_ops, not consumer, True)
         if pf is not None:
             pf.finish()

@@ -19,7 +19,8 @@ from tcc_compiler.schedule.hoistsearch import add_hoists as _add_hoists
 from tcc_compiler.schedule.liftsearch import lifted as _lifted
 from tcc_compiler.schedule.loadfill import fill_load_stalls
 from tcc_compiler.schedule.lowering import Lowering, has_depthwise
-from tcc_compiler.schedule.piecefit import lifted_fitted
+from tcc_compiler.schedule.coarsewide import lifted_coarse
+from tcc_compiler.schedule.piecefit import fit_hoists, lifted_fitted
 from tcc_compiler.schedule.program import Program
 from tcc_compiler.schedule.rank import plan_key
 from tcc_compiler.schedule.reorder import exact_waits
@@ -78,7 +79,7 @@ def search_parts(graph: Graph, target: Target, zone_fractions: tuple[float, ...]
     lw, prog, cycles, alt = _search(graph, target, zone_fractions, compressor, True, True,
                                     memo)
     done = [(d, c if d is p else _cycles(d, target))
-            for p, c in [(prog, cycles)] + ([alt] if alt else [])
+            for p, c in [(prog, cycles)] + alt
             for d in [_exact(p, c, target)]]
     return (lw, *min(done, key=lambda x: x[1]))
 
@@ -100,7 +101,7 @@ def search(graph: Graph, target: Target,
     _, prog, cycles, alt = _search(graph, target, zone_fractions, compressor, cascade,
                                    prefetch, memo)
     done = []
-    for p, c in [(prog, cycles)] + ([alt] if alt else []):
+    for p, c in [(prog, cycles)] + alt:
         p = _exact(p, c, target)
         done.append(fill_load_stalls(p, target, _cycles(p, target)))
     return min(done, key=lambda x: x[1])[0]
@@ -121,7 +122,7 @@ def _exact(prog: Program, cycles: int, t: Target) -> Program:
 
 def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
             prefetch: bool, memo: dict):
-    """(lowering, program, replayed cycles, alternative) of the fastest of
+    """(lowering, program, replayed cycles, alternatives) of the fastest of
     :func:`_search_plans` over the zone x cascading candidates planned with each of
     :data:`BAND_SLACKS` (a network with depthwise layers, cascading; else slack 0 only); ties
     go to the smaller slack, and a
@@ -129,11 +130,12 @@ def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
     full; a larger slack only by :data:`SLACK_BASES` of its plans that no smaller slack
     planned (see :func:`_search_plans`). The ops of the fastest program with prefetch are
     lifted (:func:`~tcc_compiler.schedule.liftsearch.lifted`) once, after all the slacks;
-    *alternative*: (program, cycles) of the same with its prefetch pieces fitted to whole
+    *alternatives*: (program, cycles) of the same with its prefetch pieces fitted to whole
     blocks (:func:`~tcc_compiler.schedule.piecefit.lifted_fitted`), which the callers keep
     when it is faster after their own last steps (exact waits, load fill: it may lose there
-    what it won, MobileNetV2 224 351,539 -> 351,807); None: no piece changes (or no prefetch
-    search).
+    what it won, MobileNetV2 224 351,539 -> 351,807), and of the same with coarse weight
+    blocks (:func:`~tcc_compiler.schedule.coarsewide.lifted_coarse`, on the fitted pieces):
+    a list, empty when no piece changes and no block coarsens (or no prefetch search).
 
     Raises:
         ScheduleError: no candidate without slack can be lowered.
@@ -163,8 +165,10 @@ def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
     if len(best) > 3:   # prefetch searched on a network with depthwise layers
         got = _lifted(graph, t, compressor, *best[:4], memo, best[4])
         fitted = lifted_fitted(graph, t, compressor, best[0], best[3], memo)
-        return (*got, fitted[1:] if fitted is not None else None)
-    return (*best, None)
+        coarse = lifted_coarse(graph, t, compressor, best[0],
+                               fit_hoists(best[3], graph, best[0].mem, t), memo)
+        return (*got, [a[1:] for a in (fitted, coarse) if a is not None])
+    return (*best, [])
 
 
 def _search_plans(graph: Graph, t: Target, cands, compressor, prefetch: bool,

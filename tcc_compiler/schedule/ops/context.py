@@ -66,6 +66,11 @@ class OpContext:
         coarse: a load-bound conv takes coarser output-channel blocks
             (:func:`~tcc_compiler.schedule.ops.convslots.coarse_blocks`; set by a lowering
             with ``coarse`` for the ops after the first prefetch consumer, schedule/handover.py).
+        coarse_wide: a load-bound conv in at least
+            :data:`~tcc_compiler.schedule.ops.convslots.COARSE_WIDE_MIN_BLOCKS` blocks takes
+            coarser ones where it is still left at least two (a network with depthwise
+            layers, every op: set by a lowering with ``coarse_wide``, schedule/coarsewide.py).
+        coarsened: set by a conv whose blocks ``coarse_wide`` made coarser.
         whole_out: a conv with a 1x1 output (a classifier) not resident, in more than two
             channel blocks, writes them into one SRAM buffer stored in two DMAs (the blocks
             before the last, then the last); False: a double-buffered output slot per block,
@@ -95,6 +100,8 @@ class OpContext:
     handed: list[tuple[int, int]] = field(default_factory=list)
     handover_lift: int | None = None
     coarse: bool = False
+    coarse_wide: bool = False
+    coarsened: bool = False
 
     def budget(self) -> int:
         """SRAM bytes the op's tile buffers may use: above its base, below the reserve."""

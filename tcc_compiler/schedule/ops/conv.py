@@ -13,6 +13,7 @@ earlier ops as a :class:`Prefetched`.
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,9 +34,9 @@ from tcc_compiler.schedule.emitter import Dep, dma_fields
 from tcc_compiler.schedule.geom import channel_blocks, conv_geom, in_box, spatial_tiles
 from tcc_compiler.schedule.ops.context import OpContext, label
 from tcc_compiler.schedule.ops.convslots import (COARSE_FACTOR, DEEP_SLOTS, coarse_blocks,
-                                                deep_cap, earliest_slot,
-                                                fits_after, handover_order,
-                                                short_last_block, slot_channels, store_cut)
+                                                 coarse_wide_blocks, deep_cap,
+                                                 earliest_slot, fits_after, handover_order,
+                                                 short_last_block, slot_channels, store_cut)
 from tcc_compiler.schedule.program import SLOT_PARAMS, SLOT_SHORTCUT, SLOT_WEIGHTS, LayerInfo
 from tcc_compiler.schedule.cost import depthwise_parts
 from tcc_compiler.schedule.ops.dwsplit import emit_parts, part_weights, split_text
@@ -188,6 +189,9 @@ class _ConvEmission:
                 self.plan = plan_conv(g, ctx.t, ctx.budget() - self.lut_bytes,
                                       mem.conv_residency(n, g),
                                       min_ocb=COARSE_FACTOR * self.plan.ocb)
+            elif ctx.coarse_wide and coarse_wide_blocks(g, ctx.t, self.plan.ocb,
+                                                        info.depthwise):
+                self._coarse_wide(ctx, g)
             if ctx.tight_slots:
                 self.plan = short_last_block(g, ctx.t, self.plan, ctx.budget() - self.lut_bytes,
                                              mem.conv_residency(n, g))
@@ -203,6 +207,19 @@ class _ConvEmission:
             self._add_table()
         elif not self.split:   # (a fused conv's CONV_CFG needs its table's address: in run)
             self.em.emit(C.ConvCfg, [], self.label, **cfg)
+
+    def _coarse_wide(self, ctx: OpContext, g: ConvGeom) -> None:
+        """``ctx.coarse_wide``: plan blocks at least :data:`COARSE_FACTOR` times the plan's
+        (output channels), kept when they fit and, but for a depthwise conv, leave at least
+        two blocks (a single block loses the overlap of its load with the op before:
+        EfficientNet-Lite0 224's expand convs in one 1152-channel block, 473,482 -> 476,654
+        cycles; its depthwise convs' small weights in one, 472,428 -> 471,828); sets
+        ``ctx.coarsened``."""
+        res = self.ctx.mem.conv_residency(self.n, g)
+        wide = plan_conv(g, ctx.t, ctx.budget() - self.lut_bytes, res,
+                         min_ocb=COARSE_FACTOR * self.plan.ocb)
+        if wide.ocb > self.plan.ocb and (self.info.depthwise or math.ceil(g.o / wide.ocb) >= 2):
+            self.plan, ctx.coarsened = wide, True
 
     def _add_table(self) -> None:
         """Put the fused lut's table into the WEIGHTS region (a LayerKind.LUT layer, as

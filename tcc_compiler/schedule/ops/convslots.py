@@ -81,17 +81,33 @@ def slot_channels(ocb: int, blocks: Sequence[tuple[int, int]], prefetched: Colle
 #: :data:`COARSE_FACTOR` times its plan's, where they fit (:func:`coarse_blocks`).
 COARSE_FACTOR = 2
 COARSE_MIN_BLOCKS = 4
+#: With ``OpContext.coarse_wide`` (schedule/coarsewide.py): the fewest blocks of its plan a
+#: load-bound conv takes coarser blocks from (EfficientNet-Lite0 224's 1152 -> 192/320
+#: projections in three and five blocks of 64 outputs).
+COARSE_WIDE_MIN_BLOCKS = 3
 
 
-def coarse_blocks(g: ConvGeom, t: Target, ocb: int) -> bool:
+def coarse_blocks(g: ConvGeom, t: Target, ocb: int,
+                  min_blocks: int = COARSE_MIN_BLOCKS) -> bool:
     """Whether conv ``g``, planned in blocks of ``ocb`` output channels, takes coarser blocks
     with ``OpContext.coarse``: its weights take the DRAM link longer than its MACs the array
-    (:func:`deep_cap` gives it :data:`DEEP_SLOTS`) and it has at least
-    :data:`COARSE_MIN_BLOCKS` blocks. Where the DRAM link is the bound, each block load's
-    DMA setup (``dma_setup_cycles``) adds to the total, and the deep slots already overlap a
+    (:func:`deep_cap` gives it :data:`DEEP_SLOTS`) and it has at least ``min_blocks``
+    blocks (default :data:`COARSE_MIN_BLOCKS`). Where the DRAM link is the bound, each block
+    load's DMA setup (``dma_setup_cycles``) adds to the total, and the deep slots already overlap a
     block's load with the op before (the tile plan's estimate prices a pipeline fill that
     smaller blocks shorten: schedule/tiling.py)."""
-    return deep_cap(g, t) == DEEP_SLOTS and math.ceil(g.o / ocb) >= COARSE_MIN_BLOCKS
+    return deep_cap(g, t) == DEEP_SLOTS and math.ceil(g.o / ocb) >= min_blocks
+
+
+def coarse_wide_blocks(g: ConvGeom, t: Target, ocb: int, depthwise: bool) -> bool:
+    """Whether conv ``g``, planned in blocks of ``ocb`` output channels, takes coarser blocks
+    with ``OpContext.coarse_wide`` (schedule/coarsewide.py): a depthwise conv (``depthwise``:
+    it runs on the depthwise datapath) in two blocks or more -- its weights are small
+    (EfficientNet-Lite0 224's 5x5 1152-channel ones 37.5 KB, loaded in two DMAs) -- or a
+    load-bound one (:func:`coarse_blocks`) in at least :data:`COARSE_WIDE_MIN_BLOCKS`."""
+    if depthwise:
+        return math.ceil(g.o / ocb) >= 2
+    return coarse_blocks(g, t, ocb, COARSE_WIDE_MIN_BLOCKS)
 
 
 def handover_order(starts: Sequence[int], below: int) -> list[int]:

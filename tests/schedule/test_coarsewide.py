@@ -1,0 +1,128 @@
+"""Coarse weight blocks in a network with depthwise layers (schedule/coarsewide.py,
+``Lowering.coarse_wide``): a depthwise conv in two blocks or more and a load-bound conv in
+three or more (``convslots.coarse_wide_blocks``) take coarser blocks, so fewer weight DMAs;
+the lowerings stay hazard-free and bit-exact, in stream order and in random legal
+interleavings, and the search's variant (``lifted_coarse``) lowers and lifts them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx
+import pytest
+from conftest import run_program_impl
+from onnx import TensorProto, helper, numpy_helper
+
+from tcc_compiler.isa.spec import Queue
+from tcc_compiler.quant import run_golden
+from tcc_compiler.schedule.coarsewide import lifted_coarse
+from tcc_compiler.schedule.cost import replay
+from tcc_compiler.schedule.geom import conv_geom
+from tcc_compiler.schedule.lowering import Lowering
+from tcc_compiler.schedule.ops.convslots import coarse_wide_blocks
+from tcc_compiler.target import load_target
+
+#: SRAM of the tests' target: the depthwise conv plans three blocks, the projection eight
+BUDGET = 128 * 1024
+
+
+def dw_net() -> onnx.ModelProto:
+    """x[1, 32, 8, 8] NCHW float32 -> Conv1x1 32 -> 512 + Relu -> depthwise Conv3x3 512 +
+    Relu -> Conv1x1 512 -> 256 + Relu (128 KB of weights: load-bound at 8x8); opset 13,
+    seeded weights."""
+    r = np.random.default_rng(0)
+    inits, nodes, cur, c = [], [], "x", 32
+    for i, (cout, k, grp) in enumerate([(512, 1, 1), (512, 3, 512), (256, 1, 1)]):
+        wt = (r.standard_normal((cout, c // grp, k, k))
+              / np.sqrt(k * k * c / grp)).astype(np.float32)
+        b = (r.standard_normal(cout) * 0.1).astype(np.float32)
+        inits += [numpy_helper.from_array(wt, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
+        nodes.append(helper.make_node("Conv", [cur, f"w{i}", f"b{i}"], [f"c{i}"],
+                                      kernel_shape=[k, k], pads=[k // 2] * 4, group=grp,
+                                      name=f"conv{i}"))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}"))
+        cur, c = f"r{i}", cout
+    graph = helper.make_graph(
+        nodes, "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 8, 8])],
+        [helper.make_tensor_value_info(cur, TensorProto.FLOAT, [1, c, 8, 8])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.fixture(scope="module")
+def net():
+    from tcc_compiler.frontend import import_onnx
+    from tcc_compiler.passes import PassManager, default_pipeline
+    from tcc_compiler.quant import collect_ranges, quantize_graph
+
+    g = PassManager(default_pipeline()).run(import_onnx(dw_net()))
+    r = np.random.default_rng(3)
+    xs = [r.standard_normal((1, 32, 8, 8)).astype(np.float32) for _ in range(3)]
+    quantize_graph(g, collect_ranges(g, xs[:2]))
+    return g, xs[2]
+
+
+def _node(g, name):
+    return next(n for n in g.nodes if n.name == name)
+
+
+def test_which_convs_take_coarser_blocks(net):
+    g, _ = net
+    t = load_target()
+    dw = conv_geom(_node(g, "conv1"), t)
+    assert coarse_wide_blocks(dw, t, 256, True)        # two blocks
+    assert not coarse_wide_blocks(dw, t, 512, True)    # one already
+    proj = conv_geom(_node(g, "conv2"), t)   # 128 KB over the link, 8.4 M MACs
+    assert coarse_wide_blocks(proj, t, 64, False)      # four blocks
+    assert coarse_wide_blocks(proj, t, 96, False)      # three
+    assert not coarse_wide_blocks(proj, t, 128, False)   # two only
+    big = dataclasses.replace(proj, h=64, w=64, oh=64, ow=64)   # compute-bound
+    assert not coarse_wide_blocks(big, t, 64, False)
+
+
+def _weight_loads(prog) -> dict[str, int]:
+    """Op name -> its weight loads, counted."""
+    n: dict[str, int] = {}
+    for i, c in enumerate(prog.commands):
+        if c.queue is Queue.LOAD and "weights" in prog.comments[i]:
+            k = prog.comments[i].split()[0]
+            n[k] = n.get(k, 0) + 1
+    return n
+
+
+@pytest.fixture(scope="module")
+def progs(net):
+    g, x = net
+    t = load_target().with_sram(BUDGET)
+    plain = Lowering(g, t, 0)
+    coarse = Lowering(g, t, 0, coarse_wide=True)
+    return g, x, t, (plain, plain.run()), (coarse, coarse.run())
+
+
+def test_coarse_lowering_loads_fewer_blocks(progs):
+    _, _, _, (plain, p0), (coarse, p1) = progs
+    n0, n1 = _weight_loads(p0), _weight_loads(p1)
+    assert not plain.coarsened and coarse.coarsened
+    assert n1["conv1"] == 1 < n0["conv1"]   # the depthwise conv in one block
+    assert n1["conv2"] < n0["conv2"]         # the projection in wider blocks
+    assert n1["conv0"] == n0["conv0"]        # compute-bound: as planned
+
+
+def test_coarse_lowering_is_bit_exact(progs):
+    g, x, _, _, (_, prog) = progs
+    gold = run_golden(g, x)
+    for schedule, seed in (("inorder", 0), ("random", 1), ("random", 2)):
+        got, hazards = run_program_impl(prog, BUDGET, g, x, schedule, seed)
+        assert hazards == []
+        for o in prog.outputs:
+            np.testing.assert_array_equal(got[o.name], gold["int:" + o.name].reshape(-1),
+                                          err_msg=o.name)
+
+
+def test_lifted_coarse_lowers_the_plan_with_coarse_blocks(progs):
+    g, _, t, (plain, _), (_, prog) = progs
+    got = lifted_coarse(g, t, None, plain, (), {})
+    assert got is not None and got[0] is plain
+    assert _weight_loads(got[1]) == _weight_loads(prog)
+    assert got[2] == max(e for _, e in replay(got[1].commands, t))
+    assert got[2] <= max(e for _, e in replay(prog.commands, t))
