@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf import json_format, text_format
 from google.protobuf.message import DecodeError
+from onnx import parser as onnx_parser
 
 from tcc_compiler.datasets.raw import parse_whc
 from tcc_compiler.errors import InputError, ModelError, first_line
@@ -80,7 +82,7 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
         raise InputError(f"{p}: not a file")
     try:
         model = onnx.load(str(p), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError, OSError, UnicodeDecodeError) as exc:
+    except _UNREADABLE as exc:
         raise ModelError(f"{p}: not a valid ONNX model ({type(exc).__name__})") from None
     if not model.graph.node and not model.graph.output:
         raise ModelError(f"{p}: not a valid ONNX model (empty graph)")
@@ -94,6 +96,11 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
         raise ModelError(f"{p}: cannot load external data ({exc})") from None
     return model
 
+
+#: What ``onnx.load`` raises on a file it cannot parse: it picks the protobuf, JSON
+#: (``.json``), ONNX text (``.onnxtxt``) or protobuf text (``.txtpb``...) parser by suffix.
+_UNREADABLE = (DecodeError, json_format.ParseError, text_format.ParseError,
+               onnx_parser.ParseError, ValueError, RuntimeError, OSError, UnicodeDecodeError)
 
 #: Largest input width/height and channel count tccc accepts (same limits as ``--input``).
 MAX_INPUT_HW, MAX_INPUT_C = 8192, 64

@@ -300,3 +300,18 @@ def test_non_finite_constant_node_refused_but_clip_bound_allowed():
                            numpy_helper.from_array(np.array(np.inf, np.float32), "hi")])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     assert [n.op.value for n in import_onnx(m).nodes] == ["clip"]
+
+
+@pytest.mark.parametrize("suffix,text", [(".json", b'{"a": 1}\n'), (".onnxtxt", b"garbage\n"),
+                                         (".txtpb", b"garbage {\n")])
+@pytest.mark.parametrize("command", ["compile", "ops"])
+def test_model_named_as_a_text_format_is_refused(tmp_path, capsys, suffix, text, command):
+    """onnx.load picks its parser by suffix (JSON, ONNX text, protobuf text): a file that none
+    of them reads is a bad model (exit 2, one line), not a parser's ParseError (exit 1)."""
+    model = tmp_path / f"m{suffix}"
+    model.write_bytes(text)
+    argv = [command, str(model)] + (["-o", str(tmp_path / "out")] if command == "compile"
+                                    else [])
+    code, line, _ = _audited_error(tmp_path, capsys, argv)
+    assert code == 2, line
+    assert f"{model}: not a valid ONNX model" in line, line
