@@ -98,7 +98,7 @@ def eval_int_node(node: Node, args: list[np.ndarray], prepared: tuple | None = N
                          acc_fn, fused)
     if node.op is Op.MAXPOOL:
         a = node.attrs
-        return K.maxpool_int8(x, a.kernel, a.strides, a.pads)
+        return maxpool_plain(x, a.kernel, a.strides, a.pads)
     if node.op is Op.GAP:
         return gap_int(x, pool_quant(node))
     if node.op is Op.AVGPOOL:
@@ -159,6 +159,30 @@ def gap_int(x: np.ndarray, p: PoolQuant) -> np.ndarray:
     sums = x.reshape(h * w, c).sum(axis=0, dtype=np.int64) - np.int64(h * w * int(p.zp_in))
     y = requantize(sums, p.mult, p.shift) + p.zp_out
     return np.clip(y, *K.int_range(x.dtype)).astype(x.dtype).reshape(1, 1, c)
+
+
+def maxpool_plain(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int],
+                  pads: tuple[int, int, int, int]) -> np.ndarray:
+    """Max pooling of the NHWC int8/int16 map ``x`` [H, W, C], ``pads`` (top, left, bottom,
+    right) holding the type's minimum (ONNX pads with -inf): the running ``np.maximum`` of the
+    ``kh x kw`` strided slices, the golden model's own loop rather than
+    :func:`~tcc_compiler.numerics.kernels.maxpool_int8` (the executor's POOL_TILE kernel), so
+    a fault in that kernel stays visible to ``--check`` (tests/runtime/test_check_catches.py).
+
+    Returns:
+        ``x``'s dtype [OH, OW, C], ``OH = (H + top + bottom - kh) // sh + 1`` (OW alike).
+    """
+    (kh, kw), (sh, sw), (t, left, b, r) = kernel, strides, pads
+    h, w, c = x.shape
+    xp = np.full((h + t + b, w + left + r, c), K.int_range(x.dtype)[0], x.dtype)
+    xp[t:t + h, left:left + w] = x
+    oh, ow = (h + t + b - kh) // sh + 1, (w + left + r - kw) // sw + 1
+    y = None
+    for i in range(kh):
+        for j in range(kw):
+            v = xp[i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw]
+            y = v.copy() if y is None else np.maximum(y, v, out=y)
+    return y
 
 
 def conv_accumulator(node: Node, x: np.ndarray, prepared: tuple):

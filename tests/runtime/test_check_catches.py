@@ -151,3 +151,64 @@ def test_wrong_shared_depthwise_kernels_are_caught(dw_model, monkeypatch):
     finally:
         chk.close()
     assert calls   # the executor ran a wrong one
+
+
+@pytest.fixture(scope="module")
+def pooled(tmp_path_factory):
+    """(checker, inputs) of conv-relu-maxpool(3x3 s2 p1)-conv(1x1)-GAP-flatten-gemm, the
+    max pool as in a ResNet's stem."""
+    tmp = tmp_path_factory.mktemp("catches_max")
+    r = np.random.default_rng(6)
+    inits = {"w0": r.normal(0, 0.3, (16, 3, 3, 3)), "w1": r.normal(0, 0.3, (24, 16, 1, 1)),
+             "wf": r.normal(0, 0.3, (10, 24)), "bf": r.normal(0, 0.1, (10,))}
+    nodes = [N("Conv", ["x", "w0"], ["c"], pads=[1] * 4), N("Relu", ["c"], ["r"]),
+             N("MaxPool", ["r"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4),
+             N("Conv", ["p", "w1"], ["d"]), N("GlobalAveragePool", ["d"], ["g"]),
+             N("Flatten", ["g"], ["f"]), N("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
+    model = make_model_impl(nodes, [1, 3, 16, 16], inits, opset=17)
+    onnx.save(model, tmp / "m.onnx")
+    xs = [r.normal(0, 1, (1, 3, 16, 16)).astype(np.float32) for _ in range(4)]
+    prog = load_program(api.compile(model, "16x16x3", calibration=xs).save(tmp / "o"))
+    chk = Checker(prog, tmp / "m.onnx")
+    yield chk, xs
+    chk.close()
+
+
+def test_wrong_max_pool_kernel_is_caught(pooled, monkeypatch):
+    """A max pool kernel 8 off in one channel (``numerics.kernels.maxpool_int8``, the
+    executor's POOL_TILE): the golden model's max pool is its own (``golden.maxpool_plain``)."""
+    from tcc_compiler.numerics import kernels
+
+    chk, xs = pooled
+    assert chk.run_checked(xs[0])[1]["bit_exact"] is True
+    real = kernels.maxpool_int8
+    calls = []
+
+    def wrong(*a, **kw):
+        y = real(*a, **kw)
+        calls.append(1)
+        y[..., 0] = np.where(y[..., 0] > 100, y[..., 0] - 8, y[..., 0] + 8)
+        return y
+
+    monkeypatch.setattr(kernels, "maxpool_int8", wrong)
+    monkeypatch.setattr(vector_ops, "maxpool_int8", wrong)
+    assert chk.run_checked(xs[0])[1]["bit_exact"] is False
+    assert calls   # the executor ran it
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16])
+def test_golden_max_pool_is_the_kernels(dtype):
+    """``golden.maxpool_plain`` gives the executor kernel's integers (odd sizes, asymmetric
+    pads, kernels larger than strides and smaller)."""
+    from tcc_compiler.numerics import kernels
+    from tcc_compiler.quant.golden import maxpool_plain
+
+    r = np.random.default_rng(7)
+    lo, hi = kernels.int_range(dtype)
+    for (h, w, c), k, s, p in [((9, 7, 5), (3, 3), (2, 2), (1, 1, 1, 1)),
+                               ((8, 11, 3), (2, 3), (2, 1), (0, 1, 1, 2)),
+                               ((5, 5, 2), (1, 1), (2, 2), (0, 0, 0, 0)),
+                               ((6, 6, 4), (5, 5), (1, 1), (2, 2, 2, 2))]:
+        x = r.integers(lo, hi + 1, (h, w, c)).astype(dtype)
+        np.testing.assert_array_equal(maxpool_plain(x, k, s, p),
+                                      kernels.maxpool_int8(x, k, s, p))
