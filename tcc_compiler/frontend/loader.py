@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,9 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     if not p.is_file():
         raise InputError(f"{p}: not a file")
     try:
-        model = onnx.load(str(p), load_external_data=False)
+        with warnings.catch_warnings():   # onnx warns that its .onnxtxt parser is experimental
+            warnings.simplefilter("ignore", UserWarning)
+            model = onnx.load(str(p), load_external_data=False)
     except _UNREADABLE as exc:
         raise ModelError(f"{p}: not a valid ONNX model ({type(exc).__name__})") from None
     if not model.graph.node and not model.graph.output:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -307,11 +308,15 @@ def test_non_finite_constant_node_refused_but_clip_bound_allowed():
 @pytest.mark.parametrize("command", ["compile", "ops"])
 def test_model_named_as_a_text_format_is_refused(tmp_path, capsys, suffix, text, command):
     """onnx.load picks its parser by suffix (JSON, ONNX text, protobuf text): a file that none
-    of them reads is a bad model (exit 2, one line), not a parser's ParseError (exit 1)."""
+    of them reads is a bad model (exit 2, one line: no onnx warning either), not a parser's
+    ParseError (exit 1)."""
     model = tmp_path / f"m{suffix}"
     model.write_bytes(text)
     argv = [command, str(model)] + (["-o", str(tmp_path / "out")] if command == "compile"
                                     else [])
-    code, line, _ = _audited_error(tmp_path, capsys, argv)
+    with warnings.catch_warnings(record=True) as shown:   # as the CLI would print them
+        warnings.simplefilter("always")
+        code, line, _ = _audited_error(tmp_path, capsys, argv)
     assert code == 2, line
     assert f"{model}: not a valid ONNX model" in line, line
+    assert not [w for w in shown if "onnx" in str(w.filename)], [str(w.message) for w in shown]
