@@ -240,7 +240,8 @@ class Checker:
         self._pool_pid = 0   # the process that started them
         self._stream_ex = None   # the stream program's executor (--cores 2), built once
         if not Path(model).is_file():
-            raise InputError(f"{model}: no such file (--check needs the float ONNX model)")
+            what = "not a file" if Path(model).exists() else "no such file"
+            raise InputError(f"{model}: {what} (--check needs the float ONNX model)")
         so = ort.SessionOptions()
         so.log_severity_level = 3
         # ORT's intra-op threads spin for a while after each run by default, taking a core

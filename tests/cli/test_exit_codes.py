@@ -113,6 +113,10 @@ def test_compile_and_run_small_zoo_model(tmp_path, capsys):
     res = json.loads(stdout)
     assert res["check"]["bit_exact"] is True
     assert len(res["topk"]) == 5 and res["topk"][0] == res["top1"]
+    # --check given a folder: it exists, it is not a model file
+    code, _, err = _run(["run", str(out), str(tmp_path / "x.npy"), "--check", str(tmp_path)],
+                        capsys)
+    assert code == 2 and f"{tmp_path}: not a file (--check needs the float ONNX model)" in err
     # a second compile into the same folder replaces it atomically
     assert _run(["compile", str(model), "--input", "64x48x3", "-o", str(out)], capsys)[0] == 0
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
