@@ -219,6 +219,25 @@ def run_program_impl(prog, budget: int, g: Graph, x: np.ndarray, schedule: str =
     return got, hazards
 
 
+def assert_bit_exact_schedules(prog, budget: int, g: Graph, x: np.ndarray) -> None:
+    """:func:`run_program_impl` of ``prog`` in order and in two random interleavings (seeds 1,
+    2): no hazard, and every output equal byte for byte to the golden integer model's on ``x``
+    (float32 NCHW).
+
+    Raises:
+        AssertionError: a hazard, or an output that differs (named).
+    """
+    from tcc_compiler.quant import run_golden
+
+    gold = run_golden(g, x)
+    for schedule, seed in (("inorder", 0), ("random", 1), ("random", 2)):
+        got, hazards = run_program_impl(prog, budget, g, x, schedule, seed)
+        assert hazards == [], (schedule, seed)
+        for o in prog.outputs:
+            np.testing.assert_array_equal(got[o.name], gold["int:" + o.name].reshape(-1),
+                                          err_msg=f"{o.name} ({schedule}, seed {seed})")
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     """A seeded random generator (deterministic tests)."""

@@ -11,11 +11,10 @@ import dataclasses
 import numpy as np
 import onnx
 import pytest
-from conftest import run_program_impl
+from conftest import assert_bit_exact_schedules
 from onnx import TensorProto, helper, numpy_helper
 
 from tcc_compiler.isa.spec import Queue
-from tcc_compiler.quant import run_golden
 from tcc_compiler.schedule.coarsewide import lifted_coarse
 from tcc_compiler.schedule.cost import replay
 from tcc_compiler.schedule.geom import conv_geom
@@ -110,13 +109,7 @@ def test_coarse_lowering_loads_fewer_blocks(progs):
 
 def test_coarse_lowering_is_bit_exact(progs):
     g, x, _, _, (_, prog) = progs
-    gold = run_golden(g, x)
-    for schedule, seed in (("inorder", 0), ("random", 1), ("random", 2)):
-        got, hazards = run_program_impl(prog, BUDGET, g, x, schedule, seed)
-        assert hazards == []
-        for o in prog.outputs:
-            np.testing.assert_array_equal(got[o.name], gold["int:" + o.name].reshape(-1),
-                                          err_msg=o.name)
+    assert_bit_exact_schedules(prog, BUDGET, g, x)
 
 
 def test_lifted_coarse_lowers_the_plan_with_coarse_blocks(progs):

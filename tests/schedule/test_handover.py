@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
-from conftest import run_program_impl
+from conftest import assert_bit_exact_schedules
 from helpers.prefetch_net import quantized_prefetch_net
 
 from tcc_compiler.isa.spec import Queue
-from tcc_compiler.quant import run_golden
 from tcc_compiler.schedule.cost import replay
 from tcc_compiler.schedule.geom import conv_geom
 from tcc_compiler.schedule.handover import cut_area
@@ -120,11 +118,5 @@ def test_predecessor_takes_a_slot_per_block(handed_progs):
 
 def test_handover_lowerings_are_bit_exact(handed_progs):
     g, x, _, _, _, twins = handed_progs
-    gold = run_golden(g, x)
     for prog in twins:
-        for schedule, seed in (("inorder", 0), ("random", 1), ("random", 2)):
-            got, hazards = run_program_impl(prog, BUDGET, g, x, schedule, seed)
-            assert hazards == []
-            for o in prog.outputs:
-                np.testing.assert_array_equal(got[o.name], gold["int:" + o.name].reshape(-1),
-                                              err_msg=o.name)
+        assert_bit_exact_schedules(prog, BUDGET, g, x)

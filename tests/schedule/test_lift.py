@@ -5,13 +5,11 @@ stream order and in random legal interleavings."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from conftest import run_program_impl
+from conftest import assert_bit_exact_schedules
 from helpers.prefetch_net import quantized_prefetch_net
 
 from tcc_compiler.isa.spec import Queue
-from tcc_compiler.quant import run_golden
 from tcc_compiler.schedule.cost import replay
 from tcc_compiler.schedule.lift import LIFT_DEPTH, OpSpan, plan_lifts, plan_weight_lifts
 from tcc_compiler.schedule.lowering import Lowering
@@ -92,13 +90,7 @@ def test_lifted_ops_keep_their_tiles_and_clear_the_ops_before(lifted):
 
 def test_lifted_program_bit_exact_in_order_and_random(lifted):
     g, x, plain, _, _, prog, _ = lifted
-    gold = run_golden(g, x)
-    for schedule, seed in (("inorder", 0), ("random", 1), ("random", 2)):
-        got, hazards = run_program_impl(prog, BUDGET, g, x, schedule, seed)
-        assert hazards == []
-        for o in prog.outputs:
-            np.testing.assert_array_equal(got[o.name], gold["int:" + o.name].reshape(-1),
-                                          err_msg=o.name)
+    assert_bit_exact_schedules(prog, BUDGET, g, x)
 
 
 def test_lifted_loads_wait_less(lifted):
@@ -196,10 +188,4 @@ def test_weight_lifted_convs_load_into_their_lifted_slots(wlifted):
 
 def test_weight_lifted_program_bit_exact_in_order_and_random(wlifted):
     g, x, _, _, _, prog, _ = wlifted
-    gold = run_golden(g, x)
-    for schedule, seed in (("inorder", 0), ("random", 1), ("random", 2)):
-        got, hazards = run_program_impl(prog, BUDGET, g, x, schedule, seed)
-        assert hazards == []
-        for o in prog.outputs:
-            np.testing.assert_array_equal(got[o.name], gold["int:" + o.name].reshape(-1),
-                                          err_msg=o.name)
+    assert_bit_exact_schedules(prog, BUDGET, g, x)

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import run_program_impl
+from conftest import assert_bit_exact_schedules
 from helpers.prefetch_net import quantized_prefetch_net
 from onnx import TensorProto, helper, numpy_helper
 
 from tcc_compiler.isa.spec import Queue
-from tcc_compiler.quant import run_golden
 from tcc_compiler.schedule.cost import dma_cycles
 from tcc_compiler.schedule.ops.convslots import slot_channels, store_cut
 from tcc_compiler.schedule.lowering import Lowering
@@ -95,16 +94,6 @@ def classifier():
     return g, xs[2]
 
 
-def _bit_exact(prog, budget, g, x):
-    gold = run_golden(g, x)
-    for schedule, seed in (("inorder", 0), ("random", 1), ("random", 2)):
-        got, hazards = run_program_impl(prog, budget, g, x, schedule, seed)
-        assert hazards == []
-        for o in prog.outputs:
-            np.testing.assert_array_equal(got[o.name], gold["int:" + o.name].reshape(-1),
-                                          err_msg=o.name)
-
-
 def test_whole_output_stores_twice_and_is_bit_exact(classifier):
     g, x = classifier
     budget = 24 * 1024
@@ -120,7 +109,7 @@ def test_whole_output_stores_twice_and_is_bit_exact(classifier):
         return sum(c.queue is Queue.STORE and p.comments[i].startswith(fc.name + " [")
                    for i, c in enumerate(p.commands))
     assert stores(plain) == fc.tiles and stores(prog) == 2
-    _bit_exact(prog, budget, g, x)
+    assert_bit_exact_schedules(prog, budget, g, x)
 
 
 @pytest.mark.parametrize("kb", [2, 5, 11, 16, 22])
@@ -139,7 +128,7 @@ def test_a_whole_output_that_does_not_fit_keeps_two_slots(classifier, kb):
         [(li.name, li.plan, li.tiles) for li in plain.layers]
     assert max(li.sram_peak_bytes for li in prog.layers) <= budget
     assert fc.tiles > 2
-    _bit_exact(prog, budget, g, x)
+    assert_bit_exact_schedules(prog, budget, g, x)
 
 
 def test_tight_lowering_is_bit_exact_with_the_same_tile_plans():
@@ -150,7 +139,7 @@ def test_tight_lowering_is_bit_exact_with_the_same_tile_plans():
     prog = Lowering(g, t, 0, tight_slots=True).run()
     assert [(li.name, li.plan, li.tiles) for li in prog.layers] == \
         [(li.name, li.plan, li.tiles) for li in plain.layers]
-    _bit_exact(prog, budget, g, x)
+    assert_bit_exact_schedules(prog, budget, g, x)
 
 
 def test_a_prefetch_consumers_own_slots_may_be_weight_lifted():
