@@ -73,8 +73,9 @@ class Lowering:
     ``coarse``: the ops after the first prefetch consumer take coarser weight blocks where
     load-bound (``OpContext.coarse``); a lowering with it is not recorded either.
     ``coarse_wide``: every op takes coarser weight blocks where load-bound
-    (``OpContext.coarse_wide``, schedule/coarsewide.py); not recorded, and :attr:`coarsened`
-    tells whether any conv did.
+    (``OpContext.coarse_wide``, schedule/coarsewide.py), a prefetch consumer's packed blocks
+    too (``Prefetcher`` ``coarse``); not recorded, and :attr:`coarsened` tells whether any
+    conv did.
     ``record``: keep a checkpoint (:class:`~tcc_compiler.schedule.resume.Checkpoints`) before
     every op, so later lowerings can ``resume``.
     ``resume``: an earlier lowering with ``record`` of the same graph, target, zone,
@@ -187,6 +188,7 @@ class Lowering:
         if pf is not None:
             pf.finish()
             self.eager_decided = pf.eager_decided
+            self.coarsened |= pf.coarsened
         em.emit(C.End, [], "end")
         w = em.w
         return Program(w.cmds, w.comments, weights.build(), em.sram_peak, mem.arena_bytes,
@@ -218,7 +220,7 @@ class Lowering:
             em = Emitter(t.sram_capacity_bytes, t.sram_align_bytes)
             weights = WeightLayoutBuilder(self.compressor)
         self.shared_cmds = em.n_cmds
-        pf = Prefetcher(self.hoist, self.graph) if self.hoist else None
+        pf = Prefetcher(self.hoist, self.graph, self.coarse_wide) if self.hoist else None
         if pf is not None:
             pf.check_areas(t)
             if pf_state is not None:

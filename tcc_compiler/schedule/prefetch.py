@@ -31,25 +31,36 @@ from tcc_compiler.schedule.hoist import (MIN_PREFETCH_BYTES, Hoist, layer_comman
 from tcc_compiler.schedule.memory import MemoryPlan
 from tcc_compiler.schedule.ops.context import OpContext, new_info
 from tcc_compiler.schedule.ops.conv import Prefetched, conv_setup
+from tcc_compiler.schedule.ops.convslots import COARSE_FACTOR
 from tcc_compiler.schedule.program import SLOT_PARAMS, SLOT_WEIGHTS
 from tcc_compiler.schedule.tiling import align_up, plan_conv
 from tcc_compiler.target import Target
 
-__all__ = ["BLOCKS_PER_AREA", "MIN_PREFETCH_BYTES", "Hoist", "Prefetcher", "block_cap",
-           "block_cycles", "layer_commands", "plan_hoist", "plan_pieces", "stalled_convs"]
+__all__ = ["BLOCKS_PER_AREA", "COARSE_PER_AREA", "MIN_PREFETCH_BYTES", "Hoist", "Prefetcher",
+           "block_cap", "block_cycles", "layer_commands", "plan_hoist", "plan_pieces",
+           "stalled_convs"]
 
 #: Weight blocks a prefetch consumer's smallest area holds at least (:func:`block_cap`).
 BLOCKS_PER_AREA = 4
 
+#: The same in a lowering with coarse blocks (``Lowering.coarse_wide``,
+#: schedule/coarsewide.py): blocks :data:`COARSE_FACTOR` times as wide where the area holds
+#: them (EfficientNet-Lite0 224's conv head, compute-bound after the saturated LOAD queue:
+#: 10 tiles of 128 channels instead of 20 of 64, one tile's fixed cost each fewer,
+#: 471,828 -> 471,188 cycles); an area too small for :data:`BLOCKS_PER_AREA` one-array-wide
+#: blocks (its classifier's) keeps blocks of one array width.
+COARSE_PER_AREA = BLOCKS_PER_AREA // COARSE_FACTOR
 
-def block_cap(g, area_bytes: int, t: Target) -> int:
+
+def block_cap(g, area_bytes: int, t: Target, per_area: int = BLOCKS_PER_AREA) -> int:
     """Most output channels per weight block of a prefetch consumer of geometry ``g`` whose
-    smallest prefetch area has ``area_bytes``: :data:`BLOCKS_PER_AREA` blocks (weights and
-    parameters) fill that area, rounded down to whole MAC-array widths (at least one), so an
-    area is not left mostly empty by blocks that do not fit it whole."""
+    smallest prefetch area has ``area_bytes``: ``per_area`` blocks (weights and parameters;
+    :data:`BLOCKS_PER_AREA`, or :data:`COARSE_PER_AREA` with coarse blocks) fill that area,
+    rounded down to whole MAC-array widths (at least one), so an area is not left mostly empty
+    by blocks that do not fit it whole."""
     per_channel = g.kernel_bytes + PARAM_RECORD_BYTES
     ao = t.array_out_channels
-    return max(ao, area_bytes // BLOCKS_PER_AREA // per_channel // ao * ao)
+    return max(ao, area_bytes // per_area // per_channel // ao * ao)
 
 
 def block_cycles(block: Block, t: Target) -> int:
@@ -77,8 +88,13 @@ class Prefetcher:
         cmds: indices of the prefetch commands emitted so far (all hoists).
     """
 
-    def __init__(self, hoists: Hoist | tuple[Hoist, ...], graph: Graph) -> None:
-        """Raises InternalError: a consumer that is not an op of ``graph``."""
+    def __init__(self, hoists: Hoist | tuple[Hoist, ...], graph: Graph,
+                 coarse: bool = False) -> None:
+        """``coarse``: a packed consumer's blocks are capped by :data:`COARSE_PER_AREA`
+        blocks per area instead of :data:`BLOCKS_PER_AREA` (:meth:`consumer_plan`);
+        :attr:`coarsened` tells whether that widened a consumer's cap.
+
+        Raises InternalError: a consumer that is not an op of ``graph``."""
         pos = {n.name: i for i, n in enumerate(graph.nodes)}
         hs = (hoists,) if isinstance(hoists, Hoist) else tuple(hoists)
         for h in hs:
@@ -86,6 +102,8 @@ class Prefetcher:
                 raise InternalError(f"prefetch consumer '{h.consumer}' is not in the graph")
         self.hoists = tuple(sorted(hs, key=lambda h: (pos[h.consumer], -len(h.window))))
         self.graph = graph
+        self.per_area = COARSE_PER_AREA if coarse else BLOCKS_PER_AREA
+        self.coarsened = False
         self._pos = pos
         self.cmds: list[int] = []
         self._win = [frozenset(h.window) for h in self.hoists]
@@ -116,7 +134,9 @@ class Prefetcher:
     #: here or in :data:`_FIXED`, so a new one cannot be left out of a resumed lowering.
     _STATE = ("cmds", "_started", "_pending", "_done", "_pre", "_mine", "_credit", "_gaps",
               "_load_ord", "_busy", "_ctx", "_tipped")
-    _FIXED = ("hoists", "graph", "_pos", "_win", "_gaps_of", "_lead")
+    #: (``per_area`` and ``coarsened`` differ from their defaults only with ``coarse``, whose
+    #: lowering is never recorded nor resumed: Lowering.coarse_wide)
+    _FIXED = ("hoists", "graph", "_pos", "_win", "_gaps_of", "_lead", "per_area", "coarsened")
 
     def checkpoint(self) -> tuple:
         """The state between two ops, for :meth:`resume` (schedule/resume.py).
@@ -199,8 +219,8 @@ class Prefetcher:
     def consumer_plan(self, n: Node, mem: MemoryPlan, t: Target, pack: bool | None = None):
         """The tile plan (:func:`plan_conv`) of consumer ``n`` under ``mem``: in the SRAM
         above its base and below the areas it reserves, its blocks capped by
-        :func:`block_cap` of its smallest area when one of its hoists asks to ``pack`` (or,
-        with ``pack`` given, when that is True).
+        :func:`block_cap` of its smallest area (:attr:`per_area` blocks fill it) when one of
+        its hoists asks to ``pack`` (or, with ``pack`` given, when that is True).
 
         Raises:
             ScheduleError: no tile fits.
@@ -209,8 +229,13 @@ class Prefetcher:
         budget = t.sram_capacity_bytes - mem.base(n) - self.reserve(n.name, t)
         mine = [h for h in self.hoists if h.consumer == n.name]
         pack = any(h.pack for h in mine) if pack is None else pack
-        cap = block_cap(g, min(h.area_bytes for h in mine), t) if pack else None
-        return plan_conv(g, t, budget, mem.conv_residency(n, g), cap)
+        cap = base = None
+        if pack:
+            area = min(h.area_bytes for h in mine)
+            cap, base = block_cap(g, area, t, self.per_area), block_cap(g, area, t)
+        plan = plan_conv(g, t, budget, mem.conv_residency(n, g), cap)
+        self.coarsened = self.coarsened or (base is not None and plan.ocb > base)
+        return plan
 
     def enter_chain(self, ctx: OpContext, name: str) -> None:
         """Before lowering a cascaded chain whose last op is ``name``: as :meth:`enter` for

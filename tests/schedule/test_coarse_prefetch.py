@@ -1,0 +1,104 @@
+"""Coarse blocks of a prefetch consumer (schedule/prefetch.py ``Prefetcher`` ``coarse``,
+``Lowering.coarse_wide``): in a lowering with coarse blocks a packed consumer's weight blocks
+are capped by :data:`COARSE_PER_AREA` blocks per area instead of :data:`BLOCKS_PER_AREA`
+(EfficientNet-Lite0 224's conv head, 320 -> 1280 at 7x7: 128-channel blocks instead of 64),
+so half as many blocks where its smallest area holds them; an area too small for four
+one-array-wide blocks keeps them. The lowering is bit-exact and hazard-free in stream order
+and in random legal interleavings."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from conftest import run_program_impl
+from onnx import TensorProto, helper, numpy_helper
+
+from tcc_compiler.quant import run_golden
+from tcc_compiler.schedule.geom import conv_geom
+from tcc_compiler.schedule.hoist import Hoist
+from tcc_compiler.schedule.lowering import Lowering
+from tcc_compiler.schedule.prefetch import BLOCKS_PER_AREA, COARSE_PER_AREA, block_cap
+from tcc_compiler.target import load_target
+
+#: SRAM of the tests' target: the head conv's 7x7x128 tiles fit under its prefetch area
+BUDGET = 256 * 1024
+
+
+def head_net() -> onnx.ModelProto:
+    """x[1, 32, 7, 7] NCHW float32 -> Conv1x1 32 -> 320 + Relu -> Conv1x1 320 -> 1280 + Relu
+    (a conv head's shape); opset 13, seeded weights."""
+    r = np.random.default_rng(0)
+    inits, nodes, cur, c = [], [], "x", 32
+    for i, cout in enumerate([320, 1280]):
+        wt = (r.standard_normal((cout, c, 1, 1)) / np.sqrt(c)).astype(np.float32)
+        b = (r.standard_normal(cout) * 0.1).astype(np.float32)
+        inits += [numpy_helper.from_array(wt, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
+        nodes.append(helper.make_node("Conv", [cur, f"w{i}", f"b{i}"], [f"c{i}"],
+                                      kernel_shape=[1, 1], name=f"conv{i}"))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}"))
+        cur, c = f"r{i}", cout
+    graph = helper.make_graph(
+        nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 7, 7])],
+        [helper.make_tensor_value_info(cur, TensorProto.FLOAT, [1, c, 7, 7])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.fixture(scope="module")
+def packed():
+    """(quantized graph, fresh input, target, conv1's packed prefetch over conv0 whose area
+    holds exactly four 64-channel blocks, conv1's geometry)."""
+    from tcc_compiler.frontend import import_onnx
+    from tcc_compiler.passes import PassManager, default_pipeline
+    from tcc_compiler.quant import collect_ranges, quantize_graph
+
+    g = PassManager(default_pipeline()).run(import_onnx(head_net()))
+    r = np.random.default_rng(3)
+    xs = [r.standard_normal((1, 32, 7, 7)).astype(np.float32) for _ in range(3)]
+    quantize_graph(g, collect_ranges(g, xs[:2]))
+    t = load_target().with_sram(BUDGET)
+    geom = conv_geom(next(n for n in g.nodes if n.name == "conv1"), t)
+    al = t.sram_align_bytes
+    area = -(-BLOCKS_PER_AREA * t.array_out_channels * (geom.kernel_bytes + 16) // al) * al
+    hoist = Hoist(consumer="conv1", window=("conv0",), area_bytes=area, gaps=((),),
+                  eager=True, pack=True)
+    return g, xs[2], t, hoist, geom
+
+
+def _plan(prog, name: str) -> str:
+    return next(li.plan for li in prog.layers if li.name == name)
+
+
+def test_block_cap_per_area(packed):
+    _, _, t, h, geom = packed
+    ao = t.array_out_channels
+    assert COARSE_PER_AREA * 2 == BLOCKS_PER_AREA
+    assert block_cap(geom, h.area_bytes, t) == ao
+    assert block_cap(geom, h.area_bytes, t, COARSE_PER_AREA) == 2 * ao
+    # too small for four one-array-wide blocks (a classifier's): one array width either way
+    assert block_cap(geom, h.area_bytes // 3, t, COARSE_PER_AREA) == ao
+
+
+def test_coarse_lowering_widens_the_consumer_blocks(packed):
+    g, _, t, h, _ = packed
+    ao = t.array_out_channels
+    p0 = Lowering(g, t, 0, hoist=h).run()
+    coarse = Lowering(g, t, 0, hoist=h, coarse_wide=True)
+    p1 = coarse.run()
+    assert _plan(p0, "conv1").startswith(f"7x7x{ao} tiles")
+    assert _plan(p1, "conv1").startswith(f"7x7x{2 * ao} tiles")
+    assert coarse.coarsened
+    n0, n1 = (sum("conv1 prefetch" in c for c in p.comments) for p in (p0, p1))
+    assert n1 > 0 and n0 == 2 * n1   # the same area, half as many blocks in it
+
+
+@pytest.mark.parametrize("schedule,seed", [("inorder", 0), ("random", 1), ("random", 2)])
+def test_coarse_consumer_bit_exact(packed, schedule, seed):
+    g, x, t, h, _ = packed
+    prog = Lowering(g, t, 0, hoist=h, coarse_wide=True).run()
+    got, hazards = run_program_impl(prog, BUDGET, g, x, schedule, seed)
+    assert hazards == []
+    gold = run_golden(g, x)
+    for o in prog.outputs:
+        np.testing.assert_array_equal(got[o.name], gold["int:" + o.name].reshape(-1),
+                                      err_msg=o.name)
