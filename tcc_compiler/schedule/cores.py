@@ -54,7 +54,8 @@ from tcc_compiler.schedule.lowering import lower_one
 from tcc_compiler.schedule.memory import MemoryPlan, plan_memory, readers, root
 from tcc_compiler.schedule.ops.cascade import lower_chain
 from tcc_compiler.schedule.ops.context import OpContext, new_info
-from tcc_compiler.schedule.ops.conv import Prefetched, conv_setup, lower_conv
+from tcc_compiler.schedule.ops.conv import lower_conv
+from tcc_compiler.schedule.ops.convsetup import Prefetched, conv_setup
 from tcc_compiler.schedule.program import LayerInfo, Program
 from tcc_compiler.schedule.tiling import (ConvGeom, ConvPlan, align_up, plan_conv,
                                           uses_depthwise_mode, uses_image_mode)

@@ -53,7 +53,7 @@ class Lowering:
     here), cascades when ``cascade``, and the cross-op prefetches ``hoist`` (one
     :class:`Hoist`, a tuple of them with disjoint areas, or None: none).
     ``memo``: a dict shared by the lowerings of one search (values derived from the graph's
-    constants, :func:`~tcc_compiler.schedule.ops.conv.conv_consts`); None: a fresh one.
+    constants, :func:`~tcc_compiler.schedule.ops.convsetup.conv_consts`); None: a fresh one.
     ``mem``: the memory plan to use, from an earlier lowering of the same graph, target,
     ``zone_bytes`` and ``cascade`` (:func:`plan_memory` is a pure function of those, so the
     search's prefetch tries reuse their base program's plan); None: planned by :meth:`run`.

@@ -30,7 +30,7 @@ from tcc_compiler.schedule.hoist import (MIN_PREFETCH_BYTES, Hoist, layer_comman
                                          plan_hoist, plan_pieces, stalled_convs)
 from tcc_compiler.schedule.memory import MemoryPlan
 from tcc_compiler.schedule.ops.context import OpContext, new_info
-from tcc_compiler.schedule.ops.conv import Prefetched, conv_setup
+from tcc_compiler.schedule.ops.convsetup import Prefetched, conv_setup
 from tcc_compiler.schedule.ops.convslots import COARSE_FACTOR
 from tcc_compiler.schedule.program import SLOT_PARAMS, SLOT_WEIGHTS
 from tcc_compiler.schedule.tiling import align_up, plan_conv

@@ -21,7 +21,7 @@ from tcc_compiler.schedule.cascade import Chain, OpRows, cascade_psum_bytes
 from tcc_compiler.schedule.cost import depthwise_parts
 from tcc_compiler.schedule.emitter import Dep, dma_fields
 from tcc_compiler.schedule.ops.context import OpContext, label, new_info
-from tcc_compiler.schedule.ops.conv import conv_setup
+from tcc_compiler.schedule.ops.convsetup import conv_setup
 from tcc_compiler.schedule.ops.dwsplit import emit_parts, split_text
 from tcc_compiler.schedule.ops.pool import pool_cfg
 from tcc_compiler.schedule.program import SLOT_PARAMS, SLOT_SHORTCUT, SLOT_WEIGHTS, LayerInfo

@@ -27,7 +27,7 @@ class OpContext:
         op_res: SRAM intervals of the resident tensors (and prefetch area) the op reads or
             writes besides its tile buffers.
         memo: values derived from the graph's constants, shared by the lowerings of one
-            search (:func:`tcc_compiler.schedule.ops.conv.conv_consts`).
+            search (:func:`tcc_compiler.schedule.ops.convsetup.conv_consts`).
         images: a conv run for several images at once (schedule/batch.py): per image, the
             view of ``mem`` giving its DRAM and resident tensors; empty: one image, ``mem``.
         rows: this core's share of an op split between cores by rows (schedule/cores.py,
