@@ -108,10 +108,17 @@ def add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program,
         best = round_best
         src, src_spans = round_src if src is not None else (None, round_src[1])
     if not wide and best[2]:   # the consumer takes the slots of the conv before it over
-        got = handed(graph, t, compressor, lw, memo, best, spans)
-        if got is not best:
-            best, src = got, None
+        best, src = _handed_over(graph, t, compressor, lw, memo, best, spans, src)
     return (*best, src)
+
+
+def _handed_over(graph: Graph, t: Target, compressor, lw: Lowering, memo: dict | None,
+                 best: tuple, spans: list, src):
+    """(best, src) after the weight-slot handover (:func:`~tcc_compiler.schedule.handover.handed`)
+    of a network without depthwise layers: the handed-over program and no recorded lowering when
+    it is faster, else ``best`` and ``src`` as they were."""
+    got = handed(graph, t, compressor, lw, memo, best, spans)
+    return (best, src) if got is best else (got, None)
 
 
 def _eager_free(hoists: tuple[Hoist, ...]) -> tuple[Hoist, ...]:
