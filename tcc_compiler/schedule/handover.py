@@ -53,8 +53,11 @@ log = logging.getLogger(__name__)
 #: the handover variants :func:`handed` lowers. ResNet-50 224 (final cycles): without the
 #: handover 2,806,335; (0, False) 2,803,329; (1, False) 2,799,205; (0, True) 2,796,381;
 #: (1, True) 2,792,257. Only the two with coarse blocks are tried: the other 19
-#: tools/bench.py rows keep their programs with all four, and each variant costs a lowering
-#: from the window on (ResNet-50 224: ~0.1 s of CPU for four, loaded).
+#: tools/bench.py rows keep their programs with all four. Compile cost (ResNet-50 224, the
+#: only bench row whose variants move anything; loaded): 0.33 s of CPU for both, of which
+#: 0.26 s is the DEFLATE of the 35 coarse blocks (14.5 MB) the winner ships (about 18 ns a
+#: byte at any zlib level 1..9: int8 weights barely compress), the rest two lowerings of the
+#: 22 ops from the window on and three exact-waits passes with their replays.
 HANDOVER_VARIANTS = ((0, True), (1, True))
 
 
