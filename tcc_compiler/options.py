@@ -49,7 +49,8 @@ class CompileOptions:
         raw_size: ``"WxHxC"`` or ``(W, H, C)`` of raw uint8 calibration files (``.bin``,
             ``.raw``, ``.rgb``: :mod:`tcc_compiler.datasets.raw`, as ``tccc eval
             --raw-size`` reads them; the input size, never resized); None = such files are
-            refused.
+            refused. Given without ``calibration`` inputs: InputError (it would read
+            nothing).
         raw_layout: their byte order, "HWC" (pixel-interleaved, default) or "CHW" (planar).
         method: calibration method, one of :data:`tcc_compiler.quant.METHODS` ("mse": the
             clipping range minimising quantization MSE; "minmax"; "percentile"; "entropy": KL
@@ -134,6 +135,10 @@ class CompileOptions:
         # the old boolean spelling (True / False) is "on" / "off"
         object.__setattr__(self, "bias_correction", bias_correction_mode(self.bias_correction))
         self.raw_spec()   # a bad raw size or layout is refused before any work
+        if self.raw_size is not None and not self.calibration:   # it would read nothing
+            raise InputError("raw_size/--raw-size applies to --calib raw files only (without "
+                             "calibration inputs the bundled photos calibrate); add --calib "
+                             "DIR (calibration=[...])")
         if self.bias_correction == "on" and self.calib_table is not None \
                 and self.calibration is None:   # refused before any work, not after quantizing
             raise InputError(f"{self.calib_table}: bias_correction/--bias-correction on needs "

@@ -87,3 +87,16 @@ def test_raw_size_without_calib_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--raw-size applies to --calib" in err
     assert not out.exists()
+
+
+def test_raw_size_without_calibration_is_refused_through_the_api():
+    # the Python API took CompileOptions(raw_size=...) without calibration inputs and
+    # calibrated on the bundled photos, the raw size silently unused (the CLI refused it)
+    from tcc_compiler.errors import InputError
+    from tcc_compiler.options import CompileOptions
+
+    with pytest.raises(InputError, match="--raw-size applies to --calib"):
+        CompileOptions(raw_size="8x8x3")
+    with pytest.raises(InputError, match="--raw-size applies to --calib"):
+        CompileOptions(raw_size="8x8x3", calibration=())
+    assert CompileOptions(raw_size="8x8x3", calibration=["x.bin"]).raw_spec() is not None

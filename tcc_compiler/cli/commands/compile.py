@@ -195,11 +195,7 @@ def run(args) -> int:
     from tcc_compiler.cli.raw_options import raw_options
 
     raw_options(args)   # --raw-layout without --raw-size, a bad size: refused before any work
-    if args.raw_size is not None and not args.calib:
-        from tcc_compiler.errors import InputError
-
-        raise InputError("--raw-size applies to --calib raw files only (without --calib the "
-                         "bundled photos calibrate); add --calib DIR")
+    # (--raw-size without --calib: refused by CompileOptions, for the API too)
     for flag, given in (("--precision-goal", args.precision_goal),
                         ("--precision-target", args.precision_target)):
         if given is not None and args.precision != "auto":
