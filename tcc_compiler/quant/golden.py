@@ -23,11 +23,11 @@ from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_c
 from tcc_compiler.numerics.eltwise import eltwise_int8
 from tcc_compiler.numerics.epilogue import (EpilogueConsts, channel_clamp, epilogue_consts,
                                             two_slope_epilogue)
-from tcc_compiler.numerics.lut import apply_lut, apply_lut_wide
 from tcc_compiler.numerics.requant import requantize
 from tcc_compiler.numerics.resize import bilinear_int8
 from tcc_compiler.numerics.softmax import softmax_int8
 from tcc_compiler.quant import golden_conv
+from tcc_compiler.quant.golden_lut import lut_int8, lut_int16
 from tcc_compiler.quant.params import (PoolQuant, add_quant, conv_quant, dequantize_output,
                                        group_softmax_table, lut_quant,
                                        ew_quant, pool_divisors, pool_quant, quantize_input,
@@ -124,8 +124,8 @@ def eval_int_node(node: Node, args: list[np.ndarray], prepared: tuple | None = N
                           p.act_lo, p.act_hi)
     if node.op is Op.LUT:
         lq = lut_quant(node)
-        return (apply_lut_wide(x, lq.tables[0], lq.wide_out) if lq.wide
-                else apply_lut(x, lq.tables))
+        return (lut_int16(x, lq.tables[0], lq.wide_out) if lq.wide   # its own, not numerics/lut
+                else lut_int8(x, lq.tables))
     if node.op is Op.GROUP_SOFTMAX:   # NHWC: each pixel's channel groups are contiguous
         return softmax_int8(x, node.attrs.group, group_softmax_table(node))
     if node.op is Op.RESIZE:

@@ -7,6 +7,8 @@ epilogues and depthwise convs with its own kernels (``quant/golden_conv.py``; wi
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import onnx
 import pytest
@@ -212,3 +214,71 @@ def test_golden_max_pool_is_the_kernels(dtype):
         x = r.integers(lo, hi + 1, (h, w, c)).astype(dtype)
         np.testing.assert_array_equal(maxpool_plain(x, k, s, p),
                                       kernels.maxpool_int8(x, k, s, p))
+
+
+@pytest.fixture(scope="module")
+def lut_model(tmp_path_factory):
+    """(program, checker, inputs) of conv-sigmoid-conv(1x1)-GAP-flatten-gemm: the sigmoid is a
+    256-entry lookup table (fused into the conv's epilogue or its own LUT_TILE)."""
+    tmp = tmp_path_factory.mktemp("lutcatch")
+    r = np.random.default_rng(7)
+    inits = {"w0": r.normal(0, 0.3, (16, 3, 3, 3)), "w1": r.normal(0, 0.3, (24, 16, 1, 1)),
+             "wf": r.normal(0, 0.3, (10, 24)), "bf": r.normal(0, 0.1, (10,))}
+    nodes = [N("Conv", ["x", "w0"], ["c"], pads=[1] * 4), N("Sigmoid", ["c"], ["s"]),
+             N("Conv", ["s", "w1"], ["d"]), N("GlobalAveragePool", ["d"], ["g"]),
+             N("Flatten", ["g"], ["f"]), N("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
+    model = make_model_impl(nodes, [1, 3, 16, 16], inits, opset=17)
+    onnx.save(model, tmp / "m.onnx")
+    xs = [r.normal(0, 1, (1, 3, 16, 16)).astype(np.float32) for _ in range(4)]
+    prog = load_program(api.compile(model, "16x16x3", calibration=xs).save(tmp / "o"))
+    chk = Checker(prog, tmp / "m.onnx")
+    yield prog, chk, xs
+    chk.close()
+
+
+def test_wrong_lookup_table_kernel_is_caught(lut_model, monkeypatch):
+    """A table kernel 8 off on every element: the executor's LUT_TILE and LUT epilogue (every
+    user of ``numerics.lut.apply_lut``) are wrong, the golden model's own table
+    (``quant/golden_lut.lut_int8``) is not."""
+    from tcc_compiler.numerics import lut
+    from tcc_compiler.sim import conv_exec
+
+    prog, chk, xs = lut_model
+    assert chk.run_checked(xs[0])[1]["bit_exact"] is True
+    calls = []
+
+    def wrong(x, tables, *a, **k):
+        calls.append(1)
+        y = real(x, tables, *a, **k)
+        return np.clip(y.astype(np.int16) + 8, -128, 127).astype(np.int8)
+
+    real = lut.apply_lut
+    users = [m for m in list(sys.modules.values())
+             if m is not None and getattr(m, "apply_lut", None) is real]
+    assert {lut, vector_ops, conv_exec} <= set(users)
+    for m in users:   # every module that imported the kernel by name
+        monkeypatch.setattr(m, "apply_lut", wrong)
+    assert chk.run_checked(xs[1])[1]["bit_exact"] is False
+    assert calls
+
+
+@pytest.mark.parametrize("trial", range(4))
+def test_golden_lookup_tables_are_the_kernels(trial):
+    """The golden model's own tables give the shared kernels' bytes: int8 with one or per-channel
+    tables, int16 inputs to int8 or int16 outputs, extremes included."""
+    from tcc_compiler.numerics.lut import apply_lut, apply_lut_wide
+    from tcc_compiler.quant.golden_lut import lut_int8, lut_int16
+
+    r = np.random.default_rng(100 + trial)
+    for t in (1, 3, 16):
+        x = r.integers(-128, 128, (5, 7, 2 * t)).astype(np.int8)
+        x[0, 0, :2] = (-128, 127)
+        tabs = r.integers(-128, 128, (t, 256)).astype(np.int8)
+        assert np.array_equal(lut_int8(x, tabs), apply_lut(x, tabs))
+    xw = r.integers(-32768, 32768, (9, 11)).astype(np.int16)
+    xw[0, :2] = (-32768, 32767)
+    for wide_out in (False, True):
+        for knots in (r.integers(-32768, 32768, 257), np.full(257, 32767 * (-1) ** trial)):
+            k = np.asarray(knots).astype(np.int16)
+            a, b = lut_int16(xw, k, wide_out), apply_lut_wide(xw, k, wide_out)
+            assert a.dtype == b.dtype and np.array_equal(a, b)
