@@ -20,13 +20,14 @@ from tcc_compiler.numerics import jit
 from tcc_compiler.numerics import kernels as K
 from tcc_compiler.numerics.accumulator import accumulator, depthwise_epilogue
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
-from tcc_compiler.numerics.eltwise import eltwise_int8
+from tcc_compiler.numerics.eltwise import EwKind
 from tcc_compiler.numerics.epilogue import (EpilogueConsts, channel_clamp, epilogue_consts,
                                             two_slope_epilogue)
 from tcc_compiler.numerics.requant import requantize
 from tcc_compiler.numerics.resize import bilinear_int8
 from tcc_compiler.numerics.softmax import softmax_int8
 from tcc_compiler.quant import golden_conv
+from tcc_compiler.quant.golden_ew import ew_int
 from tcc_compiler.quant.golden_lut import lut_int8, lut_int16
 from tcc_compiler.quant.params import (PoolQuant, add_quant, conv_quant, dequantize_output,
                                        group_softmax_table, lut_quant,
@@ -115,13 +116,12 @@ def eval_int_node(node: Node, args: list[np.ndarray], prepared: tuple | None = N
                               x.dtype)
     if uses_ew(node):
         q = ew_quant(node)
-        y = eltwise_int8(q.kind, x, q.zp_a, q.mult_a, args[1], q.zp_b, q.mult_b, q.shift,
-                         q.zp_out, q.act_lo, q.act_hi, q.period, 0, q.out_dtype)
-        return y.reshape(x.shape)
+        return ew_int(q.kind, x, args[1], q.zp_a, q.zp_b, q.zp_out, q.mult_a, q.mult_b,
+                      q.shift, q.act_lo, q.act_hi, q.out_dtype)   # its own, not numerics'
     if node.op is Op.ADD:
         p = add_quant(node)
-        return K.add_int8(x, p.zp_a, p.mult_a, args[1], p.zp_b, p.mult_b, p.shift, p.zp_out,
-                          p.act_lo, p.act_hi)
+        return ew_int(EwKind.ADD, x, args[1], p.zp_a, p.zp_b, p.zp_out, p.mult_a, p.mult_b,
+                      p.shift, p.act_lo, p.act_hi)
     if node.op is Op.LUT:
         lq = lut_quant(node)
         return (lut_int16(x, lq.tables[0], lq.wide_out) if lq.wide   # its own, not numerics/lut

@@ -282,3 +282,95 @@ def test_golden_lookup_tables_are_the_kernels(trial):
             k = np.asarray(knots).astype(np.int16)
             a, b = lut_int16(xw, k, wide_out), apply_lut_wide(xw, k, wide_out)
             assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+@pytest.fixture(scope="module")
+def ew_model(tmp_path_factory):
+    """(program, checker, inputs) of conv-relu, then max pool + average pool added (an ADD_TILE:
+    no conv to fuse it into), a 1x1 conv and a squeeze-excite product (a per-channel broadcast
+    mul, an EW_TILE), GAP-flatten-gemm."""
+    tmp = tmp_path_factory.mktemp("ewcatch")
+    r = np.random.default_rng(9)
+    inits = {"w0": r.normal(0, 0.3, (16, 3, 3, 3)), "w1": r.normal(0, 0.3, (16, 16, 1, 1)),
+             "wf": r.normal(0, 0.3, (10, 16)), "bf": r.normal(0, 0.1, (10,))}
+    pool = {"kernel_shape": [3, 3], "pads": [1] * 4}
+    nodes = [N("Conv", ["x", "w0"], ["c"], pads=[1] * 4), N("Relu", ["c"], ["r"]),
+             N("MaxPool", ["r"], ["p"], **pool), N("AveragePool", ["r"], ["q"], **pool),
+             N("Add", ["p", "q"], ["a"]), N("Conv", ["a", "w1"], ["d"]),
+             N("GlobalAveragePool", ["d"], ["e"]), N("Sigmoid", ["e"], ["s"]),
+             N("Mul", ["d", "s"], ["m"]), N("GlobalAveragePool", ["m"], ["g"]),
+             N("Flatten", ["g"], ["f"]), N("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
+    model = make_model_impl(nodes, [1, 3, 16, 16], inits, opset=17)
+    onnx.save(model, tmp / "m.onnx")
+    xs = [r.normal(0, 1, (1, 3, 16, 16)).astype(np.float32) for _ in range(4)]
+    prog = load_program(api.compile(model, "16x16x3", calibration=xs).save(tmp / "o"))
+    chk = Checker(prog, tmp / "m.onnx")
+    yield prog, chk, xs
+    chk.close()
+
+
+def _patch_users(monkeypatch, name: str, real, wrong) -> list:
+    """Replace kernel ``real`` by ``wrong`` in every loaded module that holds it as ``name``
+    (imported by name); returns those modules."""
+    users = [m for m in list(sys.modules.values())
+             if m is not None and getattr(m, name, None) is real]
+    for m in users:
+        monkeypatch.setattr(m, name, wrong)
+    return users
+
+
+@pytest.mark.parametrize("name", ["add_int8", "eltwise_int8"])
+def test_wrong_elementwise_kernel_is_caught(ew_model, monkeypatch, name):
+    """An element-wise kernel 8 off on every element: the executor's ADD_TILE
+    (``numerics.add_int8``) or EW_TILE (``numerics.eltwise.eltwise_int8``) is wrong, the golden
+    model's own ``quant/golden_ew.ew_int`` is not."""
+    from tcc_compiler.numerics import eltwise, kernels
+
+    prog, chk, xs = ew_model
+    assert chk.run_checked(xs[0])[1]["bit_exact"] is True
+    real = getattr(kernels if name == "add_int8" else eltwise, name)
+    calls = []
+
+    def wrong(*a, **k):
+        calls.append(1)
+        y = real(*a, **k)
+        info = np.iinfo(y.dtype)
+        return np.clip(y.astype(np.int32) + 8, info.min, info.max).astype(y.dtype)
+
+    assert vector_ops in _patch_users(monkeypatch, name, real, wrong)
+    assert chk.run_checked(xs[1])[1]["bit_exact"] is False
+    assert calls
+
+
+@pytest.mark.parametrize("trial", range(6))
+def test_golden_elementwise_is_the_kernels(trial):
+    """The golden model's own element-wise ops give the shared kernels' bytes: add, sub, mul,
+    int8 and int16, same-shape and per-channel b, extreme operands, multipliers and shifts."""
+    from tcc_compiler.numerics import add_int8
+    from tcc_compiler.numerics.eltwise import EwKind, eltwise_int8
+    from tcc_compiler.quant.golden_ew import ew_int
+
+    r = np.random.default_rng(200 + trial)
+    for kind in EwKind:
+        for dt in ((np.int8,) if kind is EwKind.MUL else (np.int8, np.int16)):
+            info = np.iinfo(dt)
+            for per in (False, True):
+                a = r.integers(info.min, int(info.max) + 1, (3, 4, 5)).astype(dt)
+                b = r.integers(info.min, int(info.max) + 1, (5,) if per else a.shape).astype(dt)
+                a.flat[:2], b.flat[:2] = (info.min, info.max), (info.max, info.min)
+                zps = [0, 0, 0] if dt == np.int16 else [int(v) for v in r.integers(-128, 128, 3)]
+                ma, mb = (2**31 - 1, 2**31 - 1) if trial == 0 else r.integers(1, 2**31, 2)
+                s = (1, 62, 31, 20, 45, 8)[trial]
+                lo, hi = (-128, 127) if trial % 2 else (-20, 90)
+                want = eltwise_int8(kind, a, zps[0], int(ma), b, zps[1], int(mb), s, zps[2], lo,
+                                    hi, 5 if per else 0, 0, np.int8).reshape(a.shape)
+                got = ew_int(kind, a, b, *zps, int(ma), int(mb), s, lo, hi)
+                assert got.dtype == np.int8 and np.array_equal(got, want)
+                if kind is EwKind.ADD and dt == np.int8 and not per:
+                    assert np.array_equal(add_int8(a, zps[0], int(ma), b, zps[1], int(mb), s,
+                                                   zps[2], lo, hi), got)
+    a = r.integers(-32768, 32768, (2, 3, 4)).astype(np.int16)
+    want = eltwise_int8(EwKind.SUB, a, 0, 3 << 20, a[::-1], 0, 5 << 20, 18, 0, -32768, 32767,
+                        0, 0, np.int16).reshape(a.shape)
+    got = ew_int(EwKind.SUB, a, a[::-1], 0, 0, 0, 3 << 20, 5 << 20, 18, -32768, 32767, np.int16)
+    assert got.dtype == np.int16 and np.array_equal(got, want)
