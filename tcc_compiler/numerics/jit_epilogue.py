@@ -67,15 +67,16 @@ def epilogue(acc: np.ndarray, bias, mult, shift, zp_y: int, lo: int, hi: int,
 def epilogue_into(acc: np.ndarray, params: tuple, zp_y: int, lo: int, hi: int,
                   shortcut: np.ndarray | None, zp_sc: int, out: np.ndarray) -> np.ndarray:
     """:func:`epilogue` with its checks done once by the caller (a tile run many times): the
-    kernels :func:`available`, ``params`` the (not None) :func:`epilogue_params` of the
-    layer, ``acc`` int32 (or exact integers in float32/float64) [A, B, O] in memory of its own
-    (not the SRAM's), ``shortcut`` [A, B, O] or None, and ``out`` passing :func:`out_fits`
-    for ``acc.shape`` and the shortcut. Returns ``out``, written."""
+    kernels :func:`~tcc_compiler.numerics.jit.available`, ``params`` the (not None)
+    :func:`epilogue_params` of the layer, ``acc`` int32 (or exact integers in
+    float32/float64) [A, B, O] in memory of its own (not the SRAM's), ``shortcut`` [A, B, O]
+    or None, and ``out`` passing :func:`out_fits` for ``acc.shape`` and the shortcut.
+    Returns ``out``, written."""
     b, m, s, rnd, msc = params
     if acc.dtype != np.int32:   # exact integers: int64 holds them, int32 wraps as the NPU
         acc = acc.astype(np.int64).astype(np.int32)
     a3 = _c(acc)
-    k = jit._kernels   # loaded (the caller checked): no call to pay per tile
+    k = jit.kernels()   # in use: the caller checked (jit.available)
     if shortcut is None:
         k.epilogue(a3, b, m, s, rnd, int(zp_y), int(lo), int(hi), out)
     else:
