@@ -62,6 +62,8 @@ def test_wrong_pool_kernel_is_caught(checked, monkeypatch):
     def wrong_of(real):
         def wrong(*a, **kw):
             y = real(*a, **kw)
+            if y is None:   # global_avgpool without the compiled kernels: avgpool_int8 runs
+                return None
             calls.append(1)
             y[..., 0] = np.where(y[..., 0] > 100, y[..., 0] - 8, y[..., 0] + 8)
             return y
