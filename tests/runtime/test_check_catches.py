@@ -24,6 +24,18 @@ from tests.conftest import make_model_impl
 N = helper.make_node
 
 
+
+def _compiled(tmp, nodes, inits, r) -> tuple:
+    """(program, checker, 4 float32 NCHW inputs drawn from ``r``) of the [1, 3, 16, 16] model
+    ``nodes`` / ``inits`` (opset 17), compiled at 16x16x3 calibrated on those inputs, in
+    ``tmp``; the caller closes the checker."""
+    model = make_model_impl(nodes, [1, 3, 16, 16], inits, opset=17)
+    onnx.save(model, tmp / "m.onnx")
+    xs = [r.normal(0, 1, (1, 3, 16, 16)).astype(np.float32) for _ in range(4)]
+    prog = load_program(api.compile(model, "16x16x3", calibration=xs).save(tmp / "o"))
+    return prog, Checker(prog, tmp / "m.onnx"), xs
+
+
 @pytest.fixture(scope="module")
 def checked(tmp_path_factory):
     """(program, checker, inputs) of conv-relu-conv(1x1)-GAP-flatten-gemm, int8 throughout
@@ -35,11 +47,7 @@ def checked(tmp_path_factory):
     nodes = [N("Conv", ["x", "w0"], ["c"], pads=[1] * 4), N("Relu", ["c"], ["r"]),
              N("Conv", ["r", "w1"], ["d"]), N("GlobalAveragePool", ["d"], ["g"]),
              N("Flatten", ["g"], ["f"]), N("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
-    model = make_model_impl(nodes, [1, 3, 16, 16], inits, opset=17)
-    onnx.save(model, tmp / "m.onnx")
-    xs = [r.normal(0, 1, (1, 3, 16, 16)).astype(np.float32) for _ in range(4)]
-    prog = load_program(api.compile(model, "16x16x3", calibration=xs).save(tmp / "o"))
-    chk = Checker(prog, tmp / "m.onnx")
+    prog, chk, xs = _compiled(tmp, nodes, inits, r)
     yield prog, chk, xs
     chk.close()
 
@@ -169,11 +177,7 @@ def pooled(tmp_path_factory):
              N("MaxPool", ["r"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4),
              N("Conv", ["p", "w1"], ["d"]), N("GlobalAveragePool", ["d"], ["g"]),
              N("Flatten", ["g"], ["f"]), N("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
-    model = make_model_impl(nodes, [1, 3, 16, 16], inits, opset=17)
-    onnx.save(model, tmp / "m.onnx")
-    xs = [r.normal(0, 1, (1, 3, 16, 16)).astype(np.float32) for _ in range(4)]
-    prog = load_program(api.compile(model, "16x16x3", calibration=xs).save(tmp / "o"))
-    chk = Checker(prog, tmp / "m.onnx")
+    prog, chk, xs = _compiled(tmp, nodes, inits, r)
     yield chk, xs
     chk.close()
 
@@ -229,11 +233,7 @@ def lut_model(tmp_path_factory):
     nodes = [N("Conv", ["x", "w0"], ["c"], pads=[1] * 4), N("Sigmoid", ["c"], ["s"]),
              N("Conv", ["s", "w1"], ["d"]), N("GlobalAveragePool", ["d"], ["g"]),
              N("Flatten", ["g"], ["f"]), N("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
-    model = make_model_impl(nodes, [1, 3, 16, 16], inits, opset=17)
-    onnx.save(model, tmp / "m.onnx")
-    xs = [r.normal(0, 1, (1, 3, 16, 16)).astype(np.float32) for _ in range(4)]
-    prog = load_program(api.compile(model, "16x16x3", calibration=xs).save(tmp / "o"))
-    chk = Checker(prog, tmp / "m.onnx")
+    prog, chk, xs = _compiled(tmp, nodes, inits, r)
     yield prog, chk, xs
     chk.close()
 
@@ -302,11 +302,7 @@ def ew_model(tmp_path_factory):
              N("GlobalAveragePool", ["d"], ["e"]), N("Sigmoid", ["e"], ["s"]),
              N("Mul", ["d", "s"], ["m"]), N("GlobalAveragePool", ["m"], ["g"]),
              N("Flatten", ["g"], ["f"]), N("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
-    model = make_model_impl(nodes, [1, 3, 16, 16], inits, opset=17)
-    onnx.save(model, tmp / "m.onnx")
-    xs = [r.normal(0, 1, (1, 3, 16, 16)).astype(np.float32) for _ in range(4)]
-    prog = load_program(api.compile(model, "16x16x3", calibration=xs).save(tmp / "o"))
-    chk = Checker(prog, tmp / "m.onnx")
+    prog, chk, xs = _compiled(tmp, nodes, inits, r)
     yield prog, chk, xs
     chk.close()
 
