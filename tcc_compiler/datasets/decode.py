@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tcc_compiler.datasets.preprocess import RESIZE_MODES, Preprocess, normalise
+from tcc_compiler.datasets.preprocess import IMAGE_CHANNELS, RESIZE_MODES, Preprocess, normalise
 from tcc_compiler.errors import InputError, first_line
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff",
@@ -109,11 +109,15 @@ def load_image(path: str | os.PathLike[str], pre: Preprocess) -> np.ndarray:
         float32 NCHW ``[1, pre.channels, pre.height, pre.width]``.
 
     Raises:
-        InputError: the file is missing or cannot be decoded, or holds 32-bit integer samples.
+        InputError: the file is missing or cannot be decoded, holds 32-bit integer samples,
+            or ``pre`` is for a channel count images do not load as (not 1 or 3).
     """
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: image file not found")
+    if pre.channels not in IMAGE_CHANNELS:
+        raise InputError(f"{p}: the model input has {pre.channels} channels; images load as 1 "
+                         "(greyscale) or 3 (colour) channels - give .npy arrays or raw files")
     try:
         with Image.open(p) as img:
             img = _to_8bit(ImageOps.exif_transpose(img), p)

@@ -25,7 +25,10 @@ RESIZE_MODES = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampli
 
 
 def _per_channel(name: str, value, channels: int) -> tuple[float, ...]:
-    """``value`` as ``channels`` finite floats (a 3-value mean/std averages to 1 channel).
+    """``value`` as finite floats for ``channels`` channels: ``channels`` values, or, for a
+    count other than 1 or 3, one value standing for every channel; three values on an input of
+    other than 3 channels average to one (so the ImageNet defaults and the 3-value presets fit
+    any channel count).
 
     Raises:
         InputError: not numbers, or the wrong count.
@@ -33,13 +36,27 @@ def _per_channel(name: str, value, channels: int) -> tuple[float, ...]:
     try:
         numbers = tuple(float(v) for v in value)
     except (TypeError, ValueError, OverflowError):   # OverflowError: an int such as 10**400
-        raise InputError(f"preprocess: {name} must be {channels} numbers, got {value!r}") \
-            from None
-    if channels == 1 and len(numbers) == 3:
+        raise InputError(f"preprocess: {name} must be {_counts(channels)} numbers, got "
+                         f"{value!r}") from None
+    if channels != 3 and len(numbers) == 3:
         numbers = (sum(numbers) / 3.0,)
-    if len(numbers) != channels or not all(math.isfinite(v) for v in numbers):
-        raise InputError(f"preprocess: {name} must be {channels} finite numbers, got {value!r}")
+    if len(numbers) not in value_counts(channels) \
+            or not all(math.isfinite(v) for v in numbers):
+        raise InputError(f"preprocess: {name} must be {_counts(channels)} finite numbers, got "
+                         f"{value!r}")
     return numbers
+
+
+def value_counts(channels: int) -> tuple[int, ...]:
+    """How many mean (or std) values a record of ``channels`` channels holds: ``channels``
+    (one per channel), or also 1 (one for every channel) when images cannot load for that
+    count (not 1 or 3): so a 512-channel segment input's record stays two numbers."""
+    return (channels,) if channels in IMAGE_CHANNELS else (1, channels)
+
+
+def _counts(channels: int) -> str:
+    """:func:`value_counts` in words (``"4"``, ``"1 or 4"``)."""
+    return " or ".join(str(n) for n in dict.fromkeys(value_counts(channels)))
 
 
 def _finite(v: int | float) -> bool:
@@ -75,14 +92,18 @@ class Preprocess:
     Attributes:
         width, height: network input size (pixels), each >= 1.
         mean, std: per-channel values in units of ``pixel * scale``, std > 0; ``channels``
-            values each. With ``channels`` 1, three values are averaged to one (so the ImageNet
-            defaults become 0.449 / 0.226, the usual greyscale ImageNet statistics).
+            values each, or, for a ``channels`` other than 1 and 3, one value for every channel.
+            With ``channels`` other than 3, three values are averaged to one (so the ImageNet
+            defaults become 0.449 / 0.226, the usual greyscale ImageNet statistics, for every
+            channel).
         scale: multiplier from 8-bit pixel to the unit of mean/std (default 1/255).
         channel_order: ``"RGB"`` or ``"BGR"``: order of the three channels in the tensor
             (ignored when ``channels`` is 1).
         resize: Pillow filter name: ``"bilinear"`` (default), ``"bicubic"`` or ``"nearest"``.
-        channels: 3 (colour, default) or 1 (greyscale): the model input's C. Recorded in the
-            manifest only when it is not 3, so older manifests (without it) read as 3.
+        channels: the model input's C, >= 1 (default 3). Images load for 3 (colour) and 1
+            (greyscale) only; other counts take ``.npy`` arrays (which the record does not
+            touch) or raw uint8 files (normalised by it). Recorded in the manifest only when it
+            is not 3, so older manifests (without it) read as 3.
         resize_short: short side (pixels) to resize to before the center crop, >= 1; None
             (default) squashes the whole image to ``width`` x ``height``. Recorded in the
             manifest only when set.
@@ -106,8 +127,9 @@ class Preprocess:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"preprocess: {name} must be a positive integer, got {value!r}")
-        if isinstance(self.channels, bool) or self.channels not in IMAGE_CHANNELS:
-            raise InputError(f"preprocess: channels must be 1 (greyscale) or 3 (colour), got "
+        if isinstance(self.channels, bool) or not isinstance(self.channels, int) \
+                or self.channels < 1:
+            raise InputError(f"preprocess: channels must be a positive integer, got "
                              f"{self.channels!r}")
         for name in ("mean", "std"):
             object.__setattr__(self, name, _per_channel(name, getattr(self, name),
@@ -146,6 +168,9 @@ class Preprocess:
     def from_dict(cls, data: dict[str, Any]) -> Preprocess:
         """Inverse of :meth:`to_dict`.
 
+        Stricter than the constructor: ``mean`` and ``std`` must hold exactly
+        :func:`value_counts` values (nothing is averaged on reading).
+
         Raises:
             FormatError: ``data`` is not a dict, lacks width/height, has unknown keys or a
                 field has a bad value.
@@ -160,14 +185,22 @@ class Preprocess:
         if missing:
             raise FormatError(f"manifest preprocess: missing field(s) {', '.join(missing)}")
         try:
-            return cls(**data)
+            pre = cls(**data)
         except InputError as exc:
             raise FormatError(f"manifest {exc}") from None
+        for name in ("mean", "std"):
+            given = data.get(name)
+            if given is not None and (not isinstance(given, (list, tuple))
+                                      or len(given) != len(getattr(pre, name))):
+                raise FormatError(f"manifest preprocess: {name} must be a list of "
+                                  f"{_counts(pre.channels)} numbers for {pre.channels} "
+                                  f"channel(s), got {given!r:.80}")
+        return pre
 
 
 def normalise(pixels: np.ndarray, pre: Preprocess) -> np.ndarray:
-    """uint8 pixels (HWC RGB, or HW / HW1 greyscale) -> float32 NCHW ``[1, C, H, W]`` per
-    ``pre``."""
+    """uint8 pixels (HWC, ``pre.channels`` channels, RGB for 3; or HW greyscale) -> float32
+    NCHW ``[1, C, H, W]`` per ``pre`` (a one-value mean/std applies to every channel)."""
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     if pre.channel_order == "BGR" and pixels.shape[2] == 3:

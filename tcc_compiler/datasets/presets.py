@@ -27,10 +27,11 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Callable
 
-from tcc_compiler.datasets.preprocess import CHANNEL_ORDERS, RESIZE_MODES, Preprocess
+from tcc_compiler.datasets.preprocess import (CHANNEL_ORDERS, IMAGE_CHANNELS, RESIZE_MODES,
+                                              Preprocess)
 from tcc_compiler.errors import InputError
 
-__all__ = ["PRESETS", "PreprocessSettings", "preset"]
+__all__ = ["PRESETS", "PreprocessSettings", "preprocess_at", "preset", "user_values"]
 
 
 def _torchvision(s: int) -> dict:
@@ -71,7 +72,7 @@ class PreprocessSettings:
     Attributes:
         preset: a :data:`PRESETS` name or None (the :class:`Preprocess` defaults).
         mean, std: 1 or ``channels`` values in units of ``pixel * scale`` (one value is used
-            for every channel), overriding the preset's.
+            for every channel; :func:`user_values`), overriding the preset's.
         scale: multiplier from the 8-bit pixel to the unit of mean/std.
         channel_order: ``"RGB"`` or ``"BGR"`` (case-insensitive).
         resize_short: short side (pixels) before the center crop; 0 = squash (no crop);
@@ -114,17 +115,18 @@ class PreprocessSettings:
     def resolve(self, width: int, height: int, channels: int = 3) -> Preprocess:
         """The :class:`Preprocess` for an input of ``width`` x ``height`` x ``channels``.
 
+        A one-value ``mean``/``std`` is used for every channel (one value per channel for 1
+        or 3 channels; kept as one value for other counts); three values on a 1-channel input
+        average to one, as :class:`Preprocess` does.
+
         Raises:
             InputError: a mean/std of the wrong length or a value :class:`Preprocess` refuses.
         """
         kw = dict(PRESETS[self.preset or "imagenet"](min(width, height)))
-        n = 1 if channels == 1 else 3
         for name in ("mean", "std"):
             v = getattr(self, name)
             if v is not None:
-                if len(v) not in (1, 3, n):
-                    raise InputError(f"--{name}: give 1 or {n} values, got {len(v)}")
-                kw[name] = tuple(v) * n if len(v) == 1 else tuple(v)
+                kw[name] = user_values(name, v, channels)
         if self.scale is not None:
             kw["scale"] = self.scale
         if self.channel_order is not None:
@@ -133,5 +135,44 @@ class PreprocessSettings:
             kw["resize"] = self.interpolation
         if self.resize_short is not None:
             kw["resize_short"] = self.resize_short or None
-        return Preprocess(width=width, height=height, channels=1 if channels == 1 else 3,
-                          **kw)
+        return Preprocess(width=width, height=height, channels=channels, **kw)
+
+
+def user_values(name: str, values, channels: int) -> tuple[float, ...]:
+    """A user's ``--mean``/``--std`` (``name``) for an input of ``channels`` channels: 1 value
+    (for every channel: repeated for 1 or 3 channels, kept as one for other counts) or one per
+    channel; 3 values also on a 1-channel input (averaged by :class:`Preprocess`).
+
+    Raises:
+        InputError: another count, naming the flag and the counts it takes.
+    """
+    values = tuple(float(v) for v in values)
+    n = len(values)
+    if n == 1 and channels in IMAGE_CHANNELS:
+        return values * channels
+    if n not in (1, channels) and not (channels == 1 and n == 3):
+        raise InputError(f"--{name}: give 1 or {channels} values, got {n}")
+    return values
+
+
+def preprocess_at(setting, width: int, height: int, channels: int) -> Preprocess:
+    """The preprocessing a compile records for a model input of ``width`` x ``height`` x
+    ``channels``: ``setting`` (``CompileOptions.preprocess``) a :class:`Preprocess` as it is,
+    :class:`PreprocessSettings` resolved, or None for the :class:`Preprocess` defaults.
+
+    Raises:
+        InputError: a :class:`Preprocess` for another input size or channel count, settings
+            it refuses, or a ``setting`` of another type.
+    """
+    if setting is None:
+        return Preprocess(width=width, height=height, channels=channels)
+    if isinstance(setting, PreprocessSettings):
+        return setting.resolve(width, height, channels)
+    if not isinstance(setting, Preprocess):
+        raise InputError(f"preprocess: expected a Preprocess or PreprocessSettings, got "
+                         f"{type(setting).__name__}")
+    got = (setting.width, setting.height, setting.channels)
+    if got != (width, height, channels):
+        raise InputError(f"preprocess: for a {'x'.join(map(str, got))} (WxHxC) input, but the "
+                         f"model input is {width}x{height}x{channels}")
+    return setting

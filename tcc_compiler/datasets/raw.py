@@ -126,14 +126,13 @@ def check_raw_size(path: Path, raw: RawSpec | None, whc: tuple[int, int, int]) -
 
 def load_raw(path: Path, pre, raw: RawSpec | None, channels: int | None = None) -> np.ndarray:
     """Raw file ``path`` as float32 NCHW ``[1, C, H, W]``, normalised per ``pre``
-    (:func:`tcc_compiler.datasets.preprocess.normalise`; :func:`raw_values` for a channel count
-    ``pre`` does not describe).
+    (:func:`raw_values`).
 
     Args:
         pre: the :class:`~tcc_compiler.datasets.preprocess.Preprocess` (its width and height are
             the model input's).
-        channels: the model input's C (default ``pre.channels``; a model taking other than 1
-            or 3 channels has a 3-channel ``pre``).
+        channels: the model input's C, checked against the raw size (default
+            ``pre.channels``).
 
     Raises:
         InputError: no ``raw`` size, a size other than the model input's, an unreadable file
@@ -160,28 +159,17 @@ def load_raw(path: Path, pre, raw: RawSpec | None, channels: int | None = None) 
 
 def raw_values(pixels: np.ndarray, pre, path: Path) -> np.ndarray:
     """HWC uint8 ``pixels`` as float32 NCHW ``[1, C, H, W]``: ``(pixel * scale - mean) /
-    std``. With ``pre.channels`` channels, exactly as an image's
-    (:func:`tcc_compiler.datasets.preprocess.normalise`, mean/std per channel, channel order);
-    with any other count C (a 2- or 4-channel model input: the preprocessing record holds 1
-    or 3 channels), one mean and one std for every channel, which ``pre`` must give (all its
-    values equal, as ``--pixels raw`` or a one-value ``--mean``/``--std`` make them), in the
-    same float32 arithmetic.
+    std``, exactly as an image's (:func:`tcc_compiler.datasets.preprocess.normalise`: mean/std
+    per channel, or one value for every channel, channel order); C must be ``pre.channels``
+    (the model input's: a compiled package records its own channel count).
 
     Raises:
-        InputError: C other than ``pre.channels`` and ``pre``'s mean or std differing between
-            channels (naming ``path`` and what to give).
+        InputError: C other than ``pre.channels`` (naming ``path``).
     """
     from tcc_compiler.datasets.preprocess import normalise
 
     c = pixels.shape[2]
-    if c == pre.channels:
-        return normalise(pixels, pre)
-    if len(set(pre.mean)) != 1 or len(set(pre.std)) != 1:
-        raise InputError(f"{path}: {c}-channel raw file, but the preprocessing's mean "
-                         f"{list(pre.mean)} and std {list(pre.std)} give one value per colour "
-                         f"channel; a {c}-channel input takes one mean and one std for every "
-                         "channel: give --pixels raw (0..255), or compile with --mean M --std S "
-                         "(one value each)")
-    values = (pixels.astype(np.float32) * np.float32(pre.scale) - np.float32(pre.mean[0])) \
-        / np.float32(pre.std[0])
-    return np.ascontiguousarray(values.transpose(2, 0, 1)[None], dtype=np.float32)
+    if c != pre.channels:
+        raise InputError(f"{path}: {c}-channel raw file, but the preprocessing is for "
+                         f"{pre.channels} channel(s)")
+    return normalise(pixels, pre)

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 from tcc_compiler.datasets.calibration import default_calibration, resolve_calibration
 from tcc_compiler.datasets.images import Preprocess
-from tcc_compiler.datasets.presets import PreprocessSettings
+from tcc_compiler.datasets.presets import preprocess_at
 from tcc_compiler.driver.records import Calibration, Instrument, Quantized, run_instruments
 from tcc_compiler.errors import InputError
 from tcc_compiler.frontend.onnx_import import is_segment
@@ -37,23 +37,17 @@ log = logging.getLogger(__name__)
 
 def preprocess_for(graph: Graph, options: CompileOptions = DEFAULTS) -> Preprocess:
     """The image preprocessing recorded in the manifest and used on calibration images:
-    ``options.preprocess`` (a :class:`Preprocess` as it is, or
-    :class:`~tcc_compiler.datasets.presets.PreprocessSettings` resolved at the graph's input
-    size), else ImageNet mean/std at the graph's input size.
+    ``options.preprocess`` at the graph's input (NCHW) size and channel count
+    (:func:`~tcc_compiler.datasets.presets.preprocess_at`: a :class:`Preprocess` as it is,
+    :class:`~tcc_compiler.datasets.presets.PreprocessSettings` resolved, None the ImageNet
+    mean/std).
 
     Raises:
-        InputError: settings :class:`Preprocess` refuses (e.g. a mean of the wrong length).
+        InputError: settings :class:`Preprocess` refuses (e.g. a mean of the wrong length), a
+            :class:`Preprocess` for another input size or channel count.
     """
-    if isinstance(options.preprocess, Preprocess):
-        return options.preprocess
-    n, c, h, w = graph.inputs[0].shape
-    # images load as greyscale for C=1; other C != 3 take only .npy inputs (load_inputs)
-    if isinstance(options.preprocess, PreprocessSettings):
-        return options.preprocess.resolve(w, h, c)
-    if options.preprocess is not None:
-        raise InputError(f"preprocess: expected a Preprocess or PreprocessSettings, got "
-                         f"{type(options.preprocess).__name__}")
-    return Preprocess(width=w, height=h, channels=c if c == 1 else 3)
+    _, c, h, w = graph.inputs[0].shape
+    return preprocess_at(options.preprocess, w, h, c)
 
 
 def calibrate(graph: Graph, options: CompileOptions, preprocess, *,

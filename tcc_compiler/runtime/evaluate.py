@@ -232,12 +232,15 @@ def preprocess_for(manifest_pre: dict, pixels: str = "manifest", scale: float | 
     """The :class:`Preprocess` to use: the manifest's, with the documented overrides.
 
     ``mean``/``std`` take 1 value (used for every channel) or one per channel (3 values for a
-    greyscale model average to one), as ``tccc compile``'s flags do.
+    greyscale model average to one), as ``tccc compile``'s flags do
+    (:func:`~tcc_compiler.datasets.presets.user_values`). ``pixels`` "raw" takes 0..255 as
+    they are (mean 0, std 1 for every channel).
 
     Raises:
         InputError: unknown ``pixels`` mode or an invalid override (e.g. 2 mean values).
     """
     from tcc_compiler.datasets.images import Preprocess
+    from tcc_compiler.datasets.presets import user_values
 
     pre = Preprocess.from_dict(manifest_pre)
     if pixels not in PIXEL_MODES:
@@ -249,10 +252,7 @@ def preprocess_for(manifest_pre: dict, pixels: str = "manifest", scale: float | 
         kw["scale"] = float(scale)
     for name, value in (("mean", mean), ("std", std)):
         if value is not None:
-            value = tuple(float(v) for v in value)
-            if len(value) not in (1, 3, pre.channels):
-                raise InputError(f"--{name}: give 1 or {pre.channels} values, got {len(value)}")
-            kw[name] = value * pre.channels if len(value) == 1 else value
+            kw[name] = user_values(name, value, pre.channels)
     return replace(pre, **kw) if kw else pre
 
 
@@ -264,7 +264,8 @@ def load_sample(path: Path, pre, raw: RawSpec | None, channels: int | None = Non
 
     Raises:
         InputError: unreadable file, a raw file of the wrong size or without a raw layout, a
-            raw size different from the model input.
+            raw size different from the model input, an image for a model input of other
+            than 1 or 3 channels.
     """
     from tcc_compiler.datasets.images import load_image
 
@@ -304,15 +305,11 @@ def eval_job(prog, item) -> dict:
         x = prog.as_input(path)   # a preprocessed array, in the model's NCHW or NHWC layout
     else:
         x = load_sample(Path(path), pre, raw, int(prog.input_shape[1]))
-    from tcc_compiler.datasets.images import IMAGE_CHANNELS
-
     want = tuple(int(d) for d in prog.input_shape)
     if tuple(x.shape) != want:
-        hint = (f"images load as 1 or 3 channels, the model takes {want[1]}"
-                if len(want) == 4 and want[1] not in IMAGE_CHANNELS and x.shape[1] != want[1]
-                else "check the preprocessing (--pixels / the manifest's width/height/channels)")
         raise InputError(f"{path}: loads as {tuple(x.shape)} but the model input is {want}; "
-                         f"{hint}")
+                         "check the preprocessing (--pixels / the manifest's "
+                         "width/height/channels)")
     # the float model runs on a worker thread beside the executor (runtime/check.py)
     pending = _float_session(prog, model).start(x, golden=False) if model else None
     try:

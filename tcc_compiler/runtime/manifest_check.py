@@ -371,10 +371,26 @@ def check_manifest(manifest: Any, path: str, *, input_bytes: int | None = None,
         if not isinstance(name, str) or name not in ranks:
             raise ck.fail(f"graph_outputs[{k}]", f"{name!r} is not an output or host op result")
 
+    h, w, c = m["input"]["npu_hwc"]   # checked above
+    check_preprocess(ck, ck.key(m, "preprocess", "manifest"), (c, h, w))
+    return manifest
+
+
+def check_preprocess(ck: FieldChecker, record: Any, chw: tuple[int, int, int]) -> None:
+    """The ``preprocess`` record: a valid :class:`~tcc_compiler.datasets.preprocess.Preprocess`
+    (``Preprocess.from_dict``) for the model input's ``chw`` (channels, height, width: its
+    ``channels``, ``height`` and ``width`` equal them).
+
+    Raises:
+        FormatError: naming ``ck.path`` and the field.
+    """
     from tcc_compiler.datasets.images import Preprocess
 
     try:
-        Preprocess.from_dict(ck.key(m, "preprocess", "manifest"))
+        pre = Preprocess.from_dict(record)
     except FormatError as exc:
-        raise FormatError(f"{path}: {exc}") from None
-    return manifest
+        raise FormatError(f"{ck.path}: {exc}") from None
+    for name, want in zip(("channels", "height", "width"), chw):
+        if getattr(pre, name) != want:
+            raise ck.fail(f"preprocess.{name}", f"{getattr(pre, name)}, but the input has "
+                          f"{want} (a record for another input)")

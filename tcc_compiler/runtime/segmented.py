@@ -23,6 +23,7 @@ from tcc_compiler.emit.segments import npu_int8_handoff
 from tcc_compiler.errors import FormatError, InputError, first_line
 from tcc_compiler.numerics.requant import dequantize_tensor, quantize_tensor
 from tcc_compiler.runtime.loaded import LoadedProgram
+from tcc_compiler.runtime.manifest_check import FieldChecker, check_preprocess
 from tcc_compiler.runtime.segmented_check import check_dataflow, check_segmented_manifest
 
 #: Top-level fields a segmented manifest must have.
@@ -86,6 +87,9 @@ class SegmentedProgram:
         self._link_host_inputs(where)
         check_dataflow(manifest, where, *self._made_and_read())
         self._check_input_shape(where)
+        # the preprocessing record is for this input (checked once the shape is known right)
+        check_preprocess(FieldChecker(where), manifest["preprocess"],
+                         tuple(manifest["input"]["shape"][1:]))
 
     def _check_input_shape(self, where: str) -> None:
         """The top-level ``input.shape`` (NCHW) against every segment reading the model input:

@@ -23,7 +23,7 @@ import onnx
 
 from tcc_compiler.datasets.calibration import default_calibration, resolve_calibration
 from tcc_compiler.datasets.images import Preprocess
-from tcc_compiler.datasets.presets import PreprocessSettings
+from tcc_compiler.datasets.presets import preprocess_at
 from tcc_compiler.emit.segments import (build_segment_manifest, build_segment_report,
                                         host_graph_cost)
 from tcc_compiler.errors import ModelError, UnsupportedError
@@ -74,20 +74,16 @@ def input_nchw(plan: SegmentPlan) -> tuple[int, ...]:
 
 
 def model_preprocess(plan: SegmentPlan, options: CompileOptions) -> Preprocess:
-    """``options.preprocess`` (a :class:`Preprocess` as it is, or
-    :class:`~tcc_compiler.datasets.presets.PreprocessSettings`, e.g. ``tccc compile --mean
-    --std``, resolved at the model input's size, as :func:`tcc_compiler.driver.preprocess_for`
-    does for a whole-NPU model), else ImageNet mean/std at the model input's size.
+    """``options.preprocess`` at the model input's size and channel count, as
+    :func:`tcc_compiler.driver.preprocess_for` takes it for a whole-NPU model
+    (:func:`~tcc_compiler.datasets.presets.preprocess_at`).
 
     Raises:
-        InputError: settings :class:`Preprocess` refuses (e.g. a mean of the wrong length).
+        InputError: settings :class:`Preprocess` refuses (e.g. a mean of the wrong length), a
+            :class:`Preprocess` for another input size or channel count.
     """
     _, c, h, w = input_nchw(plan)
-    if isinstance(options.preprocess, PreprocessSettings):
-        return options.preprocess.resolve(w, h, c)
-    if options.preprocess is not None:
-        return options.preprocess
-    return Preprocess(width=w, height=h, channels=c if c == 1 else 3)
+    return preprocess_at(options.preprocess, w, h, c)
 
 
 def _model_inputs(plan: SegmentPlan, options: CompileOptions) -> tuple[list, str]:

@@ -12,6 +12,7 @@ import shutil
 
 import numpy as np
 import onnx
+import pytest
 from conftest import conv_gap_fc_net_impl
 from helpers import PHOTO
 from helpers.cli import one_line_error, run_cli
@@ -71,8 +72,7 @@ def test_eval_shape_mismatch_names_the_file(channel_folders, tmp_path, capsys):
     line = one_line_error(capsys.readouterr().err)
     assert code != 0
     assert photo.name in line
-    assert f"(1, 3, {HW}, {HW})" in line and f"(1, 4, {HW}, {HW})" in line
-    assert "1 or 3 channels" in line
+    assert "model input has 4 channels" in line and "1 (greyscale) or 3 (colour)" in line
 
 
 def test_run_check_channel_mismatch_says_so(channel_folders, tmp_path, capsys):
@@ -155,15 +155,40 @@ def test_4_channel_raw_files_run_eval_and_calibrate(channel_folders, tmp_path, c
     assert json.loads(stdout)["check"]["bit_exact"] is True
 
 
-def test_4_channel_raw_files_with_a_per_colour_mean_say_what_to_give(channel_folders,
-                                                                     tmp_path, capsys):
+def test_4_channel_package_records_a_4_channel_preprocessing(channel_folders, tmp_path,
+                                                             capsys):
+    """The manifest of a 4-channel model held a 3-value (RGB) preprocessing record, so its
+    default mean/std did not apply to its own raw files ("give one value per colour
+    channel"); the record now has the model's 4 channels, the ImageNet defaults averaged to
+    one value for every channel, and raw files run with it."""
+    rec = json.loads((channel_folders[4]["folder"] / "manifest.json").read_text())["preprocess"]
+    assert rec["channels"] == 4
+    assert rec["mean"] == [pytest.approx((0.485 + 0.456 + 0.406) / 3)]
+    assert rec["std"] == [pytest.approx((0.229 + 0.224 + 0.225) / 3)]
     f = _raw4(tmp_path, 1)[0]
-    code, _, err = run_cli(["run", channel_folders[4]["folder"], f, "--raw-size",
-                            f"{HW}x{HW}x4"], capsys)
-    line = one_line_error(err)
-    assert code == 2
-    assert f.name in line and "4-channel raw file" in line and "--pixels raw" in line
+    code, stdout, err = run_cli(["run", channel_folders[4]["folder"], f, "--raw-size",
+                                 f"{HW}x{HW}x4", "--check", channel_folders[4]["model"],
+                                 "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["check"]["bit_exact"] is True
     code, _, err = run_cli(["run", channel_folders[4]["folder"], f, "--raw-size",
                             f"{HW}x{HW}x3"], capsys)
     assert code == 2
     assert f"differs from the model input {HW}x{HW}x4" in one_line_error(err)
+
+
+def test_a_3_channel_record_on_a_4_channel_package_is_refused(channel_folders, tmp_path, capsys):
+    """A manifest is not trusted: a preprocessing record of another channel count (as tccc
+    wrote for a 4-channel model before its record had the model's channels) is one error
+    line naming the field, exit 2, for every command that loads the folder."""
+    bad = tmp_path / "bad"
+    shutil.copytree(channel_folders[4]["folder"], bad)
+    m = json.loads((bad / "manifest.json").read_text())
+    m["preprocess"] = {k: v for k, v in m["preprocess"].items() if k != "channels"}
+    m["preprocess"]["mean"], m["preprocess"]["std"] = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    (bad / "manifest.json").write_text(json.dumps(m))
+    for argv in (["run", bad, channel_folders[4]["calib"]], ["inspect", bad]):
+        code, _, err = run_cli(argv, capsys)
+        assert code == 2, err
+        assert "manifest.json: preprocess.channels: 3, but the input has 4" in \
+            one_line_error(err), err

@@ -73,9 +73,10 @@ def test_greyscale_preprocess_uses_luma(tmp_path):
     assert "channels" not in Preprocess(width=3, height=2).to_dict()  # old manifests unchanged
 
 
-def test_preprocess_refuses_other_channel_counts():
-    with pytest.raises(InputError, match="channels must be 1"):
-        Preprocess(width=4, height=4, channels=2)
+def test_preprocess_refuses_a_channel_count_below_one():
+    for bad in (0, -1, True, 2.0):
+        with pytest.raises(InputError, match="channels must be a positive integer"):
+            Preprocess(width=4, height=4, channels=bad)
 
 
 def test_four_channel_model_refuses_images_with_the_real_reason(tmp_path):

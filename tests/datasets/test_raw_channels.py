@@ -1,7 +1,8 @@
 """Raw uint8 files of a model input with other than 1 or 3 channels (a 4-channel RGBD-style
-or a 2-channel input): read with the model's channel count, normalised with one mean and std
-for every channel. They used to be refused as if the model took 3 channels ("raw size 8x8x4
-differs from the model input 8x8x3"), since the preprocessing record only knows 1 or 3."""
+or a 2-channel input): read with the model's channel count, normalised by a preprocessing
+record of that many channels (one mean and std for every channel, or one per channel). They
+used to be refused as if the model took 3 channels ("raw size 8x8x4 differs from the model
+input 8x8x3"), since the preprocessing record only knew 1 or 3."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def _raw_files(tmp_path, c: int, layout: str = "HWC", n: int = 2):
 @pytest.mark.parametrize("layout", ["HWC", "CHW"])
 def test_raw_files_load_with_the_model_channel_count(tmp_path, c, layout):
     d, pix = _raw_files(tmp_path, c, layout)
-    pre = preprocess_for(Preprocess(width=8, height=8).to_dict(), "raw")   # 0..255 as they are
+    pre = preprocess_for(Preprocess(width=8, height=8, channels=c).to_dict(), "raw")  # 0..255
     raw = RawSpec(8, 8, c, layout)
     xs, _ = resolve_calibration([str(d)], _graph(c), pre, raw)
     assert len(xs) == 2
@@ -51,18 +52,28 @@ def test_raw_files_load_with_the_model_channel_count(tmp_path, c, layout):
 
 def test_one_mean_and_std_apply_to_every_channel(tmp_path):
     d, pix = _raw_files(tmp_path, 4)
-    pre = Preprocess(width=8, height=8, mean=(127.0,) * 3, std=(128.0,) * 3, scale=1.0)
+    for mean, std in (((127.0,), (128.0,)), ((127.0,) * 3, (128.0,) * 3)):  # 3 average to 1
+        pre = Preprocess(width=8, height=8, mean=mean, std=std, scale=1.0, channels=4)
+        xs, _ = resolve_calibration([str(d)], _graph(4), pre, RawSpec(8, 8, 4))
+        want = (pix[0].astype(np.float32) - np.float32(127)) / np.float32(128)
+        np.testing.assert_array_equal(xs[0], want.transpose(2, 0, 1)[None])
+
+
+def test_a_mean_per_channel_applies_channel_by_channel(tmp_path):
+    d, pix = _raw_files(tmp_path, 4)
+    mean, std = (10.0, 20.0, 30.0, 40.0), (1.0, 2.0, 4.0, 8.0)
+    pre = Preprocess(width=8, height=8, mean=mean, std=std, scale=1.0, channels=4)
     xs, _ = resolve_calibration([str(d)], _graph(4), pre, RawSpec(8, 8, 4))
-    want = (pix[0].astype(np.float32) - np.float32(127)) / np.float32(128)
+    want = (pix[0].astype(np.float32) - np.float32(mean)) / np.float32(std)
     np.testing.assert_array_equal(xs[0], want.transpose(2, 0, 1)[None])
 
 
-def test_per_colour_mean_on_other_channel_counts_is_refused(tmp_path):
+def test_a_preprocessing_for_other_channels_is_refused(tmp_path):
     d, _ = _raw_files(tmp_path, 4)
-    pre = Preprocess(width=8, height=8)     # ImageNet mean/std: one value per colour
+    pre = Preprocess(width=8, height=8)     # a 3-channel record
     xs, _ = resolve_calibration([str(d)], _graph(4), pre, RawSpec(8, 8, 4))
-    with pytest.raises(InputError, match=r"s0\.bin: 4-channel raw file.*mean.*one value.*"
-                                         r"--pixels raw"):
+    with pytest.raises(InputError, match=r"s0\.bin: 4-channel raw file, but the preprocessing "
+                                         r"is for 3 channel"):
         xs[0]
 
 

@@ -72,6 +72,7 @@ _BAD = [  # (path, value; "DEL" deletes), field named
     (("segments", 1, "inputs"), ["nope"], "segments[1].inputs"),
     (("segments", 1, "outputs"), None, "segments[1].outputs"),
     (("segments", 2, "index"), 5, "segments[2].index"),
+    (("preprocess", "width"), 17, "preprocess.width"),    # a record for another input
 ]
 
 

@@ -120,11 +120,11 @@ def _add_preprocess_arguments(p) -> None:
                    help="raw = values 0..255 (scale 1, mean 0, std 1, as tccc eval --pixels "
                         "raw and --preset raw), with --scale/--mean/--std overriding")
     g.add_argument("--mean", type=float, nargs="+", default=None, metavar="M",
-                   help="per-channel mean (1 or 3 values, units of pixel*scale; 3 are "
-                        "averaged for a 1-channel model)")
+                   help="per-channel mean (1 value or one per input channel, units of "
+                        "pixel*scale; 3 are averaged for a 1-channel model)")
     g.add_argument("--std", type=float, nargs="+", default=None, metavar="S",
-                   help="per-channel std (1 or 3 values, units of pixel*scale; 3 are "
-                        "averaged for a 1-channel model)")
+                   help="per-channel std (1 value or one per input channel, units of "
+                        "pixel*scale; 3 are averaged for a 1-channel model)")
     g.add_argument("--scale", type=float, default=None,
                    help="pixel multiplier before mean/std (default 1/255; 1 = pixel units)")
     g.add_argument("--channel-order", default=None, choices=("rgb", "bgr"),

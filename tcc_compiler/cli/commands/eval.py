@@ -45,9 +45,9 @@ def add_arguments(p) -> None:
     add_raw_arguments(p, "sample files", force=True, pixels=True)
     p.add_argument("--scale", type=float, default=None, help="override pixel scale")
     p.add_argument("--mean", type=float, nargs="+", default=None, metavar="M",
-                   help="override mean (1 or 3 values, as compile's --mean)")
+                   help="override mean (1 value or one per channel, as compile's --mean)")
     p.add_argument("--std", type=float, nargs="+", default=None, metavar="S",
-                   help="override std (1 or 3 values, as compile's --std)")
+                   help="override std (1 value or one per channel, as compile's --std)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
