@@ -8,13 +8,13 @@ sections, writer and reader) is :mod:`tcc_compiler.binfmt.weightfile`.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from tcc_compiler.binfmt.cmdfile import SECTION_ALIGN, HeaderField
 from tcc_compiler.errors import FormatError
 from tcc_compiler.isa import spec
 from tcc_compiler.isa.wcodec import LayerKind, decode_blob
-from tcc_compiler.isa.wlayout import LayerSizes
+from tcc_compiler.isa.wlayout import LayerRecord
 
 LAYER_ENTRY_FIELDS: tuple[HeaderField, ...] = (
     ("layer_index", "I", "position in the table (0, 1, ...)"),
@@ -46,38 +46,39 @@ assert ENTRY_STRUCT.size == LAYER_ENTRY_BYTES
 
 
 @dataclass(frozen=True)
-class LayerEntry(LayerSizes):
-    """One layer table entry. Offsets are bytes from the start of the data section; ``*_bytes``
-    are stored sizes, ``*_raw_bytes`` sizes after decompression (equal when not compressed);
-    ``raw_bytes`` / ``stored_bytes`` are :class:`~tcc_compiler.isa.wlayout.LayerSizes`'."""
+class LayerEntry(LayerRecord):
+    """One layer table entry as read: its :class:`~tcc_compiler.isa.wlayout.LayerRecord`
+    (offsets are bytes from the start of the data section; ``*_bytes`` stored sizes,
+    ``*_raw_bytes`` sizes after decompression, equal when not compressed; the three flag bits
+    as booleans), its position ``layer_index`` and ``name_hash`` (zlib.crc32 of the layer
+    name)."""
 
     layer_index: int
-    kind: LayerKind
-    flags: int
-    out_channels: int
-    block_channels: int
-    weights_offset: int
-    weights_bytes: int
-    weights_raw_bytes: int
-    params_offset: int
-    params_bytes: int
-    params_raw_bytes: int
     name_hash: int
 
     @property
-    def weights_compressed(self) -> bool:
-        """True if the weights blob is block-compressed (flags bit0)."""
-        return bool(self.flags & FLAG_WEIGHTS_COMPRESSED)
+    def flags(self) -> int:
+        """The entry's ``flags`` field (bit0 weights compressed, bit1 params compressed, bit2
+        merged)."""
+        return entry_flags(self)
 
-    @property
-    def params_compressed(self) -> bool:
-        """True if the parameter blob is block-compressed (flags bit1)."""
-        return bool(self.flags & FLAG_PARAMS_COMPRESSED)
 
-    @property
-    def merged(self) -> bool:
-        """True if weights and params share one blob of merged blocks (flags bit2)."""
-        return bool(self.flags & FLAG_MERGED)
+def encode_entry(i: int, rec: LayerRecord, name_hash: int) -> bytes:
+    """Layer table entry ``i`` (:data:`LAYER_ENTRY_BYTES` bytes): ``rec``'s fields by their
+    :data:`LAYER_ENTRY_FIELDS` names, its flag bits packed, reserved fields zero; the inverse
+    of :func:`decode_entry`'s field read."""
+    vals = {f.name: getattr(rec, f.name) for f in fields(LayerRecord)}
+    vals.update(layer_index=i, kind=int(rec.kind), flags=entry_flags(rec), reserved0=b"",
+                name_hash=name_hash, reserved1=0)
+    return ENTRY_STRUCT.pack(*(vals[f] for f, _, _ in LAYER_ENTRY_FIELDS))
+
+
+def entry_flags(rec: LayerRecord) -> int:
+    """The layer table ``flags`` field of ``rec`` (:data:`FLAG_WEIGHTS_COMPRESSED`,
+    :data:`FLAG_PARAMS_COMPRESSED`, :data:`FLAG_MERGED`)."""
+    return ((FLAG_WEIGHTS_COMPRESSED if rec.weights_compressed else 0)
+            | (FLAG_PARAMS_COMPRESSED if rec.params_compressed else 0)
+            | (FLAG_MERGED if rec.merged else 0))
 
 
 def decode_entry(data: bytes, pos: int, i: int, section: bytes, path: str) -> LayerEntry:
@@ -96,10 +97,13 @@ def decode_entry(data: bytes, pos: int, i: int, section: bytes, path: str) -> La
         blobs = (("weights", FLAG_WEIGHTS_COMPRESSED),)
     for blob, bit in blobs:
         _check_blob(vals, blob, bit, section, where)
-    return LayerEntry(i, LayerKind(vals["kind"]), vals["flags"], vals["out_channels"],
-                      vals["block_channels"], vals["weights_offset"], vals["weights_bytes"],
-                      vals["weights_raw_bytes"], vals["params_offset"], vals["params_bytes"],
-                      vals["params_raw_bytes"], vals["name_hash"])
+    rec = {f.name: vals[f.name] for f in fields(LayerRecord) if f.name in vals}
+    flags = vals["flags"]
+    rec.update(kind=LayerKind(vals["kind"]),
+               weights_compressed=bool(flags & FLAG_WEIGHTS_COMPRESSED),
+               params_compressed=bool(flags & FLAG_PARAMS_COMPRESSED),
+               merged=bool(flags & FLAG_MERGED))
+    return LayerEntry(**rec, layer_index=i, name_hash=vals["name_hash"])
 
 
 def _check_fields(vals: dict, i: int, where: str) -> None:

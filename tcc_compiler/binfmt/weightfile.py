@@ -44,6 +44,7 @@ from tcc_compiler.binfmt.weight_table import (  # noqa: F401
     LAYER_ENTRY_FIELDS,
     LayerEntry,
     decode_entry,
+    encode_entry,
 )
 
 WEIGHT_MAGIC = b"TNPW"
@@ -254,14 +255,7 @@ def write_weight_file(layout: WeightLayout, tool_version: str) -> bytes:
     Raises:
         InternalError: ``tool_version`` is not <= 16 ASCII characters.
     """
-    table = b"".join(
-        ENTRY_STRUCT.pack(i, int(e.kind), (FLAG_WEIGHTS_COMPRESSED if e.weights_compressed else 0)
-                    | (FLAG_PARAMS_COMPRESSED if e.params_compressed else 0)
-                    | (FLAG_MERGED if e.merged else 0), b"",
-                    e.out_channels, e.block_channels, e.weights_offset, e.weights_bytes,
-                    e.weights_raw_bytes, e.params_offset, e.params_bytes, e.params_raw_bytes,
-                    name_hash(e.name), 0)
-        for i, e in enumerate(layout.layers))
+    table = b"".join(encode_entry(i, e, name_hash(e.name)) for i, e in enumerate(layout.layers))
     table_offset = HEADER_BYTES
     data_offset = align_up(table_offset + len(table))
     data = layout.data

@@ -52,7 +52,7 @@ class LayerSizes:
     """A weighted layer's byte counts from its four size fields (``weights_bytes``,
     ``weights_raw_bytes``, ``params_bytes``, ``params_raw_bytes``, bytes): one definition for
     the region's :class:`LayerWeights` and the weight file's layer table entries
-    (:class:`tcc_compiler.binfmt.weight_table.LayerEntry`), which record the same fields."""
+    (:class:`tcc_compiler.binfmt.weight_table.LayerEntry`), both :class:`LayerRecord`."""
 
     __slots__ = ()
 
@@ -86,23 +86,26 @@ class LayersSizes:
 
 
 @dataclass(frozen=True)
-class LayerWeights(LayerSizes):
-    """One weighted layer of the region: the facts a weight file layer entry records.
+class LayerRecord(LayerSizes):
+    """A weighted layer's record in the WEIGHTS region, the fields a weight file layer table
+    entry holds besides its identity (specs/weights.md, "Layer table"): one definition for the
+    layout being built (:class:`LayerWeights`) and the entry read back
+    (:class:`tcc_compiler.binfmt.weight_table.LayerEntry`).
 
     Attributes:
-        name: IR node name. kind: :class:`~tcc_compiler.isa.wcodec.LayerKind`.
+        kind: :class:`~tcc_compiler.isa.wcodec.LayerKind`.
         out_channels: O. block_channels: output channels per block (1..O, 0 iff O = 0).
         weights_offset, weights_bytes, weights_raw_bytes: the int8 OHWI weights blob: offset
-            in the region, stored size, size after decompression (bytes).
+            in the region (data section), stored size, size after decompression (bytes).
         params_offset, params_bytes, params_raw_bytes: the same for the 16-byte records.
-        weights_compressed, params_compressed: the blob is block-compressed.
+        weights_compressed, params_compressed: the blob is block-compressed (entry flags
+            bit0, bit1).
         merged: one blob at ``weights_offset`` holds both, block by block
-            (:func:`merge_blocks`); then ``params_offset == weights_offset``, ``params_bytes
-            == 0``, ``weights_bytes`` is the merged blob's stored size and both compressed
-            flags are the merged blob's.
+            (:func:`merge_blocks`; entry flags bit2); then ``params_offset ==
+            weights_offset``, ``params_bytes == 0``, ``weights_bytes`` is the merged blob's
+            stored size and both compressed flags are the merged blob's.
     """
 
-    name: str
     kind: LayerKind
     out_channels: int
     block_channels: int
@@ -114,7 +117,14 @@ class LayerWeights(LayerSizes):
     params_raw_bytes: int
     weights_compressed: bool
     params_compressed: bool
-    merged: bool = False
+    merged: bool
+
+
+@dataclass(frozen=True)
+class LayerWeights(LayerRecord):
+    """One weighted layer of the region (:class:`LayerRecord`) and its IR node ``name``."""
+
+    name: str
 
 
 @dataclass(frozen=True)
@@ -251,8 +261,8 @@ class WeightLayoutBuilder:
         w_off = self._append(w_blob)
         p_off = self._append(p_blob)
         self._names.add(name)
-        entry = LayerWeights(name, kind, o, bc, w_off, len(w_blob), len(weights), p_off,
-                             len(p_blob), len(params), w_z, p_z)
+        entry = LayerWeights(kind, o, bc, w_off, len(w_blob), len(weights), p_off, len(p_blob),
+                             len(params), w_z, p_z, merged=False, name=name)
         self._layers.append(entry)
         self._raw_total += entry.raw_bytes
         self._stored_total += entry.stored_bytes
@@ -279,8 +289,8 @@ class WeightLayoutBuilder:
                                 "exceed the 1 GiB WEIGHTS region")
         off = self._append(blob)
         self._names.add(name)
-        entry = LayerWeights(name, kind, o, bc, off, len(blob), len(weights), off, 0,
-                             len(params), z, z, merged=True)
+        entry = LayerWeights(kind, o, bc, off, len(blob), len(weights), off, 0, len(params), z,
+                             z, merged=True, name=name)
         self._layers.append(entry)
         self._raw_total += entry.raw_bytes
         self._stored_total += entry.stored_bytes
