@@ -181,6 +181,44 @@ def conv_gap_fc_net_impl(channels: int = 3, hw: int = 16, seed: int = 3,
     return make_model_impl(nodes, [1, channels, hw, hw], inits, name=name)
 
 
+def quantize_on_noise(g: Graph, seed: int = 3) -> np.ndarray:
+    """Quantize the passed graph ``g`` in place on ranges of two standard-normal inputs of its
+    input shape (float32 NCHW, ``np.random.default_rng(seed)``) and return a third one from
+    the same generator, an input calibration did not see."""
+    from tcc_compiler.quant import collect_ranges, quantize_graph
+
+    r = np.random.default_rng(seed)
+    xs = [r.standard_normal(tuple(g.inputs[0].shape)).astype(np.float32) for _ in range(3)]
+    quantize_graph(g, collect_ranges(g, xs[:2]))
+    return xs[2]
+
+
+def quantized_model(model: onnx.ModelProto, seed: int = 3) -> tuple[Graph, np.ndarray]:
+    """(graph, fresh input) of ``model`` imported, through the default float passes and
+    :func:`quantize_on_noise`."""
+    from tcc_compiler.frontend import import_onnx
+    from tcc_compiler.passes import PassManager, default_pipeline
+
+    g = PassManager(default_pipeline()).run(import_onnx(model))
+    return g, quantize_on_noise(g, seed)
+
+
+def record_lowerings(monkeypatch, what: Callable = lambda lw: lw.hoist) -> list:
+    """From now on (for the test), every ``Lowering.run`` appends ``what(lowering)`` to the
+    returned list and then lowers as before: how many lowerings a search makes, and which."""
+    from tcc_compiler.schedule import lowering
+
+    runs: list = []
+    real = lowering.Lowering.run
+
+    def run(self):
+        runs.append(what(self))
+        return real(self)
+
+    monkeypatch.setattr(lowering.Lowering, "run", run)
+    return runs
+
+
 def run_program_impl(prog, budget: int, g: Graph, x: np.ndarray, schedule: str = "inorder",
                      seed: int = 0) -> tuple[dict[str, np.ndarray], list]:
     """Encode and decode a lowered ``prog`` (both binaries), check its stream for hazards and
@@ -219,10 +257,11 @@ def run_program_impl(prog, budget: int, g: Graph, x: np.ndarray, schedule: str =
     return got, hazards
 
 
-def assert_bit_exact_schedules(prog, budget: int, g: Graph, x: np.ndarray) -> None:
-    """:func:`run_program_impl` of ``prog`` in order and in two random interleavings (seeds 1,
-    2): no hazard, and every output equal byte for byte to the golden integer model's on ``x``
-    (float32 NCHW).
+def assert_bit_exact_schedules(prog, budget: int, g: Graph, x: np.ndarray,
+                               seeds: tuple[int, ...] = (1, 2)) -> None:
+    """:func:`run_program_impl` of ``prog`` in order and in random interleavings (one per seed
+    in ``seeds``): no hazard, and every output equal byte for byte to the golden integer
+    model's on ``x`` (float32 NCHW).
 
     Raises:
         AssertionError: a hazard, or an output that differs (named).
@@ -230,7 +269,7 @@ def assert_bit_exact_schedules(prog, budget: int, g: Graph, x: np.ndarray) -> No
     from tcc_compiler.quant import run_golden
 
     gold = run_golden(g, x)
-    for schedule, seed in (("inorder", 0), ("random", 1), ("random", 2)):
+    for schedule, seed in (("inorder", 0), *(("random", s) for s in seeds)):
         got, hazards = run_program_impl(prog, budget, g, x, schedule, seed)
         assert hazards == [], (schedule, seed)
         for o in prog.outputs:
@@ -275,4 +314,4 @@ def residual_net() -> Callable[..., onnx.ModelProto]:
 
 
 # Session-scoped compiled models (compiled once per run, read by many test folders).
-pytest_plugins = ("helpers.compiled",)
+pytest_plugins = ("helpers.compiled", "helpers.prefetch_net")

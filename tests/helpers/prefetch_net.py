@@ -1,11 +1,20 @@
 """A small net whose last convs are load-bound after compute-bound ones, for the cross-op
-weight prefetch tests (schedule/prefetch.py)."""
+weight prefetch tests (schedule/prefetch.py), and the :func:`prefetch_plain` fixture: that net
+quantized and lowered without prefetch, the set-up the prefetch, hand-off, leading and
+piece-fitting tests start from."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+#: SRAM bytes the prefetch tests lower :func:`prefetch_net` with.
+PREFETCH_BUDGET = 512 * 1024
 
 #: (out channels, kernel, stride) of the default net: three compute-bound 3x3 convs at 32x32
 #: (9 KB of weights each), then two load-bound ones at 16x16 (74 KB and ``last`` * 256 bytes).
@@ -37,12 +46,56 @@ def prefetch_net(last: int = 512, extra: tuple[int, ...] = ()) -> onnx.ModelProt
 
 def quantized_prefetch_net(last: int = 512, extra: tuple[int, ...] = ()):
     """(quantized graph, a fresh float32 NCHW input) of :func:`prefetch_net`."""
-    from tcc_compiler.frontend import import_onnx
-    from tcc_compiler.passes import PassManager, default_pipeline
-    from tcc_compiler.quant import collect_ranges, quantize_graph
+    from conftest import quantized_model
 
-    g = PassManager(default_pipeline()).run(import_onnx(prefetch_net(last, extra)))
-    r = np.random.default_rng(3)
-    xs = [r.standard_normal((1, 32, 32, 32)).astype(np.float32) for _ in range(3)]
-    quantize_graph(g, collect_ranges(g, xs[:2]))
-    return g, xs[2]
+    return quantized_model(prefetch_net(last, extra))
+
+
+@dataclass(frozen=True)
+class PlainLowering:
+    """:func:`quantized_prefetch_net` lowered without prefetch on a :data:`PREFETCH_BUDGET`
+    SRAM: the graph ``g``, input ``x`` (float32 NCHW), target ``t``, the ``Lowering`` ``lw``
+    (its memory plan ``lw.mem``), its program ``plain`` and that program's replay ``spans``."""
+
+    g: Any
+    x: np.ndarray
+    t: Any
+    lw: Any
+    plain: Any
+    spans: list
+
+    def hoist(self, consumer: str | None = None, **kw):
+        """``plan_hoist`` (eager) on the plain program for the conv named ``consumer`` (None:
+        the one the planner picks); ``kw`` as ``plan_hoist`` takes them (``busy``)."""
+        from tcc_compiler.schedule.hoist import plan_hoist
+
+        if consumer is not None:
+            kw["consumer"] = [li.name for li in self.plain.layers].index(consumer)
+        return plan_hoist(self.g, self.lw.mem, self.plain, self.spans, self.t, eager=True, **kw)
+
+
+def plain_lowering(last: int = 512, extra: tuple[int, ...] = ()) -> PlainLowering:
+    """:class:`PlainLowering` of ``quantized_prefetch_net(last, extra)``."""
+    from tcc_compiler.schedule.cost import replay
+    from tcc_compiler.schedule.lowering import Lowering
+    from tcc_compiler.target import load_target
+
+    g, x = quantized_prefetch_net(last, extra)
+    t = load_target().with_sram(PREFETCH_BUDGET)
+    lw = Lowering(g, t, 0)
+    plain = lw.run()
+    return PlainLowering(g, x, t, lw, plain, replay(plain.commands, t))
+
+
+@pytest.fixture(scope="session")
+def prefetch_plain():
+    """``build(last=512, extra=())`` -> the :class:`PlainLowering` of that net, built once per
+    session for each (the tests read it, never change it)."""
+    made: dict = {}
+
+    def build(last: int = 512, extra: tuple[int, ...] = ()) -> PlainLowering:
+        key = (last, tuple(extra))
+        if key not in made:
+            made[key] = plain_lowering(last, extra)
+        return made[key]
+    return build

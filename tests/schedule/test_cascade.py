@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import run_program_impl
+from conftest import quantize_on_noise, run_program_impl
 from onnx import TensorProto, helper, numpy_helper
 
 from tcc_compiler.frontend import import_onnx
-from tcc_compiler.quant import collect_ranges, quantize_graph, run_golden
+from tcc_compiler.quant import run_golden
 from tcc_compiler.schedule import lower
 from tcc_compiler.schedule.cascade import chain_bands
 from tcc_compiler.schedule.lowering import Lowering
@@ -39,10 +39,7 @@ def resnet_q(residual_net, run_pipeline):
     block), quantized; plus an input that was not used for calibration."""
     hw = 48
     g = run_pipeline(import_onnx(residual_net(seed=2, hw=hw, c=16)))
-    r = np.random.default_rng(5)
-    xs = [r.standard_normal((1, 3, hw, hw)).astype(np.float32) for _ in range(3)]
-    quantize_graph(g, collect_ranges(g, xs[:2]))
-    return g, xs[2]
+    return g, quantize_on_noise(g, seed=5)
 
 
 @pytest.mark.parametrize("budget", [24 * 1024, 64 * 1024])
@@ -105,9 +102,7 @@ def test_two_conv_chain_traffic_by_hand(run_pipeline):
     h, w, c = 40, 32, 16
     budget = 32 * 1024
     g = run_pipeline(import_onnx(_two_conv_model(h, w, c)))
-    r = np.random.default_rng(1)
-    xs = [r.standard_normal((1, c, h, w)).astype(np.float32) for _ in range(3)]
-    quantize_graph(g, collect_ranges(g, xs[:2]))
+    x = quantize_on_noise(g, seed=1)
     tgt = load_target().with_sram(budget)
     lw = Lowering(g, tgt, 0, cascade=True)
     prog = lw.run()
@@ -127,7 +122,7 @@ def test_two_conv_chain_traffic_by_hand(run_pipeline):
     plain = Lowering(g, tgt, 0, cascade=False).run()
     prd, pwr = dram_bytes(plain.commands)
     assert prd + pwr >= x_bytes + 2 * m_bytes + y_bytes + weights
-    _assert_golden(prog, budget, g, xs[2])
+    _assert_golden(prog, budget, g, x)
 
 
 def test_dma_bound_chain_is_kept_by_lower(run_pipeline):
@@ -138,15 +133,13 @@ def test_dma_bound_chain_is_kept_by_lower(run_pipeline):
     faster; lower() must keep it, with exactly weights + X bytes read and Y written."""
     h, w, c = 40, 32, 32
     g = run_pipeline(import_onnx(_two_conv_model(h, w, c, k=1)))
-    r = np.random.default_rng(2)
-    xs = [r.standard_normal((1, c, h, w)).astype(np.float32) for _ in range(3)]
-    quantize_graph(g, collect_ranges(g, xs[:2]))
+    x = quantize_on_noise(g, seed=2)
     tgt = load_target().with_sram(32 * 1024)
     best = lower(g, tgt, zone_fractions=(0.0,))
     weights = 2 * (c * c + c * 16)
     assert dram_bytes(best.commands) == (weights + h * w * c, h * w * c)
     assert all(li.plan.startswith("cascade") for li in best.layers)
-    _assert_golden(best, 32 * 1024, g, xs[2])
+    _assert_golden(best, 32 * 1024, g, x)
 
 
 def test_lower_without_cascade_has_no_cascaded_layers(resnet_q):

@@ -12,11 +12,11 @@ import itertools
 import numpy as np
 import onnx
 import pytest
-from conftest import run_program_impl
+from conftest import quantize_on_noise, run_program_impl
 from onnx import TensorProto, helper, numpy_helper
 
 from tcc_compiler.frontend import import_onnx
-from tcc_compiler.quant import collect_ranges, quantize_graph, run_golden
+from tcc_compiler.quant import run_golden
 from tcc_compiler.schedule import lower
 from tcc_compiler.schedule.cascade import MAX_PIECE_OPS, find_chains, split_chain
 from tcc_compiler.schedule.cost import replay
@@ -70,10 +70,7 @@ def plain_net(hw: tuple[int, int] = (40, 48), c: int = 16, blocks: int = 3,
 def plain_q(run_pipeline):
     """The plain net, quantized, and an input not used for calibration."""
     g = run_pipeline(import_onnx(plain_net()))
-    r = np.random.default_rng(3)
-    xs = [r.standard_normal((1, 3, 40, 48)).astype(np.float32) for _ in range(3)]
-    quantize_graph(g, collect_ranges(g, xs[:2]))
-    return g, xs[2]
+    return g, quantize_on_noise(g)
 
 
 def _candidate(g, t):

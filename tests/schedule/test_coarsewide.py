@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 import onnx
 import pytest
-from conftest import assert_bit_exact_schedules
+from conftest import assert_bit_exact_schedules, quantized_model
 from onnx import TensorProto, helper, numpy_helper
 
 from tcc_compiler.isa.spec import Queue
@@ -50,15 +50,7 @@ def dw_net() -> onnx.ModelProto:
 
 @pytest.fixture(scope="module")
 def net():
-    from tcc_compiler.frontend import import_onnx
-    from tcc_compiler.passes import PassManager, default_pipeline
-    from tcc_compiler.quant import collect_ranges, quantize_graph
-
-    g = PassManager(default_pipeline()).run(import_onnx(dw_net()))
-    r = np.random.default_rng(3)
-    xs = [r.standard_normal((1, 32, 8, 8)).astype(np.float32) for _ in range(3)]
-    quantize_graph(g, collect_ranges(g, xs[:2]))
-    return g, xs[2]
+    return quantized_model(dw_net())
 
 
 def _node(g, name):

@@ -10,6 +10,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from conftest import record_lowerings
 
 from tcc_compiler import zoo
 from tcc_compiler.errors import ScheduleError
@@ -59,14 +60,7 @@ def mbv2(run_pipeline):
 
 def test_ranked_prefetch_search_keeps_the_program_with_fewer_lowerings(mbv2, monkeypatch):
     t = load_target().with_sram(512 * 1024)
-    runs = []
-    real = lowering.Lowering.run
-
-    def run(self):
-        runs.append(self.hoist)
-        return real(self)
-
-    monkeypatch.setattr(lowering.Lowering, "run", run)
+    runs = record_lowerings(monkeypatch)
     got = search.search(mbv2, t)
     ranked = len(runs)
     runs.clear()
@@ -114,14 +108,7 @@ def test_search_lowers_an_eager_twin_once_and_keeps_the_program(mbv2, monkeypatc
     flag decided nothing there (Prefetcher.eager_decided), is not lowered: the same program,
     fewer lowerings (here one of 81)."""
     t = load_target().with_sram(256 * 1024)
-    runs = []
-    real = lowering.Lowering.run
-
-    def run(self):
-        runs.append(self.hoist)
-        return real(self)
-
-    monkeypatch.setattr(lowering.Lowering, "run", run)
+    runs = record_lowerings(monkeypatch)
     got = search.search(mbv2, t)
     pruned = len(runs)
     runs.clear()

@@ -9,11 +9,11 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from conftest import run_program_impl
+from conftest import quantize_on_noise, run_program_impl
 
 from tcc_compiler.frontend import import_onnx
 from tcc_compiler.ir.ops import Op
-from tcc_compiler.quant import collect_ranges, quantize_graph, run_golden
+from tcc_compiler.quant import run_golden
 from tcc_compiler.schedule.arena import Buffer, plan_arena
 from tcc_compiler.schedule.lowering import Lowering
 from tcc_compiler.schedule.memory import plan_memory
@@ -59,10 +59,7 @@ def blocks_net(c: int = 32, hw: int = 16, blocks: int = 3) -> onnx.ModelProto:
 def resnet_q(run_pipeline):
     """:func:`blocks_net`, quantized; plus an input not used for calibration."""
     g = run_pipeline(import_onnx(blocks_net()))
-    r = np.random.default_rng(7)
-    xs = [r.standard_normal((1, 8, 16, 16)).astype(np.float32) for _ in range(3)]
-    quantize_graph(g, collect_ranges(g, xs[:2]))
-    return g, xs[2]
+    return g, quantize_on_noise(g, seed=7)
 
 
 def _residual_convs(g):

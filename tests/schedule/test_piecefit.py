@@ -7,21 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
-from conftest import run_program_impl
-from helpers.prefetch_net import quantized_prefetch_net
+from conftest import assert_bit_exact_schedules
+from helpers.prefetch_net import PREFETCH_BUDGET as BUDGET
 
-from tcc_compiler.quant import run_golden
 from tcc_compiler.schedule.cost import replay
 from tcc_compiler.schedule.geom import conv_geom
 from tcc_compiler.schedule.lowering import Lowering
 from tcc_compiler.schedule.piecefit import (block_sizes, blocks_held, fit_hoists, fit_pieces,
                                             lifted_fitted)
-from tcc_compiler.schedule.prefetch import Prefetcher, plan_hoist
-from tcc_compiler.target import load_target
-
-BUDGET = 512 * 1024
+from tcc_compiler.schedule.prefetch import Prefetcher
 
 
 def test_block_sizes_last_block_narrower_and_aligned():
@@ -40,15 +35,12 @@ def test_blocks_held_fills_areas_in_order():
 
 
 @pytest.fixture(scope="module")
-def split():
+def split(prefetch_plain):
     """The prefetch net's conv3 hoist split by hand into two packed pieces whose boundary is
     not at a whole block: the top piece (the whole window) 1.5 blocks, the lower one (the last
     window op) the rest of the area, 2.5 blocks, so 1 + 2 of conv3's 4 blocks fit them."""
-    g, x = quantized_prefetch_net()
-    t = load_target().with_sram(BUDGET)
-    lw = Lowering(g, t, 0)
-    plain = lw.run()
-    h = plan_hoist(g, lw.mem, plain, replay(plain.commands, t), t, eager=True)
+    base = prefetch_plain()
+    g, x, t, lw, h = base.g, base.x, base.t, base.lw, base.hoist()
     n = next(m for m in g.nodes if m.name == h.consumer)
     geom = conv_geom(n, t)
     ocb = Prefetcher((dataclasses.replace(h, pack=True),), g).consumer_plan(n, lw.mem, t).ocb
@@ -92,15 +84,6 @@ def _prefetch_loads(prog) -> int:
     return sum(1 for c in prog.comments if "prefetch" in c)
 
 
-def _run(prog, g, x, schedule="inorder", seed=0):
-    got, hazards = run_program_impl(prog, BUDGET, g, x, schedule, seed)
-    assert hazards == []
-    gold = run_golden(g, x)
-    for o in prog.outputs:
-        np.testing.assert_array_equal(got[o.name], gold["int:" + o.name].reshape(-1),
-                                      err_msg=o.name)
-
-
 def test_fitted_pieces_prefetch_every_block_bit_exact(split):
     """Lowered with the fitted pieces, all 4 of conv3's blocks are prefetched (3 before) and the
     replay is faster; bit-exact and hazard-free in order and in random interleavings."""
@@ -111,9 +94,7 @@ def test_fitted_pieces_prefetch_every_block_bit_exact(split):
     assert _prefetch_loads(after) == len(sizes)
     cyc = [max(e for _, e in replay(p.commands, t)) for p in (before, after)]
     assert cyc[1] < cyc[0]
-    _run(after, g, x)
-    for seed in (1, 2):
-        _run(after, g, x, schedule="random", seed=seed)
+    assert_bit_exact_schedules(after, BUDGET, g, x)
 
 
 def test_lifted_fitted_lowers_and_lifts_the_fitted_hoists(split):

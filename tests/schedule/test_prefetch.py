@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
-from conftest import run_program_impl
-from helpers.prefetch_net import prefetch_net
+from conftest import assert_bit_exact_schedules, quantized_model
+from helpers.prefetch_net import PREFETCH_BUDGET as BUDGET
+from helpers.prefetch_net import prefetch_net, quantized_prefetch_net
 
-from tcc_compiler.frontend import import_onnx
 from tcc_compiler.isa.spec import Queue, Region
-from tcc_compiler.quant import collect_ranges, quantize_graph, run_golden
 from tcc_compiler.schedule import lower
 from tcc_compiler.schedule.cost import replay
 from tcc_compiler.schedule.lowering import Lowering
@@ -23,35 +21,17 @@ from tcc_compiler.schedule.prefetch import plan_hoist, plan_pieces
 from tcc_compiler.schedule.report import dram_bytes
 from tcc_compiler.target import load_target
 
-BUDGET = 512 * 1024
-
 
 @pytest.fixture(scope="module")
-def net_q():
+def net_q(prefetch_plain):
     """The net quantized, a fresh input, the target, the plain program and its prefetched
     twin (same resident zone: none)."""
-    from tcc_compiler.passes import PassManager, default_pipeline
-
-    g = PassManager(default_pipeline()).run(import_onnx(prefetch_net()))
-    r = np.random.default_rng(3)
-    xs = [r.standard_normal((1, 32, 32, 32)).astype(np.float32) for _ in range(3)]
-    quantize_graph(g, collect_ranges(g, xs[:2]))
-    t = load_target().with_sram(BUDGET)
-    lw = Lowering(g, t, 0)
-    plain = lw.run()
-    hoist = plan_hoist(g, lw.mem, plain, replay(plain.commands, t), t, eager=True)
+    base = prefetch_plain()
+    g, t, plain = base.g, base.t, base.plain
+    hoist = base.hoist()
     assert hoist is not None
     pre = Lowering(g, t, 0, hoist=hoist).run()
-    return g, xs[2], t, plain, pre, hoist
-
-
-def _run(prog, g, x, schedule="inorder", seed=0, budget=BUDGET):
-    got, hazards = run_program_impl(prog, budget, g, x, schedule, seed)
-    assert hazards == []
-    gold = run_golden(g, x)
-    for o in prog.outputs:
-        np.testing.assert_array_equal(got[o.name], gold["int:" + o.name].reshape(-1),
-                                      err_msg=o.name)
+    return g, base.x, t, plain, pre, hoist
 
 
 def test_plan_picks_the_load_bound_conv(net_q):
@@ -67,9 +47,7 @@ def test_plan_picks_the_load_bound_conv(net_q):
 
 def test_prefetched_program_bit_exact_in_order_and_random(net_q):
     g, x, _, _, pre, _ = net_q
-    _run(pre, g, x)
-    for seed in (1, 2):
-        _run(pre, g, x, schedule="random", seed=seed)
+    assert_bit_exact_schedules(pre, BUDGET, g, x)
 
 
 def _weight_bytes_read(cmds) -> int:
@@ -140,13 +118,8 @@ def test_consumer_reuses_prefetch_area_bit_exact():
     those computes; bit-exact and hazard-free in stream order and random interleavings, and
     faster than the program without prefetch. (Two weight slots: with deep slots its own
     slots take every later block, test_deep_slots.py.)"""
-    from tcc_compiler.passes import PassManager, default_pipeline
-
     budget, zone = 768 * 1024, 64 * 1024
-    g = PassManager(default_pipeline()).run(import_onnx(prefetch_net(1024)))
-    r = np.random.default_rng(3)
-    xs = [r.standard_normal((1, 32, 32, 32)).astype(np.float32) for _ in range(3)]
-    quantize_graph(g, collect_ranges(g, xs[:2]))
+    g, x = quantized_prefetch_net(1024)
     t = load_target().with_sram(budget)
     lw = Lowering(g, t, zone, deep_slots=False)
     plain = lw.run()
@@ -158,30 +131,21 @@ def test_consumer_reuses_prefetch_area_bit_exact():
     own = [c.sram for c, m in zip(pre.commands, pre.comments)
            if m.startswith("conv4 [") and "weights" in m]
     assert any(a >= lo for a in own) and any(a < lo for a in own)
-    _run(pre, g, xs[2], budget=budget)
-    for seed in (1, 2):
-        _run(pre, g, xs[2], schedule="random", seed=seed, budget=budget)
+    assert_bit_exact_schedules(pre, budget, g, x)
     assert max(e for _, e in replay(pre.commands, t)) < max(
         e for _, e in replay(plain.commands, t))
 
 
 @pytest.fixture(scope="module")
-def stacked():
+def stacked(prefetch_plain):
     """Two hoists at once (schedule/prefetch.py): conv4's area at the top of the SRAM, conv3's
     stacked just below it; conv3 runs inside conv4's window. Returns (graph, input, target,
     plain program, prefetched program, (conv4's hoist, conv3's hoist))."""
-    from helpers.prefetch_net import quantized_prefetch_net
-
-    g, x = quantized_prefetch_net()
-    t = load_target().with_sram(BUDGET)
-    lw = Lowering(g, t, 0)
-    plain = lw.run()
-    spans = replay(plain.commands, t)
-    last = len(plain.layers) - 1
-    h4 = plan_hoist(g, lw.mem, plain, spans, t, eager=True, consumer=last)
+    base = prefetch_plain()
+    g, x, t, plain = base.g, base.x, base.t, base.plain
+    h4 = base.hoist(plain.layers[-1].name)
     assert h4 is not None and h4.consumer == "conv4"
-    h3 = plan_hoist(g, lw.mem, plain, spans, t, eager=True, consumer=last - 1,
-                    area_end=h4.area(t)[0])
+    h3 = base.hoist(plain.layers[-2].name, area_end=h4.area(t)[0])
     assert h3 is not None and h3.consumer == "conv3"
     return g, x, t, plain, Lowering(g, t, 0, hoist=(h4, h3)).run(), (h4, h3)
 
@@ -205,9 +169,7 @@ def test_stacked_hoists_bit_exact_in_order_and_random(stacked):
     and random legal interleavings; every weight byte read once, as without prefetch."""
     g, x, _, plain, pre, _ = stacked
     assert _weight_bytes_read(pre.commands) == _weight_bytes_read(plain.commands)
-    _run(pre, g, x)
-    for seed in (1, 2, 3):
-        _run(pre, g, x, schedule="random", seed=seed)
+    assert_bit_exact_schedules(pre, BUDGET, g, x, seeds=(1, 2, 3))
 
 
 def test_prefetcher_rejects_overlapping_areas(stacked):
@@ -249,9 +211,7 @@ def test_pieces_of_one_consumer_bit_exact(net_q):
     per_channel = g4.kh * g4.kw * g4.cin_g + 16   # merged blocks: weights + records
     assert all(c.dst_bytes <= cap * per_channel if hasattr(c, "dst_bytes")
                else c.total_bytes <= cap * per_channel for _, c in loads)
-    _run(pre, g, x)
-    for seed in (1, 2):
-        _run(pre, g, x, schedule="random", seed=seed)
+    assert_bit_exact_schedules(pre, BUDGET, g, x)
 
 
 def _chain_then_load_bound():
@@ -260,17 +220,12 @@ def _chain_then_load_bound():
     a fresh input)."""
     from onnx import TensorProto, helper
 
-    from tcc_compiler.passes import PassManager, default_pipeline
 
     m = prefetch_net()
     for name, c, hw in (("r2", 32, 32), ("r3", 256, 16)):
         m.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT,
                                                             [1, c, hw, hw]))
-    g = PassManager(default_pipeline()).run(import_onnx(m))
-    r = np.random.default_rng(3)
-    xs = [r.standard_normal((1, 32, 32, 32)).astype(np.float32) for _ in range(3)]
-    quantize_graph(g, collect_ranges(g, xs[:2]))
-    return g, xs[2]
+    return quantized_model(m)
 
 
 def test_window_runs_through_a_cascaded_chain():
@@ -290,6 +245,4 @@ def test_window_runs_through_a_cascaded_chain():
     pre = Lowering(g, t, 0, cascade=True, hoist=pieces, mem=lw.mem).run()
     assert any("conv4 prefetch" in c for c in pre.comments)
     assert _weight_bytes_read(pre.commands) == _weight_bytes_read(plain.commands)
-    _run(pre, g, x)
-    for seed in (1, 2):
-        _run(pre, g, x, schedule="random", seed=seed)
+    assert_bit_exact_schedules(pre, BUDGET, g, x)

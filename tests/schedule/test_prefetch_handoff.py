@@ -9,40 +9,29 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
-from conftest import run_program_impl
-from helpers.prefetch_net import quantized_prefetch_net
+from conftest import assert_bit_exact_schedules
+from helpers.prefetch_net import PREFETCH_BUDGET as BUDGET
 
 from tcc_compiler.errors import InternalError
 from tcc_compiler.isa import commands as C
-from tcc_compiler.quant import run_golden
 from tcc_compiler.schedule.cost import replay
 from tcc_compiler.schedule.hoist import hoist_spans, plan_hoist
 from tcc_compiler.schedule.lowering import Lowering
 from tcc_compiler.sim.hazards import check_stream
-from tcc_compiler.target import load_target
-
-BUDGET = 512 * 1024
 
 
 @pytest.fixture(scope="module")
-def handoff():
+def handoff(prefetch_plain):
     """conv0..conv2 (compute-bound), conv3 (load-bound), then 1x1 convs conv4 (256->512),
     conv5 (512->256), conv6 (256->512). conv3's hoist takes the top of the SRAM during
     conv1..conv3; conv6's, planned with conv3's as ``busy``, has a window after conv3 and
     takes the top again, its blocks packed (block_cap). Returns (graph, input, target, plain
     program, (h3, h6), program)."""
-    g, x = quantized_prefetch_net(512, (256, 512))
-    t = load_target().with_sram(BUDGET)
-    lw = Lowering(g, t, 0)
-    plain = lw.run()
-    spans = replay(plain.commands, t)
-    names = [li.name for li in plain.layers]
-    h3 = plan_hoist(g, lw.mem, plain, spans, t, eager=True, consumer=names.index("conv3"))
-    busy = hoist_spans(plain, (h3,), t)
-    h6 = plan_hoist(g, lw.mem, plain, spans, t, eager=True, consumer=names.index("conv6"),
-                    busy=busy)
+    base = prefetch_plain(512, (256, 512))
+    g, x, t, plain = base.g, base.x, base.t, base.plain
+    h3 = base.hoist("conv3")
+    h6 = base.hoist("conv6", busy=hoist_spans(plain, (h3,), t))
     assert h3 is not None and h6 is not None
     h6 = dataclasses.replace(h6, pack=True)   # blocks small enough to fit its area
     pre = Lowering(g, t, 0, hoist=(h3, h6)).run()
@@ -85,22 +74,11 @@ def test_handed_on_loads_wait_for_the_earlier_consumer(handoff):
     assert all(spans[i][0] >= spans[last_c3][1] for i in into)
 
 
-def _run(prog, g, x, schedule="inorder", seed=0):
-    got, hazards = run_program_impl(prog, BUDGET, g, x, schedule, seed)
-    assert hazards == []
-    gold = run_golden(g, x)
-    for o in prog.outputs:
-        np.testing.assert_array_equal(got[o.name], gold["int:" + o.name].reshape(-1),
-                                      err_msg=o.name)
-
-
 def test_handoff_bit_exact_in_order_and_random(handoff):
     """Hazard-free and bit-exact in stream order and random legal interleavings, every
     weight byte read once, as without prefetch."""
     g, x, _, plain, _, pre = handoff
-    _run(pre, g, x)
-    for seed in (1, 2, 3):
-        _run(pre, g, x, schedule="random", seed=seed)
+    assert_bit_exact_schedules(pre, BUDGET, g, x, seeds=(1, 2, 3))
 
     def weights_read(p):
         return sum(c.total_bytes for c, m in zip(p.commands, p.comments)

@@ -8,33 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
-from conftest import run_program_impl
-from helpers.prefetch_net import quantized_prefetch_net
+from conftest import assert_bit_exact_schedules
+from helpers.prefetch_net import PREFETCH_BUDGET as BUDGET
 
 from tcc_compiler.isa import commands as C
-from tcc_compiler.quant import run_golden
-from tcc_compiler.schedule.cost import replay
-from tcc_compiler.schedule.hoist import plan_hoist
 from tcc_compiler.schedule.lowering import Lowering
-from tcc_compiler.target import load_target
-
-BUDGET = 512 * 1024
 
 
 @pytest.fixture(scope="module")
-def leading():
+def leading(prefetch_plain):
     """The prefetch net's conv3 hoist (conv0..conv2 compute-bound, conv3 load-bound), lowered
     without and with ``lead``. Returns (graph, input, plain program, hoist, program without
     leading, program with leading)."""
-    g, x = quantized_prefetch_net(512)
-    t = load_target().with_sram(BUDGET)
-    lw = Lowering(g, t, 0)
-    plain = lw.run()
-    names = [li.name for li in plain.layers]
-    h = plan_hoist(g, lw.mem, plain, replay(plain.commands, t), t, eager=True,
-                   consumer=names.index("conv3"))
+    base = prefetch_plain(512)
+    g, x, t, plain = base.g, base.x, base.t, base.plain
+    h = base.hoist("conv3")
     assert h is not None and not h.lead
     lag = Lowering(g, t, 0, hoist=(h,)).run()
     lead = Lowering(g, t, 0, hoist=(dataclasses.replace(h, lead=True),)).run()
@@ -63,18 +52,7 @@ def test_lead_emits_prefetch_no_later_same_bytes(leading):
     assert min(_prefetches(lead)) < min(_prefetches(lag))
 
 
-def _run(prog, g, x, schedule="inorder", seed=0):
-    got, hazards = run_program_impl(prog, BUDGET, g, x, schedule, seed)
-    assert hazards == []
-    gold = run_golden(g, x)
-    for o in prog.outputs:
-        np.testing.assert_array_equal(got[o.name], gold["int:" + o.name].reshape(-1),
-                                      err_msg=o.name)
-
-
 def test_leading_program_bit_exact_in_order_and_random(leading):
     """Hazard-free and bit-exact in stream order and random legal interleavings."""
     g, x, _, _, _, lead = leading
-    _run(lead, g, x)
-    for seed in (1, 2, 3):
-        _run(lead, g, x, schedule="random", seed=seed)
+    assert_bit_exact_schedules(lead, BUDGET, g, x, seeds=(1, 2, 3))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import record_lowerings
 
 from tcc_compiler import zoo
 from tcc_compiler.errors import ScheduleError
@@ -52,14 +53,7 @@ def _exhaustive(g, t):
 def test_ranked_search_keeps_the_exhaustive_choice(r18, budget, monkeypatch):
     t = load_target().with_sram(budget)
     want = _exhaustive(r18, t)
-    runs = []
-    real = lowering.Lowering.run
-
-    def run(self):
-        runs.append((self.zone_bytes, self.cascade))
-        return real(self)
-
-    monkeypatch.setattr(lowering.Lowering, "run", run)
+    runs = record_lowerings(monkeypatch, lambda lw: (lw.zone_bytes, lw.cascade))
     got = search.search(r18, t, prefetch=False)
     assert got.commands == want.commands
     assert got.weights.data == want.weights.data

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_bit_exact_schedules
+from conftest import assert_bit_exact_schedules, quantized_model
 from helpers.prefetch_net import quantized_prefetch_net
 from onnx import TensorProto, helper, numpy_helper
 
@@ -83,15 +83,7 @@ def _classifier_net():
 
 @pytest.fixture(scope="module")
 def classifier():
-    from tcc_compiler.frontend import import_onnx
-    from tcc_compiler.passes import PassManager, default_pipeline
-    from tcc_compiler.quant import collect_ranges, quantize_graph
-
-    g = PassManager(default_pipeline()).run(import_onnx(_classifier_net()))
-    r = np.random.default_rng(3)
-    xs = [r.standard_normal((1, 32, 16, 16)).astype(np.float32) for _ in range(3)]
-    quantize_graph(g, collect_ranges(g, xs[:2]))
-    return g, xs[2]
+    return quantized_model(_classifier_net())
 
 
 def test_whole_output_stores_twice_and_is_bit_exact(classifier):
