@@ -117,7 +117,8 @@ def load_image(path: str | os.PathLike[str], pre: Preprocess) -> np.ndarray:
         raise InputError(f"{p}: image file not found")
     if pre.channels not in IMAGE_CHANNELS:
         raise InputError(f"{p}: the model input has {pre.channels} channels; images load as 1 "
-                         "(greyscale) or 3 (colour) channels - give .npy arrays or raw files")
+                         "(greyscale) or 3 (colour) channels - give .npy arrays or raw files "
+                         "(--raw-size) instead")
     try:
         with Image.open(p) as img:
             img = _to_8bit(ImageOps.exif_transpose(img), p)

@@ -157,8 +157,8 @@ class LazyInputs(Sequence):
                 continue
             if expected[1] not in IMAGE_CHANNELS:
                 raise InputError(f"{f}: the model input has {expected[1]} channels; images load "
-                                 "as 1 (greyscale) or 3 (colour) channels - give .npy arrays "
-                                 "instead")
+                                 "as 1 (greyscale) or 3 (colour) channels - give .npy arrays or "
+                                 "raw files (--raw-size) instead")
             if pre.shape != image_shape:
                 raise InputError(f"{f}: preprocessing gives {list(pre.shape)} but the model "
                                  f"input is {list(image_shape)}; set width/height/channels to "

@@ -25,9 +25,13 @@ def pid_alive(pid: int) -> bool:
 
 def plain_os_error(dest: Path, exc: OSError, action: str) -> str:
     """One line saying which path failed and why, in plain words (errno names, not the
-    kernel's wording: EBUSY from a read-only mount used to read "Device or resource busy")."""
+    kernel's wording: EBUSY from a read-only mount used to read "Device or resource busy"):
+    ``dest`` or the ancestor of it the OS names; for another file the OS names (the temporary
+    file written beside ``dest`` before it is renamed into place), that file's folder."""
     err = exc.errno
     where = Path(exc.filename) if exc.filename else dest
+    if where != dest and where not in dest.parents:
+        where = where.parent   # a temporary file of ours beside dest: name its folder
     if err in (errno.EACCES, errno.EPERM, errno.EROFS):
         reason = f"{where} is read-only or not writable by you"
     elif err == errno.EBUSY:

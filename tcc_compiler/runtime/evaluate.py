@@ -86,8 +86,10 @@ def read_labels(path: Path, images: Path) -> list[Sample]:
     """
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read labels file ({exc})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read labels file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: labels file is not UTF-8 text") from None
     out: list[Sample] = []
     for n, line in enumerate(lines, 1):
         s = line.strip()
