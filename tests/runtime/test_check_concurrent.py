@@ -141,3 +141,75 @@ def test_float_model_threads_leave_two_cpus(checked):
     _, chk, _, _ = checked
     opts = chk.sess.get_session_options()
     assert opts.intra_op_num_threads == max(1, usable_cpus() - 2)
+
+
+def test_executor_runs_on_one_thread_beside_the_checks(checked):
+    """run_checked's executor computes every tile on its own thread (the golden and float
+    models take the other CPUs): the band split is off inside, restored after, the result
+    bit-exact."""
+    from tcc_compiler.sim import conv_bands
+
+    prog, chk, _, xs = checked
+    seen = []
+
+    def run(x):
+        seen.append(conv_bands.threads())
+        return prog.run(x)
+
+    old = conv_bands.set_threads(2)
+    try:
+        assert chk.run_checked(xs[0], run)[1]["bit_exact"] is True
+        assert seen == [1] and conv_bands.threads() == 2
+    finally:
+        conv_bands.set_threads(old)
+
+
+def test_overlapping_beside_bodies_restore_the_threads():
+    """Two threads' bodies overlap: the split stays off until the last leaves, then the
+    setting from before the first is back."""
+    from tcc_compiler.runtime.check import executor_beside_checks
+    from tcc_compiler.sim import conv_bands
+
+    old = conv_bands.set_threads(2)
+    entered, left = threading.Event(), threading.Event()
+    seen = []
+
+    def other():
+        with executor_beside_checks():
+            entered.set()
+            left.wait(10)
+            seen.append(conv_bands.threads())
+
+    try:
+        with executor_beside_checks():
+            t = threading.Thread(target=other)
+            t.start()
+            entered.wait(10)
+        seen.append(conv_bands.threads())   # the other body is still inside
+        left.set()
+        t.join()
+        assert seen == [1, 1] and conv_bands.threads() == 2
+    finally:
+        conv_bands.set_threads(old)
+
+
+def test_cli_checked_runs_take_one_thread(checked):
+    """tccc run --check (one job): each input's executor run happens with the split off."""
+    from tcc_compiler.cli.commands.run import _with_checks
+    from tcc_compiler.sim import conv_bands
+
+    prog, chk, _, xs = checked
+    seen = []
+
+    def results():
+        for x in xs[:2]:
+            seen.append(conv_bands.threads())
+            yield prog.run(x)
+
+    old = conv_bands.set_threads(2)
+    try:
+        for x, (res, pending) in zip(xs[:2], _with_checks(results(), xs[:2], chk, 1)):
+            assert chk.check(x, res, pending)["bit_exact"] is True
+        assert seen == [1, 1] and conv_bands.threads() == 2
+    finally:
+        conv_bands.set_threads(old)
