@@ -118,7 +118,10 @@ def own_epilogue(q, has_sc: bool):
         if sc is None:
             k.epilogue(a2, *tail, y.reshape(a2.shape))
         else:
-            s2 = np.broadcast_to(sc, acc.shape).reshape(a2.shape)
+            # broadcast only when needed: np.broadcast_to costs ~5 us a call (16 a ResNet-50
+            # image), the same-shaped shortcut of a residual add needs none
+            s2 = (sc if sc.shape == acc.shape else np.broadcast_to(sc, acc.shape)
+                  ).reshape(a2.shape)
             k.epilogue_sc(a2, *tail, s2, zp_sc, msc, y.reshape(a2.shape))
         return y
     return run

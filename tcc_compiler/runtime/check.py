@@ -329,7 +329,7 @@ class Checker:
                 if self._golden is None:
                     from tcc_compiler.quant.golden import GoldenModel
 
-                    self._golden = GoldenModel(self.graph)
+                    self._golden = GoldenModel(self.graph, repeat=True)
         with blas_threads(1):   # as the executor: BLAS threads only fight (sim/blas.py)
             return self._golden.run(x)
 

@@ -213,3 +213,11 @@ def test_cli_checked_runs_take_one_thread(checked):
         assert seen == [1, 1] and conv_bands.threads() == 2
     finally:
         conv_bands.set_threads(old)
+
+
+def test_the_checker_golden_model_is_made_for_repeat_runs(checked):
+    """The checker's golden model runs on every input: it is made with ``repeat`` (its small
+    GEMMs' weights packed once, quant/golden.py)."""
+    _, chk, _, xs = checked
+    chk.run_checked(xs[0])
+    assert chk._golden._repeat is True
