@@ -188,15 +188,18 @@ def maxpool_plain(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, in
 def conv_accumulator(node: Node, x: np.ndarray, prepared: tuple):
     """The accumulator routine of conv/fc ``node`` (``prepared``: its :func:`prepare_conv`)
     for inputs of ``x``'s shape: :func:`~tcc_compiler.numerics.accumulator.accumulator`
-    (int32 [OH, OW, O], the very sums ``conv_accumulate_f`` gives), chosen once so repeated
-    runs skip the route choice; None for a non-int8 ``x`` or a route it does not cover (then
-    ``conv_accumulate_f`` runs)."""
+    (int32 [OH, OW, O], the very sums ``conv_accumulate_f`` gives; a windowed GEMM's patch
+    matrix made by the golden model's own kernel, :func:`~tcc_compiler.quant.golden_conv.
+    own_patches`), chosen once so repeated runs skip the route choice; None for a non-int8
+    ``x`` or a route it does not cover (then ``conv_accumulate_f`` runs)."""
     if x.dtype != np.int8 or x.ndim != 3:
         return None
     cw, q = prepared[0], prepared[1]
     if node.op is Op.CONV:
         a = node.attrs
-        return accumulator(x.shape, q.zp_in, cw, a.strides, a.pads, a.dilations)
+        return golden_conv.own_patches(
+            accumulator(x.shape, q.zp_in, cw, a.strides, a.pads, a.dilations), x.shape,
+            q.zp_in, cw.w.shape[1:3], a.strides, a.pads, a.dilations)
     return accumulator(x.shape, q.zp_in, cw, (1, 1), (0, 0, 0, 0), (1, 1))
 
 
