@@ -94,7 +94,8 @@ def _with_checks(results, xs, checker, jobs: int):
     for x in xs:
         pending = checker.start(x) if ahead else None
         try:
-            with executor_beside_checks() if ahead else nullcontext():
+            with (executor_beside_checks((pending.golden, pending.floats)) if ahead
+                  else nullcontext()):
                 res = next(results)
         except BaseException:
             if pending is not None:
