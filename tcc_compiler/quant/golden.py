@@ -18,7 +18,7 @@ from tcc_compiler.ir.ops import HOST_OPS, Op, ResizeMode, VIEW_OPS
 from tcc_compiler.ir.shapes import npu_hwc
 from tcc_compiler.numerics import jit
 from tcc_compiler.numerics import kernels as K
-from tcc_compiler.numerics.accumulator import accumulator, depthwise_epilogue
+from tcc_compiler.numerics.accumulator import accumulator, depthwise_epilogue, packed
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.eltwise import EwKind
 from tcc_compiler.numerics.epilogue import (EpilogueConsts, channel_clamp, epilogue_consts,
@@ -188,15 +188,18 @@ def maxpool_plain(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, in
 def conv_accumulator(node: Node, x: np.ndarray, prepared: tuple):
     """The accumulator routine of conv/fc ``node`` (``prepared``: its :func:`prepare_conv`)
     for inputs of ``x``'s shape: :func:`~tcc_compiler.numerics.accumulator.accumulator`
-    (int32 [OH, OW, O], the very sums ``conv_accumulate_f`` gives), chosen once so repeated
-    runs skip the route choice; None for a non-int8 ``x`` or a route it does not cover (then
-    ``conv_accumulate_f`` runs)."""
+    (int32 [OH, OW, O], the very sums ``conv_accumulate_f`` gives; a windowed GEMM's patch
+    matrix made by the golden model's own kernel, :func:`~tcc_compiler.quant.golden_conv.
+    own_patches`), chosen once so repeated runs skip the route choice; None for a non-int8
+    ``x`` or a route it does not cover (then ``conv_accumulate_f`` runs)."""
     if x.dtype != np.int8 or x.ndim != 3:
         return None
     cw, q = prepared[0], prepared[1]
     if node.op is Op.CONV:
         a = node.attrs
-        return accumulator(x.shape, q.zp_in, cw, a.strides, a.pads, a.dilations)
+        return golden_conv.own_patches(
+            accumulator(x.shape, q.zp_in, cw, a.strides, a.pads, a.dilations), x.shape,
+            q.zp_in, cw.w.shape[1:3], a.strides, a.pads, a.dilations)
     return accumulator(x.shape, q.zp_in, cw, (1, 1), (0, 0, 0, 0), (1, 1))
 
 
@@ -333,6 +336,21 @@ def _resize_int(node: Node, x: np.ndarray) -> np.ndarray:
     return np.repeat(np.repeat(x, a.scale_h, axis=0), a.scale_w, axis=1)
 
 
+def _conv_route(node: Node, prepared: tuple, acc_fn, fused, plain, has_sc: bool):
+    """The routine ``run(args) -> y`` a conv/fc ``node`` takes for operands ``args`` with a
+    shortcut (``has_sc``) or without: its fused routine (no shortcut), its plain routine
+    (the shortcut as the node's own inputs have it), else :func:`eval_int_node`; the bytes
+    :func:`eval_int_node` gives. Chosen once per input shape, so a run does not repeat the
+    choice."""
+    if fused is not None and not has_sc:
+        return lambda args: fused(args[0])
+    if plain is not None and has_sc == (len(node.inputs) > 3 and node.inputs[3] is not None):
+        if has_sc:
+            return lambda args: plain(args[0], args[3])
+        return lambda args: plain(args[0], None)
+    return lambda args: eval_int_node(node, args, prepared, acc_fn, fused)
+
+
 class GoldenModel:
     """The golden integer model of one quantized graph, prepared once for many inputs.
 
@@ -349,11 +367,24 @@ class GoldenModel:
         prepared: {conv/fc node name: its whole :func:`prepare_conv`} already made from the
             graph's present constants (bias correction prepares them for its error pass), or
             None; used as they are, ``weights`` then serves the other nodes.
+        repeat: the model will run on many inputs (``tccc run --check``): each integer GEMM
+            of at most :data:`~tcc_compiler.numerics.int8_gemm.PACKED_MAX_ROWS` rows gets an
+            ONNX Runtime session of its own holding its weights packed
+            (:func:`~tcc_compiler.numerics.accumulator.packed`, the same exact sums), made on
+            its first run (a few ms of CPU a conv, which a model run once or a few times,
+            as bias correction's, would not win back).
+
+    Why ``repeat``: packing the weights on every call was most of a small GEMM's time.
+    EfficientNet-Lite0's 7x7 convs (49 rows), one ONNX Runtime call, CPU us per call
+    (median of 200, loaded), per call vs packed: 49x192x1152 33.4 vs 27.3, 49x1152x192 32.1
+    vs 26.0, 49x320x1280 59.8 vs 47.6, its classifier 1x1280x1000 45.3 vs 16.4; from 196 rows
+    on within 5 %.
     """
 
     def __init__(self, graph: Graph, weights: Mapping[str, ConvWeights] | None = None,
-                 prepared: Mapping[str, tuple] | None = None):
+                 prepared: Mapping[str, tuple] | None = None, repeat: bool = False):
         self.graph = graph
+        self._repeat = repeat
         weights, prepared = weights or {}, prepared or {}
         self._prepared = {id(n): prepared[n.name] if n.name in prepared
                           else prepare_conv(n, weights.get(n.name)) for n in graph.nodes
@@ -361,6 +392,9 @@ class GoldenModel:
         # id(conv/fc node) -> (input shape, dtype and kernel set, its conv_accumulator,
         # conv_fused and conv_plain): chosen on the first run
         self._acc: dict[int, tuple] = {}
+        # id(conv/fc node) -> (the same key, the routine run(args) _conv takes with a
+        # shortcut operand, and without one): chosen on the first run
+        self._routes: dict[int, tuple] = {}
         # per node: (node, ids of its non-constant inputs (None for a constant), id of its
         # output, its prepare_conv or None), the lookups each run would repeat
         self._plan = [(n, tuple(id(v) if v is not None and not v.is_const else None
@@ -377,21 +411,24 @@ class GoldenModel:
         if hit is None or hit[0] != key:
             prepared = self._prepared[id(node)]
             acc = conv_accumulator(node, x, prepared)
+            if self._repeat:
+                acc = packed(acc)
             hit = self._acc[id(node)] = (key, acc, conv_fused(node, x, prepared),
                                          conv_plain(node, prepared, acc))
         return hit[1:]
 
     def _conv(self, node: Node, args: list, prepared: tuple) -> np.ndarray:
         """A conv/fc node on its operands (:func:`eval_int_node`'s bytes), through its
-        fused or plain routine when one applies."""
-        acc_fn, fused, plain = self._acc_fn(node, args[0])
-        sc = args[3] if len(args) > 3 else None
-        if fused is not None and sc is None:
-            return fused(args[0])
-        if plain is not None and (sc is not None) == (len(node.inputs) > 3
-                                                      and node.inputs[3] is not None):
-            return plain(args[0], sc)
-        return eval_int_node(node, args, prepared, acc_fn, fused)
+        fused or plain routine when one applies (:func:`_conv_route`, chosen once per input
+        shape from :meth:`_acc_fn`'s routines)."""
+        x = args[0]
+        key = (x.shape, x.dtype, jit.available())
+        hit = self._routes.get(id(node))
+        if hit is None or hit[0] != key:
+            acc_fn, fused, plain = self._acc_fn(node, x)
+            hit = self._routes[id(node)] = (key, *(
+                _conv_route(node, prepared, acc_fn, fused, plain, sc) for sc in (True, False)))
+        return hit[1 if len(args) > 3 and args[3] is not None else 2](args)
 
     def run(self, x, keep: bool = False) -> dict[str, np.ndarray]:
         """Run on one input; see :func:`run_golden` (same arguments and result)."""

@@ -1,8 +1,10 @@
-"""The golden model's own conv tails (used by :mod:`tcc_compiler.quant.golden`): a depthwise
-conv's sums, epilogue and per-channel clamp, and a GEMM conv's epilogue and clamp, each one
-call of :mod:`tcc_compiler.quant.golden_jit`'s kernels on whole NHWC tensors.
+"""The golden model's own conv kernels (used by :mod:`tcc_compiler.quant.golden`): a depthwise
+conv's sums, epilogue and per-channel clamp, a GEMM conv's epilogue and clamp, and a windowed
+GEMM conv's patch matrix, each one call of :mod:`tcc_compiler.quant.golden_jit`'s kernels on
+whole NHWC tensors.
 
-Why not the executor's kernels (``numerics/jit_dw.py``, ``jit.epilogue*``): ``tccc run --check``
+Why not the executor's kernels (``numerics/jit_dw.py``, ``jit.epilogue*``, ``jit.im2col_u8``):
+``tccc run --check``
 compares the executor against the golden model, so a fault in a kernel both call would be
 invisible to it. These are written from the definitions (specs/quantization.md), in other
 loop orders, and each releases the GIL for its whole call (the golden model runs on a worker
@@ -14,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from tcc_compiler.numerics import jit
+from tcc_compiler.numerics.accumulator import GemmRoutine
 from tcc_compiler.numerics.gemm import ConvWeights
 
 
@@ -118,7 +121,45 @@ def own_epilogue(q, has_sc: bool):
         if sc is None:
             k.epilogue(a2, *tail, y.reshape(a2.shape))
         else:
-            s2 = np.broadcast_to(sc, acc.shape).reshape(a2.shape)
+            # broadcast only when needed: np.broadcast_to costs ~5 us a call (16 a ResNet-50
+            # image), the same-shaped shortcut of a residual add needs none
+            s2 = (sc if sc.shape == acc.shape else np.broadcast_to(sc, acc.shape)
+                  ).reshape(a2.shape)
             k.epilogue_sc(a2, *tail, s2, zp_sc, msc, y.reshape(a2.shape))
         return y
     return run
+
+
+def own_patches(routine, shape: tuple, zp_x: int, kernel: tuple, strides, pads, dilations):
+    """``routine`` (:func:`~tcc_compiler.numerics.accumulator.accumulator`'s for int8 inputs
+    of ``shape`` [H, W, C] and zero point ``zp_x``, a ``kernel`` (KH, KW) window) with the
+    golden model's own patch matrix (:func:`~tcc_compiler.quant.golden_jit.patches`, not the
+    executor's ``jit.im2col_u8``) when it is an integer-GEMM routine over a window (any
+    kernel, stride or padding but a plain 1x1, whose matrix is the input itself, ``x + 128``
+    as one numpy ``xor``): the same matrix, so the same exact sums; else ``routine`` itself
+    (None, a depthwise routine, no kernels).
+
+    Why: the executor builds every windowed GEMM tile's patch matrix with ``jit.im2col_u8``;
+    while the golden model called it too, a fault in it was invisible to ``--check``.
+
+    Args:
+        strides, dilations: (h, w). pads: (top, left, bottom, right).
+    """
+    k = _kernels()
+    if k is None or type(routine) is not GemmRoutine:
+        return routine
+    c = shape[2]
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilations
+    oh, ow, _ = routine.shape
+    kk = kh * kw * c
+    if kk != routine.b.shape[0] or (kh == kw == 1 and (sh, sw) == (1, 1) and not any(pads)):
+        return routine
+    zpu = int(zp_x) + 128
+    args = (zpu, int(sh), int(sw), int(dh), int(dw), int(pads[0]), int(pads[1]), int(kh),
+            int(kw), int(ow))
+
+    def cols(x: np.ndarray) -> np.ndarray:
+        out = np.empty((oh * ow, kk), np.uint8)
+        k.patches(np.ascontiguousarray(x), *args, out)
+        return out
+    return GemmRoutine(cols, routine.b, zpu, routine.shape, routine.key)

@@ -144,6 +144,58 @@ def depthwise_rows(x, zp, wt, dh, dw, top, left, b, m, s, r, zp_y, lo, hi, pc, c
             _channel_clamp(yp, pc, cl, ch)
 
 
+@numba.njit(cache=True, nogil=True)
+def patches(x, zpu, sh, sw, dh, dw, top, left, kh, kw, ow, out):
+    """The integer GEMM's patch matrix of a conv window: ``out[oy OW + ox, (ky KW + kx) C + c]
+    = x[iy, ix, c] + 128`` (uint8) with ``iy = oy sh + ky dh - top``, ``ix = ox sw + kx dw -
+    left``, and ``zpu`` (the zero point + 128) where (iy, ix) is outside ``x`` (the padding).
+
+    Output row band by output row band (oy), then window row (ky): a window row whose
+    columns all lie inside ``x`` with a column dilation of 1 is one contiguous run of KW*C
+    values of ``x``'s row, taken as one loop (vectorised even for a 3-channel stem).
+
+    Args:
+        x: int8 [H, W, C] C-contiguous. zpu: 0..255. sh, sw, dh, dw: strides and dilations;
+            top, left: the padding before rows, columns. kh, kw: the window. ow: output
+            columns. out: uint8 [OH*OW, KH*KW*C], written whole.
+    """
+    h, w, c = x.shape
+    oh = out.shape[0] // ow
+    span = kw * c
+    xf = x.reshape(h, w * c)
+    z = np.uint8(zpu)
+    for oy in range(oh):
+        rows = out[oy * ow:(oy + 1) * ow]
+        for ky in range(kh):
+            iy = oy * sh + ky * dh - top
+            k0 = ky * span
+            if iy < 0 or iy >= h:
+                for ox in range(ow):
+                    d = rows[ox, k0:k0 + span]
+                    for j in range(span):
+                        d[j] = z
+                continue
+            xr = xf[iy]
+            for ox in range(ow):
+                d = rows[ox, k0:k0 + span]
+                ix0 = ox * sw - left
+                if dw == 1 and ix0 >= 0 and ix0 + kw <= w:
+                    s = xr[ix0 * c:ix0 * c + span]
+                    for j in range(span):
+                        d[j] = np.uint8(np.int16(s[j]) + 128)
+                else:
+                    for kx in range(kw):
+                        ix = ix0 + kx * dw
+                        dd = d[kx * c:(kx + 1) * c]
+                        if ix < 0 or ix >= w:
+                            for j in range(c):
+                                dd[j] = z
+                        else:
+                            s = xr[ix * c:(ix + 1) * c]
+                            for j in range(c):
+                                dd[j] = np.uint8(np.int16(s[j]) + 128)
+
+
 #: Largest window side :func:`window_kernel` specialises (its taps unrolled).
 MAX_UNROLLED = 7
 _made: dict[tuple[int, int], object] = {}

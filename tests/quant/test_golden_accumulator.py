@@ -73,3 +73,27 @@ def test_prepared_tuples_are_used_as_given(small_folder, monkeypatch):
     monkeypatch.setattr(golden, "prepare_conv", lambda *a, **k: pytest.fail("prepared again"))
     gm = golden.GoldenModel(graph, prepared=made)
     assert _same(gm.run(xs[0], keep=True), want)
+
+
+@pytest.mark.skipif(not jit.available() or int8_gemm.int8_session() is None,
+                    reason="the routines need the compiled kernels and the exact int8 GEMM")
+def test_a_repeat_model_packs_its_small_gemms(small_folder, monkeypatch):
+    """GoldenModel(repeat=True) (run --check's) runs each GEMM of at most PACKED_MAX_ROWS
+    rows on weights packed once (numerics/accumulator.packed), with the bytes of the model
+    packing them on every call; a model made without it packs nothing."""
+    from tcc_compiler.numerics import accumulator
+    from tcc_compiler.numerics.accumulator import GemmRoutine, PackedGemmRoutine
+
+    monkeypatch.setattr(int8_gemm, "MIN_MACS", 0)   # this small net's GEMMs take that route
+    monkeypatch.setattr(accumulator, "PACKED_MAX_ROWS", 10 ** 6)   # every GEMM: few rows
+    graph, xs = _graph_and_inputs(small_folder)
+    plain = golden.GoldenModel(graph)
+    want = [plain.run(x, keep=True) for x in xs]
+    gm = golden.GoldenModel(graph, repeat=True)
+    got = [gm.run(x, keep=True) for x in xs]
+    assert all(_same(a, b) for a, b in zip(got, want))
+    routines = [gm._acc[k][1] for k in gm._acc]
+    assert routines and all(type(r) is PackedGemmRoutine and r.run for r in routines
+                            if isinstance(r, GemmRoutine))
+    assert any(type(r) is PackedGemmRoutine for r in routines)
+    assert not any(type(plain._acc[k][1]) is PackedGemmRoutine for k in plain._acc)

@@ -122,3 +122,32 @@ def test_outside_the_domain_declines():
     bad = ConvQuant(**{**q.__dict__, "shift": np.zeros(8, np.int64)})
     assert golden_conv.tail_params(bad, False) is None
     assert golden_conv.own_epilogue(bad, False) is None
+
+
+@pytest.mark.parametrize("hwc,kernel,strides,dilations,pads", [
+    ((16, 16, 3), (3, 3), (2, 2), (1, 1), (1, 1, 1, 1)),     # a stem: 3 channels
+    ((9, 11, 5), (7, 7), (2, 1), (1, 1), (3, 2, 3, 4)),      # asymmetric, window > input
+    ((10, 10, 8), (3, 3), (1, 1), (2, 2), (2, 2, 2, 2)),     # dilated
+    ((8, 8, 16), (1, 1), (2, 2), (1, 1), (0, 0, 0, 0)),      # 1x1 stride 2
+    ((6, 7, 4), (2, 3), (1, 2), (1, 2), (0, 1, 1, 0)),
+])
+def test_own_patch_matrix_is_the_definition(hwc, kernel, strides, dilations, pads):
+    """golden_jit.patches: row oy OW + ox holds x + 128 at each window tap (KH, KW, C
+    order), the zero point + 128 in the padding (numpy's padded windows here)."""
+    from tcc_compiler.quant import golden_jit
+
+    rng = np.random.default_rng(11)
+    h, w, c = hwc
+    (kh, kw), (sh, sw), (dh, dw), (t, left, b, r) = kernel, strides, dilations, pads
+    x = rng.integers(-128, 128, hwc).astype(np.int8)
+    zp = int(rng.integers(-128, 128))
+    xp = np.full((h + t + b, w + left + r, c), zp + 128, np.int64)
+    xp[t:t + h, left:left + w] = x.astype(np.int64) + 128
+    oh = (h + t + b - (kh - 1) * dh - 1) // sh + 1
+    ow = (w + left + r - (kw - 1) * dw - 1) // sw + 1
+    want = np.stack([xp[oy * sh + ky * dh, ox * sw + kx * dw]
+                     for oy in range(oh) for ox in range(ow)
+                     for ky in range(kh) for kx in range(kw)]).reshape(oh * ow, kh * kw * c)
+    got = np.empty((oh * ow, kh * kw * c), np.uint8)
+    golden_jit.patches(x, zp + 128, sh, sw, dh, dw, t, left, kh, kw, ow, got)
+    np.testing.assert_array_equal(got, want)

@@ -141,3 +141,145 @@ def test_float_model_threads_leave_two_cpus(checked):
     _, chk, _, _ = checked
     opts = chk.sess.get_session_options()
     assert opts.intra_op_num_threads == max(1, usable_cpus() - 2)
+
+
+def _held_golden(chk, gate: threading.Event):
+    """Make ``chk``'s golden model wait for ``gate`` (so the checks are still running while
+    the executor's thread looks), each run for a set of its own (it clears the gate);
+    returns the undo."""
+    real = chk._golden_outputs
+
+    def held(x):
+        gate.wait(10)
+        gate.clear()
+        return real(x)
+
+    chk._golden_outputs = held
+    return lambda: delattr(chk, "_golden_outputs")
+
+
+def _wait_for(cond) -> bool:
+    """Whether ``cond()`` becomes true within a few seconds (a done-callback runs on the
+    worker thread just after the future's waiters are woken)."""
+    for _ in range(500):
+        if cond():
+            return True
+        threading.Event().wait(0.01)
+    return cond()
+
+
+def test_executor_runs_on_one_thread_beside_the_checks(checked):
+    """run_checked's executor computes every tile on its own thread while the golden and
+    float models run (they take the other CPUs): the band split is off then, restored
+    after, the result bit-exact."""
+    from tcc_compiler.sim import conv_bands
+
+    prog, chk, _, xs = checked
+    seen, gate = [], threading.Event()
+
+    def run(x):
+        seen.append(conv_bands.threads())
+        gate.set()
+        return prog.run(x)
+
+    old = conv_bands.set_threads(2)
+    undo = _held_golden(chk, gate)
+    try:
+        assert chk.run_checked(xs[0], run)[1]["bit_exact"] is True
+        assert seen == [1] and conv_bands.threads() == 2
+    finally:
+        undo()
+        conv_bands.set_threads(old)
+
+
+def test_the_split_comes_back_once_the_checks_are_done(checked):
+    """When both checks have finished, the rest of the executor's run may split again
+    (a CPU is free): the setting is restored before the body ends."""
+    from tcc_compiler.runtime.check import executor_beside_checks
+    from tcc_compiler.sim import conv_bands
+
+    _, chk, _, xs = checked
+    gate = threading.Event()
+    old = conv_bands.set_threads(2)
+    undo = _held_golden(chk, gate)
+    try:
+        p = chk.start(xs[0])
+        with executor_beside_checks((p.golden, p.floats)):
+            assert conv_bands.threads() == 1
+            gate.set()
+            p.golden.result()
+            p.floats.result()
+            assert _wait_for(lambda: conv_bands.threads() == 2)
+        assert conv_bands.threads() == 2
+        gate.set()
+        done = chk.start(xs[1])
+        done.golden.result()
+        done.floats.result()
+        with executor_beside_checks((done.golden, done.floats)):
+            assert conv_bands.threads() == 2   # nothing left running: no change
+    finally:
+        undo()
+        conv_bands.set_threads(old)
+
+
+def test_overlapping_beside_bodies_restore_the_threads():
+    """Two threads' bodies overlap: the split stays off until the last leaves, then the
+    setting from before the first is back."""
+    from tcc_compiler.runtime.check import executor_beside_checks
+    from tcc_compiler.sim import conv_bands
+
+    old = conv_bands.set_threads(2)
+    entered, left = threading.Event(), threading.Event()
+    seen = []
+
+    def other():
+        with executor_beside_checks():
+            entered.set()
+            left.wait(10)
+            seen.append(conv_bands.threads())
+
+    try:
+        with executor_beside_checks():
+            t = threading.Thread(target=other)
+            t.start()
+            entered.wait(10)
+        seen.append(conv_bands.threads())   # the other body is still inside
+        left.set()
+        t.join()
+        assert seen == [1, 1] and conv_bands.threads() == 2
+    finally:
+        conv_bands.set_threads(old)
+
+
+def test_cli_checked_runs_take_one_thread(checked):
+    """tccc run --check (one job): each input's executor run starts with the split off
+    while its checks run."""
+    from tcc_compiler.cli.commands.run import _with_checks
+    from tcc_compiler.sim import conv_bands
+
+    prog, chk, _, xs = checked
+    seen, gate = [], threading.Event()
+
+    def results():
+        for x in xs[:2]:
+            seen.append(conv_bands.threads())
+            gate.set()
+            yield prog.run(x)
+
+    old = conv_bands.set_threads(2)
+    undo = _held_golden(chk, gate)
+    try:
+        for x, (res, pending) in zip(xs[:2], _with_checks(results(), xs[:2], chk, 1)):
+            assert chk.check(x, res, pending)["bit_exact"] is True
+        assert seen == [1, 1] and conv_bands.threads() == 2
+    finally:
+        undo()
+        conv_bands.set_threads(old)
+
+
+def test_the_checker_golden_model_is_made_for_repeat_runs(checked):
+    """The checker's golden model runs on every input: it is made with ``repeat`` (its small
+    GEMMs' weights packed once, quant/golden.py)."""
+    _, chk, _, xs = checked
+    chk.run_checked(xs[0])
+    assert chk._golden._repeat is True

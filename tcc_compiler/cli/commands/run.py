@@ -78,17 +78,25 @@ def _print_text(out: dict, prefix: str = "") -> None:
 def _with_checks(results, xs, checker, jobs: int):
     """(result, pending check) per input. In this process (one job), each input's golden
     model and float model start on the checker's worker threads before its executor run
-    (:meth:`~tcc_compiler.runtime.check.Checker.start`): the three run side by side. With
+    (:meth:`~tcc_compiler.runtime.check.Checker.start`): the three run side by side, the
+    executor's tiles on its own thread alone
+    (:func:`~tcc_compiler.runtime.check.executor_beside_checks`). With
     worker processes the checks start when each result arrives (no threads running while
     the workers fork)."""
     from tcc_compiler.runtime.batch import effective_jobs
+
+    from contextlib import nullcontext
+
+    from tcc_compiler.runtime.check import executor_beside_checks
 
     ahead = checker is not None and effective_jobs(jobs, len(xs)) == 1
     results = iter(results)
     for x in xs:
         pending = checker.start(x) if ahead else None
         try:
-            res = next(results)
+            with (executor_beside_checks((pending.golden, pending.floats)) if ahead
+                  else nullcontext()):
+                res = next(results)
         except BaseException:
             if pending is not None:
                 pending.wait()
