@@ -122,7 +122,9 @@ def _layer_error(n, fl: dict, prepared: tuple | None = None,
 
 #: Most layers per job of the error pass (:func:`_error_jobs`): a chain of layers each
 #: reading the one before reads each float value once (:func:`_layer_error`'s ``reader``),
-#: and several chains an input keep the worker threads busy side by side.
+#: and several chains an input keep the worker threads busy side by side (EfficientNet-Lite0,
+#: 64 inputs: the gate's CPU 3.04 -> 2.70 s against one job per layer; chains of 2, 4 and 8
+#: measured the same, loaded; ResNet-50's gate the same CPU and wall as per layer).
 CHAIN_LAYERS = 4
 
 
