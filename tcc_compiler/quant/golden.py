@@ -430,6 +430,13 @@ class GoldenModel:
                 _conv_route(node, prepared, acc_fn, fused, plain, sc) for sc in (True, False)))
         return hit[1 if len(args) > 3 and args[3] is not None else 2](args)
 
+    def conv(self, node: Node, args: list) -> np.ndarray:
+        """Conv/fc ``node`` of the graph on its integer NHWC operands ``args`` (None for the
+        constants), through its routines for that input shape as :meth:`run` takes them: the
+        bytes :func:`eval_int_node` gives (bias correction's isolated layer errors). Safe to
+        call from several threads (a routine made twice is made the same)."""
+        return self._conv(node, args, self._prepared[id(node)])
+
     def run(self, x, keep: bool = False) -> dict[str, np.ndarray]:
         """Run on one input; see :func:`run_golden` (same arguments and result)."""
         graph = self.graph
