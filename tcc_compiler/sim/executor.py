@@ -304,7 +304,8 @@ class Executor(RunLoop, RepeatRuns, SramAccess):
     def _count_plain(pl: ConvPlan, stats: ExecStats) -> None:
         """Count a tile its plain step computed (the counters :func:`conv_result`'s route
         counts: its output is ``pl.direct``)."""
-        stats.bytes_per_queue["COMPUTE"] += pl.read_fixed + pl.direct.nbytes
+        out = pl.direct if pl.direct is not None else pl.out   # int32 output: not direct
+        stats.bytes_per_queue["COMPUTE"] += pl.read_fixed + out.nbytes
         stats.macs += pl.macs
 
     def _pool_tile(self, i: int, t: PoolTile, stats: ExecStats) -> None:
