@@ -37,17 +37,18 @@ from collections.abc import Callable
 import numpy as np
 
 from tcc_compiler.numerics import jit
-from tcc_compiler.numerics.accumulator import depthwise_epilogue
+from tcc_compiler.numerics.accumulator import (GemmRoutine, accumulator, depthwise_epilogue,
+                                               packed)
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f
 
 #: A depthwise tile is split when it has at least this many multiply-accumulates (padding
 #: taps included) and two output rows. Measured on this AMD EPYC, loaded, CPU us per tile
 #: (process / calling thread): 28x28x240 5x5 282 unsplit, 299 / 160 split; 14x14x672 5x5 148,
-#: 182 / 92; 12x56x144 3x3 (0.9M MACs) 69, 95 / 49: the hand-off costs 15-35 us of CPU, so
-#: only tiles of about 60 us and more gain. GEMM tiles are never split: the integer GEMM
-#: runs 7M MACs in about 30 us and a second call costs about as much again (7x14x672x112:
-#: 28 unsplit, 70 / 35 split).
-SPLIT_MIN_MACS = 1 << 20
+#: 182 / 92; 12x56x144 3x3 (0.9M MACs) 69, 95 / 49. A hand-off to a helper that does not wake
+#: in time costs under 1 us (the calling thread takes both bands, :func:`run_parts`), so
+#: EfficientNet-Lite0's 0.5-0.9M-MAC tiles (30-60 us each, ~20 an image, none split at 1M)
+#: are split too. GEMM tiles split by rows of their own (:func:`gemm_bands`).
+SPLIT_MIN_MACS = 1 << 19
 
 _lock = threading.Lock()
 _pool: queue.SimpleQueue | None = None   # the helper thread's jobs
@@ -315,3 +316,62 @@ def conv_in_bands(x: np.ndarray, pads: tuple, cw: ConvWeights, strides, dilation
 
     run_parts(run, 2)
     return True
+
+
+#: A GEMM tile (its integer GEMM and epilogue) is computed as :data:`GEMM_BANDS` bands of
+#: output rows on both threads (:func:`gemm_bands`) from this many multiply-accumulates on,
+#: a tile through a patch matrix (any window but an unpadded 1x1 of stride 1) from
+#: :data:`GEMM_SPLIT_MIN_MACS_PATCHES`. Each band is an integer GEMM call and an epilogue
+#: call of its own: about 5 us of CPU more per band (measured on this AMD EPYC, one thread,
+#: loaded, EfficientNet-Lite0's tiles as 1 / 2 bands: 7x7x192x320 15 / 21 us, 98x480x80
+#: 17 / 22 us, 7x14x112x672 (7.4M MACs) 34 / 37 us, 56x56x24x144 (10.8M) 104 / 111 us);
+#: a tile of about 30 us and more gains on two threads. The patch matrix costs as much again
+#: as the GEMM on few channels (Lite0's 3-channel stem, 2.7M MACs: 45 us of patches, 20 us
+#: of GEMM, 12 us of epilogue), and each band builds its own.
+GEMM_SPLIT_MIN_MACS = 1 << 22
+GEMM_SPLIT_MIN_MACS_PATCHES = 1 << 21
+#: Bands of such a tile.
+GEMM_BANDS = 2
+
+
+def gemm_bands(x: np.ndarray, pads: tuple, cw: ConvWeights, strides, dilations, kh: int,
+               zp_in: int, macs: int, out: np.ndarray,
+               n: int = GEMM_BANDS) -> list[tuple] | None:
+    """A GEMM tile as ``n`` bands of output rows, made once for a tile run many times (its
+    input and output boxes fixed): per band (its input rows ``xb``, its accumulator routine,
+    its output rows ``(r0, r1)``), the routine being
+    :func:`~tcc_compiler.numerics.accumulator.accumulator`'s for the band's input rows and
+    pads (:func:`band_input`), so each band's int32 sums are the unsplit tile's rows ``r0 ..
+    r1`` (module docstring); None when the tile is not split: fewer than
+    :data:`GEMM_SPLIT_MIN_MACS` MACs (:data:`GEMM_SPLIT_MIN_MACS_PATCHES` through a patch
+    matrix) or ``n`` output rows, not an int8 GEMM, the output
+    sharing bytes with the input (a band would overwrite rows another still reads), a band of
+    padding only, or a band without an integer-GEMM routine.
+
+    Args:
+        x: the tile's input [H, W, C] int8 (NHWC, any strides). pads: (top, left, bottom,
+            right). cw: the prepared weights. strides, dilations: (h, w). kh: kernel rows.
+            zp_in: the input zero point. macs: the tile's multiply-accumulates.
+        out: the output box [OH, OW, O].
+
+    Call each band's routine on its ``xb``, then the epilogue into ``out[r0:r1]`` (with the
+    shortcut's same rows): element-wise, so the unsplit tile's bytes.
+    """
+    oh = out.shape[0]
+    _, kh_, kw, _ = cw.w.shape
+    plain = kh_ == kw == 1 and tuple(strides) == (1, 1) and not any(pads)
+    if macs < (GEMM_SPLIT_MIN_MACS if plain else GEMM_SPLIT_MIN_MACS_PATCHES) or oh < n \
+            or cw.dw is not None or x.dtype != np.int8 or np.may_share_memory(x, out):
+        return None
+    cuts = [oh * k // n for k in range(n + 1)]
+    bands = []
+    for r0, r1 in zip(cuts, cuts[1:]):
+        part = band_input(x, pads, r0, r1, kh, strides[0], dilations[0])
+        if part is None:
+            return None
+        xb, pb = part
+        fn = accumulator(xb.shape, zp_in, cw, strides, pb, dilations)
+        if not isinstance(fn, GemmRoutine) or fn.shape[0] != r1 - r0:
+            return None
+        bands.append((xb, packed(fn), (r0, r1)))
+    return bands
