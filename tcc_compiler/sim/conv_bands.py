@@ -330,13 +330,20 @@ def conv_in_bands(x: np.ndarray, pads: tuple, cw: ConvWeights, strides, dilation
 #: of GEMM, 12 us of epilogue), and each band builds its own.
 GEMM_SPLIT_MIN_MACS = 1 << 22
 GEMM_SPLIT_MIN_MACS_PATCHES = 1 << 21
-#: Bands of such a tile.
+#: Bands of such a tile: two, four from :data:`GEMM_FOUR_BANDS_MACS` on (ResNet-50's tiles,
+#: 0.2-1 ms each: parts a helper that wakes late leaves are taken by the calling thread, so
+#: the threads finish closer together; about 5 us of CPU more per band).
 GEMM_BANDS = 2
+GEMM_FOUR_BANDS_MACS = 1 << 24
+#: Fewest output pixels (GEMM rows) in each band: a GEMM call packs its weights (``b``)
+#: anew, so a band of few rows pays the weights' packing again for little work (ResNet-50
+#: 4x7x512 -> 128, 3x3: 36 us unsplit, 52 us as 4 bands of 7 rows, loaded).
+GEMM_BAND_MIN_ROWS = 256
 
 
 def gemm_bands(x: np.ndarray, pads: tuple, cw: ConvWeights, strides, dilations, kh: int,
                zp_in: int, macs: int, out: np.ndarray,
-               n: int = GEMM_BANDS) -> list[tuple] | None:
+               n: int | None = None) -> list[tuple] | None:
     """A GEMM tile as ``n`` bands of output rows, made once for a tile run many times (its
     input and output boxes fixed): per band (its input rows ``xb``, its accumulator routine,
     its output rows ``(r0, r1)``), the routine being
@@ -352,15 +359,20 @@ def gemm_bands(x: np.ndarray, pads: tuple, cw: ConvWeights, strides, dilations, 
         x: the tile's input [H, W, C] int8 (NHWC, any strides). pads: (top, left, bottom,
             right). cw: the prepared weights. strides, dilations: (h, w). kh: kernel rows.
             zp_in: the input zero point. macs: the tile's multiply-accumulates.
-        out: the output box [OH, OW, O].
+        out: the output box [OH, OW, O]. n: the bands, or None: :data:`GEMM_BANDS`, 4 from
+            :data:`GEMM_FOUR_BANDS_MACS` on, at most one per :data:`GEMM_BAND_MIN_ROWS`
+            output pixels.
 
     Call each band's routine on its ``xb``, then the epilogue into ``out[r0:r1]`` (with the
     shortcut's same rows): element-wise, so the unsplit tile's bytes.
     """
     oh = out.shape[0]
+    if n is None:
+        n = 4 if macs >= GEMM_FOUR_BANDS_MACS else GEMM_BANDS
+        n = min(n, oh * out.shape[1] // GEMM_BAND_MIN_ROWS)
     _, kh_, kw, _ = cw.w.shape
     plain = kh_ == kw == 1 and tuple(strides) == (1, 1) and not any(pads)
-    if macs < (GEMM_SPLIT_MIN_MACS if plain else GEMM_SPLIT_MIN_MACS_PATCHES) or oh < n \
+    if macs < (GEMM_SPLIT_MIN_MACS if plain else GEMM_SPLIT_MIN_MACS_PATCHES) or n < 2 or oh < n \
             or cw.dw is not None or x.dtype != np.int8 or np.may_share_memory(x, out):
         return None
     cuts = [oh * k // n for k in range(n + 1)]

@@ -44,6 +44,7 @@ def test_bands_stack_to_the_whole_gemm(k, s, pads, n, monkeypatch):
 
 def test_no_bands_where_unsound_or_not_worth_it(monkeypatch):
     monkeypatch.setattr(int8_gemm, "MIN_MACS", 0)
+    monkeypatch.setattr(B, "GEMM_BAND_MIN_ROWS", 1)
     rng = np.random.default_rng(2)
     x = rng.integers(-128, 128, (8, 10, 16), dtype=np.int8)
     cw = G.prepare_conv_weights(rng.integers(-128, 128, (32, 1, 1, 16), dtype=np.int8), 1)
@@ -55,6 +56,9 @@ def test_no_bands_where_unsound_or_not_worth_it(monkeypatch):
     assert B.gemm_bands(x, (1, 1, 1, 1), cw, (1, 1), (1, 1), 1, 0,
                         B.GEMM_SPLIT_MIN_MACS_PATCHES - 1, out[:, :, :]) is None
     assert B.gemm_bands(x, none, cw, (1, 1), (1, 1), 1, 0, BIG, out, 9) is None   # 8 rows
+    monkeypatch.setattr(B, "GEMM_BAND_MIN_ROWS", 41)   # 80 pixels: one band of 41 or more
+    assert B.gemm_bands(x, none, cw, (1, 1), (1, 1), 1, 0, BIG, out) is None
+    monkeypatch.setattr(B, "GEMM_BAND_MIN_ROWS", 1)
     sram = np.zeros(8 * 10 * 32, np.int8)
     xo, oo = sram[:8 * 10 * 16].reshape(8, 10, 16), sram.reshape(8, 10, 32)
     assert B.gemm_bands(xo, none, cw, (1, 1), (1, 1), 1, 0, BIG, oo) is None   # over input
@@ -70,6 +74,7 @@ def test_executor_splits_gemm_tiles_with_the_unsplit_bytes(small_folder, monkeyp
     monkeypatch.setattr(int8_gemm, "MIN_MACS", 0)
     monkeypatch.setattr(B, "GEMM_SPLIT_MIN_MACS", 0)
     monkeypatch.setattr(B, "GEMM_SPLIT_MIN_MACS_PATCHES", 0)
+    monkeypatch.setattr(B, "GEMM_BAND_MIN_ROWS", 1)
     made = {}
     real = B.gemm_bands
 
