@@ -44,11 +44,12 @@ from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f
 #: A depthwise tile is split when it has at least this many multiply-accumulates (padding
 #: taps included) and two output rows. Measured on this AMD EPYC, loaded, CPU us per tile
 #: (process / calling thread): 28x28x240 5x5 282 unsplit, 299 / 160 split; 14x14x672 5x5 148,
-#: 182 / 92; 12x56x144 3x3 (0.9M MACs) 69, 95 / 49. A hand-off to a helper that does not wake
-#: in time costs under 1 us (the calling thread takes both bands, :func:`run_parts`), so
-#: EfficientNet-Lite0's 0.5-0.9M-MAC tiles (30-60 us each, ~20 an image, none split at 1M)
-#: are split too. GEMM tiles split by rows of their own (:func:`gemm_bands`).
-SPLIT_MIN_MACS = 1 << 19
+#: 182 / 92; 12x56x144 3x3 (0.9M MACs) 69, 95 / 49: the hand-off costs 15-35 us of CPU, so
+#: only tiles of about 60 us and more gain. Splitting Lite0's 0.5-0.9M-MAC tiles too (2**19)
+#: made its images slower: 7.6 -> 8.4 ms, CPU 10.3 -> 12.0 ms (the process run at real-time
+#: priority on the loaded machine, in-process alternation). GEMM tiles split by rows of their
+#: own (:func:`gemm_bands`).
+SPLIT_MIN_MACS = 1 << 20
 
 _lock = threading.Lock()
 _pool: queue.SimpleQueue | None = None   # the helper thread's jobs
@@ -327,8 +328,12 @@ def conv_in_bands(x: np.ndarray, pads: tuple, cw: ConvWeights, strides, dilation
 #: 17 / 22 us, 7x14x112x672 (7.4M MACs) 34 / 37 us, 56x56x24x144 (10.8M) 104 / 111 us);
 #: a tile of about 30 us and more gains on two threads. The patch matrix costs as much again
 #: as the GEMM on few channels (Lite0's 3-channel stem, 2.7M MACs: 45 us of patches, 20 us
-#: of GEMM, 12 us of epilogue), and each band builds its own.
-GEMM_SPLIT_MIN_MACS = 1 << 22
+#: of GEMM, 12 us of epilogue), and each band builds its own. Measured per image (the
+#: process at real-time priority on the loaded machine, in-process alternation of two
+#: loaded programs, wall / CPU ms): ResNet-50 22.0 / 24.0 without bands, 21.1 / 25.0 with;
+#: Lite0 within noise (6.1 / 7.5 vs 6.0 / 7.7), its stem's bands -0.1 ms; a 4M-MAC
+#: threshold cost Lite0 0.3 ms of CPU more for no wall gain.
+GEMM_SPLIT_MIN_MACS = 1 << 23
 GEMM_SPLIT_MIN_MACS_PATCHES = 1 << 21
 #: Bands of such a tile: two, four from :data:`GEMM_FOUR_BANDS_MACS` on (ResNet-50's tiles,
 #: 0.2-1 ms each: parts a helper that wakes late leaves are taken by the calling thread, so
