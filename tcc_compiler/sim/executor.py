@@ -165,6 +165,7 @@ class Executor(RunLoop, RepeatRuns, SramAccess):
         # are the same objects; the SRAMs are kept (and refilled) across runs for that
         self._plans: dict[int, ConvPlan] = {}
         self._srams: list[Memory] = []
+        self._kept_dram: dict[str, Memory] = {}   # small DRAM regions reused (run_loop.py)
         # command index -> (SRAM, its decoded block) of a DMA_LOAD_Z that ran (checked) before:
         # the command, WEIGHTS (read-only) and the SRAM's size fix both
         self._z_done: dict[int, tuple] = {}
