@@ -37,18 +37,19 @@ from collections.abc import Callable
 import numpy as np
 
 from tcc_compiler.numerics import jit
-from tcc_compiler.numerics.accumulator import (GemmRoutine, accumulator, depthwise_epilogue,
-                                               packed)
+from tcc_compiler.numerics.accumulator import depthwise_epilogue
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f
 
 #: A depthwise tile is split when it has at least this many multiply-accumulates (padding
 #: taps included) and two output rows. Measured on this AMD EPYC, loaded, CPU us per tile
 #: (process / calling thread): 28x28x240 5x5 282 unsplit, 299 / 160 split; 14x14x672 5x5 148,
 #: 182 / 92; 12x56x144 3x3 (0.9M MACs) 69, 95 / 49: the hand-off costs 15-35 us of CPU, so
-#: only tiles of about 60 us and more gain. Splitting Lite0's 0.5-0.9M-MAC tiles too (2**19)
-#: made its images slower: 7.6 -> 8.4 ms, CPU 10.3 -> 12.0 ms (the process run at real-time
-#: priority on the loaded machine, in-process alternation). GEMM tiles split by rows of their
-#: own (:func:`gemm_bands`).
+#: only tiles of about 60 us and more gain: splitting EfficientNet-Lite0's 0.5-0.9M-MAC
+#: tiles too (2**19) made its images slower, 7.6 -> 8.4 ms, CPU 10.3 -> 12.0 ms (in-process
+#: alternation, the process at real-time priority on the loaded machine; session 16). GEMM
+#: tiles are not split: as two bands of rows, each its own integer GEMM and epilogue, on
+#: both threads (session 16, same measurement), Lite0's images were no faster (5.67 vs 5.59
+#: ms, 5.78 vs 5.56; CPU +0.6 ms) and ResNet-50's 0.1-0.2 ms faster for 2.6 ms more CPU.
 SPLIT_MIN_MACS = 1 << 20
 
 _lock = threading.Lock()
@@ -145,9 +146,12 @@ def run_parts(fn: Callable[[int], None], n: int) -> None:
 
 
 #: Fewest accumulator elements whose epilogue (after the tile's GEMM) is computed in parts on
-#: both threads (:func:`epilogue_in_parts`): about 4 us on one thread, where the parts cost
-#: about 1 us when the helper does not wake in time and the calling thread takes them all.
-EPILOGUE_SPLIT_MIN = 1 << 15
+#: both threads (:func:`epilogue_in_parts`): about 130 us on one thread (7-8 elements a ns
+#: here). From 2**15 on (about 4 us) the hand-offs cost more than they saved: per image
+#: (in-process alternation, the process at real-time priority on the loaded machine, wall /
+#: CPU ms) EfficientNet-Lite0 6.52 / 8.05 at 2**15, 6.04 / 7.19 with no split; 2**17 still
+#: 0.1-0.5 ms slower than none; ResNet-50 20.6 / 24.0 at 2**17, 20.4 / 23.3 with none.
+EPILOGUE_SPLIT_MIN = 1 << 20
 #: Parts of such an epilogue (row ranges): several, so the calling thread takes the ones a
 #: late helper leaves.
 EPILOGUE_PARTS = 4
@@ -317,78 +321,3 @@ def conv_in_bands(x: np.ndarray, pads: tuple, cw: ConvWeights, strides, dilation
 
     run_parts(run, 2)
     return True
-
-
-#: A GEMM tile (its integer GEMM and epilogue) is computed as :data:`GEMM_BANDS` bands of
-#: output rows on both threads (:func:`gemm_bands`) from this many multiply-accumulates on,
-#: a tile through a patch matrix (any window but an unpadded 1x1 of stride 1) from
-#: :data:`GEMM_SPLIT_MIN_MACS_PATCHES`. Each band is an integer GEMM call and an epilogue
-#: call of its own: about 5 us of CPU more per band (measured on this AMD EPYC, one thread,
-#: loaded, EfficientNet-Lite0's tiles as 1 / 2 bands: 7x7x192x320 15 / 21 us, 98x480x80
-#: 17 / 22 us, 7x14x112x672 (7.4M MACs) 34 / 37 us, 56x56x24x144 (10.8M) 104 / 111 us);
-#: a tile of about 30 us and more gains on two threads. The patch matrix costs as much again
-#: as the GEMM on few channels (Lite0's 3-channel stem, 2.7M MACs: 45 us of patches, 20 us
-#: of GEMM, 12 us of epilogue), and each band builds its own. Measured per image (the
-#: process at real-time priority on the loaded machine, in-process alternation of two
-#: loaded programs, wall / CPU ms): ResNet-50 22.0 / 24.0 without bands, 21.1 / 25.0 with;
-#: Lite0 within noise (6.1 / 7.5 vs 6.0 / 7.7), its stem's bands -0.1 ms; a 4M-MAC
-#: threshold cost Lite0 0.3 ms of CPU more for no wall gain.
-GEMM_SPLIT_MIN_MACS = 1 << 23
-GEMM_SPLIT_MIN_MACS_PATCHES = 1 << 21
-#: Bands of such a tile: two, four from :data:`GEMM_FOUR_BANDS_MACS` on (ResNet-50's tiles,
-#: 0.2-1 ms each: parts a helper that wakes late leaves are taken by the calling thread, so
-#: the threads finish closer together; about 5 us of CPU more per band).
-GEMM_BANDS = 2
-GEMM_FOUR_BANDS_MACS = 1 << 24
-#: Fewest output pixels (GEMM rows) in each band: a GEMM call packs its weights (``b``)
-#: anew, so a band of few rows pays the weights' packing again for little work (ResNet-50
-#: 4x7x512 -> 128, 3x3: 36 us unsplit, 52 us as 4 bands of 7 rows, loaded).
-GEMM_BAND_MIN_ROWS = 256
-
-
-def gemm_bands(x: np.ndarray, pads: tuple, cw: ConvWeights, strides, dilations, kh: int,
-               zp_in: int, macs: int, out: np.ndarray,
-               n: int | None = None) -> list[tuple] | None:
-    """A GEMM tile as ``n`` bands of output rows, made once for a tile run many times (its
-    input and output boxes fixed): per band (its input rows ``xb``, its accumulator routine,
-    its output rows ``(r0, r1)``), the routine being
-    :func:`~tcc_compiler.numerics.accumulator.accumulator`'s for the band's input rows and
-    pads (:func:`band_input`), so each band's int32 sums are the unsplit tile's rows ``r0 ..
-    r1`` (module docstring); None when the tile is not split: fewer than
-    :data:`GEMM_SPLIT_MIN_MACS` MACs (:data:`GEMM_SPLIT_MIN_MACS_PATCHES` through a patch
-    matrix) or ``n`` output rows, not an int8 GEMM, the output
-    sharing bytes with the input (a band would overwrite rows another still reads), a band of
-    padding only, or a band without an integer-GEMM routine.
-
-    Args:
-        x: the tile's input [H, W, C] int8 (NHWC, any strides). pads: (top, left, bottom,
-            right). cw: the prepared weights. strides, dilations: (h, w). kh: kernel rows.
-            zp_in: the input zero point. macs: the tile's multiply-accumulates.
-        out: the output box [OH, OW, O]. n: the bands, or None: :data:`GEMM_BANDS`, 4 from
-            :data:`GEMM_FOUR_BANDS_MACS` on, at most one per :data:`GEMM_BAND_MIN_ROWS`
-            output pixels.
-
-    Call each band's routine on its ``xb``, then the epilogue into ``out[r0:r1]`` (with the
-    shortcut's same rows): element-wise, so the unsplit tile's bytes.
-    """
-    oh = out.shape[0]
-    if n is None:
-        n = 4 if macs >= GEMM_FOUR_BANDS_MACS else GEMM_BANDS
-        n = min(n, oh * out.shape[1] // GEMM_BAND_MIN_ROWS)
-    _, kh_, kw, _ = cw.w.shape
-    plain = kh_ == kw == 1 and tuple(strides) == (1, 1) and not any(pads)
-    if macs < (GEMM_SPLIT_MIN_MACS if plain else GEMM_SPLIT_MIN_MACS_PATCHES) or n < 2 or oh < n \
-            or cw.dw is not None or x.dtype != np.int8 or np.may_share_memory(x, out):
-        return None
-    cuts = [oh * k // n for k in range(n + 1)]
-    bands = []
-    for r0, r1 in zip(cuts, cuts[1:]):
-        part = band_input(x, pads, r0, r1, kh, strides[0], dilations[0])
-        if part is None:
-            return None
-        xb, pb = part
-        fn = accumulator(xb.shape, zp_in, cw, strides, pb, dilations)
-        if not isinstance(fn, GemmRoutine) or fn.shape[0] != r1 - r0:
-            return None
-        bands.append((xb, packed(fn), (r0, r1)))
-    return bands

@@ -15,14 +15,12 @@ import numpy as np
 
 from tcc_compiler.isa import spec
 from tcc_compiler.numerics import conv_epilogue, jit
-from tcc_compiler.numerics.accumulator import GemmRoutine
 from tcc_compiler.numerics.epilogue import channel_clamp, two_slope_epilogue
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.kernels import conv_epilogue_int32
 from tcc_compiler.numerics.lut import apply_lut, apply_lut_wide
 from tcc_compiler.sim.conv_bands import (EPILOGUE_SPLIT_MIN, SPLIT_MIN_MACS, conv_in_bands,
-                                         epilogue_in_parts, fused_bands, gemm_bands, run_parts,
-                                         threads)
+                                         epilogue_in_parts, fused_bands, run_parts, threads)
 from tcc_compiler.sim.conv_params import ConvParams
 from tcc_compiler.sim.conv_tile import ConvPlan
 from tcc_compiler.sim.memory import INT_DTYPES
@@ -167,9 +165,7 @@ def plain_step(pl: ConvPlan, cp: ConvParams, cw: ConvWeights,
     threads, ``fused`` on one. The epilogue of a tile of two rows or more and at least
     :data:`~tcc_compiler.sim.conv_bands.EPILOGUE_SPLIT_MIN` accumulators is computed in parts
     on both threads (:func:`~tcc_compiler.sim.conv_bands.epilogue_in_parts`, the same bytes)
-    while :func:`~tcc_compiler.sim.conv_bands.threads` is 2; a GEMM tile large enough for
-    :func:`~tcc_compiler.sim.conv_bands.gemm_bands` (given ``pads``) as bands of output rows,
-    each its own integer GEMM and epilogue, on both threads. An int32-output tile adds the
+    while :func:`~tcc_compiler.sim.conv_bands.threads` is 2. An int32-output tile adds the
     bias to its accumulators in int32 straight into its box (:func:`_int32_step`).
     """
     cfg = pl.cfg
@@ -189,10 +185,6 @@ def plain_step(pl: ConvPlan, cp: ConvParams, cw: ConvWeights,
     if fused is not None and sc is None:
         return _fused_step(fused, x, out, clamp)
     epi = (cp.jit, cfg.zp_out, cfg.act_lo, cfg.act_hi, sc, cfg.zp_sc, out)
-    bands = None if pads is None or not isinstance(acc_fn, GemmRoutine) else gemm_bands(
-        x, pads, cw, pl.strides, pl.dilations, cfg.kh, cfg.zp_in, pl.macs, out)
-    if bands is not None:
-        return _gemm_band_step(bands, acc_fn, x, epi, clamp)
     split = pl.oh >= 2 and pl.oh * pl.ow * out.shape[2] >= EPILOGUE_SPLIT_MIN
     return _gemm_step(acc_fn, x, epi, clamp, split)
 
@@ -259,33 +251,6 @@ def _fused_step(fused, x: np.ndarray, out: np.ndarray, clamp: tuple):
         channel_clamp(out, *clamp)
         return True
     return fused_step
-
-
-def _gemm_band_step(bands: list, acc_fn, x: np.ndarray, epi: tuple, clamp: tuple):
-    """A GEMM tile as its bands (:func:`~tcc_compiler.sim.conv_bands.gemm_bands`, made once),
-    each band's integer GEMM and compiled epilogue into its own output rows, on both threads
-    while :func:`~tcc_compiler.sim.conv_bands.threads` is 2 (else the whole tile's
-    ``acc_fn`` and epilogue on one: the same bytes)."""
-    available, epilogue_into = jit.available, jit.epilogue_into
-    params, zp_out, lo, hi, sc, zp_sc, out = epi
-    parts = [(xb, fn, None if sc is None else sc[r0:r1], out[r0:r1])
-             for xb, fn, (r0, r1) in bands]
-    n = len(parts)
-
-    def part(k: int) -> None:
-        xb, fn, sc_b, out_b = parts[k]
-        epilogue_into(fn(xb), params, zp_out, lo, hi, sc_b, zp_sc, out_b)
-
-    def band_gemm_step() -> bool:
-        if not available():
-            return False
-        if threads() > 1:
-            run_parts(part, n)
-        else:
-            epilogue_into(acc_fn(x), *epi)
-        channel_clamp(out, *clamp)
-        return True
-    return band_gemm_step
 
 
 def _gemm_step(acc_fn, x: np.ndarray, epi: tuple, clamp: tuple, split: bool):
