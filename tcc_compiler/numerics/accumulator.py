@@ -33,7 +33,7 @@ def _out_len(n: int, k: int, s: int, d: int) -> int:
 
 
 def accumulator(shape: tuple, zp_x: int, cw: ConvWeights, strides, pads,
-                dilations) -> Callable[[np.ndarray], np.ndarray] | None:
+                dilations, any_size: bool = False) -> Callable[[np.ndarray], np.ndarray] | None:
     """A routine ``f(x) -> acc`` equal to ``conv_accumulate_f(x, zp_x, cw, strides, pads,
     dilations)`` as int32 [OH, OW, O] for every int8 ``x`` of ``shape`` [H, W, C] (NHWC, any
     strides), or None when that call would take another route (no compiled kernels or
@@ -44,6 +44,10 @@ def accumulator(shape: tuple, zp_x: int, cw: ConvWeights, strides, pads,
         shape: (H, W, C) of the input. zp_x: its zero point (int8 range). cw: the prepared
             weights (:func:`~tcc_compiler.numerics.gemm.prepare_conv_weights`). strides,
             dilations: (h, w). pads: (top, left, bottom, right).
+        any_size: take the integer GEMM however few its multiply-accumulates (a caller that
+            packs the weights once, :func:`packed`, for a tile run many times: the per-call
+            packing :func:`~tcc_compiler.numerics.int8_gemm.worth` weighs is not paid); the
+            same exact sums as the float32 route ``conv_accumulate_f`` takes then.
     """
     h, w, c = shape
     o, kh, kw, cg = cw.w.shape
@@ -57,7 +61,7 @@ def accumulator(shape: tuple, zp_x: int, cw: ConvWeights, strides, pads,
     if cw.dw is not None:
         return _depthwise(c, zp_x, cw, strides, pads, dilations, oh, ow)
     zpu = int(zp_x) + 128
-    if cw.group != 1 or not cw.imats or not worth(oh * ow, kh * kw * cg, o) \
+    if cw.group != 1 or not cw.imats or not (any_size or worth(oh * ow, kh * kw * cg, o)) \
             or kh * kw * cg > MAX_K or not 0 <= zpu <= 255 or int8_session() is None:
         return None
     if top == left == bottom == right == 0 and kh == kw == 1 and tuple(strides) == (1, 1):

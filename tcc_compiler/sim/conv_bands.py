@@ -44,9 +44,12 @@ from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f
 #: taps included) and two output rows. Measured on this AMD EPYC, loaded, CPU us per tile
 #: (process / calling thread): 28x28x240 5x5 282 unsplit, 299 / 160 split; 14x14x672 5x5 148,
 #: 182 / 92; 12x56x144 3x3 (0.9M MACs) 69, 95 / 49: the hand-off costs 15-35 us of CPU, so
-#: only tiles of about 60 us and more gain. GEMM tiles are never split: the integer GEMM
-#: runs 7M MACs in about 30 us and a second call costs about as much again (7x14x672x112:
-#: 28 unsplit, 70 / 35 split).
+#: only tiles of about 60 us and more gain: splitting EfficientNet-Lite0's 0.5-0.9M-MAC
+#: tiles too (2**19) made its images slower, 7.6 -> 8.4 ms, CPU 10.3 -> 12.0 ms (in-process
+#: alternation, the process at real-time priority on the loaded machine; session 16). GEMM
+#: tiles are not split: as two bands of rows, each its own integer GEMM and epilogue, on
+#: both threads (session 16, same measurement), Lite0's images were no faster (5.67 vs 5.59
+#: ms, 5.78 vs 5.56; CPU +0.6 ms) and ResNet-50's 0.1-0.2 ms faster for 2.6 ms more CPU.
 SPLIT_MIN_MACS = 1 << 20
 
 _lock = threading.Lock()
@@ -143,9 +146,12 @@ def run_parts(fn: Callable[[int], None], n: int) -> None:
 
 
 #: Fewest accumulator elements whose epilogue (after the tile's GEMM) is computed in parts on
-#: both threads (:func:`epilogue_in_parts`): about 4 us on one thread, where the parts cost
-#: about 1 us when the helper does not wake in time and the calling thread takes them all.
-EPILOGUE_SPLIT_MIN = 1 << 15
+#: both threads (:func:`epilogue_in_parts`): about 130 us on one thread (7-8 elements a ns
+#: here). From 2**15 on (about 4 us) the hand-offs cost more than they saved: per image
+#: (in-process alternation, the process at real-time priority on the loaded machine, wall /
+#: CPU ms) EfficientNet-Lite0 6.52 / 8.05 at 2**15, 6.04 / 7.19 with no split; 2**17 still
+#: 0.1-0.5 ms slower than none; ResNet-50 20.6 / 24.0 at 2**17, 20.4 / 23.3 with none.
+EPILOGUE_SPLIT_MIN = 1 << 20
 #: Parts of such an epilogue (row ranges): several, so the calling thread takes the ones a
 #: late helper leaves.
 EPILOGUE_PARTS = 4

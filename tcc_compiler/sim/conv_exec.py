@@ -165,9 +165,12 @@ def plain_step(pl: ConvPlan, cp: ConvParams, cw: ConvWeights,
     threads, ``fused`` on one. The epilogue of a tile of two rows or more and at least
     :data:`~tcc_compiler.sim.conv_bands.EPILOGUE_SPLIT_MIN` accumulators is computed in parts
     on both threads (:func:`~tcc_compiler.sim.conv_bands.epilogue_in_parts`, the same bytes)
-    while :func:`~tcc_compiler.sim.conv_bands.threads` is 2.
+    while :func:`~tcc_compiler.sim.conv_bands.threads` is 2. An int32-output tile adds the
+    bias to its accumulators in int32 straight into its box (:func:`_int32_step`).
     """
     cfg = pl.cfg
+    if _int32_route(pl, acc_fn):
+        return _int32_step(acc_fn, pl.x, cp.records["bias"], pl.out)
     if not _plain_route(pl, cp, acc_fn):
         return None
     x, sc, out = pl.x, pl.sc, pl.direct
@@ -184,6 +187,32 @@ def plain_step(pl: ConvPlan, cp: ConvParams, cw: ConvWeights,
     epi = (cp.jit, cfg.zp_out, cfg.act_lo, cfg.act_hi, sc, cfg.zp_sc, out)
     split = pl.oh >= 2 and pl.oh * pl.ow * out.shape[2] >= EPILOGUE_SPLIT_MIN
     return _gemm_step(acc_fn, x, epi, clamp, split)
+
+
+def _int32_route(pl: ConvPlan, acc_fn) -> bool:
+    """Whether a tile takes :func:`_int32_step`: out_mode int32 alone (no partial sums: the
+    ISA allows no shortcut or LUT with it), int8 weights, an accumulator routine, its input
+    a view and its output an int32 view of the SRAM."""
+    cfg = pl.cfg
+    return (acc_fn is not None and cfg.out_mode == spec.OUT_MODE_INT32 and not cfg.wide_weights
+            and pl.x is not None and isinstance(pl.out, np.ndarray)
+            and pl.out.dtype == np.dtype("<i4") and pl.out.dtype.isnative)
+
+
+def _int32_step(acc_fn, x: np.ndarray, bias: np.ndarray, out: np.ndarray):
+    """An int32-output tile (:func:`conv_result`'s out_mode bit0 route): the accumulator plus
+    the bias, added in int32 straight into the output box. Exactness: int32 additions wrap
+    modulo 2**32, so with the bias first reduced modulo 2**32 the sum is
+    :func:`~tcc_compiler.numerics.kernels.conv_epilogue_int32`'s ``wrap32(acc + bias)``."""
+    available = jit.available
+    b32 = wrap32(np.asarray(bias, np.int64))
+
+    def int32_step() -> bool:
+        if not available():
+            return False
+        np.add(acc_fn(x), b32, out=out)
+        return True
+    return int32_step
 
 
 def _plain_route(pl: ConvPlan, cp: ConvParams, acc_fn) -> bool:

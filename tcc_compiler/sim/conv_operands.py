@@ -26,6 +26,7 @@ from collections.abc import Callable
 from tcc_compiler.errors import ExecutionError
 from tcc_compiler.isa.commands import Command, ConvTile
 from tcc_compiler.numerics.accumulator import accumulator, depthwise_epilogue, packed
+from tcc_compiler.numerics.int8_gemm import PACKED_MAX_ROWS
 from tcc_compiler.sim.conv_exec import ConvWeightCache, plain_step
 from tcc_compiler.sim.conv_params import ConvParamCache, ParamRecordError
 from tcc_compiler.sim.conv_tile import ConvPlan
@@ -117,7 +118,9 @@ class ConvOperands:
         if self.mode != TRACK and p_src is not None and w_src is not None:
             if cfg.in_bytes == 1 and not cfg.wide_weights and pl.x is not None:
                 acc_fn = packed(accumulator(pl.x.shape, cfg.zp_in, cw, pl.strides, t.pads,
-                                            pl.dilations))   # run many times: b packed once
+                                            pl.dilations, pl.oh * pl.ow <= PACKED_MAX_ROWS))
+                # run many times: b packed once, so a GEMM of few rows takes the integer
+                # kernel whatever its size (EfficientNet-Lite0's last classifier tile)
                 if acc_fn is not None and cw.dw is not None and not cfg.has_shortcut:
                     fused = depthwise_epilogue(pl.x.shape, cfg.zp_in, cw, pl.strides,
                                                t.pads, pl.dilations, cp.jit, cfg.zp_out,

@@ -165,6 +165,7 @@ class Executor(RunLoop, RepeatRuns, SramAccess):
         # are the same objects; the SRAMs are kept (and refilled) across runs for that
         self._plans: dict[int, ConvPlan] = {}
         self._srams: list[Memory] = []
+        self._kept_dram: dict[str, Memory] = {}   # small DRAM regions reused (run_loop.py)
         # command index -> (SRAM, its decoded block) of a DMA_LOAD_Z that ran (checked) before:
         # the command, WEIGHTS (read-only) and the SRAM's size fix both
         self._z_done: dict[int, tuple] = {}
@@ -304,7 +305,8 @@ class Executor(RunLoop, RepeatRuns, SramAccess):
     def _count_plain(pl: ConvPlan, stats: ExecStats) -> None:
         """Count a tile its plain step computed (the counters :func:`conv_result`'s route
         counts: its output is ``pl.direct``)."""
-        stats.bytes_per_queue["COMPUTE"] += pl.read_fixed + pl.direct.nbytes
+        out = pl.direct if pl.direct is not None else pl.out   # int32 output: not direct
+        stats.bytes_per_queue["COMPUTE"] += pl.read_fixed + out.nbytes
         stats.macs += pl.macs
 
     def _pool_tile(self, i: int, t: PoolTile, stats: ExecStats) -> None:

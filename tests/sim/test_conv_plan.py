@@ -113,3 +113,35 @@ def test_direct_binding_used_only_when_exact():
     wrong = SimpleNamespace(run=public.run, _sess=_Binding(1))
     assert I._direct_run(wrong) is wrong                         # fails the probe: public run
     assert I._direct_run(public) is public                       # no binding
+
+
+@pytest.mark.parametrize("fill", [0, 0xA5])
+def test_small_dram_regions_kept_and_refilled(small_folder, monkeypatch, fill):
+    """ACT and OUTPUT (at most run_loop.REUSE_DRAM_MAX bytes) are the previous run's memories,
+    refilled with ``fill`` (a new mmap costs a page fault per written page); a larger region
+    is mapped anew; the bytes are a fresh executor's either way."""
+    from tcc_compiler.isa import spec
+    from tcc_compiler.sim import run_loop
+
+    _, out = small_folder
+    prog = load_program(out)
+    ex = Executor(prog.cmd, prog.weights, prog.target, fill=fill)
+    rng = np.random.default_rng(1)
+    xs = [rng.integers(0, 256, prog.cmd.input_bytes, dtype=np.uint8).tobytes()
+          for _ in range(3)]
+    got = [ex.run(xs[0])]
+    act, output = ex._dram[spec.Region.ACT], ex._dram[spec.Region.OUTPUT]
+    act.arr[:] = 7                                   # what a run leaves behind
+    output.arr[:] = 7
+    got += [ex.run(x) for x in xs[1:]]
+    assert ex._dram[spec.Region.ACT] is act and ex._dram[spec.Region.OUTPUT] is output
+    ex._fresh_dram("ACT", act.size)
+    assert (act.arr == fill).all()
+    monkeypatch.setattr(run_loop, "REUSE_DRAM_MAX", 0)   # nothing small enough: new maps
+    big = Executor(prog.cmd, prog.weights, prog.target, fill=fill)
+    big.run(xs[0])
+    kept = big._dram[spec.Region.OUTPUT]
+    got_big = big.run(xs[1])
+    assert big._dram[spec.Region.OUTPUT] is not kept
+    fresh = [Executor(prog.cmd, prog.weights, prog.target, fill=fill).run(x) for x in xs]
+    assert got == fresh and got_big == fresh[1]

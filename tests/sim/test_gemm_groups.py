@@ -21,7 +21,8 @@ from tcc_compiler.sim.gemm_groups import shared_input_groups
 def _wide_head(c: int = 64, o: int = 1280, nc: int = 1000, hw: int = 7) -> onnx.ModelProto:
     """3x3 conv 3 -> c, ReLU, 1x1 conv c -> o, ReLU, global average pool, classifier o -> nc
     (as EfficientNet-Lite0's tail): the 1x1's and the classifier's weights exceed one tile,
-    the classifier's tiles have no plain step (int32 output)."""
+    the classifier's tiles give int32 outputs, its last tile (1000 = 15 x 64 + 40) fewer
+    multiply-accumulates than a per-call integer GEMM is worth (int8_gemm.MIN_MACS)."""
     r = np.random.default_rng(0)
     w1 = numpy_helper.from_array(r.standard_normal((c, 3, 3, 3)).astype(np.float32) * .3, "w1")
     w2 = numpy_helper.from_array(r.standard_normal((o, c, 1, 1)).astype(np.float32) * .1, "w2")
@@ -63,8 +64,8 @@ def test_split_layer_shares_one_gemm_with_fresh_bytes(wide_folder, monkeypatch):
         ex.run(x)
     groups = ex._replay.groups
     assert groups and max(len(g) for g in groups) >= 3
-    no_step = {i for i, r in ex._ops.ready.items() if r[4] is None}
-    assert any(set(g) <= no_step for g in groups)   # the classifier's tiles, grouped too
+    int32_out = {i for i, r in ex._ops.ready.items() if r[0].cfg.out_mode == 1}
+    assert any(set(g) <= int32_out for g in groups)   # the classifier's tiles, grouped too
     calls = []
     sess = int8_gemm.int8_session()
     real = sess.run
@@ -83,6 +84,57 @@ def test_split_layer_shares_one_gemm_with_fresh_bytes(wide_folder, monkeypatch):
     monkeypatch.setattr(sess, "run", real)
     want = [Executor(ex.cmd, prog.weights, ex.target).run(x, check=True) for x in inputs]
     assert got == want + want
+
+
+@pytest.fixture(scope="module")
+def small_classifier_folder(tmp_path_factory):
+    """_wide_head with a classifier of 40 classes: one tile of 1x1280x40 multiply-accumulates,
+    fewer than a per-call integer GEMM is worth (int8_gemm.MIN_MACS)."""
+    import tcc_compiler as tc
+
+    d = tmp_path_factory.mktemp("small_cls")
+    onnx.save(_wide_head(nc=40), d / "m.onnx")
+    r = np.random.default_rng(1)
+    calib = [r.uniform(-1, 1, (1, 3, 7, 7)).astype(np.float32) for _ in range(2)]
+    return tc.compile(str(d / "m.onnx"), "7x7x3", calibration=calib).save(d / "out")
+
+
+@pytest.mark.skipif(not jit.available() or int8_gemm.int8_session() is None,
+                    reason="the routes need the compiled kernels and the exact int8 GEMM")
+@pytest.mark.parametrize("folder", ["wide_folder", "small_classifier_folder"])
+def test_classifier_tiles_take_the_integer_gemm_and_int32_steps(folder, request, monkeypatch):
+    """Every classifier tile (one row, int32 output) takes the integer GEMM, a small one too
+    (its weights are packed once: no per-call threshold applies), and a plain step (the
+    accumulator plus the bias in int32 into the output box): repeat runs never reach
+    conv_result for them, grouped or not; the bytes are a fresh executor's."""
+    from tcc_compiler.sim import executor as executor_mod
+
+    prog = load_program(request.getfixturevalue(folder))
+    ex = prog.executor
+    rng = np.random.default_rng(5)
+    inputs = [rng.integers(0, 256, ex.cmd.input_bytes, dtype=np.uint8).tobytes()
+              for _ in range(3)]
+    got = [ex.run(x) for x in inputs[:2]]
+    cls = sorted(i for i, r in ex._ops.ready.items() if r[0].cfg.out_mode == 1)
+    assert cls
+    if folder == "small_classifier_folder":
+        assert cls and ex._ops.ready[cls[0]][0].macs < int8_gemm.MIN_MACS
+    else:
+        assert cls in ex._replay.groups
+    assert all(isinstance(ex._ops.ready[i][3], GemmRoutine) for i in cls)
+    assert all(ex._ops.ready[i][4] is not None for i in cls)
+    general = []
+    real = executor_mod.conv_result
+
+    def counted(pl, *args, **kw):
+        general.append(pl.cfg.out_mode)
+        return real(pl, *args, **kw)
+
+    monkeypatch.setattr(executor_mod, "conv_result", counted)
+    got += [ex.run(x) for x in inputs]
+    assert 1 not in general
+    want = [Executor(ex.cmd, prog.weights, ex.target).run(x, check=True) for x in inputs]
+    assert got == want[:2] + want
 
 
 def _tile(sram, lo: int, n: int, key=("k",)):
