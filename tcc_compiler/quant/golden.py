@@ -23,15 +23,14 @@ from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_c
 from tcc_compiler.numerics.eltwise import EwKind
 from tcc_compiler.numerics.epilogue import (EpilogueConsts, channel_clamp, epilogue_consts,
                                             two_slope_epilogue)
-from tcc_compiler.numerics.requant import requantize
-from tcc_compiler.numerics.resize import bilinear_int8
-from tcc_compiler.numerics.softmax import softmax_int8
-from tcc_compiler.quant import golden_conv
+from tcc_compiler.quant import golden_conv, golden_resize
 from tcc_compiler.quant.golden_ew import ew_int
 from tcc_compiler.quant.golden_lut import lut_int8, lut_int16
+from tcc_compiler.quant.golden_pool import avgpool_node, rescale
+from tcc_compiler.quant.golden_softmax import group_softmax
 from tcc_compiler.quant.params import (PoolQuant, add_quant, conv_quant, dequantize_output,
                                        group_softmax_table, lut_quant,
-                                       ew_quant, pool_divisors, pool_quant, quantize_input,
+                                       ew_quant, pool_quant, quantize_input,
                                        uses_ew)
 
 
@@ -102,18 +101,8 @@ def eval_int_node(node: Node, args: list[np.ndarray], prepared: tuple | None = N
         return maxpool_plain(x, a.kernel, a.strides, a.pads)
     if node.op is Op.GAP:
         return gap_int(x, pool_quant(node))
-    if node.op is Op.AVGPOOL:
-        p = pool_quant(node)
-        kern, strides, pads = node.attrs.kernel, node.attrs.strides, node.attrs.pads
-        mult, shift = p.mult, p.shift
-        div = pool_divisors(node)
-        if div is not None:   # count_include_pad=0: one (mult, shift) per output pixel
-            n = np.multiply.outer(*div)
-            qs = {int(d): pool_quant(node, int(d)) for d in np.unique(n)}
-            mult = np.vectorize(lambda d: qs[d].mult, otypes=[np.int64])(n)[..., None]
-            shift = np.vectorize(lambda d: qs[d].shift, otypes=[np.int64])(n)[..., None]
-        return K.avgpool_int8(x, p.zp_in, kern, strides, pads, mult, shift, p.zp_out,
-                              x.dtype)
+    if node.op is Op.AVGPOOL:   # its own (quant/golden_pool.py), not numerics' avgpool_int8
+        return avgpool_node(node, x)
     if uses_ew(node):
         q = ew_quant(node)
         return ew_int(q.kind, x, args[1], q.zp_a, q.zp_b, q.zp_out, q.mult_a, q.mult_b,
@@ -127,7 +116,7 @@ def eval_int_node(node: Node, args: list[np.ndarray], prepared: tuple | None = N
         return (lut_int16(x, lq.tables[0], lq.wide_out) if lq.wide   # its own, not numerics/lut
                 else lut_int8(x, lq.tables))
     if node.op is Op.GROUP_SOFTMAX:   # NHWC: each pixel's channel groups are contiguous
-        return softmax_int8(x, node.attrs.group, group_softmax_table(node))
+        return group_softmax(x, node.attrs.group, group_softmax_table(node))   # its own
     if node.op is Op.RESIZE:
         return _resize_int(node, x)
     if node.op is Op.SHUFFLE:  # NHWC: a permutation of the last axis; shared quantization
@@ -157,7 +146,7 @@ def gap_int(x: np.ndarray, p: PoolQuant) -> np.ndarray:
     """
     h, w, c = x.shape
     sums = x.reshape(h * w, c).sum(axis=0, dtype=np.int64) - np.int64(h * w * int(p.zp_in))
-    y = requantize(sums, p.mult, p.shift) + p.zp_out
+    y = rescale(sums, p.mult, p.shift) + p.zp_out
     return np.clip(y, *K.int_range(x.dtype)).astype(x.dtype).reshape(1, 1, c)
 
 
@@ -325,12 +314,12 @@ def _conv_int(node: Node, args: list[np.ndarray], prepared: tuple, acc_fn=None,
 
 
 def _resize_int(node: Node, x: np.ndarray) -> np.ndarray:
-    """A resize of the NHWC int8 map ``x``: bilinear (numerics/resize.py) or nearest (rows,
-    then columns repeated)."""
+    """A resize of the NHWC int8 map ``x``: the golden model's own bilinear or nearest
+    (quant/golden_resize.py, not numerics/resize.py)."""
     a = node.attrs
     if a.mode is ResizeMode.BILINEAR:
-        return bilinear_int8(x, x.shape[0], a.scale_h, a.scale_w, a.coord.value)
-    return np.repeat(np.repeat(x, a.scale_h, axis=0), a.scale_w, axis=1)
+        return golden_resize.bilinear(x, a.scale_h, a.scale_w, a.coord.value)
+    return golden_resize.nearest(x, a.scale_h, a.scale_w)
 
 
 class GoldenModel:
