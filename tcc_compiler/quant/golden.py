@@ -21,9 +21,8 @@ from tcc_compiler.numerics import kernels as K
 from tcc_compiler.numerics.accumulator import accumulator, depthwise_epilogue
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.eltwise import EwKind
-from tcc_compiler.numerics.epilogue import (EpilogueConsts, channel_clamp, epilogue_consts,
-                                            two_slope_epilogue)
-from tcc_compiler.quant import golden_conv, golden_resize
+from tcc_compiler.numerics.epilogue import EpilogueConsts, channel_clamp, epilogue_consts
+from tcc_compiler.quant import golden_conv, golden_epi, golden_resize
 from tcc_compiler.quant.golden_ew import ew_int
 from tcc_compiler.quant.golden_lut import lut_int8, lut_int16
 from tcc_compiler.quant.golden_pool import avgpool_node, rescale
@@ -290,7 +289,7 @@ def _conv_int(node: Node, args: list[np.ndarray], prepared: tuple, acc_fn=None,
     x = args[0]
     if fused is not None and (len(args) < 4 or args[3] is None):
         return fused(x)
-    cw, q, consts, jit_params = prepared
+    cw, q = prepared[0], prepared[1]
     if acc_fn is not None:
         acc = acc_fn(x)
     elif node.op is Op.CONV:
@@ -298,19 +297,12 @@ def _conv_int(node: Node, args: list[np.ndarray], prepared: tuple, acc_fn=None,
         acc = conv_accumulate_f(x, q.zp_in, cw, a.strides, a.pads, a.dilations)
     else:
         acc = conv_accumulate_f(x, q.zp_in, cw)
+    # the golden model's own numpy epilogues (quant/golden_epi.py), not numerics' executor ones
     if q.out_int32:   # 32-bit wrap of acc + bias (an int16 input's acc may pass 2**31)
-        return K.conv_epilogue_int32(acc, q.bias)
+        return golden_epi.raw_int32(acc, q.bias)
     if q.two_slope:
-        y = two_slope_epilogue(acc, q.bias, q.mult, q.sc_mult, q.shift, q.zp_out, q.act_lo,
-                               q.act_hi, q.out_dtype, consts, jit_params, q.wide_w)
-        return channel_clamp(y, q.clamp_lo, q.clamp_hi)
-    sc = args[3] if len(args) > 3 else None
-    if (sc is not None) != (len(node.inputs) > 3 and node.inputs[3] is not None):
-        consts, jit_params = True, None   # prepared for the node's own inputs: derived anew
-    y = K.conv_epilogue(acc, q.bias, q.mult, q.shift, q.zp_out, q.act_lo, q.act_hi,
-                        sc, q.zp_sc, q.sc_mult, q.out_dtype, consts, jit_params,
-                        acc64=q.wide_w)
-    return channel_clamp(y, q.clamp_lo, q.clamp_hi)
+        return golden_epi.conv_epilogue(acc, q, None, two_slope=True)
+    return golden_epi.conv_epilogue(acc, q, args[3] if len(args) > 3 else None)
 
 
 def _resize_int(node: Node, x: np.ndarray) -> np.ndarray:

@@ -54,9 +54,18 @@ def _patch_users(monkeypatch, module, name: str, wrong) -> list:
 def _off_by_8(real, calls: list):
     """``real`` with every value of its result moved by 8 towards the middle of the type's
     range (the executor's tiles may be flat: no channel to single out), counting calls in
-    ``calls``."""
+    ``calls``; a call made from inside another (``conv_epilogue`` calls itself for an ``out``
+    array) is left right, so each result moves once."""
+    depth = [0]
+
     def wrong(*a, **k):
-        y = real(*a, **k)
+        depth[0] += 1
+        try:
+            y = real(*a, **k)
+        finally:
+            depth[0] -= 1
+        if depth[0]:
+            return y
         calls.append(1)
         v = y.astype(np.int32)
         return np.where(v > 0, v - 8, v + 8).astype(y.dtype)
@@ -170,6 +179,94 @@ def test_wrong_int16_input_table_kernel_is_caught(wide_lut_checker, monkeypatch)
     bit3 + bit5) 8 off: the golden model's ``golden_lut.lut_int16`` is its own."""
     chk, xs = wide_lut_checker
     _assert_caught(chk, xs, monkeypatch, lut, "apply_lut_wide", [conv_exec])
+
+
+@pytest.fixture(scope="module")
+def epi_model(tmp_path_factory):
+    """(program folder, model path, inputs) of conv-LeakyRelu(0.1) (the two-slope epilogue),
+    a 1x1 conv plus a residual (the shortcut epilogue), GAP-flatten-gemm (the logits a raw
+    int32 output)."""
+    tmp = tmp_path_factory.mktemp("epicatch")
+    r = np.random.default_rng(15)
+    inits = {"w0": r.normal(0, 0.3, (8, 3, 3, 3)), "w1": r.normal(0, 0.3, (8, 8, 1, 1)),
+             "wf": r.normal(0, 0.3, (10, 8)), "bf": r.normal(0, 0.1, (10,))}
+    nodes = [N("Conv", ["x", "w0"], ["c"], pads=[1] * 4), N("LeakyRelu", ["c"], ["l"], alpha=0.1),
+             N("Conv", ["l", "w1"], ["d"]), N("Add", ["d", "l"], ["e"]),
+             N("GlobalAveragePool", ["e"], ["g"]), N("Flatten", ["g"], ["f"]),
+             N("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
+    model = make_model_impl(nodes, [1, 3, 10, 10], inits, opset=17)
+    onnx.save(model, tmp / "m.onnx")
+    xs = [r.normal(0, 1, (1, 3, 10, 10)).astype(np.float32) for _ in range(6)]
+    m = api.compile(model, "10x10x3", calibration=xs[:4])
+    assert m.program.cmd.commands   # compiled
+    return m.save(tmp / "o"), tmp / "m.onnx", xs[4:]
+
+
+@pytest.mark.parametrize("name,numba", [("two_slope_epilogue", True),
+                                        ("conv_epilogue_int32", True),
+                                        ("conv_epilogue", False)])
+def test_wrong_conv_epilogue_is_caught(epi_model, monkeypatch, name, numba):
+    """The executor's numpy conv epilogues 8 off: the two-slope one (LeakyRelu), the raw int32
+    one (the logits) and, without the compiled kernels, the plain one (with and without a
+    shortcut); the golden model's ``quant/golden_epi.py`` is its own."""
+    from tcc_compiler.numerics import epilogue, jit
+
+    if numba and not jit.available():
+        pytest.skip("the compiled kernels are off: the plain epilogue case covers numpy")
+    old = jit.set_enabled(numba and jit.available())
+    try:
+        folder, onnx_path, xs = epi_model
+        chk = Checker(load_program(folder), onnx_path)
+        try:
+            module = kernels if name == "conv_epilogue_int32" else epilogue
+            _assert_caught(chk, xs, monkeypatch, module, name, [conv_exec])
+        finally:
+            chk.close()
+    finally:
+        jit.set_enabled(old)
+
+
+@pytest.mark.parametrize("trial", range(4))
+def test_golden_epilogues_are_the_kernels(trial):
+    """``golden_epi`` gives ``numerics``' epilogue bytes: plain with and without a shortcut,
+    two-slope, raw int32, int8/int16 outputs, int16 weights (64-bit accumulators), per-channel
+    clamps, extreme accumulators, biases, multipliers and shifts."""
+    from types import SimpleNamespace
+
+    from tcc_compiler.numerics.epilogue import channel_clamp, conv_epilogue, two_slope_epilogue
+    from tcc_compiler.quant import golden_epi
+
+    r = np.random.default_rng(600 + trial)
+    for case in range(40):
+        o, dt = int(r.integers(1, 9)), (np.int8, np.int16)[case % 2]
+        info, wide_w = np.iinfo(dt), case % 5 == 0
+        lim = 2 ** 46 if wide_w else 2 ** 31
+        acc = r.integers(-lim, lim, (3, 4, o)).astype(np.int64 if wide_w else np.int32)
+        acc.flat[:2] = -lim, lim - 1
+        mlim = 2 ** 15 if wide_w else 2 ** 31
+        lo, hi = sorted(int(v) for v in r.integers(info.min, int(info.max) + 1, 2))
+        clamps = r.integers(0, 256, (2, o)) if dt == np.int8 and case % 3 == 1 else (None, None)
+        q = SimpleNamespace(
+            bias=r.integers(-2 ** 31, 2 ** 31, o).astype(np.int32),
+            mult=r.integers(0, mlim, o), sc_mult=r.integers(0, mlim, o),
+            shift=np.full(o, (1, 62, 31, 45)[trial]) if case % 4 == 0
+            else r.integers(40 if wide_w else 1, 63, o),
+            zp_out=0 if dt == np.int16 else int(r.integers(-128, 128)),
+            zp_sc=int(r.integers(-128, 128)), act_lo=lo, act_hi=hi, out_dtype=dt,
+            clamp_lo=clamps[0], clamp_hi=clamps[1], wide_w=wide_w)
+        sc = r.integers(-128, 128, (3, 4, o)).astype(np.int8) if case % 2 else None
+        want = conv_epilogue(acc, q.bias, q.mult, q.shift, q.zp_out, lo, hi, sc, q.zp_sc,
+                             q.sc_mult if sc is not None else None, dt, acc64=wide_w)
+        got = golden_epi.conv_epilogue(acc, q, sc)
+        assert got.dtype == dt and np.array_equal(got, channel_clamp(want, *clamps))
+        want = two_slope_epilogue(acc, q.bias, q.mult, q.sc_mult, q.shift, q.zp_out, lo, hi,
+                                  dt, acc64=wide_w)
+        got = golden_epi.conv_epilogue(acc, q, None, two_slope=True)
+        assert np.array_equal(got, channel_clamp(want, *clamps))
+        if not wide_w:
+            got = golden_epi.raw_int32(acc, q.bias)
+            assert got.dtype == np.int32
+            assert np.array_equal(got, kernels.conv_epilogue_int32(acc, q.bias))
 
 
 @pytest.mark.parametrize("trial", range(3))
