@@ -74,7 +74,8 @@ def prepare_conv(node: Node, weights: ConvWeights | None = None) -> tuple[
 
 def eval_int_node(node: Node, args: list[np.ndarray], prepared: tuple | None = None,
                   acc_fn=None, fused=None) -> np.ndarray:
-    """One NPU op on NHWC integer arrays (the executor's kernels, whole tensors).
+    """One NPU op on NHWC integer arrays, whole tensors (the golden model's own kernels where
+    it has them, ``quant/golden_*.py``; the conv accumulators are the executor's).
 
     Args:
         node: a quantized NPU op. args: its operands (int8/int16 NHWC [H, W, C]; None
@@ -137,7 +138,8 @@ def gap_int(x: np.ndarray, p: PoolQuant) -> np.ndarray:
     range, the whole map's int64 sum taken at once (``sum(x - zp_x) = sum(x) - H W zp_x``
     exactly; |sum| < 2**32 for int16 maps up to 2**15 pixels, so ``|sum| M < 2**63``): the
     integers :func:`~tcc_compiler.numerics.kernels.avgpool_int8` (the executor's POOL_TILE
-    kernel) gives over one H x W window, computed by the golden model's own formula so a
+    kernel) gives over one H x W window, computed by the golden model's own formula (rounded
+    by :func:`~tcc_compiler.quant.golden_pool.rescale`, not ``numerics.requantize``) so a
     fault in that kernel stays visible to ``--check``.
 
     Returns:
