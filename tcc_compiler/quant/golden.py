@@ -18,10 +18,10 @@ from tcc_compiler.ir.ops import HOST_OPS, Op, ResizeMode, VIEW_OPS
 from tcc_compiler.ir.shapes import npu_hwc
 from tcc_compiler.numerics import jit
 from tcc_compiler.numerics import kernels as K
-from tcc_compiler.numerics.accumulator import accumulator, depthwise_epilogue
+from tcc_compiler.numerics.accumulator import accumulator
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.eltwise import EwKind
-from tcc_compiler.numerics.epilogue import EpilogueConsts, channel_clamp, epilogue_consts
+from tcc_compiler.numerics.epilogue import EpilogueConsts, epilogue_consts
 from tcc_compiler.quant import golden_conv, golden_epi, golden_resize
 from tcc_compiler.quant.golden_ew import ew_int
 from tcc_compiler.quant.golden_lut import lut_int8, lut_int16
@@ -194,45 +194,31 @@ def conv_fused(node: Node, x: np.ndarray, prepared: tuple):
     """A depthwise conv ``node``'s accumulator, epilogue and per-channel clamp in one routine
     ``f(x) -> y`` for int8 inputs of ``x``'s shape (``prepared``: its :func:`prepare_conv`):
     the golden model's own kernel (:func:`~tcc_compiler.quant.golden_conv.own_depthwise`, not
-    the executor's), else (without it) :func:`~tcc_compiler.numerics.accumulator.
-    depthwise_epilogue` into a new array; the bytes :func:`_conv_int` gives. None for any
-    other conv (not depthwise, a shortcut input, int32 or two-slope output, int16 weights or
-    input) or when both routines decline."""
+    the executor's ``accumulator.depthwise_epilogue``, which it once fell back to: a fault
+    there stayed invisible to ``--check`` where the own kernel declined); the bytes
+    :func:`_conv_int` gives. None for any other conv (not depthwise, a shortcut input, int32
+    or two-slope output, int16 weights or input) or when the own kernel declines (no
+    compiled kernels, parameters outside its domain)."""
     cw, q, _, jit_params = prepared
     if (node.op is not Op.CONV or cw.dw is None or x.dtype != np.int8 or x.ndim != 3
             or q.out_int32 or q.two_slope or q.wide_w or jit_params is None
             or (len(node.inputs) > 3 and node.inputs[3] is not None)):
         return None
-    a = node.attrs
-    own = _own_depthwise(node, x, prepared)
-    if own is not None:
-        return own
-    run = depthwise_epilogue(x.shape, q.zp_in, cw, a.strides, a.pads, a.dilations, jit_params,
-                             q.zp_out, q.act_lo, q.act_hi)
-    if run is None:
-        return None
-    shape, dtype, lo, hi = npu_hwc(node.output.shape), q.out_dtype, q.clamp_lo, q.clamp_hi
-
-    def fused(xa: np.ndarray) -> np.ndarray:
-        y = np.empty(shape, dtype)
-        run(xa, y)
-        return channel_clamp(y, lo, hi)
-    return fused
+    return _own_depthwise(node, x, prepared)   # None: _conv_int's own numpy epilogue
 
 
 def conv_plain(node: Node, prepared: tuple, acc_fn):
     """A conv/fc ``node``'s accumulator routine ``acc_fn`` (:func:`conv_accumulator`) and its
     epilogue and per-channel clamp: the golden model's own kernel (:func:`~tcc_compiler.quant.
-    golden_conv.own_epilogue`), else the compiled epilogue :func:`~tcc_compiler.numerics.jit.
-    epilogue` (the entry ``conv_epilogue`` takes) then ``channel_clamp``; deliberately not the
-    executor's ``jit.epilogue_into``, so a fault in that entry stays visible to ``--check``: a
-    routine
+    golden_conv.own_epilogue`; not the executor's ``jit.epilogue_into`` nor ``jit.epilogue``,
+    which shares its compiled kernel and which it once fell back to, so a fault there stays
+    visible to ``--check``): a routine
     ``f(x, sc) -> y`` giving the bytes :func:`_conv_int` gives for an int8 NHWC ``x`` of the
     shape ``acc_fn`` was made for and the shortcut ``sc`` (int8/int16 broadcasting to the
     accumulator's [OH, OW, O], or None; present exactly when the node has one), int8/int16
     [OH, OW, O] as the output value, without ``_conv_int``'s per-call route choice; None when
     ``_conv_int`` would take another route (no ``acc_fn``, int32 / two-slope / 64-bit
-    accumulator output, no compiled kernels or epilogue parameters).
+    accumulator output, no compiled kernels or epilogue parameters, the own kernel declines).
 
     Why: part of the golden model's Python time per image (EfficientNet-Lite0: 33 such convs
     an image; with the run plan of :class:`GoldenModel`, 4.97 -> 4.72 ms of CPU per image,
@@ -242,22 +228,7 @@ def conv_plain(node: Node, prepared: tuple, acc_fn):
     if (acc_fn is None or q.out_int32 or q.two_slope or q.wide_w or params is None
             or not jit.available() or params[0].size != cw.w.shape[0]):
         return None
-    own = _own_plain(node, prepared, acc_fn)
-    if own is not None:
-        return own
-    zp_out, lo, hi, zp_sc = int(q.zp_out), int(q.act_lo), int(q.act_hi), int(q.zp_sc)
-    dtype, clo, chi = q.out_dtype, q.clamp_lo, q.clamp_hi
-    bias, mult, shift, sc_mult = q.bias, q.mult, q.shift, q.sc_mult
-
-    def plain(x: np.ndarray, sc: np.ndarray | None) -> np.ndarray:
-        acc = acc_fn(x)
-        y = jit.epilogue(acc, bias, mult, shift, zp_out, lo, hi, sc, zp_sc, sc_mult, dtype,
-                         params)
-        if y is None:   # not expected (checked above): the general route
-            y = K.conv_epilogue(acc, bias, mult, shift, zp_out, lo, hi, sc, zp_sc, sc_mult,
-                                dtype, True, params)
-        return channel_clamp(y, clo, chi)
-    return plain
+    return _own_plain(node, prepared, acc_fn)   # None: _conv_int's own numpy epilogue
 
 
 def _own_depthwise(node: Node, x: np.ndarray, prepared: tuple):

@@ -226,6 +226,84 @@ def test_wrong_conv_epilogue_is_caught(epi_model, monkeypatch, name, numba):
         jit.set_enabled(old)
 
 
+@pytest.fixture(scope="module")
+def dw_epi_model():
+    """(quantized graph, inputs) of conv-relu-depthwise(3x3)-relu-conv(1x1) plus a residual-
+    GAP-flatten-gemm: conv epilogues of every kind (plain, depthwise-fused, shortcut)."""
+    r = np.random.default_rng(16)
+    inits = {"w0": r.normal(0, 0.3, (16, 3, 3, 3)), "wd": r.normal(0, 0.3, (16, 1, 3, 3)),
+             "w1": r.normal(0, 0.3, (16, 16, 1, 1)), "wf": r.normal(0, 0.3, (10, 16)),
+             "bf": r.normal(0, 0.1, (10,))}
+    nodes = [N("Conv", ["x", "w0"], ["c"], pads=[1] * 4), N("Relu", ["c"], ["r"]),
+             N("Conv", ["r", "wd"], ["d"], pads=[1] * 4, group=16), N("Relu", ["d"], ["e"]),
+             N("Conv", ["e", "w1"], ["p"]), N("Add", ["p", "r"], ["s"]),
+             N("GlobalAveragePool", ["s"], ["g"]), N("Flatten", ["g"], ["f"]),
+             N("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
+    model = make_model_impl(nodes, [1, 3, 12, 12], inits, opset=17)
+    xs = [r.normal(0, 1, (1, 3, 12, 12)).astype(np.float32) for _ in range(5)]
+    return api.compile(model, "12x12x3", calibration=xs[:4]).quantized_graph, xs[4:]
+
+
+def _moved(y: np.ndarray) -> np.ndarray:
+    """``y`` (int8/int16, any strides) with every value moved by 8 towards the middle, in
+    place."""
+    v = y.astype(np.int32)
+    y[...] = np.where(v > 0, v - 8, v + 8)
+    return y
+
+
+def test_golden_model_never_runs_the_compiled_epilogue_kernels(dw_epi_model, monkeypatch):
+    """Where the golden model's own compiled conv kernels decline (``golden_conv.
+    own_depthwise`` / ``own_epilogue`` give None, as for parameters outside their domain) it
+    takes its numpy epilogue (``quant/golden_epi.py``), not the executor's compiled ones
+    (``jit.epilogue`` / ``epilogue_into`` / ``depthwise_epilogue_routine``): with those 8 off
+    its bytes stay those of its own kernels. Before, it fell back to ``jit.epilogue`` and
+    ``accumulator.depthwise_epilogue``, so a fault there was invisible to ``run --check``."""
+    from tcc_compiler.numerics import jit
+    from tcc_compiler.quant import golden_conv
+    from tcc_compiler.quant.golden import GoldenModel
+
+    if not jit.available():
+        pytest.skip("needs the compiled kernels (numba)")
+    graph, xs = dw_epi_model
+    want = GoldenModel(graph).run(xs[0], keep=True)
+    calls: list = []
+    real_epi, real_dw = jit.epilogue, jit.depthwise_epilogue_routine
+
+    def wrong_epi(*a, **k):
+        y = real_epi(*a, **k)
+        if y is not None:
+            calls.append(1)
+            _moved(y)
+        return y
+
+    def wrong_into(*a, **k):
+        calls.append(1)
+        raise AssertionError("the golden model ran the executor's epilogue_into")
+
+    def wrong_dw(*a, **k):
+        run = real_dw(*a, **k)
+        if run is None:
+            return None
+
+        def moved(x, out):
+            run(x, out)
+            calls.append(1)
+            _moved(out)
+        return moved
+
+    monkeypatch.setattr(golden_conv, "own_depthwise", lambda *a, **k: None)
+    monkeypatch.setattr(golden_conv, "own_epilogue", lambda *a, **k: None)
+    monkeypatch.setattr(jit, "epilogue", wrong_epi)
+    monkeypatch.setattr(jit, "epilogue_into", wrong_into)
+    monkeypatch.setattr(jit, "depthwise_epilogue_routine", wrong_dw)
+    got = GoldenModel(graph).run(xs[0], keep=True)
+    assert not calls
+    assert set(got) == set(want)
+    for k, v in want.items():
+        assert np.array_equal(got[k], v), k
+
+
 @pytest.mark.parametrize("trial", range(4))
 def test_golden_epilogues_are_the_kernels(trial):
     """``golden_epi`` gives ``numerics``' epilogue bytes: plain with and without a shortcut,
