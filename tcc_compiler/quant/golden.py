@@ -18,20 +18,18 @@ from tcc_compiler.ir.ops import HOST_OPS, Op, ResizeMode, VIEW_OPS
 from tcc_compiler.ir.shapes import npu_hwc
 from tcc_compiler.numerics import jit
 from tcc_compiler.numerics import kernels as K
-from tcc_compiler.numerics.accumulator import accumulator, depthwise_epilogue, packed
+from tcc_compiler.numerics.accumulator import accumulator, packed
 from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.eltwise import EwKind
-from tcc_compiler.numerics.epilogue import (EpilogueConsts, channel_clamp, epilogue_consts,
-                                            two_slope_epilogue)
-from tcc_compiler.numerics.requant import requantize
-from tcc_compiler.numerics.resize import bilinear_int8
-from tcc_compiler.numerics.softmax import softmax_int8
-from tcc_compiler.quant import golden_conv
+from tcc_compiler.numerics.epilogue import EpilogueConsts, epilogue_consts
+from tcc_compiler.quant import golden_conv, golden_epi, golden_resize
 from tcc_compiler.quant.golden_ew import ew_int
 from tcc_compiler.quant.golden_lut import lut_int8, lut_int16
+from tcc_compiler.quant.golden_pool import avgpool_node, rescale
+from tcc_compiler.quant.golden_softmax import group_softmax
 from tcc_compiler.quant.params import (PoolQuant, add_quant, conv_quant, dequantize_output,
                                        group_softmax_table, lut_quant,
-                                       ew_quant, pool_divisors, pool_quant, quantize_input,
+                                       ew_quant, pool_quant, quantize_input,
                                        uses_ew)
 
 
@@ -76,7 +74,8 @@ def prepare_conv(node: Node, weights: ConvWeights | None = None) -> tuple[
 
 def eval_int_node(node: Node, args: list[np.ndarray], prepared: tuple | None = None,
                   acc_fn=None, fused=None) -> np.ndarray:
-    """One NPU op on NHWC integer arrays (the executor's kernels, whole tensors).
+    """One NPU op on NHWC integer arrays, whole tensors (the golden model's own kernels where
+    it has them, ``quant/golden_*.py``; the conv accumulators are the executor's).
 
     Args:
         node: a quantized NPU op. args: its operands (int8/int16 NHWC [H, W, C]; None
@@ -102,18 +101,8 @@ def eval_int_node(node: Node, args: list[np.ndarray], prepared: tuple | None = N
         return maxpool_plain(x, a.kernel, a.strides, a.pads)
     if node.op is Op.GAP:
         return gap_int(x, pool_quant(node))
-    if node.op is Op.AVGPOOL:
-        p = pool_quant(node)
-        kern, strides, pads = node.attrs.kernel, node.attrs.strides, node.attrs.pads
-        mult, shift = p.mult, p.shift
-        div = pool_divisors(node)
-        if div is not None:   # count_include_pad=0: one (mult, shift) per output pixel
-            n = np.multiply.outer(*div)
-            qs = {int(d): pool_quant(node, int(d)) for d in np.unique(n)}
-            mult = np.vectorize(lambda d: qs[d].mult, otypes=[np.int64])(n)[..., None]
-            shift = np.vectorize(lambda d: qs[d].shift, otypes=[np.int64])(n)[..., None]
-        return K.avgpool_int8(x, p.zp_in, kern, strides, pads, mult, shift, p.zp_out,
-                              x.dtype)
+    if node.op is Op.AVGPOOL:   # its own (quant/golden_pool.py), not numerics' avgpool_int8
+        return avgpool_node(node, x)
     if uses_ew(node):
         q = ew_quant(node)
         return ew_int(q.kind, x, args[1], q.zp_a, q.zp_b, q.zp_out, q.mult_a, q.mult_b,
@@ -127,7 +116,7 @@ def eval_int_node(node: Node, args: list[np.ndarray], prepared: tuple | None = N
         return (lut_int16(x, lq.tables[0], lq.wide_out) if lq.wide   # its own, not numerics/lut
                 else lut_int8(x, lq.tables))
     if node.op is Op.GROUP_SOFTMAX:   # NHWC: each pixel's channel groups are contiguous
-        return softmax_int8(x, node.attrs.group, group_softmax_table(node))
+        return group_softmax(x, node.attrs.group, group_softmax_table(node))   # its own
     if node.op is Op.RESIZE:
         return _resize_int(node, x)
     if node.op is Op.SHUFFLE:  # NHWC: a permutation of the last axis; shared quantization
@@ -149,7 +138,8 @@ def gap_int(x: np.ndarray, p: PoolQuant) -> np.ndarray:
     range, the whole map's int64 sum taken at once (``sum(x - zp_x) = sum(x) - H W zp_x``
     exactly; |sum| < 2**32 for int16 maps up to 2**15 pixels, so ``|sum| M < 2**63``): the
     integers :func:`~tcc_compiler.numerics.kernels.avgpool_int8` (the executor's POOL_TILE
-    kernel) gives over one H x W window, computed by the golden model's own formula so a
+    kernel) gives over one H x W window, computed by the golden model's own formula (rounded
+    by :func:`~tcc_compiler.quant.golden_pool.rescale`, not ``numerics.requantize``) so a
     fault in that kernel stays visible to ``--check``.
 
     Returns:
@@ -157,7 +147,7 @@ def gap_int(x: np.ndarray, p: PoolQuant) -> np.ndarray:
     """
     h, w, c = x.shape
     sums = x.reshape(h * w, c).sum(axis=0, dtype=np.int64) - np.int64(h * w * int(p.zp_in))
-    y = requantize(sums, p.mult, p.shift) + p.zp_out
+    y = rescale(sums, p.mult, p.shift) + p.zp_out
     return np.clip(y, *K.int_range(x.dtype)).astype(x.dtype).reshape(1, 1, c)
 
 
@@ -207,45 +197,31 @@ def conv_fused(node: Node, x: np.ndarray, prepared: tuple):
     """A depthwise conv ``node``'s accumulator, epilogue and per-channel clamp in one routine
     ``f(x) -> y`` for int8 inputs of ``x``'s shape (``prepared``: its :func:`prepare_conv`):
     the golden model's own kernel (:func:`~tcc_compiler.quant.golden_conv.own_depthwise`, not
-    the executor's), else (without it) :func:`~tcc_compiler.numerics.accumulator.
-    depthwise_epilogue` into a new array; the bytes :func:`_conv_int` gives. None for any
-    other conv (not depthwise, a shortcut input, int32 or two-slope output, int16 weights or
-    input) or when both routines decline."""
+    the executor's ``accumulator.depthwise_epilogue``, which it once fell back to: a fault
+    there stayed invisible to ``--check`` where the own kernel declined); the bytes
+    :func:`_conv_int` gives. None for any other conv (not depthwise, a shortcut input, int32
+    or two-slope output, int16 weights or input) or when the own kernel declines (no
+    compiled kernels, parameters outside its domain)."""
     cw, q, _, jit_params = prepared
     if (node.op is not Op.CONV or cw.dw is None or x.dtype != np.int8 or x.ndim != 3
             or q.out_int32 or q.two_slope or q.wide_w or jit_params is None
             or (len(node.inputs) > 3 and node.inputs[3] is not None)):
         return None
-    a = node.attrs
-    own = _own_depthwise(node, x, prepared)
-    if own is not None:
-        return own
-    run = depthwise_epilogue(x.shape, q.zp_in, cw, a.strides, a.pads, a.dilations, jit_params,
-                             q.zp_out, q.act_lo, q.act_hi)
-    if run is None:
-        return None
-    shape, dtype, lo, hi = npu_hwc(node.output.shape), q.out_dtype, q.clamp_lo, q.clamp_hi
-
-    def fused(xa: np.ndarray) -> np.ndarray:
-        y = np.empty(shape, dtype)
-        run(xa, y)
-        return channel_clamp(y, lo, hi)
-    return fused
+    return _own_depthwise(node, x, prepared)   # None: _conv_int's own numpy epilogue
 
 
 def conv_plain(node: Node, prepared: tuple, acc_fn):
     """A conv/fc ``node``'s accumulator routine ``acc_fn`` (:func:`conv_accumulator`) and its
     epilogue and per-channel clamp: the golden model's own kernel (:func:`~tcc_compiler.quant.
-    golden_conv.own_epilogue`), else the compiled epilogue :func:`~tcc_compiler.numerics.jit.
-    epilogue` (the entry ``conv_epilogue`` takes) then ``channel_clamp``; deliberately not the
-    executor's ``jit.epilogue_into``, so a fault in that entry stays visible to ``--check``: a
-    routine
+    golden_conv.own_epilogue`; not the executor's ``jit.epilogue_into`` nor ``jit.epilogue``,
+    which shares its compiled kernel and which it once fell back to, so a fault there stays
+    visible to ``--check``): a routine
     ``f(x, sc) -> y`` giving the bytes :func:`_conv_int` gives for an int8 NHWC ``x`` of the
     shape ``acc_fn`` was made for and the shortcut ``sc`` (int8/int16 broadcasting to the
     accumulator's [OH, OW, O], or None; present exactly when the node has one), int8/int16
     [OH, OW, O] as the output value, without ``_conv_int``'s per-call route choice; None when
     ``_conv_int`` would take another route (no ``acc_fn``, int32 / two-slope / 64-bit
-    accumulator output, no compiled kernels or epilogue parameters).
+    accumulator output, no compiled kernels or epilogue parameters, the own kernel declines).
 
     Why: part of the golden model's Python time per image (EfficientNet-Lite0: 33 such convs
     an image; with the run plan of :class:`GoldenModel`, 4.97 -> 4.72 ms of CPU per image,
@@ -255,22 +231,7 @@ def conv_plain(node: Node, prepared: tuple, acc_fn):
     if (acc_fn is None or q.out_int32 or q.two_slope or q.wide_w or params is None
             or not jit.available() or params[0].size != cw.w.shape[0]):
         return None
-    own = _own_plain(node, prepared, acc_fn)
-    if own is not None:
-        return own
-    zp_out, lo, hi, zp_sc = int(q.zp_out), int(q.act_lo), int(q.act_hi), int(q.zp_sc)
-    dtype, clo, chi = q.out_dtype, q.clamp_lo, q.clamp_hi
-    bias, mult, shift, sc_mult = q.bias, q.mult, q.shift, q.sc_mult
-
-    def plain(x: np.ndarray, sc: np.ndarray | None) -> np.ndarray:
-        acc = acc_fn(x)
-        y = jit.epilogue(acc, bias, mult, shift, zp_out, lo, hi, sc, zp_sc, sc_mult, dtype,
-                         params)
-        if y is None:   # not expected (checked above): the general route
-            y = K.conv_epilogue(acc, bias, mult, shift, zp_out, lo, hi, sc, zp_sc, sc_mult,
-                                dtype, True, params)
-        return channel_clamp(y, clo, chi)
-    return plain
+    return _own_plain(node, prepared, acc_fn)   # None: _conv_int's own numpy epilogue
 
 
 def _own_depthwise(node: Node, x: np.ndarray, prepared: tuple):
@@ -304,7 +265,7 @@ def _conv_int(node: Node, args: list[np.ndarray], prepared: tuple, acc_fn=None,
     x = args[0]
     if fused is not None and (len(args) < 4 or args[3] is None):
         return fused(x)
-    cw, q, consts, jit_params = prepared
+    cw, q = prepared[0], prepared[1]
     if acc_fn is not None:
         acc = acc_fn(x)
     elif node.op is Op.CONV:
@@ -312,28 +273,21 @@ def _conv_int(node: Node, args: list[np.ndarray], prepared: tuple, acc_fn=None,
         acc = conv_accumulate_f(x, q.zp_in, cw, a.strides, a.pads, a.dilations)
     else:
         acc = conv_accumulate_f(x, q.zp_in, cw)
+    # the golden model's own numpy epilogues (quant/golden_epi.py), not numerics' executor ones
     if q.out_int32:   # 32-bit wrap of acc + bias (an int16 input's acc may pass 2**31)
-        return K.conv_epilogue_int32(acc, q.bias)
+        return golden_epi.raw_int32(acc, q.bias)
     if q.two_slope:
-        y = two_slope_epilogue(acc, q.bias, q.mult, q.sc_mult, q.shift, q.zp_out, q.act_lo,
-                               q.act_hi, q.out_dtype, consts, jit_params, q.wide_w)
-        return channel_clamp(y, q.clamp_lo, q.clamp_hi)
-    sc = args[3] if len(args) > 3 else None
-    if (sc is not None) != (len(node.inputs) > 3 and node.inputs[3] is not None):
-        consts, jit_params = True, None   # prepared for the node's own inputs: derived anew
-    y = K.conv_epilogue(acc, q.bias, q.mult, q.shift, q.zp_out, q.act_lo, q.act_hi,
-                        sc, q.zp_sc, q.sc_mult, q.out_dtype, consts, jit_params,
-                        acc64=q.wide_w)
-    return channel_clamp(y, q.clamp_lo, q.clamp_hi)
+        return golden_epi.conv_epilogue(acc, q, None, two_slope=True)
+    return golden_epi.conv_epilogue(acc, q, args[3] if len(args) > 3 else None)
 
 
 def _resize_int(node: Node, x: np.ndarray) -> np.ndarray:
-    """A resize of the NHWC int8 map ``x``: bilinear (numerics/resize.py) or nearest (rows,
-    then columns repeated)."""
+    """A resize of the NHWC int8 map ``x``: the golden model's own bilinear or nearest
+    (quant/golden_resize.py, not numerics/resize.py)."""
     a = node.attrs
     if a.mode is ResizeMode.BILINEAR:
-        return bilinear_int8(x, x.shape[0], a.scale_h, a.scale_w, a.coord.value)
-    return np.repeat(np.repeat(x, a.scale_h, axis=0), a.scale_w, axis=1)
+        return golden_resize.bilinear(x, a.scale_h, a.scale_w, a.coord.value)
+    return golden_resize.nearest(x, a.scale_h, a.scale_w)
 
 
 def _conv_route(node: Node, prepared: tuple, acc_fn, fused, plain, has_sc: bool):
