@@ -203,12 +203,13 @@ def epi_model(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name,numba", [("two_slope_epilogue", True),
-                                        ("conv_epilogue_int32", True),
+                                        ("conv_epilogue_int32", False),
                                         ("conv_epilogue", False)])
 def test_wrong_conv_epilogue_is_caught(epi_model, monkeypatch, name, numba):
-    """The executor's numpy conv epilogues 8 off: the two-slope one (LeakyRelu), the raw int32
-    one (the logits) and, without the compiled kernels, the plain one (with and without a
-    shortcut); the golden model's ``quant/golden_epi.py`` is its own."""
+    """The executor's numpy conv epilogues 8 off: the two-slope one (LeakyRelu) and, without
+    the compiled kernels, the raw int32 one (the logits; with them the executor takes
+    ``conv_exec._int32_step``, next test) and the plain one (with and without a shortcut);
+    the golden model's ``quant/golden_epi.py`` is its own."""
     from tcc_compiler.numerics import epilogue, jit
 
     if numba and not jit.available():
@@ -224,6 +225,35 @@ def test_wrong_conv_epilogue_is_caught(epi_model, monkeypatch, name, numba):
             chk.close()
     finally:
         jit.set_enabled(old)
+
+
+def test_wrong_int32_step_is_caught(epi_model, monkeypatch):
+    """The executor's compiled-route int32 tiles (``conv_exec._int32_step``: accumulators plus
+    bias in int32 straight into the box) with a bias 8 off: ``run --check`` reports it. The
+    step is made when a tile is planned, so the wrong one is in place before the checker's
+    first run."""
+    from tcc_compiler.numerics import jit
+
+    if not jit.available():
+        pytest.skip("the compiled kernels are off: the numpy int32 epilogue case covers it")
+    folder, onnx_path, xs = epi_model
+    chk = Checker(load_program(folder), onnx_path)
+    try:
+        assert chk.run_checked(xs[0])[1]["bit_exact"] is True
+    finally:
+        chk.close()
+    real, calls = conv_exec._int32_step, []
+
+    def wrong(acc_fn, x, bias, out):
+        calls.append(1)
+        return real(acc_fn, x, np.asarray(bias, np.int64) + 8, out)
+    monkeypatch.setattr(conv_exec, "_int32_step", wrong)
+    chk = Checker(load_program(folder), onnx_path)
+    try:
+        assert chk.run_checked(xs[1])[1]["bit_exact"] is False
+    finally:
+        chk.close()
+    assert calls
 
 
 @pytest.fixture(scope="module")
