@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from tcc_compiler.errors import InternalError
 from tcc_compiler.isa import spec
 from tcc_compiler.isa.wcodec import (BLOB_ALIGN, Block, BlockCompressor, LayerKind,
-                                     channel_blocks, encode_blob)
+                                     blob_chunks, channel_blocks, encode_blob)
 
 
 def _align(n: int) -> int:
@@ -142,6 +142,25 @@ def merge_blocks(weights: bytes, params: bytes, out_channels: int,
     rec = spec.PARAM_RECORD_BYTES
     return b"".join(weights[c0 * per:c1 * per] + params[c0 * rec:c1 * rec]
                     for c0, c1 in channel_blocks(out_channels, block_channels))
+
+
+def prefetch_merged(compressor: BlockCompressor, weights: bytes, params: bytes,
+                    block_channels: int) -> int:
+    """Start compressing, on ``compressor``'s background threads
+    (:meth:`~tcc_compiler.isa.wcodec.BlockCompressor.prefetch`), the blocks of the merged
+    blob a :meth:`WeightLayoutBuilder.add_layer` with ``merged`` and this compressor would
+    compress for the same ``weights`` (int8 OHWI bytes), ``params`` (16-byte records, one per
+    output channel) and ``block_channels``; nothing when the layer's blob is already made.
+    Returns how many blocks were started.
+
+    Raises:
+        InternalError: sizes inconsistent (as :meth:`WeightLayoutBuilder.add_layer`).
+    """
+    o = len(params) // spec.PARAM_RECORD_BYTES
+    if not o or (weights, params, o, block_channels) in compressor.merged:
+        return 0
+    raw = merge_blocks(weights, params, o, block_channels)
+    return compressor.prefetch(*blob_chunks(raw, o, block_channels, len(weights) // o))
 
 
 def split_merged(raw: bytes, weights_raw_bytes: int, out_channels: int,

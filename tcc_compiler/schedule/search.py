@@ -98,8 +98,12 @@ def search(graph: Graph, target: Target,
     """
     compressor = BlockCompressor() if compress_weights else None
     memo: dict = {}   # constants derived once for all the tries (conv_consts)
-    _, prog, cycles, alt = _search(graph, target, zone_fractions, compressor, cascade,
-                                   prefetch, memo)
+    try:
+        _, prog, cycles, alt = _search(graph, target, zone_fractions, compressor, cascade,
+                                       prefetch, memo)
+    finally:
+        if compressor is not None:   # its background compression (schedule/precompress.py)
+            compressor.close()
     done = []
     for p, c in [(prog, cycles)] + alt:
         p = _exact(p, c, target)

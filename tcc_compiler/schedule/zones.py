@@ -15,6 +15,7 @@ from tcc_compiler.schedule.geom import conv_geom
 from tcc_compiler.schedule.lowering import Lowering
 from tcc_compiler.schedule.memory import MemoryPlan, plan_memory
 from tcc_compiler.schedule.program import Program
+from tcc_compiler.schedule.precompress import precompress
 from tcc_compiler.schedule.rank import estimate_cycles, finalists, plan_key
 from tcc_compiler.target import Target
 
@@ -113,6 +114,7 @@ def best_zone(graph: Graph, t: Target, cands, compressor, memo: dict,
     """
     cache = {} if cache is None else cache
     chosen = _chosen(cands)
+    precompress(graph, t, [cands[i][2] for i in sorted(chosen)], compressor, memo)
     rest = sorted((i for i in range(len(cands)) if i not in chosen), key=lambda i: cands[i][3])
     lowered, error = [], None
     for batch in ([i for i in range(len(cands)) if i in chosen], *([i] for i in rest)):
