@@ -164,7 +164,7 @@ class BlockCompressor:
         (schedule/precompress.py), so the compression overlaps the lowering's own work; a
         block never asked for costs only its compression. Streams are :func:`deflate`'s, so
         nothing a lowering gets depends on what was prefetched. Returns how many blocks were
-        started. Call :meth:`close` when done."""
+        queued. Call :meth:`close` when done."""
         started = 0
         for key in zip(raws, splits if splits is not None else itertools.repeat(0)):
             if key in self._memo or key in self._pending:
@@ -175,6 +175,13 @@ class BlockCompressor:
             self._pending[key] = self._pool.submit(deflate, *key)
             started += 1
         return started
+
+    def drop_queued(self) -> int:
+        """Drop the prefetched blocks not started yet (a newer prediction replaces an older
+        one: the blocks it names again are queued in its order); returns how many."""
+        before = len(self._pending)
+        self._pending = {k: f for k, f in self._pending.items() if not f.cancel()}
+        return before - len(self._pending)
 
     def close(self) -> None:
         """Drop the prefetched blocks not started yet and let the background threads end

@@ -98,7 +98,8 @@ def handed(graph: Graph, t: Target, compressor, lw: Lowering, memo: dict,
     except ScheduleError:
         return best
     if any(coarse for _, coarse in HANDOVER_VARIANTS):   # their coarse blocks, made ahead
-        precompress(graph, t, [lw.mem], compressor, memo, after=hoists[0].consumer)
+        precompress(graph, t, [lw.mem], compressor, memo, after=hoists[0].consumer,
+                    replace=True)
     score = _exact_cycles(prog0, cycles, t)
     for k, coarse in HANDOVER_VARIANTS:
         hs = cut_area(hoists, k * blk)

@@ -63,13 +63,17 @@ def predicted_blocks(graph: Graph, t: Target, mem: MemoryPlan,
 
 def precompress(graph: Graph, t: Target, mems: list[MemoryPlan],
                 compressor: BlockCompressor | None, memo: dict | None,
-                after: str | None = None) -> int:
+                after: str | None = None, replace: bool = False) -> int:
     """Start compressing the merged weight blocks of :func:`predicted_blocks` under each of
     ``mems`` (op by op in graph order, each op's blockings in the order of ``mems``) on
     ``compressor``'s background threads; ``memo``: the lowerings' (``conv_consts``), shared.
-    Returns how many blocks were started (0 without a compressor)."""
+    ``replace``: this prediction replaces the earlier ones (their blocks not started yet are
+    dropped first, :meth:`~tcc_compiler.isa.wcodec.BlockCompressor.drop_queued`). Returns how
+    many blocks were queued (0 without a compressor)."""
     if compressor is None:
         return 0
+    if replace:
+        compressor.drop_queued()
     per_mem = [dict((id(n), bc) for n, bc in predicted_blocks(graph, t, m, after))
                for m in mems]
     started = 0

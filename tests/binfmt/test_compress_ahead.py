@@ -18,7 +18,8 @@ from tcc_compiler.binfmt import WeightFileBuilder
 from tcc_compiler.emit.binaries import encode_binaries
 from tcc_compiler.isa import spec, wcodec, wlayout
 from tcc_compiler.isa.wcodec import BlockCompressor, channel_blocks, deflate
-from tcc_compiler.schedule import lower, precompress, zones
+import tcc_compiler.schedule.search as schedule_search
+from tcc_compiler.schedule import handover, lower, precompress, zones
 from tcc_compiler.schedule.lowering import Lowering
 from tcc_compiler.target import load_target
 
@@ -124,6 +125,24 @@ def test_close_drops_queued_blocks_and_the_compressor_stays_usable(monkeypatch):
     comp.close()
 
 
+def test_drop_queued_drops_only_the_blocks_not_started(monkeypatch):
+    workers = os.cpu_count() or 1
+    busy = [_raw(30 + i, 512) for i in range(workers)]
+    queued = [_raw(96), _raw(95)]
+    gate = _Gate(monkeypatch, hold=workers)
+    comp = BlockCompressor()
+    comp.prefetch(busy + queued)
+    for _ in busy:
+        gate.started.acquire()
+    assert comp.drop_queued() == 2
+    assert comp.prefetch(queued[1:]) == 1   # a newer prediction: queued again
+    gate.release.set()
+    assert comp.deflate_many(busy + queued) == [deflate(r) for r in busy + queued]
+    assert sorted(len(c[0]) for c in gate.calls) == sorted(len(r) for r in busy + queued)
+    assert len({c[0] for c in gate.calls}) == len(gate.calls)   # none compressed twice
+    comp.close()
+
+
 @pytest.mark.parametrize("ahead", [5, 3])   # predicted right, predicted wrong
 def test_layout_is_the_same_whatever_was_compressed_ahead(monkeypatch, ahead):
     w, p = _layer(4)
@@ -170,9 +189,12 @@ def test_search_gives_the_same_program_with_and_without_compressing_ahead(net, m
     g, t = net
     started = []
     real = precompress.precompress
-    monkeypatch.setattr(zones, "precompress", lambda *a, **k: started.append(real(*a, **k)))
+    users = (zones, schedule_search, handover)
+    for m in users:
+        monkeypatch.setattr(m, "precompress", lambda *a, **k: started.append(real(*a, **k)))
     with_ahead = encode_binaries(lower(g, t, compress_weights=True), "t")
-    assert started and started[0] > 0
-    monkeypatch.setattr(zones, "precompress", lambda *a, **k: 0)
+    assert len(started) >= 2 and started[0] > 0   # the first plan's, the finalists'
+    for m in users:
+        monkeypatch.setattr(m, "precompress", lambda *a, **k: 0)
     without = encode_binaries(lower(g, t, compress_weights=True), "t")
     assert with_ahead == without
