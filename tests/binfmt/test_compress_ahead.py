@@ -43,6 +43,7 @@ class _Gate:
     def __init__(self, monkeypatch, hold: int):
         self.calls: list[tuple[bytes, int, str]] = []
         self.started = threading.Semaphore(0)
+        self.finished = threading.Semaphore(0)
         self.release = threading.Event()
         self.hold = hold
         self.lock = threading.Lock()
@@ -56,16 +57,23 @@ class _Gate:
             if held:
                 self.started.release()
                 self.release.wait()
-            return real(raw, split)
+            try:
+                return real(raw, split)
+            finally:
+                self.finished.release()
 
         monkeypatch.setattr(wcodec, "deflate", gated)
 
 
-def test_prefetched_blocks_give_their_own_streams():
+def test_prefetched_blocks_give_their_own_streams(monkeypatch):
     a, b = _raw(1), _raw(2)
+    gate = _Gate(monkeypatch, hold=0)
     comp = BlockCompressor()
     assert comp.prefetch([a, b, a], [0, 0, 700]) == 3
     assert comp.prefetch([a], [0]) == 0   # under way or made: not started again
+    for _ in range(3):   # all made on the background threads before any is asked for
+        gate.finished.acquire()
+    assert all(c[2].startswith("tccc-deflate") for c in gate.calls)
     got = comp.deflate_many([b, a, a], [0, 700, 0])
     want = [deflate(b), deflate(a, 700), deflate(a)]
     assert want[1] != want[2]   # the split is part of the key: a mix-up would show
