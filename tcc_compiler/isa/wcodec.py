@@ -140,6 +140,9 @@ class BlockCompressor:
         #: :class:`~tcc_compiler.isa.wlayout.WeightLayoutBuilder`; keyed by the layer's own
         #: bytes objects, hashed once and matched by identity across lowerings)
         self.merged: dict[tuple[bytes, bytes, int, int], tuple[bytes, tuple, bool]] = {}
+        #: the same key -> the raw merged blob of a layer prefetched
+        #: (:func:`~tcc_compiler.isa.wlayout.prefetch_merged`) and not laid out yet
+        self.merged_raw: dict[tuple[bytes, bytes, int, int], bytes] = {}
 
     def deflate(self, raw: bytes, split: int = 0) -> bytes:
         """The raw DEFLATE stream of ``raw`` (:func:`deflate`), from the memo when seen (or

@@ -206,3 +206,36 @@ def test_search_gives_the_same_program_with_and_without_compressing_ahead(net, m
         monkeypatch.setattr(m, "precompress", lambda *a, **k: 0)
     without = encode_binaries(lower(g, t, compress_weights=True), "t")
     assert with_ahead == without
+
+
+def test_a_prefetched_layer_is_merged_once(monkeypatch):
+    w, p = _layer(5)
+    merges = []
+    real = wlayout.merge_blocks
+    monkeypatch.setattr(wlayout, "merge_blocks", lambda *a: merges.append(a[3]) or real(*a))
+    comp = BlockCompressor()
+    wlayout.prefetch_merged(comp, w, p, 5)
+    wlayout.prefetch_merged(comp, w, p, 3)   # a wrong prediction besides
+    b = WeightFileBuilder(comp)
+    b.add_layer("conv", 0, w, p, block_channels=5, merged=True)
+    comp.close()
+    assert merges == [5, 3]   # the builder took the prefetch's merged blob
+    fresh = WeightFileBuilder(BlockCompressor())
+    fresh.add_layer("conv", 0, w, p, block_channels=5, merged=True)
+    assert b.build("t") == fresh.build("t")
+
+
+def test_weight_layout_joins_its_region_when_read():
+    w, p = _layer(6)
+    b = wlayout.WeightLayoutBuilder(BlockCompressor())
+    b.add_layer("a", 0, w, p, block_channels=5, merged=True)
+    b.add_layer("b", 0, w[:1200], p[:64], block_channels=2)
+    lay = b.build()
+    assert "data" not in vars(lay)   # not joined yet
+    assert lay.data == b"".join(lay.pieces) and len(lay.data) % 64 == 0
+    assert lay.data is lay.data   # joined once
+    again = b.build()
+    assert again == lay and hash(again) == hash(lay)
+    other = wlayout.WeightLayoutBuilder(None)
+    other.add_layer("a", 0, w, p, block_channels=5, merged=True)
+    assert other.build() != lay and other.build() != "not a layout"
