@@ -37,8 +37,9 @@ import itertools
 import os
 import struct
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Iterable
 
 from tcc_compiler.errors import FormatError, InternalError
 
@@ -127,6 +128,9 @@ class BlockCompressor:
 
     def __init__(self) -> None:
         self._memo: dict[tuple[bytes, int], bytes] = {}   # (raw, split) -> stream
+        # (raw, split) -> the stream being made on a background thread (:meth:`prefetch`)
+        self._pending: dict[tuple[bytes, int], Future] = {}
+        self._pool: ThreadPoolExecutor | None = None   # made by the first prefetch
         # (raw, out_channels, block_channels, split bytes per channel) -> (blob, blocks): raw
         # is the key itself, so a hit on the same bytes object compares by identity and its
         # hash is computed once
@@ -136,26 +140,105 @@ class BlockCompressor:
         #: :class:`~tcc_compiler.isa.wlayout.WeightLayoutBuilder`; keyed by the layer's own
         #: bytes objects, hashed once and matched by identity across lowerings)
         self.merged: dict[tuple[bytes, bytes, int, int], tuple[bytes, tuple, bool]] = {}
+        #: the same key -> the raw merged blob of a layer prefetched
+        #: (:func:`~tcc_compiler.isa.wlayout.prefetch_merged`) and not laid out yet
+        self.merged_raw: dict[tuple[bytes, bytes, int, int], bytes] = {}
 
     def deflate(self, raw: bytes, split: int = 0) -> bytes:
-        """The raw DEFLATE stream of ``raw`` (:func:`deflate`), from the memo when seen."""
-        z = self._memo.get((raw, split))
+        """The raw DEFLATE stream of ``raw`` (:func:`deflate`), from the memo when seen (or
+        from its :meth:`prefetch`, waited for when under way)."""
+        key = (raw, split)
+        z = self._memo.get(key)
         if z is None:
-            z = self._memo[(raw, split)] = deflate(raw, split)
+            fut = self._pending.pop(key, None)
+            if fut is not None and not fut.cancel():   # under way or done: its stream
+                z = self._memo[key] = fut.result()
+            else:
+                z = self._memo[key] = deflate(raw, split)
         return z
 
+    def prefetch(self, raws: Iterable[bytes], splits: Iterable[int] | None = None) -> int:
+        """Start compressing the blocks ``raws`` (at ``splits``, default none) that are
+        neither in the memo nor already started, on up to ``os.cpu_count()`` background
+        threads, in the given order, and return at once; :meth:`deflate` and
+        :meth:`deflate_many` of the same bytes then take the stream made (waiting for it when
+        under way; a block not started yet is taken back and compressed by the caller). The
+        schedule search calls it with the blocks it predicts its next lowering will ask for
+        (schedule/precompress.py), so the compression overlaps the lowering's own work; a
+        block never asked for costs only its compression. Streams are :func:`deflate`'s, so
+        nothing a lowering gets depends on what was prefetched. Returns how many blocks were
+        queued. Call :meth:`close` when done."""
+        started = 0
+        for key in zip(raws, splits if splits is not None else itertools.repeat(0)):
+            if key in self._memo or key in self._pending:
+                continue
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(os.cpu_count() or 1,
+                                                thread_name_prefix="tccc-deflate")
+            self._pending[key] = self._pool.submit(deflate, *key)
+            started += 1
+        return started
+
+    def drop_queued(self) -> int:
+        """Drop the prefetched blocks not started yet (a newer prediction replaces an older
+        one: the blocks it names again are queued in its order); returns how many."""
+        before = len(self._pending)
+        self._pending = {k: f for k, f in self._pending.items() if not f.cancel()}
+        return before - len(self._pending)
+
+    def close(self) -> None:
+        """Drop the prefetched blocks not started yet and let the background threads end
+        once the started ones are done (the memo stays usable; a later :meth:`prefetch`
+        makes new threads)."""
+        for fut in self._pending.values():
+            fut.cancel()
+        self._pending.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
     def deflate_many(self, raws: list[bytes], splits: list[int] | None = None) -> list[bytes]:
-        """:meth:`deflate` of each of ``raws`` (at ``splits``, default none); blocks not in
-        the memo are compressed on up to ``os.cpu_count()`` threads (zlib releases the GIL
-        while compressing: measured about 1.1 s per 25 MB of ResNet-50 weights on one core).
-        Output order and bytes do not depend on the threads."""
+        """:meth:`deflate` of each of ``raws`` (at ``splits``, default none); blocks neither
+        in the memo nor under way from :meth:`prefetch` are compressed on up to
+        ``os.cpu_count()`` threads (zlib releases the GIL while compressing: measured about
+        1.1 s per 25 MB of ResNet-50 weights on one core). Output order and bytes do not
+        depend on the threads."""
         keys = list(zip(raws, splits or [0] * len(raws)))
-        todo = [k for k in dict.fromkeys(keys) if k not in self._memo]
+        todo = [k for k in dict.fromkeys(keys) if k not in self._memo
+                and not self._under_way(k)]
         workers = min(len(todo), os.cpu_count() or 1)
         if workers > 1 and sum(len(r) for r, _ in todo) >= 1 << 16:
             with ThreadPoolExecutor(workers) as pool:
                 self._memo.update(zip(todo, pool.map(lambda k: deflate(*k), todo)))
         return [self.deflate(r, sp) for r, sp in keys]
+
+    def _under_way(self, key: tuple[bytes, int]) -> bool:
+        """Whether ``key``'s :meth:`prefetch` has started (or finished); one not started yet
+        is taken back (cancelled and forgotten), for the caller to compress."""
+        fut = self._pending.get(key)
+        if fut is None:
+            return False
+        if fut.cancel():
+            del self._pending[key]
+            return False
+        return True
+
+
+def blob_chunks(raw: bytes, out_channels: int, block_channels: int,
+                split_channel_bytes: int = 0) -> tuple[list[bytes], list[int]]:
+    """(raw bytes, DEFLATE split) of each block :func:`encode_blob` compresses for the same
+    arguments (the keys of :class:`BlockCompressor`'s memo).
+
+    Raises:
+        InternalError: as :func:`encode_blob`.
+    """
+    try:
+        sizes = _raw_sizes(len(raw), out_channels, block_channels, "weight compression")
+    except FormatError as exc:
+        raise InternalError(str(exc)) from None
+    starts = itertools.accumulate((n for _, _, n in sizes), initial=0)
+    return ([raw[a:b] for a, b in itertools.pairwise(starts)],
+            [(c1 - c0) * split_channel_bytes for c0, c1, _ in sizes])
 
 
 def inflate_exact(stream: bytes, raw_bytes: int, where: str) -> bytes:
@@ -236,16 +319,11 @@ def _encode_blob(raw: bytes, out_channels: int, block_channels: int,
                  compressor: BlockCompressor | None,
                  split_channel_bytes: int = 0) -> tuple[bytes, list[Block]]:
     """:func:`encode_blob` without the blob memo."""
-    try:
-        sizes = _raw_sizes(len(raw), out_channels, block_channels, "weight compression")
-    except FormatError as exc:
-        raise InternalError(str(exc)) from None
+    chunks, splits = blob_chunks(raw, out_channels, block_channels, split_channel_bytes)
+    sizes = _raw_sizes(len(raw), out_channels, block_channels, "weight compression")
     pos = INDEX_ENTRY_BYTES * len(sizes)
     parts: list[bytes] = []
     blocks: list[Block] = []
-    starts = itertools.accumulate((n for _, _, n in sizes), initial=0)
-    chunks = [raw[a:b] for a, b in itertools.pairwise(starts)]
-    splits = [(c1 - c0) * split_channel_bytes for c0, c1, _ in sizes]
     streams = (compressor.deflate_many(chunks, splits) if compressor is not None
                else [deflate(c, sp) for c, sp in zip(chunks, splits)])
     for (c0, c1, n), chunk, z in zip(sizes, chunks, streams):

@@ -12,12 +12,13 @@ both the scheduler and the containers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 
 from tcc_compiler.errors import InternalError
 from tcc_compiler.isa import spec
 from tcc_compiler.isa.wcodec import (BLOB_ALIGN, Block, BlockCompressor, LayerKind,
-                                     channel_blocks, encode_blob)
+                                     blob_chunks, channel_blocks, encode_blob)
 
 
 def _align(n: int) -> int:
@@ -127,13 +128,29 @@ class LayerWeights(LayerRecord):
     name: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WeightLayout(LayersSizes):
-    """The WEIGHTS region: its layers in load order and its bytes (blobs 64-aligned, zero
-    padding between; a multiple of 64 bytes long)."""
+    """The WEIGHTS region: its layers in load order and its bytes ``data`` (blobs 64-aligned,
+    zero padding between; a multiple of 64 bytes long), joined from ``pieces`` when first
+    read: the schedule search builds the layout of every program it lowers (ResNet-50 224:
+    eight of about 25 MB) and writes or runs only the winner's. Equal (and hashed) by layers
+    and data."""
 
     layers: tuple[LayerWeights, ...] = ()
-    data: bytes = b""
+    pieces: tuple[bytes, ...] = field(default=(), repr=False)
+
+    @functools.cached_property
+    def data(self) -> bytes:
+        """The region's bytes (``pieces`` joined, once)."""
+        return b"".join(self.pieces)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, WeightLayout):
+            return NotImplemented
+        return self.layers == other.layers and self.data == other.data
+
+    def __hash__(self) -> int:
+        return hash((self.layers, self.data))
 
 
 def _place(blob_offset: int, blocks: list[Block]) -> tuple[Block, ...]:
@@ -152,6 +169,28 @@ def merge_blocks(weights: bytes, params: bytes, out_channels: int,
     rec = spec.PARAM_RECORD_BYTES
     return b"".join(weights[c0 * per:c1 * per] + params[c0 * rec:c1 * rec]
                     for c0, c1 in channel_blocks(out_channels, block_channels))
+
+
+def prefetch_merged(compressor: BlockCompressor, weights: bytes, params: bytes,
+                    block_channels: int) -> int:
+    """Start compressing, on ``compressor``'s background threads
+    (:meth:`~tcc_compiler.isa.wcodec.BlockCompressor.prefetch`), the blocks of the merged
+    blob a :meth:`WeightLayoutBuilder.add_layer` with ``merged`` and this compressor would
+    compress for the same ``weights`` (int8 OHWI bytes), ``params`` (16-byte records, one per
+    output channel) and ``block_channels``; nothing when the layer's blob is already made.
+    Returns how many blocks were started.
+
+    Raises:
+        InternalError: sizes inconsistent (as :meth:`WeightLayoutBuilder.add_layer`).
+    """
+    o = len(params) // spec.PARAM_RECORD_BYTES
+    key = (weights, params, o, block_channels)
+    if not o or key in compressor.merged:
+        return 0
+    raw = compressor.merged_raw.get(key)
+    if raw is None:   # kept for the layer's add_layer (no second merge)
+        raw = compressor.merged_raw[key] = merge_blocks(weights, params, o, block_channels)
+    return compressor.prefetch(*blob_chunks(raw, o, block_channels, len(weights) // o))
 
 
 def split_merged(raw: bytes, weights_raw_bytes: int, out_channels: int,
@@ -278,8 +317,10 @@ class WeightLayoutBuilder:
         key = (weights, params, o, bc)
         got = memo.get(key) if memo is not None else None
         if got is None:
-            blob, blocks, z = self._blob(merge_blocks(weights, params, o, bc), o, bc,
-                                         len(weights) // o)
+            raw = self.compressor.merged_raw.pop(key, None) if memo is not None else None
+            if raw is None:   # (else merged by prefetch_merged)
+                raw = merge_blocks(weights, params, o, bc)
+            blob, blocks, z = self._blob(raw, o, bc, len(weights) // o)
             got = (blob, tuple(blocks), z)
             if memo is not None:
                 memo[key] = got
@@ -328,4 +369,4 @@ class WeightLayoutBuilder:
 
     def build(self) -> WeightLayout:
         """The frozen layout of the layers added so far."""
-        return WeightLayout(tuple(self._layers), b"".join(self._pieces))
+        return WeightLayout(tuple(self._layers), tuple(self._pieces))

@@ -40,6 +40,7 @@ from tcc_compiler.schedule.cost import replay
 from tcc_compiler.schedule.geom import conv_geom
 from tcc_compiler.schedule.hoist import MIN_PREFETCH_BYTES, Hoist
 from tcc_compiler.schedule.lowering import Lowering
+from tcc_compiler.schedule.precompress import precompress
 from tcc_compiler.schedule.prefetch import Prefetcher
 from tcc_compiler.schedule.program import Program
 from tcc_compiler.schedule.reorder import exact_waits
@@ -96,6 +97,9 @@ def handed(graph: Graph, t: Target, compressor, lw: Lowering, memo: dict,
         blk = block_bytes(graph, t, lw.mem, hoists, hoists[0])
     except ScheduleError:
         return best
+    if any(coarse for _, coarse in HANDOVER_VARIANTS):   # their coarse blocks, made ahead
+        precompress(graph, t, [lw.mem], compressor, memo, after=hoists[0].consumer,
+                    replace=True)
     score = _exact_cycles(prog0, cycles, t)
     for k, coarse in HANDOVER_VARIANTS:
         hs = cut_area(hoists, k * blk)

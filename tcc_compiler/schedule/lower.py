@@ -121,7 +121,11 @@ def lower_multi(graph: Graph, target: Target, compress_weights: bool, cores: int
     if cores != 2:
         raise InternalError(f"lower: {cores} cores (1 or 2 are supported)")
     comp = BlockCompressor() if compress_weights else None
-    lw, single, single_cycles = search_parts(graph, target, ZONE_FRACTIONS, comp, {})
+    try:
+        lw, single, single_cycles = search_parts(graph, target, ZONE_FRACTIONS, comp, {})
+    finally:
+        if comp is not None:   # its background compression (schedule/precompress.py)
+            comp.close()
     est: dict = {"single_core_cycles": single_cycles}
     best = None
     for zone, casc, bal, band, tiles in _spatial_candidates(lw, target):

@@ -21,6 +21,7 @@ from tcc_compiler.schedule.loadfill import fill_load_stalls
 from tcc_compiler.schedule.lowering import Lowering, has_depthwise
 from tcc_compiler.schedule.coarsewide import lifted_coarse
 from tcc_compiler.schedule.piecefit import fit_hoists, lifted_fitted
+from tcc_compiler.schedule.precompress import precompress
 from tcc_compiler.schedule.program import Program
 from tcc_compiler.schedule.rank import plan_key
 from tcc_compiler.schedule.reorder import exact_waits
@@ -98,8 +99,12 @@ def search(graph: Graph, target: Target,
     """
     compressor = BlockCompressor() if compress_weights else None
     memo: dict = {}   # constants derived once for all the tries (conv_consts)
-    _, prog, cycles, alt = _search(graph, target, zone_fractions, compressor, cascade,
-                                   prefetch, memo)
+    try:
+        _, prog, cycles, alt = _search(graph, target, zone_fractions, compressor, cascade,
+                                       prefetch, memo)
+    finally:
+        if compressor is not None:   # its background compression (schedule/precompress.py)
+            compressor.close()
     done = []
     for p, c in [(prog, cycles)] + alt:
         p = _exact(p, c, target)
@@ -142,8 +147,13 @@ def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
     """
     wide = has_depthwise(graph, t)
     best, seen, cache, pre, plans = None, [], {}, [], {}
+    # the blocks the first plan predicts are compressed while the others are planned
+    ahead = ((lambda mem: precompress(graph, t, [mem], compressor, memo))
+             if compressor is not None else None)
     for slack in BAND_SLACKS if cascade and wide else (0.0,):
-        cands = _zone_candidates(graph, t, zone_fractions, cascade, wide, slack, plans=plans)
+        cands = _zone_candidates(graph, t, zone_fractions, cascade, wide, slack, plans=plans,
+                                 first_plan=ahead)
+        ahead = None
         keys = {plan_key(c[2]) for c in cands}
         if keys in seen:   # no chain's band height moved: the same programs
             continue

@@ -6,6 +6,7 @@ prefetch-searches and lifts the fastest."""
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 from tcc_compiler.errors import ScheduleError
 from tcc_compiler.ir.graph import Graph
@@ -15,6 +16,7 @@ from tcc_compiler.schedule.geom import conv_geom
 from tcc_compiler.schedule.lowering import Lowering
 from tcc_compiler.schedule.memory import MemoryPlan, plan_memory
 from tcc_compiler.schedule.program import Program
+from tcc_compiler.schedule.precompress import precompress
 from tcc_compiler.schedule.rank import estimate_cycles, finalists, plan_key
 from tcc_compiler.target import Target
 
@@ -32,7 +34,8 @@ def program_cycles(prog: Program, t: Target) -> int:
 
 def zone_candidates(graph: Graph, t: Target, zone_fractions, cascade: bool,
                      compact: bool = False, band_slack: float = 0.0,
-                     plans: dict | None = None) -> list[tuple[int, bool, MemoryPlan, int, bool]]:
+                     plans: dict | None = None, first_plan: Callable | None = None
+                     ) -> list[tuple[int, bool, MemoryPlan, int, bool]]:
     """(zone bytes, cascade, memory plan, estimated cycles, compact) of every distinct zone
     size x cascading candidate, in the search's order (smaller zone first, cascading first);
     a plan equal to an earlier one (:func:`~tcc_compiler.schedule.rank.plan_key`) is dropped.
@@ -45,6 +48,8 @@ def zone_candidates(graph: Graph, t: Target, zone_fractions, cascade: bool,
     cascade_resident, compact, overwrite, band slack or None without cascades) -> (plan,
     estimate) or the ScheduleError of planning it, filled here and shared by the calls of one
     search (a plan without cascades is the same for every slack); None: none.
+    ``first_plan``: called with the first memory plan made, before the others are planned
+    (the search starts compressing the weight blocks it predicts, schedule/precompress.py).
 
     Raises:
         ScheduleError: the zone-free, cascade-free plan does not fit.
@@ -67,6 +72,9 @@ def zone_candidates(graph: Graph, t: Target, zone_fractions, cascade: bool,
                                       compact=tight, split=split, band_slack=band_slack,
                                       overwrite=not compact)
                     plans[key] = (mem, estimate_cycles(graph, mem, t))
+                    if first_plan is not None:
+                        first_plan(mem)
+                        first_plan = None
                 except ScheduleError as exc:
                     plans[key] = exc
             if isinstance(plans[key], ScheduleError):
@@ -113,6 +121,8 @@ def best_zone(graph: Graph, t: Target, cands, compressor, memo: dict,
     """
     cache = {} if cache is None else cache
     chosen = _chosen(cands)
+    precompress(graph, t, [cands[i][2] for i in sorted(chosen)], compressor, memo,
+                replace=True)
     rest = sorted((i for i in range(len(cands)) if i not in chosen), key=lambda i: cands[i][3])
     lowered, error = [], None
     for batch in ([i for i in range(len(cands)) if i in chosen], *([i] for i in rest)):

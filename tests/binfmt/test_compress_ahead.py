@@ -1,0 +1,241 @@
+"""Weight compression ahead of the lowering (isa/wcodec.BlockCompressor.prefetch,
+isa/wlayout.prefetch_merged, schedule/precompress.py): a prefetched block gives its own stream
+(never another block's), a block under way is waited for and not compressed again, one not
+started yet is taken back and compressed by the caller, and a layout or a schedule search is
+byte for byte the one made without compressing ahead, whether the prediction was right or
+wrong."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+from helpers.prefetch_net import quantized_prefetch_net
+
+from tcc_compiler.binfmt import WeightFileBuilder
+from tcc_compiler.emit.binaries import encode_binaries
+from tcc_compiler.isa import spec, wcodec, wlayout
+from tcc_compiler.isa.wcodec import BlockCompressor, channel_blocks, deflate
+import tcc_compiler.schedule.search as schedule_search
+from tcc_compiler.schedule import handover, lower, precompress, zones
+from tcc_compiler.schedule.lowering import Lowering
+from tcc_compiler.target import load_target
+
+
+def _raw(seed: int, n: int = 4096) -> bytes:
+    r = np.random.default_rng(seed)
+    return np.clip(np.round(r.standard_normal(n) * 20), -127, 127).astype(np.int8).tobytes()
+
+
+def _layer(seed: int, o: int = 12, per: int = 300) -> tuple[bytes, bytes]:
+    r = np.random.default_rng(seed)
+    p = spec.pack_conv_params(r.integers(-1000, 1000, o), r.integers(1, 2**30, o),
+                              np.full(o, 20))
+    return _raw(seed, o * per), p
+
+
+class _Gate:
+    """wcodec.deflate as the background threads call it, each call held until released
+    (``hold`` calls block), counting every call and the thread that made it."""
+
+    def __init__(self, monkeypatch, hold: int):
+        self.calls: list[tuple[bytes, int, str]] = []
+        self.started = threading.Semaphore(0)
+        self.finished = threading.Semaphore(0)
+        self.release = threading.Event()
+        self.hold = hold
+        self.lock = threading.Lock()
+        real = wcodec.deflate
+
+        def gated(raw, split=0):
+            with self.lock:
+                self.calls.append((raw, split, threading.current_thread().name))
+                held = self.hold > 0
+                self.hold -= held
+            if held:
+                self.started.release()
+                self.release.wait()
+            try:
+                return real(raw, split)
+            finally:
+                self.finished.release()
+
+        monkeypatch.setattr(wcodec, "deflate", gated)
+
+
+def test_prefetched_blocks_give_their_own_streams(monkeypatch):
+    a, b = _raw(1), _raw(2)
+    gate = _Gate(monkeypatch, hold=0)
+    comp = BlockCompressor()
+    assert comp.prefetch([a, b, a], [0, 0, 700]) == 3
+    assert comp.prefetch([a], [0]) == 0   # under way or made: not started again
+    for _ in range(3):   # all made on the background threads before any is asked for
+        gate.finished.acquire()
+    assert all(c[2].startswith("tccc-deflate") for c in gate.calls)
+    got = comp.deflate_many([b, a, a], [0, 700, 0])
+    want = [deflate(b), deflate(a, 700), deflate(a)]
+    assert want[1] != want[2]   # the split is part of the key: a mix-up would show
+    assert got == want
+    assert comp.deflate(a) == want[2] and comp.deflate(a, 700) == want[1]
+    comp.close()
+
+
+def test_a_block_under_way_is_waited_for_not_compressed_again(monkeypatch):
+    a = _raw(3)
+    gate = _Gate(monkeypatch, hold=1)
+    comp = BlockCompressor()
+    comp.prefetch([a])
+    gate.started.acquire()   # the background thread holds a's compression
+    gate.release.set()
+    assert comp.deflate(a) == deflate(a)
+    assert [c[:2] for c in gate.calls] == [(a, 0)]
+    assert gate.calls[0][2].startswith("tccc-deflate")
+    comp.close()
+
+
+def test_a_block_not_started_is_taken_back_by_the_caller(monkeypatch):
+    workers = os.cpu_count() or 1
+    busy = [_raw(10 + i, 512) for i in range(workers)]
+    queued = _raw(99)
+    gate = _Gate(monkeypatch, hold=workers)
+    comp = BlockCompressor()
+    comp.prefetch(busy + [queued])
+    for _ in busy:   # every background thread holds one of ``busy``: ``queued`` waits
+        gate.started.acquire()
+    try:
+        assert comp.deflate_many([queued]) == [deflate(queued)]   # would hang if waited for
+    finally:
+        gate.release.set()
+    mine = [c for c in gate.calls if c[0] == queued]
+    assert len(mine) == 1 and not mine[0][2].startswith("tccc-deflate")
+    assert comp.deflate_many(busy) == [deflate(r) for r in busy]
+    assert len(gate.calls) == workers + 1
+    comp.close()
+
+
+def test_close_drops_queued_blocks_and_the_compressor_stays_usable(monkeypatch):
+    workers = os.cpu_count() or 1
+    busy = [_raw(20 + i, 512) for i in range(workers)]
+    queued = _raw(98)
+    gate = _Gate(monkeypatch, hold=workers)
+    comp = BlockCompressor()
+    comp.prefetch(busy + [queued])
+    for _ in busy:
+        gate.started.acquire()
+    comp.close()   # ``queued`` dropped before it started
+    gate.release.set()
+    assert all(c[0] != queued for c in gate.calls)
+    assert comp.deflate(queued) == deflate(queued)
+    assert comp.prefetch([_raw(97)]) == 1   # new background threads
+    assert comp.deflate(_raw(97)) == deflate(_raw(97))
+    comp.close()
+
+
+def test_drop_queued_drops_only_the_blocks_not_started(monkeypatch):
+    workers = os.cpu_count() or 1
+    busy = [_raw(30 + i, 512) for i in range(workers)]
+    queued = [_raw(96), _raw(95)]
+    gate = _Gate(monkeypatch, hold=workers)
+    comp = BlockCompressor()
+    comp.prefetch(busy + queued)
+    for _ in busy:
+        gate.started.acquire()
+    assert comp.drop_queued() == 2
+    assert comp.prefetch(queued[1:]) == 1   # a newer prediction: queued again
+    gate.release.set()
+    assert comp.deflate_many(busy + queued) == [deflate(r) for r in busy + queued]
+    assert sorted(len(c[0]) for c in gate.calls) == sorted(len(r) for r in busy + queued)
+    assert len({c[0] for c in gate.calls}) == len(gate.calls)   # none compressed twice
+    comp.close()
+
+
+@pytest.mark.parametrize("ahead", [5, 3])   # predicted right, predicted wrong
+def test_layout_is_the_same_whatever_was_compressed_ahead(monkeypatch, ahead):
+    w, p = _layer(4)
+    fresh = WeightFileBuilder(BlockCompressor())
+    fresh.add_layer("conv", 0, w, p, block_channels=5, merged=True)
+    calls = []   # every compression, on any thread (a block taken back runs on the caller's)
+    real = wcodec.deflate
+    monkeypatch.setattr(wcodec, "deflate", lambda *a: calls.append(a) or real(*a))
+    comp = BlockCompressor()
+    assert wlayout.prefetch_merged(comp, w, p, ahead) == len(channel_blocks(12, ahead))
+    b = WeightFileBuilder(comp)
+    b.add_layer("conv", 0, w, p, block_channels=5, merged=True)
+    comp.close()
+    assert b.build("t") == fresh.build("t")
+    # no block compressed twice, every block the builder lays out compressed; predicted
+    # right, those are all the prefetched ones (a wrong prediction's blocks not started by
+    # close() are dropped)
+    own = wcodec.blob_chunks(wlayout.merge_blocks(w, p, 12, 5), 12, 5, len(w) // 12)
+    assert len(calls) == len(set(calls)) and set(zip(*own)) <= set(calls)
+    if ahead == 5:
+        assert len(calls) == len(channel_blocks(12, 5))
+    assert wlayout.prefetch_merged(comp, w, p, 5) == 0   # the layer's blob is made
+
+
+@pytest.fixture(scope="module")
+def net():
+    g, _ = quantized_prefetch_net(512, (256, 512))
+    return g, load_target().with_sram(512 * 1024)
+
+
+def test_predicted_blocks_are_the_lowerings(net):
+    g, t = net
+    comp = BlockCompressor()
+    lw = Lowering(g, t, 0, comp, memo={})
+    prog = lw.run()
+    pred = {n.name: bc for n, bc in precompress.predicted_blocks(g, t, lw.mem)}
+    laid = {li.name: li.block_channels for li in prog.weights.layers}
+    assert pred and len(pred) == sum(1 for n in g.nodes if n.op.name in ("CONV", "FC"))
+    assert pred == {k: laid[k] for k in pred}
+    comp.close()
+
+
+def test_search_gives_the_same_program_with_and_without_compressing_ahead(net, monkeypatch):
+    g, t = net
+    started = []
+    real = precompress.precompress
+    users = (zones, schedule_search, handover)
+    for m in users:
+        monkeypatch.setattr(m, "precompress", lambda *a, **k: started.append(real(*a, **k)))
+    with_ahead = encode_binaries(lower(g, t, compress_weights=True), "t")
+    assert len(started) >= 2 and started[0] > 0   # the first plan's, the finalists'
+    for m in users:
+        monkeypatch.setattr(m, "precompress", lambda *a, **k: 0)
+    without = encode_binaries(lower(g, t, compress_weights=True), "t")
+    assert with_ahead == without
+
+
+def test_a_prefetched_layer_is_merged_once(monkeypatch):
+    w, p = _layer(5)
+    merges = []
+    real = wlayout.merge_blocks
+    monkeypatch.setattr(wlayout, "merge_blocks", lambda *a: merges.append(a[3]) or real(*a))
+    comp = BlockCompressor()
+    wlayout.prefetch_merged(comp, w, p, 5)
+    wlayout.prefetch_merged(comp, w, p, 3)   # a wrong prediction besides
+    b = WeightFileBuilder(comp)
+    b.add_layer("conv", 0, w, p, block_channels=5, merged=True)
+    comp.close()
+    assert merges == [5, 3]   # the builder took the prefetch's merged blob
+    fresh = WeightFileBuilder(BlockCompressor())
+    fresh.add_layer("conv", 0, w, p, block_channels=5, merged=True)
+    assert b.build("t") == fresh.build("t")
+
+
+def test_weight_layout_joins_its_region_when_read():
+    w, p = _layer(6)
+    b = wlayout.WeightLayoutBuilder(BlockCompressor())
+    b.add_layer("a", 0, w, p, block_channels=5, merged=True)
+    b.add_layer("b", 0, w[:1200], p[:64], block_channels=2)
+    lay = b.build()
+    assert "data" not in vars(lay)   # not joined yet
+    assert lay.data == b"".join(lay.pieces) and len(lay.data) % 64 == 0
+    assert lay.data is lay.data   # joined once
+    again = b.build()
+    assert again == lay and hash(again) == hash(lay)
+    other = wlayout.WeightLayoutBuilder(None)
+    other.add_layer("a", 0, w, p, block_channels=5, merged=True)
+    assert other.build() != lay and other.build() != "not a layout"
