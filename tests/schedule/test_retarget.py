@@ -1,10 +1,12 @@
 """Prefetch retargeting (schedule/retarget.py): the area of the prefetch whose window starts
 last is handed first to a MAC-array conv of that window whose weights fill it, then back to
-its own consumer over the rest of the window; the lowering with the same lifts and flags stays
-bit-exact and hazard-free, and the search keeps it only when its replay is faster."""
+its own consumer over the rest of the window; the last consumer's last block may be left to
+its own load, its SRAM given to the area below; the lowerings with the same lifts and flags
+stay bit-exact and hazard-free, and the search keeps them only when the replay is faster."""
 
 from __future__ import annotations
 
+import dataclasses
 import types
 
 import numpy as np
@@ -18,7 +20,7 @@ from tcc_compiler.schedule.hoist import Hoist
 from tcc_compiler.schedule.lowering import Lowering
 from tcc_compiler.schedule.prefetch import plan_hoist
 from tcc_compiler.schedule.program import LayerInfo
-from tcc_compiler.schedule.retarget import again, retarget_hoists, retargeted
+from tcc_compiler.schedule.retarget import again, give_last_block, retarget_hoists, retargeted
 from tcc_compiler.target import load_target
 
 #: SRAM of the integration tests' target: the last conv's hoist spans conv3..conv5
@@ -121,3 +123,55 @@ def test_retargeted_is_kept_only_when_faster(net):
     got = retargeted(low, prog, 10 ** 9, t)
     assert got is not None and _prefetched(got[0])[0] == "conv4"
     assert got[1] == max(e for _, e in replay(got[0].commands, t)) > cycles
+
+
+#: SRAM of the last-block tests' target (each conv's blocks are planned whole)
+LAST_BUDGET = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def stacked():
+    """The prefetch net with a 256- and a 200-channel 1x1 conv after conv4: conv6 (the last
+    consumer) prefetched whole at the top in four packed blocks (3 x 17,408 + 2,176 bytes),
+    conv5 in the area stacked just below, 2,176 bytes short of its second 33,792-byte
+    block."""
+    g, x = quantized_prefetch_net(512, (256, 200))
+    t = load_target().with_sram(LAST_BUDGET)
+    lw = Lowering(g, t, 0)
+    lw.run()
+    win = ("conv3", "conv4")
+    h6 = Hoist("conv6", win + ("conv5",), 54_400, ((0,),) * 3, pack=True)
+    h5 = Hoist("conv5", win, 65_408, ((0,),) * 2, pack=True, area_end=LAST_BUDGET - 54_400)
+    low = Lowering(g, t, 0, hoist=(h6, h5))
+    return g, x, t, lw.mem, low, low.run()
+
+
+def test_the_last_consumers_last_block_is_given_to_the_area_below(stacked):
+    g, _, t, mem, low, prog = stacked
+    h6, h5 = low.hoists
+    out = give_last_block((h6, h5), g, mem, t, prog)
+    assert out is not None
+    n6, n5 = out
+    assert (n6.consumer, n6.area_bytes, n6.area(t)[1]) == ("conv6", 54_400 - 2_176, LAST_BUDGET)
+    assert (n5.consumer, n5.area_bytes, n5.area(t)) == ("conv5", 65_408 + 2_176,
+                                                         (h5.area(t)[0], n6.area(t)[0]))
+    # one byte short of the block: conv5's area would still hold one block only
+    short = dataclasses.replace(h5, area_bytes=64_000)
+    assert give_last_block((h6, short), g, mem, t, prog) is None
+    # the last consumer's blocks not all prefetched: nothing to give back
+    part = dataclasses.replace(h6, area_bytes=52_224)
+    assert give_last_block((part, h5), g, mem, t, prog) is None
+
+
+def test_the_last_block_given_back_is_loaded_by_its_conv_bit_exact(stacked):
+    g, x, t, mem, low, prog = stacked
+    moved = again(low, give_last_block(low.hoists, g, mem, t, prog)).run()
+    assert _prefetched(prog) == ["conv5"] + ["conv6"] * 4
+    assert _prefetched(moved) == ["conv5"] * 2 + ["conv6"] * 3
+    gold = run_golden(g, x)
+    for schedule, seed in (("inorder", 0), ("random", 1)):
+        got, hazards = run_program_impl(moved, LAST_BUDGET, g, x, schedule, seed)
+        assert hazards == []
+        for o in moved.outputs:
+            np.testing.assert_array_equal(got[o.name], gold["int:" + o.name].reshape(-1),
+                                          err_msg=o.name)
