@@ -52,9 +52,11 @@ log = logging.getLogger(__name__)
 WEIGHT_LIFT_DEPTHS = (WEIGHT_LIFT_DEPTH, 2)
 
 #: Convs of the window :func:`retargeted` tries as the area's first consumer, the earliest
-#: first (EfficientNet-Lite0 224, each of its tail convs as the first consumer: expand convs
-#: 469,796 (5.1) to 470,004 (5.2) cycles, projections 470,775 to 476,938, depthwise convs
-#: 478,610 to 480,837; one try, the earliest, costs one lowering and one replay).
+#: first (EfficientNet-Lite0 224, each of its tail convs as the first consumer, lowered with
+#: the winner's lifts, before the last block is given back: expand convs 469,796 (5.1) to
+#: 470,004 (5.2) cycles, projections 470,775 to 476,938, depthwise convs 478,610 to 480,837;
+#: each try is lowered with and without the last block given back, each up to
+#: 1 + 2 x :data:`WEIGHT_LIFT_ROUNDS` times: 6 lowerings on Lite0).
 RETARGET_TRIES = 1
 
 
