@@ -32,11 +32,12 @@ log = logging.getLogger(__name__)
 
 def lifted_coarse(graph: Graph, t: Target, compressor, lw: Lowering,
                   hoists: tuple[Hoist, ...],
-                  memo: dict) -> tuple[Lowering, Program, int] | None:
+                  memo: dict, made: list | None = None) -> tuple[Lowering, Program, int] | None:
     """(``lw``, program, replayed cycles) of ``lw``'s plan with the prefetches ``hoists``,
     lowered with coarse weight blocks (``Lowering.coarse_wide``, not resumed) and lifted as
-    the search lifts its winner (:func:`~tcc_compiler.schedule.liftsearch.lifted`); None when
-    no conv takes coarser blocks or the program's tiles do not fit."""
+    the search lifts its winner (:func:`~tcc_compiler.schedule.liftsearch.lifted`, which
+    appends the lowering that made the program to ``made`` when given); None when no conv
+    takes coarser blocks or the program's tiles do not fit."""
     low = Lowering(graph, t, lw.zone_bytes, compressor, cascade=lw.cascade,
                    hoist=hoists or None, memo=memo, mem=lw.mem, coarse_wide=True)
     try:
@@ -49,4 +50,4 @@ def lifted_coarse(graph: Graph, t: Target, compressor, lw: Lowering,
     cycles = max((e for _, e in replay(prog.commands, t)), default=0)
     log.debug("coarse blocks: %d cycles before lifts", cycles)
     return lifted(graph, t, compressor, lw, prog, cycles, hoists, memo, None,
-                  coarse_wide=True)
+                  coarse_wide=True, made=made)

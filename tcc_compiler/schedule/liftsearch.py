@@ -41,7 +41,8 @@ def _cycles(prog: Program, t: Target) -> int:
 def lifted(graph: Graph, t: Target, compressor, lw: Lowering, prog: Program, cycles: int,
            hoists: tuple[Hoist, ...], memo: dict,
            made_by: Lowering | None = None,
-           coarse_wide: bool = False) -> tuple[Lowering, Program, int]:
+           coarse_wide: bool = False,
+           made: list | None = None) -> tuple[Lowering, Program, int]:
     """(``lw``, program, cycles): the fastest of ``prog`` (lowered by ``lw``'s plan with
     ``hoists``) and its lifted forms (:func:`_lift_variant`), lowered as it was and with
     each of :data:`TIGHT_VARIANTS`; ties go to the earlier (``prog`` first). ``made_by``: the
@@ -49,16 +50,20 @@ def lifted(graph: Graph, t: Target, compressor, lw: Lowering, prog: Program, cyc
     spans place the lifts of ``prog``'s own variant and from which its tries resume; None:
     ``prog`` is lowered again for its op spans. ``coarse_wide``: ``prog`` and every try are
     lowered with coarse blocks (``Lowering.coarse_wide``, schedule/coarsewide.py), none
-    resumed."""
-    best = (prog, cycles)
+    resumed. ``made``: a list, when given, receives the :class:`Lowering` that made the
+    program returned (its lifts, weight lifts and slot flags: schedule/retarget.py lowers
+    it again with other hoists)."""
+    best = (prog, cycles, made_by)
     for slots, whole, depth in ((False, False, WEIGHT_LIFT_DEPTH),) + TIGHT_VARIANTS:
         own = not (slots or whole)
         got = _lift_variant(graph, t, compressor, lw, hoists, memo, (slots, whole, depth),
                             (prog, cycles) if own else None, made_by if own else None,
                             coarse_wide)
-        if got is not None and got[1] < best[1]:
+        if got is not None and (got[1] < best[1] or got[0] is best[0]):
             best = got
-    return (lw, *best)
+    if made is not None:
+        made.append(best[2])
+    return (lw, *best[:2])
 
 
 #: (tight weight slots, whole classifier output, weight lift depth) variants :func:`lifted`
@@ -79,9 +84,10 @@ def _lift_variant(graph: Graph, t: Target, compressor, lw: Lowering,
                   hoists: tuple[Hoist, ...], memo: dict, variant: tuple[bool, bool, int],
                   base: tuple[Program, int] | None,
                   made_by: Lowering | None,
-                  coarse_wide: bool = False) -> tuple[Program, int] | None:
-    """(program, cycles): the program of ``lw``'s plan with ``hoists``, lowered with tight
-    weight slots and whole outputs as ``variant`` (slots, whole, weight lift depth) says
+                  coarse_wide: bool = False) -> tuple[Program, int, Lowering] | None:
+    """(program, cycles, the lowering that made it): the program of ``lw``'s plan with
+    ``hoists``, lowered with tight weight slots and whole outputs as ``variant`` (slots,
+    whole, weight lift depth) says
     (``base``: that program and its cycles when already lowered, ``made_by`` its recorded
     lowering or None), with its tile areas lifted clear of the ops just before them
     (:func:`plan_lifts`) when that replays faster. A lift whose smaller SRAM
@@ -123,7 +129,7 @@ def _lift_variant(graph: Graph, t: Target, compressor, lw: Lowering,
         if cycles2 < cycles:
             best = (lifted[0], cycles2, lifted[1], lifted[2], lifted[3])
     prog, cycles, lifts, spans, src = best
-    src = src if src.checkpoints is not None else None
+    maker, src = src, src if src.checkpoints is not None else None
     wlifts: dict[str, int] = {}
     now = cycles
     for _ in range(WEIGHT_LIFT_ROUNDS):
@@ -144,10 +150,10 @@ def _lift_variant(graph: Graph, t: Target, compressor, lw: Lowering,
         now, spans = cycles2, lowering.op_spans
         src = lowering if src is not None else None
         if cycles2 < cycles:
-            prog, cycles = prog2, cycles2
+            prog, cycles, maker = prog2, cycles2, lowering
     log.debug("tight weight slots %s, whole output %s, depth %d: %d cycles", slots, whole,
               depth, cycles)
-    return prog, cycles
+    return prog, cycles, maker
 
 
 def _lift_ops(t: Target, lower, prog: Program, spans):

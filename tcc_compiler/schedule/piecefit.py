@@ -130,12 +130,13 @@ def fit_hoists(hoists: tuple[Hoist, ...], graph: Graph, mem: MemoryPlan,
 
 def lifted_fitted(graph: Graph, t: Target, compressor, lw: Lowering,
                   hoists: tuple[Hoist, ...],
-                  memo: dict) -> tuple[Lowering, Program, int] | None:
+                  memo: dict, made: list | None = None) -> tuple[Lowering, Program, int] | None:
     """(``lw``, program, replayed cycles) of ``lw``'s plan with ``hoists`` fitted to whole
     blocks (:func:`fit_hoists`), lowered (resuming from ``lw`` when it was recorded with
     ``memo``) and lifted as the search lifts its winner
-    (:func:`~tcc_compiler.schedule.liftsearch.lifted`); None when no piece changes or the
-    fitted program's tiles do not fit."""
+    (:func:`~tcc_compiler.schedule.liftsearch.lifted`, which appends the lowering that made
+    the program to ``made`` when given); None when no piece changes or the fitted program's
+    tiles do not fit."""
     fitted = fit_hoists(hoists, graph, lw.mem, t)
     if fitted is hoists:
         return None
@@ -148,4 +149,4 @@ def lifted_fitted(graph: Graph, t: Target, compressor, lw: Lowering,
         return None
     cycles = max((e for _, e in replay(prog.commands, t)), default=0)
     log.debug("pieces fitted to blocks: %d cycles before lifts", cycles)
-    return lifted(graph, t, compressor, lw, prog, cycles, fitted, memo, low)
+    return lifted(graph, t, compressor, lw, prog, cycles, fitted, memo, low, made=made)

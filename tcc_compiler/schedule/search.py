@@ -25,6 +25,7 @@ from tcc_compiler.schedule.precompress import precompress
 from tcc_compiler.schedule.program import Program
 from tcc_compiler.schedule.rank import plan_key
 from tcc_compiler.schedule.reorder import exact_waits
+from tcc_compiler.schedule.retarget import retargeted
 from tcc_compiler.schedule.zones import (ZONE_FRACTIONS, best_zone as _best_zone,
                                          program_cycles as _cycles, splits_chains,
                                          zone_candidates as _zone_candidates)
@@ -139,8 +140,11 @@ def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
     blocks (:func:`~tcc_compiler.schedule.piecefit.lifted_fitted`), which the callers keep
     when it is faster after their own last steps (exact waits, load fill: it may lose there
     what it won, MobileNetV2 224 351,539 -> 351,807), and of the same with coarse weight
-    blocks (:func:`~tcc_compiler.schedule.coarsewide.lifted_coarse`, on the fitted pieces):
-    a list, empty when no piece changes and no block coarsens (or no prefetch search).
+    blocks (:func:`~tcc_compiler.schedule.coarsewide.lifted_coarse`, on the fitted pieces),
+    and of the fastest of those three with the area of its last-starting prefetch given
+    first to a conv of its window (:func:`~tcc_compiler.schedule.retarget.retargeted`,
+    when faster): a list, empty when no piece changes, no block coarsens and no retarget is
+    faster (or no prefetch search).
 
     Raises:
         ScheduleError: no candidate without slack can be lowered.
@@ -173,11 +177,17 @@ def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
         if best is None or got[2] < best[2]:
             best = got
     if len(best) > 3:   # prefetch searched on a network with depthwise layers
-        got = _lifted(graph, t, compressor, *best[:4], memo, best[4])
-        fitted = lifted_fitted(graph, t, compressor, best[0], best[3], memo)
+        made: list = [[], [], []]
+        got = _lifted(graph, t, compressor, *best[:4], memo, best[4], made=made[0])
+        fitted = lifted_fitted(graph, t, compressor, best[0], best[3], memo, made[1])
         coarse = lifted_coarse(graph, t, compressor, best[0],
-                               fit_hoists(best[3], graph, best[0].mem, t), memo)
-        return (*got, [a[1:] for a in (fitted, coarse) if a is not None])
+                               fit_hoists(best[3], graph, best[0].mem, t), memo, made[2])
+        alt = [a[1:] for a in (fitted, coarse) if a is not None]
+        top = min(((a[2], a[1], m[0]) for a, m in zip((got, fitted, coarse), made)
+                   if a is not None and m and m[0] is not None), key=lambda x: x[0],
+                  default=None)
+        moved = retargeted(top[2], top[1], top[0], t) if top is not None else None
+        return (*got, alt + ([moved] if moved is not None else []))
     return (*best, [])
 
 

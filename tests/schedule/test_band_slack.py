@@ -112,9 +112,9 @@ def test_a_larger_slack_prefetch_searches_only_its_new_plans_and_lifts_once(monk
         hoisted.setdefault(slack[0], []).append((plan_key(lw.mem), args[-1]))
         return real_hoists(graph, t, compressor, lw, *args)
 
-    def lift(*args):
+    def lift(*args, **kw):
         lifted.append(args[4])
-        return real_lifted(*args)
+        return real_lifted(*args, **kw)
 
     monkeypatch.setattr(search, "BAND_SLACKS", (0.0, 0.05))
     monkeypatch.setattr(search, "_zone_candidates", cands)
