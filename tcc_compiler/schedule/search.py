@@ -177,18 +177,26 @@ def _search(graph: Graph, t: Target, zone_fractions, compressor, cascade: bool,
         if best is None or got[2] < best[2]:
             best = got
     if len(best) > 3:   # prefetch searched on a network with depthwise layers
-        made: list = [[], [], []]
-        got = _lifted(graph, t, compressor, *best[:4], memo, best[4], made=made[0])
-        fitted = lifted_fitted(graph, t, compressor, best[0], best[3], memo, made[1])
-        coarse = lifted_coarse(graph, t, compressor, best[0],
-                               fit_hoists(best[3], graph, best[0].mem, t), memo, made[2])
-        alt = [a[1:] for a in (fitted, coarse) if a is not None]
-        top = min(((a[2], a[1], m[0]) for a, m in zip((got, fitted, coarse), made)
-                   if a is not None and m and m[0] is not None), key=lambda x: x[0],
-                  default=None)
-        moved = retargeted(top[2], top[1], top[0], t) if top is not None else None
-        return (*got, alt + ([moved] if moved is not None else []))
+        return _wide_variants(graph, t, compressor, best, memo)
     return (*best, [])
+
+
+def _wide_variants(graph: Graph, t: Target, compressor, best: tuple, memo: dict):
+    """:func:`_search`'s result for a network with depthwise layers, from ``best`` (the
+    5-tuple of :func:`_search_plans`): (lowering, program, cycles) of its ops lifted, and the
+    alternatives its docstring lists (fitted pieces, coarse blocks, the fastest of the three
+    retargeted)."""
+    made: list = [[], [], []]
+    got = _lifted(graph, t, compressor, *best[:4], memo, best[4], made=made[0])
+    fitted = lifted_fitted(graph, t, compressor, best[0], best[3], memo, made[1])
+    coarse = lifted_coarse(graph, t, compressor, best[0],
+                           fit_hoists(best[3], graph, best[0].mem, t), memo, made[2])
+    alt = [a[1:] for a in (fitted, coarse) if a is not None]
+    top = min(((a[2], a[1], m[0]) for a, m in zip((got, fitted, coarse), made)
+               if a is not None and m and m[0] is not None), key=lambda x: x[0],
+              default=None)
+    moved = retargeted(top[2], top[1], top[0], t) if top is not None else None
+    return (*got, alt + ([moved] if moved is not None else []))
 
 
 def _search_plans(graph: Graph, t: Target, cands, compressor, prefetch: bool,
