@@ -372,20 +372,23 @@ def check_manifest(manifest: Any, path: str, *, input_bytes: int | None = None,
             raise ck.fail(f"graph_outputs[{k}]", f"{name!r} is not an output or host op result")
 
     h, w, c = m["input"]["npu_hwc"]   # checked above
-    check_preprocess(ck, ck.key(m, "preprocess", "manifest"), (c, h, w))
+    m["preprocess"] = check_preprocess(ck, ck.key(m, "preprocess", "manifest"), (c, h, w))
     return manifest
 
 
-def check_preprocess(ck: FieldChecker, record: Any, chw: tuple[int, int, int]) -> None:
+def check_preprocess(ck: FieldChecker, record: Any, chw: tuple[int, int, int]) -> Any:
     """The ``preprocess`` record: a valid :class:`~tcc_compiler.datasets.preprocess.Preprocess`
     (``Preprocess.from_dict``) for the model input's ``chw`` (channels, height, width: its
-    ``channels``, ``height`` and ``width`` equal them).
+    ``channels``, ``height`` and ``width`` equal them). Returns the record as this tccc reads
+    it: ``record`` itself, or a record written before it held a channel count, on an input of
+    other than 1 or 3 channels, at the input's count (:func:`_channel_count_record`).
 
     Raises:
         FormatError: naming ``ck.path`` and the field.
     """
     from tcc_compiler.datasets.images import Preprocess
 
+    record = _channel_count_record(record, chw[0])
     try:
         pre = Preprocess.from_dict(record)
     except FormatError as exc:
@@ -394,3 +397,30 @@ def check_preprocess(ck: FieldChecker, record: Any, chw: tuple[int, int, int]) -
         if getattr(pre, name) != want:
             raise ck.fail(f"preprocess.{name}", f"{getattr(pre, name)}, but the input has "
                           f"{want} (a record for another input)")
+    return record
+
+
+def _channel_count_record(record: Any, channels: int) -> Any:
+    """``record`` (a manifest's ``preprocess``) at an input of ``channels`` channels: for a
+    record with no ``channels`` field on an input of other than 1 or 3 channels, a copy at
+    that count, each of its three ``mean``/``std`` values taken as one value for every channel
+    (when equal: as tccc read such a record for raw files) or averaged to one (as
+    :class:`~tcc_compiler.datasets.preprocess.Preprocess` does, what a recompile writes);
+    else ``record`` itself.
+
+    Why: before the record held the model input's channel count, tccc wrote a 3-channel
+    record (no ``channels``) for every input of other than 1 or 3 channels, in the same
+    manifest_version (the zoo's FlowNetS, the 2-channel inner NPU segments of a segmented
+    YOLO11n); such a folder ran, and should still. A record stating another count is left as
+    it is (refused: a record for another input)."""
+    from tcc_compiler.datasets.images import IMAGE_CHANNELS
+
+    if not isinstance(record, dict) or "channels" in record or channels in IMAGE_CHANNELS:
+        return record
+    out = dict(record, channels=channels)
+    for name in ("mean", "std"):
+        v = record.get(name)
+        if isinstance(v, list) and len(v) == 3 and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            out[name] = [v[0]] if v[0] == v[1] == v[2] else [sum(float(x) for x in v) / 3.0]
+    return out

@@ -88,8 +88,8 @@ class SegmentedProgram:
         check_dataflow(manifest, where, *self._made_and_read())
         self._check_input_shape(where)
         # the preprocessing record is for this input (checked once the shape is known right)
-        check_preprocess(FieldChecker(where), manifest["preprocess"],
-                         tuple(manifest["input"]["shape"][1:]))
+        manifest["preprocess"] = check_preprocess(
+            FieldChecker(where), manifest["preprocess"], tuple(manifest["input"]["shape"][1:]))
 
     def _check_input_shape(self, where: str) -> None:
         """The top-level ``input.shape`` (NCHW) against every segment reading the model input:

@@ -63,7 +63,9 @@ def test_decoder_takes_exactly_the_record_channel_values():
 def test_manifest_check_refuses_a_record_for_another_input():
     ck = FieldChecker("out/manifest.json")
     check_preprocess(ck, Preprocess(width=8, height=6, channels=4).to_dict(), (4, 6, 8))
-    old = Preprocess(width=8, height=6).to_dict()     # a 3-channel record on a 4-channel input
+    # a 3-channel record on a 4-channel input (stating its count: one without is a record
+    # written before records held any, read at the input's count, test_old_preprocess_records)
+    old = {**Preprocess(width=8, height=6).to_dict(), "channels": 3}
     with pytest.raises(FormatError, match=r"out/manifest.json: preprocess.channels: 3, but the "
                                           r"input has 4"):
         check_preprocess(ck, old, (4, 6, 8))
