@@ -36,13 +36,13 @@ def _per_channel(name: str, value, channels: int) -> tuple[float, ...]:
     try:
         numbers = tuple(float(v) for v in value)
     except (TypeError, ValueError, OverflowError):   # OverflowError: an int such as 10**400
-        raise InputError(f"preprocess: {name} must be {_counts(channels)} numbers, got "
+        raise InputError(f"preprocess: {name} must be {_counts(channels, 'number')}, got "
                          f"{value!r}") from None
     if channels != 3 and len(numbers) == 3:
         numbers = (sum(numbers) / 3.0,)
     if len(numbers) not in value_counts(channels) \
             or not all(math.isfinite(v) for v in numbers):
-        raise InputError(f"preprocess: {name} must be {_counts(channels)} finite numbers, got "
+        raise InputError(f"preprocess: {name} must be {_counts(channels, 'finite number')}, got "
                          f"{value!r}")
     return numbers
 
@@ -54,9 +54,11 @@ def value_counts(channels: int) -> tuple[int, ...]:
     return (channels,) if channels in IMAGE_CHANNELS else (1, channels)
 
 
-def _counts(channels: int) -> str:
-    """:func:`value_counts` in words (``"4"``, ``"1 or 4"``)."""
-    return " or ".join(str(n) for n in dict.fromkeys(value_counts(channels)))
+def _counts(channels: int, noun: str) -> str:
+    """:func:`value_counts` in words with ``noun`` (``"1 number"``, ``"1 or 4 numbers"``)."""
+    counts = value_counts(channels)
+    return " or ".join(str(n) for n in dict.fromkeys(counts)) + f" {noun}" + \
+        ("" if counts == (1,) else "s")
 
 
 def _finite(v: int | float) -> bool:
@@ -193,7 +195,7 @@ class Preprocess:
             if given is not None and (not isinstance(given, (list, tuple))
                                       or len(given) != len(getattr(pre, name))):
                 raise FormatError(f"manifest preprocess: {name} must be a list of "
-                                  f"{_counts(pre.channels)} numbers for {pre.channels} "
+                                  f"{_counts(pre.channels, 'number')} for {pre.channels} "
                                   f"channel(s), got {given!r:.80}")
         return pre
 

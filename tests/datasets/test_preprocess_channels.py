@@ -56,7 +56,7 @@ def test_decoder_takes_exactly_the_record_channel_values():
         with pytest.raises(FormatError, match="mean must be (a list of )?1 or 4"):
             Preprocess.from_dict({**rec, "mean": mean})
     grey = Preprocess(width=8, height=8, channels=1).to_dict()
-    with pytest.raises(FormatError, match="std must be (a list of )?1 numbers"):
+    with pytest.raises(FormatError, match=r"std must be (a list of )?1 number\b"):
         Preprocess.from_dict({**grey, "std": [0.2, 0.2, 0.2]})
 
 
