@@ -353,6 +353,37 @@ def quantize_nhwc(x, scale, zp, lo, hi, out):
     return not bad
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def row_buffer(f, w, c):
+    """:func:`mean_error`'s transposed-row buffer for ``f`` float [1, C, H, W]: [W, C + pad]
+    of ``f``'s dtype, padded by 64 bytes when a row's stride is a multiple of 1 KiB and the
+    row has more than 8 pixels (the reason and measurements: :func:`mean_error`)."""
+    pad = 64 // f.itemsize if (c * f.itemsize) % 1024 == 0 and w > 8 else 0
+    return np.empty((w, c + pad), f.dtype)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def transpose_row(f, i, ft):
+    """``ft[j, ch] = f[0, ch, i, j]``: row ``i`` of ``f`` float [1, C, H, W] channels-last
+    into ``ft`` [W, >= C] (:func:`row_buffer`)."""
+    c = f.shape[1]
+    w = f.shape[3]
+    for ch in range(c):
+        fr = f[0, ch, i]
+        for j in range(w):
+            ft[j, ch] = fr[j]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def add_errors(qj, fj, zp, scale, acc):
+    """``acc[c] += float64(float32((float64(qj[c]) - zp[c]) scale[c])) - float64(fj[c])``:
+    one pixel's :func:`mean_error` terms; ``qj`` integer [C], ``fj`` float [>= C] (a row of
+    :func:`transpose_row`'s buffer), zp/scale/acc float64 [C]."""
+    for ch in range(acc.size):
+        d = np.float32((np.float64(qj[ch]) - zp[ch]) * scale[ch])
+        acc[ch] += np.float64(d) - np.float64(fj[ch])
+
+
 @numba.njit(cache=True, nogil=True)
 def mean_error(q, zp, scale, f, out):
     """out[c] = (sum over (h, w) in row-major order of float64(float32((float64(q[h, w, c]) -
@@ -367,20 +398,12 @@ def mean_error(q, zp, scale, f, out):
     -> 0.19 ms; other strides are not padded: 10-40 % slower padded)."""
     h, w, c = q.shape
     acc = np.zeros(c, np.float64)
-    pad = 64 // f.itemsize if (c * f.itemsize) % 1024 == 0 and w > 8 else 0
-    ft = np.empty((w, c + pad), f.dtype)
+    ft = row_buffer(f, w, c)
     for i in range(h):
-        for ch in range(c):
-            fr = f[0, ch, i]
-            for j in range(w):
-                ft[j, ch] = fr[j]
+        transpose_row(f, i, ft)
         qr = q[i]
         for j in range(w):
-            qj = qr[j]
-            fj = ft[j]
-            for ch in range(c):
-                d = np.float32((np.float64(qj[ch]) - zp[ch]) * scale[ch])
-                acc[ch] += np.float64(d) - np.float64(fj[ch])
+            add_errors(qr[j], ft[j], zp, scale, acc)
     n = np.float64(h * w)
     for ch in range(c):
         out[ch] = acc[ch] / n

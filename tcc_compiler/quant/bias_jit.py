@@ -11,6 +11,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from tcc_compiler.numerics.jit_kernels import add_errors, row_buffer, transpose_row
+
 
 @numba.njit(cache=True, nogil=True)
 def mean_error_quantize(q, zp, scale, f, qs, qzp, lo, hi, out, fq):
@@ -26,22 +28,15 @@ def mean_error_quantize(q, zp, scale, f, qs, qzp, lo, hi, out, fq):
     quantizes on its own path), else True."""
     h, w, c = q.shape
     acc = np.zeros(c, np.float64)
-    pad = 64 // f.itemsize if (c * f.itemsize) % 1024 == 0 and w > 8 else 0
-    ft = np.empty((w, c + pad), f.dtype)
+    ft = row_buffer(f, w, c)
     bad = False
     for i in range(h):
-        for ch in range(c):
-            fr = f[0, ch, i]
-            for j in range(w):
-                ft[j, ch] = fr[j]
+        transpose_row(f, i, ft)
         qr = q[i]
         fqr = fq[i]
         for j in range(w):
-            qj = qr[j]
             fj = ft[j]
-            for ch in range(c):
-                d = np.float32((np.float64(qj[ch]) - zp[ch]) * scale[ch])
-                acc[ch] += np.float64(d) - np.float64(fj[ch])
+            add_errors(qr[j], fj, zp, scale, acc)
             oj = fqr[j]
             for ch in range(c):
                 t = np.rint(np.float64(fj[ch]) / qs) + qzp

@@ -54,6 +54,19 @@ def _prod(xv, z, wv):
 
 
 @numba.njit(cache=True, nogil=True)
+def epilogue(acc, b, m, s, r, zp_y, lo, hi, pc, cl, ch, out):
+    """The epilogue and clamp (module docstring) of int32 ``acc`` [P, O] (C-contiguous rows)
+    into int8/int16 ``out`` [P, O]; parameters as :func:`depthwise_conv` ([O])."""
+    p, o = acc.shape
+    for i in range(p):
+        ai = acc[i]
+        yi = out[i]
+        for k in range(o):
+            yi[k] = _tail(ai[k], b[k], m[k], s[k], r[k], zp_y, lo, hi)
+        _channel_clamp(yi, pc, cl, ch)
+
+
+@numba.njit(cache=True, nogil=True)
 def depthwise_conv(x, zp, w, sh, sw, dh, dw, top, left, b, m, s, r, zp_y, lo, hi, pc, cl, ch,
                    out):
     """A whole depthwise conv, any window: ``out[oy, ox, c]`` = the epilogue and clamp (module
@@ -94,13 +107,7 @@ def depthwise_conv(x, zp, w, sh, sw, dh, dw, top, left, b, m, s, r, zp_y, lo, hi
                     ap = acc[ox]
                     for k in range(c):
                         ap[k] += (np.int32(xp[k]) - z) * np.int32(wt[k])
-        yr = out[oy]
-        for ox in range(ow):
-            ap = acc[ox]
-            yp = yr[ox]
-            for k in range(c):
-                yp[k] = _tail(ap[k], b[k], m[k], s[k], r[k], zp_y, lo, hi)
-            _channel_clamp(yp, pc, cl, ch)
+        epilogue(acc, b, m, s, r, zp_y, lo, hi, pc, cl, ch, out[oy])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -135,13 +142,7 @@ def depthwise_rows(x, zp, wt, dh, dw, top, left, b, m, s, r, zp_y, lo, hi, pc, c
                 wv = wt[ky, kx, j0:j1]
                 for j in range(j1 - j0):
                     av[j] += np.int32(_prod(xv[j], z, wv[j]))
-        yr = out[oy]
-        for ox in range(ow):
-            ap = a2[ox]
-            yp = yr[ox]
-            for k in range(c):
-                yp[k] = _tail(ap[k], b[k], m[k], s[k], r[k], zp_y, lo, hi)
-            _channel_clamp(yp, pc, cl, ch)
+        epilogue(a2, b, m, s, r, zp_y, lo, hi, pc, cl, ch, out[oy])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -262,19 +263,6 @@ def window_kernel(kh: int, kw: int):
         if key not in _made:
             _made[key] = _make(*key)
         return _made[key]
-
-
-@numba.njit(cache=True, nogil=True)
-def epilogue(acc, b, m, s, r, zp_y, lo, hi, pc, cl, ch, out):
-    """The epilogue and clamp (module docstring) of int32 ``acc`` [P, O] (C-contiguous rows)
-    into int8/int16 ``out`` [P, O]; parameters as :func:`depthwise_conv` ([O])."""
-    p, o = acc.shape
-    for i in range(p):
-        ai = acc[i]
-        yi = out[i]
-        for k in range(o):
-            yi[k] = _tail(ai[k], b[k], m[k], s[k], r[k], zp_y, lo, hi)
-        _channel_clamp(yi, pc, cl, ch)
 
 
 @numba.njit(cache=True, nogil=True)
