@@ -27,11 +27,15 @@ UNROLL_MAX_TAPS = 25
 ROWS_MAX_CHANNELS = 64
 
 #: The unrolled kernels sum every tap, the padding's zeros included; below this fraction of
-#: taps inside the input the pixel kernel (which skips them) is faster. Measured (loaded, CPU
-#: us per tile with the epilogue fused, best of 40) unrolled vs pixels: 14x14x672 5x5 pad 2
-#: (84 % inside) 137 vs 113-128, 7x7x1152 3x3 pad 1 (82 %) 28 vs 23-25, 7x7x576 5x5 (69 %)
-#: 24 vs 18; 28x28x240 5x5 (92 %) 113 vs 224-259, 14x14x480 3x3 (91 %) 35 vs 34-44.
-UNROLL_MIN_INSIDE = 0.85
+#: taps inside the input the pixel kernel (which skips them) is faster. Measured with the
+#: unrolled kernels' channel blocks (numerics/jit_dw.py ``CHANNEL_BLOCK``; RT priority,
+#: loaded, CPU us per tile with the epilogue fused, best of 80) unrolled vs pixels:
+#: 14x14x672 5x5 pad 2 (84 % inside) 103 vs 136, 7x7x1152 3x3 pad 1 (82 %) 22 vs 25,
+#: 10x10x320 5x5 (77 %) 24 vs 34, 6x7x1152 5x5 (70 %) 26 vs 27, 7x7x576 5x5 (69 %) 22 vs 24,
+#: 7x7x240 5x5 (69 %) 10.5 vs 10.8; 5x7x1152 5x5 (66 %) 22 vs 19, 3x3x1024 3x3 (60 %) 5.2
+#: vs 4.7, 4x4x512 5x5 (49 %) 10 vs 6. (Before the channel blocks the limit was 85 %:
+#: 14x14x672 5x5 137 vs 113-128.)
+UNROLL_MIN_INSIDE = 0.68
 
 
 def dw_kernel(c: int, kernel, strides, pads, dilations, oh: int, ow: int) -> str:

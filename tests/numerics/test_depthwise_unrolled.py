@@ -28,8 +28,12 @@ def _always_unrolled(monkeypatch):
 
 #: (channels, (KH, KW), (SH, SW), (DH, DW), pads (top, left, bottom, right), H, W): square
 #: and oblong windows, both strides, dilation, asymmetric and absent padding, a band whose
-#: input holds rows beyond the last output's window (H larger than the taps reach).
-CASES = [(24, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), 9, 11),
+#: input holds rows beyond the last output's window (H larger than the taps reach), and
+#: channels over several of the kernels' channel blocks (jit_dw.CHANNEL_BLOCK, 240: two full
+#: blocks and a part; one full block and a one-channel rest).
+CASES = [(500, (5, 5), (1, 1), (1, 1), (2, 2, 2, 2), 6, 7),
+         (241, (3, 3), (2, 2), (1, 2), (1, 0, 2, 1), 9, 8),
+         (24, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), 9, 11),
          (40, (5, 5), (2, 2), (1, 1), (2, 1, 2, 2), 9, 11),
          (17, (7, 7), (1, 1), (1, 1), (3, 3, 3, 3), 8, 9),
          (33, (1, 3), (1, 2), (1, 1), (0, 1, 0, 1), 6, 12),
@@ -117,10 +121,14 @@ def test_unrolled_fused_output_may_be_the_input_itself():
     ((144, (3, 3), (1, 1), (0, 1, 0, 1), (1, 1), 10, 56), "unrolled"),
     ((240, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 28, 28), "unrolled"),
     ((96, (3, 3), (2, 2), (0, 0, 0, 1), (1, 1), 19, 56), "unrolled"),     # stride 2
-    ((1152, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 7, 7), "pixels"),       # 82 % inside
+    ((1152, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 7, 7), "unrolled"),     # 82 % inside
     ((480, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 14, 14), "unrolled"),    # 91 % inside
-    ((576, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 7, 7), "pixels"),        # 69 % inside
-    ((100, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 7, 7), "rows"),
+    ((672, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 14, 14), "unrolled"),    # 84 % inside
+    ((576, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 7, 7), "unrolled"),      # 69 % inside
+    ((1152, (5, 5), (1, 1), (0, 2, 2, 2), (1, 1), 3, 7), "pixels"),       # 66 % inside
+    ((512, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 4, 4), "pixels"),        # 49 % inside
+    ((100, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 7, 7), "unrolled"),
+    ((100, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 4, 4), "rows"),          # 49 % inside
     ((64, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 20, 20), "pixels")])      # beyond 25 taps
 def test_kernel_choice_as_measured(monkeypatch, shape, kind):
     monkeypatch.undo()
