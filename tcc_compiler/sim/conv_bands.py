@@ -24,6 +24,26 @@ loaded machine, where the helper may wake late, the calling thread computes them
 waits for nothing it does not need.
 :func:`set_threads` ``(1)`` turns the split off (``tccc eval --jobs N`` workers, whose
 parallelism is the processes).
+
+Why our own helper thread and not numba's ``parallel=True`` (``prange``) layers: the
+``workqueue`` layer is not thread-safe (two threads launching at once abort the process:
+``run --check`` and a user's threads run executors side by side) and, measured here (session
+17, RT priority, loaded), costs about 30 us of wall time and 65 us of CPU per launch with no
+work at all (2 x 116 us of work: 160 us against 150 us with :func:`run_parts`); the ``omp``
+layer (GNU OpenMP) spins after each region and is not fork-safe (``tccc eval --jobs N`` forks);
+``tbb`` is not installed. The helper blocks when idle (never spins), is made anew in a forked
+child (checked: a parent that ran Lite0 with the helper, then ``batch.imap`` with 2 forked
+workers, same bytes, no hang) and serves any number of calling threads (three threads running
+two programs at once: the serial bytes).
+
+Measured limits of the split on this 2-vCPU virtual machine (session 17, RT priority, loaded;
+:func:`run_parts` alone: 2 x 58 us parts 88 us wall, 2 x 116 us 150 us): inside a Lite0 run
+the split tiles gained nothing (in-process alternation, 300 images each: wall median 4.49 ms on
+one thread, 4.63 ms on two; CPU 4.49 vs 5.05 ms), while the same tile run back to back gains
+(28x28x240 5x5 117 -> 82 us): a helper idle for a few hundred microseconds between tiles takes
+longer to wake. A helper spinning (without the GIL) for the length of a run did not help either
+(4.4-4.6 ms against 4.15 ms on one thread), nor did ONNX Runtime's own two-thread GEMM
+(5.4-5.9 ms against 4.6 ms, spinning or not).
 """
 
 from __future__ import annotations
