@@ -31,6 +31,17 @@ N = helper.make_node
 FAULT = 1 << 14
 
 
+@pytest.fixture(autouse=True)
+def _golden_in_this_process(monkeypatch):
+    """The golden model runs in this process, where the faults are injected (a golden model
+    on a forked worker process, ``runtime/check.GOLDEN_PROCESS`` where the checker has one,
+    would rebuild the executor's ONNX Runtime session there and so meet a right one: that
+    would catch the fault without showing that the golden model has its own)."""
+    from tcc_compiler.runtime import check
+
+    monkeypatch.setattr(check, "GOLDEN_PROCESS", False, raising=False)
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """(program folder, model path, inputs) of conv(3x3, padded)-relu-conv(1x1)-relu-
