@@ -1,4 +1,5 @@
-"""A conv's accumulator routine chosen once for a fixed input shape (:func:`accumulator`).
+"""A conv's accumulator routine chosen once for a fixed input shape (:func:`accumulator`), the
+executor's (the golden model has its own, ``quant/golden_gemm.py``).
 
 Why: the reference executor runs the same CONV_TILE (same shape, zero point and weights) on
 every image, a hundred and fifty tiles an image on EfficientNet-Lite0, and

@@ -1,5 +1,6 @@
 """Exact integer convolution accumulators through float32 BLAS (the speed path of the NPU's
-CONV arithmetic, shared by the golden integer model and the reference executor).
+CONV arithmetic in the reference executor; the golden integer model has its own,
+``quant/golden_gemm.py``, so a fault here fails ``tccc run --check``).
 
 The accumulator ``acc[m, n] = sum_k (x[m, k] - zp) * w[k, n]`` of int8 operands is an integer.
 float32 GEMM computes it *exactly* whenever every partial sum BLAS can form is an integer of

@@ -1,5 +1,6 @@
 """Exact int8 GEMM through ONNX Runtime's integer kernel (``MatMulInteger``), the fast path of
-the conv accumulators (:mod:`tcc_compiler.numerics.gemm`) for the golden model and executor.
+the conv accumulators (:mod:`tcc_compiler.numerics.gemm`) for the executor (the golden model
+opens its own sessions, ``quant/golden_gemm.py``).
 
 ``MatMulInteger(a, b, a_zero_point)`` with ``a`` uint8 [M, K], ``b`` int8 [K, N] returns the
 int32 ``sum_k (a[m, k] - za) * b[k, n]``. The arithmetic is integer, so the result is exact

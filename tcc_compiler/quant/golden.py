@@ -7,6 +7,7 @@ with it bit for bit. Activations are single-image NHWC arrays [H, W, C]; a rank-
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
@@ -18,19 +19,17 @@ from tcc_compiler.ir.ops import HOST_OPS, Op, ResizeMode, VIEW_OPS
 from tcc_compiler.ir.shapes import npu_hwc
 from tcc_compiler.numerics import jit
 from tcc_compiler.numerics import kernels as K
-from tcc_compiler.numerics.accumulator import accumulator, packed
-from tcc_compiler.numerics.gemm import ConvWeights, conv_accumulate_f, prepare_conv_weights
 from tcc_compiler.numerics.eltwise import EwKind
 from tcc_compiler.numerics.epilogue import EpilogueConsts, epilogue_consts
-from tcc_compiler.quant import golden_conv, golden_epi, golden_resize
+from tcc_compiler.quant import golden_conv, golden_epi, golden_gemm, golden_resize
 from tcc_compiler.quant.golden_ew import ew_int
+from tcc_compiler.quant.golden_input import quantize_input
 from tcc_compiler.quant.golden_lut import lut_int8, lut_int16
 from tcc_compiler.quant.golden_pool import avgpool_node, rescale
 from tcc_compiler.quant.golden_softmax import group_softmax
 from tcc_compiler.quant.params import (PoolQuant, add_quant, conv_quant, dequantize_output,
                                        group_softmax_table, lut_quant,
-                                       ew_quant, pool_quant, quantize_input,
-                                       uses_ew)
+                                       ew_quant, pool_quant, uses_ew)
 
 
 def weights_ohwi(node: Node) -> np.ndarray:
@@ -39,17 +38,19 @@ def weights_ohwi(node: Node) -> np.ndarray:
     return np.ascontiguousarray(w.transpose(0, 2, 3, 1))
 
 
-def prepare_conv(node: Node, weights: ConvWeights | None = None) -> tuple[
-        ConvWeights, object, EpilogueConsts | None, tuple | None]:
-    """A conv/fc node's GEMM-ready weights, epilogue parameters (``conv_quant``), the
-    float64 epilogue's factors (:func:`~tcc_compiler.numerics.epilogue.epilogue_consts`, or
-    None; a shortcut bounded as int16, which covers int8) and the compiled epilogue's
-    parameters (:func:`~tcc_compiler.numerics.jit.epilogue_params`, or None; both as
-    (above, below) pairs for a two-slope epilogue), computed once
-    per node by :class:`GoldenModel` (they depend only on the node's constants).
+def prepare_conv(node: Node, weights: golden_gemm.GoldWeights | None = None) -> tuple[
+        golden_gemm.GoldWeights, object, EpilogueConsts | None, tuple | None]:
+    """A conv/fc node's weights as the golden model's accumulators take them
+    (:func:`~tcc_compiler.quant.golden_gemm.prepare_weights`), epilogue parameters
+    (``conv_quant``), the float64 epilogue's factors
+    (:func:`~tcc_compiler.numerics.epilogue.epilogue_consts`, or None; a shortcut bounded as
+    int16, which covers int8) and the compiled epilogue's parameters
+    (:func:`~tcc_compiler.numerics.jit.epilogue_params`, or None; both as (above, below)
+    pairs for a two-slope epilogue), computed once per node by :class:`GoldenModel` (they
+    depend only on the node's constants).
 
     Args:
-        weights: the node's GEMM-ready weights when already made (the first element of an
+        weights: the node's prepared weights when already made (the first element of an
             earlier ``prepare_conv`` of this node with the same weights: a caller changing
             only biases reuses them), or None: made here."""
     group = node.attrs.group if node.op is Op.CONV else 1
@@ -68,20 +69,20 @@ def prepare_conv(node: Node, weights: ConvWeights | None = None) -> tuple[
         jit_params = jit.epilogue_params(q.bias, q.mult, q.shift,
                                          q.sc_mult if has_sc else None)
     if weights is None:
-        weights = prepare_conv_weights(weights_ohwi(node), group)
+        weights = golden_gemm.prepare_weights(weights_ohwi(node), group)
     return weights, q, consts, jit_params
 
 
 def eval_int_node(node: Node, args: list[np.ndarray], prepared: tuple | None = None,
                   acc_fn=None, fused=None) -> np.ndarray:
     """One NPU op on NHWC integer arrays, whole tensors (the golden model's own kernels where
-    it has them, ``quant/golden_*.py``; the conv accumulators are the executor's).
+    it has them, ``quant/golden_*.py``; the conv accumulators ``quant/golden_gemm.py``).
 
     Args:
         node: a quantized NPU op. args: its operands (int8/int16 NHWC [H, W, C]; None
             for constants). prepared: for a conv/fc, :func:`prepare_conv` of this node (computed
             here when None). acc_fn: for a conv/fc, its accumulator routine for this very
-            input shape (:func:`conv_accumulator`), or None: ``conv_accumulate_f``.
+            input shape (:func:`conv_accumulator`), or None: made here.
             fused: for a depthwise conv, :func:`conv_fused` for this very input shape (its
             accumulator and epilogue in one pass, the same bytes), or None.
 
@@ -175,22 +176,32 @@ def maxpool_plain(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, in
     return y
 
 
-def conv_accumulator(node: Node, x: np.ndarray, prepared: tuple):
+def conv_accumulator(node: Node, x: np.ndarray, prepared: tuple, repeat: bool = False):
     """The accumulator routine of conv/fc ``node`` (``prepared``: its :func:`prepare_conv`)
-    for inputs of ``x``'s shape: :func:`~tcc_compiler.numerics.accumulator.accumulator`
-    (int32 [OH, OW, O], the very sums ``conv_accumulate_f`` gives; a windowed GEMM's patch
-    matrix made by the golden model's own kernel, :func:`~tcc_compiler.quant.golden_conv.
-    own_patches`), chosen once so repeated runs skip the route choice; None for a non-int8
-    ``x`` or a route it does not cover (then ``conv_accumulate_f`` runs)."""
-    if x.dtype != np.int8 or x.ndim != 3:
-        return None
+    for inputs of ``x``'s shape and dtype: the golden model's own
+    (:func:`~tcc_compiler.quant.golden_gemm.accumulator`, not the executor's
+    ``numerics/accumulator.py`` / ``conv_accumulate_f``, so a fault in those stays visible to
+    ``--check``), chosen once so repeated runs skip the route choice; ``repeat``: a GEMM of
+    few rows gets its weights packed once. The routine may give the unshifted sums
+    (``.folded``): :func:`_conv_int` and :func:`conv_plain` then add
+    :func:`~tcc_compiler.quant.golden_gemm.folded_bias`.
+
+    Raises:
+        ValueError: ``x`` does not fit the weights or the window."""
     cw, q = prepared[0], prepared[1]
     if node.op is Op.CONV:
         a = node.attrs
-        return golden_conv.own_patches(
-            accumulator(x.shape, q.zp_in, cw, a.strides, a.pads, a.dilations), x.shape,
-            q.zp_in, cw.w.shape[1:3], a.strides, a.pads, a.dilations)
-    return accumulator(x.shape, q.zp_in, cw, (1, 1), (0, 0, 0, 0), (1, 1))
+        return golden_gemm.accumulator(x.shape, x.dtype, q.zp_in, cw, a.strides, a.pads,
+                                       a.dilations, repeat)
+    return golden_gemm.accumulator(x.shape, x.dtype, q.zp_in, cw, repeat=repeat)
+
+
+def _with_bias(q, acc_fn, cw):
+    """``conv_quant`` ``q`` for the accumulators of ``acc_fn``: its bias
+    :func:`~tcc_compiler.quant.golden_gemm.folded_bias` when they are unshifted sums."""
+    if not acc_fn.folded:
+        return q
+    return dataclasses.replace(q, bias=golden_gemm.folded_bias(q.bias, q.zp_in, cw))
 
 
 def conv_fused(node: Node, x: np.ndarray, prepared: tuple):
@@ -203,7 +214,7 @@ def conv_fused(node: Node, x: np.ndarray, prepared: tuple):
     or two-slope output, int16 weights or input) or when the own kernel declines (no
     compiled kernels, parameters outside its domain)."""
     cw, q, _, jit_params = prepared
-    if (node.op is not Op.CONV or cw.dw is None or x.dtype != np.int8 or x.ndim != 3
+    if (node.op is not Op.CONV or not cw.dw or x.dtype != np.int8 or x.ndim != 3
             or q.out_int32 or q.two_slope or q.wide_w or jit_params is None
             or (len(node.inputs) > 3 and node.inputs[3] is not None)):
         return None
@@ -247,7 +258,7 @@ def _own_plain(node: Node, prepared: tuple, acc_fn):
     after ``acc_fn``, or None (no kernels, parameters outside their domain). The caller has
     checked the route (``acc_fn`` given, a plain int32 accumulator)."""
     has_sc = len(node.inputs) > 3 and node.inputs[3] is not None
-    tail = golden_conv.own_epilogue(prepared[1], has_sc)
+    tail = golden_conv.own_epilogue(_with_bias(prepared[1], acc_fn, prepared[0]), has_sc)
     if tail is None:
         return None
 
@@ -265,14 +276,10 @@ def _conv_int(node: Node, args: list[np.ndarray], prepared: tuple, acc_fn=None,
     x = args[0]
     if fused is not None and (len(args) < 4 or args[3] is None):
         return fused(x)
-    cw, q = prepared[0], prepared[1]
-    if acc_fn is not None:
-        acc = acc_fn(x)
-    elif node.op is Op.CONV:
-        a = node.attrs
-        acc = conv_accumulate_f(x, q.zp_in, cw, a.strides, a.pads, a.dilations)
-    else:
-        acc = conv_accumulate_f(x, q.zp_in, cw)
+    if acc_fn is None:
+        acc_fn = conv_accumulator(node, x, prepared)
+    q = _with_bias(prepared[1], acc_fn, prepared[0])
+    acc = acc_fn(x)
     # the golden model's own numpy epilogues (quant/golden_epi.py), not numerics' executor ones
     if q.out_int32:   # 32-bit wrap of acc + bias (an int16 input's acc may pass 2**31)
         return golden_epi.raw_int32(acc, q.bias)
@@ -315,17 +322,17 @@ class GoldenModel:
 
     Args:
         graph: quantized graph IR.
-        weights: {conv/fc node name: its GEMM-ready weights} already made for these very
+        weights: {conv/fc node name: its prepared weights} already made for these very
             weights (:func:`prepare_conv`'s first element; bias correction's trial models
             differ only in biases), or None; the nodes not in it are prepared here.
         prepared: {conv/fc node name: its whole :func:`prepare_conv`} already made from the
             graph's present constants (bias correction prepares them for its error pass), or
             None; used as they are, ``weights`` then serves the other nodes.
         repeat: the model will run on many inputs (``tccc run --check``): each integer GEMM
-            of at most :data:`~tcc_compiler.numerics.int8_gemm.PACKED_MAX_ROWS` rows gets an
+            of at most :data:`~tcc_compiler.quant.golden_gemm.PACKED_ROWS` rows gets an
             ONNX Runtime session of its own holding its weights packed
-            (:func:`~tcc_compiler.numerics.accumulator.packed`, the same exact sums), made on
-            its first run (a few ms of CPU a conv, which a model run once or a few times,
+            (:func:`~tcc_compiler.quant.golden_gemm.accumulator`'s ``repeat``, the same exact
+            sums), made on its first run (a few ms of CPU a conv, which a model run once or a few times,
             as bias correction's, would not win back).
 
     Why ``repeat``: packing the weights on every call was most of a small GEMM's time.
@@ -335,7 +342,8 @@ class GoldenModel:
     on within 5 %.
     """
 
-    def __init__(self, graph: Graph, weights: Mapping[str, ConvWeights] | None = None,
+    def __init__(self, graph: Graph,
+                 weights: Mapping[str, golden_gemm.GoldWeights] | None = None,
                  prepared: Mapping[str, tuple] | None = None, repeat: bool = False):
         self.graph = graph
         self._repeat = repeat
@@ -364,11 +372,9 @@ class GoldenModel:
         hit = self._acc.get(id(node))
         if hit is None or hit[0] != key:
             prepared = self._prepared[id(node)]
-            acc = conv_accumulator(node, x, prepared)
-            if self._repeat:
-                acc = packed(acc)
-            hit = self._acc[id(node)] = (key, acc, conv_fused(node, x, prepared),
-                                         conv_plain(node, prepared, acc))
+            acc = conv_accumulator(node, x, prepared, self._repeat)
+            plain = conv_plain(node, prepared, acc) if x.dtype == np.int8 else None
+            hit = self._acc[id(node)] = (key, acc, conv_fused(node, x, prepared), plain)
         return hit[1:]
 
     def _conv(self, node: Node, args: list, prepared: tuple) -> np.ndarray:

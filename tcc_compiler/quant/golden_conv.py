@@ -1,7 +1,7 @@
 """The golden model's own conv kernels (used by :mod:`tcc_compiler.quant.golden`): a depthwise
-conv's sums, epilogue and per-channel clamp, a GEMM conv's epilogue and clamp, and a windowed
-GEMM conv's patch matrix, each one call of :mod:`tcc_compiler.quant.golden_jit`'s kernels on
-whole NHWC tensors.
+conv's sums, epilogue and per-channel clamp, a GEMM conv's epilogue and clamp, each one call
+of :mod:`tcc_compiler.quant.golden_jit`'s kernels on whole NHWC tensors (a GEMM conv's patch
+matrix and sums: :mod:`tcc_compiler.quant.golden_gemm`).
 
 Why not the executor's kernels (``numerics/jit_dw.py``, ``jit.epilogue*``, ``jit.im2col_u8``):
 ``tccc run --check``
@@ -16,8 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from tcc_compiler.numerics import jit
-from tcc_compiler.numerics.accumulator import GemmRoutine
-from tcc_compiler.numerics.gemm import ConvWeights
+from tcc_compiler.quant.golden_gemm import GoldWeights
 
 
 def _kernels():
@@ -62,14 +61,14 @@ def tail_params(q, has_sc: bool) -> tuple | None:
 ROWS_MAX_CHANNELS = 64
 
 
-def own_depthwise(q, cw: ConvWeights, c: int, strides, pads, dilations, shape: tuple):
+def own_depthwise(q, cw: GoldWeights, c: int, strides, pads, dilations, shape: tuple):
     """A depthwise conv on the golden model's own whole-tensor kernels (one GIL-free call,
     not the executor's: :func:`~tcc_compiler.quant.golden_jit.depthwise_rows` for a stride of
     1 and at most :data:`ROWS_MAX_CHANNELS` channels, else ``window_kernel``): a routine
     ``f(x) -> y`` for int8 ``x`` [H, W, C] (NHWC, any strides), y a new int8/int16 [OH, OW, C]
     (``shape``): the sums, epilogue and per-channel clamp of ``conv_quant`` ``q`` (a plain
     epilogue: no shortcut, 32-bit accumulator, int8 weights ``cw`` prepared by
-    ``prepare_conv_weights`` with ``cw.dw`` set); or None (no kernels, a window beyond
+    ``golden_gemm.prepare_weights`` with ``cw.dw`` set); or None (no kernels, a window beyond
     ``jit.MAX_DW_TAPS``, parameters outside :func:`tail_params`' domain, C not O).
 
     Args:
@@ -128,38 +127,3 @@ def own_epilogue(q, has_sc: bool):
             k.epilogue_sc(a2, *tail, s2, zp_sc, msc, y.reshape(a2.shape))
         return y
     return run
-
-
-def own_patches(routine, shape: tuple, zp_x: int, kernel: tuple, strides, pads, dilations):
-    """``routine`` (:func:`~tcc_compiler.numerics.accumulator.accumulator`'s for int8 inputs
-    of ``shape`` [H, W, C] and zero point ``zp_x``, a ``kernel`` (KH, KW) window) with the
-    golden model's own patch matrix (:func:`~tcc_compiler.quant.golden_jit.patches`, not the
-    executor's ``jit.im2col_u8``) when it is an integer-GEMM routine over a window (any
-    kernel, stride or padding but a plain 1x1, whose matrix is the input itself, ``x + 128``
-    as one numpy ``xor``): the same matrix, so the same exact sums; else ``routine`` itself
-    (None, a depthwise routine, no kernels).
-
-    Why: the executor builds every windowed GEMM tile's patch matrix with ``jit.im2col_u8``;
-    while the golden model called it too, a fault in it was invisible to ``--check``.
-
-    Args:
-        strides, dilations: (h, w). pads: (top, left, bottom, right).
-    """
-    k = _kernels()
-    if k is None or type(routine) is not GemmRoutine:
-        return routine
-    c = shape[2]
-    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilations
-    oh, ow, _ = routine.shape
-    kk = kh * kw * c
-    if kk != routine.b.shape[0] or (kh == kw == 1 and (sh, sw) == (1, 1) and not any(pads)):
-        return routine
-    zpu = int(zp_x) + 128
-    args = (zpu, int(sh), int(sw), int(dh), int(dw), int(pads[0]), int(pads[1]), int(kh),
-            int(kw), int(ow))
-
-    def cols(x: np.ndarray) -> np.ndarray:
-        out = np.empty((oh * ow, kk), np.uint8)
-        k.patches(np.ascontiguousarray(x), *args, out)
-        return out
-    return GemmRoutine(cols, routine.b, zpu, routine.shape, routine.key)

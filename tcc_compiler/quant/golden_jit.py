@@ -281,3 +281,42 @@ def epilogue_sc(acc, b, m, s, r, zp_y, lo, hi, pc, cl, ch, sc, zp_sc, msc, out):
                  >> s[k]) + zp_y
             yi[k] = min(max(t, lo), hi)
         _channel_clamp(yi, pc, cl, ch)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _quantized(v, scale, zp, lo, hi):
+    """``min(max(rint(float64(v) / scale) + zp, lo), hi)`` (``v`` not NaN)."""
+    return min(max(np.rint(np.float64(v) / scale) + zp, lo), hi)
+
+
+@numba.njit(cache=True, nogil=True)
+def quantize_input(x, scale, zp, lo, hi, out):
+    """Host input quantization into the NPU's layout: ``out[h, w, c] = min(max(rint(
+    float64(x[0, c, h, w]) / scale) + zp, lo), hi)`` (specs/quantization.md, "Input
+    quantization (host)": ties to even, in float64), each output row written pixel by pixel
+    from the C input rows (3 channels: one loop over the pixels reading the three rows
+    side by side, which the compiler vectorises; the executor's ``jit_kernels.quantize_nhwc``
+    quantizes channel by channel into a buffer, then transposes). ``x`` float32/float64
+    [1, C, H, W], ``out`` int8/int16 [H, W, C]; scale, zp, lo, hi float64. Returns False at
+    a NaN (no integer defined: the caller's numpy definition decides), else True."""
+    _, c, h, w = x.shape
+    nan = False
+    for i in range(h):
+        orow = out[i].reshape(w * c)
+        if c == 3:
+            r0, r1, r2 = x[0, 0, i], x[0, 1, i], x[0, 2, i]
+            for j in range(w):
+                a = _quantized(r0[j], scale, zp, lo, hi)
+                b = _quantized(r1[j], scale, zp, lo, hi)
+                d = _quantized(r2[j], scale, zp, lo, hi)
+                nan |= (r0[j] != r0[j]) | (r1[j] != r1[j]) | (r2[j] != r2[j])
+                orow[3 * j] = a
+                orow[3 * j + 1] = b
+                orow[3 * j + 2] = d
+            continue
+        for j in range(w):
+            for ch in range(c):
+                v = x[0, ch, i, j]
+                nan |= v != v
+                orow[c * j + ch] = _quantized(v, scale, zp, lo, hi)
+    return not nan

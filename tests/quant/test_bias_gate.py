@@ -304,12 +304,12 @@ def test_gate_reads_each_input_once_or_twice_and_prepares_each_conv_once(monkeyp
     model and, on the odd inputs, the first fold's trial) and one of each even input for the
     second fold's trial runs; each conv/fc's GEMM-ready weights are made once and
     shared by the error pass and the three golden models (only biases differ)."""
-    from tcc_compiler.quant import golden
+    from tcc_compiler.quant import golden_gemm
 
     fg, g, xs = _resnet(residual_net, n=4, hw=32)
     made = []
-    real = golden.prepare_conv_weights
-    monkeypatch.setattr(golden, "prepare_conv_weights",
+    real = golden_gemm.prepare_weights
+    monkeypatch.setattr(golden_gemm, "prepare_weights",
                         lambda *a, **k: made.append(1) or real(*a, **k))
     inputs = _Counted(xs)
     res = gated_bias_correction(fg, g, inputs)
