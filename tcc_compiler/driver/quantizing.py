@@ -23,6 +23,7 @@ from tcc_compiler.passes.instruments import QUANTIZE_STAGE
 from tcc_compiler.quant import quantize_graph
 from tcc_compiler.quant.auto_precision import choose_precision
 from tcc_compiler.quant.bias_correction import apply_bias_correction
+from tcc_compiler.quant.bias_refs import OutputRefs
 from tcc_compiler.quant.calib_table import add_fixed, build_table, check_covers, read_table
 from tcc_compiler.quant.calibrate import observe
 from tcc_compiler.quant.lut_ranges import lut_input_ranges
@@ -119,8 +120,11 @@ def _calibrate_on_inputs(graph: Graph, options: CompileOptions, preprocess, fixe
                                              options.raw_spec())
     method, p = options.method, options.percentile
     hess = _hessian_sum(graph, options.weight_rounding)
+    refs = OutputRefs(graph) if options.bias_correction == "auto" else None   # the check's
+    visits = [v.visit for v in (hess, refs) if v is not None]
     obs = observe(graph, inputs, [method], p, progress,
-                  also=getattr(hess, "visit", None))[method]
+                  also=(lambda name, value: [v(name, value) for v in visits]) if visits
+                  else None)[method]
     ranges, rejected = choose_ranges(obs, method)   # the collapse guard warns per tensor
     if method == "mse":   # a table's input: the range that serves the table's output
         lut_input_ranges(graph, obs, ranges)
@@ -129,7 +133,7 @@ def _calibrate_on_inputs(graph: Graph, options: CompileOptions, preprocess, fixe
         snap_input_range(ranges, minmax, graph.inputs[0].name, preprocess)
     table = build_table(obs, method, p, ranges, rejected)
     return Calibration(method, inputs, source, ranges,
-                       add_fixed(table, fixed) if fixed else table, minmax, hess)
+                       add_fixed(table, fixed) if fixed else table, minmax, hess, refs)
 
 
 def _hessian_sum(graph: Graph, rounding: str) -> HessianSum | None:
@@ -179,7 +183,10 @@ def quantize(graph: Graph, float_graph: Graph, calib: Calibration,
         raise InputError(f"weight_rounding/--weight-rounding '{options.weight_rounding}': "
                          f"choose one of {', '.join(WEIGHT_ROUNDING)}")
     _round_weights(graph, float_graph, calib, options.weight_rounding)
-    bias = apply_bias_correction(options.bias_correction, float_graph, graph, calib.inputs)
+    refs = calib.outputs.per_input(len(calib.inputs)) \
+        if calib.outputs is not None and calib.inputs else None
+    bias = apply_bias_correction(options.bias_correction, float_graph, graph, calib.inputs,
+                                 refs)
     if options.verify_ir:
         verify(graph, quantized=True)
     run_instruments(instruments, QUANTIZE_STAGE, "after", index, graph)

@@ -17,6 +17,7 @@ from tcc_compiler.ir.graph import Graph
 from tcc_compiler.passes import PassManager
 from tcc_compiler.quant.auto_precision import PrecisionChoice
 from tcc_compiler.quant.bias_correction import BiasCorrection
+from tcc_compiler.quant.bias_refs import OutputRefs
 from tcc_compiler.quant.weight_rounding import HessianSum
 from tcc_compiler.schedule import Program
 from tcc_compiler.target import Target
@@ -83,6 +84,8 @@ class Calibration:
             (from a table).
         hessians: GPTQ's input second moments, gathered in the calibration pass when the
             weight rounding needs them, or None.
+        outputs: the float network outputs of each input, kept in the calibration pass for
+            bias correction's two-fold check (``auto``), or None.
     """
 
     method: str
@@ -92,6 +95,7 @@ class Calibration:
     table: dict | None
     minmax: dict | None = None
     hessians: HessianSum | None = None
+    outputs: OutputRefs | None = None
 @dataclass(frozen=True)
 class Quantized:
     """What :func:`quantize` returns: ``precision`` (the int16 layers chosen) and

@@ -19,7 +19,6 @@ only when both folds gain (specs/quantization.md, "Empirical bias correction").
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from tcc_compiler.ir.feeds import feeds
 from tcc_compiler.ir.graph import Graph, Value
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.quant.analyze import quantize_value
+from tcc_compiler.quant.bias_folds import Half, Sqnr, add_fold, same_outputs
 from tcc_compiler.quant.bias_fused import error_and_quantized
 from tcc_compiler.quant.bias_pass import error_pass, in_order
 from tcc_compiler.quant.golden import GoldenModel, eval_int_node, prepare_conv
@@ -298,41 +298,6 @@ class BiasCorrection:
                 "seconds": round(self.seconds, 2)}
 
 
-class _Sqnr:
-    """Running 10 log10(sum ref^2 / sum (ref - got)^2) over every output element (float64)."""
-
-    def __init__(self):
-        self.ref = 0.0
-        self.err = 0.0
-
-    def add(self, ref: np.ndarray, got: np.ndarray) -> None:
-        r = np.asarray(ref, np.float64).reshape(-1)
-        self.ref += float(np.dot(r, r))
-        e = r - np.asarray(got, np.float64).reshape(-1)
-        self.err += float(np.dot(e, e))
-
-    def db(self) -> float:
-        if self.err == 0.0:
-            return math.inf
-        return 10.0 * math.log10(max(self.ref, 1e-300) / self.err)
-
-
-class _Half(Sequence):
-    """The inputs at positions ``first, first + 2, ...`` of ``inputs`` (a view: a lazy
-    sequence still loads one input at a time)."""
-
-    def __init__(self, inputs: Sequence, first: int):
-        self.inputs, self.first = inputs, first
-
-    def __len__(self) -> int:
-        return (len(self.inputs) - self.first + 1) // 2
-
-    def __getitem__(self, j):
-        if not 0 <= j < len(self):
-            raise IndexError(j)
-        return self.inputs[self.first + 2 * j]
-
-
 def _trial(qgraph: Graph, layers, weights: dict, sums: dict, count: int) -> GoldenModel:
     """The golden model of ``qgraph`` corrected by ``sums`` over ``count`` inputs (the graph's
     biases put back after; ``weights``: the layers' prepared weights, shared)."""
@@ -343,8 +308,55 @@ def _trial(qgraph: Graph, layers, weights: dict, sums: dict, count: int) -> Gold
         _set_biases(qgraph, old)
 
 
-def gated_bias_correction(float_graph: Graph, qgraph: Graph,
-                          inputs: Iterable[np.ndarray]) -> BiasCorrection:
+def _both(golden: GoldenModel, trial: GoldenModel, float_graph: Graph, x) -> tuple:
+    """The outputs of ``golden`` and of ``trial`` on input ``x`` (one job)."""
+    feed = feeds(float_graph, x)
+    return golden.run(feed), trial.run(feed)
+
+
+def _even_pass(float_graph: Graph, names: list, jobs: list, inputs: Sequence,
+               golden: GoldenModel, refs: Sequence[dict] | None, outs: list, errors: list,
+               ref: dict, base: Sqnr) -> Sequence[dict] | None:
+    """The error pass over the even inputs of ``inputs`` with the uncorrected ``golden`` model
+    beside it: their errors put in ``errors``, their float outputs in ``ref`` (by input
+    position, in ``outs`` order) and their SQNR added to ``base``. Returns ``refs`` when it
+    holds one output dict per input and those of the even inputs equal the pass's bit for bit,
+    else None."""
+    ins = [v.name for v in float_graph.inputs]
+    if refs is not None and len(refs) != len(inputs):
+        refs = None
+    for j, fl, errs, (got,) in error_pass(float_graph, names, Half(inputs, 0), jobs,
+                                          [lambda fl: golden.run({k: fl[k] for k in ins})]):
+        errors[2 * j], ref[2 * j] = _flat(errs), [fl[o] for o in outs]
+        if refs is not None and not same_outputs(refs[2 * j], outs, ref[2 * j]):
+            refs = None
+        for r, o in zip(ref[2 * j], outs):
+            base.add(r, got[o])
+    return refs
+
+
+def _first_fold(float_graph: Graph, names: list, jobs: list, odds: Sequence, models: tuple,
+                refs: Sequence[dict] | None, outs: list, errors: list, sq: tuple) -> bool:
+    """The first fold's SQNRs (``sq``: the without and with :class:`~tcc_compiler.quant.
+    bias_folds.Sqnr`) on the odd inputs ``odds``, from the uncorrected and the even-corrected
+    golden models (``models``). Without ``refs``: beside the error pass over ``odds``, their
+    errors put in ``errors`` (returns True); with ``refs``: against those float outputs, no
+    float pass and no errors (returns False)."""
+    golden, by_even = models
+    if refs is None:
+        ins = [v.name for v in float_graph.inputs]
+        extra = [lambda fl, m=m: m.run({k: fl[k] for k in ins}) for m in models]
+        for j, fl, errs, (got, fix) in error_pass(float_graph, names, odds, jobs, extra):
+            errors[2 * j + 1] = _flat(errs)
+            add_fold(sq, outs, fl, got, fix)
+        return True
+    for j, (got, fix) in in_order(lambda j, x: _both(golden, by_even, float_graph, x), odds):
+        add_fold(sq, outs, refs[2 * j + 1], got, fix)
+    return False
+
+
+def gated_bias_correction(float_graph: Graph, qgraph: Graph, inputs: Iterable[np.ndarray],
+                          refs: Sequence[dict] | None = None) -> BiasCorrection:
     """Bias correction kept only when it helps on held-out calibration inputs (in place).
 
     Two folds: the corrections estimated on the inputs at even positions are judged by the
@@ -361,13 +373,19 @@ def gated_bias_correction(float_graph: Graph, qgraph: Graph,
     says its check was not needed. Each input's errors are kept and added in input order, so
     every sum, decision and bias is that of one pass in input order, bit for bit. Cost: the
     error pass of :func:`correct_biases` plus two golden-model runs per odd input and, when
-    the first fold gains, one more per even input.
+    the first fold gains, one more per even input. With ``refs`` that equal the even inputs'
+    float outputs of the error pass bit for bit, the first fold reads the odd inputs' outputs
+    from ``refs`` and the error pass over the odd inputs runs only when that fold gains (the
+    same sums and decision: when it loses, half the float pass and error jobs are left out).
 
     Args:
         float_graph: the float graph the quantized one was made from (same value names).
         qgraph: the quantized graph (bias constants changed when applied).
         inputs: float32 NCHW calibration inputs (or {input: array} feeds); fewer than 2
             leave the graph as it is.
+        refs: per input, {graph output name: float32 NCHW value} as calibration's float pass
+            computed it (:class:`~tcc_compiler.quant.bias_refs.OutputRefs`), or None; not
+            used unless one per input and equal to the error pass's on the even inputs.
 
     Returns:
         :class:`BiasCorrection` (mode "auto").
@@ -385,27 +403,16 @@ def gated_bias_correction(float_graph: Graph, qgraph: Graph,
     weights = {name: p[0] for name, p in prepared.items()}   # the trials change only biases
     golden = GoldenModel(qgraph, prepared=prepared)   # the biases as prepared
     layers, names, jobs = _error_jobs(float_graph, qgraph, prepared, golden)
-    ins = [v.name for v in float_graph.inputs]
     errors: list = [None] * len(inputs)
-    ref = {}                         # the even inputs' float outputs
-    base = [_Sqnr(), _Sqnr()]        # by held-out fold (input parity)
-    fixed = [_Sqnr(), _Sqnr()]
-
-    def run(model):
-        return lambda fl: model.run({k: fl[k] for k in ins})
-
-    evens, odds = _Half(inputs, 0), _Half(inputs, 1)
-    for j, fl, errs, (got,) in error_pass(float_graph, names, evens, jobs, [run(golden)]):
-        errors[2 * j], ref[2 * j] = _flat(errs), [fl[o] for o in outs]
-        for r, o in zip(ref[2 * j], outs):
-            base[0].add(r, got[o])
+    ref: dict = {}                   # the even inputs' float outputs
+    base = [Sqnr(), Sqnr()]          # by held-out fold (input parity)
+    fixed = [Sqnr(), Sqnr()]
+    evens, odds = Half(inputs, 0), Half(inputs, 1)
+    refs = _even_pass(float_graph, names, jobs, inputs, golden, refs, outs, errors, ref,
+                      base[0])
     by_even = _trial(qgraph, layers, weights, _sums(layers, errors[0::2]), len(evens))
-    for j, fl, errs, (got, fix) in error_pass(float_graph, names, odds, jobs,
-                                              [run(golden), run(by_even)]):
-        errors[2 * j + 1] = _flat(errs)
-        for o in outs:
-            base[1].add(fl[o], got[o])
-            fixed[1].add(fl[o], fix[o])
+    odd_errors = _first_fold(float_graph, names, jobs, odds, (golden, by_even), refs, outs,
+                             errors, (base[1], fixed[1]))
     first = {"corrections_from": "even", "without_db": round(base[1].db(), 3),
              "with_db": round(fixed[1].db(), 3)}
     if not fixed[1].db() > base[1].db():
@@ -415,6 +422,9 @@ def gated_bias_correction(float_graph: Graph, qgraph: Graph,
                               f"the calibration inputs ({first['without_db']:.2f} -> "
                               f"{first['with_db']:.2f} dB); the even half's check was not "
                               "needed", [first, second])
+    if not odd_errors:   # the first fold gains: the odd inputs' errors are needed now
+        for j, _, errs, _ in error_pass(float_graph, names, odds, jobs):
+            errors[2 * j + 1] = _flat(errs)
     by_odd = _trial(qgraph, layers, weights, _sums(layers, errors[1::2]), len(odds))
     for j, got in in_order(lambda j, x: by_odd.run(feeds(float_graph, x)), evens):
         for r, o in zip(ref[2 * j], outs):
@@ -432,8 +442,8 @@ def gated_bias_correction(float_graph: Graph, qgraph: Graph,
                           f"calibration inputs ({text})", folds, changed)
 
 
-def apply_bias_correction(mode, float_graph: Graph, qgraph: Graph,
-                          inputs: Sequence) -> BiasCorrection:
+def apply_bias_correction(mode, float_graph: Graph, qgraph: Graph, inputs: Sequence,
+                          refs: Sequence[dict] | None = None) -> BiasCorrection:
     """``--bias-correction MODE`` on a quantized graph (in place): "on" corrects every conv/fc
     (:func:`correct_biases`), "auto" only when the two-fold check gains
     (:func:`gated_bias_correction`), "off" nothing. Without calibration inputs (a
@@ -442,6 +452,8 @@ def apply_bias_correction(mode, float_graph: Graph, qgraph: Graph,
     Args:
         mode: a ``bias_correction`` setting (:func:`bias_correction_mode`: True/False too).
         float_graph, qgraph, inputs: as :func:`correct_biases`.
+        refs: for "auto", the inputs' float outputs from calibration, or None
+            (:func:`gated_bias_correction`).
 
     Returns:
         :class:`BiasCorrection` (``seconds``: wall time).
@@ -463,7 +475,7 @@ def apply_bias_correction(mode, float_graph: Graph, qgraph: Graph,
         changed = correct_biases(float_graph, qgraph, inputs)
         res = BiasCorrection(mode, True, "on: asked for", changed=changed)
     else:
-        res = gated_bias_correction(float_graph, qgraph, inputs)
+        res = gated_bias_correction(float_graph, qgraph, inputs, refs)
     res.seconds = time.perf_counter() - t0
     log.info("bias correction %s: %s (%d layers changed, %.1f s)", mode, res.reason,
              len(res.changed), res.seconds)
