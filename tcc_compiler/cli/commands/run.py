@@ -1,5 +1,11 @@
 """Run a compiled model on the reference executor (optionally checked against the golden
-integer model and ONNX Runtime)."""
+integer model and ONNX Runtime).
+
+Several inputs stream: each is decoded when its turn comes and its result printed as soon as
+it is known, whole (memory stays that of a few inputs, however many). An input that cannot be
+read (e.g. a corrupt photo) stops the run in its turn with one error line (exit 2): the
+results of the inputs before it stay printed, complete; nothing of it or after it is. --json
+prints its one object at the end: nothing on stdout when the run stops."""
 
 from __future__ import annotations
 
@@ -163,11 +169,8 @@ def run(args) -> int:
     """tccc run DIR INPUT... [--raw-size WxHxC [--raw-layout HWC|CHW]] [--pixels manifest|raw]
     [--check MODEL] [--json] [--topk K] [--jobs N] [--schedule inorder|random --seed N]
 
-    Inputs are decoded one at a time as their turn comes; each input's text result is
-    printed (and flushed) as soon as it is known, whole. An input that cannot be read stops
-    the run in its turn with one error line (exit 2): the complete results of the inputs
-    before it stay printed, none of it or after it. ``--json`` prints its one object at the
-    end, so nothing on stdout when the run stops."""
+    Streams the inputs (module docstring): each text result printed and flushed whole when
+    it is known; --json's object at the end."""
     from tcc_compiler.api import folders
 
     from tcc_compiler.cli.raw_options import raw_options
