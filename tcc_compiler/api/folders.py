@@ -5,6 +5,8 @@ analyze, report and export it (what ``tccc run|eval|analyze|report|export-onnx``
     >>> prog = folders.load_program("out/")
     >>> xs, labels = folders.labelled_inputs(["photos/"], prog)
     >>> results = list(folders.run_inputs(prog, xs))
+    >>> ins = folders.input_stream(["photos/"], prog)   # decoded one at a time
+    >>> for label, res in zip(ins.labels(), folders.run_inputs(prog, ins)): ...
 
 Every function raises :class:`tcc_compiler.errors.TccError` subclasses with one-line messages
 (InputError for bad paths or arguments, FormatError for a corrupt folder).
@@ -21,8 +23,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from tcc_compiler.binfmt.weightfile import name_hash
-from tcc_compiler.datasets.images import (IMAGE_CHANNELS, Preprocess, bundled_photos,
-                                          folder_entries, load_inputs)
+from tcc_compiler.datasets.images import (IMAGE_CHANNELS, LazyInputs, Preprocess,
+                                          bundled_photos, load_inputs)
 from tcc_compiler.datasets.raw import RAW_LAYOUTS
 from tcc_compiler.emit.files import IR_FILE, MANIFEST_FILE
 from tcc_compiler.errors import InputError
@@ -34,9 +36,9 @@ from tcc_compiler.runtime.segmented import is_segmented_folder
 log = logging.getLogger(__name__)
 
 __all__ = ["PIXEL_MODES", "RAW_LAYOUTS", "LoadedProgram", "analyze_folder",
-           "check_analysis_inputs", "checker", "evaluate_folder", "export_onnx", "inputs_for",
-           "labelled_inputs", "load_program", "name_hash", "read_report", "run_inputs",
-           "write_html_report"]
+           "check_analysis_inputs", "checker", "evaluate_folder", "export_onnx", "input_stream",
+           "inputs_for", "labelled_inputs", "load_program", "name_hash", "read_report",
+           "run_inputs", "write_html_report"]
 
 
 def inputs_for(paths: Sequence[str | os.PathLike], prog: LoadedProgram, *,
@@ -77,7 +79,7 @@ def labelled_inputs(paths: Sequence[str | os.PathLike], prog: LoadedProgram, *,
                     raw_layout: str = "HWC", pixels: str = "manifest"
                     ) -> tuple[list[np.ndarray], list[str]]:
     """Inputs as :func:`inputs_for` loads them (the same options), each with a label naming
-    its file.
+    its file, all in memory (:func:`input_stream` decodes one at a time).
 
     A folder contributes one label per file in it (``folder/name.jpg``; raw files too with
     ``raw_size``); a ``.npy`` file with N > 1 arrays contributes ``file.npy[i]``.
@@ -85,19 +87,29 @@ def labelled_inputs(paths: Sequence[str | os.PathLike], prog: LoadedProgram, *,
     Raises:
         InputError: as :func:`inputs_for`.
     """
+    ins = input_stream(paths, prog, raw_size=raw_size, raw_layout=raw_layout, pixels=pixels)
+    return list(ins), ins.labels()
+
+
+def input_stream(paths: Sequence[str | os.PathLike], prog: LoadedProgram, *,
+                 raw_size: str | tuple[int, int, int] | None = None,
+                 raw_layout: str = "HWC", pixels: str = "manifest") -> LazyInputs:
+    """The inputs of :func:`labelled_inputs` (the same options, order and labels) as a
+    sequence that decodes each image or raw file when it is read
+    (:class:`tcc_compiler.datasets.images.LazyInputs`: ``len``, ``[i]`` a float32 NCHW
+    ``[1, C, H, W]`` array, ``.labels()``), so a loop over thousands of photos holds one.
+
+    Raises:
+        InputError: on the call, a missing path, an empty folder, a ``.npy`` array or raw
+            file of the wrong shape or size, a preprocessing unlike the model input (as
+            :func:`inputs_for`); on reading input ``i``, an undecodable image (naming it).
+    """
     from tcc_compiler.fsutil import check_path
 
-    pre, raw = _input_reading(prog, raw_size, raw_layout, pixels)
-    xs, labels = [], []
     for given in paths:
         check_path(given)  # a symlink loop or too long a name: one line, not a traceback
-        p = Path(given)
-        files = folder_entries(p, raw) if p.is_dir() else [p]
-        for f in files:
-            arrs = load_inputs([f], pre, prog.input_shape, input_layout(prog.manifest), raw)
-            xs += arrs
-            labels += [str(f)] if len(arrs) == 1 else [f"{f}[{i}]" for i in range(len(arrs))]
-    return xs, labels
+    pre, raw = _input_reading(prog, raw_size, raw_layout, pixels)
+    return LazyInputs(paths, pre, prog.input_shape, input_layout(prog.manifest), raw)
 
 
 def _run_job(prog, item) -> dict:
@@ -116,7 +128,11 @@ def run_inputs(prog: LoadedProgram, xs: Sequence[np.ndarray], schedule: str = "i
     Args:
         prog: the loaded program (``folder``, default ``prog.folder``, is reloaded in each
             worker process).
-        xs: float32 inputs shaped like ``prog.input_shape`` (NCHW), preprocessed.
+        xs: float32 inputs shaped like ``prog.input_shape`` (NCHW), preprocessed; a lazy
+            sequence (:func:`input_stream`) is read one input at a time as each is run (with
+            worker processes, a few ahead: :data:`tcc_compiler.runtime.batch
+            .IN_FLIGHT_PER_WORKER` per worker); an input that cannot be read is raised in its
+            turn, after the results of those before it.
         schedule: "inorder" (stream order) or "random" (a legal interleaving of the three
             queues, hazard-checked, seeded by ``seed``).
 
@@ -129,8 +145,9 @@ def run_inputs(prog: LoadedProgram, xs: Sequence[np.ndarray], schedule: str = "i
     """
     from tcc_compiler.runtime.batch import imap
 
-    items = [(x, schedule, seed) for x in xs]
-    yield from imap(prog.folder if folder is None else folder, items, _run_job, jobs, prog=prog)
+    items = ((x, schedule, seed) for x in xs)
+    yield from imap(prog.folder if folder is None else folder, items, _run_job, jobs, prog=prog,
+                    count=len(xs))
 
 
 def checker(prog: LoadedProgram, model: str | os.PathLike):

@@ -175,6 +175,10 @@ class LazyInputs(Sequence):
         holding several)."""
         return self._names[i]
 
+    def labels(self) -> list[str]:
+        """:meth:`label` of every input, in order."""
+        return list(self._names)
+
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]

@@ -232,12 +232,22 @@ def blob_chunks(raw: bytes, out_channels: int, block_channels: int,
     Raises:
         InternalError: as :func:`encode_blob`.
     """
+    return _blob_parts(raw, out_channels, block_channels, split_channel_bytes)[1:]
+
+
+def _blob_parts(raw: bytes, out_channels: int, block_channels: int, split_channel_bytes: int
+                ) -> tuple[list[tuple[int, int, int]], list[bytes], list[int]]:
+    """(:func:`_raw_sizes`, raw bytes, DEFLATE split) of each block of ``raw``.
+
+    Raises:
+        InternalError: as :func:`encode_blob`.
+    """
     try:
         sizes = _raw_sizes(len(raw), out_channels, block_channels, "weight compression")
     except FormatError as exc:
         raise InternalError(str(exc)) from None
     starts = itertools.accumulate((n for _, _, n in sizes), initial=0)
-    return ([raw[a:b] for a, b in itertools.pairwise(starts)],
+    return (sizes, [raw[a:b] for a, b in itertools.pairwise(starts)],
             [(c1 - c0) * split_channel_bytes for c0, c1, _ in sizes])
 
 
@@ -319,8 +329,7 @@ def _encode_blob(raw: bytes, out_channels: int, block_channels: int,
                  compressor: BlockCompressor | None,
                  split_channel_bytes: int = 0) -> tuple[bytes, list[Block]]:
     """:func:`encode_blob` without the blob memo."""
-    chunks, splits = blob_chunks(raw, out_channels, block_channels, split_channel_bytes)
-    sizes = _raw_sizes(len(raw), out_channels, block_channels, "weight compression")
+    sizes, chunks, splits = _blob_parts(raw, out_channels, block_channels, split_channel_bytes)
     pos = INDEX_ENTRY_BYTES * len(sizes)
     parts: list[bytes] = []
     blocks: list[Block] = []

@@ -5,6 +5,9 @@ The decoded program (both binaries, the executor's happens-before table) is buil
 process and reused for every input. With ``jobs > 1`` a :mod:`multiprocessing` pool of ``jobs``
 workers each loads the folder once (its initializer) and results come back in input order.
 Each worker limits BLAS to one thread (the executor's default), so N jobs use N cores.
+Items are taken from their iterable only as workers free up (at most
+:data:`IN_FLIGHT_PER_WORKER` per worker submitted and not yet returned), so a lazy iterable
+of decoded inputs holds a bounded number of them, however many there are.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,10 @@ log = logging.getLogger(__name__)
 
 #: A job: callable(program, item) -> result, run in whichever process holds the program.
 Job = Callable[[Any, Any], Any]
+
+#: Items submitted to each worker (process or Ray actor) and not yet returned: enough to keep
+#: it busy while results travel back, few enough to bound the items held.
+IN_FLIGHT_PER_WORKER = 2
 
 _worker_prog = None
 _worker_job: Job | None = None
@@ -80,11 +88,15 @@ def effective_jobs(jobs: int, n_items: int) -> int:
 
 
 def imap(folder: str | os.PathLike, items: Iterable, job: Job, jobs: int = 1,
-         prog=None, ray: str | None = None) -> Iterator:
+         prog=None, ray: str | None = None, count: int | None = None) -> Iterator:
     """Apply ``job(program, item)`` to every item, results in item order.
 
     Args:
-        folder: compiled output folder. items: inputs for ``job`` (picklable when jobs > 1).
+        folder: compiled output folder. items: inputs for ``job`` (picklable when jobs > 1);
+            a lazy iterable is read one item at a time as each is needed (in this process,
+            or as a worker frees up: :data:`IN_FLIGHT_PER_WORKER`), except on Ray.
+        count: the number of ``items`` when it is a lazy iterable (for the jobs cap); None:
+            ``len(items)``, an iterable without a length being read into a list first.
         job: a module-level function (picklable) ``job(prog, item) -> result``.
         jobs: worker processes at most; 1 runs in this process (reusing ``prog`` if
             given). Capped by :func:`effective_jobs` at the number of items and of usable
@@ -103,14 +115,14 @@ def imap(folder: str | os.PathLike, items: Iterable, job: Job, jobs: int = 1,
     """
     if jobs < 1:
         raise InputError(f"--jobs {jobs}: must be >= 1")
-    if not isinstance(items, (list, tuple)):
+    if count is None and not hasattr(items, "__len__"):
         items = list(items)
     if ray is not None:
         from tcc_compiler.runtime.ray_batch import imap_ray
 
         yield from imap_ray(folder, list(items), job, ray, jobs if jobs > 1 else None)
         return
-    jobs = effective_jobs(jobs, len(items))
+    jobs = effective_jobs(jobs, len(items) if count is None else count)
     if jobs == 1:
         from tcc_compiler.runtime.loaded import load_program
 
@@ -121,7 +133,7 @@ def imap(folder: str | os.PathLike, items: Iterable, job: Job, jobs: int = 1,
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     pool = ctx.Pool(jobs, initializer=_init_worker, initargs=(str(Path(folder)), job))
     try:
-        for res in pool.imap(_call_worker, items, chunksize=1):
+        for res in _windowed(pool, iter(items), jobs * IN_FLIGHT_PER_WORKER):
             if res[0] == "error":
                 from tcc_compiler import errors
 
@@ -132,3 +144,22 @@ def imap(folder: str | os.PathLike, items: Iterable, job: Job, jobs: int = 1,
     finally:
         pool.terminate()
         pool.join()
+
+
+def _windowed(pool, items: Iterator, window: int) -> Iterator:
+    """:func:`_call_worker`'s answers for ``items`` in order, at most ``window`` submitted to
+    ``pool`` and not yet returned (``Pool.imap`` reads its whole iterable at once: every
+    decoded input in memory). An item that cannot be made (``items`` raising a TccError,
+    e.g. an unreadable photo) is raised in its turn, after the answers of those before it."""
+    pending: deque = deque()
+    try:
+        for item in items:
+            pending.append(pool.apply_async(_call_worker, (item,)))
+            if len(pending) >= window:
+                yield pending.popleft().get()
+    except TccError:
+        while pending:
+            yield pending.popleft().get()
+        raise
+    while pending:
+        yield pending.popleft().get()

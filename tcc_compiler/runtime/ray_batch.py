@@ -24,11 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tcc_compiler.errors import InputError, TccError
+from tcc_compiler.runtime.batch import IN_FLIGHT_PER_WORKER
 
 log = logging.getLogger(__name__)
-
-#: Items in flight per actor: enough to keep it busy while results travel back.
-IN_FLIGHT_PER_WORKER = 2
 
 
 def import_ray():

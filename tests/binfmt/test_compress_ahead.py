@@ -95,15 +95,22 @@ def test_a_block_under_way_is_waited_for_not_compressed_again(monkeypatch):
     comp.close()
 
 
-def test_a_block_not_started_is_taken_back_by_the_caller(monkeypatch):
+def _busy(monkeypatch, seed: int, queued: list[bytes]):
+    """(gate, compressor, busy blocks): one block per background thread prefetched and held
+    there by the gate, then ``queued`` prefetched behind them (not started)."""
     workers = os.cpu_count() or 1
-    busy = [_raw(10 + i, 512) for i in range(workers)]
-    queued = _raw(99)
+    busy = [_raw(seed + i, 512) for i in range(workers)]
     gate = _Gate(monkeypatch, hold=workers)
     comp = BlockCompressor()
-    comp.prefetch(busy + [queued])
+    comp.prefetch(busy + queued)
     for _ in busy:   # every background thread holds one of ``busy``: ``queued`` waits
         gate.started.acquire()
+    return gate, comp, busy
+
+
+def test_a_block_not_started_is_taken_back_by_the_caller(monkeypatch):
+    queued = _raw(99)
+    gate, comp, busy = _busy(monkeypatch, 10, [queued])
     try:
         assert comp.deflate_many([queued]) == [deflate(queued)]   # would hang if waited for
     finally:
@@ -111,19 +118,13 @@ def test_a_block_not_started_is_taken_back_by_the_caller(monkeypatch):
     mine = [c for c in gate.calls if c[0] == queued]
     assert len(mine) == 1 and not mine[0][2].startswith("tccc-deflate")
     assert comp.deflate_many(busy) == [deflate(r) for r in busy]
-    assert len(gate.calls) == workers + 1
+    assert len(gate.calls) == len(busy) + 1
     comp.close()
 
 
 def test_close_drops_queued_blocks_and_the_compressor_stays_usable(monkeypatch):
-    workers = os.cpu_count() or 1
-    busy = [_raw(20 + i, 512) for i in range(workers)]
     queued = _raw(98)
-    gate = _Gate(monkeypatch, hold=workers)
-    comp = BlockCompressor()
-    comp.prefetch(busy + [queued])
-    for _ in busy:
-        gate.started.acquire()
+    gate, comp, _ = _busy(monkeypatch, 20, [queued])
     comp.close()   # ``queued`` dropped before it started
     gate.release.set()
     assert all(c[0] != queued for c in gate.calls)
@@ -134,14 +135,8 @@ def test_close_drops_queued_blocks_and_the_compressor_stays_usable(monkeypatch):
 
 
 def test_drop_queued_drops_only_the_blocks_not_started(monkeypatch):
-    workers = os.cpu_count() or 1
-    busy = [_raw(30 + i, 512) for i in range(workers)]
     queued = [_raw(96), _raw(95)]
-    gate = _Gate(monkeypatch, hold=workers)
-    comp = BlockCompressor()
-    comp.prefetch(busy + queued)
-    for _ in busy:
-        gate.started.acquire()
+    gate, comp, busy = _busy(monkeypatch, 30, queued)
     assert comp.drop_queued() == 2
     assert comp.prefetch(queued[1:]) == 1   # a newer prediction: queued again
     gate.release.set()

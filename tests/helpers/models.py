@@ -28,3 +28,25 @@ def gap_net(cin: int, softmax: bool, seed: int = 0) -> onnx.ModelProto:
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     return m
+
+
+def conv_relu_chain(cin: int, hw: int, layers, name: str) -> onnx.ModelProto:
+    """x[1, cin, hw, hw] NCHW float32 -> one Conv (+ bias, "same" pads ``k // 2``) + Relu per
+    ``(cout, k, group)`` of ``layers``, named conv<i> / relu<i>; seeded weights scaled by
+    1 / sqrt(fan-in) (a head's or a depthwise block's shape); opset 13."""
+    r = np.random.default_rng(0)
+    inits, nodes, cur, c = [], [], "x", cin
+    for i, (cout, k, grp) in enumerate(layers):
+        wt = (r.standard_normal((cout, c // grp, k, k))
+              / np.sqrt(k * k * c / grp)).astype(np.float32)
+        b = (r.standard_normal(cout) * 0.1).astype(np.float32)
+        inits += [numpy_helper.from_array(wt, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
+        nodes.append(helper.make_node("Conv", [cur, f"w{i}", f"b{i}"], [f"c{i}"],
+                                      kernel_shape=[k, k], pads=[k // 2] * 4, group=grp,
+                                      name=f"conv{i}"))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}"))
+        cur, c = f"r{i}", cout
+    graph = helper.make_graph(
+        nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, hw, hw])],
+        [helper.make_tensor_value_info(cur, TensorProto.FLOAT, [1, c, hw, hw])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])

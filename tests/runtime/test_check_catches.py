@@ -7,14 +7,11 @@ epilogues and depthwise convs with its own kernels (``quant/golden_conv.py``; wi
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
-import onnx
 import pytest
+from helpers.catches import compile_saved, patch_users
 from onnx import helper
 
-from tcc_compiler import api
 from tcc_compiler.numerics import jit
 from tcc_compiler.runtime import load_program
 from tcc_compiler.runtime.check import Checker
@@ -24,32 +21,29 @@ from tests.conftest import make_model_impl
 N = helper.make_node
 
 
-
-def _compiled(tmp, nodes, inits, r) -> tuple:
-    """(program, checker, 4 float32 NCHW inputs drawn from ``r``) of the [1, 3, 16, 16] model
-    ``nodes`` / ``inits`` (opset 17), compiled at 16x16x3 calibrated on those inputs, in
-    ``tmp``; the caller closes the checker."""
+def _compiled(tmp_path_factory, name: str, nodes, inits, r):
+    """Fixture body: (program, checker, 4 float32 NCHW inputs drawn from ``r``) of the
+    [1, 3, 16, 16] model ``nodes`` / ``inits`` (opset 17), compiled at 16x16x3 calibrated on
+    those inputs in a new ``name`` folder; the checker is closed after the module."""
     model = make_model_impl(nodes, [1, 3, 16, 16], inits, opset=17)
-    onnx.save(model, tmp / "m.onnx")
-    xs = [r.normal(0, 1, (1, 3, 16, 16)).astype(np.float32) for _ in range(4)]
-    prog = load_program(api.compile(model, "16x16x3", calibration=xs).save(tmp / "o"))
-    return prog, Checker(prog, tmp / "m.onnx"), xs
+    folder, path, xs, _ = compile_saved(tmp_path_factory.mktemp(name), model, 16, r, 4)
+    prog = load_program(folder)
+    chk = Checker(prog, path)
+    yield prog, chk, xs
+    chk.close()
 
 
 @pytest.fixture(scope="module")
 def checked(tmp_path_factory):
     """(program, checker, inputs) of conv-relu-conv(1x1)-GAP-flatten-gemm, int8 throughout
     (the wrong kernels below move values by 8 within -128..127)."""
-    tmp = tmp_path_factory.mktemp("catches")
     r = np.random.default_rng(5)
     inits = {"w0": r.normal(0, 0.3, (16, 3, 3, 3)), "w1": r.normal(0, 0.3, (24, 16, 1, 1)),
              "wf": r.normal(0, 0.3, (10, 24)), "bf": r.normal(0, 0.1, (10,))}
     nodes = [N("Conv", ["x", "w0"], ["c"], pads=[1] * 4), N("Relu", ["c"], ["r"]),
              N("Conv", ["r", "w1"], ["d"]), N("GlobalAveragePool", ["d"], ["g"]),
              N("Flatten", ["g"], ["f"]), N("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
-    prog, chk, xs = _compiled(tmp, nodes, inits, r)
-    yield prog, chk, xs
-    chk.close()
+    yield from _compiled(tmp_path_factory, "catches", nodes, inits, r)
 
 
 def test_right_executor_is_bit_exact(checked):
@@ -138,7 +132,6 @@ def test_wrong_executor_patch_matrix_is_caught(checked, monkeypatch):
 def dw_model(tmp_path_factory):
     """(program folder, model path, inputs) of conv-relu-depthwise(3x3)-relu-conv(1x1)-GAP-
     flatten-gemm, int8 throughout."""
-    tmp = tmp_path_factory.mktemp("catches_dw")
     r = np.random.default_rng(6)
     inits = {"w0": r.normal(0, 0.3, (16, 3, 3, 3)), "wd": r.normal(0, 0.3, (16, 1, 3, 3)),
              "w1": r.normal(0, 0.3, (24, 16, 1, 1)), "wf": r.normal(0, 0.3, (10, 24)),
@@ -148,9 +141,7 @@ def dw_model(tmp_path_factory):
              N("Conv", ["e", "w1"], ["p"]), N("GlobalAveragePool", ["p"], ["g"]),
              N("Flatten", ["g"], ["f"]), N("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
     model = make_model_impl(nodes, [1, 3, 16, 16], inits, opset=17)
-    onnx.save(model, tmp / "m.onnx")
-    xs = [r.normal(0, 1, (1, 3, 16, 16)).astype(np.float32) for _ in range(4)]
-    return api.compile(model, "16x16x3", calibration=xs).save(tmp / "o"), tmp / "m.onnx", xs
+    return compile_saved(tmp_path_factory.mktemp("catches_dw"), model, 16, r, 4)[:3]
 
 
 @pytest.mark.skipif(not jit.available(), reason="needs the compiled kernels (numba)")
@@ -196,7 +187,6 @@ def test_wrong_shared_depthwise_kernels_are_caught(dw_model, monkeypatch):
 def pooled(tmp_path_factory):
     """(checker, inputs) of conv-relu-maxpool(3x3 s2 p1)-conv(1x1)-GAP-flatten-gemm, the
     max pool as in a ResNet's stem."""
-    tmp = tmp_path_factory.mktemp("catches_max")
     r = np.random.default_rng(6)
     inits = {"w0": r.normal(0, 0.3, (16, 3, 3, 3)), "w1": r.normal(0, 0.3, (24, 16, 1, 1)),
              "wf": r.normal(0, 0.3, (10, 24)), "bf": r.normal(0, 0.1, (10,))}
@@ -204,9 +194,8 @@ def pooled(tmp_path_factory):
              N("MaxPool", ["r"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4),
              N("Conv", ["p", "w1"], ["d"]), N("GlobalAveragePool", ["d"], ["g"]),
              N("Flatten", ["g"], ["f"]), N("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
-    prog, chk, xs = _compiled(tmp, nodes, inits, r)
-    yield chk, xs
-    chk.close()
+    for _, chk, xs in _compiled(tmp_path_factory, "catches_max", nodes, inits, r):
+        yield chk, xs
 
 
 def test_wrong_max_pool_kernel_is_caught(pooled, monkeypatch):
@@ -253,16 +242,13 @@ def test_golden_max_pool_is_the_kernels(dtype):
 def lut_model(tmp_path_factory):
     """(program, checker, inputs) of conv-sigmoid-conv(1x1)-GAP-flatten-gemm: the sigmoid is a
     256-entry lookup table (fused into the conv's epilogue or its own LUT_TILE)."""
-    tmp = tmp_path_factory.mktemp("lutcatch")
     r = np.random.default_rng(7)
     inits = {"w0": r.normal(0, 0.3, (16, 3, 3, 3)), "w1": r.normal(0, 0.3, (24, 16, 1, 1)),
              "wf": r.normal(0, 0.3, (10, 24)), "bf": r.normal(0, 0.1, (10,))}
     nodes = [N("Conv", ["x", "w0"], ["c"], pads=[1] * 4), N("Sigmoid", ["c"], ["s"]),
              N("Conv", ["s", "w1"], ["d"]), N("GlobalAveragePool", ["d"], ["g"]),
              N("Flatten", ["g"], ["f"]), N("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
-    prog, chk, xs = _compiled(tmp, nodes, inits, r)
-    yield prog, chk, xs
-    chk.close()
+    yield from _compiled(tmp_path_factory, "lutcatch", nodes, inits, r)
 
 
 def test_wrong_lookup_table_kernel_is_caught(lut_model, monkeypatch):
@@ -282,11 +268,8 @@ def test_wrong_lookup_table_kernel_is_caught(lut_model, monkeypatch):
         return np.clip(y.astype(np.int16) + 8, -128, 127).astype(np.int8)
 
     real = lut.apply_lut
-    users = [m for m in list(sys.modules.values())
-             if m is not None and getattr(m, "apply_lut", None) is real]
-    assert {lut, vector_ops, conv_exec} <= set(users)
-    for m in users:   # every module that imported the kernel by name
-        monkeypatch.setattr(m, "apply_lut", wrong)
+    assert {lut, vector_ops, conv_exec} <= set(patch_users(monkeypatch, "apply_lut", real,
+                                                           wrong))
     assert chk.run_checked(xs[1])[1]["bit_exact"] is False
     assert calls
 
@@ -318,7 +301,6 @@ def ew_model(tmp_path_factory):
     """(program, checker, inputs) of conv-relu, then max pool + average pool added (an ADD_TILE:
     no conv to fuse it into), a 1x1 conv and a squeeze-excite product (a per-channel broadcast
     mul, an EW_TILE), GAP-flatten-gemm."""
-    tmp = tmp_path_factory.mktemp("ewcatch")
     r = np.random.default_rng(9)
     inits = {"w0": r.normal(0, 0.3, (16, 3, 3, 3)), "w1": r.normal(0, 0.3, (16, 16, 1, 1)),
              "wf": r.normal(0, 0.3, (10, 16)), "bf": r.normal(0, 0.1, (10,))}
@@ -329,19 +311,7 @@ def ew_model(tmp_path_factory):
              N("GlobalAveragePool", ["d"], ["e"]), N("Sigmoid", ["e"], ["s"]),
              N("Mul", ["d", "s"], ["m"]), N("GlobalAveragePool", ["m"], ["g"]),
              N("Flatten", ["g"], ["f"]), N("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
-    prog, chk, xs = _compiled(tmp, nodes, inits, r)
-    yield prog, chk, xs
-    chk.close()
-
-
-def _patch_users(monkeypatch, name: str, real, wrong) -> list:
-    """Replace kernel ``real`` by ``wrong`` in every loaded module that holds it as ``name``
-    (imported by name); returns those modules."""
-    users = [m for m in list(sys.modules.values())
-             if m is not None and getattr(m, name, None) is real]
-    for m in users:
-        monkeypatch.setattr(m, name, wrong)
-    return users
+    yield from _compiled(tmp_path_factory, "ewcatch", nodes, inits, r)
 
 
 @pytest.mark.parametrize("name", ["add_int8", "eltwise_int8"])
@@ -362,7 +332,7 @@ def test_wrong_elementwise_kernel_is_caught(ew_model, monkeypatch, name):
         info = np.iinfo(y.dtype)
         return np.clip(y.astype(np.int32) + 8, info.min, info.max).astype(y.dtype)
 
-    assert vector_ops in _patch_users(monkeypatch, name, real, wrong)
+    assert vector_ops in patch_users(monkeypatch, name, real, wrong)
     assert chk.run_checked(xs[1])[1]["bit_exact"] is False
     assert calls
 

@@ -10,11 +10,9 @@ the wrong bytes. Also: those own kernels give the executor kernels' bytes on ran
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
-import onnx
 import pytest
+from helpers.catches import compile_saved, patch_users
 from onnx import helper
 
 from tcc_compiler import api
@@ -29,26 +27,15 @@ from tests.conftest import make_model_impl
 N = helper.make_node
 
 
-def _checker(tmp, model, hw: int, seed: int, **options) -> tuple[Checker, list[np.ndarray]]:
-    """(checker, 3 float32 NCHW inputs) of ``model`` ([1, 3, hw, hw]) compiled at hw x hw x 3,
-    calibrated on 4 inputs, in ``tmp``; ``options`` go to ``api.compile``. The caller closes
-    the checker."""
-    onnx.save(model, tmp / "m.onnx")
-    r = np.random.default_rng(seed)
-    xs = [r.normal(0, 1, (1, 3, hw, hw)).astype(np.float32) for _ in range(7)]
-    m = api.compile(model, f"{hw}x{hw}x3", calibration=xs[:4], **options)
-    return Checker(load_program(m.save(tmp / "o")), tmp / "m.onnx"), xs[4:]
-
-
-def _patch_users(monkeypatch, module, name: str, wrong) -> list:
-    """Replace ``module.name`` by ``wrong`` in every loaded module that holds the same
-    function under ``name`` (imported by name); returns those modules."""
-    real = getattr(module, name)
-    users = [m for m in list(sys.modules.values())
-             if m is not None and getattr(m, name, None) is real]
-    for m in users:
-        monkeypatch.setattr(m, name, wrong)
-    return users
+def _checker(tmp_path_factory, name: str, model, hw: int, seed: int, **options):
+    """Fixture body: (checker, 3 float32 NCHW inputs) of ``model`` ([1, 3, hw, hw]) compiled
+    at hw x hw x 3, calibrated on 4 other inputs, in a new ``name`` folder; ``options`` go to
+    ``api.compile``. The checker is closed after the module."""
+    folder, path, _, xs = compile_saved(tmp_path_factory.mktemp(name), model, hw,
+                                        np.random.default_rng(seed), 7, **options)
+    chk = Checker(load_program(folder), path)
+    yield chk, xs
+    chk.close()
 
 
 def _off_by_8(real, calls: list):
@@ -78,7 +65,8 @@ def _assert_caught(chk: Checker, xs, monkeypatch, module, name: str, executor_us
     called the wrong kernel."""
     assert chk.run_checked(xs[0])[1]["bit_exact"] is True
     calls: list = []
-    users = _patch_users(monkeypatch, module, name, _off_by_8(getattr(module, name), calls))
+    real = getattr(module, name)
+    users = patch_users(monkeypatch, name, real, _off_by_8(real, calls))
     assert set(executor_users) <= set(users)
     assert chk.run_checked(xs[1])[1]["bit_exact"] is False
     assert calls
@@ -95,10 +83,8 @@ def avg_checker(tmp_path_factory):
                count_include_pad=0),
              N("AveragePool", ["p"], ["q"], kernel_shape=[2, 2], strides=[2, 2]),
              N("Conv", ["q", "w1"], ["y"])]
-    chk, xs = _checker(tmp_path_factory.mktemp("avgcatch"),
-                       make_model_impl(nodes, [1, 3, 12, 12], inits, opset=17), 12, 11)
-    yield chk, xs
-    chk.close()
+    yield from _checker(tmp_path_factory, "avgcatch",
+                        make_model_impl(nodes, [1, 3, 12, 12], inits, opset=17), 12, 11)
 
 
 def test_wrong_average_pool_kernel_is_caught(avg_checker, monkeypatch):
@@ -116,10 +102,8 @@ def resize_checker(request, tmp_path_factory):
              N("Resize", ["r", "", "s"], ["u"], mode="linear",
                coordinate_transformation_mode=request.param),
              N("Conv", ["u", "w1"], ["y"])]
-    chk, xs = _checker(tmp_path_factory.mktemp("resizecatch"),
-                       make_model_impl(nodes, [1, 3, 8, 8], inits, opset=17), 8, 12)
-    yield chk, xs
-    chk.close()
+    yield from _checker(tmp_path_factory, "resizecatch",
+                        make_model_impl(nodes, [1, 3, 8, 8], inits, opset=17), 8, 12)
 
 
 def test_wrong_bilinear_resize_kernel_is_caught(resize_checker, monkeypatch):
@@ -144,10 +128,8 @@ def softmax_checker(tmp_path_factory):
              N("Reshape", ["logits", "s4"], ["l4"]), N("Softmax", ["l4"], ["p4"], axis=2),
              N("Reshape", ["p4", "sb"], ["p"]),
              N("Conv", ["p", "wd"], ["y"], group=2, kernel_shape=[1, 1])]
-    chk, xs = _checker(tmp_path_factory.mktemp("softmaxcatch"),
-                       make_model_impl(nodes, [1, 3, hw, hw], inits, opset=17), hw, 13)
-    yield chk, xs
-    chk.close()
+    yield from _checker(tmp_path_factory, "softmaxcatch",
+                        make_model_impl(nodes, [1, 3, hw, hw], inits, opset=17), hw, 13)
 
 
 def test_wrong_group_softmax_kernel_is_caught(softmax_checker, monkeypatch):
@@ -167,11 +149,9 @@ def wide_lut_checker(request, tmp_path_factory):
              N("Sigmoid", ["c"], ["s"], name="sig"), N("Mul", ["c", "s"], ["a"], name="mul"),
              N("Conv", ["a", "w2", "b2"], ["y"], name="conv2")]
     prec = ["conv1"] if request.param == "int8_out" else {"int16": ["mul_silu"]}
-    chk, xs = _checker(tmp_path_factory.mktemp("widelutcatch"),
-                       make_model_impl(nodes, [1, 3, 12, 12], inits, opset=17), 12, 14,
-                       precision=prec)
-    yield chk, xs
-    chk.close()
+    yield from _checker(tmp_path_factory, "widelutcatch",
+                        make_model_impl(nodes, [1, 3, 12, 12], inits, opset=17), 12, 14,
+                        precision=prec)
 
 
 def test_wrong_int16_input_table_kernel_is_caught(wide_lut_checker, monkeypatch):
@@ -186,7 +166,6 @@ def epi_model(tmp_path_factory):
     """(program folder, model path, inputs) of conv-LeakyRelu(0.1) (the two-slope epilogue),
     a 1x1 conv plus a residual (the shortcut epilogue), GAP-flatten-gemm (the logits a raw
     int32 output)."""
-    tmp = tmp_path_factory.mktemp("epicatch")
     r = np.random.default_rng(15)
     inits = {"w0": r.normal(0, 0.3, (8, 3, 3, 3)), "w1": r.normal(0, 0.3, (8, 8, 1, 1)),
              "wf": r.normal(0, 0.3, (10, 8)), "bf": r.normal(0, 0.1, (10,))}
@@ -195,11 +174,8 @@ def epi_model(tmp_path_factory):
              N("GlobalAveragePool", ["e"], ["g"]), N("Flatten", ["g"], ["f"]),
              N("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
     model = make_model_impl(nodes, [1, 3, 10, 10], inits, opset=17)
-    onnx.save(model, tmp / "m.onnx")
-    xs = [r.normal(0, 1, (1, 3, 10, 10)).astype(np.float32) for _ in range(6)]
-    m = api.compile(model, "10x10x3", calibration=xs[:4])
-    assert m.program.cmd.commands   # compiled
-    return m.save(tmp / "o"), tmp / "m.onnx", xs[4:]
+    folder, path, _, xs = compile_saved(tmp_path_factory.mktemp("epicatch"), model, 10, r, 6)
+    return folder, path, xs
 
 
 @pytest.mark.parametrize("name,numba", [("two_slope_epilogue", True),

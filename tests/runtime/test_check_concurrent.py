@@ -251,25 +251,29 @@ def test_overlapping_beside_bodies_restore_the_threads():
         conv_bands.set_threads(old)
 
 
-def test_cli_checked_runs_take_one_thread(checked):
+def test_cli_checked_runs_take_one_thread(checked, monkeypatch):
     """tccc run --check (one job): each input's executor run starts with the split off
     while its checks run."""
-    from tcc_compiler.cli.commands.run import _with_checks
+    from types import SimpleNamespace
+
+    from tcc_compiler.cli.commands.run import _runs
+    from tcc_compiler.runtime import batch
     from tcc_compiler.sim import conv_bands
 
     prog, chk, _, xs = checked
     seen, gate = [], threading.Event()
 
-    def results():
-        for x in xs[:2]:
-            seen.append(conv_bands.threads())
-            gate.set()
-            yield prog.run(x)
+    def run_input(p, x, schedule, seed):   # the executor run of each input
+        seen.append(conv_bands.threads())
+        gate.set()
+        return prog.run(x)
 
+    monkeypatch.setattr(batch, "run_input", run_input)
+    args = SimpleNamespace(jobs=1, schedule="inorder", seed=0, dir=str(prog.folder))
     old = conv_bands.set_threads(2)
     undo = _held_golden(chk, gate)
     try:
-        for x, (res, pending) in zip(xs[:2], _with_checks(results(), xs[:2], chk, 1)):
+        for x, res, pending in _runs(prog, xs[:2], args, chk):
             assert chk.check(x, res, pending)["bit_exact"] is True
         assert seen == [1, 1] and conv_bands.threads() == 2
     finally:

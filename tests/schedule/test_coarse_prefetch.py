@@ -8,11 +8,10 @@ and in random legal interleavings."""
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 import pytest
 from conftest import assert_bit_exact_schedules, quantized_model
-from onnx import TensorProto, helper, numpy_helper
+from helpers.models import conv_relu_chain
 
 from tcc_compiler.schedule.geom import conv_geom
 from tcc_compiler.schedule.hoist import Hoist
@@ -25,22 +24,9 @@ BUDGET = 256 * 1024
 
 
 def head_net() -> onnx.ModelProto:
-    """x[1, 32, 7, 7] NCHW float32 -> Conv1x1 32 -> 320 + Relu -> Conv1x1 320 -> 1280 + Relu
-    (a conv head's shape); opset 13, seeded weights."""
-    r = np.random.default_rng(0)
-    inits, nodes, cur, c = [], [], "x", 32
-    for i, cout in enumerate([320, 1280]):
-        wt = (r.standard_normal((cout, c, 1, 1)) / np.sqrt(c)).astype(np.float32)
-        b = (r.standard_normal(cout) * 0.1).astype(np.float32)
-        inits += [numpy_helper.from_array(wt, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
-        nodes.append(helper.make_node("Conv", [cur, f"w{i}", f"b{i}"], [f"c{i}"],
-                                      kernel_shape=[1, 1], name=f"conv{i}"))
-        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}"))
-        cur, c = f"r{i}", cout
-    graph = helper.make_graph(
-        nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 7, 7])],
-        [helper.make_tensor_value_info(cur, TensorProto.FLOAT, [1, c, 7, 7])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    """x[1, 32, 7, 7] -> Conv1x1 32 -> 320 + Relu -> Conv1x1 320 -> 1280 + Relu (a conv
+    head's shape: :func:`helpers.models.conv_relu_chain`)."""
+    return conv_relu_chain(32, 7, [(320, 1, 1), (1280, 1, 1)], "head")
 
 
 @pytest.fixture(scope="module")

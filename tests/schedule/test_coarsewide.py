@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import onnx
 import pytest
 from conftest import assert_bit_exact_schedules, quantized_model
-from onnx import TensorProto, helper, numpy_helper
+from helpers.models import conv_relu_chain
 
 from tcc_compiler.isa.spec import Queue
 from tcc_compiler.schedule.coarsewide import lifted_coarse
@@ -27,25 +26,10 @@ BUDGET = 128 * 1024
 
 
 def dw_net() -> onnx.ModelProto:
-    """x[1, 32, 8, 8] NCHW float32 -> Conv1x1 32 -> 512 + Relu -> depthwise Conv3x3 512 +
-    Relu -> Conv1x1 512 -> 256 + Relu (128 KB of weights: load-bound at 8x8); opset 13,
-    seeded weights."""
-    r = np.random.default_rng(0)
-    inits, nodes, cur, c = [], [], "x", 32
-    for i, (cout, k, grp) in enumerate([(512, 1, 1), (512, 3, 512), (256, 1, 1)]):
-        wt = (r.standard_normal((cout, c // grp, k, k))
-              / np.sqrt(k * k * c / grp)).astype(np.float32)
-        b = (r.standard_normal(cout) * 0.1).astype(np.float32)
-        inits += [numpy_helper.from_array(wt, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
-        nodes.append(helper.make_node("Conv", [cur, f"w{i}", f"b{i}"], [f"c{i}"],
-                                      kernel_shape=[k, k], pads=[k // 2] * 4, group=grp,
-                                      name=f"conv{i}"))
-        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}"))
-        cur, c = f"r{i}", cout
-    graph = helper.make_graph(
-        nodes, "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 8, 8])],
-        [helper.make_tensor_value_info(cur, TensorProto.FLOAT, [1, c, 8, 8])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    """x[1, 32, 8, 8] -> Conv1x1 32 -> 512 + Relu -> depthwise Conv3x3 512 + Relu -> Conv1x1
+    512 -> 256 + Relu (128 KB of weights: load-bound at 8x8;
+    :func:`helpers.models.conv_relu_chain`)."""
+    return conv_relu_chain(32, 8, [(512, 1, 1), (512, 3, 512), (256, 1, 1)], "dw")
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,18 @@
 """Run a compiled model on the reference executor (optionally checked against the golden
-integer model and ONNX Runtime)."""
+integer model and ONNX Runtime).
+
+Several inputs stream: each is decoded when its turn comes and its result printed as soon as
+it is known, whole (memory stays that of a few inputs, however many). An input that cannot be
+read (e.g. a corrupt photo) stops the run in its turn with one error line (exit 2): the
+results of the inputs before it stay printed, complete; nothing of it or after it is. --json
+prints its one object at the end: nothing on stdout when the run stops."""
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
+from collections import deque
 
 import numpy as np
 
@@ -75,33 +83,65 @@ def _print_text(out: dict, prefix: str = "") -> None:
         print(f"{prefix}logits: " + " ".join(f"{v:.6g}" for v in out["logits"]))
 
 
-def _with_checks(results, xs, checker, jobs: int):
-    """(result, pending check) per input. In this process (one job), each input's golden
-    model and float model start on the checker's worker threads before its executor run
+def _runs(prog, inputs, args, checker):
+    """(input, outputs, pending check) per input of the lazy sequence ``inputs``
+    (:func:`~tcc_compiler.api.folders.input_stream`), each decoded when its turn comes, so a
+    run over a thousand photos holds a few (:data:`~tcc_compiler.runtime.batch
+    .IN_FLIGHT_PER_WORKER` per worker process ahead, one in this process).
+
+    In this process (one job), each input's golden model and float model start on the
+    checker's worker threads before its executor run
     (:meth:`~tcc_compiler.runtime.check.Checker.start`): the three run side by side, the
     executor's tiles on its own thread alone
-    (:func:`~tcc_compiler.runtime.check.executor_beside_checks`). With
-    worker processes the checks start when each result arrives (no threads running while
-    the workers fork)."""
-    from tcc_compiler.runtime.batch import effective_jobs
+    (:func:`~tcc_compiler.runtime.check.executor_beside_checks`). With worker processes the
+    checks start when each result arrives (no threads running while the workers fork).
 
+    Raises:
+        InputError: input ``k`` cannot be read, in its turn (after the results before it).
+    """
     from contextlib import nullcontext
 
+    from tcc_compiler.api import folders
+    from tcc_compiler.runtime.batch import effective_jobs, run_input
     from tcc_compiler.runtime.check import executor_beside_checks
 
-    ahead = checker is not None and effective_jobs(jobs, len(xs)) == 1
-    results = iter(results)
-    for x in xs:
-        pending = checker.start(x) if ahead else None
+    jobs = effective_jobs(args.jobs, len(inputs))
+    if jobs > 1:
+        held: deque = deque()   # the inputs sent to the workers, for their checks
+
+        def feed():
+            for x in inputs:
+                held.append(x)
+                yield x
+        for res in folders.run_inputs(prog, _Sized(feed(), len(inputs)), args.schedule,
+                                      args.seed, jobs, args.dir):
+            yield held.popleft(), res, None
+        return
+    for x in inputs:
+        pending = checker.start(x) if checker is not None else None
         try:
-            with (executor_beside_checks((pending.golden, pending.floats)) if ahead
+            with (executor_beside_checks((pending.golden, pending.floats)) if pending
                   else nullcontext()):
-                res = next(results)
+                res = run_input(prog, x, args.schedule, args.seed)
         except BaseException:
             if pending is not None:
                 pending.wait()
             raise
-        yield res, pending
+        yield x, res, pending
+
+
+class _Sized:
+    """An iterator with the length :func:`~tcc_compiler.api.folders.run_inputs` asks of its
+    inputs (for the jobs cap), read once."""
+
+    def __init__(self, it, n: int) -> None:
+        self._it, self._n = it, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self):
+        return self._it
 
 
 #: Suffixes of model files: given where an input goes, they are refused (not decoded as images).
@@ -127,7 +167,10 @@ def _refuse_model_inputs(inputs) -> None:
 
 def run(args) -> int:
     """tccc run DIR INPUT... [--raw-size WxHxC [--raw-layout HWC|CHW]] [--pixels manifest|raw]
-    [--check MODEL] [--json] [--topk K] [--jobs N] [--schedule inorder|random --seed N]"""
+    [--check MODEL] [--json] [--topk K] [--jobs N] [--schedule inorder|random --seed N]
+
+    Streams the inputs (module docstring): each text result printed and flushed whole when
+    it is known; --json's object at the end."""
     from tcc_compiler.api import folders
 
     from tcc_compiler.cli.raw_options import raw_options
@@ -135,28 +178,29 @@ def run(args) -> int:
     raw_size, raw_layout = raw_options(args)
     prog = folders.load_program(args.dir)   # a bad folder is said first
     _refuse_model_inputs(args.input)
-    xs, labels = folders.labelled_inputs(args.input, prog, raw_size=raw_size,
-                                         raw_layout=raw_layout, pixels=args.pixels)
+    inputs = folders.input_stream(args.input, prog, raw_size=raw_size, raw_layout=raw_layout,
+                                  pixels=args.pixels)
     checker = folders.checker(prog, args.check) if args.check else None
+    n = len(inputs)
     t0 = time.perf_counter()
-    outs = []
-    results = folders.run_inputs(prog, xs, args.schedule, args.seed, args.jobs, args.dir)
-    for i, (x, label, (res, pending)) in enumerate(zip(xs, labels,
-                                                      _with_checks(results, xs, checker,
-                                                                   args.jobs))):
+    outs, exact = [], True
+    for i, (x, res, pending) in enumerate(_runs(prog, inputs, args, checker)):
+        label = inputs.label(i)
         t1 = time.perf_counter()
-        log.info("run %d/%d %s: %.1f ms (reference executor, host time)", i + 1, len(xs),
-                 label, 1e3 * (t1 - t0))
+        log.info("run %d/%d %s: %.1f ms (reference executor, host time)", i + 1, n, label,
+                 1e3 * (t1 - t0))
         t0 = t1
-        outs.append(_result(prog, x, res, args, checker, label, pending))
-    if outs and args.topk > len(outs[0]["topk"]):
-        n = len(outs[0]["topk"])
-        log.warning("--topk %d: the model outputs %d values; printing all %d", args.topk, n, n)
+        out = _result(prog, x, res, args, checker, label, pending)
+        if i == 0 and args.topk > len(out["topk"]):
+            k = len(out["topk"])
+            log.warning("--topk %d: the model outputs %d values; printing all %d", args.topk, k,
+                        k)
+        exact = exact and (checker is None or out["check"]["bit_exact"])
+        if args.json:
+            outs.append(out)
+        else:
+            _print_text(out, "" if n == 1 else f"[{i}] {out['input']}: ")
+            sys.stdout.flush()
     if args.json:
         print(json_text(outs[0] if len(outs) == 1 else {"results": outs}))
-    else:
-        for i, out in enumerate(outs):
-            _print_text(out, "" if len(outs) == 1 else f"[{i}] {out['input']}: ")
-    if checker is not None and not all(o["check"]["bit_exact"] for o in outs):
-        return 1
-    return 0
+    return 0 if exact else 1

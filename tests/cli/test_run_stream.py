@@ -1,0 +1,102 @@
+"""``tccc run`` over many inputs streams them: each photo is decoded in its turn, so the
+decoded inputs held at once stay a few however many there are (1000 ImageNet photos used to
+be decoded before the first output: 915 MiB), in this process and with worker processes,
+and the results are those of one-by-one runs. A photo that cannot be read stops the run in
+its turn: the results before it stay printed whole, the error is one line naming it."""
+
+from __future__ import annotations
+
+import json
+import weakref
+
+import numpy as np
+import pytest
+from helpers.cli import one_line_error, run_cli
+
+from tcc_compiler.datasets import images
+from tcc_compiler.runtime.batch import IN_FLIGHT_PER_WORKER
+
+#: Photos of the streamed runs.
+N_PHOTOS = 24
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """A folder of :data:`N_PHOTOS` random 20x20 RGB PNG photos (resized to the model's
+    16x16 on loading), sorted by name as ``tccc run`` reads them."""
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("photos")
+    r = np.random.default_rng(3)
+    for k in range(N_PHOTOS):
+        Image.fromarray(r.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(d / f"p{k:02d}.png")
+    return d
+
+
+def _count_decoded(monkeypatch) -> dict:
+    """Count the decoded photos alive at once: the loader's ``load_image`` wrapped so each
+    array it returns is counted until freed; returns {"live", "peak", "made"}."""
+    real, seen = images.load_image, {"live": 0, "peak": 0, "made": 0}
+
+    def freed():
+        seen["live"] -= 1
+
+    def counted(*a, **k):
+        x = real(*a, **k)
+        seen["live"] += 1
+        seen["made"] += 1
+        seen["peak"] = max(seen["peak"], seen["live"])
+        weakref.finalize(x, freed)
+        return x
+    monkeypatch.setattr(images, "load_image", counted)
+    return seen
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_run_holds_a_few_decoded_inputs_and_gives_one_by_one_results(small_folder, photos,
+                                                                      monkeypatch, capsys, jobs):
+    _, out = small_folder
+    files = sorted(photos.iterdir())
+    alone = []
+    for f in files:
+        code, stdout, err = run_cli(["run", out, f, "--json", "--logits", "--topk", "3"], capsys)
+        assert code == 0, err
+        alone.append(json.loads(stdout))
+    seen = _count_decoded(monkeypatch)
+    code, stdout, err = run_cli(["run", out, photos, "--json", "--logits", "--topk", "3",
+                                 "--jobs", jobs], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["results"] == alone
+    assert seen["made"] == N_PHOTOS   # each photo decoded once, in this process
+    # one in this process (and the one before, until the next is decoded); with workers a
+    # window of IN_FLIGHT_PER_WORKER per worker plus the one being received (measured: 2 and 5)
+    assert seen["peak"] <= (2 if jobs == 1 else jobs * IN_FLIGHT_PER_WORKER + 1), seen
+    # text: the same results, each input's lines with its prefix
+    code, stdout, err = run_cli(["run", out, photos, "--topk", "3"], capsys)
+    assert code == 0, err
+    want = [f"[{i}] {r['input']}: top1: {r['top1']}  top3: {r['topk']}"
+            for i, r in enumerate(alone)]
+    assert stdout.splitlines() == want
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_unreadable_photo_stops_in_its_turn(small_folder, photos, tmp_path, capsys, jobs):
+    """Photo 5 of 8 is not an image: the four before it are printed whole (text), the error
+    is one line naming it (exit 2) and nothing of it or after it is printed; ``--json``
+    prints nothing."""
+    _, out = small_folder
+    d = tmp_path / "some"
+    d.mkdir()
+    files = sorted(photos.iterdir())[:8]
+    for f in files:
+        (d / f.name).write_bytes(f.read_bytes())
+    bad = d / files[4].name
+    bad.write_bytes(b"not a png")
+    code, stdout, err = run_cli(["run", out, d, "--jobs", jobs], capsys)
+    assert code == 2
+    assert str(bad) in one_line_error(err)
+    lines = stdout.splitlines()
+    assert [ln.split(":")[0] for ln in lines] == [f"[{i}] {d / f.name}"
+                                                  for i, f in enumerate(files[:4])]
+    code, stdout, err = run_cli(["run", out, d, "--json", "--jobs", jobs], capsys)
+    assert code == 2 and stdout == "" and str(bad) in one_line_error(err)
