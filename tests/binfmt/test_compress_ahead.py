@@ -127,6 +127,9 @@ def test_close_drops_queued_blocks_and_the_compressor_stays_usable(monkeypatch):
     gate, comp, _ = _busy(monkeypatch, 20, [queued])
     comp.close()   # ``queued`` dropped before it started
     gate.release.set()
+    for t in threading.enumerate():   # the threads end once the held blocks are done: a
+        if t.name.startswith("tccc-deflate"):   # ``queued`` not dropped would run by then
+            t.join(timeout=30)
     assert all(c[0] != queued for c in gate.calls)
     assert comp.deflate(queued) == deflate(queued)
     assert comp.prefetch([_raw(97)]) == 1   # new background threads
