@@ -62,9 +62,11 @@ class WaitTracker:
         """
         waits = dict.fromkeys(self.QUEUES, WAIT_NONE)
         count = self.count
+        real = []
         for d in deps:
             if d is None:
                 continue
+            real.append(d)
             q, k = d
             n = count[q] - 1 - k
             if n < 0:
@@ -77,7 +79,7 @@ class WaitTracker:
         self.cmds.append(cmd)
         self.comments.append(comment)
         self.slots.append(slot)
-        self.deps.append(tuple(d for d in deps if d is not None))
+        self.deps.append(tuple(real))
         q = cls.SPEC.queue
         if q in count:
             idx = self.count[q]
@@ -175,7 +177,11 @@ def _extent(f: dict) -> tuple[int, int, int]:
 
 def _overlaps(rest: list[tuple[int, int]], spans: list[tuple[int, int]]) -> bool:
     """Whether any interval of ``rest`` overlaps any of ``spans`` (half-open byte ranges)."""
-    return any(a < hi and lo < b for a, b in rest for lo, hi in spans)
+    for a, b in rest:   # (loops, not a generator: the lowering's hottest test)
+        for lo, hi in spans:
+            if a < hi and lo < b:
+                return True
+    return False
 
 
 def _minus(rest: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
