@@ -60,7 +60,7 @@ class WaitTracker:
         Raises:
             InternalError: a dependency on a command not emitted yet.
         """
-        waits = dict.fromkeys(self.QUEUES, WAIT_NONE)
+        w_load = w_comp = w_store = WAIT_NONE   # (locals: the search's hottest loop)
         count = self.count
         real = []
         for d in deps:
@@ -72,10 +72,13 @@ class WaitTracker:
             if n < 0:
                 raise InternalError(f"dependency on {q.name} command {k} not yet dispatched")
             n = n if n < WAIT_MAX else WAIT_MAX
-            if n < waits[q]:
-                waits[q] = n
-        cmd = cls(wait_load=waits[Queue.LOAD], wait_compute=waits[Queue.COMPUTE],
-                  wait_store=waits[Queue.STORE], **fields)
+            if q is Queue.LOAD:
+                w_load = n if n < w_load else w_load
+            elif q is Queue.COMPUTE:
+                w_comp = n if n < w_comp else w_comp
+            else:   # (count holds the three queues only)
+                w_store = n if n < w_store else w_store
+        cmd = cls(wait_load=w_load, wait_compute=w_comp, wait_store=w_store, **fields)
         self.cmds.append(cmd)
         self.comments.append(comment)
         self.slots.append(slot)
