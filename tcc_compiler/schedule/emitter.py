@@ -60,24 +60,29 @@ class WaitTracker:
         Raises:
             InternalError: a dependency on a command not emitted yet.
         """
-        waits = dict.fromkeys(self.QUEUES, WAIT_NONE)
+        w_load = w_comp = w_store = WAIT_NONE   # (locals: the search's hottest loop)
         count = self.count
+        real = []
         for d in deps:
             if d is None:
                 continue
+            real.append(d)
             q, k = d
             n = count[q] - 1 - k
             if n < 0:
                 raise InternalError(f"dependency on {q.name} command {k} not yet dispatched")
             n = n if n < WAIT_MAX else WAIT_MAX
-            if n < waits[q]:
-                waits[q] = n
-        cmd = cls(wait_load=waits[Queue.LOAD], wait_compute=waits[Queue.COMPUTE],
-                  wait_store=waits[Queue.STORE], **fields)
+            if q is Queue.LOAD:
+                w_load = n if n < w_load else w_load
+            elif q is Queue.COMPUTE:
+                w_comp = n if n < w_comp else w_comp
+            else:   # (count holds the three queues only)
+                w_store = n if n < w_store else w_store
+        cmd = cls(wait_load=w_load, wait_compute=w_comp, wait_store=w_store, **fields)
         self.cmds.append(cmd)
         self.comments.append(comment)
         self.slots.append(slot)
-        self.deps.append(tuple(d for d in deps if d is not None))
+        self.deps.append(tuple(real))
         q = cls.SPEC.queue
         if q in count:
             idx = self.count[q]
@@ -175,7 +180,11 @@ def _extent(f: dict) -> tuple[int, int, int]:
 
 def _overlaps(rest: list[tuple[int, int]], spans: list[tuple[int, int]]) -> bool:
     """Whether any interval of ``rest`` overlaps any of ``spans`` (half-open byte ranges)."""
-    return any(a < hi and lo < b for a, b in rest for lo, hi in spans)
+    for a, b in rest:   # (loops, not a generator: the lowering's hottest test)
+        for lo, hi in spans:
+            if a < hi and lo < b:
+                return True
+    return False
 
 
 def _minus(rest: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:

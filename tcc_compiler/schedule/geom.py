@@ -3,6 +3,7 @@ geometries (:class:`~tcc_compiler.schedule.tiling.ConvGeom`) and tile boxes."""
 
 from __future__ import annotations
 
+import functools
 
 from tcc_compiler.errors import InternalError, UnsupportedError
 from tcc_compiler.ir.graph import Node, Value
@@ -94,9 +95,17 @@ def in_box(g: ConvGeom, s: Spatial, b: tuple[int, int]):
 
 
 def spatial_tiles(oh: int, ow: int, rows: int, cols: int) -> list[Spatial]:
-    """Output tiles of ``rows`` x ``cols`` over an ``oh`` x ``ow`` map, row-major."""
-    return [(y0, min(y0 + rows, oh), x0, min(x0 + cols, ow))
-            for y0 in range(0, oh, rows) for x0 in range(0, ow, cols)]
+    """Output tiles of ``rows`` x ``cols`` over an ``oh`` x ``ow`` map, row-major (a new
+    list; the tiles themselves are made once per map and tiling, :func:`_spatial_tiles`)."""
+    return list(_spatial_tiles(oh, ow, rows, cols))
+
+
+@functools.lru_cache(maxsize=1024)
+def _spatial_tiles(oh: int, ow: int, rows: int, cols: int) -> tuple[Spatial, ...]:
+    """:func:`spatial_tiles` as a tuple, kept (the schedule search tiles the same maps the
+    same way in each of its lowerings)."""
+    return tuple((y0, min(y0 + rows, oh), x0, min(x0 + cols, ow))
+                 for y0 in range(0, oh, rows) for x0 in range(0, ow, cols))
 
 
 def channel_blocks(o: int, ocb: int) -> list[tuple[int, int]]:

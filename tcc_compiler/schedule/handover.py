@@ -84,6 +84,19 @@ def cut_area(hoists: tuple[Hoist, ...], nbytes: int) -> tuple[Hoist, ...] | None
     return (dataclasses.replace(h, area_bytes=h.area_bytes - nbytes),) + hoists[1:]
 
 
+def compress_ahead(graph: Graph, t: Target, compressor, lw: Lowering, memo: dict | None,
+                   consumer: str) -> None:
+    """Start compressing, on ``compressor``'s background threads, the coarse weight blocks
+    the handover variants (:data:`HANDOVER_VARIANTS`) of a prefetch for ``consumer`` on
+    ``lw``'s memory plan will lay out (the ops after it; schedule/precompress.py), replacing
+    the earlier predictions not started yet. :func:`handed` calls it, and the search's
+    prefetch round (schedule/hoistsearch.py) as soon as a try with that consumer is faster,
+    so that they compress while the round's other tries lower (the streams are the same
+    whenever they are made). Nothing without a compressor or a coarse variant."""
+    if compressor is not None and any(coarse for _, coarse in HANDOVER_VARIANTS):
+        precompress(graph, t, [lw.mem], compressor, memo, after=consumer, replace=True)
+
+
 def handed(graph: Graph, t: Target, compressor, lw: Lowering, memo: dict,
            best: tuple[int, Program, tuple[Hoist, ...]],
            spans: list[tuple[int, int]]) -> tuple[int, Program, tuple[Hoist, ...]]:
@@ -97,9 +110,7 @@ def handed(graph: Graph, t: Target, compressor, lw: Lowering, memo: dict,
         blk = block_bytes(graph, t, lw.mem, hoists, hoists[0])
     except ScheduleError:
         return best
-    if any(coarse for _, coarse in HANDOVER_VARIANTS):   # their coarse blocks, made ahead
-        precompress(graph, t, [lw.mem], compressor, memo, after=hoists[0].consumer,
-                    replace=True)
+    compress_ahead(graph, t, compressor, lw, memo, hoists[0].consumer)
     score = _exact_cycles(prog0, cycles, t)
     for k, coarse in HANDOVER_VARIANTS:
         hs = cut_area(hoists, k * blk)

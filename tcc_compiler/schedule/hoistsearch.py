@@ -13,7 +13,7 @@ from tcc_compiler.errors import ScheduleError
 from tcc_compiler.ir.graph import Graph
 from tcc_compiler.schedule import cost
 from tcc_compiler.schedule.cost import replay
-from tcc_compiler.schedule.handover import handed
+from tcc_compiler.schedule.handover import compress_ahead, handed
 from tcc_compiler.schedule.hoist import (Hoist, hoist_spans, plan_hoist, plan_pieces,
                                          stalled_convs)
 from tcc_compiler.schedule.lowering import Lowering
@@ -102,6 +102,7 @@ def add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program,
                       [h.area_bytes for h in new], new[0].consumer,
                       [len(h.window) for h in new], best[0], cycles2)
             if cycles2 < round_best[0]:
+                _gain_shown(graph, t, compressor, lw, memo, new, wide, round_best is best)
                 round_best, round_src = (cycles2, prog2, best[2] + new), (lowering, spans2)
         if round_best is best:
             break
@@ -110,6 +111,18 @@ def add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program,
     if not wide and best[2]:   # the consumer takes the slots of the conv before it over
         best, src = _handed_over(graph, t, compressor, lw, memo, best, spans, src)
     return (*best, src)
+
+
+def _gain_shown(graph: Graph, t: Target, compressor, lw: Lowering, memo: dict | None,
+                new: tuple[Hoist, ...], wide: bool, first: bool) -> None:
+    """A try of :func:`add_hoists`' round with the hoists ``new`` is faster than the
+    round's best so far (``first``: than the program the round started from): for a network
+    without depthwise layers, whose one round hands its winner's weight slots over
+    (:func:`_handed_over`), the first such try starts compressing that handover's coarse
+    blocks (:func:`~tcc_compiler.schedule.handover.compress_ahead`; the round's tries share
+    their consumer) while the other tries lower."""
+    if first and not wide:
+        compress_ahead(graph, t, compressor, lw, memo, new[0].consumer)
 
 
 def _handed_over(graph: Graph, t: Target, compressor, lw: Lowering, memo: dict | None,

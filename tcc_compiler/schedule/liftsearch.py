@@ -54,11 +54,12 @@ def lifted(graph: Graph, t: Target, compressor, lw: Lowering, prog: Program, cyc
     program returned (its lifts, weight lifts and slot flags: schedule/retarget.py lowers
     it again with other hoists)."""
     best = (prog, cycles, made_by)
+    tiled: dict = {}   # (:func:`_lift_variant`'s first step, shared by the depths)
     for slots, whole, depth in ((False, False, WEIGHT_LIFT_DEPTH),) + TIGHT_VARIANTS:
         own = not (slots or whole)
         got = _lift_variant(graph, t, compressor, lw, hoists, memo, (slots, whole, depth),
                             (prog, cycles) if own else None, made_by if own else None,
-                            coarse_wide)
+                            coarse_wide, tiled)
         if got is not None and (got[1] < best[1] or got[0] is best[0]):
             best = got
     if made is not None:
@@ -84,7 +85,8 @@ def _lift_variant(graph: Graph, t: Target, compressor, lw: Lowering,
                   hoists: tuple[Hoist, ...], memo: dict, variant: tuple[bool, bool, int],
                   base: tuple[Program, int] | None,
                   made_by: Lowering | None,
-                  coarse_wide: bool = False) -> tuple[Program, int, Lowering] | None:
+                  coarse_wide: bool = False,
+                  tiled: dict | None = None) -> tuple[Program, int, Lowering] | None:
     """(program, cycles, the lowering that made it): the program of ``lw``'s plan with
     ``hoists``, lowered with tight weight slots and whole outputs as ``variant`` (slots,
     whole, weight lift depth) says
@@ -98,9 +100,29 @@ def _lift_variant(graph: Graph, t: Target, compressor, lw: Lowering,
     rounds, each planned on the previous round's program (stopping at a round that is
     slower), the fastest program kept. The tries resume (schedule/resume.py) from the
     variant's own first lowering, each weight-lift round from the previous round's. None:
-    the variant's tiles do not fit. ``coarse_wide``: as :func:`lifted`'s."""
-    slots, whole, depth = variant
-    # ``lw``'s own lowering flags: it may be resumed from
+    the variant's tiles do not fit. ``coarse_wide``: as :func:`lifted`'s. ``tiled``: a dict
+    shared by the variants of one :func:`lifted` call: the first step (:func:`_lift_tiles`),
+    which does not depend on the depth, is lowered once for the variants that differ only
+    in it (the same lowerings: EfficientNet-Lite0 224, 202 -> 196 lowerings)."""
+    key = (variant[:2], base is None, made_by is None)
+    if tiled is not None and key in tiled:
+        best = tiled[key]
+    else:
+        best = _lift_tiles(graph, t, compressor, lw, hoists, memo, variant, base, made_by,
+                           coarse_wide)
+        if tiled is not None:
+            tiled[key] = best
+    if best is None:
+        return None
+    return _lift_weights(graph, t, compressor, lw, hoists, memo, variant, best, coarse_wide)
+
+
+def _lowerer(graph: Graph, t: Target, compressor, lw: Lowering, hoists: tuple[Hoist, ...],
+             memo: dict, variant: tuple[bool, bool, int], coarse_wide: bool):
+    """(``lower(lifts, wlifts, src, record)``, own): a new :class:`Lowering` of ``lw``'s plan
+    with ``hoists`` and ``variant``'s slot flags (:func:`_lift_variant`), resuming from
+    ``src`` (else from ``lw`` when it has ``lw``'s own lowering flags: ``own``)."""
+    slots, whole, _ = variant
     own = not (slots or whole or coarse_wide)
 
     def lower(lifts=None, wlifts=None, src=None, record=False):
@@ -110,6 +132,17 @@ def _lift_variant(graph: Graph, t: Target, compressor, lw: Lowering,
                         record=record or src is not None, coarse_wide=coarse_wide,
                         resume=src if src is not None
                         else resumable(lw, memo) if own else None)
+    return lower, own
+
+
+def _lift_tiles(graph: Graph, t: Target, compressor, lw: Lowering,
+                hoists: tuple[Hoist, ...], memo: dict, variant: tuple[bool, bool, int],
+                base: tuple[Program, int] | None, made_by: Lowering | None,
+                coarse_wide: bool) -> tuple | None:
+    """:func:`_lift_variant`'s first step: (program, cycles, lifts, op spans, its lowering)
+    of the variant as it is or with its tile areas lifted, the faster; None: its tiles do
+    not fit."""
+    lower, own = _lowerer(graph, t, compressor, lw, hoists, memo, variant, coarse_wide)
     again = resumable(made_by, memo) if made_by is not None else None
     if again is None:
         again = lower(record=not own)
@@ -128,6 +161,16 @@ def _lift_variant(graph: Graph, t: Target, compressor, lw: Lowering,
         log.debug("%d ops lifted: %d -> %d cycles", len(lifted[1]), cycles, cycles2)
         if cycles2 < cycles:
             best = (lifted[0], cycles2, lifted[1], lifted[2], lifted[3])
+    return best
+
+
+def _lift_weights(graph: Graph, t: Target, compressor, lw: Lowering,
+                  hoists: tuple[Hoist, ...], memo: dict, variant: tuple[bool, bool, int],
+                  best: tuple, coarse_wide: bool) -> tuple[Program, int, Lowering]:
+    """:func:`_lift_variant`'s second step: (program, cycles, its lowering) of ``best``
+    (:func:`_lift_tiles`') or of its weight-lift rounds, the fastest."""
+    slots, whole, depth = variant
+    lower, _ = _lowerer(graph, t, compressor, lw, hoists, memo, variant, coarse_wide)
     prog, cycles, lifts, spans, src = best
     maker, src = src, src if src.checkpoints is not None else None
     wlifts: dict[str, int] = {}

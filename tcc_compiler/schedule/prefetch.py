@@ -101,6 +101,7 @@ class Prefetcher:
             if h.consumer not in pos:
                 raise InternalError(f"prefetch consumer '{h.consumer}' is not in the graph")
         self.hoists = tuple(sorted(hs, key=lambda h: (pos[h.consumer], -len(h.window))))
+        self._consumers = tuple(dict.fromkeys(h.consumer for h in self.hoists))   # in order
         self.graph = graph
         self.per_area = COARSE_PER_AREA if coarse else BLOCKS_PER_AREA
         self.coarsened = False
@@ -136,7 +137,8 @@ class Prefetcher:
               "_load_ord", "_busy", "_ctx", "_tipped")
     #: (``per_area`` and ``coarsened`` differ from their defaults only with ``coarse``, whose
     #: lowering is never recorded nor resumed: Lowering.coarse_wide)
-    _FIXED = ("hoists", "graph", "_pos", "_win", "_gaps_of", "_lead", "per_area", "coarsened")
+    _FIXED = ("hoists", "_consumers", "graph", "_pos", "_win", "_gaps_of", "_lead", "per_area",
+              "coarsened")
 
     def checkpoint(self) -> tuple:
         """The state between two ops, for :meth:`resume` (schedule/resume.py).
@@ -368,13 +370,13 @@ class Prefetcher:
     def _next(self) -> tuple[str, int] | None:
         """(consumer, pending index) of the next block to prefetch: the first pending block,
         of the earliest consumer, whose hoist's window has begun; None: none."""
-        for c in dict.fromkeys(h.consumer for h in self.hoists):
+        started = self._started
+        for c in self._consumers:   # (loops: it runs after every load of a window)
             if c not in self._pre:
                 continue
-            j = next((j for j, p in enumerate(self._pending[c]) if p[0] in self._started),
-                     None)
-            if j is not None:
-                return c, j
+            for j, p in enumerate(self._pending[c]):
+                if p[0] in started:
+                    return c, j
         return None
 
     def after_load(self) -> None:

@@ -237,3 +237,31 @@ def test_weight_layout_joins_its_region_when_read():
     other = wlayout.WeightLayoutBuilder(None)
     other.add_layer("a", 0, w, p, block_channels=5, merged=True)
     assert other.build() != lay and other.build() != "not a layout"
+
+
+@pytest.mark.parametrize("zone_kb, gain", [(0, True), (256, False)])
+def test_the_handovers_coarse_blocks_start_at_the_prefetch_rounds_first_gain(monkeypatch,
+                                                                             zone_kb, gain):
+    from tcc_compiler.schedule import hoistsearch
+    from tcc_compiler.schedule.cost import replay
+
+    g, _ = quantized_prefetch_net(512, (512, 1024))   # (tests/schedule/test_handover.py's)
+    t = load_target().with_sram(768 * 1024)
+    events = []
+    monkeypatch.setattr(hoistsearch, "compress_ahead", lambda *a: events.append(("ahead", a)))
+    real_handed = hoistsearch.handed
+    monkeypatch.setattr(hoistsearch, "handed", lambda *a: events.append(
+        ("handed", a)) or real_handed(*a))
+    memo: dict = {}
+    lw = Lowering(g, t, zone_kb * 1024, None, memo=memo, record=True)
+    plain = lw.run()
+    cycles = max(e for _, e in replay(plain.commands, t))
+    got = hoistsearch.add_hoists(g, t, None, lw, plain, cycles, memo)
+    assert (got[0] < cycles) is gain
+    if not gain:   # no try faster: nothing compressed ahead, no handover
+        assert events == []
+        return
+    # once, at the first faster try, for the consumer the handover then takes, before it
+    assert [e[0] for e in events] == ["ahead", "handed"]
+    assert events[0][1][-1] == events[1][1][5][2][0].consumer == got[2][0].consumer
+    assert events[0][1][3] is lw and events[0][1][4] is memo

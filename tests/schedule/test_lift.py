@@ -120,6 +120,41 @@ def test_search_keeps_a_lifted_program_only_when_faster_with_the_same_plans(lift
         [(li.name, li.plan, li.tiles) for li in plain.layers]
 
 
+def test_search_lowers_a_variants_lifted_tile_areas_once_for_all_its_depths(lifted,
+                                                                            monkeypatch):
+    """liftsearch.TIGHT_VARIANTS holds (tight, whole) pairs at two weight-lift depths: the
+    lowerings before the weight lifts (as it is, then its tile areas lifted) do not depend on
+    the depth, so each pair's are made once; the result is the one made without sharing."""
+    from tcc_compiler.schedule import liftsearch
+
+    g, _, plain, lw, _, _, _ = lifted
+    t = load_target().with_sram(BUDGET)
+    cycles = max(e for _, e in replay(plain.commands, t))
+    runs = []
+    real = Lowering.run
+
+    def run(self):
+        runs.append((self.tight_slots, self.whole_out, tuple(sorted(self.lifts.items())),
+                     tuple(sorted(self.wlifts.items()))))
+        return real(self)
+
+    monkeypatch.setattr(Lowering, "run", run)
+    shared = liftsearch.lifted(g, t, None, lw, plain, cycles, (), {})
+    pairs = [v[:2] for v in liftsearch.TIGHT_VARIANTS]
+    assert len(set(pairs)) < len(pairs)   # (a pair at two depths)
+    unlifted = [r for r in runs if not r[2] and not r[3]]
+    assert len(unlifted) == len(set(unlifted)) == len(set(pairs)) + 1   # (and its own)
+    assert len(runs) == len(set(runs))   # no lowering made twice
+    monkeypatch.setattr(liftsearch, "_lift_variant", _unshared(liftsearch._lift_variant))
+    alone = liftsearch.lifted(g, t, None, lw, plain, cycles, (), {})
+    assert shared[2] == alone[2] and shared[1].commands == alone[1].commands
+
+
+def _unshared(f):
+    """``_lift_variant`` without its ``tiled`` dict (each variant lowers its own)."""
+    return lambda *a: f(*a[:-1], None)
+
+
 def _wspan(name, lo, hi, wbytes=0, res=(), base=0, end=1000, liftable=True):
     return OpSpan(name, lo, hi, base, end, liftable, wbytes, tuple(res))
 

@@ -83,7 +83,10 @@ class _ConvEmission:
         self.ctx, self.em, self.n, self.info = ctx, ctx.em, n, info
         self.only, self.reverse = None, False
         mem = ctx.mem
-        g = self.g = conv_geom(n, ctx.t)
+        g = ctx.memo.get(("geom", id(n)))   # (the search's graph does not change)
+        if g is None:
+            g = ctx.memo[("geom", id(n))] = conv_geom(n, ctx.t)
+        self.g = g
         info.depthwise = uses_depthwise_mode(g, ctx.t)   # also for a prefetch consumer
         self.lut = mem.fused.get(id(n))   # a lut op run in the epilogue (schedule/epilogue.py)
         out_v = mem.conv_output(n)
