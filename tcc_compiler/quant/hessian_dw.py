@@ -38,6 +38,11 @@ blocked by 128 inside it (72-84 ms: those loops are not vectorised); four column
 pass between the prefix writes (24 ms); channels padded to a multiple of 32 (the vector
 loop's step: 19.7-20.4 ms); four channels as scalar chains (54 ms, not vectorised). The
 padding copy is about 10% of the time (an empty array with zeroed borders: the same).
+
+Summed over inputs (:class:`DepthwiseHessianSum`), the kernel adds each input's sums into the
+running [K, K, C] sum itself (the float64 additions ``sum += h`` made, without ``h``) and the
+padded buffer is kept across inputs: Lite0's 16 depthwise layers on 8 inputs, thread CPU,
+best of 5, loaded, two pairs of runs: 191 -> 146 ms and 204 -> 154 ms.
 """
 
 from __future__ import annotations
