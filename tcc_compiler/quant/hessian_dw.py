@@ -174,6 +174,7 @@ class DepthwiseHessianSum:
 
         Raises:
             RuntimeError: the compiled kernels are unavailable (:func:`kernel_available`).
+            ValueError: ``x`` has another channel count or window than the inputs before.
         """
         kern = _load()
         if kern is None:
@@ -183,8 +184,11 @@ class DepthwiseHessianSum:
         kh, kw = geo[0], geo[1]
         self._pad, m = padded_nhwc(x, self.attrs, self._pad)
         first = self.kkc is None
+        shape = (kh * kw, kh * kw, self._pad.shape[2])
         if first:
-            self.kkc = np.empty((kh * kw, kh * kw, self._pad.shape[2]), np.float64)
+            self.kkc = np.empty(shape, np.float64)
+        elif self.kkc.shape != shape:   # the kernel does not check its bounds
+            raise ValueError(f"depthwise H sum of {self.kkc.shape}: an input giving {shape}")
         kern.dw_hessian(self._pad, m, *geo[:8], not first, self.kkc)
 
 

@@ -161,3 +161,15 @@ def test_depthwise_h_added_in_place_is_the_same_sum(geometry):
         want = h if want is None else want + h
     assert acc.kkc.shape == want.shape
     assert acc.kkc.tobytes() == want.tobytes()
+
+
+@needs_kernel
+def test_depthwise_h_sum_refuses_another_channel_count():
+    """The kernel adds into the running sum without bounds checks: an input of another
+    channel count than the first is refused, not written past the array."""
+    attrs = SimpleNamespace(kernel=(3, 3), strides=(1, 1), dilations=(1, 1), pads=(1, 1, 1, 1),
+                            group=6)
+    acc = hessian_dw.DepthwiseHessianSum(attrs)
+    acc.add(np.ones((1, 6, 5, 5), np.float32))
+    with pytest.raises(ValueError, match="depthwise H sum"):
+        acc.add(np.ones((1, 9, 5, 5), np.float32))
