@@ -37,6 +37,22 @@ def _columns(xpe, m, ow, sw, y1, y2, phi, dc, nmax, win, lo, acc):
 
 
 @numba.njit(cache=True, nogil=True)
+def _put(val, t1, t2, add, out):
+    """``out[t1, t2] = out[t2, t1] = val`` (float64 [C]), or with ``add`` ``val`` added to
+    both entries (once on the diagonal, ``t1 == t2``)."""
+    c = val.shape[0]
+    if add:
+        for k in range(c):
+            out[t1, t2, k] += val[k]
+        if t2 != t1:
+            for k in range(c):
+                out[t2, t1, k] += val[k]
+    else:
+        out[t1, t2, :] = val
+        out[t2, t1, :] = val
+
+
+@numba.njit(cache=True, nogil=True)
 def _rows(win_n, kh, kw, sh, dh, oh, di, j1, j2, add, out):
     """Row-window sums of ``win_n`` [Hr, C] (one shift's column-window sums) into
     ``out[t1, t2]`` and ``out[t2, t1]`` for every row tap pair ``(i1, i1 + di)``: stored, or
@@ -73,16 +89,7 @@ def _rows(win_n, kh, kw, sh, dh, oh, di, j1, j2, add, out):
         for i1 in range(0, kh - di):
             if (i1 * dh) % sh == psi:
                 t1, t2 = i1 * kw + j1, (i1 + di) * kw + j2
-                val = vals[i1 * dh // sh]
-                if add:
-                    for k in range(c):
-                        out[t1, t2, k] += val[k]
-                    if t2 != t1:
-                        for k in range(c):
-                            out[t2, t1, k] += val[k]
-                else:
-                    out[t1, t2, :] = val
-                    out[t2, t1, :] = val
+                _put(vals[i1 * dh // sh], t1, t2, add, out)
 
 
 @numba.njit(cache=True, nogil=True)
