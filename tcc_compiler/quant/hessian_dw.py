@@ -41,8 +41,10 @@ padding copy is about 10% of the time (an empty array with zeroed borders: the s
 
 Summed over inputs (:class:`DepthwiseHessianSum`), the kernel adds each input's sums into the
 running [K, K, C] sum itself (the float64 additions ``sum += h`` made, without ``h``) and the
-padded buffer is kept across inputs: Lite0's 16 depthwise layers on 8 inputs, thread CPU,
-best of 5, loaded, two pairs of runs: 191 -> 146 ms and 204 -> 154 ms.
+padded buffer is kept across inputs. Lite0's 16 depthwise layers on 8 inputs, thread CPU,
+best of 5, loaded: 185-189 -> 174-177 ms visited as calibration does (each input's layers in
+turn, so a layer's sum is out of cache when its next input comes), 191-204 -> 146-154 ms
+with one layer's inputs back to back (its sum still in cache).
 """
 
 from __future__ import annotations
