@@ -38,6 +38,13 @@ blocked by 128 inside it (72-84 ms: those loops are not vectorised); four column
 pass between the prefix writes (24 ms); channels padded to a multiple of 32 (the vector
 loop's step: 19.7-20.4 ms); four channels as scalar chains (54 ms, not vectorised). The
 padding copy is about 10% of the time (an empty array with zeroed borders: the same).
+
+Summed over inputs (:class:`DepthwiseHessianSum`), the kernel adds each input's sums into the
+running [K, K, C] sum itself (the float64 additions ``sum += h`` made, without ``h``) and the
+padded buffer is kept across inputs. Lite0's 16 depthwise layers on 8 inputs, thread CPU,
+best of 5, loaded: 185-189 -> 174-177 ms visited as calibration does (each input's layers in
+turn, so a layer's sum is out of cache when its next input comes), 191-204 -> 146-154 ms
+with one layer's inputs back to back (its sum still in cache).
 """
 
 from __future__ import annotations
@@ -95,14 +102,21 @@ def _geometry(shape, attrs) -> tuple:
     return kh, kw, sh, sw, dh, dw, oh, ow, (t, left, b, r)
 
 
-def padded_nhwc(x: np.ndarray, attrs) -> tuple[np.ndarray, int]:
+def padded_nhwc(x: np.ndarray, attrs, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """The conv's zero-padded input, channels last, float32 [Hp, Wp + 2 M, C], with ``M =
     (kw - 1) dw`` further zero columns on both sides (so every shifted column index is in
-    range), and ``M``. ``x``: float32 NCHW [1, C, H, W]."""
+    range), and ``M``. ``x``: float32 NCHW [1, C, H, W].
+
+    ``out``: a buffer this function returned before for an input of the same shape and
+    attributes (its borders are still zero; only the interior is written again), or None for
+    a new one.
+    """
     kh, kw, sh, sw, dh, dw, oh, ow, (t, left, b, r) = _geometry(x.shape, attrs)
     m = (kw - 1) * dw
     c, h, w = x.shape[1:]
-    out = np.zeros((h + t + b, w + left + r + 2 * m, c), np.float32)
+    shape = (h + t + b, w + left + r + 2 * m, c)
+    if out is None or out.shape != shape:
+        out = np.zeros(shape, np.float32)
     out[t:t + h, m + left:m + left + w] = x[0].transpose(1, 2, 0)
     return out, m
 
@@ -134,16 +148,50 @@ def depthwise_hessian_kkc(x: np.ndarray, attrs) -> np.ndarray:
     Raises:
         RuntimeError: the compiled kernels are unavailable (:func:`kernel_available`).
     """
-    x = np.asarray(x, np.float32)
-    geo = _geometry(x.shape, attrs)
-    kh, kw = geo[0], geo[1]
-    xpe, m = padded_nhwc(x, attrs)
-    kern = _load()
-    if kern is None:
-        raise RuntimeError("depthwise_hessian needs the compiled kernels (kernel_available)")
-    out = np.empty((kh * kw, kh * kw, xpe.shape[2]), np.float64)
-    kern.dw_hessian(xpe, m, *geo[:8], out)
-    return out
+    acc = DepthwiseHessianSum(attrs)
+    acc.add(x)
+    return acc.kkc
+
+
+class DepthwiseHessianSum:
+    """The [K, K, C] ``H`` of one depthwise conv (:func:`depthwise_hessian_kkc`) summed over
+    inputs in place: the first input's ``H`` stored, each later one's added entry by entry in
+    the kernel (``sum[t1, t2, c] + h[t1, t2, c]``, the float64 additions of ``sum += h`` with
+    a separate ``h``: the same sum bit for bit, without a new [K, K, C] array and a pass over
+    it per input), the padded input buffer reused across inputs (its zero borders kept).
+
+    Not safe for concurrent :meth:`add` calls (callers add one input at a time, in order).
+
+    Attributes:
+        kkc: float64 [K, K, C], the sum so far (None before the first :meth:`add`).
+    """
+
+    def __init__(self, attrs) -> None:
+        self.attrs = attrs
+        self.kkc: np.ndarray | None = None
+        self._pad: np.ndarray | None = None
+
+    def add(self, x: np.ndarray) -> None:
+        """Add the ``H`` of one input ``x`` (float32 NCHW [1, C, H, W]).
+
+        Raises:
+            RuntimeError: the compiled kernels are unavailable (:func:`kernel_available`).
+            ValueError: ``x`` has another channel count or window than the inputs before.
+        """
+        kern = _load()
+        if kern is None:
+            raise RuntimeError("depthwise_hessian needs the compiled kernels (kernel_available)")
+        x = np.asarray(x, np.float32)
+        geo = _geometry(x.shape, self.attrs)
+        kh, kw = geo[0], geo[1]
+        self._pad, m = padded_nhwc(x, self.attrs, self._pad)
+        first = self.kkc is None
+        shape = (kh * kw, kh * kw, self._pad.shape[2])
+        if first:
+            self.kkc = np.empty(shape, np.float64)
+        elif self.kkc.shape != shape:   # the kernel does not check its bounds
+            raise ValueError(f"depthwise H sum of {self.kkc.shape}: an input giving {shape}")
+        kern.dw_hessian(self._pad, m, *geo[:8], not first, self.kkc)
 
 
 def kernel_available() -> bool:

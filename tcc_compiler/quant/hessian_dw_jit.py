@@ -37,9 +37,26 @@ def _columns(xpe, m, ow, sw, y1, y2, phi, dc, nmax, win, lo, acc):
 
 
 @numba.njit(cache=True, nogil=True)
-def _rows(win_n, kh, kw, sh, dh, oh, di, j1, j2, out):
+def _put(val, t1, t2, add, out):
+    """``out[t1, t2] = out[t2, t1] = val`` (float64 [C]), or with ``add`` ``val`` added to
+    both entries (once on the diagonal, ``t1 == t2``)."""
+    c = val.shape[0]
+    if add:
+        for k in range(c):
+            out[t1, t2, k] += val[k]
+        if t2 != t1:
+            for k in range(c):
+                out[t2, t1, k] += val[k]
+    else:
+        out[t1, t2, :] = val
+        out[t2, t1, :] = val
+
+
+@numba.njit(cache=True, nogil=True)
+def _rows(win_n, kh, kw, sh, dh, oh, di, j1, j2, add, out):
     """Row-window sums of ``win_n`` [Hr, C] (one shift's column-window sums) into
-    ``out[t1, t2]`` and ``out[t2, t1]`` for every row tap pair ``(i1, i1 + di)``."""
+    ``out[t1, t2]`` and ``out[t2, t1]`` for every row tap pair ``(i1, i1 + di)``: stored, or
+    with ``add`` added to what ``out`` holds (``out[t] = out[t] + sum``, once per entry)."""
     c = win_n.shape[1]
     for psi in range(sh):
         umax = -1
@@ -72,15 +89,15 @@ def _rows(win_n, kh, kw, sh, dh, oh, di, j1, j2, out):
         for i1 in range(0, kh - di):
             if (i1 * dh) % sh == psi:
                 t1, t2 = i1 * kw + j1, (i1 + di) * kw + j2
-                val = vals[i1 * dh // sh]
-                out[t1, t2, :] = val
-                out[t2, t1, :] = val
+                _put(vals[i1 * dh // sh], t1, t2, add, out)
 
 
 @numba.njit(cache=True, nogil=True)
-def dw_hessian(xpe, m, kh, kw, sh, sw, dh, dw, oh, ow, out):
+def dw_hessian(xpe, m, kh, kw, sh, sw, dh, dw, oh, ow, add, out):
     """``out`` float64 [K, K, C] (both triangles) from ``xpe`` float32 [Hp, Wp + 2 m, C]
-    (:func:`tcc_compiler.quant.hessian_dw.padded_nhwc`)."""
+    (:func:`tcc_compiler.quant.hessian_dw.padded_nhwc`); with ``add`` each entry's sum is
+    added to ``out``'s value instead (one float64 addition per entry: what ``out += H`` of a
+    separate ``H`` would add, without that array)."""
     hp, _, c = xpe.shape
     acc = np.empty(c)
     for di in range(kh):
@@ -100,4 +117,5 @@ def dw_hessian(xpe, m, kh, kw, sh, sw, dh, dw, oh, ow, out):
                     _columns(xpe, m, ow, sw, y, y + di * dh, phi, dj * dw, nmax, win, lo, acc)
                 for j1 in range(j1lo, j1hi):
                     if (j1 * dw) % sw == phi:
-                        _rows(win[j1 * dw // sw], kh, kw, sh, dh, oh, di, j1, j1 + dj, out)
+                        _rows(win[j1 * dw // sw], kh, kw, sh, dh, oh, di, j1, j1 + dj, add,
+                              out)

@@ -34,7 +34,7 @@ from tcc_compiler.ir.graph import Graph
 from tcc_compiler.ir.ops import Op
 from tcc_compiler.numerics import jit
 from tcc_compiler.quant.calibrate_run import workers
-from tcc_compiler.quant.hessian_dw import depthwise_hessian_kkc, is_depthwise, shifts_cheaper
+from tcc_compiler.quant.hessian_dw import DepthwiseHessianSum, is_depthwise, shifts_cheaper
 from tcc_compiler.quant.hessian_dw import kernel_available as dw_kernel_available
 from tcc_compiler.quant.quantize import is_fixed
 
@@ -217,7 +217,8 @@ class HessianSum:
     * a depthwise conv, with the compiled kernels (:func:`tcc_compiler.numerics.jit.available`),
       where that makes fewer products (:func:`~tcc_compiler.quant.hessian_dw.shifts_cheaper`:
       not a stride-2 3x3): from shifted products of its input
-      (:mod:`tcc_compiler.quant.hessian_dw`), no im2col;
+      (:mod:`tcc_compiler.quant.hessian_dw`), no im2col, each input added in place
+      (:class:`~tcc_compiler.quant.hessian_dw.DepthwiseHessianSum`);
     * a layer with fewer than :data:`BATCH_COLUMNS` output positions per input (FC, the
       7x7 and 14x14 layers): the columns of consecutive inputs (kept as float32, the values
       themselves) are gathered and multiplied once per :data:`BATCH_COLUMNS` or more (a rank-49
@@ -241,7 +242,8 @@ class HessianSum:
             by_key = self._readers.setdefault(n.inputs[0].name, {})
             by_key.setdefault(_taps_key(n), []).append(n)
         self._sum: dict[tuple, np.ndarray] = {}          # (value, key) -> H so far
-        self._kkc: set[tuple] = set()   # the (value, key) whose sum is [K, K, C] (depthwise)
+        # (value, key) -> the depthwise sum, [K, K, C], summed in place (moved to _sum once)
+        self._dw: dict[tuple, DepthwiseHessianSum] = {}
         self._pending: dict[tuple, list[np.ndarray]] = {}  # (value, key) -> float32 columns
         # (views of the values themselves for a 1x1 conv or an FC: calibration never changes
         # a value in place)
@@ -257,8 +259,8 @@ class HessianSum:
             node, at = group[0], (name, key)
             if node.op == Op.CONV and is_depthwise(node) and dw_kernel_available() \
                     and shifts_cheaper(node):
-                self._kkc.add(at)   # summed channels last, transposed once (hess)
-                self._add(at, depthwise_hessian_kkc(value, node.attrs))
+                # summed channels last, in place; transposed once (hess)
+                self._dw.setdefault(at, DepthwiseHessianSum(node.attrs)).add(value)
                 continue
             cols = _taps(value, node, np.float32)
             if cols.shape[2] >= BATCH_COLUMNS:
@@ -290,14 +292,13 @@ class HessianSum:
         if self._pending:   # the last gathered columns: BLAS releases the GIL, so on threads
             with ThreadPoolExecutor(max(1, min(len(self._pending), workers()))) as pool:
                 list(pool.map(self._flush, list(self._pending)))
+        for at in list(self._dw):   # [K, K, C] -> [C, K, K], once
+            self._sum[at] = np.ascontiguousarray(self._dw.pop(at).kkc.transpose(2, 0, 1))
         out = {}
         for name, by_key in self._readers.items():
             for key, group in by_key.items():
                 at = (name, key)
                 if at in self._sum:
-                    if at in self._kkc:   # [K, K, C] -> [C, K, K], once
-                        self._sum[at] = np.ascontiguousarray(self._sum[at].transpose(2, 0, 1))
-                        self._kkc.discard(at)
                     for n in group:
                         out[n.name] = self._sum[at]
         return out

@@ -139,3 +139,37 @@ def test_depthwise_h_summed_channels_last_is_the_same_sum():
     got = hs.hess[dw.name]
     assert got.flags.c_contiguous and got.shape == (8, 25, 25)
     np.testing.assert_array_equal(got, want)
+
+
+@needs_kernel
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_depthwise_h_added_in_place_is_the_same_sum(geometry):
+    """hessian_dw.DepthwiseHessianSum adds each input's H inside the kernel (each entry once,
+    the diagonal too) and reuses the padded input buffer: bit for bit the [K, K, C] arrays of
+    each input summed in input order (inputs of different magnitudes, so a stale value in the
+    buffer or an entry added twice shows)."""
+    kernel, strides, dilations, pads = geometry
+    attrs = SimpleNamespace(kernel=kernel, strides=strides, dilations=dilations, pads=pads,
+                            group=6)
+    xs = [(10.0 ** s * np.random.default_rng(s).standard_normal((1, 6, 13, 11)))
+          .astype(np.float32) for s in range(3)]
+    acc = hessian_dw.DepthwiseHessianSum(attrs)
+    want = None
+    for x in xs:
+        acc.add(x)
+        h = hessian_dw.depthwise_hessian_kkc(x, attrs)
+        want = h if want is None else want + h
+    assert acc.kkc.shape == want.shape
+    assert acc.kkc.tobytes() == want.tobytes()
+
+
+@needs_kernel
+def test_depthwise_h_sum_refuses_another_channel_count():
+    """The kernel adds into the running sum without bounds checks: an input of another
+    channel count than the first is refused, not written past the array."""
+    attrs = SimpleNamespace(kernel=(3, 3), strides=(1, 1), dilations=(1, 1), pads=(1, 1, 1, 1),
+                            group=6)
+    acc = hessian_dw.DepthwiseHessianSum(attrs)
+    acc.add(np.ones((1, 6, 5, 5), np.float32))
+    with pytest.raises(ValueError, match="depthwise H sum"):
+        acc.add(np.ones((1, 9, 5, 5), np.float32))
