@@ -209,36 +209,53 @@ def tile_pipeline_cycles(compute: float, dma: float, ntiles: int, t: Target) -> 
                + ntiles * (t.compute_setup_cycles + 3 * t.dma_setup_cycles))
 
 
+def _conv_tile_cycles(cmd: C.ConvTile, regs: C.Registers, t: Target) -> int:
+    """Cycles of a CONV_TILE under the last CONV_CFG (``regs.conv``)."""
+    cfg = regs.conv
+    rate = int16_rate(bool(cfg.wide & WIDE_IN), cfg.wide_weights, t)
+    if cfg.flags & CONV_FLAG_DEPTHWISE:
+        return t.compute_setup_cycles + rate * cmd.out_h * cmd.out_w * \
+            depthwise_pixel_cycles(cfg.kh, cfg.kw, cmd.oc, t,
+                                   bool(cfg.out_mode & OUT_MODE_ACCUMULATE))
+    groups = max(1, cmd.in_c // cfg.cin_g)
+    image = bool(cfg.flags & CONV_FLAG_IMAGE)
+    return t.compute_setup_cycles + rate * cmd.out_h * cmd.out_w * conv_pixel_cycles(
+        cfg.kh, cfg.kw, cmd.oc, cfg.cin_g, 1 if image else groups, image, t)
+
+
+def _pool_tile_cycles(cmd: C.PoolTile, regs: C.Registers, t: Target) -> int:
+    """Cycles of a POOL_TILE under the last POOL_CFG (``regs.pool``)."""
+    cfg = regs.pool
+    return vector_cycles(cmd.out_h * cmd.out_w * cmd.c * cfg.kh * cfg.kw, t, bool(cfg.wide))
+
+
+#: command class -> its cycles ``f(cmd, regs, t)`` (:func:`command_cycles`; a class not
+#: listed, a configuration command, semaphore or END, takes 1 cycle). Keyed by exact class:
+#: the command dataclasses of isa/commands.py have no subclasses.
+_CYCLES = {
+    C.DmaLoad: lambda cmd, regs, t: dma_cycles(cmd.total_bytes, t),
+    C.DmaStore: lambda cmd, regs, t: dma_cycles(cmd.total_bytes, t),
+    C.DmaLoadZ: lambda cmd, regs, t: dma_z_cycles(cmd.src_bytes, cmd.dst_bytes, t),
+    C.ConvTile: _conv_tile_cycles,
+    C.PoolTile: _pool_tile_cycles,
+    C.LutTile: lambda cmd, regs, t: vector_cycles(
+        cmd.n * (SOFTMAX_PASSES if cmd.group else 1), t),
+    C.AddTile: lambda cmd, regs, t: vector_cycles(cmd.n, t),
+    C.EwTile: lambda cmd, regs, t: vector_cycles(cmd.n, t, bool(cmd.wide)),
+    C.ResizeTile: lambda cmd, regs, t: vector_cycles(BILINEAR_TAPS * cmd.out_bytes, t),
+}
+
+
+#: The configuration command classes (the only ones :meth:`C.Registers.update` applies).
+_CFG_CLASSES = frozenset((C.ConvCfg, C.PoolCfg, C.AddCfg))
+
+
 def command_cycles(cmd: C.Command, regs: C.Registers, t: Target) -> int:
-    """Estimated cycles of one command given the current layer registers."""
-    if isinstance(cmd, (C.DmaLoad, C.DmaStore)):
-        return dma_cycles(cmd.total_bytes, t)
-    if isinstance(cmd, C.DmaLoadZ):
-        return dma_z_cycles(cmd.src_bytes, cmd.dst_bytes, t)
-    if isinstance(cmd, C.ConvTile):
-        cfg = regs.conv
-        rate = int16_rate(bool(cfg.wide & WIDE_IN), cfg.wide_weights, t)
-        if cfg.flags & CONV_FLAG_DEPTHWISE:
-            return t.compute_setup_cycles + rate * cmd.out_h * cmd.out_w * \
-                depthwise_pixel_cycles(cfg.kh, cfg.kw, cmd.oc, t,
-                                       bool(cfg.out_mode & OUT_MODE_ACCUMULATE))
-        groups = max(1, cmd.in_c // cfg.cin_g)
-        image = bool(cfg.flags & CONV_FLAG_IMAGE)
-        return t.compute_setup_cycles + rate * cmd.out_h * cmd.out_w * conv_pixel_cycles(
-            cfg.kh, cfg.kw, cmd.oc, cfg.cin_g, 1 if image else groups, image, t)
-    if isinstance(cmd, C.PoolTile):
-        cfg = regs.pool
-        return vector_cycles(cmd.out_h * cmd.out_w * cmd.c * cfg.kh * cfg.kw, t,
-                             bool(cfg.wide))
-    if isinstance(cmd, C.LutTile):
-        return vector_cycles(cmd.n * (SOFTMAX_PASSES if cmd.group else 1), t)
-    if isinstance(cmd, C.AddTile):
-        return vector_cycles(cmd.n, t)
-    if isinstance(cmd, C.EwTile):
-        return vector_cycles(cmd.n, t, bool(cmd.wide))
-    if isinstance(cmd, C.ResizeTile):
-        return vector_cycles(BILINEAR_TAPS * cmd.out_bytes, t)
-    return 1
+    """Estimated cycles of one command given the current layer registers (the formulas of
+    the module docstring, one per command class: ``_CYCLES``); 1 for a configuration
+    command, a semaphore or END."""
+    f = _CYCLES.get(type(cmd))
+    return 1 if f is None else f(cmd, regs, t)
 
 
 def conv_tile_macs(cmd: C.ConvTile, regs: C.Registers) -> int:
@@ -269,7 +286,7 @@ def replay(cmds: list[C.Command], t: Target,
                 ends[cmd.queue].append(end)
         cmds = cmds[k:]
     e_load, e_comp, e_store = ends[Queue.LOAD], ends[Queue.COMPUTE], ends[Queue.STORE]
-    control = Queue.CONTROL
+    control, cycles_of, cfgs = Queue.CONTROL, _CYCLES.get, _CFG_CLASSES
     for cmd in cmds:   # the loop is the search's hot spot: queues unrolled, same arithmetic
         queue = cmd.SPEC.queue
         if queue is control:
@@ -282,8 +299,11 @@ def replay(cmds: list[C.Command], t: Target,
                      (e_store, cmd.wait_store)):
             if n != WAIT_NONE and len(e) > n:   # queues end in order
                 start = max(start, e[len(e) - n - 1])
-        cyc = command_cycles(cmd, regs, t)
-        regs.update(cmd)
+        cls = type(cmd)   # (command_cycles, inlined)
+        f = cycles_of(cls)
+        cyc = 1 if f is None else f(cmd, regs, t)
+        if cls in cfgs:
+            regs.update(cmd)
         mine.append(start + cyc)
         out.append((start, start + cyc))
     return out
