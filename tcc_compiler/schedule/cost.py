@@ -274,17 +274,14 @@ def replay(cmds: list[C.Command], t: Target,
     ``cmds``): those k are not replayed again (a command's times depend only on the commands
     before it), the same result (the schedule search's resumed lowerings, schedule/resume.py).
     """
-    ends: dict[Queue, list[int]] = {Queue.LOAD: [], Queue.COMPUTE: [], Queue.STORE: []}
-    regs = C.Registers()
-    out: list[tuple[int, int]] = []
     if prefix is not None and prefix[0] > 0:
         k, done = prefix
+        ends, regs = _prefix_state(cmds, done, k)
         out = done[:k]
-        for cmd, (_, end) in zip(cmds[:k], out):
-            regs.update(cmd)
-            if cmd.queue is not Queue.CONTROL:
-                ends[cmd.queue].append(end)
         cmds = cmds[k:]
+    else:
+        ends = {Queue.LOAD: [], Queue.COMPUTE: [], Queue.STORE: []}
+        regs, out = C.Registers(), []
     e_load, e_comp, e_store = ends[Queue.LOAD], ends[Queue.COMPUTE], ends[Queue.STORE]
     control, cycles_of, cfgs = Queue.CONTROL, _CYCLES.get, _CFG_CLASSES
     for cmd in cmds:   # the loop is the search's hot spot: queues unrolled, same arithmetic
@@ -295,10 +292,15 @@ def replay(cmds: list[C.Command], t: Target,
             continue
         mine = ends[queue]
         start = mine[-1] if mine else 0
-        for e, n in ((e_load, cmd.wait_load), (e_comp, cmd.wait_compute),
-                     (e_store, cmd.wait_store)):
-            if n != WAIT_NONE and len(e) > n:   # queues end in order
-                start = max(start, e[len(e) - n - 1])
+        n = cmd.wait_load   # (queues end in order: the (n + 1)-th last end is the latest)
+        if n != WAIT_NONE and len(e_load) > n and e_load[-n - 1] > start:
+            start = e_load[-n - 1]
+        n = cmd.wait_compute
+        if n != WAIT_NONE and len(e_comp) > n and e_comp[-n - 1] > start:
+            start = e_comp[-n - 1]
+        n = cmd.wait_store
+        if n != WAIT_NONE and len(e_store) > n and e_store[-n - 1] > start:
+            start = e_store[-n - 1]
         cls = type(cmd)   # (command_cycles, inlined)
         f = cycles_of(cls)
         cyc = 1 if f is None else f(cmd, regs, t)
@@ -307,3 +309,46 @@ def replay(cmds: list[C.Command], t: Target,
         mine.append(start + cyc)
         out.append((start, start + cyc))
     return out
+
+
+#: End cycles :func:`replay` keeps per queue from a prefix: a wait n < ``WAIT_NONE`` reads
+#: the end of the (n + 1)-th last command of a queue, a queue's own order its last, so the
+#: last ``WAIT_NONE`` decide every start (and ``len(e) > n`` is the same on them for n < 7).
+_KEPT_ENDS = WAIT_NONE
+
+
+def _prefix_state(cmds: list[C.Command], done: list[tuple[int, int]],
+                  k: int) -> tuple[dict[Queue, list[int]], C.Registers]:
+    """(end cycles per queue, registers) after the first ``k`` of ``cmds``, whose (start,
+    end) cycles are ``done[:k]``: per queue the ends of its last :data:`_KEPT_ENDS` commands
+    at most (oldest first), and the last CONV_CFG, POOL_CFG and ADD_CFG (None when there is
+    none). Walked back from ``k``; once every queue has its ends, only the configurations
+    not found yet are looked for (the prefix loop of :func:`replay`, which read every
+    command of the prefix)."""
+    control = Queue.CONTROL
+    ends: dict[Queue, list[int]] = {Queue.LOAD: [], Queue.COMPUTE: [], Queue.STORE: []}
+    found: dict[type, C.Command] = {}
+    full, i = 0, k - 1
+    while i >= 0 and full < 3:
+        cmd = cmds[i]
+        cls = type(cmd)
+        if cls in _CFG_CLASSES and cls not in found:
+            found[cls] = cmd
+        queue = cmd.SPEC.queue
+        if queue is not control:
+            e = ends[queue]
+            if len(e) < _KEPT_ENDS:
+                e.append(done[i][1])
+                full += len(e) == _KEPT_ENDS
+        i -= 1
+    missing = _CFG_CLASSES - found.keys()
+    while i >= 0 and missing:
+        cls = type(cmds[i])
+        if cls in missing:
+            found[cls] = cmds[i]
+            missing = missing - {cls}
+        i -= 1
+    for e in ends.values():
+        e.reverse()
+    return ends, C.Registers(conv=found.get(C.ConvCfg), pool=found.get(C.PoolCfg),
+                             add=found.get(C.AddCfg))

@@ -12,6 +12,7 @@ import pytest
 from helpers.prefetch_net import quantized_prefetch_net
 
 from tcc_compiler.errors import InternalError
+from tcc_compiler.isa.spec import WAIT_NONE, Queue
 from tcc_compiler.isa.wcodec import BlockCompressor
 from tcc_compiler.schedule.cost import replay
 from tcc_compiler.schedule.lift import plan_lifts
@@ -111,6 +112,21 @@ def test_replay_from_a_shared_prefix_is_the_full_replay(net):
     full = replay(prog.commands, t)
     assert replay(prog.commands, t, (low.shared_cmds, replay(plain.commands, t))) == full
     assert replay(prog.commands, t, (0, [])) == full
+
+
+def test_replay_from_a_prefix_reads_only_the_last_ends_of_each_queue(net):
+    """A replay from a prefix reads the spans of the last ``WAIT_NONE`` commands of each
+    queue before it only (a wait reaches back at most that far): the others may be
+    anything, here None."""
+    t, cmds = net[1], net[3].commands
+    full = replay(cmds, t)
+    for k in (len(cmds) // 3, len(cmds) // 2, len(cmds) - 1):
+        kept: set[int] = set()
+        for q in (Queue.LOAD, Queue.COMPUTE, Queue.STORE):
+            kept |= set([i for i in range(k) if cmds[i].queue is q][-WAIT_NONE:])
+        torn = [s if i in kept else None for i, s in enumerate(full)]
+        assert None in torn[:k]
+        assert replay(cmds, t, (k, torn))[k:] == full[k:]
 
 
 def test_a_resume_from_another_plan_is_refused(net):
