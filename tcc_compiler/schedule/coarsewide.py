@@ -36,7 +36,8 @@ def lifted_coarse(graph: Graph, t: Target, compressor, lw: Lowering,
     """(``lw``, program, replayed cycles) of ``lw``'s plan with the prefetches ``hoists``,
     lowered with coarse weight blocks (``Lowering.coarse_wide``, not resumed) and lifted as
     the search lifts its winner (:func:`~tcc_compiler.schedule.liftsearch.lifted`, which
-    appends the lowering that made the program to ``made`` when given); None when no conv
+    appends the lowering that made the program to ``made`` when given; its own variant's op
+    spans are this lowering's, not lowered again); None when no conv
     takes coarser blocks or the program's tiles do not fit."""
     low = Lowering(graph, t, lw.zone_bytes, compressor, cascade=lw.cascade,
                    hoist=hoists or None, memo=memo, mem=lw.mem, coarse_wide=True)
@@ -49,5 +50,5 @@ def lifted_coarse(graph: Graph, t: Target, compressor, lw: Lowering,
         return None
     cycles = max((e for _, e in replay(prog.commands, t)), default=0)
     log.debug("coarse blocks: %d cycles before lifts", cycles)
-    return lifted(graph, t, compressor, lw, prog, cycles, hoists, memo, None,
+    return lifted(graph, t, compressor, lw, prog, cycles, hoists, memo, low,
                   coarse_wide=True, made=made)

@@ -50,7 +50,8 @@ def lifted(graph: Graph, t: Target, compressor, lw: Lowering, prog: Program, cyc
     spans place the lifts of ``prog``'s own variant and from which its tries resume; None:
     ``prog`` is lowered again for its op spans. ``coarse_wide``: ``prog`` and every try are
     lowered with coarse blocks (``Lowering.coarse_wide``, schedule/coarsewide.py), none
-    resumed. ``made``: a list, when given, receives the :class:`Lowering` that made the
+    resumed; ``made_by`` (not recorded: none with coarse blocks is) then only gives its op
+    spans. ``made``: a list, when given, receives the :class:`Lowering` that made the
     program returned (its lifts, weight lifts and slot flags: schedule/retarget.py lowers
     it again with other hoists)."""
     best = (prog, cycles, made_by)
@@ -143,7 +144,9 @@ def _lift_tiles(graph: Graph, t: Target, compressor, lw: Lowering,
     of the variant as it is or with its tile areas lifted, the faster; None: its tiles do
     not fit."""
     lower, own = _lowerer(graph, t, compressor, lw, hoists, memo, variant, coarse_wide)
-    again = resumable(made_by, memo) if made_by is not None else None
+    again = None
+    if made_by is not None:   # a coarse lowering is never recorded: its op spans serve as they are
+        again = made_by if coarse_wide and made_by.memo is memo else resumable(made_by, memo)
     if again is None:
         again = lower(record=not own)
         try:

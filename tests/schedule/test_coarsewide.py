@@ -95,3 +95,21 @@ def test_lifted_coarse_lowers_the_plan_with_coarse_blocks(progs):
     assert _weight_loads(got[1]) == _weight_loads(prog)
     assert got[2] == max(e for _, e in replay(got[1].commands, t))
     assert got[2] <= max(e for _, e in replay(prog.commands, t))
+
+
+def test_lifted_coarse_lowers_its_own_variant_once(progs, monkeypatch):
+    """The coarse lowering ``lifted_coarse`` makes is the one its lifting starts from (its op
+    spans place the lifts): the variant without lifts, tight slots or whole outputs is not
+    lowered a second time inside ``lifted``."""
+    g, _, t, (plain, _), _ = progs
+    runs, real = [], Lowering.run
+
+    def run(self):
+        runs.append((self.coarse_wide, self.lifts, self.wlifts, self.tight_slots,
+                     self.whole_out))
+        return real(self)
+
+    monkeypatch.setattr(Lowering, "run", run)
+    assert lifted_coarse(g, t, None, plain, (), {}) is not None
+    assert runs.count((True, {}, {}, False, False)) == 1
+    assert all(r[0] for r in runs) and len(runs) > 1   # the lift tries, all coarse
