@@ -332,8 +332,8 @@ class GoldenModel:
             of at most :data:`~tcc_compiler.quant.golden_gemm.PACKED_ROWS` rows gets an
             ONNX Runtime session of its own holding its weights packed
             (:func:`~tcc_compiler.quant.golden_gemm.accumulator`'s ``repeat``, the same exact
-            sums), made on its first run (a few ms of CPU a conv, which a model run once or a few times,
-            as bias correction's, would not win back).
+            sums), made on its first run (a few ms of CPU a conv, which a model run once or
+            a few times, as bias correction's, would not win back).
 
     Why ``repeat``: packing the weights on every call was most of a small GEMM's time.
     EfficientNet-Lite0's 7x7 convs (49 rows), one ONNX Runtime call, CPU us per call
