@@ -416,7 +416,11 @@ def _packed(b: np.ndarray):
 
 
 def _forget() -> None:
-    """A forked child builds its own session (:func:`_session`)."""
+    """A forked child builds its own session (:func:`_session`), under a lock of its own: the
+    parent's may have been held by another thread at the fork, which the child does not
+    have, so its copy would never be released."""
+    global _lock
+    _lock = threading.Lock()
     _state["session"] = False
     _state["forks"] += 1
 

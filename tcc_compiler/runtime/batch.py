@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -39,11 +40,16 @@ _worker_job: Job | None = None
 
 def _init_worker(folder: str, job: Job) -> None:
     """Load ``folder`` once in a worker process; its executor computes every tile on one
-    thread (sim/conv_bands.py: the workers are the parallelism)."""
+    thread (sim/conv_bands.py: the workers are the parallelism). The worker ignores SIGINT:
+    a terminal's Ctrl-C reaches the whole process group, and the parent alone handles it
+    (its KeyboardInterrupt terminates the pool). A worker interrupted too printed a traceback
+    under the parent's one line, and one interrupted just after taking the task queue's lock
+    died holding it, so ``Pool.terminate()`` waited forever."""
     from tcc_compiler.runtime.loaded import load_program
     from tcc_compiler.sim import conv_bands
 
     global _worker_prog, _worker_job
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     conv_bands.set_threads(1)
     _worker_prog = load_program(folder)
     _worker_job = job

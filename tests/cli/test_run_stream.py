@@ -100,3 +100,32 @@ def test_unreadable_photo_stops_in_its_turn(small_folder, photos, tmp_path, caps
                                                   for i, f in enumerate(files[:4])]
     code, stdout, err = run_cli(["run", out, d, "--json", "--jobs", jobs], capsys)
     assert code == 2 and stdout == "" and str(bad) in one_line_error(err)
+
+
+def test_a_text_result_is_one_write(monkeypatch):
+    """Each input's text result (its top1, check and per-output lines) reaches stdout in one
+    write, so a Ctrl-C between two of its lines cannot leave half of it printed (before:
+    one ``print`` per line; interrupted ``--jobs 2 --check`` runs ended on a ``top1`` line
+    without its ``check`` line)."""
+    import io
+    import sys
+
+    from tcc_compiler.cli.commands import run as run_cmd
+
+    writes: list[str] = []
+
+    class Recorder(io.StringIO):
+        def write(self, s):
+            writes.append(s)
+            return len(s)
+
+    monkeypatch.setattr(sys, "stdout", Recorder())
+    out = {"top1": 3, "topk": [3, 1], "check": {"bit_exact": True, "sqnr_db": 31.5,
+                                                "top1_agree": True,
+                                                "sqnr_db_outputs": {"a": 30.0, "b": None}}}
+    run_cmd._print_text(out, "[2] x.png: ")
+    assert len(writes) == 1, writes
+    assert writes[0] == ("[2] x.png: top1: 3  top2: [3, 1]\n"
+                         "[2] x.png: check: bit_exact=true sqnr_db=31.50 top1_agree=true\n"
+                         "[2] x.png:   output a: sqnr_db=30.00\n"
+                         "[2] x.png:   output b: sqnr_db=n/a\n")

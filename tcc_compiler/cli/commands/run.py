@@ -70,17 +70,22 @@ def _result(prog, x, res, args, checker, label: str, pending=None) -> dict:
 
 
 def _print_text(out: dict, prefix: str = "") -> None:
+    """Print one input's text result (top1/topk, the check's line and per-output lines,
+    logits), each line starting with ``prefix``, in one write and flushed: a Ctrl-C between
+    results never leaves half of one printed."""
     k = len(out["topk"])
-    print(f"{prefix}top1: {out['top1']}" + (f"  top{k}: {out['topk']}" if k > 1 else ""))
+    lines = [f"{prefix}top1: {out['top1']}" + (f"  top{k}: {out['topk']}" if k > 1 else "")]
     if "check" in out:
         c = out["check"]
-        print(f"{prefix}check: bit_exact={str(c['bit_exact']).lower()} "
-              f"sqnr_db={c['sqnr_db']:.2f} top1_agree={str(c['top1_agree']).lower()}")
+        lines.append(f"{prefix}check: bit_exact={str(c['bit_exact']).lower()} "
+                     f"sqnr_db={c['sqnr_db']:.2f} top1_agree={str(c['top1_agree']).lower()}")
         for name, db in c.get("sqnr_db_outputs", {}).items():
-            print(f"{prefix}  output {name}: sqnr_db="
-                  + ("n/a" if db is None else f"{db:.2f}"))
+            lines.append(f"{prefix}  output {name}: sqnr_db="
+                         + ("n/a" if db is None else f"{db:.2f}"))
     if "logits" in out:
-        print(f"{prefix}logits: " + " ".join(f"{v:.6g}" for v in out["logits"]))
+        lines.append(f"{prefix}logits: " + " ".join(f"{v:.6g}" for v in out["logits"]))
+    sys.stdout.write("".join(line + "\n" for line in lines))
+    sys.stdout.flush()
 
 
 def _runs(prog, inputs, args, checker):
@@ -200,7 +205,6 @@ def run(args) -> int:
             outs.append(out)
         else:
             _print_text(out, "" if n == 1 else f"[{i}] {out['input']}: ")
-            sys.stdout.flush()
     if args.json:
         print(json_text(outs[0] if len(outs) == 1 else {"results": outs}))
     return 0 if exact else 1
