@@ -235,8 +235,9 @@ def weights_blocker(node: Node, graph: Graph) -> str | None:
 
 
 def _check_names(nodes: dict, names: list[str], source: str) -> None:
-    """Refuse names that are no layer (one line naming ``source``)."""
-    unknown = [x for x in names if x not in nodes]
+    """Refuse names that are no layer (one line naming ``source``, each name once however
+    many lists give it)."""
+    unknown = list(dict.fromkeys(x for x in names if x not in nodes))
     if unknown:
         some = ", ".join(list(nodes)[:3])
         raise InputError(f"{source}: no layer named {', '.join(repr(u) for u in unknown[:5])} "

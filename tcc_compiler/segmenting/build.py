@@ -391,7 +391,7 @@ def _check_precision_names(names: list[str], parts: list, given, where: str) -> 
     for p in parts:
         if not isinstance(p, onnx.ModelProto):
             known |= set(layer_nodes(p.graph))
-    unknown = [n for n in names if n not in known]
+    unknown = list(dict.fromkeys(n for n in names if n not in known))   # each once
     if unknown:
         src = given if not isinstance(given, (list, tuple, dict)) else "precision"
         raise InputError(f"{src}: no layer named {', '.join(repr(u) for u in unknown[:5])} in "

@@ -84,6 +84,11 @@ def test_missing_file_and_unknown_layer_are_input_errors(tmp_path):
     (tmp_path / "p.json").write_text(json.dumps({"int16": ["c1", "conv9"]}))
     with pytest.raises(InputError, match="no layer named 'conv9'.*e.g. c1"):
         check_precision(fg, str(tmp_path / "p.json"))
+    # a name in both lists is named once
+    (tmp_path / "p.json").write_text(json.dumps({"int16": ["conv9", "c1"],
+                                                 "int16_weights": ["conv9"]}))
+    with pytest.raises(InputError, match="no layer named 'conv9' in"):
+        check_precision(fg, str(tmp_path / "p.json"))
 
 
 @pytest.mark.parametrize("content", [{"int16": ["nope"]}, {"int16_weights": ["c1", "nope"]}])
