@@ -10,14 +10,12 @@ them and agreed on the wrong bytes.
 
 from __future__ import annotations
 
-import sys
 
 import numpy as np
-import onnx
 import pytest
+from helpers.catches import compile_saved, patch_users
 from onnx import helper
 
-from tcc_compiler import api
 from tcc_compiler.numerics import accumulator, gemm, int8_gemm, jit
 from tcc_compiler.runtime import load_program
 from tcc_compiler.runtime.check import Checker
@@ -58,11 +56,9 @@ def folder(tmp_path_factory):
              N("Conv", ["r1", "wd"], ["d"], pads=[1] * 4, group=16),
              N("LeakyRelu", ["d"], ["e"], alpha=0.1),
              N("Conv", ["e", "w2"], ["y"])]
-    model = make_model_impl(nodes, [1, 3, 16, 16], inits, opset=17)
-    onnx.save(model, tmp / "m.onnx")
-    xs = [r.normal(0, 1, (1, 3, 16, 16)).astype(np.float32) for _ in range(6)]
-    m = api.compile(model, "16x16x3", calibration=xs[:4])
-    return m.save(tmp / "o"), tmp / "m.onnx", xs[4:]
+    out, path, _, rest = compile_saved(tmp, make_model_impl(nodes, [1, 3, 16, 16], inits,
+                                                            opset=17), 16, r, 6)
+    return out, path, rest
 
 
 def _bit_exact(folder, x) -> bool:
@@ -74,17 +70,6 @@ def _bit_exact(folder, x) -> bool:
         return chk.run_checked(x)[1]["bit_exact"]
     finally:
         chk.close()
-
-
-def _patch_users(monkeypatch, module, name: str, wrong) -> list:
-    """Replace ``module.name`` by ``wrong`` in every loaded module holding that very object
-    under ``name`` (imported by name, or the module itself); returns those modules."""
-    real = getattr(module, name)
-    users = [m for m in list(sys.modules.values())
-             if m is not None and getattr(m, name, None) is real]
-    for m in users:
-        monkeypatch.setattr(m, name, wrong)
-    return users
 
 
 def _off(y: np.ndarray, calls: list) -> np.ndarray:
@@ -118,7 +103,7 @@ def test_wrong_int8_gemm_is_caught(folder, monkeypatch):
         return None if run is None else (lambda a, za: _off(run(a, za), calls))
 
     monkeypatch.setattr(int8_gemm, "_session", Wrong())
-    users = _patch_users(monkeypatch, int8_gemm, "packed_b", wrong_packed)
+    users = patch_users(monkeypatch, "packed_b", int8_gemm.packed_b, wrong_packed)
     assert accumulator in users
     assert _bit_exact(folder, folder[2][1]) is False
     assert calls
@@ -136,7 +121,7 @@ def test_wrong_accumulator_routines_are_caught(folder, monkeypatch):
         run = real(*a, **kw)
         return None if run is None else (lambda x: _off(run(x), calls))
 
-    users = _patch_users(monkeypatch, accumulator, "accumulator", wrong)
+    users = patch_users(monkeypatch, "accumulator", accumulator.accumulator, wrong)
     assert conv_operands in users
     assert _bit_exact(folder, folder[2][1]) is False
     assert calls
@@ -147,7 +132,7 @@ def test_wrong_float_accumulator_is_caught(folder, monkeypatch):
     (the float32 GEMM, the integer one where worth it): FAULT on every sum there."""
     calls: list = []
     real = gemm.conv_accumulate_f
-    users = _patch_users(monkeypatch, gemm, "conv_accumulate_f",
+    users = patch_users(monkeypatch, "conv_accumulate_f", gemm.conv_accumulate_f,
                          lambda *a, **kw: _off(real(*a, **kw), calls))
     assert conv_exec in users
     old = jit.set_enabled(False)
