@@ -141,15 +141,48 @@ def _prepare_all(layers: list) -> dict:
 
 
 def _chains(layers: list) -> list[list]:
-    """``layers`` (graph order) cut into runs of at most :data:`CHAIN_LAYERS`, a run broken
-    where a layer's first input is not the output of the layer before it."""
-    out: list[list] = []
+    """``layers`` (graph order) cut into chains of at most :data:`CHAIN_LAYERS`: runs broken
+    where a layer's first input is not the output of the layer before it, and a longer run cut
+    where the values between its chains hold the fewest elements in all
+    (:func:`_cut_run`)."""
+    runs: list[list] = []
     for n in layers:
-        if out and len(out[-1]) < CHAIN_LAYERS and n.inputs[0].name == out[-1][-1].output.name:
-            out[-1].append(n)
+        if runs and n.inputs[0].name == runs[-1][-1].output.name:
+            runs[-1].append(n)
         else:
-            out.append([n])
-    return out
+            runs.append([n])
+    return [chain for run in runs for chain in _cut_run(run)]
+
+
+def _cut_run(run: list) -> list[list]:
+    """A run of layers, each reading the output of the one before, as chains of at most
+    :data:`CHAIN_LAYERS` whose boundary values (the outputs of each chain's last layer but the
+    run's last) hold the fewest elements in all (dynamic programming over the cut positions;
+    of equal totals, the one whose last chain starts latest, and so on back).
+
+    Why: a value between two chains is read twice, once by each job (its producer's mean
+    error, its reader's quantization), where inside a chain one fused pass reads it
+    (:func:`~tcc_compiler.quant.bias_fused.error_and_quantized`). Cut every
+    :data:`CHAIN_LAYERS` layers, EfficientNet-Lite0's expand, depthwise and project convs
+    (runs of 3) put the large expanded values (up to 96 x 112 x 112) at the boundaries; cut
+    here, the small project outputs are: its gate (64 inputs) took 0.86-0.93 s of error-job
+    CPU against 0.99-1.03 s (4 alternating runs, loaded), the same biases."""
+    if len(run) <= CHAIN_LAYERS:
+        return [run]
+    size = [int(np.prod(n.output.shape, dtype=np.int64)) for n in run]
+    inf = float("inf")
+    best = [0] + [inf] * len(run)   # best[i]: least boundary elements of run[:i] in chains
+    start = [0] * (len(run) + 1)    # start[i]: where the last chain of that best cut starts
+    for i in range(1, len(run) + 1):
+        for j in range(i - 1, max(0, i - CHAIN_LAYERS) - 1, -1):
+            cost = best[j] + (size[j - 1] if j else 0)
+            if cost < best[i]:
+                best[i], start[i] = cost, j
+    out, i = [], len(run)
+    while i:
+        out.append(run[start[i]:i])
+        i = start[i]
+    return out[::-1]
 
 
 def _error_jobs(float_graph: Graph, qgraph: Graph, prepared: dict | None = None,

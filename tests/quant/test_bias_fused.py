@@ -79,6 +79,32 @@ def test_chains_cut_at_the_length_limit_and_where_a_layer_reads_another_value():
         [["conv0", "conv1"], ["conv2", "conv3"]]
 
 
+def test_a_long_run_is_cut_where_the_values_between_chains_are_smallest():
+    """1x1 convs of 96, 96, 16, 96, 96, 16, 96, 96 output channels, each reading the one
+    before: cut every CHAIN_LAYERS (4) layers, the boundary would be a 96-channel value; the
+    cut puts the two 16-channel values there instead (32 channels of boundary against 96)."""
+    r = np.random.default_rng(4)
+    g = Graph()
+    x = Value("x", (1, 16, 8, 8))
+    g.inputs.append(x)
+    prev, ranges = x, {"x": (-2.0, 2.0)}
+    for i, c in enumerate([96, 96, 16, 96, 96, 16, 96, 96]):
+        cin = prev.shape[1]
+        w = Value(f"w{i}", (c, cin, 1, 1),
+                  const=r.normal(0, 0.3, (c, cin, 1, 1)).astype(np.float32))
+        b = Value(f"b{i}", (c,), const=np.zeros(c, np.float32))
+        y = Value(f"y{i}", (1, c, 8, 8))
+        g.add_node(Op.CONV, f"conv{i}", [prev, w, b], [y], ConvAttrs(kernel=(1, 1), act=RELU))
+        ranges[f"y{i}"] = (0.0, 3.0)
+        prev = y
+    g.outputs.append(prev)
+    quantize_graph(g, ranges)
+    layers = [n for n in g.nodes if n.op is Op.CONV]
+    assert bc.CHAIN_LAYERS == 4
+    assert [[n.name for n in c] for c in bc._chains(layers)] == \
+        [["conv0", "conv1", "conv2"], ["conv3", "conv4", "conv5"], ["conv6", "conv7"]]
+
+
 def test_error_and_quantized_is_mean_output_error_and_quantize_value_bit_for_bit():
     """Random NHWC outputs and float values: 16 channels; 256 channels (the kernel's padded
     row, 1 KiB stride); an int16 reader; a NaN (no quantized array, the same error); and the
