@@ -35,7 +35,7 @@ from tcc_compiler.ir.ops import Op
 from tcc_compiler.quant.analyze import quantize_value
 from tcc_compiler.quant.bias_folds import Half, Sqnr, add_fold, same_outputs
 from tcc_compiler.quant.bias_fused import error_and_quantized
-from tcc_compiler.quant.bias_pass import error_pass, in_order
+from tcc_compiler.quant.bias_pass import chains, error_pass, in_order
 from tcc_compiler.quant.calibrate_run import workers
 from tcc_compiler.quant.golden import GoldenModel, eval_int_node, prepare_conv
 from tcc_compiler.quant.params import mean_output_error
@@ -122,14 +122,6 @@ def _layer_error(n, fl: dict, prepared: tuple | None = None,
     return mean_output_error(q.reshape(hwc), n.output, f4)
 
 
-#: Most layers per job of the error pass (:func:`_error_jobs`): a chain of layers each
-#: reading the one before reads each float value once (:func:`_layer_error`'s ``reader``),
-#: and several chains an input keep the worker threads busy side by side (EfficientNet-Lite0,
-#: 64 inputs: the gate's CPU 3.04 -> 2.70 s against one job per layer; chains of 2, 4 and 8
-#: measured the same, loaded; ResNet-50's gate the same CPU and wall as per layer).
-CHAIN_LAYERS = 4
-
-
 def _prepare_all(layers: list) -> dict:
     """{conv/fc name: :func:`~tcc_compiler.quant.golden.prepare_conv` of it}, made on worker
     threads in ``layers`` order (each layer's the same bytes as on one thread): the weights'
@@ -140,57 +132,13 @@ def _prepare_all(layers: list) -> dict:
         return dict(zip([n.name for n in layers], pool.map(prepare_conv, layers)))
 
 
-def _chains(layers: list) -> list[list]:
-    """``layers`` (graph order) cut into chains of at most :data:`CHAIN_LAYERS`: runs broken
-    where a layer's first input is not the output of the layer before it, and a longer run cut
-    where the values between its chains hold the fewest elements in all
-    (:func:`_cut_run`)."""
-    runs: list[list] = []
-    for n in layers:
-        if runs and n.inputs[0].name == runs[-1][-1].output.name:
-            runs[-1].append(n)
-        else:
-            runs.append([n])
-    return [chain for run in runs for chain in _cut_run(run)]
-
-
-def _cut_run(run: list) -> list[list]:
-    """A run of layers, each reading the output of the one before, as chains of at most
-    :data:`CHAIN_LAYERS` whose boundary values (the outputs of each chain's last layer but the
-    run's last) hold the fewest elements in all (dynamic programming over the cut positions;
-    of equal totals, the one whose last chain starts latest, and so on back).
-
-    Why: a value between two chains is read twice, once by each job (its producer's mean
-    error, its reader's quantization), where inside a chain one fused pass reads it
-    (:func:`~tcc_compiler.quant.bias_fused.error_and_quantized`). Cut every
-    :data:`CHAIN_LAYERS` layers, EfficientNet-Lite0's expand, depthwise and project convs
-    (runs of 3) put the large expanded values (up to 96 x 112 x 112) at the boundaries; cut
-    here, the small project outputs are: its gate (64 inputs) took 0.86-0.93 s of error-job
-    CPU against 0.99-1.03 s (4 alternating runs, loaded), the same biases."""
-    if len(run) <= CHAIN_LAYERS:
-        return [run]
-    size = [int(np.prod(n.output.shape, dtype=np.int64)) for n in run]
-    inf = float("inf")
-    best = [0] + [inf] * len(run)   # best[i]: least boundary elements of run[:i] in chains
-    start = [0] * (len(run) + 1)    # start[i]: where the last chain of that best cut starts
-    for i in range(1, len(run) + 1):
-        for j in range(i - 1, max(0, i - CHAIN_LAYERS) - 1, -1):
-            cost = best[j] + (size[j - 1] if j else 0)
-            if cost < best[i]:
-                best[i], start[i] = cost, j
-    out, i = [], len(run)
-    while i:
-        out.append(run[start[i]:i])
-        i = start[i]
-    return out[::-1]
-
-
 def _error_jobs(float_graph: Graph, qgraph: Graph, prepared: dict | None = None,
                 golden: GoldenModel | None = None) -> tuple:
     """(conv/fc layers of ``qgraph``, the float values their error jobs and the network
     output's SQNR read, the error jobs: one :func:`_chain_job` per run of layers
-    (:func:`_chains`), each giving its layers' errors in order, so the jobs' results, one
-    after another, are the layers' errors in layer order (:func:`_flat`)).
+    (:func:`~tcc_compiler.quant.bias_pass.chains`), each giving its layers' errors in order,
+    so the jobs' results, one after another, are the layers' errors in layer order
+    (:func:`_flat`)).
 
     Args:
         prepared: {conv/fc name: :func:`~tcc_compiler.quant.golden.prepare_conv` of it with
@@ -206,7 +154,7 @@ def _error_jobs(float_graph: Graph, qgraph: Graph, prepared: dict | None = None,
         prepared = {n.name: prepare_conv(n) for n in layers}
     if golden is None:
         golden = GoldenModel(qgraph, prepared=prepared)
-    return layers, names, [partial(_chain_job, chain, golden) for chain in _chains(layers)]
+    return layers, names, [partial(_chain_job, chain, golden) for chain in chains(layers)]
 
 
 def _chain_job(chain: list, golden: GoldenModel, fl: dict, quantized: dict) -> list:

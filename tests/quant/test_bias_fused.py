@@ -1,8 +1,9 @@
-"""Bias correction's error pass in chains of layers (quant/bias_correction.py ``_chains``,
-``_chain_job``): a conv's mean output error and the next conv's quantized input from one pass
-over the float value (quant/bias_fused.py, kernel quant/bias_jit.py), the same float64 errors
-and integers, bit for bit, as mean_output_error and quantize_value; and the convs through the
-golden model's routines (GoldenModel.conv), the bytes eval_int_node gives."""
+"""Bias correction's error pass in chains of layers (quant/bias_pass.py ``chains``,
+quant/bias_correction.py ``_chain_job``): a conv's mean output error and the next conv's
+quantized input from one pass over the float value (quant/bias_fused.py, kernel
+quant/bias_jit.py), the same float64 errors and integers, bit for bit, as mean_output_error and
+quantize_value; and the convs through the golden model's routines (GoldenModel.conv), the bytes
+eval_int_node gives."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tcc_compiler.ir.ops import RELU, ConvAttrs, Op
 from tcc_compiler.numerics import jit
 from tcc_compiler.quant import quantize_graph
 from tcc_compiler.quant import bias_correction as bc
+from tcc_compiler.quant import bias_pass
 from tcc_compiler.quant.analyze import quantize_value
 from tcc_compiler.quant.golden import GoldenModel, eval_int_node, prepare_conv
 from tcc_compiler.quant.params import mean_output_error
@@ -70,12 +72,12 @@ def _reference_errors(fg, g, xs) -> list[list[np.ndarray]]:
 def test_chains_cut_at_the_length_limit_and_where_a_layer_reads_another_value():
     _, g = _chain_graph(6)
     layers = [n for n in g.nodes if n.op is Op.CONV]
-    assert [[n.name for n in c] for c in bc._chains(layers)] == \
-        [[f"conv{i}" for i in range(bc.CHAIN_LAYERS)],
-         [f"conv{i}" for i in range(bc.CHAIN_LAYERS, 6)]]
+    assert [[n.name for n in c] for c in bias_pass.chains(layers)] == \
+        [[f"conv{i}" for i in range(bias_pass.CHAIN_LAYERS)],
+         [f"conv{i}" for i in range(bias_pass.CHAIN_LAYERS, 6)]]
     _, g = _chain_graph(4, residual_break=True)
     layers = [n for n in g.nodes if n.op is Op.CONV]
-    assert [[n.name for n in c] for c in bc._chains(layers)] == \
+    assert [[n.name for n in c] for c in bias_pass.chains(layers)] == \
         [["conv0", "conv1"], ["conv2", "conv3"]]
 
 
@@ -100,8 +102,8 @@ def test_a_long_run_is_cut_where_the_values_between_chains_are_smallest():
     g.outputs.append(prev)
     quantize_graph(g, ranges)
     layers = [n for n in g.nodes if n.op is Op.CONV]
-    assert bc.CHAIN_LAYERS == 4
-    assert [[n.name for n in c] for c in bc._chains(layers)] == \
+    assert bias_pass.CHAIN_LAYERS == 4
+    assert [[n.name for n in c] for c in bias_pass.chains(layers)] == \
         [["conv0", "conv1", "conv2"], ["conv3", "conv4", "conv5"], ["conv6", "conv7"]]
 
 
