@@ -72,6 +72,12 @@ def open_npy(path: Path, expected_shape: tuple[int, ...], layout: str = "NCHW"
         InputError: naming ``path``: not a ``.npy`` file, an unreadable header, a dtype other
             than float32, a shape unlike the model input's.
     """
+    return _open(path, expected_shape, layout)[1]
+
+
+def _open(path: Path, expected_shape: tuple[int, ...], layout: str
+          ) -> tuple[np.memmap, np.ndarray]:
+    """(the file's memory map as stored, its NCHW view): :func:`open_npy`'s checks."""
     _check_npy_header_length(path)
     try:
         array = np.load(path, allow_pickle=False, mmap_mode="r")
@@ -93,7 +99,7 @@ def open_npy(path: Path, expected_shape: tuple[int, ...], layout: str = "NCHW"
             forms = f"NHWC [N, {want[1]}, {want[2]}, {want[0]}] or NCHW {forms}"
         raise InputError(f"{path}: .npy shape {tuple(array.shape)} does not match the model input "
                          f"{forms} (N >= 1)")
-    return nchw
+    return array, nchw
 
 
 def load_npy(path: Path, expected_shape: tuple[int, ...], layout: str = "NCHW"
@@ -113,14 +119,17 @@ def load_npy(path: Path, expected_shape: tuple[int, ...], layout: str = "NCHW"
 
 
 class NpyArrays:
-    """The N inputs of a ``.npy`` file, each copied out and checked for NaN/Inf when it is
-    read (``tccc run`` streams its inputs: a file of a thousand arrays used to be copied
+    """The N inputs of a ``.npy`` file, each read, copied out and checked for NaN/Inf when it
+    is read (``tccc run`` streams its inputs: a file of a thousand arrays used to be copied
     whole, every value checked, before the first output).
 
-    The header, dtype and shape are checked on construction (:func:`open_npy`). The mapping
-    is not held between reads of different files: it is opened on a read and kept until the
-    file's last array has been read (in order, one mapping at a time; a folder of many
-    ``.npy`` files does not hold a file descriptor each).
+    The header, dtype and shape are checked on construction (:func:`open_npy`). Array ``j``
+    of a C-order file (what ``numpy.save`` writes) is then read on its own, its bytes at
+    ``header + j * C*H*W*4``, the file opened for that read only: neither a file descriptor
+    nor a mapping is held between reads (a folder of many ``.npy`` files holds none; a read
+    map would keep every page read resident to the end of the file: a 184 MiB file of 320
+    Lite0 inputs kept the run's peak RSS 184 MiB up). A Fortran-order file is mapped anew
+    for each read.
 
     Attributes:
         path: the file. count: N, its number of inputs.
@@ -128,28 +137,42 @@ class NpyArrays:
 
     def __init__(self, path: Path, expected_shape: tuple[int, ...], layout: str = "NCHW"):
         self.path, self._expected, self._layout = path, expected_shape, layout
-        self.count = int(open_npy(path, expected_shape, layout).shape[0])
-        self._map: np.ndarray | None = None
+        stored, nchw = _open(path, expected_shape, layout)
+        self.count = int(stored.shape[0])
+        self._item_shape = tuple(int(d) for d in stored.shape[1:])   # as stored (NCHW/NHWC)
+        self._nhwc = nchw is not stored   # stored NHWC: transposed to NCHW on reading
+        self._offset = int(stored.offset) if stored.flags.c_contiguous else None
+        self._nbytes = 4 * int(np.prod(self._item_shape))
 
     def __len__(self) -> int:
         return self.count
 
     def array(self, j: int, name: str) -> np.ndarray:
-        """Input ``j`` as a new float32 NCHW array ``[1, C, H, W]``.
+        """Input ``j`` as a new float32 NCHW array ``[1, C, H, W]`` (C-contiguous, writable).
 
         Raises:
             InputError: naming ``name`` (the caller's label, e.g. ``FILE.npy[j]``): a NaN/Inf
-                value in it; naming the file: it no longer reads as it did when checked.
+                value in it; naming the file: it cannot be read, or no longer holds the
+                arrays it held when checked.
         """
-        if self._map is None:
-            m = open_npy(self.path, self._expected, self._layout)
-            if m.shape[0] != self.count:
-                raise InputError(f"{self.path}: changed while being read (it held {self.count} "
-                                 f"arrays, now {m.shape[0]})")
-            self._map = m
-        a = np.array(self._map[j:j + 1], dtype=np.float32, order="C")
-        if j == self.count - 1:
-            self._map = None   # read to its end: let the mapping go
+        if self._offset is None:   # Fortran order: map, copy, let go
+            a = np.array(open_npy(self.path, self._expected, self._layout)[j:j + 1],
+                         dtype=np.float32, order="C")
+        else:
+            buf = bytearray(self._nbytes)
+            try:
+                with open(self.path, "rb") as f:
+                    f.seek(self._offset + j * self._nbytes)
+                    got = f.readinto(buf)
+            except OSError as exc:
+                raise InputError(f"{self.path}: cannot read .npy array {j}: "
+                                 f"{exc.strerror or exc}") from None
+            if got != self._nbytes:
+                raise InputError(f"{self.path}: changed while being read (array {j} of "
+                                 f"{self.count} ends past the end of the file)")
+            a = np.frombuffer(buf, np.float32).reshape((1,) + self._item_shape)
+            if self._nhwc:
+                a = np.ascontiguousarray(a.transpose(0, 3, 1, 2))
         if not np.isfinite(a).all():
             bad = int(np.count_nonzero(~np.isfinite(a)))
             raise InputError(f"{name}: .npy array holds {bad} NaN/Inf value(s)")

@@ -180,3 +180,28 @@ def test_streamed_npy_arrays_are_read_one_at_a_time(tmp_path):
         LazyInputs([path], pre, (1, 3, 2, 2))
     with pytest.raises(InputError, match="NaN/Inf"):
         load_inputs([path], pre, (1, 3, 2, 2))
+
+
+@pytest.mark.parametrize("layout, stored, fortran", [
+    ("NCHW", (5, 3, 2, 4), False),
+    ("NHWC", (5, 2, 4, 3), False),   # an NHWC model's file as its ONNX input takes it
+    ("NHWC", (5, 3, 3, 3), False),   # H == W == C: NHWC preferred, as the eager load does
+    ("NCHW", (5, 3, 2, 4), True),    # a Fortran-order file: mapped for each read
+])
+def test_streamed_npy_arrays_equal_the_eager_load(tmp_path, layout, stored, fortran):
+    """Each streamed array (read on its own from the file) is the eager load's, NCHW."""
+    from tcc_compiler.datasets.images import LazyInputs, Preprocess, load_inputs
+
+    xs = np.random.default_rng(6).normal(0, 1, stored).astype(np.float32)
+    path = tmp_path / "x.npy"
+    np.save(path, np.asfortranarray(xs) if fortran else xs)
+    c = stored[3] if layout == "NHWC" else stored[1]
+    h, w = (stored[1], stored[2]) if layout == "NHWC" else (stored[2], stored[3])
+    shape, pre = (1, c, h, w), Preprocess(width=w, height=h)
+    eager = load_inputs([path], pre, shape, layout)
+    lazy = LazyInputs([path], pre, shape, layout, stream_npy=True)
+    assert len(lazy) == len(eager) == 5
+    for j in (4, 0, 2, 1, 3):   # any order
+        a = lazy[j]
+        assert a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable
+        np.testing.assert_array_equal(a, eager[j])
