@@ -102,14 +102,16 @@ def input_stream(paths: Sequence[str | os.PathLike], prog: LoadedProgram, *,
     Raises:
         InputError: on the call, a missing path, an empty folder, a ``.npy`` array or raw
             file of the wrong shape or size, a preprocessing unlike the model input (as
-            :func:`inputs_for`); on reading input ``i``, an undecodable image (naming it).
+            :func:`inputs_for`); on reading input ``i``, an undecodable image or a ``.npy``
+            array holding NaN/Inf (naming it: ``FILE.npy[j]`` for array ``j`` of several).
     """
     from tcc_compiler.fsutil import check_path
 
     for given in paths:
         check_path(given)  # a symlink loop or too long a name: one line, not a traceback
     pre, raw = _input_reading(prog, raw_size, raw_layout, pixels)
-    return LazyInputs(paths, pre, prog.input_shape, input_layout(prog.manifest), raw)
+    return LazyInputs(paths, pre, prog.input_shape, input_layout(prog.manifest), raw,
+                      stream_npy=True)
 
 
 def _run_job(prog, item) -> dict:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tcc_compiler.datasets.decode import IMAGE_SUFFIXES, load_image, resize_image, resized_size
-from tcc_compiler.datasets.npy import NPY_LAYOUTS, load_npy
+from tcc_compiler.datasets.npy import NPY_LAYOUTS, NpyArrays, load_npy
 from tcc_compiler.datasets.preprocess import (CHANNEL_ORDERS, IMAGE_CHANNELS, RESIZE_MODES,
                                               Preprocess, normalise)
 from tcc_compiler.datasets.raw import RAW_SUFFIXES, RawSpec, check_raw_size, is_raw_file, load_raw
@@ -118,15 +118,19 @@ class LazyInputs(Sequence):
     preprocessed shape, ``.npy`` headers and values) is checked on construction; image files
     are decoded and preprocessed on each access, so a loop over the inputs holds one float
     image at a time (a 4096x4096x3 input is 201 MB of float32; the 8 bundled calibration
-    photos used to be held together). ``.npy`` inputs are kept as loaded.
+    photos used to be held together). ``.npy`` inputs are kept as loaded, or with
+    ``stream_npy`` each array is copied out and checked for NaN/Inf when it is read
+    (:class:`~tcc_compiler.datasets.npy.NpyArrays`: ``tccc run``'s stream, whose first output
+    then no longer waits for a whole file of arrays to be copied and checked).
 
     Raises:
-        InputError: as :func:`load_inputs` (an undecodable image only when it is read).
+        InputError: as :func:`load_inputs` (an undecodable image only when it is read; with
+            ``stream_npy``, a ``.npy`` array's NaN/Inf value too, naming ``FILE.npy[j]``).
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike[str]], pre: Preprocess,
                  expected_shape: tuple[int, ...], layout: str = "NCHW",
-                 raw: RawSpec | None = None) -> None:
+                 raw: RawSpec | None = None, stream_npy: bool = False) -> None:
         if layout not in NPY_LAYOUTS:
             raise InternalError(f"input layout {layout!r}: expected one of {NPY_LAYOUTS}")
         expected = tuple(int(d) for d in expected_shape)
@@ -138,7 +142,7 @@ class LazyInputs(Sequence):
         if not paths:
             raise InputError("no input files given")
         self.pre, self.raw = pre, raw
-        self.items: list[np.ndarray | Path] = []
+        self.items: list[np.ndarray | Path | tuple[NpyArrays, int]] = []
         self._names: list[str] = []      # where each input comes from (:meth:`label`)
         image_shape = (1,) + expected[1:]
         self._channels = expected[1]   # a raw file's (any count; images load 1 or 3)
@@ -150,8 +154,10 @@ class LazyInputs(Sequence):
                 self._names.append(str(f))
                 continue
             if f.suffix.lower() == ".npy":
-                arrays = load_npy(f, expected, layout)
-                self.items.extend(arrays)
+                arrays = NpyArrays(f, expected, layout) if stream_npy else \
+                    load_npy(f, expected, layout)
+                self.items.extend((arrays, j) if stream_npy else arrays[j]
+                                  for j in range(len(arrays)))
                 self._names.extend(f"{f}[{j}]" if len(arrays) > 1 else str(f)
                                    for j in range(len(arrays)))
                 continue
@@ -185,6 +191,8 @@ class LazyInputs(Sequence):
         item = self.items[i]
         if isinstance(item, np.ndarray):
             return item
+        if isinstance(item, tuple):   # array j of a streamed .npy file
+            return item[0].array(item[1], self._names[i])
         if self.raw is not None and self.raw.takes(item):
             return load_raw(item, self.pre, self.raw, self._channels)
         return load_image(item, self.pre)

@@ -1,6 +1,7 @@
 """``.npy`` arrays as model inputs: a float32 ``[N, C, H, W]`` (or, for an NHWC model,
-``[N, H, W, C]``) file split into N NCHW arrays, its header checked before any data is read.
-Used by :func:`tcc_compiler.datasets.images.load_inputs`."""
+``[N, H, W, C]``) file split into N NCHW arrays, its header checked before any data is read,
+the arrays copied all at once (:func:`load_npy`) or one at a time as they are read
+(:class:`NpyArrays`). Used by :class:`tcc_compiler.datasets.images.LazyInputs`."""
 
 from __future__ import annotations
 
@@ -57,14 +58,26 @@ def _npy_nchw(array: np.ndarray, expected_shape: tuple[int, ...], layout: str
     return array if tuple(array.shape[1:]) == want else None
 
 
-def load_npy(path: Path, expected_shape: tuple[int, ...], layout: str = "NCHW"
-              ) -> list[np.ndarray]:
+def open_npy(path: Path, expected_shape: tuple[int, ...], layout: str = "NCHW"
+             ) -> np.ndarray:
     """A ``.npy`` float32 array ``[N, C, H, W]`` (or, for an NHWC model, ``[N, H, W, C]``: the
-    layout its ONNX input takes) split into N NCHW arrays ``[1, C, H, W]``.
+    layout its ONNX input takes) as a read-only memory-mapped NCHW view ``[N, C, H, W]``, its
+    header, dtype and shape checked; no value is read (:func:`load_npy`, :class:`NpyArrays`
+    check them).
 
     The file is memory-mapped and its header checked before any data is copied, so a header
     claiming a huge shape costs nothing (numpy refuses to map past the end of the file).
+
+    Raises:
+        InputError: naming ``path``: not a ``.npy`` file, an unreadable header, a dtype other
+            than float32, a shape unlike the model input's.
     """
+    return _open(path, expected_shape, layout)[1]
+
+
+def _open(path: Path, expected_shape: tuple[int, ...], layout: str
+          ) -> tuple[np.memmap, np.ndarray]:
+    """(the file's memory map as stored, its NCHW view): :func:`open_npy`'s checks."""
     _check_npy_header_length(path)
     try:
         array = np.load(path, allow_pickle=False, mmap_mode="r")
@@ -86,7 +99,81 @@ def load_npy(path: Path, expected_shape: tuple[int, ...], layout: str = "NCHW"
             forms = f"NHWC [N, {want[1]}, {want[2]}, {want[0]}] or NCHW {forms}"
         raise InputError(f"{path}: .npy shape {tuple(array.shape)} does not match the model input "
                          f"{forms} (N >= 1)")
-    if not np.isfinite(array).all():
-        bad = int(np.count_nonzero(~np.isfinite(array)))
+    return array, nchw
+
+
+def load_npy(path: Path, expected_shape: tuple[int, ...], layout: str = "NCHW"
+             ) -> list[np.ndarray]:
+    """A ``.npy`` float32 array ``[N, C, H, W]`` (or, for an NHWC model, ``[N, H, W, C]``: the
+    layout its ONNX input takes) split into N NCHW arrays ``[1, C, H, W]``, all copied and
+    checked now (:func:`open_npy`; :class:`NpyArrays` reads them one at a time).
+
+    Raises:
+        InputError: as :func:`open_npy`, or a NaN/Inf value anywhere in the file.
+    """
+    nchw = open_npy(path, expected_shape, layout)
+    if not np.isfinite(nchw).all():
+        bad = int(np.count_nonzero(~np.isfinite(nchw)))
         raise InputError(f"{path}: .npy array holds {bad} NaN/Inf value(s)")
-    return [np.array(nchw[i:i + 1], dtype=np.float32, order="C") for i in range(array.shape[0])]
+    return [np.array(nchw[i:i + 1], dtype=np.float32, order="C") for i in range(nchw.shape[0])]
+
+
+class NpyArrays:
+    """The N inputs of a ``.npy`` file, each read, copied out and checked for NaN/Inf when it
+    is read (``tccc run`` streams its inputs: a file of a thousand arrays used to be copied
+    whole, every value checked, before the first output).
+
+    The header, dtype and shape are checked on construction (:func:`open_npy`). Array ``j``
+    of a C-order file (what ``numpy.save`` writes) is then read on its own, its bytes at
+    ``header + j * C*H*W*4``, the file opened for that read only: neither a file descriptor
+    nor a mapping is held between reads (a folder of many ``.npy`` files holds none; a read
+    map would keep every page read resident to the end of the file: a 184 MiB file of 320
+    Lite0 inputs kept the run's peak RSS 184 MiB up). A Fortran-order file is mapped anew
+    for each read.
+
+    Attributes:
+        path: the file. count: N, its number of inputs.
+    """
+
+    def __init__(self, path: Path, expected_shape: tuple[int, ...], layout: str = "NCHW"):
+        self.path, self._expected, self._layout = path, expected_shape, layout
+        stored, nchw = _open(path, expected_shape, layout)
+        self.count = int(stored.shape[0])
+        self._item_shape = tuple(int(d) for d in stored.shape[1:])   # as stored (NCHW/NHWC)
+        self._nhwc = nchw is not stored   # stored NHWC: transposed to NCHW on reading
+        self._offset = int(stored.offset) if stored.flags.c_contiguous else None
+        self._nbytes = 4 * int(np.prod(self._item_shape))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def array(self, j: int, name: str) -> np.ndarray:
+        """Input ``j`` as a new float32 NCHW array ``[1, C, H, W]`` (C-contiguous, writable).
+
+        Raises:
+            InputError: naming ``name`` (the caller's label, e.g. ``FILE.npy[j]``): a NaN/Inf
+                value in it; naming the file: it cannot be read, or no longer holds the
+                arrays it held when checked.
+        """
+        if self._offset is None:   # Fortran order: map, copy, let go
+            a = np.array(open_npy(self.path, self._expected, self._layout)[j:j + 1],
+                         dtype=np.float32, order="C")
+        else:
+            buf = bytearray(self._nbytes)
+            try:
+                with open(self.path, "rb") as f:
+                    f.seek(self._offset + j * self._nbytes)
+                    got = f.readinto(buf)
+            except OSError as exc:
+                raise InputError(f"{self.path}: cannot read .npy array {j}: "
+                                 f"{exc.strerror or exc}") from None
+            if got != self._nbytes:
+                raise InputError(f"{self.path}: changed while being read (array {j} of "
+                                 f"{self.count} ends past the end of the file)")
+            a = np.frombuffer(buf, np.float32).reshape((1,) + self._item_shape)
+            if self._nhwc:
+                a = np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+        if not np.isfinite(a).all():
+            bad = int(np.count_nonzero(~np.isfinite(a)))
+            raise InputError(f"{name}: .npy array holds {bad} NaN/Inf value(s)")
+        return a

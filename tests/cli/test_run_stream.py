@@ -129,3 +129,79 @@ def test_a_text_result_is_one_write(monkeypatch):
                          "[2] x.png: check: bit_exact=true sqnr_db=31.50 top1_agree=true\n"
                          "[2] x.png:   output a: sqnr_db=30.00\n"
                          "[2] x.png:   output b: sqnr_db=n/a\n")
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_a_npy_array_with_nan_stops_in_its_turn(small_folder, tmp_path, capsys, check):
+    """A ``.npy`` file of 6 inputs whose array 3 holds a NaN: arrays 0-2 are run and printed
+    whole, then one error line naming ``FILE.npy[3]`` (exit 2); ``--json`` prints nothing.
+    Before, the whole file was copied and every value checked before the first output: the
+    run stopped on its set-up, nothing printed."""
+    model, out = small_folder
+    r = np.random.default_rng(5)
+    xs = r.uniform(-1, 1, (6, 3, 16, 16)).astype(np.float32)
+    xs[3, 1, 2, 3] = np.nan
+    path = tmp_path / "six.npy"
+    np.save(path, xs)
+    extra = ["--check", model] if check else []
+    code, stdout, err = run_cli(["run", out, path, *extra], capsys)
+    assert code == 2, err
+    line = one_line_error(err)
+    assert f"{path}[3]" in line and "1 NaN/Inf" in line
+    assert [ln.split(":")[0] for ln in stdout.splitlines() if ": top1: " in ln] == \
+        [f"[{i}] {path}[{i}]" for i in range(3)]
+    if check:   # each printed input's check line too
+        assert sum(": check: bit_exact=true" in ln for ln in stdout.splitlines()) == 3
+    code, stdout, err = run_cli(["run", out, path, "--json", *extra], capsys)
+    assert code == 2 and stdout == "" and f"{path}[3]" in one_line_error(err)
+
+
+def test_streamed_npy_arrays_are_read_one_at_a_time(tmp_path):
+    """``LazyInputs(stream_npy=True)`` checks a ``.npy`` file's header on construction and
+    each array's values when it is read (a new array, the same values as the eager load);
+    the eager load (calibration's) still refuses the whole file at once."""
+    from tcc_compiler.datasets.images import LazyInputs, Preprocess, load_inputs
+    from tcc_compiler.errors import InputError
+
+    xs = np.arange(4 * 3 * 2 * 2, dtype=np.float32).reshape(4, 3, 2, 2)
+    xs[2, 0, 0, 0] = np.inf
+    path = tmp_path / "four.npy"
+    np.save(path, xs)
+    pre = Preprocess(width=2, height=2)
+    lazy = LazyInputs([path], pre, (1, 3, 2, 2), stream_npy=True)
+    assert len(lazy) == 4 and lazy.label(2) == f"{path}[2]"
+    for j in (0, 1, 3):
+        a = lazy[j]
+        assert a.shape == (1, 3, 2, 2) and a.flags.c_contiguous and a.flags.writeable
+        np.testing.assert_array_equal(a, xs[j:j + 1])
+    with pytest.raises(InputError, match=r"four\.npy\[2\]: \.npy array holds 1 NaN/Inf"):
+        lazy[2]
+    with pytest.raises(InputError, match=r"four\.npy: \.npy array holds 1 NaN/Inf"):
+        LazyInputs([path], pre, (1, 3, 2, 2))
+    with pytest.raises(InputError, match="NaN/Inf"):
+        load_inputs([path], pre, (1, 3, 2, 2))
+
+
+@pytest.mark.parametrize("layout, stored, fortran", [
+    ("NCHW", (5, 3, 2, 4), False),
+    ("NHWC", (5, 2, 4, 3), False),   # an NHWC model's file as its ONNX input takes it
+    ("NHWC", (5, 3, 3, 3), False),   # H == W == C: NHWC preferred, as the eager load does
+    ("NCHW", (5, 3, 2, 4), True),    # a Fortran-order file: mapped for each read
+])
+def test_streamed_npy_arrays_equal_the_eager_load(tmp_path, layout, stored, fortran):
+    """Each streamed array (read on its own from the file) is the eager load's, NCHW."""
+    from tcc_compiler.datasets.images import LazyInputs, Preprocess, load_inputs
+
+    xs = np.random.default_rng(6).normal(0, 1, stored).astype(np.float32)
+    path = tmp_path / "x.npy"
+    np.save(path, np.asfortranarray(xs) if fortran else xs)
+    c = stored[3] if layout == "NHWC" else stored[1]
+    h, w = (stored[1], stored[2]) if layout == "NHWC" else (stored[2], stored[3])
+    shape, pre = (1, c, h, w), Preprocess(width=w, height=h)
+    eager = load_inputs([path], pre, shape, layout)
+    lazy = LazyInputs([path], pre, shape, layout, stream_npy=True)
+    assert len(lazy) == len(eager) == 5
+    for j in (4, 0, 2, 1, 3):   # any order
+        a = lazy[j]
+        assert a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable
+        np.testing.assert_array_equal(a, eager[j])

@@ -3,9 +3,10 @@ integer model and ONNX Runtime).
 
 Several inputs stream: each is decoded when its turn comes and its result printed as soon as
 it is known, whole (memory stays that of a few inputs, however many). An input that cannot be
-read (e.g. a corrupt photo) stops the run in its turn with one error line (exit 2): the
-results of the inputs before it stay printed, complete; nothing of it or after it is. --json
-prints its one object at the end: nothing on stdout when the run stops."""
+read (e.g. a corrupt photo, or a ``.npy`` array holding NaN) stops the run in its turn with
+one error line (exit 2): the results of the inputs before it stay printed, complete; nothing
+of it or after it is. --json prints its one object at the end: nothing on stdout when the run
+stops."""
 
 from __future__ import annotations
 
