@@ -18,6 +18,7 @@ from tcc_compiler.schedule.hoist import (Hoist, hoist_spans, plan_hoist, plan_pi
                                          stalled_convs)
 from tcc_compiler.schedule.lowering import Lowering
 from tcc_compiler.schedule.memory import MemoryPlan
+from tcc_compiler.schedule.precompress import precompress_consumers
 from tcc_compiler.schedule.prefetch import Prefetcher
 from tcc_compiler.schedule.program import Program
 from tcc_compiler.schedule.resume import resumable
@@ -83,7 +84,11 @@ def add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program,
                  for est, new in _candidates(graph, t, lw, base, spans, best[1], best[2], wide,
                                              src_spans)]
         moot: set = set()   # eager-free keys of the tries whose eager flags decided nothing
-        for new in hoist_finalists(cands) if wide else [c for _, c in cands]:
+        tries = hoist_finalists(cands) if wide else [c for _, c in cands]
+        # their consumers' weight blocks compress while the first tries lower
+        precompress_consumers(graph, t, lw.mem, [best[2] + new for new in tries], compressor,
+                              memo)
+        for new in tries:
             if _eager_free(new) in moot:   # its twin lowered to this very program
                 continue
             lowering = Lowering(graph, t, lw.zone_bytes, compressor, cascade=lw.cascade,

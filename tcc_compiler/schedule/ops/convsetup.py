@@ -45,6 +45,30 @@ def conv_consts(n: Node, memo: dict | None = None) -> tuple:
     return got
 
 
+def layer_bytes(n: Node, g: ConvGeom, t: Target, block_channels: int,
+                memo: dict | None = None) -> tuple[LayerKind, bytes, bytes]:
+    """(layer kind, weight bytes, packed parameter records) :func:`conv_setup` adds to the
+    WEIGHTS region for conv/FC ``n`` in blocks of ``block_channels`` output channels: its
+    :func:`conv_consts`, a depthwise conv cut into kernel parts with each block's weights laid
+    out part after part (schedule/ops/dwsplit.py; kind ``DW_SPLIT``, kept in ``memo`` per
+    node and blocking like :func:`conv_consts`, so the search's lowerings hand the compressor's
+    memo the same bytes object). Also what schedule/precompress.py compresses ahead, so the
+    two agree."""
+    _, wbytes, params = conv_consts(n, memo)
+    kind = LayerKind.FC if n.op is Op.FC else LayerKind.CONV
+    if depthwise_split(g, t):   # each block's weights part after part (ops/dwsplit.py)
+        kind = LayerKind.DW_SPLIT
+        key = ("part-weights", id(n), block_channels)
+        got = memo.get(key) if memo is not None else None
+        if got is None:
+            got = part_weights(np.frombuffer(wbytes, np.int8).reshape(g.o, g.kh, g.kw, 1),
+                               depthwise_parts(g.kh, g.kw, t), block_channels)
+            if memo is not None:
+                memo[key] = got
+        wbytes = got
+    return kind, wbytes, params
+
+
 def conv_setup(weights: WeightLayoutBuilder, t: Target, n: Node, g: ConvGeom,
                block_channels: int, info: LayerInfo,
                memo: dict | None = None) -> tuple[LayerBlobs, dict]:
@@ -53,14 +77,10 @@ def conv_setup(weights: WeightLayoutBuilder, t: Target, n: Node, g: ConvGeom,
     parameter records, :func:`~tcc_compiler.isa.wlayout.merge_blocks`; ``info.weight_bytes``
     gets their stored DRAM bytes) and build its CONV_CFG fields (``memo``: see
     :func:`conv_consts`). Returns (blobs, cfg fields)."""
-    q, wbytes, params = conv_consts(n, memo)
+    q = conv_consts(n, memo)[0]
+    kind, wbytes, params = layer_bytes(n, g, t, block_channels, memo)
     image = uses_image_mode(g, t)
     stored0, raw0 = weights.stored_bytes, weights.raw_bytes
-    kind = LayerKind.FC if n.op is Op.FC else LayerKind.CONV
-    if depthwise_split(g, t):   # each block's weights part after part (ops/dwsplit.py)
-        kind = LayerKind.DW_SPLIT
-        wbytes = part_weights(np.frombuffer(wbytes, np.int8).reshape(g.o, g.kh, g.kw, 1),
-                              depthwise_parts(g.kh, g.kw, t), block_channels)
     blobs = weights.add_layer(n.name, kind, wbytes, params, block_channels=block_channels,
                               merged=True)
     info.weight_bytes = sum(bl.stored_bytes for bl in blobs.weight_blocks
