@@ -76,10 +76,15 @@ def conv_setup(weights: WeightLayoutBuilder, t: Target, n: Node, g: ConvGeom,
     ``block_channels`` output channels (one DMA each brings a block's weights and its
     parameter records, :func:`~tcc_compiler.isa.wlayout.merge_blocks`; ``info.weight_bytes``
     gets their stored DRAM bytes) and build its CONV_CFG fields (``memo``: see
-    :func:`conv_consts`). Returns (blobs, cfg fields)."""
-    q = conv_consts(n, memo)[0]
-    kind, wbytes, params = layer_bytes(n, g, t, block_channels, memo)
-    image = uses_image_mode(g, t)
+    :func:`conv_consts`; the fields and the bytes laid out are kept there per node, geometry
+    and blocking). Returns (blobs, cfg fields: a new dict)."""
+    key = ("setup", id(n), t, g, block_channels)
+    got = memo.get(key) if memo is not None else None
+    if got is None:   # (a pure function of the node's constants, its geometry and blocking)
+        got = _static_setup(n, g, t, block_channels, memo)
+        if memo is not None:
+            memo[key] = got
+    kind, wbytes, params, depthwise, cfg = got
     stored0, raw0 = weights.stored_bytes, weights.raw_bytes
     blobs = weights.add_layer(n.name, kind, wbytes, params, block_channels=block_channels,
                               merged=True)
@@ -87,18 +92,29 @@ def conv_setup(weights: WeightLayoutBuilder, t: Target, n: Node, g: ConvGeom,
                             + blobs.param_blocks)   # DRAM bytes (compressed if so)
     info.weight_raw_bytes = weights.raw_bytes - raw0   # this layer's table entry
     info.weight_file_bytes = weights.stored_bytes - stored0
-    info.depthwise = uses_depthwise_mode(g, t)
+    info.depthwise = depthwise
+    return blobs, dict(cfg)
+
+
+def _static_setup(n: Node, g: ConvGeom, t: Target, block_channels: int,
+                  memo: dict | None) -> tuple:
+    """(layer kind, weight bytes, parameter records, depthwise mode, CONV_CFG fields) of
+    :func:`conv_setup`: what does not depend on the WEIGHTS region built so far."""
+    q = conv_consts(n, memo)[0]
+    kind, wbytes, params = layer_bytes(n, g, t, block_channels, memo)
+    image = uses_image_mode(g, t)
+    depthwise = uses_depthwise_mode(g, t)
     cfg = dict(kh=g.kh, kw=g.kw, sh=g.sh, sw=g.sw, dh=g.dh, dw=g.dw,
                out_mode=(1 if q.out_int32 else 0)
                | (OUT_MODE_TWO_SLOPE if q.two_slope else 0),
                flags=(CONV_FLAG_SHORTCUT if g.has_shortcut else 0)
                | (CONV_FLAG_IMAGE if image else 0)
-               | (CONV_FLAG_DEPTHWISE if info.depthwise else 0)
+               | (CONV_FLAG_DEPTHWISE if depthwise else 0)
                | q.wide << CONV_FLAG_WIDE_SHIFT
                | (CONV_FLAG_WIDE_W if q.wide_w else 0),
                group=g.group, cin_g=g.cin_g, zp_in=q.zp_in, zp_out=q.zp_out,
                zp_sc=q.zp_sc, act_lo=q.act_lo, act_hi=q.act_hi)
-    return blobs, cfg
+    return kind, wbytes, params, depthwise, cfg
 
 
 @dataclass(frozen=True)
