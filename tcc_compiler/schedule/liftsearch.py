@@ -151,9 +151,10 @@ def _lift_tiles(graph: Graph, t: Target, compressor, lw: Lowering,
         again = made_by if coarse_wide and made_by.memo is memo else resumable(made_by, memo)
     if again is None:
         # a whole-output variant resumes from its twin without, before the first 1x1 conv
-        # (schedule/resume.py): the same decisions until then (none is recorded with
-        # coarse blocks)
-        twin = tiled.get(("first", variant[0], False)) if tiled and variant[1] else None
+        # (schedule/resume.py): the same decisions until then (not with coarse blocks,
+        # whose lowerings are never recorded nor resumed)
+        twin = (tiled.get(("first", variant[0], False))
+                if tiled and variant[1] and not coarse_wide else None)
         again = lower(record=not own, src=twin)
         try:
             prog0 = again.run()   # (``base``'s program); its op spans place the lifts
@@ -161,7 +162,8 @@ def _lift_tiles(graph: Graph, t: Target, compressor, lw: Lowering,
             return None
         if base is None:
             base = (prog0, _cycles(prog0, t))
-    if tiled is not None and again.checkpoints is not None and again.memo is memo:
+    if (tiled is not None and not coarse_wide and again.checkpoints is not None
+            and again.memo is memo):
         tiled[("first", *variant[:2])] = again
     prog, cycles = base
     best = (prog, cycles, None, again.op_spans, again)
