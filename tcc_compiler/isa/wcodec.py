@@ -191,6 +191,10 @@ class BlockCompressor:
         #: the same key -> the raw merged blob of a layer prefetched
         #: (:func:`~tcc_compiler.isa.wlayout.prefetch_merged`) and not laid out yet
         self.merged_raw: dict[tuple[bytes, bytes, int, int], bytes] = {}
+        #: (id of a :attr:`merged` value, WEIGHTS-region offset) -> its blocks placed at that
+        #: offset (kept for :class:`~tcc_compiler.isa.wlayout.WeightLayoutBuilder`: a search's
+        #: lowerings lay a layer out at the same offset again and again)
+        self.placed: dict[tuple[int, int], tuple] = {}
         # (kept length, its first _KEEP_KEY_BYTES bytes) -> [(raw block, its Kept state)]:
         # the states :meth:`_make` continues (blocks of >= KEEP_MIN_BYTES weight bytes)
         self._kept: dict[tuple[int, bytes], list[tuple[bytes, Kept]]] = {}

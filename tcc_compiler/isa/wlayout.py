@@ -227,6 +227,9 @@ class WeightLayoutBuilder:
 
     def __init__(self, compressor: BlockCompressor | None = None) -> None:
         self.compressor = compressor
+        # (id of a compressor memo entry, region offset) -> its blocks placed there, shared
+        # by the builders of one compressor (:meth:`_add_merged`)
+        self._placed: dict = compressor.placed if compressor is not None else {}
         self._layers: list[LayerWeights] = []
         self._names: set[str] = set()
         # the region as pieces (blobs and their zero padding), joined once by build(): the
@@ -324,18 +327,23 @@ class WeightLayoutBuilder:
             got = (blob, tuple(blocks), z)
             if memo is not None:
                 memo[key] = got
-        blob, blocks, z = got[0], list(got[1]), got[2]
+        blob, blocks, z = got
         if _align(self._size + len(blob)) > spec.REGION_OFFSET_MASK + 1:
             raise InternalError(f"quantized_network.bin: layer {name!r} makes the data section "
                                 "exceed the 1 GiB WEIGHTS region")
         off = self._append(blob)
+        placed = self._placed.get((id(got), off)) if memo is not None else None
+        if placed is None:   # (the search lays a layer out at the same offset again and again)
+            placed = _place(off, blocks)
+            if memo is not None:   # (got lives in the compressor's memo: its id is its own)
+                self._placed[(id(got), off)] = placed
         self._names.add(name)
         entry = LayerWeights(kind, o, bc, off, len(blob), len(weights), off, 0, len(params), z,
                              z, merged=True, name=name)
         self._layers.append(entry)
         self._raw_total += entry.raw_bytes
         self._stored_total += entry.stored_bytes
-        return LayerBlobs(off, off, _place(off, blocks), (), merged=True)
+        return LayerBlobs(off, off, placed, (), merged=True)
 
     @property
     def data_bytes(self) -> int:

@@ -83,9 +83,12 @@ def pool_geom(n: Node, source: str) -> tuple[ConvGeom, tuple[int, int], tuple[in
                      has_weights=False, in_elem_bytes=eb), k, s)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def in_box(g: ConvGeom, s: Spatial, b: tuple[int, int]):
     """The input box a tile reads: ``(iy0, iy1, ix0, ix1, c0, c1, elements, (pad_t, pad_l,
-    pad_b, pad_r))`` for output rows/columns ``s`` and output channels ``b`` = [o0, o1)."""
+    pad_b, pad_r))`` for output rows/columns ``s`` and output channels ``b`` = [o0, o1).
+    Memoised (a pure function of hashable arguments; the search's lowerings read the same
+    boxes again)."""
     y0, y1, x0, x1 = s
     iy0, iy1, pt, pb = g.in_rows(y0, y1)
     ix0, ix1, pl, pr = g.in_cols(x0, x1)

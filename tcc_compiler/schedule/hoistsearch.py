@@ -18,6 +18,7 @@ from tcc_compiler.schedule.hoist import (Hoist, hoist_spans, plan_hoist, plan_pi
                                          stalled_convs)
 from tcc_compiler.schedule.lowering import Lowering
 from tcc_compiler.schedule.memory import MemoryPlan
+from tcc_compiler.schedule.precompress import precompress_consumers
 from tcc_compiler.schedule.prefetch import Prefetcher
 from tcc_compiler.schedule.program import Program
 from tcc_compiler.schedule.resume import resumable
@@ -83,7 +84,7 @@ def add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program,
                  for est, new in _candidates(graph, t, lw, base, spans, best[1], best[2], wide,
                                              src_spans)]
         moot: set = set()   # eager-free keys of the tries whose eager flags decided nothing
-        for new in hoist_finalists(cands) if wide else [c for _, c in cands]:
+        for new in _round_tries(graph, t, compressor, lw, memo, best[2], cands, wide):
             if _eager_free(new) in moot:   # its twin lowered to this very program
                 continue
             lowering = Lowering(graph, t, lw.zone_bytes, compressor, cascade=lw.cascade,
@@ -111,6 +112,20 @@ def add_hoists(graph: Graph, t: Target, compressor, lw: Lowering, base: Program,
     if not wide and best[2]:   # the consumer takes the slots of the conv before it over
         best, src = _handed_over(graph, t, compressor, lw, memo, best, spans, src)
     return (*best, src)
+
+
+def _round_tries(graph: Graph, t: Target, compressor, lw: Lowering, memo: dict | None,
+                 kept: tuple[Hoist, ...], cands: list[tuple[float, tuple[Hoist, ...]]],
+                 wide: bool) -> list[tuple[Hoist, ...]]:
+    """The hoist sets one round of :func:`add_hoists` lowers on top of ``kept``: of the
+    candidates ``cands`` (:func:`_candidates`), the finalists (:func:`hoist_finalists`) for
+    a network with depthwise layers (``wide``), else all; their consumers' weight blocks
+    start compressing on the compressor's background threads first
+    (:func:`~tcc_compiler.schedule.precompress.precompress_consumers`), so each try's
+    compress while the tries before it lower."""
+    tries = hoist_finalists(cands) if wide else [c for _, c in cands]
+    precompress_consumers(graph, t, lw.mem, [kept + new for new in tries], compressor, memo)
+    return tries
 
 
 def _gain_shown(graph: Graph, t: Target, compressor, lw: Lowering, memo: dict | None,

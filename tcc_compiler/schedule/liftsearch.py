@@ -110,7 +110,7 @@ def _lift_variant(graph: Graph, t: Target, compressor, lw: Lowering,
         best = tiled[key]
     else:
         best = _lift_tiles(graph, t, compressor, lw, hoists, memo, variant, base, made_by,
-                           coarse_wide)
+                           coarse_wide, tiled)
         if tiled is not None:
             tiled[key] = best
     if best is None:
@@ -139,22 +139,32 @@ def _lowerer(graph: Graph, t: Target, compressor, lw: Lowering, hoists: tuple[Ho
 def _lift_tiles(graph: Graph, t: Target, compressor, lw: Lowering,
                 hoists: tuple[Hoist, ...], memo: dict, variant: tuple[bool, bool, int],
                 base: tuple[Program, int] | None, made_by: Lowering | None,
-                coarse_wide: bool) -> tuple | None:
+                coarse_wide: bool, tiled: dict | None = None) -> tuple | None:
     """:func:`_lift_variant`'s first step: (program, cycles, lifts, op spans, its lowering)
     of the variant as it is or with its tile areas lifted, the faster; None: its tiles do
-    not fit."""
+    not fit. ``tiled``: :func:`_lift_variant`'s; it also keeps each variant's recorded
+    lowering without lifts (key ``("first", slots, whole)``), from which the variant with
+    the same slots and a whole output starts."""
     lower, own = _lowerer(graph, t, compressor, lw, hoists, memo, variant, coarse_wide)
     again = None
     if made_by is not None:   # a coarse lowering is never recorded: its op spans serve as they are
         again = made_by if coarse_wide and made_by.memo is memo else resumable(made_by, memo)
     if again is None:
-        again = lower(record=not own)
+        # a whole-output variant resumes from its twin without, before the first 1x1 conv
+        # (schedule/resume.py): the same decisions until then (not with coarse blocks,
+        # whose lowerings are never recorded nor resumed)
+        twin = (tiled.get(("first", variant[0], False))
+                if tiled and variant[1] and not coarse_wide else None)
+        again = lower(record=not own, src=twin)
         try:
             prog0 = again.run()   # (``base``'s program); its op spans place the lifts
         except ScheduleError:   # a variant's tiles no longer fit its SRAM
             return None
         if base is None:
             base = (prog0, _cycles(prog0, t))
+    if (tiled is not None and not coarse_wide and again.checkpoints is not None
+            and again.memo is memo):
+        tiled[("first", *variant[:2])] = again
     prog, cycles = base
     best = (prog, cycles, None, again.op_spans, again)
     src = again if again.checkpoints is not None else None

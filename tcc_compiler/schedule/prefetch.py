@@ -108,6 +108,15 @@ class Prefetcher:
         self._pos = pos
         self.cmds: list[int] = []
         self._win = [frozenset(h.window) for h in self.hoists]
+        # op name -> the hoists whose window or consumer it is (:meth:`_active`, asked before
+        # every op of every lowering), and -> the indices of those whose window starts there
+        self._act: dict[str, tuple[Hoist, ...]] = {}
+        self._starts: dict[str, tuple[int, ...]] = {}
+        for i, h in enumerate(self.hoists):
+            for name in dict.fromkeys((*h.window, h.consumer)):
+                self._act[name] = self._act.get(name, ()) + (h,)
+            if h.window:
+                self._starts[h.window[0]] = self._starts.get(h.window[0], ()) + (i,)
         self._gaps_of: dict[str, tuple[int, ...]] = {}   # window op -> Hoist.gaps entry
         for h in self.hoists:
             for name, gaps in zip(h.window, h.gaps):
@@ -137,8 +146,10 @@ class Prefetcher:
               "_load_ord", "_busy", "_ctx", "_tipped")
     #: (``per_area`` and ``coarsened`` differ from their defaults only with ``coarse``, whose
     #: lowering is never recorded nor resumed: Lowering.coarse_wide)
-    _FIXED = ("hoists", "_consumers", "graph", "_pos", "_win", "_gaps_of", "_lead", "per_area",
+    _FIXED = ("hoists", "_consumers", "graph", "_pos", "_win", "_act", "_starts", "_gaps_of",
+              "_lead", "per_area",
               "coarsened")
+    _KNOWN = frozenset(_STATE + _FIXED)
 
     def checkpoint(self) -> tuple:
         """The state between two ops, for :meth:`resume` (schedule/resume.py).
@@ -146,7 +157,7 @@ class Prefetcher:
         Raises:
             InternalError: an attribute neither :data:`_STATE` nor :data:`_FIXED` names.
         """
-        extra = set(vars(self)) - set(self._STATE) - set(self._FIXED)
+        extra = vars(self).keys() - self._KNOWN
         if extra:
             raise InternalError(f"Prefetcher.checkpoint: attributes {sorted(extra)} unknown")
         return (self.hoists, self._lead, list(self.cmds), set(self._started),
@@ -210,7 +221,7 @@ class Prefetcher:
 
     def _active(self, name: str) -> list[Hoist]:
         """The hoists whose window or consumer is op ``name``."""
-        return [h for h, w in zip(self.hoists, self._win) if name == h.consumer or name in w]
+        return list(self._act.get(name, ()))
 
     def reserve(self, name: str, t: Target) -> int:
         """SRAM bytes at the top op ``name`` leaves to prefetch areas: down to the lowest
@@ -314,11 +325,11 @@ class Prefetcher:
         """Start the hoists whose window begins at op ``name`` (planning their consumer at
         its first), take the op's measured LOAD gaps and reserve its prefetch areas."""
         self._gaps, self._load_ord, self._ctx = (), 0, ctx
-        for i, h in enumerate(self.hoists):
-            if h.window and name == h.window[0]:
-                if h.consumer not in self._pre:
-                    self.begin(ctx, h.consumer)
-                self._started.add(i)
+        for i in self._starts.get(name, ()):   # (in hoist order)
+            h = self.hoists[i]
+            if h.consumer not in self._pre:
+                self.begin(ctx, h.consumer)
+            self._started.add(i)
         if any(name in w for w in self._win):
             self._gaps = self._gaps_of.get(name, ())
         ctx.reserve = self.reserve(name, ctx.t)

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 from tcc_compiler.errors import InternalError
 from tcc_compiler.ir.graph import Graph
+from tcc_compiler.ir.ops import Op
 from tcc_compiler.schedule.emitter import Emitter
+from tcc_compiler.schedule.geom import conv_geom
 from tcc_compiler.schedule.hoist import Hoist
 from tcc_compiler.isa.wlayout import WeightLayoutBuilder
 from tcc_compiler.schedule.prefetch import Prefetcher
+from tcc_compiler.target import Target
 
-__all__ = ["Checkpoints", "first_touch", "resumable", "resume_point"]
+__all__ = ["Checkpoints", "first_one_pixel", "first_touch", "resumable", "resume_point"]
 
 
 def first_touch(hoists: tuple[Hoist, ...], pos: dict[str, int]) -> int:
@@ -42,6 +45,17 @@ def resumable(lw, memo: dict | None):
     plan with the memo ``memo`` may resume from it (it was recorded and shares ``memo``),
     else None."""
     return lw if lw.checkpoints is not None and lw.memo is memo else None
+
+
+def first_one_pixel(graph: Graph, t: Target, pos: dict[str, int]) -> int:
+    """The graph position of the first conv or FC of ``graph`` whose output map is 1x1 (the
+    only ops a lowering's ``whole_out`` acts on: schedule/ops/conv.py); ``len(pos)``: none."""
+    for i, n in enumerate(graph.nodes):
+        if n.op in (Op.CONV, Op.FC):
+            g = conv_geom(n, t)
+            if g.oh * g.ow == 1:
+                return i
+    return len(pos)
 
 
 def _first_diff(a: dict[str, int], b: dict[str, int], pos: dict[str, int]) -> int:
@@ -76,17 +90,20 @@ class Checkpoints:
         prefetcher's checkpoint to :meth:`~Prefetcher.resume` or None) for lowering ``new``
         (a :class:`~tcc_compiler.schedule.lowering.Lowering`) from the latest checkpoint of
         ``old`` (the lowering these were recorded by) at or before the first op whose
-        decisions may differ between the two (:func:`resume_point`).
+        decisions may differ between the two (:func:`resume_point`). When that op comes
+        before the first one ``old`` lowered itself (``old`` resumed from a lowering
+        ``old.resume``), ``new`` resumes from ``old.resume`` instead, as if it had been given
+        that one (the same plan and flags, whole outputs aside), not from the start.
 
         Raises:
             InternalError: ``new`` lowers another graph, target, zone, compressor, cascading,
-                memo, memory plan, tight slots, whole outputs or deep slots than ``old``.
+                memo, memory plan, tight slots or deep slots than ``old`` (whole outputs may
+                differ: :func:`resume_point`).
         """
         same = (old.graph is new.graph and old.t is new.t and old.zone_bytes == new.zone_bytes
                 and old.compressor is new.compressor and old.cascade == new.cascade
                 and old.memo is new.memo and old.mem is new.mem
-                and old.tight_slots == new.tight_slots and old.whole_out == new.whole_out
-                and old.deep_slots == new.deep_slots)
+                and old.tight_slots == new.tight_slots and old.deep_slots == new.deep_slots)
         if not same:
             raise InternalError("lowering resumed from a lowering of another plan")
         p, carry = resume_point(old, new, self.pos)
@@ -95,7 +112,10 @@ class Checkpoints:
             if m[0] > p:
                 break
             mark = m
-        if mark is None:
+        if mark is None:   # p is before the first op ``old`` lowered itself
+            src = old.resume
+            if src is not None and src.checkpoints is not None:   # (as resuming from it)
+                return src.checkpoints.restore(src, new)
             return (0, Emitter(new.t.sram_capacity_bytes, new.t.sram_align_bytes),
                     WeightLayoutBuilder(new.compressor), [], [], None)
         i, em, weights, n_layers, n_spans, pf = mark
@@ -112,8 +132,12 @@ def resume_point(old, new, pos: dict[str, int]) -> tuple[int, bool]:
     than the first op any prefetch of either acts on (no prefetcher state yet). A lowering
     with a weight-slot handover or coarse blocks (schedule/handover.py) on either side starts
     no later than the first op any prefetch of either acts on (the handover acts on the last
-    window op, coarse blocks after the consumer)."""
+    window op, coarse blocks after the consumer). Lowerings with and without ``whole_out``
+    (a classifier's output in one buffer, schedule/ops/conv.py) take the same decisions
+    before the first conv or FC with a 1x1 output map (:func:`first_one_pixel`)."""
     p = min(_first_diff(old.lifts, new.lifts, pos), _first_diff(old.wlifts, new.wlifts, pos))
+    if old.whole_out != new.whole_out:   # (only a 1x1-output conv takes it)
+        p = min(p, first_one_pixel(new.graph, new.t, pos))
     olds, news = old.hoists, new.hoists
     if old.handover or new.handover or old.coarse or new.coarse:   # (schedule/handover.py)
         p = min(p, first_touch(olds, pos), first_touch(news, pos))

@@ -69,6 +69,19 @@ class ConvGeom:
     sc_elem_bytes: int = 1
     w_elem_bytes: int = 1
 
+    def __hash__(self) -> int:
+        """The fields' hash, computed once: a geometry keys the planners' memos
+        (:func:`plan_conv`, :func:`~tcc_compiler.schedule.geom.in_box`, ...), asked for on
+        every tile of every lowering of the schedule search."""
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.h, self.w, self.c, self.oh, self.ow, self.o, self.kh, self.kw,
+                      self.sh, self.sw, self.dh, self.dw, self.pads, self.group,
+                      self.out_elem_bytes, self.has_shortcut, self.has_weights,
+                      self.in_elem_bytes, self.sc_elem_bytes, self.w_elem_bytes))
+            object.__setattr__(self, "_hash", h)   # (frozen: not a field, not compared)
+        return h
+
     @property
     def kernel_bytes(self) -> int:
         """Weight bytes of one output channel: ``kh * kw * cin_g * w_elem_bytes`` (OHWI)."""

@@ -184,26 +184,102 @@ def test_predicted_blocks_are_the_lowerings(net):
     comp = BlockCompressor()
     lw = Lowering(g, t, 0, comp, memo={})
     prog = lw.run()
-    pred = {n.name: bc for n, bc in precompress.predicted_blocks(g, t, lw.mem)}
+    pred = {n.name: bc for n, _, bc in precompress.predicted_blocks(g, t, lw.mem)}
     laid = {li.name: li.block_channels for li in prog.weights.layers}
     assert pred and len(pred) == sum(1 for n in g.nodes if n.op.name in ("CONV", "FC"))
     assert pred == {k: laid[k] for k in pred}
     comp.close()
 
 
+@pytest.mark.parametrize("cascade", [False, True])   # the 7x7 depthwise conv alone / chained
+def test_predicted_blocks_cover_chains_and_split_depthwise_convs(cascade):
+    """A cascaded chain's convs (one block each) and a depthwise conv cut into kernel parts
+    are predicted with the very bytes the lowering lays out: after compressing ahead, the
+    lowering takes every layer's merged blob from the prediction (none merged again)."""
+    from schedule.test_cascade_resident import SRAM
+    from e2e.test_depthwise import inverted_residual
+    from tcc_compiler.frontend import import_onnx
+    from tcc_compiler.passes import PassManager, default_pipeline
+    from tcc_compiler.quant import collect_ranges, quantize_graph
+    from tcc_compiler.schedule.geom import conv_geom
+    from tcc_compiler.schedule.memory import plan_memory
+    from tcc_compiler.schedule.tiling import depthwise_split
+
+    g = PassManager(default_pipeline()).run(
+        import_onnx(inverted_residual(16, (32, 32), 6, 7, 1, (3, 3, 3, 3), 3)))
+    r = np.random.default_rng(1)
+    quantize_graph(g, collect_ranges(g, [r.uniform(-2, 2, (1, 16, 32, 32)).astype(np.float32)
+                                         for _ in range(2)]))
+    t = load_target().with_sram(SRAM)
+    mem = plan_memory(g, t, 0, cascade)
+    assert [len(ch.nodes) for ch in mem.chains.values()] == ([3] if cascade else [])
+    assert any(depthwise_split(conv_geom(n, t), t) for n in g.nodes if n.op.name == "CONV")
+    comp = BlockCompressor()
+    memo: dict = {}
+    assert precompress.precompress(g, t, [mem], comp, memo) > 0
+    pred = {n.name: bc for n, _, bc in precompress.predicted_blocks(g, t, mem)}
+    prog = Lowering(g, t, 0, comp, cascade=cascade, mem=mem, memo=memo).run()
+    comp.close()
+    laid = {li.name: li.block_channels for li in prog.weights.layers
+            if li.kind is not wcodec.LayerKind.LUT}
+    assert pred == laid and len(laid) == 3
+    assert comp.merged_raw == {}   # every predicted blob taken by the layout, none left
+
+
 def test_search_gives_the_same_program_with_and_without_compressing_ahead(net, monkeypatch):
+    from tcc_compiler.schedule import hoistsearch
+
     g, t = net
-    started = []
-    real = precompress.precompress
+    started, ahead = [], []
+    real, real_cons = precompress.precompress, precompress.precompress_consumers
     users = (zones, schedule_search, handover)
     for m in users:
         monkeypatch.setattr(m, "precompress", lambda *a, **k: started.append(real(*a, **k)))
+    monkeypatch.setattr(hoistsearch, "precompress_consumers",
+                        lambda *a, **k: ahead.append(real_cons(*a, **k)))
     with_ahead = encode_binaries(lower(g, t, compress_weights=True), "t")
     assert len(started) >= 2 and started[0] > 0   # the first plan's, the finalists'
+    assert ahead   # each prefetch round's consumers (here already made by the first plan's)
     for m in users:
         monkeypatch.setattr(m, "precompress", lambda *a, **k: 0)
+    monkeypatch.setattr(hoistsearch, "precompress_consumers", lambda *a, **k: 0)
     without = encode_binaries(lower(g, t, compress_weights=True), "t")
     assert with_ahead == without
+
+
+def test_a_prefetch_rounds_consumer_blocks_are_predicted(net, monkeypatch):
+    """:func:`precompress.precompress_consumers` queues, for each try of a prefetch round,
+    the consumer's merged blocks in the blocking the try's lowering lays it out with (its
+    tile plan below the prefetch areas, packed or not)."""
+    from tcc_compiler.schedule import hoistsearch
+    from tcc_compiler.schedule.cost import replay
+
+    g, t = net
+    queued, tries = [], []
+    real = precompress.prefetch_merged
+    monkeypatch.setattr(precompress, "prefetch_merged",
+                        lambda c, w, p, bc: queued.append((w, p, bc)) or real(c, w, p, bc))
+    real_run = Lowering.run
+
+    def run(self):
+        prog = real_run(self)
+        if self.hoists:
+            tries.append((self.hoists, prog))
+        return prog
+
+    monkeypatch.setattr(Lowering, "run", run)
+    comp, memo = BlockCompressor(), {}
+    lw = Lowering(g, t, 0, comp, memo=memo, record=True)
+    plain = lw.run()
+    hoistsearch.add_hoists(g, t, comp, lw, plain, max(e for _, e in replay(plain.commands, t)),
+                           memo)
+    comp.close()
+    assert tries
+    for hoists, prog in tries:   # each try's consumers: laid out as predicted
+        for h in hoists:
+            li = next(x for x in prog.weights.layers if x.name == h.consumer)
+            assert (li.block_channels, li.out_channels) in {
+                (bc, len(p) // spec.PARAM_RECORD_BYTES) for w, p, bc in queued}
 
 
 def test_a_prefetched_layer_is_merged_once(monkeypatch):

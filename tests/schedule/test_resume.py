@@ -154,3 +154,44 @@ def test_resume_refuses_a_hoist_it_does_not_have(net):
     mixed = (pieces[0], dataclasses.replace(pieces[1], lead=True))
     with pytest.raises(InternalError, match="another lead"):
         Prefetcher(mixed, net[0]).resume(Prefetcher(pieces[:1], net[0]).checkpoint())
+
+
+def test_a_whole_output_lowering_resumes_from_its_twin_before_the_classifier():
+    """A lowering with ``whole_out`` resumes from a recorded one without it (the lift
+    search's whole-output variants) at the first 1x1-output conv, the only op the flag acts
+    on: the fresh program, with every op before the classifier not lowered again."""
+    from schedule.test_tight_slots import _classifier_net
+    from conftest import quantized_model
+
+    from tcc_compiler.schedule.resume import first_one_pixel
+
+    g, _ = quantized_model(_classifier_net())
+    t = load_target().with_sram(24 * 1024)
+    memo: dict = {}
+    twin = Lowering(g, t, 0, memo=memo, tight_slots=True, record=True)
+    twin.run()
+    low = Lowering(g, t, 0, memo=memo, mem=twin.mem, tight_slots=True, whole_out=True,
+                   resume=twin)
+    resumed = low.run()
+    fresh = Lowering(g, t, 0, memo=memo, mem=twin.mem, tight_slots=True, whole_out=True).run()
+    _same(resumed, fresh)
+    pos = twin.checkpoints.pos
+    assert first_one_pixel(g, t, pos) == pos[fresh.layers[-1].name]   # the Gemm
+    assert 0 < low.shared_cmds == fresh.layers[-1].first_cmd
+
+
+def test_a_try_before_its_sources_first_op_resumes_from_that_ones_source(net):
+    """A try whose first changed op comes before the first op its source lowered itself
+    (a source resumed from an earlier lowering) resumes from that earlier lowering's
+    checkpoint, not from the first op: the fresh program (the greedy prefetch rounds: a
+    round's best lowering, resumed at its consumer's window, is the next round's source)."""
+    g, t, lw, _, _, pieces, _, _ = net
+    h3, h6 = pieces
+    pos = lw.checkpoints.pos
+    assert pos[h3.window[0]] < pos[h6.window[0]]
+    mid, _ = _lower(net, lw, record=True, hoist=(h6,))
+    assert mid.shared_cmds > 0   # it lowered only the ops from h6's window on
+    low, resumed = _lower(net, mid, hoist=pieces)   # adds h3, whose window starts earlier
+    _, fresh = _lower(net, hoist=pieces)
+    _same(resumed, fresh)
+    assert 0 < low.shared_cmds < mid.shared_cmds   # from ``lw``'s checkpoint at h3's window
