@@ -131,21 +131,8 @@ def _make(kh_: int, kw_: int, sw_: int, dw_: int) -> tuple:
     """The (plain, fused) kernels of one window and column step; see :func:`kernels`."""
     KH, KW, SW, DW = kh_, kw_, sw_, dw_   # closure constants: the steps unroll
     PX, L = PIXELS, LANES
-
-    @numba.njit(cache=True, nogil=True)
-    def sums_row(xs, t16, rb, rstep, acc):
-        """acc [OW, CP] = one output row's sums from the row starting at xs element rb."""
-        ow, cp = acc.shape
-        for v in range(0, cp, L):
-            ox = 0
-            while ox + PX <= ow:
-                _block(xs, rb + ox * SW * cp + v, rstep, t16, v, cp, acc, ox * cp + v,
-                       KH, KW, PX, SW, DW)
-                ox += PX
-            while ox < ow:
-                _block(xs, rb + ox * SW * cp + v, rstep, t16, v, cp, acc, ox * cp + v,
-                       KH, KW, 1, SW, DW)
-                ox += 1
+    # (the closures hold ints only: numba keys its disk cache on their pickled cells, and a
+    # dispatcher's pickle differs per process: such a kernel was compiled anew in every one)
 
     @numba.njit(cache=True, nogil=True)
     def plain(x, zp, t16, sh, dh, top, left, out):
@@ -153,9 +140,20 @@ def _make(kh_: int, kw_: int, sw_: int, dw_: int) -> tuple:
         cp = t16.shape[2]
         pw = (ow - 1) * SW + (KW - 1) * DW + 1
         xs = padded_centred(x, zp, top, left, (oh - 1) * sh + (KH - 1) * dh + 1, pw, cp)
-        acc = np.empty((ow, cp), np.int32)
+        acc = np.empty((ow, cp), np.int32)   # one output row's sums
+        rstep = dh * pw * cp
         for oy in range(oh):
-            sums_row(xs, t16, oy * sh * pw * cp, dh * pw * cp, acc)
+            rb = oy * sh * pw * cp
+            for v in range(0, cp, L):   # the row's sums, in blocks of PX pixels
+                ox = 0
+                while ox + PX <= ow:
+                    _block(xs, rb + ox * SW * cp + v, rstep, t16, v, cp, acc, ox * cp + v,
+                           KH, KW, PX, SW, DW)
+                    ox += PX
+                while ox < ow:
+                    _block(xs, rb + ox * SW * cp + v, rstep, t16, v, cp, acc, ox * cp + v,
+                           KH, KW, 1, SW, DW)
+                    ox += 1
             for ox in range(ow):
                 a, o = acc[ox], out[oy, ox]
                 for ch in range(np.uint64(c)):
@@ -167,9 +165,20 @@ def _make(kh_: int, kw_: int, sw_: int, dw_: int) -> tuple:
         cp = t16.shape[2]
         pw = (ow - 1) * SW + (KW - 1) * DW + 1
         xs = padded_centred(x, zp, top, left, (oh - 1) * sh + (KH - 1) * dh + 1, pw, cp)
-        acc = np.empty((ow, cp), np.int32)
+        acc = np.empty((ow, cp), np.int32)   # one output row's sums
+        rstep = dh * pw * cp
         for oy in range(oh):
-            sums_row(xs, t16, oy * sh * pw * cp, dh * pw * cp, acc)
+            rb = oy * sh * pw * cp
+            for v in range(0, cp, L):   # the row's sums, in blocks of PX pixels
+                ox = 0
+                while ox + PX <= ow:
+                    _block(xs, rb + ox * SW * cp + v, rstep, t16, v, cp, acc, ox * cp + v,
+                           KH, KW, PX, SW, DW)
+                    ox += PX
+                while ox < ow:
+                    _block(xs, rb + ox * SW * cp + v, rstep, t16, v, cp, acc, ox * cp + v,
+                           KH, KW, 1, SW, DW)
+                    ox += 1
             for ox in range(ow):
                 a, y = acc[ox], out[oy, ox]
                 for ch in range(np.uint64(c)):
