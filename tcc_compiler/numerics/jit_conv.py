@@ -64,10 +64,11 @@ def depthwise_routine(zp: int, taps: np.ndarray, strides, pads, dilations, oh: i
     if kind == "unrolled":
         plain = k.dw_kernels(kh, kw, sw, dw)[0]
         t16 = k.dw_padded_taps(np.asarray(taps))
+        start = k.dw_sums_start(t16, zp)
 
         def unrolled(x: np.ndarray) -> np.ndarray:
             out = np.empty((oh, ow, c), np.int32)   # every element written
-            plain(_c(x), z, t16, sh, dh, top, left, out)
+            plain(_c(x), z, t16, start, sh, dh, top, left, out)
             return out
         return unrolled
     if kind == "rows":   # runs per row and tap
@@ -140,9 +141,10 @@ def depthwise_epilogue_routine(zp: int, taps: np.ndarray, strides, pads, dilatio
     if kind == "unrolled":   # as depthwise_routine
         fused_k = k.dw_kernels(kh, kw, sw, dw)[1]
         t16 = k.dw_padded_taps(np.asarray(taps))
+        start = k.dw_sums_start(t16, zp, b)
 
         def fused_unrolled(x: np.ndarray, out: np.ndarray) -> None:
-            fused_k(_c(x), z, t16, sh, dh, top, left, b, m, s, rnd, zy, lo, hi, out)
+            fused_k(_c(x), z, t16, start, sh, dh, top, left, m, s, rnd, zy, lo, hi, out)
         return fused_unrolled
     if kind == "rows":   # the row kernel, as depthwise_routine
         tt = _tiled(taps, ow)

@@ -3,17 +3,20 @@ step a block of :data:`PIXELS` output pixels of one row by :data:`LANES` channel
 int32 sums in registers (imported only when numba is, by
 :mod:`tcc_compiler.numerics.jit_kernels`; chosen by :mod:`tcc_compiler.numerics.jit`).
 
-The input is first copied, centred (``x - zp``, int16) into a zero-bordered buffer covering
-every tap of every output pixel, its channels rounded up to a multiple of LANES with zeros (a
-tap in the padding reads ``zp - zp = 0`` and adds 0, as in the definition), so the steps have
-no bounds checks. A step (:func:`_block`, LLVM vector IR generated per KH, KW, SW, DW and block
-width; generic vector operations, no ISA-specific instruction, so LLVM lowers it for any
-CPU numba runs on) loads each input vector of a tap row once for all the block's pixels that
-read it (a stride-1 3x3 row: 6 loads for 4 pixels, not 12) and each tap vector once per block
-(not per pixel): about a third of the bytes read per product of the per-pixel kernel, whose
-loads, not its arithmetic, bounded it. Each product is exact in int16 (|x - zp| <= 255,
-|w| <= 128: <= 32,640) and widened before the sum; the sum fits in int32 (KH KW <=
-``jit.MAX_DW_TAPS``), so the bytes are the generic kernels'.
+The input is first copied into an int8 buffer bordered with the zero point covering every
+tap of every output pixel, its channels rounded up to a multiple of LANES, so the steps have
+no bounds checks; they sum ``x w`` over every tap from ``-zp sum(w)`` (:func:`sums_start`):
+``sum (x - zp) w`` exactly, a tap in the padding adding ``zp w - zp w = 0`` as in the
+definition (half the bytes of a centred int16 copy, and no arithmetic in it).
+
+A step (:func:`_block`, LLVM vector IR generated per KH, KW, SW, DW and block width; generic
+vector operations, no ISA-specific instruction, so LLVM lowers it for any CPU numba runs on)
+loads each input vector of a tap row once for all the block's pixels that read it (a
+stride-1 3x3 row: 6 loads for 4 pixels, not 12) and each tap vector once per block (not per
+pixel): about a third of the bytes read per product of the per-pixel kernel, whose loads,
+not its arithmetic, bounded it. Each product is exact in int16 (|x|, |w| <= 128: <= 2**14)
+and widened before the sum; the true sum fits in int32 (KH KW <= ``jit.MAX_DW_TAPS``) and
+the int32 adds wrap, so the bytes are the generic kernels'.
 """
 
 from __future__ import annotations
@@ -47,20 +50,22 @@ def _literal(t) -> int:
 
 
 @intrinsic
-def _block(typingctx, xs, xo, rstep, taps, to, tstep, acc, ao, kh, kw, px, sw, dw):
-    """One step: ``acc[ao + p tstep + l] = sum over ky, kx of int32(int16(xs[xo + ky rstep +
-    (p SW + kx DW) tstep + l] taps[to + (ky KW + kx) tstep + l]))`` for p < PX, l < LANES.
-    xs int16 (the centred, padded input [PH, PW, CP], CP = tstep, C-contiguous), taps int16
-    [KH, KW, CP], acc int32 (a row [OW, CP]); offsets in elements; kh, kw, px, sw, dw literal
-    ints (closure constants of the caller). The caller keeps every index in bounds."""
-    sig = types.void(xs, types.intp, types.intp, taps, types.intp, types.intp, acc, types.intp,
-                     kh, kw, px, sw, dw)
+def _block(typingctx, xs, xo, rstep, taps, to, tstep, init, acc, ao, kh, kw, px, sw, dw):
+    """One step: ``acc[ao + p tstep + l] = init[to + l] + sum over ky, kx of
+    int32(int16(xs[xo + ky rstep + (p SW + kx DW) tstep + l]) taps[to + (ky KW + kx) tstep
+    + l])`` (int32 adds, wrapping) for p < PX, l < LANES. xs int8 (the padded input [PH, PW,
+    CP], CP = tstep, C-contiguous), taps int16 [KH, KW, CP] (int8 values: each product
+    exact in int16, |x w| <= 2**14), init int32 [CP], acc int32 (a row [OW, CP]); offsets in
+    elements; kh, kw, px, sw, dw literal ints (closure constants of the caller). The caller
+    keeps every index in bounds."""
+    sig = types.void(xs, types.intp, types.intp, taps, types.intp, types.intp, init, acc,
+                     types.intp, kh, kw, px, sw, dw)
     KH, KW, PX, SW, DW = (_literal(t) for t in (kh, kw, px, sw, dw))
 
     def codegen(context, builder, signature, args):
-        xs_, xo_, rs, t_, to_, ts, a_, ao_ = args[:8]
-        i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
-        v16, v32 = ir.VectorType(i16, LANES), ir.VectorType(i32, LANES)
+        xs_, xo_, rs, t_, to_, ts, i_, a_, ao_ = args[:9]
+        i8, i16, i32, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+        v8, v16, v32 = (ir.VectorType(t, LANES) for t in (i8, i16, i32))
 
         def base(ty, val, off, elt):
             data = context.make_array(ty)(context, builder, val).data
@@ -69,10 +74,11 @@ def _block(typingctx, xs, xo, rstep, taps, to, tstep, acc, ao, kh, kw, px, sw, d
         def at(ptr, step, k, vty, align):
             q = builder.gep(ptr, [builder.mul(step, ir.Constant(i64, k))])
             return builder.bitcast(q, vty.as_pointer())
-        xp = base(signature.args[0], xs_, xo_, i16)
+        xp = base(signature.args[0], xs_, xo_, i8)
         tp = base(signature.args[3], t_, to_, i16)
-        ap = base(signature.args[6], a_, ao_, i32)
-        sums = [ir.Constant(v32, [0] * LANES)] * PX
+        ip = base(signature.args[6], i_, to_, i32)
+        ap = base(signature.args[7], a_, ao_, i32)
+        sums = [builder.load(builder.bitcast(ip, v32.as_pointer()), align=4)] * PX
         for ky in range(KH):
             row = builder.gep(xp, [builder.mul(rs, ir.Constant(i64, ky))])
             xv = {}
@@ -80,7 +86,8 @@ def _block(typingctx, xs, xo, rstep, taps, to, tstep, acc, ao, kh, kw, px, sw, d
                 for kx in range(KW):
                     col = p * SW + kx * DW
                     if col not in xv:
-                        xv[col] = builder.load(at(row, ts, col, v16, 2), align=2)
+                        xv[col] = builder.sext(builder.load(at(row, ts, col, v8, 1), align=1),
+                                               v16)
             for kx in range(KW):
                 w = builder.load(at(tp, ts, ky * KW + kx, v16, 2), align=2)
                 for p in range(PX):
@@ -93,13 +100,13 @@ def _block(typingctx, xs, xo, rstep, taps, to, tstep, acc, ao, kh, kw, px, sw, d
 
 
 @numba.njit(cache=True, nogil=True)
-def padded_centred(x, zp, top, left, ph, pw, cp):
-    """int16 [PH, PW, CP]: ``x[i, j] - zp`` at [i + top, j + left], 0 elsewhere and in the
+def padded_input(x, zp, top, left, ph, pw, cp):
+    """int8 [PH, PW, CP]: ``x[i, j]`` at [i + top, j + left], ``zp`` elsewhere and in the
     channels past C; x int8 [H, W, C] (any strides), zp in -128..127, CP >= C; input pixels
     outside the buffer are dropped."""
     h, w, c = x.shape
-    xs = np.empty((ph, pw, cp), np.int16)
-    z = np.int16(zp)
+    xs = np.empty((ph, pw, cp), np.int8)
+    z = np.int8(zp)
     for pi in range(ph):
         i = pi - top
         row = xs[pi]
@@ -109,12 +116,12 @@ def padded_centred(x, zp, top, left, ph, pw, cp):
             if 0 <= i < h and 0 <= j < w:
                 xi = x[i, j]
                 for ch in range(np.uint64(c)):
-                    xo[ch] = np.int16(xi[ch]) - z
+                    xo[ch] = xi[ch]
                 for ch in range(np.uint64(c), np.uint64(cp)):
-                    xo[ch] = 0
+                    xo[ch] = z
             else:
                 for ch in range(np.uint64(cp)):
-                    xo[ch] = 0
+                    xo[ch] = z
     return xs
 
 
@@ -127,6 +134,17 @@ def padded_taps(taps: np.ndarray) -> np.ndarray:
     return t16
 
 
+def sums_start(t16: np.ndarray, zp: int, bias: np.ndarray | None = None) -> np.ndarray:
+    """The kernels' start of the sums: int32 [CP] = ``wrap32(bias - zp sum(w))`` (bias int32
+    [C], 0 when None; zeros past C) for :func:`padded_taps` ``t16``. The kernels sum
+    ``x w`` over every tap, the padding holding ``zp``: ``sum (x - zp) w = sum x w - zp sum
+    w`` exactly (|zp sum w| <= 128 * 128 KH KW), modulo 2**32 as the int32 adds wrap."""
+    start = -int(zp) * t16.astype(np.int64).sum(axis=(0, 1))
+    if bias is not None:
+        start[:bias.size] += np.asarray(bias, np.int64)
+    return ((start + 2 ** 31) % 2 ** 32 - 2 ** 31).astype(np.int32)
+
+
 def _make(kh_: int, kw_: int, sw_: int, dw_: int) -> tuple:
     """The (plain, fused) kernels of one window and column step; see :func:`kernels`."""
     KH, KW, SW, DW = kh_, kw_, sw_, dw_   # closure constants: the steps unroll
@@ -135,11 +153,11 @@ def _make(kh_: int, kw_: int, sw_: int, dw_: int) -> tuple:
     # dispatcher's pickle differs per process: such a kernel was compiled anew in every one)
 
     @numba.njit(cache=True, nogil=True)
-    def plain(x, zp, t16, sh, dh, top, left, out):
+    def plain(x, zp, t16, start, sh, dh, top, left, out):
         oh, ow, c = out.shape
         cp = t16.shape[2]
         pw = (ow - 1) * SW + (KW - 1) * DW + 1
-        xs = padded_centred(x, zp, top, left, (oh - 1) * sh + (KH - 1) * dh + 1, pw, cp)
+        xs = padded_input(x, zp, top, left, (oh - 1) * sh + (KH - 1) * dh + 1, pw, cp)
         acc = np.empty((ow, cp), np.int32)   # one output row's sums
         rstep = dh * pw * cp
         for oy in range(oh):
@@ -147,12 +165,12 @@ def _make(kh_: int, kw_: int, sw_: int, dw_: int) -> tuple:
             for v in range(0, cp, L):   # the row's sums, in blocks of PX pixels
                 ox = 0
                 while ox + PX <= ow:
-                    _block(xs, rb + ox * SW * cp + v, rstep, t16, v, cp, acc, ox * cp + v,
-                           KH, KW, PX, SW, DW)
+                    _block(xs, rb + ox * SW * cp + v, rstep, t16, v, cp, start, acc,
+                           ox * cp + v, KH, KW, PX, SW, DW)
                     ox += PX
                 while ox < ow:
-                    _block(xs, rb + ox * SW * cp + v, rstep, t16, v, cp, acc, ox * cp + v,
-                           KH, KW, 1, SW, DW)
+                    _block(xs, rb + ox * SW * cp + v, rstep, t16, v, cp, start, acc,
+                           ox * cp + v, KH, KW, 1, SW, DW)
                     ox += 1
             for ox in range(ow):
                 a, o = acc[ox], out[oy, ox]
@@ -160,11 +178,11 @@ def _make(kh_: int, kw_: int, sw_: int, dw_: int) -> tuple:
                     o[ch] = a[ch]
 
     @numba.njit(cache=True, nogil=True)
-    def fused(x, zp, t16, sh, dh, top, left, bias, m, s, rnd, zp_y, lo, hi, out):
+    def fused(x, zp, t16, start, sh, dh, top, left, m, s, rnd, zp_y, lo, hi, out):
         oh, ow, c = out.shape
         cp = t16.shape[2]
         pw = (ow - 1) * SW + (KW - 1) * DW + 1
-        xs = padded_centred(x, zp, top, left, (oh - 1) * sh + (KH - 1) * dh + 1, pw, cp)
+        xs = padded_input(x, zp, top, left, (oh - 1) * sh + (KH - 1) * dh + 1, pw, cp)
         acc = np.empty((ow, cp), np.int32)   # one output row's sums
         rstep = dh * pw * cp
         for oy in range(oh):
@@ -172,18 +190,17 @@ def _make(kh_: int, kw_: int, sw_: int, dw_: int) -> tuple:
             for v in range(0, cp, L):   # the row's sums, in blocks of PX pixels
                 ox = 0
                 while ox + PX <= ow:
-                    _block(xs, rb + ox * SW * cp + v, rstep, t16, v, cp, acc, ox * cp + v,
-                           KH, KW, PX, SW, DW)
+                    _block(xs, rb + ox * SW * cp + v, rstep, t16, v, cp, start, acc,
+                           ox * cp + v, KH, KW, PX, SW, DW)
                     ox += PX
                 while ox < ow:
-                    _block(xs, rb + ox * SW * cp + v, rstep, t16, v, cp, acc, ox * cp + v,
-                           KH, KW, 1, SW, DW)
+                    _block(xs, rb + ox * SW * cp + v, rstep, t16, v, cp, start, acc,
+                           ox * cp + v, KH, KW, 1, SW, DW)
                     ox += 1
             for ox in range(ow):
                 a, y = acc[ox], out[oy, ox]
                 for ch in range(np.uint64(c)):
-                    t = np.int64(np.int32(np.int64(a[ch]) + bias[ch]))   # wrap32(acc + bias)
-                    t = ((t * np.int64(m[ch]) + rnd[ch]) >> s[ch]) + zp_y
+                    t = ((np.int64(a[ch]) * np.int64(m[ch]) + rnd[ch]) >> s[ch]) + zp_y
                     y[ch] = min(max(t, lo), hi)
 
     return plain, fused
@@ -194,12 +211,14 @@ def kernels(kh: int, kw: int, sw: int, dw: int) -> tuple:
     per key and process; numba caches each specialisation on disk, keyed by its closure
     constants), ``t16`` being :func:`padded_taps` of the int8 taps [KH, KW, C]:
 
-    * ``plain(x, zp, t16, sh, dh, top, left, out)``: out int32 [OH, OW, C] (any strides,
-      overwritten) = sum over the taps of (x - zp) w; x int8 [H, W, C] (NHWC, any strides),
-      zp in -128..127; sh/dh the row stride and dilation, top/left the pads.
-    * ``fused(..., left, bias, m, s, rnd, zp_y, lo, hi, out)``: ``wrap32(sums + bias)``, then
+    * ``plain(x, zp, t16, start, sh, dh, top, left, out)``: out int32 [OH, OW, C] (any
+      strides, overwritten) = sum over the taps of (x - zp) w; x int8 [H, W, C] (NHWC, any
+      strides), zp in -128..127, start = :func:`sums_start` ``(t16, zp)``; sh/dh the row
+      stride and dilation, top/left the pads.
+    * ``fused(x, zp, t16, start, sh, dh, top, left, m, s, rnd, zp_y, lo, hi, out)``:
+      start = ``sums_start(t16, zp, bias)`` gives ``wrap32(sums + bias)``, then
       ``jit_kernels.epilogue``'s int64 formula into out int8/int16 [OH, OW, C] (any strides;
-      may overlap ``x``, copied whole first); bias/m int32 [C], s/rnd int64 [C].
+      may overlap ``x``, copied whole first); m int32 [C], s/rnd int64 [C].
     """
     key = (int(kh), int(kw), int(sw), int(dw))
     with _lock:

@@ -143,14 +143,15 @@ def test_blocked_kernels_fuzz_equal_the_definition(seed):
     t16 = jit_dw.padded_taps(taps)
     want = _definition(x, zp, taps, s, d, pads, oh, ow)
     got = np.full((oh, ow + 1, c), 7, np.int32)[:, :ow]   # strided output too
-    plain(x, np.int32(zp), t16, s[0], d[0], pads[0], pads[1], got)
+    plain(x, np.int32(zp), t16, jit_dw.sums_start(t16, zp), s[0], d[0], pads[0], pads[1], got)
     np.testing.assert_array_equal(got, want)
     bias = rng.integers(-2 ** 31, 2 ** 31, c).astype(np.int32)   # acc + bias wraps
     mult = rng.integers(1 << 28, 1 << 31, c)
     shift = rng.integers(30, 45, c)
     params = jit.epilogue_params(bias, mult, shift, None)
     out = np.empty((oh, ow, c), np.int8)
-    fused(x, np.int32(zp), t16, s[0], d[0], pads[0], pads[1], *params[:4], 3, -100, 120, out)
+    fused(x, np.int32(zp), t16, jit_dw.sums_start(t16, zp, bias), s[0], d[0], pads[0], pads[1],
+          *params[1:4], 3, -100, 120, out)
     np.testing.assert_array_equal(out, conv_epilogue_int64(want, bias, mult, shift, 3, -100,
                                                            120, out_dtype=np.int8))
 
