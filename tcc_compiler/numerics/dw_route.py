@@ -15,41 +15,32 @@ from __future__ import annotations
 W1_MAX_CHANNELS = 160
 
 #: Windows up to this many taps run the kernels specialised per window (numerics/jit_dw.py:
-#: sums in registers, taps unrolled) unless the rows kernel or the padding argue otherwise
-#: (:func:`dw_kernel`). Measured on 3x3 and 5x5 windows only (a two-pixel variant of the
-#: 5x5 kernel was not vectorised by the compiler and ran 5x slower, so larger unrolled
-#: windows are not assumed to vectorise).
+#: blocks of pixels with their sums in registers, taps unrolled) unless the padding argues
+#: otherwise (:func:`dw_kernel`). Measured on 3x3 and 5x5 windows only (larger unrolled
+#: windows are not assumed to be faster: their steps hold more vectors than the registers).
 UNROLL_MAX_TAPS = 25
 
-#: Stride-1 layers of at most this many channels keep the rows kernel: measured (loaded, CPU
-#: us per tile, best of 40, Lite0's tiles) rows vs unrolled: 21x112x32 3x3 26 vs 37,
-#: 12x56x144 3x3 31 vs 23.
-ROWS_MAX_CHANNELS = 64
-
 #: The unrolled kernels sum every tap, the padding's zeros included; below this fraction of
-#: taps inside the input the pixel kernel (which skips them) is faster. Measured with the
-#: unrolled kernels' channel blocks (numerics/jit_dw.py ``CHANNEL_BLOCK``; RT priority,
-#: loaded, CPU us per tile with the epilogue fused, best of 80) unrolled vs pixels:
-#: 14x14x672 5x5 pad 2 (84 % inside) 103 vs 136, 7x7x1152 3x3 pad 1 (82 %) 22 vs 25,
-#: 10x10x320 5x5 (77 %) 24 vs 34, 6x7x1152 5x5 (70 %) 26 vs 27, 7x7x576 5x5 (69 %) 22 vs 24,
-#: 7x7x240 5x5 (69 %) 10.5 vs 10.8; 5x7x1152 5x5 (66 %) 22 vs 19, 3x3x1024 3x3 (60 %) 5.2
-#: vs 4.7, 4x4x512 5x5 (49 %) 10 vs 6. (Before the channel blocks the limit was 85 %:
-#: 14x14x672 5x5 137 vs 113-128.)
-UNROLL_MIN_INSIDE = 0.68
+#: taps inside the input the pixel or row kernels (which skip them) are faster. Measured
+#: with the unrolled kernels' blocks of pixels (numerics/jit_dw.py ``PIXELS``; loaded, CPU us
+#: per tile with the epilogue fused, best of 60) unrolled vs the better of rows and pixels:
+#: 19x112x32 3x3 (99 % inside) 20 vs 38, 56x56x8 3x3 22 vs 25, 3x7x1152 5x5 (66 %) 14 vs
+#: 17, 5x5x320 5x5 (58 %) 5.6 vs 6.4, 4x4x512 5x5 (49 %) 5.7 vs 6.2, 4x4x100 5x5 (49 %) 2.4
+#: vs 3.0; 3x3x1024 3x3 (60 %) 4.8 vs 4.7; 2x2x1024 3x3 (44 %) 3.1 vs 2.6, 3x3x512 5x5 (36 %)
+#: 5.0 vs 3.7, 2x2x1152 5x5 (16 %) 5.0 vs 2.9. (The per-pixel unrolled kernel before them
+#: needed 68 %, and lost to the rows kernel up to 64 channels.)
+UNROLL_MIN_INSIDE = 0.48
 
 
 def dw_kernel(c: int, kernel, strides, pads, dilations, oh: int, ow: int) -> str:
     """Which depthwise kernel jit.py's ``depthwise_routine`` and ``depthwise_epilogue_routine``
     run for an int8 zero point: "unrolled" (numerics/jit_dw.py, windows of at most
     UNROLL_MAX_TAPS taps with at least UNROLL_MIN_INSIDE of the taps inside
-    the input, unless "rows" applies), "rows" (a column stride of 1 and at most
-    ROWS_MAX_CHANNELS channels, or W1_MAX_CHANNELS when not unrolled) or
+    the input), else "rows" (a column stride of 1 and at most W1_MAX_CHANNELS channels) or
     "pixels". kernel (KH, KW), strides/dilations (h, w), pads (top, left[, bottom, right];
     bottom/right 0 when absent), oh/ow the output size. All choices give the same bytes."""
     kh, kw = int(kernel[0]), int(kernel[1])
     rows = int(strides[1]) == 1
-    if rows and c <= ROWS_MAX_CHANNELS:
-        return "rows"
     if kh * kw <= UNROLL_MAX_TAPS:
         p = tuple(int(v) for v in pads) + (0, 0)
         inside = (_inside(oh, kh, int(strides[0]), int(dilations[0]), p[0], p[2])

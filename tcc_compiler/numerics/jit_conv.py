@@ -62,12 +62,13 @@ def depthwise_routine(zp: int, taps: np.ndarray, strides, pads, dilations, oh: i
     kind = dw_kernel(c, (kh, kw), strides, pads, dilations, oh, ow) if -128 <= zp <= 127 \
         else "channels"
     if kind == "unrolled":
-        plain = k.dw_kernels(kh, kw)[0]
-        t16 = _c(np.asarray(taps).astype(np.int16))
+        plain = k.dw_kernels(kh, kw, sw, dw)[0]
+        t16 = k.dw_padded_taps(np.asarray(taps))
+        start = k.dw_sums_start(t16, zp)
 
         def unrolled(x: np.ndarray) -> np.ndarray:
             out = np.empty((oh, ow, c), np.int32)   # every element written
-            plain(_c(x), z, t16, sh, sw, dh, dw, top, left, out)
+            plain(_c(x), z, t16, start, sh, dh, top, left, out)
             return out
         return unrolled
     if kind == "rows":   # runs per row and tap
@@ -138,11 +139,12 @@ def depthwise_epilogue_routine(zp: int, taps: np.ndarray, strides, pads, dilatio
     zy, lo, hi = int(zp_y), int(lo), int(hi)
     kind = dw_kernel(c, (kh, kw), strides, pads, dilations, oh, ow)
     if kind == "unrolled":   # as depthwise_routine
-        fused_k = k.dw_kernels(kh, kw)[1]
-        t16 = _c(np.asarray(taps).astype(np.int16))
+        fused_k = k.dw_kernels(kh, kw, sw, dw)[1]
+        t16 = k.dw_padded_taps(np.asarray(taps))
+        start = k.dw_sums_start(t16, zp, b)
 
         def fused_unrolled(x: np.ndarray, out: np.ndarray) -> None:
-            fused_k(_c(x), z, t16, sh, sw, dh, dw, top, left, b, m, s, rnd, zy, lo, hi, out)
+            fused_k(_c(x), z, t16, start, sh, dh, top, left, m, s, rnd, zy, lo, hi, out)
         return fused_unrolled
     if kind == "rows":   # the row kernel, as depthwise_routine
         tt = _tiled(taps, ow)

@@ -1,17 +1,22 @@
-"""Depthwise numba kernels specialised per window (KH, KW), with each channel's int32 sum kept
-in a register across the taps (imported only when numba is, by
+"""Depthwise numba kernels specialised per window (KH, KW) and column step (SW, DW), each
+step a block of :data:`PIXELS` output pixels of one row by :data:`LANES` channels with the
+int32 sums in registers (imported only when numba is, by
 :mod:`tcc_compiler.numerics.jit_kernels`; chosen by :mod:`tcc_compiler.numerics.jit`).
 
-The input is first copied, centred (``x - zp``, int16) into a zero-bordered buffer covering
-every tap of every output pixel (a tap in the padding reads ``zp - zp = 0`` and adds 0, as in
-the definition), so the pixel loop has no bounds checks. KH and KW are compile-time constants
-of each specialisation (closure constants), so the compiler unrolls the taps and vectorises
-the channel loop: one register of sums per vector of channels, loaded taps and inputs only,
-where the generic kernels load and store the int32 sums on every tap. The channels are taken
-in blocks of :data:`CHANNEL_BLOCK` (each channel's sum is its own: the same sums in any
-order of channels). Each product is exact
-in int16 (|x - zp| <= 255, |w| <= 128: <= 32,640) and widened before the sum; the sum fits in
-int32 (KH KW <= ``jit.MAX_DW_TAPS``), so the bytes are the generic kernels'.
+The input is first copied into an int8 buffer bordered with the zero point covering every
+tap of every output pixel, its channels rounded up to a multiple of LANES, so the steps have
+no bounds checks; they sum ``x w`` over every tap from ``-zp sum(w)`` (:func:`sums_start`):
+``sum (x - zp) w`` exactly, a tap in the padding adding ``zp w - zp w = 0`` as in the
+definition (half the bytes of a centred int16 copy, and no arithmetic in it).
+
+A step (:func:`_block`, LLVM vector IR generated per KH, KW, SW, DW and block width; generic
+vector operations, no ISA-specific instruction, so LLVM lowers it for any CPU numba runs on)
+loads each input vector of a tap row once for all the block's pixels that read it (a
+stride-1 3x3 row: 6 loads for 4 pixels, not 12) and each tap vector once per block (not per
+pixel): about a third of the bytes read per product of the per-pixel kernel, whose loads,
+not its arithmetic, bounded it. Each product is exact in int16 (|x|, |w| <= 128: <= 2**14)
+and widened before the sum; the true sum fits in int32 (KH KW <= ``jit.MAX_DW_TAPS``) and
+the int32 adds wrap, so the bytes are the generic kernels'.
 """
 
 from __future__ import annotations
@@ -20,112 +25,202 @@ import threading
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
-#: Channels per block: each kernel runs the pixels over one block of channels, then the next.
-#: Why: a pixel's taps and inputs over all C channels (2 KH KW C bytes each) outgrow the
-#: 48 KiB L1 data cache from about 500 channels of a 5x5 window, so every tap's row was read
-#: from L2. Measured on this AMD EPYC (the fused kernel, CPU us, best of 60, RT priority,
-#: loaded), whole vs blocks of 240: 14x14x672 5x5 125 -> 100, 14x14x480 5x5 89 -> 68,
-#: 28x28x672 5x5 stride 2 151 -> 115, 6x7x1152 5x5 48 -> 34, 7x7x1152 3x3 27 -> 21;
-#: 28x28x240 5x5 and 11x56x144 3x3 (one block) unchanged; blocks of 160 and 288 within 5 %,
-#: of 120 (not a multiple of 16 int32 lanes) 10-25 % slower. The loop indices are unsigned
-#: (a block starting past 0 with signed indices kept numba's negative-index checks in the
-#: loop and stopped the vectorising: 10x slower).
-CHANNEL_BLOCK = 240
+#: Channels per vector of a step (int16 products, int32 sums: one 256-bit and one 512-bit
+#: register on an AVX-512 CPU; LLVM splits them on narrower ones).
+LANES = 16
+
+#: Output pixels per step. Measured on this AMD EPYC (Zen 5; EfficientNet-Lite0's 27 unrolled
+#: depthwise tiles, CPU us per image, best of 60 per tile, loaded): per-pixel kernel 939-1006,
+#: blocks of 2 766, 4 754, 6 753, 8 785; blocks of 4 with 32-channel vectors 796.
+PIXELS = 4
 
 _lock = threading.Lock()
-_made: dict[tuple[int, int], tuple] = {}
+_made: dict[tuple[int, int, int, int], tuple] = {}
+
+
+def _literal(t) -> int:
+    """The value of an integer literal type (a closure constant passed to :func:`_block`)."""
+    if not isinstance(t, types.IntegerLiteral):
+        raise numba.errors.TypingError(f"jit_dw._block wants literal ints, got {t}")
+    return int(t.literal_value)
+
+
+@intrinsic
+def _block(typingctx, xs, xo, rstep, taps, to, tstep, init, acc, ao, kh, kw, px, sw, dw):
+    """One step: ``acc[ao + p tstep + l] = init[to + l] + sum over ky, kx of
+    int32(int16(xs[xo + ky rstep + (p SW + kx DW) tstep + l]) taps[to + (ky KW + kx) tstep
+    + l])`` (int32 adds, wrapping) for p < PX, l < LANES. xs int8 (the padded input [PH, PW,
+    CP], CP = tstep, C-contiguous), taps int16 [KH, KW, CP] (int8 values: each product
+    exact in int16, |x w| <= 2**14), init int32 [CP], acc int32 (a row [OW, CP]); offsets in
+    elements; kh, kw, px, sw, dw literal ints (closure constants of the caller). The caller
+    keeps every index in bounds."""
+    sig = types.void(xs, types.intp, types.intp, taps, types.intp, types.intp, init, acc,
+                     types.intp, kh, kw, px, sw, dw)
+    KH, KW, PX, SW, DW = (_literal(t) for t in (kh, kw, px, sw, dw))
+
+    def codegen(context, builder, signature, args):
+        xs_, xo_, rs, t_, to_, ts, i_, a_, ao_ = args[:9]
+        i8, i16, i32, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+        v8, v16, v32 = (ir.VectorType(t, LANES) for t in (i8, i16, i32))
+
+        def base(ty, val, off, elt):
+            data = context.make_array(ty)(context, builder, val).data
+            return builder.gep(builder.bitcast(data, elt.as_pointer()), [off])
+
+        def at(ptr, step, k, vty, align):
+            q = builder.gep(ptr, [builder.mul(step, ir.Constant(i64, k))])
+            return builder.bitcast(q, vty.as_pointer())
+        xp = base(signature.args[0], xs_, xo_, i8)
+        tp = base(signature.args[3], t_, to_, i16)
+        ip = base(signature.args[6], i_, to_, i32)
+        ap = base(signature.args[7], a_, ao_, i32)
+        sums = [builder.load(builder.bitcast(ip, v32.as_pointer()), align=4)] * PX
+        for ky in range(KH):
+            row = builder.gep(xp, [builder.mul(rs, ir.Constant(i64, ky))])
+            xv = {}
+            for p in range(PX):
+                for kx in range(KW):
+                    col = p * SW + kx * DW
+                    if col not in xv:
+                        xv[col] = builder.sext(builder.load(at(row, ts, col, v8, 1), align=1),
+                                               v16)
+            for kx in range(KW):
+                w = builder.load(at(tp, ts, ky * KW + kx, v16, 2), align=2)
+                for p in range(PX):
+                    prod = builder.mul(xv[p * SW + kx * DW], w)   # exact in int16
+                    sums[p] = builder.add(sums[p], builder.sext(prod, v32))
+        for p in range(PX):
+            builder.store(sums[p], at(ap, ts, p, v32, 4), align=4)
+        return context.get_dummy_value()
+    return sig, codegen
 
 
 @numba.njit(cache=True, nogil=True)
-def padded_centred(x, zp, top, left, ph, pw):
-    """int16 [PH, PW, C]: ``x[i, j] - zp`` at [i + top, j + left], 0 elsewhere; x int8
-    [H, W, C] (any strides), zp in -128..127; input pixels outside the buffer are dropped."""
+def padded_input(x, zp, top, left, ph, pw, cp):
+    """int8 [PH, PW, CP]: ``x[i, j]`` at [i + top, j + left], ``zp`` elsewhere and in the
+    channels past C; x int8 [H, W, C] (any strides), zp in -128..127, CP >= C; input pixels
+    outside the buffer are dropped."""
     h, w, c = x.shape
-    xs = np.zeros((ph, pw, c), np.int16)
-    z = np.int16(zp)
-    for i in range(h):
-        pi = i + top
-        if pi < 0 or pi >= ph:
-            continue
-        for j in range(w):
-            pj = j + left
-            if pj < 0 or pj >= pw:
-                continue
-            xi = x[i, j]
-            xo = xs[pi, pj]
-            for ch in range(c):
-                xo[ch] = np.int16(xi[ch]) - z
+    xs = np.empty((ph, pw, cp), np.int8)
+    z = np.int8(zp)
+    for pi in range(ph):
+        i = pi - top
+        row = xs[pi]
+        for pj in range(pw):
+            j = pj - left
+            xo = row[pj]
+            if 0 <= i < h and 0 <= j < w:
+                xi = x[i, j]
+                for ch in range(np.uint64(c)):
+                    xo[ch] = xi[ch]
+                for ch in range(np.uint64(c), np.uint64(cp)):
+                    xo[ch] = z
+            else:
+                for ch in range(np.uint64(cp)):
+                    xo[ch] = z
     return xs
 
 
-def _make(kh_: int, kw_: int) -> tuple:
-    """The (plain, fused) kernels of one window; see :func:`kernels`."""
-    KH, KW = kh_, kw_   # closure constants: the tap loops unroll
-    CB = CHANNEL_BLOCK
+def padded_taps(taps: np.ndarray) -> np.ndarray:
+    """The kernels' taps operand: int16 [KH, KW, CP] (C-contiguous) of int8-valued ``taps``
+    [KH, KW, C], CP = C rounded up to a multiple of :data:`LANES`, zeros past C."""
+    kh, kw, c = taps.shape
+    t16 = np.zeros((kh, kw, -(-c // LANES) * LANES), np.int16)
+    t16[:, :, :c] = taps
+    return t16
+
+
+def sums_start(t16: np.ndarray, zp: int, bias: np.ndarray | None = None) -> np.ndarray:
+    """The kernels' start of the sums: int32 [CP] = ``wrap32(bias - zp sum(w))`` (bias int32
+    [C], 0 when None; zeros past C) for :func:`padded_taps` ``t16``. The kernels sum
+    ``x w`` over every tap, the padding holding ``zp``: ``sum (x - zp) w = sum x w - zp sum
+    w`` exactly (|zp sum w| <= 128 * 128 KH KW), modulo 2**32 as the int32 adds wrap."""
+    start = -int(zp) * t16.astype(np.int64).sum(axis=(0, 1))
+    if bias is not None:
+        start[:bias.size] += np.asarray(bias, np.int64)
+    return ((start + 2 ** 31) % 2 ** 32 - 2 ** 31).astype(np.int32)
+
+
+def _make(kh_: int, kw_: int, sw_: int, dw_: int) -> tuple:
+    """The (plain, fused) kernels of one window and column step; see :func:`kernels`."""
+    KH, KW, SW, DW = kh_, kw_, sw_, dw_   # closure constants: the steps unroll
+    PX, L = PIXELS, LANES
+    # (the closures hold ints only: numba keys its disk cache on their pickled cells, and a
+    # dispatcher's pickle differs per process: such a kernel was compiled anew in every one)
 
     @numba.njit(cache=True, nogil=True)
-    def plain(x, zp, taps, sh, sw, dh, dw, top, left, out):
+    def plain(x, zp, t16, start, sh, dh, top, left, out):
         oh, ow, c = out.shape
-        xs = padded_centred(x, zp, top, left, (oh - 1) * sh + (KH - 1) * dh + 1,
-                            (ow - 1) * sw + (KW - 1) * dw + 1)
-        for c0 in range(0, c, CB):   # channel blocks (module docstring)
-            cs, ce = np.uint64(c0), np.uint64(min(c0 + CB, c))
-            for oy in range(oh):
-                iy = np.uint64(oy * sh)
-                for ox in range(ow):
-                    ix = np.uint64(ox * sw)
-                    o = out[oy, ox]
-                    for ch in range(cs, ce):
-                        a = np.int32(0)
-                        for ky in range(KH):
-                            for kx in range(KW):
-                                a += np.int32(np.int16(
-                                    xs[iy + np.uint64(ky * dh), ix + np.uint64(kx * dw), ch]
-                                    * taps[ky, kx, ch]))
-                        o[ch] = a
+        cp = t16.shape[2]
+        pw = (ow - 1) * SW + (KW - 1) * DW + 1
+        xs = padded_input(x, zp, top, left, (oh - 1) * sh + (KH - 1) * dh + 1, pw, cp)
+        acc = np.empty((ow, cp), np.int32)   # one output row's sums
+        rstep = dh * pw * cp
+        for oy in range(oh):
+            rb = oy * sh * pw * cp
+            for v in range(0, cp, L):   # the row's sums, in blocks of PX pixels
+                ox = 0
+                while ox + PX <= ow:
+                    _block(xs, rb + ox * SW * cp + v, rstep, t16, v, cp, start, acc,
+                           ox * cp + v, KH, KW, PX, SW, DW)
+                    ox += PX
+                while ox < ow:
+                    _block(xs, rb + ox * SW * cp + v, rstep, t16, v, cp, start, acc,
+                           ox * cp + v, KH, KW, 1, SW, DW)
+                    ox += 1
+            for ox in range(ow):
+                a, o = acc[ox], out[oy, ox]
+                for ch in range(np.uint64(c)):
+                    o[ch] = a[ch]
 
     @numba.njit(cache=True, nogil=True)
-    def fused(x, zp, taps, sh, sw, dh, dw, top, left, bias, m, s, rnd, zp_y, lo, hi, out):
+    def fused(x, zp, t16, start, sh, dh, top, left, m, s, rnd, zp_y, lo, hi, out):
         oh, ow, c = out.shape
-        xs = padded_centred(x, zp, top, left, (oh - 1) * sh + (KH - 1) * dh + 1,
-                            (ow - 1) * sw + (KW - 1) * dw + 1)
-        acc = np.empty(c, np.int32)   # one pixel's sums: the epilogue in its own loop
-        for c0 in range(0, c, CB):   # (inside the tap loop it stopped the vectorising)
-            cs, ce = np.uint64(c0), np.uint64(min(c0 + CB, c))
-            for oy in range(oh):
-                iy = np.uint64(oy * sh)
-                for ox in range(ow):
-                    ix = np.uint64(ox * sw)
-                    for ch in range(cs, ce):
-                        a = np.int32(bias[ch])
-                        for ky in range(KH):
-                            for kx in range(KW):
-                                a += np.int32(np.int16(
-                                    xs[iy + np.uint64(ky * dh), ix + np.uint64(kx * dw), ch]
-                                    * taps[ky, kx, ch]))
-                        acc[ch] = a
-                    y = out[oy, ox]
-                    for ch in range(cs, ce):
-                        t = ((np.int64(acc[ch]) * np.int64(m[ch]) + rnd[ch]) >> s[ch]) + zp_y
-                        y[ch] = min(max(t, lo), hi)
+        cp = t16.shape[2]
+        pw = (ow - 1) * SW + (KW - 1) * DW + 1
+        xs = padded_input(x, zp, top, left, (oh - 1) * sh + (KH - 1) * dh + 1, pw, cp)
+        acc = np.empty((ow, cp), np.int32)   # one output row's sums
+        rstep = dh * pw * cp
+        for oy in range(oh):
+            rb = oy * sh * pw * cp
+            for v in range(0, cp, L):   # the row's sums, in blocks of PX pixels
+                ox = 0
+                while ox + PX <= ow:
+                    _block(xs, rb + ox * SW * cp + v, rstep, t16, v, cp, start, acc,
+                           ox * cp + v, KH, KW, PX, SW, DW)
+                    ox += PX
+                while ox < ow:
+                    _block(xs, rb + ox * SW * cp + v, rstep, t16, v, cp, start, acc,
+                           ox * cp + v, KH, KW, 1, SW, DW)
+                    ox += 1
+            for ox in range(ow):
+                a, y = acc[ox], out[oy, ox]
+                for ch in range(np.uint64(c)):
+                    t = ((np.int64(a[ch]) * np.int64(m[ch]) + rnd[ch]) >> s[ch]) + zp_y
+                    y[ch] = min(max(t, lo), hi)
 
     return plain, fused
 
 
-def kernels(kh: int, kw: int) -> tuple:
-    """The two kernels of a KH x KW window (made once per window and process; numba caches
-    each specialisation on disk, keyed by its closure constants):
+def kernels(kh: int, kw: int, sw: int, dw: int) -> tuple:
+    """The two kernels of a KH x KW window with column stride SW and dilation DW (made once
+    per key and process; numba caches each specialisation on disk, keyed by its closure
+    constants), ``t16`` being :func:`padded_taps` of the int8 taps [KH, KW, C]:
 
-    * ``plain(x, zp, taps, sh, sw, dh, dw, top, left, out)``: out int32 [OH, OW, C]
-      (C-contiguous, overwritten) = sum over the taps of (x - zp) w; x int8 [H, W, C]
-      (NHWC, any strides), zp in -128..127, taps int16 [KH, KW, C] (int8 values).
-    * ``fused(..., left, bias, m, s, rnd, zp_y, lo, hi, out)``: the sums started at the bias
-      (int32 adds wrap: ``wrap32(acc + bias)``), then ``jit_kernels.epilogue``'s int64 formula
-      into out int8/int16 [OH, OW, C] (any strides; may overlap ``x``, copied whole first);
-      bias/m int32 [C], s/rnd int64 [C].
+    * ``plain(x, zp, t16, start, sh, dh, top, left, out)``: out int32 [OH, OW, C] (any
+      strides, overwritten) = sum over the taps of (x - zp) w; x int8 [H, W, C] (NHWC, any
+      strides), zp in -128..127, start = :func:`sums_start` ``(t16, zp)``; sh/dh the row
+      stride and dilation, top/left the pads.
+    * ``fused(x, zp, t16, start, sh, dh, top, left, m, s, rnd, zp_y, lo, hi, out)``:
+      start = ``sums_start(t16, zp, bias)`` gives ``wrap32(sums + bias)``, then
+      ``jit_kernels.epilogue``'s int64 formula into out int8/int16 [OH, OW, C] (any strides;
+      may overlap ``x``, copied whole first); m int32 [C], s/rnd int64 [C].
     """
-    key = (int(kh), int(kw))
+    key = (int(kh), int(kw), int(sw), int(dw))
     with _lock:
         if key not in _made:
             _made[key] = _make(*key)

@@ -19,8 +19,7 @@ pytestmark = pytest.mark.skipif(not jit.available(), reason="numba kernels not i
 @pytest.fixture(autouse=True)
 def _always_unrolled(monkeypatch):
     old = jit.set_enabled(True)
-    monkeypatch.setattr(dw_route, "ROWS_MAX_CHANNELS", 0)     # every shape below unrolled
-    monkeypatch.setattr(dw_route, "UNROLL_MIN_INSIDE", 0.0)
+    monkeypatch.setattr(dw_route, "UNROLL_MIN_INSIDE", 0.0)   # every shape below unrolled
     monkeypatch.setattr(dw_route, "UNROLL_MAX_TAPS", 49)      # the 7x7 case's exactness too
     yield
     jit.set_enabled(old)
@@ -28,9 +27,9 @@ def _always_unrolled(monkeypatch):
 
 #: (channels, (KH, KW), (SH, SW), (DH, DW), pads (top, left, bottom, right), H, W): square
 #: and oblong windows, both strides, dilation, asymmetric and absent padding, a band whose
-#: input holds rows beyond the last output's window (H larger than the taps reach), and
-#: channels over several of the kernels' channel blocks (jit_dw.CHANNEL_BLOCK, 240: two full
-#: blocks and a part; one full block and a one-channel rest).
+#: input holds rows beyond the last output's window (H larger than the taps reach), channels
+#: not a multiple of the kernels' vectors (jit_dw.LANES, 16) and rows not a multiple of
+#: their blocks of pixels (jit_dw.PIXELS, 4), with and without a whole block.
 CASES = [(500, (5, 5), (1, 1), (1, 1), (2, 2, 2, 2), 6, 7),
          (241, (3, 3), (2, 2), (1, 2), (1, 0, 2, 1), 9, 8),
          (24, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), 9, 11),
@@ -101,6 +100,62 @@ def test_unrolled_fused_epilogue_equals_the_definition(c, kernel, s, d, pads, h,
     assert (box[:, :, :2] == 55).all() and (box[:, :, -1] == 55).all()
 
 
+def _definition(x, zp, taps, s, d, pads, oh, ow):
+    """int64 [OH, OW, C]: sum over the taps inside x of (x - zp) w, by the letter."""
+    kh, kw, c = taps.shape
+    h, w = x.shape[:2]
+    want = np.zeros((oh, ow, c), np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            for oy in range(oh):
+                iy = oy * s[0] + ky * d[0] - pads[0]
+                if not 0 <= iy < h:
+                    continue
+                for ox in range(ow):
+                    ix = ox * s[1] + kx * d[1] - pads[1]
+                    if 0 <= ix < w:
+                        want[oy, ox] += (x[iy, ix].astype(np.int64) - zp) * taps[ky, kx]
+    return want
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_blocked_kernels_fuzz_equal_the_definition(seed):
+    """jit_dw's kernels (blocks of PIXELS output pixels x LANES channels) on random shapes:
+    Lite0 / MobileNetV2-like channel counts and odd ones, 3x3 / 5x5 / oblong windows, strides
+    1-2, dilation, odd paddings, any zero point, extreme weights: the plain sums and the fused
+    epilogue equal the definition."""
+    from tcc_compiler.numerics import jit_dw
+    rng = np.random.default_rng(1000 + seed)
+    c = int(rng.choice([1, 3, 15, 16, 17, 31, 32, 33, 63, 65, 96, 144, 250]))
+    kh, kw = [(3, 3), (5, 5), (1, 5), (5, 3), (2, 2)][seed % 5]
+    s = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    d = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    pads = tuple(int(v) for v in rng.integers(0, 4, 2))
+    h, w = int(rng.integers(1, 13)), int(rng.integers(1, 19))
+    oh = max(1, (h + pads[0] + int(rng.integers(0, 3)) - (kh - 1) * d[0] - 1) // s[0] + 1)
+    ow = max(1, (w + pads[1] + int(rng.integers(0, 3)) - (kw - 1) * d[1] - 1) // s[1] + 1)
+    x = rng.integers(-128, 128, (h, 2 * w, c), dtype=np.int8)[:, ::2]   # strided input
+    taps = rng.choice(np.array([-128, -127, -1, 0, 1, 126, 127], np.int8), (kh, kw, c))
+    taps[..., 0] = -128
+    x[..., 0] = 127
+    zp = int(rng.choice([-128, -1, 0, 77, 127]))
+    plain, fused = jit_dw.kernels(kh, kw, s[1], d[1])
+    t16 = jit_dw.padded_taps(taps)
+    want = _definition(x, zp, taps, s, d, pads, oh, ow)
+    got = np.full((oh, ow + 1, c), 7, np.int32)[:, :ow]   # strided output too
+    plain(x, np.int32(zp), t16, jit_dw.sums_start(t16, zp), s[0], d[0], pads[0], pads[1], got)
+    np.testing.assert_array_equal(got, want)
+    bias = rng.integers(-2 ** 31, 2 ** 31, c).astype(np.int32)   # acc + bias wraps
+    mult = rng.integers(1 << 28, 1 << 31, c)
+    shift = rng.integers(30, 45, c)
+    params = jit.epilogue_params(bias, mult, shift, None)
+    out = np.empty((oh, ow, c), np.int8)
+    fused(x, np.int32(zp), t16, jit_dw.sums_start(t16, zp, bias), s[0], d[0], pads[0], pads[1],
+          *params[1:4], 3, -100, 120, out)
+    np.testing.assert_array_equal(out, conv_epilogue_int64(want, bias, mult, shift, 3, -100,
+                                                           120, out_dtype=np.int8))
+
+
 def test_unrolled_fused_output_may_be_the_input_itself():
     rng = np.random.default_rng(3)
     x, cw = _layer(rng, 96, (3, 3), 8, 8)
@@ -117,18 +172,18 @@ def test_unrolled_fused_output_may_be_the_input_itself():
 
 @pytest.mark.parametrize("shape, kind", [
     # (c, kernel, strides, pads, dilations, oh, ow): EfficientNet-Lite0 / MobileNet tiles
-    ((32, (3, 3), (1, 1), (0, 1, 0, 1), (1, 1), 19, 112), "rows"),        # few channels
+    ((32, (3, 3), (1, 1), (0, 1, 0, 1), (1, 1), 19, 112), "unrolled"),    # few channels
+    ((8, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 56, 56), "unrolled"),
     ((144, (3, 3), (1, 1), (0, 1, 0, 1), (1, 1), 10, 56), "unrolled"),
     ((240, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 28, 28), "unrolled"),
     ((96, (3, 3), (2, 2), (0, 0, 0, 1), (1, 1), 19, 56), "unrolled"),     # stride 2
     ((1152, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 7, 7), "unrolled"),     # 82 % inside
-    ((480, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 14, 14), "unrolled"),    # 91 % inside
     ((672, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 14, 14), "unrolled"),    # 84 % inside
-    ((576, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 7, 7), "unrolled"),      # 69 % inside
-    ((1152, (5, 5), (1, 1), (0, 2, 2, 2), (1, 1), 3, 7), "pixels"),       # 66 % inside
-    ((512, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 4, 4), "pixels"),        # 49 % inside
-    ((100, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 7, 7), "unrolled"),
-    ((100, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 4, 4), "rows"),          # 49 % inside
+    ((1152, (5, 5), (1, 1), (0, 2, 2, 2), (1, 1), 3, 7), "unrolled"),     # 66 % inside
+    ((512, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 4, 4), "unrolled"),      # 49 % inside
+    ((100, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 4, 4), "unrolled"),      # 49 % inside
+    ((1024, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 2, 2), "pixels"),       # 44 % inside
+    ((100, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 3, 3), "rows"),          # 36 % inside
     ((64, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 20, 20), "pixels")])      # beyond 25 taps
 def test_kernel_choice_as_measured(monkeypatch, shape, kind):
     monkeypatch.undo()
