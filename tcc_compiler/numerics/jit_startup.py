@@ -7,10 +7,11 @@ numba's first dispatch loads its NumPy registries, and the first of them,
 all of ``scipy.linalg`` (its array-API layer clones NumPy's namespace, importing
 ``numpy.f2py`` on the way) and SciPy's own OpenBLAS, whose threads start. No kernel of
 tccc calls BLAS or LAPACK (numba imports SciPy again, lazily, when a function that does is
-compiled: ``numba.np.linalg.ensure_blas``). Measured on ResNet-50 224 with 8 calibration
-inputs, alternating compiles under ``chrt -f`` (near idle, the machine loaded): the import
-cost 0.22 s of process CPU and 0.08 s of the compile's wall time, on its critical path
-(calibration's observers wait for the kernels).
+compiled: ``numba.np.linalg.ensure_blas``). The warm-up's process CPU went from 0.45-0.52 to
+0.31-0.33 s (fresh processes, loaded). ResNet-50 224 with 8 calibration inputs, 5 alternating
+compiles each under ``chrt -f`` (near idle on the loaded machine): 2.16 -> 2.03 s median,
+process CPU 3.47 -> 3.28 s, calibration stage 0.60 -> 0.50 s: the warm-up is on the compile's
+critical path (calibration's observers wait for the kernels).
 
 :func:`without_scipy_linalg` refuses that import to the calling thread only (other threads
 import as usual, at any time) while numba's registries load, then sets the flag to the value
