@@ -1,0 +1,83 @@
+"""numba's first dispatch without SciPy's linear algebra: the one step of loading the compiled
+kernels (:func:`tcc_compiler.numerics.jit.warm`) that none of them needs.
+
+numba's first dispatch loads its NumPy registries, and the first of them,
+``numba.np.arraymath``, asks at import whether a BLAS is there for ``np.correlate`` and
+``np.convolve`` (``_HAVE_BLAS = _check_blas()``) by importing ``scipy.linalg.cython_blas``:
+all of ``scipy.linalg`` (its array-API layer clones NumPy's namespace, importing
+``numpy.f2py`` on the way) and SciPy's own OpenBLAS, whose threads start. No kernel of
+tccc calls BLAS or LAPACK (numba imports SciPy again, lazily, when a function that does is
+compiled: ``numba.np.linalg.ensure_blas``). The warm-up's process CPU went from 0.45-0.52 to
+0.31-0.33 s (fresh processes, loaded). ResNet-50 224 with 8 calibration inputs, 5 alternating
+compiles each under ``chrt -f`` (near idle on the loaded machine): 2.16 -> 2.03 s median,
+process CPU 3.47 -> 3.28 s, calibration stage 0.60 -> 0.50 s: the warm-up is on the compile's
+critical path (calibration's observers wait for the kernels).
+
+:func:`without_scipy_linalg` refuses that import to the calling thread only (other threads
+import as usual, at any time) while numba's registries load, then sets the flag to the value
+numba's check gives when SciPy is installed (``scipy.linalg`` found, not imported), so
+``np.correlate`` and ``np.convolve`` in numba code compiled later in the process take the
+same BLAS route as without this module (an installed SciPy whose LAPACK integer width does
+not match numba's build, which numba refuses at that import, is then refused when such a
+function is compiled instead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.abc
+import importlib.util
+import sys
+import threading
+from typing import Iterator
+
+#: The module numba's BLAS check imports first (``scipy.linalg.cython_blas``'s package).
+DEFERRED = "scipy.linalg"
+
+
+class _RefuseInThread(importlib.abc.MetaPathFinder):
+    """A meta-path finder that refuses module ``name`` to the thread ``ident`` (its import
+    there raises ModuleNotFoundError) and passes every other import on (returns None)."""
+
+    def __init__(self, name: str, ident: int) -> None:
+        self.name, self.ident = name, ident
+
+    def find_spec(self, fullname, path=None, target=None):  # noqa: ARG002 - finder protocol
+        """ModuleNotFoundError for ``name`` in the refused thread, else None (not ours)."""
+        if fullname == self.name and threading.get_ident() == self.ident:
+            raise ModuleNotFoundError(f"{fullname}: not imported while tccc loads its "
+                                      "compiled kernels (none uses BLAS)", name=fullname)
+        return None
+
+
+@contextlib.contextmanager
+def without_scipy_linalg() -> Iterator[None]:
+    """While inside, ``import scipy.linalg`` (and so numba's BLAS check) fails in the calling
+    thread only; on leaving, ``numba.np.arraymath._HAVE_BLAS`` is set back to what the check
+    gives with SciPy installed when it was loaded inside and SciPy's linear algebra can be
+    found. Does nothing when ``scipy.linalg`` is already imported (the check then costs
+    nothing). Never raises on its own: a numba without that flag is left as it is."""
+    if DEFERRED in sys.modules:
+        yield
+        return
+    finder = _RefuseInThread(DEFERRED, threading.get_ident())
+    had_arraymath = "numba.np.arraymath" in sys.modules
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+        arraymath = sys.modules.get("numba.np.arraymath")
+        if not had_arraymath and arraymath is not None \
+                and getattr(arraymath, "_HAVE_BLAS", True) is False \
+                and DEFERRED not in sys.modules:
+            arraymath._HAVE_BLAS = _findable(DEFERRED)
+
+
+def _findable(name: str) -> bool:
+    """Whether module ``name`` can be imported (found, not imported: its package's
+    ``__init__`` runs, a subpackage's does not)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False

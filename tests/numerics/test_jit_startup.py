@@ -1,0 +1,68 @@
+"""Loading the compiled kernels does not import SciPy's linear algebra, which numba's first
+dispatch would import for a BLAS check no tccc kernel needs (numerics/jit_startup.py), and
+numba code compiled later in the process still finds BLAS as it would have."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def _fresh(code: str) -> list[str]:
+    """stdout words of ``code`` run in a fresh interpreter (nothing imported yet)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.split()
+
+
+def test_warm_leaves_scipy_linalg_unimported_and_blas_usable_later():
+    pytest.importorskip("numba")
+    pytest.importorskip("scipy")
+    code = ("import sys\n"
+            "import numpy as np\n"
+            "from tcc_compiler.numerics import jit\n"
+            "assert jit.warm()\n"
+            "import numba\n"
+            "from numba.np import arraymath\n"
+            "print('scipy.linalg' in sys.modules, arraymath._HAVE_BLAS)\n"
+            "dot = numba.njit(lambda a, b: np.dot(a, b))\n"
+            "corr = numba.njit(lambda a, b: np.correlate(a, b))\n"
+            "a = np.arange(16.0).reshape(4, 4)\n"
+            "x = np.linspace(0.0, 1.0, 50)\n"
+            "print(bool(np.array_equal(dot(a, a), a @ a)),\n"
+            "      bool(np.allclose(corr(x, x[:5]), np.correlate(x, x[:5]))),\n"
+            "      'scipy.linalg' in sys.modules)\n")
+    # not imported by the warm-up; numba's flag as with SciPy; its BLAS route imports SciPy
+    # when a function that needs it is compiled
+    assert _fresh(code) == ["False", "True", "True", "True", "True"]
+
+
+def test_the_import_is_refused_to_the_calling_thread_only():
+    pytest.importorskip("scipy")
+    code = ("import sys, threading\n"
+            "from tcc_compiler.numerics.jit_startup import without_scipy_linalg\n"
+            "got = []\n"
+            "with without_scipy_linalg():\n"
+            "    try:\n"
+            "        import scipy.linalg\n"
+            "        got.append('imported')\n"
+            "    except ModuleNotFoundError:\n"
+            "        got.append('refused')\n"
+            "    t = threading.Thread(target=lambda: __import__('scipy.linalg'))\n"
+            "    t.start(); t.join()\n"
+            "    got.append('scipy.linalg' in sys.modules)\n"
+            "print(*got, any(type(f).__name__ == '_RefuseInThread' for f in sys.meta_path))\n")
+    assert _fresh(code) == ["refused", "True", "False"]
+
+
+def test_nothing_is_refused_once_scipy_linalg_is_imported():
+    pytest.importorskip("scipy")
+    import scipy.linalg  # noqa: F401
+
+    from tcc_compiler.numerics.jit_startup import without_scipy_linalg
+
+    before = list(sys.meta_path)
+    with without_scipy_linalg():
+        assert sys.meta_path == before
+        import scipy.linalg as again   # noqa: F401
