@@ -66,16 +66,53 @@ def accumulator(shape: tuple, zp_x: int, cw: ConvWeights, strides, pads,
     if cw.group != 1 or not cw.imats or not (any_size or worth(oh * ow, kh * kw * cg, o)) \
             or kh * kw * cg > MAX_K or not 0 <= zpu <= 255 or int8_session() is None:
         return None
+    b, key_extra = cw.imats[0], ()
     if top == left == bottom == right == 0 and kh == kw == 1 and tuple(strides) == (1, 1):
         def cols(x: np.ndarray) -> np.ndarray:       # int8 v -> uint8 v + 128, no padding
             return np.bitwise_xor(x.view(np.uint8), np.uint8(0x80)).reshape(oh * ow, c)
+    elif c == 3 and kh * kw * 4 <= MAX_K:   # an image's stem: a four-byte word per tap
+        b = _widened(cw)
+        idx = jit.px4_index(h, w, (kh, kw), strides, dilations, pads, oh, ow)
+
+        def cols(x: np.ndarray) -> np.ndarray:
+            m = jit.im2col_px4(x, zpu, idx, oh * ow)
+            return m if m is not None else _patches_px4(x, zpu, (kh, kw), strides, dilations,
+                                                        pads, oh, ow)
+        key_extra = ("px4",)
     else:
         def cols(x: np.ndarray) -> np.ndarray:   # numpy once the kernels are switched off
             m = jit.im2col_u8(x, zpu, (kh, kw), strides, dilations, pads, oh, ow)
             return m if m is not None else patches_u8(x, zpu, (kh, kw), strides, dilations,
                                                       pads, oh, ow)
-    key = (h, w, c, zpu, kh, kw, tuple(strides), tuple(pads), tuple(dilations))
-    return GemmRoutine(cols, cw.imats[0], zpu, (oh, ow, o), key, cw.memo)
+    key = (h, w, c, zpu, kh, kw, tuple(strides), tuple(pads), tuple(dilations)) + key_extra
+    return GemmRoutine(cols, b, zpu, (oh, ow, o), key, cw.memo)
+
+
+def _widened(cw: ConvWeights) -> np.ndarray:
+    """The int8 GEMM weights [KH*KW*4, O] of a three-channel conv (group 1) with a fourth,
+    zero input channel per tap (K order KH, KW, C + 1; :func:`~tcc_compiler.numerics.jit.
+    im2col_px4`'s matrix): the same sums, the fourth byte of every tap times zero. Made
+    once per weights (kept in their memo)."""
+    with _memo_lock:
+        b = cw.memo.get("px4")
+        if b is None:
+            o, kh, kw, _ = cw.w.shape
+            w4 = np.zeros((o, kh, kw, 4), np.int8)
+            w4[:, :, :, :3] = cw.w
+            b = cw.memo["px4"] = np.ascontiguousarray(w4.reshape(o, -1).T)
+    return b
+
+
+def _patches_px4(x: np.ndarray, zpu: int, kernel, strides, dilations, pads, oh: int,
+                 ow: int) -> np.ndarray:
+    """numpy's :func:`~tcc_compiler.numerics.jit.im2col_px4` (the kernels switched off):
+    :func:`~tcc_compiler.numerics.gemm.patches_u8` of ``x`` with a fourth channel holding
+    ``zpu - 128`` (so ``zpu`` as ``x + 128``)."""
+    h, w, _ = x.shape
+    x4 = np.empty((h, w, 4), np.int8)
+    x4[:, :, :3] = x
+    x4[:, :, 3] = np.uint8(zpu).view(np.int8) ^ np.int8(-128)
+    return patches_u8(x4, zpu, kernel, strides, dilations, pads, oh, ow)
 
 
 class GemmRoutine:
@@ -123,9 +160,9 @@ def packed_session(b: np.ndarray, memo: dict | None):
     if memo is None:
         return packed_b(b)
     with _memo_lock:
-        hit = memo.get("packed_b")
+        hit = memo.get(("packed_b", id(b)))
         if hit is None or hit[0] is not b:
-            hit = memo["packed_b"] = (b, packed_b(b))
+            hit = memo[("packed_b", id(b))] = (b, packed_b(b))
     return hit[1]
 
 
