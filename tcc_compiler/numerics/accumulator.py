@@ -197,7 +197,9 @@ def packed(routine):
     when it is a :class:`GemmRoutine` of at most
     :data:`~tcc_compiler.numerics.int8_gemm.PACKED_MAX_ROWS` rows, else itself: for a tile
     run many times (the executor's). The tiles of one layer share one packed session
-    (:func:`packed_session`)."""
+    (:func:`packed_session`): one session per tile held one packed copy of the weights per
+    tile, and ResNet-50's 28- and 21-row stage-4 tiles streamed both (in-process A/B, loaded,
+    thread CPU per image 19.22 -> 17.77 ms)."""
     if type(routine) is GemmRoutine and routine.shape[0] * routine.shape[1] <= PACKED_MAX_ROWS:
         return PackedGemmRoutine(routine)
     return routine

@@ -131,12 +131,12 @@ def _probe(sess) -> bool:
 #: however few its multiply-accumulates (the per-call packing :func:`worth` weighs is not
 #: paid). For few rows, packing ``b`` on every call is most of the call. Measured on this
 #: AMD EPYC (one thread, us per call, loaded), packed vs per call: 1x1280x1000 15.7 vs 44.8,
-#: 49x320x1280 45.5 vs 58.0, 49x192x512 13.2 vs 17.3, 49x1152x64 11.9 vs 13.6. Inside a run
-#: (session 18, Zen 5, per image, the tiles' steps, loaded): ResNet-50 224's 98-row tiles
-#: 3177 -> 3013 us, 196-row 1939 -> 1824; 392 rows no change, 3136 rows 2600 -> 2787 (a
-#: session of its own writes its large output to memory of its own, not the process-wide
-#: session's recently used buffer).
-PACKED_MAX_ROWS = 256
+#: 49x320x1280 45.5 vs 58.0, 49x192x512 13.2 vs 17.3, 49x1152x64 11.9 vs 13.6. Not raised to
+#: 256 (session 18, Zen 5, in-process A/B, loaded): ResNet-50's 98- and 196-row tiles gained
+#: about 0.3 ms an image, but EfficientNet-Lite0's images were about 0.08 ms slower (thread
+#: CPU 4.65 vs 4.45-4.60 ms): a session of its own writes its output to memory of its own,
+#: not the process-wide session's recently used buffer (3136-row tiles: 2600 -> 2787 us).
+PACKED_MAX_ROWS = 64
 
 
 def packed_b(b: np.ndarray):
