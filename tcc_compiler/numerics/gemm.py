@@ -39,7 +39,7 @@ sum stays below 2**47 < 2**53 and one float64 GEMM is exact in any order. That a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -94,6 +94,9 @@ class ConvWeights:
             else None.
         imats: per group, int8 [KH*KW*C/group, O/group] (C-contiguous; the integer GEMM's
             right operand); empty for depthwise and for int16 weights.
+        memo: forms of these weights their users make once and keep as long as the weights
+            (:func:`~tcc_compiler.numerics.accumulator.packed`: the integer GEMM session
+            holding ``imats[0]`` packed, shared by every tile of the layer); not compared.
     """
 
     w: np.ndarray
@@ -102,6 +105,7 @@ class ConvWeights:
     wmax: int
     dw: np.ndarray | None
     imats: tuple[np.ndarray, ...] = ()
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     @cached_property
     def mats(self) -> tuple[np.ndarray, ...]:

@@ -125,11 +125,17 @@ def _probe(sess) -> bool:
     return True
 
 
-#: Most rows M of a GEMM given a session of its own that holds ``b`` packed once
-#: (:func:`packed_b`): for few rows, packing ``b`` on every call is most of the call.
-#: Measured on this AMD EPYC (one thread, us per call, loaded), packed vs per call:
-#: 1x1280x1000 15.7 vs 44.8, 49x320x1280 45.5 vs 58.0, 49x192x512 13.2 vs 17.3,
-#: 49x1152x64 11.9 vs 13.6; from 196 rows on within 5 %.
+#: Most rows M of a tile's GEMM whose weights ``b`` a session of their own holds packed once
+#: (:func:`packed_b`, shared by the layer's tiles:
+#: :func:`~tcc_compiler.numerics.accumulator.packed`); such a GEMM takes the integer kernel
+#: however few its multiply-accumulates (the per-call packing :func:`worth` weighs is not
+#: paid). For few rows, packing ``b`` on every call is most of the call. Measured on this
+#: AMD EPYC (one thread, us per call, loaded), packed vs per call: 1x1280x1000 15.7 vs 44.8,
+#: 49x320x1280 45.5 vs 58.0, 49x192x512 13.2 vs 17.3, 49x1152x64 11.9 vs 13.6. Not raised to
+#: 256 (session 18, Zen 5, in-process A/B, loaded): ResNet-50's 98- and 196-row tiles gained
+#: about 0.3 ms an image, but EfficientNet-Lite0's images were about 0.08 ms slower (thread
+#: CPU 4.65 vs 4.45-4.60 ms): a session of its own writes its output to memory of its own,
+#: not the process-wide session's recently used buffer (3136-row tiles: 2600 -> 2787 us).
 PACKED_MAX_ROWS = 64
 
 
@@ -177,8 +183,10 @@ def packed_b(b: np.ndarray):
         a[1, 1::2] = 0
         a[2, ::2] = 0
         a[3] = rng.integers(0, 256, k)
+        b64 = b.astype(np.int64)
+        ab, colsum = a.astype(np.int64) @ b64, b64.sum(axis=0)   # (a - za) b = ab - za colsum
         for za in (0, 255, 3):
-            want = (a.astype(np.int64) - za) @ b.astype(np.int64)
+            want = ab - za * colsum
             got = run(a, _ZP[za])
             if got.dtype != np.int32 or not np.array_equal(got, want):
                 log.info("packed int8 GEMM not exact for a %dx%d weight: per-call packing",

@@ -6,7 +6,8 @@ switch and the loader, and every entry point re-exported from the modules that h
 * :mod:`~tcc_compiler.numerics.jit_conv`: the conv accumulators: the depthwise sums alone or
   with the epilogue in one pass (:func:`depthwise`, :func:`depthwise_routine`,
   :func:`depthwise_epilogue_routine`, :data:`MAX_DW_TAPS`) and the int8 GEMM's patch matrix
-  (:func:`im2col_u8`);
+  (:func:`im2col_u8`; :func:`im2col_px4` for three channels, widened to four, over
+  :func:`px4_index`);
 * :mod:`~tcc_compiler.numerics.jit_tensor`: one-pass tensor routines of calibration,
   quantization and the executor's tables (:func:`hist_count`, :func:`count_zeros`,
   :func:`quantize_nhwc`, :func:`mean_error`, :func:`lut_int8`).
@@ -167,7 +168,7 @@ def kernels():
 # The entry points (imported last: they read this module's switch at call time).
 from tcc_compiler.numerics.jit_conv import (  # noqa: E402,F401
     MAX_DW_TAPS, depthwise, depthwise_epilogue_routine, depthwise_routine, dw_kernel,
-    im2col_u8)
+    im2col_px4, im2col_u8, px4_index)
 from tcc_compiler.numerics.jit_epilogue import (  # noqa: E402,F401
     epilogue, epilogue_into, epilogue_params, out_fits)
 from tcc_compiler.numerics.jit_tensor import (  # noqa: E402,F401

@@ -178,3 +178,36 @@ def im2col_u8(x: np.ndarray, zpu: int, kernel, strides, dilations, pads, oh: int
     k.im2col_u8(xu, np.uint8(zpu), int(strides[0]), int(strides[1]), int(dilations[0]),
                 int(dilations[1]), int(pads[0]), int(pads[1]), int(kh), int(kw), int(ow), out)
     return out
+
+
+
+def px4_index(h: int, w: int, kernel, strides, dilations, pads, oh: int,
+              ow: int) -> np.ndarray:
+    """The pixel each tap of each output reads, for :func:`im2col_px4`: intp [OH*OW*KH*KW]
+    (order OH, OW, KH, KW) of ``iy * W + ix`` for a tap inside the [H, W] input, ``H * W``
+    for one in the padding (``pads`` top, left, bottom, right; the tap of output (oy, ox),
+    kernel position (ky, kx) reads (oy sh + ky dh - top, ox sw + kx dw - left)). numpy, made
+    once per tile geometry."""
+    kh, kw = kernel
+    oy, ox, ky, kx = np.meshgrid(np.arange(oh), np.arange(ow), np.arange(kh), np.arange(kw),
+                                 indexing="ij")
+    iy = oy * strides[0] + ky * dilations[0] - pads[0]
+    ix = ox * strides[1] + kx * dilations[1] - pads[1]
+    inside = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+    return np.ascontiguousarray(np.where(inside, iy * w + ix, h * w).astype(np.intp).reshape(-1))
+
+
+def im2col_px4(x: np.ndarray, zpu: int, idx: np.ndarray, rows: int) -> np.ndarray | None:
+    """The integer GEMM's patch matrix uint8 [rows, KH*KW*4] of a three-channel int8 input
+    ``x`` [H, W, 3] (NHWC, any strides), each tap's three channels followed by a fourth byte
+    (``zpu``, the zero point + 128: it meets a zero weight, :func:`~tcc_compiler.numerics.
+    accumulator.accumulator`'s widened weights), K order KH, KW, C + 1: ``x + 128`` inside the
+    input, ``zpu`` in the padding; ``idx`` is :func:`px4_index` of the tile's geometry
+    (``rows`` = OH*OW). None when the kernels are unavailable or ``x`` is not int8 with three
+    channels."""
+    k = jit.kernels()
+    if k is None or x.dtype != np.int8 or x.ndim != 3 or x.shape[2] != 3 or not 0 <= zpu <= 255:
+        return None
+    out = np.empty((rows, idx.size // rows), np.uint32)
+    k.im2col_px4(np.ascontiguousarray(x.view(np.uint8)), np.uint8(zpu), idx, out)
+    return out.view(np.uint8)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -267,13 +268,13 @@ class LoadedProgram:
     def decode_outputs(self, out: bytes) -> dict[str, np.ndarray]:
         """Split the OUTPUT region into tensors, dequantize, apply host ops."""
         res: dict[str, np.ndarray] = {}
-        for o in self.manifest["outputs"]:
+        for o, scale, zero_point in self._output_params:
             dt = {"int32": "<i4", "int16": "<i2"}.get(o["dtype"], np.int8)
             h, w, c = o["npu_hwc"]
             arr = np.frombuffer(out, dtype=dt, count=h * w * c, offset=o["offset"]).reshape(
                 h, w, c)
             res["int:" + o["name"]] = arr
-            f = dequantize_tensor(arr, o["scale"], o["zero_point"])
+            f = dequantize_tensor(arr, scale, zero_point)
             shape = tuple(o["shape"])
             f = f.transpose(2, 0, 1)[None] if len(shape) == 4 else f
             res[o["name"]] = f.reshape(shape)
@@ -286,6 +287,14 @@ class LoadedProgram:
             else:
                 raise FormatError(f"{self.folder / MANIFEST_FILE}: unknown host op {op['op']}")
         return res
+
+    @cached_property
+    def _output_params(self) -> list[tuple[dict, np.ndarray, np.ndarray]]:
+        """Per manifest output: (its record, its scale and zero point as float64 arrays),
+        made once: a classifier's 1000 per-channel values converted from the manifest's lists
+        on every image cost about 25 us of EfficientNet-Lite0's ~4 ms."""
+        return [(o, np.asarray(o["scale"], np.float64), np.asarray(o["zero_point"], np.float64))
+                for o in self.manifest["outputs"]]
 
     def final_output(self, res: dict[str, np.ndarray]) -> np.ndarray:
         """The first graph output (the network's answer: logits or probabilities)."""

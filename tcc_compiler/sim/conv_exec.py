@@ -189,6 +189,24 @@ def plain_step(pl: ConvPlan, cp: ConvParams, cw: ConvWeights,
     return _gemm_step(acc_fn, x, epi, clamp, split)
 
 
+def plain_gemm_args(pl: ConvPlan, cp: ConvParams, acc_fn) -> tuple | None:
+    """The epilogue arguments :func:`plain_step` gives a GEMM tile on its plainest route:
+    ((params, zp_out, lo, hi, shortcut, zp_sc, output box) for
+    :func:`~tcc_compiler.numerics.jit.epilogue_into`, (clamp_lo, clamp_hi) for
+    :func:`~tcc_compiler.numerics.epilogue.channel_clamp`), or None when the tile takes
+    another route (:func:`plain_step`'s docstring) or its epilogue is computed in parts on
+    both threads (:data:`~tcc_compiler.sim.conv_bands.EPILOGUE_SPLIT_MIN`). For
+    :mod:`tcc_compiler.sim.row_groups`, which runs that epilogue on a shared GEMM's rows."""
+    if acc_fn is None or not _plain_route(pl, cp, acc_fn):
+        return None
+    out = pl.direct
+    if pl.oh >= 2 and pl.oh * pl.ow * out.shape[2] >= EPILOGUE_SPLIT_MIN:
+        return None
+    cfg = pl.cfg
+    return ((cp.jit, cfg.zp_out, cfg.act_lo, cfg.act_hi, pl.sc, cfg.zp_sc, out),
+            (cp.clamp_lo, cp.clamp_hi))
+
+
 def _int32_route(pl: ConvPlan, acc_fn) -> bool:
     """Whether a tile takes :func:`_int32_step`: out_mode int32 alone (no partial sums: the
     ISA allows no shortcut or LUT with it), int8 weights, an accumulator routine, its input

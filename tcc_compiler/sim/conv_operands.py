@@ -119,8 +119,9 @@ class ConvOperands:
             if cfg.in_bytes == 1 and not cfg.wide_weights and pl.x is not None:
                 acc_fn = packed(accumulator(pl.x.shape, cfg.zp_in, cw, pl.strides, t.pads,
                                             pl.dilations, pl.oh * pl.ow <= PACKED_MAX_ROWS))
-                # run many times: b packed once, so a GEMM of few rows takes the integer
-                # kernel whatever its size (EfficientNet-Lite0's last classifier tile)
+                # run many times: b packed once (from the second run on), so a GEMM of few
+                # rows takes the integer kernel whatever its size (EfficientNet-Lite0's last
+                # classifier tile)
                 if acc_fn is not None and cw.dw is not None and not cfg.has_shortcut:
                     fused = depthwise_epilogue(pl.x.shape, cfg.zp_in, cw, pl.strides,
                                                t.pads, pl.dilations, cp.jit, cfg.zp_out,

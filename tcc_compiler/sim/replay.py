@@ -29,6 +29,7 @@ from tcc_compiler.isa.commands import Command, ConvTile, DmaLoadZ, End, Register
 from tcc_compiler.numerics.accumulator import shared_input
 from tcc_compiler.sim.conv_exec import plain_step
 from tcc_compiler.sim.gemm_groups import shared_input_groups
+from tcc_compiler.sim.row_groups import row_group_step, row_groups
 
 
 @dataclass
@@ -45,6 +46,9 @@ class Replay:
         runs: replays started (the identity of the current one, :meth:`start`).
         groups: the tiles sharing one GEMM (:mod:`tcc_compiler.sim.gemm_groups`), command
             indices in run order.
+        rows: the tiles sharing one GEMM over their joined inputs
+            (:mod:`tcc_compiler.sim.row_groups`), command indices in run order; a group is one
+            step (at its first member's index).
         source: the per-command handlers it was made from (:meth:`made_from`).
     """
 
@@ -55,6 +59,7 @@ class Replay:
     macs: int
     runs: int = 0
     groups: list[list[int]] = field(default_factory=list)
+    rows: list[list[int]] = field(default_factory=list)
     source: list = field(default_factory=list)
 
     def start(self) -> Registers:
@@ -96,17 +101,54 @@ def make_replay(cmds: Sequence[Command], steps: Sequence, ready: dict, skip: fro
             shared_input_groups`.
     """
     regs = Registers()
+    order = _order(cmds, steps, skip)
+    rp = Replay([], regs, Counter(stats.commands), Counter(stats.bytes_per_queue), stats.macs,
+                source=list(steps))
+    handled = lambda i: steps[i] is not None   # noqa: E731
+    rp.groups = shared_input_groups(order, ready, writes, handled)
+    plain, shared = _shared_steps(rp, ready)
+    rp.rows = row_groups(order, ready, handled, {i for g in rp.groups for i in g})
+    own = {}
+    for i in order:
+        cmd, handler = cmds[i], steps[i]
+        if handler is None:
+            own[i] = _bind(regs.update, cmd)
+        elif isinstance(cmd, ConvTile) and plain.get(i) is not None:
+            own[i] = _plain_or(plain[i], conv_tile, i, cmd, scratch)
+        elif i in shared:   # the general route, its accumulator the shared GEMM's part
+            own[i] = _bind4(conv_tile, i, cmd, scratch, shared[i])
+        else:
+            own[i] = _bind3(handler, i, cmd, scratch)
+    first = {g[0]: g for g in rp.rows}
+    later = {i for g in rp.rows for i in g[1:]}
+    for i in order:
+        if i in first:      # the group's joined GEMM and every member's epilogue
+            g = first[i]
+            rp.steps.append((i, _group_or(row_group_step([ready[k] for k in g]),
+                                          [own[k] for k in g])))
+        elif i not in later:
+            rp.steps.append((i, own[i]))
+    return rp
+
+
+def _order(cmds: Sequence[Command], steps: Sequence, skip: frozenset) -> list[int]:
+    """The command indices a repeat in-order run executes: up to the first END, the skipped
+    DMA_LOAD_Z commands left out."""
     order: list[int] = []
     for i, cmd in enumerate(cmds):
         if steps[i] is None and isinstance(cmd, End):
             break
         if not (isinstance(cmd, DmaLoadZ) and i in skip):
             order.append(i)
-    rp = Replay([], regs, Counter(stats.commands), Counter(stats.bytes_per_queue), stats.macs,
-                source=list(steps))
+    return order
+
+
+def _shared_steps(rp: Replay, ready: dict) -> tuple[dict, dict]:
+    """(command index -> plain step, command index -> shared accumulator part of a tile with
+    no plain step): the tiles' kept plain steps, those of :attr:`Replay.groups`' members
+    remade over their part of the shared GEMM."""
     plain = {i: r[4] for i, r in ready.items() if r[4] is not None}
-    shared = {}   # command index -> its part of a shared GEMM (a tile with no plain step)
-    rp.groups = shared_input_groups(order, ready, writes, lambda i: steps[i] is not None)
+    shared = {}
     for group in rp.groups:
         fns = shared_input([ready[i][3] for i in group], rp.run_id)
         for i, fn in zip(group, fns):
@@ -115,17 +157,7 @@ def make_replay(cmds: Sequence[Command], steps: Sequence, ready: dict, skip: fro
                 plain[i] = plain_step(pl, cp, cw, fn)
             else:
                 shared[i] = fn
-    for i in order:
-        cmd, handler = cmds[i], steps[i]
-        if handler is None:
-            rp.steps.append((i, _bind(regs.update, cmd)))
-        elif isinstance(cmd, ConvTile) and plain.get(i) is not None:
-            rp.steps.append((i, _plain_or(plain[i], conv_tile, i, cmd, scratch)))
-        elif i in shared:   # the general route, its accumulator the shared GEMM's part
-            rp.steps.append((i, _bind4(conv_tile, i, cmd, scratch, shared[i])))
-        else:
-            rp.steps.append((i, _bind3(handler, i, cmd, scratch)))
-    return rp
+    return plain, shared
 
 
 def _bind(fn, a):
@@ -143,6 +175,16 @@ def _bind3(fn, a, b, c):
 def _bind4(fn, a, b, c, d):
     def step():
         return fn(a, b, c, d)
+    return step
+
+
+def _group_or(group: Callable[[], bool], own: list[Callable[[], object]]):
+    """A row group's step (:func:`~tcc_compiler.sim.row_groups.row_group_step`), or, when
+    it declines (writes nothing then), each member's own step in order."""
+    def step():
+        if not group():
+            for f in own:
+                f()
     return step
 
 

@@ -64,3 +64,39 @@ def test_declines_other_routes():
         assert accumulator((9, 9, 8), 0, dw, (1, 1), (2, 2, 2, 2), (1, 1)) is None
     finally:
         jit.set_enabled(old)
+
+
+@needs_kernels
+def test_three_channel_input_takes_four_byte_words_with_the_same_sums():
+    """A three-channel input (an image's stem) takes the widened route (each tap's pixel one
+    four-byte word, its weights given a zero fourth channel, jit.im2col_px4): the sums of
+    conv_accumulate_f on random geometries (kernels 1-7, strides 1-3, dilations, pads beyond
+    the window, strided boxes, extreme weights and zero points); with the kernels switched off
+    the numpy patch matrix is the same bytes."""
+    rng = np.random.default_rng(11)
+    taken = 0
+    for t in range(60):
+        kh, kw = (int(v) for v in rng.integers(1, 8, 2))
+        strides = tuple(int(v) for v in rng.integers(1, 4, 2))
+        dil = tuple(int(v) for v in rng.integers(1, 3, 2))
+        h = int(rng.integers((kh - 1) * dil[0] + 1, 24))
+        w = int(rng.integers((kw - 1) * dil[1] + 1, 24))
+        pads = tuple(int(v) for v in rng.integers(0, 4, 4))
+        wt = rng.integers(-128, 128, (int(rng.integers(1, 70)), kh, kw, 3), dtype=np.int8)
+        if t % 6 == 0:
+            wt[:] = -128
+        zp = (-128, 127, int(rng.integers(-128, 128)))[t % 3]
+        cw = G.prepare_conv_weights(wt)
+        fn = accumulator((h, w, 3), zp, cw, strides, pads, dil, any_size=True)
+        assert fn is not None and fn.b.shape[0] == kh * kw * 4
+        x = _x(rng, (h, w, 3), t % 2 == 1)
+        np.testing.assert_array_equal(fn(x), G.conv_accumulate_f(x, zp, cw, strides, pads,
+                                                                 dil))
+        cols = fn.cols(x)
+        old = jit.set_enabled(False)
+        try:
+            np.testing.assert_array_equal(fn.cols(x), cols)
+        finally:
+            jit.set_enabled(old)
+        taken += 1
+    assert taken == 60

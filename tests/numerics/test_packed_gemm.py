@@ -50,3 +50,32 @@ def test_a_packed_routine_gives_the_routine_bytes_on_every_call(monkeypatch):
     assert np.array_equal(p(xs[0]), r(xs[0]))
     big = A.accumulator((28, 28, 40), -5, cw, (1, 1), (1, 1, 1, 1), (1, 1))
     assert A.packed(big) is big and A.packed(None) is None   # many rows: as it was
+
+
+@pytest.mark.skipif(not jit.available(), reason="numba kernels not installed")
+def test_the_tiles_of_one_layer_share_one_packed_session_made_on_the_second_call(monkeypatch):
+    """Two tiles over the same prepared weights (a layer cut into row bands, ResNet-50's 28- and
+    21-row tiles) pack them once, on their second call; the first call builds nothing (a program run
+    on one image pays no session); every call gives the unpacked routine's bytes."""
+    made: list = []
+    real = A.packed_b
+
+    def counting(b):
+        made.append(b)
+        return real(b)
+
+    monkeypatch.setattr(A, "packed_b", counting)
+    rng = np.random.default_rng(5)
+    cw = G.prepare_conv_weights(rng.integers(-128, 128, (64, 1, 1, 96), dtype=np.int8), 1)
+    r1 = A.accumulator((4, 7, 96), 3, cw, (1, 1), (0, 0, 0, 0), (1, 1), True)
+    r2 = A.accumulator((3, 7, 96), 3, cw, (1, 1), (0, 0, 0, 0), (1, 1), True)
+    p1, p2 = A.packed(r1), A.packed(r2)
+    assert isinstance(p1, A.PackedGemmRoutine) and isinstance(p2, A.PackedGemmRoutine)
+    x1 = rng.integers(-128, 128, (4, 7, 96), dtype=np.int8)
+    x2 = rng.integers(-128, 128, (3, 7, 96), dtype=np.int8)
+    assert np.array_equal(p1(x1), r1(x1)) and np.array_equal(p2(x2), r2(x2))
+    assert made == []                                   # first calls: no session built
+    for _ in range(3):
+        assert np.array_equal(p1(x1), r1(x1)) and np.array_equal(p2(x2), r2(x2))
+    assert len(made) == 1 and made[0] is cw.imats[0]    # one session for both tiles
+    assert p1.run is p2.run and p1.run

@@ -103,26 +103,29 @@ def test_wrong_executor_epilogue_is_caught(checked, monkeypatch):
 
 @pytest.mark.skipif(not jit.available(), reason="needs the compiled kernels (numba)")
 def test_wrong_executor_patch_matrix_is_caught(checked, monkeypatch):
-    """The executor's patch matrix of a windowed GEMM conv (``jit.im2col_u8``, the 3x3 conv
-    here) with one bit of its first column flipped: the golden model builds its own
-    (``golden_conv.own_patches``), so ``run --check`` catches it. Before, both sides took the
-    same wrong matrix and agreed."""
+    """The executor's patch matrix of a windowed GEMM conv (``jit.im2col_u8``, or
+    ``jit.im2col_px4`` for a three-channel input such as the 3x3 conv here) with one bit of
+    its first column flipped: the golden model builds its own (``golden_conv.own_patches``),
+    so ``run --check`` catches it. Before, both sides took the same wrong matrix and
+    agreed."""
     from tcc_compiler.numerics import int8_gemm
 
     if int8_gemm.int8_session() is None:
         pytest.skip("no exact int8 GEMM here: the conv takes the float32 route")
     prog, chk, xs = checked
-    real = jit.im2col_u8
     calls = []
 
-    def wrong(*a, **kw):
-        m = real(*a, **kw)
-        if m is not None:
-            calls.append(1)
-            m[:, 0] ^= 16
-        return m
+    def wrong_of(real):
+        def wrong(*a, **kw):
+            m = real(*a, **kw)
+            if m is not None:
+                calls.append(1)
+                m[:, 0] ^= 16
+            return m
+        return wrong
 
-    monkeypatch.setattr(jit, "im2col_u8", wrong)
+    for name in ("im2col_u8", "im2col_px4"):
+        monkeypatch.setattr(jit, name, wrong_of(getattr(jit, name)))
     fresh = load_program(prog.folder)   # an executor whose tiles take the wrong one
     assert chk.run_checked(xs[0], fresh.run)[1]["bit_exact"] is False
     assert calls   # the executor ran it
