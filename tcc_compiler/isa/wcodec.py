@@ -434,7 +434,7 @@ def _encode_blob(raw: bytes, out_channels: int, block_channels: int,
         parts.append(packed)
         pos += len(packed)
     index = struct.pack(f"<{len(blocks)}I", *(b.stored_bytes for b in blocks))
-    return index + b"".join(parts), blocks
+    return b"".join([index, *parts]), blocks   # one copy of the blob's bytes
 
 
 def parse_blob(blob: bytes, raw_bytes: int, out_channels: int, block_channels: int,

@@ -167,8 +167,9 @@ def merge_blocks(weights: bytes, params: bytes, out_channels: int,
     blob splits into blocks by channel like any other (specs/weights.md, "Merged layers")."""
     per = len(weights) // out_channels
     rec = spec.PARAM_RECORD_BYTES
-    return b"".join(weights[c0 * per:c1 * per] + params[c0 * rec:c1 * rec]
-                    for c0, c1 in channel_blocks(out_channels, block_channels))
+    w, p = memoryview(weights), memoryview(params)   # slices without copies: one join copies
+    return b"".join([part for c0, c1 in channel_blocks(out_channels, block_channels)
+                     for part in (w[c0 * per:c1 * per], p[c0 * rec:c1 * rec])])
 
 
 def prefetch_merged(compressor: BlockCompressor, weights: bytes, params: bytes,

@@ -16,6 +16,7 @@ resident tensors live during the op and the op before it. Chains worth cascading
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
@@ -477,7 +478,7 @@ class _Planner:
         if self.zone_bytes <= 0:
             return set()
         al = self.t.sram_align_bytes
-        cand = sorted(groups, key=lambda vb: (-sum(np.prod(hwc(v)) * elem_bytes(v) * (
+        cand = sorted(groups, key=lambda vb: (-sum(math.prod(hwc(v)) * elem_bytes(v) * (
             1 + len(readers(v))) for v in vb[0]), vb[1].first))
         chosen: list[tuple[list[Value], Buffer]] = []
         trial: tuple = ()   # the chosen buffers as (key, size, first, last), for arena_bytes
