@@ -191,7 +191,8 @@ def prefetch_merged(compressor: BlockCompressor, weights: bytes, params: bytes,
     raw = compressor.merged_raw.get(key)
     if raw is None:   # kept for the layer's add_layer (no second merge)
         raw = compressor.merged_raw[key] = merge_blocks(weights, params, o, block_channels)
-    return compressor.prefetch(*blob_chunks(raw, o, block_channels, len(weights) // o))
+    return compressor.prefetch(*blob_chunks(raw, o, block_channels, len(weights) // o,
+                                            compressor))
 
 
 def split_merged(raw: bytes, weights_raw_bytes: int, out_channels: int,

@@ -173,6 +173,29 @@ def test_layout_is_the_same_whatever_was_compressed_ahead(monkeypatch, ahead):
     assert wlayout.prefetch_merged(comp, w, p, 5) == 0   # the layer's blob is made
 
 
+def test_a_prefetched_blobs_blocks_are_sliced_once_and_handed_to_its_encode(monkeypatch):
+    """The blocks of a prefetched merged blob are kept (BlockCompressor.parts): a second
+    prefetch and the layer's encode take the same bytes objects (no slicing, no hashing of
+    their bytes again), the encode consumes the entry, and the layout is unchanged."""
+    w, p = _layer(7)
+    fresh = WeightFileBuilder(BlockCompressor())
+    fresh.add_layer("conv", 0, w, p, block_channels=5, merged=True)
+    comp = BlockCompressor()
+    assert wlayout.prefetch_merged(comp, w, p, 5) == len(channel_blocks(12, 5))
+    (kept,) = comp.parts.values()
+    sliced = []
+    real = wcodec._blob_parts
+    monkeypatch.setattr(wcodec, "_blob_parts", lambda *a: sliced.append(a) or real(*a))
+    assert wlayout.prefetch_merged(comp, w, p, 5) == 0   # all started: nothing queued again
+    chunks = wcodec.blob_chunks(comp.merged_raw[(w, p, 12, 5)], 12, 5, len(w) // 12, comp)
+    assert all(a is b for a, b in zip(chunks[0], kept[1]))
+    b = WeightFileBuilder(comp)
+    b.add_layer("conv", 0, w, p, block_channels=5, merged=True)
+    comp.close()
+    assert not sliced and not comp.parts
+    assert b.build("t") == fresh.build("t")
+
+
 @pytest.fixture(scope="module")
 def net():
     g, _ = quantized_prefetch_net(512, (256, 512))
