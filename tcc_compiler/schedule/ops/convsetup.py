@@ -38,7 +38,8 @@ def conv_consts(n: Node, memo: dict | None = None) -> tuple:
         q = conv_quant(n)
         wq = weights_ohwi(n) if n.op is Op.CONV else np.ascontiguousarray(
             n.inputs[1].const.transpose(0, 2, 3, 1))
-        got = (q, wq.astype(wq.dtype.newbyteorder("<")).tobytes(),
+        # (little-endian bytes: no copy before tobytes's own for int8 or a little-endian host)
+        got = (q, wq.astype(wq.dtype.newbyteorder("<"), copy=False).tobytes(),
                pack_conv_params(q.bias, q.mult, q.shift, q.sc_mult, q.clamp_lo, q.clamp_hi))
         if memo is not None:
             memo[("consts", id(n))] = got
