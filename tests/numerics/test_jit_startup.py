@@ -4,6 +4,7 @@ numba code compiled later in the process still finds BLAS as it would have."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -66,3 +67,26 @@ def test_nothing_is_refused_once_scipy_linalg_is_imported():
     with without_scipy_linalg():
         assert sys.meta_path == before
         import scipy.linalg as again   # noqa: F401
+
+
+def test_a_scipy_whose_linalg_fails_to_import_leaves_numba_convolve_working(tmp_path):
+    """A SciPy installed but its linear algebra broken (e.g. its OpenBLAS missing): numba
+    alone says no BLAS and compiles np.convolve as a loop; after the warm-up it must too
+    (guessing the flag from scipy.linalg being findable made np.convolve raise ImportError)."""
+    pytest.importorskip("numba")
+    pkg = tmp_path / "scipy"
+    (pkg / "linalg").mkdir(parents=True)
+    (pkg / "__init__.py").write_text('__version__ = "1.11.0"\n')
+    (pkg / "linalg" / "__init__.py").write_text(
+        'raise ImportError("libopenblas.so: cannot open shared object file")\n')
+    code = ("import numpy as np, numba\n"
+            "from tcc_compiler.numerics import jit\n"
+            "assert jit.warm()\n"
+            "conv = numba.njit(lambda a, b: np.convolve(a, b))\n"
+            "x = np.linspace(0.0, 1.0, 20)\n"
+            "print(bool(np.allclose(conv(x, x[:3]), np.convolve(x, x[:3]))))\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path)] + [p for p in sys.path if p])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True"]
