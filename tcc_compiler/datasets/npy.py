@@ -40,6 +40,19 @@ def _check_npy_header_length(path: Path) -> None:
                              f"the file holds {size}")
 
 
+def _head(path: Path, n: int) -> bytes:
+    """The first ``n`` bytes of ``path`` (a ``.npy`` file's header, its data at ``n``).
+
+    Raises:
+        InputError: naming ``path``: it cannot be read.
+    """
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read .npy array: {exc.strerror or exc}") from None
+
+
 #: ONNX input layouts a ``.npy`` file may be given in (the model's, manifest ``onnx_layout``).
 NPY_LAYOUTS = ("NCHW", "NHWC")
 
@@ -125,7 +138,9 @@ class NpyArrays:
 
     The header, dtype and shape are checked on construction (:func:`open_npy`). Array ``j``
     of a C-order file (what ``numpy.save`` writes) is then read on its own, its bytes at
-    ``header + j * C*H*W*4``, the file opened for that read only: neither a file descriptor
+    ``header + j * C*H*W*4``, the file opened for that read only (its header read again and
+    compared with the one checked: a file replaced by another while the run streams it is
+    refused, not read at the old offsets): neither a file descriptor
     nor a mapping is held between reads (a folder of many ``.npy`` files holds none; a read
     map would keep every page read resident to the end of the file: a 184 MiB file of 320
     Lite0 inputs kept the run's peak RSS 184 MiB up). A Fortran-order file is mapped anew
@@ -143,6 +158,7 @@ class NpyArrays:
         self._nhwc = nchw is not stored   # stored NHWC: transposed to NCHW on reading
         self._offset = int(stored.offset) if stored.flags.c_contiguous else None
         self._nbytes = 4 * int(np.prod(self._item_shape))
+        self._header = _head(path, self._offset) if self._offset is not None else b""
 
     def __len__(self) -> int:
         return self.count
@@ -162,11 +178,15 @@ class NpyArrays:
             buf = bytearray(self._nbytes)
             try:
                 with open(self.path, "rb") as f:
+                    head = f.read(self._offset)
                     f.seek(self._offset + j * self._nbytes)
                     got = f.readinto(buf)
             except OSError as exc:
                 raise InputError(f"{self.path}: cannot read .npy array {j}: "
                                  f"{exc.strerror or exc}") from None
+            if head != self._header:
+                raise InputError(f"{self.path}: changed while being read (its header is no "
+                                 f"longer the one checked, at array {j} of {self.count})")
             if got != self._nbytes:
                 raise InputError(f"{self.path}: changed while being read (array {j} of "
                                  f"{self.count} ends past the end of the file)")

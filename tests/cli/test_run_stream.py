@@ -205,3 +205,20 @@ def test_streamed_npy_arrays_equal_the_eager_load(tmp_path, layout, stored, fort
         a = lazy[j]
         assert a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable
         np.testing.assert_array_equal(a, eager[j])
+
+
+def test_a_streamed_npy_file_replaced_mid_run_is_refused(tmp_path):
+    """A ``.npy`` file replaced by another (a new shape: a new header) after its header was
+    checked is refused when the next array is read, not read at the old file's offsets
+    (which gave the new file's bytes as input 1, silently)."""
+    from tcc_compiler.datasets.npy import NpyArrays
+    from tcc_compiler.errors import InputError
+
+    path = tmp_path / "x.npy"
+    xs = np.random.default_rng(3).random((4, 1, 8, 8), dtype=np.float32)
+    np.save(path, xs)
+    arrays = NpyArrays(path, (1, 1, 8, 8))
+    np.testing.assert_array_equal(arrays.array(0, "x[0]"), xs[:1])
+    np.save(path, np.random.default_rng(4).random((40, 3, 8, 8), dtype=np.float32))
+    with pytest.raises(InputError, match=r"x\.npy: changed while being read"):
+        arrays.array(1, "x[1]")
