@@ -236,6 +236,18 @@ def epilogue_params(m, s, rnd, zp_y, lo, hi, ep):
     return True
 
 
+def epilogue_table(m: np.ndarray, s: np.ndarray, rnd: np.ndarray, zp_y: int, lo: int, hi: int,
+                   cp: int) -> np.ndarray:
+    """The fused kernel's ``ep`` operand (made once per layer): int32 [9, CP] of
+    :func:`epilogue_params` (m int32 [C], s/rnd int64 [C], C <= CP; zeros past C), or int32
+    [0, CP] when a channel has no int32 form (the kernel then keeps the int64 formula)."""
+    ep = np.zeros((9, cp), np.int32)
+    if not epilogue_params(np.asarray(m), np.asarray(s), np.asarray(rnd), int(zp_y), int(lo),
+                           int(hi), ep):
+        return np.zeros((0, cp), np.int32)
+    return ep
+
+
 def _make(kh_: int, kw_: int, sw_: int, dw_: int) -> tuple:
     """The (plain, fused) kernels of one window and column step; see :func:`kernels`."""
     KH, KW, SW, DW = kh_, kw_, sw_, dw_   # closure constants: the steps unroll
@@ -269,19 +281,17 @@ def _make(kh_: int, kw_: int, sw_: int, dw_: int) -> tuple:
                     o[ch] = a[ch]
 
     @numba.njit(cache=True, nogil=True)
-    def fused(x, zp, t16, start, sh, dh, top, left, m, s, rnd, zp_y, lo, hi, out):
+    def fused(x, zp, t16, start, sh, dh, top, left, m, s, rnd, zp_y, lo, hi, ep, out):
         oh, ow, c = out.shape
         cp = t16.shape[2]
         pw = (ow - 1) * SW + (KW - 1) * DW + 1
         xs = padded_input(x, zp, top, left, (oh - 1) * sh + (KH - 1) * dh + 1, pw, cp)
         acc = np.empty((ow, cp), np.int32)   # one output row's sums (the int64 channels)
         rstep = dh * pw * cp
-        ep = np.empty((9, cp), np.int32)
         isz = out.itemsize
         st0, st1, st2 = out.strides
         cy = 0   # channels below cy: the int32 epilogue in registers, straight into out
-        if (st2 == isz and st0 % isz == 0 and st1 % isz == 0
-                and epilogue_params(m, s, rnd, zp_y, lo, hi, ep)):
+        if ep.shape[0] == 9 and st2 == isz and st0 % isz == 0 and st1 % isz == 0:
             cy = c // L * L
         for oy in range(oh):
             rb = oy * sh * pw * cp
@@ -324,10 +334,13 @@ def kernels(kh: int, kw: int, sw: int, dw: int) -> tuple:
       strides, overwritten) = sum over the taps of (x - zp) w; x int8 [H, W, C] (NHWC, any
       strides), zp in -128..127, start = :func:`sums_start` ``(t16, zp)``; sh/dh the row
       stride and dilation, top/left the pads.
-    * ``fused(x, zp, t16, start, sh, dh, top, left, m, s, rnd, zp_y, lo, hi, out)``:
+    * ``fused(x, zp, t16, start, sh, dh, top, left, m, s, rnd, zp_y, lo, hi, ep, out)``:
       start = ``sums_start(t16, zp, bias)`` gives ``wrap32(sums + bias)``, then
       ``jit_kernels.epilogue``'s int64 formula into out int8/int16 [OH, OW, C] (any strides;
-      may overlap ``x``, copied whole first); m int32 [C], s/rnd int64 [C].
+      may overlap ``x``, copied whole first); m int32 [C], s/rnd int64 [C]; ep =
+      :func:`epilogue_table` ``(m, s, rnd, zp_y, lo, hi, CP)``: with its 9 rows, the whole
+      LANES-channel vectors of an output with contiguous channels get the same bytes in
+      registers (:func:`_block_y`), the rest by the int64 formula.
     """
     key = (int(kh), int(kw), int(sw), int(dw))
     with _lock:

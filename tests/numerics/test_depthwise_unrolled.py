@@ -151,7 +151,8 @@ def test_blocked_kernels_fuzz_equal_the_definition(seed):
     params = jit.epilogue_params(bias, mult, shift, None)
     out = np.empty((oh, ow, c), np.int8)
     fused(x, np.int32(zp), t16, jit_dw.sums_start(t16, zp, bias), s[0], d[0], pads[0], pads[1],
-          *params[1:4], 3, -100, 120, out)
+          *params[1:4], 3, -100, 120,
+          jit_dw.epilogue_table(*params[1:4], 3, -100, 120, t16.shape[2]), out)
     np.testing.assert_array_equal(out, conv_epilogue_int64(want, bias, mult, shift, 3, -100,
                                                            120, out_dtype=np.int8))
 
@@ -242,5 +243,7 @@ def test_fused_int32_epilogue_exact_at_the_limits(out_dtype, lo, hi, zp_y):
         out = np.full((3, 4, k * step), 99, out_dtype)[:, :, ::step]   # channels: int64
         fused(x[:, :, :k], np.int32(0), t16[:, :, :-(-k // 16) * 16],
               jit_dw.sums_start(t16[:, :, :-(-k // 16) * 16], 0, bias[sel]), 1, 1, 0, 0,
-              m[sel].astype(np.int32), s[sel], rnd[sel], zp_y, lo, hi, out)
+              m[sel].astype(np.int32), s[sel], rnd[sel], zp_y, lo, hi,
+              jit_dw.epilogue_table(m[sel].astype(np.int32), s[sel], rnd[sel], zp_y, lo, hi,
+                                    -(-k // 16) * 16), out)
         np.testing.assert_array_equal(out, np.broadcast_to(want64[sel], out.shape))
