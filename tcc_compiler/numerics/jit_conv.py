@@ -142,9 +142,10 @@ def depthwise_epilogue_routine(zp: int, taps: np.ndarray, strides, pads, dilatio
         fused_k = k.dw_kernels(kh, kw, sw, dw)[1]
         t16 = k.dw_padded_taps(np.asarray(taps))
         start = k.dw_sums_start(t16, zp, b)
+        ep = k.dw_epilogue_table(m, s, rnd, zy, lo, hi, t16.shape[2])
 
         def fused_unrolled(x: np.ndarray, out: np.ndarray) -> None:
-            fused_k(_c(x), z, t16, start, sh, dh, top, left, m, s, rnd, zy, lo, hi, out)
+            fused_k(_c(x), z, t16, start, sh, dh, top, left, m, s, rnd, zy, lo, hi, ep, out)
         return fused_unrolled
     if kind == "rows":   # the row kernel, as depthwise_routine
         tt = _tiled(taps, ow)

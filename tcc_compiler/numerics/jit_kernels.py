@@ -10,6 +10,7 @@ import numpy as np
 from tcc_compiler.numerics.jit_dw import kernels as dw_kernels  # noqa: F401 (re-exported)
 from tcc_compiler.numerics.jit_dw import padded_taps as dw_padded_taps  # noqa: F401 (re-exported)
 from tcc_compiler.numerics.jit_dw import sums_start as dw_sums_start  # noqa: F401 (re-exported)
+from tcc_compiler.numerics.jit_dw import epilogue_table as dw_epilogue_table  # noqa: F401,E501
 from tcc_compiler.numerics.jit_dw import lut_gather  # noqa: F401 (re-exported)
 
 _WRAP, _MASK32 = 2 ** 31, 2 ** 32 - 1

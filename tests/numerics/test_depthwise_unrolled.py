@@ -151,7 +151,8 @@ def test_blocked_kernels_fuzz_equal_the_definition(seed):
     params = jit.epilogue_params(bias, mult, shift, None)
     out = np.empty((oh, ow, c), np.int8)
     fused(x, np.int32(zp), t16, jit_dw.sums_start(t16, zp, bias), s[0], d[0], pads[0], pads[1],
-          *params[1:4], 3, -100, 120, out)
+          *params[1:4], 3, -100, 120,
+          jit_dw.epilogue_table(*params[1:4], 3, -100, 120, t16.shape[2]), out)
     np.testing.assert_array_equal(out, conv_epilogue_int64(want, bias, mult, shift, 3, -100,
                                                            120, out_dtype=np.int8))
 
@@ -188,3 +189,61 @@ def test_unrolled_fused_output_may_be_the_input_itself():
 def test_kernel_choice_as_measured(monkeypatch, shape, kind):
     monkeypatch.undo()
     assert jit.dw_kernel(*shape) == kind
+
+
+def _epilogue_cases():
+    """(m, s, acc) per channel: multipliers and shifts at their limits (M 0, 1, 2**30,
+    2**31 - 1; S 1, 2, 31, 32, 33, 62, 63) against sums at the int32 extremes, around 0 and
+    at the saturation points of each channel's output."""
+    rng = np.random.default_rng(7)
+    ms, ss, accs = [], [], []
+    for m in (0, 1, 3, 1 << 30, (1 << 30) + 12345, 2 ** 31 - 1,
+              int(rng.integers(1 << 28, 1 << 31))):
+        for s in (1, 2, 20, 30, 31, 32, 33, 40, 62, 63):
+            edge = [-2 ** 31, -2 ** 31 + 1, -1, 0, 1, 2 ** 31 - 2, 2 ** 31 - 1]
+            if m:   # the sums whose outputs cross -128..127 and -32768..32767 (+- zp_y)
+                for y in (-32900, -32768, -200, -129, -128, 0, 127, 128, 200, 32767, 32900):
+                    a0 = (y * 2 ** s) // m
+                    edge += [a0 - 1, a0, a0 + 1]
+            edge += [int(v) for v in rng.integers(-2 ** 31, 2 ** 31, 9)]
+            for a in edge:
+                ms.append(m)
+                ss.append(s)
+                accs.append(min(max(a, -2 ** 31), 2 ** 31 - 1))
+    return np.array(ms, np.int64), np.array(ss, np.int64), np.array(accs, np.int64)
+
+
+@pytest.mark.parametrize("out_dtype, lo, hi, zp_y", [(np.int8, -128, 127, 0),
+                                                     (np.int8, -128, 127, -128),
+                                                     (np.int8, -20, 90, 127),
+                                                     (np.int16, -32768, 32767, 5),
+                                                     (np.int16, -32768, 32767, -32768)])
+def test_fused_int32_epilogue_exact_at_the_limits(out_dtype, lo, hi, zp_y):
+    """jit_dw's epilogue in registers (``epilogue_params``: int32 lanes, a 32x32 -> high-32
+    multiply) gives the int64 definition's bytes for every sum, multiplier and shift at their
+    limits (a 1x1 window of zero taps: the sums are the biases, any int32)."""
+    from tcc_compiler.numerics import jit_dw
+    m, s, acc = _epilogue_cases()
+    c = m.size
+    rnd = np.int64(1) << (s - 1)
+    fast = np.array([jit_dw.epilogue_params(m[k:k + 1], s[k:k + 1], rnd[k:k + 1], zp_y, lo, hi,
+                                            np.empty((9, 16), np.int32)) for k in range(c)])
+    # the int32 form covers every S > 32, M = 0 and normalised multipliers down to S = 20,
+    # not S = 1 (a shift by 32) nor small multipliers with small shifts (their saturation
+    # points shifted by 33 - S leave int32)
+    normal = (s > 32) | ((s > 1) & (m == 0)) | ((s >= 20) & (m >= 1 << 30))
+    assert fast[normal].all() and not fast[s == 1].any() and not fast[(m == 1) & (s == 20)].any()
+    want64 = np.clip(((acc * m + rnd) >> s) + zp_y, lo, hi).astype(out_dtype)
+    bias = acc.astype(np.int32)
+    x = np.zeros((3, 4, c), np.int8)
+    t16 = jit_dw.padded_taps(np.zeros((1, 1, c), np.int8))
+    fused = jit_dw.kernels(1, 1, 1, 1)[1]
+    for sel, step in ((fast, 1), (~fast, 1), (fast, 2)):   # all int32 (registers), with
+        k = int(sel.sum())                                   # int64 channels, or strided
+        out = np.full((3, 4, k * step), 99, out_dtype)[:, :, ::step]   # channels: int64
+        fused(x[:, :, :k], np.int32(0), t16[:, :, :-(-k // 16) * 16],
+              jit_dw.sums_start(t16[:, :, :-(-k // 16) * 16], 0, bias[sel]), 1, 1, 0, 0,
+              m[sel].astype(np.int32), s[sel], rnd[sel], zp_y, lo, hi,
+              jit_dw.epilogue_table(m[sel].astype(np.int32), s[sel], rnd[sel], zp_y, lo, hi,
+                                    -(-k // 16) * 16), out)
+        np.testing.assert_array_equal(out, np.broadcast_to(want64[sel], out.shape))
