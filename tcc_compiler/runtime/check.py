@@ -371,20 +371,10 @@ class Checker:
         :meth:`run_checked` does), so the three run side by side on a multi-core machine.
         Each computes exactly what it computes alone (its own arrays, no shared state), so
         the result is the serial one. ``golden`` False: the float model only (``tccc eval``;
-        such a Pending cannot be handed to :meth:`check`).
-
-        The float model is handed to the workers first: ONNX Runtime holds the GIL only to
-        enter and leave its run, so it starts at once, while the golden model (Python steps
-        between its numba kernels) and the executor (Python dispatch) share the GIL; the
-        worker submitted second waited 2-4 ms for the GIL before its first step (Lite0 224,
-        timeline of one image, loaded). Measured on this 2-CPU machine (loaded; medians over
-        the rounds where both CPUs were ours, 105 of 150, the orders alternating in one
-        process), Lite0 ``run_checked``: 10.01 ms an image golden first, 9.72 float first;
-        process CPU 14.9 ms either way."""
+        such a Pending cannot be handed to :meth:`check`)."""
         pool = self._workers()
-        floats = pool.submit(self.float_outputs, x)
         gold = None if self.segmented or not golden else pool.submit(self._golden_outputs, x)
-        return Pending(x, gold, floats)
+        return Pending(x, gold, pool.submit(self.float_outputs, x))
 
     def run_checked(self, x: np.ndarray,
                     run: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None

@@ -287,28 +287,3 @@ def test_the_checker_golden_model_is_made_for_repeat_runs(checked):
     _, chk, _, xs = checked
     chk.run_checked(xs[0])
     assert chk._golden._repeat is True
-
-
-def test_the_float_model_is_handed_to_the_workers_first(checked, monkeypatch):
-    """``Checker.start`` submits the float model before the golden model: ONNX Runtime needs
-    the GIL only to enter its run, so its worker starts at once; the golden model and the
-    executor share the GIL anyway (whichever worker is submitted second waited 2-4 ms for
-    it on Lite0)."""
-    from concurrent.futures import Future
-
-    _, chk, _, xs = checked
-    order = []
-
-    class Recorder:
-        def submit(self, fn, *args):
-            order.append(fn.__name__)
-            f = Future()
-            f.set_result(None)
-            return f
-
-    monkeypatch.setattr(chk, "_workers", lambda: Recorder())
-    chk.start(xs[0])
-    assert order == ["float_outputs", "_golden_outputs"]
-    order.clear()
-    chk.start(xs[0], golden=False)   # eval's float-only start
-    assert order == ["float_outputs"]
