@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,16 @@ def _fresh(code: str) -> list[str]:
     """stdout words of ``code`` run in a fresh interpreter (nothing imported yet)."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.split()
+
+
+def _fresh_with(first: Path, code: str) -> list[str]:
+    """The stdout words of ``code`` run in a fresh Python with ``first`` first on its path
+    (a stand-in SciPy or numba extension there); fails the test on a non-zero exit."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(first)] + [p for p in sys.path if p])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.split()
 
 
 def test_warm_leaves_scipy_linalg_unimported_and_blas_usable_later():
@@ -87,11 +98,7 @@ def test_a_scipy_whose_linalg_fails_to_import_leaves_numba_convolve_working(tmp_
             "conv = numba.njit(lambda a, b: np.convolve(a, b))\n"
             "x = np.linspace(0.0, 1.0, 20)\n"
             "print(bool(np.allclose(conv(x, x[:3]), np.convolve(x, x[:3]))))\n")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path)] + [p for p in sys.path if p])
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["True"]
+    assert _fresh_with(tmp_path, code) == ["True"]
 
 
 def test_a_numba_extension_importing_scipy_linalg_still_loads(tmp_path):
@@ -117,8 +124,4 @@ def test_a_numba_extension_importing_scipy_linalg_still_loads(tmp_path):
             "assert jit.warm()\n"
             "m = sys.modules.get('tcc_ext_probe')\n"
             "print(getattr(m, 'INIT', False))\n")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path)] + [p for p in sys.path if p])
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["True"]
+    assert _fresh_with(tmp_path, code) == ["True"]
